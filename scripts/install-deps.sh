@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs the Debian packages trustme needs to build, run its demo and run its tests.
+# Idempotent: packages already present are not fetched again, and apt-get update runs
+# only when something is missing. Usage: scripts/install-deps.sh [--bench]
+set -eu
+
+PKGS="gcc libc6-dev pkg-config meson ninja-build
+      protobuf-c-compiler libprotobuf-c-dev libjson-c-dev libseccomp-dev libcap-dev libssl-dev
+      libcmocka-dev
+      busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
+      python3 python3-pytest iproute2 procps"
+# Peers and tools the benchmarks compare against; not needed for the demo or the tests.
+BENCH_PKGS="hyperfine runc crun lxc bubblewrap time"
+
+[ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
+[ "${1:-}" = "--bench" ] && PKGS="$PKGS $BENCH_PKGS"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

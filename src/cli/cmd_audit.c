@@ -1,0 +1,171 @@
+/* trustme audit: print the audit log, or verify its hash chain (docs/AUDIT.md). The daemon only
+ * serves the bytes; the chain is checked here, so a copy can also be checked offline (--file). */
+#include <errno.h>
+#include <json-c/json.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "buf.h"
+#include "cleanup.h"
+#include "cli.h"
+#include "fileio.h"
+
+#define AUDIT_FILE_MAX (1024u * 1024 * 1024)
+
+struct head {
+    bool known;
+    unsigned long long seq;
+    char hash[TM_SHA256_HEX_LEN + 1];
+};
+
+static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
+{
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 1;
+    Trustme__AuditRequest ar = TRUSTME__AUDIT_REQUEST__INIT;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_AUDIT;
+    req.audit = &ar;
+    tm_err err;
+    if (client_send(&cl, &req, &err) < 0)
+        return cli_fail("%s", err.msg);
+    for (;;) {
+        Trustme__Response *resp;
+        if (client_recv(&cl, &resp, &err) < 0) {
+            client_close(&cl);
+            return cli_fail("%s", err.msg);
+        }
+        bool done = true;
+        int r = 0;
+        if (resp->body_case == TRUSTME__RESPONSE__BODY_AUDIT_CHUNK) {
+            done = false;
+            if (tm_buf_append(log, resp->audit_chunk->data.data, resp->audit_chunk->data.len) < 0)
+                r = cli_fail("out of memory");
+        } else if (resp->body_case == TRUSTME__RESPONSE__BODY_AUDIT_END) {
+            head->known = true;
+            head->seq = resp->audit_end->head_seq;
+            snprintf(head->hash, sizeof(head->hash), "%s",
+                     resp->audit_end->head_hash ? resp->audit_end->head_hash : "");
+        } else if (resp->body_case == TRUSTME__RESPONSE__BODY_ERROR) {
+            r = cli_fail("%s", resp->error->message);
+        } else {
+            r = cli_fail("unexpected reply from trustmed");
+        }
+        trustme__response__free_unpacked(resp, NULL);
+        if (done || r) {
+            client_close(&cl);
+            return r;
+        }
+    }
+}
+
+static int read_offline(const char *path, tm_buf *log, struct head *head)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    tm_err err;
+    if (read_file(path, AUDIT_FILE_MAX, &data, &len, &err) < 0)
+        return cli_fail("%s", err.msg);
+    tm_buf_append(log, data, len);
+    char copy[4096], head_path[4200], line[128];
+    snprintf(copy, sizeof(copy), "%s", path);
+    snprintf(head_path, sizeof(head_path), "%s/audit.head", dirname(copy));
+    if (read_string_file(head_path, line, sizeof(line)) == 0 &&
+        sscanf(line, "%llu %64s", &head->seq, head->hash) == 2)
+        head->known = true;
+    return 0;
+}
+
+static int verify(const char *data, size_t len, const struct head *head)
+{
+    tm_audit_report rep;
+    if (tm_audit_verify(data, len, &rep) < 0) {
+        printf("audit log BROKEN at record %llu: %s\n", (unsigned long long)rep.bad_line, rep.problem);
+        printf("%llu record(s) before it are intact\n", (unsigned long long)rep.records);
+        return 1;
+    }
+    if (head->known && (rep.last_seq < head->seq ||
+                        (rep.last_seq == head->seq && strcmp(rep.last_hash, head->hash) != 0))) {
+        printf("audit log BROKEN: it ends at record %llu, but record %llu (%.16s...) was written: "
+               "records were removed from its end\n",
+               (unsigned long long)rep.last_seq, head->seq, head->hash);
+        return 1;
+    }
+    printf("audit log intact: %llu record(s), chain verified%s\n", (unsigned long long)rep.records,
+           head->known ? " up to the daemon's last record" : " (no head to compare the end with)");
+    if (rep.records)
+        printf("last record: #%llu %s\n", (unsigned long long)rep.last_seq, rep.last_hash);
+    if (rep.tamper_events)
+        printf("warning: %llu earlier tampering event(s) are recorded in the log (event "
+               "audit.tampered)\n", (unsigned long long)rep.tamper_events);
+    return 0;
+}
+
+static void print_records(const char *data, size_t len, bool json)
+{
+    size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        size_t l = nl ? (size_t)(nl - (data + pos)) : len - pos;
+        if (json) {
+            fwrite(data + pos, 1, l, stdout);
+            putchar('\n');
+        } else {
+            _cleanup_free_ char *line = strndup(data + pos, l);
+            json_object *o = line ? json_tokener_parse(line) : NULL;
+            json_object *v;
+            const char *f[6] = {"", "", "", "", "", ""};
+            const char *keys[6] = {"time", "event", "result", "subject", "actor", "detail"};
+            long long seq = 0;
+            if (o && json_object_object_get_ex(o, "seq", &v))
+                seq = json_object_get_int64(v);
+            for (int k = 0; o && k < 6; k++)
+                if (json_object_object_get_ex(o, keys[k], &v))
+                    f[k] = json_object_get_string(v);
+            if (o)
+                printf("%5lld %s %-18s %-6s %s%s%s [%s]\n", seq, f[0], f[1], f[2], f[3],
+                       f[3][0] && f[5][0] ? ": " : "", f[5], f[4]);
+            else
+                printf("(unreadable record) %s\n", line ? line : "");
+            json_object_put(o);
+        }
+        pos += l + 1;
+    }
+}
+
+int cmd_audit(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--json] [--verify] [--file LOG]\n"
+                        "  --verify     check the hash chain and that the log ends at the last record\n"
+                        "  --file LOG   read a copy of a log instead of asking trustmed";
+    bool do_verify = false;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--verify") == 0)
+            do_verify = true;
+        else if (strcmp(argv[i], "--json") == 0)
+            cli->json = true;
+        else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return printf("Usage: trustme audit %s\n", usage), 0;
+        else
+            return fprintf(stderr, "Usage: trustme audit %s\n", usage), 2;
+    }
+    tm_buf log = {0};
+    struct head head = {0};
+    int r = file ? read_offline(file, &log, &head) : fetch_from_daemon(cli, &log, &head);
+    if (r == 0) {
+        const char *data = (const char *)log.data + log.start;
+        if (do_verify)
+            r = verify(data, tm_buf_pending(&log), &head);
+        else
+            print_records(data, tm_buf_pending(&log), cli->json);
+    }
+    tm_buf_free(&log);
+    return r;
+}

@@ -1,0 +1,120 @@
+/* Verbs that change a container's state: start, stop, freeze, unfreeze. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Send req and report the container's resulting state in one line. */
+static int change_state(struct cli *cli, Trustme__Request *req, const char *verb_done)
+{
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 1;
+    Trustme__Response *resp = NULL;
+    tm_err err;
+    int r = client_call(&cl, req, &resp, &err);
+    client_close(&cl);
+    if (r < 0)
+        return cli_fail("%s", err.msg);
+    const Trustme__ContainerInfo *i = resp->container;
+    if (i && resp->body_case == TRUSTME__RESPONSE__BODY_CONTAINER) {
+        if (i->state == TRUSTME__CONTAINER_STATE__STOPPED && i->last_exit && i->last_exit[0] &&
+            strcmp(verb_done, "stopped") != 0)
+            printf("%s %s; init already %s\n", i->name, verb_done, i->last_exit);
+        else
+            printf("%s %s\n", i->name, verb_done);
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int cmd_start(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--attach] CONTAINER";
+    bool attach = false;
+    char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--attach") == 0 || strcmp(argv[i], "-a") == 0)
+            attach = true;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return printf("Usage: trustme start %s\n", usage), 0;
+        else if (argv[i][0] == '-' || name)
+            return fprintf(stderr, "Usage: trustme start %s\n", usage), 2;
+        else
+            name = argv[i];
+    }
+    if (!name)
+        return fprintf(stderr, "Usage: trustme start %s\n", usage), 2;
+    Trustme__StartRequest sr = TRUSTME__START_REQUEST__INIT;
+    sr.id = name;
+    sr.has_attach = true;
+    sr.attach = attach;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_START;
+    req.start = &sr;
+    if (!attach)
+        return change_state(cli, &req, "started");
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 1;
+    tm_err err;
+    int64_t id = client_send(&cl, &req, &err);
+    if (id < 0)
+        return cli_fail("%s", err.msg);
+    int status = relay_session(&cl, (uint64_t)id, false);
+    client_close(&cl);
+    return status;
+}
+
+int cmd_stop(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--timeout SECONDS] [--kill] CONTAINER\n"
+                        "  SIGTERM to init, SIGKILL after the timeout (default 10 s; 0 = at once)";
+    Trustme__StopRequest sr = TRUSTME__STOP_REQUEST__INIT;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--kill") == 0 || strcmp(argv[i], "-k") == 0) {
+            sr.has_kill = sr.kill = true;
+        } else if ((strcmp(argv[i], "--timeout") == 0 || strcmp(argv[i], "-t") == 0) && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            unsigned long t = strtoul(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i] || t > 3600)
+                return fprintf(stderr, "trustme stop: --timeout takes 0..3600 seconds\n"), 2;
+            sr.has_timeout_s = true;
+            sr.timeout_s = (uint32_t)t;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme stop %s\n", usage), 0;
+        } else if (argv[i][0] == '-' || sr.id) {
+            return fprintf(stderr, "Usage: trustme stop %s\n", usage), 2;
+        } else {
+            sr.id = argv[i];
+        }
+    }
+    if (!sr.id)
+        return fprintf(stderr, "Usage: trustme stop %s\n", usage), 2;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_STOP;
+    req.stop = &sr;
+    return change_state(cli, &req, "stopped");
+}
+
+static int freeze_verb(struct cli *cli, int argc, char **argv, bool freeze)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
+        return 2;
+    Trustme__ContainerRef ref = TRUSTME__CONTAINER_REF__INIT;
+    ref.id = pos[0];
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE;
+    if (freeze)
+        req.freeze = &ref;
+    else
+        req.unfreeze = &ref;
+    return change_state(cli, &req, freeze ? "frozen" : "thawed");
+}
+
+int cmd_freeze(struct cli *cli, int argc, char **argv) { return freeze_verb(cli, argc, argv, true); }
+int cmd_unfreeze(struct cli *cli, int argc, char **argv) { return freeze_verb(cli, argc, argv, false); }

@@ -1,0 +1,234 @@
+/* trustme run, and the stdio relay it shares with start --attach. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "fdutil.h"
+
+static struct termios saved_tio;
+static bool raw_mode;
+
+static void restore_terminal(void)
+{
+    if (raw_mode)
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
+    raw_mode = false;
+}
+
+static void enter_raw_mode(void)
+{
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+        return;
+    struct termios raw = saved_tio;
+    cfmakeraw(&raw);
+    if (tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0) {
+        raw_mode = true;
+        atexit(restore_terminal);
+    }
+}
+
+static void send_window(struct client *cl, uint64_t id)
+{
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0)
+        return;
+    Trustme__WindowSize w = TRUSTME__WINDOW_SIZE__INIT;
+    w.has_rows = w.has_cols = true;
+    w.rows = ws.ws_row;
+    w.cols = ws.ws_col;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_RESIZE;
+    req.resize = &w;
+    client_send_for(cl, id, &req, NULL);
+}
+
+static void send_stdin(struct client *cl, uint64_t id, const uint8_t *data, size_t len, bool eof)
+{
+    Trustme__StdinData in = TRUSTME__STDIN_DATA__INIT;
+    in.has_data = len > 0;
+    in.data.data = (uint8_t *)data;
+    in.data.len = len;
+    in.has_eof = eof;
+    in.eof = eof;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_STDIN;
+    req.stdin = &in;
+    client_send_for(cl, id, &req, NULL);
+}
+
+static void send_signal(struct client *cl, uint64_t id, int sig)
+{
+    Trustme__SignalRequest s = TRUSTME__SIGNAL_REQUEST__INIT;
+    s.has_signal = true;
+    s.signal = sig;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_SIGNAL;
+    req.signal = &s;
+    client_send_for(cl, id, &req, NULL);
+}
+
+/* Exit status for an error the daemon reports instead of an exit status (docker's convention:
+ * 127 command not found, 126 cannot be run, 125 anything else). */
+static int error_status(int code)
+{
+    if (code == ENOENT)
+        return 127;
+    if (code == EACCES || code == ENOEXEC)
+        return 126;
+    return 125;
+}
+
+int relay_session(struct client *cl, uint64_t id, bool tty)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGWINCH);
+    if (!tty) { /* with a tty these arrive as keystrokes through the terminal instead */
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGQUIT);
+    }
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    _cleanup_close_ int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (tty) {
+        enter_raw_mode();
+        send_window(cl, id);
+    }
+    bool stdin_open = true;
+    for (;;) {
+        struct pollfd pfd[3] = {{.fd = cl->fd, .events = POLLIN},
+                                {.fd = sfd, .events = POLLIN},
+                                {.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+        if (poll(pfd, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            restore_terminal();
+            return cli_fail("poll: %s", strerror(errno));
+        }
+        if (pfd[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGWINCH)
+                    send_window(cl, id);
+                else
+                    send_signal(cl, id, (int)si.ssi_signo);
+            }
+        }
+        if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+            uint8_t buf[32768];
+            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            if (n > 0) {
+                send_stdin(cl, id, buf, (size_t)n, false);
+            } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+                send_stdin(cl, id, NULL, 0, true);
+                stdin_open = false;
+            }
+        }
+        if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        Trustme__Response *resp;
+        tm_err err;
+        if (client_recv(cl, &resp, &err) < 0) {
+            restore_terminal();
+            cli_fail("%s", err.msg);
+            return 125;
+        }
+        int status = -1;
+        switch (resp->body_case) {
+        case TRUSTME__RESPONSE__BODY_OUTPUT: {
+            int fd = resp->output->stream == TRUSTME__OUTPUT_DATA__STREAM__STDERR ? STDERR_FILENO
+                                                                                  : STDOUT_FILENO;
+            write_all(fd, resp->output->data.data, resp->output->data.len);
+            break;
+        }
+        case TRUSTME__RESPONSE__BODY_PROGRESS:
+            if (!raw_mode)
+                fprintf(stderr, "trustme: %s...\n", resp->progress->message);
+            break;
+        case TRUSTME__RESPONSE__BODY_EXIT:
+            status = resp->exit->code;
+            break;
+        case TRUSTME__RESPONSE__BODY_ERROR:
+            restore_terminal();
+            cli_fail("%s", resp->error->message ? resp->error->message : "error");
+            status = error_status(resp->error->code);
+            break;
+        default:
+            break;
+        }
+        trustme__response__free_unpacked(resp, NULL);
+        if (status >= 0) {
+            restore_terminal();
+            return status;
+        }
+    }
+}
+
+int cmd_run(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[-t] [-e KEY=VALUE]... CONTAINER -- COMMAND [ARG...]\n"
+                        "  -t  allocate a terminal in the container\n"
+                        "  -e  set an environment variable for the command";
+    Trustme__RunRequest rr = TRUSTME__RUN_REQUEST__INIT;
+    char *env[256];
+    size_t nenv = 0;
+    int i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tty") == 0) {
+            rr.has_tty = rr.tty = true;
+        } else if ((strcmp(argv[i], "-e") == 0 || strcmp(argv[i], "--env") == 0) && i + 1 < argc) {
+            if (nenv >= ARRAY_SIZE(env) - 1 || !strchr(argv[i + 1], '='))
+                return fprintf(stderr, "trustme run: -e takes KEY=VALUE\n"), 2;
+            env[nenv++] = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme run %s\n", usage), 0;
+        } else if (argv[i][0] == '-' || rr.id) {
+            if (rr.id) { /* "run c cmd args" without "--" */
+                break;
+            }
+            return fprintf(stderr, "Usage: trustme run %s\n", usage), 2;
+        } else {
+            rr.id = argv[i];
+        }
+    }
+    if (!rr.id || i >= argc)
+        return fprintf(stderr, "Usage: trustme run %s\n", usage), 2;
+    if (rr.tty) {
+        const char *term = getenv("TERM");
+        static char term_env[128];
+        snprintf(term_env, sizeof(term_env), "TERM=%s", term && term[0] ? term : "xterm");
+        env[nenv++] = term_env;
+    }
+    rr.argv = argv + i;
+    rr.n_argv = (size_t)(argc - i);
+    rr.env = env;
+    rr.n_env = nenv;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_RUN;
+    req.run = &rr;
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 125;
+    tm_err err;
+    int64_t id = client_send(&cl, &req, &err);
+    if (id < 0) {
+        cli_fail("%s", err.msg);
+        return 125;
+    }
+    int status = relay_session(&cl, (uint64_t)id, rr.has_tty && rr.tty);
+    client_close(&cl);
+    return status;
+}

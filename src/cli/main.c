@@ -1,0 +1,141 @@
+/* trustme: the command-line client of trustmed. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "version.h"
+
+static const struct verb {
+    const char *name;
+    int (*fn)(struct cli *cli, int argc, char **argv);
+    const char *args;
+    const char *help;
+} verbs[] = {
+    {"create", cmd_create, "CONFIG.json", "create a container from a config file (docs/CONFIG.md)"},
+    {"list", cmd_list, "[--json]", "list containers"},
+    {"state", cmd_state, "[--json] CONTAINER", "show a container's state, limits and last exit"},
+    {"config", cmd_config, "CONTAINER", "print a container's config"},
+    {"start", cmd_start, "[--attach] CONTAINER", "start; --attach relays init's stdio and exits with its status"},
+    {"stop", cmd_stop, "[--timeout S] [--kill] CONTAINER", "stop: SIGTERM, SIGKILL after S seconds (default 10)"},
+    {"freeze", cmd_freeze, "CONTAINER", "freeze every process of a running container"},
+    {"unfreeze", cmd_unfreeze, "CONTAINER", "thaw a frozen container"},
+    {"run", cmd_run, "[-t] [-e KEY=VALUE] CONTAINER -- CMD [ARG...]", "run a command inside a running container"},
+    {"remove", cmd_remove, "CONTAINER", "delete a stopped container and its data"},
+    {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: trustme [--socket PATH | --run-dir DIR] COMMAND [ARGS]\n\n"
+                 "Manage trustme containers through trustmed. Containers are named by name or UUID.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+        fprintf(out, "  %-9s %-44s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
+    fprintf(out, "\nGlobal options:\n"
+                 "  --socket PATH   control socket (default $TRUSTME_SOCKET or /run/trustme/control.sock)\n"
+                 "  --run-dir DIR   use DIR/control.sock (the --run-dir given to trustmed)\n"
+                 "  --version       print the version\n"
+                 "  -h, --help      this help; 'trustme COMMAND --help' for a command\n");
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {.socket_path = getenv("TRUSTME_SOCKET")};
+    static char sock[4096];
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+            cli.socket_path = argv[++i];
+        } else if (strcmp(argv[i], "--run-dir") == 0 && i + 1 < argc) {
+            snprintf(sock, sizeof(sock), "%s/control.sock", argv[++i]);
+            cli.socket_path = sock;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("trustme %s\n", TRUSTME_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "trustme: unknown option %s\n\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!cli.socket_path || !cli.socket_path[0])
+        cli.socket_path = "/run/trustme/control.sock";
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t v = 0; v < ARRAY_SIZE(verbs); v++)
+        if (strcmp(argv[i], verbs[v].name) == 0)
+            return verbs[v].fn(&cli, argc - i, argv + i);
+    fprintf(stderr, "trustme: unknown command \"%s\" (see trustme --help)\n", argv[i]);
+    return 2;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("trustme: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_connect(struct cli *cli, struct client *cl)
+{
+    tm_err err;
+    if (client_connect(cl, cli->socket_path, &err) < 0) {
+        cli_fail("%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_args(struct cli *cli, int argc, char **argv, const char *usage_line, int min, int max,
+             char **pos)
+{
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            cli->json = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("Usage: trustme %s %s\n", argv[0], usage_line);
+            exit(0);
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "trustme %s: unknown option %s\nUsage: trustme %s %s\n", argv[0], argv[i],
+                    argv[0], usage_line);
+            return -1;
+        } else if (n < max) {
+            pos[n++] = argv[i];
+        } else {
+            fprintf(stderr, "trustme %s: too many arguments\nUsage: trustme %s %s\n", argv[0],
+                    argv[0], usage_line);
+            return -1;
+        }
+    }
+    if (n < min) {
+        fprintf(stderr, "Usage: trustme %s %s\n", argv[0], usage_line);
+        return -1;
+    }
+    return n;
+}
+
+const char *state_word(Trustme__ContainerState s)
+{
+    switch (s) {
+    case TRUSTME__CONTAINER_STATE__STOPPED: return "stopped";
+    case TRUSTME__CONTAINER_STATE__STARTING: return "starting";
+    case TRUSTME__CONTAINER_STATE__RUNNING: return "running";
+    case TRUSTME__CONTAINER_STATE__FREEZING: return "freezing";
+    case TRUSTME__CONTAINER_STATE__FROZEN: return "frozen";
+    case TRUSTME__CONTAINER_STATE__STOPPING: return "stopping";
+    default: return "unknown";
+    }
+}

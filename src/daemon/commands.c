@@ -1,0 +1,326 @@
+#include "commands.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+#include "exec.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "modules/volume.h"
+#include "session.h"
+
+#define CONFIG_JSON_MAX (1024 * 1024)
+
+static void reply_info(struct conn *conn, uint64_t id, const struct container *c)
+{
+    Trustme__ContainerInfo info;
+    container_info(c, &info);
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
+    resp.container = &info;
+    conn_send(conn, id, &resp);
+}
+
+static void reply_ok(struct conn *conn, uint64_t id)
+{
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    conn_send(conn, id, &resp);
+}
+
+static struct container *lookup(struct conn *conn, uint64_t id, const char *ref)
+{
+    if (!ref || !ref[0]) {
+        conn_send_error(conn, id, EINVAL, "no container given");
+        return NULL;
+    }
+    struct container *c = container_find(conn->d, ref);
+    if (!c)
+        conn_send_error(conn, id, ENOENT, "no container \"%s\" (see trustme list)", ref);
+    return c;
+}
+
+static void remove_waiter(struct container *c, uint64_t conn_id, uint64_t req_id)
+{
+    for (struct waiter **pp = &c->waiters; *pp; pp = &(*pp)->next)
+        if ((*pp)->conn_id == conn_id && (*pp)->req_id == req_id) {
+            struct waiter *w = *pp;
+            *pp = w->next;
+            free(w);
+            return;
+        }
+}
+
+/* Fire ev for a client that waits for its completion (kind); refusals are answered at once. */
+static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, enum cevent ev,
+                          const void *arg, enum wait_kind kind, bool wait)
+{
+    snprintf(c->actor, sizeof(c->actor), "%s", conn->actor);
+    if (wait) /* before firing: the event may complete (or fail) synchronously */
+        container_add_waiter(c, conn->id, id, kind);
+    tm_err err;
+    if (container_fire(c, ev, arg, &err) < 0) {
+        if (wait)
+            remove_waiter(c, conn->id, id);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+    }
+}
+
+static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    size_t n = 0;
+    for (struct container *c = conn->d->containers; c; c = c->next)
+        n++;
+    Trustme__ContainerInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    Trustme__ContainerInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (!infos || !ptrs) {
+        free(infos);
+        free(ptrs);
+        conn_send_error(conn, id, ENOMEM, "out of memory");
+        return;
+    }
+    size_t i = 0;
+    for (struct container *c = conn->d->containers; c; c = c->next, i++) {
+        container_info(c, &infos[i]);
+        ptrs[i] = &infos[i];
+    }
+    Trustme__ContainerList list = TRUSTME__CONTAINER_LIST__INIT;
+    list.n_containers = n;
+    list.containers = ptrs;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_LIST;
+    resp.list = &list;
+    conn_send(conn, id, &resp);
+    free(infos);
+    free(ptrs);
+}
+
+static void cmd_state(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->state->id);
+    if (c)
+        reply_info(conn, id, c);
+}
+
+static void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->config->id);
+    if (!c)
+        return;
+    Trustme__ConfigReply cfg = TRUSTME__CONFIG_REPLY__INIT;
+    cfg.has_config_json = true;
+    cfg.config_json.data = (uint8_t *)c->config_json;
+    cfg.config_json.len = c->config_len;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_CONFIG;
+    resp.config = &cfg;
+    conn_send(conn, id, &resp);
+}
+
+static void cmd_create(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct daemon *d = conn->d;
+    const Trustme__CreateRequest *rq = req->create;
+    if (!rq->has_config_json || rq->config_json.len == 0) {
+        conn_send_error(conn, id, EINVAL, "create: the config is empty");
+        return;
+    }
+    if (rq->config_json.len > CONFIG_JSON_MAX) {
+        conn_send_error(conn, id, EFBIG, "create: the config is larger than %d bytes", CONFIG_JSON_MAX);
+        return;
+    }
+    const char *json = (const char *)rq->config_json.data;
+    size_t len = rq->config_json.len;
+    tm_err err = {0};
+    struct container_config *cfg = NULL;
+    struct container *c = NULL;
+    int r = config_parse(json, len, &cfg, &err);
+    if (r == 0)
+        r = volume_check_rootfs(cfg, &err);
+    if (r == 0)
+        r = container_create(d, cfg, json, len, &c, &err);
+    if (r < 0) {
+        config_free(cfg);
+        daemon_audit(d, "config.reject", "fail", NULL, conn->actor, "%s", err.msg);
+        conn_send_error(conn, id, err.code, "invalid container config: %s", err.msg);
+        return;
+    }
+    daemon_audit(d, "container.create", "ok", c, conn->actor, "rootfs %s, user namespace %s",
+                 cfg->rootfs, cfg->user_namespace ? "on" : "off");
+    reply_info(conn, id, c);
+}
+
+static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->remove->id);
+    if (!c)
+        return;
+    if (state_is_active(c->state) || c->sessions) {
+        conn_send_error(conn, id, EBUSY, "%s is %s; stop it first (trustme stop %s)", c->cfg->name,
+                        state_name(c->state), c->cfg->name);
+        return;
+    }
+    struct daemon *d = conn->d;
+    char label[128];
+    snprintf(label, sizeof(label), "%s", container_label(c));
+    tm_err err;
+    if (container_remove(c, &err) < 0) {
+        daemon_audit(d, "container.remove", "fail", c, conn->actor, "%s", err.msg);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
+    }
+    daemon_audit(d, "container.remove", "ok", NULL, conn->actor, "%s", label);
+    reply_ok(conn, id);
+}
+
+static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__StartRequest *rq = req->start;
+    struct container *c = lookup(conn, id, rq->id);
+    if (!c)
+        return;
+    struct start_args args = {.attach = rq->has_attach && rq->attach, .conn_id = conn->id,
+                              .req_id = id};
+    /* An attached start is answered by its session (output, then the exit status). */
+    fire_and_wait(conn, id, c, EV_START, &args, WAIT_START, !args.attach);
+}
+
+static void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__StopRequest *rq = req->stop;
+    struct container *c = lookup(conn, id, rq->id);
+    if (!c)
+        return;
+    struct stop_args args = {.timeout_s = rq->has_timeout_s ? rq->timeout_s : STOP_TIMEOUT_DEFAULT_S,
+                             .kill = rq->has_kill && rq->kill};
+    if (args.timeout_s > 3600) {
+        conn_send_error(conn, id, EINVAL, "stop timeout above 3600 s");
+        return;
+    }
+    fire_and_wait(conn, id, c, EV_STOP, &args, WAIT_STOP, true);
+}
+
+static void cmd_freeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->freeze->id);
+    if (c)
+        fire_and_wait(conn, id, c, EV_FREEZE, NULL, WAIT_FREEZE, true);
+}
+
+static void cmd_unfreeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->unfreeze->id);
+    if (c)
+        fire_and_wait(conn, id, c, EV_UNFREEZE, NULL, WAIT_UNFREEZE, true);
+}
+
+static void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->run->id);
+    if (!c)
+        return;
+    tm_err err;
+    if (exec_start(c, conn, id, req->run, &err) < 0) {
+        daemon_audit(conn->d, "exec.start", "fail", c, conn->actor, "%s", err.msg);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+    }
+}
+
+static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    int fd = open(conn->d->audit.path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        conn_send_error(conn, id, errno, "cannot open the audit log: %s", strerror(errno));
+        return;
+    }
+    conn_stream_file(conn, id, fd);
+}
+
+void commands_stream_done(struct conn *conn, uint64_t req_id)
+{
+    Trustme__AuditEnd end = TRUSTME__AUDIT_END__INIT;
+    end.has_head_seq = true;
+    end.head_seq = conn->d->audit.seq;
+    end.head_hash = conn->d->audit.hash;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_AUDIT_END;
+    resp.audit_end = &end;
+    conn_send(conn, req_id, &resp);
+}
+
+/* Session input: the request carries the id of the start/run request it belongs to. */
+static struct session *session_for(struct conn *conn, uint64_t id)
+{
+    struct session *s = session_find(conn->d, conn->id, id);
+    if (!s)
+        conn_send_error(conn, id, ENOENT, "no session %llu on this connection", (unsigned long long)id);
+    return s;
+}
+
+static void cmd_stdin(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct session *s = session_for(conn, id);
+    if (s)
+        session_input(s, req->stdin->has_data ? req->stdin->data.data : NULL,
+                      req->stdin->has_data ? req->stdin->data.len : 0,
+                      req->stdin->has_eof && req->stdin->eof);
+}
+
+static void cmd_resize(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct session *s = session_for(conn, id);
+    if (s)
+        session_resize(s, req->resize->rows, req->resize->cols);
+}
+
+static void cmd_signal(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct session *s = session_for(conn, id);
+    if (!s)
+        return;
+    int sig = req->signal->has_signal ? req->signal->signal : 0;
+    if (sig < 1 || sig >= NSIG) {
+        conn_send_error(conn, id, EINVAL, "invalid signal %d", sig);
+        return;
+    }
+    int pidfd = s->attach ? s->c->pidfd : s->pidfd;
+    if (pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+typedef void (*handler_fn)(struct conn *conn, uint64_t id, const Trustme__Request *req);
+
+static const struct {
+    Trustme__Request__BodyCase body;
+    handler_fn fn;
+} handlers[] = {
+    {TRUSTME__REQUEST__BODY_LIST, cmd_list},         {TRUSTME__REQUEST__BODY_STATE, cmd_state},
+    {TRUSTME__REQUEST__BODY_CREATE, cmd_create},     {TRUSTME__REQUEST__BODY_CONFIG, cmd_config},
+    {TRUSTME__REQUEST__BODY_START, cmd_start},       {TRUSTME__REQUEST__BODY_STOP, cmd_stop},
+    {TRUSTME__REQUEST__BODY_FREEZE, cmd_freeze},     {TRUSTME__REQUEST__BODY_UNFREEZE, cmd_unfreeze},
+    {TRUSTME__REQUEST__BODY_RUN, cmd_run},           {TRUSTME__REQUEST__BODY_REMOVE, cmd_remove},
+    {TRUSTME__REQUEST__BODY_AUDIT, cmd_audit},       {TRUSTME__REQUEST__BODY_STDIN, cmd_stdin},
+    {TRUSTME__REQUEST__BODY_RESIZE, cmd_resize},     {TRUSTME__REQUEST__BODY_SIGNAL, cmd_signal},
+};
+
+void commands_dispatch(struct conn *conn, const Trustme__Request *req)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
+        if (handlers[i].body == req->body_case) {
+            handlers[i].fn(conn, req->id, req);
+            return;
+        }
+    conn_send_error(conn, req->id, EOPNOTSUPP, "unknown request (body %d): is this client newer "
+                    "than the daemon?", (int)req->body_case);
+}

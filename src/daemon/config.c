@@ -1,0 +1,397 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/capability.h>
+
+#include "cleanup.h"
+#include "jsonutil.h"
+#include "uuid.h"
+
+static const char *const top_keys[] = {
+    "name", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
+    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", NULL};
+
+const char *rootfs_type_name(enum rootfs_type t)
+{
+    switch (t) {
+    case ROOTFS_DIR: return "dir";
+    case ROOTFS_SQUASHFS: return "squashfs";
+    case ROOTFS_EROFS: return "erofs";
+    case ROOTFS_AUTO: break;
+    }
+    return "auto";
+}
+
+bool config_name_valid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > CONFIG_NAME_MAX || !isalnum((unsigned char)name[0]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
+            return false;
+    /* A name that looks like a UUID would make "trustme start X" ambiguous. */
+    return !tm_uuid_valid(name);
+}
+
+static bool hostname_valid(const char *h)
+{
+    size_t len = strlen(h);
+    if (len == 0 || len > CONFIG_HOSTNAME_MAX || h[0] == '-' || h[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
+            return false;
+    return true;
+}
+
+/* An absolute path without "." or ".." components or empty components. */
+static bool clean_abs_path(const char *p)
+{
+    if (p[0] != '/')
+        return false;
+    for (const char *s = p; *s;) {
+        while (*s == '/')
+            s++;
+        const char *e = strchrnul(s, '/');
+        size_t n = (size_t)(e - s);
+        if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+            return false;
+        s = e;
+    }
+    return true;
+}
+
+/* "0-3,5,7-8": each number < 1024, ranges ascending. */
+static bool cpuset_valid(const char *s)
+{
+    if (!*s)
+        return false;
+    while (*s) {
+        char *end;
+        if (!isdigit((unsigned char)*s))
+            return false;
+        unsigned long a = strtoul(s, &end, 10), b = a;
+        s = end;
+        if (*s == '-') {
+            s++;
+            if (!isdigit((unsigned char)*s))
+                return false;
+            b = strtoul(s, &end, 10);
+            s = end;
+        }
+        if (a >= 1024 || b >= 1024 || b < a)
+            return false;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return false;
+    }
+    return s[-1] != ',';
+}
+
+static int parse_rootfs(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"path", "type", NULL};
+    json_object *obj;
+    int r = tm_json_get_object(root, "$", "rootfs", true, 8, &obj, err);
+    if (r < 0)
+        return r;
+    if ((r = tm_json_check_keys(obj, "$.rootfs", keys, err)) < 0)
+        return r;
+    const char *path, *type = NULL;
+    if ((r = tm_json_get_string(obj, "$.rootfs", "path", true, PATH_MAX - 1, &path, err)) < 0)
+        return r;
+    if (!clean_abs_path(path))
+        return tm_err_set(err, EINVAL, "$.rootfs.path: must be an absolute path without . or .. "
+                          "components, got \"%s\"", path);
+    snprintf(cfg->rootfs, sizeof(cfg->rootfs), "%s", path);
+    if ((r = tm_json_get_string(obj, "$.rootfs", "type", false, 16, &type, err)) < 0)
+        return r;
+    cfg->rootfs_type = ROOTFS_AUTO;
+    if (type) {
+        static const enum rootfs_type types[] = {ROOTFS_AUTO, ROOTFS_DIR, ROOTFS_SQUASHFS, ROOTFS_EROFS};
+        bool found = false;
+        for (size_t i = 0; i < ARRAY_SIZE(types) && !found; i++)
+            if (strcmp(type, rootfs_type_name(types[i])) == 0) {
+                cfg->rootfs_type = types[i];
+                found = true;
+            }
+        if (!found)
+            return tm_err_set(err, EINVAL, "$.rootfs.type: must be \"auto\", \"dir\", "
+                              "\"squashfs\" or \"erofs\", got \"%s\"", type);
+    }
+    return 0;
+}
+
+static int parse_args(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    json_object *arr;
+    int r = tm_json_get_array(root, "$", "args", false, CONFIG_MAX_ARGS, &arr, err);
+    if (r < 0)
+        return r;
+    size_t n = r ? json_object_array_length(arr) : 0;
+    cfg->args = calloc(n + 1, sizeof(char *));
+    if (!cfg->args)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char path[TM_JSON_PATH_MAX];
+        const char *s;
+        tm_json_path_index(path, "$.args", i);
+        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, CONFIG_ARG_MAX, &s,
+                                       err)) < 0)
+            return r;
+        if (!(cfg->args[i] = strdup(s)))
+            return tm_err_set(err, ENOMEM, "out of memory");
+        cfg->nargs++;
+    }
+    return 0;
+}
+
+static int parse_env(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    json_object *obj;
+    int r = tm_json_get_object(root, "$", "env", false, CONFIG_MAX_ENV, &obj, err);
+    if (r < 0)
+        return r;
+    size_t n = r ? (size_t)json_object_object_length(obj) : 0;
+    cfg->env = calloc(n + 1, sizeof(char *));
+    if (!cfg->env)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if (!n)
+        return 0;
+    json_object_object_foreach(obj, key, val)
+    {
+        char path[TM_JSON_PATH_MAX];
+        tm_json_path_key(path, "$.env", key);
+        bool ok = (isalpha((unsigned char)key[0]) || key[0] == '_') && strlen(key) <= 256;
+        for (const char *k = key; ok && *k; k++)
+            ok = isalnum((unsigned char)*k) || *k == '_';
+        if (!ok)
+            return tm_err_set(err, EINVAL, "%s: variable names are letters, digits and _ and do "
+                              "not start with a digit", path);
+        const char *s;
+        if ((r = tm_json_expect_string(val, path, CONFIG_ARG_MAX, &s, err)) < 0)
+            return r;
+        if (asprintf(&cfg->env[cfg->nenv], "%s=%s", key, s) < 0) {
+            cfg->env[cfg->nenv] = NULL;
+            return tm_err_set(err, ENOMEM, "out of memory");
+        }
+        cfg->nenv++;
+    }
+    return 0;
+}
+
+static int parse_device(json_object *v, const char *path, struct device_rule *d, tm_err *err)
+{
+    static const char *const keys[] = {"path", "type", "major", "minor", "access", NULL};
+    if (!json_object_is_type(v, json_type_object))
+        return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(v));
+    int r;
+    if ((r = tm_json_check_keys(v, path, keys, err)) < 0)
+        return r;
+    const char *p, *type, *access = "rwm";
+    int64_t major, minor;
+    if ((r = tm_json_get_string(v, path, "path", true, CONFIG_DEVICE_PATH_MAX - 1, &p, err)) < 0 ||
+        (r = tm_json_get_string(v, path, "type", true, 1, &type, err)) < 0 ||
+        (r = tm_json_get_int(v, path, "major", true, 0, 4095, &major, err)) < 0 ||
+        (r = tm_json_get_int(v, path, "minor", true, 0, 1048575, &minor, err)) < 0 ||
+        (r = tm_json_get_string(v, path, "access", false, 3, &access, err)) < 0)
+        return r;
+    if (strncmp(p, "/dev/", 5) != 0 || !clean_abs_path(p) || strlen(p) == 5)
+        return tm_err_set(err, EINVAL, "%s.path: must be a path below /dev/, got \"%s\"", path, p);
+    if (strcmp(type, "c") != 0 && strcmp(type, "b") != 0)
+        return tm_err_set(err, EINVAL, "%s.type: must be \"c\" or \"b\", got \"%s\"", path, type);
+    bool ok = *access != '\0';
+    for (const char *a = access; ok && *a; a++)
+        ok = strchr("rwm", *a) && !strchr(a + 1, *a);
+    if (!ok)
+        return tm_err_set(err, EINVAL, "%s.access: must be letters of \"rwm\", each at most once, "
+                          "got \"%s\"", path, access);
+    snprintf(d->path, sizeof(d->path), "%s", p);
+    d->type = type[0];
+    d->major = (uint32_t)major;
+    d->minor = (uint32_t)minor;
+    snprintf(d->access, sizeof(d->access), "%s", access);
+    return 0;
+}
+
+static int parse_devices(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    json_object *arr;
+    int r = tm_json_get_array(root, "$", "devices", false, CONFIG_MAX_DEVICES, &arr, err);
+    if (r <= 0)
+        return r;
+    size_t n = json_object_array_length(arr);
+    cfg->devices = calloc(n ? n : 1, sizeof(*cfg->devices));
+    if (!cfg->devices)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char path[TM_JSON_PATH_MAX];
+        tm_json_path_index(path, "$.devices", i);
+        if ((r = parse_device(json_object_array_get_idx(arr, i), path, &cfg->devices[i], err)) < 0)
+            return r;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->devices[j].path, cfg->devices[i].path) == 0)
+                return tm_err_set(err, EINVAL, "%s.path: \"%s\" is listed twice", path,
+                                  cfg->devices[i].path);
+        cfg->ndevices++;
+    }
+    return 0;
+}
+
+static int parse_caps(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    json_object *arr;
+    int r = tm_json_get_array(root, "$", "capabilities", false, 64, &arr, err);
+    if (r <= 0)
+        return r;
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        char path[TM_JSON_PATH_MAX], lower[64];
+        const char *s;
+        tm_json_path_index(path, "$.capabilities", i);
+        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, 40, &s, err)) < 0)
+            return r;
+        bool ok = strncmp(s, "CAP_", 4) == 0 && s[4];
+        for (size_t k = 0; ok && s[k]; k++)
+            ok = isupper((unsigned char)s[k]) || s[k] == '_';
+        cap_value_t cap;
+        if (ok) {
+            for (size_t k = 0; k <= strlen(s); k++)
+                lower[k] = (char)tolower((unsigned char)s[k]);
+            ok = cap_from_name(lower, &cap) == 0 && cap >= 0 && cap < 64;
+        }
+        if (!ok)
+            return tm_err_set(err, EINVAL, "%s: \"%s\" is not a capability name such as "
+                              "\"CAP_NET_RAW\"", path, s);
+        cfg->caps_keep |= 1ULL << cap;
+    }
+    return 0;
+}
+
+static int parse(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    int r;
+    const char *s;
+    int64_t n;
+    if ((r = tm_json_check_keys(root, "$", top_keys, err)) < 0)
+        return r;
+
+    if ((r = tm_json_get_string(root, "$", "name", true, 256, &s, err)) < 0)
+        return r;
+    if (!config_name_valid(s))
+        return tm_err_set(err, EINVAL, "$.name: \"%s\" is not a valid name (1-%d letters, digits, "
+                          "'_', '.', '-', starting with a letter or digit, not a UUID)", s,
+                          CONFIG_NAME_MAX);
+    snprintf(cfg->name, sizeof(cfg->name), "%s", s);
+
+    if ((r = parse_rootfs(root, cfg, err)) < 0)
+        return r;
+
+    if ((r = tm_json_get_string(root, "$", "init", false, PATH_MAX - 1, &s, err)) < 0)
+        return r;
+    if (r == 0)
+        s = "/sbin/init";
+    if (!clean_abs_path(s))
+        return tm_err_set(err, EINVAL, "$.init: must be an absolute path in the container, got \"%s\"", s);
+    snprintf(cfg->init, sizeof(cfg->init), "%s", s);
+
+    if ((r = parse_args(root, cfg, err)) < 0 || (r = parse_env(root, cfg, err)) < 0)
+        return r;
+
+    if ((r = tm_json_get_string(root, "$", "hostname", false, 256, &s, err)) < 0)
+        return r;
+    if (r == 0)
+        s = cfg->name;
+    if (!hostname_valid(s))
+        return tm_err_set(err, EINVAL, "$.hostname: \"%s\" is not a valid host name (1-%d letters, "
+                          "digits, '-' and '.')", s, CONFIG_HOSTNAME_MAX);
+    snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
+
+    cfg->memory_limit_mb = CONFIG_DEFAULT_MEMORY_MB;
+    if ((r = tm_json_get_int(root, "$", "memory_limit_mb", false, 0, 1 << 24, &n, err)) < 0)
+        return r;
+    if (r) {
+        if (n != 0 && n < 4)
+            return tm_err_set(err, ERANGE, "$.memory_limit_mb: %lld is too small (0 for no limit, "
+                              "or at least 4)", (long long)n);
+        cfg->memory_limit_mb = (uint64_t)n;
+    }
+    cfg->pids_limit = CONFIG_DEFAULT_PIDS;
+    if ((r = tm_json_get_int(root, "$", "pids_limit", false, 0, 4194304, &n, err)) < 0)
+        return r;
+    if (r)
+        cfg->pids_limit = (uint32_t)n;
+
+    if ((r = tm_json_get_string(root, "$", "cpus", false, sizeof(cfg->cpus) - 1, &s, err)) < 0)
+        return r;
+    if (r) {
+        if (!cpuset_valid(s))
+            return tm_err_set(err, EINVAL, "$.cpus: \"%s\" is not a CPU list such as \"0\", "
+                              "\"0-1\" or \"0,2-3\"", s);
+        snprintf(cfg->cpus, sizeof(cfg->cpus), "%s", s);
+    }
+
+    cfg->data_size_mb = CONFIG_DEFAULT_DATA_MB;
+    if ((r = tm_json_get_int(root, "$", "data_size_mb", false, 0, 1 << 24, &n, err)) < 0)
+        return r;
+    if (r) {
+        if (n != 0 && n < 8)
+            return tm_err_set(err, ERANGE, "$.data_size_mb: %lld is too small (0 for no persistent "
+                              "volume, or at least 8)", (long long)n);
+        cfg->data_size_mb = (uint64_t)n;
+    }
+
+    if ((r = parse_devices(root, cfg, err)) < 0 || (r = parse_caps(root, cfg, err)) < 0)
+        return r;
+
+    cfg->user_namespace = true;
+    if ((r = tm_json_get_bool(root, "$", "user_namespace", false, &cfg->user_namespace, err)) < 0)
+        return r;
+    cfg->autostart = false;
+    if ((r = tm_json_get_bool(root, "$", "autostart", false, &cfg->autostart, err)) < 0)
+        return r;
+    return 0;
+}
+
+int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err)
+{
+    json_object *root;
+    int r = tm_json_parse_object(json, len, &root, err);
+    if (r < 0)
+        return r;
+    struct container_config *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg) {
+        json_object_put(root);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    r = parse(root, cfg, err);
+    json_object_put(root);
+    if (r < 0) {
+        config_free(cfg);
+        return r;
+    }
+    *ret = cfg;
+    return 0;
+}
+
+static void free_strv(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
+
+void config_free(struct container_config *cfg)
+{
+    if (!cfg)
+        return;
+    free_strv(cfg->args);
+    free_strv(cfg->env);
+    free(cfg->devices);
+    free(cfg);
+}

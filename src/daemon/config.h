@@ -1,0 +1,59 @@
+/* Container configuration: strict JSON parsing (docs/CONFIG.md). The parser is pure: it checks
+ * syntax, types and ranges; checks against the host (does the rootfs exist?) happen in create. */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define CONFIG_NAME_MAX 63
+#define CONFIG_HOSTNAME_MAX 64
+#define CONFIG_MAX_ARGS 256
+#define CONFIG_MAX_ENV 256
+#define CONFIG_MAX_DEVICES 64
+#define CONFIG_ARG_MAX 4096
+#define CONFIG_DEVICE_PATH_MAX 128
+
+enum rootfs_type { ROOTFS_AUTO = 0, ROOTFS_DIR, ROOTFS_SQUASHFS, ROOTFS_EROFS };
+
+#define DEV_WILDCARD UINT32_MAX
+
+struct device_rule {
+    char type;                          /* 'c' or 'b' */
+    uint32_t major, minor;              /* DEV_WILDCARD for "any" (built-in rules only) */
+    char access[4];                     /* subset of "rwm" */
+    char path[CONFIG_DEVICE_PATH_MAX];  /* node to create under /dev, "" for rule-only entries */
+};
+
+struct container_config {
+    char name[CONFIG_NAME_MAX + 1];
+    char rootfs[PATH_MAX];
+    enum rootfs_type rootfs_type;
+    char init[PATH_MAX];
+    char **args; /* argv[1..], NULL-terminated */
+    size_t nargs;
+    char **env;  /* KEY=VALUE, NULL-terminated */
+    size_t nenv;
+    char hostname[CONFIG_HOSTNAME_MAX + 1];
+    uint64_t memory_limit_mb;           /* 0: no limit */
+    uint32_t pids_limit;                /* 0: no limit */
+    char cpus[128];                     /* cpuset list, "" for all */
+    uint64_t data_size_mb;              /* 0: no persistent volume (tmpfs upper) */
+    struct device_rule *devices;
+    size_t ndevices;
+    uint64_t caps_keep;                 /* bit n = keep capability n beyond the default */
+    bool user_namespace;
+    bool autostart;
+};
+
+#define CONFIG_DEFAULT_MEMORY_MB 1024
+#define CONFIG_DEFAULT_PIDS 4096
+#define CONFIG_DEFAULT_DATA_MB 64
+
+int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err);
+void config_free(struct container_config *cfg);
+bool config_name_valid(const char *name);
+const char *rootfs_type_name(enum rootfs_type t);

@@ -1,0 +1,42 @@
+/* The control socket: connections, framing, replies (docs/PROTOCOL.md). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "control.pb-c.h"
+#include "daemon.h"
+#include "frame.h"
+
+#define CONN_MAX 128
+/* Above this much unsent output a connection stops pulling session output (backpressure). */
+#define CONN_HIGH_WATER (1024 * 1024)
+
+struct conn {
+    struct conn *next;
+    struct daemon *d;
+    uint64_t id;
+    int fd;
+    tm_source *src;
+    struct ucred peer;
+    char actor[48];          /* "uid=0 pid=1234" for the audit log */
+    tm_frame_reader rd;
+    tm_buf out;
+    bool closing;            /* close as soon as out is flushed */
+    tm_source *partial_timer;
+    int stream_fd;           /* file being streamed to the client (audit), or -1 */
+    uint64_t stream_req;
+};
+
+int control_listen(struct daemon *d, tm_err *err);
+void control_close_all(struct daemon *d);
+struct conn *conn_find(struct daemon *d, uint64_t id);
+/* Queue a response (version and id are filled in). */
+void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp);
+void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+bool conn_congested(const struct conn *c);
+/* Start streaming fd to the client; conn owns fd from now on. */
+void conn_stream_file(struct conn *c, uint64_t req_id, int fd);

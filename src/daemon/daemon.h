@@ -1,0 +1,86 @@
+/* trustmed: the daemon object and the container object it manages. */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <linux/filter.h>
+
+#include "audit.h"
+#include "config.h"
+#include "event.h"
+#include "modules/cgroup_fs.h"
+#include "state.h"
+#include "uuid.h"
+
+#define TM_IDS_PER_CONTAINER 65536u
+
+struct conn;
+struct session;
+struct start_op;
+
+/* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
+enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
+struct waiter {
+    struct waiter *next;
+    uint64_t conn_id, req_id;
+    enum wait_kind kind;
+};
+
+struct container {
+    struct container *next;
+    struct daemon *d;
+    char uuid[TM_UUID_STR_LEN + 1];
+    struct container_config *cfg;
+    char *config_json;            /* the raw bytes it was created from */
+    size_t config_len;
+    uint32_t uid_base;            /* first host uid of its user namespace; persisted */
+    uint64_t created_at;
+
+    enum cstate state;
+    pid_t pid;                    /* init, in the host pid namespace; 0 when none */
+    int pidfd;
+    tm_source *pidfd_src;
+    unsigned long long starttime; /* init's start time (clock ticks), guards against pid reuse */
+    bool adopted;                 /* init was started by an earlier trustmed */
+    bool starting_failed;         /* the current start failed; last_error says why */
+    uint64_t started_at;
+    struct start_op *start;       /* only while starting */
+    tm_source *timer;             /* stop (kill) or freeze (poll) timer */
+    int freeze_polls;
+    char last_error[1024];
+    char last_exit[64];
+    int exit_code;                /* -1 when unknown (e.g. adopted init) */
+    int wait_status;              /* init's raw wait status, -1 when unknown */
+    struct waiter *waiters;
+    struct session *sessions;     /* attach and exec sessions */
+    char actor[48];               /* who asked for the current operation (for the audit log) */
+};
+
+struct daemon {
+    tm_loop *loop;
+    char data_dir[PATH_MAX];
+    char run_dir[PATH_MAX];
+    char cgroup_parent[256];
+    uint32_t id_base;             /* first host id handed to containers */
+    tm_audit audit;
+    struct cg_layout cgroups;
+    struct sock_fprog seccomp;    /* compiled once at start-up */
+    struct container *containers;
+    struct conn *conns;
+    uint64_t next_conn_id;
+    int listen_fd;
+    tm_source *listen_src;
+    int signal_fd;
+    tm_source *signal_src;
+    bool shutting_down;
+    tm_source *retry_timer;       /* cgroup directories still to be removed */
+};
+
+/* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */
+void daemon_audit(struct daemon *d, const char *event, const char *result,
+                  const struct container *c, const char *actor, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Called when a container reaches STOPPED during shutdown. */
+void daemon_maybe_exit(struct daemon *d);

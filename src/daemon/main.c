@@ -1,0 +1,299 @@
+/* trustmed: the trustme container management daemon. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "container.h"
+#include "control.h"
+#include "daemon.h"
+#include "fileio.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "modules/seccomp_filter.h"
+#include "runtime.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: trustmed [OPTIONS]\n"
+            "\n"
+            "The trustme container management daemon. It runs in the foreground; stop it with\n"
+            "SIGTERM (running containers are stopped first). If it dies instead, the next trustmed\n"
+            "re-adopts the containers that are still running.\n"
+            "\n"
+            "Options:\n"
+            "  --data-dir DIR       persistent state: containers, data volumes, audit log\n"
+            "                       (default /var/lib/trustme)\n"
+            "  --run-dir DIR        runtime state and the control socket (default /run/trustme)\n"
+            "  --cgroup-parent NAME cgroup below which container cgroups are made (default trustme)\n"
+            "  --id-base N          first host uid/gid given to container user namespaces; each\n"
+            "                       container gets its own 65536 ids (default 100000)\n"
+            "  --log-level LEVEL    error, warn, info or debug (default info)\n"
+            "  --syslog             log to syslog instead of stderr\n"
+            "  --version            print the version\n"
+            "  -h, --help           show this help\n");
+}
+
+void daemon_audit(struct daemon *d, const char *event, const char *result,
+                  const struct container *c, const char *actor, const char *fmt, ...)
+{
+    char detail[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    if (!actor)
+        actor = c && c->actor[0] ? c->actor : "trustmed";
+    tm_err err;
+    if (tm_audit_append(&d->audit, event, result, c ? container_label(c) : NULL, actor, detail, &err) < 0)
+        log_error("audit: %s (event %s lost)", err.msg, event);
+}
+
+static bool any_active(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next)
+        if (state_is_active(c->state))
+            return true;
+    return false;
+}
+
+void daemon_maybe_exit(struct daemon *d)
+{
+    if (d->shutting_down && !any_active(d))
+        tm_loop_quit(d->loop, 0);
+}
+
+static void begin_shutdown(struct daemon *d, bool force)
+{
+    if (d->shutting_down && !force)
+        return;
+    log_info(force ? "stopping all containers now (SIGKILL)" : "shutting down: stopping containers");
+    d->shutting_down = true;
+    struct stop_args args = {.timeout_s = STOP_TIMEOUT_DEFAULT_S, .kill = force};
+    for (struct container *c = d->containers; c; c = c->next)
+        if (state_is_active(c->state) && c->state != CS_STOPPING)
+            container_fire(c, EV_STOP, &args, NULL);
+        else if (force && c->state == CS_STOPPING)
+            container_fire(c, EV_STOP, &args, NULL);
+    daemon_maybe_exit(d);
+}
+
+static void on_signal(tm_source *src, uint32_t events, void *userdata)
+{
+    struct daemon *d = userdata;
+    struct signalfd_siginfo si;
+    while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            begin_shutdown(d, d->shutting_down); /* a second signal: kill at once */
+    }
+}
+
+/* Paths end up in overlayfs option strings, where ',' ':' and '\' have meanings. */
+static int check_dir_arg(const char *opt, const char *path)
+{
+    if (path[0] != '/' || strpbrk(path, ",:\\ \t\n") || strlen(path) > 200) {
+        fprintf(stderr, "trustmed: %s must be an absolute path of at most 200 characters without "
+                        "',', ':', '\\' or blanks, got \"%s\"\n", opt, path);
+        return -1;
+    }
+    return 0;
+}
+
+static int lock_dir(const char *dir, const char *what)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        fprintf(stderr, "trustmed: %s %s is in use by another trustmed (%s)\n", what, dir,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd; /* held for the life of the process */
+}
+
+static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
+{
+    enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION };
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
+        {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
+        {"log-level", required_argument, NULL, OPT_LOG}, {"syslog", no_argument, NULL, OPT_SYSLOG},
+        {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    snprintf(d->data_dir, sizeof(d->data_dir), "/var/lib/trustme");
+    snprintf(d->run_dir, sizeof(d->run_dir), "/run/trustme");
+    snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "trustme");
+    d->id_base = 100000;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        unsigned long long n;
+        switch (o) {
+        case OPT_DATA: snprintf(d->data_dir, sizeof(d->data_dir), "%s", optarg); break;
+        case OPT_RUN: snprintf(d->run_dir, sizeof(d->run_dir), "%s", optarg); break;
+        case OPT_CG:
+            if (!optarg[0] || strstr(optarg, "..") || strlen(optarg) >= sizeof(d->cgroup_parent) ||
+                optarg[0] == '/' || strpbrk(optarg, " \n")) {
+                fprintf(stderr, "trustmed: --cgroup-parent must be a relative cgroup path such as "
+                                "\"trustme\", got \"%s\"\n", optarg);
+                return -1;
+            }
+            snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "%s", optarg);
+            break;
+        case OPT_IDS:
+            errno = 0;
+            n = strtoull(optarg, &end, 10);
+            if (errno || *end || n < 1 || n > 0xFFFFFFFFull - TM_IDS_PER_CONTAINER) {
+                fprintf(stderr, "trustmed: --id-base must be a number between 1 and %u\n",
+                        0xFFFFFFFFu - TM_IDS_PER_CONTAINER);
+                return -1;
+            }
+            d->id_base = (uint32_t)n;
+            break;
+        case OPT_LOG:
+            if (tm_log_parse_level(optarg, level) < 0) {
+                fprintf(stderr, "trustmed: --log-level must be error, warn, info or debug\n");
+                return -1;
+            }
+            break;
+        case OPT_SYSLOG: *use_syslog = true; break;
+        case OPT_VERSION: printf("trustmed %s\n", TRUSTME_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "trustmed: unexpected argument \"%s\"\n", argv[optind]);
+        return -1;
+    }
+    if (check_dir_arg("--data-dir", d->data_dir) < 0 || check_dir_arg("--run-dir", d->run_dir) < 0)
+        return -1;
+    return 0;
+}
+
+static int open_audit(struct daemon *d, tm_err *err)
+{
+    char log_path[PATH_MAX + 16], head_path[PATH_MAX + 16], warning[512];
+    snprintf(log_path, sizeof(log_path), "%s/audit.log", d->data_dir);
+    snprintf(head_path, sizeof(head_path), "%s/audit.head", d->data_dir);
+    int r = tm_audit_open(&d->audit, log_path, head_path, warning, sizeof(warning), err);
+    if (r < 0)
+        return r;
+    if (warning[0]) {
+        log_warn("audit log: %s", warning);
+        daemon_audit(d, "audit.tampered", "fail", NULL, "trustmed", "%s", warning);
+    }
+    return 0;
+}
+
+static int setup_signals(struct daemon *d, tm_err *err)
+{
+    /* SIGPIPE: a vanished client must not kill us; children restore the default. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    d->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (d->signal_fd < 0)
+        return tm_err_sys(err, "signalfd");
+    d->signal_src = tm_loop_io(d->loop, d->signal_fd, EPOLLIN, on_signal, d);
+    return d->signal_src ? 0 : tm_err_sys(err, "epoll");
+}
+
+static int init_daemon(struct daemon *d, tm_err *err)
+{
+    char dir[PATH_MAX + 16];
+    int r;
+    const char *roots[] = {d->data_dir, d->run_dir};
+    for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+        snprintf(dir, sizeof(dir), "%s/containers", roots[i]);
+        if ((r = mkdir_p(dir, 0700)) < 0) {
+            errno = -r;
+            return tm_err_sys(err, "cannot create %s", dir);
+        }
+        if (chmod(roots[i], 0700) < 0)
+            return tm_err_sys(err, "cannot restrict %s", roots[i]);
+    }
+    if (lock_dir(d->data_dir, "data dir") < 0 || lock_dir(d->run_dir, "run dir") < 0)
+        return tm_err_set(err, EBUSY, "already running");
+    if ((r = open_audit(d, err)) < 0)
+        return r;
+    daemon_audit(d, "daemon.start", "ok", NULL, "trustmed", "trustmed %s, pid %d", TRUSTME_VERSION,
+                 getpid());
+    if ((r = cg_detect(&d->cgroups, err)) < 0 || (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
+        return r;
+    log_info("cgroups: %s", cg_mode(&d->cgroups));
+    if ((r = seccomp_build(&d->seccomp, err)) < 0)
+        return r;
+    if ((r = setup_signals(d, err)) < 0 || (r = containers_load(d, err)) < 0)
+        return r;
+    for (struct container *c = d->containers; c; c = c->next)
+        runtime_recover(c);
+    return control_listen(d, err);
+}
+
+static void autostart(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next) {
+        if (!c->cfg->autostart || c->state != CS_STOPPED)
+            continue;
+        snprintf(c->actor, sizeof(c->actor), "autostart");
+        tm_err err;
+        if (container_fire(c, EV_START, NULL, &err) < 0)
+            log_warn("%s: autostart: %s", container_label(c), err.msg);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d = {.listen_fd = -1, .signal_fd = -1};
+    enum tm_log_level level = TM_LOG_INFO;
+    bool use_syslog = false;
+    if (parse_args(&d, argc, argv, &level, &use_syslog) < 0)
+        return 2;
+    tm_log_init("trustmed", use_syslog, level);
+    if (geteuid() != 0) {
+        log_error("trustmed must run as root (it creates namespaces, cgroups and mounts)");
+        return 1;
+    }
+    umask(077);
+    d.loop = tm_loop_new();
+    tm_err err = {0};
+    if (!d.loop || init_daemon(&d, &err) < 0) {
+        log_error("%s", err.msg[0] ? err.msg : "cannot create the event loop");
+        return 1;
+    }
+    log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
+    autostart(&d);
+    int code = tm_loop_run(d.loop);
+    control_close_all(&d);
+    cg_remove_parent(&d.cgroups, d.cgroup_parent);
+    daemon_audit(&d, "daemon.stop", "ok", NULL, "trustmed", "pid %d", getpid());
+    tm_audit_close(&d.audit);
+    while (d.containers) {
+        struct container *c = d.containers;
+        d.containers = c->next;
+        container_free(c);
+    }
+    free(d.seccomp.filter);
+    tm_loop_free(d.loop);
+    log_info("stopped");
+    return code;
+}

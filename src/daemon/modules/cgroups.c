@@ -1,0 +1,300 @@
+#include "cgroups.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf_devices.h"
+#include "cleanup.h"
+#include "daemon.h"
+#include "fileio.h"
+#include "log.h"
+#include "module.h"
+
+static int container_cg(struct daemon *d, size_t i, const char *uuid, const char *file, char *out,
+                        size_t size)
+{
+    char leaf[TM_UUID_STR_LEN + 1 + NAME_MAX + 1];
+    if (file)
+        snprintf(leaf, sizeof(leaf), "%s/%s", uuid, file);
+    else
+        snprintf(leaf, sizeof(leaf), "%s", uuid);
+    return cg_path(&d->cgroups, i, d->cgroup_parent, leaf, out, size);
+}
+
+static int set_file(struct daemon *d, int idx, const char *uuid, const char *file, const char *val,
+                    tm_err *err)
+{
+    char path[PATH_MAX];
+    container_cg(d, (size_t)idx, uuid, file, path, sizeof(path));
+    int r = write_string_file(path, val);
+    if (r < 0) {
+        errno = -r;
+        return tm_err_sys(err, "cannot write \"%s\" to %s", val, path);
+    }
+    return 0;
+}
+
+static int set_memory(struct start_ctx *ctx, tm_err *err)
+{
+    struct daemon *d = ctx->d;
+    int idx = d->cgroups.memory;
+    if (idx < 0)
+        return 0;
+    char val[32];
+    if (ctx->cfg->memory_limit_mb)
+        snprintf(val, sizeof(val), "%" PRIu64, ctx->cfg->memory_limit_mb << 20);
+    else
+        snprintf(val, sizeof(val), d->cgroups.h[idx].v2 ? "max" : "-1");
+    if (d->cgroups.h[idx].v2) {
+        int r = set_file(d, idx, ctx->c->uuid, "memory.max", val, err);
+        if (r == 0 && ctx->cfg->memory_limit_mb)
+            set_file(d, idx, ctx->c->uuid, "memory.swap.max", "0", NULL); /* absent without swap */
+        return r;
+    }
+    int r = set_file(d, idx, ctx->c->uuid, "memory.limit_in_bytes", val, err);
+    /* memory+swap: the same limit, so the container cannot spill into swap. The file exists only
+     * with swap accounting. */
+    if (r == 0)
+        set_file(d, idx, ctx->c->uuid, "memory.memsw.limit_in_bytes", val, NULL);
+    return r;
+}
+
+static int set_cpuset(struct start_ctx *ctx, tm_err *err)
+{
+    struct daemon *d = ctx->d;
+    int idx = d->cgroups.cpuset;
+    if (idx < 0)
+        return ctx->cfg->cpus[0] ? tm_err_set(err, ENOTSUP, "no cpuset controller on this host") : 0;
+    char parent_cpus[4096] = "";
+    char path[PATH_MAX];
+    if (!d->cgroups.h[idx].v2) {
+        /* A new v1 cpuset is empty; it must get CPUs and memory nodes before tasks can join. */
+        for (size_t k = 0; k < 2; k++) {
+            const char *file = k == 0 ? "cpuset.cpus" : "cpuset.mems";
+            char val[4096];
+            cg_path(&d->cgroups, (size_t)idx, d->cgroup_parent, file, path, sizeof(path));
+            int r = read_string_file(path, val, sizeof(val));
+            if (r < 0) {
+                errno = -r;
+                return tm_err_sys(err, "cannot read %s", path);
+            }
+            if (k == 0)
+                snprintf(parent_cpus, sizeof(parent_cpus), "%s", val);
+            if ((r = set_file(d, idx, ctx->c->uuid, file, val, err)) < 0)
+                return r;
+        }
+    }
+    if (!ctx->cfg->cpus[0])
+        return 0;
+    if (set_file(d, idx, ctx->c->uuid, "cpuset.cpus", ctx->cfg->cpus, err) < 0)
+        return tm_err_set(err, EINVAL, "cpus \"%s\" are not available on this host (available: %s)",
+                          ctx->cfg->cpus, parent_cpus[0] ? parent_cpus : "unknown");
+    return 0;
+}
+
+static int set_devices_v1(struct start_ctx *ctx, tm_err *err)
+{
+    struct daemon *d = ctx->d;
+    int idx = d->cgroups.devices;
+    int r = set_file(d, idx, ctx->c->uuid, "devices.deny", "a", err);
+    for (size_t i = 0; r == 0 && i < ctx->ndevices; i++) {
+        const struct device_rule *dr = &ctx->devices[i];
+        char rule[64], maj[16], min[16];
+        snprintf(maj, sizeof(maj), dr->major == DEV_WILDCARD ? "*" : "%u", dr->major);
+        snprintf(min, sizeof(min), dr->minor == DEV_WILDCARD ? "*" : "%u", dr->minor);
+        snprintf(rule, sizeof(rule), "%c %s:%s %s", dr->type, maj, min, dr->access);
+        r = set_file(d, idx, ctx->c->uuid, "devices.allow", rule, err);
+    }
+    return r;
+}
+
+static int cgroups_prepare(struct start_ctx *ctx, tm_err *err)
+{
+    struct daemon *d = ctx->d;
+    const struct container_config *cfg = ctx->cfg;
+    for (size_t i = 0; i < d->cgroups.n; i++) {
+        char dir[PATH_MAX];
+        if (container_cg(d, i, ctx->c->uuid, NULL, dir, sizeof(dir)) < 0)
+            return tm_err_set(err, ENAMETOOLONG, "cgroup path too long");
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+            return tm_err_sys(err, "cannot create %s", dir);
+    }
+    if (cgroups_count_tasks(d, ctx->c->uuid) > 0)
+        return tm_err_set(err, EBUSY, "the container's cgroup still has tasks from an earlier run");
+    int r;
+    if ((r = set_cpuset(ctx, err)) < 0 || (r = set_memory(ctx, err)) < 0)
+        return r;
+    if (d->cgroups.pids >= 0) {
+        char val[32];
+        snprintf(val, sizeof(val), cfg->pids_limit ? "%u" : "max", cfg->pids_limit);
+        if ((r = set_file(d, d->cgroups.pids, ctx->c->uuid, "pids.max", val, err)) < 0)
+            return r;
+    }
+    if (d->cgroups.devices >= 0 && (r = set_devices_v1(ctx, err)) < 0)
+        return r;
+    if (d->cgroups.v2 >= 0) {
+        /* On a unified host this is the device allowlist; on a hybrid one it adds a second,
+         * independent check to the v1 controller. */
+        char dir[PATH_MAX];
+        container_cg(d, (size_t)d->cgroups.v2, ctx->c->uuid, NULL, dir, sizeof(dir));
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return tm_err_sys(err, "cannot open %s", dir);
+        if ((r = bpf_devices_attach(dfd, ctx->devices, ctx->ndevices, err)) < 0)
+            return r;
+    }
+    if (d->cgroups.freezer >= 0 && !d->cgroups.h[d->cgroups.freezer].v2)
+        set_file(d, d->cgroups.freezer, ctx->c->uuid, "freezer.state", "THAWED", NULL);
+    return 0;
+}
+
+/* Move the calling process into every cgroup of the container (its children inherit them). */
+static int cgroups_enter(struct start_ctx *ctx, tm_err *err)
+{
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", getpid());
+    for (size_t i = 0; i < ctx->d->cgroups.n; i++) {
+        int r = set_file(ctx->d, (int)i, ctx->c->uuid, "cgroup.procs", pid, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int read_pids(struct daemon *d, const char *uuid, int *pids, int max)
+{
+    int n = 0;
+    for (size_t i = 0; i < d->cgroups.n; i++) {
+        char path[PATH_MAX];
+        container_cg(d, i, uuid, "cgroup.procs", path, sizeof(path));
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f) {
+            if (errno == ENOENT)
+                continue;
+            return -errno;
+        }
+        int pid;
+        while (fscanf(f, "%d", &pid) == 1) {
+            bool dup = false;
+            for (int k = 0; k < n && !dup; k++)
+                dup = pids[k] == pid;
+            if (!dup && n < max)
+                pids[n++] = pid;
+        }
+    }
+    return n;
+}
+
+int cgroups_count_tasks(struct daemon *d, const char *uuid)
+{
+    int pids[64];
+    return read_pids(d, uuid, pids, (int)ARRAY_SIZE(pids));
+}
+
+bool cgroups_contains(struct daemon *d, const char *uuid, int pid)
+{
+    int pids[4096];
+    int n = read_pids(d, uuid, pids, (int)ARRAY_SIZE(pids));
+    for (int i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+/* Directories that could not be removed yet (tasks still exiting): retried from a timer. */
+static struct pending_rmdir {
+    struct pending_rmdir *next;
+    char path[PATH_MAX];
+    int tries;
+} *pending;
+static tm_source *pending_timer;
+
+static void retry_pending(tm_source *src, void *userdata)
+{
+    struct daemon *d = userdata;
+    pending_timer = NULL;
+    for (struct pending_rmdir **pp = &pending; *pp;) {
+        struct pending_rmdir *p = *pp;
+        if (rmdir(p->path) == 0 || errno == ENOENT || ++p->tries > 100) {
+            if (p->tries > 100)
+                log_error("cgroups: giving up removing %s: %m", p->path);
+            *pp = p->next;
+            free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
+    if (pending)
+        pending_timer = tm_loop_timer(d->loop, 100, retry_pending, d);
+}
+
+void cgroups_destroy(struct daemon *d, const char *uuid)
+{
+    int pids[4096];
+    int n = read_pids(d, uuid, pids, (int)ARRAY_SIZE(pids));
+    for (int i = 0; i < n; i++)
+        kill(pids[i], SIGKILL);
+    if (d->cgroups.freezer >= 0) {
+        /* Frozen tasks do not die until thawed. */
+        int idx = d->cgroups.freezer;
+        set_file(d, idx, uuid, d->cgroups.h[idx].v2 ? "cgroup.freeze" : "freezer.state",
+                 d->cgroups.h[idx].v2 ? "0" : "THAWED", NULL);
+    }
+    for (size_t i = 0; i < d->cgroups.n; i++) {
+        char dir[PATH_MAX];
+        container_cg(d, i, uuid, NULL, dir, sizeof(dir));
+        if (rmdir(dir) == 0 || errno == ENOENT)
+            continue;
+        struct pending_rmdir *p = calloc(1, sizeof(*p));
+        if (!p)
+            continue;
+        snprintf(p->path, sizeof(p->path), "%s", dir);
+        p->next = pending;
+        pending = p;
+    }
+    if (pending && !pending_timer)
+        pending_timer = tm_loop_timer(d->loop, 10, retry_pending, d);
+}
+
+static void cgroups_cleanup(struct container *c) { cgroups_destroy(c->d, c->uuid); }
+
+int cgroups_set_frozen(struct container *c, bool frozen, tm_err *err)
+{
+    struct daemon *d = c->d;
+    int idx = d->cgroups.freezer;
+    if (idx >= 0 && !d->cgroups.h[idx].v2)
+        return set_file(d, idx, c->uuid, "freezer.state", frozen ? "FROZEN" : "THAWED", err);
+    if (d->cgroups.v2 >= 0)
+        return set_file(d, d->cgroups.v2, c->uuid, "cgroup.freeze", frozen ? "1" : "0", err);
+    return tm_err_set(err, ENOTSUP, "no freezer on this host");
+}
+
+int cgroups_is_frozen(struct container *c)
+{
+    struct daemon *d = c->d;
+    int idx = d->cgroups.freezer;
+    char path[PATH_MAX], buf[256];
+    if (idx >= 0 && !d->cgroups.h[idx].v2) {
+        container_cg(d, (size_t)idx, c->uuid, "freezer.state", path, sizeof(path));
+        int r = read_string_file(path, buf, sizeof(buf));
+        return r < 0 ? r : strcmp(buf, "FROZEN") == 0;
+    }
+    container_cg(d, (size_t)d->cgroups.v2, c->uuid, "cgroup.events", path, sizeof(path));
+    int r = read_string_file(path, buf, sizeof(buf));
+    return r < 0 ? r : strstr(buf, "frozen 1") != NULL;
+}
+
+const struct tm_module module_cgroups = {
+    .name = "cgroups",
+    .prepare = cgroups_prepare,
+    .setup = cgroups_enter,
+    .join = cgroups_enter,
+    .cleanup = cgroups_cleanup,
+};

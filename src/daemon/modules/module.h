@@ -1,0 +1,63 @@
+/* The start of a container as an ordered table of modules (docs/ARCHITECTURE.md).
+ *
+ * Every isolation concern is one module with up to six hooks. A phase runs the hooks of all
+ * modules in table order; cleanup runs in reverse. Where each hook runs:
+ *
+ *   prepare  trustmed, before anything is forked      (may fail; undone by cleanup)
+ *   setup    the setup process: real root, own mount namespace, off the event loop
+ *   child    container init, inside all its namespaces, before exec
+ *   join     an exec session's helper, still on the host, before it enters the namespaces
+ *   exec     an exec session's process inside the namespaces, before exec
+ *   cleanup  trustmed, after the container's last process is gone (must tolerate partial setup)
+ */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "error.h"
+
+struct daemon;
+struct container;
+
+struct start_ctx {
+    struct daemon *d;
+    struct container *c;
+    const struct container_config *cfg;
+    char run_dir[PATH_MAX];   /* <run-dir>/containers/<uuid>: mount points, console log */
+    char data_dir[PATH_MAX];  /* <data-dir>/containers/<uuid>: config, state, data image */
+    char root[PATH_MAX];      /* where the container's root is assembled */
+    int root_fd;              /* O_PATH fd of the assembled root (setup process) */
+    uint32_t uid_base;        /* 0 without a user namespace */
+    int sync_fd;              /* child end of the sync socket */
+    int userns_fd;            /* setup: the container's user namespace */
+    int stdio[3];             /* init's stdin/stdout/stderr; -1 = /dev/null */
+    bool tty;                 /* exec session with a pty */
+    struct device_rule *devices; /* effective allowlist: built-ins + config */
+    size_t ndevices;
+    uint64_t caps_drop;       /* capabilities removed from the bounding set */
+};
+
+struct tm_module {
+    const char *name;
+    int (*prepare)(struct start_ctx *ctx, tm_err *err);
+    int (*setup)(struct start_ctx *ctx, tm_err *err);
+    int (*child)(struct start_ctx *ctx, tm_err *err);
+    int (*join)(struct start_ctx *ctx, tm_err *err);
+    int (*exec)(struct start_ctx *ctx, tm_err *err);
+    void (*cleanup)(struct container *c);
+};
+
+enum tm_phase { PHASE_PREPARE, PHASE_SETUP, PHASE_CHILD, PHASE_JOIN, PHASE_EXEC };
+
+/* Run one phase over the table. On failure *ret_done is the number of modules whose hook
+ * succeeded (prepare failures undo exactly those) and err names the module. */
+int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm_err *err);
+/* Run cleanup hooks of the first n modules in reverse order. */
+void modules_cleanup(struct container *c, size_t n);
+size_t modules_count(void);
+
+extern const struct tm_module module_userns, module_volume, module_devices, module_cgroups,
+    module_namespaces, module_caps, module_seccomp;

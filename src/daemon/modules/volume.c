@@ -1,0 +1,367 @@
+/* module_volume: the container's root file system.
+ *
+ *   lower   the rootfs (directory, squashfs or erofs image), read-only, id-mapped to the
+ *           container's user namespace
+ *   data    the persistent data image (ext4 on an autoclear loop device, created on first start)
+ *           holding the overlay's upper and work directories; a tmpfs if data_size_mb is 0
+ *   root    overlay of both, plus /dev (tmpfs with allowed nodes only), /proc and /sys with masks
+ *
+ * All of it is mounted by the setup process in its private mount namespace, which init inherits:
+ * no mount is ever visible on the host, and everything disappears with the container's last
+ * process (the loop devices detach themselves). Nothing is left to unmount after a crash. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "daemon.h"
+#include "fdutil.h"
+#include "fileio.h"
+#include "module.h"
+#include "mount_util.h"
+#include "syncmsg.h"
+#include "volume.h"
+
+#define SQUASHFS_MAGIC "hsqs"
+#define EROFS_MAGIC 0xE0F5E1E2u
+#define EROFS_SB_OFFSET 1024
+
+static int detect_rootfs(const char *path, enum rootfs_type *type, tm_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return tm_err_sys(err, "root file system %s", path);
+    if (S_ISDIR(st.st_mode)) {
+        *type = ROOTFS_DIR;
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode))
+        return tm_err_set(err, EINVAL, "root file system %s is neither a directory nor an image", path);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot open %s", path);
+    char magic[4];
+    uint32_t erofs = 0;
+    if (pread(fd, magic, sizeof(magic), 0) == 4 && memcmp(magic, SQUASHFS_MAGIC, 4) == 0) {
+        *type = ROOTFS_SQUASHFS;
+        return 0;
+    }
+    if (pread(fd, &erofs, sizeof(erofs), EROFS_SB_OFFSET) == 4 && erofs == EROFS_MAGIC) {
+        *type = ROOTFS_EROFS;
+        return 0;
+    }
+    return tm_err_set(err, EINVAL, "%s is not a squashfs or erofs image", path);
+}
+
+static void sub_path(char *out, size_t size, const struct start_ctx *ctx, const char *name)
+{
+    snprintf(out, size, "%s/%s", ctx->run_dir, name);
+}
+
+int volume_check_rootfs(const struct container_config *cfg, tm_err *err)
+{
+    enum rootfs_type found;
+    int r = detect_rootfs(cfg->rootfs, &found, err);
+    if (r < 0)
+        return tm_err_prefix(err, "$.rootfs.path");
+    if (cfg->rootfs_type != ROOTFS_AUTO && cfg->rootfs_type != found)
+        return tm_err_set(err, EINVAL, "$.rootfs.type: %s is a %s, but the config says %s",
+                          cfg->rootfs, rootfs_type_name(found), rootfs_type_name(cfg->rootfs_type));
+    return 0;
+}
+
+static int volume_prepare(struct start_ctx *ctx, tm_err *err)
+{
+    int r = volume_check_rootfs(ctx->cfg, err);
+    if (r < 0)
+        return r;
+    const char *dirs[] = {"", "lower", "data", "root"};
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        char path[PATH_MAX];
+        sub_path(path, sizeof(path), ctx, dirs[i]);
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+            return tm_err_sys(err, "cannot create %s", path);
+    }
+    return 0;
+}
+
+/* ---- setup process ------------------------------------------------------------------------ */
+
+/* Mount an image file (through an autoclear loop device; EROFS straight from the file where the
+ * kernel can) as a detached mount. Returns its fd. */
+static int mount_image(const char *fstype, const char *image, unsigned attrs, tm_err *err)
+{
+    if (strcmp(fstype, "erofs") == 0) {
+        tm_err ferr;
+        int mfd = mount_create("erofs", image, NULL, attrs, &ferr);
+        if (mfd >= 0)
+            return mfd;
+    }
+    char dev[64];
+    /* The mount holds the loop device; closing lfd lets autoclear detach it when the mount goes. */
+    _cleanup_close_ int lfd = loop_attach(image, (attrs & MOUNT_ATTR_RDONLY) != 0, dev, sizeof(dev), err);
+    if (lfd < 0)
+        return lfd;
+    return mount_create(fstype, dev, NULL, attrs, err);
+}
+
+static int mount_lower(struct start_ctx *ctx, tm_err *err)
+{
+    char lower[PATH_MAX];
+    sub_path(lower, sizeof(lower), ctx, "lower");
+    _cleanup_close_ int target = open(lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (target < 0)
+        return tm_err_sys(err, "cannot open %s", lower);
+    enum rootfs_type type;
+    int r = detect_rootfs(ctx->cfg->rootfs, &type, err);
+    if (r < 0)
+        return r;
+    unsigned attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+    if (type == ROOTFS_DIR)
+        return bind_mount_at(AT_FDCWD, ctx->cfg->rootfs, target, attrs, ctx->userns_fd, err);
+    _cleanup_close_ int mfd = mount_image(rootfs_type_name(type), ctx->cfg->rootfs, attrs, err);
+    if (mfd < 0)
+        return mfd;
+    return mount_attach(mfd, target, 0, ctx->userns_fd, err);
+}
+
+/* Run mkfs.ext4 on path; its complaints become the error message. */
+static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return tm_err_sys(err, "pipe");
+    char owner_opt[64];
+    snprintf(owner_opt, sizeof(owner_opt), "root_owner=%u:%u", owner, owner);
+    pid_t pid = fork();
+    if (pid < 0)
+        return tm_err_sys(err, "fork");
+    if (pid == 0) {
+        dup2(pipefd[1], STDERR_FILENO);
+        dup2(pipefd[1], STDOUT_FILENO);
+        /* -m 0: no blocks reserved for host root, the container's root is the only user. */
+        const char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-E", owner_opt, "-L",
+                              "trustme-data", path, NULL};
+        execv("/sbin/mkfs.ext4", (char **)argv);
+        execv("/usr/sbin/mkfs.ext4", (char **)argv);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char out[512] = "";
+    ssize_t n = read_all(pipefd[0], out, sizeof(out) - 1);
+    close(pipefd[0]);
+    out[n > 0 ? n : 0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return tm_err_sys(err, "waitpid");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return tm_err_set(err, EIO, "mkfs.ext4 failed (status %d)%s%s",
+                          WIFEXITED(status) ? WEXITSTATUS(status) : -1, out[0] ? ": " : "", out);
+    return 0;
+}
+
+/* Create the data image on first start: made under a temporary name and renamed into place, so
+ * a crash during mkfs never leaves a half-made image that a later start would use. */
+static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *err)
+{
+    char tmp[PATH_MAX + 8], msg[128];
+    snprintf(tmp, sizeof(tmp), "%s.new", image);
+    snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)",
+             (unsigned long long)ctx->cfg->data_size_mb);
+    tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, msg);
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot create %s", tmp);
+    if (ftruncate(fd, (off_t)(ctx->cfg->data_size_mb << 20)) < 0) {
+        int r = tm_err_sys(err, "cannot size %s", tmp);
+        unlink(tmp);
+        return r;
+    }
+    int r = run_mkfs(tmp, ctx->uid_base, err);
+    if (r == 0 && fsync(fd) < 0)
+        r = tm_err_sys(err, "cannot sync %s", tmp);
+    if (r == 0 && rename(tmp, image) < 0)
+        r = tm_err_sys(err, "cannot rename %s", tmp);
+    if (r < 0) {
+        unlink(tmp);
+        return r;
+    }
+    fsync_parent(image);
+    return 0;
+}
+
+static int mount_data(struct start_ctx *ctx, tm_err *err)
+{
+    char data[PATH_MAX], image[PATH_MAX];
+    sub_path(data, sizeof(data), ctx, "data");
+    snprintf(image, sizeof(image), "%s/data.img", ctx->data_dir);
+    _cleanup_close_ int target = open(data, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (target < 0)
+        return tm_err_sys(err, "cannot open %s", data);
+    int r;
+    if (ctx->cfg->data_size_mb == 0) {
+        char opts[96];
+        snprintf(opts, sizeof(opts), "mode=0755,uid=%u,gid=%u", ctx->uid_base, ctx->uid_base);
+        r = mount_new_fs(target, "tmpfs", "tmpfs", opts, MOUNT_ATTR_NODEV, err);
+    } else {
+        if (access(image, F_OK) < 0 && (r = create_data_image(ctx, image, err)) < 0)
+            return r;
+        /* Two mounts of one ext4 image through two loop devices would corrupt it. */
+        if (loop_in_use(image))
+            return tm_err_set(err, EBUSY, "the data volume %s is still in use by a loop device", image);
+        _cleanup_close_ int mfd = mount_image("ext4", image, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
+        r = mfd < 0 ? mfd : mount_attach(mfd, target, 0, -1, err);
+    }
+    if (r < 0)
+        return r;
+    const char *dirs[] = {"upper", "work"};
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        char path[PATH_MAX + 8];
+        snprintf(path, sizeof(path), "%s/%s", data, dirs[i]);
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return tm_err_sys(err, "cannot create %s", path);
+        if (chown(path, ctx->uid_base, ctx->uid_base) < 0)
+            return tm_err_sys(err, "cannot chown %s", path);
+    }
+    return 0;
+}
+
+static int mount_root(struct start_ctx *ctx, tm_err *err)
+{
+    char lower[PATH_MAX], data[PATH_MAX], opts[3 * PATH_MAX + 64];
+    sub_path(lower, sizeof(lower), ctx, "lower");
+    sub_path(data, sizeof(data), ctx, "data");
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, data, data);
+    _cleanup_close_ int target = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (target < 0)
+        return tm_err_sys(err, "cannot open %s", ctx->root);
+    int r = mount_new_fs(target, "overlay", "overlay", opts, MOUNT_ATTR_NODEV, err);
+    if (r < 0)
+        return r;
+    ctx->root_fd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (ctx->root_fd < 0)
+        return tm_err_sys(err, "cannot open %s", ctx->root);
+    /* /dev: a small tmpfs owned by the container's root; module_devices fills it. */
+    _cleanup_close_ int dev = mkdir_in_root(ctx->root_fd, "dev", 0755, ctx->uid_base, ctx->uid_base, err);
+    if (dev < 0)
+        return dev;
+    char devopts[96];
+    snprintf(devopts, sizeof(devopts), "mode=0755,size=1m,nr_inodes=4096,uid=%u,gid=%u",
+             ctx->uid_base, ctx->uid_base);
+    return mount_new_fs(dev, "tmpfs", "tmpfs", devopts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
+}
+
+static int volume_setup(struct start_ctx *ctx, tm_err *err)
+{
+    int r;
+    if ((r = mount_lower(ctx, err)) < 0 || (r = mount_data(ctx, err)) < 0)
+        return r;
+    return mount_root(ctx, err);
+}
+
+/* ---- container init, before pivot_root ---------------------------------------------------- */
+
+static const unsigned kernel_fs_attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+
+static int mount_in(int rootfd, const char *path, const char *fstype, const char *opts,
+                    unsigned attrs, tm_err *err)
+{
+    _cleanup_close_ int t = mkdir_in_root(rootfd, path, 0755, (uid_t)-1, (gid_t)-1, err);
+    if (t < 0)
+        return t;
+    int r = mount_new_fs(t, fstype, fstype, opts, attrs, err);
+    return r < 0 ? tm_err_prefix(err, "/%s", path) : 0;
+}
+
+/* Kernel interfaces a container has no business writing or reading (as runtimes customarily do). */
+static const char *const ro_paths[] = {"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus",
+                                       "proc/fs"};
+static const char *const hidden_files[] = {"proc/kcore", "proc/keys", "proc/timer_list",
+                                           "proc/sched_debug", "proc/latency_stats", "proc/kallsyms",
+                                           "proc/kpagecount", "proc/kpageflags", "proc/kpagecgroup"};
+static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware"};
+
+static int apply_masks(int rootfd, tm_err *err)
+{
+    tm_err ignore;
+    for (size_t i = 0; i < ARRAY_SIZE(ro_paths); i++) {
+        _cleanup_close_ int t = open_in_root(rootfd, ro_paths[i], O_PATH, &ignore);
+        if (t < 0)
+            continue; /* absent on this kernel */
+        if (bind_mount_at(t, "", t, MOUNT_ATTR_RDONLY | kernel_fs_attrs, -1, err) < 0)
+            return tm_err_prefix(err, "read-only /%s", ro_paths[i]);
+    }
+    _cleanup_close_ int null = open_in_root(rootfd, "dev/null", O_PATH, err);
+    if (null < 0)
+        return null;
+    for (size_t i = 0; i < ARRAY_SIZE(hidden_files); i++) {
+        _cleanup_close_ int t = open_in_root(rootfd, hidden_files[i], O_PATH, &ignore);
+        if (t < 0)
+            continue;
+        if (bind_mount_at(null, "", t, MOUNT_ATTR_RDONLY, -1, err) < 0)
+            return tm_err_prefix(err, "hiding /%s", hidden_files[i]);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(hidden_dirs); i++) {
+        _cleanup_close_ int t = open_in_root(rootfd, hidden_dirs[i], O_PATH | O_DIRECTORY, &ignore);
+        if (t < 0)
+            continue;
+        if (mount_new_fs(t, "tmpfs", "tmpfs", "size=0,mode=0555",
+                         MOUNT_ATTR_RDONLY | kernel_fs_attrs, err) < 0)
+            return tm_err_prefix(err, "hiding /%s", hidden_dirs[i]);
+    }
+    return 0;
+}
+
+static int volume_child(struct start_ctx *ctx, tm_err *err)
+{
+    /* The setup process left us in the root (see setup_main). Mounts copied into a namespace of
+     * a less privileged user namespace are locked, and pivot_root refuses a locked new root:
+     * re-bind the root (with /dev below it) as this namespace's own mount and work in that. */
+    _cleanup_close_ int inherited = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (inherited < 0)
+        return tm_err_sys(err, "cannot open the container's root");
+    _cleanup_close_ int rootfd = open_tree(inherited, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+                                           AT_RECURSIVE | AT_EMPTY_PATH);
+    if (rootfd < 0)
+        return tm_err_sys(err, "cannot clone the container's root");
+    int r = mount_attach(rootfd, inherited, 0, -1, err);
+    if (r < 0)
+        return tm_err_prefix(err, "re-binding the root");
+    /* proc must be mounted while the host's /proc is still visible in this mount namespace: the
+     * kernel refuses a new proc in a user namespace that could see less than before. */
+    if ((r = mount_in(rootfd, "proc", "proc", NULL, kernel_fs_attrs, err)) < 0 ||
+        (r = mount_in(rootfd, "sys", "sysfs", NULL, MOUNT_ATTR_RDONLY | kernel_fs_attrs, err)) < 0 ||
+        (r = mount_in(rootfd, "dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+                      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err)) < 0 ||
+        (r = mount_in(rootfd, "dev/shm", "tmpfs", "mode=1777,size=65536k", kernel_fs_attrs, err)) < 0 ||
+        (r = mount_in(rootfd, "dev/mqueue", "mqueue", NULL, kernel_fs_attrs, err)) < 0 ||
+        (r = apply_masks(rootfd, err)) < 0)
+        return r;
+    /* pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
+     * container's root alone. Only then chdir into it, so no host directory stays reachable. */
+    if (fchdir(rootfd) < 0)
+        return tm_err_sys(err, "cannot enter the container's root");
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return tm_err_sys(err, "pivot_root");
+    if (umount2(".", MNT_DETACH) < 0)
+        return tm_err_sys(err, "cannot detach the host's root");
+    if (chdir("/") < 0)
+        return tm_err_sys(err, "chdir /");
+    return 0;
+}
+
+const struct tm_module module_volume = {
+    .name = "volume",
+    .prepare = volume_prepare,
+    .setup = volume_setup,
+    .child = volume_child,
+};

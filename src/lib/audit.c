@@ -1,0 +1,297 @@
+#include "audit.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "fdutil.h"
+#include "fileio.h"
+#include "log.h"
+
+static const char zero_hash[] = "0000000000000000000000000000000000000000000000000000000000000000";
+#define HASH_SUFFIX_PREFIX ",\"hash\":\""
+/* ,"hash":"<64 hex>"} */
+#define HASH_SUFFIX_LEN (sizeof(HASH_SUFFIX_PREFIX) - 1 + TM_SHA256_HEX_LEN + 2)
+
+static void set_problem(char *p, size_t size, const char *msg)
+{
+    if (p && size)
+        snprintf(p, size, "%s", msg);
+}
+
+int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem,
+                        size_t problem_size)
+{
+    if (len <= HASH_SUFFIX_LEN || len > TM_AUDIT_MAX_LINE) {
+        set_problem(problem, problem_size, "record has an impossible length");
+        return -EBADMSG;
+    }
+    const char *suffix = line + len - HASH_SUFFIX_LEN;
+    if (memcmp(suffix, HASH_SUFFIX_PREFIX, sizeof(HASH_SUFFIX_PREFIX) - 1) != 0 ||
+        memcmp(line + len - 2, "\"}", 2) != 0) {
+        set_problem(problem, problem_size, "record does not end with its hash");
+        return -EBADMSG;
+    }
+    const char *hash = suffix + sizeof(HASH_SUFFIX_PREFIX) - 1;
+    /* The hashed body is the record with its hash member removed. */
+    size_t body_len = len - HASH_SUFFIX_LEN + 1;
+    _cleanup_free_ char *body = malloc(body_len + 1);
+    if (!body)
+        return -ENOMEM;
+    memcpy(body, line, body_len - 1);
+    body[body_len - 1] = '}';
+    body[body_len] = '\0';
+    char computed[TM_SHA256_HEX_LEN + 1];
+    if (tm_sha256_hex(body, body_len, computed) < 0)
+        return -EIO;
+    if (memcmp(computed, hash, TM_SHA256_HEX_LEN) != 0) {
+        set_problem(problem, problem_size, "record hash does not match its content (edited?)");
+        return -EBADMSG;
+    }
+    json_object *obj = json_tokener_parse(body);
+    json_object *vseq, *vprev, *vevent;
+    int r = 0;
+    if (!obj || !json_object_object_get_ex(obj, "seq", &vseq) ||
+        !json_object_object_get_ex(obj, "prev", &vprev) ||
+        !json_object_is_type(vseq, json_type_int) || !json_object_is_type(vprev, json_type_string) ||
+        json_object_get_string_len(vprev) != TM_SHA256_HEX_LEN) {
+        set_problem(problem, problem_size, "record lacks seq or prev");
+        r = -EBADMSG;
+    } else {
+        rec->seq = (uint64_t)json_object_get_int64(vseq);
+        memcpy(rec->hash, computed, sizeof(rec->hash));
+        memcpy(rec->prev, json_object_get_string(vprev), sizeof(rec->prev));
+        rec->event[0] = '\0';
+        if (json_object_object_get_ex(obj, "event", &vevent) &&
+            json_object_is_type(vevent, json_type_string))
+            snprintf(rec->event, sizeof(rec->event), "%s", json_object_get_string(vevent));
+    }
+    json_object_put(obj);
+    return r;
+}
+
+int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep)
+{
+    memset(rep, 0, sizeof(*rep));
+    memcpy(rep->last_hash, zero_hash, sizeof(zero_hash));
+    size_t pos = 0;
+    while (pos < len) {
+        uint64_t lineno = rep->records + 1;
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        if (!nl) {
+            rep->bad_line = lineno;
+            set_problem(rep->problem, sizeof(rep->problem), "last record is not terminated");
+            return -EBADMSG;
+        }
+        size_t l = (size_t)(nl - (data + pos));
+        tm_audit_record rec;
+        if (tm_audit_parse_line(data + pos, l, &rec, rep->problem, sizeof(rep->problem)) < 0) {
+            rep->bad_line = lineno;
+            return -EBADMSG;
+        }
+        if (rec.seq != rep->last_seq + 1) {
+            rep->bad_line = lineno;
+            snprintf(rep->problem, sizeof(rep->problem),
+                     "sequence jumps from %llu to %llu (records removed?)",
+                     (unsigned long long)rep->last_seq, (unsigned long long)rec.seq);
+            return -EBADMSG;
+        }
+        if (strcmp(rec.prev, rep->last_hash) != 0) {
+            rep->bad_line = lineno;
+            set_problem(rep->problem, sizeof(rep->problem),
+                        "prev does not match the previous record's hash");
+            return -EBADMSG;
+        }
+        rep->records++;
+        rep->last_seq = rec.seq;
+        memcpy(rep->last_hash, rec.hash, sizeof(rec.hash));
+        if (strcmp(rec.event, "audit.tampered") == 0)
+            rep->tamper_events++;
+        pos += l + 1;
+    }
+    return 0;
+}
+
+static void format_time(char *out, size_t size)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    size_t n = strlen(out);
+    snprintf(out + n, size - n, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+static void write_head(tm_audit *a)
+{
+    /* Not fsync'ed on purpose: after a crash the head may lag the log (accepted at open), but it
+     * can never claim more than the log held, because the log record is synced first. */
+    char tmp[4096], line[128];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", a->head_path);
+    int n = snprintf(line, sizeof(line), "%llu %s\n", (unsigned long long)a->seq, a->hash);
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0 && write_all(fd, line, (size_t)n) == 0)
+        rename(tmp, a->head_path);
+}
+
+/* Find the last complete record of the log (cutting off a torn tail) and take seq/hash from it. */
+static int read_tail(tm_audit *a, char *warning, size_t wsize, tm_err *err)
+{
+    struct stat st;
+    if (fstat(a->fd, &st) < 0)
+        return tm_err_sys(err, "cannot stat %s", a->path);
+    if (st.st_size == 0)
+        return 0;
+    size_t want = st.st_size < 2 * TM_AUDIT_MAX_LINE ? (size_t)st.st_size : 2 * TM_AUDIT_MAX_LINE;
+    _cleanup_free_ char *buf = malloc(want);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    off_t off = st.st_size - (off_t)want;
+    if (pread(a->fd, buf, want, off) != (ssize_t)want)
+        return tm_err_sys(err, "cannot read %s", a->path);
+    size_t end = want;
+    if (buf[end - 1] != '\n') {
+        /* A record torn by a crash was never acknowledged: cut it off, and say so. */
+        char *nl = memrchr(buf, '\n', end);
+        end = nl ? (size_t)(nl - buf) + 1 : 0;
+        if (!nl && off > 0)
+            return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path,
+                              TM_AUDIT_MAX_LINE);
+        if (ftruncate(a->fd, off + (off_t)end) < 0)
+            return tm_err_sys(err, "cannot cut the torn last record of %s", a->path);
+        snprintf(warning, wsize, "removed a torn record (%zu bytes) at the end of the log",
+                 want - end);
+        if (off + (off_t)end == 0)
+            return 0;
+    }
+    char *prev_nl = end >= 2 ? memrchr(buf, '\n', end - 1) : NULL;
+    if (!prev_nl && off > 0)
+        return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path,
+                          TM_AUDIT_MAX_LINE);
+    size_t start = prev_nl ? (size_t)(prev_nl - buf) + 1 : 0;
+    tm_audit_record rec;
+    char problem[256];
+    if (tm_audit_parse_line(buf + start, end - 1 - start, &rec, problem, sizeof(problem)) < 0)
+        return tm_err_set(err, EBADMSG, "%s: last record is damaged: %s (run 'trustme audit "
+                          "--verify', keep the damaged log for inspection and move it aside)",
+                          a->path, problem);
+    a->seq = rec.seq;
+    memcpy(a->hash, rec.hash, sizeof(a->hash));
+    return 0;
+}
+
+/* Compare the log's tail with the head file; a log shorter than its head lost records. */
+static void check_head(tm_audit *a, char *warning, size_t wsize)
+{
+    char line[128];
+    if (read_string_file(a->head_path, line, sizeof(line)) < 0)
+        return; /* no head yet: a new log, or a crash before the first head was written */
+    unsigned long long seq;
+    char hash[TM_SHA256_HEX_LEN + 1];
+    if (sscanf(line, "%llu %64s", &seq, hash) != 2) {
+        snprintf(warning, wsize, "audit head file is unreadable");
+    } else if (seq > a->seq) {
+        snprintf(warning, wsize, "the log ends at record %llu but record %llu was written before: "
+                 "records were removed from its end", (unsigned long long)a->seq, seq);
+    } else if (seq == a->seq && strcmp(hash, a->hash) != 0) {
+        snprintf(warning, wsize, "the last record (%llu) differs from the one written", seq);
+    }
+}
+
+int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
+                  size_t warning_size, tm_err *err)
+{
+    *a = (tm_audit){.fd = -1};
+    warning[0] = '\0';
+    memcpy(a->hash, zero_hash, sizeof(zero_hash));
+    a->path = strdup(log_path);
+    a->head_path = strdup(head_path);
+    if (!a->path || !a->head_path) {
+        tm_audit_close(a);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    a->fd = open(log_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (a->fd < 0) {
+        int r = tm_err_sys(err, "cannot open audit log %s", log_path);
+        tm_audit_close(a);
+        return r;
+    }
+    int r = read_tail(a, warning, warning_size, err);
+    if (r < 0) {
+        tm_audit_close(a);
+        return r;
+    }
+    if (!warning[0])
+        check_head(a, warning, warning_size);
+    return 0;
+}
+
+int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject,
+                    const char *actor, const char *detail, tm_err *err)
+{
+    char when[40];
+    format_time(when, sizeof(when));
+    json_object *obj = json_object_new_object();
+    if (!obj)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    char detail_cut[2048];
+    snprintf(detail_cut, sizeof(detail_cut), "%s", detail ? detail : "");
+    json_object_object_add(obj, "seq", json_object_new_int64((int64_t)(a->seq + 1)));
+    json_object_object_add(obj, "time", json_object_new_string(when));
+    json_object_object_add(obj, "event", json_object_new_string(event));
+    json_object_object_add(obj, "result", json_object_new_string(result));
+    json_object_object_add(obj, "subject", json_object_new_string(subject ? subject : ""));
+    json_object_object_add(obj, "actor", json_object_new_string(actor ? actor : ""));
+    json_object_object_add(obj, "detail", json_object_new_string(detail_cut));
+    json_object_object_add(obj, "prev", json_object_new_string(a->hash));
+    const char *body = json_object_to_json_string_ext(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    size_t blen = strlen(body);
+    char hash[TM_SHA256_HEX_LEN + 1];
+    char line[TM_AUDIT_MAX_LINE + 2];
+    int r = 0;
+    if (blen + HASH_SUFFIX_LEN > TM_AUDIT_MAX_LINE) {
+        r = tm_err_set(err, EMSGSIZE, "audit record too long");
+    } else if (tm_sha256_hex(body, blen, hash) < 0) {
+        r = tm_err_set(err, EIO, "cannot hash audit record");
+    } else {
+        int n = snprintf(line, sizeof(line), "%.*s" HASH_SUFFIX_PREFIX "%s\"}\n", (int)blen - 1,
+                         body, hash);
+        /* One write with O_APPEND, then fdatasync: a record is durable before it is counted. A
+         * failed write is cut off again so that the next record still links to the last one. */
+        off_t before = lseek(a->fd, 0, SEEK_END);
+        r = write_all(a->fd, line, (size_t)n);
+        if (r == 0 && fdatasync(a->fd) < 0)
+            r = -errno;
+        if (r < 0) {
+            if (before >= 0 && ftruncate(a->fd, before) < 0)
+                log_error("cannot cut a failed audit record: %m");
+            errno = -r;
+            r = tm_err_sys(err, "cannot append to audit log %s", a->path);
+        }
+    }
+    json_object_put(obj);
+    if (r < 0)
+        return r;
+    a->seq++;
+    memcpy(a->hash, hash, sizeof(hash));
+    write_head(a);
+    return 0;
+}
+
+void tm_audit_close(tm_audit *a)
+{
+    close_and_reset(a->fd);
+    free(a->path);
+    free(a->head_path);
+    a->path = a->head_path = NULL;
+}

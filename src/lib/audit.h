@@ -1,0 +1,58 @@
+/* The audit log: one JSON record per line, each hash-chained to the one before.
+ *
+ *   {"seq":7,"time":"...","event":"container.start","result":"ok","subject":"demo (uuid)",
+ *    "actor":"uid=0 pid=42","detail":"...","prev":"<hash of record 6>","hash":"<hash>"}
+ *
+ * hash = SHA-256 over the record's own line without its ',"hash":"…"' member (i.e. the JSON text
+ * up to "prev":"…" followed by '}'). Editing a record breaks its hash; removing one breaks the
+ * next record's prev and the seq sequence. Removing records at the end is caught by the head file
+ * (seq and hash of the last record, rewritten after every append) and by the head the daemon
+ * reports with the log. See docs/AUDIT.md. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+#include "error.h"
+
+#define TM_AUDIT_MAX_LINE 8192
+
+typedef struct tm_audit {
+    int fd;
+    char *path;
+    char *head_path;
+    uint64_t seq;                        /* last record's sequence number, 0 if empty */
+    char hash[TM_SHA256_HEX_LEN + 1];    /* last record's hash (zeros if empty) */
+} tm_audit;
+
+/* Open (creating) the log. If what was found is inconsistent (a torn last line from a crash, a log
+ * shorter than its head file says), *warning describes it; the caller records that as an event. */
+int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
+                  size_t warning_size, tm_err *err);
+int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject,
+                    const char *actor, const char *detail, tm_err *err);
+void tm_audit_close(tm_audit *a);
+
+typedef struct tm_audit_report {
+    uint64_t records;
+    uint64_t bad_line;                    /* first line that fails, 0 if the chain is intact */
+    char problem[256];
+    uint64_t last_seq;
+    char last_hash[TM_SHA256_HEX_LEN + 1];
+    uint64_t tamper_events;               /* records of event "audit.tampered" in the log */
+} tm_audit_report;
+
+/* Check the whole chain in data. 0 if intact, -EBADMSG (with rep->bad_line/problem) otherwise. */
+int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep);
+/* One record as read back from a line (without its newline). */
+typedef struct tm_audit_record {
+    uint64_t seq;
+    char hash[TM_SHA256_HEX_LEN + 1];
+    char prev[TM_SHA256_HEX_LEN + 1];
+    char event[64];
+} tm_audit_record;
+
+/* Check a line's own hash and read its seq, prev and event. 0, or -EBADMSG with problem set. */
+int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem,
+                        size_t problem_size);

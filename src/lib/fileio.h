@@ -1,0 +1,21 @@
+/* Files: bounded reads, atomic replacement, directory helpers. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+/* Read a whole file of at most max bytes into a NUL-terminated buffer. */
+int read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, tm_err *err);
+/* Replace path atomically: write a temporary file in the same directory, fsync it, rename it over
+ * path, fsync the directory. After a crash the old or the new content is there, never a mix. */
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, tm_err *err);
+/* Write a short string to an existing file (sysfs, cgroupfs, procfs) in one write(2). */
+int write_string_file(const char *path, const char *s);
+int read_string_file(const char *path, char *buf, size_t size);
+int mkdir_p(const char *path, mode_t mode);
+/* Remove a directory tree without crossing mount points or following symlinks. */
+int rm_rf(const char *path);
+/* fsync the directory containing path (after creating, renaming or removing an entry in it). */
+int fsync_parent(const char *path);

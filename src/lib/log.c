@@ -1,0 +1,62 @@
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+static const char *log_ident = "trustme";
+static bool log_syslog;
+static enum tm_log_level log_level = TM_LOG_INFO;
+
+void tm_log_init(const char *ident, bool use_syslog, enum tm_log_level level)
+{
+    log_ident = ident;
+    log_syslog = use_syslog;
+    log_level = level;
+    if (use_syslog) /* glibc opens the syslog socket with SOCK_CLOEXEC */
+        openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+int tm_log_parse_level(const char *s, enum tm_log_level *ret)
+{
+    static const struct {
+        const char *name;
+        enum tm_log_level level;
+    } names[] = {{"error", TM_LOG_ERROR}, {"warn", TM_LOG_WARN}, {"info", TM_LOG_INFO}, {"debug", TM_LOG_DEBUG}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(s, names[i].name) == 0) {
+            *ret = names[i].level;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+void tm_log(enum tm_log_level level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    if (log_syslog) {
+        vsyslog((int)level, fmt, ap);
+    } else {
+        static const char *tags[] = {[TM_LOG_ERROR] = "error", [TM_LOG_WARN] = "warning",
+                                     [TM_LOG_INFO] = "info", [TM_LOG_DEBUG] = "debug"};
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        char line[2048];
+        int n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, ts.tv_nsec / 1000000, log_ident, tags[level] ? tags[level] : "log");
+        if (n > 0 && (size_t)n < sizeof(line))
+            vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+        fprintf(stderr, "%s\n", line);
+    }
+    va_end(ap);
+    errno = saved;
+}

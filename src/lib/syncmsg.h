@@ -1,0 +1,39 @@
+/* Parent/child synchronisation across clone(): framed messages over a SOCK_SEQPACKET socketpair.
+ *
+ * Each message is a fixed header {magic, type, length} plus a payload of that length, optionally
+ * carrying one fd (SCM_RIGHTS). The receiver checks all three header fields against what arrived,
+ * so the meaning of a message never depends on its position in the stream. The setup process and
+ * the container child report progress, pids, errors and pty masters this way; EOF after the last
+ * sender has exec'd (the fd is O_CLOEXEC) means "exec succeeded". */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define TM_SYNC_MAX_PAYLOAD 2048
+
+enum tm_sync_type {
+    TM_SYNC_PROGRESS = 1, /* payload: text */
+    TM_SYNC_PID = 2,      /* payload: int32 pid (in the receiver's pid namespace) */
+    TM_SYNC_ERROR = 3,    /* payload: int32 errno, then text */
+    TM_SYNC_PTY = 4,      /* no payload; carries the pty master fd */
+};
+
+typedef struct tm_sync_msg {
+    uint32_t type;
+    uint32_t len;
+    int fd; /* received fd or -1 */
+    char payload[TM_SYNC_MAX_PAYLOAD + 1]; /* NUL-terminated for text payloads */
+} tm_sync_msg;
+
+int tm_sync_socketpair(int fds[2]);
+int tm_sync_send(int fd, uint32_t type, const void *payload, uint32_t len, int pass_fd);
+int tm_sync_send_pid(int fd, int32_t pid);
+int tm_sync_send_text(int fd, uint32_t type, const char *text);
+/* Report err to the parent; used by children right before they _exit(). */
+void tm_sync_send_error(int fd, const tm_err *err);
+/* Receive one message. Returns 1 on a message, 0 on EOF, -EAGAIN if none is ready on a
+ * non-blocking socket, -EBADMSG if the message is malformed, other -errno. */
+int tm_sync_recv(int fd, tm_sync_msg *msg);
