@@ -252,6 +252,13 @@ static void conn_free(struct conn *c)
             break;
         }
     sessions_conn_closed(d, c->id);
+    if (c->closing) {
+        /* Closing a unix socket with unread input resets the connection, and the client would
+         * lose the error reply that explains why: discard what it already sent (bounded). */
+        char sink[4096];
+        for (int i = 0; i < 256 && read(c->fd, sink, sizeof(sink)) > 0; i++)
+            ;
+    }
     tm_source_free(c->src);
     tm_source_free(c->partial_timer);
     close(c->fd);

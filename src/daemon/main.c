@@ -59,6 +59,14 @@ void daemon_audit(struct daemon *d, const char *event, const char *result,
     tm_err err;
     if (tm_audit_append(&d->audit, event, result, c ? container_label(c) : NULL, actor, detail, &err) < 0)
         log_error("audit: %s (event %s lost)", err.msg, event);
+    if (d->audit.tamper[0]) {
+        char what[sizeof(d->audit.tamper)];
+        memcpy(what, d->audit.tamper, sizeof(what));
+        d->audit.tamper[0] = '\0';
+        log_warn("audit log: %s", what);
+        if (tm_audit_append(&d->audit, "audit.tampered", "fail", NULL, "trustmed", what, &err) < 0)
+            log_error("audit: %s", err.msg);
+    }
 }
 
 static bool any_active(struct daemon *d)

@@ -79,6 +79,9 @@ int mount_create(const char *fstype, const char *source, const char *options, un
         return tm_err_sys(err, "cannot open file system type %s", fstype);
     if (source && fsconfig(fsfd, FSCONFIG_SET_STRING, "source", source, 0) < 0)
         return fs_error(fsfd, err, "bad source for", fstype);
+    /* A read-only mount of a writable superblock would still open the device for writing. */
+    if ((attrs & MOUNT_ATTR_RDONLY) && fsconfig(fsfd, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
+        return fs_error(fsfd, err, "cannot make read-only:", fstype);
     char opts[4096];
     if (snprintf(opts, sizeof(opts), "%s", options ? options : "") >= (int)sizeof(opts))
         return tm_err_set(err, ENAMETOOLONG, "%s options too long", fstype);

@@ -20,6 +20,7 @@
 #define FINAL_DRAIN_MAX (4 * 1024 * 1024)
 
 static void on_output(tm_source *src, uint32_t events, void *userdata);
+static void flush_input(struct session *s);
 
 struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach,
                             bool tty, const char *what)
@@ -113,8 +114,11 @@ int session_pipes(struct session *s, int child_fds[3], tm_err *err)
 int session_set_pty(struct session *s, int master, unsigned rows, unsigned cols)
 {
     s->in_fd = s->out_fd = master;
-    session_resize(s, rows, cols);
-    return watch_output(s, master, &s->out_src);
+    s->pty_set = true;
+    session_resize(s, rows ? rows : s->rows, cols ? cols : s->cols);
+    int r = watch_output(s, master, &s->out_src);
+    flush_input(s);
+    return r;
 }
 
 static void send_output(struct session *s, int stream, const uint8_t *data, size_t len)
@@ -185,8 +189,6 @@ void sessions_resume(struct daemon *d, uint64_t conn_id)
             }
 }
 
-static void flush_input(struct session *s);
-
 static void on_input_writable(tm_source *src, uint32_t events, void *userdata)
 {
     flush_input(userdata);
@@ -214,7 +216,10 @@ static void flush_input(struct session *s)
 
 void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
 {
-    if (s->in_fd < 0)
+    /* Before the pty arrives from the container, input is kept for it; after stdin was closed
+     * it has nowhere to go. */
+    bool pty_pending = s->tty && !s->pty_set;
+    if (s->in_fd < 0 && !pty_pending)
         return;
     if (tm_buf_pending(&s->in_buf) + len > TM_FRAME_MAX) {
         log_warn("session %s: input overflow, dropping it", s->what);
@@ -232,7 +237,11 @@ void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
 
 void session_resize(struct session *s, unsigned rows, unsigned cols)
 {
-    if (!s->tty || s->out_fd < 0 || rows == 0 || cols == 0 || rows > 10000 || cols > 10000)
+    if (!s->tty || rows == 0 || cols == 0 || rows > 10000 || cols > 10000)
+        return;
+    s->rows = rows; /* remembered for a pty that has not arrived yet */
+    s->cols = cols;
+    if (s->out_fd < 0)
         return;
     struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
     ioctl(s->out_fd, TIOCSWINSZ, &ws);

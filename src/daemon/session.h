@@ -19,6 +19,8 @@ struct session {
     uint64_t req_id;
     bool attach;              /* relays init; its exit is the container's */
     bool tty;
+    bool pty_set;             /* the pty master has arrived from the container */
+    unsigned rows, cols;      /* last window size asked for */
     char what[80];            /* the command, for logs and audit */
     /* exec sessions only (exec.c) */
     pid_t pid;

@@ -189,6 +189,18 @@ static int read_tail(tm_audit *a, char *warning, size_t wsize, tm_err *err)
     return 0;
 }
 
+static void check_size(tm_audit *a)
+{
+    struct stat st;
+    if (fstat(a->fd, &st) < 0 || st.st_size == a->size)
+        return;
+    snprintf(a->tamper, sizeof(a->tamper), "the log is %lld bytes %s than trustmed left it after "
+             "record #%llu: records were %s behind its back",
+             (long long)(st.st_size > a->size ? st.st_size - a->size : a->size - st.st_size),
+             st.st_size > a->size ? "longer" : "shorter", (unsigned long long)a->seq,
+             st.st_size > a->size ? "added" : "removed or cut");
+}
+
 /* Compare the log's tail with the head file; a log shorter than its head lost records. */
 static void check_head(tm_audit *a, char *warning, size_t wsize)
 {
@@ -232,6 +244,7 @@ int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char
     }
     if (!warning[0])
         check_head(a, warning, warning_size);
+    a->size = lseek(a->fd, 0, SEEK_END);
     return 0;
 }
 
@@ -268,6 +281,7 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
                          body, hash);
         /* One write with O_APPEND, then fdatasync: a record is durable before it is counted. A
          * failed write is cut off again so that the next record still links to the last one. */
+        check_size(a);
         off_t before = lseek(a->fd, 0, SEEK_END);
         r = write_all(a->fd, line, (size_t)n);
         if (r == 0 && fdatasync(a->fd) < 0)
@@ -284,6 +298,7 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
         return r;
     a->seq++;
     memcpy(a->hash, hash, sizeof(hash));
+    a->size = lseek(a->fd, 0, SEEK_END);
     write_head(a);
     return 0;
 }

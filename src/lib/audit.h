@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "crypto.h"
 #include "error.h"
@@ -24,12 +25,17 @@ typedef struct tm_audit {
     char *head_path;
     uint64_t seq;                        /* last record's sequence number, 0 if empty */
     char hash[TM_SHA256_HEX_LEN + 1];    /* last record's hash (zeros if empty) */
+    off_t size;                          /* where the log must end; anything else is tampering */
+    char tamper[256];                    /* set by append when the log changed under us */
 } tm_audit;
 
 /* Open (creating) the log. If what was found is inconsistent (a torn last line from a crash, a log
  * shorter than its head file says), *warning describes it; the caller records that as an event. */
 int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
                   size_t warning_size, tm_err *err);
+/* Append one record. If the log was truncated or extended behind our back since the last
+ * append, the record is still written (the chain goes on from what we wrote) and a->tamper says
+ * what was found; the caller records that as an event of its own. */
 int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject,
                     const char *actor, const char *detail, tm_err *err);
 void tm_audit_close(tm_audit *a);

@@ -123,8 +123,18 @@ static int cgroups_prepare(struct start_ctx *ctx, tm_err *err)
         char dir[PATH_MAX];
         if (container_cg(d, i, ctx->c->uuid, NULL, dir, sizeof(dir)) < 0)
             return tm_err_set(err, ENAMETOOLONG, "cgroup path too long");
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        int r = mkdir(dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+        if (r == -ENOENT) {
+            /* The parent is gone (removed by hand, or the hierarchy was mounted after we
+             * started): make it again rather than fail every start until a restart. */
+            if ((r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
+                return r;
+            r = mkdir(dir, 0755) < 0 && errno != EEXIST ? -errno : 0;
+        }
+        if (r < 0) {
+            errno = -r;
             return tm_err_sys(err, "cannot create %s", dir);
+        }
     }
     if (cgroups_count_tasks(d, ctx->c->uuid) > 0)
         return tm_err_set(err, EBUSY, "the container's cgroup still has tasks from an earlier run");

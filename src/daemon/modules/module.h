@@ -52,8 +52,8 @@ struct tm_module {
 
 enum tm_phase { PHASE_PREPARE, PHASE_SETUP, PHASE_CHILD, PHASE_JOIN, PHASE_EXEC };
 
-/* Run one phase over the table. On failure *ret_done is the number of modules whose hook
- * succeeded (prepare failures undo exactly those) and err names the module. */
+/* Run one phase over the table. *ret_done is the number of modules whose hook ran, including
+ * a failing one (whose cleanup must undo its partial work); err names the failing module. */
 int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm_err *err);
 /* Run cleanup hooks of the first n modules in reverse order. */
 void modules_cleanup(struct container *c, size_t n);

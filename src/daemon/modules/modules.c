@@ -37,8 +37,9 @@ int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm
         int (*fn)(struct start_ctx *, tm_err *) = hook(modules[i], phase);
         int r = fn ? fn(ctx, err) : 0;
         if (r < 0) {
+            /* The failing hook may have done part of its work: its cleanup runs too. */
             if (ret_done)
-                *ret_done = i;
+                *ret_done = i + 1;
             return tm_err_prefix(err, "%s", modules[i]->name);
         }
     }

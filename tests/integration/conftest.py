@@ -1,0 +1,304 @@
+"""Fixtures for trustme's integration tests: real trustmed daemons in private directories.
+
+Every test that uses `daemon` gets its own trustmed with its own data dir, run dir, cgroup parent
+and id range, and its teardown removes everything the daemon made (processes, cgroups, loop
+devices, mounts, files) even when the test failed. Run as root: /usr/bin/python3 -m pytest.
+"""
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("TRUSTME_BUILD", REPO / "build"))
+TRUSTMED = BUILD / "src/daemon/trustmed"
+TRUSTME = BUILD / "src/cli/trustme"
+PROBE = BUILD / "tests/probe/tm-probe"
+TEST_PREFIX = "trustme-test"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+_daemon_ids = itertools.count(1)
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the integration tests need root (they create namespaces and cgroups)")
+    for binary in (TRUSTMED, TRUSTME, PROBE):
+        if not binary.exists():
+            raise pytest.UsageError(f"{binary} is missing: build first (meson setup build && ninja -C build)")
+
+
+# ---- host state, for cleanup and leak checks ------------------------------------------------
+
+def cgroup_dirs(name_part):
+    """Every cgroup directory (any hierarchy) whose name contains name_part."""
+    found = []
+    # os.walk ignores directories that vanish while it looks (the daemon may be removing them)
+    for top, dirs, _ in os.walk(CGROUP_ROOT):
+        found += [Path(top) / d for d in dirs if name_part in d]
+    return found
+
+
+def process_gone(pid):
+    """True if pid no longer runs. A zombie counts as gone: an adopted init is reparented to the
+    host's PID 1, which reaps when it likes."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def mounts_below(prefix):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(prefix))]
+
+
+def loops_backed_by(prefix):
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True).stdout
+    result = []
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[1].startswith(str(prefix)):
+            result.append(parts[0])
+    return result
+
+
+def kill_cgroup_tasks(path):
+    for procs in Path(path).rglob("cgroup.procs"):
+        try:
+            for pid in procs.read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        except OSError:
+            pass
+
+
+def remove_cgroups(name_part):
+    """Kill everything in matching cgroups and remove them, deepest first."""
+    dirs = cgroup_dirs(name_part)
+    for d in dirs:
+        freezer_state = d / "freezer.state"
+        if freezer_state.exists():
+            try:
+                freezer_state.write_text("THAWED")
+            except OSError:
+                pass
+        kill_cgroup_tasks(d)
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        for _ in range(100):
+            try:
+                d.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                kill_cgroup_tasks(d)
+                time.sleep(0.02)
+
+
+# ---- the daemon ------------------------------------------------------------------------------
+
+class CliError(AssertionError):
+    pass
+
+
+class Daemon:
+    """One trustmed in private directories, driven through the trustme CLI."""
+
+    def __init__(self, base, name, rootfs, extra_args=()):
+        self.base = Path(base)
+        self.data_dir = self.base / "data"
+        self.run_dir = self.base / "run"
+        self.cgroup_parent = name
+        n = next(_daemon_ids)
+        # Each daemon gets its own id region so that daemons never share host uids.
+        self.id_base = 1_000_000 + n * 65536 * 64
+        self.rootfs = rootfs
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.log_path = self.base / f"trustmed-{n}.log"
+        self.configs = self.base / "configs"
+        self.configs.mkdir(parents=True, exist_ok=True)
+
+    # daemon process
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(TRUSTMED), "--data-dir", str(self.data_dir), "--run-dir", str(self.run_dir),
+             "--cgroup-parent", self.cgroup_parent, "--id-base", str(self.id_base),
+             "--log-level", "debug", *self.extra_args],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        sock = self.run_dir / "control.sock"
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"trustmed exited with {self.proc.returncode}:\n{self.log()}")
+            if sock.exists():
+                try:
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.connect(str(sock))
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        raise RuntimeError(f"trustmed did not come up:\n{self.log()}")
+
+    def stop(self, timeout=30):
+        """SIGTERM: trustmed stops its containers and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def kill9(self):
+        """Simulate a crash: containers keep running."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log(self):
+        try:
+            return self.log_path.read_text()
+        except OSError:
+            return ""
+
+    @property
+    def socket(self):
+        return self.run_dir / "control.sock"
+
+    # CLI
+    def cli(self, *args, input=None, check=True, timeout=60):
+        cmd = [str(TRUSTME), "--run-dir", str(self.run_dir), *map(str, args)]
+        r = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
+                           text=isinstance(input, str) or input is None)
+        if check and r.returncode != 0:
+            raise CliError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
+        return r
+
+    def create(self, name, **config):
+        cfg = {"name": name, "rootfs": {"path": str(self.rootfs)}, "init": "/bin/sleep",
+               "args": ["1000000"], "data_size_mb": 16}
+        cfg.update(config)
+        path = self.configs / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        self.cli("create", path)
+        return name
+
+    def state(self, name):
+        return json.loads(self.cli("state", "--json", name).stdout)
+
+    def containers(self):
+        return json.loads(self.cli("list", "--json").stdout)
+
+    def run(self, name, *cmd, input=None, check=True, timeout=60):
+        return self.cli("run", name, "--", *cmd, input=input, check=check, timeout=timeout)
+
+    def sh(self, name, script, **kw):
+        return self.run(name, "/bin/sh", "-c", script, **kw)
+
+    def audit_events(self):
+        out = self.cli("audit", "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    # cleanup
+    def teardown(self):
+        try:
+            if self.proc and self.proc.poll() is None:
+                for c in self.containers():
+                    if c["state"] != "stopped":
+                        self.cli("stop", "--kill", c["name"], check=False, timeout=30)
+        except Exception:
+            pass
+        self.stop()
+        # Whatever a failed test left: processes, cgroups, mounts, loops, files.
+        remove_cgroups(self.cgroup_parent)
+        for m in sorted(mounts_below(self.base), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        for loop in loops_backed_by(self.base):
+            subprocess.run(["losetup", "-d", loop], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def test_root():
+    root = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rootfs(test_root):
+    """A busybox guest with tm-probe in /usr/local/bin."""
+    path = test_root / "rootfs"
+    subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(path), str(PROBE)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def squashfs_image(test_root, rootfs):
+    img = test_root / "rootfs.sqfs"
+    subprocess.run(["mksquashfs", str(rootfs), str(img), "-noappend", "-quiet", "-comp", "lz4"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return img
+
+
+@pytest.fixture(scope="session")
+def erofs_image(test_root, rootfs):
+    img = test_root / "rootfs.erofs"
+    subprocess.run(["mkfs.erofs", "-zlz4", str(img), str(rootfs)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return img
+
+
+@pytest.fixture
+def make_daemon(test_root, rootfs, request):
+    """Factory for daemons; all are torn down after the test."""
+    made = []
+
+    def make(extra_args=(), start=True):
+        n = len(made)
+        base = Path(tempfile.mkdtemp(prefix="d-", dir=test_root))
+        test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
+        name = f"{TEST_PREFIX}-{os.getpid()}-{test}-{n}"
+        d = Daemon(base, name, rootfs, extra_args)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.teardown()
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon()
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,264 @@
+"""Container lifecycle through the CLI: create, start, stop, freeze, remove, failures, autostart."""
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import cgroup_dirs, loops_backed_by, wait_for
+
+
+def test_full_lifecycle(daemon):
+    """create -> list -> start -> running -> stop -> stopped -> remove, with state at each step."""
+    daemon.create("web", hostname="web-host")
+    assert [c["name"] for c in daemon.containers()] == ["web"]
+    st = daemon.state("web")
+    assert st["state"] == "stopped" and st["pid"] == 0 and st["uuid"]
+
+    out = daemon.cli("start", "web").stdout
+    assert "web started" in out
+    st = daemon.state("web")
+    assert st["state"] == "running" and st["pid"] > 0
+    assert Path(f"/proc/{st['pid']}").exists()
+
+    daemon.cli("stop", "--timeout", "1", "web")
+    st = daemon.state("web")
+    assert st["state"] == "stopped" and st["pid"] == 0
+    assert st["last_exit"] == "killed by SIGKILL"  # sleep as pid 1 ignores SIGTERM
+
+    daemon.cli("remove", "web")
+    assert daemon.containers() == []
+    assert not list((daemon.data_dir / "containers").iterdir())
+
+
+def test_containers_by_uuid(daemon):
+    daemon.create("byid")
+    uuid = daemon.state("byid")["uuid"]
+    daemon.cli("start", uuid)
+    assert daemon.state(uuid)["state"] == "running"
+    daemon.cli("stop", "--kill", uuid)
+    assert daemon.state("byid")["state"] == "stopped"
+
+
+def test_config_is_returned_verbatim(daemon):
+    daemon.create("cfg", env={"A": "1"})
+    raw = daemon.cli("config", "cfg").stdout
+    assert raw == (daemon.configs / "cfg.json").read_text()
+
+
+def test_graceful_stop_with_sigterm(daemon):
+    """An init that handles SIGTERM stops within the timeout, exit status recorded."""
+    daemon.create("graceful", init="/bin/sh",
+                  args=["-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"])
+    daemon.cli("start", "graceful")
+    daemon.cli("stop", "graceful")
+    assert daemon.state("graceful")["last_exit"] == "exited 3"
+
+
+def test_refused_transitions_have_clear_errors(daemon):
+    daemon.create("r")
+    r = daemon.cli("stop", "r", check=False)
+    assert r.returncode != 0 and "cannot stop: the container is stopped" in r.stderr
+    r = daemon.cli("freeze", "r", check=False)
+    assert r.returncode != 0 and "cannot freeze" in r.stderr
+    daemon.cli("start", "r")
+    r = daemon.cli("start", "r", check=False)
+    assert r.returncode != 0 and "cannot start: the container is running" in r.stderr
+    r = daemon.cli("remove", "r", check=False)
+    assert r.returncode != 0 and "stop it first" in r.stderr
+    r = daemon.cli("unfreeze", "r", check=False)
+    assert r.returncode != 0 and "cannot unfreeze: the container is running" in r.stderr
+    r = daemon.cli("state", "nosuch", check=False)
+    assert r.returncode != 0 and 'no container "nosuch"' in r.stderr
+
+
+def test_start_attach_relays_output_and_status(daemon):
+    daemon.create("att", init="/bin/sh", args=["-c", "echo out; echo err >&2; exit 7"])
+    r = daemon.cli("start", "--attach", "att", check=False)
+    assert r.returncode == 7
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    st = daemon.state("att")
+    assert st["state"] == "stopped" and st["last_exit"] == "exited 7"
+
+
+def test_start_attach_relays_stdin(daemon):
+    daemon.create("cat", init="/bin/cat", args=[])
+    r = daemon.cli("start", "--attach", "cat", input="line one\nline two\n")
+    assert r.stdout == "line one\nline two\n"
+
+
+def test_console_log_when_not_attached(daemon):
+    daemon.create("log", init="/bin/sh", args=["-c", "echo to-console; exec sleep 100000"])
+    daemon.cli("start", "log")
+    uuid = daemon.state("log")["uuid"]
+    console = daemon.run_dir / "containers" / uuid / "console.log"
+    wait_for(lambda: console.exists() and "to-console" in console.read_text(), what="console output")
+
+
+def test_failed_start_lands_stopped_with_reason_and_nothing_left(daemon):
+    """A start that fails (init missing) undoes everything and keeps the reason."""
+    daemon.create("broken", init="/no/such/init")
+    r = daemon.cli("start", "broken", check=False)
+    assert r.returncode != 0
+    assert "cannot execute /no/such/init" in r.stderr, r.stderr
+    st = daemon.state("broken")
+    assert st["state"] == "stopped"
+    assert "No such file or directory" in st["last_error"]
+    assert cgroup_dirs(st["uuid"]) == []
+    assert loops_backed_by(daemon.base) == []
+    events = [e for e in daemon.audit_events() if e["event"] == "container.start"]
+    assert events[-1]["result"] == "fail" and "/no/such/init" in events[-1]["detail"]
+    # and the container still starts once fixed (here: with a working init via another config)
+    daemon.create("fixed")
+    daemon.cli("start", "fixed")
+
+
+def test_bad_cpus_fails_start_cleanly(daemon):
+    daemon.create("cpus", cpus="1000")
+    r = daemon.cli("start", "cpus", check=False)
+    assert r.returncode != 0 and "not available on this host" in r.stderr
+    st = daemon.state("cpus")
+    assert st["state"] == "stopped" and "cpus" in st["last_error"]
+    assert cgroup_dirs(st["uuid"]) == []
+
+
+def test_cpuset_is_applied(daemon):
+    daemon.create("pin", cpus="0")
+    daemon.cli("start", "pin")
+    uuid = daemon.state("pin")["uuid"]
+    cpus = Path(f"/sys/fs/cgroup/cpuset/{daemon.cgroup_parent}/{uuid}/cpuset.cpus")
+    assert cpus.read_text().strip() == "0"
+
+
+def test_data_survives_stop_start_and_daemon_restart(daemon):
+    daemon.create("keep")
+    daemon.cli("start", "keep")
+    daemon.sh("keep", "echo precious > /root/file; rm /bin/vi")
+    daemon.cli("stop", "--kill", "keep")
+    daemon.cli("start", "keep")
+    assert daemon.sh("keep", "cat /root/file").stdout == "precious\n"
+    daemon.cli("stop", "--kill", "keep")
+    daemon.restart()
+    daemon.cli("start", "keep")
+    assert daemon.sh("keep", "cat /root/file").stdout == "precious\n"
+    assert daemon.sh("keep", "test -e /bin/vi", check=False).returncode == 1
+
+
+def test_data_volume_created_with_configured_size(daemon):
+    daemon.create("sized", data_size_mb=24)
+    r = daemon.cli("start", "sized")
+    assert "creating the data volume (24 MiB)" in r.stderr
+    uuid = daemon.state("sized")["uuid"]
+    img = daemon.data_dir / "containers" / uuid / "data.img"
+    assert img.stat().st_size == 24 << 20
+    # files the container writes belong to its id range on the host
+    daemon.sh("sized", "echo x > /root/owned")
+    base = daemon.state("sized")["uid_base"]
+    assert base >= daemon.id_base
+
+
+def test_no_data_volume_is_ephemeral(daemon):
+    daemon.create("eph", data_size_mb=0)
+    daemon.cli("start", "eph")
+    daemon.sh("eph", "echo gone > /root/f")
+    daemon.cli("stop", "--kill", "eph")
+    daemon.cli("start", "eph")
+    assert daemon.sh("eph", "cat /root/f", check=False).returncode != 0
+    uuid = daemon.state("eph")["uuid"]
+    assert not (daemon.data_dir / "containers" / uuid / "data.img").exists()
+
+
+def test_privileged_container_without_user_namespace(daemon):
+    daemon.create("priv", user_namespace=False)
+    daemon.cli("start", "priv")
+    st = daemon.state("priv")
+    assert st["uid_base"] == 0 and not st["user_namespace"]
+    assert daemon.sh("priv", "cat /proc/self/uid_map").stdout.split() == ["0", "0", "4294967295"]
+    status = daemon.sh("priv", "grep CapBnd /proc/self/status").stdout
+    capbnd = int(status.split()[1], 16)
+    assert not capbnd & (1 << 21), "CAP_SYS_ADMIN must be dropped without a user namespace"
+
+
+def test_squashfs_and_erofs_rootfs(daemon, squashfs_image, erofs_image):
+    daemon.create("sq", rootfs={"path": str(squashfs_image)})
+    daemon.create("ero", rootfs={"path": str(erofs_image), "type": "erofs"})
+    for name in ("sq", "ero"):
+        daemon.cli("start", name)
+        assert daemon.sh(name, "echo ok > /root/x && cat /root/x").stdout == "ok\n"
+        daemon.cli("stop", "--kill", name)
+    assert loops_backed_by(daemon.base) == []
+
+
+def test_autostart_containers_start_with_the_daemon(daemon):
+    daemon.create("auto", autostart=True)
+    daemon.create("manual")
+    daemon.restart()
+    wait_for(lambda: daemon.state("auto")["state"] == "running", what="autostart")
+    assert daemon.state("manual")["state"] == "stopped"
+    assert any(e["event"] == "container.start" and e["actor"] == "autostart"
+               for e in daemon.audit_events())
+
+
+def test_daemon_sigterm_stops_containers(daemon):
+    daemon.create("a")
+    daemon.create("b")
+    daemon.cli("start", "a")
+    daemon.cli("start", "b")
+    pids = [daemon.state(n)["pid"] for n in ("a", "b")]
+    assert daemon.stop() == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    assert cgroup_dirs(daemon.cgroup_parent) == []
+
+
+def test_stop_while_starting_and_stop_escalation(daemon):
+    """A second stop with --kill escalates a pending graceful stop."""
+    daemon.create("slow")
+    daemon.cli("start", "slow")
+    import subprocess
+    from conftest import TRUSTME
+    graceful = subprocess.Popen([str(TRUSTME), "--run-dir", str(daemon.run_dir), "stop",
+                                 "--timeout", "30", "slow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: daemon.state("slow")["state"] == "stopping", what="stopping")
+    daemon.cli("stop", "--kill", "slow")
+    assert graceful.wait(10) == 0
+    assert daemon.state("slow")["state"] == "stopped"
+
+
+def test_two_daemons_side_by_side(make_daemon):
+    """Two daemons with different dirs do not see or touch each other's containers."""
+    d1, d2 = make_daemon(), make_daemon()
+    d1.create("same")
+    d2.create("same")
+    d1.cli("start", "same")
+    assert d2.state("same")["state"] == "stopped"
+    d2.cli("start", "same")
+    s1, s2 = d1.state("same"), d2.state("same")
+    assert s1["uuid"] != s2["uuid"] and s1["pid"] != s2["pid"]
+    assert s1["uid_base"] != s2["uid_base"]
+    d1.cli("stop", "--kill", "same")
+    assert d2.state("same")["state"] == "running"
+    d1.stop()
+    assert d2.state("same")["state"] == "running"
+
+
+def test_second_daemon_on_same_dirs_is_refused(daemon):
+    import subprocess
+    from conftest import TRUSTMED
+    r = subprocess.run([str(TRUSTMED), "--data-dir", str(daemon.data_dir), "--run-dir",
+                        str(daemon.run_dir)], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "in use by another trustmed" in r.stderr
+    assert daemon.containers() == []  # the first one still serves
+
+
+def test_trustmed_rejects_bad_options(tmp_path):
+    import subprocess
+    from conftest import TRUSTMED
+    for args, msg in ((["--data-dir", "relative"], "absolute path"),
+                      (["--id-base", "0"], "--id-base"),
+                      (["--log-level", "loud"], "--log-level"),
+                      (["--cgroup-parent", "../x"], "--cgroup-parent"),
+                      (["extra"], "unexpected argument")):
+        r = subprocess.run([str(TRUSTMED), *args], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+    r = subprocess.run([str(TRUSTMED), "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "--data-dir" in r.stdout
