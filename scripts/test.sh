@@ -15,26 +15,35 @@ rm -rf "$results"
 mkdir -p "$results"
 
 echo "== unit tests"
-meson test -C build --print-errorlogs --quiet
-cp build/meson-logs/testlog.junit.xml "$results/unit.xml" 2>/dev/null
+# cmocka writes one JUnit file per suite, so that every test case is counted; meson's own
+# status catches a suite that crashed before writing its file.
+CMOCKA_MESSAGE_OUTPUT=xml CMOCKA_XML_FILE="$PWD/$results/unit-%g.xml" \
+    meson test -C build --print-errorlogs
+unit_status=$?
 
 echo "== integration tests"
 # Debian's pytest belongs to /usr/bin/python3 (another python3 may come first on PATH).
 /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
     --junitxml="$results/integration.xml" "$@"
 
-exec /usr/bin/python3 - "$results" <<'PY'
+exec /usr/bin/python3 - "$results" "$unit_status" <<'PY'
 import sys, pathlib, xml.etree.ElementTree as ET
-passed = failed = skipped = 0
+passed = failed = skipped = unit_failed = 0
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.xml")):
     for case in ET.parse(f).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
         if kinds & {"failure", "error"}:
             failed += 1
+            if f.name.startswith("unit-"):
+                unit_failed += 1
+                print(f"FAILED unit test {case.get('classname', '')}::{case.get('name')}")
         elif "skipped" in kinds:
             skipped += 1
         else:
             passed += 1
+if int(sys.argv[2]) != 0 and unit_failed == 0:
+    print("FAILED a unit test suite ended without reporting (see the meson output above)")
+    failed += 1
 if passed + failed == 0:
     failed = 1  # no results at all is a failure, not a success
 if skipped:

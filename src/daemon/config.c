@@ -49,21 +49,23 @@ static bool hostname_valid(const char *h)
     return true;
 }
 
-/* An absolute path without "." or ".." components or empty components. */
+/* An absolute path in canonical form: no ".", "..", or empty components, no trailing slash.
+ * Canonical, so that two spellings of one path cannot pass a comparison as different. */
 static bool clean_abs_path(const char *p)
 {
     if (p[0] != '/')
         return false;
-    for (const char *s = p; *s;) {
-        while (*s == '/')
-            s++;
+    if (p[1] == '\0')
+        return true; /* "/" itself */
+    for (const char *s = p + 1;; s++) {
         const char *e = strchrnul(s, '/');
         size_t n = (size_t)(e - s);
-        if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
             return false;
+        if (!*e)
+            return true;
         s = e;
     }
-    return true;
 }
 
 /* "0-3,5,7-8": each number < 1024, ranges ascending. */
@@ -305,12 +307,19 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
 
     if ((r = tm_json_get_string(root, "$", "hostname", false, 256, &s, err)) < 0)
         return r;
-    if (r == 0)
-        s = cfg->name;
+    if (r == 0) {
+        /* The default is the name, which may hold '_' (not allowed in host names): '-' it is. */
+        snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", cfg->name);
+        for (char *c = cfg->hostname; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        s = cfg->hostname;
+    }
     if (!hostname_valid(s))
         return tm_err_set(err, EINVAL, "$.hostname: \"%s\" is not a valid host name (1-%d letters, "
                           "digits, '-' and '.')", s, CONFIG_HOSTNAME_MAX);
-    snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
+    if (s != cfg->hostname)
+        snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
 
     cfg->memory_limit_mb = CONFIG_DEFAULT_MEMORY_MB;
     if ((r = tm_json_get_int(root, "$", "memory_limit_mb", false, 0, 1 << 24, &n, err)) < 0)

@@ -149,7 +149,7 @@ static bool on_readable(struct conn *c)
                 conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes", TM_FRAME_MAX);
                 c->closing = true; /* the stream cannot be resynchronised */
             } else {
-                if (r == -ECONNRESET)
+                if (r == -EPROTO)
                     log_warn("connection %llu (%s): closed in the middle of a message",
                              (unsigned long long)c->id, c->actor);
                 conn_free(c);

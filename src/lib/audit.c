@@ -201,22 +201,28 @@ static void check_size(tm_audit *a)
              st.st_size > a->size ? "added" : "removed or cut");
 }
 
-/* Compare the log's tail with the head file; a log shorter than its head lost records. */
+/* Compare the log's tail with the head file; a log shorter than its head lost records. A torn
+ * tail alone is a crash; a torn tail that also ends before the head is a cut that only looks like
+ * one. Findings are added to warning. */
 static void check_head(tm_audit *a, char *warning, size_t wsize)
 {
-    char line[128];
+    char line[128], found[256] = "";
     if (read_string_file(a->head_path, line, sizeof(line)) < 0)
         return; /* no head yet: a new log, or a crash before the first head was written */
     unsigned long long seq;
     char hash[TM_SHA256_HEX_LEN + 1];
     if (sscanf(line, "%llu %64s", &seq, hash) != 2) {
-        snprintf(warning, wsize, "audit head file is unreadable");
+        snprintf(found, sizeof(found), "audit head file is unreadable");
     } else if (seq > a->seq) {
-        snprintf(warning, wsize, "the log ends at record %llu but record %llu was written before: "
-                 "records were removed from its end", (unsigned long long)a->seq, seq);
+        snprintf(found, sizeof(found), "the log ends at record %llu but record %llu was written "
+                 "before: records were removed from its end", (unsigned long long)a->seq, seq);
     } else if (seq == a->seq && strcmp(hash, a->hash) != 0) {
-        snprintf(warning, wsize, "the last record (%llu) differs from the one written", seq);
+        snprintf(found, sizeof(found), "the last record (%llu) differs from the one written", seq);
     }
+    if (!found[0])
+        return;
+    size_t used = strlen(warning);
+    snprintf(warning + used, wsize - used, "%s%s", used ? "; " : "", found);
 }
 
 int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
@@ -242,8 +248,7 @@ int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char
         tm_audit_close(a);
         return r;
     }
-    if (!warning[0])
-        check_head(a, warning, warning_size);
+    check_head(a, warning, warning_size);
     a->size = lseek(a->fd, 0, SEEK_END);
     return 0;
 }

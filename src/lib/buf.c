@@ -34,6 +34,8 @@ uint8_t *tm_buf_reserve(tm_buf *b, size_t n)
 
 int tm_buf_append(tm_buf *b, const void *data, size_t n)
 {
+    if (n == 0)
+        return 0;
     uint8_t *p = tm_buf_reserve(b, n);
     if (!p)
         return -ENOMEM;

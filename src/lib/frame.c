@@ -86,7 +86,7 @@ int tm_frame_read(tm_frame_reader *r, int fd)
             return -errno;
         }
         if (n == 0)
-            return tm_frame_partial(r) ? -ECONNRESET : -EPIPE;
+            return tm_frame_partial(r) ? -EPROTO : -EPIPE;
         size_t used;
         int ret = tm_frame_feed(r, tmp, (size_t)n, &used);
         if (ret != 0)

@@ -32,8 +32,9 @@ bool tm_frame_partial(const tm_frame_reader *r);
 void tm_frame_reader_reset(tm_frame_reader *r);
 
 /* Read from a non-blocking fd until one frame is complete or the fd would block.
- * Returns 1 (frame ready), 0 (would block), -EPIPE (clean EOF between frames), -ECONNRESET (EOF
- * inside a frame), -EMSGSIZE, or another -errno. */
+ * Returns 1 (frame ready), 0 (would block), -EPIPE (clean EOF between frames), -EPROTO (EOF
+ * inside a frame: a truncated message), -EMSGSIZE, or the read error (e.g. -ECONNRESET when the
+ * peer went away with our replies unread). */
 int tm_frame_read(tm_frame_reader *r, int fd);
 
 /* Append header + payload to an output buffer. */

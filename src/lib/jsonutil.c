@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "json_strict.h"
 
 void tm_json_path_key(char *out, const char *path, const char *key)
 {
@@ -36,6 +37,9 @@ int tm_json_parse_object(const char *data, size_t len, json_object **ret, tm_err
         return tm_err_set(err, EFBIG, "$: document too large");
     if (memchr(data, '\0', len))
         return tm_err_set(err, EINVAL, "$: document contains a NUL byte");
+    int r = tm_json_strict_check(data, len, err);
+    if (r < 0)
+        return r;
     json_tokener *tok = json_tokener_new();
     if (!tok)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -58,7 +62,7 @@ int tm_json_parse_object(const char *data, size_t len, json_object **ret, tm_err
         }
     }
     if (!json_object_is_type(obj, json_type_object)) {
-        int r = tm_err_set(err, EINVAL, "$: expected an object, got %s", tm_json_type_name(obj));
+        r = tm_err_set(err, EINVAL, "$: expected an object, got %s", tm_json_type_name(obj));
         json_object_put(obj);
         return r;
     }
@@ -130,10 +134,9 @@ int tm_json_get_int(json_object *obj, const char *path, const char *key, bool re
     if (!json_object_is_type(v, json_type_int))
         return tm_err_set(err, EINVAL, "%s.%s: expected an integer, got %s", path, key,
                           tm_json_type_name(v));
-    errno = 0;
+    /* Integers beyond int64 never get here: tm_json_strict_check refuses them. */
     int64_t x = json_object_get_int64(v);
-    /* json-c saturates out-of-range values at INT64_MIN/MAX and sets errno. */
-    if (errno != 0 || x < min || x > max)
+    if (x < min || x > max)
         return tm_err_set(err, ERANGE, "%s.%s: %s out of range (allowed %lld..%lld)", path, key,
                           json_object_to_json_string(v), (long long)min, (long long)max);
     *ret = x;

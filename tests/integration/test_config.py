@@ -51,8 +51,13 @@ def test_rejections_name_the_json_path_and_write_nothing(daemon, change, message
     ("", "the config is empty"),
     ("{", "document ends in the middle"),
     ("[]", "$: expected an object"),
-    ('{"name": "c"} trailing', "$: invalid JSON at byte 14"),
-    ('{"name": "c", }', "$: invalid JSON"),
+    ('{"name": "c"} trailing', "$: unexpected data after the JSON value at byte 14"),
+    ('{"name": "c", }', "$: expected a key in double quotes at byte 14"),
+    ("{'name': 'c'}", "$: expected a key in double quotes at byte 1"),
+    ('{"name": "a", "name": "b"}', "$.name: key appears more than once"),
+    ('{"rootfs": {"path": "/", "path": "/tmp"}}', "$.rootfs.path: key appears more than once"),
+    ('{"name": "tab\there"}', "control character in a string"),
+    ('{"memory_limit_mb": 99999999999999999999}', "$.memory_limit_mb: integer out of range"),
 ])
 def test_malformed_json(daemon, raw, message):
     r = try_create(daemon, None, raw=raw)
