@@ -53,6 +53,7 @@ static struct container *container_alloc(struct daemon *d)
     c->pidfd = -1;
     c->exit_code = -1;
     c->wait_status = -1;
+    c->devices_prog = -1;
     return c;
 }
 
@@ -60,6 +61,7 @@ void container_free(struct container *c)
 {
     if (!c)
         return;
+    close_and_reset(c->devices_prog);
     config_free(c->cfg);
     free(c->config_json);
     for (struct waiter *w = c->waiters, *next; w; w = next) {
@@ -94,7 +96,9 @@ static int alloc_uid_base(struct daemon *d, uint32_t *ret, tm_err *err)
     return tm_err_set(err, ENOSPC, "no free range of user ids left for a new container");
 }
 
-static int write_state(const struct container *c, const char *dir, tm_err *err)
+/* durable: at create (the id range must never be lost); after a stop the last exit is not worth
+ * a disk flush (atomic all the same). */
+static int write_state(const struct container *c, const char *dir, bool durable, tm_err *err)
 {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/state.json", dir);
@@ -105,7 +109,8 @@ static int write_state(const struct container *c, const char *dir, tm_err *err)
     json_object_object_add(o, "last_exit", json_object_new_string(c->last_exit));
     json_object_object_add(o, "exit_code", json_object_new_int(c->exit_code));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-    int r = write_file_atomic(path, s, strlen(s), 0600, err);
+    int r = durable ? write_file_atomic(path, s, strlen(s), 0600, err)
+                    : write_file_replace(path, s, strlen(s), 0600, err);
     json_object_put(o);
     return r;
 }
@@ -114,7 +119,7 @@ int container_save_state(struct container *c, tm_err *err)
 {
     char dir[PATH_MAX];
     container_data_dir(c, dir, sizeof(dir));
-    return write_state(c, dir, err);
+    return write_state(c, dir, false, err);
 }
 
 static int load_state(struct container *c, const char *dir, tm_err *err)
@@ -186,7 +191,7 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
     snprintf(path, sizeof(path), "%s/config.json", tmp);
     if ((r = write_file_atomic(path, json, len, 0600, err)) < 0)
         goto fail_rm;
-    if ((r = write_state(c, tmp, err)) < 0)
+    if ((r = write_state(c, tmp, true, err)) < 0)
         goto fail_rm;
     if (rename(tmp, dir) < 0) {
         r = tm_err_sys(err, "cannot rename %s", tmp);

@@ -53,6 +53,7 @@ struct container {
     char last_exit[64];
     int exit_code;                /* -1 when unknown (e.g. adopted init) */
     int wait_status;              /* init's raw wait status, -1 when unknown */
+    int devices_prog;             /* its cgroup v2 device program, loaded at the first start */
     struct waiter *waiters;
     struct session *sessions;     /* attach and exec sessions */
     char actor[48];               /* who asked for the current operation (for the audit log) */

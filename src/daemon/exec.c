@@ -96,15 +96,20 @@ static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, char **
         ctx->stdio[i] = fds[i + 1];
     if (modules_run(PHASE_JOIN, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 1);
+    ctx->init_pidfd = fds[4];
+    /* All of init's namespaces but the cgroup one, which the command joins (cgroups_exec). */
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                CLONE_NEWCGROUP | CLONE_NEWTIME | (ctx->uid_base ? CLONE_NEWUSER : 0);
-    if (setns(fds[4], flags) < 0) {
+                CLONE_NEWTIME | (ctx->uid_base ? CLONE_NEWUSER : 0);
+    if (setns(ctx->init_pidfd, flags) < 0) {
         tm_err_sys(&err, "cannot enter the container's namespaces");
         child_fail(ctx->sync_fd, &err, 1);
     }
-    close(fds[4]);
     /* setns(CLONE_NEWPID) places only children in the container's pid namespace. */
     struct clone_args args = {.flags = CLONE_PARENT};
+    if (ctx->cgroup_fd >= 0) { /* see cgroups_enter: created in place, never moved */
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)ctx->cgroup_fd;
+    }
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the process in the container");
@@ -118,7 +123,7 @@ static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, char **
 
 static void audit_end(struct session *s, const char *how)
 {
-    daemon_audit(s->d, "exec.end", "ok", s->c, NULL, "%s: %s", s->what, how);
+    daemon_audit(s->d, "exec.end", "ok", s->c, s->actor, "%s: %s", s->what, how);
 }
 
 static void on_exec_sync(tm_source *src, uint32_t events, void *userdata);
@@ -232,7 +237,8 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     struct session *s = session_new(c, conn->id, req_id, false, tty, rq->argv[0]);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
-    struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .root_fd = -1,
+    snprintf(s->actor, sizeof(s->actor), "%s", conn->actor);
+    struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                             .stdio = {-1, -1, -1}, .tty = tty,
                             .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
     ctx.caps_drop = caps_drop_mask(c->cfg, ctx.uid_base != 0);

@@ -31,7 +31,8 @@ int runtime_save(struct container *c, tm_err *err)
     json_object_object_add(o, "starttime", json_object_new_int64((int64_t)c->starttime));
     json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    int r = write_file_atomic(path, s, strlen(s), 0600, err);
+    /* Not durable on purpose: no process it describes survives a power cut. */
+    int r = write_file_replace(path, s, strlen(s), 0600, err);
     json_object_put(o);
     return r;
 }

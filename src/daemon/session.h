@@ -22,6 +22,7 @@ struct session {
     bool pty_set;             /* the pty master has arrived from the container */
     unsigned rows, cols;      /* last window size asked for */
     char what[80];            /* the command, for logs and audit */
+    char actor[48];           /* the client who opened it, for the audit log */
     /* exec sessions only (exec.c) */
     pid_t pid;
     int pidfd;

@@ -146,10 +146,16 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     }
     close_and_reset(ctx->root_fd);
     /* CLONE_PARENT: init becomes trustmed's child, and this process can simply exit. */
+    /* No CLONE_NEWCGROUP here: the namespace would be rooted where this process is in cgroup v2,
+     * not where CLONE_INTO_CGROUP puts init. init creates it itself (module_cgroups). */
     struct clone_args args = {
         .flags = CLONE_PARENT | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                 CLONE_NEWNET | CLONE_NEWCGROUP,
+                 CLONE_NEWNET,
     };
+    if (ctx->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)ctx->cgroup_fd;
+    }
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the container's init");
@@ -157,6 +163,7 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     }
     if (pid == 0)
         init_main(ctx);
+    close_and_reset(ctx->cgroup_fd);
     tm_sync_send_pid(ctx->sync_fd, pid);
     _exit(0);
 }

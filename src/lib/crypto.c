@@ -1,16 +1,5 @@
 #include "crypto.h"
 
-#include <errno.h>
-#include <openssl/evp.h>
-
-int tm_sha256(const void *data, size_t len, uint8_t out[32])
-{
-    unsigned int n = 0;
-    if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != 32)
-        return -EIO;
-    return 0;
-}
-
 void tm_hex(const uint8_t *in, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";

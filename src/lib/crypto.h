@@ -1,4 +1,4 @@
-/* Thin wrappers over OpenSSL 3 for the digests trustme needs. */
+/* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto), and hex. */
 #pragma once
 
 #include <stddef.h>

@@ -5,6 +5,7 @@
 #include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,8 @@ int fsync_parent(const char *path)
     return 0;
 }
 
-int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, tm_err *err)
+static int replace_file(const char *path, const void *data, size_t len, mode_t mode, bool durable,
+                        tm_err *err)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
@@ -65,7 +67,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
     if (r < 0) {
         errno = -r;
         r = tm_err_sys(err, "cannot write %s", tmp);
-    } else if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
+    } else if (fchmod(fd, mode) < 0 || (durable && fsync(fd) < 0)) {
         r = tm_err_sys(err, "cannot sync %s", tmp);
     } else if (rename(tmp, path) < 0) {
         r = tm_err_sys(err, "cannot rename %s to %s", tmp, path);
@@ -74,12 +76,21 @@ int write_file_atomic(const char *path, const void *data, size_t len, mode_t mod
         unlink(tmp);
         return r;
     }
-    r = fsync_parent(path);
-    if (r < 0) {
+    if (durable && (r = fsync_parent(path)) < 0) {
         errno = -r;
         return tm_err_sys(err, "cannot sync the directory of %s", path);
     }
     return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, tm_err *err)
+{
+    return replace_file(path, data, len, mode, true, err);
+}
+
+int write_file_replace(const char *path, const void *data, size_t len, mode_t mode, tm_err *err)
+{
+    return replace_file(path, data, len, mode, false, err);
 }
 
 int write_string_file(const char *path, const char *s)

@@ -11,6 +11,10 @@ int read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, tm
 /* Replace path atomically: write a temporary file in the same directory, fsync it, rename it over
  * path, fsync the directory. After a crash the old or the new content is there, never a mix. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, tm_err *err);
+/* The same without the fsyncs: still never a mix of old and new, but after a power cut the old
+ * content may be back. For state that is worthless after a power cut anyway (what runs now) or not
+ * worth a disk flush on every stop. */
+int write_file_replace(const char *path, const void *data, size_t len, mode_t mode, tm_err *err);
 /* Write a short string to an existing file (sysfs, cgroupfs, procfs) in one write(2). */
 int write_string_file(const char *path, const char *s);
 int read_string_file(const char *path, char *buf, size_t size);

@@ -40,7 +40,8 @@ int main(int argc, char **argv)
     }
     int dfd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     tm_err err;
-    if (dfd < 0 || bpf_devices_attach(dfd, rules, 3, &err) < 0) {
+    int prog = bpf_devices_load(rules, 3, &err);
+    if (dfd < 0 || prog < 0 || bpf_devices_attach(dfd, prog, &err) < 0) {
         fprintf(stderr, "attach: %s\n", dfd < 0 ? strerror(errno) : err.msg);
         return 1;
     }

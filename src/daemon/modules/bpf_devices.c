@@ -52,7 +52,7 @@ static size_t emit_rule(struct bpf_insn *p, const struct device_rule *r)
     return n;
 }
 
-int bpf_devices_attach(int cgroup_fd, const struct device_rule *rules, size_t n, tm_err *err)
+int bpf_devices_load(const struct device_rule *rules, size_t n, tm_err *err)
 {
     size_t max = 8 + n * 8;
     _cleanup_free_ struct bpf_insn *prog = calloc(max, sizeof(*prog));
@@ -79,15 +79,19 @@ int bpf_devices_attach(int cgroup_fd, const struct device_rule *rules, size_t n,
     load.log_buf = (uint64_t)(uintptr_t)log;
     load.log_size = sizeof(log);
     load.log_level = 1;
-    _cleanup_close_ int pfd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load));
+    int pfd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof(load));
     if (pfd < 0)
         return tm_err_sys(err, "cannot load the device program (%.200s)", log);
+    return pfd;
+}
+
+int bpf_devices_attach(int cgroup_fd, int prog_fd, tm_err *err)
+{
     union bpf_attr attach = {0};
     attach.target_fd = (uint32_t)cgroup_fd;
-    attach.attach_bpf_fd = (uint32_t)pfd;
+    attach.attach_bpf_fd = (uint32_t)prog_fd;
     attach.attach_type = BPF_CGROUP_DEVICE;
     if (syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof(attach)) < 0)
         return tm_err_sys(err, "cannot attach the device program");
-    /* The attachment holds the program; it goes away with the cgroup. */
     return 0;
 }

@@ -7,5 +7,7 @@
 #include "config.h"
 #include "error.h"
 
-/* Generate, load and attach the program to the cgroup directory cgroup_fd. */
-int bpf_devices_attach(int cgroup_fd, const struct device_rule *rules, size_t n, tm_err *err);
+/* Generate and load the program (the kernel verifies it: ~0.7 ms). Returns its fd. */
+int bpf_devices_load(const struct device_rule *rules, size_t n, tm_err *err);
+/* Attach a loaded program to the cgroup directory cgroup_fd; it goes away with the cgroup. */
+int bpf_devices_attach(int cgroup_fd, int prog_fd, tm_err *err);

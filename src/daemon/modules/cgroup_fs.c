@@ -52,11 +52,16 @@ static void assign(struct cg_layout *l, int idx)
 
 int cg_detect(struct cg_layout *l, tm_err *err)
 {
+    return cg_detect_from(l, "/proc/self/mountinfo", err);
+}
+
+int cg_detect_from(struct cg_layout *l, const char *mountinfo, tm_err *err)
+{
     *l = (struct cg_layout){.v2 = -1, .memory = -1, .pids = -1, .cpuset = -1, .freezer = -1,
                             .devices = -1};
-    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    _cleanup_fclose_ FILE *f = fopen(mountinfo, "re");
     if (!f)
-        return tm_err_sys(err, "cannot read /proc/self/mountinfo");
+        return tm_err_sys(err, "cannot read %s", mountinfo);
     char line[4096];
     char seen_dev[CG_MAX_HIERARCHIES][32];
     while (fgets(line, sizeof(line), f)) {

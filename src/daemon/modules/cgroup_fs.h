@@ -34,6 +34,9 @@ struct cg_layout {
 };
 
 int cg_detect(struct cg_layout *l, tm_err *err);
+/* The same from a mountinfo file (for tests); cgroup2's controllers are read from
+ * <mount point>/cgroup.controllers. */
+int cg_detect_from(struct cg_layout *l, const char *mountinfo, tm_err *err);
 /* "legacy (v1)", "unified (v2)" or "hybrid (v1 + v2)". */
 const char *cg_mode(const struct cg_layout *l);
 /* <mount of hierarchy i>/<parent>[/<leaf>] */

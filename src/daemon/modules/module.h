@@ -30,6 +30,8 @@ struct start_ctx {
     char data_dir[PATH_MAX];  /* <data-dir>/containers/<uuid>: config, state, data image */
     char root[PATH_MAX];      /* where the container's root is assembled */
     int root_fd;              /* O_PATH fd of the assembled root (setup process) */
+    int cgroup_fd;            /* the container's cgroup v2 directory, for CLONE_INTO_CGROUP */
+    int init_pidfd;           /* exec sessions: the container's init, whose namespaces to join */
     uint32_t uid_base;        /* 0 without a user namespace */
     int sync_fd;              /* child end of the sync socket */
     int userns_fd;            /* setup: the container's user namespace */
