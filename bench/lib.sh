@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Shared helpers for the benchmark scripts (sourced, not run). bash only.
+# The including script sets ROOT (the repository) before sourcing this file.
+
+TRUSTMED=${TRUSTMED:-$ROOT/build/src/daemon/trustmed}
+TRUSTME=${TRUSTME:-$ROOT/build/src/cli/trustme}
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "run as root (containers, mounts and cgroups need it)"; }
+
+# ensure_build DIR: brings the two binaries up to date and copies them into DIR, then points
+# TRUSTMED and TRUSTME at the copies, so that someone rebuilding the shared build directory during
+# a benchmark can neither break it nor change the binary half-way. The build directory is shared
+# with people editing the tree, so a failing build (someone's edit in progress) is not fatal while
+# both binaries exist: the benchmark then measures the binaries as they are, and says so.
+# With BENCH_BINARIES_READY=1 (set by run-all.sh for the scripts it runs) TRUSTMED and TRUSTME
+# already are such copies and are used as they are.
+ensure_build() {
+    local dir=$1 _
+    [ "${BENCH_BINARIES_READY:-0}" = 1 ] && [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && return 0
+    [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
+    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme >/dev/null 2>&1; then
+        [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] || die "ninja -C build failed and the binaries are missing"
+        log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \
+            "$(date -r "$TRUSTMED" '+%F %T')"
+    fi
+    mkdir -p "$dir"
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        if cp -p "$TRUSTMED" "$TRUSTME" "$dir/" 2>/dev/null &&
+            "$dir/trustmed" --version >/dev/null 2>&1 && "$dir/trustme" --version >/dev/null 2>&1; then
+            TRUSTMED=$dir/trustmed
+            TRUSTME=$dir/trustme
+            return 0
+        fi
+        sleep 1 # being relinked right now
+    done
+    die "could not copy working trustmed and trustme binaries out of $ROOT/build"
+}
+
+# start_trustmed WORKDIR CGROUP_PARENT ID_BASE: starts a private trustmed; sets TMD_PID, TMD_RUN.
+start_trustmed() {
+    local w=$1 cg=$2 ids=$3
+    mkdir -p "$w/data" "$w/run"
+    TMD_RUN=$w/run
+    "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
+        --log-level warn </dev/null >>"$w/trustmed.log" 2>&1 &
+    TMD_PID=$!
+    for _ in $(seq 100); do
+        [ -S "$w/run/control.sock" ] && "$TRUSTME" --run-dir "$w/run" list >/dev/null 2>&1 && return 0
+        kill -0 "$TMD_PID" 2>/dev/null || { cat "$w/trustmed.log" >&2; die "trustmed exited at start"; }
+        sleep 0.05
+    done
+    die "trustmed did not come up within 5 s"
+}
+
+tm() { "$TRUSTME" --run-dir "$TMD_RUN" "$@"; }
+
+# Removes every container of our trustmed (stopping running ones), then stops trustmed and waits
+# for it. Only our own trustmed (by PID) is signalled.
+stop_trustmed() {
+    [ -n "${TMD_PID:-}" ] || return 0
+    if kill -0 "$TMD_PID" 2>/dev/null; then
+        local names n
+        names=$(tm list --json 2>/dev/null | jq -r '.[].name' 2>/dev/null || true)
+        for n in $names; do
+            tm stop --kill "$n" >/dev/null 2>&1 || true
+        done
+        for n in $names; do
+            tm remove "$n" >/dev/null 2>&1 || log "warning: could not remove container $n"
+        done
+        kill -TERM "$TMD_PID" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$TMD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$TMD_PID" 2>/dev/null; then
+            log "warning: trustmed $TMD_PID still alive after 10 s, sending SIGTERM again (kill all)"
+            kill -TERM "$TMD_PID" 2>/dev/null || true
+            sleep 2
+            kill -KILL "$TMD_PID" 2>/dev/null || true
+        fi
+    fi
+    wait "$TMD_PID" 2>/dev/null || true
+    TMD_PID=
+}
+
+# rmdir_cgroups NAME: removes the (empty) cgroup NAME and its sub-cgroups in every hierarchy.
+rmdir_cgroups() {
+    local name=$1 m
+    for m in /sys/fs/cgroup/*/; do
+        [ -d "$m$name" ] || continue
+        find "$m$name" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        [ -d "$m$name" ] && log "warning: cgroup $m$name could not be removed"
+    done
+    return 0
+}
+
+vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

@@ -1,0 +1,351 @@
+#!/bin/bash
+# shellcheck disable=SC1090,SC1091,SC2154 # lib.sh and the facts files are sourced at run time
+# Start-to-exit latency of /bin/true in one busybox rootfs: trustme against runc, crun, LXC and
+# bubblewrap, all measured in the same run with hyperfine. Run as root:
+#
+#   bench/start_latency.sh [OUTDIR]
+#
+# Writes into OUTDIR (default: a temporary directory, printed at the end):
+#   latency-roundN.json  hyperfine --export-json of trustme (2 configs), runc, lxc-execute, bwrap, for each
+#                        of LAT_ROUNDS rounds (the order of the commands rotated each round)
+#   latency-crun.json    hyperfine --export-json of crun with the hugetlb workaround (if it worked)
+#   latency-summary.json the runs of all rounds pooled: median, mean, σ, min, max, each round's median
+#   latency.env        facts for the report (crun's failure as-is, the workaround and its undo)
+#   latency.md         the table of medians and ratios
+# Environment: RUNS (default 50), WARMUP (default 5), LAT_ROUNDS (default 3), SKIP_INSTALL=1 to skip
+# install-deps.sh.
+#
+# crun 1.8 refuses the hybrid cgroup layout of this machine as long as cgroup v2 has a controller
+# (hugetlb here). The script records that failure, then moves hugetlb to a v1 hierarchy for the
+# crun measurement only and undoes that afterwards, verifying that the host is back to its
+# original state (docs/BENCHMARKS.md, notes). Everything it makes is removed on exit, also on
+# failure or interruption.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
+
+RUNS=${RUNS:-50}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+WARMUP=${WARMUP:-5}
+CG_PARENT=trustme-bench
+ID_BASE=3000000000          # far above the ids the integration tests use (1e6 + n * 4Mi)
+RUNC_ID=trustme-bench-runc
+CRUN_ID=trustme-bench-crun
+LXC_NAME=trustme-bench-lxc
+HUGETLB_MNT=/sys/fs/cgroup/hugetlb
+
+need_root
+W=$(mktemp -d /tmp/trustme-bench-lat.XXXXXX)
+OUT=${1:-}
+if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX); fi
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ENV_OUT=$OUT/latency.env
+: >"$ENV_OUT"
+fact() { printf '%s=%q\n' "$1" "$2" >>"$ENV_OUT"; }
+
+TMD_PID=
+WORKAROUND_ACTIVE=0
+LXC_PIVOT_EXISTED=()
+
+# mounts_of FSTYPE: "MOUNTPOINT SUPER_OPTIONS" of each mount of that type.
+mounts_of() {
+    awk -v t="$1" '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == t) print $5, $(i + 3); break } }' \
+        /proc/self/mountinfo
+}
+
+# --- the crun workaround and its undo -----------------------------------------------------------
+cgroup_state() {
+    # What the workaround changes: hugetlb's hierarchy id, v2's controller list, the mount point.
+    printf 'hugetlb-hierarchy=%s v2-controllers=[%s] hugetlb-v1-mount=%s hugetlb-dir=%s\n' \
+        "$(awk '$1 == "hugetlb" {print $2}' /proc/cgroups)" \
+        "$(cat "$V2/cgroup.controllers" 2>/dev/null)" \
+        "$(mounts_of cgroup | awk '$2 ~ /(^|,)hugetlb(,|$)/ {print $1}' | paste -sd,)" \
+        "$([ -d "$HUGETLB_MNT" ] && echo yes || echo no)"
+}
+
+apply_workaround() {
+    mkdir "$HUGETLB_MNT" || return 1
+    WORKAROUND_ACTIVE=1
+    if ! mount -t cgroup -o hugetlb cgroup "$HUGETLB_MNT"; then
+        rmdir "$HUGETLB_MNT"
+        WORKAROUND_ACTIVE=0
+        return 1
+    fi
+}
+
+# Unmounts the v1 hugetlb hierarchy. The kernel destroys the hierarchy (and hands hugetlb back to
+# v2) asynchronously after the umount, usually within a fraction of a second, so poll for that and
+# never mount again while it may still be on its way. But a v1 hierarchy that still has child
+# cgroups at umount time (also ones rmdir'ed a moment ago and not yet released) outlives the
+# umount, and nothing destroys it once they are gone: then mount it again (that re-attaches the
+# same hierarchy), remove leftover children, and umount once more.
+wait_hugetlb_released() { # up to 5 s
+    local i
+    for i in $(seq 50); do
+        [ "$(awk '$1 == "hugetlb" {print $2}' /proc/cgroups)" = 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+undo_workaround() {
+    [ "$WORKAROUND_ACTIVE" = 1 ] || return 0
+    local i
+    for i in 1 2 3 4 5 6; do
+        if ! mountpoint -q "$HUGETLB_MNT"; then
+            mount -t cgroup -o hugetlb cgroup "$HUGETLB_MNT" || return 1
+        fi
+        find "$HUGETLB_MNT" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+        sleep 0.2
+        umount "$HUGETLB_MNT" || { sleep 1; continue; }
+        if wait_hugetlb_released; then
+            [ -d "$HUGETLB_MNT" ] && rmdir "$HUGETLB_MNT"
+            WORKAROUND_ACTIVE=0
+            UNDO_TRIES=$i
+            [ "$(cgroup_state)" = "$ORIG_CGROUP_STATE" ]
+            return
+        fi
+        log "hugetlb hierarchy still alive after umount (attempt $i): $(cgroup_state)"
+    done
+    return 1
+}
+
+# --- cleanup ------------------------------------------------------------------------------------
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ "$WORKAROUND_ACTIVE" = 1 ]; then
+        undo_workaround || log "ERROR: could not undo the hugetlb workaround: $(cgroup_state)"
+    fi
+    stop_trustmed
+    if command -v runc >/dev/null; then runc --root "$W/runc-state" delete -f "$RUNC_ID" >/dev/null 2>&1; fi
+    if command -v crun >/dev/null; then crun --root "$W/crun-state" delete -f "$CRUN_ID" >/dev/null 2>&1; fi
+    if command -v lxc-stop >/dev/null && [ -d "$W/lxc/$LXC_NAME" ]; then
+        lxc-stop -P "$W/lxc" -n "$LXC_NAME" -k >/dev/null 2>&1
+    fi
+    rmdir_cgroups "$RUNC_ID"
+    rmdir_cgroups "$CRUN_ID"
+    rmdir_cgroups "lxc.payload.$LXC_NAME"
+    rmdir_cgroups "lxc.monitor.$LXC_NAME"
+    rmdir_cgroups "$CG_PARENT"
+    # LXC leaves an (empty) lxc.pivot cgroup in every hierarchy; remove those it made here.
+    local m
+    for m in /sys/fs/cgroup/*/; do
+        if [ -d "${m}lxc.pivot" ] && [[ " ${LXC_PIVOT_EXISTED[*]} " != *" ${m}lxc.pivot "* ]]; then
+            rmdir "${m}lxc.pivot" 2>/dev/null
+        fi
+    done
+    # Nothing may stay mounted or attached below the work directory before it is deleted.
+    local mnt img
+    for mnt in $(awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+        log "warning: unmounting leftover $mnt"
+        umount -l "$mnt"
+    done
+    for img in $(losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1); do
+        log "warning: detaching leftover $img"
+        losetup -d "$img"
+    done
+    rm -rf --one-file-system "$W"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- preparation --------------------------------------------------------------------------------
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"
+fi
+for t in hyperfine runc crun lxc-execute bwrap jq; do
+    command -v "$t" >/dev/null || die "$t is missing (scripts/install-deps.sh --bench)"
+done
+ensure_build "$W/bin"
+
+V2=$(mounts_of cgroup2 | awk '{print $1; exit}')
+[ -n "$V2" ] || die "no cgroup2 mount found"
+ORIG_CGROUP_STATE=$(cgroup_state)
+fact ORIG_CGROUP_STATE "$ORIG_CGROUP_STATE"
+for m in /sys/fs/cgroup/*/; do [ -d "${m}lxc.pivot" ] && LXC_PIVOT_EXISTED+=("${m}lxc.pivot"); done
+
+log "building the busybox rootfs"
+R=$W/rootfs
+"$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
+
+log "starting trustmed (cgroup parent $CG_PARENT)"
+start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
+printf '{"name":"bench-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16}\n' "$R" >"$W/vol.json"
+printf '{"name":"bench-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
+tm create "$W/vol.json" >/dev/null
+tm create "$W/novol.json" >/dev/null
+# The first start formats the data volume; it is not what is measured, so do it once here.
+tm start --attach bench-vol || die "trustme start --attach bench-vol failed"
+tm start --attach bench-novol || die "trustme start --attach bench-novol failed"
+
+# OCI bundles whose root is the same rootfs directory (read-only), from each runtime's own
+# default spec; only the process and a findable cgroup path are changed.
+make_bundle() { # RUNTIME DIR ID
+    mkdir -p "$2"
+    (cd "$2" && "$1" spec)
+    jq --arg r "$R" --arg cg "/$3" \
+        '.root = {path: $r, readonly: true} | .process.args = ["/bin/true"] |
+         .process.terminal = false | .linux.cgroupsPath = $cg' "$2/config.json" >"$2/config.json.new"
+    mv "$2/config.json.new" "$2/config.json"
+}
+make_bundle runc "$W/runc" "$RUNC_ID"
+make_bundle crun "$W/crun" "$CRUN_ID"
+runc --root "$W/runc-state" run --bundle "$W/runc" "$RUNC_ID" || die "runc run failed"
+
+mkdir -p "$W/lxc"
+cat >"$W/lxc.conf" <<EOF
+lxc.uts.name = $LXC_NAME
+lxc.rootfs.path = dir:$R
+lxc.mount.auto = proc:mixed sys:ro
+lxc.net.0.type = empty
+lxc.apparmor.profile = unconfined
+lxc.init.cmd = /bin/true
+EOF
+LXC_CMD="lxc-execute -P $W/lxc -n $LXC_NAME -f $W/lxc.conf -- /bin/true"
+$LXC_CMD || die "lxc-execute failed"
+BWRAP_CMD="bwrap --unshare-all --die-with-parent --ro-bind $R / --proc /proc --dev /dev /bin/true"
+$BWRAP_CMD || die "bwrap failed"
+
+# --- crun as-is ---------------------------------------------------------------------------------
+crun_try() { # ARGS...: runs crun once, sets CRUN_RC and CRUN_MSG
+    set +e
+    CRUN_MSG=$(crun --root "$W/crun-state" "$@" run --bundle "$W/crun" "$CRUN_ID" 2>&1)
+    CRUN_RC=$?
+    set -e
+    CRUN_MSG=$(printf '%s' "$CRUN_MSG" | tr '\n' ' ' | cut -c1-300)
+    crun --root "$W/crun-state" delete -f "$CRUN_ID" >/dev/null 2>&1 || true
+}
+crun_try
+CRUN_ASIS_RC=$CRUN_RC
+fact CRUN_ASIS_RC "$CRUN_RC"
+fact CRUN_ASIS_MSG "$CRUN_MSG"
+log "crun run as-is: rc $CRUN_RC${CRUN_MSG:+: $CRUN_MSG}"
+crun_try --cgroup-manager=disabled
+CRUN_DISABLED_ASIS_RC=$CRUN_RC
+fact CRUN_DISABLED_ASIS_RC "$CRUN_RC"
+fact CRUN_DISABLED_ASIS_MSG "$CRUN_MSG"
+log "crun --cgroup-manager=disabled run as-is: rc $CRUN_RC${CRUN_MSG:+: $CRUN_MSG}"
+
+# --- the measurement: trustme and the peers that work as-is -------------------------------------
+# LAT_ROUNDS hyperfine invocations, the order of the commands rotated each time, so that a change
+# of the machine's load (it is shared) does not fall on one runtime only; the runs are pooled.
+NAMES=("trustme start --attach (16 MiB volume)" "trustme start --attach (no volume)" "runc run" "lxc-execute"
+       "bwrap --unshare-all")
+CMDS=("$TRUSTME --run-dir $TMD_RUN start --attach bench-vol" "$TRUSTME --run-dir $TMD_RUN start --attach bench-novol"
+      "runc --root $W/runc-state run --bundle $W/runc $RUNC_ID" "$LXC_CMD" "$BWRAP_CMD")
+for round in $(seq "$LAT_ROUNDS"); do
+    log "hyperfine round $round/$LAT_ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
+    args=()
+    for k in "${!NAMES[@]}"; do
+        i=$(( (k + round - 1) % ${#NAMES[@]} ))
+        args+=(-n "${NAMES[$i]}" "${CMDS[$i]}")
+    done
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic \
+        --export-json "$OUT/latency-round$round.json" "${args[@]}" >&2
+done
+
+# --- crun with the hugetlb workaround -----------------------------------------------------------
+CRUN_MEASURED=none
+if [ "$CRUN_ASIS_RC" = 0 ]; then
+    fact CRUN_WORKAROUND "not needed"
+    CRUN_MEASURED=as-is
+elif [ "$ORIG_CGROUP_STATE" != "$(printf 'hugetlb-hierarchy=0 v2-controllers=[hugetlb] hugetlb-v1-mount= hugetlb-dir=no')" ]; then
+    fact CRUN_WORKAROUND "not applied: the cgroup layout is not the one the workaround is for ($ORIG_CGROUP_STATE)"
+else
+    log "crun: moving hugetlb to a cgroup v1 hierarchy at $HUGETLB_MNT for the crun measurement"
+    if apply_workaround; then
+        fact CRUN_WORKAROUND_STATE "$(cgroup_state)"
+        crun_try
+        fact CRUN_WORKAROUND_RC "$CRUN_RC"
+        if [ "$CRUN_RC" = 0 ]; then
+            hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic \
+                --export-json "$OUT/latency-crun.json" \
+                -n "crun run (hugetlb moved to v1)" "crun --root $W/crun-state run --bundle $W/crun $CRUN_ID" \
+                -n "crun --cgroup-manager=disabled run (hugetlb moved to v1)" \
+                "crun --root $W/crun-state --cgroup-manager=disabled run --bundle $W/crun $CRUN_ID" >&2 &&
+                CRUN_MEASURED=workaround
+        else
+            log "crun still fails with the workaround: $CRUN_MSG"
+            fact CRUN_WORKAROUND_MSG "$CRUN_MSG"
+        fi
+        UNDO_TRIES=
+        if undo_workaround; then
+            fact CRUN_WORKAROUND "applied and undone (after $UNDO_TRIES umount attempt(s)); host state verified equal to the original"
+            log "hugetlb workaround undone after $UNDO_TRIES attempt(s): $(cgroup_state)"
+        else
+            fact CRUN_WORKAROUND "applied, UNDO FAILED: $(cgroup_state)"
+            die "could not undo the hugetlb workaround: now $(cgroup_state), was $ORIG_CGROUP_STATE"
+        fi
+        crun_try
+        fact CRUN_AFTER_UNDO_RC "$CRUN_RC"
+        fact CRUN_AFTER_UNDO_MSG "$CRUN_MSG"
+        log "crun after the undo (expected to fail again as originally): rc $CRUN_RC"
+    else
+        fact CRUN_WORKAROUND "could not be applied (mount -t cgroup -o hugetlb failed)"
+    fi
+fi
+if [ "$CRUN_MEASURED" = none ] && [ "$CRUN_DISABLED_ASIS_RC" = 0 ]; then
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic --export-json "$OUT/latency-crun.json" \
+        -n "crun --cgroup-manager=disabled run" \
+        "crun --root $W/crun-state --cgroup-manager=disabled run --bundle $W/crun $CRUN_ID" >&2 &&
+        CRUN_MEASURED=disabled
+fi
+if [ "$CRUN_MEASURED" = as-is ]; then
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic --export-json "$OUT/latency-crun.json" \
+        -n "crun run" "crun --root $W/crun-state run --bundle $W/crun $CRUN_ID" >&2
+fi
+fact CRUN_MEASURED "$CRUN_MEASURED"
+fact RUNS "$RUNS"
+fact LAT_ROUNDS "$LAT_ROUNDS"
+fact WARMUP "$WARMUP"
+
+# --- the table ----------------------------------------------------------------------------------
+python3 - "$OUT" "$LAT_ROUNDS" <<'PY'
+import json, os, statistics as st, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+order, runs = [], {}
+files = [f"{out}/latency-round{r}.json" for r in range(1, rounds + 1)]
+files += [f"{out}/latency-crun.json"] if os.path.exists(f"{out}/latency-crun.json") else []
+for rnd, f in enumerate(files):
+    for res in json.load(open(f))["results"]:
+        c = res["command"]
+        if c not in runs:
+            order.append(c)
+            runs[c] = {"times": [], "round_medians": {}}
+        runs[c]["times"] += res["times"]
+        runs[c]["round_medians"][rnd] = res["median"]
+first = list(order)
+order.sort(key=lambda c: (not c.startswith("trustme"), c.startswith("crun"), first.index(c)))
+summary = {}
+for c in order:
+    t = runs[c]["times"]
+    summary[c] = {"median": st.median(t), "mean": st.mean(t), "stddev": st.pstdev(t), "min": min(t),
+                  "max": max(t), "n": len(t), "round_medians": runs[c]["round_medians"]}
+json.dump(summary, open(f"{out}/latency-summary.json", "w"), indent=1)
+tms = [c for c in order if c.startswith("trustme")]
+f2 = lambda v: f"{v * 1000:.2f}"
+lines = ["| command | median (ms) | median of each round (ms) | mean ± σ (ms) | min–max (ms) | "
+         + " | ".join("ratio " + c.replace("trustme start --attach ", "trustme ") for c in tms) + " |",
+         "|---|---:|---:|---:|---:|" + "|".join("---:" for _ in tms) + "|"]
+for c in order:
+    x = summary[c]
+    rm = " / ".join(f2(x["round_medians"][k]) for k in sorted(x["round_medians"]))
+    cells = []
+    for tc in tms:
+        if tc == c:
+            cells.append("–")
+            continue
+        ratio = summary[tc]["median"] / x["median"]
+        common = sorted(set(x["round_medians"]) & set(summary[tc]["round_medians"]))
+        per = [summary[tc]["round_medians"][k] / x["round_medians"][k] for k in common]
+        cells.append(f"**{ratio:.2f}×**" + (f" ({min(per):.2f}–{max(per):.2f})" if len(per) > 1 else ""))
+    lines.append(f"| `{c}` | **{f2(x['median'])}** | {rm} | {f2(x['mean'])} ± {f2(x['stddev'])} | "
+                 f"{f2(x['min'])}–{f2(x['max'])} | " + " | ".join(cells) + " |")
+open(f"{out}/latency.md", "w").write("\n".join(lines) + "\n")
+PY
+cat "$OUT/latency.md"
+log "results in $OUT"
