@@ -30,5 +30,6 @@ int cmd_freeze(struct cli *cli, int argc, char **argv);
 int cmd_unfreeze(struct cli *cli, int argc, char **argv);
 int cmd_run(struct cli *cli, int argc, char **argv);
 int cmd_audit(struct cli *cli, int argc, char **argv);
+int cmd_logs(struct cli *cli, int argc, char **argv);
 /* Relay stdio for request id until its exit status arrives; returns the exit status. */
 int relay_session(struct client *cl, uint64_t id, bool tty);

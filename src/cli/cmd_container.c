@@ -225,3 +225,50 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
         printf("removed %s\n", pos[0]);
     return r;
 }
+
+int cmd_logs(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--previous] CONTAINER\n"
+                        "  init's output when started without --attach (the last 1-2 MiB);\n"
+                        "  --previous: the log before the current one";
+    Trustme__LogsRequest lr = TRUSTME__LOGS_REQUEST__INIT;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--previous") == 0 || strcmp(argv[i], "-p") == 0)
+            lr.has_previous = lr.previous = true;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return printf("Usage: trustme logs %s\n", usage), 0;
+        else if (argv[i][0] == '-' || lr.id)
+            return fprintf(stderr, "Usage: trustme logs %s\n", usage), 2;
+        else
+            lr.id = argv[i];
+    }
+    if (!lr.id)
+        return fprintf(stderr, "Usage: trustme logs %s\n", usage), 2;
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 1;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_LOGS;
+    req.logs = &lr;
+    tm_err err;
+    int r = 0;
+    if (client_send(&cl, &req, &err) < 0)
+        r = cli_fail("%s", err.msg);
+    while (r == 0) {
+        Trustme__Response *resp;
+        if (client_recv(&cl, &resp, &err) < 0) {
+            r = cli_fail("%s", err.msg);
+            break;
+        }
+        bool done = resp->body_case != TRUSTME__RESPONSE__BODY_AUDIT_CHUNK;
+        if (!done)
+            fwrite(resp->audit_chunk->data.data, 1, resp->audit_chunk->data.len, stdout);
+        else if (resp->body_case == TRUSTME__RESPONSE__BODY_ERROR)
+            r = cli_fail("%s", resp->error->message);
+        trustme__response__free_unpacked(resp, NULL);
+        if (done)
+            break;
+    }
+    client_close(&cl);
+    return r;
+}

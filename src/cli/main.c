@@ -23,6 +23,7 @@ static const struct verb {
     {"freeze", cmd_freeze, "CONTAINER", "freeze every process of a running container"},
     {"unfreeze", cmd_unfreeze, "CONTAINER", "thaw a frozen container"},
     {"run", cmd_run, "[-t] [-e KEY=VALUE] CONTAINER -- CMD [ARG...]", "run a command inside a running container"},
+    {"logs", cmd_logs, "[--previous] CONTAINER", "print init's console output (when not attached)"},
     {"remove", cmd_remove, "CONTAINER", "delete a stopped container and its data"},
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
 };

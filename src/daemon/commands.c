@@ -237,17 +237,8 @@ static void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
     }
 }
 
-static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
-{
-    int fd = open(conn->d->audit.path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        conn_send_error(conn, id, errno, "cannot open the audit log: %s", strerror(errno));
-        return;
-    }
-    conn_stream_file(conn, id, fd);
-}
-
-void commands_stream_done(struct conn *conn, uint64_t req_id)
+/* The audit log has been streamed: send its head, which the verifier checks the end against. */
+static void audit_done(struct conn *conn, uint64_t req_id)
 {
     Trustme__AuditEnd end = TRUSTME__AUDIT_END__INIT;
     end.has_head_seq = true;
@@ -257,6 +248,37 @@ void commands_stream_done(struct conn *conn, uint64_t req_id)
     resp.body_case = TRUSTME__RESPONSE__BODY_AUDIT_END;
     resp.audit_end = &end;
     conn_send(conn, req_id, &resp);
+}
+
+static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    int fd = open(conn->d->audit.path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        conn_send_error(conn, id, errno, "cannot open the audit log: %s", strerror(errno));
+        return;
+    }
+    conn_stream_file(conn, id, fd, audit_done);
+}
+
+static void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->logs->id);
+    if (!c)
+        return;
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    container_run_dir(c, dir, sizeof(dir));
+    bool previous = req->logs->has_previous && req->logs->previous;
+    snprintf(path, sizeof(path), "%s/%s", dir, previous ? "console.log.1" : "console.log");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT) {
+        reply_ok(conn, id); /* never started without --attach (or no earlier log): empty */
+        return;
+    }
+    if (fd < 0) {
+        conn_send_error(conn, id, errno, "cannot open %s: %s", path, strerror(errno));
+        return;
+    }
+    conn_stream_file(conn, id, fd, reply_ok);
 }
 
 /* Session input: the request carries the id of the start/run request it belongs to. */
@@ -312,6 +334,7 @@ static const struct {
     {TRUSTME__REQUEST__BODY_RUN, cmd_run},           {TRUSTME__REQUEST__BODY_REMOVE, cmd_remove},
     {TRUSTME__REQUEST__BODY_AUDIT, cmd_audit},       {TRUSTME__REQUEST__BODY_STDIN, cmd_stdin},
     {TRUSTME__REQUEST__BODY_RESIZE, cmd_resize},     {TRUSTME__REQUEST__BODY_SIGNAL, cmd_signal},
+    {TRUSTME__REQUEST__BODY_LOGS, cmd_logs},
 };
 
 void commands_dispatch(struct conn *conn, const Trustme__Request *req)

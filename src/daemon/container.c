@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "console.h"
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -53,7 +54,7 @@ static struct container *container_alloc(struct daemon *d)
     c->pidfd = -1;
     c->exit_code = -1;
     c->wait_status = -1;
-    c->devices_prog = -1;
+    c->devices_prog = c->console_fifo = c->console_log = -1;
     return c;
 }
 
@@ -62,6 +63,7 @@ void container_free(struct container *c)
     if (!c)
         return;
     close_and_reset(c->devices_prog);
+    console_close(c);
     config_free(c->cfg);
     free(c->config_json);
     for (struct waiter *w = c->waiters, *next; w; w = next) {

@@ -73,10 +73,11 @@ void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt,
     conn_send(c, req_id, &resp);
 }
 
-void conn_stream_file(struct conn *c, uint64_t req_id, int fd)
+void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done)
 {
     c->stream_fd = fd;
     c->stream_req = req_id;
+    c->stream_done = done;
     update_events(c);
 }
 
@@ -91,10 +92,10 @@ static void stream_more(struct conn *c)
         if (n <= 0) {
             close_and_reset(c->stream_fd);
             if (n < 0) {
-                conn_send_error(c, c->stream_req, EIO, "cannot read the audit log: %s", strerror(errno));
+                conn_send_error(c, c->stream_req, EIO, "cannot read the file: %s", strerror(errno));
                 return;
             }
-            commands_stream_done(c, c->stream_req);
+            c->stream_done(c, c->stream_req);
             return;
         }
         Trustme__AuditChunk chunk = TRUSTME__AUDIT_CHUNK__INIT;

@@ -14,6 +14,9 @@
 /* Above this much unsent output a connection stops pulling session output (backpressure). */
 #define CONN_HIGH_WATER (1024 * 1024)
 
+struct conn;
+typedef void (*stream_done_fn)(struct conn *conn, uint64_t req_id);
+
 struct conn {
     struct conn *next;
     struct daemon *d;
@@ -26,8 +29,9 @@ struct conn {
     tm_buf out;
     bool closing;            /* close as soon as out is flushed */
     tm_source *partial_timer;
-    int stream_fd;           /* file being streamed to the client (audit), or -1 */
+    int stream_fd;           /* file being streamed to the client, or -1 */
     uint64_t stream_req;
+    stream_done_fn stream_done;
 };
 
 int control_listen(struct daemon *d, tm_err *err);
@@ -38,5 +42,6 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp);
 void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 bool conn_congested(const struct conn *c);
-/* Start streaming fd to the client; conn owns fd from now on. */
-void conn_stream_file(struct conn *c, uint64_t req_id, int fd);
+/* Start streaming fd to the client as chunks; when it is done, done(conn, req_id) sends the final
+ * message. conn owns fd from now on. */
+void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done);

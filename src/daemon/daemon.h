@@ -54,6 +54,10 @@ struct container {
     int exit_code;                /* -1 when unknown (e.g. adopted init) */
     int wait_status;              /* init's raw wait status, -1 when unknown */
     int devices_prog;             /* its cgroup v2 device program, loaded at the first start */
+    int console_fifo;             /* read end of init's console (console.c), or -1 */
+    tm_source *console_src;
+    int console_log;
+    off_t console_size;
     struct waiter *waiters;
     struct session *sessions;     /* attach and exec sessions */
     char actor[48];               /* who asked for the current operation (for the audit log) */

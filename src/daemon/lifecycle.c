@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "container.h"
+#include "console.h"
 #include "control.h"
 #include "log.h"
 #include "modules/cgroups.h"
@@ -265,8 +266,7 @@ static void on_start_timeout(tm_source *src, void *userdata)
     fail_start(c, "start timed out after %d s", START_TIMEOUT_MS / 1000);
 }
 
-/* Where init's stdio goes: the attached client, or the console log in the run dir (a file, so
- * that init keeps running when trustmed restarts). */
+/* Where init's stdio goes: the attached client, or the console (console.c). */
 static int open_stdio(struct container *c, const struct start_args *args, int fds[3], tm_err *err)
 {
     fds[0] = fds[1] = fds[2] = -1;
@@ -279,14 +279,11 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
             session_free(s);
         return r;
     }
-    char path[PATH_MAX + 16];
-    snprintf(path, sizeof(path), "%s/console.log", c->start->ctx.run_dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return tm_err_sys(err, "cannot open %s", path);
-    fds[1] = fd;
-    fds[2] = dup(fd);
-    return 0;
+    int r = console_open(c, &fds[1], err);
+    if (r < 0)
+        return r;
+    fds[2] = dup(fds[1]);
+    return fds[2] < 0 ? tm_err_sys(err, "dup") : 0;
 }
 
 static void begin_start(struct container *c, const struct start_args *args)
@@ -469,6 +466,7 @@ static void cleanup(struct container *c)
     size_t n = c->start ? c->start->prepared : modules_count();
     modules_cleanup(c, n);
     start_op_free(c);
+    console_close(c);
     runtime_remove(c);
     tm_source_free(c->timer);
     c->timer = NULL;

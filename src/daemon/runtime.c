@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "console.h"
 #include "container.h"
 #include "fileio.h"
 #include "jsonutil.h"
@@ -96,6 +97,8 @@ void runtime_recover(struct container *c)
         int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         tm_err err;
         if (pidfd >= 0 && container_watch_init(c, pid, pidfd, &err) == 0) {
+            if (console_reopen(c, &err) < 0)
+                log_warn("%s: %s (its output is lost until its next start)", container_label(c), err.msg);
             c->adopted = true;
             c->started_at = started_at;
             /* Restoring the state found, not a transition: nothing is done to the container. */

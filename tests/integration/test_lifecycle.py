@@ -92,6 +92,62 @@ def test_console_log_when_not_attached(daemon):
     uuid = daemon.state("log")["uuid"]
     console = daemon.run_dir / "containers" / uuid / "console.log"
     wait_for(lambda: console.exists() and "to-console" in console.read_text(), what="console output")
+    assert daemon.cli("logs", "log").stdout == "to-console\n"
+    daemon.cli("stop", "--kill", "log")
+    daemon.cli("start", "log")
+    wait_for(lambda: daemon.cli("logs", "log").stdout == "to-console\n", what="new run's log")
+    assert daemon.cli("logs", "--previous", "log").stdout == "to-console\n"
+    assert daemon.cli("logs", "nosuch", check=False).returncode == 1
+
+
+def test_console_log_is_bounded(daemon):
+    """A container printing without end cannot fill the run dir (a tmpfs, i.e. host memory)."""
+    daemon.create("chatty", init="/bin/sh", args=["-c", "head -c 8388608 /dev/zero | tr '\\0' x; exec sleep 100000"])
+    daemon.cli("start", "chatty")
+    run = daemon.run_dir / "containers" / daemon.state("chatty")["uuid"]
+    log, old = run / "console.log", run / "console.log.1"
+
+    def settled():
+        sizes = [p.stat().st_size if p.exists() else 0 for p in (log, old)]
+        ps = daemon.sh("chatty", "ps").stdout
+        return "head" not in ps and "tr" not in ps.split() and sizes
+    wait_for(settled, timeout=30, what="the output to be written")
+    total = sum(p.stat().st_size for p in (log, old) if p.exists())
+    assert total <= 2 * 1024 * 1024 + 65536, total
+    assert old.exists() and set(old.read_bytes()) == {ord("x")}
+
+
+def test_console_survives_readoption(daemon):
+    """init's output still reaches the console log after trustmed was killed and came back."""
+    daemon.create("talk", init="/bin/sh", args=[
+        "-c", "echo first; while :; do [ -e /tmp/go ] && { echo second; rm /tmp/go; }; sleep 0.05; done"])
+    daemon.cli("start", "talk")
+    console = daemon.run_dir / "containers" / daemon.state("talk")["uuid"] / "console.log"
+    wait_for(lambda: "first" in console.read_text(), what="first line")
+    daemon.kill9()
+    daemon.start()
+    daemon.sh("talk", "touch /tmp/go")
+    wait_for(lambda: "second" in console.read_text(), what="output after re-adoption")
+
+
+def test_background_writer_survives_trustmed_restart(daemon):
+    """A process sharing init's console (not pid 1, so SIGPIPE would kill it) keeps running and
+    logging while trustmed is down and after it comes back."""
+    daemon.create("bg", init="/bin/sh", args=[
+        "-c", "(i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.01; done) & wait"])
+    daemon.cli("start", "bg")
+    console = daemon.run_dir / "containers" / daemon.state("bg")["uuid"] / "console.log"
+    wait_for(lambda: console.read_text().count("tick") > 5, what="ticks")
+    daemon.kill9()
+    import time
+    time.sleep(0.5)  # ~50 ticks written while nobody reads
+    daemon.start()
+    before = console.read_text().count("tick")
+    wait_for(lambda: console.read_text().count("tick") > before + 20, what="ticks after the restart")
+    assert "while" in daemon.sh("bg", "ps").stdout or "sleep" in daemon.sh("bg", "ps").stdout
+    lines = [l for l in console.read_text().splitlines() if l.startswith("tick ")]
+    numbers = [int(l.split()[1]) for l in lines]
+    assert numbers == list(range(1, len(numbers) + 1)), "no tick may be lost"
 
 
 def test_failed_start_lands_stopped_with_reason_and_nothing_left(daemon):

@@ -1,0 +1,143 @@
+#include "console.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+#include "fdutil.h"
+#include "log.h"
+
+static void console_path(const struct container *c, const char *name, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    container_run_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+static int open_log(struct container *c)
+{
+    char path[PATH_MAX + 16];
+    console_path(c, "console.log", path, sizeof(path));
+    c->console_log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (c->console_log < 0)
+        return -errno;
+    struct stat st;
+    c->console_size = fstat(c->console_log, &st) == 0 ? st.st_size : 0;
+    return 0;
+}
+
+/* Keep the newest output: past the limit, the log becomes console.log.1 and a new one starts. */
+static void rotate(struct container *c)
+{
+    char cur[PATH_MAX + 16], old[PATH_MAX + 16];
+    console_path(c, "console.log", cur, sizeof(cur));
+    console_path(c, "console.log.1", old, sizeof(old));
+    close_and_reset(c->console_log);
+    if (rename(cur, old) < 0)
+        log_warn("%s: cannot rotate the console log: %m", container_label(c));
+    if (open_log(c) < 0)
+        log_warn("%s: cannot reopen the console log: %m", container_label(c));
+}
+
+/* Drain up to budget bytes. Returns false at end of file (no writer left). */
+static bool drain(struct container *c, size_t budget)
+{
+    char buf[65536];
+    while (budget > 0) {
+        ssize_t n = read(c->console_fifo, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN;
+        if (n == 0)
+            return false;
+        if (c->console_log >= 0 && write_all(c->console_log, buf, (size_t)n) == 0)
+            c->console_size += n;
+        if (c->console_size >= CONSOLE_LOG_MAX)
+            rotate(c);
+        budget -= (size_t)n < budget ? (size_t)n : budget;
+    }
+    return true;
+}
+
+static void on_console(tm_source *src, uint32_t events, void *userdata)
+{
+    struct container *c = userdata;
+    /* A bounded amount per wake-up: a chatty container must not starve everyone else. */
+    if (!drain(c, 256 * 1024) || (events & EPOLLHUP)) {
+        /* All writers gone (init ended): nothing more can come until the next start. */
+        tm_source_free(c->console_src);
+        c->console_src = NULL;
+    }
+}
+
+static int watch(struct container *c, tm_err *err)
+{
+    char fifo[PATH_MAX + 16];
+    console_path(c, "console.fifo", fifo, sizeof(fifo));
+    c->console_fifo = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (c->console_fifo < 0)
+        return tm_err_sys(err, "cannot open %s", fifo);
+    if (open_log(c) < 0)
+        log_warn("%s: cannot open the console log: %m", container_label(c));
+    c->console_src = tm_loop_io(c->d->loop, c->console_fifo, EPOLLIN, on_console, c);
+    if (!c->console_src)
+        return tm_err_set(err, ENOMEM, "cannot watch the console");
+    return 0;
+}
+
+int console_open(struct container *c, int *ret_write, tm_err *err)
+{
+    console_close(c);
+    char fifo[PATH_MAX + 16], log_path[PATH_MAX + 16];
+    console_path(c, "console.fifo", fifo, sizeof(fifo));
+    console_path(c, "console.log", log_path, sizeof(log_path));
+    unlink(fifo);
+    /* Each start begins a new log; the previous run's becomes console.log.1. */
+    char old[PATH_MAX + 16];
+    console_path(c, "console.log.1", old, sizeof(old));
+    if (rename(log_path, old) < 0 && errno != ENOENT)
+        log_warn("%s: cannot keep the previous console log: %m", container_label(c));
+    if (mkfifo(fifo, 0600) < 0)
+        return tm_err_sys(err, "cannot create %s", fifo);
+    int r = watch(c, err);
+    if (r < 0) {
+        console_close(c);
+        return r;
+    }
+    /* Read-write: see console.h. Writes block once the FIFO is full and no trustmed has caught
+     * up yet, rather than failing or losing output. */
+    int w = open(fifo, O_RDWR | O_CLOEXEC);
+    if (w >= 0)
+        fcntl(w, F_SETPIPE_SZ, CONSOLE_LOG_MAX); /* more room while trustmed restarts */
+    if (w < 0) {
+        r = tm_err_sys(err, "cannot open %s for writing", fifo);
+        if (w >= 0)
+            close(w);
+        console_close(c);
+        return r;
+    }
+    *ret_write = w;
+    return 0;
+}
+
+int console_reopen(struct container *c, tm_err *err)
+{
+    console_close(c);
+    return watch(c, err);
+}
+
+void console_close(struct container *c)
+{
+    if (c->console_fifo >= 0)
+        drain(c, CONSOLE_LOG_MAX);
+    tm_source_free(c->console_src);
+    c->console_src = NULL;
+    close_and_reset(c->console_fifo);
+    close_and_reset(c->console_log);
+}
