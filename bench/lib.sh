@@ -97,4 +97,18 @@ rmdir_cgroups() {
     return 0
 }
 
+# Delete a scratch directory, first undoing whatever is still mounted or attached below it.
+remove_work_dir() {
+    local w=$1 mnt img
+    for mnt in $(awk -v w="$w/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+        log "warning: unmounting leftover $mnt"
+        umount -l "$mnt"
+    done
+    for img in $(losetup -a 2>/dev/null | grep -F "$w/" | cut -d: -f1); do
+        log "warning: detaching leftover $img"
+        losetup -d "$img"
+    done
+    rm -rf --one-file-system "$w"
+}
+
 vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

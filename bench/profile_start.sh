@@ -39,14 +39,7 @@ cleanup() {
     [ -n "$STRACE_PID" ] && wait "$STRACE_PID" 2>/dev/null
     rmdir_cgroups "$CG_PARENT"
     rmdir_cgroups trustme-bench-probe
-    local mnt img
-    for mnt in $(awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-        umount -l "$mnt"
-    done
-    for img in $(losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1); do
-        losetup -d "$img"
-    done
-    rm -rf --one-file-system "$W"
+    remove_work_dir "$W"
     exit "$rc"
 }
 trap cleanup EXIT

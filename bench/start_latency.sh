@@ -137,17 +137,7 @@ cleanup() {
             rmdir "${m}lxc.pivot" 2>/dev/null
         fi
     done
-    # Nothing may stay mounted or attached below the work directory before it is deleted.
-    local mnt img
-    for mnt in $(awk -v w="$W/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
-        log "warning: unmounting leftover $mnt"
-        umount -l "$mnt"
-    done
-    for img in $(losetup -a 2>/dev/null | grep -F "$W/" | cut -d: -f1); do
-        log "warning: detaching leftover $img"
-        losetup -d "$img"
-    done
-    rm -rf --one-file-system "$W"
+    remove_work_dir "$W"
     exit "$rc"
 }
 trap cleanup EXIT

@@ -12,6 +12,13 @@ struct cli {
 
 /* Connect to trustmed or print why not. */
 int cli_connect(struct cli *cli, struct client *cl);
+/* Connect, send req and wait for its final response. On failure the reason is printed and the
+ * exit status (1) returned; on success 0, and the caller frees *ret. */
+int cli_call(struct cli *cli, Trustme__Request *req, Trustme__Response **ret);
+/* Fill req as a request of type body about container id (state, config, freeze, unfreeze,
+ * remove); ref provides the storage. */
+void container_request(Trustme__Request *req, Trustme__ContainerRef *ref,
+                       Trustme__Request__BodyCase body, const char *id);
 /* Print "trustme: <msg>" and return the exit status for a failed command. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Common option parsing for "VERB [--json] ARG...": fills positional args. */

@@ -76,28 +76,6 @@ static void print_info(const Trustme__ContainerInfo *i)
     printf("last error:      %s\n", or_dash(i->last_error));
 }
 
-/* Send a request naming one container and print the ContainerInfo reply. */
-static int simple_call(struct cli *cli, Trustme__Request *req, bool print)
-{
-    struct client cl;
-    if (cli_connect(cli, &cl) < 0)
-        return 1;
-    Trustme__Response *resp = NULL;
-    tm_err err;
-    int r = client_call(&cl, req, &resp, &err);
-    client_close(&cl);
-    if (r < 0)
-        return cli_fail("%s", err.msg);
-    if (print && resp->body_case == TRUSTME__RESPONSE__BODY_CONTAINER) {
-        if (cli->json)
-            print_json(info_json(resp->container));
-        else
-            print_info(resp->container);
-    }
-    trustme__response__free_unpacked(resp, NULL);
-    return 0;
-}
-
 int cmd_create(struct cli *cli, int argc, char **argv)
 {
     char *pos[1];
@@ -115,14 +93,10 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_CREATE;
     req.create = &cr;
-    struct client cl;
-    if (cli_connect(cli, &cl) < 0)
-        return 1;
-    Trustme__Response *resp = NULL;
-    int r = client_call(&cl, &req, &resp, &err);
-    client_close(&cl);
-    if (r < 0)
-        return cli_fail("%s", err.msg);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
     if (cli->json)
         print_json(info_json(resp->container));
     else
@@ -136,19 +110,14 @@ int cmd_list(struct cli *cli, int argc, char **argv)
     char *pos[1];
     if (cli_args(cli, argc, argv, "[--json]", 0, 0, pos) < 0)
         return 2;
-    struct client cl;
-    if (cli_connect(cli, &cl) < 0)
-        return 1;
     Trustme__ListRequest lr = TRUSTME__LIST_REQUEST__INIT;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_LIST;
     req.list = &lr;
-    Trustme__Response *resp = NULL;
-    tm_err err;
-    int r = client_call(&cl, &req, &resp, &err);
-    client_close(&cl);
-    if (r < 0)
-        return cli_fail("%s", err.msg);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
     const Trustme__ContainerList *l = resp->list;
     if (cli->json) {
         json_object *arr = json_object_new_array();
@@ -178,12 +147,19 @@ int cmd_state(struct cli *cli, int argc, char **argv)
     char *pos[1];
     if (cli_args(cli, argc, argv, "[--json] CONTAINER", 1, 1, pos) < 0)
         return 2;
-    Trustme__ContainerRef ref = TRUSTME__CONTAINER_REF__INIT;
-    ref.id = pos[0];
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_STATE;
-    req.state = &ref;
-    return simple_call(cli, &req, true);
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    container_request(&req, &ref, TRUSTME__REQUEST__BODY_STATE, pos[0]);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    if (cli->json)
+        print_json(info_json(resp->container));
+    else
+        print_info(resp->container);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
 }
 
 int cmd_config(struct cli *cli, int argc, char **argv)
@@ -191,20 +167,13 @@ int cmd_config(struct cli *cli, int argc, char **argv)
     char *pos[1];
     if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
         return 2;
-    struct client cl;
-    if (cli_connect(cli, &cl) < 0)
-        return 1;
-    Trustme__ContainerRef ref = TRUSTME__CONTAINER_REF__INIT;
-    ref.id = pos[0];
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_CONFIG;
-    req.config = &ref;
-    Trustme__Response *resp = NULL;
-    tm_err err;
-    int r = client_call(&cl, &req, &resp, &err);
-    client_close(&cl);
-    if (r < 0)
-        return cli_fail("%s", err.msg);
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    container_request(&req, &ref, TRUSTME__REQUEST__BODY_CONFIG, pos[0]);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
     fwrite(resp->config->config_json.data, 1, resp->config->config_json.len, stdout);
     trustme__response__free_unpacked(resp, NULL);
     return 0;
@@ -215,15 +184,16 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
     char *pos[1];
     if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
         return 2;
-    Trustme__ContainerRef ref = TRUSTME__CONTAINER_REF__INIT;
-    ref.id = pos[0];
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_REMOVE;
-    req.remove = &ref;
-    int r = simple_call(cli, &req, false);
-    if (r == 0)
-        printf("removed %s\n", pos[0]);
-    return r;
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    container_request(&req, &ref, TRUSTME__REQUEST__BODY_REMOVE, pos[0]);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    trustme__response__free_unpacked(resp, NULL);
+    printf("removed %s\n", pos[0]);
+    return 0;
 }
 
 int cmd_logs(struct cli *cli, int argc, char **argv)

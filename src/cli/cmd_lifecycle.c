@@ -9,15 +9,10 @@
 /* Send req and report the container's resulting state in one line. */
 static int change_state(struct cli *cli, Trustme__Request *req, const char *verb_done)
 {
-    struct client cl;
-    if (cli_connect(cli, &cl) < 0)
-        return 1;
-    Trustme__Response *resp = NULL;
-    tm_err err;
-    int r = client_call(&cl, req, &resp, &err);
-    client_close(&cl);
-    if (r < 0)
-        return cli_fail("%s", err.msg);
+    Trustme__Response *resp;
+    int r = cli_call(cli, req, &resp);
+    if (r)
+        return r;
     const Trustme__ContainerInfo *i = resp->container;
     if (i && resp->body_case == TRUSTME__RESPONSE__BODY_CONTAINER) {
         if (i->state == TRUSTME__CONTAINER_STATE__STOPPED && i->last_exit && i->last_exit[0] &&
@@ -105,14 +100,10 @@ static int freeze_verb(struct cli *cli, int argc, char **argv, bool freeze)
     char *pos[1];
     if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
         return 2;
-    Trustme__ContainerRef ref = TRUSTME__CONTAINER_REF__INIT;
-    ref.id = pos[0];
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE;
-    if (freeze)
-        req.freeze = &ref;
-    else
-        req.unfreeze = &ref;
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    container_request(&req, &ref,
+                      freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE, pos[0]);
     return change_state(cli, &req, freeze ? "frozen" : "thawed");
 }
 

@@ -99,6 +99,34 @@ int cli_connect(struct cli *cli, struct client *cl)
     return 0;
 }
 
+int cli_call(struct cli *cli, Trustme__Request *req, Trustme__Response **ret)
+{
+    struct client cl;
+    if (cli_connect(cli, &cl) < 0)
+        return 1;
+    tm_err err;
+    int r = client_call(&cl, req, ret, &err);
+    client_close(&cl);
+    return r < 0 ? cli_fail("%s", err.msg) : 0;
+}
+
+void container_request(Trustme__Request *req, Trustme__ContainerRef *ref,
+                       Trustme__Request__BodyCase body, const char *id)
+{
+    trustme__container_ref__init(ref);
+    ref->id = (char *)id;
+    trustme__request__init(req);
+    req->body_case = body;
+    switch (body) {
+    case TRUSTME__REQUEST__BODY_STATE: req->state = ref; break;
+    case TRUSTME__REQUEST__BODY_CONFIG: req->config = ref; break;
+    case TRUSTME__REQUEST__BODY_FREEZE: req->freeze = ref; break;
+    case TRUSTME__REQUEST__BODY_UNFREEZE: req->unfreeze = ref; break;
+    case TRUSTME__REQUEST__BODY_REMOVE: req->remove = ref; break;
+    default: abort(); /* not a request about one container */
+    }
+}
+
 int cli_args(struct cli *cli, int argc, char **argv, const char *usage_line, int min, int max,
              char **pos)
 {

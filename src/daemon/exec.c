@@ -105,12 +105,7 @@ static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, char **
         child_fail(ctx->sync_fd, &err, 1);
     }
     /* setns(CLONE_NEWPID) places only children in the container's pid namespace. */
-    struct clone_args args = {.flags = CLONE_PARENT};
-    if (ctx->cgroup_fd >= 0) { /* see cgroups_enter: created in place, never moved */
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)ctx->cgroup_fd;
-    }
-    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    pid_t pid = clone_for_daemon(0, ctx->cgroup_fd);
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the process in the container");
         child_fail(ctx->sync_fd, &err, 1);

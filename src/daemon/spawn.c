@@ -37,6 +37,16 @@ void child_reset(pid_t daemon_pid)
         _exit(1); /* trustmed died before the line above took effect */
 }
 
+pid_t clone_for_daemon(uint64_t ns_flags, int cgroup_fd)
+{
+    struct clone_args args = {.flags = CLONE_PARENT | ns_flags};
+    if (cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cgroup_fd;
+    }
+    return (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+}
+
 _Noreturn void child_fail(int sync_fd, const tm_err *err, int status)
 {
     tm_sync_send_error(sync_fd, err);
@@ -148,15 +158,8 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     /* CLONE_PARENT: init becomes trustmed's child, and this process can simply exit. */
     /* No CLONE_NEWCGROUP here: the namespace would be rooted where this process is in cgroup v2,
      * not where CLONE_INTO_CGROUP puts init. init creates it itself (module_cgroups). */
-    struct clone_args args = {
-        .flags = CLONE_PARENT | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                 CLONE_NEWNET,
-    };
-    if (ctx->cgroup_fd >= 0) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)ctx->cgroup_fd;
-    }
-    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    pid_t pid = clone_for_daemon(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                                 CLONE_NEWNET, ctx->cgroup_fd);
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the container's init");
         child_fail(ctx->sync_fd, &err, 1);

@@ -14,6 +14,9 @@ _Noreturn void init_main(struct start_ctx *ctx);
  * (trustmed blocks the signals it reads from a signalfd), death with trustmed, and a check that
  * trustmed did not die before that was set. */
 void child_reset(pid_t daemon_pid);
+/* clone3 with CLONE_PARENT (the child is trustmed's, the caller can exit) and, if cgroup_fd is
+ * given, CLONE_INTO_CGROUP (see module_cgroups for why). Returns the pid, 0 in the child. */
+pid_t clone_for_daemon(uint64_t ns_flags, int cgroup_fd);
 /* Report err on the sync socket and exit. */
 _Noreturn void child_fail(int sync_fd, const tm_err *err, int status);
 /* The environment of a container process: defaults, then the config's, then extra (KEY=VALUE). */

@@ -94,20 +94,30 @@ int tm_frame_read(tm_frame_reader *r, int fd)
     }
 }
 
-int tm_frame_append(tm_buf *out, const void *payload, size_t len)
+uint8_t *tm_frame_reserve(tm_buf *out, size_t len)
 {
     if (len > TM_FRAME_MAX)
-        return -EMSGSIZE;
+        return NULL;
     uint8_t *p = tm_buf_reserve(out, 4 + len);
     if (!p)
-        return -ENOMEM;
+        return NULL;
     p[0] = (uint8_t)(len >> 24);
     p[1] = (uint8_t)(len >> 16);
     p[2] = (uint8_t)(len >> 8);
     p[3] = (uint8_t)len;
-    if (len)
-        memcpy(p + 4, payload, len);
     out->len += 4 + len;
+    return p + 4;
+}
+
+int tm_frame_append(tm_buf *out, const void *payload, size_t len)
+{
+    if (len > TM_FRAME_MAX)
+        return -EMSGSIZE;
+    uint8_t *p = tm_frame_reserve(out, len);
+    if (!p)
+        return -ENOMEM;
+    if (len)
+        memcpy(p, payload, len);
     return 0;
 }
 

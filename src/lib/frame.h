@@ -37,6 +37,9 @@ void tm_frame_reader_reset(tm_frame_reader *r);
  * peer went away with our replies unread). */
 int tm_frame_read(tm_frame_reader *r, int fd);
 
+/* Append the header of a len-byte frame to out and reserve its payload; returns where the payload
+ * goes (the caller fills exactly len bytes), or NULL (too large, or out of memory). */
+uint8_t *tm_frame_reserve(tm_buf *out, size_t len);
 /* Append header + payload to an output buffer. */
 int tm_frame_append(tm_buf *out, const void *payload, size_t len);
 /* Write as much of out as the non-blocking fd takes (callers ignore SIGPIPE). 0 when all written, 1 when data remains,
