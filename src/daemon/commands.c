@@ -190,6 +190,10 @@ static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *re
     struct container *c = lookup(conn, id, rq->id);
     if (!c)
         return;
+    if (conn->d->shutting_down) {
+        conn_send_error(conn, id, ESHUTDOWN, "trustmed is shutting down");
+        return;
+    }
     struct start_args args = {.attach = rq->has_attach && rq->attach, .conn_id = conn->id,
                               .req_id = id};
     /* An attached start is answered by its session (output, then the exit status). */

@@ -54,7 +54,7 @@ static struct container *container_alloc(struct daemon *d)
     c->pidfd = -1;
     c->exit_code = -1;
     c->wait_status = -1;
-    c->devices_prog = c->console_fifo = c->console_log = -1;
+    c->devices_prog = c->console_fifo = c->console_log = c->userns_fd = -1;
     return c;
 }
 
@@ -63,6 +63,7 @@ void container_free(struct container *c)
     if (!c)
         return;
     close_and_reset(c->devices_prog);
+    close_and_reset(c->userns_fd);
     console_close(c);
     config_free(c->cfg);
     free(c->config_json);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -21,6 +22,13 @@
 
 static void conn_free(struct conn *c);
 
+static uint64_t now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec;
+}
+
 struct conn *conn_find(struct daemon *d, uint64_t id)
 {
     for (struct conn *c = d->conns; c; c = c->next)
@@ -33,8 +41,10 @@ bool conn_congested(const struct conn *c) { return tm_buf_pending(&c->out) > CON
 
 static void update_events(struct conn *c)
 {
-    /* A closing connection waits for EPOLLOUT, which frees it once its output is flushed. */
-    uint32_t ev = c->closing ? EPOLLOUT : EPOLLIN;
+    /* A closing connection waits for EPOLLOUT, which frees it once its output is flushed. A
+     * connection whose replies pile up unread is not read from until they drain: a client that
+     * never reads cannot make trustmed buffer without bound. */
+    uint32_t ev = c->closing ? EPOLLOUT : conn_congested(c) ? 0 : EPOLLIN;
     if (tm_buf_pending(&c->out) > 0 || c->stream_fd >= 0)
         ev |= EPOLLOUT;
     tm_source_modify(c->src, ev | EPOLLRDHUP);
@@ -75,6 +85,11 @@ void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt,
 
 void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done)
 {
+    if (c->stream_fd >= 0) {
+        close(fd);
+        conn_send_error(c, req_id, EBUSY, "this connection is still sending a file; wait for its end");
+        return;
+    }
     c->stream_fd = fd;
     c->stream_req = req_id;
     c->stream_done = done;
@@ -118,8 +133,40 @@ static void on_partial_timeout(tm_source *src, void *userdata)
     conn_free(c);
 }
 
+
+static bool conn_busy(const struct conn *c)
+{
+    if (c->stream_fd >= 0 || tm_buf_pending(&c->out))
+        return true;
+    for (struct container *ct = c->d->containers; ct; ct = ct->next) {
+        for (struct session *s = ct->sessions; s; s = s->next)
+            if (s->conn_id == c->id)
+                return true;
+        for (struct waiter *w = ct->waiters; w; w = w->next)
+            if (w->conn_id == c->id)
+                return true;
+    }
+    return false;
+}
+
+static void sweep_idle(tm_source *src, void *userdata)
+{
+    struct daemon *d = userdata;
+    uint64_t now = now_s();
+    for (struct conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->closing && now - c->last_active > CONN_IDLE_TIMEOUT_S && !conn_busy(c)) {
+            log_info("connection %llu (%s): idle for %d s, closing", (unsigned long long)c->id,
+                     c->actor, CONN_IDLE_TIMEOUT_S);
+            conn_free(c);
+        }
+    }
+    tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
+}
+
 static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 {
+    c->last_active = now_s();
     Trustme__Request *req = trustme__request__unpack(NULL, len, data);
     if (!req) {
         /* The frame boundary is intact, so the stream is still in sync: answer and go on. */
@@ -190,14 +237,33 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     update_events(c);
 }
 
+static void on_accept(tm_source *src, uint32_t events, void *userdata);
+
+static void resume_accept(tm_source *src, void *userdata)
+{
+    struct daemon *d = userdata;
+    tm_source_modify(d->listen_src, EPOLLIN);
+}
+
 static void on_accept(tm_source *src, uint32_t events, void *userdata)
 {
     struct daemon *d = userdata;
     for (;;) {
         int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The pending connection stays pending, so the socket stays readable: stop
+                 * watching it for a moment rather than spin (timers need no fd). */
+                static uint64_t last_logged;
+                if (now_s() - last_logged >= 10) {
+                    log_warn("accept: %m; pausing new connections until fds are free");
+                    last_logged = now_s();
+                }
+                tm_source_modify(d->listen_src, 0);
+                tm_loop_timer(d->loop, 100, resume_accept, d);
+            } else if (errno != EAGAIN && errno != EINTR) {
                 log_warn("accept: %m");
+            }
             return;
         }
         struct ucred cred;
@@ -232,6 +298,7 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->fd = fd;
         c->peer = cred;
         c->stream_fd = -1;
+        c->last_active = now_s();
         snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
         c->src = tm_loop_io(d->loop, fd, EPOLLIN | EPOLLRDHUP, on_conn_io, c);
         if (!c->src) {
@@ -292,6 +359,7 @@ int control_listen(struct daemon *d, tm_err *err)
     d->listen_src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, d);
     if (!d->listen_src)
         return tm_err_sys(err, "epoll");
+    tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
     return 0;
 }
 

@@ -13,6 +13,9 @@
 #define CONN_MAX 128
 /* Above this much unsent output a connection stops pulling session output (backpressure). */
 #define CONN_HIGH_WATER (1024 * 1024)
+/* A connection with nothing open (no session, no waiting request, no stream) is closed after
+ * this long without a request, so that idle clients cannot hold all CONN_MAX slots. */
+#define CONN_IDLE_TIMEOUT_S 120
 
 struct conn;
 typedef void (*stream_done_fn)(struct conn *conn, uint64_t req_id);
@@ -29,6 +32,7 @@ struct conn {
     tm_buf out;
     bool closing;            /* close as soon as out is flushed */
     tm_source *partial_timer;
+    uint64_t last_active;    /* monotonic seconds of the last request */
     int stream_fd;           /* file being streamed to the client, or -1 */
     uint64_t stream_req;
     stream_done_fn stream_done;

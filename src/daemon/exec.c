@@ -26,6 +26,7 @@
 #include "container.h"
 #include "fdutil.h"
 #include "log.h"
+#include "reaper.h"
 #include "modules/caps.h"
 #include "session.h"
 #include "spawn.h"
@@ -40,6 +41,8 @@ static _Noreturn void exec_command(struct start_ctx *ctx, char **argv, char **en
 {
     tm_err err = {0};
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close_and_reset(ctx->cgroup_fd); /* a host cgroupfs directory: out before anything else */
+    /* First of the hooks: becoming the container's root, then its cgroup namespace. */
     if (modules_run(PHASE_EXEC, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 126);
     if (ctx->tty) {
@@ -81,12 +84,12 @@ static _Noreturn void exec_command(struct start_ctx *ctx, char **argv, char **en
     child_fail(ctx->sync_fd, &err, code);
 }
 
-static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, char **argv, char **envp,
-                                  pid_t daemon_pid)
+static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, int userns_fd,
+                                  char **argv, char **envp, pid_t daemon_pid)
 {
     tm_err err = {0};
-    child_reset(daemon_pid);
-    int fds[5] = {ctx->sync_fd, ctx->stdio[0], ctx->stdio[1], ctx->stdio[2], init_pidfd};
+    child_reset(daemon_pid); /* not dumpable from here until the command's exec */
+    int fds[6] = {ctx->sync_fd, ctx->stdio[0], ctx->stdio[1], ctx->stdio[2], init_pidfd, userns_fd};
     if (fd_keep_only(fds, ARRAY_SIZE(fds)) < 0) {
         tm_err_sys(&err, "cannot arrange file descriptors");
         child_fail(ctx->sync_fd, &err, 1);
@@ -94,16 +97,32 @@ static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, char **
     ctx->sync_fd = fds[0];
     for (int i = 0; i < 3; i++)
         ctx->stdio[i] = fds[i + 1];
+    ctx->init_pidfd = fds[4];
+    /* Until the command gets its own stdio (a tty session only gets its pty later), 0-2 are
+     * /dev/null, not trustmed's stdio. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < 3 && null >= 0; i++)
+        dup2(null, i);
+    if (null > 2)
+        close(null);
     if (modules_run(PHASE_JOIN, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 1);
-    ctx->init_pidfd = fds[4];
-    /* All of init's namespaces but the cgroup one, which the command joins (cgroups_exec). */
+    /* init's namespaces but the user namespace (below) and the cgroup one (the command joins it,
+     * see cgroups_exec) — while still host root: the time namespace belongs to the host's user
+     * namespace, which nothing inside the container's could enter. */
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                CLONE_NEWTIME | (ctx->uid_base ? CLONE_NEWUSER : 0);
+                CLONE_NEWTIME;
     if (setns(ctx->init_pidfd, flags) < 0) {
         tm_err_sys(&err, "cannot enter the container's namespaces");
         child_fail(ctx->sync_fd, &err, 1);
     }
+    /* Then the container's own user namespace, never the one its init may have moved into since:
+     * there the container's root would own us and could trace us before we drop privileges. */
+    if (fds[5] >= 0 && setns(fds[5], CLONE_NEWUSER) < 0) {
+        tm_err_sys(&err, "cannot enter the container's user namespace");
+        child_fail(ctx->sync_fd, &err, 1);
+    }
+    close_and_reset(fds[5]);
     /* setns(CLONE_NEWPID) places only children in the container's pid namespace. */
     pid_t pid = clone_for_daemon(0, ctx->cgroup_fd);
     if (pid < 0) {
@@ -183,8 +202,13 @@ static void on_exec_sync(tm_source *src, uint32_t events, void *userdata)
             if (s->pidfd >= 0)
                 s->pidfd_src = tm_loop_io(s->d->loop, s->pidfd, EPOLLIN, on_command_exit, s);
             if (!s->pidfd_src) {
+                /* Treated as never created: the helper's exit fails the session. */
                 kill(pid, SIGKILL);
-                log_error("exec %s: cannot watch pid %d", s->what, pid);
+                reaper_take_pid(s->d, pid);
+                close_and_reset(s->pidfd);
+                s->pid = 0;
+                snprintf(s->error, sizeof(s->error), "cannot watch the command (pid %d)", pid);
+                s->failed = true;
             }
         } else if (msg.type == TM_SYNC_PTY && msg.fd >= 0 && s->tty && s->out_fd < 0) {
             session_set_pty(s, steal_fd(msg.fd), 0, 0);
@@ -228,6 +252,9 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     int r = check_request(rq, err);
     if (r < 0)
         return r;
+    if (c->cfg->user_namespace && c->userns_fd < 0)
+        return tm_err_set(err, ENXIO, "cannot find the container's own user namespace (its init "
+                          "has left it since trustmed restarted); restart the container to run commands");
     bool tty = rq->has_tty && rq->tty;
     struct session *s = session_new(c, conn->id, req_id, false, tty, rq->argv[0]);
     if (!s)
@@ -263,7 +290,7 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
-        exec_helper(&ctx, c->pidfd, argv, envp, self);
+        exec_helper(&ctx, c->pidfd, c->userns_fd, argv, envp, self);
     }
     free(argv);
     free(envp);

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "modules/cgroups.h"
 #include "modules/module.h"
+#include "reaper.h"
 #include "runtime.h"
 #include "session.h"
 #include "spawn.h"
@@ -42,6 +43,7 @@ struct start_op {
 };
 
 static void fail_start(struct container *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void signal_init(struct container *c, int sig);
 
 unsigned long long proc_starttime(pid_t pid)
 {
@@ -221,8 +223,24 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
                 if (pidfd >= 0)
                     close(pidfd);
                 kill(pid, SIGKILL);
+                reaper_take_pid(c->d, pid);
                 fail_start(c, "cannot watch init (pid %d)", pid);
+            } else if (c->state != CS_STARTING || c->starting_failed) {
+                /* Stopped or failed while the setup process was still at work: this init came
+                 * too late to live. */
+                signal_init(c, SIGKILL);
             }
+            break;
+        }
+        case TM_SYNC_USERNS: {
+            struct stat st;
+            if (msg.fd < 0 || c->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {
+                fail_start(c, "unexpected user namespace from the setup process");
+                break;
+            }
+            c->userns_fd = steal_fd(msg.fd);
+            c->userns_dev = st.st_dev;
+            c->userns_ino = st.st_ino;
             break;
         }
         default:
@@ -433,6 +451,8 @@ static void abort_start(struct container *c)
         signal_init(c, SIGKILL);
     if (c->start && c->start->setup_pidfd >= 0)
         syscall(SYS_pidfd_send_signal, c->start->setup_pidfd, SIGKILL, NULL, 0);
+    /* An init whose pid has not reached us yet is found through the cgroups. */
+    cgroups_kill(c->d, c->uuid);
     maybe_exited(c);
 }
 
@@ -467,6 +487,7 @@ static void cleanup(struct container *c)
     modules_cleanup(c, n);
     start_op_free(c);
     console_close(c);
+    close_and_reset(c->userns_fd);
     runtime_remove(c);
     tm_source_free(c->timer);
     c->timer = NULL;

@@ -1,9 +1,11 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,6 +33,8 @@ int runtime_save(struct container *c, tm_err *err)
     json_object_object_add(o, "pid", json_object_new_int(c->pid));
     json_object_object_add(o, "starttime", json_object_new_int64((int64_t)c->starttime));
     json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
+    json_object_object_add(o, "userns_dev", json_object_new_int64((int64_t)c->userns_dev));
+    json_object_object_add(o, "userns_ino", json_object_new_int64((int64_t)c->userns_ino));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     /* Not durable on purpose: no process it describes survives a power cut. */
     int r = write_file_replace(path, s, strlen(s), 0600, err);
@@ -48,6 +52,7 @@ void runtime_remove(struct container *c)
 static int runtime_load(struct container *c, pid_t *pid, unsigned long long *starttime,
                         uint64_t *started_at)
 {
+    int64_t dev = 0, ino = 0;
     char path[PATH_MAX + 16];
     runtime_path(c, path, sizeof(path));
     _cleanup_free_ char *data = NULL;
@@ -64,13 +69,39 @@ static int runtime_load(struct container *c, pid_t *pid, unsigned long long *sta
         r = tm_json_get_int(o, "$", "starttime", true, 0, INT64_MAX, &st, &err);
     if (r >= 0)
         r = tm_json_get_int(o, "$", "started_at", false, 0, INT64_MAX, &sa, &err);
+    if (r >= 0)
+        r = tm_json_get_int(o, "$", "userns_dev", false, 0, INT64_MAX, &dev, &err);
+    if (r >= 0)
+        r = tm_json_get_int(o, "$", "userns_ino", false, 0, INT64_MAX, &ino, &err);
     json_object_put(o);
+    c->userns_dev = (unsigned long long)dev;
+    c->userns_ino = (unsigned long long)ino;
     if (r < 0)
         return -EINVAL;
     *pid = (pid_t)p;
     *starttime = (unsigned long long)st;
     *started_at = (uint64_t)sa;
     return 0;
+}
+
+/* The container's own user namespace, opened through one of its processes that is still in it
+ * (init first; it may have moved into a nested one). -1 if none is. */
+static int find_userns(struct container *c, pid_t init)
+{
+    int pids[256];
+    int n = cgroups_list_tasks(c->d, c->uuid, pids, (int)ARRAY_SIZE(pids));
+    for (int i = -1; i < n; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", i < 0 ? init : pids[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->userns_dev &&
+            st.st_ino == c->userns_ino)
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
 }
 
 void runtime_recover(struct container *c)
@@ -99,6 +130,9 @@ void runtime_recover(struct container *c)
         if (pidfd >= 0 && container_watch_init(c, pid, pidfd, &err) == 0) {
             if (console_reopen(c, &err) < 0)
                 log_warn("%s: %s (its output is lost until its next start)", container_label(c), err.msg);
+            if (c->cfg->user_namespace && (c->userns_fd = find_userns(c, pid)) < 0)
+                log_warn("%s: none of its processes is in its own user namespace any more: "
+                         "commands cannot be run in it until it is restarted", container_label(c));
             c->adopted = true;
             c->started_at = started_at;
             /* Restoring the state found, not a transition: nothing is done to the container. */

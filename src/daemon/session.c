@@ -15,6 +15,7 @@
 #include "fdutil.h"
 #include "frame.h"
 #include "log.h"
+#include "reaper.h"
 
 #define READ_CHUNK 65536
 #define FINAL_DRAIN_MAX (4 * 1024 * 1024)
@@ -154,9 +155,19 @@ static ssize_t pump(struct session *s, int fd, int stream)
     return n;
 }
 
+/* The events a pty's single source must watch: output unless paused, input space if pending. */
+static uint32_t pty_events(const struct session *s)
+{
+    return (s->paused ? 0 : EPOLLIN) | (tm_buf_pending(&s->in_buf) ? EPOLLOUT : 0);
+}
+
 static void on_output(tm_source *src, uint32_t events, void *userdata)
 {
     struct session *s = userdata;
+    if (s->tty && (events & EPOLLOUT))
+        flush_input(s);
+    if (s->tty && !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
     bool is_err = src == s->err_src;
     int *fd = is_err ? &s->err_fd : &s->out_fd;
     tm_source **srcp = is_err ? &s->err_src : &s->out_src;
@@ -170,7 +181,7 @@ static void on_output(tm_source *src, uint32_t events, void *userdata)
         /* Stop reading until the client catches up: the pipe fills and the writer blocks. */
         s->paused = true;
         if (s->out_src)
-            tm_source_modify(s->out_src, 0);
+            tm_source_modify(s->out_src, s->tty ? pty_events(s) : 0);
         if (s->err_src)
             tm_source_modify(s->err_src, 0);
     }
@@ -183,7 +194,7 @@ void sessions_resume(struct daemon *d, uint64_t conn_id)
             if (s->conn_id == conn_id && s->paused) {
                 s->paused = false;
                 if (s->out_src)
-                    tm_source_modify(s->out_src, EPOLLIN);
+                    tm_source_modify(s->out_src, s->tty ? pty_events(s) : EPOLLIN);
                 if (s->err_src)
                     tm_source_modify(s->err_src, EPOLLIN);
             }
@@ -199,6 +210,14 @@ static void flush_input(struct session *s)
     if (s->in_fd < 0)
         return;
     int r = tm_buf_flush(&s->in_buf, s->in_fd);
+    if (s->tty) {
+        /* A pty is one fd with one source (out_src): wait for room through its events. */
+        if (r < 0)
+            tm_buf_free(&s->in_buf);
+        if (s->out_src)
+            tm_source_modify(s->out_src, pty_events(s));
+        return;
+    }
     if (r < 0) { /* the process closed its stdin */
         close_in(s);
         return;
@@ -210,7 +229,7 @@ static void flush_input(struct session *s)
     }
     tm_source_free(s->in_src);
     s->in_src = NULL;
-    if (s->in_eof && !s->tty)
+    if (s->in_eof)
         close_in(s);
 }
 
@@ -282,8 +301,9 @@ void session_free(struct session *s)
     tm_source_free(s->pidfd_src);
     tm_source_free(s->helper_src);
     tm_source_free(s->sync_src);
-    close_and_reset(s->pidfd);
-    close_and_reset(s->helper_pidfd);
+    /* Either may still be running (the helper exits just after the command starts): reap later. */
+    reaper_take_pidfd(s->d, steal_fd(s->pidfd));
+    reaper_take_pidfd(s->d, steal_fd(s->helper_pidfd));
     close_and_reset(s->sync_fd);
     free(s);
 }

@@ -26,6 +26,10 @@ static const char *const default_env[] = {
 
 void child_reset(pid_t daemon_pid)
 {
+    /* Not dumpable until exec: once a helper has entered a container's namespaces, nothing in
+     * the container may ptrace it or take its fds (pidfd_getfd) while it still holds host
+     * credentials and fds. exec resets this for the program that runs. */
+    prctl(PR_SET_DUMPABLE, 0);
     struct sigaction sa = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &sa, NULL); /* fails harmlessly for SIGKILL, SIGSTOP and gaps */
@@ -86,8 +90,10 @@ _Noreturn void init_main(struct start_ctx *ctx)
 {
     tm_err err = {0};
     /* Dies with trustmed while it is still being set up; cleared right before exec, since a
-     * running container must survive a trustmed restart (and be re-adopted). */
+     * running container must survive a trustmed restart (and be re-adopted). Not dumpable until
+     * exec, like every helper (child_reset). */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_DUMPABLE, 0);
     if (modules_run(PHASE_CHILD, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 127);
     for (int i = 0; i < 3; i++) {
@@ -140,6 +146,12 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     if (modules_run(PHASE_SETUP, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 1);
     if (ctx->userns_fd >= 0) {
+        /* trustmed keeps the namespace: exec sessions must join this one, the container's own,
+         * and not whichever one init has moved into since (where the container would be owner). */
+        if (tm_sync_send(ctx->sync_fd, TM_SYNC_USERNS, NULL, 0, ctx->userns_fd) < 0) {
+            tm_err_sys(&err, "cannot hand over the user namespace");
+            child_fail(ctx->sync_fd, &err, 1);
+        }
         /* Namespaces created from here on belong to the container's user namespace. */
         if (setns(ctx->userns_fd, CLONE_NEWUSER) < 0) {
             tm_err_sys(&err, "cannot enter the container's user namespace");

@@ -63,9 +63,12 @@ int fd_keep_only(int *fds, size_t n)
         fds[i] = high;
     }
     for (size_t i = 0; i < n; i++) {
-        if (fds[i] < 0)
-            continue;
         int target = 3 + (int)i;
+        if (fds[i] < 0) {
+            /* An empty slot must not keep whatever the parent had at that number. */
+            close(target);
+            continue;
+        }
         if (dup3(fds[i], target, O_CLOEXEC) < 0)
             return -errno;
         fds[i] = target;

@@ -11,5 +11,5 @@ int write_all(int fd, const void *buf, size_t len);
 ssize_t read_all(int fd, void *buf, size_t len);
 int fd_set_nonblock(int fd, bool on);
 /* In a child about to run foreign code: move fds[i] to 3+i (each stays O_CLOEXEC) and close every
- * other fd >= 3. fds[] is updated with the new numbers. 0 or -errno. */
+ * other fd >= 3, including 3+i where fds[i] is -1. fds[] is updated with the new numbers. */
 int fd_keep_only(int *fds, size_t n);

@@ -105,7 +105,7 @@ int tm_sync_recv(int fd, tm_sync_msg *msg)
     }
     bool bad = (size_t)n < sizeof(hdr) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
                hdr.magic != SYNC_MAGIC || hdr.len != (size_t)n - sizeof(hdr) ||
-               hdr.type < TM_SYNC_PROGRESS || hdr.type > TM_SYNC_PTY;
+               hdr.type < TM_SYNC_PROGRESS || hdr.type > TM_SYNC_LAST;
     if (bad) {
         if (msg->fd >= 0)
             close(msg->fd);

@@ -19,6 +19,8 @@ enum tm_sync_type {
     TM_SYNC_PID = 2,      /* payload: int32 pid (in the receiver's pid namespace) */
     TM_SYNC_ERROR = 3,    /* payload: int32 errno, then text */
     TM_SYNC_PTY = 4,      /* no payload; carries the pty master fd */
+    TM_SYNC_USERNS = 5,   /* no payload; carries the container's user namespace fd */
+    TM_SYNC_LAST = TM_SYNC_USERNS,
 };
 
 typedef struct tm_sync_msg {

@@ -318,3 +318,20 @@ def test_trustmed_rejects_bad_options(tmp_path):
         assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
     r = subprocess.run([str(TRUSTMED), "--help"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and "--data-dir" in r.stdout
+
+
+def test_no_start_during_shutdown_and_no_zombies(daemon):
+    import subprocess, time
+    daemon.create("slowstop", init="/bin/sh", args=["-c", "trap 'sleep 1; exit 0' TERM; while :; do sleep 0.05; done"])
+    daemon.create("late")
+    daemon.cli("start", "slowstop")
+    for i in range(5):
+        daemon.sh("slowstop", "true")  # exec sessions leave no zombie helpers behind
+    kids = open(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children").read().split()
+    zombies = [k for k in kids if open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"]
+    assert zombies == []
+    daemon.proc.send_signal(15)
+    time.sleep(0.2)
+    r = daemon.cli("start", "late", check=False)
+    assert r.returncode != 0 and "shutting down" in r.stderr
+    assert daemon.proc.wait(20) == 0

@@ -264,3 +264,64 @@ def test_control_socket_is_root_only(daemon):
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(TRUSTME),
                         "--run-dir", str(daemon.run_dir), "list"], capture_output=True, text=True)
     assert r.returncode != 0 and "permission denied" in r.stderr
+
+
+def trustmed_fds(daemon):
+    return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+
+
+def test_second_stream_on_one_connection_is_refused(daemon):
+    before = trustmed_fds(daemon)
+    AUDIT = 20
+    with connect(daemon) as s:
+        for i in range(50):
+            s.sendall(frame(request(AUDIT, req_id=100 + i)))
+        time.sleep(0.5)
+    time.sleep(0.2)
+    assert trustmed_fds(daemon) <= before + 1
+    assert_serving(daemon)
+
+
+def test_fd_exhaustion_does_not_spin(daemon):
+    """With its fd limit reached, trustmed pauses accepting instead of burning CPU."""
+    pid = daemon.proc.pid
+    subprocess.run(["prlimit", f"--pid={pid}", "--nofile=48:"], check=True)
+    socks = []
+    try:
+        for _ in range(80):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(daemon.socket))
+            except (BlockingIOError, OSError):
+                pass
+            socks.append(s)
+        ticks = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+        t0 = ticks()
+        time.sleep(1.0)
+        assert ticks() - t0 < 30, "trustmed is spinning"  # 30 ticks = 0.3 s of CPU in 1 s
+        assert daemon.log().count("Too many open files") < 30
+    finally:
+        for s in socks:
+            s.close()
+        subprocess.run(["prlimit", f"--pid={pid}", "--nofile=1024:"], check=True)
+    time.sleep(0.3)
+    assert_serving(daemon)
+
+
+def test_non_reading_client_cannot_grow_memory(daemon):
+    pid = daemon.proc.pid
+    rss = lambda: int([l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1])
+    before = rss()
+    s = connect(daemon)
+    s.setblocking(False)
+    payload = frame(request(LIST)) * 1000
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        try:
+            s.send(payload)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert rss() - before < 16 * 1024, "trustmed buffered replies without bound"
+    assert_serving(daemon)
+    s.close()

@@ -132,3 +132,37 @@ def test_exec_session_audit(running):
     running.sh("box", "true")
     events = [e["event"] for e in running.audit_events()]
     assert "exec.start" in events and "exec.end" in events
+
+
+def test_large_input_to_a_pty_session(running):
+    """More input than a pty buffers at once must all arrive (input waits for room)."""
+    data = ("y" * 99 + "\n") * 3000
+    r = running.cli("run", "-t", "box", "--", "sh", "-c", "stty -echo -icanon; head -c 300000 | wc -c",
+                    input=data, timeout=30)
+    # (the terminal echoes input that arrives before stty -echo takes effect)
+    assert r.stdout.rstrip().endswith("300000")
+
+
+def test_exec_sessions_get_no_host_fds(running):
+    """Neither with pipes nor with a pty does a session's command hold anything but its stdio."""
+    for tty in ([], ["-t"]):
+        out = running.cli("run", *tty, "box", "--", "/usr/local/bin/tm-probe", "fds").stdout
+        assert out.split() == ["fds:", "0", "1", "2"], (tty, out)
+
+
+def test_sessions_join_the_containers_own_user_namespace(daemon):
+    """A container whose init moved into a nested user namespace (where the container's root is
+    owner, with every capability) must not get exec sessions started in there."""
+    daemon.create("nest", init="/usr/bin/unshare", args=["-r", "-U", "/bin/sleep", "1000000"])
+    daemon.cli("start", "nest")
+    base = daemon.state("nest")["uid_base"]
+    wait_for(lambda: daemon.sh("nest", "cat /proc/1/uid_map").stdout.split()[:2] == ["0", "0"],
+             what="init to enter its nested namespace")
+    own = daemon.sh("nest", "cat /proc/self/uid_map").stdout.split()
+    assert own == ["0", str(base), "65536"], own
+    daemon.kill9()
+    daemon.start()
+    # after a restart trustmed finds the namespace again through another process still in it,
+    # or refuses to run commands rather than join the nested one
+    r = daemon.sh("nest", "cat /proc/self/uid_map", check=False)
+    assert r.returncode == 0 and r.stdout.split() == own or "own user namespace" in r.stderr

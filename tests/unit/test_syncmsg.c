@@ -272,7 +272,7 @@ static void type_zero(void **state)
 static void type_above_last(void **state)
 {
     struct pair *p = *state;
-    send_raw(p, WIRE_MAGIC, TM_SYNC_PTY + 1, 0, NULL, 0, -1);
+    send_raw(p, WIRE_MAGIC, TM_SYNC_LAST + 1, 0, NULL, 0, -1);
     expect_bad(p);
 }
 

@@ -17,6 +17,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "module.h"
+#include "reaper.h"
 
 static int container_cg(struct daemon *d, size_t i, const char *uuid, const char *file, char *out,
                         size_t size)
@@ -215,6 +216,7 @@ static int cgroups_exec(struct start_ctx *ctx, tm_err *err)
 {
     if (setns(ctx->init_pidfd, CLONE_NEWCGROUP) < 0)
         return tm_err_sys(err, "cannot enter the container's cgroup namespace");
+    close_and_reset(ctx->init_pidfd); /* the last use of init's pidfd */
     return 0;
 }
 
@@ -240,6 +242,11 @@ static int read_pids(struct daemon *d, const char *uuid, int *pids, int max)
         }
     }
     return n;
+}
+
+int cgroups_list_tasks(struct daemon *d, const char *uuid, int *pids, int max)
+{
+    return read_pids(d, uuid, pids, max);
 }
 
 int cgroups_count_tasks(struct daemon *d, const char *uuid)
@@ -285,12 +292,19 @@ static void retry_pending(tm_source *src, void *userdata)
         pending_timer = tm_loop_timer(d->loop, 100, retry_pending, d);
 }
 
-void cgroups_destroy(struct daemon *d, const char *uuid)
+void cgroups_kill(struct daemon *d, const char *uuid)
 {
     int pids[4096];
     int n = read_pids(d, uuid, pids, (int)ARRAY_SIZE(pids));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         kill(pids[i], SIGKILL);
+        reaper_take_pid(d, pids[i]);
+    }
+}
+
+void cgroups_destroy(struct daemon *d, const char *uuid)
+{
+    cgroups_kill(d, uuid);
     if (d->cgroups.freezer >= 0) {
         /* Frozen tasks do not die until thawed. */
         int idx = d->cgroups.freezer;

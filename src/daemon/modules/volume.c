@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -140,10 +142,15 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
         return tm_err_sys(err, "pipe");
     char owner_opt[64];
     snprintf(owner_opt, sizeof(owner_opt), "root_owner=%u:%u", owner, owner);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         return tm_err_sys(err, "fork");
     if (pid == 0) {
+        /* An aborted start kills the setup process: mkfs must not go on writing the image. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
         dup2(pipefd[1], STDERR_FILENO);
         dup2(pipefd[1], STDOUT_FILENO);
         /* -m 0: no blocks reserved for host root, the container's root is the only user. */
