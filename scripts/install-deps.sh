@@ -6,7 +6,7 @@ set -eu
 
 PKGS="gcc libc6-dev pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjson-c-dev libseccomp-dev libcap-dev libssl-dev
-      libcmocka-dev
+      libcmocka-dev libp11-kit-dev softhsm2 opensc
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       python3 python3-pytest iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
@@ -19,6 +19,10 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# The token service (trustme-scd) runs as a system user of its own.
+id trustme-scd >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-scd
+
 [ -z "$missing" ] && exit 0
 
 echo "install-deps: installing:$missing"

@@ -1,0 +1,347 @@
+/* trustme-scd's request loop: one request at a time from the socket trustmed handed over.
+ *
+ * scd serves exactly one peer (trustmed) over a socketpair, so a plain blocking loop is enough:
+ * a slow request (the KDF of a soft token takes ~100 ms) delays only scd, never trustmed, which
+ * talks to it asynchronously. Every request is one SOCK_SEQPACKET packet (packet.h), so bad
+ * input — a malformed message, a packet that is not one frame, an oversized one — gets an Error
+ * and the loop reads the next packet; only trustmed closing its end stops scd. */
+#include "server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "packet.h"
+#include "log.h"
+#include "proto.h"
+#include "scd.pb-c.h"
+#include "token.h"
+#include "uuid.h"
+#include "verify.h"
+
+#define SCD_FRAME_MAX (4u * 1024 * 1024) /* certificate chains and CRLs are the largest */
+
+typedef Trustme__Scd__Request Request;
+typedef Trustme__Scd__Response Response;
+
+struct server {
+    int fd;
+    const struct token_ctx *tctx;
+};
+
+static int send_response(struct server *s, uint64_t id, Response *resp)
+{
+    resp->has_version = true;
+    resp->version = TM_PROTOCOL_VERSION;
+    resp->has_id = true;
+    resp->id = id;
+    /* A response may hold a raw key: it is packed into locked memory and wiped (packet.h). */
+    tm_err err;
+    return tm_packet_send_msg(s->fd, &resp->base, SCD_FRAME_MAX, &err);
+}
+
+static int send_error(struct server *s, uint64_t id, int code, const char *msg)
+{
+    Trustme__Scd__Error e = TRUSTME__SCD__ERROR__INIT;
+    e.has_code = true;
+    e.code = code;
+    e.message = (char *)msg;
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_ERROR;
+    resp.error = &e;
+    return send_response(s, id, &resp);
+}
+
+static int send_ok(struct server *s, uint64_t id, bool key_left)
+{
+    Trustme__Scd__Ok ok = TRUSTME__SCD__OK__INIT;
+    ok.has_key_left_on_token = key_left;
+    ok.key_left_on_token = key_left;
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    return send_response(s, id, &resp);
+}
+
+/* PINs arrive with a length: refuse NUL bytes and overlong ones, then copy into a secret
+ * (NUL-terminated, as the token API takes C strings). */
+static int take_pin(const ProtobufCBinaryData *b, bool present, const char *what,
+                    struct secret **ret, tm_err *err)
+{
+    if (!present)
+        return tm_err_set(err, EINVAL, "%s is missing", what);
+    int r = token_check_secret_bytes(b->data, b->len, err);
+    if (r < 0)
+        return tm_err_prefix(err, "%s", what);
+    if ((r = secret_new(b->len + 1, ret, err)) < 0)
+        return r;
+    memcpy((*ret)->data, b->data, b->len);
+    return 0;
+}
+
+static int check_uuid(const char *uuid, tm_err *err)
+{
+    if (!uuid || !tm_uuid_valid(uuid))
+        return tm_err_set(err, EINVAL, "missing or malformed container UUID");
+    return 0;
+}
+
+static int do_pair(struct server *s, uint64_t id, const Trustme__Scd__Pair *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *pin = NULL, *puk = NULL;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 || !rq->spec)
+        return r < 0 ? r : tm_err_set(err, EINVAL, "token spec missing");
+    if ((r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0)
+        return r;
+    if (rq->has_puk && (r = take_pin(&rq->puk, true, "PUK", &puk, err)) < 0)
+        return r;
+    struct token_spec spec = {
+        .type = (enum token_type)rq->spec->type,
+        .soft_kdf_n = rq->spec->soft_kdf_n,
+        .pkcs11_module = rq->spec->pkcs11_module,
+        .pkcs11_label = rq->spec->pkcs11_label,
+        .pkcs11_serial = rq->spec->pkcs11_serial,
+    };
+    if ((r = token_pair(s->tctx, rq->uuid, &spec, (char *)pin->data,
+                        puk ? (char *)puk->data : NULL, err)) < 0)
+        return r;
+    return send_ok(s, id, false);
+}
+
+static int send_key(struct server *s, uint64_t id, const struct secret *key, const uint8_t *blob)
+{
+    Trustme__Scd__Key k = TRUSTME__SCD__KEY__INIT;
+    k.has_key = true;
+    k.key.data = key->data;
+    k.key.len = key->len;
+    if (blob) {
+        k.has_wrapped = true;
+        k.wrapped.data = (uint8_t *)blob;
+        k.wrapped.len = KEYWRAP_BLOB_LEN;
+    }
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_KEY;
+    resp.key = &k;
+    return send_response(s, id, &resp);
+}
+
+static int do_new_key(struct server *s, uint64_t id, const Trustme__Scd__NewKey *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *pin = NULL, *key = NULL;
+    uint8_t blob[KEYWRAP_BLOB_LEN];
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+        (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0 ||
+        (r = token_new_key(s->tctx, rq->uuid, (char *)pin->data, &key, blob, err)) < 0)
+        return r;
+    return send_key(s, id, key, blob);
+}
+
+static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *pin = NULL, *key = NULL;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+        (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0)
+        return r;
+    if (!rq->has_wrapped)
+        return tm_err_set(err, EINVAL, "wrapped key missing");
+    if ((r = token_unwrap(s->tctx, rq->uuid, (char *)pin->data, rq->wrapped.data, rq->wrapped.len,
+                          &key, err)) < 0)
+        return r;
+    return send_key(s, id, key, NULL);
+}
+
+static int do_change_pin(struct server *s, uint64_t id, const Trustme__Scd__ChangePin *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+        (r = take_pin(&rq->old_pin, rq->has_old_pin, "current PIN", &old_pin, err)) < 0 ||
+        (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
+        (r = token_change_pin(s->tctx, rq->uuid, (char *)old_pin->data, (char *)new_pin->data, err)) < 0)
+        return r;
+    return send_ok(s, id, false);
+}
+
+static int do_unlock(struct server *s, uint64_t id, const Trustme__Scd__Unlock *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *puk = NULL, *new_pin = NULL;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+        (r = take_pin(&rq->puk, rq->has_puk, "PUK", &puk, err)) < 0 ||
+        (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
+        (r = token_unlock(s->tctx, rq->uuid, (char *)puk->data, (char *)new_pin->data, err)) < 0)
+        return r;
+    return send_ok(s, id, false);
+}
+
+static int do_wipe(struct server *s, uint64_t id, const Trustme__Scd__Wipe *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *pin = NULL;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+        (rq->has_pin && (r = take_pin(&rq->pin, true, "PIN", &pin, err)) < 0))
+        return r;
+    if ((r = token_wipe(s->tctx, rq->uuid, pin ? (char *)pin->data : NULL, err)) < 0)
+        return r;
+    return send_ok(s, id, r == TOKEN_WIPE_KEY_LEFT);
+}
+
+static int do_status(struct server *s, uint64_t id, const Trustme__Scd__Status *rq, tm_err *err)
+{
+    struct token_status st;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = token_status(s->tctx, rq->uuid, &st, err)) < 0)
+        return r;
+    Trustme__Scd__TokenStatus ts = TRUSTME__SCD__TOKEN_STATUS__INIT;
+    ts.has_paired = ts.has_type = ts.has_locked = ts.has_blocked = true;
+    ts.has_pin_tries_left = ts.has_puk_tries_left = true;
+    ts.paired = st.paired;
+    ts.type = (Trustme__Scd__TokenType)st.type;
+    ts.locked = st.locked;
+    ts.blocked = st.blocked;
+    ts.pin_tries_left = st.pin_tries_left;
+    ts.puk_tries_left = st.puk_tries_left;
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_STATUS;
+    resp.status = &ts;
+    return send_response(s, id, &resp);
+}
+
+/* Repeated PEM blobs are concatenated into one (verify.h takes one PEM text per kind). */
+static char *join_pem(ProtobufCBinaryData *parts, size_t n, size_t *ret_len)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += parts[i].len + 1;
+    char *out = malloc(total + 1);
+    if (!out)
+        return NULL;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(out + off, parts[i].data, parts[i].len);
+        off += parts[i].len;
+        out[off++] = '\n';
+    }
+    out[off] = '\0';
+    *ret_len = off;
+    return out;
+}
+
+static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *rq, tm_err *err)
+{
+    size_t anchors_len = 0, crls_len = 0;
+    _cleanup_free_ char *anchors = join_pem(rq->anchors_pem, rq->n_anchors_pem, &anchors_len);
+    _cleanup_free_ char *crls = join_pem(rq->crls_pem, rq->n_crls_pem, &crls_len);
+    if (!anchors || !crls)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    struct verify_request vr = {
+        .data = rq->data.data, .data_len = rq->data.len,
+        .sig = rq->signature.data, .sig_len = rq->signature.len,
+        .chain_pem = (const char *)rq->chain_pem.data, .chain_len = rq->chain_pem.len,
+        .anchors_pem = anchors, .anchors_len = anchors_len,
+        .crls_pem = crls_len ? crls : NULL, .crls_len = crls_len,
+        .eku = rq->eku_oid, .time = rq->has_at_time ? (time_t)rq->at_time : 0,
+    };
+    struct verify_result res;
+    int r = verify_signed(&vr, &res, err);
+    if (r < 0)
+        return r;
+    Trustme__Scd__VerifyResult v = TRUSTME__SCD__VERIFY_RESULT__INIT;
+    v.signer = res.leaf_subject;
+    v.anchor = res.anchor_subject;
+    v.anchor_sha256 = res.anchor_sha256_hex;
+    v.has_chain_length = true;
+    v.chain_length = (uint32_t)res.chain_len;
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_VERIFY;
+    resp.verify = &v;
+    return send_response(s, id, &resp);
+}
+
+static int dispatch(struct server *s, const Request *rq)
+{
+    tm_err err = {0};
+    int r;
+    switch (rq->body_case) {
+    case TRUSTME__SCD__REQUEST__BODY_PAIR: r = do_pair(s, rq->id, rq->pair, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: r = do_new_key(s, rq->id, rq->new_key, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_UNWRAP: r = do_unwrap(s, rq->id, rq->unwrap, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN: r = do_change_pin(s, rq->id, rq->change_pin, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_UNLOCK: r = do_unlock(s, rq->id, rq->unlock, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_WIPE: r = do_wipe(s, rq->id, rq->wipe, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_STATUS: r = do_status(s, rq->id, rq->status, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
+    default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+    }
+    if (r >= 0)
+        return 0;
+    return send_error(s, rq->id, err.code, err.msg);
+}
+
+static void wipe(ProtobufCBinaryData *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->len);
+}
+
+/* protobuf-c copied PINs and PUKs into the message: wipe them before it is freed (small
+ * messages live in locked memory that is wiped anyway; large ones do not). */
+static void wipe_secrets(Request *rq)
+{
+    switch (rq->body_case) {
+    case TRUSTME__SCD__REQUEST__BODY_PAIR: wipe(&rq->pair->pin); wipe(&rq->pair->puk); break;
+    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: wipe(&rq->new_key->pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_UNWRAP: wipe(&rq->unwrap->pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
+        wipe(&rq->change_pin->old_pin);
+        wipe(&rq->change_pin->new_pin);
+        break;
+    case TRUSTME__SCD__REQUEST__BODY_UNLOCK: wipe(&rq->unlock->puk); wipe(&rq->unlock->new_pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_WIPE: wipe(&rq->wipe->pin); break;
+    default: break;
+    }
+}
+
+int server_run(int fd, const struct token_ctx *tctx)
+{
+    struct server s = {.fd = fd, .tctx = tctx};
+    Trustme__Scd__Ready ready = TRUSTME__SCD__READY__INIT;
+    ready.has_pid = true;
+    ready.pid = (uint32_t)getpid();
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_READY;
+    resp.ready = &ready;
+    if (send_response(&s, 0, &resp) < 0)
+        return -errno;
+    for (;;) {
+        struct tm_packet pkt;
+        int r = tm_packet_recv(fd, SCD_FRAME_MAX, &pkt);
+        if (r == 0)
+            return 0; /* trustmed closed: done */
+        if (r == -EMSGSIZE || r == -EBADMSG) {
+            /* The packet is gone already; the next one is read as usual. */
+            send_error(&s, 0, -r, r == -EMSGSIZE ? "message too large" : "not one framed message");
+            continue;
+        }
+        if (r < 0) {
+            log_error("connection to trustmed broken: %s", strerror(-r));
+            return r;
+        }
+        Request *rq = (Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);
+        if (!rq)
+            send_error(&s, 0, EBADMSG, "malformed request");
+        else if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
+            send_error(&s, rq->has_id ? rq->id : 0, EPROTO, "unsupported protocol version");
+        else if (dispatch(&s, rq) < 0)
+            log_warn("cannot answer trustmed: %m");
+        if (rq)
+            wipe_secrets(rq); /* they may be on the heap (a large packet) */
+        tm_packet_free(&pkt);
+    }
+}

@@ -1,0 +1,62 @@
+/* Signature and certificate-chain verification: the service the signed-GuestOS issue calls
+ * through scd, so that root never parses untrusted certificates.
+ *
+ * The chain is built to the given trust anchors only: a certificate is never trusted because it
+ * was sent. It is checked with X509_V_FLAG_X509_STRICT (and, when CRLs are given,
+ * X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL: then every CA in the chain needs a current
+ * CRL). The leaf must have keyUsage digitalSignature and the required extendedKeyUsage. The
+ * signature over the data must be ECDSA P-256 with SHA-256 (DER-encoded, as `openssl dgst
+ * -sha256 -sign` writes it) or RSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt (RSA keys
+ * of 2048 bits or more); the leaf's key type decides which, and anything else is refused.
+ *
+ * Errors, each saying precisely what failed:
+ *   -EINVAL       malformed input (PEM, DER, sizes), named
+ *   -EKEYREJECTED the chain does not verify ("<OpenSSL's reason> at depth N (<subject>)"), or the
+ *                 leaf lacks the key usage or extended key usage
+ *   -EOPNOTSUPP   the leaf's key is of a type or size not accepted
+ *   -EBADMSG      the signature does not verify over the data */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "error.h"
+
+#define VERIFY_CHAIN_MAX 8   /* leaf and intermediates */
+#define VERIFY_ANCHORS_MAX 64
+#define VERIFY_CRLS_MAX 64
+#define VERIFY_PEM_MAX (1 << 20) /* bytes, each of chain, anchors, CRLs */
+#define VERIFY_NAME_MAX 512
+
+struct verify_request {
+    const uint8_t *data;
+    size_t data_len;
+    const uint8_t *sig; /* detached signature, see above */
+    size_t sig_len;
+    const char *chain_pem; /* leaf first, then intermediates */
+    size_t chain_len;
+    const char *anchors_pem; /* one or more root CAs */
+    size_t anchors_len;
+    const char *crls_pem; /* optional: NULL or empty for no revocation checking */
+    size_t crls_len;
+    /* The extendedKeyUsage the leaf must have: a name ("codeSigning") or a dotted OID
+     * ("1.3.6.1.5.5.7.3.3"); if NULL, eku_nid (e.g. NID_code_sign). One of them is required. */
+    const char *eku;
+    int eku_nid;
+    time_t time; /* the moment to verify at; 0 = now */
+};
+
+enum verify_alg { VERIFY_ECDSA_P256_SHA256 = 1, VERIFY_RSA_PSS_SHA256 = 2 };
+
+struct verify_result {
+    char leaf_subject[VERIFY_NAME_MAX];   /* RFC 2253 form */
+    char anchor_subject[VERIFY_NAME_MAX]; /* the trust anchor the chain ends in */
+    uint8_t anchor_sha256[32];            /* SHA-256 over the anchor's DER */
+    char anchor_sha256_hex[65];
+    int chain_len; /* certificates in the verified chain, leaf and anchor included */
+    enum verify_alg alg;
+};
+
+/* res is written only on success. */
+int verify_signed(const struct verify_request *rq, struct verify_result *res, tm_err *err);
