@@ -1,6 +1,8 @@
 #!/bin/sh
-# trustme end to end: install, build, start trustmed in a scratch directory, build a busybox guest,
-# create and start a container, run commands in it, list, stop, verify the audit log, clean up.
+# trustme end to end: install, build, start trustmed (and its token service) in a scratch
+# directory, build a busybox guest, create a container whose data is encrypted under a PIN, start
+# it, run commands in it, list, stop it and show that its data is ciphertext on the disk, verify
+# the audit log, clean up.
 #   scripts/demo.sh [--keep]   (--keep leaves trustmed and the container running at the end)
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ work=$(mktemp -d /tmp/trustme-demo.XXXXXX)
 trustmed_pid=
 cleanup() {
     [ "$keep" = yes ] && return
+    mountpoint -q "$work/look" 2>/dev/null && umount "$work/look"
     if [ -n "$trustmed_pid" ] && kill -0 "$trustmed_pid" 2>/dev/null; then
         kill -TERM "$trustmed_pid"    # trustmed stops its containers, then exits
         wait "$trustmed_pid" 2>/dev/null || true
@@ -50,16 +53,25 @@ cat > "$work/demo.json" <<JSON
   "data_size_mb": 32
 }
 JSON
-step "creating and starting a container"
+# The demo runs without a terminal, so its secrets come from files (a person is asked instead).
+printf '%s\n' 2468 24682468 > "$work/pair.pins"     # the first PIN, then the PUK
+printf '%s\n' 2468 > "$work/pin"
+printf '%s\n' 1111 > "$work/wrong-pin"
+chmod 600 "$work/pair.pins" "$work/pin" "$work/wrong-pin"
+
+step "creating a container: its data volume will be encrypted, unlocked by a PIN"
 cat "$work/demo.json"
-trustme create "$work/demo.json"
-trustme start demo
+trustme create --pin-file "$work/pair.pins" "$work/demo.json"
+
+step "starting it: a wrong PIN starts nothing, the right one unlocks its data key"
+trustme start --pin-file "$work/wrong-pin" demo || true
+trustme start --pin-file "$work/pin" demo
 
 step "running commands inside it"
 trustme run demo -- sh -c 'echo "hostname: $(hostname)"; echo "whoami:   $(id)"; echo "uid map:  $(cat /proc/self/uid_map)"'
 trustme run demo -- ps
 trustme run demo -- ip link
-trustme run demo -- sh -c 'echo "written by the guest" > /root/hello; cat /root/hello'
+trustme run demo -- sh -c 'echo "a secret written by the guest" > /root/hello; cat /root/hello'
 pid=$(build/src/cli/trustme --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
 echo "on the host, the guest's root (init, pid $pid) is uid $(awk '/^Uid:/ {print $2}' /proc/$pid/status)"
 
@@ -69,9 +81,23 @@ trustme state demo
 
 [ "$keep" = yes ] && { echo; echo "left running: trustme --run-dir $work/run ...; stop with kill $trustmed_pid"; exit 0; }
 
-step "stopping it"
+step "stopping it: its files are ciphertext on the disk now"
 trustme stop --timeout 2 demo
 trustme list
+image=$(echo "$work"/data/containers/*/data.img)
+printf 'the secret in the raw image:  %s matches\n' "$(grep -c -a "a secret written by the guest" "$image" || true)"
+mkdir "$work/look"
+mount -o loop,ro "$image" "$work/look"
+echo "the data volume, mounted on the host without the key (names and contents encrypted):"
+find "$work/look/encrypted" | sed "s|$work/look/||"
+file=$(find "$work/look/encrypted" -type f | head -1)
+cat "$file" 2>&1 | sed "s|$work/look/||" || true
+umount "$work/look"
+
+step "starting it again with the PIN: the data is back"
+trustme start --pin-file "$work/pin" demo
+trustme run demo -- cat /root/hello
+trustme stop --kill demo
 
 step "the audit log"
 trustme audit

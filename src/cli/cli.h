@@ -38,5 +38,20 @@ int cmd_unfreeze(struct cli *cli, int argc, char **argv);
 int cmd_run(struct cli *cli, int argc, char **argv);
 int cmd_audit(struct cli *cli, int argc, char **argv);
 int cmd_logs(struct cli *cli, int argc, char **argv);
+int cmd_change_pin(struct cli *cli, int argc, char **argv);
+int cmd_token(struct cli *cli, int argc, char **argv);
+int cmd_wipe(struct cli *cli, int argc, char **argv);
+
+/* Tokens and PINs (cmd_token.c). */
+struct secret;
+bool info_encrypted(const Trustme__ContainerInfo *i);
+/* The state of container name (a Response with a ContainerInfo), or the printed failure's status. */
+int fetch_info(struct cli *cli, const char *name, Trustme__Response **ret);
+/* Set the first PIN (and PUK) of info's token, prompting or reading pin_file. */
+int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file);
+/* The PIN a start of name needs, or NULL in *ret if it needs none. */
+int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy,
+              struct secret **ret);
+void set_start_pin(Trustme__StartRequest *sr, const struct secret *pin);
 /* Relay stdio for request id until its exit status arrives; returns the exit status. */
 int relay_session(struct client *cl, uint64_t id, bool tty);

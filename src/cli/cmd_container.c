@@ -32,7 +32,38 @@ static json_object *info_json(const Trustme__ContainerInfo *i)
     json_object_object_add(o, "adopted", json_object_new_boolean(i->adopted));
     json_object_object_add(o, "last_exit", json_object_new_string(i->last_exit ? i->last_exit : ""));
     json_object_object_add(o, "last_error", json_object_new_string(i->last_error ? i->last_error : ""));
+    const Trustme__Encryption *e = i->encryption;
+    if (e) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "backend", json_object_new_string(e->backend ? e->backend : "none"));
+        json_object_object_add(j, "token", json_object_new_string(e->token ? e->token : "none"));
+        if (e->has_status_known) {
+            json_object_object_add(j, "status_known", json_object_new_boolean(e->status_known));
+            json_object_object_add(j, "key_created", json_object_new_boolean(e->key_created));
+        }
+        if (e->status_known) {
+            json_object_object_add(j, "paired", json_object_new_boolean(e->paired));
+            json_object_object_add(j, "locked", json_object_new_boolean(e->locked));
+            json_object_object_add(j, "blocked", json_object_new_boolean(e->blocked));
+            json_object_object_add(j, "pin_tries_left", json_object_new_int64(e->pin_tries_left));
+            json_object_object_add(j, "puk_tries_left", json_object_new_int64(e->puk_tries_left));
+        }
+        json_object_object_add(o, "encryption", j);
+    }
     return o;
+}
+
+/* "fscrypt/soft", with the token's condition when it is not simply ready. */
+static void encryption_word(const Trustme__ContainerInfo *i, char *out, size_t size)
+{
+    const Trustme__Encryption *e = i->encryption;
+    if (!info_encrypted(i)) {
+        snprintf(out, size, "none");
+        return;
+    }
+    const char *cond = !e->status_known ? " ?" : e->blocked ? " blocked" : e->locked ? " locked"
+                       : !e->paired ? " no-pin" : "";
+    snprintf(out, size, "%s/%s%s", e->backend, e->token, cond);
 }
 
 static void print_json(json_object *o)
@@ -70,6 +101,24 @@ static void print_info(const Trustme__ContainerInfo *i)
     printf("data volume:     %s", i->data_size_mb ? "" : "none (writes are lost at stop)\n");
     if (i->data_size_mb)
         printf("%llu MiB\n", (unsigned long long)i->data_size_mb);
+    const Trustme__Encryption *e = i->encryption;
+    if (!info_encrypted(i)) {
+        printf("encryption:      none (\"token\": \"none\": the data volume is stored in clear)\n");
+    } else {
+        printf("encryption:      %s, %s token\n", e->backend, e->token);
+        if (!e->status_known)
+            printf("token:           (the token service has not reported yet)\n");
+        else if (e->blocked)
+            printf("token:           BLOCKED after too many wrong PUKs: only 'trustme wipe' helps\n");
+        else if (e->locked)
+            printf("token:           LOCKED after too many wrong PINs: 'trustme token unlock %s' "
+                   "(%u PUK tries left)\n", i->name, e->puk_tries_left);
+        else if (!e->paired)
+            printf("token:           no PIN yet: set one with 'trustme change-pin %s'\n", i->name);
+        else
+            printf("token:           PIN set, %u tries left%s\n", e->pin_tries_left,
+                   e->key_created ? "" : " (the data key is made at the first start)");
+    }
     printf("autostart:       %s\n", i->autostart ? "yes" : "no");
     printf("last started:    %s\n", started);
     printf("last exit:       %s\n", or_dash(i->last_exit));
@@ -78,13 +127,29 @@ static void print_info(const Trustme__ContainerInfo *i)
 
 int cmd_create(struct cli *cli, int argc, char **argv)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "[--json] CONFIG.json  (see docs/CONFIG.md)", 1, 1, pos) < 0)
-        return 2;
+    const char *usage = "[--json] [--pin-file FILE] CONFIG.json  (see docs/CONFIG.md)\n"
+                        "  A container with a token (the default for a stored data volume) is paired\n"
+                        "  at once when a terminal or --pin-file can give its first PIN (and PUK);\n"
+                        "  otherwise later with 'trustme change-pin'.";
+    const char *pin_file = NULL, *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
+            pin_file = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0)
+            cli->json = true;
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return printf("Usage: trustme create %s\n", usage), 0;
+        else if (argv[i][0] == '-' || path)
+            return fprintf(stderr, "Usage: trustme create %s\n", usage), 2;
+        else
+            path = argv[i];
+    }
+    if (!path)
+        return fprintf(stderr, "Usage: trustme create %s\n", usage), 2;
     _cleanup_free_ char *data = NULL;
     size_t len;
     tm_err err;
-    if (read_file(pos[0], CONFIG_MAX, &data, &len, &err) < 0)
+    if (read_file(path, CONFIG_MAX, &data, &len, &err) < 0)
         return cli_fail("%s", err.msg);
     Trustme__CreateRequest cr = TRUSTME__CREATE_REQUEST__INIT;
     cr.has_config_json = true;
@@ -97,12 +162,23 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     int r = cli_call(cli, &req, &resp);
     if (r)
         return r;
+    const Trustme__ContainerInfo *info = resp->container;
     if (cli->json)
-        print_json(info_json(resp->container));
+        print_json(info_json(info));
     else
-        printf("created %s (%s)\n", resp->container->name, resp->container->uuid);
+        printf("created %s (%s)\n", info->name, info->uuid);
+    /* Pair now if someone can give the PIN; a script without --pin-file pairs later. */
+    if (info_encrypted(info) && (pin_file || isatty(STDIN_FILENO))) {
+        r = pair_token(cli, info, pin_file);
+        if (r)
+            fprintf(stderr, "trustme: %s was created, but has no PIN yet: set one with "
+                    "'trustme change-pin %s'\n", info->name, info->name);
+    } else if (info_encrypted(info) && !cli->json) {
+        printf("its data will be encrypted: set its PIN with 'trustme change-pin %s' before "
+               "starting it\n", info->name);
+    }
     trustme__response__free_unpacked(resp, NULL);
-    return 0;
+    return r;
 }
 
 int cmd_list(struct cli *cli, int argc, char **argv)
@@ -127,15 +203,17 @@ int cmd_list(struct cli *cli, int argc, char **argv)
     } else if (l->n_containers == 0) {
         printf("no containers (create one with: trustme create CONFIG.json)\n");
     } else {
-        printf("%-20s %-9s %-8s %-36s %s\n", "NAME", "STATE", "PID", "UUID", "LAST EXIT");
+        printf("%-20s %-9s %-8s %-36s %-22s %s\n", "NAME", "STATE", "PID", "UUID", "ENCRYPTION",
+               "LAST EXIT");
         for (size_t i = 0; i < l->n_containers; i++) {
             const Trustme__ContainerInfo *c = l->containers[i];
-            char pid[16] = "-";
+            char pid[16] = "-", enc[64];
             if (c->pid)
                 snprintf(pid, sizeof(pid), "%d", c->pid);
-            printf("%-20s %-9s %-8s %-36s %s\n", c->name, state_word(c->state), pid, c->uuid,
-                   c->last_error && c->last_error[0] ? "start failed (see trustme state)"
-                                                     : or_dash(c->last_exit));
+            encryption_word(c, enc, sizeof(enc));
+            printf("%-20s %-9s %-8s %-36s %-22s %s\n", c->name, state_word(c->state), pid, c->uuid,
+                   enc, c->last_error && c->last_error[0] ? "start failed (see trustme state)"
+                                                          : or_dash(c->last_exit));
         }
     }
     trustme__response__free_unpacked(resp, NULL);

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "cli.h"
+#include "secmem.h"
 
 /* Send req and report the container's resulting state in one line. */
 static int change_state(struct cli *cli, Trustme__Request *req, const char *verb_done)
@@ -27,12 +29,17 @@ static int change_state(struct cli *cli, Trustme__Request *req, const char *verb
 
 int cmd_start(struct cli *cli, int argc, char **argv)
 {
-    const char *usage = "[--attach] CONTAINER";
+    const char *usage = "[--attach] [--pin-file FILE] CONTAINER\n"
+                        "  A container with encrypted data needs its PIN: asked on the terminal, or\n"
+                        "  read from FILE ('-': stdin) or, without a terminal, from stdin.";
     bool attach = false;
+    const char *pin_file = NULL;
     char *name = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--attach") == 0 || strcmp(argv[i], "-a") == 0)
             attach = true;
+        else if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
+            pin_file = argv[++i];
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
             return printf("Usage: trustme start %s\n", usage), 0;
         else if (argv[i][0] == '-' || name)
@@ -42,10 +49,18 @@ int cmd_start(struct cli *cli, int argc, char **argv)
     }
     if (!name)
         return fprintf(stderr, "Usage: trustme start %s\n", usage), 2;
+    if (attach && pin_file && strcmp(pin_file, "-") == 0)
+        return fprintf(stderr, "trustme start: with --attach, stdin belongs to the container; "
+                       "give the PIN in a file\n"), 2;
+    _cleanup_secret_ struct secret *pin = NULL;
+    int r = start_pin(cli, name, pin_file, attach, &pin);
+    if (r)
+        return r;
     Trustme__StartRequest sr = TRUSTME__START_REQUEST__INIT;
     sr.id = name;
     sr.has_attach = true;
     sr.attach = attach;
+    set_start_pin(&sr, pin);
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_START;
     req.start = &sr;

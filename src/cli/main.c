@@ -14,17 +14,20 @@ static const struct verb {
     const char *args;
     const char *help;
 } verbs[] = {
-    {"create", cmd_create, "CONFIG.json", "create a container from a config file (docs/CONFIG.md)"},
+    {"create", cmd_create, "[--pin-file F] CONFIG.json", "create a container from a config file (docs/CONFIG.md)"},
     {"list", cmd_list, "[--json]", "list containers"},
     {"state", cmd_state, "[--json] CONTAINER", "show a container's state, limits and last exit"},
     {"config", cmd_config, "CONTAINER", "print a container's config"},
-    {"start", cmd_start, "[--attach] CONTAINER", "start; --attach relays init's stdio and exits with its status"},
+    {"start", cmd_start, "[--attach] [--pin-file F] CONTAINER", "start; --attach relays init's stdio and exits with its status"},
     {"stop", cmd_stop, "[--timeout S] [--kill] CONTAINER", "stop: SIGTERM, SIGKILL after S seconds (default 10)"},
     {"freeze", cmd_freeze, "CONTAINER", "freeze every process of a running container"},
     {"unfreeze", cmd_unfreeze, "CONTAINER", "thaw a frozen container"},
     {"run", cmd_run, "[-t] [-e KEY=VALUE] CONTAINER -- CMD [ARG...]", "run a command inside a running container"},
     {"logs", cmd_logs, "[--previous] CONTAINER", "print init's console output (when not attached)"},
-    {"remove", cmd_remove, "CONTAINER", "delete a stopped container and its data"},
+    {"change-pin", cmd_change_pin, "[--pin-file F] CONTAINER", "set the PIN of a container's token (the first time: pair it)"},
+    {"token", cmd_token, "unlock [--pin-file F] CONTAINER", "unlock a token locked by wrong PINs, with its PUK"},
+    {"wipe", cmd_wipe, "[--pin-file F] CONTAINER", "crypto-erase a stopped container's data"},
+    {"remove", cmd_remove, "CONTAINER", "wipe and delete a stopped container"},
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
 };
 
@@ -34,12 +37,15 @@ static void usage(FILE *out)
                  "Manage trustme containers through trustmed. Containers are named by name or UUID.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        fprintf(out, "  %-9s %-44s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
+        fprintf(out, "  %-10s %-44s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
     fprintf(out, "\nGlobal options:\n"
                  "  --socket PATH   control socket (default $TRUSTME_SOCKET or /run/trustme/control.sock)\n"
                  "  --run-dir DIR   use DIR/control.sock (the --run-dir given to trustmed)\n"
                  "  --version       print the version\n"
-                 "  -h, --help      this help; 'trustme COMMAND --help' for a command\n");
+                 "  -h, --help      this help; 'trustme COMMAND --help' for a command\n"
+                 "\nPINs and PUKs are asked on the terminal without echo. --pin-file FILE gives them\n"
+                 "one per line in the order asked ('-' is stdin); without a terminal they are read\n"
+                 "from stdin. docs/STORAGE.md explains tokens, PINs, PUKs and the lockout.\n");
 }
 
 int main(int argc, char **argv)

@@ -17,13 +17,15 @@
 #include "log.h"
 #include "modules/volume.h"
 #include "session.h"
+#include "tokens.h"
 
 #define CONFIG_JSON_MAX (1024 * 1024)
 
 static void reply_info(struct conn *conn, uint64_t id, const struct container *c)
 {
     Trustme__ContainerInfo info;
-    container_info(c, &info);
+    Trustme__Encryption enc;
+    container_info(c, &info, &enc);
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
     resp.container = &info;
@@ -83,16 +85,18 @@ static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req
     for (struct container *c = conn->d->containers; c; c = c->next)
         n++;
     Trustme__ContainerInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    Trustme__Encryption *encs = calloc(n ? n : 1, sizeof(*encs));
     Trustme__ContainerInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    if (!infos || !ptrs) {
+    if (!infos || !encs || !ptrs) {
         free(infos);
+        free(encs);
         free(ptrs);
         conn_send_error(conn, id, ENOMEM, "out of memory");
         return;
     }
     size_t i = 0;
     for (struct container *c = conn->d->containers; c; c = c->next, i++) {
-        container_info(c, &infos[i]);
+        container_info(c, &infos[i], &encs[i]);
         ptrs[i] = &infos[i];
     }
     Trustme__ContainerList list = TRUSTME__CONTAINER_LIST__INIT;
@@ -103,6 +107,7 @@ static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req
     resp.list = &list;
     conn_send(conn, id, &resp);
     free(infos);
+    free(encs);
     free(ptrs);
 }
 
@@ -156,32 +161,53 @@ static void cmd_create(struct conn *conn, uint64_t id, const Trustme__Request *r
         conn_send_error(conn, id, err.code, "invalid container config: %s", err.msg);
         return;
     }
-    daemon_audit(d, "container.create", "ok", c, conn->actor, "rootfs %s, user namespace %s",
-                 cfg->rootfs, cfg->user_namespace ? "on" : "off");
+    daemon_audit(d, "container.create", "ok", c, conn->actor, "rootfs %s, user namespace %s, token %s",
+                 cfg->rootfs, cfg->user_namespace ? "on" : "off", token_kind_name(cfg->token.kind));
+    /* A new UUID has no token yet; scd will confirm. */
+    c->token = (struct token_state){.known = true};
+    tokens_refresh(c);
     reply_info(conn, id, c);
+}
+
+/* Token operations, wipe and remove need a container that is not running. */
+static bool is_stopped(struct conn *conn, uint64_t id, const struct container *c, const char *what)
+{
+    if (!state_is_active(c->state) && !c->sessions)
+        return true;
+    conn_send_error(conn, id, EBUSY, "%s is %s; stop it before %s (trustme stop %s)", c->cfg->name,
+                    state_name(c->state), what, c->cfg->name);
+    return false;
 }
 
 static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = lookup(conn, id, req->remove->id);
-    if (!c)
+    if (!c || !is_stopped(conn, id, c, "removing it"))
         return;
-    if (state_is_active(c->state) || c->sessions) {
-        conn_send_error(conn, id, EBUSY, "%s is %s; stop it first (trustme stop %s)", c->cfg->name,
-                        state_name(c->state), c->cfg->name);
-        return;
-    }
-    struct daemon *d = conn->d;
-    char label[128];
-    snprintf(label, sizeof(label), "%s", container_label(c));
-    tm_err err;
-    if (container_remove(c, &err) < 0) {
-        daemon_audit(d, "container.remove", "fail", c, conn->actor, "%s", err.msg);
-        conn_send_error(conn, id, err.code, "%s", err.msg);
-        return;
-    }
-    daemon_audit(d, "container.remove", "ok", NULL, conn->actor, "%s", label);
-    reply_ok(conn, id);
+    /* Remove is wipe, then delete: the token and the wrapped key are destroyed, not just unlinked. */
+    tokens_wipe(conn, id, c, NULL, true);
+}
+
+static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__WipeRequest *rq = req->wipe;
+    struct container *c = lookup(conn, id, rq->id);
+    if (c && is_stopped(conn, id, c, "wiping it"))
+        tokens_wipe(conn, id, c, rq->has_pin ? &rq->pin : NULL, false);
+}
+
+static void cmd_change_pin(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->change_pin->id);
+    if (c)
+        tokens_change_pin(conn, id, c, req->change_pin);
+}
+
+static void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = lookup(conn, id, req->token_unlock->id);
+    if (c)
+        tokens_puk_unlock(conn, id, c, req->token_unlock);
 }
 
 static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -194,8 +220,18 @@ static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *re
         conn_send_error(conn, id, ESHUTDOWN, "trustmed is shutting down");
         return;
     }
+    /* A stopped container with encrypted data needs its PIN; ask before anything changes. */
+    bool pin_required;
+    tm_err err;
+    if (c->state == CS_STOPPED && tokens_check_start(c, rq->has_pin, &pin_required, &err) < 0) {
+        if (pin_required)
+            conn_send_pin_required(conn, id, "%s", err.msg);
+        else
+            conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
+    }
     struct start_args args = {.attach = rq->has_attach && rq->attach, .conn_id = conn->id,
-                              .req_id = id};
+                              .req_id = id, .pin = rq->has_pin ? &rq->pin : NULL};
     /* An attached start is answered by its session (output, then the exit status). */
     fire_and_wait(conn, id, c, EV_START, &args, WAIT_START, !args.attach);
 }
@@ -338,14 +374,42 @@ static const struct {
     {TRUSTME__REQUEST__BODY_RUN, cmd_run},           {TRUSTME__REQUEST__BODY_REMOVE, cmd_remove},
     {TRUSTME__REQUEST__BODY_AUDIT, cmd_audit},       {TRUSTME__REQUEST__BODY_STDIN, cmd_stdin},
     {TRUSTME__REQUEST__BODY_RESIZE, cmd_resize},     {TRUSTME__REQUEST__BODY_SIGNAL, cmd_signal},
-    {TRUSTME__REQUEST__BODY_LOGS, cmd_logs},
+    {TRUSTME__REQUEST__BODY_LOGS, cmd_logs},         {TRUSTME__REQUEST__BODY_WIPE, cmd_wipe},
+    {TRUSTME__REQUEST__BODY_CHANGE_PIN, cmd_change_pin},
+    {TRUSTME__REQUEST__BODY_TOKEN_UNLOCK, cmd_token_unlock},
 };
 
-void commands_dispatch(struct conn *conn, const Trustme__Request *req)
+static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)
+{
+    if (has && b->data)
+        explicit_bzero(b->data, b->len);
+}
+
+/* PINs and PUKs have been passed on to scd (or refused): wipe the request's copies. */
+static void wipe_secrets(Trustme__Request *req)
+{
+    switch (req->body_case) {
+    case TRUSTME__REQUEST__BODY_START: wipe_bytes(req->start->has_pin, &req->start->pin); break;
+    case TRUSTME__REQUEST__BODY_WIPE: wipe_bytes(req->wipe->has_pin, &req->wipe->pin); break;
+    case TRUSTME__REQUEST__BODY_CHANGE_PIN:
+        wipe_bytes(req->change_pin->has_old_pin, &req->change_pin->old_pin);
+        wipe_bytes(req->change_pin->has_new_pin, &req->change_pin->new_pin);
+        wipe_bytes(req->change_pin->has_puk, &req->change_pin->puk);
+        break;
+    case TRUSTME__REQUEST__BODY_TOKEN_UNLOCK:
+        wipe_bytes(req->token_unlock->has_puk, &req->token_unlock->puk);
+        wipe_bytes(req->token_unlock->has_new_pin, &req->token_unlock->new_pin);
+        break;
+    default: break;
+    }
+}
+
+void commands_dispatch(struct conn *conn, Trustme__Request *req)
 {
     for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
         if (handlers[i].body == req->body_case) {
             handlers[i].fn(conn, req->id, req);
+            wipe_secrets(req);
             return;
         }
     conn_send_error(conn, req->id, EOPNOTSUPP, "unknown request (body %d): is this client newer "

@@ -3,4 +3,4 @@
 
 #include "control.h"
 
-void commands_dispatch(struct conn *conn, const Trustme__Request *req);
+void commands_dispatch(struct conn *conn, Trustme__Request *req);

@@ -13,7 +13,7 @@
 
 static const char *const top_keys[] = {
     "name", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
-    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", NULL};
+    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -275,6 +275,85 @@ static int parse_caps(json_object *root, struct container_config *cfg, tm_err *e
     return 0;
 }
 
+const char *token_kind_name(enum token_kind k)
+{
+    switch (k) {
+    case TOKEN_KIND_SOFT: return "soft";
+    case TOKEN_KIND_PKCS11: return "pkcs11";
+    case TOKEN_KIND_NONE: break;
+    }
+    return "none";
+}
+
+/* "token": "none" | {"type": "soft", "kdf_n": N} | {"type": "pkcs11", "module": ..., "label": ...}
+ * Absent means a soft token: data at rest is encrypted unless the config says otherwise. A tmpfs
+ * data volume (data_size_mb 0) never reaches the disk, so there is nothing to encrypt. */
+static int parse_token(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    struct token_config *t = &cfg->token;
+    json_object *v;
+    if (!json_object_object_get_ex(root, "token", &v)) {
+        t->kind = cfg->data_size_mb ? TOKEN_KIND_SOFT : TOKEN_KIND_NONE;
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_string) && cfg->data_size_mb == 0)
+        return tm_err_set(err, EINVAL, "$.token: a tmpfs data volume (data_size_mb 0) is not "
+                          "stored, so it cannot be encrypted; remove \"token\" or give a size");
+    if (json_object_is_type(v, json_type_string)) {
+        if (strcmp(json_object_get_string(v), "none") != 0)
+            return tm_err_set(err, EINVAL, "$.token: a string must be \"none\"; a token is an "
+                              "object such as {\"type\": \"soft\"}");
+        t->kind = TOKEN_KIND_NONE;
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_object))
+        return tm_err_set(err, EINVAL, "$.token: expected \"none\" or an object, got %s",
+                          tm_json_type_name(v));
+    static const char *const keys[] = {"type", "kdf_n", "module", "label", "serial", NULL};
+    int r;
+    const char *type, *s;
+    if ((r = tm_json_check_keys(v, "$.token", keys, err)) < 0 ||
+        (r = tm_json_get_string(v, "$.token", "type", true, 16, &type, err)) < 0)
+        return r;
+    if (strcmp(type, "soft") == 0) {
+        t->kind = TOKEN_KIND_SOFT;
+        int64_t n = 0;
+        if ((r = tm_json_get_int(v, "$.token", "kdf_n", false, 1024, 1 << 20, &n, err)) < 0)
+            return r;
+        if (r && (n & (n - 1)))
+            return tm_err_set(err, EINVAL, "$.token.kdf_n: must be a power of two");
+        t->kdf_n = (uint64_t)n;
+        static const char *const pkcs11_only[] = {"module", "label", "serial"};
+        for (size_t i = 0; i < ARRAY_SIZE(pkcs11_only); i++)
+            if (json_object_object_get_ex(v, pkcs11_only[i], NULL))
+                return tm_err_set(err, EINVAL, "$.token.%s: only for \"type\": \"pkcs11\"",
+                                  pkcs11_only[i]);
+        return 0;
+    }
+    if (strcmp(type, "pkcs11") != 0)
+        return tm_err_set(err, EINVAL, "$.token.type: must be \"soft\" or \"pkcs11\", got \"%s\"", type);
+    t->kind = TOKEN_KIND_PKCS11;
+    if (json_object_object_get_ex(v, "kdf_n", NULL))
+        return tm_err_set(err, EINVAL, "$.token.kdf_n: only for \"type\": \"soft\"");
+    if ((r = tm_json_get_string(v, "$.token", "module", true, PATH_MAX - 1, &s, err)) < 0)
+        return r;
+    if (!clean_abs_path(s))
+        return tm_err_set(err, EINVAL, "$.token.module: must be an absolute path, got \"%s\"", s);
+    snprintf(t->module, sizeof(t->module), "%s", s);
+    int has_label, has_serial;
+    if ((has_label = tm_json_get_string(v, "$.token", "label", false, 32, &s, err)) < 0)
+        return has_label;
+    if (has_label)
+        snprintf(t->label, sizeof(t->label), "%s", s);
+    if ((has_serial = tm_json_get_string(v, "$.token", "serial", false, 16, &s, err)) < 0)
+        return has_serial;
+    if (has_serial)
+        snprintf(t->serial, sizeof(t->serial), "%s", s);
+    if (!has_label && !has_serial)
+        return tm_err_set(err, EINVAL, "$.token: a PKCS#11 token needs \"label\" or \"serial\"");
+    return 0;
+}
+
 static int parse(json_object *root, struct container_config *cfg, tm_err *err)
 {
     int r;
@@ -364,7 +443,7 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
     cfg->autostart = false;
     if ((r = tm_json_get_bool(root, "$", "autostart", false, &cfg->autostart, err)) < 0)
         return r;
-    return 0;
+    return parse_token(root, cfg, err);
 }
 
 int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err)

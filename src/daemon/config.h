@@ -28,6 +28,17 @@ struct device_rule {
     char path[CONFIG_DEVICE_PATH_MAX];  /* node to create under /dev, "" for rule-only entries */
 };
 
+enum token_kind { TOKEN_KIND_NONE = 0, TOKEN_KIND_SOFT = 1, TOKEN_KIND_PKCS11 = 2 };
+
+/* Which token unlocks the container's encrypted data (docs/STORAGE.md). */
+struct token_config {
+    enum token_kind kind;
+    uint64_t kdf_n;            /* soft: scrypt N, 0 = the daemon's default */
+    char module[PATH_MAX];     /* pkcs11: the module's absolute path */
+    char label[33];            /* pkcs11: token label, or "" */
+    char serial[17];           /* pkcs11: token serial, or "" */
+};
+
 struct container_config {
     char name[CONFIG_NAME_MAX + 1];
     char rootfs[PATH_MAX];
@@ -47,6 +58,7 @@ struct container_config {
     uint64_t caps_keep;                 /* bit n = keep capability n beyond the default */
     bool user_namespace;
     bool autostart;
+    struct token_config token;
 };
 
 #define CONFIG_DEFAULT_MEMORY_MB 1024
@@ -57,3 +69,4 @@ int config_parse(const char *json, size_t len, struct container_config **ret, tm
 void config_free(struct container_config *cfg);
 bool config_name_valid(const char *name);
 const char *rootfs_type_name(enum rootfs_type t);
+const char *token_kind_name(enum token_kind k);

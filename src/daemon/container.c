@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "tokens.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
 
@@ -314,7 +315,7 @@ int container_remove(struct container *c, tm_err *err)
     return 0;
 }
 
-void container_info(const struct container *c, Trustme__ContainerInfo *info)
+void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
 {
     trustme__container_info__init(info);
     info->name = (char *)c->cfg->name;
@@ -343,4 +344,6 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info)
     info->data_size_mb = c->cfg->data_size_mb;
     info->has_user_namespace = true;
     info->user_namespace = c->cfg->user_namespace;
+    tokens_fill_info(c, enc);
+    info->encryption = enc;
 }

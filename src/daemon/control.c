@@ -66,21 +66,36 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
     update_events(c);
 }
 
-void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
+static void send_error(struct conn *c, uint64_t req_id, int code, bool pin_required,
+                       const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     Trustme__Error e = TRUSTME__ERROR__INIT;
     e.has_code = true;
     e.code = code;
+    e.has_pin_required = e.pin_required = pin_required;
     e.message = msg;
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_ERROR;
     resp.error = &e;
     conn_send(c, req_id, &resp);
+}
+
+void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_error(c, req_id, code, false, fmt, ap);
+    va_end(ap);
+}
+
+void conn_send_pin_required(struct conn *c, uint64_t req_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    send_error(c, req_id, ENOKEY, true, fmt, ap);
+    va_end(ap);
 }
 
 void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done)
@@ -168,6 +183,7 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 {
     c->last_active = now_s();
     Trustme__Request *req = trustme__request__unpack(NULL, len, data);
+    explicit_bzero(data, len); /* requests may carry PINs (commands.c wipes the parsed copies) */
     if (!req) {
         /* The frame boundary is intact, so the stream is still in sync: answer and go on. */
         conn_send_error(c, 0, EBADMSG, "malformed request: not a trustme.Request message");

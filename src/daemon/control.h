@@ -45,6 +45,9 @@ struct conn *conn_find(struct daemon *d, uint64_t id);
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp);
 void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* An ENOKEY error with pin_required set: the client asks for the PIN and repeats the request. */
+void conn_send_pin_required(struct conn *c, uint64_t req_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 bool conn_congested(const struct conn *c);
 /* Start streaming fd to the client as chunks; when it is done, done(conn, req_id) sends the final
  * message. conn owns fd from now on. */

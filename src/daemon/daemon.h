@@ -9,6 +9,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "device.h"
 #include "event.h"
 #include "modules/cgroup_fs.h"
 #include "state.h"
@@ -19,6 +20,8 @@
 struct conn;
 struct session;
 struct start_op;
+struct scd;
+struct token_op;
 
 /* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
 enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
@@ -26,6 +29,13 @@ struct waiter {
     struct waiter *next;
     uint64_t conn_id, req_id;
     enum wait_kind kind;
+};
+
+/* What trustme-scd last said about a container's token (tokens.c); shown by list and state. */
+struct token_state {
+    bool known; /* scd has answered since trustmed (or scd) started */
+    bool paired, locked, blocked;
+    uint32_t pin_tries_left, puk_tries_left;
 };
 
 struct container {
@@ -63,6 +73,9 @@ struct container {
     struct waiter *waiters;
     struct session *sessions;     /* attach and exec sessions */
     char actor[48];               /* who asked for the current operation (for the audit log) */
+    struct token_state token;
+    bool token_busy;              /* a token operation is waiting for scd */
+    struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
 };
 
 struct daemon {
@@ -83,6 +96,16 @@ struct daemon {
     tm_source *signal_src;
     bool shutting_down;
     tm_source *retry_timer;       /* cgroup directories still to be removed */
+    struct scd *scd;              /* the token service (scd_client.c) */
+    enum storage_backend storage_backend; /* from device.json (device.h) */
+    struct {
+        char user[64];            /* its system user */
+        char binary[PATH_MAX];    /* "" = next to trustmed */
+        const char *binds[8];     /* host paths it may use (SoftHSM2 tokens, pcscd) */
+        size_t nbinds;
+        uint64_t kdf_n;           /* scrypt N for new soft tokens, 0 = scd's default */
+    } scd_opts;
+    const char *log_level;
 };
 
 /* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fscrypt.h"
 #include "container.h"
 #include "console.h"
 #include "control.h"
@@ -26,13 +27,17 @@
 #include "session.h"
 #include "spawn.h"
 #include "syncmsg.h"
+#include "tokens.h"
 
 #define FREEZE_POLL_MS 10
 #define FREEZE_MAX_POLLS 500
 
-/* Everything a start holds between spawning the setup process and init's exec. */
+/* Everything a start holds between the request and init's exec. */
 struct start_op {
     struct start_ctx ctx;
+    struct start_args args;
+    int child_stdio[3];       /* init's stdio until the setup process has it */
+    struct secret *key;       /* the data key, from the token until the kernel has it */
     size_t prepared;          /* modules whose prepare hook succeeded */
     int sync_fd;
     tm_source *sync_src;
@@ -95,7 +100,8 @@ static void notify(struct container *c, enum wait_kind kind, int code, const cha
             conn_send_error(conn, w->req_id, code, "%s", msg);
         } else if (conn) {
             Trustme__ContainerInfo info;
-            container_info(c, &info);
+            Trustme__Encryption enc;
+            container_info(c, &info, &enc);
             Trustme__Response resp = TRUSTME__RESPONSE__INIT;
             resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
             resp.container = &info;
@@ -135,6 +141,10 @@ static void start_op_free(struct container *c)
     tm_source_free(op->timeout);
     close_and_reset(op->sync_fd);
     close_and_reset(op->setup_pidfd);
+    for (int i = 0; i < 3; i++)
+        close_and_reset(op->child_stdio[i]);
+    tokens_cancel_key(c);
+    secret_free(op->key);
     free(op->ctx.devices);
     free(op);
     c->start = NULL;
@@ -169,6 +179,25 @@ static void fail_start(struct container *c, const char *fmt, ...)
         c->starting_failed = true;
     }
     container_fire(c, EV_START_FAILED, NULL, NULL);
+}
+
+/* The setup process has mounted the data volume (rootfd): add the key, which is wiped right
+ * after, and let the setup go on. */
+static void unlock_volume(struct container *c, int rootfd)
+{
+    struct start_op *op = c->start;
+    tm_err err;
+    if (rootfd < 0 || !op->key) {
+        fail_start(c, "unexpected data volume from the setup process");
+        return;
+    }
+    int r = fscrypt_unlock(rootfd, op->key, &err);
+    secret_free(op->key);
+    op->key = NULL;
+    if (r < 0)
+        fail_start(c, "cannot unlock the data volume: %s", err.msg);
+    else if (tm_sync_send(op->sync_fd, TM_SYNC_CONTINUE, NULL, 0, -1) < 0)
+        fail_start(c, "cannot talk to the setup process");
 }
 
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
@@ -232,6 +261,9 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             }
             break;
         }
+        case TM_SYNC_DATAFS:
+            unlock_volume(c, msg.fd);
+            break;
         case TM_SYNC_USERNS: {
             struct stat st;
             if (msg.fd < 0 || c->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {
@@ -304,6 +336,22 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
     return fds[2] < 0 ? tm_err_sys(err, "dup") : 0;
 }
 
+static void spawn_setup(struct container *c);
+
+static void on_key(struct container *c, struct secret *key, const tm_err *err)
+{
+    if (!c->start || c->state != CS_STARTING || c->starting_failed) {
+        secret_free(key);
+        return;
+    }
+    if (!key) {
+        fail_start(c, "%s", err->msg);
+        return;
+    }
+    c->start->key = key;
+    spawn_setup(c);
+}
+
 static void begin_start(struct container *c, const struct start_args *args)
 {
     struct daemon *d = c->d;
@@ -313,6 +361,9 @@ static void begin_start(struct container *c, const struct start_args *args)
         return;
     }
     op->sync_fd = op->setup_pidfd = -1;
+    op->child_stdio[0] = op->child_stdio[1] = op->child_stdio[2] = -1;
+    op->args = *args;
+    op->args.pin = NULL; /* the caller's; used below only */
     c->start = op;
     c->last_error[0] = c->last_exit[0] = '\0';
     c->starting_failed = c->adopted = false;
@@ -320,23 +371,41 @@ static void begin_start(struct container *c, const struct start_args *args)
     struct start_ctx *ctx = &op->ctx;
     *ctx = (struct start_ctx){.d = d, .c = c, .cfg = c->cfg, .userns_fd = -1, .sync_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                               .stdio = {-1, -1, -1},
-                              .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
+                              .uid_base = c->cfg->user_namespace ? c->uid_base : 0,
+                              .encrypted = container_encrypted(c) && c->cfg->data_size_mb > 0};
     container_run_dir(c, ctx->run_dir, sizeof(ctx->run_dir));
     container_data_dir(c, ctx->data_dir, sizeof(ctx->data_dir));
     snprintf(ctx->root, sizeof(ctx->root), "%s/root", ctx->run_dir);
 
     tm_err err = {0};
-    int child_stdio[3] = {-1, -1, -1};
-    int sp[2] = {-1, -1};
     /* stdio first: an attached client must hear about any failure below. */
     if (mkdir(ctx->run_dir, 0700) < 0 && errno != EEXIST) {
         fail_start(c, "cannot create %s: %s", ctx->run_dir, strerror(errno));
         return;
     }
-    if (open_stdio(c, args, child_stdio, &err) < 0 ||
-        modules_run(PHASE_PREPARE, ctx, &op->prepared, &err) < 0) {
-        for (int i = 0; i < 3; i++)
-            close_and_reset(child_stdio[i]);
+    if (open_stdio(c, &op->args, op->child_stdio, &err) < 0) {
+        fail_start(c, "%s", err.msg);
+        return;
+    }
+    if (!ctx->encrypted) {
+        spawn_setup(c);
+        return;
+    }
+    /* The token's answer (a KDF, a smartcard) takes a while: the start goes on in on_key. */
+    progress(c, "unlocking the data key");
+    if (tokens_get_key(c, args->pin, on_key, &err) < 0)
+        fail_start(c, "%s", err.msg);
+}
+
+/* Prepare the modules and fork the setup process, which does the rest off the event loop. */
+static void spawn_setup(struct container *c)
+{
+    struct daemon *d = c->d;
+    struct start_op *op = c->start;
+    struct start_ctx *ctx = &op->ctx;
+    tm_err err = {0};
+    int sp[2] = {-1, -1};
+    if (modules_run(PHASE_PREPARE, ctx, &op->prepared, &err) < 0) {
         fail_start(c, "%s", err.msg);
         return;
     }
@@ -345,7 +414,7 @@ static void begin_start(struct container *c, const struct start_args *args)
         goto fail;
     }
     ctx->sync_fd = sp[1];
-    memcpy(ctx->stdio, child_stdio, sizeof(child_stdio));
+    memcpy(ctx->stdio, op->child_stdio, sizeof(ctx->stdio));
     pid_t self = getpid();
     struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&op->setup_pidfd,
                             .exit_signal = SIGCHLD};
@@ -360,8 +429,10 @@ static void begin_start(struct container *c, const struct start_args *args)
     }
     close_and_reset(sp[1]);
     ctx->sync_fd = -1;
-    for (int i = 0; i < 3; i++)
-        close_and_reset(child_stdio[i]);
+    for (int i = 0; i < 3; i++) {
+        close_and_reset(op->child_stdio[i]);
+        ctx->stdio[i] = -1;
+    }
     op->sync_fd = steal_fd(sp[0]);
     op->sync_src = tm_loop_io(d->loop, op->sync_fd, EPOLLIN, on_sync, c);
     op->setup_src = tm_loop_io(d->loop, op->setup_pidfd, EPOLLIN, on_setup_exit, c);
@@ -375,8 +446,6 @@ static void begin_start(struct container *c, const struct start_args *args)
 fail:
     for (int i = 0; i < 2; i++)
         close_and_reset(sp[i]);
-    for (int i = 0; i < 3; i++)
-        close_and_reset(child_stdio[i]);
     fail_start(c, "%s", err.msg);
 }
 

@@ -3,12 +3,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
 
 #include "daemon.h"
 
 struct start_args {
     bool attach;              /* relay init's stdio to conn_id/req_id */
     uint64_t conn_id, req_id;
+    const ProtobufCBinaryData *pin; /* the token's PIN (encrypted data), only during the call */
 };
 
 struct stop_args {

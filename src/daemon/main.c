@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@
 #include "log.h"
 #include "modules/seccomp_filter.h"
 #include "runtime.h"
+#include "scd_client.h"
+#include "tokens.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -40,6 +43,11 @@ static void usage(FILE *out)
             "  --cgroup-parent NAME cgroup below which container cgroups are made (default trustme)\n"
             "  --id-base N          first host uid/gid given to container user namespaces; each\n"
             "                       container gets its own 65536 ids (default 100000)\n"
+            "  --scd-user NAME      system user of the token service (default trustme-scd)\n"
+            "  --scd-binary PATH    trustme-scd (default: next to trustmed)\n"
+            "  --scd-bind PATH      a host path the token service may use, e.g. a SoftHSM2 token\n"
+            "                       dir or /run/pcscd (repeatable, up to 8)\n"
+            "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
             "  --log-level LEVEL    error, warn, info or debug (default info)\n"
             "  --syslog             log to syslog instead of stderr\n"
             "  --version            print the version\n"
@@ -136,12 +144,19 @@ static int lock_dir(const char *dir, const char *what)
 
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION };
+    enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION, OPT_SCD_USER,
+           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
         {"log-level", required_argument, NULL, OPT_LOG}, {"syslog", no_argument, NULL, OPT_SYSLOG},
+        {"scd-user", required_argument, NULL, OPT_SCD_USER},
+        {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
+        {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
+        {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
         {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
+    d->log_level = "info";
     snprintf(d->data_dir, sizeof(d->data_dir), "/var/lib/trustme");
     snprintf(d->run_dir, sizeof(d->run_dir), "/run/trustme");
     snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "trustme");
@@ -172,7 +187,27 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
             }
             d->id_base = (uint32_t)n;
             break;
+        case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
+        case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
+        case OPT_SCD_BIND:
+            if (optarg[0] != '/' || d->scd_opts.nbinds == ARRAY_SIZE(d->scd_opts.binds)) {
+                fprintf(stderr, "trustmed: --scd-bind takes an absolute path, at most %zu times\n",
+                        ARRAY_SIZE(d->scd_opts.binds));
+                return -1;
+            }
+            d->scd_opts.binds[d->scd_opts.nbinds++] = optarg;
+            break;
+        case OPT_SCD_KDF:
+            errno = 0;
+            n = strtoull(optarg, &end, 10);
+            if (errno || *end || n < 1024 || n > (1u << 20) || (n & (n - 1))) {
+                fprintf(stderr, "trustmed: --scd-kdf-n must be a power of two from 1024 to 1048576\n");
+                return -1;
+            }
+            d->scd_opts.kdf_n = n;
+            break;
         case OPT_LOG:
+            d->log_level = optarg;
             if (tm_log_parse_level(optarg, level) < 0) {
                 fprintf(stderr, "trustmed: --log-level must be error, warn, info or debug\n");
                 return -1;
@@ -225,6 +260,56 @@ static int setup_signals(struct daemon *d, tm_err *err)
     return d->signal_src ? 0 : tm_err_sys(err, "epoll");
 }
 
+/* Where trustme-scd is: given, next to trustmed (installed), or in the build tree's src/scd. */
+static int find_scd_binary(struct daemon *d, char *out, size_t size, tm_err *err)
+{
+    if (d->scd_opts.binary[0]) {
+        snprintf(out, size, "%s", d->scd_opts.binary);
+        return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "--scd-binary %s", out);
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0)
+        return tm_err_sys(err, "cannot find trustmed's own path");
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    const char *candidates[] = {"", "/../scd", "/../libexec/trustme"};
+    for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+        snprintf(out, size, "%s%s/trustme-scd", exe, candidates[i]);
+        if (access(out, X_OK) == 0)
+            return 0;
+    }
+    return tm_err_set(err, ENOENT, "cannot find trustme-scd next to trustmed (%s); use --scd-binary", exe);
+}
+
+/* The token service: its own user and state dir, confined (scd_sandbox.c), supervised. */
+static int start_scd(struct daemon *d, tm_err *err)
+{
+    struct scd_sandbox sb = {.kdf_n = d->scd_opts.kdf_n, .log_level = d->log_level};
+    int r = find_scd_binary(d, sb.binary, sizeof(sb.binary), err);
+    if (r < 0)
+        return r;
+    struct passwd *pw = getpwnam(d->scd_opts.user);
+    if (!pw)
+        return tm_err_set(err, ENOENT, "the token service's user \"%s\" does not exist (create it "
+                          "with: useradd --system --no-create-home --shell /usr/sbin/nologin %s; "
+                          "scripts/install-deps.sh does)", d->scd_opts.user, d->scd_opts.user);
+    if (pw->pw_uid == 0)
+        return tm_err_set(err, EINVAL, "the token service must not run as root");
+    sb.uid = pw->pw_uid;
+    sb.gid = pw->pw_gid;
+    snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
+    snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
+    if ((mkdir(sb.state_dir, 0700) < 0 && errno != EEXIST) || chown(sb.state_dir, sb.uid, sb.gid) < 0 ||
+        chmod(sb.state_dir, 0700) < 0)
+        return tm_err_sys(err, "cannot prepare %s", sb.state_dir);
+    if (mkdir(sb.root, 0700) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", sb.root);
+    for (size_t i = 0; i < d->scd_opts.nbinds; i++)
+        sb.binds[sb.nbinds++] = d->scd_opts.binds[i];
+    return scd_start(d, &sb, err);
+}
+
 static int init_daemon(struct daemon *d, tm_err *err)
 {
     char dir[PATH_MAX + 16];
@@ -250,7 +335,12 @@ static int init_daemon(struct daemon *d, tm_err *err)
     log_info("cgroups: %s", cg_mode(&d->cgroups));
     if ((r = seccomp_build(&d->seccomp, err)) < 0)
         return r;
-    if ((r = setup_signals(d, err)) < 0 || (r = containers_load(d, err)) < 0)
+    struct device_config dev;
+    if ((r = device_config_load(d->data_dir, &dev, err)) < 0)
+        return r;
+    d->storage_backend = dev.storage_backend;
+    if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
+        (r = containers_load(d, err)) < 0)
         return r;
     for (struct container *c = d->containers; c; c = c->next)
         runtime_recover(c);
@@ -262,9 +352,18 @@ static void autostart(struct daemon *d)
     for (struct container *c = d->containers; c; c = c->next) {
         if (!c->cfg->autostart || c->state != CS_STOPPED)
             continue;
+        if (container_encrypted(c)) {
+            /* Its data key needs the token's PIN, which nobody is there to give. */
+            log_info("%s: not started automatically: its data is encrypted and needs its PIN "
+                     "(trustme start %s)", container_label(c), c->cfg->name);
+            daemon_audit(d, "container.autostart", "fail", c, "autostart", "%s",
+                         "encrypted data: needs the token's PIN");
+            continue;
+        }
         snprintf(c->actor, sizeof(c->actor), "autostart");
+        struct start_args args = {0};
         tm_err err;
-        if (container_fire(c, EV_START, NULL, &err) < 0)
+        if (container_fire(c, EV_START, &args, &err) < 0)
             log_warn("%s: autostart: %s", container_label(c), err.msg);
     }
 }
@@ -292,6 +391,7 @@ int main(int argc, char **argv)
     autostart(&d);
     int code = tm_loop_run(d.loop);
     control_close_all(&d);
+    scd_stop(&d);
     cg_remove_parent(&d.cgroups, d.cgroup_parent);
     daemon_audit(&d, "daemon.stop", "ok", NULL, "trustmed", "pid %d", getpid());
     tm_audit_close(&d.audit);

@@ -20,7 +20,9 @@ enum tm_sync_type {
     TM_SYNC_ERROR = 3,    /* payload: int32 errno, then text */
     TM_SYNC_PTY = 4,      /* no payload; carries the pty master fd */
     TM_SYNC_USERNS = 5,   /* no payload; carries the container's user namespace fd */
-    TM_SYNC_LAST = TM_SYNC_USERNS,
+    TM_SYNC_DATAFS = 6,   /* no payload; carries the root of the mounted data volume, for its key */
+    TM_SYNC_CONTINUE = 7, /* trustmed to setup: the data volume is unlocked, go on */
+    TM_SYNC_LAST = TM_SYNC_CONTINUE,
 };
 
 typedef struct tm_sync_msg {

@@ -117,7 +117,7 @@ class CliError(AssertionError):
 class Daemon:
     """One trustmed in private directories, driven through the trustme CLI."""
 
-    def __init__(self, base, name, rootfs, extra_args=()):
+    def __init__(self, base, name, rootfs, extra_args=(), env=None):
         self.base = Path(base)
         self.data_dir = self.base / "data"
         self.run_dir = self.base / "run"
@@ -127,6 +127,7 @@ class Daemon:
         self.id_base = 1_000_000 + n * 65536 * 64
         self.rootfs = rootfs
         self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.log_path = self.base / f"trustmed-{n}.log"
         self.configs = self.base / "configs"
@@ -139,7 +140,7 @@ class Daemon:
             [str(TRUSTMED), "--data-dir", str(self.data_dir), "--run-dir", str(self.run_dir),
              "--cgroup-parent", self.cgroup_parent, "--id-base", str(self.id_base),
              "--log-level", "debug", *self.extra_args],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         sock = self.run_dir / "control.sock"
         deadline = time.time() + 10
@@ -166,6 +167,20 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+    def scd_pid(self):
+        """The pid of this daemon's trustme-scd, or None while there is none."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and cmd == b"trustme-scd" and not process_gone(int(entry.name)):
+                return int(entry.name)
+        return None
 
     def kill9(self):
         """Simulate a crash: containers keep running."""
@@ -196,9 +211,13 @@ class Daemon:
         return r
 
     def create(self, name, **config):
+        """Create a container; without an explicit token, an unencrypted one (the storage tests
+        in test_storage.py give tokens)."""
         cfg = {"name": name, "rootfs": {"path": str(self.rootfs)}, "init": "/bin/sleep",
                "args": ["1000000"], "data_size_mb": 16}
         cfg.update(config)
+        if cfg.get("data_size_mb") != 0:
+            cfg.setdefault("token", "none")
         path = self.configs / f"{name}.json"
         path.write_text(json.dumps(cfg))
         self.cli("create", path)
@@ -275,12 +294,12 @@ def make_daemon(test_root, rootfs, request):
     """Factory for daemons; all are torn down after the test."""
     made = []
 
-    def make(extra_args=(), start=True):
+    def make(extra_args=(), start=True, env=None):
         n = len(made)
         base = Path(tempfile.mkdtemp(prefix="d-", dir=test_root))
         test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
         name = f"{TEST_PREFIX}-{os.getpid()}-{test}-{n}"
-        d = Daemon(base, name, rootfs, extra_args)
+        d = Daemon(base, name, rootfs, extra_args, env)
         made.append(d)
         return d.start() if start else d
 

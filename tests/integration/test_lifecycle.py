@@ -64,7 +64,7 @@ def test_refused_transitions_have_clear_errors(daemon):
     r = daemon.cli("start", "r", check=False)
     assert r.returncode != 0 and "cannot start: the container is running" in r.stderr
     r = daemon.cli("remove", "r", check=False)
-    assert r.returncode != 0 and "stop it first" in r.stderr
+    assert r.returncode != 0 and "stop it before removing it" in r.stderr
     r = daemon.cli("unfreeze", "r", check=False)
     assert r.returncode != 0 and "cannot unfreeze: the container is running" in r.stderr
     r = daemon.cli("state", "nosuch", check=False)

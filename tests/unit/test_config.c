@@ -201,6 +201,25 @@ static char *repeat(char c, size_t n)
     X(autostart_null, ",'autostart':null", "$.autostart")                                          \
     X(duplicate_top_key, ",'memory_limit_mb':4,'memory_limit_mb':8", "$.memory_limit_mb")          \
     X(duplicate_device_key, DEVICE(NULL_DEV ",'major':2"), "$.devices[0].major")                   \
+    X(token_other_string, ",'token':'soft'", "$.token")                                            \
+    X(token_number, ",'token':1", "$.token")                                                       \
+    X(token_missing_type, ",'token':{}", "$.token.type")                                           \
+    X(token_unknown_type, ",'token':{'type':'tpm'}", "$.token.type")                               \
+    X(token_unknown_key, ",'token':{'type':'soft','pin':'1234'}", "$.token.pin")                   \
+    X(token_kdf_not_power_of_two, ",'token':{'type':'soft','kdf_n':3000}", "$.token.kdf_n")        \
+    X(token_kdf_too_small, ",'token':{'type':'soft','kdf_n':512}", "$.token.kdf_n")                \
+    X(token_kdf_too_large, ",'token':{'type':'soft','kdf_n':2097152}", "$.token.kdf_n")            \
+    X(token_soft_with_module, ",'token':{'type':'soft','module':'/m.so'}", "$.token.module")       \
+    X(token_pkcs11_no_module, ",'token':{'type':'pkcs11','label':'t'}", "$.token.module")          \
+    X(token_pkcs11_relative, ",'token':{'type':'pkcs11','module':'m.so','label':'t'}",             \
+      "$.token.module")                                                                            \
+    X(token_pkcs11_no_label, ",'token':{'type':'pkcs11','module':'/m.so'}", "$.token")             \
+    X(token_pkcs11_with_kdf, ",'token':{'type':'pkcs11','module':'/m.so','label':'t','kdf_n':1024}", \
+      "$.token.kdf_n")                                                                             \
+    X(token_pkcs11_long_label,                                                                     \
+      ",'token':{'type':'pkcs11','module':'/m.so','label':'123456789012345678901234567890123'}",   \
+      "$.token.label")                                                                             \
+    X(token_on_tmpfs_data, ",'data_size_mb':0,'token':{'type':'soft'}", "$.token")                 \
     X(doc_trailing_garbage, "} x", "$")                                                            \
     X(doc_second_object, "}{}", "$")                                                               \
     X(doc_trailing_comma, ",}", "$")
@@ -704,6 +723,48 @@ static void name_with_underscore_needs_no_hostname(void **state)
     config_free(cfg);
 }
 
+static void token_defaults_to_soft_for_a_stored_volume(void **state)
+{
+    (void)state;
+    struct container_config *cfg = parse_ok(HEAD "}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_SOFT);
+    assert_int_equal(cfg->token.kdf_n, 0);
+    config_free(cfg);
+    /* A tmpfs data volume is never stored: nothing to encrypt, no token by default. */
+    cfg = parse_ok(HEAD ",'data_size_mb':0}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_NONE);
+    config_free(cfg);
+    cfg = parse_ok(HEAD ",'data_size_mb':0,'token':'none'}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_NONE);
+    config_free(cfg);
+}
+
+static void token_kinds_are_parsed(void **state)
+{
+    (void)state;
+    struct container_config *cfg = parse_ok(HEAD ",'token':'none'}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_NONE);
+    assert_string_equal(token_kind_name(cfg->token.kind), "none");
+    config_free(cfg);
+    cfg = parse_ok(HEAD ",'token':{'type':'soft','kdf_n':1024}}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_SOFT);
+    assert_int_equal(cfg->token.kdf_n, 1024);
+    assert_string_equal(token_kind_name(cfg->token.kind), "soft");
+    config_free(cfg);
+    cfg = parse_ok(HEAD ",'token':{'type':'pkcs11','module':'/usr/lib/softhsm/libsofthsm2.so',"
+                   "'label':'box','serial':'0123456789abcdef'}}");
+    assert_int_equal(cfg->token.kind, TOKEN_KIND_PKCS11);
+    assert_string_equal(cfg->token.module, "/usr/lib/softhsm/libsofthsm2.so");
+    assert_string_equal(cfg->token.label, "box");
+    assert_string_equal(cfg->token.serial, "0123456789abcdef");
+    assert_string_equal(token_kind_name(cfg->token.kind), "pkcs11");
+    config_free(cfg);
+    cfg = parse_ok(HEAD ",'token':{'type':'pkcs11','module':'/m.so','serial':'42'}}");
+    assert_string_equal(cfg->token.label, "");
+    assert_string_equal(cfg->token.serial, "42");
+    config_free(cfg);
+}
+
 static void config_free_accepts_null(void **state)
 {
     (void)state;
@@ -772,6 +833,8 @@ int main(void)
         cmocka_unit_test(valid_cpu_lists_are_accepted),
         cmocka_unit_test(trailing_whitespace_is_accepted),
         cmocka_unit_test(name_with_underscore_needs_no_hostname),
+        cmocka_unit_test(token_defaults_to_soft_for_a_stored_volume),
+        cmocka_unit_test(token_kinds_are_parsed),
         cmocka_unit_test(config_free_accepts_null),
         cmocka_unit_test(name_validation),
         cmocka_unit_test(rootfs_type_names),

@@ -40,6 +40,7 @@ struct start_ctx {
     struct device_rule *devices; /* effective allowlist: built-ins + config */
     size_t ndevices;
     uint64_t caps_drop;       /* capabilities removed from the bounding set */
+    bool encrypted;           /* trustmed holds the data key and unlocks the volume (fscrypt.h) */
 };
 
 struct tm_module {

@@ -3,7 +3,10 @@
  *   lower   the rootfs (directory, squashfs or erofs image), read-only, id-mapped to the
  *           container's user namespace
  *   data    the persistent data image (ext4 on an autoclear loop device, created on first start)
- *           holding the overlay's upper and work directories; a tmpfs if data_size_mb is 0
+ *           holding the overlay's upper and work directories; a tmpfs if data_size_mb is 0.
+ *           With a token, upper and work live in encrypted/ (fscrypt v2): the setup process hands
+ *           trustmed the mounted volume, trustmed adds the key and sets the policy (fscrypt.c),
+ *           and only then does setup go on. The key leaves the kernel with the file system.
  *   root    overlay of both, plus /dev (tmpfs with allowed nodes only), /proc and /sys with masks
  *
  * All of it is mounted by the setup process in its private mount namespace, which init inherits:
@@ -11,6 +14,7 @@
  * process (the loop devices detach themselves). Nothing is left to unmount after a crash. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,7 @@
 #include "daemon.h"
 #include "fdutil.h"
 #include "fileio.h"
+#include "fscrypt.h"
 #include "module.h"
 #include "mount_util.h"
 #include "syncmsg.h"
@@ -153,9 +158,10 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
             _exit(1);
         dup2(pipefd[1], STDERR_FILENO);
         dup2(pipefd[1], STDOUT_FILENO);
-        /* -m 0: no blocks reserved for host root, the container's root is the only user. */
-        const char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-E", owner_opt, "-L",
-                              "trustme-data", path, NULL};
+        /* -m 0: no blocks reserved for host root, the container's root is the only user.
+         * -O encrypt: fscrypt (a file system without it cannot be encrypted later). */
+        const char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "encrypt", "-E", owner_opt,
+                              "-L", "trustme-data", path, NULL};
         execv("/sbin/mkfs.ext4", (char **)argv);
         execv("/usr/sbin/mkfs.ext4", (char **)argv);
         _exit(127);
@@ -206,6 +212,36 @@ static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *e
     return 0;
 }
 
+/* Where the overlay's upper and work directories are, inside the data volume. */
+static const char *layers_dir(const struct start_ctx *ctx)
+{
+    return ctx->encrypted ? FSCRYPT_DIR "/" : "";
+}
+
+/* Hand trustmed the mounted volume's root and wait until it has added the key (fscrypt.h). */
+static int unlock_data(struct start_ctx *ctx, const char *data, tm_err *err)
+{
+    _cleanup_close_ int fd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot open %s", data);
+    int r = tm_sync_send(ctx->sync_fd, TM_SYNC_DATAFS, NULL, 0, fd);
+    if (r < 0) {
+        errno = -r;
+        return tm_err_sys(err, "cannot hand the data volume to trustmed");
+    }
+    /* The sync socket does not block (tm_sync_recv): wait for trustmed's answer here. */
+    struct pollfd p = {.fd = ctx->sync_fd, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR)
+        ;
+    tm_sync_msg msg;
+    r = tm_sync_recv(ctx->sync_fd, &msg);
+    if (r > 0 && msg.fd >= 0)
+        close(msg.fd);
+    if (r <= 0 || msg.type != TM_SYNC_CONTINUE)
+        return tm_err_set(err, EPROTO, "trustmed did not unlock the data volume");
+    return 0;
+}
+
 static int mount_data(struct start_ctx *ctx, tm_err *err)
 {
     char data[PATH_MAX], image[PATH_MAX];
@@ -230,10 +266,12 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
     }
     if (r < 0)
         return r;
+    if (ctx->encrypted && (r = unlock_data(ctx, data, err)) < 0)
+        return r;
     const char *dirs[] = {"upper", "work"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-        char path[PATH_MAX + 8];
-        snprintf(path, sizeof(path), "%s/%s", data, dirs[i]);
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/%s%s", data, layers_dir(ctx), dirs[i]);
         if (mkdir(path, 0755) < 0 && errno != EEXIST)
             return tm_err_sys(err, "cannot create %s", path);
         if (chown(path, ctx->uid_base, ctx->uid_base) < 0)
@@ -244,10 +282,11 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
 
 static int mount_root(struct start_ctx *ctx, tm_err *err)
 {
-    char lower[PATH_MAX], data[PATH_MAX], opts[3 * PATH_MAX + 64];
+    char lower[PATH_MAX], data[PATH_MAX], opts[3 * PATH_MAX + 128];
     sub_path(lower, sizeof(lower), ctx, "lower");
     sub_path(data, sizeof(data), ctx, "data");
-    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, data, data);
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/%supper,workdir=%s/%swork", lower, data,
+             layers_dir(ctx), data, layers_dir(ctx));
     _cleanup_close_ int target = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (target < 0)
         return tm_err_sys(err, "cannot open %s", ctx->root);

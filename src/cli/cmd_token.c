@@ -1,0 +1,291 @@
+/* Verbs about a container's token and encrypted data: change-pin (and pairing), token unlock,
+ * wipe; and the PIN prompts that start and create use. docs/STORAGE.md has the policy. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "pin_input.h"
+
+#define PIN_MIN 4
+#define PUK_MIN 8
+
+static bool is_pkcs11(const Trustme__ContainerInfo *i)
+{
+    return i->encryption && i->encryption->token && strcmp(i->encryption->token, "pkcs11") == 0;
+}
+
+bool info_encrypted(const Trustme__ContainerInfo *i)
+{
+    return i->encryption && i->encryption->token && strcmp(i->encryption->token, "none") != 0;
+}
+
+int fetch_info(struct cli *cli, const char *name, Trustme__Response **ret)
+{
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    container_request(&req, &ref, TRUSTME__REQUEST__BODY_STATE, name);
+    return cli_call(cli, &req, ret);
+}
+
+static ProtobufCBinaryData bytes(const struct secret *s)
+{
+    return (ProtobufCBinaryData){.data = s->data, .len = strlen((const char *)s->data)};
+}
+
+/* Send a token request and print the container's encryption state from the answer. */
+static int token_call(struct cli *cli, Trustme__Request *req, const char *done)
+{
+    Trustme__Response *resp;
+    int r = cli_call(cli, req, &resp);
+    if (r)
+        return r;
+    if (resp->body_case == TRUSTME__RESPONSE__BODY_CONTAINER)
+        printf("%s: %s\n", resp->container->name, done);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* Pairing: the first PIN (and for a soft token the PUK) of a container's token. */
+int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file)
+{
+    struct pin_input in;
+    tm_err err;
+    _cleanup_secret_ struct secret *pin = NULL, *puk = NULL;
+    char prompt[160];
+    int r = pin_input_open(&in, pin_file, false, &err);
+    if (r == 0) {
+        if (is_pkcs11(info)) {
+            snprintf(prompt, sizeof(prompt), "PIN of the PKCS#11 token for %s", info->name);
+            r = pin_read(&in, prompt, &pin, &err);
+        } else {
+            snprintf(prompt, sizeof(prompt), "New PIN for %s (%d-%d characters)", info->name, PIN_MIN,
+                     PIN_INPUT_MAX);
+            r = pin_read_new(&in, prompt, PIN_MIN, &pin, &err);
+            snprintf(prompt, sizeof(prompt), "PUK for %s, to unlock it after %s (%d-%d characters)",
+                     info->name, "3 wrong PINs", PUK_MIN, PIN_INPUT_MAX);
+            if (r == 0)
+                r = pin_read_new(&in, prompt, PUK_MIN, &puk, &err);
+        }
+        pin_input_close(&in);
+    }
+    if (r < 0)
+        return cli_fail("%s", err.msg);
+    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
+    cp.id = info->uuid;
+    cp.has_new_pin = true;
+    cp.new_pin = bytes(pin);
+    if (puk) {
+        cp.has_puk = true;
+        cp.puk = bytes(puk);
+    }
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
+    req.change_pin = &cp;
+    return token_call(cli, &req, is_pkcs11(info) ? "paired with its PKCS#11 token" : "PIN and PUK set");
+}
+
+/* Parse "VERB [--pin-file FILE] CONTAINER". */
+static int pin_args(int argc, char **argv, const char *usage, const char **pin_file, char **name)
+{
+    *pin_file = NULL;
+    *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
+            *pin_file = argv[++i];
+        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return printf("Usage: trustme %s %s\n", argv[0], usage), 1;
+        else if (argv[i][0] == '-' || *name)
+            return fprintf(stderr, "Usage: trustme %s %s\n", argv[0], usage), 2;
+        else
+            *name = argv[i];
+    }
+    if (!*name)
+        return fprintf(stderr, "Usage: trustme %s %s\n", argv[0], usage), 2;
+    return 0;
+}
+
+int cmd_change_pin(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--pin-file FILE] CONTAINER\n"
+                        "  Change the PIN of a container's token. A container without a PIN yet is\n"
+                        "  paired: its first PIN (and for a soft token its PUK) is set.\n"
+                        "  --pin-file FILE: the secrets one per line, as the prompts ask ('-': stdin)";
+    const char *pin_file;
+    char *name;
+    int r = pin_args(argc, argv, usage, &pin_file, &name);
+    if (r)
+        return r == 1 ? 0 : r;
+    Trustme__Response *resp;
+    if ((r = fetch_info(cli, name, &resp)))
+        return r;
+    const Trustme__ContainerInfo *info = resp->container;
+    const Trustme__Encryption *enc = info->encryption;
+    if (!info_encrypted(info))
+        r = cli_fail("%s has no token (\"token\": \"none\"): its data is not encrypted", info->name);
+    else if (!enc->status_known)
+        r = cli_fail("the token service has not reported on %s yet; try again", info->name);
+    else if (!enc->paired)
+        r = pair_token(cli, info, pin_file);
+    if (r || !info_encrypted(info) || !enc->paired) {
+        trustme__response__free_unpacked(resp, NULL);
+        return r;
+    }
+    struct pin_input in;
+    tm_err err;
+    _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
+    char prompt[160];
+    if ((r = pin_input_open(&in, pin_file, false, &err)) == 0) {
+        snprintf(prompt, sizeof(prompt), "Current PIN for %s", info->name);
+        r = pin_read(&in, prompt, &old_pin, &err);
+        snprintf(prompt, sizeof(prompt), "New PIN for %s", info->name);
+        if (r == 0)
+            r = pin_read_new(&in, prompt, PIN_MIN, &new_pin, &err);
+        pin_input_close(&in);
+    }
+    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
+    cp.id = info->uuid;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
+    req.change_pin = &cp;
+    if (r == 0) {
+        cp.has_old_pin = cp.has_new_pin = true;
+        cp.old_pin = bytes(old_pin);
+        cp.new_pin = bytes(new_pin);
+        r = token_call(cli, &req, "PIN changed");
+    } else {
+        r = cli_fail("%s", err.msg);
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return r;
+}
+
+static int token_unlock(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--pin-file FILE] CONTAINER\n"
+                        "  Unlock a token locked by wrong PINs: give its PUK (a PKCS#11 token: its SO\n"
+                        "  PIN) and set a new PIN.";
+    const char *pin_file;
+    char *name;
+    int r = pin_args(argc, argv, usage, &pin_file, &name);
+    if (r)
+        return r == 1 ? 0 : r;
+    Trustme__Response *resp;
+    if ((r = fetch_info(cli, name, &resp)))
+        return r;
+    const Trustme__ContainerInfo *info = resp->container;
+    struct pin_input in;
+    tm_err err;
+    _cleanup_secret_ struct secret *puk = NULL, *new_pin = NULL;
+    char prompt[160];
+    if (!info_encrypted(info)) {
+        r = tm_err_set(&err, EINVAL, "%s has no token: its data is not encrypted", info->name);
+    } else if ((r = pin_input_open(&in, pin_file, false, &err)) == 0) {
+        snprintf(prompt, sizeof(prompt), "%s for %s", is_pkcs11(info) ? "SO PIN of the token" : "PUK",
+                 info->name);
+        r = pin_read(&in, prompt, &puk, &err);
+        snprintf(prompt, sizeof(prompt), "New PIN for %s", info->name);
+        if (r == 0)
+            r = pin_read_new(&in, prompt, PIN_MIN, &new_pin, &err);
+        pin_input_close(&in);
+    }
+    if (r < 0) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("%s", err.msg);
+    }
+    Trustme__TokenUnlockRequest ur = TRUSTME__TOKEN_UNLOCK_REQUEST__INIT;
+    ur.id = info->uuid;
+    ur.has_puk = ur.has_new_pin = true;
+    ur.puk = bytes(puk);
+    ur.new_pin = bytes(new_pin);
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_TOKEN_UNLOCK;
+    req.token_unlock = &ur;
+    r = token_call(cli, &req, "unlocked, new PIN set");
+    trustme__response__free_unpacked(resp, NULL);
+    return r;
+}
+
+int cmd_token(struct cli *cli, int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "unlock") == 0)
+        return token_unlock(cli, argc - 1, argv + 1);
+    FILE *out = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) ? stdout : stderr;
+    fprintf(out, "Usage: trustme token unlock [--pin-file FILE] CONTAINER\n");
+    return out == stdout ? 0 : 2;
+}
+
+int cmd_wipe(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "[--pin-file FILE] CONTAINER\n"
+                        "  Crypto-erase a stopped container's data: its token, wrapped key and data\n"
+                        "  image are destroyed; the next start begins empty (after a new PIN is set\n"
+                        "  with change-pin). A PKCS#11 token's PIN, if given, lets the key object on\n"
+                        "  the token be destroyed too.";
+    const char *pin_file;
+    char *name;
+    int r = pin_args(argc, argv, usage, &pin_file, &name);
+    if (r)
+        return r == 1 ? 0 : r;
+    Trustme__WipeRequest wr = TRUSTME__WIPE_REQUEST__INIT;
+    wr.id = name;
+    _cleanup_secret_ struct secret *pin = NULL;
+    if (pin_file) {
+        struct pin_input in;
+        tm_err err;
+        if ((r = pin_input_open(&in, pin_file, false, &err)) == 0) {
+            r = pin_read(&in, "PIN of the PKCS#11 token", &pin, &err);
+            pin_input_close(&in);
+        }
+        if (r < 0)
+            return cli_fail("%s", err.msg);
+        wr.has_pin = true;
+        wr.pin = bytes(pin);
+    }
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_WIPE;
+    req.wipe = &wr;
+    return token_call(cli, &req, "wiped: its data is gone; set a new PIN with change-pin before "
+                                 "starting it again");
+}
+
+/* For start: the PIN, if the container's data is encrypted and it is stopped. *ret stays NULL
+ * otherwise. stdin_busy: stdin belongs to an attached session. */
+int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy,
+              struct secret **ret)
+{
+    *ret = NULL;
+    struct pin_input in;
+    tm_err err;
+    int r;
+    char prompt[160];
+    if (!pin_file) {
+        Trustme__Response *resp;
+        if ((r = fetch_info(cli, name, &resp)))
+            return r;
+        /* Without a PIN set, or locked, there is nothing to ask: trustmed says what to do. */
+        const Trustme__Encryption *e = resp->container->encryption;
+        bool needed = info_encrypted(resp->container) &&
+                      resp->container->state == TRUSTME__CONTAINER_STATE__STOPPED &&
+                      (!e->status_known || (e->paired && !e->locked && !e->blocked));
+        trustme__response__free_unpacked(resp, NULL);
+        if (!needed)
+            return 0;
+    }
+    snprintf(prompt, sizeof(prompt), "PIN for %s", name);
+    if ((r = pin_input_open(&in, pin_file, stdin_busy, &err)) == 0) {
+        r = pin_read(&in, prompt, ret, &err);
+        pin_input_close(&in);
+    }
+    return r < 0 ? cli_fail("%s", err.msg) : 0;
+}
+
+void set_start_pin(Trustme__StartRequest *sr, const struct secret *pin)
+{
+    if (pin) {
+        sr->has_pin = true;
+        sr->pin = bytes(pin);
+    }
+}

@@ -1,0 +1,22 @@
+/* trustmed's client of trustme-scd (scd_client.c): start, supervise, call asynchronously. */
+#pragma once
+
+#include "daemon.h"
+#include "scd.pb-c.h"
+#include "scd_sandbox.h"
+
+/* Called once per request: with the response, or with resp NULL and err set (scd's error, or
+ * scd died before answering). resp and err are valid only during the call. */
+typedef void (*scd_reply_fn)(struct daemon *d, const Trustme__Scd__Response *resp,
+                             const tm_err *err, void *userdata);
+
+int scd_start(struct daemon *d, const struct scd_sandbox *sb, tm_err *err);
+void scd_stop(struct daemon *d);
+/* Send req (version and id are filled in); fn is called with the answer. Fails at once only if
+ * scd is not running. */
+int scd_call(struct daemon *d, Trustme__Scd__Request *req, scd_reply_fn fn, void *userdata,
+             tm_err *err);
+/* The caller behind userdata is going away: its pending replies are dropped. */
+void scd_forget(struct daemon *d, void *userdata);
+void scd_ignore_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
+                      void *userdata);

@@ -1,0 +1,24 @@
+/* Starting trustme-scd confined (scd_sandbox.c). */
+#pragma once
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SCD_MAX_BINDS 8
+
+struct scd_sandbox {
+    char binary[PATH_MAX];     /* trustme-scd on the host */
+    char state_dir[PATH_MAX];  /* <data-dir>/scd, owned by uid */
+    char root[PATH_MAX];       /* an empty directory for its root (in the run dir) */
+    uid_t uid;
+    gid_t gid;
+    uint64_t kdf_n;            /* scrypt N for new soft tokens, 0 for scd's default */
+    const char *log_level;
+    const char *binds[SCD_MAX_BINDS]; /* host paths scd may use read-write */
+    size_t nbinds;
+};
+
+/* In a freshly forked child: confine, then exec scd with sock as fd 3. Never returns. */
+_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, pid_t daemon_pid);

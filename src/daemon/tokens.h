@@ -1,0 +1,49 @@
+/* trustmed's side of the containers' tokens (tokens.c; the tokens themselves live in trustme-scd).
+ * docs/STORAGE.md describes the policy: PINs, PUKs, lockout, wrapping, wipe. */
+#pragma once
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "control.pb-c.h"
+#include "daemon.h"
+#include "secmem.h"
+
+struct conn;
+
+static inline bool container_encrypted(const struct container *c)
+{
+    return c->cfg->token.kind != TOKEN_KIND_NONE;
+}
+
+/* <data>/containers/<uuid>/key.wrapped: the data key, wrapped by the token. */
+void tokens_key_path(const struct container *c, char *out, size_t size);
+
+/* Ask scd for the state of c's token, or of every container's (at start-up, and whenever scd
+ * restarts). */
+void tokens_refresh(struct container *c);
+void tokens_refresh_all(struct daemon *d);
+
+/* Why c cannot be started with what the client sent (no PIN, not paired, locked...): 0 if it
+ * can, else -errno with err set; *pin_required says whether asking for the PIN would help. */
+int tokens_check_start(const struct container *c, bool have_pin, bool *pin_required, tm_err *err);
+
+/* The data key for a start: unwrapped with pin, or made at the first start, in which case its
+ * wrapped form is stored durably before done sees the key. done owns the key (a locked secret),
+ * or gets NULL and the reason. */
+typedef void (*token_key_fn)(struct container *c, struct secret *key, const tm_err *err);
+int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err);
+/* The start that asked is gone: its key, when it comes, is wiped and dropped. */
+void tokens_cancel_key(struct container *c);
+
+/* Control requests; each answers the client itself (a ContainerInfo, or an error). */
+void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
+                       const Trustme__ChangePinRequest *rq);
+void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
+                       const Trustme__TokenUnlockRequest *rq);
+/* Crypto-erase: token secret, wrapped key and data image. With remove, the container goes too. */
+void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const ProtobufCBinaryData *pin,
+                 bool remove);
+
+void tokens_fill_info(const struct container *c, Trustme__Encryption *enc);
