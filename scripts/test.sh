@@ -23,7 +23,7 @@ unit_status=$?
 
 echo "== integration tests"
 # Debian's pytest belongs to /usr/bin/python3 (another python3 may come first on PATH).
-/usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider \
+/usr/bin/python3 -m pytest tests/integration -q -rs -p no:cacheprovider \
     --junitxml="$results/integration.xml" "$@"
 
 exec /usr/bin/python3 - "$results" "$unit_status" <<'PY'

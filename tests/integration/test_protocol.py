@@ -10,28 +10,7 @@ import time
 import pytest
 
 from conftest import TRUSTME
-
-
-# ---- a minimal protobuf encoder/decoder for the messages used here ----------------------------
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def field_varint(num, value):
-    return varint(num << 3) + varint(value)
-
-
-def field_bytes(num, data):
-    return varint(num << 3 | 2) + varint(len(data)) + data
+from pb import field_bytes, field_varint, frame, parse
 
 
 def request(body_field, body=b"", version=1, req_id=7, with_id=True):
@@ -47,38 +26,6 @@ def request(body_field, body=b"", version=1, req_id=7, with_id=True):
 
 LIST = 10
 STATE = 11
-
-
-def frame(payload):
-    return struct.pack(">I", len(payload)) + payload
-
-
-def read_varint(buf, pos):
-    shift = value = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, pos
-
-
-def parse(buf):
-    """Top-level fields of a message: {field: [values]} (varints as ints, others as bytes)."""
-    fields, pos = {}, 0
-    while pos < len(buf):
-        key, pos = read_varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = read_varint(buf, pos)
-        elif wire == 2:
-            n, pos = read_varint(buf, pos)
-            val, pos = buf[pos:pos + n], pos + n
-        else:
-            raise ValueError(f"unexpected wire type {wire}")
-        fields.setdefault(num, []).append(val)
-    return fields
 
 
 def recv_frame(sock, timeout=5):

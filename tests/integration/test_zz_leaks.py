@@ -1,5 +1,6 @@
 """Runs last: nothing the suite made may be left on the host."""
 import subprocess
+from pathlib import Path
 
 from conftest import TEST_PREFIX, cgroup_dirs
 
@@ -25,3 +26,16 @@ def test_no_processes_left():
     ours = [l for l in out.splitlines()[1:]
             if ("trustmed" in l and TEST_PREFIX in l) or ("tm-probe" in l and " Z" not in l)]
     assert ours == []
+
+
+def test_no_token_service_left():
+    """Every test daemon's trustme-scd went with it (its state dir names the test's directory)."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"trustme-scd\0"):
+                if TEST_PREFIX in (entry / "mountinfo").read_text():
+                    left.append(entry.name)
+        except OSError:
+            pass
+    assert left == []
