@@ -107,6 +107,35 @@ static int pin_args(int argc, char **argv, const char *usage, const char **pin_f
     return 0;
 }
 
+/* The current PIN and a new one, for a paired token. */
+static int change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file)
+{
+    struct pin_input in;
+    tm_err err;
+    _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
+    char prompt[160];
+    int r = pin_input_open(&in, pin_file, false, &err);
+    if (r == 0) {
+        snprintf(prompt, sizeof(prompt), "Current PIN for %s", info->name);
+        r = pin_read(&in, prompt, &old_pin, &err);
+        snprintf(prompt, sizeof(prompt), "New PIN for %s", info->name);
+        if (r == 0)
+            r = pin_read_new(&in, prompt, PIN_MIN, &new_pin, &err);
+        pin_input_close(&in);
+    }
+    if (r < 0)
+        return cli_fail("%s", err.msg);
+    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
+    cp.id = info->uuid;
+    cp.has_old_pin = cp.has_new_pin = true;
+    cp.old_pin = bytes(old_pin);
+    cp.new_pin = bytes(new_pin);
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
+    req.change_pin = &cp;
+    return token_call(cli, &req, "PIN changed");
+}
+
 int cmd_change_pin(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "[--pin-file FILE] CONTAINER\n"
@@ -122,42 +151,14 @@ int cmd_change_pin(struct cli *cli, int argc, char **argv)
     if ((r = fetch_info(cli, name, &resp)))
         return r;
     const Trustme__ContainerInfo *info = resp->container;
-    const Trustme__Encryption *enc = info->encryption;
     if (!info_encrypted(info))
         r = cli_fail("%s has no token (\"token\": \"none\"): its data is not encrypted", info->name);
-    else if (!enc->status_known)
+    else if (!info->encryption->status_known)
         r = cli_fail("the token service has not reported on %s yet; try again", info->name);
-    else if (!enc->paired)
+    else if (!info->encryption->paired)
         r = pair_token(cli, info, pin_file);
-    if (r || !info_encrypted(info) || !enc->paired) {
-        trustme__response__free_unpacked(resp, NULL);
-        return r;
-    }
-    struct pin_input in;
-    tm_err err;
-    _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
-    char prompt[160];
-    if ((r = pin_input_open(&in, pin_file, false, &err)) == 0) {
-        snprintf(prompt, sizeof(prompt), "Current PIN for %s", info->name);
-        r = pin_read(&in, prompt, &old_pin, &err);
-        snprintf(prompt, sizeof(prompt), "New PIN for %s", info->name);
-        if (r == 0)
-            r = pin_read_new(&in, prompt, PIN_MIN, &new_pin, &err);
-        pin_input_close(&in);
-    }
-    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
-    cp.id = info->uuid;
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
-    req.change_pin = &cp;
-    if (r == 0) {
-        cp.has_old_pin = cp.has_new_pin = true;
-        cp.old_pin = bytes(old_pin);
-        cp.new_pin = bytes(new_pin);
-        r = token_call(cli, &req, "PIN changed");
-    } else {
-        r = cli_fail("%s", err.msg);
-    }
+    else
+        r = change_pin(cli, info, pin_file);
     trustme__response__free_unpacked(resp, NULL);
     return r;
 }

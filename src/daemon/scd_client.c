@@ -137,6 +137,7 @@ static void on_scd_exit(tm_source *src, uint32_t events, void *userdata)
     close_and_reset(s->pidfd);
     disconnect(s);
     fail_pending(s, "the token service (trustme-scd) stopped; it is being restarted, try again");
+    tokens_forget_all(s->d);
     if (s->stopping)
         return;
     log_warn("trustme-scd exited (%s %d); restarting it in %u ms",
@@ -172,7 +173,7 @@ static void handle_response(struct scd *s, struct tm_packet *pkt)
         if (failed)
             tm_err_set(&err, resp->error->has_code && resp->error->code > 0 ? resp->error->code : EIO,
                        "%s", resp->error->message ? resp->error->message : "token service error");
-        p->fn(s->d, failed ? NULL : resp, failed ? &err : NULL, p->userdata);
+        p->fn(s->d, resp, failed ? &err : NULL, p->userdata);
         free(p);
         return;
     }

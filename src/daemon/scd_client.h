@@ -5,8 +5,9 @@
 #include "scd.pb-c.h"
 #include "scd_sandbox.h"
 
-/* Called once per request: with the response, or with resp NULL and err set (scd's error, or
- * scd died before answering). resp and err are valid only during the call. */
+/* Called once per request. err is set if it failed: scd's Error (resp is that response, which
+ * may still carry the token's state), or scd died before answering (resp NULL). resp and err are
+ * valid only during the call. */
 typedef void (*scd_reply_fn)(struct daemon *d, const Trustme__Scd__Response *resp,
                              const tm_err *err, void *userdata);
 

@@ -41,6 +41,7 @@ struct token_op {
     bool remove;              /* OP_WIPE for `remove` */
     bool new_key;             /* OP_KEY: the first start makes the key */
     bool cancelled;           /* OP_KEY: the start is gone */
+    bool busy;                /* this operation holds the container's token_busy */
     token_key_fn key_done;
     /* The outcome, reported to the client after the state has been asked again. */
     int code;
@@ -78,6 +79,19 @@ static struct token_op *op_new(struct container *c, enum op_kind kind, struct co
         snprintf(op->actor, sizeof(op->actor), "%s", c->actor[0] ? c->actor : "trustmed");
     }
     return op;
+}
+
+/* One token operation at a time per container: scd would serialise them anyway, but a start
+ * must not race a wipe, and a client should hear "busy" rather than wait. */
+static void hold(struct container *c, struct token_op *op)
+{
+    c->token_busy = op->busy = true;
+}
+
+static void release(struct container *c, struct token_op *op)
+{
+    if (op->busy)
+        c->token_busy = op->busy = false;
 }
 
 static void fill_spec(const struct container *c, Trustme__Scd__TokenSpec *spec)
@@ -126,6 +140,12 @@ void tokens_refresh_all(struct daemon *d)
 {
     for (struct container *c = d->containers; c; c = c->next)
         tokens_refresh(c);
+}
+
+void tokens_forget_all(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next)
+        c->token.known = false;
 }
 
 static void store_status(struct container *c, const Trustme__Scd__TokenStatus *st)
@@ -197,7 +217,7 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
         free(op);
         return r;
     }
-    c->token_busy = true;
+    hold(c, op);
     c->key_op = op;
     return 0;
 }
@@ -207,8 +227,8 @@ void tokens_cancel_key(struct container *c)
     if (!c->key_op)
         return;
     c->key_op->cancelled = true;
+    release(c, c->key_op);
     c->key_op = NULL;
-    c->token_busy = false;
 }
 
 /* Keep the key scd sent (in the packet's locked memory) in a secret of its own; for a new key,
@@ -255,7 +275,7 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
         return;
     }
     c->key_op = NULL;
-    c->token_busy = false;
+    release(c, op);
     op->key_done(c, key, err);
 }
 
@@ -294,15 +314,11 @@ static void reply_client(struct daemon *d, const struct token_op *op, struct con
     conn_send(conn, op->req_id, &resp);
 }
 
-/* An operation's answer is in op: ask for the token's state, then tell the client. */
+/* An operation is over (its outcome in op): tell the client. */
 static void finish(struct daemon *d, struct token_op *op, struct container *c)
 {
-    tm_err err;
-    op->kind = OP_REFRESH;
-    if (c && container_encrypted(c) && send_status(d, op, &err) == 0)
-        return; /* answered in on_reply */
     if (c)
-        c->token_busy = false;
+        release(c, op);
     reply_client(d, op, c);
     free(op);
 }
@@ -373,12 +389,11 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
                  container_encrypted(c) ? "token, wrapped key and data image destroyed"
                                         : "unencrypted data image deleted",
                  op->key_left ? " (the key object stays on the PKCS#11 token)" : "");
-    c->token = (struct token_state){.known = true};
     if (op->remove) {
         char label[128];
         snprintf(label, sizeof(label), "%s", container_label(c));
         tm_err rerr;
-        c->token_busy = false;
+        release(c, op);
         if (container_remove(c, &rerr) < 0) {
             daemon_audit(d, "container.remove", "fail", c, op->actor, "%s", rerr.msg);
             op->code = rerr.code;
@@ -398,6 +413,21 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
 static const char *const op_events[] = {
     [OP_PAIR] = "token.pair", [OP_CHANGE_PIN] = "token.pin_change", [OP_PUK_UNLOCK] = "token.puk_unlock"};
 
+/* What scd says the token is like now; a wrong secret that used up the last try is a lockout. */
+static void note_status(struct container *c, const struct token_op *op,
+                        const Trustme__Scd__TokenStatus *st, const tm_err *err)
+{
+    bool was_locked = c->token.locked, was_blocked = c->token.blocked;
+    store_status(c, st);
+    if (!err || err->code != EACCES)
+        return;
+    if (c->token.locked && !was_locked)
+        daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "PIN locked after too many wrong "
+                     "PINs; unlock with the PUK");
+    if (c->token.blocked && !was_blocked)
+        daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "PUK blocked; only a wipe helps");
+}
+
 static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
@@ -406,28 +436,17 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
         free(op); /* removed meanwhile; a key in resp is wiped with its packet */
         return;
     }
+    if (resp && resp->token)
+        note_status(c, op, resp->token, err);
     switch (op->kind) {
-    case OP_REFRESH: {
-        bool was_locked = c->token.locked, was_blocked = c->token.blocked;
+    case OP_REFRESH:
         if (!err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_STATUS)
-            store_status(c, resp->status);
-        /* A wrong PIN that used up the last try locked the token just now. */
-        if (c->token.locked && !was_locked && op->code == EACCES)
-            daemon_audit(d, "token.lockout", "fail", c, op->actor, "PIN locked after too many wrong "
-                         "PINs; unlock with the PUK");
-        if (c->token.blocked && !was_blocked && op->code == EACCES)
-            daemon_audit(d, "token.lockout", "fail", c, op->actor, "PUK blocked; only a wipe helps");
-        c->token_busy = false;
-        reply_client(d, op, c);
+            note_status(c, op, resp->status, NULL);
         free(op);
         return;
-    }
     case OP_KEY:
         key_reply(c, op, resp, err);
-        op->code = err ? err->code : 0;
-        op->kind = OP_REFRESH; /* the PIN counter moved either way */
-        if (send_status(d, op, &(tm_err){0}) < 0)
-            free(op);
+        free(op);
         return;
     case OP_WIPE:
         op->key_left = !err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_OK && resp->ok->key_left_on_token;
@@ -478,7 +497,7 @@ static void send_op(struct conn *conn, uint64_t id, struct container *c, struct 
         conn_send_error(conn, id, err.code, "%s", err.msg);
         return;
     }
-    c->token_busy = true;
+    hold(c, op);
 }
 
 void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
@@ -550,7 +569,7 @@ void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const Prot
     }
     op->remove = remove;
     if (!container_encrypted(c)) { /* nothing for scd: the image is all there is */
-        c->token_busy = true;
+        hold(c, op);
         wipe_done(conn->d, op, c, NULL);
         return;
     }

@@ -24,6 +24,8 @@ void tokens_key_path(const struct container *c, char *out, size_t size);
  * restarts). */
 void tokens_refresh(struct container *c);
 void tokens_refresh_all(struct daemon *d);
+/* scd is gone: what it said is unknown until the next one reports (tokens_refresh_all). */
+void tokens_forget_all(struct daemon *d);
 
 /* Why c cannot be started with what the client sent (no PIN, not paired, locked...): 0 if it
  * can, else -errno with err set; *pin_required says whether asking for the PIN would help. */

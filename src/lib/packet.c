@@ -155,7 +155,10 @@ ProtobufCMessage *tm_packet_unpack(const ProtobufCMessageDescriptor *desc, struc
         pkt->msg = protobuf_c_message_unpack(desc, NULL, len, payload);
         return pkt->msg;
     }
-    /* Unpacking copies bytes fields (PINs, keys) and adds structs: a few times the wire size. */
+    /* Unpacking copies bytes fields (PINs, keys) and adds a struct per message: a few times the
+     * wire size for any message our peers send. A message padded with hundreds of unknown fields
+     * (each costs a struct of its own) can exhaust the arena; it is then refused as malformed
+     * rather than parsed into memory that may be swapped. */
     tm_err err;
     size_t arena = 4 * len + 8192;
     if (arena > ARENA_MAX)

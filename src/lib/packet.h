@@ -44,7 +44,8 @@ int tm_packet_send_msg(int fd, const ProtobufCMessage *msg, size_t max, tm_err *
  * -EMSGSIZE or -EBADMSG: a packet that was too large or not one frame, already dropped (the
  * caller answers with an error and reads on); other -errno. */
 int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt);
-/* Unpack the packet's payload as desc; NULL if it does not parse. The message belongs to pkt. */
+/* Unpack the packet's payload as desc; NULL if it does not parse (or, small packets, does not
+ * fit their locked arena: see packet.c). The message belongs to pkt. */
 ProtobufCMessage *tm_packet_unpack(const ProtobufCMessageDescriptor *desc, struct tm_packet *pkt);
 /* Wipe and free everything pkt holds; pkt is zeroed and may be reused. */
 void tm_packet_free(struct tm_packet *pkt);

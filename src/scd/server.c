@@ -30,7 +30,21 @@ typedef Trustme__Scd__Response Response;
 struct server {
     int fd;
     const struct token_ctx *tctx;
+    const char *token_uuid; /* the request is about this container's token: report its state */
 };
+
+static void fill_status(Trustme__Scd__TokenStatus *ts, const struct token_status *st)
+{
+    trustme__scd__token_status__init(ts);
+    ts->has_paired = ts->has_type = ts->has_locked = ts->has_blocked = true;
+    ts->has_pin_tries_left = ts->has_puk_tries_left = true;
+    ts->paired = st->paired;
+    ts->type = (Trustme__Scd__TokenType)st->type;
+    ts->locked = st->locked;
+    ts->blocked = st->blocked;
+    ts->pin_tries_left = st->pin_tries_left;
+    ts->puk_tries_left = st->puk_tries_left;
+}
 
 static int send_response(struct server *s, uint64_t id, Response *resp)
 {
@@ -38,6 +52,14 @@ static int send_response(struct server *s, uint64_t id, Response *resp)
     resp->version = TM_PROTOCOL_VERSION;
     resp->has_id = true;
     resp->id = id;
+    Trustme__Scd__TokenStatus ts;
+    struct token_status st;
+    tm_err ignore;
+    if (s->token_uuid && tm_uuid_valid(s->token_uuid) &&
+        token_status(s->tctx, s->token_uuid, &st, &ignore) == 0) {
+        fill_status(&ts, &st);
+        resp->token = &ts;
+    }
     /* A response may hold a raw key: it is packed into locked memory and wiped (packet.h). */
     tm_err err;
     return tm_packet_send_msg(s->fd, &resp->base, SCD_FRAME_MAX, &err);
@@ -78,7 +100,8 @@ static int take_pin(const ProtobufCBinaryData *b, bool present, const char *what
         return tm_err_prefix(err, "%s", what);
     if ((r = secret_new(b->len + 1, ret, err)) < 0)
         return r;
-    memcpy((*ret)->data, b->data, b->len);
+    if (b->len > 0) /* an empty field has data NULL */
+        memcpy((*ret)->data, b->data, b->len);
     return 0;
 }
 
@@ -198,15 +221,8 @@ static int do_status(struct server *s, uint64_t id, const Trustme__Scd__Status *
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || (r = token_status(s->tctx, rq->uuid, &st, err)) < 0)
         return r;
-    Trustme__Scd__TokenStatus ts = TRUSTME__SCD__TOKEN_STATUS__INIT;
-    ts.has_paired = ts.has_type = ts.has_locked = ts.has_blocked = true;
-    ts.has_pin_tries_left = ts.has_puk_tries_left = true;
-    ts.paired = st.paired;
-    ts.type = (Trustme__Scd__TokenType)st.type;
-    ts.locked = st.locked;
-    ts.blocked = st.blocked;
-    ts.pin_tries_left = st.pin_tries_left;
-    ts.puk_tries_left = st.puk_tries_left;
+    Trustme__Scd__TokenStatus ts;
+    fill_status(&ts, &st);
     Response resp = TRUSTME__SCD__RESPONSE__INIT;
     resp.body_case = TRUSTME__SCD__RESPONSE__BODY_STATUS;
     resp.status = &ts;
@@ -224,7 +240,8 @@ static char *join_pem(ProtobufCBinaryData *parts, size_t n, size_t *ret_len)
         return NULL;
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        memcpy(out + off, parts[i].data, parts[i].len);
+        if (parts[i].len > 0) /* an empty element has data NULL */
+            memcpy(out + off, parts[i].data, parts[i].len);
         off += parts[i].len;
         out[off++] = '\n';
     }
@@ -264,10 +281,25 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
     return send_response(s, id, &resp);
 }
 
+/* The container whose token a request is about (not Status: that one answers with it). */
+static const char *token_uuid_of(const Request *rq)
+{
+    switch (rq->body_case) {
+    case TRUSTME__SCD__REQUEST__BODY_PAIR: return rq->pair->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: return rq->new_key->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_UNWRAP: return rq->unwrap->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN: return rq->change_pin->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_UNLOCK: return rq->unlock->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_WIPE: return rq->wipe->uuid;
+    default: return NULL;
+    }
+}
+
 static int dispatch(struct server *s, const Request *rq)
 {
     tm_err err = {0};
     int r;
+    s->token_uuid = token_uuid_of(rq);
     switch (rq->body_case) {
     case TRUSTME__SCD__REQUEST__BODY_PAIR: r = do_pair(s, rq->id, rq->pair, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: r = do_new_key(s, rq->id, rq->new_key, &err); break;
@@ -279,9 +311,10 @@ static int dispatch(struct server *s, const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
-    if (r >= 0)
-        return 0;
-    return send_error(s, rq->id, err.code, err.msg);
+    if (r < 0)
+        r = send_error(s, rq->id, err.code, err.msg);
+    s->token_uuid = NULL;
+    return r < 0 ? r : 0;
 }
 
 static void wipe(ProtobufCBinaryData *b)

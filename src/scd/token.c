@@ -26,7 +26,8 @@ const char *token_type_name(enum token_type t)
 
 int token_check_secret_bytes(const void *data, size_t len, tm_err *err)
 {
-    if (memchr(data, '\0', len))
+    /* protobuf-c hands over an empty bytes field as (NULL, 0): memchr must not see that NULL. */
+    if (len > 0 && memchr(data, '\0', len))
         return tm_err_set(err, EINVAL, "PIN or PUK contains a NUL byte");
     if (len > TOKEN_PIN_MAX)
         return tm_err_set(err, EINVAL, "PIN or PUK longer than %d bytes", TOKEN_PIN_MAX);
