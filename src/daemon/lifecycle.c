@@ -187,7 +187,7 @@ static void unlock_volume(struct container *c, int rootfd)
 {
     struct start_op *op = c->start;
     tm_err err;
-    if (rootfd < 0 || !op->key) {
+    if (rootfd < 0 || !op->key || op->ctx.crypt != DATA_FSCRYPT) {
         fail_start(c, "unexpected data volume from the setup process");
         return;
     }
@@ -198,6 +198,29 @@ static void unlock_volume(struct container *c, int rootfd)
         fail_start(c, "cannot unlock the data volume: %s", err.msg);
     else if (tm_sync_send(op->sync_fd, TM_SYNC_CONTINUE, NULL, 0, -1) < 0)
         fail_start(c, "cannot talk to the setup process");
+}
+
+/* dm-crypt: the setup process installs the key itself (storage_dmcrypt.c); it is sent from
+ * locked memory into locked memory and wiped here at once. */
+static void send_key(struct container *c)
+{
+    struct start_op *op = c->start;
+    if (!op->key || op->ctx.crypt != DATA_DMCRYPT) {
+        fail_start(c, "unexpected key request from the setup process");
+        return;
+    }
+    int r = tm_sync_send(op->sync_fd, TM_SYNC_KEY, op->key->data, (uint32_t)op->key->len, -1);
+    secret_free(op->key);
+    op->key = NULL;
+    if (r < 0)
+        fail_start(c, "cannot talk to the setup process");
+}
+
+static enum data_crypt data_crypt_of(const struct container *c)
+{
+    if (!container_encrypted(c) || c->cfg->data_size_mb == 0)
+        return DATA_PLAIN;
+    return c->d->storage_backend == STORAGE_DMCRYPT ? DATA_DMCRYPT : DATA_FSCRYPT;
 }
 
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
@@ -263,6 +286,9 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
         }
         case TM_SYNC_DATAFS:
             unlock_volume(c, msg.fd);
+            break;
+        case TM_SYNC_KEYREQ:
+            send_key(c);
             break;
         case TM_SYNC_USERNS: {
             struct stat st;
@@ -372,7 +398,7 @@ static void begin_start(struct container *c, const struct start_args *args)
     *ctx = (struct start_ctx){.d = d, .c = c, .cfg = c->cfg, .userns_fd = -1, .sync_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                               .stdio = {-1, -1, -1},
                               .uid_base = c->cfg->user_namespace ? c->uid_base : 0,
-                              .encrypted = container_encrypted(c) && c->cfg->data_size_mb > 0};
+                              .crypt = data_crypt_of(c)};
     container_run_dir(c, ctx->run_dir, sizeof(ctx->run_dir));
     container_data_dir(c, ctx->data_dir, sizeof(ctx->data_dir));
     snprintf(ctx->root, sizeof(ctx->root), "%s/root", ctx->run_dir);
@@ -387,7 +413,7 @@ static void begin_start(struct container *c, const struct start_args *args)
         fail_start(c, "%s", err.msg);
         return;
     }
-    if (!ctx->encrypted) {
+    if (ctx->crypt == DATA_PLAIN) {
         spawn_setup(c);
         return;
     }

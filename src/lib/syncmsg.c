@@ -1,6 +1,7 @@
 #include "syncmsg.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -116,4 +117,30 @@ int tm_sync_recv(int fd, tm_sync_msg *msg)
     msg->len = hdr.len;
     msg->payload[hdr.len] = '\0';
     return 1;
+}
+
+int tm_sync_recv_exact(int fd, uint32_t type, void *buf, uint32_t len)
+{
+    struct sync_hdr hdr;
+    struct iovec iov[2] = {{.iov_base = &hdr, .iov_len = sizeof(hdr)}, {.iov_base = buf, .iov_len = len}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ssize_t n;
+    for (;;) {
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+            return -errno;
+        n = recvmsg(fd, &mh, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN))
+            break;
+    }
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -EPIPE;
+    if ((size_t)n != sizeof(hdr) + len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        hdr.magic != SYNC_MAGIC || hdr.type != type || hdr.len != len) {
+        explicit_bzero(buf, len);
+        return -EBADMSG;
+    }
+    return 0;
 }

@@ -22,7 +22,9 @@ enum tm_sync_type {
     TM_SYNC_USERNS = 5,   /* no payload; carries the container's user namespace fd */
     TM_SYNC_DATAFS = 6,   /* no payload; carries the root of the mounted data volume, for its key */
     TM_SYNC_CONTINUE = 7, /* trustmed to setup: the data volume is unlocked, go on */
-    TM_SYNC_LAST = TM_SYNC_CONTINUE,
+    TM_SYNC_KEYREQ = 8,   /* setup to trustmed: send the data key (dm-crypt: setup installs it) */
+    TM_SYNC_KEY = 9,      /* payload: the data key, received straight into locked memory */
+    TM_SYNC_LAST = TM_SYNC_KEY,
 };
 
 typedef struct tm_sync_msg {
@@ -41,3 +43,7 @@ void tm_sync_send_error(int fd, const tm_err *err);
 /* Receive one message. Returns 1 on a message, 0 on EOF, -EAGAIN if none is ready on a
  * non-blocking socket, -EBADMSG if the message is malformed, other -errno. */
 int tm_sync_recv(int fd, tm_sync_msg *msg);
+/* Wait for one message that must be of type with exactly len payload bytes, received straight
+ * into buf (a secret: it passes through no other buffer of ours). 0, -EBADMSG for anything
+ * else, -EPIPE on EOF, other -errno. */
+int tm_sync_recv_exact(int fd, uint32_t type, void *buf, uint32_t len);

@@ -22,6 +22,13 @@
 struct daemon;
 struct container;
 
+/* How a start encrypts the container's data volume; trustmed holds the key until then. */
+enum data_crypt {
+    DATA_PLAIN,   /* no token, or a tmpfs */
+    DATA_FSCRYPT, /* trustmed adds the key to the mounted ext4 (fscrypt.h) */
+    DATA_DMCRYPT, /* the setup process opens LUKS2 with it (storage_dmcrypt.h) */
+};
+
 struct start_ctx {
     struct daemon *d;
     struct container *c;
@@ -40,7 +47,7 @@ struct start_ctx {
     struct device_rule *devices; /* effective allowlist: built-ins + config */
     size_t ndevices;
     uint64_t caps_drop;       /* capabilities removed from the bounding set */
-    bool encrypted;           /* trustmed holds the data key and unlocks the volume (fscrypt.h) */
+    enum data_crypt crypt;
 };
 
 struct tm_module {

@@ -31,6 +31,8 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "fscrypt.h"
+#include "storage_dmcrypt.h"
+#include "tokens.h"
 #include "module.h"
 #include "mount_util.h"
 #include "syncmsg.h"
@@ -39,6 +41,7 @@
 #define SQUASHFS_MAGIC "hsqs"
 #define EROFS_MAGIC 0xE0F5E1E2u
 #define EROFS_SB_OFFSET 1024
+#define DATA_KEY_BYTES 64
 
 static int detect_rootfs(const char *path, enum rootfs_type *type, tm_err *err)
 {
@@ -182,24 +185,35 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
     return 0;
 }
 
-/* Create the data image on first start: made under a temporary name and renamed into place, so
- * a crash during mkfs never leaves a half-made image that a later start would use. */
-static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *err)
+/* A new, sparse data image of the configured size (the first start). */
+static int make_sparse(struct start_ctx *ctx, const char *path, tm_err *err)
 {
-    char tmp[PATH_MAX + 8], msg[128];
-    snprintf(tmp, sizeof(tmp), "%s.new", image);
+    char msg[128];
     snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)",
              (unsigned long long)ctx->cfg->data_size_mb);
     tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, msg);
-    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
-        return tm_err_sys(err, "cannot create %s", tmp);
+        return tm_err_sys(err, "cannot create %s", path);
     if (ftruncate(fd, (off_t)(ctx->cfg->data_size_mb << 20)) < 0) {
-        int r = tm_err_sys(err, "cannot size %s", tmp);
-        unlink(tmp);
+        int r = tm_err_sys(err, "cannot size %s", path);
+        unlink(path);
         return r;
     }
-    int r = run_mkfs(tmp, ctx->uid_base, err);
+    return 0;
+}
+
+/* The data image is made under a temporary name and renamed into place only when complete, so
+ * a crash half-way never leaves an image that a later start would use. */
+static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *err)
+{
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.new", image);
+    int r = make_sparse(ctx, tmp, err);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    r = fd < 0 ? tm_err_sys(err, "cannot open %s", tmp) : run_mkfs(tmp, ctx->uid_base, err);
     if (r == 0 && fsync(fd) < 0)
         r = tm_err_sys(err, "cannot sync %s", tmp);
     if (r == 0 && rename(tmp, image) < 0)
@@ -212,10 +226,61 @@ static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *e
     return 0;
 }
 
+/* dm-crypt: ask trustmed for the key, received straight into locked memory. */
+static int request_key(struct start_ctx *ctx, struct secret *key, tm_err *err)
+{
+    int r = tm_sync_send(ctx->sync_fd, TM_SYNC_KEYREQ, NULL, 0, -1);
+    if (r == 0)
+        r = tm_sync_recv_exact(ctx->sync_fd, TM_SYNC_KEY, key->data, (uint32_t)key->len);
+    if (r < 0)
+        return tm_err_set(err, EPROTO, "trustmed did not hand over the data key: %s", strerror(-r));
+    return 0;
+}
+
+/* dm-crypt: the image is a LUKS2 volume (storage_dmcrypt.c); ext4 lives on the mapped device,
+ * made there at the first start. */
+static int mount_dmcrypt(struct start_ctx *ctx, const char *image, int target, tm_err *err)
+{
+    char tmp[PATH_MAX + 8], name[64], mapped[96], dev[64];
+    bool fresh = access(image, F_OK) < 0;
+    snprintf(tmp, sizeof(tmp), "%s.new", image);
+    dmcrypt_name(ctx->c->uuid, name, sizeof(name));
+    snprintf(mapped, sizeof(mapped), "/dev/mapper/%s", name);
+    int r = 0;
+    if (fresh)
+        r = make_sparse(ctx, tmp, err);
+    else if (loop_in_use(image))
+        return tm_err_set(err, EBUSY, "the data volume %s is still in use by a loop device", image);
+    if (r < 0)
+        return r;
+    {
+        /* The mapped device holds the loop device from here on; autoclear detaches it when the
+         * mapping goes (trustmed removes it after the stop). */
+        _cleanup_close_ int lfd = loop_attach(fresh ? tmp : image, false, dev, sizeof(dev), err);
+        _cleanup_secret_ struct secret *key = NULL;
+        r = lfd < 0 ? lfd : secret_new(DATA_KEY_BYTES, &key, err);
+        if (r == 0 && (r = request_key(ctx, key, err)) == 0)
+            r = dmcrypt_open(dev, name, key, fresh, ctx->sync_fd, err);
+    }
+    if (r == 0 && fresh)
+        r = run_mkfs(mapped, ctx->uid_base, err);
+    if (r == 0 && fresh && rename(tmp, image) < 0)
+        r = tm_err_sys(err, "cannot rename %s", tmp);
+    if (r < 0) {
+        if (fresh)
+            unlink(tmp);
+        return r;
+    }
+    if (fresh)
+        fsync_parent(image);
+    _cleanup_close_ int mfd = mount_create("ext4", mapped, NULL, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
+    return mfd < 0 ? mfd : mount_attach(mfd, target, 0, -1, err);
+}
+
 /* Where the overlay's upper and work directories are, inside the data volume. */
 static const char *layers_dir(const struct start_ctx *ctx)
 {
-    return ctx->encrypted ? FSCRYPT_DIR "/" : "";
+    return ctx->crypt == DATA_FSCRYPT ? FSCRYPT_DIR "/" : "";
 }
 
 /* Hand trustmed the mounted volume's root and wait until it has added the key (fscrypt.h). */
@@ -255,6 +320,8 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
         char opts[96];
         snprintf(opts, sizeof(opts), "mode=0755,uid=%u,gid=%u", ctx->uid_base, ctx->uid_base);
         r = mount_new_fs(target, "tmpfs", "tmpfs", opts, MOUNT_ATTR_NODEV, err);
+    } else if (ctx->crypt == DATA_DMCRYPT) {
+        r = mount_dmcrypt(ctx, image, target, err);
     } else {
         if (access(image, F_OK) < 0 && (r = create_data_image(ctx, image, err)) < 0)
             return r;
@@ -266,7 +333,7 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
     }
     if (r < 0)
         return r;
-    if (ctx->encrypted && (r = unlock_data(ctx, data, err)) < 0)
+    if (ctx->crypt == DATA_FSCRYPT && (r = unlock_data(ctx, data, err)) < 0)
         return r;
     const char *dirs[] = {"upper", "work"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
@@ -405,9 +472,20 @@ static int volume_child(struct start_ctx *ctx, tm_err *err)
     return 0;
 }
 
+/* trustmed, after the last process: a dm-crypt mapping outlives the mount namespace. */
+static void volume_cleanup(struct container *c)
+{
+    if (c->d->storage_backend != STORAGE_DMCRYPT || !container_encrypted(c))
+        return;
+    char name[64];
+    dmcrypt_name(c->uuid, name, sizeof(name));
+    dmcrypt_remove(name);
+}
+
 const struct tm_module module_volume = {
     .name = "volume",
     .prepare = volume_prepare,
+    .cleanup = volume_cleanup,
     .setup = volume_setup,
     .child = volume_child,
 };
