@@ -1,0 +1,267 @@
+#include "scd_fixture.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "b64.h"
+#include "fileio.h"
+#include "kdf_aead.h"
+#include "token_soft.h"
+
+const uint8_t fx_kek_bytes[32] = {
+    0x4b, 0x45, 0x4b, 0x20, 0x6f, 0x66, 0x20, 0x74, 0x68, 0x65, 0x20, 0x66, 0x75, 0x7a, 0x7a, 0x20,
+    0x66, 0x69, 0x78, 0x74, 0x75, 0x72, 0x65, 0x2c, 0x20, 0x6e, 0x6f, 0x74, 0x20, 0x61, 0x20, 0x73};
+const uint8_t fx_key_bytes[64] = {
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
+    0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f};
+const uint8_t fx_device_secret_bytes[32] = {
+    0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
+    0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5};
+
+/* Must match token_soft.c: the AAD of a slot is this, the UUID, ':' and the slot's name. */
+#define SOFT_AAD_PREFIX "trustme soft token v1:"
+
+static void die(const char *what, const tm_err *err)
+{
+    fprintf(stderr, "scd fixture: %s: %s\n", what, err ? err->msg : "failed");
+    abort();
+}
+
+struct secret *fx_secret(const uint8_t *bytes, size_t len)
+{
+    struct secret *s;
+    tm_err err = {0};
+    if (secret_new(len, &s, &err) < 0)
+        die("secret_new", &err);
+    memcpy(s->data, bytes, len);
+    return s;
+}
+
+struct slot {
+    const char *name, *secret;
+    uint8_t salt[SOFT_SALT_LEN], nonce[12];
+    struct secret *key; /* scrypt(secret, salt): the same for every UUID */
+};
+
+static struct slot slots[2] = {
+    {.name = "pin", .secret = FX_PIN, .salt = {[0 ... 15] = 0x51}, .nonce = {[0 ... 11] = 0x61}},
+    {.name = "puk", .secret = FX_PUK, .salt = {[0 ... 15] = 0x52}, .nonce = {[0 ... 11] = 0x62}},
+};
+
+static void slot_json(struct slot *s, const char *uuid, const struct secret *kek, char *out,
+                      size_t size)
+{
+    tm_err err = {0};
+    if (!s->key) {
+        if (secret_new(AEAD_KEY_LEN, &s->key, &err) < 0 ||
+            kdf_scrypt(s->secret, s->salt, sizeof(s->salt), FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P,
+                       s->key, &err) < 0)
+            die("scrypt", &err);
+    }
+    char aad[128];
+    uint8_t ct[SOFT_CT_LEN];
+    snprintf(aad, sizeof(aad), SOFT_AAD_PREFIX "%s:%s", uuid, s->name);
+    if (aead_seal(s->key, s->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, ct,
+                  ct + SOFT_KEK_LEN, &err) < 0)
+        die("aead_seal", &err);
+    char salt[B64_MAX_BYTES * 2], nonce[B64_MAX_BYTES * 2], c[B64_MAX_BYTES * 2];
+    b64_encode(s->salt, sizeof(s->salt), salt);
+    b64_encode(s->nonce, sizeof(s->nonce), nonce);
+    b64_encode(ct, sizeof(ct), c);
+    snprintf(out, size, "{\"salt\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}", salt, nonce, c);
+}
+
+size_t fx_soft_file(const char *uuid, char *buf, size_t size)
+{
+    _cleanup_secret_ struct secret *kek = fx_secret(fx_kek_bytes, sizeof(fx_kek_bytes));
+    char pin[256], puk[256];
+    slot_json(&slots[0], uuid, kek, pin, sizeof(pin));
+    slot_json(&slots[1], uuid, kek, puk, sizeof(puk));
+    int n = snprintf(buf, size, "{\"version\":1,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
+                     "\"p\":%d},\"pin\":%s,\"puk\":%s}\n", FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P, pin,
+                     puk);
+    if (n < 0 || (size_t)n >= size)
+        die("soft token file too long", NULL);
+    return (size_t)n;
+}
+
+/* --- leaks --- */
+
+static int lowest_free_fd(void)
+{
+    int fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        die("F_DUPFD", NULL);
+    close(fd);
+    return fd;
+}
+
+static long vm_locked_kb(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        die("cannot read /proc/self/status", NULL);
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nVmLck:");
+    if (!p)
+        die("no VmLck in /proc/self/status", NULL);
+    return strtol(p + 7, NULL, 10);
+}
+
+void fx_leaks_begin(struct fx_leaks *l, bool secrets)
+{
+    l->free_fd = lowest_free_fd();
+    l->locked_kb = secrets ? vm_locked_kb() : -1;
+}
+
+void fx_leaks_check(const struct fx_leaks *l)
+{
+    int fd = lowest_free_fd();
+    long kb = l->locked_kb < 0 ? -1 : vm_locked_kb();
+    if (fd != l->free_fd) {
+        fprintf(stderr, "fd leak: the lowest free fd was %d before the run, %d after it\n",
+                l->free_fd, fd);
+        abort();
+    }
+    if (kb != l->locked_kb) {
+        fprintf(stderr, "locked memory was %ld kB before the run, %ld kB after it: a secret was "
+                "not freed\n", l->locked_kb, kb);
+        abort();
+    }
+}
+
+/* --- the state directory --- */
+
+#define SOFT_RECORD "{\"version\":1,\"type\":\"soft\"}\n"
+
+struct file {
+    char name[64];
+    char *data;
+};
+
+static struct file files[16];
+static size_t n_files;
+
+static void add(const char *uuid, const char *suffix, const char *data)
+{
+    if (n_files == sizeof(files) / sizeof(files[0]))
+        die("too many fixture files", NULL);
+    struct file *f = &files[n_files++];
+    snprintf(f->name, sizeof(f->name), "%s%s", uuid, suffix);
+    if (!(f->data = strdup(data)))
+        die("strdup", NULL);
+}
+
+static void add_soft(const char *uuid, int pin_failures, int puk_failures)
+{
+    char soft[1024];
+    fx_soft_file(uuid, soft, sizeof(soft));
+    add(uuid, ".token", SOFT_RECORD);
+    add(uuid, ".soft", soft);
+    if (pin_failures || puk_failures) {
+        char tries[64];
+        snprintf(tries, sizeof(tries), "{\"pin_failures\":%d,\"puk_failures\":%d}\n", pin_failures,
+                 puk_failures);
+        add(uuid, ".tries", tries);
+    }
+}
+
+static void build_files(void)
+{
+    if (n_files)
+        return;
+    add_soft(FX_UUID_SOFT, 0, 0);
+    add_soft(FX_UUID_LASTTRY, 2, 0);
+    add_soft(FX_UUID_LOCKED, 3, 9);
+    add_soft(FX_UUID_BLOCKED, 3, 10);
+    add(FX_UUID_P11, ".token",
+        "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"" FX_P11_MODULE
+        "\",\"label\":\"fuzz\"}}\n");
+    /* An interrupted write: the record is cut short, a soft token file was left behind. */
+    add(FX_UUID_BADREC, ".token", "{\"version\":1,\"ty");
+    char soft[1024];
+    fx_soft_file(FX_UUID_BADREC, soft, sizeof(soft));
+    add(FX_UUID_BADREC, ".soft", soft);
+}
+
+static char *state_dir;
+
+static void remove_state(void)
+{
+    if (state_dir)
+        rm_rf(state_dir);
+}
+
+/* The fixture writes soft token files itself: make sure token_soft.c still reads them, and
+ * opens them to the fixture's KEK with the PIN and with the PUK. */
+static void check_soft_file(const char *dir)
+{
+    char path[PATH_MAX];
+    struct soft_token tok;
+    tm_err err = {0};
+    snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir, FX_UUID_SOFT);
+    if (soft_token_load(path, &tok, &err) < 0)
+        die("the fixture's soft token file does not load", &err);
+    for (int slot = SOFT_SLOT_PIN; slot <= SOFT_SLOT_PUK; slot++) {
+        _cleanup_secret_ struct secret *kek = NULL;
+        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot,
+                            slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK, &kek, &err) < 0)
+            die("the fixture's soft token does not open", &err);
+        if (kek->len != sizeof(fx_kek_bytes) || memcmp(kek->data, fx_kek_bytes, kek->len) != 0)
+            die("the fixture's soft token holds another KEK", NULL);
+    }
+}
+
+char *fx_state_new(void)
+{
+    const char *base = getenv("TMPDIR");
+    struct stat st;
+    /* The token code fsyncs every tries file it writes: on tmpfs that costs nothing. */
+    if (!base || !*base)
+        base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0
+                   ? "/dev/shm" : "/tmp";
+    char tmpl[PATH_MAX];
+    snprintf(tmpl, sizeof(tmpl), "%s/trustme-fuzz-scd-XXXXXX", base);
+    if (!mkdtemp(tmpl))
+        die("mkdtemp", NULL);
+    char *dir = strdup(tmpl);
+    if (!dir)
+        die("strdup", NULL);
+    build_files();
+    fx_state_reset(dir);
+    check_soft_file(dir);
+    /* libFuzzer leaves through exit() after -max_total_time or -runs; a crash leaves the
+     * directory behind for a look. */
+    if (!state_dir) {
+        state_dir = dir;
+        atexit(remove_state);
+    }
+    return dir;
+}
+
+void fx_state_reset(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/tokens", dir);
+    if (rm_rf(path) < 0 || mkdir(path, 0700) < 0)
+        die("cannot reset the state directory", NULL);
+    for (size_t i = 0; i < n_files; i++) {
+        snprintf(path, sizeof(path), "%s/tokens/%s", dir, files[i].name);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        size_t len = strlen(files[i].data);
+        if (fd < 0 || write(fd, files[i].data, len) != (ssize_t)len)
+            die("cannot write a fixture file", NULL);
+        close(fd);
+    }
+}
