@@ -1,12 +1,11 @@
 """Encrypted container storage with real fscrypt and real tokens (soft tokens in trustme-scd,
 PKCS#11 through SoftHSM2): what is on the disk after stop, PINs and their lockout, PUK unlock,
-PIN change, wipe, the token service dying or being fed garbage, and key hygiene."""
-import ctypes
+PIN change, wipe, the token service dying during a start, and key hygiene. test_scd.py has the
+token service's own protocol, verification service and confinement."""
 import fcntl
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, cgroup_dirs, loops_backed_by, mounts_below, wait_for
-from pb import field_bytes, field_varint, frame, parse
 
 KDF = ["--scd-kdf-n", "1024"]  # a cheap scrypt: these tests are about behaviour, not cost
 PIN, PUK = "1234", "12345678"
@@ -368,111 +366,6 @@ def test_scd_killed_during_a_start(sdaemon):
     wait_for(lambda: enc(d, "k").get("status_known"), what="the new scd to report")
     start(d, "k")
     assert d.sh("k", f"cat /root/{SECRET_NAME}").stdout == f"{MARKER}\n"
-
-
-def _pidfd_getfd(pid, fd):
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
-    if pidfd < 0:
-        raise OSError(ctypes.get_errno(), "pidfd_open")
-    try:
-        dup = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
-        if dup < 0:
-            raise OSError(ctypes.get_errno(), "pidfd_getfd")
-        return dup
-    finally:
-        os.close(pidfd)
-
-
-def trustmed_end_of_scd_socket(d, scd):
-    """A duplicate of trustmed's end of its socket to scd (the peer of scd's fd 3)."""
-    peer = os.stat(f"/proc/{scd}/fd/3").st_ino
-    out = subprocess.run(["ss", "-x", "-a", "-p"], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 8 and f[7] == str(peer) and f"pid={d.proc.pid}," in line:
-            fd = int(line.split(f"pid={d.proc.pid},fd=")[1].split(")")[0])
-            return socket.socket(fileno=_pidfd_getfd(d.proc.pid, fd))
-    raise AssertionError(f"no socket of trustmed is connected to scd's (inode {peer}):\n{out}")
-
-
-SCD_GARBAGE = [
-    b"",                                              # an empty packet
-    b"\x00\x00",                                      # not even a header
-    b"\xff\xff\xff\xff" + b"x" * 16,                   # a header announcing 4 GiB
-    struct.pack(">I", 100) + b"short",                # header and size disagree
-    frame(b"\xff\xff\xff\xff\xff"),                   # a frame of nonsense
-    frame(field_varint(1, 99) + field_varint(2, 5)),  # wrong protocol version
-    frame(field_varint(1, 1) + field_varint(2, 6)),   # no body
-    frame(field_varint(1, 1) + field_varint(2, 7) + field_bytes(99, b"")),  # unknown body
-    frame(field_varint(1, 1) + field_varint(2, 8) + field_bytes(12, field_bytes(1, b"not-a-uuid"))),
-    frame(field_varint(1, 1) + field_varint(2, 9) + field_bytes(11, field_bytes(2, b"12\x0034"))),
-    os.urandom(3000),
-]
-
-
-def test_garbage_to_the_live_scd_socket(sdaemon):
-    d = sdaemon
-    create_paired(d, "g")
-    scd = wait_for(d.scd_pid, what="scd")
-    sock = trustmed_end_of_scd_socket(d, scd)
-    try:
-        for packet in SCD_GARBAGE * 3:
-            sock.send(packet)
-    finally:
-        sock.close()
-    time.sleep(0.3)
-    assert d.scd_pid() == scd, "scd kept running"
-    start(d, "g")  # and still serves trustmed
-    assert d.state("g")["state"] == "running"
-
-
-def test_scd_answers_garbage_with_errors(tmp_path):
-    """trustme-scd on its own, fed malformed packets: an Error for each, and it goes on."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    state = tmp_path / "state"
-    state.mkdir()
-
-    # scd takes its socket as fd 3 (dup2 makes it inheritable; close_fds would close it again)
-    proc = subprocess.Popen([str(BUILD / "src/scd/trustme-scd"), "--state-dir", str(state)],
-                            preexec_fn=lambda: os.dup2(theirs.fileno(), 3), close_fds=False,
-                            stderr=subprocess.DEVNULL)
-    theirs.close()
-    ours.settimeout(10)
-    try:
-        ready = parse(ours.recv(65536)[4:])
-        assert 15 in ready  # Ready
-        for packet in SCD_GARBAGE:
-            ours.send(packet)
-            resp = parse(ours.recv(65536)[4:])
-            assert 10 in resp, f"an Error for {packet[:16]!r}"
-            code = parse(resp[10][0])[1][0]
-            assert code > 0
-        # a valid request still works
-        status = field_bytes(1, b"123e4567-e89b-42d3-a456-426614174000")
-        ours.send(frame(field_varint(1, 1) + field_varint(2, 42) + field_bytes(16, status)))
-        resp = parse(ours.recv(65536)[4:])
-        assert resp[2] == [42] and 12 in resp  # TokenStatus
-        assert parse(resp[12][0])[1] == [0]     # not paired
-        assert proc.poll() is None
-    finally:
-        ours.close()
-        proc.wait(timeout=10)
-    assert proc.returncode == 0, "scd ends cleanly when trustmed closes the socket"
-
-
-def test_scd_is_confined(sdaemon):
-    scd = wait_for(sdaemon.scd_pid, what="scd")
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{scd}/status").read_text().splitlines())
-    uid = int(status["Uid"].split()[0])
-    assert uid != 0 and all(int(status[k], 16) == 0 for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb"))
-    assert status["NoNewPrivs"].strip() == "1"
-    assert os.readlink(f"/proc/{scd}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-    assert os.readlink(f"/proc/{scd}/ns/net") != os.readlink("/proc/self/ns/net")
-    root = Path(f"/proc/{scd}/root")
-    assert (root / "state/tokens").is_dir() or (root / "state").is_dir()
-    assert not (root / "root").exists() and not (root / "home").exists()
-    assert not (root / sdaemon.data_dir.relative_to("/") / "containers").exists()
 
 
 # ---- PKCS#11 (SoftHSM2) ----------------------------------------------------------------------
