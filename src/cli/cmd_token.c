@@ -107,6 +107,17 @@ static int pin_args(int argc, char **argv, const char *usage, const char **pin_f
     return 0;
 }
 
+/* The same, then the container's state. 0 with *resp filled; otherwise the exit status. */
+static int token_verb(struct cli *cli, int argc, char **argv, const char *usage,
+                      const char **pin_file, Trustme__Response **resp)
+{
+    char *name;
+    int r = pin_args(argc, argv, usage, pin_file, &name);
+    if (r)
+        return r == 1 ? -1 : r; /* -1: --help was printed */
+    return fetch_info(cli, name, resp);
+}
+
 /* The current PIN and a new one, for a paired token. */
 static int change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file)
 {
@@ -143,13 +154,10 @@ int cmd_change_pin(struct cli *cli, int argc, char **argv)
                         "  paired: its first PIN (and for a soft token its PUK) is set.\n"
                         "  --pin-file FILE: the secrets one per line, as the prompts ask ('-': stdin)";
     const char *pin_file;
-    char *name;
-    int r = pin_args(argc, argv, usage, &pin_file, &name);
-    if (r)
-        return r == 1 ? 0 : r;
     Trustme__Response *resp;
-    if ((r = fetch_info(cli, name, &resp)))
-        return r;
+    int r = token_verb(cli, argc, argv, usage, &pin_file, &resp);
+    if (r)
+        return r < 0 ? 0 : r;
     const Trustme__ContainerInfo *info = resp->container;
     if (!info_encrypted(info))
         r = cli_fail("%s has no token (\"token\": \"none\"): its data is not encrypted", info->name);
@@ -169,13 +177,10 @@ static int token_unlock(struct cli *cli, int argc, char **argv)
                         "  Unlock a token locked by wrong PINs: give its PUK (a PKCS#11 token: its SO\n"
                         "  PIN) and set a new PIN.";
     const char *pin_file;
-    char *name;
-    int r = pin_args(argc, argv, usage, &pin_file, &name);
-    if (r)
-        return r == 1 ? 0 : r;
     Trustme__Response *resp;
-    if ((r = fetch_info(cli, name, &resp)))
-        return r;
+    int r = token_verb(cli, argc, argv, usage, &pin_file, &resp);
+    if (r)
+        return r < 0 ? 0 : r;
     const Trustme__ContainerInfo *info = resp->container;
     struct pin_input in;
     tm_err err;
@@ -211,8 +216,10 @@ static int token_unlock(struct cli *cli, int argc, char **argv)
 
 int cmd_token(struct cli *cli, int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "unlock") == 0)
+    if (argc >= 2 && strcmp(argv[1], "unlock") == 0) {
+        argv[1] = "token unlock"; /* the verb's name in its messages */
         return token_unlock(cli, argc - 1, argv + 1);
+    }
     FILE *out = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) ? stdout : stderr;
     fprintf(out, "Usage: trustme token unlock [--pin-file FILE] CONTAINER\n");
     return out == stdout ? 0 : 2;
