@@ -67,20 +67,22 @@ static int ask(struct pin_input *in, const char *prompt, struct secret **ret, si
     struct termios old, quiet;
     bool echo_off = false;
     if (in->tty) {
-        dprintf(in->fd, "%s: ", prompt);
+        /* Echo off before the prompt shows: what is typed after it is never echoed (and what
+         * was typed before it is discarded, not taken for the PIN). */
         if (tcgetattr(in->fd, &old) == 0) {
             quiet = old;
             quiet.c_lflag &= ~(tcflag_t)ECHO;
             quiet.c_lflag |= ECHONL;
             echo_off = tcsetattr(in->fd, TCSAFLUSH, &quiet) == 0;
         }
+        dprintf(in->fd, "%s: ", prompt);
     }
     struct secret *s;
     int r = secret_new(PIN_INPUT_MAX + 2, &s, err);
     if (r == 0 && (r = read_line(in, s, ret_len, err)) < 0)
         secret_free(s);
     if (echo_off)
-        tcsetattr(in->fd, TCSAFLUSH, &old);
+        tcsetattr(in->fd, TCSANOW, &old);
     if (r < 0)
         return tm_err_prefix(err, "%s", prompt);
     *ret = s;

@@ -4,6 +4,8 @@ PIN change, wipe, the token service dying during a start, and key hygiene. test_
 token service's own protocol, verification service and confinement."""
 import fcntl
 import os
+import pty
+import select
 import shutil
 import signal
 import struct
@@ -486,3 +488,59 @@ def test_autostart_skips_an_encrypted_container(sdaemon):
     wait_for(lambda: d.state("autoplain")["state"] == "running", what="the plain one to start")
     assert d.state("auto")["state"] == "stopped"
     assert ("container.autostart", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
+
+
+# ---- PINs on a terminal ---------------------------------------------------------------------
+
+def on_terminal(cmd, answers, timeout=30):
+    """Run cmd on a new pseudo terminal, answering each prompt in turn; (status, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(cmd[0], cmd)
+    out = b""
+    deadline = time.time() + timeout
+
+    def read_until(want):
+        """Read until want has appeared after what was read so far (None: to the end)."""
+        nonlocal out
+        start = len(out)
+        while (want is None or want not in out[start:]) and time.time() < deadline:
+            if not select.select([fd], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the other side is gone
+                return
+            if not chunk:
+                return
+            out += chunk
+
+    try:
+        for prompt, answer in answers:
+            before = len(out)
+            read_until(prompt.encode())
+            assert prompt.encode() in out[before:], f"no prompt {prompt!r} in {out!r}"
+            if answer is not None:
+                os.write(fd, answer.encode() + b"\n")
+        read_until(None)
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_pins_on_a_terminal_are_not_echoed(sdaemon):
+    d = sdaemon
+    path = d.configs / "tty.json"
+    path.write_text(f'{{"name":"tty","rootfs":{{"path":"{d.rootfs}"}},"init":"/bin/sleep",'
+                    f'"args":["1000000"],"token":{{"type":"soft"}}}}')
+    cli = [str(BUILD / "src/cli/trustme"), "--run-dir", str(d.run_dir)]
+    status, out = on_terminal([*cli, "create", str(path)], [
+        ("New PIN for tty", "4826"), ("Repeat New PIN", "4827"),      # a typo: asked again
+        ("differ", None),
+        ("New PIN for tty", "4826"), ("Repeat New PIN", "4826"),
+        ("PUK for tty", "93716482"), ("Repeat PUK", "93716482")])
+    assert status == 0, out
+    assert "PIN and PUK set" in out and "4826" not in out and "93716482" not in out
+    status, out = on_terminal([*cli, "start", "tty"], [("PIN for tty", "4826")])
+    assert status == 0 and "tty started" in out and "4826" not in out, out
