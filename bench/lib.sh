@@ -4,48 +4,60 @@
 
 TRUSTMED=${TRUSTMED:-$ROOT/build/src/daemon/trustmed}
 TRUSTME=${TRUSTME:-$ROOT/build/src/cli/trustme}
+TRUSTME_SCD=${TRUSTME_SCD:-$ROOT/build/src/scd/trustme-scd}
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "run as root (containers, mounts and cgroups need it)"; }
 
-# ensure_build DIR: brings the two binaries up to date and copies them into DIR, then points
-# TRUSTMED and TRUSTME at the copies, so that someone rebuilding the shared build directory during
-# a benchmark can neither break it nor change the binary half-way. The build directory is shared
-# with people editing the tree, so a failing build (someone's edit in progress) is not fatal while
-# both binaries exist: the benchmark then measures the binaries as they are, and says so.
+# ensure_build DIR: brings the three binaries (trustmed, the CLI trustme and the token service
+# trustme-scd) up to date and copies them into DIR, then points TRUSTMED, TRUSTME and TRUSTME_SCD at
+# the copies, so that someone rebuilding the shared build directory during a benchmark can neither
+# break it nor change a binary half-way. trustme-scd goes next to the copied trustmed, which is where
+# trustmed looks for it first. The build directory is shared with people editing the tree, so a
+# failing build (someone's edit in progress) is not fatal while the binaries exist: the benchmark
+# then measures the binaries as they are, and says so.
 # With BENCH_BINARIES_READY=1 (set by run-all.sh for the scripts it runs) TRUSTMED and TRUSTME
-# already are such copies and are used as they are.
+# already are such copies (with trustme-scd next to TRUSTMED) and are used as they are.
 ensure_build() {
     local dir=$1 _
-    [ "${BENCH_BINARIES_READY:-0}" = 1 ] && [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && return 0
+    if [ "${BENCH_BINARIES_READY:-0}" = 1 ] && [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] &&
+        [ -x "$(dirname "$TRUSTMED")/trustme-scd" ]; then
+        TRUSTME_SCD=$(dirname "$TRUSTMED")/trustme-scd
+        return 0
+    fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
-    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme >/dev/null 2>&1; then
-        [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] || die "ninja -C build failed and the binaries are missing"
+    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd >/dev/null 2>&1; then
+        [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] ||
+            die "ninja -C build failed and the binaries are missing"
         log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \
             "$(date -r "$TRUSTMED" '+%F %T')"
     fi
     mkdir -p "$dir"
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-        if cp -p "$TRUSTMED" "$TRUSTME" "$dir/" 2>/dev/null &&
-            "$dir/trustmed" --version >/dev/null 2>&1 && "$dir/trustme" --version >/dev/null 2>&1; then
+        if cp -p "$TRUSTMED" "$TRUSTME" "$dir/" 2>/dev/null && cp -p "$TRUSTME_SCD" "$dir/trustme-scd" 2>/dev/null &&
+            "$dir/trustmed" --version >/dev/null 2>&1 && "$dir/trustme" --version >/dev/null 2>&1 &&
+            "$dir/trustme-scd" --help >/dev/null 2>&1; then
             TRUSTMED=$dir/trustmed
             TRUSTME=$dir/trustme
+            TRUSTME_SCD=$dir/trustme-scd
             return 0
         fi
         sleep 1 # being relinked right now
     done
-    die "could not copy working trustmed and trustme binaries out of $ROOT/build"
+    die "could not copy working trustmed, trustme and trustme-scd binaries out of $ROOT/build"
 }
 
-# start_trustmed WORKDIR CGROUP_PARENT ID_BASE: starts a private trustmed; sets TMD_PID, TMD_RUN.
+# start_trustmed WORKDIR CGROUP_PARENT ID_BASE [TRUSTMED_OPTION...]: starts a private trustmed (with
+# the token service TRUSTME_SCD); sets TMD_PID, TMD_RUN.
 start_trustmed() {
     local w=$1 cg=$2 ids=$3
+    shift 3
     mkdir -p "$w/data" "$w/run"
     TMD_RUN=$w/run
     "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
-        --log-level warn </dev/null >>"$w/trustmed.log" 2>&1 &
+        --scd-binary "$TRUSTME_SCD" --log-level warn "$@" </dev/null >>"$w/trustmed.log" 2>&1 &
     TMD_PID=$!
     for _ in $(seq 100); do
         [ -S "$w/run/control.sock" ] && "$TRUSTME" --run-dir "$w/run" list >/dev/null 2>&1 && return 0

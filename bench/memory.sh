@@ -14,7 +14,8 @@
 #      processes' own memory is their PSS plus KernelStack and PageTables. Cross-checks: the
 #      (MemTotal - MemAvailable) delta minus all that (noisy on a shared machine), and what the
 #      containers' memory cgroups were charged (v1 memory.usage_in_bytes, includes kernel memory);
-#   5. the processes that are descendants of trustmed but in no container cgroup (helpers): must be 0;
+#   5. the processes that are descendants of trustmed but in no container cgroup (helpers), other
+#      than the token service trustme-scd (one per trustmed, not per container): must be 0;
 #   6. trustmed's VmRSS after all containers were stopped again, and host memory then (leak check).
 # Writes OUTDIR/memory.env (facts) and OUTDIR/memory.md (table). Environment: N (default 50), ROUNDS
 # (start/stop cycles for the host counters, default 3), SKIP_INSTALL=1 to skip install-deps.sh. Everything it makes is removed on exit, also on failure.
@@ -116,13 +117,22 @@ log "starting trustmed"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
 sleep 1
 RSS_IDLE=$(vmrss_kib "$TMD_PID")
+# The token service: trustmed's own child, one per trustmed whatever the number of containers.
+scd_pids() { ps -o pid=,comm= --ppid "$TMD_PID" | awk '$2 == "trustme-scd" {print $1}'; }
+SCD_PID=$(scd_pids | head -n1)
+fact SCD_RSS_IDLE_KIB "$( [ -n "$SCD_PID" ] && vmrss_kib "$SCD_PID" || echo n/a)"
+fact SCD_PSS_IDLE_KIB "$( [ -n "$SCD_PID" ] && sum_smaps Pss "$SCD_PID" || echo n/a)"
 fact RSS_IDLE_KIB "$RSS_IDLE"
 fact RSS_IDLE_DETAIL "$(grep -E '^(RssAnon|RssFile|RssShmem):' "/proc/$TMD_PID/status" | tr -s ' \t\n' ' ')"
 fact PSS_IDLE_KIB "$(sum_smaps Pss "$TMD_PID")"
 # The biggest contributors to that RSS, by mapping (file name, or [heap], [stack], [anon]).
-fact RSS_IDLE_BY_MAPPING "$(awk '/^[0-9a-f]+-[0-9a-f]+ / {n = ($6 == "" ? "[anon]" : $6); sub(/.*\//, "", n)}
-    /^Rss:/ {r[n] += $2} END {for (k in r) print r[k], k}' "/proc/$TMD_PID/smaps" | sort -rn | head -n 5 |
-    awk '{printf "%s%s %s kB", (NR > 1 ? ", " : ""), $2, $1}')"
+rss_by_mapping() { # PID: the 5 largest mappings by RSS (file name, or [heap], [stack], [anon])
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {n = ($6 == "" ? "[anon]" : $6); sub(/.*\//, "", n)}
+        /^Rss:/ {r[n] += $2} END {for (k in r) print r[k], k}' "/proc/$1/smaps" | sort -rn | head -n 5 |
+        awk '{printf "%s%s %s kB", (NR > 1 ? ", " : ""), $2, $1}'
+}
+fact RSS_IDLE_BY_MAPPING "$(rss_by_mapping "$TMD_PID")"
+fact SCD_RSS_BY_MAPPING "$( [ -n "$SCD_PID" ] && rss_by_mapping "$SCD_PID" || echo n/a)"
 log "trustmed idle: VmRSS $RSS_IDLE kB"
 
 log "creating $N containers"
@@ -175,9 +185,12 @@ for round in $(seq "$ROUNDS"); do
         HELPERS=()
         declare -A IN_CONTAINER=()
         for p in "${CPIDS[@]}"; do IN_CONTAINER[$p]=1; done
+        mapfile -t SCDS < <(scd_pids)
+        for p in "${SCDS[@]}"; do IN_CONTAINER[$p]=1; done # not a helper: the daemon's service
         for p in "${DESC[@]}"; do
             [ -n "${IN_CONTAINER[$p]:-}" ] || HELPERS+=("$p")
         done
+        fact SCD_PROCS "${#SCDS[@]}"
         # And the other way round: a process in a container cgroup that trustmed did not start.
         declare -A IS_DESC=()
         for p in "${DESC[@]}"; do IS_DESC[$p]=1; done
@@ -244,6 +257,7 @@ fact PER_CONTAINER_RESIDUAL_KIB "$RESIDUAL"
     echo "| trustmed VmRSS, $N containers created, all stopped | $RSS_STOPPED KiB |"
     echo "| trustmed VmRSS, $N containers running | $RSS_RUNNING KiB |"
     echo "| trustmed VmRSS, after stopping them again | $RSS_AFTER_STOP_KIB KiB |"
+    echo "| token service trustme-scd (one per trustmed), VmRSS (PSS) idle | $SCD_RSS_IDLE_KIB KiB ($SCD_PSS_IDLE_KIB KiB) |"
     echo "| containers' own processes per container: PSS (RSS) | $(per "$CONTAINER_PSS_KIB") KiB ($(per "$CONTAINER_RSS_KIB") KiB) |"
     echo "| containers' own processes per container: kernel stack + page tables (KernelStack, PageTables deltas) | $(per "$KERNEL_OWN") KiB |"
     echo "| **host memory per container beyond its own processes**: (Slab + Shmem) delta / $N | **$(per "$BEYOND") KiB** |"
@@ -253,7 +267,7 @@ fact PER_CONTAINER_RESIDUAL_KIB "$RESIDUAL"
     echo "| slab caches that grew most, KiB per container | ${SLAB_TOP:-n/a} |"
     echo "| host used-memory delta after stopping all $N again (per container) | $(per "$HOST_Used_AFTER_STOP_DELTA_KIB") KiB |"
     echo "| time to start all $N (\`trustme start\` one after another) | $START_ALL_MS ms |"
-    echo "| processes in container cgroups / descendants of trustmed / **helpers** | $CONTAINER_PROCS / $TRUSTMED_DESCENDANTS / **$HELPER_PROCS** |"
+    echo "| processes in container cgroups / descendants of trustmed / of them the token service / **helpers** | $CONTAINER_PROCS / $TRUSTMED_DESCENDANTS / $SCD_PROCS / **$HELPER_PROCS** |"
 } >"$OUT/memory.md"
 cat "$OUT/memory.md"
 log "results in $OUT"

@@ -54,7 +54,7 @@ R=$W/rootfs
 "$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
 
 make_configs() {
-    printf '{"name":"prof-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16}\n' "$R" >"$W/vol.json"
+    printf '{"name":"prof-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' "$R" >"$W/vol.json"
     printf '{"name":"prof-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
     tm create "$W/vol.json" >/dev/null
     tm create "$W/novol.json" >/dev/null
@@ -71,7 +71,7 @@ run_starts() {
 log "phase timestamps (debug log), $RUNS starts per config"
 mkdir -p "$W/tm1/data" "$W/tm1/run"
 "$TRUSTMED" --data-dir "$W/tm1/data" --run-dir "$W/tm1/run" --cgroup-parent "$CG_PARENT" \
-    --id-base "$ID_BASE" --log-level debug </dev/null >"$W/debug.log" 2>&1 &
+    --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --log-level debug </dev/null >"$W/debug.log" 2>&1 &
 TMD_PID=$!
 TMD_RUN=$W/tm1/run
 for _ in $(seq 100); do [ -S "$TMD_RUN/control.sock" ] && break; sleep 0.05; done
@@ -89,7 +89,7 @@ if command -v strace >/dev/null; then
     strace -f --seccomp-bpf -tt -T -o "$W/strace.out" \
         -e trace=write,fsconfig,ioctl,clone3,execve,exit_group,fsync,fdatasync \
         "$TRUSTMED" --data-dir "$W/tm2/data" --run-dir "$W/tm2/run" --cgroup-parent "$CG_PARENT" \
-        --id-base "$ID_BASE" --log-level warn </dev/null >"$W/strace-daemon.log" 2>&1 &
+        --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --log-level warn </dev/null >"$W/strace-daemon.log" 2>&1 &
     STRACE_PID=$!
     TMD_RUN=$W/tm2/run
     for _ in $(seq 100); do

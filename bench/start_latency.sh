@@ -164,7 +164,7 @@ R=$W/rootfs
 
 log "starting trustmed (cgroup parent $CG_PARENT)"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
-printf '{"name":"bench-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16}\n' "$R" >"$W/vol.json"
+printf '{"name":"bench-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' "$R" >"$W/vol.json"
 printf '{"name":"bench-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
 tm create "$W/vol.json" >/dev/null
 tm create "$W/novol.json" >/dev/null
