@@ -183,6 +183,9 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
 
 int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err)
 {
+    if (!pin)
+        return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it",
+                          c->cfg->name);
     char path[PATH_MAX];
     tokens_key_path(c, path, sizeof(path));
     _cleanup_free_ char *wrapped = NULL;

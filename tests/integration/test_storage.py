@@ -490,6 +490,25 @@ def test_autostart_skips_an_encrypted_container(sdaemon):
     assert ("container.autostart", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
 
 
+def test_running_encrypted_container_is_readopted(sdaemon):
+    """trustmed dies: the key stays in the running container's file system, the next trustmed
+    adopts it, and the stop still takes the key away."""
+    d = sdaemon
+    create_paired(d, "ad")
+    start(d, "ad")
+    write_marker(d, "ad")
+    d.kill9()
+    d.start()
+    assert d.state("ad")["adopted"] is True
+    assert d.sh("ad", f"cat /root/{SECRET_NAME}").stdout == f"{MARKER}\n"
+    wait_for(lambda: enc(d, "ad").get("status_known"), what="the token state")
+    assert enc(d, "ad")["paired"] is True
+    d.cli("stop", "--kill", "ad")
+    wait_for(lambda: loops_backed_by(d.base) == [], what="the volume to be released")
+    with host_mount(d, container_dir(d, "ad") / "data.img") as mnt:
+        assert key_identifier_and_status(mnt / "encrypted")[1] == KEY_STATUS_ABSENT
+
+
 # ---- PINs on a terminal ---------------------------------------------------------------------
 
 def on_terminal(cmd, answers, timeout=30):
