@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -298,6 +299,10 @@ static int start_scd(struct daemon *d, tm_err *err)
         return tm_err_set(err, EINVAL, "the token service must not run as root");
     sb.uid = pw->pw_uid;
     sb.gid = pw->pw_gid;
+    sb.ngroups = SCD_MAX_GROUPS;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, sb.groups, &sb.ngroups) < 0)
+        return tm_err_set(err, E2BIG, "the token service's user is in more than %d groups",
+                          SCD_MAX_GROUPS);
     snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
     snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
     if ((mkdir(sb.state_dir, 0700) < 0 && errno != EEXIST) || chown(sb.state_dir, sb.uid, sb.gid) < 0 ||

@@ -5,7 +5,9 @@
  *     null, zero, random and urandom, a small /tmp, its state dir at /state, and the extra paths
  *     the administrator names (--scd-bind: a SoftHSM2 token dir, the pcscd socket dir);
  *   - its own network, IPC and UTS namespaces: scd has no business on any network;
- *   - its own unprivileged uid and gid, an empty capability bounding set, no_new_privs;
+ *   - its own unprivileged uid and gid (and that user's supplementary groups, so that access to
+ *     a token directory can be granted the usual way, e.g. group softhsm), an empty capability
+ *     bounding set, no_new_privs;
  *   - fd 3 is its end of the socketpair; nothing else of trustmed's.
  * The binary is opened before the namespace is entered and started with fexecve, so it need
  * not be visible inside. */
@@ -119,7 +121,7 @@ static int drop_privileges(const struct scd_sandbox *sb, tm_err *err)
     for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
             return tm_err_sys(err, "cannot drop capability %d", cap);
-    if (setgroups(0, NULL) < 0 || setresgid(sb->gid, sb->gid, sb->gid) < 0 ||
+    if (setgroups((size_t)sb->ngroups, sb->groups) < 0 || setresgid(sb->gid, sb->gid, sb->gid) < 0 ||
         setresuid(sb->uid, sb->uid, sb->uid) < 0)
         return tm_err_sys(err, "cannot become uid %u", sb->uid);
     /* Changing from uid 0 cleared the permitted and effective sets; ambient goes too. */

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #define SCD_MAX_BINDS 8
+#define SCD_MAX_GROUPS 32
 
 struct scd_sandbox {
     char binary[PATH_MAX];     /* trustme-scd on the host */
@@ -14,6 +15,8 @@ struct scd_sandbox {
     char root[PATH_MAX];       /* an empty directory for its root (in the run dir) */
     uid_t uid;
     gid_t gid;
+    gid_t groups[SCD_MAX_GROUPS]; /* the user's supplementary groups (e.g. softhsm, for tokens) */
+    int ngroups;
     uint64_t kdf_n;            /* scrypt N for new soft tokens, 0 for scd's default */
     const char *log_level;
     const char *binds[SCD_MAX_BINDS]; /* host paths scd may use read-write */

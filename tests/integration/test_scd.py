@@ -2,6 +2,7 @@
 trustmed), its signature and certificate-chain verification service, and its confinement."""
 import ctypes
 import os
+import pwd
 import socket
 import struct
 import subprocess
@@ -196,6 +197,10 @@ def test_scd_is_confined(daemon):
     uid = int(status["Uid"].split()[0])
     assert uid != 0 and all(int(status[k], 16) == 0 for k in ("CapEff", "CapPrm", "CapBnd", "CapAmb"))
     assert status["NoNewPrivs"].strip() == "1"
+    gid = int(status["Gid"].split()[0])
+    user = pwd.getpwuid(uid).pw_name
+    assert {int(g) for g in status["Groups"].split()} == set(os.getgrouplist(user, gid)), \
+        "its user's groups, nothing of trustmed's"
     assert os.readlink(f"/proc/{scd}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     assert os.readlink(f"/proc/{scd}/ns/net") != os.readlink("/proc/self/ns/net")
     root = Path(f"/proc/{scd}/root")
