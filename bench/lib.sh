@@ -11,6 +11,27 @@ die() { log "ERROR: $*"; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "run as root (containers, mounts and cgroups need it)"; }
 
+# bench_dirs NAME OUTDIR [ENVFILE]: makes W (a scratch dir, /tmp/trustme-bench-NAME.*) and OUT
+# (OUTDIR, or a new temporary directory; absolute), and with ENVFILE an empty OUT/ENVFILE, ENV_OUT,
+# that fact KEY VALUE appends to (sourced later by run-all.sh).
+bench_dirs() {
+    W=$(mktemp -d "/tmp/trustme-bench-$1.XXXXXX")
+    OUT=$2
+    [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX)
+    mkdir -p "$OUT"
+    OUT=$(cd "$OUT" && pwd)
+    ENV_OUT=${3:+$OUT/$3}
+    [ -z "$ENV_OUT" ] || : >"$ENV_OUT"
+}
+fact() { printf '%s=%q\n' "$1" "$2" >>"$ENV_OUT"; }
+
+# install_bench_deps: the packages of scripts/install-deps.sh --bench, unless SKIP_INSTALL=1 (run-all.sh
+# installs once for all).
+install_bench_deps() {
+    [ "${SKIP_INSTALL:-0}" = 1 ] || "$ROOT/scripts/install-deps.sh" --bench ||
+        die "scripts/install-deps.sh --bench failed"
+}
+
 # ensure_build DIR: brings the three binaries (trustmed, the CLI trustme and the token service
 # trustme-scd) up to date and copies them into DIR, then points TRUSTMED, TRUSTME and TRUSTME_SCD at
 # the copies, so that someone rebuilding the shared build directory during a benchmark can neither

@@ -32,14 +32,7 @@ CG_PARENT=trustme-bench-mem
 ID_BASE=3500000000          # N * 65536 ids from here; far above the integration tests' ids
 
 need_root
-W=$(mktemp -d /tmp/trustme-bench-mem.XXXXXX)
-OUT=${1:-}
-if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX); fi
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-ENV_OUT=$OUT/memory.env
-: >"$ENV_OUT"
-fact() { printf '%s=%q\n' "$1" "$2" >>"$ENV_OUT"; }
+bench_dirs mem "${1:-}" memory.env
 TMD_PID=
 
 cleanup() {
@@ -54,9 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"
-fi
+install_bench_deps
 command -v jq >/dev/null || die "jq is missing"
 ensure_build "$W/bin"
 

@@ -23,11 +23,7 @@ RUNS=${RUNS:-20}
 CG_PARENT=trustme-bench-prof
 ID_BASE=3300000000
 need_root
-W=$(mktemp -d /tmp/trustme-bench-prof.XXXXXX)
-OUT=${1:-}
-if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX); fi
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+bench_dirs prof "${1:-}"
 TMD_PID=
 STRACE_PID=
 
@@ -45,9 +41,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"
-fi
+install_bench_deps
 command -v python3 >/dev/null || die "python3 is missing"
 ensure_build "$W/bin"
 R=$W/rootfs

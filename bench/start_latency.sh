@@ -36,14 +36,7 @@ LXC_NAME=trustme-bench-lxc
 HUGETLB_MNT=/sys/fs/cgroup/hugetlb
 
 need_root
-W=$(mktemp -d /tmp/trustme-bench-lat.XXXXXX)
-OUT=${1:-}
-if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX); fi
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-ENV_OUT=$OUT/latency.env
-: >"$ENV_OUT"
-fact() { printf '%s=%q\n' "$1" "$2" >>"$ENV_OUT"; }
+bench_dirs lat "${1:-}" latency.env
 
 TMD_PID=
 WORKAROUND_ACTIVE=0
@@ -144,9 +137,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- preparation --------------------------------------------------------------------------------
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"
-fi
+install_bench_deps
 for t in hyperfine runc crun lxc-execute bwrap jq; do
     command -v "$t" >/dev/null || die "$t is missing (scripts/install-deps.sh --bench)"
 done

@@ -62,14 +62,7 @@ PIN=2580
 PUK=24681357
 
 need_root
-W=$(mktemp -d /tmp/trustme-bench-stor.XXXXXX)
-OUT=${1:-}
-if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX); fi
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-ENV_OUT=$OUT/storage.env
-: >"$ENV_OUT"
-fact() { printf '%s=%q\n' "$1" "$2" >>"$ENV_OUT"; }
+bench_dirs stor "${1:-}" storage.env
 
 TMD_PID=
 STRACE_PID=
@@ -113,9 +106,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- preparation --------------------------------------------------------------------------------
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"
-fi
+install_bench_deps
 for t in hyperfine jq gcc openssl mkfs.ext4 losetup /usr/bin/python3; do
     command -v "$t" >/dev/null || die "$t is missing (scripts/install-deps.sh --bench)"
 done
