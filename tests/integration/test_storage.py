@@ -519,26 +519,27 @@ def on_terminal(cmd, answers, timeout=30):
     out = b""
     deadline = time.time() + timeout
 
+    pos = 0  # where the next prompt is looked for: after the last one answered
+
     def read_until(want):
-        """Read until want has appeared after what was read so far (None: to the end)."""
+        """Read until want appears after pos (None: to the end); True if it did."""
         nonlocal out
-        start = len(out)
-        while (want is None or want not in out[start:]) and time.time() < deadline:
+        while (want is None or want not in out[pos:]) and time.time() < deadline:
             if not select.select([fd], [], [], 0.1)[0]:
                 continue
             try:
                 chunk = os.read(fd, 4096)
             except OSError:  # EIO: the other side is gone
-                return
+                break
             if not chunk:
-                return
+                break
             out += chunk
+        return want is not None and want in out[pos:]
 
     try:
         for prompt, answer in answers:
-            before = len(out)
-            read_until(prompt.encode())
-            assert prompt.encode() in out[before:], f"no prompt {prompt!r} in {out!r}"
+            assert read_until(prompt.encode()), f"no prompt {prompt!r} in {out!r}"
+            pos = out.index(prompt.encode(), pos) + len(prompt)
             if answer is not None:
                 os.write(fd, answer.encode() + b"\n")
         read_until(None)
