@@ -48,6 +48,29 @@ static int token_call(struct cli *cli, Trustme__Request *req, const char *done)
     return 0;
 }
 
+/* A ChangePin request: without old_pin it pairs (with puk for a soft token). */
+static int send_change_pin(struct cli *cli, const Trustme__ContainerInfo *info,
+                           const struct secret *old_pin, const struct secret *new_pin,
+                           const struct secret *puk, const char *done)
+{
+    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
+    cp.id = info->uuid;
+    cp.has_new_pin = true;
+    cp.new_pin = bytes(new_pin);
+    if (old_pin) {
+        cp.has_old_pin = true;
+        cp.old_pin = bytes(old_pin);
+    }
+    if (puk) {
+        cp.has_puk = true;
+        cp.puk = bytes(puk);
+    }
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
+    req.change_pin = &cp;
+    return token_call(cli, &req, done);
+}
+
 /* Pairing: the first PIN (and for a soft token the PUK) of a container's token. */
 int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file)
 {
@@ -73,18 +96,8 @@ int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *
     }
     if (r < 0)
         return cli_fail("%s", err.msg);
-    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
-    cp.id = info->uuid;
-    cp.has_new_pin = true;
-    cp.new_pin = bytes(pin);
-    if (puk) {
-        cp.has_puk = true;
-        cp.puk = bytes(puk);
-    }
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
-    req.change_pin = &cp;
-    return token_call(cli, &req, is_pkcs11(info) ? "paired with its PKCS#11 token" : "PIN and PUK set");
+    return send_change_pin(cli, info, NULL, pin, puk,
+                           is_pkcs11(info) ? "paired with its PKCS#11 token" : "PIN and PUK set");
 }
 
 /* Parse "VERB [--pin-file FILE] CONTAINER". */
@@ -136,15 +149,7 @@ static int change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const
     }
     if (r < 0)
         return cli_fail("%s", err.msg);
-    Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
-    cp.id = info->uuid;
-    cp.has_old_pin = cp.has_new_pin = true;
-    cp.old_pin = bytes(old_pin);
-    cp.new_pin = bytes(new_pin);
-    Trustme__Request req = TRUSTME__REQUEST__INIT;
-    req.body_case = TRUSTME__REQUEST__BODY_CHANGE_PIN;
-    req.change_pin = &cp;
-    return token_call(cli, &req, "PIN changed");
+    return send_change_pin(cli, info, old_pin, new_pin, NULL, "PIN changed");
 }
 
 int cmd_change_pin(struct cli *cli, int argc, char **argv)
