@@ -233,6 +233,8 @@ static int load_one(struct daemon *d, const char *uuid, tm_err *err)
         container_free(c);
         return r;
     }
+    tokens_key_path(c, path, sizeof(path));
+    c->key_stored = access(path, F_OK) == 0;
     link_container(d, c);
     return 0;
 }

@@ -75,6 +75,7 @@ struct container {
     char actor[48];               /* who asked for the current operation (for the audit log) */
     struct token_state token;
     bool token_busy;              /* a token operation is waiting for scd */
+    bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
     struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
 };
 

@@ -249,6 +249,7 @@ static int take_key(struct container *c, const struct token_op *op, const Trustm
         int r = write_file_atomic(path, k->wrapped.data, k->wrapped.len, 0600, err);
         if (r < 0)
             return tm_err_prefix(err, "cannot store the new data key");
+        c->key_stored = true;
     }
     int r = secret_new(DATA_KEY_LEN, ret, err);
     if (r < 0)
@@ -366,6 +367,7 @@ static int erase_files(struct container *c, tm_err *err)
     int r = destroy_file(path, err);
     if (r < 0)
         return r;
+    c->key_stored = false;
     const char *images[] = {"data.img", "data.img.new"};
     for (size_t i = 0; i < ARRAY_SIZE(images); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, images[i]);
@@ -595,10 +597,8 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->token = (char *)token_kind_name(c->cfg->token.kind);
     if (!container_encrypted(c))
         return;
-    char path[PATH_MAX];
-    tokens_key_path(c, path, sizeof(path));
     enc->has_key_created = enc->has_status_known = true;
-    enc->key_created = access(path, F_OK) == 0;
+    enc->key_created = c->key_stored;
     enc->status_known = c->token.known;
     if (!c->token.known)
         return;
