@@ -272,3 +272,29 @@ def test_non_reading_client_cannot_grow_memory(daemon):
     assert rss() - before < 16 * 1024, "trustmed buffered replies without bound"
     assert_serving(daemon)
     s.close()
+
+
+START = 14
+
+
+def test_start_without_a_pin_asks_for_one(daemon):
+    """A client that does not know a container is encrypted learns that it needs the PIN
+    (Error.pin_required) and nothing starts; with the PIN, the same request starts it."""
+    daemon.create("sealed", token={"type": "soft", "kdf_n": 1024})
+    pins = daemon.base / "pins"
+    pins.write_text("1234\n12345678\n")
+    daemon.cli("change-pin", "--pin-file", pins, "sealed")
+    with connect(daemon) as s:
+        s.sendall(frame(request(START, field_bytes(1, b"sealed"), req_id=5)))
+        resp = recv_frame(s)
+        assert resp[2] == [5]
+        err = parse(resp[10][0])
+        assert err[1] == [126] and err[3] == [1]  # ENOKEY, pin_required
+        assert daemon.state("sealed")["state"] == "stopped"
+        s.sendall(frame(request(START, field_bytes(1, b"sealed") + field_bytes(3, b"1234"), req_id=6)))
+        while True:
+            resp = recv_frame(s)
+            if 11 not in resp:  # past the Progress messages
+                break
+        assert resp[2] == [6] and 13 in resp, resp  # ContainerInfo
+    assert daemon.state("sealed")["state"] == "running"
