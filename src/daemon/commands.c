@@ -163,9 +163,8 @@ static void cmd_create(struct conn *conn, uint64_t id, const Trustme__Request *r
     }
     daemon_audit(d, "container.create", "ok", c, conn->actor, "rootfs %s, user namespace %s, token %s",
                  cfg->rootfs, cfg->user_namespace ? "on" : "off", token_kind_name(cfg->token.kind));
-    /* A new UUID has no token yet; scd will confirm. */
+    /* A new UUID has no token yet: nothing to ask scd. */
     c->token = (struct token_state){.known = true};
-    tokens_refresh(c);
     reply_info(conn, id, c);
 }
 

@@ -126,20 +126,16 @@ static int send_status(struct daemon *d, struct token_op *op, tm_err *err)
     return scd_call(d, &req, on_reply, op, err);
 }
 
-void tokens_refresh(struct container *c)
-{
-    if (!container_encrypted(c))
-        return;
-    struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
-    tm_err err;
-    if (!op || send_status(c->d, op, &err) < 0)
-        free(op);
-}
-
 void tokens_refresh_all(struct daemon *d)
 {
-    for (struct container *c = d->containers; c; c = c->next)
-        tokens_refresh(c);
+    for (struct container *c = d->containers; c; c = c->next) {
+        if (!container_encrypted(c))
+            continue;
+        struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+        tm_err err;
+        if (!op || send_status(d, op, &err) < 0)
+            free(op);
+    }
 }
 
 void tokens_forget_all(struct daemon *d)

@@ -20,9 +20,7 @@ static inline bool container_encrypted(const struct container *c)
 /* <data>/containers/<uuid>/key.wrapped: the data key, wrapped by the token. */
 void tokens_key_path(const struct container *c, char *out, size_t size);
 
-/* Ask scd for the state of c's token, or of every container's (at start-up, and whenever scd
- * restarts). */
-void tokens_refresh(struct container *c);
+/* Ask scd for the state of every container's token (whenever an scd has started). */
 void tokens_refresh_all(struct daemon *d);
 /* scd is gone: what it said is unknown until the next one reports (tokens_refresh_all). */
 void tokens_forget_all(struct daemon *d);
