@@ -55,29 +55,69 @@ static void compress(uint32_t h[8], const uint8_t block[64])
     h[7] += k;
 }
 
-int tm_sha256(const void *data, size_t len, uint8_t out[32])
+/* Hashes n whole blocks. */
+static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t n)
 {
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    const uint8_t *p = data;
-    size_t left = len;
-    for (; left >= 64; p += 64, left -= 64)
+    for (; n > 0; n--, p += 64)
         compress(h, p);
+}
+
+void tm_sha256_init(struct tm_sha256_ctx *c)
+{
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(c->h, iv, sizeof(iv));
+    c->len = 0;
+    c->buf_len = 0;
+}
+
+void tm_sha256_update(struct tm_sha256_ctx *c, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    c->len += len;
+    if (c->buf_len > 0) {
+        size_t take = 64 - c->buf_len < len ? 64 - c->buf_len : len;
+        memcpy(c->buf + c->buf_len, p, take);
+        c->buf_len += take;
+        p += take;
+        len -= take;
+        if (c->buf_len < 64)
+            return;
+        compress_blocks(c->h, c->buf, 1);
+        c->buf_len = 0;
+    }
+    compress_blocks(c->h, p, len / 64);
+    p += len / 64 * 64;
+    len %= 64;
+    memcpy(c->buf, p, len);
+    c->buf_len = len;
+}
+
+void tm_sha256_final(struct tm_sha256_ctx *c, uint8_t out[32])
+{
     /* Padding: 0x80, zeros, and the length in bits as a 64-bit big-endian number. */
     uint8_t tail[128] = {0};
-    memcpy(tail, p, left);
-    tail[left] = 0x80;
-    size_t tail_len = left + 9 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
+    memcpy(tail, c->buf, c->buf_len);
+    tail[c->buf_len] = 0x80;
+    size_t tail_len = c->buf_len + 9 <= 64 ? 64 : 128;
+    uint64_t bits = c->len * 8;
     for (int i = 0; i < 8; i++)
         tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
-    for (size_t off = 0; off < tail_len; off += 64)
-        compress(h, tail + off);
+    compress_blocks(c->h, tail, tail_len / 64);
     for (int i = 0; i < 8; i++) {
-        out[4 * i] = (uint8_t)(h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)h[i];
+        out[4 * i] = (uint8_t)(c->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(c->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(c->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)c->h[i];
     }
+    explicit_bzero(c, sizeof(*c));
+}
+
+int tm_sha256(const void *data, size_t len, uint8_t out[32])
+{
+    struct tm_sha256_ctx c;
+    tm_sha256_init(&c);
+    tm_sha256_update(&c, data, len);
+    tm_sha256_final(&c, out);
     return 0;
 }
