@@ -1,0 +1,321 @@
+/* trustme-guestos: the GuestOS builder (docs/GUESTOS.md, "Building a GuestOS"). */
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "cleanup.h"
+#include "guestos.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: trustme-guestos build ROOTFS_DIR --name NAME --version N --out PARENT_DIR\n"
+        "                             (--pki DIR --signer software|guestos | --key KEY --cert CERT\n"
+        "                              [--chain PEM] | --unsigned) [OPTIONS]\n"
+        "       trustme-guestos hash FILE\n"
+        "\n"
+        "build   makes PARENT_DIR/NAME-N/ (docs/GUESTOS.md): root.img from ROOTFS_DIR, the images\n"
+        "        of --image, guestos.json describing them, and its signature made by trustme-pki.\n"
+        "        The directory appears complete or not at all; an existing NAME-N is refused.\n"
+        "hash    prints the SHA-256 (lower-case hex) of FILE, as guestos.json has it.\n"
+        "\n"
+        "Build options:\n"
+        "  --name NAME              1-63 letters, digits, '_', '.', '-' (first a letter or digit)\n"
+        "  --version N              integer 1 .. 2^53; devices install only greater versions\n"
+        "  --out PARENT_DIR         existing directory the GuestOS directory is made in\n"
+        "  --fs squashfs|erofs      file system of root.img (default squashfs; both lz4)\n"
+        "  --root-kind overlay|shared\n"
+        "                           '/' writable through an overlay (default) or read-only\n"
+        "  --data PATH              a per-container persistent directory at PATH\n"
+        "  --tmpfs PATH[:SIZE_MB]   a tmpfs at PATH (default size: the daemon's, 64 MiB)\n"
+        "  --image DIR:PATH[:squashfs|erofs]\n"
+        "                           another read-only (shared) image, built from DIR, mounted at\n"
+        "                           PATH, named after it (/opt/tools: opt-tools.img); default --fs\n"
+        "  --init PATH              pid 1 of the container (default /sbin/init)\n"
+        "  --arg ARG                an argument of init (repeatable, in order)\n"
+        "  --env KEY=VALUE          init's environment (repeatable)\n"
+        "  --arch ARCH              architecture (default: this machine's, uname -m)\n"
+        "  --description TEXT       free text, at most 256 bytes\n"
+        "Mounts are applied in the order given, after '/'; at most 16 in all.\n"
+        "\n"
+        "Signing (one of them is required; passed to trustme-pki sign, docs/PKI.md):\n"
+        "  --pki DIR --signer software|guestos\n"
+        "                           a key of a trustme-pki development PKI\n"
+        "  --key KEY --cert CERT [--chain PEM]\n"
+        "                           a key file or PKCS#11 URI with its certificate and CA chain\n"
+        "  --passphrase-file F      the key's passphrase (else trustme-pki asks)\n"
+        "  --pin-file F             the token's PIN for a PKCS#11 key (else trustme-pki asks)\n"
+        "  --unsigned               no signature (development only: trustmed may refuse it)\n"
+        "trustme-pki is taken from next to trustme-guestos, else from $PATH.\n");
+}
+
+static void on_signal(int sig) { gos_interrupted = sig; }
+
+static int parse_fs(const char *s, enum gos_fs *fs)
+{
+    if (strcmp(s, "squashfs") == 0)
+        *fs = GOS_SQUASHFS;
+    else if (strcmp(s, "erofs") == 0)
+        *fs = GOS_EROFS;
+    else
+        return -1;
+    return 0;
+}
+
+static bool all_digits(const char *s)
+{
+    return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/* --image DIR:PATH[:FS]. Splitting from the right lets DIR contain ':'. Parsed in place. */
+static int parse_image(char *arg, enum gos_fs default_fs, struct gos_mount *m)
+{
+    m->kind = GOS_SHARED;
+    m->fs = default_fs;
+    char *c = strrchr(arg, ':');
+    if (c && parse_fs(c + 1, &m->fs) == 0) {
+        *c = '\0';
+        c = strrchr(arg, ':');
+    }
+    if (!c || c == arg || c[1] != '/') {
+        fprintf(stderr, "trustme-guestos: --image %s: expected DIR:/MOUNT/POINT[:squashfs|erofs]\n", arg);
+        return -1;
+    }
+    *c = '\0';
+    m->source = arg;
+    m->mount_point = c + 1;
+    if (strcmp(m->mount_point, "/") == 0) {
+        fprintf(stderr, "trustme-guestos: --image %s:/: the root image is made from ROOTFS_DIR\n", arg);
+        return -1;
+    }
+    /* "/opt/tools" -> "opt-tools.img"; "/" is refused by validation (the root image is ROOTFS_DIR). */
+    size_t len = strlen(m->mount_point + 1);
+    if (len + 4 > GOS_IMAGE_NAME_MAX) {
+        fprintf(stderr, "trustme-guestos: --image mount point %s is too long for an image name "
+                        "(at most %d characters)\n", m->mount_point, GOS_IMAGE_NAME_MAX - 4 + 1);
+        return -1;
+    }
+    snprintf(m->image, sizeof(m->image), "%s.img", m->mount_point + 1);
+    for (char *p = m->image; *p; p++)
+        if (*p == '/')
+            *p = '-';
+    return 0;
+}
+
+/* --tmpfs PATH[:SIZE_MB] */
+static int parse_tmpfs(char *arg, struct gos_mount *m)
+{
+    m->kind = GOS_TMPFS;
+    m->mount_point = arg;
+    char *c = strrchr(arg, ':');
+    if (!c)
+        return 0;
+    unsigned long mb = all_digits(c + 1) && strlen(c + 1) <= 9 ? strtoul(c + 1, NULL, 10) : 0;
+    if (mb < 1 || mb > GOS_TMPFS_MB_MAX) {
+        fprintf(stderr, "trustme-guestos: --tmpfs %s: SIZE_MB must be 1 to %d\n", arg, GOS_TMPFS_MB_MAX);
+        return -1;
+    }
+    *c = '\0';
+    m->size_mb = (unsigned)mb;
+    return 0;
+}
+
+static int check_signing_options(const struct gos_signing *s)
+{
+    const char *msg = NULL;
+    bool pki = s->pki_dir || s->signer, key = s->key || s->cert || s->chain;
+    if (s->unsigned_ok && (pki || key || s->passphrase_file || s->pin_file))
+        msg = "--unsigned excludes the signing options";
+    else if (pki && key)
+        msg = "--pki/--signer and --key/--cert/--chain exclude each other";
+    else if (pki && (!s->pki_dir || !s->signer))
+        msg = "--pki DIR needs --signer software|guestos";
+    else if (s->signer && strcmp(s->signer, "software") && strcmp(s->signer, "guestos"))
+        msg = "--signer must be software or guestos";
+    else if (key && (!s->key || !s->cert))
+        msg = "--key needs --cert (and --chain if the CA is not the root)";
+    else if (!pki && !key && !s->unsigned_ok)
+        msg = "how to sign: --pki DIR --signer ..., --key ... --cert ..., or --unsigned";
+    if (msg)
+        fprintf(stderr, "trustme-guestos: %s\n", msg);
+    return msg ? -1 : 0;
+}
+
+enum {
+    O_NAME = 256, O_VERSION, O_OUT, O_FS, O_ROOT_KIND, O_DATA, O_TMPFS, O_IMAGE, O_INIT, O_ARG,
+    O_ENV, O_ARCH, O_DESCRIPTION, O_PKI, O_SIGNER, O_KEY, O_CERT, O_CHAIN, O_PASSPHRASE_FILE,
+    O_PIN_FILE, O_UNSIGNED,
+};
+
+static const struct option build_options[] = {
+    {"name", required_argument, NULL, O_NAME},
+    {"version", required_argument, NULL, O_VERSION},
+    {"out", required_argument, NULL, O_OUT},
+    {"fs", required_argument, NULL, O_FS},
+    {"root-kind", required_argument, NULL, O_ROOT_KIND},
+    {"data", required_argument, NULL, O_DATA},
+    {"tmpfs", required_argument, NULL, O_TMPFS},
+    {"image", required_argument, NULL, O_IMAGE},
+    {"init", required_argument, NULL, O_INIT},
+    {"arg", required_argument, NULL, O_ARG},
+    {"env", required_argument, NULL, O_ENV},
+    {"arch", required_argument, NULL, O_ARCH},
+    {"description", required_argument, NULL, O_DESCRIPTION},
+    {"pki", required_argument, NULL, O_PKI},
+    {"signer", required_argument, NULL, O_SIGNER},
+    {"key", required_argument, NULL, O_KEY},
+    {"cert", required_argument, NULL, O_CERT},
+    {"chain", required_argument, NULL, O_CHAIN},
+    {"passphrase-file", required_argument, NULL, O_PASSPHRASE_FILE},
+    {"pin-file", required_argument, NULL, O_PIN_FILE},
+    {"unsigned", no_argument, NULL, O_UNSIGNED},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int cmd_build(int argc, char **argv)
+{
+    struct gos_spec spec = {.init = "/sbin/init"};
+    struct gos_signing sign = {0};
+    /* mounts[0] is '/', filled in after all options (--fs may come after --image). */
+    struct gos_mount *root = &spec.mounts[0];
+    const char *version = NULL, *out = NULL, *root_kind = "overlay";
+    char *image_args[GOS_MOUNTS_MAX] = {0}; /* --image values, parsed once --fs is known */
+    enum gos_fs fs = GOS_SQUASHFS;
+    _cleanup_free_ const char **args = calloc((size_t)argc, sizeof(*args));
+    _cleanup_free_ const char **env = calloc((size_t)argc, sizeof(*env));
+    if (!args || !env)
+        return fprintf(stderr, "trustme-guestos: out of memory\n"), 1;
+    spec.args = args;
+    spec.env = env;
+    spec.n_mounts = 1;
+
+    int c;
+    while ((c = getopt_long(argc, argv, "h", build_options, NULL)) != -1) {
+        struct gos_mount *m = &spec.mounts[spec.n_mounts];
+        if ((c == O_DATA || c == O_TMPFS || c == O_IMAGE) && spec.n_mounts == GOS_MOUNTS_MAX) {
+            fprintf(stderr, "trustme-guestos: too many mounts (at most %d, '/' included)\n", GOS_MOUNTS_MAX);
+            return 2;
+        }
+        switch (c) {
+        case O_NAME: spec.name = optarg; break;
+        case O_VERSION: version = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_FS:
+            if (parse_fs(optarg, &fs) < 0)
+                return fprintf(stderr, "trustme-guestos: --fs must be squashfs or erofs\n"), 2;
+            break;
+        case O_ROOT_KIND: root_kind = optarg; break;
+        case O_DATA:
+            m->kind = GOS_DATA;
+            m->mount_point = optarg;
+            spec.n_mounts++;
+            break;
+        case O_TMPFS:
+            if (parse_tmpfs(optarg, m) < 0)
+                return 2;
+            spec.n_mounts++;
+            break;
+        case O_IMAGE: image_args[spec.n_mounts++] = optarg; break;
+        case O_INIT: spec.init = optarg; break;
+        case O_ARG: args[spec.n_args++] = optarg; break;
+        case O_ENV: env[spec.n_env++] = optarg; break;
+        case O_ARCH: spec.architecture = optarg; break;
+        case O_DESCRIPTION: spec.description = optarg; break;
+        case O_PKI: sign.pki_dir = optarg; break;
+        case O_SIGNER: sign.signer = optarg; break;
+        case O_KEY: sign.key = optarg; break;
+        case O_CERT: sign.cert = optarg; break;
+        case O_CHAIN: sign.chain = optarg; break;
+        case O_PASSPHRASE_FILE: sign.passphrase_file = optarg; break;
+        case O_PIN_FILE: sign.pin_file = optarg; break;
+        case O_UNSIGNED: sign.unsigned_ok = true; break;
+        case 'h': usage(stdout); return 0;
+        default: fprintf(stderr, "Try 'trustme-guestos --help'.\n"); return 2;
+        }
+    }
+    if (optind + 1 != argc || !spec.name || !version || !out) {
+        fprintf(stderr, "trustme-guestos build: ROOTFS_DIR, --name, --version and --out are required "
+                        "(and nothing else without an option)\nTry 'trustme-guestos --help'.\n");
+        return 2;
+    }
+    if (check_signing_options(&sign) < 0)
+        return 2;
+    tm_err err = {0};
+    if (gos_parse_version(version, &spec.version, &err) < 0)
+        return fprintf(stderr, "trustme-guestos: %s\n", err.msg), 2;
+    for (size_t i = 1; i < spec.n_mounts; i++)
+        if (image_args[i] && parse_image(image_args[i], fs, &spec.mounts[i]) < 0)
+            return 2;
+    root->mount_point = "/";
+    root->source = argv[optind];
+    root->fs = fs;
+    snprintf(root->image, sizeof(root->image), "root.img");
+    if (strcmp(root_kind, "overlay") == 0)
+        root->kind = GOS_OVERLAY;
+    else if (strcmp(root_kind, "shared") == 0)
+        root->kind = GOS_SHARED;
+    else
+        return fprintf(stderr, "trustme-guestos: --root-kind must be overlay or shared\n"), 2;
+    struct utsname u;
+    if (!spec.architecture)
+        spec.architecture = uname(&u) == 0 ? u.machine : "";
+
+    /* Ctrl-C or a kill ends the build at its next step, which removes the temporary directory. */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    char path[PATH_MAX];
+    if (gos_build(&spec, out, &sign, path, sizeof(path), &err) < 0) {
+        fprintf(stderr, "trustme-guestos: %s\n", err.msg);
+        return err.code == EINVAL || err.code == EEXIST ? 2 : 1;
+    }
+    fprintf(stderr, "trustme-guestos: built %s\n", path);
+    printf("%s\n", path);
+    return 0;
+}
+
+static int cmd_hash(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+            return usage(stdout), 0;
+        fprintf(stderr, "Usage: trustme-guestos hash FILE\n");
+        return 2;
+    }
+    char hex[TM_SHA256_HEX_LEN + 1];
+    uint64_t size;
+    tm_err err = {0};
+    if (gos_hash_file(argv[1], hex, &size, &err) < 0) {
+        fprintf(stderr, "trustme-guestos: %s\n", err.msg);
+        return 1;
+    }
+    printf("%s\n", hex);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
+        return usage(stdout), 0;
+    if (!strcmp(argv[1], "--version"))
+        return printf("trustme-guestos %s\n", TRUSTME_VERSION), 0;
+    if (!strcmp(argv[1], "build"))
+        return cmd_build(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "hash"))
+        return cmd_hash(argc - 1, argv + 1);
+    fprintf(stderr, "trustme-guestos: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
