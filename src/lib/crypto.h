@@ -1,8 +1,11 @@
 /* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto), and hex. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "error.h"
 
 #define TM_SHA256_HEX_LEN 64
 
@@ -21,3 +24,19 @@ void tm_sha256_final(struct tm_sha256_ctx *c, uint8_t out[32]);
 int tm_sha256(const void *data, size_t len, uint8_t out[32]);
 int tm_sha256_hex(const void *data, size_t len, char out[TM_SHA256_HEX_LEN + 1]);
 void tm_hex(const uint8_t *in, size_t len, char *out);
+
+/* Hashes the whole file behind fd, from offset 0 to its end, with pread: fd's offset is left as it
+ * was (so fd must be a regular file or a block device, not a pipe). *size (if non-NULL) receives
+ * the number of bytes hashed. progress (if non-NULL) is called with the bytes hashed so far each
+ * time another 16 MiB are done, and once at the end with the total. Returns 0, or -errno with err
+ * saying what failed. (sha256_fd.c) */
+int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud),
+                 void *ud, tm_err *err);
+
+/* The block function is chosen for the CPU at the first use: "sha-ni" (the x86 SHA extensions) or
+ * "portable" (C). tm_sha256_force_portable(true) pins the portable code, false goes back to the
+ * best one: for the tests and the benchmark, which must cover the portable code on any CPU. It
+ * applies to the whole process, and may even change between the update calls of one hash (both
+ * work on the same state). tm_sha256_impl() names the one in use. */
+void tm_sha256_force_portable(bool portable);
+const char *tm_sha256_impl(void);

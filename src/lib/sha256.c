@@ -3,12 +3,21 @@
  * trustmed and the CLI hash only small records; linking OpenSSL's libcrypto for that cost 3.4 MiB
  * of resident memory in the daemon and 0.6 ms per CLI start (docs/BENCHMARKS.md). Cryptography
  * proper (keys, signatures, certificates) lives in trustme-scd, with OpenSSL. The unit tests check
- * this code against the FIPS test vectors and against OpenSSL. */
+ * this code against the FIPS test vectors and against OpenSSL.
+ *
+ * trustmed also hashes every GuestOS image (hundreds of MiB) before a container starts, so the
+ * block function matters there: on x86-64 CPUs with the SHA extensions sha256_x86.c does it
+ * (about five times the portable code's speed, docs/BENCHMARKS.md), chosen once at the first use;
+ * everywhere else the portable C below. tm_sha256_force_portable() pins the portable code, so
+ * that the tests and the benchmark exercise it on any machine. */
 #include "crypto.h"
 
+#include <stdbool.h>
 #include <string.h>
 
-static const uint32_t K[64] = {
+#include "sha256_impl.h"
+
+const uint32_t tm_sha256_k[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -34,7 +43,7 @@ static void compress(uint32_t h[8], const uint8_t block[64])
     }
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = k + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t1 = k + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) + tm_sha256_k[i] + w[i];
         uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
         k = g;
         g = f;
@@ -55,11 +64,55 @@ static void compress(uint32_t h[8], const uint8_t block[64])
     h[7] += k;
 }
 
-/* Hashes n whole blocks. */
-static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t n)
+void tm_sha256_blocks_portable(uint32_t h[8], const uint8_t *p, size_t n)
 {
     for (; n > 0; n--, p += 64)
         compress(h, p);
+}
+
+typedef void blocks_fn(uint32_t h[8], const uint8_t *p, size_t n);
+
+/* NULL until the first use, then the implementation for this CPU. Accessed atomically because
+ * hashing may run in several threads; they would all choose the same one anyway. */
+static blocks_fn *blocks_impl;
+
+static blocks_fn *best_impl(void)
+{
+#if defined(__x86_64__)
+    /* sha256_x86.c also uses SSSE3's byte shuffle and SSE4.1's lane operations; every CPU with
+     * the SHA extensions has them, but a hypervisor may mask flags one by one. */
+    if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1"))
+        return tm_sha256_blocks_shani;
+#endif
+    return tm_sha256_blocks_portable;
+}
+
+static blocks_fn *chosen_impl(void)
+{
+    blocks_fn *f = __atomic_load_n(&blocks_impl, __ATOMIC_RELAXED);
+    if (!f) {
+        f = best_impl();
+        __atomic_store_n(&blocks_impl, f, __ATOMIC_RELAXED);
+    }
+    return f;
+}
+
+void tm_sha256_force_portable(bool portable)
+{
+    __atomic_store_n(&blocks_impl, portable ? tm_sha256_blocks_portable : best_impl(),
+                     __ATOMIC_RELAXED);
+}
+
+const char *tm_sha256_impl(void)
+{
+    return chosen_impl() == tm_sha256_blocks_portable ? "portable" : "sha-ni";
+}
+
+/* Hashes n whole blocks. */
+static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t n)
+{
+    if (n > 0)
+        chosen_impl()(h, p, n);
 }
 
 void tm_sha256_init(struct tm_sha256_ctx *c)
