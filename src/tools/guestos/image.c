@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,9 +49,6 @@ int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, c
     return 0;
 }
 
-/* 1 MiB reads: few system calls, still cache-friendly. */
-#define HASH_CHUNK (1024 * 1024)
-
 int gos_hash_fd(int fd, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err)
 {
     struct stat st;
@@ -60,25 +56,11 @@ int gos_hash_fd(int fd, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_
         return tm_err_sys(err, "fstat");
     if (!S_ISREG(st.st_mode))
         return tm_err_set(err, EINVAL, "not a regular file");
-    _cleanup_free_ uint8_t *buf = malloc(HASH_CHUNK);
-    if (!buf)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    struct tm_sha256_ctx c;
-    tm_sha256_init(&c);
-    uint64_t n = 0;
-    for (;;) {
-        ssize_t got = pread(fd, buf, HASH_CHUNK, (off_t)n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            return tm_err_sys(err, "read at offset %llu", (unsigned long long)n);
-        if (got == 0)
-            break;
-        tm_sha256_update(&c, buf, (size_t)got);
-        n += (uint64_t)got;
-    }
     uint8_t d[32];
-    tm_sha256_final(&c, d);
+    uint64_t n;
+    int r = tm_sha256_fd(fd, d, &n, NULL, NULL, err);
+    if (r < 0)
+        return r;
     /* A size that is not what was hashed would make the daemon refuse the image. */
     if (n != (uint64_t)st.st_size)
         return tm_err_set(err, EIO, "changed while it was hashed (%llu bytes read, %lld before)",
