@@ -15,6 +15,14 @@
 #define GOS_DESCRIPTION_MAX 256
 #define GOS_MOUNTS_MAX 16
 #define GOS_TMPFS_MB_MAX (1024 * 1024)
+#define GOS_ARCH_MAX 31
+/* As for container configs (docs/CONFIG.md), which guestos.json is parsed like. */
+#define GOS_ARGS_MAX 256
+#define GOS_ENV_MAX 256
+#define GOS_ARG_LEN_MAX 4096
+#define GOS_ENV_NAME_MAX 256
+/* trustmed reads no larger guestos.json. */
+#define GOS_JSON_MAX (64 * 1024)
 
 enum gos_kind { GOS_SHARED, GOS_OVERLAY, GOS_DATA, GOS_TMPFS };
 enum gos_fs { GOS_SQUASHFS, GOS_EROFS };

@@ -99,6 +99,9 @@ int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *er
         root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     if (!text)
         return tm_err_set(err, ENOMEM, "out of memory printing guestos.json");
+    if (len + 1 > GOS_JSON_MAX)
+        return tm_err_set(err, EFBIG, "guestos.json would be %zu bytes, trustmed reads at most %d",
+                          len + 1, GOS_JSON_MAX);
     _cleanup_free_ char *doc = malloc(len + 2);
     if (!doc)
         return tm_err_set(err, ENOMEM, "out of memory printing guestos.json");

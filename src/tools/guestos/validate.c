@@ -24,8 +24,24 @@ static bool name_like(const char *s, size_t max)
 
 bool gos_valid_name(const char *s) { return name_like(s, GOS_NAME_MAX); }
 
-/* Starting with a letter or digit also rules out "." and "..". */
-bool gos_valid_image_name(const char *s) { return name_like(s, GOS_IMAGE_NAME_MAX); }
+/* Starting with a letter or digit also rules out "." and ".."; the signature's files are not
+ * images. */
+bool gos_valid_image_name(const char *s)
+{
+    return name_like(s, GOS_IMAGE_NAME_MAX) && strcmp(s, "guestos.json") != 0 &&
+           strncmp(s, "guestos.json.", 13) != 0;
+}
+
+/* Environment names as in container configs: letters, digits, '_', not starting with a digit. */
+static bool env_name_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > GOS_ENV_NAME_MAX || isdigit((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isascii((unsigned char)s[i]) || !(isalnum((unsigned char)s[i]) || s[i] == '_'))
+            return false;
+    return true;
+}
 
 /* "/" or "/a/b": absolute, no empty, "." or ".." components, no trailing slash. */
 bool gos_canonical_path(const char *s)
@@ -105,6 +121,8 @@ const char *gos_kind_name(enum gos_kind kind)
     return names[kind];
 }
 
+/* trustmed also wants '/' first (mounts are applied in order, everything else goes on top of it)
+ * and overlays only there; the builder makes it so, this keeps it so. */
 static int validate_mounts(const struct gos_spec *spec, tm_err *err)
 {
     size_t roots = 0;
@@ -121,11 +139,15 @@ static int validate_mounts(const struct gos_spec *spec, tm_err *err)
             if (!has_image)
                 return tm_err_set(err, EINVAL, "'/' can only be the root image, not a %s mount",
                                   gos_kind_name(m->kind));
+            if (i != 0)
+                return tm_err_set(err, EINVAL, "'/' must be the first mount");
             roots++;
+        } else if (m->kind == GOS_OVERLAY) {
+            return tm_err_set(err, EINVAL, "%s: only '/' can be an overlay", m->mount_point);
         }
         if (has_image && !gos_valid_image_name(m->image))
             return tm_err_set(err, EINVAL,
-                              "image name '%s' (for %s): expected 1-%d letters, digits, '.', '_', '-', starting with a letter or digit",
+                              "image name '%s' (for %s): expected 1-%d letters, digits, '.', '_', '-', starting with a letter or digit, not guestos.json*",
                               m->image, m->mount_point, GOS_IMAGE_NAME_MAX);
         if (m->kind == GOS_TMPFS && m->size_mb > GOS_TMPFS_MB_MAX)
             return tm_err_set(err, EINVAL, "tmpfs %s: size %u MiB is more than %d", m->mount_point,
@@ -154,18 +176,26 @@ int gos_spec_validate(const struct gos_spec *spec, tm_err *err)
                           (unsigned long long)spec->version);
     /* uname -m values: x86_64, aarch64, armv7l, riscv64, ... */
     size_t alen = strlen(spec->architecture);
-    if (alen < 1 || alen > 32 || strspn(spec->architecture, "abcdefghijklmnopqrstuvwxyz0123456789_") != alen)
+    if (alen < 1 || alen > GOS_ARCH_MAX || strspn(spec->architecture, "abcdefghijklmnopqrstuvwxyz0123456789_") != alen)
         return tm_err_set(err, EINVAL, "architecture '%s': expected a 'uname -m' name like x86_64",
                           spec->architecture);
     if (!gos_canonical_path(spec->init) || strcmp(spec->init, "/") == 0)
         return tm_err_set(err, EINVAL, "init '%s': expected a canonical absolute path", spec->init);
+    if (spec->n_args > GOS_ARGS_MAX || spec->n_env > GOS_ENV_MAX)
+        return tm_err_set(err, EINVAL, "at most %d arguments and %d environment variables",
+                          GOS_ARGS_MAX, GOS_ENV_MAX);
     for (size_t i = 0; i < spec->n_args; i++)
-        if (!gos_valid_utf8(spec->args[i]))
-            return tm_err_set(err, EINVAL, "argument %zu is not valid UTF-8", i + 1);
+        if (strlen(spec->args[i]) > GOS_ARG_LEN_MAX || !gos_valid_utf8(spec->args[i]))
+            return tm_err_set(err, EINVAL, "argument %zu: at most %d bytes of UTF-8", i + 1,
+                              GOS_ARG_LEN_MAX);
     for (size_t i = 0; i < spec->n_env; i++) {
         const char *e = spec->env[i], *eq = strchr(e, '=');
-        if (!eq || eq == e || !gos_valid_utf8(e))
-            return tm_err_set(err, EINVAL, "environment '%s': expected KEY=VALUE (UTF-8, KEY not empty)", e);
+        if (!eq || !env_name_valid(e, (size_t)(eq - e)) || strlen(eq + 1) > GOS_ARG_LEN_MAX ||
+            !gos_valid_utf8(eq + 1))
+            return tm_err_set(err, EINVAL,
+                              "environment '%.64s': expected KEY=VALUE, KEY letters, digits and '_' "
+                              "(not first a digit), VALUE at most %d bytes of UTF-8",
+                              e, GOS_ARG_LEN_MAX);
         for (size_t j = 0; j < i; j++)
             if (strncmp(spec->env[j], e, (size_t)(eq - e) + 1) == 0)
                 return tm_err_set(err, EINVAL, "environment variable %.*s is given twice",
