@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -268,6 +269,34 @@ def test_tool_failure_reported_and_cleaned_up(rootfs, out):
     r = build(rootfs, dest, "--unsigned", check=False, env=env)
     assert r.returncode == 1
     assert "mksquashfs exited with status 1" in r.stderr and "disk on fire" in r.stderr
+    no_leftovers(dest)
+
+
+def test_output_inside_source_refused(out):
+    src = out / "tree"
+    (src / "bin").mkdir(parents=True)
+    r = build(src, src / "bin", "--unsigned", check=False)
+    assert r.returncode != 0 and "inside source directory" in r.stderr
+    assert sorted(p.name for p in src.iterdir()) == ["bin"] and not any((src / "bin").iterdir())
+
+
+def test_interrupted_build_cleaned_up(rootfs, out):
+    """SIGTERM while the image tool runs: the build stops after it, and removes its directory."""
+    fake = out / "fakebin"
+    fake.mkdir()
+    (fake / "mksquashfs").write_text('#!/bin/sh\necho partial > "$2"\nsleep 1\n')
+    (fake / "mksquashfs").chmod(0o755)
+    dest = out / "dest"
+    dest.mkdir()
+    p = subprocess.Popen([str(GUESTOS), "build", str(rootfs), "--name", "busybox", "--version", "3",
+                          "--out", str(dest), "--unsigned"], stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}"))
+    deadline = time.time() + 10
+    while not any(dest.iterdir()) and time.time() < deadline:
+        time.sleep(0.01)
+    p.terminate()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "interrupted" in err
     no_leftovers(dest)
 
 

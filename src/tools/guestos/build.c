@@ -45,6 +45,22 @@ static int check_dir(const char *what, const char *path, tm_err *err)
     return 0;
 }
 
+/* A source containing the output directory would pack the half-built image into itself. */
+static int check_source(const char *source, const char *out_dir, tm_err *err)
+{
+    int r = check_dir("source directory", source, err);
+    if (r < 0)
+        return r;
+    char src[PATH_MAX], out[PATH_MAX];
+    if (!realpath(source, src) || !realpath(out_dir, out))
+        return tm_err_sys(err, "cannot resolve %s or %s", source, out_dir);
+    size_t len = strlen(src);
+    if (strcmp(src, "/") == 0 || (strncmp(out, src, len) == 0 && (out[len] == '/' || !out[len])))
+        return tm_err_set(err, EINVAL, "output directory %s is inside source directory %s",
+                          out_dir, source);
+    return 0;
+}
+
 static int check_readable(const char *what, const char *path, tm_err *err)
 {
     if (path && access(path, R_OK) < 0)
@@ -213,7 +229,7 @@ int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signi
     if ((r = check_dir("output directory", out_dir, err)) < 0)
         return r;
     for (size_t i = 0; i < spec->n_mounts; i++)
-        if (spec->mounts[i].source && (r = check_dir("source directory", spec->mounts[i].source, err)) < 0)
+        if (spec->mounts[i].source && (r = check_source(spec->mounts[i].source, out_dir, err)) < 0)
             return r;
     char pki_tool[PATH_MAX] = "";
     if ((r = check_signing(s, err)) < 0 ||

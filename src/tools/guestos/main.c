@@ -184,7 +184,8 @@ static int cmd_build(int argc, char **argv)
     struct gos_signing sign = {0};
     /* mounts[0] is '/', filled in after all options (--fs may come after --image). */
     struct gos_mount *root = &spec.mounts[0];
-    const char *version = NULL, *out = NULL, *root_kind = "overlay";
+    const char *version = NULL, *root_kind = "overlay";
+    char *out = NULL;
     char *image_args[GOS_MOUNTS_MAX] = {0}; /* --image values, parsed once --fs is known */
     enum gos_fs fs = GOS_SQUASHFS;
     _cleanup_free_ const char **args = calloc((size_t)argc, sizeof(*args));
@@ -246,6 +247,9 @@ static int cmd_build(int argc, char **argv)
     }
     if (check_signing_options(&sign) < 0)
         return 2;
+    /* "out/" would make "out//name-1" in every message */
+    for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--)
+        out[n - 1] = '\0';
     tm_err err = {0};
     if (gos_parse_version(version, &spec.version, &err) < 0)
         return fprintf(stderr, "trustme-guestos: %s\n", err.msg), 2;
