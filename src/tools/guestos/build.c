@@ -109,7 +109,8 @@ static int check_signing(const struct gos_signing *s, tm_err *err)
         (r = check_readable("certificate", s->cert, err)) < 0 ||
         (r = check_readable("chain", s->chain, err)) < 0 ||
         (r = check_readable("passphrase file", s->passphrase_file, err)) < 0 ||
-        (r = check_readable("PIN file", s->pin_file, err)) < 0)
+        (r = check_readable("PIN file", s->pin_file, err)) < 0 ||
+        (r = check_readable("PKCS#11 module", s->pkcs11_module, err)) < 0)
         return r;
     return 0;
 }
@@ -118,7 +119,7 @@ static int sign(const char *tool, const char *dir, const struct gos_signing *s, 
 {
     char json[PATH_MAX];
     snprintf(json, sizeof(json), "%s/guestos.json", dir);
-    const char *argv[16];
+    const char *argv[24]; /* 3 + at most 9 options with values + NULL */
     size_t n = 0;
     argv[n++] = tool;
     argv[n++] = "sign";
@@ -137,6 +138,7 @@ static int sign(const char *tool, const char *dir, const struct gos_signing *s, 
     OPT("--chain", s->chain);
     OPT("--passphrase-file", s->passphrase_file);
     OPT("--pin-file", s->pin_file);
+    OPT("--pkcs11-module", s->pkcs11_module);
 #undef OPT
     argv[n] = NULL;
     /* Not captured: trustme-pki may ask for a passphrase or PIN on the terminal. */

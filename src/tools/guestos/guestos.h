@@ -60,6 +60,7 @@ struct gos_signing {
     const char *pki_dir, *signer;   /* --pki DIR --signer software|guestos */
     const char *key, *cert, *chain; /* --key K --cert C [--chain P] */
     const char *passphrase_file, *pin_file;
+    const char *pkcs11_module; /* for a pkcs11: key whose URI names no module */
 };
 
 /* validate.c: the rules of docs/GUESTOS.md, each failure naming the offending value. */

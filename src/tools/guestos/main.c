@@ -50,6 +50,7 @@ static void usage(FILE *out)
         "                           a key file or PKCS#11 URI with its certificate and CA chain\n"
         "  --passphrase-file F      the key's passphrase (else trustme-pki asks)\n"
         "  --pin-file F             the token's PIN for a PKCS#11 key (else trustme-pki asks)\n"
+        "  --pkcs11-module PATH     the PKCS#11 module, if the key's URI names none\n"
         "  --unsigned               no signature (development only: trustmed may refuse it)\n"
         "trustme-pki is taken from next to trustme-guestos, else from $PATH.\n");
 }
@@ -129,7 +130,7 @@ static int check_signing_options(const struct gos_signing *s)
 {
     const char *msg = NULL;
     bool pki = s->pki_dir || s->signer, key = s->key || s->cert || s->chain;
-    if (s->unsigned_ok && (pki || key || s->passphrase_file || s->pin_file))
+    if (s->unsigned_ok && (pki || key || s->passphrase_file || s->pin_file || s->pkcs11_module))
         msg = "--unsigned excludes the signing options";
     else if (pki && key)
         msg = "--pki/--signer and --key/--cert/--chain exclude each other";
@@ -149,7 +150,7 @@ static int check_signing_options(const struct gos_signing *s)
 enum {
     O_NAME = 256, O_VERSION, O_OUT, O_FS, O_ROOT_KIND, O_DATA, O_TMPFS, O_IMAGE, O_INIT, O_ARG,
     O_ENV, O_ARCH, O_DESCRIPTION, O_PKI, O_SIGNER, O_KEY, O_CERT, O_CHAIN, O_PASSPHRASE_FILE,
-    O_PIN_FILE, O_UNSIGNED,
+    O_PIN_FILE, O_PKCS11_MODULE, O_UNSIGNED,
 };
 
 static const struct option build_options[] = {
@@ -173,6 +174,7 @@ static const struct option build_options[] = {
     {"chain", required_argument, NULL, O_CHAIN},
     {"passphrase-file", required_argument, NULL, O_PASSPHRASE_FILE},
     {"pin-file", required_argument, NULL, O_PIN_FILE},
+    {"pkcs11-module", required_argument, NULL, O_PKCS11_MODULE},
     {"unsigned", no_argument, NULL, O_UNSIGNED},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -235,6 +237,7 @@ static int cmd_build(int argc, char **argv)
         case O_CHAIN: sign.chain = optarg; break;
         case O_PASSPHRASE_FILE: sign.passphrase_file = optarg; break;
         case O_PIN_FILE: sign.pin_file = optarg; break;
+        case O_PKCS11_MODULE: sign.pkcs11_module = optarg; break;
         case O_UNSIGNED: sign.unsigned_ok = true; break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "Try 'trustme-guestos --help'.\n"); return 2;
