@@ -1,0 +1,152 @@
+/* trustme-pki issue: a certificate for a CSR, from one of the PKI's issuing CAs.
+ *
+ * From the CSR only the subject and the public key are taken, after its self-signature
+ * verified (the requester holds the key); the extensions are the profile's, never the CSR's. */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "pki.h"
+
+static int read_csr(const char *path, X509_REQ **ret, tm_err *err)
+{
+    _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
+    if (!in)
+        return ossl_fail(err, ENOENT, "cannot open %s", path);
+    _cleanup_(X509_REQ_freep) X509_REQ *req = PEM_read_bio_X509_REQ(in, NULL, NULL, NULL);
+    if (!req)
+        return ossl_fail(err, EINVAL, "%s holds no PEM certificate request", path);
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
+    if (!pub)
+        return ossl_fail(err, EINVAL, "%s: the public key cannot be read", path);
+    if (X509_REQ_verify(req, pub) != 1)
+        return ossl_fail(err, EKEYREJECTED, "%s: the request's self-signature does not verify",
+                         path);
+    int id = EVP_PKEY_get_base_id(pub);
+    if (id == EVP_PKEY_EC) {
+        char group[64] = "";
+        size_t len;
+        if (EVP_PKEY_get_group_name(pub, group, sizeof(group), &len) != 1 ||
+            strcmp(group, "prime256v1") != 0)
+            return tm_err_set(err, EOPNOTSUPP, "%s: EC key not on P-256", path);
+    } else if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {
+        if (EVP_PKEY_get_bits(pub) < 2048)
+            return tm_err_set(err, EOPNOTSUPP, "%s: RSA key of %d bits, at least 2048 needed",
+                              path, EVP_PKEY_get_bits(pub));
+    } else {
+        return tm_err_set(err, EOPNOTSUPP, "%s: key type %s, only EC P-256 and RSA", path,
+                          OBJ_nid2sn(id));
+    }
+    if (X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0)
+        return tm_err_set(err, EINVAL, "%s: the request's subject is empty", path);
+    *ret = steal_ptr(req);
+    return 0;
+}
+
+int cmd_issue(int argc, char **argv)
+{
+    enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA,
+           OPT_PASS, OPT_PIN, OPT_MOD };
+    static const struct option opts[] = {
+        {"pki", required_argument, NULL, OPT_PKI},
+        {"ca", required_argument, NULL, OPT_CA},
+        {"csr", required_argument, NULL, OPT_CSR},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"profile", required_argument, NULL, OPT_PROFILE},
+        {"days", required_argument, NULL, OPT_DAYS},
+        {"not-before", required_argument, NULL, OPT_NB},
+        {"not-after", required_argument, NULL, OPT_NA},
+        {"passphrase-file", required_argument, NULL, OPT_PASS},
+        {"pin-file", required_argument, NULL, OPT_PIN},
+        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *pki_dir = NULL, *ca_name = NULL, *csr_path = NULL, *out = NULL, *profile = NULL;
+    const char *nb = NULL, *na = NULL;
+    int days = 0;
+    _cleanup_(keyring_done) struct keyring kr = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_PKI: pki_dir = optarg; break;
+        case OPT_CA: ca_name = optarg; break;
+        case OPT_CSR: csr_path = optarg; break;
+        case OPT_OUT: out = optarg; break;
+        case OPT_PROFILE: profile = optarg; break;
+        case OPT_DAYS:
+            if (parse_days(optarg, &days) < 0)
+                return usage_error("issue", "--days wants a number of days, 1..36500");
+            break;
+        case OPT_NB: nb = optarg; break;
+        case OPT_NA: na = optarg; break;
+        case OPT_PASS: kr.passphrase_file = optarg; break;
+        case OPT_PIN: kr.pin_file = optarg; break;
+        case OPT_MOD: kr.module = optarg; break;
+        case 'h': pki_usage(stdout); return 0;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || !pki_dir || !ca_name || !csr_path || !out)
+        return usage_error("issue", "--pki, --ca, --csr and --out are required");
+    const struct pki_entity *ca = NULL;
+    if (strcmp(ca_name, "software") == 0 || strcmp(ca_name, "guestos") == 0 ||
+        strcmp(ca_name, "device") == 0)
+        ca = pki_ca_find(ca_name);
+    if (!ca)
+        return usage_error("issue", "--ca is software, guestos or device");
+    enum cert_profile prof = strcmp(ca_name, "device") == 0 ? PROFILE_DEVICE : PROFILE_SIGNING;
+    if (profile && strcmp(profile, "signing") == 0)
+        prof = PROFILE_SIGNING;
+    else if (profile && strcmp(profile, "device") == 0)
+        prof = PROFILE_DEVICE;
+    else if (profile)
+        return usage_error("issue", "--profile is signing or device");
+    if (days && (nb || na))
+        return usage_error("issue", "--days excludes --not-before/--not-after");
+    time_t not_before = time(NULL), not_after;
+    if (nb && time_parse(nb, &not_before) < 0)
+        return usage_error("issue", "--not-before wants YYYYMMDDHHMMSSZ");
+    if (na && time_parse(na, &not_after) < 0)
+        return usage_error("issue", "--not-after wants YYYYMMDDHHMMSSZ");
+    if (!na)
+        not_after = not_before + (time_t)(days ? days : 365) * 86400;
+    if (not_after <= not_before)
+        return usage_error("issue", "the validity must end after it begins");
+
+    tm_err err = {0};
+    _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
+    _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
+    _cleanup_(X509_freep) X509 *ca_cert = NULL, *cert = NULL;
+    _cleanup_(EVP_PKEY_freep) EVP_PKEY *ca_key = NULL;
+    int r;
+    if ((r = read_csr(csr_path, &req, &err)) < 0 || (r = pki_open(pki_dir, &p, &err)) < 0 ||
+        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 ||
+        (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
+        return fail("issue", &err);
+    struct cert_spec spec = {
+        .subject = X509_REQ_get_subject_name(req),
+        .pubkey = X509_REQ_get0_pubkey(req),
+        .profile = prof,
+        .not_before = not_before,
+        .not_after = not_after,
+        .issuer = ca_cert,
+        .issuer_key = ca_key,
+    };
+    _cleanup_(BIO_freep) BIO *mem = BIO_new(BIO_s_mem());
+    if (!mem)
+        return tm_err_set(&err, ENOMEM, "out of memory"), fail("issue", &err);
+    /* the record first: a certificate that exists is always in pki.json */
+    if ((r = cert_make(&spec, &cert, &err)) < 0 || (r = pki_record_issued(&p, ca, cert, &err)) < 0 ||
+        (r = pki_save(&p, &err)) < 0 || (r = pem_write_cert(mem, cert, &err)) < 0 ||
+        (r = bio_write_atomic(mem, out, 0644, &err)) < 0)
+        return fail("issue", &err);
+    char subject[512];
+    name_string(X509_get_subject_name(cert), subject, sizeof(subject));
+    printf("%s: %s issued by %s (%s profile)\n", out, subject, ca->name,
+           prof == PROFILE_DEVICE ? "device" : "signing");
+    return 0;
+}

@@ -1,0 +1,209 @@
+/* trustme-pki: the development PKI of docs/PKI.md. Declarations shared by the verbs.
+ *
+ * Every function that can fail follows error.h: it returns a negative errno value and fills
+ * the caller's tm_err. The verbs (cmd_*.c) turn that into an exit code: 0 ok, 1 failure,
+ * 2 usage error. */
+#pragma once
+
+#include <json-c/json.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "error.h"
+#include "ossl.h"
+
+#define EXIT_USAGE 2
+#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+
+OSSL_DEFINE_FREEP(X509_NAME, X509_NAME_free)
+OSSL_DEFINE_FREEP(X509_REQ, X509_REQ_free)
+OSSL_DEFINE_FREEP(X509_CRL, X509_CRL_free)
+OSSL_DEFINE_FREEP(ASN1_INTEGER, ASN1_INTEGER_free)
+OSSL_DEFINE_FREEP(ASN1_TIME, ASN1_TIME_free)
+OSSL_DEFINE_FREEP(BIGNUM, BN_free)
+
+/* --- algorithms (keys.c) --- */
+
+enum pki_alg { PKI_ALG_ECDSA_P256 = 1, PKI_ALG_RSA_PSS_3072 = 2 };
+int pki_alg_parse(const char *name, enum pki_alg *ret);
+const char *pki_alg_name(enum pki_alg alg);
+
+/* --- secrets (secret.c): passphrases and PINs, from a file or the terminal --- */
+
+/* Read a secret: the first line of file (without its line end), or, if file is NULL, typed on
+ * /dev/tty without echo after prompt (twice if confirm). An empty secret is refused. */
+int secret_read(const char *file, const char *prompt, bool confirm, char **ret, tm_err *err);
+void secret_text_freep(char **s); /* cleanses, then frees */
+
+/* --- software keys (keys.c) --- */
+
+int key_generate(enum pki_alg alg, EVP_PKEY **ret, tm_err *err);
+/* PKCS#8, encrypted with AES-256-CBC under a scrypt-derived key, PEM; a new file of mode 0600
+ * in dirfd (never replacing one), fsynced. */
+int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass,
+                        tm_err *err);
+int key_read_encrypted(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err);
+
+/* --- PKCS#11 URIs (p11uri.c, RFC 7512, the part this tool uses) --- */
+
+#define P11URI_FIELD_MAX 128
+struct p11uri {
+    char token[P11URI_FIELD_MAX];  /* token label; required */
+    char object[P11URI_FIELD_MAX]; /* key label */
+    unsigned char id[64];          /* CKA_ID */
+    size_t id_len;
+    char type[16]; /* "private" or "" */
+    char module_path[PATH_MAX];
+};
+bool p11uri_is(const char *s);
+int p11uri_parse(const char *s, struct p11uri *u, tm_err *err);
+/* "pkcs11:token=..;object=..;id=%..;type=private" (no module-path); -ENAMETOOLONG if too long. */
+int p11uri_format(const struct p11uri *u, char *out, size_t size);
+
+/* --- keys on a PKCS#11 token (p11key.c) --- */
+
+struct p11tok;
+int p11tok_open(const char *module, const char *token_label, const char *pin, bool rw,
+                struct p11tok **ret, tm_err *err);
+/* Logs out, closes, unloads; objects made by p11tok_generate and not kept are destroyed first.
+ * Keys from this token must be freed before. */
+void p11tok_close(struct p11tok *t);
+static inline void p11tok_closep(struct p11tok **t)
+{
+    if (*t)
+        p11tok_close(*t);
+}
+/* A non-extractable, sensitive key pair made on the token, labelled label, with CKA_ID id; the
+ * returned EVP_PKEY signs through the token. */
+int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label,
+                    const unsigned char *id, size_t id_len, EVP_PKEY **ret, tm_err *err);
+/* The objects generated so far stay on the token when it is closed. */
+void p11tok_keep(struct p11tok *t);
+int p11tok_load(struct p11tok *t, const struct p11uri *u, EVP_PKEY **ret, tm_err *err);
+
+/* --- where keys come from (keyring.c): files or a token, each secret asked for once --- */
+
+struct keyring {
+    const char *passphrase_file;
+    const char *pin_file;
+    const char *module; /* --pkcs11-module; NULL = the URI's module-path, else SoftHSM */
+    char *pass;
+    char *pin;
+    struct p11tok *tok;
+    char tok_label[P11URI_FIELD_MAX];
+};
+/* spec is a key file (relative to base_dir unless absolute or base_dir is NULL) or a pkcs11: URI. */
+int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,
+                 tm_err *err);
+void keyring_done(struct keyring *kr);
+
+/* --- certificates and CRLs (cert.c) --- */
+
+enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE };
+
+struct cert_spec {
+    const X509_NAME *subject;
+    EVP_PKEY *pubkey;
+    enum cert_profile profile;
+    time_t not_before, not_after;
+    X509 *issuer; /* NULL: self-signed (a root) */
+    EVP_PKEY *issuer_key;
+};
+int cert_make(const struct cert_spec *spec, X509 **ret, tm_err *err);
+
+struct revoked_entry {
+    const char *serial_hex;
+    time_t date;
+    int reason; /* CRL_REASON_*, or CRL_REASON_NONE for no reason code */
+};
+int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, size_t n,
+             long number, time_t this_update, time_t next_update, X509_CRL **ret, tm_err *err);
+
+/* A digest-sign context for key: ECDSA with SHA-256, or RSA-PSS with SHA-256, MGF1-SHA-256 and
+ * a 32-byte salt. */
+int sign_ctx_new(EVP_PKEY *key, EVP_MD_CTX **ret, tm_err *err);
+int name_make(const char *cn, X509_NAME **ret, tm_err *err);
+void name_string(const X509_NAME *name, char *out, size_t size); /* RFC 2253 */
+/* "YYYYMMDDHHMMSSZ" (GeneralizedTime, UTC) to time_t; -EINVAL if malformed. */
+int time_parse(const char *s, time_t *ret);
+void time_format(time_t t, char out[16]);
+int revoke_reason_parse(const char *name, int *ret);
+const char *revoke_reason_name(int reason);
+
+/* --- files (files.c) --- */
+
+int pem_read_cert(const char *path, X509 **ret, tm_err *err);
+int pem_write_cert(BIO *bio, X509 *x, tm_err *err);
+/* The contents of bio, written to path atomically (temp file, fsync, rename, fsync dir). */
+int bio_write_atomic(BIO *bio, const char *path, mode_t mode, tm_err *err);
+
+/* --- the PKI's layout (layout.c) --- */
+
+struct pki_entity {
+    const char *name;   /* key in pki.json and base of the file names */
+    const char *dir;    /* software-signing or customer */
+    const char *cn;     /* subject common name */
+    const char *issuer; /* entity name; NULL: a root */
+    enum cert_profile profile;
+};
+extern const struct pki_entity pki_entities[];
+extern const size_t pki_entities_count;
+const struct pki_entity *pki_entity_find(const char *name);
+/* The CA named by an option value: "software", "guestos", "device", or a CA's entity name. */
+const struct pki_entity *pki_ca_find(const char *name);
+bool pki_entity_is_ca(const struct pki_entity *e);
+
+/* --- an existing PKI (pkidb.c) --- */
+
+struct pki {
+    char dir[PATH_MAX];
+    int lock_fd;      /* the directory, flock'ed while pki.json is read and rewritten */
+    json_object *db;  /* pki.json */
+    enum pki_alg alg;
+    char module[PATH_MAX]; /* PKCS#11 module, "" for key files */
+};
+int pki_open(const char *dir, struct pki *p, tm_err *err);
+/* A new pki.json in memory for dir (init); module is NULL for key files. */
+int pki_new(struct pki *p, const char *dir, enum pki_alg alg, const char *module, tm_err *err);
+int pki_set_key(struct pki *p, const struct pki_entity *e, const char *spec, tm_err *err);
+void pki_close(struct pki *p);
+int pki_save(struct pki *p, tm_err *err);
+/* Path of the entity's certificate. */
+void pki_cert_path(const struct pki *p, const struct pki_entity *e, char out[PATH_MAX]);
+int pki_load_cert(const struct pki *p, const struct pki_entity *e, X509 **ret, tm_err *err);
+int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret,
+                 tm_err *err);
+int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm_err *err);
+/* -EEXIST if the serial is already revoked. */
+int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason,
+                       tm_err *err);
+/* Sign a new CRL of ca (number incremented) and write crl/<ca>.pem and crls.pem. */
+int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca, int days,
+                  tm_err *err);
+/* The same with a certificate and key in hand (init). */
+int pki_write_crl_initial(struct pki *p, const struct pki_entity *ca, X509 *cert, EVP_PKEY *key,
+                          int days, tm_err *err);
+/* crls.pem: every CA's current CRL in one file (what a verifier given CRLs needs). */
+int pki_write_crl_bundle(const char *dir, tm_err *err);
+
+/* --- the verbs --- */
+
+int cmd_init(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_issue(int argc, char **argv);
+int cmd_revoke(int argc, char **argv);
+int cmd_crl(int argc, char **argv);
+
+void pki_usage(FILE *out);
+/* Print "trustme-pki: <verb>: <message>" to stderr; returns 1 (the failure exit code). */
+int fail(const char *verb, const tm_err *err);
+/* Print a usage error; returns EXIT_USAGE. */
+int usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse a positive day count. */
+int parse_days(const char *s, int *ret);
