@@ -255,7 +255,10 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
     size_t anchors_len = 0, crls_len = 0;
     _cleanup_free_ char *anchors = join_pem(rq->anchors_pem, rq->n_anchors_pem, &anchors_len);
     _cleanup_free_ char *crls = join_pem(rq->crls_pem, rq->n_crls_pem, &crls_len);
-    if (!anchors || !crls)
+    size_t required_len = 0;
+    _cleanup_free_ char *required = join_pem(rq->require_one_of_pem, rq->n_require_one_of_pem,
+                                             &required_len);
+    if (!anchors || !crls || !required)
         return tm_err_set(err, ENOMEM, "out of memory");
     struct verify_request vr = {
         .data = rq->data.data, .data_len = rq->data.len,
@@ -264,6 +267,8 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
         .anchors_pem = anchors, .anchors_len = anchors_len,
         .crls_pem = crls_len ? crls : NULL, .crls_len = crls_len,
         .eku = rq->eku_oid, .time = rq->has_at_time ? (time_t)rq->at_time : 0,
+        .cert_only = rq->has_cert_only && rq->cert_only,
+        .required_pem = rq->n_require_one_of_pem ? required : NULL, .required_len = required_len,
     };
     struct verify_result res;
     int r = verify_signed(&vr, &res, err);
@@ -275,6 +280,11 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
     v.anchor_sha256 = res.anchor_sha256_hex;
     v.has_chain_length = true;
     v.chain_length = (uint32_t)res.chain_len;
+    ProtobufCBinaryData hashes[VERIFY_CHAIN_MAX + 2];
+    v.n_chain_sha256 = (size_t)res.chain_len;
+    for (size_t i = 0; i < v.n_chain_sha256; i++)
+        hashes[i] = (ProtobufCBinaryData){.len = 32, .data = res.chain_sha256[i]};
+    v.chain_sha256 = hashes;
     Response resp = TRUSTME__SCD__RESPONSE__INIT;
     resp.body_case = TRUSTME__SCD__RESPONSE__BODY_VERIFY;
     resp.verify = &v;

@@ -182,6 +182,29 @@ static int check_usage(const struct verify_request *rq, X509 *leaf, tm_err *err)
                       want_name, want_oid);
 }
 
+/* The chain passes through one of the required CAs (compared whole, not by name). */
+static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, tm_err *err)
+{
+    for (int i = 1; i < sk_X509_num(verified); i++)
+        for (int j = 0; j < sk_X509_num(required); j++)
+            if (X509_cmp(sk_X509_value(verified, i), sk_X509_value(required, j)) == 0)
+                return 0;
+    return tm_err_set(err, EKEYREJECTED, "the signer's chain does not pass through a registered "
+                      "GuestOS-signing CA");
+}
+
+/* The certificate to register is a CA: it may issue the certificates that sign GuestOSes. */
+static int check_ca(X509 *cert, tm_err *err)
+{
+    if (X509_check_ca(cert) != 1)
+        return tm_err_set(err, EKEYREJECTED, "the certificate is not a CA (basicConstraints "
+                          "CA:TRUE and keyUsage keyCertSign are required)");
+    if (!(X509_get_extension_flags(cert) & EXFLAG_KUSAGE) ||
+        !(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
+        return tm_err_set(err, EKEYREJECTED, "the CA certificate's keyUsage lacks keyCertSign");
+    return 0;
+}
+
 static int check_signature(const struct verify_request *rq, X509 *leaf, enum verify_alg *ret_alg,
                            tm_err *err)
 {
@@ -231,11 +254,11 @@ static int check_signature(const struct verify_request *rq, X509 *leaf, enum ver
 
 int verify_signed(const struct verify_request *rq, struct verify_result *res, tm_err *err)
 {
-    if (!rq->data && rq->data_len)
+    if (!rq->cert_only && !rq->data && rq->data_len)
         return tm_err_set(err, EINVAL, "no data given");
-    if (!rq->sig || rq->sig_len == 0)
+    if (!rq->cert_only && (!rq->sig || rq->sig_len == 0))
         return tm_err_set(err, EINVAL, "no signature given");
-    if (!rq->eku && !rq->eku_nid)
+    if (!rq->cert_only && !rq->eku && !rq->eku_nid)
         return tm_err_set(err, EINVAL, "no required extended key usage given");
     if (!rq->chain_pem || !rq->anchors_pem)
         return tm_err_set(err, EINVAL, "no %s given", rq->chain_pem ? "trust anchors"
@@ -271,10 +294,36 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
             return ossl_fail(err, ENOMEM, "out of memory");
         }
     }
+    if (rq->cert_only && n_chain != 1)
+        return tm_err_set(err, EINVAL, "exactly one certificate is to be registered, got %zu", n_chain);
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *required = NULL;
+    if (rq->required_pem && rq->required_len) {
+        size_t n_required;
+        if (!(required = sk_X509_new_null()))
+            return ossl_fail(err, ENOMEM, "out of memory");
+        if ((r = pem_each(rq->required_pem, rq->required_len, "required CAs", "CERTIFICATE",
+                          VERIFY_ANCHORS_MAX, add_cert, required, &n_required, err)) < 0)
+            return r;
+    }
     struct verify_result out = {0};
-    if ((r = verify_chain(rq, leaf, untrusted, anchors, crls, &verified, err)) < 0 ||
-        (r = check_usage(rq, leaf, err)) < 0 || (r = check_signature(rq, leaf, &out.alg, err)) < 0)
+    if ((r = verify_chain(rq, leaf, untrusted, anchors, crls, &verified, err)) < 0)
         return r;
+    if (required && (r = check_required(verified, required, err)) < 0)
+        return r;
+    if (rq->cert_only)
+        r = check_ca(leaf, err);
+    else if ((r = check_usage(rq, leaf, err)) == 0)
+        r = check_signature(rq, leaf, &out.alg, err);
+    if (r < 0)
+        return r;
+    /* The depth limit (VERIFY_CHAIN_MAX intermediates) bounds the chain to leaf + 8 + anchor. */
+    if (sk_X509_num(verified) > VERIFY_CHAIN_MAX + 2)
+        return tm_err_set(err, EKEYREJECTED, "certificate chain too long");
+    for (int i = 0; i < sk_X509_num(verified); i++) {
+        unsigned int len = 0;
+        if (X509_digest(sk_X509_value(verified, i), EVP_sha256(), out.chain_sha256[i], &len) != 1)
+            return ossl_fail(err, EIO, "cannot hash certificate %d of the chain", i + 1);
+    }
     X509 *anchor = sk_X509_value(verified, sk_X509_num(verified) - 1);
     unsigned int mdlen = 0;
     if (X509_digest(anchor, EVP_sha256(), out.anchor_sha256, &mdlen) != 1 || mdlen != 32)

@@ -14,16 +14,20 @@
  *   -EKEYREJECTED the chain does not verify ("<OpenSSL's reason> at depth N (<subject>)"), or the
  *                 leaf lacks the key usage or extended key usage
  *   -EOPNOTSUPP   the leaf's key is of a type or size not accepted
- *   -EBADMSG      the signature does not verify over the data */
+ *   -EBADMSG      the signature does not verify over the data
+ *
+ * The caller learns every certificate of the verified chain by its SHA-256 (chain_sha256), so
+ * that it can require a particular intermediate CA (trustmed: a registered GuestOS-signing CA). */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "error.h"
 
-#define VERIFY_CHAIN_MAX 8   /* leaf and intermediates */
+#define VERIFY_CHAIN_MAX 8   /* leaf and intermediates; a verified chain has at most 2 more */
 #define VERIFY_ANCHORS_MAX 64
 #define VERIFY_CRLS_MAX 64
 #define VERIFY_PEM_MAX (1 << 20) /* bytes, each of chain, anchors, CRLs */
@@ -45,6 +49,14 @@ struct verify_request {
     const char *eku;
     int eku_nid;
     time_t time; /* the moment to verify at; 0 = now */
+    /* Verify a CA certificate instead of a signature (registering a GuestOS-signing CA): the
+     * chain's first certificate must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign)
+     * that chains to the anchors; data, sig and eku are not used. */
+    bool cert_only;
+    /* Optional: CA certificates (PEM) of which the verified chain must contain one above the
+     * leaf — how a device accepts only GuestOSes of its registered GuestOS-signing CAs. */
+    const char *required_pem;
+    size_t required_len;
 };
 
 enum verify_alg { VERIFY_ECDSA_P256_SHA256 = 1, VERIFY_RSA_PSS_SHA256 = 2 };
@@ -55,6 +67,7 @@ struct verify_result {
     uint8_t anchor_sha256[32];            /* SHA-256 over the anchor's DER */
     char anchor_sha256_hex[65];
     int chain_len; /* certificates in the verified chain, leaf and anchor included */
+    uint8_t chain_sha256[VERIFY_CHAIN_MAX + 2][32]; /* SHA-256 of each one's DER, leaf first */
     enum verify_alg alg;
 };
 
