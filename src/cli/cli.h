@@ -41,6 +41,18 @@ int cmd_logs(struct cli *cli, int argc, char **argv);
 int cmd_change_pin(struct cli *cli, int argc, char **argv);
 int cmd_token(struct cli *cli, int argc, char **argv);
 int cmd_wipe(struct cli *cli, int argc, char **argv);
+int cmd_update(struct cli *cli, int argc, char **argv);
+int cmd_guestos(struct cli *cli, int argc, char **argv);
+int cmd_ca(struct cli *cli, int argc, char **argv);
+
+/* A config file with its detached signature, if it has one (cmd_guestos.c). */
+struct signed_config {
+    char *json, *sig, *chain;
+    size_t json_len, sig_len, chain_len;
+};
+int signed_config_read(const char *path, struct signed_config *sc);
+void signed_config_free(struct signed_config *sc);
+void signed_config_to_create(struct signed_config *sc, Trustme__CreateRequest *cr);
 
 /* Tokens and PINs (cmd_token.c). */
 struct secret;

@@ -21,6 +21,10 @@ static json_object *info_json(const Trustme__ContainerInfo *i)
     json_object_object_add(o, "state", json_object_new_string(state_word(i->state)));
     json_object_object_add(o, "pid", json_object_new_int(i->pid));
     json_object_object_add(o, "rootfs", json_object_new_string(i->rootfs ? i->rootfs : ""));
+    json_object_object_add(o, "guestos", json_object_new_string(i->guestos ? i->guestos : ""));
+    json_object_object_add(o, "guestos_version", json_object_new_int64((int64_t)i->guestos_version));
+    json_object_object_add(o, "trust", json_object_new_string(i->trust ? i->trust : ""));
+    json_object_object_add(o, "config_trust", json_object_new_string(i->config_trust ? i->config_trust : ""));
     json_object_object_add(o, "user_namespace", json_object_new_boolean(i->user_namespace));
     json_object_object_add(o, "uid_base", json_object_new_int64(i->uid_base));
     json_object_object_add(o, "memory_limit_mb", json_object_new_int64((int64_t)i->memory_limit_mb));
@@ -66,6 +70,17 @@ static void encryption_word(const Trustme__ContainerInfo *i, char *out, size_t s
     snprintf(out, size, "%s/%s%s", e->backend, e->token, cond);
 }
 
+/* "busybox-3"; "busybox (not installed)"; "(rootfs)" for a development root file system. */
+static void guestos_word(const Trustme__ContainerInfo *i, char *out, size_t size)
+{
+    if (!i->guestos || !i->guestos[0])
+        snprintf(out, size, "(rootfs)");
+    else if (!i->guestos_version)
+        snprintf(out, size, "%s (not installed)", i->guestos);
+    else
+        snprintf(out, size, "%s-%llu", i->guestos, (unsigned long long)i->guestos_version);
+}
+
 static void print_json(json_object *o)
 {
     puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
@@ -86,7 +101,13 @@ static void print_info(const Trustme__ContainerInfo *i)
     printf("state:           %s%s\n", state_word(i->state), i->adopted ? " (re-adopted)" : "");
     if (i->pid)
         printf("init pid:        %d\n", i->pid);
-    printf("rootfs:          %s\n", i->rootfs);
+    char gos[96];
+    guestos_word(i, gos, sizeof(gos));
+    if (i->guestos && i->guestos[0])
+        printf("guestos:         %s, %s\n", gos, or_dash(i->trust));
+    else
+        printf("rootfs:          %s (development, unsigned)\n", i->rootfs);
+    printf("config:          %s\n", or_dash(i->config_trust));
     if (i->user_namespace)
         printf("user namespace:  host ids %u-%u\n", i->uid_base, i->uid_base + 65535);
     else
@@ -146,27 +167,28 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     }
     if (!path)
         return fprintf(stderr, "Usage: trustme create %s\n", usage), 2;
-    _cleanup_free_ char *data = NULL;
-    size_t len;
-    tm_err err;
-    if (read_file(path, CONFIG_MAX, &data, &len, &err) < 0)
-        return cli_fail("%s", err.msg);
+    struct signed_config sc;
+    int r = signed_config_read(path, &sc);
+    if (r) {
+        signed_config_free(&sc);
+        return r;
+    }
     Trustme__CreateRequest cr = TRUSTME__CREATE_REQUEST__INIT;
-    cr.has_config_json = true;
-    cr.config_json.data = (uint8_t *)data;
-    cr.config_json.len = len;
+    signed_config_to_create(&sc, &cr);
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_CREATE;
     req.create = &cr;
     Trustme__Response *resp;
-    int r = cli_call(cli, &req, &resp);
+    r = cli_call(cli, &req, &resp);
+    signed_config_free(&sc);
     if (r)
         return r;
     const Trustme__ContainerInfo *info = resp->container;
     if (cli->json)
         print_json(info_json(info));
     else
-        printf("created %s (%s)\n", info->name, info->uuid);
+        printf("created %s (%s)%s\n", info->name, info->uuid,
+               info->config_trust && strcmp(info->config_trust, "signed") == 0 ? ", config signed" : "");
     /* Pair now if someone can give the PIN; a script without --pin-file pairs later. */
     if (info_encrypted(info) && (pin_file || isatty(STDIN_FILENO))) {
         r = pair_token(cli, info, pin_file);
@@ -203,17 +225,19 @@ int cmd_list(struct cli *cli, int argc, char **argv)
     } else if (l->n_containers == 0) {
         printf("no containers (create one with: trustme create CONFIG.json)\n");
     } else {
-        printf("%-20s %-9s %-8s %-36s %-22s %s\n", "NAME", "STATE", "PID", "UUID", "ENCRYPTION",
-               "LAST EXIT");
+        printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", "NAME", "STATE", "PID", "UUID",
+               "GUESTOS", "TRUST", "ENCRYPTION", "LAST EXIT");
         for (size_t i = 0; i < l->n_containers; i++) {
             const Trustme__ContainerInfo *c = l->containers[i];
-            char pid[16] = "-", enc[64];
+            char pid[16] = "-", enc[64], gos[96];
             if (c->pid)
                 snprintf(pid, sizeof(pid), "%d", c->pid);
             encryption_word(c, enc, sizeof(enc));
-            printf("%-20s %-9s %-8s %-36s %-22s %s\n", c->name, state_word(c->state), pid, c->uuid,
-                   enc, c->last_error && c->last_error[0] ? "start failed (see trustme state)"
-                                                          : or_dash(c->last_exit));
+            guestos_word(c, gos, sizeof(gos));
+            printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", c->name, state_word(c->state), pid,
+                   c->uuid, gos, or_dash(c->trust), enc,
+                   c->last_error && c->last_error[0] ? "start failed (see trustme state)"
+                                                     : or_dash(c->last_exit));
         }
     }
     trustme__response__free_unpacked(resp, NULL);

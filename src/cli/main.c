@@ -15,6 +15,7 @@ static const struct verb {
     const char *help;
 } verbs[] = {
     {"create", cmd_create, "[--pin-file F] CONFIG.json", "create a container from a config file (docs/CONFIG.md)"},
+    {"update", cmd_update, "CONTAINER CONFIG.json", "replace a stopped container's config"},
     {"list", cmd_list, "[--json]", "list containers"},
     {"state", cmd_state, "[--json] CONTAINER", "show a container's state, limits and last exit"},
     {"config", cmd_config, "CONTAINER", "print a container's config"},
@@ -28,6 +29,8 @@ static const struct verb {
     {"token", cmd_token, "unlock [--pin-file F] CONTAINER", "unlock a token locked by wrong PINs, with its PUK"},
     {"wipe", cmd_wipe, "[--pin-file F] CONTAINER", "crypto-erase a stopped container's data"},
     {"remove", cmd_remove, "CONTAINER", "wipe and delete a stopped container"},
+    {"guestos", cmd_guestos, "install DIR | list | remove NAME [--version V]", "the signed GuestOSes containers run (docs/GUESTOS.md)"},
+    {"ca", cmd_ca, "register CERT.pem", "trust a GuestOS-signing CA (it must chain to the General root)"},
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
 };
 
@@ -37,7 +40,7 @@ static void usage(FILE *out)
                  "Manage trustme containers through trustmed. Containers are named by name or UUID.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        fprintf(out, "  %-10s %-44s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
+        fprintf(out, "  %-10s %-46s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
     fprintf(out, "\nGlobal options:\n"
                  "  --socket PATH   control socket (default $TRUSTME_SOCKET or /run/trustme/control.sock)\n"
                  "  --run-dir DIR   use DIR/control.sock (the --run-dir given to trustmed)\n"
@@ -45,7 +48,9 @@ static void usage(FILE *out)
                  "  -h, --help      this help; 'trustme COMMAND --help' for a command\n"
                  "\nPINs and PUKs are asked on the terminal without echo. --pin-file FILE gives them\n"
                  "one per line in the order asked ('-' is stdin); without a terminal they are read\n"
-                 "from stdin. docs/STORAGE.md explains tokens, PINs, PUKs and the lockout.\n");
+                 "from stdin. docs/STORAGE.md explains tokens, PINs, PUKs and the lockout.\n"
+                 "A config CONFIG.json signed by the GuestOS Signing PKI has CONFIG.json.sig and\n"
+                 "CONFIG.json.chain.pem beside it; create and update send them along.\n");
 }
 
 int main(int argc, char **argv)

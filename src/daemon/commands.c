@@ -11,26 +11,14 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "commands_guestos.h"
 #include "container.h"
 #include "exec.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "modules/volume.h"
 #include "session.h"
 #include "tokens.h"
 
-#define CONFIG_JSON_MAX (1024 * 1024)
-
-static void reply_info(struct conn *conn, uint64_t id, const struct container *c)
-{
-    Trustme__ContainerInfo info;
-    Trustme__Encryption enc;
-    container_info(c, &info, &enc);
-    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-    resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
-    resp.container = &info;
-    conn_send(conn, id, &resp);
-}
 
 static void reply_ok(struct conn *conn, uint64_t id)
 {
@@ -115,7 +103,7 @@ static void cmd_state(struct conn *conn, uint64_t id, const Trustme__Request *re
 {
     struct container *c = lookup(conn, id, req->state->id);
     if (c)
-        reply_info(conn, id, c);
+        reply_container(conn, id, c);
 }
 
 static void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -131,41 +119,6 @@ static void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *r
     resp.body_case = TRUSTME__RESPONSE__BODY_CONFIG;
     resp.config = &cfg;
     conn_send(conn, id, &resp);
-}
-
-static void cmd_create(struct conn *conn, uint64_t id, const Trustme__Request *req)
-{
-    struct daemon *d = conn->d;
-    const Trustme__CreateRequest *rq = req->create;
-    if (!rq->has_config_json || rq->config_json.len == 0) {
-        conn_send_error(conn, id, EINVAL, "create: the config is empty");
-        return;
-    }
-    if (rq->config_json.len > CONFIG_JSON_MAX) {
-        conn_send_error(conn, id, EFBIG, "create: the config is larger than %d bytes", CONFIG_JSON_MAX);
-        return;
-    }
-    const char *json = (const char *)rq->config_json.data;
-    size_t len = rq->config_json.len;
-    tm_err err = {0};
-    struct container_config *cfg = NULL;
-    struct container *c = NULL;
-    int r = config_parse(json, len, &cfg, &err);
-    if (r == 0)
-        r = volume_check_rootfs(cfg, &err);
-    if (r == 0)
-        r = container_create(d, cfg, json, len, &c, &err);
-    if (r < 0) {
-        config_free(cfg);
-        daemon_audit(d, "config.reject", "fail", NULL, conn->actor, "%s", err.msg);
-        conn_send_error(conn, id, err.code, "invalid container config: %s", err.msg);
-        return;
-    }
-    daemon_audit(d, "container.create", "ok", c, conn->actor, "rootfs %s, user namespace %s, token %s",
-                 cfg->rootfs, cfg->user_namespace ? "on" : "off", token_kind_name(cfg->token.kind));
-    /* A new UUID has no token yet: nothing to ask scd. */
-    c->token = (struct token_state){.known = true};
-    reply_info(conn, id, c);
 }
 
 /* Token operations, wipe and remove need a container that is not running. */
@@ -376,6 +329,11 @@ static const struct {
     {TRUSTME__REQUEST__BODY_LOGS, cmd_logs},         {TRUSTME__REQUEST__BODY_WIPE, cmd_wipe},
     {TRUSTME__REQUEST__BODY_CHANGE_PIN, cmd_change_pin},
     {TRUSTME__REQUEST__BODY_TOKEN_UNLOCK, cmd_token_unlock},
+    {TRUSTME__REQUEST__BODY_UPDATE, cmd_update},
+    {TRUSTME__REQUEST__BODY_GUESTOS_INSTALL, cmd_guestos_install},
+    {TRUSTME__REQUEST__BODY_GUESTOS_LIST, cmd_guestos_list},
+    {TRUSTME__REQUEST__BODY_GUESTOS_REMOVE, cmd_guestos_remove},
+    {TRUSTME__REQUEST__BODY_CA_REGISTER, cmd_ca_register},
 };
 
 static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)

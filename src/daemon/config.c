@@ -12,7 +12,7 @@
 #include "uuid.h"
 
 static const char *const top_keys[] = {
-    "name", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
+    "name", "guestos", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
     "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
@@ -51,7 +51,7 @@ static bool hostname_valid(const char *h)
 
 /* An absolute path in canonical form: no ".", "..", or empty components, no trailing slash.
  * Canonical, so that two spellings of one path cannot pass a comparison as different. */
-static bool clean_abs_path(const char *p)
+bool config_clean_abs_path(const char *p)
 {
     if (p[0] != '/')
         return false;
@@ -96,19 +96,47 @@ static bool cpuset_valid(const char *s)
     return s[-1] != ',';
 }
 
+/* "guestos": {"name": "busybox", "version": 3}: the GuestOS to run, optionally pinned. */
+static int parse_guestos(json_object *root, struct container_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"name", "version", NULL};
+    json_object *obj;
+    const char *name;
+    int64_t v;
+    int r = tm_json_get_object(root, "$", "guestos", false, 8, &obj, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(obj, "$.guestos", keys, err)) < 0 ||
+        (r = tm_json_get_string(obj, "$.guestos", "name", true, 256, &name, err)) < 0)
+        return r;
+    if (!config_name_valid(name))
+        return tm_err_set(err, EINVAL, "$.guestos.name: \"%s\" is not a valid GuestOS name", name);
+    snprintf(cfg->guestos, sizeof(cfg->guestos), "%s", name);
+    if ((r = tm_json_get_int(obj, "$.guestos", "version", false, 1, CONFIG_VERSION_MAX, &v, err)) < 0)
+        return r;
+    cfg->guestos_version = r ? (uint64_t)v : 0;
+    return 0;
+}
+
 static int parse_rootfs(json_object *root, struct container_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"path", "type", NULL};
     json_object *obj;
-    int r = tm_json_get_object(root, "$", "rootfs", true, 8, &obj, err);
+    int r = tm_json_get_object(root, "$", "rootfs", false, 8, &obj, err);
     if (r < 0)
         return r;
+    if (r == 0 && !cfg->guestos[0])
+        return tm_err_set(err, EINVAL, "$: \"guestos\" is required (or, for development, \"rootfs\")");
+    if (r == 0)
+        return 0;
+    if (cfg->guestos[0])
+        return tm_err_set(err, EINVAL, "$: give \"guestos\" or \"rootfs\", not both");
     if ((r = tm_json_check_keys(obj, "$.rootfs", keys, err)) < 0)
         return r;
     const char *path, *type = NULL;
     if ((r = tm_json_get_string(obj, "$.rootfs", "path", true, PATH_MAX - 1, &path, err)) < 0)
         return r;
-    if (!clean_abs_path(path))
+    if (!config_clean_abs_path(path))
         return tm_err_set(err, EINVAL, "$.rootfs.path: must be an absolute path without . or .. "
                           "components, got \"%s\"", path);
     snprintf(cfg->rootfs, sizeof(cfg->rootfs), "%s", path);
@@ -130,60 +158,69 @@ static int parse_rootfs(json_object *root, struct container_config *cfg, tm_err 
     return 0;
 }
 
-static int parse_args(json_object *root, struct container_config *cfg, tm_err *err)
+int config_parse_strv(json_object *root, const char *path, const char *key, size_t max,
+                      char ***ret, size_t *ret_n, tm_err *err)
 {
     json_object *arr;
-    int r = tm_json_get_array(root, "$", "args", false, CONFIG_MAX_ARGS, &arr, err);
+    int r = tm_json_get_array(root, path, key, false, max, &arr, err);
     if (r < 0)
         return r;
     size_t n = r ? json_object_array_length(arr) : 0;
-    cfg->args = calloc(n + 1, sizeof(char *));
-    if (!cfg->args)
+    char **v = calloc(n + 1, sizeof(char *));
+    if (!v)
         return tm_err_set(err, ENOMEM, "out of memory");
+    *ret = v;
+    *ret_n = 0;
+    char sub[TM_JSON_PATH_MAX];
+    tm_json_path_key(sub, path, key);
     for (size_t i = 0; i < n; i++) {
-        char path[TM_JSON_PATH_MAX];
+        char item[TM_JSON_PATH_MAX];
         const char *s;
-        tm_json_path_index(path, "$.args", i);
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, CONFIG_ARG_MAX, &s,
+        tm_json_path_index(item, sub, i);
+        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), item, CONFIG_ARG_MAX, &s,
                                        err)) < 0)
             return r;
-        if (!(cfg->args[i] = strdup(s)))
+        if (!(v[i] = strdup(s)))
             return tm_err_set(err, ENOMEM, "out of memory");
-        cfg->nargs++;
+        (*ret_n)++;
     }
     return 0;
 }
 
-static int parse_env(json_object *root, struct container_config *cfg, tm_err *err)
+int config_parse_env(json_object *root, const char *path, char ***ret, size_t *ret_n, tm_err *err)
 {
     json_object *obj;
-    int r = tm_json_get_object(root, "$", "env", false, CONFIG_MAX_ENV, &obj, err);
+    int r = tm_json_get_object(root, path, "env", false, CONFIG_MAX_ENV, &obj, err);
     if (r < 0)
         return r;
     size_t n = r ? (size_t)json_object_object_length(obj) : 0;
-    cfg->env = calloc(n + 1, sizeof(char *));
-    if (!cfg->env)
+    char **env = calloc(n + 1, sizeof(char *));
+    if (!env)
         return tm_err_set(err, ENOMEM, "out of memory");
+    *ret = env;
+    *ret_n = 0;
     if (!n)
         return 0;
+    char sub[TM_JSON_PATH_MAX];
+    tm_json_path_key(sub, path, "env");
     json_object_object_foreach(obj, key, val)
     {
-        char path[TM_JSON_PATH_MAX];
-        tm_json_path_key(path, "$.env", key);
+        char item[TM_JSON_PATH_MAX];
+        tm_json_path_key(item, sub, key);
         bool ok = (isalpha((unsigned char)key[0]) || key[0] == '_') && strlen(key) <= 256;
         for (const char *k = key; ok && *k; k++)
             ok = isalnum((unsigned char)*k) || *k == '_';
         if (!ok)
             return tm_err_set(err, EINVAL, "%s: variable names are letters, digits and _ and do "
-                              "not start with a digit", path);
+                              "not start with a digit", item);
         const char *s;
-        if ((r = tm_json_expect_string(val, path, CONFIG_ARG_MAX, &s, err)) < 0)
+        if ((r = tm_json_expect_string(val, item, CONFIG_ARG_MAX, &s, err)) < 0)
             return r;
-        if (asprintf(&cfg->env[cfg->nenv], "%s=%s", key, s) < 0) {
-            cfg->env[cfg->nenv] = NULL;
+        if (asprintf(&env[*ret_n], "%s=%s", key, s) < 0) {
+            env[*ret_n] = NULL;
             return tm_err_set(err, ENOMEM, "out of memory");
         }
-        cfg->nenv++;
+        (*ret_n)++;
     }
     return 0;
 }
@@ -204,7 +241,7 @@ static int parse_device(json_object *v, const char *path, struct device_rule *d,
         (r = tm_json_get_int(v, path, "minor", true, 0, 1048575, &minor, err)) < 0 ||
         (r = tm_json_get_string(v, path, "access", false, 3, &access, err)) < 0)
         return r;
-    if (strncmp(p, "/dev/", 5) != 0 || !clean_abs_path(p) || strlen(p) == 5)
+    if (strncmp(p, "/dev/", 5) != 0 || !config_clean_abs_path(p) || strlen(p) == 5)
         return tm_err_set(err, EINVAL, "%s.path: must be a path below /dev/, got \"%s\"", path, p);
     if (strcmp(type, "c") != 0 && strcmp(type, "b") != 0)
         return tm_err_set(err, EINVAL, "%s.type: must be \"c\" or \"b\", got \"%s\"", path, type);
@@ -337,7 +374,7 @@ static int parse_token(json_object *root, struct container_config *cfg, tm_err *
         return tm_err_set(err, EINVAL, "$.token.kdf_n: only for \"type\": \"soft\"");
     if ((r = tm_json_get_string(v, "$.token", "module", true, PATH_MAX - 1, &s, err)) < 0)
         return r;
-    if (!clean_abs_path(s))
+    if (!config_clean_abs_path(s))
         return tm_err_set(err, EINVAL, "$.token.module: must be an absolute path, got \"%s\"", s);
     snprintf(t->module, sizeof(t->module), "%s", s);
     int has_label, has_serial;
@@ -370,18 +407,21 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
                           CONFIG_NAME_MAX);
     snprintf(cfg->name, sizeof(cfg->name), "%s", s);
 
-    if ((r = parse_rootfs(root, cfg, err)) < 0)
+    if ((r = parse_guestos(root, cfg, err)) < 0 || (r = parse_rootfs(root, cfg, err)) < 0)
         return r;
 
     if ((r = tm_json_get_string(root, "$", "init", false, PATH_MAX - 1, &s, err)) < 0)
         return r;
+    cfg->init_set = r > 0;
     if (r == 0)
         s = "/sbin/init";
-    if (!clean_abs_path(s))
+    if (!config_clean_abs_path(s))
         return tm_err_set(err, EINVAL, "$.init: must be an absolute path in the container, got \"%s\"", s);
     snprintf(cfg->init, sizeof(cfg->init), "%s", s);
 
-    if ((r = parse_args(root, cfg, err)) < 0 || (r = parse_env(root, cfg, err)) < 0)
+    cfg->args_set = json_object_object_get_ex(root, "args", NULL);
+    if ((r = config_parse_strv(root, "$", "args", CONFIG_MAX_ARGS, &cfg->args, &cfg->nargs, err)) < 0 ||
+        (r = config_parse_env(root, "$", &cfg->env, &cfg->nenv, err)) < 0)
         return r;
 
     if ((r = tm_json_get_string(root, "$", "hostname", false, 256, &s, err)) < 0)
@@ -467,7 +507,7 @@ int config_parse(const char *json, size_t len, struct container_config **ret, tm
     return 0;
 }
 
-static void free_strv(char **v)
+void config_free_strv(char **v)
 {
     for (char **p = v; p && *p; p++)
         free(*p);
@@ -478,8 +518,9 @@ void config_free(struct container_config *cfg)
 {
     if (!cfg)
         return;
-    free_strv(cfg->args);
-    free_strv(cfg->env);
+    config_free_strv(cfg->args);
+    config_free_strv(cfg->env);
+    config_free_strv(cfg->guest_env);
     free(cfg->devices);
     free(cfg);
 }

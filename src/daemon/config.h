@@ -39,15 +39,24 @@ struct token_config {
     char serial[17];           /* pkcs11: token serial, or "" */
 };
 
+#define CONFIG_VERSION_MAX (1LL << 53)
+
 struct container_config {
     char name[CONFIG_NAME_MAX + 1];
-    char rootfs[PATH_MAX];
+    char guestos[CONFIG_NAME_MAX + 1];  /* the GuestOS it runs, "" for a development rootfs */
+    uint64_t guestos_version;           /* pinned version, 0 = the newest installed */
+    char rootfs[PATH_MAX];              /* development only: an unsigned root file system */
     enum rootfs_type rootfs_type;
+    /* init and args: the config's; what it leaves out is the GuestOS's, filled in at every start
+     * (guestos_apply) from the version that start runs. */
     char init[PATH_MAX];
+    bool init_set, args_set;
     char **args; /* argv[1..], NULL-terminated */
     size_t nargs;
     char **env;  /* KEY=VALUE, NULL-terminated */
     size_t nenv;
+    char **guest_env;   /* the GuestOS's environment, below the config's */
+    size_t nguest_env;
     char hostname[CONFIG_HOSTNAME_MAX + 1];
     uint64_t memory_limit_mb;           /* 0: no limit */
     uint32_t pids_limit;                /* 0: no limit */
@@ -68,5 +77,16 @@ struct container_config {
 int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err);
 void config_free(struct container_config *cfg);
 bool config_name_valid(const char *name);
+/* An absolute path in canonical form (no ".", "..", empty components or trailing '/'). */
+bool config_clean_abs_path(const char *p);
+
+/* Shared with the GuestOS config (guestos_config.c). Both set *ret even on failure (to an array
+ * the caller frees), NULL-terminated: an array of strings at key, and "env" as KEY=VALUE. */
+struct json_object;
+int config_parse_strv(struct json_object *root, const char *path, const char *key, size_t max,
+                      char ***ret, size_t *ret_n, tm_err *err);
+int config_parse_env(struct json_object *root, const char *path, char ***ret, size_t *ret_n,
+                     tm_err *err);
+void config_free_strv(char **v);
 const char *rootfs_type_name(enum rootfs_type t);
 const char *token_kind_name(enum token_kind k);

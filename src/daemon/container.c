@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "guestos.h"
 #include "tokens.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
@@ -155,8 +156,53 @@ static int load_state(struct container *c, const char *dir, tm_err *err)
     return r < 0 ? tm_err_prefix(err, "%s", path) : 0;
 }
 
+/* A signed config keeps its signature beside it (as it was verified at create or update). */
+static int write_signature(const char *dir, const struct config_signature *sig, tm_err *err)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/config.json.sig", dir);
+    if (!sig) {
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/config.json.chain.pem", dir);
+        unlink(path);
+        return 0;
+    }
+    int r = write_file_atomic(path, sig->sig, sig->sig_len, 0600, err);
+    if (r < 0)
+        return r;
+    snprintf(path, sizeof(path), "%s/config.json.chain.pem", dir);
+    return write_file_atomic(path, sig->chain, sig->chain_len, 0600, err);
+}
+
+int container_update(struct container *c, struct container_config *cfg, const char *json, size_t len,
+                     const struct config_signature *sig, tm_err *err)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    memcpy(copy, json, len);
+    copy[len] = '\0';
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    int r = write_signature(dir, sig, err);
+    if (r == 0)
+        r = write_file_atomic(path, json, len, 0600, err);
+    if (r < 0) {
+        free(copy);
+        return r;
+    }
+    config_free(c->cfg);
+    free(c->config_json);
+    c->cfg = cfg;
+    c->config_json = copy;
+    c->config_len = len;
+    c->config_signed = sig != NULL;
+    return 0;
+}
+
 int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
-                     struct container **ret, tm_err *err)
+                     const struct config_signature *sig, struct container **ret, tm_err *err)
 {
     if (container_find(d, cfg->name))
         return tm_err_set(err, EEXIST, "a container named \"%s\" already exists", cfg->name);
@@ -193,8 +239,10 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
         goto fail;
     }
     snprintf(path, sizeof(path), "%s/config.json", tmp);
-    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0)
+    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0 ||
+        (r = write_signature(tmp, sig, err)) < 0)
         goto fail_rm;
+    c->config_signed = sig != NULL;
     if ((r = write_state(c, tmp, true, err)) < 0)
         goto fail_rm;
     if (rename(tmp, dir) < 0) {
@@ -235,6 +283,8 @@ static int load_one(struct daemon *d, const char *uuid, tm_err *err)
     }
     tokens_key_path(c, path, sizeof(path));
     c->key_stored = access(path, F_OK) == 0;
+    snprintf(path, sizeof(path), "%s/config.json.sig", dir);
+    c->config_signed = access(path, F_OK) == 0;
     link_container(d, c);
     return 0;
 }
@@ -348,4 +398,13 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->user_namespace = c->cfg->user_namespace;
     tokens_fill_info(c, enc);
     info->encryption = enc;
+    info->guestos = (char *)c->cfg->guestos;
+    info->config_trust = c->config_signed ? "signed" : "unsigned";
+    /* Running: what it runs; stopped: what it would start on now. */
+    const struct guestos *g = guestos_for((struct container *)c);
+    if (c->state != CS_STOPPED && c->guestos_version)
+        g = guestos_find(c->d, c->cfg->guestos, c->guestos_version);
+    info->has_guestos_version = true;
+    info->guestos_version = g ? g->cfg->version : 0;
+    info->trust = g ? (char *)trust_level_name(g->trust) : c->cfg->guestos[0] ? "" : "unsigned";
 }

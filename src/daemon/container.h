@@ -4,9 +4,21 @@
 #include "control.pb-c.h"
 #include "daemon.h"
 
-/* Create and persist a new container from a validated config (atomically: all or nothing). */
+/* The detached signature of a container config, as verified (trust.h). */
+struct config_signature {
+    const void *sig;
+    size_t sig_len;
+    const char *chain;
+    size_t chain_len;
+};
+
+/* Create and persist a new container from a validated config (atomically: all or nothing).
+ * sig: NULL for an unsigned config. */
 int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
-                     struct container **ret, tm_err *err);
+                     const struct config_signature *sig, struct container **ret, tm_err *err);
+/* Replace a stopped container's config (takes ownership of cfg on success). */
+int container_update(struct container *c, struct container_config *cfg, const char *json, size_t len,
+                     const struct config_signature *sig, tm_err *err);
 /* Load every container found in the data dir. Broken entries are logged and skipped. */
 int containers_load(struct daemon *d, tm_err *err);
 /* By name or UUID. */

@@ -22,6 +22,8 @@ struct session;
 struct start_op;
 struct scd;
 struct token_op;
+struct guestos;
+struct install_op;
 
 /* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
 enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
@@ -77,6 +79,8 @@ struct container {
     bool token_busy;              /* a token operation is waiting for scd */
     bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
     struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
+    uint64_t guestos_version;     /* the GuestOS version of the current or last start */
+    bool config_signed;           /* its config came with a verified signature */
 };
 
 struct daemon {
@@ -98,7 +102,9 @@ struct daemon {
     bool shutting_down;
     tm_source *retry_timer;       /* cgroup directories still to be removed */
     struct scd *scd;              /* the token service (scd_client.c) */
-    enum storage_backend storage_backend; /* from device.json (device.h) */
+    struct device_config device;  /* device.json (device.h) */
+    struct guestos *guestos;      /* the GuestOS store (guestos.h), sorted by name and version */
+    struct install_op *install;   /* the GuestOS install under way, if any (guestos_install.c) */
     struct {
         char user[64];            /* its system user */
         char binary[PATH_MAX];    /* "" = next to trustmed */

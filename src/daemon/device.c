@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -39,12 +41,136 @@ static int parse_storage(json_object *root, struct device_config *cfg, tm_err *e
     return 0;
 }
 
+/* A path to a PEM file: canonical and absolute (the file itself is read when needed). */
+static int pem_path(const char *path, const char *value, char **ret, tm_err *err)
+{
+    if (value[0] != '/' || strstr(value, "/../") || strstr(value, "/./") || strstr(value, "//") ||
+        (strlen(value) >= 3 && strcmp(value + strlen(value) - 3, "/..") == 0))
+        return tm_err_set(err, EINVAL, "%s: \"%s\" must be a canonical absolute path", path, value);
+    if (!(*ret = strdup(value)))
+        return tm_err_set(err, ENOMEM, "out of memory");
+    return 0;
+}
+
+static int get_pem_path(json_object *obj, const char *path, const char *key, char **ret, tm_err *err)
+{
+    const char *v;
+    char sub[TM_JSON_PATH_MAX];
+    int r = tm_json_get_string(obj, path, key, false, PATH_MAX - 1, &v, err);
+    if (r <= 0)
+        return r;
+    tm_json_path_key(sub, path, key);
+    return pem_path(sub, v, ret, err);
+}
+
+static int get_pem_list(json_object *obj, const char *path, const char *key, char **out, size_t max,
+                        size_t *n, tm_err *err)
+{
+    json_object *arr;
+    char sub[TM_JSON_PATH_MAX], item[TM_JSON_PATH_MAX];
+    int r = tm_json_get_array(obj, path, key, false, max, &arr, err);
+    if (r <= 0)
+        return r;
+    tm_json_path_key(sub, path, key);
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        const char *v;
+        tm_json_path_index(item, sub, i);
+        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), item, PATH_MAX - 1, &v,
+                                       err)) < 0 ||
+            (r = pem_path(item, v, &out[*n], err)) < 0)
+            return r;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int parse_trust(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"software_signing_root", "general_root", "local_root",
+                                       "guestos_cas", "crls", NULL};
+    json_object *t;
+    int r = tm_json_get_object(root, "$", "trust", false, 16, &t, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(t, "$.trust", keys, err)) < 0 ||
+        (r = get_pem_path(t, "$.trust", "software_signing_root", &cfg->software_root, err)) < 0 ||
+        (r = get_pem_path(t, "$.trust", "general_root", &cfg->general_root, err)) < 0 ||
+        (r = get_pem_path(t, "$.trust", "local_root", &cfg->local_root, err)) < 0 ||
+        (r = get_pem_list(t, "$.trust", "guestos_cas", cfg->guestos_cas, DEVICE_MAX_CAS,
+                          &cfg->n_guestos_cas, err)) < 0 ||
+        (r = get_pem_list(t, "$.trust", "crls", cfg->crls, DEVICE_MAX_CRLS, &cfg->n_crls, err)) < 0)
+        return r;
+    return 0;
+}
+
+static int parse_policy(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs",
+                                       NULL};
+    json_object *p;
+    int r = tm_json_get_object(root, "$", "policy", false, 16, &p, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(p, "$.policy", keys, err)) < 0 ||
+        (r = tm_json_get_bool(p, "$.policy", "allow_locally_signed", false,
+                              &cfg->allow_locally_signed, err)) < 0 ||
+        (r = tm_json_get_bool(p, "$.policy", "allow_unsigned", false, &cfg->allow_unsigned, err)) < 0 ||
+        (r = tm_json_get_bool(p, "$.policy", "signed_configs", false, &cfg->signed_configs, err)) < 0)
+        return r;
+    return 0;
+}
+
+static int parse_names(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    const char *v;
+    int r = tm_json_get_string(root, "$", "architecture", false, DEVICE_ARCH_MAX, &v, err);
+    if (r < 0)
+        return r;
+    if (r > 0) {
+        if (!v[0] || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(v))
+            return tm_err_set(err, EINVAL, "$.architecture: \"%s\" is not a machine name like "
+                              "\"x86_64\"", v);
+        snprintf(cfg->architecture, sizeof(cfg->architecture), "%s", v);
+    }
+    if ((r = tm_json_get_string(root, "$", "core_guestos", false, CONFIG_NAME_MAX, &v, err)) < 0)
+        return r;
+    if (r > 0) {
+        if (!config_name_valid(v))
+            return tm_err_set(err, EINVAL, "$.core_guestos: \"%s\" is not a valid GuestOS name", v);
+        snprintf(cfg->core_guestos, sizeof(cfg->core_guestos), "%s", v);
+    }
+    return 0;
+}
+
+void device_config_clear(struct device_config *cfg)
+{
+    free(cfg->software_root);
+    free(cfg->general_root);
+    free(cfg->local_root);
+    for (size_t i = 0; i < cfg->n_guestos_cas; i++)
+        free(cfg->guestos_cas[i]);
+    for (size_t i = 0; i < cfg->n_crls; i++)
+        free(cfg->crls[i]);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+static void set_defaults(struct device_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->storage_backend = STORAGE_FSCRYPT;
+    struct utsname u;
+    snprintf(cfg->architecture, sizeof(cfg->architecture), "%s", uname(&u) == 0 ? u.machine : "unknown");
+    snprintf(cfg->core_guestos, sizeof(cfg->core_guestos), "trustme-core");
+}
+
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
-    static const char *const keys[] = {"storage", NULL};
+    static const char *const keys[] = {"storage", "architecture", "core_guestos", "trust", "policy",
+                                       NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
-    struct device_config cfg = {.storage_backend = STORAGE_FSCRYPT};
+    struct device_config cfg;
+    set_defaults(&cfg);
     _cleanup_free_ char *data = NULL;
     size_t len;
     int r = read_file(path, DEVICE_CONFIG_MAX, &data, &len, err);
@@ -57,13 +183,18 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     json_object *root;
     if ((r = tm_json_parse_object(data, len, &root, err)) < 0)
         return tm_err_prefix(err, "%s", path);
-    if ((r = tm_json_check_keys(root, "$", keys, err)) == 0)
-        r = parse_storage(root, &cfg, err);
+    if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
+        (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0)
+        r = parse_policy(root, &cfg, err);
     json_object_put(root);
-    if (r < 0)
-        return tm_err_prefix(err, "%s", path);
-    if (cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
-        return tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);
+    if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
+        tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);
+    else if (r < 0)
+        tm_err_prefix(err, "%s", path);
+    if (r < 0) {
+        device_config_clear(&cfg);
+        return r;
+    }
     *ret = cfg;
     return 0;
 }

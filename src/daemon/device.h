@@ -2,6 +2,9 @@
  * container (docs/CONFIG.md "Device config"). Absent means every default. */
 #pragma once
 
+#include <stdbool.h>
+
+#include "config.h"
 #include "error.h"
 
 enum storage_backend {
@@ -9,11 +12,30 @@ enum storage_backend {
     STORAGE_DMCRYPT = 1, /* dm-crypt + dm-integrity (LUKS2) under it: needs device-mapper */
 };
 
+#define DEVICE_MAX_CAS 32
+#define DEVICE_MAX_CRLS 32
+#define DEVICE_ARCH_MAX 31
+
+/* Trust anchors and CRLs are named by path and read when they are needed (a GuestOS install, a
+ * signed config): replacing a CRL file takes effect without a restart. */
 struct device_config {
     enum storage_backend storage_backend;
+    char architecture[DEVICE_ARCH_MAX + 1]; /* GuestOSes must be built for it; default uname -m */
+    char core_guestos[CONFIG_NAME_MAX + 1]; /* the GuestOS signed by the Software Signing PKI */
+    char *software_root;  /* Software Signing root CA (PEM path), NULL = none */
+    char *general_root;   /* Customer PKI's General root CA */
+    char *local_root;     /* a device-local root: GuestOSes it signs are "locally signed" */
+    char *guestos_cas[DEVICE_MAX_CAS]; /* GuestOS Signing sub-CAs, beside <data>/trust/cas/ */
+    size_t n_guestos_cas;
+    char *crls[DEVICE_MAX_CRLS];
+    size_t n_crls;
+    bool allow_locally_signed;
+    bool allow_unsigned;  /* development only: unsigned GuestOSes and plain rootfs paths */
+    bool signed_configs;  /* create/update need a config signed through the GuestOS chain */
 };
 
 const char *storage_backend_name(enum storage_backend b);
 /* Read <data_dir>/device.json strictly (unknown keys, wrong types: an error naming the path)
  * and check that this kernel can do what it asks. */
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err);
+void device_config_clear(struct device_config *cfg);

@@ -27,6 +27,7 @@
 #include "session.h"
 #include "spawn.h"
 #include "syncmsg.h"
+#include "guestos.h"
 #include "tokens.h"
 
 #define FREEZE_POLL_MS 10
@@ -220,7 +221,7 @@ static enum data_crypt data_crypt_of(const struct container *c)
 {
     if (!container_encrypted(c) || c->cfg->data_size_mb == 0)
         return DATA_PLAIN;
-    return c->d->storage_backend == STORAGE_DMCRYPT ? DATA_DMCRYPT : DATA_FSCRYPT;
+    return c->d->device.storage_backend == STORAGE_DMCRYPT ? DATA_DMCRYPT : DATA_FSCRYPT;
 }
 
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
@@ -256,6 +257,10 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
                 fail_start(c, "malformed error report from the setup process");
                 break;
             }
+            memcpy(&code, msg.payload, sizeof(code));
+            /* EBADMSG from the setup process: a GuestOS image failed its hash check. */
+            if (code == EBADMSG && op->ctx.guestos)
+                daemon_audit(c->d, "guestos.corrupted", "fail", c, NULL, "%s", msg.payload + sizeof(code));
             fail_start(c, "%s", msg.payload + sizeof(code));
             break;
         }
@@ -378,6 +383,35 @@ static void on_key(struct container *c, struct secret *key, const tm_err *err)
     spawn_setup(c);
 }
 
+/* The GuestOS this start runs: the newest installed version the config allows, still within
+ * the device policy (which may have changed since the install). */
+static int resolve_guestos(struct container *c, struct start_ctx *ctx, tm_err *err)
+{
+    const struct device_config *dev = &c->d->device;
+    if (!c->cfg->guestos[0])
+        return dev->allow_unsigned ? 0 : tm_err_set(err, EPERM, "it runs a development rootfs, "
+                                                    "which the device policy does not allow "
+                                                    "(device.json policy.allow_unsigned)");
+    struct guestos *g = guestos_for(c);
+    if (!g && c->cfg->guestos_version)
+        return tm_err_set(err, ENOENT, "GuestOS %s version %llu is not installed (trustme guestos "
+                          "list)", c->cfg->guestos, (unsigned long long)c->cfg->guestos_version);
+    if (!g)
+        return tm_err_set(err, ENOENT, "GuestOS %s is not installed (trustme guestos list)",
+                          c->cfg->guestos);
+    if ((g->trust == TRUST_UNSIGNED && !dev->allow_unsigned) ||
+        (g->trust == TRUST_LOCAL && !dev->allow_locally_signed))
+        return tm_err_set(err, EPERM, "GuestOS %s-%llu is %s, which the device policy no longer "
+                          "allows", g->cfg->name, (unsigned long long)g->cfg->version,
+                          trust_level_name(g->trust));
+    int r = guestos_apply(c->cfg, g->cfg, err);
+    if (r < 0)
+        return r;
+    ctx->guestos = g;
+    c->guestos_version = g->cfg->version;
+    return 0;
+}
+
 static void begin_start(struct container *c, const struct start_args *args)
 {
     struct daemon *d = c->d;
@@ -410,6 +444,10 @@ static void begin_start(struct container *c, const struct start_args *args)
         return;
     }
     if (open_stdio(c, &op->args, op->child_stdio, &err) < 0) {
+        fail_start(c, "%s", err.msg);
+        return;
+    }
+    if (resolve_guestos(c, ctx, &err) < 0) {
         fail_start(c, "%s", err.msg);
         return;
     }

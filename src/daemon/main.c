@@ -21,6 +21,8 @@
 #include "daemon.h"
 #include "fileio.h"
 #include "lifecycle.h"
+#include "guestos.h"
+#include "guestos_install.h"
 #include "log.h"
 #include "modules/seccomp_filter.h"
 #include "runtime.h"
@@ -340,10 +342,9 @@ static int init_daemon(struct daemon *d, tm_err *err)
     log_info("cgroups: %s", cg_mode(&d->cgroups));
     if ((r = seccomp_build(&d->seccomp, err)) < 0)
         return r;
-    struct device_config dev;
-    if ((r = device_config_load(d->data_dir, &dev, err)) < 0)
+    if ((r = device_config_load(d->data_dir, &d->device, err)) < 0 ||
+        (r = guestos_store_init(d, err)) < 0)
         return r;
-    d->storage_backend = dev.storage_backend;
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
         (r = containers_load(d, err)) < 0)
         return r;
@@ -395,6 +396,7 @@ int main(int argc, char **argv)
     log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
     autostart(&d);
     int code = tm_loop_run(d.loop);
+    guestos_install_abort(&d);
     control_close_all(&d);
     scd_stop(&d);
     cg_remove_parent(&d.cgroups, d.cgroup_parent);
@@ -405,6 +407,8 @@ int main(int argc, char **argv)
         d.containers = c->next;
         container_free(c);
     }
+    guestos_store_free(&d);
+    device_config_clear(&d.device);
     free(d.seccomp.filter);
     tm_loop_free(d.loop);
     log_info("stopped");

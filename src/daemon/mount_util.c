@@ -146,6 +146,11 @@ int loop_attach(const char *image, bool read_only, char *devpath, size_t size, t
     _cleanup_close_ int ifd = open(image, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (ifd < 0)
         return tm_err_sys(err, "cannot open image %s", image);
+    return loop_attach_fd(ifd, image, read_only, devpath, size, err);
+}
+
+int loop_attach_fd(int ifd, const char *image, bool read_only, char *devpath, size_t size, tm_err *err)
+{
     _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
         return tm_err_sys(err, "cannot open /dev/loop-control");

@@ -32,5 +32,7 @@ int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs,
 /* Attach image to a free loop device (autoclear: it detaches itself once unmounted).
  * Returns an open fd of the loop device; its path is written to devpath. */
 int loop_attach(const char *image, bool read_only, char *devpath, size_t size, tm_err *err);
+/* The same for an image already open (the fd that was hashed is the one attached). */
+int loop_attach_fd(int fd, const char *image, bool read_only, char *devpath, size_t size, tm_err *err);
 /* True if image is the backing file of an attached loop device. */
 bool loop_in_use(const char *image);

@@ -68,7 +68,7 @@ static bool env_has_key(char **env, size_t n, const char *kv)
 
 char **build_env(const struct container_config *cfg, char *const *extra, size_t nextra)
 {
-    size_t max = ARRAY_SIZE(default_env) + cfg->nenv + nextra + 1;
+    size_t max = ARRAY_SIZE(default_env) + cfg->nenv + cfg->nguest_env + nextra + 1;
     char **env = calloc(max, sizeof(char *));
     if (!env)
         return NULL;
@@ -80,6 +80,9 @@ char **build_env(const struct container_config *cfg, char *const *extra, size_t 
     for (size_t i = cfg->nenv; i-- > 0;)
         if (!env_has_key(env, n, cfg->env[i]))
             env[n++] = cfg->env[i];
+    for (size_t i = cfg->nguest_env; i-- > 0;)
+        if (!env_has_key(env, n, cfg->guest_env[i]))
+            env[n++] = cfg->guest_env[i];
     for (size_t i = 0; i < ARRAY_SIZE(default_env); i++)
         if (!env_has_key(env, n, default_env[i]))
             env[n++] = (char *)default_env[i];

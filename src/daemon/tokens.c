@@ -54,7 +54,7 @@ typedef Trustme__Scd__Response ScdResponse;
 
 static const char *backend_name(const struct container *c)
 {
-    return container_encrypted(c) ? storage_backend_name(c->d->storage_backend) : "none";
+    return container_encrypted(c) ? storage_backend_name(c->d->device.storage_backend) : "none";
 }
 
 void tokens_key_path(const struct container *c, char *out, size_t size)

@@ -110,6 +110,9 @@ def remove_cgroups(name_part):
 
 # ---- the daemon ------------------------------------------------------------------------------
 
+DEV_DEVICE_JSON = '{"policy": {"allow_unsigned": true}}\n'
+
+
 class CliError(AssertionError):
     pass
 
@@ -135,6 +138,12 @@ class Daemon:
 
     # daemon process
     def start(self):
+        # Most tests run containers on a plain rootfs directory: a development device. The
+        # GuestOS tests (test_guestos.py) write their own device.json with the real policy.
+        device = self.data_dir / "device.json"
+        if not device.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            device.write_text(DEV_DEVICE_JSON)
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(TRUSTMED), "--data-dir", str(self.data_dir), "--run-dir", str(self.run_dir),

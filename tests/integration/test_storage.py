@@ -466,7 +466,8 @@ def test_device_config_is_strict(make_daemon):
 def test_dmcrypt_marker_is_ciphertext_after_stop(make_daemon):
     d = make_daemon(start=False, extra_args=KDF)
     d.data_dir.mkdir(parents=True, exist_ok=True)
-    (d.data_dir / "device.json").write_text('{"storage": {"backend": "dm-crypt"}}')
+    (d.data_dir / "device.json").write_text('{"storage": {"backend": "dm-crypt"}, '
+                                            '"policy": {"allow_unsigned": true}}')
     d.start()
     create_paired(d, "dm")
     start(d, "dm")

@@ -227,7 +227,7 @@ static char *repeat(char c, size_t n)
 /* X(test name, whole document, JSON path the error must name) */
 #define REJECT_DOCS(X)                                                                             \
     X(missing_name, "{'rootfs':{'path':'/srv/demo'}}", "$.name")                                   \
-    X(missing_rootfs, "{'name':'demo'}", "$.rootfs")                                               \
+    X(missing_rootfs, "{'name':'demo'}", "$")                                                    \
     X(name_not_string, NAMED("5"), "$.name")                                                       \
     X(name_null, NAMED("null"), "$.name")                                                          \
     X(name_empty, NAMED("''"), "$.name")                                                           \

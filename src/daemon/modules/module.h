@@ -21,6 +21,7 @@
 
 struct daemon;
 struct container;
+struct guestos;
 
 /* How a start encrypts the container's data volume; trustmed holds the key until then. */
 enum data_crypt {
@@ -48,6 +49,7 @@ struct start_ctx {
     size_t ndevices;
     uint64_t caps_drop;       /* capabilities removed from the bounding set */
     enum data_crypt crypt;
+    const struct guestos *guestos; /* what it runs; NULL for a development rootfs */
 };
 
 struct tm_module {

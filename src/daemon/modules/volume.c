@@ -1,13 +1,15 @@
 /* module_volume: the container's root file system.
  *
- *   lower   the rootfs (directory, squashfs or erofs image), read-only, id-mapped to the
- *           container's user namespace
+ *   lower   the GuestOS's root image, hashed on the fd that is then attached to the loop
+ *           device (images.c), read-only, id-mapped to the container's user namespace; or, for
+ *           development, a rootfs directory or image
  *   data    the persistent data image (ext4 on an autoclear loop device, created on first start)
  *           holding the overlay's upper and work directories; a tmpfs if data_size_mb is 0.
  *           With a token, upper and work live in encrypted/ (fscrypt v2): the setup process hands
  *           trustmed the mounted volume, trustmed adds the key and sets the policy (fscrypt.c),
  *           and only then does setup go on. The key leaves the kernel with the file system.
- *   root    overlay of both, plus /dev (tmpfs with allowed nodes only), /proc and /sys with masks
+ *   root    overlay of both (or lower alone for a "shared" root), plus /dev (tmpfs with allowed
+ *           nodes only), /proc and /sys with masks, then the GuestOS's further mounts
  *
  * All of it is mounted by the setup process in its private mount namespace, which init inherits:
  * no mount is ever visible on the host, and everything disappears with the container's last
@@ -31,6 +33,7 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "fscrypt.h"
+#include "images.h"
 #include "storage_dmcrypt.h"
 #include "tokens.h"
 #include "module.h"
@@ -89,7 +92,7 @@ int volume_check_rootfs(const struct container_config *cfg, tm_err *err)
 
 static int volume_prepare(struct start_ctx *ctx, tm_err *err)
 {
-    int r = volume_check_rootfs(ctx->cfg, err);
+    int r = ctx->guestos ? 0 : volume_check_rootfs(ctx->cfg, err);
     if (r < 0)
         return r;
     const char *dirs[] = {"", "lower", "data", "root"};
@@ -129,11 +132,16 @@ static int mount_lower(struct start_ctx *ctx, tm_err *err)
     _cleanup_close_ int target = open(lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (target < 0)
         return tm_err_sys(err, "cannot open %s", lower);
+    unsigned attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+    if (ctx->guestos) {
+        const struct guestos *g = ctx->guestos;
+        _cleanup_close_ int mfd = image_mount_verified(g, &g->cfg->mounts[g->cfg->root], attrs, err);
+        return mfd < 0 ? mfd : mount_attach(mfd, target, 0, ctx->userns_fd, err);
+    }
     enum rootfs_type type;
     int r = detect_rootfs(ctx->cfg->rootfs, &type, err);
     if (r < 0)
         return r;
-    unsigned attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
     if (type == ROOTFS_DIR)
         return bind_mount_at(AT_FDCWD, ctx->cfg->rootfs, target, attrs, ctx->userns_fd, err);
     _cleanup_close_ int mfd = mount_image(rootfs_type_name(type), ctx->cfg->rootfs, attrs, err);
@@ -357,7 +365,11 @@ static int mount_root(struct start_ctx *ctx, tm_err *err)
     _cleanup_close_ int target = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (target < 0)
         return tm_err_sys(err, "cannot open %s", ctx->root);
-    int r = mount_new_fs(target, "overlay", "overlay", opts, MOUNT_ATTR_NODEV, err);
+    int r;
+    if (ctx->guestos && ctx->guestos->cfg->mounts[ctx->guestos->cfg->root].kind == GMOUNT_SHARED)
+        r = bind_mount_at(AT_FDCWD, lower, target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, -1, err);
+    else
+        r = mount_new_fs(target, "overlay", "overlay", opts, MOUNT_ATTR_NODEV, err);
     if (r < 0)
         return r;
     ctx->root_fd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -376,9 +388,16 @@ static int mount_root(struct start_ctx *ctx, tm_err *err)
 static int volume_setup(struct start_ctx *ctx, tm_err *err)
 {
     int r;
-    if ((r = mount_lower(ctx, err)) < 0 || (r = mount_data(ctx, err)) < 0)
+    if ((r = mount_lower(ctx, err)) < 0 || (r = mount_data(ctx, err)) < 0 ||
+        (r = mount_root(ctx, err)) < 0)
         return r;
-    return mount_root(ctx, err);
+    if (!ctx->guestos)
+        return 0;
+    char data[PATH_MAX + 16];
+    sub_path(data, sizeof(data), ctx, "data");
+    if (ctx->crypt == DATA_FSCRYPT)
+        snprintf(data + strlen(data), sizeof(data) - strlen(data), "/%s", FSCRYPT_DIR);
+    return images_mount_rest(ctx, data, err);
 }
 
 /* ---- container init, before pivot_root ---------------------------------------------------- */
@@ -475,7 +494,7 @@ static int volume_child(struct start_ctx *ctx, tm_err *err)
 /* trustmed, after the last process: a dm-crypt mapping outlives the mount namespace. */
 static void volume_cleanup(struct container *c)
 {
-    if (c->d->storage_backend != STORAGE_DMCRYPT || !container_encrypted(c))
+    if (c->d->device.storage_backend != STORAGE_DMCRYPT || !container_encrypted(c))
         return;
     char name[64];
     dmcrypt_name(c->uuid, name, sizeof(name));

@@ -1,0 +1,284 @@
+/* Verbs about what containers run and who signed it: guestos install/list/remove, ca register,
+ * update, and the detached signature a config may carry (create and update). */
+#include <errno.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "fileio.h"
+
+#define CONFIG_MAX (1024 * 1024)
+#define SIG_MAX (16 * 1024)
+#define CHAIN_MAX (256 * 1024)
+
+void signed_config_free(struct signed_config *sc)
+{
+    free(sc->json);
+    free(sc->sig);
+    free(sc->chain);
+}
+
+/* CONFIG and, if it was signed, CONFIG.sig and CONFIG.chain.pem beside it. */
+int signed_config_read(const char *path, struct signed_config *sc)
+{
+    tm_err err;
+    char sig[PATH_MAX], chain[PATH_MAX];
+    *sc = (struct signed_config){0};
+    if (read_file(path, CONFIG_MAX, &sc->json, &sc->json_len, &err) < 0)
+        return cli_fail("%s", err.msg);
+    snprintf(sig, sizeof(sig), "%s.sig", path);
+    snprintf(chain, sizeof(chain), "%s.chain.pem", path);
+    bool has_sig = access(sig, F_OK) == 0, has_chain = access(chain, F_OK) == 0;
+    if (has_sig != has_chain)
+        return cli_fail("%s exists, but %s does not: a signed config needs both",
+                        has_sig ? sig : chain, has_sig ? chain : sig);
+    if (has_sig && (read_file(sig, SIG_MAX, &sc->sig, &sc->sig_len, &err) < 0 ||
+                    read_file(chain, CHAIN_MAX, &sc->chain, &sc->chain_len, &err) < 0))
+        return cli_fail("%s", err.msg);
+    return 0;
+}
+
+static void set_bytes(protobuf_c_boolean *has, ProtobufCBinaryData *b, char *data, size_t len)
+{
+    *has = data != NULL;
+    b->data = (uint8_t *)data;
+    b->len = len;
+}
+
+void signed_config_to_create(struct signed_config *sc, Trustme__CreateRequest *cr)
+{
+    set_bytes(&cr->has_config_json, &cr->config_json, sc->json, sc->json_len);
+    set_bytes(&cr->has_signature, &cr->signature, sc->sig, sc->sig_len);
+    set_bytes(&cr->has_chain_pem, &cr->chain_pem, sc->chain, sc->chain_len);
+}
+
+int cmd_update(struct cli *cli, int argc, char **argv)
+{
+    char *pos[2];
+    if (cli_args(cli, argc, argv, "CONTAINER CONFIG.json\n"
+                 "  Replace a stopped container's config; the next start uses it. Name, token, data\n"
+                 "  volume size and user namespace stay. CONFIG.json.sig and CONFIG.json.chain.pem\n"
+                 "  beside it are sent along (required where the device wants signed configs).",
+                 2, 2, pos) < 0)
+        return 2;
+    struct signed_config sc;
+    int r = signed_config_read(pos[1], &sc);
+    if (r) {
+        signed_config_free(&sc);
+        return r;
+    }
+    Trustme__UpdateRequest ur = TRUSTME__UPDATE_REQUEST__INIT;
+    ur.id = pos[0];
+    set_bytes(&ur.has_config_json, &ur.config_json, sc.json, sc.json_len);
+    set_bytes(&ur.has_signature, &ur.signature, sc.sig, sc.sig_len);
+    set_bytes(&ur.has_chain_pem, &ur.chain_pem, sc.chain, sc.chain_len);
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_UPDATE;
+    req.update = &ur;
+    Trustme__Response *resp;
+    r = cli_call(cli, &req, &resp);
+    signed_config_free(&sc);
+    if (r)
+        return r;
+    printf("updated %s (config %s); it takes effect at the next start\n", resp->container->name,
+           resp->container->config_trust ? resp->container->config_trust : "unsigned");
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* ---- guestos ---------------------------------------------------------------------------------- */
+
+static json_object *guestos_json(const Trustme__GuestosInfo *g)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(g->name ? g->name : ""));
+    json_object_object_add(o, "version", json_object_new_int64((int64_t)g->version));
+    json_object_object_add(o, "trust", json_object_new_string(g->trust ? g->trust : ""));
+    json_object_object_add(o, "signer", json_object_new_string(g->signer ? g->signer : ""));
+    json_object_object_add(o, "size", json_object_new_int64((int64_t)g->size));
+    json_object_object_add(o, "architecture", json_object_new_string(g->architecture ? g->architecture : ""));
+    json_object_object_add(o, "installed_at", json_object_new_int64((int64_t)g->installed_at));
+    json_object *users = json_object_new_array();
+    for (size_t i = 0; i < g->n_used_by; i++) {
+        _cleanup_free_ char *copy = strdup(g->used_by[i]);
+        for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
+             t = strtok_r(NULL, ",", &save))
+            json_object_array_add(users, json_object_new_string(t));
+    }
+    json_object_object_add(o, "used_by", users);
+    return o;
+}
+
+static void size_word(uint64_t bytes, char *out, size_t size)
+{
+    if (bytes >= 10ull << 20)
+        snprintf(out, size, "%llu MiB", (unsigned long long)(bytes >> 20));
+    else
+        snprintf(out, size, "%llu KiB", (unsigned long long)((bytes + 1023) >> 10));
+}
+
+static int guestos_install(struct cli *cli, int argc, char **argv)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "install DIR\n"
+                 "  Verify the GuestOS in DIR (guestos.json, its signature and chain, the images;\n"
+                 "  docs/GUESTOS.md) and install it. trustmed reads DIR itself.", 1, 1, pos) < 0)
+        return 2;
+    char dir[PATH_MAX];
+    if (!realpath(pos[0], dir))
+        return cli_fail("%s: %s", pos[0], strerror(errno));
+    Trustme__GuestosInstallRequest ir = TRUSTME__GUESTOS_INSTALL_REQUEST__INIT;
+    ir.path = dir;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_GUESTOS_INSTALL;
+    req.guestos_install = &ir;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    const Trustme__GuestosInfo *g = resp->guestos;
+    if (cli->json) {
+        json_object *o = guestos_json(g);
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+    } else {
+        char size[32];
+        size_word(g->size, size, sizeof(size));
+        printf("installed %s-%llu (%s%s%s, %s)\n", g->name, (unsigned long long)g->version, g->trust,
+               g->signer && g->signer[0] ? " by " : "", g->signer ? g->signer : "", size);
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int guestos_list(struct cli *cli, int argc, char **argv)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "list [--json]", 0, 0, pos) < 0)
+        return 2;
+    Trustme__GuestosListRequest lr = TRUSTME__GUESTOS_LIST_REQUEST__INIT;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_GUESTOS_LIST;
+    req.guestos_list = &lr;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    const Trustme__GuestosList *l = resp->guestos_list;
+    if (cli->json) {
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < l->n_guestos; i++)
+            json_object_array_add(arr, guestos_json(l->guestos[i]));
+        puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(arr);
+    } else if (l->n_guestos == 0) {
+        printf("no GuestOS installed (trustme guestos install DIR)\n");
+    } else {
+        printf("%-20s %-8s %-15s %-9s %s\n", "NAME", "VERSION", "TRUST", "SIZE", "USED BY");
+        for (size_t i = 0; i < l->n_guestos; i++) {
+            const Trustme__GuestosInfo *g = l->guestos[i];
+            char size[32];
+            size_word(g->size, size, sizeof(size));
+            printf("%-20s %-8llu %-15s %-9s %s\n", g->name, (unsigned long long)g->version, g->trust,
+                   size, g->n_used_by ? g->used_by[0] : "-");
+        }
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int guestos_remove(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "remove NAME [--version V]\n"
+                        "  Remove an installed GuestOS (refused while a container uses it).";
+    const char *name = NULL;
+    uint64_t version = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(argv[++i], &end, 10);
+            if (errno || *end || v == 0)
+                return fprintf(stderr, "trustme guestos remove: --version needs a positive number\n"), 2;
+            version = v;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme guestos %s\n", usage), 0;
+        } else if (argv[i][0] == '-' || name) {
+            return fprintf(stderr, "Usage: trustme guestos %s\n", usage), 2;
+        } else {
+            name = argv[i];
+        }
+    }
+    if (!name)
+        return fprintf(stderr, "Usage: trustme guestos %s\n", usage), 2;
+    Trustme__GuestosRemoveRequest rr = TRUSTME__GUESTOS_REMOVE_REQUEST__INIT;
+    rr.name = (char *)name;
+    rr.has_version = version != 0;
+    rr.version = version;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_GUESTOS_REMOVE;
+    req.guestos_remove = &rr;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    printf("removed %s\n", name);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int cmd_guestos(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "Usage: trustme guestos install DIR | list [--json] | remove NAME [--version V]\n";
+    if (argc < 2)
+        return fputs(usage, stderr), 2;
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
+        return fputs(usage, stdout), 0;
+    if (strcmp(argv[1], "install") == 0)
+        return guestos_install(cli, argc - 1, argv + 1);
+    if (strcmp(argv[1], "list") == 0)
+        return guestos_list(cli, argc - 1, argv + 1);
+    if (strcmp(argv[1], "remove") == 0)
+        return guestos_remove(cli, argc - 1, argv + 1);
+    fprintf(stderr, "trustme guestos: unknown subcommand \"%s\"\n%s", argv[1], usage);
+    return 2;
+}
+
+/* ---- ca --------------------------------------------------------------------------------------- */
+
+int cmd_ca(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "Usage: trustme ca register CERT.pem\n"
+                        "  Trust a new GuestOS-signing CA; it must chain to the device's General root.\n";
+    if (argc < 2 || strcmp(argv[1], "register") != 0) {
+        bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
+        fputs(usage, help ? stdout : stderr);
+        return help ? 0 : 2;
+    }
+    char *pos[1];
+    if (cli_args(cli, argc - 1, argv + 1, "CERT.pem", 1, 1, pos) < 0)
+        return 2;
+    _cleanup_free_ char *pem = NULL;
+    size_t len;
+    tm_err err;
+    if (read_file(pos[0], CHAIN_MAX, &pem, &len, &err) < 0)
+        return cli_fail("%s", err.msg);
+    Trustme__CaRegisterRequest cr = TRUSTME__CA_REGISTER_REQUEST__INIT;
+    set_bytes(&cr.has_cert_pem, &cr.cert_pem, pem, len);
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CA_REGISTER;
+    req.ca_register = &cr;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    printf("registered %s (sha256 %s)\n", resp->ca->subject, resp->ca->sha256);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}

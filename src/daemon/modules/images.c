@@ -1,0 +1,97 @@
+#include "images.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+#include "mount_util.h"
+
+int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs,
+                         tm_err *err)
+{
+    char path[PATH_MAX + GUESTOS_IMAGE_NAME_MAX + 2];
+    snprintf(path, sizeof(path), "%s/%s", g->dir, m->image);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return tm_err_sys(err, "image %s of %s-%llu cannot be opened", m->image, g->cfg->name,
+                          (unsigned long long)g->cfg->version);
+    uint8_t digest[32];
+    uint64_t size = 0;
+    int r = tm_sha256_fd(fd, digest, &size, NULL, NULL, err);
+    if (r < 0)
+        return r;
+    if (size != m->size || memcmp(digest, m->sha256, 32) != 0)
+        return tm_err_set(err, EBADMSG, "image %s of %s-%llu corrupted (%s does not match guestos.json)",
+                          m->image, g->cfg->name, (unsigned long long)g->cfg->version,
+                          size != m->size ? "its size" : "its SHA-256");
+    char dev[64];
+    /* The mount holds the loop device; closing lfd lets autoclear detach it when the mount goes.
+     * erofs could mount the file directly, but only a loop device pins this very fd. */
+    _cleanup_close_ int lfd = loop_attach_fd(fd, path, true, dev, sizeof(dev), err);
+    if (lfd < 0)
+        return lfd;
+    return mount_create(m->fs_type, dev, NULL, attrs | MOUNT_ATTR_RDONLY, err);
+}
+
+/* "/var/lib/app" -> "var_lib_app": a per-container directory's name on the data volume. */
+static void flat_name(const char *mount_point, char *out, size_t size)
+{
+    snprintf(out, size, "%s", mount_point + 1);
+    for (char *p = out; *p; p++)
+        if (*p == '/')
+            *p = '_';
+}
+
+static int mount_data_dir(struct start_ctx *ctx, const struct guestos_mount *m, const char *data,
+                          int target, tm_err *err)
+{
+    if (!data)
+        return tm_err_set(err, EINVAL, "%s needs a data volume (the container has data_size_mb 0)",
+                          m->mount_point);
+    char name[PATH_MAX], dir[2 * PATH_MAX];
+    flat_name(m->mount_point, name, sizeof(name));
+    snprintf(dir, sizeof(dir), "%s/mounts", data);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", dir);
+    snprintf(dir, sizeof(dir), "%s/mounts/%s", data, name);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", dir);
+    if (chown(dir, ctx->uid_base, ctx->uid_base) < 0)
+        return tm_err_sys(err, "cannot chown %s", dir);
+    return bind_mount_at(AT_FDCWD, dir, target, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, -1, err);
+}
+
+int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err)
+{
+    const struct guestos *g = ctx->guestos;
+    for (size_t i = 0; i < g->cfg->nmounts; i++) {
+        const struct guestos_mount *m = &g->cfg->mounts[i];
+        if (i == g->cfg->root)
+            continue;
+        _cleanup_close_ int target = mkdir_in_root(ctx->root_fd, m->mount_point + 1, 0755,
+                                                   ctx->uid_base, ctx->uid_base, err);
+        if (target < 0)
+            return tm_err_prefix(err, "mount point %s", m->mount_point);
+        int r = 0;
+        if (m->kind == GMOUNT_SHARED) {
+            _cleanup_close_ int mfd = image_mount_verified(g, m, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
+            r = mfd < 0 ? mfd : mount_attach(mfd, target, 0, ctx->userns_fd, err);
+        } else if (m->kind == GMOUNT_DATA) {
+            r = mount_data_dir(ctx, m, data, target, err);
+        } else if (m->kind == GMOUNT_TMPFS) {
+            char opts[128];
+            snprintf(opts, sizeof(opts), "mode=0755,size=%llum,uid=%u,gid=%u",
+                     (unsigned long long)m->size_mb, ctx->uid_base, ctx->uid_base);
+            r = mount_new_fs(target, "tmpfs", "tmpfs", opts, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
+        }
+        if (r < 0)
+            return tm_err_prefix(err, "mount %s", m->mount_point);
+    }
+    return 0;
+}
