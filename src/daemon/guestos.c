@@ -69,9 +69,9 @@ static int read_record(const char *dir, struct guestos *g, tm_err *err)
     if (r < 0 || (r = tm_json_parse_object(data, len, &root, err)) < 0)
         return r;
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 &&
-        (r = tm_json_get_string(root, "$", "trust", true, 32, &trust, err)) == 0 &&
-        (r = tm_json_get_string(root, "$", "signer", true, sizeof(g->signer) - 1, &signer, err)) >= 0 &&
-        (r = tm_json_get_int(root, "$", "installed_at", true, 0, INT64_MAX, &at, err)) >= 0) {
+        (r = tm_json_get_string(root, "$", "trust", true, 32, &trust, err)) > 0 &&
+        (r = tm_json_get_string(root, "$", "signer", true, sizeof(g->signer) - 1, &signer, err)) > 0 &&
+        (r = tm_json_get_int(root, "$", "installed_at", true, 0, INT64_MAX, &at, err)) > 0) {
         r = tm_err_set(err, EINVAL, "unknown trust level \"%s\"", trust);
         for (size_t i = 0; i < ARRAY_SIZE(trust_names); i++)
             if (strcmp(trust, trust_names[i]) == 0) {
