@@ -353,20 +353,39 @@ def verify_with_openssl(gdir, tmp):
     return subprocess.run(cmd + [str(gdir / "guestos.json")], capture_output=True, text=True)
 
 
-def test_signed_build(rootfs, out, pki):
+def pki_verify(gdir, anchor, *extra):
+    return subprocess.run([str(PKI), "verify", str(gdir / "guestos.json"), "--anchor", str(anchor),
+                           *map(str, extra)], capture_output=True, text=True)
+
+
+def check_signed(gdir, tmp):
+    assert sorted(p.name for p in gdir.iterdir()) == \
+        ["guestos.json", "guestos.json.chain.pem", "guestos.json.sig", "root.img"]
+    doc = strict_json(gdir / "guestos.json")
+    check_manifest(doc)
+    check_images(gdir, doc)
+    r = verify_with_openssl(gdir, tmp)
+    assert r.returncode == 0 and "Verified OK" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("signer, anchor", [("guestos", "customer/general-root-ca.pem"),
+                                            ("software", "software-signing/root-ca.pem")])
+def test_signed_build(rootfs, out, pki, signer, anchor):
     d, passphrase = pki
     dest = out / "dest"
     dest.mkdir()
-    build(rootfs, dest, "--pki", d, "--signer", "guestos", "--passphrase-file", passphrase,
-          env=pki_env())
+    r = build(rootfs, dest, "--pki", d, "--signer", signer, "--passphrase-file", passphrase,
+              env=pki_env())
     gdir = dest / "busybox-3"
+    assert r.stdout == f"{gdir}\n"  # trustme-pki's own output goes to stderr
+    assert "signing guestos.json" in r.stderr
     no_leftovers(dest, ["busybox-3"])
-    assert sorted(p.name for p in gdir.iterdir()) == \
-        ["guestos.json", "guestos.json.chain.pem", "guestos.json.sig", "root.img"]
-    check_manifest(strict_json(gdir / "guestos.json"))
+    check_signed(gdir, out)
 
-    r = verify_with_openssl(gdir, out)
-    assert r.returncode == 0 and "Verified OK" in r.stdout, r.stdout + r.stderr
+    r = pki_verify(gdir, d / anchor, "--crl", d / "crls.pem")
+    assert r.returncode == 0, r.stderr
+    other = "software-signing/root-ca.pem" if signer == "guestos" else "customer/general-root-ca.pem"
+    assert pki_verify(gdir, d / other).returncode != 0
 
     # a changed byte in guestos.json no longer verifies
     tampered = out / "tampered"
@@ -374,6 +393,21 @@ def test_signed_build(rootfs, out, pki):
     doc = (tampered / "guestos.json").read_text().replace('"version": 3', '"version": 4')
     (tampered / "guestos.json").write_text(doc)
     assert verify_with_openssl(tampered, out).returncode != 0
+    assert pki_verify(tampered, d / anchor).returncode != 0
+
+
+def test_signed_with_key_and_cert(rootfs, out, pki):
+    """--key/--cert/--chain: the same signature from files, as a release engineer's key is."""
+    d, passphrase = pki
+    dest = out / "dest"
+    dest.mkdir()
+    build(rootfs, dest, "--key", d / "customer/guestos-signing.key",
+          "--cert", d / "customer/guestos-signing.pem", "--chain", d / "customer/guestos-ca.pem",
+          "--passphrase-file", passphrase, env=pki_env())
+    gdir = dest / "busybox-3"
+    check_signed(gdir, out)
+    r = pki_verify(gdir, d / "customer/general-root-ca.pem")
+    assert r.returncode == 0, r.stderr
 
 
 def test_signing_failure_leaves_nothing(rootfs, out, pki):

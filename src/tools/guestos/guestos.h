@@ -77,7 +77,8 @@ const char *gos_kind_name(enum gos_kind kind);
 int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *err);
 
 /* run.c: run a program without a shell. With capture, its stdout and stderr are kept and put into
- * err when it fails (and dropped when it succeeds); without, it shares ours (for prompts). */
+ * err when it fails (and dropped when it succeeds); without, it shares our stdin and stderr (for
+ * prompts) and its stdout goes to our stderr. */
 int gos_run(const char *const argv[], bool capture, tm_err *err);
 
 /* image.c */

@@ -48,6 +48,9 @@ int gos_run(const char *const argv[], bool capture, tm_err *err)
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_adddup2(&fa, out, 1);
         posix_spawn_file_actions_adddup2(&fa, out, 2);
+    } else {
+        /* Our stdout is the built directory's path and nothing else, for scripts. */
+        posix_spawn_file_actions_adddup2(&fa, 2, 1);
     }
     /* Our handlers for SIGINT/SIGTERM become SIG_DFL in the child by exec anyway; the mask is
      * inherited, so clear it. */
