@@ -1,8 +1,9 @@
 #!/bin/sh
-# trustme end to end: install, build, start trustmed (and its token service) in a scratch
-# directory, build a busybox guest, create a container whose data is encrypted under a PIN, start
-# it, run commands in it, list, stop it and show that its data is ciphertext on the disk, verify
-# the audit log, clean up.
+# trustme end to end: install, build, generate a development PKI, build and sign a busybox
+# GuestOS, start trustmed (and its token service) in a scratch directory trusting that PKI, show a
+# tampered GuestOS refused and install the real one, create a container on it whose data is
+# encrypted under a PIN, start it, run commands in it, list, stop it and show that its data is
+# ciphertext on the disk, verify the audit log, clean up.
 #   scripts/demo.sh [--keep]   (--keep leaves trustmed and the container running at the end)
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,6 +33,38 @@ step "building a busybox guest root file system"
 scripts/mkrootfs.sh "$work/rootfs"
 du -sh "$work/rootfs"
 
+step "generating a development PKI (Software Signing and Customer hierarchies, seed 004)"
+# The release engineer's passphrase; a person would be asked on the terminal.
+echo "demo PKI passphrase" > "$work/pki.pass"
+chmod 600 "$work/pki.pass"
+build/src/tools/pki/trustme-pki init "$work/pki" --passphrase-file "$work/pki.pass"
+find "$work/pki" -name '*.pem' ! -path '*/crl/*' | sed "s|$work/||" | sort
+
+step "building and signing a busybox GuestOS with the GuestOS Signing key"
+mkdir "$work/build"
+PATH="$PWD/build/src/tools/pki:$PATH" build/src/tools/guestos/trustme-guestos build "$work/rootfs" \
+    --name busybox --version 1 --out "$work/build" --pki "$work/pki" --signer guestos \
+    --passphrase-file "$work/pki.pass" --init /bin/sh \
+    --arg -c --arg 'echo guest up; while :; do sleep 3600; done' --data /var/lib/app
+ls -l "$work/build/busybox-1"
+cat "$work/build/busybox-1/guestos.json"
+
+step "the device trusts only that PKI's roots (device.json)"
+mkdir -p "$work/data"
+pki=$work/pki
+cat > "$work/data/device.json" <<JSON
+{
+  "trust": {
+    "software_signing_root": "$pki/software-signing/root-ca.pem",
+    "general_root": "$pki/customer/general-root-ca.pem",
+    "crls": ["$pki/crl/root-ca.pem", "$pki/crl/sub-ca.pem", "$pki/crl/general-root-ca.pem",
+             "$pki/crl/guestos-ca.pem", "$pki/crl/device-ca.pem"]
+  },
+  "policy": {"allow_unsigned": false}
+}
+JSON
+cat "$work/data/device.json"
+
 step "starting trustmed (data and run dirs in $work)"
 build/src/daemon/trustmed --data-dir "$work/data" --run-dir "$work/run" \
     --cgroup-parent trustme-demo --log-level warn &
@@ -41,12 +74,19 @@ i=0; until [ -S "$work/run/control.sock" ]; do
 done
 trustme() { echo "\$ trustme $*"; build/src/cli/trustme --run-dir "$work/run" "$@"; }
 
+step "installing the GuestOS: a tampered copy is refused, the signed one accepted"
+trustme ca register "$pki/customer/guestos-ca.pem"
+cp -a "$work/build/busybox-1" "$work/tampered"
+printf 'X' | dd of="$work/tampered/root.img" bs=1 seek=4096 conv=notrunc 2>/dev/null
+echo "(one byte of root.img changed)"
+trustme guestos install "$work/tampered" || true
+trustme guestos install "$work/build/busybox-1"
+trustme guestos list
+
 cat > "$work/demo.json" <<JSON
 {
   "name": "demo",
-  "rootfs": {"path": "$work/rootfs"},
-  "init": "/bin/sh",
-  "args": ["-c", "echo guest up; while :; do sleep 3600; done"],
+  "guestos": {"name": "busybox"},
   "hostname": "demo-guest",
   "memory_limit_mb": 128,
   "pids_limit": 256,
