@@ -15,6 +15,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "lifecycle.h"
+#include "guestos.h"
 #include "log.h"
 #include "modules/cgroups.h"
 
@@ -35,6 +36,8 @@ int runtime_save(struct container *c, tm_err *err)
     json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
     json_object_object_add(o, "userns_dev", json_object_new_int64((int64_t)c->userns_dev));
     json_object_object_add(o, "userns_ino", json_object_new_int64((int64_t)c->userns_ino));
+    /* What it runs: a re-adopted container keeps its GuestOS version from being removed. */
+    json_object_object_add(o, "guestos_version", json_object_new_int64((int64_t)c->guestos_version));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     /* Not durable on purpose: no process it describes survives a power cut. */
     int r = write_file_replace(path, s, strlen(s), 0600, err);
@@ -73,7 +76,11 @@ static int runtime_load(struct container *c, pid_t *pid, unsigned long long *sta
         r = tm_json_get_int(o, "$", "userns_dev", false, 0, INT64_MAX, &dev, &err);
     if (r >= 0)
         r = tm_json_get_int(o, "$", "userns_ino", false, 0, INT64_MAX, &ino, &err);
+    int64_t gv = 0;
+    if (r >= 0)
+        r = tm_json_get_int(o, "$", "guestos_version", false, 0, INT64_MAX, &gv, &err);
     json_object_put(o);
+    c->guestos_version = (uint64_t)gv;
     c->userns_dev = (unsigned long long)dev;
     c->userns_ino = (unsigned long long)ino;
     if (r < 0)
@@ -135,6 +142,12 @@ void runtime_recover(struct container *c)
                          "commands cannot be run in it until it is restarted", container_label(c));
             c->adopted = true;
             c->started_at = started_at;
+            /* Exec sessions get the environment of the GuestOS version it runs. */
+            const struct guestos *g = c->cfg->guestos[0] && c->guestos_version
+                                          ? guestos_find(d, c->cfg->guestos, c->guestos_version) : NULL;
+            tm_err gerr;
+            if (g && guestos_apply(c->cfg, g->cfg, &gerr) < 0)
+                log_warn("%s: %s", container_label(c), gerr.msg);
             /* Restoring the state found, not a transition: nothing is done to the container. */
             c->state = cgroups_is_frozen(c) > 0 ? CS_FROZEN : CS_RUNNING;
             log_info("%s: re-adopted running init pid %d", container_label(c), pid);
