@@ -47,12 +47,17 @@ int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP
         snprintf(path, sizeof(path), "%s/%s", base_dir, spec);
     else
         snprintf(path, sizeof(path), "%s", spec);
-    if (!kr->pass) {
-        int r = secret_read(kr->passphrase_file, "passphrase", false, &kr->pass, err);
-        if (r < 0)
-            return r;
-    }
-    return key_read_encrypted(path, kr->pass, ret, err);
+    bool encrypted;
+    int r = key_file_kind(path, &encrypted, err);
+    if (r < 0)
+        return r;
+    if (!encrypted && base_dir)
+        return tm_err_set(err, EINVAL, "%s is not encrypted: the PKI's keys always are (was it "
+                          "replaced?)", path);
+    if (encrypted && !kr->pass &&
+        (r = secret_read(kr->passphrase_file, "passphrase", false, &kr->pass, err)) < 0)
+        return r;
+    return key_read(path, encrypted ? kr->pass : NULL, ret, err);
 }
 
 void keyring_done(struct keyring *kr)

@@ -86,8 +86,35 @@ int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *
     return 0;
 }
 
+int key_file_kind(const char *path, bool *ret_encrypted, tm_err *err)
+{
+    _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
+    if (!in)
+        return ossl_fail(err, ENOENT, "cannot open %s", path);
+    char *name = NULL, *header = NULL;
+    unsigned char *data = NULL;
+    long len = 0;
+    int ok = PEM_read_bio(in, &name, &header, &data, &len);
+    int r = 0;
+    if (!ok)
+        r = ossl_fail(err, EINVAL, "%s holds no PEM private key", path);
+    else if (strcmp(name, PEM_STRING_PKCS8) == 0)
+        *ret_encrypted = true;
+    else if (strcmp(name, PEM_STRING_PKCS8INF) == 0 && header[0] == '\0')
+        *ret_encrypted = false;
+    else
+        r = tm_err_set(err, EINVAL, "%s: \"%s\"%s is not a PKCS#8 private key", path, name,
+                       header[0] ? " with PEM encryption headers" : "");
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_clear_free(data, (size_t)(len > 0 ? len : 0));
+    return r;
+}
+
 static int pass_cb(char *buf, int size, int rwflag, void *u)
 {
+    if (!u)
+        return -1; /* a plain key needs none: never prompt */
     size_t n = strlen(u);
     if (n > (size_t)size)
         return -1;
@@ -95,32 +122,18 @@ static int pass_cb(char *buf, int size, int rwflag, void *u)
     return (int)n;
 }
 
-int key_read_encrypted(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err)
+int key_read(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err)
 {
     _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
     if (!in)
-        return ossl_fail(err, errno ? errno : EIO, "cannot open %s", path);
-    /* Only encrypted keys: a plain key file in a PKI dir means someone replaced it. */
-    char *name = NULL, *header = NULL;
-    unsigned char *data = NULL;
-    long len = 0;
-    int ok = PEM_read_bio(in, &name, &header, &data, &len);
-    bool encrypted = ok && strcmp(name, PEM_STRING_PKCS8) == 0;
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_clear_free(data, (size_t)(len > 0 ? len : 0));
-    if (!encrypted) {
-        ERR_clear_error();
-        return tm_err_set(err, EINVAL, "%s is not an encrypted PKCS#8 key (\"ENCRYPTED PRIVATE "
-                          "KEY\")", path);
-    }
-    BIO_free(in);
-    if (!(in = BIO_new_file(path, "r")))
-        return ossl_fail(err, EIO, "cannot open %s", path);
+        return ossl_fail(err, ENOENT, "cannot open %s", path);
     EVP_PKEY *k = PEM_read_bio_PrivateKey(in, NULL, pass_cb, (void *)pass);
     if (!k) {
-        ERR_clear_error();
-        return tm_err_set(err, EACCES, "cannot decrypt %s: wrong passphrase?", path);
+        if (pass) {
+            ERR_clear_error();
+            return tm_err_set(err, EACCES, "cannot decrypt %s: wrong passphrase?", path);
+        }
+        return ossl_fail(err, EINVAL, "cannot read the private key in %s", path);
     }
     *ret = k;
     return 0;

@@ -47,7 +47,11 @@ int key_generate(enum pki_alg alg, EVP_PKEY **ret, tm_err *err);
  * in dirfd (never replacing one), fsynced. */
 int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass,
                         tm_err *err);
-int key_read_encrypted(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err);
+/* Whether the PEM key file is an encrypted PKCS#8 key ("ENCRYPTED PRIVATE KEY") or a plain one
+ * ("PRIVATE KEY"); anything else (legacy PEM encryption, no key) is an error. */
+int key_file_kind(const char *path, bool *ret_encrypted, tm_err *err);
+/* pass NULL for a plain key. */
+int key_read(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err);
 
 /* --- PKCS#11 URIs (p11uri.c, RFC 7512, the part this tool uses) --- */
 
@@ -97,7 +101,9 @@ struct keyring {
     struct p11tok *tok;
     char tok_label[P11URI_FIELD_MAX];
 };
-/* spec is a key file (relative to base_dir unless absolute or base_dir is NULL) or a pkcs11: URI. */
+/* spec is a key file or a pkcs11: URI. A key file of the PKI (base_dir given, relative paths
+ * from there) must be encrypted; a key given on the command line (base_dir NULL) may also be a
+ * plain PKCS#8 file, such as `openssl req -nodes` makes for an extra test signer. */
 int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,
                  tm_err *err);
 void keyring_done(struct keyring *kr);
