@@ -252,7 +252,7 @@ int cmd_init(int argc, char **argv)
     if (lstat(dir, &st) == 0) {
         tm_err_set(&err, EEXIST, "%s exists: refusing to touch it (init makes a new PKI only)",
                    dir);
-        return fail("init", &err);
+        return verb_fail("init", &err);
     }
     char parent_buf[PATH_MAX], base_buf[PATH_MAX];
     snprintf(parent_buf, sizeof(parent_buf), "%s", dir);
@@ -264,7 +264,7 @@ int cmd_init(int argc, char **argv)
     if (o.pkcs11) {
         struct p11uri u;
         if ((r = p11uri_parse(o.pkcs11, &u, &err)) < 0)
-            return fail("init", &err);
+            return verb_fail("init", &err);
         if (u.object[0] || u.id_len)
             return usage_error("init", "--pkcs11 names the token only (pkcs11:token=LABEL): "
                                "init makes the keys");
@@ -275,10 +275,10 @@ int cmd_init(int argc, char **argv)
         if ((r = secret_read(o.pin_file, prompt, false, &secret, &err)) < 0 ||
             (r = p11tok_open(o.module ? o.module : SOFTHSM_MODULE, u.token, secret, true, &tok,
                              &err)) < 0)
-            return fail("init", &err);
+            return verb_fail("init", &err);
     } else if ((r = secret_read(o.passphrase_file, "passphrase for the PKI's keys", true, &secret,
                                 &err)) < 0) {
-        return fail("init", &err);
+        return verb_fail("init", &err);
     }
 
     char tmp[PATH_MAX];
@@ -289,7 +289,7 @@ int cmd_init(int argc, char **argv)
         sigaction(sigs[i], &sa, &old[i]);
     if (!mkdtemp(tmp)) {
         tm_err_sys(&err, "cannot create a temporary directory in %s", parent);
-        return fail("init", &err);
+        return verb_fail("init", &err);
     }
     r = chmod(tmp, 0755) < 0 ? tm_err_sys(&err, "cannot chmod %s", tmp) : 0;
     if (r == 0)
@@ -302,7 +302,7 @@ int cmd_init(int argc, char **argv)
                             : tm_err_sys(&err, "cannot rename %s to %s", tmp, dir);
     if (r < 0) {
         rm_rf(tmp); /* token objects go in p11tok_close: not kept */
-        return fail("init", &err);
+        return verb_fail("init", &err);
     }
     fsync_parent(dir);
     if (tok)

@@ -126,7 +126,7 @@ int cmd_issue(int argc, char **argv)
     if ((r = read_csr(csr_path, &req, &err)) < 0 || (r = pki_open(pki_dir, &p, &err)) < 0 ||
         (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 ||
         (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
-        return fail("issue", &err);
+        return verb_fail("issue", &err);
     struct cert_spec spec = {
         .subject = X509_REQ_get_subject_name(req),
         .pubkey = X509_REQ_get0_pubkey(req),
@@ -138,12 +138,12 @@ int cmd_issue(int argc, char **argv)
     };
     _cleanup_(BIO_freep) BIO *mem = BIO_new(BIO_s_mem());
     if (!mem)
-        return tm_err_set(&err, ENOMEM, "out of memory"), fail("issue", &err);
+        return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
     /* the record first: a certificate that exists is always in pki.json */
     if ((r = cert_make(&spec, &cert, &err)) < 0 || (r = pki_record_issued(&p, ca, cert, &err)) < 0 ||
         (r = pki_save(&p, &err)) < 0 || (r = pem_write_cert(mem, cert, &err)) < 0 ||
         (r = bio_write_atomic(mem, out, 0644, &err)) < 0)
-        return fail("issue", &err);
+        return verb_fail("issue", &err);
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s issued by %s (%s profile)\n", out, subject, ca->name,

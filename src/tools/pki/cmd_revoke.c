@@ -79,7 +79,7 @@ int cmd_revoke(int argc, char **argv)
         (r = pki_record_revoked(&p, ca, cert, reason, &err)) < 0 ||
         (r = pki_write_crl(&p, &kr, ca, days, &err)) < 0 || (r = pki_save(&p, &err)) < 0 ||
         (r = pki_write_crl_bundle(p.dir, &err)) < 0)
-        return fail("revoke", &err);
+        return verb_fail("revoke", &err);
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s revoked, CRL of %s renewed\n", argv[optind], subject, ca->name);
@@ -127,17 +127,17 @@ int cmd_crl(int argc, char **argv)
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
     int r = pki_open(pki_dir, &p, &err);
     if (r < 0)
-        return fail("crl", &err);
+        return verb_fail("crl", &err);
     for (size_t i = 0; i < pki_entities_count; i++) {
         const struct pki_entity *e = &pki_entities[i];
         if (!pki_entity_is_ca(e) || (only && only != e))
             continue;
         /* saved after each CRL: a CRL number that went out is never used again */
         if ((r = pki_write_crl(&p, &kr, e, days, &err)) < 0 || (r = pki_save(&p, &err)) < 0)
-            return fail("crl", &err);
+            return verb_fail("crl", &err);
         printf("%s/crl/%s.pem renewed\n", p.dir, e->name);
     }
     if ((r = pki_write_crl_bundle(p.dir, &err)) < 0)
-        return fail("crl", &err);
+        return verb_fail("crl", &err);
     return 0;
 }

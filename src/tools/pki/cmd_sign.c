@@ -163,37 +163,37 @@ int cmd_sign(int argc, char **argv)
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
     _cleanup_(BIO_freep) BIO *chain = BIO_new(BIO_s_mem());
     if (!chain)
-        return tm_err_set(&err, ENOMEM, "out of memory"), fail("sign", &err);
+        return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("sign", &err);
     int r;
     if (pki_dir) {
         char issuer_path[PATH_MAX];
         if ((r = pki_open(pki_dir, &p, &err)) < 0 || (r = pki_load_cert(&p, leaf_e, &cert, &err)) < 0 ||
             (r = pki_load_key(&p, &kr, leaf_e, &key, &err)) < 0 ||
             (r = pem_write_cert(chain, cert, &err)) < 0)
-            return fail("sign", &err);
+            return verb_fail("sign", &err);
         pki_cert_path(&p, pki_entity_find(leaf_e->issuer), issuer_path);
         if ((r = add_chain(chain, issuer_path, cert, &err)) < 0)
-            return fail("sign", &err);
+            return verb_fail("sign", &err);
         pki_close(&p); /* nothing to record: let other runs have the lock */
     } else {
         if ((r = pem_read_cert(cert_path, &cert, &err)) < 0 ||
             (r = keyring_load(&kr, key_spec, NULL, &key, &err)) < 0 ||
             (r = pem_write_cert(chain, cert, &err)) < 0 ||
             (chain_path && (r = add_chain(chain, chain_path, cert, &err)) < 0))
-            return fail("sign", &err);
+            return verb_fail("sign", &err);
     }
     unsigned char dgst[32], sig[1024];
     size_t sig_len = sizeof(sig);
     if ((r = hash_file(file, dgst, &err)) < 0 ||
         (r = pkey_op(key, true, dgst, sig, &sig_len, &err)) < 0 ||
         (r = pkey_op(X509_get0_pubkey(cert), false, dgst, sig, &sig_len, &err)) < 0)
-        return fail("sign", &err);
+        return verb_fail("sign", &err);
     char sig_path[PATH_MAX], chain_out[PATH_MAX];
     snprintf(sig_path, sizeof(sig_path), "%s.sig", file);
     snprintf(chain_out, sizeof(chain_out), "%s.chain.pem", file);
     if ((r = write_file_atomic(sig_path, sig, sig_len, 0644, &err)) < 0 ||
         (r = bio_write_atomic(chain, chain_out, 0644, &err)) < 0)
-        return fail("sign", &err);
+        return verb_fail("sign", &err);
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: signed by %s\n", file, subject);

@@ -133,7 +133,7 @@ int cmd_verify(int argc, char **argv)
     if (r == 0 && n_crls)
         r = read_all(crls, n_crls, &crl_pem, &crl_len, &err);
     if (r < 0)
-        return fail("verify", &err);
+        return verb_fail("verify", &err);
     struct verify_request rq = {
         .data = data.addr,
         .data_len = data.len,
@@ -149,7 +149,7 @@ int cmd_verify(int argc, char **argv)
     };
     struct verify_result res;
     if ((r = verify_signed(&rq, &res, &err)) < 0)
-        return tm_err_prefix(&err, "%s", file), fail("verify", &err);
+        return tm_err_prefix(&err, "%s", file), verb_fail("verify", &err);
     printf("%s: OK\nsigner: %s\nanchor: %s\nanchor-sha256: %s\nalgorithm: %s\n", file,
            res.leaf_subject, res.anchor_subject, res.anchor_sha256_hex,
            res.alg == VERIFY_RSA_PSS_SHA256 ? "rsa-pss-sha256" : "ecdsa-p256-sha256");

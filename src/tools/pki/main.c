@@ -49,7 +49,7 @@ void pki_usage(FILE *out)
         "Exit status: 0 ok, 1 failure (the reason on stderr), 2 usage error.\n");
 }
 
-int fail(const char *verb, const tm_err *err)
+int verb_fail(const char *verb, const tm_err *err)
 {
     fprintf(stderr, "trustme-pki: %s: %s\n", verb, err->msg[0] ? err->msg : "failed");
     return 1;

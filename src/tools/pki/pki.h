@@ -208,7 +208,7 @@ int cmd_crl(int argc, char **argv);
 
 void pki_usage(FILE *out);
 /* Print "trustme-pki: <verb>: <message>" to stderr; returns 1 (the failure exit code). */
-int fail(const char *verb, const tm_err *err);
+int verb_fail(const char *verb, const tm_err *err);
 /* Print a usage error; returns EXIT_USAGE. */
 int usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parse a positive day count. */
