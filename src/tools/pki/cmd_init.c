@@ -49,26 +49,6 @@ static void built_free(struct built *b)
     }
 }
 
-static int write_new(int dirfd, const char *name, BIO *mem, mode_t mode, tm_err *err)
-{
-    char *data;
-    long len = BIO_get_mem_data(mem, &data);
-    _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0)
-        return tm_err_sys(err, "cannot create %s", name);
-    for (long off = 0; off < len;) {
-        ssize_t n = write(fd, data + off, (size_t)(len - off));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return tm_err_sys(err, "cannot write %s", name);
-        off += n;
-    }
-    if (fsync(fd) < 0)
-        return tm_err_sys(err, "cannot fsync %s", name);
-    return 0;
-}
-
 static int fsync_dir(const char *path, tm_err *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -139,7 +119,7 @@ static int build_entity(const struct init_opts *o, struct pki *p, struct p11tok 
     if (!mem || (r = pem_write_cert(mem, b->cert[i], err)) < 0)
         return r < 0 ? r : tm_err_set(err, ENOMEM, "out of memory");
     snprintf(name, sizeof(name), "%s.pem", e->name);
-    if ((r = write_new(dirfd, name, mem, 0644, err)) < 0)
+    if ((r = pki_write_new(dirfd, name, mem, 0644, err)) < 0)
         return r;
     if (e->issuer && (r = pki_record_issued(p, &pki_entities[issuer], b->cert[i], err)) < 0)
         return r;

@@ -1,5 +1,7 @@
 /* Reading certificates, writing files atomically. */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
@@ -33,4 +35,25 @@ int bio_write_atomic(BIO *bio, const char *path, mode_t mode, tm_err *err)
     if (len < 0)
         return tm_err_set(err, EIO, "%s: nothing to write", path);
     return write_file_atomic(path, data, (size_t)len, mode, err);
+}
+
+/* A new file (never an existing one) in dirfd holding what mem holds, synced. */
+int pki_write_new(int dirfd, const char *name, BIO *mem, mode_t mode, tm_err *err)
+{
+    char *data;
+    long len = BIO_get_mem_data(mem, &data);
+    _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot create %s", name);
+    for (long off = 0; off < len;) {
+        ssize_t n = write(fd, data + off, (size_t)(len - off));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return tm_err_sys(err, "cannot write %s", name);
+        off += n;
+    }
+    if (fsync(fd) < 0)
+        return tm_err_sys(err, "cannot fsync %s", name);
+    return 0;
 }

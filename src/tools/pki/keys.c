@@ -68,22 +68,7 @@ int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *
     _cleanup_(BIO_freep) BIO *mem = BIO_new(BIO_s_mem());
     if (!mem || PEM_write_bio_PKCS8(mem, enc_owned) != 1)
         return ossl_fail(err, EIO, "%s: cannot write the encrypted key as PEM", name);
-    char *data;
-    long len = BIO_get_mem_data(mem, &data);
-    _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return tm_err_sys(err, "cannot create %s", name);
-    for (long off = 0; off < len;) {
-        ssize_t n = write(fd, data + off, (size_t)(len - off));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return tm_err_sys(err, "cannot write %s", name);
-        off += n;
-    }
-    if (fsync(fd) < 0)
-        return tm_err_sys(err, "cannot fsync %s", name);
-    return 0;
+    return pki_write_new(dirfd, name, mem, 0600, err);
 }
 
 int key_file_kind(const char *path, bool *ret_encrypted, tm_err *err)

@@ -213,3 +213,6 @@ int verb_fail(const char *verb, const tm_err *err);
 int usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parse a positive day count. */
 int parse_days(const char *s, int *ret);
+
+/* Create name in dirfd (O_EXCL) with mode, write mem's contents and fsync it (files.c). */
+int pki_write_new(int dirfd, const char *name, BIO *mem, mode_t mode, tm_err *err);
