@@ -1,5 +1,5 @@
 #!/bin/bash
-# Build the libFuzzer targets in build-fuzz/ (clang, ASan + UBSan, every source instrumented) and
+# Build the libFuzzer targets in build-fuzz/ (or $FUZZ_BUILD; clang, ASan + UBSan, every source instrumented) and
 # run each for a while, starting from the seeds in tests/fuzz/corpus/<target>/.
 #
 #   tests/fuzz/run.sh [seconds per target, default 30] [target...]
@@ -9,11 +9,11 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=$root/build-fuzz
+build=${FUZZ_BUILD:-$root/build-fuzz} # FUZZ_BUILD: another build dir
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control config audit syncmsg scd_request scd_files)
+[ ${#targets[@]} -gt 0 ] || targets=(control config guestos_config audit syncmsg scd_request scd_files)
 
 if ! [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ]; then
     echo "libFuzzer runtime missing: apt-get install libclang-rt-14-dev" >&2
@@ -30,7 +30,7 @@ ninja -C "$build" fuzzers
 
 # scd_request: past 16 KiB a packet is no longer read into locked memory (packet.h).
 declare -A max_len=([control]=8192 [config]=4096 [audit]=8192 [syncmsg]=4200 [scd_request]=20000
-                    [scd_files]=8300)
+                    [scd_files]=8300 [guestos_config]=8192)
 failed=()
 for t in "${targets[@]}"; do
     corpus=$build/corpus/$t
