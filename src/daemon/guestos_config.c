@@ -28,7 +28,9 @@ bool guestos_image_name_valid(const char *name)
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char)name[i]) && !strchr("._-", name[i]))
             return false;
-    return strcmp(name, "guestos.json") != 0 && strncmp(name, "guestos.json.", 13) != 0;
+    /* The signed files, and the store's own record (guestos.h), are not images. */
+    return strcmp(name, "guestos.json") != 0 && strncmp(name, "guestos.json.", 13) != 0 &&
+           strcmp(name, "install.json") != 0;
 }
 
 static int parse_hex32(const char *hex, uint8_t out[32])

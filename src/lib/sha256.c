@@ -10,6 +10,9 @@
  * (about five times the portable code's speed, docs/BENCHMARKS.md), chosen once at the first use;
  * everywhere else the portable C below. tm_sha256_force_portable() pins the portable code, so
  * that the tests and the benchmark exercise it on any machine. */
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include "crypto.h"
 
 #include <stdbool.h>
@@ -81,7 +84,12 @@ static blocks_fn *best_impl(void)
 #if defined(__x86_64__)
     /* sha256_x86.c also uses SSSE3's byte shuffle and SSE4.1's lane operations; every CPU with
      * the SHA extensions has them, but a hypervisor may mask flags one by one. */
-    if (__builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1"))
+    /* cpuid rather than __builtin_cpu_supports("sha"), which clang 14 does not know:
+     * leaf 7 EBX bit 29 is SHA, leaf 1 ECX bits 9 and 19 are SSSE3 and SSE4.1. */
+    unsigned a, b, c, d;
+    bool sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+    bool sse = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9)) && (c & (1u << 19));
+    if (sha && sse)
         return tm_sha256_blocks_shani;
 #endif
     return tm_sha256_blocks_portable;

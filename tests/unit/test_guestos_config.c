@@ -211,6 +211,7 @@ static char *repeat(char c, size_t n)
     X(image_non_ascii, ROOT_IMAGE("'r\\u00f6ot.img'"), "$.mounts[0].image")                        \
     X(image_guestos_json, ROOT_IMAGE("'guestos.json'"), "$.mounts[0].image")                       \
     X(image_guestos_json_sig, ROOT_IMAGE("'guestos.json.sig'"), "$.mounts[0].image")               \
+    X(image_install_json, ROOT_IMAGE("'install.json'"), "$.mounts[0].image")                       \
     X(image_guestos_json_chain, ROOT_IMAGE("'guestos.json.chain.pem'"), "$.mounts[0].image")       \
     X(image_nul, ROOT_IMAGE("'root\\u0000.img'"), "$.mounts[0].image")                             \
     /* sha256 */                                                                                   \
