@@ -97,8 +97,8 @@ static void fail(struct install_op *op, const tm_err *err)
                  op->label[0] ? op->label : "?", err->msg);
     struct conn *conn = conn_find(op->d, op->conn_id);
     if (conn)
-        conn_send_error(conn, op->req_id, err->code, "GuestOS %s not installed: %s",
-                        op->label[0] ? op->label : "", err->msg);
+        conn_send_error(conn, op->req_id, err->code, "GuestOS %s%snot installed: %s", op->label,
+                        op->label[0] ? " " : "", err->msg);
     op_free(op);
 }
 
