@@ -287,6 +287,25 @@ def test_signed_guestos_runs_and_updates(gdaemon, env):
     assert events.count("guestos.install") == 2
 
 
+def test_running_version_survives_a_daemon_crash(gdaemon, env):
+    """A container re-adopted after kill -9 of trustmed still runs (and holds) its version."""
+    d = gdaemon()
+    install(d, env.build("bb", 1))
+    create(d, "c")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v1")
+    install(d, env.build("bb", 2, tree="v2"))
+    d.kill9()
+    d.socket.unlink(missing_ok=True)
+    d.start()
+    c = container(d, "c")
+    assert (c["state"], c["guestos_version"]) == ("running", 1), c
+    assert gentry(d, "bb", 1)["used_by"] == ["c"]
+    r = d.cli("guestos", "remove", "bb", "--version", "1", check=False)
+    assert r.returncode != 0 and "used by c" in r.stderr, r.stderr
+    assert d.sh("c", "cat /etc/gos-marker").stdout == "marker-v1\n"
+
+
 def test_core_guestos_signed_by_software_signing(gdaemon, env):
     d = gdaemon()
     out = install(d, env.build("trustme-core", 1, signer="software")).stdout
@@ -448,6 +467,14 @@ def test_image_name_with_path(sd, env, image):
         (src / "sub").mkdir(exist_ok=True)
         shutil.copy(src / "root.img", src / "sub/root.img")
     refused(sd, src, "$.mounts[0].image", "is not a plain file name")
+
+
+@pytest.mark.parametrize("image", ["install.json", "guestos.json", "guestos.json.sig"])
+def test_image_named_like_a_store_file(sd, env, image):
+    src = edited(env, lambda doc: doc["mounts"][0].update(image=image))
+    if image == "install.json":
+        shutil.copy(src / "root.img", src / image)
+    refused(sd, src, "$.mounts[0].image")
 
 
 @pytest.mark.parametrize("image", ["/root.img", "/tmp/root.img"])
