@@ -671,6 +671,10 @@ def test_signed_configs(gdaemon, env):
     d.cli("start", "c")
     logs_show(d, "c", "marker-v1")
     assert d.sh("c", "echo $X").stdout == "signed\n"
+    # what was verified stays known across a restart of trustmed
+    d.cli("stop", "--kill", "c")
+    d.restart()
+    assert container(d, "c")["config_trust"] == "signed"
 
 
 # ---- a crash in the middle of an install -----------------------------------------------------------
