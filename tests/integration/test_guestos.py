@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -180,8 +179,6 @@ def gentry(d, name, version):
 def store(d):
     return sorted(os.listdir(d.data_dir / "guestos"))
 
-
-store_entries = store
 
 
 def container(d, name):
@@ -704,8 +701,7 @@ def big_guestos(env):
 
 
 def install_in_background(d, src):
-    """Start an install and return (the CLI process, staging dirs) once its staging directory
-    exists."""
+    """Start an install; return its CLI process once the staging directory exists."""
     gdir = d.data_dir / "guestos"
     proc = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "guestos", "install",
                              str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -761,7 +757,7 @@ def test_sigterm_during_install_removes_staging(gdaemon, env, big_guestos):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode != 0, out
     # trustmed removed the staging directory itself before it exited
-    assert store_entries(d) == []
+    assert store(d) == []
     wait_for_worker_end(d)
     d.start()
     assert glist(d) == [] and store(d) == []
