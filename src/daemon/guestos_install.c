@@ -250,6 +250,13 @@ static int write_member(int dir, const char *name, const void *data, size_t len,
 static _Noreturn void worker_main(struct install_op *op, int sync_fd, pid_t daemon_pid)
 {
     child_reset(daemon_pid);
+    /* Keep nothing of trustmed's but what the copy needs: holding the data dir's lock or the
+     * control socket would keep a successor trustmed (or a client) waiting on a dying worker. */
+    int fds[] = {sync_fd, op->src_fd};
+    if (fd_keep_only(fds, ARRAY_SIZE(fds)) < 0)
+        _exit(1);
+    sync_fd = fds[0];
+    op->src_fd = fds[1];
     tm_err err = {0};
     _cleanup_close_ int dst = open(op->staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int r = dst < 0 ? tm_err_sys(&err, "cannot open %s", op->staging) : 0;
