@@ -10,16 +10,6 @@
 
 #include "config.h"
 
-static char *sq(const char *text)
-{
-    char *s = strdup(text);
-    assert_non_null(s);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return s;
-}
-
 static int parse_sq(const char *text, struct container_config **cfg, tm_err *err)
 {
     char *json = sq(text);
@@ -53,15 +43,6 @@ static struct container_config *parse_ok(const char *text)
     assert_int_equal(r, 0);
     assert_non_null(cfg);
     return cfg;
-}
-
-static char *repeat(char c, size_t n)
-{
-    char *s = malloc(n + 1);
-    assert_non_null(s);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
 }
 
 #define HEAD "{'name':'demo','rootfs':{'path':'/srv/demo'}"

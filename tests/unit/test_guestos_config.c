@@ -12,16 +12,6 @@
 #include "cleanup.h"
 #include "guestos_config.h"
 
-static char *sq(const char *text)
-{
-    char *s = strdup(text);
-    assert_non_null(s);
-    for (char *p = s; *p; p++)
-        if (*p == '\'')
-            *p = '"';
-    return s;
-}
-
 static int parse_sq(const char *text, struct guestos_config **g, tm_err *err)
 {
     char *json = sq(text);
@@ -55,15 +45,6 @@ static struct guestos_config *parse_ok(const char *text)
     assert_int_equal(r, 0);
     assert_non_null(g);
     return g;
-}
-
-static char *repeat(char c, size_t n)
-{
-    char *s = malloc(n + 1);
-    assert_non_null(s);
-    memset(s, c, n);
-    s[n] = '\0';
-    return s;
 }
 
 #define SHA "9f2c0000000000000000000000000000000000000000000000000000000000ab"

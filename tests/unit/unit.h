@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -32,4 +33,25 @@ static inline void assert_err_contains_(const tm_err *err, const char *text, con
         print_error("error message \"%s\" does not contain \"%s\"\n", err->msg, text);
         _fail(file, line);
     }
+}
+
+/* JSON documents in tests are written with single quotes, which C strings need not escape. */
+static inline char *sq(const char *text)
+{
+    char *s = strdup(text);
+    assert_non_null(s);
+    for (char *p = s; *p; p++)
+        if (*p == '\'')
+            *p = '"';
+    return s;
+}
+
+/* n times c, for strings at and beyond a length limit. The caller frees it. */
+static inline char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
 }
