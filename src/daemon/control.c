@@ -13,6 +13,7 @@
 
 #include "cleanup.h"
 #include "commands.h"
+#include "guestos_install.h"
 #include "log.h"
 #include "proto.h"
 #include "session.h"
@@ -151,7 +152,7 @@ static void on_partial_timeout(tm_source *src, void *userdata)
 
 static bool conn_busy(const struct conn *c)
 {
-    if (c->stream_fd >= 0 || tm_buf_pending(&c->out))
+    if (c->stream_fd >= 0 || tm_buf_pending(&c->out) || guestos_install_serves(c->d, c->id))
         return true;
     for (struct container *ct = c->d->containers; ct; ct = ct->next) {
         for (struct session *s = ct->sessions; s; s = s->next)

@@ -482,6 +482,11 @@ void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
         fail(op, &err);
 }
 
+bool guestos_install_serves(const struct daemon *d, uint64_t conn_id)
+{
+    return d->install && d->install->conn_id == conn_id;
+}
+
 void guestos_install_abort(struct daemon *d)
 {
     if (d->install)

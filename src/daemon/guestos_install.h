@@ -15,5 +15,7 @@
 #include "control.h"
 
 void guestos_install(struct conn *conn, uint64_t req_id, const char *path);
+/* An install under way reports to connection conn_id (which is not idle meanwhile). */
+bool guestos_install_serves(const struct daemon *d, uint64_t conn_id);
 /* trustmed is shutting down: stop the worker. */
 void guestos_install_abort(struct daemon *d);
