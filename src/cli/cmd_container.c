@@ -11,7 +11,6 @@
 #include "cli.h"
 #include "fileio.h"
 
-#define CONFIG_MAX (1024 * 1024)
 
 static json_object *info_json(const Trustme__ContainerInfo *i)
 {
