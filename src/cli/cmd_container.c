@@ -9,7 +9,6 @@
 
 #include "cleanup.h"
 #include "cli.h"
-#include "fileio.h"
 
 
 static json_object *info_json(const Trustme__ContainerInfo *i)
