@@ -7,10 +7,11 @@ set -eu
 PKGS="gcc libc6-dev pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjson-c-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev libcryptsetup-dev softhsm2 opensc openssl
+      libtss2-dev swtpm
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       python3 python3-pytest iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
-BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace"
+BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace tpm2-tools"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS $BENCH_PKGS"
@@ -22,6 +23,9 @@ done
 # The token service (trustme-scd) runs as a system user of its own.
 id trustme-scd >/dev/null 2>&1 ||
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-scd
+# So does the TPM service (trustme-tpmd); on hardware it joins group tss for /dev/tpmrm0.
+id trustme-tpm >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-tpm
 
 [ -z "$missing" ] && exit 0
 
