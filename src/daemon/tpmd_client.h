@@ -1,0 +1,24 @@
+/* trustmed's client of trustme-tpmd (tpmd_client.c): start, supervise, call asynchronously;
+ * the boot measurements and the device storage secret (docs/ATTESTATION.md). */
+#pragma once
+
+#include "daemon.h"
+#include "tpmd.pb-c.h"
+
+/* Called once per request. err is set if it failed: tpmd's Error (resp is that response), or
+ * tpmd died before answering (resp NULL). resp and err are valid only during the call. */
+typedef void (*tpmd_reply_fn)(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                              const tm_err *err, void *userdata);
+
+/* Start tpmd as its own user, queue the boot measurements (trustmed, scd, tpmd, device.json)
+ * and the request for the device storage secret, which goes on to scd. */
+int tpmd_start(struct daemon *d, tm_err *err);
+void tpmd_stop(struct daemon *d);
+/* Send req (version and id are filled in); fn is called with the answer. tpmd answers in the
+ * order of the requests. Fails at once only if tpmd is not running. */
+int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata,
+              tm_err *err);
+/* The caller behind userdata is going away: its pending replies are dropped. */
+void tpmd_forget(struct daemon *d, void *userdata);
+/* Why containers cannot get their keys now, or NULL when the device secret reached scd. */
+const char *tpmd_secret_problem(const struct daemon *d);
