@@ -20,5 +20,7 @@ int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, v
               tm_err *err);
 /* The caller behind userdata is going away: its pending replies are dropped. */
 void tpmd_forget(struct daemon *d, void *userdata);
+/* resp carries a Secret (StorageSecret or Reseal answered): hand it to scd and wipe it. */
+void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp);
 /* Why containers cannot get their keys now, or NULL when the device secret reached scd. */
 const char *tpmd_secret_problem(const struct daemon *d);
