@@ -254,9 +254,12 @@ static int check_signature(const struct verify_request *rq, X509 *leaf, enum ver
 
 int verify_signed(const struct verify_request *rq, struct verify_result *res, tm_err *err)
 {
-    if (!rq->cert_only && !rq->data && rq->data_len)
+    if (rq->cert_only && rq->leaf_only)
+        return tm_err_set(err, EINVAL, "cert_only and leaf_only exclude each other");
+    bool sig_needed = !rq->cert_only && !rq->leaf_only;
+    if (sig_needed && !rq->data && rq->data_len)
         return tm_err_set(err, EINVAL, "no data given");
-    if (!rq->cert_only && (!rq->sig || rq->sig_len == 0))
+    if (sig_needed && (!rq->sig || rq->sig_len == 0))
         return tm_err_set(err, EINVAL, "no signature given");
     if (!rq->cert_only && !rq->eku && !rq->eku_nid)
         return tm_err_set(err, EINVAL, "no required extended key usage given");
@@ -312,7 +315,7 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
         return r;
     if (rq->cert_only)
         r = check_ca(leaf, err);
-    else if ((r = check_usage(rq, leaf, err)) == 0)
+    else if ((r = check_usage(rq, leaf, err)) == 0 && !rq->leaf_only)
         r = check_signature(rq, leaf, &out.alg, err);
     if (r < 0)
         return r;

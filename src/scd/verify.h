@@ -53,6 +53,10 @@ struct verify_request {
      * chain's first certificate must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign)
      * that chains to the anchors; data, sig and eku are not used. */
     bool cert_only;
+    /* Verify a leaf certificate's chain and usages (keyUsage digitalSignature, the eku) without
+     * a signature over data: the leaf's key signs something the caller checks itself (a TPM
+     * quote, whose signature format this file does not know). data and sig are not used. */
+    bool leaf_only;
     /* Optional: CA certificates (PEM) of which the verified chain must contain one above the
      * leaf — how a device accepts only GuestOSes of its registered GuestOS-signing CAs. */
     const char *required_pem;
@@ -68,7 +72,7 @@ struct verify_result {
     char anchor_sha256_hex[65];
     int chain_len; /* certificates in the verified chain, leaf and anchor included */
     uint8_t chain_sha256[VERIFY_CHAIN_MAX + 2][32]; /* SHA-256 of each one's DER, leaf first */
-    enum verify_alg alg;
+    enum verify_alg alg; /* 0 with cert_only or leaf_only: no signature was checked */
 };
 
 /* res is written only on success. */

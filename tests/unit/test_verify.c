@@ -622,6 +622,57 @@ static void revoked_leaf(void **state)
     expect_fail(&r, -EKEYREJECTED, "CRL has expired at depth 0");
 }
 
+/* --- leaf_only: a chain and its usages, no signature (the AK certificate of a TPM quote) --- */
+
+static void leaf_only_request(struct req *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->rq.chain_pem = r->chain.buf;
+    r->rq.anchors_pem = r->anchors.buf;
+    r->rq.leaf_only = true;
+    r->rq.eku = "clientAuth";
+}
+
+static void leaf_only(void **state)
+{
+    struct pki *p = *state;
+    struct req r;
+    struct verify_result res;
+    leaf_only_request(&r);
+    PEM_CERTS(&r.chain, p->leaf_server, p->inter);
+    PEM_CERTS(&r.anchors, p->root);
+    expect_ok(&r, &res);
+    assert_int_equal(res.chain_len, 3);
+    assert_int_equal(res.alg, 0);
+    assert_string_equal(res.leaf_subject, "CN=leaf-server,O=trustme test");
+    /* The usages are still required. */
+    r.rq.eku = "codeSigning";
+    expect_fail(&r, -EKEYREJECTED, "extendedKeyUsage lacks Code Signing");
+    r.rq.eku = NULL;
+    expect_fail(&r, -EINVAL, "no required extended key usage given");
+    r.rq.eku = "clientAuth";
+    PEM_CERTS(&r.chain, p->leaf_no_ds, p->inter);
+    expect_fail(&r, -EKEYREJECTED, "keyUsage lacks digitalSignature");
+    /* The chain is verified as in the other modes: anchors only, dates, CRLs. */
+    PEM_CERTS(&r.chain, p->leaf_other, p->other_inter, p->other_root);
+    r.rq.eku = "codeSigning";
+    expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate in certificate "
+                "chain at depth 2 (CN=Other Root CA");
+    PEM_CERTS(&r.chain, p->leaf_expired, p->inter);
+    expect_fail(&r, -EKEYREJECTED, "certificate has expired at depth 0");
+    PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
+    PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
+    expect_fail(&r, -EKEYREJECTED, "certificate revoked at depth 0");
+    /* A signature given anyway is ignored, not checked. */
+    r.crls.len = 0;
+    r.rq.crls_len = 0;
+    r.rq.sig = (const uint8_t *)"junk";
+    r.rq.sig_len = 4;
+    expect_ok(&r, &res);
+    r.rq.cert_only = true;
+    expect_fail(&r, -EINVAL, "cert_only and leaf_only exclude each other");
+}
+
 /* --- malformed input --- */
 
 static void malformed_input(void **state)
@@ -707,6 +758,7 @@ int main(void)
         cmocka_unit_test(extended_key_usage),
         cmocka_unit_test(key_usage),
         cmocka_unit_test(revoked_leaf),
+        cmocka_unit_test(leaf_only),
         cmocka_unit_test(malformed_input),
     };
     return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
