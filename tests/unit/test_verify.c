@@ -659,7 +659,9 @@ static void leaf_only(void **state)
     expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate in certificate "
                 "chain at depth 2 (CN=Other Root CA");
     PEM_CERTS(&r.chain, p->leaf_expired, p->inter);
+    r.rq.time = time(NULL) + 2 * DAY;
     expect_fail(&r, -EKEYREJECTED, "certificate has expired at depth 0");
+    r.rq.time = 0;
     PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
     PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
     expect_fail(&r, -EKEYREJECTED, "certificate revoked at depth 0");
