@@ -20,7 +20,7 @@
 struct conn;
 struct session;
 struct start_op;
-struct scd;
+struct service;
 struct token_op;
 struct guestos;
 struct install_op;
@@ -101,7 +101,8 @@ struct daemon {
     tm_source *signal_src;
     bool shutting_down;
     tm_source *retry_timer;       /* cgroup directories still to be removed */
-    struct scd *scd;              /* the token service (scd_client.c) */
+    struct service *scd;          /* the token service (scd_client.c) */
+    struct service *tpmd;         /* the TPM service (tpmd_client.c) */
     struct device_config device;  /* device.json (device.h) */
     struct guestos *guestos;      /* the GuestOS store (guestos.h), sorted by name and version */
     struct install_op *install;   /* the GuestOS install under way, if any (guestos_install.c) */
@@ -112,6 +113,19 @@ struct daemon {
         size_t nbinds;
         uint64_t kdf_n;           /* scrypt N for new soft tokens, 0 = scd's default */
     } scd_opts;
+    struct {
+        char user[64];
+        char binary[PATH_MAX];
+    } tpmd_opts;
+    /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
+    struct {
+        uint8_t trustmed_sha256[32]; /* /proc/self/exe at start */
+        uint8_t scd_sha256[32];      /* the scd binary last started */
+        bool scd_measured;           /* scd_sha256 is set */
+        bool secret_pending;         /* a StorageSecret request is under way */
+        bool scd_has_secret;         /* the running scd holds the device secret */
+        char secret_problem[768];    /* why it does not, when tpmd said so */
+    } tpm;
     const char *log_level;
 };
 
@@ -119,5 +133,11 @@ struct daemon {
 void daemon_audit(struct daemon *d, const char *event, const char *result,
                   const struct container *c, const char *actor, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+/* Find a helper binary (main.c): given, next to trustmed, in the build tree's src/<build_dir>. */
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
+                       size_t size, tm_err *err);
+/* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
+                       int *ngroups, tm_err *err);
 /* Called when a container reaches STOPPED during shutdown. */
 void daemon_maybe_exit(struct daemon *d);

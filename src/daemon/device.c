@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "crypto.h"
 #include "fileio.h"
 #include "jsonutil.h"
 #include "storage_dmcrypt.h"
@@ -142,6 +143,46 @@ static int parse_names(json_object *root, struct device_config *cfg, tm_err *err
     return 0;
 }
 
+static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address", NULL};
+    json_object *t;
+    const char *v;
+    int64_t n;
+    int r = tm_json_get_object(root, "$", "tpm", false, 16, &t, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(t, "$.tpm", keys, err)) < 0 ||
+        (r = tm_json_get_string(t, "$.tpm", "tcti", false, DEVICE_TCTI_MAX, &v, err)) < 0)
+        return r;
+    if (r > 0) {
+        if (!v[0] || strchr(v, '\n'))
+            return tm_err_set(err, EINVAL, "$.tpm.tcti: give a TCTI string like "
+                              "\"device:/dev/tpmrm0\" or \"embedded\"");
+        snprintf(cfg->tpm_tcti, sizeof(cfg->tpm_tcti), "%s", v);
+    }
+    if ((r = tm_json_get_int(t, "$.tpm", "boot_pcr", false, 0, 23, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->boot_pcr = (unsigned)n;
+    if ((r = tm_json_get_int(t, "$.tpm", "runtime_pcr", false, 0, 23, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->runtime_pcr = (unsigned)n;
+    if (cfg->boot_pcr == cfg->runtime_pcr)
+        return tm_err_set(err, EINVAL, "$.tpm: boot_pcr and runtime_pcr must differ (both %u)",
+                          cfg->boot_pcr);
+    if ((r = tm_json_get_string(t, "$.tpm", "attest_address", false, DEVICE_ADDRESS_MAX, &v, err)) < 0)
+        return r;
+    if (r > 0) {
+        const char *colon = strrchr(v, ':');
+        if (!colon || colon == v || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+            return tm_err_set(err, EINVAL, "$.tpm.attest_address: \"%s\" is not HOST:PORT", v);
+        snprintf(cfg->attest_address, sizeof(cfg->attest_address), "%s", v);
+    }
+    return 0;
+}
+
 void device_config_clear(struct device_config *cfg)
 {
     free(cfg->software_root);
@@ -161,12 +202,17 @@ static void set_defaults(struct device_config *cfg)
     struct utsname u;
     snprintf(cfg->architecture, sizeof(cfg->architecture), "%s", uname(&u) == 0 ? u.machine : "unknown");
     snprintf(cfg->core_guestos, sizeof(cfg->core_guestos), "trustme-core");
+    snprintf(cfg->tpm_tcti, sizeof(cfg->tpm_tcti), "embedded");
+    cfg->boot_pcr = 12;
+    cfg->runtime_pcr = 11;
+    snprintf(cfg->attest_address, sizeof(cfg->attest_address), "127.0.0.1:9505");
+    tm_sha256("", 0, cfg->sha256);
 }
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
     static const char *const keys[] = {"storage", "architecture", "core_guestos", "trust", "policy",
-                                       NULL};
+                                       "tpm", NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
@@ -180,12 +226,14 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     }
     if (r < 0)
         return r;
+    tm_sha256(data, len, cfg.sha256);
     json_object *root;
     if ((r = tm_json_parse_object(data, len, &root, err)) < 0)
         return tm_err_prefix(err, "%s", path);
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
-        (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0)
-        r = parse_policy(root, &cfg, err);
+        (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0 &&
+        (r = parse_policy(root, &cfg, err)) == 0)
+        r = parse_tpm(root, &cfg, err);
     json_object_put(root);
     if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
         tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);

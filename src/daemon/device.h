@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "error.h"
@@ -15,6 +16,8 @@ enum storage_backend {
 #define DEVICE_MAX_CAS 32
 #define DEVICE_MAX_CRLS 32
 #define DEVICE_ARCH_MAX 31
+#define DEVICE_TCTI_MAX 255
+#define DEVICE_ADDRESS_MAX 63
 
 /* Trust anchors and CRLs are named by path and read when they are needed (a GuestOS install, a
  * signed config): replacing a CRL file takes effect without a restart. */
@@ -32,6 +35,12 @@ struct device_config {
     bool allow_locally_signed;
     bool allow_unsigned;  /* development only: unsigned GuestOSes and plain rootfs paths */
     bool signed_configs;  /* create/update need a config signed through the GuestOS chain */
+    /* The TPM (docs/ATTESTATION.md): a tpm2-tss TCTI string or "embedded" (tpmd's own swtpm) */
+    char tpm_tcti[DEVICE_TCTI_MAX + 1];
+    unsigned boot_pcr, runtime_pcr;
+    char attest_address[DEVICE_ADDRESS_MAX + 1];
+    /* SHA-256 of device.json's raw bytes as parsed (of the empty string when absent): measured */
+    uint8_t sha256[32];
 };
 
 const char *storage_backend_name(enum storage_backend b);

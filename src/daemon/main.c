@@ -27,6 +27,7 @@
 #include "modules/seccomp_filter.h"
 #include "runtime.h"
 #include "scd_client.h"
+#include "tpmd_client.h"
 #include "tokens.h"
 #include "version.h"
 
@@ -51,6 +52,8 @@ static void usage(FILE *out)
             "  --scd-bind PATH      a host path the token service may use, e.g. a SoftHSM2 token\n"
             "                       dir or /run/pcscd (repeatable, up to 8)\n"
             "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
+            "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
+            "  --tpmd-binary PATH   trustme-tpmd (default: next to trustmed)\n"
             "  --log-level LEVEL    error, warn, info or debug (default info)\n"
             "  --syslog             log to syslog instead of stderr\n"
             "  --version            print the version\n"
@@ -148,17 +151,20 @@ static int lock_dir(const char *dir, const char *what)
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
 {
     enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION, OPT_SCD_USER,
-           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF };
+           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF, OPT_TPMD_USER, OPT_TPMD_BINARY };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
         {"log-level", required_argument, NULL, OPT_LOG}, {"syslog", no_argument, NULL, OPT_SYSLOG},
         {"scd-user", required_argument, NULL, OPT_SCD_USER},
         {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
+        {"tpmd-user", required_argument, NULL, OPT_TPMD_USER},
+        {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
         {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
         {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
         {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
+    snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "trustme-tpm");
     d->log_level = "info";
     snprintf(d->data_dir, sizeof(d->data_dir), "/var/lib/trustme");
     snprintf(d->run_dir, sizeof(d->run_dir), "/run/trustme");
@@ -192,6 +198,10 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
             break;
         case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
         case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
+        case OPT_TPMD_USER: snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "%s", optarg); break;
+        case OPT_TPMD_BINARY:
+            snprintf(d->tpmd_opts.binary, sizeof(d->tpmd_opts.binary), "%s", optarg);
+            break;
         case OPT_SCD_BIND:
             if (optarg[0] != '/' || d->scd_opts.nbinds == ARRAY_SIZE(d->scd_opts.binds)) {
                 fprintf(stderr, "trustmed: --scd-bind takes an absolute path, at most %zu times\n",
@@ -263,12 +273,14 @@ static int setup_signals(struct daemon *d, tm_err *err)
     return d->signal_src ? 0 : tm_err_sys(err, "epoll");
 }
 
-/* Where trustme-scd is: given, next to trustmed (installed), or in the build tree's src/scd. */
-static int find_scd_binary(struct daemon *d, char *out, size_t size, tm_err *err)
+/* Where a helper binary is: given, next to trustmed (installed), or in the build tree's
+ * src/<build_dir>. */
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
+                       size_t size, tm_err *err)
 {
-    if (d->scd_opts.binary[0]) {
-        snprintf(out, size, "%s", d->scd_opts.binary);
-        return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "--scd-binary %s", out);
+    if (given[0]) {
+        snprintf(out, size, "%s", given);
+        return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "%s", out);
     }
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -276,35 +288,46 @@ static int find_scd_binary(struct daemon *d, char *out, size_t size, tm_err *err
         return tm_err_sys(err, "cannot find trustmed's own path");
     exe[n] = '\0';
     *strrchr(exe, '/') = '\0';
-    const char *candidates[] = {"", "/../scd", "/../libexec/trustme"};
+    const char *candidates[] = {"", build_dir, "/../libexec/trustme"};
     for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
-        snprintf(out, size, "%s%s/trustme-scd", exe, candidates[i]);
+        snprintf(out, size, "%s%s/%s", exe, candidates[i], name);
         if (access(out, X_OK) == 0)
             return 0;
     }
-    return tm_err_set(err, ENOENT, "cannot find trustme-scd next to trustmed (%s); use --scd-binary", exe);
+    return tm_err_set(err, ENOENT, "cannot find %s next to trustmed (%s)", name, exe);
+}
+
+/* A helper service's system user: it must exist and not be root. */
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
+                       int *ngroups, tm_err *err)
+{
+    struct passwd *pw = getpwnam(user);
+    if (!pw)
+        return tm_err_set(err, ENOENT, "%s's user \"%s\" does not exist (create it with: useradd "
+                          "--system --no-create-home --shell /usr/sbin/nologin %s; "
+                          "scripts/install-deps.sh does)", what, user, user);
+    if (pw->pw_uid == 0)
+        return tm_err_set(err, EINVAL, "%s must not run as root", what);
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    int max = *ngroups;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, ngroups) < 0)
+        return tm_err_set(err, E2BIG, "%s's user is in more than %d groups", what, max);
+    return 0;
 }
 
 /* The token service: its own user and state dir, confined (scd_sandbox.c), supervised. */
 static int start_scd(struct daemon *d, tm_err *err)
 {
     struct scd_sandbox sb = {.kdf_n = d->scd_opts.kdf_n, .log_level = d->log_level};
-    int r = find_scd_binary(d, sb.binary, sizeof(sb.binary), err);
-    if (r < 0)
-        return r;
-    struct passwd *pw = getpwnam(d->scd_opts.user);
-    if (!pw)
-        return tm_err_set(err, ENOENT, "the token service's user \"%s\" does not exist (create it "
-                          "with: useradd --system --no-create-home --shell /usr/sbin/nologin %s; "
-                          "scripts/install-deps.sh does)", d->scd_opts.user, d->scd_opts.user);
-    if (pw->pw_uid == 0)
-        return tm_err_set(err, EINVAL, "the token service must not run as root");
-    sb.uid = pw->pw_uid;
-    sb.gid = pw->pw_gid;
     sb.ngroups = SCD_MAX_GROUPS;
-    if (getgrouplist(pw->pw_name, pw->pw_gid, sb.groups, &sb.ngroups) < 0)
-        return tm_err_set(err, E2BIG, "the token service's user is in more than %d groups",
-                          SCD_MAX_GROUPS);
+    int r = daemon_find_helper(d->scd_opts.binary, "trustme-scd", "/../scd", sb.binary,
+                               sizeof(sb.binary), err);
+    if (r < 0)
+        return tm_err_prefix(err, "the token service (use --scd-binary)");
+    if ((r = daemon_helper_user(d->scd_opts.user, "the token service", &sb.uid, &sb.gid, sb.groups,
+                                &sb.ngroups, err)) < 0)
+        return r;
     snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
     snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
     if ((mkdir(sb.state_dir, 0700) < 0 && errno != EEXIST) || chown(sb.state_dir, sb.uid, sb.gid) < 0 ||
@@ -346,7 +369,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         (r = guestos_store_init(d, err)) < 0)
         return r;
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
-        (r = containers_load(d, err)) < 0)
+        (r = tpmd_start(d, err)) < 0 || (r = containers_load(d, err)) < 0)
         return r;
     for (struct container *c = d->containers; c; c = c->next)
         runtime_recover(c);
@@ -398,6 +421,7 @@ int main(int argc, char **argv)
     int code = tm_loop_run(d.loop);
     guestos_install_abort(&d);
     control_close_all(&d);
+    tpmd_stop(&d);
     scd_stop(&d);
     cg_remove_parent(&d.cgroups, d.cgroup_parent);
     daemon_audit(&d, "daemon.stop", "ok", NULL, "trustmed", "pid %d", getpid());

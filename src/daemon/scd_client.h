@@ -19,5 +19,3 @@ int scd_call(struct daemon *d, Trustme__Scd__Request *req, scd_reply_fn fn, void
              tm_err *err);
 /* The caller behind userdata is going away: its pending replies are dropped. */
 void scd_forget(struct daemon *d, void *userdata);
-void scd_ignore_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
-                      void *userdata);

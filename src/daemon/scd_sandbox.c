@@ -9,20 +9,17 @@
  *     a token directory can be granted the usual way, e.g. group softhsm), an empty capability
  *     bounding set, no_new_privs;
  *   - fd 3 is its end of the socketpair; nothing else of trustmed's.
- * The binary is opened before the namespace is entered and started with fexecve, so it need
- * not be visible inside. */
+ * The binary is opened by trustmed (which measures it on that fd) and started with fexecve, so
+ * it need not be visible inside. */
 #include "scd_sandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -116,26 +113,10 @@ static int build_root(const struct scd_sandbox *sb, tm_err *err)
     return 0;
 }
 
-static int drop_privileges(const struct scd_sandbox *sb, tm_err *err)
-{
-    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            return tm_err_sys(err, "cannot drop capability %d", cap);
-    if (setgroups((size_t)sb->ngroups, sb->groups) < 0 || setresgid(sb->gid, sb->gid, sb->gid) < 0 ||
-        setresuid(sb->uid, sb->uid, sb->uid) < 0)
-        return tm_err_sys(err, "cannot become uid %u", sb->uid);
-    /* Changing from uid 0 cleared the permitted and effective sets; ambient goes too. */
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 ||
-        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return tm_err_sys(err, "cannot drop the last privileges");
-    return 0;
-}
-
-_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, pid_t daemon_pid)
+_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe, pid_t daemon_pid)
 {
     tm_err err = {0};
     child_reset(daemon_pid);
-    int exe = open(sb->binary, O_RDONLY | O_CLOEXEC);
     int fds[2] = {sock, exe};
     /* The socket is fd 3 and must survive the exec (fd_keep_only leaves it close-on-exec). */
     if (exe < 0 || fd_keep_only(fds, ARRAY_SIZE(fds)) < 0 || fcntl(fds[0], F_SETFD, 0) < 0) {
@@ -155,7 +136,7 @@ _Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, pid_t da
                    umount2(".", MNT_DETACH) < 0 || chdir("/") < 0))
         r = tm_err_sys(&err, "cannot enter scd's root");
     if (r == 0)
-        r = drop_privileges(sb, &err);
+        r = child_drop_privileges(sb->uid, sb->gid, sb->groups, sb->ngroups, &err);
     if (r < 0) {
         fprintf(stderr, "trustmed: cannot confine trustme-scd: %s\n", err.msg);
         _exit(127);

@@ -23,5 +23,6 @@ struct scd_sandbox {
     size_t nbinds;
 };
 
-/* In a freshly forked child: confine, then exec scd with sock as fd 3. Never returns. */
-_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, pid_t daemon_pid);
+/* In a freshly forked child: confine, then exec scd (the binary open as exe) with sock as
+ * fd 3. Never returns. */
+_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe, pid_t daemon_pid);

@@ -1,6 +1,8 @@
 #include "spawn.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -23,6 +25,21 @@ static const char *const default_env[] = {
     "HOME=/root",
     "container=trustme",
 };
+
+int child_drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, int ngroups, tm_err *err)
+{
+    for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return tm_err_sys(err, "cannot drop capability %d", cap);
+    if (setgroups((size_t)ngroups, groups) < 0 || setresgid(gid, gid, gid) < 0 ||
+        setresuid(uid, uid, uid) < 0)
+        return tm_err_sys(err, "cannot become uid %u", uid);
+    /* Changing from uid 0 cleared the permitted and effective sets; ambient goes too. */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return tm_err_sys(err, "cannot drop the last privileges");
+    return 0;
+}
 
 void child_reset(pid_t daemon_pid)
 {

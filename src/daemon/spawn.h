@@ -14,6 +14,9 @@ _Noreturn void init_main(struct start_ctx *ctx);
  * (trustmed blocks the signals it reads from a signalfd), death with trustmed, and a check that
  * trustmed did not die before that was set. */
 void child_reset(pid_t daemon_pid);
+/* A helper service's last step before exec: an empty capability bounding set, the given user,
+ * its groups, no_new_privs. */
+int child_drop_privileges(uid_t uid, gid_t gid, const gid_t *groups, int ngroups, tm_err *err);
 /* clone3 with CLONE_PARENT (the child is trustmed's, the caller can exit) and, if cgroup_fd is
  * given, CLONE_INTO_CGROUP (see module_cgroups for why). Returns the pid, 0 in the child. */
 pid_t clone_for_daemon(uint64_t ns_flags, int cgroup_fd);

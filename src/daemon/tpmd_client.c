@@ -1,0 +1,377 @@
+/* trustmed's side of trustme-tpmd: a supervised service (service.c) running as its own user,
+ * the boot measurements, and the device storage secret on its way from tpmd to scd.
+ *
+ * Ordering does the synchronisation: tpmd answers requests in the order they were sent, and a
+ * new tpmd's first requests are the boot measurements and the storage secret. A container
+ * start's measurements are sent later, so by the time they are answered the secret has
+ * reached trustmed and has been queued to scd ahead of the start's key request. */
+#include "tpmd_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+#include "fdutil.h"
+#include "log.h"
+#include "measurement.h"
+#include "packet.h"
+#include "proto.h"
+#include "scd_client.h"
+#include "service.h"
+#include "spawn.h"
+
+#define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
+#define TPMD_REQUEST_MAX (64u * 1024)
+#define TPMD_MAX_GROUPS 32
+
+typedef Trustme__Tpmd__Response Response;
+typedef Trustme__Tpmd__Request Request;
+
+struct tpmd_ctx {
+    char binary[PATH_MAX];
+    char data_dir[PATH_MAX]; /* <data>/tpm */
+    char run_dir[PATH_MAX];  /* <run>/tpm */
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[TPMD_MAX_GROUPS];
+    int ngroups;
+    char tcti[DEVICE_TCTI_MAX + 1];
+    char attest_address[DEVICE_ADDRESS_MAX + 1];
+    unsigned boot_pcr, runtime_pcr;
+    char log_level[16];
+};
+
+static int open_binary(struct service *s, const void *ctx, tm_err *err)
+{
+    const struct tpmd_ctx *c = ctx;
+    int fd = open(c->binary, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? tm_err_sys(err, "cannot open %s", c->binary) : fd;
+}
+
+/* tpmd needs no namespace of its own: it must reach the TPM device or swtpm's sockets and bind
+ * its attestation port on the host. It gets its own uid, no capabilities, no_new_privs, and
+ * nothing of trustmed's but fd 3. */
+static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
+{
+    const struct tpmd_ctx *c = ctx;
+    tm_err err = {0};
+    child_reset(daemon_pid);
+    int fds[2] = {sock, exe};
+    if (fd_keep_only(fds, 2) < 0 || fcntl(fds[0], F_SETFD, 0) < 0) {
+        fprintf(stderr, "trustmed: cannot start %s: %s\n", c->binary, strerror(errno));
+        _exit(127);
+    }
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null >= 0)
+        dup2(null, STDIN_FILENO); /* stdout/stderr stay: tpmd logs to trustmed's stderr */
+    if (child_drop_privileges(c->uid, c->gid, c->groups, c->ngroups, &err) < 0) {
+        fprintf(stderr, "trustmed: cannot start trustme-tpmd: %s\n", err.msg);
+        _exit(127);
+    }
+    char boot[16], runtime[16];
+    snprintf(boot, sizeof(boot), "%u", c->boot_pcr);
+    snprintf(runtime, sizeof(runtime), "%u", c->runtime_pcr);
+    char *argv[] = {"trustme-tpmd", "--data-dir", (char *)c->data_dir, "--run-dir",
+                    (char *)c->run_dir, "--tcti", (char *)c->tcti, "--attest-address",
+                    (char *)c->attest_address, "--boot-pcr", boot, "--runtime-pcr", runtime,
+                    "--log-level", (char *)c->log_level, NULL};
+    /* PATH: where tpmd finds swtpm for the embedded TPM. */
+    char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    fexecve(exe, argv, envp);
+    fprintf(stderr, "trustmed: cannot execute trustme-tpmd: %s\n", strerror(errno));
+    _exit(127);
+}
+
+static uint64_t response_id(const ProtobufCMessage *m)
+{
+    return ((const Response *)m)->id;
+}
+
+static bool is_ready(const ProtobufCMessage *m)
+{
+    const Response *resp = (const Response *)m;
+    if (resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_READY)
+        return false;
+    log_info("trustme-tpmd ready (pid %u)", resp->ready->pid);
+    return true;
+}
+
+static bool is_error(const ProtobufCMessage *m, tm_err *err)
+{
+    const Response *resp = (const Response *)m;
+    if (resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ERROR)
+        return false;
+    tm_err_set(err, resp->error->has_code && resp->error->code > 0 ? resp->error->code : EIO, "%s",
+               resp->error->message ? resp->error->message : "TPM service error");
+    return true;
+}
+
+static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *resp,
+                    const tm_err *err, void *userdata)
+{
+    ((tpmd_reply_fn)fn)(d, (const Response *)resp, err, userdata);
+}
+
+/* ---- the device storage secret ---------------------------------------------------------------- */
+
+static void on_scd_secret(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
+                          void *userdata)
+{
+    if (err) {
+        log_error("trustme-scd did not take the device storage secret: %s", err->msg);
+        return;
+    }
+    d->tpm.scd_has_secret = true;
+    log_info("device storage secret unsealed and handed to trustme-scd");
+}
+
+/* Tell scd why there is no secret: it refuses key requests with this reason. */
+static void tell_scd_unavailable(struct daemon *d, const char *why)
+{
+    Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
+    ds.unavailable = (char *)why;
+    Trustme__Scd__Request req = TRUSTME__SCD__REQUEST__INIT;
+    req.body_case = TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET;
+    req.device_secret = &ds;
+    tm_err e;
+    if (scd_call(d, &req, NULL, NULL, &e) < 0)
+        log_warn("cannot tell trustme-scd: %s", e.msg);
+}
+
+void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
+{
+    const Trustme__Tpmd__Secret *sec = resp->secret;
+    if (!sec || !sec->has_secret || sec->secret.len != 32) {
+        snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem),
+                 "the TPM service answered without a 32-byte device storage secret");
+        tell_scd_unavailable(d, d->tpm.secret_problem);
+        return;
+    }
+    if (sec->has_created && sec->created)
+        log_warn("device storage secret created and sealed to the boot state; its recovery key "
+                 "is in %s: move it off the device (docs/ATTESTATION.md)",
+                 sec->recovery_key_path ? sec->recovery_key_path : "tpmd's data dir");
+    d->tpm.secret_problem[0] = '\0';
+    /* The bytes stay in the response, which lives in locked memory and is wiped when freed;
+     * the request to scd is packed into locked memory as well (packet.h). */
+    Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
+    ds.has_secret = true;
+    ds.secret = sec->secret;
+    Trustme__Scd__Request req = TRUSTME__SCD__REQUEST__INIT;
+    req.body_case = TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET;
+    req.device_secret = &ds;
+    tm_err e;
+    if (scd_call(d, &req, on_scd_secret, NULL, &e) < 0)
+        log_warn("cannot hand the device storage secret to trustme-scd: %s", e.msg);
+}
+
+static void on_secret(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
+{
+    d->tpm.secret_pending = false;
+    if (!err) {
+        tpmd_secret_deliver(d, resp);
+        return;
+    }
+    if (!resp)
+        return; /* tpmd died; its restart asks again */
+    snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "%s", err->msg);
+    log_error("device storage secret unavailable: %s", err->msg);
+    daemon_audit(d, "device.secret", "fail", NULL, "trustmed", "%s", err->msg);
+    tell_scd_unavailable(d, err->msg);
+}
+
+void tpmd_secret_refresh(struct daemon *d)
+{
+    if (d->tpm.secret_pending || d->tpm.scd_has_secret || !service_running(d->tpmd))
+        return;
+    Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
+    Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET;
+    req.storage_secret = &ss;
+    tm_err e;
+    if (tpmd_call(d, &req, on_secret, NULL, &e) < 0) {
+        log_warn("cannot ask trustme-tpmd for the device storage secret: %s", e.msg);
+        return;
+    }
+    d->tpm.secret_pending = true;
+}
+
+void tpmd_scd_gone(struct daemon *d)
+{
+    d->tpm.scd_has_secret = false;
+}
+
+/* ---- measurements ----------------------------------------------------------------------------- */
+
+static void on_measured(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
+{
+    const char *what = userdata;
+    if (err && resp)
+        log_error("measuring %s failed: %s", what, err->msg);
+}
+
+int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
+                 void *userdata, tm_err *err)
+{
+    if (n == 0 || n > TPMD_MEASURE_MAX)
+        return tm_err_set(err, EINVAL, "%zu measurements in one request", n);
+    Trustme__Attest__Event ev[TPMD_MEASURE_MAX], *evp[TPMD_MEASURE_MAX];
+    for (size_t i = 0; i < n; i++) {
+        trustme__attest__event__init(&ev[i]);
+        ev[i].has_pcr = ev[i].has_sha256 = true;
+        ev[i].pcr = items[i].pcr;
+        ev[i].type = (char *)items[i].type;
+        ev[i].name = (char *)items[i].name;
+        ev[i].sha256 = (ProtobufCBinaryData){.len = 32, .data = (uint8_t *)items[i].sha256};
+        evp[i] = &ev[i];
+    }
+    Trustme__Tpmd__Measure m = TRUSTME__TPMD__MEASURE__INIT;
+    m.n_items = n;
+    m.items = evp;
+    Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MEASURE;
+    req.measure = &m;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
+/* The virtualization layer, in its fixed order: trustmed, scd, tpmd, device.json. */
+static void measure_boot(struct service *s, int exe)
+{
+    struct daemon *d = service_daemon(s);
+    unsigned pcr = d->device.boot_pcr;
+    struct tm_event_item items[4] = {
+        {pcr, TM_EVENT_BINARY, "trustmed", {0}},
+        {pcr, TM_EVENT_BINARY, "trustme-scd", {0}},
+        {pcr, TM_EVENT_BINARY, "trustme-tpmd", {0}},
+        {pcr, TM_EVENT_DEVICE_CONFIG, "device.json", {0}},
+    };
+    memcpy(items[0].sha256, d->tpm.trustmed_sha256, 32);
+    memcpy(items[1].sha256, d->tpm.scd_sha256, 32);
+    memcpy(items[3].sha256, d->device.sha256, 32);
+    tm_err e;
+    uint64_t size;
+    /* Hashing moves the file offset the child shares; fexecve does not care. */
+    if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, items[2].sha256, &size, NULL, NULL, &e) < 0) {
+        log_error("cannot measure trustme-tpmd: %s", e.msg);
+        return;
+    }
+    /* scd is always started (and measured) before tpmd. */
+    if (tpmd_measure(d, items, 4, on_measured, "the virtualization layer", &e) < 0)
+        log_error("cannot measure the virtualization layer: %s", e.msg);
+    tpmd_secret_refresh(d);
+}
+
+void tpmd_measure_scd(struct daemon *d, int exe)
+{
+    tm_err e;
+    uint64_t size;
+    if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, d->tpm.scd_sha256, &size, NULL, NULL, &e) < 0) {
+        log_error("cannot measure trustme-scd: %s", e.msg);
+        return;
+    }
+    d->tpm.scd_measured = true;
+    if (!service_running(d->tpmd))
+        return; /* tpmd's start measures it with the rest */
+    struct tm_event_item item = {d->device.boot_pcr, TM_EVENT_BINARY, "trustme-scd", {0}};
+    memcpy(item.sha256, d->tpm.scd_sha256, 32);
+    if (tpmd_measure(d, &item, 1, on_measured, "trustme-scd", &e) < 0)
+        log_error("cannot measure trustme-scd: %s", e.msg);
+}
+
+static void on_service_exit(struct service *s)
+{
+    struct daemon *d = service_daemon(s);
+    d->tpm.secret_pending = false;
+}
+
+static const struct service_ops tpmd_ops = {
+    .name = "trustme-tpmd",
+    .audit_name = "tpmd",
+    .what = "the TPM service (trustme-tpmd)",
+    .response = &trustme__tpmd__response__descriptor,
+    .reply_max = TPMD_REPLY_MAX,
+    .request_max = TPMD_REQUEST_MAX,
+    .stop_wait_ms = 5000, /* it shuts its swtpm down */
+    .exec_child = exec_child,
+    .open_binary = open_binary,
+    .response_id = response_id,
+    .is_ready = is_ready,
+    .is_error = is_error,
+    .deliver = deliver,
+    .on_spawned = measure_boot,
+    .on_exit = on_service_exit,
+};
+
+/* <dir> owned by the service's user, mode 0700. */
+static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
+{
+    if ((mkdir(dir, 0700) < 0 && errno != EEXIST) || chown(dir, uid, gid) < 0 || chmod(dir, 0700) < 0)
+        return tm_err_sys(err, "cannot prepare %s", dir);
+    return 0;
+}
+
+int tpmd_start(struct daemon *d, tm_err *err)
+{
+    struct tpmd_ctx c = {.ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr,
+                         .runtime_pcr = d->device.runtime_pcr};
+    int r = daemon_find_helper(d->tpmd_opts.binary, "trustme-tpmd", "/../tpmd", c.binary,
+                               sizeof(c.binary), err);
+    if (r < 0)
+        return tm_err_prefix(err, "the TPM service (use --tpmd-binary)");
+    if ((r = daemon_helper_user(d->tpmd_opts.user, "the TPM service", &c.uid, &c.gid, c.groups,
+                                &c.ngroups, err)) < 0)
+        return r;
+    snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
+    snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
+    snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
+    snprintf(c.attest_address, sizeof(c.attest_address), "%s", d->device.attest_address);
+    snprintf(c.log_level, sizeof(c.log_level), "%s", d->log_level ? d->log_level : "info");
+    if ((r = own_dir(c.data_dir, c.uid, c.gid, err)) < 0 || (r = own_dir(c.run_dir, c.uid, c.gid, err)) < 0)
+        return r;
+    _cleanup_close_ int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    uint64_t size;
+    if (self < 0)
+        return tm_err_sys(err, "cannot open trustmed's own binary to measure it");
+    if ((r = tm_sha256_fd(self, d->tpm.trustmed_sha256, &size, NULL, NULL, err)) < 0)
+        return tm_err_prefix(err, "measuring trustmed");
+    return service_start(d, &tpmd_ops, &c, sizeof(c), &d->tpmd, err);
+}
+
+void tpmd_stop(struct daemon *d)
+{
+    service_stop(d->tpmd);
+    d->tpmd = NULL;
+}
+
+int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata,
+              tm_err *err)
+{
+    if (!service_running(d->tpmd))
+        return tm_err_set(err, ESHUTDOWN, "the TPM service (trustme-tpmd) is not running; it is "
+                          "being restarted, try again");
+    req->has_version = req->has_id = true;
+    req->version = TM_PROTOCOL_VERSION;
+    req->id = service_next_id(d->tpmd);
+    return service_send(d->tpmd, &req->base, req->id, (service_fn)fn, userdata, err);
+}
+
+void tpmd_forget(struct daemon *d, void *userdata)
+{
+    service_forget(d->tpmd, userdata);
+}
+
+const char *tpmd_secret_problem(const struct daemon *d)
+{
+    if (d->tpm.scd_has_secret)
+        return NULL;
+    if (d->tpm.secret_problem[0])
+        return d->tpm.secret_problem;
+    return "the device storage secret has not arrived from the TPM service (trustme-tpmd) yet; "
+           "try again in a moment";
+}
