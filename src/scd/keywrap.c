@@ -81,6 +81,24 @@ static int device_secret_check(const struct secret *device_secret, tm_err *err)
     return 0;
 }
 
+int keywrap_p11_bind(const struct secret *inner, const struct secret *device_secret,
+                     struct secret **ret_key, tm_err *err)
+{
+    int r = device_secret_check(device_secret, err);
+    if (r < 0)
+        return r;
+    if (!device_secret || inner->len != KEYWRAP_KEY_LEN)
+        return tm_err_set(err, EINVAL, "binding a PKCS#11-wrapped key needs the device secret and "
+                          "a %d-byte inner key", KEYWRAP_KEY_LEN);
+    _cleanup_secret_ struct secret *k = NULL;
+    if ((r = secret_new(KEYWRAP_KEY_LEN, &k, err)) < 0 ||
+        (r = kdf_hkdf_sha256(inner, device_secret->data, device_secret->len,
+                             KEYWRAP_P11_BIND_INFO, k, err)) < 0)
+        return r;
+    *ret_key = steal_ptr(k);
+    return 0;
+}
+
 static int soft_gcm_key(const struct secret *kek, const struct secret *device_secret,
                         struct secret **ret, tm_err *err)
 {

@@ -43,6 +43,7 @@
 #define KEYWRAP_DEVICE_SECRET_LEN 32
 
 #define KEYWRAP_HKDF_INFO "trustme container key v1"
+#define KEYWRAP_P11_BIND_INFO "trustme container key v1 pkcs11 device binding"
 
 enum keywrap_token { KEYWRAP_TOKEN_SOFT = 1, KEYWRAP_TOKEN_PKCS11 = 2 };
 
@@ -66,11 +67,16 @@ int keywrap_header_init(uint8_t blob[KEYWRAP_BLOB_LEN], enum keywrap_token token
 int keywrap_aad(const uint8_t blob[KEYWRAP_BLOB_LEN], const char *uuid,
                 uint8_t aad[KEYWRAP_AAD_LEN], tm_err *err);
 
-/* Soft tokens. kek: the token's 32-byte KEK. device_secret: NULL today; the TPM issue passes its
- * 32-byte secret here, which sets flag bit 0 and makes it the HKDF salt. */
+/* Soft tokens. kek: the token's 32-byte KEK. device_secret: the TPM-sealed 32-byte device
+ * secret (docs/ATTESTATION.md), or NULL (unit tests); it sets flag bit 0 and is the HKDF salt. */
 int keywrap_seal_soft(const struct secret *kek, const struct secret *device_secret,
                       const char *uuid, const struct secret *key, uint8_t blob[KEYWRAP_BLOB_LEN],
                       tm_err *err);
+/* PKCS#11 tokens wrap with their own KEK object, so the device secret cannot enter that key:
+ * the token wraps an inner key instead, and the container key is
+ * HKDF-SHA256(ikm = inner, salt = device secret, info = KEYWRAP_P11_BIND_INFO), 64 bytes. */
+int keywrap_p11_bind(const struct secret *inner, const struct secret *device_secret,
+                     struct secret **ret_key, tm_err *err);
 /* -EBADMSG when the blob does not authenticate: another token's or container's blob, an altered
  * one, or the wrong device secret. ret_key (64 bytes) is written only on success. */
 int keywrap_open_soft(const struct secret *kek, const struct secret *device_secret,

@@ -29,7 +29,10 @@ typedef Trustme__Scd__Response Response;
 
 struct server {
     int fd;
-    const struct token_ctx *tctx;
+    struct token_ctx ctx;           /* the caller's, plus the device secret once it came */
+    const struct token_ctx *tctx;   /* &ctx */
+    struct secret *device_secret;
+    char secret_unavailable[512];   /* why trustmed has none to give, if it said so */
     const char *token_uuid; /* the request is about this container's token: report its state */
 };
 
@@ -152,12 +155,50 @@ static int send_key(struct server *s, uint64_t id, const struct secret *key, con
     return send_response(s, id, &resp);
 }
 
+/* Container keys are bound to the device secret (docs/ATTESTATION.md): without it, refuse
+ * rather than make or open an unbound key. */
+static int need_device_secret(const struct server *s, tm_err *err)
+{
+    if (s->device_secret)
+        return 0;
+    if (s->secret_unavailable[0])
+        return tm_err_set(err, EACCES, "%s", s->secret_unavailable);
+    return tm_err_set(err, EAGAIN, "the device storage secret has not arrived from the TPM service "
+                      "yet; try again in a moment");
+}
+
+static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__DeviceSecret *rq,
+                            tm_err *err)
+{
+    if (rq->has_secret) {
+        _cleanup_secret_ struct secret *sec = NULL;
+        int r;
+        if (rq->secret.len != KEYWRAP_DEVICE_SECRET_LEN)
+            return tm_err_set(err, EINVAL, "device secret of %zu bytes, expected %d",
+                              rq->secret.len, KEYWRAP_DEVICE_SECRET_LEN);
+        if ((r = secret_new(rq->secret.len, &sec, err)) < 0)
+            return r;
+        memcpy(sec->data, rq->secret.data, rq->secret.len);
+        secret_free(s->device_secret);
+        s->device_secret = steal_ptr(sec);
+        s->secret_unavailable[0] = '\0';
+    } else if (rq->unavailable && rq->unavailable[0]) {
+        /* A secret already here stays: it was unsealed in this boot state. */
+        if (!s->device_secret)
+            snprintf(s->secret_unavailable, sizeof(s->secret_unavailable), "%s", rq->unavailable);
+    } else {
+        return tm_err_set(err, EINVAL, "device secret: give the secret or why it is unavailable");
+    }
+    s->ctx.device_secret = s->device_secret;
+    return send_ok(s, id, false);
+}
+
 static int do_new_key(struct server *s, uint64_t id, const Trustme__Scd__NewKey *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *pin = NULL, *key = NULL;
     uint8_t blob[KEYWRAP_BLOB_LEN];
     int r;
-    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0 ||
         (r = token_new_key(s->tctx, rq->uuid, (char *)pin->data, &key, blob, err)) < 0)
         return r;
@@ -168,7 +209,7 @@ static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *
 {
     _cleanup_secret_ struct secret *pin = NULL, *key = NULL;
     int r;
-    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0)
         return r;
     if (!rq->has_wrapped)
@@ -319,6 +360,9 @@ static int dispatch(struct server *s, const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_WIPE: r = do_wipe(s, rq->id, rq->wipe, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_STATUS: r = do_status(s, rq->id, rq->status, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET:
+        r = do_device_secret(s, rq->id, rq->device_secret, &err);
+        break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
     if (r < 0)
@@ -347,13 +391,15 @@ static void wipe_secrets(Request *rq)
         break;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: wipe(&rq->unlock->puk); wipe(&rq->unlock->new_pin); break;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: wipe(&rq->wipe->pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: wipe(&rq->device_secret->secret); break;
     default: break;
     }
 }
 
 int server_run(int fd, const struct token_ctx *tctx)
 {
-    struct server s = {.fd = fd, .tctx = tctx};
+    struct server s = {.fd = fd, .ctx = *tctx};
+    s.tctx = &s.ctx;
     Trustme__Scd__Ready ready = TRUSTME__SCD__READY__INIT;
     ready.has_pid = true;
     ready.pid = (uint32_t)getpid();
@@ -365,8 +411,10 @@ int server_run(int fd, const struct token_ctx *tctx)
     for (;;) {
         struct tm_packet pkt;
         int r = tm_packet_recv(fd, SCD_FRAME_MAX, &pkt);
-        if (r == 0)
+        if (r == 0) {
+            secret_free(s.device_secret);
             return 0; /* trustmed closed: done */
+        }
         if (r == -EMSGSIZE || r == -EBADMSG) {
             /* The packet is gone already; the next one is read as usual. */
             send_error(&s, 0, -r, r == -EMSGSIZE ? "message too large" : "not one framed message");
@@ -374,6 +422,7 @@ int server_run(int fd, const struct token_ctx *tctx)
         }
         if (r < 0) {
             log_error("connection to trustmed broken: %s", strerror(-r));
+            secret_free(s.device_secret);
             return r;
         }
         Request *rq = (Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);

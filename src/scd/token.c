@@ -51,14 +51,6 @@ static int check_pin(const char *what, const char *pin, tm_err *err)
     return check_secret(what, pin, TOKEN_PIN_MIN, TOKEN_PIN_MAX, err);
 }
 
-static int refuse_device_secret(const struct token_ctx *ctx, tm_err *err)
-{
-    if (ctx->device_secret)
-        return tm_err_set(err, EOPNOTSUPP, "binding PKCS#11-wrapped keys to a device secret is "
-                          "not implemented");
-    return 0;
-}
-
 static int unlink_synced_(const char *path, tm_err *err)
 {
     if (unlink(path) < 0) {
@@ -172,8 +164,6 @@ static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec
     }
     if (spec->type != TOKEN_PKCS11)
         return tm_err_set(err, EINVAL, "unknown token type %d", (int)spec->type);
-    if ((r = refuse_device_secret(ctx, err)) < 0)
-        return r;
     const char *m = spec->pkcs11_module, *l = spec->pkcs11_label, *s = spec->pkcs11_serial;
     if (!m || m[0] != '/')
         return tm_err_set(err, EINVAL, "PKCS#11 module must be an absolute path");
@@ -244,8 +234,6 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     int r = check_pin("PIN", pin, err);
     if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
         return r;
-    if (rec.type == TOKEN_PKCS11 && (r = refuse_device_secret(ctx, err)) < 0)
-        return r;
     _cleanup_secret_ struct secret *key = NULL;
     _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec};
     uint8_t out[KEYWRAP_BLOB_LEN];
@@ -255,9 +243,15 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     if (rec.type == TOKEN_SOFT)
         r = keywrap_seal_soft(s.kek, ctx->device_secret, uuid, key, out, err);
     else
-        r = p11_wrap(s.p11, uuid, key, out, err);
+        r = p11_wrap(s.p11, uuid, key, ctx->device_secret != NULL, out, err);
     if (r < 0)
         return r;
+    if (rec.type == TOKEN_PKCS11 && ctx->device_secret) {
+        /* key was the inner key the token wrapped; the container gets its binding. */
+        _cleanup_secret_ struct secret *inner = steal_ptr(key);
+        if ((r = keywrap_p11_bind(inner, ctx->device_secret, &key, err)) < 0)
+            return r;
+    }
     memcpy(blob, out, sizeof(out));
     *ret_key = steal_ptr(key);
     return 0;
@@ -273,8 +267,6 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
     int r = check_pin("PIN", pin, err);
     if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
         return r;
-    if (rec.type == TOKEN_PKCS11 && (r = refuse_device_secret(ctx, err)) < 0)
-        return r;
     if ((r = keywrap_parse(blob, blob_len, ctx->device_secret != NULL, &info, err)) < 0)
         return r;
     if ((enum token_type)info.token != rec.type)
@@ -286,7 +278,12 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
         return r;
     if (rec.type == TOKEN_SOFT)
         return keywrap_open_soft(s.kek, ctx->device_secret, uuid, blob, blob_len, ret_key, err);
-    return p11_unwrap(s.p11, uuid, blob, blob_len, ret_key, err);
+    if (!ctx->device_secret)
+        return p11_unwrap(s.p11, uuid, blob, blob_len, false, ret_key, err);
+    _cleanup_secret_ struct secret *inner = NULL;
+    if ((r = p11_unwrap(s.p11, uuid, blob, blob_len, true, &inner, err)) < 0)
+        return r;
+    return keywrap_p11_bind(inner, ctx->device_secret, ret_key, err);
 }
 
 /* --- PINs --- */

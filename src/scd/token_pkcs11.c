@@ -285,7 +285,7 @@ static void gcm_mechanism(CK_MECHANISM *mech, CK_GCM_PARAMS *gcm, uint8_t *nonce
     *mech = (CK_MECHANISM){CKM_AES_GCM, gcm, sizeof(*gcm)};
 }
 
-int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key,
+int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key, bool device_bound,
              uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
 {
     if (key->len != KEYWRAP_KEY_LEN)
@@ -293,7 +293,7 @@ int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key,
                           KEYWRAP_KEY_LEN);
     uint8_t out[KEYWRAP_BLOB_LEN], aad[KEYWRAP_AAD_LEN];
     CK_OBJECT_HANDLE kek;
-    int r = keywrap_header_init(out, KEYWRAP_TOKEN_PKCS11, false, err);
+    int r = keywrap_header_init(out, KEYWRAP_TOKEN_PKCS11, device_bound, err);
     if (r < 0 || (r = keywrap_aad(out, uuid, aad, err)) < 0 ||
         (r = p11_find_kek(p, uuid, &kek, err)) < 0)
         return r;
@@ -314,13 +314,13 @@ int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key,
     return 0;
 }
 
-int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len,
+int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len, bool device_bound,
                struct secret **ret_key, tm_err *err)
 {
     struct keywrap_info info;
     uint8_t nonce[KEYWRAP_NONCE_LEN], aad[KEYWRAP_AAD_LEN];
     CK_OBJECT_HANDLE kek;
-    int r = keywrap_parse(blob, len, false, &info, err);
+    int r = keywrap_parse(blob, len, device_bound, &info, err);
     if (r < 0 || (r = keywrap_aad(blob, uuid, aad, err)) < 0)
         return r;
     if (info.token != KEYWRAP_TOKEN_PKCS11)

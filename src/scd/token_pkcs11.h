@@ -73,10 +73,10 @@ int p11_find_kek(struct p11 *p, const char *uuid, CK_OBJECT_HANDLE *ret, tm_err 
 int p11_create_kek(struct p11 *p, const char *uuid, tm_err *err);
 int p11_destroy_kek(struct p11 *p, const char *uuid, tm_err *err);
 
-int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key,
+int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key, bool device_bound,
              uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
 /* -EBADMSG: the blob does not authenticate under this token's KEK. */
-int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len,
+int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len, bool device_bound,
                struct secret **ret_key, tm_err *err);
 
 /* C_SetPIN after a user login. */
