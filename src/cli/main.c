@@ -32,6 +32,8 @@ static const struct verb {
     {"guestos", cmd_guestos, "install DIR | list | remove NAME [--version V]", "the signed GuestOSes containers run (docs/GUESTOS.md)"},
     {"ca", cmd_ca, "register CERT.pem", "trust a GuestOS-signing CA (it must chain to the General root)"},
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
+    {"measurements", cmd_measurements, "[--json]", "the measurement log and the PCR values; 1 if they disagree"},
+    {"device", cmd_device, "info | csr | cert install CERT.pem | reseal", "the TPM, the device's attestation key and storage secret"},
 };
 
 static void usage(FILE *out)
@@ -40,7 +42,7 @@ static void usage(FILE *out)
                  "Manage trustme containers through trustmed. Containers are named by name or UUID.\n\n"
                  "Commands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        fprintf(out, "  %-10s %-46s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
+        fprintf(out, "  %-12s %-46s %s\n", verbs[i].name, verbs[i].args, verbs[i].help);
     fprintf(out, "\nGlobal options:\n"
                  "  --socket PATH   control socket (default $TRUSTME_SOCKET or /run/trustme/control.sock)\n"
                  "  --run-dir DIR   use DIR/control.sock (the --run-dir given to trustmed)\n"

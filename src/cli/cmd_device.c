@@ -1,0 +1,528 @@
+/* Verbs about the device's TPM (docs/ATTESTATION.md): measurements, and device info, csr, cert
+ * install and reseal. trustmed relays to trustme-tpmd; the certificates it returns are parsed
+ * here, in the client, never in root. */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "crypto.h"
+#include "fileio.h"
+#include "secmem.h"
+
+#define CERT_FILE_MAX (256 * 1024) /* trustmed's limit for the whole chain */
+#define KEY_FILE_MAX 256           /* a recovery key file: 64 hex digits and a newline */
+#define RECOVERY_KEY_LEN 32
+#define SHORT_HASH 12              /* hex digits of a hash in the table */
+
+static void print_json(json_object *o)
+{
+    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+}
+
+static json_object *hex_json(const ProtobufCBinaryData *b)
+{
+    _cleanup_free_ char *hex = malloc(b->len * 2 + 1);
+    if (!hex)
+        return NULL;
+    tm_hex(b->data, b->len, hex);
+    return json_object_new_string(hex);
+}
+
+static json_object *str_json(const char *s)
+{
+    return json_object_new_string(s ? s : "");
+}
+
+static json_object *bytes_str_json(protobuf_c_boolean has, const ProtobufCBinaryData *b)
+{
+    return json_object_new_string_len(has && b->data ? (const char *)b->data : "", has ? (int)b->len : 0);
+}
+
+/* cli_call, and check that the final answer is the one the request gets. */
+static int simple_call(struct cli *cli, Trustme__Request *req, Trustme__Response **resp,
+                       Trustme__Response__BodyCase want)
+{
+    int r = cli_call(cli, req, resp);
+    if (r)
+        return r;
+    Trustme__Response__BodyCase got = (*resp)->body_case;
+    if (got != want) {
+        trustme__response__free_unpacked(*resp, NULL);
+        return cli_fail("unexpected answer from trustmed (body %d): is trustmed older than this "
+                        "client?", (int)got);
+    }
+    return 0;
+}
+
+/* ---- measurements ----------------------------------------------------------------------------- */
+
+int cmd_measurements(struct cli *cli, int argc, char **argv)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "[--json]\n"
+                 "  The measurement log (what trustmed measured into the TPM, in order) and the\n"
+                 "  current PCR values. Exit status 1 when the log does not replay to the PCRs.",
+                 0, 0, pos) < 0)
+        return 2;
+    Trustme__MeasurementsRequest mr = TRUSTME__MEASUREMENTS_REQUEST__INIT;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_MEASUREMENTS;
+    req.measurements = &mr;
+    Trustme__Response *resp;
+    int r = simple_call(cli, &req, &resp, TRUSTME__RESPONSE__BODY_MEASUREMENTS);
+    if (r)
+        return r;
+    const Trustme__Measurements *m = resp->measurements;
+    bool consistent = m->has_consistent && m->consistent;
+    const char *why = m->inconsistency && m->inconsistency[0] ? m->inconsistency : "no reason given";
+    if (cli->json) {
+        json_object *o = json_object_new_object(), *events = json_object_new_array(),
+                    *pcrs = json_object_new_array();
+        for (size_t i = 0; i < m->n_events; i++) {
+            const Trustme__MeasurementEvent *e = m->events[i];
+            json_object *ev = json_object_new_object();
+            json_object_object_add(ev, "seq", json_object_new_int64((int64_t)e->seq));
+            json_object_object_add(ev, "pcr", json_object_new_int((int)e->pcr));
+            json_object_object_add(ev, "type", str_json(e->type));
+            json_object_object_add(ev, "name", str_json(e->name));
+            json_object_object_add(ev, "sha256", hex_json(&e->sha256));
+            json_object_array_add(events, ev);
+        }
+        for (size_t i = 0; i < m->n_pcrs; i++) {
+            json_object *p = json_object_new_object();
+            json_object_object_add(p, "index", json_object_new_int((int)m->pcrs[i]->index));
+            json_object_object_add(p, "sha256", hex_json(&m->pcrs[i]->sha256));
+            json_object_array_add(pcrs, p);
+        }
+        json_object_object_add(o, "events", events);
+        json_object_object_add(o, "pcrs", pcrs);
+        json_object_object_add(o, "consistent", json_object_new_boolean(consistent));
+        json_object_object_add(o, "inconsistency", str_json(consistent ? "" : why));
+        print_json(o);
+    } else {
+        printf("%-5s %-4s %-17s %-34s %s\n", "SEQ", "PCR", "TYPE", "NAME", "SHA256");
+        for (size_t i = 0; i < m->n_events; i++) {
+            const Trustme__MeasurementEvent *e = m->events[i];
+            char hex[2 * 32 + 1] = "-";
+            if (e->sha256.len == 32) {
+                tm_hex(e->sha256.data, 32, hex);
+                hex[SHORT_HASH] = '\0';
+            }
+            printf("%-5llu %-4u %-17s %-34s %s\n", (unsigned long long)e->seq, e->pcr,
+                   e->type ? e->type : "", e->name ? e->name : "", hex);
+        }
+        if (m->n_events == 0)
+            printf("(no events)\n");
+        printf("\n");
+        for (size_t i = 0; i < m->n_pcrs; i++) {
+            char hex[2 * 32 + 1] = "?";
+            if (m->pcrs[i]->sha256.len == 32)
+                tm_hex(m->pcrs[i]->sha256.data, 32, hex);
+            printf("PCR %-2u %s\n", m->pcrs[i]->index, hex);
+        }
+        if (consistent)
+            printf("log consistent with the PCRs\n");
+        else
+            printf("log INCONSISTENT with the PCRs: %s\n", why);
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    if (!consistent)
+        return cli_fail("the measurement log does not replay to the PCR values (%s): the TPM or "
+                        "the log was changed behind trustme-tpmd; a verifier will fail its event "
+                        "log check until the TPM restarts", why);
+    return 0;
+}
+
+/* ---- certificates, parsed here for display ---------------------------------------------------- */
+
+struct cert_summary {
+    char subject[512], issuer[512], not_after[32];
+    int certs; /* how many certificates the PEM holds */
+};
+
+static void name_text(const X509_NAME *n, char *out, size_t size)
+{
+    out[0] = '\0';
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b)
+        return;
+    if (X509_NAME_print_ex(b, n, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        int len = BIO_read(b, out, (int)size - 1);
+        out[len > 0 ? len : 0] = '\0';
+    }
+    BIO_free(b);
+}
+
+/* The leaf's subject, issuer and expiry; 0, or -EINVAL if there is no certificate. */
+static int cert_summary(const ProtobufCBinaryData *pem, struct cert_summary *s)
+{
+    *s = (struct cert_summary){0};
+    if (!pem->data || pem->len == 0 || pem->len > CERT_FILE_MAX)
+        return -EINVAL;
+    BIO *b = BIO_new_mem_buf(pem->data, (int)pem->len);
+    if (!b)
+        return -ENOMEM;
+    X509 *x;
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        if (s->certs++ == 0) {
+            name_text(X509_get_subject_name(x), s->subject, sizeof(s->subject));
+            name_text(X509_get_issuer_name(x), s->issuer, sizeof(s->issuer));
+            struct tm tm;
+            if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+                strftime(s->not_after, sizeof(s->not_after), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
+        X509_free(x);
+    }
+    BIO_free(b);
+    return s->certs ? 0 : -EINVAL;
+}
+
+/* ---- device info ------------------------------------------------------------------------------ */
+
+static json_object *device_info_json(const Trustme__DeviceInfo *i)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "tcti", str_json(i->tcti));
+    json_object_object_add(o, "embedded", json_object_new_boolean(i->embedded));
+    json_object_object_add(o, "manufacturer", str_json(i->manufacturer));
+    json_object_object_add(o, "attest_address", str_json(i->attest_address));
+    json_object_object_add(o, "boot_pcr", json_object_new_int((int)i->boot_pcr));
+    json_object_object_add(o, "runtime_pcr", json_object_new_int((int)i->runtime_pcr));
+    json_object_object_add(o, "ak_name", hex_json(&i->ak_name));
+    json_object_object_add(o, "ak_public_pem", bytes_str_json(i->has_ak_public_pem, &i->ak_public_pem));
+    json_object_object_add(o, "cert_chain_pem", bytes_str_json(i->has_cert_chain_pem, &i->cert_chain_pem));
+    struct cert_summary s;
+    if (i->has_cert_chain_pem && cert_summary(&i->cert_chain_pem, &s) == 0) {
+        json_object *c = json_object_new_object();
+        json_object_object_add(c, "subject", json_object_new_string(s.subject));
+        json_object_object_add(c, "issuer", json_object_new_string(s.issuer));
+        json_object_object_add(c, "not_after", json_object_new_string(s.not_after));
+        json_object_object_add(c, "certificates", json_object_new_int(s.certs));
+        json_object_object_add(o, "certificate", c);
+    } else {
+        json_object_object_add(o, "certificate", NULL);
+    }
+    json_object_object_add(o, "secret_sealed", json_object_new_boolean(i->secret_sealed));
+    json_object_object_add(o, "secret_problem", str_json(i->secret_problem));
+    return o;
+}
+
+/* The AK certificate line: who it names, who issued it, until when. */
+static void print_certificate(const Trustme__DeviceInfo *i)
+{
+    struct cert_summary s;
+    if (!i->has_cert_chain_pem || i->cert_chain_pem.len == 0) {
+        printf("AK certificate:  none (provision it: trustme device csr --out device.csr, have the "
+               "Device CA issue it, then trustme device cert install)\n");
+    } else if (cert_summary(&i->cert_chain_pem, &s) < 0) {
+        printf("AK certificate:  present, but not readable as PEM\n");
+    } else {
+        printf("AK certificate:  %s\n", s.subject);
+        printf("  issued by:     %s\n", s.issuer);
+        printf("  valid until:   %s\n", s.not_after[0] ? s.not_after : "?");
+        printf("  chain:         %d certificate%s\n", s.certs, s.certs == 1 ? "" : "s");
+    }
+}
+
+static void print_device_info(const Trustme__DeviceInfo *i)
+{
+    printf("TPM:             %s%s%s%s\n", i->embedded ? "embedded swtpm" : "external",
+           i->manufacturer && i->manufacturer[0] ? " (manufacturer " : "",
+           i->manufacturer ? i->manufacturer : "", i->manufacturer && i->manufacturer[0] ? ")" : "");
+    printf("TCTI:            %s\n", i->tcti ? i->tcti : "");
+    printf("attestation:     %s\n", i->attest_address && i->attest_address[0] ? i->attest_address : "(not listening)");
+    printf("PCRs:            boot %u, runtime %u\n", i->boot_pcr, i->runtime_pcr);
+    char name[2 * 64 + 1] = "?";
+    if (i->has_ak_name && i->ak_name.len > 0 && i->ak_name.len <= 64)
+        tm_hex(i->ak_name.data, i->ak_name.len, name);
+    printf("AK name:         %s\n", name);
+    print_certificate(i);
+    if (i->secret_problem && i->secret_problem[0])
+        printf("storage secret:  PROBLEM: %s\n", i->secret_problem);
+    else
+        printf("storage secret:  %s\n", i->secret_sealed ? "sealed to the boot state, with scd"
+                                                         : "not created yet");
+}
+
+static int device_info(struct cli *cli, int argc, char **argv)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "[--json]\n"
+                 "  The TPM, the attestation key and its certificate, and the device storage secret.",
+                 0, 0, pos) < 0)
+        return 2;
+    Trustme__DeviceInfoRequest ir = TRUSTME__DEVICE_INFO_REQUEST__INIT;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_DEVICE_INFO;
+    req.device_info = &ir;
+    Trustme__Response *resp;
+    int r = simple_call(cli, &req, &resp, TRUSTME__RESPONSE__BODY_DEVICE_INFO);
+    if (r)
+        return r;
+    if (cli->json)
+        print_json(device_info_json(resp->device_info));
+    else
+        print_device_info(resp->device_info);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* ---- device csr ------------------------------------------------------------------------------- */
+
+static int device_csr(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "csr [--cn NAME] [--out FILE]\n"
+                        "  A certificate request for the attestation key, signed by it in the TPM.\n"
+                        "  PEM to stdout or FILE; the Device CA issues it: trustme-pki issue --pki DIR\n"
+                        "  --ca device --csr FILE --out device.pem";
+    const char *cn = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--cn") == 0 && i + 1 < argc) {
+            cn = argv[++i];
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme device %s\n", usage), 0;
+        } else {
+            return fprintf(stderr, "trustme device csr: unexpected %s\nUsage: trustme device %s\n",
+                           argv[i], usage), 2;
+        }
+    }
+    Trustme__DeviceCsrRequest cr = TRUSTME__DEVICE_CSR_REQUEST__INIT;
+    cr.common_name = (char *)cn;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_DEVICE_CSR;
+    req.device_csr = &cr;
+    Trustme__Response *resp;
+    int r = simple_call(cli, &req, &resp, TRUSTME__RESPONSE__BODY_DEVICE_CSR);
+    if (r)
+        return r;
+    const ProtobufCBinaryData *pem = &resp->device_csr->pem;
+    tm_err err;
+    if (out) {
+        if (write_file_atomic(out, pem->data, pem->len, 0644, &err) < 0)
+            r = cli_fail("%s", err.msg);
+        else
+            fprintf(stderr, "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
+                    "--ca device --csr %s --out device.pem), then: trustme device cert install "
+                    "device.pem\n", out, out);
+    } else if (fwrite(pem->data, 1, pem->len, stdout) != pem->len || fflush(stdout) != 0) {
+        r = cli_fail("cannot write the request: %s", strerror(errno));
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return r;
+}
+
+/* ---- device cert install ---------------------------------------------------------------------- */
+
+/* Append a PEM file to chain, making sure each file starts on a line of its own. */
+static int append_file(char **chain, size_t *len, const char *path)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t n;
+    tm_err err;
+    if (read_file(path, CERT_FILE_MAX, &data, &n, &err) < 0)
+        return cli_fail("%s", err.msg);
+    if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27))
+        return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path);
+    if (*len + n + 1 > CERT_FILE_MAX)
+        return cli_fail("the certificates add up to more than %d bytes", CERT_FILE_MAX);
+    char *grown = realloc(*chain, *len + n + 2);
+    if (!grown)
+        return cli_fail("out of memory");
+    *chain = grown;
+    memcpy(*chain + *len, data, n);
+    *len += n;
+    if (n && data[n - 1] != '\n')
+        (*chain)[(*len)++] = '\n';
+    return 0;
+}
+
+static int device_cert_install(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "cert install CERT.pem [--chain CA.pem ...] [--json]\n"
+                        "  Install the attestation key's certificate (issued for `trustme device csr`)\n"
+                        "  and the CAs up to, not including, the root: the Device CA's certificate.";
+    const char *leaf = NULL;
+    _cleanup_free_ char *chain = NULL;
+    size_t len = 0;
+    const char *cas[16];
+    size_t ncas = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--chain") == 0 && i + 1 < argc) {
+            if (ncas == ARRAY_SIZE(cas))
+                return fprintf(stderr, "trustme device cert install: at most %zu --chain files\n",
+                               ARRAY_SIZE(cas)), 2;
+            cas[ncas++] = argv[++i];
+        } else if (strcmp(argv[i], "--json") == 0) {
+            cli->json = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme device %s\n", usage), 0;
+        } else if (argv[i][0] == '-' || leaf) {
+            return fprintf(stderr, "trustme device cert install: unexpected %s\nUsage: trustme "
+                           "device %s\n", argv[i], usage), 2;
+        } else {
+            leaf = argv[i];
+        }
+    }
+    if (!leaf)
+        return fprintf(stderr, "Usage: trustme device %s\n", usage), 2;
+    int r = append_file(&chain, &len, leaf);
+    for (size_t i = 0; !r && i < ncas; i++)
+        r = append_file(&chain, &len, cas[i]);
+    if (r)
+        return r;
+    Trustme__DeviceCertInstallRequest cr = TRUSTME__DEVICE_CERT_INSTALL_REQUEST__INIT;
+    cr.has_chain_pem = true;
+    cr.chain_pem.data = (uint8_t *)chain;
+    cr.chain_pem.len = len;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_DEVICE_CERT_INSTALL;
+    req.device_cert_install = &cr;
+    Trustme__Response *resp;
+    r = simple_call(cli, &req, &resp, TRUSTME__RESPONSE__BODY_DEVICE_INFO);
+    if (r)
+        return r;
+    if (cli->json) {
+        print_json(device_info_json(resp->device_info));
+    } else {
+        printf("installed the attestation key's certificate\n");
+        print_certificate(resp->device_info);
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* ---- device reseal ---------------------------------------------------------------------------- */
+
+static int hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The recovery key as tpmd wrote it: 64 hex digits on the first line. Read into locked memory
+ * and decoded there; nothing of it stays in ordinary memory. */
+static int read_recovery_key(const char *path, struct secret **ret)
+{
+    tm_err err;
+    _cleanup_secret_ struct secret *text = NULL, *key = NULL;
+    if (secret_new(KEY_FILE_MAX + 1, &text, &err) < 0 || secret_new(RECOVERY_KEY_LEN, &key, &err) < 0)
+        return cli_fail("%s", err.msg);
+    _cleanup_close_ int fd = strcmp(path, "-") == 0 ? dup(STDIN_FILENO) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cli_fail("cannot open the recovery key file %s: %s", path, strerror(errno));
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(fd, text->data + got, KEY_FILE_MAX + 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return cli_fail("cannot read %s: %s", path, strerror(errno));
+        if (n == 0 || (got += (size_t)n) > KEY_FILE_MAX)
+            break;
+    }
+    const char *hint = "it must hold the recovery key as tpmd wrote it to <data>/tpm/recovery-key: "
+                       "64 hexadecimal digits on the first line";
+    if (got > KEY_FILE_MAX)
+        return cli_fail("%s is too large for a recovery key file; %s", path, hint);
+    size_t line = 0;
+    while (line < got && text->data[line] != '\n')
+        line++;
+    size_t digits = line;
+    while (digits > 0 && (text->data[digits - 1] == ' ' || text->data[digits - 1] == '\t' ||
+                          text->data[digits - 1] == '\r'))
+        digits--;
+    if (digits != 2 * RECOVERY_KEY_LEN)
+        return cli_fail("%s is not a recovery key file (its first line has %zu characters); %s",
+                        path, digits, hint);
+    for (size_t i = 0; i < RECOVERY_KEY_LEN; i++) {
+        int hi = hex_nibble((char)text->data[2 * i]), lo = hex_nibble((char)text->data[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return cli_fail("%s is not a recovery key file (character %zu is not a hexadecimal "
+                            "digit); %s", path, 2 * i + (hi < 0 ? 1 : 2), hint);
+        key->data[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *ret = steal_ptr(key);
+    return 0;
+}
+
+static int device_reseal(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "reseal --recovery-key-file FILE\n"
+                        "  After an authorised update of trustmed, scd, tpmd or device.json: seal the\n"
+                        "  device storage secret to the boot state measured now. FILE ('-': stdin) is\n"
+                        "  the recovery key file tpmd wrote at its first start.";
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--recovery-key-file") == 0 && i + 1 < argc) {
+            file = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            return printf("Usage: trustme device %s\n", usage), 0;
+        } else {
+            return fprintf(stderr, "trustme device reseal: unexpected %s (the key is taken from a "
+                           "file only, never from the command line)\nUsage: trustme device %s\n",
+                           argv[i], usage), 2;
+        }
+    }
+    if (!file)
+        return fprintf(stderr, "trustme device reseal: give --recovery-key-file FILE\n"
+                       "Usage: trustme device %s\n", usage), 2;
+    _cleanup_secret_ struct secret *key = NULL;
+    int r = read_recovery_key(file, &key);
+    if (r)
+        return r;
+    Trustme__DeviceResealRequest rr = TRUSTME__DEVICE_RESEAL_REQUEST__INIT;
+    rr.has_recovery_key = true;
+    rr.recovery_key.data = key->data;
+    rr.recovery_key.len = key->len;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_DEVICE_RESEAL;
+    req.device_reseal = &rr;
+    Trustme__Response *resp;
+    r = simple_call(cli, &req, &resp, TRUSTME__RESPONSE__BODY_OK);
+    if (r)
+        return r;
+    trustme__response__free_unpacked(resp, NULL);
+    printf("the device storage secret is sealed to the current boot state; containers can get "
+           "their keys again (check: trustme device info)\n");
+    return 0;
+}
+
+int cmd_device(struct cli *cli, int argc, char **argv)
+{
+    const char *usage = "Usage: trustme device info [--json] | csr [--cn NAME] [--out FILE]\n"
+                        "       | cert install CERT.pem [--chain CA.pem ...]\n"
+                        "       | reseal --recovery-key-file FILE\n"
+                        "  The TPM, the device identity (its attestation key) and the device storage\n"
+                        "  secret (docs/ATTESTATION.md).\n";
+    if (argc < 2)
+        return fputs(usage, stderr), 2;
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
+        return fputs(usage, stdout), 0;
+    if (strcmp(argv[1], "info") == 0)
+        return device_info(cli, argc - 1, argv + 1);
+    if (strcmp(argv[1], "csr") == 0)
+        return device_csr(cli, argc - 1, argv + 1);
+    if (strcmp(argv[1], "cert") == 0 && argc >= 3 && strcmp(argv[2], "install") == 0)
+        return device_cert_install(cli, argc - 2, argv + 2);
+    if (strcmp(argv[1], "reseal") == 0)
+        return device_reseal(cli, argc - 1, argv + 1);
+    fprintf(stderr, "trustme device: unknown subcommand \"%s\"\n%s", argv[1], usage);
+    return 2;
+}
