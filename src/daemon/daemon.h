@@ -24,6 +24,7 @@ struct service;
 struct token_op;
 struct guestos;
 struct install_op;
+struct measure_op;
 
 /* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
 enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
@@ -59,6 +60,7 @@ struct container {
     bool starting_failed;         /* the current start failed; last_error says why */
     uint64_t started_at;
     struct start_op *start;       /* only while starting */
+    struct measure_op *measure;   /* while its start waits for the TPM (measure.c) */
     tm_source *timer;             /* stop (kill) or freeze (poll) timer */
     int freeze_polls;
     char last_error[1024];

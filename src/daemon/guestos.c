@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "crypto.h"
 #include "container.h"
 #include "fileio.h"
 #include "json_cleanup.h"
@@ -98,6 +99,8 @@ static int load_one(const char *dir, struct guestos **ret, tm_err *err)
     int r = read_file(path, GUESTOS_JSON_MAX, &json, &len, err);
     if (r == 0 && (r = guestos_config_parse(json, len, &g->cfg, err)) < 0)
         tm_err_prefix(err, "%s", path);
+    if (r == 0)
+        tm_sha256(json, len, g->json_sha256);
     if (r == 0)
         r = read_record(dir, g, err);
     if (r < 0) {

@@ -26,6 +26,7 @@ struct guestos {
     char signer[512];     /* the signing certificate's subject, "" when unsigned */
     uint64_t installed_at;
     uint64_t size;        /* bytes of all its images */
+    uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
     char dir[PATH_MAX];
 };
 

@@ -19,6 +19,7 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "guestos.h"
+#include "measure.h"
 #include "log.h"
 #include "reaper.h"
 #include "spawn.h"
@@ -53,6 +54,7 @@ static void op_free(struct install_op *op)
     if (d->install == op)
         d->install = NULL;
     trust_forget(d, op);
+    tpmd_forget(d, op);
     tm_source_free(op->pid_src);
     tm_source_free(op->sync_src);
     if (op->pidfd >= 0) {
@@ -328,6 +330,7 @@ static void commit(struct install_op *op)
                  trust_level_name(op->trust), op->signer[0] ? " by " : "", op->signer,
                  (unsigned long long)g->size);
     log_info("GuestOS %s installed (%s)", op->label, trust_level_name(op->trust));
+    measure_guestos_installed(d, op->cfg->name, op->cfg->version);
     reply_installed(op, g);
     op_free(op);
 }
@@ -435,6 +438,34 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
         fail(op, &e);
 }
 
+/* The TPM's counter allows this version: verify the signature (or accept it unsigned). */
+static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *cerr,
+                       void *userdata)
+{
+    struct install_op *op = userdata;
+    tm_err err = {0};
+    int r = measure_counter_verdict(resp, cerr, op->cfg->name, op->cfg->version, &err);
+    if (r == 0 && !op->sig) {
+        if (!d->device.allow_unsigned)
+            r = tm_err_set(&err, EPERM, "it is not signed (no guestos.json.sig), and the device "
+                           "policy does not allow unsigned GuestOSes");
+        op->trust = TRUST_UNSIGNED;
+        if (r == 0)
+            r = start_worker(op, &err);
+    } else if (r == 0) {
+        bool core = strcmp(op->cfg->name, d->device.core_guestos) == 0;
+        progress(op, "verifying the signature of %s (%s chain)", op->label,
+                 core ? "Software Signing" : "GuestOS Signing");
+        r = trust_verify(d, op->json, op->json_len, op->sig, op->sig_len, op->chain, op->chain_len,
+                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, d->device.allow_locally_signed,
+                         on_verified, op, &err);
+        if (r < 0)
+            tm_err_prefix(&err, "signature rejected");
+    }
+    if (r < 0)
+        fail(op, &err);
+}
+
 void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
 {
     struct daemon *d = conn->d;
@@ -461,23 +492,8 @@ void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
     int r = read_source(op, path, &err);
     if (r == 0)
         r = check_fit(op, &err);
-    if (r == 0 && !op->sig) {
-        if (!d->device.allow_unsigned)
-            r = tm_err_set(&err, EPERM, "it is not signed (no guestos.json.sig), and the device "
-                           "policy does not allow unsigned GuestOSes");
-        op->trust = TRUST_UNSIGNED;
-        if (r == 0)
-            r = start_worker(op, &err);
-    } else if (r == 0) {
-        bool core = strcmp(op->cfg->name, d->device.core_guestos) == 0;
-        progress(op, "verifying the signature of %s (%s chain)", op->label,
-                 core ? "Software Signing" : "GuestOS Signing");
-        r = trust_verify(d, op->json, op->json_len, op->sig, op->sig_len, op->chain, op->chain_len,
-                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, d->device.allow_locally_signed,
-                         on_verified, op, &err);
-        if (r < 0)
-            tm_err_prefix(&err, "signature rejected");
-    }
+    if (r == 0)
+        r = measure_counter_get(d, op->cfg->name, on_counter, op, &err);
     if (r < 0)
         fail(op, &err);
 }

@@ -20,6 +20,7 @@
 #include "console.h"
 #include "control.h"
 #include "log.h"
+#include "measure.h"
 #include "modules/cgroups.h"
 #include "modules/module.h"
 #include "reaper.h"
@@ -39,6 +40,7 @@ struct start_op {
     struct start_args args;
     int child_stdio[3];       /* init's stdio until the setup process has it */
     struct secret *key;       /* the data key, from the token until the kernel has it */
+    struct secret *pin;       /* the token's PIN while the start waits for the TPM, or NULL */
     size_t prepared;          /* modules whose prepare hook succeeded */
     int sync_fd;
     tm_source *sync_src;
@@ -145,7 +147,9 @@ static void start_op_free(struct container *c)
     for (int i = 0; i < 3; i++)
         close_and_reset(op->child_stdio[i]);
     tokens_cancel_key(c);
+    measure_forget(c);
     secret_free(op->key);
+    secret_free(op->pin);
     free(op->ctx.devices);
     free(op);
     c->start = NULL;
@@ -368,6 +372,7 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
 }
 
 static void spawn_setup(struct container *c);
+static void on_measured(struct container *c, const tm_err *merr);
 
 static void on_key(struct container *c, struct secret *key, const tm_err *err)
 {
@@ -451,13 +456,40 @@ static void begin_start(struct container *c, const struct start_args *args)
         fail_start(c, "%s", err.msg);
         return;
     }
-    if (ctx->crypt == DATA_PLAIN) {
+    /* The PIN waits in locked memory while tpmd measures (a few ms). */
+    if (args->pin && args->pin->len > 0) {
+        if (secret_new(args->pin->len, &op->pin, &err) < 0) {
+            fail_start(c, "%s", err.msg);
+            return;
+        }
+        memcpy(op->pin->data, args->pin->data, args->pin->len);
+    }
+    if (measure_start(c, ctx->guestos, on_measured, &err) < 0)
+        fail_start(c, "%s", err.msg);
+}
+
+/* Measured, and the GuestOS version is not a rollback: get the data key, then set up. */
+static void on_measured(struct container *c, const tm_err *merr)
+{
+    struct start_op *op = c->start;
+    if (!op || c->state != CS_STARTING || c->starting_failed)
+        return;
+    if (merr) {
+        fail_start(c, "%s", merr->msg);
+        return;
+    }
+    if (op->ctx.crypt == DATA_PLAIN) {
         spawn_setup(c);
         return;
     }
     /* The token's answer (a KDF, a smartcard) takes a while: the start goes on in on_key. */
     progress(c, "unlocking the data key");
-    if (tokens_get_key(c, args->pin, on_key, &err) < 0)
+    tm_err err = {0};
+    ProtobufCBinaryData pin = {.len = op->pin ? op->pin->len : 0, .data = op->pin ? op->pin->data : NULL};
+    int r = tokens_get_key(c, op->pin ? &pin : NULL, on_key, &err);
+    secret_free(op->pin);
+    op->pin = NULL;
+    if (r < 0)
         fail_start(c, "%s", err.msg);
 }
 

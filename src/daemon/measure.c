@@ -1,0 +1,160 @@
+/* Measuring a container start, and the GuestOS anti-rollback counters (docs/ATTESTATION.md).
+ *
+ * Before a start uses anything, its GuestOS's guestos.json, each image (with the hash the signed
+ * guestos.json declares; module_volume then refuses an image whose content differs) and the
+ * container's config are extended into the runtime PCR. In the same batch the GuestOS's TPM
+ * counter is raised to the version that starts, which refuses a version below the highest one
+ * this device ever installed. tpmd answers in order: the counter first, then the measurements. */
+#include "measure.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto.h"
+#include "guestos.h"
+#include "log.h"
+#include "measurement.h"
+#include "tpmd_client.h"
+
+struct measure_op {
+    struct container *c;
+    measure_done_fn done;
+    bool counter_failed;
+    tm_err counter_err;
+    char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
+};
+
+static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    struct measure_op *op = userdata;
+    if (!err)
+        return;
+    op->counter_failed = true;
+    op->counter_err = *err;
+}
+
+static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                        void *userdata)
+{
+    struct measure_op *op = userdata;
+    struct container *c = op->c;
+    c->measure = NULL;
+    tm_err e = {0};
+    if (op->counter_failed)
+        e = op->counter_err;
+    else if (err)
+        tm_err_set(&e, err->code, "measuring it into the TPM failed: %s", err->msg);
+    measure_done_fn done = op->done;
+    free(op);
+    done(c, e.code ? &e : NULL);
+}
+
+static int counter_raise(struct daemon *d, const char *name, uint64_t version, tpmd_reply_fn fn,
+                         void *userdata, tm_err *err)
+{
+    Trustme__Tpmd__CounterRaise cr = TRUSTME__TPMD__COUNTER_RAISE__INIT;
+    cr.name = (char *)name;
+    cr.has_value = true;
+    cr.value = version;
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_COUNTER_RAISE;
+    req.counter_raise = &cr;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
+int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
+{
+    struct daemon *d = c->d;
+    unsigned pcr = d->device.runtime_pcr;
+    struct measure_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    *op = (struct measure_op){.c = c, .done = done};
+    struct tm_event_item items[TPMD_MEASURE_MAX];
+    size_t n = 0;
+    int r;
+    if (g) {
+        char base[CONFIG_NAME_MAX + 32];
+        snprintf(base, sizeof(base), "%s-%llu", g->cfg->name, (unsigned long long)g->cfg->version);
+        snprintf(op->names[n], sizeof(op->names[n]), "%s/guestos.json", base);
+        items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_CONFIG, op->names[n], {0}};
+        memcpy(items[n++].sha256, g->json_sha256, 32);
+        for (size_t i = 0; i < g->cfg->nmounts && n < TPMD_MEASURE_MAX - 1; i++) {
+            const struct guestos_mount *m = &g->cfg->mounts[i];
+            if (!m->image[0])
+                continue;
+            snprintf(op->names[n], sizeof(op->names[n]), "%s/%s", base, m->image);
+            items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_IMAGE, op->names[n], {0}};
+            memcpy(items[n++].sha256, m->sha256, 32);
+        }
+        if ((r = counter_raise(d, g->cfg->name, g->cfg->version, on_counter, op, err)) < 0) {
+            free(op);
+            return tm_err_prefix(err, "checking GuestOS %s's anti-rollback counter", g->cfg->name);
+        }
+    }
+    items[n] = (struct tm_event_item){pcr, TM_EVENT_CONTAINER_CONFIG, c->cfg->name, {0}};
+    tm_sha256(c->config_json, c->config_len, items[n++].sha256);
+    if ((r = tpmd_measure(d, items, n, on_measured, op, err)) < 0) {
+        tpmd_forget(d, op); /* the counter request, if it went out */
+        free(op);
+        return tm_err_prefix(err, "measuring it into the TPM");
+    }
+    c->measure = op;
+    return 0;
+}
+
+void measure_forget(struct container *c)
+{
+    if (!c->measure)
+        return;
+    tpmd_forget(c->d, c->measure);
+    free(c->measure);
+    c->measure = NULL;
+}
+
+/* ---- GuestOS installs ------------------------------------------------------------------------ */
+
+int measure_counter_get(struct daemon *d, const char *name, tpmd_reply_fn fn, void *userdata,
+                        tm_err *err)
+{
+    Trustme__Tpmd__CounterGet cg = TRUSTME__TPMD__COUNTER_GET__INIT;
+    cg.name = (char *)name;
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_COUNTER_GET;
+    req.counter_get = &cg;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
+int measure_counter_verdict(const Trustme__Tpmd__Response *resp, const tm_err *err,
+                            const char *name, uint64_t version, tm_err *out)
+{
+    if (err)
+        return tm_err_set(out, err->code, "cannot read GuestOS %s's anti-rollback counter from "
+                          "the TPM: %s", name, err->msg);
+    if (!resp->counter || !resp->counter->has_value)
+        return tm_err_set(out, EPROTO, "the TPM service answered without a counter value");
+    if (resp->counter->value > version)
+        return tm_err_set(out, ESTALE, "GuestOS %s version %llu is older than version %llu, which "
+                          "this device's TPM records as installed: a downgrade is refused", name,
+                          (unsigned long long)version, (unsigned long long)resp->counter->value);
+    return 0;
+}
+
+static void on_raised(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                      void *userdata)
+{
+    if (err)
+        log_error("GuestOS installed, but its anti-rollback counter was not raised: %s (the next "
+                  "start of a container on it raises it)", err->msg);
+}
+
+void measure_guestos_installed(struct daemon *d, const char *name, uint64_t version)
+{
+    tm_err err;
+    if (counter_raise(d, name, version, on_raised, NULL, &err) < 0)
+        log_error("GuestOS %s installed, but its anti-rollback counter was not raised: %s", name,
+                  err.msg);
+}
