@@ -276,6 +276,8 @@ void service_stop(struct service *s)
         return;
     s->stopping = true;
     tm_source_free(s->restart_timer);
+    if (s->ops->stop_signal && s->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, s->pidfd, s->ops->stop_signal, NULL, 0);
     disconnect(s); /* the child exits at EOF */
     fail_pending(s, "trustmed is shutting down");
     if (s->pidfd >= 0) {

@@ -28,6 +28,7 @@ struct service_ops {
     const ProtobufCMessageDescriptor *response;
     size_t reply_max, request_max;
     unsigned stop_wait_ms;     /* how long the child may take to exit after EOF */
+    int stop_signal;           /* sent before the EOF on a clean stop (0: none) */
     /* In the forked child: confine and exec the service with sock as fd 3 and exe (already
      * opened and measured by the parent) as the program. Never returns. */
     void (*exec_child)(const void *ctx, int sock, int exe, pid_t daemon_pid);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,9 @@ static const struct service_ops tpmd_ops = {
     .reply_max = TPMD_REPLY_MAX,
     .request_max = TPMD_REQUEST_MAX,
     .stop_wait_ms = 5000, /* it shuts its swtpm down */
+    /* SIGTERM: trustmed stops, so does the embedded TPM (a power-off). A bare EOF means
+     * trustmed died: tpmd exits and leaves swtpm, PCRs and log to the next trustmed. */
+    .stop_signal = SIGTERM,
     .exec_child = exec_child,
     .open_binary = open_binary,
     .response_id = response_id,

@@ -57,6 +57,21 @@ def process_gone(pid):
         return True
 
 
+def processes_naming(path):
+    """Pids of processes whose command line names something below path (swtpm, tpmd)."""
+    found = []
+    needle = str(path).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes() and not process_gone(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
 def mounts_below(prefix):
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(prefix))]
@@ -258,7 +273,13 @@ class Daemon:
         except Exception:
             pass
         self.stop()
-        # Whatever a failed test left: processes, cgroups, mounts, loops, files.
+        # Whatever a failed test left: processes, cgroups, mounts, loops, files. A trustmed
+        # killed with -9 leaves its embedded swtpm running on purpose (the TPM outlives it).
+        for pid in processes_naming(self.base):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         remove_cgroups(self.cgroup_parent)
         for m in sorted(mounts_below(self.base), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)

@@ -24,7 +24,8 @@ def test_no_cgroups_left():
 def test_no_processes_left():
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     ours = [l for l in out.splitlines()[1:]
-            if ("trustmed" in l and TEST_PREFIX in l) or ("tm-probe" in l and " Z" not in l)]
+            if ("trustmed" in l and TEST_PREFIX in l) or ("tm-probe" in l and " Z" not in l)
+            or (("swtpm" in l or "trustme-tpmd" in l) and TEST_PREFIX in l)]
     assert ours == []
 
 
