@@ -1,0 +1,90 @@
+/* The remote attestation verifier (docs/ATTESTATION.md "trustme-verify"): checks a device's
+ * AttestResponse (proto/attest.proto) against the verifier's own trust anchors, CRLs and signed
+ * reference values, and reports each named check. Used by trustme-verify and `trustme attest`.
+ *
+ * Everything in the response is untrusted: lengths are bounded, names validated, the AK
+ * certificate chained only to the given anchors. Every check is computed where its inputs
+ * exist; one that cannot run says "not checked: <why>". Nothing here talks to a TPM or the
+ * network. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "attest.pb-c.h"
+#include "error.h"
+#include "refvalues.h"
+
+#define ATTEST_VERSION 1u
+#define ATTEST_NONCE_LEN 32
+#define ATTEST_RESPONSE_MAX (4u * 1024 * 1024)
+#define ATTEST_REQUEST_MAX 4096
+#define ATTEST_EVENTS_MAX 100000
+#define ATTEST_PCRS 24
+#define ATTEST_DETAIL_MAX 640
+
+/* The checks, in the order of the report. */
+enum attest_check_id {
+    ATTEST_CHECK_CHAIN,            /* "certificate chain" */
+    ATTEST_CHECK_AK_BINDING,       /* "AK binding" */
+    ATTEST_CHECK_QUOTE_SIGNATURE,  /* "quote signature" */
+    ATTEST_CHECK_NONCE,            /* "nonce" */
+    ATTEST_CHECK_PCR_DIGEST,       /* "PCR digest" */
+    ATTEST_CHECK_EVENT_LOG,        /* "event log" */
+    ATTEST_CHECK_REFERENCE_VALUES, /* "reference values" */
+    ATTEST_CHECK_COUNT
+};
+
+struct attest_check {
+    const char *name; /* as above: stable, scripts match on it */
+    bool ok;
+    char detail[ATTEST_DETAIL_MAX]; /* one line; "not checked: ..." when it could not run */
+};
+
+struct attest_report {
+    struct attest_check checks[ATTEST_CHECK_COUNT];
+    bool trusted;  /* every check ok */
+    size_t events; /* events in the device's log */
+};
+
+/* What the verifier brings. */
+struct attest_policy {
+    const uint8_t *nonce; /* the nonce sent */
+    size_t nonce_len;
+    const uint32_t *pcrs; /* the selection requested; npcrs 0: the device's default, then the
+                           * quote's selection must be non-empty and equal the reported PCRs */
+    size_t npcrs;
+    const char *anchors_pem; /* trust anchors for the AK certificate and REFS' signer */
+    size_t anchors_len;
+    const char *crls_pem; /* NULL: no revocation checking; else every CA needs its CRL */
+    size_t crls_len;
+    /* Reference values from refvalues_load. NULL: the check fails with refs_error (why they
+     * could not be loaded: a bad signature, a parse error). */
+    const struct refvalues *refs;
+    const char *refs_error;
+    time_t time; /* the moment to verify certificates at; 0 = now */
+};
+
+/* Decode a response of version 1 carrying a quote. -EPROTO for anything else (undecodable,
+ * another version, no body), -EREMOTEIO when the device answered with an Error (err holds its
+ * code and message). The caller compares the id and frees with
+ * trustme__attest__attest_response__free_unpacked(resp, NULL). */
+int attest_response_decode(const uint8_t *buf, size_t len,
+                           Trustme__Attest__AttestResponse **ret, tm_err *err);
+
+/* Run every check on a quote; always fills the whole report. */
+void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
+                        struct attest_report *rep);
+
+/* Decode and check: 0 with rep filled, or attest_response_decode's error (rep untouched). */
+int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol,
+                          struct attest_report *rep, tm_err *err);
+
+/* The human report: one line per check, then the verdict. */
+void attest_report_print(FILE *out, const struct attest_report *rep);
+/* {"verdict": "trusted"|"untrusted", "checks": [{"name", "ok", "detail"}], "events": N} and a
+ * newline. -ENOMEM or -EIO. */
+int attest_report_print_json(FILE *out, const struct attest_report *rep);

@@ -1,0 +1,285 @@
+/* trustme-verify: remote attestation of a trustme device (docs/ATTESTATION.md). Fetches a quote
+ * for a fresh nonce from the device's tpmd, or reads one saved earlier, and runs verify_core's
+ * checks against the anchors, CRLs and signed reference values given here — never against
+ * anything the device sends as trusted. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "attest_check.h"
+#include "cleanup.h"
+#include "client.h"
+#include "crypto.h"
+#include "fileio.h"
+#include "version.h"
+
+#define EXIT_UNTRUSTED 1
+#define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 3
+#define INPUTS_MAX 64 /* --anchor and --crl files each */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: trustme-verify HOST:PORT --anchor ROOT.pem [--anchor ...] --reference REFS.json\n"
+        "                      [--crl CRL.pem ...] [--pcr N ...] [--json] [--timeout S]\n"
+        "                      [--save-response FILE]\n"
+        "       trustme-verify --response FILE --nonce HEX --anchor ROOT.pem [...]\n"
+        "                      --reference REFS.json [--crl ...] [--pcr N ...] [--json]\n"
+        "\n"
+        "Ask the device's trustme-tpmd at HOST:PORT for a TPM quote over a fresh 32-byte nonce\n"
+        "and check it: certificate chain (to the --anchors only; with --crl every CA needs a\n"
+        "CRL), AK binding, quote signature, nonce, PCR digest, event log, reference values\n"
+        "(REFS.json with REFS.json.sig and REFS.json.chain.pem, EKU codeSigning, to an anchor).\n"
+        "\n"
+        "  --pcr N              quote PCR N (0..23; repeatable); default: the device's boot\n"
+        "                       and runtime PCRs\n"
+        "  --timeout S          seconds for the whole exchange (default 10)\n"
+        "  --json               {\"verdict\", \"checks\": [{\"name\", \"ok\", \"detail\"}], \"events\"}\n"
+        "  --save-response FILE write the response as received to FILE and the nonce (hex) to\n"
+        "                       FILE.nonce\n"
+        "  --response FILE      check a saved response instead, for the nonce --nonce HEX\n"
+        "\n"
+        "Exit status: 0 every check passed, 1 a check failed, 2 usage error (or unreadable\n"
+        "anchors, CRLs, reference files), 3 the device could not be reached or did not answer\n"
+        "with a quote.\n");
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "trustme-verify: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see trustme-verify --help)\n");
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* The PEM files given, concatenated (verify.c reads all blocks of one buffer). */
+static int read_pems(char *const *paths, size_t n, char **ret, size_t *ret_len, tm_err *err)
+{
+    _cleanup_free_ char *all = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *data = NULL;
+        size_t dlen = 0;
+        int r = read_file(paths[i], VERIFY_PEM_MAX, &data, &dlen, err);
+        if (r < 0)
+            return r;
+        if (len + dlen + 1 > VERIFY_PEM_MAX)
+            return tm_err_set(err, EFBIG, "%s: the files add up to more than %d bytes",
+                              paths[i], VERIFY_PEM_MAX);
+        char *grown = realloc(all, len + dlen + 2);
+        if (!grown)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        all = grown;
+        memcpy(all + len, data, dlen);
+        len += dlen;
+        all[len++] = '\n';
+        all[len] = '\0';
+    }
+    *ret = steal_ptr(all);
+    *ret_len = len;
+    return 0;
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return -EINVAL;
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -EINVAL;
+        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | d : d << 4);
+    }
+    return 0;
+}
+
+static int save_response(const char *path, const uint8_t *buf, size_t len,
+                         const uint8_t nonce[ATTEST_NONCE_LEN], tm_err *err)
+{
+    char hex[2 * ATTEST_NONCE_LEN + 2], npath[4096];
+    tm_hex(nonce, ATTEST_NONCE_LEN, hex);
+    strcat(hex, "\n");
+    if (snprintf(npath, sizeof(npath), "%s.nonce", path) >= (int)sizeof(npath))
+        return tm_err_set(err, ENAMETOOLONG, "%s: path too long", path);
+    int r = write_file_atomic(path, buf, len, 0644, err);
+    if (r >= 0)
+        r = write_file_atomic(npath, hex, strlen(hex), 0644, err);
+    return r;
+}
+
+struct options {
+    const char *target, *reference, *save, *response, *nonce_hex;
+    char *anchors[INPUTS_MAX], *crls[INPUTS_MAX];
+    size_t n_anchors, n_crls;
+    uint32_t pcrs[ATTEST_PCRS];
+    size_t npcrs;
+    bool json;
+    int timeout_s;
+};
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    enum { OPT_ANCHOR = 256, OPT_CRL, OPT_REF, OPT_PCR, OPT_JSON, OPT_TIMEOUT, OPT_SAVE,
+           OPT_RESPONSE, OPT_NONCE, OPT_VERSION };
+    static const struct option opts[] = {
+        {"anchor", required_argument, NULL, OPT_ANCHOR},
+        {"crl", required_argument, NULL, OPT_CRL},
+        {"reference", required_argument, NULL, OPT_REF},
+        {"pcr", required_argument, NULL, OPT_PCR},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"save-response", required_argument, NULL, OPT_SAVE},
+        {"response", required_argument, NULL, OPT_RESPONSE},
+        {"nonce", required_argument, NULL, OPT_NONCE},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    o->timeout_s = 10;
+    int c;
+    char *end;
+    long v;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ANCHOR:
+        case OPT_CRL: {
+            char **list = c == OPT_ANCHOR ? o->anchors : o->crls;
+            size_t *n = c == OPT_ANCHOR ? &o->n_anchors : &o->n_crls;
+            if (*n >= INPUTS_MAX)
+                return usage_error("at most %d --%s files", INPUTS_MAX,
+                                   c == OPT_ANCHOR ? "anchor" : "crl");
+            list[(*n)++] = optarg;
+            break;
+        }
+        case OPT_REF: o->reference = optarg; break;
+        case OPT_PCR:
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 0 || v > 23)
+                return usage_error("--pcr %s: expected a PCR index 0..23", optarg);
+            for (size_t i = 0; i < o->npcrs; i++)
+                if (o->pcrs[i] == (uint32_t)v)
+                    return usage_error("--pcr %ld given twice", v);
+            o->pcrs[o->npcrs++] = (uint32_t)v;
+            break;
+        case OPT_JSON: o->json = true; break;
+        case OPT_TIMEOUT:
+            errno = 0;
+            v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 1 || v > 3600)
+                return usage_error("--timeout %s: expected seconds 1..3600", optarg);
+            o->timeout_s = (int)v;
+            break;
+        case OPT_SAVE: o->save = optarg; break;
+        case OPT_RESPONSE: o->response = optarg; break;
+        case OPT_NONCE: o->nonce_hex = optarg; break;
+        case OPT_VERSION: printf("trustme-verify %s\n", TRUSTME_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default: return EXIT_USAGE;
+        }
+    }
+    if (o->response ? optind != argc : optind != argc - 1)
+        return usage_error(o->response ? "no HOST:PORT with --response"
+                                       : "one HOST:PORT expected");
+    o->target = o->response ? NULL : argv[optind];
+    if (o->n_anchors == 0)
+        return usage_error("--anchor ROOT.pem is required");
+    if (!o->reference)
+        return usage_error("--reference REFS.json is required");
+    if (!o->response != !o->nonce_hex)
+        return usage_error("--response FILE and --nonce HEX go together");
+    if (o->response && o->save)
+        return usage_error("--save-response is for a response fetched from a device");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {0};
+    int r = parse_options(argc, argv, &o);
+    if (r)
+        return r;
+    signal(SIGPIPE, SIG_IGN);
+    tm_err err = {0};
+    _cleanup_free_ char *anchors = NULL, *crls = NULL;
+    size_t anchors_len = 0, crls_len = 0;
+    if (read_pems(o.anchors, o.n_anchors, &anchors, &anchors_len, &err) < 0 ||
+        (o.n_crls && read_pems(o.crls, o.n_crls, &crls, &crls_len, &err) < 0)) {
+        fprintf(stderr, "trustme-verify: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    _cleanup_(refvalues_files_done) struct refvalues_files rf = {0};
+    if (refvalues_read_files(o.reference, &rf, &err) < 0) {
+        fprintf(stderr, "trustme-verify: reference values: %s (sign REFS.json with "
+                "trustme-pki sign)\n", err.msg);
+        return EXIT_USAGE;
+    }
+    /* A bad signature or content is a failed check of the report, not a usage error. */
+    _cleanup_(refvalues_freep) struct refvalues *refs = NULL;
+    char refs_error[sizeof(err.msg) + 64] = "";
+    if (refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0)
+        snprintf(refs_error, sizeof(refs_error), "%s: %s", o.reference, err.msg);
+
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    _cleanup_free_ uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    if (o.response) {
+        if (parse_hex(o.nonce_hex, nonce, sizeof(nonce)) < 0)
+            return usage_error("--nonce: expected %d hex digits", 2 * ATTEST_NONCE_LEN);
+        if (read_file(o.response, ATTEST_RESPONSE_MAX, (char **)&resp, &resp_len, &err) < 0) {
+            fprintf(stderr, "trustme-verify: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+    } else {
+        uint64_t id;
+        if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce) ||
+            getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+            perror("trustme-verify: getrandom");
+            return EXIT_UNREACHABLE;
+        }
+        if (attest_fetch(o.target, o.timeout_s * 1000, id, nonce, sizeof(nonce), o.pcrs, o.npcrs,
+                         &resp, &resp_len, &err) < 0) {
+            fprintf(stderr, "trustme-verify: %s\n", err.msg);
+            return EXIT_UNREACHABLE;
+        }
+        if (o.save && save_response(o.save, resp, resp_len, nonce, &err) < 0) {
+            fprintf(stderr, "trustme-verify: --save-response: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+        Trustme__Attest__AttestResponse *msg = NULL;
+        if (attest_response_decode(resp, resp_len, &msg, &err) == 0) {
+            bool same = msg->has_id && msg->id == id;
+            trustme__attest__attest_response__free_unpacked(msg, NULL);
+            if (!same) {
+                fprintf(stderr, "trustme-verify: the response's id is not the request's\n");
+                return EXIT_UNREACHABLE;
+            }
+        }
+    }
+    struct attest_policy pol = {
+        .nonce = nonce, .nonce_len = sizeof(nonce),
+        .pcrs = o.pcrs, .npcrs = o.npcrs,
+        .anchors_pem = anchors, .anchors_len = anchors_len,
+        .crls_pem = crls, .crls_len = crls_len,
+        .refs = refs, .refs_error = refs_error,
+    };
+    struct attest_report rep;
+    if (attest_check_response(resp, resp_len, &pol, &rep, &err) < 0) {
+        fprintf(stderr, "trustme-verify: %s\n", err.msg);
+        return EXIT_UNREACHABLE;
+    }
+    if (o.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
+        return EXIT_UNTRUSTED;
+    fflush(stdout);
+    return rep.trusted ? 0 : EXIT_UNTRUSTED;
+}
