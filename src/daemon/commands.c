@@ -12,6 +12,7 @@
 
 #include "cleanup.h"
 #include "commands_guestos.h"
+#include "commands_tpm.h"
 #include "container.h"
 #include "exec.h"
 #include "lifecycle.h"
@@ -334,6 +335,12 @@ static const struct {
     {TRUSTME__REQUEST__BODY_GUESTOS_LIST, cmd_guestos_list},
     {TRUSTME__REQUEST__BODY_GUESTOS_REMOVE, cmd_guestos_remove},
     {TRUSTME__REQUEST__BODY_CA_REGISTER, cmd_ca_register},
+    {TRUSTME__REQUEST__BODY_MEASUREMENTS, cmd_measurements},
+    {TRUSTME__REQUEST__BODY_DEVICE_CSR, cmd_device_csr},
+    {TRUSTME__REQUEST__BODY_DEVICE_CERT_INSTALL, cmd_device_cert_install},
+    {TRUSTME__REQUEST__BODY_DEVICE_INFO, cmd_device_info},
+    {TRUSTME__REQUEST__BODY_DEVICE_RESEAL, cmd_device_reseal},
+    {TRUSTME__REQUEST__BODY_ATTEST, cmd_attest},
 };
 
 static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)
@@ -356,6 +363,9 @@ static void wipe_secrets(Trustme__Request *req)
     case TRUSTME__REQUEST__BODY_TOKEN_UNLOCK:
         wipe_bytes(req->token_unlock->has_puk, &req->token_unlock->puk);
         wipe_bytes(req->token_unlock->has_new_pin, &req->token_unlock->new_pin);
+        break;
+    case TRUSTME__REQUEST__BODY_DEVICE_RESEAL: /* passed on to tpmd, or refused */
+        wipe_bytes(req->device_reseal->has_recovery_key, &req->device_reseal->recovery_key);
         break;
     default: break;
     }
