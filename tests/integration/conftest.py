@@ -126,6 +126,8 @@ def remove_cgroups(name_part):
 # ---- the daemon ------------------------------------------------------------------------------
 
 DEV_DEVICE_JSON = '{"policy": {"allow_unsigned": true}}\n'
+# Test daemons run side by side: each attestation endpoint takes a free port.
+TEST_TPM = {"attest_address": "127.0.0.1:0"}
 
 
 class CliError(AssertionError):
@@ -159,6 +161,13 @@ class Daemon:
         if not device.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             device.write_text(DEV_DEVICE_JSON)
+        try:
+            config = json.loads(device.read_text())
+        except ValueError:
+            config = None  # a test of a broken device.json
+        if isinstance(config, dict) and "tpm" not in config:
+            config["tpm"] = TEST_TPM
+            device.write_text(json.dumps(config) + "\n")
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(TRUSTMED), "--data-dir", str(self.data_dir), "--run-dir", str(self.run_dir),
