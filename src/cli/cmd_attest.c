@@ -1,0 +1,220 @@
+/* trustme attest: remote attestation of the local device, checked in this process (never in
+ * trustmed) by verify_core, the library behind trustme-verify: same checks, same report, same
+ * exit status (docs/ATTESTATION.md). Only the transport differs: the evidence comes through
+ * trustmed's control socket instead of tpmd's TCP endpoint. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "attest_check.h"
+#include "cleanup.h"
+#include "cli.h"
+#include "fileio.h"
+
+#define EXIT_UNTRUSTED 1
+#define EXIT_USAGE 2
+#define EXIT_UNREACHABLE 3
+#define INPUTS_MAX 64 /* --anchor and --crl files each, as trustme-verify */
+
+static const char usage_text[] =
+    "Usage: trustme attest --anchor ROOT.pem [--anchor ...] --reference REFS.json\n"
+    "                      [--crl CRL.pem ...] [--pcr N ...] [--json]\n"
+    "  Quote this device's TPM over a fresh nonce and check it as trustme-verify does:\n"
+    "  certificate chain (to the --anchors only), AK binding, quote signature, nonce, PCR\n"
+    "  digest, event log, reference values (REFS.json with .sig and .chain.pem).\n"
+    "  Exit status: 0 trusted, 1 a check failed, 2 usage error (or unreadable anchors, CRLs,\n"
+    "  reference files), 3 no quote could be had (trustmed or tpmd).\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("trustme attest: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see trustme attest --help)\n", stderr);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* The PEM files, concatenated: the verifier reads every block of one buffer. */
+static int read_pems(char *const *paths, size_t n, char **ret, size_t *ret_len, tm_err *err)
+{
+    _cleanup_free_ char *all = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *data = NULL;
+        size_t dlen = 0;
+        int r = read_file(paths[i], VERIFY_PEM_MAX, &data, &dlen, err);
+        if (r < 0)
+            return r;
+        if (len + dlen + 1 > VERIFY_PEM_MAX)
+            return tm_err_set(err, EFBIG, "%s: the files add up to more than %d bytes", paths[i],
+                              VERIFY_PEM_MAX);
+        char *grown = realloc(all, len + dlen + 2);
+        if (!grown)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        all = grown;
+        memcpy(all + len, data, dlen);
+        len += dlen;
+        all[len++] = '\n';
+        all[len] = '\0';
+    }
+    *ret = steal_ptr(all);
+    *ret_len = len;
+    return 0;
+}
+
+struct attest_opts {
+    const char *reference;
+    char *anchors[INPUTS_MAX], *crls[INPUTS_MAX];
+    size_t n_anchors, n_crls;
+    uint32_t pcrs[ATTEST_PCRS];
+    size_t npcrs;
+};
+
+static int parse_opts(struct cli *cli, int argc, char **argv, struct attest_opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_value = i + 1 < argc;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(a, "--json") == 0) {
+            cli->json = true;
+        } else if ((strcmp(a, "--anchor") == 0 || strcmp(a, "--crl") == 0) && has_value) {
+            bool anchor = a[2] == 'a';
+            size_t *n = anchor ? &o->n_anchors : &o->n_crls;
+            if (*n >= INPUTS_MAX)
+                return usage_error("at most %d %s files", INPUTS_MAX, a);
+            (anchor ? o->anchors : o->crls)[(*n)++] = argv[++i];
+        } else if (strcmp(a, "--reference") == 0 && has_value) {
+            o->reference = argv[++i];
+        } else if (strcmp(a, "--pcr") == 0 && has_value) {
+            char *end;
+            errno = 0;
+            long v = strtol(argv[++i], &end, 10);
+            if (errno || end == argv[i] || *end || v < 0 || v >= ATTEST_PCRS)
+                return usage_error("--pcr %s: expected a PCR index 0..%d", argv[i], ATTEST_PCRS - 1);
+            for (size_t k = 0; k < o->npcrs; k++)
+                if (o->pcrs[k] == (uint32_t)v)
+                    return usage_error("--pcr %ld given twice", v);
+            o->pcrs[o->npcrs++] = (uint32_t)v;
+        } else {
+            return usage_error("unexpected %s", a);
+        }
+    }
+    if (o->n_anchors == 0)
+        return usage_error("--anchor ROOT.pem is required (the root the AK certificate and the "
+                           "reference values' signer chain to)");
+    if (!o->reference)
+        return usage_error("--reference REFS.json is required (make it with trustme-pki rim, "
+                           "sign it with trustme-pki sign)");
+    return 0;
+}
+
+/* Evidence for nonce from trustmed: tpmd's serialized AttestResponse (malloc'ed in *ret), once
+ * it is known to answer this request. 0, or the exit status after printing why not. */
+static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN],
+                          const struct attest_opts *o, uint8_t **ret, size_t *ret_len)
+{
+    Trustme__AttestRequest ar = TRUSTME__ATTEST_REQUEST__INIT;
+    ar.has_nonce = true;
+    ar.nonce.data = (uint8_t *)nonce;
+    ar.nonce.len = ATTEST_NONCE_LEN;
+    ar.n_pcrs = o->npcrs;
+    ar.pcrs = (uint32_t *)o->pcrs;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_ATTEST;
+    req.attest = &ar;
+    Trustme__Response *resp;
+    if (cli_call(cli, &req, &resp))
+        return EXIT_UNREACHABLE;
+    int r = 0;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_ATTEST || !resp->attest->has_response) {
+        r = cli_fail("unexpected answer from trustmed (body %d): is trustmed older than this "
+                     "client?", (int)resp->body_case);
+    } else if (resp->attest->response.len > ATTEST_RESPONSE_MAX) {
+        r = cli_fail("the evidence has %zu bytes, more than %u", resp->attest->response.len,
+                     ATTEST_RESPONSE_MAX);
+    } else {
+        /* trustmed sets the AttestResponse's id to the control request's id (req.id, filled in
+         * by the call): a reply to some other request is not evidence for this nonce. */
+        tm_err err;
+        Trustme__Attest__AttestResponse *msg = NULL;
+        const ProtobufCBinaryData *b = &resp->attest->response;
+        if (attest_response_decode(b->data, b->len, &msg, &err) == 0) {
+            bool same = msg->has_id && msg->id == req.id;
+            trustme__attest__attest_response__free_unpacked(msg, NULL);
+            if (!same)
+                r = cli_fail("the evidence's id is not the request's");
+        }
+        /* Undecodable evidence is attest_check_response's to report, as for trustme-verify. */
+        if (!r && !(*ret = malloc(b->len ? b->len : 1)))
+            r = cli_fail("out of memory");
+        if (!r) {
+            memcpy(*ret, b->data, b->len);
+            *ret_len = b->len;
+        }
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return r ? EXIT_UNREACHABLE : 0;
+}
+
+int cmd_attest(struct cli *cli, int argc, char **argv)
+{
+    struct attest_opts o = {0};
+    int r = parse_opts(cli, argc, argv, &o);
+    if (r)
+        return r;
+    tm_err err = {0};
+    _cleanup_free_ char *anchors = NULL, *crls = NULL;
+    size_t anchors_len = 0, crls_len = 0;
+    if (read_pems(o.anchors, o.n_anchors, &anchors, &anchors_len, &err) < 0 ||
+        (o.n_crls && read_pems(o.crls, o.n_crls, &crls, &crls_len, &err) < 0)) {
+        fprintf(stderr, "trustme attest: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    _cleanup_(refvalues_files_done) struct refvalues_files rf = {0};
+    if (refvalues_read_files(o.reference, &rf, &err) < 0) {
+        fprintf(stderr, "trustme attest: reference values: %s (sign REFS.json with trustme-pki "
+                "sign)\n", err.msg);
+        return EXIT_USAGE;
+    }
+    /* A bad signature or content is a failed check of the report, not a usage error. */
+    _cleanup_(refvalues_freep) struct refvalues *refs = NULL;
+    char refs_error[sizeof(err.msg) + 64] = "";
+    if (refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0)
+        snprintf(refs_error, sizeof(refs_error), "%s: %s", o.reference, err.msg);
+
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce)) {
+        cli_fail("getrandom: %s", strerror(errno));
+        return EXIT_UNREACHABLE;
+    }
+    _cleanup_free_ uint8_t *evidence = NULL;
+    size_t evidence_len = 0;
+    r = fetch_evidence(cli, nonce, &o, &evidence, &evidence_len);
+    if (r)
+        return r;
+    struct attest_policy pol = {
+        .nonce = nonce, .nonce_len = sizeof(nonce),
+        .pcrs = o.pcrs, .npcrs = o.npcrs,
+        .anchors_pem = anchors, .anchors_len = anchors_len,
+        .crls_pem = crls, .crls_len = crls_len,
+        .refs = refs, .refs_error = refs_error,
+    };
+    struct attest_report rep;
+    if (attest_check_response(evidence, evidence_len, &pol, &rep, &err) < 0) {
+        cli_fail("%s", err.msg);
+        return EXIT_UNREACHABLE;
+    }
+    if (cli->json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
+        return EXIT_UNTRUSTED;
+    fflush(stdout);
+    return rep.trusted ? 0 : EXIT_UNTRUSTED;
+}
