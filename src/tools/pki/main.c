@@ -46,6 +46,13 @@ void pki_usage(FILE *out)
         "      device-ca, or software|guestos|device) or of all five; next update in N days\n"
         "      (default 30). DIR/crls.pem holds all current CRLs in one file.\n"
         "\n"
+        "  rim --out REFS.json [--binary FILE ...] [--guestos DIR ...]\n"
+        "           [--config device-config=FILE|container-config=FILE ...]\n"
+        "      Write the reference values trustme-verify accepts: the SHA-256 of release\n"
+        "      binaries, of a GuestOS directory's guestos.json and the images it declares\n"
+        "      (checked against the image files), of config files. Sign it with\n"
+        "      trustme-pki sign REFS.json --pki DIR --signer software.\n"
+        "\n"
         "Exit status: 0 ok, 1 failure (the reason on stderr), 2 usage error.\n");
 }
 
@@ -84,7 +91,8 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } verbs[] = {{"init", cmd_init},     {"sign", cmd_sign},     {"verify", cmd_verify},
-                 {"issue", cmd_issue},   {"revoke", cmd_revoke}, {"crl", cmd_crl}};
+                 {"issue", cmd_issue},   {"revoke", cmd_revoke}, {"crl", cmd_crl},
+                 {"rim", cmd_rim}};
     if (argc < 2) {
         pki_usage(stderr);
         return EXIT_USAGE;

@@ -205,6 +205,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_issue(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_crl(int argc, char **argv);
+int cmd_rim(int argc, char **argv);
 
 void pki_usage(FILE *out);
 /* Print "trustme-pki: <verb>: <message>" to stderr; returns 1 (the failure exit code). */
