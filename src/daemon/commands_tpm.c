@@ -100,8 +100,7 @@ static void op_send(struct conn *conn, TpmdRequest *req, struct tpm_op *op)
 {
     tm_err err = {0};
     if (tpmd_call(conn->d, req, on_tpmd_reply, op, &err) < 0) {
-        tm_err_prefix(&err, "the TPM service is not available");
-        op_fail(conn->d, conn, op, &err);
+        op_fail(conn->d, conn, op, &err); /* err says that tpmd is not running */
         free(op);
     }
 }
