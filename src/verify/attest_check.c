@@ -204,7 +204,8 @@ static void check_ak_binding(const struct parsed *p, struct attest_check *c)
         return;
     }
     if (p->leaf_rc < 0) {
-        set(c, false, "not checked: %s", p->leaf_err.msg);
+        set(c, false, "not checked: %s", p->leaf_rc == -ENOENT ? "no AK certificate"
+                                                               : p->leaf_err.msg);
         return;
     }
     EVP_PKEY *cert_key = X509_get0_pubkey(p->leaf);
@@ -257,7 +258,8 @@ static void check_quote_signature(const Trustme__Attest__Quote *q, const struct 
         /* Without a certificate there is no key to trust; still say what the AK says, for
          * whoever provisions the device. */
         bool with_ak = p->ak && signature_verifies(p->ak, der, der_len, &q->attest);
-        set(c, false, "not checked: %s; %s", p->leaf_err.msg,
+        set(c, false, "not checked: %s; %s",
+            p->leaf_rc == -ENOENT ? "no AK certificate" : p->leaf_err.msg,
             with_ak ? "it verifies with the device's uncertified AK"
                     : "it does not verify with the device's AK either");
         return;

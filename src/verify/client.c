@@ -167,7 +167,8 @@ static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *re
                 return tm_err_set(err, EPROTO, "the device closed the connection without "
                                   "answering");
             if (r == -EMSGSIZE)
-                return tm_err_set(err, EPROTO, "the response is larger than %u bytes",
+                return tm_err_set(err, EPROTO, "the response is larger than %u bytes (is "
+                                  "this a trustme-tpmd attestation endpoint?)",
                                   ATTEST_RESPONSE_MAX);
             if (r == -EPROTO)
                 return tm_err_set(err, EPROTO, "the response was cut short");
