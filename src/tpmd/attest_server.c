@@ -1,0 +1,301 @@
+#include "attest_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cleanup.h"
+#include "frame.h"
+#include "log.h"
+#include "proto.h"
+#include "quote.h"
+
+#define ACCEPT_PAUSE_MS 200
+
+struct conn {
+    struct attest_server *srv;
+    int fd;
+    tm_source *src;
+    tm_source *timer;
+    tm_frame_reader rd;
+    tm_buf out;
+    struct conn *prev, *next;
+};
+
+struct attest_server {
+    struct tpmd *d;
+    int fd;
+    tm_source *src;
+    tm_source *resume;      /* accepting is paused after EMFILE until this fires */
+    struct conn *conns;
+    unsigned nconns;
+};
+
+static void conn_close(struct conn *c)
+{
+    struct attest_server *s = c->srv;
+    tm_source_free(c->src);
+    tm_source_free(c->timer);
+    close(c->fd);
+    tm_frame_reader_reset(&c->rd);
+    tm_buf_free(&c->out);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    free(c);
+}
+
+static void on_timeout(tm_source *src, void *userdata)
+{
+    struct conn *c = userdata;
+    c->timer = NULL; /* freed already */
+    log_debug("attestation client timed out after %d s", ATTEST_TIMEOUT_MS / 1000);
+    conn_close(c);
+}
+
+static int arm_timer(struct conn *c)
+{
+    tm_source_free(c->timer);
+    c->timer = tm_loop_timer(c->srv->d->loop, ATTEST_TIMEOUT_MS, on_timeout, c);
+    return c->timer ? 0 : -ENOMEM;
+}
+
+/* Answer one request frame into c->out. Fails only when no answer can be built at all. */
+static int answer(struct conn *c, const uint8_t *payload, size_t len)
+{
+    Trustme__Attest__AttestResponse resp = TRUSTME__ATTEST__ATTEST_RESPONSE__INIT;
+    Trustme__Attest__Error e = TRUSTME__ATTEST__ERROR__INIT;
+    struct quote_answer qa = {0};
+    tm_err err = {0};
+    int r = 0;
+    resp.has_version = true;
+    resp.version = TM_PROTOCOL_VERSION;
+    Trustme__Attest__AttestRequest *rq =
+        trustme__attest__attest_request__unpack(NULL, len, payload);
+    if (!rq) {
+        r = tm_err_set(&err, EBADMSG, "malformed request");
+    } else {
+        resp.has_id = rq->has_id;
+        resp.id = rq->id;
+        if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
+            r = tm_err_set(&err, EPROTO, "unsupported protocol version");
+        else
+            r = quote_answer(c->srv->d, rq, &qa, &err);
+    }
+    if (r == 0) {
+        resp.body_case = TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE;
+        resp.quote = &qa.quote;
+        if (protobuf_c_message_get_packed_size(&resp.base) > ATTEST_RESPONSE_MAX)
+            r = tm_err_set(&err, EMSGSIZE, "the answer would exceed %u bytes",
+                           ATTEST_RESPONSE_MAX);
+    }
+    if (r < 0) {
+        log_debug("attestation request refused: %s", err.msg);
+        e.has_code = true;
+        e.code = err.code;
+        e.message = err.msg;
+        resp.body_case = TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_ERROR;
+        resp.error = &e;
+    }
+    size_t size = protobuf_c_message_get_packed_size(&resp.base);
+    uint8_t *p = tm_frame_reserve(&c->out, size);
+    if (p)
+        protobuf_c_message_pack(&resp.base, p);
+    quote_answer_free(&qa);
+    if (rq)
+        trustme__attest__attest_request__free_unpacked(rq, NULL);
+    return p ? 0 : -ENOMEM;
+}
+
+static void on_conn(tm_source *src, uint32_t events, void *userdata)
+{
+    struct conn *c = userdata;
+    int r;
+    if (tm_buf_pending(&c->out) == 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        r = tm_frame_read(&c->rd, c->fd);
+        if (r == 0)
+            return;
+        if (r < 0) {
+            /* EOF, a truncated or oversized frame (the stream cannot be resynchronised), or a
+             * socket error: this client is done. */
+            if (r != -EPIPE)
+                log_debug("attestation client dropped: %s", strerror(-r));
+            conn_close(c);
+            return;
+        }
+        uint32_t len;
+        _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
+        if (answer(c, payload, len) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    /* One request at a time: nothing more is read until the answer is written. */
+    r = tm_buf_flush(&c->out, c->fd);
+    if (r < 0) {
+        conn_close(c);
+        return;
+    }
+    if (r == 1) {
+        tm_source_modify(c->src, EPOLLOUT);
+        return;
+    }
+    if (tm_source_modify(c->src, EPOLLIN) < 0 || arm_timer(c) < 0)
+        conn_close(c);
+}
+
+static void on_resume(tm_source *src, void *userdata)
+{
+    struct attest_server *s = userdata;
+    s->resume = NULL;
+    tm_source_modify(s->src, EPOLLIN);
+}
+
+static void on_accept(tm_source *src, uint32_t events, void *userdata)
+{
+    struct attest_server *s = userdata;
+    for (;;) {
+        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+                /* Level-triggered: the pending connection would wake us at once again. */
+                log_warn("cannot accept attestation clients: %m; pausing");
+                tm_source_modify(s->src, 0);
+                if (!s->resume)
+                    s->resume = tm_loop_timer(s->d->loop, ACCEPT_PAUSE_MS, on_resume, s);
+            }
+            return; /* EAGAIN, or a client that went away before we accepted it */
+        }
+        if (s->nconns >= ATTEST_MAX_CONNS) {
+            log_debug("attestation client refused: %d connections open", ATTEST_MAX_CONNS);
+            close(fd);
+            continue;
+        }
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        *c = (struct conn){.srv = s, .fd = fd, .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
+        c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        if (!c->src || arm_timer(c) < 0)
+            conn_close(c);
+    }
+}
+
+/* "HOST:PORT" or "[HOST]:PORT" into its parts. */
+static int split_address(const char *address, char *host, size_t host_size, char *port,
+                         size_t port_size, tm_err *err)
+{
+    const char *h = address, *colon;
+    size_t hlen;
+    if (*address == '[') {
+        const char *end = strchr(address, ']');
+        if (!end || end[1] != ':')
+            return tm_err_set(err, EINVAL, "attestation address %s: expected [HOST]:PORT", address);
+        h = address + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(address, ':');
+        if (!colon || memchr(address, ':', (size_t)(colon - address)))
+            return tm_err_set(err, EINVAL, "attestation address %s: expected HOST:PORT "
+                              "(an IPv6 address in brackets)", address);
+        hlen = (size_t)(colon - address);
+    }
+    const char *p = colon + 1;
+    if (hlen == 0 || hlen >= host_size || !*p || strlen(p) >= port_size ||
+        strspn(p, "0123456789") != strlen(p) || atol(p) > 65535)
+        return tm_err_set(err, EINVAL, "attestation address %s: expected HOST:PORT with a port "
+                          "0..65535", address);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    strcpy(port, p);
+    return 0;
+}
+
+static void format_bound(int fd, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+            snprintf(out, size, "[%s]:%u", host, port);
+            return;
+        }
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    }
+    snprintf(out, size, "%s:%u", host, port);
+}
+
+int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
+{
+    char host[256], port[8];
+    int r = split_address(address, host, sizeof(host), port, sizeof(port), err);
+    if (r < 0)
+        return r;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0)
+        return tm_err_set(err, EINVAL, "attestation address %s: %s", address, gai_strerror(gai));
+    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    /* A restarted tpmd must get its port back while old connections sit in TIME_WAIT. */
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, ATTEST_MAX_CONNS) < 0) {
+        r = tm_err_sys(err, "cannot listen on %s", address);
+        freeaddrinfo(ai);
+        return r;
+    }
+    freeaddrinfo(ai);
+    struct attest_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    s->d = d;
+    s->fd = fd;
+    s->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, s);
+    if (!s->src) {
+        free(s);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    steal_fd(fd);
+    format_bound(s->fd, d->attest_address, sizeof(d->attest_address));
+    d->attest = s;
+    log_info("attestation endpoint listening on %s", d->attest_address);
+    return 0;
+}
+
+void attest_server_stop(struct attest_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_close(s->conns);
+    tm_source_free(s->resume);
+    tm_source_free(s->src);
+    close(s->fd);
+    free(s);
+}

@@ -1,0 +1,218 @@
+#include "csr.h"
+
+#include <errno.h>
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+
+static inline void bio_freep(BIO **b) { BIO_free(*b); }
+static inline void pkey_freep(EVP_PKEY **k) { EVP_PKEY_free(*k); }
+static inline void pkey_ctx_freep(EVP_PKEY_CTX **c) { EVP_PKEY_CTX_free(*c); }
+static inline void req_freep(X509_REQ **r) { X509_REQ_free(*r); }
+static inline void ecdsa_sig_freep(ECDSA_SIG **s) { ECDSA_SIG_free(*s); }
+static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
+static inline void certs_freep(STACK_OF(X509) **s) { sk_X509_pop_free(*s, X509_free); }
+
+/* OpenSSL's reason for the last failure, appended to what failed; the queue is cleared so that a
+ * later failure does not report a stale reason. */
+static int ossl_err(tm_err *err, int code, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char reason[256] = "";
+    if (e)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    ERR_clear_error();
+    return tm_err_set(err, code, "%s%s%s", what, e ? ": " : "", reason);
+}
+
+/* The AK as an OpenSSL public key, from the ECC point of its TPMT_PUBLIC. */
+static int ak_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
+{
+    const TPMS_ECC_POINT *pt = &t->ak_public.publicArea.unique.ecc;
+    if (pt->x.size > 32 || pt->y.size > 32)
+        return tm_err_set(err, EINVAL, "the attestation key's point is not a P-256 point");
+    uint8_t point[65] = {0x04}; /* uncompressed: 04 || x || y, each left-padded to 32 bytes */
+    memcpy(point + 1 + 32 - pt->x.size, pt->x.buffer, pt->x.size);
+    memcpy(point + 33 + 32 - pt->y.size, pt->y.buffer, pt->y.size);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)),
+        OSSL_PARAM_construct_end()};
+    _cleanup_(pkey_ctx_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *pkey = NULL;
+    if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        return ossl_err(err, EINVAL, "the attestation key is not a valid P-256 key");
+    *ret = pkey;
+    return 0;
+}
+
+static int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
+{
+    char *p;
+    long n = BIO_get_mem_data(bio, &p);
+    char *copy = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!copy)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    memcpy(copy, p, (size_t)n);
+    copy[n] = '\0';
+    *ret = copy;
+    *ret_len = (size_t)n;
+    return 0;
+}
+
+int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
+    int r = ak_pkey(t, &pkey, err);
+    if (r < 0)
+        return r;
+    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
+        return ossl_err(err, ENOMEM, "cannot encode the attestation key");
+    return bio_take(bio, ret_pem, ret_len, err);
+}
+
+static int check_cn(const char *cn, tm_err *err)
+{
+    size_t n = strlen(cn);
+    if (n > CSR_CN_MAX)
+        return tm_err_set(err, EINVAL, "common name has %zu bytes, at most %d", n, CSR_CN_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (cn[i] < 0x20 || cn[i] > 0x7e)
+            return tm_err_set(err, EINVAL, "common name must be printable ASCII");
+    return 0;
+}
+
+/* The signature as X.509 carries it: DER ECDSA-Sig-Value in a BIT STRING without unused bits. */
+static int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err)
+{
+    _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *br = BN_bin2bn(r, 32, NULL), *bs = BN_bin2bn(s, 32, NULL);
+    if (!sig || !br || !bs || ECDSA_SIG_set0(sig, br, bs) != 1) {
+        BN_free(br);
+        BN_free(bs);
+        return ossl_err(err, ENOMEM, "cannot build the ECDSA signature");
+    }
+    _cleanup_(osslfreep) unsigned char *der = NULL;
+    int der_len = i2d_ECDSA_SIG(sig, &der);
+    if (der_len <= 0)
+        return ossl_err(err, ENOMEM, "cannot encode the ECDSA signature");
+    ASN1_BIT_STRING *bits = ASN1_BIT_STRING_new();
+    if (!bits || ASN1_BIT_STRING_set(bits, der, der_len) != 1) {
+        ASN1_BIT_STRING_free(bits);
+        return ossl_err(err, ENOMEM, "cannot encode the signature");
+    }
+    bits->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+    bits->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+    X509_ALGOR *alg = X509_ALGOR_new();
+    if (!alg || X509_ALGOR_set0(alg, OBJ_nid2obj(NID_ecdsa_with_SHA256), V_ASN1_UNDEF, NULL) != 1 ||
+        X509_REQ_set1_signature_algo(req, alg) != 1) {
+        X509_ALGOR_free(alg);
+        ASN1_BIT_STRING_free(bits);
+        return ossl_err(err, ENOMEM, "cannot set the signature algorithm");
+    }
+    X509_ALGOR_free(alg);
+    X509_REQ_set0_signature(req, bits);
+    return 0;
+}
+
+int device_csr(struct tpm *t, const char *cn, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    char default_cn[64];
+    int r;
+    if (!cn || !*cn) {
+        /* The name's digest, not its 2-byte algorithm prefix, tells devices apart. */
+        char hex[17];
+        tm_hex(t->ak_name.name + 2, 8, hex);
+        snprintf(default_cn, sizeof(default_cn), "trustme device %s", hex);
+        cn = default_cn;
+    } else if ((r = check_cn(cn, err)) < 0) {
+        return r;
+    }
+    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
+    if ((r = ak_pkey(t, &pkey, err)) < 0)
+        return r;
+    _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
+    if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC,
+                                   (const unsigned char *)cn, -1, -1, 0) != 1 ||
+        X509_REQ_set_pubkey(req, pkey) != 1)
+        return ossl_err(err, ENOMEM, "cannot build the certificate request");
+    _cleanup_(osslfreep) unsigned char *tbs = NULL;
+    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
+    if (tbs_len <= 0)
+        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
+    /* The AK is restricted: it signs only a digest the TPM made itself, with a ticket saying the
+     * data did not start with TPM_GENERATED_VALUE. A DER request starts with 0x30. */
+    uint8_t sig_r[32], sig_s[32];
+    if ((r = tpm_sign_data(t, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
+        (r = set_signature(req, sig_r, sig_s, err)) < 0)
+        return r;
+    if (X509_REQ_verify(req, pkey) != 1)
+        return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
+    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1)
+        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
+    return bio_take(bio, ret_pem, ret_len, err);
+}
+
+int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
+                   size_t *ret_len, tm_err *err)
+{
+    if (len == 0 || len > CERT_CHAIN_PEM_MAX)
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)", len,
+                          CERT_CHAIN_PEM_MAX);
+    _cleanup_(bio_freep) BIO *in = BIO_new_mem_buf(pem, (int)len);
+    _cleanup_(certs_freep) STACK_OF(X509) *certs = sk_X509_new_null();
+    if (!in || !certs)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (;;) {
+        X509 *c = PEM_read_bio_X509(in, NULL, NULL, NULL);
+        if (!c)
+            break;
+        if (sk_X509_num(certs) >= CERT_CHAIN_MAX || !sk_X509_push(certs, c)) {
+            X509_free(c);
+            return tm_err_set(err, EINVAL, "more than %d certificates in the chain",
+                              CERT_CHAIN_MAX);
+        }
+    }
+    /* The loop ends at the end of the text (no start line: fine) or at a broken certificate. */
+    unsigned long e = ERR_peek_last_error();
+    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
+        return ossl_err(err, EINVAL, "the certificate chain does not parse");
+    ERR_clear_error();
+    int n = sk_X509_num(certs);
+    if (n == 0)
+        return tm_err_set(err, EINVAL, "no PEM certificate in the chain");
+    _cleanup_(pkey_freep) EVP_PKEY *ak = NULL;
+    int r = ak_pkey(t, &ak, err);
+    if (r < 0)
+        return r;
+    EVP_PKEY *leaf_key = X509_get0_pubkey(sk_X509_value(certs, 0));
+    if (!leaf_key || EVP_PKEY_eq(leaf_key, ak) != 1)
+        return tm_err_set(err, EINVAL, "the first certificate is not for this device's "
+                          "attestation key (see `trustme device info`)");
+    for (int i = 0; i + 1 < n; i++)
+        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
+            return tm_err_set(err, EINVAL, "certificate %d of the chain was not issued by "
+                              "certificate %d (leaf first, then its CAs)", i + 1, i + 2);
+    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
+    if (!out)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
+            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
+    return bio_take(out, ret_pem, ret_len, err);
+}

@@ -1,0 +1,24 @@
+/* Device identity (docs/ATTESTATION.md "Device identity and provisioning"): a PKCS#10 request
+ * for the attestation key signed by the AK itself, and the installation of the certificate chain
+ * the Device CA issues for it. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "tpm.h"
+
+#define CSR_CN_MAX 64          /* X.509 ub-common-name */
+#define CERT_CHAIN_MAX 8
+#define CERT_CHAIN_PEM_MAX (256 * 1024)
+
+/* The AK's public key as a PEM SubjectPublicKeyInfo (malloc'ed, NUL-terminated). */
+int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err);
+/* A PEM certificate request for the AK, subject CN cn (NULL or empty: "trustme device <first 8
+ * bytes of the AK name, hex>"), signed in the TPM and verified before it is returned. */
+int device_csr(struct tpm *t, const char *cn, char **ret_pem, size_t *ret_len, tm_err *err);
+/* Check chain (PEM, leaf first, 1..8 certificates) certifies the AK and return it re-encoded
+ * (only the certificates, no other text) for storing. */
+int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
+                   size_t *ret_len, tm_err *err);

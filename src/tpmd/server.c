@@ -1,0 +1,423 @@
+/* The request loop on the link to trustmed.
+ *
+ * trustmed is tpmd's only peer on this link and may send requests back to back; they are
+ * answered one at a time, in order. Every request is one SOCK_SEQPACKET packet (packet.h), so
+ * bad input costs one Error answer and the next packet is read as usual; only trustmed closing
+ * its end stops tpmd. */
+#include "server.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "csr.h"
+#include "fileio.h"
+#include "log.h"
+#include "nvcounter.h"
+#include "packet.h"
+#include "proto.h"
+#include "quote.h"
+#include "seal.h"
+#include "tpmd.pb-c.h"
+
+#define COUNTER_NAME_MAX 63
+
+typedef Trustme__Tpmd__Request Request;
+typedef Trustme__Tpmd__Response Response;
+
+static int send_response(struct tpmd *d, uint64_t id, Response *resp, tm_err *err)
+{
+    resp->has_version = true;
+    resp->version = TM_PROTOCOL_VERSION;
+    resp->has_id = true;
+    resp->id = id;
+    /* A Secret answer holds the storage secret: packets up to 16 KiB are packed in locked
+     * memory and wiped (packet.h). */
+    return tm_packet_send_msg(d->link_fd, &resp->base, TPMD_REPLY_MAX, err);
+}
+
+static int send_error(struct tpmd *d, uint64_t id, int code, const char *msg)
+{
+    Trustme__Tpmd__Error e = TRUSTME__TPMD__ERROR__INIT;
+    e.has_code = true;
+    e.code = code > 0 ? code : EIO;
+    e.message = (char *)msg;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_ERROR;
+    resp.error = &e;
+    tm_err err;
+    return send_response(d, id, &resp, &err);
+}
+
+/* ---- measurements --------------------------------------------------------------------------- */
+
+static int do_measure(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Measure *rq, tm_err *err)
+{
+    int r;
+    /* All items are checked before the first is extended: a bad request measures nothing. */
+    for (size_t i = 0; i < rq->n_items; i++) {
+        const Trustme__Attest__Event *it = rq->items[i];
+        if (!it->has_pcr)
+            return tm_err_set(err, EINVAL, "item %zu: PCR missing", i);
+        if ((r = tm_event_check(it->pcr, it->type, it->name, it->has_sha256 ? it->sha256.len : 0,
+                                err)) < 0)
+            return tm_err_prefix(err, "item %zu", i);
+    }
+    Trustme__Tpmd__Measured m = TRUSTME__TPMD__MEASURED__INIT;
+    m.has_added = m.has_skipped = true;
+    for (size_t i = 0; i < rq->n_items; i++) {
+        const Trustme__Attest__Event *it = rq->items[i];
+        if (mlog_contains(&d->log, it->pcr, it->type, it->name, it->sha256.data)) {
+            m.skipped++;
+            continue;
+        }
+        /* Logged first: a crash between the two leaves a log entry without its extend, which
+         * the next start recognises and drops; the reverse would leave an extend nobody can
+         * explain. */
+        uint8_t digest[32];
+        tm_event_digest(it->pcr, it->type, it->name, it->sha256.data, digest);
+        if ((r = mlog_append(&d->log, it->pcr, it->type, it->name, it->sha256.data, err)) < 0)
+            return tm_err_prefix(err, "item %zu (%u measured before it)", i, m.added);
+        if ((r = tpm_pcr_extend(&d->tpm, it->pcr, digest, err)) < 0) {
+            tm_err ignore;
+            if (mlog_unappend(&d->log, &ignore) < 0)
+                log_error("%s", ignore.msg);
+            return tm_err_prefix(err, "item %zu (%u measured before it)", i, m.added);
+        }
+        m.added++;
+        log_debug("measured %s %s into PCR %u", it->type, it->name, it->pcr);
+    }
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_MEASURED;
+    resp.measured = &m;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_get_log(struct tpmd *d, uint64_t id, tm_err *err)
+{
+    uint32_t mask = mlog_pcr_mask(d->log.ev, d->log.n) | tpmd_base_mask(d);
+    uint8_t values[TPM_PCR_COUNT][32];
+    int r = tpm_pcr_read(&d->tpm, mask, values, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__Log l = TRUSTME__TPMD__LOG__INIT;
+    _cleanup_free_ Trustme__Attest__Event *ev = NULL;
+    _cleanup_free_ Trustme__Attest__Event **ev_ptr = NULL;
+    if ((r = events_fill(&d->log, &ev, &ev_ptr, err)) < 0)
+        return r;
+    l.n_events = d->log.n;
+    l.events = ev_ptr;
+    Trustme__Attest__PcrValue pcr[TPM_PCR_COUNT], *pcr_ptr[TPM_PCR_COUNT];
+    for (unsigned i = 0; i < TPM_PCR_COUNT; i++) {
+        if (!(mask & (1u << i)))
+            continue;
+        trustme__attest__pcr_value__init(&pcr[l.n_pcrs]);
+        pcr[l.n_pcrs].has_index = pcr[l.n_pcrs].has_sha256 = true;
+        pcr[l.n_pcrs].index = i;
+        pcr[l.n_pcrs].sha256 = (ProtobufCBinaryData){.len = 32, .data = values[i]};
+        pcr_ptr[l.n_pcrs] = &pcr[l.n_pcrs];
+        l.n_pcrs++;
+    }
+    l.pcrs = pcr_ptr;
+    char why[1024] = "";
+    l.has_consistent = true;
+    l.consistent = mlog_check(&d->log, tpmd_base_mask(d), values, why, sizeof(why)) == 1;
+    if (!l.consistent)
+        l.inconsistency = why;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_LOG;
+    resp.log = &l;
+    return send_response(d, id, &resp, err);
+}
+
+/* ---- the storage secret ------------------------------------------------------------------------ */
+
+static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool created,
+                       const char *recovery_path, tm_err *err)
+{
+    Trustme__Tpmd__Secret m = TRUSTME__TPMD__SECRET__INIT;
+    m.has_secret = m.has_created = true;
+    m.secret = (ProtobufCBinaryData){.len = s->len, .data = s->data};
+    m.created = created;
+    if (created && recovery_path && *recovery_path)
+        m.recovery_key_path = (char *)recovery_path;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_SECRET;
+    resp.secret = &m;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
+{
+    _cleanup_secret_ struct secret *s = NULL;
+    bool created = false;
+    char recovery_path[PATH_MAX] = "";
+    int r = sealed_secret_get(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, &s, &created,
+                              recovery_path, sizeof(recovery_path), err);
+    if (r < 0)
+        return r;
+    if (created)
+        log_warn("sealed a new device storage secret; its recovery key is in %s: move it off "
+                 "the device", recovery_path);
+    return send_secret(d, id, s, created, recovery_path, err);
+}
+
+static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *rq, tm_err *err)
+{
+    if (!rq->has_recovery_key || rq->recovery_key.len != RECOVERY_KEY_LEN)
+        return tm_err_set(err, EINVAL, "the recovery key must have %d bytes", RECOVERY_KEY_LEN);
+    _cleanup_secret_ struct secret *key = NULL, *s = NULL;
+    int r = secret_new(RECOVERY_KEY_LEN, &key, err);
+    if (r < 0)
+        return r;
+    memcpy(key->data, rq->recovery_key.data, RECOVERY_KEY_LEN);
+    if ((r = sealed_secret_reseal(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, key, &s,
+                                  err)) < 0)
+        return r;
+    log_info("device storage secret resealed to the current boot PCR %u", d->boot_pcr);
+    return send_secret(d, id, s, false, NULL, err);
+}
+
+/* ---- anti-rollback counters ------------------------------------------------------------------- */
+
+static int check_counter_name(const char *name, tm_err *err)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > COUNTER_NAME_MAX)
+        return tm_err_set(err, EINVAL, "counter name must have 1..%d bytes", COUNTER_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (name[i] < 0x21 || name[i] > 0x7e)
+            return tm_err_set(err, EINVAL, "counter name must be printable ASCII without spaces");
+    return 0;
+}
+
+static int send_counter(struct tpmd *d, uint64_t id, const char *name, uint64_t value, tm_err *err)
+{
+    Trustme__Tpmd__Counter c = TRUSTME__TPMD__COUNTER__INIT;
+    c.name = (char *)name;
+    c.has_value = c.has_nv_index = true;
+    c.value = value;
+    c.nv_index = nvcounter_index(name);
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_COUNTER;
+    resp.counter = &c;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_counter_get(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CounterGet *rq,
+                          tm_err *err)
+{
+    uint64_t value;
+    int r;
+    if ((r = check_counter_name(rq->name, err)) < 0 ||
+        (r = nvcounter_read(d->tpm.esys, rq->name, &value, err)) < 0)
+        return r;
+    return send_counter(d, id, rq->name, value, err);
+}
+
+static int do_counter_raise(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CounterRaise *rq,
+                            tm_err *err)
+{
+    uint64_t value;
+    int r;
+    if ((r = check_counter_name(rq->name, err)) < 0)
+        return r;
+    if (!rq->has_value)
+        return tm_err_set(err, EINVAL, "counter value missing");
+    if ((r = nvcounter_raise(d->tpm.esys, rq->name, rq->value, &value, err)) < 0)
+        return r;
+    return send_counter(d, id, rq->name, value, err);
+}
+
+/* ---- device identity ------------------------------------------------------------------------------ */
+
+static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__DeviceCsr *rq,
+                         tm_err *err)
+{
+    _cleanup_free_ char *pem = NULL;
+    size_t len;
+    int r = device_csr(&d->tpm, rq->common_name, &pem, &len, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__Csr c = TRUSTME__TPMD__CSR__INIT;
+    c.has_pem = true;
+    c.pem = (ProtobufCBinaryData){.len = len, .data = (uint8_t *)pem};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_CSR;
+    resp.csr = &c;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq,
+                           tm_err *err)
+{
+    if (!rq->has_chain_pem)
+        return tm_err_set(err, EINVAL, "certificate chain missing");
+    char *pem = NULL;
+    size_t len;
+    int r = check_ak_chain(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &pem, &len, err);
+    if (r < 0)
+        return r;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/ak-chain.pem", d->data_dir);
+    if ((r = write_file_atomic(path, pem, len, 0644, err)) < 0) {
+        free(pem);
+        return r;
+    }
+    free(d->chain_pem);
+    d->chain_pem = pem;
+    d->chain_len = len;
+    log_info("attestation key certificate chain installed (%s)", path);
+    Trustme__Tpmd__Ok ok = TRUSTME__TPMD__OK__INIT;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
+{
+    _cleanup_free_ char *pem = NULL;
+    size_t len;
+    int r = ak_public_pem(&d->tpm, &pem, &len, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__DeviceInfo di = TRUSTME__TPMD__DEVICE_INFO__INIT;
+    di.tcti = (char *)(d->embedded ? "embedded" : d->tcti);
+    di.has_embedded = di.has_ak_public_pem = di.has_ak_name = di.has_cert_chain_pem = true;
+    di.embedded = d->embedded;
+    di.ak_public_pem = (ProtobufCBinaryData){.len = len, .data = (uint8_t *)pem};
+    di.ak_name = (ProtobufCBinaryData){.len = d->tpm.ak_name.size, .data = d->tpm.ak_name.name};
+    di.cert_chain_pem = (ProtobufCBinaryData){.len = d->chain_len, .data = (uint8_t *)d->chain_pem};
+    di.attest_address = d->attest_address;
+    di.has_boot_pcr = di.has_runtime_pcr = di.has_secret_sealed = true;
+    di.boot_pcr = d->boot_pcr;
+    di.runtime_pcr = d->runtime_pcr;
+    di.secret_sealed = sealed_secret_exists(d->data_dir);
+    di.manufacturer = d->tpm.manufacturer;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO;
+    resp.device_info = &di;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_attest(struct tpmd *d, uint64_t id, const Trustme__Attest__AttestRequest *rq,
+                     tm_err *err)
+{
+    struct quote_answer qa;
+    int r = quote_answer(d, rq, &qa, err);
+    if (r < 0)
+        return r;
+    Trustme__Attest__AttestResponse ar = TRUSTME__ATTEST__ATTEST_RESPONSE__INIT;
+    ar.has_version = true;
+    ar.version = TM_PROTOCOL_VERSION;
+    ar.has_id = rq->has_id;
+    ar.id = rq->id;
+    ar.body_case = TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE;
+    ar.quote = &qa.quote;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_ATTEST;
+    resp.attest = &ar;
+    r = send_response(d, id, &resp, err);
+    quote_answer_free(&qa);
+    return r;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------------- */
+
+static void dispatch(struct tpmd *d, const Request *rq)
+{
+    tm_err err = {0};
+    int r;
+    switch (rq->body_case) {
+    case TRUSTME__TPMD__REQUEST__BODY_MEASURE: r = do_measure(d, rq->id, rq->measure, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_GET_LOG: r = do_get_log(d, rq->id, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET: r = do_storage_secret(d, rq->id, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_RESEAL: r = do_reseal(d, rq->id, rq->reseal, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_COUNTER_GET:
+        r = do_counter_get(d, rq->id, rq->counter_get, &err);
+        break;
+    case TRUSTME__TPMD__REQUEST__BODY_COUNTER_RAISE:
+        r = do_counter_raise(d, rq->id, rq->counter_raise, &err);
+        break;
+    case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR: r = do_device_csr(d, rq->id, rq->device_csr, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL:
+        r = do_cert_install(d, rq->id, rq->cert_install, &err);
+        break;
+    case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO: r = do_device_info(d, rq->id, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
+    default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+    }
+    if (r < 0) {
+        log_debug("request %llu failed: %s", (unsigned long long)rq->id, err.msg);
+        send_error(d, rq->id, err.code, err.msg);
+    }
+}
+
+static void wipe_request(Request *rq)
+{
+    /* A large packet is unpacked on the heap, which tm_packet_free does not wipe. */
+    if (rq->body_case == TRUSTME__TPMD__REQUEST__BODY_RESEAL && rq->reseal->recovery_key.data)
+        explicit_bzero(rq->reseal->recovery_key.data, rq->reseal->recovery_key.len);
+}
+
+static void on_link(tm_source *src, uint32_t events, void *userdata)
+{
+    struct tpmd *d = userdata;
+    struct tm_packet pkt;
+    int r = tm_packet_recv(d->link_fd, TPMD_REQUEST_MAX, &pkt);
+    if (r == -EAGAIN)
+        return;
+    if (r == -EMSGSIZE || r == -EBADMSG) {
+        /* The packet is gone already; the next one is read as usual. */
+        send_error(d, 0, -r, r == -EMSGSIZE ? "message too large" : "not one framed message");
+        return;
+    }
+    if (r <= 0) {
+        if (r < 0)
+            log_error("connection to trustmed broken: %s", strerror(-r));
+        else
+            log_info("trustmed closed the connection: stopping");
+        d->stop_clean = true;
+        tm_loop_quit(d->loop, 0);
+        return;
+    }
+    Request *rq = (Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, &pkt);
+    if (!rq)
+        send_error(d, 0, EBADMSG, "malformed request");
+    else if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
+        send_error(d, rq->has_id ? rq->id : 0, EPROTO, "unsupported protocol version");
+    else
+        dispatch(d, rq);
+    if (rq)
+        wipe_request(rq);
+    tm_packet_free(&pkt);
+}
+
+int server_start(struct tpmd *d, tm_err *err)
+{
+    /* Answers up to TPMD_REPLY_MAX must fit one packet; the kernel caps this at wmem_max. */
+    int sndbuf = (int)TPMD_REPLY_MAX + 4096;
+    setsockopt(d->link_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    d->link_src = tm_loop_io(d->loop, d->link_fd, EPOLLIN, on_link, d);
+    if (!d->link_src)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    Trustme__Tpmd__Ready ready = TRUSTME__TPMD__READY__INIT;
+    ready.has_pid = true;
+    ready.pid = (uint32_t)getpid();
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_READY;
+    resp.ready = &ready;
+    return send_response(d, 0, &resp, err);
+}
+
+void server_stop(struct tpmd *d)
+{
+    tm_source_free(d->link_src);
+    d->link_src = NULL;
+}

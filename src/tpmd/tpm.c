@@ -1,0 +1,493 @@
+#include "tpm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tcti.h>
+
+#include "cleanup.h"
+#include "fileio.h"
+#include "log.h"
+#include "tpm_util.h"
+
+#define NO ESYS_TR_NONE
+#define KEY_FILE_MAX 4096
+
+static void esys_freep(void *p)
+{
+    Esys_Free(*(void **)p);
+}
+#define _cleanup_esys_ _cleanup_(esys_freep)
+
+/* ---- leftovers of a killed predecessor ---------------------------------------------------- */
+
+/* TPM2_FlushContext sent as raw bytes: ESAPI only flushes handles it knows an ESYS_TR for, and
+ * it cannot make one for a session another process started. Called before ESAPI sends anything
+ * of its own, so the two never interleave. */
+static TSS2_RC raw_flush(TSS2_TCTI_CONTEXT *tcti, TPM2_HANDLE h)
+{
+    uint8_t cmd[14] = {0x80, 0x01, 0, 0, 0, sizeof(cmd), 0, 0, 0x01, 0x65,
+                       (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    TSS2_RC rc = Tss2_Tcti_Transmit(tcti, sizeof(cmd), cmd);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    uint8_t resp[64];
+    size_t len = sizeof(resp);
+    rc = Tss2_Tcti_Receive(tcti, &len, resp, TSS2_TCTI_TIMEOUT_BLOCK);
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    if (len < 10)
+        return TSS2_TCTI_RC_MALFORMED_RESPONSE;
+    return (TSS2_RC)resp[6] << 24 | (TSS2_RC)resp[7] << 16 | (TSS2_RC)resp[8] << 8 | resp[9];
+}
+
+/* Flush every handle of the type of first (transient objects, loaded or saved sessions). */
+static int flush_all(struct tpm *t, TPM2_HANDLE first, const char *what, tm_err *err)
+{
+    TPMI_YES_NO more = TPM2_YES;
+    TPM2_HANDLE next = first;
+    unsigned flushed = 0;
+    while (more) {
+        _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
+        TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_HANDLES, next,
+                                        TPM2_MAX_CAP_HANDLES, &more, &cap);
+        if (rc != TSS2_RC_SUCCESS)
+            return tpm_err(err, rc, "cannot list %s", what);
+        const TPML_HANDLE *hl = &cap->data.handles;
+        if (hl->count == 0)
+            break;
+        for (UINT32 i = 0; i < hl->count; i++) {
+            TPM2_HANDLE h = hl->handle[i];
+            if ((h & TPM2_HR_RANGE_MASK) != (first & TPM2_HR_RANGE_MASK))
+                return 0; /* past the range asked for */
+            rc = raw_flush(t->tcti, h);
+            if (rc != TSS2_RC_SUCCESS)
+                return tpm_err(err, rc, "cannot flush %s 0x%08x", what, h);
+            flushed++;
+            next = h + 1;
+        }
+    }
+    if (flushed)
+        log_info("flushed %u %s left behind by a previous tpmd", flushed, what);
+    return 0;
+}
+
+/* ---- keys ----------------------------------------------------------------------------------- */
+
+/* The TCG SRK template (TPM v2.0 Provisioning Guidance, ECC NIST P-256): the same owner seed
+ * always yields the same key, so it is recreated at each start instead of being persisted. */
+static const TPM2B_PUBLIC srk_template = {
+    .publicArea = {
+        .type = TPM2_ALG_ECC,
+        .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                            TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+        .parameters.eccDetail = {
+            .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
+            .scheme = {.scheme = TPM2_ALG_NULL},
+            .curveID = TPM2_ECC_NIST_P256,
+            .kdf = {.scheme = TPM2_ALG_NULL},
+        },
+    },
+};
+
+#define AK_ATTRIBUTES                                                                              \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
+     TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
+
+/* Restricted: the TPM signs only digests it computed itself over data that is not a forged
+ * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
+static const TPM2B_PUBLIC ak_template = {
+    .publicArea = {
+        .type = TPM2_ALG_ECC,
+        .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = AK_ATTRIBUTES,
+        .parameters.eccDetail = {
+            .symmetric = {.algorithm = TPM2_ALG_NULL},
+            .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
+            .curveID = TPM2_ECC_NIST_P256,
+            .kdf = {.scheme = TPM2_ALG_NULL},
+        },
+    },
+};
+
+static int create_srk(struct tpm *t, tm_err *err)
+{
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION creation_pcr = {0};
+    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, NO, NO, &sens,
+                                    &srk_template, &outside, &creation_pcr, &t->srk, NULL, NULL,
+                                    NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot create the storage primary key");
+    return 0;
+}
+
+static int write_marshalled(const char *path, const uint8_t *buf, size_t len, tm_err *err)
+{
+    return write_file_atomic(path, buf, len, 0600, err);
+}
+
+static int create_ak(struct tpm *t, const char *pub_path, const char *priv_path, tm_err *err)
+{
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION creation_pcr = {0};
+    _cleanup_esys_ TPM2B_PRIVATE *priv = NULL;
+    _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
+    TSS2_RC rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &ak_template,
+                             &outside, &creation_pcr, &priv, &pub, NULL, NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot create the attestation key");
+    uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
+    size_t off = 0;
+    if ((rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the attestation key");
+    /* ak.pub is what marks the AK as created: it is written last. */
+    int r = write_marshalled(priv_path, buf, off, err);
+    if (r < 0)
+        return r;
+    off = 0;
+    if ((rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the attestation key");
+    if ((r = write_marshalled(pub_path, buf, off, err)) < 0)
+        return r;
+    log_info("created the attestation key (%s)", pub_path);
+    return 0;
+}
+
+static int read_key_file(const char *path, uint8_t **ret, size_t *ret_len, tm_err *err)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int r = read_file(path, KEY_FILE_MAX, &data, &len, err);
+    if (r < 0)
+        return r;
+    *ret = (uint8_t *)data;
+    *ret_len = len;
+    return 0;
+}
+
+static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, tm_err *err)
+{
+    _cleanup_free_ uint8_t *pub_buf = NULL, *priv_buf = NULL;
+    size_t pub_len, priv_len, off;
+    int r;
+    if ((r = read_key_file(pub_path, &pub_buf, &pub_len, err)) < 0 ||
+        (r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
+        return r;
+    TPM2B_PUBLIC pub = {0};
+    TPM2B_PRIVATE priv = {0};
+    off = 0;
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub_buf, pub_len, &off, &pub) != TSS2_RC_SUCCESS ||
+        off != pub_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", pub_path);
+    off = 0;
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS ||
+        off != priv_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
+    /* Whoever can write the data dir could swap in an unrestricted key: the quote's worth rests
+     * on the AK being restricted, so check what we load. */
+    const TPMT_PUBLIC *p = &pub.publicArea;
+    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 ||
+        p->objectAttributes != AK_ATTRIBUTES ||
+        p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
+        p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
+        p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
+        return tm_err_set(err, EBADMSG, "%s is not a restricted ECDSA P-256 signing key", pub_path);
+    TSS2_RC rc = Esys_Load(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &priv, &pub, &t->ak);
+    explicit_bzero(&priv, sizeof(priv));
+    if (rc != TSS2_RC_SUCCESS) {
+        tpm_err(err, rc, "cannot load the attestation key %s", pub_path);
+        return tm_err_prefix(err, "this TPM did not create it (was the TPM cleared, or its state "
+                             "replaced?); to make a new AK remove %s, %s and ak-chain.pem and "
+                             "provision the device again", pub_path, priv_path);
+    }
+    t->ak_public = pub;
+    _cleanup_esys_ TPM2B_NAME *name = NULL;
+    if ((rc = Esys_TR_GetName(t->esys, t->ak, &name)) != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot get the attestation key's name");
+    t->ak_name = *name;
+    return 0;
+}
+
+static int read_manufacturer(struct tpm *t, tm_err *err)
+{
+    TPMI_YES_NO more;
+    _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
+    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES,
+                                    TPM2_PT_MANUFACTURER, 1, &more, &cap);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot read the TPM manufacturer");
+    const TPML_TAGGED_TPM_PROPERTY *p = &cap->data.tpmProperties;
+    if (p->count < 1 || p->tpmProperty[0].property != TPM2_PT_MANUFACTURER)
+        return tm_err_set(err, EIO, "the TPM did not report its manufacturer");
+    uint32_t v = p->tpmProperty[0].value;
+    /* Four ASCII characters, padded with NUL or space ("IBM\0", "INTC"). */
+    size_t n = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        char c = (char)(v >> shift);
+        if (c < 0x20 || c > 0x7e)
+            break;
+        t->manufacturer[n++] = c;
+    }
+    while (n > 0 && t->manufacturer[n - 1] == ' ')
+        n--;
+    t->manufacturer[n] = '\0';
+    return 0;
+}
+
+int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
+{
+    *t = (struct tpm){.srk = NO, .ak = NO};
+    TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti, &t->tcti);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot open the TPM (TCTI \"%s\")", tcti);
+    int r;
+    if ((rc = Esys_Initialize(&t->esys, t->tcti, NULL)) != TSS2_RC_SUCCESS) {
+        r = tpm_err(err, rc, "cannot initialise ESAPI");
+        goto fail;
+    }
+    /* A TPM that is already started answers TPM2_RC_INITIALIZE, which ESAPI reports as success:
+     * safe for a hardware TPM and for an swtpm that outlived our predecessor. */
+    if ((rc = Esys_Startup(t->esys, TPM2_SU_CLEAR)) != TSS2_RC_SUCCESS) {
+        r = tpm_err(err, rc, "TPM2_Startup failed");
+        goto fail;
+    }
+    if ((r = flush_all(t, TPM2_TRANSIENT_FIRST, "transient objects", err)) < 0 ||
+        (r = flush_all(t, TPM2_LOADED_SESSION_FIRST, "loaded sessions", err)) < 0 ||
+        (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 ||
+        (r = read_manufacturer(t, err)) < 0 || (r = create_srk(t, err)) < 0)
+        goto fail;
+    char pub_path[PATH_MAX], priv_path[PATH_MAX];
+    snprintf(pub_path, sizeof(pub_path), "%s/ak.pub", data_dir);
+    snprintf(priv_path, sizeof(priv_path), "%s/ak.priv", data_dir);
+    struct stat st;
+    if (stat(pub_path, &st) < 0 && errno == ENOENT && (r = create_ak(t, pub_path, priv_path, err)) < 0)
+        goto fail;
+    if ((r = load_ak(t, pub_path, priv_path, err)) < 0)
+        goto fail;
+    return 0;
+fail:
+    tpm_close(t, false);
+    return r;
+}
+
+void tpm_close(struct tpm *t, bool shutdown)
+{
+    if (t->esys) {
+        tpm_flush(t->esys, &t->ak);
+        tpm_flush(t->esys, &t->srk);
+        if (shutdown) {
+            /* An orderly shutdown: without it the TPM counts the next start as an attack on
+             * dictionary-attack protected keys (lockout counter) and loses its clock state. */
+            TSS2_RC rc = Esys_Shutdown(t->esys, NO, NO, NO, TPM2_SU_CLEAR);
+            if (rc != TSS2_RC_SUCCESS)
+                log_warn("TPM2_Shutdown failed: %s", Tss2_RC_Decode(rc));
+        }
+        Esys_Finalize(&t->esys);
+    }
+    if (t->tcti)
+        Tss2_TctiLdr_Finalize(&t->tcti);
+    t->esys = NULL;
+    t->tcti = NULL;
+}
+
+/* ---- PCRs ------------------------------------------------------------------------------------ */
+
+static void set_selection(TPML_PCR_SELECTION *sel, uint32_t mask)
+{
+    *sel = (TPML_PCR_SELECTION){.count = 1};
+    sel->pcrSelections[0].hash = TPM2_ALG_SHA256;
+    sel->pcrSelections[0].sizeofSelect = 3;
+    for (int i = 0; i < 3; i++)
+        sel->pcrSelections[0].pcrSelect[i] = (uint8_t)(mask >> (8 * i));
+}
+
+int tpm_pcr_read(struct tpm *t, uint32_t mask, uint8_t values[TPM_PCR_COUNT][32], tm_err *err)
+{
+    uint32_t left = mask & ((1u << TPM_PCR_COUNT) - 1);
+    /* A TPML_DIGEST holds 8 digests: the TPM answers with the first 8 selected and says which. */
+    while (left) {
+        TPML_PCR_SELECTION sel;
+        set_selection(&sel, left);
+        UINT32 counter;
+        _cleanup_esys_ TPML_PCR_SELECTION *got = NULL;
+        _cleanup_esys_ TPML_DIGEST *digests = NULL;
+        TSS2_RC rc = Esys_PCR_Read(t->esys, NO, NO, NO, &sel, &counter, &got, &digests);
+        if (rc != TSS2_RC_SUCCESS)
+            return tpm_err(err, rc, "cannot read PCRs");
+        uint32_t got_mask = 0;
+        for (UINT32 b = 0; b < got->count; b++) {
+            const TPMS_PCR_SELECTION *ps = &got->pcrSelections[b];
+            if (ps->hash != TPM2_ALG_SHA256)
+                continue;
+            for (unsigned i = 0; i < ps->sizeofSelect && i < 3; i++)
+                got_mask |= (uint32_t)ps->pcrSelect[i] << (8 * i);
+        }
+        got_mask &= left;
+        size_t k = 0;
+        for (unsigned i = 0; i < TPM_PCR_COUNT; i++) {
+            if (!(got_mask & (1u << i)))
+                continue;
+            if (k >= digests->count || digests->digests[k].size != 32)
+                return tm_err_set(err, EIO, "the TPM returned a malformed PCR read answer");
+            memcpy(values[i], digests->digests[k++].buffer, 32);
+        }
+        if (got_mask == 0)
+            return tm_err_set(err, EIO, "the TPM has no SHA-256 PCR bank with the PCRs asked for");
+        left &= ~got_mask;
+    }
+    return 0;
+}
+
+int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err *err)
+{
+    if (pcr >= TPM_PCR_COUNT)
+        return tm_err_set(err, EINVAL, "PCR %u does not exist", pcr);
+    TPML_DIGEST_VALUES v = {.count = 1};
+    v.digests[0].hashAlg = TPM2_ALG_SHA256;
+    memcpy(v.digests[0].digest.sha256, digest, 32);
+    TSS2_RC rc = Esys_PCR_Extend(t->esys, ESYS_TR_PCR0 + pcr, ESYS_TR_PASSWORD, NO, NO, &v);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot extend PCR %u", pcr);
+    return 0;
+}
+
+/* ---- signing ----------------------------------------------------------------------------------- */
+
+static const TPMT_SIG_SCHEME ecdsa_sha256 = {
+    .scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+
+int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len,
+              uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len,
+              uint8_t pcr_digest[32], tm_err *err)
+{
+    TPM2B_DATA qualifying = {0};
+    if (nonce_len > sizeof(qualifying.buffer))
+        return tm_err_set(err, EINVAL, "nonce of %zu bytes is too long", nonce_len);
+    qualifying.size = (UINT16)nonce_len;
+    memcpy(qualifying.buffer, nonce, nonce_len);
+    TPML_PCR_SELECTION sel;
+    set_selection(&sel, mask);
+    _cleanup_esys_ TPM2B_ATTEST *quoted = NULL;
+    _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
+    TSS2_RC rc = Esys_Quote(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, &qualifying, &ecdsa_sha256,
+                            &sel, &quoted, &sig);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_Quote failed");
+    TPMS_ATTEST attest;
+    size_t off = 0;
+    if (Tss2_MU_TPMS_ATTEST_Unmarshal(quoted->attestationData, quoted->size, &off, &attest) !=
+            TSS2_RC_SUCCESS ||
+        attest.type != TPM2_ST_ATTEST_QUOTE || attest.attested.quote.pcrDigest.size != 32)
+        return tm_err_set(err, EIO, "the TPM returned a malformed quote");
+    memcpy(pcr_digest, attest.attested.quote.pcrDigest.buffer, 32);
+    _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
+    _cleanup_free_ uint8_t *att_buf = malloc(quoted->size);
+    if (!sig_buf || !att_buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t sig_len = 0;
+    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) !=
+        TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the quote signature");
+    memcpy(att_buf, quoted->attestationData, quoted->size);
+    *ret_attest_len = quoted->size;
+    *ret_attest = steal_ptr(att_buf);
+    *ret_sig_len = sig_len;
+    *ret_sig = steal_ptr(sig_buf);
+    return 0;
+}
+
+/* The digest and ticket of data hashed by the TPM: one TPM2_Hash for up to 1024 bytes, a hash
+ * sequence beyond (TPM2B_MAX_BUFFER's size). */
+static int tpm_hash(struct tpm *t, const uint8_t *data, size_t len, TPM2B_DIGEST **ret_digest,
+                    TPMT_TK_HASHCHECK **ret_ticket, tm_err *err)
+{
+    TPM2B_MAX_BUFFER chunk;
+    TSS2_RC rc;
+    if (len <= sizeof(chunk.buffer)) {
+        chunk.size = (UINT16)len;
+        memcpy(chunk.buffer, data, len);
+        rc = Esys_Hash(t->esys, NO, NO, NO, &chunk, TPM2_ALG_SHA256, ESYS_TR_RH_OWNER, ret_digest,
+                       ret_ticket);
+        return rc == TSS2_RC_SUCCESS ? 0 : tpm_err(err, rc, "TPM2_Hash failed");
+    }
+    TPM2B_AUTH auth = {0};
+    ESYS_TR seq = NO;
+    if ((rc = Esys_HashSequenceStart(t->esys, NO, NO, NO, &auth, TPM2_ALG_SHA256, &seq)) !=
+        TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_HashSequenceStart failed");
+    while (len > sizeof(chunk.buffer)) {
+        chunk.size = sizeof(chunk.buffer);
+        memcpy(chunk.buffer, data, chunk.size);
+        if ((rc = Esys_SequenceUpdate(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk)) !=
+            TSS2_RC_SUCCESS) {
+            tpm_flush(t->esys, &seq);
+            return tpm_err(err, rc, "TPM2_SequenceUpdate failed");
+        }
+        data += chunk.size;
+        len -= chunk.size;
+    }
+    chunk.size = (UINT16)len;
+    memcpy(chunk.buffer, data, len);
+    rc = Esys_SequenceComplete(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk, ESYS_TR_RH_OWNER,
+                               ret_digest, ret_ticket);
+    if (rc != TSS2_RC_SUCCESS) {
+        tpm_flush(t->esys, &seq); /* SequenceComplete flushes it only when it succeeds */
+        return tpm_err(err, rc, "TPM2_SequenceComplete failed");
+    }
+    return 0;
+}
+
+static int put32(uint8_t out[32], const TPM2B_ECC_PARAMETER *p, tm_err *err)
+{
+    if (p->size > 32)
+        return tm_err_set(err, EIO, "the TPM returned an ECDSA value of %u bytes", p->size);
+    memset(out, 0, 32);
+    memcpy(out + 32 - p->size, p->buffer, p->size);
+    return 0;
+}
+
+int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
+                  tm_err *err)
+{
+    _cleanup_esys_ TPM2B_DIGEST *digest = NULL;
+    _cleanup_esys_ TPMT_TK_HASHCHECK *ticket = NULL;
+    _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
+    int ret = tpm_hash(t, data, len, &digest, &ticket, err);
+    if (ret < 0)
+        return ret;
+    TSS2_RC rc = Esys_Sign(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket,
+                           &sig);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_Sign with the attestation key failed");
+    if (sig->sigAlg != TPM2_ALG_ECDSA)
+        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
+    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
+        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
+        return ret;
+    return 0;
+}
+
+int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err)
+{
+    _cleanup_free_ uint8_t *buf = malloc(sizeof(TPMT_PUBLIC));
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t off = 0;
+    TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&t->ak_public.publicArea, buf, sizeof(TPMT_PUBLIC),
+                                             &off);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the attestation key");
+    *ret = steal_ptr(buf);
+    *ret_len = off;
+    return 0;
+}

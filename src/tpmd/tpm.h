@@ -1,0 +1,54 @@
+/* trustme-tpmd's TPM: one ESAPI context, the storage primary key (SRK) and the attestation key
+ * (AK) kept loaded, and the few operations tpmd needs (docs/ATTESTATION.md "The TPM").
+ *
+ * There is no resource manager between tpmd and the TPM: every other object or session is made
+ * for one operation and flushed on every path, and tpm_open flushes what a killed predecessor
+ * left behind. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tctildr.h>
+
+#include "error.h"
+
+#define TPM_PCR_COUNT 24
+
+struct tpm {
+    TSS2_TCTI_CONTEXT *tcti;
+    ESYS_CONTEXT *esys;
+    ESYS_TR srk;
+    ESYS_TR ak;
+    TPM2B_PUBLIC ak_public;   /* as the TPM reported it when the AK was loaded */
+    TPM2B_NAME ak_name;       /* nameAlg || digest of ak_public */
+    char manufacturer[5];     /* TPM2_PT_MANUFACTURER as text, e.g. "IBM" */
+};
+
+/* Connect to the TPM behind tcti (a tpm2-tss TCTI string), start it, flush leftovers, create the
+ * SRK and load the AK (creating it in data_dir/ak.pub, ak.priv at the first start). */
+int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err);
+/* Flush SRK and AK and disconnect; with shutdown, send TPM2_Shutdown(CLEAR) first (the embedded
+ * TPM's power goes off next). NULL-safe, idempotent. */
+void tpm_close(struct tpm *t, bool shutdown);
+
+/* The SHA-256 bank values of the PCRs in mask (bit i = PCR i) into values[i]. */
+int tpm_pcr_read(struct tpm *t, uint32_t mask, uint8_t values[TPM_PCR_COUNT][32], tm_err *err);
+int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err *err);
+
+/* TPM2_Quote with the AK over the SHA-256 PCRs in mask, nonce as qualifying data. The TPMS_ATTEST
+ * bytes (as the TPM marshalled them) and the marshalled TPMT_SIGNATURE are malloc'ed for the
+ * caller; pcr_digest receives the TPMS_ATTEST's pcrDigest. */
+int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len,
+              uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len,
+              uint8_t pcr_digest[32], tm_err *err);
+
+/* Sign data of any size with the AK: the TPM hashes it (SHA-256) and issues the ticket a
+ * restricted key needs (refused for data that starts with TPM_GENERATED_VALUE). r and s are the
+ * ECDSA signature, big-endian, left-padded to 32 bytes. */
+int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
+                  tm_err *err);
+
+/* The AK's TPMT_PUBLIC, TPM-marshalled, malloc'ed. */
+int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err);

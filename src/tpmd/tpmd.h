@@ -1,0 +1,42 @@
+/* The state of one trustme-tpmd, shared by its request handlers (server.c on the link to
+ * trustmed, attest_server.c on the TCP endpoint). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "mlog.h"
+#include "swtpm.h"
+#include "tpm.h"
+
+struct attest_server;
+
+struct tpmd {
+    const char *data_dir;
+    const char *run_dir;
+    const char *tcti;            /* what tpmd talks to (the swtpm's TCTI when embedded) */
+    bool embedded;
+    uint32_t boot_pcr;
+    uint32_t runtime_pcr;
+    struct swtpm swtpm;
+    struct tpm tpm;
+    struct mlog log;
+    char *chain_pem;             /* <data>/ak-chain.pem, NULL until provisioned */
+    size_t chain_len;
+    char attest_address[80];     /* host:port actually bound */
+    tm_loop *loop;
+    struct attest_server *attest;
+    int link_fd;                 /* to trustmed */
+    tm_source *link_src;
+    int signal_fd;
+    tm_source *signal_src;
+    bool stop_clean;             /* trustmed asked us to stop (SIGTERM, EOF): power the TPM off */
+};
+
+/* The PCRs that are always reported and checked: boot and runtime PCR. */
+static inline uint32_t tpmd_base_mask(const struct tpmd *d)
+{
+    return 1u << d->boot_pcr | 1u << d->runtime_pcr;
+}
