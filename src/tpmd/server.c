@@ -383,7 +383,6 @@ static void on_link(tm_source *src, uint32_t events, void *userdata)
             log_error("connection to trustmed broken: %s", strerror(-r));
         else
             log_info("trustmed closed the connection: stopping");
-        d->stop_clean = true;
         tm_loop_quit(d->loop, 0);
         return;
     }

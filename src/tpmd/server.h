@@ -8,7 +8,7 @@
 #define TPMD_REQUEST_MAX (1024u * 1024)
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* trustmed's limit: a log or a quote with it */
 
-/* Serve d->link_fd on d->loop and send Ready. At EOF (trustmed is gone) the loop is quit with
- * d->stop_clean set. */
+/* Serve d->link_fd on d->loop and send Ready. At EOF (trustmed is gone) the loop is quit,
+ * d->stop_clean untouched (main decides whether trustmed also asked for a stop). */
 int server_start(struct tpmd *d, tm_err *err);
 void server_stop(struct tpmd *d);

@@ -32,7 +32,10 @@ struct tpmd {
     tm_source *link_src;
     int signal_fd;
     tm_source *signal_src;
-    bool stop_clean;             /* trustmed asked us to stop (SIGTERM, EOF): power the TPM off */
+    /* trustmed stops (SIGTERM): the embedded TPM is powered off with it. Without it (only the
+     * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
+     * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
+    bool stop_clean;
 };
 
 /* The PCRs that are always reported and checked: boot and runtime PCR. */
