@@ -189,6 +189,37 @@ static void pair_and_round_trip(void **state)
     secret_free(key);
 }
 
+/* With the TPM's device secret the token wraps an inner key and the container key is derived
+ * from both (keywrap.h): the blob is marked bound, only the secret opens it, and the key the
+ * container gets is not what the token holds. */
+static void device_bound_round_trip(void **state)
+{
+    NEED_SOFTHSM();
+    struct fixture *f = *state;
+    struct secret *ds = NULL, *other = NULL, *key = NULL, *inner = NULL;
+    uint8_t blob[KEYWRAP_BLOB_LEN];
+    tm_err err = {0};
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &ds, &err), 0, &err);
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &other, &err), 0, &err);
+    pair(f, T_UUID);
+    f->ctx.device_secret = ds;
+    new_key(f, &key, blob);
+    assert_int_equal(blob[5], KEYWRAP_FLAG_DEVICE_BOUND);
+    assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
+    /* Another device's secret gives another key. */
+    f->ctx.device_secret = other;
+    assert_rc(token_unwrap(&f->ctx, T_UUID, T_PIN, blob, sizeof(blob), &inner, &err), 0, &err);
+    assert_memory_not_equal(inner->data, key->data, KEYWRAP_KEY_LEN);
+    secret_free(inner);
+    /* Without a secret the bound blob is refused, not opened to the inner key. */
+    f->ctx.device_secret = NULL;
+    assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EINVAL, &err);
+    assert_err_contains(&err, "bound to a device secret");
+    secret_free(ds);
+    secret_free(other);
+    secret_free(key);
+}
+
 static void tampered_blob_fails(void **state)
 {
     NEED_SOFTHSM();
@@ -561,6 +592,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(pair_and_round_trip),
+        T(device_bound_round_trip),
         T(tampered_blob_fails),
         T(key_object_is_not_extractable),
         T(pair_refusals),

@@ -640,10 +640,6 @@ static void device_secret_is_passed_through(void **state)
     f->ctx.device_secret = NULL;
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EINVAL, &err);
     assert_err_contains(&err, "bound to a device secret");
-    struct token_spec p11 = {.type = TOKEN_PKCS11, .pkcs11_module = "/x.so", .pkcs11_label = "l"};
-    f->ctx.device_secret = ds;
-    assert_rc(token_pair(&f->ctx, T_UUID2, &p11, T_PIN, NULL, &err), -EOPNOTSUPP, &err);
-    f->ctx.device_secret = NULL;
     secret_free(ds);
     secret_free(key);
 }
