@@ -351,7 +351,9 @@ static int init_daemon(struct daemon *d, tm_err *err)
             errno = -r;
             return tm_err_sys(err, "cannot create %s", dir);
         }
-        if (chmod(roots[i], 0700) < 0)
+        /* Search-only for others: trustme-tpmd's user reaches its own subdirectory by name;
+         * nothing here can be listed, and everything inside is 0700 or 0600. */
+        if (chmod(roots[i], 0711) < 0)
             return tm_err_sys(err, "cannot restrict %s", roots[i]);
     }
     if (lock_dir(d->data_dir, "data dir") < 0 || lock_dir(d->run_dir, "run dir") < 0)

@@ -84,7 +84,7 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
                     "--log-level", (char *)c->log_level, NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM. */
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-    fexecve(exe, argv, envp);
+    fexecve(fds[1], argv, envp);
     fprintf(stderr, "trustmed: cannot execute trustme-tpmd: %s\n", strerror(errno));
     _exit(127);
 }
@@ -312,6 +312,31 @@ static const struct service_ops tpmd_ops = {
     .on_exit = on_service_exit,
 };
 
+/* tpmd runs as its own user without a mount namespace: every directory above its own must let
+ * it through. Say so plainly instead of letting tpmd fail with EACCES. */
+static int check_reachable(const char *dir, uid_t uid, gid_t gid, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *slash = strrchr(path, '/'); slash; slash = strrchr(path, '/')) {
+        *slash = '\0';
+        const char *p = path[0] ? path : "/";
+        struct stat st;
+        if (stat(p, &st) < 0)
+            return tm_err_sys(err, "cannot stat %s", p);
+        bool through = (st.st_mode & S_IXOTH) || (st.st_uid == uid && (st.st_mode & S_IXUSR)) ||
+                       (st.st_gid == gid && (st.st_mode & S_IXGRP));
+        if (!through)
+            return tm_err_set(err, EACCES, "the TPM service's user cannot reach %s: %s (mode "
+                              "%04o) must be searchable by others (chmod o+x %s), or choose a "
+                              "--data-dir/--run-dir below such directories", dir, p,
+                              (unsigned)(st.st_mode & 07777), p);
+        if (!path[0])
+            break;
+    }
+    return 0;
+}
+
 /* <dir> owned by the service's user, mode 0700. */
 static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
 {
@@ -336,7 +361,9 @@ int tpmd_start(struct daemon *d, tm_err *err)
     snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
     snprintf(c.attest_address, sizeof(c.attest_address), "%s", d->device.attest_address);
     snprintf(c.log_level, sizeof(c.log_level), "%s", d->log_level ? d->log_level : "info");
-    if ((r = own_dir(c.data_dir, c.uid, c.gid, err)) < 0 || (r = own_dir(c.run_dir, c.uid, c.gid, err)) < 0)
+    if ((r = own_dir(c.data_dir, c.uid, c.gid, err)) < 0 || (r = own_dir(c.run_dir, c.uid, c.gid, err)) < 0 ||
+        (r = check_reachable(c.data_dir, c.uid, c.gid, err)) < 0 ||
+        (r = check_reachable(c.run_dir, c.uid, c.gid, err)) < 0)
         return r;
     _cleanup_close_ int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     uint64_t size;

@@ -300,6 +300,7 @@ class Daemon:
 @pytest.fixture(scope="session")
 def test_root():
     root = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-"))
+    root.chmod(0o711)  # trustme-tpmd's user must reach its dirs below (docs/ATTESTATION.md)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -336,6 +337,7 @@ def make_daemon(test_root, rootfs, request):
     def make(extra_args=(), start=True, env=None):
         n = len(made)
         base = Path(tempfile.mkdtemp(prefix="d-", dir=test_root))
+        base.chmod(0o711)
         test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
         name = f"{TEST_PREFIX}-{os.getpid()}-{test}-{n}"
         d = Daemon(base, name, rootfs, extra_args, env)
