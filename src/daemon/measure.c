@@ -3,8 +3,9 @@
  * Before a start uses anything, its GuestOS's guestos.json, each image (with the hash the signed
  * guestos.json declares; module_volume then refuses an image whose content differs) and the
  * container's config are extended into the runtime PCR. In the same batch the GuestOS's TPM
- * counter is raised to the version that starts, which refuses a version below the highest one
- * this device ever installed. tpmd answers in order: the counter first, then the measurements. */
+ * counter is raised to the newest version in the store, which fails when the TPM records a
+ * higher one: the store was rolled back. tpmd answers in order: the counter first, then the
+ * measurements. */
 #include "measure.h"
 
 #include <errno.h>
@@ -23,6 +24,7 @@ struct measure_op {
     measure_done_fn done;
     bool counter_failed;
     tm_err counter_err;
+    char guestos[CONFIG_NAME_MAX + 1];
     char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
 };
 
@@ -33,7 +35,13 @@ static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     if (!err)
         return;
     op->counter_failed = true;
-    op->counter_err = *err;
+    if (err->code == ESTALE)
+        tm_err_set(&op->counter_err, ESTALE, "GuestOS %s: the newest version in the store is older "
+                   "than the TPM records as installed (%s): the data dir was restored from an older "
+                   "copy; install the current version again", op->guestos, err->msg);
+    else
+        tm_err_set(&op->counter_err, err->code, "GuestOS %s: the TPM's anti-rollback counter: %s",
+                   op->guestos, err->msg);
 }
 
 static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
@@ -90,7 +98,13 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
             items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_IMAGE, op->names[n], {0}};
             memcpy(items[n++].sha256, m->sha256, 32);
         }
-        if ((r = counter_raise(d, g->cfg->name, g->cfg->version, on_counter, op, err)) < 0) {
+        /* The counter holds the newest version ever installed; an older version pinned by a
+         * container may run while a newer one is in the store. A store whose newest version is
+         * below the counter was rolled back: nothing on that GuestOS starts. */
+        const struct guestos *newest = guestos_find(d, g->cfg->name, 0);
+        snprintf(op->guestos, sizeof(op->guestos), "%s", g->cfg->name);
+        if ((r = counter_raise(d, g->cfg->name, newest ? newest->cfg->version : g->cfg->version,
+                               on_counter, op, err)) < 0) {
             free(op);
             return tm_err_prefix(err, "checking GuestOS %s's anti-rollback counter", g->cfg->name);
         }

@@ -12,8 +12,9 @@ struct guestos;
 /* Called once, err NULL when everything was measured and the counter allowed the version. */
 typedef void (*measure_done_fn)(struct container *c, const tm_err *err);
 
-/* Raise g's counter to its version (refused if the TPM records a higher one) and measure g's
- * guestos.json, its images and c's config. g may be NULL (a development rootfs). */
+/* Raise g's counter to the newest installed version of g's name (refused if the TPM records a
+ * higher one: a rolled-back store) and measure g's guestos.json, its images and c's config.
+ * g may be NULL (a development rootfs). */
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err);
 /* The start is abandoned: drop its pending answers. */
 void measure_forget(struct container *c);
