@@ -222,8 +222,8 @@ static void print_certificate(const Trustme__DeviceInfo *i)
 {
     struct cert_summary s;
     if (!i->has_cert_chain_pem || i->cert_chain_pem.len == 0) {
-        printf("AK certificate:  none (provision it: trustme device csr --out device.csr, have the "
-               "Device CA issue it, then trustme device cert install)\n");
+        printf("AK certificate:  none; to provision it: trustme device csr --out device.csr, have\n"
+               "                 the Device CA issue it, then: trustme device cert install CERT.pem\n");
     } else if (cert_summary(&i->cert_chain_pem, &s) < 0) {
         printf("AK certificate:  present, but not readable as PEM\n");
     } else {
@@ -250,7 +250,8 @@ static void print_device_info(const Trustme__DeviceInfo *i)
     if (i->secret_problem && i->secret_problem[0])
         printf("storage secret:  PROBLEM: %s\n", i->secret_problem);
     else
-        printf("storage secret:  %s\n", i->secret_sealed ? "sealed to the boot state, with scd"
+        printf("storage secret:  %s\n", i->secret_sealed ? "sealed to this boot state; containers "
+                                                           "can get their keys"
                                                          : "not created yet");
 }
 

@@ -1,0 +1,423 @@
+"""The TPM through the control socket and the CLI (docs/ATTESTATION.md): the measurement log of
+the boot, device info, provisioning the attestation key (csr -> trustme-pki issue -> cert
+install), resealing the device storage secret with the recovery key, and `trustme attest`.
+
+Every test daemon runs its own embedded swtpm (trustmed starts tpmd, tpmd starts swtpm). Every
+refusal is checked for what it must not do: the daemon keeps answering and the device's state
+(certificate, sealed secret) stays as it was."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, TRUSTMED, wait_for
+from pb import field_bytes, field_varint, frame, parse
+
+TPMD = BUILD / "src/tpmd/trustme-tpmd"
+SCD = BUILD / "src/scd/trustme-scd"
+PKI_TOOL = BUILD / "src/tools/pki/trustme-pki"
+PASSPHRASE = "device-test-passphrase"
+BOOT_PCR = 12
+
+pytestmark = pytest.mark.skipif(not (TPMD.exists() and PKI_TOOL.exists() and shutil.which("swtpm")),
+                                reason="trustme-tpmd, trustme-pki or swtpm is missing")
+
+
+def run(*cmd, check=True, **kw):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def sha256_file(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def event_digest(pcr, type_, name, sha256_hex):
+    """What the PCR was extended with for one event (docs/ATTESTATION.md)."""
+    t, n = type_.encode(), name.encode()
+    return hashlib.sha256(b"trustme-event-v1" + struct.pack(">I", pcr) + struct.pack(">H", len(t))
+                          + t + struct.pack(">H", len(n)) + n + bytes.fromhex(sha256_hex)).digest()
+
+
+def replay(events, pcr):
+    value = bytes(32)
+    for e in events:
+        if e["pcr"] == pcr:
+            value = hashlib.sha256(value + event_digest(e["pcr"], e["type"], e["name"], e["sha256"])).digest()
+    return value.hex()
+
+
+def measurements(d):
+    """The log once the boot events are in it (tpmd comes up after trustmed's socket)."""
+    def ready():
+        r = d.cli("measurements", "--json", check=False)
+        if r.returncode != 0:
+            return None
+        m = json.loads(r.stdout)
+        return m if len([e for e in m["events"] if e["pcr"] == BOOT_PCR]) >= 4 else None
+    return wait_for(ready, timeout=30, what="the boot measurements")
+
+
+def info(d):
+    return json.loads(d.cli("device", "info", "--json").stdout)
+
+
+def secret_ok(d):
+    """Wait until the device storage secret has reached scd; returns the info."""
+    def ready():
+        r = d.cli("device", "info", "--json", check=False)
+        if r.returncode != 0:
+            return None
+        i = json.loads(r.stdout)
+        return i if i["secret_sealed"] and i["secret_problem"] == "" else None
+    return wait_for(ready, timeout=30, what="the device storage secret")
+
+
+def audit(d, event):
+    return [e for e in d.audit_events() if e["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    work = tmp_path_factory.mktemp("device-pki")
+    passfile = work / "pass"
+    passfile.write_text(PASSPHRASE + "\n")
+    passfile.chmod(0o600)
+    run(PKI_TOOL, "init", work / "pki", "--passphrase-file", passfile)
+    return {"dir": work / "pki", "pass": passfile, "work": work}
+
+
+def issue(pki, csr, out):
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--csr", csr, "--out", out,
+        "--passphrase-file", pki["pass"])
+    return out
+
+
+def provision(d, pki, tmp, cn=None):
+    """csr -> issue -> install; returns the installed leaf's path."""
+    csr = tmp / "device.csr"
+    d.cli("device", "csr", "--out", csr, *(["--cn", cn] if cn else []))
+    cert = issue(pki, csr, tmp / "device.pem")
+    d.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
+    return cert
+
+
+# ---- measurements -------------------------------------------------------------------------------
+
+def test_measurements_list_the_boot_events_with_the_files_hashes(daemon):
+    m = measurements(daemon)
+    boot = [e for e in m["events"] if e["pcr"] == BOOT_PCR]
+    assert [(e["type"], e["name"]) for e in boot[:4]] == [
+        ("binary", "trustmed"), ("binary", "trustme-scd"), ("binary", "trustme-tpmd"),
+        ("device-config", "device.json")]
+    expected = [sha256_file(TRUSTMED), sha256_file(SCD), sha256_file(TPMD),
+                sha256_file(daemon.data_dir / "device.json")]
+    assert [e["sha256"] for e in boot[:4]] == expected
+    assert [e["seq"] for e in m["events"]] == list(range(len(m["events"])))
+    assert m["consistent"] is True and m["inconsistency"] == ""
+    # The PCR values trustmed reports are what the log replays to.
+    pcrs = {p["index"]: p["sha256"] for p in m["pcrs"]}
+    assert BOOT_PCR in pcrs
+    for index, value in pcrs.items():
+        assert value == replay(m["events"], index)
+
+    out = daemon.cli("measurements").stdout
+    assert re.search(r"^SEQ\s+PCR\s+TYPE\s+NAME\s+SHA256$", out, re.M)
+    assert re.search(rf"^0\s+{BOOT_PCR}\s+binary\s+trustmed\s+{expected[0][:12]}$", out, re.M)
+    assert re.search(rf"^3\s+{BOOT_PCR}\s+device-config\s+device.json\s+{expected[3][:12]}$", out, re.M)
+    assert f"PCR {BOOT_PCR} {pcrs[BOOT_PCR]}" in out
+    assert "log consistent with the PCRs" in out
+
+
+def test_measurements_are_not_repeated_by_a_restart_of_trustmed_on_the_same_tpm(daemon):
+    """A kill -9 of trustmed leaves the embedded TPM running: the next trustmed measures the same
+    layer again, which the log does not repeat."""
+    before = measurements(daemon)
+    daemon.kill9()
+    daemon.start()
+    after = measurements(daemon)
+    assert after["events"] == before["events"] and after["consistent"] is True
+
+
+# ---- device info ---------------------------------------------------------------------------------
+
+def test_device_info_describes_the_tpm_and_an_unprovisioned_ak(daemon):
+    i = secret_ok(daemon)
+    assert i["embedded"] is True and i["tcti"]
+    assert i["boot_pcr"] == 12 and i["runtime_pcr"] == 11
+    host, port = i["attest_address"].rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0  # the test daemons ask for a free port
+    assert i["ak_public_pem"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert re.fullmatch(r"000b[0-9a-f]{64}", i["ak_name"])  # nameAlg SHA-256, then the digest
+    assert i["certificate"] is None and i["cert_chain_pem"] == ""
+
+    out = daemon.cli("device", "info").stdout
+    assert "embedded swtpm" in out and i["attest_address"] in out
+    assert "AK certificate:  none; to provision it" in out
+    assert "storage secret:  sealed" in out
+
+
+# ---- provisioning ----------------------------------------------------------------------------------
+
+def test_csr_issue_install_shows_the_certificate(daemon, pki, tmp_path):
+    secret_ok(daemon)
+    # To stdout by default, with tpmd's default common name.
+    pem = daemon.cli("device", "csr").stdout
+    assert pem.startswith("-----BEGIN CERTIFICATE REQUEST-----")
+    subject = run("openssl", "req", "-noout", "-subject", "-verify", input=pem).stdout
+    assert "trustme device" in subject
+
+    cert = provision(daemon, pki, tmp_path, cn="edge-17")
+    i = info(daemon)
+    c = i["certificate"]
+    assert c["subject"] == "CN=edge-17" and c["certificates"] == 2
+    device_ca_subject = run("openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253",
+                            "-in", pki["dir"] / "customer/device-ca.pem").stdout
+    assert c["issuer"] == device_ca_subject.strip().removeprefix("subject=")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", c["not_after"])
+    assert i["cert_chain_pem"].startswith(cert.read_text().strip())
+
+    out = daemon.cli("device", "info").stdout
+    assert "AK certificate:  CN=edge-17" in out and "chain:         2 certificates" in out
+    csr_events = audit(daemon, "device.csr")
+    assert [e["result"] for e in csr_events] == ["ok", "ok"]
+    assert '"edge-17"' in csr_events[1]["detail"]
+    assert [e["result"] for e in audit(daemon, "device.cert.install")] == ["ok"]
+
+    # The chain survives a restart of trustmed (tpmd keeps it in its data dir).
+    daemon.restart()
+    secret_ok(daemon)
+    assert info(daemon)["certificate"]["subject"] == "CN=edge-17"
+
+
+def test_a_certificate_for_another_key_is_refused(daemon, pki, tmp_path):
+    secret_ok(daemon)
+    key, csr = tmp_path / "other.key", tmp_path / "other.csr"
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key, "-subj", "/CN=not this device", "-out", csr)
+    other = issue(pki, csr, tmp_path / "other.pem")
+    r = daemon.cli("device", "cert", "install", other, "--chain", pki["dir"] / "customer/device-ca.pem",
+                   check=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("trustme: device cert install: ")
+    assert "not for this device's attestation key" in r.stderr
+    assert info(daemon)["certificate"] is None
+    fail = audit(daemon, "device.cert.install")
+    assert [e["result"] for e in fail] == ["fail"] and "attestation key" in fail[0]["detail"]
+
+    # A chain in the wrong order: tpmd names it.
+    cert = issue(pki, daemon_csr(daemon, tmp_path), tmp_path / "device.pem")
+    r = daemon.cli("device", "cert", "install", pki["dir"] / "customer/device-ca.pem", "--chain", cert,
+                   check=False)
+    assert r.returncode == 1 and "device cert install: " in r.stderr
+
+    # Not certificates at all: refused before anything is sent.
+    junk = tmp_path / "junk.pem"
+    junk.write_text("hello\n")
+    r = daemon.cli("device", "cert", "install", junk, check=False)
+    assert r.returncode == 1 and "holds no PEM certificate" in r.stderr
+    # PEM armour around garbage reaches tpmd, which refuses it.
+    junk.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    r = daemon.cli("device", "cert", "install", junk, check=False)
+    assert r.returncode == 1 and r.stderr.startswith("trustme: device cert install: ")
+    r = daemon.cli("device", "cert", "install", tmp_path / "missing.pem", check=False)
+    assert r.returncode == 1 and "missing.pem" in r.stderr
+
+    assert info(daemon)["certificate"] is None
+    # The right certificate still goes in afterwards.
+    daemon.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
+    assert info(daemon)["certificate"]["certificates"] == 2
+
+
+def daemon_csr(d, tmp):
+    path = tmp / "this.csr"
+    d.cli("device", "csr", "--out", path)
+    return path
+
+
+def test_csr_common_name_is_checked(daemon):
+    secret_ok(daemon)
+    r = daemon.cli("device", "csr", "--cn", "x" * 65, check=False)
+    assert r.returncode == 1 and "at most 64" in r.stderr
+    r = daemon.cli("device", "csr", "--cn", "tab\there", check=False)
+    assert r.returncode == 1 and "printable ASCII" in r.stderr
+    assert [e["result"] for e in audit(daemon, "device.csr")] == []  # refused before tpmd
+    assert daemon.cli("device", "csr", "--cn", "x" * 64).returncode == 0
+
+
+# ---- reseal ---------------------------------------------------------------------------------------
+
+def recovery_key(d):
+    path = d.data_dir / "tpm/recovery-key"
+    wait_for(path.exists, timeout=30, what="the recovery key file")
+    return path
+
+
+def test_reseal_refuses_bad_input_and_keeps_serving(daemon, tmp_path):
+    secret_ok(daemon)
+    r = daemon.cli("device", "reseal", check=False)
+    assert r.returncode == 2 and "--recovery-key-file" in r.stderr
+    r = daemon.cli("device", "reseal", "00" * 32, check=False)
+    assert r.returncode == 2 and "never from the command line" in r.stderr
+    r = daemon.cli("device", "reseal", "--recovery-key-file", tmp_path / "none", check=False)
+    assert r.returncode == 1 and "cannot open the recovery key file" in r.stderr
+
+    bad = tmp_path / "bad-key"
+    for content, says in [("hello\n", "first line has 5 characters"),
+                          ("ab" * 31 + "\n", "first line has 62 characters"),
+                          ("ab" * 31 + "zz\n", "character 63 is not a hexadecimal digit"),
+                          ("\n" + "ab" * 32 + "\n", "first line has 0 characters"),
+                          ("ab" * 300, "too large")]:
+        bad.write_text(content)
+        r = daemon.cli("device", "reseal", "--recovery-key-file", bad, check=False)
+        assert r.returncode == 1 and says in r.stderr, (content, r.stderr)
+        assert "not a recovery key file" in r.stderr or "too large" in r.stderr
+    assert audit(daemon, "device.reseal") == []  # nothing reached trustmed
+
+    # A well-formed key that is not this device's: tpmd refuses, nothing changes.
+    real = recovery_key(daemon).read_text().split()[0]
+    wrong = ("0" if real[0] != "0" else "1") + real[1:]
+    bad.write_text(wrong + "\n")
+    r = daemon.cli("device", "reseal", "--recovery-key-file", bad, check=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("trustme: device reseal: ") and "wrong recovery key" in r.stderr
+    assert [e["result"] for e in audit(daemon, "device.reseal")] == ["fail"]
+
+    # A key of the wrong length straight on the protocol: trustmed refuses it itself.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(daemon.socket))
+        s.sendall(frame(field_varint(1, 1) + field_varint(2, 5) + field_bytes(37, field_bytes(1, b"k" * 5))))
+        resp = recv_frame(s)
+    assert resp[2] == [5] and 10 in resp
+    err = parse(resp[10][0])
+    assert err[1] == [22] and b"must have 32" in err[2][0]
+
+    i = secret_ok(daemon)
+    assert i["secret_sealed"] is True
+    assert daemon.cli("list").returncode == 0
+
+
+def recv_frame(sock, timeout=10):
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < 4:
+        data += sock.recv(4 - len(data))
+    (n,) = struct.unpack(">I", data[:4])
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        assert chunk, "trustmed closed the connection"
+        body += chunk
+    return parse(body)
+
+
+def test_reseal_with_the_recovery_key_after_an_update(daemon, tmp_path):
+    """An edited device.json measures differently: the secret no longer unseals, until the
+    recovery key reseals it to the new state."""
+    secret_ok(daemon)
+    key = tmp_path / "recovery-key"
+    shutil.copy(recovery_key(daemon), key)
+    # Reseal on an unchanged device is harmless.
+    out = daemon.cli("device", "reseal", "--recovery-key-file", key).stdout
+    assert "sealed to the current boot state" in out
+
+    daemon.stop()  # powers the embedded TPM off: the PCRs start fresh
+    device = daemon.data_dir / "device.json"
+    device.write_text(device.read_text() + " \n")  # the "authorised update"
+    daemon.start()
+
+    def sealed_elsewhere():
+        r = daemon.cli("device", "info", "--json", check=False)
+        return r.returncode == 0 and "another boot state" in json.loads(r.stdout)["secret_problem"]
+    wait_for(sealed_elsewhere, timeout=30, what="the sealed secret to refuse the new boot state")
+    assert "PROBLEM: the device storage secret is sealed to another boot state" in \
+        daemon.cli("device", "info").stdout
+    assert measurements(daemon)["events"][3]["sha256"] == sha256_file(device)
+
+    # The key from stdin this time.
+    r = daemon.cli("device", "reseal", "--recovery-key-file", "-", input=key.read_text())
+    assert "sealed to the current boot state" in r.stdout
+    secret_ok(daemon)
+    assert [e["result"] for e in audit(daemon, "device.reseal")] == ["ok", "ok"]
+
+    # Sealed to the new state for good: another restart needs no recovery.
+    daemon.restart()
+    secret_ok(daemon)
+
+
+# ---- trustme attest ------------------------------------------------------------------------------
+
+def write_refs(pki, path, values):
+    path.write_text(json.dumps({"format": "trustme-reference-values", "version": 1, "values": values}))
+    run(PKI_TOOL, "sign", path, "--pki", pki["dir"], "--signer", "software",
+        "--passphrase-file", pki["pass"])
+    return path
+
+
+def boot_refs(daemon):
+    return [{"type": "binary", "name": "trustmed", "sha256": sha256_file(TRUSTMED)},
+            {"type": "binary", "name": "trustme-scd", "sha256": sha256_file(SCD)},
+            {"type": "binary", "name": "trustme-tpmd", "sha256": sha256_file(TPMD)},
+            {"type": "device-config", "name": "device.json",
+             "sha256": sha256_file(daemon.data_dir / "device.json")}]
+
+
+def test_attest_checks_the_local_quote_like_trustme_verify(daemon, pki, tmp_path):
+    secret_ok(daemon)
+    measurements(daemon)
+    anchors = ["--anchor", pki["dir"] / "customer/general-root-ca.pem",
+               "--anchor", pki["dir"] / "software-signing/root-ca.pem"]
+    refs = write_refs(pki, tmp_path / "refs.json", boot_refs(daemon))
+
+    # Not provisioned yet: the quote is fine, the certificate chain is not.
+    r = daemon.cli("attest", *anchors, "--reference", refs, "--json", check=False)
+    assert r.returncode == 1, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["verdict"] == "untrusted"
+    checks = {c["name"]: c for c in rep["checks"]}
+    assert checks["certificate chain"]["ok"] is False
+    assert checks["nonce"]["ok"] is True and checks["event log"]["ok"] is True
+
+    provision(daemon, pki, tmp_path)
+    r = daemon.cli("attest", *anchors, "--reference", refs, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^verdict: trusted \(4 events\)$", r.stdout, re.M)
+    for name in ("certificate chain", "AK binding", "quote signature", "nonce", "PCR digest",
+                 "event log", "reference values"):
+        assert re.search(rf"^{re.escape(name)}\s+ok\b", r.stdout, re.M), r.stdout
+    rep = json.loads(daemon.cli("attest", *anchors, "--reference", refs, "--pcr", "12", "--json").stdout)
+    assert rep["verdict"] == "trusted" and rep["events"] == 4
+
+    # Reference values without the trustmed that runs: untrusted, and the report says so.
+    partial = write_refs(pki, tmp_path / "partial.json", boot_refs(daemon)[1:])
+    r = daemon.cli("attest", *anchors, "--reference", partial, check=False)
+    assert r.returncode == 1 and re.search(r"^reference values\s+FAIL\b", r.stdout, re.M)
+    assert "verdict: untrusted" in r.stdout
+
+    # Usage errors are 2, as for trustme-verify.
+    r = daemon.cli("attest", "--reference", refs, check=False)
+    assert r.returncode == 2 and "--anchor" in r.stderr
+    r = daemon.cli("attest", *anchors, check=False)
+    assert r.returncode == 2 and "--reference" in r.stderr
+    r = daemon.cli("attest", *anchors, "--reference", refs, "--pcr", "24", check=False)
+    assert r.returncode == 2
+    r = daemon.cli("attest", *anchors, "--reference", tmp_path / "none.json", check=False)
+    assert r.returncode == 2
+
+
+def test_attest_exits_3_when_no_quote_can_be_had(daemon, pki, tmp_path):
+    refs = write_refs(pki, tmp_path / "refs.json", boot_refs(daemon))
+    anchors = ["--anchor", pki["dir"] / "customer/general-root-ca.pem",
+               "--anchor", pki["dir"] / "software-signing/root-ca.pem"]
+    daemon.stop()
+    r = daemon.cli("attest", *anchors, "--reference", refs, check=False)
+    assert r.returncode == 3 and "cannot connect to trustmed" in r.stderr
