@@ -7,7 +7,6 @@ refusal is checked for what it must not do: the daemon keeps answering and the d
 (certificate, sealed secret) stays as it was."""
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -109,6 +108,26 @@ def provision(d, pki, tmp, cn=None):
     cert = issue(pki, csr, tmp / "device.pem")
     d.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
     return cert
+
+
+def daemon_csr(d, tmp):
+    path = tmp / "this.csr"
+    d.cli("device", "csr", "--out", path)
+    return path
+
+
+def recv_frame(sock, timeout=10):
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < 4:
+        data += sock.recv(4 - len(data))
+    (n,) = struct.unpack(">I", data[:4])
+    body = b""
+    while len(body) < n:
+        chunk = sock.recv(n - len(body))
+        assert chunk, "trustmed closed the connection"
+        body += chunk
+    return parse(body)
 
 
 # ---- measurements -------------------------------------------------------------------------------
@@ -238,12 +257,6 @@ def test_a_certificate_for_another_key_is_refused(daemon, pki, tmp_path):
     assert info(daemon)["certificate"]["certificates"] == 2
 
 
-def daemon_csr(d, tmp):
-    path = tmp / "this.csr"
-    d.cli("device", "csr", "--out", path)
-    return path
-
-
 def test_csr_common_name_is_checked(daemon):
     secret_ok(daemon)
     r = daemon.cli("device", "csr", "--cn", "x" * 65, check=False)
@@ -304,20 +317,6 @@ def test_reseal_refuses_bad_input_and_keeps_serving(daemon, tmp_path):
     i = secret_ok(daemon)
     assert i["secret_sealed"] is True
     assert daemon.cli("list").returncode == 0
-
-
-def recv_frame(sock, timeout=10):
-    sock.settimeout(timeout)
-    data = b""
-    while len(data) < 4:
-        data += sock.recv(4 - len(data))
-    (n,) = struct.unpack(">I", data[:4])
-    body = b""
-    while len(body) < n:
-        chunk = sock.recv(n - len(body))
-        assert chunk, "trustmed closed the connection"
-        body += chunk
-    return parse(body)
 
 
 def test_reseal_with_the_recovery_key_after_an_update(daemon, tmp_path):
@@ -421,3 +420,44 @@ def test_attest_exits_3_when_no_quote_can_be_had(daemon, pki, tmp_path):
     daemon.stop()
     r = daemon.cli("attest", *anchors, "--reference", refs, check=False)
     assert r.returncode == 3 and "cannot connect to trustmed" in r.stderr
+
+
+# ---- the protocol ---------------------------------------------------------------------------------
+
+MEASUREMENTS, DEVICE_CSR, ATTEST = 33, 34, 38
+
+
+def raw_request(body_field, body, req_id):
+    return frame(field_varint(1, 1) + field_varint(2, req_id) + field_bytes(body_field, body))
+
+
+def test_bad_attest_requests_and_vanishing_clients(daemon):
+    secret_ok(daemon)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(daemon.socket))
+        s.sendall(raw_request(ATTEST, field_bytes(1, b"n" * 5), 1))
+        err = parse(recv_frame(s)[10][0])
+        assert err[1] == [22] and b"32 random bytes" in err[2][0]
+        s.sendall(raw_request(ATTEST, field_bytes(1, b"n" * 32) + field_varint(2, 24), 2))
+        err = parse(recv_frame(s)[10][0])
+        assert err[1] == [22] and b"PCR 24 does not exist" in err[2][0]
+        s.sendall(raw_request(ATTEST, field_bytes(1, b"n" * 32) + field_varint(2, 12) + field_varint(2, 12), 3))
+        err = parse(recv_frame(s)[10][0])
+        assert err[1] == [22] and b"given twice" in err[2][0]
+        # A good one: the evidence is tpmd's AttestResponse, echoing this request's id.
+        s.sendall(raw_request(ATTEST, field_bytes(1, b"n" * 32), 4))
+        resp = recv_frame(s)
+        assert resp[2] == [4] and 26 in resp
+        evidence = parse(parse(resp[26][0])[1][0])
+        assert evidence[2] == [4] and 11 in evidence  # id, Quote
+
+    # Clients that leave before tpmd answers: the answers are dropped, the work is done.
+    for i in range(5):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(daemon.socket))
+            s.sendall(raw_request(DEVICE_CSR, b"", 10 + i) + raw_request(MEASUREMENTS, b"", 20 + i)
+                      + raw_request(ATTEST, field_bytes(1, b"n" * 32), 30 + i))
+    wait_for(lambda: len(audit(daemon, "device.csr")) == 5, what="the CSRs of the vanished clients")
+    assert all(e["result"] == "ok" for e in audit(daemon, "device.csr"))
+    assert measurements(daemon)["consistent"] is True
+    assert daemon.cli("device", "info").returncode == 0
