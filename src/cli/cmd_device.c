@@ -135,12 +135,14 @@ int cmd_measurements(struct cli *cli, int argc, char **argv)
         else
             printf("log INCONSISTENT with the PCRs: %s\n", why);
     }
+    fflush(stdout);
+    /* why points into resp: report before freeing it. */
+    r = consistent ? 0
+                   : cli_fail("the measurement log does not replay to the PCR values (%s): the TPM "
+                              "or the log was changed behind trustme-tpmd; a verifier will fail "
+                              "its event log check until the TPM restarts", why);
     trustme__response__free_unpacked(resp, NULL);
-    if (!consistent)
-        return cli_fail("the measurement log does not replay to the PCR values (%s): the TPM or "
-                        "the log was changed behind trustme-tpmd; a verifier will fail its event "
-                        "log check until the TPM restarts", why);
-    return 0;
+    return r;
 }
 
 /* ---- certificates, parsed here for display ---------------------------------------------------- */

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, TRUSTMED, wait_for
+from conftest import BUILD, TRUSTMED, processes_naming, wait_for
 from pb import field_bytes, field_varint, frame, parse
 
 TPMD = BUILD / "src/tpmd/trustme-tpmd"
@@ -165,6 +165,26 @@ def test_measurements_are_not_repeated_by_a_restart_of_trustmed_on_the_same_tpm(
     daemon.start()
     after = measurements(daemon)
     assert after["events"] == before["events"] and after["consistent"] is True
+
+
+def test_measurements_report_a_pcr_extended_behind_tpmds_back(daemon):
+    """Something else extending the boot PCR (here while trustmed and tpmd are down and the
+    embedded TPM lives on) makes the log disagree with the PCR: said, and exit status 1."""
+    measurements(daemon)
+    daemon.kill9()  # tpmd sees trustmed gone and exits; swtpm keeps the PCRs
+    wait_for(lambda: not [p for p in processes_naming(daemon.base)
+                          if b"trustme-tpmd" in Path(f"/proc/{p}/cmdline").read_bytes()],
+             what="tpmd to exit")
+    run("tpm2_pcrextend", f"{BOOT_PCR}:sha256=" + "11" * 32, "-T",
+        f"swtpm:path={daemon.run_dir}/tpm/swtpm.sock")
+    daemon.start()
+    r = wait_for(lambda: (lambda r: r if r.returncode == 1 else None)(
+        daemon.cli("measurements", "--json", check=False)), timeout=30, what="the inconsistency")
+    m = json.loads(r.stdout)
+    assert m["consistent"] is False and f"PCR {BOOT_PCR}" in m["inconsistency"]
+    assert "does not replay to the PCR values" in r.stderr
+    r = daemon.cli("measurements", check=False)
+    assert r.returncode == 1 and "log INCONSISTENT with the PCRs" in r.stdout
 
 
 # ---- device info ---------------------------------------------------------------------------------
