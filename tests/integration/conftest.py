@@ -139,7 +139,7 @@ class Daemon:
 
     def __init__(self, base, name, rootfs, extra_args=(), env=None):
         self.base = Path(base)
-        self.data_dir = self.base / "data"
+        self.base.chmod(0o711)  # trustme-tpmd's user must reach its dirs below        self.data_dir = self.base / "data"
         self.run_dir = self.base / "run"
         self.cgroup_parent = name
         n = next(_daemon_ids)
@@ -337,7 +337,6 @@ def make_daemon(test_root, rootfs, request):
     def make(extra_args=(), start=True, env=None):
         n = len(made)
         base = Path(tempfile.mkdtemp(prefix="d-", dir=test_root))
-        base.chmod(0o711)
         test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
         name = f"{TEST_PREFIX}-{os.getpid()}-{test}-{n}"
         d = Daemon(base, name, rootfs, extra_args, env)
