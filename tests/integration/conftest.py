@@ -139,7 +139,8 @@ class Daemon:
 
     def __init__(self, base, name, rootfs, extra_args=(), env=None):
         self.base = Path(base)
-        self.base.chmod(0o711)  # trustme-tpmd's user must reach its dirs below        self.data_dir = self.base / "data"
+        self.base.chmod(0o711)  # trustme-tpmd's user must reach its dirs below
+        self.data_dir = self.base / "data"
         self.run_dir = self.base / "run"
         self.cgroup_parent = name
         n = next(_daemon_ids)
