@@ -1,9 +1,11 @@
 #!/bin/sh
 # trustme end to end: install, build, generate a development PKI, build and sign a busybox
-# GuestOS, start trustmed (and its token service) in a scratch directory trusting that PKI, show a
-# tampered GuestOS refused and install the real one, create a container on it whose data is
-# encrypted under a PIN, start it, run commands in it, list, stop it and show that its data is
-# ciphertext on the disk, verify the audit log, clean up.
+# GuestOS, start trustmed (and its token and TPM services, the TPM an embedded swtpm) in a scratch
+# directory trusting that PKI, show a tampered GuestOS refused and install the real one, create a
+# container on it whose data is encrypted under a PIN (and bound to the TPM), start it, run
+# commands in it, list, stop it and show that its data is ciphertext on the disk, provision the
+# device's attestation key, verify the audit log, and end with trustme-verify checking the
+# running device against signed reference values. Cleans up.
 #   scripts/demo.sh [--keep]   (--keep leaves trustmed and the container running at the end)
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ scripts/install-deps.sh
 scripts/build.sh >/dev/null
 
 work=$(mktemp -d /tmp/trustme-demo.XXXXXX)
+chmod 0711 "$work"   # the TPM service's own user must reach its directories inside
 trustmed_pid=
 cleanup() {
     [ "$keep" = yes ] && return
@@ -60,7 +63,8 @@ cat > "$work/data/device.json" <<JSON
     "crls": ["$pki/crl/root-ca.pem", "$pki/crl/sub-ca.pem", "$pki/crl/general-root-ca.pem",
              "$pki/crl/guestos-ca.pem", "$pki/crl/device-ca.pem"]
   },
-  "policy": {"allow_unsigned": false}
+  "policy": {"allow_unsigned": false},
+  "tpm": {"attest_address": "127.0.0.1:0"}
 }
 JSON
 cat "$work/data/device.json"
@@ -73,6 +77,9 @@ i=0; until [ -S "$work/run/control.sock" ]; do
     i=$((i + 1)); [ $i -lt 500 ] || { echo "trustmed did not start" >&2; exit 1; }; sleep 0.01
 done
 trustme() { echo "\$ trustme $*"; build/src/cli/trustme --run-dir "$work/run" "$@"; }
+
+step "what trustmed measured into the TPM at start (the virtualization layer, boot PCR)"
+trustme measurements
 
 step "installing the GuestOS: a tampered copy is refused, the signed one accepted"
 trustme ca register "$pki/customer/guestos-ca.pem"
@@ -137,10 +144,34 @@ umount "$work/look"
 step "starting it again with the PIN: the data is back"
 trustme start --pin-file "$work/pin" demo
 trustme run demo -- cat /root/hello
-trustme stop --kill demo
+
+step "provisioning the device: its TPM attestation key, certified by the Device CA"
+trustme device csr --out "$work/device.csr"
+build/src/tools/pki/trustme-pki issue --pki "$pki" --ca device --csr "$work/device.csr" \
+    --out "$work/device.pem" --passphrase-file "$work/pki.pass"
+trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
+trustme device info
+
+step "the release engineer's reference values: binaries, GuestOS, configs (signed)"
+build/src/tools/pki/trustme-pki rim --out "$work/refs.json" \
+    --binary build/src/daemon/trustmed --binary build/src/scd/trustme-scd \
+    --binary build/src/tpmd/trustme-tpmd --guestos "$work/build/busybox-1" \
+    --config device-config="$work/data/device.json" --config container-config="$work/demo.json"
+build/src/tools/pki/trustme-pki sign "$work/refs.json" --pki "$pki" --signer software \
+    --passphrase-file "$work/pki.pass"
+trustme measurements
 
 step "the audit log"
 trustme audit
 trustme audit --verify
+
+step "remote attestation: trustme-verify checks the running device"
+address=$(build/src/cli/trustme --run-dir "$work/run" device info --json |
+          sed -n 's/.*"attest_address": *"\([^"]*\)".*/\1/p')
+echo "\$ trustme-verify $address --anchor general-root-ca.pem --anchor root-ca.pem --reference refs.json --crl crls.pem"
+build/src/verify/trustme-verify "$address" --anchor "$pki/customer/general-root-ca.pem" \
+    --anchor "$pki/software-signing/root-ca.pem" --reference "$work/refs.json" \
+    --crl "$pki/crls.pem"
+trustme stop --kill demo
 echo
 echo "demo complete: everything it made is removed on exit"
