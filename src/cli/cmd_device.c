@@ -518,14 +518,15 @@ int cmd_device(struct cli *cli, int argc, char **argv)
         return fputs(usage, stderr), 2;
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return fputs(usage, stdout), 0;
+    /* The subcommands' own usage lines print argv[0]: make it the whole verb. */
     if (strcmp(argv[1], "info") == 0)
-        return device_info(cli, argc - 1, argv + 1);
+        return argv[1] = "device info", device_info(cli, argc - 1, argv + 1);
     if (strcmp(argv[1], "csr") == 0)
-        return device_csr(cli, argc - 1, argv + 1);
+        return argv[1] = "device csr", device_csr(cli, argc - 1, argv + 1);
     if (strcmp(argv[1], "cert") == 0 && argc >= 3 && strcmp(argv[2], "install") == 0)
-        return device_cert_install(cli, argc - 2, argv + 2);
+        return argv[2] = "device cert install", device_cert_install(cli, argc - 2, argv + 2);
     if (strcmp(argv[1], "reseal") == 0)
-        return device_reseal(cli, argc - 1, argv + 1);
+        return argv[1] = "device reseal", device_reseal(cli, argc - 1, argv + 1);
     fprintf(stderr, "trustme device: unknown subcommand \"%s\"\n%s", argv[1], usage);
     return 2;
 }
