@@ -46,31 +46,42 @@ static TSS2_RC raw_flush(TSS2_TCTI_CONTEXT *tcti, TPM2_HANDLE h)
     return (TSS2_RC)resp[6] << 24 | (TSS2_RC)resp[7] << 16 | (TSS2_RC)resp[8] << 8 | resp[9];
 }
 
-/* Flush every handle of the type of first (transient objects, loaded or saved sessions). */
+static bool handle_is(TPM2_HANDLE h, bool sessions)
+{
+    unsigned type = h >> 24;
+    return sessions ? type == TPM2_HT_HMAC_SESSION || type == TPM2_HT_POLICY_SESSION
+                    : type == TPM2_HT_TRANSIENT;
+}
+
+/* Flush every transient object, or every session (first: TPM2_LOADED_SESSION_FIRST or
+ * TPM2_ACTIVE_SESSION_FIRST). Each round asks again from the start: what was flushed is gone, and
+ * the TPM reports a saved session under its HMAC or policy session handle whichever range was
+ * asked for, so a handle does not tell where the next page would start. */
 static int flush_all(struct tpm *t, TPM2_HANDLE first, const char *what, tm_err *err)
 {
-    TPMI_YES_NO more = TPM2_YES;
-    TPM2_HANDLE next = first;
+    bool sessions = first >> 24 != TPM2_HT_TRANSIENT;
     unsigned flushed = 0;
-    while (more) {
+    for (int round = 0; round < 64; round++) {
+        TPMI_YES_NO more;
         _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
-        TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_HANDLES, next,
+        TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_HANDLES, first,
                                         TPM2_MAX_CAP_HANDLES, &more, &cap);
         if (rc != TSS2_RC_SUCCESS)
             return tpm_err(err, rc, "cannot list %s", what);
         const TPML_HANDLE *hl = &cap->data.handles;
-        if (hl->count == 0)
-            break;
+        unsigned in_round = 0;
         for (UINT32 i = 0; i < hl->count; i++) {
             TPM2_HANDLE h = hl->handle[i];
-            if ((h & TPM2_HR_RANGE_MASK) != (first & TPM2_HR_RANGE_MASK))
-                return 0; /* past the range asked for */
+            if (!handle_is(h, sessions))
+                continue;
             rc = raw_flush(t->tcti, h);
             if (rc != TSS2_RC_SUCCESS)
                 return tpm_err(err, rc, "cannot flush %s 0x%08x", what, h);
-            flushed++;
-            next = h + 1;
+            in_round++;
         }
+        if (in_round == 0)
+            break;
+        flushed += in_round;
     }
     if (flushed)
         log_info("flushed %u %s left behind by a previous tpmd", flushed, what);

@@ -571,9 +571,24 @@ def test_kill_restart_and_power_off(new_tpmd):
     assert t.info()[4][0] == ak_name
     # another process extending "our" PCR behind tpmd's back makes the log inconsistent
     t.kill9()
-    subprocess.run(["tpm2_pcrextend", f"{RUNTIME}:sha256=" + "11" * 32, "-T",
-                    f"swtpm:path={t.run}/swtpm.sock"], check=True, capture_output=True)
+    tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
+    subprocess.run(["tpm2_pcrextend", f"{RUNTIME}:sha256=" + "11" * 32, *tcti], check=True,
+                   capture_output=True)
+    # leftovers (no resource manager): the dead tpmd's SRK and AK, plus a session and a key of
+    # someone else's; the next tpmd flushes them all and keeps only its own two objects
+    subprocess.run(["tpm2_startauthsession", "-S", str(t.base / "s.ctx"), *tcti], check=True,
+                   capture_output=True)
+    subprocess.run(["tpm2_createprimary", "-C", "o", "-c", str(t.base / "p.ctx"), *tcti],
+                   check=True, capture_output=True)
     t.start()
+    handles = subprocess.run(["tpm2_getcap", "handles-transient", *tcti], check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert len([h for h in handles if h.startswith("0x8")]) == 2, handles
+    for kind in ("handles-loaded-session", "handles-saved-session"):
+        assert subprocess.run(["tpm2_getcap", kind, *tcti], check=True, capture_output=True,
+                              text=True).stdout.strip() == ""
+    log = (t.base / "tpmd.log").read_text()
+    assert "flushed 3 transient objects" in log and "flushed 1 saved sessions" in log
     events, pcrs, consistent, why = t.get_log()
     assert not consistent and f"PCR {RUNTIME}" in why
     assert len(events) == 2
