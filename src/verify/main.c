@@ -11,6 +11,7 @@
 #include <sys/random.h>
 
 #include "attest_check.h"
+#include "inputs.h"
 #include "cleanup.h"
 #include "client.h"
 #include "crypto.h"
@@ -59,34 +60,6 @@ static int usage_error(const char *fmt, ...)
     fprintf(stderr, " (see trustme-verify --help)\n");
     va_end(ap);
     return EXIT_USAGE;
-}
-
-/* The PEM files given, concatenated (verify.c reads all blocks of one buffer). */
-static int read_pems(char *const *paths, size_t n, char **ret, size_t *ret_len, tm_err *err)
-{
-    _cleanup_free_ char *all = NULL;
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *data = NULL;
-        size_t dlen = 0;
-        int r = read_file(paths[i], VERIFY_PEM_MAX, &data, &dlen, err);
-        if (r < 0)
-            return r;
-        if (len + dlen + 1 > VERIFY_PEM_MAX)
-            return tm_err_set(err, EFBIG, "%s: the files add up to more than %d bytes",
-                              paths[i], VERIFY_PEM_MAX);
-        char *grown = realloc(all, len + dlen + 2);
-        if (!grown)
-            return tm_err_set(err, ENOMEM, "out of memory");
-        all = grown;
-        memcpy(all + len, data, dlen);
-        len += dlen;
-        all[len++] = '\n';
-        all[len] = '\0';
-    }
-    *ret = steal_ptr(all);
-    *ret_len = len;
-    return 0;
 }
 
 static int parse_hex(const char *s, uint8_t *out, size_t n)
@@ -214,24 +187,11 @@ int main(int argc, char **argv)
      * report says what was wrong. TSS2_LOG in the environment still wins. */
     setenv("TSS2_LOG", "all+NONE", 0);
     tm_err err = {0};
-    _cleanup_free_ char *anchors = NULL, *crls = NULL;
-    size_t anchors_len = 0, crls_len = 0;
-    if (read_pems(o.anchors, o.n_anchors, &anchors, &anchors_len, &err) < 0 ||
-        (o.n_crls && read_pems(o.crls, o.n_crls, &crls, &crls_len, &err) < 0)) {
+    _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
+    if (attest_inputs_load(o.anchors, o.n_anchors, o.crls, o.n_crls, o.reference, &in, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
         return EXIT_USAGE;
     }
-    _cleanup_(refvalues_files_done) struct refvalues_files rf = {0};
-    if (refvalues_read_files(o.reference, &rf, &err) < 0) {
-        fprintf(stderr, "trustme-verify: reference values: %s (sign REFS.json with "
-                "trustme-pki sign)\n", err.msg);
-        return EXIT_USAGE;
-    }
-    /* A bad signature or content is a failed check of the report, not a usage error. */
-    _cleanup_(refvalues_freep) struct refvalues *refs = NULL;
-    char refs_error[sizeof(err.msg) + 64] = "";
-    if (refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0)
-        snprintf(refs_error, sizeof(refs_error), "%s: %s", o.reference, err.msg);
 
     uint8_t nonce[ATTEST_NONCE_LEN];
     _cleanup_free_ uint8_t *resp = NULL;
@@ -269,13 +229,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    struct attest_policy pol = {
-        .nonce = nonce, .nonce_len = sizeof(nonce),
-        .pcrs = o.pcrs, .npcrs = o.npcrs,
-        .anchors_pem = anchors, .anchors_len = anchors_len,
-        .crls_pem = crls, .crls_len = crls_len,
-        .refs = refs, .refs_error = refs_error,
-    };
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), o.pcrs, o.npcrs);
     struct attest_report rep;
     if (attest_check_response(resp, resp_len, &pol, &rep, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
