@@ -197,7 +197,18 @@ static void check_chain(const Trustme__Attest__Quote *q, const struct attest_pol
             pol->crls_pem && pol->crls_len ? ", not revoked" : "");
 }
 
-static void check_ak_binding(const struct parsed *p, struct attest_check *c)
+/* The AK's TPM name: nameAlg (SHA-256) || SHA-256 of its marshalled TPMT_PUBLIC. */
+static bool ak_name_is(const Trustme__Attest__Quote *q, const uint8_t *want, size_t want_len)
+{
+    uint8_t name[2 + 32] = {0x00, 0x0b};
+    if (want_len != sizeof(name))
+        return false;
+    tm_sha256(q->ak_public.data, q->ak_public.len, name + 2);
+    return memcmp(name, want, sizeof(name)) == 0;
+}
+
+static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
+                             const struct parsed *p, struct attest_check *c)
 {
     if (p->ak_rc < 0) {
         set(c, false, "%s", p->ak_err.msg);
@@ -214,6 +225,8 @@ static void check_ak_binding(const struct parsed *p, struct attest_check *c)
     if (eq != 1)
         set(c, false, "the AK certificate's public key is not the AK's (TPMT_PUBLIC): the "
             "certificate belongs to another key");
+    else if (pol->expect_ak_name && !ak_name_is(q, pol->expect_ak_name, pol->expect_ak_name_len))
+        set(c, false, "the AK is not the expected device's (--expect-ak): another device answered");
     else
         set(c, true, "the certificate's key is the AK, a fixedTPM restricted signing key "
             "(ECC P-256, ECDSA-SHA256)");
@@ -471,7 +484,7 @@ void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_pol
     memset(&p, 0, sizeof(p));
     parse_all(q, &p);
     check_chain(q, pol, &p, &rep->checks[ATTEST_CHECK_CHAIN]);
-    check_ak_binding(&p, &rep->checks[ATTEST_CHECK_AK_BINDING]);
+    check_ak_binding(q, pol, &p, &rep->checks[ATTEST_CHECK_AK_BINDING]);
     check_quote_signature(q, &p, &rep->checks[ATTEST_CHECK_QUOTE_SIGNATURE]);
     check_nonce(pol, &p, &rep->checks[ATTEST_CHECK_NONCE]);
     check_pcr_digest(pol, &p, &rep->checks[ATTEST_CHECK_PCR_DIGEST]);

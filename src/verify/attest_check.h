@@ -66,6 +66,11 @@ struct attest_policy {
     const struct refvalues *refs;
     const char *refs_error;
     time_t time; /* the moment to verify certificates at; 0 = now */
+    /* Optional: the TPM name (nameAlg || SHA-256 of TPMT_PUBLIC, 34 bytes) of the one device
+     * the verifier means to ask. Without it any device the Device CA certified, running
+     * approved software, passes — a relayed response of another device included. */
+    const uint8_t *expect_ak_name;
+    size_t expect_ak_name_len;
 };
 
 /* Decode a response of version 1 carrying a quote. -EPROTO for anything else (undecodable,

@@ -27,8 +27,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
         "Usage: trustme-verify HOST:PORT --anchor ROOT.pem [--anchor ...] --reference REFS.json\n"
-        "                      [--crl CRL.pem ...] [--pcr N ...] [--json] [--timeout S]\n"
-        "                      [--save-response FILE]\n"
+        "                      [--crl CRL.pem ...] [--pcr N ...] [--expect-ak NAME] [--json]\n"
+        "                      [--timeout S] [--save-response FILE]\n"
         "       trustme-verify --response FILE --nonce HEX --anchor ROOT.pem [...]\n"
         "                      --reference REFS.json [--crl ...] [--pcr N ...] [--json]\n"
         "\n"
@@ -39,6 +39,8 @@ static void usage(FILE *out)
         "\n"
         "  --pcr N              quote PCR N (0..23; repeatable); default: the device's boot\n"
         "                       and runtime PCRs\n"
+        "  --expect-ak NAME     the device's AK name (hex, as `trustme device info` shows it):\n"
+        "                       without it, any device certified by the Device CA passes\n"
         "  --timeout S          seconds for the whole exchange (default 10)\n"
         "  --json               {\"verdict\", \"checks\": [{\"name\", \"ok\", \"detail\"}], \"events\"}\n"
         "  --save-response FILE write the response as received to FILE and the nonce (hex) to\n"
@@ -93,6 +95,8 @@ static int save_response(const char *path, const uint8_t *buf, size_t len,
 
 struct options {
     const char *target, *reference, *save, *response, *nonce_hex;
+    uint8_t expect_ak[34];
+    bool has_expect_ak;
     char *anchors[INPUTS_MAX], *crls[INPUTS_MAX];
     size_t n_anchors, n_crls;
     uint32_t pcrs[ATTEST_PCRS];
@@ -104,7 +108,7 @@ struct options {
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum { OPT_ANCHOR = 256, OPT_CRL, OPT_REF, OPT_PCR, OPT_JSON, OPT_TIMEOUT, OPT_SAVE,
-           OPT_RESPONSE, OPT_NONCE, OPT_VERSION };
+           OPT_RESPONSE, OPT_NONCE, OPT_VERSION, OPT_EXPECT_AK };
     static const struct option opts[] = {
         {"anchor", required_argument, NULL, OPT_ANCHOR},
         {"crl", required_argument, NULL, OPT_CRL},
@@ -115,6 +119,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"save-response", required_argument, NULL, OPT_SAVE},
         {"response", required_argument, NULL, OPT_RESPONSE},
         {"nonce", required_argument, NULL, OPT_NONCE},
+        {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -156,6 +161,12 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_SAVE: o->save = optarg; break;
         case OPT_RESPONSE: o->response = optarg; break;
         case OPT_NONCE: o->nonce_hex = optarg; break;
+        case OPT_EXPECT_AK:
+            if (parse_hex(optarg, o->expect_ak, sizeof(o->expect_ak)) < 0)
+                return usage_error("--expect-ak: expected the AK name, %zu hex digits",
+                                   2 * sizeof(o->expect_ak));
+            o->has_expect_ak = true;
+            break;
         case OPT_VERSION: printf("trustme-verify %s\n", TRUSTME_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
         default: return EXIT_USAGE;
@@ -230,6 +241,10 @@ int main(int argc, char **argv)
         }
     }
     struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), o.pcrs, o.npcrs);
+    if (o.has_expect_ak) {
+        pol.expect_ak_name = o.expect_ak;
+        pol.expect_ak_name_len = sizeof(o.expect_ak);
+    }
     struct attest_report rep;
     if (attest_check_response(resp, resp_len, &pol, &rep, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);

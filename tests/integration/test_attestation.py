@@ -231,9 +231,9 @@ def other(env, healthy, test_root, rootfs):
         provision(d, pki_of(env), d.base, cn="device-b")
         rc, rep, raw, nonce = healthy.verifier.save(d)
         assert_trusted((rc, rep))
-        # Any device of the PKI running approved software passes: trustme-verify does not know
-        # which device it meant to ask (no option for it). Only the leaf's subject in the
-        # "certificate chain" detail says whose evidence this is; a caller must compare it.
+        # Any device of the PKI running approved software passes unless the verifier names the
+        # one it means (--expect-ak, test_relayed_device_fails_expect_ak); the leaf's subject in
+        # the "certificate chain" detail says whose evidence this is.
         assert details(rep)["certificate chain"].startswith("CN=device-b,"), rep
         d.saved = raw, nonce
         yield d
@@ -339,6 +339,20 @@ def test_another_tpms_quote(healthy, saved, other):
     det = assert_fails(healthy.verifier.offline(edit_quote(raw, with_a_cert), nonce),
                        "AK binding", "quote signature")
     assert "belongs to another key" in det["AK binding"], det
+
+
+def ak_name(d):
+    return json.loads(d.cli("device", "info", "--json").stdout)["ak_name"]
+
+
+def test_relayed_device_fails_expect_ak(healthy, other):
+    """A verifier that means device A names A's AK: B's genuine evidence (a relay) fails the
+    AK binding, A's own passes."""
+    v, name_a = healthy.verifier, ak_name(healthy.d)
+    assert name_a != ak_name(other)
+    raw, nonce = other.saved
+    assert_fails(v.offline(raw, nonce, extra=("--expect-ak", name_a)), "AK binding")
+    assert_trusted(v.live(healthy.d, extra=("--expect-ak", name_a)))
 
 
 def test_certificate_of_another_pki_fails_the_chain(env, healthy, saved):
