@@ -166,12 +166,13 @@ trustme audit
 trustme audit --verify
 
 step "remote attestation: trustme-verify checks the running device"
-address=$(build/src/cli/trustme --run-dir "$work/run" device info --json |
-          sed -n 's/.*"attest_address": *"\([^"]*\)".*/\1/p')
-echo "\$ trustme-verify $address --anchor general-root-ca.pem --anchor root-ca.pem --reference refs.json --crl crls.pem"
+info=$(build/src/cli/trustme --run-dir "$work/run" device info --json)
+address=$(echo "$info" | sed -n 's/.*"attest_address": *"\([^"]*\)".*/\1/p')
+ak=$(echo "$info" | sed -n 's/.*"ak_name": *"\([^"]*\)".*/\1/p')
+echo "\$ trustme-verify $address --anchor general-root-ca.pem --anchor root-ca.pem --reference refs.json --crl crls.pem --expect-ak ${ak%"${ak#????????????}"}..."
 build/src/verify/trustme-verify "$address" --anchor "$pki/customer/general-root-ca.pem" \
     --anchor "$pki/software-signing/root-ca.pem" --reference "$work/refs.json" \
-    --crl "$pki/crls.pem"
+    --crl "$pki/crls.pem" --expect-ak "$ak"
 trustme stop --kill demo
 echo
 echo "demo complete: everything it made is removed on exit"

@@ -228,8 +228,8 @@ static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attes
     else if (pol->expect_ak_name && !ak_name_is(q, pol->expect_ak_name, pol->expect_ak_name_len))
         set(c, false, "the AK is not the expected device's (--expect-ak): another device answered");
     else
-        set(c, true, "the certificate's key is the AK, a fixedTPM restricted signing key "
-            "(ECC P-256, ECDSA-SHA256)");
+        set(c, true, "the certificate's key is the AK%s, a fixedTPM restricted signing key "
+            "(ECC P-256, ECDSA-SHA256)", pol->expect_ak_name ? " of the expected device" : "");
 }
 
 static bool signature_verifies(EVP_PKEY *key, const uint8_t *der, size_t der_len,
