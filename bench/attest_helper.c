@@ -6,6 +6,11 @@
  *       CRLs), the reference values loaded once before the loop. One line per run:
  *       "FETCH_MS CHECK_MS TOTAL_MS EVENTS TRUSTED". Exit 1 if any run is not trusted.
  *
+ *   attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CRLS.pem REFS.json SECONDS
+ *       bench/verify_helper's first mode (reference values loaded once) with the CRLs, as
+ *       trustme-verify runs with --crl: verifications per second on a saved response.
+ *       Prints "N_PER_S N SECONDS EVENTS". Exit 1 unless trusted.
+ *
  *   attest_helper measure TPMD DATA_DIR RUN_DIR USER RUNS
  *       Starts trustme-tpmd as USER (its dirs must be USER's) with a SOCK_SEQPACKET socketpair as
  *       fd 3, as trustmed does, with its embedded swtpm, and times Measure requests round trip
@@ -113,6 +118,50 @@ static int roundtrip(int argc, char **argv)
     }
     refvalues_free(refs);
     return all_trusted ? 0 : 1;
+}
+
+static int verify(int argc, char **argv)
+{
+    if (argc != 8) {
+        fprintf(stderr, "usage: attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CRLS.pem REFS.json SECONDS\n");
+        return 2;
+    }
+    tm_err err = {0};
+    char *resp, *anchors, *crls;
+    size_t resp_len, anchors_len, crls_len;
+    struct refvalues_files rf;
+    struct refvalues *refs = NULL;
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    if (strlen(argv[3]) != 2 * sizeof(nonce)) {
+        fprintf(stderr, "attest_helper: NONCE_HEX: expected %zu hex digits\n", 2 * sizeof(nonce));
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof(nonce); i++)
+        sscanf(argv[3] + 2 * i, "%2hhx", &nonce[i]);
+    if (read_file(argv[2], ATTEST_RESPONSE_MAX, &resp, &resp_len, &err) < 0 ||
+        read_file(argv[4], VERIFY_PEM_MAX, &anchors, &anchors_len, &err) < 0 ||
+        read_file(argv[5], VERIFY_PEM_MAX, &crls, &crls_len, &err) < 0 ||
+        refvalues_read_files(argv[6], &rf, &err) < 0 ||
+        refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0) {
+        fprintf(stderr, "attest_helper: %s\n", err.msg);
+        return 1;
+    }
+    struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
+                                .anchors_pem = anchors, .anchors_len = anchors_len,
+                                .crls_pem = crls, .crls_len = crls_len, .refs = refs};
+    double seconds = atof(argv[7]), start = now_ms(), t;
+    long n = 0;
+    struct attest_report rep;
+    do {
+        if (attest_check_response((uint8_t *)resp, resp_len, &pol, &rep, &err) < 0 || !rep.trusted) {
+            fprintf(stderr, "attest_helper: %s\n", rep.trusted ? err.msg : "untrusted");
+            return 1;
+        }
+        n++;
+    } while ((t = (now_ms() - start) / 1e3) < seconds);
+    printf("%.0f %ld %.2f %zu\n", (double)n / t, n, t, rep.events);
+    refvalues_free(refs);
+    return 0;
 }
 
 /* ---- measure ------------------------------------------------------------------------------ */
@@ -349,10 +398,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && !strcmp(argv[1], "roundtrip"))
         return roundtrip(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "verify"))
+        return verify(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "measure"))
         return measure(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "extend"))
         return extend(argc, argv);
-    fprintf(stderr, "usage: attest_helper roundtrip|measure|extend ... (see the source)\n");
+    fprintf(stderr, "usage: attest_helper roundtrip|verify|measure|extend ... (see the source)\n");
     return 2;
 }
