@@ -209,6 +209,28 @@ static int send_counter(struct tpmd *d, uint64_t id, const char *name, uint64_t 
     return send_response(d, id, &resp, err);
 }
 
+/* A counter only counts up, and tpmd is the TPM's only user here, so the value it last saw is
+ * the counter's value; only someone else raising it behind tpmd's back (which needs the owner
+ * hierarchy) would make the memo too low, and then only until tpmd restarts. */
+static uint64_t *counter_memo(struct tpmd *d, const char *name, bool add)
+{
+    uint32_t index = nvcounter_index(name);
+    for (size_t i = 0; i < d->n_counters; i++)
+        if (d->counters[i].index == index)
+            return &d->counters[i].value;
+    if (!add || d->n_counters == sizeof(d->counters) / sizeof(d->counters[0]))
+        return NULL;
+    d->counters[d->n_counters].index = index;
+    return &d->counters[d->n_counters++].value;
+}
+
+static void counter_remember(struct tpmd *d, const char *name, uint64_t value)
+{
+    uint64_t *memo = counter_memo(d, name, true);
+    if (memo)
+        *memo = value;
+}
+
 static int do_counter_get(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CounterGet *rq,
                           tm_err *err)
 {
@@ -217,6 +239,7 @@ static int do_counter_get(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Coun
     if ((r = check_counter_name(rq->name, err)) < 0 ||
         (r = nvcounter_read(d->tpm.esys, rq->name, &value, err)) < 0)
         return r;
+    counter_remember(d, rq->name, value);
     return send_counter(d, id, rq->name, value, err);
 }
 
@@ -229,8 +252,12 @@ static int do_counter_raise(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Co
         return r;
     if (!rq->has_value)
         return tm_err_set(err, EINVAL, "counter value missing");
+    const uint64_t *memo = counter_memo(d, rq->name, false);
+    if (memo && *memo == rq->value && rq->value > 0)
+        return send_counter(d, id, rq->name, rq->value, err);
     if ((r = nvcounter_raise(d->tpm.esys, rq->name, rq->value, &value, err)) < 0)
         return r;
+    counter_remember(d, rq->name, value);
     return send_counter(d, id, rq->name, value, err);
 }
 
