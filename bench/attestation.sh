@@ -38,6 +38,9 @@
 #   inputs/                   the saved response, its nonce, anchors, CRLs, signed REFS.json
 #   loop.txt, verify-roundN.txt, verify-crl-roundN.txt, measure.txt, extend.txt   the helpers' raw output
 #   attestation-summary.json  every median, ratio and range of this run; attestation.md a summary
+#   facts.json                versions, machine and the parameters below of this run
+#   attestation.env           what bench/run-all.sh renders the Attestation section from (made by
+#                             bench/attestation_env.py, which also takes several OUTDIRs)
 # Environment: CONTAINERS (6), RUNS (30), WARMUP (3), ROUNDS (3), LOOP_RUNS (200),
 # VERIFY_SECONDS (3), MEASURE_RUNS (300; at most 1249: 8 events per run, tpmd's log holds 10000,
 # and its size does not change the figures: the last runs cost what the first do), EXTEND_RUNS (1000), BUILD (default ROOT/build: its
@@ -268,9 +271,20 @@ jq -n --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" --arg rev "$(git -C "$ROOT" 
     --arg hyperfine "$(hyperfine --version)" --arg events "$EVENTS" --arg containers "$CONTAINERS" \
     --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)" --arg nproc "$(nproc)" \
     --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
-    '{date: $date, revision: $rev, built: $built, swtpm: $swtpm, tpm2_tools: $tools, hyperfine: $hyperfine,
+    --arg kernel "$(uname -r) ($(uname -m))" --arg tss "$(pkg-config --modversion tss2-esys 2>/dev/null || echo n/a)" \
+    --arg openssl "$(openssl version | awk '{print $2}')" \
+    --arg compiler "$(sed -n 's/^C compiler for the host machine: .*"\(.*\)")$/\1/p' "$BUILD/meson-logs/meson-log.txt" 2>/dev/null | tail -n1)" \
+    --argjson opts "$(cat "$BUILD/meson-info/intro-buildoptions.json" 2>/dev/null || echo '[]')" \
+    --argjson rounds "$ROUNDS" --argjson warmup "$WARMUP" --argjson loop_runs "$LOOP_RUNS" \
+    --arg verify_seconds "$VERIFY_SECONDS" --argjson measure_runs "$MEASURE_RUNS" --argjson extend_runs "$EXTEND_RUNS" \
+    '($opts | map({(.name): .value}) | add // {}) as $o |
+     {date: $date, revision: $rev, built: $built, swtpm: $swtpm, tpm2_tools: $tools, hyperfine: $hyperfine,
       events: ($events | tonumber), containers: ($containers | tonumber), cpu: $cpu, nproc: $nproc,
-      loadavg_at_end: $load}' >"$OUT/facts.json"
+      loadavg_at_end: $load, kernel: $kernel, tss: $tss, openssl: $openssl, compiler: $compiler,
+      buildtype: ($o.buildtype // "n/a"),
+      cflags: (if $o.optimization then "-O\($o.optimization)" + (if $o.debug then " -g" else "" end) else "n/a" end),
+      rounds: $rounds, warmup: $warmup, loop_runs: $loop_runs, verify_seconds: $verify_seconds,
+      measure_runs: $measure_runs, extend_runs: $extend_runs}' >"$OUT/facts.json"
 
 python3 - "$OUT" "$ROUNDS" "$WARMUP" <<'PY'
 import json, statistics as st, sys
@@ -354,4 +368,6 @@ p(f"   per event (slope 1→4): {m['per_event_slope']:.3f} ms, fixed per request
 open(f"{out}/attestation.md", "w").write("\n".join(L) + "\n")
 print("\n".join(L))
 PY
+# The variables bench/run-all.sh renders the Attestation section from (several runs: see the script).
+python3 "$ROOT/bench/attestation_env.py" "$OUT" >"$OUT/attestation.env" || die "bench/attestation_env.py failed"
 log "results in $OUT"
