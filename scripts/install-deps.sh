@@ -23,9 +23,13 @@ done
 # The token service (trustme-scd) runs as a system user of its own.
 id trustme-scd >/dev/null 2>&1 ||
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-scd
-# So does the TPM service (trustme-tpmd); on hardware it joins group tss for /dev/tpmrm0.
+# So does the TPM service (trustme-tpmd); where a TPM's device nodes belong to group tss
+# (/dev/tpmrm0 on hardware), it joins that group.
 id trustme-tpm >/dev/null 2>&1 ||
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-tpm
+if getent group tss >/dev/null && ! id -nG trustme-tpm | grep -qw tss; then
+    usermod -a -G tss trustme-tpm
+fi
 
 [ -z "$missing" ] && exit 0
 
