@@ -13,7 +13,8 @@
 
 static const char *const top_keys[] = {
     "name", "guestos", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
-    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", NULL};
+    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", "network",
+    "control", NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -483,7 +484,9 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
     cfg->autostart = false;
     if ((r = tm_json_get_bool(root, "$", "autostart", false, &cfg->autostart, err)) < 0)
         return r;
-    return parse_token(root, cfg, err);
+    if ((r = parse_token(root, cfg, err)) < 0)
+        return r;
+    return config_net_parse(root, &cfg->net, &cfg->control, err);
 }
 
 int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err)

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config_net.h"
 #include "error.h"
 
 #define CONFIG_NAME_MAX 63
@@ -68,6 +69,8 @@ struct container_config {
     bool user_namespace;
     bool autostart;
     struct token_config token;
+    struct net_config net;              /* docs/NETWORK.md */
+    enum control_role control;          /* the control socket it gets inside */
 };
 
 #define CONFIG_DEFAULT_MEMORY_MB 1024

@@ -183,6 +183,27 @@ static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
     return 0;
 }
 
+static int parse_management(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    const char *v;
+    int r = tm_json_get_string(root, "$", "core_container", false, CONFIG_NAME_MAX, &v, err);
+    if (r < 0)
+        return r;
+    if (r > 0) {
+        if (!config_name_valid(v))
+            return tm_err_set(err, EINVAL, "$.core_container: \"%s\" is not a valid container name",
+                              v);
+        snprintf(cfg->core_container, sizeof(cfg->core_container), "%s", v);
+    }
+    if ((r = tm_json_get_bool(root, "$", "admin_socket_in_root", false, &cfg->admin_socket_in_root,
+                              err)) < 0)
+        return r;
+    if (!cfg->admin_socket_in_root && !cfg->core_container[0])
+        return tm_err_set(err, EINVAL, "$.admin_socket_in_root: false needs a core_container, "
+                          "through which the device is then managed");
+    return 0;
+}
+
 void device_config_clear(struct device_config *cfg)
 {
     free(cfg->software_root);
@@ -192,6 +213,7 @@ void device_config_clear(struct device_config *cfg)
         free(cfg->guestos_cas[i]);
     for (size_t i = 0; i < cfg->n_crls; i++)
         free(cfg->crls[i]);
+    config_net_device_clear(&cfg->net);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -206,13 +228,15 @@ static void set_defaults(struct device_config *cfg)
     cfg->boot_pcr = 12;
     cfg->runtime_pcr = 11;
     snprintf(cfg->attest_address, sizeof(cfg->attest_address), "127.0.0.1:9505");
+    cfg->admin_socket_in_root = true;
     tm_sha256("", 0, cfg->sha256);
 }
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
     static const char *const keys[] = {"storage", "architecture", "core_guestos", "trust", "policy",
-                                       "tpm", NULL};
+                                       "tpm", "network", "core_container", "admin_socket_in_root",
+                                       NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
@@ -221,6 +245,8 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     size_t len;
     int r = read_file(path, DEVICE_CONFIG_MAX, &data, &len, err);
     if (r < 0 && err->code == ENOENT) {
+        if ((r = config_net_device_parse(NULL, &cfg.net, err)) < 0) /* the defaults */
+            return r;
         *ret = cfg;
         return 0;
     }
@@ -232,8 +258,9 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
         return tm_err_prefix(err, "%s", path);
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
         (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0 &&
-        (r = parse_policy(root, &cfg, err)) == 0)
-        r = parse_tpm(root, &cfg, err);
+        (r = parse_policy(root, &cfg, err)) == 0 && (r = parse_tpm(root, &cfg, err)) == 0 &&
+        (r = parse_management(root, &cfg, err)) == 0)
+        r = config_net_device_parse(root, &cfg.net, err);
     json_object_put(root);
     if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
         tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);

@@ -39,6 +39,10 @@ struct device_config {
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;
     char attest_address[DEVICE_ADDRESS_MAX + 1];
+    /* Networking and the management boundary (docs/NETWORK.md). */
+    struct net_device_config net;
+    char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */
+    bool admin_socket_in_root;  /* the admin control socket exists in the root namespace */
     /* SHA-256 of device.json's raw bytes as parsed (of the empty string when absent): measured */
     uint8_t sha256[32];
 };
