@@ -1,0 +1,21 @@
+/* trustme's nftables tables (nft.c, docs/NETWORK.md "nftables"): NAT, port forwards, the host's
+ * input from the bridge, and isolation between containers, rebuilt from the running bridged
+ * containers in one atomic transaction. */
+#pragma once
+
+#include "daemon.h"
+
+/* One bridged container as the rules see it (net.c fills these in for every container whose
+ * network is up, plus the one starting). */
+struct nft_member {
+    const char *name;           /* container name (for device.json network.allow) */
+    const char *host_if;        /* its veth's host end, e.g. "tm1a2b3c4d5e" */
+    struct in_addr address;
+    const struct net_config *net; /* ports, host_ports */
+};
+
+/* Replace the daemon's tables with rules for exactly these members (n may be 0: then the tables
+ * are removed). Sets net.ipv4.ip_forward=1 when NAT or a forward needs it. */
+int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_err *err);
+/* Remove the daemon's tables (trustmed's start, for what a killed trustmed left; shutdown). */
+void nft_remove(struct daemon *d);
