@@ -75,3 +75,9 @@ void config_net_device_clear(struct net_device_config *cfg);
 /* cfg's fixed address, ports etc. make sense on this device's subnet (checked at create and at
  * every start, since device.json may change). */
 int config_net_check(const struct net_config *cfg, const struct net_device_config *dev, tm_err *err);
+
+/* Helpers shared by the parser and net.c. */
+bool config_net_ifname_valid(const char *name);
+bool config_net_is_veth_name(const char *name); /* "tm" + 10 hex digits */
+bool config_net_in_subnet(const struct net_device_config *dev, struct in_addr a);
+struct in_addr config_net_bridge_address(const struct net_device_config *dev); /* first host */
