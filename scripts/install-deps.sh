@@ -8,6 +8,7 @@ PKGS="gcc libc6-dev pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjson-c-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev libcryptsetup-dev softhsm2 opensc openssl
       libtss2-dev swtpm
+      libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       python3 python3-pytest iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.

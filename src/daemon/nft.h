@@ -4,15 +4,7 @@
 #pragma once
 
 #include "daemon.h"
-
-/* One bridged container as the rules see it (net.c fills these in for every container whose
- * network is up, plus the one starting). */
-struct nft_member {
-    const char *name;           /* container name (for device.json network.allow) */
-    const char *host_if;        /* its veth's host end, e.g. "tm1a2b3c4d5e" */
-    struct in_addr address;
-    const struct net_config *net; /* ports, host_ports */
-};
+#include "nft_rules.h" /* struct nft_member */
 
 /* Replace the daemon's tables with rules for exactly these members (n may be 0: then the tables
  * are removed). Sets net.ipv4.ip_forward=1 when NAT or a forward needs it. */
