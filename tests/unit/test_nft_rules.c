@@ -1,0 +1,264 @@
+/* nft_ruleset(): the text of trustme's nftables tables for a device config and a set of bridged
+ * containers. The rules are checked line by line (what an admin reads with nft list), and, as
+ * root, the kernel itself checks that it would take the whole script (libnftables' dry run, as
+ * `nft -c -f` does). */
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <nftables/libnftables.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "nft_rules.h"
+
+static char allow_pairs[2][2][64] = {{"web", "db"}, {"db", "absent"}};
+
+struct fixture {
+    struct net_device_config dev;
+    struct net_config web, db, other;
+    struct nft_member m[3];
+};
+
+static void setup_fixture(struct fixture *f)
+{
+    memset(f, 0, sizeof(*f));
+    strcpy(f->dev.bridge, "trustme0");
+    inet_pton(AF_INET, "10.223.0.0", &f->dev.subnet);
+    f->dev.prefix = 24;
+    f->dev.nat = true;
+    f->dev.allow = allow_pairs;
+    f->dev.nallow = 2;
+    f->web = (struct net_config){.mode = NET_BRIDGED, .nports = 2,
+        .ports = {{8080, 80, IPPROTO_TCP}, {5353, 53, IPPROTO_UDP}},
+        .nhost_ports = 2, .host_ports = {53, 8443}};
+    f->db = (struct net_config){.mode = NET_BRIDGED};
+    f->other = (struct net_config){.mode = NET_BRIDGED, .nports = 1,
+        .ports = {{8081, 80, IPPROTO_TCP}}, .nhost_ports = 1, .host_ports = {22}};
+    f->m[0] = (struct nft_member){"web", "tm1a2b3c4d5e", {0}, &f->web};
+    f->m[1] = (struct nft_member){"db", "tm2a2b3c4d5e", {0}, &f->db};
+    f->m[2] = (struct nft_member){"other", "tm3a2b3c4d5e", {0}, &f->other};
+    inet_pton(AF_INET, "10.223.0.20", &f->m[0].address);
+    inet_pton(AF_INET, "10.223.0.21", &f->m[1].address);
+    inet_pton(AF_INET, "10.223.0.22", &f->m[2].address);
+}
+
+static char *ruleset_ok(const struct fixture *f, size_t n)
+{
+    char *text = NULL;
+    tm_err err = {0};
+    if (nft_ruleset(&f->dev, f->m, n, &text, &err) < 0) {
+        print_error("nft_ruleset: %s\n", err.msg);
+        fail();
+    }
+    assert_non_null(text);
+    return text;
+}
+
+/* line occurs in text as a whole line, leading tabs aside. */
+static bool has_line(const char *text, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        while (*p == '\t')
+            p++;
+        if (!strncmp(p, line, n) && (p[n] == '\n' || p[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+#define assert_line(text, line) assert_line_((text), (line), true, __FILE__, __LINE__)
+#define assert_no_line(text, line) assert_line_((text), (line), false, __FILE__, __LINE__)
+static void assert_line_(const char *text, const char *line, bool want, const char *file, int l)
+{
+    if (has_line(text, line) != want) {
+        print_error("%s line \"%s\" in:\n%s\n", want ? "no" : "unexpected", line, text);
+        _fail(file, l);
+    }
+}
+
+/* As root: would the kernel take it? (Dry run: checked, then the transaction is aborted.) */
+static void assert_kernel_accepts(const char *text)
+{
+    if (geteuid() != 0)
+        return;
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    assert_non_null(ctx);
+    assert_int_equal(nft_ctx_buffer_error(ctx), 0);
+    nft_ctx_set_dry_run(ctx, true);
+    if (nft_run_cmd_from_buffer(ctx, text) != 0) {
+        print_error("nft refused:\n%s\n%s\n", nft_ctx_get_error_buffer(ctx), text);
+        nft_ctx_free(ctx);
+        fail();
+    }
+    nft_ctx_free(ctx);
+}
+
+static void no_members_removes_both_tables(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    char *text = ruleset_ok(&f, 0);
+    /* add before delete: removing tables that do not exist is no error */
+    assert_string_equal(text, "add table inet trustme-trustme0\n"
+                              "delete table inet trustme-trustme0\n"
+                              "add table bridge trustme-trustme0\n"
+                              "delete table bridge trustme-trustme0\n");
+    assert_kernel_accepts(text);
+    free(text);
+
+    tm_err err = {0};
+    assert_int_equal(nft_ruleset_remove("trustme0", &text, &err), 0);
+    assert_line(text, "delete table bridge trustme-trustme0");
+    free(text);
+}
+
+static void full_ruleset(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    char *t = ruleset_ok(&f, 3);
+
+    /* replaced as a whole, in one script */
+    assert_line(t, "delete table inet trustme-trustme0");
+    assert_line(t, "delete table bridge trustme-trustme0");
+    assert_true(strstr(t, "delete table inet trustme-trustme0") < strstr(t, "table inet trustme-trustme0 {"));
+    /* NAT out through anything but the bridge */
+    assert_line(t, "ip saddr 10.223.0.0/24 oifname != \"trustme0\" masquerade comment \"containers to the outside\"");
+    /* forwards: not from the bridge, not loopback, from elsewhere and from the host itself */
+    assert_line(t, "iifname != \"trustme0\" ip daddr != 127.0.0.0/8 fib daddr type local jump port_forwards");
+    assert_line(t, "ip daddr != 127.0.0.0/8 fib daddr type local jump port_forwards");
+    assert_line(t, "tcp dport 8080 dnat ip to 10.223.0.20:80 comment \"web\"");
+    assert_line(t, "udp dport 5353 dnat ip to 10.223.0.20:53 comment \"web\"");
+    assert_line(t, "tcp dport 8081 dnat ip to 10.223.0.22:80 comment \"other\"");
+    assert_line(t, "ip daddr 10.223.0.20 tcp dport 80 ct status dnat accept comment \"web\"");
+    assert_line(t, "ip daddr 10.223.0.20 udp dport 53 ct status dnat accept comment \"web\"");
+    /* forward: out allowed with NAT; between containers only the allowed pair, both ways */
+    assert_line(t, "ip saddr 10.223.0.0/24 accept comment \"containers to the outside\"");
+    assert_line(t, "ip saddr 10.223.0.20 ip daddr 10.223.0.21 accept comment \"web to db\"");
+    assert_line(t, "ip saddr 10.223.0.21 ip daddr 10.223.0.20 accept comment \"db to web\"");
+    assert_false(strstr(t, "ip daddr 10.223.0.22 accept"));
+    assert_false(strstr(t, "ip saddr 10.223.0.22 ip daddr 10.223.0.2"));
+    assert_false(strstr(t, "absent"));
+    /* input: host_ports only to the bridge address, from the member's own address */
+    assert_line(t, "iifname \"trustme0\" jump input_from_bridge");
+    assert_line(t, "ip saddr 10.223.0.20 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept comment \"web\"");
+    assert_line(t, "ip saddr 10.223.0.22 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 22 } accept comment \"other\"");
+    assert_false(strstr(t, "ip saddr 10.223.0.21 ip daddr 10.223.0.1")); /* db has none */
+    /* layer 2: own address only, allowed pair by port, everything else between ports dropped */
+    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type ip ip saddr != 10.223.0.21 drop comment \"db: not its address\"");
+    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type arp arp saddr ip != { 0.0.0.0, 10.223.0.21 } drop comment \"db: not its address\"");
+    assert_line(t, "iifname \"tm1a2b3c4d5e\" oifname \"tm2a2b3c4d5e\" accept comment \"web to db\"");
+    assert_line(t, "iifname \"tm2a2b3c4d5e\" oifname \"tm1a2b3c4d5e\" accept comment \"db to web\"");
+    assert_line(t, "iifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"from a container\"");
+    assert_line(t, "oifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"to a container\"");
+    /* no chain named like an nft keyword (platform.md: "fwd") */
+    assert_false(strstr(t, "chain fwd"));
+    assert_kernel_accepts(t);
+    free(t);
+}
+
+static void without_nat(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    f.dev.nat = false;
+    char *t = ruleset_ok(&f, 2);
+    assert_false(strstr(t, "masquerade"));
+    assert_false(strstr(t, "postrouting"));
+    assert_no_line(t, "ip saddr 10.223.0.0/24 accept comment \"containers to the outside\"");
+    assert_line(t, "tcp dport 8080 dnat ip to 10.223.0.20:80 comment \"web\"");
+    assert_kernel_accepts(t);
+    free(t);
+}
+
+static void other_subnet_and_bridge(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    strcpy(f.dev.bridge, "tmn7");
+    inet_pton(AF_INET, "10.207.0.0", &f.dev.subnet);
+    f.dev.prefix = 16;
+    inet_pton(AF_INET, "10.207.3.9", &f.m[0].address);
+    char *t = ruleset_ok(&f, 1);
+    assert_line(t, "table inet trustme-tmn7 {");
+    assert_line(t, "table bridge trustme-tmn7 {");
+    assert_line(t, "ip saddr 10.207.0.0/16 oifname != \"tmn7\" masquerade comment \"containers to the outside\"");
+    assert_line(t, "ip saddr 10.207.3.9 ip daddr 10.207.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept comment \"web\"");
+    assert_false(strstr(t, "trustme0"));
+    assert_kernel_accepts(t);
+    free(t);
+}
+
+static void forwarding_needed(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    assert_false(nft_needs_forwarding(&f.dev, f.m, 0));
+    assert_true(nft_needs_forwarding(&f.dev, &f.m[1], 1)); /* NAT */
+    f.dev.nat = false;
+    assert_false(nft_needs_forwarding(&f.dev, &f.m[1], 1)); /* db: no forwards */
+    assert_true(nft_needs_forwarding(&f.dev, f.m, 2));      /* web forwards ports */
+}
+
+static void same_host_port_twice(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    char *text = NULL;
+    tm_err err = {0};
+    f.other.ports[0].host = 8080;
+    assert_int_equal(nft_ruleset(&f.dev, f.m, 3, &text, &err), -EADDRINUSE);
+    assert_null(text);
+    assert_err_contains(&err, "tcp 8080");
+    assert_err_contains(&err, "web and other");
+
+    /* the same number for udp is another port */
+    f.other.ports[0].proto = IPPROTO_UDP;
+    text = ruleset_ok(&f, 3);
+    free(text);
+    /* and one container cannot forward it twice either */
+    f.web.ports[1] = f.web.ports[0];
+    assert_int_equal(nft_ruleset(&f.dev, f.m, 1, &text, &err), -EADDRINUSE);
+}
+
+static void names_nft_could_misread(void **state)
+{
+    (void)state;
+    struct fixture f;
+    char *text = NULL;
+    tm_err err = {0};
+
+    setup_fixture(&f);
+    strcpy(f.dev.bridge, "br\"0");
+    assert_int_equal(nft_ruleset(&f.dev, f.m, 1, &text, &err), -EINVAL);
+    assert_int_equal(nft_ruleset_remove("a b", &text, &err), -EINVAL);
+    setup_fixture(&f);
+    f.m[1].host_if = "tm x";
+    assert_int_equal(nft_ruleset(&f.dev, f.m, 2, &text, &err), -EINVAL);
+    setup_fixture(&f);
+    f.m[0].name = "web\" accept #";
+    assert_int_equal(nft_ruleset(&f.dev, f.m, 1, &text, &err), -EINVAL);
+    assert_null(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(no_members_removes_both_tables),
+        cmocka_unit_test(full_ruleset),
+        cmocka_unit_test(without_nat),
+        cmocka_unit_test(other_subnet_and_bridge),
+        cmocka_unit_test(forwarding_needed),
+        cmocka_unit_test(same_host_port_twice),
+        cmocka_unit_test(names_nft_could_misread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
