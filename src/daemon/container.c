@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "net.h"
 #include "guestos.h"
 #include "tokens.h"
 
@@ -67,6 +68,7 @@ void container_free(struct container *c)
     close_and_reset(c->devices_prog);
     close_and_reset(c->userns_fd);
     console_close(c);
+    net_state_free(c);
     config_free(c->cfg);
     free(c->config_json);
     for (struct waiter *w = c->waiters, *next; w; w = next) {
@@ -245,8 +247,12 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
     c->config_signed = sig != NULL;
     if ((r = write_state(c, tmp, true, err)) < 0)
         goto fail_rm;
+    /* A lease left by a crash right here is dropped at the next start (no such container). */
+    if ((r = net_lease_acquire(c, err)) < 0)
+        goto fail_rm;
     if (rename(tmp, dir) < 0) {
         r = tm_err_sys(err, "cannot rename %s", tmp);
+        net_lease_release(c);
         goto fail_rm;
     }
     fsync_parent(dir);
@@ -358,6 +364,7 @@ int container_remove(struct container *c, tm_err *err)
     fsync_parent(dir);
     rm_rf(trash);
     rm_rf(run);
+    net_lease_release(c);
     for (struct container **pp = &d->containers; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;

@@ -83,6 +83,7 @@ struct container {
     struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
     uint64_t guestos_version;     /* the GuestOS version of the current or last start */
     bool config_signed;           /* its config came with a verified signature */
+    struct net_state *net;        /* its network (net.h), or NULL */
 };
 
 struct daemon {

@@ -23,6 +23,7 @@
 #include "measure.h"
 #include "modules/cgroups.h"
 #include "modules/module.h"
+#include "net.h"
 #include "reaper.h"
 #include "runtime.h"
 #include "session.h"
@@ -299,6 +300,12 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
         case TM_SYNC_KEYREQ:
             send_key(c);
             break;
+        case TM_SYNC_NETNS: {
+            tm_err nerr;
+            if (msg.fd < 0 || net_pin(c, steal_fd(msg.fd), &nerr) < 0)
+                fail_start(c, "%s", msg.fd < 0 ? "no network namespace" : nerr.msg);
+            break;
+        }
         case TM_SYNC_USERNS: {
             struct stat st;
             if (msg.fd < 0 || c->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {

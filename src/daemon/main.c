@@ -24,6 +24,7 @@
 #include "guestos.h"
 #include "guestos_install.h"
 #include "log.h"
+#include "net.h"
 #include "modules/seccomp_filter.h"
 #include "runtime.h"
 #include "scd_client.h"
@@ -375,6 +376,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         return r;
     for (struct container *c = d->containers; c; c = c->next)
         runtime_recover(c);
+    net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
     return control_listen(d, err);
 }
 

@@ -191,7 +191,7 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     /* No CLONE_NEWCGROUP here: the namespace would be rooted where this process is in cgroup v2,
      * not where CLONE_INTO_CGROUP puts init. init creates it itself (module_cgroups). */
     pid_t pid = clone_for_daemon(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                                 CLONE_NEWNET, ctx->cgroup_fd);
+                                 (ctx->netns_joined ? 0 : CLONE_NEWNET), ctx->cgroup_fd);
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the container's init");
         child_fail(ctx->sync_fd, &err, 1);

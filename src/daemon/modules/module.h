@@ -50,6 +50,7 @@ struct start_ctx {
     uint64_t caps_drop;       /* capabilities removed from the bounding set */
     enum data_crypt crypt;
     const struct guestos *guestos; /* what it runs; NULL for a development rootfs */
+    bool netns_joined;        /* setup: module_net entered init's network namespace already */
 };
 
 struct tm_module {
@@ -72,4 +73,4 @@ void modules_cleanup(struct container *c, size_t n);
 size_t modules_count(void);
 
 extern const struct tm_module module_userns, module_volume, module_devices, module_cgroups,
-    module_namespaces, module_caps, module_seccomp;
+    module_namespaces, module_caps, module_seccomp, module_net;

@@ -8,12 +8,14 @@
  *    must become root in it before anything else.
  *  - volume before devices: /dev is a tmpfs inside the assembled root, populated afterwards.
  *  - devices before cgroups: prepare computes the allowlist the cgroup device rules enforce.
+ *  - net after userns and volume (its namespace belongs to the user namespace; resolv.conf goes
+ *    into the assembled root) and before cgroups (its namespace helper is not counted there).
  *  - cgroups late in setup: the setup process joins the container's cgroups only after its own
  *    helpers (mkfs, the user-namespace holder) are done, so they are not counted against pids.max.
  *  - caps then seccomp last: the filter is loaded after the capability drop, and nothing after
  *    it needs a syscall the filter denies. */
 static const struct tm_module *const modules[] = {
-    &module_userns, &module_volume, &module_devices, &module_cgroups,
+    &module_userns, &module_volume, &module_devices, &module_net, &module_cgroups,
     &module_namespaces, &module_caps, &module_seccomp,
 };
 

@@ -1,0 +1,218 @@
+/* module_net: a container's network (docs/NETWORK.md). Only for bridged containers and those with
+ * physical interfaces; the others keep the loopback-only namespace init is cloned with.
+ *
+ *   prepare  trustmed: the address lease, the bridge, the rules (with this member already).
+ *   setup    the setup process, still real root in the host's network namespace: makes the
+ *            container's network namespace (owned by its user namespace, so that its root may
+ *            administer it), creates the veth pair with its end inside, moves the physical
+ *            interfaces in, configures eth0, writes /etc/resolv.conf, hands the namespace to
+ *            trustmed (which pins it) and enters it, so that init is cloned into it.
+ *   cleanup  trustmed: interfaces given back, veth deleted, namespace unpinned, rules rebuilt.
+ *
+ * Doing the work in the setup process keeps netlink round trips off trustmed's event loop, and
+ * the namespace is complete before init exists: the container never sees it half set up. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+#include "module.h"
+#include "mount_util.h"
+#include "net.h"
+#include "netlink.h"
+#include "syncmsg.h"
+
+static int net_prepare_hook(struct start_ctx *ctx, tm_err *err)
+{
+    return net_wanted(ctx->c) ? net_prepare(ctx->c, err) : 0;
+}
+
+/* A new network namespace owned by the container's user namespace (if it has one): created by a
+ * short-lived helper that enters the user namespace first, like module_userns's holder. */
+static int make_netns(struct start_ctx *ctx, tm_err *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return tm_err_sys(err, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return tm_err_sys(err, "fork");
+    }
+    if (pid == 0) {
+        close(p[0]);
+        if ((ctx->userns_fd >= 0 && setns(ctx->userns_fd, CLONE_NEWUSER) < 0) ||
+            unshare(CLONE_NEWNET) < 0)
+            _exit(1);
+        if (write(p[1], "x", 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(p[1]);
+    char c;
+    ssize_t n;
+    while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
+        ;
+    close(p[0]);
+    int fd = -1;
+    if (n == 1) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    int saved = errno;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    errno = n == 1 ? saved : EPERM;
+    return fd >= 0 ? fd : tm_err_sys(err, "cannot create the network namespace");
+}
+
+static int write_resolv_conf(struct start_ctx *ctx, tm_err *err)
+{
+    const struct net_config *net = &ctx->cfg->net;
+    char text[1024];
+    size_t len = 0;
+    for (size_t i = 0; i < net->ndns; i++) {
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &net->dns[i], a, sizeof(a));
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "nameserver %s\n", a);
+    }
+    for (size_t i = 0; i < net->nsearch; i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s%s", i ? " " : "search ",
+                                net->search[i], i + 1 == net->nsearch ? "\n" : "");
+    /* /etc resolved inside the root (a symlink the container planted stays inside); the file
+     * itself is never followed: it is replaced. */
+    uid_t owner = ctx->uid_base ? ctx->uid_base : 0;
+    _cleanup_close_ int etc = mkdir_in_root(ctx->root_fd, "etc", 0755, owner, owner, err);
+    if (etc < 0)
+        return etc;
+    _cleanup_close_ int dir = open_in_root(etc, ".", O_RDONLY | O_DIRECTORY, err);
+    if (dir < 0)
+        return dir;
+    if (unlinkat(dir, "resolv.conf", 0) < 0 && errno != ENOENT && errno != EROFS)
+        return tm_err_sys(err, "cannot replace /etc/resolv.conf in the container");
+    _cleanup_close_ int fd = openat(dir, "resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                    O_CLOEXEC, 0644);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot write /etc/resolv.conf in the container");
+    if (write(fd, text, len) != (ssize_t)len || fchown(fd, owner, owner) < 0)
+        return tm_err_sys(err, "cannot write /etc/resolv.conf in the container");
+    return 0;
+}
+
+static int random_mac(uint8_t mac[6])
+{
+    if (getrandom(mac, 6, 0) != 6)
+        return -errno;
+    mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02); /* unicast, locally administered */
+    return 0;
+}
+
+/* The veth pair: tm<uuid> on the bridge, eth0 inside with its MAC, address and default route. */
+static int veth_setup(struct start_ctx *ctx, int host, int inside, int netns, tm_err *err)
+{
+    const struct net_device_config *dev = &ctx->d->device.net;
+    const struct net_config *net = &ctx->cfg->net;
+    char host_if[IF_NAMESIZE];
+    uint8_t mac[6];
+    int r;
+    net_host_if(ctx->c, host_if);
+    if (net->has_mac)
+        memcpy(mac, net->mac, 6);
+    else if ((r = random_mac(mac)) < 0)
+        return tm_err_set(err, -r, "getrandom");
+    int br = nl_ifindex(host, dev->bridge, err);
+    if (br < 0)
+        return tm_err_prefix(err, "bridge %s", dev->bridge);
+    if ((r = nl_veth_add(host, host_if, "eth0", mac, netns, err)) < 0)
+        return r;
+    int hidx = nl_ifindex(host, host_if, err);
+    if (hidx < 0)
+        return hidx;
+    if ((r = nl_link_set(host, hidx, &(struct nl_link_change){.up = 1, .master = br, .netns_fd = -1},
+                         err)) < 0)
+        return tm_err_prefix(err, "%s", host_if);
+    int eth0 = nl_ifindex(inside, "eth0", err);
+    if (eth0 < 0)
+        return eth0;
+    if ((r = nl_addr_add(inside, eth0, ctx->c->net->address, dev->prefix, err)) < 0 ||
+        (r = nl_link_set(inside, eth0, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0 ||
+        (r = nl_route_default(inside, config_net_bridge_address(dev), err)) < 0)
+        return tm_err_prefix(err, "eth0");
+    return 0;
+}
+
+static int move_ifaces(struct start_ctx *ctx, int host, int inside, int netns, tm_err *err)
+{
+    const struct net_config *net = &ctx->cfg->net;
+    for (size_t i = 0; i < net->nifaces; i++) {
+        int r, idx = nl_ifindex(host, net->ifaces[i], err);
+        if (idx < 0)
+            return tm_err_prefix(err, "interface %s", net->ifaces[i]);
+        if ((r = nl_link_set(host, idx, &(struct nl_link_change){.up = 0, .netns_fd = netns}, err)) < 0)
+            return tm_err_prefix(err, "cannot move %s in", net->ifaces[i]);
+        /* Recorded by the index it has inside: an index taken there is renumbered. */
+        int now = nl_ifindex(inside, net->ifaces[i], err);
+        if ((r = net_ifaces_record(ctx->c, now > 0 ? now : idx, net->ifaces[i], err)) < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int net_setup(struct start_ctx *ctx, tm_err *err)
+{
+    if (!net_wanted(ctx->c))
+        return 0;
+    int r;
+    _cleanup_close_ int netns = make_netns(ctx, err);
+    if (netns < 0)
+        return netns;
+    /* trustmed pins it first: from now on, whatever is moved in is found again, even if this
+     * start fails halfway or trustmed dies. */
+    if (tm_sync_send(ctx->sync_fd, TM_SYNC_NETNS, NULL, 0, netns) < 0)
+        return tm_err_sys(err, "cannot hand over the network namespace");
+    _cleanup_close_ int host = nl_open(-1, err);
+    if (host < 0)
+        return host;
+    _cleanup_close_ int inside = nl_open(netns, err);
+    if (inside < 0)
+        return inside;
+    int lo = nl_ifindex(inside, "lo", err);
+    if (lo < 0 || (r = nl_link_set(inside, lo, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0)
+        return tm_err_prefix(err, "lo");
+    if (ctx->cfg->net.mode == NET_BRIDGED && (r = veth_setup(ctx, host, inside, netns, err)) < 0)
+        return r;
+    if ((r = move_ifaces(ctx, host, inside, netns, err)) < 0)
+        return r;
+    if (ctx->cfg->net.ndns && (r = write_resolv_conf(ctx, err)) < 0)
+        return r;
+    if (setns(netns, CLONE_NEWNET) < 0)
+        return tm_err_sys(err, "cannot enter the network namespace");
+    ctx->netns_joined = true;
+    return 0;
+}
+
+static void net_cleanup(struct container *c)
+{
+    if (c->net || net_wanted(c))
+        net_teardown(c);
+}
+
+const struct tm_module module_net = {
+    .name = "net",
+    .prepare = net_prepare_hook,
+    .setup = net_setup,
+    .cleanup = net_cleanup,
+};

@@ -1,0 +1,40 @@
+/* A minimal rtnetlink client for container networking (net.c): links, addresses, a default
+ * route. Raw NETLINK_ROUTE sockets, no `ip` spawned and no library: the handful of messages
+ * needed fits in one small file, and every request is acknowledged before the next one.
+ *
+ * A socket works in the network namespace it was created in, whatever its user does afterwards:
+ * nl_open(netns_fd) enters the namespace just for the socket() call and comes straight back, so
+ * a single-threaded caller (trustmed, the setup process) can drive any namespace it holds an fd
+ * of without forking. */
+#pragma once
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* A NETLINK_ROUTE socket in netns_fd's namespace (-1: the caller's own). Returns the fd. */
+int nl_open(int netns_fd, tm_err *err);
+/* ifindex of name in the socket's namespace, -ENODEV when there is none. */
+int nl_ifindex(int s, const char *name, tm_err *err);
+/* name of ifindex, -ENODEV when there is none. */
+int nl_ifname(int s, int ifindex, char name[IF_NAMESIZE], tm_err *err);
+int nl_bridge_add(int s, const char *name, tm_err *err);
+/* A veth pair: name here, peer (with peer_mac unless NULL) created straight in peer_netns_fd. */
+int nl_veth_add(int s, const char *name, const char *peer, const uint8_t *peer_mac, int peer_netns_fd,
+                tm_err *err);
+
+/* What nl_link_set changes; unset fields are left alone. */
+struct nl_link_change {
+    int up;                /* 1 up, 0 down, -1 unchanged */
+    int master;            /* ifindex of the bridge, 0 unchanged */
+    const uint8_t *mac;    /* NULL: unchanged */
+    int netns_fd;          /* move into this namespace, -1: stay */
+    const char *name;      /* new name (also when moving), NULL: unchanged */
+};
+int nl_link_set(int s, int ifindex, const struct nl_link_change *ch, tm_err *err);
+int nl_link_del(int s, int ifindex, tm_err *err);
+int nl_addr_add(int s, int ifindex, struct in_addr addr, unsigned prefix, tm_err *err);
+int nl_route_default(int s, struct in_addr gateway, tm_err *err);
