@@ -17,6 +17,7 @@
 #include "exec.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "roles.h"
 #include "session.h"
 #include "tokens.h"
 
@@ -373,6 +374,11 @@ static void wipe_secrets(Trustme__Request *req)
 
 void commands_dispatch(struct conn *conn, Trustme__Request *req)
 {
+    /* The role is the socket's (roles.c): checked before any handler sees the request. */
+    if (!roles_permit(conn, req)) {
+        wipe_secrets(req);
+        return;
+    }
     for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
         if (handlers[i].body == req->body_case) {
             handlers[i].fn(conn, req->id, req);

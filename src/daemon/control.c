@@ -13,9 +13,11 @@
 
 #include "cleanup.h"
 #include "commands.h"
+#include "container.h"
 #include "guestos_install.h"
 #include "log.h"
 #include "proto.h"
+#include "roles.h"
 #include "session.h"
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
@@ -258,15 +260,37 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata);
 
 static void resume_accept(tm_source *src, void *userdata)
 {
-    struct daemon *d = userdata;
-    tm_source_modify(d->listen_src, EPOLLIN);
+    struct listener *l = userdata;
+    l->pause_timer = NULL;
+    tm_source_modify(l->src, EPOLLIN);
+}
+
+const char *conn_role_name(enum conn_role role)
+{
+    return role == ROLE_RESTRICTED ? "restricted" : "admin";
+}
+
+/* Who may connect. The host's socket is 0600 root, so only root gets here; checking again holds
+ * if someone loosens the mode. A socket inside a container is reachable only through that
+ * container's mount namespace; the peer must also be one of its processes (roles.c), so that
+ * no other process that reached the path (through /proc/<pid>/root) gets the socket's role. */
+static bool peer_allowed(struct listener *l, int fd, const struct ucred *cred, char *why, size_t size)
+{
+    if (!l->uuid[0]) {
+        if (cred->uid == 0 || cred->uid == geteuid())
+            return true;
+        snprintf(why, size, "not root");
+        return false;
+    }
+    return roles_peer_in_container(l->d, l->uuid, fd, cred, why, size);
 }
 
 static void on_accept(tm_source *src, uint32_t events, void *userdata)
 {
-    struct daemon *d = userdata;
+    struct listener *l = userdata;
+    struct daemon *d = l->d;
     for (;;) {
-        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* The pending connection stays pending, so the socket stays readable: stop
@@ -276,8 +300,9 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
                     log_warn("accept: %m; pausing new connections until fds are free");
                     last_logged = now_s();
                 }
-                tm_source_modify(d->listen_src, 0);
-                tm_loop_timer(d->loop, 100, resume_accept, d);
+                tm_source_modify(l->src, 0);
+                if (!l->pause_timer)
+                    l->pause_timer = tm_loop_timer(d->loop, 100, resume_accept, l);
             } else if (errno != EAGAIN && errno != EINTR) {
                 log_warn("accept: %m");
             }
@@ -289,11 +314,11 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             close(fd);
             continue;
         }
-        /* The socket is 0600, so only root gets here; checking again costs nothing and holds if
-         * someone loosens the mode. */
-        if (cred.uid != 0 && cred.uid != geteuid()) {
-            daemon_audit(d, "control.denied", "denied", NULL, NULL, "uid=%u pid=%d", cred.uid,
-                         cred.pid);
+        struct container *owner = l->uuid[0] ? container_find(d, l->uuid) : NULL;
+        char why[128] = "";
+        if (!peer_allowed(l, fd, &cred, why, sizeof(why))) {
+            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
+                         cred.uid, cred.pid, conn_role_name(l->role), why);
             close(fd);
             continue;
         }
@@ -316,7 +341,14 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->peer = cred;
         c->stream_fd = -1;
         c->last_active = now_s();
-        snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
+        c->role = l->role;
+        memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
+        /* The pid is the host's; the name says which container's socket it came through. */
+        if (owner)
+            snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
+                     owner->cfg->name);
+        else
+            snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
         c->src = tm_loop_io(d->loop, fd, EPOLLIN | EPOLLRDHUP, on_conn_io, c);
         if (!c->src) {
             close(fd);
@@ -353,14 +385,74 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
+static void listener_free(struct listener *l)
+{
+    tm_source_free(l->src);
+    tm_source_free(l->pause_timer);
+    close(l->fd);
+    free(l);
+}
+
+int control_add_listener(struct daemon *d, int fd, enum conn_role role, const char *uuid, tm_err *err)
+{
+    struct listener *l = calloc(1, sizeof(*l));
+    if (!l) {
+        close(fd);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    *l = (struct listener){.d = d, .fd = fd, .role = role};
+    snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
+    l->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, l);
+    if (!l->src) {
+        listener_free(l);
+        return tm_err_sys(err, "epoll");
+    }
+    l->next = d->listeners;
+    d->listeners = l;
+    return 0;
+}
+
+void control_remove_listeners(struct daemon *d, const char *uuid)
+{
+    for (struct listener **pp = &d->listeners; *pp;) {
+        struct listener *l = *pp;
+        if (strcmp(l->uuid, uuid) != 0) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        listener_free(l);
+    }
+    /* Their clients are gone with the container's processes; anything left (a connection
+     * passed on) loses the role with the container. Closed from the loop, not here: this may
+     * run inside a handler of one of them. */
+    for (struct conn *c = d->conns; c; c = c->next)
+        if (strcmp(c->role_uuid, uuid) == 0 && !c->closing) {
+            c->closing = true;
+            update_events(c);
+        }
+}
+
+static void host_socket_path(struct daemon *d, char *out, size_t size)
+{
+    snprintf(out, size, "%s/control.sock", d->run_dir);
+}
+
 int control_listen(struct daemon *d, tm_err *err)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/control.sock", d->run_dir) >=
-        (int)sizeof(addr.sun_path))
+    if (strlen(d->run_dir) + sizeof("/control.sock") > sizeof(addr.sun_path))
         return tm_err_set(err, ENAMETOOLONG, "run dir path too long for a socket: %s", d->run_dir);
-    /* The run dir lock (held by main) guarantees no other trustmed uses this path. */
+    host_socket_path(d, addr.sun_path, sizeof(addr.sun_path));
+    /* The run dir lock (held by main) guarantees no other trustmed uses this path. Without an
+     * admin socket in the root namespace, one left by an earlier configuration goes too. */
     unlink(addr.sun_path);
+    tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
+    if (!d->device.admin_socket_in_root) {
+        log_info("no admin socket in the root namespace (device.json admin_socket_in_root): "
+                 "the device is managed through the core container %s", d->device.core_container);
+        return 0;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tm_err_sys(err, "socket");
@@ -372,12 +464,7 @@ int control_listen(struct daemon *d, tm_err *err)
         close(fd);
         return r;
     }
-    d->listen_fd = fd;
-    d->listen_src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, d);
-    if (!d->listen_src)
-        return tm_err_sys(err, "epoll");
-    tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
-    return 0;
+    return control_add_listener(d, fd, ROLE_ADMIN, "", err);
 }
 
 void control_close_all(struct daemon *d)
@@ -386,11 +473,15 @@ void control_close_all(struct daemon *d)
         tm_buf_flush(&d->conns->out, d->conns->fd); /* best effort: last replies */
         conn_free(d->conns);
     }
-    if (d->listen_fd >= 0) {
-        char path[PATH_MAX + 16];
-        snprintf(path, sizeof(path), "%s/control.sock", d->run_dir);
-        unlink(path);
-        tm_source_free(d->listen_src);
-        close_and_reset(d->listen_fd);
+    for (struct listener *l = d->listeners; l; l = l->next)
+        if (!l->uuid[0]) {
+            char path[PATH_MAX + 16];
+            host_socket_path(d, path, sizeof(path));
+            unlink(path);
+        }
+    while (d->listeners) {
+        struct listener *l = d->listeners;
+        d->listeners = l->next;
+        listener_free(l);
     }
 }

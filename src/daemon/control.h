@@ -20,6 +20,22 @@
 struct conn;
 typedef void (*stream_done_fn)(struct conn *conn, uint64_t req_id);
 
+/* What a connection may do is decided by the socket it arrived on, never by the request
+ * (docs/ROLES.md): the host's admin socket and c0's are ROLE_ADMIN, the socket inside a
+ * container with "control": "restricted" is ROLE_RESTRICTED, bound to that container. */
+enum conn_role { ROLE_ADMIN = 0, ROLE_RESTRICTED = 1 };
+
+/* A listening socket: the host's <run>/control.sock (uuid "") or one inside a container. */
+struct listener {
+    struct listener *next;
+    struct daemon *d;
+    int fd;
+    tm_source *src;
+    tm_source *pause_timer;  /* accept paused for lack of fds */
+    enum conn_role role;
+    char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
+};
+
 struct conn {
     struct conn *next;
     struct daemon *d;
@@ -27,7 +43,9 @@ struct conn {
     int fd;
     tm_source *src;
     struct ucred peer;
-    char actor[48];          /* "uid=0 pid=1234" for the audit log */
+    char actor[48];          /* "uid=0 pid=1234" for the audit log ("... in c0" inside one) */
+    enum conn_role role;     /* its listener's */
+    char role_uuid[TM_UUID_STR_LEN + 1]; /* its listener's container, "" on the host */
     tm_frame_reader rd;
     tm_buf out;
     bool closing;            /* close as soon as out is flushed */
@@ -38,7 +56,14 @@ struct conn {
     stream_done_fn stream_done;
 };
 
+/* The host's admin socket <run>/control.sock; with admin_socket_in_root false, none (and a
+ * stale one is removed). */
 int control_listen(struct daemon *d, tm_err *err);
+/* Take over fd, a listening socket inside container uuid with the given role. */
+int control_add_listener(struct daemon *d, int fd, enum conn_role role, const char *uuid, tm_err *err);
+/* Close the listener of container uuid and the connections that came through it. */
+void control_remove_listeners(struct daemon *d, const char *uuid);
+const char *conn_role_name(enum conn_role role);
 void control_close_all(struct daemon *d);
 struct conn *conn_find(struct daemon *d, uint64_t id);
 /* Queue a response (version and id are filled in). */

@@ -98,8 +98,7 @@ struct daemon {
     struct container *containers;
     struct conn *conns;
     uint64_t next_conn_id;
-    int listen_fd;
-    tm_source *listen_src;
+    struct listener *listeners;   /* control sockets: the host's and those in containers */
     int signal_fd;
     tm_source *signal_src;
     bool shutting_down;
@@ -130,6 +129,13 @@ struct daemon {
         char secret_problem[768];    /* why it does not, when tpmd said so */
     } tpm;
     const char *log_level;
+    /* The core container c0 (core.c, docs/ROLES.md). */
+    struct {
+        bool others_pending;      /* the other autostarts wait for c0's start to end */
+        tm_source *restart_timer; /* c0 ended unasked: started again when this fires */
+        unsigned backoff_s;       /* the next restart's delay; doubles while c0 keeps dying */
+        bool stop_requested;      /* c0's current stop was asked for: no restart */
+    } core;
 };
 
 /* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */
@@ -142,5 +148,7 @@ int daemon_find_helper(const char *given, const char *name, const char *build_di
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
 int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
                        int *ngroups, tm_err *err);
+/* Start every autostart container but the core container (main.c). */
+void daemon_autostart(struct daemon *d);
 /* Called when a container reaches STOPPED during shutdown. */
 void daemon_maybe_exit(struct daemon *d);

@@ -22,9 +22,11 @@
 #include "log.h"
 #include "measure.h"
 #include "modules/cgroups.h"
+#include "modules/ctlsock.h"
 #include "modules/module.h"
 #include "net.h"
 #include "reaper.h"
+#include "roles.h"
 #include "runtime.h"
 #include "session.h"
 #include "spawn.h"
@@ -299,6 +301,10 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             break;
         case TM_SYNC_KEYREQ:
             send_key(c);
+            break;
+        case TM_SYNC_CONTROL:
+            if (msg.fd >= 0)
+                ctlsock_received(c, steal_fd(msg.fd));
             break;
         case TM_SYNC_NETNS: {
             tm_err nerr;
@@ -757,5 +763,6 @@ int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err 
         break;
     case ACT_THAW: do_thaw(c, old); break;
     }
+    core_on_transition(c, old, ev);
     return 0;
 }

@@ -25,7 +25,9 @@
 #include "guestos_install.h"
 #include "log.h"
 #include "net.h"
+#include "modules/ctlsock.h"
 #include "modules/seccomp_filter.h"
+#include "roles.h"
 #include "runtime.h"
 #include "scd_client.h"
 #include "tpmd_client.h"
@@ -105,11 +107,12 @@ static void begin_shutdown(struct daemon *d, bool force)
     log_info(force ? "stopping all containers now (SIGKILL)" : "shutting down: stopping containers");
     d->shutting_down = true;
     struct stop_args args = {.timeout_s = STOP_TIMEOUT_DEFAULT_S, .kill = force};
-    for (struct container *c = d->containers; c; c = c->next)
-        if (state_is_active(c->state) && c->state != CS_STOPPING)
+    for (struct container *c = d->containers; c; c = c->next) {
+        if (!force && core_stops_last(c))
+            continue; /* c0 once the others are stopped (core_on_transition) */
+        if (state_is_active(c->state) && (c->state != CS_STOPPING || force))
             container_fire(c, EV_STOP, &args, NULL);
-        else if (force && c->state == CS_STOPPING)
-            container_fire(c, EV_STOP, &args, NULL);
+    }
     daemon_maybe_exit(d);
 }
 
@@ -374,16 +377,20 @@ static int init_daemon(struct daemon *d, tm_err *err)
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
         (r = tpmd_start(d, err)) < 0 || (r = containers_load(d, err)) < 0)
         return r;
-    for (struct container *c = d->containers; c; c = c->next)
+    for (struct container *c = d->containers; c; c = c->next) {
         runtime_recover(c);
+        ctlsock_readopt(c); /* its old control socket died with the old trustmed */
+    }
     net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
+    if ((r = core_check(d, err)) < 0)
+        return r;
     return control_listen(d, err);
 }
 
-static void autostart(struct daemon *d)
+void daemon_autostart(struct daemon *d)
 {
     for (struct container *c = d->containers; c; c = c->next) {
-        if (!c->cfg->autostart || c->state != CS_STOPPED)
+        if (!c->cfg->autostart || c->state != CS_STOPPED || core_is(c))
             continue;
         if (container_encrypted(c)) {
             /* Its data key needs the token's PIN, which nobody is there to give. */
@@ -403,7 +410,7 @@ static void autostart(struct daemon *d)
 
 int main(int argc, char **argv)
 {
-    struct daemon d = {.listen_fd = -1, .signal_fd = -1};
+    struct daemon d = {.signal_fd = -1};
     enum tm_log_level level = TM_LOG_INFO;
     bool use_syslog = false;
     if (parse_args(&d, argc, argv, &level, &use_syslog) < 0)
@@ -421,9 +428,10 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
-    autostart(&d);
+    core_autostart(&d); /* c0 first, then the others */
     int code = tm_loop_run(d.loop);
     guestos_install_abort(&d);
+    core_free(&d);
     control_close_all(&d);
     tpmd_stop(&d);
     scd_stop(&d);

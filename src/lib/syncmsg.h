@@ -24,7 +24,7 @@ enum tm_sync_type {
     TM_SYNC_CONTINUE = 7, /* trustmed to setup: the data volume is unlocked, go on */
     TM_SYNC_KEYREQ = 8,   /* setup to trustmed: send the data key (dm-crypt: setup installs it) */
     TM_SYNC_KEY = 9,      /* payload: the data key, received straight into locked memory */
-    /* 10: TM_SYNC_CONTROL (control roles) */
+    TM_SYNC_CONTROL = 10, /* no payload; carries the listening control socket made inside */
     TM_SYNC_NETNS = 11,   /* no payload; carries the container's network namespace, to pin */
     TM_SYNC_LAST = TM_SYNC_NETNS,
 };

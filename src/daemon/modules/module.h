@@ -73,4 +73,4 @@ void modules_cleanup(struct container *c, size_t n);
 size_t modules_count(void);
 
 extern const struct tm_module module_userns, module_volume, module_devices, module_cgroups,
-    module_namespaces, module_caps, module_seccomp, module_net;
+    module_namespaces, module_caps, module_seccomp, module_ctlsock, module_net;

@@ -7,6 +7,7 @@
  *  - userns first: setup needs the namespace's fd to id-map the root filesystem, and the child
  *    must become root in it before anything else.
  *  - volume before devices: /dev is a tmpfs inside the assembled root, populated afterwards.
+ *  - ctlsock right after volume: its tmpfs at /run/trustme goes on top of the GuestOS's mounts.
  *  - devices before cgroups: prepare computes the allowlist the cgroup device rules enforce.
  *  - net after userns and volume (its namespace belongs to the user namespace; resolv.conf goes
  *    into the assembled root) and before cgroups (its namespace helper is not counted there).
@@ -15,7 +16,7 @@
  *  - caps then seccomp last: the filter is loaded after the capability drop, and nothing after
  *    it needs a syscall the filter denies. */
 static const struct tm_module *const modules[] = {
-    &module_userns, &module_volume, &module_devices, &module_net, &module_cgroups,
+    &module_userns, &module_volume, &module_ctlsock, &module_devices, &module_net, &module_cgroups,
     &module_namespaces, &module_caps, &module_seccomp,
 };
 

@@ -1,0 +1,171 @@
+/* Control roles: the allowlist of a restricted socket, the peer check of sockets inside
+ * containers, and what even the admin role may not do to c0 (docs/ROLES.md). */
+#include "roles.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; the headers of Debian 12 predate it */
+#endif
+
+bool roles_container_socket(const struct container *c, enum conn_role *role)
+{
+    /* c0 is admin whatever its "control" says: it is the administrator's way in. */
+    if (core_is(c)) {
+        *role = ROLE_ADMIN;
+        return true;
+    }
+    if (c->cfg->control == CONTROL_RESTRICTED) {
+        *role = ROLE_RESTRICTED;
+        return true;
+    }
+    return false;
+}
+
+static const char *request_name(const Trustme__Request *req)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&trustme__request__descriptor, (unsigned)req->body_case);
+    return f ? f->name : "unknown";
+}
+
+/* The container a request names, for the requests that name one ("" for the others). */
+static const char *request_target(const Trustme__Request *req)
+{
+    const char *id = NULL;
+    switch (req->body_case) {
+    case TRUSTME__REQUEST__BODY_STATE: id = req->state->id; break;
+    case TRUSTME__REQUEST__BODY_START: id = req->start->id; break;
+    case TRUSTME__REQUEST__BODY_STOP: id = req->stop->id; break;
+    case TRUSTME__REQUEST__BODY_FREEZE: id = req->freeze->id; break;
+    case TRUSTME__REQUEST__BODY_UNFREEZE: id = req->unfreeze->id; break;
+    case TRUSTME__REQUEST__BODY_RUN: id = req->run->id; break;
+    case TRUSTME__REQUEST__BODY_REMOVE: id = req->remove->id; break;
+    case TRUSTME__REQUEST__BODY_CONFIG: id = req->config->id; break;
+    case TRUSTME__REQUEST__BODY_LOGS: id = req->logs->id; break;
+    case TRUSTME__REQUEST__BODY_WIPE: id = req->wipe->id; break;
+    default: break;
+    }
+    return id ? id : "";
+}
+
+static void deny(struct conn *conn, const Trustme__Request *req, const struct container *subject,
+                 const char *msg)
+{
+    const char *target = request_target(req);
+    daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
+                 "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
+                 target[0] ? " target=" : "", target);
+    conn_send_error(conn, req->id, EPERM, "%s", msg);
+}
+
+static bool permit_restricted(struct conn *conn, const Trustme__Request *req)
+{
+    struct daemon *d = conn->d;
+    struct container *own = container_find(d, conn->role_uuid);
+    switch (req->body_case) {
+    case TRUSTME__REQUEST__BODY_GUESTOS_LIST:
+    case TRUSTME__REQUEST__BODY_GUESTOS_INSTALL:
+        return true;
+    case TRUSTME__REQUEST__BODY_STATE: {
+        /* By name or uuid, as long as it is this container; another one (existing or not) is
+         * refused alike, so the socket does not tell which containers exist. */
+        const char *id = req->state->id;
+        struct container *c = id && id[0] ? container_find(d, id) : NULL;
+        if (c && c == own)
+            return true;
+        deny(conn, req, own, "state of another container is not allowed on this container's "
+             "control socket (restricted role: only its own state, guestos list, guestos install)");
+        return false;
+    }
+    default: break;
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s is not allowed on this container's control socket (restricted "
+             "role: only its own state, guestos list, guestos install)", request_name(req));
+    deny(conn, req, own, msg);
+    return false;
+}
+
+bool roles_permit(struct conn *conn, const Trustme__Request *req)
+{
+    if (conn->role == ROLE_RESTRICTED)
+        return permit_restricted(conn, req);
+    /* Without an admin socket in the root namespace c0 is the only way in: stopping or freezing
+     * it would leave the device unmanageable until the next boot. */
+    struct daemon *d = conn->d;
+    if (d->device.admin_socket_in_root || (req->body_case != TRUSTME__REQUEST__BODY_STOP &&
+                                           req->body_case != TRUSTME__REQUEST__BODY_FREEZE))
+        return true;
+    const char *target = request_target(req);
+    struct container *c = target[0] ? container_find(d, target) : NULL;
+    if (!c || !core_is(c))
+        return true;
+    char msg[320];
+    snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
+             "(device.json admin_socket_in_root is false): it cannot be %s", c->cfg->name,
+             req->body_case == TRUSTME__REQUEST__BODY_STOP ? "stopped" : "frozen");
+    deny(conn, req, c, msg);
+    return false;
+}
+
+static int ns_of(pid_t pid, struct stat *st)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
+    return stat(path, st);
+}
+
+/* The peer's pid namespace is the container's or one nested in it (a sandbox inside). The pid
+ * is the one the kernel recorded at connect(); with the peer's pidfd (Linux >= 6.5) it is
+ * checked to still be that process after the look-up, so a reused pid cannot pass. */
+bool roles_peer_in_container(struct daemon *d, const char *uuid, int fd, const struct ucred *cred,
+                             char *why, size_t size)
+{
+    struct container *c = container_find(d, uuid);
+    struct stat want;
+    if (!c || !c->pid || ns_of(c->pid, &want) < 0) {
+        snprintf(why, size, "the container is not running");
+        return false;
+    }
+    if (cred->pid <= 0) {
+        snprintf(why, size, "the peer's pid is unknown");
+        return false;
+    }
+    int pidfd = -1;
+    socklen_t len = sizeof(pidfd);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
+        pidfd = -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/pid", cred->pid);
+    int ns = open(path, O_RDONLY | O_CLOEXEC);
+    bool inside = false;
+    for (int depth = 0; ns >= 0 && depth < 33 && !inside; depth++) {
+        struct stat st;
+        inside = fstat(ns, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino;
+        int parent = inside ? -1 : ioctl(ns, NS_GET_PARENT);
+        close(ns);
+        ns = parent;
+    }
+    if (ns >= 0)
+        close(ns);
+    if (inside && pidfd >= 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0)
+        inside = false; /* gone: the pid looked at may be another process's by now */
+    if (pidfd >= 0)
+        close(pidfd);
+    if (!inside)
+        snprintf(why, size, "pid %d is not a process of %s", cred->pid, c->cfg->name);
+    return inside;
+}
