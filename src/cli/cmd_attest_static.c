@@ -1,0 +1,13 @@
+/* `attest` in trustme-static: the verifier needs tss2-mu, which Debian ships as a shared
+ * library only. The static CLI is for containers without shared libraries (docs/CLI.md); attest
+ * from the host or with trustme-verify. */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cmd_attest(struct cli *cli, int argc, char **argv)
+{
+    fprintf(stderr, "trustme: attest is not part of this static build (trustme-static); use the "
+                    "trustme of the host or trustme-verify\n");
+    return 2;
+}
