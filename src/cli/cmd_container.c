@@ -23,6 +23,8 @@ static json_object *info_json(const Trustme__ContainerInfo *i)
     json_object_object_add(o, "guestos_version", json_object_new_int64((int64_t)i->guestos_version));
     json_object_object_add(o, "trust", json_object_new_string(i->trust ? i->trust : ""));
     json_object_object_add(o, "config_trust", json_object_new_string(i->config_trust ? i->config_trust : ""));
+    if (i->address)
+        json_object_object_add(o, "address", json_object_new_string(i->address));
     json_object_object_add(o, "user_namespace", json_object_new_boolean(i->user_namespace));
     json_object_object_add(o, "uid_base", json_object_new_int64(i->uid_base));
     json_object_object_add(o, "memory_limit_mb", json_object_new_int64((int64_t)i->memory_limit_mb));

@@ -34,6 +34,7 @@ static const struct verb {
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
     {"measurements", cmd_measurements, "[--json]", "the measurement log and the PCR values; 1 if they disagree"},
     {"attest", cmd_attest, "--anchor ROOT.pem --reference REFS.json", "quote the TPM and verify it here, as trustme-verify does"},
+    {"iface", cmd_iface, "assign CONTAINER IFACE [--persistent] | unassign CONTAINER IFACE", "move a host interface into a running container, or give it back"},
     {"device", cmd_device, "info | csr | cert install CERT.pem | reseal", "the TPM, the device's attestation key and storage secret"},
 };
 

@@ -12,6 +12,7 @@
 
 #include "cleanup.h"
 #include "commands_guestos.h"
+#include "commands_net.h"
 #include "commands_tpm.h"
 #include "container.h"
 #include "exec.h"
@@ -342,6 +343,8 @@ static const struct {
     {TRUSTME__REQUEST__BODY_DEVICE_INFO, cmd_device_info},
     {TRUSTME__REQUEST__BODY_DEVICE_RESEAL, cmd_device_reseal},
     {TRUSTME__REQUEST__BODY_ATTEST, cmd_attest},
+    {TRUSTME__REQUEST__BODY_IFACE_ASSIGN, cmd_iface_assign},
+    {TRUSTME__REQUEST__BODY_IFACE_UNASSIGN, cmd_iface_unassign},
 };
 
 static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)

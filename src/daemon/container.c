@@ -407,6 +407,8 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->encryption = enc;
     info->guestos = (char *)c->cfg->guestos;
     info->config_trust = c->config_signed ? "signed" : "unsigned";
+    if (c->net && c->net->leased)
+        info->address = (char *)c->net->address_str;
     /* Running: what it runs; stopped: what it would start on now. */
     const struct guestos *g = guestos_for((struct container *)c);
     if (c->state != CS_STOPPED && c->guestos_version)

@@ -3,6 +3,7 @@
  * and the member list handed to nft_sync. The start itself is module_net (modules/net.c). */
 #pragma once
 
+#include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 struct net_state {
     bool leased;             /* address holds its lease */
     struct in_addr address;
+    char address_str[INET_ADDRSTRLEN]; /* the same, for ContainerInfo */
     bool active;             /* its veth is (being) set up: it is a member of the nft rules */
     int netns_fd;            /* its network namespace while it runs (pinned), or -1 */
 };

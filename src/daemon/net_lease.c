@@ -121,6 +121,7 @@ int net_lease_acquire(struct container *c, tm_err *err)
             return r;
     }
     st->address = want;
+    inet_ntop(AF_INET, &want, st->address_str, sizeof(st->address_str));
     st->leased = true;
     return 0;
 }
@@ -168,6 +169,7 @@ void net_leases_load_all(struct daemon *d)
         struct in_addr a;
         if (c && lease_of(o, k, &a) && net_state_of(c, &err)) {
             c->net->address = a;
+            inet_ntop(AF_INET, &a, c->net->address_str, sizeof(c->net->address_str));
             c->net->leased = true;
         } else if (!c && nstale < ARRAY_SIZE(stale)) {
             snprintf(stale[nstale++], sizeof(stale[0]), "%s", k);

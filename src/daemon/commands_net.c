@@ -1,0 +1,101 @@
+/* trustme iface assign/unassign (docs/NETWORK.md "Physical interfaces"). */
+#include "commands_net.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "container.h"
+#include "json_cleanup.h"
+#include "net.h"
+
+static struct container *target(struct conn *conn, uint64_t id, const Trustme__IfaceRequest *rq)
+{
+    if (!rq->id || !rq->id[0] || !rq->iface || !rq->iface[0]) {
+        conn_send_error(conn, id, EINVAL, "a container and an interface are needed");
+        return NULL;
+    }
+    struct container *c = container_find(conn->d, rq->id);
+    if (!c)
+        conn_send_error(conn, id, ENOENT, "no container \"%s\" (see trustme list)", rq->id);
+    return c;
+}
+
+static void reply_ok(struct conn *conn, uint64_t id)
+{
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    conn_send(conn, id, &resp);
+}
+
+/* --persistent: the interface joins the config's network.interfaces (the config is rewritten and
+ * parsed again, as an update would; a signed config cannot be changed here). */
+static int persist(struct container *c, const char *iface, tm_err *err)
+{
+    if (c->config_signed)
+        return tm_err_set(err, EPERM, "%s's config is signed: change it with trustme update",
+                          c->cfg->name);
+    for (size_t i = 0; i < c->cfg->net.nifaces; i++)
+        if (strcmp(c->cfg->net.ifaces[i], iface) == 0)
+            return 0;
+    _cleanup_json_ json_object *root = json_tokener_parse(c->config_json);
+    json_object *net, *arr;
+    if (!root)
+        return tm_err_set(err, EINVAL, "cannot read %s's config", c->cfg->name);
+    if (!json_object_object_get_ex(root, "network", &net)) {
+        net = json_object_new_object();
+        json_object_object_add(root, "network", net);
+    }
+    if (!json_object_object_get_ex(net, "interfaces", &arr)) {
+        arr = json_object_new_array();
+        json_object_object_add(net, "interfaces", arr);
+    }
+    json_object_array_add(arr, json_object_new_string(iface));
+    const char *json = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
+    struct container_config *cfg;
+    int r = config_parse(json, strlen(json), &cfg, err);
+    if (r < 0)
+        return r;
+    if ((r = container_update(c, cfg, json, strlen(json), NULL, err)) < 0)
+        config_free(cfg);
+    return r;
+}
+
+void cmd_iface_assign(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__IfaceRequest *rq = req->iface_assign;
+    struct container *c = target(conn, id, rq);
+    if (!c)
+        return;
+    tm_err err = {0};
+    int r = net_iface_assign(c, rq->iface, &err);
+    if (r == 0 && rq->persistent && (r = persist(c, rq->iface, &err)) < 0)
+        tm_err_prefix(&err, "%s was assigned, but not made persistent", rq->iface);
+    daemon_audit(conn->d, "net.iface.assign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s%s",
+                 rq->iface, rq->persistent ? " (persistent)" : "", r < 0 ? ": " : "",
+                 r < 0 ? err.msg : "");
+    if (r < 0)
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+    else
+        reply_ok(conn, id);
+}
+
+void cmd_iface_unassign(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__IfaceRequest *rq = req->iface_unassign;
+    struct container *c = target(conn, id, rq);
+    if (!c)
+        return;
+    tm_err err = {0};
+    int r = net_iface_unassign(c, rq->iface, &err);
+    daemon_audit(conn->d, "net.iface.unassign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s",
+                 rq->iface, r < 0 ? ": " : "", r < 0 ? err.msg : "");
+    if (r < 0)
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+    else
+        reply_ok(conn, id);
+}
