@@ -88,6 +88,37 @@ def loops_backed_by(prefix):
     return result
 
 
+# Every network.bridge a test daemon's device.json named: their trustme nftables tables are
+# removed at teardown, and test_zz_leaks checks that none is left.
+TEST_BRIDGES = set()
+
+
+def nft_tables(bridge):
+    """trustme's nftables tables of a bridge that exist, as "family name" (docs/NETWORK.md)."""
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return sorted(" ".join(l.split()[1:3]) for l in out.splitlines()
+                  if len(l.split()) == 3 and l.split()[2] == f"trustme-{bridge}")
+
+
+def remove_nft_tables(bridge):
+    for family in ("inet", "bridge"):
+        subprocess.run(["nft", "delete", "table", family, f"trustme-{bridge}"], capture_output=True)
+
+
+def net_links():
+    """Names of the host's links."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return [l.split(":")[1].strip().split("@")[0] for l in out.splitlines() if ":" in l]
+
+
+def remove_net_links(data_dir, bridge):
+    """A test daemon's bridge and its containers' veths (tm + 10 hex digits of the UUID)."""
+    ours = {"tm" + p.name.replace("-", "")[:10] for p in (Path(data_dir) / "containers").glob("*-*")}
+    for link in net_links():
+        if link == bridge or link in ours:
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
 def kill_cgroup_tasks(path):
     for procs in Path(path).rglob("cgroup.procs"):
         try:
@@ -150,6 +181,7 @@ class Daemon:
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
+        self.test_bridge = None  # device.json's network.bridge, when it names one
         self.log_path = self.base / f"trustmed-{n}.log"
         self.configs = self.base / "configs"
         self.configs.mkdir(parents=True, exist_ok=True)
@@ -166,6 +198,10 @@ class Daemon:
             config = json.loads(device.read_text())
         except ValueError:
             config = None  # a test of a broken device.json
+        if isinstance(config, dict) and isinstance(config.get("network"), dict) \
+                and isinstance(config["network"].get("bridge"), str):
+            self.test_bridge = config["network"]["bridge"]
+            TEST_BRIDGES.add(self.test_bridge)
         if isinstance(config, dict) and "tpm" not in config:
             config["tpm"] = TEST_TPM
             device.write_text(json.dumps(config) + "\n")
@@ -297,6 +333,9 @@ class Daemon:
             except ProcessLookupError:
                 pass
         remove_cgroups(self.cgroup_parent)
+        if self.test_bridge:
+            remove_nft_tables(self.test_bridge)
+            remove_net_links(self.data_dir, self.test_bridge)
         for m in sorted(mounts_below(self.base), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         for loop in loops_backed_by(self.base):

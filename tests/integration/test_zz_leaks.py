@@ -2,7 +2,9 @@
 import subprocess
 from pathlib import Path
 
-from conftest import TEST_PREFIX, cgroup_dirs
+import re
+
+from conftest import TEST_BRIDGES, TEST_PREFIX, cgroup_dirs, net_links, nft_tables
 
 
 def test_no_mounts_left():
@@ -39,4 +41,17 @@ def test_no_token_service_left():
                     left.append(entry.name)
         except OSError:
             pass
+    assert left == []
+
+
+def test_no_nft_tables_left():
+    """No trustme nftables table of any bridge a test daemon was given."""
+    assert [t for b in sorted(TEST_BRIDGES) for t in nft_tables(b)] == []
+
+
+def test_no_links_left():
+    """No bridge of a test daemon, no container veth (tm + 10 hex digits), no test "physical"
+    interface (tph..., test_network.py) is left on the host."""
+    left = [l for l in net_links()
+            if l in TEST_BRIDGES or re.fullmatch(r"tm[0-9a-f]{10}", l) or l.startswith("tph")]
     assert left == []

@@ -1,0 +1,281 @@
+"""trustme's nftables rules (docs/NETWORK.md "nftables") against real daemons and real traffic:
+outbound NAT to an "outside" network namespace standing in for the uplink, port forwards, isolation
+between containers and from the host's services, and no tables left behind however things end.
+
+Each daemon has a bridge and subnet of its own (tmnf<pid>x<k>, 10.251.<k>.0/24); the outside is
+a veth pair host (10.252.0.1/30) <-> netns, with no route back to any container subnet, so
+replies only come back through the masquerade. Containers listen with busybox nc, answering their host name."""
+import itertools
+import json
+import os
+import socket
+import subprocess
+import threading
+from contextlib import contextmanager
+
+import pytest
+
+from conftest import nft_tables, process_gone, wait_for
+
+OUT_NS = f"tmnf-out-{os.getpid()}"
+OUT_HOST_IF = "tmnfo"
+OUT_HOST_ADDR = "10.252.0.1"
+OUT_NS_ADDR = "10.252.0.2"
+# Every container answers its host name on port 80 (a new nc for each connection); init ends at
+# SIGTERM, so that trustmed's own stop does not wait for its SIGKILL.
+LISTENER = ["-c", "trap 'exit 0' TERM; nc -ll -p 80 -e /bin/hostname & sleep 1000000 & wait"]
+
+_ids = itertools.count(1)
+
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def outside():
+    """The uplink's far side: a network namespace the host reaches over a veth pair."""
+    subprocess.run(["ip", "link", "del", OUT_HOST_IF], capture_output=True)
+    ip("netns", "add", OUT_NS)
+    try:
+        ip("link", "add", OUT_HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", OUT_NS)
+        ip("addr", "add", f"{OUT_HOST_ADDR}/30", "dev", OUT_HOST_IF)
+        ip("link", "set", OUT_HOST_IF, "up")
+        ip("-n", OUT_NS, "addr", "add", f"{OUT_NS_ADDR}/30", "dev", "eth0")
+        ip("-n", OUT_NS, "link", "set", "eth0", "up")
+        ip("-n", OUT_NS, "link", "set", "lo", "up")
+        yield OUT_NS
+    finally:
+        subprocess.run(["ip", "netns", "del", OUT_NS], capture_output=True)
+        subprocess.run(["ip", "link", "del", OUT_HOST_IF], capture_output=True)
+
+
+@pytest.fixture
+def net_daemon(make_daemon):
+    """Factory: a started daemon whose device.json gives it its own bridge and subnet."""
+    made = []
+
+    def make(allow=(), nat=True):
+        k = next(_ids)
+        d = make_daemon(start=False)
+        d.bridge = f"tmnf{os.getpid() % 1000}x{k}"
+        d.net = f"10.251.{k}"
+        d.data_dir.mkdir(parents=True, exist_ok=True)
+        device = {"policy": {"allow_unsigned": True},
+                  "network": {"bridge": d.bridge, "subnet": f"{d.net}.0/24", "nat": nat,
+                              "allow": [list(p) for p in allow]}}
+        (d.data_dir / "device.json").write_text(json.dumps(device) + "\n")
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.teardown()  # removes the daemon's tables (conftest)
+        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True)
+
+
+def bridged(d, name, host=20, ports=(), host_ports=()):
+    """Create a bridged container with a fixed address <subnet>.<host> that listens on port 80."""
+    network = {"mode": "bridged", "address": f"{d.net}.{host}",
+               "ports": [{"host": h, "container": c, "protocol": "tcp"} for h, c in ports],
+               "host_ports": list(host_ports)}
+    d.create(name, hostname=name, init="/bin/sh", args=LISTENER, network=network)
+    d.cli("start", name)
+    return f"{d.net}.{host}"
+
+
+def connect(addr, port, timeout=2.0):
+    """From the host: what the service at addr:port answers, or None when it cannot be reached."""
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(100).decode().strip()
+    except OSError:
+        return None
+
+
+def connect_from(d, name, addr, port):
+    """From inside a container (busybox nc): the answer, or None."""
+    r = d.run(name, "nc", "-w", "2", addr, str(port), input="", check=False)
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
+
+
+@contextmanager
+def host_service(addr, port):
+    """A TCP service of the host on addr:port that answers "host"."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen()
+    srv.settimeout(0.1)
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                c.sendall(b"host\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+        srv.close()
+
+
+@contextmanager
+def outside_service(ns, port):
+    """A TCP service in the outside namespace that answers with the address it was reached from."""
+    code = ("import socket,sys\n"
+            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{OUT_NS_ADDR}', {port})); s.listen(); print('ready', flush=True)\n"
+            "while True:\n"
+            "    c, peer = s.accept(); c.sendall(('peer ' + peer[0] + '\\n').encode()); c.close()\n")
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", code],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        p.kill()
+        p.wait()
+
+
+def host_if(d, name):
+    """The host end of a container's veth: tm + the first 10 hex digits of its UUID."""
+    return "tm" + d.state(name)["uuid"].replace("-", "")[:10]
+
+
+def test_outbound_traffic_is_masqueraded(net_daemon, outside):
+    d = net_daemon()
+    bridged(d, "c1")
+    assert nft_tables(d.bridge) == [f"bridge trustme-{d.bridge}", f"inet trustme-{d.bridge}"]
+    assert open("/proc/sys/net/ipv4/ip_forward").read().strip() == "1"
+    with outside_service(outside, 7000):
+        # The outside has no route to the container's subnet: an answer means the masquerade
+        # worked, and the peer it saw is the host's address on the uplink.
+        assert connect_from(d, "c1", OUT_NS_ADDR, 7000) == f"peer {OUT_HOST_ADDR}"
+    d.cli("stop", "--timeout", "0", "c1")
+    assert nft_tables(d.bridge) == []
+
+
+def test_outbound_without_nat_is_dropped(net_daemon, outside):
+    d = net_daemon(nat=False)
+    bridged(d, "c1", ports=[(8081, 80)])
+    rules = subprocess.run(["nft", "list", "table", "inet", f"trustme-{d.bridge}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "masquerade" not in rules
+    with outside_service(outside, 7000):
+        assert connect_from(d, "c1", OUT_NS_ADDR, 7000) is None
+    # forwards still work
+    assert connect(OUT_HOST_ADDR, 8081) == "c1"
+
+
+def test_port_forward(net_daemon, outside):
+    d = net_daemon()
+    bridged(d, "web", ports=[(8080, 80)])
+    bridged(d, "other", host=21)
+    # from the host itself, at its address on the uplink
+    assert connect(OUT_HOST_ADDR, 8080) == "web"
+    # from elsewhere
+    r = subprocess.run(["ip", "netns", "exec", outside, "busybox", "nc", "-w", "2", OUT_HOST_ADDR, "8080"],
+                       input="", capture_output=True, text=True)
+    assert r.stdout.strip() == "web"
+    # not at 127.0.0.1 (it would need route_localnet, which trustme leaves alone)
+    assert connect("127.0.0.1", 8080) is None
+    # and not from another container: containers meet only as network.allow says
+    assert connect_from(d, "other", OUT_HOST_ADDR, 8080) is None
+    assert connect_from(d, "other", f"{d.net}.1", 8080) is None
+
+
+def test_containers_isolated_by_default(net_daemon):
+    d = net_daemon()
+    a, b = bridged(d, "a", host=20), bridged(d, "b", host=21)
+    assert connect(a, 80) == "a" and connect(b, 80) == "b"  # the host reaches both
+    assert connect_from(d, "a", b, 80) is None
+    assert connect_from(d, "b", a, 80) is None
+    r = d.run("a", "ping", "-c", "1", "-W", "1", b, check=False)
+    assert r.returncode != 0
+
+
+def test_allowed_pair_may_talk(net_daemon):
+    d = net_daemon(allow=[("a", "b")])
+    a, b, c = bridged(d, "a", host=20), bridged(d, "b", host=21), bridged(d, "c", host=22)
+    assert connect_from(d, "a", b, 80) == "b"
+    assert connect_from(d, "b", a, 80) == "a"
+    assert d.run("a", "ping", "-c", "1", "-W", "1", b, check=False).returncode == 0
+    # a third container stays apart from both
+    assert connect_from(d, "c", a, 80) is None
+    assert connect_from(d, "a", c, 80) is None
+
+
+def test_host_services_only_through_host_ports(net_daemon, outside):
+    d = net_daemon()
+    bridged(d, "dns", host=20, host_ports=[5353])
+    bridged(d, "plain", host=21)
+    gw = f"{d.net}.1"
+    with host_service(gw, 5353), host_service(gw, 5354), host_service(OUT_HOST_ADDR, 5355):
+        assert connect_from(d, "dns", gw, 5353) == "host"
+        assert connect_from(d, "dns", gw, 5354) is None
+        assert connect_from(d, "plain", gw, 5353) is None
+        # only on the bridge address, not on the host's other addresses
+        assert connect_from(d, "dns", OUT_HOST_ADDR, 5355) is None
+
+
+def test_no_tables_left_after_stop_and_kill(net_daemon):
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    bridged(d, "b", host=21)
+    a_if, b_if = host_if(d, "a"), host_if(d, "b")
+    rules = subprocess.run(["nft", "list", "table", "bridge", f"trustme-{d.bridge}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert a_if in rules and b_if in rules
+    # kill -9 of one container: its rules go, the other's stay
+    pid = d.state("a")["pid"]
+    os.kill(pid, 9)
+    wait_for(lambda: d.state("a")["state"] == "stopped", what="a to be stopped")
+    rules = subprocess.run(["nft", "list", "table", "bridge", f"trustme-{d.bridge}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert a_if not in rules and b_if in rules
+    d.cli("stop", "--timeout", "0", "b")
+    assert nft_tables(d.bridge) == []
+    # the last one killed
+    d.cli("start", "a")
+    assert nft_tables(d.bridge) != []
+    os.kill(d.state("a")["pid"], 9)
+    wait_for(lambda: d.state("a")["state"] == "stopped", what="a to be stopped")
+    assert nft_tables(d.bridge) == []
+    # trustmed's own stop
+    d.cli("start", "a")
+    d.stop()
+    assert nft_tables(d.bridge) == []
+
+
+def test_tables_across_trustmed_kill9(net_daemon, outside):
+    d = net_daemon()
+    bridged(d, "web", ports=[(8082, 80)])
+    d.kill9()
+    # The container runs on, and so do its rules.
+    assert connect(OUT_HOST_ADDR, 8082) == "web"
+    d.start()
+    assert d.state("web")["state"] == "running"
+    assert connect(OUT_HOST_ADDR, 8082) == "web"
+    d.cli("stop", "--timeout", "0", "web")
+    assert nft_tables(d.bridge) == []
+
+    # It dies while trustmed is down: the next trustmed removes what is left.
+    d.cli("start", "web")
+    pid = d.state("web")["pid"]
+    d.kill9()
+    os.kill(pid, 9)
+    wait_for(lambda: process_gone(pid), what="init to die")
+    assert nft_tables(d.bridge) != []
+    d.start()
+    assert d.state("web")["state"] == "stopped"
+    assert nft_tables(d.bridge) == []
