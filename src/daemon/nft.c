@@ -3,14 +3,53 @@
  * IPv4 forwarding is switched on when the rules need it. */
 #include "nft.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <nftables/libnftables.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "log.h"
+
+#define FD_SCAN_MAX 4096
+
+/* Mark fds open in trustmed: set[fd] = 1. Returns -errno. */
+static int open_fds(unsigned char set[FD_SCAN_MAX])
+{
+    _cleanup_(closedirp) DIR *dir = opendir("/proc/self/fd");
+    struct dirent *de;
+
+    if (!dir)
+        return -errno;
+    memset(set, 0, FD_SCAN_MAX);
+    while ((de = readdir(dir))) {
+        long fd = strtol(de->d_name, NULL, 10);
+        /* not the listing's own fd: closed again, it is what the next open gets */
+        if (de->d_name[0] != '.' && fd >= 0 && fd < FD_SCAN_MAX && fd != dirfd(dir))
+            set[fd] = 1;
+    }
+    return 0;
+}
+
+/* libnftables opens its netlink socket without SOCK_CLOEXEC (nftables 1.0.6; it gives no say), and
+ * trustmed forks setup processes and services: no child may inherit a handle on the host's
+ * netfilter (DESIGN.md §7, every fd O_CLOEXEC). So what nft_ctx_new opened is marked here. */
+static struct nft_ctx *nft_ctx_new_cloexec(void)
+{
+    static unsigned char before[FD_SCAN_MAX], after[FD_SCAN_MAX];
+    bool scanned = open_fds(before) == 0;
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+
+    if (ctx && scanned && open_fds(after) == 0)
+        for (int fd = 0; fd < FD_SCAN_MAX; fd++)
+            if (after[fd] && !before[fd])
+                (void)fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    return ctx;
+}
 
 /* One context for trustmed's lifetime: creating one costs more than a whole sync (it reads
  * nft's tables of names), and trustmed runs one sync at a time on its event loop. Its cache is
@@ -21,7 +60,7 @@ static struct nft_ctx *nft_context(tm_err *err)
 
     if (ctx)
         return ctx;
-    ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    ctx = nft_ctx_new_cloexec();
     if (!ctx) {
         tm_err_set(err, ENOMEM, "libnftables: cannot create a context");
         return NULL;

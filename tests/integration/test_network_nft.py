@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -279,3 +280,26 @@ def test_tables_across_trustmed_kill9(net_daemon, outside):
     d.start()
     assert d.state("web")["state"] == "stopped"
     assert nft_tables(d.bridge) == []
+
+
+def test_trustmed_netfilter_socket_is_close_on_exec(net_daemon):
+    """libnftables opens its netlink socket without SOCK_CLOEXEC; nft.c marks it, so that no
+    child of trustmed inherits a handle on the host's netfilter."""
+    d = net_daemon()
+    bridged(d, "c1")
+    protocol = {}  # socket inode -> netlink protocol (12: netfilter)
+    for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
+        fields = line.split()
+        protocol[fields[-1]] = int(fields[1])
+    sockets = []
+    for fd in Path(f"/proc/{d.proc.pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+            info = Path(f"/proc/{d.proc.pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            flags = int(info.split("flags:")[1].split()[0], 8)
+            sockets.append((int(fd.name), protocol.get(target[8:-1]), bool(flags & os.O_CLOEXEC)))
+    assert any(proto == 12 for _, proto, _ in sockets), sockets
+    assert [s for s in sockets if not s[2]] == []
