@@ -262,6 +262,13 @@ void net_recover(struct daemon *d)
             net_teardown(c);
         }
     }
+    /* Only a daemon with bridged containers ever made the bridge and the tables: one without
+     * them must not touch a bridge of that name, which may be another daemon's. */
+    bool bridged = false;
+    for (struct container *c = d->containers; c; c = c->next)
+        bridged |= c->cfg->net.mode == NET_BRIDGED;
+    if (!bridged)
+        return;
     tm_err err;
     if (sync_rules(d, &err) < 0)
         log_warn("%s", err.msg);
