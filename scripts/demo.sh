@@ -5,7 +5,8 @@
 # container on it whose data is encrypted under a PIN (and bound to the TPM), start it, run
 # commands in it, list, stop it and show that its data is ciphertext on the disk, provision the
 # device's attestation key, verify the audit log, and end with trustme-verify checking the
-# running device against signed reference values. Cleans up.
+# running device against signed reference values. The container is bridged and reaches a web
+# server on the host. Cleans up.
 #   scripts/demo.sh [--keep]   (--keep leaves trustmed and the container running at the end)
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,7 +22,9 @@ scripts/build.sh >/dev/null
 work=$(mktemp -d /tmp/trustme-demo.XXXXXX)
 chmod 0711 "$work"   # the TPM service's own user must reach its directories inside
 trustmed_pid=
+web_pid=
 cleanup() {
+    [ -n "$web_pid" ] && kill "$web_pid" 2>/dev/null
     [ "$keep" = yes ] && return
     mountpoint -q "$work/look" 2>/dev/null && umount "$work/look"
     if [ -n "$trustmed_pid" ] && kill -0 "$trustmed_pid" 2>/dev/null; then
@@ -64,7 +67,8 @@ cat > "$work/data/device.json" <<JSON
              "$pki/crl/guestos-ca.pem", "$pki/crl/device-ca.pem"]
   },
   "policy": {"allow_unsigned": false},
-  "tpm": {"attest_address": "127.0.0.1:0"}
+  "tpm": {"attest_address": "127.0.0.1:0"},
+  "network": {"bridge": "tmdemo0", "subnet": "10.224.0.0/24"}
 }
 JSON
 cat "$work/data/device.json"
@@ -97,7 +101,8 @@ cat > "$work/demo.json" <<JSON
   "hostname": "demo-guest",
   "memory_limit_mb": 128,
   "pids_limit": 256,
-  "data_size_mb": 32
+  "data_size_mb": 32,
+  "network": {"mode": "bridged", "dns": ["10.224.0.1"], "host_ports": [8000]}
 }
 JSON
 # The demo runs without a terminal, so its secrets come from files (a person is asked instead).
@@ -117,7 +122,24 @@ trustme start --pin-file "$work/pin" demo
 step "running commands inside it"
 trustme run demo -- sh -c 'echo "hostname: $(hostname)"; echo "whoami:   $(id)"; echo "uid map:  $(cat /proc/self/uid_map)"'
 trustme run demo -- ps
-trustme run demo -- ip link
+trustme run demo -- ip addr show eth0
+trustme run demo -- ip route
+
+step "its network: a veth on the bridge tmdemo0, isolated from other containers"
+ip -brief addr show tmdemo0
+trustme run demo -- ping -c 2 -W 1 10.224.0.1
+# A host service on the bridge address: the container may reach it because its config opens
+# port 8000 (network.host_ports); every other host port is dropped (docs/NETWORK.md).
+mkdir -p "$work/www"
+echo "hello from the host" > "$work/www/index.html"
+python3 -m http.server 8000 --bind 10.224.0.1 --directory "$work/www" >/dev/null 2>&1 &
+web_pid=$!
+i=0; until python3 -c 'import socket; socket.create_connection(("10.224.0.1", 8000), 1)' 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt 100 ] || break; sleep 0.05
+done
+trustme run demo -- wget -qO- http://10.224.0.1:8000/
+kill "$web_pid"; wait "$web_pid" 2>/dev/null || true
+web_pid=
 trustme run demo -- sh -c 'echo "a secret written by the guest" > /root/hello; cat /root/hello'
 pid=$(build/src/cli/trustme --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
 echo "on the host, the guest's root (init, pid $pid) is uid $(awk '/^Uid:/ {print $2}' /proc/$pid/status)"
