@@ -129,6 +129,13 @@ struct daemon {
         char secret_problem[768];    /* why it does not, when tpmd said so */
     } tpm;
     const char *log_level;
+    /* Container networking (net.c): the bridge outlives the last bridged container briefly. */
+    struct {
+        tm_source *bridge_timer;  /* deletes the bridge when it fires */
+        int bridge_del_pidfd;     /* the child deleting it, while bridge_del_src is set */
+        int bridge_del_ifindex;   /* the bridge that child deletes */
+        tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
+    } net;
     /* The core container c0 (core.c, docs/ROLES.md). */
     struct {
         bool others_pending;      /* the other autostarts wait for c0's start to end */

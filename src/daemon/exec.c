@@ -260,7 +260,7 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     snprintf(s->actor, sizeof(s->actor), "%s", conn->actor);
-    struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
+    struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .netns_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                             .stdio = {-1, -1, -1}, .tty = tty,
                             .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
     ctx.caps_drop = caps_drop_mask(c->cfg, ctx.uid_base != 0);

@@ -447,7 +447,7 @@ static void begin_start(struct container *c, const struct start_args *args)
     c->starting_failed = c->adopted = false;
     c->exit_code = c->wait_status = -1;
     struct start_ctx *ctx = &op->ctx;
-    *ctx = (struct start_ctx){.d = d, .c = c, .cfg = c->cfg, .userns_fd = -1, .sync_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
+    *ctx = (struct start_ctx){.d = d, .c = c, .cfg = c->cfg, .userns_fd = -1, .netns_fd = -1, .sync_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                               .stdio = {-1, -1, -1},
                               .uid_base = c->cfg->user_namespace ? c->uid_base : 0,
                               .crypt = data_crypt_of(c)};

@@ -430,6 +430,7 @@ int main(int argc, char **argv)
     log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
     core_autostart(&d); /* c0 first, then the others */
     int code = tm_loop_run(d.loop);
+    net_shutdown(&d); /* a bridge still lingering after the last container */
     guestos_install_abort(&d);
     core_free(&d);
     control_close_all(&d);

@@ -7,10 +7,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -19,6 +23,7 @@
 #include "log.h"
 #include "netlink.h"
 #include "nft.h"
+#include "reaper.h"
 
 bool net_wanted(const struct container *c)
 {
@@ -128,15 +133,122 @@ static int bridge_ensure(struct daemon *d, int s, tm_err *err)
     return idx;
 }
 
-/* When no bridged container is left: the bridge goes too, so a stopped device has no trace. */
-static void bridge_maybe_remove(struct daemon *d, int s)
+/* Deleting a link takes 15-40 ms here, nearly all of it after the kernel has unlinked it and
+ * freed its name (netdev_run_todo waits for RCU: rcu_barrier, the last references), while
+ * making one takes ~1 ms. So a short-lived child deletes it and trustmed goes on: a stop does not
+ * wait for the grace periods. By index, so that a link made meanwhile under the same name (the
+ * container started again) is never touched. Returns the child's pidfd; -1 if it could not be
+ * forked, after deleting the link here. */
+static int link_del_async(int ifindex)
+{
+    int pidfd = -1;
+    struct clone_args args = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd,
+                              .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    tm_err err;
+    if (pid == 0) { /* its own socket: an ack must not end up with trustmed */
+        int s = nl_open(-1, &err);
+        _exit(s >= 0 && (nl_link_del(s, ifindex, &err) == 0 || err.code == ENODEV) ? 0 : 1);
+    }
+    _cleanup_close_ int s = pid < 0 ? nl_open(-1, &err) : -1;
+    if (pid < 0 && (s < 0 || nl_link_del(s, ifindex, &err) < 0))
+        log_warn("%s", err.msg);
+    return pid < 0 ? -1 : pidfd;
+}
+
+static void bridge_del_done(struct daemon *d)
+{
+    tm_source_free(d->net.bridge_del_src);
+    d->net.bridge_del_src = NULL;
+    close_and_reset(d->net.bridge_del_pidfd);
+}
+
+static void on_bridge_deleted(tm_source *src, uint32_t events, void *userdata)
+{
+    struct daemon *d = userdata;
+    siginfo_t si = {0};
+    if (waitid(P_PIDFD, (id_t)d->net.bridge_del_pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
+        return; /* spurious */
+    bridge_del_done(d);
+}
+
+/* A bridge being deleted cannot be reused: wait until the child has deleted it (a start right
+ * after the linger time ran out). With s (a host netlink socket), not if the kernel has unlinked it
+ * already (its name no longer leads to it): a new bridge gets a new index, which the child never
+ * touches, so the start need not wait for the rest of the deletion. */
+static void bridge_wait_deleted(struct daemon *d, int s)
 {
     tm_err err;
+    if (!d->net.bridge_del_src ||
+        (s >= 0 && nl_ifindex(s, d->device.net.bridge, &err) != d->net.bridge_del_ifindex))
+        return;
+    siginfo_t si;
+    while (waitid(P_PIDFD, (id_t)d->net.bridge_del_pidfd, &si, WEXITED) < 0 && errno == EINTR)
+        ;
+    bridge_del_done(d);
+}
+
+/* The bridge goes when no bridged container is left, so that a device with nothing running has no
+ * trace of trustme's network; async: in a child (a start waits for it while the bridge is still
+ * linked). */
+static void bridge_remove_now(struct daemon *d, bool async)
+{
+    tm_err err;
+    tm_source_free(d->net.bridge_timer);
+    d->net.bridge_timer = NULL;
     if (any_active(d))
         return;
-    int idx = nl_ifindex(s, d->device.net.bridge, &err);
-    if (idx > 0 && nl_link_del(s, idx, &err) < 0)
-        log_warn("%s", err.msg);
+    _cleanup_close_ int s = nl_open(-1, &err);
+    int idx = s >= 0 ? nl_ifindex(s, d->device.net.bridge, &err) : -1;
+    if (idx <= 0)
+        return;
+    bridge_wait_deleted(d, -1);
+    if (!async) {
+        if (nl_link_del(s, idx, &err) < 0)
+            log_warn("%s", err.msg);
+        return;
+    }
+    int pidfd = link_del_async(idx);
+    if (pidfd < 0)
+        return;
+    d->net.bridge_del_pidfd = pidfd;
+    d->net.bridge_del_ifindex = idx;
+    if (!(d->net.bridge_del_src = tm_loop_io(d->loop, pidfd, EPOLLIN, on_bridge_deleted, d))) {
+        siginfo_t si; /* cannot watch it: wait here */
+        while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        close_and_reset(d->net.bridge_del_pidfd);
+    }
+}
+
+static void on_bridge_linger_end(tm_source *src, void *userdata)
+{
+    struct daemon *d = userdata;
+    d->net.bridge_timer = NULL;
+    bridge_remove_now(d, true);
+}
+
+/* The last bridged container is gone: the bridge lingers NET_BRIDGE_LINGER_MS, so that a container
+ * started again meanwhile (a restart, a stop/start by a script) neither pays for its deletion nor
+ * for its creation. trustmed's shutdown deletes it at once. */
+static void bridge_maybe_remove(struct daemon *d)
+{
+    if (any_active(d) || d->net.bridge_timer)
+        return;
+    if (d->shutting_down) {
+        bridge_remove_now(d, false);
+        return;
+    }
+    d->net.bridge_timer = tm_loop_timer(d->loop, NET_BRIDGE_LINGER_MS, on_bridge_linger_end, d);
+    if (!d->net.bridge_timer)
+        bridge_remove_now(d, false);
+}
+
+void net_shutdown(struct daemon *d)
+{
+    if (d->net.bridge_timer)
+        bridge_remove_now(d, false);
+    bridge_wait_deleted(d, -1);
 }
 
 int net_prepare(struct container *c, tm_err *err)
@@ -158,8 +270,13 @@ int net_prepare(struct container *c, tm_err *err)
                                  r == -ENODEV ? "no such interface on the host" : "");
     if (c->cfg->net.mode != NET_BRIDGED)
         return 0;
+    /* A lingering bridge is kept; one being deleted is waited for, then made again. */
+    tm_source_free(d->net.bridge_timer);
+    d->net.bridge_timer = NULL;
+    bridge_wait_deleted(d, s);
     if ((r = net_lease_acquire(c, err)) < 0 || (r = bridge_ensure(d, s, err)) < 0)
         return r;
+    st->bridge_ifindex = r;
     /* The rules hold before its veth exists: no packet of it ever passes unfiltered. */
     st->active = true;
     return sync_rules(d, err);
@@ -224,8 +341,11 @@ void net_teardown(struct container *c)
     _cleanup_close_ int s = nl_open(-1, &err);
     net_host_if(c, host_if);
     int idx = s >= 0 ? nl_ifindex(s, host_if, &err) : -1;
-    if (idx > 0 && nl_link_del(s, idx, &err) < 0)
-        log_warn("%s: %s", container_label(c), err.msg);
+    /* Nothing runs in the namespace any more (init and every process of the container are gone),
+     * and the rules below no longer let its port reach a container: the veth is inert while the
+     * child deletes it. A start meanwhile finds the name taken and deletes it itself. */
+    if (idx > 0)
+        reaper_take_pidfd(d, link_del_async(idx));
     if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
         log_warn("%s: cannot unpin %s: %m", container_label(c), path);
     unlink(path);
@@ -236,8 +356,8 @@ void net_teardown(struct container *c)
     }
     if (was_active && sync_rules(d, &err) < 0)
         log_warn("%s: %s", container_label(c), err.msg);
-    if (s >= 0 && was_active)
-        bridge_maybe_remove(d, s);
+    if (was_active)
+        bridge_maybe_remove(d);
 }
 
 void net_recover(struct daemon *d)
@@ -272,9 +392,7 @@ void net_recover(struct daemon *d)
     tm_err err;
     if (sync_rules(d, &err) < 0)
         log_warn("%s", err.msg);
-    _cleanup_close_ int s = nl_open(-1, &err);
-    if (s >= 0)
-        bridge_maybe_remove(d, s);
+    bridge_remove_now(d, false); /* left by the last trustmed: no linger */
 }
 
 static int running_netns(struct container *c, tm_err *err)

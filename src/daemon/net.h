@@ -17,6 +17,7 @@ struct net_state {
     char address_str[INET_ADDRSTRLEN]; /* the same, for ContainerInfo */
     bool active;             /* its veth is (being) set up: it is a member of the nft rules */
     int netns_fd;            /* its network namespace while it runs (pinned), or -1 */
+    int bridge_ifindex;      /* the device's bridge as net_prepare found it (for the setup process) */
 };
 
 /* Does the container's config need module_net at all (bridged, or physical interfaces)? */
@@ -37,10 +38,17 @@ void net_leases_load_all(struct daemon *d);
 int net_prepare(struct container *c, tm_err *err);
 /* The setup process handed over the container's network namespace: pin it (takes fd). */
 int net_pin(struct container *c, int fd, tm_err *err);
-/* Everything a start set up is undone: interfaces given back, veth deleted, netns unpinned, rules
- * rebuilt without it. Tolerates partial setup; also for containers that died while trustmed was
- * not running (from the pinned netns). */
+/* Everything a start set up is undone: interfaces given back, netns unpinned, rules rebuilt
+ * without it, its veth deleted (by a short-lived child: the stop does not wait for the kernel's
+ * RCU grace periods), the bridge some seconds after the last bridged container (NET_BRIDGE_LINGER_MS).
+ * Tolerates partial setup; also for containers that died while trustmed was not running (from the
+ * pinned netns). */
 void net_teardown(struct container *c);
+/* How long the bridge outlives the last bridged container: a stop/start within that time finds it
+ * there (deleting a bridge costs ~40 ms, making one ~1.5 ms). */
+#define NET_BRIDGE_LINGER_MS 2000
+/* trustmed's exit, after the last container: a bridge still lingering is deleted now. */
+void net_shutdown(struct daemon *d);
 /* trustmed's start, after re-adoption: adopt running containers' namespaces, tear down what dead
  * ones left, drop leases of containers that no longer exist, rebuild the rules. */
 void net_recover(struct daemon *d);

@@ -164,18 +164,28 @@ int nl_bridge_add(int s, const char *name, tm_err *err)
     return r < 0 ? tm_err_prefix(err, "%s", name) : 0;
 }
 
-int nl_veth_add(int s, const char *name, const char *peer, const uint8_t *peer_mac, int peer_netns_fd,
-                tm_err *err)
+int nl_veth_add(int s, const char *name, int master, bool up, const char *peer, const uint8_t *peer_mac,
+                int peer_netns_fd, tm_err *err)
 {
     struct nl_req q;
-    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
+    /* Flags and master are applied by the kernel right after it registers the link(s)
+     * (rtnl_configure_link, do_set_master), as `ip link add ... master B up` does. */
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_change = up ? IFF_UP : 0,
+                            .ifi_flags = up ? IFF_UP : 0};
     req_init(&q, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof(ifi));
     attr_put(&q, IFLA_IFNAME, name, strlen(name) + 1);
+    if (master > 0) {
+        uint32_t m = (uint32_t)master;
+        attr_put(&q, IFLA_MASTER, &m, sizeof(m));
+    }
     struct rtattr *info = attr_put(&q, IFLA_LINKINFO, NULL, 0);
     attr_put(&q, IFLA_INFO_KIND, "veth", 4);
     struct rtattr *data = attr_put(&q, IFLA_INFO_DATA, NULL, 0);
-    /* VETH_INFO_PEER carries a whole ifinfomsg followed by the peer's attributes. */
-    struct rtattr *p = attr_put(&q, VETH_INFO_PEER, &ifi, sizeof(ifi));
+    /* VETH_INFO_PEER carries a whole ifinfomsg followed by the peer's attributes. Not up: the
+     * kernel configures the peer before it links the pair, and a veth without its peer cannot be
+     * opened (ENOTCONN). */
+    struct ifinfomsg peer_ifi = {.ifi_family = AF_UNSPEC};
+    struct rtattr *p = attr_put(&q, VETH_INFO_PEER, &peer_ifi, sizeof(peer_ifi));
     attr_put(&q, IFLA_IFNAME, peer, strlen(peer) + 1);
     if (peer_mac)
         attr_put(&q, IFLA_ADDRESS, peer_mac, 6);

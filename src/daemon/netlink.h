@@ -22,9 +22,10 @@ int nl_ifindex(int s, const char *name, tm_err *err);
 /* name of ifindex, -ENODEV when there is none. */
 int nl_ifname(int s, int ifindex, char name[IF_NAMESIZE], tm_err *err);
 int nl_bridge_add(int s, const char *name, tm_err *err);
-/* A veth pair: name here, peer (with peer_mac unless NULL) created straight in peer_netns_fd. */
-int nl_veth_add(int s, const char *name, const char *peer, const uint8_t *peer_mac, int peer_netns_fd,
-                tm_err *err);
+/* A veth pair: name here (up with up, on the bridge master unless 0), peer (with peer_mac unless
+ * NULL, down) created straight in peer_netns_fd. One request. */
+int nl_veth_add(int s, const char *name, int master, bool up, const char *peer, const uint8_t *peer_mac,
+                int peer_netns_fd, tm_err *err);
 
 /* What nl_link_set changes; unset fields are left alone. */
 struct nl_link_change {

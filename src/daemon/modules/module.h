@@ -43,6 +43,7 @@ struct start_ctx {
     uint32_t uid_base;        /* 0 without a user namespace */
     int sync_fd;              /* child end of the sync socket */
     int userns_fd;            /* setup: the container's user namespace */
+    int netns_fd;             /* setup: the network namespace module_userns made for module_net, or -1 */
     int stdio[3];             /* init's stdin/stdout/stderr; -1 = /dev/null */
     bool tty;                 /* exec session with a pty */
     struct device_rule *devices; /* effective allowlist: built-ins + config */

@@ -36,10 +36,19 @@ static int net_prepare_hook(struct start_ctx *ctx, tm_err *err)
     return net_wanted(ctx->c) ? net_prepare(ctx->c, err) : 0;
 }
 
-/* A new network namespace owned by the container's user namespace (if it has one): created by a
- * short-lived helper that enters the user namespace first, like module_userns's holder. */
+/* The container's network namespace. With a user namespace, module_userns's holder made it
+ * together with that (clone3 with CLONE_NEWUSER | CLONE_NEWNET: the namespace belongs to the new
+ * user namespace, as if made from inside it), so no process is forked for it here. Without one,
+ * a short-lived helper makes it: the setup process itself must stay in the host's namespace. */
 static int make_netns(struct start_ctx *ctx, tm_err *err)
 {
+    if (ctx->netns_fd >= 0) {
+        int fd = ctx->netns_fd;
+        ctx->netns_fd = -1;
+        return fd;
+    }
+    if (ctx->userns_fd >= 0)
+        return tm_err_set(err, EINVAL, "no network namespace from the user namespace's holder");
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
         return tm_err_sys(err, "pipe");
@@ -51,8 +60,7 @@ static int make_netns(struct start_ctx *ctx, tm_err *err)
     }
     if (pid == 0) {
         close(p[0]);
-        if ((ctx->userns_fd >= 0 && setns(ctx->userns_fd, CLONE_NEWUSER) < 0) ||
-            unshare(CLONE_NEWNET) < 0)
+        if (unshare(CLONE_NEWNET) < 0)
             _exit(1);
         if (write(p[1], "x", 1) != 1)
             _exit(1);
@@ -133,17 +141,20 @@ static int veth_setup(struct start_ctx *ctx, int host, int inside, int netns, tm
         memcpy(mac, net->mac, 6);
     else if ((r = random_mac(mac)) < 0)
         return tm_err_set(err, -r, "getrandom");
-    int br = nl_ifindex(host, dev->bridge, err);
-    if (br < 0)
+    /* The bridge's index as net_prepare found it (trustmed keeps the bridge while this container
+     * is a member); the host end up and on the bridge in the same request. */
+    int br = ctx->c->net->bridge_ifindex;
+    r = nl_veth_add(host, host_if, br, true, "eth0", mac, netns, err);
+    if (r == -EEXIST) {
+        /* The veth of this container's last run, still being deleted (net_teardown hands that to
+         * a child): the name is this container's alone, so it is deleted here and made anew. */
+        int old = nl_ifindex(host, host_if, err);
+        if (old > 0 && (r = nl_link_del(host, old, err)) < 0 && r != -ENODEV)
+            return tm_err_prefix(err, "the old %s", host_if);
+        r = nl_veth_add(host, host_if, br, true, "eth0", mac, netns, err);
+    }
+    if (r < 0)
         return tm_err_prefix(err, "bridge %s", dev->bridge);
-    if ((r = nl_veth_add(host, host_if, "eth0", mac, netns, err)) < 0)
-        return r;
-    int hidx = nl_ifindex(host, host_if, err);
-    if (hidx < 0)
-        return hidx;
-    if ((r = nl_link_set(host, hidx, &(struct nl_link_change){.up = 1, .master = br, .netns_fd = -1},
-                         err)) < 0)
-        return tm_err_prefix(err, "%s", host_if);
     int eth0 = nl_ifindex(inside, "eth0", err);
     if (eth0 < 0)
         return eth0;

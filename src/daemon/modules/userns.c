@@ -14,15 +14,19 @@
 #include "daemon.h"
 #include "fileio.h"
 #include "module.h"
+#include "net.h"
 
 /* The setup process needs the namespace before any process lives in it: to id-map the root
  * file system and to enter it before cloning init. A short-lived helper creates it, the maps are
- * written from outside (so any range is allowed), and its fd outlives the helper. */
+ * written from outside (so any range is allowed), and its fd outlives the helper.
+ * A container with a network of its own (module_net) gets its network namespace from the same
+ * clone: owned by the new user namespace, and no second helper to fork (ctx->netns_fd). */
 static int userns_setup(struct start_ctx *ctx, tm_err *err)
 {
     if (!ctx->uid_base)
         return 0;
-    struct clone_args args = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+    bool net = net_wanted(ctx->c);
+    struct clone_args args = {.flags = CLONE_NEWUSER | (net ? CLONE_NEWNET : 0), .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0)
         return tm_err_sys(err, "cannot create the user namespace");
@@ -45,6 +49,11 @@ static int userns_setup(struct start_ctx *ctx, tm_err *err)
         snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
         ctx->userns_fd = open(path, O_RDONLY | O_CLOEXEC);
         if (ctx->userns_fd < 0)
+            r = tm_err_sys(err, "cannot open %s", path);
+    }
+    if (r == 0 && net) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+        if ((ctx->netns_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
             r = tm_err_sys(err, "cannot open %s", path);
     }
     kill(pid, SIGKILL);
