@@ -5,6 +5,7 @@
 TRUSTMED=${TRUSTMED:-$ROOT/build/src/daemon/trustmed}
 TRUSTME=${TRUSTME:-$ROOT/build/src/cli/trustme}
 TRUSTME_SCD=${TRUSTME_SCD:-$ROOT/build/src/scd/trustme-scd}
+TRUSTME_TPMD=${TRUSTME_TPMD:-$ROOT/build/src/tpmd/trustme-tpmd}
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -32,11 +33,12 @@ install_bench_deps() {
         die "scripts/install-deps.sh --bench failed"
 }
 
-# ensure_build DIR: brings the three binaries (trustmed, the CLI trustme and the token service
-# trustme-scd) up to date and copies them into DIR, then points TRUSTMED, TRUSTME and TRUSTME_SCD at
-# the copies, so that someone rebuilding the shared build directory during a benchmark can neither
-# break it nor change a binary half-way. trustme-scd goes next to the copied trustmed, which is where
-# trustmed looks for it first. The build directory is shared with people editing the tree, so a
+# ensure_build DIR: brings the four binaries (trustmed, the CLI trustme, the token service
+# trustme-scd and the TPM service trustme-tpmd) up to date and copies them into DIR, then points
+# TRUSTMED, TRUSTME and TRUSTME_SCD at the copies, so that someone rebuilding the shared build
+# directory during a benchmark can neither break it nor change a binary half-way. trustme-scd and
+# trustme-tpmd go next to the copied trustmed, which is where trustmed looks for them first (it does
+# not start without a tpmd). The build directory is shared with people editing the tree, so a
 # failing build (someone's edit in progress) is not fatal while the binaries exist: the benchmark
 # then measures the binaries as they are, and says so.
 # With BENCH_BINARIES_READY=1 (set by run-all.sh for the scripts it runs) TRUSTMED and TRUSTME
@@ -49,8 +51,9 @@ ensure_build() {
         return 0
     fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
-    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd >/dev/null 2>&1; then
-        [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] ||
+    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd src/tpmd/trustme-tpmd \
+        >/dev/null 2>&1; then
+        [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] && [ -x "$TRUSTME_TPMD" ] ||
             die "ninja -C build failed and the binaries are missing"
         log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \
             "$(date -r "$TRUSTMED" '+%F %T')"
@@ -58,6 +61,7 @@ ensure_build() {
     mkdir -p "$dir"
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         if cp -p "$TRUSTMED" "$TRUSTME" "$dir/" 2>/dev/null && cp -p "$TRUSTME_SCD" "$dir/trustme-scd" 2>/dev/null &&
+            cp -p "$TRUSTME_TPMD" "$dir/trustme-tpmd" 2>/dev/null &&
             "$dir/trustmed" --version >/dev/null 2>&1 && "$dir/trustme" --version >/dev/null 2>&1 &&
             "$dir/trustme-scd" --help >/dev/null 2>&1; then
             TRUSTMED=$dir/trustmed
