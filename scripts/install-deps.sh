@@ -12,7 +12,7 @@ PKGS="gcc libc6-dev pkg-config meson ninja-build
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       python3 python3-pytest iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
-BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace tpm2-tools"
+BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace tpm2-tools iperf3"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS $BENCH_PKGS"
