@@ -10,12 +10,18 @@
 # (storage.sh), HASH_BENCH_RUNS (hash_throughput.sh), GUESTOS_RUNS, GUESTOS_INSTALL_RUNS (guestos.sh),
 # ATT_RUNS, ATT_WARMUP, ATT_ROUNDS, ATT_LOOP_RUNS, ATT_VERIFY_SECONDS, ATT_MEASURE_RUNS, ATT_EXTEND_RUNS,
 # ATT_CONTAINERS (attestation.sh's RUNS, WARMUP, ...; it builds and copies its own binaries from BUILD,
-# default build/), DOC (default docs/BENCHMARKS.md).
+# default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), DOC (default
+# docs/BENCHMARKS.md).
 #
 #   bench/run-all.sh --render-attestation ENVFILE
 #
 # prints the Attestation section and its Targets rows from ENVFILE (bench/attestation_env.py
 # [--alone] OUTDIR... of runs of attestation.sh alone), to put into this file by hand; runs nothing.
+#
+#   bench/run-all.sh --render-network OUTDIR
+#
+# the same for the Networking section, from OUTDIR of a run of bench/network.sh alone (its
+# network.env and tables; NET_RUN_NOTE in the environment says where the figures come from).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -212,6 +218,100 @@ attestation_target_rows() {
 ROWS
 }
 
+# The Networking section and its rows of the Targets table (bench/network.sh; functions, so that a
+# run of network.sh alone can be rendered with the same text: --render-network OUTDIR).
+network_section() {
+    local tnet
+    tnet=$(pass_if "$NET_START_ADDED_MS < 3")
+    cat <<SECTION
+## Networking (issue 6) (\`bench/network.sh\`)
+${NET_RUN_NOTE:-}
+| | |
+|---|---|
+| CPU | $NET_CPU, $NET_NPROC cores available; load average $NET_LOAD |
+| kernel | $NET_KERNEL |
+| nftables | $NET_NFT_VERSION (trustmed uses its library, libnftables) |
+| iperf3 | $NET_IPERF_VERSION |
+| hyperfine | $NET_HYPERFINE |
+| revision | $NET_REV, $NET_DATE |
+
+### Start latency
+
+Method: one private trustmed whose device.json has a bridge and a /24 of its own (\`"nat": false\`: the
+host's routing is not touched), containers on the busybox rootfs with \`"data_size_mb": 0, "token":
+"none"\`, one with \`"network": {"mode": "none"}\` (loopback only), one \`"bridged"\` (lease, veth on the
+bridge, \`eth0\` with address and default route, nftables rules synced before the veth exists, all undone
+at the stop). Start to exit of \`/bin/true\` with \`trustme start --attach\` as in the sections above, in two
+situations: **another bridged container runs** (the bridge exists: the common case; $NET_ROUNDS rounds of
+\`hyperfine -N --warmup $NET_WARMUP --runs $NET_RUNS\`, order rotated, runs pooled) and **first bridged container**
+(none else: before each run, untimed, the script waits until trustmed has deleted the bridge, which it
+does ${NET_LINGER_MS} ms after the last bridged container stopped, and 0.5 s more, so each bridged start makes the bridge
+anew; one round of $NET_FIRST_RUNS runs, the none container with the same wait). Then the start alone (\`trustme
+start\` until the container runs, init sleeping; stopped again untimed) and the stop alone (\`trustme stop
+--kill\`), with another bridged container running, $NET_ROUNDS rounds of $NET_RUNS runs, order alternated.
+
+$(cat "$OUT/network-latency.md")
+
+- **Target: a bridged start adds < 3 ms over a \`none\` one: +$NET_START_ADDED_MS ms, $tnet** (start until running,
+  $NET_START_BRIDGED_MS vs $NET_START_NONE_MS ms). Start to exit, which also counts the teardown, adds **$NET_ANOTHER_ADDED_MS ms** with another
+  bridged container running (per round $NET_ANOTHER_ADDED_RANGE ms) and **$NET_FIRST_ADDED_MS ms** for the first one, which makes the
+  bridge; the stop alone adds $NET_STOP_ADDED_MS ms.
+- Where the time goes (timestamps in trustmed and the setup process by hand, 2026-11-21, not made by the
+  script; medians of 20 starts): the nftables sync with the new member before the veth exists, ~1 ms
+  (libnftables parses the script, reads the kernel's ruleset cache in ~11 netlink round trips, sends one
+  batch; the same script alone in a loop takes ~0.45 ms), the veth pair made in the container's namespace
+  and put on the bridge, ~0.6 ms, the other rtnetlink requests (lo, the address, the route), ~0.3 ms. At the
+  stop: the sync without it (~1 ms; the tables go with the last member), unpinning the namespace (umount of
+  the bind mount, ~0.4 ms), forking the child that deletes the veth, ~0.25 ms. The namespace itself costs
+  what a \`none\` container's does (that one is made by init's clone, this one by the user namespace's holder).
+- Before c8ca786 (measured by hand the same way, 30 runs): start to exit 96 ms bridged vs 12 ms none with no
+  other bridged container, 35 vs 10 ms with another running. Deleting a link took 15–40 ms on this kernel
+  (\`ip link del\` of a veth ~17 ms, of a bridge ~36 ms, median of 20), nearly all of it after the link is
+  unlinked and its name free (RCU waits in \`netdev_run_todo\`): the veth is now deleted by a short-lived
+  child, and the bridge lingers ${NET_LINGER_MS} ms after the last bridged container (then a child deletes it), so a
+  stop/start in a row pays neither its deletion nor its creation, while a device with nothing running
+  still has no trace of trustme's network a moment later (docs/NETWORK.md).
+
+### TCP throughput, container → host
+
+Method: iperf3 (Debian's, dynamically linked) in a rootfs made for the benchmark: the busybox rootfs plus
+\`/usr/bin/iperf3\` and the libraries \`ldd\` lists ($NET_LIBS, the loader). The container's init is the client,
+\`iperf3 -c BRIDGE_ADDR -p PORT -t $NET_IPERF_SECONDS -O 1 -J\` (one TCP stream, the first second omitted); the server runs on the
+host bound to the bridge address on a port the container's \`host_ports\` opens (containers reach host services
+only so). Loopback: \`iperf3 -c 127.0.0.1\` against a server on 127.0.0.1, both on the host. $NET_IPERF_REPS runs of
+each, alternating, in the same run; the figure is the receiver's rate.
+
+$(cat "$OUT/network-throughput.md")
+
+- **Container → host over the veth: $NET_VETH_GBITS Gbit/s, ${NET_TP_RATIO}× the host loopback's $NET_LO_GBITS Gbit/s** (run by run
+  $NET_TP_RATIO_RANGE). The path adds the veth pair (an skb crossing namespaces), the bridge and netfilter:
+  trustme's bridge-family prerouting and forward chains (per-port rules, anti-spoofing), conntrack, and the
+  inet input chain that lets the container reach only its \`host_ports\`; and it runs with the veth's 1500-byte
+  MTU, where loopback has 65536, so it handles many more packets per byte. No target was set.
+
+Noise: the machine is shared; single starts vary by several ms (σ of the bridged start to exit with another
+running: $NET_ANOTHER_SIGMA_BRIDGED ms), so the added ms are differences of medians and good to about a millisecond.
+SECTION
+}
+network_target_rows() {
+    cat <<ROWS
+| bridged container start adds < 3 ms over \`"network": {"mode": "none"}\` (start until running, another bridged container runs; medians) | +$NET_START_ADDED_MS ms ($NET_START_BRIDGED_MS vs $NET_START_NONE_MS ms) | **$(pass_if "$NET_START_ADDED_MS < 3")** |
+| (start to exit of \`/bin/true\`, teardown included, another bridged container runs; not the target's measure) | +$NET_ANOTHER_ADDED_MS ms ($NET_ANOTHER_BRIDGED_MS vs $NET_ANOTHER_NONE_MS ms; rounds $NET_ANOTHER_ADDED_RANGE) | $(pass_if "$NET_ANOTHER_ADDED_MS < 3") |
+| (start to exit, first bridged container, which makes the bridge) | +$NET_FIRST_ADDED_MS ms ($NET_FIRST_BRIDGED_MS vs $NET_FIRST_NONE_MS ms) | $(pass_if "$NET_FIRST_ADDED_MS < 3") |
+| (TCP container → host over the veth vs host loopback, iperf3, same run; no target) | $NET_VETH_GBITS vs $NET_LO_GBITS Gbit/s (${NET_TP_RATIO}×) | – |
+ROWS
+}
+
+if [ "${1:-}" = --render-network ]; then
+    [ -r "${2:-}/network.env" ] || die "usage: bench/run-all.sh --render-network OUTDIR (of bench/network.sh)"
+    OUT=$2
+    . "$OUT/network.env"
+    network_section
+    printf '\n<!-- rows of the Targets table -->\n'
+    network_target_rows
+    exit 0
+fi
+
 if [ "${1:-}" = --render-attestation ]; then
     [ -r "${2:-}" ] || die "usage: bench/run-all.sh --render-attestation ENVFILE"
     . "$2"
@@ -257,6 +357,9 @@ log "attestation: round trip, verifier throughput, measuring per start"
 RUNS=${ATT_RUNS:-30} WARMUP=${ATT_WARMUP:-3} ROUNDS=${ATT_ROUNDS:-3} LOOP_RUNS=${ATT_LOOP_RUNS:-200} \
     VERIFY_SECONDS=${ATT_VERIFY_SECONDS:-3} MEASURE_RUNS=${ATT_MEASURE_RUNS:-300} EXTEND_RUNS=${ATT_EXTEND_RUNS:-1000} \
     CONTAINERS=${ATT_CONTAINERS:-6} "$ROOT/bench/attestation.sh" "$OUT"
+log "networking: bridged start latency, TCP throughput over the veth"
+RUNS=${NETWORK_RUNS:-30} WARMUP=3 ROUNDS=3 FIRST_RUNS=${NETWORK_FIRST_RUNS:-30} IPERF_REPS=${NETWORK_IPERF_REPS:-5} \
+    "$ROOT/bench/network.sh" "$OUT"
 
 # --- facts --------------------------------------------------------------------------------------
 . "$OUT/latency.env"
@@ -265,6 +368,7 @@ RUNS=${ATT_RUNS:-30} WARMUP=${ATT_WARMUP:-3} ROUNDS=${ATT_ROUNDS:-3} LOOP_RUNS=$
 . "$OUT/hash.env"
 . "$OUT/guestos.env"
 . "$OUT/attestation.env"
+. "$OUT/network.env"
 first_line() { "$@" 2>&1 | head -n1; }
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
@@ -426,7 +530,8 @@ its helper \`storage_helper.c\`), \`hash_throughput.sh\` (SHA-256 of GuestOS ima
 OpenSSL, with its helper \`hash_helper.c\`), \`guestos.sh\` (GuestOS install against cp + sha256sum, and what
 image verification adds to a start), \`attestation.sh\` (attestation round trip against tpm2_quote +
 tpm2_checkquote, verifier throughput, measuring per container start, with its helpers \`attest_helper.c\`,
-\`verify_helper.c\` and \`attestation_env.py\`), \`run-all.sh\` (all of them, and this file; \`lib.sh\` is
+\`verify_helper.c\` and \`attestation_env.py\`), \`network.sh\` (what a bridged network adds to a start, TCP
+throughput over the veth against loopback), \`run-all.sh\` (all of them, and this file; \`lib.sh\` is
 shared by them).
 
 ## Machine
@@ -643,6 +748,8 @@ $(guestos_section)
 
 $(attestation_section)
 
+$(network_section)
+
 ## Targets
 
 The attestation rows are the targets of issue 5 §7 (\`bench/attestation.sh\`, $ATT_NRUNS_TEXT). Targets of the GuestOS rows are set by \`bench/guestos.sh\` itself (no earlier requirement named a number):
@@ -661,6 +768,7 @@ on a small GuestOS no more than 5 ms beyond the unverified form, as for an encry
 | GuestOS image SHA-256 throughput ≥ 0.9× sha256sum's (same run, $HASH_SIZE_MB MiB, page cache warm) | $(fmt "$HASH_RATIO")× ($HASH_MBS_BEST vs $HASH_MBS_SHA256SUM MB/s, $HASH_IMPL) | **$T6** |
 $(guestos_target_rows)
 $(attestation_target_rows)
+$(network_target_rows)
 
 ## Notes
 
