@@ -15,8 +15,10 @@ rm -rf "$results"
 mkdir -p "$results"
 
 echo "== unit tests"
-# cmocka writes one JUnit file per suite, so that every test case is counted; meson's own
-# status catches a suite that crashed before writing its file.
+# cmocka writes one JUnit file per suite, named by the suite's group (every suite calls
+# cmocka_run_group_tests_name: unnamed groups share one file and overwrite each other's
+# counts), so that every test case is counted; meson's own status catches a suite that crashed
+# before writing its file.
 CMOCKA_MESSAGE_OUTPUT=xml CMOCKA_XML_FILE="$PWD/$results/unit-%g.xml" \
     meson test -C build --print-errorlogs
 unit_status=$?

@@ -1028,5 +1028,5 @@ int main(void)
         cmocka_unit_test(refs_parser),
         cmocka_unit_test(malformed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests_name("attest_check", tests, setup, teardown);
 }

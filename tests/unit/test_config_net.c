@@ -260,5 +260,5 @@ int main(void)
         cmocka_unit_test(test_rejections), cmocka_unit_test(test_device),
         cmocka_unit_test(test_check),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("config_net", tests, NULL, NULL);
 }

@@ -610,5 +610,5 @@ int main(void)
         cmocka_unit_test(several_mounts_without_image),
         cmocka_unit_test(free_accepts_null),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("guestos_config", tests, NULL, NULL);
 }

@@ -335,5 +335,5 @@ int main(void)
         cmocka_unit_test(secrets_are_locked_and_zeroed),
         cmocka_unit_test(random_secrets_differ),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("keywrap", tests, NULL, NULL);
 }

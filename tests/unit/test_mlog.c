@@ -332,5 +332,5 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_middle_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_partial_last_line_dropped, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("mlog", tests, NULL, NULL);
 }

@@ -260,5 +260,5 @@ int main(void)
         cmocka_unit_test(same_host_port_twice),
         cmocka_unit_test(names_nft_could_misread),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("nft_rules", tests, NULL, NULL);
 }

@@ -112,5 +112,5 @@ int main(void)
         cmocka_unit_test(uri_parses_token_object_id), cmocka_unit_test(uri_refuses),
         cmocka_unit_test(uri_round_trip), cmocka_unit_test(times), cmocka_unit_test(reasons),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("pki_pure", tests, NULL, NULL);
 }

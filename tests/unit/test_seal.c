@@ -763,5 +763,5 @@ int main(void)
         cmocka_unit_test(timings),
         cmocka_unit_test(counter_start_value),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("seal", tests, group_setup, group_teardown);
 }

@@ -607,5 +607,5 @@ int main(void)
         T(token_removed),
         T(softhsm_mechanisms),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("token_pkcs11", tests, NULL, NULL);
 }

@@ -922,5 +922,5 @@ int main(void)
         T(tampered_record),
         T(default_kdf_cost),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("token_soft", tests, NULL, NULL);
 }

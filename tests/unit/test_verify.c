@@ -763,5 +763,5 @@ int main(void)
         cmocka_unit_test(leaf_only),
         cmocka_unit_test(malformed_input),
     };
-    return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
+    return cmocka_run_group_tests_name("verify", tests, pki_setup, pki_teardown);
 }
