@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import CliError, wait_for
+from conftest import TERM_INIT, CliError, wait_for
 
 _ids = itertools.count(1)
 
@@ -69,7 +69,7 @@ def net_daemon(make_daemon):
 
 
 def bridged(d, name, **net):
-    return d.create(name, network={"mode": "bridged", **net})
+    return d.create(name, network={"mode": "bridged", **net}, **TERM_INIT)
 
 
 def address_of(d, name):
@@ -170,7 +170,7 @@ def phys():
 def test_interfaces_from_config_given_back(net_daemon, phys):
     d = net_daemon()
     p = phys("a")
-    d.create("x", network={"interfaces": [p]})
+    d.create("x", network={"interfaces": [p]}, **TERM_INIT)
     d.cli("start", "x")
     assert p not in links()
     assert p in d.sh("x", "ip -o link").stdout

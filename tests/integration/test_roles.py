@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, PROBE, REPO, CliError, mounts_below, process_gone, wait_for
+from conftest import BUILD, PROBE, REPO, TERM_INIT, CliError, mounts_below, process_gone, wait_for
 
 STATIC_CLI = BUILD / "src/cli/trustme-static"
 IN_CLI = "/usr/local/bin/trustme-static"
@@ -41,7 +41,7 @@ def device_json(d, **extra):
 
 
 def create(d, rootfs, name, **config):
-    return d.create(name, rootfs={"path": str(rootfs)}, **config)
+    return d.create(name, rootfs={"path": str(rootfs)}, **{**TERM_INIT, **config})
 
 
 def inside(d, name, *args, check=True):
