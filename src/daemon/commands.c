@@ -23,16 +23,7 @@
 #include "tokens.h"
 
 
-static void reply_ok(struct conn *conn, uint64_t id)
-{
-    Trustme__Ok ok = TRUSTME__OK__INIT;
-    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
-    resp.ok = &ok;
-    conn_send(conn, id, &resp);
-}
-
-static struct container *lookup(struct conn *conn, uint64_t id, const char *ref)
+struct container *commands_lookup(struct conn *conn, uint64_t id, const char *ref)
 {
     if (!ref || !ref[0]) {
         conn_send_error(conn, id, EINVAL, "no container given");
@@ -104,14 +95,14 @@ static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req
 
 static void cmd_state(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->state->id);
+    struct container *c = commands_lookup(conn, id, req->state->id);
     if (c)
         reply_container(conn, id, c);
 }
 
 static void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->config->id);
+    struct container *c = commands_lookup(conn, id, req->config->id);
     if (!c)
         return;
     Trustme__ConfigReply cfg = TRUSTME__CONFIG_REPLY__INIT;
@@ -136,7 +127,7 @@ static bool is_stopped(struct conn *conn, uint64_t id, const struct container *c
 
 static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->remove->id);
+    struct container *c = commands_lookup(conn, id, req->remove->id);
     if (!c || !is_stopped(conn, id, c, "removing it"))
         return;
     /* Remove is wipe, then delete: the token and the wrapped key are destroyed, not just unlinked. */
@@ -146,21 +137,21 @@ static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *r
 static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__WipeRequest *rq = req->wipe;
-    struct container *c = lookup(conn, id, rq->id);
+    struct container *c = commands_lookup(conn, id, rq->id);
     if (c && is_stopped(conn, id, c, "wiping it"))
         tokens_wipe(conn, id, c, rq->has_pin ? &rq->pin : NULL, false);
 }
 
 static void cmd_change_pin(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->change_pin->id);
+    struct container *c = commands_lookup(conn, id, req->change_pin->id);
     if (c)
         tokens_change_pin(conn, id, c, req->change_pin);
 }
 
 static void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->token_unlock->id);
+    struct container *c = commands_lookup(conn, id, req->token_unlock->id);
     if (c)
         tokens_puk_unlock(conn, id, c, req->token_unlock);
 }
@@ -168,7 +159,7 @@ static void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Requ
 static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__StartRequest *rq = req->start;
-    struct container *c = lookup(conn, id, rq->id);
+    struct container *c = commands_lookup(conn, id, rq->id);
     if (!c)
         return;
     if (conn->d->shutting_down) {
@@ -194,7 +185,7 @@ static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *re
 static void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__StopRequest *rq = req->stop;
-    struct container *c = lookup(conn, id, rq->id);
+    struct container *c = commands_lookup(conn, id, rq->id);
     if (!c)
         return;
     struct stop_args args = {.timeout_s = rq->has_timeout_s ? rq->timeout_s : STOP_TIMEOUT_DEFAULT_S,
@@ -208,21 +199,21 @@ static void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req
 
 static void cmd_freeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->freeze->id);
+    struct container *c = commands_lookup(conn, id, req->freeze->id);
     if (c)
         fire_and_wait(conn, id, c, EV_FREEZE, NULL, WAIT_FREEZE, true);
 }
 
 static void cmd_unfreeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->unfreeze->id);
+    struct container *c = commands_lookup(conn, id, req->unfreeze->id);
     if (c)
         fire_and_wait(conn, id, c, EV_UNFREEZE, NULL, WAIT_UNFREEZE, true);
 }
 
 static void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->run->id);
+    struct container *c = commands_lookup(conn, id, req->run->id);
     if (!c)
         return;
     tm_err err;
@@ -257,7 +248,7 @@ static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *re
 
 static void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = lookup(conn, id, req->logs->id);
+    struct container *c = commands_lookup(conn, id, req->logs->id);
     if (!c)
         return;
     char dir[PATH_MAX], path[PATH_MAX + 32];
@@ -266,14 +257,14 @@ static void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req
     snprintf(path, sizeof(path), "%s/%s", dir, previous ? "console.log.1" : "console.log");
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 && errno == ENOENT) {
-        reply_ok(conn, id); /* never started without --attach (or no earlier log): empty */
+        conn_send_ok(conn, id); /* never started without --attach (or no earlier log): empty */
         return;
     }
     if (fd < 0) {
         conn_send_error(conn, id, errno, "cannot open %s: %s", path, strerror(errno));
         return;
     }
-    conn_stream_file(conn, id, fd, reply_ok);
+    conn_stream_file(conn, id, fd, conn_send_ok);
 }
 
 /* Session input: the request carries the id of the start/run request it belongs to. */

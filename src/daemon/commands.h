@@ -4,3 +4,5 @@
 #include "control.h"
 
 void commands_dispatch(struct conn *conn, Trustme__Request *req);
+/* The container ref names, or NULL after answering the request with an error. */
+struct container *commands_lookup(struct conn *conn, uint64_t id, const char *ref);

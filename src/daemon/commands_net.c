@@ -9,6 +9,7 @@
 #include "config.h"
 #include "container.h"
 #include "json_cleanup.h"
+#include "commands.h"
 #include "net.h"
 
 static struct container *target(struct conn *conn, uint64_t id, const Trustme__IfaceRequest *rq)
@@ -17,19 +18,7 @@ static struct container *target(struct conn *conn, uint64_t id, const Trustme__I
         conn_send_error(conn, id, EINVAL, "a container and an interface are needed");
         return NULL;
     }
-    struct container *c = container_find(conn->d, rq->id);
-    if (!c)
-        conn_send_error(conn, id, ENOENT, "no container \"%s\" (see trustme list)", rq->id);
-    return c;
-}
-
-static void reply_ok(struct conn *conn, uint64_t id)
-{
-    Trustme__Ok ok = TRUSTME__OK__INIT;
-    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
-    resp.ok = &ok;
-    conn_send(conn, id, &resp);
+    return commands_lookup(conn, id, rq->id);
 }
 
 /* --persistent: the interface joins the config's network.interfaces (the config is rewritten and
@@ -81,7 +70,7 @@ void cmd_iface_assign(struct conn *conn, uint64_t id, const Trustme__Request *re
     if (r < 0)
         conn_send_error(conn, id, err.code, "%s", err.msg);
     else
-        reply_ok(conn, id);
+        conn_send_ok(conn, id);
 }
 
 void cmd_iface_unassign(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -97,5 +86,5 @@ void cmd_iface_unassign(struct conn *conn, uint64_t id, const Trustme__Request *
     if (r < 0)
         conn_send_error(conn, id, err.code, "%s", err.msg);
     else
-        reply_ok(conn, id);
+        conn_send_ok(conn, id);
 }

@@ -85,6 +85,15 @@ static void send_error(struct conn *c, uint64_t req_id, int code, bool pin_requi
     conn_send(c, req_id, &resp);
 }
 
+void conn_send_ok(struct conn *c, uint64_t req_id)
+{
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    conn_send(c, req_id, &resp);
+}
+
 void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
 {
     va_list ap;

@@ -68,6 +68,8 @@ void control_close_all(struct daemon *d);
 struct conn *conn_find(struct daemon *d, uint64_t id);
 /* Queue a response (version and id are filled in). */
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp);
+/* The final Ok of a request. */
+void conn_send_ok(struct conn *c, uint64_t req_id);
 void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* An ENOKEY error with pin_required set: the client asks for the PIN and repeats the request. */
