@@ -125,7 +125,7 @@ int client_call(struct client *cl, Trustme__Request *req, Trustme__Response **re
             continue;
         }
         if (resp->body_case == TRUSTME__RESPONSE__BODY_PROGRESS) {
-            fprintf(stderr, "trustme: %s...\n", resp->progress->message ? resp->progress->message : "");
+            fprintf(stderr, "trustme: %s\n", resp->progress->message ? resp->progress->message : "");
             trustme__response__free_unpacked(resp, NULL);
             continue;
         }

@@ -154,7 +154,7 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         case TRUSTME__RESPONSE__BODY_PROGRESS:
             /* stderr here is the program's: add our lines only for a person watching. */
             if (!raw_mode && isatty(STDERR_FILENO))
-                fprintf(stderr, "trustme: %s...\n", resp->progress->message);
+                fprintf(stderr, "trustme: %s\n", resp->progress->message);
             break;
         case TRUSTME__RESPONSE__BODY_EXIT:
             status = resp->exit->code;

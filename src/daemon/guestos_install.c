@@ -416,7 +416,7 @@ static int start_worker(struct install_op *op, tm_err *err)
     op->pid_src = tm_loop_io(d->loop, op->pidfd, EPOLLIN, on_worker_exit, op);
     if (!op->sync_src || !op->pid_src)
         return tm_err_set(err, ENOMEM, "cannot watch the install worker");
-    progress(op, "copying and hashing the images of %s", op->label);
+    progress(op, "copying and hashing the images of %s...", op->label);
     return 0;
 }
 
@@ -454,7 +454,7 @@ static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, co
             r = start_worker(op, &err);
     } else if (r == 0) {
         bool core = strcmp(op->cfg->name, d->device.core_guestos) == 0;
-        progress(op, "verifying the signature of %s (%s chain)", op->label,
+        progress(op, "verifying the signature of %s (%s chain)...", op->label,
                  core ? "Software Signing" : "GuestOS Signing");
         r = trust_verify(d, op->json, op->json_len, op->sig, op->sig_len, op->chain, op->chain_len,
                          core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, d->device.allow_locally_signed,

@@ -496,7 +496,7 @@ static void on_measured(struct container *c, const tm_err *merr)
         return;
     }
     /* The token's answer (a KDF, a smartcard) takes a while: the start goes on in on_key. */
-    progress(c, "unlocking the data key");
+    progress(c, "unlocking the data key...");
     tm_err err = {0};
     ProtobufCBinaryData pin = {.len = op->pin ? op->pin->len : 0, .data = op->pin ? op->pin->data : NULL};
     int r = tokens_get_key(c, op->pin ? &pin : NULL, on_key, &err);

@@ -155,7 +155,7 @@ int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key
     if (fresh) {
         struct crypt_params_luks2 params = {.integrity = "hmac(sha256)", .sector_size = 4096,
                                             .label = "trustme-data"};
-        tm_sync_send_text(sync_fd, TM_SYNC_PROGRESS, "formatting the data volume (LUKS2, dm-integrity)");
+        tm_sync_send_text(sync_fd, TM_SYNC_PROGRESS, "formatting the data volume (LUKS2, dm-integrity)...");
         r = cs.format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, (const char *)vk->data, vk->len, &params);
         if (r < 0)
             tm_err_set(err, -r, "cannot format the data volume: %s", last[0] ? last : strerror(-r));

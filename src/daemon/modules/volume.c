@@ -197,7 +197,7 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
 static int make_sparse(struct start_ctx *ctx, const char *path, tm_err *err)
 {
     char msg[128];
-    snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)",
+    snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)...",
              (unsigned long long)ctx->cfg->data_size_mb);
     tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, msg);
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
