@@ -3,7 +3,7 @@
  *   offset  size  field
  *        0     4  magic "TMWK"
  *        4     1  version (1)
- *        5     1  flags: bit 0 = bound to a device secret (the TPM issue); others must be 0
+ *        5     1  flags: bit 0 = bound to the TPM-sealed device secret; others must be 0
  *        6     1  token type: 1 soft, 2 PKCS#11
  *        7     1  reserved, 0
  *        8    12  GCM nonce
@@ -13,8 +13,9 @@
  * AES-256-GCM, AAD = bytes 0..19 (the header up to and including the nonce) followed by the
  * container's UUID string, so a blob neither survives an edited header nor moves to another
  * container. For soft tokens the GCM key is HKDF-SHA256(ikm = the token's KEK, salt = the device
- * secret or empty, info = "trustme container key v1"); a PKCS#11 token computes GCM itself with
- * its KEK object (no HKDF). The blob is untrusted input: keywrap_parse checks all of it before
+ * secret (empty only in unit tests), info = "trustme container key v1"); a PKCS#11 token computes
+ * GCM itself with its KEK object over an inner key, which keywrap_p11_bind turns into the
+ * container key with the device secret. The blob is untrusted input: keywrap_parse checks all of it before
  * any key touches it. */
 #pragma once
 
@@ -39,7 +40,7 @@
 #define KEYWRAP_AAD_LEN (KEYWRAP_HEADER_LEN + TM_UUID_STR_LEN)
 
 #define KEYWRAP_FLAG_DEVICE_BOUND 0x01
-/* The device secret the TPM issue will unseal and pass in; it becomes the HKDF salt. */
+/* The device secret tpmd unseals and trustmed passes to scd; it becomes the HKDF salt. */
 #define KEYWRAP_DEVICE_SECRET_LEN 32
 
 #define KEYWRAP_HKDF_INFO "trustme container key v1"

@@ -52,9 +52,10 @@ struct token_ctx {
     const char *state_dir;
     /* scrypt N for soft tokens whose spec says 0; 0 here means TOKEN_SOFT_KDF_N_DEFAULT. */
     uint64_t soft_kdf_n;
-    /* NULL today. The TPM issue sets its unsealed 32-byte device secret here: soft-token blobs
-     * are then bound to it (keywrap.h, flag bit 0). PKCS#11 tokens refuse it (-EOPNOTSUPP) until
-     * that issue defines how to bind them. */
+    /* The TPM-sealed 32-byte device secret (docs/ATTESTATION.md), once trustmed has passed it on;
+     * NULL before (scd then refuses key requests) and in unit tests. Every blob made with it is
+     * bound to it (keywrap.h, flag bit 0): a soft token's KEK is HKDF-salted with it, a PKCS#11
+     * token's inner key is turned into the container key with it (keywrap_p11_bind). */
     const struct secret *device_secret;
 };
 
