@@ -288,11 +288,7 @@ void cmd_guestos_remove(struct conn *conn, uint64_t id, const Trustme__Request *
     }
     daemon_audit(conn->d, "guestos.remove", "ok", NULL, conn->actor, "%s%s%llu", rq->name,
                  version ? "-" : "", (unsigned long long)version);
-    Trustme__Ok ok = TRUSTME__OK__INIT;
-    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
-    resp.ok = &ok;
-    conn_send(conn, id, &resp);
+    conn_send_ok(conn, id);
 }
 
 /* ---- trusted CAs ------------------------------------------------------------------------------ */

@@ -345,11 +345,8 @@ static int reseal_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
 {
     /* The secret goes to scd whether or not the client is still there; trustmed never keeps it. */
     tpmd_secret_deliver(d, resp);
-    Trustme__Ok ok = TRUSTME__OK__INIT;
-    Trustme__Response r = TRUSTME__RESPONSE__INIT;
-    r.body_case = TRUSTME__RESPONSE__BODY_OK;
-    r.ok = &ok;
-    send_response(conn, op->req_id, &r);
+    if (conn)
+        conn_send_ok(conn, op->req_id);
     return 0;
 }
 

@@ -18,13 +18,6 @@
 
 typedef Trustme__Scd__Response Response;
 
-static int open_binary(struct service *s, const void *ctx, tm_err *err)
-{
-    const struct scd_sandbox *sb = ctx;
-    int fd = open(sb->binary, O_RDONLY | O_CLOEXEC);
-    return fd < 0 ? tm_err_sys(err, "cannot open %s", sb->binary) : fd;
-}
-
 static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
 {
     scd_sandbox_exec(ctx, sock, exe, daemon_pid);
@@ -87,7 +80,6 @@ static const struct service_ops scd_ops = {
     .request_max = SCD_REQUEST_MAX,
     .stop_wait_ms = 1000,
     .exec_child = exec_child,
-    .open_binary = open_binary,
     .response_id = response_id,
     .is_ready = is_ready,
     .is_error = is_error,
@@ -99,7 +91,7 @@ static const struct service_ops scd_ops = {
 
 int scd_start(struct daemon *d, const struct scd_sandbox *sb, tm_err *err)
 {
-    return service_start(d, &scd_ops, sb, sizeof(*sb), &d->scd, err);
+    return service_start(d, &scd_ops, sb->binary, sb, sizeof(*sb), &d->scd, err);
 }
 
 void scd_stop(struct daemon *d)

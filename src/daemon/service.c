@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,6 +38,7 @@ struct queued {
 struct service {
     struct daemon *d;
     const struct service_ops *ops;
+    char binary[PATH_MAX];
     void *ctx;
     int fd;
     tm_source *src;
@@ -212,13 +214,12 @@ static void on_io(tm_source *src, uint32_t events, void *userdata)
 
 static int spawn(struct service *s, tm_err *err)
 {
-    _cleanup_close_ int exe = -1;
-    int r = s->ops->open_binary(s, s->ctx, err);
-    if (r < 0)
-        return r;
-    exe = r;
+    _cleanup_close_ int exe = open(s->binary, O_RDONLY | O_CLOEXEC);
+    if (exe < 0)
+        return tm_err_sys(err, "cannot open %s", s->binary);
     int sp[2];
-    if ((r = tm_packet_socketpair(sp)) < 0) {
+    int r = tm_packet_socketpair(sp);
+    if (r < 0) {
         errno = -r;
         return tm_err_sys(err, "socketpair");
     }
@@ -252,8 +253,8 @@ static int spawn(struct service *s, tm_err *err)
     return 0;
 }
 
-int service_start(struct daemon *d, const struct service_ops *ops, const void *ctx,
-                  size_t ctx_size, struct service **ret, tm_err *err)
+int service_start(struct daemon *d, const struct service_ops *ops, const char *binary,
+                  const void *ctx, size_t ctx_size, struct service **ret, tm_err *err)
 {
     struct service *s = calloc(1, sizeof(*s));
     void *copy = malloc(ctx_size);
@@ -265,6 +266,7 @@ int service_start(struct daemon *d, const struct service_ops *ops, const void *c
     memcpy(copy, ctx, ctx_size);
     *s = (struct service){.d = d, .ops = ops, .ctx = copy, .fd = -1, .pidfd = -1, .next_id = 1,
                           .delay_ms = RESTART_DELAY_MIN_MS};
+    snprintf(s->binary, sizeof(s->binary), "%s", binary);
     s->queue_tail = &s->queue;
     *ret = s; /* before spawn: on_spawned may already call service_send */
     return spawn(s, err);

@@ -32,8 +32,6 @@ struct service_ops {
     /* In the forked child: confine and exec the service with sock as fd 3 and exe (already
      * opened and measured by the parent) as the program. Never returns. */
     void (*exec_child)(const void *ctx, int sock, int exe, pid_t daemon_pid);
-    /* Open the service's binary for the next spawn (read-only, close-on-exec). */
-    int (*open_binary)(struct service *s, const void *ctx, tm_err *err);
     uint64_t (*response_id)(const ProtobufCMessage *resp);
     /* True if resp is the service's Ready message (then on_ready is called). */
     bool (*is_ready)(const ProtobufCMessage *resp);
@@ -47,9 +45,10 @@ struct service_ops {
     void (*on_exit)(struct service *s);             /* optional: after pending requests failed */
 };
 
-/* ctx (copied, ctx_size bytes) is what exec_child needs: binary path, user, dirs. */
-int service_start(struct daemon *d, const struct service_ops *ops, const void *ctx,
-                  size_t ctx_size, struct service **ret, tm_err *err);
+/* binary: the service's program, opened (and passed to on_spawned and exec_child) at every
+ * spawn. ctx (copied, ctx_size bytes) is what exec_child needs: user, dirs, options. */
+int service_start(struct daemon *d, const struct service_ops *ops, const char *binary,
+                  const void *ctx, size_t ctx_size, struct service **ret, tm_err *err);
 /* Close the socket (the child exits at EOF), wait stop_wait_ms for it, then SIGKILL. */
 void service_stop(struct service *s);
 /* Reserve the id of the next request; the caller sets version and id in it, then sends. */

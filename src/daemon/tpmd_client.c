@@ -48,13 +48,6 @@ struct tpmd_ctx {
     char log_level[16];
 };
 
-static int open_binary(struct service *s, const void *ctx, tm_err *err)
-{
-    const struct tpmd_ctx *c = ctx;
-    int fd = open(c->binary, O_RDONLY | O_CLOEXEC);
-    return fd < 0 ? tm_err_sys(err, "cannot open %s", c->binary) : fd;
-}
-
 /* tpmd needs no namespace of its own: it must reach the TPM device or swtpm's sockets and bind
  * its attestation port on the host. It gets its own uid, no capabilities, no_new_privs, and
  * nothing of trustmed's but fd 3. */
@@ -303,7 +296,6 @@ static const struct service_ops tpmd_ops = {
      * trustmed died: tpmd exits and leaves swtpm, PCRs and log to the next trustmed. */
     .stop_signal = SIGTERM,
     .exec_child = exec_child,
-    .open_binary = open_binary,
     .response_id = response_id,
     .is_ready = is_ready,
     .is_error = is_error,
@@ -371,7 +363,7 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return tm_err_sys(err, "cannot open trustmed's own binary to measure it");
     if ((r = tm_sha256_fd(self, d->tpm.trustmed_sha256, &size, NULL, NULL, err)) < 0)
         return tm_err_prefix(err, "measuring trustmed");
-    return service_start(d, &tpmd_ops, &c, sizeof(c), &d->tpmd, err);
+    return service_start(d, &tpmd_ops, c.binary, &c, sizeof(c), &d->tpmd, err);
 }
 
 void tpmd_stop(struct daemon *d)
