@@ -2,10 +2,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -176,6 +178,30 @@ static bool conn_busy(const struct conn *c)
     return false;
 }
 
+static size_t count_conns(const struct daemon *d)
+{
+    size_t n = 0;
+    for (const struct conn *c = d->conns; c; c = c->next)
+        n++;
+    return n;
+}
+
+/* At the connection limit, the hang-ups of connections closed a moment ago may still wait in the
+ * same batch of events as this accept: free those first (peer gone, nothing left to read, so no
+ * request of theirs is lost) rather than refuse a new client for them. Returns the new count. */
+static size_t reap_hung_up(struct daemon *d)
+{
+    for (struct conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        int unread = 0;
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && ioctl(c->fd, FIONREAD, &unread) == 0 &&
+            unread == 0)
+            conn_free(c);
+    }
+    return count_conns(d);
+}
+
 static void sweep_idle(tm_source *src, void *userdata)
 {
     struct daemon *d = userdata;
@@ -331,9 +357,9 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             close(fd);
             continue;
         }
-        size_t n = 0;
-        for (struct conn *c = d->conns; c; c = c->next)
-            n++;
+        size_t n = count_conns(d);
+        if (n >= CONN_MAX)
+            n = reap_hung_up(d);
         if (n >= CONN_MAX) {
             log_warn("too many control connections, refusing pid %d", cred.pid);
             close(fd);
