@@ -74,6 +74,38 @@ static size_t put_utf8(char *out, unsigned cp)
     return 4;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or 0. RFC 8259 requires UTF-8, and a byte string that decodes
+ * differently in another parser (or as a terminal control) has no place in a config. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
+        n = 2;
+    } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
+        n = 3;
+        if (p[0] == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (p[0] == 0xED)
+            hi = 0x9F; /* UTF-16 surrogates */
+    } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
+        n = 4;
+        if (p[0] == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (p[0] == 0xF4)
+            hi = 0x8F; /* above U+10FFFF */
+    } else {
+        return 0; /* a continuation byte, C0/C1 (overlong), F5..FF */
+    }
+    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
 /* Scan a string at s->p (on the opening quote). If out is given, store the decoded string (so
  * that "a" and "\u0061" compare equal as keys); *out_len is its length. */
 static int scan_string(struct scan *s, char **out, size_t *out_len)
@@ -130,10 +162,15 @@ static int scan_string(struct scan *s, char **out, size_t *out_len)
             } else {
                 r = fail(s, "unknown escape");
             }
-        } else {
+        } else if (c < 0x80) {
             enc[0] = (char)c;
             elen = 1;
             s->p++;
+        } else if ((elen = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end)) == 0) {
+            r = fail(s, "invalid UTF-8 in a string");
+        } else {
+            memcpy(enc, s->p, elen);
+            s->p += elen;
         }
         if (r == 0 && out) {
             if (n + elen + 1 > cap) {

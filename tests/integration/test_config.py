@@ -64,6 +64,23 @@ def test_malformed_json(daemon, raw, message):
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("bad, key, path", [
+    (b"\xc0\xaf", b'"env": {"A": "%s"}', "$.env.A"),                # overlong '/'
+    (b"\xed\xa0\x80", b'"args": ["ok", "%s"]', "$.args[1]"),     # a UTF-16 surrogate
+    (b"x\xffy", b'"hostname": "%s"', "$.hostname"),                 # not UTF-8 at all
+])
+def test_invalid_utf8_is_refused_with_its_path(daemon, bad, key, path):
+    """RFC 8259 text is UTF-8: a config with invalid bytes in any string is refused, naming the
+    string, before anything is written."""
+    raw = b'{"name": "c", "rootfs": {"path": "%s"}, "init": "/bin/true", %s}' % (
+        str(daemon.rootfs).encode(), key % bad)
+    (daemon.configs / "c.json").write_bytes(raw)
+    r = daemon.cli("create", daemon.configs / "c.json", check=False)
+    assert r.returncode != 0
+    assert f"{path}: invalid UTF-8 in a string" in r.stderr, r.stderr
+    assert daemon.containers() == []
+
+
 def test_duplicate_name_is_refused(daemon):
     assert try_create(daemon, base(daemon)).returncode == 0
     r = try_create(daemon, base(daemon))

@@ -132,6 +132,41 @@ static void parse_rejects_lenient_syntax(void **state)
     }
 }
 
+static void parse_rejects_invalid_utf8(void **state)
+{
+    (void)state;
+    /* Overlong '/', a UTF-16 surrogate, a stray 0xFF, a lone continuation byte, a cut sequence,
+     * above U+10FFFF, an overlong 3-byte form; in values, nested values and keys. */
+    static const struct {
+        const char *doc, *path;
+    } bad[] = {
+        {"{\"env\":[\"A=\xc0\xaf\"]}", "$.env[0]"},
+        {"{\"a\":{\"b\":\"\xed\xa0\x80\"}}", "$.a.b"},
+        {"{\"args\":[\"ok\",\"x\xffy\"]}", "$.args[1]"},
+        {"{\"a\":\"\x80\"}", "$.a"},
+        {"{\"a\":\"\xe2\x82\"}", "$.a"},
+        {"{\"a\":\"\xf4\x90\x80\x80\"}", "$.a"},
+        {"{\"a\":\"\xe0\x80\xaf\"}", "$.a"},
+        {"{\"k\xc1\xbf\":1}", "$"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tm_err err = {0};
+        int r = parse(bad[i].doc, strlen(bad[i].doc), &err);
+        if (r == 0)
+            print_error("accepted #%zu\n", i);
+        assert_int_equal(r, -EINVAL);
+        assert_err_at(&err, bad[i].path);
+        assert_err_contains(&err, "invalid UTF-8");
+    }
+    /* Well-formed multi-byte text stays accepted: 2, 3 and 4 byte forms, the edges. */
+    static const char *const good[] = {"{\"a\":\"\xc3\xa4\xe2\x82\xac\xf0\x9f\x98\x80\"}",
+                                       "{\"\xc2\x80\":\"\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf\"}"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        tm_err err = {0};
+        assert_int_equal(parse(good[i], strlen(good[i]), &err), 0);
+    }
+}
+
 static void parse_rejects_single_quoted_keys(void **state)
 {
     (void)state;
@@ -471,6 +506,7 @@ int main(void)
         cmocka_unit_test(parse_reports_byte_offset),
         cmocka_unit_test(parse_rejects_lenient_syntax),
         cmocka_unit_test(parse_rejects_single_quoted_keys),
+        cmocka_unit_test(parse_rejects_invalid_utf8),
         cmocka_unit_test(string_present),
         cmocka_unit_test(string_absent_optional),
         cmocka_unit_test(string_absent_required),
