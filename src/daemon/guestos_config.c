@@ -123,6 +123,19 @@ static int parse_mount(json_object *m, const char *path, struct guestos_mount *g
     return 0;
 }
 
+/* Data mounts live in one directory each on the data volume, named by the mount point with '/'
+ * turned into '_' (images.c): two mount points that differ only there would share it. */
+static bool data_dirs_collide(const struct guestos_mount *a, const struct guestos_mount *b)
+{
+    if (a->kind != GMOUNT_DATA || b->kind != GMOUNT_DATA)
+        return false;
+    const char *p = a->mount_point, *q = b->mount_point;
+    for (; *p && *q; p++, q++)
+        if (*p != *q && !((*p == '/' || *p == '_') && (*q == '/' || *q == '_')))
+            return false;
+    return *p == *q;
+}
+
 static int check_mounts(struct guestos_config *g, tm_err *err)
 {
     bool have_root = false;
@@ -147,6 +160,10 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
             if (strcmp(g->mounts[j].mount_point, m->mount_point) == 0)
                 return tm_err_set(err, EINVAL, "%s.mount_point: \"%s\" is mounted twice", path,
                                   m->mount_point);
+            if (data_dirs_collide(&g->mounts[j], m))
+                return tm_err_set(err, EINVAL, "%s.mount_point: data mounts \"%s\" and \"%s\" would "
+                                  "share one directory on the data volume ('/' and '_' are one "
+                                  "character there)", path, g->mounts[j].mount_point, m->mount_point);
             if (m->image[0] && strcmp(g->mounts[j].image, m->image) == 0)
                 return tm_err_set(err, EINVAL, "%s.image: \"%s\" is used twice", path, m->image);
         }

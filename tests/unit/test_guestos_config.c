@@ -579,6 +579,23 @@ static void several_mounts_without_image(void **state)
     guestos_config_free(g);
 }
 
+/* Data directories are named by the mount point with '/' as '_': "/a_b" and "/a/b" would share
+ * one (and a container's two data mounts would see each other's files). */
+static void reject_colliding_data_dirs(void **state)
+{
+    (void)state;
+    assert_rejected(MOUNTS(ROOT_MOUNT ",{'mount_point':'/a_b','kind':'data'},"
+                                      "{'mount_point':'/a/b','kind':'data'}"), "$.mounts[2].mount_point");
+    assert_rejected(MOUNTS(ROOT_MOUNT ",{'mount_point':'/var/lib/x','kind':'data'},"
+                                      "{'mount_point':'/srv','kind':'tmpfs'},"
+                                      "{'mount_point':'/var_lib_x','kind':'data'}"), "$.mounts[3].mount_point");
+    /* Only data mounts have such a directory; a prefix is a different name. */
+    guestos_config_free(parse_ok(MOUNTS(ROOT_MOUNT ",{'mount_point':'/a_b','kind':'data'},"
+                                                   "{'mount_point':'/a/b','kind':'tmpfs'},"
+                                                   "{'mount_point':'/a','kind':'data'},"
+                                                   "{'mount_point':'/a/b/c','kind':'data'}")));
+}
+
 static void free_accepts_null(void **state)
 {
     (void)state;
@@ -608,6 +625,7 @@ int main(void)
         cmocka_unit_test(permitted_image_names),
         cmocka_unit_test(kind_names),
         cmocka_unit_test(several_mounts_without_image),
+        cmocka_unit_test(reject_colliding_data_dirs),
         cmocka_unit_test(free_accepts_null),
     };
     return cmocka_run_group_tests_name("guestos_config", tests, NULL, NULL);

@@ -39,7 +39,8 @@ int image_mount_verified(const struct guestos *g, const struct guestos_mount *m,
     return mount_create(m->fs_type, dev, NULL, attrs | MOUNT_ATTR_RDONLY, err);
 }
 
-/* "/var/lib/app" -> "var_lib_app": a per-container directory's name on the data volume. */
+/* "/var/lib/app" -> "var_lib_app": a per-container directory's name on the data volume. Not
+ * injective ("/a_b", "/a/b"): guestos_config.c refuses data mounts whose names would collide. */
 static void flat_name(const char *mount_point, char *out, size_t size)
 {
     snprintf(out, size, "%s", mount_point + 1);
