@@ -195,8 +195,10 @@ static void emit_input(FILE *f, const struct net_device_config *dev, const struc
             "\t}\n"
             "\tchain input_from_bridge {\n"
             "\t\tct state established,related accept\n"
-            "\t\ticmp type echo-request accept\n",
-            br);
+            /* Only the bridge address answers a ping: the host's other addresses (its uplink,
+             * other bridges) are none of a container's business, not even whether they exist. */
+            "\t\tip daddr %s icmp type echo-request accept\n",
+            br, gw);
     for (size_t i = 0; i < n; i++) {
         const struct net_config *net = m[i].net;
         if (net->nhost_ports == 0)

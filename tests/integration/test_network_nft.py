@@ -229,6 +229,19 @@ def test_host_services_only_through_host_ports(net_daemon, outside):
         assert connect_from(d, "dns", OUT_HOST_ADDR, 5355) is None
 
 
+def test_only_the_bridge_address_answers_ping(net_daemon, outside):
+    """docs/NETWORK.md: ICMP echo from the bridge is accepted to the bridge address only; the
+    host's other addresses (here its uplink address) do not answer a container."""
+    d = net_daemon()
+    bridged(d, "c1")
+    assert d.run("c1", "ping", "-c", "1", "-W", "1", f"{d.net}.1", check=False).returncode == 0
+    r = d.run("c1", "ping", "-c", "1", "-W", "1", OUT_HOST_ADDR, check=False)
+    assert r.returncode != 0, r.stdout
+    # The host itself still reaches the container (the rule is about the host's input only).
+    assert subprocess.run(["busybox", "ping", "-c", "1", "-W", "1", f"{d.net}.20"],
+                          capture_output=True).returncode == 0
+
+
 def test_no_tables_left_after_stop_and_kill(net_daemon):
     d = net_daemon()
     bridged(d, "a", host=20)
