@@ -130,6 +130,16 @@ int mount_new_fs(int target_fd, const char *fstype, const char *source, const ch
     return r < 0 ? tm_err_prefix(err, "%s", fstype) : 0;
 }
 
+int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options,
+                    unsigned attrs, tm_err *err)
+{
+    _cleanup_close_ int t = mkdir_in_root(rootfd, path, 0755, (uid_t)-1, (gid_t)-1, err);
+    if (t < 0)
+        return t;
+    int r = mount_new_fs(t, fstype, fstype, options, attrs, err);
+    return r < 0 ? tm_err_prefix(err, "/%s", path) : 0;
+}
+
 int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd,
                   tm_err *err)
 {

@@ -26,6 +26,9 @@ int mount_attach(int mnt_fd, int target_fd, unsigned attrs, int userns_fd, tm_er
 /* mount_create + mount_attach. */
 int mount_new_fs(int target_fd, const char *fstype, const char *source, const char *options,
                  unsigned attrs, tm_err *err);
+/* A new file system at path below rootfd (the directory is made if missing, owned by root). */
+int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options,
+                    unsigned attrs, tm_err *err);
 /* Bind-mount the tree at src (relative to src_dirfd, "" for the fd itself) onto target_fd. */
 int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd,
                   tm_err *err);

@@ -165,6 +165,8 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     }
     if (modules_run(PHASE_SETUP, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 1);
+    uint64_t ns_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                        (ctx->netns_joined ? 0 : CLONE_NEWNET);
     if (ctx->userns_fd >= 0) {
         /* trustmed keeps the namespace: exec sessions must join this one, the container's own,
          * and not whichever one init has moved into since (where the container would be owner). */
@@ -172,12 +174,21 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
             tm_err_sys(&err, "cannot hand over the user namespace");
             child_fail(ctx->sync_fd, &err, 1);
         }
-        /* Namespaces created from here on belong to the container's user namespace. */
-        if (setns(ctx->userns_fd, CLONE_NEWUSER) < 0) {
-            tm_err_sys(&err, "cannot enter the container's user namespace");
+        /* init is cloned as host root into the network namespace the container's user
+         * namespace owns (module_userns made it), with new pid and mount namespaces: in the
+         * mount namespace, still the host's, it mounts /proc, /sys and their masks, before it
+         * enters the user namespace and a mount namespace of its own, which locks them
+         * (module_kernfs). UTS and IPC namespaces come with that. The pid namespace belongs to
+         * the host's user namespace (as the time namespace does): proc must be mounted from
+         * inside it, and a pid namespace made by the container's would not let host root be
+         * its pid 1. Its owner only decides who may mount proc for it, set its pids or reboot
+         * it, none of which the container's root needs. */
+        if (ctx->netns_fd >= 0 && setns(ctx->netns_fd, CLONE_NEWNET) < 0) {
+            tm_err_sys(&err, "cannot enter the container's network namespace");
             child_fail(ctx->sync_fd, &err, 1);
         }
-        close_and_reset(ctx->userns_fd);
+        close_and_reset(ctx->netns_fd);
+        ns_flags = CLONE_NEWNS | CLONE_NEWPID;
     }
     /* init starts in its root: clone translates the working directory into init's copy of the
      * mount namespace, and the container's root user could not reach it by path (the run dir is
@@ -190,8 +201,7 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     /* CLONE_PARENT: init becomes trustmed's child, and this process can simply exit. */
     /* No CLONE_NEWCGROUP here: the namespace would be rooted where this process is in cgroup v2,
      * not where CLONE_INTO_CGROUP puts init. init creates it itself (module_cgroups). */
-    pid_t pid = clone_for_daemon(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                                 (ctx->netns_joined ? 0 : CLONE_NEWNET), ctx->cgroup_fd);
+    pid_t pid = clone_for_daemon(ns_flags, ctx->cgroup_fd);
     if (pid < 0) {
         tm_err_sys(&err, "cannot create the container's init");
         child_fail(ctx->sync_fd, &err, 1);

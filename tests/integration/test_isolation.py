@@ -4,6 +4,7 @@ do -- namespaces, id mapping, /dev, /proc, seccomp, capabilities, cgroup limits,
 the root file system. Host-side facts (cgroup counters, /proc/<pid>/status of init) are read from
 the host only to confirm what the guest observed.
 """
+import json
 import os
 import socket
 import stat
@@ -343,6 +344,77 @@ def test_sensitive_proc_files_are_masked(daemon):
     for f in files:
         assert seen.get(f"/proc/{f}") in ("absent", "0"), context(d, f"/proc/{f} readable", r)
     assert seen.get("dirs") == "0", context(d, r)
+
+
+MASKS = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/kcore",
+         "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats",
+         "/proc/kallsyms", "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup",
+         "/proc/acpi", "/proc/scsi", "/sys/firmware"]
+
+# The container's root tries every way to get rid of each mask (docs/SECURITY.md, issue 11):
+# unmount it, lazily, move it away, make it writable, bind /proc without its masks elsewhere,
+# mount a fresh proc or sysfs. It may mount on top of a mask (that hides more, reveals nothing).
+# Then it reports what it sees: each mask's mount, and the masked contents.
+UNMASK = r"""
+mkdir -p /tmp/m /tmp/p /tmp/s /tmp/b
+n=0
+for m in MASKS; do
+  [ -e $m ] || continue
+  umount $m 2>/dev/null && echo "umount-ok $m"
+  umount -l $m 2>/dev/null && echo "umount-l-ok $m"
+  mount --move $m /tmp/m 2>/dev/null && echo "move-ok $m"
+  mount -o remount,bind,rw $m 2>/dev/null && echo "remount-rw-ok $m"
+  mount -t tmpfs x $m 2>/dev/null && umount $m 2>/dev/null && umount $m 2>/dev/null && echo "over-then-twice-ok $m"
+done
+mount --bind /proc /tmp/b 2>/dev/null && echo "bind-proc-ok"
+mount --bind /sys /tmp/b 2>/dev/null && echo "bind-sys-ok"
+mount -t proc proc /tmp/p 2>/dev/null && echo "new-proc-ok"
+mount -t sysfs sysfs /tmp/s 2>/dev/null && echo "new-sysfs-ok"
+for m in MASKS; do
+  [ -e $m ] || continue
+  awk -v m=$m '$5 == m {f=1} END {print (f ? "mounted" : "GONE"), m}' /proc/self/mountinfo
+done
+for d in /proc /tmp/b /tmp/p; do
+  [ -e $d/kallsyms ] && echo "kallsyms $d $(head -c 4096 $d/kallsyms | wc -c)"
+  [ -e $d/keys ] && echo "keys $d $(head -c 4096 $d/keys | wc -c)"
+  [ -d $d/acpi ] && echo "acpi $d $(ls -A $d/acpi | wc -l)"
+done
+for d in /sys /tmp/b /tmp/s; do
+  [ -d $d/firmware ] && echo "firmware $d $(ls -A $d/firmware | wc -l)"
+done
+echo x > /proc/sys/kernel/hostname 2>/dev/null && echo "proc-sys-write-ok"
+echo done
+""".replace("MASKS", " ".join(MASKS))
+
+
+def check_masks_held(d, out):
+    lines = out.splitlines()
+    assert lines and lines[-1] == "done", context(d, out)
+    bad = [l for l in lines if "-ok" in l or l.startswith("GONE")]
+    assert not bad, context(d, f"masks removed: {bad}", out)
+    for l in lines:
+        if l.split()[0] in ("kallsyms", "keys", "acpi", "firmware"):
+            assert l.split()[-1] == "0", context(d, f"unmasked: {l}", out)
+    assert "mounted /proc/sys" in lines and "mounted /sys/firmware" in lines, context(d, out)
+
+
+def test_masks_survive_the_container_root_from_init(daemon):
+    """init (root of a default container, with CAP_SYS_ADMIN in its user namespace) cannot
+    unmount, move, remount writable or bypass any /proc or /sys mask: the kernel locked them."""
+    d = daemon
+    d.create("unmask-init", init="/bin/sh", args=["-c", UNMASK])
+    r = d.cli("start", "--attach", "unmask-init", check=False)
+    check_masks_held(d, r.stdout)
+
+
+def test_masks_survive_the_container_root_from_exec(daemon):
+    """The same from an exec session (trustme run), which joins init's mount namespace."""
+    d = daemon
+    started(d, "unmask-exec")
+    r = d.sh("unmask-exec", UNMASK, check=False)
+    check_masks_held(d, r.stdout)
+    # and what one session tried did not change what the next one sees
+    check_masks_held(d, d.sh("unmask-exec", UNMASK, check=False).stdout)
 
 
 # ---- seccomp and capabilities -----------------------------------------------------------------

@@ -5,7 +5,9 @@
  *
  *   prepare  trustmed, before anything is forked      (may fail; undone by cleanup)
  *   setup    the setup process: real root, own mount namespace, off the event loop
- *   child    container init, inside all its namespaces, before exec
+ *   child    container init, before exec: it starts with host credentials in the container's pid,
+ *            network and time namespaces and a mount namespace of the host's (module_kernfs),
+ *            and is inside all the container's namespaces from module_userns's hook on
  *   join     an exec session's helper, still on the host, before it enters the namespaces
  *   exec     an exec session's process inside the namespaces, before exec
  *   cleanup  trustmed, after the container's last process is gone (must tolerate partial setup)
@@ -43,7 +45,7 @@ struct start_ctx {
     uint32_t uid_base;        /* 0 without a user namespace */
     int sync_fd;              /* child end of the sync socket */
     int userns_fd;            /* setup: the container's user namespace */
-    int netns_fd;             /* setup: the network namespace module_userns made for module_net, or -1 */
+    int netns_fd;             /* setup: the network namespace module_userns made, or -1 */
     int stdio[3];             /* init's stdin/stdout/stderr; -1 = /dev/null */
     bool tty;                 /* exec session with a pty */
     struct device_rule *devices; /* effective allowlist: built-ins + config */
@@ -73,5 +75,5 @@ int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm
 void modules_cleanup(struct container *c, size_t n);
 size_t modules_count(void);
 
-extern const struct tm_module module_userns, module_volume, module_devices, module_cgroups,
+extern const struct tm_module module_kernfs, module_userns, module_volume, module_devices, module_cgroups,
     module_namespaces, module_caps, module_seccomp, module_ctlsock, module_net;

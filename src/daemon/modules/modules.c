@@ -4,8 +4,11 @@
 
 /* THE order of a container start. Read top to bottom for prepare/setup/child/join/exec, bottom
  * to top for cleanup. Why this order:
- *  - userns first: setup needs the namespace's fd to id-map the root filesystem, and the child
- *    must become root in it before anything else.
+ *  - kernfs first (child only): init mounts /proc, /sys and their masks while it still has host
+ *    credentials, so that userns's child hook, which moves it into the container's user and
+ *    mount namespaces, makes the kernel lock them.
+ *  - userns next: setup needs the namespace's fd to id-map the root filesystem, and the child
+ *    must become root in it before any other module's child hook.
  *  - volume before devices: /dev is a tmpfs inside the assembled root, populated afterwards.
  *  - ctlsock right after volume: its tmpfs at /run/trustme goes on top of the GuestOS's mounts.
  *  - devices before cgroups: prepare computes the allowlist the cgroup device rules enforce.
@@ -16,7 +19,7 @@
  *  - caps then seccomp last: the filter is loaded after the capability drop, and nothing after
  *    it needs a syscall the filter denies. */
 static const struct tm_module *const modules[] = {
-    &module_userns, &module_volume, &module_ctlsock, &module_devices, &module_net, &module_cgroups,
+    &module_kernfs, &module_userns, &module_volume, &module_ctlsock, &module_devices, &module_net, &module_cgroups,
     &module_namespaces, &module_caps, &module_seccomp,
 };
 

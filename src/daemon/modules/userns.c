@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,16 +18,18 @@
 #include "net.h"
 
 /* The setup process needs the namespace before any process lives in it: to id-map the root
- * file system and to enter it before cloning init. A short-lived helper creates it, the maps are
- * written from outside (so any range is allowed), and its fd outlives the helper.
- * A container with a network of its own (module_net) gets its network namespace from the same
- * clone: owned by the new user namespace, and no second helper to fork (ctx->netns_fd). */
+ * file system, and to hand init a network namespace the container owns. A short-lived helper
+ * creates it, the maps are written from outside (so any range is allowed), and its fd outlives
+ * the helper. The network namespace comes from the same clone (CLONE_NEWUSER | CLONE_NEWNET:
+ * it belongs to the new user namespace, as if made from inside it), so no second helper is
+ * forked for it; module_net sets it up when the container has a network of its own
+ * (ctx->netns_fd). init itself starts with host credentials (module_kernfs) and enters the user
+ * namespace in become_container_root below. */
 static int userns_setup(struct start_ctx *ctx, tm_err *err)
 {
     if (!ctx->uid_base)
         return 0;
-    bool net = net_wanted(ctx->c);
-    struct clone_args args = {.flags = CLONE_NEWUSER | (net ? CLONE_NEWNET : 0), .exit_signal = SIGCHLD};
+    struct clone_args args = {.flags = CLONE_NEWUSER | CLONE_NEWNET, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
     if (pid < 0)
         return tm_err_sys(err, "cannot create the user namespace");
@@ -45,15 +48,13 @@ static int userns_setup(struct start_ctx *ctx, tm_err *err)
             r = tm_err_sys(err, "cannot write %s", path);
         }
     }
-    if (r == 0) {
-        snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
-        ctx->userns_fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (ctx->userns_fd < 0)
-            r = tm_err_sys(err, "cannot open %s", path);
-    }
-    if (r == 0 && net) {
-        snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
-        if ((ctx->netns_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    const struct {
+        const char *name;
+        int *fd;
+    } ns[] = {{"user", &ctx->userns_fd}, {"net", &ctx->netns_fd}};
+    for (size_t i = 0; i < ARRAY_SIZE(ns) && r == 0; i++) {
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, ns[i].name);
+        if ((*ns[i].fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
             r = tm_err_sys(err, "cannot open %s", path);
     }
     kill(pid, SIGKILL);
@@ -72,9 +73,25 @@ static int become_root(struct start_ctx *ctx, tm_err *err)
     return 0;
 }
 
+/* init, after module_kernfs: into the container's user namespace, and only then into mount, UTS
+ * and IPC namespaces of its own, which that user namespace owns. The kernel locks every mount
+ * copied into the new mount namespace (the masks among them): the container's root may mount on
+ * top of them but never remove them to see what is below. */
+static int become_container_root(struct start_ctx *ctx, tm_err *err)
+{
+    if (ctx->userns_fd < 0)
+        return 0;
+    if (setns(ctx->userns_fd, CLONE_NEWUSER) < 0)
+        return tm_err_sys(err, "cannot enter the container's user namespace");
+    close_and_reset(ctx->userns_fd);
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) < 0)
+        return tm_err_sys(err, "cannot create the container's mount, UTS and IPC namespaces");
+    return become_root(ctx, err);
+}
+
 const struct tm_module module_userns = {
     .name = "userns",
     .setup = userns_setup,
-    .child = become_root,
+    .child = become_container_root,
     .exec = become_root,
 };

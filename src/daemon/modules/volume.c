@@ -9,7 +9,7 @@
  *           trustmed the mounted volume, trustmed adds the key and sets the policy (fscrypt.c),
  *           and only then does setup go on. The key leaves the kernel with the file system.
  *   root    overlay of both (or lower alone for a "shared" root), plus /dev (tmpfs with allowed
- *           nodes only), /proc and /sys with masks, then the GuestOS's further mounts
+ *           nodes only), then the GuestOS's further mounts (/proc and /sys: module_kernfs)
  *
  * All of it is mounted by the setup process in its private mount namespace, which init inherits:
  * no mount is ever visible on the host, and everything disappears with the container's last
@@ -404,60 +404,12 @@ static int volume_setup(struct start_ctx *ctx, tm_err *err)
 
 static const unsigned kernel_fs_attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
 
-static int mount_in(int rootfd, const char *path, const char *fstype, const char *opts,
-                    unsigned attrs, tm_err *err)
-{
-    _cleanup_close_ int t = mkdir_in_root(rootfd, path, 0755, (uid_t)-1, (gid_t)-1, err);
-    if (t < 0)
-        return t;
-    int r = mount_new_fs(t, fstype, fstype, opts, attrs, err);
-    return r < 0 ? tm_err_prefix(err, "/%s", path) : 0;
-}
-
-/* Kernel interfaces a container has no business writing or reading (as runtimes customarily do). */
-static const char *const ro_paths[] = {"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus",
-                                       "proc/fs"};
-static const char *const hidden_files[] = {"proc/kcore", "proc/keys", "proc/timer_list",
-                                           "proc/sched_debug", "proc/latency_stats", "proc/kallsyms",
-                                           "proc/kpagecount", "proc/kpageflags", "proc/kpagecgroup"};
-static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware"};
-
-static int apply_masks(int rootfd, tm_err *err)
-{
-    tm_err ignore;
-    for (size_t i = 0; i < ARRAY_SIZE(ro_paths); i++) {
-        _cleanup_close_ int t = open_in_root(rootfd, ro_paths[i], O_PATH, &ignore);
-        if (t < 0)
-            continue; /* absent on this kernel */
-        if (bind_mount_at(t, "", t, MOUNT_ATTR_RDONLY | kernel_fs_attrs, -1, err) < 0)
-            return tm_err_prefix(err, "read-only /%s", ro_paths[i]);
-    }
-    _cleanup_close_ int null = open_in_root(rootfd, "dev/null", O_PATH, err);
-    if (null < 0)
-        return null;
-    for (size_t i = 0; i < ARRAY_SIZE(hidden_files); i++) {
-        _cleanup_close_ int t = open_in_root(rootfd, hidden_files[i], O_PATH, &ignore);
-        if (t < 0)
-            continue;
-        if (bind_mount_at(null, "", t, MOUNT_ATTR_RDONLY, -1, err) < 0)
-            return tm_err_prefix(err, "hiding /%s", hidden_files[i]);
-    }
-    for (size_t i = 0; i < ARRAY_SIZE(hidden_dirs); i++) {
-        _cleanup_close_ int t = open_in_root(rootfd, hidden_dirs[i], O_PATH | O_DIRECTORY, &ignore);
-        if (t < 0)
-            continue;
-        if (mount_new_fs(t, "tmpfs", "tmpfs", "size=0,mode=0555",
-                         MOUNT_ATTR_RDONLY | kernel_fs_attrs, err) < 0)
-            return tm_err_prefix(err, "hiding /%s", hidden_dirs[i]);
-    }
-    return 0;
-}
-
 static int volume_child(struct start_ctx *ctx, tm_err *err)
 {
-    /* The setup process left us in the root (see setup_main). Mounts copied into a namespace of
-     * a less privileged user namespace are locked, and pivot_root refuses a locked new root:
-     * re-bind the root (with /dev below it) as this namespace's own mount and work in that. */
+    /* The setup process left us in the root (see setup_main), with /proc and /sys mounted and
+     * masked (module_kernfs). Mounts copied into a namespace of a less privileged user namespace
+     * are locked, and pivot_root refuses a locked new root: re-bind the root (with everything
+     * below it, still locked) as this namespace's own mount and work in that. */
     _cleanup_close_ int inherited = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (inherited < 0)
         return tm_err_sys(err, "cannot open the container's root");
@@ -468,15 +420,12 @@ static int volume_child(struct start_ctx *ctx, tm_err *err)
     int r = mount_attach(rootfd, inherited, 0, -1, err);
     if (r < 0)
         return tm_err_prefix(err, "re-binding the root");
-    /* proc must be mounted while the host's /proc is still visible in this mount namespace: the
-     * kernel refuses a new proc in a user namespace that could see less than before. */
-    if ((r = mount_in(rootfd, "proc", "proc", NULL, kernel_fs_attrs, err)) < 0 ||
-        (r = mount_in(rootfd, "sys", "sysfs", NULL, MOUNT_ATTR_RDONLY | kernel_fs_attrs, err)) < 0 ||
-        (r = mount_in(rootfd, "dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
-                      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err)) < 0 ||
-        (r = mount_in(rootfd, "dev/shm", "tmpfs", "mode=1777,size=65536k", kernel_fs_attrs, err)) < 0 ||
-        (r = mount_in(rootfd, "dev/mqueue", "mqueue", NULL, kernel_fs_attrs, err)) < 0 ||
-        (r = apply_masks(rootfd, err)) < 0)
+    /* These belong to the container (its devpts instance, its IPC namespace's mqueue): made
+     * here, inside its user namespace, so its root owns them. */
+    if ((r = mount_new_fs_in(rootfd, "dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,gid=5",
+                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err)) < 0 ||
+        (r = mount_new_fs_in(rootfd, "dev/shm", "tmpfs", "mode=1777,size=65536k", kernel_fs_attrs, err)) < 0 ||
+        (r = mount_new_fs_in(rootfd, "dev/mqueue", "mqueue", NULL, kernel_fs_attrs, err)) < 0)
         return r;
     /* pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves the
      * container's root alone. Only then chdir into it, so no host directory stays reachable. */
