@@ -26,6 +26,8 @@ static json_object *info_json(const Trustme__ContainerInfo *i)
     if (i->address)
         json_object_object_add(o, "address", json_object_new_string(i->address));
     json_object_object_add(o, "user_namespace", json_object_new_boolean(i->user_namespace));
+    json_object_object_add(o, "privileged", json_object_new_boolean(i->privileged));
+    json_object_object_add(o, "privileged_caps", json_object_new_string(i->privileged_caps ? i->privileged_caps : ""));
     json_object_object_add(o, "uid_base", json_object_new_int64(i->uid_base));
     json_object_object_add(o, "memory_limit_mb", json_object_new_int64((int64_t)i->memory_limit_mb));
     json_object_object_add(o, "pids_limit", json_object_new_int64(i->pids_limit));
@@ -112,6 +114,9 @@ static void print_info(const Trustme__ContainerInfo *i)
         printf("user namespace:  host ids %u-%u\n", i->uid_base, i->uid_base + 65535);
     else
         printf("user namespace:  off (container root is host root)\n");
+    if (i->privileged)
+        printf("privileged:      YES: keeps %s as host root (device.json policy.allow_privileged)\n",
+               i->privileged_caps);
     printf("memory limit:    %s", i->memory_limit_mb ? "" : "none\n");
     if (i->memory_limit_mb)
         printf("%llu MiB\n", (unsigned long long)i->memory_limit_mb);
@@ -239,6 +244,14 @@ int cmd_list(struct cli *cli, int argc, char **argv)
                    c->last_error && c->last_error[0] ? "start failed (see trustme state)"
                                                      : or_dash(c->last_exit));
         }
+        /* Not one more column: a line that cannot be missed. */
+        int npriv = 0;
+        for (size_t i = 0; i < l->n_containers; i++)
+            if (l->containers[i]->privileged)
+                printf("%s%s", npriv++ ? ", " : "PRIVILEGED (host root with dangerous capabilities): ",
+                       l->containers[i]->name);
+        if (npriv)
+            printf("\n");
     }
     trustme__response__free_unpacked(resp, NULL);
     return 0;

@@ -1,4 +1,5 @@
 #include "commands_guestos.h"
+#include "modules/caps.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -93,6 +94,13 @@ static void config_op_finish(struct config_op *op, bool is_signed)
                        "policy (policy.allow_unsigned); name a GuestOS instead");
     if (r == 0 && !cfg->guestos[0])
         r = volume_check_rootfs(cfg, &err);
+    if (r == 0 && caps_privileged(cfg) && !d->device.allow_privileged) {
+        char names[768];
+        caps_names(caps_privileged(cfg), names, sizeof(names));
+        r = tm_err_set(&err, EPERM, "$.capabilities: %s without a user namespace would reach the "
+                       "host (the container's root is the host's root); the device policy refuses "
+                       "privileged containers (device.json policy.allow_privileged)", names);
+    }
     if (r == 0 && op->uuid[0]) {
         c = container_find(d, op->uuid);
         if (!c)
@@ -120,6 +128,12 @@ static void config_op_finish(struct config_op *op, bool is_signed)
                      cfg->guestos[0] ? "GuestOS" : "rootfs", cfg->guestos[0] ? cfg->guestos : cfg->rootfs,
                      is_signed ? "signed" : "unsigned", cfg->user_namespace ? "on" : "off",
                      token_kind_name(cfg->token.kind));
+        if (caps_privileged(cfg)) {
+            char names[768];
+            caps_names(caps_privileged(cfg), names, sizeof(names));
+            daemon_audit(d, "container.privileged", "ok", c, op->actor, "created without a user "
+                         "namespace, keeping %s", names);
+        }
         /* A new UUID has no token yet: nothing to ask scd. */
         c->token = (struct token_state){.known = true};
     }

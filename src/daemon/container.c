@@ -1,4 +1,5 @@
 #include "container.h"
+#include "modules/caps.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -403,6 +404,11 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->data_size_mb = c->cfg->data_size_mb;
     info->has_user_namespace = true;
     info->user_namespace = c->cfg->user_namespace;
+    uint64_t priv = caps_privileged(c->cfg);
+    info->has_privileged = true;
+    info->privileged = priv != 0;
+    caps_names(priv, ((struct container *)c)->privileged_caps, sizeof(c->privileged_caps));
+    info->privileged_caps = ((struct container *)c)->privileged_caps;
     tokens_fill_info(c, enc);
     info->encryption = enc;
     info->guestos = (char *)c->cfg->guestos;

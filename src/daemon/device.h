@@ -35,6 +35,7 @@ struct device_config {
     bool allow_locally_signed;
     bool allow_unsigned;  /* development only: unsigned GuestOSes and plain rootfs paths */
     bool signed_configs;  /* create/update need a config signed through the GuestOS chain */
+    bool allow_privileged; /* containers without a user namespace may keep dangerous capabilities */
     /* The TPM (docs/ATTESTATION.md): a tpm2-tss TCTI string or "embedded" (tpmd's own swtpm) */
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;

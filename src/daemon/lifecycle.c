@@ -1,4 +1,5 @@
 #include "lifecycle.h"
+#include "modules/caps.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -469,6 +470,14 @@ static void begin_start(struct container *c, const struct start_args *args)
         fail_start(c, "%s", err.msg);
         return;
     }
+    /* The policy may have changed since the create. */
+    if (caps_privileged(c->cfg) && !d->device.allow_privileged) {
+        char names[768];
+        caps_names(caps_privileged(c->cfg), names, sizeof(names));
+        fail_start(c, "it keeps %s without a user namespace (a privileged container), which the "
+                   "device policy does not allow (device.json policy.allow_privileged)", names);
+        return;
+    }
     /* The PIN waits in locked memory while tpmd measures (a few ms). */
     if (args->pin && args->pin->len > 0) {
         if (secret_new(args->pin->len, &op->pin, &err) < 0) {
@@ -619,6 +628,12 @@ static void on_started(struct container *c)
         log_warn("%s: %s (it will not be re-adopted after a restart)", container_label(c), err.msg);
     log_info("%s: running, init pid %d", container_label(c), c->pid);
     daemon_audit(c->d, "container.start", "ok", c, NULL, "init %s, pid %d", c->cfg->init, c->pid);
+    if (caps_privileged(c->cfg)) {
+        char names[768];
+        caps_names(caps_privileged(c->cfg), names, sizeof(names));
+        daemon_audit(c->d, "container.privileged", "ok", c, NULL, "running as host root, keeping %s",
+                     names);
+    }
     notify(c, WAIT_START, 0, NULL);
     start_op_maybe_free(c);
 }

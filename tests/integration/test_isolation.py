@@ -309,6 +309,66 @@ def test_privileged_container_device_cgroup_and_proc_sys(daemon):
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", context(d, r)
 
 
+# Without a user namespace every one of these would be the host's (issue 11): refused unless
+# device.json allows privileged containers.
+PRIVILEGED_CAPS = ["CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_PTRACE",
+                   "CAP_DAC_READ_SEARCH", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_SYSLOG", "CAP_BPF",
+                   "CAP_SYS_RESOURCE", "CAP_MAC_ADMIN", "CAP_AUDIT_CONTROL", "CAP_PERFMON"]
+
+
+@pytest.mark.parametrize("cap", PRIVILEGED_CAPS)
+def test_dangerous_caps_without_userns_are_refused(daemon, cap):
+    d = daemon
+    cfg = {"name": "p", "rootfs": {"path": str(d.rootfs)}, "init": "/bin/true",
+           "user_namespace": False, "capabilities": [cap]}
+    (d.configs / "p.json").write_text(json.dumps(cfg))
+    r = d.cli("create", d.configs / "p.json", check=False)
+    assert r.returncode != 0, context(d, r)
+    assert f"$.capabilities: {cap} without a user namespace" in r.stderr, context(d, r)
+    assert "policy.allow_privileged" in r.stderr and d.containers() == []
+    assert d.audit_events()[-1]["event"] == "config.reject"
+
+
+def test_what_is_not_privileged(daemon):
+    """A kept capability in a user namespace is checked by the kernel against the host's
+    namespace; no user namespace without keeps, or keeping only what a container's root has by
+    default in its own namespaces (NET_ADMIN, MKNOD: device cgroup), is not privileged either."""
+    d = daemon
+    for name, cfg in [("u", dict(capabilities=["CAP_SYS_PTRACE", "CAP_SYS_TIME"])),
+                      ("n", dict(user_namespace=False)),
+                      ("m", dict(user_namespace=False, capabilities=["CAP_NET_ADMIN", "CAP_MKNOD"]))]:
+        d.create(name, **cfg)
+        st = d.state(name)
+        assert st["privileged"] is False and st["privileged_caps"] == "", context(d, st)
+    assert "PRIVILEGED" not in d.cli("list").stdout
+
+
+def test_privileged_container_needs_the_policy_and_shows(make_daemon):
+    d = make_daemon(start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    device = d.data_dir / "device.json"
+    device.write_text(json.dumps({"policy": {"allow_unsigned": True, "allow_privileged": True}}))
+    d.start()
+    d.create("p", user_namespace=False, capabilities=["CAP_SYS_PTRACE", "CAP_SYS_ADMIN"])
+    st = d.state("p")
+    assert st["privileged"] is True and st["privileged_caps"] == "CAP_SYS_PTRACE,CAP_SYS_ADMIN"
+    assert "privileged:      YES: keeps CAP_SYS_PTRACE,CAP_SYS_ADMIN" in d.cli("state", "p").stdout
+    assert "PRIVILEGED (host root with dangerous capabilities): p" in d.cli("list").stdout
+    ev = [e for e in d.audit_events() if e["event"] == "container.privileged"]
+    assert len(ev) == 1 and "CAP_SYS_PTRACE,CAP_SYS_ADMIN" in ev[0]["detail"], ev
+    d.cli("start", "p")
+    ev = [e for e in d.audit_events() if e["event"] == "container.privileged"]
+    assert len(ev) == 2 and "running as host root" in ev[1]["detail"], ev
+    d.cli("stop", "--timeout", "0", "p")
+    # The policy is read again at every start: taken back, the container no longer starts.
+    d.stop()
+    device.write_text(json.dumps({"policy": {"allow_unsigned": True}}))
+    d.start()
+    r = d.cli("start", "p", check=False)
+    assert r.returncode != 0 and "policy.allow_privileged" in r.stderr, context(d, r)
+    assert d.state("p")["state"] == "stopped"
+
+
 # ---- /proc ------------------------------------------------------------------------------------
 
 def test_proc_sys_and_sysrq_are_not_writable(daemon):

@@ -30,6 +30,35 @@ uint64_t caps_drop_mask(const struct container_config *cfg, bool userns)
     return drop & ~cfg->caps_keep;
 }
 
+uint64_t caps_privileged(const struct container_config *cfg)
+{
+    if (cfg->user_namespace)
+        return 0;
+    struct container_config none = {.caps_keep = 0};
+    return cfg->caps_keep & caps_drop_mask(&none, false);
+}
+
+void caps_names(uint64_t mask, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int cap = 0; cap < 64; cap++) {
+        if (!(mask & (1ULL << cap)))
+            continue;
+        char *name = cap_to_name(cap);
+        if (!name)
+            continue;
+        int n = snprintf(out + used, size - used, "%s", used ? "," : "");
+        for (const char *p = name; *p && n >= 0 && used + (size_t)n + 1 < size; p++)
+            out[used + (size_t)n++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+        cap_free(name);
+        if (n < 0 || used + (size_t)n + 1 >= size)
+            break;
+        used += (size_t)n;
+        out[used] = '\0';
+    }
+}
+
 static int caps_prepare(struct start_ctx *ctx, tm_err *err)
 {
     ctx->caps_drop = caps_drop_mask(ctx->cfg, ctx->uid_base != 0);
