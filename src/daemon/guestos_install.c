@@ -20,6 +20,7 @@
 #include "fileio.h"
 #include "guestos.h"
 #include "measure.h"
+#include "modules/images.h"
 #include "log.h"
 #include "reaper.h"
 #include "spawn.h"
@@ -196,7 +197,7 @@ static int copy_image(int src_dir, int dst_dir, const char *label, const struct 
         return tm_err_set(err, EBADMSG, "image %s of %s is %llu bytes, guestos.json says %llu",
                           m->image, label, (unsigned long long)st.st_size,
                           (unsigned long long)m->size);
-    _cleanup_close_ int out = openat(dst_dir, m->image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    _cleanup_close_ int out = openat(dst_dir, m->image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0)
         return tm_err_sys(err, "cannot create %s in the store", m->image);
     _cleanup_free_ uint8_t *buf = malloc(COPY_CHUNK);
@@ -236,6 +237,10 @@ static int copy_image(int src_dir, int dst_dir, const char *label, const struct 
         return tm_err_set(err, EBADMSG, "image %s of %s corrupted: SHA-256 %s, guestos.json says %s",
                           m->image, label, got, want);
     }
+    /* Read back from the store's own copy, which no one else can change. */
+    int r = image_check_fs_type(out, m, label, err);
+    if (r < 0)
+        return r;
     if (fsync(out) < 0)
         return tm_err_sys(err, "cannot sync %s", m->image);
     return 0;

@@ -12,6 +12,32 @@
 #include "crypto.h"
 #include "mount_util.h"
 
+/* What the image's superblock says it is: squashfs (magic "hsqs" at 0), erofs (0xE0F5E1E2 at
+ * 1024), ext2/3/4 (0xEF53 at 1024 + 56); NULL for anything else. */
+static const char *image_magic_type(int fd)
+{
+    uint8_t b[4];
+    if (pread(fd, b, 4, 0) == 4 && memcmp(b, "hsqs", 4) == 0)
+        return "squashfs";
+    if (pread(fd, b, 4, 1024) == 4 && (b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24) == 0xE0F5E1E2u)
+        return "erofs";
+    if (pread(fd, b, 2, 1024 + 56) == 2 && (b[0] | b[1] << 8) == 0xEF53)
+        return "ext4";
+    return NULL;
+}
+
+int image_check_fs_type(int fd, const struct guestos_mount *m, const char *label, tm_err *err)
+{
+    const char *found = image_magic_type(fd);
+    if (found && strcmp(found, m->fs_type) == 0)
+        return 0;
+    if (!found)
+        return tm_err_set(err, EINVAL, "image %s of %s is not a squashfs, erofs or ext4 file system, "
+                          "but guestos.json says fs_type \"%s\"", m->image, label, m->fs_type);
+    return tm_err_set(err, EINVAL, "image %s of %s is a %s image, but guestos.json says fs_type \"%s\"",
+                      m->image, label, found, m->fs_type);
+}
+
 int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs,
                          tm_err *err)
 {
@@ -30,6 +56,10 @@ int image_mount_verified(const struct guestos *g, const struct guestos_mount *m,
         return tm_err_set(err, EBADMSG, "image %s of %s-%llu corrupted (%s does not match guestos.json)",
                           m->image, g->cfg->name, (unsigned long long)g->cfg->version,
                           size != m->size ? "its size" : "its SHA-256");
+    char label[CONFIG_NAME_MAX + 24];
+    snprintf(label, sizeof(label), "%s-%llu", g->cfg->name, (unsigned long long)g->cfg->version);
+    if ((r = image_check_fs_type(fd, m, label, err)) < 0)
+        return r;
     char dev[64];
     /* The mount holds the loop device; closing lfd lets autoclear detach it when the mount goes.
      * erofs could mount the file directly, but only a loop device pins this very fd. */
