@@ -116,6 +116,8 @@ static int write_state(const struct container *c, const char *dir, bool durable,
     json_object_object_add(o, "last_error", json_object_new_string(c->last_error));
     json_object_object_add(o, "last_exit", json_object_new_string(c->last_exit));
     json_object_object_add(o, "exit_code", json_object_new_int(c->exit_code));
+    /* runtime.json has it only while init runs (and lives in the run dir, lost at a reboot). */
+    json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
     const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
     int r = durable ? write_file_atomic(path, s, strlen(s), 0600, err)
                     : write_file_replace(path, s, strlen(s), 0600, err);
@@ -154,6 +156,8 @@ static int load_state(struct container *c, const char *dir, tm_err *err)
             snprintf(c->last_exit, sizeof(c->last_exit), "%s", s);
         if (tm_json_get_int(o, "$", "exit_code", false, -1, 255, &n, NULL) > 0)
             c->exit_code = (int)n;
+        if (tm_json_get_int(o, "$", "started_at", false, 0, INT64_MAX, &n, NULL) > 0)
+            c->started_at = (uint64_t)n;
     }
     json_object_put(o);
     return r < 0 ? tm_err_prefix(err, "%s", path) : 0;

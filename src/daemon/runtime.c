@@ -159,6 +159,8 @@ void runtime_recover(struct container *c)
             close(pidfd);
     }
     log_warn("%s: init (pid %d) ended while trustmed was not running; cleaning up", container_label(c), pid);
+    if (started_at) /* the start it records is the last one, and state.json is saved below */
+        c->started_at = started_at;
     cgroups_destroy(d, c->uuid);
     runtime_remove(c);
     snprintf(c->last_exit, sizeof(c->last_exit), "ended while trustmed was not running");

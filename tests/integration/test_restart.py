@@ -109,3 +109,36 @@ def test_exec_sessions_after_readoption_get_seccomp_and_caps(daemon):
     assert "Seccomp:\t2" in status
     capbnd = int([l for l in status.splitlines() if l.startswith("CapBnd")][0].split()[1], 16)
     assert not capbnd & (1 << 16)  # CAP_SYS_MODULE
+
+
+def test_last_start_time_survives_restarts(daemon):
+    """"last started" (started_at) of a container is kept through every way trustmed can come
+    back: re-adoption after kill -9, init dying while trustmed was down, a clean stop followed by
+    a restart or a kill -9 (it lived only in the run dir's runtime.json, which goes at the stop)."""
+    d = daemon
+    d.create("t")
+    d.cli("start", "t")
+    first = d.state("t")["started_at"]
+    assert first > 0
+    d.kill9()
+    d.start()
+    assert d.state("t")["started_at"] == first  # re-adopted
+    pid = d.state("t")["pid"]
+    d.kill9()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: process_gone(pid), what="init to die")
+    d.start()
+    st = d.state("t")
+    assert st["state"] == "stopped" and st["started_at"] == first, st  # died meanwhile
+    d.stop()
+    d.start()
+    assert d.state("t")["started_at"] == first  # stopped, clean restart
+    d.cli("start", "t")
+    d.cli("stop", "--timeout", "0", "t")
+    second = d.state("t")["started_at"]
+    assert second >= first
+    d.kill9()
+    d.start()
+    st = d.state("t")
+    assert st["started_at"] == second, st  # stopped, trustmed killed
+    assert "last started:    -" not in d.cli("state", "t").stdout
