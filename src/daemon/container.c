@@ -58,7 +58,7 @@ static struct container *container_alloc(struct daemon *d)
     c->pidfd = -1;
     c->exit_code = -1;
     c->wait_status = -1;
-    c->devices_prog = c->console_fifo = c->console_log = c->userns_fd = -1;
+    c->console_fifo = c->console_log = c->userns_fd = -1;
     return c;
 }
 
@@ -66,7 +66,6 @@ void container_free(struct container *c)
 {
     if (!c)
         return;
-    close_and_reset(c->devices_prog);
     close_and_reset(c->userns_fd);
     console_close(c);
     net_state_free(c);

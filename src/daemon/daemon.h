@@ -67,7 +67,6 @@ struct container {
     char last_exit[64];
     int exit_code;                /* -1 when unknown (e.g. adopted init) */
     int wait_status;              /* init's raw wait status, -1 when unknown */
-    int devices_prog;             /* its cgroup v2 device program, loaded at the first start */
     int userns_fd;                /* its own user namespace while it runs (exec sessions join it) */
     unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
     int console_fifo;             /* read end of init's console (console.c), or -1 */

@@ -36,3 +36,34 @@ def test_generated_device_program_enforces_the_rules(tmp_path):
         "mknod 1:9 m": "EPERM",      # no "m" for urandom
     }
     assert not cg.exists()
+
+
+def bpf_prog_fds(pid):
+    fds = Path(f"/proc/{pid}/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd) == "anon_inode:bpf-prog"
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
+def test_no_program_fd_per_stopped_container(daemon):
+    """trustmed loads a container's device program at each start and keeps no fd of it once it
+    is attached (the attachment holds it): 20 containers started and stopped leave no
+    anon_inode:bpf-prog fd behind, and a running one has none either."""
+    if not unified_root():
+        pytest.skip("no cgroup v2 hierarchy: no device programs")
+    d = daemon
+    pid = d.proc.pid
+    before = bpf_prog_fds(pid)
+    for i in range(20):
+        d.create(f"b{i}", data_size_mb=0)
+        d.cli("start", f"b{i}")
+        d.cli("stop", "--timeout", "0", f"b{i}")
+    d.cli("start", "b0")
+    assert bpf_prog_fds(pid) == before
+    # and the running one is still guarded by its program (a node outside the list is refused)
+    r = d.run("b0", "/usr/local/bin/tm-probe", "mknod", "/dev/x", "c", "1", "1", check=False)
+    assert "mknod: ok" not in r.stdout

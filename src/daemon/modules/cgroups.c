@@ -159,14 +159,13 @@ static int cgroups_prepare(struct start_ctx *ctx, tm_err *err)
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
             return tm_err_sys(err, "cannot open %s", dir);
-        /* Loaded once per container (the rules change only with its config), attached anew to
-         * each start's cgroup. */
-        if (ctx->c->devices_prog < 0) {
-            if ((r = bpf_devices_load(ctx->devices, ctx->ndevices, err)) < 0)
-                return r;
-            ctx->c->devices_prog = r;
-        }
-        if ((r = bpf_devices_attach(dfd, ctx->c->devices_prog, err)) < 0)
+        /* Loaded at each start, from the config as it is now (an update may have changed the
+         * devices), and closed once attached: the attachment holds the program as long as the
+         * cgroup lives, so trustmed keeps no fd per container (a load costs well under 1 ms). */
+        _cleanup_close_ int prog = bpf_devices_load(ctx->devices, ctx->ndevices, err);
+        if (prog < 0)
+            return prog;
+        if ((r = bpf_devices_attach(dfd, prog, err)) < 0)
             return r;
     }
     if (d->cgroups.freezer >= 0 && !d->cgroups.h[d->cgroups.freezer].v2)
