@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -44,12 +46,15 @@ static void rotate(struct container *c)
         log_warn("%s: cannot reopen the console log: %m", container_label(c));
 }
 
-/* Drain up to budget bytes. Returns false at end of file (no writer left). */
-static bool drain(struct container *c, size_t budget)
+/* Drain up to budget bytes (*ret_used: how many). Returns false at end of file (no writer left). */
+static bool drain(struct container *c, size_t budget, size_t *ret_used)
 {
     char buf[65536];
+    size_t used = 0;
+    if (ret_used)
+        *ret_used = 0;
     while (budget > 0) {
-        ssize_t n = read(c->console_fifo, buf, sizeof(buf));
+        ssize_t n = read(c->console_fifo, buf, budget < sizeof(buf) ? budget : sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -60,20 +65,67 @@ static bool drain(struct container *c, size_t budget)
             c->console_size += n;
         if (c->console_size >= CONSOLE_LOG_MAX)
             rotate(c);
-        budget -= (size_t)n < budget ? (size_t)n : budget;
+        budget -= (size_t)n;
+        used += (size_t)n;
+        if (ret_used)
+            *ret_used = used;
     }
     return true;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void refill(struct container *c)
+{
+    uint64_t now = now_ns();
+    uint64_t add = (now - c->console_refilled_ns) * CONSOLE_RATE / 1000000000u;
+    if (add == 0)
+        return; /* keep the fraction for the next call */
+    c->console_tokens = c->console_tokens + add > CONSOLE_BURST ? CONSOLE_BURST : c->console_tokens + add;
+    c->console_refilled_ns = now;
+}
+
+static void on_resume(tm_source *src, void *userdata)
+{
+    (void)src;
+    struct container *c = userdata;
+    c->console_timer = NULL;
+    if (c->console_src)
+        tm_source_modify(c->console_src, EPOLLIN);
 }
 
 static void on_console(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
-    /* A bounded amount per wake-up: a chatty container must not starve everyone else. */
-    if (!drain(c, 256 * 1024) || (events & EPOLLHUP)) {
+    refill(c);
+    /* A bounded amount per wake-up (a chatty container must not starve everyone else), and per
+     * second (CONSOLE_RATE). */
+    size_t budget = c->console_tokens < 256 * 1024 ? (size_t)c->console_tokens : 256 * 1024, used;
+    bool open = drain(c, budget, &used);
+    c->console_tokens -= used;
+    if (!open || (events & EPOLLHUP)) {
         /* All writers gone (init ended): nothing more can come until the next start. */
+        tm_source_free(c->console_timer);
+        c->console_timer = NULL;
         tm_source_free(c->console_src);
         c->console_src = NULL;
+        return;
     }
+    if (c->console_tokens >= 4096 || c->console_timer)
+        return;
+    /* Out of budget: stop reading until 64 KiB are due. The FIFO fills and the container's
+     * writes wait; none of its output is lost. */
+    if (c->console_throttled++ == 0)
+        log_info("%s: console output beyond %d KiB/s is slowed down", container_label(c),
+                 CONSOLE_RATE / 1024);
+    c->console_timer = tm_loop_timer(c->d->loop, 64 * 1024 * 1000 / CONSOLE_RATE, on_resume, c);
+    if (c->console_timer)
+        tm_source_modify(src, 0);
 }
 
 static int watch(struct container *c, tm_err *err)
@@ -85,6 +137,9 @@ static int watch(struct container *c, tm_err *err)
         return tm_err_sys(err, "cannot open %s", fifo);
     if (open_log(c) < 0)
         log_warn("%s: cannot open the console log: %m", container_label(c));
+    c->console_tokens = CONSOLE_BURST;
+    c->console_refilled_ns = now_ns();
+    c->console_throttled = 0;
     c->console_src = tm_loop_io(c->d->loop, c->console_fifo, EPOLLIN, on_console, c);
     if (!c->console_src)
         return tm_err_set(err, ENOMEM, "cannot watch the console");
@@ -135,7 +190,9 @@ int console_reopen(struct container *c, tm_err *err)
 void console_close(struct container *c)
 {
     if (c->console_fifo >= 0)
-        drain(c, CONSOLE_LOG_MAX);
+        drain(c, CONSOLE_LOG_MAX, NULL);
+    tm_source_free(c->console_timer);
+    c->console_timer = NULL;
     tm_source_free(c->console_src);
     c->console_src = NULL;
     close_and_reset(c->console_fifo);

@@ -71,6 +71,10 @@ struct container {
     unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
     int console_fifo;             /* read end of init's console (console.c), or -1 */
     tm_source *console_src;
+    tm_source *console_timer;     /* resumes draining a throttled console (console.c) */
+    uint64_t console_tokens;      /* bytes it may still log now */
+    uint64_t console_refilled_ns; /* when console_tokens was last topped up */
+    uint64_t console_throttled;   /* times it was throttled since its start */
     int console_log;
     off_t console_size;
     struct waiter *waiters;
