@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "term_safe.h"
 
 
 static json_object *info_json(const Trustme__ContainerInfo *i)
@@ -289,7 +290,12 @@ int cmd_config(struct cli *cli, int argc, char **argv)
     int r = cli_call(cli, &req, &resp);
     if (r)
         return r;
-    fwrite(resp->config->config_json.data, 1, resp->config->config_json.len, stdout);
+    /* The bytes as created, unchanged (to keep or re-create from); on a terminal escaped like
+     * everything else (term_safe.h): a config may hold characters that act on it. */
+    if (isatty(STDOUT_FILENO))
+        fwrite(resp->config->config_json.data, 1, resp->config->config_json.len, stdout);
+    else
+        term_write_raw(resp->config->config_json.data, resp->config->config_json.len);
     trustme__response__free_unpacked(resp, NULL);
     return 0;
 }
@@ -313,13 +319,18 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
 
 int cmd_logs(struct cli *cli, int argc, char **argv)
 {
-    const char *usage = "[--previous] CONTAINER\n"
+    const char *usage = "[--previous] [--raw] CONTAINER\n"
                         "  init's output when started without --attach (the last 1-2 MiB);\n"
-                        "  --previous: the log before the current one";
+                        "  --previous: the log before the current one\n"
+                        "  --raw: the bytes as the container wrote them (by default control\n"
+                        "         characters and escape sequences are shown as \\uXXXX, \\xNN)";
     Trustme__LogsRequest lr = TRUSTME__LOGS_REQUEST__INIT;
+    bool raw = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--previous") == 0 || strcmp(argv[i], "-p") == 0)
             lr.has_previous = lr.previous = true;
+        else if (strcmp(argv[i], "--raw") == 0)
+            raw = true;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
             return printf("Usage: trustme logs %s\n", usage), 0;
         else if (argv[i][0] == '-' || lr.id)
@@ -346,7 +357,9 @@ int cmd_logs(struct cli *cli, int argc, char **argv)
             break;
         }
         bool done = resp->body_case != TRUSTME__RESPONSE__BODY_AUDIT_CHUNK;
-        if (!done)
+        if (!done && raw)
+            term_write_raw(resp->audit_chunk->data.data, resp->audit_chunk->data.len);
+        else if (!done)
             fwrite(resp->audit_chunk->data.data, 1, resp->audit_chunk->data.len, stdout);
         else if (resp->body_case == TRUSTME__RESPONSE__BODY_ERROR)
             r = cli_fail("%s", resp->error->message);

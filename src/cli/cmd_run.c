@@ -12,13 +12,28 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "term_safe.h"
 #include "fdutil.h"
 
 static struct termios saved_tio;
 static bool raw_mode;
+/* What the session switched on in the terminal that shows its output (term_safe.h). */
+static struct term_modes modes;
+static bool track_modes;
 
+/* Leave the terminal as it was found: its termios settings, and the modes a program in the
+ * container left on (alternate screen, mouse tracking, bracketed paste, focus events, application
+ * cursor keys, a hidden cursor, no auto-wrap: it may have been killed, or meant harm). Only what
+ * the session's output switched is set back. */
 static void restore_terminal(void)
 {
+    if (track_modes) {
+        char seq[512];
+        size_t n = term_reset_sequence(&modes, seq, sizeof(seq));
+        if (n)
+            write_all(STDOUT_FILENO, seq, n);
+        memset(&modes, 0, sizeof(modes));
+    }
     if (raw_mode)
         tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
     raw_mode = false;
@@ -104,6 +119,7 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         enter_raw_mode();
         send_window(cl, id);
     }
+    track_modes = isatty(STDOUT_FILENO);
     bool stdin_open = true;
     for (;;) {
         struct pollfd pfd[3] = {{.fd = cl->fd, .events = POLLIN},
@@ -148,6 +164,8 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         case TRUSTME__RESPONSE__BODY_OUTPUT: {
             int fd = resp->output->stream == TRUSTME__OUTPUT_DATA__STREAM__STDERR ? STDERR_FILENO
                                                                                   : STDOUT_FILENO;
+            if (track_modes && fd == STDOUT_FILENO)
+                term_track(&modes, resp->output->data.data, resp->output->data.len);
             write_all(fd, resp->output->data.data, resp->output->data.len);
             break;
         }

@@ -6,6 +6,7 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "term_safe.h"
 #include "version.h"
 
 static const struct verb {
@@ -24,7 +25,7 @@ static const struct verb {
     {"freeze", cmd_freeze, "CONTAINER", "freeze every process of a running container"},
     {"unfreeze", cmd_unfreeze, "CONTAINER", "thaw a frozen container"},
     {"run", cmd_run, "[-t] [-e KEY=VALUE] CONTAINER -- CMD [ARG...]", "run a command inside a running container"},
-    {"logs", cmd_logs, "[--previous] CONTAINER", "print init's console output (when not attached)"},
+    {"logs", cmd_logs, "[--previous] [--raw] CONTAINER", "print init's console output (when not attached), escaped unless --raw"},
     {"change-pin", cmd_change_pin, "[--pin-file F] CONTAINER", "set the PIN of a container's token (the first time: pair it)"},
     {"token", cmd_token, "unlock [--pin-file F] CONTAINER", "unlock a token locked by wrong PINs, with its PUK"},
     {"wipe", cmd_wipe, "[--pin-file F] CONTAINER", "crypto-erase a stopped container's data"},
@@ -59,6 +60,9 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* Names, details and messages come from containers and vendors: a person's terminal gets
+     * their control characters escaped (term_safe.h), whatever the command. */
+    term_safe_stdio();
     struct cli cli = {.socket_path = getenv("TRUSTME_SOCKET")};
     static char sock[4096];
     int i = 1;
