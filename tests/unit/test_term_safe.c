@@ -82,5 +82,5 @@ int main(void)
         cmocka_unit_test(split_sequence_is_kept),
         cmocka_unit_test(modes_left_on_are_reset),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("term_safe", tests, NULL, NULL);
 }
