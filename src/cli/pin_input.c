@@ -7,6 +7,8 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "term_safe.h"
+
 int pin_input_open(struct pin_input *in, const char *file, bool stdin_busy, tm_err *err)
 {
     *in = (struct pin_input){.fd = -1};
@@ -62,6 +64,17 @@ static int read_line(struct pin_input *in, struct secret *s, size_t *ret_len, tm
     return 0;
 }
 
+/* The prompts go to the terminal itself, not through stdout: escape them the same way
+ * (term_safe.h), they carry the container's name. */
+static void tty_print(int fd, const char *text, const char *end)
+{
+    struct term_escaper e = {0};
+    char out[6 * 512 + 8];
+    size_t len = strnlen(text, 512);
+    size_t n = term_escape(&e, text, len, out, true);
+    dprintf(fd, "%.*s%s", (int)n, out, end);
+}
+
 static int ask(struct pin_input *in, const char *prompt, struct secret **ret, size_t *ret_len, tm_err *err)
 {
     struct termios old, quiet;
@@ -75,7 +88,7 @@ static int ask(struct pin_input *in, const char *prompt, struct secret **ret, si
             quiet.c_lflag |= ECHONL;
             echo_off = tcsetattr(in->fd, TCSAFLUSH, &quiet) == 0;
         }
-        dprintf(in->fd, "%s: ", prompt);
+        tty_print(in->fd, prompt, ": ");
     }
     struct secret *s;
     int r = secret_new(PIN_INPUT_MAX + 2, &s, err);
@@ -133,6 +146,6 @@ int pin_read_new(struct pin_input *in, const char *prompt, size_t min, struct se
         /* Only a person at a terminal gets another go. */
         if (!in->tty || attempt == 2)
             return -err->code;
-        dprintf(in->fd, "%s\n", err->msg);
+        tty_print(in->fd, err->msg, "\n");
     }
 }

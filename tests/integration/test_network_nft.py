@@ -82,6 +82,8 @@ def bridged(d, name, host=20, ports=(), host_ports=()):
                "host_ports": list(host_ports)}
     d.create(name, hostname=name, init="/bin/sh", args=LISTENER, network=network)
     d.cli("start", name)
+    # init starts nc in the background: the first connection could come before it listens
+    wait_for(lambda: connect(f"{d.net}.{host}", 80, timeout=0.5) == name, what=f"{name} listening")
     return f"{d.net}.{host}"
 
 
