@@ -9,6 +9,7 @@ One PKI and one GuestOS build (test_guestos.Env) and one healthy device (module 
 most tests. Forged evidence is made offline: a response saved with `trustme-verify
 --save-response`, edited field by field with pb.py and checked again with `--response`, which
 runs the same checks on the bytes as a live verification does."""
+import hashlib
 import json
 import os
 import shutil
@@ -685,6 +686,49 @@ def test_reset_count_going_backwards(healthy):
     if resets < 2**32 - 1:
         det = assert_fails(v.live(d, extra=("--last-reset", str(resets + 1))), "TPM clock")
         assert f"lower than {resets + 1} seen last (--last-reset)" in det["TPM clock"], det
+
+
+def srk_name(d, tmp):
+    """The Name of the SRK trustme-tpmd keeps loaded: the transient object of the device's swtpm
+    that is a restricted decryption key (tpmd keeps two, the SRK and the AK; the TCTI connects
+    per command, so tpm2-tools can read them between tpmd's commands)."""
+    env = {**os.environ, "TPM2TOOLS_TCTI": f"swtpm:path={d.run_dir}/tpm/swtpm.sock"}
+    handles = run("tpm2_getcap", "handles-transient", env=env).stdout.split()
+    names = {}
+    for h in (x.strip("- ") for x in handles if x.strip("- ").startswith("0x8")):
+        out = run("tpm2_readpublic", "-c", h, "-n", tmp / f"{h}.name", env=env).stdout
+        attrs = next(line for line in out.splitlines() if line.strip().startswith("value:")
+                     and "fixedtpm" in line)
+        names[h] = ("restricted" in attrs and "decrypt" in attrs, (tmp / f"{h}.name").read_bytes())
+    srk = [n for is_srk, n in names.values() if is_srk]
+    assert len(srk) == 1, names
+    return srk[0], [n for _, n in names.values()]
+
+
+@pytest.mark.skipif(not shutil.which("tpm2_readpublic"), reason="tpm2-tools is missing")
+def test_qualified_signer_of_a_real_quote(healthy, saved, tmp_path):
+    """Issue 12 §3, on tpmd's real quote: the qualifiedSigner is the AK's qualified name under
+    the SRK (docs/ATTESTATION.md), which trustme-verify checks once the device sends the SRK's
+    Name (Quote.ak_parent_name, field 140; today's tpmd does not, and the check says "not
+    compared"). Another parent's name, as a forger would send with a made-up qualifiedSigner,
+    fails "AK binding"."""
+    raw, nonce = saved
+    v = healthy.verifier
+    rep = assert_trusted(v.offline(raw, nonce))
+    assert "qualifiedSigner not compared" in details(rep)["AK binding"], rep
+    srk, loaded = srk_name(healthy.d, tmp_path)
+    quote = parse(parse(raw)[11][0])
+    ak = b"\x00\x0b" + hashlib.sha256(quote[5][0]).digest()
+    assert ak in loaded, "the AK is not one of the swtpm's transient objects"
+
+    def with_parent(name):
+        def edit(q):
+            q[140] = [name]
+        return edit_quote(raw, edit)
+    rep = assert_trusted(v.offline(with_parent(srk), nonce))
+    assert "qualifiedSigner is its qualified name" in details(rep)["AK binding"], rep
+    det = assert_fails(v.offline(with_parent(b"\x00\x0b" + os.urandom(32)), nonce), "AK binding")
+    assert "qualifiedSigner (000b" in det["AK binding"], det
 
 
 # ---- 3. the sealed device storage secret --------------------------------------------------------
