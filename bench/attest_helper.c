@@ -1,12 +1,16 @@
 /* For bench/attestation.sh: the attestation costs measured in-process, without a process start.
  *
- *   attest_helper roundtrip HOST:PORT ANCHORS.pem CRLS.pem REFS.json RUNS
+ *   ANCHORS.pem holds the roots of both roles (AK certificates, reference values' signer),
+ *   CAS.pem the Device CA and the CA of the reference values' signer: both are used as the pins
+ *   of either role, which costs what trustme-verify's separate options cost.
+ *
+ *   attest_helper roundtrip HOST:PORT ANCHORS.pem CAS.pem CRLS.pem REFS.json RUNS
  *       RUNS times what trustme-verify does after its start: a fresh nonce, attest_fetch (connect,
  *       request, tpmd quotes, response read) and attest_check_response (every check, with the
  *       CRLs), the reference values loaded once before the loop. One line per run:
  *       "FETCH_MS CHECK_MS TOTAL_MS EVENTS TRUSTED". Exit 1 if any run is not trusted.
  *
- *   attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CRLS.pem REFS.json SECONDS
+ *   attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CAS.pem CRLS.pem REFS.json SECONDS
  *       bench/verify_helper's first mode (reference values loaded once) with the CRLs, as
  *       trustme-verify runs with --crl: verifications per second on a saved response.
  *       Prints "N_PER_S N SECONDS EVENTS". Exit 1 unless trusted.
@@ -63,27 +67,56 @@ static void fill_random(void *p, size_t n)
     }
 }
 
+/* The trust inputs of both subcommands: anchors, CA pins, CRLs, reference values. */
+struct trust {
+    char *anchors, *crls;
+    size_t anchors_len, crls_len;
+    struct ca_pins cas;
+    struct refvalues *refs;
+};
+
+static int trust_load(const char *anchors, const char *cas, const char *crls, const char *refs,
+                      struct trust *t, tm_err *err)
+{
+    struct refvalues_files rf;
+    char *cas_pem;
+    size_t cas_len;
+    int r;
+    if ((r = read_file(anchors, VERIFY_PEM_MAX, &t->anchors, &t->anchors_len, err)) < 0 ||
+        (r = read_file(cas, VERIFY_PEM_MAX, &cas_pem, &cas_len, err)) < 0 ||
+        (r = ca_pins_parse(cas_pem, cas_len, cas, &t->cas, err)) < 0 ||
+        (r = read_file(crls, VERIFY_PEM_MAX, &t->crls, &t->crls_len, err)) < 0 ||
+        (r = refvalues_read_files(refs, &rf, err)) < 0)
+        return r;
+    struct refvalues_trust rt = {.anchors_pem = t->anchors, .anchors_len = t->anchors_len,
+                                 .cas = &t->cas, .crls_pem = t->crls, .crls_len = t->crls_len};
+    return refvalues_load(&rf, &rt, &t->refs, err);
+}
+
+static struct attest_policy trust_policy(const struct trust *t, const uint8_t *nonce)
+{
+    return (struct attest_policy){.nonce = nonce, .nonce_len = ATTEST_NONCE_LEN,
+                                  .pcrs = t->refs->pcrs, .npcrs = t->refs->npcrs,
+                                  .ak_anchors_pem = t->anchors, .ak_anchors_len = t->anchors_len,
+                                  .device_cas = &t->cas, .crls_pem = t->crls,
+                                  .crls_len = t->crls_len, .refs = t->refs};
+}
+
 /* ---- roundtrip ---------------------------------------------------------------------------- */
 
 static int roundtrip(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: attest_helper roundtrip HOST:PORT ANCHORS.pem CRLS.pem REFS.json RUNS\n");
+    if (argc != 8) {
+        fprintf(stderr, "usage: attest_helper roundtrip HOST:PORT ANCHORS.pem CAS.pem CRLS.pem REFS.json RUNS\n");
         return 2;
     }
     tm_err err = {0};
-    char *anchors, *crls;
-    size_t anchors_len, crls_len;
-    struct refvalues_files rf;
-    struct refvalues *refs = NULL;
-    if (read_file(argv[3], VERIFY_PEM_MAX, &anchors, &anchors_len, &err) < 0 ||
-        read_file(argv[4], VERIFY_PEM_MAX, &crls, &crls_len, &err) < 0 ||
-        refvalues_read_files(argv[5], &rf, &err) < 0 ||
-        refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0) {
+    struct trust t = {0};
+    if (trust_load(argv[3], argv[4], argv[5], argv[6], &t, &err) < 0) {
         fprintf(stderr, "attest_helper: %s\n", err.msg);
         return 1;
     }
-    int runs = atoi(argv[6]);
+    int runs = atoi(argv[7]);
     bool all_trusted = true;
     for (int i = 0; i < runs; i++) {
         uint8_t nonce[ATTEST_NONCE_LEN];
@@ -93,15 +126,13 @@ static int roundtrip(int argc, char **argv)
         uint8_t *resp = NULL;
         size_t resp_len = 0;
         double t0 = now_ms();
-        if (attest_fetch(argv[2], 10000, id, nonce, sizeof(nonce), NULL, 0, &resp, &resp_len,
-                         &err) < 0) {
+        if (attest_fetch(argv[2], 10000, id, nonce, sizeof(nonce), t.refs->pcrs, t.refs->npcrs,
+                         &resp, &resp_len, &err) < 0) {
             fprintf(stderr, "attest_helper: %s\n", err.msg);
             return 1;
         }
         double t1 = now_ms();
-        struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                    .anchors_pem = anchors, .anchors_len = anchors_len,
-                                    .crls_pem = crls, .crls_len = crls_len, .refs = refs};
+        struct attest_policy pol = trust_policy(&t, nonce);
         struct attest_report rep;
         if (attest_check_response(resp, resp_len, &pol, &rep, &err) < 0) {
             fprintf(stderr, "attest_helper: %s\n", err.msg);
@@ -116,21 +147,20 @@ static int roundtrip(int argc, char **argv)
         }
         free(resp);
     }
-    refvalues_free(refs);
+    refvalues_free(t.refs);
     return all_trusted ? 0 : 1;
 }
 
 static int verify(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CRLS.pem REFS.json SECONDS\n");
+    if (argc != 9) {
+        fprintf(stderr, "usage: attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CAS.pem CRLS.pem REFS.json SECONDS\n");
         return 2;
     }
     tm_err err = {0};
-    char *resp, *anchors, *crls;
-    size_t resp_len, anchors_len, crls_len;
-    struct refvalues_files rf;
-    struct refvalues *refs = NULL;
+    char *resp;
+    size_t resp_len;
+    struct trust t = {0};
     uint8_t nonce[ATTEST_NONCE_LEN];
     if (strlen(argv[3]) != 2 * sizeof(nonce)) {
         fprintf(stderr, "attest_helper: NONCE_HEX: expected %zu hex digits\n", 2 * sizeof(nonce));
@@ -139,17 +169,12 @@ static int verify(int argc, char **argv)
     for (size_t i = 0; i < sizeof(nonce); i++)
         sscanf(argv[3] + 2 * i, "%2hhx", &nonce[i]);
     if (read_file(argv[2], ATTEST_RESPONSE_MAX, &resp, &resp_len, &err) < 0 ||
-        read_file(argv[4], VERIFY_PEM_MAX, &anchors, &anchors_len, &err) < 0 ||
-        read_file(argv[5], VERIFY_PEM_MAX, &crls, &crls_len, &err) < 0 ||
-        refvalues_read_files(argv[6], &rf, &err) < 0 ||
-        refvalues_load(&rf, anchors, anchors_len, crls, crls_len, 0, &refs, &err) < 0) {
+        trust_load(argv[4], argv[5], argv[6], argv[7], &t, &err) < 0) {
         fprintf(stderr, "attest_helper: %s\n", err.msg);
         return 1;
     }
-    struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                .anchors_pem = anchors, .anchors_len = anchors_len,
-                                .crls_pem = crls, .crls_len = crls_len, .refs = refs};
-    double seconds = atof(argv[7]), start = now_ms(), t;
+    struct attest_policy pol = trust_policy(&t, nonce);
+    double seconds = atof(argv[8]), start = now_ms(), elapsed;
     long n = 0;
     struct attest_report rep;
     do {
@@ -158,9 +183,9 @@ static int verify(int argc, char **argv)
             return 1;
         }
         n++;
-    } while ((t = (now_ms() - start) / 1e3) < seconds);
-    printf("%.0f %ld %.2f %zu\n", (double)n / t, n, t, rep.events);
-    refvalues_free(refs);
+    } while ((elapsed = (now_ms() - start) / 1e3) < seconds);
+    printf("%.0f %ld %.2f %zu\n", (double)n / elapsed, n, elapsed, rep.events);
+    refvalues_free(t.refs);
     return 0;
 }
 

@@ -14,7 +14,8 @@
 # (--signer software). One trustme-verify run must say "trusted" before anything is timed.
 #
 # 1. Round trip, request to verdict:
-#    - `trustme-verify 127.0.0.1:PORT --anchor ... --reference REFS.json --crl ...` (all 5 CRLs)
+#    - `trustme-verify 127.0.0.1:PORT --ak-anchor ... --device-ca ... --rim-anchor ... --rim-ca ...
+#      --reference REFS.json --crl ...` (all 5 CRLs)
 #      against the peer `tpm2_quote` (ECC P-256 signing key of tpm2_createprimary/create/load,
 #      context file reused, PCRs sha256:11,12 as trustme quotes, a fresh 32-byte nonce) +
 #      `tpm2_flushcontext -t` + `tpm2_checkquote` (signature, nonce, PCR digest) against an
@@ -173,21 +174,24 @@ tm device csr --out "$W/device.csr" >/dev/null
 "$B/trustme-pki" issue --pki "$P" --ca device --csr "$W/device.csr" --out "$W/device.pem" "${PASS[@]}" \
     >/dev/null 2>"$W/issue.log" || { cat "$W/issue.log" >&2; die "trustme-pki issue failed"; }
 tm device cert install "$W/device.pem" --chain "$P/customer/device-ca.pem" >/dev/null
-"$B/trustme-pki" rim --out "$W/refs.json" --binary "$B/trustmed" --binary "$B/trustme-scd" \
+"$B/trustme-pki" rim --out "$W/refs.json" --version 1 --binary "$B/trustmed" --binary "$B/trustme-scd" \
     --binary "$B/trustme-tpmd" --config "device-config=$W/tm/data/device.json" --guestos "$W/out/bb-1" \
     "${CFG_ARGS[@]}" >/dev/null
 "$B/trustme-pki" sign "$W/refs.json" --pki "$P" --signer software "${PASS[@]}" >/dev/null
 cat "$P/customer/general-root-ca.pem" "$P/software-signing/root-ca.pem" >"$W/anchors.pem"
+# The helpers take both roles' roots and CAs in one file each (the cost is that of separate ones).
+cat "$P/customer/device-ca.pem" "$P/software-signing/sub-ca.pem" >"$W/cas.pem"
 CRLS=("$P"/crl/*.pem)
 cat "${CRLS[@]}" >"$W/crls.pem"
-VERIFY=("$B/trustme-verify" "$ADDR" --anchor "$P/customer/general-root-ca.pem"
-    --anchor "$P/software-signing/root-ca.pem" --reference "$W/refs.json")
+VERIFY=("$B/trustme-verify" "$ADDR" --ak-anchor "$P/customer/general-root-ca.pem"
+    --device-ca "$P/customer/device-ca.pem" --rim-anchor "$P/software-signing/root-ca.pem"
+    --rim-ca "$P/software-signing/sub-ca.pem" --reference "$W/refs.json")
 for c in "${CRLS[@]}"; do VERIFY+=(--crl "$c"); done
 "${VERIFY[@]}" --save-response "$W/response.bin" >"$W/verify-once.txt" ||
     { cat "$W/verify-once.txt" >&2; die "trustme-verify did not say trusted"; }
 # The verifier's inputs, for reruns of verify_helper or a profile after the script is gone.
 mkdir -p "$OUT/inputs"
-cp "$W/response.bin" "$W/response.bin.nonce" "$W/anchors.pem" "$W/crls.pem" "$W/refs.json"* "$OUT/inputs/"
+cp "$W/response.bin" "$W/response.bin.nonce" "$W/anchors.pem" "$W/cas.pem" "$W/crls.pem" "$W/refs.json"* "$OUT/inputs/"
 EVENTS=$(sed -n 's/^verdict: trusted (\([0-9]*\) events)$/\1/p' "$W/verify-once.txt")
 log "trustme-verify: trusted, $EVENTS events"
 
@@ -239,17 +243,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
         --export-json "$OUT/attestation-round$r.json" "${args[@]}" >/dev/null
 done
 log "round trip in-process: $LOOP_RUNS runs"
-"$B/attest_helper" roundtrip "$ADDR" "$W/anchors.pem" "$W/crls.pem" "$W/refs.json" "$LOOP_RUNS" >"$OUT/loop.txt" ||
+"$B/attest_helper" roundtrip "$ADDR" "$W/anchors.pem" "$W/cas.pem" "$W/crls.pem" "$W/refs.json" "$LOOP_RUNS" >"$OUT/loop.txt" ||
     die "attest_helper roundtrip failed"
 
 # --- 2. verifier throughput ----------------------------------------------------------------------
 for ((r = 1; r <= ROUNDS; r++)); do
     log "verifier throughput: round $r of $ROUNDS"
     taskset -c 0 "$B/verify_helper" "$W/response.bin" "$(cat "$W/response.bin.nonce")" "$W/anchors.pem" \
-        "$W/refs.json" "$VERIFY_SECONDS" >"$OUT/verify-round$r.txt" || die "verify_helper failed"
+        "$W/cas.pem" "$W/refs.json" "$VERIFY_SECONDS" >"$OUT/verify-round$r.txt" || die "verify_helper failed"
     grep -q UNTRUSTED "$OUT/verify-round$r.txt" && die "verify_helper: untrusted: $(cat "$OUT/verify-round$r.txt")"
     taskset -c 0 "$B/attest_helper" verify "$W/response.bin" "$(cat "$W/response.bin.nonce")" "$W/anchors.pem" \
-        "$W/crls.pem" "$W/refs.json" "$VERIFY_SECONDS" >"$OUT/verify-crl-round$r.txt" || die "attest_helper verify failed"
+        "$W/cas.pem" "$W/crls.pem" "$W/refs.json" "$VERIFY_SECONDS" >"$OUT/verify-crl-round$r.txt" || die "attest_helper verify failed"
 done
 
 # --- 3. measuring per start ----------------------------------------------------------------------

@@ -98,10 +98,10 @@ must say \`trusted\` before anything is timed.
 Method: \`hyperfine -N --warmup $ATT_WARMUP --runs $ATT_RUNS_PER_ROUND\`, $ATT_ROUNDS rounds per run with the order rotated, runs pooled ($ATT_N_PER_RUN
 per command and run):
 
-- **trustme-verify**: \`trustme-verify 127.0.0.1:PORT --anchor GENERAL_ROOT --anchor SOFTWARE_ROOT
-  --reference REFS.json --crl …\` (all $ATT_NCRLS CRLs): the process start, reading anchors, CRLs and the signed
-  reference values (verifying their signature), a fresh nonce, TCP connect, tpmd's quote of PCRs 11 and
-  12 with the whole log and the certificate chain, then all seven checks.
+- **trustme-verify**: \`trustme-verify 127.0.0.1:PORT --ak-anchor GENERAL_ROOT --device-ca DEVICE_CA
+  --rim-anchor SOFTWARE_ROOT --rim-ca SUB_CA --reference REFS.json --crl …\` (all $ATT_NCRLS CRLs): the process
+  start, reading anchors, CAs, CRLs and the signed reference values (verifying their signature), a fresh nonce,
+  TCP connect, tpmd's quote of PCRs 11 and 12 with the whole log and the certificate chain, then all eight checks.
 - **peer**: one bash script per run against an swtpm of its own (same version, UNIX socket): a fresh
   32-byte nonce (bash built-ins), \`tpm2_quote -c ak.ctx -l sha256:11,12 -q NONCE\` with an ECC P-256
   restricted signing key made once by \`tpm2_createprimary\`/\`tpm2_create\`/\`tpm2_load\` (context file

@@ -4,7 +4,10 @@
  * does per run, and a verifier serving many devices would) and with their signature verified
  * every time as well.
  *
- *   verify_helper RESPONSE NONCE_HEX ANCHORS.pem REFS.json [SECONDS]
+ *   verify_helper RESPONSE NONCE_HEX ANCHORS.pem CAS.pem REFS.json [SECONDS]
+ *
+ * ANCHORS.pem holds the roots of both roles, CAS.pem the Device CA and the reference values'
+ * signing CA, used as the pins of either role (what trustme-verify's options cost).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,7 @@
 #include <time.h>
 
 #include "attest_check.h"
+#include "ca_pin.h"
 #include "fileio.h"
 
 static double now(void)
@@ -23,34 +27,40 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 5) {
-        fprintf(stderr, "usage: %s RESPONSE NONCE_HEX ANCHORS.pem REFS.json [SECONDS]\n", argv[0]);
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s RESPONSE NONCE_HEX ANCHORS.pem CAS.pem REFS.json [SECONDS]\n",
+                argv[0]);
         return 2;
     }
-    double seconds = argc > 5 ? atof(argv[5]) : 3;
+    double seconds = argc > 6 ? atof(argv[6]) : 3;
     tm_err err = {0};
-    char *resp, *anchors;
-    size_t resp_len, anchors_len;
+    char *resp, *anchors, *cas_pem;
+    size_t resp_len, anchors_len, cas_len;
+    struct ca_pins cas;
     struct refvalues_files rf;
     uint8_t nonce[ATTEST_NONCE_LEN];
     for (size_t i = 0; i < sizeof(nonce) && strlen(argv[2]) == 64; i++)
         sscanf(argv[2] + 2 * i, "%2hhx", &nonce[i]);
     if (read_file(argv[1], ATTEST_RESPONSE_MAX, &resp, &resp_len, &err) < 0 ||
         read_file(argv[3], VERIFY_PEM_MAX, &anchors, &anchors_len, &err) < 0 ||
-        refvalues_read_files(argv[4], &rf, &err) < 0) {
+        read_file(argv[4], VERIFY_PEM_MAX, &cas_pem, &cas_len, &err) < 0 ||
+        ca_pins_parse(cas_pem, cas_len, argv[4], &cas, &err) < 0 ||
+        refvalues_read_files(argv[5], &rf, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
     setenv("TSS2_LOG", "all+NONE", 0);
+    struct refvalues_trust rt = {.anchors_pem = anchors, .anchors_len = anchors_len, .cas = &cas};
     for (int with_refs = 0; with_refs < 2; with_refs++) {
         struct refvalues *refs = NULL;
-        if (refvalues_load(&rf, anchors, anchors_len, NULL, 0, 0, &refs, &err) < 0) {
+        if (refvalues_load(&rf, &rt, &refs, &err) < 0) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
         struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                    .anchors_pem = anchors, .anchors_len = anchors_len,
-                                    .refs = refs};
+                                    .pcrs = refs->pcrs, .npcrs = refs->npcrs,
+                                    .ak_anchors_pem = anchors, .ak_anchors_len = anchors_len,
+                                    .device_cas = &cas, .refs = refs};
         struct attest_report rep;
         long n = 0;
         double start = now(), t;
@@ -58,7 +68,7 @@ int main(int argc, char **argv)
         do {
             if (with_refs) {
                 refvalues_free(refs);
-                if (refvalues_load(&rf, anchors, anchors_len, NULL, 0, 0, &refs, &err) < 0)
+                if (refvalues_load(&rf, &rt, &refs, &err) < 0)
                     return 1;
                 pol.refs = refs;
             }

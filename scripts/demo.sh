@@ -175,7 +175,7 @@ trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.
 trustme device info
 
 step "the release engineer's reference values: binaries, GuestOS, configs (signed)"
-build/src/tools/pki/trustme-pki rim --out "$work/refs.json" \
+build/src/tools/pki/trustme-pki rim --out "$work/refs.json" --version 1 --valid-days 30 \
     --binary build/src/daemon/trustmed --binary build/src/scd/trustme-scd \
     --binary build/src/tpmd/trustme-tpmd --guestos "$work/build/busybox-1" \
     --config device-config="$work/data/device.json" --config container-config="$work/demo.json"
@@ -191,9 +191,10 @@ step "remote attestation: trustme-verify checks the running device"
 info=$(build/src/cli/trustme --run-dir "$work/run" device info --json)
 address=$(echo "$info" | sed -n 's/.*"attest_address": *"\([^"]*\)".*/\1/p')
 ak=$(echo "$info" | sed -n 's/.*"ak_name": *"\([^"]*\)".*/\1/p')
-echo "\$ trustme-verify $address --anchor general-root-ca.pem --anchor root-ca.pem --reference refs.json --crl crls.pem --expect-ak ${ak%"${ak#????????????}"}..."
-build/src/verify/trustme-verify "$address" --anchor "$pki/customer/general-root-ca.pem" \
-    --anchor "$pki/software-signing/root-ca.pem" --reference "$work/refs.json" \
+echo "\$ trustme-verify $address --ak-anchor general-root-ca.pem --device-ca device-ca.pem --rim-anchor root-ca.pem --rim-ca sub-ca.pem --reference refs.json --crl crls.pem --expect-ak ${ak%"${ak#????????????}"}..."
+build/src/verify/trustme-verify "$address" --ak-anchor "$pki/customer/general-root-ca.pem" \
+    --device-ca "$pki/customer/device-ca.pem" --rim-anchor "$pki/software-signing/root-ca.pem" \
+    --rim-ca "$pki/software-signing/sub-ca.pem" --reference "$work/refs.json" \
     --crl "$pki/crls.pem" --expect-ak "$ak"
 trustme stop --kill demo
 echo

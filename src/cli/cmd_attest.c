@@ -18,16 +18,19 @@
 #define EXIT_UNTRUSTED 1
 #define EXIT_USAGE 2
 #define EXIT_UNREACHABLE 3
-#define INPUTS_MAX 64 /* --anchor and --crl files each, as trustme-verify */
+#define INPUTS_MAX 64 /* files of each list option, as trustme-verify */
 
 static const char usage_text[] =
-    "Usage: trustme attest --anchor ROOT.pem [--anchor ...] --reference REFS.json\n"
-    "                      [--crl CRL.pem ...] [--pcr N ...] [--json]\n"
+    "Usage: trustme attest --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
+    "                      --rim-ca CA.pem (--crl CRL.pem ... | --no-crl)\n"
+    "                      --reference REFS.json [--min-version N] [--pcr N ...] [--json]\n"
     "  Quote this device's TPM over a fresh nonce and check it as trustme-verify does:\n"
-    "  certificate chain (to the --anchors only), AK binding, quote signature, nonce, PCR\n"
-    "  digest, event log, reference values (REFS.json with .sig and .chain.pem).\n"
-    "  Exit status: 0 trusted, 1 a check failed, 2 usage error (or unreadable anchors, CRLs,\n"
-    "  reference files), 3 no quote could be had (trustmed or tpmd).\n";
+    "  certificate chain (to --ak-anchor, issued by --device-ca), AK binding, quote\n"
+    "  signature, nonce, PCR digest, event log, reference values (REFS.json with .sig and\n"
+    "  .chain.pem, signed under --rim-anchor by a certificate of --rim-ca), TPM clock. Each\n"
+    "  option but --reference, --min-version and --no-crl is repeatable.\n"
+    "  Exit status: 0 trusted, 1 a check failed, 2 usage error (or unreadable anchors, CAs,\n"
+    "  CRLs, reference files), 3 no quote could be had (trustmed or tpmd).\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
@@ -41,13 +44,27 @@ static int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+enum { LIST_AK_ANCHOR, LIST_DEVICE_CA, LIST_RIM_ANCHOR, LIST_RIM_CA, LIST_CRL, LISTS };
+static const char *const list_option[LISTS] = {"--ak-anchor", "--device-ca", "--rim-anchor",
+                                               "--rim-ca", "--crl"};
+
 struct attest_opts {
     const char *reference;
-    char *anchors[INPUTS_MAX], *crls[INPUTS_MAX];
-    size_t n_anchors, n_crls;
+    char *files[LISTS][INPUTS_MAX];
+    size_t n_files[LISTS];
+    bool no_crl;
+    uint64_t min_version;
     uint32_t pcrs[ATTEST_PCRS];
     size_t npcrs;
 };
+
+static int list_index(const char *a)
+{
+    for (int l = 0; l < LISTS; l++)
+        if (strcmp(a, list_option[l]) == 0)
+            return l;
+    return -1;
+}
 
 static int parse_opts(struct cli *cli, int argc, char **argv, struct attest_opts *o)
 {
@@ -59,12 +76,24 @@ static int parse_opts(struct cli *cli, int argc, char **argv, struct attest_opts
             exit(0);
         } else if (strcmp(a, "--json") == 0) {
             cli->json = true;
-        } else if ((strcmp(a, "--anchor") == 0 || strcmp(a, "--crl") == 0) && has_value) {
-            bool anchor = a[2] == 'a';
-            size_t *n = anchor ? &o->n_anchors : &o->n_crls;
-            if (*n >= INPUTS_MAX)
+        } else if (list_index(a) >= 0 && has_value) {
+            int l = list_index(a);
+            if (o->n_files[l] >= INPUTS_MAX)
                 return usage_error("at most %d %s files", INPUTS_MAX, a);
-            (anchor ? o->anchors : o->crls)[(*n)++] = argv[++i];
+            o->files[l][o->n_files[l]++] = argv[++i];
+        } else if (strcmp(a, "--no-crl") == 0) {
+            o->no_crl = true;
+        } else if (strcmp(a, "--anchor") == 0) {
+            return usage_error("--anchor trusted a root for every role: give --ak-anchor and "
+                               "--device-ca for AK certificates, --rim-anchor and --rim-ca for "
+                               "the reference values' signer");
+        } else if (strcmp(a, "--min-version") == 0 && has_value) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(argv[++i], &end, 10);
+            if (errno || end == argv[i] || *end || argv[i][0] == '-' || v > INT64_MAX)
+                return usage_error("--min-version %s: expected a version number", argv[i]);
+            o->min_version = v;
         } else if (strcmp(a, "--reference") == 0 && has_value) {
             o->reference = argv[++i];
         } else if (strcmp(a, "--pcr") == 0 && has_value) {
@@ -81,9 +110,6 @@ static int parse_opts(struct cli *cli, int argc, char **argv, struct attest_opts
             return usage_error("unexpected %s", a);
         }
     }
-    if (o->n_anchors == 0)
-        return usage_error("--anchor ROOT.pem is required (the root the AK certificate and the "
-                           "reference values' signer chain to)");
     if (!o->reference)
         return usage_error("--reference REFS.json is required (make it with trustme-pki rim, "
                            "sign it with trustme-pki sign)");
@@ -93,14 +119,14 @@ static int parse_opts(struct cli *cli, int argc, char **argv, struct attest_opts
 /* Evidence for nonce from trustmed: tpmd's serialized AttestResponse (malloc'ed in *ret), once
  * it is known to answer this request. 0, or the exit status after printing why not. */
 static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN],
-                          const struct attest_opts *o, uint8_t **ret, size_t *ret_len)
+                          const uint32_t *pcrs, size_t npcrs, uint8_t **ret, size_t *ret_len)
 {
     Trustme__AttestRequest ar = TRUSTME__ATTEST_REQUEST__INIT;
     ar.has_nonce = true;
     ar.nonce.data = (uint8_t *)nonce;
     ar.nonce.len = ATTEST_NONCE_LEN;
-    ar.n_pcrs = o->npcrs;
-    ar.pcrs = (uint32_t *)o->pcrs;
+    ar.n_pcrs = npcrs;
+    ar.pcrs = (uint32_t *)pcrs;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_ATTEST;
     req.attest = &ar;
@@ -149,10 +175,21 @@ int cmd_attest(struct cli *cli, int argc, char **argv)
      * says what was wrong. TSS2_LOG in the environment still wins. */
     setenv("TSS2_LOG", "all+NONE", 0);
     _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
-    if (attest_inputs_load(o.anchors, o.n_anchors, o.crls, o.n_crls, o.reference, &in, &err) < 0) {
-        fprintf(stderr, "trustme attest: %s\n", err.msg);
+    struct attest_inputs_files files = {
+        .ak_anchors = o.files[LIST_AK_ANCHOR], .n_ak_anchors = o.n_files[LIST_AK_ANCHOR],
+        .device_cas = o.files[LIST_DEVICE_CA], .n_device_cas = o.n_files[LIST_DEVICE_CA],
+        .rim_anchors = o.files[LIST_RIM_ANCHOR], .n_rim_anchors = o.n_files[LIST_RIM_ANCHOR],
+        .rim_cas = o.files[LIST_RIM_CA], .n_rim_cas = o.n_files[LIST_RIM_CA],
+        .crls = o.files[LIST_CRL], .n_crls = o.n_files[LIST_CRL], .no_crl = o.no_crl,
+        .reference = o.reference, .min_version = o.min_version,
+    };
+    if (attest_inputs_load(&files, &in, &err) < 0) {
+        fprintf(stderr, "trustme attest: %s (see trustme attest --help)\n", err.msg);
         return EXIT_USAGE;
     }
+    /* What to quote is the verifier's: --pcr, else the signed reference values' PCRs. */
+    uint32_t pcrs[REFVALUES_PCRS];
+    size_t npcrs = attest_inputs_pcrs(&in, o.pcrs, o.npcrs, pcrs);
 
     uint8_t nonce[ATTEST_NONCE_LEN];
     if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce)) {
@@ -161,10 +198,11 @@ int cmd_attest(struct cli *cli, int argc, char **argv)
     }
     _cleanup_free_ uint8_t *evidence = NULL;
     size_t evidence_len = 0;
-    r = fetch_evidence(cli, nonce, &o, &evidence, &evidence_len);
+    r = fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len);
     if (r)
         return r;
-    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), o.pcrs, o.npcrs);
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs,
+                                                    o.npcrs > 0);
     struct attest_report rep;
     if (attest_check_response(evidence, evidence_len, &pol, &rep, &err) < 0) {
         cli_fail("%s", err.msg);

@@ -24,6 +24,7 @@ static const char *const check_names[ATTEST_CHECK_COUNT] = {
     [ATTEST_CHECK_PCR_DIGEST] = "PCR digest",
     [ATTEST_CHECK_EVENT_LOG] = "event log",
     [ATTEST_CHECK_REFERENCE_VALUES] = "reference values",
+    [ATTEST_CHECK_CLOCK] = "TPM clock",
 };
 
 #define AK_EKU "clientAuth" /* the Device CA's profile (docs/PKI.md) */
@@ -182,9 +183,14 @@ static void check_chain(const Trustme__Attest__Quote *q, const struct attest_pol
         set(c, false, "%s", p->leaf_err.msg);
         return;
     }
+    if (!pol->device_cas || pol->device_cas->n == 0) {
+        set(c, false, "not checked: the verifier names no CA that issues AK certificates "
+            "(--device-ca)");
+        return;
+    }
     struct verify_request rq = {
         .chain_pem = (const char *)q->cert_chain_pem.data, .chain_len = q->cert_chain_pem.len,
-        .anchors_pem = pol->anchors_pem, .anchors_len = pol->anchors_len,
+        .anchors_pem = pol->ak_anchors_pem, .anchors_len = pol->ak_anchors_len,
         .crls_pem = pol->crls_pem, .crls_len = pol->crls_len,
         .leaf_only = true, .eku = AK_EKU, .time = pol->time,
     };
@@ -192,9 +198,16 @@ static void check_chain(const Trustme__Attest__Quote *q, const struct attest_pol
     tm_err err = {0};
     if (verify_signed(&rq, &res, &err) < 0)
         set(c, false, "%s", err.msg);
+    else if (p->leaf && (X509_get_extension_flags(p->leaf) & EXFLAG_CA))
+        set(c, false, "the AK certificate (%s) is a CA certificate (CA:TRUE): it could issue "
+            "others, it is no device's", res.leaf_subject);
+    else if (!ca_pins_issued(pol->device_cas, &res))
+        set(c, false, "the AK certificate (%s) was not issued by a Device CA (--device-ca): "
+            "another CA under %s issued it", res.leaf_subject, res.anchor_subject);
     else
-        set(c, true, "%s, issued under %s%s", res.leaf_subject, res.anchor_subject,
-            pol->crls_pem && pol->crls_len ? ", not revoked" : "");
+        set(c, true, "%s, issued by the Device CA under %s%s", res.leaf_subject,
+            res.anchor_subject, pol->crls_pem && pol->crls_len ? ", not revoked"
+                                                                : ", revocation not checked");
 }
 
 /* The AK's TPM name: nameAlg (SHA-256) || SHA-256 of its marshalled TPMT_PUBLIC. */
@@ -205,6 +218,45 @@ static bool ak_name_is(const Trustme__Attest__Quote *q, const uint8_t *want, siz
         return false;
     tm_sha256(q->ak_public.data, q->ak_public.len, name + 2);
     return memcmp(name, want, sizeof(name)) == 0;
+}
+
+/* The AK's qualified name: what TPM2_Quote writes as qualifiedSigner. For a key whose parent
+ * is a primary key of the owner hierarchy (the SRK): QN(SRK) = nameAlg || H(TPM_RH_OWNER ||
+ * Name(SRK)), QN(AK) = nameAlg || H(QN(SRK) || Name(AK)) (TPM 2.0 Part 1, "Qualified Name"). */
+static void ak_qualified_name(const uint8_t ak_name[34], const uint8_t parent_name[34],
+                              uint8_t out[34])
+{
+    uint8_t buf[4 + 34] = {0x40, 0x00, 0x00, 0x01}, qn_parent[34] = {0x00, 0x0b};
+    memcpy(buf + 4, parent_name, 34);
+    tm_sha256(buf, sizeof(buf), qn_parent + 2);
+    uint8_t both[68];
+    memcpy(both, qn_parent, 34);
+    memcpy(both + 34, ak_name, 34);
+    out[0] = 0x00;
+    out[1] = 0x0b;
+    tm_sha256(both, sizeof(both), out + 2);
+}
+
+/* The quote's qualifiedSigner against the AK's TPMT_PUBLIC: -1 not the same key, 0 not
+ * comparable (no parent name; why in *why), 1 the same. A TPM that signs with a key writes that
+ * key's qualified name, which covers its TPMT_PUBLIC (attributes included): a TPMT_PUBLIC that
+ * claims fixedTPM restricted for a key the TPM knows otherwise, or a software key's "quote"
+ * with a made-up qualifiedSigner, does not match. */
+static int qualified_signer_matches(const Trustme__Attest__Quote *q, const struct parsed *p,
+                                    const char **why)
+{
+    const TPM2B_NAME *qs = &p->attest.qualifiedSigner;
+    if (!q->has_ak_parent_name || q->ak_parent_name.len == 0) {
+        *why = "the device does not send its AK's parent name (an older trustme-tpmd)";
+        return 0;
+    }
+    uint8_t ak_name[34] = {0x00, 0x0b}, qn[34];
+    tm_sha256(q->ak_public.data, q->ak_public.len, ak_name + 2);
+    if (q->ak_parent_name.len != 34 || q->ak_parent_name.data[0] != 0x00 ||
+        q->ak_parent_name.data[1] != 0x0b || qs->size != 34)
+        return -1;
+    ak_qualified_name(ak_name, q->ak_parent_name.data, qn);
+    return memcmp(qn, qs->name, 34) == 0 ? 1 : -1;
 }
 
 static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
@@ -227,9 +279,24 @@ static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attes
             "certificate belongs to another key");
     else if (pol->expect_ak_name && !ak_name_is(q, pol->expect_ak_name, pol->expect_ak_name_len))
         set(c, false, "the AK is not the expected device's (--expect-ak): another device answered");
-    else
+    else {
+        const char *why = NULL;
+        int qs = p->attest_rc < 0 ? 0 : qualified_signer_matches(q, p, &why);
+        if (p->attest_rc < 0)
+            why = "no TPMS_ATTEST";
+        if (qs < 0) {
+            char h[17];
+            hex_prefix(p->attest.qualifiedSigner.name, p->attest.qualifiedSigner.size, h);
+            set(c, false, "the quote's qualifiedSigner (%s...) is not the qualified name of the "
+                "AK's TPMT_PUBLIC under its parent: the TPM that signed does not hold this key "
+                "as described (a forged TPMS_ATTEST or key attributes)", h);
+            return;
+        }
         set(c, true, "the certificate's key is the AK%s, a fixedTPM restricted signing key "
-            "(ECC P-256, ECDSA-SHA256)", pol->expect_ak_name ? " of the expected device" : "");
+            "(ECC P-256, ECDSA-SHA256); qualifiedSigner %s%s",
+            pol->expect_ak_name ? " of the expected device" : "",
+            qs > 0 ? "is its qualified name" : "not compared: ", qs > 0 ? "" : why);
+    }
 }
 
 static bool signature_verifies(EVP_PKEY *key, const uint8_t *der, size_t der_len,
@@ -346,9 +413,17 @@ static void check_pcr_digest(const struct attest_policy *pol, const struct parse
         requested |= pol->pcrs[i] <= TM_PCR_MAX ? 1u << pol->pcrs[i] : 0;
     char a[128], b[128];
     pcr_list(sel, a, sizeof(a));
-    if (pol->npcrs && sel != requested) {
+    if (!requested) {
+        set(c, false, "not checked: the verifier's policy names no PCRs (the reference values' "
+            "\"pcrs\" or --pcr)");
+        return;
+    }
+    /* What is quoted is the verifier's choice: a device (or a proxy rewriting the request) that
+     * quotes other PCRs hides what it does not quote. */
+    if (sel != requested) {
         pcr_list(requested, b, sizeof(b));
-        set(c, false, "the quote selects PCRs %s, but %s were requested", a, b);
+        set(c, false, "the quote selects PCRs %s, but %s were requested (%s)", a, b,
+            pol->pcrs_explicit ? "--pcr" : "the reference values' policy");
         return;
     }
     if (!sel) {
@@ -423,7 +498,7 @@ static void check_event_log(const Trustme__Attest__Quote *q, const struct attest
         pcr_list(uncovered, b, sizeof(b));
         /* With the device's own selection the quote must cover the whole log; a verifier that
          * asked for fewer PCRs chose not to look at the rest. */
-        if (pol->npcrs == 0) {
+        if (!pol->pcrs_explicit) {
             set(c, false, "%zu events are on PCRs %s, which the quote does not cover",
                 n_uncovered, b);
             return;
@@ -452,11 +527,18 @@ static void check_reference_values(const Trustme__Attest__Quote *q,
     uint32_t covered = p->pcrs_rc < 0 ? ~0u : p->pcrs.mask;
     size_t checked = 0, missing = 0, used = 0;
     char list[ATTEST_DETAIL_MAX / 2] = "";
+    const struct refvalues *r = pol->refs;
+    /* Required events present: a bit per r->required[i] (at most REFVALUES_REQUIRED_MAX). */
+    uint8_t present[(REFVALUES_REQUIRED_MAX + 7) / 8] = {0};
     for (size_t i = 0; i < q->n_events; i++) {
         const Trustme__Attest__Event *e = q->events[i];
         if (!(covered & (1u << e->pcr)))
             continue;
         checked++;
+        for (size_t k = 0; k < r->n_required; k++)
+            if (strcmp(r->required[k].type, e->type) == 0 &&
+                strcmp(r->required[k].name, e->name) == 0)
+                present[k / 8] |= (uint8_t)(1u << (k % 8));
         if (refvalues_contains(pol->refs, e->type, e->sha256.data))
             continue;
         if (++missing <= MISSING_SHOWN && used < sizeof(list)) {
@@ -466,12 +548,54 @@ static void check_reference_values(const Trustme__Attest__Quote *q,
                                      used ? ", " : "", e->type, e->name, h);
         }
     }
-    if (missing)
+    if (missing) {
         set(c, false, "%zu of %zu events are not reference values: %s%s", missing, checked,
             list, missing > MISSING_SHOWN ? ", ..." : "");
+        return;
+    }
+    /* A log without an event the policy requires (a boot binary, the device config): the
+     * device did not measure it, or the quote does not cover the PCR it is on. */
+    size_t absent = 0;
+    used = 0;
+    for (size_t k = 0; k < r->n_required; k++) {
+        if (present[k / 8] & (1u << (k % 8)))
+            continue;
+        if (++absent <= MISSING_SHOWN && used < sizeof(list))
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %.64s",
+                                     used ? ", " : "", r->required[k].type, r->required[k].name);
+    }
+    if (absent) {
+        set(c, false, "%zu of %zu required events are not in the quoted log: %s%s", absent,
+            r->n_required, list, absent > MISSING_SHOWN ? ", ..." : "");
+        return;
+    }
+    set(c, true, "all %zu events are reference values, the %zu required ones present (version "
+        "%llu, %zu values, signed by %s)", checked, r->n_required,
+        (unsigned long long)r->rim_version, r->n, r->signer);
+}
+
+static void check_clock(const struct attest_policy *pol, const struct parsed *p,
+                        struct attest_check *c, struct attest_clock *out)
+{
+    if (p->attest_rc < 0) {
+        set(c, false, "not checked: %s", p->attest_err.msg);
+        return;
+    }
+    const TPMS_CLOCK_INFO *ci = &p->attest.clockInfo;
+    *out = (struct attest_clock){.valid = true, .clock = ci->clock, .reset_count = ci->resetCount,
+                                 .restart_count = ci->restartCount, .safe = ci->safe == TPM2_YES};
+    char info[160];
+    snprintf(info, sizeof(info), "clock %llu ms, reset count %u, restart count %u, %s",
+             (unsigned long long)ci->clock, ci->resetCount, ci->restartCount,
+             ci->safe == TPM2_YES ? "safe" : "not safe (the clock may have gone back)");
+    if (pol->has_last_reset && ci->resetCount < pol->last_reset)
+        set(c, false, "%s: the reset count is lower than %u seen last (--last-reset): an old "
+            "quote, or a TPM whose state was rolled back", info, pol->last_reset);
+    else if (pol->has_last_reset && ci->resetCount > pol->last_reset)
+        set(c, true, "%s; the TPM was reset since reset count %u (--last-reset): a reboot, or a "
+            "TPM restarted under the device", info, pol->last_reset);
     else
-        set(c, true, "all %zu events are reference values (%zu values, signed by %s)", checked,
-            pol->refs->n, pol->refs->signer);
+        set(c, true, "%s", info);
 }
 
 void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
@@ -490,6 +614,7 @@ void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_pol
     check_pcr_digest(pol, &p, &rep->checks[ATTEST_CHECK_PCR_DIGEST]);
     check_event_log(q, pol, &p, &rep->checks[ATTEST_CHECK_EVENT_LOG]);
     check_reference_values(q, pol, &p, &rep->checks[ATTEST_CHECK_REFERENCE_VALUES]);
+    check_clock(pol, &p, &rep->checks[ATTEST_CHECK_CLOCK], &rep->clock);
     X509_free(p.leaf);
     EVP_PKEY_free(p.ak);
     rep->events = q->n_events;

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "attest.pb-c.h"
+#include "ca_pin.h"
 #include "error.h"
 #include "refvalues.h"
 
@@ -35,6 +36,7 @@ enum attest_check_id {
     ATTEST_CHECK_PCR_DIGEST,       /* "PCR digest" */
     ATTEST_CHECK_EVENT_LOG,        /* "event log" */
     ATTEST_CHECK_REFERENCE_VALUES, /* "reference values" */
+    ATTEST_CHECK_CLOCK,            /* "TPM clock" */
     ATTEST_CHECK_COUNT
 };
 
@@ -44,8 +46,20 @@ struct attest_check {
     char detail[ATTEST_DETAIL_MAX]; /* one line; "not checked: ..." when it could not run */
 };
 
+/* The TPMS_ATTEST's clockInfo, as the TPM signed it (meaningful when "quote signature" passed).
+ * For an AK in the owner hierarchy the TPM obfuscates reset_count and restart_count with an
+ * offset fixed for that key: compare them only between quotes of the same AK. */
+struct attest_clock {
+    bool valid; /* the TPMS_ATTEST parsed */
+    uint64_t clock; /* ms the TPM has been powered, advanced only while it runs */
+    uint32_t reset_count; /* + 1 at each TPM reset (power cycle, swtpm restart) */
+    uint32_t restart_count; /* + 1 at each TPM restart/resume since the last reset */
+    bool safe; /* the clock was not rolled back since it was last reported */
+};
+
 struct attest_report {
     struct attest_check checks[ATTEST_CHECK_COUNT];
+    struct attest_clock clock;
     bool trusted;  /* every check ok */
     size_t events; /* events in the device's log */
 };
@@ -54,12 +68,20 @@ struct attest_report {
 struct attest_policy {
     const uint8_t *nonce; /* the nonce sent */
     size_t nonce_len;
-    const uint32_t *pcrs; /* the selection requested; npcrs 0: the device's default, then the
-                           * quote's selection must be non-empty and equal the reported PCRs */
+    /* The selection requested, which the quote must select exactly: the verifier's policy (the
+     * reference values' "pcrs", or --pcr), never the device's choice. npcrs 0: "PCR digest"
+     * fails (no policy). */
+    const uint32_t *pcrs;
     size_t npcrs;
-    const char *anchors_pem; /* trust anchors for the AK certificate and REFS' signer */
-    size_t anchors_len;
-    const char *crls_pem; /* NULL: no revocation checking; else every CA needs its CRL */
+    /* The verifier chose the PCRs itself (--pcr): events on other PCRs are left out. Otherwise
+     * (the reference values' PCRs) an event on a PCR the quote does not cover fails. */
+    bool pcrs_explicit;
+    const char *ak_anchors_pem; /* the roots of the AK certificate's chain (--ak-anchor) */
+    size_t ak_anchors_len;
+    /* The CAs that may issue AK certificates (--device-ca), compared whole with the leaf's
+     * issuer. Required: the AK's root also certifies the GuestOS-signing CA. */
+    const struct ca_pins *device_cas;
+    const char *crls_pem; /* NULL: no revocation checking (--no-crl); else every CA needs its CRL */
     size_t crls_len;
     /* Reference values from refvalues_load. NULL: the check fails with refs_error (why they
      * could not be loaded: a bad signature, a parse error). */
@@ -71,6 +93,11 @@ struct attest_policy {
      * approved software, passes — a relayed response of another device included. */
     const uint8_t *expect_ak_name;
     size_t expect_ak_name_len;
+    /* Optional, for a verifier that keeps state per device: the TPM's reset count it saw last
+     * from this AK. A lower one fails "TPM clock" (an old quote, or a TPM whose state was rolled
+     * back); a higher one passes and the detail says the TPM was reset since. */
+    bool has_last_reset;
+    uint32_t last_reset;
 };
 
 /* Decode a response of version 1 carrying a quote. -EPROTO for anything else (undecodable,
@@ -90,6 +117,7 @@ int attest_check_response(const uint8_t *buf, size_t len, const struct attest_po
 
 /* The human report: one line per check, then the verdict. */
 void attest_report_print(FILE *out, const struct attest_report *rep);
-/* {"verdict": "trusted"|"untrusted", "checks": [{"name", "ok", "detail"}], "events": N} and a
- * newline. -ENOMEM or -EIO. */
+/* {"verdict": "trusted"|"untrusted", "checks": [{"name", "ok", "detail"}], "events": N,
+ * "clock": {"clock", "reset_count", "restart_count", "safe"} or null} and a newline. -ENOMEM or
+ * -EIO. */
 int attest_report_print_json(FILE *out, const struct attest_report *rep);

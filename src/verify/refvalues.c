@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "fileio.h"
@@ -54,9 +55,89 @@ static int parse_value(json_object *o, const char *path, struct refvalue *v, tm_
     return 0;
 }
 
+/* YYYY-MM-DDTHH:MM:SSZ, UTC: one spelling per moment, so that a signed file means one thing. */
+static int parse_time(json_object *root, const char *key, time_t *ret, tm_err *err)
+{
+    const char *s;
+    int r = tm_json_get_string(root, "$", key, true, 20, &s, err);
+    if (r < 0)
+        return r;
+    struct tm tm = {0};
+    char *end = strlen(s) == 20 ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+    char again[32];
+    time_t t = end && !*end ? timegm(&tm) : (time_t)-1;
+    struct tm back;
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) ||
+        strftime(again, sizeof(again), "%Y-%m-%dT%H:%M:%SZ", &back) != 20 || strcmp(again, s))
+        return tm_err_set(err, EINVAL, "$.%s: \"%.20s\" is not a time YYYY-MM-DDTHH:MM:SSZ (UTC)",
+                          key, s);
+    *ret = t;
+    return 0;
+}
+
+static int parse_pcrs(json_object *root, struct refvalues *rv, tm_err *err)
+{
+    json_object *pcrs;
+    int r = tm_json_get_array(root, "$", "pcrs", true, REFVALUES_PCRS, &pcrs, err);
+    if (r < 0)
+        return r;
+    size_t n = json_object_array_length(pcrs);
+    if (n == 0)
+        return tm_err_set(err, EINVAL, "$.pcrs: at least one PCR");
+    uint32_t mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(pcrs, i);
+        int64_t idx = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+        if (idx < 0 || idx > TM_PCR_MAX)
+            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: expected a PCR index 0..%d", i,
+                              TM_PCR_MAX);
+        if (mask & (1u << idx))
+            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: PCR %lld given twice", i,
+                              (long long)idx);
+        mask |= 1u << idx;
+    }
+    for (uint32_t i = 0; i <= TM_PCR_MAX; i++)
+        if (mask & (1u << i))
+            rv->pcrs[rv->npcrs++] = i;
+    return 0;
+}
+
+static int parse_required(json_object *root, struct refvalues *rv, tm_err *err)
+{
+    static const char *const keys[] = {"type", "name", NULL};
+    json_object *req;
+    int r = tm_json_get_array(root, "$", "required", true, REFVALUES_REQUIRED_MAX, &req, err);
+    if (r < 0)
+        return r;
+    size_t n = json_object_array_length(req);
+    if (n && !(rv->required = calloc(n, sizeof(*rv->required))))
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char path[TM_JSON_PATH_MAX];
+        tm_json_path_index(path, "$.required", i);
+        json_object *o = json_object_array_get_idx(req, i);
+        const char *type, *name;
+        if (!json_object_is_type(o, json_type_object))
+            return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
+                              tm_json_type_name(o));
+        if ((r = tm_json_check_keys(o, path, keys, err)) < 0 ||
+            (r = tm_json_get_string(o, path, "type", true, TM_EVENT_TYPE_MAX, &type, err)) < 0 ||
+            (r = tm_json_get_string(o, path, "name", true, TM_EVENT_NAME_MAX, &name, err)) < 0)
+            return r;
+        tm_err e = {0};
+        if (tm_event_check(0, type, name, 32, &e) < 0)
+            return tm_err_set(err, EINVAL, "%s: %s", path, e.msg);
+        snprintf(rv->required[i].type, sizeof(rv->required[i].type), "%s", type);
+        snprintf(rv->required[i].name, sizeof(rv->required[i].name), "%s", name);
+    }
+    rv->n_required = n;
+    return 0;
+}
+
 int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err *err)
 {
-    static const char *const keys[] = {"format", "version", "values", NULL};
+    static const char *const keys[] = {"format", "version", "rim_version", "not_before",
+                                       "not_after", "pcrs", "required", "values", NULL};
     if (len > REFVALUES_JSON_MAX)
         return tm_err_set(err, EFBIG, "$: %zu bytes, at most %d", len, REFVALUES_JSON_MAX);
     _cleanup_json_ json_object *root = NULL;
@@ -71,8 +152,17 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
     if (strcmp(format, REFVALUES_FORMAT) != 0)
         return tm_err_set(err, EINVAL, "$.format: \"%s\", expected \"%s\"", format,
                           REFVALUES_FORMAT);
-    if ((r = tm_json_get_int(root, "$", "version", true, REFVALUES_VERSION, REFVALUES_VERSION,
-                             &version, err)) < 0 ||
+    if ((r = tm_json_get_int(root, "$", "version", true, 1, INT64_MAX, &version, err)) < 0)
+        return r;
+    /* Version 1 had no validity period and no policy: such a file would stay valid until its
+     * signer is revoked, and let the device choose what to quote. */
+    if (version != REFVALUES_VERSION)
+        return tm_err_set(err, EINVAL, "$.version: %lld, expected %d (make the reference values "
+                          "again with this trustme-pki rim)", (long long)version,
+                          REFVALUES_VERSION);
+    int64_t rim_version;
+    if ((r = tm_json_get_int(root, "$", "rim_version", true, 1, INT64_MAX, &rim_version,
+                             err)) < 0 ||
         (r = tm_json_get_array(root, "$", "values", true, REFVALUES_MAX, &values, err)) < 0)
         return r;
     struct refvalues *out = calloc(1, sizeof(*out));
@@ -80,6 +170,14 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
     size_t n = json_object_array_length(values);
     if (!rv || (n && !(rv->v = calloc(n, sizeof(*rv->v)))))
         return tm_err_set(err, ENOMEM, "out of memory");
+    rv->rim_version = (uint64_t)rim_version;
+    if ((r = parse_time(root, "not_before", &rv->not_before, err)) < 0 ||
+        (r = parse_time(root, "not_after", &rv->not_after, err)) < 0)
+        return r;
+    if (rv->not_after <= rv->not_before)
+        return tm_err_set(err, EINVAL, "$.not_after: not after $.not_before");
+    if ((r = parse_pcrs(root, rv, err)) < 0 || (r = parse_required(root, rv, err)) < 0)
+        return r;
     for (size_t i = 0; i < n; i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.values", i);
@@ -98,6 +196,7 @@ void refvalues_free(struct refvalues *r)
     if (!r)
         return;
     free(r->v);
+    free(r->required);
     free(r);
 }
 
@@ -109,6 +208,14 @@ bool refvalues_contains(const struct refvalues *r, const char *type, const uint8
     strcpy(key.type, type);
     memcpy(key.sha256, sha256, 32);
     return r->n && bsearch(&key, r->v, r->n, sizeof(*r->v), cmp_value) != NULL;
+}
+
+bool refvalues_requires(const struct refvalues *r, const char *type, const char *name)
+{
+    for (size_t i = 0; i < r->n_required; i++)
+        if (strcmp(r->required[i].type, type) == 0 && strcmp(r->required[i].name, name) == 0)
+            return true;
+    return false;
 }
 
 int refvalues_read_files(const char *path, struct refvalues_files *ret, tm_err *err)
@@ -140,25 +247,54 @@ void refvalues_files_done(struct refvalues_files *f)
     *f = (struct refvalues_files){0};
 }
 
-int refvalues_load(const struct refvalues_files *f, const char *anchors_pem, size_t anchors_len,
-                   const char *crls_pem, size_t crls_len, time_t at, struct refvalues **ret,
-                   tm_err *err)
+static void format_time(time_t t, char out[21])
 {
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm) != 20)
+        snprintf(out, 21, "%lld", (long long)t);
+}
+
+int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust *t,
+                   struct refvalues **ret, tm_err *err)
+{
+    if (!t->cas || t->cas->n == 0)
+        return tm_err_set(err, EINVAL, "no CA may sign reference values (--rim-ca)");
     struct verify_request rq = {
         .data = (const uint8_t *)f->json, .data_len = f->json_len,
         .sig = (const uint8_t *)f->sig, .sig_len = f->sig_len,
         .chain_pem = f->chain_pem, .chain_len = f->chain_len,
-        .anchors_pem = anchors_pem, .anchors_len = anchors_len,
-        .crls_pem = crls_pem, .crls_len = crls_len,
-        .eku = "codeSigning", .time = at,
+        .anchors_pem = t->anchors_pem, .anchors_len = t->anchors_len,
+        .crls_pem = t->crls_pem, .crls_len = t->crls_len,
+        .eku = "codeSigning", .time = t->at,
     };
     struct verify_result res;
     int r = verify_signed(&rq, &res, err);
     if (r < 0)
         return tm_err_prefix(err, "signature");
+    if (pem_leaf_is_ca(f->chain_pem, f->chain_len) != 0)
+        return tm_err_set(err, EKEYREJECTED, "signature: the signer's certificate (%s) is a CA "
+                          "certificate (CA:TRUE), not a signer's", res.leaf_subject);
+    if (!ca_pins_issued(t->cas, &res))
+        return tm_err_set(err, EKEYREJECTED, "signature: the signer (%s) was not issued by a "
+                          "CA that signs reference values (--rim-ca): another CA under %s",
+                          res.leaf_subject, res.anchor_subject);
     _cleanup_(refvalues_freep) struct refvalues *rv = NULL;
     if ((r = refvalues_parse(f->json, f->json_len, &rv, err)) < 0)
         return r;
+    if (rv->rim_version < t->min_version)
+        return tm_err_set(err, ESTALE, "version %llu is older than --min-version %llu",
+                          (unsigned long long)rv->rim_version,
+                          (unsigned long long)t->min_version);
+    time_t now = t->at ? t->at : time(NULL);
+    char nb[21], na[21];
+    format_time(rv->not_before, nb);
+    format_time(rv->not_after, na);
+    if (now < rv->not_before)
+        return tm_err_set(err, EKEYEXPIRED, "version %llu is not valid before %s",
+                          (unsigned long long)rv->rim_version, nb);
+    if (now >= rv->not_after)
+        return tm_err_set(err, EKEYEXPIRED, "version %llu expired at %s",
+                          (unsigned long long)rv->rim_version, na);
     rv->signature_verified = true;
     snprintf(rv->signer, sizeof(rv->signer), "%s", res.leaf_subject);
     *ret = steal_ptr(rv);

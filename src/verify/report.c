@@ -39,6 +39,17 @@ int attest_report_print_json(FILE *out, const struct attest_report *rep)
         json_object_object_add(e, "detail", json_object_new_string(c->detail));
     }
     json_object_object_add(o, "events", json_object_new_int64((int64_t)rep->events));
+    json_object *clock = NULL;
+    if (rep->clock.valid) {
+        if (!(clock = json_object_new_object()))
+            return -ENOMEM;
+        json_object_object_add(clock, "clock", json_object_new_int64((int64_t)rep->clock.clock));
+        json_object_object_add(clock, "reset_count", json_object_new_int64(rep->clock.reset_count));
+        json_object_object_add(clock, "restart_count",
+                               json_object_new_int64(rep->clock.restart_count));
+        json_object_object_add(clock, "safe", json_object_new_boolean(rep->clock.safe));
+    }
+    json_object_object_add(o, "clock", clock);
     const char *s = json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS);
     if (!s)
         return -ENOMEM;

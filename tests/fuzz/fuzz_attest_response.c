@@ -15,6 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *anchors;
 static size_t anchors_len;
+static struct ca_pins pins;
 static struct refvalues *refs;
 
 static void init(void)
@@ -43,11 +44,17 @@ static void init(void)
     anchors = malloc(anchors_len);
     memcpy(anchors, p, anchors_len);
     BIO_free(bio);
+    tm_err e = {0};
+    if (ca_pins_parse(anchors, anchors_len, "fuzz root", &pins, &e) < 0)
+        abort();
     X509_NAME_free(name);
     X509_free(x);
     EVP_PKEY_free(key);
     static const char json[] =
-        "{\"format\": \"trustme-reference-values\", \"version\": 1, \"values\": ["
+        "{\"format\": \"trustme-reference-values\", \"version\": 2, \"rim_version\": 1, "
+        "\"not_before\": \"2026-01-01T00:00:00Z\", \"not_after\": \"2036-01-01T00:00:00Z\", "
+        "\"pcrs\": [11, 12], \"required\": [{\"type\": \"binary\", \"name\": \"trustmed\"}], "
+        "\"values\": ["
         "{\"type\": \"binary\", \"name\": \"trustmed\", \"sha256\": "
         "\"0000000000000000000000000000000000000000000000000000000000000000\"}]}";
     if (refvalues_parse(json, sizeof(json) - 1, &refs, NULL) < 0)
@@ -62,9 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const uint8_t nonce[ATTEST_NONCE_LEN] = {1, 2, 3};
     static const uint32_t pcrs[] = {11, 12};
     struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                .pcrs = pcrs, .npcrs = size % 2 ? 2 : 0,
-                                .anchors_pem = anchors, .anchors_len = anchors_len,
-                                .refs = refs};
+                                .pcrs = pcrs, .npcrs = size % 3 ? 2 : 0,
+                                .pcrs_explicit = size % 3 == 2,
+                                .ak_anchors_pem = anchors, .ak_anchors_len = anchors_len,
+                                .device_cas = &pins, .has_last_reset = size % 5 == 0,
+                                .last_reset = 7, .refs = refs};
     struct attest_report rep;
     tm_err err = {0};
     if (attest_check_response(data, size, &pol, &rep, &err) == 0) {

@@ -9,18 +9,22 @@ One PKI and one GuestOS build (test_guestos.Env) and one healthy device (module 
 most tests. Forged evidence is made offline: a response saved with `trustme-verify
 --save-response`, edited field by field with pb.py and checked again with `--response`, which
 runs the same checks on the bytes as a live verification does."""
+import hashlib
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from conftest import BUILD, TEST_PREFIX, TRUSTMED, Daemon, process_gone, wait_for
-from pb import encode, parse
+from pb import encode, frame, parse
 from test_device import SCD, TPMD, measurements, provision, recovery_key, secret_ok
 # env: test_guestos's module fixture (one PKI, a second one, the GuestOS builds)
 from test_guestos import env  # noqa: F401
@@ -29,10 +33,13 @@ from test_storage import KDF, PIN, PUK, pin_file
 
 VERIFY = BUILD / "src/verify/trustme-verify"
 BOOT, RUNTIME = 12, 11
-# trustme-verify --json: always these seven, in this order
+# trustme-verify --json: always these eight, in this order
 CHECKS = ["certificate chain", "AK binding", "quote signature", "nonce", "PCR digest", "event log",
-          "reference values"]
+          "reference values", "TPM clock"]
 SEALED_ELSEWHERE = "the device storage secret is sealed to another boot state"
+# Reference values that cannot be used (signer, version, validity) fail their check, and leave
+# the verifier without the PCRs its policy asks for: "PCR digest" says "not checked".
+REFS_UNUSABLE = ("reference values", "PCR digest")
 
 pytestmark = pytest.mark.skipif(
     not all(p.exists() for p in (VERIFY, TPMD, PKI_TOOL, GUESTOS_TOOL))
@@ -47,15 +54,19 @@ def pki_of(env):
     return {"dir": env.pki, "pass": env.passfile}
 
 
-def make_refs(env, out, guestos=(), configs=()):
-    """Signed reference values of this build's binaries, GuestOS dirs and config files."""
-    args = ["rim", "--out", out, "--binary", TRUSTMED, "--binary", SCD, "--binary", TPMD]
+def make_refs(env, out, guestos=(), configs=(), version=1, validity=(), signer="software",
+              sign_args=None):
+    """Signed reference values of this build's binaries, GuestOS dirs and config files: version
+    VERSION, valid a year from now unless validity gives rim's --not-before/--not-after, signed
+    by the PKI's signer (or with sign_args: --key KEY --cert CERT --chain PEM)."""
+    args = ["rim", "--out", out, "--version", str(version), *validity,
+            "--binary", TRUSTMED, "--binary", SCD, "--binary", TPMD]
     for g in guestos:
         args += ["--guestos", g]
     for kind, path in configs:
         args += ["--config", f"{kind}={path}"]
     run(PKI_TOOL, *args)
-    run(PKI_TOOL, "sign", out, "--pki", env.pki, "--signer", "software",
+    run(PKI_TOOL, "sign", out, *(sign_args or ["--pki", env.pki, "--signer", signer]),
         "--passphrase-file", env.passfile)
     return out
 
@@ -136,21 +147,29 @@ def start_encrypted(d, name, check=True):
 
 
 class Verifier:
-    """trustme-verify with the anchors, reference values and CRLs of a device's PKI."""
+    """trustme-verify with each role's root and CA, the reference values and the CRLs of a
+    device's PKI (docs/ATTESTATION.md "Trust: who may sign what")."""
 
     def __init__(self, env, refs, work):
         self.env = env
         self.refs = refs
         self.work = work
-        self.anchors = [env.cert("general-root-ca"), env.cert("root-ca")]
+        self.trust = {"ak-anchor": env.cert("general-root-ca"), "device-ca": env.cert("device-ca"),
+                      "rim-anchor": env.cert("root-ca"), "rim-ca": env.cert("sub-ca")}
         self.crls = env.pki / "crls.pem"
         self._n = 0
 
-    def _run(self, *target, anchors=None, refs=None, extra=()):
-        cmd = [VERIFY, *target]
-        for a in anchors or self.anchors:
-            cmd += ["--anchor", a]
-        cmd += ["--reference", refs or self.refs, "--crl", self.crls, "--json", *extra]
+    def args(self, trust=None, crl=True):
+        """The trust options, with trust's entries (a file or a list of files) replacing the
+        PKI's."""
+        t = {**self.trust, **(trust or {})}
+        return [a for k, v in t.items() for f in (v if isinstance(v, list) else [v])
+                for a in (f"--{k}", f)] + \
+            (["--crl", self.crls] if crl else ["--no-crl"])
+
+    def _run(self, *target, trust=None, refs=None, extra=(), crl=True):
+        cmd = [VERIFY, *target, *self.args(trust, crl), "--reference", refs or self.refs,
+               "--json", *extra]
         r = run(*cmd, check=False)
         # 2 (usage) and 3 (no quote) would mean the test is broken, not the evidence
         assert r.returncode in (0, 1), f"trustme-verify -> {r.returncode}: {r.stderr}"
@@ -259,9 +278,16 @@ def test_healthy_device_is_trusted(healthy):
     # the encrypted container really got its key: the device storage secret reached scd
     assert d.state("c")["state"] == "running"
 
+    # the TPM's clock as it signed it
+    assert rep["clock"]["clock"] > 0 and rep["clock"]["safe"] is True, rep
+    assert f"reset count {rep['clock']['reset_count']}," in det["TPM clock"], det
+    # the quote covers exactly the PCRs the reference values name, every required event is there
+    assert f"PCRs {RUNTIME}, {BOOT} " in det["PCR digest"] or f"PCRs {RUNTIME}, {BOOT}" in \
+        det["PCR digest"], det
+    assert "the 4 required ones present (version 1," in det["reference values"], det
+
     # the same verdict from the device itself, through trustmed
-    args = [a for anchor in v.anchors for a in ("--anchor", anchor)]
-    r = d.cli("attest", *args, "--reference", v.refs, "--crl", v.crls, "--json")
+    r = d.cli("attest", *v.args(), "--reference", v.refs, "--json")
     local = json.loads(r.stdout)
     assert local["verdict"] == "trusted" and failed(local) == set(), local
     assert [c["name"] for c in local["checks"]] == CHECKS and local["events"] == rep["events"]
@@ -359,8 +385,8 @@ def test_certificate_of_another_pki_fails_the_chain(env, healthy, saved):
     """Anchored at another PKI's General root (the reference values' software root stays): the
     AK certificate does not chain. The quote itself is still fine."""
     raw, nonce = saved
-    anchors = [env.cert("general-root-ca", env.local_pki), env.cert("root-ca")]
-    assert_fails(healthy.verifier.offline(raw, nonce, anchors=anchors), "certificate chain")
+    trust = {"ak-anchor": env.cert("general-root-ca", env.local_pki)}
+    assert_fails(healthy.verifier.offline(raw, nonce, trust=trust), "certificate chain")
 
 
 def test_revoked_ak_certificate_fails_the_chain(env, healthy, saved, tmp_path):
@@ -432,6 +458,277 @@ def test_image_missing_from_the_reference_values(env, healthy, saved):
     det = assert_fails(healthy.verifier.offline(raw, nonce, refs=refs), "reference values")
     for unapproved in ("guestos-config bb-1/guestos.json", "guestos-image bb-1/root.img"):
         assert unapproved in det["reference values"], det
+
+
+# ---- 2b. the network and the device choosing what is evidence (issue 12) ------------------------
+
+def read_frame(sock):
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError("connection closed")
+            data += chunk
+        return data
+    (n,) = struct.unpack(">I", exactly(4))
+    return exactly(n)
+
+
+class RewritingProxy:
+    """The attacker on the network between trustme-verify and tpmd's attestation endpoint: each
+    request's PCR selection (AttestRequest.pcrs, field 4) becomes `pcrs`, and the response's log
+    keeps only the events keep(event fields) accepts, renumbered without gaps. Everything else
+    (the genuine quote of the PCRs it asked for, the certificate) passes unchanged."""
+
+    def __init__(self, target, pcrs, keep):
+        host, port = target.rsplit(":", 1)
+        self.target, self.pcrs, self.keep = (host, int(port)), pcrs, keep
+        self.requested = []  # the selections the verifier asked for
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.address = f"127.0.0.1:{self.srv.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                with client, socket.create_connection(self.target, timeout=10) as up:
+                    req = parse(read_frame(client))
+                    self.requested.append(req.get(4, []))
+                    req[4] = list(self.pcrs)
+                    up.sendall(frame(encode(req)))
+                    top = parse(read_frame(up))
+                    if 11 in top:
+                        quote = parse(top[11][0])
+                        kept = [e for e in quote_events(quote) if self.keep(e)]
+                        for seq, e in enumerate(kept):
+                            e[1] = [seq]
+                        set_events(quote, kept)
+                        top[11] = [encode(quote)]
+                    client.sendall(frame(encode(top)))
+            except (OSError, EOFError):
+                pass
+
+    def close(self):
+        self.srv.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("pcrs,keep,failing", [
+    # PCR 12 quoted alone, PCR 11's events (the GuestOS and container that run) dropped: the
+    # boot events replay to the genuine quote, and all of them are approved
+    ([BOOT], lambda e: e[2] != [RUNTIME], {"PCR digest"}),
+    # PCR 0, never extended, and no log at all: nothing to disagree with but the policy
+    ([0], lambda e: False, {"PCR digest", "reference values"}),
+], ids=["boot-pcr-only", "pcr0-no-log"])
+def test_rewriting_proxy_cannot_choose_the_pcrs(healthy, pcrs, keep, failing):
+    """Issue 12 §1: the selection is the verifier's (the signed reference values' "pcrs"), and
+    a quote of anything else fails "PCR digest", naming both selections; a log without the
+    required boot events fails "reference values". Before, both verdicts were "trusted"."""
+    d, v = healthy.d, healthy.verifier
+    proxy = RewritingProxy(attest_address(d), pcrs, keep)
+    try:
+        det = assert_fails(v._run(proxy.address), *failing)
+    finally:
+        proxy.close()
+    assert proxy.requested == [[RUNTIME, BOOT]], proxy.requested  # what the verifier asked for
+    got = ", ".join(str(p) for p in pcrs)
+    assert (f"the quote selects PCRs {got}, but {RUNTIME}, {BOOT} were requested (the reference "
+            "values' policy)") in det["PCR digest"], det
+    if "reference values" in failing:
+        assert "4 of 4 required events are not in the quoted log: binary trustme-scd, binary " \
+            "trustme-tpmd, binary trustmed, ..." in det["reference values"], det
+    # the device itself, asked directly, is still trusted
+    assert_trusted(v.live(d))
+
+
+def test_reference_values_from_the_wrong_signer(env, healthy, saved, tmp_path):
+    """Issue 12 §2: reference values count only when a certificate of the RIM-signing CA
+    (--rim-ca, the Software Signing sub-CA) signed them. Signed by the GuestOS signing key (a
+    codeSigning certificate under the Customer root), or by a codeSigning certificate the Device
+    CA issued for a software key, they fail "reference values" even with that root trusted for
+    them too."""
+    raw, nonce = saved
+    v = healthy.verifier
+    by_guestos = make_refs(env, tmp_path / "refs-guestos.json", [healthy.gos], healthy.configs,
+                           signer="guestos")
+    key, csr, cert = tmp_path / "sw.key", tmp_path / "sw.csr", tmp_path / "sw-signing.pem"
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", key, "-subj", "/CN=not a release signer", "-out", csr)
+    run(PKI_TOOL, "issue", "--pki", env.pki, "--ca", "device", "--profile", "signing",
+        "--csr", csr, "--out", cert, "--passphrase-file", env.passfile)
+    by_device_ca = make_refs(env, tmp_path / "refs-devca.json", [healthy.gos], healthy.configs,
+                             sign_args=["--key", key, "--cert", cert,
+                                        "--chain", env.cert("device-ca")])
+    # both roots trusted for reference values, as --anchor did for everything
+    both_roots = {"rim-anchor": [env.cert("root-ca"), env.cert("general-root-ca")]}
+    for refs in (by_guestos, by_device_ca):
+        det = assert_fails(v.offline(raw, nonce, refs=refs, trust=both_roots), *REFS_UNUSABLE)
+        assert "was not issued by a CA that signs reference values (--rim-ca)" in \
+            det["reference values"], det
+        # with the Software Signing root as --rim-anchor, the chain does not even verify
+        assert_fails(v.offline(raw, nonce, refs=refs), *REFS_UNUSABLE)
+    # the PKI's own release signature still passes
+    assert_trusted(v.offline(raw, nonce))
+
+
+def test_ak_certificate_from_the_wrong_ca(env, healthy, saved, tmp_path):
+    """Issue 12 §2: only the Device CA (--device-ca, compared whole) issues AK certificates. A
+    certificate for A's own AK from the GuestOS signing CA or the Software Signing sub-CA (with
+    the device profile: clientAuth) fails "certificate chain", --expect-ak or not; so does a
+    "leaf" with CA:TRUE from the Device CA itself."""
+    raw, nonce = saved
+    v = healthy.verifier
+    csr = tmp_path / "ak.csr"
+    healthy.d.cli("device", "csr", "--out", csr)
+    name_a = ak_name(healthy.d)
+    # both roots trusted for AK certificates, as --anchor did for everything
+    both_roots = {"ak-anchor": [env.cert("general-root-ca"), env.cert("root-ca")]}
+    cases = []
+    for ca, ca_cert in (("guestos", "guestos-ca"), ("software", "sub-ca")):
+        cert = tmp_path / f"ak-by-{ca}.pem"
+        run(PKI_TOOL, "issue", "--pki", env.pki, "--ca", ca, "--profile", "device", "--csr", csr,
+            "--out", cert, "--passphrase-file", env.passfile)
+        cases.append((cert.read_text() + env.cert(ca_cert).read_text()).encode())
+    # CA:TRUE, digitalSignature, clientAuth, issued by the Device CA's own key
+    ext = tmp_path / "ca-leaf.ext"
+    ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature,"
+                   "keyCertSign\nextendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\n"
+                   "authorityKeyIdentifier=keyid:always\n")
+    ca_leaf = tmp_path / "ak-ca-leaf.pem"
+    run("openssl", "x509", "-req", "-in", csr, "-CA", env.cert("device-ca"), "-CAkey",
+        env.cert("device-ca").with_suffix(".key"), "-passin", f"file:{env.passfile}", "-extfile",
+        ext, "-days", "30", "-set_serial", "0x7e57ca1eaf", "-out", ca_leaf)
+    cases.append((ca_leaf.read_text() + env.cert("device-ca").read_text()).encode())
+    for i, chain in enumerate(cases):
+        def with_chain(q, chain=chain):
+            q[6] = [chain]
+        forged = edit_quote(raw, with_chain)
+        for extra in ((), ("--expect-ak", name_a)):
+            det = assert_fails(v.offline(forged, nonce, trust=both_roots, extra=extra),
+                               "certificate chain")
+            want = "is a CA certificate (CA:TRUE)" if i == 2 else \
+                "was not issued by a Device CA (--device-ca)"
+            assert want in det["certificate chain"], (i, det)
+    assert_trusted(v.offline(raw, nonce, trust=both_roots))
+
+
+def test_old_or_expired_reference_values(env, healthy, saved, tmp_path):
+    """Issue 12 §4: reference values carry a version and a validity period. --min-version
+    refuses older ones; expired and not yet valid ones fail "reference values"."""
+    raw, nonce = saved
+    v = healthy.verifier
+    old = make_refs(env, tmp_path / "refs-v1.json", [healthy.gos], healthy.configs, version=1)
+    new = make_refs(env, tmp_path / "refs-v2.json", [healthy.gos], healthy.configs, version=2)
+    det = assert_fails(v.offline(raw, nonce, refs=old, extra=("--min-version", "2")),
+                       *REFS_UNUSABLE)
+    assert "version 1 is older than --min-version 2" in det["reference values"], det
+    assert_trusted(v.offline(raw, nonce, refs=new, extra=("--min-version", "2")))
+    expired = make_refs(env, tmp_path / "refs-expired.json", [healthy.gos], healthy.configs,
+                        validity=("--not-before", "20250101000000Z",
+                                  "--not-after", "20260101000000Z"))
+    det = assert_fails(v.offline(raw, nonce, refs=expired), *REFS_UNUSABLE)
+    assert "version 1 expired at 2026-01-01T00:00:00Z" in det["reference values"], det
+    future = make_refs(env, tmp_path / "refs-future.json", [healthy.gos], healthy.configs,
+                       validity=("--not-before", "20400101000000Z",
+                                 "--not-after", "20410101000000Z"))
+    det = assert_fails(v.offline(raw, nonce, refs=future), *REFS_UNUSABLE)
+    assert "is not valid before 2040-01-01T00:00:00Z" in det["reference values"], det
+    # a version 1 file (no policy, no validity) is not accepted any more
+    legacy = tmp_path / "refs-format1.json"
+    doc = json.loads(Path(new).read_text())
+    legacy.write_text(json.dumps({"format": doc["format"], "version": 1,
+                                  "values": doc["values"]}))
+    run(PKI_TOOL, "sign", legacy, "--pki", env.pki, "--signer", "software",
+        "--passphrase-file", env.passfile)
+    det = assert_fails(v.offline(raw, nonce, refs=legacy), *REFS_UNUSABLE)
+    assert "$.version: 1, expected 2" in det["reference values"], det
+
+
+def test_no_crl_is_said_explicitly(healthy, saved):
+    """Issue 12 §4: without --crl nothing was checked for revocation, silently. Now that is a
+    usage error unless --no-crl says so, and the report says it was not checked."""
+    raw, nonce = saved
+    v = healthy.verifier
+    path = v.work / "no-crl.bin"
+    path.write_bytes(raw)
+    r = run(VERIFY, "--response", path, "--nonce", nonce, *v.args()[:-2], "--reference", v.refs,
+            check=False)
+    assert r.returncode == 2 and "--no-crl" in r.stderr and not r.stdout, r
+    r = run(VERIFY, "--response", path, "--nonce", nonce, *v.args(), "--no-crl",
+            "--reference", v.refs, check=False)
+    assert r.returncode == 2 and "exclude each other" in r.stderr, r
+    rep = assert_trusted(v.offline(raw, nonce, crl=False))
+    assert "revocation not checked" in details(rep)["certificate chain"], rep
+    # and --anchor, which trusted one root for every role, is gone with a pointer
+    r = run(VERIFY, "--response", path, "--nonce", nonce, "--anchor", v.trust["ak-anchor"],
+            "--reference", v.refs, "--no-crl", check=False)
+    assert r.returncode == 2 and "--device-ca" in r.stderr, r
+
+
+def test_reset_count_going_backwards(healthy):
+    """Issue 12 §3: the report carries the TPM's clockInfo; a verifier that remembers the reset
+    count it saw (--last-reset) refuses a lower one."""
+    d, v = healthy.d, healthy.verifier
+    rep = assert_trusted(v.live(d))
+    resets = rep["clock"]["reset_count"]
+    assert_trusted(v.live(d, extra=("--last-reset", str(resets))))
+    if resets > 0:
+        rep = assert_trusted(v.live(d, extra=("--last-reset", str(resets - 1))))
+        assert "the TPM was reset since" in details(rep)["TPM clock"], rep
+    if resets < 2**32 - 1:
+        det = assert_fails(v.live(d, extra=("--last-reset", str(resets + 1))), "TPM clock")
+        assert f"lower than {resets + 1} seen last (--last-reset)" in det["TPM clock"], det
+
+
+def srk_name(d, tmp):
+    """The Name of the SRK trustme-tpmd keeps loaded: the transient object of the device's swtpm
+    that is a restricted decryption key (tpmd keeps two, the SRK and the AK; the TCTI connects
+    per command, so tpm2-tools can read them between tpmd's commands)."""
+    env = {**os.environ, "TPM2TOOLS_TCTI": f"swtpm:path={d.run_dir}/tpm/swtpm.sock"}
+    handles = run("tpm2_getcap", "handles-transient", env=env).stdout.split()
+    names = {}
+    for h in (x.strip("- ") for x in handles if x.strip("- ").startswith("0x8")):
+        out = run("tpm2_readpublic", "-c", h, "-n", tmp / f"{h}.name", env=env).stdout
+        attrs = next(line for line in out.splitlines() if line.strip().startswith("value:")
+                     and "fixedtpm" in line)
+        names[h] = ("restricted" in attrs and "decrypt" in attrs, (tmp / f"{h}.name").read_bytes())
+    srk = [n for is_srk, n in names.values() if is_srk]
+    assert len(srk) == 1, names
+    return srk[0], [n for _, n in names.values()]
+
+
+@pytest.mark.skipif(not shutil.which("tpm2_readpublic"), reason="tpm2-tools is missing")
+def test_qualified_signer_of_a_real_quote(healthy, saved, tmp_path):
+    """Issue 12 §3, on tpmd's real quote: the qualifiedSigner is the AK's qualified name under
+    the SRK (docs/ATTESTATION.md), which trustme-verify checks once the device sends the SRK's
+    Name (Quote.ak_parent_name, field 140; today's tpmd does not, and the check says "not
+    compared"). Another parent's name, as a forger would send with a made-up qualifiedSigner,
+    fails "AK binding"."""
+    raw, nonce = saved
+    v = healthy.verifier
+    rep = assert_trusted(v.offline(raw, nonce))
+    assert "qualifiedSigner not compared" in details(rep)["AK binding"], rep
+    srk, loaded = srk_name(healthy.d, tmp_path)
+    quote = parse(parse(raw)[11][0])
+    ak = b"\x00\x0b" + hashlib.sha256(quote[5][0]).digest()
+    assert ak in loaded, "the AK is not one of the swtpm's transient objects"
+
+    def with_parent(name):
+        def edit(q):
+            q[140] = [name]
+        return edit_quote(raw, edit)
+    rep = assert_trusted(v.offline(with_parent(srk), nonce))
+    assert "qualifiedSigner is its qualified name" in details(rep)["AK binding"], rep
+    det = assert_fails(v.offline(with_parent(b"\x00\x0b" + os.urandom(32)), nonce), "AK binding")
+    assert "qualifiedSigner (000b" in det["AK binding"], det
 
 
 # ---- 3. the sealed device storage secret --------------------------------------------------------

@@ -12,6 +12,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -376,10 +377,29 @@ def test_reseal_with_the_recovery_key_after_an_update(daemon, tmp_path):
 # ---- trustme attest ------------------------------------------------------------------------------
 
 def write_refs(pki, path, values):
-    path.write_text(json.dumps({"format": "trustme-reference-values", "version": 1, "values": values}))
+    """Reference values (format 2, docs/ATTESTATION.md): valid for a day, PCRs 11 and 12, the
+    boot events required."""
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    path.write_text(json.dumps({
+        "format": "trustme-reference-values", "version": 2, "rim_version": 1,
+        "not_before": stamp(now - 60), "not_after": stamp(now + 86400), "pcrs": [11, 12],
+        "required": [{"type": "binary", "name": n} for n in ("trustmed", "trustme-scd", "trustme-tpmd")]
+        + [{"type": "device-config", "name": "device.json"}],
+        "values": values}))
     run(PKI_TOOL, "sign", path, "--pki", pki["dir"], "--signer", "software",
         "--passphrase-file", pki["pass"])
     return path
+
+
+def trust_args(pki):
+    """Each role's root and CA (docs/ATTESTATION.md), revocation checked off: these tests are
+    about the CLI, test_attestation's about revocation."""
+    d = pki["dir"]
+    return ["--ak-anchor", d / "customer/general-root-ca.pem",
+            "--device-ca", d / "customer/device-ca.pem",
+            "--rim-anchor", d / "software-signing/root-ca.pem",
+            "--rim-ca", d / "software-signing/sub-ca.pem", "--no-crl"]
 
 
 def boot_refs(daemon):
@@ -393,8 +413,7 @@ def boot_refs(daemon):
 def test_attest_checks_the_local_quote_like_trustme_verify(daemon, pki, tmp_path):
     secret_ok(daemon)
     measurements(daemon)
-    anchors = ["--anchor", pki["dir"] / "customer/general-root-ca.pem",
-               "--anchor", pki["dir"] / "software-signing/root-ca.pem"]
+    anchors = trust_args(pki)
     refs = write_refs(pki, tmp_path / "refs.json", boot_refs(daemon))
 
     # Not provisioned yet: the quote is fine, the certificate chain is not.
@@ -411,7 +430,7 @@ def test_attest_checks_the_local_quote_like_trustme_verify(daemon, pki, tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^verdict: trusted \(4 events\)$", r.stdout, re.M)
     for name in ("certificate chain", "AK binding", "quote signature", "nonce", "PCR digest",
-                 "event log", "reference values"):
+                 "event log", "reference values", "TPM clock"):
         assert re.search(rf"^{re.escape(name)}\s+ok\b", r.stdout, re.M), r.stdout
     rep = json.loads(daemon.cli("attest", *anchors, "--reference", refs, "--pcr", "12", "--json").stdout)
     assert rep["verdict"] == "trusted" and rep["events"] == 4
@@ -423,8 +442,15 @@ def test_attest_checks_the_local_quote_like_trustme_verify(daemon, pki, tmp_path
     assert "verdict: untrusted" in r.stdout
 
     # Usage errors are 2, as for trustme-verify.
-    r = daemon.cli("attest", "--reference", refs, check=False)
-    assert r.returncode == 2 and "--anchor" in r.stderr
+    r = daemon.cli("attest", "--reference", refs, "--no-crl", check=False)
+    assert r.returncode == 2 and "--ak-anchor" in r.stderr
+    # no revocation check without being told so
+    r = daemon.cli("attest", *anchors[:-1], "--reference", refs, check=False)
+    assert r.returncode == 2 and "--no-crl" in r.stderr, r.stderr
+    # the old --anchor, which trusted a root for every role, says what replaced it
+    r = daemon.cli("attest", "--anchor", pki["dir"] / "customer/general-root-ca.pem",
+                   "--reference", refs, check=False)
+    assert r.returncode == 2 and "--device-ca" in r.stderr, r.stderr
     r = daemon.cli("attest", *anchors, check=False)
     assert r.returncode == 2 and "--reference" in r.stderr
     r = daemon.cli("attest", *anchors, "--reference", refs, "--pcr", "24", check=False)
@@ -435,8 +461,7 @@ def test_attest_checks_the_local_quote_like_trustme_verify(daemon, pki, tmp_path
 
 def test_attest_exits_3_when_no_quote_can_be_had(daemon, pki, tmp_path):
     refs = write_refs(pki, tmp_path / "refs.json", boot_refs(daemon))
-    anchors = ["--anchor", pki["dir"] / "customer/general-root-ca.pem",
-               "--anchor", pki["dir"] / "software-signing/root-ca.pem"]
+    anchors = trust_args(pki)
     daemon.stop()
     r = daemon.cli("attest", *anchors, "--reference", refs, check=False)
     assert r.returncode == 3 and "cannot connect to trustmed" in r.stderr

@@ -25,11 +25,16 @@
 #define PCR_RUNTIME 11
 
 struct fixture {
-    EVP_PKEY *root_key, *other_root_key, *ak, *other_ak, *signer_key;
+    EVP_PKEY *root_key, *other_root_key, *ak, *other_ak, *signer_key, *dca_key, *rca_key;
     X509 *root, *other_root, *leaf, *leaf_other_ca, *signer;
+    /* Under the root, as in the trustme PKI: a Device CA and a RIM-signing CA. The basic
+     * fixture's leaf and signer are issued by the root itself, which the basic policy pins
+     * for both roles; the role tests pin these two. */
+    X509 *device_ca, *rim_ca;
     X509_CRL *crl_revoking_leaf;
     char *anchors; /* the root only: other_root is nobody's anchor */
     char *crl_pem;
+    struct ca_pins root_pin, device_ca_pin, rim_ca_pin;
     struct refvalues *refs, *refs_missing;
 };
 
@@ -58,8 +63,8 @@ static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
     X509_EXTENSION_free(ext);
 }
 
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                       long serial, const char *eku)
+static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+                          long serial, const char *eku, bool ca_leaf)
 {
     X509 *x = X509_new();
     X509_set_version(x, X509_VERSION_3);
@@ -75,8 +80,11 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
     add_ext(x, issuer ? issuer : x, NID_authority_key_identifier, "keyid:always");
     if (eku) {
-        add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE");
-        add_ext(x, issuer, NID_key_usage, "critical,digitalSignature");
+        /* ca_leaf: what the issue's attacker had issued, a "leaf" that may issue others */
+        add_ext(x, issuer, NID_basic_constraints, ca_leaf ? "critical,CA:TRUE"
+                                                          : "critical,CA:FALSE");
+        add_ext(x, issuer, NID_key_usage, ca_leaf ? "critical,digitalSignature,keyCertSign"
+                                                  : "critical,digitalSignature");
         add_ext(x, issuer, NID_ext_key_usage, eku);
     } else {
         add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE");
@@ -84,6 +92,26 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     }
     assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
     return x;
+}
+
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+                       long serial, const char *eku)
+{
+    return make_cert_ca(cn, key, issuer, issuer_key, serial, eku, false);
+}
+
+static struct ca_pins pin_of(X509 *ca)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(bio, ca);
+    char *data;
+    long n = BIO_get_mem_data(bio, &data);
+    struct ca_pins p;
+    tm_err err = {0};
+    if (ca_pins_parse(data, (size_t)n, "pin", &p, &err) < 0)
+        fail_msg("ca_pins_parse: %s", err.msg);
+    BIO_free(bio);
+    return p;
 }
 
 static X509_CRL *make_crl(X509 *issuer, EVP_PKEY *key, long revoked)
@@ -147,11 +175,32 @@ static void content_hash(size_t i, uint8_t out[32])
     tm_sha256(events[i].content, strlen(events[i].content), out);
 }
 
-static char *refs_json(size_t skip)
+static void iso_time(long offset, char out[21])
+{
+    time_t t = time(NULL) + offset;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Version 2: rim_version, valid from nb_offset to na_offset seconds from now, PCRs 11 and 12,
+ * the boot events required (and required_extra, a JSON object, if given). */
+static char *refs_json_v(size_t skip, int rim_version, long nb_offset, long na_offset,
+                         const char *required_extra)
 {
     char *s = malloc(8192);
-    size_t used = (size_t)sprintf(s, "{\"format\": \"trustme-reference-values\", \"version\": 1, "
-                                     "\"values\": [");
+    char nb[21], na[21];
+    iso_time(nb_offset, nb);
+    iso_time(na_offset, na);
+    size_t used = (size_t)sprintf(s, "{\"format\": \"trustme-reference-values\", \"version\": 2, "
+                                     "\"rim_version\": %d, \"not_before\": \"%s\", "
+                                     "\"not_after\": \"%s\", \"pcrs\": [12, 11], \"required\": ["
+                                     "{\"type\": \"binary\", \"name\": \"trustmed\"}, "
+                                     "{\"type\": \"binary\", \"name\": \"trustme-scd\"}, "
+                                     "{\"type\": \"binary\", \"name\": \"trustme-tpmd\"}, "
+                                     "{\"type\": \"device-config\", \"name\": \"device.json\"}%s%s], "
+                                     "\"values\": [", rim_version, nb, na,
+                                  required_extra ? ", " : "", required_extra ? required_extra : "");
     bool first = true;
     for (size_t i = 0; i < N_EVENTS; i++) {
         if (i == skip)
@@ -169,21 +218,38 @@ static char *refs_json(size_t skip)
     return s;
 }
 
+static char *refs_json(size_t skip)
+{
+    return refs_json_v(skip, 1, -3600, YEAR, NULL);
+}
+
+/* json signed by key with chain cert (+ its issuer), loaded as a verifier trusting the root
+ * with cas as the RIM-signing CAs. */
+static int load_signed(struct fixture *f, const char *json, EVP_PKEY *key, X509 *cert,
+                       X509 *issuer, const struct ca_pins *cas, uint64_t min_version,
+                       struct refvalues **ret, tm_err *err)
+{
+    uint8_t sig[128];
+    struct refvalues_files rf = {.json = (char *)json, .json_len = strlen(json)};
+    rf.sig_len = sign_der(key, json, rf.json_len, sig, sizeof(sig));
+    rf.sig = (char *)sig;
+    rf.chain_pem = pem_of(cert, issuer);
+    rf.chain_len = strlen(rf.chain_pem);
+    struct refvalues_trust t = {.anchors_pem = f->anchors, .anchors_len = strlen(f->anchors),
+                                .cas = cas, .min_version = min_version};
+    int r = refvalues_load(&rf, &t, ret, err);
+    free(rf.chain_pem);
+    return r;
+}
+
 static struct refvalues *signed_refs(struct fixture *f, size_t skip)
 {
     char *json = refs_json(skip);
-    uint8_t sig[128];
-    struct refvalues_files rf = {.json = json, .json_len = strlen(json)};
-    rf.sig_len = sign_der(f->signer_key, json, rf.json_len, sig, sizeof(sig));
-    rf.sig = (char *)sig;
-    rf.chain_pem = pem_of(f->signer, NULL);
-    rf.chain_len = strlen(rf.chain_pem);
     struct refvalues *r = NULL;
     tm_err err = {0};
-    if (refvalues_load(&rf, f->anchors, strlen(f->anchors), NULL, 0, 0, &r, &err) < 0)
+    if (load_signed(f, json, f->signer_key, f->signer, NULL, &f->root_pin, 0, &r, &err) < 0)
         fail_msg("refvalues_load: %s", err.msg);
     free(json);
-    free(rf.chain_pem);
     return r;
 }
 
@@ -195,7 +261,14 @@ static int setup(void **state)
     f->ak = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     f->other_ak = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     f->signer_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    f->dca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    f->rca_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     f->root = make_cert("Test Device Root", f->root_key, NULL, NULL, 1, NULL);
+    f->device_ca = make_cert("Device CA", f->dca_key, f->root, f->root_key, 2, NULL);
+    f->rim_ca = make_cert("RIM CA", f->rca_key, f->root, f->root_key, 3, NULL);
+    f->root_pin = pin_of(f->root);
+    f->device_ca_pin = pin_of(f->device_ca);
+    f->rim_ca_pin = pin_of(f->rim_ca);
     f->other_root = make_cert("Other Root", f->other_root_key, NULL, NULL, 1, NULL);
     f->leaf = make_cert("device-1", f->ak, f->root, f->root_key, 42, "clientAuth");
     f->leaf_other_ca = make_cert("device-1", f->ak, f->other_root, f->other_root_key, 42,
@@ -216,8 +289,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    EVP_PKEY *keys[] = {f->root_key, f->other_root_key, f->ak, f->other_ak, f->signer_key};
-    X509 *certs[] = {f->root, f->other_root, f->leaf, f->leaf_other_ca, f->signer};
+    EVP_PKEY *keys[] = {f->root_key, f->other_root_key, f->ak, f->other_ak, f->signer_key,
+                        f->dca_key, f->rca_key};
+    X509 *certs[] = {f->root, f->other_root, f->leaf, f->leaf_other_ca, f->signer,
+                     f->device_ca, f->rim_ca};
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
         EVP_PKEY_free(keys[i]);
     for (size_t i = 0; i < ARRAY_SIZE(certs); i++)
@@ -241,7 +316,15 @@ struct opts {
     bool no_cert;
     const uint8_t *quoted_nonce; /* default: the verifier's */
     bool pcr12_unlogged;     /* PCR 12 extended once more than the log says (quoted so) */
+    X509 *chain_issuer;      /* sent after the cert in the chain */
+    size_t unmeasured;       /* 1 + the index of an event the device never measured */
+    bool parent_name;        /* send the AK's parent's name and quote with the AK's QN */
+    bool forged_signer;      /* ... but a qualifiedSigner that matches nothing */
+    bool only_boot;          /* quote, report and log PCR 12 only (a rewritten request) */
+    uint32_t reset_count;
 };
+
+static const uint8_t parent[34] = {0x00, 0x0b, 'S', 'R', 'K'};
 
 struct evidence {
     Trustme__Attest__Quote q;
@@ -250,7 +333,7 @@ struct evidence {
     uint8_t hashes[N_EVENTS][32];
     char names[N_EVENTS][64], types[N_EVENTS][32];
     uint8_t pcr[2][32]; /* PCR 11, PCR 12 */
-    uint8_t attest[2048], sig[256], akpub[1024];
+    uint8_t attest[2048], sig[256], akpub[1024], parent[34];
     char *chain;
 };
 
@@ -283,13 +366,33 @@ static void tpm_public(EVP_PKEY *key, TPMA_OBJECT attrs, uint8_t *out, size_t *l
 }
 
 /* TPM2_Quote's output over the given PCR values, and its signature */
-static void quote(EVP_PKEY *key, const uint8_t *qnonce, struct evidence *e)
+/* The AK's qualified name under parent (TPM 2.0 Part 1, "Qualified Name"), computed here
+ * independently of attest_check.c. */
+static void qualified_name(const uint8_t *akpub, size_t len, uint8_t out[34])
+{
+    uint8_t ak_name[34] = {0x00, 0x0b}, qn_parent[34] = {0x00, 0x0b};
+    uint8_t owner_and_parent[4 + 34] = {0x40, 0x00, 0x00, 0x01}, both[68];
+    tm_sha256(akpub, len, ak_name + 2);
+    memcpy(owner_and_parent + 4, parent, 34);
+    tm_sha256(owner_and_parent, sizeof(owner_and_parent), qn_parent + 2);
+    memcpy(both, qn_parent, 34);
+    memcpy(both + 34, ak_name, 34);
+    out[0] = 0x00;
+    out[1] = 0x0b;
+    tm_sha256(both, sizeof(both), out + 2);
+}
+
+static void quote(EVP_PKEY *key, const uint8_t *qnonce, const uint8_t *qs, uint32_t resets,
+                  bool only_boot, struct evidence *e)
 {
     TPMS_ATTEST a;
     memset(&a, 0, sizeof(a));
     a.magic = TPM2_GENERATED_VALUE;
     a.type = TPM2_ST_ATTEST_QUOTE;
     a.qualifiedSigner.size = 34;
+    if (qs)
+        memcpy(a.qualifiedSigner.name, qs, 34);
+    a.clockInfo.resetCount = resets;
     a.extraData.size = ATTEST_NONCE_LEN;
     memcpy(a.extraData.buffer, qnonce, ATTEST_NONCE_LEN);
     a.clockInfo.clock = 123456;
@@ -299,12 +402,14 @@ static void quote(EVP_PKEY *key, const uint8_t *qnonce, struct evidence *e)
     a.attested.quote.pcrSelect.count = 1;
     s->hash = TPM2_ALG_SHA256;
     s->sizeofSelect = 3;
-    s->pcrSelect[PCR_RUNTIME / 8] |= 1u << (PCR_RUNTIME % 8);
+    if (!only_boot)
+        s->pcrSelect[PCR_RUNTIME / 8] |= 1u << (PCR_RUNTIME % 8);
     s->pcrSelect[PCR_BOOT / 8] |= 1u << (PCR_BOOT % 8);
     a.attested.quote.pcrDigest.size = 32;
     struct tm_sha256_ctx h;
     tm_sha256_init(&h);
-    tm_sha256_update(&h, e->pcr[0], 32);
+    if (!only_boot)
+        tm_sha256_update(&h, e->pcr[0], 32);
     tm_sha256_update(&h, e->pcr[1], 32);
     tm_sha256_final(&h, a.attested.quote.pcrDigest.buffer);
     size_t off = 0;
@@ -344,20 +449,23 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
 {
     memset(e, 0, sizeof(*e));
     trustme__attest__quote__init(&e->q);
+    size_t n = 0;
     for (size_t i = 0; i < N_EVENTS; i++) {
-        Trustme__Attest__Event *ev = &e->ev[i];
+        if (o.unmeasured == i + 1 || (o.only_boot && events[i].pcr != PCR_BOOT))
+            continue;
+        Trustme__Attest__Event *ev = &e->ev[n];
         trustme__attest__event__init(ev);
         strcpy(e->names[i], events[i].name);
         strcpy(e->types[i], events[i].type);
         content_hash(i, e->hashes[i]);
         ev->has_seq = ev->has_pcr = ev->has_sha256 = true;
-        ev->seq = i;
+        ev->seq = n;
         ev->pcr = events[i].pcr;
         ev->type = e->types[i];
         ev->name = e->names[i];
         ev->sha256.data = e->hashes[i];
         ev->sha256.len = 32;
-        e->evp[i] = ev;
+        e->evp[n++] = ev;
         uint8_t d[32];
         tm_event_digest(ev->pcr, ev->type, ev->name, ev->sha256.data, d);
         tm_pcr_extend(e->pcr[ev->pcr == PCR_BOOT], d);
@@ -367,7 +475,7 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
         tm_pcr_extend(e->pcr[1], d);
     }
     e->q.events = e->evp;
-    e->q.n_events = N_EVENTS;
+    e->q.n_events = n;
     for (size_t i = 0; i < 2; i++) {
         trustme__attest__pcr_value__init(&e->pv[i]);
         e->pv[i].has_index = e->pv[i].has_sha256 = true;
@@ -376,17 +484,29 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
         e->pv[i].sha256.len = 32;
         e->pvp[i] = &e->pv[i];
     }
-    e->q.pcrs = e->pvp;
-    e->q.n_pcrs = 2;
-    quote(o.signing_key ? o.signing_key : f->ak, o.quoted_nonce ? o.quoted_nonce : nonce, e);
+    e->q.pcrs = o.only_boot ? &e->pvp[1] : e->pvp;
+    e->q.n_pcrs = o.only_boot ? 1 : 2;
     size_t len = 0;
     tpm_public(o.public_key ? o.public_key : f->ak, o.attributes ? o.attributes : AK_ATTRS,
                e->akpub, &len);
     e->q.has_ak_public = true;
     e->q.ak_public.data = e->akpub;
     e->q.ak_public.len = len;
+    uint8_t qs[34] = {0x00, 0x0b};
+    if (o.parent_name) {
+        memcpy(e->parent, parent, 34);
+        e->q.has_ak_parent_name = true;
+        e->q.ak_parent_name.data = e->parent;
+        e->q.ak_parent_name.len = 34;
+        if (o.forged_signer)
+            memset(qs + 2, 0x5a, 32);
+        else
+            qualified_name(e->akpub, len, qs);
+    }
+    quote(o.signing_key ? o.signing_key : f->ak, o.quoted_nonce ? o.quoted_nonce : nonce,
+          o.parent_name ? qs : NULL, o.reset_count, o.only_boot, e);
     if (!o.no_cert) {
-        e->chain = pem_of(o.cert ? o.cert : f->leaf, NULL);
+        e->chain = pem_of(o.cert ? o.cert : f->leaf, o.chain_issuer);
         e->q.has_cert_chain_pem = true;
         e->q.cert_chain_pem.data = (uint8_t *)e->chain;
         e->q.cert_chain_pem.len = strlen(e->chain);
@@ -401,8 +521,10 @@ static void evidence_done(struct evidence *e)
 static struct attest_policy policy(struct fixture *f)
 {
     return (struct attest_policy){.nonce = nonce, .nonce_len = sizeof(nonce),
-                                  .anchors_pem = f->anchors, .anchors_len = strlen(f->anchors),
-                                  .refs = f->refs};
+                                  .pcrs = f->refs->pcrs, .npcrs = f->refs->npcrs,
+                                  .ak_anchors_pem = f->anchors,
+                                  .ak_anchors_len = strlen(f->anchors),
+                                  .device_cas = &f->root_pin, .refs = f->refs};
 }
 
 #define BIT(c) (1u << (c))
@@ -412,7 +534,8 @@ static void expect_checks_(const struct attest_report *rep, unsigned failing, co
                            int line)
 {
     static const char *const names[] = {"certificate chain", "AK binding", "quote signature",
-                                        "nonce", "PCR digest", "event log", "reference values"};
+                                        "nonce", "PCR digest", "event log", "reference values",
+                                        "TPM clock"};
     bool bad = false;
     for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
         const struct attest_check *c = &rep->checks[i];
@@ -455,10 +578,16 @@ static void healthy(void **state)
     run(f, &e, &rep);
     expect_checks(&rep, 0);
     assert_int_equal(rep.events, N_EVENTS);
-    expect_detail(&rep, ATTEST_CHECK_CHAIN, "CN=device-1, issued under CN=Test Device Root");
+    expect_detail(&rep, ATTEST_CHECK_CHAIN, "CN=device-1, issued by the Device CA under CN=Test "
+                  "Device Root, revocation not checked");
     expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "PCRs 11, 12");
     expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "7 events replay");
-    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "all 7 events are reference values");
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "all 7 events are reference values, the 4 "
+                  "required ones present (version 1,");
+    expect_detail(&rep, ATTEST_CHECK_CLOCK, "clock 123456 ms, reset count 0, restart count 0, safe");
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner not compared: the device does "
+                  "not send its AK's parent name");
+    assert_true(rep.clock.valid && rep.clock.clock == 123456 && rep.clock.safe);
     /* Asking for exactly these PCRs passes too; with CRLs that revoke someone else as well. */
     struct attest_policy pol = policy(f);
     uint32_t pcrs[] = {PCR_BOOT, PCR_RUNTIME};
@@ -509,10 +638,10 @@ static void edited_event(void **state)
         case 3: e.ev[4].pcr = PCR_BOOT; break;
         }
         run(f, &e, &rep);
-        /* A changed type or hash is also no longer a reference value. */
+        /* A changed type or hash is also no longer a reference value; trustmed renamed is
+         * no longer the required event. */
         expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG) |
-                                (field == 1 || field == 2 ? BIT(ATTEST_CHECK_REFERENCE_VALUES)
-                                                          : 0));
+                                (field <= 2 ? BIT(ATTEST_CHECK_REFERENCE_VALUES) : 0));
         expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "the log replays to");
         evidence_done(&e);
     }
@@ -538,7 +667,8 @@ static void dropped_event(void **state)
     }
     e.q.n_events = N_EVENTS - 1;
     run(f, &e, &rep);
-    expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG));
+    /* (trustme-tpmd, a required event, is gone from the log too) */
+    expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG) | BIT(ATTEST_CHECK_REFERENCE_VALUES));
     expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "PCR 12: the log replays to");
     evidence_done(&e);
     /* ... not renumbered: a gap in the sequence. */
@@ -586,6 +716,64 @@ static void pcr_not_matching_log(void **state)
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG));
     expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "PCR 11");
+    evidence_done(&e);
+}
+
+/* --- the verifier's policy: what is quoted, what must be logged --- */
+
+static void pcr_selection_is_the_verifiers(void **state)
+{
+    struct fixture *f = *state;
+    struct evidence e;
+    struct attest_report rep;
+    /* A proxy (or the device) turned the request into PCR 12 only and dropped the runtime
+     * events: a genuine quote of PCR 12, a log that replays to it, every event approved. The
+     * reference values name 11 and 12: the selection gives it away. */
+    evidence_make(f, &e, (struct opts){.only_boot = true});
+    run(f, &e, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_PCR_DIGEST));
+    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "the quote selects PCRs 12, but 11, 12 were "
+                  "requested (the reference values' policy)");
+    /* A verifier without a policy (no reference values, no --pcr) cannot say what to expect. */
+    struct attest_policy pol = policy(f);
+    pol.npcrs = 0;
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_PCR_DIGEST));
+    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "not checked: the verifier's policy names no PCRs");
+    /* The verifier's own narrower choice (--pcr 12) is its business: that passes. */
+    uint32_t boot[] = {PCR_BOOT};
+    pol.pcrs = boot;
+    pol.npcrs = 1;
+    pol.pcrs_explicit = true;
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, 0);
+    evidence_done(&e);
+}
+
+static void required_event_missing(void **state)
+{
+    struct fixture *f = *state;
+    struct evidence e;
+    struct attest_report rep;
+    /* A (modified) trustmed that never measured trustme-scd: log and PCRs agree, every logged
+     * event is approved, only the required event is absent. */
+    evidence_make(f, &e, (struct opts){.unmeasured = 2});
+    run(f, &e, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_REFERENCE_VALUES));
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "1 of 4 required events are not in the "
+                  "quoted log: binary trustme-scd");
+    evidence_done(&e);
+    /* A required event on a PCR the verifier chose not to quote is not evidence either. */
+    evidence_make(f, &e, (struct opts){0});
+    struct attest_policy pol = policy(f);
+    uint32_t runtime[] = {PCR_RUNTIME};
+    pol.pcrs = runtime;
+    pol.npcrs = 1;
+    pol.pcrs_explicit = true;
+    e.q.n_pcrs = 1; /* the values of PCR 11 only, as the device reports them for --pcr 11 */
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "4 of 4 required events are not in the "
+                  "quoted log: binary trustmed, binary trustme-scd, binary trustme-tpmd, ...");
     evidence_done(&e);
 }
 
@@ -667,6 +855,58 @@ static void another_tpms_quote(void **state)
     evidence_done(&e);
 }
 
+static void qualified_signer(void **state)
+{
+    struct fixture *f = *state;
+    struct evidence e;
+    struct attest_report rep;
+    /* What a TPM writes: the AK's qualified name under its parent. */
+    evidence_make(f, &e, (struct opts){.parent_name = true});
+    run(f, &e, &rep);
+    expect_checks(&rep, 0);
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner is its qualified name");
+    evidence_done(&e);
+    /* A TPMS_ATTEST made and signed in software (a key certified by the Device CA but never in
+     * a TPM), claiming a restricted key, with a qualifiedSigner that matches nothing. */
+    evidence_make(f, &e, (struct opts){.parent_name = true, .forged_signer = true});
+    run(f, &e, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "the quote's qualifiedSigner (000b5a5a5a5a5a5a...) "
+                  "is not the qualified name of the AK's TPMT_PUBLIC");
+    evidence_done(&e);
+    /* The attributes claimed are not those of the key the TPM signed with: the name differs. */
+    evidence_make(f, &e, (struct opts){.parent_name = true});
+    uint8_t *attrs = e.akpub + 2 + 2; /* type, nameAlg, then objectAttributes */
+    attrs[3] ^= 0x01;                 /* reserved bit 0: still parses, another name */
+    run(f, &e, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
+    evidence_done(&e);
+}
+
+static void reset_count(void **state)
+{
+    struct fixture *f = *state;
+    struct evidence e;
+    struct attest_report rep;
+    evidence_make(f, &e, (struct opts){.reset_count = 5});
+    struct attest_policy pol = policy(f);
+    pol.has_last_reset = true;
+    pol.last_reset = 5;
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, 0);
+    assert_int_equal(rep.clock.reset_count, 5);
+    pol.last_reset = 4;
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, 0);
+    expect_detail(&rep, ATTEST_CHECK_CLOCK, "the TPM was reset since reset count 4");
+    /* Backwards: an old quote, or a TPM whose state was put back. */
+    pol.last_reset = 6;
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CLOCK));
+    expect_detail(&rep, ATTEST_CHECK_CLOCK, "lower than 6 seen last (--last-reset)");
+    evidence_done(&e);
+}
+
 static void not_a_quote(void **state)
 {
     struct fixture *f = *state;
@@ -709,6 +949,106 @@ static void chain_to_other_ca(void **state)
                             BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
     expect_detail(&rep, ATTEST_CHECK_CHAIN, "extendedKeyUsage lacks TLS Web Client");
     evidence_done(&e);
+}
+
+/* Each role bound to its CA: one root certifies the Device CA and the RIM-signing CA. */
+static void ak_certificate_roles(void **state)
+{
+    struct fixture *f = *state;
+    struct evidence e;
+    struct attest_report rep;
+    struct attest_policy pol = policy(f);
+    pol.device_cas = &f->device_ca_pin;
+    X509 *by_dca = make_cert("device-2", f->ak, f->device_ca, f->dca_key, 50, "clientAuth");
+    X509 *by_rca = make_cert("device-2", f->ak, f->rim_ca, f->rca_key, 51, "clientAuth");
+    X509 *ca_leaf = make_cert_ca("device-2", f->ak, f->device_ca, f->dca_key, 52, "clientAuth",
+                                 true);
+    evidence_make(f, &e, (struct opts){.cert = by_dca, .chain_issuer = f->device_ca});
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, 0);
+    evidence_done(&e);
+    /* Issued by the other CA under the same root, or by the root itself. */
+    evidence_make(f, &e, (struct opts){.cert = by_rca, .chain_issuer = f->rim_ca});
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN));
+    expect_detail(&rep, ATTEST_CHECK_CHAIN, "was not issued by a Device CA (--device-ca)");
+    uint8_t name[34] = {0x00, 0x0b};
+    tm_sha256(e.q.ak_public.data, e.q.ak_public.len, name + 2);
+    pol.expect_ak_name = name; /* the right device's AK does not make up for it */
+    pol.expect_ak_name_len = sizeof(name);
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN));
+    pol.expect_ak_name = NULL;
+    evidence_done(&e);
+    evidence_make(f, &e, (struct opts){0});
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN));
+    evidence_done(&e);
+    /* A leaf that says CA:TRUE, from the right CA. */
+    evidence_make(f, &e, (struct opts){.cert = ca_leaf, .chain_issuer = f->device_ca});
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN));
+    expect_detail(&rep, ATTEST_CHECK_CHAIN, "is a CA certificate (CA:TRUE)");
+    evidence_done(&e);
+    /* No Device CA named: nothing is trusted. */
+    pol.device_cas = NULL;
+    evidence_make(f, &e, (struct opts){0});
+    attest_check_quote(&e.q, &pol, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN));
+    evidence_done(&e);
+    X509_free(by_dca);
+    X509_free(by_rca);
+    X509_free(ca_leaf);
+}
+
+static void refs_roles_version_validity(void **state)
+{
+    struct fixture *f = *state;
+    X509 *by_rca = make_cert("rim signer", f->signer_key, f->rim_ca, f->rca_key, 60, "codeSigning");
+    X509 *by_dca = make_cert("rim signer", f->signer_key, f->device_ca, f->dca_key, 61,
+                             "codeSigning");
+    X509 *ca_signer = make_cert_ca("rim signer", f->signer_key, f->rim_ca, f->rca_key, 62,
+                                   "codeSigning", true);
+    char *json = refs_json_v(SIZE_MAX, 3, -3600, YEAR, NULL);
+    struct refvalues *r = NULL;
+    tm_err err = {0};
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 3,
+                                 &r, &err), 0);
+    assert_int_equal(r->rim_version, 3);
+    assert_int_equal(r->npcrs, 2);
+    assert_int_equal(r->pcrs[0], PCR_RUNTIME); /* sorted */
+    assert_true(refvalues_requires(r, "binary", "trustme-scd"));
+    refvalues_free(r);
+    r = NULL;
+    /* codeSigning under the Device CA; a signer that is a CA; no CA named. */
+    assert_int_equal(load_signed(f, json, f->signer_key, by_dca, f->device_ca, &f->rim_ca_pin, 0,
+                                 &r, &err), -EKEYREJECTED);
+    assert_err_contains(&err, "was not issued by a CA that signs reference values (--rim-ca)");
+    assert_int_equal(load_signed(f, json, f->signer_key, ca_signer, f->rim_ca, &f->rim_ca_pin, 0,
+                                 &r, &err), -EKEYREJECTED);
+    assert_err_contains(&err, "is a CA certificate (CA:TRUE)");
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, NULL, 0, &r, &err),
+                     -EINVAL);
+    /* Older than the verifier accepts. */
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 4,
+                                 &r, &err), -ESTALE);
+    assert_err_contains(&err, "version 3 is older than --min-version 4");
+    free(json);
+    /* Expired, not yet valid. */
+    json = refs_json_v(SIZE_MAX, 3, -2 * YEAR, -YEAR, NULL);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0,
+                                 &r, &err), -EKEYEXPIRED);
+    assert_err_contains(&err, "version 3 expired at ");
+    free(json);
+    json = refs_json_v(SIZE_MAX, 3, 3600, YEAR, NULL);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0,
+                                 &r, &err), -EKEYEXPIRED);
+    assert_err_contains(&err, "version 3 is not valid before ");
+    assert_null(r);
+    free(json);
+    X509_free(by_rca);
+    X509_free(by_dca);
+    X509_free(ca_signer);
 }
 
 static void revoked_leaf(void **state)
@@ -809,22 +1149,26 @@ static void refs_signature(void **state)
     rf.chain_len = strlen(rf.chain_pem);
     struct refvalues *r = NULL;
     tm_err err = {0};
+    struct refvalues_trust t = {.anchors_pem = f->anchors, .anchors_len = strlen(f->anchors),
+                                .cas = &f->root_pin};
     json[20] = 'X'; /* edited after signing */
-    assert_int_equal(refvalues_load(&rf, f->anchors, strlen(f->anchors), NULL, 0, 0, &r, &err),
-                     -EBADMSG);
+    assert_int_equal(refvalues_load(&rf, &t, &r, &err), -EBADMSG);
     assert_err_contains(&err, "signature: signature does not verify");
     free(rf.chain_pem);
     /* A signer without codeSigning (the device's own certificate). */
     json[20] = 'r';
     rf.chain_pem = pem_of(f->leaf, NULL);
     rf.chain_len = strlen(rf.chain_pem);
-    assert_int_equal(refvalues_load(&rf, f->anchors, strlen(f->anchors), NULL, 0, 0, &r, &err),
-                     -EKEYREJECTED);
+    assert_int_equal(refvalues_load(&rf, &t, &r, &err), -EKEYREJECTED);
     assert_err_contains(&err, "lacks Code Signing");
     assert_null(r);
     free(rf.chain_pem);
     free(json);
 }
+
+/* The policy part of a version 2 file, in sq()'s quotes: valid values for every key. */
+#define V2 "'rim_version': 1, 'not_before': '2026-01-01T00:00:00Z', " \
+           "'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 12], 'required': [], "
 
 static void refs_parser(void **state)
 {
@@ -833,32 +1177,69 @@ static void refs_parser(void **state)
         const char *json, *error;
     } bad[] = {
         {"[]", "$: "},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [], 'x': 1}", "$.x: unknown key"},
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [], 'x': 1}", "$.x: unknown key"},
         {"{'format': 'other', 'version': 1, 'values': []}", "$.format: \"other\""},
-        {"{'format': 'trustme-reference-values', 'version': 2, 'values': []}", "$.version"},
+        {"{'format': 'trustme-reference-values', 'version': 1, 'values': []}", "$.version: 1, expected 2 (make the reference values again"},
+        {"{'format': 'trustme-reference-values', 'version': 3, 'values': []}", "$.version: 3"},
         {"{'format': 'trustme-reference-values', 'version': '1', 'values': []}", "$.version"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': {}}", "$.values"},
-        {"{'format': 'trustme-reference-values', 'version': 1}", "$.values"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [1]}", "$.values[0]: expected an object"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'binary', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': {}}", "$.values"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': []}",
+         "$.values"},
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [1]}", "$.values[0]: expected an object"},
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a', 'sha256': 'AB00000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0].sha256: expected 64 lower-case hex digits"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'binary', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a', 'sha256': 'ab'}]}", "$.values[0].sha256"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'firmware', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'firmware', "
          "'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0]: event type firmware is unknown"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'binary', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a\\u0001', 'sha256': '0000000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0]: event name has a byte 0x01"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'binary', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'sha256': '0000000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0].name"},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': [{'type': 'binary', "
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a', 'sha256': '0000000000000000000000000000000000000000000000000000000000000000', 'pcr': 1}]}",
          "$.values[0].pcr: unknown key"},
-        {"{'format': 'trustme-reference-values', 'format': 'trustme-reference-values', 'version': 1, 'values': []}",
+        {"{'format': 'trustme-reference-values', 'format': 'trustme-reference-values', 'version': 2, " V2 "'values': []}",
          "$.format: key appears more than once"},
+        /* the policy */
+        {"{'format': 'trustme-reference-values', 'version': 2, 'not_before': '2026-01-01T00:00:00Z', "
+         "'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], 'values': []}",
+         "$.rim_version: required key is missing"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 0, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
+         "'values': []}", "$.rim_version"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01 00:00:00', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
+         "'values': []}", "$.not_before: \"2026-01-01 00:00:00\" is not a time"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-02-30T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
+         "'values': []}", "$.not_before: \"2026-02-30T00:00:00Z\" is not a time"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2027-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
+         "'values': []}", "$.not_after: not after $.not_before"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [], 'required': [], "
+         "'values': []}", "$.pcrs: at least one PCR"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 24], 'required': [], "
+         "'values': []}", "$.pcrs[1]: expected a PCR index 0..23"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 11], 'required': [], "
+         "'values': []}", "$.pcrs[1]: PCR 11 given twice"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': "
+         "[{'type': 'binary'}], 'values': []}", "$.required[0].name"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': "
+         "[{'type': 'kernel', 'name': 'x'}], 'values': []}", "$.required[0]: event type kernel"},
+        {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
+         "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], "
+         "'values': []}", "$.required: required key is missing"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         char *s = sq(bad[i].json);
@@ -871,7 +1252,7 @@ static void refs_parser(void **state)
         free(s);
     }
     /* Valid, with a duplicate and an empty list; lookup by type and hash only. */
-    char *s = sq("{'format': 'trustme-reference-values', 'version': 1, 'values': ["
+    char *s = sq("{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': ["
                  "{'type': 'binary', 'name': 'b', 'sha256': '" "0101010101010101010101010101010101010101010101010101010101010101'},"
                  "{'type': 'binary', 'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'},"
                  "{'type': 'binary', 'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'}]}");
@@ -888,7 +1269,7 @@ static void refs_parser(void **state)
     assert_false(refvalues_contains(r, "binary", h));
     refvalues_free(r);
     free(s);
-    s = sq("{'format': 'trustme-reference-values', 'version': 1, 'values': []}");
+    s = sq("{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': []}");
     assert_int_equal(refvalues_parse(s, strlen(s), &r, NULL), 0);
     assert_false(refvalues_contains(r, "binary", h));
     refvalues_free(r);
@@ -1016,6 +1397,12 @@ int main(void)
         cmocka_unit_test(reordered_events),
         cmocka_unit_test(pcr_not_matching_log),
         cmocka_unit_test(pcr_digest_mismatch),
+        cmocka_unit_test(pcr_selection_is_the_verifiers),
+        cmocka_unit_test(required_event_missing),
+        cmocka_unit_test(qualified_signer),
+        cmocka_unit_test(reset_count),
+        cmocka_unit_test(ak_certificate_roles),
+        cmocka_unit_test(refs_roles_version_validity),
         cmocka_unit_test(wrong_nonce),
         cmocka_unit_test(another_tpms_quote),
         cmocka_unit_test(not_a_quote),

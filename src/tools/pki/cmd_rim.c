@@ -5,7 +5,11 @@
  *
  * A GuestOS's images are entered with the hash its guestos.json declares, because that is
  * what trustmed measures (docs/ATTESTATION.md); each image file is hashed here too and must
- * match, so a release never vouches for a directory whose images were swapped. */
+ * match, so a release never vouches for a directory whose images were swapped.
+ *
+ * The file is also the verifier's policy (format version 2): its number (--version), validity
+ * period, the PCRs a quote must cover (the device config's boot and runtime PCR) and the
+ * events a log must hold (each --binary and the device config, by type and name). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -20,6 +24,7 @@
 #include "fileio.h"
 #include "guestos_config.h"
 #include "json_cleanup.h"
+#include "jsonutil.h"
 #include "measurement.h"
 #include "pki.h"
 
@@ -35,7 +40,35 @@ struct rim_value {
 struct rim {
     struct rim_value *v;
     size_t n, cap;
+    /* The policy: required events (type, name) and the PCRs, as a mask. */
+    struct rim_value *req;
+    size_t n_req;
+    uint32_t pcrs;
+    uint64_t version;
+    time_t not_before, not_after;
 };
+
+#define RIM_REQUIRED_MAX 256 /* as the verifier reads (REFVALUES_REQUIRED_MAX) */
+#define BOOT_PCR_DEFAULT 12    /* device.json's tpm.boot_pcr and runtime_pcr defaults */
+#define RUNTIME_PCR_DEFAULT 11
+
+static int rim_require(struct rim *r, const char *type, const char *name, tm_err *err)
+{
+    for (size_t i = 0; i < r->n_req; i++)
+        if (!strcmp(r->req[i].type, type) && !strcmp(r->req[i].name, name))
+            return 0;
+    if (r->n_req == RIM_REQUIRED_MAX)
+        return tm_err_set(err, E2BIG, "more than %d required events", RIM_REQUIRED_MAX);
+    struct rim_value *v = realloc(r->req, (r->n_req + 1) * sizeof(*v));
+    if (!v)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    r->req = v;
+    v = &r->req[r->n_req++];
+    memset(v, 0, sizeof(*v));
+    snprintf(v->type, sizeof(v->type), "%s", type);
+    snprintf(v->name, sizeof(v->name), "%s", name);
+    return 0;
+}
 
 static int rim_add(struct rim *r, const char *type, const char *name, const uint8_t sha256[32],
                    tm_err *err)
@@ -76,11 +109,39 @@ static const char *base_name(const char *path)
     return slash && slash[1] ? slash + 1 : path;
 }
 
+/* A binary of the virtualization layer: its hash is approved and an event of its name is
+ * required (trustmed measures its binaries under their names at every start). */
 static int add_binary(struct rim *r, const char *path, tm_err *err)
 {
     uint8_t h[32];
     int rc = hash_path(path, h, err);
-    return rc < 0 ? rc : rim_add(r, TM_EVENT_BINARY, base_name(path), h, err);
+    if (rc >= 0)
+        rc = rim_add(r, TM_EVENT_BINARY, base_name(path), h, err);
+    return rc < 0 ? rc : rim_require(r, TM_EVENT_BINARY, base_name(path), err);
+}
+
+/* The boot and runtime PCR of a device.json (tpm.boot_pcr, tpm.runtime_pcr), which the quote
+ * must cover. trustmed has checked the file when the device started; here a value out of
+ * range is an error too. */
+static int device_pcrs(const char *path, uint32_t *mask, tm_err *err)
+{
+    _cleanup_free_ char *json = NULL;
+    size_t len = 0;
+    int rc = read_file(path, 1 << 20, &json, &len, err);
+    if (rc < 0)
+        return rc;
+    _cleanup_json_ json_object *root = NULL;
+    if ((rc = tm_json_parse_object(json, len, &root, err)) < 0)
+        return tm_err_prefix(err, "%s", path);
+    json_object *tpm = NULL;
+    int64_t boot = BOOT_PCR_DEFAULT, runtime = RUNTIME_PCR_DEFAULT;
+    if (json_object_object_get_ex(root, "tpm", &tpm) &&
+        ((rc = tm_json_get_int(tpm, "$.tpm", "boot_pcr", false, 0, TM_PCR_MAX, &boot, err)) < 0 ||
+         (rc = tm_json_get_int(tpm, "$.tpm", "runtime_pcr", false, 0, TM_PCR_MAX, &runtime,
+                               err)) < 0))
+        return tm_err_prefix(err, "%s", path);
+    *mask |= 1u << boot | 1u << runtime;
+    return 0;
 }
 
 static void guestos_config_freep(struct guestos_config **g)
@@ -149,6 +210,12 @@ static int add_config(struct rim *r, const char *spec, tm_err *err)
     int rc = hash_path(path, h, err);
     if (rc < 0)
         return rc;
+    /* trustmed measures its config as "device.json", whatever the file is called here */
+    if (strcmp(type, TM_EVENT_DEVICE_CONFIG) == 0) {
+        if ((rc = device_pcrs(path, &r->pcrs, err)) < 0 ||
+            (rc = rim_require(r, TM_EVENT_DEVICE_CONFIG, "device.json", err)) < 0)
+            return rc;
+    }
     /* Named as trustmed names the events: the device config by its file name, a container by
      * its name (the config file's name without .json). */
     char name[TM_EVENT_NAME_MAX + 1];
@@ -172,15 +239,45 @@ static int rim_write(struct rim *r, const char *out, tm_err *err)
 {
     if (r->n)
         qsort(r->v, r->n, sizeof(*r->v), cmp_value);
+    if (r->n_req)
+        qsort(r->req, r->n_req, sizeof(*r->req), cmp_value); /* (hashes all zero) */
     _cleanup_json_ json_object *root = json_object_new_object();
     json_object *values = json_object_new_array();
     if (!root || !values) {
         json_object_put(values);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
+    json_object *pcrs = json_object_new_array(), *req = json_object_new_array();
+    if (!pcrs || !req) {
+        json_object_put(values);
+        json_object_put(pcrs);
+        json_object_put(req);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    char nb[21], na[21];
+    struct tm tm;
+    strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&r->not_before, &tm));
+    strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&r->not_after, &tm));
     json_object_object_add(root, "format", json_object_new_string("trustme-reference-values"));
-    json_object_object_add(root, "version", json_object_new_int(1));
+    json_object_object_add(root, "version", json_object_new_int(2));
+    json_object_object_add(root, "rim_version", json_object_new_int64((int64_t)r->version));
+    json_object_object_add(root, "not_before", json_object_new_string(nb));
+    json_object_object_add(root, "not_after", json_object_new_string(na));
+    json_object_object_add(root, "pcrs", pcrs);
+    json_object_object_add(root, "required", req);
     json_object_object_add(root, "values", values);
+    for (int i = 0; i <= TM_PCR_MAX; i++)
+        if (r->pcrs & (1u << i))
+            json_object_array_add(pcrs, json_object_new_int(i));
+    for (size_t i = 0; i < r->n_req; i++) {
+        json_object *o = json_object_new_object();
+        if (!o || json_object_array_add(req, o) < 0) {
+            json_object_put(o);
+            return tm_err_set(err, ENOMEM, "out of memory");
+        }
+        json_object_object_add(o, "type", json_object_new_string(r->req[i].type));
+        json_object_object_add(o, "name", json_object_new_string(r->req[i].name));
+    }
     for (size_t i = 0; i < r->n; i++) {
         if (i && cmp_value(&r->v[i - 1], &r->v[i]) == 0)
             continue; /* the same binary given twice, two GuestOSes sharing an image */
@@ -207,15 +304,25 @@ static int rim_write(struct rim *r, const char *out, tm_err *err)
 
 int cmd_rim(int argc, char **argv)
 {
-    enum { OPT_OUT = 256, OPT_BINARY, OPT_GUESTOS, OPT_CONFIG };
+    enum { OPT_OUT = 256, OPT_BINARY, OPT_GUESTOS, OPT_CONFIG, OPT_VERSION, OPT_DAYS, OPT_NB,
+           OPT_NA, OPT_PCR };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
+        {"version", required_argument, NULL, OPT_VERSION},
+        {"valid-days", required_argument, NULL, OPT_DAYS},
+        {"not-before", required_argument, NULL, OPT_NB},
+        {"not-after", required_argument, NULL, OPT_NA},
+        {"pcr", required_argument, NULL, OPT_PCR},
         {"binary", required_argument, NULL, OPT_BINARY},
         {"guestos", required_argument, NULL, OPT_GUESTOS},
         {"config", required_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *out = NULL;
+    const char *out = NULL, *nb = NULL, *na = NULL;
+    uint64_t version = 0;
+    int days = 0;
+    uint32_t pcrs = 0;
+    char *end;
     struct {
         int kind;
         const char *arg;
@@ -225,6 +332,29 @@ int cmd_rim(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_OUT: out = optarg; break;
+        case OPT_VERSION: {
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || v == 0 || v > INT64_MAX)
+                return usage_error("rim", "--version %s: expected a number from 1", optarg);
+            version = v;
+            break;
+        }
+        case OPT_DAYS:
+            if (parse_days(optarg, &days) < 0)
+                return usage_error("rim", "--valid-days %s: expected a number of days", optarg);
+            break;
+        case OPT_NB: nb = optarg; break;
+        case OPT_NA: na = optarg; break;
+        case OPT_PCR: {
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || v < 0 || v > TM_PCR_MAX)
+                return usage_error("rim", "--pcr %s: expected a PCR index 0..%d", optarg,
+                                   TM_PCR_MAX);
+            pcrs |= 1u << v;
+            break;
+        }
         case OPT_BINARY:
         case OPT_GUESTOS:
         case OPT_CONFIG:
@@ -247,8 +377,21 @@ int cmd_rim(int argc, char **argv)
         return usage_error("rim", "--out REFS.json is required");
     if (n == 0)
         return usage_error("rim", "give at least one --binary, --guestos or --config");
-    _cleanup_free_ struct rim_value *values = NULL;
-    struct rim r = {0};
+    if (!version)
+        return usage_error("rim", "--version N is required (the release's number: a verifier "
+                           "refuses older ones with --min-version)");
+    if (days && (nb || na))
+        return usage_error("rim", "--valid-days excludes --not-before/--not-after");
+    struct rim r = {.version = version, .not_before = time(NULL)};
+    if (nb && time_parse(nb, &r.not_before) < 0)
+        return usage_error("rim", "--not-before wants YYYYMMDDHHMMSSZ");
+    if (na && time_parse(na, &r.not_after) < 0)
+        return usage_error("rim", "--not-after wants YYYYMMDDHHMMSSZ");
+    if (!na)
+        r.not_after = r.not_before + (time_t)(days ? days : 365) * 86400;
+    if (r.not_after <= r.not_before)
+        return usage_error("rim", "--not-after must be after --not-before");
+    _cleanup_free_ struct rim_value *values = NULL, *required = NULL;
     tm_err err = {0};
     int rc = 0;
     for (size_t i = 0; i < n && rc >= 0; i++) {
@@ -260,6 +403,12 @@ int cmd_rim(int argc, char **argv)
             rc = add_config(&r, inputs[i].arg, &err);
     }
     values = r.v;
+    required = r.req;
+    /* --pcr replaces the PCRs the device configs name (or the defaults). */
+    if (pcrs)
+        r.pcrs = pcrs;
+    else if (!r.pcrs)
+        r.pcrs = 1u << BOOT_PCR_DEFAULT | 1u << RUNTIME_PCR_DEFAULT;
     if (rc >= 0)
         rc = rim_write(&r, out, &err);
     if (rc < 0)
