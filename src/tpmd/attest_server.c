@@ -190,7 +190,9 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         uint32_t len;
         _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
         c->waiting_since = 0;
-        if (answer(c, payload, len) < 0) {
+        r = answer(c, payload, len);
+        tpmd_check_tpm(c->srv->d);
+        if (r < 0) {
             conn_close(c);
             return;
         }

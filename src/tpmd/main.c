@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --tcti STR|embedded     the TPM as a tpm2-tss TCTI string (device:/dev/tpmrm0,\n"
             "                          swtpm:path=SOCK); embedded (default): run an swtpm of our own\n"
             "  --swtpm PATH            the swtpm binary for the embedded TPM (default: swtpm on PATH)\n"
+            "  --swtpm-log             the embedded swtpm logs to <run-dir>/swtpm.log, a line per TPM\n"
+            "                          command, emptied beyond 1 MiB (debugging; default: no log)\n"
             "  --attest-address H:P    the attestation endpoint (default %s; port 0: any)\n"
             "  --boot-pcr N            PCR of the virtualization layer (default 12)\n"
             "  --runtime-pcr N         PCR of GuestOSes and container configs (default 11)\n"
@@ -63,11 +65,13 @@ struct options {
     const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
+    bool swtpm_log;
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG };
+    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
+           OPT_SWTPM_LOG };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
@@ -75,6 +79,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"boot-pcr", required_argument, NULL, OPT_BOOT},
         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
+        {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
         {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
                           .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
@@ -86,6 +91,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_RUN: o->run_dir = optarg; break;
         case OPT_TCTI: o->tcti = optarg; break;
         case OPT_SWTPM: o->swtpm = optarg; break;
+        case OPT_SWTPM_LOG: o->swtpm_log = true; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
@@ -185,7 +191,7 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
 {
     int r;
     if (d->embedded) {
-        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, err)) < 0)
+        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, o->swtpm_log, err)) < 0)
             return r;
         d->tcti = d->swtpm.tcti;
     }
@@ -210,7 +216,9 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     log_info("trustme-tpmd %s ready, pid %d: TPM %s (%s), %zu events in the log, boot PCR %u, "
              "runtime PCR %u", TRUSTME_VERSION, getpid(), d->tpm.manufacturer,
              d->embedded ? d->swtpm.tcti : d->tcti, d->log.n, d->boot_pcr, d->runtime_pcr);
-    return tm_loop_run(d->loop);
+    if ((r = tm_loop_run(d->loop)) < 0)
+        return tm_err_set(err, -r, "stopped: the connection to the TPM broke");
+    return 0;
 }
 
 int main(int argc, char **argv)

@@ -23,6 +23,7 @@
 #include "proto.h"
 #include "quote.h"
 #include "seal.h"
+#include "tpm_util.h"
 #include "tpmd.pb-c.h"
 
 #define COUNTER_NAME_MAX 63
@@ -384,6 +385,16 @@ static void dispatch(struct tpmd *d, const Request *rq)
         log_debug("request %llu failed: %s", (unsigned long long)rq->id, err.msg);
         send_error(d, rq->id, err.code, err.msg);
     }
+    tpmd_check_tpm(d);
+}
+
+void tpmd_check_tpm(struct tpmd *d)
+{
+    if (!tpm_connection_lost() || d->tpm_lost)
+        return;
+    d->tpm_lost = true;
+    log_error("the connection to the TPM broke: exiting, so that trustmed starts a new TPM service");
+    tm_loop_quit(d->loop, -ENOTCONN);
 }
 
 static void wipe_request(Request *rq)

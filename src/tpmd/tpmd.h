@@ -36,6 +36,7 @@ struct tpmd {
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
      * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
     bool stop_clean;
+    bool tpm_lost;               /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
     /* The counters' last values tpmd read or set (server.c): a container start re-raises its
      * GuestOS's counter to the value it already has, which then costs no TPM command. */
     struct {
@@ -44,6 +45,9 @@ struct tpmd {
     } counters[32];
     size_t n_counters;
 };
+
+/* After a request: if the connection to the TPM broke, quit the loop with an error. */
+void tpmd_check_tpm(struct tpmd *d);
 
 /* The PCRs that are always reported and checked: boot and runtime PCR. */
 static inline uint32_t tpmd_base_mask(const struct tpmd *d)

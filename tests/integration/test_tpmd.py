@@ -649,6 +649,60 @@ def test_kill_restart_and_power_off(new_tpmd):
     assert swtpm_processes(t.base) == []
 
 
+def test_swtpm_killed_under_requests_tpmd_exits(new_tpmd):
+    """Issue 12 §5: with the swtpm killed under a running tpmd, every later call failed with
+    "Function called in the wrong order" until tpmd was killed. tpmd now exits with an error
+    (trustmed restarts it) and the next tpmd starts a new swtpm."""
+    import threading
+    t = new_tpmd().start()
+    host, port = t.attest_address()
+    swtpm = t.swtpm_pid()
+    stop = threading.Event()
+    answers = []
+
+    def flood():
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, port), timeout=5) as conn:
+                    answers.append(tcp_call(conn, attest_request(1, os.urandom(32))))
+            except (OSError, EOFError):
+                answers.append(None)
+                time.sleep(0.01)
+    threads = [threading.Thread(target=flood) for _ in range(3)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(0.3)
+        os.kill(swtpm, signal.SIGKILL)
+        t.proc.wait(timeout=10)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert t.proc.returncode == 1
+    log = (t.base / "tpmd.log").read_text()
+    assert "the connection to the TPM broke" in log
+    assert sum(1 for a in answers if a and 11 in a) > 0
+    t.sock.close()
+    t.proc = None
+    # the next tpmd has a TPM again: a new swtpm, fresh PCRs
+    t.start()
+    assert t.swtpm_pid() != swtpm
+    assert t.get_log()[1][BOOT] == bytes(32)
+    t.stop()
+
+
+def test_swtpm_log_is_bounded(tpmd):
+    """Issue 12 §5: swtpm.log grew ~18 MB/min under a quote flood. swtpm logs only with
+    --swtpm-log (debugging)."""
+    host, port = tpmd.attest_address()
+    with socket.create_connection((host, port), timeout=10) as conn:
+        for i in range(300):
+            assert 11 in tcp_call(conn, attest_request(i, os.urandom(32)))
+    log = tpmd.run / "swtpm.log"
+    assert not log.exists() or log.stat().st_size < 4096
+
+
 def test_runs_unprivileged_with_no_leftovers(new_tpmd):
     t = new_tpmd().start()
     st = os.stat(f"/proc/{t.swtpm_pid()}")
