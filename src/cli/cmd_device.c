@@ -216,6 +216,14 @@ static json_object *device_info_json(const Trustme__DeviceInfo *i)
     }
     json_object_object_add(o, "secret_sealed", json_object_new_boolean(i->secret_sealed));
     json_object_object_add(o, "secret_problem", str_json(i->secret_problem));
+    json_object *da = json_object_new_object();
+    json_object_object_add(da, "lockout", json_object_new_boolean(i->da_lockout));
+    json_object_object_add(da, "failures", json_object_new_int64(i->da_failures));
+    json_object_object_add(da, "max_tries", json_object_new_int64(i->da_max_tries));
+    json_object_object_add(da, "recovery_s", json_object_new_int64(i->da_recovery_s));
+    json_object_object_add(o, "dictionary_attack", i->has_da_failures ? da : NULL);
+    if (!i->has_da_failures)
+        json_object_put(da);
     return o;
 }
 
@@ -249,6 +257,11 @@ static void print_device_info(const Trustme__DeviceInfo *i)
         tm_hex(i->ak_name.data, i->ak_name.len, name);
     printf("AK name:         %s\n", name);
     print_certificate(i);
+    if (i->has_da_failures)
+        printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
+               i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization"
+                             : "no",
+               i->da_failures, i->da_max_tries, i->da_recovery_s);
     if (i->secret_problem && i->secret_problem[0])
         printf("storage secret:  PROBLEM: %s\n", i->secret_problem);
     else

@@ -204,6 +204,14 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.secret_sealed = in->secret_sealed;
     info.manufacturer = in->manufacturer;
     info.secret_problem = (char *)(problem ? problem : "");
+    info.has_da_lockout = in->has_da_lockout;
+    info.da_lockout = in->da_lockout;
+    info.has_da_failures = in->has_da_failures;
+    info.da_failures = in->da_failures;
+    info.has_da_max_tries = in->has_da_max_tries;
+    info.da_max_tries = in->da_max_tries;
+    info.has_da_recovery_s = in->has_da_recovery_s;
+    info.da_recovery_s = in->da_recovery_s;
     Trustme__Response r = TRUSTME__RESPONSE__INIT;
     r.body_case = TRUSTME__RESPONSE__BODY_DEVICE_INFO;
     r.device_info = &info;

@@ -20,6 +20,7 @@
 #include "crypto.h"
 #include "fdutil.h"
 #include "log.h"
+#include "measure.h"
 #include "measurement.h"
 #include "packet.h"
 #include "proto.h"
@@ -87,13 +88,45 @@ static uint64_t response_id(const ProtobufCMessage *m)
     return ((const Response *)m)->id;
 }
 
+/* What the last Ready reported, for on_ready (is_ready sees the message, on_ready the daemon). */
+static struct {
+    bool log_restarted;
+    uint32_t old_log_events;
+    uint32_t da_failures_cleared;
+    bool da_lockout_cleared;
+    char da_reset_error[256];
+} last_ready;
+
 static bool is_ready(const ProtobufCMessage *m)
 {
     const Response *resp = (const Response *)m;
     if (resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_READY)
         return false;
-    log_info("trustme-tpmd ready (pid %u)", resp->ready->pid);
+    const Trustme__Tpmd__Ready *r = resp->ready;
+    log_info("trustme-tpmd ready (pid %u)", r->pid);
+    last_ready.log_restarted = r->has_log_restarted && r->log_restarted;
+    last_ready.old_log_events = r->old_log_events;
+    last_ready.da_failures_cleared = r->has_da_failures_cleared ? r->da_failures_cleared : 0;
+    last_ready.da_lockout_cleared = r->has_da_lockout_cleared && r->da_lockout_cleared;
+    snprintf(last_ready.da_reset_error, sizeof(last_ready.da_reset_error), "%s",
+             r->da_reset_error ? r->da_reset_error : "");
     return true;
+}
+
+static void on_ready(struct service *s)
+{
+    struct daemon *d = service_daemon(s);
+    if (last_ready.log_restarted)
+        daemon_audit(d, "tpm.reset", "ok", NULL, "trustmed", "the TPM was reset: its PCRs were "
+                     "fresh, the measurement log of the earlier TPM boot (%u events) was moved "
+                     "aside and a new one started", last_ready.old_log_events);
+    if (last_ready.da_failures_cleared || last_ready.da_lockout_cleared)
+        daemon_audit(d, "tpm.da-reset", "ok", NULL, "trustmed", "cleared %u dictionary-attack "
+                     "failures%s", last_ready.da_failures_cleared,
+                     last_ready.da_lockout_cleared ? "; the TPM was in lockout" : "");
+    if (last_ready.da_reset_error[0])
+        daemon_audit(d, "tpm.da-reset", "fail", NULL, "trustmed", "%s",
+                     last_ready.da_reset_error);
 }
 
 static bool is_error(const ProtobufCMessage *m, tm_err *err)
@@ -182,7 +215,8 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
 
 void tpmd_secret_refresh(struct daemon *d)
 {
-    if (d->tpm.secret_pending || d->tpm.scd_has_secret || !service_running(d->tpmd))
+    if (d->tpm.secret_pending || d->tpm.scd_has_secret || !d->tpm.boot_measured ||
+        !service_running(d->tpmd))
         return;
     Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
@@ -208,6 +242,30 @@ static void on_measured(struct daemon *d, const Response *resp, const tm_err *er
     const char *what = userdata;
     if (err && resp)
         log_error("measuring %s failed: %s", what, err->msg);
+}
+
+/* No secret, no start, when the virtualization layer is not measured: the secret would go to
+ * software nobody can tell from what it was sealed to. */
+static void boot_measure_failed(struct daemon *d, const char *why)
+{
+    d->tpm.boot_measured = false;
+    snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "measuring the "
+             "virtualization layer failed (%s): the device storage secret is withheld", why);
+    log_error("%s", d->tpm.secret_problem);
+    daemon_audit(d, "tpm.measure", "fail", NULL, "trustmed", "the virtualization layer: %s", why);
+    tell_scd_unavailable(d, d->tpm.secret_problem);
+}
+
+static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err,
+                             void *userdata)
+{
+    if (err) {
+        if (resp) /* else tpmd died: its restart measures again */
+            boot_measure_failed(d, err->msg);
+        return;
+    }
+    d->tpm.boot_measured = true;
+    tpmd_secret_refresh(d);
 }
 
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
@@ -250,15 +308,21 @@ static void measure_boot(struct service *s, int exe)
     memcpy(items[3].sha256, d->device.sha256, 32);
     tm_err e;
     uint64_t size;
+    d->tpm.boot_measured = false;
     /* Hashing moves the file offset the child shares; fexecve does not care. */
     if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, items[2].sha256, &size, NULL, NULL, &e) < 0) {
-        log_error("cannot measure trustme-tpmd: %s", e.msg);
+        boot_measure_failed(d, e.msg);
         return;
     }
-    /* scd is always started (and measured) before tpmd. */
-    if (tpmd_measure(d, items, 4, on_measured, "the virtualization layer", &e) < 0)
-        log_error("cannot measure the virtualization layer: %s", e.msg);
-    tpmd_secret_refresh(d);
+    /* scd is always started (and measured) before tpmd. The secret is asked for once the TPM
+     * service has confirmed the measurement (on_boot_measured). */
+    if (tpmd_measure(d, items, 4, on_boot_measured, NULL, &e) < 0) {
+        boot_measure_failed(d, e.msg);
+        return;
+    }
+    /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
+     * holds already. Either way, what runs is in the log before any quote is answered. */
+    measure_running(d);
 }
 
 void tpmd_measure_scd(struct daemon *d, int exe)
@@ -301,6 +365,7 @@ static const struct service_ops tpmd_ops = {
     .is_error = is_error,
     .deliver = deliver,
     .on_spawned = measure_boot,
+    .on_ready = on_ready,
     .on_exit = on_service_exit,
 };
 

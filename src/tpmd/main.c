@@ -187,6 +187,34 @@ static void on_trim(tm_source *src, void *userdata)
     tm_loop_timer(d->loop, SWTPM_LOG_CHECK_MS, on_trim, d); /* freed with the loop */
 }
 
+/* Failures counted against the TPM's dictionary-attack protection (each unclean stop of a TPM
+ * that used a DA-protected key counts as one) would, at the limit, lock every DA-protected
+ * object. tpmd's own objects are noda, but a device provisioned before that has a DA-protected
+ * AK, and other users of the TPM may have more: clear the count where the lockout hierarchy's
+ * auth allows (it is empty on swtpm). trustmed audits what the Ready message reports. */
+static void clear_da_lockout(struct tpmd *d)
+{
+    struct tpm_da da;
+    tm_err e = {0};
+    if (tpm_da_read(&d->tpm, &da, &e) < 0) {
+        snprintf(d->da_reset.error, sizeof(d->da_reset.error), "%s", e.msg);
+        log_warn("%s", e.msg);
+        return;
+    }
+    if (da.failures == 0 && !da.in_lockout)
+        return;
+    if (tpm_da_reset(&d->tpm, &e) < 0) {
+        snprintf(d->da_reset.error, sizeof(d->da_reset.error), "%s", e.msg);
+        log_warn("the TPM counts %u dictionary-attack failures (of %u)%s; %s", da.failures,
+                 da.max_tries, da.in_lockout ? " and is in lockout" : "", e.msg);
+        return;
+    }
+    d->da_reset.failures = da.failures;
+    d->da_reset.lockout = da.in_lockout;
+    log_warn("cleared the TPM's dictionary-attack failure count (%u of %u%s)", da.failures,
+             da.max_tries, da.in_lockout ? ", in lockout" : "");
+}
+
 static int run(struct tpmd *d, const struct options *o, tm_err *err)
 {
     int r;
@@ -197,6 +225,7 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     }
     if ((r = tpm_open(&d->tpm, d->tcti, d->data_dir, err)) < 0)
         return r;
+    clear_da_lockout(d);
     uint8_t values[TPM_PCR_COUNT][32];
     if ((r = tpm_pcr_read(&d->tpm, (1u << TPM_PCR_COUNT) - 1, values, err)) < 0 ||
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||

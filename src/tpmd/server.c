@@ -153,9 +153,36 @@ static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool
     return send_response(d, id, &resp, err);
 }
 
+/* The boot PCR must hold exactly what the log says was measured into it, from its reset value,
+ * and something must have been: a PCR that root pre-extended with the digests of the genuine
+ * virtualization layer (and then a measurement that failed, or was never sent) satisfies the
+ * seal's PCR policy but not this (docs/SECURITY.md "Self-measurement"). */
+static int check_boot_pcr(struct tpmd *d, tm_err *err)
+{
+    uint8_t values[TPM_PCR_COUNT][32], want[32];
+    int r = tpm_pcr_read(&d->tpm, 1u << d->boot_pcr, values, err);
+    if (r < 0)
+        return r;
+    if (!(mlog_pcr_mask(d->log.ev, d->log.n) & (1u << d->boot_pcr)))
+        return tm_err_set(err, EPERM, "nothing has been measured into the boot PCR %u: the "
+                          "device storage secret is withheld", d->boot_pcr);
+    mlog_replay(d->log.ev, d->log.n, d->boot_pcr, want);
+    if (memcmp(want, values[d->boot_pcr], 32) != 0)
+        return tm_err_set(err, EPERM, "the boot PCR %u holds extensions the measurement log does "
+                          "not explain (extended by another process, or before this TPM boot's "
+                          "first measurement): the device storage secret is withheld",
+                          d->boot_pcr);
+    return 0;
+}
+
 static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
 {
     _cleanup_secret_ struct secret *s = NULL;
+    int cr = check_boot_pcr(d, err);
+    if (cr < 0) {
+        log_error("%s", err->msg);
+        return cr;
+    }
     bool created = false;
     char recovery_path[PATH_MAX] = "";
     int r = sealed_secret_get(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, &s, &created,
@@ -328,6 +355,14 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     di.runtime_pcr = d->runtime_pcr;
     di.secret_sealed = sealed_secret_exists(d->data_dir);
     di.manufacturer = d->tpm.manufacturer;
+    struct tpm_da da;
+    if ((r = tpm_da_read(&d->tpm, &da, err)) < 0)
+        return r;
+    di.has_da_lockout = di.has_da_failures = di.has_da_max_tries = di.has_da_recovery_s = true;
+    di.da_lockout = da.in_lockout;
+    di.da_failures = da.failures;
+    di.da_max_tries = da.max_tries;
+    di.da_recovery_s = da.recovery_s;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO;
     resp.device_info = &di;
@@ -447,6 +482,18 @@ int server_start(struct tpmd *d, tm_err *err)
     Trustme__Tpmd__Ready ready = TRUSTME__TPMD__READY__INIT;
     ready.has_pid = true;
     ready.pid = (uint32_t)getpid();
+    if (d->log.restarted) {
+        ready.has_log_restarted = ready.has_old_log_events = true;
+        ready.log_restarted = true;
+        ready.old_log_events = (uint32_t)d->log.old_events;
+    }
+    if (d->da_reset.failures || d->da_reset.lockout) {
+        ready.has_da_failures_cleared = ready.has_da_lockout_cleared = true;
+        ready.da_failures_cleared = d->da_reset.failures;
+        ready.da_lockout_cleared = d->da_reset.lockout;
+    }
+    if (d->da_reset.error[0])
+        ready.da_reset_error = d->da_reset.error;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_READY;
     resp.ready = &ready;

@@ -108,9 +108,13 @@ static const TPM2B_PUBLIC srk_template = {
     },
 };
 
-#define AK_ATTRIBUTES                                                                              \
+/* noda: the AK's authValue is empty, there is nothing to guess, and a DA-protected AK stops
+ * quoting whenever the TPM is in lockout (each unclean swtpm stop after its use counts as a
+ * failure). An AK made before noda was added is still accepted (AK_ATTRIBUTES_OLD). */
+#define AK_ATTRIBUTES_OLD                                                                          \
     (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
      TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
+#define AK_ATTRIBUTES (AK_ATTRIBUTES_OLD | TPMA_OBJECT_NODA)
 
 /* Restricted: the TPM signs only digests it computed itself over data that is not a forged
  * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
@@ -208,7 +212,7 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
      * on the AK being restricted, so check what we load. */
     const TPMT_PUBLIC *p = &pub.publicArea;
     if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 ||
-        p->objectAttributes != AK_ATTRIBUTES ||
+        (p->objectAttributes != AK_ATTRIBUTES && p->objectAttributes != AK_ATTRIBUTES_OLD) ||
         p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
         p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
         p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
@@ -222,6 +226,9 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
                              "provision the device again", pub_path, priv_path);
     }
     t->ak_public = pub;
+    if (p->objectAttributes == AK_ATTRIBUTES_OLD)
+        log_warn("the attestation key %s is not noda: it stops quoting while the TPM is in "
+                 "dictionary-attack lockout; provision a new one to change that", pub_path);
     _cleanup_esys_ TPM2B_NAME *name = NULL;
     if ((rc = Esys_TR_GetName(t->esys, t->ak, &name)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot get the attestation key's name");
@@ -252,6 +259,45 @@ static int read_manufacturer(struct tpm *t, tm_err *err)
     while (n > 0 && t->manufacturer[n - 1] == ' ')
         n--;
     t->manufacturer[n] = '\0';
+    return 0;
+}
+
+/* ---- dictionary-attack protection ----------------------------------------------------------- */
+
+int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err)
+{
+    *ret = (struct tpm_da){0};
+    TPMI_YES_NO more;
+    _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
+    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES,
+                                    TPM2_PT_PERMANENT, TPM2_PT_LOCKOUT_RECOVERY - TPM2_PT_PERMANENT + 1,
+                                    &more, &cap);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot read the TPM's dictionary-attack state");
+    const TPML_TAGGED_TPM_PROPERTY *p = &cap->data.tpmProperties;
+    for (UINT32 i = 0; i < p->count; i++) {
+        uint32_t v = p->tpmProperty[i].value;
+        switch (p->tpmProperty[i].property) {
+        case TPM2_PT_PERMANENT: ret->in_lockout = v & TPMA_PERMANENT_INLOCKOUT; break;
+        case TPM2_PT_LOCKOUT_COUNTER: ret->failures = v; break;
+        case TPM2_PT_MAX_AUTH_FAIL: ret->max_tries = v; break;
+        case TPM2_PT_LOCKOUT_INTERVAL: ret->recovery_s = v; break;
+        default: break;
+        }
+    }
+    return 0;
+}
+
+int tpm_da_reset(struct tpm *t, tm_err *err)
+{
+    /* The lockout hierarchy's auth as swtpm and a cleared TPM have it: empty. */
+    TPM2B_AUTH empty = {0};
+    TSS2_RC rc = Esys_TR_SetAuth(t->esys, ESYS_TR_RH_LOCKOUT, &empty);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_DictionaryAttackLockReset(t->esys, ESYS_TR_RH_LOCKOUT, ESYS_TR_PASSWORD, NO, NO);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_DictionaryAttackLockReset with an empty lockout "
+                       "authorization failed");
     return 0;
 }
 

@@ -33,6 +33,18 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
  * TPM's power goes off next). NULL-safe, idempotent. */
 void tpm_close(struct tpm *t, bool shutdown);
 
+/* The TPM's dictionary-attack state (TPM2_GetCapability, TPM_PROPERTIES). */
+struct tpm_da {
+    bool in_lockout;      /* TPMA_PERMANENT inLockout: DA-protected objects refuse all auth */
+    uint32_t failures;    /* TPM2_PT_LOCKOUT_COUNTER */
+    uint32_t max_tries;   /* TPM2_PT_MAX_AUTH_FAIL */
+    uint32_t recovery_s;  /* TPM2_PT_LOCKOUT_INTERVAL: seconds per failure forgiven */
+};
+int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err);
+/* TPM2_DictionaryAttackLockReset, authorised by the lockout hierarchy's empty auth (swtpm's and a
+ * cleared TPM's): the failure count goes to zero and the lockout ends. */
+int tpm_da_reset(struct tpm *t, tm_err *err);
+
 /* The SHA-256 bank values of the PCRs in mask (bit i = PCR i) into values[i]. */
 int tpm_pcr_read(struct tpm *t, uint32_t mask, uint8_t values[TPM_PCR_COUNT][32], tm_err *err);
 int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err *err);

@@ -36,6 +36,11 @@ struct tpmd {
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
      * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
     bool stop_clean;
+    struct {
+        uint32_t failures;       /* cleared at start */
+        bool lockout;
+        char error[256];         /* clearing failed: why */
+    } da_reset;
     bool tpm_lost;               /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
     /* The counters' last values tpmd read or set (server.c): a container start re-raises its
      * GuestOS's counter to the value it already has, which then costs no TPM command. */

@@ -33,6 +33,8 @@ BOOT, RUNTIME = 12, 11
 
 # Response bodies (proto/tpmd.proto)
 ERROR, MEASURED, LOG, CSR, DEVICE_INFO, OK, READY, ATTEST = 10, 11, 12, 15, 16, 17, 18, 19
+STORAGE_SECRET, RESEAL, COUNTER_GET, COUNTER_RAISE = 12, 13, 14, 15
+SECRET, COUNTER = 13, 14
 # Request bodies
 MEASURE, GET_LOG, DEVICE_CSR, CERT_INSTALL, GET_DEVICE_INFO, ATTEST_RQ = 10, 11, 16, 17, 18, 19
 
@@ -114,7 +116,8 @@ class Tpmd:
         self.log.flush()
         assert READY in ready, f"no Ready: {(self.base / 'tpmd.log').read_text()[-2000:]}"
         assert ready[2] == [0]
-        assert parse(ready[READY][0])[1] == [self.proc.pid]
+        self.ready = parse(ready[READY][0])
+        assert self.ready[1] == [self.proc.pid]
         return self
 
     def send_raw(self, packet):
@@ -703,6 +706,91 @@ def test_swtpm_log_is_bounded(tpmd):
     assert not log.exists() or log.stat().st_size < 4096
 
 
+def quote_works(t):
+    host, port = t.attest_address()
+    nonce = os.urandom(32)
+    with socket.create_connection((host, port), timeout=10) as conn:
+        resp = tcp_call(conn, attest_request(1, nonce))
+    assert 11 in resp, f"no quote: {parse(resp[10][0]) if 10 in resp else resp}"
+    check_quote(parse(resp[11][0]), nonce, [RUNTIME, BOOT])
+
+
+def test_da_lockout_does_not_stop_attestation(new_tpmd):
+    """Issue 12 §5: the AK was not noda, each unclean swtpm stop after a quote counted as a
+    dictionary-attack failure, and after three every quote failed with TPM_RC_LOCKOUT. The AK is
+    noda now, tpmd reports the DA state and clears it at start (empty lockout auth on swtpm)."""
+    t = new_tpmd().start()
+    quote_works(t)
+    for _ in range(3):
+        swtpm = t.swtpm_pid()
+        t.kill9()
+        os.kill(swtpm, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not process_gone(swtpm) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t.start()
+        quote_works(t)
+    info = t.info()
+    assert info[160] == [0] and info[161] == [0] and info[162][0] >= 1
+    # someone else's wrong passwords put the TPM into lockout: the next tpmd clears it
+    t.kill9()
+    tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
+    subprocess.run(["tpm2_createprimary", "-C", "o", "-p", "right", "-c", str(t.base / "p.ctx"),
+                    "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
+                    *tcti], check=True, capture_output=True)
+    for _ in range(4):
+        # no resource manager: flush what each tool leaves loaded
+        subprocess.run(["tpm2_flushcontext", "-t", *tcti], check=True, capture_output=True)
+        subprocess.run(["tpm2_flushcontext", "-s", *tcti], check=True, capture_output=True)
+        subprocess.run(["tpm2_create", "-C", str(t.base / "p.ctx"), "-P", "wrong",
+                        "-u", str(t.base / "k.pub"), "-r", str(t.base / "k.priv"), *tcti],
+                       capture_output=True)
+    out = subprocess.run(["tpm2_getcap", "properties-variable", *tcti], check=True,
+                         capture_output=True, text=True).stdout
+    assert " inLockout: 1" in " ".join(out.split()).replace(" inLockout: ", " inLockout: "), out
+    t.start()
+    assert t.ready.get(163) == [1] and t.ready[162][0] >= 1, t.ready
+    info = t.info()
+    assert info[160] == [0] and info[161] == [0]
+    assert "cleared the TPM's dictionary-attack failure count" in (t.base / "tpmd.log").read_text()
+    quote_works(t)
+    t.stop()
+
+
+BOOT_EVENTS = [("binary", "trustmed"), ("binary", "trustme-scd"), ("binary", "trustme-tpmd"),
+               ("device-config", "device.json")]
+
+
+def test_pre_extended_boot_pcr_gets_no_secret(new_tpmd):
+    """Issue 12 §5: root extends the boot PCR of a fresh TPM with the genuine layer's four digests,
+    then a modified trustmed's own measurement fails (or is never sent): the seal's PCR policy is
+    satisfied, but the log explains nothing of it. tpmd withholds the secret."""
+    t = new_tpmd().start()
+    events = [event(BOOT, typ, name, sha(name)) for typ, name in BOOT_EVENTS]
+    t.measure(*events)
+    secret = t.ok(STORAGE_SECRET, b"", SECRET)[1][0]
+    t.stop()                      # power off: the next start is a fresh TPM boot
+    t.start()
+    t.kill9()                     # the swtpm stays, with fresh PCRs
+    tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
+    for typ, name in BOOT_EVENTS:
+        subprocess.run(["tpm2_pcrextend", f"{BOOT}:sha256=" + event_digest(BOOT, typ, name, sha(name)).hex(),
+                        *tcti], check=True, capture_output=True)
+    t.start()
+    code, msg = t.error(STORAGE_SECRET)
+    assert code == 1 and "nothing has been measured" in msg, msg
+    # the genuine layer measuring itself now doubles the PCR: still no secret
+    t.measure(*events)
+    code, msg = t.error(STORAGE_SECRET)
+    assert code == 1 and "does not explain" in msg, msg
+    # a clean TPM boot with the genuine measurements gets it back
+    t.stop()
+    t.start()
+    t.measure(*events)
+    assert t.ok(STORAGE_SECRET, b"", SECRET)[1][0] == secret
+    t.stop()
+
+
 def test_runs_unprivileged_with_no_leftovers(new_tpmd):
     t = new_tpmd().start()
     st = os.stat(f"/proc/{t.swtpm_pid()}")
@@ -733,8 +821,6 @@ def test_runs_unprivileged_with_no_leftovers(new_tpmd):
 
 # ---- the sealed secret and the counters, through tpmd ----------------------------------------------
 
-STORAGE_SECRET, RESEAL, COUNTER_GET, COUNTER_RAISE = 12, 13, 14, 15
-SECRET, COUNTER = 13, 14
 
 
 def test_storage_secret_and_counters(tpmd):
