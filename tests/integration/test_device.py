@@ -7,6 +7,9 @@ refusal is checked for what it must not do: the daemon keeps answering and the d
 (certificate, sealed secret) stays as it was."""
 import hashlib
 import json
+import os
+import signal
+import time
 import re
 import shutil
 import socket
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, TRUSTMED, processes_naming, wait_for
+from conftest import BUILD, TRUSTMED, process_gone, processes_naming, wait_for
 from pb import field_bytes, field_varint, frame, parse
 
 TPMD = BUILD / "src/tpmd/trustme-tpmd"
@@ -188,6 +191,84 @@ def test_measurements_report_a_pcr_extended_behind_tpmds_back(daemon):
 
 
 # ---- device info ---------------------------------------------------------------------------------
+
+def child_pid(d, name):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == d.proc.pid and argv0 == name.encode() and not process_gone(int(entry.name)):
+            return int(entry.name)
+    return None
+
+
+def test_tpm_reset_measures_running_containers_again(daemon):
+    """Issue 12 §5: killing the embedded swtpm and tpmd left a new log with the four boot events
+    only, while the containers kept running unmeasured, and nothing was audited. trustmed now
+    measures every running container again and audits the reset."""
+    d = daemon
+    for name in ("a", "b"):
+        d.create(name)
+        d.cli("start", name)
+    before = measurements(d)
+    configs = {e["name"] for e in before["events"] if e["type"] == "container-config"}
+    assert configs == {"a", "b"}, before
+    swtpm = int((d.run_dir / "tpm/swtpm.pid").read_text())
+    tpmd = child_pid(d, "trustme-tpmd")
+    os.kill(swtpm, signal.SIGKILL)
+    os.kill(tpmd, signal.SIGKILL)
+    wait_for(lambda: (child_pid(d, "trustme-tpmd") or tpmd) != tpmd, timeout=30,
+             what="trustmed to restart trustme-tpmd")
+
+    def remeasured():
+        m = measurements(d)
+        got = {e["name"] for e in m["events"] if e["type"] == "container-config"}
+        return m if got == {"a", "b"} else None
+    m = wait_for(remeasured, timeout=30, what="the containers measured again")
+    assert int((d.run_dir / "tpm/swtpm.pid").read_text()) != swtpm
+    assert m["consistent"] is True, m
+    # the same events as before the reset, the boot events first
+    assert [(e["pcr"], e["type"], e["name"], e["sha256"]) for e in m["events"]] == \
+        [(e["pcr"], e["type"], e["name"], e["sha256"]) for e in before["events"]]
+    # and the PCRs hold them: replayed from zero
+    pcrs = {p["index"]: p["sha256"] for p in m["pcrs"]}
+    assert replay(m["events"], 11) == pcrs[11] and replay(m["events"], BOOT_PCR) == pcrs[BOOT_PCR]
+    resets = wait_for(lambda: audit(d, "tpm.reset"), timeout=10, what="the tpm.reset audit")
+    assert "moved aside" in resets[-1]["detail"]
+    assert len(audit(d, "tpm.remeasure")) >= 2
+    assert [c["state"] for c in d.containers()] == ["running", "running"]
+
+
+def test_boot_measurement_failure_withholds_the_secret(make_daemon):
+    """Issue 12 §5: with the run dir's tpm/ full, the boot measurement failed with ENOSPC and the
+    device storage secret was unsealed anyway. Now it is withheld and the failure audited."""
+    d = make_daemon(start=False)
+    tpm_run = d.run_dir / "tpm"
+    tpm_run.mkdir(parents=True)
+    # one page: swtpm's pid file fits, the first line of the measurement log does not
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0755", "tmpfs", str(tpm_run)],
+                   check=True)
+    try:
+        d.start()
+
+        def withheld():
+            i = info(d)
+            return i if "withheld" in i["secret_problem"] else None
+        i = wait_for(withheld, timeout=30, what="the secret problem")
+        assert "No space left on device" in i["secret_problem"], i
+        fails = wait_for(lambda: audit(d, "tpm.measure"), timeout=10, what="the audit")
+        assert fails[-1]["result"] == "fail"
+        time.sleep(0.5)
+        assert "device storage secret unsealed" not in d.log()
+        assert not (d.data_dir / "tpm/secret.blob").exists()
+    finally:
+        d.stop()
+        subprocess.run(["umount", str(tpm_run)], capture_output=True)
+
 
 def test_device_info_describes_the_tpm_and_an_unprovisioned_ak(daemon):
     i = secret_ok(daemon)
