@@ -222,6 +222,8 @@ static json_object *device_info_json(const Trustme__DeviceInfo *i)
     json_object_object_add(da, "max_tries", json_object_new_int64(i->da_max_tries));
     json_object_object_add(da, "recovery_s", json_object_new_int64(i->da_recovery_s));
     json_object_object_add(o, "dictionary_attack", i->has_da_failures ? da : NULL);
+    json_object_object_add(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
+    json_object_object_add(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
     if (!i->has_da_failures)
         json_object_put(da);
     return o;
@@ -257,6 +259,12 @@ static void print_device_info(const Trustme__DeviceInfo *i)
         tm_hex(i->ak_name.data, i->ak_name.len, name);
     printf("AK name:         %s\n", name);
     print_certificate(i);
+    struct cert_summary ek;
+    if (i->has_ek_cert_pem && i->ek_cert_pem.len && cert_summary(&i->ek_cert_pem, &ek) == 0)
+        printf("EK certificate:  %s, issued by %s\n", ek.subject, ek.issuer);
+    else
+        printf("EK certificate:  none (the manufacturer's; needed to enroll the AK, "
+               "docs/ATTESTATION.md \"Enrollment\")\n");
     if (i->has_da_failures)
         printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
                i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization"

@@ -148,12 +148,12 @@ static int lock_run_dir(const char *run_dir, tm_err *err)
     return fd; /* held until exit */
 }
 
-static int load_chain(struct tpmd *d, tm_err *err)
+static int load_chain(struct tpmd *d, const char *name, char **ret, size_t *ret_len, tm_err *err)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/ak-chain.pem", d->data_dir);
+    snprintf(path, sizeof(path), "%s/%s", d->data_dir, name);
     tm_err rerr = {0};
-    int r = read_file(path, 1024 * 1024, &d->chain_pem, &d->chain_len, &rerr);
+    int r = read_file(path, 1024 * 1024, ret, ret_len, &rerr);
     if (r == -ENOENT)
         return 0; /* not provisioned yet */
     if (r < 0)
@@ -229,7 +229,8 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     uint8_t values[TPM_PCR_COUNT][32];
     if ((r = tpm_pcr_read(&d->tpm, (1u << TPM_PCR_COUNT) - 1, values, err)) < 0 ||
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||
-        (r = load_chain(d, err)) < 0)
+        (r = load_chain(d, "ak-chain.pem", &d->chain_pem, &d->chain_len, err)) < 0 ||
+        (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
         return r;
     if (!(d->loop = tm_loop_new()))
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -305,6 +306,7 @@ int main(int argc, char **argv)
     else
         swtpm_release(&d.swtpm);
     free(d.chain_pem);
+    free(d.ek_chain_pem);
     tm_loop_free(d.loop);
     close(d.signal_fd);
     close(lock_fd);

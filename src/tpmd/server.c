@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "csr.h"
+#include "enroll.h"
 #include "fileio.h"
 #include "log.h"
 #include "nvcounter.h"
@@ -296,7 +297,8 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
 {
     _cleanup_free_ char *pem = NULL;
     size_t len;
-    int r = device_csr(&d->tpm, rq->common_name, &pem, &len, err);
+    int r = device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len,
+                       err);
     if (r < 0)
         return r;
     Trustme__Tpmd__Csr c = TRUSTME__TPMD__CSR__INIT;
@@ -308,26 +310,55 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     return send_response(d, id, &resp, err);
 }
 
+static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot,
+                       size_t *slot_len, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", d->data_dir, name);
+    int r = write_file_atomic(path, pem, len, 0644, err);
+    if (r < 0) {
+        free(pem);
+        return r;
+    }
+    free(*slot);
+    *slot = pem;
+    *slot_len = len;
+    log_info("certificate chain installed (%s)", path);
+    return 0;
+}
+
+/* A certificate for this TPM's keys: the EK's (the manufacturer's, docs/ATTESTATION.md
+ * "Enrollment"), the AK's in clear, or the AK's as the Device CA sends it, encrypted under a
+ * credential only this TPM can activate. */
 static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq,
                            tm_err *err)
 {
     if (!rq->has_chain_pem)
         return tm_err_set(err, EINVAL, "certificate chain missing");
+    if (rq->chain_pem.len == 0 || rq->chain_pem.len > CERT_CHAIN_PEM_MAX)
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)",
+                          rq->chain_pem.len, CERT_CHAIN_PEM_MAX);
+    _cleanup_free_ char *certs = NULL;
+    size_t certs_len;
+    bool activated;
     char *pem = NULL;
     size_t len;
-    int r = check_ak_chain(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &pem, &len, err);
+    int r = enroll_unwrap(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &certs, &certs_len,
+                          &activated, err);
     if (r < 0)
         return r;
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/ak-chain.pem", d->data_dir);
-    if ((r = write_file_atomic(path, pem, len, 0644, err)) < 0) {
-        free(pem);
-        return r;
+    if (!activated && cert_is_for_ek(&d->tpm, (const uint8_t *)certs, certs_len)) {
+        if ((r = check_ek_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
+            (r = store_chain(d, "ek-chain.pem", pem, len, &d->ek_chain_pem, &d->ek_chain_len,
+                             err)) < 0)
+            return r;
+    } else {
+        if ((r = check_ak_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
+            (r = store_chain(d, "ak-chain.pem", pem, len, &d->chain_pem, &d->chain_len, err)) < 0)
+            return r;
+        if (activated)
+            log_info("the AK certificate came through credential activation with this TPM's EK");
     }
-    free(d->chain_pem);
-    d->chain_pem = pem;
-    d->chain_len = len;
-    log_info("attestation key certificate chain installed (%s)", path);
     Trustme__Tpmd__Ok ok = TRUSTME__TPMD__OK__INIT;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_OK;
@@ -337,12 +368,16 @@ static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Cer
 
 static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
 {
-    _cleanup_free_ char *pem = NULL;
-    size_t len;
+    _cleanup_free_ char *pem = NULL, *ek_pem = NULL;
+    size_t len, ek_len;
     int r = ak_public_pem(&d->tpm, &pem, &len, err);
-    if (r < 0)
+    if (r < 0 || (r = ek_public_pem(&d->tpm, &ek_pem, &ek_len, err)) < 0)
         return r;
     Trustme__Tpmd__DeviceInfo di = TRUSTME__TPMD__DEVICE_INFO__INIT;
+    di.has_ek_public_pem = di.has_ek_cert_pem = true;
+    di.ek_public_pem = (ProtobufCBinaryData){.len = ek_len, .data = (uint8_t *)ek_pem};
+    di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len,
+                                           .data = (uint8_t *)d->ek_chain_pem};
     di.tcti = (char *)(d->embedded ? "embedded" : d->tcti);
     di.has_embedded = di.has_ak_public_pem = di.has_ak_name = di.has_cert_chain_pem = true;
     di.embedded = d->embedded;

@@ -25,6 +25,8 @@ struct tpmd {
     struct mlog log;
     char *chain_pem;             /* <data>/ak-chain.pem, NULL until provisioned */
     size_t chain_len;
+    char *ek_chain_pem;          /* <data>/ek-chain.pem: the EK's certificate chain, or NULL */
+    size_t ek_chain_len;
     char attest_address[80];     /* host:port actually bound */
     tm_loop *loop;
     struct attest_server *attest;

@@ -545,9 +545,21 @@ def test_csr_and_certificate(tpmd, tmp_path):
     pki = tmp_path / "pki"
     subprocess.run([str(PKI), "init", str(pki), "--passphrase-file", str(pw)], check=True,
                    capture_output=True)
-    cert = tmp_path / "device.pem"
+    # (the Device CA encrypts it to the TPM's EK: test_enrollment_through_credential_activation;
+    # here the plain certificate that comes out of it, as a hardware device's CA may send it)
+    mkey, mcert = manufacturer_ca(tmp_path)
+    install_ek_cert(tpmd, tmp_path, mkey, mcert)
+    csr.write_bytes(tpmd.ok(DEVICE_CSR, field_bytes(1, b"device 42"), CSR)[1][0])
+    enc = tmp_path / "device.enc.pem"
     subprocess.run([str(PKI), "issue", "--pki", str(pki), "--ca", "device", "--csr", str(csr),
-                    "--out", str(cert), "--passphrase-file", str(pw)], check=True, capture_output=True)
+                    "--out", str(enc), "--passphrase-file", str(pw), "--ek-anchor", str(mcert)],
+                   check=True, capture_output=True)
+    tpmd.ok(CERT_INSTALL, field_bytes(1, enc.read_bytes()), OK)
+    cert = tmp_path / "device.pem"
+    cert.write_bytes((tpmd.data / "ak-chain.pem").read_bytes())
+    (tpmd.data / "ak-chain.pem").unlink()
+    tpmd.stop()
+    tpmd.start()
     chain = cert.read_bytes() + (pki / "customer/device-ca.pem").read_bytes()
     # refusals first: a certificate for another key, garbage, a chain in the wrong order
     other_key = tmp_path / "other.key"
@@ -575,6 +587,160 @@ def test_csr_and_certificate(tpmd, tmp_path):
     with socket.create_connection((host, port), timeout=10) as conn:
         resp = tcp_call(conn, attest_request(1, os.urandom(32)))
         assert parse(resp[11][0])[6][0] == stored
+
+
+# ---- AK enrollment through credential activation (docs/ATTESTATION.md "Enrollment") -----------
+
+def openssl(*args):
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def manufacturer_ca(dirpath, name="m"):
+    """A TPM manufacturer CA of our own, off the device, as the provisioning station has it."""
+    key, cert = dirpath / f"{name}.key", dirpath / f"{name}.pem"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", cert, "-subj", f"/CN=test TPM manufacturer {name}", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign")
+    return key, cert
+
+
+def pki(*args, check=True):
+    r = subprocess.run([str(PKI), *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def install_ek_cert(t, tmp, key, cert):
+    ek = tmp / f"ek-{t.base.name}.pem"
+    ek.write_bytes(t.info()[164][0])
+    out = tmp / f"ek-cert-{t.base.name}.pem"
+    pki("ek-cert", "--ek", ek, "--key", key, "--cert", cert, "--out", out)
+    t.ok(CERT_INSTALL, field_bytes(1, out.read_bytes()), OK)
+    return out
+
+
+def ak_tpmt_public(pubkey, attrs=0x00050472):
+    """An ECC P-256 TPMT_PUBLIC for a key (Part 2 §12.2.4), as a TPM would marshal an AK's."""
+    nums = pubkey.public_numbers()
+    return struct.pack(">HHIH", 0x0023, 0x000B, attrs, 0) + struct.pack(">H", 0x0010) + \
+        struct.pack(">HH", 0x0018, 0x000B) + struct.pack(">H", 0x0003) + \
+        struct.pack(">H", 0x0010) + struct.pack(">H", 32) + nums.x.to_bytes(32, "big") + \
+        struct.pack(">H", 32) + nums.y.to_bytes(32, "big")
+
+
+def pem_block(label, data):
+    import base64
+    b = base64.encodebytes(data).decode().replace("\n", "")
+    lines = [b[i:i + 64] for i in range(0, len(b), 64)]
+    return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
+
+
+def test_enrollment_through_credential_activation(new_tpmd, tmp_path):
+    """Issue 12 §3: the Device CA certified any CSR's key. Now it certifies an AK only in the
+    bundle `trustme device csr` makes, with an EK certificate from a manufacturer anchor, and
+    encrypts the certificate under a credential only the TPM holding both EK and AK can
+    activate."""
+    t = new_tpmd("a").start()
+    other = new_tpmd("b").start()
+    pw = tmp_path / "pass"
+    pw.write_text("test passphrase\n")
+    pkidir = tmp_path / "pki"
+    pki("init", pkidir, "--passphrase-file", pw)
+    ca = pkidir / "customer/device-ca.pem"
+    mkey, mcert = manufacturer_ca(tmp_path)
+    rogue_key, rogue_cert = manufacturer_ca(tmp_path, "rogue")
+
+    def issue(bundle, out, *extra, check=True):
+        return pki("issue", "--pki", pkidir, "--ca", "device", "--csr", bundle, "--out", out,
+                   "--passphrase-file", pw, *extra, check=check)
+
+    # the manufacturer certifies both TPMs' EKs; tpmd keeps the certificate
+    assert tpmd_ek_missing(t)
+    install_ek_cert(t, tmp_path, mkey, mcert)
+    install_ek_cert(other, tmp_path, mkey, mcert)
+    assert t.info()[165][0].count(b"BEGIN CERTIFICATE") == 1
+    bundle = tmp_path / "device.csr"
+    bundle.write_bytes(t.ok(DEVICE_CSR, b"", CSR)[1][0])
+    text = bundle.read_text()
+    assert "BEGIN CERTIFICATE REQUEST" in text and "BEGIN TRUSTME AK PUBLIC" in text \
+        and "BEGIN CERTIFICATE-----" in text
+
+    # an ordinary CSR from a software key: refused
+    soft = tmp_path / "soft.csr"
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", tmp_path / "soft.key", "-subj", "/CN=soft", "-out", soft)
+    r = issue(soft, tmp_path / "x.pem", "--ek-anchor", mcert, check=False)
+    assert r.returncode == 1 and "no proof that its key lives in a TPM" in r.stderr, r.stderr
+    # without a manufacturer anchor: a usage error; with the wrong one: refused
+    r = issue(bundle, tmp_path / "x.pem", check=False)
+    assert r.returncode == 2 and "--ek-anchor" in r.stderr
+    r = issue(bundle, tmp_path / "x.pem", "--ek-anchor", rogue_cert, check=False)
+    assert r.returncode == 1 and "does not chain to an --ek-anchor" in r.stderr, r.stderr
+    assert not (tmp_path / "x.pem").exists()
+
+    # the genuine bundle: issued encrypted; only this TPM installs it
+    enc = tmp_path / "device.pem"
+    issue(bundle, enc, "--ek-anchor", mcert)
+    assert b"BEGIN TRUSTME ENCRYPTED CERTIFICATE" in enc.read_bytes()
+    assert b"BEGIN CERTIFICATE" not in enc.read_bytes()
+    code, msg = other.error(CERT_INSTALL, field_bytes(1, enc.read_bytes() + ca.read_bytes()))
+    assert "ActivateCredential failed" in msg, msg
+    t.ok(CERT_INSTALL, field_bytes(1, enc.read_bytes() + ca.read_bytes()), OK)
+    stored = (t.data / "ak-chain.pem").read_bytes()
+    assert stored.count(b"BEGIN CERTIFICATE") == 2
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(stored.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    key = subprocess.run(["openssl", "x509", "-in", str(leaf), "-noout", "-pubkey"],
+                         capture_output=True, check=True).stdout
+    assert key == t.info()[3][0]
+    quote_works(t)
+
+    # a forged bundle: this device's AK, but the other TPM's EK certificate. The CA cannot tell;
+    # the credential goes to the other TPM's EK, so this device cannot install it, and the
+    # other TPM has no key with this AK's name
+    ek_other = tmp_path / f"ek-cert-{other.base.name}.pem"
+    forged = tmp_path / "forged.csr"
+    forged.write_bytes(text.split("-----BEGIN CERTIFICATE-----")[0].encode() + ek_other.read_bytes())
+    issue(forged, tmp_path / "forged.pem", "--ek-anchor", mcert)
+    for dev in (t, other):
+        code, msg = dev.error(CERT_INSTALL, field_bytes(1, (tmp_path / "forged.pem").read_bytes()))
+        assert "ActivateCredential failed" in msg, msg
+
+    # a software key dressed as an AK (a TPMT_PUBLIC claiming fixedTPM|restricted|sign for it)
+    # with this device's genuine EK certificate: the name is not of a key in the TPM
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    softkey = load_pem_private_key((tmp_path / "soft.key").read_bytes(), None)
+    dressed = tmp_path / "dressed.csr"
+    dressed.write_bytes(soft.read_bytes() + pem_block("TRUSTME AK PUBLIC",
+                                                      ak_tpmt_public(softkey.public_key())) +
+                        (tmp_path / f"ek-cert-{t.base.name}.pem").read_bytes())
+    issue(dressed, tmp_path / "dressed.pem", "--ek-anchor", mcert)
+    code, msg = t.error(CERT_INSTALL, field_bytes(1, (tmp_path / "dressed.pem").read_bytes()))
+    assert "ActivateCredential failed" in msg, msg
+    # the same key claiming to be an unrestricted or decrypting key is refused by the CA
+    for attrs in (0x00040472, 0x00070472):
+        bad = tmp_path / "bad.csr"
+        bad.write_bytes(soft.read_bytes() + pem_block("TRUSTME AK PUBLIC",
+                                                      ak_tpmt_public(softkey.public_key(), attrs)) +
+                        (tmp_path / f"ek-cert-{t.base.name}.pem").read_bytes())
+        r = issue(bad, tmp_path / "bad.pem", "--ek-anchor", mcert, check=False)
+        assert r.returncode == 1 and "attributes" in r.stderr, r.stderr
+    # a bundle whose CSR key is not the AK's
+    mixed = tmp_path / "mixed.csr"
+    mixed.write_bytes(soft.read_bytes() + text.split("-----END CERTIFICATE REQUEST-----\n")[1].encode())
+    r = issue(mixed, tmp_path / "mixed.pem", "--ek-anchor", mcert, check=False)
+    assert r.returncode == 1 and "not the AK's" in r.stderr, r.stderr
+    # the installed chain is unchanged by all of it
+    assert (t.data / "ak-chain.pem").read_bytes() == stored
+    t.stop()
+    other.stop()
+
+
+def tpmd_ek_missing(t):
+    info = t.info()
+    return info.get(165, [b""])[0] == b"" and info[164][0].startswith(b"-----BEGIN PUBLIC KEY")
 
 
 # ---- the swtpm's life ------------------------------------------------------------------------------
