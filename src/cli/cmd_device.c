@@ -14,6 +14,7 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "enrollment.h"
 #include "crypto.h"
 #include "fileio.h"
 #include "secmem.h"
@@ -357,8 +358,10 @@ static int append_file(char **chain, size_t *len, const char *path)
     tm_err err;
     if (read_file(path, CERT_FILE_MAX, &data, &n, &err) < 0)
         return cli_fail("%s", err.msg);
-    if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27))
-        return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path);
+    if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27) &&
+        !memmem(data, n, "-----BEGIN " ENROLL_PEM_CERT "-----", strlen(ENROLL_PEM_CERT) + 16))
+        return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----) and no "
+                        "encrypted AK certificate from the Device CA", path);
     if (*len + n + 1 > CERT_FILE_MAX)
         return cli_fail("the certificates add up to more than %d bytes", CERT_FILE_MAX);
     char *grown = realloc(*chain, *len + n + 2);
@@ -375,8 +378,11 @@ static int append_file(char **chain, size_t *len, const char *path)
 static int device_cert_install(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "cert install CERT.pem [--chain CA.pem ...] [--json]\n"
-                        "  Install the attestation key's certificate (issued for `trustme device csr`)\n"
-                        "  and the CAs up to, not including, the root: the Device CA's certificate.";
+                        "  Install the attestation key's certificate (issued for `trustme device csr`,\n"
+                        "  encrypted to this TPM's EK: it is decrypted through credential activation)\n"
+                        "  and the CAs up to, not including, the root: the Device CA's certificate.\n"
+                        "  A certificate for this TPM's endorsement key (from `trustme-pki ek-cert`)\n"
+                        "  is installed the same way.";
     const char *leaf = NULL;
     _cleanup_free_ char *chain = NULL;
     size_t len = 0;

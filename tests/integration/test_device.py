@@ -99,18 +99,44 @@ def pki(tmp_path_factory):
 
 
 def issue(pki, csr, out):
-    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--csr", csr, "--out", out,
-        "--passphrase-file", pki["pass"])
+    """A plain certificate for any CSR's key with the device profile, from the Software Signing
+    CA: what a CA that does not check for a TPM would issue (tpmd then checks the key)."""
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "software", "--profile", "device", "--csr",
+        csr, "--out", out, "--passphrase-file", pki["pass"])
     return out
 
 
+def manufacturer(pki):
+    """The TPM manufacturer CA of the provisioning station (off the device), made once per PKI."""
+    key, cert = pki["dir"].parent / "manufacturer.key", pki["dir"].parent / "manufacturer.pem"
+    if not cert.exists():
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=test TPM manufacturer", "-days",
+            "30", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign")
+    return key, cert
+
+
 def provision(d, pki, tmp, cn=None):
-    """csr -> issue -> install; returns the installed leaf's path."""
+    """docs/ATTESTATION.md "Enrollment": the manufacturer certifies the EK (once), then csr ->
+    issue (encrypted to the EK) -> install (credential activation); returns the installed leaf."""
+    mkey, mcert = manufacturer(pki)
+    i = json.loads(d.cli("device", "info", "--json").stdout)
+    if not i["ek_cert_pem"]:
+        (tmp / "ek.pem").write_text(i["ek_public_pem"])
+        run(PKI_TOOL, "ek-cert", "--ek", tmp / "ek.pem", "--key", mkey, "--cert", mcert, "--out",
+            tmp / "ek-cert.pem")
+        d.cli("device", "cert", "install", tmp / "ek-cert.pem")
     csr = tmp / "device.csr"
     d.cli("device", "csr", "--out", csr, *(["--cn", cn] if cn else []))
-    cert = issue(pki, csr, tmp / "device.pem")
-    d.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
-    return cert
+    enc = tmp / "device.enc.pem"
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--csr", csr, "--out", enc,
+        "--ek-anchor", mcert, "--passphrase-file", pki["pass"])
+    d.cli("device", "cert", "install", enc, "--chain", pki["dir"] / "customer/device-ca.pem")
+    chain = json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"]
+    leaf = tmp / "device.pem"
+    leaf.write_text(chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    return leaf
 
 
 def daemon_csr(d, tmp):
@@ -311,7 +337,10 @@ def test_csr_issue_install_shows_the_certificate(daemon, pki, tmp_path):
     csr_events = audit(daemon, "device.csr")
     assert [e["result"] for e in csr_events] == ["ok", "ok"]
     assert '"edge-17"' in csr_events[1]["detail"]
-    assert [e["result"] for e in audit(daemon, "device.cert.install")] == ["ok"]
+    # the EK's certificate, then the AK's through credential activation
+    installs = audit(daemon, "device.cert.install")
+    assert [e["result"] for e in installs] == ["ok", "ok"]
+    assert "credential activation" in installs[1]["detail"]
 
     # The chain survives a restart of trustmed (tpmd keeps it in its data dir).
     daemon.restart()
@@ -353,8 +382,8 @@ def test_a_certificate_for_another_key_is_refused(daemon, pki, tmp_path):
     assert r.returncode == 1 and "missing.pem" in r.stderr
 
     assert info(daemon)["certificate"] is None
-    # The right certificate still goes in afterwards.
-    daemon.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
+    # The right certificate still goes in afterwards (its CA is the Software Signing sub-CA).
+    daemon.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "software-signing/sub-ca.pem")
     assert info(daemon)["certificate"]["certificates"] == 2
 
 
