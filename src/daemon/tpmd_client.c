@@ -402,6 +402,47 @@ static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
     return 0;
 }
 
+/* device.json tpm.boot_chain "ima": the chain starts below root, in the kernel, which measured
+ * trustmed's binary and device.json (an IMA policy with BPRM_CHECK and FILE_CHECK rules for them)
+ * before either was used. trustmed then only checks that the kernel's log holds both with the
+ * hashes it sees; where the kernel has no IMA, it refuses to start rather than fall back to
+ * measuring itself. */
+#define IMA_LOG "/sys/kernel/security/ima/ascii_runtime_measurements"
+
+static int check_ima_chain(struct daemon *d, tm_err *err)
+{
+    FILE *f = fopen(IMA_LOG, "re");
+    if (!f)
+        return tm_err_set(err, ENOTSUP, "device.json tpm.boot_chain is \"ima\", but this kernel "
+                          "has no IMA log (%s: %s): trustmed does not start on a weaker chain "
+                          "than configured", IMA_LOG, strerror(errno));
+    char want_exe[2 * 32 + 8], want_cfg[2 * 32 + 8], line[4096];
+    strcpy(want_exe, "sha256:");
+    tm_hex(d->tpm.trustmed_sha256, 32, want_exe + 7);
+    strcpy(want_cfg, "sha256:");
+    tm_hex(d->device.sha256, 32, want_cfg + 7);
+    bool exe = false, cfg = false;
+    /* ima-ng lines: PCR template-hash ima-ng ALGO:FILEDATA-HASH PATH */
+    while (fgets(line, sizeof(line), f)) {
+        char *save, *field[4] = {NULL};
+        char *tok = strtok_r(line, " \n", &save);
+        for (int i = 0; tok && i < 4; i++, tok = strtok_r(NULL, " \n", &save))
+            field[i] = tok;
+        if (!field[3] || strcmp(field[2], "ima-ng") != 0)
+            continue;
+        exe |= strcmp(field[3], want_exe) == 0;
+        cfg |= strcmp(field[3], want_cfg) == 0;
+    }
+    fclose(f);
+    if (!exe || !cfg)
+        return tm_err_set(err, EPERM, "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
+                          "log has no ima-ng entry for %s%s%s: the running binary or config is "
+                          "not the one the kernel measured", exe ? "" : "trustmed's binary",
+                          !exe && !cfg ? " and " : "", cfg ? "" : "device.json");
+    log_info("boot chain: the kernel's IMA log holds trustmed (%s) and device.json", want_exe);
+    return 0;
+}
+
 int tpmd_start(struct daemon *d, tm_err *err)
 {
     struct tpmd_ctx c = {.ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr,
@@ -428,6 +469,8 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return tm_err_sys(err, "cannot open trustmed's own binary to measure it");
     if ((r = tm_sha256_fd(self, d->tpm.trustmed_sha256, &size, NULL, NULL, err)) < 0)
         return tm_err_prefix(err, "measuring trustmed");
+    if (d->device.boot_chain == BOOT_CHAIN_IMA && (r = check_ima_chain(d, err)) < 0)
+        return r;
     return service_start(d, &tpmd_ops, c.binary, &c, sizeof(c), &d->tpmd, err);
 }
 

@@ -296,6 +296,37 @@ def test_boot_measurement_failure_withholds_the_secret(make_daemon):
         subprocess.run(["umount", str(tpm_run)], capture_output=True)
 
 
+IMA_LOG = Path("/sys/kernel/security/ima/ascii_runtime_measurements")
+
+
+def ima_device(make_daemon):
+    from conftest import DEV_DEVICE_JSON, TEST_TPM
+    d = make_daemon(start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads(DEV_DEVICE_JSON)
+    config["tpm"] = dict(TEST_TPM, boot_chain="ima")
+    (d.data_dir / "device.json").write_text(json.dumps(config) + "\n")
+    return d
+
+
+@pytest.mark.skipif(IMA_LOG.exists(), reason="this kernel has IMA: the refusal is not reachable")
+def test_ima_boot_chain_is_refused_without_ima(make_daemon):
+    """Issue 12 §5: a chain that starts below root, configured, must not silently fall back to
+    trustmed measuring itself on a kernel without IMA."""
+    d = ima_device(make_daemon)
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    assert "has no IMA log" in str(e.value) and "weaker chain" in str(e.value)
+
+
+@pytest.mark.skipif(not IMA_LOG.exists(), reason="this kernel has no IMA "
+                    "(no /sys/kernel/security/ima): the kernel cannot measure trustmed")
+def test_ima_boot_chain_accepts_a_kernel_measured_trustmed(make_daemon):
+    d = ima_device(make_daemon)
+    d.start()
+    assert "boot chain: the kernel's IMA log holds trustmed" in d.log()
+
+
 def test_device_info_describes_the_tpm_and_an_unprovisioned_ak(daemon):
     i = secret_ok(daemon)
     assert i["embedded"] is True and i["tcti"]
