@@ -738,6 +738,50 @@ def test_enrollment_through_credential_activation(new_tpmd, tmp_path):
     other.stop()
 
 
+def test_credential_from_tpm2_makecredential_activates(tpmd, tmp_path):
+    """Cross-check of the format with tpm2-tools' own MakeCredential (tpm2_makecredential
+    --tcti none, OpenSSL in software): its blob for this TPM's EK and AK name, with a certificate
+    encrypted as trustme-pki does, installs through tpmd's ActivateCredential."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    info = tpmd.info()
+    (tmp_path / "ek.pem").write_bytes(info[164][0])
+    cred = os.urandom(32)
+    (tmp_path / "cred").write_bytes(cred)
+    out = tmp_path / "mc.out"
+    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+                    "-s", str(tmp_path / "cred"), "-n", info[4][0].hex(), "-o", str(out)],
+                   check=True, capture_output=True)
+    raw = out.read_bytes()
+    assert raw[:8] == bytes.fromhex("badcc0de00000001")
+    (blob_len,) = struct.unpack(">H", raw[8:10])
+    blob, secret = raw[8:10 + blob_len], raw[10 + blob_len:]
+    # a plain certificate for the AK (any CA will do for this check)
+    pw = tmp_path / "pass"
+    pw.write_text("test passphrase\n")
+    pki("init", tmp_path / "pki", "--passphrase-file", pw)
+    csr = tmp_path / "ak.csr"
+    csr.write_bytes(tpmd.ok(DEVICE_CSR, b"", CSR)[1][0])
+    pki("issue", "--pki", tmp_path / "pki", "--ca", "software", "--profile", "device", "--csr", csr,
+        "--out", tmp_path / "ak.pem", "--passphrase-file", pw)
+    der = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "ak.pem"), "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    iv = os.urandom(12)
+    enc = iv + AESGCM(cred).encrypt(iv, der, b"trustme-ak-certificate-v1")
+    bundle = pem_block("TRUSTME CREDENTIAL BLOB", blob) + pem_block("TRUSTME ENCRYPTED SECRET", secret) + \
+        pem_block("TRUSTME ENCRYPTED CERTIFICATE", enc)
+    tpmd.ok(CERT_INSTALL, field_bytes(1, bundle + (tmp_path / "pki/software-signing/sub-ca.pem").read_bytes()), OK)
+    assert (tpmd.data / "ak-chain.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    # a credential bound to another name does not activate
+    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+                    "-s", str(tmp_path / "cred"), "-n", "000b" + "00" * 32, "-o", str(out)],
+                   check=True, capture_output=True)
+    raw = out.read_bytes()
+    bad = pem_block("TRUSTME CREDENTIAL BLOB", raw[8:10 + blob_len]) + \
+        pem_block("TRUSTME ENCRYPTED SECRET", raw[10 + blob_len:]) + pem_block("TRUSTME ENCRYPTED CERTIFICATE", enc)
+    code, msg = tpmd.error(CERT_INSTALL, field_bytes(1, bad))
+    assert "ActivateCredential failed" in msg, msg
+
+
 def tpmd_ek_missing(t):
     info = t.info()
     return info.get(165, [b""])[0] == b"" and info[164][0].startswith(b"-----BEGIN PUBLIC KEY")
