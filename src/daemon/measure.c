@@ -148,7 +148,10 @@ static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp,
     struct remeasure_op *op = userdata;
     struct container *c = container_find(d, op->name);
     if (!err) {
-        daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed", "measured again after a TPM reset");
+        /* Without a reset tpmd already held every event and added none: nothing to say. */
+        if (resp->measured && resp->measured->added)
+            daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed", "measured again after a TPM "
+                         "reset (%u events)", resp->measured->added);
     } else if (c && state_is_active(c->state)) {
         /* Running unmeasured would hide it from every verifier: stop it instead. */
         log_error("container %s: measuring it again failed (%s): stopping it", op->name, err->msg);

@@ -66,6 +66,8 @@ static int ak_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
 
 static int ek_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
 {
+    if (t->ek_public.size == 0)
+        return tm_err_set(err, ENOENT, "the TPM gave no endorsement key (see tpmd's log)");
     return point_pkey(&t->ek_public.publicArea.unique.ecc, "endorsement key", ret, err);
 }
 

@@ -371,10 +371,14 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     _cleanup_free_ char *pem = NULL, *ek_pem = NULL;
     size_t len, ek_len;
     int r = ak_public_pem(&d->tpm, &pem, &len, err);
-    if (r < 0 || (r = ek_public_pem(&d->tpm, &ek_pem, &ek_len, err)) < 0)
+    if (r < 0)
         return r;
+    tm_err ek_err;
+    if (d->tpm.ek_public.size == 0 || ek_public_pem(&d->tpm, &ek_pem, &ek_len, &ek_err) < 0)
+        ek_len = 0; /* no EK: shown as none */
     Trustme__Tpmd__DeviceInfo di = TRUSTME__TPMD__DEVICE_INFO__INIT;
-    di.has_ek_public_pem = di.has_ek_cert_pem = true;
+    di.has_ek_public_pem = ek_len > 0;
+    di.has_ek_cert_pem = true;
     di.ek_public_pem = (ProtobufCBinaryData){.len = ek_len, .data = (uint8_t *)ek_pem};
     di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len,
                                            .data = (uint8_t *)d->ek_chain_pem};

@@ -403,10 +403,19 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
         (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 ||
         (r = read_manufacturer(t, err)) < 0)
         goto fail;
-    /* The EK's public part, for its certificate and the credential activation's bundle. */
+    /* The EK's public part, for its certificate and the credential activation's bundle. A TPM
+     * whose endorsement hierarchy has a password gives none: everything but enrollment works. */
     ESYS_TR ek = NO;
-    if ((r = create_ek(t, &ek, &t->ek_public, err)) < 0)
-        goto fail;
+    tm_err ek_err = {0};
+    if (create_ek(t, &ek, &t->ek_public, &ek_err) < 0) {
+        if (tpm_connection_lost()) {
+            *err = ek_err;
+            r = -ENOTCONN;
+            goto fail;
+        }
+        log_warn("%s: AK enrollment through credential activation is not possible", ek_err.msg);
+        t->ek_public = (TPM2B_PUBLIC){0};
+    }
     tpm_flush(t->esys, &ek);
     if ((r = create_srk(t, err)) < 0)
         goto fail;
