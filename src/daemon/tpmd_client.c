@@ -201,12 +201,24 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
 static void on_secret(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
 {
     d->tpm.secret_pending = false;
+    if (!err && !d->tpm.boot_measured) {
+        /* Asked for together with the boot measurement (tpmd answers in order, so that the
+         * measurement's answer came first): it failed, and the secret is dropped here (the
+         * response lives in locked memory and is wiped when freed). */
+        log_error("the device storage secret arrived, but the boot measurement failed: withheld");
+        return;
+    }
     if (!err) {
         tpmd_secret_deliver(d, resp);
         return;
     }
     if (!resp)
         return; /* tpmd died; its restart asks again */
+    if (!d->tpm.boot_measured && d->tpm.secret_problem[0]) {
+        /* tpmd refused as well; the failed measurement is the reason to report */
+        log_info("the TPM service withheld the device storage secret too: %s", err->msg);
+        return;
+    }
     snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "%s", err->msg);
     log_error("device storage secret unavailable: %s", err->msg);
     daemon_audit(d, "device.secret", "fail", NULL, "trustmed", "%s", err->msg);
@@ -215,8 +227,8 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
 
 void tpmd_secret_refresh(struct daemon *d)
 {
-    if (d->tpm.secret_pending || d->tpm.scd_has_secret || !d->tpm.boot_measured ||
-        !service_running(d->tpmd))
+    if (d->tpm.secret_pending || d->tpm.scd_has_secret ||
+        !(d->tpm.boot_measured || d->tpm.boot_measuring) || !service_running(d->tpmd))
         return;
     Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
@@ -248,7 +260,7 @@ static void on_measured(struct daemon *d, const Response *resp, const tm_err *er
  * software nobody can tell from what it was sealed to. */
 static void boot_measure_failed(struct daemon *d, const char *why)
 {
-    d->tpm.boot_measured = false;
+    d->tpm.boot_measured = d->tpm.boot_measuring = false;
     snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "measuring the "
              "virtualization layer failed (%s): the device storage secret is withheld", why);
     log_error("%s", d->tpm.secret_problem);
@@ -259,13 +271,14 @@ static void boot_measure_failed(struct daemon *d, const char *why)
 static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err,
                              void *userdata)
 {
+    d->tpm.boot_measuring = false;
     if (err) {
         if (resp) /* else tpmd died: its restart measures again */
             boot_measure_failed(d, err->msg);
         return;
     }
     d->tpm.boot_measured = true;
-    tpmd_secret_refresh(d);
+    tpmd_secret_refresh(d); /* a no-op when the request went out with the measurement */
 }
 
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
@@ -314,12 +327,16 @@ static void measure_boot(struct service *s, int exe)
         boot_measure_failed(d, e.msg);
         return;
     }
-    /* scd is always started (and measured) before tpmd. The secret is asked for once the TPM
-     * service has confirmed the measurement (on_boot_measured). */
+    /* scd is always started (and measured) before tpmd. The secret is asked for right behind
+     * the measurement, so that it reaches scd before any container start's key request (the
+     * ordering note at the top), but handed on only if the measurement succeeded: its answer
+     * arrives first (on_boot_measured, then on_secret). */
     if (tpmd_measure(d, items, 4, on_boot_measured, NULL, &e) < 0) {
         boot_measure_failed(d, e.msg);
         return;
     }
+    d->tpm.boot_measuring = true;
+    tpmd_secret_refresh(d);
     /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
      * holds already. Either way, what runs is in the log before any quote is answered. */
     measure_running(d);
@@ -346,6 +363,7 @@ static void on_service_exit(struct service *s)
 {
     struct daemon *d = service_daemon(s);
     d->tpm.secret_pending = false;
+    d->tpm.boot_measured = d->tpm.boot_measuring = false; /* the next tpmd measures again */
 }
 
 static const struct service_ops tpmd_ops = {

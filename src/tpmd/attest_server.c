@@ -22,7 +22,7 @@
 struct conn {
     struct attest_server *srv;
     int fd;
-    struct sockaddr_storage peer;  /* its address without the port: what the per-peer limit counts */
+    struct sockaddr_storage peer;  /* its address: the per-peer limit counts it, port ignored */
     uint64_t waiting_since;        /* when it began to wait for a request (srv->clock); 0: busy */
     tm_source *src;
     tm_source *timer;
