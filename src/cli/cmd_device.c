@@ -307,9 +307,10 @@ static int device_info(struct cli *cli, int argc, char **argv)
 static int device_csr(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "csr [--cn NAME] [--out FILE]\n"
-                        "  A certificate request for the attestation key, signed by it in the TPM.\n"
-                        "  PEM to stdout or FILE; the Device CA issues it: trustme-pki issue --pki DIR\n"
-                        "  --ca device --csr FILE --out device.pem";
+                        "  The enrollment bundle: a certificate request for the attestation key, signed\n"
+                        "  by it in the TPM, its TPM public area and the EK's certificate. PEM to stdout\n"
+                        "  or FILE; the Device CA issues it, encrypted to the EK: trustme-pki issue\n"
+                        "  --pki DIR --ca device --csr FILE --ek-anchor MANUFACTURER.pem --out device.pem";
     const char *cn = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--cn") == 0 && i + 1 < argc) {
@@ -339,8 +340,8 @@ static int device_csr(struct cli *cli, int argc, char **argv)
             r = cli_fail("%s", err.msg);
         else
             fprintf(stderr, "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
-                    "--ca device --csr %s --out device.pem), then: trustme device cert install "
-                    "device.pem\n", out, out);
+                    "--ca device --csr %s --ek-anchor MANUFACTURER.pem --out device.pem), then: "
+                    "trustme device cert install device.pem\n", out, out);
     } else if (fwrite(pem->data, 1, pem->len, stdout) != pem->len || fflush(stdout) != 0) {
         r = cli_fail("cannot write the request: %s", strerror(errno));
     }
