@@ -170,8 +170,19 @@ done
 
 # --- provisioning and reference values ----------------------------------------------------------
 log "provisioning the AK and signing the reference values"
+# the manufacturer step (docs/ATTESTATION.md "Enrollment"): an EK certificate for the swtpm
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -keyout "$W/manufacturer.key" -out "$W/manufacturer.pem" -subj "/CN=bench TPM manufacturer" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    >/dev/null 2>&1 || die "openssl req (manufacturer CA) failed"
+tm device info --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["ek_public_pem"], end="")' \
+    >"$W/ek.pem" || die "trustme device info failed"
+"$B/trustme-pki" ek-cert --ek "$W/ek.pem" --key "$W/manufacturer.key" --cert "$W/manufacturer.pem" \
+    --out "$W/ek-cert.pem" >/dev/null || die "trustme-pki ek-cert failed"
+tm device cert install "$W/ek-cert.pem" >/dev/null
 tm device csr --out "$W/device.csr" >/dev/null
-"$B/trustme-pki" issue --pki "$P" --ca device --csr "$W/device.csr" --out "$W/device.pem" "${PASS[@]}" \
+"$B/trustme-pki" issue --pki "$P" --ca device --csr "$W/device.csr" --out "$W/device.pem" \
+    --ek-anchor "$W/manufacturer.pem" "${PASS[@]}" \
     >/dev/null 2>"$W/issue.log" || { cat "$W/issue.log" >&2; die "trustme-pki issue failed"; }
 tm device cert install "$W/device.pem" --chain "$P/customer/device-ca.pem" >/dev/null
 "$B/trustme-pki" rim --out "$W/refs.json" --version 1 --binary "$B/trustmed" --binary "$B/trustme-scd" \

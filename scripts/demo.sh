@@ -167,10 +167,23 @@ step "starting it again with the PIN: the data is back"
 trustme start --pin-file "$work/pin" demo
 trustme run demo -- cat /root/hello
 
+step "manufacturing: the TPM manufacturer CA (here the provisioning station) certifies the EK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -keyout "$work/manufacturer.key" -out "$work/manufacturer.pem" \
+    -subj "/CN=demo TPM manufacturer CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+build/src/cli/trustme --run-dir "$work/run" device info --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["ek_public_pem"], end="")' > "$work/ek.pem"
+build/src/tools/pki/trustme-pki ek-cert --ek "$work/ek.pem" --key "$work/manufacturer.key" \
+    --cert "$work/manufacturer.pem" --out "$work/ek-cert.pem"
+trustme device cert install "$work/ek-cert.pem" >/dev/null
+
 step "provisioning the device: its TPM attestation key, certified by the Device CA"
+echo "(the CA checks the EK certificate and the AK, and encrypts the certificate to the EK:"
+echo " only this TPM can decrypt it, through TPM2_ActivateCredential)"
 trustme device csr --out "$work/device.csr"
 build/src/tools/pki/trustme-pki issue --pki "$pki" --ca device --csr "$work/device.csr" \
-    --out "$work/device.pem" --passphrase-file "$work/pki.pass"
+    --ek-anchor "$work/manufacturer.pem" --out "$work/device.pem" --passphrase-file "$work/pki.pass"
 trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
 trustme device info
 

@@ -7,12 +7,12 @@ set -eu
 PKGS="gcc libc6-dev pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjson-c-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev libcryptsetup-dev softhsm2 opensc openssl
-      libtss2-dev swtpm
+      libtss2-dev swtpm tpm2-tools
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
-      python3 python3-pytest iproute2 procps"
+      python3 python3-pytest python3-cryptography iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
-BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace tpm2-tools iperf3"
+BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 [ "${1:-}" = "--bench" ] && PKGS="$PKGS $BENCH_PKGS"

@@ -14,6 +14,7 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "enrollment.h"
 #include "crypto.h"
 #include "fileio.h"
 #include "secmem.h"
@@ -216,6 +217,16 @@ static json_object *device_info_json(const Trustme__DeviceInfo *i)
     }
     json_object_object_add(o, "secret_sealed", json_object_new_boolean(i->secret_sealed));
     json_object_object_add(o, "secret_problem", str_json(i->secret_problem));
+    json_object *da = json_object_new_object();
+    json_object_object_add(da, "lockout", json_object_new_boolean(i->da_lockout));
+    json_object_object_add(da, "failures", json_object_new_int64(i->da_failures));
+    json_object_object_add(da, "max_tries", json_object_new_int64(i->da_max_tries));
+    json_object_object_add(da, "recovery_s", json_object_new_int64(i->da_recovery_s));
+    json_object_object_add(o, "dictionary_attack", i->has_da_failures ? da : NULL);
+    json_object_object_add(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
+    json_object_object_add(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
+    if (!i->has_da_failures)
+        json_object_put(da);
     return o;
 }
 
@@ -249,6 +260,17 @@ static void print_device_info(const Trustme__DeviceInfo *i)
         tm_hex(i->ak_name.data, i->ak_name.len, name);
     printf("AK name:         %s\n", name);
     print_certificate(i);
+    struct cert_summary ek;
+    if (i->has_ek_cert_pem && i->ek_cert_pem.len && cert_summary(&i->ek_cert_pem, &ek) == 0)
+        printf("EK certificate:  %s, issued by %s\n", ek.subject, ek.issuer);
+    else
+        printf("EK certificate:  none (the manufacturer's; needed to enroll the AK, "
+               "docs/ATTESTATION.md \"Enrollment\")\n");
+    if (i->has_da_failures)
+        printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
+               i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization"
+                             : "no",
+               i->da_failures, i->da_max_tries, i->da_recovery_s);
     if (i->secret_problem && i->secret_problem[0])
         printf("storage secret:  PROBLEM: %s\n", i->secret_problem);
     else
@@ -285,9 +307,10 @@ static int device_info(struct cli *cli, int argc, char **argv)
 static int device_csr(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "csr [--cn NAME] [--out FILE]\n"
-                        "  A certificate request for the attestation key, signed by it in the TPM.\n"
-                        "  PEM to stdout or FILE; the Device CA issues it: trustme-pki issue --pki DIR\n"
-                        "  --ca device --csr FILE --out device.pem";
+                        "  The enrollment bundle: a certificate request for the attestation key, signed\n"
+                        "  by it in the TPM, its TPM public area and the EK's certificate. PEM to stdout\n"
+                        "  or FILE; the Device CA issues it, encrypted to the EK: trustme-pki issue\n"
+                        "  --pki DIR --ca device --csr FILE --ek-anchor MANUFACTURER.pem --out device.pem";
     const char *cn = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--cn") == 0 && i + 1 < argc) {
@@ -317,8 +340,8 @@ static int device_csr(struct cli *cli, int argc, char **argv)
             r = cli_fail("%s", err.msg);
         else
             fprintf(stderr, "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
-                    "--ca device --csr %s --out device.pem), then: trustme device cert install "
-                    "device.pem\n", out, out);
+                    "--ca device --csr %s --ek-anchor MANUFACTURER.pem --out device.pem), then: "
+                    "trustme device cert install device.pem\n", out, out);
     } else if (fwrite(pem->data, 1, pem->len, stdout) != pem->len || fflush(stdout) != 0) {
         r = cli_fail("cannot write the request: %s", strerror(errno));
     }
@@ -336,8 +359,10 @@ static int append_file(char **chain, size_t *len, const char *path)
     tm_err err;
     if (read_file(path, CERT_FILE_MAX, &data, &n, &err) < 0)
         return cli_fail("%s", err.msg);
-    if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27))
-        return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path);
+    if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27) &&
+        !memmem(data, n, "-----BEGIN " ENROLL_PEM_CERT "-----", strlen(ENROLL_PEM_CERT) + 16))
+        return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----) and no "
+                        "encrypted AK certificate from the Device CA", path);
     if (*len + n + 1 > CERT_FILE_MAX)
         return cli_fail("the certificates add up to more than %d bytes", CERT_FILE_MAX);
     char *grown = realloc(*chain, *len + n + 2);
@@ -354,8 +379,11 @@ static int append_file(char **chain, size_t *len, const char *path)
 static int device_cert_install(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "cert install CERT.pem [--chain CA.pem ...] [--json]\n"
-                        "  Install the attestation key's certificate (issued for `trustme device csr`)\n"
-                        "  and the CAs up to, not including, the root: the Device CA's certificate.";
+                        "  Install the attestation key's certificate (issued for `trustme device csr`,\n"
+                        "  encrypted to this TPM's EK: it is decrypted through credential activation)\n"
+                        "  and the CAs up to, not including, the root: the Device CA's certificate.\n"
+                        "  A certificate for this TPM's endorsement key (from `trustme-pki ek-cert`)\n"
+                        "  is installed the same way.";
     const char *leaf = NULL;
     _cleanup_free_ char *chain = NULL;
     size_t len = 0;

@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "crypto.h"
+#include "enrollment.h"
 #include "measurement.h"
 #include "tpmd_client.h"
 
@@ -204,6 +205,18 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.secret_sealed = in->secret_sealed;
     info.manufacturer = in->manufacturer;
     info.secret_problem = (char *)(problem ? problem : "");
+    info.has_da_lockout = in->has_da_lockout;
+    info.da_lockout = in->da_lockout;
+    info.has_da_failures = in->has_da_failures;
+    info.da_failures = in->da_failures;
+    info.has_da_max_tries = in->has_da_max_tries;
+    info.da_max_tries = in->da_max_tries;
+    info.has_da_recovery_s = in->has_da_recovery_s;
+    info.da_recovery_s = in->da_recovery_s;
+    info.has_ek_public_pem = in->has_ek_public_pem;
+    info.ek_public_pem = in->ek_public_pem;
+    info.has_ek_cert_pem = in->has_ek_cert_pem;
+    info.ek_cert_pem = in->ek_cert_pem;
     Trustme__Response r = TRUSTME__RESPONSE__INIT;
     r.body_case = TRUSTME__RESPONSE__BODY_DEVICE_INFO;
     r.device_info = &info;
@@ -314,7 +327,9 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
     }
     /* Only the shape: whether these are certificates for the AK is tpmd's check. */
     size_t certs = count_certs(rq->chain_pem.data, rq->chain_pem.len);
-    if (certs == 0 || memchr(rq->chain_pem.data, '\0', rq->chain_pem.len)) {
+    bool encrypted = memmem(rq->chain_pem.data, rq->chain_pem.len, "-----BEGIN " ENROLL_PEM_CERT,
+                            strlen("-----BEGIN " ENROLL_PEM_CERT)) != NULL;
+    if ((certs == 0 && !encrypted) || memchr(rq->chain_pem.data, '\0', rq->chain_pem.len)) {
         conn_send_error(conn, id, EINVAL, "device cert install: not PEM certificates (give the "
                         "certificate trustme-pki issued, then its CAs)");
         return;
@@ -327,8 +342,9 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
     op->audit_event = "device.cert.install";
     char sha[TM_SHA256_HEX_LEN + 1];
     tm_sha256_hex(rq->chain_pem.data, rq->chain_pem.len, sha);
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate chain of %zu certificate%s "
-             "installed, sha256 of the PEM %s", certs, certs == 1 ? "" : "s", sha);
+    snprintf(op->audit_ok, sizeof(op->audit_ok), "%scertificate chain of %zu certificate%s "
+             "installed, sha256 of the PEM %s", encrypted ? "AK certificate (credential "
+             "activation) and a " : "", certs, certs == 1 ? "" : "s", sha);
     Trustme__Tpmd__CertInstall ci = TRUSTME__TPMD__CERT_INSTALL__INIT;
     ci.has_chain_pem = true;
     ci.chain_pem = rq->chain_pem;

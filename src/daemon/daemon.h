@@ -130,6 +130,8 @@ struct daemon {
         bool scd_measured;           /* scd_sha256 is set */
         bool secret_pending;         /* a StorageSecret request is under way */
         bool scd_has_secret;         /* the running scd holds the device secret */
+        bool boot_measured;          /* tpmd confirmed the virtualization layer's measurement */
+        bool boot_measuring;         /* that measurement is under way */
         char secret_problem[768];    /* why it does not, when tpmd said so */
     } tpm;
     const char *log_level;

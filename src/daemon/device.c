@@ -146,7 +146,8 @@ static int parse_names(json_object *root, struct device_config *cfg, tm_err *err
 
 static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address", NULL};
+    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address",
+                                       "boot_chain", NULL};
     json_object *t;
     const char *v;
     int64_t n;
@@ -180,6 +181,17 @@ static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
         if (!colon || colon == v || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
             return tm_err_set(err, EINVAL, "$.tpm.attest_address: \"%s\" is not HOST:PORT", v);
         snprintf(cfg->attest_address, sizeof(cfg->attest_address), "%s", v);
+    }
+    if ((r = tm_json_get_string(t, "$.tpm", "boot_chain", false, 16, &v, err)) < 0)
+        return r;
+    if (r > 0) {
+        if (strcmp(v, "self") == 0)
+            cfg->boot_chain = BOOT_CHAIN_SELF;
+        else if (strcmp(v, "ima") == 0)
+            cfg->boot_chain = BOOT_CHAIN_IMA;
+        else
+            return tm_err_set(err, EINVAL, "$.tpm.boot_chain: \"%s\" is neither \"self\" nor "
+                              "\"ima\"", v);
     }
     return 0;
 }

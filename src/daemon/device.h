@@ -40,6 +40,10 @@ struct device_config {
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;
     char attest_address[DEVICE_ADDRESS_MAX + 1];
+    /* Where the measurement chain starts (docs/SECURITY.md "Self-measurement"): trustmed
+     * measuring itself (self), or the kernel's IMA having measured trustmed and device.json
+     * before they ran (ima: trustmed refuses to start unless the IMA log holds both). */
+    enum { BOOT_CHAIN_SELF, BOOT_CHAIN_IMA } boot_chain;
     /* Networking and the management boundary (docs/NETWORK.md). */
     struct net_device_config net;
     char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */

@@ -14,7 +14,10 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "container.h"
 #include "guestos.h"
+#include "lifecycle.h"
+#include "state.h"
 #include "log.h"
 #include "measurement.h"
 #include "tpmd_client.h"
@@ -73,31 +76,44 @@ static int counter_raise(struct daemon *d, const char *name, uint64_t version, t
     return tpmd_call(d, &req, fn, userdata, err);
 }
 
-int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
+/* The events of a start of c on g: guestos.json, each image, the container config. names holds
+ * the event names the items point to. */
+static size_t start_items(const struct container *c, const struct guestos *g,
+                          struct tm_event_item items[TPMD_MEASURE_MAX],
+                          char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1])
 {
-    struct daemon *d = c->d;
-    unsigned pcr = d->device.runtime_pcr;
-    struct measure_op *op = calloc(1, sizeof(*op));
-    if (!op)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    *op = (struct measure_op){.c = c, .done = done};
-    struct tm_event_item items[TPMD_MEASURE_MAX];
+    unsigned pcr = c->d->device.runtime_pcr;
     size_t n = 0;
-    int r;
     if (g) {
         char base[CONFIG_NAME_MAX + 32];
         snprintf(base, sizeof(base), "%s-%llu", g->cfg->name, (unsigned long long)g->cfg->version);
-        snprintf(op->names[n], sizeof(op->names[n]), "%s/guestos.json", base);
-        items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_CONFIG, op->names[n], {0}};
+        snprintf(names[n], TM_EVENT_NAME_MAX + 1, "%s/guestos.json", base);
+        items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_CONFIG, names[n], {0}};
         memcpy(items[n++].sha256, g->json_sha256, 32);
         for (size_t i = 0; i < g->cfg->nmounts && n < TPMD_MEASURE_MAX - 1; i++) {
             const struct guestos_mount *m = &g->cfg->mounts[i];
             if (!m->image[0])
                 continue;
-            snprintf(op->names[n], sizeof(op->names[n]), "%s/%s", base, m->image);
-            items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_IMAGE, op->names[n], {0}};
+            snprintf(names[n], TM_EVENT_NAME_MAX + 1, "%s/%s", base, m->image);
+            items[n] = (struct tm_event_item){pcr, TM_EVENT_GUESTOS_IMAGE, names[n], {0}};
             memcpy(items[n++].sha256, m->sha256, 32);
         }
+    }
+    items[n] = (struct tm_event_item){pcr, TM_EVENT_CONTAINER_CONFIG, c->cfg->name, {0}};
+    tm_sha256(c->config_json, c->config_len, items[n++].sha256);
+    return n;
+}
+
+int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
+{
+    struct daemon *d = c->d;
+    struct measure_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    *op = (struct measure_op){.c = c, .done = done};
+    struct tm_event_item items[TPMD_MEASURE_MAX];
+    int r;
+    if (g) {
         /* The counter holds the newest version ever installed; an older version pinned by a
          * container may run while a newer one is in the store. A store whose newest version is
          * below the counter was rolled back: nothing on that GuestOS starts. */
@@ -109,8 +125,7 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
             return tm_err_prefix(err, "checking GuestOS %s's anti-rollback counter", g->cfg->name);
         }
     }
-    items[n] = (struct tm_event_item){pcr, TM_EVENT_CONTAINER_CONFIG, c->cfg->name, {0}};
-    tm_sha256(c->config_json, c->config_len, items[n++].sha256);
+    size_t n = start_items(c, g, items, op->names);
     if ((r = tpmd_measure(d, items, n, on_measured, op, err)) < 0) {
         tpmd_forget(d, op); /* the counter request, if it went out */
         free(op);
@@ -118,6 +133,63 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
     }
     c->measure = op;
     return 0;
+}
+
+/* ---- after a TPM reset ------------------------------------------------------------------------ */
+
+struct remeasure_op {
+    char name[CONFIG_NAME_MAX + 1];
+    char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
+};
+
+static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                          void *userdata)
+{
+    struct remeasure_op *op = userdata;
+    struct container *c = container_find(d, op->name);
+    if (!err) {
+        /* Without a reset tpmd already held every event and added none: nothing to say. */
+        if (resp->measured && resp->measured->added)
+            daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed", "measured again after a TPM "
+                         "reset (%u events)", resp->measured->added);
+    } else if (c && state_is_active(c->state)) {
+        /* Running unmeasured would hide it from every verifier: stop it instead. */
+        log_error("container %s: measuring it again failed (%s): stopping it", op->name, err->msg);
+        daemon_audit(d, "tpm.remeasure", "fail", c, "trustmed", "%s; stopping the container",
+                     err->msg);
+        struct stop_args stop = {.timeout_s = STOP_TIMEOUT_DEFAULT_S};
+        tm_err e;
+        if (container_fire(c, EV_STOP, &stop, &e) < 0)
+            log_error("container %s: cannot stop it: %s", op->name, e.msg);
+    }
+    free(op);
+}
+
+void measure_running(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next) {
+        /* A start still waiting for its own measurement gets it from the new tpmd's queue. */
+        if (!state_is_active(c->state) || c->measure)
+            continue;
+        const struct guestos *g = NULL;
+        if (c->cfg->guestos[0] && !(g = guestos_find(d, c->cfg->guestos, c->guestos_version))) {
+            log_error("container %s: its GuestOS %s-%llu is gone, it cannot be measured again",
+                      c->cfg->name, c->cfg->guestos, (unsigned long long)c->guestos_version);
+        }
+        struct remeasure_op *op = calloc(1, sizeof(*op));
+        if (!op) {
+            log_error("container %s: out of memory measuring it again", c->cfg->name);
+            continue;
+        }
+        snprintf(op->name, sizeof(op->name), "%s", c->cfg->name);
+        struct tm_event_item items[TPMD_MEASURE_MAX];
+        size_t n = start_items(c, g, items, op->names);
+        tm_err err;
+        if (tpmd_measure(d, items, n, on_remeasured, op, &err) < 0) {
+            log_error("container %s: cannot measure it again: %s", c->cfg->name, err.msg);
+            free(op);
+        }
+    }
 }
 
 void measure_forget(struct container *c)

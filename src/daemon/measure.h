@@ -16,6 +16,9 @@ typedef void (*measure_done_fn)(struct container *c, const tm_err *err);
  * higher one: a rolled-back store) and measure g's guestos.json, its images and c's config.
  * g may be NULL (a development rootfs). */
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err);
+/* Measure every running container again (after a TPM reset the new log lacks them; without one
+ * tpmd skips events it already holds). One whose measurement fails is stopped. */
+void measure_running(struct daemon *d);
 /* The start is abandoned: drop its pending answers. */
 void measure_forget(struct container *c);
 

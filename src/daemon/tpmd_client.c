@@ -20,6 +20,7 @@
 #include "crypto.h"
 #include "fdutil.h"
 #include "log.h"
+#include "measure.h"
 #include "measurement.h"
 #include "packet.h"
 #include "proto.h"
@@ -87,13 +88,45 @@ static uint64_t response_id(const ProtobufCMessage *m)
     return ((const Response *)m)->id;
 }
 
+/* What the last Ready reported, for on_ready (is_ready sees the message, on_ready the daemon). */
+static struct {
+    bool log_restarted;
+    uint32_t old_log_events;
+    uint32_t da_failures_cleared;
+    bool da_lockout_cleared;
+    char da_reset_error[256];
+} last_ready;
+
 static bool is_ready(const ProtobufCMessage *m)
 {
     const Response *resp = (const Response *)m;
     if (resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_READY)
         return false;
-    log_info("trustme-tpmd ready (pid %u)", resp->ready->pid);
+    const Trustme__Tpmd__Ready *r = resp->ready;
+    log_info("trustme-tpmd ready (pid %u)", r->pid);
+    last_ready.log_restarted = r->has_log_restarted && r->log_restarted;
+    last_ready.old_log_events = r->old_log_events;
+    last_ready.da_failures_cleared = r->has_da_failures_cleared ? r->da_failures_cleared : 0;
+    last_ready.da_lockout_cleared = r->has_da_lockout_cleared && r->da_lockout_cleared;
+    snprintf(last_ready.da_reset_error, sizeof(last_ready.da_reset_error), "%s",
+             r->da_reset_error ? r->da_reset_error : "");
     return true;
+}
+
+static void on_ready(struct service *s)
+{
+    struct daemon *d = service_daemon(s);
+    if (last_ready.log_restarted)
+        daemon_audit(d, "tpm.reset", "ok", NULL, "trustmed", "the TPM was reset: its PCRs were "
+                     "fresh, the measurement log of the earlier TPM boot (%u events) was moved "
+                     "aside and a new one started", last_ready.old_log_events);
+    if (last_ready.da_failures_cleared || last_ready.da_lockout_cleared)
+        daemon_audit(d, "tpm.da-reset", "ok", NULL, "trustmed", "cleared %u dictionary-attack "
+                     "failures%s", last_ready.da_failures_cleared,
+                     last_ready.da_lockout_cleared ? "; the TPM was in lockout" : "");
+    if (last_ready.da_reset_error[0])
+        daemon_audit(d, "tpm.da-reset", "fail", NULL, "trustmed", "%s",
+                     last_ready.da_reset_error);
 }
 
 static bool is_error(const ProtobufCMessage *m, tm_err *err)
@@ -168,12 +201,24 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
 static void on_secret(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
 {
     d->tpm.secret_pending = false;
+    if (!err && !d->tpm.boot_measured) {
+        /* Asked for together with the boot measurement (tpmd answers in order, so that the
+         * measurement's answer came first): it failed, and the secret is dropped here (the
+         * response lives in locked memory and is wiped when freed). */
+        log_error("the device storage secret arrived, but the boot measurement failed: withheld");
+        return;
+    }
     if (!err) {
         tpmd_secret_deliver(d, resp);
         return;
     }
     if (!resp)
         return; /* tpmd died; its restart asks again */
+    if (!d->tpm.boot_measured && d->tpm.secret_problem[0]) {
+        /* tpmd refused as well; the failed measurement is the reason to report */
+        log_info("the TPM service withheld the device storage secret too: %s", err->msg);
+        return;
+    }
     snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "%s", err->msg);
     log_error("device storage secret unavailable: %s", err->msg);
     daemon_audit(d, "device.secret", "fail", NULL, "trustmed", "%s", err->msg);
@@ -182,7 +227,8 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
 
 void tpmd_secret_refresh(struct daemon *d)
 {
-    if (d->tpm.secret_pending || d->tpm.scd_has_secret || !service_running(d->tpmd))
+    if (d->tpm.secret_pending || d->tpm.scd_has_secret ||
+        !(d->tpm.boot_measured || d->tpm.boot_measuring) || !service_running(d->tpmd))
         return;
     Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
@@ -208,6 +254,31 @@ static void on_measured(struct daemon *d, const Response *resp, const tm_err *er
     const char *what = userdata;
     if (err && resp)
         log_error("measuring %s failed: %s", what, err->msg);
+}
+
+/* No secret, no start, when the virtualization layer is not measured: the secret would go to
+ * software nobody can tell from what it was sealed to. */
+static void boot_measure_failed(struct daemon *d, const char *why)
+{
+    d->tpm.boot_measured = d->tpm.boot_measuring = false;
+    snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "measuring the "
+             "virtualization layer failed (%s): the device storage secret is withheld", why);
+    log_error("%s", d->tpm.secret_problem);
+    daemon_audit(d, "tpm.measure", "fail", NULL, "trustmed", "the virtualization layer: %s", why);
+    tell_scd_unavailable(d, d->tpm.secret_problem);
+}
+
+static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err,
+                             void *userdata)
+{
+    d->tpm.boot_measuring = false;
+    if (err) {
+        if (resp) /* else tpmd died: its restart measures again */
+            boot_measure_failed(d, err->msg);
+        return;
+    }
+    d->tpm.boot_measured = true;
+    tpmd_secret_refresh(d); /* a no-op when the request went out with the measurement */
 }
 
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
@@ -250,15 +321,25 @@ static void measure_boot(struct service *s, int exe)
     memcpy(items[3].sha256, d->device.sha256, 32);
     tm_err e;
     uint64_t size;
+    d->tpm.boot_measured = false;
     /* Hashing moves the file offset the child shares; fexecve does not care. */
     if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, items[2].sha256, &size, NULL, NULL, &e) < 0) {
-        log_error("cannot measure trustme-tpmd: %s", e.msg);
+        boot_measure_failed(d, e.msg);
         return;
     }
-    /* scd is always started (and measured) before tpmd. */
-    if (tpmd_measure(d, items, 4, on_measured, "the virtualization layer", &e) < 0)
-        log_error("cannot measure the virtualization layer: %s", e.msg);
+    /* scd is always started (and measured) before tpmd. The secret is asked for right behind
+     * the measurement, so that it reaches scd before any container start's key request (the
+     * ordering note at the top), but handed on only if the measurement succeeded: its answer
+     * arrives first (on_boot_measured, then on_secret). */
+    if (tpmd_measure(d, items, 4, on_boot_measured, NULL, &e) < 0) {
+        boot_measure_failed(d, e.msg);
+        return;
+    }
+    d->tpm.boot_measuring = true;
     tpmd_secret_refresh(d);
+    /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
+     * holds already. Either way, what runs is in the log before any quote is answered. */
+    measure_running(d);
 }
 
 void tpmd_measure_scd(struct daemon *d, int exe)
@@ -282,6 +363,7 @@ static void on_service_exit(struct service *s)
 {
     struct daemon *d = service_daemon(s);
     d->tpm.secret_pending = false;
+    d->tpm.boot_measured = d->tpm.boot_measuring = false; /* the next tpmd measures again */
 }
 
 static const struct service_ops tpmd_ops = {
@@ -301,6 +383,7 @@ static const struct service_ops tpmd_ops = {
     .is_error = is_error,
     .deliver = deliver,
     .on_spawned = measure_boot,
+    .on_ready = on_ready,
     .on_exit = on_service_exit,
 };
 
@@ -337,6 +420,47 @@ static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
     return 0;
 }
 
+/* device.json tpm.boot_chain "ima": the chain starts below root, in the kernel, which measured
+ * trustmed's binary and device.json (an IMA policy with BPRM_CHECK and FILE_CHECK rules for them)
+ * before either was used. trustmed then only checks that the kernel's log holds both with the
+ * hashes it sees; where the kernel has no IMA, it refuses to start rather than fall back to
+ * measuring itself. */
+#define IMA_LOG "/sys/kernel/security/ima/ascii_runtime_measurements"
+
+static int check_ima_chain(struct daemon *d, tm_err *err)
+{
+    FILE *f = fopen(IMA_LOG, "re");
+    if (!f)
+        return tm_err_set(err, ENOTSUP, "device.json tpm.boot_chain is \"ima\", but this kernel "
+                          "has no IMA log (%s: %s): trustmed does not start on a weaker chain "
+                          "than configured", IMA_LOG, strerror(errno));
+    char want_exe[2 * 32 + 8], want_cfg[2 * 32 + 8], line[4096];
+    strcpy(want_exe, "sha256:");
+    tm_hex(d->tpm.trustmed_sha256, 32, want_exe + 7);
+    strcpy(want_cfg, "sha256:");
+    tm_hex(d->device.sha256, 32, want_cfg + 7);
+    bool exe = false, cfg = false;
+    /* ima-ng lines: PCR template-hash ima-ng ALGO:FILEDATA-HASH PATH */
+    while (fgets(line, sizeof(line), f)) {
+        char *save, *field[4] = {NULL};
+        char *tok = strtok_r(line, " \n", &save);
+        for (int i = 0; tok && i < 4; i++, tok = strtok_r(NULL, " \n", &save))
+            field[i] = tok;
+        if (!field[3] || strcmp(field[2], "ima-ng") != 0)
+            continue;
+        exe |= strcmp(field[3], want_exe) == 0;
+        cfg |= strcmp(field[3], want_cfg) == 0;
+    }
+    fclose(f);
+    if (!exe || !cfg)
+        return tm_err_set(err, EPERM, "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
+                          "log has no ima-ng entry for %s%s%s: the running binary or config is "
+                          "not the one the kernel measured", exe ? "" : "trustmed's binary",
+                          !exe && !cfg ? " and " : "", cfg ? "" : "device.json");
+    log_info("boot chain: the kernel's IMA log holds trustmed (%s) and device.json", want_exe);
+    return 0;
+}
+
 int tpmd_start(struct daemon *d, tm_err *err)
 {
     struct tpmd_ctx c = {.ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr,
@@ -363,6 +487,8 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return tm_err_sys(err, "cannot open trustmed's own binary to measure it");
     if ((r = tm_sha256_fd(self, d->tpm.trustmed_sha256, &size, NULL, NULL, err)) < 0)
         return tm_err_prefix(err, "measuring trustmed");
+    if (d->device.boot_chain == BOOT_CHAIN_IMA && (r = check_ima_chain(d, err)) < 0)
+        return r;
     return service_start(d, &tpmd_ops, c.binary, &c, sizeof(c), &d->tpmd, err);
 }
 

@@ -22,6 +22,8 @@
 struct conn {
     struct attest_server *srv;
     int fd;
+    struct sockaddr_storage peer;  /* its address: the per-peer limit counts it, port ignored */
+    uint64_t waiting_since;        /* when it began to wait for a request (srv->clock); 0: busy */
     tm_source *src;
     tm_source *timer;
     tm_frame_reader rd;
@@ -36,6 +38,7 @@ struct attest_server {
     tm_source *resume;      /* accepting is paused after EMFILE until this fires */
     struct conn *conns;
     unsigned nconns;
+    uint64_t clock;         /* counts up at every wait that begins: orders them, oldest first */
 };
 
 static void conn_close(struct conn *c)
@@ -54,6 +57,56 @@ static void conn_close(struct conn *c)
         c->next->prev = c->prev;
     s->nconns--;
     free(c);
+}
+
+static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* The connection that has waited longest for a request (idle, or trickling one in), among those
+ * of peer (NULL: of anyone). A connection whose answer is being written is not idle. */
+static struct conn *longest_waiting(struct attest_server *s, const struct sockaddr_storage *peer,
+                                    unsigned *ret_from_peer)
+{
+    struct conn *oldest = NULL;
+    unsigned n = 0;
+    for (struct conn *c = s->conns; c; c = c->next) {
+        if (peer && !same_peer(&c->peer, peer))
+            continue;
+        n++;
+        if (c->waiting_since && (!oldest || c->waiting_since < oldest->waiting_since))
+            oldest = c;
+    }
+    if (ret_from_peer)
+        *ret_from_peer = n;
+    return oldest;
+}
+
+/* When all slots are taken: the longest-waiting idle connection of the peer that holds most. */
+static struct conn *busiest_peers_idle(struct attest_server *s)
+{
+    struct conn *best = NULL;
+    unsigned best_n = 0;
+    for (struct conn *c = s->conns; c; c = c->next) {
+        if (!c->waiting_since)
+            continue;
+        unsigned n;
+        struct conn *oldest = longest_waiting(s, &c->peer, &n);
+        if (n > best_n || (n == best_n && oldest->waiting_since < best->waiting_since)) {
+            best = oldest;
+            best_n = n;
+        }
+    }
+    return best;
 }
 
 static void on_timeout(tm_source *src, void *userdata)
@@ -136,7 +189,10 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         }
         uint32_t len;
         _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
-        if (answer(c, payload, len) < 0) {
+        c->waiting_since = 0;
+        r = answer(c, payload, len);
+        tpmd_check_tpm(c->srv->d);
+        if (r < 0) {
             conn_close(c);
             return;
         }
@@ -151,6 +207,7 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         tm_source_modify(c->src, EPOLLOUT);
         return;
     }
+    c->waiting_since = ++c->srv->clock;
     if (tm_source_modify(c->src, EPOLLIN) < 0 || arm_timer(c) < 0)
         conn_close(c);
 }
@@ -177,8 +234,25 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             }
             return; /* EAGAIN, or a client that went away before we accepted it */
         }
-        if (s->nconns >= ATTEST_MAX_CONNS) {
-            log_debug("attestation client refused: %d connections open", ATTEST_MAX_CONNS);
+        struct sockaddr_storage peer = {0};
+        socklen_t peer_len = sizeof(peer);
+        if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
+            close(fd);
+            continue;
+        }
+        /* A new client is worth more than one that has waited longest without asking anything:
+         * idle connections cannot lock verifiers out. A peer at its own limit makes room among
+         * its own connections first, so one address cannot evict everybody else's. */
+        unsigned from_peer;
+        struct conn *victim = longest_waiting(s, &peer, &from_peer);
+        if (from_peer < ATTEST_MAX_PER_PEER)
+            victim = s->nconns >= ATTEST_MAX_CONNS ? busiest_peers_idle(s) : NULL;
+        if (victim) {
+            log_debug("attestation client evicted: it waited longest without a request");
+            conn_close(victim);
+        }
+        if (s->nconns >= ATTEST_MAX_CONNS || (from_peer >= ATTEST_MAX_PER_PEER && !victim)) {
+            log_debug("attestation client refused: no idle connection to make room");
             close(fd);
             continue;
         }
@@ -187,7 +261,8 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             close(fd);
             continue;
         }
-        *c = (struct conn){.srv = s, .fd = fd, .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
+        *c = (struct conn){.srv = s, .fd = fd, .peer = peer, .waiting_since = ++s->clock,
+                           .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
         c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
         if (s->conns)
             s->conns->prev = c;

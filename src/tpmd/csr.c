@@ -15,6 +15,7 @@
 
 #include "cleanup.h"
 #include "crypto.h"
+#include "enrollment.h"
 
 static inline void bio_freep(BIO **b) { BIO_free(*b); }
 static inline void pkey_freep(EVP_PKEY **k) { EVP_PKEY_free(*k); }
@@ -36,12 +37,11 @@ static int ossl_err(tm_err *err, int code, const char *what)
     return tm_err_set(err, code, "%s%s%s", what, e ? ": " : "", reason);
 }
 
-/* The AK as an OpenSSL public key, from the ECC point of its TPMT_PUBLIC. */
-static int ak_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
+/* An OpenSSL P-256 public key from the ECC point of a TPMT_PUBLIC. */
+static int point_pkey(const TPMS_ECC_POINT *pt, const char *what, EVP_PKEY **ret, tm_err *err)
 {
-    const TPMS_ECC_POINT *pt = &t->ak_public.publicArea.unique.ecc;
     if (pt->x.size > 32 || pt->y.size > 32)
-        return tm_err_set(err, EINVAL, "the attestation key's point is not a P-256 point");
+        return tm_err_set(err, EINVAL, "the %s's point is not a P-256 point", what);
     uint8_t point[65] = {0x04}; /* uncompressed: 04 || x || y, each left-padded to 32 bytes */
     memcpy(point + 1 + 32 - pt->x.size, pt->x.buffer, pt->x.size);
     memcpy(point + 33 + 32 - pt->y.size, pt->y.buffer, pt->y.size);
@@ -53,9 +53,22 @@ static int ak_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
     EVP_PKEY *pkey = NULL;
     if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
-        return ossl_err(err, EINVAL, "the attestation key is not a valid P-256 key");
+        return ossl_err(err, EINVAL, what);
     *ret = pkey;
     return 0;
+}
+
+/* The AK as an OpenSSL public key, from the ECC point of its TPMT_PUBLIC. */
+static int ak_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
+{
+    return point_pkey(&t->ak_public.publicArea.unique.ecc, "attestation key", ret, err);
+}
+
+static int ek_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
+{
+    if (t->ek_public.size == 0)
+        return tm_err_set(err, ENOENT, "the TPM gave no endorsement key (see tpmd's log)");
+    return point_pkey(&t->ek_public.publicArea.unique.ecc, "endorsement key", ret, err);
 }
 
 static int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
@@ -82,6 +95,32 @@ int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *
     if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
         return ossl_err(err, ENOMEM, "cannot encode the attestation key");
     return bio_take(bio, ret_pem, ret_len, err);
+}
+
+int ek_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
+    int r = ek_pkey(t, &pkey, err);
+    if (r < 0)
+        return r;
+    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
+        return ossl_err(err, ENOMEM, "cannot encode the endorsement key");
+    return bio_take(bio, ret_pem, ret_len, err);
+}
+
+bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len)
+{
+    _cleanup_(bio_freep) BIO *in = BIO_new_mem_buf(pem, (int)len);
+    _cleanup_(pkey_freep) EVP_PKEY *ek = NULL;
+    tm_err e;
+    if (!in || ek_pkey(t, &ek, &e) < 0)
+        return false;
+    X509 *c = PEM_read_bio_X509(in, NULL, NULL, NULL);
+    ERR_clear_error();
+    bool is = c && X509_get0_pubkey(c) && EVP_PKEY_eq(X509_get0_pubkey(c), ek) == 1;
+    X509_free(c);
+    return is;
 }
 
 static int check_cn(const char *cn, tm_err *err)
@@ -128,7 +167,8 @@ static int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32]
     return 0;
 }
 
-int device_csr(struct tpm *t, const char *cn, char **ret_pem, size_t *ret_len, tm_err *err)
+int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len,
+               char **ret_pem, size_t *ret_len, tm_err *err)
 {
     char default_cn[64];
     int r;
@@ -162,14 +202,23 @@ int device_csr(struct tpm *t, const char *cn, char **ret_pem, size_t *ret_len, t
         return r;
     if (X509_REQ_verify(req, pkey) != 1)
         return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
+    /* The enrollment bundle (docs/ATTESTATION.md "Enrollment"): the request, the AK's public
+     * area (the CA computes its name and checks its attributes) and the EK's certificate (the
+     * CA makes the credential to it). */
+    _cleanup_free_ uint8_t *ak_pub = NULL;
+    size_t ak_pub_len;
+    if ((r = tpm_ak_public_marshal(t, &ak_pub, &ak_pub_len, err)) < 0)
+        return r;
     _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1)
+    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1 ||
+        PEM_write_bio(bio, ENROLL_PEM_AK_PUBLIC, "", ak_pub, (long)ak_pub_len) <= 0 ||
+        (ek_chain_len && BIO_write(bio, ek_chain, (int)ek_chain_len) != (int)ek_chain_len))
         return ossl_err(err, ENOMEM, "cannot encode the certificate request");
     return bio_take(bio, ret_pem, ret_len, err);
 }
 
-int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
-                   size_t *ret_len, tm_err *err)
+static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t len,
+                       char **ret_pem, size_t *ret_len, tm_err *err)
 {
     if (len == 0 || len > CERT_CHAIN_PEM_MAX)
         return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)", len,
@@ -196,14 +245,14 @@ int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **r
     int n = sk_X509_num(certs);
     if (n == 0)
         return tm_err_set(err, EINVAL, "no PEM certificate in the chain");
-    _cleanup_(pkey_freep) EVP_PKEY *ak = NULL;
-    int r = ak_pkey(t, &ak, err);
+    _cleanup_(pkey_freep) EVP_PKEY *key = NULL;
+    int r = ek ? ek_pkey(t, &key, err) : ak_pkey(t, &key, err);
     if (r < 0)
         return r;
     EVP_PKEY *leaf_key = X509_get0_pubkey(sk_X509_value(certs, 0));
-    if (!leaf_key || EVP_PKEY_eq(leaf_key, ak) != 1)
+    if (!leaf_key || EVP_PKEY_eq(leaf_key, key) != 1)
         return tm_err_set(err, EINVAL, "the first certificate is not for this device's "
-                          "attestation key (see `trustme device info`)");
+                          "%s key (see `trustme device info`)", ek ? "endorsement" : "attestation");
     for (int i = 0; i + 1 < n; i++)
         if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
             return tm_err_set(err, EINVAL, "certificate %d of the chain was not issued by "
@@ -215,4 +264,16 @@ int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **r
         if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
             return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
     return bio_take(out, ret_pem, ret_len, err);
+}
+
+int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
+                   size_t *ret_len, tm_err *err)
+{
+    return check_chain(t, false, pem, len, ret_pem, ret_len, err);
+}
+
+int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
+                   size_t *ret_len, tm_err *err)
+{
+    return check_chain(t, true, pem, len, ret_pem, ret_len, err);
 }

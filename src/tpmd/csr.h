@@ -3,6 +3,7 @@
  * the Device CA issues for it. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,10 +16,19 @@
 
 /* The AK's public key as a PEM SubjectPublicKeyInfo (malloc'ed, NUL-terminated). */
 int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err);
-/* A PEM certificate request for the AK, subject CN cn (NULL or empty: "trustme device <first 8
- * bytes of the AK name, hex>"), signed in the TPM and verified before it is returned. */
-int device_csr(struct tpm *t, const char *cn, char **ret_pem, size_t *ret_len, tm_err *err);
-/* Check chain (PEM, leaf first, 1..8 certificates) certifies the AK and return it re-encoded
- * (only the certificates, no other text) for storing. */
+/* The EK's public key as a PEM SubjectPublicKeyInfo (malloc'ed, NUL-terminated). */
+int ek_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err);
+/* The first PEM certificate in pem certifies this TPM's EK. */
+bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len);
+/* The enrollment bundle: a PEM certificate request for the AK, subject CN cn (NULL or empty:
+ * "trustme device <first 8 bytes of the AK name, hex>"), signed in the TPM and verified before it
+ * is returned; the AK's TPMT_PUBLIC (ENROLL_PEM_AK_PUBLIC); then ek_chain, the EK's certificate
+ * chain as installed (may be empty). */
+int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len,
+               char **ret_pem, size_t *ret_len, tm_err *err);
+/* Check chain (PEM, leaf first, 1..8 certificates) certifies the AK (for_ek: the EK) and return
+ * it re-encoded (only the certificates, no other text) for storing. */
 int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
+                   size_t *ret_len, tm_err *err);
+int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
                    size_t *ret_len, tm_err *err);

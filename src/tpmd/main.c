@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --tcti STR|embedded     the TPM as a tpm2-tss TCTI string (device:/dev/tpmrm0,\n"
             "                          swtpm:path=SOCK); embedded (default): run an swtpm of our own\n"
             "  --swtpm PATH            the swtpm binary for the embedded TPM (default: swtpm on PATH)\n"
+            "  --swtpm-log             the embedded swtpm logs to <run-dir>/swtpm.log, a line per TPM\n"
+            "                          command, emptied beyond 1 MiB (debugging; default: no log)\n"
             "  --attest-address H:P    the attestation endpoint (default %s; port 0: any)\n"
             "  --boot-pcr N            PCR of the virtualization layer (default 12)\n"
             "  --runtime-pcr N         PCR of GuestOSes and container configs (default 11)\n"
@@ -63,11 +65,13 @@ struct options {
     const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
+    bool swtpm_log;
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG };
+    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
+           OPT_SWTPM_LOG };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
@@ -75,6 +79,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"boot-pcr", required_argument, NULL, OPT_BOOT},
         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
+        {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
         {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
                           .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
@@ -86,6 +91,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_RUN: o->run_dir = optarg; break;
         case OPT_TCTI: o->tcti = optarg; break;
         case OPT_SWTPM: o->swtpm = optarg; break;
+        case OPT_SWTPM_LOG: o->swtpm_log = true; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
@@ -142,12 +148,12 @@ static int lock_run_dir(const char *run_dir, tm_err *err)
     return fd; /* held until exit */
 }
 
-static int load_chain(struct tpmd *d, tm_err *err)
+static int load_chain(struct tpmd *d, const char *name, char **ret, size_t *ret_len, tm_err *err)
 {
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/ak-chain.pem", d->data_dir);
+    snprintf(path, sizeof(path), "%s/%s", d->data_dir, name);
     tm_err rerr = {0};
-    int r = read_file(path, 1024 * 1024, &d->chain_pem, &d->chain_len, &rerr);
+    int r = read_file(path, 1024 * 1024, ret, ret_len, &rerr);
     if (r == -ENOENT)
         return 0; /* not provisioned yet */
     if (r < 0)
@@ -181,20 +187,50 @@ static void on_trim(tm_source *src, void *userdata)
     tm_loop_timer(d->loop, SWTPM_LOG_CHECK_MS, on_trim, d); /* freed with the loop */
 }
 
+/* Failures counted against the TPM's dictionary-attack protection (each unclean stop of a TPM
+ * that used a DA-protected key counts as one) would, at the limit, lock every DA-protected
+ * object. tpmd's own objects are noda, but a device provisioned before that has a DA-protected
+ * AK, and other users of the TPM may have more: clear the count where the lockout hierarchy's
+ * auth allows (it is empty on swtpm). trustmed audits what the Ready message reports. */
+static void clear_da_lockout(struct tpmd *d)
+{
+    struct tpm_da da;
+    tm_err e = {0};
+    if (tpm_da_read(&d->tpm, &da, &e) < 0) {
+        snprintf(d->da_reset.error, sizeof(d->da_reset.error), "%s", e.msg);
+        log_warn("%s", e.msg);
+        return;
+    }
+    if (da.failures == 0 && !da.in_lockout)
+        return;
+    if (tpm_da_reset(&d->tpm, &e) < 0) {
+        snprintf(d->da_reset.error, sizeof(d->da_reset.error), "%s", e.msg);
+        log_warn("the TPM counts %u dictionary-attack failures (of %u)%s; %s", da.failures,
+                 da.max_tries, da.in_lockout ? " and is in lockout" : "", e.msg);
+        return;
+    }
+    d->da_reset.failures = da.failures;
+    d->da_reset.lockout = da.in_lockout;
+    log_warn("cleared the TPM's dictionary-attack failure count (%u of %u%s)", da.failures,
+             da.max_tries, da.in_lockout ? ", in lockout" : "");
+}
+
 static int run(struct tpmd *d, const struct options *o, tm_err *err)
 {
     int r;
     if (d->embedded) {
-        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, err)) < 0)
+        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, o->swtpm_log, err)) < 0)
             return r;
         d->tcti = d->swtpm.tcti;
     }
     if ((r = tpm_open(&d->tpm, d->tcti, d->data_dir, err)) < 0)
         return r;
+    clear_da_lockout(d);
     uint8_t values[TPM_PCR_COUNT][32];
     if ((r = tpm_pcr_read(&d->tpm, (1u << TPM_PCR_COUNT) - 1, values, err)) < 0 ||
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||
-        (r = load_chain(d, err)) < 0)
+        (r = load_chain(d, "ak-chain.pem", &d->chain_pem, &d->chain_len, err)) < 0 ||
+        (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
         return r;
     if (!(d->loop = tm_loop_new()))
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -210,7 +246,9 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     log_info("trustme-tpmd %s ready, pid %d: TPM %s (%s), %zu events in the log, boot PCR %u, "
              "runtime PCR %u", TRUSTME_VERSION, getpid(), d->tpm.manufacturer,
              d->embedded ? d->swtpm.tcti : d->tcti, d->log.n, d->boot_pcr, d->runtime_pcr);
-    return tm_loop_run(d->loop);
+    if ((r = tm_loop_run(d->loop)) < 0)
+        return tm_err_set(err, -r, "stopped: the connection to the TPM broke");
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -268,6 +306,7 @@ int main(int argc, char **argv)
     else
         swtpm_release(&d.swtpm);
     free(d.chain_pem);
+    free(d.ek_chain_pem);
     tm_loop_free(d.loop);
     close(d.signal_fd);
     close(lock_fd);

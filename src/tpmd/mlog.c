@@ -247,6 +247,8 @@ int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask,
         if ((r = archive(log, ".old", err)) < 0)
             return r;
         log_info("the PCRs were reset: previous measurement log kept as %s.old", log->path);
+        log->restarted = true;
+        log->old_events = log->n;
         log->n = 0;
         bad[0] = '\0';
         rewritten = true;

@@ -38,6 +38,10 @@ struct mlog {
     /* Non-empty: something found at load (a corrupt line, a replay mismatch) that makes the log
      * untrustworthy for as long as this tpmd runs; reported with every GetLog. */
     char problem[512];
+    /* At load the PCRs were fresh and a log of an earlier TPM boot was there: it was moved aside
+     * (a TPM reset: trustmed audits it and measures its running containers again). */
+    bool restarted;
+    size_t old_events;
 };
 
 /* ---- pure parts ---------------------------------------------------------------------------- */

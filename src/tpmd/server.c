@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "csr.h"
+#include "enroll.h"
 #include "fileio.h"
 #include "log.h"
 #include "nvcounter.h"
@@ -23,6 +24,7 @@
 #include "proto.h"
 #include "quote.h"
 #include "seal.h"
+#include "tpm_util.h"
 #include "tpmd.pb-c.h"
 
 #define COUNTER_NAME_MAX 63
@@ -152,9 +154,36 @@ static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool
     return send_response(d, id, &resp, err);
 }
 
+/* The boot PCR must hold exactly what the log says was measured into it, from its reset value,
+ * and something must have been: a PCR that root pre-extended with the digests of the genuine
+ * virtualization layer (and then a measurement that failed, or was never sent) satisfies the
+ * seal's PCR policy but not this (docs/SECURITY.md "Self-measurement"). */
+static int check_boot_pcr(struct tpmd *d, tm_err *err)
+{
+    uint8_t values[TPM_PCR_COUNT][32], want[32];
+    int r = tpm_pcr_read(&d->tpm, 1u << d->boot_pcr, values, err);
+    if (r < 0)
+        return r;
+    if (!(mlog_pcr_mask(d->log.ev, d->log.n) & (1u << d->boot_pcr)))
+        return tm_err_set(err, EPERM, "nothing has been measured into the boot PCR %u: the "
+                          "device storage secret is withheld", d->boot_pcr);
+    mlog_replay(d->log.ev, d->log.n, d->boot_pcr, want);
+    if (memcmp(want, values[d->boot_pcr], 32) != 0)
+        return tm_err_set(err, EPERM, "the boot PCR %u holds extensions the measurement log does "
+                          "not explain (extended by another process, or before this TPM boot's "
+                          "first measurement): the device storage secret is withheld",
+                          d->boot_pcr);
+    return 0;
+}
+
 static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
 {
     _cleanup_secret_ struct secret *s = NULL;
+    int cr = check_boot_pcr(d, err);
+    if (cr < 0) {
+        log_error("%s", err->msg);
+        return cr;
+    }
     bool created = false;
     char recovery_path[PATH_MAX] = "";
     int r = sealed_secret_get(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, &s, &created,
@@ -268,7 +297,8 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
 {
     _cleanup_free_ char *pem = NULL;
     size_t len;
-    int r = device_csr(&d->tpm, rq->common_name, &pem, &len, err);
+    int r = device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len,
+                       err);
     if (r < 0)
         return r;
     Trustme__Tpmd__Csr c = TRUSTME__TPMD__CSR__INIT;
@@ -280,26 +310,55 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     return send_response(d, id, &resp, err);
 }
 
+static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot,
+                       size_t *slot_len, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", d->data_dir, name);
+    int r = write_file_atomic(path, pem, len, 0644, err);
+    if (r < 0) {
+        free(pem);
+        return r;
+    }
+    free(*slot);
+    *slot = pem;
+    *slot_len = len;
+    log_info("certificate chain installed (%s)", path);
+    return 0;
+}
+
+/* A certificate for this TPM's keys: the EK's (the manufacturer's, docs/ATTESTATION.md
+ * "Enrollment"), the AK's in clear, or the AK's as the Device CA sends it, encrypted under a
+ * credential only this TPM can activate. */
 static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq,
                            tm_err *err)
 {
     if (!rq->has_chain_pem)
         return tm_err_set(err, EINVAL, "certificate chain missing");
+    if (rq->chain_pem.len == 0 || rq->chain_pem.len > CERT_CHAIN_PEM_MAX)
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)",
+                          rq->chain_pem.len, CERT_CHAIN_PEM_MAX);
+    _cleanup_free_ char *certs = NULL;
+    size_t certs_len;
+    bool activated;
     char *pem = NULL;
     size_t len;
-    int r = check_ak_chain(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &pem, &len, err);
+    int r = enroll_unwrap(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &certs, &certs_len,
+                          &activated, err);
     if (r < 0)
         return r;
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/ak-chain.pem", d->data_dir);
-    if ((r = write_file_atomic(path, pem, len, 0644, err)) < 0) {
-        free(pem);
-        return r;
+    if (!activated && cert_is_for_ek(&d->tpm, (const uint8_t *)certs, certs_len)) {
+        if ((r = check_ek_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
+            (r = store_chain(d, "ek-chain.pem", pem, len, &d->ek_chain_pem, &d->ek_chain_len,
+                             err)) < 0)
+            return r;
+    } else {
+        if ((r = check_ak_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
+            (r = store_chain(d, "ak-chain.pem", pem, len, &d->chain_pem, &d->chain_len, err)) < 0)
+            return r;
+        if (activated)
+            log_info("the AK certificate came through credential activation with this TPM's EK");
     }
-    free(d->chain_pem);
-    d->chain_pem = pem;
-    d->chain_len = len;
-    log_info("attestation key certificate chain installed (%s)", path);
     Trustme__Tpmd__Ok ok = TRUSTME__TPMD__OK__INIT;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_OK;
@@ -309,12 +368,20 @@ static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Cer
 
 static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
 {
-    _cleanup_free_ char *pem = NULL;
-    size_t len;
+    _cleanup_free_ char *pem = NULL, *ek_pem = NULL;
+    size_t len, ek_len;
     int r = ak_public_pem(&d->tpm, &pem, &len, err);
     if (r < 0)
         return r;
+    tm_err ek_err;
+    if (d->tpm.ek_public.size == 0 || ek_public_pem(&d->tpm, &ek_pem, &ek_len, &ek_err) < 0)
+        ek_len = 0; /* no EK: shown as none */
     Trustme__Tpmd__DeviceInfo di = TRUSTME__TPMD__DEVICE_INFO__INIT;
+    di.has_ek_public_pem = ek_len > 0;
+    di.has_ek_cert_pem = true;
+    di.ek_public_pem = (ProtobufCBinaryData){.len = ek_len, .data = (uint8_t *)ek_pem};
+    di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len,
+                                           .data = (uint8_t *)d->ek_chain_pem};
     di.tcti = (char *)(d->embedded ? "embedded" : d->tcti);
     di.has_embedded = di.has_ak_public_pem = di.has_ak_name = di.has_cert_chain_pem = true;
     di.embedded = d->embedded;
@@ -327,6 +394,14 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     di.runtime_pcr = d->runtime_pcr;
     di.secret_sealed = sealed_secret_exists(d->data_dir);
     di.manufacturer = d->tpm.manufacturer;
+    struct tpm_da da;
+    if ((r = tpm_da_read(&d->tpm, &da, err)) < 0)
+        return r;
+    di.has_da_lockout = di.has_da_failures = di.has_da_max_tries = di.has_da_recovery_s = true;
+    di.da_lockout = da.in_lockout;
+    di.da_failures = da.failures;
+    di.da_max_tries = da.max_tries;
+    di.da_recovery_s = da.recovery_s;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO;
     resp.device_info = &di;
@@ -384,6 +459,16 @@ static void dispatch(struct tpmd *d, const Request *rq)
         log_debug("request %llu failed: %s", (unsigned long long)rq->id, err.msg);
         send_error(d, rq->id, err.code, err.msg);
     }
+    tpmd_check_tpm(d);
+}
+
+void tpmd_check_tpm(struct tpmd *d)
+{
+    if (!tpm_connection_lost() || d->tpm_lost)
+        return;
+    d->tpm_lost = true;
+    log_error("the connection to the TPM broke: exiting, so that trustmed starts a new TPM service");
+    tm_loop_quit(d->loop, -ENOTCONN);
 }
 
 static void wipe_request(Request *rq)
@@ -436,6 +521,18 @@ int server_start(struct tpmd *d, tm_err *err)
     Trustme__Tpmd__Ready ready = TRUSTME__TPMD__READY__INIT;
     ready.has_pid = true;
     ready.pid = (uint32_t)getpid();
+    if (d->log.restarted) {
+        ready.has_log_restarted = ready.has_old_log_events = true;
+        ready.log_restarted = true;
+        ready.old_log_events = (uint32_t)d->log.old_events;
+    }
+    if (d->da_reset.failures || d->da_reset.lockout) {
+        ready.has_da_failures_cleared = ready.has_da_lockout_cleared = true;
+        ready.da_failures_cleared = d->da_reset.failures;
+        ready.da_lockout_cleared = d->da_reset.lockout;
+    }
+    if (d->da_reset.error[0])
+        ready.da_reset_error = d->da_reset.error;
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_READY;
     resp.ready = &ready;

@@ -108,9 +108,13 @@ static const TPM2B_PUBLIC srk_template = {
     },
 };
 
-#define AK_ATTRIBUTES                                                                              \
+/* noda: the AK's authValue is empty, there is nothing to guess, and a DA-protected AK stops
+ * quoting whenever the TPM is in lockout (each unclean swtpm stop after its use counts as a
+ * failure). An AK made before noda was added is still accepted (AK_ATTRIBUTES_OLD). */
+#define AK_ATTRIBUTES_OLD                                                                          \
     (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
      TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
+#define AK_ATTRIBUTES (AK_ATTRIBUTES_OLD | TPMA_OBJECT_NODA)
 
 /* Restricted: the TPM signs only digests it computed itself over data that is not a forged
  * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
@@ -127,6 +131,86 @@ static const TPM2B_PUBLIC ak_template = {
         },
     },
 };
+
+/* The TCG EK Credential Profile's template L-2 (ECC NIST P-256, low range): the same
+ * endorsement seed always yields the same EK. Usable only through PolicySecret(TPM_RH_ENDORSEMENT)
+ * (adminWithPolicy, no userWithAuth), a restricted decryption key: it decrypts credentials and
+ * nothing else. */
+static const TPM2B_PUBLIC ek_template = {
+    .publicArea = {
+        .type = TPM2_ALG_ECC,
+        .nameAlg = TPM2_ALG_SHA256,
+        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                            TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+        .authPolicy = {.size = 32,
+                       .buffer = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+                                  0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+                                  0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa}},
+        .parameters.eccDetail = {
+            .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
+            .scheme = {.scheme = TPM2_ALG_NULL},
+            .curveID = TPM2_ECC_NIST_P256,
+            .kdf = {.scheme = TPM2_ALG_NULL},
+        },
+        .unique.ecc = {.x = {.size = 32}, .y = {.size = 32}},
+    },
+};
+
+static int create_ek(struct tpm *t, ESYS_TR *ret, TPM2B_PUBLIC *ret_public, tm_err *err)
+{
+    TPM2B_SENSITIVE_CREATE sens = {0};
+    TPM2B_DATA outside = {0};
+    TPML_PCR_SELECTION creation_pcr = {0};
+    _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
+    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, NO, NO,
+                                    &sens, &ek_template, &outside, &creation_pcr, ret, &pub, NULL,
+                                    NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot create the endorsement key");
+    if (ret_public)
+        *ret_public = *pub;
+    return 0;
+}
+
+int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob,
+                            const TPM2B_ENCRYPTED_SECRET *secret, TPM2B_DIGEST *ret, tm_err *err)
+{
+    ESYS_TR ek = NO, session = NO;
+    int r = create_ek(t, &ek, NULL, err);
+    if (r < 0)
+        return r;
+    TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
+    _cleanup_esys_ TPM2B_DIGEST *cred = NULL;
+    TSS2_RC rc = Esys_StartAuthSession(t->esys, NO, NO, NO, NO, NO, NULL, TPM2_SE_POLICY, &sym,
+                                       TPM2_ALG_SHA256, &session);
+    if (rc != TSS2_RC_SUCCESS) {
+        r = tpm_err(err, rc, "cannot start a policy session for the endorsement key");
+        goto out;
+    }
+    rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, NO, NO,
+                           NULL, NULL, NULL, 0, NULL, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        r = tpm_err(err, rc, "TPM2_PolicySecret(endorsement) failed");
+        goto out;
+    }
+    /* The TPM checks the blob's HMAC over the AK's name: a credential made for another key, or
+     * to another TPM's EK, does not come out. */
+    rc = Esys_ActivateCredential(t->esys, t->ak, ek, ESYS_TR_PASSWORD, session, NO, blob, secret,
+                                 &cred);
+    if (rc != TSS2_RC_SUCCESS) {
+        r = tpm_err(err, rc, "TPM2_ActivateCredential failed (was the credential made for this "
+                    "TPM's endorsement key and this attestation key?)");
+        goto out;
+    }
+    *ret = *cred;
+    explicit_bzero(cred, sizeof(*cred));
+    r = 0;
+out:
+    tpm_flush(t->esys, &session);
+    tpm_flush(t->esys, &ek);
+    return r;
+}
 
 static int create_srk(struct tpm *t, tm_err *err)
 {
@@ -208,7 +292,7 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
      * on the AK being restricted, so check what we load. */
     const TPMT_PUBLIC *p = &pub.publicArea;
     if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 ||
-        p->objectAttributes != AK_ATTRIBUTES ||
+        (p->objectAttributes != AK_ATTRIBUTES && p->objectAttributes != AK_ATTRIBUTES_OLD) ||
         p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
         p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
         p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
@@ -222,6 +306,9 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
                              "provision the device again", pub_path, priv_path);
     }
     t->ak_public = pub;
+    if (p->objectAttributes == AK_ATTRIBUTES_OLD)
+        log_warn("the attestation key %s is not noda: it stops quoting while the TPM is in "
+                 "dictionary-attack lockout; provision a new one to change that", pub_path);
     _cleanup_esys_ TPM2B_NAME *name = NULL;
     if ((rc = Esys_TR_GetName(t->esys, t->ak, &name)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot get the attestation key's name");
@@ -255,6 +342,45 @@ static int read_manufacturer(struct tpm *t, tm_err *err)
     return 0;
 }
 
+/* ---- dictionary-attack protection ----------------------------------------------------------- */
+
+int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err)
+{
+    *ret = (struct tpm_da){0};
+    TPMI_YES_NO more;
+    _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
+    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES,
+                                    TPM2_PT_PERMANENT, TPM2_PT_LOCKOUT_RECOVERY - TPM2_PT_PERMANENT + 1,
+                                    &more, &cap);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot read the TPM's dictionary-attack state");
+    const TPML_TAGGED_TPM_PROPERTY *p = &cap->data.tpmProperties;
+    for (UINT32 i = 0; i < p->count; i++) {
+        uint32_t v = p->tpmProperty[i].value;
+        switch (p->tpmProperty[i].property) {
+        case TPM2_PT_PERMANENT: ret->in_lockout = v & TPMA_PERMANENT_INLOCKOUT; break;
+        case TPM2_PT_LOCKOUT_COUNTER: ret->failures = v; break;
+        case TPM2_PT_MAX_AUTH_FAIL: ret->max_tries = v; break;
+        case TPM2_PT_LOCKOUT_INTERVAL: ret->recovery_s = v; break;
+        default: break;
+        }
+    }
+    return 0;
+}
+
+int tpm_da_reset(struct tpm *t, tm_err *err)
+{
+    /* The lockout hierarchy's auth as swtpm and a cleared TPM have it: empty. */
+    TPM2B_AUTH empty = {0};
+    TSS2_RC rc = Esys_TR_SetAuth(t->esys, ESYS_TR_RH_LOCKOUT, &empty);
+    if (rc == TSS2_RC_SUCCESS)
+        rc = Esys_DictionaryAttackLockReset(t->esys, ESYS_TR_RH_LOCKOUT, ESYS_TR_PASSWORD, NO, NO);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_DictionaryAttackLockReset with an empty lockout "
+                       "authorization failed");
+    return 0;
+}
+
 int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
 {
     *t = (struct tpm){.srk = NO, .ak = NO};
@@ -275,7 +401,23 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
     if ((r = flush_all(t, TPM2_TRANSIENT_FIRST, "transient objects", err)) < 0 ||
         (r = flush_all(t, TPM2_LOADED_SESSION_FIRST, "loaded sessions", err)) < 0 ||
         (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 ||
-        (r = read_manufacturer(t, err)) < 0 || (r = create_srk(t, err)) < 0)
+        (r = read_manufacturer(t, err)) < 0)
+        goto fail;
+    /* The EK's public part, for its certificate and the credential activation's bundle. A TPM
+     * whose endorsement hierarchy has a password gives none: everything but enrollment works. */
+    ESYS_TR ek = NO;
+    tm_err ek_err = {0};
+    if (create_ek(t, &ek, &t->ek_public, &ek_err) < 0) {
+        if (tpm_connection_lost()) {
+            *err = ek_err;
+            r = -ENOTCONN;
+            goto fail;
+        }
+        log_warn("%s: AK enrollment through credential activation is not possible", ek_err.msg);
+        t->ek_public = (TPM2B_PUBLIC){0};
+    }
+    tpm_flush(t->esys, &ek);
+    if ((r = create_srk(t, err)) < 0)
         goto fail;
     char pub_path[PATH_MAX], priv_path[PATH_MAX];
     snprintf(pub_path, sizeof(pub_path), "%s/ak.pub", data_dir);

@@ -23,6 +23,7 @@ struct tpm {
     ESYS_TR ak;
     TPM2B_PUBLIC ak_public;   /* as the TPM reported it when the AK was loaded */
     TPM2B_NAME ak_name;       /* nameAlg || digest of ak_public */
+    TPM2B_PUBLIC ek_public;   /* the endorsement key (TCG template L-2, ECC P-256) */
     char manufacturer[5];     /* TPM2_PT_MANUFACTURER as text, e.g. "IBM" */
 };
 
@@ -32,6 +33,18 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
 /* Flush SRK and AK and disconnect; with shutdown, send TPM2_Shutdown(CLEAR) first (the embedded
  * TPM's power goes off next). NULL-safe, idempotent. */
 void tpm_close(struct tpm *t, bool shutdown);
+
+/* The TPM's dictionary-attack state (TPM2_GetCapability, TPM_PROPERTIES). */
+struct tpm_da {
+    bool in_lockout;      /* TPMA_PERMANENT inLockout: DA-protected objects refuse all auth */
+    uint32_t failures;    /* TPM2_PT_LOCKOUT_COUNTER */
+    uint32_t max_tries;   /* TPM2_PT_MAX_AUTH_FAIL */
+    uint32_t recovery_s;  /* TPM2_PT_LOCKOUT_INTERVAL: seconds per failure forgiven */
+};
+int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err);
+/* TPM2_DictionaryAttackLockReset, authorised by the lockout hierarchy's empty auth (swtpm's and a
+ * cleared TPM's): the failure count goes to zero and the lockout ends. */
+int tpm_da_reset(struct tpm *t, tm_err *err);
 
 /* The SHA-256 bank values of the PCRs in mask (bit i = PCR i) into values[i]. */
 int tpm_pcr_read(struct tpm *t, uint32_t mask, uint8_t values[TPM_PCR_COUNT][32], tm_err *err);
@@ -49,6 +62,12 @@ int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_l
  * ECDSA signature, big-endian, left-padded to 32 bytes. */
 int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
                   tm_err *err);
+
+/* TPM2_ActivateCredential with the AK as the object and the EK (made for the call, with a
+ * PolicySecret(endorsement) session) as the key: the credential MakeCredential sealed to this
+ * TPM's EK and the AK's name. */
+int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob,
+                            const TPM2B_ENCRYPTED_SECRET *secret, TPM2B_DIGEST *ret, tm_err *err);
 
 /* The AK's TPMT_PUBLIC, TPM-marshalled, malloc'ed. */
 int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err);

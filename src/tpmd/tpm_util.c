@@ -2,11 +2,37 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <tss2/tss2_rc.h>
 
+static bool lost;
+
+/* The link to the TPM broke: a TCTI error (the swtpm died, the device went away) or ESAPI
+ * reporting one. ESAPI then answers every later call with "Function called in the wrong order";
+ * nothing but a new context helps. */
+static bool breaks_connection(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK, base = rc & 0xffff;
+    if (layer == TSS2_TCTI_RC_LAYER)
+        return true;
+    return (layer == TSS2_ESAPI_RC_LAYER || layer == TSS2_SYS_RC_LAYER) &&
+           (base == TSS2_BASE_RC_BAD_SEQUENCE || base == TSS2_BASE_RC_IO_ERROR ||
+            base == TSS2_BASE_RC_NO_CONNECTION || base == TSS2_BASE_RC_MALFORMED_RESPONSE ||
+            base == TSS2_BASE_RC_INSUFFICIENT_RESPONSE);
+}
+
+bool tpm_connection_lost(void)
+{
+    return lost;
+}
+
 static int rc_errno(TSS2_RC rc)
 {
+    if (breaks_connection(rc)) {
+        lost = true;
+        return ENOTCONN;
+    }
     /* Format-one codes carry a parameter/handle/session number in bits 8..11: strip it. */
     if (rc & TSS2_RC_LAYER_MASK)
         return EIO; /* an error of the TSS itself (ESYS, TCTI), not of the TPM */

@@ -25,6 +25,8 @@ struct tpmd {
     struct mlog log;
     char *chain_pem;             /* <data>/ak-chain.pem, NULL until provisioned */
     size_t chain_len;
+    char *ek_chain_pem;          /* <data>/ek-chain.pem: the EK's certificate chain, or NULL */
+    size_t ek_chain_len;
     char attest_address[80];     /* host:port actually bound */
     tm_loop *loop;
     struct attest_server *attest;
@@ -36,6 +38,12 @@ struct tpmd {
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
      * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
     bool stop_clean;
+    struct {
+        uint32_t failures;       /* cleared at start */
+        bool lockout;
+        char error[256];         /* clearing failed: why */
+    } da_reset;
+    bool tpm_lost;               /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
     /* The counters' last values tpmd read or set (server.c): a container start re-raises its
      * GuestOS's counter to the value it already has, which then costs no TPM command. */
     struct {
@@ -44,6 +52,9 @@ struct tpmd {
     } counters[32];
     size_t n_counters;
 };
+
+/* After a request: if the connection to the TPM broke, quit the loop with an error. */
+void tpmd_check_tpm(struct tpmd *d);
 
 /* The PCRs that are always reported and checked: boot and runtime PCR. */
 static inline uint32_t tpmd_base_mask(const struct tpmd *d)

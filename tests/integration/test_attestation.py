@@ -25,7 +25,7 @@ import pytest
 
 from conftest import BUILD, TEST_PREFIX, TRUSTMED, Daemon, process_gone, wait_for
 from pb import encode, frame, parse
-from test_device import SCD, TPMD, measurements, provision, recovery_key, secret_ok
+from test_device import SCD, TPMD, manufacturer, measurements, provision, recovery_key, secret_ok
 # env: test_guestos's module fixture (one PKI, a second one, the GuestOS builds)
 from test_guestos import env  # noqa: F401
 from test_guestos import GUESTOS_TOOL, PKI_TOOL, create, install, logs_show, run, start_with_device
@@ -395,10 +395,20 @@ def test_revoked_ak_certificate_fails_the_chain(env, healthy, saved, tmp_path):
     certificate was revoked sends). Revoking the installed one would break the other tests."""
     raw, nonce = saved
     csr = tmp_path / "again.csr"
-    healthy.d.cli("device", "csr", "--out", csr)
+    d = healthy.d
+    d.cli("device", "csr", "--out", csr)
+    # the Device CA encrypts it to the TPM's EK: the device decrypts it when installing it, and
+    # the installed chain is put back afterwards
+    installed = tmp_path / "installed.pem"
+    installed.write_text(json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"])
+    enc = tmp_path / "revoked.enc.pem"
+    run(PKI_TOOL, "issue", "--pki", env.pki, "--ca", "device", "--csr", csr, "--out", enc,
+        "--ek-anchor", manufacturer(pki_of(env))[1], "--passphrase-file", env.passfile)
+    d.cli("device", "cert", "install", enc)
+    new_chain = json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"]
+    d.cli("device", "cert", "install", installed)
     cert = tmp_path / "revoked.pem"
-    run(PKI_TOOL, "issue", "--pki", env.pki, "--ca", "device", "--csr", csr, "--out", cert,
-        "--passphrase-file", env.passfile)
+    cert.write_text(new_chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
     chain = (cert.read_text() + env.cert("device-ca").read_text()).encode()
 
     def with_cert(q):

@@ -7,6 +7,9 @@ refusal is checked for what it must not do: the daemon keeps answering and the d
 (certificate, sealed secret) stays as it was."""
 import hashlib
 import json
+import os
+import signal
+import time
 import re
 import shutil
 import socket
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, TRUSTMED, processes_naming, wait_for
+from conftest import BUILD, TRUSTMED, process_gone, processes_naming, wait_for
 from pb import field_bytes, field_varint, frame, parse
 
 TPMD = BUILD / "src/tpmd/trustme-tpmd"
@@ -97,18 +100,44 @@ def pki(tmp_path_factory):
 
 
 def issue(pki, csr, out):
-    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--csr", csr, "--out", out,
-        "--passphrase-file", pki["pass"])
+    """A plain certificate for any CSR's key with the device profile, from the Software Signing
+    CA: what a CA that does not check for a TPM would issue (tpmd then checks the key)."""
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "software", "--profile", "device", "--csr",
+        csr, "--out", out, "--passphrase-file", pki["pass"])
     return out
 
 
+def manufacturer(pki):
+    """The TPM manufacturer CA of the provisioning station (off the device), made once per PKI."""
+    key, cert = pki["dir"].parent / "manufacturer.key", pki["dir"].parent / "manufacturer.pem"
+    if not cert.exists():
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=test TPM manufacturer", "-days",
+            "30", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign")
+    return key, cert
+
+
 def provision(d, pki, tmp, cn=None):
-    """csr -> issue -> install; returns the installed leaf's path."""
+    """docs/ATTESTATION.md "Enrollment": the manufacturer certifies the EK (once), then csr ->
+    issue (encrypted to the EK) -> install (credential activation); returns the installed leaf."""
+    mkey, mcert = manufacturer(pki)
+    i = json.loads(d.cli("device", "info", "--json").stdout)
+    if not i["ek_cert_pem"]:
+        (tmp / "ek.pem").write_text(i["ek_public_pem"])
+        run(PKI_TOOL, "ek-cert", "--ek", tmp / "ek.pem", "--key", mkey, "--cert", mcert, "--out",
+            tmp / "ek-cert.pem")
+        d.cli("device", "cert", "install", tmp / "ek-cert.pem")
     csr = tmp / "device.csr"
     d.cli("device", "csr", "--out", csr, *(["--cn", cn] if cn else []))
-    cert = issue(pki, csr, tmp / "device.pem")
-    d.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
-    return cert
+    enc = tmp / "device.enc.pem"
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--csr", csr, "--out", enc,
+        "--ek-anchor", mcert, "--passphrase-file", pki["pass"])
+    d.cli("device", "cert", "install", enc, "--chain", pki["dir"] / "customer/device-ca.pem")
+    chain = json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"]
+    leaf = tmp / "device.pem"
+    leaf.write_text(chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    return leaf
 
 
 def daemon_csr(d, tmp):
@@ -190,6 +219,115 @@ def test_measurements_report_a_pcr_extended_behind_tpmds_back(daemon):
 
 # ---- device info ---------------------------------------------------------------------------------
 
+def child_pid(d, name):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == d.proc.pid and argv0 == name.encode() and not process_gone(int(entry.name)):
+            return int(entry.name)
+    return None
+
+
+def test_tpm_reset_measures_running_containers_again(daemon):
+    """Issue 12 §5: killing the embedded swtpm and tpmd left a new log with the four boot events
+    only, while the containers kept running unmeasured, and nothing was audited. trustmed now
+    measures every running container again and audits the reset."""
+    d = daemon
+    for name in ("a", "b"):
+        d.create(name)
+        d.cli("start", name)
+    before = measurements(d)
+    configs = {e["name"] for e in before["events"] if e["type"] == "container-config"}
+    assert configs == {"a", "b"}, before
+    swtpm = int((d.run_dir / "tpm/swtpm.pid").read_text())
+    tpmd = child_pid(d, "trustme-tpmd")
+    os.kill(swtpm, signal.SIGKILL)
+    os.kill(tpmd, signal.SIGKILL)
+    wait_for(lambda: (child_pid(d, "trustme-tpmd") or tpmd) != tpmd, timeout=30,
+             what="trustmed to restart trustme-tpmd")
+
+    def remeasured():
+        m = measurements(d)
+        got = {e["name"] for e in m["events"] if e["type"] == "container-config"}
+        return m if got == {"a", "b"} else None
+    m = wait_for(remeasured, timeout=30, what="the containers measured again")
+    assert int((d.run_dir / "tpm/swtpm.pid").read_text()) != swtpm
+    assert m["consistent"] is True, m
+    # the same events as before the reset, the boot events first
+    assert [(e["pcr"], e["type"], e["name"], e["sha256"]) for e in m["events"]] == \
+        [(e["pcr"], e["type"], e["name"], e["sha256"]) for e in before["events"]]
+    # and the PCRs hold them: replayed from zero
+    pcrs = {p["index"]: p["sha256"] for p in m["pcrs"]}
+    assert replay(m["events"], 11) == pcrs[11] and replay(m["events"], BOOT_PCR) == pcrs[BOOT_PCR]
+    resets = wait_for(lambda: audit(d, "tpm.reset"), timeout=10, what="the tpm.reset audit")
+    assert "moved aside" in resets[-1]["detail"]
+    assert len(audit(d, "tpm.remeasure")) >= 2
+    assert [c["state"] for c in d.containers()] == ["running", "running"]
+
+
+def test_boot_measurement_failure_withholds_the_secret(make_daemon):
+    """Issue 12 §5: with the run dir's tpm/ full, the boot measurement failed with ENOSPC and the
+    device storage secret was unsealed anyway. Now it is withheld and the failure audited."""
+    d = make_daemon(start=False)
+    tpm_run = d.run_dir / "tpm"
+    tpm_run.mkdir(parents=True)
+    # one page: swtpm's pid file fits, the first line of the measurement log does not
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0755", "tmpfs", str(tpm_run)],
+                   check=True)
+    try:
+        d.start()
+
+        def withheld():
+            i = info(d)
+            return i if "withheld" in i["secret_problem"] else None
+        i = wait_for(withheld, timeout=30, what="the secret problem")
+        assert "No space left on device" in i["secret_problem"], i
+        fails = wait_for(lambda: audit(d, "tpm.measure"), timeout=10, what="the audit")
+        assert fails[-1]["result"] == "fail"
+        time.sleep(0.5)
+        assert "device storage secret unsealed" not in d.log()
+        assert not (d.data_dir / "tpm/secret.blob").exists()
+    finally:
+        d.stop()
+        subprocess.run(["umount", str(tpm_run)], capture_output=True)
+
+
+IMA_LOG = Path("/sys/kernel/security/ima/ascii_runtime_measurements")
+
+
+def ima_device(make_daemon):
+    from conftest import DEV_DEVICE_JSON, TEST_TPM
+    d = make_daemon(start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads(DEV_DEVICE_JSON)
+    config["tpm"] = dict(TEST_TPM, boot_chain="ima")
+    (d.data_dir / "device.json").write_text(json.dumps(config) + "\n")
+    return d
+
+
+@pytest.mark.skipif(IMA_LOG.exists(), reason="this kernel has IMA: the refusal is not reachable")
+def test_ima_boot_chain_is_refused_without_ima(make_daemon):
+    """Issue 12 §5: a chain that starts below root, configured, must not silently fall back to
+    trustmed measuring itself on a kernel without IMA."""
+    d = ima_device(make_daemon)
+    with pytest.raises(RuntimeError) as e:
+        d.start()
+    assert "has no IMA log" in str(e.value) and "weaker chain" in str(e.value)
+
+
+@pytest.mark.skipif(not IMA_LOG.exists(), reason="this kernel has no IMA "
+                    "(no /sys/kernel/security/ima): the kernel cannot measure trustmed")
+def test_ima_boot_chain_accepts_a_kernel_measured_trustmed(make_daemon):
+    d = ima_device(make_daemon)
+    d.start()
+    assert "boot chain: the kernel's IMA log holds trustmed" in d.log()
+
+
 def test_device_info_describes_the_tpm_and_an_unprovisioned_ak(daemon):
     i = secret_ok(daemon)
     assert i["embedded"] is True and i["tcti"]
@@ -231,7 +369,10 @@ def test_csr_issue_install_shows_the_certificate(daemon, pki, tmp_path):
     csr_events = audit(daemon, "device.csr")
     assert [e["result"] for e in csr_events] == ["ok", "ok"]
     assert '"edge-17"' in csr_events[1]["detail"]
-    assert [e["result"] for e in audit(daemon, "device.cert.install")] == ["ok"]
+    # the EK's certificate, then the AK's through credential activation
+    installs = audit(daemon, "device.cert.install")
+    assert [e["result"] for e in installs] == ["ok", "ok"]
+    assert "credential activation" in installs[1]["detail"]
 
     # The chain survives a restart of trustmed (tpmd keeps it in its data dir).
     daemon.restart()
@@ -273,8 +414,8 @@ def test_a_certificate_for_another_key_is_refused(daemon, pki, tmp_path):
     assert r.returncode == 1 and "missing.pem" in r.stderr
 
     assert info(daemon)["certificate"] is None
-    # The right certificate still goes in afterwards.
-    daemon.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "customer/device-ca.pem")
+    # The right certificate still goes in afterwards (its CA is the Software Signing sub-CA).
+    daemon.cli("device", "cert", "install", cert, "--chain", pki["dir"] / "software-signing/sub-ca.pem")
     assert info(daemon)["certificate"]["certificates"] == 2
 
 

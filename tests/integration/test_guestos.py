@@ -113,6 +113,18 @@ class Env:
             "-aes-256-cbc", "-pass", f"file:{self.passfile}", "-out", key)
         run("openssl", "req", "-new", "-key", key, "-passin", f"file:{self.passfile}", "-out", csr,
             "-subj", f"/CN=test {ca} {profile} {d.name}")
+        if ca == "device":
+            # trustme-pki's Device CA certifies only TPM keys through credential activation
+            # (docs/ATTESTATION.md "Enrollment"): a device-profile certificate for a plain key
+            # comes from the Device CA's key through openssl
+            ext = d / "ext"
+            ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                           "extendedKeyUsage=clientAuth\n")
+            ca_cert = self.cert("device-ca")
+            run("openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey",
+                ca_cert.with_suffix(".key"), "-passin", f"file:{self.passfile}", "-days", "30",
+                "-extfile", ext, "-out", cert)
+            return key, cert, ca_cert
         run(PKI_TOOL, "issue", "--pki", self.pki, "--ca", ca, "--profile", profile, "--csr", csr,
             "--out", cert, *validity, "--passphrase-file", self.passfile)
         return key, cert, self.cert(f"{ca}-ca")

@@ -101,6 +101,103 @@ def make_csr(d, name, extra=()):
     return key, csr
 
 
+# ---- AK enrollment without a TPM: a software "EK" and an independent ActivateCredential ------------
+
+def _pem_blocks(data):
+    import base64
+    out = []
+    for m in re.finditer(rb"-----BEGIN ([A-Z0-9 ]+)-----\n(.*?)-----END \1-----", data, re.S):
+        out.append((m.group(1).decode(), base64.b64decode(m.group(2))))
+    return out
+
+
+def _pem(label, der):
+    import base64
+    b = base64.encodebytes(der).decode().replace("\n", "")
+    return (f"-----BEGIN {label}-----\n" + "\n".join(b[i:i + 64] for i in range(0, len(b), 64)) +
+            f"\n-----END {label}-----\n").encode()
+
+
+def device_bundle(d, name):
+    """What `trustme device csr` makes, with software keys: a CSR, the AK's TPMT_PUBLIC (claiming
+    a restricted fixedTPM signing key) and an EK certificate from a test manufacturer CA whose
+    EK private key the test holds (to activate the credential itself). Returns (csr key,
+    bundle, manufacturer cert, EK private key, AK name)."""
+    import hashlib
+    import struct
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    key, csr = make_csr(d, name)
+    mkey, mcert = d / "m.key", d / "m.pem"
+    if not mcert.exists():
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", mkey, "-out", mcert, "-subj", "/CN=test manufacturer", "-days", "30",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    ek_key = ec.generate_private_key(ec.SECP256R1())
+    from cryptography.hazmat.primitives import serialization
+    (d / f"{name}.ek.pub").write_bytes(ek_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    run_pki("ek-cert", "--ek", d / f"{name}.ek.pub", "--key", mkey, "--cert", mcert, "--out",
+            d / f"{name}.ek.pem")
+    nums = load_pem_private_key(key.read_bytes(), None).public_key().public_numbers()
+    tpmt = struct.pack(">HHIHHHHHHH", 0x0023, 0x000B, 0x00050472, 0, 0x0010, 0x0018, 0x000B,
+                       0x0003, 0x0010, 32) + nums.x.to_bytes(32, "big") + struct.pack(">H", 32) + \
+        nums.y.to_bytes(32, "big")
+    bundle = d / f"{name}.bundle"
+    bundle.write_bytes(csr.read_bytes() + _pem("TRUSTME AK PUBLIC", tpmt) +
+                       (d / f"{name}.ek.pem").read_bytes())
+    return key, bundle, mcert, ek_key, b"\x00\x0b" + hashlib.sha256(tpmt).digest()
+
+
+def activate(path, ek_key, name):
+    """TPM2_ActivateCredential's math (Part 1 §24, Annex C.6.4), written from the spec apart
+    from trustme-pki's: the certificate (PEM) in trustme-pki's encrypted output."""
+    import hashlib
+    import hmac
+    import struct
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    blocks = dict(_pem_blocks(Path(path).read_bytes()))
+    blob, secret, enc = (blocks["TRUSTME CREDENTIAL BLOB"], blocks["TRUSTME ENCRYPTED SECRET"],
+                         blocks["TRUSTME ENCRYPTED CERTIFICATE"])
+    assert len(secret) == 70 and struct.unpack(">HH", secret[:4]) == (68, 32) \
+        and secret[36:38] == b"\x00\x20"
+    x, y = secret[4:36], secret[38:70]
+    peer = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
+                                         ec.SECP256R1()).public_key()
+    z = ek_key.exchange(ec.ECDH(), peer)
+    ekx = ek_key.public_key().public_numbers().x.to_bytes(32, "big")
+    seed = hashlib.sha256(struct.pack(">I", 1) + z + b"IDENTITY\0" + x + ekx).digest()
+
+    def kdfa(label, context, bits):
+        return hmac.new(seed, struct.pack(">I", 1) + label + b"\0" + context + struct.pack(">I", bits),
+                        hashlib.sha256).digest()[:bits // 8]
+    (size,) = struct.unpack(">H", blob[:2])
+    assert size == len(blob) - 2 and blob[2:4] == b"\x00\x20"
+    outer, enc_identity = blob[4:36], blob[36:]
+    hkey = kdfa(b"INTEGRITY", b"", 256)
+    assert hmac.compare_digest(outer, hmac.new(hkey, enc_identity + name, hashlib.sha256).digest()), \
+        "integrity HMAC mismatch"
+    d = Cipher(algorithms.AES(kdfa(b"STORAGE", name, 128)), modes.CFB(bytes(16))).decryptor()
+    plain = d.update(enc_identity) + d.finalize()
+    cred = plain[2:2 + struct.unpack(">H", plain[:2])[0]]
+    der = AESGCM(cred).decrypt(enc[:12], enc[12:], b"trustme-ak-certificate-v1")
+    return _pem("CERTIFICATE", der)
+
+
+def issue_device(pki, d, name, pf, extra=()):
+    """A device certificate through enrollment, decrypted in software; returns (csr key, cert)."""
+    key, bundle, mcert, ek_key, ak_name = device_bundle(d, name)
+    enc = d / f"{name}.enc.pem"
+    run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out", enc,
+            "--ek-anchor", mcert, "--passphrase-file", pf, *extra)
+    cert = d / f"{name}.pem"
+    cert.write_bytes(activate(enc, ek_key, ak_name))
+    return key, cert
+
+
 @pytest.fixture
 def tmp():
     d = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-pki-"))
@@ -403,8 +500,9 @@ def test_wrong_and_empty_passphrase(tmp):
                 ok=1)
     assert "wrong passphrase" in p.stderr
     assert not Path(f"{data}.sig").exists()
-    run_pki("issue", "--pki", pki, "--ca", "device", "--csr", make_csr(tmp, "d")[1], "--out",
-            tmp / "d.pem", "--passphrase-file", wrong, ok=1)
+    key, bundle, mcert, _, _ = device_bundle(tmp, "d")
+    run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--ek-anchor", mcert,
+            "--out", tmp / "d.pem", "--passphrase-file", wrong, ok=1)
     assert not (tmp / "d.pem").exists()
     empty = tmp / "empty"
     empty.write_text("\n")
@@ -530,10 +628,8 @@ def test_issue_extra_signer_and_device(tmp):
     assert serial(cert) in [e["serial"] for e in meta["cas"]["guestos-ca"]["issued"]]
 
     # a device certificate: clientAuth, no codeSigning
-    key, csr = make_csr(tmp, "device1")
-    dev = tmp / "device1.pem"
-    run_pki("issue", "--pki", pki, "--ca", "device", "--csr", csr, "--out", dev,
-            "--passphrase-file", pf)
+    key, dev = issue_device(pki, tmp, "device1", pf)
+    csr = tmp / "device1.csr"
     text = cert_text(dev)
     assert ext_block(text, "Extended Key Usage") == (False, "TLS Web Client Authentication")
     assert "Code Signing" not in text
@@ -557,9 +653,22 @@ def test_issue_extra_signer_and_device(tmp):
     der[-5] ^= 0x10
     (tmp / "bad.der").write_bytes(bytes(der))
     openssl("req", "-inform", "DER", "-in", tmp / "bad.der", "-out", bad)
-    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bad, "--out", tmp / "bad.pem",
+    p = run_pki("issue", "--pki", pki, "--ca", "software", "--csr", bad, "--out", tmp / "bad.pem",
                 "--passphrase-file", pf, ok=1)
     assert "self-signature" in p.stderr and not (tmp / "bad.pem").exists()
+    bundle = tmp / "bad.bundle"
+    bundle.write_bytes(bad.read_bytes() + (tmp / "device1.bundle").read_bytes().split(
+        b"-----END CERTIFICATE REQUEST-----\n")[1])
+    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out", tmp / "bad.pem",
+                "--ek-anchor", tmp / "m.pem", "--passphrase-file", pf, ok=1)
+    assert "self-signature" in p.stderr and not (tmp / "bad.pem").exists()
+    # an ordinary CSR is no proof of a TPM: the Device CA refuses it (issue 12 §3)
+    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", csr, "--out", tmp / "plain.pem",
+                "--ek-anchor", tmp / "m.pem", "--passphrase-file", pf, ok=1)
+    assert "no proof that its key lives in a TPM" in p.stderr and not (tmp / "plain.pem").exists()
+    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", csr, "--out", tmp / "plain.pem",
+                "--passphrase-file", pf, ok=2)
+    assert "--ek-anchor" in p.stderr
 
 
 # ---- init is atomic --------------------------------------------------------------------------

@@ -33,6 +33,8 @@ BOOT, RUNTIME = 12, 11
 
 # Response bodies (proto/tpmd.proto)
 ERROR, MEASURED, LOG, CSR, DEVICE_INFO, OK, READY, ATTEST = 10, 11, 12, 15, 16, 17, 18, 19
+STORAGE_SECRET, RESEAL, COUNTER_GET, COUNTER_RAISE = 12, 13, 14, 15
+SECRET, COUNTER = 13, 14
 # Request bodies
 MEASURE, GET_LOG, DEVICE_CSR, CERT_INSTALL, GET_DEVICE_INFO, ATTEST_RQ = 10, 11, 16, 17, 18, 19
 
@@ -114,7 +116,8 @@ class Tpmd:
         self.log.flush()
         assert READY in ready, f"no Ready: {(self.base / 'tpmd.log').read_text()[-2000:]}"
         assert ready[2] == [0]
-        assert parse(ready[READY][0])[1] == [self.proc.pid]
+        self.ready = parse(ready[READY][0])
+        assert self.ready[1] == [self.proc.pid]
         return self
 
     def send_raw(self, packet):
@@ -455,34 +458,63 @@ def test_attest_endpoint_survives_bad_clients(tpmd):
     except ConnectionResetError:
         pass  # closed with the rest of our request unread
     big.close()
-    # a client that sends half a frame and then nothing, and 20 idle clients (more than 16):
-    # none of them stops a well-behaved client from being served
+    # a client that sends half a frame and then nothing is dropped after 10 s
     stuck = socket.create_connection((host, port), timeout=10)
     t0 = time.monotonic()
     stuck.sendall(b"\x00\x00")
-    idle = [socket.create_connection((host, port), timeout=10) for _ in range(20)]
-    time.sleep(0.2)
-    # tpmd accepted at most 16; the rest were closed at once
-    closed = 0
-    for s in idle:
-        s.setblocking(False)
-        try:
-            closed += s.recv(1) == b""
-        except BlockingIOError:
-            pass
-    assert closed >= 5
-    for s in idle:
-        s.close()
-    time.sleep(0.1)  # tpmd sees them go
     with socket.create_connection((host, port), timeout=10) as conn:
         assert 11 in tcp_call(conn, attest_request(1, os.urandom(32)))
     # trustmed's link is served meanwhile
     assert tpmd.info()
-    # the stuck client is dropped after 10 s
     stuck.settimeout(15)
     assert stuck.recv(1) == b""
     assert 9.5 <= time.monotonic() - t0 <= 13
     stuck.close()
+
+
+def still_open(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        s.setblocking(True)
+
+
+def test_idle_clients_do_not_lock_out_verifiers(tpmd):
+    """Issue 12 §4: 16 idle connections used to make every verifier fail until they closed.
+    A new client evicts the connection that waited longest without a request, a peer's own first,
+    and one address holds at most 8 connections, so it cannot evict another address's."""
+    host, port = tpmd.attest_address()
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other.settimeout(10)
+    other.connect((host, port))
+    idle = [socket.create_connection((host, port), timeout=10) for _ in range(16)]
+    try:
+        time.sleep(0.2)
+        # the verifier is served while all 16 are still open
+        with socket.create_connection((host, port), timeout=10) as conn:
+            assert 11 in tcp_call(conn, attest_request(1, os.urandom(32)))
+        time.sleep(0.1)
+        # 127.0.0.1 holds at most 8 of them; the oldest were evicted
+        open_now = [still_open(s) for s in idle]
+        assert sum(open_now) <= 8 and all(open_now[-7:]), open_now
+        # a flood from 127.0.0.1 never evicts 127.0.0.2's idle connection
+        flood = [socket.create_connection((host, port), timeout=10) for _ in range(40)]
+        time.sleep(0.2)
+        assert still_open(other)
+        assert 11 in tcp_call(other, attest_request(2, os.urandom(32)))
+        for s in flood:
+            s.close()
+    finally:
+        for s in idle:
+            s.close()
+        other.close()
+    assert tpmd.info()
 
 
 # ---- device identity ---------------------------------------------------------------------------
@@ -513,9 +545,21 @@ def test_csr_and_certificate(tpmd, tmp_path):
     pki = tmp_path / "pki"
     subprocess.run([str(PKI), "init", str(pki), "--passphrase-file", str(pw)], check=True,
                    capture_output=True)
-    cert = tmp_path / "device.pem"
+    # (the Device CA encrypts it to the TPM's EK: test_enrollment_through_credential_activation;
+    # here the plain certificate that comes out of it, as a hardware device's CA may send it)
+    mkey, mcert = manufacturer_ca(tmp_path)
+    install_ek_cert(tpmd, tmp_path, mkey, mcert)
+    csr.write_bytes(tpmd.ok(DEVICE_CSR, field_bytes(1, b"device 42"), CSR)[1][0])
+    enc = tmp_path / "device.enc.pem"
     subprocess.run([str(PKI), "issue", "--pki", str(pki), "--ca", "device", "--csr", str(csr),
-                    "--out", str(cert), "--passphrase-file", str(pw)], check=True, capture_output=True)
+                    "--out", str(enc), "--passphrase-file", str(pw), "--ek-anchor", str(mcert)],
+                   check=True, capture_output=True)
+    tpmd.ok(CERT_INSTALL, field_bytes(1, enc.read_bytes()), OK)
+    cert = tmp_path / "device.pem"
+    cert.write_bytes((tpmd.data / "ak-chain.pem").read_bytes())
+    (tpmd.data / "ak-chain.pem").unlink()
+    tpmd.stop()
+    tpmd.start()
     chain = cert.read_bytes() + (pki / "customer/device-ca.pem").read_bytes()
     # refusals first: a certificate for another key, garbage, a chain in the wrong order
     other_key = tmp_path / "other.key"
@@ -543,6 +587,204 @@ def test_csr_and_certificate(tpmd, tmp_path):
     with socket.create_connection((host, port), timeout=10) as conn:
         resp = tcp_call(conn, attest_request(1, os.urandom(32)))
         assert parse(resp[11][0])[6][0] == stored
+
+
+# ---- AK enrollment through credential activation (docs/ATTESTATION.md "Enrollment") -----------
+
+def openssl(*args):
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def manufacturer_ca(dirpath, name="m"):
+    """A TPM manufacturer CA of our own, off the device, as the provisioning station has it."""
+    key, cert = dirpath / f"{name}.key", dirpath / f"{name}.pem"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", cert, "-subj", f"/CN=test TPM manufacturer {name}", "-days", "30",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign")
+    return key, cert
+
+
+def pki(*args, check=True):
+    r = subprocess.run([str(PKI), *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def install_ek_cert(t, tmp, key, cert):
+    ek = tmp / f"ek-{t.base.name}.pem"
+    ek.write_bytes(t.info()[164][0])
+    out = tmp / f"ek-cert-{t.base.name}.pem"
+    pki("ek-cert", "--ek", ek, "--key", key, "--cert", cert, "--out", out)
+    t.ok(CERT_INSTALL, field_bytes(1, out.read_bytes()), OK)
+    return out
+
+
+def ak_tpmt_public(pubkey, attrs=0x00050472):
+    """An ECC P-256 TPMT_PUBLIC for a key (Part 2 §12.2.4), as a TPM would marshal an AK's."""
+    nums = pubkey.public_numbers()
+    return struct.pack(">HHIH", 0x0023, 0x000B, attrs, 0) + struct.pack(">H", 0x0010) + \
+        struct.pack(">HH", 0x0018, 0x000B) + struct.pack(">H", 0x0003) + \
+        struct.pack(">H", 0x0010) + struct.pack(">H", 32) + nums.x.to_bytes(32, "big") + \
+        struct.pack(">H", 32) + nums.y.to_bytes(32, "big")
+
+
+def pem_block(label, data):
+    import base64
+    b = base64.encodebytes(data).decode().replace("\n", "")
+    lines = [b[i:i + 64] for i in range(0, len(b), 64)]
+    return (f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n").encode()
+
+
+def test_enrollment_through_credential_activation(new_tpmd, tmp_path):
+    """Issue 12 §3: the Device CA certified any CSR's key. Now it certifies an AK only in the
+    bundle `trustme device csr` makes, with an EK certificate from a manufacturer anchor, and
+    encrypts the certificate under a credential only the TPM holding both EK and AK can
+    activate."""
+    t = new_tpmd("a").start()
+    other = new_tpmd("b").start()
+    pw = tmp_path / "pass"
+    pw.write_text("test passphrase\n")
+    pkidir = tmp_path / "pki"
+    pki("init", pkidir, "--passphrase-file", pw)
+    ca = pkidir / "customer/device-ca.pem"
+    mkey, mcert = manufacturer_ca(tmp_path)
+    rogue_key, rogue_cert = manufacturer_ca(tmp_path, "rogue")
+
+    def issue(bundle, out, *extra, check=True):
+        return pki("issue", "--pki", pkidir, "--ca", "device", "--csr", bundle, "--out", out,
+                   "--passphrase-file", pw, *extra, check=check)
+
+    # the manufacturer certifies both TPMs' EKs; tpmd keeps the certificate
+    assert tpmd_ek_missing(t)
+    install_ek_cert(t, tmp_path, mkey, mcert)
+    install_ek_cert(other, tmp_path, mkey, mcert)
+    assert t.info()[165][0].count(b"BEGIN CERTIFICATE") == 1
+    bundle = tmp_path / "device.csr"
+    bundle.write_bytes(t.ok(DEVICE_CSR, b"", CSR)[1][0])
+    text = bundle.read_text()
+    assert "BEGIN CERTIFICATE REQUEST" in text and "BEGIN TRUSTME AK PUBLIC" in text \
+        and "BEGIN CERTIFICATE-----" in text
+
+    # an ordinary CSR from a software key: refused
+    soft = tmp_path / "soft.csr"
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", tmp_path / "soft.key", "-subj", "/CN=soft", "-out", soft)
+    r = issue(soft, tmp_path / "x.pem", "--ek-anchor", mcert, check=False)
+    assert r.returncode == 1 and "no proof that its key lives in a TPM" in r.stderr, r.stderr
+    # without a manufacturer anchor: a usage error; with the wrong one: refused
+    r = issue(bundle, tmp_path / "x.pem", check=False)
+    assert r.returncode == 2 and "--ek-anchor" in r.stderr
+    r = issue(bundle, tmp_path / "x.pem", "--ek-anchor", rogue_cert, check=False)
+    assert r.returncode == 1 and "does not chain to an --ek-anchor" in r.stderr, r.stderr
+    assert not (tmp_path / "x.pem").exists()
+
+    # the genuine bundle: issued encrypted; only this TPM installs it
+    enc = tmp_path / "device.pem"
+    issue(bundle, enc, "--ek-anchor", mcert)
+    assert b"BEGIN TRUSTME ENCRYPTED CERTIFICATE" in enc.read_bytes()
+    assert b"BEGIN CERTIFICATE" not in enc.read_bytes()
+    code, msg = other.error(CERT_INSTALL, field_bytes(1, enc.read_bytes() + ca.read_bytes()))
+    assert "ActivateCredential failed" in msg, msg
+    t.ok(CERT_INSTALL, field_bytes(1, enc.read_bytes() + ca.read_bytes()), OK)
+    stored = (t.data / "ak-chain.pem").read_bytes()
+    assert stored.count(b"BEGIN CERTIFICATE") == 2
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(stored.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    key = subprocess.run(["openssl", "x509", "-in", str(leaf), "-noout", "-pubkey"],
+                         capture_output=True, check=True).stdout
+    assert key == t.info()[3][0]
+    quote_works(t)
+
+    # a forged bundle: this device's AK, but the other TPM's EK certificate. The CA cannot tell;
+    # the credential goes to the other TPM's EK, so this device cannot install it, and the
+    # other TPM has no key with this AK's name
+    ek_other = tmp_path / f"ek-cert-{other.base.name}.pem"
+    forged = tmp_path / "forged.csr"
+    forged.write_bytes(text.split("-----BEGIN CERTIFICATE-----")[0].encode() + ek_other.read_bytes())
+    issue(forged, tmp_path / "forged.pem", "--ek-anchor", mcert)
+    for dev in (t, other):
+        code, msg = dev.error(CERT_INSTALL, field_bytes(1, (tmp_path / "forged.pem").read_bytes()))
+        assert "ActivateCredential failed" in msg, msg
+
+    # a software key dressed as an AK (a TPMT_PUBLIC claiming fixedTPM|restricted|sign for it)
+    # with this device's genuine EK certificate: the name is not of a key in the TPM
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    softkey = load_pem_private_key((tmp_path / "soft.key").read_bytes(), None)
+    dressed = tmp_path / "dressed.csr"
+    dressed.write_bytes(soft.read_bytes() + pem_block("TRUSTME AK PUBLIC",
+                                                      ak_tpmt_public(softkey.public_key())) +
+                        (tmp_path / f"ek-cert-{t.base.name}.pem").read_bytes())
+    issue(dressed, tmp_path / "dressed.pem", "--ek-anchor", mcert)
+    code, msg = t.error(CERT_INSTALL, field_bytes(1, (tmp_path / "dressed.pem").read_bytes()))
+    assert "ActivateCredential failed" in msg, msg
+    # the same key claiming to be an unrestricted or decrypting key is refused by the CA
+    for attrs in (0x00040472, 0x00070472):
+        bad = tmp_path / "bad.csr"
+        bad.write_bytes(soft.read_bytes() + pem_block("TRUSTME AK PUBLIC",
+                                                      ak_tpmt_public(softkey.public_key(), attrs)) +
+                        (tmp_path / f"ek-cert-{t.base.name}.pem").read_bytes())
+        r = issue(bad, tmp_path / "bad.pem", "--ek-anchor", mcert, check=False)
+        assert r.returncode == 1 and "attributes" in r.stderr, r.stderr
+    # a bundle whose CSR key is not the AK's
+    mixed = tmp_path / "mixed.csr"
+    mixed.write_bytes(soft.read_bytes() + text.split("-----END CERTIFICATE REQUEST-----\n")[1].encode())
+    r = issue(mixed, tmp_path / "mixed.pem", "--ek-anchor", mcert, check=False)
+    assert r.returncode == 1 and "not the AK's" in r.stderr, r.stderr
+    # the installed chain is unchanged by all of it
+    assert (t.data / "ak-chain.pem").read_bytes() == stored
+    t.stop()
+    other.stop()
+
+
+def test_credential_from_tpm2_makecredential_activates(tpmd, tmp_path):
+    """Cross-check of the format with tpm2-tools' own MakeCredential (tpm2_makecredential
+    --tcti none, OpenSSL in software): its blob for this TPM's EK and AK name, with a certificate
+    encrypted as trustme-pki does, installs through tpmd's ActivateCredential."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    info = tpmd.info()
+    (tmp_path / "ek.pem").write_bytes(info[164][0])
+    cred = os.urandom(32)
+    (tmp_path / "cred").write_bytes(cred)
+    out = tmp_path / "mc.out"
+    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+                    "-s", str(tmp_path / "cred"), "-n", info[4][0].hex(), "-o", str(out)],
+                   check=True, capture_output=True)
+    raw = out.read_bytes()
+    assert raw[:8] == bytes.fromhex("badcc0de00000001")
+    (blob_len,) = struct.unpack(">H", raw[8:10])
+    blob, secret = raw[8:10 + blob_len], raw[10 + blob_len:]
+    # a plain certificate for the AK (any CA will do for this check)
+    pw = tmp_path / "pass"
+    pw.write_text("test passphrase\n")
+    pki("init", tmp_path / "pki", "--passphrase-file", pw)
+    csr = tmp_path / "ak.csr"
+    csr.write_bytes(tpmd.ok(DEVICE_CSR, b"", CSR)[1][0])
+    pki("issue", "--pki", tmp_path / "pki", "--ca", "software", "--profile", "device", "--csr", csr,
+        "--out", tmp_path / "ak.pem", "--passphrase-file", pw)
+    der = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "ak.pem"), "-outform", "DER"],
+                         capture_output=True, check=True).stdout
+    iv = os.urandom(12)
+    enc = iv + AESGCM(cred).encrypt(iv, der, b"trustme-ak-certificate-v1")
+    bundle = pem_block("TRUSTME CREDENTIAL BLOB", blob) + pem_block("TRUSTME ENCRYPTED SECRET", secret) + \
+        pem_block("TRUSTME ENCRYPTED CERTIFICATE", enc)
+    tpmd.ok(CERT_INSTALL, field_bytes(1, bundle + (tmp_path / "pki/software-signing/sub-ca.pem").read_bytes()), OK)
+    assert (tpmd.data / "ak-chain.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    # a credential bound to another name does not activate
+    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+                    "-s", str(tmp_path / "cred"), "-n", "000b" + "00" * 32, "-o", str(out)],
+                   check=True, capture_output=True)
+    raw = out.read_bytes()
+    bad = pem_block("TRUSTME CREDENTIAL BLOB", raw[8:10 + blob_len]) + \
+        pem_block("TRUSTME ENCRYPTED SECRET", raw[10 + blob_len:]) + pem_block("TRUSTME ENCRYPTED CERTIFICATE", enc)
+    code, msg = tpmd.error(CERT_INSTALL, field_bytes(1, bad))
+    assert "ActivateCredential failed" in msg, msg
+
+
+def tpmd_ek_missing(t):
+    info = t.info()
+    return info.get(165, [b""])[0] == b"" and info[164][0].startswith(b"-----BEGIN PUBLIC KEY")
 
 
 # ---- the swtpm's life ------------------------------------------------------------------------------
@@ -620,6 +862,145 @@ def test_kill_restart_and_power_off(new_tpmd):
     assert swtpm_processes(t.base) == []
 
 
+def test_swtpm_killed_under_requests_tpmd_exits(new_tpmd):
+    """Issue 12 §5: with the swtpm killed under a running tpmd, every later call failed with
+    "Function called in the wrong order" until tpmd was killed. tpmd now exits with an error
+    (trustmed restarts it) and the next tpmd starts a new swtpm."""
+    import threading
+    t = new_tpmd().start()
+    host, port = t.attest_address()
+    swtpm = t.swtpm_pid()
+    stop = threading.Event()
+    answers = []
+
+    def flood():
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, port), timeout=5) as conn:
+                    answers.append(tcp_call(conn, attest_request(1, os.urandom(32))))
+            except (OSError, EOFError):
+                answers.append(None)
+                time.sleep(0.01)
+    threads = [threading.Thread(target=flood) for _ in range(3)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(0.3)
+        os.kill(swtpm, signal.SIGKILL)
+        t.proc.wait(timeout=10)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+    assert t.proc.returncode == 1
+    log = (t.base / "tpmd.log").read_text()
+    assert "the connection to the TPM broke" in log
+    assert sum(1 for a in answers if a and 11 in a) > 0
+    t.sock.close()
+    t.proc = None
+    # the next tpmd has a TPM again: a new swtpm, fresh PCRs
+    t.start()
+    assert t.swtpm_pid() != swtpm
+    assert t.get_log()[1][BOOT] == bytes(32)
+    t.stop()
+
+
+def test_swtpm_log_is_bounded(tpmd):
+    """Issue 12 §5: swtpm.log grew ~18 MB/min under a quote flood. swtpm logs only with
+    --swtpm-log (debugging)."""
+    host, port = tpmd.attest_address()
+    with socket.create_connection((host, port), timeout=10) as conn:
+        for i in range(300):
+            assert 11 in tcp_call(conn, attest_request(i, os.urandom(32)))
+    log = tpmd.run / "swtpm.log"
+    assert not log.exists() or log.stat().st_size < 4096
+
+
+def quote_works(t):
+    host, port = t.attest_address()
+    nonce = os.urandom(32)
+    with socket.create_connection((host, port), timeout=10) as conn:
+        resp = tcp_call(conn, attest_request(1, nonce))
+    assert 11 in resp, f"no quote: {parse(resp[10][0]) if 10 in resp else resp}"
+    check_quote(parse(resp[11][0]), nonce, [RUNTIME, BOOT])
+
+
+def test_da_lockout_does_not_stop_attestation(new_tpmd):
+    """Issue 12 §5: the AK was not noda, each unclean swtpm stop after a quote counted as a
+    dictionary-attack failure, and after three every quote failed with TPM_RC_LOCKOUT. The AK is
+    noda now, tpmd reports the DA state and clears it at start (empty lockout auth on swtpm)."""
+    t = new_tpmd().start()
+    quote_works(t)
+    for _ in range(3):
+        swtpm = t.swtpm_pid()
+        t.kill9()
+        os.kill(swtpm, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not process_gone(swtpm) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t.start()
+        quote_works(t)
+    info = t.info()
+    assert info[160] == [0] and info[161] == [0] and info[162][0] >= 1
+    # someone else's wrong passwords put the TPM into lockout: the next tpmd clears it
+    t.kill9()
+    tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
+    subprocess.run(["tpm2_createprimary", "-C", "o", "-p", "right", "-c", str(t.base / "p.ctx"),
+                    "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
+                    *tcti], check=True, capture_output=True)
+    for _ in range(4):
+        # no resource manager: flush what each tool leaves loaded
+        subprocess.run(["tpm2_flushcontext", "-t", *tcti], check=True, capture_output=True)
+        subprocess.run(["tpm2_flushcontext", "-s", *tcti], check=True, capture_output=True)
+        subprocess.run(["tpm2_create", "-C", str(t.base / "p.ctx"), "-P", "wrong",
+                        "-u", str(t.base / "k.pub"), "-r", str(t.base / "k.priv"), *tcti],
+                       capture_output=True)
+    out = subprocess.run(["tpm2_getcap", "properties-variable", *tcti], check=True,
+                         capture_output=True, text=True).stdout
+    assert " inLockout: 1" in " ".join(out.split()).replace(" inLockout: ", " inLockout: "), out
+    t.start()
+    assert t.ready.get(163) == [1] and t.ready[162][0] >= 1, t.ready
+    info = t.info()
+    assert info[160] == [0] and info[161] == [0]
+    assert "cleared the TPM's dictionary-attack failure count" in (t.base / "tpmd.log").read_text()
+    quote_works(t)
+    t.stop()
+
+
+BOOT_EVENTS = [("binary", "trustmed"), ("binary", "trustme-scd"), ("binary", "trustme-tpmd"),
+               ("device-config", "device.json")]
+
+
+def test_pre_extended_boot_pcr_gets_no_secret(new_tpmd):
+    """Issue 12 §5: root extends the boot PCR of a fresh TPM with the genuine layer's four digests,
+    then a modified trustmed's own measurement fails (or is never sent): the seal's PCR policy is
+    satisfied, but the log explains nothing of it. tpmd withholds the secret."""
+    t = new_tpmd().start()
+    events = [event(BOOT, typ, name, sha(name)) for typ, name in BOOT_EVENTS]
+    t.measure(*events)
+    secret = t.ok(STORAGE_SECRET, b"", SECRET)[1][0]
+    t.stop()                      # power off: the next start is a fresh TPM boot
+    t.start()
+    t.kill9()                     # the swtpm stays, with fresh PCRs
+    tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
+    for typ, name in BOOT_EVENTS:
+        subprocess.run(["tpm2_pcrextend", f"{BOOT}:sha256=" + event_digest(BOOT, typ, name, sha(name)).hex(),
+                        *tcti], check=True, capture_output=True)
+    t.start()
+    code, msg = t.error(STORAGE_SECRET)
+    assert code == 1 and "nothing has been measured" in msg, msg
+    # the genuine layer measuring itself now doubles the PCR: still no secret
+    t.measure(*events)
+    code, msg = t.error(STORAGE_SECRET)
+    assert code == 1 and "does not explain" in msg, msg
+    # a clean TPM boot with the genuine measurements gets it back
+    t.stop()
+    t.start()
+    t.measure(*events)
+    assert t.ok(STORAGE_SECRET, b"", SECRET)[1][0] == secret
+    t.stop()
+
+
 def test_runs_unprivileged_with_no_leftovers(new_tpmd):
     t = new_tpmd().start()
     st = os.stat(f"/proc/{t.swtpm_pid()}")
@@ -650,8 +1031,6 @@ def test_runs_unprivileged_with_no_leftovers(new_tpmd):
 
 # ---- the sealed secret and the counters, through tpmd ----------------------------------------------
 
-STORAGE_SECRET, RESEAL, COUNTER_GET, COUNTER_RAISE = 12, 13, 14, 15
-SECRET, COUNTER = 13, 14
 
 
 def test_storage_secret_and_counters(tpmd):

@@ -103,6 +103,11 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
         ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,digitalSignature"};
         ext[n++] = (typeof(ext[0])){NID_ext_key_usage, "codeSigning"};
         break;
+    case PROFILE_EK:
+        /* a TPM's endorsement key (ECC): it only agrees on keys, for credential activation */
+        ext[n++] = (typeof(ext[0])){NID_basic_constraints, "critical,CA:FALSE"};
+        ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,keyAgreement"};
+        break;
     case PROFILE_DEVICE:
         ext[n++] = (typeof(ext[0])){NID_basic_constraints, "critical,CA:FALSE"};
         ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,digitalSignature"};

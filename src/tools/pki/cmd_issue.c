@@ -50,7 +50,7 @@ static int read_csr(const char *path, X509_REQ **ret, tm_err *err)
 int cmd_issue(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA,
-           OPT_PASS, OPT_PIN, OPT_MOD };
+           OPT_PASS, OPT_PIN, OPT_MOD, OPT_EK_ANCHOR };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"ca", required_argument, NULL, OPT_CA},
@@ -63,11 +63,14 @@ int cmd_issue(int argc, char **argv)
         {"passphrase-file", required_argument, NULL, OPT_PASS},
         {"pin-file", required_argument, NULL, OPT_PIN},
         {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        {"ek-anchor", required_argument, NULL, OPT_EK_ANCHOR},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL, *ca_name = NULL, *csr_path = NULL, *out = NULL, *profile = NULL;
     const char *nb = NULL, *na = NULL;
     int days = 0;
+    const char *ek_anchors[8];
+    size_t n_ek_anchors = 0;
     _cleanup_(keyring_done) struct keyring kr = {0};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -86,6 +89,11 @@ int cmd_issue(int argc, char **argv)
         case OPT_PASS: kr.passphrase_file = optarg; break;
         case OPT_PIN: kr.pin_file = optarg; break;
         case OPT_MOD: kr.module = optarg; break;
+        case OPT_EK_ANCHOR:
+            if (n_ek_anchors == sizeof(ek_anchors) / sizeof(ek_anchors[0]))
+                return usage_error("issue", "at most 8 --ek-anchor");
+            ek_anchors[n_ek_anchors++] = optarg;
+            break;
         case 'h': pki_usage(stdout); return 0;
         default: return EXIT_USAGE;
         }
@@ -117,13 +125,42 @@ int cmd_issue(int argc, char **argv)
     if (not_after <= not_before)
         return usage_error("issue", "the validity must end after it begins");
 
+    /* An attestation key is certified only when it is proven to live in a TPM (issue 12 §3):
+     * an ordinary CSR, from a key anyone may hold, is refused. */
+    bool enroll = strcmp(ca_name, "device") == 0;
+    if (enroll && n_ek_anchors == 0)
+        return usage_error("issue", "--ca device needs --ek-anchor (the TPM manufacturer CA that "
+                           "certifies endorsement keys): attestation keys are certified only "
+                           "through credential activation");
+    if (!enroll && n_ek_anchors)
+        return usage_error("issue", "--ek-anchor is for --ca device only");
+
     tm_err err = {0};
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
     _cleanup_(X509_REQ_freep) X509_REQ *req = NULL;
     _cleanup_(X509_freep) X509 *ca_cert = NULL, *cert = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *ca_key = NULL;
+    _cleanup_(enroll_bundle_free) struct enroll_bundle bundle = {0};
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *anchors = sk_X509_new_null();
     int r;
-    if ((r = read_csr(csr_path, &req, &err)) < 0 || (r = pki_open(pki_dir, &p, &err)) < 0 ||
+    if (!anchors)
+        return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
+    if (enroll) {
+        for (size_t i = 0; i < n_ek_anchors; i++) {
+            X509 *a = NULL;
+            if ((r = pem_read_cert(ek_anchors[i], &a, &err)) < 0)
+                return verb_fail("issue", &err);
+            if (!sk_X509_push(anchors, a)) {
+                X509_free(a);
+                return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
+            }
+        }
+        if ((r = enroll_read_bundle(csr_path, &bundle, &err)) < 0 ||
+            (r = enroll_check(&bundle, anchors, &err)) < 0)
+            return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
+        req = steal_ptr(bundle.csr);
+    }
+    if ((!req && (r = read_csr(csr_path, &req, &err)) < 0) || (r = pki_open(pki_dir, &p, &err)) < 0 ||
         (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 ||
         (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
         return verb_fail("issue", &err);
@@ -141,12 +178,15 @@ int cmd_issue(int argc, char **argv)
         return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
     /* the record first: a certificate that exists is always in pki.json */
     if ((r = cert_make(&spec, &cert, &err)) < 0 || (r = pki_record_issued(&p, ca, cert, &err)) < 0 ||
-        (r = pki_save(&p, &err)) < 0 || (r = pem_write_cert(mem, cert, &err)) < 0 ||
+        (r = pki_save(&p, &err)) < 0 ||
+        (r = enroll ? enroll_write(mem, bundle.ek, bundle.ak_name, cert, &err)
+                    : pem_write_cert(mem, cert, &err)) < 0 ||
         (r = bio_write_atomic(mem, out, 0644, &err)) < 0)
         return verb_fail("issue", &err);
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
-    printf("%s: %s issued by %s (%s profile)\n", out, subject, ca->name,
-           prof == PROFILE_DEVICE ? "device" : "signing");
+    printf("%s: %s issued by %s (%s profile)%s\n", out, subject, ca->name,
+           prof == PROFILE_DEVICE ? "device" : "signing",
+           enroll ? ", encrypted to the TPM's EK for credential activation" : "");
     return 0;
 }

@@ -32,9 +32,19 @@ void pki_usage(FILE *out)
         "      codeSigning; with CRLs, every CA of the chain needs one).\n"
         "\n"
         "  issue --pki DIR --ca software|guestos|device --csr CSR.pem --out CERT.pem\n"
-        "           [--profile signing|device] [--days N | --not-before T --not-after T]\n"
+        "           [--ek-anchor MANUFACTURER.pem ...] [--profile signing|device]\n"
+        "           [--days N | --not-before T --not-after T]\n"
         "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
         "      Issue a certificate for a CSR (T is YYYYMMDDHHMMSSZ, UTC; default 365 days).\n"
+        "      --ca device: CSR.pem is `trustme device csr`'s bundle; its EK certificate must\n"
+        "      chain to an --ek-anchor (required), its AK must be a TPM attestation key, and\n"
+        "      CERT.pem is the certificate encrypted under a credential only that TPM can\n"
+        "      activate (TPM2_MakeCredential to the EK, bound to the AK's name).\n"
+        "\n"
+        "  ek-cert --ek EK.pem --key KEY --cert CA.pem --out EKCERT.pem [--cn NAME] [--days N]\n"
+        "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
+        "      As a TPM manufacturer CA (KEY, CA.pem): certify an endorsement key (EK.pem, the\n"
+        "      ek_public_pem of `trustme device info --json`) for an embedded swtpm.\n"
         "\n"
         "  revoke --pki DIR CERT.pem [--reason REASON] [--days N] [secret options]\n"
         "      Revoke a certificate issued by one of the PKI's CAs and renew that CA's CRL.\n"
@@ -96,7 +106,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } verbs[] = {{"init", cmd_init},     {"sign", cmd_sign},     {"verify", cmd_verify},
                  {"issue", cmd_issue},   {"revoke", cmd_revoke}, {"crl", cmd_crl},
-                 {"rim", cmd_rim}};
+                 {"rim", cmd_rim},       {"ek-cert", cmd_ek_cert}};
     if (argc < 2) {
         pki_usage(stderr);
         return EXIT_USAGE;

@@ -27,6 +27,36 @@ OSSL_DEFINE_FREEP(ASN1_INTEGER, ASN1_INTEGER_free)
 OSSL_DEFINE_FREEP(ASN1_TIME, ASN1_TIME_free)
 OSSL_DEFINE_FREEP(BIGNUM, BN_free)
 
+/* --- AK enrollment through credential activation (enroll.c, docs/ATTESTATION.md) --- */
+
+#include <tss2/tss2_tpm2_types.h>
+
+struct enroll_bundle {
+    X509_REQ *csr;
+    TPMT_PUBLIC ak_public;
+    uint8_t ak_public_raw[sizeof(TPMT_PUBLIC)];
+    size_t ak_public_len;
+    STACK_OF(X509) *ek_chain;  /* the EK certificate first */
+    EVP_PKEY *ek;              /* after enroll_check: the EK (the certificate's key) */
+    uint8_t ak_name[34];       /* after enroll_check: 000b || SHA-256(TPMT_PUBLIC) */
+};
+/* `trustme device csr`'s output: the CSR, the AK's TPMT_PUBLIC, the EK certificate chain. A
+ * bundle without the last two (an ordinary CSR) is refused: no proof of a TPM. */
+int enroll_read_bundle(const char *path, struct enroll_bundle *b, tm_err *err);
+void enroll_bundle_free(struct enroll_bundle *b);
+/* The EK certificate chains to one of anchors and is for an ECC P-256 key; the AK is fixedTPM
+ * fixedParent sensitiveDataOrigin restricted sign (not decrypt) ECC P-256 with nameAlg SHA-256;
+ * the CSR's self-signature verifies and its key is the AK's. Sets b->ek and b->ak_name. */
+int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, tm_err *err);
+/* TPM2_MakeCredential in software for an ECC P-256 EK (template L-2: SHA-256, AES-128-CFB):
+ * blob (TPM2B_ID_OBJECT, <= 128 bytes) and secret (TPM2B_ENCRYPTED_SECRET, <= 128 bytes),
+ * TPM-marshalled. */
+int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_t cred[32],
+                           uint8_t *blob, size_t *blob_len, uint8_t *secret, size_t *secret_len,
+                           tm_err *err);
+/* Write cert encrypted under a fresh credential made for ek and ak_name, as PEM blocks. */
+int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, tm_err *err);
+
 /* --- algorithms (keys.c) --- */
 
 enum pki_alg { PKI_ALG_ECDSA_P256 = 1, PKI_ALG_RSA_PSS_3072 = 2 };
@@ -110,7 +140,7 @@ void keyring_done(struct keyring *kr);
 
 /* --- certificates and CRLs (cert.c) --- */
 
-enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE };
+enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK };
 
 struct cert_spec {
     const X509_NAME *subject;
@@ -206,6 +236,7 @@ int cmd_issue(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_crl(int argc, char **argv);
 int cmd_rim(int argc, char **argv);
+int cmd_ek_cert(int argc, char **argv);
 
 void pki_usage(FILE *out);
 /* Print "trustme-pki: <verb>: <message>" to stderr; returns 1 (the failure exit code). */

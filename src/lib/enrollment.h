@@ -1,0 +1,18 @@
+/* The AK enrollment bundle formats shared by trustme-tpmd and trustme-pki (docs/ATTESTATION.md
+ * "Enrollment"). All are PEM blocks in one text file. */
+#pragma once
+
+/* In `trustme device csr`'s output, after the CERTIFICATE REQUEST: the AK's TPMT_PUBLIC
+ * (TPM-marshalled), then the EK's certificate chain (CERTIFICATE blocks, leaf first). */
+#define ENROLL_PEM_AK_PUBLIC "TRUSTME AK PUBLIC"
+/* In `trustme-pki issue --ca device`'s output: TPM2_MakeCredential's credentialBlob
+ * (TPM2B_ID_OBJECT) and secret (TPM2B_ENCRYPTED_SECRET), both TPM-marshalled, and the AK
+ * certificate (DER) encrypted with AES-256-GCM under the 32-byte credential: a 12-byte IV, the
+ * ciphertext, the 16-byte tag; ENROLL_AAD as additional data. */
+#define ENROLL_PEM_CREDENTIAL "TRUSTME CREDENTIAL BLOB"
+#define ENROLL_PEM_SECRET "TRUSTME ENCRYPTED SECRET"
+#define ENROLL_PEM_CERT "TRUSTME ENCRYPTED CERTIFICATE"
+#define ENROLL_AAD "trustme-ak-certificate-v1"
+#define ENROLL_CREDENTIAL_LEN 32
+#define ENROLL_IV_LEN 12
+#define ENROLL_TAG_LEN 16
