@@ -203,7 +203,7 @@ void tpmd_scd_gone(struct daemon *d)
 
 /* ---- the anchor table ------------------------------------------------------------------------ */
 
-#define ANCHOR_CALL_MAX 256
+#define ANCHOR_CALL_MAX 64
 
 static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
                        const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
@@ -211,7 +211,7 @@ static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, si
 {
     if (n_set > ANCHOR_CALL_MAX || n_get > ANCHOR_CALL_MAX)
         return tm_err_set(err, E2BIG, "at most %d anchor entries in one call", ANCHOR_CALL_MAX);
-    Trustme__Tpmd__AnchorEntry ev[n_set + 1], *evp[n_set + 1];
+    Trustme__Tpmd__AnchorEntry ev[ANCHOR_CALL_MAX], *evp[ANCHOR_CALL_MAX];
     for (size_t i = 0; i < n_set; i++) {
         trustme__tpmd__anchor_entry__init(&ev[i]);
         ev[i].name = (char *)set[i].name;

@@ -53,7 +53,7 @@ struct tpmd_anchor_entry {
     size_t len;
     bool remove;
 };
-/* Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
+/* At most 64 names (and 64 changes) per call. Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
  * entries that exist, in the order asked, and the table's version. A missing, older or edited
  * table: err with ENOENT, ESTALE or EBADMSG and the reason (fail closed). */
 int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
