@@ -26,6 +26,7 @@
 #include "scd_client.h"
 #include "service.h"
 #include "spawn.h"
+#include "tokens.h"
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
 #define TPMD_REQUEST_MAX (64u * 1024)
@@ -264,7 +265,11 @@ const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp
 static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err,
                             void *userdata)
 {
-    if (!err || !resp)
+    if (!err) {
+        tokens_refresh_anchors(d);
+        return;
+    }
+    if (!resp)
         return;
     log_error("the TPM-anchored state is unavailable: %s", err->msg);
     daemon_audit(d, "tpm.anchor", "fail", NULL, "trustmed", "%s", err->msg);
