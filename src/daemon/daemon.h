@@ -121,6 +121,7 @@ struct daemon {
     struct {
         char user[64];
         char binary[PATH_MAX];
+        char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
     } tpmd_opts;
     /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
     struct {

@@ -289,12 +289,25 @@ int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *p
     return 0;
 }
 
+/* device.json tpm.require_hardware on an emulated TPM: no encrypted container at all. */
+static int check_hardware(const struct container *c, tm_err *err)
+{
+    if (!c->d->device.tpm_require_hardware || !tpmd_emulated(c->d))
+        return 0;
+    return tm_err_set(err, EPERM, "%s: its data is encrypted, and device.json sets "
+                      "tpm.require_hardware, but the TPM is an emulator (%s): refused",
+                      c->cfg->name, c->d->device.tpm_tcti);
+}
+
 int tokens_check_start(const struct container *c, bool have_pin, bool *pin_required, tm_err *err)
 {
     *pin_required = false;
     if (!container_encrypted(c))
         return 0;
     const char *name = c->cfg->name;
+    int r = check_hardware(c, err);
+    if (r < 0)
+        return r;
     if (c->token_busy)
         return tm_err_set(err, EBUSY, "%s: another operation on its token is under way; try again", name);
     if (c->token.known && !c->token.paired)
@@ -322,11 +335,14 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
     if (!pin)
         return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it",
                           c->cfg->name);
+    int r = check_hardware(c, err);
+    if (r < 0)
+        return r;
     struct token_op *op = op_new(c, OP_KEY, NULL, 0);
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->key_done = done;
-    int r = keep(pin, &op->pin, err);
+    r = keep(pin, &op->pin, err);
     if (r < 0 || (r = begin(c->d, op, c, err)) < 0) {
         op_free(op);
         return r;
@@ -1054,6 +1070,10 @@ void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
         return;
     }
     tm_err err = {0};
+    if (check_hardware(c, &err) < 0) {
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
+    }
     /* A PKCS#11 token's first PIN is the one it has: the policy is for PINs chosen here. */
     bool chosen = rq->has_old_pin || c->cfg->token.kind != TOKEN_KIND_PKCS11;
     if (chosen && tokens_check_pin_policy(c->d, &rq->new_pin, "new PIN", &err) < 0) {
@@ -1137,6 +1157,8 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->token = (char *)token_kind_name(c->cfg->token.kind);
     if (!container_encrypted(c))
         return;
+    enc->has_tpm_emulated = true;
+    enc->tpm_emulated = tpmd_emulated(c->d);
     enc->has_key_created = enc->has_status_known = true;
     enc->key_created = c->key_stored;
     enc->status_known = c->token.known;

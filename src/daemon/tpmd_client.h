@@ -41,6 +41,10 @@ struct tm_event_item {
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
                  void *userdata, tm_err *err);
 
+/* The TPM is an emulator (the embedded swtpm, or a swtpm/mssim TCTI): the device binding of
+ * encrypted containers has no hardware root (docs/STORAGE.md "The embedded TPM"). */
+bool tpmd_emulated(const struct daemon *d);
+
 /* Why containers cannot get their keys now, or NULL when the device secret reached scd. */
 const char *tpmd_secret_problem(const struct daemon *d);
 

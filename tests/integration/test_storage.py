@@ -769,3 +769,54 @@ def test_restored_copies_after_wipe_are_useless(sdaemon):
     r = start(d, "ow", check=False)
     assert r.returncode != 0 and "wiped" in r.stderr, r.stderr
     assert_nothing_mounted(d, "ow")
+
+
+def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
+    """§3: with the embedded swtpm the device binding is emulated, and trustme says so (log,
+    device info, list, state). Its state lives outside the data dir: a copy of the data dir
+    alone, started on another path, opens nothing; a copy that takes the emulator's state along
+    is this device (the honest limit of an emulator); with tpm.require_hardware encrypted
+    containers are refused outright."""
+    import json as js
+    d = make_daemon(extra_args=KDF)
+    create_paired(d, "em")
+    start(d, "em")
+    d.cli("stop", "--kill", "em")
+    info = js.loads(d.cli("device", "info", "--json").stdout)
+    assert info["emulated"] is True and info["require_hardware"] is False
+    assert info["swtpm_state_dir"] == str(d.base / "swtpm-state")
+    assert "EMULATED" in d.cli("device", "info").stdout
+    assert "emulated-tpm" in d.cli("list").stdout
+    assert enc(d, "em")["tpm_emulated"] is True
+    assert "device binding:  EMULATED" in d.cli("state", "em").stdout
+    assert "the device binding of encrypted containers is emulated" in d.log()
+    assert not (d.data_dir / "tpm/swtpm").exists(), "the emulator's state is in the data dir"
+    assert (d.base / "swtpm-state/swtpm").is_dir()
+    d.stop()
+
+    e = make_daemon(extra_args=KDF, start=False)
+    subprocess.run(["cp", "-a", str(d.data_dir), str(e.data_dir)], check=True)
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0, "a copy of the data dir alone opened a container"
+    e.stop()
+
+    shutil.rmtree(e.base / "swtpm-state", ignore_errors=True)
+    subprocess.run(["cp", "-a", str(d.base / "swtpm-state"), str(e.base / "swtpm-state")],
+                   check=True)
+    e.start()
+    start(e, "em")  # the copy with the emulator's state is this device: documented, not hidden
+    e.cli("stop", "--kill", "em")
+    e.stop()
+
+    device = e.data_dir / "device.json"
+    config = js.loads(device.read_text())
+    config["tpm"]["require_hardware"] = True
+    device.write_text(js.dumps(config) + "\n")
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
+    assert "encrypted containers are refused" in e.cli("device", "info").stdout
+    e.create("nw", token={"type": "soft"})
+    r = e.cli("change-pin", "--pin-file", pin_file(e, PIN, PUK), "nw", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
