@@ -198,9 +198,21 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     /* Pair now if someone can give the PIN; a script without --pin-file pairs later. */
     if (info_encrypted(info) && (pin_file || isatty(STDIN_FILENO))) {
         r = pair_token(cli, info, pin_file);
-        if (r)
-            fprintf(stderr, "trustme: %s was created, but has no PIN yet: set one with "
-                    "'trustme change-pin %s'\n", info->name, info->name);
+        if (r) {
+            /* Given a PIN to set, create is all or nothing: a refused PIN (policy, a CRLF pin
+             * file) leaves no unpaired container behind. */
+            Trustme__ContainerRef ref;
+            Trustme__Request rm;
+            Trustme__Response *rresp = NULL;
+            container_request(&rm, &ref, TRUSTME__REQUEST__BODY_REMOVE, info->uuid);
+            if (cli_call(cli, &rm, &rresp) == 0) {
+                trustme__response__free_unpacked(rresp, NULL);
+                fprintf(stderr, "trustme: %s was not created: its PIN was not set\n", info->name);
+            } else {
+                fprintf(stderr, "trustme: %s was created, but has no PIN yet: set one with "
+                        "'trustme change-pin %s'\n", info->name, info->name);
+            }
+        }
     } else if (info_encrypted(info) && !cli->json) {
         printf("its data will be encrypted: set its PIN with 'trustme change-pin %s' before "
                "starting it\n", info->name);

@@ -24,6 +24,7 @@
 #include "guestos.h"
 #include "guestos_install.h"
 #include "log.h"
+#include "secmem.h"
 #include "net.h"
 #include "modules/ctlsock.h"
 #include "modules/seccomp_filter.h"
@@ -435,6 +436,7 @@ int main(int argc, char **argv)
         return 1;
     }
     umask(077);
+    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
     d.loop = tm_loop_new();
     tm_err err = {0};
     if (!d.loop || init_daemon(&d, &err) < 0) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "secmem.h"
 #include "server.h"
 #include "token.h"
 #include "version.h"
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
     /* A vanished trustmed must not kill us in the middle of writing a tries file. */
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
     if (fcntl(3, F_GETFD) < 0) {
         log_error("no socket to trustmed on fd 3 (scd is started by trustmed)");
         return 2;

@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "fileio.h"
 #include "log.h"
+#include "secmem.h"
 #include "server.h"
 #include "tpmd.h"
 #include "version.h"
@@ -253,6 +254,7 @@ int main(int argc, char **argv)
     /* A vanished trustmed or verifier must not kill us in the middle of a write. */
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
     if (fcntl(3, F_GETFD) < 0) {
         log_error("no socket to trustmed on fd 3 (tpmd is started by trustmed)");
         return 2;

@@ -820,3 +820,131 @@ def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
     e.create("nw", token={"type": "soft"})
     r = e.cli("change-pin", "--pin-file", pin_file(e, PIN, PUK), "nw", check=False)
     assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
+
+
+# ---- §5: PIN policy, secrets in memory, core dumps ------------------------------------------
+
+def test_pin_policy_refusals(sdaemon):
+    d = sdaemon
+    d.create("pp", token={"type": "soft"})
+    cases = [
+        (b"0000\n" + PUK.encode() + b"\n", "trivial"),
+        (b"1234\n" + PUK.encode() + b"\n", "trivial"),
+        (b"    \n" + PUK.encode() + b"\n", "whitespace"),
+        (b"\xff\xfe\xfd\xfc\n" + PUK.encode() + b"\n", "UTF-8"),
+        (b"12\n" + PUK.encode() + b"\n", "at least 4"),
+    ]
+    for data, why in cases:
+        path = d.base / f"pins-{time.monotonic_ns()}"
+        path.write_bytes(data)
+        r = d.cli("change-pin", "--pin-file", path, "pp", check=False)
+        assert r.returncode != 0 and why in r.stderr, (data, r.stderr)
+        assert enc(d, "pp")["paired"] is False
+    # a PIN file with CRLF line endings: the line ending is stripped, not made part of the PIN
+    path = d.base / "pins-crlf"
+    path.write_bytes(b"7391\r\n" + PUK.encode() + b"\r\n")
+    d.cli("change-pin", "--pin-file", path, "pp")
+    start(d, "pp", pin="7391")
+    d.cli("stop", "--kill", "pp")
+    # refused at create: nothing is left behind
+    cfg = d.configs / "pc.json"
+    cfg.write_text(f'{{"name":"pc","rootfs":{{"path":"{d.rootfs}"}},"token":{{"type":"soft"}}}}')
+    r = d.cli("create", "--pin-file", pin_file(d, "1111", PUK), cfg, check=False)
+    assert r.returncode != 0 and "trivial" in r.stderr and "not created" in r.stderr, r.stderr
+    assert "pc" not in [c["name"] for c in d.containers()]
+    assert list((d.data_dir / "containers").glob("*")) == [
+        container_dir(d, "pp")], "a refused create left a container directory"
+
+
+def test_pin_policy_is_configurable(make_daemon):
+    from conftest import DEV_DEVICE_JSON
+    import json as js
+    d = make_daemon(extra_args=KDF, start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    config = js.loads(DEV_DEVICE_JSON)
+    config["pin"] = {"min_length": 6, "allow_trivial": True}
+    (d.data_dir / "device.json").write_text(js.dumps(config) + "\n")
+    d.start()
+    d.create("pq", token={"type": "soft"})
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "73915", PUK), "pq", check=False)
+    assert r.returncode != 0 and "at least 6" in r.stderr, r.stderr
+    d.cli("change-pin", "--pin-file", pin_file(d, "111111", PUK), "pq")  # trivial allowed here
+
+
+def process_memory_contains(pid, needles):
+    """Search every readable mapping of pid for the needles (bytes); returns those found."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            if "r" not in perms:
+                continue
+            start_, end_ = (int(x, 16) for x in addr.split("-"))
+            try:
+                mem.seek(start_)
+                data = mem.read(end_ - start_)
+            except (OSError, OverflowError, ValueError):
+                continue
+            found.update(n for n in needles if n in data)
+    return found
+
+
+def test_pins_and_puks_are_not_left_in_trustmeds_memory(sdaemon):
+    """The PUK and PIN of a request are wiped from every copy trustmed made (the frame read on
+    its stack, the unpacked request, the copies kept across the round trips to tpmd)."""
+    d = sdaemon
+    pin, puk = "Pn-4f8e2a91", "Pk-93b1c7d0e5"
+    create_paired(d, "mem", pin=pin, puk=puk)
+    start(d, "mem", pin=pin)
+    d.cli("stop", "--kill", "mem")
+    d.cli("change-pin", "--pin-file", pin_file(d, pin, pin + "x"), "mem")
+    d.cli("list")
+    found = process_memory_contains(d.proc.pid, [pin.encode(), puk.encode()])
+    assert found == set(), f"trustmed's memory still holds {found}"
+
+
+def helper_pid(d, comm):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == d.proc.pid and stat.split("(", 1)[1].startswith(comm[:15] + ")"):
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def test_a_crash_leaves_no_core(make_daemon, tmp_path):
+    """trustmed, scd and tpmd hold keys and PINs: not dumpable and a core limit of 0, so
+    SIGSEGV or SIGABRT writes no core even where the limit would allow one."""
+    import resource
+    cwd = os.getcwd()
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    where = tmp_path / "cores"
+    where.mkdir()
+    where.chmod(0o1777)
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    os.chdir(where)
+    try:
+        d = make_daemon(extra_args=KDF)
+        scd = d.scd_pid()
+        tpmd = wait_for(lambda: helper_pid(d, "trustme-tpmd"), what="tpmd")
+        for pid in (d.proc.pid, scd, tpmd):
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            line = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
+            assert line.split()[4:6] == ["0", "0"], (pid, line)
+        # not dumpable: /proc/PID/status belongs to root even for the helpers' own users
+        assert os.stat(f"/proc/{scd}/status").st_uid == 0
+        assert os.stat(f"/proc/{tpmd}/status").st_uid == 0
+        os.kill(tpmd, signal.SIGSEGV)
+        wait_for(lambda: helper_pid(d, "trustme-tpmd") not in (None, tpmd), what="tpmd again")
+        os.kill(d.proc.pid, signal.SIGABRT)
+        d.proc.wait(timeout=30)
+        time.sleep(0.5)
+        assert [p.name for p in where.iterdir()] == [], "a crash left a core"
+    finally:
+        os.chdir(cwd)
+        resource.setrlimit(resource.RLIMIT_CORE, old)
