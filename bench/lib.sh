@@ -82,7 +82,8 @@ start_trustmed() {
     mkdir -p "$w/data" "$w/run"
     TMD_RUN=$w/run
     "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
-        --scd-binary "$TRUSTME_SCD" --log-level warn "$@" </dev/null >>"$w/trustmed.log" 2>&1 &
+        --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$w/swtpm" --log-level warn "$@" \
+        </dev/null >>"$w/trustmed.log" 2>&1 &
     TMD_PID=$!
     for _ in $(seq 100); do
         [ -S "$w/run/control.sock" ] && "$TRUSTME" --run-dir "$w/run" list >/dev/null 2>&1 && return 0

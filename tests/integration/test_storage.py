@@ -948,3 +948,24 @@ def test_a_crash_leaves_no_core(make_daemon, tmp_path):
     finally:
         os.chdir(cwd)
         resource.setrlimit(resource.RLIMIT_CORE, old)
+
+
+def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
+    """§5: from inside a container, neither the loop devices' backing files (other containers'
+    data images, by UUID) nor /proc/mounts (the overlay's options) show host paths."""
+    d = sdaemon
+    create_paired(d, "hp1")
+    create_paired(d, "hp2")
+    start(d, "hp1")
+    start(d, "hp2")
+    host = str(d.base)
+    uuids = [d.state(n)["uuid"] for n in ("hp1", "hp2")]
+    for name in ("hp1", "hp2"):
+        r = d.sh(name, "cat /sys/block/loop*/loop/backing_file "
+                       "/sys/devices/virtual/block/loop*/loop/backing_file 2>/dev/null; true")
+        assert host not in r.stdout and not any(u in r.stdout for u in uuids), r.stdout
+        for view in ("/proc/mounts", "/proc/self/mountinfo"):
+            text = d.sh(name, f"cat {view}").stdout
+            assert host not in text and not any(u in text for u in uuids), text
+    d.cli("stop", "--kill", "hp1")
+    d.cli("stop", "--kill", "hp2")
