@@ -17,6 +17,7 @@ need_root() { [ "$(id -u)" = 0 ] || die "run as root (containers, mounts and cgr
 # that fact KEY VALUE appends to (sourced later by run-all.sh).
 bench_dirs() {
     W=$(mktemp -d "/tmp/trustme-bench-$1.XXXXXX")
+    chmod 711 "$W" # trustme-tpmd's user must reach its dirs below (trustmed checks)
     OUT=$2
     [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX)
     mkdir -p "$OUT"

@@ -127,6 +127,8 @@ printf '%s\n' "$PIN" >"$W/pin"
 chmod 600 "$W/pair" "$W/pin"
 
 log "starting trustmed (cgroup parent $CG_PARENT)"
+mkdir -p "$W/tm/data"
+echo '{"policy": {"allow_unsigned": true}}' >"$W/tm/data/device.json" # a development rootfs
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
 # NAME INIT DATA_MB TOKEN_JSON: writes and creates a container config.
 make_container() {

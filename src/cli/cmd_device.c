@@ -453,7 +453,7 @@ static int read_recovery_key(const char *path, struct secret **ret)
         if (n == 0 || (got += (size_t)n) > KEY_FILE_MAX)
             break;
     }
-    const char *hint = "it must hold the recovery key as tpmd wrote it to <data>/tpm/recovery-key: "
+    const char *hint = "it must hold the recovery key as tpmd wrote it to <run>/tpm/recovery-key: "
                        "64 hexadecimal digits on the first line";
     if (got > KEY_FILE_MAX)
         return cli_fail("%s is too large for a recovery key file; %s", path, hint);

@@ -122,6 +122,7 @@ struct daemon {
         char user[64];
         char binary[PATH_MAX];
         char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
+        char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
     } tpmd_opts;
     /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
     struct {

@@ -61,6 +61,10 @@ static void usage(FILE *out)
             "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
             "                       copy of it does not carry the TPM along (default\n"
             "                       /var/lib/trustme-swtpm; docs/STORAGE.md \"The embedded TPM\")\n"
+            "  --recovery-key-file PATH  where the recovery key is written when the device\n"
+            "                       secret is first sealed (a directory the TPM service's user\n"
+            "                       can write); default RUN-DIR/tpm/recovery-key, a tmpfs: it is\n"
+            "                       never kept in the data dir (docs/ATTESTATION.md)\n"
             "  --log-level LEVEL    error, warn, info or debug (default info)\n"
             "  --syslog             log to syslog instead of stderr\n"
             "  --version            print the version\n"
@@ -160,7 +164,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
 {
     enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION, OPT_SCD_USER,
            OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF, OPT_TPMD_USER, OPT_TPMD_BINARY,
-           OPT_SWTPM_STATE };
+           OPT_SWTPM_STATE, OPT_RECOVERY_KEY };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
@@ -172,6 +176,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
         {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
         {"swtpm-state-dir", required_argument, NULL, OPT_SWTPM_STATE},
+        {"recovery-key-file", required_argument, NULL, OPT_RECOVERY_KEY},
         {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
     snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "trustme-tpm");
@@ -210,6 +215,15 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
         case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
         case OPT_TPMD_USER: snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "%s", optarg); break;
+        case OPT_RECOVERY_KEY:
+            if (optarg[0] != '/' || strlen(optarg) > 200) {
+                fprintf(stderr, "trustmed: --recovery-key-file must be an absolute path of at "
+                        "most 200 bytes\n");
+                return -1;
+            }
+            snprintf(d->tpmd_opts.recovery_key_file, sizeof(d->tpmd_opts.recovery_key_file), "%s",
+                     optarg);
+            break;
         case OPT_SWTPM_STATE:
             if (optarg[0] != '/' || strlen(optarg) > 200) {
                 fprintf(stderr, "trustmed: --swtpm-state-dir must be an absolute path of at most "

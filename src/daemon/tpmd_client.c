@@ -40,6 +40,7 @@ struct tpmd_ctx {
     char data_dir[PATH_MAX]; /* <data>/tpm */
     char run_dir[PATH_MAX];  /* <run>/tpm */
     char swtpm_state[PATH_MAX];
+    char recovery_out[PATH_MAX];
     uid_t uid;
     gid_t gid;
     gid_t groups[TPMD_MAX_GROUPS];
@@ -77,7 +78,7 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
                     (char *)c->run_dir, "--tcti", (char *)c->tcti, "--attest-address",
                     (char *)c->attest_address, "--boot-pcr", boot, "--runtime-pcr", runtime,
                     "--log-level", (char *)c->log_level, "--swtpm-state", (char *)c->swtpm_state,
-                    NULL};
+                    "--recovery-key-out", (char *)c->recovery_out, NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM. */
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     fexecve(fds[1], argv, envp);
@@ -153,7 +154,7 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
     if (sec->has_created && sec->created)
         log_warn("device storage secret created and sealed to the boot state; its recovery key "
                  "is in %s: move it off the device (docs/ATTESTATION.md)",
-                 sec->recovery_key_path ? sec->recovery_key_path : "tpmd's data dir");
+                 sec->recovery_key_path ? sec->recovery_key_path : "tpmd's run dir");
     d->tpm.secret_problem[0] = '\0';
     /* The bytes stay in the response, which lives in locked memory and is wiped when freed;
      * the request to scd is packed into locked memory as well (packet.h). */
@@ -429,6 +430,10 @@ int tpmd_start(struct daemon *d, tm_err *err)
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
     snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->tpmd_opts.swtpm_state);
+    if (d->tpmd_opts.recovery_key_file[0])
+        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s", d->tpmd_opts.recovery_key_file);
+    else
+        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s/recovery-key", c.run_dir);
     snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
     snprintf(c.attest_address, sizeof(c.attest_address), "%s", d->device.attest_address);
     snprintf(c.log_level, sizeof(c.log_level), "%s", d->log_level ? d->log_level : "info");

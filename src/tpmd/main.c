@@ -41,6 +41,8 @@ static void usage(FILE *out)
             "  --tcti STR|embedded     the TPM as a tpm2-tss TCTI string (device:/dev/tpmrm0,\n"
             "                          swtpm:path=SOCK); embedded (default): run an swtpm of our own\n"
             "  --swtpm PATH            the swtpm binary for the embedded TPM (default: swtpm on PATH)\n"
+            "  --recovery-key-out PATH where the recovery key goes when the device secret is first\n"
+            "                          sealed (default: RUN-DIR/recovery-key); never the data dir\n"
             "  --swtpm-state DIR       the embedded TPM's state goes to DIR/swtpm (default: the data\n"
             "                          dir); a state left in DATA-DIR/swtpm is moved there\n"
             "  --attest-address H:P    the attestation endpoint (default %s; port 0: any)\n"
@@ -63,7 +65,7 @@ static int parse_pcr(const char *s, uint32_t *ret)
 }
 
 struct options {
-    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state;
+    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state, *recovery_out;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
 };
@@ -71,7 +73,7 @@ struct options {
 static int parse_args(int argc, char **argv, struct options *o)
 {
     enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
-           OPT_SWTPM_STATE };
+           OPT_SWTPM_STATE, OPT_RECOVERY_OUT };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
@@ -80,6 +82,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
         {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
+        {"recovery-key-out", required_argument, NULL, OPT_RECOVERY_OUT},
         {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
                           .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
@@ -92,6 +95,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_TCTI: o->tcti = optarg; break;
         case OPT_SWTPM: o->swtpm = optarg; break;
         case OPT_SWTPM_STATE: o->swtpm_state = optarg; break;
+        case OPT_RECOVERY_OUT: o->recovery_out = optarg; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
@@ -225,7 +229,13 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||
         (r = load_chain(d, err)) < 0)
         return r;
+    char moved[PATH_MAX];
     tm_err aerr = {0};
+    /* A recovery key left in the data dir (a crash after the first seal, or an older trustme). */
+    if (recovery_key_move(d, moved, sizeof(moved), &aerr) < 0)
+        log_error("%s", aerr.msg);
+    else if (moved[0])
+        log_warn("moved the recovery key out of the data dir to %s: move it off the device", moved);
     if (anchor_load(d->tpm.esys, d->data_dir, &d->anchor, &aerr) < 0)
         log_error("anchor table refused (every anchored value is unavailable): %s", aerr.msg);
     if (!(d->loop = tm_loop_new()))
@@ -261,7 +271,10 @@ int main(int argc, char **argv)
     }
     /* fd 3 came without close-on-exec; no child (swtpm) may inherit it. */
     fcntl(3, F_SETFD, FD_CLOEXEC);
+    char recovery_out[PATH_MAX];
+    snprintf(recovery_out, sizeof(recovery_out), "%s/recovery-key", o.run_dir);
     struct tpmd d = {.data_dir = o.data_dir, .run_dir = o.run_dir, .boot_pcr = o.boot_pcr,
+                     .recovery_out = o.recovery_out ? o.recovery_out : recovery_out,
                      .runtime_pcr = o.runtime_pcr, .link_fd = 3,
                      .embedded = strcmp(o.tcti, "embedded") == 0, .tcti = o.tcti};
     tm_err err = {0};

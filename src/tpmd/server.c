@@ -7,6 +7,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include "proto.h"
 #include "quote.h"
 #include "seal.h"
+#include "secmem.h"
 #include "tpmd.pb-c.h"
 
 #define COUNTER_NAME_MAX 63
@@ -153,6 +156,49 @@ static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool
     return send_response(d, id, &resp, err);
 }
 
+int recovery_key_move(struct tpmd *d, char *ret_path, size_t size, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/recovery-key", d->data_dir);
+    if (ret_path && size)
+        ret_path[0] = '\0';
+    if (!d->recovery_out || strcmp(path, d->recovery_out) == 0)
+        return 0;
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err rerr = {0};
+    int r = read_file(path, 4096, &text, &len, &rerr);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0) {
+        *err = rerr;
+        return r;
+    }
+    /* Only with the sealed secret beside it: a key without a blob is left from a crash during
+     * the first seal and opens nothing (seal.c replaces it). */
+    if (sealed_secret_exists(d->data_dir)) {
+        r = write_file_atomic(d->recovery_out, text, len, 0400, err);
+        explicit_bzero(text, len);
+        if (r < 0)
+            return tm_err_prefix(err, "cannot move the recovery key out of the data dir");
+    }
+    explicit_bzero(text, len);
+    /* Overwritten before it goes: the data dir may be copied, backed up, on flash. */
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+        uint8_t noise[256] = {0};
+        (void)secure_random(noise, len < sizeof(noise) ? len : sizeof(noise), NULL);
+        if (fchmod(fd, 0600) == 0 && pwrite(fd, noise, len < sizeof(noise) ? len : sizeof(noise), 0) > 0)
+            (void)fsync(fd);
+    }
+    if (unlink(path) < 0 && errno != ENOENT)
+        return tm_err_sys(err, "cannot remove %s", path);
+    (void)fsync_parent(path);
+    if (ret_path && size && sealed_secret_exists(d->data_dir))
+        snprintf(ret_path, size, "%s", d->recovery_out);
+    return 0;
+}
+
 static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
 {
     _cleanup_secret_ struct secret *s = NULL;
@@ -162,9 +208,13 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
                               recovery_path, sizeof(recovery_path), err);
     if (r < 0)
         return r;
+    /* The recovery key never stays in the data dir (issue 13): it goes to the place trustmed
+     * named, by default the run dir (a tmpfs, gone at the next boot). */
+    if (created && (r = recovery_key_move(d, recovery_path, sizeof(recovery_path), err)) < 0)
+        return r;
     if (created)
-        log_warn("sealed a new device storage secret; its recovery key is in %s: move it off "
-                 "the device", recovery_path);
+        log_warn("sealed a new device storage secret; its recovery key is in %s, the only copy: "
+                 "move it off the device now", recovery_path);
     return send_secret(d, id, s, created, recovery_path, err);
 }
 

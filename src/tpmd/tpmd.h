@@ -18,6 +18,7 @@ struct tpmd {
     const char *data_dir;
     const char *run_dir;
     const char *tcti;            /* what tpmd talks to (the swtpm's TCTI when embedded) */
+    const char *recovery_out;    /* where the recovery key goes, out of the data dir */
     bool embedded;
     uint32_t boot_pcr;
     uint32_t runtime_pcr;

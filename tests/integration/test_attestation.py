@@ -475,7 +475,7 @@ def test_changed_boot_measurement_needs_the_recovery_key(make_daemon, env, tmp_p
     assert r.returncode != 0 and SEALED_ELSEWHERE in r.stderr, r.stderr
 
     # the documented recovery: no restart, the container starts with its data intact
-    out = d.cli("device", "reseal", "--recovery-key-file", d.data_dir / "tpm/recovery-key").stdout
+    out = d.cli("device", "reseal", "--recovery-key-file", d.run_dir / "tpm/recovery-key").stdout
     assert "sealed to the current boot state" in out, out
     secret_ok(d)
     start_encrypted(d, "c")

@@ -969,3 +969,28 @@ def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
             assert host not in text and not any(u in text for u in uuids), text
     d.cli("stop", "--kill", "hp1")
     d.cli("stop", "--kill", "hp2")
+
+
+def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
+    """§3: the first seal's recovery key goes to the run dir (a tmpfs on a device), or to the
+    path the admin names; the data dir (and a copy of it) never holds it, and one left there by
+    a crash or an older trustme is moved out at the next start."""
+    d = make_daemon(extra_args=KDF)
+    create_paired(d, "rk")  # pairing needs the device secret: sealed by now
+    key = d.run_dir / "tpm/recovery-key"
+    wait_for(key.exists, what="the recovery key in the run dir")
+    text = key.read_bytes().strip()
+    assert len(text) == 64
+    hits = [p for p in d.data_dir.rglob("*") if p.is_file() and text in p.read_bytes()]
+    assert hits == [], f"the recovery key is in {hits}"
+    d.stop()
+    # an older trustme left it in the data dir: moved out at the next start
+    (d.data_dir / "tpm/recovery-key").write_bytes(text + b"\n")
+    named = d.base / "keys"
+    named.mkdir()
+    shutil.chown(named, user="trustme-tpm")
+    d.extra_args += ["--recovery-key-file", str(named / "rk")]
+    d.start()
+    wait_for(lambda: (named / "rk").exists(), what="the recovery key at the named path")
+    assert (named / "rk").read_bytes().strip() == text
+    assert not (d.data_dir / "tpm/recovery-key").exists()
