@@ -41,6 +41,7 @@ struct token_state {
     uint32_t pin_tries_left, puk_tries_left;
     /* The counts anchored in the TPM, which decide (tokens.c); scd's own may differ. */
     bool anchored;
+    bool anchor_unknown; /* tpmd could not say (the anchor table refused, or no entry) */
     uint8_t pin_failures, puk_failures;
 };
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -64,6 +65,7 @@ struct token_op {
     struct secret *pin, *new_pin, *puk;
     bool has_puk;
     struct anchored a; /* as anchored when the operation began */
+    struct timespec began; /* OP_KEY: for the debug log (bench/storage.sh reads it) */
 };
 
 typedef Trustme__Scd__Request ScdRequest;
@@ -200,7 +202,8 @@ static void store_status(struct container *c, const Trustme__Scd__TokenStatus *s
     struct token_state old = c->token;
     c->token = (struct token_state){
         .known = true, .paired = st->paired, .locked = st->locked, .blocked = st->blocked,
-        .pin_tries_left = st->pin_tries_left, .puk_tries_left = st->puk_tries_left};
+        .pin_tries_left = st->pin_tries_left, .puk_tries_left = st->puk_tries_left,
+        .anchor_unknown = old.anchor_unknown};
     if (old.anchored && st->paired) {
         struct anchored a = {.present = true, .pin = old.pin_failures, .puk = old.puk_failures};
         show_anchored(c, &a);
@@ -342,6 +345,7 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->key_done = done;
+    clock_gettime(CLOCK_MONOTONIC, &op->began);
     r = keep(pin, &op->pin, err);
     if (r < 0 || (r = begin(c->d, op, c, err)) < 0) {
         op_free(op);
@@ -561,6 +565,7 @@ static void show_anchored(struct container *c, const struct anchored *a)
     if (!a->present)
         return;
     c->token.anchored = true;
+    c->token.anchor_unknown = false;
     c->token.pin_failures = a->pin;
     c->token.puk_failures = a->puk;
     c->token.locked = a->pin >= PIN_TRIES;
@@ -636,8 +641,10 @@ static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *r
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
     struct anchored a;
-    if (c && !err && anchored_parse(resp, op->uuid, &a, NULL) == 0)
+    if (c && !err && anchored_parse(resp, op->uuid, &a, NULL) == 0 && a.present)
         show_anchored(c, &a);
+    else if (c)
+        c->token.anchor_unknown = true;
     if (c)
         op_free(op);
 }
@@ -969,6 +976,12 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
     }
     /* A start does not wait for the reset: if it is lost, the count stays one too high. */
     write_background(c, &n);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    log_debug("%s: data key after %.3f ms (anchored count, scd, %s)", c->cfg->name,
+              (double)(now.tv_sec - op->began.tv_sec) * 1e3 +
+                  (double)(now.tv_nsec - op->began.tv_nsec) / 1e6,
+              op->new_key ? "new key" : "unwrap");
     key_reply(c, op, resp, NULL);
     op_free(op);
 }
@@ -1161,7 +1174,9 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->tpm_emulated = tpmd_emulated(c->d);
     enc->has_key_created = enc->has_status_known = true;
     enc->key_created = c->key_stored;
-    enc->status_known = c->token.known;
+    /* scd's word alone is not enough for a paired token: the counts that hold are the TPM's. */
+    enc->status_known = c->token.known &&
+                        (!c->token.paired || c->token.anchored || c->token.anchor_unknown);
     if (!c->token.known)
         return;
     enc->has_paired = enc->has_locked = enc->has_blocked = true;

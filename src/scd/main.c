@@ -64,7 +64,7 @@ int main(int argc, char **argv)
         log_error("no socket to trustmed on fd 3 (scd is started by trustmed)");
         return 2;
     }
-    struct token_ctx tctx = {.state_dir = state_dir, .soft_kdf_n = kdf_n};
+    struct token_ctx tctx = {.state_dir = state_dir, .soft_kdf_n = kdf_n, .caller_counts = true};
     log_info("trustme-scd %s ready, pid %d", TRUSTME_VERSION, getpid());
     int r = server_run(3, &tctx);
     return r < 0 ? 1 : 0;

@@ -57,6 +57,10 @@ struct token_ctx {
      * bound to it (keywrap.h, flag bit 0): a soft token's KEK is HKDF-salted with it, a PKCS#11
      * token's inner key is turned into the container key with it (keywrap_p11_bind). */
     const struct secret *device_secret;
+    /* The caller counts PIN and PUK attempts where root cannot roll them back (trustmed: in
+     * the TPM, before each attempt) and checks the limits: scd then keeps no tries file of its
+     * own (it would only cost fsyncs on every start). Unit tests leave it false. */
+    bool caller_counts;
 };
 
 struct token_spec {

@@ -449,9 +449,9 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
     if (r < 0)
         return r;
     _cleanup_free_ char *data = NULL;
-    size_t len;
+    size_t len = 0;
     uint8_t digest[32];
-    struct nv nv;
+    struct nv nv = {.tr = ESYS_TR_NONE};
     if ((r = serialize(&nt, &data, &len, err)) < 0)
         goto fail;
     tm_sha256(data, len, digest);
@@ -476,11 +476,12 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
      * next load finds it as anchor.table.new). */
     anchor_free(t);
     *t = nt;
+    /* Not synced: a rename lost in a crash is finished by the next load (the TPM holds this
+     * version's digest, anchor.table.new has it), and the next update's directory sync makes
+     * it durable anyway. */
     if (rename(newpath, path) < 0)
         log_error("anchor table version %llu is anchored, but cannot rename %s to %s (the next "
                   "start finishes it): %m", (unsigned long long)t->version, newpath, path);
-    else
-        (void)fsync_parent(path);
     return 0;
 fail_nv:
     nv_close(esys, &nv);
