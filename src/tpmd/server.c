@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "anchor.h"
@@ -337,8 +338,14 @@ static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorReq
                 return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
                                   "remove", e->name ? e->name : "");
         }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if ((r = anchor_update(d->tpm.esys, d->data_dir, &d->anchor, c, rq->n_set, err)) < 0)
             return r;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        log_debug("anchor table version %llu written in %.3f ms",
+                  (unsigned long long)d->anchor.version,
+                  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     }
     _cleanup_free_ Trustme__Tpmd__AnchorEntry *ev = calloc(rq->n_get + 1, sizeof(*ev));
     _cleanup_free_ Trustme__Tpmd__AnchorEntry **evp = calloc(rq->n_get + 1, sizeof(*evp));
