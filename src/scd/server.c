@@ -125,8 +125,9 @@ static int need_device_secret(const struct server *s, tm_err *err)
 {
     if (s->device_secret)
         return 0;
+    /* Not EACCES: that one means a wrong PIN, which trustmed counts. */
     if (s->secret_unavailable[0])
-        return tm_err_set(err, EACCES, "%s", s->secret_unavailable);
+        return tm_err_set(err, EKEYREJECTED, "%s", s->secret_unavailable);
     return tm_err_set(err, EAGAIN, "the device storage secret has not arrived from the TPM service "
                       "yet; try again in a moment");
 }

@@ -994,3 +994,19 @@ def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
     wait_for(lambda: (named / "rk").exists(), what="the recovery key at the named path")
     assert (named / "rk").read_bytes().strip() == text
     assert not (d.data_dir / "tpm/recovery-key").exists()
+
+
+def test_an_unsealable_device_secret_costs_no_try(sdaemon):
+    """A changed boot state (here: device.json's bytes) makes the device secret unsealable:
+    starts are refused with that reason, and no PIN try is counted for it."""
+    d = sdaemon
+    create_paired(d, "ds")
+    d.stop()
+    device = d.data_dir / "device.json"
+    device.write_text(device.read_text().rstrip("\n") + " \n")  # other bytes, same meaning
+    d.start()
+    for _ in range(4):
+        r = start(d, "ds", check=False)
+        assert r.returncode != 0 and "sealed to another boot state" in r.stderr, r.stderr
+    wait_for(lambda: enc(d, "ds").get("status_known"), what="the token state")
+    assert enc(d, "ds")["pin_tries_left"] == 3
