@@ -17,6 +17,7 @@ need_root() { [ "$(id -u)" = 0 ] || die "run as root (containers, mounts and cgr
 # that fact KEY VALUE appends to (sourced later by run-all.sh).
 bench_dirs() {
     W=$(mktemp -d "/tmp/trustme-bench-$1.XXXXXX")
+    chmod 711 "$W" # trustme-tpmd's user must reach its dirs below (trustmed checks)
     OUT=$2
     [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/trustme-bench-out.XXXXXX)
     mkdir -p "$OUT"
@@ -82,7 +83,8 @@ start_trustmed() {
     mkdir -p "$w/data" "$w/run"
     TMD_RUN=$w/run
     "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
-        --scd-binary "$TRUSTME_SCD" --log-level warn "$@" </dev/null >>"$w/trustmed.log" 2>&1 &
+        --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$w/swtpm" --log-level warn "$@" \
+        </dev/null >>"$w/trustmed.log" 2>&1 &
     TMD_PID=$!
     for _ in $(seq 100); do
         [ -S "$w/run/control.sock" ] && "$TRUSTME" --run-dir "$w/run" list >/dev/null 2>&1 && return 0

@@ -127,6 +127,8 @@ printf '%s\n' "$PIN" >"$W/pin"
 chmod 600 "$W/pair" "$W/pin"
 
 log "starting trustmed (cgroup parent $CG_PARENT)"
+mkdir -p "$W/tm/data"
+echo '{"policy": {"allow_unsigned": true}}' >"$W/tm/data/device.json" # a development rootfs
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
 # NAME INIT DATA_MB TOKEN_JSON: writes and creates a container config.
 make_container() {
@@ -490,6 +492,16 @@ if os.path.exists(path):
                   f"{check:.2f} ms, and the counter itself, written and synced before the PIN is checked and reset after "
                   f"(4 fsyncs, 2 renames) {tries:.2f} ms.")
         facts.update(SCD_REQ_MS=f2(t), SCD_TRIES_MS=f2(tries), SCD_CHECK1K_MS=f2(check))
+    # Since the counts are anchored in the TPM (trustmed counts each attempt with one NV write
+    # before scd sees the PIN), scd writes no file during an unlock.
+    quiet = [r for r in reqs if not r["fs"] and r["rename"] == 0.0]
+    if quiet and not unl:
+        t = med([r["t"] for r in quiet])
+        md.append("")
+        md.append(f"trustme-scd's part of an unlock at N = 1024 (strace -T of trustme-scd, medians of {len(quiet)} "
+                  f"requests): request received → reply sent {t:.2f} ms, no file written: the attempt is counted "
+                  f"in the TPM by trustmed (docs/STORAGE.md), whose debug log has the rest ('data key after').")
+        facts.update(SCD_REQ_MS=f2(t))
 split = md.index("@@LAT@@")
 open(f"{out}/storage-io.md", "w").write("\n".join(md[:split]).strip() + "\n")
 open(f"{out}/storage-lat.md", "w").write("\n".join(md[split + 1:]).strip() + "\n")

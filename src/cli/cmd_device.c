@@ -197,6 +197,10 @@ static json_object *device_info_json(const Trustme__DeviceInfo *i)
     json_object *o = json_object_new_object();
     json_object_object_add(o, "tcti", str_json(i->tcti));
     json_object_object_add(o, "embedded", json_object_new_boolean(i->embedded));
+    json_object_object_add(o, "emulated", json_object_new_boolean(i->emulated));
+    json_object_object_add(o, "require_hardware", json_object_new_boolean(i->require_hardware));
+    if (i->swtpm_state_dir)
+        json_object_object_add(o, "swtpm_state_dir", json_object_new_string(i->swtpm_state_dir));
     json_object_object_add(o, "manufacturer", str_json(i->manufacturer));
     json_object_object_add(o, "attest_address", str_json(i->attest_address));
     json_object_object_add(o, "boot_pcr", json_object_new_int((int)i->boot_pcr));
@@ -253,6 +257,15 @@ static void print_device_info(const Trustme__DeviceInfo *i)
            i->manufacturer && i->manufacturer[0] ? " (manufacturer " : "",
            i->manufacturer ? i->manufacturer : "", i->manufacturer && i->manufacturer[0] ? ")" : "");
     printf("TCTI:            %s\n", i->tcti ? i->tcti : "");
+    if (i->emulated)
+        printf("device binding:  EMULATED: no hardware root. The TPM's state is files%s%s; whoever "
+               "copies them with the data dir can open encrypted containers with their PINs or "
+               "brute-force the PINs offline%s\n",
+               i->swtpm_state_dir ? " in " : "", i->swtpm_state_dir ? i->swtpm_state_dir : "",
+               i->require_hardware ? ". tpm.require_hardware is set: encrypted containers are "
+                                     "refused" : "");
+    else
+        printf("device binding:  hardware TPM\n");
     printf("attestation:     %s\n", i->attest_address && i->attest_address[0] ? i->attest_address : "(not listening)");
     printf("PCRs:            boot %u, runtime %u\n", i->boot_pcr, i->runtime_pcr);
     char name[2 * 64 + 1] = "?";
@@ -468,7 +481,7 @@ static int read_recovery_key(const char *path, struct secret **ret)
         if (n == 0 || (got += (size_t)n) > KEY_FILE_MAX)
             break;
     }
-    const char *hint = "it must hold the recovery key as tpmd wrote it to <data>/tpm/recovery-key: "
+    const char *hint = "it must hold the recovery key as tpmd wrote it to <run>/tpm/recovery-key: "
                        "64 hexadecimal digits on the first line";
     if (got > KEY_FILE_MAX)
         return cli_fail("%s is too large for a recovery key file; %s", path, hint);

@@ -39,6 +39,10 @@ struct token_state {
     bool known; /* scd has answered since trustmed (or scd) started */
     bool paired, locked, blocked;
     uint32_t pin_tries_left, puk_tries_left;
+    /* The counts anchored in the TPM, which decide (tokens.c); scd's own may differ. */
+    bool anchored;
+    bool anchor_unknown; /* tpmd could not say (the anchor table refused, or no entry) */
+    uint8_t pin_failures, puk_failures;
 };
 
 struct container {
@@ -122,6 +126,8 @@ struct daemon {
     struct {
         char user[64];
         char binary[PATH_MAX];
+        char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
+        char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
     } tpmd_opts;
     /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
     struct {

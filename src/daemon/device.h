@@ -44,6 +44,11 @@ struct device_config {
      * measuring itself (self), or the kernel's IMA having measured trustmed and device.json
      * before they ran (ima: trustmed refuses to start unless the IMA log holds both). */
     enum { BOOT_CHAIN_SELF, BOOT_CHAIN_IMA } boot_chain;
+    /* Refuse encrypted containers unless the TPM is a hardware one (not the embedded swtpm). */
+    bool tpm_require_hardware;
+    /* PIN policy for container tokens (docs/STORAGE.md, "PINs"). */
+    unsigned pin_min_length;   /* characters (UTF-8 code points), default 4 */
+    bool pin_allow_trivial;    /* all one character, a run like 1234 or 4321; default false */
     /* Networking and the management boundary (docs/NETWORK.md). */
     struct net_device_config net;
     char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */

@@ -27,6 +27,7 @@
 #include "scd_client.h"
 #include "service.h"
 #include "spawn.h"
+#include "tokens.h"
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
 #define TPMD_REQUEST_MAX (64u * 1024)
@@ -39,6 +40,8 @@ struct tpmd_ctx {
     char binary[PATH_MAX];
     char data_dir[PATH_MAX]; /* <data>/tpm */
     char run_dir[PATH_MAX];  /* <run>/tpm */
+    char swtpm_state[PATH_MAX];
+    char recovery_out[PATH_MAX];
     uid_t uid;
     gid_t gid;
     gid_t groups[TPMD_MAX_GROUPS];
@@ -75,7 +78,8 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
     char *argv[] = {"trustme-tpmd", "--data-dir", (char *)c->data_dir, "--run-dir",
                     (char *)c->run_dir, "--tcti", (char *)c->tcti, "--attest-address",
                     (char *)c->attest_address, "--boot-pcr", boot, "--runtime-pcr", runtime,
-                    "--log-level", (char *)c->log_level, NULL};
+                    "--log-level", (char *)c->log_level, "--swtpm-state", (char *)c->swtpm_state,
+                    "--recovery-key-out", (char *)c->recovery_out, NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM. */
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     fexecve(fds[1], argv, envp);
@@ -183,7 +187,7 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
     if (sec->has_created && sec->created)
         log_warn("device storage secret created and sealed to the boot state; its recovery key "
                  "is in %s: move it off the device (docs/ATTESTATION.md)",
-                 sec->recovery_key_path ? sec->recovery_key_path : "tpmd's data dir");
+                 sec->recovery_key_path ? sec->recovery_key_path : "tpmd's run dir");
     d->tpm.secret_problem[0] = '\0';
     /* The bytes stay in the response, which lives in locked memory and is wiped when freed;
      * the request to scd is packed into locked memory as well (packet.h). */
@@ -245,6 +249,79 @@ void tpmd_secret_refresh(struct daemon *d)
 void tpmd_scd_gone(struct daemon *d)
 {
     d->tpm.scd_has_secret = false;
+}
+
+/* ---- the anchor table ------------------------------------------------------------------------ */
+
+#define ANCHOR_CALL_MAX 64
+
+static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
+                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err)
+{
+    if (n_set > ANCHOR_CALL_MAX || n_get > ANCHOR_CALL_MAX)
+        return tm_err_set(err, E2BIG, "at most %d anchor entries in one call", ANCHOR_CALL_MAX);
+    Trustme__Tpmd__AnchorEntry ev[ANCHOR_CALL_MAX], *evp[ANCHOR_CALL_MAX];
+    for (size_t i = 0; i < n_set; i++) {
+        trustme__tpmd__anchor_entry__init(&ev[i]);
+        ev[i].name = (char *)set[i].name;
+        if (set[i].remove) {
+            ev[i].has_remove = ev[i].remove = true;
+        } else {
+            ev[i].has_value = true;
+            ev[i].value = (ProtobufCBinaryData){.len = set[i].len, .data = (uint8_t *)set[i].value};
+        }
+        evp[i] = &ev[i];
+    }
+    Trustme__Tpmd__AnchorRequest ar = TRUSTME__TPMD__ANCHOR_REQUEST__INIT;
+    ar.n_set = n_set;
+    ar.set = evp;
+    ar.n_get = n_get;
+    ar.get = (char **)names;
+    Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_ANCHOR;
+    req.anchor = &ar;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
+int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
+                    void *userdata, tm_err *err)
+{
+    return anchor_call(d, NULL, 0, names, n, fn, userdata, err);
+}
+
+int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
+                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err)
+{
+    return anchor_call(d, set, n_set, names, n_get, fn, userdata, err);
+}
+
+const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp,
+                                             const char *name)
+{
+    if (!resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR)
+        return NULL;
+    for (size_t i = 0; i < resp->anchor->n_entries; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = resp->anchor->entries[i];
+        if (e->name && strcmp(e->name, name) == 0 && e->has_value)
+            return &e->value;
+    }
+    return NULL;
+}
+
+/* At every tpmd start: a table tpmd refused is audited once, loudly. */
+static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err,
+                            void *userdata)
+{
+    if (!err) {
+        tokens_refresh_anchors(d);
+        return;
+    }
+    if (!resp)
+        return;
+    log_error("the TPM-anchored state is unavailable: %s", err->msg);
+    daemon_audit(d, "tpm.anchor", "fail", NULL, "trustmed", "%s", err->msg);
 }
 
 /* ---- measurements ----------------------------------------------------------------------------- */
@@ -340,6 +417,8 @@ static void measure_boot(struct service *s, int exe)
     /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
      * holds already. Either way, what runs is in the log before any quote is answered. */
     measure_running(d);
+    if (tpmd_anchor_get(d, NULL, 0, on_anchor_check, NULL, &e) < 0)
+        log_error("cannot check the anchor table: %s", e.msg);
 }
 
 void tpmd_measure_scd(struct daemon *d, int exe)
@@ -474,13 +553,29 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return r;
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
+    snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->tpmd_opts.swtpm_state);
+    if (d->tpmd_opts.recovery_key_file[0])
+        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s", d->tpmd_opts.recovery_key_file);
+    else
+        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s/recovery-key", c.run_dir);
     snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
     snprintf(c.attest_address, sizeof(c.attest_address), "%s", d->device.attest_address);
     snprintf(c.log_level, sizeof(c.log_level), "%s", d->log_level ? d->log_level : "info");
+    bool embedded = strcmp(c.tcti, "embedded") == 0;
+    if (embedded && ((r = own_dir(c.swtpm_state, c.uid, c.gid, err)) < 0 ||
+                     (r = check_reachable(c.swtpm_state, c.uid, c.gid, err)) < 0))
+        return r;
     if ((r = own_dir(c.data_dir, c.uid, c.gid, err)) < 0 || (r = own_dir(c.run_dir, c.uid, c.gid, err)) < 0 ||
         (r = check_reachable(c.data_dir, c.uid, c.gid, err)) < 0 ||
         (r = check_reachable(c.run_dir, c.uid, c.gid, err)) < 0)
         return r;
+    if (tpmd_emulated(d))
+        log_warn("the TPM is an emulator (%s): the device binding of encrypted containers is "
+                 "emulated; its state (%s) is files, and a copy of them with the data dir opens "
+                 "this device's containers given their PINs, or by brute force (docs/STORAGE.md "
+                 "\"The embedded TPM\")%s", c.tcti, embedded ? d->tpmd_opts.swtpm_state : c.tcti,
+                 d->device.tpm_require_hardware ? "; tpm.require_hardware is set: encrypted "
+                 "containers are refused" : "");
     _cleanup_close_ int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     uint64_t size;
     if (self < 0)
@@ -513,6 +608,12 @@ int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, v
 void tpmd_forget(struct daemon *d, void *userdata)
 {
     service_forget(d->tpmd, userdata);
+}
+
+bool tpmd_emulated(const struct daemon *d)
+{
+    const char *t = d->device.tpm_tcti;
+    return strcmp(t, "embedded") == 0 || strncmp(t, "swtpm", 5) == 0 || strncmp(t, "mssim", 5) == 0;
 }
 
 const char *tpmd_secret_problem(const struct daemon *d)

@@ -89,6 +89,9 @@ int tm_frame_read(tm_frame_reader *r, int fd)
             return tm_frame_partial(r) ? -EPROTO : -EPIPE;
         size_t used;
         int ret = tm_frame_feed(r, tmp, (size_t)n, &used);
+        /* Frames may carry PINs: no copy stays behind on the stack (the payload's owner wipes
+         * its own). */
+        explicit_bzero(tmp, (size_t)n);
         if (ret != 0)
             return ret;
     }

@@ -28,5 +28,10 @@ void secret_free(struct secret *s);
 static inline void secret_freep(struct secret **s) { secret_free(*s); }
 #define _cleanup_secret_ _cleanup_(secret_freep)
 
+/* For every process that holds keys or PINs (trustmed, scd, tpmd), at start: not dumpable (no
+ * core dump, no ptrace or /proc/PID/mem by its own uid) and a core size limit of 0, so a crash
+ * never writes key material to a file. */
+void secmem_no_core_dumps(void);
+
 /* Fill buf from getrandom(), blocking until the kernel's pool is initialised. */
 int secure_random(void *buf, size_t len, tm_err *err);

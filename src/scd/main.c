@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "secmem.h"
 #include "server.h"
 #include "token.h"
 #include "version.h"
@@ -58,11 +59,12 @@ int main(int argc, char **argv)
     /* A vanished trustmed must not kill us in the middle of writing a tries file. */
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
     if (fcntl(3, F_GETFD) < 0) {
         log_error("no socket to trustmed on fd 3 (scd is started by trustmed)");
         return 2;
     }
-    struct token_ctx tctx = {.state_dir = state_dir, .soft_kdf_n = kdf_n};
+    struct token_ctx tctx = {.state_dir = state_dir, .soft_kdf_n = kdf_n, .caller_counts = true};
     log_info("trustme-scd %s ready, pid %d", TRUSTME_VERSION, getpid());
     int r = server_run(3, &tctx);
     return r < 0 ? 1 : 0;

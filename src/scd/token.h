@@ -57,6 +57,10 @@ struct token_ctx {
      * bound to it (keywrap.h, flag bit 0): a soft token's KEK is HKDF-salted with it, a PKCS#11
      * token's inner key is turned into the container key with it (keywrap_p11_bind). */
     const struct secret *device_secret;
+    /* The caller counts PIN and PUK attempts where root cannot roll them back (trustmed: in
+     * the TPM, before each attempt) and checks the limits: scd then keeps no tries file of its
+     * own (it would only cost fsyncs on every start). Unit tests leave it false. */
+    bool caller_counts;
 };
 
 struct token_spec {
@@ -74,6 +78,7 @@ struct token_status {
     bool blocked; /* PUK blocked: only a wipe helps */
     unsigned pin_failures, pin_tries_left;
     unsigned puk_failures, puk_tries_left;
+    uint8_t files_sha256[32]; /* token_files_digest, when paired */
 };
 
 const char *token_type_name(enum token_type t);
@@ -113,6 +118,12 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
  * with pin NULL, or when the record cannot be read, only the record is forgotten and the key
  * object stays on the token: the return value is then TOKEN_WIPE_KEY_LEFT. */
 int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, tm_err *err);
+
+/* SHA-256 over the token's files (record, soft token file; a missing one counts as missing, not
+ * empty): trustmed anchors it in the TPM, and scd refuses token files that differ from the
+ * anchored digest (docs/STORAGE.md). The tries file is not part of it: the anchored counts rule. */
+int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
+                       tm_err *err);
 
 /* Never fails for a container without a token: paired = false then. */
 int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret,

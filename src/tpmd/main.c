@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "fileio.h"
 #include "log.h"
+#include "secmem.h"
 #include "server.h"
 #include "tpmd.h"
 #include "version.h"
@@ -42,6 +43,10 @@ static void usage(FILE *out)
             "  --swtpm PATH            the swtpm binary for the embedded TPM (default: swtpm on PATH)\n"
             "  --swtpm-log             the embedded swtpm logs to <run-dir>/swtpm.log, a line per TPM\n"
             "                          command, emptied beyond 1 MiB (debugging; default: no log)\n"
+            "  --recovery-key-out PATH where the recovery key goes when the device secret is first\n"
+            "                          sealed (default: RUN-DIR/recovery-key); never the data dir\n"
+            "  --swtpm-state DIR       the embedded TPM's state goes to DIR/swtpm (default: the data\n"
+            "                          dir); a state left in DATA-DIR/swtpm is moved there\n"
             "  --attest-address H:P    the attestation endpoint (default %s; port 0: any)\n"
             "  --boot-pcr N            PCR of the virtualization layer (default 12)\n"
             "  --runtime-pcr N         PCR of GuestOSes and container configs (default 11)\n"
@@ -62,7 +67,7 @@ static int parse_pcr(const char *s, uint32_t *ret)
 }
 
 struct options {
-    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address;
+    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state, *recovery_out;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
     bool swtpm_log;
@@ -71,7 +76,7 @@ struct options {
 static int parse_args(int argc, char **argv, struct options *o)
 {
     enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
-           OPT_SWTPM_LOG };
+           OPT_SWTPM_LOG, OPT_SWTPM_STATE, OPT_RECOVERY_OUT };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
@@ -80,6 +85,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
         {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
+        {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
+        {"recovery-key-out", required_argument, NULL, OPT_RECOVERY_OUT},
         {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
                           .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
@@ -92,6 +99,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_TCTI: o->tcti = optarg; break;
         case OPT_SWTPM: o->swtpm = optarg; break;
         case OPT_SWTPM_LOG: o->swtpm_log = true; break;
+        case OPT_SWTPM_STATE: o->swtpm_state = optarg; break;
+        case OPT_RECOVERY_OUT: o->recovery_out = optarg; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
@@ -119,7 +128,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         usage(stderr);
         return -EINVAL;
     }
-    if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti) {
+    if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti ||
+        (o->swtpm_state && strlen(o->swtpm_state) > DIR_ARG_MAX)) {
         fprintf(stderr, "trustme-tpmd: directory names are limited to %d bytes, the TCTI must "
                 "not be empty\n", DIR_ARG_MAX);
         return -EINVAL;
@@ -215,12 +225,34 @@ static void clear_da_lockout(struct tpmd *d)
              da.max_tries, da.in_lockout ? ", in lockout" : "");
 }
 
+/* The emulator's state used to live in the data dir, where a copy of the disk took the TPM
+ * along (issue 13): move a state found there to the state dir, once. */
+static int move_old_state(const char *data_dir, const char *state_dir, tm_err *err)
+{
+    char old[PATH_MAX], new[PATH_MAX];
+    snprintf(old, sizeof(old), "%s/swtpm", data_dir);
+    snprintf(new, sizeof(new), "%s/swtpm", state_dir);
+    struct stat st;
+    if (strcmp(old, new) == 0 || stat(old, &st) < 0 || stat(new, &st) == 0)
+        return 0;
+    if (rename(old, new) < 0)
+        return tm_err_sys(err, "the embedded TPM's state is in %s, but its place is %s now, and "
+                          "moving it failed (move it by hand, trustmed stopped)", old, new);
+    log_warn("moved the embedded TPM's state from %s to %s", old, new);
+    return 0;
+}
+
 static int run(struct tpmd *d, const struct options *o, tm_err *err)
 {
     int r;
     if (d->embedded) {
-        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, o->swtpm_log, err)) < 0)
+        const char *state = o->swtpm_state ? o->swtpm_state : d->data_dir;
+        if ((r = move_old_state(d->data_dir, state, err)) < 0 ||
+            (r = swtpm_start(&d->swtpm, o->swtpm, state, d->run_dir, o->swtpm_log, err)) < 0)
             return r;
+        log_warn("the TPM is the embedded swtpm, an emulator: its state (%s/swtpm) is files, and "
+                 "whoever copies them together with the data dir has this device's TPM; see "
+                 "docs/STORAGE.md \"The embedded TPM\"", state);
         d->tcti = d->swtpm.tcti;
     }
     if ((r = tpm_open(&d->tpm, d->tcti, d->data_dir, err)) < 0)
@@ -232,6 +264,15 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
         (r = load_chain(d, "ak-chain.pem", &d->chain_pem, &d->chain_len, err)) < 0 ||
         (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
         return r;
+    char moved[PATH_MAX];
+    tm_err aerr = {0};
+    /* A recovery key left in the data dir (a crash after the first seal, or an older trustme). */
+    if (recovery_key_move(d, moved, sizeof(moved), &aerr) < 0)
+        log_error("%s", aerr.msg);
+    else if (moved[0])
+        log_warn("moved the recovery key out of the data dir to %s: move it off the device", moved);
+    if (anchor_load(d->tpm.esys, d->data_dir, &d->anchor, &aerr) < 0)
+        log_error("anchor table refused (every anchored value is unavailable): %s", aerr.msg);
     if (!(d->loop = tm_loop_new()))
         return tm_err_set(err, ENOMEM, "out of memory");
     d->signal_src = tm_loop_io(d->loop, d->signal_fd, EPOLLIN, on_signal, d);
@@ -260,13 +301,17 @@ int main(int argc, char **argv)
     /* A vanished trustmed or verifier must not kill us in the middle of a write. */
     signal(SIGPIPE, SIG_IGN);
     umask(077);
+    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
     if (fcntl(3, F_GETFD) < 0) {
         log_error("no socket to trustmed on fd 3 (tpmd is started by trustmed)");
         return 2;
     }
     /* fd 3 came without close-on-exec; no child (swtpm) may inherit it. */
     fcntl(3, F_SETFD, FD_CLOEXEC);
+    char recovery_out[PATH_MAX];
+    snprintf(recovery_out, sizeof(recovery_out), "%s/recovery-key", o.run_dir);
     struct tpmd d = {.data_dir = o.data_dir, .run_dir = o.run_dir, .boot_pcr = o.boot_pcr,
+                     .recovery_out = o.recovery_out ? o.recovery_out : recovery_out,
                      .runtime_pcr = o.runtime_pcr, .link_fd = 3,
                      .embedded = strcmp(o.tcti, "embedded") == 0, .tcti = o.tcti};
     tm_err err = {0};
@@ -307,6 +352,7 @@ int main(int argc, char **argv)
         swtpm_release(&d.swtpm);
     free(d.chain_pem);
     free(d.ek_chain_pem);
+    anchor_free(&d.anchor);
     tm_loop_free(d.loop);
     close(d.signal_fd);
     close(lock_fd);

@@ -7,13 +7,17 @@
 #include "server.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "anchor.h"
 #include "cleanup.h"
 #include "csr.h"
 #include "enroll.h"
@@ -25,6 +29,7 @@
 #include "quote.h"
 #include "seal.h"
 #include "tpm_util.h"
+#include "secmem.h"
 #include "tpmd.pb-c.h"
 
 #define COUNTER_NAME_MAX 63
@@ -176,6 +181,49 @@ static int check_boot_pcr(struct tpmd *d, tm_err *err)
     return 0;
 }
 
+int recovery_key_move(struct tpmd *d, char *ret_path, size_t size, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/recovery-key", d->data_dir);
+    if (ret_path && size)
+        ret_path[0] = '\0';
+    if (!d->recovery_out || strcmp(path, d->recovery_out) == 0)
+        return 0;
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err rerr = {0};
+    int r = read_file(path, 4096, &text, &len, &rerr);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0) {
+        *err = rerr;
+        return r;
+    }
+    /* Only with the sealed secret beside it: a key without a blob is left from a crash during
+     * the first seal and opens nothing (seal.c replaces it). */
+    if (sealed_secret_exists(d->data_dir)) {
+        r = write_file_atomic(d->recovery_out, text, len, 0400, err);
+        explicit_bzero(text, len);
+        if (r < 0)
+            return tm_err_prefix(err, "cannot move the recovery key out of the data dir");
+    }
+    explicit_bzero(text, len);
+    /* Overwritten before it goes: the data dir may be copied, backed up, on flash. */
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) {
+        uint8_t noise[256] = {0};
+        (void)secure_random(noise, len < sizeof(noise) ? len : sizeof(noise), NULL);
+        if (fchmod(fd, 0600) == 0 && pwrite(fd, noise, len < sizeof(noise) ? len : sizeof(noise), 0) > 0)
+            (void)fsync(fd);
+    }
+    if (unlink(path) < 0 && errno != ENOENT)
+        return tm_err_sys(err, "cannot remove %s", path);
+    (void)fsync_parent(path);
+    if (ret_path && size && sealed_secret_exists(d->data_dir))
+        snprintf(ret_path, size, "%s", d->recovery_out);
+    return 0;
+}
+
 static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
 {
     _cleanup_secret_ struct secret *s = NULL;
@@ -190,9 +238,13 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
                               recovery_path, sizeof(recovery_path), err);
     if (r < 0)
         return r;
+    /* The recovery key never stays in the data dir (issue 13): it goes to the place trustmed
+     * named, by default the run dir (a tmpfs, gone at the next boot). */
+    if (created && (r = recovery_key_move(d, recovery_path, sizeof(recovery_path), err)) < 0)
+        return r;
     if (created)
-        log_warn("sealed a new device storage secret; its recovery key is in %s: move it off "
-                 "the device", recovery_path);
+        log_warn("sealed a new device storage secret; its recovery key is in %s, the only copy: "
+                 "move it off the device now", recovery_path);
     return send_secret(d, id, s, created, recovery_path, err);
 }
 
@@ -288,6 +340,65 @@ static int do_counter_raise(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Co
         return r;
     counter_remember(d, rq->name, value);
     return send_counter(d, id, rq->name, value, err);
+}
+
+/* ---- the anchor table ------------------------------------------------------------------------- */
+
+static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq,
+                     tm_err *err)
+{
+    if (rq->n_set > ANCHOR_ENTRIES_MAX || rq->n_get > ANCHOR_ENTRIES_MAX)
+        return tm_err_set(err, E2BIG, "too many anchor entries in one request");
+    int r;
+    if (!d->anchor.loaded && (r = anchor_load(d->tpm.esys, d->data_dir, &d->anchor, err)) < 0)
+        return r;
+    for (size_t i = 0; i < rq->n_get; i++)
+        if ((r = anchor_check_name(rq->get[i], err)) < 0)
+            return r;
+    if (rq->n_set > 0) {
+        _cleanup_free_ struct anchor_change *c = calloc(rq->n_set, sizeof(*c));
+        if (!c)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        for (size_t i = 0; i < rq->n_set; i++) {
+            const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
+            c[i] = (struct anchor_change){.name = e->name, .remove = e->has_remove && e->remove,
+                                          .value = e->value.data, .len = e->value.len};
+            if (!c[i].remove && !e->has_value)
+                return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
+                                  "remove", e->name ? e->name : "");
+        }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if ((r = anchor_update(d->tpm.esys, d->data_dir, &d->anchor, c, rq->n_set, err)) < 0)
+            return r;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        log_debug("anchor table version %llu written in %.3f ms",
+                  (unsigned long long)d->anchor.version,
+                  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    }
+    _cleanup_free_ Trustme__Tpmd__AnchorEntry *ev = calloc(rq->n_get + 1, sizeof(*ev));
+    _cleanup_free_ Trustme__Tpmd__AnchorEntry **evp = calloc(rq->n_get + 1, sizeof(*evp));
+    if (!ev || !evp)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    Trustme__Tpmd__AnchorReply ar = TRUSTME__TPMD__ANCHOR_REPLY__INIT;
+    for (size_t i = 0; i < rq->n_get; i++) {
+        const struct anchor_entry *e = anchor_find(&d->anchor, rq->get[i]);
+        if (!e)
+            continue;
+        trustme__tpmd__anchor_entry__init(&ev[ar.n_entries]);
+        ev[ar.n_entries].name = e->name;
+        ev[ar.n_entries].has_value = true;
+        ev[ar.n_entries].value = (ProtobufCBinaryData){.len = e->len, .data = (uint8_t *)e->value};
+        evp[ar.n_entries] = &ev[ar.n_entries];
+        ar.n_entries++;
+    }
+    ar.entries = evp;
+    ar.has_version = true;
+    ar.version = d->anchor.version;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_ANCHOR;
+    resp.anchor = &ar;
+    return send_response(d, id, &resp, err);
 }
 
 /* ---- device identity ------------------------------------------------------------------------------ */
@@ -453,6 +564,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
         break;
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO: r = do_device_info(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
     if (r < 0) {

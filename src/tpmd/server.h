@@ -12,3 +12,7 @@
  * d->stop_clean untouched (main decides whether trustmed also asked for a stop). */
 int server_start(struct tpmd *d, tm_err *err);
 void server_stop(struct tpmd *d);
+/* A recovery key in the data dir (the first seal writes it there, seal.h) is moved to
+ * d->recovery_out and the data dir's copy overwritten and removed; ret_path: where it is now
+ * ("" when there was none). */
+int recovery_key_move(struct tpmd *d, char *ret_path, size_t size, tm_err *err);

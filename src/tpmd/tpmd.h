@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "anchor.h"
 #include "event.h"
 #include "mlog.h"
 #include "swtpm.h"
@@ -17,6 +18,7 @@ struct tpmd {
     const char *data_dir;
     const char *run_dir;
     const char *tcti;            /* what tpmd talks to (the swtpm's TCTI when embedded) */
+    const char *recovery_out;    /* where the recovery key goes, out of the data dir */
     bool embedded;
     uint32_t boot_pcr;
     uint32_t runtime_pcr;
@@ -51,6 +53,9 @@ struct tpmd {
         uint64_t value;
     } counters[32];
     size_t n_counters;
+    /* The anchor table (anchor.h), loaded at start; while it fails to load, every anchor
+     * request tries again and fails closed with the reason. */
+    struct anchor_table anchor;
 };
 
 /* After a request: if the connection to the TPM broke, quit the loop with an error. */

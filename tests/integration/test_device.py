@@ -432,7 +432,7 @@ def test_csr_common_name_is_checked(daemon):
 # ---- reseal ---------------------------------------------------------------------------------------
 
 def recovery_key(d):
-    path = d.data_dir / "tpm/recovery-key"
+    path = d.run_dir / "tpm/recovery-key"  # never in the data dir (docs/ATTESTATION.md)
     wait_for(path.exists, timeout=30, what="the recovery key file")
     return path
 

@@ -282,7 +282,7 @@ def test_start_without_a_pin_asks_for_one(daemon):
     (Error.pin_required) and nothing starts; with the PIN, the same request starts it."""
     daemon.create("sealed", token={"type": "soft", "kdf_n": 1024})
     pins = daemon.base / "pins"
-    pins.write_text("1234\n12345678\n")
+    pins.write_text("7391\n12345678\n")
     daemon.cli("change-pin", "--pin-file", pins, "sealed")
     with connect(daemon) as s:
         s.sendall(frame(request(START, field_bytes(1, b"sealed"), req_id=5)))
@@ -291,7 +291,7 @@ def test_start_without_a_pin_asks_for_one(daemon):
         err = parse(resp[10][0])
         assert err[1] == [126] and err[3] == [1]  # ENOKEY, pin_required
         assert daemon.state("sealed")["state"] == "stopped"
-        s.sendall(frame(request(START, field_bytes(1, b"sealed") + field_bytes(3, b"1234"), req_id=6)))
+        s.sendall(frame(request(START, field_bytes(1, b"sealed") + field_bytes(3, b"7391"), req_id=6)))
         while True:
             resp = recv_frame(s)
             if 11 not in resp:  # past the Progress messages

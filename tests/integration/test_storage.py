@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, cgroup_dirs, loops_backed_by, mounts_below, wait_for
+from conftest import BUILD, TRUSTME, cgroup_dirs, loops_backed_by, mounts_below, wait_for
 
 KDF = ["--scd-kdf-n", "1024"]  # a cheap scrypt: these tests are about behaviour, not cost
-PIN, PUK = "1234", "12345678"
+PIN, PUK = "7391", "12345678"
 MARKER = "TRUSTME-MARKER-1f4c9a"
 SECRET_NAME = "secret-name-7d2e5b.txt"
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -198,7 +198,7 @@ def test_short_pin_and_puk_equal_to_pin_are_refused(sdaemon):
     d.create("s", token={"type": "soft"})
     r = d.cli("change-pin", "--pin-file", pin_file(d, "12", PUK), "s", check=False)
     assert r.returncode != 0 and "at least 4" in r.stderr
-    r = d.cli("change-pin", "--pin-file", pin_file(d, "abcdefgh", "abcdefgh"), "s", check=False)
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "qwertzui", "qwertzui"), "s", check=False)
     assert r.returncode != 0 and "PUK" in r.stderr
     assert enc(d, "s")["paired"] is False
 
@@ -270,14 +270,14 @@ def test_puk_unlock(sdaemon):
     for wrong in ("0000", "1111", "2222"):
         start(d, "pk", pin=wrong, check=False)
     assert enc(d, "pk")["locked"]
-    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "5555"), "pk", check=False)
+    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "5173"), "pk", check=False)
     assert r.returncode != 0 and "wrong PUK" in r.stderr
     assert enc(d, "pk")["puk_tries_left"] == 9
-    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "5555"), "pk")
+    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "5173"), "pk")
     e = enc(d, "pk")
     assert e["locked"] is False and e["pin_tries_left"] == 3
     assert start(d, "pk", check=False).returncode != 0, "the old PIN is gone"
-    start(d, "pk", pin="5555")
+    start(d, "pk", pin="5173")
     events = [(e["event"], e["result"]) for e in d.audit_events()]
     assert ("token.puk_unlock", "fail") in events and ("token.puk_unlock", "ok") in events
 
@@ -288,11 +288,11 @@ def test_change_pin(sdaemon):
     start(d, "cp")
     write_marker(d, "cp")
     d.cli("stop", "--kill", "cp")
-    r = d.cli("change-pin", "--pin-file", pin_file(d, "0000", "4321"), "cp", check=False)
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "0000", "4862"), "cp", check=False)
     assert r.returncode != 0 and "wrong PIN" in r.stderr
-    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4321"), "cp")
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "cp")
     assert start(d, "cp", check=False).returncode != 0, "the old PIN fails"
-    start(d, "cp", pin="4321")
+    start(d, "cp", pin="4862")
     assert d.sh("cp", f"cat /root/{SECRET_NAME}").stdout == f"{MARKER}\n", "same data, new PIN"
     events = [(e["event"], e["result"]) for e in d.audit_events()]
     assert ("token.pin_change", "ok") in events and ("token.pin_change", "fail") in events
@@ -565,3 +565,452 @@ def test_pins_on_a_terminal_are_not_echoed(sdaemon):
     assert "PIN and PUK set" in out and "4826" not in out and "93716482" not in out
     status, out = on_terminal([*cli, "start", "tty"], [("PIN for tty", "4826")])
     assert status == 0 and "tty started" in out and "4826" not in out, out
+
+
+# ---- issue 13: root doing file operations, and a copy of the data directory -----------------
+
+def token_files(d, name):
+    uuid = d.state(name)["uuid"]
+    return {p.name: p for p in (d.data_dir / "scd/tokens").glob(uuid + ".*")}
+
+
+def snapshot(paths):
+    return {p: p.read_bytes() for p in paths if p.exists()}
+
+
+def restore(snap):
+    for p, data in snap.items():
+        p.write_bytes(data)
+
+
+def anchor_files(d):
+    return [d.data_dir / "tpm/anchor.table", d.data_dir / "tpm/anchor.table.new"]
+
+
+def offline_guesses(soft_path, uuid, guesses, slot_name="pin"):
+    """The attacker with a copy of <uuid>.soft: scrypt each guess with the file's parameters and
+    see whether the slot's GCM tag fits, as the file's own format describes it; also through
+    HKDF with an empty salt (the KDF chain without a device secret). Returns the guesses that
+    opened the slot."""
+    import base64
+    import hashlib
+    import json as js
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    f = js.loads(Path(soft_path).read_text())
+    kdf, slot = f["kdf"], f[slot_name]
+    salt, nonce, ct = (base64.b64decode(slot[k]) for k in ("salt", "nonce", "ct"))
+    aad = f"trustme soft token v{f['version']}:{uuid}:{slot_name}".encode()
+    found = []
+    for g in guesses:
+        k = hashlib.scrypt(g.encode(), salt=salt, n=kdf["N"], r=kdf["r"], p=kdf["p"],
+                           maxmem=1 << 30, dklen=32)
+        for key in (k, HKDF(hashes.SHA256(), 32, None, b"trustme soft token slot v2").derive(k)):
+            try:
+                AESGCM(key).decrypt(nonce, ct, aad)
+                found.append(g)
+            except InvalidTag:
+                pass
+    return found
+
+
+def test_offline_guess_loop_over_token_files_confirms_nothing(sdaemon):
+    """§1: with copies of every file of the data dir (the token files, the wrapped key, tpmd's
+    files), a guess loop that has the right PIN and PUK among its guesses confirms neither: the
+    slot keys need the TPM-sealed device secret."""
+    d = sdaemon
+    create_paired(d, "ofl")
+    start(d, "ofl")
+    d.cli("stop", "--kill", "ofl")
+    uuid = d.state("ofl")["uuid"]
+    copy = d.base / "stolen"
+    shutil.copytree(d.data_dir, copy, symlinks=True)
+    soft = copy / "scd/tokens" / f"{uuid}.soft"
+    guesses = ["0000", "1111", "2468", PIN, "9999"]
+    assert offline_guesses(soft, uuid, guesses) == [], "the file alone confirmed a PIN"
+    assert offline_guesses(soft, uuid, ["00000000", PUK], "puk") == [], "it confirmed the PUK"
+    # and on the device it still works
+    start(d, "ofl")
+
+
+def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
+    """§2: between wrong guesses, root deletes or restores every file that bears a count (scd's
+    tries file, its token files, tpmd's anchor table), also across scd and trustmed restarts:
+    no fourth try, and a missing or older anchor table fails closed."""
+    d = sdaemon
+    create_paired(d, "dl")
+    start(d, "dl")
+    d.cli("stop", "--kill", "dl")
+    files = token_files(d, "dl")
+    tries = d.data_dir / "scd/tokens" / (d.state("dl")["uuid"] + ".tries")
+    fresh = snapshot(list(files.values()) + [tries] + anchor_files(d))  # count 0
+
+    assert start(d, "dl", pin="0000", check=False).returncode != 0
+    tries.unlink(missing_ok=True)  # delete after a guess
+    assert start(d, "dl", pin="1111", check=False).returncode != 0
+    restore({p: b for p, b in fresh.items() if p.parent.name == "tokens"})  # restore scd's files
+    os.kill(d.scd_pid(), signal.SIGKILL)
+    wait_for(lambda: d.scd_pid() is not None, what="scd to be restarted")
+    r = start(d, "dl", pin="2222", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+    e = enc(d, "dl")
+    assert e["locked"] is True and e["pin_tries_left"] == 0
+
+    # the fourth try, with the right PIN, after every kind of file operation:
+    tries.unlink(missing_ok=True)
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, "deleting the tries file lifted the lock"
+    d.stop()
+    restore(fresh)  # scd's files and tpmd's anchor table as they were at count 0
+    for p in anchor_files(d):
+        if p not in fresh:
+            p.unlink(missing_ok=True)
+    d.start()
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0, "a restored anchor table lifted the lock"
+    assert "older" in r.stderr and "anchor" in r.stderr, r.stderr
+    assert ("tpm.anchor", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
+    d.stop()
+    (d.data_dir / "tpm/anchor.table").unlink()
+    d.start()
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0 and "missing" in r.stderr, "a deleted anchor table lifted the lock"
+
+
+def test_lockout_after_trustmed_restart_with_restored_token_files(sdaemon):
+    """§2 with the anchor table left alone: scd's files restored across a trustmed restart
+    give no try back, and the right PIN still works after the PUK."""
+    d = sdaemon
+    create_paired(d, "rs")
+    files = token_files(d, "rs")
+    tries = d.data_dir / "scd/tokens" / (d.state("rs")["uuid"] + ".tries")
+    fresh = snapshot(list(files.values()) + [tries])
+    for wrong in ("0000", "1111"):
+        assert start(d, "rs", pin=wrong, check=False).returncode != 0
+    d.stop()
+    restore(fresh)
+    tries.unlink(missing_ok=True)
+    d.start()
+    # list and state show the anchored count, not scd's restored one
+    wait_for(lambda: enc(d, "rs").get("pin_tries_left") == 1, timeout=10,
+             what="the anchored count after the restart")
+    r = start(d, "rs", pin="2222", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr
+    assert start(d, "rs", check=False).returncode != 0
+    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "8264"), "rs")
+    start(d, "rs", pin="8264")
+
+
+def test_one_containers_lockout_does_not_lock_another(sdaemon):
+    d = sdaemon
+    create_paired(d, "la")
+    create_paired(d, "lb")
+    for wrong in ("0000", "1111", "2222"):
+        assert start(d, "la", pin=wrong, check=False).returncode != 0
+    assert enc(d, "la")["locked"] is True
+    assert enc(d, "lb")["pin_tries_left"] == 3
+    start(d, "lb")
+
+
+def test_parallel_wrong_starts_check_one_pin(sdaemon):
+    d = sdaemon
+    create_paired(d, "par")
+    path = pin_file(d, "0000")
+    cmd = [str(TRUSTME), "--run-dir", str(d.run_dir), "start", "--pin-file", str(path), "par"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode != 0 for p in procs)
+    # each answer is one of: the PIN was checked ("wrong PIN: ..."), another operation was under
+    # way (busy), or the token was locked by then; never more checks than tries
+    checked = [err for _, err in outs if "wrong PIN:" in err]
+    others = [err for _, err in outs if "wrong PIN:" not in err]
+    assert all(any(w in e for w in ("under way", "is starting", "locked after 3 wrong PINs"))
+               for e in others), others
+    assert 1 <= len(checked) <= 3
+    assert enc(d, "par")["pin_tries_left"] == 3 - len(checked)
+
+
+def test_old_token_files_are_refused_after_change_pin(sdaemon):
+    """§4: restoring the .soft from before a PIN change does not bring the old PIN back."""
+    d = sdaemon
+    create_paired(d, "oc")
+    start(d, "oc")
+    d.cli("stop", "--kill", "oc")
+    before = snapshot(token_files(d, "oc").values())
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "oc")
+    after = snapshot(token_files(d, "oc").values())
+    restore(before)
+    r = start(d, "oc", check=False)
+    assert r.returncode != 0 and "anchored" in r.stderr, r.stderr
+    r = start(d, "oc", pin="4862", check=False)
+    assert r.returncode != 0, "files that are not the anchored ones are refused altogether"
+    restore(after)
+    start(d, "oc", pin="4862")
+
+
+def test_restored_copies_after_wipe_are_useless(sdaemon):
+    """§4: after a wipe, the copied token files, wrapped key and data image are refused."""
+    d = sdaemon
+    create_paired(d, "ow")
+    start(d, "ow")
+    write_marker(d, "ow")
+    d.cli("stop", "--kill", "ow")
+    cdir = container_dir(d, "ow")
+    tries = d.data_dir / "scd/tokens" / (d.state("ow")["uuid"] + ".tries")
+    kept = snapshot(list(token_files(d, "ow").values()) + [tries, cdir / "key.wrapped",
+                                                           cdir / "data.img"])
+    d.cli("wipe", "ow")
+    restore(kept)
+    r = start(d, "ow", check=False)
+    assert r.returncode != 0, r.stderr
+    assert_nothing_mounted(d, "ow")
+    d.restart()  # scd now reports the restored token as paired
+    wait_for(lambda: enc(d, "ow").get("status_known"), what="the token state after the restart")
+    assert enc(d, "ow")["paired"] is True
+    r = start(d, "ow", check=False)
+    assert r.returncode != 0 and "wiped" in r.stderr, r.stderr
+    assert_nothing_mounted(d, "ow")
+
+
+def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
+    """§3: with the embedded swtpm the device binding is emulated, and trustme says so (log,
+    device info, list, state). Its state lives outside the data dir: a copy of the data dir
+    alone, started on another path, opens nothing; a copy that takes the emulator's state along
+    is this device (the honest limit of an emulator); with tpm.require_hardware encrypted
+    containers are refused outright."""
+    import json as js
+    d = make_daemon(extra_args=KDF)
+    create_paired(d, "em")
+    start(d, "em")
+    d.cli("stop", "--kill", "em")
+    info = js.loads(d.cli("device", "info", "--json").stdout)
+    assert info["emulated"] is True and info["require_hardware"] is False
+    assert info["swtpm_state_dir"] == str(d.base / "swtpm-state")
+    assert "EMULATED" in d.cli("device", "info").stdout
+    assert "emulated-tpm" in d.cli("list").stdout
+    assert enc(d, "em")["tpm_emulated"] is True
+    assert "device binding:  EMULATED" in d.cli("state", "em").stdout
+    assert "the device binding of encrypted containers is emulated" in d.log()
+    assert not (d.data_dir / "tpm/swtpm").exists(), "the emulator's state is in the data dir"
+    assert (d.base / "swtpm-state/swtpm").is_dir()
+    d.stop()
+
+    e = make_daemon(extra_args=KDF, start=False)
+    subprocess.run(["cp", "-a", str(d.data_dir), str(e.data_dir)], check=True)
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0, "a copy of the data dir alone opened a container"
+    e.stop()
+
+    shutil.rmtree(e.base / "swtpm-state", ignore_errors=True)
+    subprocess.run(["cp", "-a", str(d.base / "swtpm-state"), str(e.base / "swtpm-state")],
+                   check=True)
+    e.start()
+    start(e, "em")  # the copy with the emulator's state is this device: documented, not hidden
+    e.cli("stop", "--kill", "em")
+    e.stop()
+
+    device = e.data_dir / "device.json"
+    config = js.loads(device.read_text())
+    config["tpm"]["require_hardware"] = True
+    device.write_text(js.dumps(config) + "\n")
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
+    assert "encrypted containers are refused" in e.cli("device", "info").stdout
+    e.create("nw", token={"type": "soft"})
+    r = e.cli("change-pin", "--pin-file", pin_file(e, PIN, PUK), "nw", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
+
+
+# ---- §5: PIN policy, secrets in memory, core dumps ------------------------------------------
+
+def test_pin_policy_refusals(sdaemon):
+    d = sdaemon
+    d.create("pp", token={"type": "soft"})
+    cases = [
+        (b"0000\n" + PUK.encode() + b"\n", "trivial"),
+        (b"1234\n" + PUK.encode() + b"\n", "trivial"),
+        (b"    \n" + PUK.encode() + b"\n", "whitespace"),
+        (b"\xff\xfe\xfd\xfc\n" + PUK.encode() + b"\n", "UTF-8"),
+        (b"12\n" + PUK.encode() + b"\n", "at least 4"),
+    ]
+    for data, why in cases:
+        path = d.base / f"pins-{time.monotonic_ns()}"
+        path.write_bytes(data)
+        r = d.cli("change-pin", "--pin-file", path, "pp", check=False)
+        assert r.returncode != 0 and why in r.stderr, (data, r.stderr)
+        assert enc(d, "pp")["paired"] is False
+    # a PIN file with CRLF line endings: the line ending is stripped, not made part of the PIN
+    path = d.base / "pins-crlf"
+    path.write_bytes(b"7391\r\n" + PUK.encode() + b"\r\n")
+    d.cli("change-pin", "--pin-file", path, "pp")
+    start(d, "pp", pin="7391")
+    d.cli("stop", "--kill", "pp")
+    # refused at create: nothing is left behind
+    cfg = d.configs / "pc.json"
+    cfg.write_text(f'{{"name":"pc","rootfs":{{"path":"{d.rootfs}"}},"token":{{"type":"soft"}}}}')
+    r = d.cli("create", "--pin-file", pin_file(d, "1111", PUK), cfg, check=False)
+    assert r.returncode != 0 and "trivial" in r.stderr and "not created" in r.stderr, r.stderr
+    assert "pc" not in [c["name"] for c in d.containers()]
+    assert list((d.data_dir / "containers").glob("*")) == [
+        container_dir(d, "pp")], "a refused create left a container directory"
+
+
+def test_pin_policy_is_configurable(make_daemon):
+    from conftest import DEV_DEVICE_JSON
+    import json as js
+    d = make_daemon(extra_args=KDF, start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    config = js.loads(DEV_DEVICE_JSON)
+    config["pin"] = {"min_length": 6, "allow_trivial": True}
+    (d.data_dir / "device.json").write_text(js.dumps(config) + "\n")
+    d.start()
+    d.create("pq", token={"type": "soft"})
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "73915", PUK), "pq", check=False)
+    assert r.returncode != 0 and "at least 6" in r.stderr, r.stderr
+    d.cli("change-pin", "--pin-file", pin_file(d, "111111", PUK), "pq")  # trivial allowed here
+
+
+def process_memory_contains(pid, needles):
+    """Search every readable mapping of pid for the needles (bytes); returns those found."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            if "r" not in perms:
+                continue
+            start_, end_ = (int(x, 16) for x in addr.split("-"))
+            try:
+                mem.seek(start_)
+                data = mem.read(end_ - start_)
+            except (OSError, OverflowError, ValueError):
+                continue
+            found.update(n for n in needles if n in data)
+    return found
+
+
+def test_pins_and_puks_are_not_left_in_trustmeds_memory(sdaemon):
+    """The PUK and PIN of a request are wiped from every copy trustmed made (the frame read on
+    its stack, the unpacked request, the copies kept across the round trips to tpmd)."""
+    d = sdaemon
+    pin, puk = "Pn-4f8e2a91", "Pk-93b1c7d0e5"
+    create_paired(d, "mem", pin=pin, puk=puk)
+    start(d, "mem", pin=pin)
+    d.cli("stop", "--kill", "mem")
+    d.cli("change-pin", "--pin-file", pin_file(d, pin, pin + "x"), "mem")
+    d.cli("list")
+    found = process_memory_contains(d.proc.pid, [pin.encode(), puk.encode()])
+    assert found == set(), f"trustmed's memory still holds {found}"
+
+
+def helper_pid(d, comm):
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == d.proc.pid and stat.split("(", 1)[1].startswith(comm[:15] + ")"):
+                return int(entry.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def test_a_crash_leaves_no_core(make_daemon, tmp_path):
+    """trustmed, scd and tpmd hold keys and PINs: not dumpable and a core limit of 0, so
+    SIGSEGV or SIGABRT writes no core even where the limit would allow one."""
+    import resource
+    cwd = os.getcwd()
+    old = resource.getrlimit(resource.RLIMIT_CORE)
+    where = tmp_path / "cores"
+    where.mkdir()
+    where.chmod(0o1777)
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    os.chdir(where)
+    try:
+        d = make_daemon(extra_args=KDF)
+        scd = d.scd_pid()
+        tpmd = wait_for(lambda: helper_pid(d, "trustme-tpmd"), what="tpmd")
+        for pid in (d.proc.pid, scd, tpmd):
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            line = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
+            assert line.split()[4:6] == ["0", "0"], (pid, line)
+        # not dumpable: /proc/PID/status belongs to root even for the helpers' own users
+        assert os.stat(f"/proc/{scd}/status").st_uid == 0
+        assert os.stat(f"/proc/{tpmd}/status").st_uid == 0
+        os.kill(tpmd, signal.SIGSEGV)
+        wait_for(lambda: helper_pid(d, "trustme-tpmd") not in (None, tpmd), what="tpmd again")
+        os.kill(d.proc.pid, signal.SIGABRT)
+        d.proc.wait(timeout=30)
+        time.sleep(0.5)
+        assert [p.name for p in where.iterdir()] == [], "a crash left a core"
+    finally:
+        os.chdir(cwd)
+        resource.setrlimit(resource.RLIMIT_CORE, old)
+
+
+def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
+    """§5: from inside a container, neither the loop devices' backing files (other containers'
+    data images, by UUID) nor /proc/mounts (the overlay's options) show host paths."""
+    d = sdaemon
+    create_paired(d, "hp1")
+    create_paired(d, "hp2")
+    start(d, "hp1")
+    start(d, "hp2")
+    host = str(d.base)
+    uuids = [d.state(n)["uuid"] for n in ("hp1", "hp2")]
+    for name in ("hp1", "hp2"):
+        r = d.sh(name, "cat /sys/block/loop*/loop/backing_file "
+                       "/sys/devices/virtual/block/loop*/loop/backing_file 2>/dev/null; true")
+        assert host not in r.stdout and not any(u in r.stdout for u in uuids), r.stdout
+        for view in ("/proc/mounts", "/proc/self/mountinfo"):
+            text = d.sh(name, f"cat {view}").stdout
+            assert host not in text and not any(u in text for u in uuids), text
+    d.cli("stop", "--kill", "hp1")
+    d.cli("stop", "--kill", "hp2")
+
+
+def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
+    """§3: the first seal's recovery key goes to the run dir (a tmpfs on a device), or to the
+    path the admin names; the data dir (and a copy of it) never holds it, and one left there by
+    a crash or an older trustme is moved out at the next start."""
+    d = make_daemon(extra_args=KDF)
+    create_paired(d, "rk")  # pairing needs the device secret: sealed by now
+    key = d.run_dir / "tpm/recovery-key"
+    wait_for(key.exists, what="the recovery key in the run dir")
+    text = key.read_bytes().strip()
+    assert len(text) == 64
+    hits = [p for p in d.data_dir.rglob("*") if p.is_file() and text in p.read_bytes()]
+    assert hits == [], f"the recovery key is in {hits}"
+    d.stop()
+    # an older trustme left it in the data dir: moved out at the next start
+    (d.data_dir / "tpm/recovery-key").write_bytes(text + b"\n")
+    named = d.base / "keys"
+    named.mkdir()
+    shutil.chown(named, user="trustme-tpm")
+    d.extra_args += ["--recovery-key-file", str(named / "rk")]
+    d.start()
+    wait_for(lambda: (named / "rk").exists(), what="the recovery key at the named path")
+    assert (named / "rk").read_bytes().strip() == text
+    assert not (d.data_dir / "tpm/recovery-key").exists()
+
+
+def test_an_unsealable_device_secret_costs_no_try(sdaemon):
+    """A changed boot state (here: device.json's bytes) makes the device secret unsealable:
+    starts are refused with that reason, and no PIN try is counted for it."""
+    d = sdaemon
+    create_paired(d, "ds")
+    d.stop()
+    device = d.data_dir / "device.json"
+    device.write_text(device.read_text().rstrip("\n") + " \n")  # other bytes, same meaning
+    d.start()
+    for _ in range(4):
+        r = start(d, "ds", check=False)
+        assert r.returncode != 0 and "sealed to another boot state" in r.stderr, r.stderr
+    wait_for(lambda: enc(d, "ds").get("status_known"), what="the token state")
+    assert enc(d, "ds")["pin_tries_left"] == 3

@@ -24,7 +24,10 @@ static const char *const ro_paths[] = {"proc/sys", "proc/sysrq-trigger", "proc/i
 static const char *const hidden_files[] = {"proc/kcore", "proc/keys", "proc/timer_list",
                                            "proc/sched_debug", "proc/latency_stats", "proc/kallsyms",
                                            "proc/kpagecount", "proc/kpageflags", "proc/kpagecgroup"};
-static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware"};
+/* sys/devices/virtual/block: the loop devices' backing_file names other containers' data
+ * images (their UUIDs, the host's data dir). */
+static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware",
+                                          "sys/devices/virtual/block"};
 
 static int apply_masks(int rootfd, tm_err *err)
 {

@@ -355,13 +355,28 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
     return 0;
 }
 
+/* The overlay is given its directories relative to the container's run dir, which the setup
+ * process (a child of its own) enters for the mount: overlayfs shows its options as given, in
+ * the container's /proc/mounts too, and absolute ones would tell the container the host's
+ * paths (its data dir, its UUID: issue 13). */
+static int mount_overlay(struct start_ctx *ctx, int target, tm_err *err)
+{
+    char opts[128];
+    snprintf(opts, sizeof(opts), "lowerdir=lower,upperdir=data/%supper,workdir=data/%swork",
+             layers_dir(ctx), layers_dir(ctx));
+    _cleanup_close_ int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (here < 0 || chdir(ctx->run_dir) < 0)
+        return tm_err_sys(err, "cannot enter %s", ctx->run_dir);
+    int r = mount_new_fs(target, "overlay", "overlay", opts, MOUNT_ATTR_NODEV, err);
+    if (fchdir(here) < 0 && r == 0)
+        r = tm_err_sys(err, "cannot go back to the working directory");
+    return r;
+}
+
 static int mount_root(struct start_ctx *ctx, tm_err *err)
 {
-    char lower[PATH_MAX], data[PATH_MAX], opts[3 * PATH_MAX + 128];
+    char lower[PATH_MAX];
     sub_path(lower, sizeof(lower), ctx, "lower");
-    sub_path(data, sizeof(data), ctx, "data");
-    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/%supper,workdir=%s/%swork", lower, data,
-             layers_dir(ctx), data, layers_dir(ctx));
     _cleanup_close_ int target = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (target < 0)
         return tm_err_sys(err, "cannot open %s", ctx->root);
@@ -369,7 +384,7 @@ static int mount_root(struct start_ctx *ctx, tm_err *err)
     if (ctx->guestos && ctx->guestos->cfg->mounts[ctx->guestos->cfg->root].kind == GMOUNT_SHARED)
         r = bind_mount_at(AT_FDCWD, lower, target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, -1, err);
     else
-        r = mount_new_fs(target, "overlay", "overlay", opts, MOUNT_ATTR_NODEV, err);
+        r = mount_overlay(ctx, target, err);
     if (r < 0)
         return r;
     ctx->root_fd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
