@@ -19,6 +19,7 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "guestos.h"
+#include "guestos_owner.h"
 #include "measure.h"
 #include "log.h"
 #include "reaper.h"
@@ -42,6 +43,7 @@ struct install_op {
     struct guestos_config *cfg;
     enum trust_level trust;
     char signer[512];
+    char owner[65]; /* the GuestOS Signing CA to record as the name's owner, "" for none */
     char staging[PATH_MAX];
     int pidfd, sync_fd;
     tm_source *pid_src, *sync_src;
@@ -305,6 +307,10 @@ static void commit(struct install_op *op)
     char final[PATH_MAX + 128];
     snprintf(final, sizeof(final), "%s/guestos/%s", d->data_dir, op->label);
     int r = guestos_write_record(op->staging, op->trust, op->signer, &err);
+    /* The owner first: a crash after it leaves the name bound to the CA that signed it, which
+     * is what the install asked for; never a GuestOS in the store without its owner known. */
+    if (r == 0 && op->owner[0] && (r = guestos_owner_record(d, op->cfg->name, op->owner, &err)) < 0)
+        tm_err_prefix(&err, "cannot record the owner of %s", op->cfg->name);
     if (r == 0) {
         _cleanup_close_ int dfd = open(op->staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || fsync(dfd) < 0)
@@ -420,6 +426,28 @@ static int start_worker(struct install_op *op, tm_err *err)
     return 0;
 }
 
+/* A name belongs to the GuestOS Signing CA device.json binds to it, else to the one of its first
+ * signed install: another registered vendor cannot take it over with a higher version. */
+static int check_owner(struct install_op *op, const struct trust_result *res, tm_err *err)
+{
+    char owner[65];
+    bool bound;
+    int r = guestos_owner_lookup(op->d, op->cfg->name, owner, &bound, err);
+    if (r < 0)
+        return tm_err_prefix(err, "cannot read who owns the name %s", op->cfg->name);
+    if (strlen(res->ca_sha256) != 64)
+        return tm_err_set(err, EPROTO, "trustme-scd did not say which GuestOS Signing CA the "
+                          "signature passed through");
+    if (owner[0] && strcmp(owner, res->ca_sha256) != 0)
+        return tm_err_set(err, EPERM, "the name %s belongs to the GuestOS Signing CA with SHA-256 "
+                          "%s (%s); this one is signed through the CA with SHA-256 %s (signer %s): "
+                          "only device.json trust.guestos_owners hands a name to another vendor",
+                          op->cfg->name, owner, bound ? "bound by device.json" : "its first signer",
+                          res->ca_sha256, res->signer);
+    memcpy(op->owner, res->ca_sha256, 65);
+    return 0;
+}
+
 static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
                         void *userdata)
 {
@@ -432,8 +460,13 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
     }
     op->trust = res->trust;
     snprintf(op->signer, sizeof(op->signer), "%s", res->signer);
-    progress(op, "signature of %s verified: %s, by %s", op->label, trust_level_name(op->trust), op->signer);
     tm_err e = {0};
+    if (op->trust == TRUST_SIGNED && strcmp(op->cfg->name, d->device.core_guestos) != 0 &&
+        check_owner(op, res, &e) < 0) {
+        fail(op, &e);
+        return;
+    }
+    progress(op, "signature of %s verified: %s, by %s", op->label, trust_level_name(op->trust), op->signer);
     if (start_worker(op, &e) < 0)
         fail(op, &e);
 }

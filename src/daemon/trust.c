@@ -181,6 +181,8 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
     snprintf(res.signer, sizeof(res.signer), "%s", resp->verify->signer);
     if (resp->verify->n_chain_sha256 > 0 && resp->verify->chain_sha256[0].len == 32)
         tm_hex(resp->verify->chain_sha256[0].data, 32, res.sha256);
+    if (resp->verify->has_required_sha256 && resp->verify->required_sha256.len == 32)
+        tm_hex(resp->verify->required_sha256.data, 32, res.ca_sha256);
     finish(op, &res, NULL);
 }
 
