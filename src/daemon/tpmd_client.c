@@ -201,6 +201,75 @@ void tpmd_scd_gone(struct daemon *d)
     d->tpm.scd_has_secret = false;
 }
 
+/* ---- the anchor table ------------------------------------------------------------------------ */
+
+#define ANCHOR_CALL_MAX 256
+
+static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
+                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err)
+{
+    if (n_set > ANCHOR_CALL_MAX || n_get > ANCHOR_CALL_MAX)
+        return tm_err_set(err, E2BIG, "at most %d anchor entries in one call", ANCHOR_CALL_MAX);
+    Trustme__Tpmd__AnchorEntry ev[n_set + 1], *evp[n_set + 1];
+    for (size_t i = 0; i < n_set; i++) {
+        trustme__tpmd__anchor_entry__init(&ev[i]);
+        ev[i].name = (char *)set[i].name;
+        if (set[i].remove) {
+            ev[i].has_remove = ev[i].remove = true;
+        } else {
+            ev[i].has_value = true;
+            ev[i].value = (ProtobufCBinaryData){.len = set[i].len, .data = (uint8_t *)set[i].value};
+        }
+        evp[i] = &ev[i];
+    }
+    Trustme__Tpmd__AnchorRequest ar = TRUSTME__TPMD__ANCHOR_REQUEST__INIT;
+    ar.n_set = n_set;
+    ar.set = evp;
+    ar.n_get = n_get;
+    ar.get = (char **)names;
+    Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_ANCHOR;
+    req.anchor = &ar;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
+int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
+                    void *userdata, tm_err *err)
+{
+    return anchor_call(d, NULL, 0, names, n, fn, userdata, err);
+}
+
+int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
+                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err)
+{
+    return anchor_call(d, set, n_set, names, n_get, fn, userdata, err);
+}
+
+const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp,
+                                             const char *name)
+{
+    if (!resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR)
+        return NULL;
+    for (size_t i = 0; i < resp->anchor->n_entries; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = resp->anchor->entries[i];
+        if (e->name && strcmp(e->name, name) == 0 && e->has_value)
+            return &e->value;
+    }
+    return NULL;
+}
+
+/* At every tpmd start: a table tpmd refused is audited once, loudly. */
+static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err,
+                            void *userdata)
+{
+    if (!err || !resp)
+        return;
+    log_error("the TPM-anchored state is unavailable: %s", err->msg);
+    daemon_audit(d, "tpm.anchor", "fail", NULL, "trustmed", "%s", err->msg);
+}
+
 /* ---- measurements ----------------------------------------------------------------------------- */
 
 static void on_measured(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
@@ -259,6 +328,8 @@ static void measure_boot(struct service *s, int exe)
     if (tpmd_measure(d, items, 4, on_measured, "the virtualization layer", &e) < 0)
         log_error("cannot measure the virtualization layer: %s", e.msg);
     tpmd_secret_refresh(d);
+    if (tpmd_anchor_get(d, NULL, 0, on_anchor_check, NULL, &e) < 0)
+        log_error("cannot check the anchor table: %s", e.msg);
 }
 
 void tpmd_measure_scd(struct daemon *d, int exe)

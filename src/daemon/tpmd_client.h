@@ -43,3 +43,26 @@ int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, 
 
 /* Why containers cannot get their keys now, or NULL when the device secret reached scd. */
 const char *tpmd_secret_problem(const struct daemon *d);
+
+/* The anchor table in tpmd (docs/ATTESTATION.md, "Anchored state"): named values whose integrity
+ * and freshness rest on the TPM. Names: 1..128 printable ASCII bytes without spaces
+ * ("guestos/<name>", "config/<uuid>", "token/<uuid>/<what>"); values: at most 64 bytes. */
+struct tpmd_anchor_entry {
+    const char *name;
+    const uint8_t *value; /* ignored when remove */
+    size_t len;
+    bool remove;
+};
+/* Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
+ * entries that exist, in the order asked, and the table's version. A missing, older or edited
+ * table: err with ENOENT, ESTALE or EBADMSG and the reason (fail closed). */
+int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
+                    void *userdata, tm_err *err);
+/* Apply set[0..n_set) as one new version of the table (atomically: all or nothing; one TPM NV
+ * write), then answer names[0..n_get) from the result as tpmd_anchor_get does. */
+int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
+                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err);
+/* The value of name in an anchor reply, or NULL. */
+const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp,
+                                             const char *name);

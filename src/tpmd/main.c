@@ -196,6 +196,9 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||
         (r = load_chain(d, err)) < 0)
         return r;
+    tm_err aerr = {0};
+    if (anchor_load(d->tpm.esys, d->data_dir, &d->anchor, &aerr) < 0)
+        log_error("anchor table refused (every anchored value is unavailable): %s", aerr.msg);
     if (!(d->loop = tm_loop_new()))
         return tm_err_set(err, ENOMEM, "out of memory");
     d->signal_src = tm_loop_io(d->loop, d->signal_fd, EPOLLIN, on_signal, d);
@@ -268,6 +271,7 @@ int main(int argc, char **argv)
     else
         swtpm_release(&d.swtpm);
     free(d.chain_pem);
+    anchor_free(&d.anchor);
     tm_loop_free(d.loop);
     close(d.signal_fd);
     close(lock_fd);

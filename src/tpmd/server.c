@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "anchor.h"
 #include "cleanup.h"
 #include "csr.h"
 #include "fileio.h"
@@ -261,6 +262,59 @@ static int do_counter_raise(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Co
     return send_counter(d, id, rq->name, value, err);
 }
 
+/* ---- the anchor table ------------------------------------------------------------------------- */
+
+static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq,
+                     tm_err *err)
+{
+    if (rq->n_set > ANCHOR_ENTRIES_MAX || rq->n_get > ANCHOR_ENTRIES_MAX)
+        return tm_err_set(err, E2BIG, "too many anchor entries in one request");
+    int r;
+    if (!d->anchor.loaded && (r = anchor_load(d->tpm.esys, d->data_dir, &d->anchor, err)) < 0)
+        return r;
+    for (size_t i = 0; i < rq->n_get; i++)
+        if ((r = anchor_check_name(rq->get[i], err)) < 0)
+            return r;
+    if (rq->n_set > 0) {
+        _cleanup_free_ struct anchor_change *c = calloc(rq->n_set, sizeof(*c));
+        if (!c)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        for (size_t i = 0; i < rq->n_set; i++) {
+            const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
+            c[i] = (struct anchor_change){.name = e->name, .remove = e->has_remove && e->remove,
+                                          .value = e->value.data, .len = e->value.len};
+            if (!c[i].remove && !e->has_value)
+                return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
+                                  "remove", e->name ? e->name : "");
+        }
+        if ((r = anchor_update(d->tpm.esys, d->data_dir, &d->anchor, c, rq->n_set, err)) < 0)
+            return r;
+    }
+    _cleanup_free_ Trustme__Tpmd__AnchorEntry *ev = calloc(rq->n_get + 1, sizeof(*ev));
+    _cleanup_free_ Trustme__Tpmd__AnchorEntry **evp = calloc(rq->n_get + 1, sizeof(*evp));
+    if (!ev || !evp)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    Trustme__Tpmd__AnchorReply ar = TRUSTME__TPMD__ANCHOR_REPLY__INIT;
+    for (size_t i = 0; i < rq->n_get; i++) {
+        const struct anchor_entry *e = anchor_find(&d->anchor, rq->get[i]);
+        if (!e)
+            continue;
+        trustme__tpmd__anchor_entry__init(&ev[ar.n_entries]);
+        ev[ar.n_entries].name = e->name;
+        ev[ar.n_entries].has_value = true;
+        ev[ar.n_entries].value = (ProtobufCBinaryData){.len = e->len, .data = (uint8_t *)e->value};
+        evp[ar.n_entries] = &ev[ar.n_entries];
+        ar.n_entries++;
+    }
+    ar.entries = evp;
+    ar.has_version = true;
+    ar.version = d->anchor.version;
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_ANCHOR;
+    resp.anchor = &ar;
+    return send_response(d, id, &resp, err);
+}
+
 /* ---- device identity ------------------------------------------------------------------------------ */
 
 static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__DeviceCsr *rq,
@@ -378,6 +432,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
         break;
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO: r = do_device_info(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
     if (r < 0) {

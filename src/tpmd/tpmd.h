@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "anchor.h"
 #include "event.h"
 #include "mlog.h"
 #include "swtpm.h"
@@ -43,6 +44,9 @@ struct tpmd {
         uint64_t value;
     } counters[32];
     size_t n_counters;
+    /* The anchor table (anchor.h), loaded at start; while it fails to load, every anchor
+     * request tries again and fails closed with the reason. */
+    struct anchor_table anchor;
 };
 
 /* The PCRs that are always reported and checked: boot and runtime PCR. */

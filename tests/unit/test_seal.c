@@ -24,6 +24,7 @@
 #include <tss2/tss2_tctildr.h>
 #include <unistd.h>
 
+#include "anchor.h"
 #include "fileio.h"
 #include "nvcounter.h"
 #include "seal.h"
@@ -703,6 +704,179 @@ static void survives_swtpm_restart(void **state)
     secret_free(t);
 }
 
+/* --- the anchor table --- */
+
+static void anchor_set(const char *dir, struct anchor_table *t, const char *name,
+                       const char *value, int want)
+{
+    tm_err err = {0};
+    struct anchor_change c = {.name = name, .value = (const uint8_t *)value,
+                              .len = value ? strlen(value) : 0, .remove = !value};
+    assert_rc(anchor_update(g.esys, dir, t, &c, 1, &err), want, &err);
+    assert_nothing_loaded();
+}
+
+static void assert_value(const struct anchor_table *t, const char *name, const char *value)
+{
+    const struct anchor_entry *e = anchor_find(t, name);
+    if (!value) {
+        assert_null(e);
+        return;
+    }
+    assert_non_null(e);
+    assert_int_equal(e->len, strlen(value));
+    assert_memory_equal(e->value, value, e->len);
+}
+
+static void anchor_reload(const char *dir, struct anchor_table *t, int want, const char *msg)
+{
+    tm_err err = {0};
+    assert_rc(anchor_load(g.esys, dir, t, &err), want, &err);
+    if (msg)
+        assert_err_contains(&err, msg);
+    assert_true(t->loaded == (want == 0));
+    assert_nothing_loaded();
+}
+
+static void anchor_table(void **state)
+{
+    char dir[PATH_MAX], path[PATH_MAX], newpath[PATH_MAX], other[PATH_MAX];
+    fresh(dir);
+    fresh(other);
+    snprintf(path, sizeof(path), "%s/anchor.table", dir);
+    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
+    struct anchor_table t = {0};
+    tm_err err = {0};
+    /* Nothing anchored yet: an empty table, version 0. */
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 0);
+    assert_int_equal(t.n, 0);
+    anchor_set(dir, &t, "guestos/core", "\x01", 0);
+    anchor_set(dir, &t, "token/abc/tries", "\x02", 0);
+    assert_int_equal(t.version, 2);
+    size_t old_len;
+    char *old = slurp(path, &old_len); /* version 2 */
+    /* A batch is one version. */
+    struct anchor_change batch[] = {{.name = "config/x", .value = (const uint8_t *)"cfg", .len = 3},
+                                    {.name = "guestos/core", .remove = true},
+                                    {.name = "token/abc/tries", .value = (const uint8_t *)"", .len = 0}};
+    assert_rc(anchor_update(g.esys, dir, &t, batch, 3, &err), 0, &err);
+    assert_int_equal(t.version, 3);
+    assert_value(&t, "config/x", "cfg");
+    assert_value(&t, "guestos/core", NULL);
+    assert_value(&t, "token/abc/tries", "");
+    /* Loaded again: the same. */
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 3);
+    assert_value(&t, "config/x", "cfg");
+    assert_value(&t, "token/abc/tries", "");
+    size_t cur_len;
+    char *cur = slurp(path, &cur_len);
+    /* Bad names and values change nothing. */
+    anchor_set(dir, &t, "has space", "v", -EINVAL);
+    anchor_set(dir, &t, "", "v", -EINVAL);
+    char longname[ANCHOR_NAME_MAX + 2];
+    memset(longname, 'a', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    anchor_set(dir, &t, longname, "v", -EINVAL);
+    longname[ANCHOR_NAME_MAX] = '\0';
+    anchor_set(dir, &t, longname, "v", 0); /* 128 is fine */
+    char bigval[ANCHOR_VALUE_MAX + 2];
+    memset(bigval, 'v', sizeof(bigval) - 1);
+    bigval[sizeof(bigval) - 1] = '\0';
+    anchor_set(dir, &t, "x", bigval, -EINVAL);
+    assert_int_equal(t.version, 4);
+    free(cur);
+    cur = slurp(path, &cur_len);
+
+    /* An older table restored: refused, and nothing in it believed. */
+    put(path, old, old_len);
+    anchor_reload(dir, &t, -ESTALE, "older (claims version 2) than version 4");
+    anchor_set(dir, &t, "x", "1", -EIO);
+    /* Deleted: refused. */
+    unlink(path);
+    anchor_reload(dir, &t, -ENOENT, "is missing, but the TPM anchors version 4");
+    /* Edited (one value changed, version kept): refused. */
+    char *edited = strdup(cur);
+    char *at = strstr(edited, "config/x 636667");
+    assert_non_null(at);
+    at[strlen("config/x 63")] = '7';
+    put(path, edited, cur_len);
+    anchor_reload(dir, &t, -EBADMSG, "does not match the digest of version 4");
+    /* The edited table claiming a higher version: refused too. */
+    free(edited);
+    edited = strdup(cur);
+    at = strstr(edited, "version 4");
+    at[8] = '9';
+    put(path, edited, cur_len);
+    anchor_reload(dir, &t, -EBADMSG, "does not match");
+    free(edited);
+    /* The right one back: accepted. */
+    put(path, cur, cur_len);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 4);
+
+    /* Crash after the NV write, before the rename: the .new one is the table. */
+    size_t v4_len;
+    char *v4 = slurp(path, &v4_len);
+    anchor_set(dir, &t, "config/y", "y", 0);
+    size_t v5_len;
+    char *v5 = slurp(path, &v5_len);
+    put(path, v4, v4_len);
+    put(newpath, v5, v5_len);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 5);
+    assert_value(&t, "config/y", "y");
+    assert_int_equal(access(newpath, F_OK), -1);
+    /* Crash before the NV write: a stale .new next to the anchored table is dropped. */
+    char stale[] = "trustme-anchor 1\nversion 6\nconfig/z 7a\n";
+    put(newpath, stale, strlen(stale));
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 5);
+    assert_value(&t, "config/z", NULL);
+    assert_int_equal(access(newpath, F_OK), -1);
+    /* An older .new (restored) does not help an older table either. */
+    put(path, old, old_len);
+    put(newpath, v4, v4_len);
+    anchor_reload(dir, &t, -ESTALE, "older");
+    put(path, v5, v5_len);
+    unlink(newpath);
+    anchor_reload(dir, &t, 0, NULL);
+
+    /* A second table dir on the same TPM (another data dir copied elsewhere) holds no anchor
+     * of its own: its copy of the table is refused once the first moves on. */
+    char opath[PATH_MAX];
+    snprintf(opath, sizeof(opath), "%s/anchor.table", other);
+    put(opath, v5, v5_len);
+    struct anchor_table o = {0};
+    anchor_reload(other, &o, 0, NULL); /* the same version: indistinguishable, and harmless */
+    anchor_set(dir, &t, "config/y", "yy", 0);
+    anchor_set(other, &o, "config/y", "zz", -ESTALE);
+    anchor_reload(other, &o, -ESTALE, "older");
+
+    /* A TPM that anchors nothing (cleared, or another device's) refuses an existing table. */
+    ESYS_TR tr = ESYS_TR_NONE;
+    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
+                                     ESYS_TR_NONE, &tr));
+    undefine_nv(&tr);
+    anchor_reload(dir, &t, -EBADMSG, "holds no anchor for it");
+    /* Someone else's index at our number: left alone. */
+    define_nv(ANCHOR_NV_INDEX, TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE, 40, &tr);
+    unlink(path);
+    anchor_reload(dir, &t, -EEXIST, "not by trustme");
+    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
+                                     ESYS_TR_NONE, &tr));
+    undefine_nv(&tr);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 0);
+    anchor_free(&t);
+    anchor_free(&o);
+    free(old);
+    free(cur);
+    free(v4);
+    free(v5);
+}
+
 /* What a TPM does with a new counter: it starts above every counter it deleted. Runs last: it
  * leaves that mark on this swtpm. */
 static void counter_start_value(void **state)
@@ -761,6 +935,7 @@ int main(void)
         cmocka_unit_test(foreign_index_left_alone),
         cmocka_unit_test(survives_swtpm_restart),
         cmocka_unit_test(timings),
+        cmocka_unit_test(anchor_table),
         cmocka_unit_test(counter_start_value),
     };
     return cmocka_run_group_tests_name("seal", tests, group_setup, group_teardown);

@@ -1,0 +1,490 @@
+#include "anchor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+#include "fileio.h"
+#include "log.h"
+#include "tpm_util.h"
+
+#define MAGIC "trustme-anchor 1\n"
+#define NV_SIZE 40
+/* Owner auth only (empty on swtpm and on a TPM nobody took ownership of): tpmd is the only
+ * process that talks to the TPM. NO_DA: a failed owner authorization of this index must not
+ * count towards the TPM's global lockout. */
+#define NV_ATTRS (TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE | TPMA_NV_NO_DA)
+#define NV_STATE_ATTRS (TPMA_NV_WRITTEN | TPMA_NV_READLOCKED | TPMA_NV_WRITELOCKED)
+#define FILE_MAX ((size_t)ANCHOR_ENTRIES_MAX * (ANCHOR_NAME_MAX + 2 * ANCHOR_VALUE_MAX + 2) + 64)
+
+int anchor_check_name(const char *name, tm_err *err)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > ANCHOR_NAME_MAX)
+        return tm_err_set(err, EINVAL, "anchor name must have 1..%d bytes", ANCHOR_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (name[i] < 0x21 || name[i] > 0x7e)
+            return tm_err_set(err, EINVAL, "anchor name must be printable ASCII without spaces");
+    return 0;
+}
+
+void anchor_free(struct anchor_table *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->e[i].name);
+    free(t->e);
+    *t = (struct anchor_table){0};
+}
+
+const struct anchor_entry *anchor_find(const struct anchor_table *t, const char *name)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(t->e[mid].name, name);
+        if (c == 0)
+            return &t->e[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* ---- the file ---------------------------------------------------------------------------------- */
+
+static int unhex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Strict: exactly the form serialize() writes, so one table has one digest. */
+static int parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
+{
+    struct anchor_table t = {0};
+    const char *p = data, *end = data + len;
+    if (len < sizeof(MAGIC) - 1 || memcmp(p, MAGIC, sizeof(MAGIC) - 1) != 0)
+        return tm_err_set(err, EBADMSG, "not an anchor table");
+    p += sizeof(MAGIC) - 1;
+    char *e;
+    if (end - p < 9 || memcmp(p, "version ", 8) != 0 || p[8] < '0' || p[8] > '9')
+        return tm_err_set(err, EBADMSG, "anchor table: no version line");
+    errno = 0;
+    unsigned long long v = strtoull(p + 8, &e, 10);
+    if (errno || e >= end || *e != '\n')
+        return tm_err_set(err, EBADMSG, "anchor table: bad version line");
+    t.version = v;
+    p = e + 1;
+    int r = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *sp = nl ? memchr(p, ' ', (size_t)(nl - p)) : NULL;
+        if (!nl || !sp) {
+            r = tm_err_set(err, EBADMSG, "anchor table: malformed line %zu", t.n + 1);
+            goto fail;
+        }
+        size_t hexlen = (size_t)(nl - sp - 1);
+        if (t.n == ANCHOR_ENTRIES_MAX || hexlen % 2 || hexlen / 2 > ANCHOR_VALUE_MAX) {
+            r = tm_err_set(err, EBADMSG, "anchor table: line %zu too long", t.n + 1);
+            goto fail;
+        }
+        if (t.n % 64 == 0) {
+            struct anchor_entry *ne = realloc(t.e, (t.n + 64) * sizeof(*ne));
+            if (!ne) {
+                r = tm_err_set(err, ENOMEM, "out of memory");
+                goto fail;
+            }
+            t.e = ne;
+        }
+        struct anchor_entry *en = &t.e[t.n];
+        *en = (struct anchor_entry){.name = strndup(p, (size_t)(sp - p)), .len = hexlen / 2};
+        if (!en->name) {
+            r = tm_err_set(err, ENOMEM, "out of memory");
+            goto fail;
+        }
+        t.n++;
+        if (anchor_check_name(en->name, NULL) < 0 ||
+            (t.n > 1 && strcmp(t.e[t.n - 2].name, en->name) >= 0)) {
+            r = tm_err_set(err, EBADMSG, "anchor table: bad or unsorted name on line %zu", t.n);
+            goto fail;
+        }
+        for (size_t i = 0; i < en->len; i++) {
+            int hi = unhex(sp[1 + 2 * i]), lo = unhex(sp[2 + 2 * i]);
+            if (hi < 0 || lo < 0) {
+                r = tm_err_set(err, EBADMSG, "anchor table: bad value on line %zu", t.n);
+                goto fail;
+            }
+            en->value[i] = (uint8_t)(hi << 4 | lo);
+        }
+        p = nl + 1;
+    }
+    t.loaded = true;
+    *ret = t;
+    return 0;
+fail:
+    anchor_free(&t);
+    return r;
+}
+
+static int serialize(const struct anchor_table *t, char **ret, size_t *ret_len, tm_err *err)
+{
+    size_t cap = 64;
+    for (size_t i = 0; i < t->n; i++)
+        cap += strlen(t->e[i].name) + 2 * t->e[i].len + 2;
+    char *buf = malloc(cap);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t n = (size_t)snprintf(buf, cap, MAGIC "version %llu\n", (unsigned long long)t->version);
+    for (size_t i = 0; i < t->n; i++) {
+        size_t l = strlen(t->e[i].name);
+        memcpy(buf + n, t->e[i].name, l);
+        n += l;
+        buf[n++] = ' ';
+        tm_hex(t->e[i].value, t->e[i].len, buf + n);
+        n += 2 * t->e[i].len;
+        buf[n++] = '\n';
+    }
+    *ret = buf;
+    *ret_len = n;
+    return 0;
+}
+
+/* ---- the NV index ------------------------------------------------------------------------------ */
+
+struct nv {
+    ESYS_TR tr;
+    bool defined, written;
+    uint64_t version;
+    uint8_t digest[32];
+};
+
+static void nv_close(ESYS_CONTEXT *esys, struct nv *nv)
+{
+    if (nv->tr != ESYS_TR_NONE)
+        (void)Esys_TR_Close(esys, &nv->tr);
+    nv->tr = ESYS_TR_NONE;
+}
+
+static int nv_open(ESYS_CONTEXT *esys, struct nv *nv, tm_err *err)
+{
+    *nv = (struct nv){.tr = ESYS_TR_NONE};
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TSS2_RC rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                    TPM2_CAP_HANDLES, ANCHOR_NV_INDEX, 1, NULL, &cap);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot list NV indices");
+    nv->defined = cap->data.handles.count > 0 && cap->data.handles.handle[0] == ANCHOR_NV_INDEX;
+    Esys_Free(cap);
+    if (!nv->defined)
+        return 0;
+    rc = Esys_TR_FromTPMPublic(esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                               &nv->tr);
+    if (rc != TSS2_RC_SUCCESS) {
+        nv->tr = ESYS_TR_NONE;
+        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x",
+                       ANCHOR_NV_INDEX);
+    }
+    TPM2B_NV_PUBLIC *pub = NULL;
+    rc = Esys_NV_ReadPublic(esys, nv->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        nv_close(esys, nv);
+        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x",
+                       ANCHOR_NV_INDEX);
+    }
+    const TPMS_NV_PUBLIC *p = &pub->nvPublic;
+    bool ours = (p->attributes & ~NV_STATE_ATTRS) == NV_ATTRS && p->dataSize == NV_SIZE &&
+                p->nameAlg == TPM2_ALG_SHA256 && p->authPolicy.size == 0;
+    nv->written = (p->attributes & TPMA_NV_WRITTEN) != 0;
+    Esys_Free(pub);
+    if (!ours) {
+        nv_close(esys, nv);
+        return tm_err_set(err, EEXIST, "NV index 0x%08x (the anchor table's) is defined, but "
+                          "not by trustme: someone else uses it; trustme leaves it alone",
+                          ANCHOR_NV_INDEX);
+    }
+    if (!nv->written)
+        return 0;
+    TPM2B_MAX_NV_BUFFER *data = NULL;
+    rc = Esys_NV_Read(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                      ESYS_TR_NONE, NV_SIZE, 0, &data);
+    if (rc != TSS2_RC_SUCCESS) {
+        nv_close(esys, nv);
+        return tpm_err(err, rc, "cannot read NV index 0x%08x", ANCHOR_NV_INDEX);
+    }
+    int r = 0;
+    if (data->size != NV_SIZE) {
+        r = tm_err_set(err, EIO, "NV index 0x%08x: read %u bytes", ANCHOR_NV_INDEX,
+                       (unsigned)data->size);
+    } else {
+        nv->version = 0;
+        for (int i = 0; i < 8; i++)
+            nv->version = nv->version << 8 | data->buffer[i];
+        memcpy(nv->digest, data->buffer + 8, 32);
+    }
+    Esys_Free(data);
+    if (r < 0)
+        nv_close(esys, nv);
+    return r;
+}
+
+static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const uint8_t digest[32],
+                    tm_err *err)
+{
+    TSS2_RC rc;
+    if (!nv->defined) {
+        TPM2B_AUTH no_auth = {0};
+        TPM2B_NV_PUBLIC pub = {.nvPublic = {.nvIndex = ANCHOR_NV_INDEX,
+                                            .nameAlg = TPM2_ALG_SHA256,
+                                            .attributes = NV_ATTRS,
+                                            .dataSize = NV_SIZE}};
+        rc = Esys_NV_DefineSpace(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                 ESYS_TR_NONE, &no_auth, &pub, &nv->tr);
+        if (rc != TSS2_RC_SUCCESS) {
+            nv->tr = ESYS_TR_NONE;
+            return tpm_err(err, rc, "cannot define NV index 0x%08x for the anchor table",
+                           ANCHOR_NV_INDEX);
+        }
+        nv->defined = true;
+    }
+    TPM2B_MAX_NV_BUFFER data = {.size = NV_SIZE};
+    for (int i = 0; i < 8; i++)
+        data.buffer[i] = (uint8_t)(version >> (56 - 8 * i));
+    memcpy(data.buffer + 8, digest, 32);
+    rc = Esys_NV_Write(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                       ESYS_TR_NONE, &data, 0);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot write NV index 0x%08x", ANCHOR_NV_INDEX);
+    nv->written = true;
+    nv->version = version;
+    memcpy(nv->digest, digest, 32);
+    return 0;
+}
+
+/* ---- load and update --------------------------------------------------------------------------- */
+
+/* 0 and *ret_data: the file; -ENOENT: it does not exist. */
+static int read_table(const char *path, char **ret_data, size_t *ret_len, uint8_t digest[32],
+                      tm_err *err)
+{
+    tm_err rerr = {0};
+    int r = read_file(path, FILE_MAX, ret_data, ret_len, &rerr);
+    if (r == -ENOENT)
+        return r;
+    if (r < 0) {
+        *err = rerr;
+        return r;
+    }
+    tm_sha256(*ret_data, *ret_len, digest);
+    return 0;
+}
+
+/* The version a table file claims, for the error message only (it is not to be believed). */
+static unsigned long long claimed_version(const char *data, size_t len)
+{
+    const char *v = len > sizeof(MAGIC) + 8 ? memmem(data, len, "version ", 8) : NULL;
+    return v ? strtoull(v + 8, NULL, 10) : 0;
+}
+
+int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_err *err)
+{
+    char path[PATH_MAX], newpath[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/anchor.table", dir);
+    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
+    anchor_free(t);
+    struct nv nv;
+    int r = nv_open(esys, &nv, err);
+    if (r < 0)
+        return r;
+    nv_close(esys, &nv);
+    _cleanup_free_ char *data = NULL, *ndata = NULL;
+    size_t len = 0, nlen = 0;
+    uint8_t digest[32], ndigest[32];
+    int have = read_table(path, &data, &len, digest, err);
+    if (have < 0 && have != -ENOENT)
+        return have;
+    int nhave = read_table(newpath, &ndata, &nlen, ndigest, err);
+    if (nhave < 0 && nhave != -ENOENT)
+        return nhave;
+
+    if (!nv.written) {
+        /* Never anchored: a table here did not come from this TPM's history. A .new alone is
+         * a first update that crashed before its NV write. */
+        if (have == 0)
+            return tm_err_set(err, EBADMSG, "%s exists (claims version %llu) but this TPM holds "
+                              "no anchor for it: the TPM was cleared or replaced, or the table "
+                              "was copied from another device; refusing it", path,
+                              claimed_version(data, len));
+        if (nhave == 0)
+            unlink(newpath);
+        t->loaded = true;
+        return 0;
+    }
+    const char *use = NULL;
+    const char *udata = NULL;
+    size_t ulen = 0;
+    if (have == 0 && memcmp(digest, nv.digest, 32) == 0) {
+        use = path, udata = data, ulen = len;
+        if (nhave == 0)
+            unlink(newpath); /* an update that stopped before its NV write */
+    } else if (nhave == 0 && memcmp(ndigest, nv.digest, 32) == 0) {
+        /* The update wrote the TPM and stopped before the rename: finish it. */
+        if (rename(newpath, path) < 0)
+            return tm_err_sys(err, "cannot rename %s to %s", newpath, path);
+        (void)fsync_parent(path);
+        use = path, udata = ndata, ulen = nlen;
+    }
+    if (!use) {
+        if (have == -ENOENT)
+            return tm_err_set(err, ENOENT, "%s is missing, but the TPM anchors version %llu of "
+                              "it: refusing to start from an empty table", path,
+                              (unsigned long long)nv.version);
+        unsigned long long cv = claimed_version(data, len);
+        if (cv < nv.version)
+            return tm_err_set(err, ESTALE, "%s is older (claims version %llu) than version %llu "
+                              "anchored in the TPM: a restored copy; refusing it", path, cv,
+                              (unsigned long long)nv.version);
+        return tm_err_set(err, EBADMSG, "%s does not match the digest of version %llu anchored "
+                          "in the TPM: it was edited or replaced; refusing it", path,
+                          (unsigned long long)nv.version);
+    }
+    if ((r = parse(udata, ulen, t, err)) < 0)
+        return tm_err_prefix(err, "%s", use);
+    if (t->version != nv.version) {
+        anchor_free(t);
+        return tm_err_set(err, EBADMSG, "%s: version %llu inside, %llu in the TPM", use,
+                          (unsigned long long)t->version, (unsigned long long)nv.version);
+    }
+    return 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const struct anchor_entry *)a)->name, ((const struct anchor_entry *)b)->name);
+}
+
+/* t with the changes applied, as a new table (t untouched). */
+static int apply(const struct anchor_table *t, const struct anchor_change *c, size_t n,
+                 struct anchor_table *ret, tm_err *err)
+{
+    struct anchor_table nt = {.version = t->version + 1, .loaded = true};
+    nt.e = calloc(t->n + n + 1, sizeof(*nt.e));
+    if (!nt.e)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    int r = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        nt.e[nt.n] = t->e[i];
+        if (!(nt.e[nt.n].name = strdup(t->e[i].name))) {
+            r = tm_err_set(err, ENOMEM, "out of memory");
+            goto fail;
+        }
+        nt.n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct anchor_entry *hit = NULL;
+        for (size_t j = 0; j < nt.n; j++)
+            if (strcmp(nt.e[j].name, c[i].name) == 0)
+                hit = &nt.e[j];
+        if (c[i].remove) {
+            if (hit) {
+                free(hit->name);
+                *hit = nt.e[--nt.n];
+            }
+            continue;
+        }
+        if (!hit) {
+            if (nt.n == ANCHOR_ENTRIES_MAX) {
+                r = tm_err_set(err, ENOSPC, "the anchor table is full (%d entries)",
+                               ANCHOR_ENTRIES_MAX);
+                goto fail;
+            }
+            hit = &nt.e[nt.n];
+            *hit = (struct anchor_entry){.name = strdup(c[i].name)};
+            if (!hit->name) {
+                r = tm_err_set(err, ENOMEM, "out of memory");
+                goto fail;
+            }
+            nt.n++;
+        }
+        memcpy(hit->value, c[i].value, c[i].len);
+        hit->len = c[i].len;
+    }
+    qsort(nt.e, nt.n, sizeof(*nt.e), cmp_entry);
+    *ret = nt;
+    return 0;
+fail:
+    anchor_free(&nt);
+    return r;
+}
+
+int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
+                  const struct anchor_change *c, size_t n, tm_err *err)
+{
+    if (!t->loaded)
+        return tm_err_set(err, EIO, "the anchor table is not loaded");
+    if (n > ANCHOR_ENTRIES_MAX)
+        return tm_err_set(err, E2BIG, "too many changes in one update");
+    for (size_t i = 0; i < n; i++) {
+        int r = anchor_check_name(c[i].name, err);
+        if (r < 0)
+            return r;
+        if (!c[i].remove && (c[i].len > ANCHOR_VALUE_MAX || (c[i].len && !c[i].value)))
+            return tm_err_set(err, EINVAL, "anchor value of \"%s\": at most %d bytes",
+                              c[i].name, ANCHOR_VALUE_MAX);
+    }
+    char path[PATH_MAX], newpath[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/anchor.table", dir);
+    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
+    struct anchor_table nt;
+    int r = apply(t, c, n, &nt, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    uint8_t digest[32];
+    struct nv nv;
+    if ((r = serialize(&nt, &data, &len, err)) < 0)
+        goto fail;
+    tm_sha256(data, len, digest);
+    /* Check the TPM still holds the version we have: a table replaced under a running tpmd
+     * can't be, but another tpmd on the same TPM (a second data dir) can have moved it. */
+    if ((r = nv_open(esys, &nv, err)) < 0)
+        goto fail;
+    if (nv.written ? nv.version != t->version : t->version != 0) {
+        r = tm_err_set(err, ESTALE, "the TPM anchors version %llu of the anchor table, this "
+                        "process has version %llu: another trustme on this TPM? refusing",
+                        (unsigned long long)nv.version, (unsigned long long)t->version);
+        goto fail_nv;
+    }
+    if ((r = write_file_atomic(newpath, data, len, 0600, err)) < 0)
+        goto fail_nv;
+    if ((r = nv_write(esys, &nv, nt.version, digest, err)) < 0) {
+        unlink(newpath);
+        goto fail_nv;
+    }
+    nv_close(esys, &nv);
+    /* From here the TPM holds the new version: it is the table, even if the rename fails (the
+     * next load finds it as anchor.table.new). */
+    anchor_free(t);
+    *t = nt;
+    if (rename(newpath, path) < 0)
+        log_error("anchor table version %llu is anchored, but cannot rename %s to %s (the next "
+                  "start finishes it): %m", (unsigned long long)t->version, newpath, path);
+    else
+        (void)fsync_parent(path);
+    return 0;
+fail_nv:
+    nv_close(esys, &nv);
+fail:
+    anchor_free(&nt);
+    return r;
+}

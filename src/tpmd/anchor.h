@@ -1,0 +1,67 @@
+/* The anchor table: named values whose integrity and freshness rest on the TPM
+ * (docs/ATTESTATION.md, "Anchored state").
+ *
+ * Files in dir (tpmd's data dir):
+ *   anchor.table      "trustme-anchor 1\nversion N\n" then one "<name> <hex value>\n" per entry,
+ *                     sorted by name
+ *   anchor.table.new  the next table while an update is under way
+ * The TPM: one ordinary NV index (ANCHOR_NV_INDEX, owner read/write, 40 bytes) holding the
+ * table's version (8 bytes, big-endian) and the SHA-256 of the whole table file.
+ *
+ * An update writes anchor.table.new (synced), writes the NV index (one NV write), then renames
+ * the new file over anchor.table. Loading accepts anchor.table when its digest is the one in
+ * the TPM, else anchor.table.new when that one's is (a crash between the NV write and the
+ * rename; it is renamed into place), and else fails closed: a missing, older or edited table
+ * is refused and nothing in it is believed. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <tss2/tss2_esys.h>
+
+#include "error.h"
+
+#define ANCHOR_NV_INDEX 0x01550000u
+#define ANCHOR_NAME_MAX 128
+#define ANCHOR_VALUE_MAX 64
+#define ANCHOR_ENTRIES_MAX 4096
+
+struct anchor_entry {
+    char *name;
+    uint8_t value[ANCHOR_VALUE_MAX];
+    size_t len;
+};
+
+struct anchor_table {
+    struct anchor_entry *e; /* sorted by name */
+    size_t n;
+    uint64_t version;       /* 0: never written */
+    bool loaded;
+};
+
+/* A change: set name to value[0..len), or remove it. */
+struct anchor_change {
+    const char *name;
+    const uint8_t *value;
+    size_t len;
+    bool remove;
+};
+
+/* 1..ANCHOR_NAME_MAX printable ASCII bytes without spaces. */
+int anchor_check_name(const char *name, tm_err *err);
+
+/* Load and check the table against the TPM (see the top). Errors, each with a message saying
+ * what was found: -ENOENT the table is missing; -ESTALE it is older than the TPM's; -EBADMSG it
+ * was edited, is malformed, or the TPM holds no anchor for an existing table; -EEXIST the NV
+ * index is someone else's. t is left empty (not loaded) on failure. */
+int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_err *err);
+
+/* Apply all changes at once as version t->version + 1 (one NV write). On failure before the
+ * NV write nothing changed; t is updated only on success. */
+int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
+                  const struct anchor_change *c, size_t n, tm_err *err);
+
+const struct anchor_entry *anchor_find(const struct anchor_table *t, const char *name);
+
+void anchor_free(struct anchor_table *t);
