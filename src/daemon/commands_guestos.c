@@ -11,6 +11,8 @@
 #include "container.h"
 #include "guestos.h"
 #include "guestos_install.h"
+#include "measure.h"
+#include "tpmd_client.h"
 #include "modules/volume.h"
 #include "tokens.h"
 #include "trust.h"
@@ -39,10 +41,18 @@ struct config_op {
     char actor[48];
     char uuid[TM_UUID_STR_LEN + 1]; /* update: the container; "" for create */
     ProtobufCBinaryData json, sig, chain;
+    /* an update waiting for the TPM anchor of its config version */
+    struct container_config *cfg;
+    bool is_signed;
+    char anchor_name[GUESTOS_ANCHOR_NAME_MAX + 1];
+    uint8_t anchor_value[MEASURE_CONFIG_ANCHOR_LEN];
 };
 
 static void config_op_free(struct config_op *op)
 {
+    if (op->d)
+        tpmd_forget(op->d, op);
+    config_free(op->cfg);
     free(op->json.data);
     free(op->sig.data);
     free(op->chain.data);
@@ -78,43 +88,24 @@ static int check_update(const struct container *c, const struct container_config
     return 0;
 }
 
-static void config_op_finish(struct config_op *op, bool is_signed)
+/* The end of a create or update: r < 0 refused it (err says why), else c has cfg. */
+static void config_op_done(struct config_op *op, struct container *c, struct container_config *cfg,
+                           bool is_signed, int r, const tm_err *err)
 {
     struct daemon *d = op->d;
     struct conn *conn = conn_find(d, op->conn_id);
-    const char *json = (const char *)op->json.data;
-    tm_err err = {0};
-    struct container_config *cfg = NULL;
-    struct container *c = NULL;
-    struct config_signature sig = {op->sig.data, op->sig.len, (const char *)op->chain.data, op->chain.len};
-    int r = config_parse(json, op->json.len, &cfg, &err);
-    if (r == 0 && !cfg->guestos[0] && !d->device.allow_unsigned)
-        r = tm_err_set(&err, EPERM, "$.rootfs: a development rootfs is refused by the device "
-                       "policy (policy.allow_unsigned); name a GuestOS instead");
-    if (r == 0 && !cfg->guestos[0])
-        r = volume_check_rootfs(cfg, &err);
-    if (r == 0 && op->uuid[0]) {
-        c = container_find(d, op->uuid);
-        if (!c)
-            r = tm_err_set(&err, ENOENT, "the container was removed meanwhile");
-        else if (state_is_active(c->state) || c->sessions)
-            r = tm_err_set(&err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name,
-                           state_name(c->state));
-        else if ((r = check_update(c, cfg, &err)) == 0)
-            r = container_update(c, cfg, json, op->json.len, is_signed ? &sig : NULL, &err);
-    } else if (r == 0) {
-        r = container_create(d, cfg, json, op->json.len, is_signed ? &sig : NULL, &c, &err);
-    }
     if (r < 0) {
         config_free(cfg);
-        daemon_audit(d, "config.reject", "fail", c, op->actor, "%s", err.msg);
+        daemon_audit(d, "config.reject", "fail", c, op->actor, "%s", err->msg);
         if (conn)
-            conn_send_error(conn, op->req_id, err.code, "invalid container config: %s", err.msg);
+            conn_send_error(conn, op->req_id, err->code, "invalid container config: %s", err->msg);
         config_op_free(op);
         return;
     }
     if (op->uuid[0]) {
-        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s", is_signed ? "signed" : "unsigned");
+        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s%s%llu",
+                     is_signed ? "signed" : "unsigned", cfg->config_version ? ", version " : "",
+                     (unsigned long long)cfg->config_version);
     } else {
         daemon_audit(d, "container.create", "ok", c, op->actor, "%s %s, config %s, user namespace %s, token %s",
                      cfg->guestos[0] ? "GuestOS" : "rootfs", cfg->guestos[0] ? cfg->guestos : cfg->rootfs,
@@ -126,6 +117,130 @@ static void config_op_finish(struct config_op *op, bool is_signed)
     if (conn)
         reply_container(conn, op->req_id, c);
     config_op_free(op);
+}
+
+/* The container op->uuid, still there and stopped. */
+static int update_target(struct config_op *op, struct container **ret, tm_err *err)
+{
+    struct container *c = container_find(op->d, op->uuid);
+    *ret = c;
+    if (!c)
+        return tm_err_set(err, ENOENT, "the container was removed meanwhile");
+    if (state_is_active(c->state) || c->sessions)
+        return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name,
+                          state_name(c->state));
+    return 0;
+}
+
+static void update_apply(struct config_op *op)
+{
+    struct container *c;
+    tm_err err = {0};
+    struct config_signature sig = {op->sig.data, op->sig.len, (const char *)op->chain.data, op->chain.len};
+    struct container_config *cfg = op->cfg;
+    op->cfg = NULL;
+    int r = update_target(op, &c, &err);
+    if (r == 0 && (r = check_update(c, cfg, &err)) == 0)
+        r = container_update(c, cfg, (const char *)op->json.data, op->json.len,
+                             op->is_signed ? &sig : NULL, &err);
+    config_op_done(op, c, cfg, op->is_signed, r, &err);
+}
+
+static void on_config_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                               const tm_err *aerr, void *userdata)
+{
+    struct config_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        tm_err_set(&err, aerr->code, "the TPM anchor of its config version cannot be written: %s",
+                   aerr->msg);
+        struct container *c = container_find(d, op->uuid);
+        struct container_config *cfg = op->cfg;
+        op->cfg = NULL;
+        config_op_done(op, c, cfg, op->is_signed, -1, &err);
+        return;
+    }
+    update_apply(op);
+}
+
+/* A versioned update: the new version must be above the one the TPM anchors (which is at least
+ * the current config's, unless the config file was restored from an older copy), and is
+ * anchored before the config is replaced: an older signed config can never come back. */
+static void on_config_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                             const tm_err *aerr, void *userdata)
+{
+    struct config_op *op = userdata;
+    tm_err err = {0};
+    uint64_t anchored = 0;
+    int r = 0;
+    if (aerr)
+        r = tm_err_set(&err, aerr->code, "the TPM-anchored config version cannot be read: %s",
+                       aerr->msg);
+    else
+        r = measure_config_anchor_parse(tpmd_anchor_value(resp, op->anchor_name), &anchored, &err);
+    if (r == 0 && op->cfg->config_version && op->cfg->config_version <= anchored)
+        r = tm_err_set(&err, ESTALE, "$.config_version: %llu is not above version %llu, which this "
+                       "device's TPM anchors for this container: an older config cannot come "
+                       "back", (unsigned long long)op->cfg->config_version,
+                       (unsigned long long)anchored);
+    if (r < 0) {
+        struct container *c = container_find(d, op->uuid);
+        struct container_config *cfg = op->cfg;
+        op->cfg = NULL;
+        config_op_done(op, c, cfg, op->is_signed, r, &err);
+        return;
+    }
+    if (op->cfg->config_version == anchored) { /* both 0: nothing anchored, nothing to anchor */
+        update_apply(op);
+        return;
+    }
+    /* An unversioned (unsigned) config, where the policy allows one, drops the anchor. */
+    measure_config_anchor_encode(op->cfg->config_version, op->anchor_value);
+    struct tpmd_anchor_entry set = {.name = op->anchor_name, .value = op->anchor_value,
+                                    .len = sizeof(op->anchor_value),
+                                    .remove = op->cfg->config_version == 0};
+    if (tpmd_anchor_update(d, &set, 1, NULL, 0, on_config_anchored, op, &err) < 0)
+        on_config_anchored(d, NULL, &err, op);
+}
+
+static void config_op_finish(struct config_op *op, bool is_signed)
+{
+    struct daemon *d = op->d;
+    const char *json = (const char *)op->json.data;
+    tm_err err = {0};
+    struct container_config *cfg = NULL;
+    struct container *c = NULL;
+    struct config_signature sig = {op->sig.data, op->sig.len, (const char *)op->chain.data, op->chain.len};
+    int r = config_parse(json, op->json.len, &cfg, &err);
+    if (r == 0 && !cfg->guestos[0] && !d->device.allow_unsigned)
+        r = tm_err_set(&err, EPERM, "$.rootfs: a development rootfs is refused by the device "
+                       "policy (policy.allow_unsigned); name a GuestOS instead");
+    if (r == 0 && !cfg->guestos[0])
+        r = volume_check_rootfs(cfg, &err);
+    if (r == 0 && is_signed && cfg->config_version == 0)
+        r = tm_err_set(&err, EINVAL, "$.config_version: a signed config needs a version (1, then "
+                       "higher with every update), so that an older one cannot be replayed");
+    if (r == 0 && op->uuid[0]) {
+        if ((r = update_target(op, &c, &err)) == 0 && (r = check_update(c, cfg, &err)) == 0 &&
+            cfg->config_version && cfg->config_version <= c->cfg->config_version)
+            r = tm_err_set(&err, ESTALE, "$.config_version: %llu does not raise the current "
+                           "config's version %llu: an update must", (unsigned long long)cfg->config_version,
+                           (unsigned long long)c->cfg->config_version);
+        if (r == 0) {
+            /* Through the TPM anchor: also an unversioned config, which may have to drop one. */
+            op->cfg = cfg;
+            op->is_signed = is_signed;
+            measure_config_anchor_name(c, op->anchor_name);
+            const char *names[] = {op->anchor_name};
+            if (tpmd_anchor_get(d, names, 1, on_config_anchor, op, &err) == 0)
+                return;
+            op->cfg = NULL;
+            r = -1;
+        }
+    } else if (r == 0) {
+        r = container_create(d, cfg, json, op->json.len, is_signed ? &sig : NULL, &c, &err);
+    }
+    config_op_done(op, c, cfg, is_signed, r, &err);
 }
 
 static void on_config_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,

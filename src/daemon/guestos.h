@@ -24,6 +24,7 @@ struct guestos {
     struct guestos_config *cfg;
     enum trust_level trust;
     char signer[512];     /* the signing certificate's subject, "" when unsigned */
+    char ca_sha256[65];   /* the registered GuestOS Signing CA it was signed through, or "" */
     uint64_t installed_at;
     uint64_t size;        /* bytes of all its images */
     uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
@@ -47,4 +48,5 @@ int guestos_remove(struct daemon *d, const char *name, uint64_t version, tm_err 
 /* Fill in what c's config leaves to its GuestOS: init, args, environment. */
 int guestos_apply(struct container_config *cfg, const struct guestos_config *g, tm_err *err);
 /* Write install.json into a staged GuestOS directory. */
-int guestos_write_record(const char *dir, enum trust_level trust, const char *signer, tm_err *err);
+int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
+                         const char *ca_sha256, tm_err *err);

@@ -37,13 +37,6 @@ struct tpmd {
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
      * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
     bool stop_clean;
-    /* The counters' last values tpmd read or set (server.c): a container start re-raises its
-     * GuestOS's counter to the value it already has, which then costs no TPM command. */
-    struct {
-        uint32_t index;
-        uint64_t value;
-    } counters[32];
-    size_t n_counters;
     /* The anchor table (anchor.h), loaded at start; while it fails to load, every anchor
      * request tries again and fails closed with the reason. */
     struct anchor_table anchor;

@@ -648,7 +648,9 @@ def test_signed_configs(gdaemon, env):
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
     assert d.containers() == []
 
-    d.cli("create", cfg("signed", "guestos"))
+    r = d.cli("create", cfg("noversion", "guestos"), check=False)
+    assert r.returncode != 0 and "$.config_version: a signed config needs a version" in r.stderr
+    d.cli("create", cfg("signed", "guestos", config_version=1))
     c = container(d, "c")
     assert (c["config_trust"], c["trust"]) == ("signed", "signed")
 
@@ -658,12 +660,12 @@ def test_signed_configs(gdaemon, env):
     r = d.cli("update", "c", cfg("s2", "software", env={"X": "software"}), check=False)
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
     # a signature over other bytes than those sent
-    tampered = cfg("t2", "guestos", env={"X": "signed"})
+    tampered = cfg("t2", "guestos", env={"X": "signed"}, config_version=2)
     tampered.write_text(tampered.read_text().replace('"signed"', '"evil!!"'))
     r = d.cli("update", "c", tampered, check=False)
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
 
-    out = d.cli("update", "c", cfg("g2", "guestos", env={"X": "signed"})).stdout
+    out = d.cli("update", "c", cfg("g2", "guestos", env={"X": "signed"}, config_version=2)).stdout
     assert "config signed" in out, out
     d.cli("start", "c")
     logs_show(d, "c", "marker-v1")

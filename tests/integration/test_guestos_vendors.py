@@ -131,3 +131,168 @@ def test_unmarked_ca_in_device_json_signs_nothing(gdaemon, env):
     key = env.issue(ca="device", profile="signing")
     d = gdaemon(guestos_cas=[str(env.cert("device-ca"))])
     refused(d, env.build("bb", 7, key=key), "signature rejected", "not marked for GuestOS signing")
+
+
+# ---- §1: no GuestOS name shares anti-rollback state with another -------------------------------
+
+def old_counter_index(name):
+    """The NV counter the old scheme gave a GuestOS name: 16 bits of a hash."""
+    md = hashlib.sha256(b"trustme-guestos:" + name.encode()).digest()
+    return md[0] << 8 | md[1]
+
+
+def colliding_name(victim):
+    want = old_counter_index(victim)
+    return next(f"app{i}" for i in range(1 << 22) if old_counter_index(f"app{i}") == want)
+
+
+def test_colliding_name_from_another_vendor_blocks_nothing(gdaemon, env, vendor_x):
+    collider = colliding_name("busybox")
+    assert old_counter_index(collider) == old_counter_index("busybox") and collider != "busybox"
+    d = gdaemon(guestos_cas=[str(env.cert("guestos-ca")), str(vendor_x.ca)])
+    install(d, env.build("busybox", 1))
+    create(d, "c", guestos="busybox")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v1")
+    d.cli("stop", "--kill", "c")
+    # vendorX's name, whose old counter was busybox's, at a far higher version
+    out = install(d, env.build(collider, 20, key=vendor_x.key)).stdout
+    assert out.startswith(f"installed {collider}-20"), out
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v1")
+    d.cli("stop", "--kill", "c")
+    assert install(d, env.build("busybox", 2, tree="v2")).stdout.startswith("installed busybox-2")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v2")
+    # the same after a restart of trustmed (and so of tpmd, which reloads its table)
+    d.cli("stop", "--kill", "c")
+    d.restart()
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v2")
+
+
+def test_store_rollback_names_the_reason(gdaemon, env):
+    """Only the GuestOS store is restored from an older copy: the anchor table is current."""
+    d = gdaemon()
+    install(d, env.build("bb", 1))
+    create(d, "c")
+    d.cli("stop", "--kill", "c", check=False)
+    old = d.base / "store-with-bb-1"
+    run("cp", "-a", d.data_dir / "guestos", old)
+    install(d, env.build("bb", 2, tree="v2"))
+    d.stop()
+    run("rm", "-rf", d.data_dir / "guestos")
+    run("mv", old, d.data_dir / "guestos")
+    d.start()
+    assert [(g["name"], g["version"]) for g in glist(d)] == [("bb", 1)]
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0
+    assert "version 2 is anchored in the TPM as installed, but the newest in the store is 1" \
+        in r.stderr and "GuestOS store was rolled back" in r.stderr, r.stderr
+    assert "version 2 is anchored" in d.state("c")["last_error"]
+    fails = [e for e in d.audit_events() if e["event"] == "container.start" and e["result"] == "fail"]
+    assert fails and "rolled back" in fails[-1]["detail"], fails
+    # installing the anchored version again heals it
+    install(d, env.build("bb", 2, tree="v2"))
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v2")
+    # with no bb in the store at all, the anchor alone refuses an older version
+    d.cli("stop", "--kill", "c")
+    d.cli("remove", "c")
+    d.cli("guestos", "remove", "bb", "--version", "1")
+    d.cli("guestos", "remove", "bb", "--version", "2")
+    r = install(d, env.build("bb", 1), check=False)
+    assert r.returncode != 0 and "TPM anchors as installed: a downgrade is refused" in r.stderr
+    install(d, env.build("bb", 2, tree="v2"))
+    create(d, "c")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v2")
+
+
+def test_install_fails_closed_when_the_anchor_cannot_be_written(gdaemon, env):
+    d = gdaemon()
+    install(d, env.build("bb", 1))
+    # tpmd writes anchor.table.new before the NV write: a directory there makes the write fail
+    blocker = d.data_dir / "tpm/anchor.table.new"
+    blocker.mkdir()
+    (blocker / "x").write_text("x")
+    try:
+        r = install(d, env.build("bb", 2, tree="v2"), check=False)
+        assert r.returncode != 0
+        assert "the TPM anchor of bb-2 cannot be written" in r.stderr, r.stderr
+        assert "the install is undone" in r.stderr
+        assert store(d) == ["bb-1"] and [g["version"] for g in glist(d)] == [1]
+        ev = [e for e in d.audit_events() if e["event"] == "guestos.install"][-1]
+        assert ev["result"] == "fail" and "bb-2" in ev["detail"], ev
+    finally:
+        (blocker / "x").unlink()
+        blocker.rmdir()
+    assert install(d, env.build("bb", 2, tree="v2")).stdout.startswith("installed bb-2")
+
+
+# ---- §4: old signed container configs do not come back ---------------------------------------------
+
+def test_older_signed_config_is_refused(gdaemon, env):
+    d = gdaemon(policy={"signed_configs": True})
+    install(d, env.build("bb", 1))
+
+    def cfg(tag, version, memory):
+        path = d.configs / f"s1-{tag}.json"
+        path.write_text(json.dumps({"name": "s1", "guestos": {"name": "bb"}, "token": "none",
+                                    "data_size_mb": 16, "memory_limit_mb": memory,
+                                    "config_version": version}))
+        env.sign(path)
+        return path
+
+    old, new = cfg("old", 1, 64), cfg("new", 2, 128)
+    d.cli("create", old)
+    uuid_dirs = [p.parent for p in (d.data_dir / "containers").glob("*/config.json")
+                 if json.loads(p.read_text())["name"] == "s1"]
+    assert len(uuid_dirs) == 1
+    cdir = uuid_dirs[0]
+    saved = d.base / "s1-config-copy"
+    run("cp", "-a", cdir, saved)
+    d.cli("start", "s1")   # anchors config_version 1
+    d.cli("stop", "--kill", "s1")
+    assert "config signed" in d.cli("update", "s1", new).stdout
+    ev = [e for e in d.audit_events() if e["event"] == "container.update"][-1]
+    assert "config signed, version 2" in ev["detail"], ev
+    memory = lambda: json.loads((cdir / "config.json").read_text())["memory_limit_mb"]  # noqa: E731
+    assert memory() == 128
+
+    def replay_refused():
+        r = d.cli("update", "s1", old, check=False)
+        assert r.returncode != 0, r.stdout
+        assert "$.config_version: 1 does not raise the current config's version 2" in r.stderr or \
+            "$.config_version: 1 is not above version 2, which this device's TPM anchors" in r.stderr, \
+            r.stderr
+        assert memory() == 128
+        ev = [e for e in d.audit_events() if e["event"] == "config.reject"][-1]
+        assert "config_version" in ev["detail"], ev
+
+    replay_refused()
+    d.restart()
+    replay_refused()
+
+    # root restores the container's config files from the copy: the start names it
+    d.stop()
+    for f in ("config.json", "config.json.sig", "config.json.chain.pem"):
+        run("cp", "-a", saved / f, cdir / f)
+    d.start()
+    assert memory() == 64
+    r = d.cli("start", "s1", check=False)
+    assert r.returncode != 0
+    assert "its config has config_version 1, but version 2 is anchored in the TPM" in r.stderr, r.stderr
+    assert "restored from an older copy" in d.state("s1")["last_error"]
+    replay_refused_at = lambda path, v: d.cli("update", "s1", path, check=False)  # noqa: E731
+    r = replay_refused_at(old, 1)
+    assert r.returncode != 0 and "does not raise the current config's version 1" in r.stderr
+    # the file says 1 now: the anchor alone refuses version 2 again (only a higher one heals)
+    r = replay_refused_at(new, 2)
+    assert r.returncode != 0
+    assert "2 is not above version 2, which this device's TPM anchors" in r.stderr, r.stderr
+    assert memory() == 64
+    # a newer signed config heals it
+    d.cli("update", "s1", cfg("newer", 3, 96))
+    d.cli("start", "s1")
+    assert memory() == 96
