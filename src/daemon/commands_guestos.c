@@ -5,12 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "fileio.h"
 #include "container.h"
 #include "guestos.h"
 #include "guestos_install.h"
+#include "guestos_revocation.h"
 #include "measure.h"
 #include "tpmd_client.h"
 #include "modules/volume.h"
@@ -340,6 +342,7 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
 void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct daemon *d = conn->d;
+    revocation_refresh(d, false); /* changed CRLs: re-checked in the background */
     size_t n = 0;
     for (struct guestos *g = d->guestos; g; g = g->next)
         n++;
@@ -358,7 +361,7 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
         info->name = g->cfg->name;
         info->has_version = true;
         info->version = g->cfg->version;
-        info->trust = (char *)trust_level_name(g->trust);
+        info->trust = (char *)guestos_trust_shown(g);
         info->signer = g->signer;
         info->has_size = true;
         info->size = g->size;
@@ -439,6 +442,7 @@ static void on_ca_verified(struct daemon *d, const struct trust_result *res, con
             conn_send_error(conn, op->req_id, e.code, "CA not registered: %s", e.msg);
     } else {
         daemon_audit(d, "ca.register", "ok", NULL, op->actor, "%s, sha256 %s", res->signer, res->sha256);
+        revocation_refresh(d, false);
         if (conn) {
             Trustme__CaInfo info = TRUSTME__CA_INFO__INIT;
             info.subject = (char *)res->signer;
@@ -473,4 +477,36 @@ void cmd_ca_register(struct conn *conn, uint64_t id, const Trustme__Request *req
     tm_err err = {0};
     if (trust_register_ca(conn->d, (const char *)op->pem.data, op->pem.len, on_ca_verified, op, &err) < 0)
         on_ca_verified(conn->d, NULL, &err, op);
+}
+
+void cmd_ca_unregister(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct daemon *d = conn->d;
+    const char *sha = req->ca_unregister->sha256;
+    bool ok = sha && strlen(sha) == 64;
+    for (size_t i = 0; ok && i < 64; i++)
+        ok = (sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f');
+    if (!ok) {
+        conn_send_error(conn, id, EINVAL, "ca unregister: give the CA's SHA-256 (64 lower-case hex "
+                        "digits, as trustme ca register printed it)");
+        return;
+    }
+    char path[PATH_MAX + 100];
+    snprintf(path, sizeof(path), "%s/trust/cas/%s.pem", d->data_dir, sha);
+    if (unlink(path) < 0) {
+        tm_err err = {0};
+        if (errno == ENOENT)
+            tm_err_set(&err, ENOENT, "no CA with SHA-256 %s is registered with trustme ca register "
+                       "(CAs listed in device.json trust.guestos_cas are removed there)", sha);
+        else
+            tm_err_sys(&err, "cannot remove %s", path);
+        daemon_audit(d, "ca.unregister", "fail", NULL, conn->actor, "%s: %s", sha, err.msg);
+        conn_send_error(conn, id, err.code, "CA not unregistered: %s", err.msg);
+        return;
+    }
+    fsync_parent(path);
+    daemon_audit(d, "ca.unregister", "ok", NULL, conn->actor, "sha256 %s", sha);
+    /* GuestOSes signed under it no longer start: the re-check finds no registered CA. */
+    revocation_refresh(d, false);
+    conn_send_ok(conn, id);
 }

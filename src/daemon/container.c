@@ -415,5 +415,5 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
         g = guestos_find(c->d, c->cfg->guestos, c->guestos_version);
     info->has_guestos_version = true;
     info->guestos_version = g ? g->cfg->version : 0;
-    info->trust = g ? (char *)trust_level_name(g->trust) : c->cfg->guestos[0] ? "" : "unsigned";
+    info->trust = g ? (char *)guestos_trust_shown(g) : c->cfg->guestos[0] ? "" : "unsigned";
 }

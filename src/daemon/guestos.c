@@ -29,6 +29,11 @@ const char *trust_level_name(enum trust_level t)
     return t < ARRAY_SIZE(trust_names) ? trust_names[t] : "?";
 }
 
+const char *guestos_trust_shown(const struct guestos *g)
+{
+    return g->revoked ? "revoked" : trust_level_name(g->trust);
+}
+
 static void store_dir(struct daemon *d, char *out, size_t size)
 {
     snprintf(out, size, "%s/guestos", d->data_dir);

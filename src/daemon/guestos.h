@@ -25,6 +25,12 @@ struct guestos {
     enum trust_level trust;
     char signer[512];     /* the signing certificate's subject, "" when unsigned */
     char ca_sha256[65];   /* the registered GuestOS Signing CA it was signed through, or "" */
+    /* The last re-check against CRLs and registered CAs (guestos_revocation.c): under which
+     * files' hash it was made, and whether the signer is revoked (why, if so). */
+    uint8_t checked_under[32];
+    bool checked;
+    bool revoked;
+    char revoked_why[512];
     uint64_t installed_at;
     uint64_t size;        /* bytes of all its images */
     uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
@@ -32,6 +38,8 @@ struct guestos {
 };
 
 const char *trust_level_name(enum trust_level t);
+/* What `guestos list` and `trustme list` show: the trust level, or "revoked". */
+const char *guestos_trust_shown(const struct guestos *g);
 /* Create the store, drop what an interrupted install or remove left, load what is installed. */
 int guestos_store_init(struct daemon *d, tm_err *err);
 void guestos_store_free(struct daemon *d);

@@ -1,6 +1,7 @@
 /* Measuring a container start, after checking its anchored state (docs/ATTESTATION.md).
  *
- * A start first asks tpmd's anchor table for its GuestOS's entry ("guestos/<name>": the highest
+ * A start first checks that its GuestOS's signer is not revoked (guestos_revocation.c: cached,
+ * so normally without a round trip). Then it asks tpmd's anchor table for its GuestOS's entry ("guestos/<name>": the highest
  * version installed and its owner) and its config's ("config/<uuid>": the highest config_version
  * accepted). A store whose newest version is below the anchored one, or a config below its
  * anchored version, was rolled back: the start is refused, naming which. A store or config above
@@ -18,6 +19,7 @@
 #include "crypto.h"
 #include "guestos.h"
 #include "guestos_owner.h"
+#include "guestos_revocation.h"
 #include "log.h"
 #include "measurement.h"
 #include "tpmd_client.h"
@@ -168,6 +170,27 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     }
 }
 
+static int ask_anchors(struct measure_op *op, tm_err *err)
+{
+    const char *names[2] = {op->anchor_names[0], op->anchor_names[1]};
+    if (tpmd_anchor_get(op->c->d, names, op->n_anchors, on_anchors, op, err) < 0)
+        return tm_err_prefix(err, "reading its TPM-anchored state");
+    return 0;
+}
+
+static void on_revocation(struct daemon *d, const tm_err *err, void *userdata)
+{
+    struct measure_op *op = userdata;
+    tm_err e = {0};
+    if (err) {
+        e = *err;
+        finish(op, &e);
+        return;
+    }
+    if (ask_anchors(op, &e) < 0)
+        finish(op, &e);
+}
+
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
 {
     struct daemon *d = c->d;
@@ -198,10 +221,13 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
     tm_sha256(c->config_json, c->config_len, op->items[n++].sha256);
     op->n_items = n;
     measure_config_anchor_name(c, op->anchor_names[op->n_anchors++]);
-    const char *names[2] = {op->anchor_names[0], op->anchor_names[1]};
-    if (tpmd_anchor_get(d, names, op->n_anchors, on_anchors, op, err) < 0) {
+    int r = g ? revocation_check(d, (struct guestos *)g, on_revocation, op, err) : 1;
+    if (r == 1)
+        r = ask_anchors(op, err);
+    if (r < 0) {
+        revocation_forget(d, op);
         free(op);
-        return tm_err_prefix(err, "reading its TPM-anchored state");
+        return r;
     }
     c->measure = op;
     return 0;
@@ -211,6 +237,7 @@ void measure_forget(struct container *c)
 {
     if (!c->measure)
         return;
+    revocation_forget(c->d, c->measure);
     tpmd_forget(c->d, c->measure);
     free(c->measure);
     c->measure = NULL;

@@ -145,7 +145,10 @@ static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X5
         if (cur)
             name_string(X509_get_subject_name(cur), subject);
         ERR_clear_error();
-        return tm_err_set(err, EKEYREJECTED, "certificate chain: %s at depth %d (%s)",
+        /* A revocation has a code of its own: the caller tells it from a chain that does not
+         * (or no longer) verify for other reasons, such as expiry. */
+        return tm_err_set(err, e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED : EKEYREJECTED,
+                          "certificate chain: %s at depth %d (%s)",
                           X509_verify_cert_error_string(e), depth, subject);
     }
     if (!(*ret_chain = X509_STORE_CTX_get1_chain(ctx)))
@@ -198,7 +201,7 @@ static int not_marked(X509 *ca, tm_err *err)
 {
     char subject[VERIFY_NAME_MAX];
     name_string(X509_get_subject_name(ca), subject);
-    return tm_err_set(err, EKEYREJECTED, "CA %s is not marked for GuestOS signing (certificate "
+    return tm_err_set(err, ENOKEY, "CA %s is not marked for GuestOS signing (certificate "
                       "policy %s, which trustme-pki gives GuestOS Signing CAs)", subject,
                       VERIFY_GUESTOS_CA_POLICY_OID);
 }
@@ -216,7 +219,7 @@ static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, in
                 *ret_index = i;
                 return 0;
             }
-    return tm_err_set(err, EKEYREJECTED, "the signer's chain does not pass through a registered "
+    return tm_err_set(err, ENOKEY, "the signer's chain does not pass through a registered "
                       "GuestOS-signing CA");
 }
 

@@ -412,7 +412,9 @@ def test_revoked_signing_certificate(gdaemon, env):
     assert install(d, env.build("bb", 3, key=key)).stdout.startswith("installed bb-3 (signed")
     run(PKI_TOOL, "revoke", "--pki", env.pki, key[1], "--reason", "keyCompromise",
         "--passphrase-file", env.passfile)
-    # the CRL files are read at every verification: no restart needed
+    # the CRL files are read at every verification: no restart needed; the installed bb-3 is
+    # found revoked too (test_guestos_vendors.py)
+    wait_for(lambda: gentry(d, "bb", 3)["trust"] == "revoked", timeout=20, what="bb-3 revoked")
     assert_refused(d, env.build("bb", 4, key=key), "signature rejected", "revoked")
 
 

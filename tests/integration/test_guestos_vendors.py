@@ -296,3 +296,82 @@ def test_older_signed_config_is_refused(gdaemon, env):
     d.cli("update", "s1", cfg("newer", 3, 96))
     d.cli("start", "s1")
     assert memory() == 96
+
+
+# ---- §3: revocation reaches what is installed ---------------------------------------------------
+
+def trust_of(d, name, version):
+    return gentry(d, name, version)["trust"]
+
+
+def test_revoked_signer_stops_installed_guestos(gdaemon, env):
+    d = gdaemon(crls=env.crls())
+    key = env.issue()
+    src = env.build("bb", 21, key=key)
+    install(d, src)
+    create(d, "c")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v1")
+    d.cli("stop", "--kill", "c")
+    assert trust_of(d, "bb", 21) == "signed"
+    run(PKI_TOOL, "revoke", "--pki", env.pki, key[1], "--reason", "keyCompromise",
+        "--passphrase-file", env.passfile)
+    # the CRL files changed: noticed without a restart, by the next start at the latest
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0
+    assert "GuestOS bb-21 is revoked: a certificate of its signer's chain is revoked" in r.stderr, \
+        r.stderr
+    assert "certificate revoked" in r.stderr
+    st = d.state("c")
+    assert st["state"] == "stopped" and "revoked" in st["last_error"], st
+    assert container(d, "c")["trust"] == "revoked"
+    assert trust_of(d, "bb", 21) == "revoked"
+    events = d.audit_events()
+    assert [e for e in events if e["event"] == "guestos.revoked" and "bb-21" in e["detail"]]
+    fails = [e for e in events if e["event"] == "container.start" and e["result"] == "fail"]
+    assert "revoked" in fails[-1]["detail"]
+    # and after a restart of trustmed, before any start: the start-up re-check
+    d.restart()
+    wait_for(lambda: trust_of(d, "bb", 21) == "revoked", timeout=20, what="bb-21 shown revoked")
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
+
+
+def test_crl_change_is_noticed_without_a_start(gdaemon, env):
+    d = gdaemon(crls=env.crls())
+    key = env.issue()
+    install(d, env.build("bb", 22, key=key))
+    assert trust_of(d, "bb", 22) == "signed"
+    run(PKI_TOOL, "revoke", "--pki", env.pki, key[1], "--reason", "keyCompromise",
+        "--passphrase-file", env.passfile)
+    wait_for(lambda: trust_of(d, "bb", 22) == "revoked", timeout=20, what="bb-22 shown revoked")
+
+
+def test_ca_unregister(gdaemon, env, vendor_x):
+    d = gdaemon()
+    sha = vendor_x.sha256
+    assert sha in d.cli("ca", "register", vendor_x.ca).stdout
+    install(d, env.build("vy", 1, key=vendor_x.key))
+    create(d, "v", guestos="vy")
+    d.cli("start", "v")
+    logs_show(d, "v", "marker-v1")
+    d.cli("stop", "--kill", "v")
+    r = d.cli("ca", "unregister", "0" * 64, check=False)
+    assert r.returncode != 0 and "no CA with SHA-256" in r.stderr, r.stderr
+    r = d.cli("ca", "unregister", "XYZ", check=False)
+    assert r.returncode != 0 and "64 lower-case hex" in r.stderr, r.stderr
+    assert "unregistered" in d.cli("ca", "unregister", sha).stdout
+    assert not (d.data_dir / f"trust/cas/{sha}.pem").exists()
+    ev = [e for e in d.audit_events() if e["event"] == "ca.unregister"]
+    assert [e["result"] for e in ev] == ["fail", "ok"], ev
+    r = d.cli("start", "v", check=False)
+    assert r.returncode != 0
+    assert "no registered GuestOS Signing CA vouches for its signer any more" in r.stderr, r.stderr
+    assert trust_of(d, "vy", 1) == "revoked"
+    r = install(d, env.build("vy", 2, tree="v2", key=vendor_x.key), check=False)
+    assert r.returncode != 0
+    # registered again: it starts again
+    d.cli("ca", "register", vendor_x.ca)
+    d.cli("start", "v")
+    logs_show(d, "v", "marker-v1")
+    assert trust_of(d, "vy", 1) == "signed"
