@@ -10,7 +10,7 @@ PKGS="gcc libc6-dev pkg-config meson ninja-build
       libtss2-dev swtpm
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
-      python3 python3-pytest iproute2 procps"
+      python3 python3-pytest python3-cryptography iproute2 procps"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
 BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace tpm2-tools iperf3"
 

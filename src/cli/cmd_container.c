@@ -41,6 +41,8 @@ static json_object *info_json(const Trustme__ContainerInfo *i)
         json_object *j = json_object_new_object();
         json_object_object_add(j, "backend", json_object_new_string(e->backend ? e->backend : "none"));
         json_object_object_add(j, "token", json_object_new_string(e->token ? e->token : "none"));
+        if (e->has_tpm_emulated)
+            json_object_object_add(j, "tpm_emulated", json_object_new_boolean(e->tpm_emulated));
         if (e->has_status_known) {
             json_object_object_add(j, "status_known", json_object_new_boolean(e->status_known));
             json_object_object_add(j, "key_created", json_object_new_boolean(e->key_created));
@@ -67,7 +69,8 @@ static void encryption_word(const Trustme__ContainerInfo *i, char *out, size_t s
     }
     const char *cond = !e->status_known ? " ?" : e->blocked ? " blocked" : e->locked ? " locked"
                        : !e->paired ? " no-pin" : "";
-    snprintf(out, size, "%s/%s%s", e->backend, e->token, cond);
+    snprintf(out, size, "%s/%s%s%s", e->backend, e->token, cond,
+             e->tpm_emulated ? " emulated-tpm" : "");
 }
 
 /* "busybox-3"; "busybox (not installed)"; "(rootfs)" for a development root file system. */
@@ -127,6 +130,9 @@ static void print_info(const Trustme__ContainerInfo *i)
         printf("encryption:      none (\"token\": \"none\": the data volume is stored in clear)\n");
     } else {
         printf("encryption:      %s, %s token\n", e->backend, e->token);
+        if (e->tpm_emulated)
+            printf("device binding:  EMULATED (the TPM is an emulator: a copy of its state with the "
+                   "data dir is this device; see 'trustme device info')\n");
         if (!e->status_known)
             printf("token:           (the token service has not reported yet)\n");
         else if (e->blocked)

@@ -196,6 +196,10 @@ static json_object *device_info_json(const Trustme__DeviceInfo *i)
     json_object *o = json_object_new_object();
     json_object_object_add(o, "tcti", str_json(i->tcti));
     json_object_object_add(o, "embedded", json_object_new_boolean(i->embedded));
+    json_object_object_add(o, "emulated", json_object_new_boolean(i->emulated));
+    json_object_object_add(o, "require_hardware", json_object_new_boolean(i->require_hardware));
+    if (i->swtpm_state_dir)
+        json_object_object_add(o, "swtpm_state_dir", json_object_new_string(i->swtpm_state_dir));
     json_object_object_add(o, "manufacturer", str_json(i->manufacturer));
     json_object_object_add(o, "attest_address", str_json(i->attest_address));
     json_object_object_add(o, "boot_pcr", json_object_new_int((int)i->boot_pcr));
@@ -242,6 +246,15 @@ static void print_device_info(const Trustme__DeviceInfo *i)
            i->manufacturer && i->manufacturer[0] ? " (manufacturer " : "",
            i->manufacturer ? i->manufacturer : "", i->manufacturer && i->manufacturer[0] ? ")" : "");
     printf("TCTI:            %s\n", i->tcti ? i->tcti : "");
+    if (i->emulated)
+        printf("device binding:  EMULATED: no hardware root. The TPM's state is files%s%s; whoever "
+               "copies them with the data dir can open encrypted containers with their PINs or "
+               "brute-force the PINs offline%s\n",
+               i->swtpm_state_dir ? " in " : "", i->swtpm_state_dir ? i->swtpm_state_dir : "",
+               i->require_hardware ? ". tpm.require_hardware is set: encrypted containers are "
+                                     "refused" : "");
+    else
+        printf("device binding:  hardware TPM\n");
     printf("attestation:     %s\n", i->attest_address && i->attest_address[0] ? i->attest_address : "(not listening)");
     printf("PCRs:            boot %u, runtime %u\n", i->boot_pcr, i->runtime_pcr);
     char name[2 * 64 + 1] = "?";

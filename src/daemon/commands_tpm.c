@@ -187,6 +187,11 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     const char *problem = tpmd_secret_problem(d);
     Trustme__DeviceInfo info = TRUSTME__DEVICE_INFO__INIT;
     info.tcti = in->tcti;
+    info.has_emulated = info.has_require_hardware = true;
+    info.emulated = tpmd_emulated(d);
+    info.require_hardware = d->device.tpm_require_hardware;
+    if (in->has_embedded && in->embedded)
+        info.swtpm_state_dir = d->tpmd_opts.swtpm_state;
     info.has_embedded = in->has_embedded;
     info.embedded = in->embedded;
     info.has_ak_public_pem = in->has_ak_public_pem;

@@ -39,6 +39,9 @@ struct token_state {
     bool known; /* scd has answered since trustmed (or scd) started */
     bool paired, locked, blocked;
     uint32_t pin_tries_left, puk_tries_left;
+    /* The counts anchored in the TPM, which decide (tokens.c); scd's own may differ. */
+    bool anchored;
+    uint8_t pin_failures, puk_failures;
 };
 
 struct container {
@@ -118,6 +121,7 @@ struct daemon {
     struct {
         char user[64];
         char binary[PATH_MAX];
+        char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
     } tpmd_opts;
     /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
     struct {

@@ -175,7 +175,8 @@ static int parse_names(json_object *root, struct device_config *cfg, tm_err *err
 
 static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address", NULL};
+    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address",
+                                       "require_hardware", NULL};
     json_object *t;
     const char *v;
     int64_t n;
@@ -210,7 +211,25 @@ static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
             return tm_err_set(err, EINVAL, "$.tpm.attest_address: \"%s\" is not HOST:PORT", v);
         snprintf(cfg->attest_address, sizeof(cfg->attest_address), "%s", v);
     }
-    return 0;
+    r = tm_json_get_bool(t, "$.tpm", "require_hardware", false, &cfg->tpm_require_hardware, err);
+    return r < 0 ? r : 0;
+}
+
+static int parse_pin(json_object *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"min_length", "allow_trivial", NULL};
+    json_object *p;
+    int64_t n;
+    int r = tm_json_get_object(root, "$", "pin", false, 8, &p, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(p, "$.pin", keys, err)) < 0 ||
+        (r = tm_json_get_int(p, "$.pin", "min_length", false, 4, 64, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->pin_min_length = (unsigned)n;
+    r = tm_json_get_bool(p, "$.pin", "allow_trivial", false, &cfg->pin_allow_trivial, err);
+    return r < 0 ? r : 0;
 }
 
 static int parse_management(json_object *root, struct device_config *cfg, tm_err *err)
@@ -259,6 +278,7 @@ static void set_defaults(struct device_config *cfg)
     cfg->runtime_pcr = 11;
     snprintf(cfg->attest_address, sizeof(cfg->attest_address), "127.0.0.1:9505");
     cfg->admin_socket_in_root = true;
+    cfg->pin_min_length = 4;
     tm_sha256("", 0, cfg->sha256);
 }
 
@@ -266,7 +286,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
 {
     static const char *const keys[] = {"storage", "architecture", "core_guestos", "trust", "policy",
                                        "tpm", "network", "core_container", "admin_socket_in_root",
-                                       NULL};
+                                       "pin", NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
@@ -289,7 +309,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
         (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0 &&
         (r = parse_policy(root, &cfg, err)) == 0 && (r = parse_tpm(root, &cfg, err)) == 0 &&
-        (r = parse_management(root, &cfg, err)) == 0)
+        (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0)
         r = config_net_device_parse(root, &cfg.net, err);
     json_object_put(root);
     if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)

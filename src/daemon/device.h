@@ -43,6 +43,11 @@ struct device_config {
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;
     char attest_address[DEVICE_ADDRESS_MAX + 1];
+    /* Refuse encrypted containers unless the TPM is a hardware one (not the embedded swtpm). */
+    bool tpm_require_hardware;
+    /* PIN policy for container tokens (docs/STORAGE.md, "PINs"). */
+    unsigned pin_min_length;   /* characters (UTF-8 code points), default 4 */
+    bool pin_allow_trivial;    /* all one character, a run like 1234 or 4321; default false */
     /* Networking and the management boundary (docs/NETWORK.md). */
     struct net_device_config net;
     char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */

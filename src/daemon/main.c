@@ -58,6 +58,9 @@ static void usage(FILE *out)
             "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
             "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
             "  --tpmd-binary PATH   trustme-tpmd (default: next to trustmed)\n"
+            "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
+            "                       copy of it does not carry the TPM along (default\n"
+            "                       /var/lib/trustme-swtpm; docs/STORAGE.md \"The embedded TPM\")\n"
             "  --log-level LEVEL    error, warn, info or debug (default info)\n"
             "  --syslog             log to syslog instead of stderr\n"
             "  --version            print the version\n"
@@ -156,7 +159,8 @@ static int lock_dir(const char *dir, const char *what)
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
 {
     enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION, OPT_SCD_USER,
-           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF, OPT_TPMD_USER, OPT_TPMD_BINARY };
+           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF, OPT_TPMD_USER, OPT_TPMD_BINARY,
+           OPT_SWTPM_STATE };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
@@ -167,9 +171,11 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
         {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
         {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
+        {"swtpm-state-dir", required_argument, NULL, OPT_SWTPM_STATE},
         {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
     snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "trustme-tpm");
+    snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "/var/lib/trustme-swtpm");
     d->log_level = "info";
     snprintf(d->data_dir, sizeof(d->data_dir), "/var/lib/trustme");
     snprintf(d->run_dir, sizeof(d->run_dir), "/run/trustme");
@@ -204,6 +210,14 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
         case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
         case OPT_TPMD_USER: snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "%s", optarg); break;
+        case OPT_SWTPM_STATE:
+            if (optarg[0] != '/' || strlen(optarg) > 200) {
+                fprintf(stderr, "trustmed: --swtpm-state-dir must be an absolute path of at most "
+                        "200 bytes\n");
+                return -1;
+            }
+            snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "%s", optarg);
+            break;
         case OPT_TPMD_BINARY:
             snprintf(d->tpmd_opts.binary, sizeof(d->tpmd_opts.binary), "%s", optarg);
             break;

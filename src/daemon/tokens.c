@@ -26,10 +26,23 @@
 #include "fileio.h"
 #include "log.h"
 #include "scd_client.h"
+#include "tpmd_client.h"
 
 #define KEY_FILE "key.wrapped"
 #define WRAPPED_KEY_LEN 100 /* the scd's blob format (src/scd/keywrap.h) */
 #define DATA_KEY_LEN 64
+/* The token's state anchored in the TPM (docs/STORAGE.md, "Lockout"): "token/<uuid>" =
+ * format (1), wrong PINs, wrong PUKs, SHA-256 of scd's token files. */
+#define ANCHOR_FORMAT 1
+#define ANCHOR_LEN 35
+#define PIN_TRIES 3  /* TOKEN_PIN_TRIES (src/scd/token.h) */
+#define PUK_TRIES 10 /* TOKEN_PUK_TRIES */
+
+struct anchored {
+    bool present;
+    uint8_t pin, puk; /* failures */
+    uint8_t files[32];
+};
 
 enum op_kind { OP_REFRESH, OP_KEY, OP_PAIR, OP_CHANGE_PIN, OP_PUK_UNLOCK, OP_WIPE };
 
@@ -47,6 +60,10 @@ struct token_op {
     int code;
     char msg[512];
     bool key_left;
+    /* Kept across the round trips to tpmd (locked memory, wiped with the op). */
+    struct secret *pin, *new_pin, *puk;
+    bool has_puk;
+    struct anchored a; /* as anchored when the operation began */
 };
 
 typedef Trustme__Scd__Request ScdRequest;
@@ -79,6 +96,33 @@ static struct token_op *op_new(struct container *c, enum op_kind kind, struct co
         snprintf(op->actor, sizeof(op->actor), "%s", c->actor[0] ? c->actor : "trustmed");
     }
     return op;
+}
+
+static void op_free(struct token_op *op)
+{
+    if (!op)
+        return;
+    secret_free(op->pin);
+    secret_free(op->new_pin);
+    secret_free(op->puk);
+    free(op);
+}
+
+/* A copy of a PIN or PUK in locked memory (an empty one keeps one zero byte, length 0). */
+static int keep(const ProtobufCBinaryData *b, struct secret **ret, tm_err *err)
+{
+    int r = secret_new(b->len ? b->len : 1, ret, err);
+    if (r < 0)
+        return r;
+    if (b->len)
+        memcpy((*ret)->data, b->data, b->len);
+    (*ret)->len = b->len;
+    return 0;
+}
+
+static ProtobufCBinaryData bytes_of(const struct secret *s)
+{
+    return (ProtobufCBinaryData){.len = s ? s->len : 0, .data = s ? s->data : NULL};
 }
 
 /* One token operation at a time per container: scd would serialise them anyway, but a start
@@ -126,6 +170,8 @@ static int send_status(struct daemon *d, struct token_op *op, tm_err *err)
     return scd_call(d, &req, on_reply, op, err);
 }
 
+static void refresh_anchor(struct daemon *d, struct container *c);
+
 void tokens_refresh_all(struct daemon *d)
 {
     for (struct container *c = d->containers; c; c = c->next) {
@@ -134,7 +180,8 @@ void tokens_refresh_all(struct daemon *d)
         struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
         tm_err err;
         if (!op || send_status(d, op, &err) < 0)
-            free(op);
+            op_free(op);
+        refresh_anchor(d, c);
     }
 }
 
@@ -144,11 +191,112 @@ void tokens_forget_all(struct daemon *d)
         c->token.known = false;
 }
 
+static void show_anchored(struct container *c, const struct anchored *a);
+
+/* scd's word on the token; the counts anchored in the TPM, once known, override scd's own
+ * (its tries file is a file root can delete). */
 static void store_status(struct container *c, const Trustme__Scd__TokenStatus *st)
 {
+    struct token_state old = c->token;
     c->token = (struct token_state){
         .known = true, .paired = st->paired, .locked = st->locked, .blocked = st->blocked,
         .pin_tries_left = st->pin_tries_left, .puk_tries_left = st->puk_tries_left};
+    if (old.anchored && st->paired) {
+        struct anchored a = {.present = true, .pin = old.pin_failures, .puk = old.puk_failures};
+        show_anchored(c, &a);
+    }
+}
+
+static void note_status(struct container *c, const struct token_op *op,
+                        const Trustme__Scd__TokenStatus *st, const tm_err *err)
+{
+    store_status(c, st);
+}
+
+/* ---- PIN policy ------------------------------------------------------------------------------ */
+
+/* The code points of a UTF-8 string (strict: no overlongs, surrogates or beyond U+10FFFF), or -1. */
+static int utf8_decode(const uint8_t *s, size_t len, uint32_t *cp, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        uint8_t b = s[i];
+        uint32_t v;
+        size_t k;
+        if (b < 0x80)
+            v = b, k = 1;
+        else if ((b & 0xe0) == 0xc0)
+            v = b & 0x1f, k = 2;
+        else if ((b & 0xf0) == 0xe0)
+            v = b & 0x0f, k = 3;
+        else if ((b & 0xf8) == 0xf0)
+            v = b & 0x07, k = 4;
+        else
+            return -1;
+        if (i + k > len)
+            return -1;
+        for (size_t j = 1; j < k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return -1;
+            v = v << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && v < 0x80) || (k == 3 && v < 0x800) || (k == 4 && v < 0x10000) ||
+            v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+            return -1;
+        if (n == max)
+            return -1;
+        cp[n++] = v;
+        i += k;
+    }
+    return (int)n;
+}
+
+int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin,
+                            const char *what, tm_err *err)
+{
+    uint32_t cp[64];
+    const uint8_t *s = pin->data;
+    size_t len = pin->len;
+    if (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+        return tm_err_set(err, EINVAL, "the %s ends in a line break (\\r or \\n): the client "
+                          "should have stripped it (a PIN file with CRLF line endings?)", what);
+    int n = len ? utf8_decode(s, len, cp, 64) : 0;
+    if (n < 0)
+        return tm_err_set(err, EINVAL, "the %s is not valid UTF-8 (or longer than 64 characters)",
+                          what);
+    for (int i = 0; i < n; i++)
+        if (cp[i] < 0x20 || cp[i] == 0x7f)
+            return tm_err_set(err, EINVAL, "the %s contains a control character", what);
+    unsigned min = d->device.pin_min_length ? d->device.pin_min_length : 4;
+    if ((unsigned)n < min)
+        return tm_err_set(err, EINVAL, "the %s is too short: at least %u characters (device.json "
+                          "pin.min_length)", what, min);
+    bool blank = true, same = true, up = true, down = true;
+    for (int i = 0; i < n; i++) {
+        blank = blank && (cp[i] == ' ' || cp[i] == 0xa0 || cp[i] == 0x3000);
+        if (i > 0) {
+            same = same && cp[i] == cp[0];
+            up = up && cp[i] == cp[i - 1] + 1;
+            down = down && cp[i] + 1 == cp[i - 1];
+        }
+    }
+    if (blank)
+        return tm_err_set(err, EINVAL, "the %s is only whitespace", what);
+    if (!d->device.pin_allow_trivial && (same || up || down))
+        return tm_err_set(err, EINVAL, "the %s is trivial (%s): choose another (device.json "
+                          "pin.allow_trivial permits such PINs)", what,
+                          same ? "one character repeated" : "a run like 1234 or 4321");
+    return 0;
+}
+
+/* device.json tpm.require_hardware on an emulated TPM: no encrypted container at all. */
+static int check_hardware(const struct container *c, tm_err *err)
+{
+    if (!c->d->device.tpm_require_hardware || !tpmd_emulated(c->d))
+        return 0;
+    return tm_err_set(err, EPERM, "%s: its data is encrypted, and device.json sets "
+                      "tpm.require_hardware, but the TPM is an emulator (%s): refused",
+                      c->cfg->name, c->d->device.tpm_tcti);
 }
 
 int tokens_check_start(const struct container *c, bool have_pin, bool *pin_required, tm_err *err)
@@ -157,6 +305,9 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
     if (!container_encrypted(c))
         return 0;
     const char *name = c->cfg->name;
+    int r = check_hardware(c, err);
+    if (r < 0)
+        return r;
     if (c->token_busy)
         return tm_err_set(err, EBUSY, "%s: another operation on its token is under way; try again", name);
     if (c->token.known && !c->token.paired)
@@ -177,43 +328,23 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
 
 /* ---- the data key ------------------------------------------------------------------------------ */
 
+static int begin(struct daemon *d, struct token_op *op, struct container *c, tm_err *err);
+
 int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err)
 {
     if (!pin)
         return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it",
                           c->cfg->name);
-    char path[PATH_MAX];
-    tokens_key_path(c, path, sizeof(path));
-    _cleanup_free_ char *wrapped = NULL;
-    size_t len = 0;
-    int r = read_file(path, 4096, &wrapped, &len, err);
-    if (r < 0 && err->code != ENOENT)
+    int r = check_hardware(c, err);
+    if (r < 0)
         return r;
     struct token_op *op = op_new(c, OP_KEY, NULL, 0);
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->key_done = done;
-    op->new_key = r < 0; /* the first start since pairing or wipe */
-    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
-    Trustme__Scd__NewKey nk = TRUSTME__SCD__NEW_KEY__INIT;
-    Trustme__Scd__Unwrap uw = TRUSTME__SCD__UNWRAP__INIT;
-    if (op->new_key) {
-        nk.uuid = c->uuid;
-        nk.has_pin = true;
-        nk.pin = *pin;
-        req.body_case = TRUSTME__SCD__REQUEST__BODY_NEW_KEY;
-        req.new_key = &nk;
-    } else {
-        uw.uuid = c->uuid;
-        uw.has_pin = true;
-        uw.pin = *pin;
-        uw.has_wrapped = true;
-        uw.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
-        req.body_case = TRUSTME__SCD__REQUEST__BODY_UNWRAP;
-        req.unwrap = &uw;
-    }
-    if ((r = scd_call(c->d, &req, on_reply, op, err)) < 0) {
-        free(op);
+    r = keep(pin, &op->pin, err);
+    if (r < 0 || (r = begin(c->d, op, c, err)) < 0) {
+        op_free(op);
         return r;
     }
     hold(c, op);
@@ -320,7 +451,7 @@ static void finish(struct daemon *d, struct token_op *op, struct container *c)
     if (c)
         release(c, op);
     reply_client(d, op, c);
-    free(op);
+    op_free(op);
 }
 
 /* ---- crypto-erase -------------------------------------------------------------------------- */
@@ -409,24 +540,443 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
     finish(d, op, c);
 }
 
-/* ---- scd's answers ------------------------------------------------------------------------- */
+/* ---- the state anchored in the TPM ------------------------------------------------------------
+ *
+ * scd's tries file and token files are files root can delete or restore. The count of wrong
+ * PINs and PUKs and the digest of the token files therefore live in tpmd's anchor table
+ * ("token/<uuid>"), whose freshness the TPM vouches for (docs/ATTESTATION.md, "Anchored
+ * state"). Every PIN or PUK attempt is counted there (one NV write) before scd sees the secret,
+ * so no file operation and no kill of trustmed or scd at the right moment gives an uncounted
+ * guess; a success resets the count (a second NV write, not waited for by a start). scd refuses
+ * token files whose digest is not the anchored one. Each container has its own count: the TPM's
+ * global dictionary-attack lockout is not involved (the index is owner-authorised and noda). */
+
+static void anchor_name(const char *uuid, char out[64])
+{
+    snprintf(out, 64, "token/%s", uuid);
+}
+
+static void show_anchored(struct container *c, const struct anchored *a)
+{
+    if (!a->present)
+        return;
+    c->token.anchored = true;
+    c->token.pin_failures = a->pin;
+    c->token.puk_failures = a->puk;
+    c->token.locked = a->pin >= PIN_TRIES;
+    c->token.blocked = a->puk >= PUK_TRIES;
+    c->token.pin_tries_left = a->pin >= PIN_TRIES ? 0 : PIN_TRIES - a->pin;
+    c->token.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
+}
+
+static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
+                          struct anchored *a, tm_err *err)
+{
+    char name[64];
+    anchor_name(uuid, name);
+    const ProtobufCBinaryData *v = tpmd_anchor_value(resp, name);
+    *a = (struct anchored){0};
+    if (!v)
+        return 0;
+    if (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT)
+        return tm_err_set(err, EBADMSG, "the token state anchored in the TPM is malformed "
+                          "(%zu bytes)", v->len);
+    a->present = true;
+    a->pin = v->data[1];
+    a->puk = v->data[2];
+    memcpy(a->files, v->data + 3, 32);
+    return 0;
+}
+
+static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, void *userdata,
+                       tm_err *err)
+{
+    char name[64];
+    anchor_name(uuid, name);
+    const char *const names[] = {name};
+    return tpmd_anchor_get(d, names, 1, fn, userdata, err);
+}
+
+/* One NV write: the new state, or (!a->present) none. */
+static int anchor_write(struct daemon *d, const char *uuid, const struct anchored *a,
+                        tpmd_reply_fn fn, void *userdata, tm_err *err)
+{
+    char name[64];
+    anchor_name(uuid, name);
+    uint8_t v[ANCHOR_LEN] = {ANCHOR_FORMAT, a->pin, a->puk};
+    memcpy(v + 3, a->files, 32);
+    struct tpmd_anchor_entry e = {.name = name, .value = v, .len = sizeof(v),
+                                  .remove = !a->present};
+    return tpmd_anchor_update(d, &e, 1, NULL, 0, fn, userdata, err);
+}
+
+/* A write nobody waits for (a reset after a success, a refund): a failure leaves the count
+ * higher than it should be, never lower. */
+static void on_background_write(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                                const tm_err *err, void *userdata)
+{
+    if (err)
+        log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
+}
+
+static void write_background(struct container *c, const struct anchored *a)
+{
+    tm_err e;
+    if (anchor_write(c->d, c->uuid, a, on_background_write, NULL, &e) < 0)
+        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name,
+                  e.msg);
+    show_anchored(c, a);
+}
+
+static struct container *op_container(struct daemon *d, struct token_op *op);
+
+static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                              const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    struct anchored a;
+    if (c && !err && anchored_parse(resp, op->uuid, &a, NULL) == 0)
+        show_anchored(c, &a);
+    if (c)
+        op_free(op);
+}
+
+static void refresh_anchor(struct daemon *d, struct container *c)
+{
+    struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+    tm_err err;
+    if (op && anchor_read(d, c->uuid, on_refresh_anchor, op, &err) < 0)
+        op_free(op);
+}
+
+void tokens_refresh_anchors(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next)
+        if (container_encrypted(c))
+            refresh_anchor(d, c);
+}
+
+/* ---- the operations ----------------------------------------------------------------------- */
 
 static const char *const op_events[] = {
     [OP_PAIR] = "token.pair", [OP_CHANGE_PIN] = "token.pin_change", [OP_PUK_UNLOCK] = "token.puk_unlock"};
 
-/* What scd says the token is like now; a wrong secret that used up the last try is a lockout. */
-static void note_status(struct container *c, const struct token_op *op,
-                        const Trustme__Scd__TokenStatus *st, const tm_err *err)
+static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *err, void *userdata);
+
+/* The op's container, or NULL when it is gone (removed, or the start was cancelled): then the
+ * op is freed here. */
+static struct container *op_container(struct daemon *d, struct token_op *op)
 {
-    bool was_locked = c->token.locked, was_blocked = c->token.blocked;
-    store_status(c, st);
-    if (!err || err->code != EACCES)
+    struct container *c = container_find(d, op->uuid);
+    if (!c || op->cancelled) {
+        op_free(op);
+        return NULL;
+    }
+    return c;
+}
+
+/* The operation failed with err (before or after scd): answer, audit, free. */
+static void op_fail(struct daemon *d, struct token_op *op, struct container *c, const tm_err *err)
+{
+    switch (op->kind) {
+    case OP_KEY:
+        key_reply(c, op, NULL, err);
+        op_free(op);
         return;
-    if (c->token.locked && !was_locked)
-        daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "PIN locked after too many wrong "
-                     "PINs; unlock with the PUK");
-    if (c->token.blocked && !was_blocked)
-        daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "PUK blocked; only a wipe helps");
+    case OP_WIPE:
+        wipe_done(d, op, c, err);
+        return;
+    case OP_PAIR:
+    case OP_CHANGE_PIN:
+    case OP_PUK_UNLOCK:
+        daemon_audit(d, op_events[op->kind], "fail", c, op->actor, "%s token: %s",
+                     token_kind_name(c->cfg->token.kind), err->msg);
+        break;
+    case OP_REFRESH:
+        op_free(op);
+        return;
+    }
+    op->code = err->code;
+    snprintf(op->msg, sizeof(op->msg), "%s: %s", c->cfg->name, err->msg);
+    finish(d, op, c);
+}
+
+static int send_scd(struct daemon *d, struct token_op *op, struct container *c, tm_err *err)
+{
+    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
+    Trustme__Scd__Pair pair = TRUSTME__SCD__PAIR__INIT;
+    Trustme__Scd__NewKey nk = TRUSTME__SCD__NEW_KEY__INIT;
+    Trustme__Scd__Unwrap uw = TRUSTME__SCD__UNWRAP__INIT;
+    Trustme__Scd__ChangePin cp = TRUSTME__SCD__CHANGE_PIN__INIT;
+    Trustme__Scd__Unlock ul = TRUSTME__SCD__UNLOCK__INIT;
+    Trustme__Scd__Wipe w = TRUSTME__SCD__WIPE__INIT;
+    Trustme__Scd__TokenSpec spec;
+    _cleanup_free_ char *wrapped = NULL;
+    size_t len = 0;
+    if (op->a.present) {
+        req.has_token_anchor = true;
+        req.token_anchor = (ProtobufCBinaryData){.len = 32, .data = op->a.files};
+    }
+    switch (op->kind) {
+    case OP_KEY: {
+        char path[PATH_MAX];
+        tokens_key_path(c, path, sizeof(path));
+        int r = read_file(path, 4096, &wrapped, &len, err);
+        if (r < 0 && err->code != ENOENT)
+            return r;
+        op->new_key = r < 0; /* the first start since pairing or wipe */
+        if (op->new_key) {
+            nk.uuid = c->uuid;
+            nk.has_pin = true;
+            nk.pin = bytes_of(op->pin);
+            req.body_case = TRUSTME__SCD__REQUEST__BODY_NEW_KEY;
+            req.new_key = &nk;
+        } else {
+            uw.uuid = c->uuid;
+            uw.has_pin = uw.has_wrapped = true;
+            uw.pin = bytes_of(op->pin);
+            uw.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
+            req.body_case = TRUSTME__SCD__REQUEST__BODY_UNWRAP;
+            req.unwrap = &uw;
+        }
+        break;
+    }
+    case OP_PAIR:
+        fill_spec(c, &spec);
+        pair.uuid = c->uuid;
+        pair.spec = &spec;
+        pair.has_pin = true;
+        pair.pin = bytes_of(op->new_pin);
+        pair.has_puk = op->has_puk;
+        pair.puk = bytes_of(op->puk);
+        req.body_case = TRUSTME__SCD__REQUEST__BODY_PAIR;
+        req.pair = &pair;
+        break;
+    case OP_CHANGE_PIN:
+        cp.uuid = c->uuid;
+        cp.has_old_pin = cp.has_new_pin = true;
+        cp.old_pin = bytes_of(op->pin);
+        cp.new_pin = bytes_of(op->new_pin);
+        req.body_case = TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN;
+        req.change_pin = &cp;
+        break;
+    case OP_PUK_UNLOCK:
+        ul.uuid = c->uuid;
+        ul.has_puk = ul.has_new_pin = true;
+        ul.puk = bytes_of(op->puk);
+        ul.new_pin = bytes_of(op->new_pin);
+        req.body_case = TRUSTME__SCD__REQUEST__BODY_UNLOCK;
+        req.unlock = &ul;
+        break;
+    case OP_WIPE:
+        w.uuid = c->uuid;
+        if (op->pin) {
+            w.has_pin = true;
+            w.pin = bytes_of(op->pin);
+        }
+        req.body_case = TRUSTME__SCD__REQUEST__BODY_WIPE;
+        req.wipe = &w;
+        break;
+    case OP_REFRESH:
+        return send_status(d, op, err);
+    }
+    return scd_call(d, &req, on_reply, op, err);
+}
+
+static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    if (err) {
+        op_fail(d, op, c, err);
+        return;
+    }
+    tm_err e = {0};
+    if (send_scd(d, op, c, &e) < 0) {
+        write_background(c, &op->a); /* counted, but not made: take it back */
+        op_fail(d, op, c, &e);
+    }
+}
+
+static void on_anchor_read(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                           const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    tm_err e = {0};
+    if (err) {
+        op_fail(d, op, c, err);
+        return;
+    }
+    if (anchored_parse(resp, op->uuid, &op->a, &e) < 0) {
+        op_fail(d, op, c, &e);
+        return;
+    }
+    if (op->kind == OP_PAIR) {
+        /* Nothing to count; the read only put this request behind the device secret on its
+         * way from tpmd to scd (tpmd answers in order). A stale state is overwritten. */
+        op->a.present = false;
+        if (send_scd(d, op, c, &e) < 0)
+            op_fail(d, op, c, &e);
+        return;
+    }
+    if (!op->a.present) {
+        tm_err_set(&e, ESTALE, "the TPM holds no state for its token: the token was wiped (are its "
+                   "files restored from a copy?) or paired by an older trustme; wipe the container "
+                   "('trustme wipe %s') and set a PIN again", c->cfg->name);
+        op_fail(d, op, c, &e);
+        return;
+    }
+    show_anchored(c, &op->a);
+    struct anchored counted = op->a;
+    if (op->a.puk >= PUK_TRIES)
+        tm_err_set(&e, EKEYREVOKED, "token blocked for good after %d wrong PUKs: only a wipe "
+                   "helps (trustme wipe), and the container's data is lost", PUK_TRIES);
+    else if (op->kind != OP_PUK_UNLOCK && op->a.pin >= PIN_TRIES)
+        tm_err_set(&e, EPERM, "locked after %d wrong PINs: unlock it with the PUK (trustme token "
+                   "unlock)", PIN_TRIES);
+    if (e.code) {
+        op_fail(d, op, c, &e);
+        return;
+    }
+    if (op->kind == OP_PUK_UNLOCK)
+        counted.puk++;
+    else
+        counted.pin++;
+    if (anchor_write(d, op->uuid, &counted, on_counted, op, &e) < 0)
+        op_fail(d, op, c, &e);
+    else
+        show_anchored(c, &counted);
+}
+
+static void on_unanchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                          const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    tm_err e = {0};
+    if (err) {
+        op_fail(d, op, c, err);
+        return;
+    }
+    c->token.anchored = false;
+    if (send_scd(d, op, c, &e) < 0)
+        op_fail(d, op, c, &e);
+}
+
+/* Start op: read the anchored state and count the attempt (PIN and PUK uses), forget it
+ * (a wipe: first, so that the token's files are refused from here on, whatever happens to
+ * them), or go straight to scd (pairing). */
+static int begin(struct daemon *d, struct token_op *op, struct container *c, tm_err *err)
+{
+    switch (op->kind) {
+    case OP_KEY:
+    case OP_CHANGE_PIN:
+    case OP_PUK_UNLOCK:
+    case OP_PAIR: return anchor_read(d, op->uuid, on_anchor_read, op, err);
+    case OP_WIPE: {
+        struct anchored none = {0};
+        return anchor_write(d, op->uuid, &none, on_unanchored, op, err);
+    }
+    default: return send_scd(d, op, c, err);
+    }
+}
+
+static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    if (err) {
+        tm_err e;
+        tm_err_set(&e, err->code, "done, but its new token state could not be anchored in the "
+                   "TPM, so the token is refused from now on: %s", err->msg);
+        op_fail(d, op, c, &e);
+        return;
+    }
+    daemon_audit(d, op_events[op->kind], "ok", c, op->actor, "%s token",
+                 token_kind_name(c->cfg->token.kind));
+    finish(d, op, c);
+}
+
+/* What a wrong PIN or PUK has left, by the anchored count. */
+static void wrong_secret(struct container *c, const struct token_op *op, const struct anchored *n,
+                         tm_err *e)
+{
+    bool puk = op->kind == OP_PUK_UNLOCK;
+    const char *what = puk ? "PUK" : "PIN";
+    int left = (puk ? PUK_TRIES - n->puk : PIN_TRIES - n->pin);
+    if (left > 0)
+        tm_err_set(e, EACCES, "wrong %s: %d %s left", what, left, left == 1 ? "try" : "tries");
+    else if (!puk)
+        tm_err_set(e, EACCES, "wrong PIN: the token is now locked after %d wrong PINs: unlock it "
+                   "with the PUK (trustme token unlock)", PIN_TRIES);
+    else
+        tm_err_set(e, EACCES, "wrong PUK: the token is now blocked for good after %d wrong PUKs: "
+                   "only a wipe helps, and the container's data is lost", PUK_TRIES);
+    if (left <= 0)
+        daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "%s",
+                     puk ? "PUK blocked; only a wipe helps"
+                         : "PIN locked after too many wrong PINs; unlock with the PUK");
+}
+
+/* scd answered an operation that used a PIN or PUK, counted in the anchor before. */
+static void counted_reply(struct daemon *d, struct token_op *op, struct container *c,
+                          const ScdResponse *resp, const tm_err *err)
+{
+    struct anchored n = op->a;
+    tm_err e = {0};
+    if (op->kind == OP_PUK_UNLOCK)
+        n.puk++;
+    else
+        n.pin++;
+    if (err && err->code == EACCES) {
+        /* Counted already. */
+        wrong_secret(c, op, &n, &e);
+        show_anchored(c, &n);
+        op_fail(d, op, c, &e);
+        return;
+    }
+    if (err) {
+        write_background(c, &op->a); /* not the secret's fault: the attempt is taken back */
+        op_fail(d, op, c, err);
+        return;
+    }
+    n.pin = 0;
+    if (op->kind == OP_PUK_UNLOCK)
+        n.puk = 0;
+    if (op->kind != OP_KEY) {
+        if (!resp->token || !resp->token->has_files_sha256 || resp->token->files_sha256.len != 32) {
+            tm_err_set(&e, EPROTO, "the token service did not say what its token files are now");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        memcpy(n.files, resp->token->files_sha256.data, 32);
+        show_anchored(c, &n);
+        if (anchor_write(d, op->uuid, &n, on_settled, op, &e) < 0)
+            op_fail(d, op, c, &e);
+        return;
+    }
+    /* A start does not wait for the reset: if it is lost, the count stays one too high. */
+    write_background(c, &n);
+    key_reply(c, op, resp, NULL);
+    op_free(op);
+}
+
+static void on_pair_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                             const tm_err *err, void *userdata)
+{
+    on_settled(d, resp, err, userdata);
 }
 
 static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *err, void *userdata)
@@ -434,36 +984,50 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
     struct token_op *op = userdata;
     struct container *c = container_find(d, op->uuid);
     if (!c) {
-        free(op); /* removed meanwhile; a key in resp is wiped with its packet */
+        op_free(op); /* removed meanwhile; a key in resp is wiped with its packet */
         return;
     }
     if (resp && resp->token)
         note_status(c, op, resp->token, err);
+    tm_err e = {0};
     switch (op->kind) {
     case OP_REFRESH:
         if (!err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_STATUS)
             note_status(c, op, resp->status, NULL);
-        free(op);
+        op_free(op);
         return;
     case OP_KEY:
-        key_reply(c, op, resp, err);
-        free(op);
+        if (op->cancelled) {
+            op_free(op);
+            return;
+        }
+        counted_reply(d, op, c, resp, err);
+        return;
+    case OP_CHANGE_PIN:
+    case OP_PUK_UNLOCK:
+        counted_reply(d, op, c, resp, err);
         return;
     case OP_WIPE:
         op->key_left = !err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_OK && resp->ok->key_left_on_token;
         wipe_done(d, op, c, err);
         return;
-    case OP_PAIR:
-    case OP_CHANGE_PIN:
-    case OP_PUK_UNLOCK:
-        daemon_audit(d, op_events[op->kind], err ? "fail" : "ok", c, op->actor, "%s token%s%s",
-                     token_kind_name(c->cfg->token.kind), err ? ": " : "", err ? err->msg : "");
+    case OP_PAIR: {
         if (err) {
-            op->code = err->code;
-            snprintf(op->msg, sizeof(op->msg), "%s: %s", c->cfg->name, err->msg);
+            op_fail(d, op, c, err);
+            return;
         }
-        finish(d, op, c);
+        struct anchored n = {.present = true};
+        if (!resp->token || !resp->token->has_files_sha256 || resp->token->files_sha256.len != 32) {
+            tm_err_set(&e, EPROTO, "the token service did not say what its token files are");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        memcpy(n.files, resp->token->files_sha256.data, 32);
+        show_anchored(c, &n);
+        if (anchor_write(d, op->uuid, &n, on_pair_anchored, op, &e) < 0)
+            op_fail(d, op, c, &e);
         return;
+    }
     }
 }
 
@@ -485,16 +1049,11 @@ static bool may_use_token(struct conn *conn, uint64_t id, struct container *c, b
     return true;
 }
 
-static void send_op(struct conn *conn, uint64_t id, struct container *c, struct token_op *op,
-                    ScdRequest *req)
+static void start_op(struct conn *conn, uint64_t id, struct container *c, struct token_op *op)
 {
     tm_err err;
-    if (!op) {
-        conn_send_error(conn, id, ENOMEM, "out of memory");
-        return;
-    }
-    if (scd_call(conn->d, req, on_reply, op, &err) < 0) {
-        free(op);
+    if (begin(conn->d, op, c, &err) < 0) {
+        op_free(op);
         conn_send_error(conn, id, err.code, "%s", err.msg);
         return;
     }
@@ -510,32 +1069,32 @@ void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
         conn_send_error(conn, id, EINVAL, "change-pin: the new PIN is missing");
         return;
     }
-    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
-    Trustme__Scd__Pair pair = TRUSTME__SCD__PAIR__INIT;
-    Trustme__Scd__ChangePin cp = TRUSTME__SCD__CHANGE_PIN__INIT;
-    Trustme__Scd__TokenSpec spec;
-    struct token_op *op;
-    if (!rq->has_old_pin) { /* pairing: the token is created with this PIN */
-        fill_spec(c, &spec);
-        pair.uuid = c->uuid;
-        pair.spec = &spec;
-        pair.has_pin = true;
-        pair.pin = rq->new_pin;
-        pair.has_puk = rq->has_puk;
-        pair.puk = rq->puk;
-        req.body_case = TRUSTME__SCD__REQUEST__BODY_PAIR;
-        req.pair = &pair;
-        op = op_new(c, OP_PAIR, conn, id);
-    } else {
-        cp.uuid = c->uuid;
-        cp.has_old_pin = cp.has_new_pin = true;
-        cp.old_pin = rq->old_pin;
-        cp.new_pin = rq->new_pin;
-        req.body_case = TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN;
-        req.change_pin = &cp;
-        op = op_new(c, OP_CHANGE_PIN, conn, id);
+    tm_err err = {0};
+    if (check_hardware(c, &err) < 0) {
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
     }
-    send_op(conn, id, c, op, &req);
+    /* A PKCS#11 token's first PIN is the one it has: the policy is for PINs chosen here. */
+    bool chosen = rq->has_old_pin || c->cfg->token.kind != TOKEN_KIND_PKCS11;
+    if (chosen && tokens_check_pin_policy(c->d, &rq->new_pin, "new PIN", &err) < 0) {
+        conn_send_error(conn, id, err.code, "%s: %s", c->cfg->name, err.msg);
+        return;
+    }
+    /* Without the current PIN: pairing, the token is created with this PIN. */
+    struct token_op *op = op_new(c, rq->has_old_pin ? OP_CHANGE_PIN : OP_PAIR, conn, id);
+    if (!op) {
+        conn_send_error(conn, id, ENOMEM, "out of memory");
+        return;
+    }
+    op->has_puk = rq->has_puk;
+    if (keep(&rq->new_pin, &op->new_pin, &err) < 0 ||
+        (rq->has_old_pin && keep(&rq->old_pin, &op->pin, &err) < 0) ||
+        (rq->has_puk && keep(&rq->puk, &op->puk, &err) < 0)) {
+        op_free(op);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
+    }
+    start_op(conn, id, c, op);
 }
 
 void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
@@ -547,15 +1106,23 @@ void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
         conn_send_error(conn, id, EINVAL, "token unlock: the PUK and a new PIN are needed");
         return;
     }
-    Trustme__Scd__Unlock ul = TRUSTME__SCD__UNLOCK__INIT;
-    ul.uuid = c->uuid;
-    ul.has_puk = ul.has_new_pin = true;
-    ul.puk = rq->puk;
-    ul.new_pin = rq->new_pin;
-    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
-    req.body_case = TRUSTME__SCD__REQUEST__BODY_UNLOCK;
-    req.unlock = &ul;
-    send_op(conn, id, c, op_new(c, OP_PUK_UNLOCK, conn, id), &req);
+    tm_err err = {0};
+    if (tokens_check_pin_policy(c->d, &rq->new_pin, "new PIN", &err) < 0) {
+        conn_send_error(conn, id, err.code, "%s: %s", c->cfg->name, err.msg);
+        return;
+    }
+    struct token_op *op = op_new(c, OP_PUK_UNLOCK, conn, id);
+    if (!op) {
+        conn_send_error(conn, id, ENOMEM, "out of memory");
+        return;
+    }
+    op->has_puk = true;
+    if (keep(&rq->puk, &op->puk, &err) < 0 || keep(&rq->new_pin, &op->new_pin, &err) < 0) {
+        op_free(op);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
+    }
+    start_op(conn, id, c, op);
 }
 
 void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const ProtobufCBinaryData *pin,
@@ -574,16 +1141,13 @@ void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const Prot
         wipe_done(conn->d, op, c, NULL);
         return;
     }
-    Trustme__Scd__Wipe w = TRUSTME__SCD__WIPE__INIT;
-    w.uuid = c->uuid;
-    if (pin) {
-        w.has_pin = true;
-        w.pin = *pin;
+    tm_err err;
+    if (pin && keep(pin, &op->pin, &err) < 0) {
+        op_free(op);
+        conn_send_error(conn, id, err.code, "%s", err.msg);
+        return;
     }
-    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
-    req.body_case = TRUSTME__SCD__REQUEST__BODY_WIPE;
-    req.wipe = &w;
-    send_op(conn, id, c, op, &req);
+    start_op(conn, id, c, op);
 }
 
 void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
@@ -593,6 +1157,8 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->token = (char *)token_kind_name(c->cfg->token.kind);
     if (!container_encrypted(c))
         return;
+    enc->has_tpm_emulated = true;
+    enc->tpm_emulated = tpmd_emulated(c->d);
     enc->has_key_created = enc->has_status_known = true;
     enc->key_created = c->key_stored;
     enc->status_known = c->token.known;

@@ -22,6 +22,8 @@ void tokens_key_path(const struct container *c, char *out, size_t size);
 
 /* Ask scd for the state of every container's token (whenever an scd has started). */
 void tokens_refresh_all(struct daemon *d);
+/* Ask tpmd for every token's anchored counts (whenever a tpmd has started), for list/state. */
+void tokens_refresh_anchors(struct daemon *d);
 /* scd is gone: what it said is unknown until the next one reports (tokens_refresh_all). */
 void tokens_forget_all(struct daemon *d);
 
@@ -45,5 +47,12 @@ void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
 /* Crypto-erase: token secret, wrapped key and data image. With remove, the container goes too. */
 void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const ProtobufCBinaryData *pin,
                  bool remove);
+
+/* The device's PIN policy (device.json "pin", docs/STORAGE.md): UTF-8 without control
+ * characters or a trailing line break, at least pin.min_length characters, not only
+ * whitespace, not trivial (one character repeated, a run like 1234 or 4321) unless
+ * pin.allow_trivial. what names it in the message ("PIN", "new PIN"). */
+int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin,
+                            const char *what, tm_err *err);
 
 void tokens_fill_info(const struct container *c, Trustme__Encryption *enc);

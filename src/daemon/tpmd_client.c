@@ -26,6 +26,7 @@
 #include "scd_client.h"
 #include "service.h"
 #include "spawn.h"
+#include "tokens.h"
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
 #define TPMD_REQUEST_MAX (64u * 1024)
@@ -38,6 +39,7 @@ struct tpmd_ctx {
     char binary[PATH_MAX];
     char data_dir[PATH_MAX]; /* <data>/tpm */
     char run_dir[PATH_MAX];  /* <run>/tpm */
+    char swtpm_state[PATH_MAX];
     uid_t uid;
     gid_t gid;
     gid_t groups[TPMD_MAX_GROUPS];
@@ -74,7 +76,8 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
     char *argv[] = {"trustme-tpmd", "--data-dir", (char *)c->data_dir, "--run-dir",
                     (char *)c->run_dir, "--tcti", (char *)c->tcti, "--attest-address",
                     (char *)c->attest_address, "--boot-pcr", boot, "--runtime-pcr", runtime,
-                    "--log-level", (char *)c->log_level, NULL};
+                    "--log-level", (char *)c->log_level, "--swtpm-state", (char *)c->swtpm_state,
+                    NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM. */
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     fexecve(fds[1], argv, envp);
@@ -203,7 +206,7 @@ void tpmd_scd_gone(struct daemon *d)
 
 /* ---- the anchor table ------------------------------------------------------------------------ */
 
-#define ANCHOR_CALL_MAX 256
+#define ANCHOR_CALL_MAX 64
 
 static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
                        const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
@@ -211,7 +214,7 @@ static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, si
 {
     if (n_set > ANCHOR_CALL_MAX || n_get > ANCHOR_CALL_MAX)
         return tm_err_set(err, E2BIG, "at most %d anchor entries in one call", ANCHOR_CALL_MAX);
-    Trustme__Tpmd__AnchorEntry ev[n_set + 1], *evp[n_set + 1];
+    Trustme__Tpmd__AnchorEntry ev[ANCHOR_CALL_MAX], *evp[ANCHOR_CALL_MAX];
     for (size_t i = 0; i < n_set; i++) {
         trustme__tpmd__anchor_entry__init(&ev[i]);
         ev[i].name = (char *)set[i].name;
@@ -264,7 +267,11 @@ const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp
 static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err,
                             void *userdata)
 {
-    if (!err || !resp)
+    if (!err) {
+        tokens_refresh_anchors(d);
+        return;
+    }
+    if (!resp)
         return;
     log_error("the TPM-anchored state is unavailable: %s", err->msg);
     daemon_audit(d, "tpm.anchor", "fail", NULL, "trustmed", "%s", err->msg);
@@ -421,13 +428,25 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return r;
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
+    snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->tpmd_opts.swtpm_state);
     snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
     snprintf(c.attest_address, sizeof(c.attest_address), "%s", d->device.attest_address);
     snprintf(c.log_level, sizeof(c.log_level), "%s", d->log_level ? d->log_level : "info");
+    bool embedded = strcmp(c.tcti, "embedded") == 0;
+    if (embedded && ((r = own_dir(c.swtpm_state, c.uid, c.gid, err)) < 0 ||
+                     (r = check_reachable(c.swtpm_state, c.uid, c.gid, err)) < 0))
+        return r;
     if ((r = own_dir(c.data_dir, c.uid, c.gid, err)) < 0 || (r = own_dir(c.run_dir, c.uid, c.gid, err)) < 0 ||
         (r = check_reachable(c.data_dir, c.uid, c.gid, err)) < 0 ||
         (r = check_reachable(c.run_dir, c.uid, c.gid, err)) < 0)
         return r;
+    if (tpmd_emulated(d))
+        log_warn("the TPM is an emulator (%s): the device binding of encrypted containers is "
+                 "emulated; its state (%s) is files, and a copy of them with the data dir opens "
+                 "this device's containers given their PINs, or by brute force (docs/STORAGE.md "
+                 "\"The embedded TPM\")%s", c.tcti, embedded ? d->tpmd_opts.swtpm_state : c.tcti,
+                 d->device.tpm_require_hardware ? "; tpm.require_hardware is set: encrypted "
+                 "containers are refused" : "");
     _cleanup_close_ int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     uint64_t size;
     if (self < 0)
@@ -458,6 +477,12 @@ int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, v
 void tpmd_forget(struct daemon *d, void *userdata)
 {
     service_forget(d->tpmd, userdata);
+}
+
+bool tpmd_emulated(const struct daemon *d)
+{
+    const char *t = d->device.tpm_tcti;
+    return strcmp(t, "embedded") == 0 || strncmp(t, "swtpm", 5) == 0 || strncmp(t, "mssim", 5) == 0;
 }
 
 const char *tpmd_secret_problem(const struct daemon *d)

@@ -41,6 +41,10 @@ struct tm_event_item {
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
                  void *userdata, tm_err *err);
 
+/* The TPM is an emulator (the embedded swtpm, or a swtpm/mssim TCTI): the device binding of
+ * encrypted containers has no hardware root (docs/STORAGE.md "The embedded TPM"). */
+bool tpmd_emulated(const struct daemon *d);
+
 /* Why containers cannot get their keys now, or NULL when the device secret reached scd. */
 const char *tpmd_secret_problem(const struct daemon *d);
 
@@ -53,7 +57,7 @@ struct tpmd_anchor_entry {
     size_t len;
     bool remove;
 };
-/* Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
+/* At most 64 names (and 64 changes) per call. Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
  * entries that exist, in the order asked, and the table's version. A missing, older or edited
  * table: err with ENOENT, ESTALE or EBADMSG and the reason (fail closed). */
 int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,

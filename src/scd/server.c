@@ -47,6 +47,10 @@ static void fill_status(Trustme__Scd__TokenStatus *ts, const struct token_status
     ts->blocked = st->blocked;
     ts->pin_tries_left = st->pin_tries_left;
     ts->puk_tries_left = st->puk_tries_left;
+    if (st->paired) {
+        ts->has_files_sha256 = true;
+        ts->files_sha256 = (ProtobufCBinaryData){.len = 32, .data = (uint8_t *)st->files_sha256};
+    }
 }
 
 static int send_response(struct server *s, uint64_t id, Response *resp)
@@ -115,12 +119,27 @@ static int check_uuid(const char *uuid, tm_err *err)
     return 0;
 }
 
+/* Container keys are bound to the device secret (docs/ATTESTATION.md): without it, refuse
+ * rather than make or open an unbound key. */
+static int need_device_secret(const struct server *s, tm_err *err)
+{
+    if (s->device_secret)
+        return 0;
+    if (s->secret_unavailable[0])
+        return tm_err_set(err, EACCES, "%s", s->secret_unavailable);
+    return tm_err_set(err, EAGAIN, "the device storage secret has not arrived from the TPM service "
+                      "yet; try again in a moment");
+}
+
 static int do_pair(struct server *s, uint64_t id, const Trustme__Scd__Pair *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *pin = NULL, *puk = NULL;
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || !rq->spec)
         return r < 0 ? r : tm_err_set(err, EINVAL, "token spec missing");
+    /* A soft token's slots are keyed with it too (token_soft.h). */
+    if ((r = need_device_secret(s, err)) < 0)
+        return r;
     if ((r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0)
         return r;
     if (rq->has_puk && (r = take_pin(&rq->puk, true, "PUK", &puk, err)) < 0)
@@ -153,18 +172,6 @@ static int send_key(struct server *s, uint64_t id, const struct secret *key, con
     resp.body_case = TRUSTME__SCD__RESPONSE__BODY_KEY;
     resp.key = &k;
     return send_response(s, id, &resp);
-}
-
-/* Container keys are bound to the device secret (docs/ATTESTATION.md): without it, refuse
- * rather than make or open an unbound key. */
-static int need_device_secret(const struct server *s, tm_err *err)
-{
-    if (s->device_secret)
-        return 0;
-    if (s->secret_unavailable[0])
-        return tm_err_set(err, EACCES, "%s", s->secret_unavailable);
-    return tm_err_set(err, EAGAIN, "the device storage secret has not arrived from the TPM service "
-                      "yet; try again in a moment");
 }
 
 static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__DeviceSecret *rq,
@@ -224,7 +231,7 @@ static int do_change_pin(struct server *s, uint64_t id, const Trustme__Scd__Chan
 {
     _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
     int r;
-    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->old_pin, rq->has_old_pin, "current PIN", &old_pin, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
         (r = token_change_pin(s->tctx, rq->uuid, (char *)old_pin->data, (char *)new_pin->data, err)) < 0)
@@ -236,7 +243,7 @@ static int do_unlock(struct server *s, uint64_t id, const Trustme__Scd__Unlock *
 {
     _cleanup_secret_ struct secret *puk = NULL, *new_pin = NULL;
     int r;
-    if ((r = check_uuid(rq->uuid, err)) < 0 ||
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->puk, rq->has_puk, "PUK", &puk, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
         (r = token_unlock(s->tctx, rq->uuid, (char *)puk->data, (char *)new_pin->data, err)) < 0)
@@ -350,11 +357,43 @@ static const char *token_uuid_of(const Request *rq)
     }
 }
 
+/* A request that uses a PIN or PUK on the token: its files must be the ones trustmed anchored
+ * in the TPM, or root could restore an older .soft (an old PIN, an unwiped token). */
+static int check_anchor(struct server *s, const Request *rq, tm_err *err)
+{
+    switch (rq->body_case) {
+    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY:
+    case TRUSTME__SCD__REQUEST__BODY_UNWRAP:
+    case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
+    case TRUSTME__SCD__REQUEST__BODY_UNLOCK: break;
+    default: return 0;
+    }
+    if (!s->token_uuid || !tm_uuid_valid(s->token_uuid))
+        return 0; /* the handler says what is wrong */
+    uint8_t now[32];
+    int r = token_files_digest(s->tctx, s->token_uuid, now, err);
+    if (r < 0)
+        return r;
+    if (!rq->has_token_anchor || rq->token_anchor.len != 32)
+        return tm_err_set(err, EINVAL, "no anchored token state given for container %s",
+                          s->token_uuid);
+    if (memcmp(now, rq->token_anchor.data, 32) != 0)
+        return tm_err_set(err, ESTALE, "the token files of container %s are not the ones "
+                          "anchored in the TPM (restored from a copy, edited, or from another "
+                          "device): refusing them", s->token_uuid);
+    return 0;
+}
+
 static int dispatch(struct server *s, const Request *rq)
 {
     tm_err err = {0};
     int r;
     s->token_uuid = token_uuid_of(rq);
+    if (check_anchor(s, rq, &err) < 0) {
+        r = send_error(s, rq->id, err.code, err.msg);
+        s->token_uuid = NULL;
+        return r < 0 ? r : 0;
+    }
     switch (rq->body_case) {
     case TRUSTME__SCD__REQUEST__BODY_PAIR: r = do_pair(s, rq->id, rq->pair, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: r = do_new_key(s, rq->id, rq->new_key, &err); break;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "crypto.h"
 #include "fileio.h"
 #include "fs_err.h"
 #include "token_pkcs11.h"
@@ -90,6 +91,7 @@ struct session {
     const char *uuid;
     const struct token_paths *paths;
     const struct token_record *rec;
+    const struct secret *device_secret;
     struct soft_token soft; /* soft: the token file */
     struct secret *kek;     /* soft: the opened KEK */
     struct p11 *p11;        /* pkcs11: a logged-in session */
@@ -117,7 +119,7 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
             (r = tries_begin(s->paths->tries, kind, &t, err)) < 0)
             return r;
         r = soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK,
-                            secret, &s->kek, err);
+                            secret, s->device_secret, &s->kek, err);
         return settle(s->paths->tries, kind, &t, r, err);
     }
     struct p11_config cfg;
@@ -202,7 +204,7 @@ int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token
     if ((r = unlink_synced(paths.tries, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT) {
-        if ((r = soft_token_create(paths.soft, uuid, kdf_n, pin, puk, err)) < 0)
+        if ((r = soft_token_create(paths.soft, uuid, kdf_n, pin, puk, ctx->device_secret, err)) < 0)
             return r;
         if ((r = token_record_store(paths.record, &rec, err)) < 0) {
             (void)soft_token_erase(paths.soft, NULL);
@@ -235,7 +237,8 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
         return r;
     _cleanup_secret_ struct secret *key = NULL;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec};
+    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
+                                        .device_secret = ctx->device_secret};
     uint8_t out[KEYWRAP_BLOB_LEN];
     if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 ||
         (r = session_open(&s, TRIES_PIN, pin, err)) < 0)
@@ -273,7 +276,8 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
         return tm_err_set(err, EINVAL, "key blob was wrapped by a %s token, but container %s has a "
                           "%s token", token_type_name((enum token_type)info.token), uuid,
                           token_type_name(rec.type));
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec};
+    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
+                                        .device_secret = ctx->device_secret};
     if ((r = session_open(&s, TRIES_PIN, pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
@@ -298,11 +302,12 @@ int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *
     if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
         return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec};
+    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
+                                        .device_secret = ctx->device_secret};
     if ((r = session_open(&s, TRIES_PIN, old_pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
-        return soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, err);
+        return soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, ctx->device_secret, err);
     return p11_set_pin(s.p11, old_pin, new_pin, err);
 }
 
@@ -316,11 +321,12 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
     if (r < 0 || (r = check_secret("PUK", puk, 1, TOKEN_PUK_MAX, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
         return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec};
+    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
+                                        .device_secret = ctx->device_secret};
     if ((r = session_open(&s, TRIES_PUK, puk, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
-        r = soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, err);
+        r = soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, ctx->device_secret, err);
     else
         r = p11_init_pin(s.p11, new_pin, err);
     if (r < 0)
@@ -358,7 +364,8 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
     if (r == 0 && rec.type == TOKEN_PKCS11) {
         if (pin) {
             _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths,
-                                                        .rec = &rec};
+                                                        .rec = &rec,
+                                                        .device_secret = ctx->device_secret};
             if ((r = session_open(&s, TRIES_PIN, pin, err)) < 0)
                 return r;
             r = p11_destroy_kek(s.p11, uuid, err);
@@ -374,6 +381,46 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
         (r = unlink_synced(paths.record, err)) < 0)
         return r;
     return key_left ? TOKEN_WIPE_KEY_LEFT : 0;
+}
+
+static int digest_file(struct tm_sha256_ctx *c, const char *path, tm_err *err)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    int r = fs_err(read_file(path, 64 * 1024, &data, &len, err), err);
+    uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xff};
+    if (r < 0 && r != -ENOENT)
+        return r;
+    if (r == 0)
+        hdr[0] = (uint8_t)(len >> 24), hdr[1] = (uint8_t)(len >> 16), hdr[2] = (uint8_t)(len >> 8),
+        hdr[3] = (uint8_t)len;
+    tm_sha256_update(c, hdr, sizeof(hdr));
+    if (r == 0)
+        tm_sha256_update(c, data, len);
+    return 0;
+}
+
+static int files_digest(const struct token_paths *paths, uint8_t out[32], tm_err *err)
+{
+    static const char tag[] = "trustme token files v1";
+    struct tm_sha256_ctx c;
+    tm_sha256_init(&c);
+    tm_sha256_update(&c, tag, sizeof(tag));
+    int r = digest_file(&c, paths->record, err);
+    if (r < 0 || (r = digest_file(&c, paths->soft, err)) < 0)
+        return r;
+    tm_sha256_final(&c, out);
+    return 0;
+}
+
+int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
+                       tm_err *err)
+{
+    struct token_paths paths;
+    int r = token_paths_init(ctx, uuid, &paths, err);
+    if (r < 0)
+        return r;
+    return files_digest(&paths, out, err);
 }
 
 int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret,
@@ -400,5 +447,5 @@ int token_status(const struct token_ctx *ctx, const char *uuid, struct token_sta
         .puk_failures = (unsigned)t.puk_failures,
         .puk_tries_left = (unsigned)(TRIES_PUK_MAX - t.puk_failures),
     };
-    return 0;
+    return files_digest(&paths, ret->files_sha256, err);
 }

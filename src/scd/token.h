@@ -74,6 +74,7 @@ struct token_status {
     bool blocked; /* PUK blocked: only a wipe helps */
     unsigned pin_failures, pin_tries_left;
     unsigned puk_failures, puk_tries_left;
+    uint8_t files_sha256[32]; /* token_files_digest, when paired */
 };
 
 const char *token_type_name(enum token_type t);
@@ -113,6 +114,12 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
  * with pin NULL, or when the record cannot be read, only the record is forgotten and the key
  * object stays on the token: the return value is then TOKEN_WIPE_KEY_LEFT. */
 int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, tm_err *err);
+
+/* SHA-256 over the token's files (record, soft token file; a missing one counts as missing, not
+ * empty): trustmed anchors it in the TPM, and scd refuses token files that differ from the
+ * anchored digest (docs/STORAGE.md). The tries file is not part of it: the anchored counts rule. */
+int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
+                       tm_err *err);
 
 /* Never fails for a container without a token: paired = false then. */
 int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret,

@@ -19,8 +19,9 @@
 #include "uuid.h"
 
 #define SOFT_FILE_MAX 4096
-#define SOFT_VERSION 1
-#define SOFT_AAD_PREFIX "trustme soft token v1:"
+#define SOFT_VERSION 2
+#define SOFT_AAD_PREFIX "trustme soft token v2:"
+#define SOFT_SLOT_INFO "trustme soft token slot v2"
 
 _Static_assert(SOFT_CT_LEN == SOFT_KEK_LEN + AEAD_TAG_LEN, "tag length");
 _Static_assert(sizeof(((struct soft_slot_data *)0)->nonce) == AEAD_NONCE_LEN, "nonce length");
@@ -34,27 +35,35 @@ static int slot_aad(const char *uuid, enum soft_slot slot, char *aad, size_t siz
     return snprintf(aad, size, SOFT_AAD_PREFIX "%s:%s", uuid, slot_name(slot));
 }
 
+/* scrypt(secret) alone would make the file an oracle: whoever holds a copy tries PINs until the
+ * GCM tag fits (issue 13). The slot key is therefore HKDF(scrypt(secret), salt = the TPM-sealed
+ * device secret): without the TPM in its measured state a guess cannot be checked. (NULL: no
+ * device secret, unit tests only; scd refuses every token request without one.) */
 static int slot_key(const char *secret, const struct soft_slot_data *sd, uint64_t n,
-                    struct secret **ret, tm_err *err)
+                    const struct secret *device_secret, struct secret **ret, tm_err *err)
 {
-    _cleanup_secret_ struct secret *k = NULL;
-    int r = secret_new(AEAD_KEY_LEN, &k, err);
-    if (r < 0 || (r = kdf_scrypt(secret, sd->salt, sizeof(sd->salt), n, SOFT_KDF_R, SOFT_KDF_P,
-                                 k, err)) < 0)
+    _cleanup_secret_ struct secret *s = NULL, *k = NULL;
+    int r = secret_new(AEAD_KEY_LEN, &s, err);
+    if (r < 0 || (r = secret_new(AEAD_KEY_LEN, &k, err)) < 0 ||
+        (r = kdf_scrypt(secret, sd->salt, sizeof(sd->salt), n, SOFT_KDF_R, SOFT_KDF_P, s,
+                        err)) < 0 ||
+        (r = kdf_hkdf_sha256(s, device_secret ? device_secret->data : NULL,
+                             device_secret ? device_secret->len : 0, SOFT_SLOT_INFO, k, err)) < 0)
         return r;
     *ret = steal_ptr(k);
     return 0;
 }
 
 static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot,
-                     const char *secret, uint64_t n, const struct secret *kek, tm_err *err)
+                     const char *secret, uint64_t n, const struct secret *device_secret,
+                     const struct secret *kek, tm_err *err)
 {
     char aad[128];
     _cleanup_secret_ struct secret *k = NULL;
     int r = slot_aad(uuid, slot, aad, sizeof(aad), err);
     if (r < 0 || (r = secure_random(sd->salt, sizeof(sd->salt), err)) < 0 ||
         (r = secure_random(sd->nonce, sizeof(sd->nonce), err)) < 0 ||
-        (r = slot_key(secret, sd, n, &k, err)) < 0)
+        (r = slot_key(secret, sd, n, device_secret, &k, err)) < 0)
         return r;
     return aead_seal(k, sd->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, sd->ct,
                      sd->ct + SOFT_KEK_LEN, err);
@@ -195,7 +204,7 @@ static int soft_token_store(const char *path, const struct soft_token *f, tm_err
 /* --- operations --- */
 
 int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin,
-                      const char *puk, tm_err *err)
+                      const char *puk, const struct secret *device_secret, tm_err *err)
 {
     if (kdf_n < SOFT_KDF_N_MIN || kdf_n > SOFT_KDF_N_MAX || (kdf_n & (kdf_n - 1)))
         return tm_err_set(err, EINVAL, "scrypt N must be a power of two in 2^10..2^20, got %llu",
@@ -204,20 +213,23 @@ int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const 
     _cleanup_secret_ struct secret *kek = NULL;
     int r = secret_random(SOFT_KEK_LEN, &kek, err);
     if (r < 0 ||
-        (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin, f.kdf_n, kek, err)) < 0 ||
-        (r = slot_seal(&f.slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, puk, f.kdf_n, kek, err)) < 0)
+        (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin, f.kdf_n, device_secret,
+                       kek, err)) < 0 ||
+        (r = slot_seal(&f.slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, puk, f.kdf_n, device_secret,
+                       kek, err)) < 0)
         return r;
     return soft_token_store(path, &f, err);
 }
 
 int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,
-                    const char *secret, struct secret **ret_kek, tm_err *err)
+                    const char *secret, const struct secret *device_secret,
+                    struct secret **ret_kek, tm_err *err)
 {
     char aad[128];
     _cleanup_secret_ struct secret *k = NULL, *kek = NULL;
     const struct soft_slot_data *sd = &tok->slot[slot];
     int r = slot_aad(uuid, slot, aad, sizeof(aad), err);
-    if (r < 0 || (r = slot_key(secret, sd, tok->kdf_n, &k, err)) < 0 ||
+    if (r < 0 || (r = slot_key(secret, sd, tok->kdf_n, device_secret, &k, err)) < 0 ||
         (r = secret_new(SOFT_KEK_LEN, &kek, err)) < 0)
         return r;
     r = aead_open(k, sd->nonce, aad, strlen(aad), sd->ct, SOFT_KEK_LEN, sd->ct + SOFT_KEK_LEN, kek,
@@ -231,10 +243,11 @@ int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_sl
 }
 
 int soft_token_set_pin(const char *path, struct soft_token *tok, const char *uuid,
-                       const struct secret *kek, const char *new_pin, tm_err *err)
+                       const struct secret *kek, const char *new_pin,
+                       const struct secret *device_secret, tm_err *err)
 {
-    int r = slot_seal(&tok->slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, new_pin, tok->kdf_n, kek,
-                      err);
+    int r = slot_seal(&tok->slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, new_pin, tok->kdf_n,
+                      device_secret, kek, err);
     if (r < 0)
         return r;
     return soft_token_store(path, tok, err);

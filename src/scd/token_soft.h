@@ -1,7 +1,9 @@
 /* The soft token: a file <dir>/<uuid>.soft holding the token's 32-byte KEK twice, encrypted
- * (AES-256-GCM) under a key derived with scrypt from the PIN and from the PUK:
+ * (AES-256-GCM) under a key derived from the PIN and from the PUK: HKDF-SHA256(ikm = scrypt(PIN,
+ * salt), salt = the TPM-sealed device secret, info "trustme soft token slot v2"). Without the
+ * device secret the file is no oracle for PIN guesses (docs/STORAGE.md):
  *
- *   {"version":1,"kdf":{"alg":"scrypt","N":32768,"r":8,"p":1},
+ *   {"version":2,"kdf":{"alg":"scrypt","N":32768,"r":8,"p":1},
  *    "pin":{"salt":b64(16),"nonce":b64(12),"ct":b64(32 + 16-byte tag)},
  *    "puk":{"salt":...,"nonce":...,"ct":...}}
  *
@@ -41,17 +43,19 @@ struct soft_token {
 
 /* A new token with a random KEK; replaces whatever is at path. */
 int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin,
-                      const char *puk, tm_err *err);
+                      const char *puk, const struct secret *device_secret, tm_err *err);
 /* Read and check the file. -ENOKEY: there is none. */
 int soft_token_load(const char *path, struct soft_token *ret, tm_err *err);
 /* The KEK, opened with the PIN or the PUK. -EACCES means exactly "the secret is wrong" (nothing
  * else here returns it), so callers can count it. */
 int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,
-                    const char *secret, struct secret **ret_kek, tm_err *err);
+                    const char *secret, const struct secret *device_secret,
+                    struct secret **ret_kek, tm_err *err);
 /* Encrypt the KEK under new_pin (fresh salt and nonce) and write the file; the PUK slot stays as
  * it is. */
 int soft_token_set_pin(const char *path, struct soft_token *tok, const char *uuid,
-                       const struct secret *kek, const char *new_pin, tm_err *err);
+                       const struct secret *kek, const char *new_pin,
+                       const struct secret *device_secret, tm_err *err);
 /* Crypto-erase: overwrite the file with random bytes, fsync, unlink, fsync the directory.
  * A missing file is fine. (On flash or copy-on-write storage an overwrite may leave old blocks
  * behind; the KEK is still wrapped by the PIN there, not stored in the clear.) */

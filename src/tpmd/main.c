@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --tcti STR|embedded     the TPM as a tpm2-tss TCTI string (device:/dev/tpmrm0,\n"
             "                          swtpm:path=SOCK); embedded (default): run an swtpm of our own\n"
             "  --swtpm PATH            the swtpm binary for the embedded TPM (default: swtpm on PATH)\n"
+            "  --swtpm-state DIR       the embedded TPM's state goes to DIR/swtpm (default: the data\n"
+            "                          dir); a state left in DATA-DIR/swtpm is moved there\n"
             "  --attest-address H:P    the attestation endpoint (default %s; port 0: any)\n"
             "  --boot-pcr N            PCR of the virtualization layer (default 12)\n"
             "  --runtime-pcr N         PCR of GuestOSes and container configs (default 11)\n"
@@ -60,14 +62,15 @@ static int parse_pcr(const char *s, uint32_t *ret)
 }
 
 struct options {
-    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address;
+    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG };
+    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
+           OPT_SWTPM_STATE };
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
         {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
@@ -75,6 +78,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         {"boot-pcr", required_argument, NULL, OPT_BOOT},
         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
+        {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
         {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
                           .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
@@ -86,6 +90,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_RUN: o->run_dir = optarg; break;
         case OPT_TCTI: o->tcti = optarg; break;
         case OPT_SWTPM: o->swtpm = optarg; break;
+        case OPT_SWTPM_STATE: o->swtpm_state = optarg; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
@@ -113,7 +118,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         usage(stderr);
         return -EINVAL;
     }
-    if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti) {
+    if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti ||
+        (o->swtpm_state && strlen(o->swtpm_state) > DIR_ARG_MAX)) {
         fprintf(stderr, "trustme-tpmd: directory names are limited to %d bytes, the TCTI must "
                 "not be empty\n", DIR_ARG_MAX);
         return -EINVAL;
@@ -181,12 +187,34 @@ static void on_trim(tm_source *src, void *userdata)
     tm_loop_timer(d->loop, SWTPM_LOG_CHECK_MS, on_trim, d); /* freed with the loop */
 }
 
+/* The emulator's state used to live in the data dir, where a copy of the disk took the TPM
+ * along (issue 13): move a state found there to the state dir, once. */
+static int move_old_state(const char *data_dir, const char *state_dir, tm_err *err)
+{
+    char old[PATH_MAX], new[PATH_MAX];
+    snprintf(old, sizeof(old), "%s/swtpm", data_dir);
+    snprintf(new, sizeof(new), "%s/swtpm", state_dir);
+    struct stat st;
+    if (strcmp(old, new) == 0 || stat(old, &st) < 0 || stat(new, &st) == 0)
+        return 0;
+    if (rename(old, new) < 0)
+        return tm_err_sys(err, "the embedded TPM's state is in %s, but its place is %s now, and "
+                          "moving it failed (move it by hand, trustmed stopped)", old, new);
+    log_warn("moved the embedded TPM's state from %s to %s", old, new);
+    return 0;
+}
+
 static int run(struct tpmd *d, const struct options *o, tm_err *err)
 {
     int r;
     if (d->embedded) {
-        if ((r = swtpm_start(&d->swtpm, o->swtpm, d->data_dir, d->run_dir, err)) < 0)
+        const char *state = o->swtpm_state ? o->swtpm_state : d->data_dir;
+        if ((r = move_old_state(d->data_dir, state, err)) < 0 ||
+            (r = swtpm_start(&d->swtpm, o->swtpm, state, d->run_dir, err)) < 0)
             return r;
+        log_warn("the TPM is the embedded swtpm, an emulator: its state (%s/swtpm) is files, and "
+                 "whoever copies them together with the data dir has this device's TPM; see "
+                 "docs/STORAGE.md \"The embedded TPM\"", state);
         d->tcti = d->swtpm.tcti;
     }
     if ((r = tpm_open(&d->tpm, d->tcti, d->data_dir, err)) < 0)

@@ -216,7 +216,7 @@ static void check_soft_file(const char *dir)
     for (int slot = SOFT_SLOT_PIN; slot <= SOFT_SLOT_PUK; slot++) {
         _cleanup_secret_ struct secret *kek = NULL;
         if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot,
-                            slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK, &kek, &err) < 0)
+                            slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK, NULL, &kek, &err) < 0)
             die("the fixture's soft token does not open", &err);
         if (kek->len != sizeof(fx_kek_bytes) || memcmp(kek->data, fx_kek_bytes, kek->len) != 0)
             die("the fixture's soft token holds another KEK", NULL);

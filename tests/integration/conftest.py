@@ -215,7 +215,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [str(TRUSTMED), "--data-dir", str(self.data_dir), "--run-dir", str(self.run_dir),
              "--cgroup-parent", self.cgroup_parent, "--id-base", str(self.id_base),
-             "--log-level", "debug", *self.extra_args],
+             "--log-level", "debug", "--swtpm-state-dir", str(self.base / "swtpm-state"),
+             *self.extra_args],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         sock = self.run_dir / "control.sock"

@@ -177,7 +177,7 @@ def test_scd_verifies_signatures_and_chains(scd, tmp_path):
 def test_garbage_to_the_live_scd_socket(daemon):
     d = daemon
     d.create("g", token={"type": "soft", "kdf_n": 1024})
-    d.cli("change-pin", "--pin-file", secrets_file(d, "1234", "12345678"), "g")
+    d.cli("change-pin", "--pin-file", secrets_file(d, "7391", "12345678"), "g")
     scd = wait_for(d.scd_pid, what="scd")
     sock = trustmed_end_of_scd_socket(d, scd)
     try:
@@ -187,7 +187,7 @@ def test_garbage_to_the_live_scd_socket(daemon):
         sock.close()
     time.sleep(0.3)
     assert d.scd_pid() == scd, "scd kept running"
-    d.cli("start", "--pin-file", secrets_file(d, "1234"), "g")  # and still serves trustmed
+    d.cli("start", "--pin-file", secrets_file(d, "7391"), "g")  # and still serves trustmed
     assert d.state("g")["state"] == "running"
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, cgroup_dirs, loops_backed_by, mounts_below, wait_for
+from conftest import BUILD, TRUSTME, cgroup_dirs, loops_backed_by, mounts_below, wait_for
 
 KDF = ["--scd-kdf-n", "1024"]  # a cheap scrypt: these tests are about behaviour, not cost
-PIN, PUK = "1234", "12345678"
+PIN, PUK = "7391", "12345678"
 MARKER = "TRUSTME-MARKER-1f4c9a"
 SECRET_NAME = "secret-name-7d2e5b.txt"
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -198,7 +198,7 @@ def test_short_pin_and_puk_equal_to_pin_are_refused(sdaemon):
     d.create("s", token={"type": "soft"})
     r = d.cli("change-pin", "--pin-file", pin_file(d, "12", PUK), "s", check=False)
     assert r.returncode != 0 and "at least 4" in r.stderr
-    r = d.cli("change-pin", "--pin-file", pin_file(d, "abcdefgh", "abcdefgh"), "s", check=False)
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "qwertzui", "qwertzui"), "s", check=False)
     assert r.returncode != 0 and "PUK" in r.stderr
     assert enc(d, "s")["paired"] is False
 
@@ -270,14 +270,14 @@ def test_puk_unlock(sdaemon):
     for wrong in ("0000", "1111", "2222"):
         start(d, "pk", pin=wrong, check=False)
     assert enc(d, "pk")["locked"]
-    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "5555"), "pk", check=False)
+    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "5173"), "pk", check=False)
     assert r.returncode != 0 and "wrong PUK" in r.stderr
     assert enc(d, "pk")["puk_tries_left"] == 9
-    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "5555"), "pk")
+    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "5173"), "pk")
     e = enc(d, "pk")
     assert e["locked"] is False and e["pin_tries_left"] == 3
     assert start(d, "pk", check=False).returncode != 0, "the old PIN is gone"
-    start(d, "pk", pin="5555")
+    start(d, "pk", pin="5173")
     events = [(e["event"], e["result"]) for e in d.audit_events()]
     assert ("token.puk_unlock", "fail") in events and ("token.puk_unlock", "ok") in events
 
@@ -288,11 +288,11 @@ def test_change_pin(sdaemon):
     start(d, "cp")
     write_marker(d, "cp")
     d.cli("stop", "--kill", "cp")
-    r = d.cli("change-pin", "--pin-file", pin_file(d, "0000", "4321"), "cp", check=False)
+    r = d.cli("change-pin", "--pin-file", pin_file(d, "0000", "4862"), "cp", check=False)
     assert r.returncode != 0 and "wrong PIN" in r.stderr
-    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4321"), "cp")
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "cp")
     assert start(d, "cp", check=False).returncode != 0, "the old PIN fails"
-    start(d, "cp", pin="4321")
+    start(d, "cp", pin="4862")
     assert d.sh("cp", f"cat /root/{SECRET_NAME}").stdout == f"{MARKER}\n", "same data, new PIN"
     events = [(e["event"], e["result"]) for e in d.audit_events()]
     assert ("token.pin_change", "ok") in events and ("token.pin_change", "fail") in events
@@ -565,3 +565,258 @@ def test_pins_on_a_terminal_are_not_echoed(sdaemon):
     assert "PIN and PUK set" in out and "4826" not in out and "93716482" not in out
     status, out = on_terminal([*cli, "start", "tty"], [("PIN for tty", "4826")])
     assert status == 0 and "tty started" in out and "4826" not in out, out
+
+
+# ---- issue 13: root doing file operations, and a copy of the data directory -----------------
+
+def token_files(d, name):
+    uuid = d.state(name)["uuid"]
+    return {p.name: p for p in (d.data_dir / "scd/tokens").glob(uuid + ".*")}
+
+
+def snapshot(paths):
+    return {p: p.read_bytes() for p in paths if p.exists()}
+
+
+def restore(snap):
+    for p, data in snap.items():
+        p.write_bytes(data)
+
+
+def anchor_files(d):
+    return [d.data_dir / "tpm/anchor.table", d.data_dir / "tpm/anchor.table.new"]
+
+
+def offline_guesses(soft_path, uuid, guesses, slot_name="pin"):
+    """The attacker with a copy of <uuid>.soft: scrypt each guess with the file's parameters and
+    see whether the slot's GCM tag fits, as the file's own format describes it; also through
+    HKDF with an empty salt (the KDF chain without a device secret). Returns the guesses that
+    opened the slot."""
+    import base64
+    import hashlib
+    import json as js
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    f = js.loads(Path(soft_path).read_text())
+    kdf, slot = f["kdf"], f[slot_name]
+    salt, nonce, ct = (base64.b64decode(slot[k]) for k in ("salt", "nonce", "ct"))
+    aad = f"trustme soft token v{f['version']}:{uuid}:{slot_name}".encode()
+    found = []
+    for g in guesses:
+        k = hashlib.scrypt(g.encode(), salt=salt, n=kdf["N"], r=kdf["r"], p=kdf["p"],
+                           maxmem=1 << 30, dklen=32)
+        for key in (k, HKDF(hashes.SHA256(), 32, None, b"trustme soft token slot v2").derive(k)):
+            try:
+                AESGCM(key).decrypt(nonce, ct, aad)
+                found.append(g)
+            except InvalidTag:
+                pass
+    return found
+
+
+def test_offline_guess_loop_over_token_files_confirms_nothing(sdaemon):
+    """§1: with copies of every file of the data dir (the token files, the wrapped key, tpmd's
+    files), a guess loop that has the right PIN and PUK among its guesses confirms neither: the
+    slot keys need the TPM-sealed device secret."""
+    d = sdaemon
+    create_paired(d, "ofl")
+    start(d, "ofl")
+    d.cli("stop", "--kill", "ofl")
+    uuid = d.state("ofl")["uuid"]
+    copy = d.base / "stolen"
+    shutil.copytree(d.data_dir, copy, symlinks=True)
+    soft = copy / "scd/tokens" / f"{uuid}.soft"
+    guesses = ["0000", "1111", "2468", PIN, "9999"]
+    assert offline_guesses(soft, uuid, guesses) == [], "the file alone confirmed a PIN"
+    assert offline_guesses(soft, uuid, ["00000000", PUK], "puk") == [], "it confirmed the PUK"
+    # and on the device it still works
+    start(d, "ofl")
+
+
+def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
+    """§2: between wrong guesses, root deletes or restores every file that bears a count (scd's
+    tries file, its token files, tpmd's anchor table), also across scd and trustmed restarts:
+    no fourth try, and a missing or older anchor table fails closed."""
+    d = sdaemon
+    create_paired(d, "dl")
+    start(d, "dl")
+    d.cli("stop", "--kill", "dl")
+    files = token_files(d, "dl")
+    tries = d.data_dir / "scd/tokens" / (d.state("dl")["uuid"] + ".tries")
+    fresh = snapshot(list(files.values()) + [tries] + anchor_files(d))  # count 0
+
+    assert start(d, "dl", pin="0000", check=False).returncode != 0
+    tries.unlink(missing_ok=True)  # delete after a guess
+    assert start(d, "dl", pin="1111", check=False).returncode != 0
+    restore({p: b for p, b in fresh.items() if p.parent.name == "tokens"})  # restore scd's files
+    os.kill(d.scd_pid(), signal.SIGKILL)
+    wait_for(lambda: d.scd_pid() is not None, what="scd to be restarted")
+    r = start(d, "dl", pin="2222", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+    e = enc(d, "dl")
+    assert e["locked"] is True and e["pin_tries_left"] == 0
+
+    # the fourth try, with the right PIN, after every kind of file operation:
+    tries.unlink(missing_ok=True)
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, "deleting the tries file lifted the lock"
+    d.stop()
+    restore(fresh)  # scd's files and tpmd's anchor table as they were at count 0
+    for p in anchor_files(d):
+        if p not in fresh:
+            p.unlink(missing_ok=True)
+    d.start()
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0, "a restored anchor table lifted the lock"
+    assert "older" in r.stderr and "anchor" in r.stderr, r.stderr
+    assert ("tpm.anchor", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
+    d.stop()
+    (d.data_dir / "tpm/anchor.table").unlink()
+    d.start()
+    r = start(d, "dl", check=False)
+    assert r.returncode != 0 and "missing" in r.stderr, "a deleted anchor table lifted the lock"
+
+
+def test_lockout_after_trustmed_restart_with_restored_token_files(sdaemon):
+    """§2 with the anchor table left alone: scd's files restored across a trustmed restart
+    give no try back, and the right PIN still works after the PUK."""
+    d = sdaemon
+    create_paired(d, "rs")
+    files = token_files(d, "rs")
+    tries = d.data_dir / "scd/tokens" / (d.state("rs")["uuid"] + ".tries")
+    fresh = snapshot(list(files.values()) + [tries])
+    for wrong in ("0000", "1111"):
+        assert start(d, "rs", pin=wrong, check=False).returncode != 0
+    d.stop()
+    restore(fresh)
+    tries.unlink(missing_ok=True)
+    d.start()
+    # list and state show the anchored count, not scd's restored one
+    wait_for(lambda: enc(d, "rs").get("pin_tries_left") == 1, timeout=10,
+             what="the anchored count after the restart")
+    r = start(d, "rs", pin="2222", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr
+    assert start(d, "rs", check=False).returncode != 0
+    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "8264"), "rs")
+    start(d, "rs", pin="8264")
+
+
+def test_one_containers_lockout_does_not_lock_another(sdaemon):
+    d = sdaemon
+    create_paired(d, "la")
+    create_paired(d, "lb")
+    for wrong in ("0000", "1111", "2222"):
+        assert start(d, "la", pin=wrong, check=False).returncode != 0
+    assert enc(d, "la")["locked"] is True
+    assert enc(d, "lb")["pin_tries_left"] == 3
+    start(d, "lb")
+
+
+def test_parallel_wrong_starts_check_one_pin(sdaemon):
+    d = sdaemon
+    create_paired(d, "par")
+    path = pin_file(d, "0000")
+    cmd = [str(TRUSTME), "--run-dir", str(d.run_dir), "start", "--pin-file", str(path), "par"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode != 0 for p in procs)
+    wrong = [err for _, err in outs if "wrong PIN" in err]
+    assert len(wrong) >= 1
+    assert enc(d, "par")["pin_tries_left"] == 3 - len(wrong)
+    assert len(wrong) < 3, f"{len(wrong)} PINs were checked at once"
+
+
+def test_old_token_files_are_refused_after_change_pin(sdaemon):
+    """§4: restoring the .soft from before a PIN change does not bring the old PIN back."""
+    d = sdaemon
+    create_paired(d, "oc")
+    start(d, "oc")
+    d.cli("stop", "--kill", "oc")
+    before = snapshot(token_files(d, "oc").values())
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "oc")
+    after = snapshot(token_files(d, "oc").values())
+    restore(before)
+    r = start(d, "oc", check=False)
+    assert r.returncode != 0 and "anchored" in r.stderr, r.stderr
+    r = start(d, "oc", pin="4862", check=False)
+    assert r.returncode != 0, "files that are not the anchored ones are refused altogether"
+    restore(after)
+    start(d, "oc", pin="4862")
+
+
+def test_restored_copies_after_wipe_are_useless(sdaemon):
+    """§4: after a wipe, the copied token files, wrapped key and data image are refused."""
+    d = sdaemon
+    create_paired(d, "ow")
+    start(d, "ow")
+    write_marker(d, "ow")
+    d.cli("stop", "--kill", "ow")
+    cdir = container_dir(d, "ow")
+    tries = d.data_dir / "scd/tokens" / (d.state("ow")["uuid"] + ".tries")
+    kept = snapshot(list(token_files(d, "ow").values()) + [tries, cdir / "key.wrapped",
+                                                           cdir / "data.img"])
+    d.cli("wipe", "ow")
+    restore(kept)
+    r = start(d, "ow", check=False)
+    assert r.returncode != 0, r.stderr
+    assert_nothing_mounted(d, "ow")
+    d.restart()  # scd now reports the restored token as paired
+    wait_for(lambda: enc(d, "ow").get("status_known"), what="the token state after the restart")
+    assert enc(d, "ow")["paired"] is True
+    r = start(d, "ow", check=False)
+    assert r.returncode != 0 and "wiped" in r.stderr, r.stderr
+    assert_nothing_mounted(d, "ow")
+
+
+def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
+    """§3: with the embedded swtpm the device binding is emulated, and trustme says so (log,
+    device info, list, state). Its state lives outside the data dir: a copy of the data dir
+    alone, started on another path, opens nothing; a copy that takes the emulator's state along
+    is this device (the honest limit of an emulator); with tpm.require_hardware encrypted
+    containers are refused outright."""
+    import json as js
+    d = make_daemon(extra_args=KDF)
+    create_paired(d, "em")
+    start(d, "em")
+    d.cli("stop", "--kill", "em")
+    info = js.loads(d.cli("device", "info", "--json").stdout)
+    assert info["emulated"] is True and info["require_hardware"] is False
+    assert info["swtpm_state_dir"] == str(d.base / "swtpm-state")
+    assert "EMULATED" in d.cli("device", "info").stdout
+    assert "emulated-tpm" in d.cli("list").stdout
+    assert enc(d, "em")["tpm_emulated"] is True
+    assert "device binding:  EMULATED" in d.cli("state", "em").stdout
+    assert "the device binding of encrypted containers is emulated" in d.log()
+    assert not (d.data_dir / "tpm/swtpm").exists(), "the emulator's state is in the data dir"
+    assert (d.base / "swtpm-state/swtpm").is_dir()
+    d.stop()
+
+    e = make_daemon(extra_args=KDF, start=False)
+    subprocess.run(["cp", "-a", str(d.data_dir), str(e.data_dir)], check=True)
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0, "a copy of the data dir alone opened a container"
+    e.stop()
+
+    shutil.rmtree(e.base / "swtpm-state", ignore_errors=True)
+    subprocess.run(["cp", "-a", str(d.base / "swtpm-state"), str(e.base / "swtpm-state")],
+                   check=True)
+    e.start()
+    start(e, "em")  # the copy with the emulator's state is this device: documented, not hidden
+    e.cli("stop", "--kill", "em")
+    e.stop()
+
+    device = e.data_dir / "device.json"
+    config = js.loads(device.read_text())
+    config["tpm"]["require_hardware"] = True
+    device.write_text(js.dumps(config) + "\n")
+    e.start()
+    r = start(e, "em", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
+    assert "encrypted containers are refused" in e.cli("device", "info").stdout
+    e.create("nw", token={"type": "soft"})
+    r = e.cli("change-pin", "--pin-file", pin_file(e, PIN, PUK), "nw", check=False)
+    assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr

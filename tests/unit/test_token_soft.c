@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "kdf_aead.h"
+#include "token_soft.h"
 
 struct fixture {
     char *dir;
@@ -632,8 +633,8 @@ static void device_secret_is_passed_through(void **state)
     uint8_t blob[KEYWRAP_BLOB_LEN];
     tm_err err = {0};
     assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &ds, &err), 0, &err);
-    pair(f, T_UUID);
     f->ctx.device_secret = ds;
+    pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
     assert_int_equal(blob[5], KEYWRAP_FLAG_DEVICE_BOUND);
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
@@ -642,6 +643,38 @@ static void device_secret_is_passed_through(void **state)
     assert_err_contains(&err, "bound to a device secret");
     secret_free(ds);
     secret_free(key);
+}
+
+/* Issue 13, 1: the token file alone is no PIN oracle. The right PIN does not open a slot
+ * without the device secret it was made with, nor with another one: a guess loop over a copy of
+ * the file cannot tell the right PIN from a wrong one. */
+static void file_alone_is_no_pin_oracle(void **state)
+{
+    struct fixture *f = *state;
+    struct secret *ds = NULL, *other = NULL, *kek = NULL;
+    tm_err err = {0};
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &ds, &err), 0, &err);
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &other, &err), 0, &err);
+    f->ctx.device_secret = ds;
+    pair(f, T_UUID);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/tokens/%s.soft", f->dir, T_UUID);
+    struct soft_token tok;
+    assert_rc(soft_token_load(path, &tok, &err), 0, &err);
+    const char *guesses[] = {"0000", "1111", T_PIN, "9999"};
+    for (size_t i = 0; i < ARRAY_SIZE(guesses); i++) {
+        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], NULL, &kek, &err),
+                  -EACCES, &err);
+        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], other, &kek, &err),
+                  -EACCES, &err);
+    }
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PUK, T_PUK, NULL, &kek, &err), -EACCES,
+              &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, T_PIN, ds, &kek, &err), 0, &err);
+    secret_free(kek);
+    f->ctx.device_secret = NULL;
+    secret_free(ds);
+    secret_free(other);
 }
 
 /* --- files tampered with --- */
@@ -714,10 +747,11 @@ static void tampered_token_file(void **state)
         {NULL, "not json", -EINVAL, "$: unexpected character at byte 0"},
         {NULL, "[1]", -EINVAL, "$: expected an object"},
         {NULL, "{}", -EINVAL, "$.version: required key is missing"},
-        {"\"version\":1", "\"version\":2", -EOPNOTSUPP, "soft token version 2 is not supported"},
-        {"\"version\":1", "\"version\":\"1\"", -EINVAL, "$.version: expected an integer"},
-        {"\"version\":1", "\"version\":1,\"extra\":0", -EINVAL, "$.extra: unknown key"},
-        {"\"version\":1,", "", -EINVAL, "$.version: required key is missing"},
+        {"\"version\":2", "\"version\":1", -EOPNOTSUPP, "soft token version 1 is not supported"},
+        {"\"version\":2", "\"version\":3", -EOPNOTSUPP, "soft token version 3 is not supported"},
+        {"\"version\":2", "\"version\":\"2\"", -EINVAL, "$.version: expected an integer"},
+        {"\"version\":2", "\"version\":2,\"extra\":0", -EINVAL, "$.extra: unknown key"},
+        {"\"version\":2,", "", -EINVAL, "$.version: required key is missing"},
         {"\"alg\":\"scrypt\"", "\"alg\":\"argon2id\"", -EINVAL, "$.kdf.alg: must be \"scrypt\""},
         {"\"N\":1024", "\"N\":3072", -EINVAL, "$.kdf.N: must be a power of two"},
         {"\"N\":1024", "\"N\":1073741824", -ERANGE, "$.kdf.N: 1073741824 out of range"},
@@ -917,6 +951,7 @@ int main(void)
         T(wipe_finishes_an_interrupted_wipe),
         T(old_blob_fails_with_a_new_pairing),
         T(device_secret_is_passed_through),
+        T(file_alone_is_no_pin_oracle),
         T(tampered_token_file),
         T(tampered_tries_file),
         T(tampered_record),
