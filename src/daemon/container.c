@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "measure.h"
 #include "net.h"
 #include "guestos.h"
 #include "tokens.h"
@@ -365,6 +366,7 @@ int container_remove(struct container *c, tm_err *err)
     rm_rf(trash);
     rm_rf(run);
     net_lease_release(c);
+    measure_config_anchor_drop(c);
     for (struct container **pp = &d->containers; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;

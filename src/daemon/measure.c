@@ -242,3 +242,23 @@ void measure_forget(struct container *c)
     free(c->measure);
     c->measure = NULL;
 }
+
+static void on_dropped(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    if (err)
+        log_warn("cannot drop a removed container's config version from the TPM anchor table: %s "
+                 "(an unused entry stays)", err->msg);
+}
+
+void measure_config_anchor_drop(struct container *c)
+{
+    if (!c->cfg->config_version)
+        return;
+    char name[GUESTOS_ANCHOR_NAME_MAX + 1];
+    measure_config_anchor_name(c, name);
+    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    tm_err err;
+    if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, on_dropped, NULL, &err) < 0)
+        on_dropped(c->d, NULL, &err, NULL);
+}

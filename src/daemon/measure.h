@@ -26,3 +26,6 @@ void measure_forget(struct container *c);
 void measure_config_anchor_name(const struct container *c, char out[GUESTOS_ANCHOR_NAME_MAX + 1]);
 void measure_config_anchor_encode(uint64_t version, uint8_t out[MEASURE_CONFIG_ANCHOR_LEN]);
 int measure_config_anchor_parse(const ProtobufCBinaryData *value, uint64_t *ret, tm_err *err);
+/* c is removed: drop its config's anchor entry (in the background; a failure leaves an unused
+ * entry, never a wrong one: the UUID is not used again). */
+void measure_config_anchor_drop(struct container *c);

@@ -296,6 +296,13 @@ def test_older_signed_config_is_refused(gdaemon, env):
     d.cli("update", "s1", cfg("newer", 3, 96))
     d.cli("start", "s1")
     assert memory() == 96
+    # removing the container drops its anchor entry
+    table = d.data_dir / "tpm/anchor.table"
+    assert f"config/{cdir.name} " in table.read_text()
+    d.cli("stop", "--kill", "s1")
+    d.cli("remove", "s1")
+    wait_for(lambda: f"config/{cdir.name} " not in table.read_text(), timeout=10,
+             what="the config's anchor entry to go")
 
 
 # ---- §3: revocation reaches what is installed ---------------------------------------------------
