@@ -21,9 +21,10 @@
  *       (send until the answer is read). Per run, in turn: a batch of 1 new event, of 3 (guestos.json,
  *       one image, the container config), of 4 (two images), and the 4 of that batch again
  *       (already logged: skipped, what starting the same container again costs). New events have
- *       random hashes, so each is logged and extended. Then RUNS CounterRaise requests of one
- *       name to 1 (a start on a GuestOS sends one; the first defines and increments the NV
- *       counter, the others only read it). One line per request: "KIND MS ADDED SKIPPED"
+ *       random hashes, so each is logged and extended. Then RUNS AnchorRequests getting two
+ *       names (what a start on a GuestOS sends besides its Measure: its GuestOS's and its
+ *       config's anchored versions, read from tpmd's memory; kind "counter", after the per-name
+ *       NV counters it replaced). One line per request: "KIND MS ADDED SKIPPED"
  *       (KIND new1, new3, new4, again4, counter). Stops tpmd with SIGTERM at the end (it stops
  *       its swtpm).
  *
@@ -259,19 +260,19 @@ static double tpmd_measure(Trustme__Attest__Event **items, size_t n, unsigned *a
     return t;
 }
 
-/* What a start on a GuestOS sends besides its Measure (src/daemon/measure.c): CounterRaise to
- * the version the counter already holds (after the first call: a read, no NV write). */
-static double tpmd_counter_raise(const char *name, uint64_t value)
+/* What a start on a GuestOS sends besides its Measure (src/daemon/measure.c): an anchor get of
+ * its GuestOS's and its config's entries (no NV access). */
+static double tpmd_anchor_get(void)
 {
-    Trustme__Tpmd__CounterRaise cr = TRUSTME__TPMD__COUNTER_RAISE__INIT;
-    cr.name = (char *)name;
-    cr.has_value = true;
-    cr.value = value;
+    static const char *names[] = {"guestos/bench", "config/bench"};
+    Trustme__Tpmd__AnchorRequest ar = TRUSTME__TPMD__ANCHOR_REQUEST__INIT;
+    ar.n_get = 2;
+    ar.get = (char **)names;
     Trustme__Tpmd__Request rq = TRUSTME__TPMD__REQUEST__INIT;
-    rq.body_case = TRUSTME__TPMD__REQUEST__BODY_COUNTER_RAISE;
-    rq.counter_raise = &cr;
+    rq.body_case = TRUSTME__TPMD__REQUEST__BODY_ANCHOR;
+    rq.anchor = &ar;
     double t;
-    Trustme__Tpmd__Response *r = tpmd_call(&rq, TRUSTME__TPMD__RESPONSE__BODY_COUNTER, &t);
+    Trustme__Tpmd__Response *r = tpmd_call(&rq, TRUSTME__TPMD__RESPONSE__BODY_ANCHOR, &t);
     trustme__tpmd__response__free_unpacked(r, NULL);
     return t;
 }
@@ -370,7 +371,7 @@ static int measure(int argc, char **argv)
         }
     }
     for (int i = 0; i < runs; i++)
-        printf("counter %.4f 0 0\n", tpmd_counter_raise("bench", 1));
+        printf("counter %.4f 0 0\n", tpmd_anchor_get());
     fflush(stdout);
     kill(pid, SIGTERM);
     close(tpmd_sock);

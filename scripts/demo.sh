@@ -74,8 +74,10 @@ JSON
 cat "$work/data/device.json"
 
 step "starting trustmed (data and run dirs in $work)"
+# A scratch device: its embedded TPM's state is scratch too (by default it would outlive the demo
+# in /var/lib/trustme-swtpm, and the next run's fresh anchor table would not match it).
 build/src/daemon/trustmed --data-dir "$work/data" --run-dir "$work/run" \
-    --cgroup-parent trustme-demo --log-level warn &
+    --swtpm-state-dir "$work/swtpm" --cgroup-parent trustme-demo --log-level warn &
 trustmed_pid=$!
 i=0; until [ -S "$work/run/control.sock" ]; do
     i=$((i + 1)); [ $i -lt 500 ] || { echo "trustmed did not start" >&2; exit 1; }; sleep 0.01

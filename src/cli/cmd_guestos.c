@@ -252,10 +252,35 @@ int cmd_guestos(struct cli *cli, int argc, char **argv)
 
 /* ---- ca --------------------------------------------------------------------------------------- */
 
+static int ca_unregister(struct cli *cli, int argc, char **argv)
+{
+    char *pos[1];
+    if (cli_args(cli, argc, argv, "SHA256", 1, 1, pos) < 0)
+        return 2;
+    Trustme__CaUnregisterRequest cu = TRUSTME__CA_UNREGISTER_REQUEST__INIT;
+    cu.sha256 = pos[0];
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_CA_UNREGISTER;
+    req.ca_unregister = &cu;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    printf("unregistered %s: GuestOSes signed under it no longer start\n", pos[0]);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
 int cmd_ca(struct cli *cli, int argc, char **argv)
 {
     const char *usage = "Usage: trustme ca register CERT.pem\n"
-                        "  Trust a new GuestOS-signing CA; it must chain to the device's General root.\n";
+                        "  Trust a new GuestOS-signing CA; it must chain to the device's General root\n"
+                        "  and be marked for GuestOS signing.\n"
+                        "       trustme ca unregister SHA256\n"
+                        "  Stop trusting a CA registered so (SHA256 as register printed it): the\n"
+                        "  GuestOSes signed under it no longer start and show as revoked.\n";
+    if (argc >= 2 && strcmp(argv[1], "unregister") == 0)
+        return ca_unregister(cli, argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "register") != 0) {
         bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
         fputs(usage, help ? stdout : stderr);

@@ -31,7 +31,7 @@ static const struct verb {
     {"wipe", cmd_wipe, "[--pin-file F] CONTAINER", "crypto-erase a stopped container's data"},
     {"remove", cmd_remove, "CONTAINER", "wipe and delete a stopped container"},
     {"guestos", cmd_guestos, "install DIR | list | remove NAME [--version V]", "the signed GuestOSes containers run (docs/GUESTOS.md)"},
-    {"ca", cmd_ca, "register CERT.pem", "trust a GuestOS-signing CA (it must chain to the General root)"},
+    {"ca", cmd_ca, "register CERT.pem | unregister SHA256", "trust a GuestOS-signing CA (it must chain to the General root), or stop trusting it"},
     {"audit", cmd_audit, "[--json] [--verify] [--file LOG]", "show or verify the hash-chained audit log"},
     {"measurements", cmd_measurements, "[--json]", "the measurement log and the PCR values; 1 if they disagree"},
     {"attest", cmd_attest, "--anchor ROOT.pem --reference REFS.json", "quote the TPM and verify it here, as trustme-verify does"},

@@ -328,6 +328,7 @@ static const struct {
     {TRUSTME__REQUEST__BODY_GUESTOS_LIST, cmd_guestos_list},
     {TRUSTME__REQUEST__BODY_GUESTOS_REMOVE, cmd_guestos_remove},
     {TRUSTME__REQUEST__BODY_CA_REGISTER, cmd_ca_register},
+    {TRUSTME__REQUEST__BODY_CA_UNREGISTER, cmd_ca_unregister},
     {TRUSTME__REQUEST__BODY_MEASUREMENTS, cmd_measurements},
     {TRUSTME__REQUEST__BODY_DEVICE_CSR, cmd_device_csr},
     {TRUSTME__REQUEST__BODY_DEVICE_CERT_INSTALL, cmd_device_cert_install},

@@ -6,12 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "fileio.h"
 #include "container.h"
 #include "guestos.h"
 #include "guestos_install.h"
+#include "guestos_revocation.h"
+#include "measure.h"
+#include "tpmd_client.h"
 #include "modules/volume.h"
 #include "tokens.h"
 #include "trust.h"
@@ -40,10 +44,18 @@ struct config_op {
     char actor[48];
     char uuid[TM_UUID_STR_LEN + 1]; /* update: the container; "" for create */
     ProtobufCBinaryData json, sig, chain;
+    /* an update waiting for the TPM anchor of its config version */
+    struct container_config *cfg;
+    bool is_signed;
+    char anchor_name[GUESTOS_ANCHOR_NAME_MAX + 1];
+    uint8_t anchor_value[MEASURE_CONFIG_ANCHOR_LEN];
 };
 
 static void config_op_free(struct config_op *op)
 {
+    if (op->d)
+        tpmd_forget(op->d, op);
+    config_free(op->cfg);
     free(op->json.data);
     free(op->sig.data);
     free(op->chain.data);
@@ -79,10 +91,130 @@ static int check_update(const struct container *c, const struct container_config
     return 0;
 }
 
-static void config_op_finish(struct config_op *op, bool is_signed)
+/* The end of a create or update: r < 0 refused it (err says why), else c has cfg. */
+static void config_op_done(struct config_op *op, struct container *c, struct container_config *cfg,
+                           bool is_signed, int r, const tm_err *err)
 {
     struct daemon *d = op->d;
     struct conn *conn = conn_find(d, op->conn_id);
+    if (r < 0) {
+        config_free(cfg);
+        daemon_audit(d, "config.reject", "fail", c, op->actor, "%s", err->msg);
+        if (conn)
+            conn_send_error(conn, op->req_id, err->code, "invalid container config: %s", err->msg);
+        config_op_free(op);
+        return;
+    }
+    if (op->uuid[0]) {
+        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s%s%llu",
+                     is_signed ? "signed" : "unsigned", cfg->config_version ? ", version " : "",
+                     (unsigned long long)cfg->config_version);
+    } else {
+        daemon_audit(d, "container.create", "ok", c, op->actor, "%s %s, config %s, user namespace %s, token %s",
+                     cfg->guestos[0] ? "GuestOS" : "rootfs", cfg->guestos[0] ? cfg->guestos : cfg->rootfs,
+                     is_signed ? "signed" : "unsigned", cfg->user_namespace ? "on" : "off",
+                     token_kind_name(cfg->token.kind));
+        if (caps_privileged(cfg)) {
+            char names[768];
+            caps_names(caps_privileged(cfg), names, sizeof(names));
+            daemon_audit(d, "container.privileged", "ok", c, op->actor, "created without a user "
+                         "namespace, keeping %s", names);
+        }
+        /* A new UUID has no token yet: nothing to ask scd. */
+        c->token = (struct token_state){.known = true};
+    }
+    if (conn)
+        reply_container(conn, op->req_id, c);
+    config_op_free(op);
+}
+
+/* The container op->uuid, still there and stopped. */
+static int update_target(struct config_op *op, struct container **ret, tm_err *err)
+{
+    struct container *c = container_find(op->d, op->uuid);
+    *ret = c;
+    if (!c)
+        return tm_err_set(err, ENOENT, "the container was removed meanwhile");
+    if (state_is_active(c->state) || c->sessions)
+        return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name,
+                          state_name(c->state));
+    return 0;
+}
+
+static void update_apply(struct config_op *op)
+{
+    struct container *c;
+    tm_err err = {0};
+    struct config_signature sig = {op->sig.data, op->sig.len, (const char *)op->chain.data, op->chain.len};
+    struct container_config *cfg = op->cfg;
+    op->cfg = NULL;
+    int r = update_target(op, &c, &err);
+    if (r == 0 && (r = check_update(c, cfg, &err)) == 0)
+        r = container_update(c, cfg, (const char *)op->json.data, op->json.len,
+                             op->is_signed ? &sig : NULL, &err);
+    config_op_done(op, c, cfg, op->is_signed, r, &err);
+}
+
+static void on_config_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                               const tm_err *aerr, void *userdata)
+{
+    struct config_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        tm_err_set(&err, aerr->code, "the TPM anchor of its config version cannot be written: %s",
+                   aerr->msg);
+        struct container *c = container_find(d, op->uuid);
+        struct container_config *cfg = op->cfg;
+        op->cfg = NULL;
+        config_op_done(op, c, cfg, op->is_signed, -1, &err);
+        return;
+    }
+    update_apply(op);
+}
+
+/* A versioned update: the new version must be above the one the TPM anchors (which is at least
+ * the current config's, unless the config file was restored from an older copy), and is
+ * anchored before the config is replaced: an older signed config can never come back. */
+static void on_config_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                             const tm_err *aerr, void *userdata)
+{
+    struct config_op *op = userdata;
+    tm_err err = {0};
+    uint64_t anchored = 0;
+    int r = 0;
+    if (aerr)
+        r = tm_err_set(&err, aerr->code, "the TPM-anchored config version cannot be read: %s",
+                       aerr->msg);
+    else
+        r = measure_config_anchor_parse(tpmd_anchor_value(resp, op->anchor_name), &anchored, &err);
+    if (r == 0 && op->cfg->config_version && op->cfg->config_version <= anchored)
+        r = tm_err_set(&err, ESTALE, "$.config_version: %llu is not above version %llu, which this "
+                       "device's TPM anchors for this container: an older config cannot come "
+                       "back", (unsigned long long)op->cfg->config_version,
+                       (unsigned long long)anchored);
+    if (r < 0) {
+        struct container *c = container_find(d, op->uuid);
+        struct container_config *cfg = op->cfg;
+        op->cfg = NULL;
+        config_op_done(op, c, cfg, op->is_signed, r, &err);
+        return;
+    }
+    if (op->cfg->config_version == anchored) { /* both 0: nothing anchored, nothing to anchor */
+        update_apply(op);
+        return;
+    }
+    /* An unversioned (unsigned) config, where the policy allows one, drops the anchor. */
+    measure_config_anchor_encode(op->cfg->config_version, op->anchor_value);
+    struct tpmd_anchor_entry set = {.name = op->anchor_name, .value = op->anchor_value,
+                                    .len = sizeof(op->anchor_value),
+                                    .remove = op->cfg->config_version == 0};
+    if (tpmd_anchor_update(d, &set, 1, NULL, 0, on_config_anchored, op, &err) < 0)
+        on_config_anchored(d, NULL, &err, op);
+}
+
+static void config_op_finish(struct config_op *op, bool is_signed)
+{
+    struct daemon *d = op->d;
     const char *json = (const char *)op->json.data;
     tm_err err = {0};
     struct container_config *cfg = NULL;
@@ -101,45 +233,30 @@ static void config_op_finish(struct config_op *op, bool is_signed)
                        "host (the container's root is the host's root); the device policy refuses "
                        "privileged containers (device.json policy.allow_privileged)", names);
     }
+    if (r == 0 && is_signed && cfg->config_version == 0)
+        r = tm_err_set(&err, EINVAL, "$.config_version: a signed config needs a version (1, then "
+                       "higher with every update), so that an older one cannot be replayed");
     if (r == 0 && op->uuid[0]) {
-        c = container_find(d, op->uuid);
-        if (!c)
-            r = tm_err_set(&err, ENOENT, "the container was removed meanwhile");
-        else if (state_is_active(c->state) || c->sessions)
-            r = tm_err_set(&err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name,
-                           state_name(c->state));
-        else if ((r = check_update(c, cfg, &err)) == 0)
-            r = container_update(c, cfg, json, op->json.len, is_signed ? &sig : NULL, &err);
+        if ((r = update_target(op, &c, &err)) == 0 && (r = check_update(c, cfg, &err)) == 0 &&
+            cfg->config_version && cfg->config_version <= c->cfg->config_version)
+            r = tm_err_set(&err, ESTALE, "$.config_version: %llu does not raise the current "
+                           "config's version %llu: an update must", (unsigned long long)cfg->config_version,
+                           (unsigned long long)c->cfg->config_version);
+        if (r == 0) {
+            /* Through the TPM anchor: also an unversioned config, which may have to drop one. */
+            op->cfg = cfg;
+            op->is_signed = is_signed;
+            measure_config_anchor_name(c, op->anchor_name);
+            const char *names[] = {op->anchor_name};
+            if (tpmd_anchor_get(d, names, 1, on_config_anchor, op, &err) == 0)
+                return;
+            op->cfg = NULL;
+            r = -1;
+        }
     } else if (r == 0) {
         r = container_create(d, cfg, json, op->json.len, is_signed ? &sig : NULL, &c, &err);
     }
-    if (r < 0) {
-        config_free(cfg);
-        daemon_audit(d, "config.reject", "fail", c, op->actor, "%s", err.msg);
-        if (conn)
-            conn_send_error(conn, op->req_id, err.code, "invalid container config: %s", err.msg);
-        config_op_free(op);
-        return;
-    }
-    if (op->uuid[0]) {
-        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s", is_signed ? "signed" : "unsigned");
-    } else {
-        daemon_audit(d, "container.create", "ok", c, op->actor, "%s %s, config %s, user namespace %s, token %s",
-                     cfg->guestos[0] ? "GuestOS" : "rootfs", cfg->guestos[0] ? cfg->guestos : cfg->rootfs,
-                     is_signed ? "signed" : "unsigned", cfg->user_namespace ? "on" : "off",
-                     token_kind_name(cfg->token.kind));
-        if (caps_privileged(cfg)) {
-            char names[768];
-            caps_names(caps_privileged(cfg), names, sizeof(names));
-            daemon_audit(d, "container.privileged", "ok", c, op->actor, "created without a user "
-                         "namespace, keeping %s", names);
-        }
-        /* A new UUID has no token yet: nothing to ask scd. */
-        c->token = (struct token_state){.known = true};
-    }
-    if (conn)
-        reply_container(conn, op->req_id, c);
-    config_op_free(op);
+    config_op_done(op, c, cfg, is_signed, r, &err);
 }
 
 static void on_config_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
@@ -239,6 +356,7 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
 void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct daemon *d = conn->d;
+    revocation_refresh(d, false); /* changed CRLs: re-checked in the background */
     size_t n = 0;
     for (struct guestos *g = d->guestos; g; g = g->next)
         n++;
@@ -257,7 +375,7 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
         info->name = g->cfg->name;
         info->has_version = true;
         info->version = g->cfg->version;
-        info->trust = (char *)trust_level_name(g->trust);
+        info->trust = (char *)guestos_trust_shown(g);
         info->signer = g->signer;
         info->has_size = true;
         info->size = g->size;
@@ -338,6 +456,7 @@ static void on_ca_verified(struct daemon *d, const struct trust_result *res, con
             conn_send_error(conn, op->req_id, e.code, "CA not registered: %s", e.msg);
     } else {
         daemon_audit(d, "ca.register", "ok", NULL, op->actor, "%s, sha256 %s", res->signer, res->sha256);
+        revocation_refresh(d, false);
         if (conn) {
             Trustme__CaInfo info = TRUSTME__CA_INFO__INIT;
             info.subject = (char *)res->signer;
@@ -372,4 +491,36 @@ void cmd_ca_register(struct conn *conn, uint64_t id, const Trustme__Request *req
     tm_err err = {0};
     if (trust_register_ca(conn->d, (const char *)op->pem.data, op->pem.len, on_ca_verified, op, &err) < 0)
         on_ca_verified(conn->d, NULL, &err, op);
+}
+
+void cmd_ca_unregister(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct daemon *d = conn->d;
+    const char *sha = req->ca_unregister->sha256;
+    bool ok = sha && strlen(sha) == 64;
+    for (size_t i = 0; ok && i < 64; i++)
+        ok = (sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f');
+    if (!ok) {
+        conn_send_error(conn, id, EINVAL, "ca unregister: give the CA's SHA-256 (64 lower-case hex "
+                        "digits, as trustme ca register printed it)");
+        return;
+    }
+    char path[PATH_MAX + 100];
+    snprintf(path, sizeof(path), "%s/trust/cas/%s.pem", d->data_dir, sha);
+    if (unlink(path) < 0) {
+        tm_err err = {0};
+        if (errno == ENOENT)
+            tm_err_set(&err, ENOENT, "no CA with SHA-256 %s is registered with trustme ca register "
+                       "(CAs listed in device.json trust.guestos_cas are removed there)", sha);
+        else
+            tm_err_sys(&err, "cannot remove %s", path);
+        daemon_audit(d, "ca.unregister", "fail", NULL, conn->actor, "%s: %s", sha, err.msg);
+        conn_send_error(conn, id, err.code, "CA not unregistered: %s", err.msg);
+        return;
+    }
+    fsync_parent(path);
+    daemon_audit(d, "ca.unregister", "ok", NULL, conn->actor, "sha256 %s", sha);
+    /* GuestOSes signed under it no longer start: the re-check finds no registered CA. */
+    revocation_refresh(d, false);
+    conn_send_ok(conn, id);
 }

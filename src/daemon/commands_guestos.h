@@ -10,5 +10,6 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
 void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_guestos_remove(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_ca_register(struct conn *conn, uint64_t id, const Trustme__Request *req);
+void cmd_ca_unregister(struct conn *conn, uint64_t id, const Trustme__Request *req);
 /* Shared with commands.c. */
 void reply_container(struct conn *conn, uint64_t id, const struct container *c);

@@ -14,7 +14,7 @@
 static const char *const top_keys[] = {
     "name", "guestos", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
     "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", "network",
-    "control", NULL};
+    "control", "config_version", NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -464,6 +464,11 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
                               "\"0-1\" or \"0,2-3\"", s);
         snprintf(cfg->cpus, sizeof(cfg->cpus), "%s", s);
     }
+
+    /* 0 when absent; a signed config's update must raise it (docs/CONFIG.md). */
+    if ((r = tm_json_get_int(root, "$", "config_version", false, 1, 1LL << 53, &n, err)) < 0)
+        return r;
+    cfg->config_version = r ? (uint64_t)n : 0;
 
     cfg->data_size_mb = CONFIG_DEFAULT_DATA_MB;
     if ((r = tm_json_get_int(root, "$", "data_size_mb", false, 0, 1 << 24, &n, err)) < 0)

@@ -71,6 +71,7 @@ struct container_config {
     struct token_config token;
     struct net_config net;              /* docs/NETWORK.md */
     enum control_role control;          /* the control socket it gets inside */
+    uint64_t config_version;            /* 0: none; signed updates must raise it */
 };
 
 #define CONFIG_DEFAULT_MEMORY_MB 1024

@@ -17,6 +17,7 @@
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "measure.h"
 #include "net.h"
 #include "guestos.h"
 #include "tokens.h"
@@ -369,6 +370,7 @@ int container_remove(struct container *c, tm_err *err)
     rm_rf(trash);
     rm_rf(run);
     net_lease_release(c);
+    measure_config_anchor_drop(c);
     for (struct container **pp = &d->containers; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -424,5 +426,5 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
         g = guestos_find(c->d, c->cfg->guestos, c->guestos_version);
     info->has_guestos_version = true;
     info->guestos_version = g ? g->cfg->version : 0;
-    info->trust = g ? (char *)trust_level_name(g->trust) : c->cfg->guestos[0] ? "" : "unsigned";
+    info->trust = g ? (char *)guestos_trust_shown(g) : c->cfg->guestos[0] ? "" : "unsigned";
 }

@@ -85,10 +85,39 @@ static int get_pem_list(json_object *obj, const char *path, const char *key, cha
     return 0;
 }
 
+/* trust.guestos_owners: {"NAME": "<SHA-256 of a GuestOS Signing CA, 64 lower-case hex>"} */
+static int parse_owners(json_object *t, struct device_config *cfg, tm_err *err)
+{
+    json_object *o;
+    int r = tm_json_get_object(t, "$.trust", "guestos_owners", false, DEVICE_MAX_CAS, &o, err);
+    if (r <= 0)
+        return r;
+    json_object_object_foreach(o, name, value) {
+        char path[TM_JSON_PATH_MAX];
+        const char *hex;
+        tm_json_path_key(path, "$.trust.guestos_owners", name);
+        if (!config_name_valid(name))
+            return tm_err_set(err, EINVAL, "%s: not a valid GuestOS name", path);
+        if ((r = tm_json_expect_string(value, path, 64, &hex, err)) < 0)
+            return r;
+        bool ok = strlen(hex) == 64;
+        for (size_t i = 0; ok && i < 64; i++)
+            ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
+        if (!ok)
+            return tm_err_set(err, EINVAL, "%s: must be the CA certificate's SHA-256, 64 lower-case "
+                              "hex digits (as trustme ca register prints it)", path);
+        if (cfg->n_guestos_owners == DEVICE_MAX_CAS)
+            return tm_err_set(err, E2BIG, "$.trust.guestos_owners: at most %d names", DEVICE_MAX_CAS);
+        snprintf(cfg->guestos_owners[cfg->n_guestos_owners].name, CONFIG_NAME_MAX + 1, "%s", name);
+        memcpy(cfg->guestos_owners[cfg->n_guestos_owners++].ca_sha256, hex, 65);
+    }
+    return 0;
+}
+
 static int parse_trust(json_object *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"software_signing_root", "general_root", "local_root",
-                                       "guestos_cas", "crls", NULL};
+                                       "guestos_cas", "crls", "guestos_owners", NULL};
     json_object *t;
     int r = tm_json_get_object(root, "$", "trust", false, 16, &t, err);
     if (r <= 0)
@@ -99,7 +128,8 @@ static int parse_trust(json_object *root, struct device_config *cfg, tm_err *err
         (r = get_pem_path(t, "$.trust", "local_root", &cfg->local_root, err)) < 0 ||
         (r = get_pem_list(t, "$.trust", "guestos_cas", cfg->guestos_cas, DEVICE_MAX_CAS,
                           &cfg->n_guestos_cas, err)) < 0 ||
-        (r = get_pem_list(t, "$.trust", "crls", cfg->crls, DEVICE_MAX_CRLS, &cfg->n_crls, err)) < 0)
+        (r = get_pem_list(t, "$.trust", "crls", cfg->crls, DEVICE_MAX_CRLS, &cfg->n_crls, err)) < 0 ||
+        (r = parse_owners(t, cfg, err)) < 0)
         return r;
     return 0;
 }

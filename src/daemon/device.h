@@ -32,6 +32,10 @@ struct device_config {
     size_t n_guestos_cas;
     char *crls[DEVICE_MAX_CRLS];
     size_t n_crls;
+    /* trust.guestos_owners: a GuestOS name bound to the GuestOS Signing CA (SHA-256 of its DER,
+     * lower-case hex) that alone may sign it, whoever signed it before (a vendor handover) */
+    struct { char name[CONFIG_NAME_MAX + 1]; char ca_sha256[65]; } guestos_owners[DEVICE_MAX_CAS];
+    size_t n_guestos_owners;
     bool allow_locally_signed;
     bool allow_unsigned;  /* development only: unsigned GuestOSes and plain rootfs paths */
     bool signed_configs;  /* create/update need a config signed through the GuestOS chain */

@@ -29,6 +29,11 @@ const char *trust_level_name(enum trust_level t)
     return t < ARRAY_SIZE(trust_names) ? trust_names[t] : "?";
 }
 
+const char *guestos_trust_shown(const struct guestos *g)
+{
+    return g->revoked ? "revoked" : trust_level_name(g->trust);
+}
+
 static void store_dir(struct daemon *d, char *out, size_t size)
 {
     snprintf(out, size, "%s/guestos", d->data_dir);
@@ -42,13 +47,16 @@ static void guestos_free(struct guestos *g)
     }
 }
 
-int guestos_write_record(const char *dir, enum trust_level trust, const char *signer, tm_err *err)
+int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
+                         const char *ca_sha256, tm_err *err)
 {
     _cleanup_json_ json_object *o = json_object_new_object();
     if (!o)
         return tm_err_set(err, ENOMEM, "out of memory");
     json_object_object_add(o, "trust", json_object_new_string(trust_level_name(trust)));
     json_object_object_add(o, "signer", json_object_new_string(signer));
+    if (ca_sha256[0])
+        json_object_object_add(o, "ca_sha256", json_object_new_string(ca_sha256));
     json_object_object_add(o, "installed_at", json_object_new_int64((int64_t)time(NULL)));
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     char path[PATH_MAX + 16];
@@ -58,13 +66,13 @@ int guestos_write_record(const char *dir, enum trust_level trust, const char *si
 
 static int read_record(const char *dir, struct guestos *g, tm_err *err)
 {
-    static const char *const keys[] = {"trust", "signer", "installed_at", NULL};
+    static const char *const keys[] = {"trust", "signer", "installed_at", "ca_sha256", NULL};
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/install.json", dir);
     _cleanup_free_ char *data = NULL;
     size_t len;
     json_object *root;
-    const char *trust, *signer;
+    const char *trust, *signer, *ca = NULL;
     int64_t at;
     int r = read_file(path, RECORD_MAX, &data, &len, err);
     if (r < 0 || (r = tm_json_parse_object(data, len, &root, err)) < 0)
@@ -72,7 +80,8 @@ static int read_record(const char *dir, struct guestos *g, tm_err *err)
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 &&
         (r = tm_json_get_string(root, "$", "trust", true, 32, &trust, err)) > 0 &&
         (r = tm_json_get_string(root, "$", "signer", true, sizeof(g->signer) - 1, &signer, err)) > 0 &&
-        (r = tm_json_get_int(root, "$", "installed_at", true, 0, INT64_MAX, &at, err)) > 0) {
+        (r = tm_json_get_int(root, "$", "installed_at", true, 0, INT64_MAX, &at, err)) > 0 &&
+        (r = tm_json_get_string(root, "$", "ca_sha256", false, 64, &ca, err)) >= 0) {
         r = tm_err_set(err, EINVAL, "unknown trust level \"%s\"", trust);
         for (size_t i = 0; i < ARRAY_SIZE(trust_names); i++)
             if (strcmp(trust, trust_names[i]) == 0) {
@@ -80,6 +89,7 @@ static int read_record(const char *dir, struct guestos *g, tm_err *err)
                 r = 0;
             }
         snprintf(g->signer, sizeof(g->signer), "%s", signer);
+        snprintf(g->ca_sha256, sizeof(g->ca_sha256), "%s", ca ? ca : "");
         g->installed_at = (uint64_t)at;
     }
     json_object_put(root);

@@ -24,6 +24,13 @@ struct guestos {
     struct guestos_config *cfg;
     enum trust_level trust;
     char signer[512];     /* the signing certificate's subject, "" when unsigned */
+    char ca_sha256[65];   /* the registered GuestOS Signing CA it was signed through, or "" */
+    /* The last re-check against CRLs and registered CAs (guestos_revocation.c): under which
+     * files' hash it was made, and whether the signer is revoked (why, if so). */
+    uint8_t checked_under[32];
+    bool checked;
+    bool revoked;
+    char revoked_why[512];
     uint64_t installed_at;
     uint64_t size;        /* bytes of all its images */
     uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
@@ -31,6 +38,8 @@ struct guestos {
 };
 
 const char *trust_level_name(enum trust_level t);
+/* What `guestos list` and `trustme list` show: the trust level, or "revoked". */
+const char *guestos_trust_shown(const struct guestos *g);
 /* Create the store, drop what an interrupted install or remove left, load what is installed. */
 int guestos_store_init(struct daemon *d, tm_err *err);
 void guestos_store_free(struct daemon *d);
@@ -47,4 +56,5 @@ int guestos_remove(struct daemon *d, const char *name, uint64_t version, tm_err 
 /* Fill in what c's config leaves to its GuestOS: init, args, environment. */
 int guestos_apply(struct container_config *cfg, const struct guestos_config *g, tm_err *err);
 /* Write install.json into a staged GuestOS directory. */
-int guestos_write_record(const char *dir, enum trust_level trust, const char *signer, tm_err *err);
+int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
+                         const char *ca_sha256, tm_err *err);

@@ -19,8 +19,9 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "guestos.h"
-#include "measure.h"
 #include "modules/images.h"
+#include "guestos_owner.h"
+#include "tpmd_client.h"
 #include "log.h"
 #include "reaper.h"
 #include "spawn.h"
@@ -43,6 +44,10 @@ struct install_op {
     struct guestos_config *cfg;
     enum trust_level trust;
     char signer[512];
+    char owner[65]; /* the GuestOS Signing CA to record as the name's owner, "" for none */
+    struct guestos_anchor anchored; /* the name's TPM-anchored version and owner */
+    char anchor_name[GUESTOS_ANCHOR_NAME_MAX + 1];
+    char final[PATH_MAX + 128]; /* in the store, waiting for its anchor */
     char staging[PATH_MAX];
     int pidfd, sync_fd;
     tm_source *pid_src, *sync_src;
@@ -68,6 +73,8 @@ static void op_free(struct install_op *op)
         close(op->src_fd);
     if (op->staging[0])
         rm_rf(op->staging);
+    if (op->final[0])
+        rm_rf(op->final);
     free(op->json);
     free(op->sig);
     free(op->chain);
@@ -96,6 +103,11 @@ static void progress(struct install_op *op, const char *fmt, ...)
 
 static void fail(struct install_op *op, const tm_err *err)
 {
+    /* Out of the store before the client hears of the failure. */
+    if (op->final[0]) {
+        rm_rf(op->final);
+        op->final[0] = '\0';
+    }
     daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
                  op->label[0] ? op->label : "?", err->msg);
     struct conn *conn = conn_find(op->d, op->conn_id);
@@ -303,13 +315,43 @@ static void reply_installed(struct install_op *op, struct guestos *g)
     conn_send(conn, op->req_id, &resp);
 }
 
+static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
+                        void *userdata)
+{
+    struct install_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        /* Fail closed: a version the TPM does not vouch for would let the store be rolled back
+         * under it unnoticed. fail() takes it out of the store again. */
+        tm_err_set(&err, aerr->code, "the TPM anchor of %s cannot be written (%s): the install is "
+                   "undone", op->label, aerr->msg);
+        fail(op, &err);
+        return;
+    }
+    char final[sizeof(op->final)];
+    memcpy(final, op->final, sizeof(final));
+    op->final[0] = '\0';
+    if (guestos_store_add(d, final, &err) < 0) {
+        rm_rf(final);
+        fail(op, &err);
+        return;
+    }
+    struct guestos *g = guestos_find(d, op->cfg->name, op->cfg->version);
+    daemon_audit(d, "guestos.install", "ok", NULL, op->actor, "%s, %s%s%s, %llu bytes", op->label,
+                 trust_level_name(op->trust), op->signer[0] ? " by " : "", op->signer,
+                 (unsigned long long)g->size);
+    log_info("GuestOS %s installed (%s)", op->label, trust_level_name(op->trust));
+    reply_installed(op, g);
+    op_free(op);
+}
+
 static void commit(struct install_op *op)
 {
     struct daemon *d = op->d;
     tm_err err = {0};
     char final[PATH_MAX + 128];
     snprintf(final, sizeof(final), "%s/guestos/%s", d->data_dir, op->label);
-    int r = guestos_write_record(op->staging, op->trust, op->signer, &err);
+    int r = guestos_write_record(op->staging, op->trust, op->signer, op->owner, &err);
     if (r == 0) {
         _cleanup_close_ int dfd = open(op->staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || fsync(dfd) < 0)
@@ -324,20 +366,19 @@ static void commit(struct install_op *op)
         return;
     }
     op->staging[0] = '\0';
+    snprintf(op->final, sizeof(op->final), "%s", final);
     fsync_parent(final);
-    if ((r = guestos_store_add(d, final, &err)) < 0) {
-        rm_rf(final);
+    /* In the store first, then anchored: a crash in between leaves a store newer than its anchor,
+     * which the next container start anchors (measure.c); never an anchor above the store. */
+    struct guestos_anchor a = {.version = op->cfg->version};
+    memcpy(a.owner, op->owner[0] ? op->owner : op->anchored.owner, sizeof(a.owner));
+    uint8_t value[GUESTOS_ANCHOR_VALUE_LEN];
+    guestos_anchor_encode(&a, value);
+    struct tpmd_anchor_entry set = {.name = op->anchor_name, .value = value, .len = sizeof(value)};
+    if (tpmd_anchor_update(d, &set, 1, NULL, 0, on_anchored, op, &err) < 0) {
+        tm_err_prefix(&err, "the TPM anchor of %s cannot be written: the install is undone", op->label);
         fail(op, &err);
-        return;
     }
-    struct guestos *g = guestos_find(d, op->cfg->name, op->cfg->version);
-    daemon_audit(d, "guestos.install", "ok", NULL, op->actor, "%s, %s%s%s, %llu bytes", op->label,
-                 trust_level_name(op->trust), op->signer[0] ? " by " : "", op->signer,
-                 (unsigned long long)g->size);
-    log_info("GuestOS %s installed (%s)", op->label, trust_level_name(op->trust));
-    measure_guestos_installed(d, op->cfg->name, op->cfg->version);
-    reply_installed(op, g);
-    op_free(op);
 }
 
 static void on_worker_sync(tm_source *src, uint32_t events, void *userdata)
@@ -425,6 +466,26 @@ static int start_worker(struct install_op *op, tm_err *err)
     return 0;
 }
 
+/* A name belongs to the GuestOS Signing CA device.json binds to it, else to the one of its first
+ * signed install: another registered vendor cannot take it over with a higher version. */
+static int check_owner(struct install_op *op, const struct trust_result *res, tm_err *err)
+{
+    char owner[65];
+    bool bound;
+    guestos_owner_want(op->d, op->cfg->name, &op->anchored, owner, &bound);
+    if (strlen(res->ca_sha256) != 64)
+        return tm_err_set(err, EPROTO, "trustme-scd did not say which GuestOS Signing CA the "
+                          "signature passed through");
+    if (owner[0] && strcmp(owner, res->ca_sha256) != 0)
+        return tm_err_set(err, EPERM, "the name %s belongs to the GuestOS Signing CA with SHA-256 "
+                          "%s (%s); this one is signed through the CA with SHA-256 %s (signer %s): "
+                          "only device.json trust.guestos_owners hands a name to another vendor",
+                          op->cfg->name, owner, bound ? "bound by device.json" : "its first signer",
+                          res->ca_sha256, res->signer);
+    memcpy(op->owner, res->ca_sha256, 65);
+    return 0;
+}
+
 static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
                         void *userdata)
 {
@@ -437,19 +498,43 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
     }
     op->trust = res->trust;
     snprintf(op->signer, sizeof(op->signer), "%s", res->signer);
-    progress(op, "signature of %s verified: %s, by %s", op->label, trust_level_name(op->trust), op->signer);
     tm_err e = {0};
+    if (op->trust == TRUST_SIGNED && strcmp(op->cfg->name, d->device.core_guestos) != 0 &&
+        check_owner(op, res, &e) < 0) {
+        fail(op, &e);
+        return;
+    }
+    progress(op, "signature of %s verified: %s, by %s", op->label, trust_level_name(op->trust), op->signer);
     if (start_worker(op, &e) < 0)
         fail(op, &e);
 }
 
-/* The TPM's counter allows this version: verify the signature (or accept it unsigned). */
-static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *cerr,
-                       void *userdata)
+/* The version the TPM anchors for this name: a lower one is a downgrade. The same version is
+ * allowed when the store lacks it (check_fit saw to that): installing it again heals a store that
+ * was rolled back. */
+static int anchor_verdict(struct install_op *op, const Trustme__Tpmd__Response *resp,
+                          const tm_err *aerr, tm_err *err)
+{
+    if (aerr)
+        return tm_err_set(err, aerr->code, "the TPM-anchored versions cannot be read: %s", aerr->msg);
+    int r = guestos_anchor_parse(tpmd_anchor_value(resp, op->anchor_name), &op->anchored, err);
+    if (r < 0)
+        return r;
+    if (op->anchored.version > op->cfg->version)
+        return tm_err_set(err, ESTALE, "version %llu is older than version %llu, which this "
+                          "device's TPM anchors as installed: a downgrade is refused",
+                          (unsigned long long)op->cfg->version,
+                          (unsigned long long)op->anchored.version);
+    return 0;
+}
+
+/* The TPM's anchor allows this version: verify the signature (or accept it unsigned). */
+static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
+                      void *userdata)
 {
     struct install_op *op = userdata;
     tm_err err = {0};
-    int r = measure_counter_verdict(resp, cerr, op->cfg->name, op->cfg->version, &err);
+    int r = anchor_verdict(op, resp, aerr, &err);
     if (r == 0 && !op->sig) {
         if (!d->device.allow_unsigned)
             r = tm_err_set(&err, EPERM, "it is not signed (no guestos.json.sig), and the device "
@@ -497,8 +582,11 @@ void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
     int r = read_source(op, path, &err);
     if (r == 0)
         r = check_fit(op, &err);
-    if (r == 0)
-        r = measure_counter_get(d, op->cfg->name, on_counter, op, &err);
+    if (r == 0) {
+        guestos_anchor_name(op->cfg->name, op->anchor_name);
+        const char *names[] = {op->anchor_name};
+        r = tpmd_anchor_get(d, names, 1, on_anchor, op, &err);
+    }
     if (r < 0)
         fail(op, &err);
 }

@@ -23,6 +23,7 @@
 #include "lifecycle.h"
 #include "guestos.h"
 #include "guestos_install.h"
+#include "guestos_revocation.h"
 #include "log.h"
 #include "secmem.h"
 #include "net.h"
@@ -474,6 +475,7 @@ int main(int argc, char **argv)
         d.containers = c->next;
         container_free(c);
     }
+    revocation_stop(&d);
     guestos_store_free(&d);
     device_config_clear(&d.device);
     free(d.seccomp.filter);

@@ -1,11 +1,14 @@
-/* Measuring a container start, and the GuestOS anti-rollback counters (docs/ATTESTATION.md).
+/* Measuring a container start, after checking its anchored state (docs/ATTESTATION.md).
  *
- * Before a start uses anything, its GuestOS's guestos.json, each image (with the hash the signed
+ * A start first checks that its GuestOS's signer is not revoked (guestos_revocation.c: cached,
+ * so normally without a round trip). Then it asks tpmd's anchor table for its GuestOS's entry ("guestos/<name>": the highest
+ * version installed and its owner) and its config's ("config/<uuid>": the highest config_version
+ * accepted). A store whose newest version is below the anchored one, or a config below its
+ * anchored version, was rolled back: the start is refused, naming which. A store or config above
+ * its anchor (a crash between an install and its anchor, or state from before the anchor table)
+ * is anchored now. Then the GuestOS's guestos.json, each image (with the hash the signed
  * guestos.json declares; module_volume then refuses an image whose content differs) and the
- * container's config are extended into the runtime PCR. In the same batch the GuestOS's TPM
- * counter is raised to the newest version in the store, which fails when the TPM records a
- * higher one: the store was rolled back. tpmd answers in order: the counter first, then the
- * measurements. */
+ * container's config are extended into the runtime PCR before anything uses them. */
 #include "measure.h"
 
 #include <errno.h>
@@ -13,67 +16,182 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
 #include "container.h"
+#include "crypto.h"
 #include "guestos.h"
+#include "guestos_owner.h"
+#include "guestos_revocation.h"
 #include "lifecycle.h"
-#include "state.h"
 #include "log.h"
 #include "measurement.h"
+#include "state.h"
 #include "tpmd_client.h"
 
 struct measure_op {
     struct container *c;
     measure_done_fn done;
-    bool counter_failed;
-    tm_err counter_err;
-    char guestos[CONFIG_NAME_MAX + 1];
+    char guestos[CONFIG_NAME_MAX + 1]; /* "" for a development rootfs */
+    char anchor_names[2][GUESTOS_ANCHOR_NAME_MAX + 1];
+    size_t n_anchors;
+    uint8_t gvalue[GUESTOS_ANCHOR_VALUE_LEN], cvalue[MEASURE_CONFIG_ANCHOR_LEN];
+    struct tm_event_item items[TPMD_MEASURE_MAX];
+    size_t n_items;
     char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
 };
 
-static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata)
+static void finish(struct measure_op *op, const tm_err *err)
 {
-    struct measure_op *op = userdata;
-    if (!err)
-        return;
-    op->counter_failed = true;
-    if (err->code == ESTALE)
-        tm_err_set(&op->counter_err, ESTALE, "GuestOS %s: the newest version in the store is older "
-                   "than the TPM records as installed (%s): the data dir was restored from an older "
-                   "copy; install the current version again", op->guestos, err->msg);
-    else
-        tm_err_set(&op->counter_err, err->code, "GuestOS %s: the TPM's anti-rollback counter: %s",
-                   op->guestos, err->msg);
+    struct container *c = op->c;
+    c->measure = NULL;
+    measure_done_fn done = op->done;
+    free(op);
+    done(c, err);
 }
 
 static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
                         void *userdata)
 {
     struct measure_op *op = userdata;
-    struct container *c = op->c;
-    c->measure = NULL;
     tm_err e = {0};
-    if (op->counter_failed)
-        e = op->counter_err;
-    else if (err)
+    if (err)
         tm_err_set(&e, err->code, "measuring it into the TPM failed: %s", err->msg);
-    measure_done_fn done = op->done;
-    free(op);
-    done(c, e.code ? &e : NULL);
+    finish(op, e.code ? &e : NULL);
 }
 
-static int counter_raise(struct daemon *d, const char *name, uint64_t version, tpmd_reply_fn fn,
-                         void *userdata, tm_err *err)
+static void measure(struct measure_op *op)
 {
-    Trustme__Tpmd__CounterRaise cr = TRUSTME__TPMD__COUNTER_RAISE__INIT;
-    cr.name = (char *)name;
-    cr.has_value = true;
-    cr.value = version;
-    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
-    req.body_case = TRUSTME__TPMD__REQUEST__BODY_COUNTER_RAISE;
-    req.counter_raise = &cr;
-    return tpmd_call(d, &req, fn, userdata, err);
+    tm_err err = {0};
+    if (tpmd_measure(op->c->d, op->items, op->n_items, on_measured, op, &err) < 0) {
+        tm_err_prefix(&err, "measuring it into the TPM");
+        finish(op, &err);
+    }
+}
+
+static void on_anchor_set(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                          void *userdata)
+{
+    struct measure_op *op = userdata;
+    tm_err e = {0};
+    if (err) {
+        tm_err_set(&e, err->code, "the TPM anchor cannot be written: %s", err->msg);
+        finish(op, &e);
+        return;
+    }
+    measure(op);
+}
+
+void measure_config_anchor_name(const struct container *c, char out[GUESTOS_ANCHOR_NAME_MAX + 1])
+{
+    snprintf(out, GUESTOS_ANCHOR_NAME_MAX + 1, "config/%s", c->uuid);
+}
+
+void measure_config_anchor_encode(uint64_t version, uint8_t out[MEASURE_CONFIG_ANCHOR_LEN])
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(version >> (56 - 8 * i));
+}
+
+int measure_config_anchor_parse(const ProtobufCBinaryData *value, uint64_t *ret, tm_err *err)
+{
+    *ret = 0;
+    if (!value)
+        return 0;
+    if (value->len != MEASURE_CONFIG_ANCHOR_LEN)
+        return tm_err_set(err, EBADMSG, "the TPM-anchored config entry has %zu bytes, not %d",
+                          value->len, MEASURE_CONFIG_ANCHOR_LEN);
+    for (int i = 0; i < 8; i++)
+        *ret = (*ret << 8) | value->data[i];
+    return 0;
+}
+
+/* The anchored state allows the start (or is raised to what the data dir holds). */
+static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    struct measure_op *op = userdata;
+    struct container *c = op->c;
+    tm_err e = {0};
+    if (err) {
+        tm_err_set(&e, err->code, "the TPM-anchored state is unavailable, so nothing that depends on "
+                   "it starts: %s", err->msg);
+        finish(op, &e);
+        return;
+    }
+    struct tpmd_anchor_entry set[2];
+    size_t n_set = 0;
+    if (op->guestos[0]) {
+        struct guestos_anchor a;
+        const struct guestos *newest = guestos_find(d, op->guestos, 0);
+        if (guestos_anchor_parse(tpmd_anchor_value(resp, op->anchor_names[0]), &a, &e) < 0) {
+            finish(op, &e);
+            return;
+        }
+        uint64_t have = newest ? newest->cfg->version : 0;
+        if (a.version > have) {
+            tm_err_set(&e, ESTALE, "GuestOS %s: version %llu is anchored in the TPM as installed, "
+                       "but the newest in the store is %llu: the GuestOS store was rolled back "
+                       "(restored from an older copy); install version %llu or newer again",
+                       op->guestos, (unsigned long long)a.version, (unsigned long long)have,
+                       (unsigned long long)a.version);
+            finish(op, &e);
+            return;
+        }
+        if (a.version < have) {
+            a.version = have;
+            if (!a.owner[0] && newest->ca_sha256[0])
+                memcpy(a.owner, newest->ca_sha256, sizeof(a.owner));
+            guestos_anchor_encode(&a, op->gvalue);
+            set[n_set++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gvalue,
+                                                      sizeof(op->gvalue), false};
+        }
+    }
+    uint64_t anchored;
+    const char *cname = op->anchor_names[op->n_anchors - 1];
+    if (measure_config_anchor_parse(tpmd_anchor_value(resp, cname), &anchored, &e) < 0) {
+        finish(op, &e);
+        return;
+    }
+    if (anchored > c->cfg->config_version) {
+        tm_err_set(&e, ESTALE, "its config has config_version %llu, but version %llu is anchored in "
+                   "the TPM: the config was restored from an older copy; update it with a signed "
+                   "config of a higher version", (unsigned long long)c->cfg->config_version,
+                   (unsigned long long)anchored);
+        finish(op, &e);
+        return;
+    }
+    if (anchored < c->cfg->config_version) {
+        measure_config_anchor_encode(c->cfg->config_version, op->cvalue);
+        set[n_set++] = (struct tpmd_anchor_entry){cname, op->cvalue, sizeof(op->cvalue), false};
+    }
+    if (n_set == 0) {
+        measure(op);
+        return;
+    }
+    if (tpmd_anchor_update(d, set, n_set, NULL, 0, on_anchor_set, op, &e) < 0) {
+        tm_err_prefix(&e, "the TPM anchor cannot be written");
+        finish(op, &e);
+    }
+}
+
+static int ask_anchors(struct measure_op *op, tm_err *err)
+{
+    const char *names[2] = {op->anchor_names[0], op->anchor_names[1]};
+    if (tpmd_anchor_get(op->c->d, names, op->n_anchors, on_anchors, op, err) < 0)
+        return tm_err_prefix(err, "reading its TPM-anchored state");
+    return 0;
+}
+
+static void on_revocation(struct daemon *d, const tm_err *err, void *userdata)
+{
+    struct measure_op *op = userdata;
+    tm_err e = {0};
+    if (err) {
+        e = *err;
+        finish(op, &e);
+        return;
+    }
+    if (ask_anchors(op, &e) < 0)
+        finish(op, &e);
 }
 
 /* The events of a start of c on g: guestos.json, each image, the container config. names holds
@@ -111,28 +229,52 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     *op = (struct measure_op){.c = c, .done = done};
-    struct tm_event_item items[TPMD_MEASURE_MAX];
-    int r;
+    op->n_items = start_items(c, g, op->items, op->names);
     if (g) {
-        /* The counter holds the newest version ever installed; an older version pinned by a
-         * container may run while a newer one is in the store. A store whose newest version is
-         * below the counter was rolled back: nothing on that GuestOS starts. */
-        const struct guestos *newest = guestos_find(d, g->cfg->name, 0);
         snprintf(op->guestos, sizeof(op->guestos), "%s", g->cfg->name);
-        if ((r = counter_raise(d, g->cfg->name, newest ? newest->cfg->version : g->cfg->version,
-                               on_counter, op, err)) < 0) {
-            free(op);
-            return tm_err_prefix(err, "checking GuestOS %s's anti-rollback counter", g->cfg->name);
-        }
+        guestos_anchor_name(g->cfg->name, op->anchor_names[op->n_anchors++]);
     }
-    size_t n = start_items(c, g, items, op->names);
-    if ((r = tpmd_measure(d, items, n, on_measured, op, err)) < 0) {
-        tpmd_forget(d, op); /* the counter request, if it went out */
+    measure_config_anchor_name(c, op->anchor_names[op->n_anchors++]);
+    int r = g ? revocation_check(d, (struct guestos *)g, on_revocation, op, err) : 1;
+    if (r == 1)
+        r = ask_anchors(op, err);
+    if (r < 0) {
+        revocation_forget(d, op);
         free(op);
-        return tm_err_prefix(err, "measuring it into the TPM");
+        return r;
     }
     c->measure = op;
     return 0;
+}
+
+void measure_forget(struct container *c)
+{
+    if (!c->measure)
+        return;
+    revocation_forget(c->d, c->measure);
+    tpmd_forget(c->d, c->measure);
+    free(c->measure);
+    c->measure = NULL;
+}
+
+static void on_dropped(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata)
+{
+    if (err)
+        log_warn("cannot drop a removed container's config version from the TPM anchor table: %s "
+                 "(an unused entry stays)", err->msg);
+}
+
+void measure_config_anchor_drop(struct container *c)
+{
+    if (!c->cfg->config_version)
+        return;
+    char name[GUESTOS_ANCHOR_NAME_MAX + 1];
+    measure_config_anchor_name(c, name);
+    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    tm_err err;
+    if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, on_dropped, NULL, &err) < 0)
+        on_dropped(c->d, NULL, &err, NULL);
 }
 
 /* ---- after a TPM reset ------------------------------------------------------------------------ */
@@ -190,57 +332,4 @@ void measure_running(struct daemon *d)
             free(op);
         }
     }
-}
-
-void measure_forget(struct container *c)
-{
-    if (!c->measure)
-        return;
-    tpmd_forget(c->d, c->measure);
-    free(c->measure);
-    c->measure = NULL;
-}
-
-/* ---- GuestOS installs ------------------------------------------------------------------------ */
-
-int measure_counter_get(struct daemon *d, const char *name, tpmd_reply_fn fn, void *userdata,
-                        tm_err *err)
-{
-    Trustme__Tpmd__CounterGet cg = TRUSTME__TPMD__COUNTER_GET__INIT;
-    cg.name = (char *)name;
-    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
-    req.body_case = TRUSTME__TPMD__REQUEST__BODY_COUNTER_GET;
-    req.counter_get = &cg;
-    return tpmd_call(d, &req, fn, userdata, err);
-}
-
-int measure_counter_verdict(const Trustme__Tpmd__Response *resp, const tm_err *err,
-                            const char *name, uint64_t version, tm_err *out)
-{
-    if (err)
-        return tm_err_set(out, err->code, "cannot read GuestOS %s's anti-rollback counter from "
-                          "the TPM: %s", name, err->msg);
-    if (!resp->counter || !resp->counter->has_value)
-        return tm_err_set(out, EPROTO, "the TPM service answered without a counter value");
-    if (resp->counter->value > version)
-        return tm_err_set(out, ESTALE, "GuestOS %s version %llu is older than version %llu, which "
-                          "this device's TPM records as installed: a downgrade is refused", name,
-                          (unsigned long long)version, (unsigned long long)resp->counter->value);
-    return 0;
-}
-
-static void on_raised(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                      void *userdata)
-{
-    if (err)
-        log_error("GuestOS installed, but its anti-rollback counter was not raised: %s (the next "
-                  "start of a container on it raises it)", err->msg);
-}
-
-void measure_guestos_installed(struct daemon *d, const char *name, uint64_t version)
-{
-    tm_err err;
-    if (counter_raise(d, name, version, on_raised, NULL, &err) < 0)
-        log_error("GuestOS %s installed, but its anti-rollback counter was not raised: %s", name,
-                  err.msg);
 }

@@ -1,19 +1,20 @@
-/* Measuring a container start into the runtime PCR, and the GuestOS anti-rollback counters in
- * the TPM (measure.c, docs/ATTESTATION.md). */
+/* Measuring a container start into the runtime PCR after checking the TPM-anchored versions of
+ * its GuestOS and its config (measure.c, docs/ATTESTATION.md). */
 #pragma once
 
 #include <stdint.h>
 
 #include "daemon.h"
+#include "guestos_owner.h"
 #include "tpmd_client.h"
 
 struct guestos;
 
-/* Called once, err NULL when everything was measured and the counter allowed the version. */
+/* Called once, err NULL when the anchors allowed the start and everything was measured. */
 typedef void (*measure_done_fn)(struct container *c, const tm_err *err);
 
-/* Raise g's counter to the newest installed version of g's name (refused if the TPM records a
- * higher one: a rolled-back store) and measure g's guestos.json, its images and c's config.
+/* Check g's and c's config's anchored versions (refused when the store or the config was rolled
+ * back; raised when they are newer) and measure g's guestos.json, its images and c's config.
  * g may be NULL (a development rootfs). */
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err);
 /* Measure every running container again (after a TPM reset the new log lacks them; without one
@@ -22,11 +23,12 @@ void measure_running(struct daemon *d);
 /* The start is abandoned: drop its pending answers. */
 void measure_forget(struct container *c);
 
-/* Ask for a GuestOS's counter; in fn, measure_counter_verdict says whether version may be
- * installed (-ESTALE with the reason when the TPM records a higher one). */
-int measure_counter_get(struct daemon *d, const char *name, tpmd_reply_fn fn, void *userdata,
-                        tm_err *err);
-int measure_counter_verdict(const Trustme__Tpmd__Response *resp, const tm_err *err,
-                            const char *name, uint64_t version, tm_err *out);
-/* After an install: raise the counter (failures are logged; the next start raises it). */
-void measure_guestos_installed(struct daemon *d, const char *name, uint64_t version);
+/* A container config's anchor entry, "config/<uuid>": the highest config_version accepted
+ * (8 bytes, big-endian). */
+#define MEASURE_CONFIG_ANCHOR_LEN 8
+void measure_config_anchor_name(const struct container *c, char out[GUESTOS_ANCHOR_NAME_MAX + 1]);
+void measure_config_anchor_encode(uint64_t version, uint8_t out[MEASURE_CONFIG_ANCHOR_LEN]);
+int measure_config_anchor_parse(const ProtobufCBinaryData *value, uint64_t *ret, tm_err *err);
+/* c is removed: drop its config's anchor entry (in the background; a failure leaves an unused
+ * entry, never a wrong one: the UUID is not used again). */
+void measure_config_anchor_drop(struct container *c);

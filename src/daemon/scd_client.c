@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "guestos_revocation.h"
 #include "log.h"
 #include "packet.h"
 #include "proto.h"
@@ -58,6 +59,7 @@ static void on_ready(struct service *s)
     struct daemon *d = service_daemon(s);
     tokens_refresh_all(d); /* a new scd: ask for the tokens' state afresh */
     tpmd_secret_refresh(d); /* and it has no device secret yet */
+    revocation_refresh(d, true); /* installed GuestOSes against the current CRLs */
 }
 
 static void on_service_exit(struct service *s)

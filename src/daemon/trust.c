@@ -164,7 +164,9 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
             return;
         }
         if (op->first.code) {
-            tm_err_set(&e, op->first.code, "%s (nor is it signed by the local root: %s)",
+            /* A revocation under the local root is what the caller must hear of. */
+            tm_err_set(&e, err->code == EKEYREVOKED ? EKEYREVOKED : op->first.code,
+                       "%s (nor is it signed by the local root: %s)",
                        op->first.msg, err->msg);
             finish(op, NULL, &e);
             return;
@@ -181,6 +183,8 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
     snprintf(res.signer, sizeof(res.signer), "%s", resp->verify->signer);
     if (resp->verify->n_chain_sha256 > 0 && resp->verify->chain_sha256[0].len == 32)
         tm_hex(resp->verify->chain_sha256[0].data, 32, res.sha256);
+    if (resp->verify->has_required_sha256 && resp->verify->required_sha256.len == 32)
+        tm_hex(resp->verify->required_sha256.data, 32, res.ca_sha256);
     finish(op, &res, NULL);
 }
 

@@ -20,6 +20,7 @@ struct trust_result {
     enum trust_level trust;
     char signer[512];
     char sha256[65];  /* ca register: the registered certificate's */
+    char ca_sha256[65]; /* CHAIN_GUESTOS, signed: the registered GuestOS Signing CA it passed */
 };
 
 /* Called once; err set on failure (a message fit for the user). */

@@ -334,6 +334,10 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
     for (size_t i = 0; i < v.n_chain_sha256; i++)
         hashes[i] = (ProtobufCBinaryData){.len = 32, .data = res.chain_sha256[i]};
     v.chain_sha256 = hashes;
+    if (vr.required_pem && res.required_index > 0 && res.required_index < res.chain_len) {
+        v.has_required_sha256 = true;
+        v.required_sha256 = hashes[res.required_index];
+    }
     Response resp = TRUSTME__SCD__RESPONSE__INIT;
     resp.body_case = TRUSTME__SCD__RESPONSE__BODY_VERIFY;
     resp.verify = &v;

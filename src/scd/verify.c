@@ -145,7 +145,10 @@ static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X5
         if (cur)
             name_string(X509_get_subject_name(cur), subject);
         ERR_clear_error();
-        return tm_err_set(err, EKEYREJECTED, "certificate chain: %s at depth %d (%s)",
+        /* A revocation has a code of its own: the caller tells it from a chain that does not
+         * (or no longer) verify for other reasons, such as expiry. */
+        return tm_err_set(err, e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED : EKEYREJECTED,
+                          "certificate chain: %s at depth %d (%s)",
                           X509_verify_cert_error_string(e), depth, subject);
     }
     if (!(*ret_chain = X509_STORE_CTX_get1_chain(ctx)))
@@ -182,19 +185,46 @@ static int check_usage(const struct verify_request *rq, X509 *leaf, tm_err *err)
                       want_name, want_oid);
 }
 
-/* The chain passes through one of the required CAs (compared whole, not by name). */
-static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, tm_err *err)
+/* The CA carries the GuestOS-signing mark (a certificatePolicies entry, verify.h). */
+static bool has_guestos_mark(X509 *ca)
 {
-    for (int i = 1; i < sk_X509_num(verified); i++)
+    _cleanup_(ASN1_OBJECT_freep) ASN1_OBJECT *mark = OBJ_txt2obj(VERIFY_GUESTOS_CA_POLICY_OID, 1);
+    CERTIFICATEPOLICIES *pols = X509_get_ext_d2i(ca, NID_certificate_policies, NULL, NULL);
+    bool found = false;
+    for (int i = 0; mark && pols && i < sk_POLICYINFO_num(pols) && !found; i++)
+        found = OBJ_cmp(sk_POLICYINFO_value(pols, i)->policyid, mark) == 0;
+    CERTIFICATEPOLICIES_free(pols);
+    return found;
+}
+
+static int not_marked(X509 *ca, tm_err *err)
+{
+    char subject[VERIFY_NAME_MAX];
+    name_string(X509_get_subject_name(ca), subject);
+    return tm_err_set(err, ENOKEY, "CA %s is not marked for GuestOS signing (certificate "
+                      "policy %s, which trustme-pki gives GuestOS Signing CAs)", subject,
+                      VERIFY_GUESTOS_CA_POLICY_OID);
+}
+
+/* The chain passes through one of the required CAs (compared whole, not by name) strictly
+ * between the leaf and the anchor, and that CA carries the GuestOS-signing mark. */
+static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, int *ret_index,
+                          tm_err *err)
+{
+    for (int i = 1; i < sk_X509_num(verified) - 1; i++)
         for (int j = 0; j < sk_X509_num(required); j++)
-            if (X509_cmp(sk_X509_value(verified, i), sk_X509_value(required, j)) == 0)
+            if (X509_cmp(sk_X509_value(verified, i), sk_X509_value(required, j)) == 0) {
+                if (!has_guestos_mark(sk_X509_value(verified, i)))
+                    return not_marked(sk_X509_value(verified, i), err);
+                *ret_index = i;
                 return 0;
-    return tm_err_set(err, EKEYREJECTED, "the signer's chain does not pass through a registered "
+            }
+    return tm_err_set(err, ENOKEY, "the signer's chain does not pass through a registered "
                       "GuestOS-signing CA");
 }
 
-/* The certificate to register is a CA: it may issue the certificates that sign GuestOSes. */
-static int check_ca(X509 *cert, tm_err *err)
+/* The certificate to register is a GuestOS Signing CA: a CA below the anchor, marked for it. */
+static int check_ca(X509 *cert, STACK_OF(X509) *verified, tm_err *err)
 {
     if (X509_check_ca(cert) != 1)
         return tm_err_set(err, EKEYREJECTED, "the certificate is not a CA (basicConstraints "
@@ -202,6 +232,11 @@ static int check_ca(X509 *cert, tm_err *err)
     if (!(X509_get_extension_flags(cert) & EXFLAG_KUSAGE) ||
         !(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
         return tm_err_set(err, EKEYREJECTED, "the CA certificate's keyUsage lacks keyCertSign");
+    if (sk_X509_num(verified) < 2)
+        return tm_err_set(err, EKEYREJECTED, "the certificate is the trust anchor itself (the "
+                          "General root): only a GuestOS Signing CA below it can be registered");
+    if (!has_guestos_mark(cert))
+        return not_marked(cert, err);
     return 0;
 }
 
@@ -311,10 +346,10 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     struct verify_result out = {0};
     if ((r = verify_chain(rq, leaf, untrusted, anchors, crls, &verified, err)) < 0)
         return r;
-    if (required && (r = check_required(verified, required, err)) < 0)
+    if (required && (r = check_required(verified, required, &out.required_index, err)) < 0)
         return r;
     if (rq->cert_only)
-        r = check_ca(leaf, err);
+        r = check_ca(leaf, verified, err);
     else if ((r = check_usage(rq, leaf, err)) == 0 && !rq->leaf_only)
         r = check_signature(rq, leaf, &out.alg, err);
     if (r < 0)

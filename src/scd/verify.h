@@ -13,6 +13,8 @@
  *   -EINVAL       malformed input (PEM, DER, sizes), named
  *   -EKEYREJECTED the chain does not verify ("<OpenSSL's reason> at depth N (<subject>)"), or the
  *                 leaf lacks the key usage or extended key usage
+ *   -EKEYREVOKED  the chain does not verify because a certificate of it is revoked
+ *   -ENOKEY       the chain does not pass through one of required_pem marked for GuestOS signing
  *   -EOPNOTSUPP   the leaf's key is of a type or size not accepted
  *   -EBADMSG      the signature does not verify over the data
  *
@@ -26,6 +28,13 @@
 #include <time.h>
 
 #include "error.h"
+
+/* The certificate policy that marks a CA for GuestOS signing (docs/PKI.md): trustme-pki puts it
+ * into every GuestOS Signing CA it makes. A CA registered as a GuestOS Signing CA, and the one a
+ * GuestOS's chain passes through (required_pem), must carry it, so that neither the General root
+ * nor the Device CA nor any other CA under the General root can act as one. An OID of the
+ * UUID arc (ITU-T X.667), which needs no registration. */
+#define VERIFY_GUESTOS_CA_POLICY_OID "2.25.92386413451986243705873209642221728993"
 
 #define VERIFY_CHAIN_MAX 8   /* leaf and intermediates; a verified chain has at most 2 more */
 #define VERIFY_ANCHORS_MAX 64
@@ -51,14 +60,16 @@ struct verify_request {
     time_t time; /* the moment to verify at; 0 = now */
     /* Verify a CA certificate instead of a signature (registering a GuestOS-signing CA): the
      * chain's first certificate must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign)
-     * that chains to the anchors; data, sig and eku are not used. */
+     * marked VERIFY_GUESTOS_CA_POLICY_OID that chains to the anchors without being one of them;
+     * data, sig and eku are not used. */
     bool cert_only;
     /* Verify a leaf certificate's chain and usages (keyUsage digitalSignature, the eku) without
      * a signature over data: the leaf's key signs something the caller checks itself (a TPM
      * quote, whose signature format this file does not know). data and sig are not used. */
     bool leaf_only;
-    /* Optional: CA certificates (PEM) of which the verified chain must contain one above the
-     * leaf — how a device accepts only GuestOSes of its registered GuestOS-signing CAs. */
+    /* Optional: CA certificates (PEM) of which the verified chain must contain one between the
+     * leaf and the anchor, marked VERIFY_GUESTOS_CA_POLICY_OID — how a device accepts only
+     * GuestOSes of its registered GuestOS-signing CAs. */
     const char *required_pem;
     size_t required_len;
 };
@@ -73,6 +84,7 @@ struct verify_result {
     int chain_len; /* certificates in the verified chain, leaf and anchor included */
     uint8_t chain_sha256[VERIFY_CHAIN_MAX + 2][32]; /* SHA-256 of each one's DER, leaf first */
     enum verify_alg alg; /* 0 with cert_only or leaf_only: no signature was checked */
+    int required_index;  /* with required_pem: the index in chain_sha256 of the CA it matched */
 };
 
 /* res is written only on success. */

@@ -23,7 +23,6 @@
 #include "enroll.h"
 #include "fileio.h"
 #include "log.h"
-#include "nvcounter.h"
 #include "packet.h"
 #include "proto.h"
 #include "quote.h"
@@ -32,7 +31,6 @@
 #include "secmem.h"
 #include "tpmd.pb-c.h"
 
-#define COUNTER_NAME_MAX 63
 
 typedef Trustme__Tpmd__Request Request;
 typedef Trustme__Tpmd__Response Response;
@@ -264,84 +262,6 @@ static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *r
     return send_secret(d, id, s, false, NULL, err);
 }
 
-/* ---- anti-rollback counters ------------------------------------------------------------------- */
-
-static int check_counter_name(const char *name, tm_err *err)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > COUNTER_NAME_MAX)
-        return tm_err_set(err, EINVAL, "counter name must have 1..%d bytes", COUNTER_NAME_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (name[i] < 0x21 || name[i] > 0x7e)
-            return tm_err_set(err, EINVAL, "counter name must be printable ASCII without spaces");
-    return 0;
-}
-
-static int send_counter(struct tpmd *d, uint64_t id, const char *name, uint64_t value, tm_err *err)
-{
-    Trustme__Tpmd__Counter c = TRUSTME__TPMD__COUNTER__INIT;
-    c.name = (char *)name;
-    c.has_value = c.has_nv_index = true;
-    c.value = value;
-    c.nv_index = nvcounter_index(name);
-    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
-    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_COUNTER;
-    resp.counter = &c;
-    return send_response(d, id, &resp, err);
-}
-
-/* A counter only counts up, and tpmd is the TPM's only user here, so the value it last saw is
- * the counter's value; only someone else raising it behind tpmd's back (which needs the owner
- * hierarchy) would make the memo too low, and then only until tpmd restarts. */
-static uint64_t *counter_memo(struct tpmd *d, const char *name, bool add)
-{
-    uint32_t index = nvcounter_index(name);
-    for (size_t i = 0; i < d->n_counters; i++)
-        if (d->counters[i].index == index)
-            return &d->counters[i].value;
-    if (!add || d->n_counters == sizeof(d->counters) / sizeof(d->counters[0]))
-        return NULL;
-    d->counters[d->n_counters].index = index;
-    return &d->counters[d->n_counters++].value;
-}
-
-static void counter_remember(struct tpmd *d, const char *name, uint64_t value)
-{
-    uint64_t *memo = counter_memo(d, name, true);
-    if (memo)
-        *memo = value;
-}
-
-static int do_counter_get(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CounterGet *rq,
-                          tm_err *err)
-{
-    uint64_t value;
-    int r;
-    if ((r = check_counter_name(rq->name, err)) < 0 ||
-        (r = nvcounter_read(d->tpm.esys, rq->name, &value, err)) < 0)
-        return r;
-    counter_remember(d, rq->name, value);
-    return send_counter(d, id, rq->name, value, err);
-}
-
-static int do_counter_raise(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CounterRaise *rq,
-                            tm_err *err)
-{
-    uint64_t value;
-    int r;
-    if ((r = check_counter_name(rq->name, err)) < 0)
-        return r;
-    if (!rq->has_value)
-        return tm_err_set(err, EINVAL, "counter value missing");
-    const uint64_t *memo = counter_memo(d, rq->name, false);
-    if (memo && *memo == rq->value && rq->value > 0)
-        return send_counter(d, id, rq->name, rq->value, err);
-    if ((r = nvcounter_raise(d->tpm.esys, rq->name, rq->value, &value, err)) < 0)
-        return r;
-    counter_remember(d, rq->name, value);
-    return send_counter(d, id, rq->name, value, err);
-}
-
 /* ---- the anchor table ------------------------------------------------------------------------- */
 
 static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq,
@@ -552,12 +472,6 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_GET_LOG: r = do_get_log(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET: r = do_storage_secret(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_RESEAL: r = do_reseal(d, rq->id, rq->reseal, &err); break;
-    case TRUSTME__TPMD__REQUEST__BODY_COUNTER_GET:
-        r = do_counter_get(d, rq->id, rq->counter_get, &err);
-        break;
-    case TRUSTME__TPMD__REQUEST__BODY_COUNTER_RAISE:
-        r = do_counter_raise(d, rq->id, rq->counter_raise, &err);
-        break;
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR: r = do_device_csr(d, rq->id, rq->device_csr, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL:
         r = do_cert_install(d, rq->id, rq->cert_install, &err);

@@ -46,13 +46,6 @@ struct tpmd {
         char error[256];         /* clearing failed: why */
     } da_reset;
     bool tpm_lost;               /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
-    /* The counters' last values tpmd read or set (server.c): a container start re-raises its
-     * GuestOS's counter to the value it already has, which then costs no TPM command. */
-    struct {
-        uint32_t index;
-        uint64_t value;
-    } counters[32];
-    size_t n_counters;
     /* The anchor table (anchor.h), loaded at start; while it fails to load, every anchor
      * request tries again and fails closed with the reason. */
     struct anchor_table anchor;

@@ -2,7 +2,7 @@
 swtpm: a provisioned device running a container on a signed GuestOS passes trustme-verify and
 `trustme attest`; each kind of forged or stale evidence fails the one check responsible for it;
 the device storage secret follows the boot measurement and comes back with the recovery key; the
-anti-rollback counter outlives a restored data dir; a killed trustme-tpmd comes back with a
+anchored GuestOS version outlives a restored data dir; a killed trustme-tpmd comes back with a
 consistent log.
 
 One PKI and one GuestOS build (test_guestos.Env) and one healthy device (module fixtures) serve
@@ -791,7 +791,7 @@ def test_changed_boot_measurement_needs_the_recovery_key(make_daemon, env, tmp_p
 
 # ---- 4. anti-rollback ---------------------------------------------------------------------------
 
-def test_counter_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
+def test_anchor_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     d = start_with_device(make_daemon(start=False), env.device())
     v1, v2 = env.build("bb", 1), env.build("bb", 2, tree="v2")
     install(d, v1)
@@ -800,9 +800,9 @@ def test_counter_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     logs_show(d, "c", "marker-v1")
     d.cli("stop", "--kill", "c")  # (its init, sleep as pid 1, ignores SIGTERM)
     d.stop()
-    # The copy an attacker keeps: everything but the embedded TPM's state. <data>/tpm/swtpm is
-    # the TPM's NV (the counters): on hardware it lives in the chip, out of the data dir's reach.
-    # cp -a: tpmd's files keep their owner (trustme-tpm).
+    # The copy an attacker keeps: the data dir, without the embedded TPM's state (its NV holds
+    # the anchor of the anchor table; kept outside the data dir, --swtpm-state-dir; on hardware
+    # it lives in the chip). cp -a: tpmd's files keep their owner (trustme-tpm).
     old = d.base / "data-with-v1"
     subprocess.run(["cp", "-a", d.data_dir, old], check=True)
     shutil.rmtree(old / "tpm/swtpm", ignore_errors=True)  # (now kept outside: --swtpm-state-dir)
@@ -812,7 +812,9 @@ def test_counter_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     d.cli("start", "c")
     logs_show(d, "c", "marker-v2")
     d.cli("stop", "--kill", "c")
-    d.stop()  # powers the swtpm off; its NV (counter = 2) stays in tpm/swtpm
+    d.stop()  # powers the swtpm off; its NV (the table's version and digest) stays
+    current_table = d.base / "anchor.table-now"
+    subprocess.run(["cp", "-a", d.data_dir / "tpm/anchor.table", current_table], check=True)
 
     # roll the data dir back, keeping the TPM
     tpm_now = d.base / "swtpm-now"
@@ -827,27 +829,38 @@ def test_counter_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     store = json.loads(d.cli("guestos", "list", "--json").stdout)
     assert [(g["name"], g["version"]) for g in store] == [("bb", 1)]
 
+    # the whole anchor table is older than the TPM anchors: nothing that depends on it goes on
     r = d.cli("start", "c", check=False)
     assert r.returncode != 0, r.stdout
-    assert "restored from an older copy" in r.stderr, r.stderr
-    assert "version 2 recorded in the TPM" in r.stderr, r.stderr
+    assert "TPM-anchored state is unavailable" in r.stderr and "older" in r.stderr, r.stderr
     assert d.state("c")["state"] == "stopped"
+    r = install(d, v2, check=False)
+    assert r.returncode != 0 and "TPM-anchored versions cannot be read" in r.stderr, r.stderr
+
+    # the administrator puts the current table back: now the store itself is seen rolled back
+    d.stop()
+    subprocess.run(["cp", "-a", current_table, d.data_dir / "tpm/anchor.table"], check=True)
+    d.start()
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0, r.stdout
+    assert "version 2 is anchored in the TPM as installed, but the newest in the store is 1" \
+        in r.stderr, r.stderr
     r = install(d, v1, check=False)
     assert r.returncode != 0 and "downgrade" in r.stderr, r.stderr
 
-    # installing the current version again heals it
+    # installing the anchored version again heals it
     install(d, v2)
     d.cli("start", "c")
     logs_show(d, "c", "marker-v2")
 
     # Above, v1 was refused by the store itself (it still held bb-1). With no bb in the store at
-    # all, the TPM's counter alone refuses it.
+    # all, the anchor alone refuses it.
     d.cli("stop", "--kill", "c")
     d.cli("remove", "c")
     d.cli("guestos", "remove", "bb", "--version", "1")
     d.cli("guestos", "remove", "bb", "--version", "2")
     r = install(d, v1, check=False)
-    assert r.returncode != 0 and "TPM records as installed: a downgrade is refused" in r.stderr, \
+    assert r.returncode != 0 and "TPM anchors as installed: a downgrade is refused" in r.stderr, \
         r.stderr
     install(d, v2)
 

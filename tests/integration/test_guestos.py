@@ -424,7 +424,9 @@ def test_revoked_signing_certificate(gdaemon, env):
     assert install(d, env.build("bb", 3, key=key)).stdout.startswith("installed bb-3 (signed")
     run(PKI_TOOL, "revoke", "--pki", env.pki, key[1], "--reason", "keyCompromise",
         "--passphrase-file", env.passfile)
-    # the CRL files are read at every verification: no restart needed
+    # the CRL files are read at every verification: no restart needed; the installed bb-3 is
+    # found revoked too (test_guestos_vendors.py)
+    wait_for(lambda: gentry(d, "bb", 3)["trust"] == "revoked", timeout=20, what="bb-3 revoked")
     assert_refused(d, env.build("bb", 4, key=key), "signature rejected", "revoked")
 
 
@@ -694,7 +696,9 @@ def test_signed_configs(gdaemon, env):
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
     assert d.containers() == []
 
-    d.cli("create", cfg("signed", "guestos"))
+    r = d.cli("create", cfg("noversion", "guestos"), check=False)
+    assert r.returncode != 0 and "$.config_version: a signed config needs a version" in r.stderr
+    d.cli("create", cfg("signed", "guestos", config_version=1))
     c = container(d, "c")
     assert (c["config_trust"], c["trust"]) == ("signed", "signed")
 
@@ -704,12 +708,12 @@ def test_signed_configs(gdaemon, env):
     r = d.cli("update", "c", cfg("s2", "software", env={"X": "software"}), check=False)
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
     # a signature over other bytes than those sent
-    tampered = cfg("t2", "guestos", env={"X": "signed"})
+    tampered = cfg("t2", "guestos", env={"X": "signed"}, config_version=2)
     tampered.write_text(tampered.read_text().replace('"signed"', '"evil!!"'))
     r = d.cli("update", "c", tampered, check=False)
     assert r.returncode != 0 and "signature rejected" in r.stderr, r.stderr
 
-    out = d.cli("update", "c", cfg("g2", "guestos", env={"X": "signed"})).stdout
+    out = d.cli("update", "c", cfg("g2", "guestos", env={"X": "signed"}, config_version=2)).stdout
     assert "config signed" in out, out
     d.cli("start", "c")
     logs_show(d, "c", "marker-v1")

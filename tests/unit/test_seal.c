@@ -1,9 +1,8 @@
-/* The sealed device storage secret and the anti-rollback NV counters of trustme-tpmd, against a
- * real swtpm this test starts in a private directory (and kills, and removes, in the group
- * teardown, also after a failed assertion). Covers: create and unseal, a changed boot PCR
- * refused, reseal with a wrong and the right recovery key, corrupt blobs, the counters'
- * index, order, step limit, foreign indices, persistence across an swtpm restart and the start
- * value of a new counter; after every call no transient object or session is left loaded.
+/* The sealed device storage secret and the anchor table of trustme-tpmd, against a real swtpm
+ * this test starts in a private directory (and kills, and removes, in the group teardown, also
+ * after a failed assertion). Covers: create and unseal, a changed boot PCR refused, reseal with a
+ * wrong and the right recovery key, corrupt blobs, persistence across an swtpm restart, the
+ * anchor table; after every call no transient object or session is left loaded.
  * Skipped, with the reason printed, only when swtpm is not installed. */
 #include "unit.h"
 
@@ -26,7 +25,6 @@
 
 #include "anchor.h"
 #include "fileio.h"
-#include "nvcounter.h"
 #include "seal.h"
 #include "secmem.h"
 
@@ -552,7 +550,7 @@ static void timings(void **state)
     bool created;
     tm_err err = {0};
     enum { N = 20 };
-    double create_ms = 0, unseal_ms = 0, reseal_ms = 0, raise_ms = 0;
+    double create_ms = 0, unseal_ms = 0, reseal_ms = 0;
     for (int i = 0; i < N; i++) {
         char d[PATH_MAX];
         snprintf(d, sizeof(d), "%s/%d", dir, i);
@@ -571,65 +569,9 @@ static void timings(void **state)
         reseal_ms += now_ms() - t0;
         secret_free(t);
         secret_free(k);
-        uint64_t v;
-        t0 = now_ms();
-        assert_rc(nvcounter_raise(g.esys, "timing", (uint64_t)i + 1, &v, &err), 0, &err);
-        raise_ms += now_ms() - t0;
     }
-    uint64_t v;
-    double t0 = now_ms();
-    assert_rc(nvcounter_raise(g.esys, "timing", N + 1000, &v, &err), 0, &err);
-    double step1000 = now_ms() - t0;
-    printf("  seal (first get, incl. 2 fsyncs) %.2f ms, unseal (get) %.2f ms, reseal %.2f ms, "
-           "raise by 1 %.2f ms, raise by 1000 %.0f ms (mean of %d)\n",
-           create_ms / N, unseal_ms / N, reseal_ms / N, raise_ms / N, step1000, N);
-}
-
-/* --- the counters --- */
-
-static void counter_index_formula(void **state)
-{
-    const char *names[] = {"busybox", "", "a-very-long-guestos-name-0123456789"};
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-        char in[128];
-        unsigned char md[SHA256_DIGEST_LENGTH];
-        snprintf(in, sizeof(in), "trustme-guestos:%s", names[i]);
-        SHA256((const unsigned char *)in, strlen(in), md);
-        assert_int_equal(nvcounter_index(names[i]), 0x01540000u | (md[0] << 8) | md[1]);
-    }
-}
-
-static void counter_order_and_steps(void **state)
-{
-    uint64_t v = 99;
-    tm_err err = {0};
-    assert_rc(nvcounter_read(g.esys, "unknown", &v, &err), 0, &err);
-    assert_int_equal(v, 0);
-    assert_nothing_loaded();
-    assert_rc(nvcounter_raise(g.esys, "busybox", 1, &v, &err), 0, &err);
-    assert_int_equal(v, 1); /* a fresh swtpm starts a new counter at 1: see counter_start_value */
-    assert_rc(nvcounter_raise(g.esys, "busybox", 3, &v, &err), 0, &err);
-    assert_int_equal(v, 3);
-    assert_rc(nvcounter_read(g.esys, "busybox", &v, &err), 0, &err);
-    assert_int_equal(v, 3);
-    assert_rc(nvcounter_raise(g.esys, "busybox", 2, &v, &err), -ESTALE, &err);
-    assert_string_equal(err.msg, "version 2 is older than version 3 recorded in the TPM");
-    assert_rc(nvcounter_raise(g.esys, "busybox", 3, &v, &err), 0, &err);
-    assert_int_equal(v, 3);
-    assert_rc(nvcounter_raise(g.esys, "busybox", 3 + NVCOUNTER_MAX_STEP + 1, &v, &err), -E2BIG,
-              &err);
-    assert_rc(nvcounter_read(g.esys, "busybox", &v, &err), 0, &err);
-    assert_int_equal(v, 3);
-    assert_nothing_loaded();
-    /* A first raise beyond the step defines nothing. */
-    assert_rc(nvcounter_raise(g.esys, "huge", NVCOUNTER_MAX_STEP + 1, &v, &err), -E2BIG, &err);
-    ESYS_TR tr = ESYS_TR_NONE;
-    assert_int_not_equal(Esys_TR_FromTPMPublic(g.esys, nvcounter_index("huge"), ESYS_TR_NONE,
-                                               ESYS_TR_NONE, ESYS_TR_NONE, &tr),
-                         TSS2_RC_SUCCESS);
-    /* Version 0 needs no counter. */
-    assert_rc(nvcounter_raise(g.esys, "zero", 0, &v, &err), 0, &err);
-    assert_int_equal(v, 0);
+    printf("  seal (first get, incl. 2 fsyncs) %.2f ms, unseal (get) %.2f ms, reseal %.2f ms "
+           "(mean of %d)\n", create_ms / N, unseal_ms / N, reseal_ms / N, N);
 }
 
 static void define_nv(uint32_t index, TPMA_NV attrs, uint16_t size, ESYS_TR *tr)
@@ -648,54 +590,17 @@ static void undefine_nv(ESYS_TR *tr)
     *tr = ESYS_TR_NONE;
 }
 
-static void foreign_index_left_alone(void **state)
-{
-    ESYS_TR tr = ESYS_TR_NONE;
-    uint64_t v = 99;
-    tm_err err = {0};
-    /* An ordinary 8-byte index where "foreign"'s counter would be. */
-    define_nv(nvcounter_index("foreign"), TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE, 8, &tr);
-    assert_rc(nvcounter_read(g.esys, "foreign", &v, &err), -EEXIST, &err);
-    assert_err_contains(&err, "not as a trustme counter");
-    assert_rc(nvcounter_raise(g.esys, "foreign", 1, &v, &err), -EEXIST, &err);
-    assert_int_equal(v, 99);
-    /* Still there, untouched. ESYS has one handle object per NV index, which the module
-     * closed: look it up again. */
-    assert_tss(Esys_TR_FromTPMPublic(g.esys, nvcounter_index("foreign"), ESYS_TR_NONE,
-                                     ESYS_TR_NONE, ESYS_TR_NONE, &tr));
-    TPM2B_NV_PUBLIC *pub = NULL;
-    assert_tss(Esys_NV_ReadPublic(g.esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
-                                  NULL));
-    assert_int_equal(pub->nvPublic.attributes & TPMA_NV_WRITTEN, 0);
-    Esys_Free(pub);
-    undefine_nv(&tr);
-    /* A bit field with a counter's access attributes. */
-    define_nv(nvcounter_index("foreign"),
-              TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE | TPMA_NV_AUTHREAD | TPMA_NV_AUTHWRITE |
-                  ((TPMA_NV)TPM2_NT_BITS << TPMA_NV_TPM2_NT_SHIFT),
-              8, &tr);
-    assert_rc(nvcounter_raise(g.esys, "foreign", 1, &v, &err), -EEXIST, &err);
-    assert_tss(Esys_TR_FromTPMPublic(g.esys, nvcounter_index("foreign"), ESYS_TR_NONE,
-                                     ESYS_TR_NONE, ESYS_TR_NONE, &tr));
-    undefine_nv(&tr);
-    assert_nothing_loaded();
-}
-
 /* NV and the sealed secret survive an swtpm restart with the same state; the PCRs are reset. */
 static void survives_swtpm_restart(void **state)
 {
     char dir[PATH_MAX];
     fresh(dir); /* PCR 16 = zeros, its value after a restart */
     struct secret *s = create(dir), *t = NULL;
-    uint64_t v;
     tm_err err = {0};
-    assert_rc(nvcounter_raise(g.esys, "persist", 7, &v, &err), 0, &err);
     disconnect_tpm();
     swtpm_stop();
     assert_int_equal(swtpm_start(), 0);
     assert_int_equal(connect_tpm(), 0);
-    assert_rc(nvcounter_read(g.esys, "persist", &v, &err), 0, &err);
-    assert_int_equal(v, 7);
     bool created = true;
     assert_rc(get(dir, &t, &created, &err), 0, &err);
     assert_false(created);
@@ -877,41 +782,6 @@ static void anchor_table(void **state)
     free(v5);
 }
 
-/* What a TPM does with a new counter: it starts above every counter it deleted. Runs last: it
- * leaves that mark on this swtpm. */
-static void counter_start_value(void **state)
-{
-    uint64_t v;
-    tm_err err = {0};
-    /* A new counter that is defined but never incremented reads 0. */
-    ESYS_TR tr = ESYS_TR_NONE;
-    define_nv(nvcounter_index("defined-only"),
-              TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE | TPMA_NV_AUTHREAD | TPMA_NV_AUTHWRITE |
-                  ((TPMA_NV)TPM2_NT_COUNTER << TPMA_NV_TPM2_NT_SHIFT),
-              8, &tr);
-    assert_rc(nvcounter_read(g.esys, "defined-only", &v, &err), 0, &err);
-    assert_int_equal(v, 0);
-    assert_rc(nvcounter_raise(g.esys, "defined-only", 2, &v, &err), 0, &err);
-    assert_int_equal(v, 2);
-
-    /* Someone deletes a counter at 50: the next new counter starts at 51. */
-    assert_rc(nvcounter_raise(g.esys, "deleted", 50, &v, &err), 0, &err);
-    assert_tss(Esys_TR_FromTPMPublic(g.esys, nvcounter_index("deleted"), ESYS_TR_NONE,
-                                     ESYS_TR_NONE, ESYS_TR_NONE, &tr));
-    undefine_nv(&tr);
-    assert_rc(nvcounter_raise(g.esys, "late", 5, &v, &err), -ESTALE, &err);
-    assert_err_contains(&err, "version 5 is older than version 51 recorded in the TPM");
-    assert_rc(nvcounter_read(g.esys, "late", &v, &err), 0, &err);
-    assert_int_equal(v, 51);
-    assert_rc(nvcounter_raise(g.esys, "late", 60, &v, &err), 0, &err);
-    assert_int_equal(v, 60);
-    /* A fresh counter asked for a version at or above the start is fine. */
-    assert_rc(nvcounter_raise(g.esys, "later", 70, &v, &err), 0, &err);
-    assert_int_equal(v, 70);
-    /* Our own counters are never deleted: the daemon's "deleted" above is the test's doing. */
-    assert_nothing_loaded();
-}
-
 int main(void)
 {
     const char *const version[] = {"swtpm", "--version", NULL};
@@ -930,13 +800,9 @@ int main(void)
         cmocka_unit_test(reseal_with_recovery_key),
         cmocka_unit_test(corrupt_blobs_refused),
         cmocka_unit_test(bad_arguments),
-        cmocka_unit_test(counter_index_formula),
-        cmocka_unit_test(counter_order_and_steps),
-        cmocka_unit_test(foreign_index_left_alone),
         cmocka_unit_test(survives_swtpm_restart),
         cmocka_unit_test(timings),
         cmocka_unit_test(anchor_table),
-        cmocka_unit_test(counter_start_value),
     };
     return cmocka_run_group_tests_name("seal", tests, group_setup, group_teardown);
 }

@@ -606,7 +606,7 @@ static void revoked_leaf(void **state)
     PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
     PEM_CERTS(&r.anchors, p->root);
     PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: certificate revoked at depth 0 "
+    expect_fail(&r, -EKEYREVOKED, "certificate chain: certificate revoked at depth 0 "
                 "(CN=leaf-ec,O=trustme test)");
     /* The same CRLs let an unrevoked leaf through. */
     req_init(&r, p->rsa_key, SIG_PSS);
@@ -664,7 +664,7 @@ static void leaf_only(void **state)
     r.rq.time = 0;
     PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
     PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
-    expect_fail(&r, -EKEYREJECTED, "certificate revoked at depth 0");
+    expect_fail(&r, -EKEYREVOKED, "certificate revoked at depth 0");
     /* A signature given anyway is ignored, not checked. */
     r.crls.len = 0;
     r.rq.crls_len = 0;

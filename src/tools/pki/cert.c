@@ -10,6 +10,7 @@
 
 #include "cleanup.h"
 #include "pki.h"
+#include "verify.h"
 
 OSSL_DEFINE_FREEP(X509_EXTENSION, X509_EXTENSION_free)
 OSSL_DEFINE_FREEP(AUTHORITY_KEYID, AUTHORITY_KEYID_free)
@@ -79,6 +80,23 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, tm_err 
     return 0;
 }
 
+OSSL_DEFINE_FREEP(CERTIFICATEPOLICIES, CERTIFICATEPOLICIES_free)
+
+static int add_guestos_mark(X509 *x, tm_err *err)
+{
+    _cleanup_(CERTIFICATEPOLICIES_freep) CERTIFICATEPOLICIES *pols = sk_POLICYINFO_new_null();
+    POLICYINFO *pi = POLICYINFO_new();
+    if (!pols || !pi || !(pi->policyid = OBJ_txt2obj(VERIFY_GUESTOS_CA_POLICY_OID, 1)) ||
+        !sk_POLICYINFO_push(pols, pi)) {
+        POLICYINFO_free(pi);
+        return ossl_fail(err, ENOMEM, "cannot make the GuestOS signing CA's certificate policy");
+    }
+    if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, 0) != 1)
+        return ossl_fail(err, EINVAL, "cannot add the certificate policy %s",
+                         VERIFY_GUESTOS_CA_POLICY_OID);
+    return 0;
+}
+
 static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err *err)
 {
     X509V3_CTX ctx;
@@ -92,6 +110,7 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
     switch (profile) {
     case PROFILE_ROOT_CA:
     case PROFILE_SUB_CA:
+    case PROFILE_GUESTOS_CA:
         /* a root may have one level of sub-CAs below it, a sub-CA only end entities */
         ext[n++] = (typeof(ext[0])){NID_basic_constraints,
                                     profile == PROFILE_ROOT_CA ? "critical,CA:TRUE,pathlen:1"
@@ -124,7 +143,9 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
         if (r < 0)
             return r;
     }
-    return 0;
+    /* The mark a device requires of a GuestOS Signing CA (src/scd/verify.h): neither the
+     * General root nor the Device CA has it, so neither can be registered as one. */
+    return profile == PROFILE_GUESTOS_CA ? add_guestos_mark(x, err) : 0;
 }
 
 int cert_make(const struct cert_spec *spec, X509 **ret, tm_err *err)

@@ -102,17 +102,24 @@ int cmd_issue(int argc, char **argv)
         return usage_error("issue", "--pki, --ca, --csr and --out are required");
     const struct pki_entity *ca = NULL;
     if (strcmp(ca_name, "software") == 0 || strcmp(ca_name, "guestos") == 0 ||
-        strcmp(ca_name, "device") == 0)
-        ca = pki_ca_find(ca_name);
+        strcmp(ca_name, "device") == 0 || strcmp(ca_name, "general-root") == 0)
+        ca = pki_ca_find(strcmp(ca_name, "general-root") == 0 ? "general-root-ca" : ca_name);
     if (!ca)
-        return usage_error("issue", "--ca is software, guestos or device");
+        return usage_error("issue", "--ca is software, guestos, device or general-root");
+    bool from_root = strcmp(ca_name, "general-root") == 0;
     enum cert_profile prof = strcmp(ca_name, "device") == 0 ? PROFILE_DEVICE : PROFILE_SIGNING;
     if (profile && strcmp(profile, "signing") == 0)
         prof = PROFILE_SIGNING;
     else if (profile && strcmp(profile, "device") == 0)
         prof = PROFILE_DEVICE;
+    else if (profile && strcmp(profile, "guestos-ca") == 0)
+        prof = PROFILE_GUESTOS_CA;
     else if (profile)
-        return usage_error("issue", "--profile is signing or device");
+        return usage_error("issue", "--profile is signing, device or guestos-ca");
+    /* The General root issues only GuestOS Signing CAs (one per vendor), and only it does. */
+    if (from_root != (prof == PROFILE_GUESTOS_CA))
+        return usage_error("issue", "--profile guestos-ca goes with --ca general-root, and "
+                           "--ca general-root with --profile guestos-ca");
     if (days && (nb || na))
         return usage_error("issue", "--days excludes --not-before/--not-after");
     time_t not_before = time(NULL), not_after;
@@ -186,7 +193,7 @@ int cmd_issue(int argc, char **argv)
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s issued by %s (%s profile)%s\n", out, subject, ca->name,
-           prof == PROFILE_DEVICE ? "device" : "signing",
+           prof == PROFILE_DEVICE ? "device" : prof == PROFILE_GUESTOS_CA ? "guestos-ca" : "signing",
            enroll ? ", encrypted to the TPM's EK for credential activation" : "");
     return 0;
 }

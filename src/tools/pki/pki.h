@@ -140,7 +140,10 @@ void keyring_done(struct keyring *kr);
 
 /* --- certificates and CRLs (cert.c) --- */
 
-enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK };
+/* PROFILE_GUESTOS_CA: a sub-CA marked for GuestOS signing (VERIFY_GUESTOS_CA_POLICY_OID, the
+ * only kind of CA a device registers as a GuestOS Signing CA). */
+enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK,
+                    PROFILE_GUESTOS_CA };
 
 struct cert_spec {
     const X509_NAME *subject;
