@@ -19,6 +19,7 @@
 #include "guestos_install.h"
 #include "log.h"
 #include "proto.h"
+#include "proto_strings.h"
 #include "roles.h"
 #include "session.h"
 
@@ -221,6 +222,9 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 {
     c->last_active = now_s();
     Trustme__Request *req = trustme__request__unpack(NULL, len, data);
+    /* Every string of every request, in one place (protobuf-c would cut "a\0b" to "a"). */
+    tm_err serr = {0};
+    int strings = req ? tm_proto_check_strings(&trustme__request__descriptor, data, len, &serr) : 0;
     explicit_bzero(data, len); /* requests may carry PINs (commands.c wipes the parsed copies) */
     if (!req) {
         /* The frame boundary is intact, so the stream is still in sync: answer and go on. */
@@ -228,13 +232,16 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
         return;
     }
     uint64_t id = req->has_id ? req->id : 0;
-    if (!req->has_version || req->version != TM_PROTOCOL_VERSION)
+    if (strings < 0)
+        conn_send_error(c, id, serr.code, "malformed request: %s", serr.msg);
+    else if (!req->has_version || req->version != TM_PROTOCOL_VERSION)
         conn_send_error(c, id, EPROTO, "unsupported protocol version %u (this daemon speaks %u)",
                         req->has_version ? req->version : 0, TM_PROTOCOL_VERSION);
     else if (!req->has_id)
         conn_send_error(c, 0, EINVAL, "request without an id");
     else
         commands_dispatch(c, req);
+    commands_wipe_secrets(req); /* refused before dispatch too */
     trustme__request__free_unpacked(req, NULL);
 }
 

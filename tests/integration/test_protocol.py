@@ -298,3 +298,38 @@ def test_start_without_a_pin_asks_for_one(daemon):
                 break
         assert resp[2] == [6] and 13 in resp, resp  # ContainerInfo
     assert daemon.state("sealed")["state"] == "running"
+
+
+FREEZE = 16
+RUN = 18
+DEVICE_CSR = 34
+
+
+def test_strings_with_nul_or_bad_utf8_are_refused(daemon):
+    """protobuf-c cuts a string at its NUL: "w\\0junk" acted on w. Every string field of every
+    request is checked in one place: NUL bytes and invalid UTF-8 are refused, bytes stay bytes."""
+    daemon.create("w")
+    daemon.cli("start", "w")
+    bad = [(STATE, field_bytes(1, b"w\0junk"), "state.id: a NUL byte at byte 1"),
+           (FREEZE, field_bytes(1, b"w\0"), "freeze.id: a NUL byte"),
+           (STATE, field_bytes(1, b"w\xc0\xaf"), "state.id: invalid UTF-8 at byte 1"),
+           (STATE, field_bytes(1, b"\xed\xa0\x80"), "state.id: invalid UTF-8 at byte 0"),
+           (RUN, field_bytes(1, b"w") + field_bytes(2, b"/bin/true") + field_bytes(2, b"x\xffy"),
+            "run.argv[1]: invalid UTF-8"),
+           (RUN, field_bytes(1, b"w") + field_bytes(2, b"/bin/true") + field_bytes(3, b"A=\0"),
+            "run.env[0]: a NUL byte"),
+           (DEVICE_CSR, field_bytes(1, b"device\0evil"), "device_csr.common_name: a NUL byte")]
+    with connect(daemon) as s:
+        for i, (body, sub, want) in enumerate(bad):
+            s.sendall(frame(request(body, sub, req_id=50 + i)))
+            resp = recv_frame(s)
+            assert resp[2] == [50 + i]
+            code, msg = error_of(resp)
+            assert code == 22 and want in msg, (want, msg)  # EINVAL
+        # the same connection still works, and UTF-8 text passes
+        s.sendall(frame(request(STATE, field_bytes(1, "w".encode()), req_id=70)))
+        assert 13 in recv_frame(s)
+        s.sendall(frame(request(STATE, field_bytes(1, "wé".encode()), req_id=71)))
+        assert "no container" in error_of(recv_frame(s))[1]
+    assert daemon.state("w")["state"] == "running"  # the freeze of "w\0" did nothing
+    assert_serving(daemon)
