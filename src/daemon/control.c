@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,9 @@
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
 #define STREAM_CHUNK 65536
+/* Buffers above this come from mmap and go back to the kernel when freed (see control_listen);
+ * an output queue that grew above it is freed once it drains. */
+#define LARGE_ALLOC (256 * 1024)
 
 static void conn_free(struct conn *c);
 
@@ -69,6 +73,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
     /* Write at once: most replies fit the socket buffer, saving a round through epoll. */
     if (tm_buf_flush(&c->out, c->fd) < 0)
         c->closing = true;
+    tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
 }
 
@@ -267,8 +272,13 @@ static bool on_readable(struct conn *c)
             break;
         }
         uint32_t len;
-        _cleanup_free_ uint8_t *data = tm_frame_take(&c->rd, &len);
+        uint8_t *data = tm_frame_take(&c->rd, &len);
         handle_frame(c, data, len);
+        free(data);
+        /* A large request leaves the heap fragmented by its decoded copies: give the memory
+         * back now rather than keep an idle daemon at the size of its largest message. */
+        if (len >= LARGE_ALLOC)
+            malloc_trim(0);
     }
     if (tm_frame_partial(&c->rd) && !c->partial_timer && !c->closing)
         c->partial_timer = tm_loop_timer(c->d->loop, PARTIAL_FRAME_TIMEOUT_MS, on_partial_timeout, c);
@@ -295,6 +305,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     }
     if (was_congested && !conn_congested(c))
         sessions_resume(d, c->id);
+    tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
 }
 
@@ -490,6 +501,11 @@ int control_listen(struct daemon *d, tm_err *err)
      * admin socket in the root namespace, one left by an earlier configuration goes too. */
     unlink(addr.sun_path);
     tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
+    /* glibc raises its mmap threshold each time an mmap'ed block is freed, so after one 16 MiB
+     * frame the next ones come from the heap and stay there: an idle trustmed kept 23-37 MiB.
+     * A fixed threshold keeps every large buffer in its own mapping, unmapped when freed. */
+    mallopt(M_MMAP_THRESHOLD, LARGE_ALLOC);
+    mallopt(M_TRIM_THRESHOLD, LARGE_ALLOC);
     if (!d->device.admin_socket_in_root) {
         log_info("no admin socket in the root namespace (device.json admin_socket_in_root): "
                  "the device is managed through the core container %s", d->device.core_container);

@@ -333,3 +333,31 @@ def test_strings_with_nul_or_bad_utf8_are_refused(daemon):
         assert "no container" in error_of(recv_frame(s))[1]
     assert daemon.state("w")["state"] == "running"  # the freeze of "w\0" did nothing
     assert_serving(daemon)
+
+
+CREATE = 12
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+
+
+def test_memory_is_given_back_after_large_frames(daemon):
+    """16 MiB frames (a config too large, garbage, the largest stdin chunk) are handled and their
+    memory returned: an idle trustmed does not keep the size of its largest message."""
+    pid = daemon.proc.pid
+    assert_serving(daemon)
+    before = rss_kib(pid)
+    big = (16 << 20) - 64
+    with connect(daemon) as s:
+        for i in range(3):
+            s.sendall(frame(request(CREATE, field_bytes(1, b"{" + b" " * (big - 16)), req_id=10 + i)))
+            assert "too large" in error_of(recv_frame(s, timeout=30))[1]
+            s.sendall(frame(b"\xff" * big))
+            assert "malformed request" in error_of(recv_frame(s, timeout=30))[1]
+    assert_serving(daemon)
+    time.sleep(0.5)
+    after = rss_kib(pid)
+    print(f"trustmed VmRSS: {before} KiB before, {after} KiB after 6 frames of 16 MiB")
+    assert after < max(before + 1024, 5 * 1024), (before, after)
