@@ -159,12 +159,18 @@ static void stream_more(struct conn *c)
     }
 }
 
+/* Lines that any client can cause as often as it likes. */
+static tm_ratelimit rl_refused = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_evicted = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_partial = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_idle = TM_RATELIMIT_INIT(10, 5);
+
 static void on_partial_timeout(tm_source *src, void *userdata)
 {
     struct conn *c = userdata;
     c->partial_timer = NULL;
-    log_warn("connection %llu (%s): incomplete message for %d s, closing",
-             (unsigned long long)c->id, c->actor, PARTIAL_FRAME_TIMEOUT_MS / 1000);
+    log_warn_ratelimited(&rl_partial, "connection %llu (%s): incomplete message for %d s, closing",
+                         (unsigned long long)c->id, c->actor, PARTIAL_FRAME_TIMEOUT_MS / 1000);
     conn_free(c);
 }
 
@@ -184,18 +190,30 @@ static bool conn_busy(const struct conn *c)
     return false;
 }
 
-static size_t count_conns(const struct daemon *d)
+/* Connections that came through listener l, and (restricted) through any restricted socket. */
+static void count_conns(const struct listener *l, size_t *ret_mine, size_t *ret_restricted)
 {
-    size_t n = 0;
-    for (const struct conn *c = d->conns; c; c = c->next)
-        n++;
-    return n;
+    size_t mine = 0, restricted = 0;
+    for (const struct conn *c = l->d->conns; c; c = c->next) {
+        mine += strcmp(c->role_uuid, l->uuid) == 0;
+        restricted += c->role == ROLE_RESTRICTED;
+    }
+    *ret_mine = mine;
+    *ret_restricted = restricted;
+}
+
+static bool listener_full(const struct listener *l)
+{
+    size_t mine, restricted;
+    count_conns(l, &mine, &restricted);
+    return mine >= l->max_conns ||
+           (l->role == ROLE_RESTRICTED && restricted >= CONN_MAX_RESTRICTED_TOTAL);
 }
 
 /* At the connection limit, the hang-ups of connections closed a moment ago may still wait in the
  * same batch of events as this accept: free those first (peer gone, nothing left to read, so no
- * request of theirs is lost) rather than refuse a new client for them. Returns the new count. */
-static size_t reap_hung_up(struct daemon *d)
+ * request of theirs is lost) rather than refuse a new client for them. */
+static void reap_hung_up(struct daemon *d)
 {
     for (struct conn *c = d->conns, *next; c; c = next) {
         next = c->next;
@@ -205,7 +223,38 @@ static size_t reap_hung_up(struct daemon *d)
             unread == 0)
             conn_free(c);
     }
-    return count_conns(d);
+}
+
+/* Still at the limit: close the oldest connection of the same socket that waits for nothing —
+ * idle since its last reply, or in the middle of a frame it does not finish. Nothing it asked
+ * for is lost (every reply has been written). A client holding many connections open thus only
+ * ever loses its own, and a new client of the socket is served. */
+static bool evict_one(struct listener *l)
+{
+    struct conn *victim = NULL;
+    for (struct conn *c = l->d->conns; c; c = c->next)
+        if (!c->closing && strcmp(c->role_uuid, l->uuid) == 0 && !conn_busy(c) &&
+            (!victim || c->last_active < victim->last_active ||
+             (c->last_active == victim->last_active && c->id < victim->id)))
+            victim = c;
+    if (!victim)
+        return false;
+    log_info_ratelimited(&rl_evicted, "connection %llu (%s): closed for a new client of the "
+                         "same socket (at its limit of %u, this one %s)",
+                         (unsigned long long)victim->id, victim->actor, l->max_conns,
+                         tm_frame_partial(&victim->rd) ? "sent half a message" : "was idle");
+    conn_free(victim);
+    return true;
+}
+
+static bool make_room(struct listener *l)
+{
+    if (!listener_full(l))
+        return true;
+    reap_hung_up(l->d);
+    if (!listener_full(l))
+        return true;
+    return evict_one(l) && !listener_full(l);
 }
 
 static void sweep_idle(tm_source *src, void *userdata)
@@ -215,8 +264,8 @@ static void sweep_idle(tm_source *src, void *userdata)
     for (struct conn *c = d->conns, *next; c; c = next) {
         next = c->next;
         if (!c->closing && now - c->last_active > CONN_IDLE_TIMEOUT_S && !conn_busy(c)) {
-            log_info("connection %llu (%s): idle for %d s, closing", (unsigned long long)c->id,
-                     c->actor, CONN_IDLE_TIMEOUT_S);
+            log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing",
+                                 (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
         }
     }
@@ -260,7 +309,8 @@ static bool on_readable(struct conn *c)
             break;
         if (r < 0) {
             if (r == -EMSGSIZE) {
-                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes", TM_FRAME_MAX);
+                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes",
+                                c->rd.max ? c->rd.max : TM_FRAME_MAX);
                 c->closing = true; /* the stream cannot be resynchronised */
             } else {
                 if (r == -EPROTO)
@@ -375,11 +425,10 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             close(fd);
             continue;
         }
-        size_t n = count_conns(d);
-        if (n >= CONN_MAX)
-            n = reap_hung_up(d);
-        if (n >= CONN_MAX) {
-            log_warn("too many control connections, refusing pid %d", cred.pid);
+        if (!make_room(l)) {
+            log_warn_ratelimited(&rl_refused, "too many busy control connections on the %s "
+                                 "socket%s%s, refusing pid %d", conn_role_name(l->role),
+                                 owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
             close(fd);
             continue;
         }
@@ -396,6 +445,8 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->last_active = now_s();
         c->role = l->role;
         memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
+        if (c->role == ROLE_RESTRICTED)
+            c->rd.max = CONN_FRAME_MAX_RESTRICTED;
         /* The pid is the host's; the name says which container's socket it came through. */
         if (owner)
             snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
@@ -453,7 +504,8 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
         close(fd);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
-    *l = (struct listener){.d = d, .fd = fd, .role = role};
+    *l = (struct listener){.d = d, .fd = fd, .role = role,
+                           .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
     snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
     l->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, l);
     if (!l->src) {

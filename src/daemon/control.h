@@ -10,11 +10,19 @@
 #include "daemon.h"
 #include "frame.h"
 
-#define CONN_MAX 128
+/* Connections per listening socket (docs/PROTOCOL.md): an admin socket (the host's, c0's) and a
+ * restricted one each have their own, so that no container can use up the administrator's. At
+ * the limit the socket's oldest idle or half-sent connection is closed for the new one. */
+#define CONN_MAX_ADMIN 128
+#define CONN_MAX_RESTRICTED 32
+/* All restricted sockets together: bounds trustmed's fds however many containers there are. */
+#define CONN_MAX_RESTRICTED_TOTAL 256
+/* The largest request a restricted connection may send: its few requests are small. */
+#define CONN_FRAME_MAX_RESTRICTED (64 * 1024)
 /* Above this much unsent output a connection stops pulling session output (backpressure). */
 #define CONN_HIGH_WATER (1024 * 1024)
 /* A connection with nothing open (no session, no waiting request, no stream) is closed after
- * this long without a request, so that idle clients cannot hold all CONN_MAX slots. */
+ * this long without a request, so that idle clients cannot hold all the slots. */
 #define CONN_IDLE_TIMEOUT_S 120
 
 struct conn;
@@ -34,6 +42,7 @@ struct listener {
     tm_source *pause_timer;  /* accept paused for lack of fds */
     enum conn_role role;
     char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
+    unsigned max_conns;
 };
 
 struct conn {

@@ -361,3 +361,21 @@ def test_memory_is_given_back_after_large_frames(daemon):
     after = rss_kib(pid)
     print(f"trustmed VmRSS: {before} KiB before, {after} KiB after 6 frames of 16 MiB")
     assert after < max(before + 1024, 5 * 1024), (before, after)
+
+
+def test_admin_socket_makes_room_for_a_new_admin_client(daemon):
+    """Host root holding more idle connections and half frames than the socket's limit (128)
+    does not keep a new admin client out: the oldest of them are closed for it."""
+    socks = []
+    try:
+        for i in range(160):
+            s = connect(daemon)
+            if i % 2:
+                s.sendall(struct.pack(">I", 1000) + b"half")
+            socks.append(s)
+        for _ in range(3):
+            assert_serving(daemon)
+    finally:
+        for s in socks:
+            s.close()
+    assert_serving(daemon)
