@@ -54,10 +54,22 @@ static void update_events(struct conn *c)
     /* A closing connection waits for EPOLLOUT, which frees it once its output is flushed. A
      * connection whose replies pile up unread is not read from until they drain: a client that
      * never reads cannot make trustmed buffer without bound. */
-    uint32_t ev = c->closing ? EPOLLOUT : conn_congested(c) ? 0 : EPOLLIN;
+    uint32_t ev = c->closing ? EPOLLOUT : conn_congested(c) || c->input_paused ? 0 : EPOLLIN;
     if (tm_buf_pending(&c->out) > 0 || c->stream_fd >= 0)
         ev |= EPOLLOUT;
-    tm_source_modify(c->src, ev | EPOLLRDHUP);
+    /* A half-close is only news when we read: watched while not reading, it would wake the
+     * (level-triggered) loop again and again. A full hang-up still shows as EPOLLHUP. */
+    if (ev & EPOLLIN)
+        ev |= EPOLLRDHUP;
+    tm_source_modify(c->src, ev);
+}
+
+void conn_pause_input(struct conn *c, bool paused)
+{
+    if (c->input_paused == paused)
+        return;
+    c->input_paused = paused;
+    update_events(c);
 }
 
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
@@ -303,7 +315,7 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 static bool on_readable(struct conn *c)
 {
     /* A bounded number of frames per wake-up keeps one busy client from starving the rest. */
-    for (int i = 0; i < 16 && !c->closing; i++) {
+    for (int i = 0; i < 16 && !c->closing && !c->input_paused; i++) {
         int r = tm_frame_read(&c->rd, c->fd);
         if (r == 0)
             break;

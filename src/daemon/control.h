@@ -58,6 +58,7 @@ struct conn {
     tm_frame_reader rd;
     tm_buf out;
     bool closing;            /* close as soon as out is flushed */
+    bool input_paused;       /* a session's stdin is full: read no requests until it drains */
     tm_source *partial_timer;
     uint64_t last_active;    /* monotonic seconds of the last request */
     int stream_fd;           /* file being streamed to the client, or -1 */
@@ -85,6 +86,8 @@ void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt,
 void conn_send_pin_required(struct conn *c, uint64_t req_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool conn_congested(const struct conn *c);
+/* Stop (or resume) reading requests: backpressure from a session's stdin to the client. */
+void conn_pause_input(struct conn *c, bool paused);
 /* Start streaming fd to the client as chunks; when it is done, done(conn, req_id) sends the final
  * message. conn owns fd from now on. */
 void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done);
