@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "container_root.h"
 #include "crypto.h"
 #include "fdutil.h"
 #include "fileio.h"
@@ -138,9 +139,16 @@ static int read_member(int dirfd, const char *name, size_t max, bool optional, c
     return 1;
 }
 
-static int read_source(struct install_op *op, const char *path, tm_err *err)
+static int read_source(struct install_op *op, const char *path, int root_fd, tm_err *err)
 {
-    op->src_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* In a container's root, resolution never leaves it: its errors are about its own files. */
+    if (root_fd >= 0) {
+        int fd = container_root_openat(root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        errno = fd < 0 ? -fd : 0;
+        op->src_fd = fd < 0 ? -1 : fd;
+    } else {
+        op->src_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (op->src_fd < 0)
         return tm_err_sys(err, "cannot open the directory %s", path);
     int r = read_member(op->src_fd, "guestos.json", GUESTOS_JSON_MAX, false, &op->json,
@@ -466,7 +474,7 @@ static void on_counter(struct daemon *d, const Trustme__Tpmd__Response *resp, co
         fail(op, &err);
 }
 
-void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
+void guestos_install(struct conn *conn, uint64_t req_id, const char *path, int root_fd)
 {
     struct daemon *d = conn->d;
     if (!path || !config_clean_abs_path(path) || strcmp(path, "/") == 0) {
@@ -489,7 +497,7 @@ void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
     snprintf(op->actor, sizeof(op->actor), "%s", conn->actor);
     d->install = op;
     tm_err err = {0};
-    int r = read_source(op, path, &err);
+    int r = read_source(op, path, root_fd, &err);
     if (r == 0)
         r = check_fit(op, &err);
     if (r == 0)

@@ -1,6 +1,7 @@
 """Hostile clients of the control sockets (docs/PROTOCOL.md "Bad input", docs/ROLES.md): floods of
 idle connections and half frames from inside a container with "control": "restricted", random
 frames, and the administrator who must still get in while it lasts (issue 11 §2, §4)."""
+import json
 import os
 import random
 import socket
@@ -14,6 +15,7 @@ from conftest import TRUSTME, wait_for
 from pb import field_bytes, field_varint, frame, parse
 from test_roles import IN_CLI, create, inside, roles_rootfs  # noqa: F401 (a fixture)
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE_IN = "/usr/local/bin/tm-probe"
 SOCK_IN = "/run/trustme/control.sock"
 
@@ -76,3 +78,73 @@ def test_restricted_flood_does_not_lock_out_the_admin(make_daemon, roles_rootfs)
     grown = d.log().splitlines()[log_before:]
     assert len(grown) < 100, "\n".join(grown[-50:])
     assert any("similar messages left out" in l or "closed for a new client" in l for l in grown)
+
+
+# ---- raw requests from inside a restricted container ------------------------------------------
+
+STATE, GUESTOS_INSTALL = 11, 29
+
+
+def as_restricted(d, name, requests):
+    """Raw requests on name's restricted socket from a process in its pid namespace (what the
+    socket's peer check looks at); the process itself runs the host's python3."""
+    pid = d.state(name)["pid"]
+    sock = f"/proc/{pid}/root{SOCK_IN}"
+    r = subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3",
+                        os.path.join(HERE, "rawclient.py"), sock,
+                        json.dumps([[b, sub.hex()] for b, sub in requests])],
+                       capture_output=True, text=True, timeout=120, cwd=HERE)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def install_errors(d, name, paths):
+    replies = as_restricted(d, name, [(GUESTOS_INSTALL, field_bytes(1, p.encode())) for p in paths])
+    assert all("error" in x for x in replies), replies
+    return [x["error"][1] for x in replies]
+
+
+def test_restricted_guestos_install_resolves_inside_the_container(make_daemon, roles_rootfs):
+    """Before: host paths were opened in the host's view, and the errors told a file ("Not a
+    directory") from a directory ("cannot open guestos.json") from nothing at all."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    host_dir, host_file, missing = str(d.base), str(d.log_path), str(d.base / "nope")
+    errors = install_errors(d, "r", [host_dir, host_file, missing])
+    # all three alike: none of them exists in the container
+    assert [e.replace(p, "P") for e, p in zip(errors, [host_dir, host_file, missing])] == \
+        ["GuestOS not installed: cannot open the directory P: No such file or directory"] * 3, errors
+    # a directory of the container's own is what it names
+    d.sh("r", "mkdir -p /tmp/g && echo '{' > /tmp/g/guestos.json && "
+              f"ln -s {os.path.dirname(host_dir)} /tmp/up && ln -s / /tmp/slash")
+    own = install_errors(d, "r", ["/tmp/g"])[0]
+    assert "guestos.json" in own and "No such file" not in own, own
+    # symlinks resolve inside its root; /proc/<pid>/root is refused (a magic link)
+    via_link, via_root, via_proc1, via_self = install_errors(d, "r", [
+        f"/tmp/up/{os.path.basename(host_dir)}", f"/tmp/slash{host_dir}", "/proc/1/root/tmp/g",
+        "/proc/self/root/tmp/g"])
+    assert "No such file or directory" in via_link and "No such file or directory" in via_root
+    for e in (via_proc1, via_self):
+        assert "Too many levels of symbolic links" in e or "No such file" in e, e
+        assert "guestos.json" not in e
+    # and trustmed's own /proc/<pid>/root from the host's view is not the container's
+    e = install_errors(d, "r", [f"/proc/{d.proc.pid}/root{host_dir}"])[0]
+    assert "guestos.json" not in e and "Not a directory" not in e, e
+
+
+def test_restricted_state_is_the_containers_own_view(make_daemon, roles_rootfs):
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    host = d.state("r")
+    assert host["pid"] and host["uid_base"] and host["rootfs"]
+    [reply] = as_restricted(d, "r", [(STATE, field_bytes(1, b"r"))])
+    info = reply["fields"]
+    assert bytes.fromhex(info["1"]) == b"r" and info["3"] == 3  # name, RUNNING
+    for field, what in (("4", "pid"), ("5", "last_error"), ("7", "uid_base"), ("8", "rootfs")):
+        assert field not in info, f"{what} shown on the restricted socket: {info}"
+    # what the CLI inside prints
+    out = inside(d, "r", "state", "r").stdout
+    assert "init pid" not in out and str(host["pid"]) not in out
+    assert str(host["uid_base"]) not in out and str(host["rootfs"]) not in out
