@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "commands_exec.h"
 #include "commands_guestos.h"
 #include "commands_net.h"
 #include "commands_tpm.h"
@@ -336,6 +337,8 @@ static const struct {
     {TRUSTME__REQUEST__BODY_ATTEST, cmd_attest},
     {TRUSTME__REQUEST__BODY_IFACE_ASSIGN, cmd_iface_assign},
     {TRUSTME__REQUEST__BODY_IFACE_UNASSIGN, cmd_iface_unassign},
+    {TRUSTME__REQUEST__BODY_EXEC_LIST, cmd_exec_list},
+    {TRUSTME__REQUEST__BODY_EXEC_KILL, cmd_exec_kill},
 };
 
 static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)

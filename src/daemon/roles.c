@@ -56,6 +56,9 @@ static const char *request_target(const Trustme__Request *req)
     case TRUSTME__REQUEST__BODY_CONFIG: id = req->config->id; break;
     case TRUSTME__REQUEST__BODY_LOGS: id = req->logs->id; break;
     case TRUSTME__REQUEST__BODY_WIPE: id = req->wipe->id; break;
+    /* admin only, like every request not in permit_restricted's list */
+    case TRUSTME__REQUEST__BODY_EXEC_LIST: id = req->exec_list->id; break;
+    case TRUSTME__REQUEST__BODY_EXEC_KILL: id = req->exec_kill->id; break;
     default: break;
     }
     return id ? id : "";

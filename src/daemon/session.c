@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -38,6 +39,9 @@ struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_
     s->c = c;
     s->conn_id = conn_id;
     s->req_id = req_id;
+    static uint64_t next_number;
+    s->number = ++next_number;
+    s->started_at = (uint64_t)time(NULL);
     s->attach = attach;
     s->tty = tty;
     snprintf(s->what, sizeof(s->what), "%s", what);
