@@ -7,6 +7,7 @@ import random
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -148,3 +149,116 @@ def test_restricted_state_is_the_containers_own_view(make_daemon, roles_rootfs):
     out = inside(d, "r", "state", "r").stdout
     assert "init pid" not in out and str(host["pid"]) not in out
     assert str(host["uid_base"]) not in out and str(host["rootfs"]) not in out
+
+
+# ---- everything at once: the hostile-client test of the suite (issue 11 §4) ------------------
+
+# Read-only requests about things that do not exist: mutated, they still cannot touch the
+# containers the test checks afterwards (no name or uuid of theirs is in any template).
+TEMPLATES = [
+    (10, b""),                                  # list
+    (11, field_bytes(1, b"nosuch")),            # state
+    (13, field_bytes(1, b"nosuch")),            # config
+    (24, field_bytes(1, b"nosuch")),            # logs
+    (31, b""),                                  # guestos list
+    (100, field_bytes(1, b"nosuch")),           # exec list
+    (18, field_bytes(1, b"nosuch") + field_bytes(2, b"/bin/true")),  # run
+    (21, field_bytes(1, b"data")),              # stdin without a session
+    (23, field_varint(1, 15)),                  # signal without a session
+]
+
+
+def hostile_frame(rng):
+    kind = rng.randrange(4)
+    if kind == 0:  # random bytes as a payload
+        payload = rng.randbytes(rng.randrange(0, 2048))
+    else:          # a plausible request with bytes flipped, cut or appended
+        body, sub = rng.choice(TEMPLATES)
+        payload = bytearray(field_varint(1, 1) + field_varint(2, rng.randrange(1, 1 << 40)) +
+                            field_bytes(body, sub))
+        for _ in range(rng.randrange(1, 4)):
+            op = rng.randrange(3)
+            if op == 0 and payload:
+                payload[rng.randrange(len(payload))] = rng.randrange(256)
+            elif op == 1 and payload:
+                del payload[rng.randrange(len(payload)):]
+            else:
+                payload += rng.randbytes(rng.randrange(1, 32))
+        payload = bytes(payload)
+    data = frame(payload)
+    if rng.randrange(10) == 0:  # a half frame: cut anywhere, header included
+        data = data[:rng.randrange(len(data))]
+    return data
+
+
+def hostile_session(path, rng, frames):
+    """One connection: frames sent in random pieces, replies read now and then, closed."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(path)
+        for data in frames:
+            pos = 0
+            while pos < len(data):
+                n = rng.randrange(1, len(data) - pos + 1)
+                s.sendall(data[pos:pos + n])
+                pos += n
+            if rng.randrange(3) == 0:
+                s.settimeout(0.05)  # a reply, if one comes at once (half frames get none)
+                try:
+                    s.recv(65536)
+                except (socket.timeout, OSError):
+                    return
+
+
+def test_hostile_clients_on_every_socket(make_daemon, roles_rootfs):
+    """Random and mutated frames (seeded: TRUSTME_HOSTILE_SEED repeats a run), half frames, and a
+    flood of connections from inside a restricted container, all at once, while the
+    administrator moves data through a session. Afterwards trustmed serves, its fds and memory
+    are back near where they were, the data arrived whole and the audit log verifies."""
+    seed = int(os.environ.get("TRUSTME_HOSTILE_SEED", random.randrange(1 << 30)))
+    print(f"TRUSTME_HOSTILE_SEED={seed}")
+    rng = random.Random(seed)
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    create(d, roles_rootfs, "x")
+    d.cli("start", "r")
+    d.cli("start", "x")
+    pid = d.proc.pid
+    admin_serves(d)
+    fds_before, rss_before = fds(pid), rss_kib(pid)
+    data = rng.randbytes(4 << 20)
+    transfer = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "run", "x", "--",
+                                 "sh", "-c", "sleep 1; cat"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flood, _ = start_flood(d, "r", 300, 8, seed=seed & 0x7fffffff)
+    deadline = time.time() + 20
+    frames_sent = 0
+    try:
+        out_holder = {}
+        feeder = threading.Thread(
+            target=lambda: out_holder.update(zip(("out", "err"), transfer.communicate(data, timeout=120))))
+        feeder.start()
+        while frames_sent < 600 and time.time() < deadline:
+            frames = [hostile_frame(rng) for _ in range(rng.randrange(1, 8))]
+            try:
+                hostile_session(str(d.socket), rng, frames)
+            except OSError:
+                pass  # closed by trustmed (a bad length): the next connection goes on
+            frames_sent += len(frames)
+            if frames_sent // 150 != (frames_sent - len(frames)) // 150:
+                assert d.cli("list").returncode == 0  # the administrator, in the middle of it
+        feeder.join(timeout=120)
+    finally:
+        result = finish_flood(flood)
+    print(f"{frames_sent} hostile frames, flood: {result}")
+    assert frames_sent >= 100
+    assert transfer.returncode == 0 and out_holder["out"] == data, "the admin's data was damaged"
+    assert d.proc.poll() is None, "trustmed died"
+    for _ in range(3):
+        admin_serves(d)
+    assert inside(d, "r", "state", "r").returncode == 0
+    wait_for(lambda: fds(pid) <= fds_before + 2, what="trustmed's fds back to what they were")
+    time.sleep(0.5)
+    assert rss_kib(pid) < rss_before + 4096, (rss_before, rss_kib(pid))
+    d.cli("audit", "--verify")
+    assert {c["name"]: c["state"] for c in d.containers()} == {"r": "running", "x": "running"}
