@@ -501,8 +501,60 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
+static struct listener *listener_of(struct daemon *d, const char *uuid)
+{
+    for (struct listener *l = d->listeners; l; l = l->next)
+        if (strcmp(l->uuid, uuid) == 0)
+            return l;
+    return NULL;
+}
+
+static void denied_summary(struct listener *l)
+{
+    if (!l->denied.suppressed)
+        return;
+    struct container *owner = l->uuid[0] ? container_find(l->d, l->uuid) : NULL;
+    daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
+                 "role=%s: %u more refused requests on this socket in %llu s, not recorded one by "
+                 "one (at most %d per %d s)", conn_role_name(l->role), l->denied.suppressed,
+                 (unsigned long long)(now_s() - l->denied.window_start), CONTROL_DENIED_BURST,
+                 CONTROL_DENIED_WINDOW_S);
+    l->denied.suppressed = 0;
+}
+
+static void on_denied_window_end(tm_source *src, void *userdata)
+{
+    struct listener *l = userdata;
+    l->denied.timer = NULL;
+    denied_summary(l);
+}
+
+bool control_denied_audit_due(struct conn *c)
+{
+    struct listener *l = listener_of(c->d, c->role_uuid);
+    if (!l)
+        return true;
+    uint64_t now = now_s();
+    if (now - l->denied.window_start >= CONTROL_DENIED_WINDOW_S) {
+        denied_summary(l);
+        l->denied.window_start = now;
+        l->denied.recorded = 0;
+    }
+    if (l->denied.recorded < CONTROL_DENIED_BURST) {
+        l->denied.recorded++;
+        return true;
+    }
+    if (!l->denied.suppressed++ && !l->denied.timer) {
+        uint64_t left = l->denied.window_start + CONTROL_DENIED_WINDOW_S - now;
+        l->denied.timer = tm_loop_timer(c->d->loop, left * 1000, on_denied_window_end, l);
+    }
+    return false;
+}
+
 static void listener_free(struct listener *l)
 {
+    denied_summary(l);
+    tm_source_free(l->denied.timer);
     tm_source_free(l->src);
     tm_source_free(l->pause_timer);
     close(l->fd);

@@ -68,9 +68,10 @@ static void deny(struct conn *conn, const Trustme__Request *req, const struct co
                  const char *msg)
 {
     const char *target = request_target(req);
-    daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
-                 "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
-                 target[0] ? " target=" : "", target);
+    if (control_denied_audit_due(conn))
+        daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
+                     "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
+                     target[0] ? " target=" : "", target);
     conn_send_error(conn, req->id, EPERM, "%s", msg);
 }
 

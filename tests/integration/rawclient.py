@@ -2,7 +2,7 @@
 (e.g. `nsenter -t PID -p python3 rawclient.py ...`: a process in a container's pid namespace,
 which is what the peer check of a container's socket looks at).
 
-Usage: rawclient.py SOCKET JSON, JSON a list of [body_field, hex of the body message]; prints a
+Usage: rawclient.py SOCKET JSON [COUNT], JSON a list of [body_field, hex of the body message]; prints a
 JSON list with one entry per request: {"error": [code, message]} or {"fields": {num: hex}} of
 the final response (Progress messages are skipped)."""
 import json
@@ -26,8 +26,35 @@ def recv_frame(s):
     return parse(exact(n))
 
 
+def flood(path, body, sub, count):
+    """count copies of one request, pipelined (a reader thread takes the replies); prints
+    {"replies": n, "errors": {code: n}}."""
+    import threading
+    msg = field_varint(1, 1) + field_varint(2, 7) + field_bytes(body, sub)
+    errors, replies = {}, [0]
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(120)
+        s.connect(path)
+
+        def reader():
+            while replies[0] < count:
+                resp = recv_frame(s)
+                replies[0] += 1
+                if 10 in resp:
+                    code = parse(resp[10][0]).get(1, [0])[0]
+                    errors[code] = errors.get(code, 0) + 1
+        t = threading.Thread(target=reader)
+        t.start()
+        s.sendall(frame(msg) * count)
+        t.join()
+    print(json.dumps({"replies": replies[0], "errors": errors}))
+
+
 def main():
     path, reqs = sys.argv[1], json.loads(sys.argv[2])
+    if len(sys.argv) > 3:
+        (body, hexsub), = reqs
+        return flood(path, body, bytes.fromhex(hexsub), int(sys.argv[3]))
     out = []
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(60)

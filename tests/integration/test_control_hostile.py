@@ -86,14 +86,15 @@ def test_restricted_flood_does_not_lock_out_the_admin(make_daemon, roles_rootfs)
 STATE, GUESTOS_INSTALL = 11, 29
 
 
-def as_restricted(d, name, requests):
+def as_restricted(d, name, requests, repeat=None):
     """Raw requests on name's restricted socket from a process in its pid namespace (what the
     socket's peer check looks at); the process itself runs the host's python3."""
     pid = d.state(name)["pid"]
     sock = f"/proc/{pid}/root{SOCK_IN}"
     r = subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3",
                         os.path.join(HERE, "rawclient.py"), sock,
-                        json.dumps([[b, sub.hex()] for b, sub in requests])],
+                        json.dumps([[b, sub.hex()] for b, sub in requests]),
+                        *([str(repeat)] if repeat else [])],
                        capture_output=True, text=True, timeout=120, cwd=HERE)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -262,3 +263,25 @@ def test_hostile_clients_on_every_socket(make_daemon, roles_rootfs):
     assert rss_kib(pid) < rss_before + 4096, (rss_before, rss_kib(pid))
     d.cli("audit", "--verify")
     assert {c["name"]: c["state"] for c in d.containers()} == {"r": "running", "x": "running"}
+
+
+def test_refused_requests_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
+    """3000 requests a restricted socket may not make: each is refused, but the audit log gets
+    20 records and one that counts the rest (each record is synced to disk: one per refusal
+    let the container fill the disk and keep trustmed busy)."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    t0 = time.time()
+    [res] = [as_restricted(d, "r", [(10, b"")], repeat=3000)]  # list
+    assert res == {"replies": 3000, "errors": {"1": 3000}}, res  # EPERM each
+    admin_serves_list = d.cli("list")
+    assert admin_serves_list.returncode == 0
+    denied = lambda: [e for e in d.audit_events() if e["event"] == "control.denied"]
+    summary = wait_for(lambda: [e for e in denied() if "not recorded one by one" in e["detail"]],
+                       timeout=15, what="the summary record")
+    one_by_one = [e for e in denied() if "request=list" in e["detail"]]
+    assert len(one_by_one) <= 20 * (1 + int(time.time() - t0) // 10), len(one_by_one)
+    counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in summary)
+    assert len(one_by_one) + counted == 3000, (len(one_by_one), counted)
+    assert summary[0]["subject"].startswith("r ")
