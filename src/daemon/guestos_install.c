@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/sched.h>
@@ -27,6 +28,9 @@
 #include "syncmsg.h"
 #include "trust.h"
 
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
 #define SIG_MAX (16 * 1024)
 #define CHAIN_MAX (256 * 1024)
 #define COPY_CHUNK (1024 * 1024)
@@ -151,6 +155,12 @@ static int read_source(struct install_op *op, const char *path, int root_fd, tm_
     }
     if (op->src_fd < 0)
         return tm_err_sys(err, "cannot open the directory %s", path);
+    /* trustmed reads guestos.json in its own loop: a file system the container serves itself
+     * (FUSE) could block it forever. */
+    struct statfs sfs;
+    if (root_fd >= 0 && (fstatfs(op->src_fd, &sfs) < 0 || sfs.f_type == FUSE_SUPER_MAGIC))
+        return tm_err_set(err, EXDEV, "%s is on a FUSE file system; copy the GuestOS elsewhere",
+                          path);
     int r = read_member(op->src_fd, "guestos.json", GUESTOS_JSON_MAX, false, &op->json,
                         &op->json_len, err);
     if (r < 0)
