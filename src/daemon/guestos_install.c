@@ -103,9 +103,24 @@ static void fail(struct install_op *op, const tm_err *err)
     daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
                  op->label[0] ? op->label : "?", err->msg);
     struct conn *conn = conn_find(op->d, op->conn_id);
+    char msg[sizeof(err->msg)] = "";
+    size_t n = strlen(op->d->data_dir), used = 0;
+    if (conn && conn->role == ROLE_RESTRICTED && n > 1) {
+        /* A restricted client learns nothing of the host: not where its store is. */
+        for (const char *p = err->msg, *hit; *p && used + 1 < sizeof(msg); p = hit + n) {
+            hit = strstr(p, op->d->data_dir);
+            size_t keep = hit ? (size_t)(hit - p) : strlen(p);
+            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%.*s%s", (int)keep, p,
+                                     hit ? "<data dir>" : "");
+            if (!hit || used >= sizeof(msg))
+                break;
+        }
+    } else {
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+    }
     if (conn)
         conn_send_error(conn, op->req_id, err->code, "GuestOS %s%snot installed: %s", op->label,
-                        op->label[0] ? " " : "", err->msg);
+                        op->label[0] ? " " : "", msg);
     op_free(op);
 }
 

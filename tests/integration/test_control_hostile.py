@@ -285,3 +285,31 @@ def test_refused_requests_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
     counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in summary)
     assert len(one_by_one) + counted == 3000, (len(one_by_one), counted)
     assert summary[0]["subject"].startswith("r ")
+
+
+def test_restricted_install_errors_do_not_name_host_paths(make_daemon, roles_rootfs):
+    """A failure on the host's side (the store cannot be written) is reported without the host
+    path of the store."""
+    import hashlib
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    image = b"\0" * 4096
+    gos = {"name": "hostile", "version": 1, "architecture": os.uname().machine,
+           "mounts": [{"image": "root.img", "mount_point": "/", "fs_type": "squashfs",
+                       "kind": "overlay", "size": len(image),
+                       "sha256": hashlib.sha256(image).hexdigest()}]}
+    d.sh("r", f"mkdir -p /tmp/h && head -c 4096 /dev/zero > /tmp/h/root.img && "
+              f"echo '{json.dumps(gos)}' > /tmp/h/guestos.json")
+    store = d.data_dir / "guestos"
+    store.mkdir(exist_ok=True)
+    subprocess.run(["chattr", "+i", str(store)], check=True)
+    try:
+        [err] = install_errors(d, "r", ["/tmp/h"])
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+    assert "Operation not permitted" in err and "<data dir>" in err, err
+    assert str(d.data_dir) not in err and str(d.base) not in err, err
+    # the administrator sees the real path in the audit log
+    fails = [e for e in d.audit_events() if e["event"] == "guestos.install" and e["result"] == "fail"]
+    assert fails and str(d.data_dir) in fails[-1]["detail"]
