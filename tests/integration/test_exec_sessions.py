@@ -9,6 +9,11 @@ import pytest
 from conftest import TRUSTME, wait_for
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+
+
 @pytest.fixture
 def running(daemon):
     daemon.create("box")
@@ -21,6 +26,7 @@ def test_piped_stdin_is_never_lost(running):
     while the pipe is full (before: it dropped all past 16 MiB and logged it 1453 times)."""
     size = 48 << 20
     log_before = len(running.log())
+    rss_before = rss_kib(running.proc.pid)
     p = subprocess.Popen(f"head -c {size} /dev/zero | {TRUSTME} --run-dir {running.run_dir} "
                          f"run box -- sh -c 'sleep 4; wc -c'", shell=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -33,6 +39,8 @@ def test_piped_stdin_is_never_lost(running):
     assert out.strip() == str(size)
     assert rss < 16 * 1024, f"trustmed buffered the input: VmRSS {rss} KiB"
     assert "input overflow" not in running.log()[log_before:]
+    time.sleep(0.5)
+    assert rss_kib(running.proc.pid) < rss_before + 1024, "the input's buffers were kept"
 
 
 def test_stdin_and_output_flow_together(running):
