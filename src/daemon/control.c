@@ -326,8 +326,8 @@ static bool on_readable(struct conn *c)
                 c->closing = true; /* the stream cannot be resynchronised */
             } else {
                 if (r == -EPROTO)
-                    log_warn("connection %llu (%s): closed in the middle of a message",
-                             (unsigned long long)c->id, c->actor);
+                    log_warn_ratelimited(&rl_partial, "connection %llu (%s): closed in the "
+                                         "middle of a message", (unsigned long long)c->id, c->actor);
                 conn_free(c);
                 return false;
             }
