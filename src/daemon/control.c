@@ -25,6 +25,8 @@
 #include "session.h"
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
+/* A restricted client's frames are at most 64 KiB: over a local socket they arrive at once. */
+#define PARTIAL_FRAME_TIMEOUT_RESTRICTED_MS 5000
 #define STREAM_CHUNK 65536
 /* Buffers above this come from mmap and go back to the kernel when freed (see control_listen);
  * an output queue that grew above it is freed once it drains. */
@@ -177,12 +179,17 @@ static tm_ratelimit rl_evicted = TM_RATELIMIT_INIT(10, 5);
 static tm_ratelimit rl_partial = TM_RATELIMIT_INIT(10, 5);
 static tm_ratelimit rl_idle = TM_RATELIMIT_INIT(10, 5);
 
+static int partial_timeout_ms(const struct conn *c)
+{
+    return c->role == ROLE_RESTRICTED ? PARTIAL_FRAME_TIMEOUT_RESTRICTED_MS : PARTIAL_FRAME_TIMEOUT_MS;
+}
+
 static void on_partial_timeout(tm_source *src, void *userdata)
 {
     struct conn *c = userdata;
     c->partial_timer = NULL;
     log_warn_ratelimited(&rl_partial, "connection %llu (%s): incomplete message for %d s, closing",
-                         (unsigned long long)c->id, c->actor, PARTIAL_FRAME_TIMEOUT_MS / 1000);
+                         (unsigned long long)c->id, c->actor, partial_timeout_ms(c) / 1000);
     conn_free(c);
 }
 
@@ -343,7 +350,7 @@ static bool on_readable(struct conn *c)
             malloc_trim(0);
     }
     if (tm_frame_partial(&c->rd) && !c->partial_timer && !c->closing)
-        c->partial_timer = tm_loop_timer(c->d->loop, PARTIAL_FRAME_TIMEOUT_MS, on_partial_timeout, c);
+        c->partial_timer = tm_loop_timer(c->d->loop, partial_timeout_ms(c), on_partial_timeout, c);
     else if (!tm_frame_partial(&c->rd) && c->partial_timer) {
         tm_source_free(c->partial_timer);
         c->partial_timer = NULL;

@@ -313,3 +313,15 @@ def test_restricted_install_errors_do_not_name_host_paths(make_daemon, roles_roo
     # the administrator sees the real path in the audit log
     fails = [e for e in d.audit_events() if e["event"] == "guestos.install" and e["result"] == "fail"]
     assert fails and str(d.data_dir) in fails[-1]["detail"]
+
+
+def test_restricted_half_frames_are_dropped_soon(make_daemon, roles_rootfs):
+    """Below the socket's limit, half frames held open from a restricted container are closed
+    after 5 s (30 s on the admin socket); idle connections stay until the idle timeout."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    p, opened = start_flood(d, "r", 8, 7)
+    result = finish_flood(p)
+    assert opened == 8
+    assert int(result["closed_by_daemon"]) >= 4, result  # the 4 half headers and half frames
