@@ -379,3 +379,33 @@ def test_admin_socket_makes_room_for_a_new_admin_client(daemon):
         for s in socks:
             s.close()
     assert_serving(daemon)
+
+
+def test_half_close_while_congested_does_not_spin(daemon):
+    """A client whose unread replies stop trustmed from reading it, and that then half-closes
+    its side: trustmed must not watch the half-close while it does not read (level-triggered,
+    that woke its loop for as long as the connection lasted)."""
+    pid = daemon.proc.pid
+    s = connect(daemon)
+    s.setblocking(False)
+    payload = frame(request(STATE, field_bytes(1, b"nosuch"))) * 1000
+    deadline = time.time() + 5
+    while time.time() < deadline:  # until trustmed stops reading us (its replies pile up)
+        try:
+            s.send(payload)
+        except BlockingIOError:
+            time.sleep(0.2)
+            try:
+                s.send(payload)
+            except BlockingIOError:
+                break
+    s.shutdown(socket.SHUT_WR)
+    ticks = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(0.3)
+    t0 = ticks()
+    time.sleep(1.0)
+    used = ticks() - t0
+    s.close()
+    print(f"trustmed used {used} ticks in 1 s")
+    assert used < 15, f"trustmed used {used / 100:.2f} s of CPU in 1 s"
+    assert_serving(daemon)
