@@ -516,52 +516,62 @@ static struct listener *listener_of(struct daemon *d, const char *uuid)
     return NULL;
 }
 
-static void denied_summary(struct listener *l)
+static void audit_summary(struct audit_limit *al)
 {
-    if (!l->denied.suppressed)
+    if (!al->suppressed)
         return;
+    struct listener *l = al->l;
     struct container *owner = l->uuid[0] ? container_find(l->d, l->uuid) : NULL;
-    daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
-                 "role=%s: %u more refused requests on this socket in %llu s, not recorded one by "
-                 "one (at most %d per %d s)", conn_role_name(l->role), l->denied.suppressed,
-                 (unsigned long long)(now_s() - l->denied.window_start), CONTROL_DENIED_BURST,
-                 CONTROL_DENIED_WINDOW_S);
-    l->denied.suppressed = 0;
+    unsigned long long s = (unsigned long long)(now_s() - al->window_start);
+    if (al->kind == CONTROL_AUDIT_DENIED)
+        daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
+                     "role=%s: %u more refused requests on this socket in %llu s, not recorded "
+                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
+                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+    else
+        daemon_audit(l->d, "guestos.install", "fail", owner, "trustmed",
+                     "role=%s: %u more failed installs from this socket in %llu s, not recorded "
+                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
+                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+    al->suppressed = 0;
 }
 
-static void on_denied_window_end(tm_source *src, void *userdata)
+static void on_audit_window_end(tm_source *src, void *userdata)
 {
-    struct listener *l = userdata;
-    l->denied.timer = NULL;
-    denied_summary(l);
+    struct audit_limit *al = userdata;
+    al->timer = NULL;
+    audit_summary(al);
 }
 
-bool control_denied_audit_due(struct conn *c)
+bool control_audit_due(struct conn *c, enum control_audit_kind kind)
 {
     struct listener *l = listener_of(c->d, c->role_uuid);
     if (!l)
         return true;
+    struct audit_limit *al = &l->audit_limits[kind];
     uint64_t now = now_s();
-    if (now - l->denied.window_start >= CONTROL_DENIED_WINDOW_S) {
-        denied_summary(l);
-        l->denied.window_start = now;
-        l->denied.recorded = 0;
+    if (now - al->window_start >= CONTROL_AUDIT_WINDOW_S) {
+        audit_summary(al);
+        al->window_start = now;
+        al->recorded = 0;
     }
-    if (l->denied.recorded < CONTROL_DENIED_BURST) {
-        l->denied.recorded++;
+    if (al->recorded < CONTROL_AUDIT_BURST) {
+        al->recorded++;
         return true;
     }
-    if (!l->denied.suppressed++ && !l->denied.timer) {
-        uint64_t left = l->denied.window_start + CONTROL_DENIED_WINDOW_S - now;
-        l->denied.timer = tm_loop_timer(c->d->loop, left * 1000, on_denied_window_end, l);
+    if (!al->suppressed++ && !al->timer) {
+        uint64_t left = al->window_start + CONTROL_AUDIT_WINDOW_S - now;
+        al->timer = tm_loop_timer(c->d->loop, left * 1000, on_audit_window_end, al);
     }
     return false;
 }
 
 static void listener_free(struct listener *l)
 {
-    denied_summary(l);
-    tm_source_free(l->denied.timer);
+    for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++) {
+        audit_summary(&l->audit_limits[i]);
+        tm_source_free(l->audit_limits[i].timer);
+    }
     tm_source_free(l->src);
     tm_source_free(l->pause_timer);
     close(l->fd);
@@ -578,6 +588,8 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
     *l = (struct listener){.d = d, .fd = fd, .role = role,
                            .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
     snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
+    for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++)
+        l->audit_limits[i] = (struct audit_limit){.l = l, .kind = (int)i};
     l->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, l);
     if (!l->src) {
         listener_free(l);

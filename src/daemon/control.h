@@ -43,12 +43,14 @@ struct listener {
     enum conn_role role;
     char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
     unsigned max_conns;
-    /* The audit rate limit of refused requests on this socket (control_denied_audit_due). */
-    struct {
+    /* The audit rate limits of this socket's clients (control_audit_due), one per kind. */
+    struct audit_limit {
+        struct listener *l;
+        int kind;
         uint64_t window_start;
         unsigned recorded, suppressed;
         tm_source *timer;   /* writes the summary of those suppressed at the window's end */
-    } denied;
+    } audit_limits[2];
 };
 
 struct conn {
@@ -80,13 +82,16 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
 /* Close the listener of container uuid and the connections that came through it. */
 void control_remove_listeners(struct daemon *d, const char *uuid);
 const char *conn_role_name(enum conn_role role);
-/* Should the refusal of a request on c be audited one by one? At most CONTROL_DENIED_BURST
- * per socket per CONTROL_DENIED_WINDOW_S; the rest are counted, and one control.denied record
- * at the window's end says how many there were (a container must not be able to fill the audit
- * log, or keep trustmed busy syncing it, by sending requests it may not make). */
-bool control_denied_audit_due(struct conn *c);
-#define CONTROL_DENIED_BURST 20
-#define CONTROL_DENIED_WINDOW_S 10
+/* Audit records a client can cause at will: a refused request (control.denied), a failed
+ * GuestOS install from a restricted socket (guestos.install fail). */
+enum control_audit_kind { CONTROL_AUDIT_DENIED = 0, CONTROL_AUDIT_INSTALL_FAILED = 1 };
+/* Should this record of a request on c be written one by one? At most CONTROL_AUDIT_BURST per
+ * socket and kind per CONTROL_AUDIT_WINDOW_S; the rest are counted, and one record at the
+ * window's end says how many there were (a container must not be able to fill the audit log,
+ * or keep trustmed busy syncing it, with requests that fail). */
+bool control_audit_due(struct conn *c, enum control_audit_kind kind);
+#define CONTROL_AUDIT_BURST 20
+#define CONTROL_AUDIT_WINDOW_S 10
 void control_close_all(struct daemon *d);
 struct conn *conn_find(struct daemon *d, uint64_t id);
 /* Queue a response (version and id are filled in). */

@@ -100,9 +100,11 @@ static void progress(struct install_op *op, const char *fmt, ...)
 
 static void fail(struct install_op *op, const tm_err *err)
 {
-    daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
-                 op->label[0] ? op->label : "?", err->msg);
     struct conn *conn = conn_find(op->d, op->conn_id);
+    /* A restricted client could fail installs in a loop: its records are rate-limited. */
+    if (!conn || conn->role != ROLE_RESTRICTED || control_audit_due(conn, CONTROL_AUDIT_INSTALL_FAILED))
+        daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
+                     op->label[0] ? op->label : "?", err->msg);
     char msg[sizeof(err->msg)] = "";
     size_t n = strlen(op->d->data_dir), used = 0;
     if (conn && conn->role == ROLE_RESTRICTED && n > 1) {

@@ -68,7 +68,7 @@ static void deny(struct conn *conn, const Trustme__Request *req, const struct co
                  const char *msg)
 {
     const char *target = request_target(req);
-    if (control_denied_audit_due(conn))
+    if (control_audit_due(conn, CONTROL_AUDIT_DENIED))
         daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
                      "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
                      target[0] ? " target=" : "", target);

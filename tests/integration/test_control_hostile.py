@@ -325,3 +325,21 @@ def test_restricted_half_frames_are_dropped_soon(make_daemon, roles_rootfs):
     result = finish_flood(p)
     assert opened == 8
     assert int(result["closed_by_daemon"]) >= 4, result  # the 4 half headers and half frames
+
+
+def test_failed_installs_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
+    """guestos install is allowed on a restricted socket; 2000 that fail (nothing there) are
+    answered each, but audited 20 at a time and counted in one record for the rest."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    [res] = [as_restricted(d, "r", [(GUESTOS_INSTALL, field_bytes(1, b"/nonexistent"))],
+                           repeat=2000)]
+    assert res == {"replies": 2000, "errors": {"2": 2000}}, res  # ENOENT each
+    fails = lambda: [e for e in d.audit_events() if e["event"] == "guestos.install"]
+    summary = wait_for(lambda: [e for e in fails() if "not recorded one by one" in e["detail"]],
+                       timeout=15, what="the summary record")
+    one_by_one = [e for e in fails() if "not recorded" not in e["detail"]]
+    counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in summary)
+    assert len(one_by_one) + counted == 2000 and len(one_by_one) <= 60, (len(one_by_one), counted)
+    assert summary[0]["subject"].startswith("r ")
