@@ -91,5 +91,5 @@ int main(void)
         cmocka_unit_test(burst_then_summary),
         cmocka_unit_test(filtered_lines_do_not_count),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

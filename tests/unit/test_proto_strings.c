@@ -146,5 +146,5 @@ int main(void)
         cmocka_unit_test(repeated_and_nested_strings),
         cmocka_unit_test(bytes_stay_bytes),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("proto_strings", tests, NULL, NULL);
 }
