@@ -48,6 +48,7 @@ int cmd_measurements(struct cli *cli, int argc, char **argv);
 int cmd_device(struct cli *cli, int argc, char **argv);
 int cmd_attest(struct cli *cli, int argc, char **argv);
 int cmd_iface(struct cli *cli, int argc, char **argv);
+int cmd_exec(struct cli *cli, int argc, char **argv);
 
 /* A config file with its detached signature, if it has one (cmd_guestos.c). */
 struct signed_config {

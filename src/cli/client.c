@@ -43,6 +43,22 @@ void client_close(struct client *cl)
     tm_frame_reader_reset(&cl->rd);
 }
 
+/* MSG_NOSIGNAL: a connection trustmed closed (e.g. refused at its limit) is an error to
+ * report, not a SIGPIPE that kills the CLI without a word. */
+static int send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 static int send_frame(struct client *cl, Trustme__Request *req, tm_err *err)
 {
     req->has_version = true;
@@ -51,7 +67,7 @@ static int send_frame(struct client *cl, Trustme__Request *req, tm_err *err)
     tm_buf out = {0};
     int r = tm_proto_append(&out, &req->base);
     if (r == 0)
-        r = write_all(cl->fd, out.data, out.len);
+        r = send_all(cl->fd, out.data, out.len);
     tm_buf_free(&out);
     if (r < 0)
         return tm_err_set(err, -r, "cannot send to trustmed: %s", strerror(-r));

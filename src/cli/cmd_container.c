@@ -112,9 +112,11 @@ static void print_info(const Trustme__ContainerInfo *i)
     if (i->guestos && i->guestos[0])
         printf("guestos:         %s, %s\n", gos, or_dash(i->trust));
     else
-        printf("rootfs:          %s (development, unsigned)\n", i->rootfs);
+        printf("rootfs:          %s (development, unsigned)\n", or_dash(i->rootfs));
     printf("config:          %s\n", or_dash(i->config_trust));
-    if (i->user_namespace)
+    if (i->user_namespace && !i->has_uid_base) /* asked on a restricted socket */
+        printf("user namespace:  on\n");
+    else if (i->user_namespace)
         printf("user namespace:  host ids %u-%u\n", i->uid_base, i->uid_base + 65535);
     else
         printf("user namespace:  off (container root is host root)\n");

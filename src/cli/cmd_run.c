@@ -121,15 +121,28 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
     }
     track_modes = isatty(STDOUT_FILENO);
     bool stdin_open = true;
+    /* Backpressure: trustmed stops reading this connection while the command's stdin is full.
+     * Input is read only while the socket has room for it, so that a blocking write never
+     * keeps this loop from reading the command's output (which would deadlock both). */
+    bool wait_room = false;
     for (;;) {
-        struct pollfd pfd[3] = {{.fd = cl->fd, .events = POLLIN},
+        struct pollfd pfd[3] = {{.fd = cl->fd, .events = POLLIN | (wait_room ? POLLOUT : 0)},
                                 {.fd = sfd, .events = POLLIN},
-                                {.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+                                {.fd = stdin_open && !wait_room ? STDIN_FILENO : -1, .events = POLLIN}};
         if (poll(pfd, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
             restore_terminal();
             return cli_fail("poll: %s", strerror(errno));
+        }
+        if (pfd[0].revents & POLLOUT)
+            wait_room = false;
+        if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+            struct pollfd out = {.fd = cl->fd, .events = POLLOUT};
+            if (poll(&out, 1, 0) != 1 || !(out.revents & POLLOUT)) {
+                wait_room = true; /* read it once the socket has room */
+                pfd[2].revents = 0;
+            }
         }
         if (pfd[1].revents & POLLIN) {
             struct signalfd_siginfo si;

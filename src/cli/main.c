@@ -25,6 +25,7 @@ static const struct verb {
     {"freeze", cmd_freeze, "CONTAINER", "freeze every process of a running container"},
     {"unfreeze", cmd_unfreeze, "CONTAINER", "thaw a frozen container"},
     {"run", cmd_run, "[-t] [-e KEY=VALUE] CONTAINER -- CMD [ARG...]", "run a command inside a running container"},
+    {"exec", cmd_exec, "list [--json] CONTAINER | kill CONTAINER SESSION [SIG]", "the commands trustme run started, also those whose CLI is gone"},
     {"logs", cmd_logs, "[--previous] [--raw] CONTAINER", "print init's console output (when not attached), escaped unless --raw"},
     {"change-pin", cmd_change_pin, "[--pin-file F] CONTAINER", "set the PIN of a container's token (the first time: pair it)"},
     {"token", cmd_token, "unlock [--pin-file F] CONTAINER", "unlock a token locked by wrong PINs, with its PUK"},

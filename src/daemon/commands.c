@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "commands_exec.h"
 #include "commands_guestos.h"
 #include "commands_net.h"
 #include "commands_tpm.h"
@@ -337,6 +338,8 @@ static const struct {
     {TRUSTME__REQUEST__BODY_ATTEST, cmd_attest},
     {TRUSTME__REQUEST__BODY_IFACE_ASSIGN, cmd_iface_assign},
     {TRUSTME__REQUEST__BODY_IFACE_UNASSIGN, cmd_iface_unassign},
+    {TRUSTME__REQUEST__BODY_EXEC_LIST, cmd_exec_list},
+    {TRUSTME__REQUEST__BODY_EXEC_KILL, cmd_exec_kill},
 };
 
 static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)
@@ -346,7 +349,7 @@ static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)
 }
 
 /* PINs and PUKs have been passed on to scd (or refused): wipe the request's copies. */
-static void wipe_secrets(Trustme__Request *req)
+void commands_wipe_secrets(Trustme__Request *req)
 {
     switch (req->body_case) {
     case TRUSTME__REQUEST__BODY_START: wipe_bytes(req->start->has_pin, &req->start->pin); break;
@@ -371,13 +374,13 @@ void commands_dispatch(struct conn *conn, Trustme__Request *req)
 {
     /* The role is the socket's (roles.c): checked before any handler sees the request. */
     if (!roles_permit(conn, req)) {
-        wipe_secrets(req);
+        commands_wipe_secrets(req);
         return;
     }
     for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
         if (handlers[i].body == req->body_case) {
             handlers[i].fn(conn, req->id, req);
-            wipe_secrets(req);
+            commands_wipe_secrets(req);
             return;
         }
     conn_send_error(conn, req->id, EOPNOTSUPP, "unknown request (body %d): is this client newer "

@@ -11,6 +11,7 @@
 #include "cleanup.h"
 #include "fileio.h"
 #include "container.h"
+#include "container_root.h"
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
@@ -29,6 +30,17 @@ void reply_container(struct conn *conn, uint64_t id, const struct container *c)
     Trustme__ContainerInfo info;
     Trustme__Encryption enc;
     container_info(c, &info, &enc);
+    if (conn->role == ROLE_RESTRICTED) {
+        /* The container's own view (docs/ROLES.md): nothing of the host — not init's host pid,
+         * not the host uid range, not the host path of its root file system, and not the last
+         * start error (it names host paths and devices). */
+        info.has_pid = false;
+        info.pid = 0;
+        info.has_uid_base = false;
+        info.uid_base = 0;
+        info.rootfs = NULL;
+        info.last_error = NULL;
+    }
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
     resp.container = &info;
@@ -350,7 +362,21 @@ void cmd_update(struct conn *conn, uint64_t id, const Trustme__Request *req)
 
 void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    guestos_install(conn, id, req->guestos_install->path);
+    if (conn->role != ROLE_RESTRICTED) {
+        guestos_install(conn, id, req->guestos_install->path, -1);
+        return;
+    }
+    /* A restricted client names a directory of its own container (docs/ROLES.md), never one of
+     * the host: resolved inside init's root, so that no error can tell what exists outside. */
+    struct container *own = container_find(conn->d, conn->role_uuid);
+    tm_err err = {0};
+    _cleanup_close_ int root = own ? container_root_open(own, &err)
+                                   : tm_err_set(&err, ESRCH, "the container is not running");
+    if (root < 0) {
+        conn_send_error(conn, id, err.code, "guestos install: %s", err.msg);
+        return;
+    }
+    guestos_install(conn, id, req->guestos_install->path, root);
 }
 
 void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *req)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,11 +20,17 @@
 #include "guestos_install.h"
 #include "log.h"
 #include "proto.h"
+#include "proto_strings.h"
 #include "roles.h"
 #include "session.h"
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
+/* A restricted client's frames are at most 64 KiB: over a local socket they arrive at once. */
+#define PARTIAL_FRAME_TIMEOUT_RESTRICTED_MS 5000
 #define STREAM_CHUNK 65536
+/* Buffers above this come from mmap and go back to the kernel when freed (see control_listen);
+ * an output queue that grew above it is freed once it drains. */
+#define LARGE_ALLOC (256 * 1024)
 
 static void conn_free(struct conn *c);
 
@@ -49,10 +56,22 @@ static void update_events(struct conn *c)
     /* A closing connection waits for EPOLLOUT, which frees it once its output is flushed. A
      * connection whose replies pile up unread is not read from until they drain: a client that
      * never reads cannot make trustmed buffer without bound. */
-    uint32_t ev = c->closing ? EPOLLOUT : conn_congested(c) ? 0 : EPOLLIN;
+    uint32_t ev = c->closing ? EPOLLOUT : conn_congested(c) || c->input_paused ? 0 : EPOLLIN;
     if (tm_buf_pending(&c->out) > 0 || c->stream_fd >= 0)
         ev |= EPOLLOUT;
-    tm_source_modify(c->src, ev | EPOLLRDHUP);
+    /* A half-close is only news when we read: watched while not reading, it would wake the
+     * (level-triggered) loop again and again. A full hang-up still shows as EPOLLHUP. */
+    if (ev & EPOLLIN)
+        ev |= EPOLLRDHUP;
+    tm_source_modify(c->src, ev);
+}
+
+void conn_pause_input(struct conn *c, bool paused)
+{
+    if (c->input_paused == paused)
+        return;
+    c->input_paused = paused;
+    update_events(c);
 }
 
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
@@ -68,6 +87,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
     /* Write at once: most replies fit the socket buffer, saving a round through epoll. */
     if (tm_buf_flush(&c->out, c->fd) < 0)
         c->closing = true;
+    tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
 }
 
@@ -153,12 +173,23 @@ static void stream_more(struct conn *c)
     }
 }
 
+/* Lines that any client can cause as often as it likes. */
+static tm_ratelimit rl_refused = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_evicted = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_partial = TM_RATELIMIT_INIT(10, 5);
+static tm_ratelimit rl_idle = TM_RATELIMIT_INIT(10, 5);
+
+static int partial_timeout_ms(const struct conn *c)
+{
+    return c->role == ROLE_RESTRICTED ? PARTIAL_FRAME_TIMEOUT_RESTRICTED_MS : PARTIAL_FRAME_TIMEOUT_MS;
+}
+
 static void on_partial_timeout(tm_source *src, void *userdata)
 {
     struct conn *c = userdata;
     c->partial_timer = NULL;
-    log_warn("connection %llu (%s): incomplete message for %d s, closing",
-             (unsigned long long)c->id, c->actor, PARTIAL_FRAME_TIMEOUT_MS / 1000);
+    log_warn_ratelimited(&rl_partial, "connection %llu (%s): incomplete message for %d s, closing",
+                         (unsigned long long)c->id, c->actor, partial_timeout_ms(c) / 1000);
     conn_free(c);
 }
 
@@ -178,18 +209,30 @@ static bool conn_busy(const struct conn *c)
     return false;
 }
 
-static size_t count_conns(const struct daemon *d)
+/* Connections that came through listener l, and (restricted) through any restricted socket. */
+static void count_conns(const struct listener *l, size_t *ret_mine, size_t *ret_restricted)
 {
-    size_t n = 0;
-    for (const struct conn *c = d->conns; c; c = c->next)
-        n++;
-    return n;
+    size_t mine = 0, restricted = 0;
+    for (const struct conn *c = l->d->conns; c; c = c->next) {
+        mine += strcmp(c->role_uuid, l->uuid) == 0;
+        restricted += c->role == ROLE_RESTRICTED;
+    }
+    *ret_mine = mine;
+    *ret_restricted = restricted;
+}
+
+static bool listener_full(const struct listener *l)
+{
+    size_t mine, restricted;
+    count_conns(l, &mine, &restricted);
+    return mine >= l->max_conns ||
+           (l->role == ROLE_RESTRICTED && restricted >= CONN_MAX_RESTRICTED_TOTAL);
 }
 
 /* At the connection limit, the hang-ups of connections closed a moment ago may still wait in the
  * same batch of events as this accept: free those first (peer gone, nothing left to read, so no
- * request of theirs is lost) rather than refuse a new client for them. Returns the new count. */
-static size_t reap_hung_up(struct daemon *d)
+ * request of theirs is lost) rather than refuse a new client for them. */
+static void reap_hung_up(struct daemon *d)
 {
     for (struct conn *c = d->conns, *next; c; c = next) {
         next = c->next;
@@ -199,7 +242,38 @@ static size_t reap_hung_up(struct daemon *d)
             unread == 0)
             conn_free(c);
     }
-    return count_conns(d);
+}
+
+/* Still at the limit: close the oldest connection of the same socket that waits for nothing —
+ * idle since its last reply, or in the middle of a frame it does not finish. Nothing it asked
+ * for is lost (every reply has been written). A client holding many connections open thus only
+ * ever loses its own, and a new client of the socket is served. */
+static bool evict_one(struct listener *l)
+{
+    struct conn *victim = NULL;
+    for (struct conn *c = l->d->conns; c; c = c->next)
+        if (!c->closing && strcmp(c->role_uuid, l->uuid) == 0 && !conn_busy(c) &&
+            (!victim || c->last_active < victim->last_active ||
+             (c->last_active == victim->last_active && c->id < victim->id)))
+            victim = c;
+    if (!victim)
+        return false;
+    log_info_ratelimited(&rl_evicted, "connection %llu (%s): closed for a new client of the "
+                         "same socket (at its limit of %u, this one %s)",
+                         (unsigned long long)victim->id, victim->actor, l->max_conns,
+                         tm_frame_partial(&victim->rd) ? "sent half a message" : "was idle");
+    conn_free(victim);
+    return true;
+}
+
+static bool make_room(struct listener *l)
+{
+    if (!listener_full(l))
+        return true;
+    reap_hung_up(l->d);
+    if (!listener_full(l))
+        return true;
+    return evict_one(l) && !listener_full(l);
 }
 
 static void sweep_idle(tm_source *src, void *userdata)
@@ -209,8 +283,8 @@ static void sweep_idle(tm_source *src, void *userdata)
     for (struct conn *c = d->conns, *next; c; c = next) {
         next = c->next;
         if (!c->closing && now - c->last_active > CONN_IDLE_TIMEOUT_S && !conn_busy(c)) {
-            log_info("connection %llu (%s): idle for %d s, closing", (unsigned long long)c->id,
-                     c->actor, CONN_IDLE_TIMEOUT_S);
+            log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing",
+                                 (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
         }
     }
@@ -221,6 +295,9 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 {
     c->last_active = now_s();
     Trustme__Request *req = trustme__request__unpack(NULL, len, data);
+    /* Every string of every request, in one place (protobuf-c would cut "a\0b" to "a"). */
+    tm_err serr = {0};
+    int strings = req ? tm_proto_check_strings(&trustme__request__descriptor, data, len, &serr) : 0;
     explicit_bzero(data, len); /* requests may carry PINs (commands.c wipes the parsed copies) */
     if (!req) {
         /* The frame boundary is intact, so the stream is still in sync: answer and go on. */
@@ -228,13 +305,16 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
         return;
     }
     uint64_t id = req->has_id ? req->id : 0;
-    if (!req->has_version || req->version != TM_PROTOCOL_VERSION)
+    if (strings < 0)
+        conn_send_error(c, id, serr.code, "malformed request: %s", serr.msg);
+    else if (!req->has_version || req->version != TM_PROTOCOL_VERSION)
         conn_send_error(c, id, EPROTO, "unsupported protocol version %u (this daemon speaks %u)",
                         req->has_version ? req->version : 0, TM_PROTOCOL_VERSION);
     else if (!req->has_id)
         conn_send_error(c, 0, EINVAL, "request without an id");
     else
         commands_dispatch(c, req);
+    commands_wipe_secrets(req); /* refused before dispatch too */
     trustme__request__free_unpacked(req, NULL);
 }
 
@@ -242,29 +322,35 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 static bool on_readable(struct conn *c)
 {
     /* A bounded number of frames per wake-up keeps one busy client from starving the rest. */
-    for (int i = 0; i < 16 && !c->closing; i++) {
+    for (int i = 0; i < 16 && !c->closing && !c->input_paused; i++) {
         int r = tm_frame_read(&c->rd, c->fd);
         if (r == 0)
             break;
         if (r < 0) {
             if (r == -EMSGSIZE) {
-                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes", TM_FRAME_MAX);
+                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes",
+                                c->rd.max ? c->rd.max : TM_FRAME_MAX);
                 c->closing = true; /* the stream cannot be resynchronised */
             } else {
                 if (r == -EPROTO)
-                    log_warn("connection %llu (%s): closed in the middle of a message",
-                             (unsigned long long)c->id, c->actor);
+                    log_warn_ratelimited(&rl_partial, "connection %llu (%s): closed in the "
+                                         "middle of a message", (unsigned long long)c->id, c->actor);
                 conn_free(c);
                 return false;
             }
             break;
         }
         uint32_t len;
-        _cleanup_free_ uint8_t *data = tm_frame_take(&c->rd, &len);
+        uint8_t *data = tm_frame_take(&c->rd, &len);
         handle_frame(c, data, len);
+        free(data);
+        /* A large request leaves the heap fragmented by its decoded copies: give the memory
+         * back now rather than keep an idle daemon at the size of its largest message. */
+        if (len >= LARGE_ALLOC)
+            malloc_trim(0);
     }
     if (tm_frame_partial(&c->rd) && !c->partial_timer && !c->closing)
-        c->partial_timer = tm_loop_timer(c->d->loop, PARTIAL_FRAME_TIMEOUT_MS, on_partial_timeout, c);
+        c->partial_timer = tm_loop_timer(c->d->loop, partial_timeout_ms(c), on_partial_timeout, c);
     else if (!tm_frame_partial(&c->rd) && c->partial_timer) {
         tm_source_free(c->partial_timer);
         c->partial_timer = NULL;
@@ -288,6 +374,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     }
     if (was_congested && !conn_congested(c))
         sessions_resume(d, c->id);
+    tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
 }
 
@@ -357,11 +444,10 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
             close(fd);
             continue;
         }
-        size_t n = count_conns(d);
-        if (n >= CONN_MAX)
-            n = reap_hung_up(d);
-        if (n >= CONN_MAX) {
-            log_warn("too many control connections, refusing pid %d", cred.pid);
+        if (!make_room(l)) {
+            log_warn_ratelimited(&rl_refused, "too many busy control connections on the %s "
+                                 "socket%s%s, refusing pid %d", conn_role_name(l->role),
+                                 owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
             close(fd);
             continue;
         }
@@ -378,6 +464,8 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->last_active = now_s();
         c->role = l->role;
         memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
+        if (c->role == ROLE_RESTRICTED)
+            c->rd.max = CONN_FRAME_MAX_RESTRICTED;
         /* The pid is the host's; the name says which container's socket it came through. */
         if (owner)
             snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
@@ -420,8 +508,70 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
+static struct listener *listener_of(struct daemon *d, const char *uuid)
+{
+    for (struct listener *l = d->listeners; l; l = l->next)
+        if (strcmp(l->uuid, uuid) == 0)
+            return l;
+    return NULL;
+}
+
+static void audit_summary(struct audit_limit *al)
+{
+    if (!al->suppressed)
+        return;
+    struct listener *l = al->l;
+    struct container *owner = l->uuid[0] ? container_find(l->d, l->uuid) : NULL;
+    unsigned long long s = (unsigned long long)(now_s() - al->window_start);
+    if (al->kind == CONTROL_AUDIT_DENIED)
+        daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
+                     "role=%s: %u more refused requests on this socket in %llu s, not recorded "
+                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
+                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+    else
+        daemon_audit(l->d, "guestos.install", "fail", owner, "trustmed",
+                     "role=%s: %u more failed installs from this socket in %llu s, not recorded "
+                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
+                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+    al->suppressed = 0;
+}
+
+static void on_audit_window_end(tm_source *src, void *userdata)
+{
+    struct audit_limit *al = userdata;
+    al->timer = NULL;
+    audit_summary(al);
+}
+
+bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+{
+    struct listener *l = listener_of(c->d, c->role_uuid);
+    if (!l)
+        return true;
+    struct audit_limit *al = &l->audit_limits[kind];
+    uint64_t now = now_s();
+    if (now - al->window_start >= CONTROL_AUDIT_WINDOW_S) {
+        audit_summary(al);
+        al->window_start = now;
+        al->recorded = 0;
+    }
+    if (al->recorded < CONTROL_AUDIT_BURST) {
+        al->recorded++;
+        return true;
+    }
+    if (!al->suppressed++ && !al->timer) {
+        uint64_t left = al->window_start + CONTROL_AUDIT_WINDOW_S - now;
+        al->timer = tm_loop_timer(c->d->loop, left * 1000, on_audit_window_end, al);
+    }
+    return false;
+}
+
 static void listener_free(struct listener *l)
 {
+    for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++) {
+        audit_summary(&l->audit_limits[i]);
+        tm_source_free(l->audit_limits[i].timer);
+    }
     tm_source_free(l->src);
     tm_source_free(l->pause_timer);
     close(l->fd);
@@ -435,8 +585,11 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
         close(fd);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
-    *l = (struct listener){.d = d, .fd = fd, .role = role};
+    *l = (struct listener){.d = d, .fd = fd, .role = role,
+                           .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
     snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
+    for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++)
+        l->audit_limits[i] = (struct audit_limit){.l = l, .kind = (int)i};
     l->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, l);
     if (!l->src) {
         listener_free(l);
@@ -483,6 +636,11 @@ int control_listen(struct daemon *d, tm_err *err)
      * admin socket in the root namespace, one left by an earlier configuration goes too. */
     unlink(addr.sun_path);
     tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
+    /* glibc raises its mmap threshold each time an mmap'ed block is freed, so after one 16 MiB
+     * frame the next ones come from the heap and stay there: an idle trustmed kept 23-37 MiB.
+     * A fixed threshold keeps every large buffer in its own mapping, unmapped when freed. */
+    mallopt(M_MMAP_THRESHOLD, LARGE_ALLOC);
+    mallopt(M_TRIM_THRESHOLD, LARGE_ALLOC);
     if (!d->device.admin_socket_in_root) {
         log_info("no admin socket in the root namespace (device.json admin_socket_in_root): "
                  "the device is managed through the core container %s", d->device.core_container);

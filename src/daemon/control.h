@@ -10,11 +10,19 @@
 #include "daemon.h"
 #include "frame.h"
 
-#define CONN_MAX 128
+/* Connections per listening socket (docs/PROTOCOL.md): an admin socket (the host's, c0's) and a
+ * restricted one each have their own, so that no container can use up the administrator's. At
+ * the limit the socket's oldest idle or half-sent connection is closed for the new one. */
+#define CONN_MAX_ADMIN 128
+#define CONN_MAX_RESTRICTED 32
+/* All restricted sockets together: bounds trustmed's fds however many containers there are. */
+#define CONN_MAX_RESTRICTED_TOTAL 256
+/* The largest request a restricted connection may send: its few requests are small. */
+#define CONN_FRAME_MAX_RESTRICTED (64 * 1024)
 /* Above this much unsent output a connection stops pulling session output (backpressure). */
 #define CONN_HIGH_WATER (1024 * 1024)
 /* A connection with nothing open (no session, no waiting request, no stream) is closed after
- * this long without a request, so that idle clients cannot hold all CONN_MAX slots. */
+ * this long without a request, so that idle clients cannot hold all the slots. */
 #define CONN_IDLE_TIMEOUT_S 120
 
 struct conn;
@@ -34,6 +42,15 @@ struct listener {
     tm_source *pause_timer;  /* accept paused for lack of fds */
     enum conn_role role;
     char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
+    unsigned max_conns;
+    /* The audit rate limits of this socket's clients (control_audit_due), one per kind. */
+    struct audit_limit {
+        struct listener *l;
+        int kind;
+        uint64_t window_start;
+        unsigned recorded, suppressed;
+        tm_source *timer;   /* writes the summary of those suppressed at the window's end */
+    } audit_limits[2];
 };
 
 struct conn {
@@ -49,6 +66,7 @@ struct conn {
     tm_frame_reader rd;
     tm_buf out;
     bool closing;            /* close as soon as out is flushed */
+    bool input_paused;       /* a session's stdin is full: read no requests until it drains */
     tm_source *partial_timer;
     uint64_t last_active;    /* monotonic seconds of the last request */
     int stream_fd;           /* file being streamed to the client, or -1 */
@@ -64,6 +82,16 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
 /* Close the listener of container uuid and the connections that came through it. */
 void control_remove_listeners(struct daemon *d, const char *uuid);
 const char *conn_role_name(enum conn_role role);
+/* Audit records a client can cause at will: a refused request (control.denied), a failed
+ * GuestOS install from a restricted socket (guestos.install fail). */
+enum control_audit_kind { CONTROL_AUDIT_DENIED = 0, CONTROL_AUDIT_INSTALL_FAILED = 1 };
+/* Should this record of a request on c be written one by one? At most CONTROL_AUDIT_BURST per
+ * socket and kind per CONTROL_AUDIT_WINDOW_S; the rest are counted, and one record at the
+ * window's end says how many there were (a container must not be able to fill the audit log,
+ * or keep trustmed busy syncing it, with requests that fail). */
+bool control_audit_due(struct conn *c, enum control_audit_kind kind);
+#define CONTROL_AUDIT_BURST 20
+#define CONTROL_AUDIT_WINDOW_S 10
 void control_close_all(struct daemon *d);
 struct conn *conn_find(struct daemon *d, uint64_t id);
 /* Queue a response (version and id are filled in). */
@@ -76,6 +104,8 @@ void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt,
 void conn_send_pin_required(struct conn *c, uint64_t req_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool conn_congested(const struct conn *c);
+/* Stop (or resume) reading requests: backpressure from a session's stdin to the client. */
+void conn_pause_input(struct conn *c, bool paused);
 /* Start streaming fd to the client as chunks; when it is done, done(conn, req_id) sends the final
  * message. conn owns fd from now on. */
 void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn done);

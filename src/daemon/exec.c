@@ -252,6 +252,22 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     int r = check_request(rq, err);
     if (r < 0)
         return r;
+    /* Each session costs trustmed 4-5 fds: bounded per connection, and per container for the
+     * commands that outlive their clients (trustme exec list/kill reach those). */
+    size_t on_conn = 0, in_container = 0;
+    for (struct container *o = c->d->containers; o; o = o->next)
+        for (struct session *s = o->sessions; s; s = s->next) {
+            on_conn += s->conn_id == conn->id && !s->attach;
+            in_container += o == c && !s->attach;
+        }
+    if (on_conn >= EXEC_MAX_PER_CONN)
+        return tm_err_set(err, EAGAIN, "this connection already has %d commands running (the "
+                          "limit per connection); wait for one to end, or use another connection",
+                          EXEC_MAX_PER_CONN);
+    if (in_container >= EXEC_MAX_PER_CONTAINER)
+        return tm_err_set(err, EAGAIN, "%s already has %d commands started by trustme run "
+                          "running (the limit per container); see trustme exec list %s",
+                          c->cfg->name, EXEC_MAX_PER_CONTAINER, c->cfg->name);
     if (c->cfg->user_namespace && c->userns_fd < 0)
         return tm_err_set(err, ENXIO, "cannot find the container's own user namespace (its init "
                           "has left it since trustmed restarted); restart the container to run commands");

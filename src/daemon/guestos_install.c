@@ -9,12 +9,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <linux/sched.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "container_root.h"
 #include "crypto.h"
 #include "fdutil.h"
 #include "fileio.h"
@@ -28,6 +30,9 @@
 #include "syncmsg.h"
 #include "trust.h"
 
+#ifndef FUSE_SUPER_MAGIC
+#define FUSE_SUPER_MAGIC 0x65735546
+#endif
 #define SIG_MAX (16 * 1024)
 #define CHAIN_MAX (256 * 1024)
 #define COPY_CHUNK (1024 * 1024)
@@ -108,12 +113,29 @@ static void fail(struct install_op *op, const tm_err *err)
         rm_rf(op->final);
         op->final[0] = '\0';
     }
-    daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
-                 op->label[0] ? op->label : "?", err->msg);
     struct conn *conn = conn_find(op->d, op->conn_id);
+    /* A restricted client could fail installs in a loop: its records are rate-limited. */
+    if (!conn || conn->role != ROLE_RESTRICTED || control_audit_due(conn, CONTROL_AUDIT_INSTALL_FAILED))
+        daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
+                     op->label[0] ? op->label : "?", err->msg);
+    char msg[sizeof(err->msg)] = "";
+    size_t n = strlen(op->d->data_dir), used = 0;
+    if (conn && conn->role == ROLE_RESTRICTED && n > 1) {
+        /* A restricted client learns nothing of the host: not where its store is. */
+        for (const char *p = err->msg, *hit; *p && used + 1 < sizeof(msg); p = hit + n) {
+            hit = strstr(p, op->d->data_dir);
+            size_t keep = hit ? (size_t)(hit - p) : strlen(p);
+            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%.*s%s", (int)keep, p,
+                                     hit ? "<data dir>" : "");
+            if (!hit || used >= sizeof(msg))
+                break;
+        }
+    } else {
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+    }
     if (conn)
         conn_send_error(conn, op->req_id, err->code, "GuestOS %s%snot installed: %s", op->label,
-                        op->label[0] ? " " : "", err->msg);
+                        op->label[0] ? " " : "", msg);
     op_free(op);
 }
 
@@ -151,11 +173,24 @@ static int read_member(int dirfd, const char *name, size_t max, bool optional, c
     return 1;
 }
 
-static int read_source(struct install_op *op, const char *path, tm_err *err)
+static int read_source(struct install_op *op, const char *path, int root_fd, tm_err *err)
 {
-    op->src_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* In a container's root, resolution never leaves it: its errors are about its own files. */
+    if (root_fd >= 0) {
+        int fd = container_root_openat(root_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        errno = fd < 0 ? -fd : 0;
+        op->src_fd = fd < 0 ? -1 : fd;
+    } else {
+        op->src_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
     if (op->src_fd < 0)
         return tm_err_sys(err, "cannot open the directory %s", path);
+    /* trustmed reads guestos.json in its own loop: a file system the container serves itself
+     * (FUSE) could block it forever. */
+    struct statfs sfs;
+    if (root_fd >= 0 && (fstatfs(op->src_fd, &sfs) < 0 || sfs.f_type == FUSE_SUPER_MAGIC))
+        return tm_err_set(err, EXDEV, "%s is on a FUSE file system; copy the GuestOS elsewhere",
+                          path);
     int r = read_member(op->src_fd, "guestos.json", GUESTOS_JSON_MAX, false, &op->json,
                         &op->json_len, err);
     if (r < 0)
@@ -556,7 +591,7 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
         fail(op, &err);
 }
 
-void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
+void guestos_install(struct conn *conn, uint64_t req_id, const char *path, int root_fd)
 {
     struct daemon *d = conn->d;
     if (!path || !config_clean_abs_path(path) || strcmp(path, "/") == 0) {
@@ -579,7 +614,7 @@ void guestos_install(struct conn *conn, uint64_t req_id, const char *path)
     snprintf(op->actor, sizeof(op->actor), "%s", conn->actor);
     d->install = op;
     tm_err err = {0};
-    int r = read_source(op, path, &err);
+    int r = read_source(op, path, root_fd, &err);
     if (r == 0)
         r = check_fit(op, &err);
     if (r == 0) {

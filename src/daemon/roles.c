@@ -56,6 +56,9 @@ static const char *request_target(const Trustme__Request *req)
     case TRUSTME__REQUEST__BODY_CONFIG: id = req->config->id; break;
     case TRUSTME__REQUEST__BODY_LOGS: id = req->logs->id; break;
     case TRUSTME__REQUEST__BODY_WIPE: id = req->wipe->id; break;
+    /* admin only, like every request not in permit_restricted's list */
+    case TRUSTME__REQUEST__BODY_EXEC_LIST: id = req->exec_list->id; break;
+    case TRUSTME__REQUEST__BODY_EXEC_KILL: id = req->exec_kill->id; break;
     default: break;
     }
     return id ? id : "";
@@ -65,9 +68,10 @@ static void deny(struct conn *conn, const Trustme__Request *req, const struct co
                  const char *msg)
 {
     const char *target = request_target(req);
-    daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
-                 "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
-                 target[0] ? " target=" : "", target);
+    if (control_audit_due(conn, CONTROL_AUDIT_DENIED))
+        daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
+                     "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
+                     target[0] ? " target=" : "", target);
     conn_send_error(conn, req->id, EPERM, "%s", msg);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -19,6 +20,11 @@
 
 #define READ_CHUNK 65536
 #define FINAL_DRAIN_MAX (4 * 1024 * 1024)
+/* Stdin backpressure: with this much input not yet taken by the process, the client's
+ * connection is not read (the client's writes block, its pipe fills) until it is down to
+ * INPUT_LOW_WATER. At most one frame more than this is buffered per session. */
+#define INPUT_HIGH_WATER (1024 * 1024)
+#define INPUT_LOW_WATER (256 * 1024)
 
 static void on_output(tm_source *src, uint32_t events, void *userdata);
 static void flush_input(struct session *s);
@@ -33,6 +39,9 @@ struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_
     s->c = c;
     s->conn_id = conn_id;
     s->req_id = req_id;
+    static uint64_t next_number;
+    s->number = ++next_number;
+    s->started_at = (uint64_t)time(NULL);
     s->attach = attach;
     s->tty = tty;
     snprintf(s->what, sizeof(s->what), "%s", what);
@@ -60,6 +69,26 @@ struct session *session_attached(struct container *c)
     return NULL;
 }
 
+/* Pause the client's connection while this session's input is above the high water mark;
+ * resume once no session of the connection is above the low one. */
+static void input_pressure(struct session *s)
+{
+    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
+    if (!conn)
+        return;
+    if (tm_buf_pending(&s->in_buf) >= INPUT_HIGH_WATER) {
+        conn_pause_input(conn, true);
+        return;
+    }
+    if (!conn->input_paused)
+        return;
+    for (struct container *c = s->d->containers; c; c = c->next)
+        for (struct session *o = c->sessions; o; o = o->next)
+            if (o->conn_id == s->conn_id && tm_buf_pending(&o->in_buf) > INPUT_LOW_WATER)
+                return;
+    conn_pause_input(conn, false);
+}
+
 static void close_in(struct session *s)
 {
     tm_source_free(s->in_src);
@@ -68,6 +97,7 @@ static void close_in(struct session *s)
         close(s->in_fd);
     s->in_fd = -1;
     tm_buf_free(&s->in_buf);
+    input_pressure(s);
 }
 
 static void close_out(struct session *s, int *fd, tm_source **src)
@@ -210,12 +240,15 @@ static void flush_input(struct session *s)
     if (s->in_fd < 0)
         return;
     int r = tm_buf_flush(&s->in_buf, s->in_fd);
+    if (r == 0)
+        tm_buf_shrink(&s->in_buf, INPUT_LOW_WATER);
     if (s->tty) {
         /* A pty is one fd with one source (out_src): wait for room through its events. */
         if (r < 0)
             tm_buf_free(&s->in_buf);
         if (s->out_src)
             tm_source_modify(s->out_src, pty_events(s));
+        input_pressure(s);
         return;
     }
     if (r < 0) { /* the process closed its stdin */
@@ -225,10 +258,12 @@ static void flush_input(struct session *s)
     if (r > 0) {
         if (!s->in_src)
             s->in_src = tm_loop_io(s->d->loop, s->in_fd, EPOLLOUT, on_input_writable, s);
+        input_pressure(s);
         return;
     }
     tm_source_free(s->in_src);
     s->in_src = NULL;
+    input_pressure(s);
     if (s->in_eof)
         close_in(s);
 }
@@ -240,18 +275,24 @@ void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
     bool pty_pending = s->tty && !s->pty_set;
     if (s->in_fd < 0 && !pty_pending)
         return;
-    if (tm_buf_pending(&s->in_buf) + len > TM_FRAME_MAX) {
-        log_warn("session %s: input overflow, dropping it", s->what);
+    /* No limit here: the connection stops being read while the input is above its high water
+     * mark (input_pressure), so at most one frame more than that waits. */
+    if (len && tm_buf_append(&s->in_buf, data, len) < 0) {
+        struct conn *conn = conn_find(s->d, s->conn_id);
+        log_warn("session %s: out of memory for its input", s->what);
+        if (conn)
+            conn_send_error(conn, s->req_id, ENOMEM, "trustmed is out of memory: the input of "
+                            "%s is lost from here on, its stdin is closed", s->what);
+        close_in(s);
         return;
     }
-    if (len)
-        tm_buf_append(&s->in_buf, data, len);
     if (eof && !s->in_eof) {
         s->in_eof = true;
         if (s->tty) /* a terminal has no EOF of its own: send the EOF character */
             tm_buf_append(&s->in_buf, "\x04", 1);
     }
     flush_input(s);
+    input_pressure(s); /* also for a pty that has not arrived yet */
 }
 
 void session_resize(struct session *s, unsigned rows, unsigned cols)

@@ -21,6 +21,8 @@ struct session {
     bool tty;
     bool pty_set;             /* the pty master has arrived from the container */
     unsigned rows, cols;      /* last window size asked for */
+    uint64_t number;          /* trustme exec list/kill name it by this (unique per trustmed) */
+    uint64_t started_at;      /* unix time */
     char what[80];            /* the command, for logs and audit */
     char actor[48];           /* the client who opened it, for the audit log */
     /* exec sessions only (exec.c) */

@@ -56,3 +56,9 @@ void tm_buf_free(tm_buf *b)
     free(b->data);
     *b = (tm_buf){0};
 }
+
+void tm_buf_shrink(tm_buf *b, size_t keep)
+{
+    if (tm_buf_pending(b) == 0 && b->cap > keep)
+        tm_buf_free(b);
+}

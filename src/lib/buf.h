@@ -17,3 +17,5 @@ uint8_t *tm_buf_reserve(tm_buf *b, size_t n);
 static inline size_t tm_buf_pending(const tm_buf *b) { return b->len - b->start; }
 void tm_buf_consume(tm_buf *b, size_t n);
 void tm_buf_free(tm_buf *b);
+/* Once b is empty, give its memory back if it grew beyond keep bytes (after a large message). */
+void tm_buf_shrink(tm_buf *b, size_t keep);

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define FRAME_FIRST_ALLOC 65536
+
 static uint32_t frame_limit(const tm_frame_reader *r) { return r->max ? r->max : TM_FRAME_MAX; }
 
 int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *consumed)
@@ -26,8 +28,11 @@ int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *con
             *consumed = used;
             return -EMSGSIZE;
         }
-        /* +1 so that an empty payload still gets a distinct allocation. */
-        r->payload = malloc((size_t)r->len + 1);
+        /* +1 so that an empty payload still gets a distinct allocation. Only a first chunk:
+         * announcing 16 MiB and sending a few bytes must not cost 16 MiB (half frames held
+         * open by a hostile client stay cheap). */
+        r->cap = ((size_t)r->len < FRAME_FIRST_ALLOC ? (size_t)r->len : FRAME_FIRST_ALLOC) + 1;
+        r->payload = malloc(r->cap);
         if (!r->payload)
             return -ENOMEM;
         r->got = 0;
@@ -35,6 +40,18 @@ int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *con
     size_t want = r->len - r->got;
     size_t avail = n - used;
     size_t take = avail < want ? avail : want;
+    if (r->got + take + 1 > r->cap) {
+        size_t cap = r->cap;
+        while (cap < r->got + take + 1)
+            cap *= 2;
+        if (cap > (size_t)r->len + 1)
+            cap = (size_t)r->len + 1;
+        uint8_t *p = realloc(r->payload, cap);
+        if (!p)
+            return -ENOMEM;
+        r->payload = p;
+        r->cap = cap;
+    }
     memcpy(r->payload + r->got, data + used, take);
     r->got += take;
     used += take;
@@ -47,6 +64,7 @@ uint8_t *tm_frame_take(tm_frame_reader *r, uint32_t *ret_len)
     uint8_t *p = r->payload;
     *ret_len = r->len;
     r->payload = NULL;
+    r->cap = 0;
     r->hdr_got = 0;
     r->got = 0;
     r->len = 0;

@@ -17,6 +17,7 @@ typedef struct tm_frame_reader {
     size_t hdr_got;
     uint32_t len;   /* payload length once the header is complete */
     uint8_t *payload;
+    size_t cap;     /* allocated for payload: grows with what arrived, not with what was announced */
     size_t got;
     uint32_t max;   /* largest accepted payload; 0 means TM_FRAME_MAX */
 } tm_frame_reader;

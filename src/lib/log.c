@@ -34,13 +34,47 @@ int tm_log_parse_level(const char *s, enum tm_log_level *ret)
     return -EINVAL;
 }
 
+static void vlog(enum tm_log_level level, const char *fmt, va_list ap);
+
 void tm_log(enum tm_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void tm_log_ratelimited(tm_ratelimit *rl, enum tm_log_level level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec;
+    unsigned interval = rl->interval_s ? rl->interval_s : 10;
+    if (rl->window_start == 0 || now - rl->window_start >= interval) {
+        if (rl->suppressed)
+            tm_log(level, "(%u similar messages left out in the last %u s)", rl->suppressed,
+                   (unsigned)(now - rl->window_start));
+        rl->window_start = now ? now : 1;
+        rl->logged = rl->suppressed = 0;
+    }
+    if (rl->logged >= (rl->burst ? rl->burst : 5)) {
+        rl->suppressed++;
+        return;
+    }
+    rl->logged++;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+static void vlog(enum tm_log_level level, const char *fmt, va_list ap)
 {
     if (level > log_level)
         return;
     int saved = errno;
-    va_list ap;
-    va_start(ap, fmt);
     if (log_syslog) {
         vsyslog((int)level, fmt, ap);
     } else {
@@ -57,6 +91,5 @@ void tm_log(enum tm_log_level level, const char *fmt, ...)
             vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
         fprintf(stderr, "%s\n", line);
     }
-    va_end(ap);
     errno = saved;
 }

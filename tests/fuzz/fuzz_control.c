@@ -7,6 +7,7 @@
 
 #include "frame.h"
 #include "proto.h"
+#include "proto_strings.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -19,6 +20,9 @@ static void check_request(const uint8_t *p, size_t len)
     Trustme__Request *req = trustme__request__unpack(NULL, len, p);
     if (!req)
         return;
+    /* The daemon's string check walks the same bytes by the descriptor (proto_strings.c). */
+    tm_err err;
+    tm_proto_check_strings(&trustme__request__descriptor, p, len, &err);
     size_t n = trustme__request__get_packed_size(req);
     uint8_t *again = malloc(n ? n : 1);
     if (!again)

@@ -298,3 +298,114 @@ def test_start_without_a_pin_asks_for_one(daemon):
                 break
         assert resp[2] == [6] and 13 in resp, resp  # ContainerInfo
     assert daemon.state("sealed")["state"] == "running"
+
+
+FREEZE = 16
+RUN = 18
+DEVICE_CSR = 34
+
+
+def test_strings_with_nul_or_bad_utf8_are_refused(daemon):
+    """protobuf-c cuts a string at its NUL: "w\\0junk" acted on w. Every string field of every
+    request is checked in one place: NUL bytes and invalid UTF-8 are refused, bytes stay bytes."""
+    daemon.create("w")
+    daemon.cli("start", "w")
+    bad = [(STATE, field_bytes(1, b"w\0junk"), "state.id: a NUL byte at byte 1"),
+           (FREEZE, field_bytes(1, b"w\0"), "freeze.id: a NUL byte"),
+           (STATE, field_bytes(1, b"w\xc0\xaf"), "state.id: invalid UTF-8 at byte 1"),
+           (STATE, field_bytes(1, b"\xed\xa0\x80"), "state.id: invalid UTF-8 at byte 0"),
+           (RUN, field_bytes(1, b"w") + field_bytes(2, b"/bin/true") + field_bytes(2, b"x\xffy"),
+            "run.argv[1]: invalid UTF-8"),
+           (RUN, field_bytes(1, b"w") + field_bytes(2, b"/bin/true") + field_bytes(3, b"A=\0"),
+            "run.env[0]: a NUL byte"),
+           (DEVICE_CSR, field_bytes(1, b"device\0evil"), "device_csr.common_name: a NUL byte")]
+    with connect(daemon) as s:
+        for i, (body, sub, want) in enumerate(bad):
+            s.sendall(frame(request(body, sub, req_id=50 + i)))
+            resp = recv_frame(s)
+            assert resp[2] == [50 + i]
+            code, msg = error_of(resp)
+            assert code == 22 and want in msg, (want, msg)  # EINVAL
+        # the same connection still works, and UTF-8 text passes
+        s.sendall(frame(request(STATE, field_bytes(1, "w".encode()), req_id=70)))
+        assert 13 in recv_frame(s)
+        s.sendall(frame(request(STATE, field_bytes(1, "wé".encode()), req_id=71)))
+        assert "no container" in error_of(recv_frame(s))[1]
+    assert daemon.state("w")["state"] == "running"  # the freeze of "w\0" did nothing
+    assert_serving(daemon)
+
+
+CREATE = 12
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+
+
+def test_memory_is_given_back_after_large_frames(daemon):
+    """16 MiB frames (a config too large, garbage, the largest stdin chunk) are handled and their
+    memory returned: an idle trustmed does not keep the size of its largest message."""
+    pid = daemon.proc.pid
+    assert_serving(daemon)
+    before = rss_kib(pid)
+    big = (16 << 20) - 64
+    with connect(daemon) as s:
+        for i in range(3):
+            s.sendall(frame(request(CREATE, field_bytes(1, b"{" + b" " * (big - 16)), req_id=10 + i)))
+            assert "too large" in error_of(recv_frame(s, timeout=30))[1]
+            s.sendall(frame(b"\xff" * big))
+            assert "malformed request" in error_of(recv_frame(s, timeout=30))[1]
+    assert_serving(daemon)
+    time.sleep(0.5)
+    after = rss_kib(pid)
+    print(f"trustmed VmRSS: {before} KiB before, {after} KiB after 6 frames of 16 MiB")
+    assert after < max(before + 1024, 5 * 1024), (before, after)
+
+
+def test_admin_socket_makes_room_for_a_new_admin_client(daemon):
+    """Host root holding more idle connections and half frames than the socket's limit (128)
+    does not keep a new admin client out: the oldest of them are closed for it."""
+    socks = []
+    try:
+        for i in range(160):
+            s = connect(daemon)
+            if i % 2:
+                s.sendall(struct.pack(">I", 1000) + b"half")
+            socks.append(s)
+        for _ in range(3):
+            assert_serving(daemon)
+    finally:
+        for s in socks:
+            s.close()
+    assert_serving(daemon)
+
+
+def test_half_close_while_congested_does_not_spin(daemon):
+    """A client whose unread replies stop trustmed from reading it, and that then half-closes
+    its side: trustmed must not watch the half-close while it does not read (level-triggered,
+    that woke its loop for as long as the connection lasted)."""
+    pid = daemon.proc.pid
+    s = connect(daemon)
+    s.setblocking(False)
+    payload = frame(request(STATE, field_bytes(1, b"nosuch"))) * 1000
+    deadline = time.time() + 5
+    while time.time() < deadline:  # until trustmed stops reading us (its replies pile up)
+        try:
+            s.send(payload)
+        except BlockingIOError:
+            time.sleep(0.2)
+            try:
+                s.send(payload)
+            except BlockingIOError:
+                break
+    s.shutdown(socket.SHUT_WR)
+    ticks = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(0.3)
+    t0 = ticks()
+    time.sleep(1.0)
+    used = ticks() - t0
+    s.close()
+    print(f"trustmed used {used} ticks in 1 s")
+    assert used < 15, f"trustmed used {used / 100:.2f} s of CPU in 1 s"
+    assert_serving(daemon)

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -162,6 +165,69 @@ static int tty(void)
     return 0;
 }
 
+/* A hostile client of a control socket from inside a container: n connections, each left idle,
+ * in the middle of a header, in the middle of a frame, or after a frame of random bytes (seeded),
+ * held for hold_s seconds. Prints how many connected and how many the daemon closed. */
+static int ctlflood(const char *path, int n, int hold_s, unsigned seed)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+    int *fds = calloc((size_t)n, sizeof(int));
+    int opened = 0, failed = 0;
+    srandom(seed);
+    for (int i = 0; i < n; i++) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int r = -1;
+        for (int tries = 0; fd >= 0 && tries < 200; tries++) {
+            r = connect(fd, (struct sockaddr *)&addr, sizeof(addr));
+            if (r == 0 || errno != EAGAIN)
+                break;
+            usleep(5000); /* the listen queue is full: the daemon is busy accepting */
+        }
+        if (r < 0) {
+            if (fd >= 0)
+                close(fd);
+            failed++;
+            continue;
+        }
+        unsigned char buf[600];
+        size_t len = 0;
+        switch (i % 4) {
+        case 0: break; /* idle */
+        case 1: buf[0] = 0, buf[1] = 0, len = 2; break; /* half a header */
+        case 2: /* a header announcing 1 MiB, then 10 bytes */
+            buf[0] = 0, buf[1] = 0x10, buf[2] = 0, buf[3] = 0;
+            memset(buf + 4, 'x', 10);
+            len = 14;
+            break;
+        case 3: { /* a whole frame of random bytes */
+            size_t m = (size_t)(random() % 512);
+            buf[0] = 0, buf[1] = 0, buf[2] = (unsigned char)(m >> 8), buf[3] = (unsigned char)m;
+            for (size_t k = 0; k < m; k++)
+                buf[4 + k] = (unsigned char)random();
+            len = 4 + m;
+            break;
+        }
+        }
+        if (len && write(fd, buf, len) < 0) {
+            /* refused at once: counted below as closed */
+        }
+        fds[opened++] = fd;
+    }
+    printf("opened: %d\nfailed: %d\n", opened, failed);
+    sleep((unsigned)hold_s);
+    int closed = 0;
+    for (int i = 0; i < opened; i++) {
+        struct pollfd p = {.fd = fds[i], .events = POLLIN};
+        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+            closed++;
+        close(fds[i]);
+    }
+    printf("closed_by_daemon: %d\n", closed);
+    free(fds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -183,7 +249,9 @@ int main(int argc, char **argv)
         return write_test(argv[2], argv[3]);
     if (argc >= 2 && strcmp(argv[1], "tty") == 0)
         return tty();
+    if (argc >= 5 && strcmp(argv[1], "ctlflood") == 0)
+        return ctlflood(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? (unsigned)atoi(argv[5]) : 1);
     fprintf(stderr, "usage: tm-probe fds | alloc MB | forkbomb N | syscalls | mknod PATH b|c MAJ MIN |"
-                    " open PATH | counter FILE | write PATH DATA | tty\n");
+                    " open PATH | counter FILE | write PATH DATA | tty | ctlflood SOCKET N SECONDS [SEED]\n");
     return 2;
 }

@@ -588,6 +588,40 @@ static void every_truncation_of_a_request(void **state)
     trustme__request__free_unpacked(whole, NULL);
 }
 
+/* A header announcing 16 MiB followed by a few bytes (a half frame held open) costs what
+ * arrived, not what was announced; the whole frame still arrives intact. */
+static void announced_size_is_not_allocated_up_front(void **state)
+{
+    (void)state;
+    const uint32_t len = TM_FRAME_MAX;
+    tm_frame_reader r = {0};
+    uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
+    size_t used;
+    assert_int_equal(tm_frame_feed(&r, hdr, 4, &used), 0);
+    assert_int_equal(tm_frame_feed(&r, (const uint8_t *)"abc", 3, &used), 0);
+    assert_true(r.cap <= 65536 + 1);
+    uint8_t *chunk = malloc(1 << 20);
+    assert_non_null(chunk);
+    size_t sent = 3;
+    while (sent < len) {
+        size_t n = len - sent < (1u << 20) ? len - sent : (1u << 20);
+        memset(chunk, (int)(sent >> 20), n);
+        int ret = tm_frame_feed(&r, chunk, n, &used);
+        assert_int_equal(used, n);
+        sent += n;
+        assert_int_equal(ret, sent == len ? 1 : 0);
+        assert_true(r.cap <= (size_t)len + 1);
+    }
+    uint32_t got;
+    uint8_t *p = tm_frame_take(&r, &got);
+    assert_int_equal(got, len);
+    assert_memory_equal(p, "abc", 3);
+    assert_int_equal(p[len - 1], (uint8_t)((len - 1) >> 20));
+    assert_int_equal(p[(5 << 20) + 3], 5);
+    free(p);
+    free(chunk);
+}
+
 #define SOCKET_TEST(f) cmocka_unit_test_setup_teardown(f, pair_setup, pair_teardown)
 
 int main(void)
@@ -605,6 +639,7 @@ int main(void)
         cmocka_unit_test(custom_max),
         cmocka_unit_test(partial_semantics),
         cmocka_unit_test(reset_drops_a_partial_frame),
+        cmocka_unit_test(announced_size_is_not_allocated_up_front),
         SOCKET_TEST(read_would_block),
         SOCKET_TEST(read_one_frame),
         SOCKET_TEST(read_leaves_next_frame_in_socket),

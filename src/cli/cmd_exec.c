@@ -1,0 +1,141 @@
+/* trustme exec list|kill: commands started by trustme run, also those whose CLI is gone
+ * (docs/CLI.md). */
+#include <ctype.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+static const char *usage = "list [--json] CONTAINER | kill CONTAINER SESSION [SIGNAL]\n"
+                           "  list: the container's exec sessions: number, pid inside, start time,\n"
+                           "        attached or orphaned (its client is gone), command\n"
+                           "  kill: send SIGNAL (name or number, default TERM) to a session's command";
+
+/* A command name as the daemon sent it, with control bytes shown as '?'. */
+static void print_clean(const char *s)
+{
+    for (; s && *s; s++)
+        putchar(iscntrl((unsigned char)*s) ? '?' : *s);
+}
+
+static int parse_signal(const char *s)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (*s && !*end)
+        return n > 0 && n < NSIG ? (int)n : -1;
+    if (strncasecmp(s, "SIG", 3) == 0)
+        s += 3;
+    for (int i = 1; i < NSIG; i++)
+        if (sigabbrev_np(i) && strcasecmp(s, sigabbrev_np(i)) == 0)
+            return i;
+    return -1;
+}
+
+static int exec_list(struct cli *cli, const char *name)
+{
+    Trustme__ExecListRequest lr = TRUSTME__EXEC_LIST_REQUEST__INIT;
+    lr.id = (char *)name;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_EXEC_LIST;
+    req.exec_list = &lr;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_EXEC_LIST) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("unexpected reply from trustmed");
+    }
+    const Trustme__ExecList *l = resp->exec_list;
+    if (cli->json) {
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < l->n_sessions; i++) {
+            const Trustme__ExecInfo *e = l->sessions[i];
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "session", json_object_new_int64((int64_t)e->session));
+            json_object_object_add(o, "pid", json_object_new_int(e->pid));
+            json_object_object_add(o, "command", json_object_new_string(e->command ? e->command : ""));
+            json_object_object_add(o, "started_at", json_object_new_int64((int64_t)e->started_at));
+            json_object_object_add(o, "orphaned", json_object_new_boolean(e->orphaned));
+            json_object_object_add(o, "tty", json_object_new_boolean(e->tty));
+            json_object_object_add(o, "actor", json_object_new_string(e->actor ? e->actor : ""));
+            json_object_array_add(arr, o);
+        }
+        printf("%s\n", json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
+        json_object_put(arr);
+    } else {
+        printf("%-8s %-8s %-20s %-9s %s\n", "SESSION", "PID", "STARTED", "CLIENT", "COMMAND");
+        for (size_t i = 0; i < l->n_sessions; i++) {
+            const Trustme__ExecInfo *e = l->sessions[i];
+            char started[32] = "-";
+            time_t t = (time_t)e->started_at;
+            if (t)
+                strftime(started, sizeof(started), "%Y-%m-%d %H:%M:%S", localtime(&t));
+            printf("%-8llu %-8d %-20s %-9s ", (unsigned long long)e->session, e->pid, started,
+                   e->orphaned ? "orphaned" : "attached");
+            print_clean(e->command);
+            printf("%s\n", e->tty ? " (tty)" : "");
+        }
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int exec_kill(struct cli *cli, const char *name, const char *session, const char *signame)
+{
+    char *end;
+    unsigned long long number = strtoull(session, &end, 10);
+    int sig = signame ? parse_signal(signame) : SIGTERM;
+    if (!*session || *end || sig < 0) {
+        fprintf(stderr, "usage: trustme exec %s\n", usage);
+        return 2;
+    }
+    Trustme__ExecKillRequest kr = TRUSTME__EXEC_KILL_REQUEST__INIT;
+    kr.id = (char *)name;
+    kr.has_session = kr.has_signal = true;
+    kr.session = number;
+    kr.signal = sig;
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_EXEC_KILL;
+    req.exec_kill = &kr;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    trustme__response__free_unpacked(resp, NULL);
+    printf("SIG%s sent to exec session %llu of %s\n", sigabbrev_np(sig), number, name);
+    return 0;
+}
+
+int cmd_exec(struct cli *cli, int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
+        char *pos[1];
+        if (cli_args(cli, argc - 1, argv + 1, "[--json] CONTAINER", 1, 1, pos) < 0)
+            return 2;
+        return exec_list(cli, pos[0]);
+    }
+    if (argc >= 2 && strcmp(argv[1], "kill") == 0) {
+        char *pos[3] = {NULL, NULL, NULL};
+        /* not cli_args: "-9" style signals are not options here */
+        int n = 0;
+        for (int i = 2; i < argc && n < 3; i++)
+            pos[n++] = argv[i];
+        if (n < 2 || argc > 5) {
+            fprintf(stderr, "usage: trustme exec %s\n", usage);
+            return 2;
+        }
+        return exec_kill(cli, pos[0], pos[1], pos[2]);
+    }
+    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf("Usage: trustme exec %s\n", usage);
+        return 0;
+    }
+    fprintf(stderr, "usage: trustme exec %s\n", usage);
+    return 2;
+}

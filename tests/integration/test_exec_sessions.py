@@ -1,0 +1,158 @@
+"""Exec sessions under load (issue 11 §3): stdin with backpressure instead of loss, the cap of
+sessions per connection, and commands that outlived their CLI (trustme exec list / kill)."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import TRUSTME, wait_for
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+
+
+@pytest.fixture
+def running(daemon):
+    daemon.create("box")
+    daemon.cli("start", "box")
+    return daemon
+
+
+def test_piped_stdin_is_never_lost(running):
+    """48 MiB into a command that reads nothing for 4 s: trustmed stops reading the client
+    while the pipe is full (before: it dropped all past 16 MiB and logged it 1453 times)."""
+    size = 48 << 20
+    log_before = len(running.log())
+    rss_before = rss_kib(running.proc.pid)
+    p = subprocess.Popen(f"head -c {size} /dev/zero | {TRUSTME} --run-dir {running.run_dir} "
+                         f"run box -- sh -c 'sleep 4; wc -c'", shell=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = running.proc.pid
+    time.sleep(2)  # the command sleeps; the pipe and trustmed's buffer are full
+    with open(f"/proc/{pid}/status") as f:
+        rss = int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out.strip() == str(size)
+    assert rss < 16 * 1024, f"trustmed buffered the input: VmRSS {rss} KiB"
+    assert "input overflow" not in running.log()[log_before:]
+    time.sleep(0.5)
+    assert rss_kib(running.proc.pid) < rss_before + 1024, "the input's buffers were kept"
+
+
+def test_stdin_and_output_flow_together(running):
+    """cat echoes 24 MiB back while it is still being sent: backpressure both ways, no
+    deadlock between the client's writes and its reads."""
+    size = 24 << 20
+    src = running.base / "in"
+    src.write_bytes(os.urandom(size))
+    r = subprocess.run(f"{TRUSTME} --run-dir {running.run_dir} run box -- cat < {src} | "
+                       f"cmp - {src} && echo same", shell=True, capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "same", r.stderr
+
+
+# ---- the cap per connection, and commands that outlived their CLI ------------------------------
+
+import json  # noqa: E402
+import socket  # noqa: E402
+
+from pb import field_bytes, field_varint, frame, parse  # noqa: E402
+from test_protocol import error_of, recv_frame  # noqa: E402
+from test_roles import NOT_ALLOWED, create, inside, roles_rootfs  # noqa: E402,F401
+
+RUN = 18
+
+
+def run_request(req_id, *argv, container=b"box"):
+    body = field_bytes(1, container) + b"".join(field_bytes(2, a.encode()) for a in argv)
+    return frame(field_varint(1, 1) + field_varint(2, req_id) + field_bytes(RUN, body))
+
+
+def exec_list(d, name):
+    return json.loads(d.cli("exec", "list", "--json", name).stdout)
+
+
+def test_exec_sessions_per_connection_are_capped(running):
+    d = running
+    pid = d.proc.pid
+    fds_before = len(os.listdir(f"/proc/{pid}/fd"))
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(str(d.socket))
+    try:
+        for i in range(64):
+            s.sendall(run_request(1000 + i, "/bin/sleep", "1000"))
+        s.sendall(run_request(2000, "/bin/sleep", "1000"))
+        while True:  # the 65th is refused; the others run (no reply until they end)
+            resp = recv_frame(s, timeout=30)
+            if resp[2] == [2000]:
+                break
+        code, msg = error_of(resp)
+        assert code == 11 and "limit per connection" in msg, msg  # EAGAIN
+        wait_for(lambda: len([e for e in exec_list(d, "box") if e["pid"]]) == 64,
+                 what="64 sessions to run")
+        fds_with = len(os.listdir(f"/proc/{pid}/fd"))
+        assert fds_with - fds_before <= 64 * 5 + 4, fds_with - fds_before
+        # another connection may run its own
+        assert d.run("box", "/bin/echo", "other").stdout == "other\n"
+    finally:
+        s.close()
+    # the client is gone; its 64 commands run on, orphaned, reachable by exec list / kill
+    sessions = wait_for(lambda: (lambda l: l if len(l) == 64 and all(e["orphaned"] for e in l)
+                                 else None)(exec_list(d, "box")), what="64 orphans")
+    for e in sessions:
+        d.cli("exec", "kill", "box", e["session"], "KILL")
+    wait_for(lambda: exec_list(d, "box") == [], what="every session to end")
+    wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= fds_before + 1,
+             what="trustmed's fds back to what they were")
+
+
+def test_orphaned_command_can_be_listed_and_signalled(running):
+    d = running
+    p = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "run", "box", "--", "sh", "-c",
+                          "trap '' HUP PIPE; echo ready; exec sleep 1000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    [attached] = exec_list(d, "box")
+    assert not attached["orphaned"] and attached["command"] == "sh" and attached["pid"] > 1
+    p.kill()
+    p.wait()
+    [orphan] = wait_for(lambda: (lambda l: l if l and l[0]["orphaned"] else None)(exec_list(d, "box")),
+                        what="the session to be orphaned")
+    assert orphan["session"] == attached["session"]
+    # the pid is the container's view of it
+    assert str(orphan["pid"]) in d.sh("box", "ps -o pid,args").stdout
+    text = d.cli("exec", "list", "box").stdout
+    assert "orphaned" in text and str(orphan["session"]) in text
+    r = d.cli("exec", "kill", "box", "999999", check=False)
+    assert r.returncode != 0 and "no exec session 999999" in r.stderr
+    d.cli("exec", "kill", "box", orphan["session"], "TERM")
+    wait_for(lambda: exec_list(d, "box") == [], what="the command to end")
+    kills = [e for e in d.audit_events() if e["event"] == "exec.kill"]
+    assert kills and "SIGTERM" in kills[-1]["detail"]
+
+
+def test_exec_list_and_kill_are_admin_only(make_daemon, roles_rootfs):
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    create(d, roles_rootfs, "x")
+    d.cli("start", "r")
+    d.cli("start", "x")
+    p = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "run", "x", "--", "sleep", "1000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        [e] = wait_for(lambda: exec_list(d, "x"), what="the session")
+        for args in (("exec", "list", "x"), ("exec", "list", "r"),
+                     ("exec", "kill", "x", str(e["session"]), "KILL"),
+                     ("exec", "kill", "r", str(e["session"]), "KILL")):
+            r = inside(d, "r", *args, check=False)
+            assert r.returncode != 0 and NOT_ALLOWED in r.stderr, (args, r.stderr)
+        assert exec_list(d, "x")[0]["session"] == e["session"]  # untouched
+        denied = [ev["detail"] for ev in d.audit_events() if ev["event"] == "control.denied"]
+        assert any("request=exec_kill target=x" in x for x in denied), denied
+    finally:
+        p.kill()
+        p.wait()
