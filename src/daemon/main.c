@@ -447,6 +447,9 @@ int main(int argc, char **argv)
     guestos_store_free(&d);
     device_config_clear(&d.device);
     free(d.seccomp.filter);
+    tm_source_free(d.signal_src); /* freed with the loop's other dead sources */
+    if (d.signal_fd >= 0)
+        close(d.signal_fd);
     tm_loop_free(d.loop);
     log_info("stopped");
     return code;
