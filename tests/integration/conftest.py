@@ -185,6 +185,35 @@ def remove_net_links(data_dir, bridge):
             subprocess.run([tool("ip"), "link", "del", link], capture_output=True)
 
 
+# A report of AddressSanitizer, LeakSanitizer or UBSan (scripts/ci-sanitize.sh runs part of the
+# suite against daemons built with them, TRUSTME_BUILD=build-asan): trustmed, trustme-scd and
+# trustme-tpmd write them to trustmed's stderr, the daemon's log. A daemon a sanitizer stopped may
+# be restarted (scd is supervised) and a test may pass on: the teardown fails the test instead.
+SANITIZER_REPORT = re.compile(r"ERROR: (?:Address|Leak)Sanitizer|runtime error: |"
+                              r"SUMMARY: \w+Sanitizer|LeakSanitizer has encountered a fatal error")
+
+
+# Every report found in the log of a daemon torn down so far; the autouse fixtures below fail the
+# test (or, for a daemon of a module's or the session's fixtures, the session) that left one.
+SANITIZER_FINDINGS = []
+
+
+def sanitizer_reports(text):
+    """The sanitizer reports in text: each from its first line to its SUMMARY line (at most 40
+    lines: the stack that says where)."""
+    reports, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if SANITIZER_REPORT.search(lines[i]):
+            end = i
+            while end < len(lines) - 1 and end - i < 40 and "SUMMARY: " not in lines[end]:
+                end += 1
+            reports.append("\n".join(lines[i:end + 1]))
+            i = end
+        i += 1
+    return reports
+
+
 def kill_cgroup_tasks(path):
     for procs in Path(path).rglob("cgroup.procs"):
         try:
@@ -353,6 +382,8 @@ class Daemon:
         cmd = [str(TRUSTME), "--run-dir", str(self.run_dir), *map(str, args)]
         r = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
                            text=isinstance(input, str) or input is None)
+        err = r.stderr if isinstance(r.stderr, str) else r.stderr.decode(errors="replace")
+        SANITIZER_FINDINGS.extend(sanitizer_reports(err))  # a sanitized CLI's own findings
         if check and r.returncode != 0:
             raise CliError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
         return r
@@ -412,7 +443,23 @@ class Daemon:
             subprocess.run([tool("umount"), "-l", m], capture_output=True)
         for loop in loops_backed_by(self.base):
             subprocess.run([tool("losetup"), "-d", loop], capture_output=True)
+        SANITIZER_FINDINGS.extend(sanitizer_reports(self.log()))
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sanitizer_findings_left():
+    yield
+    assert SANITIZER_FINDINGS == [], "sanitizer reports in trustmed's log:\n" + "\n\n".join(SANITIZER_FINDINGS)
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_findings():
+    """After every test's daemons are gone: no sanitizer report in their logs."""
+    yield
+    found = list(SANITIZER_FINDINGS)
+    SANITIZER_FINDINGS.clear()  # reported here, not again at the end of the session
+    assert found == [], "sanitizer reports in trustmed's log:\n" + "\n\n".join(found)
 
 
 @pytest.fixture(scope="session")

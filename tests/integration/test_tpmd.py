@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from conftest import BUILD, TEST_PREFIX, process_gone
+from conftest import BUILD, SANITIZER_FINDINGS, TEST_PREFIX, process_gone, sanitizer_reports
 from pb import field_bytes, field_varint, frame, parse
 from tools import tool
 
@@ -200,6 +200,7 @@ class Tpmd:
         while swtpm_processes(self.base) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.log.close()
+        SANITIZER_FINDINGS.extend(sanitizer_reports((self.base / "tpmd.log").read_text()))
 
 
 @pytest.fixture
