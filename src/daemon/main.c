@@ -28,6 +28,7 @@
 #include "modules/ctlsock.h"
 #include "modules/seccomp_filter.h"
 #include "roles.h"
+#include "reaper.h"
 #include "runtime.h"
 #include "scd_client.h"
 #include "tpmd_client.h"
@@ -421,6 +422,7 @@ static void daemon_free(struct daemon *d)
     guestos_store_free(d);
     device_config_clear(&d->device);
     free(d->seccomp.filter);
+    reaper_free_all();
     tm_source_free(d->signal_src); /* freed with the loop's other dead sources */
     if (d->signal_fd >= 0)
         close(d->signal_fd);
