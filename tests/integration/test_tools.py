@@ -82,3 +82,32 @@ def test_unlisted_program_is_an_error():
 def test_argv_resolves_bare_names_only():
     assert tools.argv("openssl", "version")[0].endswith("/openssl")
     assert tools.argv(Path("/bin/sh"), 1) == ["/bin/sh", "1"]
+
+
+def test_run_names_are_this_runs():
+    """Everything this run makes is named with its RUN_ID (conftest.py), in names short enough
+    for a network interface (15 characters: the prefix leaves 8)."""
+    import conftest
+    assert len(conftest.RUN_ID) == 5
+    assert conftest.TEST_PREFIX.endswith(conftest.RUN_ID)
+    assert conftest.NET_PREFIX.endswith(conftest.RUN_ID) and len(conftest.NET_PREFIX) + 8 <= 15
+    assert 0 <= conftest.NET_SLOT < 8
+
+
+def test_sanitizer_reports_are_found_in_a_log():
+    from conftest import sanitizer_reports
+    log = "\n".join([
+        "08:12:21.717 trustme-tpmd debug: measured container-config w into PCR 11",
+        "../src/daemon/modules/devices.c:45:48: runtime error: null pointer passed as argument 2",
+        "SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior ../src/daemon/modules/devices.c:45:48",
+        "08:12:21.724 trustmed info: stopping",
+        "==10231==ERROR: LeakSanitizer: detected memory leaks",
+        "Direct leak of 56 byte(s) in 1 object(s) allocated from:",
+        "    #1 0x56151fec7822 in tm_loop_io ../src/lib/event.c:100:20",
+        "SUMMARY: AddressSanitizer: 56 byte(s) leaked in 1 allocation(s).",
+        "==23103==LeakSanitizer has encountered a fatal error.",
+    ])
+    reports = sanitizer_reports(log)
+    assert len(reports) == 3
+    assert "devices.c:45" in reports[0] and "tm_loop_io" in reports[1]
+    assert sanitizer_reports("08:12:21 trustmed info: ready\nWARNING: reading executable name failed") == []
