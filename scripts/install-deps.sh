@@ -1,7 +1,10 @@
 #!/bin/sh
 # Installs the Debian packages trustme needs to build, run its demo and run its tests.
 # Idempotent: packages already present are not fetched again, and apt-get update runs
-# only when something is missing. Usage: scripts/install-deps.sh [--bench]
+# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci]
+# The default list is everything scripts/demo.sh and scripts/test.sh use, nothing more:
+# tests/integration/tools.py names the package of every program and module the tests call, and
+# tests/integration/test_tools.py checks that each is in PKGS below.
 set -eu
 
 PKGS="gcc libc6-dev pkg-config meson ninja-build
@@ -10,12 +13,21 @@ PKGS="gcc libc6-dev pkg-config meson ninja-build
       libtss2-dev swtpm tpm2-tools
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
-      python3 python3-pytest python3-cryptography iproute2 procps"
+      python3 python3-pytest python3-cryptography iproute2 procps mount coreutils"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
 BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
+# What .ci/run adds (scripts/ci-sanitize.sh): clang with its sanitizer and libFuzzer runtimes,
+# and llvm-symbolizer for readable sanitizer reports.
+CI_PKGS="clang libclang-rt-14-dev llvm"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS $BENCH_PKGS"
+for opt in "$@"; do
+    case $opt in
+        --bench) PKGS="$PKGS $BENCH_PKGS" ;;
+        --ci) PKGS="$PKGS $CI_PKGS" ;;
+        *) echo "usage: $0 [--bench] [--ci]" >&2; exit 2 ;;
+    esac
+done
 
 missing=""
 for p in $PKGS; do
@@ -36,6 +48,6 @@ fi
 
 echo "install-deps: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+apt-get -o DPkg::Lock::Timeout=600 update -qq
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null

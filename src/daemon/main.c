@@ -30,6 +30,7 @@
 #include "modules/ctlsock.h"
 #include "modules/seccomp_filter.h"
 #include "roles.h"
+#include "reaper.h"
 #include "runtime.h"
 #include "scd_client.h"
 #include "tpmd_client.h"
@@ -438,6 +439,27 @@ void daemon_autostart(struct daemon *d)
     }
 }
 
+/* What init_daemon allocated, also when it failed part way, and the loop itself. */
+static void daemon_free(struct daemon *d)
+{
+    if (d->audit.path) /* opened (its fd is 0 in a daemon never initialised) */
+        tm_audit_close(&d->audit);
+    while (d->containers) {
+        struct container *c = d->containers;
+        d->containers = c->next;
+        container_free(c);
+    }
+    revocation_stop(d);
+    guestos_store_free(d);
+    device_config_clear(&d->device);
+    free(d->seccomp.filter);
+    reaper_free_all();
+    tm_source_free(d->signal_src); /* freed with the loop's other dead sources */
+    if (d->signal_fd >= 0)
+        close(d->signal_fd);
+    tm_loop_free(d->loop);
+}
+
 int main(int argc, char **argv)
 {
     struct daemon d = {.signal_fd = -1};
@@ -456,6 +478,7 @@ int main(int argc, char **argv)
     tm_err err = {0};
     if (!d.loop || init_daemon(&d, &err) < 0) {
         log_error("%s", err.msg[0] ? err.msg : "cannot create the event loop");
+        daemon_free(&d);
         return 1;
     }
     log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
@@ -469,17 +492,7 @@ int main(int argc, char **argv)
     scd_stop(&d);
     cg_remove_parent(&d.cgroups, d.cgroup_parent);
     daemon_audit(&d, "daemon.stop", "ok", NULL, "trustmed", "pid %d", getpid());
-    tm_audit_close(&d.audit);
-    while (d.containers) {
-        struct container *c = d.containers;
-        d.containers = c->next;
-        container_free(c);
-    }
-    revocation_stop(&d);
-    guestos_store_free(&d);
-    device_config_clear(&d.device);
-    free(d.seccomp.filter);
-    tm_loop_free(d.loop);
+    daemon_free(&d);
     log_info("stopped");
     return code;
 }

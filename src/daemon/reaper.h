@@ -11,3 +11,5 @@ struct daemon;
 void reaper_take_pidfd(struct daemon *d, int pidfd);
 /* The same for a pid. Safe for any pid: one that is not our child is simply forgotten. */
 void reaper_take_pid(struct daemon *d, pid_t pid);
+/* At exit, before the event loop goes: forget every process still waited for. */
+void reaper_free_all(void);

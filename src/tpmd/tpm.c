@@ -53,6 +53,10 @@ static bool handle_is(TPM2_HANDLE h, bool sessions)
                     : type == TPM2_HT_TRANSIENT;
 }
 
+/* tss2's TPM2_TRANSIENT_FIRST shifts 0x80, promoted to int, into the sign bit: undefined behaviour
+ * (UBSan stops there). The same value, computed unsigned. */
+#define TRANSIENT_FIRST ((TPM2_HC)TPM2_HT_TRANSIENT << TPM2_HR_SHIFT)
+
 /* Flush every transient object, or every session (first: TPM2_LOADED_SESSION_FIRST or
  * TPM2_ACTIVE_SESSION_FIRST). Each round asks again from the start: what was flushed is gone, and
  * the TPM reports a saved session under its HMAC or policy session handle whichever range was
@@ -398,7 +402,7 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
         r = tpm_err(err, rc, "TPM2_Startup failed");
         goto fail;
     }
-    if ((r = flush_all(t, TPM2_TRANSIENT_FIRST, "transient objects", err)) < 0 ||
+    if ((r = flush_all(t, TRANSIENT_FIRST, "transient objects", err)) < 0 ||
         (r = flush_all(t, TPM2_LOADED_SESSION_FIRST, "loaded sessions", err)) < 0 ||
         (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 ||
         (r = read_manufacturer(t, err)) < 0)

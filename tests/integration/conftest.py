@@ -4,6 +4,7 @@ Every test that uses `daemon` gets its own trustmed with its own data dir, run d
 and id range, and its teardown removes everything the daemon made (processes, cgroups, loop
 devices, mounts, files) even when the test failed. Run as root: /usr/bin/python3 -m pytest.
 """
+import fcntl
 import itertools
 import json
 import os
@@ -18,13 +19,60 @@ from pathlib import Path
 
 import pytest
 
+from tools import tool
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("TRUSTME_BUILD", REPO / "build"))
 TRUSTMED = BUILD / "src/daemon/trustmed"
 TRUSTME = BUILD / "src/cli/trustme"
 PROBE = BUILD / "tests/probe/tm-probe"
-TEST_PREFIX = "trustme-test"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+# ---- what this run makes, and only this run -------------------------------------------------
+# Other test runs (another worktree, another CI job) may run on the same machine at the same time:
+# everything this run makes is named with RUN_ID, and the leak checks look only for that, never for
+# a generic "trustme-test" or "tm..." name that would see the other run's live objects.
+
+def _run_id():
+    """This pytest process's pid in base 36, always 5 digits (pids are < 36**5): unique among the
+    runs alive at once, and no run's id is a prefix of another's."""
+    n, digits = os.getpid(), ""
+    for _ in range(5):
+        n, r = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+    return digits
+
+
+RUN_ID = _run_id()
+# Directories, cgroups, tmpfs sources, daemons' command lines: "trustme-test-" + RUN_ID.
+TEST_PREFIX = f"trustme-test-{RUN_ID}"
+# Network interfaces (15 characters at most): "tt" + RUN_ID + at most 8 more (bridges, test
+# "physical" interfaces, the outside veth of test_network_nft.py).
+NET_PREFIX = f"tt{RUN_ID}"
+
+
+def _claim_net_slot():
+    """Subnets are the machine's, not the run's: two runs using the same subnet on two bridges
+    would route each other's packets. Each run holds a slot (an flock, released when the process
+    ends however it ends) and derives its subnets from it (net_subnet)."""
+    for slot in range(8):
+        f = open(f"/run/lock/trustme-test-net-{slot}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return slot, f
+        except BlockingIOError:
+            f.close()
+    raise RuntimeError("8 test runs already hold all network slots on this machine")
+
+
+NET_SLOT, _net_slot_lock = _claim_net_slot()
+
+
+def net_subnet(use, k):
+    """A /24 of this run: 10.<200 + 8*use + slot>.<k>.0/24 (as "10.x.k"), use 0..5 for a test file's
+    own range (test_network.py 0, test_network_nft.py 1, its outside 2)."""
+    return f"10.{200 + 8 * use + NET_SLOT}.{k}"
 
 _daemon_ids = itertools.count(1)
 
@@ -78,7 +126,7 @@ def mounts_below(prefix):
 
 
 def loops_backed_by(prefix):
-    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+    out = subprocess.run([tool("losetup"), "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
                          capture_output=True, text=True).stdout
     result = []
     for line in out.splitlines():
@@ -91,32 +139,79 @@ def loops_backed_by(prefix):
 # Every network.bridge a test daemon's device.json named: their trustme nftables tables are
 # removed at teardown, and test_zz_leaks checks that none is left.
 TEST_BRIDGES = set()
+# The host ends of the veths of every container a test daemon ever had (tm + 10 hex digits of the
+# UUID), collected at teardown: test_zz_leaks checks that none is left.
+TEST_VETHS = set()
 
 
 def nft_tables(bridge):
     """trustme's nftables tables of a bridge that exist, as "family name" (docs/NETWORK.md)."""
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    out = subprocess.run([tool("nft"), "list", "tables"], capture_output=True, text=True).stdout
     return sorted(" ".join(l.split()[1:3]) for l in out.splitlines()
                   if len(l.split()) == 3 and l.split()[2] == f"trustme-{bridge}")
 
 
 def remove_nft_tables(bridge):
     for family in ("inet", "bridge"):
-        subprocess.run(["nft", "delete", "table", family, f"trustme-{bridge}"], capture_output=True)
+        subprocess.run([tool("nft"), "delete", "table", family, f"trustme-{bridge}"], capture_output=True)
 
 
 def net_links():
     """Names of the host's links."""
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    out = subprocess.run([tool("ip"), "-o", "link"], capture_output=True, text=True).stdout
     return [l.split(":")[1].strip().split("@")[0] for l in out.splitlines() if ":" in l]
+
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def container_veths(data_dir):
+    """The veth names of every container of a data dir, also of removed ones (from the audit
+    log, which names every container ever created)."""
+    data_dir = Path(data_dir)
+    uuids = {p.name for p in (data_dir / "containers").glob("*-*")}
+    try:
+        uuids |= set(UUID_RE.findall((data_dir / "audit.log").read_text(errors="replace")))
+    except OSError:
+        pass
+    return {"tm" + u.replace("-", "")[:10] for u in uuids}
 
 
 def remove_net_links(data_dir, bridge):
     """A test daemon's bridge and its containers' veths (tm + 10 hex digits of the UUID)."""
-    ours = {"tm" + p.name.replace("-", "")[:10] for p in (Path(data_dir) / "containers").glob("*-*")}
+    ours = container_veths(data_dir)
     for link in net_links():
         if link == bridge or link in ours:
-            subprocess.run(["ip", "link", "del", link], capture_output=True)
+            subprocess.run([tool("ip"), "link", "del", link], capture_output=True)
+
+
+# A report of AddressSanitizer, LeakSanitizer or UBSan (scripts/ci-sanitize.sh runs part of the
+# suite against daemons built with them, TRUSTME_BUILD=build-asan): trustmed, trustme-scd and
+# trustme-tpmd write them to trustmed's stderr, the daemon's log. A daemon a sanitizer stopped may
+# be restarted (scd is supervised) and a test may pass on: the teardown fails the test instead.
+SANITIZER_REPORT = re.compile(r"ERROR: (?:Address|Leak)Sanitizer|runtime error: |"
+                              r"SUMMARY: \w+Sanitizer|LeakSanitizer has encountered a fatal error")
+
+
+# Every report found in the log of a daemon torn down so far; the autouse fixtures below fail the
+# test (or, for a daemon of a module's or the session's fixtures, the session) that left one.
+SANITIZER_FINDINGS = []
+
+
+def sanitizer_reports(text):
+    """The sanitizer reports in text: each from its first line to its SUMMARY line (at most 40
+    lines: the stack that says where)."""
+    reports, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if SANITIZER_REPORT.search(lines[i]):
+            end = i
+            while end < len(lines) - 1 and end - i < 40 and "SUMMARY: " not in lines[end]:
+                end += 1
+            reports.append("\n".join(lines[i:end + 1]))
+            i = end
+        i += 1
+    return reports
 
 
 def kill_cgroup_tasks(path):
@@ -288,6 +383,8 @@ class Daemon:
         cmd = [str(TRUSTME), "--run-dir", str(self.run_dir), *map(str, args)]
         r = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout,
                            text=isinstance(input, str) or input is None)
+        err = r.stderr if isinstance(r.stderr, str) else r.stderr.decode(errors="replace")
+        SANITIZER_FINDINGS.extend(sanitizer_reports(err))  # a sanitized CLI's own findings
         if check and r.returncode != 0:
             raise CliError(f"{' '.join(cmd)} -> {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
         return r
@@ -339,14 +436,31 @@ class Daemon:
             except ProcessLookupError:
                 pass
         remove_cgroups(self.cgroup_parent)
+        TEST_VETHS.update(container_veths(self.data_dir))
         if self.test_bridge:
             remove_nft_tables(self.test_bridge)
             remove_net_links(self.data_dir, self.test_bridge)
         for m in sorted(mounts_below(self.base), key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
+            subprocess.run([tool("umount"), "-l", m], capture_output=True)
         for loop in loops_backed_by(self.base):
-            subprocess.run(["losetup", "-d", loop], capture_output=True)
+            subprocess.run([tool("losetup"), "-d", loop], capture_output=True)
+        SANITIZER_FINDINGS.extend(sanitizer_reports(self.log()))
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sanitizer_findings_left():
+    yield
+    assert SANITIZER_FINDINGS == [], "sanitizer reports in trustmed's log:\n" + "\n\n".join(SANITIZER_FINDINGS)
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_findings():
+    """After every test's daemons are gone: no sanitizer report in their logs."""
+    yield
+    found = list(SANITIZER_FINDINGS)
+    SANITIZER_FINDINGS.clear()  # reported here, not again at the end of the session
+    assert found == [], "sanitizer reports in trustmed's log:\n" + "\n\n".join(found)
 
 
 @pytest.fixture(scope="session")
@@ -368,7 +482,7 @@ def rootfs(test_root):
 @pytest.fixture(scope="session")
 def squashfs_image(test_root, rootfs):
     img = test_root / "rootfs.sqfs"
-    subprocess.run(["mksquashfs", str(rootfs), str(img), "-noappend", "-quiet", "-comp", "lz4"],
+    subprocess.run([tool("mksquashfs"), str(rootfs), str(img), "-noappend", "-quiet", "-comp", "lz4"],
                    check=True, stdout=subprocess.DEVNULL)
     return img
 
@@ -376,7 +490,7 @@ def squashfs_image(test_root, rootfs):
 @pytest.fixture(scope="session")
 def erofs_image(test_root, rootfs):
     img = test_root / "rootfs.erofs"
-    subprocess.run(["mkfs.erofs", "-zlz4", str(img), str(rootfs)], check=True,
+    subprocess.run([tool("mkfs.erofs"), "-zlz4", str(img), str(rootfs)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return img
 
@@ -390,7 +504,7 @@ def make_daemon(test_root, rootfs, request):
         n = len(made)
         base = Path(tempfile.mkdtemp(prefix="d-", dir=test_root))
         test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
-        name = f"{TEST_PREFIX}-{os.getpid()}-{test}-{n}"
+        name = f"{TEST_PREFIX}-{test}-{n}"
         d = Daemon(base, name, rootfs, extra_args, env)
         made.append(d)
         return d.start() if start else d

@@ -30,6 +30,7 @@ from test_device import SCD, TPMD, manufacturer, measurements, provision, recove
 from test_guestos import env  # noqa: F401
 from test_guestos import GUESTOS_TOOL, PKI_TOOL, create, install, logs_show, run, start_with_device
 from test_storage import KDF, PIN, PUK, pin_file
+from tools import tool
 
 VERIFY = BUILD / "src/verify/trustme-verify"
 BOOT, RUNTIME = 12, 11
@@ -42,9 +43,14 @@ SEALED_ELSEWHERE = "the device storage secret is sealed to another boot state"
 REFS_UNUSABLE = ("reference values", "PCR digest")
 
 pytestmark = pytest.mark.skipif(
-    not all(p.exists() for p in (VERIFY, TPMD, PKI_TOOL, GUESTOS_TOOL))
-    or not shutil.which("swtpm"),
-    reason="trustme-verify, trustme-tpmd, trustme-pki, trustme-guestos or swtpm is missing")
+    not all(p.exists() for p in (VERIFY, TPMD, PKI_TOOL, GUESTOS_TOOL)),
+    reason="trustme-verify, trustme-tpmd, trustme-pki or trustme-guestos is missing")
+
+
+@pytest.fixture(autouse=True)
+def swtpm_installed():
+    """trustme-tpmd starts swtpm: without it, fail naming its package (tools.py)."""
+    tool("swtpm")
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -804,7 +810,7 @@ def test_anchor_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     # the anchor of the anchor table; kept outside the data dir, --swtpm-state-dir; on hardware
     # it lives in the chip). cp -a: tpmd's files keep their owner (trustme-tpm).
     old = d.base / "data-with-v1"
-    subprocess.run(["cp", "-a", d.data_dir, old], check=True)
+    subprocess.run([tool("cp"), "-a", d.data_dir, old], check=True)
     shutil.rmtree(old / "tpm/swtpm", ignore_errors=True)  # (now kept outside: --swtpm-state-dir)
 
     d.start()

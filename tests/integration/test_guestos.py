@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, TEST_PREFIX, TRUSTME, Daemon, loops_backed_by, wait_for
+from tools import argv
 
 GUESTOS_TOOL = BUILD / "src/tools/guestos/trustme-guestos"
 PKI_TOOL = BUILD / "src/tools/pki/trustme-pki"
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(not (GUESTOS_TOOL.exists() and PKI_TOOL.exists()
 
 
 def run(*cmd, check=True, **kw):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, **kw)
+    r = subprocess.run(argv(*cmd), capture_output=True, text=True, timeout=300, **kw)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r

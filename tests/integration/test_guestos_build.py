@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, loops_backed_by, mounts_below
+from tools import tool
 
 GUESTOS = BUILD / "src/tools/guestos/trustme-guestos"
 PKI = BUILD / "src/tools/pki/trustme-pki"
@@ -36,9 +37,9 @@ def out(test_root):
     path = Path(tempfile.mkdtemp(prefix="gos-", dir=test_root))
     yield path
     for m in sorted(mounts_below(path), key=len, reverse=True):
-        subprocess.run(["umount", m], capture_output=True)
+        subprocess.run([tool("umount"), m], capture_output=True)
     for loop in loops_backed_by(path):
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
+        subprocess.run([tool("losetup"), "-d", loop], capture_output=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -65,7 +66,7 @@ def strict_json(path):
 
 
 def sha256_of(path):
-    out = subprocess.run(["sha256sum", str(path)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([tool("sha256sum"), str(path)], check=True, capture_output=True, text=True).stdout
     return out.split()[0]
 
 
@@ -73,11 +74,11 @@ def sha256_of(path):
 def mounted(image, fs_type, where):
     mnt = Path(where)
     mnt.mkdir()
-    subprocess.run(["mount", "-t", fs_type, "-o", "loop,ro", str(image), str(mnt)], check=True)
+    subprocess.run([tool("mount"), "-t", fs_type, "-o", "loop,ro", str(image), str(mnt)], check=True)
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        subprocess.run([tool("umount"), str(mnt)], check=True)
         mnt.rmdir()
     assert loops_backed_by(image) == []
 
@@ -342,12 +343,12 @@ def verify_with_openssl(gdir, tmp):
     chain = (gdir / "guestos.json.chain.pem").read_text()
     leaf = chain[:chain.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")] + "\n"
     (tmp / "leaf.pem").write_text(leaf)
-    pub = subprocess.run(["openssl", "x509", "-in", str(tmp / "leaf.pem"), "-pubkey", "-noout"],
+    pub = subprocess.run([tool("openssl"), "x509", "-in", str(tmp / "leaf.pem"), "-pubkey", "-noout"],
                          check=True, capture_output=True, text=True).stdout
     (tmp / "leaf.pub").write_text(pub)
-    cmd = ["openssl", "dgst", "-sha256", "-verify", str(tmp / "leaf.pub"),
+    cmd = [tool("openssl"), "dgst", "-sha256", "-verify", str(tmp / "leaf.pub"),
            "-signature", str(gdir / "guestos.json.sig")]
-    if "RSA" in subprocess.run(["openssl", "pkey", "-pubin", "-in", str(tmp / "leaf.pub"),
+    if "RSA" in subprocess.run([tool("openssl"), "pkey", "-pubin", "-in", str(tmp / "leaf.pub"),
                                 "-text", "-noout"], capture_output=True, text=True).stdout:
         cmd += ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"]
     return subprocess.run(cmd + [str(gdir / "guestos.json")], capture_output=True, text=True)

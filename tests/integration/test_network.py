@@ -11,13 +11,14 @@ import time
 
 import pytest
 
-from conftest import TERM_INIT, CliError, wait_for
+from conftest import NET_PREFIX, TERM_INIT, CliError, net_subnet, wait_for
+from tools import tool
 
 _ids = itertools.count(1)
 
 
 def ip(*args, check=True):
-    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    r = subprocess.run([tool("ip"), *args], capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"ip {' '.join(args)}: {r.stderr}")
     return r.stdout
@@ -39,14 +40,15 @@ def pinned(d):
 
 @pytest.fixture
 def net_daemon(make_daemon):
-    """A daemon with a bridge and subnet of its own: bridge tmt<pid%100><n>, 10.2xx.n.0/24."""
+    """A daemon with a bridge and subnet of its own: bridge <NET_PREFIX>n<n>, 10.<200+slot>.n.0/24
+    (conftest.net_subnet)."""
     made = []
 
     def make(prefix=24, nat=False):
         n = next(_ids)
         d = make_daemon(start=False)
-        d.bridge = f"tmt{os.getpid() % 1000}x{n}"
-        d.net = f"10.{200 + os.getpid() % 50}.{n}"
+        d.bridge = f"{NET_PREFIX}n{n}"
+        d.net = net_subnet(0, n)
         d.data_dir.mkdir(parents=True, exist_ok=True)
         (d.data_dir / "device.json").write_text(json.dumps({
             "policy": {"allow_unsigned": True},
@@ -96,7 +98,7 @@ def test_ping_both_ways_and_cleanup(net_daemon):
     assert addr.startswith(d.net + ".")
     assert d.state("a")["address"] == addr
     d.sh("a", f"ping -c 2 -W 2 {d.net}.1")
-    subprocess.run(["busybox", "ping", "-c", "2", "-W", "2", addr], check=True, capture_output=True)
+    subprocess.run([tool("busybox"), "ping", "-c", "2", "-W", "2", addr], check=True, capture_output=True)
     assert d.run("a", "cat", "/etc/resolv.conf").stdout == f"nameserver {d.net}.1\nsearch lan\n"
     route = d.sh("a", "ip route").stdout
     assert f"default via {d.net}.1" in route
@@ -158,7 +160,7 @@ def phys():
     made = []
 
     def make(suffix):
-        name = f"tph{os.getpid() % 10000}{suffix}"
+        name = f"{NET_PREFIX}p{suffix}"
         made.append(name)
         return make_phys(name)
 

@@ -2,26 +2,32 @@
 outbound NAT to an "outside" network namespace standing in for the uplink, port forwards, isolation
 between containers and from the host's services, and no tables left behind however things end.
 
-Each daemon has a bridge and subnet of its own (tmnf<pid>x<k>, 10.251.<k>.0/24); the outside is
-a veth pair host (10.252.0.1/30) <-> netns, with no route back to any container subnet, so
+Each daemon has a bridge and subnet of its own (<NET_PREFIX>f<k>, 10.<208+slot>.<k>.0/24, see
+conftest.net_subnet); the outside is a veth pair host (10.<216+slot>.0.1/30) <-> netns, with no
+route back to any container subnet, so
 replies only come back through the masquerade. Containers listen with busybox nc, answering their host name."""
 import itertools
 import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import nft_tables, process_gone, wait_for
+from conftest import NET_PREFIX, NET_SLOT, TEST_PREFIX, net_subnet, nft_tables, process_gone, wait_for
+from tools import tool
 
-OUT_NS = f"tmnf-out-{os.getpid()}"
-OUT_HOST_IF = "tmnfo"
-OUT_HOST_ADDR = "10.252.0.1"
-OUT_NS_ADDR = "10.252.0.2"
+OUT_NS = f"{TEST_PREFIX}-nft-out"
+OUT_HOST_IF = f"{NET_PREFIX}o"
+OUT_HOST_ADDR = net_subnet(2, 0) + ".1"
+OUT_NS_ADDR = net_subnet(2, 0) + ".2"
+# Host ports of the forwards: a forward matches every local address, so a run beside this one
+# must not forward the same ports.
+PORT_BASE = 8080 + 100 * NET_SLOT
 # Every container answers its host name on port 80 (a new nc for each connection); init ends at
 # SIGTERM, so that trustmed's own stop does not wait for its SIGKILL.
 LISTENER = ["-c", "trap 'exit 0' TERM; nc -ll -p 80 -e /bin/hostname & sleep 1000000 & wait"]
@@ -30,13 +36,13 @@ _ids = itertools.count(1)
 
 
 def ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+    subprocess.run([tool("ip"), *args], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def outside():
     """The uplink's far side: a network namespace the host reaches over a veth pair."""
-    subprocess.run(["ip", "link", "del", OUT_HOST_IF], capture_output=True)
+    subprocess.run([tool("ip"), "link", "del", OUT_HOST_IF], capture_output=True)
     ip("netns", "add", OUT_NS)
     try:
         ip("link", "add", OUT_HOST_IF, "type", "veth", "peer", "name", "eth0", "netns", OUT_NS)
@@ -47,8 +53,8 @@ def outside():
         ip("-n", OUT_NS, "link", "set", "lo", "up")
         yield OUT_NS
     finally:
-        subprocess.run(["ip", "netns", "del", OUT_NS], capture_output=True)
-        subprocess.run(["ip", "link", "del", OUT_HOST_IF], capture_output=True)
+        subprocess.run([tool("ip"), "netns", "del", OUT_NS], capture_output=True)
+        subprocess.run([tool("ip"), "link", "del", OUT_HOST_IF], capture_output=True)
 
 
 @pytest.fixture
@@ -59,8 +65,8 @@ def net_daemon(make_daemon):
     def make(allow=(), nat=True):
         k = next(_ids)
         d = make_daemon(start=False)
-        d.bridge = f"tmnf{os.getpid() % 1000}x{k}"
-        d.net = f"10.251.{k}"
+        d.bridge = f"{NET_PREFIX}f{k}"
+        d.net = net_subnet(1, k)
         d.data_dir.mkdir(parents=True, exist_ok=True)
         device = {"policy": {"allow_unsigned": True},
                   "network": {"bridge": d.bridge, "subnet": f"{d.net}.0/24", "nat": nat,
@@ -72,7 +78,7 @@ def net_daemon(make_daemon):
     yield make
     for d in made:
         d.teardown()  # removes the daemon's tables (conftest)
-        subprocess.run(["ip", "link", "del", d.bridge], capture_output=True)
+        subprocess.run([tool("ip"), "link", "del", d.bridge], capture_output=True)
 
 
 def bridged(d, name, host=20, ports=(), host_ports=()):
@@ -140,7 +146,7 @@ def outside_service(ns, port):
             f"s.bind(('{OUT_NS_ADDR}', {port})); s.listen(); print('ready', flush=True)\n"
             "while True:\n"
             "    c, peer = s.accept(); c.sendall(('peer ' + peer[0] + '\\n').encode()); c.close()\n")
-    p = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", code],
+    p = subprocess.Popen([tool("ip"), "netns", "exec", ns, sys.executable, "-c", code],
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready"
@@ -170,31 +176,31 @@ def test_outbound_traffic_is_masqueraded(net_daemon, outside):
 
 def test_outbound_without_nat_is_dropped(net_daemon, outside):
     d = net_daemon(nat=False)
-    bridged(d, "c1", ports=[(8081, 80)])
-    rules = subprocess.run(["nft", "list", "table", "inet", f"trustme-{d.bridge}"],
+    bridged(d, "c1", ports=[(PORT_BASE + 1, 80)])
+    rules = subprocess.run([tool("nft"), "list", "table", "inet", f"trustme-{d.bridge}"],
                            capture_output=True, text=True, check=True).stdout
     assert "masquerade" not in rules
     with outside_service(outside, 7000):
         assert connect_from(d, "c1", OUT_NS_ADDR, 7000) is None
     # forwards still work
-    assert connect(OUT_HOST_ADDR, 8081) == "c1"
+    assert connect(OUT_HOST_ADDR, PORT_BASE + 1) == "c1"
 
 
 def test_port_forward(net_daemon, outside):
     d = net_daemon()
-    bridged(d, "web", ports=[(8080, 80)])
+    bridged(d, "web", ports=[(PORT_BASE, 80)])
     bridged(d, "other", host=21)
     # from the host itself, at its address on the uplink
-    assert connect(OUT_HOST_ADDR, 8080) == "web"
+    assert connect(OUT_HOST_ADDR, PORT_BASE) == "web"
     # from elsewhere
-    r = subprocess.run(["ip", "netns", "exec", outside, "busybox", "nc", "-w", "2", OUT_HOST_ADDR, "8080"],
+    r = subprocess.run([tool("ip"), "netns", "exec", outside, tool("busybox"), "nc", "-w", "2", OUT_HOST_ADDR, str(PORT_BASE)],
                        input="", capture_output=True, text=True)
     assert r.stdout.strip() == "web"
     # not at 127.0.0.1 (it would need route_localnet, which trustme leaves alone)
-    assert connect("127.0.0.1", 8080) is None
+    assert connect("127.0.0.1", PORT_BASE) is None
     # and not from another container: containers meet only as network.allow says
-    assert connect_from(d, "other", OUT_HOST_ADDR, 8080) is None
-    assert connect_from(d, "other", f"{d.net}.1", 8080) is None
+    assert connect_from(d, "other", OUT_HOST_ADDR, PORT_BASE) is None
+    assert connect_from(d, "other", f"{d.net}.1", PORT_BASE) is None
 
 
 def test_containers_isolated_by_default(net_daemon):
@@ -249,14 +255,14 @@ def test_no_tables_left_after_stop_and_kill(net_daemon):
     bridged(d, "a", host=20)
     bridged(d, "b", host=21)
     a_if, b_if = host_if(d, "a"), host_if(d, "b")
-    rules = subprocess.run(["nft", "list", "table", "bridge", f"trustme-{d.bridge}"],
+    rules = subprocess.run([tool("nft"), "list", "table", "bridge", f"trustme-{d.bridge}"],
                            capture_output=True, text=True, check=True).stdout
     assert a_if in rules and b_if in rules
     # kill -9 of one container: its rules go, the other's stay
     pid = d.state("a")["pid"]
     os.kill(pid, 9)
     wait_for(lambda: d.state("a")["state"] == "stopped", what="a to be stopped")
-    rules = subprocess.run(["nft", "list", "table", "bridge", f"trustme-{d.bridge}"],
+    rules = subprocess.run([tool("nft"), "list", "table", "bridge", f"trustme-{d.bridge}"],
                            capture_output=True, text=True, check=True).stdout
     assert a_if not in rules and b_if in rules
     d.cli("stop", "--timeout", "0", "b")
@@ -275,13 +281,13 @@ def test_no_tables_left_after_stop_and_kill(net_daemon):
 
 def test_tables_across_trustmed_kill9(net_daemon, outside):
     d = net_daemon()
-    bridged(d, "web", ports=[(8082, 80)])
+    bridged(d, "web", ports=[(PORT_BASE + 2, 80)])
     d.kill9()
     # The container runs on, and so do its rules.
-    assert connect(OUT_HOST_ADDR, 8082) == "web"
+    assert connect(OUT_HOST_ADDR, PORT_BASE + 2) == "web"
     d.start()
     assert d.state("web")["state"] == "running"
-    assert connect(OUT_HOST_ADDR, 8082) == "web"
+    assert connect(OUT_HOST_ADDR, PORT_BASE + 2) == "web"
     d.cli("stop", "--timeout", "0", "web")
     assert nft_tables(d.bridge) == []
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, TEST_PREFIX
+from tools import tool
 
 PKI = BUILD / "src/tools/pki/trustme-pki"
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
@@ -55,7 +56,7 @@ def run_pki(*args, ok=True, env=None, timeout=120):
 
 
 def openssl(*args, ok=True):
-    p = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
+    p = subprocess.run([tool("openssl"), *map(str, args)], capture_output=True, text=True)
     if ok:
         assert p.returncode == 0, f"openssl {args}:\n{p.stdout}{p.stderr}"
     return p
@@ -235,14 +236,14 @@ class SoftHSM:
                              "objectstore.backend = file\nlog.level = ERROR\n")
         self.env = dict(os.environ, SOFTHSM2_CONF=str(self.conf))
         self.label = label
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
+        subprocess.run([tool("softhsm2-util"), "--init-token", "--free", "--label", label,
                         "--pin", PIN, "--so-pin", "87654321"], env=self.env, check=True,
                        capture_output=True)
         self.pin = self.dir / "pin"
         self.pin.write_text(PIN + "\n")
 
     def objects(self, kind="privkey"):
-        out = subprocess.run(["pkcs11-tool", "--module", SOFTHSM, "--token-label", self.label,
+        out = subprocess.run([tool("pkcs11-tool"), "--module", SOFTHSM, "--token-label", self.label,
                               "--login", "--pin", PIN, "--list-objects", "--type", kind],
                              env=self.env, capture_output=True, text=True, check=True).stdout
         return re.findall(r"^\s*label:\s*(\S+)", out, re.M), out
@@ -509,7 +510,7 @@ def test_wrong_and_empty_passphrase(tmp):
     p = run_pki("init", tmp / "other", "--passphrase-file", empty, ok=1)
     assert "empty" in p.stderr and not (tmp / "other").exists()
     # no passphrase file and no terminal: refused, not an unencrypted key
-    p = subprocess.run(["setsid", str(PKI), "init", str(tmp / "other")], capture_output=True,
+    p = subprocess.run([tool("setsid"), str(PKI), "init", str(tmp / "other")], capture_output=True,
                        text=True, stdin=subprocess.DEVNULL)
     assert p.returncode == 1 and not (tmp / "other").exists()
 
@@ -648,7 +649,7 @@ def test_issue_extra_signer_and_device(tmp):
 
     # a CSR whose self-signature is broken is refused
     bad = tmp / "bad.csr"
-    der = bytearray(subprocess.run(["openssl", "req", "-in", str(csr), "-outform", "DER"],
+    der = bytearray(subprocess.run([tool("openssl"), "req", "-in", str(csr), "-outform", "DER"],
                                    capture_output=True, check=True).stdout)
     der[-5] ^= 0x10
     (tmp / "bad.der").write_bytes(bytes(der))
@@ -728,14 +729,14 @@ def test_failed_init_leaves_nothing(tmp):
     """A file system that fills up half way: the partial PKI is removed."""
     fs = tmp / "small"
     fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", f"{TEST_PREFIX}-pki", str(fs)],
+    subprocess.run([tool("mount"), "-t", "tmpfs", "-o", "size=48k", f"{TEST_PREFIX}-pki", str(fs)],
                    check=True)
     try:
         p = run_pki("init", fs / "pki", "--passphrase-file", pass_file(tmp), ok=1)
         assert "No space left" in p.stderr
         assert list(fs.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(fs)], check=True)
+        subprocess.run([tool("umount"), str(fs)], check=True)
 
 
 # ---- keys on a PKCS#11 token (SoftHSM2) -------------------------------------------------------
@@ -824,12 +825,12 @@ def test_softhsm_failed_init_leaves_no_keys(tmp, softhsm):
     # the disk fills up half way: the keys already made on the token are destroyed
     fs = tmp / "small"
     fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", f"{TEST_PREFIX}-pki", str(fs)],
+    subprocess.run([tool("mount"), "-t", "tmpfs", "-o", "size=24k", f"{TEST_PREFIX}-pki", str(fs)],
                    check=True)
     try:
         run_pki("init", fs / "pki", "--pkcs11", uri, "--pin-file", softhsm.pin, env=env, ok=1)
         assert list(fs.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(fs)], check=True)
+        subprocess.run([tool("umount"), str(fs)], check=True)
     assert softhsm.objects()[0] == [] and softhsm.objects("pubkey")[0] == []
     assert not (tmp / "a").exists()

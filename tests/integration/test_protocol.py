@@ -11,6 +11,7 @@ import pytest
 
 from conftest import TRUSTME
 from pb import field_bytes, field_varint, frame, parse
+from tools import tool
 
 
 def request(body_field, body=b"", version=1, req_id=7, with_id=True):
@@ -208,7 +209,7 @@ def test_many_connections(daemon):
 def test_control_socket_is_root_only(daemon):
     mode = os.stat(daemon.socket).st_mode & 0o777
     assert mode == 0o600
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(TRUSTME),
+    r = subprocess.run([tool("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", str(TRUSTME),
                         "--run-dir", str(daemon.run_dir), "list"], capture_output=True, text=True)
     assert r.returncode != 0 and "permission denied" in r.stderr
 
@@ -232,7 +233,7 @@ def test_second_stream_on_one_connection_is_refused(daemon):
 def test_fd_exhaustion_does_not_spin(daemon):
     """With its fd limit reached, trustmed pauses accepting instead of burning CPU."""
     pid = daemon.proc.pid
-    subprocess.run(["prlimit", f"--pid={pid}", "--nofile=48:"], check=True)
+    subprocess.run([tool("prlimit"), f"--pid={pid}", "--nofile=48:"], check=True)
     socks = []
     try:
         for _ in range(80):
@@ -251,7 +252,7 @@ def test_fd_exhaustion_does_not_spin(daemon):
     finally:
         for s in socks:
             s.close()
-        subprocess.run(["prlimit", f"--pid={pid}", "--nofile=1024:"], check=True)
+        subprocess.run([tool("prlimit"), f"--pid={pid}", "--nofile=1024:"], check=True)
     time.sleep(0.3)
     assert_serving(daemon)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, PROBE, REPO, TERM_INIT, CliError, mounts_below, process_gone, wait_for
+from tools import tool
 
 STATIC_CLI = BUILD / "src/cli/trustme-static"
 IN_CLI = "/usr/local/bin/trustme-static"
@@ -52,7 +53,7 @@ def inside(d, name, *args, check=True):
 def nsenter(pid, *args):
     """A command in a container's mount and pid namespaces, without trustmed: the way in when
     the host has no admin socket."""
-    return subprocess.run(["nsenter", "-t", str(pid), "-m", "-p", IN_CLI, *args],
+    return subprocess.run([tool("nsenter"), "-t", str(pid), "-m", "-p", IN_CLI, *args],
                           capture_output=True, text=True, timeout=60)
 
 

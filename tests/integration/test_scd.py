@@ -13,6 +13,7 @@ import pytest
 
 from conftest import BUILD, wait_for
 from pb import field_bytes, field_varint, frame, parse
+from tools import tool
 
 
 def secrets_file(d, *lines):
@@ -38,7 +39,7 @@ def _pidfd_getfd(pid, fd):
 def trustmed_end_of_scd_socket(d, scd):
     """A duplicate of trustmed's end of its socket to scd (the peer of scd's fd 3)."""
     peer = os.stat(f"/proc/{scd}/fd/3").st_ino
-    out = subprocess.run(["ss", "-x", "-a", "-p"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([tool("ss"), "-x", "-a", "-p"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         f = line.split()
         if len(f) >= 8 and f[7] == str(peer) and f"pid={d.proc.pid}," in line:
@@ -114,7 +115,7 @@ def test_scd_answers_garbage_with_errors(scd):
 # ---- the verification service ----------------------------------------------------------------
 
 def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run([tool("openssl"), *args], cwd=cwd, check=True, capture_output=True)
 
 
 def make_pki(d, root_cn="test-root", leaf_eku="codeSigning"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, TRUSTME, cgroup_dirs, loops_backed_by, mounts_below, wait_for
+from tools import tool
 
 KDF = ["--scd-kdf-n", "1024"]  # a cheap scrypt: these tests are about behaviour, not cost
 PIN, PUK = "7391", "12345678"
@@ -84,11 +85,11 @@ def host_mount(d, image):
     """The stopped container's data image, mounted read-only on the host."""
     mnt = d.base / "inspect"
     mnt.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-o", "loop,ro", str(image), str(mnt)], check=True)
+    subprocess.run([tool("mount"), "-o", "loop,ro", str(image), str(mnt)], check=True)
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        subprocess.run([tool("umount"), str(mnt)], check=True)
 
 
 def key_identifier_and_status(directory):
@@ -377,13 +378,13 @@ def softhsm(test_root):
     """A SoftHSM2 token of our own, readable by the token service's user."""
     if not Path(SOFTHSM).exists():
         pytest.skip(f"SoftHSM2 is not installed ({SOFTHSM} missing)")
-    base = Path(subprocess.run(["mktemp", "-d", str(test_root / "hsm-XXXXXX")], capture_output=True,
+    base = Path(subprocess.run([tool("mktemp"), "-d", str(test_root / "hsm-XXXXXX")], capture_output=True,
                                text=True, check=True).stdout.strip())
     (base / "tokens").mkdir()
     conf = base / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {base}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
     env = dict(os.environ, SOFTHSM2_CONF=str(conf))
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "box", "--pin", PIN,
+    subprocess.run([tool("softhsm2-util"), "--init-token", "--free", "--label", "box", "--pin", PIN,
                     "--so-pin", "87654321"], env=env, check=True, capture_output=True)
     shutil.chown(base, "trustme-scd", "trustme-scd")
     for p in base.rglob("*"):
@@ -431,7 +432,7 @@ def test_pkcs11_token_flows(make_daemon, softhsm):
     # wipe with the PIN destroys the key object on the token too
     d.cli("wipe", "--pin-file", pin_file(d, "1357"), "hsm")
     assert enc(d, "hsm")["paired"] is False
-    objects = subprocess.run(["pkcs11-tool", "--module", SOFTHSM, "--token-label", "box", "--login",
+    objects = subprocess.run([tool("pkcs11-tool"), "--module", SOFTHSM, "--token-label", "box", "--login",
                               "--pin", "1357", "--list-objects"], capture_output=True, text=True,
                              env=dict(os.environ, SOFTHSM2_CONF=str(conf))).stdout
     assert d.state("hsm")["uuid"] not in objects

@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from conftest import BUILD, TEST_PREFIX, process_gone
+from conftest import BUILD, SANITIZER_FINDINGS, TEST_PREFIX, process_gone, sanitizer_reports
 from pb import field_bytes, field_varint, frame, parse
+from tools import tool
 
 TPMD = BUILD / "src/tpmd/trustme-tpmd"
 PKI = BUILD / "src/tools/pki/trustme-pki"
@@ -104,7 +105,7 @@ class Tpmd:
     def start(self, *extra):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
-            ["setpriv", "--reuid", USER, "--regid", USER, "--clear-groups", str(TPMD),
+            [tool("setpriv"), "--reuid", USER, "--regid", USER, "--clear-groups", str(TPMD),
              "--data-dir", str(self.data), "--run-dir", str(self.run),
              "--attest-address", "127.0.0.1:0", "--log-level", "debug", *extra],
             preexec_fn=lambda: os.dup2(theirs.fileno(), 3), close_fds=False,
@@ -202,10 +203,12 @@ class Tpmd:
         while swtpm_processes(self.base) and time.monotonic() < deadline:
             time.sleep(0.02)
         self.log.close()
+        SANITIZER_FINDINGS.extend(sanitizer_reports((self.base / "tpmd.log").read_text()))
 
 
 @pytest.fixture
 def tpmd_dir():
+    tool("swtpm")  # tpmd starts it: without it, fail naming its package (tools.py)
     # Not under pytest's tmp_path: trustme-tpm must be able to reach it.
     base = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-tpmd-", dir="/tmp"))
     os.chmod(base, 0o755)
@@ -259,7 +262,7 @@ def test_measure_and_log(tpmd):
     assert pcrs[BOOT] == replay(events, BOOT) != bytes(32)
     assert pcrs[RUNTIME] == replay(events, RUNTIME)
     # and tpm2-tools reading the TPM directly agrees
-    out = subprocess.run(["tpm2_pcrread", f"sha256:{BOOT}", "-T", f"swtpm:path={tpmd.run}/swtpm.sock"],
+    out = subprocess.run([tool("tpm2_pcrread"), f"sha256:{BOOT}", "-T", f"swtpm:path={tpmd.run}/swtpm.sock"],
                          capture_output=True, text=True)
     if out.returncode == 0:  # the swtpm serves one client at a time; tpmd is idle now
         assert pcrs[BOOT].hex().upper() in out.stdout.upper()
@@ -523,18 +526,18 @@ def test_csr_and_certificate(tpmd, tmp_path):
     pem = tpmd.ok(DEVICE_CSR, field_bytes(1, b"device 42"), CSR)[1][0]
     csr = tmp_path / "device.csr"
     csr.write_bytes(pem)
-    out = subprocess.run(["openssl", "req", "-verify", "-noout", "-in", str(csr), "-subject"],
+    out = subprocess.run([tool("openssl"), "req", "-verify", "-noout", "-in", str(csr), "-subject"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "CN = device 42" in out.stdout
     # the key in the request is the AK
-    key = subprocess.run(["openssl", "req", "-in", str(csr), "-noout", "-pubkey"],
+    key = subprocess.run([tool("openssl"), "req", "-in", str(csr), "-noout", "-pubkey"],
                          capture_output=True, check=True).stdout
     assert key == tpmd.info()[3][0]
     # the default name comes from the AK's name
     default = tpmd.ok(DEVICE_CSR, b"", CSR)[1][0]
     (tmp_path / "default.csr").write_bytes(default)
-    subj = subprocess.run(["openssl", "req", "-verify", "-noout", "-subject", "-in",
+    subj = subprocess.run([tool("openssl"), "req", "-verify", "-noout", "-subject", "-in",
                            str(tmp_path / "default.csr")], capture_output=True, text=True, check=True)
     ak_name = tpmd.info()[4][0]
     assert f"CN = trustme device {ak_name[2:10].hex()}" in subj.stdout
@@ -563,7 +566,7 @@ def test_csr_and_certificate(tpmd, tmp_path):
     chain = cert.read_bytes() + (pki / "customer/device-ca.pem").read_bytes()
     # refusals first: a certificate for another key, garbage, a chain in the wrong order
     other_key = tmp_path / "other.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", str(other_key), "-subj", "/CN=other", "-days", "1",
                     "-out", str(tmp_path / "other.pem")], check=True, capture_output=True)
     code, msg = tpmd.error(CERT_INSTALL, field_bytes(1, (tmp_path / "other.pem").read_bytes()))
@@ -581,7 +584,7 @@ def test_csr_and_certificate(tpmd, tmp_path):
     # the chain verifies to the customer root, and the quote carries it
     root = pki / "customer/general-root-ca.pem"
     (tmp_path / "stored.pem").write_bytes(stored)
-    subprocess.run(["openssl", "verify", "-CAfile", str(root), "-untrusted", str(tmp_path / "stored.pem"),
+    subprocess.run([tool("openssl"), "verify", "-CAfile", str(root), "-untrusted", str(tmp_path / "stored.pem"),
                     str(cert)], check=True, capture_output=True)
     host, port = tpmd.attest_address()
     with socket.create_connection((host, port), timeout=10) as conn:
@@ -814,20 +817,20 @@ def test_kill_restart_and_power_off(new_tpmd):
     # another process extending "our" PCR behind tpmd's back makes the log inconsistent
     t.kill9()
     tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
-    subprocess.run(["tpm2_pcrextend", f"{RUNTIME}:sha256=" + "11" * 32, *tcti], check=True,
+    subprocess.run([tool("tpm2_pcrextend"), f"{RUNTIME}:sha256=" + "11" * 32, *tcti], check=True,
                    capture_output=True)
     # leftovers (no resource manager): the dead tpmd's SRK and AK, plus a session and a key of
     # someone else's; the next tpmd flushes them all and keeps only its own two objects
-    subprocess.run(["tpm2_startauthsession", "-S", str(t.base / "s.ctx"), *tcti], check=True,
+    subprocess.run([tool("tpm2_startauthsession"), "-S", str(t.base / "s.ctx"), *tcti], check=True,
                    capture_output=True)
-    subprocess.run(["tpm2_createprimary", "-C", "o", "-c", str(t.base / "p.ctx"), *tcti],
+    subprocess.run([tool("tpm2_createprimary"), "-C", "o", "-c", str(t.base / "p.ctx"), *tcti],
                    check=True, capture_output=True)
     t.start()
-    handles = subprocess.run(["tpm2_getcap", "handles-transient", *tcti], check=True,
+    handles = subprocess.run([tool("tpm2_getcap"), "handles-transient", *tcti], check=True,
                              capture_output=True, text=True).stdout.split()
     assert len([h for h in handles if h.startswith("0x8")]) == 2, handles
     for kind in ("handles-loaded-session", "handles-saved-session"):
-        assert subprocess.run(["tpm2_getcap", kind, *tcti], check=True, capture_output=True,
+        assert subprocess.run([tool("tpm2_getcap"), kind, *tcti], check=True, capture_output=True,
                               text=True).stdout.strip() == ""
     log = (t.base / "tpmd.log").read_text()
     assert "flushed 3 transient objects" in log and "flushed 1 saved sessions" in log
@@ -1017,7 +1020,7 @@ def test_runs_unprivileged_with_no_leftovers(new_tpmd):
     link = os.readlink(f"/proc/{t.proc.pid}/fd/3")
     assert link not in swtpm_fds
     # a second tpmd on the same run dir is refused
-    second = subprocess.run(["setpriv", "--reuid", USER, "--regid", USER, "--clear-groups", str(TPMD),
+    second = subprocess.run([tool("setpriv"), "--reuid", USER, "--regid", USER, "--clear-groups", str(TPMD),
                              "--data-dir", str(t.data), "--run-dir", str(t.run)],
                             preexec_fn=lambda: os.dup2(0, 3), close_fds=False,
                             capture_output=True, text=True, timeout=10)

@@ -42,8 +42,9 @@ static int devices_prepare(struct start_ctx *ctx, tm_err *err)
     if (!ctx->devices)
         return tm_err_set(err, ENOMEM, "out of memory");
     memcpy(ctx->devices, builtin, sizeof(builtin));
-    memcpy(ctx->devices + ARRAY_SIZE(builtin), ctx->cfg->devices,
-           ctx->cfg->ndevices * sizeof(*ctx->devices));
+    if (ctx->cfg->ndevices > 0) /* devices is NULL then: memcpy's source must not be */
+        memcpy(ctx->devices + ARRAY_SIZE(builtin), ctx->cfg->devices,
+               ctx->cfg->ndevices * sizeof(*ctx->devices));
     ctx->ndevices = n;
     return 0;
 }

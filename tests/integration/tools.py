@@ -1,0 +1,78 @@
+"""The host programs the integration tests call, and the Debian package of each.
+
+Every test reaches an external program through tool() (or argv()), never by a bare name: a program
+missing on the machine then fails the test with the package that provides it, instead of an
+obscure FileNotFoundError or a skip. test_tools.py checks that every package named here is in
+scripts/install-deps.sh's default list, so that the README's `scripts/test.sh` installs them.
+"""
+import os
+import shutil
+
+import pytest
+
+# program -> Debian 12 package that provides it
+PACKAGES = {
+    # TPM: the tests talk to swtpm behind trustme-tpmd's back
+    "tpm2_createprimary": "tpm2-tools",
+    "tpm2_getcap": "tpm2-tools",
+    "tpm2_pcrextend": "tpm2-tools",
+    "tpm2_pcrread": "tpm2-tools",
+    "tpm2_startauthsession": "tpm2-tools",
+    "swtpm": "swtpm",  # started by trustme-tpmd, not by the tests
+    # crypto and tokens
+    "openssl": "openssl",
+    "softhsm2-util": "softhsm2",
+    "pkcs11-tool": "opensc",
+    # images and file systems
+    "mksquashfs": "squashfs-tools",
+    "mkfs.erofs": "erofs-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "busybox": "busybox-static",  # scripts/mkrootfs.sh copies /bin/busybox into the guests
+    "mount": "mount",
+    "umount": "mount",
+    "losetup": "mount",
+    # network
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "nft": "nftables",
+    # processes and namespaces
+    "setpriv": "util-linux",
+    "setsid": "util-linux",
+    "prlimit": "util-linux",
+    "nsenter": "util-linux",
+    "ps": "procps",
+    # files
+    "cp": "coreutils",
+    "mktemp": "coreutils",
+    "sha256sum": "coreutils",
+    "true": "coreutils",
+}
+
+# Python module (not in the standard library) a test imports -> its Debian package
+MODULES = {
+    "pytest": "python3-pytest",
+    "cryptography": "python3-cryptography",
+}
+
+
+def tool(name):
+    """The absolute path of host program `name`; fails the calling test, naming the Debian
+    package, if it is not installed. A name not in PACKAGES is an error of the test itself."""
+    if name not in PACKAGES:
+        raise KeyError(f"tools.py: {name!r} is not in PACKAGES: add it with its Debian package "
+                       "(and the package to scripts/install-deps.sh's default list)")
+    # sbin too: a root shell without it on PATH still has the programs
+    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        pytest.fail(f"{name} is not installed: it comes with the Debian package {PACKAGES[name]} "
+                    f"(scripts/install-deps.sh installs it)", pytrace=False)
+    return path
+
+
+def argv(*args):
+    """A command line as strings, its program resolved through tool() when it is a bare name
+    (a path, such as a build output, is taken as it is)."""
+    args = [str(a) for a in args]
+    if "/" not in args[0]:
+        args[0] = tool(args[0])
+    return args
