@@ -125,6 +125,9 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
     if ((r = tpm_ak_public_marshal(&d->tpm, &qa->ak_pub, &ak_len, err)) < 0)
         goto fail;
     q->ak_public = (ProtobufCBinaryData){.len = ak_len, .data = qa->ak_pub};
+    q->has_ak_parent_name = true;
+    q->ak_parent_name = (ProtobufCBinaryData){.len = d->tpm.srk_name.size,
+                                              .data = d->tpm.srk_name.name};
     /* Always present, empty until the device is provisioned. */
     q->has_cert_chain_pem = true;
     q->cert_chain_pem = (ProtobufCBinaryData){.len = d->chain_len, .data = (uint8_t *)d->chain_pem};

@@ -226,6 +226,14 @@ static int create_srk(struct tpm *t, tm_err *err)
                                     NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot create the storage primary key");
+    /* The AK's parent: a quote's qualifiedSigner is H(parent's name || AK's name), which a
+     * verifier can only recompute with this name (docs/ATTESTATION.md "qualifiedSigner"). */
+    TPM2B_NAME *name = NULL;
+    rc = Esys_TR_GetName(t->esys, t->srk, &name);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot read the storage primary key's name");
+    t->srk_name = *name;
+    Esys_Free(name);
     return 0;
 }
 

@@ -21,6 +21,7 @@ struct tpm {
     ESYS_CONTEXT *esys;
     ESYS_TR srk;
     ESYS_TR ak;
+    TPM2B_NAME srk_name;      /* the AK's parent's name, sent with every quote */
     TPM2B_PUBLIC ak_public;   /* as the TPM reported it when the AK was loaded */
     TPM2B_NAME ak_name;       /* nameAlg || digest of ak_public */
     TPM2B_PUBLIC ek_public;   /* the endorsement key (TCG template L-2, ECC P-256) */

@@ -246,9 +246,11 @@ static int qualified_signer_matches(const Trustme__Attest__Quote *q, const struc
                                     const char **why)
 {
     const TPM2B_NAME *qs = &p->attest.qualifiedSigner;
+    /* Without the parent's name the quote cannot be tied to the AK: fail closed. */
     if (!q->has_ak_parent_name || q->ak_parent_name.len == 0) {
-        *why = "the device does not send its AK's parent name (an older trustme-tpmd)";
-        return 0;
+        *why = "the device does not send its AK's parent name (field 140), so qualifiedSigner "
+               "cannot be compared";
+        return -1;
     }
     uint8_t ak_name[34] = {0x00, 0x0b}, qn[34];
     tm_sha256(q->ak_public.data, q->ak_public.len, ak_name + 2);
@@ -284,6 +286,10 @@ static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attes
         int qs = p->attest_rc < 0 ? 0 : qualified_signer_matches(q, p, &why);
         if (p->attest_rc < 0)
             why = "no TPMS_ATTEST";
+        if (qs < 0 && why) {
+            set(c, false, "%s", why);
+            return;
+        }
         if (qs < 0) {
             char h[17];
             hex_prefix(p->attest.qualifiedSigner.name, p->attest.qualifiedSigner.size, h);

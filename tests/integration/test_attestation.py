@@ -724,16 +724,21 @@ def srk_name(d, tmp):
 @pytest.mark.skipif(not shutil.which("tpm2_readpublic"), reason="tpm2-tools is missing")
 def test_qualified_signer_of_a_real_quote(healthy, saved, tmp_path):
     """Issue 12 §3, on tpmd's real quote: the qualifiedSigner is the AK's qualified name under
-    the SRK (docs/ATTESTATION.md), which trustme-verify checks once the device sends the SRK's
-    Name (Quote.ak_parent_name, field 140; today's tpmd does not, and the check says "not
-    compared"). Another parent's name, as a forger would send with a made-up qualifiedSigner,
-    fails "AK binding"."""
+    the SRK (docs/ATTESTATION.md), which trustme-verify checks with the SRK's Name tpmd sends
+    (Quote.ak_parent_name, field 140). Another parent's name, as a forger would send with a
+    made-up qualifiedSigner, fails "AK binding"; so does a quote without the field."""
     raw, nonce = saved
     v = healthy.verifier
     rep = assert_trusted(v.offline(raw, nonce))
-    assert "qualifiedSigner not compared" in details(rep)["AK binding"], rep
+    assert "qualifiedSigner is its qualified name" in details(rep)["AK binding"], rep
     srk, loaded = srk_name(healthy.d, tmp_path)
     quote = parse(parse(raw)[11][0])
+    assert quote[140] == [srk], "tpmd sends another name than its SRK's"
+
+    def without_parent(q):
+        del q[140]
+    det = assert_fails(v.offline(edit_quote(raw, without_parent), nonce), "AK binding")
+    assert "does not send its AK's parent name" in det["AK binding"], det
     ak = b"\x00\x0b" + hashlib.sha256(quote[5][0]).digest()
     assert ak in loaded, "the AK is not one of the swtpm's transient objects"
 

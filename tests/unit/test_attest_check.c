@@ -318,7 +318,7 @@ struct opts {
     bool pcr12_unlogged;     /* PCR 12 extended once more than the log says (quoted so) */
     X509 *chain_issuer;      /* sent after the cert in the chain */
     size_t unmeasured;       /* 1 + the index of an event the device never measured */
-    bool parent_name;        /* send the AK's parent's name and quote with the AK's QN */
+    bool no_parent_name;     /* send no parent name (a tpmd before field 140) */
     bool forged_signer;      /* ... but a qualifiedSigner that matches nothing */
     bool only_boot;          /* quote, report and log PCR 12 only (a rewritten request) */
     uint32_t reset_count;
@@ -493,7 +493,7 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
     e->q.ak_public.data = e->akpub;
     e->q.ak_public.len = len;
     uint8_t qs[34] = {0x00, 0x0b};
-    if (o.parent_name) {
+    if (!o.no_parent_name) {
         memcpy(e->parent, parent, 34);
         e->q.has_ak_parent_name = true;
         e->q.ak_parent_name.data = e->parent;
@@ -504,7 +504,7 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
             qualified_name(e->akpub, len, qs);
     }
     quote(o.signing_key ? o.signing_key : f->ak, o.quoted_nonce ? o.quoted_nonce : nonce,
-          o.parent_name ? qs : NULL, o.reset_count, o.only_boot, e);
+          !o.no_parent_name ? qs : NULL, o.reset_count, o.only_boot, e);
     if (!o.no_cert) {
         e->chain = pem_of(o.cert ? o.cert : f->leaf, o.chain_issuer);
         e->q.has_cert_chain_pem = true;
@@ -585,8 +585,7 @@ static void healthy(void **state)
     expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "all 7 events are reference values, the 4 "
                   "required ones present (version 1,");
     expect_detail(&rep, ATTEST_CHECK_CLOCK, "clock 123456 ms, reset count 0, restart count 0, safe");
-    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner not compared: the device does "
-                  "not send its AK's parent name");
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner is its qualified name");
     assert_true(rep.clock.valid && rep.clock.clock == 123456 && rep.clock.safe);
     /* Asking for exactly these PCRs passes too; with CRLs that revoke someone else as well. */
     struct attest_policy pol = policy(f);
@@ -861,25 +860,31 @@ static void qualified_signer(void **state)
     struct evidence e;
     struct attest_report rep;
     /* What a TPM writes: the AK's qualified name under its parent. */
-    evidence_make(f, &e, (struct opts){.parent_name = true});
+    evidence_make(f, &e, (struct opts){0});
     run(f, &e, &rep);
     expect_checks(&rep, 0);
     expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner is its qualified name");
     evidence_done(&e);
     /* A TPMS_ATTEST made and signed in software (a key certified by the Device CA but never in
      * a TPM), claiming a restricted key, with a qualifiedSigner that matches nothing. */
-    evidence_make(f, &e, (struct opts){.parent_name = true, .forged_signer = true});
+    evidence_make(f, &e, (struct opts){.forged_signer = true});
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
     expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "the quote's qualifiedSigner (000b5a5a5a5a5a5a...) "
                   "is not the qualified name of the AK's TPMT_PUBLIC");
     evidence_done(&e);
     /* The attributes claimed are not those of the key the TPM signed with: the name differs. */
-    evidence_make(f, &e, (struct opts){.parent_name = true});
+    evidence_make(f, &e, (struct opts){0});
     uint8_t *attrs = e.akpub + 2 + 2; /* type, nameAlg, then objectAttributes */
     attrs[3] ^= 0x01;                 /* reserved bit 0: still parses, another name */
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
+    evidence_done(&e);
+    /* Without the parent's name nothing ties the quote to the AK: refused, not waved through. */
+    evidence_make(f, &e, (struct opts){.no_parent_name = true});
+    run(f, &e, &rep);
+    expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "the device does not send its AK's parent name");
     evidence_done(&e);
 }
 
