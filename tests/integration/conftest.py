@@ -430,11 +430,16 @@ class Daemon:
         self.stop()
         # Whatever a failed test left: processes, cgroups, mounts, loops, files. A trustmed
         # killed with -9 leaves its embedded swtpm running on purpose (the TPM outlives it).
-        for pid in processes_naming(self.base):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Scanned until none is left: an swtpm that a tpmd started as the scan ran (it forks to
+        # daemonize, and the child has the same command line) escaped a single pass.
+        deadline = time.monotonic() + 5
+        while (pids := processes_naming(self.base)) and time.monotonic() < deadline:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
         remove_cgroups(self.cgroup_parent)
         TEST_VETHS.update(container_veths(self.data_dir))
         if self.test_bridge:

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import TRUSTME, wait_for
+from tools import tool
 from pb import field_bytes, field_varint, frame, parse
 from test_roles import IN_CLI, create, inside, roles_rootfs  # noqa: F401 (a fixture)
 
@@ -91,7 +92,7 @@ def as_restricted(d, name, requests, repeat=None):
     socket's peer check looks at); the process itself runs the host's python3."""
     pid = d.state(name)["pid"]
     sock = f"/proc/{pid}/root{SOCK_IN}"
-    r = subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3",
+    r = subprocess.run([tool("nsenter"), "-t", str(pid), "-p", "--", "/usr/bin/python3",
                         os.path.join(HERE, "rawclient.py"), sock,
                         json.dumps([[b, sub.hex()] for b, sub in requests]),
                         *([str(repeat)] if repeat else [])],
@@ -303,11 +304,11 @@ def test_restricted_install_errors_do_not_name_host_paths(make_daemon, roles_roo
               f"echo '{json.dumps(gos)}' > /tmp/h/guestos.json")
     store = d.data_dir / "guestos"
     store.mkdir(exist_ok=True)
-    subprocess.run(["chattr", "+i", str(store)], check=True)
+    subprocess.run([tool("chattr"), "+i", str(store)], check=True)
     try:
         [err] = install_errors(d, "r", ["/tmp/h"])
     finally:
-        subprocess.run(["chattr", "-i", str(store)], check=True)
+        subprocess.run([tool("chattr"), "-i", str(store)], check=True)
     assert "Operation not permitted" in err and "<data dir>" in err, err
     assert str(d.data_dir) not in err and str(d.base) not in err, err
     # the administrator sees the real path in the audit log

@@ -284,7 +284,7 @@ def test_boot_measurement_failure_withholds_the_secret(make_daemon):
     tpm_run = d.run_dir / "tpm"
     tpm_run.mkdir(parents=True)
     # one page: swtpm's pid file fits, the first line of the measurement log does not
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0755", "tmpfs", str(tpm_run)],
+    subprocess.run([tool("mount"), "-t", "tmpfs", "-o", "size=4k,mode=0755", "tmpfs", str(tpm_run)],
                    check=True)
     try:
         d.start()
@@ -301,7 +301,7 @@ def test_boot_measurement_failure_withholds_the_secret(make_daemon):
         assert not (d.data_dir / "tpm/secret.blob").exists()
     finally:
         d.stop()
-        subprocess.run(["umount", str(tpm_run)], capture_output=True)
+        subprocess.run([tool("umount"), str(tpm_run)], capture_output=True)
 
 
 IMA_LOG = Path("/sys/kernel/security/ima/ascii_runtime_measurements")

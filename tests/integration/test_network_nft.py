@@ -246,7 +246,7 @@ def test_only_the_bridge_address_answers_ping(net_daemon, outside):
     r = d.run("c1", "ping", "-c", "1", "-W", "1", OUT_HOST_ADDR, check=False)
     assert r.returncode != 0, r.stdout
     # The host itself still reaches the container (the rule is about the host's input only).
-    assert subprocess.run(["busybox", "ping", "-c", "1", "-W", "1", f"{d.net}.20"],
+    assert subprocess.run([tool("busybox"), "ping", "-c", "1", "-W", "1", f"{d.net}.20"],
                           capture_output=True).returncode == 0
 
 

@@ -800,14 +800,14 @@ def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
     d.stop()
 
     e = make_daemon(extra_args=KDF, start=False)
-    subprocess.run(["cp", "-a", str(d.data_dir), str(e.data_dir)], check=True)
+    subprocess.run([tool("cp"), "-a", str(d.data_dir), str(e.data_dir)], check=True)
     e.start()
     r = start(e, "em", check=False)
     assert r.returncode != 0, "a copy of the data dir alone opened a container"
     e.stop()
 
     shutil.rmtree(e.base / "swtpm-state", ignore_errors=True)
-    subprocess.run(["cp", "-a", str(d.base / "swtpm-state"), str(e.base / "swtpm-state")],
+    subprocess.run([tool("cp"), "-a", str(d.base / "swtpm-state"), str(e.base / "swtpm-state")],
                    check=True)
     e.start()
     start(e, "em")  # the copy with the emulator's state is this device: documented, not hidden

@@ -595,7 +595,7 @@ def test_csr_and_certificate(tpmd, tmp_path):
 # ---- AK enrollment through credential activation (docs/ATTESTATION.md "Enrollment") -----------
 
 def openssl(*args):
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    subprocess.run([tool("openssl"), *map(str, args)], check=True, capture_output=True)
 
 
 def manufacturer_ca(dirpath, name="m"):
@@ -695,7 +695,7 @@ def test_enrollment_through_credential_activation(new_tpmd, tmp_path):
     assert stored.count(b"BEGIN CERTIFICATE") == 2
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(stored.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
-    key = subprocess.run(["openssl", "x509", "-in", str(leaf), "-noout", "-pubkey"],
+    key = subprocess.run([tool("openssl"), "x509", "-in", str(leaf), "-noout", "-pubkey"],
                          capture_output=True, check=True).stdout
     assert key == t.info()[3][0]
     quote_works(t)
@@ -751,7 +751,7 @@ def test_credential_from_tpm2_makecredential_activates(tpmd, tmp_path):
     cred = os.urandom(32)
     (tmp_path / "cred").write_bytes(cred)
     out = tmp_path / "mc.out"
-    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+    subprocess.run([tool("tpm2_makecredential"), "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
                     "-s", str(tmp_path / "cred"), "-n", info[4][0].hex(), "-o", str(out)],
                    check=True, capture_output=True)
     raw = out.read_bytes()
@@ -766,7 +766,7 @@ def test_credential_from_tpm2_makecredential_activates(tpmd, tmp_path):
     csr.write_bytes(tpmd.ok(DEVICE_CSR, b"", CSR)[1][0])
     pki("issue", "--pki", tmp_path / "pki", "--ca", "software", "--profile", "device", "--csr", csr,
         "--out", tmp_path / "ak.pem", "--passphrase-file", pw)
-    der = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "ak.pem"), "-outform", "DER"],
+    der = subprocess.run([tool("openssl"), "x509", "-in", str(tmp_path / "ak.pem"), "-outform", "DER"],
                          capture_output=True, check=True).stdout
     iv = os.urandom(12)
     enc = iv + AESGCM(cred).encrypt(iv, der, b"trustme-ak-certificate-v1")
@@ -775,7 +775,7 @@ def test_credential_from_tpm2_makecredential_activates(tpmd, tmp_path):
     tpmd.ok(CERT_INSTALL, field_bytes(1, bundle + (tmp_path / "pki/software-signing/sub-ca.pem").read_bytes()), OK)
     assert (tpmd.data / "ak-chain.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
     # a credential bound to another name does not activate
-    subprocess.run(["tpm2_makecredential", "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
+    subprocess.run([tool("tpm2_makecredential"), "-T", "none", "-G", "ecc", "-u", str(tmp_path / "ek.pem"),
                     "-s", str(tmp_path / "cred"), "-n", "000b" + "00" * 32, "-o", str(out)],
                    check=True, capture_output=True)
     raw = out.read_bytes()
@@ -948,17 +948,17 @@ def test_da_lockout_does_not_stop_attestation(new_tpmd):
     # someone else's wrong passwords put the TPM into lockout: the next tpmd clears it
     t.kill9()
     tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
-    subprocess.run(["tpm2_createprimary", "-C", "o", "-p", "right", "-c", str(t.base / "p.ctx"),
+    subprocess.run([tool("tpm2_createprimary"), "-C", "o", "-p", "right", "-c", str(t.base / "p.ctx"),
                     "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
                     *tcti], check=True, capture_output=True)
     for _ in range(4):
         # no resource manager: flush what each tool leaves loaded
-        subprocess.run(["tpm2_flushcontext", "-t", *tcti], check=True, capture_output=True)
-        subprocess.run(["tpm2_flushcontext", "-s", *tcti], check=True, capture_output=True)
-        subprocess.run(["tpm2_create", "-C", str(t.base / "p.ctx"), "-P", "wrong",
+        subprocess.run([tool("tpm2_flushcontext"), "-t", *tcti], check=True, capture_output=True)
+        subprocess.run([tool("tpm2_flushcontext"), "-s", *tcti], check=True, capture_output=True)
+        subprocess.run([tool("tpm2_create"), "-C", str(t.base / "p.ctx"), "-P", "wrong",
                         "-u", str(t.base / "k.pub"), "-r", str(t.base / "k.priv"), *tcti],
                        capture_output=True)
-    out = subprocess.run(["tpm2_getcap", "properties-variable", *tcti], check=True,
+    out = subprocess.run([tool("tpm2_getcap"), "properties-variable", *tcti], check=True,
                          capture_output=True, text=True).stdout
     assert " inLockout: 1" in " ".join(out.split()).replace(" inLockout: ", " inLockout: "), out
     t.start()
@@ -987,7 +987,7 @@ def test_pre_extended_boot_pcr_gets_no_secret(new_tpmd):
     t.kill9()                     # the swtpm stays, with fresh PCRs
     tcti = ["-T", f"swtpm:path={t.run}/swtpm.sock"]
     for typ, name in BOOT_EVENTS:
-        subprocess.run(["tpm2_pcrextend", f"{BOOT}:sha256=" + event_digest(BOOT, typ, name, sha(name)).hex(),
+        subprocess.run([tool("tpm2_pcrextend"), f"{BOOT}:sha256=" + event_digest(BOOT, typ, name, sha(name)).hex(),
                         *tcti], check=True, capture_output=True)
     t.start()
     code, msg = t.error(STORAGE_SECRET)

@@ -18,6 +18,10 @@ PACKAGES = {
     "tpm2_pcrextend": "tpm2-tools",
     "tpm2_pcrread": "tpm2-tools",
     "tpm2_startauthsession": "tpm2-tools",
+    "tpm2_create": "tpm2-tools",
+    "tpm2_flushcontext": "tpm2-tools",
+    "tpm2_makecredential": "tpm2-tools",
+    "tpm2_readpublic": "tpm2-tools",
     "swtpm": "swtpm",  # started by trustme-tpmd, not by the tests
     # crypto and tokens
     "openssl": "openssl",
@@ -27,6 +31,7 @@ PACKAGES = {
     "mksquashfs": "squashfs-tools",
     "mkfs.erofs": "erofs-utils",
     "mkfs.ext4": "e2fsprogs",
+    "chattr": "e2fsprogs",
     "busybox": "busybox-static",  # scripts/mkrootfs.sh copies /bin/busybox into the guests
     "mount": "mount",
     "umount": "mount",
@@ -43,6 +48,8 @@ PACKAGES = {
     "ps": "procps",
     # files
     "cp": "coreutils",
+    "mv": "coreutils",
+    "rm": "coreutils",
     "mktemp": "coreutils",
     "sha256sum": "coreutils",
     "true": "coreutils",
