@@ -70,9 +70,10 @@ NET_SLOT, _net_slot_lock = _claim_net_slot()
 
 
 def net_subnet(use, k):
-    """A /24 of this run: 10.<200 + 8*use + slot>.<k>.0/24 (as "10.x.k"), use 0..5 for a test file's
-    own range (test_network.py 0, test_network_nft.py 1, its outside 2)."""
-    return f"10.{200 + 8 * use + NET_SLOT}.{k}"
+    """A /24 of this run: 10.<160 + 8*use + slot>.<k>.0/24 (as "10.x.k"), use 0..4 for a test file's
+    own range (test_network.py 0, test_network_nft.py 1, its outside 2). 10.160-10.199 is used by
+    nothing else: the demo and docs/NETWORK.md use 10.223 and 10.224, older test runs 10.200-10.252."""
+    return f"10.{160 + 8 * use + NET_SLOT}.{k}"
 
 _daemon_ids = itertools.count(1)
 

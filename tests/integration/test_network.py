@@ -40,7 +40,7 @@ def pinned(d):
 
 @pytest.fixture
 def net_daemon(make_daemon):
-    """A daemon with a bridge and subnet of its own: bridge <NET_PREFIX>n<n>, 10.<200+slot>.n.0/24
+    """A daemon with a bridge and subnet of its own: bridge <NET_PREFIX>n<n>, 10.<160+slot>.n.0/24
     (conftest.net_subnet)."""
     made = []
 

@@ -2,8 +2,8 @@
 outbound NAT to an "outside" network namespace standing in for the uplink, port forwards, isolation
 between containers and from the host's services, and no tables left behind however things end.
 
-Each daemon has a bridge and subnet of its own (<NET_PREFIX>f<k>, 10.<208+slot>.<k>.0/24, see
-conftest.net_subnet); the outside is a veth pair host (10.<216+slot>.0.1/30) <-> netns, with no
+Each daemon has a bridge and subnet of its own (<NET_PREFIX>f<k>, 10.<168+slot>.<k>.0/24, see
+conftest.net_subnet); the outside is a veth pair host (10.<176+slot>.0.1/30) <-> netns, with no
 route back to any container subnet, so
 replies only come back through the masquerade. Containers listen with busybox nc, answering their host name."""
 import itertools
@@ -26,8 +26,8 @@ OUT_HOST_IF = f"{NET_PREFIX}o"
 OUT_HOST_ADDR = net_subnet(2, 0) + ".1"
 OUT_NS_ADDR = net_subnet(2, 0) + ".2"
 # Host ports of the forwards: a forward matches every local address, so a run beside this one
-# must not forward the same ports.
-PORT_BASE = 8080 + 100 * NET_SLOT
+# must not forward the same ports (nor may the 8080-8082 of older test runs).
+PORT_BASE = 18080 + 100 * NET_SLOT
 # Every container answers its host name on port 80 (a new nc for each connection); init ends at
 # SIGTERM, so that trustmed's own stop does not wait for its SIGKILL.
 LISTENER = ["-c", "trap 'exit 0' TERM; nc -ll -p 80 -e /bin/hostname & sleep 1000000 & wait"]
