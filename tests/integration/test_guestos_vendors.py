@@ -4,6 +4,7 @@ installed, and replays of old signed configs. The attacker is a vendor holding a
 GuestOS Signing CA, or someone replaying old validly signed files."""
 import hashlib
 import json
+import shutil
 import ssl
 
 import pytest
@@ -311,6 +312,27 @@ def test_older_signed_config_is_refused(gdaemon, env):
     d.cli("remove", "s1")
     wait_for(lambda: f"config/{cdir.name} " not in table.read_text(), timeout=10,
              what="the config's anchor entry to go")
+
+
+def test_owner_kept_while_the_anchor_lags_the_store(gdaemon, env, vendor_x):
+    """The store holds bb-1 of our vendor, but the TPM anchors nothing for bb yet (a crash
+    between the install's store write and its anchor write; a store from before the anchor
+    table): vendorX's bb-2 must still be refused (before: accepted, vendorX owned bb)."""
+    ours = cert_sha256(env.cert("guestos-ca"))
+    cas = [str(env.cert("guestos-ca")), str(vendor_x.ca)]
+    d1 = gdaemon(guestos_cas=cas)
+    install(d1, env.build("bb", 1))
+    d1.stop()
+    d = gdaemon(guestos_cas=cas)
+    d.stop()
+    shutil.copytree(d1.data_dir / "guestos/bb-1", d.data_dir / "guestos/bb-1")
+    d.start()
+    assert gentry(d, "bb", 1)["trust"] == "signed"
+    refused(d, env.build("bb", 2, tree="v2", key=vendor_x.key), "not installed",
+            f"belongs to the GuestOS Signing CA with SHA-256 {ours}", vendor_x.sha256)
+    # our own vendor's next version still installs, and anchors the owner
+    install(d, env.build("bb", 3, tree="v2"))
+    refused(d, env.build("bb", 4, key=vendor_x.key), "not installed", ours)
 
 
 # ---- §3: revocation reaches what is installed ---------------------------------------------------
