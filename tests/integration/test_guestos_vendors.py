@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -372,6 +373,56 @@ def test_revoked_signer_stops_installed_guestos(gdaemon, env):
     wait_for(lambda: trust_of(d, "bb", 21) == "revoked", timeout=20, what="bb-21 shown revoked")
     r = d.cli("start", "c", check=False)
     assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
+
+
+def test_emptied_or_partial_crls_do_not_unrevoke(gdaemon, env):
+    """Root empties the CRL files device.json names, or keeps only the General root's: the
+    revocation status of the installed GuestOS's signer can no longer be checked, so it must
+    not start (before: an empty file turned CRL checking off, a missing CA's CRL only logged a
+    warning, and the revoked GuestOS started again)."""
+    crl_dir = env.tmpdir("crls-")
+
+    def copy_crls():
+        for p in env.crls():
+            (crl_dir / Path(p).name).write_bytes(Path(p).read_bytes())
+    copy_crls()
+    mine = sorted(str(p) for p in crl_dir.glob("*.pem"))
+    assert len(mine) >= 2, mine
+    d = gdaemon(crls=mine)
+    key = env.issue()
+    install(d, env.build("bb", 23, key=key))
+    create(d, "c")
+    d.cli("start", "c")
+    logs_show(d, "c", "marker-v1")
+    d.cli("stop", "--kill", "c")
+    run(PKI_TOOL, "revoke", "--pki", env.pki, key[1], "--reason", "keyCompromise",
+        "--passphrase-file", env.passfile)
+    copy_crls()
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
+    root_crl = next(p for p in mine if "root" in Path(p).name and "general" in Path(p).name)
+    saved = {p: Path(p).read_bytes() for p in mine}
+    # every CRL file emptied: nothing would be checked at all
+    for p in mine:
+        Path(p).write_bytes(b"")
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0, "a revoked GuestOS started with emptied CRL files"
+    assert "revocation" in r.stderr or "revoked" in r.stderr or "CRL" in r.stderr, r.stderr
+    r = install(d, env.build("bb", 24, key=env.issue()), check=False)
+    assert r.returncode != 0 and "CRL" in r.stderr, r.stderr
+    # only the General root's CRL left (in every file): the signing CA's revocations are unknown;
+    # then files without a CRL in them
+    for content in (saved[root_crl], b"\n"):
+        for p in mine:
+            Path(p).write_bytes(content)
+        r = d.cli("start", "c", check=False)
+        assert r.returncode != 0, f"a revoked GuestOS started with CRL files {content[:20]!r}"
+        assert trust_of(d, "bb", 23) == "revoked"
+    # the real CRLs back: refused as revoked, as before
+    for p in mine:
+        Path(p).write_bytes(saved[p])
+    r = d.cli("start", "c", check=False)
+    assert r.returncode != 0 and "certificate revoked" in r.stderr, r.stderr
 
 
 def test_crl_change_is_noticed_without_a_start(gdaemon, env):
