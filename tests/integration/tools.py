@@ -44,6 +44,8 @@ PACKAGES = {
     # files
     "cp": "coreutils",
     "mktemp": "coreutils",
+    "mv": "coreutils",
+    "rm": "coreutils",
     "sha256sum": "coreutils",
     "true": "coreutils",
 }
