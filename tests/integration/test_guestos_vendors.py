@@ -242,6 +242,66 @@ def test_install_fails_closed_when_the_anchor_cannot_be_written(gdaemon, env):
 
 # ---- §4: old signed container configs do not come back ---------------------------------------------
 
+def test_pipelined_updates_cannot_bring_an_older_config_back(gdaemon, env):
+    """Signed updates of one container sent at once on four connections, one of version N+3,
+    three of N+1: each was checked against the current config (N) before any was applied, then
+    anchored in turn (N+3, then N+1: the anchor went down) and applied in turn: the older config
+    ended up in place. One update of a container at a time; the others are refused."""
+    import socket
+    from pb import field_bytes, field_varint, frame, parse
+    from rawclient import recv_frame
+    d = gdaemon(policy={"signed_configs": True})
+    install(d, env.build("bb", 1))
+
+    def cfg(version, memory):
+        path = d.configs / f"p1-{version}.json"
+        path.write_text(json.dumps({"name": "p1", "guestos": {"name": "bb"}, "token": "none",
+                                    "data_size_mb": 16, "memory_limit_mb": memory,
+                                    "config_version": version}))
+        env.sign(path)
+        return path
+    d.cli("create", cfg(2, 32))
+    cdir = next(p.parent for p in (d.data_dir / "containers").glob("*/config.json")
+                if json.loads(p.read_text())["name"] == "p1")
+
+    def update_msg(rid, path):
+        sub = (field_bytes(1, b"p1") + field_bytes(2, path.read_bytes()) +
+               field_bytes(3, Path(f"{path}.sig").read_bytes()) +
+               field_bytes(4, Path(f"{path}.chain.pem").read_bytes()))
+        return frame(field_varint(1, 1) + field_varint(2, rid) + field_bytes(28, sub))
+
+    def answer(sock):
+        while True:
+            resp = recv_frame(sock)
+            if 11 not in resp:   # Progress
+                return parse(resp[10][0]) if 10 in resp else None
+    current = 2
+    for _ in range(10):   # a race: tried a few times (before the fix it was lost 1 time in 3)
+        newer, older = cfg(current + 3, 128), cfg(current + 1, 64)
+        socks = [socket.socket(socket.AF_UNIX) for _ in range(4)]
+        try:
+            for sock in socks:
+                sock.settimeout(60)
+                sock.connect(str(d.socket))
+            for i, sock in enumerate(socks):
+                sock.sendall(update_msg(i + 1, newer if i == 0 else older))
+            replies = [answer(sock) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        # whichever came first is applied; the others are refused (busy, or not above it)
+        applied = [current + 3 if i == 0 else current + 1 for i, r in enumerate(replies) if r is None]
+        assert len(applied) == 1, f"several updates applied, the last one wins: {replies}"
+        conf = json.loads((cdir / "config.json").read_text())
+        assert conf["config_version"] == applied[0], (conf, replies)
+        current = applied[0]
+    # and the anchor stayed: an older one cannot come now either
+    r = d.cli("update", "p1", cfg(current - 1, 16), check=False)
+    assert r.returncode != 0 and "config_version" in r.stderr, r.stderr
+    d.cli("start", "p1")
+    d.cli("stop", "--kill", "p1")
+
+
 def test_older_signed_config_is_refused(gdaemon, env):
     d = gdaemon(policy={"signed_configs": True})
     install(d, env.build("bb", 1))
