@@ -61,10 +61,31 @@ struct config_op {
     bool is_signed;
     char anchor_name[GUESTOS_ANCHOR_NAME_MAX + 1];
     uint8_t anchor_value[MEASURE_CONFIG_ANCHOR_LEN];
+    struct config_op *next_pending; /* in pending while its anchor round trip is under way */
+    bool is_pending;
 };
+
+/* Updates between their version check and their apply. Two at once of one container would both
+ * pass the check against the current config, anchor in turn (the anchor going down to the
+ * second's version) and apply in turn: an older signed config would come back. */
+static struct config_op *pending;
+
+static bool update_pending(const char *uuid)
+{
+    for (struct config_op *op = pending; op; op = op->next_pending)
+        if (strcmp(op->uuid, uuid) == 0)
+            return true;
+    return false;
+}
 
 static void config_op_free(struct config_op *op)
 {
+    if (op->is_pending)
+        for (struct config_op **p = &pending; *p; p = &(*p)->next_pending)
+            if (*p == op) {
+                *p = op->next_pending;
+                break;
+            }
     if (op->d)
         tpmd_forget(op->d, op);
     config_free(op->cfg);
@@ -249,7 +270,10 @@ static void config_op_finish(struct config_op *op, bool is_signed)
         r = tm_err_set(&err, EINVAL, "$.config_version: a signed config needs a version (1, then "
                        "higher with every update), so that an older one cannot be replayed");
     if (r == 0 && op->uuid[0]) {
-        if ((r = update_target(op, &c, &err)) == 0 && (r = check_update(c, cfg, &err)) == 0 &&
+        if ((r = update_target(op, &c, &err)) == 0 && update_pending(op->uuid))
+            r = tm_err_set(&err, EBUSY, "another update of %s is under way; try again when it is "
+                           "done", c->cfg->name);
+        if (r == 0 && (r = check_update(c, cfg, &err)) == 0 &&
             cfg->config_version && cfg->config_version <= c->cfg->config_version)
             r = tm_err_set(&err, ESTALE, "$.config_version: %llu does not raise the current "
                            "config's version %llu: an update must", (unsigned long long)cfg->config_version,
@@ -260,8 +284,12 @@ static void config_op_finish(struct config_op *op, bool is_signed)
             op->is_signed = is_signed;
             measure_config_anchor_name(c, op->anchor_name);
             const char *names[] = {op->anchor_name};
-            if (tpmd_anchor_get(d, names, 1, on_config_anchor, op, &err) == 0)
+            if (tpmd_anchor_get(d, names, 1, on_config_anchor, op, &err) == 0) {
+                op->is_pending = true;
+                op->next_pending = pending;
+                pending = op;
                 return;
+            }
             op->cfg = NULL;
             r = -1;
         }

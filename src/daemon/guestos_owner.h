@@ -5,7 +5,8 @@
  * another.
  *
  * Owner: the CA device.json binds to the name (trust.guestos_owners), else the one its first
- * signed install passed through. A vendor's registered CA signs its own names only. */
+ * signed install passed through (while the anchor lags the store, the store's record of it). A
+ * vendor's registered CA signs its own names only. */
 #pragma once
 
 #include <protobuf-c/protobuf-c.h>

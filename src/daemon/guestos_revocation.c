@@ -121,11 +121,16 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
         g->checked = true;
         g->revoked = false;
         g->revoked_why[0] = '\0';
-        if (err && (err->code == EKEYREVOKED || err->code == ENOKEY)) {
+        /* An unknown revocation status (ENODATA: a CRL missing from the files, expired, not a
+         * CRL) counts as a revocation: otherwise emptying or replacing the CRL files would let
+         * a revoked GuestOS start again. */
+        if (err && (err->code == EKEYREVOKED || err->code == ENOKEY || err->code == ENODATA)) {
             g->revoked = true;
             snprintf(g->revoked_why, sizeof(g->revoked_why), "GuestOS %s-%llu is revoked: %s",
                      op->name, (unsigned long long)op->version,
                      err->code == EKEYREVOKED ? "a certificate of its signer's chain is revoked"
+                     : err->code == ENODATA   ? "the revocation status of its signer's chain "
+                                                "cannot be checked against the CRLs"
                                               : "no registered GuestOS Signing CA vouches for its "
                                                 "signer any more");
             tm_err_set(&e, err->code, "%s (%s)", g->revoked_why, err->msg);

@@ -164,8 +164,10 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
             return;
         }
         if (op->first.code) {
-            /* A revocation under the local root is what the caller must hear of. */
-            tm_err_set(&e, err->code == EKEYREVOKED ? EKEYREVOKED : op->first.code,
+            /* A revocation (or an unknown revocation status) under the local root is what the
+             * caller must hear of. */
+            tm_err_set(&e, err->code == EKEYREVOKED || err->code == ENODATA ? err->code
+                                                                             : op->first.code,
                        "%s (nor is it signed by the local root: %s)",
                        op->first.msg, err->msg);
             finish(op, NULL, &e);

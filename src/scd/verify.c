@@ -112,6 +112,28 @@ static void name_string(const X509_NAME *name, char out[VERIFY_NAME_MAX])
 
 /* --- the steps --- */
 
+/* The chain built, but whether a certificate of it is revoked cannot be told. */
+static bool crl_error(int e)
+{
+    switch (e) {
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+    case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+    case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+    case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
+    case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+    case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) *untrusted,
                         STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
                         STACK_OF(X509) **ret_chain, tm_err *err)
@@ -146,8 +168,13 @@ static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X5
             name_string(X509_get_subject_name(cur), subject);
         ERR_clear_error();
         /* A revocation has a code of its own: the caller tells it from a chain that does not
-         * (or no longer) verify for other reasons, such as expiry. */
-        return tm_err_set(err, e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED : EKEYREJECTED,
+         * (or no longer) verify for other reasons, such as expiry. So has a revocation status
+         * that cannot be established (a CA's CRL missing, expired, forged): for an installed
+         * GuestOS that must weigh like a revocation, or emptying or replacing the CRL files
+         * would undo one. */
+        return tm_err_set(err, e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED
+                               : crl_error(e)               ? ENODATA
+                                                            : EKEYREJECTED,
                           "certificate chain: %s at depth %d (%s)",
                           X509_verify_cert_error_string(e), depth, subject);
     }
@@ -316,9 +343,13 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     if (rq->crls_pem && rq->crls_len) {
         if (!(crls = sk_X509_CRL_new_null()))
             return ossl_fail(err, ENOMEM, "out of memory");
+        /* CRLs that cannot be read leave the revocation status unknown (see verify_chain). */
         if ((r = pem_each(rq->crls_pem, rq->crls_len, "CRLs", "X509 CRL", VERIFY_CRLS_MAX,
-                          add_crl, crls, &n_crls, err)) < 0)
+                          add_crl, crls, &n_crls, err)) < 0) {
+            if (err->code == EINVAL)
+                r = -(err->code = ENODATA);
             return r;
+        }
     }
     /* The leaf stays in chain (and is freed with it); the rest are the untrusted helpers. */
     X509 *leaf = sk_X509_value(chain, 0);

@@ -14,6 +14,8 @@
  *   -EKEYREJECTED the chain does not verify ("<OpenSSL's reason> at depth N (<subject>)"), or the
  *                 leaf lacks the key usage or extended key usage
  *   -EKEYREVOKED  the chain does not verify because a certificate of it is revoked
+ *   -ENODATA      the revocation status cannot be established: a CA of the chain has no CRL,
+ *                 or its CRL is expired, not yet valid, badly signed or not a CRL at all
  *   -ENOKEY       the chain does not pass through one of required_pem marked for GuestOS signing
  *   -EOPNOTSUPP   the leaf's key is of a type or size not accepted
  *   -EBADMSG      the signature does not verify over the data

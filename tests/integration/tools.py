@@ -51,6 +51,8 @@ PACKAGES = {
     "mv": "coreutils",
     "rm": "coreutils",
     "mktemp": "coreutils",
+    "mv": "coreutils",
+    "rm": "coreutils",
     "sha256sum": "coreutils",
     "true": "coreutils",
 }
