@@ -1010,6 +1010,9 @@ def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
         for view in ("/proc/mounts", "/proc/self/mountinfo"):
             text = d.sh(name, f"cat {view}").stdout
             assert host not in text and not any(u in text for u in uuids), text
+        # init's stdout and stderr (the console FIFO in the host's run dir)
+        text = d.sh(name, "ls -l /proc/1/fd/").stdout
+        assert host not in text and not any(u in text for u in uuids), text
     d.cli("stop", "--kill", "hp1")
     d.cli("stop", "--kill", "hp2")
 
