@@ -1039,7 +1039,9 @@ def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
     d.start()
     wait_for(lambda: (named / "rk").exists(), what="the recovery key at the named path")
     assert (named / "rk").read_bytes().strip() == text
-    assert not (d.data_dir / "tpm/recovery-key").exists()
+    # tpmd writes the new place first, then erases the old one: wait for both
+    wait_for(lambda: not (d.data_dir / "tpm/recovery-key").exists(),
+             what="the recovery key gone from the data dir")
 
 
 def test_an_unsealable_device_secret_costs_no_try(sdaemon):
