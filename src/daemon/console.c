@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,6 +147,22 @@ static int watch(struct container *c, tm_err *err)
     return 0;
 }
 
+/* The write end is init's stdout and stderr: /proc/<pid>/fd inside the container shows its path.
+ * Opened through a detached clone of the run dir's mount, that path is "/console.fifo" rather
+ * than the host's run dir and the container's UUID. */
+static int open_for_init(struct container *c, const char *fifo)
+{
+    char dir[PATH_MAX + 16];
+    console_path(c, ".", dir, sizeof(dir));
+    _cleanup_close_ int tree = open_tree(AT_FDCWD, dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) {
+        log_warn("%s: cannot clone the run dir's mount (%m): the console's host path stays "
+                 "visible to the container", container_label(c));
+        return open(fifo, O_RDWR | O_CLOEXEC);
+    }
+    return openat(tree, "console.fifo", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+}
+
 int console_open(struct container *c, int *ret_write, tm_err *err)
 {
     console_close(c);
@@ -167,7 +184,7 @@ int console_open(struct container *c, int *ret_write, tm_err *err)
     }
     /* Read-write: see console.h. Writes block once the FIFO is full and no trustmed has caught
      * up yet, rather than failing or losing output. */
-    int w = open(fifo, O_RDWR | O_CLOEXEC);
+    int w = open_for_init(c, fifo);
     if (w >= 0)
         fcntl(w, F_SETPIPE_SZ, CONSOLE_LOG_MAX); /* more room while trustmed restarts */
     if (w < 0) {

@@ -395,6 +395,9 @@ static int dispatch(struct server *s, const Request *rq)
         s->token_uuid = NULL;
         return r < 0 ? r : 0;
     }
+    /* check_anchor looked at the files; the operation checks the bytes it uses again. */
+    s->ctx.anchor = rq->has_token_anchor && rq->token_anchor.len == 32 ? rq->token_anchor.data
+                                                                        : NULL;
     switch (rq->body_case) {
     case TRUSTME__SCD__REQUEST__BODY_PAIR: r = do_pair(s, rq->id, rq->pair, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: r = do_new_key(s, rq->id, rq->new_key, &err); break;
@@ -409,6 +412,7 @@ static int dispatch(struct server *s, const Request *rq)
         break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
+    s->ctx.anchor = NULL; /* before the status in the answer: it reports the files as they are */
     if (r < 0)
         r = send_error(s, rq->id, err.code, err.msg);
     s->token_uuid = NULL;

@@ -88,6 +88,59 @@ static int settle(const char *tries_path, enum tries_kind kind, struct tries *t,
     return r;
 }
 
+/* --- the token files' digest --- */
+
+struct token_file {
+    char *data; /* NULL: the file is missing */
+    size_t len;
+};
+
+static void token_file_free(struct token_file *f)
+{
+    free(f->data);
+    *f = (struct token_file){0};
+}
+
+static int token_file_read(const char *path, struct token_file *ret, tm_err *err)
+{
+    *ret = (struct token_file){0};
+    int r = fs_err(read_file(path, 64 * 1024, &ret->data, &ret->len, err), err);
+    return r == -ENOENT ? 0 : r;
+}
+
+static void digest_bytes(struct tm_sha256_ctx *c, const struct token_file *f)
+{
+    uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xff};
+    if (f->data)
+        hdr[0] = (uint8_t)(f->len >> 24), hdr[1] = (uint8_t)(f->len >> 16),
+        hdr[2] = (uint8_t)(f->len >> 8), hdr[3] = (uint8_t)f->len;
+    tm_sha256_update(c, hdr, sizeof(hdr));
+    if (f->data)
+        tm_sha256_update(c, f->data, f->len);
+}
+
+static void files_digest_of(const struct token_file *record, const struct token_file *soft,
+                            uint8_t out[32])
+{
+    static const char tag[] = "trustme token files v1";
+    struct tm_sha256_ctx c;
+    tm_sha256_init(&c);
+    tm_sha256_update(&c, tag, sizeof(tag));
+    digest_bytes(&c, record);
+    digest_bytes(&c, soft);
+    tm_sha256_final(&c, out);
+}
+
+static int files_digest(const struct token_paths *paths, uint8_t out[32], tm_err *err)
+{
+    _cleanup_(token_file_free) struct token_file record = {0}, soft = {0};
+    int r = token_file_read(paths->record, &record, err);
+    if (r < 0 || (r = token_file_read(paths->soft, &soft, err)) < 0)
+        return r;
+    files_digest_of(&record, &soft, out);
+    return 0;
+}
+
 /* The operation of each PIN-using call: open the token with a counted attempt, work, close. */
 struct session {
     const char *uuid;
@@ -117,7 +170,8 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
     int r;
     if (s->caller_counts) {
         if (s->rec->type == TOKEN_SOFT) {
-            if ((r = soft_token_load(s->paths->soft, &s->soft, err)) < 0)
+            /* kdf_n is set when prepare() read the file already (checked against the anchor). */
+            if (!s->soft.kdf_n && (r = soft_token_load(s->paths->soft, &s->soft, err)) < 0)
                 return r;
             return soft_token_open(&s->soft, s->uuid,
                                    kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK, secret,
@@ -132,7 +186,7 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
     if ((r = tries_load(s->paths->tries, &t, err)) < 0 || (r = tries_check(&t, kind, err)) < 0)
         return r;
     if (s->rec->type == TOKEN_SOFT) {
-        if ((r = soft_token_load(s->paths->soft, &s->soft, err)) < 0 ||
+        if ((!s->soft.kdf_n && (r = soft_token_load(s->paths->soft, &s->soft, err)) < 0) ||
             (r = tries_begin(s->paths->tries, kind, &t, err)) < 0)
             return r;
         r = soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK,
@@ -148,10 +202,13 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
     return settle(s->paths->tries, kind, &t, r, err);
 }
 
-/* Load paths, lock and record for an operation on a paired token. */
+/* Load paths, lock and record for an operation on a paired token. With ctx->anchor, the record
+ * and the soft token file are read once, checked against it, and parsed from those bytes (*soft,
+ * kdf_n 0 when not read here). */
 static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths,
-                   int *lock_fd, struct token_record *rec, tm_err *err)
+                   int *lock_fd, struct token_record *rec, struct soft_token *soft, tm_err *err)
 {
+    *soft = (struct soft_token){0};
     int r = token_paths_init(ctx, uuid, paths, err);
     if (r < 0)
         return r;
@@ -160,7 +217,27 @@ static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_p
         return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
     if (r < 0)
         return r;
-    return token_record_load(paths->record, uuid, rec, err);
+    if (!ctx->anchor)
+        return token_record_load(paths->record, uuid, rec, err);
+    _cleanup_(token_file_free) struct token_file record = {0}, sfile = {0};
+    uint8_t now[32];
+    if ((r = token_file_read(paths->record, &record, err)) < 0 ||
+        (r = token_file_read(paths->soft, &sfile, err)) < 0)
+        return r;
+    files_digest_of(&record, &sfile, now);
+    if (memcmp(now, ctx->anchor, 32) != 0)
+        return tm_err_set(err, ESTALE, "the token files of container %s are not the ones "
+                          "anchored in the TPM (restored from a copy, edited, or from another "
+                          "device): refusing them", uuid);
+    if (!record.data)
+        return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
+    if ((r = token_record_parse(record.data, record.len, paths->record, rec, err)) < 0)
+        return r;
+    if (rec->type != TOKEN_SOFT)
+        return 0;
+    if (!sfile.data)
+        return tm_err_set(err, ENOKEY, "soft token file %s is missing", paths->soft);
+    return soft_token_parse(sfile.data, sfile.len, paths->soft, soft, err);
 }
 
 /* --- pairing --- */
@@ -249,13 +326,14 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
 {
     struct token_paths paths;
     struct token_record rec;
+    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("PIN", pin, err);
-    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
+    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_secret_ struct secret *key = NULL;
     _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .device_secret = ctx->device_secret,
+                                        .soft = soft, .device_secret = ctx->device_secret,
                                         .caller_counts = ctx->caller_counts};
     uint8_t out[KEYWRAP_BLOB_LEN];
     if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 ||
@@ -283,10 +361,11 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
 {
     struct token_paths paths;
     struct token_record rec;
+    struct soft_token soft;
     struct keywrap_info info;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("PIN", pin, err);
-    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
+    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     if ((r = keywrap_parse(blob, blob_len, ctx->device_secret != NULL, &info, err)) < 0)
         return r;
@@ -295,7 +374,7 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
                           "%s token", token_type_name((enum token_type)info.token), uuid,
                           token_type_name(rec.type));
     _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .device_secret = ctx->device_secret,
+                                        .soft = soft, .device_secret = ctx->device_secret,
                                         .caller_counts = ctx->caller_counts};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -323,13 +402,14 @@ int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *
 {
     struct token_paths paths;
     struct token_record rec;
+    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("old PIN", old_pin, err);
     if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0 ||
-        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
+        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .device_secret = ctx->device_secret,
+                                        .soft = soft, .device_secret = ctx->device_secret,
                                         .caller_counts = ctx->caller_counts};
     if ((r = session_open(&s, TRIES_PIN, old_pin, err)) < 0)
         return r;
@@ -343,13 +423,14 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
 {
     struct token_paths paths;
     struct token_record rec;
+    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("new PIN", new_pin, err);
     if (r < 0 || (r = check_secret("PUK", puk, 1, TOKEN_PUK_MAX, err)) < 0 ||
-        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err)) < 0)
+        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .device_secret = ctx->device_secret,
+                                        .soft = soft, .device_secret = ctx->device_secret,
                                         .caller_counts = ctx->caller_counts};
     if ((r = session_open(&s, TRIES_PUK, puk, err)) < 0)
         return r;
@@ -414,35 +495,6 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
     return key_left ? TOKEN_WIPE_KEY_LEFT : 0;
 }
 
-static int digest_file(struct tm_sha256_ctx *c, const char *path, tm_err *err)
-{
-    _cleanup_free_ char *data = NULL;
-    size_t len = 0;
-    int r = fs_err(read_file(path, 64 * 1024, &data, &len, err), err);
-    uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xff};
-    if (r < 0 && r != -ENOENT)
-        return r;
-    if (r == 0)
-        hdr[0] = (uint8_t)(len >> 24), hdr[1] = (uint8_t)(len >> 16), hdr[2] = (uint8_t)(len >> 8),
-        hdr[3] = (uint8_t)len;
-    tm_sha256_update(c, hdr, sizeof(hdr));
-    if (r == 0)
-        tm_sha256_update(c, data, len);
-    return 0;
-}
-
-static int files_digest(const struct token_paths *paths, uint8_t out[32], tm_err *err)
-{
-    static const char tag[] = "trustme token files v1";
-    struct tm_sha256_ctx c;
-    tm_sha256_init(&c);
-    tm_sha256_update(&c, tag, sizeof(tag));
-    int r = digest_file(&c, paths->record, err);
-    if (r < 0 || (r = digest_file(&c, paths->soft, err)) < 0)
-        return r;
-    tm_sha256_final(&c, out);
-    return 0;
-}
 
 int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
                        tm_err *err)
@@ -460,8 +512,12 @@ int token_status(const struct token_ctx *ctx, const char *uuid, struct token_sta
     struct token_paths paths;
     struct token_record rec;
     struct tries t;
+    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
-    int r = prepare(ctx, uuid, &paths, &lock_fd, &rec, err);
+    /* A status is no use of the files: it reports them as they are. */
+    struct token_ctx plain = *ctx;
+    plain.anchor = NULL;
+    int r = prepare(&plain, uuid, &paths, &lock_fd, &rec, &soft, err);
     if (r == -ENOKEY) {
         *ret = (struct token_status){.paired = false, .type = TOKEN_NONE};
         return 0;

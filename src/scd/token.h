@@ -61,6 +61,11 @@ struct token_ctx {
      * the TPM, before each attempt) and checks the limits: scd then keeps no tries file of its
      * own (it would only cost fsyncs on every start). Unit tests leave it false. */
     bool caller_counts;
+    /* The digest of the token's files (token_files_digest) that the caller anchored for this
+     * request, or NULL. Given, the operations on a paired token check it against the very bytes
+     * they then parse and use: a check over one read and a use of a second would let root swap
+     * an older file in between. */
+    const uint8_t *anchor;
 };
 
 struct token_spec {

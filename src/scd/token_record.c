@@ -124,7 +124,14 @@ int token_record_load(const char *path, const char *uuid, struct token_record *r
         return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
     if (r < 0)
         return r;
-    if ((r = record_parse(data, len, ret, err)) < 0)
+    return token_record_parse(data, len, path, ret, err);
+}
+
+int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret,
+                       tm_err *err)
+{
+    int r = record_parse(data, len, ret, err);
+    if (r < 0)
         return tm_err_prefix(err, "token record %s", path);
     return 0;
 }

@@ -35,5 +35,8 @@ int token_dir_lock(const struct token_paths *p, bool create, int *ret_fd, tm_err
 
 /* -ENOKEY if there is no record. */
 int token_record_load(const char *path, const char *uuid, struct token_record *ret, tm_err *err);
+/* Check and parse a record's bytes, read from path (for messages). */
+int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret,
+                       tm_err *err);
 int token_record_store(const char *path, const struct token_record *rec, tm_err *err);
 void token_record_p11_config(const struct token_record *rec, struct p11_config *ret);

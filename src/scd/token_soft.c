@@ -141,13 +141,20 @@ int soft_token_load(const char *path, struct soft_token *ret, tm_err *err)
 {
     _cleanup_free_ char *data = NULL;
     size_t len;
-    struct soft_token f;
     int r = fs_err(read_file(path, SOFT_FILE_MAX, &data, &len, err), err);
     if (r == -ENOENT)
         return tm_err_set(err, ENOKEY, "soft token file %s is missing", path);
     if (r < 0)
         return r;
-    if ((r = soft_parse(data, len, &f, err)) < 0)
+    return soft_token_parse(data, len, path, ret, err);
+}
+
+int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret,
+                     tm_err *err)
+{
+    struct soft_token f;
+    int r = soft_parse(data, len, &f, err);
+    if (r < 0)
         return tm_err_prefix(err, "soft token file %s", path);
     *ret = f;
     return 0;

@@ -46,6 +46,9 @@ int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const 
                       const char *puk, const struct secret *device_secret, tm_err *err);
 /* Read and check the file. -ENOKEY: there is none. */
 int soft_token_load(const char *path, struct soft_token *ret, tm_err *err);
+/* Check and parse a token file's bytes, read from path (for messages). */
+int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret,
+                     tm_err *err);
 /* The KEK, opened with the PIN or the PUK. -EACCES means exactly "the secret is wrong" (nothing
  * else here returns it), so callers can count it. */
 int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,

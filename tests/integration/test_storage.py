@@ -752,6 +752,44 @@ def test_old_token_files_are_refused_after_change_pin(sdaemon):
     start(d, "oc", pin="4862")
 
 
+def test_old_soft_swapped_in_after_the_anchor_check_is_refused(sdaemon):
+    """Review of issue 13: scd compared the anchored digest with the token files, then took the
+    tokens directory's lock and read them again to use them. Root holds that lock (flock on the
+    directory), waits for scd to block on it after the check, swaps in the .soft from before a
+    PIN change and lets go: the old PIN opened the data. The files must be checked and used as
+    the same bytes."""
+    d = sdaemon
+    create_paired(d, "sw")
+    start(d, "sw")
+    d.cli("stop", "--kill", "sw")
+    soft = token_files(d, "sw")[d.state("sw")["uuid"] + ".soft"]
+    old = soft.read_bytes()
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "sw")
+    cur = soft.read_bytes()
+    scd = d.scd_pid()
+    fd = os.open(soft.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cmd = [str(TRUSTME), "--run-dir", str(d.run_dir), "start", "--pin-file",
+               str(pin_file(d, PIN)), "sw"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: "lock" in Path(f"/proc/{scd}/wchan").read_text(), timeout=20,
+                 what="scd to wait for the tokens directory's lock")
+        tmp = soft.with_name("swap-tmp")
+        tmp.write_bytes(old)
+        os.replace(tmp, soft)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    _, err = p.communicate(timeout=60)
+    soft.write_bytes(cur)
+    assert p.returncode != 0, "the old .soft, swapped in after the check, opened the data"
+    assert "anchored" in err, err
+    assert_nothing_mounted(d, "sw")
+    start(d, "sw", pin="4862")
+    d.cli("stop", "--kill", "sw")
+
+
 def test_restored_copies_after_wipe_are_useless(sdaemon):
     """§4: after a wipe, the copied token files, wrapped key and data image are refused."""
     d = sdaemon
@@ -972,6 +1010,9 @@ def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
         for view in ("/proc/mounts", "/proc/self/mountinfo"):
             text = d.sh(name, f"cat {view}").stdout
             assert host not in text and not any(u in text for u in uuids), text
+        # init's stdout and stderr (the console FIFO in the host's run dir)
+        text = d.sh(name, "ls -l /proc/1/fd/").stdout
+        assert host not in text and not any(u in text for u in uuids), text
     d.cli("stop", "--kill", "hp1")
     d.cli("stop", "--kill", "hp2")
 
@@ -998,7 +1039,9 @@ def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
     d.start()
     wait_for(lambda: (named / "rk").exists(), what="the recovery key at the named path")
     assert (named / "rk").read_bytes().strip() == text
-    assert not (d.data_dir / "tpm/recovery-key").exists()
+    # tpmd writes the new place first, then erases the old one: wait for both
+    wait_for(lambda: not (d.data_dir / "tpm/recovery-key").exists(),
+             what="the recovery key gone from the data dir")
 
 
 def test_an_unsealable_device_secret_costs_no_try(sdaemon):

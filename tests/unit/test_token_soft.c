@@ -677,6 +677,31 @@ static void file_alone_is_no_pin_oracle(void **state)
     secret_free(other);
 }
 
+/* Root puts a FIFO where a token file was: opening it for reading blocked until a writer came,
+ * and scd (one thread, every container's tokens) hung with it. It must fail at once. */
+static void fifo_in_place_of_a_file_fails_at_once(void **state)
+{
+    struct fixture *f = *state;
+    tm_err err = {0};
+    char path[PATH_MAX];
+    tt_path(path, f->dir, T_UUID, ".soft");
+    pair(f, T_UUID);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10); /* the old code blocks here: SIGALRM ends the test as a failure */
+    struct soft_token tok;
+    int r = soft_token_load(path, &tok, &err);
+    alarm(0);
+    assert_true(r < 0);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    uint8_t digest[32];
+    alarm(10);
+    r = token_files_digest(&f->ctx, T_UUID, digest, &err);
+    alarm(0);
+    assert_true(r < 0);
+    unlink(path);
+}
+
 /* --- files tampered with --- */
 
 struct tamper_case {
@@ -953,6 +978,7 @@ int main(void)
         T(device_secret_is_passed_through),
         T(file_alone_is_no_pin_oracle),
         T(tampered_token_file),
+        T(fifo_in_place_of_a_file_fails_at_once),
         T(tampered_tries_file),
         T(tampered_record),
         T(default_kdf_cost),
