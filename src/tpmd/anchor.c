@@ -467,10 +467,12 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
     }
     if ((r = write_file_atomic(newpath, data, len, 0600, err)) < 0)
         goto fail_nv;
-    if ((r = nv_write(esys, &nv, nt.version, digest, err)) < 0) {
-        unlink(newpath);
+    /* A failed NV write leaves anchor.table.new in place: when the TPM did the write and only
+     * its answer was lost (the swtpm killed mid-command), that file is the only copy of the
+     * table the TPM now vouches for, and the next load recovers it; when the TPM did not, the
+     * next load drops the file as an update that stopped before its NV write. */
+    if ((r = nv_write(esys, &nv, nt.version, digest, err)) < 0)
         goto fail_nv;
-    }
     nv_close(esys, &nv);
     /* From here the TPM holds the new version: it is the table, even if the rename fails (the
      * next load finds it as anchor.table.new). */
