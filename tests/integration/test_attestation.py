@@ -362,8 +362,12 @@ def test_another_tpms_quote(healthy, saved, other):
 
     def as_a(q):
         q[5], q[6] = a_quote[5], a_quote[6]  # ak_public, cert_chain_pem
-    det = assert_fails(healthy.verifier.offline(edit_quote(raw, as_a), nonce), "quote signature")
+        q[140] = a_quote[140]                # ak_parent_name
+    # B's TPM wrote B's AK as qualifiedSigner: "AK binding" names it too (since field 140)
+    det = assert_fails(healthy.verifier.offline(edit_quote(raw, as_a), nonce), "AK binding",
+                       "quote signature")
     assert "another key" in det["quote signature"], det
+    assert "qualifiedSigner" in det["AK binding"], det
     assert det["certificate chain"].startswith("CN=device-a,"), det
 
     def with_a_cert(q):
