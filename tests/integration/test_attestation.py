@@ -582,8 +582,15 @@ def test_reference_values_from_the_wrong_signer(env, healthy, saved, tmp_path):
     key, csr, cert = tmp_path / "sw.key", tmp_path / "sw.csr", tmp_path / "sw-signing.pem"
     run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-keyout", key, "-subj", "/CN=not a release signer", "-out", csr)
-    run(PKI_TOOL, "issue", "--pki", env.pki, "--ca", "device", "--profile", "signing",
-        "--csr", csr, "--out", cert, "--passphrase-file", env.passfile)
+    # trustme-pki certifies nothing for the Device CA without credential activation now: a
+    # codeSigning certificate for a software key made with the Device CA's key directly
+    ext = tmp_path / "signing.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=codeSigning\nsubjectKeyIdentifier=hash\n"
+                   "authorityKeyIdentifier=keyid:always\n")
+    run("openssl", "x509", "-req", "-in", csr, "-CA", env.cert("device-ca"), "-CAkey",
+        env.cert("device-ca").with_suffix(".key"), "-passin", f"file:{env.passfile}", "-extfile",
+        ext, "-days", "30", "-set_serial", "0x5151", "-out", cert)
     by_device_ca = make_refs(env, tmp_path / "refs-devca.json", [healthy.gos], healthy.configs,
                              sign_args=["--key", key, "--cert", cert,
                                         "--chain", env.cert("device-ca")])
