@@ -560,6 +560,21 @@ def test_ek_certificate_must_be_an_endorsement_keys(tmp):
                     tmp / f"{name}.enc", "--ek-anchor", mcert, "--passphrase-file", pf, ok=1)
         assert why in p.stderr, (name, p.stderr)
         assert not (tmp / f"{name}.enc").exists()
+    # an AK with a policy (a software key loaded public only into the TPM needs one for the
+    # ADMIN role of ActivateCredential) is refused, with adminWithPolicy or not
+    import hashlib
+    import struct
+    blocks = _pem_blocks(bundle.read_bytes())
+    tpmt = dict(blocks)["TRUSTME AK PUBLIC"]
+    policy = hashlib.sha256(b"PolicyCommandCode(ActivateCredential)").digest()
+    for attrs in (0x00050472, 0x000504f2):
+        dressed = struct.pack(">HHIH", 0x0023, 0x000B, attrs, 32) + policy + tpmt[10:]
+        forged = tmp / f"policy-{attrs:x}.bundle"
+        forged.write_bytes(b"".join(_pem(label, dressed if label == "TRUSTME AK PUBLIC" else der)
+                                    for label, der in blocks))
+        p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", forged, "--out",
+                    tmp / "policy.enc", "--ek-anchor", mcert, "--passphrase-file", pf, ok=1)
+        assert "authPolicy" in p.stderr and not (tmp / "policy.enc").exists(), p.stderr
     # the manufacturer's EK certificate (keyAgreement) still enrolls
     issue_device(pki, tmp, "ok", pf)
     # --ek-crl: a revoked EK certificate is refused, one the CRL does not name enrolls

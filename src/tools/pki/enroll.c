@@ -167,6 +167,12 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509
         return tm_err_set(err, EKEYREJECTED, "the AK's attributes (0x%08x) are not those of an "
                           "attestation key: fixedTPM fixedParent sensitiveDataOrigin restricted "
                           "sign, not decrypt", p->objectAttributes);
+    /* No policy: ActivateCredential needs the AK's ADMIN role, which for a key loaded public
+     * only (TPM2_LoadExternal of a software key dressed as fixedTPM) is available only through
+     * a policy the dresser chose; without one the TPM refuses (TPM_RC_AUTH_UNAVAILABLE). */
+    if (p->authPolicy.size != 0 || (p->objectAttributes & TPMA_OBJECT_ADMINWITHPOLICY))
+        return tm_err_set(err, EKEYREJECTED, "the AK has an authPolicy or adminWithPolicy: an "
+                          "attestation key of trustme-tpmd has neither");
     EVP_PKEY *csr_key = X509_REQ_get0_pubkey(b->csr);
     if (!csr_key || X509_REQ_verify(b->csr, csr_key) != 1)
         return ossl_fail(err, EKEYREJECTED, "the request's self-signature does not verify");
