@@ -284,6 +284,18 @@ struct remeasure_op {
     char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
 };
 
+/* A running container that cannot be measured again is stopped: running unmeasured would hide
+ * it from every verifier. */
+static void remeasure_failed(struct daemon *d, struct container *c, const char *why)
+{
+    log_error("container %s: measuring it again failed (%s): stopping it", c->cfg->name, why);
+    daemon_audit(d, "tpm.remeasure", "fail", c, "trustmed", "%s; stopping the container", why);
+    struct stop_args stop = {.timeout_s = STOP_TIMEOUT_DEFAULT_S};
+    tm_err e;
+    if (container_fire(c, EV_STOP, &stop, &e) < 0)
+        log_error("container %s: cannot stop it: %s", c->cfg->name, e.msg);
+}
+
 static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
                           void *userdata)
 {
@@ -295,16 +307,17 @@ static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp,
             daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed", "measured again after a TPM "
                          "reset (%u events)", resp->measured->added);
     } else if (c && state_is_active(c->state)) {
-        /* Running unmeasured would hide it from every verifier: stop it instead. */
-        log_error("container %s: measuring it again failed (%s): stopping it", op->name, err->msg);
-        daemon_audit(d, "tpm.remeasure", "fail", c, "trustmed", "%s; stopping the container",
-                     err->msg);
-        struct stop_args stop = {.timeout_s = STOP_TIMEOUT_DEFAULT_S};
-        tm_err e;
-        if (container_fire(c, EV_STOP, &stop, &e) < 0)
-            log_error("container %s: cannot stop it: %s", op->name, e.msg);
+        remeasure_failed(d, c, err->msg);
     }
     free(op);
+}
+
+static void on_remeasure_complete(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                                  const tm_err *err, void *userdata)
+{
+    if (err && resp)
+        log_error("tpmd refused the end of the measurements after a TPM reset: %s (it answers "
+                  "no quote until the next start)", err->msg);
 }
 
 void measure_running(struct daemon *d)
@@ -315,12 +328,15 @@ void measure_running(struct daemon *d)
             continue;
         const struct guestos *g = NULL;
         if (c->cfg->guestos[0] && !(g = guestos_find(d, c->cfg->guestos, c->guestos_version))) {
-            log_error("container %s: its GuestOS %s-%llu is gone, it cannot be measured again",
-                      c->cfg->name, c->cfg->guestos, (unsigned long long)c->guestos_version);
+            char why[CONFIG_NAME_MAX + 96];
+            snprintf(why, sizeof(why), "its GuestOS %s-%llu is gone", c->cfg->guestos,
+                     (unsigned long long)c->guestos_version);
+            remeasure_failed(d, c, why);
+            continue;
         }
         struct remeasure_op *op = calloc(1, sizeof(*op));
         if (!op) {
-            log_error("container %s: out of memory measuring it again", c->cfg->name);
+            remeasure_failed(d, c, "out of memory");
             continue;
         }
         snprintf(op->name, sizeof(op->name), "%s", c->cfg->name);
@@ -328,8 +344,13 @@ void measure_running(struct daemon *d)
         size_t n = start_items(c, g, items, op->names);
         tm_err err;
         if (tpmd_measure(d, items, n, on_remeasured, op, &err) < 0) {
-            log_error("container %s: cannot measure it again: %s", c->cfg->name, err.msg);
             free(op);
+            remeasure_failed(d, c, err.msg);
         }
     }
+    /* Behind every request above on the same ordered link: tpmd answers quotes again only
+     * once all of them are in its log. */
+    tm_err err;
+    if (tpmd_measure_complete(d, on_remeasure_complete, NULL, &err) < 0)
+        log_error("cannot end the measurements after a TPM reset: %s", err.msg);
 }

@@ -382,6 +382,16 @@ int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, 
     return tpmd_call(d, &req, fn, userdata, err);
 }
 
+int tpmd_measure_complete(struct daemon *d, tpmd_reply_fn fn, void *userdata, tm_err *err)
+{
+    Trustme__Tpmd__Measure m = TRUSTME__TPMD__MEASURE__INIT;
+    m.has_complete = m.complete = true;
+    Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MEASURE;
+    req.measure = &m;
+    return tpmd_call(d, &req, fn, userdata, err);
+}
+
 /* The virtualization layer, in its fixed order: trustmed, scd, tpmd, device.json. */
 static void measure_boot(struct service *s, int exe)
 {

@@ -37,6 +37,9 @@ struct tm_event_item {
     const char *name;
     uint8_t sha256[32];
 };
+/* Tells tpmd that everything running is in the log again after a TPM reset (Measure.complete):
+ * sent behind measure_running's requests, it lets tpmd answer quotes again. */
+int tpmd_measure_complete(struct daemon *d, tpmd_reply_fn fn, void *userdata, tm_err *err);
 /* Extend and log items in order (tpmd skips ones already logged). */
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
                  void *userdata, tm_err *err);

@@ -264,6 +264,7 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
         (r = load_chain(d, "ak-chain.pem", &d->chain_pem, &d->chain_len, err)) < 0 ||
         (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
         return r;
+    d->quotes_held = d->log.restarted;
     char moved[PATH_MAX];
     tm_err aerr = {0};
     /* A recovery key left in the data dir (a crash after the first seal, or an older trustme). */

@@ -72,6 +72,9 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
     if (!rq->has_nonce || rq->nonce.len != ATTEST_NONCE_LEN)
         return tm_err_set(err, EINVAL, "the nonce must have %d bytes, not %zu", ATTEST_NONCE_LEN,
                           rq->has_nonce ? rq->nonce.len : 0);
+    if (d->quotes_held)
+        return tm_err_set(err, EAGAIN, "the TPM was reset: trustmed is measuring what runs "
+                          "again; try again in a moment");
     uint32_t mask = 0;
     int r = selection(d, rq, &mask, err);
     if (r < 0)

@@ -97,6 +97,10 @@ static int do_measure(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Measure 
         m.added++;
         log_debug("measured %s %s into PCR %u", it->type, it->name, it->pcr);
     }
+    if (rq->has_complete && rq->complete && d->quotes_held) {
+        d->quotes_held = false;
+        log_info("everything running is measured again after the TPM reset: answering quotes");
+    }
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_MEASURED;
     resp.measured = &m;

@@ -40,6 +40,10 @@ struct tpmd {
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the
      * tpmd of the next trustmed, as a hardware TPM outlives a crashed daemon. */
     bool stop_clean;
+    /* The TPM was reset under running containers (the log restarted): no quote until trustmed
+     * has measured them again and says so (Measure.complete), else a verifier polling in
+     * between sees the boot events alone and says "trusted". */
+    bool quotes_held;
     struct {
         uint32_t failures;       /* cleared at start */
         bool lockout;

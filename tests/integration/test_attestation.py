@@ -362,10 +362,12 @@ def test_another_tpms_quote(healthy, saved, other):
 
     def as_a(q):
         q[5], q[6] = a_quote[5], a_quote[6]  # ak_public, cert_chain_pem
-    # qualifiedSigner names B's AK, not A's: "AK binding" catches it too
-    det = assert_fails(healthy.verifier.offline(edit_quote(raw, as_a), nonce), "quote signature",
-                       "AK binding")
+        q[140] = a_quote[140]                # ak_parent_name
+    # B's TPM wrote B's AK as qualifiedSigner: "AK binding" names it too (since field 140)
+    det = assert_fails(healthy.verifier.offline(edit_quote(raw, as_a), nonce), "AK binding",
+                       "quote signature")
     assert "another key" in det["quote signature"], det
+    assert "qualifiedSigner" in det["AK binding"], det
     assert det["certificate chain"].startswith("CN=device-a,"), det
 
     def with_a_cert(q):
@@ -580,14 +582,15 @@ def test_reference_values_from_the_wrong_signer(env, healthy, saved, tmp_path):
     key, csr, cert = tmp_path / "sw.key", tmp_path / "sw.csr", tmp_path / "sw-signing.pem"
     run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-nodes", "-keyout", key, "-subj", "/CN=not a release signer", "-out", csr)
-    # trustme-pki's Device CA certifies only TPM keys (credential activation): a codeSigning
-    # certificate for a software key comes from the Device CA's key through openssl
-    ext = tmp_path / "sw.ext"
+    # trustme-pki certifies nothing for the Device CA without credential activation now: a
+    # codeSigning certificate for a software key made with the Device CA's key directly
+    ext = tmp_path / "signing.ext"
     ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=codeSigning\n")
+                   "extendedKeyUsage=codeSigning\nsubjectKeyIdentifier=hash\n"
+                   "authorityKeyIdentifier=keyid:always\n")
     run("openssl", "x509", "-req", "-in", csr, "-CA", env.cert("device-ca"), "-CAkey",
-        env.cert("device-ca").with_suffix(".key"), "-passin", f"file:{env.passfile}", "-days", "30",
-        "-extfile", ext, "-out", cert)
+        env.cert("device-ca").with_suffix(".key"), "-passin", f"file:{env.passfile}", "-extfile",
+        ext, "-days", "30", "-set_serial", "0x5151", "-out", cert)
     by_device_ca = make_refs(env, tmp_path / "refs-devca.json", [healthy.gos], healthy.configs,
                              sign_args=["--key", key, "--cert", cert,
                                         "--chain", env.cert("device-ca")])

@@ -275,6 +275,20 @@ def test_tpm_reset_measures_running_containers_again(daemon):
     assert "moved aside" in resets[-1]["detail"]
     assert len(audit(d, "tpm.remeasure")) >= 2
     assert [c["state"] for c in d.containers()] == ["running", "running"]
+    # tpmd held quotes until trustmed said all was measured again (Measure.complete): then a
+    # quote has every event, the containers' included
+    def quote():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(d.socket))
+            s.sendall(raw_request(ATTEST, field_bytes(1, os.urandom(32)), 1))
+            resp = recv_frame(s)
+        if 26 not in resp:
+            return None
+        ev = parse(parse(resp[26][0])[1][0])
+        return ev if 11 in ev else None
+    q = wait_for(quote, timeout=10, what="a quote after the re-measurement")
+    assert len(parse(q[11][0]).get(4, [])) == len(m["events"])
+    assert "answering quotes" in d.log()
 
 
 def test_boot_measurement_failure_withholds_the_secret(make_daemon):

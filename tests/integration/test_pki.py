@@ -515,6 +515,97 @@ def test_wrong_and_empty_passphrase(tmp):
     assert p.returncode == 1 and not (tmp / "other").exists()
 
 
+def test_ek_certificate_must_be_an_endorsement_keys(tmp):
+    """Review of issue 12: the Device CA accepted as "EK certificate" any certificate chaining
+    to an --ek-anchor: a signing leaf (or a CA) under the manufacturer root whose key its holder
+    has in software could activate the credential and so get an AK certificate for a software
+    key. Now the EK certificate must be an end entity with keyUsage keyAgreement, no signing.
+    And no EK certificate was ever checked for revocation: --ek-crl."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    pki = make_pki(tmp)
+    pf = tmp / "pass"
+    key, bundle, mcert, ek_key, ak_name = device_bundle(tmp, "d")
+    mkey = load_pem_private_key((tmp / "m.key").read_bytes(), None)
+    issuer = x509.load_pem_x509_certificate(mcert.read_bytes()).subject
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(ku, ca):
+        b = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=not an EK"))
+             .issuer_name(issuer).public_key(ek_key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=1))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ek_key.public_key()), False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                 mkey.public_key()), False))
+        if ku:
+            b = b.add_extension(x509.KeyUsage(**{**dict.fromkeys(
+                ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                 "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+                False), **ku}), critical=True)
+        return b.sign(mkey, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    head = bundle.read_bytes().split(b"-----BEGIN CERTIFICATE-----")[0]
+    for name, pem, why in (
+            ("signing", cert({"digital_signature": True}, False), "keyUsage"),
+            ("both", cert({"digital_signature": True, "key_agreement": True}, False), "keyUsage"),
+            ("none", cert(None, False), "keyUsage"),
+            ("ca", cert({"key_agreement": True, "key_cert_sign": True}, True), "CA certificate")):
+        forged = tmp / f"{name}.bundle"
+        forged.write_bytes(head + pem)
+        p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", forged, "--out",
+                    tmp / f"{name}.enc", "--ek-anchor", mcert, "--passphrase-file", pf, ok=1)
+        assert why in p.stderr, (name, p.stderr)
+        assert not (tmp / f"{name}.enc").exists()
+    # an AK with a policy (a software key loaded public only into the TPM needs one for the
+    # ADMIN role of ActivateCredential) is refused, with adminWithPolicy or not
+    import hashlib
+    import struct
+    blocks = _pem_blocks(bundle.read_bytes())
+    tpmt = dict(blocks)["TRUSTME AK PUBLIC"]
+    policy = hashlib.sha256(b"PolicyCommandCode(ActivateCredential)").digest()
+    for attrs in (0x00050472, 0x000504f2):
+        dressed = struct.pack(">HHIH", 0x0023, 0x000B, attrs, 32) + policy + tpmt[10:]
+        forged = tmp / f"policy-{attrs:x}.bundle"
+        forged.write_bytes(b"".join(_pem(label, dressed if label == "TRUSTME AK PUBLIC" else der)
+                                    for label, der in blocks))
+        p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", forged, "--out",
+                    tmp / "policy.enc", "--ek-anchor", mcert, "--passphrase-file", pf, ok=1)
+        assert "authPolicy" in p.stderr and not (tmp / "policy.enc").exists(), p.stderr
+    # the manufacturer's EK certificate (keyAgreement) still enrolls
+    issue_device(pki, tmp, "ok", pf)
+    # --ek-crl: a revoked EK certificate is refused, one the CRL does not name enrolls
+    ek_cert = x509.load_pem_x509_certificate((tmp / "d.ek.pem").read_bytes())
+
+    def crl(revoked):
+        b = (x509.CertificateRevocationListBuilder().issuer_name(issuer)
+             .last_update(now - datetime.timedelta(minutes=1))
+             .next_update(now + datetime.timedelta(days=1))
+             .add_extension(x509.CRLNumber(1), False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                 mkey.public_key()), False))
+        for serial in revoked:
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                          .revocation_date(now - datetime.timedelta(minutes=1))
+                                          .build())
+        path = tmp / f"crl-{len(revoked)}.pem"
+        path.write_bytes(b.sign(mkey, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path
+    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out",
+                tmp / "revoked.enc", "--ek-anchor", mcert, "--ek-crl", crl([ek_cert.serial_number]),
+                "--passphrase-file", pf, ok=1)
+    assert "revoked" in p.stderr and not (tmp / "revoked.enc").exists(), p.stderr
+    run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out", tmp / "fine.enc",
+            "--ek-anchor", mcert, "--ek-crl", crl([]), "--passphrase-file", pf)
+    p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out",
+                tmp / "nocrl.enc", "--ek-anchor", mcert, "--ek-crl", mcert,
+                "--passphrase-file", pf, ok=1)
+    assert "no PEM CRL" in p.stderr
+
+
 # ---- revoke / crl ----------------------------------------------------------------------------
 
 def test_revoked_signer_fails_with_crl(tmp):

@@ -865,6 +865,51 @@ def test_kill_restart_and_power_off(new_tpmd):
     assert swtpm_processes(t.base) == []
 
 
+def test_no_quote_after_a_tpm_reset_until_trustmed_measured_again(new_tpmd):
+    """Review of issue 12: after a TPM reset the new tpmd answered quotes at once. trustmed
+    measures the boot events, then the running containers again, in separate requests: a
+    verifier polling in between got a quote of the boot events alone ("trusted (4 events)")
+    while containers ran. tpmd now holds quotes after a reset until trustmed's Measure with
+    complete (field 141), which trustmed sends behind the containers' measurements."""
+    t = new_tpmd().start()
+    t.measure(event(BOOT, "binary", "trustmed", sha("d")),
+              event(RUNTIME, "container-config", "c", sha("c")))
+    host, port = t.attest_address()
+    assert 11 in t_quote(host, port)          # no reset yet: quotes as usual
+    t.stop()                                  # the TPM powers off: the next start is a reset
+    t.start()
+    assert t.ready.get(160) == [1]            # log_restarted
+    host, port = t.attest_address()
+    t.measure(event(BOOT, "binary", "trustmed", sha("d")))   # the boot events are back...
+    resp = t_quote(host, port)                # ...but the container is not: no quote
+    assert 10 in resp and 11 not in resp, resp
+    code, msg = parse(resp[10][0])[1][0], parse(resp[10][0])[2][0].decode()
+    assert code == 11 and "TPM was reset" in msg, msg     # EAGAIN
+    assert t.error(ATTEST_RQ, attest_request(3, os.urandom(32)))[0] == 11
+    # the container again, then the end of the re-measurement: quotes again, with both events
+    t.measure(event(RUNTIME, "container-config", "c", sha("c")))
+    assert 10 in t_quote(host, port)
+    t.ok(MEASURE, field_varint(141, 1), MEASURED)
+    nonce = os.urandom(32)
+    with socket.create_connection((host, port), timeout=10) as conn:
+        resp = tcp_call(conn, attest_request(1, nonce))
+    assert 11 in resp, resp
+    _, events, _ = check_quote(parse(resp[11][0]), nonce, [RUNTIME, BOOT])
+    assert [e["name"] for e in events] == ["trustmed", "c"]
+    # a tpmd restart without a reset keeps its log: no hold
+    t.kill9()
+    t.start()
+    assert t.ready.get(160) is None
+    host, port = t.attest_address()
+    assert 11 in t_quote(host, port)
+    t.stop()
+
+
+def t_quote(host, port):
+    with socket.create_connection((host, port), timeout=10) as conn:
+        return tcp_call(conn, attest_request(1, os.urandom(32)))
+
+
 def test_swtpm_killed_under_requests_tpmd_exits(new_tpmd):
     """Issue 12 §5: with the swtpm killed under a running tpmd, every later call failed with
     "Function called in the wrong order" until tpmd was killed. tpmd now exits with an error

@@ -13,10 +13,14 @@ import pytest
 # program -> Debian 12 package that provides it
 PACKAGES = {
     # TPM: the tests talk to swtpm behind trustme-tpmd's back
+    "tpm2_create": "tpm2-tools",
     "tpm2_createprimary": "tpm2-tools",
+    "tpm2_flushcontext": "tpm2-tools",
     "tpm2_getcap": "tpm2-tools",
     "tpm2_pcrextend": "tpm2-tools",
+    "tpm2_makecredential": "tpm2-tools",
     "tpm2_pcrread": "tpm2-tools",
+    "tpm2_readpublic": "tpm2-tools",
     "tpm2_startauthsession": "tpm2-tools",
     "tpm2_create": "tpm2-tools",
     "tpm2_flushcontext": "tpm2-tools",

@@ -47,10 +47,35 @@ static int read_csr(const char *path, X509_REQ **ret, tm_err *err)
     return 0;
 }
 
+/* Every CRL (PEM) in path, appended to crls: a manufacturer's CRL file may hold several. */
+static int read_crls(const char *path, STACK_OF(X509_CRL) *crls, tm_err *err)
+{
+    _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
+    if (!in)
+        return ossl_fail(err, ENOENT, "--ek-crl: cannot open %s", path);
+    int n = 0;
+    for (;; n++) {
+        X509_CRL *crl = PEM_read_bio_X509_CRL(in, NULL, NULL, NULL);
+        if (!crl) {
+            unsigned long e = ERR_peek_last_error();
+            ERR_clear_error();
+            if (n > 0 && ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+                return 0;
+            return tm_err_set(err, EINVAL, "--ek-crl: %s: %s", path,
+                              n ? "a block after the CRLs does not parse" : "no PEM CRL");
+        }
+        if (n >= 64 || !sk_X509_CRL_push(crls, crl)) {
+            X509_CRL_free(crl);
+            return tm_err_set(err, n >= 64 ? EINVAL : ENOMEM, "--ek-crl: %s: %s", path,
+                              n >= 64 ? "more than 64 CRLs" : "out of memory");
+        }
+    }
+}
+
 int cmd_issue(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA,
-           OPT_PASS, OPT_PIN, OPT_MOD, OPT_EK_ANCHOR };
+           OPT_PASS, OPT_PIN, OPT_MOD, OPT_EK_ANCHOR, OPT_EK_CRL };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"ca", required_argument, NULL, OPT_CA},
@@ -64,13 +89,14 @@ int cmd_issue(int argc, char **argv)
         {"pin-file", required_argument, NULL, OPT_PIN},
         {"pkcs11-module", required_argument, NULL, OPT_MOD},
         {"ek-anchor", required_argument, NULL, OPT_EK_ANCHOR},
+        {"ek-crl", required_argument, NULL, OPT_EK_CRL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL, *ca_name = NULL, *csr_path = NULL, *out = NULL, *profile = NULL;
     const char *nb = NULL, *na = NULL;
     int days = 0;
-    const char *ek_anchors[8];
-    size_t n_ek_anchors = 0;
+    const char *ek_anchors[8], *ek_crls[8];
+    size_t n_ek_anchors = 0, n_ek_crls = 0;
     _cleanup_(keyring_done) struct keyring kr = {0};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -93,6 +119,11 @@ int cmd_issue(int argc, char **argv)
             if (n_ek_anchors == sizeof(ek_anchors) / sizeof(ek_anchors[0]))
                 return usage_error("issue", "at most 8 --ek-anchor");
             ek_anchors[n_ek_anchors++] = optarg;
+            break;
+        case OPT_EK_CRL:
+            if (n_ek_crls == sizeof(ek_crls) / sizeof(ek_crls[0]))
+                return usage_error("issue", "at most 8 --ek-crl");
+            ek_crls[n_ek_crls++] = optarg;
             break;
         case 'h': pki_usage(stdout); return 0;
         default: return EXIT_USAGE;
@@ -139,8 +170,8 @@ int cmd_issue(int argc, char **argv)
         return usage_error("issue", "--ca device needs --ek-anchor (the TPM manufacturer CA that "
                            "certifies endorsement keys): attestation keys are certified only "
                            "through credential activation");
-    if (!enroll && n_ek_anchors)
-        return usage_error("issue", "--ek-anchor is for --ca device only");
+    if (!enroll && (n_ek_anchors || n_ek_crls))
+        return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device only");
 
     tm_err err = {0};
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
@@ -149,8 +180,9 @@ int cmd_issue(int argc, char **argv)
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *ca_key = NULL;
     _cleanup_(enroll_bundle_free) struct enroll_bundle bundle = {0};
     _cleanup_(x509_stack_freep) STACK_OF(X509) *anchors = sk_X509_new_null();
+    _cleanup_(crl_stack_freep) STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
     int r;
-    if (!anchors)
+    if (!anchors || !crls)
         return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
     if (enroll) {
         for (size_t i = 0; i < n_ek_anchors; i++) {
@@ -162,8 +194,11 @@ int cmd_issue(int argc, char **argv)
                 return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("issue", &err);
             }
         }
+        for (size_t i = 0; i < n_ek_crls; i++)
+            if ((r = read_crls(ek_crls[i], crls, &err)) < 0)
+                return verb_fail("issue", &err);
         if ((r = enroll_read_bundle(csr_path, &bundle, &err)) < 0 ||
-            (r = enroll_check(&bundle, anchors, &err)) < 0)
+            (r = enroll_check(&bundle, anchors, n_ek_crls ? crls : NULL, &err)) < 0)
             return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
         req = steal_ptr(bundle.csr);
     }

@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tss2/tss2_mu.h>
@@ -107,7 +108,8 @@ static bool is_p256(EVP_PKEY *k)
            strcmp(group, "prime256v1") == 0;
 }
 
-int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, tm_err *err)
+int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
+                 tm_err *err)
 {
     /* The EK certificate: to a manufacturer anchor, for an ECC P-256 key (the EK template L-2
      * whose symmetric and name algorithms MakeCredential below assumes). */
@@ -125,12 +127,30 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, tm_err *err)
             return tm_err_set(err, ENOMEM, "out of memory");
     if (X509_STORE_CTX_init(ctx, store, ek_cert, untrusted) != 1)
         return ossl_fail(err, ENOMEM, "cannot check the EK certificate");
-    X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT);
+    for (int i = 0; crls && i < sk_X509_CRL_num(crls); i++)
+        if (X509_STORE_add_crl(store, sk_X509_CRL_value(crls, i)) != 1)
+            return ossl_fail(err, EINVAL, "cannot use an --ek-crl");
+    X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT |
+                             (crls ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0));
     if (X509_verify_cert(ctx) != 1)
         return tm_err_set(err, EKEYREJECTED, "the EK certificate does not chain to an "
                           "--ek-anchor: %s",
                           X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     ERR_clear_error();
+    /* An endorsement key certificate (TCG EK Credential Profile): an end entity whose ECC key
+     * is for key agreement. Any other certificate under the anchor (a CA, a signing or TLS
+     * leaf whose key its holder has in software) would let that holder activate the credential
+     * and get an AK certificate for a key outside any TPM. */
+    uint32_t xf = X509_get_extension_flags(ek_cert);
+    if ((xf & EXFLAG_CA) || X509_check_ca(ek_cert) != 0)
+        return tm_err_set(err, EKEYREJECTED, "the EK certificate is a CA certificate, not an "
+                          "endorsement key's");
+    uint32_t ku = (xf & EXFLAG_KUSAGE) ? X509_get_key_usage(ek_cert) : 0;
+    if (!(ku & KU_KEY_AGREEMENT) ||
+        (ku & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_CERT_SIGN | KU_CRL_SIGN)))
+        return tm_err_set(err, EKEYREJECTED, "the EK certificate's keyUsage is not keyAgreement "
+                          "without signing: not an endorsement key's (a signing or other "
+                          "certificate under the --ek-anchor)");
     b->ek = X509_get0_pubkey(ek_cert);
     if (!b->ek || !is_p256(b->ek))
         return tm_err_set(err, EOPNOTSUPP, "the EK certificate is not for an ECC P-256 key (only "
@@ -147,6 +167,12 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, tm_err *err)
         return tm_err_set(err, EKEYREJECTED, "the AK's attributes (0x%08x) are not those of an "
                           "attestation key: fixedTPM fixedParent sensitiveDataOrigin restricted "
                           "sign, not decrypt", p->objectAttributes);
+    /* No policy: ActivateCredential needs the AK's ADMIN role, which for a key loaded public
+     * only (TPM2_LoadExternal of a software key dressed as fixedTPM) is available only through
+     * a policy the dresser chose; without one the TPM refuses (TPM_RC_AUTH_UNAVAILABLE). */
+    if (p->authPolicy.size != 0 || (p->objectAttributes & TPMA_OBJECT_ADMINWITHPOLICY))
+        return tm_err_set(err, EKEYREJECTED, "the AK has an authPolicy or adminWithPolicy: an "
+                          "attestation key of trustme-tpmd has neither");
     EVP_PKEY *csr_key = X509_REQ_get0_pubkey(b->csr);
     if (!csr_key || X509_REQ_verify(b->csr, csr_key) != 1)
         return ossl_fail(err, EKEYREJECTED, "the request's self-signature does not verify");

@@ -47,7 +47,10 @@ void enroll_bundle_free(struct enroll_bundle *b);
 /* The EK certificate chains to one of anchors and is for an ECC P-256 key; the AK is fixedTPM
  * fixedParent sensitiveDataOrigin restricted sign (not decrypt) ECC P-256 with nameAlg SHA-256;
  * the CSR's self-signature verifies and its key is the AK's. Sets b->ek and b->ak_name. */
-int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, tm_err *err);
+/* crls: the manufacturer CAs' CRLs (--ek-crl), or NULL: with them every CA of the EK's chain
+ * needs its CRL and a revoked EK certificate is refused. */
+int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
+                 tm_err *err);
 /* TPM2_MakeCredential in software for an ECC P-256 EK (template L-2: SHA-256, AES-128-CFB):
  * blob (TPM2B_ID_OBJECT, <= 128 bytes) and secret (TPM2B_ENCRYPTED_SECRET, <= 128 bytes),
  * TPM-marshalled. */
