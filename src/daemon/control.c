@@ -379,6 +379,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
 }
 
 static void on_accept(tm_source *src, uint32_t events, void *userdata);
+static bool listener_audit_due(struct listener *l, enum control_audit_kind kind);
 
 static void resume_accept(tm_source *src, void *userdata)
 {
@@ -439,8 +440,11 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         struct container *owner = l->uuid[0] ? container_find(d, l->uuid) : NULL;
         char why[128] = "";
         if (!peer_allowed(l, fd, &cred, why, sizeof(why))) {
-            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
-                         cred.uid, cred.pid, conn_role_name(l->role), why);
+            /* Rate-limited like refused requests: a process of the container that connects and
+             * exits at once is refused too (its pid is gone), as often as it likes. */
+            if (listener_audit_due(l, CONTROL_AUDIT_DENIED))
+                daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
+                             cred.uid, cred.pid, conn_role_name(l->role), why);
             close(fd);
             continue;
         }
@@ -525,7 +529,7 @@ static void audit_summary(struct audit_limit *al)
     unsigned long long s = (unsigned long long)(now_s() - al->window_start);
     if (al->kind == CONTROL_AUDIT_DENIED)
         daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
-                     "role=%s: %u more refused requests on this socket in %llu s, not recorded "
+                     "role=%s: %u more refused requests or peers on this socket in %llu s, not recorded "
                      "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
                      s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
     else
@@ -543,11 +547,8 @@ static void on_audit_window_end(tm_source *src, void *userdata)
     audit_summary(al);
 }
 
-bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+static bool listener_audit_due(struct listener *l, enum control_audit_kind kind)
 {
-    struct listener *l = listener_of(c->d, c->role_uuid);
-    if (!l)
-        return true;
     struct audit_limit *al = &l->audit_limits[kind];
     uint64_t now = now_s();
     if (now - al->window_start >= CONTROL_AUDIT_WINDOW_S) {
@@ -561,9 +562,15 @@ bool control_audit_due(struct conn *c, enum control_audit_kind kind)
     }
     if (!al->suppressed++ && !al->timer) {
         uint64_t left = al->window_start + CONTROL_AUDIT_WINDOW_S - now;
-        al->timer = tm_loop_timer(c->d->loop, left * 1000, on_audit_window_end, al);
+        al->timer = tm_loop_timer(l->d->loop, left * 1000, on_audit_window_end, al);
     }
     return false;
+}
+
+bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+{
+    struct listener *l = listener_of(c->d, c->role_uuid);
+    return !l || listener_audit_due(l, kind);
 }
 
 static void listener_free(struct listener *l)

@@ -4,6 +4,7 @@ frames, and the administrator who must still get in while it lasts (issue 11 §2
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -343,3 +344,54 @@ def test_failed_installs_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
     counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in summary)
     assert len(one_by_one) + counted == 2000 and len(one_by_one) <= 60, (len(one_by_one), counted)
     assert summary[0]["subject"].startswith("r ")
+
+
+CONNECT_AND_EXIT = r"""
+import os, socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_refused_peers_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
+    """A process of the container that connects and exits before trustmed accepts is refused
+    (its pid is gone, so it may be someone else's by now). Before: one control.denied record,
+    synced to disk, per such connection, unlimited; now 20 per window and a count of the rest."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    pid = d.state("r")["pid"]
+    sock = f"/proc/{pid}/root{SOCK_IN}"
+    rounds, per_round = 20, 15  # below the socket's backlog of 16: connect() never waits
+    t0 = time.time()
+    for _ in range(rounds):
+        # trustmed stopped while they connect and exit: each is accepted after its peer is gone
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+                            CONNECT_AND_EXIT, sock, str(per_round)], check=True, timeout=60)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        # served after trustmed accepted (and refused) every one before it: the backlog is free
+        [reply] = as_restricted(d, "r", [(STATE, field_bytes(1, b"r"))])
+        assert "error" not in reply, reply
+    assert d.cli("list").returncode == 0
+    denied = lambda: [e for e in d.audit_events() if e["event"] == "control.denied"]
+
+    def tally():
+        ev = denied()
+        one = [e for e in ev if "is not a process of" in e["detail"]]
+        counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in ev
+                      if "not recorded one by one" in e["detail"])
+        return len(one), counted
+    # the last window's count is written when the window ends
+    wait_for(lambda: sum(tally()) == rounds * per_round, timeout=15, what="every refusal counted")
+    one_by_one, counted = tally()
+    assert counted > 0
+    assert one_by_one <= 20 * (1 + int(time.time() - t0) // 10), one_by_one
