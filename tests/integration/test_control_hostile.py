@@ -395,3 +395,30 @@ def test_refused_peers_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
     one_by_one, counted = tally()
     assert counted > 0
     assert one_by_one <= 20 * (1 + int(time.time() - t0) // 10), one_by_one
+
+
+def test_restricted_install_cannot_fill_the_data_dir(make_daemon, roles_rootfs):
+    """Under allow_unsigned the sizes in guestos.json are the client's: a sparse image of a
+    declared 1 GiB (nothing on the container's own disk) was copied into the store until the
+    file system was full, and only then found wrong. Now refused before a byte is copied."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    size = 1 << 30
+    gos = {"name": "filler", "version": 1, "architecture": os.uname().machine,
+           "mounts": [{"image": "root.img", "mount_point": "/", "fs_type": "squashfs",
+                       "kind": "overlay", "size": size, "sha256": "00" * 32}]}
+    d.sh("r", f"mkdir -p /tmp/h && truncate -s {size} /tmp/h/root.img && "
+              f"echo '{json.dumps(gos)}' > /tmp/h/guestos.json")
+    store = d.data_dir / "guestos"
+    store.mkdir(exist_ok=True)
+    # the data dir's file system, small: 64 MiB
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tm-rv11-store", str(store)], check=True)
+    try:
+        [err] = install_errors(d, "r", ["/tmp/h"])
+        used = os.statvfs(store)
+        used_bytes = (used.f_blocks - used.f_bfree) * used.f_frsize
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=True)
+    assert "do not fit into the GuestOS store's free space" in err, err
+    assert used_bytes < (1 << 20), used_bytes  # nothing was copied
