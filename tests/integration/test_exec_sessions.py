@@ -188,3 +188,15 @@ def test_interrupt_reaches_a_command_whose_stdin_is_full(running):
         p.wait()
         pytest.fail("the CLI did not end after SIGINT while the command's stdin was full")
     assert p.returncode == 130, p.returncode
+
+
+def test_stdin_waits_longer_than_the_partial_frame_timeout(running):
+    """The command reads nothing for 40 s while 8 MiB are piped in: trustmed stops reading the
+    connection (stdin full), maybe in the middle of a frame the client sent whole. That is not
+    a client holding half a message: the connection must not be closed after 30 s."""
+    size = 8 << 20
+    r = subprocess.run(f"head -c {size} /dev/zero | {TRUSTME} --run-dir {running.run_dir} "
+                       f"run box -- sh -c 'sleep 40; wc -c'", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(size)
