@@ -74,6 +74,16 @@ void conn_pause_input(struct conn *c, bool paused)
     update_events(c);
 }
 
+/* Write what the socket takes; notes whether the client reads its replies at all. */
+static int flush_out(struct conn *c)
+{
+    size_t before = tm_buf_pending(&c->out);
+    int r = tm_buf_flush(&c->out, c->fd);
+    if (tm_buf_pending(&c->out) < before || tm_buf_pending(&c->out) == 0)
+        c->out_progress = now_s();
+    return r;
+}
+
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
 {
     resp->has_version = true;
@@ -85,7 +95,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
         c->closing = true;
     }
     /* Write at once: most replies fit the socket buffer, saving a round through epoll. */
-    if (tm_buf_flush(&c->out, c->fd) < 0)
+    if (flush_out(c) < 0)
         c->closing = true;
     tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
@@ -286,6 +296,16 @@ static void sweep_idle(tm_source *src, void *userdata)
             log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing",
                                  (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
+        } else if (c->role == ROLE_RESTRICTED && tm_buf_pending(&c->out) > 0 &&
+                   now - c->out_progress > CONN_IDLE_TIMEOUT_S) {
+            /* Replies it does not read count as busy above, so such a connection would stay
+             * forever, holding up to CONN_HIGH_WATER of trustmed's memory and a slot. A
+             * restricted client has no session or stream that may rightly wait that long
+             * (an admin's `run` may: a terminal stopped with Ctrl-S). */
+            log_info_ratelimited(&rl_idle, "connection %llu (%s): has read none of its replies "
+                                 "for %d s, closing", (unsigned long long)c->id, c->actor,
+                                 CONN_IDLE_TIMEOUT_S);
+            conn_free(c);
         }
     }
     tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
@@ -367,7 +387,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     if (c->stream_fd >= 0)
         stream_more(c);
     bool was_congested = conn_congested(c);
-    int r = tm_buf_flush(&c->out, c->fd);
+    int r = flush_out(c);
     if (r < 0 || (events & (EPOLLERR | EPOLLHUP)) || (c->closing && r == 0 && c->stream_fd < 0)) {
         conn_free(c);
         return;
@@ -465,7 +485,7 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->fd = fd;
         c->peer = cred;
         c->stream_fd = -1;
-        c->last_active = now_s();
+        c->last_active = c->out_progress = now_s();
         c->role = l->role;
         memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
         if (c->role == ROLE_RESTRICTED)

@@ -422,3 +422,53 @@ def test_restricted_install_cannot_fill_the_data_dir(make_daemon, roles_rootfs):
         subprocess.run(["umount", "-l", str(store)], check=True)
     assert "do not fit into the GuestOS store's free space" in err, err
     assert used_bytes < (1 << 20), used_bytes  # nothing was copied
+
+
+UNREAD_REPLIES = r"""
+import socket, sys, time
+sys.path.insert(0, sys.argv[4])
+from pb import field_bytes, field_varint, frame
+path, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+msg = frame(field_varint(1, 1) + field_varint(2, 7) + field_bytes(31, b""))  # guestos list
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.setblocking(False)
+    # whole frames only (a tiny one is sent whole or not at all): no half frame is left
+    try:
+        for _ in range(400000):
+            assert s.send(msg) == len(msg)
+    except BlockingIOError:
+        pass  # trustmed stopped reading: its queue of replies is full
+    socks.append(s)
+print("sent", flush=True)
+time.sleep(hold)
+"""
+
+
+def test_restricted_connections_that_read_no_replies_are_closed(make_daemon, roles_rootfs):
+    """32 connections that pipeline requests and never read a reply: each counted as busy (its
+    replies pending), so neither evicted nor idle, holding ~1 MiB of trustmed's memory each,
+    for as long as the container liked. Now closed once they read nothing for the idle timeout."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    pid = d.state("r")["pid"]
+    tpid = d.proc.pid
+    fds_before = fds(tpid)
+    p = subprocess.Popen(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+                          UNREAD_REPLIES, f"/proc/{pid}/root{SOCK_IN}", "32", "240", HERE],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "sent"
+        wait_for(lambda: fds(tpid) >= fds_before + 32, timeout=15, what="all 32 accepted")
+        time.sleep(3)
+        assert fds(tpid) >= fds_before + 32  # none closed yet: all busy with unread replies
+        # idle timeout (120 s) plus a sweep period (30 s), and some slack for a loaded machine
+        wait_for(lambda: fds(tpid) <= fds_before + 2, timeout=190, interval=1,
+                 what="the connections that read nothing closed")
+        assert d.cli("list").returncode == 0
+    finally:
+        p.kill()
+        p.wait()
