@@ -31,7 +31,7 @@ static void restore_terminal(void)
         char seq[512];
         size_t n = term_reset_sequence(&modes, seq, sizeof(seq));
         if (n)
-            write_all(STDOUT_FILENO, seq, n);
+            write_all(isatty(STDOUT_FILENO) ? STDOUT_FILENO : STDERR_FILENO, seq, n);
         memset(&modes, 0, sizeof(modes));
     }
     if (raw_mode)
@@ -119,7 +119,8 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         enter_raw_mode();
         send_window(cl, id);
     }
-    track_modes = isatty(STDOUT_FILENO);
+    /* Both streams: without -t the command's stderr reaches the same terminal on its own. */
+    track_modes = isatty(STDOUT_FILENO) || isatty(STDERR_FILENO);
     bool stdin_open = true;
     /* Backpressure: trustmed stops reading this connection while the command's stdin is full.
      * Input is read only while the socket has room for it, so that a blocking write never
@@ -177,7 +178,7 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         case TRUSTME__RESPONSE__BODY_OUTPUT: {
             int fd = resp->output->stream == TRUSTME__OUTPUT_DATA__STREAM__STDERR ? STDERR_FILENO
                                                                                   : STDOUT_FILENO;
-            if (track_modes && fd == STDOUT_FILENO)
+            if (track_modes && isatty(fd))
                 term_track(&modes, resp->output->data.data, resp->output->data.len);
             write_all(fd, resp->output->data.data, resp->output->data.len);
             break;

@@ -173,8 +173,8 @@ static const struct {
     bool on_by_default;
 } modes[] = {
     {1049, false}, {1047, false}, {47, false},   /* alternate screen */
-    {1000, false}, {1001, false}, {1002, false}, {1003, false}, /* mouse tracking */
-    {1005, false}, {1006, false}, {1015, false}, /* mouse encodings */
+    {9, false}, {1000, false}, {1001, false}, {1002, false}, {1003, false}, /* mouse tracking */
+    {1005, false}, {1006, false}, {1015, false}, {1016, false}, /* mouse encodings */
     {1004, false},                               /* focus events */
     {2004, false},                               /* bracketed paste */
     {1, false},                                  /* application cursor keys */

@@ -407,6 +407,22 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
     guestos_install(conn, id, req->guestos_install->path, root);
 }
 
+/* users (comma-separated names) cut down to the restricted client's own container, or "". */
+static void restricted_users(struct daemon *d, const struct conn *conn, char *users)
+{
+    const struct container *own = container_find(d, conn->role_uuid);
+    size_t n = own ? strlen(own->cfg->name) : 0;
+    bool listed = false;
+    for (const char *p = users; own && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strcspn(p, ",") == n && strncmp(p, own->cfg->name, n) == 0)
+            listed = true;
+    }
+    if (listed)
+        memmove(users, own->cfg->name, n + 1);
+    else
+        users[0] = '\0';
+}
+
 void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct daemon *d = conn->d;
@@ -437,8 +453,12 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
         info->has_installed_at = true;
         info->installed_at = g->installed_at;
         info->description = g->cfg->description;
-        /* used_by as one comma-separated entry: the CLI splits it. */
-        if (guestos_users(d, g, users[i], sizeof(users[i])) > 0) {
+        /* used_by as one comma-separated entry: the CLI splits it. A restricted client is
+         * told of its own container only: which others exist is not its business (as for
+         * state, docs/ROLES.md). */
+        if (guestos_users(d, g, users[i], sizeof(users[i])) > 0 && conn->role == ROLE_RESTRICTED)
+            restricted_users(d, conn, users[i]);
+        if (users[i][0]) {
             user_ptrs[i] = users[i];
             info->n_used_by = 1;
             info->used_by = &user_ptrs[i];

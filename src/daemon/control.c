@@ -74,6 +74,16 @@ void conn_pause_input(struct conn *c, bool paused)
     update_events(c);
 }
 
+/* Write what the socket takes; notes whether the client reads its replies at all. */
+static int flush_out(struct conn *c)
+{
+    size_t before = tm_buf_pending(&c->out);
+    int r = tm_buf_flush(&c->out, c->fd);
+    if (tm_buf_pending(&c->out) < before || tm_buf_pending(&c->out) == 0)
+        c->out_progress = now_s();
+    return r;
+}
+
 void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
 {
     resp->has_version = true;
@@ -85,7 +95,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
         c->closing = true;
     }
     /* Write at once: most replies fit the socket buffer, saving a round through epoll. */
-    if (tm_buf_flush(&c->out, c->fd) < 0)
+    if (flush_out(c) < 0)
         c->closing = true;
     tm_buf_shrink(&c->out, LARGE_ALLOC);
     update_events(c);
@@ -286,6 +296,16 @@ static void sweep_idle(tm_source *src, void *userdata)
             log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing",
                                  (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
+        } else if (c->role == ROLE_RESTRICTED && tm_buf_pending(&c->out) > 0 &&
+                   now - c->out_progress > CONN_IDLE_TIMEOUT_S) {
+            /* Replies it does not read count as busy above, so such a connection would stay
+             * forever, holding up to CONN_HIGH_WATER of trustmed's memory and a slot. A
+             * restricted client has no session or stream that may rightly wait that long
+             * (an admin's `run` may: a terminal stopped with Ctrl-S). */
+            log_info_ratelimited(&rl_idle, "connection %llu (%s): has read none of its replies "
+                                 "for %d s, closing", (unsigned long long)c->id, c->actor,
+                                 CONN_IDLE_TIMEOUT_S);
+            conn_free(c);
         }
     }
     tm_loop_timer(d->loop, CONN_IDLE_TIMEOUT_S * 1000 / 4, sweep_idle, d);
@@ -367,7 +387,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     if (c->stream_fd >= 0)
         stream_more(c);
     bool was_congested = conn_congested(c);
-    int r = tm_buf_flush(&c->out, c->fd);
+    int r = flush_out(c);
     if (r < 0 || (events & (EPOLLERR | EPOLLHUP)) || (c->closing && r == 0 && c->stream_fd < 0)) {
         conn_free(c);
         return;
@@ -379,6 +399,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
 }
 
 static void on_accept(tm_source *src, uint32_t events, void *userdata);
+static bool listener_audit_due(struct listener *l, enum control_audit_kind kind);
 
 static void resume_accept(tm_source *src, void *userdata)
 {
@@ -439,8 +460,11 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         struct container *owner = l->uuid[0] ? container_find(d, l->uuid) : NULL;
         char why[128] = "";
         if (!peer_allowed(l, fd, &cred, why, sizeof(why))) {
-            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
-                         cred.uid, cred.pid, conn_role_name(l->role), why);
+            /* Rate-limited like refused requests: a process of the container that connects and
+             * exits at once is refused too (its pid is gone), as often as it likes. */
+            if (listener_audit_due(l, CONTROL_AUDIT_DENIED))
+                daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
+                             cred.uid, cred.pid, conn_role_name(l->role), why);
             close(fd);
             continue;
         }
@@ -461,7 +485,7 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
         c->fd = fd;
         c->peer = cred;
         c->stream_fd = -1;
-        c->last_active = now_s();
+        c->last_active = c->out_progress = now_s();
         c->role = l->role;
         memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
         if (c->role == ROLE_RESTRICTED)
@@ -525,7 +549,7 @@ static void audit_summary(struct audit_limit *al)
     unsigned long long s = (unsigned long long)(now_s() - al->window_start);
     if (al->kind == CONTROL_AUDIT_DENIED)
         daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
-                     "role=%s: %u more refused requests on this socket in %llu s, not recorded "
+                     "role=%s: %u more refused requests or peers on this socket in %llu s, not recorded "
                      "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
                      s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
     else
@@ -543,11 +567,8 @@ static void on_audit_window_end(tm_source *src, void *userdata)
     audit_summary(al);
 }
 
-bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+static bool listener_audit_due(struct listener *l, enum control_audit_kind kind)
 {
-    struct listener *l = listener_of(c->d, c->role_uuid);
-    if (!l)
-        return true;
     struct audit_limit *al = &l->audit_limits[kind];
     uint64_t now = now_s();
     if (now - al->window_start >= CONTROL_AUDIT_WINDOW_S) {
@@ -561,9 +582,15 @@ bool control_audit_due(struct conn *c, enum control_audit_kind kind)
     }
     if (!al->suppressed++ && !al->timer) {
         uint64_t left = al->window_start + CONTROL_AUDIT_WINDOW_S - now;
-        al->timer = tm_loop_timer(c->d->loop, left * 1000, on_audit_window_end, al);
+        al->timer = tm_loop_timer(l->d->loop, left * 1000, on_audit_window_end, al);
     }
     return false;
+}
+
+bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+{
+    struct listener *l = listener_of(c->d, c->role_uuid);
+    return !l || listener_audit_due(l, kind);
 }
 
 static void listener_free(struct listener *l)

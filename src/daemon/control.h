@@ -69,6 +69,7 @@ struct conn {
     bool input_paused;       /* a session's stdin is full: read no requests until it drains */
     tm_source *partial_timer;
     uint64_t last_active;    /* monotonic seconds of the last request */
+    uint64_t out_progress;   /* monotonic seconds output was last written (or none pending) */
     int stream_fd;           /* file being streamed to the client, or -1 */
     uint64_t stream_req;
     stream_done_fn stream_done;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,6 +38,8 @@
 #define CHAIN_MAX (256 * 1024)
 #define COPY_CHUNK (1024 * 1024)
 #define PROGRESS_EVERY (32ull << 20)
+/* Left free on the data dir's file system by an install (the audit log, volumes, tokens). */
+#define STORE_RESERVE (64 << 20)
 
 struct install_op {
     struct daemon *d;
@@ -223,6 +226,22 @@ static int check_fit(struct install_op *op, tm_err *err)
     if (have && have->cfg->version >= op->cfg->version)
         return tm_err_set(err, EPERM, "version %llu is installed; only a greater version can be "
                           "installed (no downgrade)", (unsigned long long)have->cfg->version);
+    /* The sizes are what guestos.json declares (signed or, under allow_unsigned, whatever the
+     * client wrote): an image that cannot fit is refused before a byte is copied, so that a
+     * sparse file of a declared terabyte cannot fill the data dir's file system (and with it
+     * the audit log and every container's volume) before its hash is found wrong. */
+    uint64_t total = 0;
+    for (size_t i = 0; i < op->cfg->nmounts; i++)
+        if (op->cfg->mounts[i].image[0])
+            total += op->cfg->mounts[i].size > UINT64_MAX / 4 ? UINT64_MAX / 4 : op->cfg->mounts[i].size;
+    char store[PATH_MAX + 16];
+    snprintf(store, sizeof(store), "%s/guestos", d->data_dir);
+    struct statvfs vfs;
+    if (statvfs(store, &vfs) == 0 &&
+        total + STORE_RESERVE > (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize)
+        return tm_err_set(err, ENOSPC, "its images (%llu MiB) do not fit into the GuestOS "
+                          "store's free space (%d MiB are kept free)",
+                          (unsigned long long)(total >> 20), STORE_RESERVE >> 20);
     return 0;
 }
 

@@ -4,6 +4,7 @@ frames, and the administrator who must still get in while it lasts (issue 11 §2
 import json
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -344,3 +345,131 @@ def test_failed_installs_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
     counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in summary)
     assert len(one_by_one) + counted == 2000 and len(one_by_one) <= 60, (len(one_by_one), counted)
     assert summary[0]["subject"].startswith("r ")
+
+
+CONNECT_AND_EXIT = r"""
+import os, socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_refused_peers_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
+    """A process of the container that connects and exits before trustmed accepts is refused
+    (its pid is gone, so it may be someone else's by now). Before: one control.denied record,
+    synced to disk, per such connection, unlimited; now 20 per window and a count of the rest."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    pid = d.state("r")["pid"]
+    sock = f"/proc/{pid}/root{SOCK_IN}"
+    rounds, per_round = 20, 15  # below the socket's backlog of 16: connect() never waits
+    t0 = time.time()
+    for _ in range(rounds):
+        # trustmed stopped while they connect and exit: each is accepted after its peer is gone
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+                            CONNECT_AND_EXIT, sock, str(per_round)], check=True, timeout=60)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        # served after trustmed accepted (and refused) every one before it: the backlog is free
+        [reply] = as_restricted(d, "r", [(STATE, field_bytes(1, b"r"))])
+        assert "error" not in reply, reply
+    assert d.cli("list").returncode == 0
+    denied = lambda: [e for e in d.audit_events() if e["event"] == "control.denied"]
+
+    def tally():
+        ev = denied()
+        one = [e for e in ev if "is not a process of" in e["detail"]]
+        counted = sum(int(e["detail"].split(": ")[1].split()[0]) for e in ev
+                      if "not recorded one by one" in e["detail"])
+        return len(one), counted
+    # the last window's count is written when the window ends
+    wait_for(lambda: sum(tally()) == rounds * per_round, timeout=15, what="every refusal counted")
+    one_by_one, counted = tally()
+    assert counted > 0
+    assert one_by_one <= 20 * (1 + int(time.time() - t0) // 10), one_by_one
+
+
+def test_restricted_install_cannot_fill_the_data_dir(make_daemon, roles_rootfs):
+    """Under allow_unsigned the sizes in guestos.json are the client's: a sparse image of a
+    declared 1 GiB (nothing on the container's own disk) was copied into the store until the
+    file system was full, and only then found wrong. Now refused before a byte is copied."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    size = 1 << 30
+    gos = {"name": "filler", "version": 1, "architecture": os.uname().machine,
+           "mounts": [{"image": "root.img", "mount_point": "/", "fs_type": "squashfs",
+                       "kind": "overlay", "size": size, "sha256": "00" * 32}]}
+    d.sh("r", f"mkdir -p /tmp/h && truncate -s {size} /tmp/h/root.img && "
+              f"echo '{json.dumps(gos)}' > /tmp/h/guestos.json")
+    store = d.data_dir / "guestos"
+    store.mkdir(exist_ok=True)
+    # the data dir's file system, small: 64 MiB
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tm-rv11-store", str(store)], check=True)
+    try:
+        [err] = install_errors(d, "r", ["/tmp/h"])
+        used = os.statvfs(store)
+        used_bytes = (used.f_blocks - used.f_bfree) * used.f_frsize
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=True)
+    assert "do not fit into the GuestOS store's free space" in err, err
+    assert used_bytes < (1 << 20), used_bytes  # nothing was copied
+
+
+UNREAD_REPLIES = r"""
+import socket, sys, time
+sys.path.insert(0, sys.argv[4])
+from pb import field_bytes, field_varint, frame
+path, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+msg = frame(field_varint(1, 1) + field_varint(2, 7) + field_bytes(31, b""))  # guestos list
+socks = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.setblocking(False)
+    # whole frames only (a tiny one is sent whole or not at all): no half frame is left
+    try:
+        for _ in range(400000):
+            assert s.send(msg) == len(msg)
+    except BlockingIOError:
+        pass  # trustmed stopped reading: its queue of replies is full
+    socks.append(s)
+print("sent", flush=True)
+time.sleep(hold)
+"""
+
+
+def test_restricted_connections_that_read_no_replies_are_closed(make_daemon, roles_rootfs):
+    """32 connections that pipeline requests and never read a reply: each counted as busy (its
+    replies pending), so neither evicted nor idle, holding ~1 MiB of trustmed's memory each,
+    for as long as the container liked. Now closed once they read nothing for the idle timeout."""
+    d = make_daemon()
+    create(d, roles_rootfs, "r", control="restricted")
+    d.cli("start", "r")
+    pid = d.state("r")["pid"]
+    tpid = d.proc.pid
+    fds_before = fds(tpid)
+    p = subprocess.Popen(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+                          UNREAD_REPLIES, f"/proc/{pid}/root{SOCK_IN}", "32", "240", HERE],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "sent"
+        wait_for(lambda: fds(tpid) >= fds_before + 32, timeout=15, what="all 32 accepted")
+        time.sleep(3)
+        assert fds(tpid) >= fds_before + 32  # none closed yet: all busy with unread replies
+        # idle timeout (120 s) plus a sweep period (30 s), and some slack for a loaded machine
+        wait_for(lambda: fds(tpid) <= fds_before + 2, timeout=190, interval=1,
+                 what="the connections that read nothing closed")
+        assert d.cli("list").returncode == 0
+    finally:
+        p.kill()
+        p.wait()

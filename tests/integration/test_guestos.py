@@ -258,6 +258,23 @@ def refused(sd, src, *needles):
 
 # ---- happy path ---------------------------------------------------------------------------------
 
+def test_restricted_guestos_list_names_no_other_container(gdaemon, env):
+    """used_by on a restricted socket names the container itself at most: before, guestos list
+    told a restricted container which other containers exist (which its state refuses to)."""
+    from pb import parse
+    from test_control_hostile import as_restricted
+    d = gdaemon()
+    install(d, env.build("bb", 1))
+    create(d, "secret-neighbour")
+    create(d, "r", control="restricted")
+    d.cli("start", "r")
+    logs_show(d, "r", "marker-v1")
+    assert sorted(gentry(d, "bb", 1)["used_by"]) == ["r", "secret-neighbour"]  # the admin's view
+    [reply] = as_restricted(d, "r", [(31, b"")])  # guestos list
+    info = parse(bytes.fromhex(reply["fields"]["1"]))  # the one GuestOS
+    assert [u.decode() for u in info.get(6, [])] == ["r"], info
+
+
 def test_signed_guestos_runs_and_updates(gdaemon, env):
     d = gdaemon()
     out = install(d, env.build("bb", 1)).stdout

@@ -112,3 +112,18 @@ def test_run_t_restores_the_terminal(daemon):
                                       "printf '\\033[?1049h\\033[?25l\\033[?25h\\033[?1049l'")
     assert code == 0 and after == before
     assert out.count(b"\x1b[?") == 4, out
+
+
+def test_run_restores_modes_the_commands_stderr_switched(daemon):
+    """Without -t the command's stderr reaches the terminal too: what it switches on there is
+    reset as well (before: only stdout was watched, and mouse tracking stayed on)."""
+    d = daemon
+    d.create("tui", data_size_mb=0)
+    d.cli("start", "tui")
+    out, code, _, _ = on_pty(d, "run", "tui", "--", "sh", "-c",
+                             "printf '\\033[?1049h\\033[?9h\\033[?1003;1016h' >&2; kill -9 $$")
+    assert code == 137
+    tail = out[out.rindex(b"\x1b[?1003;1016h") + len(b"\x1b[?1003;1016h"):]
+    # X10 mouse (9) and SGR-pixel reports (1016) too (before: not in the table)
+    for seq in (b"\x1b[?1049l", b"\x1b[?9l", b"\x1b[?1003l", b"\x1b[?1016l"):
+        assert seq in tail, (seq, out)
