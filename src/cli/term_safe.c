@@ -129,29 +129,27 @@ static int escaped_close(void *cookie)
     size_t o = term_escape(&s->e, "", 0, out, true);
     if (o)
         write_all(s->fd, out, o);
-    free(s);
     return 0;
 }
 
-static FILE *escaped_stream(int fd, int mode)
+/* One state per stream, static: stdout and stderr stay open until the process ends (exit flushes
+ * them but closes neither), so state allocated for them would be reported as a leak. */
+static struct escaped_fd escaped_out, escaped_err;
+
+static FILE *escaped_stream(struct escaped_fd *s, int fd, int mode)
 {
-    struct escaped_fd *s = calloc(1, sizeof(*s));
-    if (!s)
-        return NULL;
-    s->fd = fd;
+    *s = (struct escaped_fd){.fd = fd};
     FILE *f = fopencookie(s, "w", (cookie_io_functions_t){.write = escaped_write, .close = escaped_close});
-    if (!f) {
-        free(s);
+    if (!f)
         return NULL;
-    }
     setvbuf(f, NULL, mode, BUFSIZ);
     return f;
 }
 
 void term_safe_stdio(void)
 {
-    FILE *o = escaped_stream(STDOUT_FILENO, isatty(STDOUT_FILENO) ? _IOLBF : _IOFBF);
-    FILE *e = escaped_stream(STDERR_FILENO, _IONBF);
+    FILE *o = escaped_stream(&escaped_out, STDOUT_FILENO, isatty(STDOUT_FILENO) ? _IOLBF : _IOFBF);
+    FILE *e = escaped_stream(&escaped_err, STDERR_FILENO, _IONBF);
     if (o)
         stdout = o;
     if (e)

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,11 @@ static void init(void)
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_set_pubkey(x, key);
+    /* A CA: ca_pins_parse takes CA certificates only (the roles' CAs are pinned as whole CAs). */
+    X509_EXTENSION *bc = X509V3_EXT_conf_nid(NULL, NULL, NID_basic_constraints, "critical,CA:TRUE");
+    if (!bc || X509_add_ext(x, bc, -1) != 1)
+        abort();
+    X509_EXTENSION_free(bc);
     if (X509_sign(x, key, EVP_sha256()) <= 0)
         abort();
     BIO *bio = BIO_new(BIO_s_mem());
