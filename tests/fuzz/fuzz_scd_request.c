@@ -2,11 +2,15 @@
  * (the fuzzer adds the 4-byte frame header), which server_run receives, decodes, dispatches
  * against a real token state directory and answers, as trustme-scd does on fd 3.
  *
- * Each run has its own socketpair: the packet is sent, our end is shut for writing, and
- * server_run serves that one packet and returns at the end of the stream. This is the loop of
- * trustme-scd unchanged, so server.c needs no seam; its Ready message costs one small packet.
- * Then the answers are checked: Ready, then exactly one response, carrying the request's id, of
- * the kind the request calls for, with a key only for the right PIN of a token that may be used.
+ * Each run has its own socketpair: first the device secret is sent, as trustmed does once the
+ * TPM service unsealed it (without it scd refuses every key request), then the packet; our end
+ * is shut for writing, and server_run serves the two packets and returns at the end of the
+ * stream. This is the loop of trustme-scd unchanged, with the token_ctx of its main
+ * (caller_counts: trustmed counts PIN and PUK attempts), so server.c needs no seam; its Ready
+ * message and the device secret's Ok cost two small packets. Then the answers are checked:
+ * Ready, Ok, then exactly one response, carrying the request's id, of the kind the request calls
+ * for, with a key only for the right PIN of a token that may be used and only when the request
+ * carried the digest of the token's files that trustmed anchored (scd_fixture.h: fx_anchor).
  * Beyond what ASan sees, a run must not leave an fd open or a secret (locked memory) mapped.
  *
  * The state directory (scd_fixture.h) is put back before every run. Wrong PINs are counted on
@@ -46,6 +50,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char *state_dir;
 static struct token_ctx ctx;
 static int decode_fds[2];   /* a socketpair of our own, to decode requests as scd does */
+static uint8_t *secret_frame; /* the DeviceSecret request sent before every input */
+static size_t secret_frame_len;
+/* The digests trustmed anchored for the soft tokens' files, taken from the fixture before any
+ * run (a run may change the files). */
+static const char *const soft_uuids[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED,
+                                         FX_UUID_BLOCKED};
+static uint8_t soft_anchors[4][32];
 static bool verbose;        /* $FUZZ_SCD_VERBOSE: print each answer (to check the seeds) */
 
 #define fail(...)                                                                                  \
@@ -64,7 +75,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (tm_packet_socketpair(decode_fds) < 0)
         fail("socketpair: %s", strerror(errno));
     state_dir = fx_state_new();
-    ctx = (struct token_ctx){.state_dir = state_dir, .soft_kdf_n = FX_KDF_N};
+    /* As trustme-scd's main: trustmed counts the attempts. */
+    ctx = (struct token_ctx){.state_dir = state_dir, .soft_kdf_n = FX_KDF_N,
+                             .caller_counts = true};
+    Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
+    ds.has_secret = true;
+    ds.secret = (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes),
+                                      .data = (uint8_t *)fx_device_secret_bytes};
+    Request rq = TRUSTME__SCD__REQUEST__INIT;
+    rq.has_version = rq.has_id = true;
+    rq.version = TM_PROTOCOL_VERSION;
+    rq.id = UINT64_MAX;
+    rq.body_case = TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET;
+    rq.device_secret = &ds;
+    size_t len = trustme__scd__request__get_packed_size(&rq);
+    if (!(secret_frame = malloc(len + 4)))
+        abort();
+    secret_frame[0] = (uint8_t)(len >> 24);
+    secret_frame[1] = (uint8_t)(len >> 16);
+    secret_frame[2] = (uint8_t)(len >> 8);
+    secret_frame[3] = (uint8_t)len;
+    trustme__scd__request__pack(&rq, secret_frame + 4);
+    secret_frame_len = len + 4;
+    for (size_t i = 0; i < sizeof(soft_uuids) / sizeof(soft_uuids[0]); i++)
+        fx_anchor(state_dir, soft_uuids[i], soft_anchors[i]);
     return 0;
 }
 
@@ -75,10 +109,23 @@ static bool bytes_are(const ProtobufCBinaryData *b, bool present, const char *s)
 
 static bool uuid_is(const char *uuid, const char *want) { return uuid && strcmp(uuid, want) == 0; }
 
-/* The tokens that open with FX_PIN. */
+/* The tokens that open with FX_PIN (and FX_PUK): every soft token of the fixture, as scd
+ * ignores the stale tries files (the caller counts). */
 static bool pin_usable(const char *uuid)
 {
-    return uuid_is(uuid, FX_UUID_SOFT) || uuid_is(uuid, FX_UUID_LASTTRY);
+    return uuid_is(uuid, FX_UUID_SOFT) || uuid_is(uuid, FX_UUID_LASTTRY) ||
+           uuid_is(uuid, FX_UUID_LOCKED) || uuid_is(uuid, FX_UUID_BLOCKED);
+}
+
+/* Whether the request carried the digest trustmed anchored for uuid's token files. */
+static bool anchored(const char *uuid, const ProtobufCBinaryData *anchor, bool present)
+{
+    if (!present || anchor->len != 32)
+        return false;
+    for (size_t i = 0; i < sizeof(soft_uuids) / sizeof(soft_uuids[0]); i++)
+        if (uuid_is(uuid, soft_uuids[i]))
+            return memcmp(anchor->data, soft_anchors[i], 32) == 0;
+    return false;
 }
 
 static bool has_token(const char *uuid)
@@ -95,14 +142,11 @@ static void check_status(const char *uuid, const Trustme__Scd__TokenStatus *st)
 {
     bool soft = st->type == TRUSTME__SCD__TOKEN_TYPE__TOKEN_SOFT;
     bool ok;
-    if (uuid_is(uuid, FX_UUID_SOFT))
-        ok = st->paired && soft && !st->locked && !st->blocked && st->pin_tries_left == 3;
-    else if (uuid_is(uuid, FX_UUID_LASTTRY))
-        ok = st->paired && soft && !st->locked && st->pin_tries_left == 1;
-    else if (uuid_is(uuid, FX_UUID_LOCKED))
-        ok = st->paired && soft && st->locked && !st->blocked && st->puk_tries_left == 1;
-    else if (uuid_is(uuid, FX_UUID_BLOCKED))
-        ok = st->paired && soft && st->blocked;
+    /* The caller's count holds: scd reports every token unlocked with all tries left, whatever
+     * a tries file says; trustmed overrides that with its own count. */
+    if (pin_usable(uuid))
+        ok = st->paired && soft && !st->locked && !st->blocked && st->pin_tries_left == 3 &&
+             st->puk_tries_left == 10;
     else if (uuid_is(uuid, FX_UUID_P11))
         ok = st->paired && st->type == TRUSTME__SCD__TOKEN_TYPE__TOKEN_PKCS11;
     else
@@ -142,6 +186,8 @@ static void check_answer(const Request *rq, const Response *resp)
             fail("key request answered with body %d", got);
         if (!pin_usable(uuid) || !right_pin)
             fail("a key for %s without its PIN", uuid);
+        if (!anchored(uuid, &rq->token_anchor, rq->has_token_anchor))
+            fail("a key for %s without the anchored digest of its files", uuid);
         const Trustme__Scd__Key *k = resp->key;
         if (!k->has_key || k->key.len != 64 || k->has_wrapped != new_key ||
             (new_key && k->wrapped.len != KEYWRAP_BLOB_LEN))
@@ -153,15 +199,23 @@ static void check_answer(const Request *rq, const Response *resp)
     }
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
         if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !pin_usable(rq->change_pin->uuid) ||
-            !bytes_are(&rq->change_pin->old_pin, rq->change_pin->has_old_pin, FX_PIN))
-            fail("change-pin succeeded without the PIN");
+            !bytes_are(&rq->change_pin->old_pin, rq->change_pin->has_old_pin, FX_PIN) ||
+            !anchored(rq->change_pin->uuid, &rq->token_anchor, rq->has_token_anchor))
+            fail("change-pin succeeded without the PIN or the anchored digest");
         return;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK:
-        if (got != TRUSTME__SCD__RESPONSE__BODY_OK ||
-            !(pin_usable(rq->unlock->uuid) || uuid_is(rq->unlock->uuid, FX_UUID_LOCKED)) ||
-            !bytes_are(&rq->unlock->puk, rq->unlock->has_puk, FX_PUK))
-            fail("unlock succeeded without the PUK");
+        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !pin_usable(rq->unlock->uuid) ||
+            !bytes_are(&rq->unlock->puk, rq->unlock->has_puk, FX_PUK) ||
+            !anchored(rq->unlock->uuid, &rq->token_anchor, rq->has_token_anchor))
+            fail("unlock succeeded without the PUK or the anchored digest");
         return;
+    case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: {
+        const Trustme__Scd__DeviceSecret *ds = rq->device_secret;
+        if (got != TRUSTME__SCD__RESPONSE__BODY_OK ||
+            !(ds->has_secret ? ds->secret.len == 32 : ds->unavailable && ds->unavailable[0]))
+            fail("device secret answered with body %d", got);
+        return;
+    }
     case TRUSTME__SCD__REQUEST__BODY_WIPE: {
         const char *uuid = rq->wipe->uuid;
         if (got != TRUSTME__SCD__RESPONSE__BODY_OK)
@@ -249,7 +303,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fds[2];
     if (tm_packet_socketpair(fds) < 0)
         fail("socketpair: %s", strerror(errno));
-    if (send(fds[0], frame, size + 4, MSG_NOSIGNAL) != (ssize_t)(size + 4))
+    if (send(fds[0], secret_frame, secret_frame_len, MSG_NOSIGNAL) != (ssize_t)secret_frame_len ||
+        send(fds[0], frame, size + 4, MSG_NOSIGNAL) != (ssize_t)(size + 4))
         fail("send: %s", strerror(errno));
     free(frame);
     if (shutdown(fds[0], SHUT_WR) < 0)
@@ -264,6 +319,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const Response *ready = next_response(fds[0], &ready_pkt);
     if (ready->body_case != TRUSTME__SCD__RESPONSE__BODY_READY || ready->id != 0)
         fail("the first message is not Ready");
+    struct tm_packet ds_pkt;
+    const Response *ds_ok = next_response(fds[0], &ds_pkt);
+    if (ds_ok->body_case != TRUSTME__SCD__RESPONSE__BODY_OK || ds_ok->id != UINT64_MAX)
+        fail("the device secret was not taken");
+    tm_packet_free(&ds_pkt);
     const Response *resp = next_response(fds[0], &pkt);
     bool error = resp->body_case == TRUSTME__SCD__RESPONSE__BODY_ERROR;
     if (verbose)

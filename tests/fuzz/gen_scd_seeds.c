@@ -1,7 +1,10 @@
 /* Writes the seeds of fuzz_scd_request and fuzz_scd_files into <dir>/scd_request/ and
  * <dir>/scd_files/: one valid request of each kind against the fixture's tokens
- * (scd_fixture.h), and one valid file of each kind. Key blobs are made with the fixture's KEK,
- * certificates with a small PKI made here (P-256, valid 2020..2120, verified at 2025-01-01).
+ * (scd_fixture.h), and one valid file of each kind. Key blobs are made with the fixture's KEK
+ * (those of the requests bound to its device secret, which fuzz_scd_request hands scd first),
+ * requests that use a token carry the digest of its fixture files (fx_anchor), certificates
+ * with a small PKI made here (P-256, valid 2020..2120, verified at 2025-01-01). The verify seeds
+ * draw new keys on every run: keep the committed ones unless the Verify request changes.
  *
  *   ninja -C build-fuzz tests/fuzz/gen_scd_seeds && build-fuzz/tests/fuzz/gen_scd_seeds tests/fuzz/corpus */
 #include <errno.h>
@@ -26,6 +29,7 @@ typedef Trustme__Scd__Request Request;
 #define AT_TIME 1735689600 /* 2025-01-01 */
 
 static const char *out_dir;
+static char *state_dir; /* the fixture, for the anchored digests */
 
 static void die(const char *what)
 {
@@ -81,6 +85,16 @@ static ProtobufCBinaryData bin(const char *s)
     return (ProtobufCBinaryData){.len = strlen(s), .data = (uint8_t *)s};
 }
 
+/* The token state trustmed anchored for uuid, as it sends with every request using the token. */
+static uint8_t anchor_buf[32];
+
+static void set_anchor(Request *rq, const char *uuid)
+{
+    fx_anchor(state_dir, uuid, anchor_buf);
+    rq->has_token_anchor = true;
+    rq->token_anchor = (ProtobufCBinaryData){.len = sizeof(anchor_buf), .data = anchor_buf};
+}
+
 static void make_blob(const struct secret *device_secret, uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     _cleanup_secret_ struct secret *kek = fx_secret(fx_kek_bytes, sizeof(fx_kek_bytes));
@@ -128,7 +142,7 @@ static void pair(const char *name, const char *uuid, bool pkcs11)
     put_request(name, &rq);
 }
 
-static void new_key(const char *name, const char *uuid, const char *pin)
+static void new_key(const char *name, const char *uuid, const char *pin, const char *anchor_of)
 {
     Trustme__Scd__NewKey n = TRUSTME__SCD__NEW_KEY__INIT;
     n.uuid = (char *)uuid;
@@ -137,13 +151,17 @@ static void new_key(const char *name, const char *uuid, const char *pin)
     Request rq = TRUSTME__SCD__REQUEST__INIT;
     rq.body_case = TRUSTME__SCD__REQUEST__BODY_NEW_KEY;
     rq.new_key = &n;
+    if (anchor_of)
+        set_anchor(&rq, anchor_of);
     put_request(name, &rq);
 }
 
-static void unwrap(const char *name, const char *uuid, const char *pin)
+static void unwrap(const char *name, const char *uuid, const char *pin, const char *anchor_of)
 {
     uint8_t blob[KEYWRAP_BLOB_LEN];
-    make_blob(NULL, blob);
+    _cleanup_secret_ struct secret *ds =
+        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    make_blob(ds, blob);
     Trustme__Scd__Unwrap u = TRUSTME__SCD__UNWRAP__INIT;
     u.uuid = (char *)uuid;
     u.has_pin = u.has_wrapped = true;
@@ -152,6 +170,8 @@ static void unwrap(const char *name, const char *uuid, const char *pin)
     Request rq = TRUSTME__SCD__REQUEST__INIT;
     rq.body_case = TRUSTME__SCD__REQUEST__BODY_UNWRAP;
     rq.unwrap = &u;
+    if (anchor_of)
+        set_anchor(&rq, anchor_of);
     put_request(name, &rq);
 }
 
@@ -166,6 +186,7 @@ static void change_pin(const char *name, const char *uuid, const char *old_pin,
     Request rq = TRUSTME__SCD__REQUEST__INIT;
     rq.body_case = TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN;
     rq.change_pin = &c;
+    set_anchor(&rq, uuid);
     put_request(name, &rq);
 }
 
@@ -179,6 +200,23 @@ static void unlock(const char *name, const char *uuid, const char *puk)
     Request rq = TRUSTME__SCD__REQUEST__INIT;
     rq.body_case = TRUSTME__SCD__REQUEST__BODY_UNLOCK;
     rq.unlock = &u;
+    set_anchor(&rq, uuid);
+    put_request(name, &rq);
+}
+
+static void device_secret(const char *name, bool give)
+{
+    Trustme__Scd__DeviceSecret d = TRUSTME__SCD__DEVICE_SECRET__INIT;
+    if (give) {
+        d.has_secret = true;
+        d.secret = (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes),
+                                         .data = (uint8_t *)fx_device_secret_bytes};
+    } else {
+        d.unavailable = (char *)"the TPM is not in the measured state";
+    }
+    Request rq = TRUSTME__SCD__REQUEST__INIT;
+    rq.body_case = TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET;
+    rq.device_secret = &d;
     put_request(name, &rq);
 }
 
@@ -336,6 +374,7 @@ int main(int argc, char **argv)
         return 2;
     }
     out_dir = argv[1];
+    state_dir = fx_state_new();
 
     status("status", FX_UUID_SOFT);
     status("status-locked", FX_UUID_LOCKED);
@@ -343,16 +382,22 @@ int main(int argc, char **argv)
     pair("pair-soft", FX_UUID_FREE, false);
     pair("pair-pkcs11", FX_UUID_FREE, true);
     pair("pair-exists", FX_UUID_SOFT, false);
-    new_key("new-key", FX_UUID_SOFT, FX_PIN);
-    unwrap("unwrap", FX_UUID_SOFT, FX_PIN);
-    unwrap("unwrap-wrong-pin", FX_UUID_SOFT, "4321");
-    unwrap("unwrap-last-try", FX_UUID_LASTTRY, "4321");
-    unwrap("unwrap-locked", FX_UUID_LOCKED, FX_PIN);
+    new_key("new-key", FX_UUID_SOFT, FX_PIN, FX_UUID_SOFT);
+    new_key("new-key-no-anchor", FX_UUID_SOFT, FX_PIN, NULL);
+    unwrap("unwrap", FX_UUID_SOFT, FX_PIN, FX_UUID_SOFT);
+    unwrap("unwrap-wrong-pin", FX_UUID_SOFT, "4321", FX_UUID_SOFT);
+    /* Another token's digest: the files are not the anchored ones. */
+    unwrap("unwrap-stale-anchor", FX_UUID_SOFT, FX_PIN, FX_UUID_P11);
+    /* A leftover tries file says locked: scd leaves the counting to trustmed, so the PIN is
+     * checked (and opens), then the blob, FX_UUID_SOFT's, does not authenticate. */
+    unwrap("unwrap-stale-tries", FX_UUID_LOCKED, FX_PIN, FX_UUID_LOCKED);
     change_pin("change-pin", FX_UUID_SOFT, FX_PIN, "56789");
     /* An empty bytes field arrives as (NULL, 0): it once reached memchr and memcpy. */
     change_pin("change-pin-empty", FX_UUID_SOFT, FX_PIN, "");
     unlock("unlock", FX_UUID_LOCKED, FX_PUK);
-    unlock("unlock-last-try", FX_UUID_LOCKED, "87654321");
+    unlock("unlock-wrong-puk", FX_UUID_LOCKED, "87654321");
+    device_secret("device-secret", true);
+    device_secret("device-secret-unavailable", false);
     wipe("wipe", FX_UUID_SOFT, NULL);
     wipe("wipe-pkcs11", FX_UUID_P11, FX_PIN);
     wipe("wipe-bad-record", FX_UUID_BADREC, NULL);

@@ -1,5 +1,6 @@
 #include "scd_fixture.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "b64.h"
 #include "fileio.h"
 #include "kdf_aead.h"
+#include "token.h"
 #include "token_soft.h"
 
 const uint8_t fx_kek_bytes[32] = {
@@ -25,8 +27,11 @@ const uint8_t fx_device_secret_bytes[32] = {
     0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
     0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5};
 
-/* Must match token_soft.c: the AAD of a slot is this, the UUID, ':' and the slot's name. */
-#define SOFT_AAD_PREFIX "trustme soft token v1:"
+/* Must match token_soft.c (format v2): the AAD of a slot is this, the UUID, ':' and the slot's
+ * name; the slot key is HKDF-SHA256(scrypt(secret, salt), salt = the device secret, this info). */
+#define SOFT_VERSION 2
+#define SOFT_AAD_PREFIX "trustme soft token v2:"
+#define SOFT_SLOT_INFO "trustme soft token slot v2"
 
 static void die(const char *what, const tm_err *err)
 {
@@ -47,7 +52,7 @@ struct secret *fx_secret(const uint8_t *bytes, size_t len)
 struct slot {
     const char *name, *secret;
     uint8_t salt[SOFT_SALT_LEN], nonce[12];
-    struct secret *key; /* scrypt(secret, salt): the same for every UUID */
+    struct secret *key; /* HKDF(scrypt(secret, salt), device secret): the same for every UUID */
 };
 
 static struct slot slots[2] = {
@@ -60,10 +65,16 @@ static void slot_json(struct slot *s, const char *uuid, const struct secret *kek
 {
     tm_err err = {0};
     if (!s->key) {
-        if (secret_new(AEAD_KEY_LEN, &s->key, &err) < 0 ||
+        _cleanup_secret_ struct secret *ikm = NULL;
+        _cleanup_secret_ struct secret *ds =
+            fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+        if (secret_new(AEAD_KEY_LEN, &ikm, &err) < 0 ||
             kdf_scrypt(s->secret, s->salt, sizeof(s->salt), FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P,
-                       s->key, &err) < 0)
+                       ikm, &err) < 0)
             die("scrypt", &err);
+        if (secret_new(AEAD_KEY_LEN, &s->key, &err) < 0 ||
+            kdf_hkdf_sha256(ikm, ds->data, ds->len, SOFT_SLOT_INFO, s->key, &err) < 0)
+            die("hkdf", &err);
     }
     char aad[128];
     uint8_t ct[SOFT_CT_LEN];
@@ -84,9 +95,9 @@ size_t fx_soft_file(const char *uuid, char *buf, size_t size)
     char pin[256], puk[256];
     slot_json(&slots[0], uuid, kek, pin, sizeof(pin));
     slot_json(&slots[1], uuid, kek, puk, sizeof(puk));
-    int n = snprintf(buf, size, "{\"version\":1,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
-                     "\"p\":%d},\"pin\":%s,\"puk\":%s}\n", FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P, pin,
-                     puk);
+    int n = snprintf(buf, size, "{\"version\":%d,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
+                     "\"p\":%d},\"pin\":%s,\"puk\":%s}\n", SOFT_VERSION, FX_KDF_N, SOFT_KDF_R,
+                     SOFT_KDF_P, pin, puk);
     if (n < 0 || (size_t)n >= size)
         die("soft token file too long", NULL);
     return (size_t)n;
@@ -204,7 +215,8 @@ static void remove_state(void)
 }
 
 /* The fixture writes soft token files itself: make sure token_soft.c still reads them, and
- * opens them to the fixture's KEK with the PIN and with the PUK. */
+ * opens them to the fixture's KEK with the PIN and with the PUK under the device secret (and
+ * not without it). */
 static void check_soft_file(const char *dir)
 {
     char path[PATH_MAX];
@@ -213,10 +225,15 @@ static void check_soft_file(const char *dir)
     snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir, FX_UUID_SOFT);
     if (soft_token_load(path, &tok, &err) < 0)
         die("the fixture's soft token file does not load", &err);
+    _cleanup_secret_ struct secret *ds =
+        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     for (int slot = SOFT_SLOT_PIN; slot <= SOFT_SLOT_PUK; slot++) {
         _cleanup_secret_ struct secret *kek = NULL;
-        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot,
-                            slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK, NULL, &kek, &err) < 0)
+        const char *secret = slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK;
+        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot, secret, NULL, &kek,
+                            &err) != -EACCES)
+            die("the fixture's soft token opens without the device secret", NULL);
+        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot, secret, ds, &kek, &err) < 0)
             die("the fixture's soft token does not open", &err);
         if (kek->len != sizeof(fx_kek_bytes) || memcmp(kek->data, fx_kek_bytes, kek->len) != 0)
             die("the fixture's soft token holds another KEK", NULL);
@@ -264,4 +281,12 @@ void fx_state_reset(const char *dir)
             die("cannot write a fixture file", NULL);
         close(fd);
     }
+}
+
+void fx_anchor(const char *dir, const char *uuid, uint8_t out[32])
+{
+    struct token_ctx ctx = {.state_dir = dir};
+    tm_err err = {0};
+    if (token_files_digest(&ctx, uuid, out, &err) < 0)
+        die("token_files_digest", &err);
 }

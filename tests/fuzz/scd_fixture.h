@@ -1,11 +1,17 @@
 /* A token state directory with known contents, shared by the scd fuzzers and by gen_scd_seeds,
- * which writes their seeds: the seeds name these UUIDs and carry key blobs made with this KEK,
- * so Unwrap, ChangePin, Unlock and Wipe reach their real work, success included.
+ * which writes their seeds: the seeds name these UUIDs and carry key blobs made with this KEK
+ * and bound to this device secret, and the digest of the token's files that trustmed would have
+ * anchored (fx_anchor), so Unwrap, ChangePin, Unlock and Wipe reach their real work, success
+ * included.
  *
- * Every soft token here holds the same fixed KEK under FX_PIN and FX_PUK (scrypt N = FX_KDF_N),
- * written in the format of token_soft.h with fixed salts and nonces: the files, and so the
- * fuzzers, are the same in every run. token_pair would draw a random KEK, which no committed
- * seed blob could match. */
+ * Every soft token here holds the same fixed KEK under FX_PIN and FX_PUK (scrypt N = FX_KDF_N,
+ * slot keys HKDF-salted with fx_device_secret_bytes), written in the format of token_soft.h (v2)
+ * with fixed salts and nonces: the files, their digests, and so the fuzzers, are the same in
+ * every run. token_pair would draw a random KEK, which no committed seed blob could match.
+ *
+ * trustme-scd leaves the counting of PIN and PUK attempts to trustmed (token_ctx.caller_counts),
+ * so the .tries files of LASTTRY, LOCKED and BLOCKED are leftovers that scd must ignore: their
+ * tokens open with FX_PIN and FX_PUK like FX_UUID_SOFT's. */
 #pragma once
 
 #include <stdbool.h>
@@ -15,9 +21,9 @@
 #include "secmem.h"
 
 #define FX_UUID_SOFT "5c0f7e1a-9b2d-4c3e-8f10-000000000001"    /* soft, no failures */
-#define FX_UUID_LASTTRY "5c0f7e1a-9b2d-4c3e-8f10-000000000002" /* soft, 2 wrong PINs so far */
-#define FX_UUID_LOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000003"  /* soft, PIN locked, 9 wrong PUKs */
-#define FX_UUID_BLOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000004" /* soft, PUK blocked */
+#define FX_UUID_LASTTRY "5c0f7e1a-9b2d-4c3e-8f10-000000000002" /* soft, stale tries: 2 PINs */
+#define FX_UUID_LOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000003"  /* soft, stale tries: locked */
+#define FX_UUID_BLOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000004" /* soft, stale tries: blocked */
 #define FX_UUID_P11 "5c0f7e1a-9b2d-4c3e-8f10-000000000005"     /* PKCS#11, module missing */
 #define FX_UUID_BADREC "5c0f7e1a-9b2d-4c3e-8f10-000000000006"  /* a record that does not parse */
 #define FX_UUID_FREE "5c0f7e1a-9b2d-4c3e-8f10-000000000007"    /* no token */
@@ -55,3 +61,6 @@ void fx_leaks_check(const struct fx_leaks *l);
 char *fx_state_new(void);
 /* Put the state directory back to the fixture: everything in tokens/ is replaced. */
 void fx_state_reset(const char *dir);
+/* The digest of uuid's token files in dir (token_files_digest) as trustmed anchors it and sends
+ * it with every request that uses the token. Aborts on failure. */
+void fx_anchor(const char *dir, const char *uuid, uint8_t out[32]);
