@@ -69,7 +69,7 @@ static int unhex(char c)
 }
 
 /* Strict: exactly the form serialize() writes, so one table has one digest. */
-static int parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
+int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
 {
     struct anchor_table t = {0};
     const char *p = data, *end = data + len;
@@ -357,7 +357,7 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
                           "in the TPM: it was edited or replaced; refusing it", path,
                           (unsigned long long)nv.version);
     }
-    if ((r = parse(udata, ulen, t, err)) < 0)
+    if ((r = anchor_parse(udata, ulen, t, err)) < 0)
         return tm_err_prefix(err, "%s", use);
     if (t->version != nv.version) {
         anchor_free(t);
