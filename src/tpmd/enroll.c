@@ -61,9 +61,7 @@ int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, siz
     long cert_len = b.cert_len;
     bool activated = b.have_blob || b.have_secret || cert_data;
     if (activated) {
-        if (!b.have_blob || !b.have_secret || !cert_data)
-            return tm_err_set(err, EINVAL, "the encrypted certificate needs its credential blob, "
-                              "encrypted secret and certificate, once each");
+        /* (enroll_parse saw all three) */
         TPM2B_DIGEST cred = {0};
         if ((r = tpm_activate_credential(t, &b.blob, &b.secret, &cred, err)) < 0)
             return r;

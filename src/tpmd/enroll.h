@@ -11,9 +11,9 @@
 #include "tpm.h"
 
 /* The PEM blocks of the bundle (enroll_bundle.c): the Device CA's encrypted certificate
- * (ENROLL_PEM_CREDENTIAL, _SECRET, _CERT: the first of each) and the plain CERTIFICATE blocks,
- * re-encoded in order into clear. At most 16 blocks; anything else is -EINVAL. On failure *b
- * holds what was parsed so far: enroll_blocks_free it either way. */
+ * (ENROLL_PEM_CREDENTIAL, _SECRET, _CERT: each once, all three or none) and the plain
+ * CERTIFICATE blocks, re-encoded in order into clear. At most 16 blocks; anything else is
+ * -EINVAL. On failure *b holds what was parsed so far: enroll_blocks_free it either way. */
 struct enroll_blocks {
     bool have_blob, have_secret;
     TPM2B_ID_OBJECT blob;

@@ -73,5 +73,9 @@ int enroll_parse(const uint8_t *pem, size_t len, struct enroll_blocks *b, tm_err
                               "Device CA's encrypted certificate, expected)", name);
         }
     }
+    if ((b->have_blob || b->have_secret || b->cert) &&
+        (!b->have_blob || !b->have_secret || !b->cert))
+        return tm_err_set(err, EINVAL, "the encrypted certificate needs its credential blob, "
+                          "encrypted secret and certificate, once each");
     return 0;
 }

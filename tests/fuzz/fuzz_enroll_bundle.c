@@ -8,6 +8,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include "pki.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool verbose; /* $FUZZ_VERBOSE: print what each input ends as (to check the seeds) */
 
 #define fail(...)                                                                                  \
     do {                                                                                           \
@@ -33,13 +36,16 @@ static void device_side(const uint8_t *data, size_t size)
         if (r != -err.code || !err.msg[0])
             fail("enroll_parse: %d \"%s\"", r, err.msg);
     } else {
-        if (!b.clear || (b.cert && b.cert_len < 0))
-            fail("enroll_parse accepted without its output");
+        if (!b.clear || (b.cert && b.cert_len < 0) ||
+            (b.have_blob || b.have_secret || b.cert) != (b.have_blob && b.have_secret && b.cert))
+            fail("enroll_parse accepted without its output, or an incomplete encrypted cert");
         char *p;
         long n = BIO_get_mem_data(b.clear, &p);
         if (n < 0 || (n > 0 && !memmem(p, (size_t)n, "-----BEGIN CERTIFICATE-----", 27)))
             fail("enroll_parse: clear holds no certificate block");
     }
+    if (verbose)
+        fprintf(stderr, "tpmd: %s\n", r < 0 ? err.msg : "accepted");
     enroll_blocks_free(&b);
 }
 
@@ -58,6 +64,8 @@ static void ca_side(const uint8_t *data, size_t size)
                b.ak_public_len > sizeof(b.ak_public_raw)) {
         fail("enroll_parse_bundle accepted an incomplete bundle");
     }
+    if (verbose)
+        fprintf(stderr, "pki: %s\n", r < 0 ? err.msg : "accepted");
     enroll_bundle_free(&b);
     BIO_free(in);
     ERR_clear_error();
@@ -67,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 64 * 1024)
         return 0;
+    verbose = getenv("FUZZ_VERBOSE") != NULL;
     device_side(data, size);
     ca_side(data, size);
     return 0;

@@ -9,6 +9,7 @@
  * accepted as a request of a known kind whose checked fields hold what the handlers rely on. No
  * crash, no leak (the request lives in the packet's arena or heap and goes with it). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int fds[2];
+static bool verbose; /* $FUZZ_VERBOSE: print what each input ends as (to check the seeds) */
 
 #define fail(...)                                                                                  \
     do {                                                                                           \
@@ -40,6 +42,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     if (tm_packet_socketpair(fds) < 0)
         fail("socketpair: %s", strerror(errno));
+    verbose = getenv("FUZZ_VERBOSE") != NULL;
     /* One packet must fit the socket's buffers (run.sh caps inputs well below). */
     int buf = 1 << 20;
     setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
@@ -97,8 +100,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("send of %zu bytes: %s", size, strerror(errno));
     struct tm_packet pkt;
     int r = tm_packet_recv(fds[1], TPMD_REQUEST_MAX, &pkt);
-    if (r == -EBADMSG || r == -EMSGSIZE)
+    if (r == -EBADMSG || r == -EMSGSIZE) {
+        if (verbose)
+            fprintf(stderr, "framing: %s\n", strerror(-r));
         return 0; /* on_link: an Error, the next packet as usual */
+    }
     if (r != 1)
         fail("tm_packet_recv: %d", r);
     Request *rq = NULL;
@@ -112,6 +118,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fail("accepted with %d, request %p", r, (void *)rq);
         check_accepted(rq);
     }
+    if (verbose)
+        fprintf(stderr, "%s: %s\n", r < 0 ? "refused" : "accepted",
+                r < 0 ? err.msg : "known body");
     tm_packet_free(&pkt);
     return 0;
 }
