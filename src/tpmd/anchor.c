@@ -69,19 +69,24 @@ static int unhex(char c)
 }
 
 /* Strict: exactly the form serialize() writes, so one table has one digest. */
-static int parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
+int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
 {
     struct anchor_table t = {0};
     const char *p = data, *end = data + len;
     if (len < sizeof(MAGIC) - 1 || memcmp(p, MAGIC, sizeof(MAGIC) - 1) != 0)
         return tm_err_set(err, EBADMSG, "not an anchor table");
     p += sizeof(MAGIC) - 1;
-    char *e;
     if (end - p < 9 || memcmp(p, "version ", 8) != 0 || p[8] < '0' || p[8] > '9')
         return tm_err_set(err, EBADMSG, "anchor table: no version line");
-    errno = 0;
-    unsigned long long v = strtoull(p + 8, &e, 10);
-    if (errno || e >= end || *e != '\n')
+    /* Digits up to end, not strtoull: data need not be NUL-terminated. */
+    uint64_t v = 0;
+    const char *e = p + 8;
+    for (; e < end && *e >= '0' && *e <= '9'; e++) {
+        if (v > (UINT64_MAX - (uint64_t)(*e - '0')) / 10)
+            return tm_err_set(err, EBADMSG, "anchor table: bad version line");
+        v = v * 10 + (uint64_t)(*e - '0');
+    }
+    if (e >= end || *e != '\n')
         return tm_err_set(err, EBADMSG, "anchor table: bad version line");
     t.version = v;
     p = e + 1;
@@ -357,7 +362,7 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
                           "in the TPM: it was edited or replaced; refusing it", path,
                           (unsigned long long)nv.version);
     }
-    if ((r = parse(udata, ulen, t, err)) < 0)
+    if ((r = anchor_parse(udata, ulen, t, err)) < 0)
         return tm_err_prefix(err, "%s", use);
     if (t->version != nv.version) {
         anchor_free(t);

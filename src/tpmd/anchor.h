@@ -62,6 +62,11 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
 int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
                   const struct anchor_change *c, size_t n, tm_err *err);
 
+/* The table file's bytes data[0..len) (no terminating NUL needed) into *ret, strictly in the
+ * form the top describes; -EBADMSG with a message for anything else. anchor_load parses with
+ * it after the digest check; on its own it is for tests/fuzz/fuzz_anchor_table.c. */
+int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err);
+
 const struct anchor_entry *anchor_find(const struct anchor_table *t, const char *name);
 
 void anchor_free(struct anchor_table *t);

@@ -17,18 +17,7 @@
 
 static inline void bio_freep(BIO **b) { BIO_free(*b); }
 static inline void cipher_ctx_freep(EVP_CIPHER_CTX **c) { EVP_CIPHER_CTX_free(*c); }
-static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void osslstrfreep(char **p) { OPENSSL_free(*p); }
-
-#define BLOCKS_MAX 16
-
-struct blocks {
-    _Bool have_blob, have_secret;
-    TPM2B_ID_OBJECT blob;
-    TPM2B_ENCRYPTED_SECRET secret;
-    unsigned char *cert;  /* ENROLL_PEM_CERT's bytes */
-    long cert_len;
-};
+static inline void enroll_blocks_freep(struct enroll_blocks *b) { enroll_blocks_free(b); }
 
 static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned char *in,
                         long len, unsigned char **ret_der, int *ret_len, tm_err *err)
@@ -63,55 +52,16 @@ static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned
 int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, size_t *ret_len,
                   bool *ret_activated, tm_err *err)
 {
-    _cleanup_(bio_freep) BIO *in = BIO_new_mem_buf(pem, (int)len);
-    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
-    _cleanup_(osslfreep) unsigned char *cert_data = NULL;
-    long cert_len = 0;
-    struct blocks b = {0};
-    int r;
-    if (!in || !out)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0;; i++) {
-        _cleanup_(osslstrfreep) char *name = NULL, *header = NULL;
-        _cleanup_(osslfreep) unsigned char *data = NULL;
-        long n = 0;
-        if (PEM_read_bio(in, &name, &header, &data, &n) != 1) {
-            unsigned long e = ERR_peek_last_error();
-            ERR_clear_error();
-            if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-                break;
-            return tm_err_set(err, EINVAL, "PEM block %d does not parse", i + 1);
-        }
-        if (i >= BLOCKS_MAX)
-            return tm_err_set(err, EINVAL, "more than %d PEM blocks", BLOCKS_MAX);
-        size_t off = 0;
-        if (strcmp(name, ENROLL_PEM_CREDENTIAL) == 0 && !b.have_blob) {
-            if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(data, (size_t)n, &off, &b.blob) != TSS2_RC_SUCCESS ||
-                off != (size_t)n)
-                return tm_err_set(err, EINVAL, "the credential blob is not a TPM2B_ID_OBJECT");
-            b.have_blob = 1;
-        } else if (strcmp(name, ENROLL_PEM_SECRET) == 0 && !b.have_secret) {
-            if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(data, (size_t)n, &off, &b.secret) !=
-                    TSS2_RC_SUCCESS || off != (size_t)n)
-                return tm_err_set(err, EINVAL, "the encrypted secret is not a "
-                                  "TPM2B_ENCRYPTED_SECRET");
-            b.have_secret = 1;
-        } else if (strcmp(name, ENROLL_PEM_CERT) == 0 && !cert_data) {
-            cert_data = steal_ptr(data);
-            cert_len = n;
-        } else if (strcmp(name, PEM_STRING_X509) == 0) {
-            if (PEM_write_bio(out, PEM_STRING_X509, "", data, n) <= 0)
-                return tm_err_set(err, ENOMEM, "out of memory");
-        } else {
-            return tm_err_set(err, EINVAL, "unexpected PEM block \"%s\" (a certificate, or the "
-                              "Device CA's encrypted certificate, expected)", name);
-        }
-    }
+    _cleanup_(enroll_blocks_freep) struct enroll_blocks b = {0};
+    int r = enroll_parse(pem, len, &b, err);
+    if (r < 0)
+        return r;
+    _cleanup_(bio_freep) BIO *out = steal_ptr(b.clear);
+    unsigned char *cert_data = b.cert;
+    long cert_len = b.cert_len;
     bool activated = b.have_blob || b.have_secret || cert_data;
     if (activated) {
-        if (!b.have_blob || !b.have_secret || !cert_data)
-            return tm_err_set(err, EINVAL, "the encrypted certificate needs its credential blob, "
-                              "encrypted secret and certificate, once each");
+        /* (enroll_parse saw all three) */
         TPM2B_DIGEST cred = {0};
         if ((r = tpm_activate_credential(t, &b.blob, &b.secret, &cred, err)) < 0)
             return r;

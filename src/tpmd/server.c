@@ -26,6 +26,7 @@
 #include "packet.h"
 #include "proto.h"
 #include "quote.h"
+#include "request.h"
 #include "seal.h"
 #include "tpm_util.h"
 #include "secmem.h"
@@ -64,15 +65,7 @@ static int send_error(struct tpmd *d, uint64_t id, int code, const char *msg)
 static int do_measure(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Measure *rq, tm_err *err)
 {
     int r;
-    /* All items are checked before the first is extended: a bad request measures nothing. */
-    for (size_t i = 0; i < rq->n_items; i++) {
-        const Trustme__Attest__Event *it = rq->items[i];
-        if (!it->has_pcr)
-            return tm_err_set(err, EINVAL, "item %zu: PCR missing", i);
-        if ((r = tm_event_check(it->pcr, it->type, it->name, it->has_sha256 ? it->sha256.len : 0,
-                                err)) < 0)
-            return tm_err_prefix(err, "item %zu", i);
-    }
+    /* Every item passed tm_event_check (request.c): a bad request measures nothing. */
     Trustme__Tpmd__Measured m = TRUSTME__TPMD__MEASURED__INIT;
     m.has_added = m.has_skipped = true;
     for (size_t i = 0; i < rq->n_items; i++) {
@@ -252,8 +245,7 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
 
 static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *rq, tm_err *err)
 {
-    if (!rq->has_recovery_key || rq->recovery_key.len != RECOVERY_KEY_LEN)
-        return tm_err_set(err, EINVAL, "the recovery key must have %d bytes", RECOVERY_KEY_LEN);
+    /* The key's length is checked (request.c). */
     _cleanup_secret_ struct secret *key = NULL, *s = NULL;
     int r = secret_new(RECOVERY_KEY_LEN, &key, err);
     if (r < 0)
@@ -271,14 +263,11 @@ static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *r
 static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq,
                      tm_err *err)
 {
-    if (rq->n_set > ANCHOR_ENTRIES_MAX || rq->n_get > ANCHOR_ENTRIES_MAX)
-        return tm_err_set(err, E2BIG, "too many anchor entries in one request");
+    /* The counts, the names to get and value-or-remove of each change are checked
+     * (request.c). */
     int r;
     if (!d->anchor.loaded && (r = anchor_load(d->tpm.esys, d->data_dir, &d->anchor, err)) < 0)
         return r;
-    for (size_t i = 0; i < rq->n_get; i++)
-        if ((r = anchor_check_name(rq->get[i], err)) < 0)
-            return r;
     if (rq->n_set > 0) {
         _cleanup_free_ struct anchor_change *c = calloc(rq->n_set, sizeof(*c));
         if (!c)
@@ -287,9 +276,6 @@ static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorReq
             const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
             c[i] = (struct anchor_change){.name = e->name, .remove = e->has_remove && e->remove,
                                           .value = e->value.data, .len = e->value.len};
-            if (!c[i].remove && !e->has_value)
-                return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
-                                  "remove", e->name ? e->name : "");
         }
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -368,11 +354,7 @@ static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, 
 static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq,
                            tm_err *err)
 {
-    if (!rq->has_chain_pem)
-        return tm_err_set(err, EINVAL, "certificate chain missing");
-    if (rq->chain_pem.len == 0 || rq->chain_pem.len > CERT_CHAIN_PEM_MAX)
-        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)",
-                          rq->chain_pem.len, CERT_CHAIN_PEM_MAX);
+    /* The chain's presence and size are checked (request.c). */
     _cleanup_free_ char *certs = NULL;
     size_t certs_len;
     bool activated;
@@ -484,6 +466,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+             /* (tpmd_request_decode refused it already) */
     }
     if (r < 0) {
         log_debug("request %llu failed: %s", (unsigned long long)rq->id, err.msg);
@@ -528,13 +511,14 @@ static void on_link(tm_source *src, uint32_t events, void *userdata)
         tm_loop_quit(d->loop, 0);
         return;
     }
-    Request *rq = (Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, &pkt);
-    if (!rq)
-        send_error(d, 0, EBADMSG, "malformed request");
-    else if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
-        send_error(d, rq->has_id ? rq->id : 0, EPROTO, "unsupported protocol version");
-    else
+    Request *rq = NULL;
+    tm_err err = {0};
+    if ((r = tpmd_request_decode(&pkt, &rq, &err)) < 0) {
+        log_debug("request %llu refused: %s", rq ? (unsigned long long)rq->id : 0ULL, err.msg);
+        send_error(d, rq && rq->has_id ? rq->id : 0, err.code, err.msg);
+    } else {
         dispatch(d, rq);
+    }
     if (rq)
         wipe_request(rq);
     tm_packet_free(&pkt);

@@ -13,7 +13,8 @@ build=${FUZZ_BUILD:-$root/build-fuzz} # FUZZ_BUILD: another build dir
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(control config guestos_config audit syncmsg scd_request scd_files attest_response refvalues mlog)
+[ ${#targets[@]} -gt 0 ] || targets=(control config guestos_config audit syncmsg scd_request scd_files attest_response refvalues mlog
+                                           tpmd_request anchor_table enroll_bundle)
 
 if ! [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ]; then
     echo "libFuzzer runtime missing: apt-get install libclang-rt-14-dev" >&2
@@ -28,10 +29,11 @@ if ! [ -f "$build/build.ninja" ]; then
 fi
 ninja -C "$build" fuzzers
 
-# scd_request: past 16 KiB a packet is no longer read into locked memory (packet.h).
+# scd_request, tpmd_request: past 16 KiB a packet is no longer read into locked memory (packet.h).
 declare -A max_len=([control]=8192 [config]=4096 [audit]=8192 [syncmsg]=4200 [scd_request]=20000
                     [scd_files]=8300 [guestos_config]=8192 [attest_response]=16384
-                    [refvalues]=8192 [mlog]=8192)
+                    [refvalues]=8192 [mlog]=8192 [tpmd_request]=20000
+                    [anchor_table]=8192 [enroll_bundle]=16384)
 failed=()
 for t in "${targets[@]}"; do
     corpus=$build/corpus/$t

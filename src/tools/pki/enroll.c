@@ -38,6 +38,12 @@ int enroll_read_bundle(const char *path, struct enroll_bundle *b, tm_err *err)
     _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
     if (!in)
         return ossl_fail(err, ENOENT, "cannot open %s", path);
+    return enroll_parse_bundle(in, path, b, err);
+}
+
+int enroll_parse_bundle(BIO *in, const char *path, struct enroll_bundle *b, tm_err *err)
+{
+    *b = (struct enroll_bundle){0};
     if (!(b->ek_chain = sk_X509_new_null()))
         return tm_err_set(err, ENOMEM, "out of memory");
     bool have_ak = false;

@@ -43,6 +43,9 @@ struct enroll_bundle {
 /* `trustme device csr`'s output: the CSR, the AK's TPMT_PUBLIC, the EK certificate chain. A
  * bundle without the last two (an ordinary CSR) is refused: no proof of a TPM. */
 int enroll_read_bundle(const char *path, struct enroll_bundle *b, tm_err *err);
+/* The same from in (the bundle comes from the device: untrusted); path names it in messages.
+ * tests/fuzz/fuzz_enroll_bundle.c runs it on arbitrary bytes. */
+int enroll_parse_bundle(BIO *in, const char *path, struct enroll_bundle *b, tm_err *err);
 void enroll_bundle_free(struct enroll_bundle *b);
 /* The EK certificate chains to one of anchors and is for an ECC P-256 key; the AK is fixedTPM
  * fixedParent sensitiveDataOrigin restricted sign (not decrypt) ECC P-256 with nameAlg SHA-256;

@@ -1,0 +1,84 @@
+/* Decoding and the TPM-free checks of a request from trustmed (request.h). */
+#include "request.h"
+
+#include <errno.h>
+
+#include "anchor.h"
+#include "csr.h"
+#include "measurement.h"
+#include "proto.h"
+#include "seal.h"
+
+typedef Trustme__Tpmd__Request Request;
+
+/* All items are checked before the first is extended: a bad request measures nothing. */
+static int check_measure(const Trustme__Tpmd__Measure *rq, tm_err *err)
+{
+    for (size_t i = 0; i < rq->n_items; i++) {
+        const Trustme__Attest__Event *it = rq->items[i];
+        if (!it->has_pcr)
+            return tm_err_set(err, EINVAL, "item %zu: PCR missing", i);
+        if (tm_event_check(it->pcr, it->type, it->name, it->has_sha256 ? it->sha256.len : 0,
+                           err) < 0)
+            return tm_err_prefix(err, "item %zu", i);
+    }
+    return 0;
+}
+
+static int check_reseal(const Trustme__Tpmd__Reseal *rq, tm_err *err)
+{
+    if (!rq->has_recovery_key || rq->recovery_key.len != RECOVERY_KEY_LEN)
+        return tm_err_set(err, EINVAL, "the recovery key must have %d bytes", RECOVERY_KEY_LEN);
+    return 0;
+}
+
+static int check_anchor(const Trustme__Tpmd__AnchorRequest *rq, tm_err *err)
+{
+    int r;
+    if (rq->n_set > ANCHOR_ENTRIES_MAX || rq->n_get > ANCHOR_ENTRIES_MAX)
+        return tm_err_set(err, E2BIG, "too many anchor entries in one request");
+    for (size_t i = 0; i < rq->n_get; i++)
+        if ((r = anchor_check_name(rq->get[i], err)) < 0)
+            return r;
+    for (size_t i = 0; i < rq->n_set; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
+        if (!(e->has_remove && e->remove) && !e->has_value)
+            return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
+                              "remove", e->name ? e->name : "");
+    }
+    return 0;
+}
+
+static int check_cert_install(const Trustme__Tpmd__CertInstall *rq, tm_err *err)
+{
+    if (!rq->has_chain_pem)
+        return tm_err_set(err, EINVAL, "certificate chain missing");
+    if (rq->chain_pem.len == 0 || rq->chain_pem.len > CERT_CHAIN_PEM_MAX)
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)",
+                          rq->chain_pem.len, CERT_CHAIN_PEM_MAX);
+    return 0;
+}
+
+int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
+{
+    Request *rq = (Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, pkt);
+    *ret = rq;
+    if (!rq)
+        return tm_err_set(err, EBADMSG, "malformed request");
+    if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
+        return tm_err_set(err, EPROTO, "unsupported protocol version");
+    switch (rq->body_case) {
+    case TRUSTME__TPMD__REQUEST__BODY_MEASURE: return check_measure(rq->measure, err);
+    case TRUSTME__TPMD__REQUEST__BODY_RESEAL: return check_reseal(rq->reseal, err);
+    case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: return check_anchor(rq->anchor, err);
+    case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL: return check_cert_install(rq->cert_install, err);
+    case TRUSTME__TPMD__REQUEST__BODY_GET_LOG:
+    case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
+    case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:
+    case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO:
+    case TRUSTME__TPMD__REQUEST__BODY_ATTEST:
+        return 0;
+    default:
+        return tm_err_set(err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+    }
+}
