@@ -375,7 +375,7 @@ def test_refused_peers_cannot_flood_the_audit_log(make_daemon, roles_rootfs):
         # trustmed stopped while they connect and exit: each is accepted after its peer is gone
         os.kill(d.proc.pid, signal.SIGSTOP)
         try:
-            subprocess.run(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+            subprocess.run([tool("nsenter"), "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
                             CONNECT_AND_EXIT, sock, str(per_round)], check=True, timeout=60)
         finally:
             os.kill(d.proc.pid, signal.SIGCONT)
@@ -414,13 +414,13 @@ def test_restricted_install_cannot_fill_the_data_dir(make_daemon, roles_rootfs):
     store = d.data_dir / "guestos"
     store.mkdir(exist_ok=True)
     # the data dir's file system, small: 64 MiB
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tm-rv11-store", str(store)], check=True)
+    subprocess.run([tool("mount"), "-t", "tmpfs", "-o", "size=64m", "tm-rv11-store", str(store)], check=True)
     try:
         [err] = install_errors(d, "r", ["/tmp/h"])
         used = os.statvfs(store)
         used_bytes = (used.f_blocks - used.f_bfree) * used.f_frsize
     finally:
-        subprocess.run(["umount", "-l", str(store)], check=True)
+        subprocess.run([tool("umount"), "-l", str(store)], check=True)
     assert "do not fit into the GuestOS store's free space" in err, err
     assert used_bytes < (1 << 20), used_bytes  # nothing was copied
 
@@ -458,7 +458,7 @@ def test_restricted_connections_that_read_no_replies_are_closed(make_daemon, rol
     pid = d.state("r")["pid"]
     tpid = d.proc.pid
     fds_before = fds(tpid)
-    p = subprocess.Popen(["nsenter", "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
+    p = subprocess.Popen([tool("nsenter"), "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
                           UNREAD_REPLIES, f"/proc/{pid}/root{SOCK_IN}", "32", "240", HERE],
                          stdout=subprocess.PIPE, text=True)
     try:
