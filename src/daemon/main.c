@@ -478,6 +478,8 @@ int main(int argc, char **argv)
     tm_err err = {0};
     if (!d.loop || init_daemon(&d, &err) < 0) {
         log_error("%s", err.msg[0] ? err.msg : "cannot create the event loop");
+        tpmd_stop(&d); /* a check after their start refused (e.g. tpm.boot_chain "ima") */
+        scd_stop(&d);
         daemon_free(&d);
         return 1;
     }

@@ -923,12 +923,24 @@ def process_memory_contains(pid, needles):
             if "r" not in perms:
                 continue
             start_, end_ = (int(x, 16) for x in addr.split("-"))
-            try:
-                mem.seek(start_)
-                data = mem.read(end_ - start_)
-            except (OSError, OverflowError, ValueError):
+            # Beyond 1 GiB it is a sanitizer's shadow memory (reserved, never a copy of
+            # trustmed's data); the rest is read in overlapping chunks, not all at once.
+            if end_ - start_ > 1 << 30:
                 continue
-            found.update(n for n in needles if n in data)
+            overlap = max(len(n) for n in needles)
+            pos, tail = start_, b""
+            while pos < end_:
+                try:
+                    mem.seek(pos)
+                    chunk = mem.read(min(1 << 20, end_ - pos))
+                except (OSError, OverflowError, ValueError):
+                    break
+                if not chunk:
+                    break
+                data = tail + chunk
+                found.update(n for n in needles if n in data)
+                tail = data[-overlap:]
+                pos += len(chunk)
     return found
 
 

@@ -221,7 +221,8 @@ static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uin
     n = 4;
     memcpy(msg + n, label, l + 1); /* with its terminating 0 */
     n += l + 1;
-    memcpy(msg + n, u, u_len);
+    if (u_len) /* u may be NULL for an empty context */
+        memcpy(msg + n, u, u_len);
     n += u_len;
     put32(msg + n, bits);
     n += 4;
