@@ -228,26 +228,26 @@ def kill_cgroup_tasks(path):
 
 
 def remove_cgroups(name_part):
-    """Kill everything in matching cgroups and remove them, deepest first."""
-    dirs = cgroup_dirs(name_part)
-    for d in dirs:
-        freezer_state = d / "freezer.state"
-        if freezer_state.exists():
-            try:
-                freezer_state.write_text("THAWED")
-            except OSError:
-                pass
-        kill_cgroup_tasks(d)
-    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        for _ in range(100):
+    """Kill everything in matching cgroups and remove them, deepest first. Scanned again until none
+    is left (up to 10 s): under load, processes die slowly, and a daemon winding down may still
+    make a child cgroup after a scan, which then kept its parent (a single 2 s pass left some)."""
+    deadline = time.monotonic() + 10
+    while (dirs := cgroup_dirs(name_part)) and time.monotonic() < deadline:
+        for d in dirs:
+            freezer_state = d / "freezer.state"
+            if freezer_state.exists():
+                try:
+                    freezer_state.write_text("THAWED")
+                except OSError:
+                    pass
+            kill_cgroup_tasks(d)
+        for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
             try:
                 d.rmdir()
-                break
-            except FileNotFoundError:
-                break
             except OSError:
-                kill_cgroup_tasks(d)
-                time.sleep(0.02)
+                pass
+        if cgroup_dirs(name_part):
+            time.sleep(0.05)
 
 
 # ---- the daemon ------------------------------------------------------------------------------

@@ -890,11 +890,11 @@ def test_pin_policy_refusals(sdaemon):
     start(d, "pp", pin="7391")
     d.cli("stop", "--kill", "pp")
     # refused at create: nothing is left behind
-    cfg = d.configs / "pc.json"
-    cfg.write_text(f'{{"name":"pc","rootfs":{{"path":"{d.rootfs}"}},"token":{{"type":"soft"}}}}')
+    cfg = d.configs / "refusedpin.json"
+    cfg.write_text(f'{{"name":"refusedpin","rootfs":{{"path":"{d.rootfs}"}},"token":{{"type":"soft"}}}}')
     r = d.cli("create", "--pin-file", pin_file(d, "1111", PUK), cfg, check=False)
     assert r.returncode != 0 and "trivial" in r.stderr and "not created" in r.stderr, r.stderr
-    assert "pc" not in [c["name"] for c in d.containers()]
+    assert "refusedpin" not in [c["name"] for c in d.containers()]
     assert list((d.data_dir / "containers").glob("*")) == [
         container_dir(d, "pp")], "a refused create left a container directory"
 
