@@ -1,8 +1,9 @@
-/* trustme CLI: shared declarations of the verbs (one function per verb). */
+/* trustme CLI: what the verbs (verbs.h, one function each) share. */
 #pragma once
 
 #include <stdbool.h>
 
+#include "args.h"
 #include "client.h"
 
 struct cli {
@@ -21,34 +22,7 @@ void container_request(Trustme__Request *req, Trustme__ContainerRef *ref,
                        Trustme__Request__BodyCase body, const char *id);
 /* Print "trustme: <msg>" and return the exit status for a failed command. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Common option parsing for "VERB [--json] ARG...": fills positional args. */
-int cli_args(struct cli *cli, int argc, char **argv, const char *usage, int min, int max,
-             char **pos);
 const char *state_word(Trustme__ContainerState s);
-
-int cmd_create(struct cli *cli, int argc, char **argv);
-int cmd_list(struct cli *cli, int argc, char **argv);
-int cmd_state(struct cli *cli, int argc, char **argv);
-int cmd_config(struct cli *cli, int argc, char **argv);
-int cmd_remove(struct cli *cli, int argc, char **argv);
-int cmd_start(struct cli *cli, int argc, char **argv);
-int cmd_stop(struct cli *cli, int argc, char **argv);
-int cmd_freeze(struct cli *cli, int argc, char **argv);
-int cmd_unfreeze(struct cli *cli, int argc, char **argv);
-int cmd_run(struct cli *cli, int argc, char **argv);
-int cmd_audit(struct cli *cli, int argc, char **argv);
-int cmd_logs(struct cli *cli, int argc, char **argv);
-int cmd_change_pin(struct cli *cli, int argc, char **argv);
-int cmd_token(struct cli *cli, int argc, char **argv);
-int cmd_wipe(struct cli *cli, int argc, char **argv);
-int cmd_update(struct cli *cli, int argc, char **argv);
-int cmd_guestos(struct cli *cli, int argc, char **argv);
-int cmd_ca(struct cli *cli, int argc, char **argv);
-int cmd_measurements(struct cli *cli, int argc, char **argv);
-int cmd_device(struct cli *cli, int argc, char **argv);
-int cmd_attest(struct cli *cli, int argc, char **argv);
-int cmd_iface(struct cli *cli, int argc, char **argv);
-int cmd_exec(struct cli *cli, int argc, char **argv);
 
 /* A config file with its detached signature, if it has one (cmd_guestos.c). */
 struct signed_config {

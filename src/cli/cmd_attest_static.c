@@ -5,7 +5,7 @@
 
 #include "cli.h"
 
-int cmd_attest(struct cli *cli, int argc, char **argv)
+int cmd_attest(struct cli *cli, const struct cli_args *a)
 {
     fprintf(stderr, "trustme: attest is not part of this static build (trustme-static); use the "
                     "trustme of the host or trustme-verify\n");

@@ -137,25 +137,10 @@ static void print_records(const char *data, size_t len, bool json)
     }
 }
 
-int cmd_audit(struct cli *cli, int argc, char **argv)
+int cmd_audit(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--json] [--verify] [--file LOG]\n"
-                        "  --verify     check the hash chain and that the log ends at the last record\n"
-                        "  --file LOG   read a copy of a log instead of asking trustmed";
-    bool do_verify = false;
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--verify") == 0)
-            do_verify = true;
-        else if (strcmp(argv[i], "--json") == 0)
-            cli->json = true;
-        else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
-            file = argv[++i];
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return printf("Usage: trustme audit %s\n", usage), 0;
-        else
-            return fprintf(stderr, "Usage: trustme audit %s\n", usage), 2;
-    }
+    bool do_verify = cli_flag(a, "verify");
+    const char *file = cli_value(a, "file");
     tm_buf log = {0};
     struct head head = {0};
     int r = file ? read_offline(file, &log, &head) : fetch_from_daemon(cli, &log, &head);

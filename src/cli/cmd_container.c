@@ -160,27 +160,9 @@ static void print_info(const Trustme__ContainerInfo *i)
     printf("last error:      %s\n", or_dash(i->last_error));
 }
 
-int cmd_create(struct cli *cli, int argc, char **argv)
+int cmd_create(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--json] [--pin-file FILE] CONFIG.json  (see docs/CONFIG.md)\n"
-                        "  A container with a token (the default for a stored data volume) is paired\n"
-                        "  at once when a terminal or --pin-file can give its first PIN (and PUK);\n"
-                        "  otherwise later with 'trustme change-pin'.";
-    const char *pin_file = NULL, *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
-            pin_file = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0)
-            cli->json = true;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return printf("Usage: trustme create %s\n", usage), 0;
-        else if (argv[i][0] == '-' || path)
-            return fprintf(stderr, "Usage: trustme create %s\n", usage), 2;
-        else
-            path = argv[i];
-    }
-    if (!path)
-        return fprintf(stderr, "Usage: trustme create %s\n", usage), 2;
+    const char *pin_file = cli_value(a, "pin-file"), *path = a->argv[0];
     struct signed_config sc;
     int r = signed_config_read(path, &sc);
     if (r) {
@@ -229,11 +211,8 @@ int cmd_create(struct cli *cli, int argc, char **argv)
     return r;
 }
 
-int cmd_list(struct cli *cli, int argc, char **argv)
+int cmd_list(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "[--json]", 0, 0, pos) < 0)
-        return 2;
     Trustme__ListRequest lr = TRUSTME__LIST_REQUEST__INIT;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_LIST;
@@ -278,11 +257,9 @@ int cmd_list(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_state(struct cli *cli, int argc, char **argv)
+int cmd_state(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "[--json] CONTAINER", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     Trustme__ContainerRef ref;
     Trustme__Request req;
     container_request(&req, &ref, TRUSTME__REQUEST__BODY_STATE, pos[0]);
@@ -298,11 +275,9 @@ int cmd_state(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_config(struct cli *cli, int argc, char **argv)
+int cmd_config(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     Trustme__ContainerRef ref;
     Trustme__Request req;
     container_request(&req, &ref, TRUSTME__REQUEST__BODY_CONFIG, pos[0]);
@@ -320,11 +295,9 @@ int cmd_config(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_remove(struct cli *cli, int argc, char **argv)
+int cmd_remove(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     Trustme__ContainerRef ref;
     Trustme__Request req;
     container_request(&req, &ref, TRUSTME__REQUEST__BODY_REMOVE, pos[0]);
@@ -337,29 +310,13 @@ int cmd_remove(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_logs(struct cli *cli, int argc, char **argv)
+int cmd_logs(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--previous] [--raw] CONTAINER\n"
-                        "  init's output when started without --attach (the last 1-2 MiB);\n"
-                        "  --previous: the log before the current one\n"
-                        "  --raw: the bytes as the container wrote them (by default control\n"
-                        "         characters and escape sequences are shown as \\uXXXX, \\xNN)";
     Trustme__LogsRequest lr = TRUSTME__LOGS_REQUEST__INIT;
-    bool raw = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--previous") == 0 || strcmp(argv[i], "-p") == 0)
-            lr.has_previous = lr.previous = true;
-        else if (strcmp(argv[i], "--raw") == 0)
-            raw = true;
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return printf("Usage: trustme logs %s\n", usage), 0;
-        else if (argv[i][0] == '-' || lr.id)
-            return fprintf(stderr, "Usage: trustme logs %s\n", usage), 2;
-        else
-            lr.id = argv[i];
-    }
-    if (!lr.id)
-        return fprintf(stderr, "Usage: trustme logs %s\n", usage), 2;
+    lr.id = a->argv[0];
+    if (cli_flag(a, "previous"))
+        lr.has_previous = lr.previous = true;
+    bool raw = cli_flag(a, "raw");
     struct client cl;
     if (cli_connect(cli, &cl) < 0)
         return 1;

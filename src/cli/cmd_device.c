@@ -67,14 +67,8 @@ static int simple_call(struct cli *cli, Trustme__Request *req, Trustme__Response
 
 /* ---- measurements ----------------------------------------------------------------------------- */
 
-int cmd_measurements(struct cli *cli, int argc, char **argv)
+int cmd_measurements(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "[--json]\n"
-                 "  The measurement log (what trustmed measured into the TPM, in order) and the\n"
-                 "  current PCR values. Exit status 1 when the log does not replay to the PCRs.",
-                 0, 0, pos) < 0)
-        return 2;
     Trustme__MeasurementsRequest mr = TRUSTME__MEASUREMENTS_REQUEST__INIT;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_MEASUREMENTS;
@@ -292,13 +286,8 @@ static void print_device_info(const Trustme__DeviceInfo *i)
                                                          : "not created yet");
 }
 
-static int device_info(struct cli *cli, int argc, char **argv)
+int cmd_device_info(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "[--json]\n"
-                 "  The TPM, the attestation key and its certificate, and the device storage secret.",
-                 0, 0, pos) < 0)
-        return 2;
     Trustme__DeviceInfoRequest ir = TRUSTME__DEVICE_INFO_REQUEST__INIT;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_DEVICE_INFO;
@@ -317,26 +306,9 @@ static int device_info(struct cli *cli, int argc, char **argv)
 
 /* ---- device csr ------------------------------------------------------------------------------- */
 
-static int device_csr(struct cli *cli, int argc, char **argv)
+int cmd_device_csr(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "csr [--cn NAME] [--out FILE]\n"
-                        "  The enrollment bundle: a certificate request for the attestation key, signed\n"
-                        "  by it in the TPM, its TPM public area and the EK's certificate. PEM to stdout\n"
-                        "  or FILE; the Device CA issues it, encrypted to the EK: trustme-pki issue\n"
-                        "  --pki DIR --ca device --csr FILE --ek-anchor MANUFACTURER.pem --out device.pem";
-    const char *cn = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--cn") == 0 && i + 1 < argc) {
-            cn = argv[++i];
-        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
-            out = argv[++i];
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme device %s\n", usage), 0;
-        } else {
-            return fprintf(stderr, "trustme device csr: unexpected %s\nUsage: trustme device %s\n",
-                           argv[i], usage), 2;
-        }
-    }
+    const char *cn = cli_value(a, "cn"), *out = cli_value(a, "out");
     Trustme__DeviceCsrRequest cr = TRUSTME__DEVICE_CSR_REQUEST__INIT;
     cr.common_name = (char *)cn;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
@@ -389,38 +361,15 @@ static int append_file(char **chain, size_t *len, const char *path)
     return 0;
 }
 
-static int device_cert_install(struct cli *cli, int argc, char **argv)
+int cmd_device_cert_install(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "cert install CERT.pem [--chain CA.pem ...] [--json]\n"
-                        "  Install the attestation key's certificate (issued for `trustme device csr`,\n"
-                        "  encrypted to this TPM's EK: it is decrypted through credential activation)\n"
-                        "  and the CAs up to, not including, the root: the Device CA's certificate.\n"
-                        "  A certificate for this TPM's endorsement key (from `trustme-pki ek-cert`)\n"
-                        "  is installed the same way.";
-    const char *leaf = NULL;
+    const char *leaf = a->argv[0];
     _cleanup_free_ char *chain = NULL;
     size_t len = 0;
-    const char *cas[16];
-    size_t ncas = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--chain") == 0 && i + 1 < argc) {
-            if (ncas == ARRAY_SIZE(cas))
-                return fprintf(stderr, "trustme device cert install: at most %zu --chain files\n",
-                               ARRAY_SIZE(cas)), 2;
-            cas[ncas++] = argv[++i];
-        } else if (strcmp(argv[i], "--json") == 0) {
-            cli->json = true;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme device %s\n", usage), 0;
-        } else if (argv[i][0] == '-' || leaf) {
-            return fprintf(stderr, "trustme device cert install: unexpected %s\nUsage: trustme "
-                           "device %s\n", argv[i], usage), 2;
-        } else {
-            leaf = argv[i];
-        }
-    }
-    if (!leaf)
-        return fprintf(stderr, "Usage: trustme device %s\n", usage), 2;
+    char *cas[16];
+    size_t ncas = cli_values(a, "chain", cas, ARRAY_SIZE(cas));
+    if (ncas > ARRAY_SIZE(cas))
+        return cli_usage_error(a->verb, "at most %zu --chain files", ARRAY_SIZE(cas));
     int r = append_file(&chain, &len, leaf);
     for (size_t i = 0; !r && i < ncas; i++)
         r = append_file(&chain, &len, cas[i]);
@@ -506,27 +455,15 @@ static int read_recovery_key(const char *path, struct secret **ret)
     return 0;
 }
 
-static int device_reseal(struct cli *cli, int argc, char **argv)
+int cmd_device_reseal(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "reseal --recovery-key-file FILE\n"
-                        "  After an authorised update of trustmed, scd, tpmd or device.json: seal the\n"
-                        "  device storage secret to the boot state measured now. FILE ('-': stdin) is\n"
-                        "  the recovery key file tpmd wrote at its first start.";
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--recovery-key-file") == 0 && i + 1 < argc) {
-            file = argv[++i];
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme device %s\n", usage), 0;
-        } else {
-            return fprintf(stderr, "trustme device reseal: unexpected %s (the key is taken from a "
-                           "file only, never from the command line)\nUsage: trustme device %s\n",
-                           argv[i], usage), 2;
-        }
-    }
+    /* The key is taken from a file only, never from the command line (ps, shell history). */
+    const char *file = cli_value(a, "recovery-key-file");
+    if (a->argc) /* the verb table lets one through, to say this */
+        return cli_usage_error(a->verb, "unexpected %s: the key is taken from a file only, never "
+                               "from the command line", a->argv[0]);
     if (!file)
-        return fprintf(stderr, "trustme device reseal: give --recovery-key-file FILE\n"
-                       "Usage: trustme device %s\n", usage), 2;
+        return cli_usage_error(a->verb, "give --recovery-key-file FILE");
     _cleanup_secret_ struct secret *key = NULL;
     int r = read_recovery_key(file, &key);
     if (r)
@@ -546,28 +483,4 @@ static int device_reseal(struct cli *cli, int argc, char **argv)
     printf("the device storage secret is sealed to the current boot state; containers can get "
            "their keys again (check: trustme device info)\n");
     return 0;
-}
-
-int cmd_device(struct cli *cli, int argc, char **argv)
-{
-    const char *usage = "Usage: trustme device info [--json] | csr [--cn NAME] [--out FILE]\n"
-                        "       | cert install CERT.pem [--chain CA.pem ...]\n"
-                        "       | reseal --recovery-key-file FILE\n"
-                        "  The TPM, the device identity (its attestation key) and the device storage\n"
-                        "  secret (docs/ATTESTATION.md).\n";
-    if (argc < 2)
-        return fputs(usage, stderr), 2;
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
-        return fputs(usage, stdout), 0;
-    /* The subcommands' own usage lines print argv[0]: make it the whole verb. */
-    if (strcmp(argv[1], "info") == 0)
-        return argv[1] = "device info", device_info(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "csr") == 0)
-        return argv[1] = "device csr", device_csr(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "cert") == 0 && argc >= 3 && strcmp(argv[2], "install") == 0)
-        return argv[2] = "device cert install", device_cert_install(cli, argc - 2, argv + 2);
-    if (strcmp(argv[1], "reseal") == 0)
-        return argv[1] = "device reseal", device_reseal(cli, argc - 1, argv + 1);
-    fprintf(stderr, "trustme device: unknown subcommand \"%s\"\n%s", argv[1], usage);
-    return 2;
 }

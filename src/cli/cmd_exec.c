@@ -10,11 +10,6 @@
 
 #include "cli.h"
 
-static const char *usage = "list [--json] CONTAINER | kill CONTAINER SESSION [SIGNAL]\n"
-                           "  list: the container's exec sessions: number, pid inside, start time,\n"
-                           "        attached or orphaned (its client is gone), command\n"
-                           "  kill: send SIGNAL (name or number, default TERM) to a session's command";
-
 /* A command name as the daemon sent it, with control bytes shown as '?'. */
 static void print_clean(const char *s)
 {
@@ -36,8 +31,9 @@ static int parse_signal(const char *s)
     return -1;
 }
 
-static int exec_list(struct cli *cli, const char *name)
+int cmd_exec_list(struct cli *cli, const struct cli_args *a)
 {
+    const char *name = a->argv[0];
     Trustme__ExecListRequest lr = TRUSTME__EXEC_LIST_REQUEST__INIT;
     lr.id = (char *)name;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
@@ -86,15 +82,19 @@ static int exec_list(struct cli *cli, const char *name)
     return 0;
 }
 
-static int exec_kill(struct cli *cli, const char *name, const char *session, const char *signame)
+int cmd_exec_kill(struct cli *cli, const struct cli_args *a)
 {
+    const char *name = a->argv[0], *session = a->argv[1];
+    /* "-9" as well as "9", "KILL" or "SIGKILL" (the verb takes options first: a "-9" after
+     * the container is an argument) */
+    const char *signame = a->argc > 2 ? a->argv[2] + (a->argv[2][0] == '-') : NULL;
     char *end;
     unsigned long long number = strtoull(session, &end, 10);
     int sig = signame ? parse_signal(signame) : SIGTERM;
-    if (!*session || *end || sig < 0) {
-        fprintf(stderr, "usage: trustme exec %s\n", usage);
-        return 2;
-    }
+    if (!*session || *end || session[0] == '-')
+        return cli_usage_error(a->verb, "SESSION is a number, not %s", session);
+    if (sig < 0)
+        return cli_usage_error(a->verb, "no signal %s", signame);
     Trustme__ExecKillRequest kr = TRUSTME__EXEC_KILL_REQUEST__INIT;
     kr.id = (char *)name;
     kr.has_session = kr.has_signal = true;
@@ -110,32 +110,4 @@ static int exec_kill(struct cli *cli, const char *name, const char *session, con
     trustme__response__free_unpacked(resp, NULL);
     printf("SIG%s sent to exec session %llu of %s\n", sigabbrev_np(sig), number, name);
     return 0;
-}
-
-int cmd_exec(struct cli *cli, int argc, char **argv)
-{
-    if (argc >= 2 && strcmp(argv[1], "list") == 0) {
-        char *pos[1];
-        if (cli_args(cli, argc - 1, argv + 1, "[--json] CONTAINER", 1, 1, pos) < 0)
-            return 2;
-        return exec_list(cli, pos[0]);
-    }
-    if (argc >= 2 && strcmp(argv[1], "kill") == 0) {
-        char *pos[3] = {NULL, NULL, NULL};
-        /* not cli_args: "-9" style signals are not options here */
-        int n = 0;
-        for (int i = 2; i < argc && n < 3; i++)
-            pos[n++] = argv[i];
-        if (n < 2 || argc > 5) {
-            fprintf(stderr, "usage: trustme exec %s\n", usage);
-            return 2;
-        }
-        return exec_kill(cli, pos[0], pos[1], pos[2]);
-    }
-    if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        printf("Usage: trustme exec %s\n", usage);
-        return 0;
-    }
-    fprintf(stderr, "usage: trustme exec %s\n", usage);
-    return 2;
 }

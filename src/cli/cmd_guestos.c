@@ -58,15 +58,9 @@ void signed_config_to_create(struct signed_config *sc, Trustme__CreateRequest *c
     set_bytes(&cr->has_chain_pem, &cr->chain_pem, sc->chain, sc->chain_len);
 }
 
-int cmd_update(struct cli *cli, int argc, char **argv)
+int cmd_update(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[2];
-    if (cli_args(cli, argc, argv, "CONTAINER CONFIG.json\n"
-                 "  Replace a stopped container's config; the next start uses it. Name, token, data\n"
-                 "  volume size and user namespace stay. CONFIG.json.sig and CONFIG.json.chain.pem\n"
-                 "  beside it are sent along (required where the device wants signed configs).",
-                 2, 2, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     struct signed_config sc;
     int r = signed_config_read(pos[1], &sc);
     if (r) {
@@ -123,13 +117,9 @@ static void size_word(uint64_t bytes, char *out, size_t size)
         snprintf(out, size, "%llu KiB", (unsigned long long)((bytes + 1023) >> 10));
 }
 
-static int guestos_install(struct cli *cli, int argc, char **argv)
+int cmd_guestos_install(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "install DIR\n"
-                 "  Verify the GuestOS in DIR (guestos.json, its signature and chain, the images;\n"
-                 "  docs/GUESTOS.md) and install it. trustmed reads DIR itself.", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     char dir[PATH_MAX];
     if (!realpath(pos[0], dir))
         return cli_fail("%s: %s", pos[0], strerror(errno));
@@ -157,11 +147,8 @@ static int guestos_install(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-static int guestos_list(struct cli *cli, int argc, char **argv)
+int cmd_guestos_list(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "list [--json]", 0, 0, pos) < 0)
-        return 2;
     Trustme__GuestosListRequest lr = TRUSTME__GUESTOS_LIST_REQUEST__INIT;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_GUESTOS_LIST;
@@ -193,30 +180,18 @@ static int guestos_list(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-static int guestos_remove(struct cli *cli, int argc, char **argv)
+int cmd_guestos_remove(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "remove NAME [--version V]\n"
-                        "  Remove an installed GuestOS (refused while a container uses it).";
-    const char *name = NULL;
+    const char *name = a->argv[0], *v = cli_value(a, "version");
     uint64_t version = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0 && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(argv[++i], &end, 10);
-            if (errno || *end || v == 0)
-                return fprintf(stderr, "trustme guestos remove: --version needs a positive number\n"), 2;
-            version = v;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme guestos %s\n", usage), 0;
-        } else if (argv[i][0] == '-' || name) {
-            return fprintf(stderr, "Usage: trustme guestos %s\n", usage), 2;
-        } else {
-            name = argv[i];
-        }
+    if (v) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (errno || *end || end == v || v[0] == '-' || n == 0)
+            return cli_usage_error(a->verb, "--version needs a positive number, not %s", v);
+        version = n;
     }
-    if (!name)
-        return fprintf(stderr, "Usage: trustme guestos %s\n", usage), 2;
     Trustme__GuestosRemoveRequest rr = TRUSTME__GUESTOS_REMOVE_REQUEST__INIT;
     rr.name = (char *)name;
     rr.has_version = version != 0;
@@ -233,30 +208,11 @@ static int guestos_remove(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_guestos(struct cli *cli, int argc, char **argv)
-{
-    const char *usage = "Usage: trustme guestos install DIR | list [--json] | remove NAME [--version V]\n";
-    if (argc < 2)
-        return fputs(usage, stderr), 2;
-    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
-        return fputs(usage, stdout), 0;
-    if (strcmp(argv[1], "install") == 0)
-        return guestos_install(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "list") == 0)
-        return guestos_list(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "remove") == 0)
-        return guestos_remove(cli, argc - 1, argv + 1);
-    fprintf(stderr, "trustme guestos: unknown subcommand \"%s\"\n%s", argv[1], usage);
-    return 2;
-}
-
 /* ---- ca --------------------------------------------------------------------------------------- */
 
-static int ca_unregister(struct cli *cli, int argc, char **argv)
+int cmd_ca_unregister(struct cli *cli, const struct cli_args *a)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "SHA256", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     Trustme__CaUnregisterRequest cu = TRUSTME__CA_UNREGISTER_REQUEST__INIT;
     cu.sha256 = pos[0];
     Trustme__Request req = TRUSTME__REQUEST__INIT;
@@ -271,24 +227,9 @@ static int ca_unregister(struct cli *cli, int argc, char **argv)
     return 0;
 }
 
-int cmd_ca(struct cli *cli, int argc, char **argv)
+int cmd_ca_register(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "Usage: trustme ca register CERT.pem\n"
-                        "  Trust a new GuestOS-signing CA; it must chain to the device's General root\n"
-                        "  and be marked for GuestOS signing.\n"
-                        "       trustme ca unregister SHA256\n"
-                        "  Stop trusting a CA registered so (SHA256 as register printed it): the\n"
-                        "  GuestOSes signed under it no longer start and show as revoked.\n";
-    if (argc >= 2 && strcmp(argv[1], "unregister") == 0)
-        return ca_unregister(cli, argc - 1, argv + 1);
-    if (argc < 2 || strcmp(argv[1], "register") != 0) {
-        bool help = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0);
-        fputs(usage, help ? stdout : stderr);
-        return help ? 0 : 2;
-    }
-    char *pos[1];
-    if (cli_args(cli, argc - 1, argv + 1, "CERT.pem", 1, 1, pos) < 0)
-        return 2;
+    char *const *pos = a->argv;
     _cleanup_free_ char *pem = NULL;
     size_t len;
     tm_err err;

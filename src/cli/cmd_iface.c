@@ -4,33 +4,10 @@
 
 #include "cli.h"
 
-int cmd_iface(struct cli *cli, int argc, char **argv)
+static int iface(struct cli *cli, const struct cli_args *a, bool assign)
 {
-    const char *usage = "assign CONTAINER IFACE [--persistent] | unassign CONTAINER IFACE\n"
-                        "  assign: move the host's interface IFACE into the running container;\n"
-                        "  --persistent also adds it to the config's network.interfaces.\n"
-                        "  unassign: give it back to the host (also done at stop)";
-    if (argc < 2 || (strcmp(argv[1], "assign") != 0 && strcmp(argv[1], "unassign") != 0)) {
-        fprintf(stderr, "usage: trustme iface %s\n", usage);
-        return 2;
-    }
-    bool assign = strcmp(argv[1], "assign") == 0, persistent = false;
-    const char *pos[2] = {NULL, NULL};
-    size_t npos = 0;
-    for (int i = 2; i < argc; i++) {
-        if (assign && strcmp(argv[i], "--persistent") == 0)
-            persistent = true;
-        else if (argv[i][0] != '-' && npos < 2)
-            pos[npos++] = argv[i];
-        else {
-            fprintf(stderr, "usage: trustme iface %s\n", usage);
-            return 2;
-        }
-    }
-    if (npos != 2) {
-        fprintf(stderr, "usage: trustme iface %s\n", usage);
-        return 2;
-    }
+    bool persistent = assign && cli_flag(a, "persistent");
+    char *const *pos = a->argv;
     Trustme__IfaceRequest ir = TRUSTME__IFACE_REQUEST__INIT;
     ir.id = (char *)pos[0];
     ir.iface = (char *)pos[1];
@@ -53,3 +30,6 @@ int cmd_iface(struct cli *cli, int argc, char **argv)
            persistent ? "(persistent)" : "");
     return 0;
 }
+
+int cmd_iface_assign(struct cli *cli, const struct cli_args *a) { return iface(cli, a, true); }
+int cmd_iface_unassign(struct cli *cli, const struct cli_args *a) { return iface(cli, a, false); }

@@ -27,28 +27,11 @@ static int change_state(struct cli *cli, Trustme__Request *req, const char *verb
     return 0;
 }
 
-int cmd_start(struct cli *cli, int argc, char **argv)
+int cmd_start(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--attach] [--pin-file FILE] CONTAINER\n"
-                        "  A container with encrypted data needs its PIN: asked on the terminal, or\n"
-                        "  read from FILE ('-': stdin) or, without a terminal, from stdin.";
-    bool attach = false;
-    const char *pin_file = NULL;
-    char *name = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--attach") == 0 || strcmp(argv[i], "-a") == 0)
-            attach = true;
-        else if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
-            pin_file = argv[++i];
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return printf("Usage: trustme start %s\n", usage), 0;
-        else if (argv[i][0] == '-' || name)
-            return fprintf(stderr, "Usage: trustme start %s\n", usage), 2;
-        else
-            name = argv[i];
-    }
-    if (!name)
-        return fprintf(stderr, "Usage: trustme start %s\n", usage), 2;
+    bool attach = cli_flag(a, "attach");
+    const char *pin_file = cli_value(a, "pin-file");
+    char *name = a->argv[0];
     if (attach && pin_file && strcmp(pin_file, "-") == 0)
         return fprintf(stderr, "trustme start: with --attach, stdin belongs to the container; "
                        "give the PIN in a file\n"), 2;
@@ -78,49 +61,37 @@ int cmd_start(struct cli *cli, int argc, char **argv)
     return status;
 }
 
-int cmd_stop(struct cli *cli, int argc, char **argv)
+int cmd_stop(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--timeout SECONDS] [--kill] CONTAINER\n"
-                        "  SIGTERM to init, SIGKILL after the timeout (default 10 s; 0 = at once)";
     Trustme__StopRequest sr = TRUSTME__STOP_REQUEST__INIT;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--kill") == 0 || strcmp(argv[i], "-k") == 0) {
-            sr.has_kill = sr.kill = true;
-        } else if ((strcmp(argv[i], "--timeout") == 0 || strcmp(argv[i], "-t") == 0) && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            unsigned long t = strtoul(argv[++i], &end, 10);
-            if (errno || *end || end == argv[i] || t > 3600)
-                return fprintf(stderr, "trustme stop: --timeout takes 0..3600 seconds\n"), 2;
-            sr.has_timeout_s = true;
-            sr.timeout_s = (uint32_t)t;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme stop %s\n", usage), 0;
-        } else if (argv[i][0] == '-' || sr.id) {
-            return fprintf(stderr, "Usage: trustme stop %s\n", usage), 2;
-        } else {
-            sr.id = argv[i];
-        }
+    sr.id = a->argv[0];
+    if (cli_flag(a, "kill"))
+        sr.has_kill = sr.kill = true;
+    const char *timeout = cli_value(a, "timeout");
+    if (timeout) {
+        char *end;
+        errno = 0;
+        unsigned long t = strtoul(timeout, &end, 10);
+        if (errno || *end || end == timeout || timeout[0] == '-' || t > 3600)
+            return cli_usage_error(a->verb, "--timeout takes 0..3600 seconds, not %s", timeout);
+        sr.has_timeout_s = true;
+        sr.timeout_s = (uint32_t)t;
     }
-    if (!sr.id)
-        return fprintf(stderr, "Usage: trustme stop %s\n", usage), 2;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_STOP;
     req.stop = &sr;
     return change_state(cli, &req, "stopped");
 }
 
-static int freeze_verb(struct cli *cli, int argc, char **argv, bool freeze)
+static int freeze_verb(struct cli *cli, const struct cli_args *a, bool freeze)
 {
-    char *pos[1];
-    if (cli_args(cli, argc, argv, "CONTAINER", 1, 1, pos) < 0)
-        return 2;
     Trustme__ContainerRef ref;
     Trustme__Request req;
     container_request(&req, &ref,
-                      freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE, pos[0]);
+                      freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE,
+                      a->argv[0]);
     return change_state(cli, &req, freeze ? "frozen" : "thawed");
 }
 
-int cmd_freeze(struct cli *cli, int argc, char **argv) { return freeze_verb(cli, argc, argv, true); }
-int cmd_unfreeze(struct cli *cli, int argc, char **argv) { return freeze_verb(cli, argc, argv, false); }
+int cmd_freeze(struct cli *cli, const struct cli_args *a) { return freeze_verb(cli, a, true); }
+int cmd_unfreeze(struct cli *cli, const struct cli_args *a) { return freeze_verb(cli, a, false); }

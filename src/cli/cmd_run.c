@@ -207,46 +207,32 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
     }
 }
 
-int cmd_run(struct cli *cli, int argc, char **argv)
+int cmd_run(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[-t] [-e KEY=VALUE]... CONTAINER -- COMMAND [ARG...]\n"
-                        "  -t  allocate a terminal in the container\n"
-                        "  -e  set an environment variable for the command";
     Trustme__RunRequest rr = TRUSTME__RUN_REQUEST__INIT;
     char *env[256];
-    size_t nenv = 0;
-    int i = 1;
-    for (; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) {
-            i++;
-            break;
-        } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tty") == 0) {
-            rr.has_tty = rr.tty = true;
-        } else if ((strcmp(argv[i], "-e") == 0 || strcmp(argv[i], "--env") == 0) && i + 1 < argc) {
-            if (nenv >= ARRAY_SIZE(env) - 1 || !strchr(argv[i + 1], '='))
-                return fprintf(stderr, "trustme run: -e takes KEY=VALUE\n"), 2;
-            env[nenv++] = argv[++i];
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            return printf("Usage: trustme run %s\n", usage), 0;
-        } else if (argv[i][0] == '-' || rr.id) {
-            if (rr.id) { /* "run c cmd args" without "--" */
-                break;
-            }
-            return fprintf(stderr, "Usage: trustme run %s\n", usage), 2;
-        } else {
-            rr.id = argv[i];
-        }
-    }
-    if (!rr.id || i >= argc)
-        return fprintf(stderr, "Usage: trustme run %s\n", usage), 2;
+    size_t nenv = cli_values(a, "env", env, ARRAY_SIZE(env) - 1);
+    if (nenv >= ARRAY_SIZE(env) - 1)
+        return cli_usage_error(a->verb, "at most %zu -e", ARRAY_SIZE(env) - 2);
+    for (size_t e = 0; e < nenv; e++)
+        if (!strchr(env[e], '='))
+            return cli_usage_error(a->verb, "-e takes KEY=VALUE, not %s", env[e]);
+    rr.id = a->argv[0];
+    rr.has_tty = rr.tty = cli_flag(a, "tty");
+    /* "run C -- CMD ARGS" or "run C CMD ARGS" */
+    size_t i = 1;
+    if (strcmp(a->argv[i], "--") == 0)
+        i++;
+    if (i >= a->argc)
+        return cli_usage_error(a->verb, "expected a COMMAND after %s", rr.id);
     if (rr.tty) {
         const char *term = getenv("TERM");
         static char term_env[128];
         snprintf(term_env, sizeof(term_env), "TERM=%s", term && term[0] ? term : "xterm");
         env[nenv++] = term_env;
     }
-    rr.argv = argv + i;
-    rr.n_argv = (size_t)(argc - i);
+    rr.argv = a->argv + i;
+    rr.n_argv = a->argc - i;
     rr.env = env;
     rr.n_env = nenv;
     Trustme__Request req = TRUSTME__REQUEST__INIT;

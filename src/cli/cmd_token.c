@@ -100,37 +100,6 @@ int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *
                            is_pkcs11(info) ? "paired with its PKCS#11 token" : "PIN and PUK set");
 }
 
-/* Parse "VERB [--pin-file FILE] CONTAINER". */
-static int pin_args(int argc, char **argv, const char *usage, const char **pin_file, char **name)
-{
-    *pin_file = NULL;
-    *name = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--pin-file") == 0 && i + 1 < argc)
-            *pin_file = argv[++i];
-        else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return printf("Usage: trustme %s %s\n", argv[0], usage), 1;
-        else if (argv[i][0] == '-' || *name)
-            return fprintf(stderr, "Usage: trustme %s %s\n", argv[0], usage), 2;
-        else
-            *name = argv[i];
-    }
-    if (!*name)
-        return fprintf(stderr, "Usage: trustme %s %s\n", argv[0], usage), 2;
-    return 0;
-}
-
-/* The same, then the container's state. 0 with *resp filled; otherwise the exit status. */
-static int token_verb(struct cli *cli, int argc, char **argv, const char *usage,
-                      const char **pin_file, Trustme__Response **resp)
-{
-    char *name;
-    int r = pin_args(argc, argv, usage, pin_file, &name);
-    if (r)
-        return r == 1 ? -1 : r; /* -1: --help was printed */
-    return fetch_info(cli, name, resp);
-}
-
 /* The current PIN and a new one, for a paired token. */
 static int change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file)
 {
@@ -152,17 +121,13 @@ static int change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const
     return send_change_pin(cli, info, old_pin, new_pin, NULL, "PIN changed");
 }
 
-int cmd_change_pin(struct cli *cli, int argc, char **argv)
+int cmd_change_pin(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--pin-file FILE] CONTAINER\n"
-                        "  Change the PIN of a container's token. A container without a PIN yet is\n"
-                        "  paired: its first PIN (and for a soft token its PUK) is set.\n"
-                        "  --pin-file FILE: the secrets one per line, as the prompts ask ('-': stdin)";
-    const char *pin_file;
+    const char *pin_file = cli_value(a, "pin-file");
     Trustme__Response *resp;
-    int r = token_verb(cli, argc, argv, usage, &pin_file, &resp);
+    int r = fetch_info(cli, a->argv[0], &resp);
     if (r)
-        return r < 0 ? 0 : r;
+        return r;
     const Trustme__ContainerInfo *info = resp->container;
     if (!info_encrypted(info))
         r = cli_fail("%s has no token (\"token\": \"none\"): its data is not encrypted", info->name);
@@ -176,16 +141,13 @@ int cmd_change_pin(struct cli *cli, int argc, char **argv)
     return r;
 }
 
-static int token_unlock(struct cli *cli, int argc, char **argv)
+int cmd_token_unlock(struct cli *cli, const struct cli_args *a)
 {
-    const char *usage = "[--pin-file FILE] CONTAINER\n"
-                        "  Unlock a token locked by wrong PINs: give its PUK (a PKCS#11 token: its SO\n"
-                        "  PIN) and set a new PIN.";
-    const char *pin_file;
+    const char *pin_file = cli_value(a, "pin-file");
     Trustme__Response *resp;
-    int r = token_verb(cli, argc, argv, usage, &pin_file, &resp);
+    int r = fetch_info(cli, a->argv[0], &resp);
     if (r)
-        return r < 0 ? 0 : r;
+        return r;
     const Trustme__ContainerInfo *info = resp->container;
     struct pin_input in;
     tm_err err;
@@ -219,29 +181,11 @@ static int token_unlock(struct cli *cli, int argc, char **argv)
     return r;
 }
 
-int cmd_token(struct cli *cli, int argc, char **argv)
+int cmd_wipe(struct cli *cli, const struct cli_args *a)
 {
-    if (argc >= 2 && strcmp(argv[1], "unlock") == 0) {
-        argv[1] = "token unlock"; /* the verb's name in its messages */
-        return token_unlock(cli, argc - 1, argv + 1);
-    }
-    FILE *out = argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) ? stdout : stderr;
-    fprintf(out, "Usage: trustme token unlock [--pin-file FILE] CONTAINER\n");
-    return out == stdout ? 0 : 2;
-}
-
-int cmd_wipe(struct cli *cli, int argc, char **argv)
-{
-    const char *usage = "[--pin-file FILE] CONTAINER\n"
-                        "  Crypto-erase a stopped container's data: its token, wrapped key and data\n"
-                        "  image are destroyed; the next start begins empty (after a new PIN is set\n"
-                        "  with change-pin). A PKCS#11 token's PIN, if given, lets the key object on\n"
-                        "  the token be destroyed too.";
-    const char *pin_file;
-    char *name;
-    int r = pin_args(argc, argv, usage, &pin_file, &name);
-    if (r)
-        return r == 1 ? 0 : r;
+    const char *pin_file = cli_value(a, "pin-file");
+    char *name = a->argv[0];
+    int r;
     Trustme__WipeRequest wr = TRUSTME__WIPE_REQUEST__INIT;
     wr.id = name;
     _cleanup_secret_ struct secret *pin = NULL;

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 
 #include "attest_check.h"
+#include "attest_opts.h"
 #include "inputs.h"
 #include "cleanup.h"
 #include "client.h"
@@ -21,7 +22,50 @@
 #define EXIT_UNTRUSTED 1
 #define EXIT_USAGE 2
 #define EXIT_UNREACHABLE 3
-#define INPUTS_MAX 64 /* files of each of --ak-anchor, --device-ca, --rim-anchor, --rim-ca, --crl */
+
+/* The options shared with `trustme attest` (attest_optlist.h), then trustme-verify's own. */
+static const struct help_line {
+    const char *name, *value, *help;
+} help_lines[] = {
+#define ATTEST_OPTION_HELP(id, name, value, help) {name, value, help},
+    ATTEST_OPTIONS(ATTEST_OPTION_HELP)
+#undef ATTEST_OPTION_HELP
+    {"expect-ak", "NAME", "the device's AK name (hex, as `trustme device info` shows it): without "
+                          "it, any device certified by the Device CA passes"},
+    {"last-reset", "N", "the TPM reset count last seen from this AK: a lower one fails \"TPM "
+                        "clock\" (an old quote or a rolled-back TPM)"},
+    {"timeout", "S", "seconds for the whole exchange (default 10)"},
+    {"save-response", "FILE", "write the response as received to FILE and the nonce (hex) to "
+                              "FILE.nonce"},
+    {"response", "FILE", "check a saved response instead, for the nonce --nonce HEX"},
+    {"nonce", "HEX", "the nonce of --response FILE"},
+    {"version", NULL, "print the version"},
+};
+
+/* "  --name VALUE   help", the help wrapped at 79 columns from column 23. */
+static void help_option(FILE *out, const struct help_line *l)
+{
+    int col = fprintf(out, "  --%s%s%s", l->name, l->value ? " " : "", l->value ? l->value : "");
+    if (col > 22) {
+        fputc('\n', out);
+        col = 0;
+    }
+    for (const char *h = l->help; *h;) {
+        size_t n = strlen(h), width = 79 - 23;
+        if (n > width) {
+            n = width;
+            while (n > 0 && h[n] != ' ')
+                n--;
+            if (n == 0)
+                n = width;
+        }
+        fprintf(out, "%*s%.*s\n", 23 - col, "", (int)n, h);
+        col = 0;
+        h += n;
+        while (*h == ' ')
+            h++;
+    }
+}
 
 static void usage(FILE *out)
 {
@@ -35,30 +79,13 @@ static void usage(FILE *out)
         "\n"
         "Ask the device's trustme-tpmd at HOST:PORT for a TPM quote over a fresh 32-byte nonce\n"
         "and check it: certificate chain, AK binding, quote signature, nonce, PCR digest, event\n"
-        "log, reference values, TPM clock (docs/ATTESTATION.md).\n"
-        "\n"
-        "  --ak-anchor ROOT.pem the root of AK certificates (the Customer root)\n"
-        "  --device-ca CA.pem   the CA that issues AK certificates (the Device CA): an AK\n"
-        "                       certificate of another CA under the root fails\n"
-        "  --rim-anchor ROOT.pem the root of the reference values' signer (Software Signing)\n"
-        "  --rim-ca CA.pem      the CA that issues their signer (the Software Signing sub-CA)\n"
-        "  --crl CRL.pem        CRLs: every CA of both chains needs one (the PKI's crls.pem)\n"
-        "  --no-crl             check nothing for revocation (required without --crl)\n"
-        "  --reference REFS.json signed reference values (REFS.json.sig, REFS.json.chain.pem):\n"
-        "                       the approved hashes, the PCRs to quote, the required events\n"
-        "  --min-version N      refuse reference values whose rim_version is below N\n"
-        "  --pcr N              quote PCR N (0..23; repeatable) instead of the reference\n"
-        "                       values' PCRs; events on other PCRs are then not checked\n"
-        "  --expect-ak NAME     the device's AK name (hex, as `trustme device info` shows it):\n"
-        "                       without it, any device certified by the Device CA passes\n"
-        "  --last-reset N       the TPM reset count last seen from this AK: a lower one fails\n"
-        "                       \"TPM clock\" (an old quote or a rolled-back TPM)\n"
-        "  --timeout S          seconds for the whole exchange (default 10)\n"
-        "  --json               {\"verdict\", \"checks\": [{\"name\", \"ok\", \"detail\"}], \"events\",\n"
-        "                       \"clock\"}\n"
-        "  --save-response FILE write the response as received to FILE and the nonce (hex) to\n"
-        "                       FILE.nonce\n"
-        "  --response FILE      check a saved response instead, for the nonce --nonce HEX\n"
+        "log, reference values, TPM clock (docs/ATTESTATION.md). --ak-anchor, --device-ca,\n"
+        "--rim-anchor, --rim-ca, --crl and --pcr are repeatable.\n"
+        "\n");
+    for (size_t i = 0; i < sizeof(help_lines) / sizeof(help_lines[0]); i++)
+        if (help_lines[i].help)
+            help_option(out, &help_lines[i]);
+    fprintf(out,
         "\n"
         "Exit status: 0 every check passed, 1 a check failed, 2 usage error (or unreadable\n"
         "anchors, CAs, CRLs, reference files), 3 the device could not be reached or did not\n"
@@ -106,23 +133,13 @@ static int save_response(const char *path, const uint8_t *buf, size_t len,
     return r;
 }
 
-enum { LIST_AK_ANCHOR, LIST_DEVICE_CA, LIST_RIM_ANCHOR, LIST_RIM_CA, LIST_CRL, LISTS };
-static const char *const list_option[LISTS] = {"ak-anchor", "device-ca", "rim-anchor", "rim-ca",
-                                               "crl"};
-
 struct options {
-    const char *target, *reference, *save, *response, *nonce_hex;
+    const char *target, *save, *response, *nonce_hex;
+    struct attest_opts shared; /* the options `trustme attest` has too */
     uint8_t expect_ak[34];
     bool has_expect_ak;
-    char *files[LISTS][INPUTS_MAX];
-    size_t n_files[LISTS];
-    bool no_crl;
-    uint64_t min_version;
     bool has_last_reset;
     uint32_t last_reset;
-    uint32_t pcrs[ATTEST_PCRS];
-    size_t npcrs;
-    bool json;
     int timeout_s;
 };
 
@@ -139,22 +156,14 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_LIST = 256, OPT_REF = OPT_LIST + LISTS, OPT_PCR, OPT_JSON, OPT_TIMEOUT, OPT_SAVE,
-           OPT_RESPONSE, OPT_NONCE, OPT_VERSION, OPT_EXPECT_AK, OPT_NO_CRL, OPT_MIN_VERSION,
-           OPT_LAST_RESET, OPT_ANCHOR };
+    enum { OPT_SHARED = 256, OPT_TIMEOUT = OPT_SHARED + ATTEST_OPTS, OPT_SAVE, OPT_RESPONSE,
+           OPT_NONCE, OPT_VERSION, OPT_EXPECT_AK, OPT_LAST_RESET };
     static const struct option opts[] = {
-        {"ak-anchor", required_argument, NULL, OPT_LIST + LIST_AK_ANCHOR},
-        {"device-ca", required_argument, NULL, OPT_LIST + LIST_DEVICE_CA},
-        {"rim-anchor", required_argument, NULL, OPT_LIST + LIST_RIM_ANCHOR},
-        {"rim-ca", required_argument, NULL, OPT_LIST + LIST_RIM_CA},
-        {"crl", required_argument, NULL, OPT_LIST + LIST_CRL},
-        {"no-crl", no_argument, NULL, OPT_NO_CRL},
-        {"min-version", required_argument, NULL, OPT_MIN_VERSION},
+#define ATTEST_OPTION_GETOPT(id, name, value, help)                                               \
+    {name, value ? required_argument : no_argument, NULL, OPT_SHARED + ATTEST_OPT_##id},
+        ATTEST_OPTIONS(ATTEST_OPTION_GETOPT)
+#undef ATTEST_OPTION_GETOPT
         {"last-reset", required_argument, NULL, OPT_LAST_RESET},
-        {"anchor", required_argument, NULL, OPT_ANCHOR},
-        {"reference", required_argument, NULL, OPT_REF},
-        {"pcr", required_argument, NULL, OPT_PCR},
-        {"json", no_argument, NULL, OPT_JSON},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"save-response", required_argument, NULL, OPT_SAVE},
         {"response", required_argument, NULL, OPT_RESPONSE},
@@ -168,25 +177,14 @@ static int parse_options(int argc, char **argv, struct options *o)
     char *end;
     long v;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c >= OPT_LIST && c < OPT_LIST + LISTS) {
-            int l = c - OPT_LIST;
-            if (o->n_files[l] >= INPUTS_MAX)
-                return usage_error("at most %d --%s files", INPUTS_MAX, list_option[l]);
-            o->files[l][o->n_files[l]++] = optarg;
+        if (c >= OPT_SHARED && c < OPT_SHARED + ATTEST_OPTS) {
+            tm_err err;
+            if (attest_opts_take(&o->shared, (enum attest_option)(c - OPT_SHARED), optarg, &err) < 0)
+                return usage_error("%s", err.msg);
             continue;
         }
         uint64_t u;
         switch (c) {
-        case OPT_ANCHOR:
-            return usage_error("--anchor trusted a root for every role: give --ak-anchor and "
-                               "--device-ca for AK certificates, --rim-anchor and --rim-ca for "
-                               "the reference values' signer");
-        case OPT_NO_CRL: o->no_crl = true; break;
-        case OPT_MIN_VERSION:
-            if (parse_u64(optarg, INT64_MAX, &u) < 0)
-                return usage_error("--min-version %s: expected a version number", optarg);
-            o->min_version = u;
-            break;
         case OPT_LAST_RESET:
             if (parse_u64(optarg, UINT32_MAX, &u) < 0)
                 return usage_error("--last-reset %s: expected a reset count 0..%u", optarg,
@@ -194,18 +192,6 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->has_last_reset = true;
             o->last_reset = (uint32_t)u;
             break;
-        case OPT_REF: o->reference = optarg; break;
-        case OPT_PCR:
-            errno = 0;
-            v = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || v < 0 || v > 23)
-                return usage_error("--pcr %s: expected a PCR index 0..23", optarg);
-            for (size_t i = 0; i < o->npcrs; i++)
-                if (o->pcrs[i] == (uint32_t)v)
-                    return usage_error("--pcr %ld given twice", v);
-            o->pcrs[o->npcrs++] = (uint32_t)v;
-            break;
-        case OPT_JSON: o->json = true; break;
         case OPT_TIMEOUT:
             errno = 0;
             v = strtol(optarg, &end, 10);
@@ -250,21 +236,14 @@ int main(int argc, char **argv)
     setenv("TSS2_LOG", "all+NONE", 0);
     tm_err err = {0};
     _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
-    struct attest_inputs_files files = {
-        .ak_anchors = o.files[LIST_AK_ANCHOR], .n_ak_anchors = o.n_files[LIST_AK_ANCHOR],
-        .device_cas = o.files[LIST_DEVICE_CA], .n_device_cas = o.n_files[LIST_DEVICE_CA],
-        .rim_anchors = o.files[LIST_RIM_ANCHOR], .n_rim_anchors = o.n_files[LIST_RIM_ANCHOR],
-        .rim_cas = o.files[LIST_RIM_CA], .n_rim_cas = o.n_files[LIST_RIM_CA],
-        .crls = o.files[LIST_CRL], .n_crls = o.n_files[LIST_CRL], .no_crl = o.no_crl,
-        .reference = o.reference, .min_version = o.min_version,
-    };
+    struct attest_inputs_files files = attest_opts_files(&o.shared);
     if (attest_inputs_load(&files, &in, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
         return EXIT_USAGE;
     }
     /* What to quote is the verifier's: its --pcr, else the signed reference values' PCRs. */
     uint32_t pcrs[REFVALUES_PCRS];
-    size_t npcrs = attest_inputs_pcrs(&in, o.pcrs, o.npcrs, pcrs);
+    size_t npcrs = attest_inputs_pcrs(&in, o.shared.pcrs, o.shared.npcrs, pcrs);
 
     uint8_t nonce[ATTEST_NONCE_LEN];
     _cleanup_free_ uint8_t *resp = NULL;
@@ -303,7 +282,7 @@ int main(int argc, char **argv)
         }
     }
     struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs,
-                                                    o.npcrs > 0);
+                                                    o.shared.npcrs > 0);
     pol.has_last_reset = o.has_last_reset;
     pol.last_reset = o.last_reset;
     if (o.has_expect_ak) {
@@ -315,7 +294,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
         return EXIT_UNREACHABLE;
     }
-    if (o.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
+    if (o.shared.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
         return EXIT_UNTRUSTED;
     fflush(stdout);
     return rep.trusted ? 0 : EXIT_UNTRUSTED;

@@ -58,6 +58,10 @@ PACKAGES = {
     "mv": "coreutils",
     "rm": "coreutils",
     "sha256sum": "coreutils",
+    # the CLI's generated man page and completions (test_cli.py)
+    "bash": "bash",
+    "zsh": "zsh",
+    "groff": "groff-base",
     "true": "coreutils",
 }
 
