@@ -1,6 +1,6 @@
 #!/bin/bash
 # shellcheck disable=SC1090,SC1091,SC2034 # lib.sh is sourced at run time and uses TMD_PID
-# Attestation costs (issue 5, §7), against tpm2-tools on an swtpm of its own. Run as root:
+# Attestation costs, against tpm2-tools on an swtpm of its own. Run as root:
 #
 #   bench/attestation.sh [OUTDIR]
 #

@@ -1,6 +1,6 @@
 #!/bin/bash
 # shellcheck disable=SC1090,SC1091,SC2034 # lib.sh is sourced at run time and uses TMD_PID
-# Container networking (issue 6 §4): what a bridged container adds to a start, and TCP throughput
+# Container networking: what a bridged container adds to a start, and TCP throughput
 # from a container to the host over its veth against the host's loopback. Run as root:
 #
 #   bench/network.sh [OUTDIR]

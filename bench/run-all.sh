@@ -72,7 +72,7 @@ with the machine's other load; the ratio trustme-verify ÷ peer was $(
             else echo "between ${ATT_RT_RATIO_ROUND_MIN}× and ${ATT_RT_RATIO_ROUND_MAX}×"; fi) in every round."
     fi
     cat <<SECTION
-## Attestation (issue 5) (\`bench/attestation.sh\`)
+## Attestation (\`bench/attestation.sh\`)
 ${ATT_RUN_NOTE:-}
 | | |
 |---|---|
@@ -224,7 +224,7 @@ network_section() {
     local tnet
     tnet=$(pass_if "$NET_START_ADDED_MS < 3")
     cat <<SECTION
-## Networking (issue 6) (\`bench/network.sh\`)
+## Networking (\`bench/network.sh\`)
 ${NET_RUN_NOTE:-}
 | | |
 |---|---|
@@ -752,7 +752,7 @@ $(network_section)
 
 ## Targets
 
-The attestation rows are the targets of issue 5 §7 (\`bench/attestation.sh\`, $ATT_NRUNS_TEXT). Targets of the GuestOS rows are set by \`bench/guestos.sh\` itself (no earlier requirement named a number):
+The attestation rows' targets are set by \`bench/attestation.sh\` ($ATT_NRUNS_TEXT). Targets of the GuestOS rows are set by \`bench/guestos.sh\` itself (no earlier requirement named a number):
 an install should cost no more than the same copy, fsync and hash done with coreutils, and a start
 on a small GuestOS no more than 5 ms beyond the unverified form, as for an encrypted start.
 

@@ -39,7 +39,7 @@ step "building a busybox guest root file system"
 scripts/mkrootfs.sh "$work/rootfs"
 du -sh "$work/rootfs"
 
-step "generating a development PKI (Software Signing and Customer hierarchies, seed 004)"
+step "generating a development PKI (Software Signing and Customer hierarchies, docs/PKI.md)"
 # The release engineer's passphrase; a person would be asked on the terminal.
 echo "demo PKI passphrase" > "$work/pki.pass"
 chmod 600 "$work/pki.pass"

@@ -37,7 +37,7 @@ static int open_fds(unsigned char set[FD_SCAN_MAX])
 
 /* libnftables opens its netlink socket without SOCK_CLOEXEC (nftables 1.0.6; it gives no say), and
  * trustmed forks setup processes and services: no child may inherit a handle on the host's
- * netfilter (DESIGN.md §7, every fd O_CLOEXEC). So what nft_ctx_new opened is marked here. */
+ * netfilter (every fd trustme opens is O_CLOEXEC). So what nft_ctx_new opened is marked here. */
 static struct nft_ctx *nft_ctx_new_cloexec(void)
 {
     static unsigned char before[FD_SCAN_MAX], after[FD_SCAN_MAX];

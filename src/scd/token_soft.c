@@ -36,7 +36,7 @@ static int slot_aad(const char *uuid, enum soft_slot slot, char *aad, size_t siz
 }
 
 /* scrypt(secret) alone would make the file an oracle: whoever holds a copy tries PINs until the
- * GCM tag fits (issue 13). The slot key is therefore HKDF(scrypt(secret), salt = the TPM-sealed
+ * GCM tag fits (docs/STORAGE.md). The slot key is therefore HKDF(scrypt(secret), salt = the TPM-sealed
  * device secret): without the TPM in its measured state a guess cannot be checked. (NULL: no
  * device secret, unit tests only; scd refuses every token request without one.) */
 static int slot_key(const char *secret, const struct soft_slot_data *sd, uint64_t n,

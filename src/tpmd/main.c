@@ -226,7 +226,7 @@ static void clear_da_lockout(struct tpmd *d)
 }
 
 /* The emulator's state used to live in the data dir, where a copy of the disk took the TPM
- * along (issue 13): move a state found there to the state dir, once. */
+ * along (docs/STORAGE.md): move a state found there to the state dir, once. */
 static int move_old_state(const char *data_dir, const char *state_dir, tm_err *err)
 {
     char old[PATH_MAX], new[PATH_MAX];

@@ -233,7 +233,7 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
                               recovery_path, sizeof(recovery_path), err);
     if (r < 0)
         return r;
-    /* The recovery key never stays in the data dir (issue 13): it goes to the place trustmed
+    /* The recovery key never stays in the data dir (a copy of the disk must not open it): it goes to the place trustmed
      * named, by default the run dir (a tmpfs, gone at the next boot). */
     if (created && (r = recovery_key_move(d, recovery_path, sizeof(recovery_path), err)) < 0)
         return r;

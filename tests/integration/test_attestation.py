@@ -480,7 +480,7 @@ def test_image_missing_from_the_reference_values(env, healthy, saved):
         assert unapproved in det["reference values"], det
 
 
-# ---- 2b. the network and the device choosing what is evidence (issue 12) ------------------------
+# ---- 2b. the network and the device choosing what is evidence -----------------------------------
 
 def read_frame(sock):
     def exactly(n):
@@ -549,7 +549,7 @@ class RewritingProxy:
     ([0], lambda e: False, {"PCR digest", "reference values"}),
 ], ids=["boot-pcr-only", "pcr0-no-log"])
 def test_rewriting_proxy_cannot_choose_the_pcrs(healthy, pcrs, keep, failing):
-    """Issue 12 §1: the selection is the verifier's (the signed reference values' "pcrs"), and
+    """The selection is the verifier's (the signed reference values' "pcrs"), and
     a quote of anything else fails "PCR digest", naming both selections; a log without the
     required boot events fails "reference values". Before, both verdicts were "trusted"."""
     d, v = healthy.d, healthy.verifier
@@ -570,7 +570,7 @@ def test_rewriting_proxy_cannot_choose_the_pcrs(healthy, pcrs, keep, failing):
 
 
 def test_reference_values_from_the_wrong_signer(env, healthy, saved, tmp_path):
-    """Issue 12 §2: reference values count only when a certificate of the RIM-signing CA
+    """Reference values count only when a certificate of the RIM-signing CA
     (--rim-ca, the Software Signing sub-CA) signed them. Signed by the GuestOS signing key (a
     codeSigning certificate under the Customer root), or by a codeSigning certificate the Device
     CA issued for a software key, they fail "reference values" even with that root trusted for
@@ -607,7 +607,7 @@ def test_reference_values_from_the_wrong_signer(env, healthy, saved, tmp_path):
 
 
 def test_ak_certificate_from_the_wrong_ca(env, healthy, saved, tmp_path):
-    """Issue 12 §2: only the Device CA (--device-ca, compared whole) issues AK certificates. A
+    """Only the Device CA (--device-ca, compared whole) issues AK certificates. A
     certificate for A's own AK from the GuestOS signing CA or the Software Signing sub-CA (with
     the device profile: clientAuth) fails "certificate chain", --expect-ak or not; so does a
     "leaf" with CA:TRUE from the Device CA itself."""
@@ -648,7 +648,7 @@ def test_ak_certificate_from_the_wrong_ca(env, healthy, saved, tmp_path):
 
 
 def test_old_or_expired_reference_values(env, healthy, saved, tmp_path):
-    """Issue 12 §4: reference values carry a version and a validity period. --min-version
+    """Reference values carry a version and a validity period. --min-version
     refuses older ones; expired and not yet valid ones fail "reference values"."""
     raw, nonce = saved
     v = healthy.verifier
@@ -680,7 +680,7 @@ def test_old_or_expired_reference_values(env, healthy, saved, tmp_path):
 
 
 def test_no_crl_is_said_explicitly(healthy, saved):
-    """Issue 12 §4: without --crl nothing was checked for revocation, silently. Now that is a
+    """Without --crl nothing was checked for revocation, silently. Now that is a
     usage error unless --no-crl says so, and the report says it was not checked."""
     raw, nonce = saved
     v = healthy.verifier
@@ -701,7 +701,7 @@ def test_no_crl_is_said_explicitly(healthy, saved):
 
 
 def test_reset_count_going_backwards(healthy):
-    """Issue 12 §3: the report carries the TPM's clockInfo; a verifier that remembers the reset
+    """The report carries the TPM's clockInfo; a verifier that remembers the reset
     count it saw (--last-reset) refuses a lower one."""
     d, v = healthy.d, healthy.verifier
     rep = assert_trusted(v.live(d))
@@ -733,7 +733,7 @@ def srk_name(d, tmp):
 
 
 def test_qualified_signer_of_a_real_quote(healthy, saved, tmp_path):
-    """Issue 12 §3, on tpmd's real quote: the qualifiedSigner is the AK's qualified name under
+    """On tpmd's real quote: the qualifiedSigner is the AK's qualified name under
     the SRK (docs/ATTESTATION.md), which trustme-verify checks with the SRK's Name tpmd sends
     (Quote.ak_parent_name, field 140). Another parent's name, as a forger would send with a
     made-up qualifiedSigner, fails "AK binding"; so does a quote without the field."""

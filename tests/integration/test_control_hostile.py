@@ -1,6 +1,6 @@
 """Hostile clients of the control sockets (docs/PROTOCOL.md "Bad input", docs/ROLES.md): floods of
 idle connections and half frames from inside a container with "control": "restricted", random
-frames, and the administrator who must still get in while it lasts (issue 11 §2, §4)."""
+frames, and the administrator who must still get in while it lasts (docs/SECURITY.md)."""
 import json
 import os
 import random
@@ -154,7 +154,7 @@ def test_restricted_state_is_the_containers_own_view(make_daemon, roles_rootfs):
     assert str(host["uid_base"]) not in out and str(host["rootfs"]) not in out
 
 
-# ---- everything at once: the hostile-client test of the suite (issue 11 §4) ------------------
+# ---- everything at once: the hostile-client test of the suite ----------------------------------
 
 # Read-only requests about things that do not exist: mutated, they still cannot touch the
 # containers the test checks afterwards (no name or uuid of theirs is in any template).

@@ -241,7 +241,7 @@ def child_pid(d, name):
 
 
 def test_tpm_reset_measures_running_containers_again(daemon):
-    """Issue 12 §5: killing the embedded swtpm and tpmd left a new log with the four boot events
+    """Killing the embedded swtpm and tpmd left a new log with the four boot events
     only, while the containers kept running unmeasured, and nothing was audited. trustmed now
     measures every running container again and audits the reset."""
     d = daemon
@@ -292,7 +292,7 @@ def test_tpm_reset_measures_running_containers_again(daemon):
 
 
 def test_boot_measurement_failure_withholds_the_secret(make_daemon):
-    """Issue 12 §5: with the run dir's tpm/ full, the boot measurement failed with ENOSPC and the
+    """With the run dir's tpm/ full, the boot measurement failed with ENOSPC and the
     device storage secret was unsealed anyway. Now it is withheld and the failure audited."""
     d = make_daemon(start=False)
     tpm_run = d.run_dir / "tpm"
@@ -333,7 +333,7 @@ def ima_device(make_daemon):
 
 @pytest.mark.skipif(IMA_LOG.exists(), reason="this kernel has IMA: the refusal is not reachable")
 def test_ima_boot_chain_is_refused_without_ima(make_daemon):
-    """Issue 12 §5: a chain that starts below root, configured, must not silently fall back to
+    """A chain that starts below root, configured, must not silently fall back to
     trustmed measuring itself on a kernel without IMA."""
     d = ima_device(make_daemon)
     with pytest.raises(RuntimeError) as e:

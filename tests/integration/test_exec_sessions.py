@@ -1,4 +1,4 @@
-"""Exec sessions under load (issue 11 §3): stdin with backpressure instead of loss, the cap of
+"""Exec sessions under load: stdin with backpressure instead of loss, the cap of
 sessions per connection, and commands that outlived their CLI (trustme exec list / kill)."""
 import os
 import signal
@@ -159,7 +159,7 @@ def test_exec_list_and_kill_are_admin_only(make_daemon, roles_rootfs):
         p.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="open (review of issue 11): the Signal request waits behind "
+@pytest.mark.xfail(strict=True, reason="open (found in review): the Signal request waits behind "
                    "stdin frames in the socket, which trustmed does not read while the command's "
                    "stdin is full; needs stdin credits in the protocol (docs/SECURITY.md)")
 def test_interrupt_reaches_a_command_whose_stdin_is_full(running):

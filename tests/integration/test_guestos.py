@@ -491,7 +491,7 @@ def test_resigned_edit_is_accepted_otherwise(gdaemon, env):
 
 def test_data_mounts_sharing_a_directory(sd, env):
     """Data mounts live in mounts/<mount point with '/' as '_'> on the data volume: /a_b and /a/b
-    would be one directory, each container's two mounts seeing each other's files (issue 14)."""
+    would be one directory, each container's two mounts seeing each other's files."""
     src = edited(env, lambda doc: doc["mounts"].extend([{"mount_point": "/a_b", "kind": "data"},
                                                         {"mount_point": "/a/b", "kind": "data"}]))
     refused(sd, src, 'data mounts "/a_b" and "/a/b" would share one directory')

@@ -1,4 +1,4 @@
-"""GuestOS trust between vendors and over time (issue 14): two GuestOS vendors under one General
+"""GuestOS trust between vendors and over time: two GuestOS vendors under one General
 root, names bound to their first signer, CAs marked for GuestOS signing, revocation of what is
 installed, and replays of old signed configs. The attacker is a vendor holding a registered
 GuestOS Signing CA, or someone replaying old validly signed files."""
@@ -61,7 +61,7 @@ def refused(d, src, *needles):
     return r.stderr
 
 
-# ---- §2: a GuestOS name belongs to whoever signs it first -----------------------------------------
+# ---- a GuestOS name belongs to whoever signs it first ---------------------------------------------
 
 def test_name_belongs_to_its_first_signer(gdaemon, env, vendor_x):
     ours = cert_sha256(env.cert("guestos-ca"))
@@ -143,7 +143,7 @@ def test_unmarked_ca_in_device_json_signs_nothing(gdaemon, env):
     refused(d, env.build("bb", 7, key=key), "signature rejected", "not marked for GuestOS signing")
 
 
-# ---- §1: no GuestOS name shares anti-rollback state with another -------------------------------
+# ---- no GuestOS name shares anti-rollback state with another -----------------------------------
 
 def old_counter_index(name):
     """The NV counter the old scheme gave a GuestOS name: 16 bits of a hash."""
@@ -240,7 +240,7 @@ def test_install_fails_closed_when_the_anchor_cannot_be_written(gdaemon, env):
     assert install(d, env.build("bb", 2, tree="v2")).stdout.startswith("installed bb-2")
 
 
-# ---- §4: old signed container configs do not come back ---------------------------------------------
+# ---- old signed container configs do not come back -------------------------------------------------
 
 def test_pipelined_updates_cannot_bring_an_older_config_back(gdaemon, env):
     """Signed updates of one container sent at once on four connections, one of version N+3,
@@ -396,7 +396,7 @@ def test_owner_kept_while_the_anchor_lags_the_store(gdaemon, env, vendor_x):
     refused(d, env.build("bb", 4, key=vendor_x.key), "not installed", ours)
 
 
-# ---- §3: revocation reaches what is installed ---------------------------------------------------
+# ---- revocation reaches what is installed -------------------------------------------------------
 
 def trust_of(d, name, version):
     return gentry(d, name, version)["trust"]

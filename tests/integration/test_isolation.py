@@ -310,7 +310,7 @@ def test_privileged_container_device_cgroup_and_proc_sys(daemon):
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", context(d, r)
 
 
-# Without a user namespace every one of these would be the host's (issue 11): refused unless
+# Without a user namespace every one of these would be the host's: refused unless
 # device.json allows privileged containers.
 PRIVILEGED_CAPS = ["CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_PTRACE",
                    "CAP_DAC_READ_SEARCH", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_SYSLOG", "CAP_BPF",
@@ -412,7 +412,7 @@ MASKS = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs
          "/proc/kallsyms", "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup",
          "/proc/acpi", "/proc/scsi", "/sys/firmware"]
 
-# The container's root tries every way to get rid of each mask (docs/SECURITY.md, issue 11):
+# The container's root tries every way to get rid of each mask (docs/SECURITY.md):
 # unmount it, lazily, move it away, make it writable, bind /proc without its masks elsewhere,
 # mount a fresh proc or sysfs. It may mount on top of a mask (that hides more, reveals nothing).
 # Then it reports what it sees: each mask's mount, and the masked contents.

@@ -516,7 +516,7 @@ def test_wrong_and_empty_passphrase(tmp):
 
 
 def test_ek_certificate_must_be_an_endorsement_keys(tmp):
-    """Review of issue 12: the Device CA accepted as "EK certificate" any certificate chaining
+    """Found in review: the Device CA accepted as "EK certificate" any certificate chaining
     to an --ek-anchor: a signing leaf (or a CA) under the manufacturer root whose key its holder
     has in software could activate the credential and so get an AK certificate for a software
     key. Now the EK certificate must be an end entity with keyUsage keyAgreement, no signing.
@@ -754,7 +754,7 @@ def test_issue_extra_signer_and_device(tmp):
     p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", bundle, "--out", tmp / "bad.pem",
                 "--ek-anchor", tmp / "m.pem", "--passphrase-file", pf, ok=1)
     assert "self-signature" in p.stderr and not (tmp / "bad.pem").exists()
-    # an ordinary CSR is no proof of a TPM: the Device CA refuses it (issue 12 §3)
+    # an ordinary CSR is no proof of a TPM: the Device CA refuses it (docs/ATTESTATION.md "Enrollment")
     p = run_pki("issue", "--pki", pki, "--ca", "device", "--csr", csr, "--out", tmp / "plain.pem",
                 "--ek-anchor", tmp / "m.pem", "--passphrase-file", pf, ok=1)
     assert "no proof that its key lives in a TPM" in p.stderr and not (tmp / "plain.pem").exists()

@@ -1,4 +1,4 @@
-"""The core container c0 and the control roles (docs/ROLES.md, issue 6 §2).
+"""The core container c0 and the control roles (docs/ROLES.md).
 
 c0 starts first, stops last, always autostarts and has the admin socket inside; a container
 with "control": "restricted" has a socket inside that allows its own state and the GuestOS list

@@ -568,7 +568,7 @@ def test_pins_on_a_terminal_are_not_echoed(sdaemon):
     assert status == 0 and "tty started" in out and "4826" not in out, out
 
 
-# ---- issue 13: root doing file operations, and a copy of the data directory -----------------
+# ---- root doing file operations, and a copy of the data directory ---------------------------
 
 def token_files(d, name):
     uuid = d.state(name)["uuid"]
@@ -618,7 +618,7 @@ def offline_guesses(soft_path, uuid, guesses, slot_name="pin"):
 
 
 def test_offline_guess_loop_over_token_files_confirms_nothing(sdaemon):
-    """§1: with copies of every file of the data dir (the token files, the wrapped key, tpmd's
+    """With copies of every file of the data dir (the token files, the wrapped key, tpmd's
     files), a guess loop that has the right PIN and PUK among its guesses confirms neither: the
     slot keys need the TPM-sealed device secret."""
     d = sdaemon
@@ -637,7 +637,7 @@ def test_offline_guess_loop_over_token_files_confirms_nothing(sdaemon):
 
 
 def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
-    """§2: between wrong guesses, root deletes or restores every file that bears a count (scd's
+    """Between wrong guesses, root deletes or restores every file that bears a count (scd's
     tries file, its token files, tpmd's anchor table), also across scd and trustmed restarts:
     no fourth try, and a missing or older anchor table fails closed."""
     d = sdaemon
@@ -681,7 +681,7 @@ def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
 
 
 def test_lockout_after_trustmed_restart_with_restored_token_files(sdaemon):
-    """§2 with the anchor table left alone: scd's files restored across a trustmed restart
+    """With the anchor table left alone: scd's files restored across a trustmed restart
     give no try back, and the right PIN still works after the PUK."""
     d = sdaemon
     create_paired(d, "rs")
@@ -738,7 +738,7 @@ def test_parallel_wrong_starts_check_one_pin(sdaemon):
 
 
 def test_old_token_files_are_refused_after_change_pin(sdaemon):
-    """§4: restoring the .soft from before a PIN change does not bring the old PIN back."""
+    """Restoring the .soft from before a PIN change does not bring the old PIN back."""
     d = sdaemon
     create_paired(d, "oc")
     start(d, "oc")
@@ -756,7 +756,7 @@ def test_old_token_files_are_refused_after_change_pin(sdaemon):
 
 
 def test_old_soft_swapped_in_after_the_anchor_check_is_refused(sdaemon):
-    """Review of issue 13: scd compared the anchored digest with the token files, then took the
+    """Found in review: scd compared the anchored digest with the token files, then took the
     tokens directory's lock and read them again to use them. Root holds that lock (flock on the
     directory), waits for scd to block on it after the check, swaps in the .soft from before a
     PIN change and lets go: the old PIN opened the data. The files must be checked and used as
@@ -794,7 +794,7 @@ def test_old_soft_swapped_in_after_the_anchor_check_is_refused(sdaemon):
 
 
 def test_restored_copies_after_wipe_are_useless(sdaemon):
-    """§4: after a wipe, the copied token files, wrapped key and data image are refused."""
+    """After a wipe, the copied token files, wrapped key and data image are refused."""
     d = sdaemon
     create_paired(d, "ow")
     start(d, "ow")
@@ -818,7 +818,7 @@ def test_restored_copies_after_wipe_are_useless(sdaemon):
 
 
 def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
-    """§3: with the embedded swtpm the device binding is emulated, and trustme says so (log,
+    """With the embedded swtpm the device binding is emulated, and trustme says so (log,
     device info, list, state). Its state lives outside the data dir: a copy of the data dir
     alone, started on another path, opens nothing; a copy that takes the emulator's state along
     is this device (the honest limit of an emulator); with tpm.require_hardware encrypted
@@ -868,7 +868,7 @@ def test_emulated_tpm_is_reported_and_a_copied_data_dir(make_daemon):
     assert r.returncode != 0 and "require_hardware" in r.stderr, r.stderr
 
 
-# ---- §5: PIN policy, secrets in memory, core dumps ------------------------------------------
+# ---- PIN policy, secrets in memory, core dumps ----------------------------------------------
 
 def test_pin_policy_refusals(sdaemon):
     d = sdaemon
@@ -1009,7 +1009,7 @@ def test_a_crash_leaves_no_core(make_daemon, tmp_path):
 
 
 def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
-    """§5: from inside a container, neither the loop devices' backing files (other containers'
+    """From inside a container, neither the loop devices' backing files (other containers'
     data images, by UUID) nor /proc/mounts (the overlay's options) show host paths."""
     d = sdaemon
     create_paired(d, "hp1")
@@ -1033,7 +1033,7 @@ def test_a_container_sees_no_host_paths_of_data_images(sdaemon):
 
 
 def test_recovery_key_is_never_kept_in_the_data_dir(make_daemon, tmp_path):
-    """§3: the first seal's recovery key goes to the run dir (a tmpfs on a device), or to the
+    """The first seal's recovery key goes to the run dir (a tmpfs on a device), or to the
     path the admin names; the data dir (and a copy of it) never holds it, and one left there by
     a crash or an older trustme is moved out at the next start."""
     d = make_daemon(extra_args=KDF)

@@ -2,6 +2,7 @@
 Debian 12 machine must pass `scripts/test.sh` with nothing installed by hand."""
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -111,3 +112,33 @@ def test_sanitizer_reports_are_found_in_a_log():
     assert len(reports) == 3
     assert "devices.c:45" in reports[0] and "tm_loop_io" in reports[1]
     assert sanitizer_reports("08:12:21 trustmed info: ready\nWARNING: reading executable name failed") == []
+
+
+def check_references(root):
+    return subprocess.run([sys.executable, str(REPO / "scripts/check-references"), str(root)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_docs_and_comments_cite_only_what_the_repository_has():
+    """Docs and comments point to files under docs/ or state the fact; never to a design
+    document, notes or issue numbers a reader of the repository cannot open."""
+    r = check_references(REPO)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("line", [
+    "/* as DESIGN.md §7 says */", "see ../shared/notes", "(issue 13)", "# Issue 12 §5: x",  # check-references: example
+    "the guide's table", "The issue asks for", "(seed 004, docs/PKI.md)", '"""§2: x"""',  # check-references: example
+    "platform.md: fwd", "the design guide"])  # check-references: example
+def test_reference_check_finds_each_kind(tmp_path, line):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/x.c").write_text(f"int x;\n{line}\n")
+    r = check_references(tmp_path)
+    assert r.returncode == 1 and "src/x.c:2:" in r.stdout, r.stdout
+
+
+def test_reference_check_lets_specifications_be_cited(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/X.md").write_text("KDFa (TPM 2.0 Part 1 §11.4.10.2); RFC 5280 §4.2; "
+                                        "docs/STORAGE.md \"Tokens\"; the issuer's seed\n")
+    assert check_references(tmp_path).returncode == 0

@@ -488,7 +488,7 @@ def still_open(s):
 
 
 def test_idle_clients_do_not_lock_out_verifiers(tpmd):
-    """Issue 12 §4: 16 idle connections used to make every verifier fail until they closed.
+    """16 idle connections used to make every verifier fail until they closed.
     A new client evicts the connection that waited longest without a request, a peer's own first,
     and one address holds at most 8 connections, so it cannot evict another address's."""
     host, port = tpmd.attest_address()
@@ -641,7 +641,7 @@ def pem_block(label, data):
 
 
 def test_enrollment_through_credential_activation(new_tpmd, tmp_path):
-    """Issue 12 §3: the Device CA certified any CSR's key. Now it certifies an AK only in the
+    """The Device CA certified any CSR's key. Now it certifies an AK only in the
     bundle `trustme device csr` makes, with an EK certificate from a manufacturer anchor, and
     encrypts the certificate under a credential only the TPM holding both EK and AK can
     activate."""
@@ -866,7 +866,7 @@ def test_kill_restart_and_power_off(new_tpmd):
 
 
 def test_no_quote_after_a_tpm_reset_until_trustmed_measured_again(new_tpmd):
-    """Review of issue 12: after a TPM reset the new tpmd answered quotes at once. trustmed
+    """Found in review: after a TPM reset the new tpmd answered quotes at once. trustmed
     measures the boot events, then the running containers again, in separate requests: a
     verifier polling in between got a quote of the boot events alone ("trusted (4 events)")
     while containers ran. tpmd now holds quotes after a reset until trustmed's Measure with
@@ -911,7 +911,7 @@ def t_quote(host, port):
 
 
 def test_swtpm_killed_under_requests_tpmd_exits(new_tpmd):
-    """Issue 12 §5: with the swtpm killed under a running tpmd, every later call failed with
+    """With the swtpm killed under a running tpmd, every later call failed with
     "Function called in the wrong order" until tpmd was killed. tpmd now exits with an error
     (trustmed restarts it) and the next tpmd starts a new swtpm."""
     import threading
@@ -954,7 +954,7 @@ def test_swtpm_killed_under_requests_tpmd_exits(new_tpmd):
 
 
 def test_swtpm_log_is_bounded(tpmd):
-    """Issue 12 §5: swtpm.log grew ~18 MB/min under a quote flood. swtpm logs only with
+    """Swtpm.log grew ~18 MB/min under a quote flood. swtpm logs only with
     --swtpm-log (debugging)."""
     host, port = tpmd.attest_address()
     with socket.create_connection((host, port), timeout=10) as conn:
@@ -974,7 +974,7 @@ def quote_works(t):
 
 
 def test_da_lockout_does_not_stop_attestation(new_tpmd):
-    """Issue 12 §5: the AK was not noda, each unclean swtpm stop after a quote counted as a
+    """The AK was not noda, each unclean swtpm stop after a quote counted as a
     dictionary-attack failure, and after three every quote failed with TPM_RC_LOCKOUT. The AK is
     noda now, tpmd reports the DA state and clears it at start (empty lockout auth on swtpm)."""
     t = new_tpmd().start()
@@ -1020,7 +1020,7 @@ BOOT_EVENTS = [("binary", "trustmed"), ("binary", "trustme-scd"), ("binary", "tr
 
 
 def test_pre_extended_boot_pcr_gets_no_secret(new_tpmd):
-    """Issue 12 §5: root extends the boot PCR of a fresh TPM with the genuine layer's four digests,
+    """Root extends the boot PCR of a fresh TPM with the genuine layer's four digests,
     then a modified trustmed's own measurement fails (or is never sent): the seal's PCR policy is
     satisfied, but the log explains nothing of it. tpmd withholds the secret."""
     t = new_tpmd().start()

@@ -80,7 +80,7 @@ static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY 
     add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
     add_ext(x, issuer ? issuer : x, NID_authority_key_identifier, "keyid:always");
     if (eku) {
-        /* ca_leaf: what the issue's attacker had issued, a "leaf" that may issue others */
+        /* ca_leaf: what an attacker with a CA:TRUE leaf had issued, a "leaf" that may issue others */
         add_ext(x, issuer, NID_basic_constraints, ca_leaf ? "critical,CA:TRUE"
                                                           : "critical,CA:FALSE");
         add_ext(x, issuer, NID_key_usage, ca_leaf ? "critical,digitalSignature,keyCertSign"

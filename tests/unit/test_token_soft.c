@@ -645,7 +645,7 @@ static void device_secret_is_passed_through(void **state)
     secret_free(key);
 }
 
-/* Issue 13, 1: the token file alone is no PIN oracle. The right PIN does not open a slot
+/* The token file alone is no PIN oracle. The right PIN does not open a slot
  * without the device secret it was made with, nor with another one: a guess loop over a copy of
  * the file cannot tell the right PIN from a wrong one. */
 static void file_alone_is_no_pin_oracle(void **state)

@@ -358,7 +358,7 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
 /* The overlay is given its directories relative to the container's run dir, which the setup
  * process (a child of its own) enters for the mount: overlayfs shows its options as given, in
  * the container's /proc/mounts too, and absolute ones would tell the container the host's
- * paths (its data dir, its UUID: issue 13). */
+ * paths (its data dir, its UUID; docs/STORAGE.md). */
 static int mount_overlay(struct start_ctx *ctx, int target, tm_err *err)
 {
     char opts[128];

@@ -163,7 +163,7 @@ int cmd_issue(int argc, char **argv)
     if (not_after <= not_before)
         return usage_error("issue", "the validity must end after it begins");
 
-    /* An attestation key is certified only when it is proven to live in a TPM (issue 12 §3):
+    /* An attestation key is certified only when it is proven to live in a TPM (docs/ATTESTATION.md "Enrollment"):
      * an ordinary CSR, from a key anyone may hold, is refused. */
     bool enroll = strcmp(ca_name, "device") == 0;
     if (enroll && n_ek_anchors == 0)

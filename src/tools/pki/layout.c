@@ -1,4 +1,4 @@
-/* The PKI's fixed layout (seed 004 of the design, docs/PKI.md): two hierarchies, seven keys.
+/* The PKI's fixed layout (docs/PKI.md): two hierarchies, seven keys.
  * Other tools and tests open these paths directly. */
 #include <string.h>
 
