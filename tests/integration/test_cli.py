@@ -163,14 +163,45 @@ def test_bash_completion_has_every_verb_and_option():
     assert bash_complete("create", "--pin-file", str(REPO / "READ")) == {str(REPO / "README.md")}
 
 
-def test_zsh_completion_parses_and_has_every_verb():
+# zsh's completion system needs a terminal; its functions are replaced by ones that print what
+# they were given, and the generated _trustme is run on a command line.
+ZSH_STUBS = r"""
+_arguments() { print -r -- "ARGUMENTS ${words[1]}|$CURRENT|$*" }
+_describe() { print -r -- "DESCRIBE ${(P)4}" }
+compadd() { print -r -- "COMPADD $*" }
+_files() { print -r -- "FILES $*" }
+f=$1; shift
+words=("$@"); CURRENT=$#words; PREFIX=${words[CURRENT]}
+source $f
+"""
+
+
+def zsh_complete(*words):
+    r = subprocess.run([tool("zsh"), "-f", "-c", ZSH_STUBS, "zsh", str(ZSH_COMPLETION), "trustme",
+                        *words], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return r.stdout
+
+
+def test_zsh_completion_has_every_verb_and_option():
     r = subprocess.run([tool("zsh"), "-n", str(ZSH_COMPLETION)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    text = ZSH_COMPLETION.read_text()
-    for verb, (_, opts) in table().items():
-        assert f'("{verb}")' in text, verb
-        for name, _, value in opts:
-            assert f"'{name}{'=' if value else ''}[" in text or f"'*{name}" in text, (verb, name)
+    verbs = table()
+    top = zsh_complete("")
+    assert top.startswith("DESCRIBE ")
+    assert {v.split()[0] for v in verbs} <= {w.split(":")[0] for w in top.split()[1:] if ":" in w}
+    assert zsh_complete("--r") == "COMPADD -- --socket --run-dir --version --help\n"
+    for verb, (_, opts) in verbs.items():
+        words = verb.split()
+        if len(words) > 1:
+            assert f" {words[-1]}:" in zsh_complete(*words[:-1], ""), verb
+        out = zsh_complete("--run-dir", "/x", *words, "")
+        # _arguments sees the verb's last word as the command, the word completed after it
+        assert out.startswith(f"ARGUMENTS {verb}|2|"), (verb, out)
+        for name, short, value in opts:
+            assert f"{name}{'=' if value else ''}[" in out, (verb, name)
+            if short:
+                assert f"{short}{'+' if value else ''}[" in out, (verb, short)
 
 
 def test_cli_md_documents_exactly_the_verbs():
