@@ -217,7 +217,12 @@ def test_cli_md_documents_exactly_the_verbs():
                     break
                 words.append(w)
             if words:
-                documented.add(" ".join(words))
+                verb = " ".join(words)
+                documented.add(verb)
+                # and each option shown with it is one of the verb's
+                known = {name for name, _, _ in table().get(verb, ("", []))[1]}
+                for opt in re.findall(r"(?<![\w-])--[a-z][a-z-]*", code):
+                    assert opt in known, (verb, opt)
     assert documented == set(table()), (documented ^ set(table()))
 
 
