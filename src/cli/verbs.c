@@ -20,62 +20,62 @@
 static const struct cli_opt create_opts[] = {
     OPT_JSON("the new container"),
     OPT_PIN_FILE("the first PIN (and PUK) of its token"),
-    {NULL}};
-static const struct cli_opt json_opts[] = {OPT_JSON("the result"), {NULL}};
+    {0}};
+static const struct cli_opt json_opts[] = {OPT_JSON("the result"), {0}};
 static const struct cli_opt start_opts[] = {
     {"attach", 'a', CLI_NONE, NULL, "relay init's stdin, stdout and stderr until it exits; exit "
      "with its status", false},
     OPT_PIN_FILE("the PIN of the container's token"),
-    {NULL}};
+    {0}};
 static const struct cli_opt stop_opts[] = {
     {"timeout", 't', CLI_WORD, "S", "seconds from SIGTERM to SIGKILL (0..3600, default 10; 0: at "
      "once)", false},
     {"kill", 'k', CLI_NONE, NULL, "SIGKILL at once", false},
-    {NULL}};
+    {0}};
 static const struct cli_opt run_opts[] = {
     {"tty", 't', CLI_NONE, NULL, "give the command a terminal (the local one is put in raw mode)",
      false},
     {"env", 'e', CLI_WORD, "KEY=VALUE", "set an environment variable for the command", true},
-    {NULL}};
+    {0}};
 static const struct cli_opt logs_opts[] = {
     {"previous", 'p', CLI_NONE, NULL, "the log of the run before the current one", false},
     {"raw", 0, CLI_NONE, NULL, "the bytes as the container wrote them (by default control "
      "characters and escape sequences are shown as \\uXXXX, \\xNN)", false},
-    {NULL}};
+    {0}};
 static const struct cli_opt pin_file_opts[] = {
     OPT_PIN_FILE("the secrets"),
-    {NULL}};
+    {0}};
 static const struct cli_opt wipe_opts[] = {
     OPT_PIN_FILE("a PKCS#11 token's PIN, to destroy its key object too"),
-    {NULL}};
+    {0}};
 static const struct cli_opt iface_assign_opts[] = {
     {"persistent", 0, CLI_NONE, NULL, "also add it to the config's network.interfaces (not for a "
      "signed config)", false},
-    {NULL}};
+    {0}};
 static const struct cli_opt guestos_remove_opts[] = {
     {"version", 0, CLI_WORD, "V", "the version to remove (needed when several are installed)",
      false},
-    {NULL}};
+    {0}};
 static const struct cli_opt audit_opts[] = {
     OPT_JSON("the records"),
     {"verify", 0, CLI_NONE, NULL, "check the hash chain and that the log ends at the last record "
      "the daemon wrote; exit status 1 if not", false},
     {"file", 0, CLI_FILE, "LOG", "read a copy of a log instead of asking trustmed (its "
      "audit.head is used if it is next to it)", false},
-    {NULL}};
+    {0}};
 static const struct cli_opt csr_opts[] = {
     {"cn", 0, CLI_WORD, "NAME", "the common name to ask for", false},
     {"out", 0, CLI_FILE, "FILE", "write the bundle to FILE instead of stdout", false},
-    {NULL}};
+    {0}};
 static const struct cli_opt cert_install_opts[] = {
     {"chain", 0, CLI_FILE, "CA.pem", "a CA certificate of the chain, from the issuer up to, not "
      "including, the root (at most 16)", true},
     OPT_JSON("the device information after the install"),
-    {NULL}};
+    {0}};
 static const struct cli_opt reseal_opts[] = {
     {"recovery-key-file", 0, CLI_FILE, "FILE", "the recovery key: 64 hex digits on the first line, "
      "as tpmd wrote it ('-': stdin; never on the command line; required)", false},
-    {NULL}};
+    {0}};
 /* The options of trustme-verify that attest has too, from their one definition (their index
  * here is their enum attest_option). */
 static const struct cli_opt attest_opts[] = {
@@ -87,14 +87,14 @@ static const struct cli_opt attest_opts[] = {
      value, help, ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
     ATTEST_OPTIONS(ATTEST_CLI_OPT)
 #undef ATTEST_CLI_OPT
-    {NULL}};
+    {0}};
 
 const struct cli_opt cli_global_opts[] = {
     {"socket", 0, CLI_FILE, "PATH", "the control socket (default $TRUSTME_SOCKET, else "
      "/run/trustme/control.sock)", false},
     {"run-dir", 0, CLI_DIR, "DIR", "use DIR/control.sock (the --run-dir given to trustmed)", false},
     {"version", 0, CLI_NONE, NULL, "print the version", false},
-    {NULL}};
+    {0}};
 
 #define C1 {CLI_CONTAINER}
 
