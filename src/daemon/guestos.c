@@ -54,7 +54,8 @@ int guestos_write_record(const char *dir, enum trust_level trust, const char *si
     if (!o)
         return tm_err_set(err, ENOMEM, "out of memory");
     json_object_set_new(o, "trust", json_string(trust_level_name(trust)));
-    json_object_set_new(o, "signer", json_string(signer));
+    /* A name from the signer's certificate, which no one checked for UTF-8. */
+    json_object_set_new(o, "signer", tm_json_text(signer));
     if (ca_sha256[0])
         json_object_set_new(o, "ca_sha256", json_string(ca_sha256));
     json_object_set_new(o, "installed_at", json_integer((int64_t)time(NULL)));

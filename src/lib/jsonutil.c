@@ -303,8 +303,3 @@ json_t *tm_json_text(const char *s)
     }
     return json_string(copy);
 }
-
-char *tm_json_dump(const json_t *v, size_t flags)
-{
-    return json_dumps(v, flags);
-}

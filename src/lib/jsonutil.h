@@ -43,5 +43,3 @@ const char *tm_json_type_name(const json_t *v);
  * from a file): jansson refuses such strings, so each byte that is not part of a well-formed
  * UTF-8 sequence becomes '?'. NULL only when out of memory. */
 json_t *tm_json_text(const char *s);
-/* Serialise v with jansson's flags; the string is malloc'd (free it), NULL when out of memory. */
-char *tm_json_dump(const json_t *v, size_t flags);
