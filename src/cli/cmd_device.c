@@ -220,7 +220,7 @@ static json_t *device_info_json(const Trustme__DeviceInfo *i)
         json_object_set_new(c, "certificates", json_integer(s.certs));
         json_object_set_new(o, "certificate", c);
     } else {
-        json_object_set_new(o, "certificate", NULL);
+        json_object_set_new(o, "certificate", json_null());
     }
     json_object_set_new(o, "secret_sealed", json_boolean(i->secret_sealed));
     json_object_set_new(o, "secret_problem", str_json(i->secret_problem));
@@ -229,7 +229,7 @@ static json_t *device_info_json(const Trustme__DeviceInfo *i)
     json_object_set_new(da, "failures", json_integer(i->da_failures));
     json_object_set_new(da, "max_tries", json_integer(i->da_max_tries));
     json_object_set_new(da, "recovery_s", json_integer(i->da_recovery_s));
-    json_object_set_new(o, "dictionary_attack", i->has_da_failures ? da : NULL);
+    json_object_set_new(o, "dictionary_attack", i->has_da_failures ? da : json_null());
     json_object_set_new(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
     json_object_set_new(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
     if (!i->has_da_failures)
