@@ -94,10 +94,10 @@ static int check_bounds(json_t *v, int depth, const char *path, tm_err *err)
  * - jansson (json_loadb): duplicate keys (JSON_REJECT_DUPLICATES, keys compared after decoding,
  *   so "a" and "\u0061" are one key), invalid UTF-8 (overlong forms, surrogates, above U+10FFFF;
  *   always on), control characters in strings, unpaired \u surrogates, \u0000 in a key, number
- *   forms (leading zeros, "1.", "-", exponents without digits, NaN,
- *   Infinity), integers beyond int64 ("too big integer" rather than json-c's saturation), reals
- *   that overflow, single quotes and every other non-RFC 8259 syntax, data after the value (the
- *   EOF check: JSON_DISABLE_EOF_CHECK not given).
+ *   forms (leading zeros, "1.", "-", exponents without digits, NaN, Infinity), integers beyond
+ *   int64 ("too big integer" rather than json-c's saturation), reals that overflow, single
+ *   quotes and every other non-RFC 8259 syntax, data after the value (the EOF check:
+ *   JSON_DISABLE_EOF_CHECK not given). Its errors carry line and column, not a JSON path.
  * - here: a NUL byte anywhere in the bytes (jansson's reader takes it for the end of the input
  *   and would report trailing data), the document size, \u0000 in a string value, the nesting
  *   depth and keys per object (check_bounds, which names the JSON path), and that the document is
@@ -111,7 +111,9 @@ int tm_json_parse_object(const char *data, size_t len, json_t **ret, tm_err *err
         return tm_err_set(err, EINVAL, "$: document contains a NUL byte at byte %zu",
                           (size_t)(nul - data));
     json_error_t je;
-    json_t *obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
+    /* JSON_DECODE_ANY: a bare scalar gets "expected an object" below, not a syntax error. */
+    json_t *obj =
+        json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!obj) {
         if (json_error_code(&je) == json_error_out_of_memory)
             return tm_err_set(err, ENOMEM, "out of memory");
