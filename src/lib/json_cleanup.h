@@ -14,6 +14,7 @@
  * of it) unless asked to with JSON_ESCAPE_SLASH. */
 #define JSON_FORMAT_FLAGS JSON_COMPACT
 /* Indented by two spaces, "key": value: guestos.json, reference values, pki.json, state.json,
- * the leases, the CLI's --json. json-c's PRETTY | SPACED wrote the same but for empty arrays and
- * objects ("[\n  ]" where jansson writes "[]"). */
+ * the leases, the CLI's --json. json-c's PRETTY | SPACED (guestos.json, reference values) wrote
+ * the same but for empty arrays and objects ("[\n  ]" where jansson writes "[]"); the others
+ * were PRETTY alone, without the space after the colon. */
 #define JSON_PRETTY_FLAGS JSON_INDENT(2)
