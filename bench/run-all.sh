@@ -139,7 +139,7 @@ per command and run):
         echo ": swtpm signs in well under a millisecond"));
   of the $ATT_RT_SAVED ms of the verifier alone, about $ATT_RT_CHECKS ms are the checks and about $ATT_RT_REFSIG ms the reference
   values' signature (see throughput below); the rest, about $ATT_RT_START_REST ms, is the process start: loading and
-  initialising libcrypto, tss2-mu, json-c, reading the files.
+  initialising libcrypto, tss2-mu, jansson, reading the files.
 
 ### Verifier throughput
 

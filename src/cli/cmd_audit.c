@@ -1,7 +1,7 @@
 /* trustme audit: print the audit log, or verify its hash chain (docs/AUDIT.md). The daemon only
  * serves the bytes; the chain is checked here, so a copy can also be checked offline (--file). */
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,22 +116,22 @@ static void print_records(const char *data, size_t len, bool json)
             putchar('\n');
         } else {
             _cleanup_free_ char *line = strndup(data + pos, l);
-            json_object *o = line ? json_tokener_parse(line) : NULL;
-            json_object *v;
+            json_t *o = line ? json_loads(line, JSON_REJECT_DUPLICATES, NULL) : NULL;
+            json_t *v;
             const char *f[6] = {"", "", "", "", "", ""};
             const char *keys[6] = {"time", "event", "result", "subject", "actor", "detail"};
             long long seq = 0;
-            if (o && json_object_object_get_ex(o, "seq", &v))
-                seq = json_object_get_int64(v);
+            if (o && ((v = json_object_get(o, "seq")) != NULL))
+                seq = json_integer_value(v);
             for (int k = 0; o && k < 6; k++)
-                if (json_object_object_get_ex(o, keys[k], &v))
-                    f[k] = json_object_get_string(v);
+                if ((v = json_object_get(o, keys[k])) && json_is_string(v))
+                    f[k] = json_string_value(v);
             if (o)
                 printf("%5lld %s %-18s %-6s %s%s%s [%s]\n", seq, f[0], f[1], f[2], f[3],
                        f[3][0] && f[5][0] ? ": " : "", f[5], f[4]);
             else
                 printf("(unreadable record) %s\n", line ? line : "");
-            json_object_put(o);
+            json_decref(o);
         }
         pos += l + 1;
     }

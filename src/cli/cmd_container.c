@@ -1,6 +1,6 @@
 /* Verbs about container objects: create, list, state, config, remove. */
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,55 +9,57 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "json_cleanup.h"
+#include "jsonutil.h"
 #include "term_safe.h"
 
 
-static json_object *info_json(const Trustme__ContainerInfo *i)
+static json_t *info_json(const Trustme__ContainerInfo *i)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "name", json_object_new_string(i->name ? i->name : ""));
-    json_object_object_add(o, "uuid", json_object_new_string(i->uuid ? i->uuid : ""));
-    json_object_object_add(o, "state", json_object_new_string(state_word(i->state)));
-    json_object_object_add(o, "pid", json_object_new_int(i->pid));
-    json_object_object_add(o, "rootfs", json_object_new_string(i->rootfs ? i->rootfs : ""));
-    json_object_object_add(o, "guestos", json_object_new_string(i->guestos ? i->guestos : ""));
-    json_object_object_add(o, "guestos_version", json_object_new_int64((int64_t)i->guestos_version));
-    json_object_object_add(o, "trust", json_object_new_string(i->trust ? i->trust : ""));
-    json_object_object_add(o, "config_trust", json_object_new_string(i->config_trust ? i->config_trust : ""));
+    json_t *o = json_object();
+    json_object_set_new(o, "name", tm_json_text(i->name ? i->name : ""));
+    json_object_set_new(o, "uuid", tm_json_text(i->uuid ? i->uuid : ""));
+    json_object_set_new(o, "state", tm_json_text(state_word(i->state)));
+    json_object_set_new(o, "pid", json_integer(i->pid));
+    json_object_set_new(o, "rootfs", tm_json_text(i->rootfs ? i->rootfs : ""));
+    json_object_set_new(o, "guestos", tm_json_text(i->guestos ? i->guestos : ""));
+    json_object_set_new(o, "guestos_version", json_integer((int64_t)i->guestos_version));
+    json_object_set_new(o, "trust", tm_json_text(i->trust ? i->trust : ""));
+    json_object_set_new(o, "config_trust", tm_json_text(i->config_trust ? i->config_trust : ""));
     if (i->address)
-        json_object_object_add(o, "address", json_object_new_string(i->address));
-    json_object_object_add(o, "user_namespace", json_object_new_boolean(i->user_namespace));
-    json_object_object_add(o, "privileged", json_object_new_boolean(i->privileged));
-    json_object_object_add(o, "privileged_caps", json_object_new_string(i->privileged_caps ? i->privileged_caps : ""));
-    json_object_object_add(o, "uid_base", json_object_new_int64(i->uid_base));
-    json_object_object_add(o, "memory_limit_mb", json_object_new_int64((int64_t)i->memory_limit_mb));
-    json_object_object_add(o, "pids_limit", json_object_new_int64(i->pids_limit));
-    json_object_object_add(o, "cpus", json_object_new_string(i->cpus ? i->cpus : ""));
-    json_object_object_add(o, "data_size_mb", json_object_new_int64((int64_t)i->data_size_mb));
-    json_object_object_add(o, "autostart", json_object_new_boolean(i->autostart));
-    json_object_object_add(o, "started_at", json_object_new_int64((int64_t)i->started_at));
-    json_object_object_add(o, "adopted", json_object_new_boolean(i->adopted));
-    json_object_object_add(o, "last_exit", json_object_new_string(i->last_exit ? i->last_exit : ""));
-    json_object_object_add(o, "last_error", json_object_new_string(i->last_error ? i->last_error : ""));
+        json_object_set_new(o, "address", tm_json_text(i->address));
+    json_object_set_new(o, "user_namespace", json_boolean(i->user_namespace));
+    json_object_set_new(o, "privileged", json_boolean(i->privileged));
+    json_object_set_new(o, "privileged_caps", tm_json_text(i->privileged_caps ? i->privileged_caps : ""));
+    json_object_set_new(o, "uid_base", json_integer(i->uid_base));
+    json_object_set_new(o, "memory_limit_mb", json_integer((int64_t)i->memory_limit_mb));
+    json_object_set_new(o, "pids_limit", json_integer(i->pids_limit));
+    json_object_set_new(o, "cpus", tm_json_text(i->cpus ? i->cpus : ""));
+    json_object_set_new(o, "data_size_mb", json_integer((int64_t)i->data_size_mb));
+    json_object_set_new(o, "autostart", json_boolean(i->autostart));
+    json_object_set_new(o, "started_at", json_integer((int64_t)i->started_at));
+    json_object_set_new(o, "adopted", json_boolean(i->adopted));
+    json_object_set_new(o, "last_exit", tm_json_text(i->last_exit ? i->last_exit : ""));
+    json_object_set_new(o, "last_error", tm_json_text(i->last_error ? i->last_error : ""));
     const Trustme__Encryption *e = i->encryption;
     if (e) {
-        json_object *j = json_object_new_object();
-        json_object_object_add(j, "backend", json_object_new_string(e->backend ? e->backend : "none"));
-        json_object_object_add(j, "token", json_object_new_string(e->token ? e->token : "none"));
+        json_t *j = json_object();
+        json_object_set_new(j, "backend", tm_json_text(e->backend ? e->backend : "none"));
+        json_object_set_new(j, "token", tm_json_text(e->token ? e->token : "none"));
         if (e->has_tpm_emulated)
-            json_object_object_add(j, "tpm_emulated", json_object_new_boolean(e->tpm_emulated));
+            json_object_set_new(j, "tpm_emulated", json_boolean(e->tpm_emulated));
         if (e->has_status_known) {
-            json_object_object_add(j, "status_known", json_object_new_boolean(e->status_known));
-            json_object_object_add(j, "key_created", json_object_new_boolean(e->key_created));
+            json_object_set_new(j, "status_known", json_boolean(e->status_known));
+            json_object_set_new(j, "key_created", json_boolean(e->key_created));
         }
         if (e->status_known) {
-            json_object_object_add(j, "paired", json_object_new_boolean(e->paired));
-            json_object_object_add(j, "locked", json_object_new_boolean(e->locked));
-            json_object_object_add(j, "blocked", json_object_new_boolean(e->blocked));
-            json_object_object_add(j, "pin_tries_left", json_object_new_int64(e->pin_tries_left));
-            json_object_object_add(j, "puk_tries_left", json_object_new_int64(e->puk_tries_left));
+            json_object_set_new(j, "paired", json_boolean(e->paired));
+            json_object_set_new(j, "locked", json_boolean(e->locked));
+            json_object_set_new(j, "blocked", json_boolean(e->blocked));
+            json_object_set_new(j, "pin_tries_left", json_integer(e->pin_tries_left));
+            json_object_set_new(j, "puk_tries_left", json_integer(e->puk_tries_left));
         }
-        json_object_object_add(o, "encryption", j);
+        json_object_set_new(o, "encryption", j);
     }
     return o;
 }
@@ -87,10 +89,11 @@ static void guestos_word(const Trustme__ContainerInfo *i, char *out, size_t size
         snprintf(out, size, "%s-%llu", i->guestos, (unsigned long long)i->guestos_version);
 }
 
-static void print_json(json_object *o)
+static void print_json(json_t *o)
 {
-    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
+    json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
+    putchar('\n');
+    json_decref(o);
 }
 
 static const char *or_dash(const char *s) { return s && s[0] ? s : "-"; }
@@ -223,9 +226,9 @@ int cmd_list(struct cli *cli, const struct cli_args *a)
         return r;
     const Trustme__ContainerList *l = resp->list;
     if (cli->json) {
-        json_object *arr = json_object_new_array();
+        json_t *arr = json_array();
         for (size_t i = 0; i < l->n_containers; i++)
-            json_object_array_add(arr, info_json(l->containers[i]));
+            json_array_append_new(arr, info_json(l->containers[i]));
         print_json(arr);
     } else if (l->n_containers == 0) {
         printf("no containers (create one with: trustme create CONFIG.json)\n");

@@ -3,7 +3,7 @@
  * here, in the client, never in root. */
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -14,6 +14,8 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "json_cleanup.h"
+#include "jsonutil.h"
 #include "enrollment.h"
 #include "crypto.h"
 #include "fileio.h"
@@ -24,29 +26,30 @@
 #define RECOVERY_KEY_LEN 32
 #define SHORT_HASH 12              /* hex digits of a hash in the table */
 
-static void print_json(json_object *o)
+static void print_json(json_t *o)
 {
-    puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(o);
+    json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
+    putchar('\n');
+    json_decref(o);
 }
 
-static json_object *hex_json(const ProtobufCBinaryData *b)
+static json_t *hex_json(const ProtobufCBinaryData *b)
 {
     _cleanup_free_ char *hex = malloc(b->len * 2 + 1);
     if (!hex)
         return NULL;
     tm_hex(b->data, b->len, hex);
-    return json_object_new_string(hex);
+    return tm_json_text(hex);
 }
 
-static json_object *str_json(const char *s)
+static json_t *str_json(const char *s)
 {
-    return json_object_new_string(s ? s : "");
+    return tm_json_text(s ? s : "");
 }
 
-static json_object *bytes_str_json(protobuf_c_boolean has, const ProtobufCBinaryData *b)
+static json_t *bytes_str_json(protobuf_c_boolean has, const ProtobufCBinaryData *b)
 {
-    return json_object_new_string_len(has && b->data ? (const char *)b->data : "", has ? (int)b->len : 0);
+    return json_stringn(has && b->data ? (const char *)b->data : "", has ? (int)b->len : 0);
 }
 
 /* cli_call, and check that the final answer is the one the request gets. */
@@ -81,28 +84,28 @@ int cmd_measurements(struct cli *cli, const struct cli_args *a)
     bool consistent = m->has_consistent && m->consistent;
     const char *why = m->inconsistency && m->inconsistency[0] ? m->inconsistency : "no reason given";
     if (cli->json) {
-        json_object *o = json_object_new_object(), *events = json_object_new_array(),
-                    *pcrs = json_object_new_array();
+        json_t *o = json_object(), *events = json_array(),
+                    *pcrs = json_array();
         for (size_t i = 0; i < m->n_events; i++) {
             const Trustme__MeasurementEvent *e = m->events[i];
-            json_object *ev = json_object_new_object();
-            json_object_object_add(ev, "seq", json_object_new_int64((int64_t)e->seq));
-            json_object_object_add(ev, "pcr", json_object_new_int((int)e->pcr));
-            json_object_object_add(ev, "type", str_json(e->type));
-            json_object_object_add(ev, "name", str_json(e->name));
-            json_object_object_add(ev, "sha256", hex_json(&e->sha256));
-            json_object_array_add(events, ev);
+            json_t *ev = json_object();
+            json_object_set_new(ev, "seq", json_integer((int64_t)e->seq));
+            json_object_set_new(ev, "pcr", json_integer((int)e->pcr));
+            json_object_set_new(ev, "type", str_json(e->type));
+            json_object_set_new(ev, "name", str_json(e->name));
+            json_object_set_new(ev, "sha256", hex_json(&e->sha256));
+            json_array_append_new(events, ev);
         }
         for (size_t i = 0; i < m->n_pcrs; i++) {
-            json_object *p = json_object_new_object();
-            json_object_object_add(p, "index", json_object_new_int((int)m->pcrs[i]->index));
-            json_object_object_add(p, "sha256", hex_json(&m->pcrs[i]->sha256));
-            json_object_array_add(pcrs, p);
+            json_t *p = json_object();
+            json_object_set_new(p, "index", json_integer((int)m->pcrs[i]->index));
+            json_object_set_new(p, "sha256", hex_json(&m->pcrs[i]->sha256));
+            json_array_append_new(pcrs, p);
         }
-        json_object_object_add(o, "events", events);
-        json_object_object_add(o, "pcrs", pcrs);
-        json_object_object_add(o, "consistent", json_object_new_boolean(consistent));
-        json_object_object_add(o, "inconsistency", str_json(consistent ? "" : why));
+        json_object_set_new(o, "events", events);
+        json_object_set_new(o, "pcrs", pcrs);
+        json_object_set_new(o, "consistent", json_boolean(consistent));
+        json_object_set_new(o, "inconsistency", str_json(consistent ? "" : why));
         print_json(o);
     } else {
         printf("%-5s %-4s %-17s %-34s %s\n", "SEQ", "PCR", "TYPE", "NAME", "SHA256");
@@ -186,45 +189,45 @@ static int cert_summary(const ProtobufCBinaryData *pem, struct cert_summary *s)
 
 /* ---- device info ------------------------------------------------------------------------------ */
 
-static json_object *device_info_json(const Trustme__DeviceInfo *i)
+static json_t *device_info_json(const Trustme__DeviceInfo *i)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "tcti", str_json(i->tcti));
-    json_object_object_add(o, "embedded", json_object_new_boolean(i->embedded));
-    json_object_object_add(o, "emulated", json_object_new_boolean(i->emulated));
-    json_object_object_add(o, "require_hardware", json_object_new_boolean(i->require_hardware));
+    json_t *o = json_object();
+    json_object_set_new(o, "tcti", str_json(i->tcti));
+    json_object_set_new(o, "embedded", json_boolean(i->embedded));
+    json_object_set_new(o, "emulated", json_boolean(i->emulated));
+    json_object_set_new(o, "require_hardware", json_boolean(i->require_hardware));
     if (i->swtpm_state_dir)
-        json_object_object_add(o, "swtpm_state_dir", json_object_new_string(i->swtpm_state_dir));
-    json_object_object_add(o, "manufacturer", str_json(i->manufacturer));
-    json_object_object_add(o, "attest_address", str_json(i->attest_address));
-    json_object_object_add(o, "boot_pcr", json_object_new_int((int)i->boot_pcr));
-    json_object_object_add(o, "runtime_pcr", json_object_new_int((int)i->runtime_pcr));
-    json_object_object_add(o, "ak_name", hex_json(&i->ak_name));
-    json_object_object_add(o, "ak_public_pem", bytes_str_json(i->has_ak_public_pem, &i->ak_public_pem));
-    json_object_object_add(o, "cert_chain_pem", bytes_str_json(i->has_cert_chain_pem, &i->cert_chain_pem));
+        json_object_set_new(o, "swtpm_state_dir", tm_json_text(i->swtpm_state_dir));
+    json_object_set_new(o, "manufacturer", str_json(i->manufacturer));
+    json_object_set_new(o, "attest_address", str_json(i->attest_address));
+    json_object_set_new(o, "boot_pcr", json_integer((int)i->boot_pcr));
+    json_object_set_new(o, "runtime_pcr", json_integer((int)i->runtime_pcr));
+    json_object_set_new(o, "ak_name", hex_json(&i->ak_name));
+    json_object_set_new(o, "ak_public_pem", bytes_str_json(i->has_ak_public_pem, &i->ak_public_pem));
+    json_object_set_new(o, "cert_chain_pem", bytes_str_json(i->has_cert_chain_pem, &i->cert_chain_pem));
     struct cert_summary s;
     if (i->has_cert_chain_pem && cert_summary(&i->cert_chain_pem, &s) == 0) {
-        json_object *c = json_object_new_object();
-        json_object_object_add(c, "subject", json_object_new_string(s.subject));
-        json_object_object_add(c, "issuer", json_object_new_string(s.issuer));
-        json_object_object_add(c, "not_after", json_object_new_string(s.not_after));
-        json_object_object_add(c, "certificates", json_object_new_int(s.certs));
-        json_object_object_add(o, "certificate", c);
+        json_t *c = json_object();
+        json_object_set_new(c, "subject", tm_json_text(s.subject));
+        json_object_set_new(c, "issuer", tm_json_text(s.issuer));
+        json_object_set_new(c, "not_after", tm_json_text(s.not_after));
+        json_object_set_new(c, "certificates", json_integer(s.certs));
+        json_object_set_new(o, "certificate", c);
     } else {
-        json_object_object_add(o, "certificate", NULL);
+        json_object_set_new(o, "certificate", json_null());
     }
-    json_object_object_add(o, "secret_sealed", json_object_new_boolean(i->secret_sealed));
-    json_object_object_add(o, "secret_problem", str_json(i->secret_problem));
-    json_object *da = json_object_new_object();
-    json_object_object_add(da, "lockout", json_object_new_boolean(i->da_lockout));
-    json_object_object_add(da, "failures", json_object_new_int64(i->da_failures));
-    json_object_object_add(da, "max_tries", json_object_new_int64(i->da_max_tries));
-    json_object_object_add(da, "recovery_s", json_object_new_int64(i->da_recovery_s));
-    json_object_object_add(o, "dictionary_attack", i->has_da_failures ? da : NULL);
-    json_object_object_add(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
-    json_object_object_add(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
+    json_object_set_new(o, "secret_sealed", json_boolean(i->secret_sealed));
+    json_object_set_new(o, "secret_problem", str_json(i->secret_problem));
+    json_t *da = json_object();
+    json_object_set_new(da, "lockout", json_boolean(i->da_lockout));
+    json_object_set_new(da, "failures", json_integer(i->da_failures));
+    json_object_set_new(da, "max_tries", json_integer(i->da_max_tries));
+    json_object_set_new(da, "recovery_s", json_integer(i->da_recovery_s));
+    json_object_set_new(o, "dictionary_attack", i->has_da_failures ? da : json_null());
+    json_object_set_new(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
+    json_object_set_new(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
     if (!i->has_da_failures)
-        json_object_put(da);
+        json_decref(da);
     return o;
 }
 

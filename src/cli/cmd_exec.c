@@ -1,7 +1,7 @@
 /* trustme exec list|kill: commands started by trustme run, also those whose CLI is gone
  * (docs/CLI.md). */
 #include <ctype.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "cli.h"
+#include "json_cleanup.h"
+#include "jsonutil.h"
 
 /* A command name as the daemon sent it, with control bytes shown as '?'. */
 static void print_clean(const char *s)
@@ -49,21 +51,22 @@ int cmd_exec_list(struct cli *cli, const struct cli_args *a)
     }
     const Trustme__ExecList *l = resp->exec_list;
     if (cli->json) {
-        json_object *arr = json_object_new_array();
+        json_t *arr = json_array();
         for (size_t i = 0; i < l->n_sessions; i++) {
             const Trustme__ExecInfo *e = l->sessions[i];
-            json_object *o = json_object_new_object();
-            json_object_object_add(o, "session", json_object_new_int64((int64_t)e->session));
-            json_object_object_add(o, "pid", json_object_new_int(e->pid));
-            json_object_object_add(o, "command", json_object_new_string(e->command ? e->command : ""));
-            json_object_object_add(o, "started_at", json_object_new_int64((int64_t)e->started_at));
-            json_object_object_add(o, "orphaned", json_object_new_boolean(e->orphaned));
-            json_object_object_add(o, "tty", json_object_new_boolean(e->tty));
-            json_object_object_add(o, "actor", json_object_new_string(e->actor ? e->actor : ""));
-            json_object_array_add(arr, o);
+            json_t *o = json_object();
+            json_object_set_new(o, "session", json_integer((int64_t)e->session));
+            json_object_set_new(o, "pid", json_integer(e->pid));
+            json_object_set_new(o, "command", tm_json_text(e->command ? e->command : ""));
+            json_object_set_new(o, "started_at", json_integer((int64_t)e->started_at));
+            json_object_set_new(o, "orphaned", json_boolean(e->orphaned));
+            json_object_set_new(o, "tty", json_boolean(e->tty));
+            json_object_set_new(o, "actor", tm_json_text(e->actor ? e->actor : ""));
+            json_array_append_new(arr, o);
         }
-        printf("%s\n", json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
-        json_object_put(arr);
+        json_dumpf(arr, stdout, JSON_FORMAT_FLAGS);
+        putchar('\n');
+        json_decref(arr);
     } else {
         printf("%-8s %-8s %-20s %-9s %s\n", "SESSION", "PID", "STARTED", "CLIENT", "COMMAND");
         for (size_t i = 0; i < l->n_sessions; i++) {

@@ -1,7 +1,7 @@
 /* Verbs about what containers run and who signed it: guestos install/list/remove, ca register,
  * update, and the detached signature a config may carry (create and update). */
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,8 @@
 
 #include "cleanup.h"
 #include "cli.h"
+#include "json_cleanup.h"
+#include "jsonutil.h"
 #include "fileio.h"
 
 #define CONFIG_MAX (1024 * 1024)
@@ -88,24 +90,24 @@ int cmd_update(struct cli *cli, const struct cli_args *a)
 
 /* ---- guestos ---------------------------------------------------------------------------------- */
 
-static json_object *guestos_json(const Trustme__GuestosInfo *g)
+static json_t *guestos_json(const Trustme__GuestosInfo *g)
 {
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "name", json_object_new_string(g->name ? g->name : ""));
-    json_object_object_add(o, "version", json_object_new_int64((int64_t)g->version));
-    json_object_object_add(o, "trust", json_object_new_string(g->trust ? g->trust : ""));
-    json_object_object_add(o, "signer", json_object_new_string(g->signer ? g->signer : ""));
-    json_object_object_add(o, "size", json_object_new_int64((int64_t)g->size));
-    json_object_object_add(o, "architecture", json_object_new_string(g->architecture ? g->architecture : ""));
-    json_object_object_add(o, "installed_at", json_object_new_int64((int64_t)g->installed_at));
-    json_object *users = json_object_new_array();
+    json_t *o = json_object();
+    json_object_set_new(o, "name", tm_json_text(g->name ? g->name : ""));
+    json_object_set_new(o, "version", json_integer((int64_t)g->version));
+    json_object_set_new(o, "trust", tm_json_text(g->trust ? g->trust : ""));
+    json_object_set_new(o, "signer", tm_json_text(g->signer ? g->signer : ""));
+    json_object_set_new(o, "size", json_integer((int64_t)g->size));
+    json_object_set_new(o, "architecture", tm_json_text(g->architecture ? g->architecture : ""));
+    json_object_set_new(o, "installed_at", json_integer((int64_t)g->installed_at));
+    json_t *users = json_array();
     for (size_t i = 0; i < g->n_used_by; i++) {
         _cleanup_free_ char *copy = strdup(g->used_by[i]);
         for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
              t = strtok_r(NULL, ",", &save))
-            json_object_array_add(users, json_object_new_string(t));
+            json_array_append_new(users, tm_json_text(t));
     }
-    json_object_object_add(o, "used_by", users);
+    json_object_set_new(o, "used_by", users);
     return o;
 }
 
@@ -134,9 +136,10 @@ int cmd_guestos_install(struct cli *cli, const struct cli_args *a)
         return r;
     const Trustme__GuestosInfo *g = resp->guestos;
     if (cli->json) {
-        json_object *o = guestos_json(g);
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(o);
+        json_t *o = guestos_json(g);
+        json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
+        putchar('\n');
+        json_decref(o);
     } else {
         char size[32];
         size_word(g->size, size, sizeof(size));
@@ -159,11 +162,12 @@ int cmd_guestos_list(struct cli *cli, const struct cli_args *a)
         return r;
     const Trustme__GuestosList *l = resp->guestos_list;
     if (cli->json) {
-        json_object *arr = json_object_new_array();
+        json_t *arr = json_array();
         for (size_t i = 0; i < l->n_guestos; i++)
-            json_object_array_add(arr, guestos_json(l->guestos[i]));
-        puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(arr);
+            json_array_append_new(arr, guestos_json(l->guestos[i]));
+        json_dumpf(arr, stdout, JSON_PRETTY_FLAGS);
+        putchar('\n');
+        json_decref(arr);
     } else if (l->n_guestos == 0) {
         printf("no GuestOS installed (trustme guestos install DIR)\n");
     } else {

@@ -2,7 +2,7 @@
 #include "commands_net.h"
 
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "cleanup.h"
@@ -31,20 +31,22 @@ static int persist(struct container *c, const char *iface, tm_err *err)
     for (size_t i = 0; i < c->cfg->net.nifaces; i++)
         if (strcmp(c->cfg->net.ifaces[i], iface) == 0)
             return 0;
-    _cleanup_json_ json_object *root = json_tokener_parse(c->config_json);
-    json_object *net, *arr;
-    if (!root)
+    _cleanup_json_ json_t *root = json_loads(c->config_json, JSON_REJECT_DUPLICATES, NULL);
+    json_t *net, *arr;
+    if (!root || !json_is_object(root))
         return tm_err_set(err, EINVAL, "cannot read %s's config", c->cfg->name);
-    if (!json_object_object_get_ex(root, "network", &net)) {
-        net = json_object_new_object();
-        json_object_object_add(root, "network", net);
+    if (!(net = json_object_get(root, "network"))) {
+        net = json_object();
+        json_object_set_new(root, "network", net);
     }
-    if (!json_object_object_get_ex(net, "interfaces", &arr)) {
-        arr = json_object_new_array();
-        json_object_object_add(net, "interfaces", arr);
+    if (!(arr = json_object_get(net, "interfaces"))) {
+        arr = json_array();
+        json_object_set_new(net, "interfaces", arr);
     }
-    json_object_array_add(arr, json_object_new_string(iface));
-    const char *json = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
+    json_array_append_new(arr, json_string(iface));
+    _cleanup_free_ char *json = json_dumps(root, JSON_PRETTY_FLAGS);
+    if (!json)
+        return tm_err_set(err, ENOMEM, "out of memory");
     struct container_config *cfg;
     int r = config_parse(json, strlen(json), &cfg, err);
     if (r < 0)

@@ -98,10 +98,10 @@ static bool cpuset_valid(const char *s)
 }
 
 /* "guestos": {"name": "busybox", "version": 3}: the GuestOS to run, optionally pinned. */
-static int parse_guestos(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse_guestos(json_t *root, struct container_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"name", "version", NULL};
-    json_object *obj;
+    json_t *obj;
     const char *name;
     int64_t v;
     int r = tm_json_get_object(root, "$", "guestos", false, 8, &obj, err);
@@ -119,10 +119,10 @@ static int parse_guestos(json_object *root, struct container_config *cfg, tm_err
     return 0;
 }
 
-static int parse_rootfs(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse_rootfs(json_t *root, struct container_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"path", "type", NULL};
-    json_object *obj;
+    json_t *obj;
     int r = tm_json_get_object(root, "$", "rootfs", false, 8, &obj, err);
     if (r < 0)
         return r;
@@ -159,14 +159,14 @@ static int parse_rootfs(json_object *root, struct container_config *cfg, tm_err 
     return 0;
 }
 
-int config_parse_strv(json_object *root, const char *path, const char *key, size_t max,
+int config_parse_strv(json_t *root, const char *path, const char *key, size_t max,
                       char ***ret, size_t *ret_n, tm_err *err)
 {
-    json_object *arr;
+    json_t *arr;
     int r = tm_json_get_array(root, path, key, false, max, &arr, err);
     if (r < 0)
         return r;
-    size_t n = r ? json_object_array_length(arr) : 0;
+    size_t n = r ? json_array_size(arr) : 0;
     char **v = calloc(n + 1, sizeof(char *));
     if (!v)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -178,7 +178,7 @@ int config_parse_strv(json_object *root, const char *path, const char *key, size
         char item[TM_JSON_PATH_MAX];
         const char *s;
         tm_json_path_index(item, sub, i);
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), item, CONFIG_ARG_MAX, &s,
+        if ((r = tm_json_expect_string(json_array_get(arr, i), item, CONFIG_ARG_MAX, &s,
                                        err)) < 0)
             return r;
         if (!(v[i] = strdup(s)))
@@ -188,13 +188,13 @@ int config_parse_strv(json_object *root, const char *path, const char *key, size
     return 0;
 }
 
-int config_parse_env(json_object *root, const char *path, char ***ret, size_t *ret_n, tm_err *err)
+int config_parse_env(json_t *root, const char *path, char ***ret, size_t *ret_n, tm_err *err)
 {
-    json_object *obj;
+    json_t *obj;
     int r = tm_json_get_object(root, path, "env", false, CONFIG_MAX_ENV, &obj, err);
     if (r < 0)
         return r;
-    size_t n = r ? (size_t)json_object_object_length(obj) : 0;
+    size_t n = r ? (size_t)json_object_size(obj) : 0;
     char **env = calloc(n + 1, sizeof(char *));
     if (!env)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -204,7 +204,9 @@ int config_parse_env(json_object *root, const char *path, char ***ret, size_t *r
         return 0;
     char sub[TM_JSON_PATH_MAX];
     tm_json_path_key(sub, path, "env");
-    json_object_object_foreach(obj, key, val)
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
     {
         char item[TM_JSON_PATH_MAX];
         tm_json_path_key(item, sub, key);
@@ -226,10 +228,10 @@ int config_parse_env(json_object *root, const char *path, char ***ret, size_t *r
     return 0;
 }
 
-static int parse_device(json_object *v, const char *path, struct device_rule *d, tm_err *err)
+static int parse_device(json_t *v, const char *path, struct device_rule *d, tm_err *err)
 {
     static const char *const keys[] = {"path", "type", "major", "minor", "access", NULL};
-    if (!json_object_is_type(v, json_type_object))
+    if (!json_is_object(v))
         return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(v));
     int r;
     if ((r = tm_json_check_keys(v, path, keys, err)) < 0)
@@ -260,20 +262,20 @@ static int parse_device(json_object *v, const char *path, struct device_rule *d,
     return 0;
 }
 
-static int parse_devices(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse_devices(json_t *root, struct container_config *cfg, tm_err *err)
 {
-    json_object *arr;
+    json_t *arr;
     int r = tm_json_get_array(root, "$", "devices", false, CONFIG_MAX_DEVICES, &arr, err);
     if (r <= 0)
         return r;
-    size_t n = json_object_array_length(arr);
+    size_t n = json_array_size(arr);
     cfg->devices = calloc(n ? n : 1, sizeof(*cfg->devices));
     if (!cfg->devices)
         return tm_err_set(err, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.devices", i);
-        if ((r = parse_device(json_object_array_get_idx(arr, i), path, &cfg->devices[i], err)) < 0)
+        if ((r = parse_device(json_array_get(arr, i), path, &cfg->devices[i], err)) < 0)
             return r;
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->devices[j].path, cfg->devices[i].path) == 0)
@@ -284,17 +286,17 @@ static int parse_devices(json_object *root, struct container_config *cfg, tm_err
     return 0;
 }
 
-static int parse_caps(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse_caps(json_t *root, struct container_config *cfg, tm_err *err)
 {
-    json_object *arr;
+    json_t *arr;
     int r = tm_json_get_array(root, "$", "capabilities", false, 64, &arr, err);
     if (r <= 0)
         return r;
-    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+    for (size_t i = 0; i < json_array_size(arr); i++) {
         char path[TM_JSON_PATH_MAX], lower[64];
         const char *s;
         tm_json_path_index(path, "$.capabilities", i);
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, 40, &s, err)) < 0)
+        if ((r = tm_json_expect_string(json_array_get(arr, i), path, 40, &s, err)) < 0)
             return r;
         bool ok = strncmp(s, "CAP_", 4) == 0 && s[4];
         for (size_t k = 0; ok && s[k]; k++)
@@ -326,25 +328,25 @@ const char *token_kind_name(enum token_kind k)
 /* "token": "none" | {"type": "soft", "kdf_n": N} | {"type": "pkcs11", "module": ..., "label": ...}
  * Absent means a soft token: data at rest is encrypted unless the config says otherwise. A tmpfs
  * data volume (data_size_mb 0) never reaches the disk, so there is nothing to encrypt. */
-static int parse_token(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse_token(json_t *root, struct container_config *cfg, tm_err *err)
 {
     struct token_config *t = &cfg->token;
-    json_object *v;
-    if (!json_object_object_get_ex(root, "token", &v)) {
+    json_t *v;
+    if (!(v = json_object_get(root, "token"))) {
         t->kind = cfg->data_size_mb ? TOKEN_KIND_SOFT : TOKEN_KIND_NONE;
         return 0;
     }
-    if (!json_object_is_type(v, json_type_string) && cfg->data_size_mb == 0)
+    if (!json_is_string(v) && cfg->data_size_mb == 0)
         return tm_err_set(err, EINVAL, "$.token: a tmpfs data volume (data_size_mb 0) is not "
                           "stored, so it cannot be encrypted; remove \"token\" or give a size");
-    if (json_object_is_type(v, json_type_string)) {
-        if (strcmp(json_object_get_string(v), "none") != 0)
+    if (json_is_string(v)) {
+        if (strcmp(json_string_value(v), "none") != 0)
             return tm_err_set(err, EINVAL, "$.token: a string must be \"none\"; a token is an "
                               "object such as {\"type\": \"soft\"}");
         t->kind = TOKEN_KIND_NONE;
         return 0;
     }
-    if (!json_object_is_type(v, json_type_object))
+    if (!json_is_object(v))
         return tm_err_set(err, EINVAL, "$.token: expected \"none\" or an object, got %s",
                           tm_json_type_name(v));
     static const char *const keys[] = {"type", "kdf_n", "module", "label", "serial", NULL};
@@ -363,7 +365,7 @@ static int parse_token(json_object *root, struct container_config *cfg, tm_err *
         t->kdf_n = (uint64_t)n;
         static const char *const pkcs11_only[] = {"module", "label", "serial"};
         for (size_t i = 0; i < ARRAY_SIZE(pkcs11_only); i++)
-            if (json_object_object_get_ex(v, pkcs11_only[i], NULL))
+            if ((json_object_get(v, pkcs11_only[i]) != NULL))
                 return tm_err_set(err, EINVAL, "$.token.%s: only for \"type\": \"pkcs11\"",
                                   pkcs11_only[i]);
         return 0;
@@ -371,7 +373,7 @@ static int parse_token(json_object *root, struct container_config *cfg, tm_err *
     if (strcmp(type, "pkcs11") != 0)
         return tm_err_set(err, EINVAL, "$.token.type: must be \"soft\" or \"pkcs11\", got \"%s\"", type);
     t->kind = TOKEN_KIND_PKCS11;
-    if (json_object_object_get_ex(v, "kdf_n", NULL))
+    if ((json_object_get(v, "kdf_n") != NULL))
         return tm_err_set(err, EINVAL, "$.token.kdf_n: only for \"type\": \"soft\"");
     if ((r = tm_json_get_string(v, "$.token", "module", true, PATH_MAX - 1, &s, err)) < 0)
         return r;
@@ -392,7 +394,7 @@ static int parse_token(json_object *root, struct container_config *cfg, tm_err *
     return 0;
 }
 
-static int parse(json_object *root, struct container_config *cfg, tm_err *err)
+static int parse(json_t *root, struct container_config *cfg, tm_err *err)
 {
     int r;
     const char *s;
@@ -420,7 +422,7 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
         return tm_err_set(err, EINVAL, "$.init: must be an absolute path in the container, got \"%s\"", s);
     snprintf(cfg->init, sizeof(cfg->init), "%s", s);
 
-    cfg->args_set = json_object_object_get_ex(root, "args", NULL);
+    cfg->args_set = (json_object_get(root, "args") != NULL);
     if ((r = config_parse_strv(root, "$", "args", CONFIG_MAX_ARGS, &cfg->args, &cfg->nargs, err)) < 0 ||
         (r = config_parse_env(root, "$", &cfg->env, &cfg->nenv, err)) < 0)
         return r;
@@ -496,17 +498,17 @@ static int parse(json_object *root, struct container_config *cfg, tm_err *err)
 
 int config_parse(const char *json, size_t len, struct container_config **ret, tm_err *err)
 {
-    json_object *root;
+    json_t *root;
     int r = tm_json_parse_object(json, len, &root, err);
     if (r < 0)
         return r;
     struct container_config *cfg = calloc(1, sizeof(*cfg));
     if (!cfg) {
-        json_object_put(root);
+        json_decref(root);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
     r = parse(root, cfg, err);
-    json_object_put(root);
+    json_decref(root);
     if (r < 0) {
         config_free(cfg);
         return r;

@@ -86,10 +86,10 @@ bool config_clean_abs_path(const char *p);
 
 /* Shared with the GuestOS config (guestos_config.c). Both set *ret even on failure (to an array
  * the caller frees), NULL-terminated: an array of strings at key, and "env" as KEY=VALUE. */
-struct json_object;
-int config_parse_strv(struct json_object *root, const char *path, const char *key, size_t max,
+struct json_t;
+int config_parse_strv(struct json_t *root, const char *path, const char *key, size_t max,
                       char ***ret, size_t *ret_n, tm_err *err);
-int config_parse_env(struct json_object *root, const char *path, char ***ret, size_t *ret_n,
+int config_parse_env(struct json_t *root, const char *path, char ***ret, size_t *ret_n,
                      tm_err *err);
 void config_free_strv(char **v);
 const char *rootfs_type_name(enum rootfs_type t);

@@ -23,7 +23,7 @@
 #define NET_DEFAULT_PREFIX 24
 
 /* A dotted quad, strictly (inet_pton refuses leading zeros' octal ambiguity and short forms). */
-static int parse_ipv4(json_object *v, const char *path, struct in_addr *ret, tm_err *err)
+static int parse_ipv4(json_t *v, const char *path, struct in_addr *ret, tm_err *err)
 {
     const char *s;
     int r = tm_json_expect_string(v, path, 15, &s, err);
@@ -47,7 +47,7 @@ bool config_net_ifname_valid(const char *s)
     return true;
 }
 
-static int parse_mac(json_object *v, const char *path, uint8_t mac[6], tm_err *err)
+static int parse_mac(json_t *v, const char *path, uint8_t mac[6], tm_err *err)
 {
     const char *s;
     int r = tm_json_expect_string(v, path, 17, &s, err);
@@ -88,7 +88,7 @@ static bool domain_valid(const char *s)
     return true;
 }
 
-static int parse_port_number(json_object *obj, const char *path, const char *key, uint16_t *ret,
+static int parse_port_number(json_t *obj, const char *path, const char *key, uint16_t *ret,
                              tm_err *err)
 {
     int64_t n;
@@ -99,18 +99,18 @@ static int parse_port_number(json_object *obj, const char *path, const char *key
     return 0;
 }
 
-static int parse_ports(json_object *net, struct net_config *cfg, tm_err *err)
+static int parse_ports(json_t *net, struct net_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"host", "container", "protocol", NULL};
-    json_object *arr;
+    json_t *arr;
     int r = tm_json_get_array(net, "$.network", "ports", false, NET_PORTS_MAX, &arr, err);
     if (r <= 0)
         return r;
-    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+    for (size_t i = 0; i < json_array_size(arr); i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.network.ports", i);
-        json_object *p = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(p, json_type_object))
+        json_t *p = json_array_get(arr, i);
+        if (!json_is_object(p))
             return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
                               tm_json_type_name(p));
         struct net_port *port = &cfg->ports[i];
@@ -134,12 +134,12 @@ static int parse_ports(json_object *net, struct net_config *cfg, tm_err *err)
 
 /* The items of an optional array (arr NULL when absent), each with its JSON path. */
 #define FOR_EACH_ITEM(key, arr, i, path)                                                           \
-    for (size_t i = 0; i < ((arr) ? json_object_array_length(arr) : 0) &&                          \
+    for (size_t i = 0; i < ((arr) ? json_array_size(arr) : 0) &&                          \
                        (tm_json_path_index(path, "$.network." key, i), true); i++)
 
-static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
+static int parse_lists(json_t *net, struct net_config *cfg, tm_err *err)
 {
-    json_object *arr = NULL;
+    json_t *arr = NULL;
     char path[TM_JSON_PATH_MAX];
     const char *s;
     int r;
@@ -147,7 +147,7 @@ static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
     if ((r = tm_json_get_array(net, "$.network", "dns", false, NET_DNS_MAX, &arr, err)) < 0)
         return r;
     FOR_EACH_ITEM("dns", arr, i, path) {
-        if ((r = parse_ipv4(json_object_array_get_idx(arr, i), path, &cfg->dns[i], err)) < 0)
+        if ((r = parse_ipv4(json_array_get(arr, i), path, &cfg->dns[i], err)) < 0)
             return r;
         cfg->ndns++;
     }
@@ -156,7 +156,7 @@ static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
     if ((r = tm_json_get_array(net, "$.network", "search", false, NET_SEARCH_MAX, &arr, err)) < 0)
         return r;
     FOR_EACH_ITEM("search", arr, i, path) {
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, 255, &s, err)) < 0)
+        if ((r = tm_json_expect_string(json_array_get(arr, i), path, 255, &s, err)) < 0)
             return r;
         if (!domain_valid(s))
             return tm_err_set(err, EINVAL, "%s: \"%s\" is not a domain name (letters, digits, '-' "
@@ -173,11 +173,11 @@ static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
                                err)) < 0)
         return r;
     FOR_EACH_ITEM("host_ports", arr, i, path) {
-        json_object *v = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(v, json_type_int))
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v))
             return tm_err_set(err, EINVAL, "%s: expected an integer, got %s", path,
                               tm_json_type_name(v));
-        int64_t n = json_object_get_int64(v);
+        int64_t n = json_integer_value(v);
         if (n < 1 || n > 65535)
             return tm_err_set(err, ERANGE, "%s: %lld out of range (allowed 1..65535)", path,
                               (long long)n);
@@ -192,7 +192,7 @@ static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
     if ((r = tm_json_get_array(net, "$.network", "interfaces", false, NET_IFACES_MAX, &arr, err)) < 0)
         return r;
     FOR_EACH_ITEM("interfaces", arr, i, path) {
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), path, 64, &s, err)) < 0)
+        if ((r = tm_json_expect_string(json_array_get(arr, i), path, 64, &s, err)) < 0)
             return r;
         if (!config_net_ifname_valid(s))
             return tm_err_set(err, EINVAL, "%s: \"%s\" is not an interface name (1-%d bytes, no "
@@ -208,7 +208,7 @@ static int parse_lists(json_object *net, struct net_config *cfg, tm_err *err)
     return 0;
 }
 
-static int parse_control(json_object *root, enum control_role *ret, tm_err *err)
+static int parse_control(json_t *root, enum control_role *ret, tm_err *err)
 {
     const char *s;
     int r = tm_json_get_string(root, "$", "control", false, 16, &s, err);
@@ -222,14 +222,14 @@ static int parse_control(json_object *root, enum control_role *ret, tm_err *err)
     return 0;
 }
 
-int config_net_parse(json_object *root, struct net_config *ret, enum control_role *ret_role,
+int config_net_parse(json_t *root, struct net_config *ret, enum control_role *ret_role,
                      tm_err *err)
 {
     static const char *const keys[] = {"mode", "address", "mac", "dns", "search", "ports",
                                        "host_ports", "interfaces", NULL};
     struct net_config cfg = {.mode = NET_NONE};
     enum control_role role;
-    json_object *net, *v;
+    json_t *net, *v;
     const char *mode = "none";
     int r;
     if ((r = parse_control(root, &role, err)) < 0)
@@ -245,12 +245,12 @@ int config_net_parse(json_object *root, struct net_config *ret, enum control_rol
         else if (strcmp(mode, "none") != 0)
             return tm_err_set(err, EINVAL, "$.network.mode: must be \"none\" or \"bridged\", got "
                               "\"%s\"", mode);
-        if (json_object_object_get_ex(net, "address", &v)) {
+        if (((v = json_object_get(net, "address")) != NULL)) {
             if ((r = parse_ipv4(v, "$.network.address", &cfg.address, err)) < 0)
                 return r;
             cfg.has_address = true;
         }
-        if (json_object_object_get_ex(net, "mac", &v)) {
+        if (((v = json_object_get(net, "mac")) != NULL)) {
             if ((r = parse_mac(v, "$.network.mac", cfg.mac, err)) < 0)
                 return r;
             cfg.has_mac = true;
@@ -261,7 +261,7 @@ int config_net_parse(json_object *root, struct net_config *ret, enum control_rol
         static const char *const bridged_only[] = {"address", "mac", "dns", "search", "ports",
                                                    "host_ports"};
         for (size_t i = 0; cfg.mode != NET_BRIDGED && i < ARRAY_SIZE(bridged_only); i++)
-            if (json_object_object_get_ex(net, bridged_only[i], NULL))
+            if ((json_object_get(net, bridged_only[i]) != NULL))
                 return tm_err_set(err, EINVAL, "$.network.%s: only for \"mode\": \"bridged\"",
                                   bridged_only[i]);
         for (size_t i = 0; cfg.mode == NET_BRIDGED && i < cfg.nifaces; i++)
@@ -304,13 +304,13 @@ bad:
                       "\"10.223.0.0/24\"", s);
 }
 
-static int parse_allow(json_object *net, struct net_device_config *cfg, tm_err *err)
+static int parse_allow(json_t *net, struct net_device_config *cfg, tm_err *err)
 {
-    json_object *arr;
+    json_t *arr;
     int r = tm_json_get_array(net, "$.network", "allow", false, NET_ALLOW_MAX, &arr, err);
     if (r <= 0)
         return r;
-    size_t n = json_object_array_length(arr);
+    size_t n = json_array_size(arr);
     if (!n)
         return 0;
     if (!(cfg->allow = calloc(n, sizeof(*cfg->allow))))
@@ -318,14 +318,14 @@ static int parse_allow(json_object *net, struct net_device_config *cfg, tm_err *
     for (size_t i = 0; i < n; i++) {
         char path[TM_JSON_PATH_MAX], item[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.network.allow", i);
-        json_object *pair = json_object_array_get_idx(arr, i);
-        if (!json_object_is_type(pair, json_type_array) || json_object_array_length(pair) != 2)
+        json_t *pair = json_array_get(arr, i);
+        if (!json_is_array(pair) || json_array_size(pair) != 2)
             return tm_err_set(err, EINVAL, "%s: expected a pair of container names such as "
                               "[\"web\", \"db\"]", path);
         for (size_t k = 0; k < 2; k++) {
             const char *s;
             tm_json_path_index(item, path, k);
-            if ((r = tm_json_expect_string(json_object_array_get_idx(pair, k), item, 256, &s,
+            if ((r = tm_json_expect_string(json_array_get(pair, k), item, 256, &s,
                                            err)) < 0)
                 return r;
             if (!config_name_valid(s))
@@ -339,13 +339,13 @@ static int parse_allow(json_object *net, struct net_device_config *cfg, tm_err *
     return 0;
 }
 
-int config_net_device_parse(json_object *root, struct net_device_config *ret, tm_err *err)
+int config_net_device_parse(json_t *root, struct net_device_config *ret, tm_err *err)
 {
     static const char *const keys[] = {"bridge", "subnet", "nat", "allow", NULL};
     struct net_device_config cfg = {.prefix = NET_DEFAULT_PREFIX, .nat = true};
     snprintf(cfg.bridge, sizeof(cfg.bridge), "%s", NET_DEFAULT_BRIDGE);
     inet_pton(AF_INET, NET_DEFAULT_SUBNET, &cfg.subnet);
-    json_object *net = NULL;
+    json_t *net = NULL;
     const char *s;
     int r = root ? tm_json_get_object(root, "$", "network", false, 8, &net, err) : 0;
     if (r < 0)

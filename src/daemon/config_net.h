@@ -65,12 +65,12 @@ struct net_device_config {
     size_t nallow;
 };
 
-struct json_object;
+struct json_t;
 /* root: the container config's top-level object. Absent "network": mode none. */
-int config_net_parse(struct json_object *root, struct net_config *ret, enum control_role *ret_role,
+int config_net_parse(struct json_t *root, struct net_config *ret, enum control_role *ret_role,
                      tm_err *err);
 /* root: device.json's top-level object; NULL (no device.json) or no "network": the defaults. */
-int config_net_device_parse(struct json_object *root, struct net_device_config *ret, tm_err *err);
+int config_net_device_parse(struct json_t *root, struct net_device_config *ret, tm_err *err);
 void config_net_device_clear(struct net_device_config *cfg);
 /* cfg's fixed address, ports etc. make sense on this device's subnet (checked at create and at
  * every start, since device.json may change). */

@@ -4,7 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "console.h"
 #include "fileio.h"
+#include "json_cleanup.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "measure.h"
@@ -110,18 +111,20 @@ static int write_state(const struct container *c, const char *dir, bool durable,
 {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/state.json", dir);
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "uid_base", json_object_new_int64(c->uid_base));
-    json_object_object_add(o, "created_at", json_object_new_int64((int64_t)c->created_at));
-    json_object_object_add(o, "last_error", json_object_new_string(c->last_error));
-    json_object_object_add(o, "last_exit", json_object_new_string(c->last_exit));
-    json_object_object_add(o, "exit_code", json_object_new_int(c->exit_code));
+    json_t *o = json_object();
+    json_object_set_new(o, "uid_base", json_integer(c->uid_base));
+    json_object_set_new(o, "created_at", json_integer((int64_t)c->created_at));
+    json_object_set_new(o, "last_error", tm_json_text(c->last_error));
+    json_object_set_new(o, "last_exit", tm_json_text(c->last_exit));
+    json_object_set_new(o, "exit_code", json_integer(c->exit_code));
     /* runtime.json has it only while init runs (and lives in the run dir, lost at a reboot). */
-    json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-    int r = durable ? write_file_atomic(path, s, strlen(s), 0600, err)
-                    : write_file_replace(path, s, strlen(s), 0600, err);
-    json_object_put(o);
+    json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
+    char *s = json_dumps(o, JSON_PRETTY_FLAGS);
+    int r = !s       ? tm_err_set(err, ENOMEM, "out of memory")
+            : durable ? write_file_atomic(path, s, strlen(s), 0600, err)
+                      : write_file_replace(path, s, strlen(s), 0600, err);
+    free(s);
+    json_decref(o);
     return r;
 }
 
@@ -141,7 +144,7 @@ static int load_state(struct container *c, const char *dir, tm_err *err)
     int r = read_file(path, 65536, &data, &len, err);
     if (r < 0)
         return r;
-    json_object *o;
+    json_t *o;
     if ((r = tm_json_parse_object(data, len, &o, err)) < 0)
         return tm_err_prefix(err, "%s", path);
     int64_t n;
@@ -159,7 +162,7 @@ static int load_state(struct container *c, const char *dir, tm_err *err)
         if (tm_json_get_int(o, "$", "started_at", false, 0, INT64_MAX, &n, NULL) > 0)
             c->started_at = (uint64_t)n;
     }
-    json_object_put(o);
+    json_decref(o);
     return r < 0 ? tm_err_prefix(err, "%s", path) : 0;
 }
 

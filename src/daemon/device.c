@@ -21,10 +21,10 @@ const char *storage_backend_name(enum storage_backend b)
     return b == STORAGE_DMCRYPT ? "dm-crypt" : "fscrypt";
 }
 
-static int parse_storage(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_storage(json_t *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"backend", NULL};
-    json_object *st;
+    json_t *st;
     const char *backend;
     int r = tm_json_get_object(root, "$", "storage", false, 16, &st, err);
     if (r <= 0)
@@ -53,7 +53,7 @@ static int pem_path(const char *path, const char *value, char **ret, tm_err *err
     return 0;
 }
 
-static int get_pem_path(json_object *obj, const char *path, const char *key, char **ret, tm_err *err)
+static int get_pem_path(json_t *obj, const char *path, const char *key, char **ret, tm_err *err)
 {
     const char *v;
     char sub[TM_JSON_PATH_MAX];
@@ -64,19 +64,19 @@ static int get_pem_path(json_object *obj, const char *path, const char *key, cha
     return pem_path(sub, v, ret, err);
 }
 
-static int get_pem_list(json_object *obj, const char *path, const char *key, char **out, size_t max,
+static int get_pem_list(json_t *obj, const char *path, const char *key, char **out, size_t max,
                         size_t *n, tm_err *err)
 {
-    json_object *arr;
+    json_t *arr;
     char sub[TM_JSON_PATH_MAX], item[TM_JSON_PATH_MAX];
     int r = tm_json_get_array(obj, path, key, false, max, &arr, err);
     if (r <= 0)
         return r;
     tm_json_path_key(sub, path, key);
-    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+    for (size_t i = 0; i < json_array_size(arr); i++) {
         const char *v;
         tm_json_path_index(item, sub, i);
-        if ((r = tm_json_expect_string(json_object_array_get_idx(arr, i), item, PATH_MAX - 1, &v,
+        if ((r = tm_json_expect_string(json_array_get(arr, i), item, PATH_MAX - 1, &v,
                                        err)) < 0 ||
             (r = pem_path(item, v, &out[*n], err)) < 0)
             return r;
@@ -86,13 +86,15 @@ static int get_pem_list(json_object *obj, const char *path, const char *key, cha
 }
 
 /* trust.guestos_owners: {"NAME": "<SHA-256 of a GuestOS Signing CA, 64 lower-case hex>"} */
-static int parse_owners(json_object *t, struct device_config *cfg, tm_err *err)
+static int parse_owners(json_t *t, struct device_config *cfg, tm_err *err)
 {
-    json_object *o;
+    json_t *o;
     int r = tm_json_get_object(t, "$.trust", "guestos_owners", false, DEVICE_MAX_CAS, &o, err);
     if (r <= 0)
         return r;
-    json_object_object_foreach(o, name, value) {
+    const char *name;
+    json_t *value;
+    json_object_foreach(o, name, value) {
         char path[TM_JSON_PATH_MAX];
         const char *hex;
         tm_json_path_key(path, "$.trust.guestos_owners", name);
@@ -114,11 +116,11 @@ static int parse_owners(json_object *t, struct device_config *cfg, tm_err *err)
     return 0;
 }
 
-static int parse_trust(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_trust(json_t *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"software_signing_root", "general_root", "local_root",
                                        "guestos_cas", "crls", "guestos_owners", NULL};
-    json_object *t;
+    json_t *t;
     int r = tm_json_get_object(root, "$", "trust", false, 16, &t, err);
     if (r <= 0)
         return r;
@@ -134,11 +136,11 @@ static int parse_trust(json_object *root, struct device_config *cfg, tm_err *err
     return 0;
 }
 
-static int parse_policy(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_policy(json_t *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs",
                                        "allow_privileged", NULL};
-    json_object *p;
+    json_t *p;
     int r = tm_json_get_object(root, "$", "policy", false, 16, &p, err);
     if (r <= 0)
         return r;
@@ -152,7 +154,7 @@ static int parse_policy(json_object *root, struct device_config *cfg, tm_err *er
     return 0;
 }
 
-static int parse_names(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_names(json_t *root, struct device_config *cfg, tm_err *err)
 {
     const char *v;
     int r = tm_json_get_string(root, "$", "architecture", false, DEVICE_ARCH_MAX, &v, err);
@@ -174,11 +176,11 @@ static int parse_names(json_object *root, struct device_config *cfg, tm_err *err
     return 0;
 }
 
-static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_tpm(json_t *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address",
                                        "boot_chain", "require_hardware", NULL};
-    json_object *t;
+    json_t *t;
     const char *v;
     int64_t n;
     int r = tm_json_get_object(root, "$", "tpm", false, 16, &t, err);
@@ -227,10 +229,10 @@ static int parse_tpm(json_object *root, struct device_config *cfg, tm_err *err)
     return r < 0 ? r : 0;
 }
 
-static int parse_pin(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_pin(json_t *root, struct device_config *cfg, tm_err *err)
 {
     static const char *const keys[] = {"min_length", "allow_trivial", NULL};
-    json_object *p;
+    json_t *p;
     int64_t n;
     int r = tm_json_get_object(root, "$", "pin", false, 8, &p, err);
     if (r <= 0)
@@ -244,7 +246,7 @@ static int parse_pin(json_object *root, struct device_config *cfg, tm_err *err)
     return r < 0 ? r : 0;
 }
 
-static int parse_management(json_object *root, struct device_config *cfg, tm_err *err)
+static int parse_management(json_t *root, struct device_config *cfg, tm_err *err)
 {
     const char *v;
     int r = tm_json_get_string(root, "$", "core_container", false, CONFIG_NAME_MAX, &v, err);
@@ -315,7 +317,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     if (r < 0)
         return r;
     tm_sha256(data, len, cfg.sha256);
-    json_object *root;
+    json_t *root;
     if ((r = tm_json_parse_object(data, len, &root, err)) < 0)
         return tm_err_prefix(err, "%s", path);
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
@@ -323,7 +325,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
         (r = parse_policy(root, &cfg, err)) == 0 && (r = parse_tpm(root, &cfg, err)) == 0 &&
         (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0)
         r = config_net_device_parse(root, &cfg.net, err);
-    json_object_put(root);
+    json_decref(root);
     if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
         tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);
     else if (r < 0)

@@ -50,15 +50,18 @@ static void guestos_free(struct guestos *g)
 int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
                          const char *ca_sha256, tm_err *err)
 {
-    _cleanup_json_ json_object *o = json_object_new_object();
+    _cleanup_json_ json_t *o = json_object();
     if (!o)
         return tm_err_set(err, ENOMEM, "out of memory");
-    json_object_object_add(o, "trust", json_object_new_string(trust_level_name(trust)));
-    json_object_object_add(o, "signer", json_object_new_string(signer));
+    json_object_set_new(o, "trust", json_string(trust_level_name(trust)));
+    /* A name from the signer's certificate, which no one checked for UTF-8. */
+    json_object_set_new(o, "signer", tm_json_text(signer));
     if (ca_sha256[0])
-        json_object_object_add(o, "ca_sha256", json_object_new_string(ca_sha256));
-    json_object_object_add(o, "installed_at", json_object_new_int64((int64_t)time(NULL)));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        json_object_set_new(o, "ca_sha256", json_string(ca_sha256));
+    json_object_set_new(o, "installed_at", json_integer((int64_t)time(NULL)));
+    _cleanup_free_ char *text = json_dumps(o, JSON_FORMAT_FLAGS);
+    if (!text)
+        return tm_err_set(err, ENOMEM, "out of memory");
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/install.json", dir);
     return write_file_atomic(path, text, strlen(text), 0600, err);
@@ -71,7 +74,7 @@ static int read_record(const char *dir, struct guestos *g, tm_err *err)
     snprintf(path, sizeof(path), "%s/install.json", dir);
     _cleanup_free_ char *data = NULL;
     size_t len;
-    json_object *root;
+    json_t *root;
     const char *trust, *signer, *ca = NULL;
     int64_t at;
     int r = read_file(path, RECORD_MAX, &data, &len, err);
@@ -92,7 +95,7 @@ static int read_record(const char *dir, struct guestos *g, tm_err *err)
         snprintf(g->ca_sha256, sizeof(g->ca_sha256), "%s", ca ? ca : "");
         g->installed_at = (uint64_t)at;
     }
-    json_object_put(root);
+    json_decref(root);
     return r < 0 ? tm_err_prefix(err, "%s", path) : 0;
 }
 

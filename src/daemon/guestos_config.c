@@ -51,7 +51,7 @@ static int parse_hex32(const char *hex, uint8_t out[32])
     return 0;
 }
 
-static int parse_image(json_object *m, const char *path, struct guestos_mount *gm, tm_err *err)
+static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm_err *err)
 {
     const char *s;
     int64_t n;
@@ -82,13 +82,13 @@ static int parse_image(json_object *m, const char *path, struct guestos_mount *g
     return 0;
 }
 
-static int parse_mount(json_object *m, const char *path, struct guestos_mount *gm, tm_err *err)
+static int parse_mount(json_t *m, const char *path, struct guestos_mount *gm, tm_err *err)
 {
     static const char *const image_keys[] = {"mount_point", "kind", "image", "fs_type", "size",
                                              "sha256", NULL};
     static const char *const tmpfs_keys[] = {"mount_point", "kind", "size_mb", NULL};
     static const char *const data_keys[] = {"mount_point", "kind", NULL};
-    if (!json_object_is_type(m, json_type_object))
+    if (!json_is_object(m))
         return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(m));
     const char *s;
     int r = tm_json_get_string(m, path, "kind", true, 16, &s, err);
@@ -173,13 +173,13 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
     return 0;
 }
 
-static int parse(json_object *root, struct guestos_config *g, tm_err *err)
+static int parse(json_t *root, struct guestos_config *g, tm_err *err)
 {
     static const char *const keys[] = {"name", "version", "architecture", "init", "args", "env",
                                        "description", "mounts", NULL};
     const char *s;
     int64_t n;
-    json_object *arr;
+    json_t *arr;
     int r;
     if ((r = tm_json_check_keys(root, "$", keys, err)) < 0 ||
         (r = tm_json_get_string(root, "$", "name", true, 256, &s, err)) < 0)
@@ -211,13 +211,13 @@ static int parse(json_object *root, struct guestos_config *g, tm_err *err)
         snprintf(g->description, sizeof(g->description), "%s", s);
     if ((r = tm_json_get_array(root, "$", "mounts", true, GUESTOS_MOUNTS_MAX, &arr, err)) < 0)
         return r;
-    g->nmounts = json_object_array_length(arr);
+    g->nmounts = json_array_size(arr);
     if (g->nmounts == 0)
         return tm_err_set(err, EINVAL, "$.mounts: at least the mount at \"/\" is required");
     for (size_t i = 0; i < g->nmounts; i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.mounts", i);
-        if ((r = parse_mount(json_object_array_get_idx(arr, i), path, &g->mounts[i], err)) < 0)
+        if ((r = parse_mount(json_array_get(arr, i), path, &g->mounts[i], err)) < 0)
             return r;
     }
     return check_mounts(g, err);
@@ -227,17 +227,17 @@ int guestos_config_parse(const char *json, size_t len, struct guestos_config **r
 {
     if (len > GUESTOS_JSON_MAX)
         return tm_err_set(err, EFBIG, "guestos.json is larger than %d bytes", GUESTOS_JSON_MAX);
-    json_object *root;
+    json_t *root;
     int r = tm_json_parse_object(json, len, &root, err);
     if (r < 0)
         return r;
     struct guestos_config *g = calloc(1, sizeof(*g));
     if (!g) {
-        json_object_put(root);
+        json_decref(root);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
     r = parse(root, g, err);
-    json_object_put(root);
+    json_decref(root);
     if (r < 0) {
         guestos_config_free(g);
         return r;

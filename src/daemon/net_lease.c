@@ -3,7 +3,7 @@
  * only at create, remove and the occasional start that needs a new address. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -25,7 +25,7 @@ static void leases_path(struct daemon *d, char *out, size_t size)
 }
 
 /* The lease file's object, {} when there is none yet. */
-static int leases_load(struct daemon *d, json_object **ret, tm_err *err)
+static int leases_load(struct daemon *d, json_t **ret, tm_err *err)
 {
     char path[PATH_MAX + 32];
     leases_path(d, path, sizeof(path));
@@ -33,7 +33,7 @@ static int leases_load(struct daemon *d, json_object **ret, tm_err *err)
     size_t len;
     int r = read_file(path, LEASES_MAX, &data, &len, err);
     if (r < 0 && err->code == ENOENT) {
-        *ret = json_object_new_object();
+        *ret = json_object();
         return *ret ? 0 : tm_err_set(err, ENOMEM, "out of memory");
     }
     if (r < 0 || (r = tm_json_parse_object(data, len, ret, err)) < 0)
@@ -41,31 +41,35 @@ static int leases_load(struct daemon *d, json_object **ret, tm_err *err)
     return 0;
 }
 
-static int leases_store(struct daemon *d, json_object *o, tm_err *err)
+static int leases_store(struct daemon *d, json_t *o, tm_err *err)
 {
     char path[PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/net", d->data_dir);
     if (mkdir(path, 0700) < 0 && errno != EEXIST)
         return tm_err_sys(err, "cannot create %s", path);
     leases_path(d, path, sizeof(path));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+    _cleanup_free_ char *s = json_dumps(o, JSON_PRETTY_FLAGS);
+    if (!s)
+        return tm_err_set(err, ENOMEM, "out of memory");
     return write_file_atomic(path, s, strlen(s), 0600, err);
 }
 
-static bool lease_of(json_object *o, const char *uuid, struct in_addr *ret)
+static bool lease_of(json_t *o, const char *uuid, struct in_addr *ret)
 {
-    json_object *v;
-    return json_object_object_get_ex(o, uuid, &v) && json_object_is_type(v, json_type_string) &&
-           inet_pton(AF_INET, json_object_get_string(v), ret) == 1;
+    json_t *v;
+    return ((v = json_object_get(o, uuid)) != NULL) && json_is_string(v) &&
+           inet_pton(AF_INET, json_string_value(v), ret) == 1;
 }
 
-static bool taken(json_object *o, const char *uuid, struct in_addr a)
+static bool taken(json_t *o, const char *uuid, struct in_addr a)
 {
-    json_object_object_foreach(o, k, v)
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
     {
         struct in_addr b;
-        if (strcmp(k, uuid) != 0 && json_object_is_type(v, json_type_string) &&
-            inet_pton(AF_INET, json_object_get_string(v), &b) == 1 && b.s_addr == a.s_addr)
+        if (strcmp(k, uuid) != 0 && json_is_string(v) &&
+            inet_pton(AF_INET, json_string_value(v), &b) == 1 && b.s_addr == a.s_addr)
             return true;
     }
     return false;
@@ -90,7 +94,7 @@ int net_lease_acquire(struct container *c, tm_err *err)
     struct net_state *st = net_state_of(c, err);
     if (!st)
         return -ENOMEM;
-    _cleanup_json_ json_object *o = NULL;
+    _cleanup_json_ json_t *o = NULL;
     if ((r = leases_load(d, &o, err)) < 0)
         return r;
     struct in_addr held;
@@ -114,8 +118,8 @@ int net_lease_acquire(struct container *c, tm_err *err)
     }
     if (!has || held.s_addr != want.s_addr) {
         inet_ntop(AF_INET, &want, a, sizeof(a));
-        json_object *v = json_object_new_string(a);
-        if (!v || json_object_object_add(o, c->uuid, v) < 0)
+        json_t *v = json_string(a);
+        if (!v || json_object_set_new(o, c->uuid, v) < 0)
             return tm_err_set(err, ENOMEM, "out of memory");
         if ((r = leases_store(d, o, err)) < 0)
             return r;
@@ -126,23 +130,23 @@ int net_lease_acquire(struct container *c, tm_err *err)
     return 0;
 }
 
-static void drop(struct daemon *d, json_object *o, const char *uuid)
+static void drop(struct daemon *d, json_t *o, const char *uuid)
 {
     tm_err err;
-    json_object_object_del(o, uuid);
+    json_object_del(o, uuid);
     if (leases_store(d, o, &err) < 0)
         log_warn("%s", err.msg);
 }
 
 void net_lease_release(struct container *c)
 {
-    _cleanup_json_ json_object *o = NULL;
+    _cleanup_json_ json_t *o = NULL;
     tm_err err;
     if (leases_load(c->d, &o, &err) < 0) {
         log_warn("%s", err.msg);
         return;
     }
-    if (json_object_object_get_ex(o, c->uuid, NULL))
+    if ((json_object_get(o, c->uuid) != NULL))
         drop(c->d, o, c->uuid);
     if (c->net)
         c->net->leased = false;
@@ -152,7 +156,7 @@ void net_lease_release(struct container *c)
  * its lease and its directory) go; those of existing containers are read back. */
 void net_leases_load_all(struct daemon *d)
 {
-    _cleanup_json_ json_object *o = NULL;
+    _cleanup_json_ json_t *o = NULL;
     tm_err err;
     if (leases_load(d, &o, &err) < 0) {
         log_warn("%s", err.msg);
@@ -160,7 +164,9 @@ void net_leases_load_all(struct daemon *d)
     }
     char stale[64][TM_UUID_STR_LEN + 1];
     size_t nstale = 0;
-    json_object_object_foreach(o, k, v)
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
     {
         (void)v;
         struct container *c = NULL;

@@ -2,8 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,6 +14,7 @@
 #include "console.h"
 #include "container.h"
 #include "fileio.h"
+#include "json_cleanup.h"
 #include "jsonutil.h"
 #include "lifecycle.h"
 #include "guestos.h"
@@ -30,18 +32,20 @@ int runtime_save(struct container *c, tm_err *err)
 {
     char path[PATH_MAX + 16];
     runtime_path(c, path, sizeof(path));
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "pid", json_object_new_int(c->pid));
-    json_object_object_add(o, "starttime", json_object_new_int64((int64_t)c->starttime));
-    json_object_object_add(o, "started_at", json_object_new_int64((int64_t)c->started_at));
-    json_object_object_add(o, "userns_dev", json_object_new_int64((int64_t)c->userns_dev));
-    json_object_object_add(o, "userns_ino", json_object_new_int64((int64_t)c->userns_ino));
+    json_t *o = json_object();
+    json_object_set_new(o, "pid", json_integer(c->pid));
+    json_object_set_new(o, "starttime", json_integer((int64_t)c->starttime));
+    json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
+    json_object_set_new(o, "userns_dev", json_integer((int64_t)c->userns_dev));
+    json_object_set_new(o, "userns_ino", json_integer((int64_t)c->userns_ino));
     /* What it runs: a re-adopted container keeps its GuestOS version from being removed. */
-    json_object_object_add(o, "guestos_version", json_object_new_int64((int64_t)c->guestos_version));
-    const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    json_object_set_new(o, "guestos_version", json_integer((int64_t)c->guestos_version));
+    char *s = json_dumps(o, JSON_FORMAT_FLAGS);
     /* Not durable on purpose: no process it describes survives a power cut. */
-    int r = write_file_replace(path, s, strlen(s), 0600, err);
-    json_object_put(o);
+    int r = s ? write_file_replace(path, s, strlen(s), 0600, err)
+              : tm_err_set(err, ENOMEM, "out of memory");
+    free(s);
+    json_decref(o);
     return r;
 }
 
@@ -63,7 +67,7 @@ static int runtime_load(struct container *c, pid_t *pid, unsigned long long *sta
     tm_err err;
     if (read_file(path, 4096, &data, &len, &err) < 0)
         return -ENOENT;
-    json_object *o;
+    json_t *o;
     if (tm_json_parse_object(data, len, &o, &err) < 0)
         return -EINVAL;
     int64_t p = 0, st = 0, sa = 0;
@@ -79,7 +83,7 @@ static int runtime_load(struct container *c, pid_t *pid, unsigned long long *sta
     int64_t gv = 0;
     if (r >= 0)
         r = tm_json_get_int(o, "$", "guestos_version", false, 0, INT64_MAX, &gv, &err);
-    json_object_put(o);
+    json_decref(o);
     c->guestos_version = (uint64_t)gv;
     c->userns_dev = (unsigned long long)dev;
     c->userns_ino = (unsigned long long)ino;

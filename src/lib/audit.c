@@ -3,7 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +14,8 @@
 #include "cleanup.h"
 #include "fdutil.h"
 #include "fileio.h"
+#include "json_cleanup.h"
+#include "jsonutil.h"
 #include "log.h"
 
 static const char zero_hash[] = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -56,25 +58,27 @@ int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char
         set_problem(problem, problem_size, "record hash does not match its content (edited?)");
         return -EBADMSG;
     }
-    json_object *obj = json_tokener_parse(body);
-    json_object *vseq, *vprev, *vevent;
+    /* The hash matched, so these are bytes trustmed wrote; jansson still refuses anything that is
+     * not strict JSON (a duplicate "seq" could otherwise mean two things). */
+    json_t *obj = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *vseq, *vprev, *vevent;
     int r = 0;
-    if (!obj || !json_object_object_get_ex(obj, "seq", &vseq) ||
-        !json_object_object_get_ex(obj, "prev", &vprev) ||
-        !json_object_is_type(vseq, json_type_int) || !json_object_is_type(vprev, json_type_string) ||
-        json_object_get_string_len(vprev) != TM_SHA256_HEX_LEN) {
+    if (!obj || !(vseq = json_object_get(obj, "seq")) ||
+        !(vprev = json_object_get(obj, "prev")) ||
+        !json_is_integer(vseq) || !json_is_string(vprev) ||
+        json_string_length(vprev) != TM_SHA256_HEX_LEN) {
         set_problem(problem, problem_size, "record lacks seq or prev");
         r = -EBADMSG;
     } else {
-        rec->seq = (uint64_t)json_object_get_int64(vseq);
+        rec->seq = (uint64_t)json_integer_value(vseq);
         memcpy(rec->hash, computed, sizeof(rec->hash));
-        memcpy(rec->prev, json_object_get_string(vprev), sizeof(rec->prev));
+        memcpy(rec->prev, json_string_value(vprev), sizeof(rec->prev));
         rec->event[0] = '\0';
-        if (json_object_object_get_ex(obj, "event", &vevent) &&
-            json_object_is_type(vevent, json_type_string))
-            snprintf(rec->event, sizeof(rec->event), "%s", json_object_get_string(vevent));
+        if (((vevent = json_object_get(obj, "event")) != NULL) &&
+            json_is_string(vevent))
+            snprintf(rec->event, sizeof(rec->event), "%s", json_string_value(vevent));
     }
-    json_object_put(obj);
+    json_decref(obj);
     return r;
 }
 
@@ -258,21 +262,25 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
 {
     char when[40];
     format_time(when, sizeof(when));
-    json_object *obj = json_object_new_object();
+    _cleanup_json_ json_t *obj = json_object();
     if (!obj)
         return tm_err_set(err, ENOMEM, "out of memory");
     char detail_cut[2048];
     snprintf(detail_cut, sizeof(detail_cut), "%s", detail ? detail : "");
-    json_object_object_add(obj, "seq", json_object_new_int64((int64_t)(a->seq + 1)));
-    json_object_object_add(obj, "time", json_object_new_string(when));
-    json_object_object_add(obj, "event", json_object_new_string(event));
-    json_object_object_add(obj, "result", json_object_new_string(result));
-    json_object_object_add(obj, "subject", json_object_new_string(subject ? subject : ""));
-    json_object_object_add(obj, "actor", json_object_new_string(actor ? actor : ""));
-    json_object_object_add(obj, "detail", json_object_new_string(detail_cut));
-    json_object_object_add(obj, "prev", json_object_new_string(a->hash));
-    const char *body = json_object_to_json_string_ext(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    json_object_set_new(obj, "seq", json_integer((int64_t)(a->seq + 1)));
+    json_object_set_new(obj, "time", json_string(when));
+    json_object_set_new(obj, "event", json_string(event));
+    json_object_set_new(obj, "result", json_string(result));
+    json_object_set_new(obj, "subject", tm_json_text(subject ? subject : ""));
+    json_object_set_new(obj, "actor", tm_json_text(actor ? actor : ""));
+    /* The cut may split a UTF-8 sequence, and the detail may quote what a client sent. */
+    json_object_set_new(obj, "detail", tm_json_text(detail_cut));
+    json_object_set_new(obj, "prev", json_string(a->hash));
+    /* Compact, "/" unescaped: the bytes json-c wrote with PLAIN | NOSLASHESCAPE (the hash
+     * covers the bytes as written, so older records verify whatever the writer). */
+    _cleanup_free_ char *body = json_dumps(obj, JSON_FORMAT_FLAGS);
+    if (!body || json_object_size(obj) != 8)
+        return tm_err_set(err, ENOMEM, "out of memory");
     size_t blen = strlen(body);
     char hash[TM_SHA256_HEX_LEN + 1];
     char line[TM_AUDIT_MAX_LINE + 2];
@@ -298,7 +306,6 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
             r = tm_err_sys(err, "cannot append to audit log %s", a->path);
         }
     }
-    json_object_put(obj);
     if (r < 0)
         return r;
     a->seq++;

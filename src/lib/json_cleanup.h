@@ -1,16 +1,20 @@
-/* Scope-bound release of json-c objects, in the style of cleanup.h. */
+/* Scope-bound release of jansson values, in the style of cleanup.h. */
 #pragma once
 
-#include <json-c/json.h>
+#include <jansson.h>
 
 #include "cleanup.h"
 
-static inline void json_object_putp(json_object **o)
-{
-    if (*o)
-        json_object_put(*o);
-}
-#define _cleanup_json_ _cleanup_(json_object_putp)
+/* json_decrefp comes with jansson.h (it also defines json_auto_t with it). */
+#define _cleanup_json_ _cleanup_(json_decrefp)
 
-/* Compact, and without json-c's escaping of "/", which base64 is full of. */
-#define JSON_FORMAT_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+/* Compact ("a":1,"b":2, no spaces): audit records, runtime.json, install.json, token files, the
+ * verifier's report; byte for byte what json-c wrote with PLAIN | NOSLASHESCAPE except that \u
+ * escapes of control characters have upper-case hex. jansson never escapes "/" (base64 is full
+ * of it) unless asked to with JSON_ESCAPE_SLASH. */
+#define JSON_FORMAT_FLAGS JSON_COMPACT
+/* Indented by two spaces, "key": value: guestos.json, reference values, pki.json, state.json,
+ * the leases, the CLI's --json. json-c's PRETTY | SPACED (guestos.json, reference values) wrote
+ * the same but for empty arrays and objects ("[\n  ]" where jansson writes "[]"); the others
+ * were PRETTY alone, without the space after the colon. */
+#define JSON_PRETTY_FLAGS JSON_INDENT(2)

@@ -61,10 +61,10 @@ static int dir_lock(const struct token_paths *p, bool create, int *ret_fd, tm_er
     return 0;
 }
 
-static int parse_pkcs11(json_object *root, struct token_record *rec, tm_err *err)
+static int parse_pkcs11(json_t *root, struct token_record *rec, tm_err *err)
 {
     static const char *const keys[] = {"module", "label", "serial", NULL};
-    json_object *obj;
+    json_t *obj;
     const char *module, *label = NULL, *serial = NULL;
     int r = tm_json_get_object(root, "$", "pkcs11", true, 8, &obj, err);
     if (r < 0 || (r = tm_json_check_keys(obj, "$.pkcs11", keys, err)) < 0 ||
@@ -88,7 +88,7 @@ static int parse_pkcs11(json_object *root, struct token_record *rec, tm_err *err
 static int record_parse(const char *data, size_t len, struct token_record *rec, tm_err *err)
 {
     static const char *const keys[] = {"version", "type", "pkcs11", NULL};
-    _cleanup_json_ json_object *root = NULL;
+    _cleanup_json_ json_t *root = NULL;
     int64_t version;
     const char *type;
     int r = tm_json_parse_object(data, len, &root, err);
@@ -104,7 +104,7 @@ static int record_parse(const char *data, size_t len, struct token_record *rec, 
     *rec = (struct token_record){0};
     if (strcmp(type, "soft") == 0) {
         rec->type = TOKEN_SOFT;
-        if (json_object_object_get_ex(root, "pkcs11", NULL))
+        if ((json_object_get(root, "pkcs11") != NULL))
             return tm_err_set(err, EINVAL, "$.pkcs11: not allowed for a soft token");
         return 0;
     }
@@ -138,24 +138,24 @@ int token_record_parse(const char *data, size_t len, const char *path, struct to
 
 int token_record_store(const char *path, const struct token_record *rec, tm_err *err)
 {
-    _cleanup_json_ json_object *root = json_object_new_object();
+    _cleanup_json_ json_t *root = json_object();
     if (!root)
         return tm_err_set(err, ENOMEM, "out of memory");
-    json_object_object_add(root, "version", json_object_new_int(RECORD_VERSION));
-    json_object_object_add(root, "type", json_object_new_string(token_type_name(rec->type)));
+    json_object_set_new(root, "version", json_integer(RECORD_VERSION));
+    json_object_set_new(root, "type", json_string(token_type_name(rec->type)));
     if (rec->type == TOKEN_PKCS11) {
-        json_object *p = json_object_new_object();
+        json_t *p = json_object();
         if (!p)
             return tm_err_set(err, ENOMEM, "out of memory");
-        json_object_object_add(root, "pkcs11", p);
-        json_object_object_add(p, "module", json_object_new_string(rec->module));
+        json_object_set_new(root, "pkcs11", p);
+        json_object_set_new(p, "module", json_string(rec->module));
         if (rec->has_label)
-            json_object_object_add(p, "label", json_object_new_string(rec->label));
+            json_object_set_new(p, "label", json_string(rec->label));
         if (rec->has_serial)
-            json_object_object_add(p, "serial", json_object_new_string(rec->serial));
+            json_object_set_new(p, "serial", json_string(rec->serial));
     }
-    size_t len;
-    const char *s = json_object_to_json_string_length(root, JSON_FORMAT_FLAGS, &len);
+    _cleanup_free_ char *s = json_dumps(root, JSON_FORMAT_FLAGS);
+    size_t len = s ? strlen(s) : 0;
     /* A failed allocation above leaves a member null; read it back rather than trust it. */
     struct token_record check;
     int r;

@@ -2,7 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -71,12 +71,12 @@ static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot
 
 /* --- the file --- */
 
-static int parse_slot(json_object *root, enum soft_slot slot, struct soft_slot_data *sd,
+static int parse_slot(json_t *root, enum soft_slot slot, struct soft_slot_data *sd,
                       tm_err *err)
 {
     static const char *const keys[] = {"salt", "nonce", "ct", NULL};
     char path[TM_JSON_PATH_MAX], fpath[TM_JSON_PATH_MAX];
-    json_object *obj;
+    json_t *obj;
     const char *salt, *nonce, *ct;
     tm_json_path_key(path, "$", slot_name(slot));
     int r = tm_json_get_object(root, "$", slot_name(slot), true, 8, &obj, err);
@@ -95,10 +95,10 @@ static int parse_slot(json_object *root, enum soft_slot slot, struct soft_slot_d
     return b64_decode_exact(fpath, ct, sd->ct, sizeof(sd->ct), err);
 }
 
-static int parse_kdf(json_object *root, uint64_t *ret_n, tm_err *err)
+static int parse_kdf(json_t *root, uint64_t *ret_n, tm_err *err)
 {
     static const char *const keys[] = {"alg", "N", "r", "p", NULL};
-    json_object *kdf;
+    json_t *kdf;
     const char *alg;
     int64_t n, rr, p;
     int r = tm_json_get_object(root, "$", "kdf", true, 8, &kdf, err);
@@ -122,7 +122,7 @@ static int parse_kdf(json_object *root, uint64_t *ret_n, tm_err *err)
 static int soft_parse(const char *data, size_t len, struct soft_token *f, tm_err *err)
 {
     static const char *const keys[] = {"version", "kdf", "pin", "puk", NULL};
-    _cleanup_json_ json_object *root = NULL;
+    _cleanup_json_ json_t *root = NULL;
     int64_t version;
     int r = tm_json_parse_object(data, len, &root, err);
     if (r < 0 || (r = tm_json_check_keys(root, "$", keys, err)) < 0 ||
@@ -161,28 +161,24 @@ int soft_token_parse(const char *data, size_t len, const char *path, struct soft
 }
 
 /* Add v under key, taking ownership of v in every case; a NULL v (a failed allocation) fails. */
-static int add(json_object *o, const char *key, json_object *v)
+static int add(json_t *o, const char *key, json_t *v)
 {
     if (!v)
         return -1;
-    if (json_object_object_add(o, key, v) < 0) {
-        json_object_put(v);
-        return -1;
-    }
-    return 0;
+    return json_object_set_new(o, key, v) < 0 ? -1 : 0; /* takes v even when it fails */
 }
 
-static json_object *slot_json(const struct soft_slot_data *sd)
+static json_t *slot_json(const struct soft_slot_data *sd)
 {
     char salt[B64_MAX_BYTES * 2], nonce[B64_MAX_BYTES * 2], ct[B64_MAX_BYTES * 2];
     b64_encode(sd->salt, sizeof(sd->salt), salt);
     b64_encode(sd->nonce, sizeof(sd->nonce), nonce);
     b64_encode(sd->ct, sizeof(sd->ct), ct);
-    json_object *o = json_object_new_object();
-    if (!o || add(o, "salt", json_object_new_string(salt)) < 0 ||
-        add(o, "nonce", json_object_new_string(nonce)) < 0 ||
-        add(o, "ct", json_object_new_string(ct)) < 0) {
-        json_object_put(o);
+    json_t *o = json_object();
+    if (!o || add(o, "salt", json_string(salt)) < 0 ||
+        add(o, "nonce", json_string(nonce)) < 0 ||
+        add(o, "ct", json_string(ct)) < 0) {
+        json_decref(o);
         return NULL;
     }
     return o;
@@ -190,21 +186,21 @@ static json_object *slot_json(const struct soft_slot_data *sd)
 
 static int soft_token_store(const char *path, const struct soft_token *f, tm_err *err)
 {
-    _cleanup_json_ json_object *root = json_object_new_object();
-    if (!root || add(root, "version", json_object_new_int(SOFT_VERSION)) < 0)
+    _cleanup_json_ json_t *root = json_object();
+    if (!root || add(root, "version", json_integer(SOFT_VERSION)) < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
-    json_object *kdf = json_object_new_object();
-    if (add(root, "kdf", kdf) < 0 || add(kdf, "alg", json_object_new_string("scrypt")) < 0 ||
-        add(kdf, "N", json_object_new_int64((int64_t)f->kdf_n)) < 0 ||
-        add(kdf, "r", json_object_new_int(SOFT_KDF_R)) < 0 ||
-        add(kdf, "p", json_object_new_int(SOFT_KDF_P)) < 0 ||
+    json_t *kdf = json_object();
+    if (add(root, "kdf", kdf) < 0 || add(kdf, "alg", json_string("scrypt")) < 0 ||
+        add(kdf, "N", json_integer((int64_t)f->kdf_n)) < 0 ||
+        add(kdf, "r", json_integer(SOFT_KDF_R)) < 0 ||
+        add(kdf, "p", json_integer(SOFT_KDF_P)) < 0 ||
         add(root, "pin", slot_json(&f->slot[SOFT_SLOT_PIN])) < 0 ||
         add(root, "puk", slot_json(&f->slot[SOFT_SLOT_PUK])) < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
-    size_t len;
-    const char *s = json_object_to_json_string_length(root, JSON_FORMAT_FLAGS, &len);
+    _cleanup_free_ char *s = json_dumps(root, JSON_FORMAT_FLAGS);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
+    size_t len = strlen(s);
     return fs_err(write_file_atomic(path, s, len, 0600, err), err);
 }
 

@@ -22,17 +22,17 @@ int tries_load(const char *path, struct tries *ret, tm_err *err)
     }
     if (r < 0)
         return r;
-    json_object *obj;
+    json_t *obj;
     if ((r = tm_json_parse_object(data, len, &obj, err)) < 0)
         return tm_err_prefix(err, "%s", path);
     int64_t pin, puk;
     if ((r = tm_json_check_keys(obj, "$", keys, err)) < 0 ||
         (r = tm_json_get_int(obj, "$", "pin_failures", true, 0, TRIES_PIN_MAX, &pin, err)) < 0 ||
         (r = tm_json_get_int(obj, "$", "puk_failures", true, 0, TRIES_PUK_MAX, &puk, err)) < 0) {
-        json_object_put(obj);
+        json_decref(obj);
         return tm_err_prefix(err, "%s", path);
     }
-    json_object_put(obj);
+    json_decref(obj);
     *ret = (struct tries){(int)pin, (int)puk};
     return 0;
 }

@@ -35,7 +35,7 @@ int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct ml
                     tm_err *err)
 {
     static const char *const keys[] = {"seq", "pcr", "type", "name", "sha256", NULL};
-    _cleanup_json_ json_object *o = NULL;
+    _cleanup_json_ json_t *o = NULL;
     int64_t seq, pcr;
     const char *type, *name, *hex;
     int r;

@@ -32,10 +32,10 @@ static int cmp_value(const void *a, const void *b)
     return c ? c : memcmp(x->sha256, y->sha256, 32);
 }
 
-static int parse_value(json_object *o, const char *path, struct refvalue *v, tm_err *err)
+static int parse_value(json_t *o, const char *path, struct refvalue *v, tm_err *err)
 {
     static const char *const keys[] = {"type", "name", "sha256", NULL};
-    if (!json_object_is_type(o, json_type_object))
+    if (!json_is_object(o))
         return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
                           tm_json_type_name(o));
     const char *type, *name, *hex;
@@ -56,7 +56,7 @@ static int parse_value(json_object *o, const char *path, struct refvalue *v, tm_
 }
 
 /* YYYY-MM-DDTHH:MM:SSZ, UTC: one spelling per moment, so that a signed file means one thing. */
-static int parse_time(json_object *root, const char *key, time_t *ret, tm_err *err)
+static int parse_time(json_t *root, const char *key, time_t *ret, tm_err *err)
 {
     const char *s;
     int r = tm_json_get_string(root, "$", key, true, 20, &s, err);
@@ -75,19 +75,19 @@ static int parse_time(json_object *root, const char *key, time_t *ret, tm_err *e
     return 0;
 }
 
-static int parse_pcrs(json_object *root, struct refvalues *rv, tm_err *err)
+static int parse_pcrs(json_t *root, struct refvalues *rv, tm_err *err)
 {
-    json_object *pcrs;
+    json_t *pcrs;
     int r = tm_json_get_array(root, "$", "pcrs", true, REFVALUES_PCRS, &pcrs, err);
     if (r < 0)
         return r;
-    size_t n = json_object_array_length(pcrs);
+    size_t n = json_array_size(pcrs);
     if (n == 0)
         return tm_err_set(err, EINVAL, "$.pcrs: at least one PCR");
     uint32_t mask = 0;
     for (size_t i = 0; i < n; i++) {
-        json_object *v = json_object_array_get_idx(pcrs, i);
-        int64_t idx = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+        json_t *v = json_array_get(pcrs, i);
+        int64_t idx = json_is_integer(v) ? json_integer_value(v) : -1;
         if (idx < 0 || idx > TM_PCR_MAX)
             return tm_err_set(err, EINVAL, "$.pcrs[%zu]: expected a PCR index 0..%d", i,
                               TM_PCR_MAX);
@@ -102,22 +102,22 @@ static int parse_pcrs(json_object *root, struct refvalues *rv, tm_err *err)
     return 0;
 }
 
-static int parse_required(json_object *root, struct refvalues *rv, tm_err *err)
+static int parse_required(json_t *root, struct refvalues *rv, tm_err *err)
 {
     static const char *const keys[] = {"type", "name", NULL};
-    json_object *req;
+    json_t *req;
     int r = tm_json_get_array(root, "$", "required", true, REFVALUES_REQUIRED_MAX, &req, err);
     if (r < 0)
         return r;
-    size_t n = json_object_array_length(req);
+    size_t n = json_array_size(req);
     if (n && !(rv->required = calloc(n, sizeof(*rv->required))))
         return tm_err_set(err, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.required", i);
-        json_object *o = json_object_array_get_idx(req, i);
+        json_t *o = json_array_get(req, i);
         const char *type, *name;
-        if (!json_object_is_type(o, json_type_object))
+        if (!json_is_object(o))
             return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
                               tm_json_type_name(o));
         if ((r = tm_json_check_keys(o, path, keys, err)) < 0 ||
@@ -140,13 +140,13 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
                                        "not_after", "pcrs", "required", "values", NULL};
     if (len > REFVALUES_JSON_MAX)
         return tm_err_set(err, EFBIG, "$: %zu bytes, at most %d", len, REFVALUES_JSON_MAX);
-    _cleanup_json_ json_object *root = NULL;
+    _cleanup_json_ json_t *root = NULL;
     int r = tm_json_parse_object(json, len, &root, err);
     if (r < 0 || (r = tm_json_check_keys(root, "$", keys, err)) < 0)
         return r;
     const char *format;
     int64_t version;
-    json_object *values;
+    json_t *values;
     if ((r = tm_json_get_string(root, "$", "format", true, 64, &format, err)) < 0)
         return r;
     if (strcmp(format, REFVALUES_FORMAT) != 0)
@@ -167,7 +167,7 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
         return r;
     struct refvalues *out = calloc(1, sizeof(*out));
     _cleanup_(refvalues_freep) struct refvalues *rv = out;
-    size_t n = json_object_array_length(values);
+    size_t n = json_array_size(values);
     if (!rv || (n && !(rv->v = calloc(n, sizeof(*rv->v)))))
         return tm_err_set(err, ENOMEM, "out of memory");
     rv->rim_version = (uint64_t)rim_version;
@@ -181,7 +181,7 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
     for (size_t i = 0; i < n; i++) {
         char path[TM_JSON_PATH_MAX];
         tm_json_path_index(path, "$.values", i);
-        if ((r = parse_value(json_object_array_get_idx(values, i), path, &rv->v[i], err)) < 0)
+        if ((r = parse_value(json_array_get(values, i), path, &rv->v[i], err)) < 0)
             return r;
     }
     rv->n = n;

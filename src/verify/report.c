@@ -1,10 +1,11 @@
 /* The report, for people (one aligned line per check) and for scripts (--json, a stable
  * format: docs/ATTESTATION.md). */
 #include <errno.h>
-#include <json-c/json.h>
+#include <jansson.h>
 
 #include "attest_check.h"
 #include "json_cleanup.h"
+#include "jsonutil.h"
 
 void attest_report_print(FILE *out, const struct attest_report *rep)
 {
@@ -18,39 +19,38 @@ void attest_report_print(FILE *out, const struct attest_report *rep)
 
 int attest_report_print_json(FILE *out, const struct attest_report *rep)
 {
-    _cleanup_json_ json_object *o = json_object_new_object();
-    json_object *checks = json_object_new_array();
+    _cleanup_json_ json_t *o = json_object();
+    json_t *checks = json_array();
     if (!o || !checks) {
-        json_object_put(checks);
+        json_decref(checks);
         return -ENOMEM;
     }
-    json_object_object_add(o, "verdict",
-                           json_object_new_string(rep->trusted ? "trusted" : "untrusted"));
-    json_object_object_add(o, "checks", checks);
+    json_object_set_new(o, "verdict",
+                           json_string(rep->trusted ? "trusted" : "untrusted"));
+    json_object_set_new(o, "checks", checks);
     for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
         const struct attest_check *c = &rep->checks[i];
-        json_object *e = json_object_new_object();
-        if (!e || json_object_array_add(checks, e) < 0) {
-            json_object_put(e);
+        json_t *e = json_object();
+        if (!e || json_array_append_new(checks, e) < 0) /* takes e even when it fails */
             return -ENOMEM;
-        }
-        json_object_object_add(e, "name", json_object_new_string(c->name));
-        json_object_object_add(e, "ok", json_object_new_boolean(c->ok));
-        json_object_object_add(e, "detail", json_object_new_string(c->detail));
+        json_object_set_new(e, "name", json_string(c->name));
+        json_object_set_new(e, "ok", json_boolean(c->ok));
+        /* A detail may quote what the device sent. */
+        json_object_set_new(e, "detail", tm_json_text(c->detail));
     }
-    json_object_object_add(o, "events", json_object_new_int64((int64_t)rep->events));
-    json_object *clock = NULL;
+    json_object_set_new(o, "events", json_integer((int64_t)rep->events));
+    json_t *clock = NULL;
     if (rep->clock.valid) {
-        if (!(clock = json_object_new_object()))
+        if (!(clock = json_object()))
             return -ENOMEM;
-        json_object_object_add(clock, "clock", json_object_new_int64((int64_t)rep->clock.clock));
-        json_object_object_add(clock, "reset_count", json_object_new_int64(rep->clock.reset_count));
-        json_object_object_add(clock, "restart_count",
-                               json_object_new_int64(rep->clock.restart_count));
-        json_object_object_add(clock, "safe", json_object_new_boolean(rep->clock.safe));
+        json_object_set_new(clock, "clock", json_integer((int64_t)rep->clock.clock));
+        json_object_set_new(clock, "reset_count", json_integer(rep->clock.reset_count));
+        json_object_set_new(clock, "restart_count",
+                               json_integer(rep->clock.restart_count));
+        json_object_set_new(clock, "safe", json_boolean(rep->clock.safe));
     }
-    json_object_object_add(o, "clock", clock);
-    const char *s = json_object_to_json_string_ext(o, JSON_FORMAT_FLAGS);
+    json_object_set_new(o, "clock", clock);
+    _cleanup_free_ char *s = json_dumps(o, JSON_FORMAT_FLAGS);
     if (!s)
         return -ENOMEM;
     if (fprintf(out, "%s\n", s) < 0)

@@ -51,33 +51,43 @@ def test_rejections_name_the_json_path_and_write_nothing(daemon, change, message
     ("", "the config is empty"),
     ("{", "document ends in the middle"),
     ("[]", "$: expected an object"),
-    ('{"name": "c"} trailing', "$: unexpected data after the JSON value at byte 14"),
-    ('{"name": "c", }', "$: expected a key in double quotes at byte 14"),
-    ("{'name': 'c'}", "$: expected a key in double quotes at byte 1"),
-    ('{"name": "a", "name": "b"}', "$.name: key appears more than once"),
-    ('{"rootfs": {"path": "/", "path": "/tmp"}}', "$.rootfs.path: key appears more than once"),
-    ('{"name": "tab\there"}', "control character in a string"),
-    ('{"memory_limit_mb": 99999999999999999999}', "$.memory_limit_mb: integer out of range"),
+    # jansson names the line and column at the end of the token it read last, and the token
+    ('{"name": "c"} trailing',
+     "$: unexpected data after the JSON value at line 1, column 22 (end of file expected near 'trailing')"),
+    ('{"name": "c", }', "$: invalid JSON at line 1, column 15 (string or '}' expected near '}')"),
+    ("{'name': 'c'}", "$: invalid JSON at line 1, column 2 (string or '}' expected near ''')"),
+    ('{"name": "a", "name": "b"}',
+     "$: key appears more than once at line 1, column 20 (duplicate object key near '\"name\"')"),
+    ('{"rootfs": {"path": "/",\n "path": "/tmp"}}',
+     "$: key appears more than once at line 2, column 7 (duplicate object key near '\"path\"')"),
+    ('{"name": "tab\there"}', "control character 0x9"),
+    ('{"name": "c\\u0000d"}', "$.name: string contains a NUL character"),
+    ('{"memory_limit_mb": 99999999999999999999}', "$: integer out of range at line 1, column 40"),
+    ('{"a":' * 40 + '1' + '}' * 40, "nested too deeply"),
 ])
 def test_malformed_json(daemon, raw, message):
     r = try_create(daemon, None, raw=raw)
     assert r.returncode != 0 and message in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("bad, key, path", [
-    (b"\xc0\xaf", b'"env": {"A": "%s"}', "$.env.A"),                # overlong '/'
-    (b"\xed\xa0\x80", b'"args": ["ok", "%s"]', "$.args[1]"),     # a UTF-16 surrogate
-    (b"x\xffy", b'"hostname": "%s"', "$.hostname"),                 # not UTF-8 at all
+@pytest.mark.parametrize("bad, key", [
+    (b"\xc0\xaf", b'"env": {"A": "%s"}'),         # overlong '/'
+    (b"\xed\xa0\x80", b'"args": ["ok", "%s"]'),  # a UTF-16 surrogate
+    (b"x\xffy", b'"hostname": "%s"'),             # not UTF-8 at all
 ])
-def test_invalid_utf8_is_refused_with_its_path(daemon, bad, key, path):
+def test_invalid_utf8_is_refused_with_its_position(daemon, bad, key):
     """RFC 8259 text is UTF-8: a config with invalid bytes in any string is refused, naming the
-    string, before anything is written."""
+    line and column of the bad byte (jansson, which reads it, knows no JSON path), before anything
+    is written."""
     raw = b'{"name": "c", "rootfs": {"path": "%s"}, "init": "/bin/true", %s}' % (
         str(daemon.rootfs).encode(), key % bad)
     (daemon.configs / "c.json").write_bytes(raw)
     r = daemon.cli("create", daemon.configs / "c.json", check=False)
     assert r.returncode != 0
-    assert f"{path}: invalid UTF-8 in a string" in r.stderr, r.stderr
+    first = next(i for i, c in enumerate(raw) if c >= 0x80)
+    # jansson's column: the characters before the bad byte
+    assert f"$: invalid UTF-8 at line 1, column {first} (unable to decode byte 0x{raw[first]:x}" \
+        in r.stderr, r.stderr
     assert daemon.containers() == []
 
 

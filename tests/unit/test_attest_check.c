@@ -1210,7 +1210,7 @@ static void refs_parser(void **state)
          "'name': 'a', 'sha256': '0000000000000000000000000000000000000000000000000000000000000000', 'pcr': 1}]}",
          "$.values[0].pcr: unknown key"},
         {"{'format': 'trustme-reference-values', 'format': 'trustme-reference-values', 'version': 2, " V2 "'values': []}",
-         "$.format: key appears more than once"},
+         "$: key appears more than once at line 1, column 47 (duplicate object key near '\"format\"')"},
         /* the policy */
         {"{'format': 'trustme-reference-values', 'version': 2, 'not_before': '2026-01-01T00:00:00Z', "
          "'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], 'values': []}",

@@ -479,6 +479,48 @@ static void special_characters_in_detail_verify(void **state)
     free(data);
 }
 
+/* The form of a record is json-c's PLAIN | NOSLASHESCAPE, written by jansson with JSON_COMPACT:
+ * no spaces, "/" as is, the usual short escapes. */
+static void record_form_is_compact(void **state)
+{
+    struct fixture *f = *state;
+    open_log_quiet(f);
+    append_detail(f, "test.event", "a/b \"q\" \\ \n\t");
+    size_t len;
+    char *data = read_log(f, &len);
+    assert_non_null(strstr(data, "{\"seq\":1,\"time\":\""));
+    assert_non_null(strstr(data, "\",\"event\":\"test.event\",\"result\":\"ok\","
+                                 "\"subject\":\"demo (uuid)\",\"actor\":\"uid=0 pid=1\","
+                                 "\"detail\":\"a/b \\\"q\\\" \\\\ \\n\\t\",\"prev\":\"0000"));
+    free(data);
+}
+
+/* jansson makes no string of bytes that are not UTF-8: such bytes in what a client sent, or a
+ * multi-byte character cut at the detail's limit, become '?' rather than losing the member. */
+static void invalid_utf8_is_recorded_as_question_marks(void **state)
+{
+    struct fixture *f = *state;
+    char cut[2100];
+    memset(cut, 'd', sizeof(cut));
+    memcpy(cut + 2045, "\xe2\x82\xac", 3); /* the euro sign across the 2047-byte cut */
+    cut[sizeof(cut) - 1] = '\0';
+    open_log_quiet(f);
+    tm_err err = {0};
+    assert_int_equal(tm_audit_append(&f->a, "test.event", "ok", "name \xff", "actor \xc0\xaf",
+                                     "detail \xed\xa0\x80", &err),
+                     0);
+    append_detail(f, "test.event", cut);
+    tm_audit_report rep;
+    assert_int_equal(verify_log(f, &rep), 0);
+    assert_int_equal(rep.records, 2);
+    size_t len;
+    char *data = read_log(f, &len);
+    assert_non_null(strstr(data, "\"subject\":\"name ?\",\"actor\":\"actor ??\","
+                                 "\"detail\":\"detail ???\""));
+    assert_non_null(strstr(data, "dd??\",\"prev\":"));
+    free(data);
+}
+
 static void long_detail_is_cut_not_refused(void **state)
 {
     struct fixture *f = *state;
@@ -649,6 +691,27 @@ static void parse_line_accepts_self_hashed_record(void **state)
     free(line);
 }
 
+/* Records json-c wrote ("\/" escaped where NOSLASHESCAPE was not given, lower-case \u00xx) are
+ * bytes under their hash like any other: they verify after the change of library. */
+static void records_in_json_c_form_verify(void **state)
+{
+    (void)state;
+    static const char zero[] = "0000000000000000000000000000000000000000000000000000000000000000";
+    char body[512], hash[TM_SHA256_HEX_LEN + 1], *log;
+    snprintf(body, sizeof(body),
+             "{\"seq\":1,\"time\":\"2026-01-01T00:00:00Z\",\"event\":\"a.b\",\"result\":\"ok\","
+             "\"subject\":\"x\\/y\",\"actor\":\"\",\"detail\":\"c\\u001bd \xc3\xa4\",\"prev\":\"%s\"}",
+             zero);
+    assert_int_equal(tm_sha256_hex(body, strlen(body), hash), 0);
+    char *line = self_hashed_line(body);
+    assert_true(asprintf(&log, "%s\n", line) > 0);
+    tm_audit_report rep;
+    assert_int_equal(tm_audit_verify(log, strlen(log), &rep), 0);
+    assert_int_equal(rep.records, 1);
+    free(log);
+    free(line);
+}
+
 /* Records sealed by hand: each one's own hash is right, only the link between them is not. */
 static char *sealed_record(unsigned seq, const char *prev, char hash[TM_SHA256_HEX_LEN + 1])
 {
@@ -720,6 +783,8 @@ int main(void)
         T(torn_record_is_cut_and_chain_continues),
         T(torn_first_record_leaves_empty_log),
         T(special_characters_in_detail_verify),
+        T(record_form_is_compact),
+        T(invalid_utf8_is_recorded_as_question_marks),
         T(long_detail_is_cut_not_refused),
         T(oversized_record_is_refused_and_chain_stays),
         T(tamper_events_are_counted),
@@ -731,6 +796,7 @@ int main(void)
         cmocka_unit_test(parse_line_rejects_missing_hash),
         cmocka_unit_test(parse_line_requires_seq_and_prev),
         cmocka_unit_test(parse_line_accepts_self_hashed_record),
+        cmocka_unit_test(records_in_json_c_form_verify),
         cmocka_unit_test(verify_accepts_hand_sealed_chain),
         cmocka_unit_test(verify_detects_wrong_prev),
         cmocka_unit_test(verify_detects_wrong_seq),

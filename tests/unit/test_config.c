@@ -88,7 +88,7 @@ static struct container_config *parse_ok(const char *text)
     X(memory_3, ",'memory_limit_mb':3", "$.memory_limit_mb")                                       \
     X(memory_negative, ",'memory_limit_mb':-1", "$.memory_limit_mb")                               \
     X(memory_above_max, ",'memory_limit_mb':16777217", "$.memory_limit_mb")                        \
-    X(memory_beyond_int64, ",'memory_limit_mb':99999999999999999999", "$.memory_limit_mb")         \
+    X(memory_beyond_int64, ",'memory_limit_mb':99999999999999999999", "$")                         \
     X(pids_bool, ",'pids_limit':true", "$.pids_limit")                                             \
     X(pids_negative, ",'pids_limit':-1", "$.pids_limit")                                           \
     X(pids_above_max, ",'pids_limit':4194305", "$.pids_limit")                                     \
@@ -180,8 +180,8 @@ static struct container_config *parse_ok(const char *text)
     X(user_namespace_int, ",'user_namespace':1", "$.user_namespace")                               \
     X(user_namespace_string, ",'user_namespace':'true'", "$.user_namespace")                       \
     X(autostart_null, ",'autostart':null", "$.autostart")                                          \
-    X(duplicate_top_key, ",'memory_limit_mb':4,'memory_limit_mb':8", "$.memory_limit_mb")          \
-    X(duplicate_device_key, DEVICE(NULL_DEV ",'major':2"), "$.devices[0].major")                   \
+    X(duplicate_top_key, ",'memory_limit_mb':4,'memory_limit_mb':8", "$")                          \
+    X(duplicate_device_key, DEVICE(NULL_DEV ",'major':2"), "$")                                    \
     X(token_other_string, ",'token':'soft'", "$.token")                                            \
     X(token_number, ",'token':1", "$.token")                                                       \
     X(token_missing_type, ",'token':{}", "$.token.type")                                           \
@@ -208,7 +208,7 @@ static struct container_config *parse_ok(const char *text)
 /* X(test name, whole document, JSON path the error must name) */
 #define REJECT_DOCS(X)                                                                             \
     X(missing_name, "{'rootfs':{'path':'/srv/demo'}}", "$.name")                                   \
-    X(missing_rootfs, "{'name':'demo'}", "$")                                                    \
+    X(missing_rootfs, "{'name':'demo'}", "$")                                                      \
     X(name_not_string, NAMED("5"), "$.name")                                                       \
     X(name_null, NAMED("null"), "$.name")                                                          \
     X(name_empty, NAMED("''"), "$.name")                                                           \
@@ -235,7 +235,7 @@ static struct container_config *parse_ok(const char *text)
     X(rootfs_type_unknown, ROOTFS("{'path':'/srv/demo','type':'ext4'}"), "$.rootfs.type")          \
     X(rootfs_type_uppercase, ROOTFS("{'path':'/srv/demo','type':'DIR'}"), "$.rootfs.type")         \
     X(rootfs_type_empty, ROOTFS("{'path':'/srv/demo','type':''}"), "$.rootfs.type")                \
-    X(rootfs_duplicate_key, ROOTFS("{'path':'/srv/demo','path':'/srv/other'}"), "$.rootfs.path")   \
+    X(rootfs_duplicate_key, ROOTFS("{'path':'/srv/demo','path':'/srv/other'}"), "$")               \
     X(doc_array, "[]", "$")                                                                        \
     X(doc_string, "'demo'", "$")                                                                   \
     X(doc_number, "42", "$")                                                                       \

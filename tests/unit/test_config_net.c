@@ -4,16 +4,16 @@
 #include "unit.h"
 
 #include <arpa/inet.h>
-#include <json-c/json.h>
+#include <jansson.h>
 #include <stdio.h>
 
 #include "config.h"
 #include "config_net.h"
 
-static json_object *doc(const char *text)
+static json_t *doc(const char *text)
 {
     char *json = sq(text);
-    json_object *o = json_tokener_parse(json);
+    json_t *o = json_loads(json, JSON_REJECT_DUPLICATES, NULL);
     free(json);
     assert_non_null(o);
     return o;
@@ -21,9 +21,9 @@ static json_object *doc(const char *text)
 
 static int parse(const char *text, struct net_config *net, enum control_role *role, tm_err *err)
 {
-    json_object *o = doc(text);
+    json_t *o = doc(text);
     int r = config_net_parse(o, net, role, err);
-    json_object_put(o);
+    json_decref(o);
     return r;
 }
 
@@ -148,9 +148,9 @@ static void test_rejections(void **state)
 
 static int device(const char *text, struct net_device_config *dev, tm_err *err)
 {
-    json_object *o = text ? doc(text) : NULL;
+    json_t *o = text ? doc(text) : NULL;
     int r = config_net_device_parse(o, dev, err);
-    json_object_put(o);
+    json_decref(o);
     return r;
 }
 

@@ -125,7 +125,7 @@ static struct guestos_config *parse_ok(const char *text)
     X(size_fraction, ROOT_SIZE("4096.5"), "$.mounts[0].size")                                      \
     X(size_zero, ROOT_SIZE("0"), "$.mounts[0].size")                                               \
     X(size_negative, ROOT_SIZE("-4096"), "$.mounts[0].size")                                       \
-    X(size_beyond_int64, ROOT_SIZE("18446744073709551616"), "$.mounts[0].size")                    \
+    X(size_beyond_int64, ROOT_SIZE("18446744073709551616"), "$")                                   \
     X(sha256_not_string, ROOT_SHA("1"), "$.mounts[0].sha256")                                      \
     X(size_mb_string, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':'64'}"),              \
       "$.mounts[1].size_mb")                                                                       \
@@ -142,7 +142,7 @@ static struct guestos_config *parse_ok(const char *text)
     X(version_int64_max, "{'name':'b','version':9223372036854775807,'architecture':'x','mounts':[" \
       ROOT_MOUNT "]}", "$.version")                                                                \
     X(version_beyond_int64, "{'name':'b','version':99999999999999999999,'architecture':'x',"       \
-      "'mounts':[" ROOT_MOUNT "]}", "$.version")                                                   \
+      "'mounts':[" ROOT_MOUNT "]}", "$")                                                           \
     /* names */                                                                                    \
     X(name_empty, "{'name':'','version':3,'architecture':'x','mounts':[" ROOT_MOUNT "]}", "$.name") \
     X(name_slash, "{'name':'a/b','version':3,'architecture':'x','mounts':[" ROOT_MOUNT "]}",       \
@@ -247,16 +247,16 @@ static struct guestos_config *parse_ok(const char *text)
       "$.mounts[1].image")                                                                         \
     X(size_mb_on_image_mount, MOUNTS(IMG("'image':'root.img'," IMGKEYS ",'size_mb':64")),          \
       "$.mounts[0].size_mb")                                                                       \
-    /* duplicate JSON keys (json-c alone would keep the last) */                                   \
+    /* duplicate JSON keys (a lenient parser would keep the last) */                                   \
     X(duplicate_top_key, "{'name':'busybox','name':'evil','version':3,'architecture':'x',"         \
-      "'mounts':[" ROOT_MOUNT "]}", "$.name")                                                      \
+      "'mounts':[" ROOT_MOUNT "]}", "$")                                                           \
     X(duplicate_version, "{'name':'b','version':3,'version':4,'architecture':'x','mounts':["       \
-      ROOT_MOUNT "]}", "$.version")                                                                \
+      ROOT_MOUNT "]}", "$")                                                                        \
     X(duplicate_mount_key, MOUNTS(IMG("'image':'root.img','image':'evil.img'," IMGKEYS)),          \
-      "$.mounts[0].image")                                                                         \
+      "$")                                                                                         \
     X(duplicate_sha256, MOUNTS(IMG("'image':'root.img'," IMGKEYS ",'sha256':'" SHA2 "'")),         \
-      "$.mounts[0].sha256")                                                                        \
-    X(duplicate_env_key, DOC(",'env':{'A':'1','A':'2'}"), "$.env.A")                               \
+      "$")                                                                                         \
+    X(duplicate_env_key, DOC(",'env':{'A':'1','A':'2'}"), "$")                                     \
     /* not JSON, or not an object */                                                               \
     X(top_level_array, "[" ROOT_MOUNT "]", "$")                                                    \
     X(trailing_garbage, DOC("") "x", "$")                                                          \

@@ -1,87 +1,93 @@
-/* guestos.json. The signature covers its raw bytes, so its form is fixed: json-c's pretty
- * printer, keys in the order of docs/GUESTOS.md (json-c keeps insertion order), '/' unescaped. */
+/* guestos.json. The signature covers its raw bytes as written, so the form only has to be
+ * stable for one version of this tool (reproducible builds): jansson indenting by two spaces
+ * ("key": value), keys in the order of docs/GUESTOS.md (jansson keeps insertion order), '/'
+ * unescaped. Before jansson, json-c wrote an empty array as "[\n  ]" where jansson writes "[]";
+ * files signed then verify as they are. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
+#include <jansson.h>
 
 #include "cleanup.h"
 #include "fileio.h"
 #include "guestos.h"
+#include "json_cleanup.h"
 
-static void json_putp(json_object **o) { json_object_put(*o); }
-#define _cleanup_json_ _cleanup_(json_putp)
-
-/* json-c fails only to allocate; rather than checking every call, a builder counts failures in
- * *ok and the document is refused at the end. val is consumed either way. */
-static void put(json_object *obj, const char *key, json_object *val, bool *ok)
+/* jansson fails only to allocate (or on a string that is not UTF-8); rather than checking every
+ * call, a builder counts failures in *ok and the document is refused at the end. val is consumed
+ * either way (jansson's _new functions take it even when they fail). */
+static void put(json_t *obj, const char *key, json_t *val, bool *ok)
 {
-    if (!obj || !val || json_object_object_add(obj, key, val) < 0) {
-        json_object_put(val);
+    if (!obj) {
+        json_decref(val);
+        *ok = false;
+    } else if (json_object_set_new(obj, key, val) < 0) {
         *ok = false;
     }
 }
 
-static void push(json_object *arr, json_object *val, bool *ok)
+static void push(json_t *arr, json_t *val, bool *ok)
 {
-    if (!arr || !val || json_object_array_add(arr, val) < 0) {
-        json_object_put(val);
+    if (!arr) {
+        json_decref(val);
+        *ok = false;
+    } else if (json_array_append_new(arr, val) < 0) {
         *ok = false;
     }
 }
 
-static json_object *mount_json(const struct gos_mount *m, bool *ok)
+static json_t *mount_json(const struct gos_mount *m, bool *ok)
 {
-    json_object *o = json_object_new_object();
+    json_t *o = json_object();
     bool has_image = m->kind == GOS_SHARED || m->kind == GOS_OVERLAY;
     if (has_image)
-        put(o, "image", json_object_new_string(m->image), ok);
-    put(o, "mount_point", json_object_new_string(m->mount_point), ok);
+        put(o, "image", json_string(m->image), ok);
+    put(o, "mount_point", json_string(m->mount_point), ok);
     if (has_image)
-        put(o, "fs_type", json_object_new_string(gos_fs_name(m->fs)), ok);
-    put(o, "kind", json_object_new_string(gos_kind_name(m->kind)), ok);
+        put(o, "fs_type", json_string(gos_fs_name(m->fs)), ok);
+    put(o, "kind", json_string(gos_kind_name(m->kind)), ok);
     if (has_image) {
-        put(o, "size", json_object_new_int64((int64_t)m->size), ok);
-        put(o, "sha256", json_object_new_string(m->sha256), ok);
+        put(o, "size", json_integer((int64_t)m->size), ok);
+        put(o, "sha256", json_string(m->sha256), ok);
     }
     if (m->kind == GOS_TMPFS && m->size_mb)
-        put(o, "size_mb", json_object_new_int64(m->size_mb), ok);
+        put(o, "size_mb", json_integer(m->size_mb), ok);
     return o;
 }
 
-static json_object *env_json(const struct gos_spec *spec, bool *ok)
+static json_t *env_json(const struct gos_spec *spec, bool *ok)
 {
-    json_object *env = json_object_new_object();
+    json_t *env = json_object();
     for (size_t i = 0; i < spec->n_env; i++) {
         const char *eq = strchr(spec->env[i], '=');
         _cleanup_free_ char *key = strndup(spec->env[i], (size_t)(eq - spec->env[i]));
         if (!key)
             *ok = false;
         else
-            put(env, key, json_object_new_string(eq + 1), ok);
+            put(env, key, json_string(eq + 1), ok);
     }
     return env;
 }
 
-static json_object *manifest_json(const struct gos_spec *spec, bool *ok)
+static json_t *manifest_json(const struct gos_spec *spec, bool *ok)
 {
-    json_object *root = json_object_new_object();
-    put(root, "name", json_object_new_string(spec->name), ok);
-    put(root, "version", json_object_new_int64((int64_t)spec->version), ok);
-    put(root, "architecture", json_object_new_string(spec->architecture), ok);
-    put(root, "init", json_object_new_string(spec->init), ok);
+    json_t *root = json_object();
+    put(root, "name", json_string(spec->name), ok);
+    put(root, "version", json_integer((int64_t)spec->version), ok);
+    put(root, "architecture", json_string(spec->architecture), ok);
+    put(root, "init", json_string(spec->init), ok);
     if (spec->n_args) {
-        json_object *args = json_object_new_array();
+        json_t *args = json_array();
         for (size_t i = 0; i < spec->n_args; i++)
-            push(args, json_object_new_string(spec->args[i]), ok);
+            push(args, json_string(spec->args[i]), ok);
         put(root, "args", args, ok);
     }
     if (spec->n_env)
         put(root, "env", env_json(spec, ok), ok);
     if (spec->description)
-        put(root, "description", json_object_new_string(spec->description), ok);
-    json_object *mounts = json_object_new_array();
+        put(root, "description", json_string(spec->description), ok);
+    json_t *mounts = json_array();
     for (size_t i = 0; i < spec->n_mounts; i++)
         push(mounts, mount_json(&spec->mounts[i], ok), ok);
     put(root, "mounts", mounts, ok);
@@ -91,14 +97,13 @@ static json_object *manifest_json(const struct gos_spec *spec, bool *ok)
 int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *err)
 {
     bool ok = true;
-    _cleanup_json_ json_object *root = manifest_json(spec, &ok);
+    _cleanup_json_ json_t *root = manifest_json(spec, &ok);
     if (!root || !ok)
         return tm_err_set(err, ENOMEM, "out of memory building guestos.json");
-    size_t len;
-    const char *text = json_object_to_json_string_length(
-        root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    _cleanup_free_ char *text = json_dumps(root, JSON_PRETTY_FLAGS);
     if (!text)
         return tm_err_set(err, ENOMEM, "out of memory printing guestos.json");
+    size_t len = strlen(text);
     if (len + 1 > GOS_JSON_MAX)
         return tm_err_set(err, EFBIG, "guestos.json would be %zu bytes, trustmed reads at most %d",
                           len + 1, GOS_JSON_MAX);

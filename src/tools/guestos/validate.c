@@ -60,8 +60,9 @@ bool gos_canonical_path(const char *s)
     return true;
 }
 
-/* JSON strings are UTF-8; json-c would write whatever bytes it gets. Overlong forms and
- * surrogates are refused too, as a strict parser on the other side would. */
+/* JSON strings are UTF-8: refused here with the option's name rather than by jansson, which
+ * would not make the string at all. Overlong forms and surrogates are refused too, as a strict
+ * parser on the other side would. */
 bool gos_valid_utf8(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -130,12 +130,12 @@ static int device_pcrs(const char *path, uint32_t *mask, tm_err *err)
     int rc = read_file(path, 1 << 20, &json, &len, err);
     if (rc < 0)
         return rc;
-    _cleanup_json_ json_object *root = NULL;
+    _cleanup_json_ json_t *root = NULL;
     if ((rc = tm_json_parse_object(json, len, &root, err)) < 0)
         return tm_err_prefix(err, "%s", path);
-    json_object *tpm = NULL;
+    json_t *tpm = NULL;
     int64_t boot = BOOT_PCR_DEFAULT, runtime = RUNTIME_PCR_DEFAULT;
-    if (json_object_object_get_ex(root, "tpm", &tpm) &&
+    if (((tpm = json_object_get(root, "tpm")) != NULL) &&
         ((rc = tm_json_get_int(tpm, "$.tpm", "boot_pcr", false, 0, TM_PCR_MAX, &boot, err)) < 0 ||
          (rc = tm_json_get_int(tpm, "$.tpm", "runtime_pcr", false, 0, TM_PCR_MAX, &runtime,
                                err)) < 0))
@@ -241,59 +241,54 @@ static int rim_write(struct rim *r, const char *out, tm_err *err)
         qsort(r->v, r->n, sizeof(*r->v), cmp_value);
     if (r->n_req)
         qsort(r->req, r->n_req, sizeof(*r->req), cmp_value); /* (hashes all zero) */
-    _cleanup_json_ json_object *root = json_object_new_object();
-    json_object *values = json_object_new_array();
+    _cleanup_json_ json_t *root = json_object();
+    json_t *values = json_array();
     if (!root || !values) {
-        json_object_put(values);
+        json_decref(values);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
-    json_object *pcrs = json_object_new_array(), *req = json_object_new_array();
+    json_t *pcrs = json_array(), *req = json_array();
     if (!pcrs || !req) {
-        json_object_put(values);
-        json_object_put(pcrs);
-        json_object_put(req);
+        json_decref(values);
+        json_decref(pcrs);
+        json_decref(req);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
     char nb[21], na[21];
     struct tm tm;
     strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&r->not_before, &tm));
     strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&r->not_after, &tm));
-    json_object_object_add(root, "format", json_object_new_string("trustme-reference-values"));
-    json_object_object_add(root, "version", json_object_new_int(2));
-    json_object_object_add(root, "rim_version", json_object_new_int64((int64_t)r->version));
-    json_object_object_add(root, "not_before", json_object_new_string(nb));
-    json_object_object_add(root, "not_after", json_object_new_string(na));
-    json_object_object_add(root, "pcrs", pcrs);
-    json_object_object_add(root, "required", req);
-    json_object_object_add(root, "values", values);
+    json_object_set_new(root, "format", json_string("trustme-reference-values"));
+    json_object_set_new(root, "version", json_integer(2));
+    json_object_set_new(root, "rim_version", json_integer((int64_t)r->version));
+    json_object_set_new(root, "not_before", json_string(nb));
+    json_object_set_new(root, "not_after", json_string(na));
+    json_object_set_new(root, "pcrs", pcrs);
+    json_object_set_new(root, "required", req);
+    json_object_set_new(root, "values", values);
     for (int i = 0; i <= TM_PCR_MAX; i++)
         if (r->pcrs & (1u << i))
-            json_object_array_add(pcrs, json_object_new_int(i));
+            json_array_append_new(pcrs, json_integer(i));
     for (size_t i = 0; i < r->n_req; i++) {
-        json_object *o = json_object_new_object();
-        if (!o || json_object_array_add(req, o) < 0) {
-            json_object_put(o);
+        json_t *o = json_object();
+        if (!o || json_array_append_new(req, o) < 0) /* takes o even when it fails */
             return tm_err_set(err, ENOMEM, "out of memory");
-        }
-        json_object_object_add(o, "type", json_object_new_string(r->req[i].type));
-        json_object_object_add(o, "name", json_object_new_string(r->req[i].name));
+        json_object_set_new(o, "type", json_string(r->req[i].type));
+        json_object_set_new(o, "name", json_string(r->req[i].name));
     }
     for (size_t i = 0; i < r->n; i++) {
         if (i && cmp_value(&r->v[i - 1], &r->v[i]) == 0)
             continue; /* the same binary given twice, two GuestOSes sharing an image */
         char hex[65];
         tm_hex(r->v[i].sha256, 32, hex);
-        json_object *o = json_object_new_object();
-        if (!o || json_object_array_add(values, o) < 0) {
-            json_object_put(o);
+        json_t *o = json_object();
+        if (!o || json_array_append_new(values, o) < 0) /* takes o even when it fails */
             return tm_err_set(err, ENOMEM, "out of memory");
-        }
-        json_object_object_add(o, "type", json_object_new_string(r->v[i].type));
-        json_object_object_add(o, "name", json_object_new_string(r->v[i].name));
-        json_object_object_add(o, "sha256", json_object_new_string(hex));
+        json_object_set_new(o, "type", json_string(r->v[i].type));
+        json_object_set_new(o, "name", json_string(r->v[i].name));
+        json_object_set_new(o, "sha256", json_string(hex));
     }
-    const char *s = json_object_to_json_string_ext(
-        root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+    _cleanup_free_ char *s = json_dumps(root, JSON_PRETTY_FLAGS);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     _cleanup_free_ char *text = NULL;

@@ -5,7 +5,7 @@
  * 2 usage error. */
 #pragma once
 
-#include <json-c/json.h>
+#include <jansson.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -208,7 +208,7 @@ bool pki_entity_is_ca(const struct pki_entity *e);
 struct pki {
     char dir[PATH_MAX];
     int lock_fd;      /* the directory, flock'ed while pki.json is read and rewritten */
-    json_object *db;  /* pki.json */
+    json_t *db;  /* pki.json */
     enum pki_alg alg;
     char module[PATH_MAX]; /* PKCS#11 module, "" for key files */
 };

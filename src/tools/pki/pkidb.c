@@ -20,28 +20,24 @@
 #define PKI_JSON_MAX (4 << 20)
 #define PKI_FORMAT 1
 
-static json_object *get(json_object *o, const char *key, json_type type)
+static json_t *get(json_t *o, const char *key, json_type type)
 {
-    json_object *v = NULL;
-    if (!o || !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+    json_t *v = NULL;
+    if (!o || !(v = json_object_get(o, key)) || json_typeof(v) != type)
         return NULL;
     return v;
 }
 
-static const char *get_str(json_object *o, const char *key)
+static const char *get_str(json_t *o, const char *key)
 {
-    json_object *v = get(o, key, json_type_string);
-    return v ? json_object_get_string(v) : NULL;
+    json_t *v = get(o, key, JSON_STRING);
+    return v ? json_string_value(v) : NULL;
 }
 
-static int add_str(json_object *o, const char *key, const char *value)
+static int add_str(json_t *o, const char *key, const char *value)
 {
-    json_object *v = json_object_new_string(value);
-    if (!v || json_object_object_add(o, key, v) != 0) {
-        json_object_put(v);
-        return -ENOMEM;
-    }
-    return 0;
+    /* json_object_set_new takes v even when it fails, and fails for a NULL v. */
+    return json_object_set_new(o, key, json_string(value)) != 0 ? -ENOMEM : 0;
 }
 
 int pki_open(const char *dir, struct pki *p, tm_err *err)
@@ -62,19 +58,22 @@ int pki_open(const char *dir, struct pki *p, tm_err *err)
     int r = read_file(path, PKI_JSON_MAX, &text, &len, err);
     if (r < 0)
         return r;
-    enum json_tokener_error jerr;
-    p->db = json_tokener_parse_verbose(text, &jerr);
-    json_object *fmt = get(p->db, "format", json_type_int);
-    if (!p->db || !json_object_is_type(p->db, json_type_object))
+    json_error_t je;
+    p->db = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!p->db)
+        return tm_err_set(err, EINVAL, "%s: line %d, column %d: %s", path, je.line, je.column,
+                          je.text);
+    json_t *fmt = get(p->db, "format", JSON_INTEGER);
+    if (!json_is_object(p->db))
         return tm_err_set(err, EINVAL, "%s is not a JSON object", path);
-    if (!fmt || json_object_get_int(fmt) != PKI_FORMAT)
+    if (!fmt || json_integer_value(fmt) != PKI_FORMAT)
         return tm_err_set(err, EINVAL, "%s: format is not %d", path, PKI_FORMAT);
     const char *alg = get_str(p->db, "algorithm");
     if (!alg || pki_alg_parse(alg, &p->alg) < 0)
         return tm_err_set(err, EINVAL, "%s: unknown algorithm", path);
     const char *module = get_str(p->db, "pkcs11_module");
     snprintf(p->module, sizeof(p->module), "%s", module ? module : "");
-    if (!get(p->db, "keys", json_type_object) || !get(p->db, "cas", json_type_object))
+    if (!get(p->db, "keys", JSON_OBJECT) || !get(p->db, "cas", JSON_OBJECT))
         return tm_err_set(err, EINVAL, "%s: \"keys\" or \"cas\" missing", path);
     return 0;
 }
@@ -88,31 +87,31 @@ int pki_new(struct pki *p, const char *dir, enum pki_alg alg, const char *module
     snprintf(p->module, sizeof(p->module), "%s", module ? module : "");
     char now[16];
     time_format(time(NULL), now);
-    json_object *keys, *cas;
-    if (!(p->db = json_object_new_object()) ||
-        json_object_object_add(p->db, "format", json_object_new_int(PKI_FORMAT)) != 0 ||
+    json_t *keys, *cas;
+    if (!(p->db = json_object()) ||
+        json_object_set_new(p->db, "format", json_integer(PKI_FORMAT)) != 0 ||
         add_str(p->db, "algorithm", pki_alg_name(alg)) < 0 || add_str(p->db, "created", now) < 0 ||
         (module && add_str(p->db, "pkcs11_module", module) < 0) ||
-        json_object_object_add(p->db, "keys", keys = json_object_new_object()) != 0 || !keys ||
-        json_object_object_add(p->db, "cas", cas = json_object_new_object()) != 0 || !cas)
+        json_object_set_new(p->db, "keys", keys = json_object()) != 0 || !keys ||
+        json_object_set_new(p->db, "cas", cas = json_object()) != 0 || !cas)
         return tm_err_set(err, ENOMEM, "out of memory");
     for (size_t i = 0; i < pki_entities_count; i++) {
         const struct pki_entity *e = &pki_entities[i];
         char cert[128];
         snprintf(cert, sizeof(cert), "%s/%s.pem", e->dir, e->name);
-        json_object *k = json_object_new_object();
-        if (!k || json_object_object_add(keys, e->name, k) != 0 || add_str(k, "cert", cert) < 0 ||
+        json_t *k = json_object();
+        if (!k || json_object_set_new(keys, e->name, k) != 0 || add_str(k, "cert", cert) < 0 ||
             (e->issuer && add_str(k, "issuer", e->issuer) < 0))
             return tm_err_set(err, ENOMEM, "out of memory");
         if (!pki_entity_is_ca(e))
             continue;
         char crl[128];
         snprintf(crl, sizeof(crl), "crl/%s.pem", e->name);
-        json_object *c = json_object_new_object();
-        if (!c || json_object_object_add(cas, e->name, c) != 0 || add_str(c, "crl", crl) < 0 ||
-            json_object_object_add(c, "crl_number", json_object_new_int64(0)) != 0 ||
-            json_object_object_add(c, "issued", json_object_new_array()) != 0 ||
-            json_object_object_add(c, "revoked", json_object_new_array()) != 0)
+        json_t *c = json_object();
+        if (!c || json_object_set_new(cas, e->name, c) != 0 || add_str(c, "crl", crl) < 0 ||
+            json_object_set_new(c, "crl_number", json_integer(0)) != 0 ||
+            json_object_set_new(c, "issued", json_array()) != 0 ||
+            json_object_set_new(c, "revoked", json_array()) != 0)
             return tm_err_set(err, ENOMEM, "out of memory");
     }
     return 0;
@@ -120,7 +119,7 @@ int pki_new(struct pki *p, const char *dir, enum pki_alg alg, const char *module
 
 int pki_set_key(struct pki *p, const struct pki_entity *e, const char *spec, tm_err *err)
 {
-    json_object *k = get(get(p->db, "keys", json_type_object), e->name, json_type_object);
+    json_t *k = get(get(p->db, "keys", JSON_OBJECT), e->name, JSON_OBJECT);
     if (!k || add_str(k, "key", spec) < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
     return 0;
@@ -129,7 +128,7 @@ int pki_set_key(struct pki *p, const struct pki_entity *e, const char *spec, tm_
 void pki_close(struct pki *p)
 {
     if (p->db)
-        json_object_put(p->db);
+        json_decref(p->db);
     p->db = NULL;
     close_and_reset(p->lock_fd);
 }
@@ -138,8 +137,7 @@ int pki_save(struct pki *p, tm_err *err)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/pki.json", p->dir);
-    const char *text = json_object_to_json_string_ext(
-        p->db, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+    _cleanup_free_ char *text = json_dumps(p->db, JSON_PRETTY_FLAGS);
     _cleanup_free_ char *with_nl = NULL;
     if (!text || asprintf(&with_nl, "%s\n", text) < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -161,8 +159,8 @@ int pki_load_cert(const struct pki *p, const struct pki_entity *e, X509 **ret, t
 int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret,
                  tm_err *err)
 {
-    const char *spec = get_str(get(get(p->db, "keys", json_type_object), e->name,
-                                   json_type_object), "key");
+    const char *spec = get_str(get(get(p->db, "keys", JSON_OBJECT), e->name,
+                                   JSON_OBJECT), "key");
     if (!spec)
         return tm_err_set(err, EINVAL, "pki.json: no key recorded for %s", e->name);
     if (!kr->module && p->module[0])
@@ -171,9 +169,9 @@ int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, 
     return r < 0 ? tm_err_prefix(err, "key of %s", e->name) : 0;
 }
 
-static json_object *ca_record(struct pki *p, const struct pki_entity *ca, tm_err *err)
+static json_t *ca_record(struct pki *p, const struct pki_entity *ca, tm_err *err)
 {
-    json_object *rec = get(get(p->db, "cas", json_type_object), ca->name, json_type_object);
+    json_t *rec = get(get(p->db, "cas", JSON_OBJECT), ca->name, JSON_OBJECT);
     if (!rec)
         tm_err_set(err, EINVAL, "pki.json: no record of CA %s", ca->name);
     return rec;
@@ -187,8 +185,8 @@ static char *serial_hex(X509 *x)
 
 int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm_err *err)
 {
-    json_object *rec = ca_record(p, ca, err);
-    json_object *issued = get(rec, "issued", json_type_array);
+    json_t *rec = ca_record(p, ca, err);
+    json_t *issued = get(rec, "issued", JSON_ARRAY);
     if (!rec)
         return -EINVAL;
     if (!issued)
@@ -205,7 +203,7 @@ int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm
     }
     t = timegm(&tm);
     time_format(t, not_after);
-    _cleanup_json_ json_object *entry = json_object_new_object();
+    _cleanup_json_ json_t *entry = json_object();
     int r = entry ? 0 : -ENOMEM;
     if (r == 0)
         r = add_str(entry, "serial", hex);
@@ -214,7 +212,7 @@ int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm
     if (r == 0)
         r = add_str(entry, "not_after", not_after);
     OPENSSL_free(hex);
-    if (r < 0 || json_object_array_add(issued, entry) != 0)
+    if (r < 0 || json_array_append_new(issued, entry) != 0)
         return tm_err_set(err, ENOMEM, "out of memory");
     entry = NULL;
     return 0;
@@ -223,17 +221,17 @@ int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm
 int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason,
                        tm_err *err)
 {
-    json_object *rec = ca_record(p, ca, err);
+    json_t *rec = ca_record(p, ca, err);
     if (!rec)
         return -EINVAL;
-    json_object *revoked = get(rec, "revoked", json_type_array);
+    json_t *revoked = get(rec, "revoked", JSON_ARRAY);
     if (!revoked)
         return tm_err_set(err, EINVAL, "pki.json: CA %s has no \"revoked\" list", ca->name);
     char *hex = serial_hex(cert);
     if (!hex)
         return tm_err_set(err, ENOMEM, "out of memory");
-    for (size_t i = 0; i < json_object_array_length(revoked); i++) {
-        const char *s = get_str(json_object_array_get_idx(revoked, i), "serial");
+    for (size_t i = 0; i < json_array_size(revoked); i++) {
+        const char *s = get_str(json_array_get(revoked, i), "serial");
         if (s && strcasecmp(s, hex) == 0) {
             tm_err_set(err, EEXIST, "serial %s is already revoked by %s", hex, ca->name);
             OPENSSL_free(hex);
@@ -242,7 +240,7 @@ int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, i
     }
     char now[16];
     time_format(time(NULL), now);
-    _cleanup_json_ json_object *entry = json_object_new_object();
+    _cleanup_json_ json_t *entry = json_object();
     int r = entry ? 0 : -ENOMEM;
     if (r == 0)
         r = add_str(entry, "serial", hex);
@@ -251,7 +249,7 @@ int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, i
     if (r == 0 && reason != CRL_REASON_NONE)
         r = add_str(entry, "reason", revoke_reason_name(reason));
     OPENSSL_free(hex);
-    if (r < 0 || json_object_array_add(revoked, entry) != 0)
+    if (r < 0 || json_array_append_new(revoked, entry) != 0)
         return tm_err_set(err, ENOMEM, "out of memory");
     entry = NULL;
     return 0;
@@ -261,20 +259,20 @@ int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, i
 static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_cert,
                           EVP_PKEY *key, int days, tm_err *err)
 {
-    json_object *rec = ca_record(p, ca, err);
+    json_t *rec = ca_record(p, ca, err);
     if (!rec)
         return -EINVAL;
-    json_object *revoked = get(rec, "revoked", json_type_array);
-    json_object *num = get(rec, "crl_number", json_type_int);
+    json_t *revoked = get(rec, "revoked", JSON_ARRAY);
+    json_t *num = get(rec, "crl_number", JSON_INTEGER);
     if (!revoked || !num)
         return tm_err_set(err, EINVAL, "pki.json: CA %s lacks \"revoked\" or \"crl_number\"",
                           ca->name);
-    size_t n = json_object_array_length(revoked);
+    size_t n = json_array_size(revoked);
     _cleanup_free_ struct revoked_entry *entries = calloc(n ? n : 1, sizeof(*entries));
     if (!entries)
         return tm_err_set(err, ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        json_object *e = json_object_array_get_idx(revoked, i);
+        json_t *e = json_array_get(revoked, i);
         const char *serial = get_str(e, "serial"), *date = get_str(e, "date");
         const char *reason = get_str(e, "reason");
         entries[i].serial_hex = serial;
@@ -284,7 +282,7 @@ static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_c
             return tm_err_set(err, EINVAL, "pki.json: revoked entry %zu of %s is malformed",
                               i + 1, ca->name);
     }
-    int64_t number = json_object_get_int64(num) + 1;
+    int64_t number = json_integer_value(num) + 1;
     time_t now = time(NULL);
     _cleanup_(X509_CRL_freep) X509_CRL *crl = NULL;
     int r = crl_make(ca_cert, key, entries, n, (long)number, now, now + (time_t)days * 86400,
@@ -298,7 +296,7 @@ static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_c
     snprintf(path, sizeof(path), "%s/crl/%s.pem", p->dir, ca->name);
     if ((r = bio_write_atomic(mem, path, 0644, err)) < 0)
         return r;
-    json_object_set_int64(num, number);
+    json_integer_set(num, number);
     return 0;
 }
 
