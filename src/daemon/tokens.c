@@ -43,6 +43,11 @@
 #define ANCHOR_FORMAT_PENDING 2
 #define ANCHOR_LEN_PENDING (ANCHOR_LEN + 1 + 32 + 32)
 #define ANCHOR_PENDING_KEY 0x01
+/* Format 3: format 1 followed by the 8-byte session of trustmed that holds a reservation: one
+ * PIN try of that trustmed process counted in advance (see "reservations" below). */
+#define ANCHOR_FORMAT_RESERVED 3
+#define ANCHOR_LEN_RESERVED (ANCHOR_LEN + 8)
+#define SESSION_LEN 8
 #define PIN_TRIES 3  /* TOKEN_PIN_TRIES (src/scd/token.h) */
 #define PUK_TRIES 10 /* TOKEN_PUK_TRIES */
 
@@ -53,6 +58,8 @@ struct anchored {
     bool pending;     /* a change is anchored but maybe not in place yet */
     bool pending_key; /* ... with a re-wrapped key.wrapped.new */
     uint8_t pending_files[32], pending_key_sha256[32];
+    bool reserved;    /* pin includes one try reserved in advance by session reserved_by */
+    uint8_t reserved_by[SESSION_LEN];
 };
 
 /* Where an operation is in settling a pending change: none; one found anchored when it began
@@ -81,6 +88,8 @@ struct token_op {
     struct anchored a; /* as anchored when the operation began */
     enum op_phase phase;
     bool forward;      /* the settled change went forward (the pending generation is current) */
+    struct anchored counted; /* the anchored state that counts this attempt */
+    bool used_reservation;   /* ... counted in advance: no NV write before this try */
     struct timespec began; /* OP_KEY: for the debug log (bench/storage.sh reads it) */
 };
 
@@ -579,17 +588,65 @@ static void anchor_name(const char *uuid, char out[64])
     snprintf(out, 64, "token/%s", uuid);
 }
 
+/* ---- reservations ----------------------------------------------------------------------------
+ *
+ * Counting a try before scd sees the PIN costs an NV write (and tpmd's file syncs) on every
+ * start's awaited path. After a right PIN, trustmed therefore anchors the count as 1 and marks
+ * that one try as reserved by this trustmed process (a random session id): the next PIN try of
+ * this process is counted already and needs no write, and a right PIN then leaves the anchored
+ * state as it was (no write at all). A reservation is used at most once
+ * (c->token_reserve_spent, until a new one is anchored or a right PIN renews it); a wrong PIN
+ * leaves it used, so the count it holds stands. Another process — trustmed restarted, also
+ * after kill -9 in the middle of a try — cannot tell whether the reservation was used, so it
+ * counts it as a failure: the count is then one too high until the next right PIN, never too
+ * low. A clean shutdown gives unused reservations back (tokens_release_reservations). */
+
+static uint8_t session_id[SESSION_LEN];
+static bool session_ready;
+
+static const uint8_t *session(void)
+{
+    tm_err e;
+    if (!session_ready && secure_random(session_id, sizeof(session_id), &e) == 0)
+        session_ready = true;
+    return session_ready ? session_id : NULL;
+}
+
+static bool reservation_valid(const struct container *c, const struct anchored *a)
+{
+    const uint8_t *s = session();
+    return a->reserved && a->pin > 0 && s && memcmp(a->reserved_by, s, SESSION_LEN) == 0 &&
+           !c->token_reserve_spent;
+}
+
+/* Wrong PINs, by the anchored count (less a reservation this process has not used). */
+static unsigned pin_failures(const struct container *c, const struct anchored *a)
+{
+    return a->pin - (reservation_valid(c, a) ? 1 : 0);
+}
+
+/* The state after a right PIN: no failures, one try reserved for this process. */
+static void reserve(struct anchored *n)
+{
+    const uint8_t *s = session();
+    n->pin = s ? 1 : 0;
+    n->reserved = s != NULL;
+    if (s)
+        memcpy(n->reserved_by, s, SESSION_LEN);
+}
+
 static void show_anchored(struct container *c, const struct anchored *a)
 {
     if (!a->present)
         return;
+    unsigned pin = pin_failures(c, a);
     c->token.anchored = true;
     c->token.anchor_unknown = false;
-    c->token.pin_failures = a->pin;
+    c->token.pin_failures = (uint8_t)pin;
     c->token.puk_failures = a->puk;
-    c->token.locked = a->pin >= PIN_TRIES;
+    c->token.locked = pin >= PIN_TRIES;
     c->token.blocked = a->puk >= PUK_TRIES;
-    c->token.pin_tries_left = a->pin >= PIN_TRIES ? 0 : PIN_TRIES - a->pin;
+    c->token.pin_tries_left = pin >= PIN_TRIES ? 0 : PIN_TRIES - pin;
     c->token.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
 }
 
@@ -603,13 +660,21 @@ static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
     if (!v)
         return 0;
     bool pending = v->len == ANCHOR_LEN_PENDING && v->data[0] == ANCHOR_FORMAT_PENDING;
-    if (!pending && (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT))
+    bool reserved = v->len == ANCHOR_LEN_RESERVED && v->data[0] == ANCHOR_FORMAT_RESERVED;
+    if (!pending && !reserved && (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT))
         return tm_err_set(err, EBADMSG, "the token state anchored in the TPM is malformed "
                           "(%zu bytes)", v->len);
     a->present = true;
     a->pin = v->data[1];
     a->puk = v->data[2];
     memcpy(a->files, v->data + 3, 32);
+    if (reserved) {
+        if (a->pin == 0)
+            return tm_err_set(err, EBADMSG, "the token state anchored in the TPM reserves a try "
+                              "it does not count");
+        a->reserved = true;
+        memcpy(a->reserved_by, v->data + ANCHOR_LEN, SESSION_LEN);
+    }
     if (!pending)
         return 0;
     if (v->data[ANCHOR_LEN] & ~ANCHOR_PENDING_KEY)
@@ -630,22 +695,32 @@ static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, voi
     return tpmd_anchor_get(d, names, 1, fn, userdata, err);
 }
 
+static void forget_note(const char *uuid);
+
 /* One NV write: the new state, or (!a->present) none. */
 static int anchor_write(struct daemon *d, const char *uuid, const struct anchored *a,
                         tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
+    /* Whatever reservation was noted for uuid is not the anchored state any more (a wipe, a
+     * count, a change): a clean shutdown must not write it back. */
+    forget_note(uuid);
     char name[64];
     anchor_name(uuid, name);
-    uint8_t v[ANCHOR_LEN_PENDING] = {a->pending ? ANCHOR_FORMAT_PENDING : ANCHOR_FORMAT, a->pin,
-                                      a->puk};
+    bool reserved = !a->pending && a->reserved;
+    uint8_t v[ANCHOR_LEN_PENDING] = {a->pending ? ANCHOR_FORMAT_PENDING
+                                     : reserved ? ANCHOR_FORMAT_RESERVED : ANCHOR_FORMAT,
+                                     a->pin, a->puk};
     memcpy(v + 3, a->files, 32);
+    if (reserved)
+        memcpy(v + ANCHOR_LEN, a->reserved_by, SESSION_LEN);
     if (a->pending) {
         v[ANCHOR_LEN] = a->pending_key ? ANCHOR_PENDING_KEY : 0;
         memcpy(v + ANCHOR_LEN + 1, a->pending_files, 32);
         memcpy(v + ANCHOR_LEN + 1 + 32, a->pending_key_sha256, 32);
     }
     struct tpmd_anchor_entry e = {.name = name, .value = v,
-                                  .len = a->pending ? ANCHOR_LEN_PENDING : ANCHOR_LEN,
+                                  .len = a->pending ? ANCHOR_LEN_PENDING
+                                         : reserved ? ANCHOR_LEN_RESERVED : ANCHOR_LEN,
                                   .remove = !a->present};
     return tpmd_anchor_update(d, &e, 1, NULL, 0, fn, userdata, err);
 }
@@ -657,6 +732,122 @@ static void on_background_write(struct daemon *d, const Trustme__Tpmd__Response 
 {
     if (err)
         log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
+}
+
+static void write_background(struct container *c, const struct anchored *a);
+
+static bool anchored_same(const struct anchored *x, const struct anchored *y)
+{
+    return x->present == y->present && x->pin == y->pin && x->puk == y->puk &&
+           memcmp(x->files, y->files, 32) == 0 && !x->pending && !y->pending &&
+           x->reserved == y->reserved &&
+           (!x->reserved || memcmp(x->reserved_by, y->reserved_by, SESSION_LEN) == 0);
+}
+
+/* The reservations this process holds, unused, by container: what a clean shutdown gives back. */
+struct reservation_note {
+    struct reservation_note *next;
+    char uuid[TM_UUID_STR_LEN + 1];
+    struct anchored a;
+};
+static struct reservation_note *notes;
+static bool released; /* the shutdown's release is under way or done */
+
+static void forget_note(const char *uuid)
+{
+    for (struct reservation_note **p = &notes; *p; p = &(*p)->next)
+        if (strcmp((*p)->uuid, uuid) == 0) {
+            struct reservation_note *r = *p;
+            *p = r->next;
+            free(r);
+            return;
+        }
+}
+
+static void note_reservation(const struct container *c, const struct anchored *a)
+{
+    struct reservation_note **p = &notes;
+    while (*p && strcmp((*p)->uuid, c->uuid) != 0)
+        p = &(*p)->next;
+    if (!*p && !(*p = calloc(1, sizeof(**p))))
+        return; /* then it is not given back: the count errs high after a restart */
+    snprintf((*p)->uuid, sizeof((*p)->uuid), "%s", c->uuid);
+    (*p)->a = *a;
+}
+
+static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                                const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = container_find(d, op->uuid);
+    if (err)
+        log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
+    else if (c) {
+        c->token_reserve_spent = false; /* the new reservation is anchored */
+        note_reservation(c, &op->a);
+    }
+    op_free(op);
+}
+
+/* Like write_background, for a state with a new reservation: usable once it is anchored. */
+static void write_reserved(struct container *c, const struct anchored *a)
+{
+    tm_err e;
+    struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+    if (!op) {
+        write_background(c, a);
+        return;
+    }
+    op->a = *a;
+    if (anchor_write(c->d, c->uuid, a, on_reserved_written, op, &e) < 0) {
+        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name,
+                  e.msg);
+        op_free(op);
+    }
+    show_anchored(c, a);
+}
+
+static void on_released(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                        void *userdata)
+{
+    if (err)
+        log_warn("cannot give back the reserved PIN tries: %s (each such token counts one wrong "
+                 "PIN after the restart)", err->msg);
+    daemon_maybe_exit(d);
+}
+
+bool tokens_release_reservations(struct daemon *d)
+{
+    if (released)
+        return !notes;
+    released = true;
+    struct tpmd_anchor_entry e[64];
+    uint8_t v[64][ANCHOR_LEN];
+    char names[64][64];
+    size_t n = 0;
+    for (struct reservation_note *r = notes; r && n < 64; r = r->next) {
+        struct container *c = container_find(d, r->uuid);
+        if (!c || c->token_busy || !reservation_valid(c, &r->a))
+            continue;
+        struct anchored a = r->a;
+        a.pin--; /* unused: not a try */
+        a.reserved = false;
+        anchor_name(r->uuid, names[n]);
+        v[n][0] = ANCHOR_FORMAT, v[n][1] = a.pin, v[n][2] = a.puk;
+        memcpy(v[n] + 3, a.files, 32);
+        e[n] = (struct tpmd_anchor_entry){.name = names[n], .value = v[n], .len = ANCHOR_LEN};
+        n++;
+    }
+    while (notes) {
+        struct reservation_note *r = notes;
+        notes = r->next;
+        free(r);
+    }
+    tm_err err;
+    if (n == 0 || tpmd_anchor_update(d, e, n, NULL, 0, on_released, NULL, &err) < 0)
+        return true;
+    notes = NULL;
+    return false;
 }
 
 static void write_background(struct container *c, const struct anchored *a)
@@ -1109,17 +1300,31 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
     if (op->a.puk >= PUK_TRIES)
         tm_err_set(&e, EKEYREVOKED, "token blocked for good after %d wrong PUKs: only a wipe "
                    "helps (trustme wipe), and the container's data is lost", PUK_TRIES);
-    else if (op->kind != OP_PUK_UNLOCK && op->a.pin >= PIN_TRIES)
+    else if (op->kind != OP_PUK_UNLOCK && pin_failures(c, &op->a) >= PIN_TRIES)
         tm_err_set(&e, EPERM, "locked after %d wrong PINs: unlock it with the PUK (trustme token "
                    "unlock)", PIN_TRIES);
     if (e.code) {
         op_fail(d, op, c, &e);
         return;
     }
+    if (op->kind != OP_PUK_UNLOCK && reservation_valid(c, &op->a)) {
+        /* Counted in advance: the try goes to scd at once. */
+        c->token_reserve_spent = true;
+        op->used_reservation = true;
+        op->counted = counted;
+        show_anchored(c, &counted);
+        if (send_scd(d, op, c, &e) < 0)
+            op_fail(d, op, c, &e); /* the reservation stays used: the count errs high */
+        else
+            test_crash_point(d->data_dir, "trustmed-reserved-try-sent");
+        return;
+    }
     if (op->kind == OP_PUK_UNLOCK)
         counted.puk++;
     else
         counted.pin++;
+    counted.reserved = false; /* a reservation of another process, or used: it counts */
+    op->counted = counted;
     if (anchor_write(d, op->uuid, &counted, on_counted, op, &e) < 0)
         op_fail(d, op, c, &e);
     else
@@ -1205,25 +1410,25 @@ static void wrong_secret(struct container *c, const struct token_op *op, const s
 static void counted_reply(struct daemon *d, struct token_op *op, struct container *c,
                           const ScdResponse *resp, const tm_err *err)
 {
-    struct anchored n = op->a;
+    struct anchored n = op->counted;
     tm_err e = {0};
-    if (op->kind == OP_PUK_UNLOCK)
-        n.puk++;
-    else
-        n.pin++;
     if (err && err->code == EACCES) {
-        /* Counted already. */
+        /* Counted already (a reservation it used stays used: its count stands). */
         wrong_secret(c, op, &n, &e);
         show_anchored(c, &n);
         op_fail(d, op, c, &e);
         return;
     }
     if (err) {
-        write_background(c, &op->a); /* not the secret's fault: the attempt is taken back */
+        /* Not the secret's fault: the attempt is taken back (a used reservation is not: the
+         * count errs high). */
+        if (!op->used_reservation)
+            write_background(c, &op->a);
         op_fail(d, op, c, err);
         return;
     }
     n.pin = 0;
+    n.reserved = false;
     if (op->kind == OP_PUK_UNLOCK)
         n.puk = 0;
     if (op->kind != OP_KEY && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_REKEYED) {
@@ -1242,8 +1447,16 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
             op_fail(d, op, c, &e);
         return;
     }
-    /* A start does not wait for the reset: if it is lost, the count stays one too high. */
-    write_background(c, &n);
+    /* A start does not wait for the reset: if it is lost, the count stays one too high. It
+     * reserves the next try; with the reservation used and renewed, there is nothing to write. */
+    reserve(&n);
+    if (op->used_reservation && anchored_same(&n, &op->a)) {
+        c->token_reserve_spent = false;
+        note_reservation(c, &n);
+        show_anchored(c, &n);
+    } else {
+        write_reserved(c, &n);
+    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     log_debug("%s: data key after %.3f ms (anchored count, scd, %s)", c->cfg->name,

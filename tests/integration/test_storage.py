@@ -1214,6 +1214,37 @@ def test_kill9_during_a_pin_change_never_bricks(sdaemon, point, who, works, op):
     d.cli("stop", "--kill", "k9")
 
 
+@pytest.mark.skipif(not hooks_built(), reason="needs a build with -Dtest_hooks=true "
+                    "(scripts/build.sh makes one)")
+def test_a_reserved_try_is_no_free_guess_across_kill9(sdaemon):
+    """A start after a right PIN uses the try reserved in advance (no NV write before it). kill -9
+    of trustmed right after sending such a try (a wrong PIN) to scd: the restarted trustmed counts
+    the reservation it cannot vouch for, so the guess counted; two more wrong PINs lock the token,
+    as three wrong PINs always do. A clean restart gives an unused reservation back."""
+    d = sdaemon
+    create_paired(d, "rs")
+    start(d, "rs")
+    d.cli("stop", "--kill", "rs")
+    d.restart()
+    wait_for(lambda: enc(d, "rs").get("status_known"), what="the token state")
+    assert enc(d, "rs")["pin_tries_left"] == 3, "a clean restart gives the reservation back"
+    start(d, "rs")  # reserves the next try, in this process
+    d.cli("stop", "--kill", "rs")
+    armed = crash_at(d, "trustmed", "trustmed-reserved-try-sent")
+    r = start(d, "rs", pin="0000", check=False)
+    assert r.returncode != 0 and not armed.exists(), "trustmed died with the try at scd"
+    d.proc.wait(timeout=10)
+    d.start()
+    wait_for(lambda: enc(d, "rs").get("status_known"), what="the token state")
+    assert enc(d, "rs")["pin_tries_left"] == 2, "the guess counted"
+    for left in (1, 0):
+        r = start(d, "rs", pin="0000", check=False)
+        assert r.returncode != 0 and "wrong PIN" in r.stderr, r.stderr
+        assert enc(d, "rs")["pin_tries_left"] == left
+    r = start(d, "rs", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+
+
 # ---- cost ------------------------------------------------------------------------------------
 
 def beyond_kdf_ms(log_text):
