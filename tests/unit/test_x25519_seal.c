@@ -127,5 +127,5 @@ int main(void)
         cmocka_unit_test(round_trip_and_refusals),
         cmocka_unit_test(construction_matches_the_documentation),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests_name("x25519_seal", tests, NULL, NULL);
 }
