@@ -1220,7 +1220,8 @@ def test_a_reserved_try_is_no_free_guess_across_kill9(sdaemon):
     """A start after a right PIN uses the try reserved in advance (no NV write before it). kill -9
     of trustmed right after sending such a try (a wrong PIN) to scd: the restarted trustmed counts
     the reservation it cannot vouch for, so the guess counted; two more wrong PINs lock the token,
-    as three wrong PINs always do. A clean restart gives an unused reservation back."""
+    as three wrong PINs always do. A clean restart gives an unused reservation back, and a PUK
+    unlock does not count it as a wrong PIN."""
     d = sdaemon
     create_paired(d, "rs")
     start(d, "rs")
@@ -1228,6 +1229,12 @@ def test_a_reserved_try_is_no_free_guess_across_kill9(sdaemon):
     d.restart()
     wait_for(lambda: enc(d, "rs").get("status_known"), what="the token state")
     assert enc(d, "rs")["pin_tries_left"] == 3, "a clean restart gives the reservation back"
+    start(d, "rs")
+    d.cli("stop", "--kill", "rs")
+    # a wrong PUK counts as a wrong PUK only: the unused reserved PIN try is not a wrong PIN
+    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "5173"), "rs", check=False)
+    assert r.returncode != 0 and "wrong PUK" in r.stderr, r.stderr
+    assert (enc(d, "rs")["pin_tries_left"], enc(d, "rs")["puk_tries_left"]) == (3, 9)
     start(d, "rs")  # reserves the next try, in this process
     d.cli("stop", "--kill", "rs")
     armed = crash_at(d, "trustmed", "trustmed-reserved-try-sent")
