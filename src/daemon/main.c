@@ -106,7 +106,7 @@ static bool any_active(struct daemon *d)
 
 void daemon_maybe_exit(struct daemon *d)
 {
-    if (d->shutting_down && !any_active(d))
+    if (d->shutting_down && !any_active(d) && tokens_release_reservations(d))
         tm_loop_quit(d->loop, 0);
 }
 

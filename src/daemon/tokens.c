@@ -27,15 +27,27 @@
 #include "fileio.h"
 #include "log.h"
 #include "scd_client.h"
+#include "test_hooks.h"
 #include "tpmd_client.h"
 
 #define KEY_FILE "key.wrapped"
 #define WRAPPED_KEY_LEN 100 /* the scd's blob format (src/scd/keywrap.h) */
 #define DATA_KEY_LEN 64
 /* The token's state anchored in the TPM (docs/STORAGE.md, "Lockout"): "token/<uuid>" =
- * format (1), wrong PINs, wrong PUKs, SHA-256 of scd's token files. */
+ * format (1), wrong PINs, wrong PUKs, SHA-256 of scd's token files; while a PIN change or PUK
+ * unlock is pending (docs/STORAGE.md, "Changing a PIN"), format 2: the same, then flags (bit 0:
+ * a re-wrapped key is pending), the token files' digest with the pending file in place, and the
+ * SHA-256 of key.wrapped.new (zeros without). */
 #define ANCHOR_FORMAT 1
 #define ANCHOR_LEN 35
+#define ANCHOR_FORMAT_PENDING 2
+#define ANCHOR_LEN_PENDING (ANCHOR_LEN + 1 + 32 + 32)
+#define ANCHOR_PENDING_KEY 0x01
+/* Format 3: format 1 followed by the 8-byte session of trustmed that holds a reservation: one
+ * PIN try of that trustmed process counted in advance (see "reservations" below). */
+#define ANCHOR_FORMAT_RESERVED 3
+#define ANCHOR_LEN_RESERVED (ANCHOR_LEN + 8)
+#define SESSION_LEN 8
 #define PIN_TRIES 3  /* TOKEN_PIN_TRIES (src/scd/token.h) */
 #define PUK_TRIES 10 /* TOKEN_PUK_TRIES */
 
@@ -43,7 +55,16 @@ struct anchored {
     bool present;
     uint8_t pin, puk; /* failures */
     uint8_t files[32];
+    bool pending;     /* a change is anchored but maybe not in place yet */
+    bool pending_key; /* ... with a re-wrapped key.wrapped.new */
+    uint8_t pending_files[32], pending_key_sha256[32];
+    bool reserved;    /* pin includes one try reserved in advance by session reserved_by */
+    uint8_t reserved_by[SESSION_LEN];
 };
+
+/* Where an operation is in settling a pending change: none; one found anchored when it began
+ * (settled before anything else); or the one it made itself. */
+enum op_phase { PHASE_NONE, PHASE_RESOLVE, PHASE_COMMIT };
 
 enum op_kind { OP_REFRESH, OP_KEY, OP_PAIR, OP_CHANGE_PIN, OP_PUK_UNLOCK, OP_WIPE };
 
@@ -65,6 +86,10 @@ struct token_op {
     struct secret *pin, *new_pin, *puk;
     bool has_puk;
     struct anchored a; /* as anchored when the operation began */
+    enum op_phase phase;
+    bool forward;      /* the settled change went forward (the pending generation is current) */
+    struct anchored counted; /* the anchored state that counts this attempt */
+    bool used_reservation;   /* ... counted in advance: no NV write before this try */
     struct timespec began; /* OP_KEY: for the debug log (bench/storage.sh reads it) */
 };
 
@@ -499,6 +524,9 @@ static int erase_files(struct container *c, tm_err *err)
     if (r < 0)
         return r;
     c->key_stored = false;
+    snprintf(path + strlen(path), sizeof(path) - strlen(path), ".new");
+    if ((r = destroy_file(path, err)) < 0)
+        return r;
     const char *images[] = {"data.img", "data.img.new"};
     for (size_t i = 0; i < ARRAY_SIZE(images); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, images[i]);
@@ -549,9 +577,10 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
  * scd's tries file and token files are files root can delete or restore. The count of wrong
  * PINs and PUKs and the digest of the token files therefore live in tpmd's anchor table
  * ("token/<uuid>"), whose freshness the TPM vouches for (docs/ATTESTATION.md, "Anchored
- * state"). Every PIN or PUK attempt is counted there (one NV write) before scd sees the secret,
- * so no file operation and no kill of trustmed or scd at the right moment gives an uncounted
- * guess; a success resets the count (a second NV write, not waited for by a start). scd refuses
+ * state"). Every PIN or PUK attempt is counted there before scd sees the secret (one NV write,
+ * or a try reserved in advance by the last success: "reservations" below), so no file operation
+ * and no kill of trustmed or scd at the right moment gives an uncounted guess; a success resets
+ * the count (an NV write not waited for by a start, or none at all). scd refuses
  * token files whose digest is not the anchored one. Each container has its own count: the TPM's
  * global dictionary-attack lockout is not involved (the index is owner-authorised and noda). */
 
@@ -560,17 +589,65 @@ static void anchor_name(const char *uuid, char out[64])
     snprintf(out, 64, "token/%s", uuid);
 }
 
+/* ---- reservations ----------------------------------------------------------------------------
+ *
+ * Counting a try before scd sees the PIN costs an NV write (and tpmd's file syncs) on every
+ * start's awaited path. After a right PIN, trustmed therefore anchors the count as 1 and marks
+ * that one try as reserved by this trustmed process (a random session id): the next PIN try of
+ * this process is counted already and needs no write, and a right PIN then leaves the anchored
+ * state as it was (no write at all). A reservation is used at most once
+ * (c->token_reserve_spent, until a new one is anchored or a right PIN renews it); a wrong PIN
+ * leaves it used, so the count it holds stands. Another process — trustmed restarted, also
+ * after kill -9 in the middle of a try — cannot tell whether the reservation was used, so it
+ * counts it as a failure: the count is then one too high until the next right PIN, never too
+ * low. A clean shutdown gives unused reservations back (tokens_release_reservations). */
+
+static uint8_t session_id[SESSION_LEN];
+static bool session_ready;
+
+static const uint8_t *session(void)
+{
+    tm_err e;
+    if (!session_ready && secure_random(session_id, sizeof(session_id), &e) == 0)
+        session_ready = true;
+    return session_ready ? session_id : NULL;
+}
+
+static bool reservation_valid(const struct container *c, const struct anchored *a)
+{
+    const uint8_t *s = session();
+    return a->reserved && a->pin > 0 && s && memcmp(a->reserved_by, s, SESSION_LEN) == 0 &&
+           !c->token_reserve_spent;
+}
+
+/* Wrong PINs, by the anchored count (less a reservation this process has not used). */
+static unsigned pin_failures(const struct container *c, const struct anchored *a)
+{
+    return a->pin - (reservation_valid(c, a) ? 1 : 0);
+}
+
+/* The state after a right PIN: no failures, one try reserved for this process. */
+static void reserve(struct anchored *n)
+{
+    const uint8_t *s = session();
+    n->pin = s ? 1 : 0;
+    n->reserved = s != NULL;
+    if (s)
+        memcpy(n->reserved_by, s, SESSION_LEN);
+}
+
 static void show_anchored(struct container *c, const struct anchored *a)
 {
     if (!a->present)
         return;
+    unsigned pin = pin_failures(c, a);
     c->token.anchored = true;
     c->token.anchor_unknown = false;
-    c->token.pin_failures = a->pin;
+    c->token.pin_failures = (uint8_t)pin;
     c->token.puk_failures = a->puk;
-    c->token.locked = a->pin >= PIN_TRIES;
+    c->token.locked = pin >= PIN_TRIES;
     c->token.blocked = a->puk >= PUK_TRIES;
-    c->token.pin_tries_left = a->pin >= PIN_TRIES ? 0 : PIN_TRIES - a->pin;
+    c->token.pin_tries_left = pin >= PIN_TRIES ? 0 : PIN_TRIES - pin;
     c->token.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
 }
 
@@ -583,13 +660,30 @@ static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
     *a = (struct anchored){0};
     if (!v)
         return 0;
-    if (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT)
+    bool pending = v->len == ANCHOR_LEN_PENDING && v->data[0] == ANCHOR_FORMAT_PENDING;
+    bool reserved = v->len == ANCHOR_LEN_RESERVED && v->data[0] == ANCHOR_FORMAT_RESERVED;
+    if (!pending && !reserved && (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT))
         return tm_err_set(err, EBADMSG, "the token state anchored in the TPM is malformed "
                           "(%zu bytes)", v->len);
     a->present = true;
     a->pin = v->data[1];
     a->puk = v->data[2];
     memcpy(a->files, v->data + 3, 32);
+    if (reserved) {
+        if (a->pin == 0)
+            return tm_err_set(err, EBADMSG, "the token state anchored in the TPM reserves a try "
+                              "it does not count");
+        a->reserved = true;
+        memcpy(a->reserved_by, v->data + ANCHOR_LEN, SESSION_LEN);
+    }
+    if (!pending)
+        return 0;
+    if (v->data[ANCHOR_LEN] & ~ANCHOR_PENDING_KEY)
+        return tm_err_set(err, EBADMSG, "the token state anchored in the TPM has unknown flags");
+    a->pending = true;
+    a->pending_key = v->data[ANCHOR_LEN] & ANCHOR_PENDING_KEY;
+    memcpy(a->pending_files, v->data + ANCHOR_LEN + 1, 32);
+    memcpy(a->pending_key_sha256, v->data + ANCHOR_LEN + 1 + 32, 32);
     return 0;
 }
 
@@ -602,15 +696,32 @@ static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, voi
     return tpmd_anchor_get(d, names, 1, fn, userdata, err);
 }
 
+static void forget_note(const char *uuid);
+
 /* One NV write: the new state, or (!a->present) none. */
 static int anchor_write(struct daemon *d, const char *uuid, const struct anchored *a,
                         tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
+    /* Whatever reservation was noted for uuid is not the anchored state any more (a wipe, a
+     * count, a change): a clean shutdown must not write it back. */
+    forget_note(uuid);
     char name[64];
     anchor_name(uuid, name);
-    uint8_t v[ANCHOR_LEN] = {ANCHOR_FORMAT, a->pin, a->puk};
+    bool reserved = !a->pending && a->reserved;
+    uint8_t v[ANCHOR_LEN_PENDING] = {a->pending ? ANCHOR_FORMAT_PENDING
+                                     : reserved ? ANCHOR_FORMAT_RESERVED : ANCHOR_FORMAT,
+                                     a->pin, a->puk};
     memcpy(v + 3, a->files, 32);
-    struct tpmd_anchor_entry e = {.name = name, .value = v, .len = sizeof(v),
+    if (reserved)
+        memcpy(v + ANCHOR_LEN, a->reserved_by, SESSION_LEN);
+    if (a->pending) {
+        v[ANCHOR_LEN] = a->pending_key ? ANCHOR_PENDING_KEY : 0;
+        memcpy(v + ANCHOR_LEN + 1, a->pending_files, 32);
+        memcpy(v + ANCHOR_LEN + 1 + 32, a->pending_key_sha256, 32);
+    }
+    struct tpmd_anchor_entry e = {.name = name, .value = v,
+                                  .len = a->pending ? ANCHOR_LEN_PENDING
+                                         : reserved ? ANCHOR_LEN_RESERVED : ANCHOR_LEN,
                                   .remove = !a->present};
     return tpmd_anchor_update(d, &e, 1, NULL, 0, fn, userdata, err);
 }
@@ -622,6 +733,122 @@ static void on_background_write(struct daemon *d, const Trustme__Tpmd__Response 
 {
     if (err)
         log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
+}
+
+static void write_background(struct container *c, const struct anchored *a);
+
+static bool anchored_same(const struct anchored *x, const struct anchored *y)
+{
+    return x->present == y->present && x->pin == y->pin && x->puk == y->puk &&
+           memcmp(x->files, y->files, 32) == 0 && !x->pending && !y->pending &&
+           x->reserved == y->reserved &&
+           (!x->reserved || memcmp(x->reserved_by, y->reserved_by, SESSION_LEN) == 0);
+}
+
+/* The reservations this process holds, unused, by container: what a clean shutdown gives back. */
+struct reservation_note {
+    struct reservation_note *next;
+    char uuid[TM_UUID_STR_LEN + 1];
+    struct anchored a;
+};
+static struct reservation_note *notes;
+static bool released; /* the shutdown's release is under way or done */
+
+static void forget_note(const char *uuid)
+{
+    for (struct reservation_note **p = &notes; *p; p = &(*p)->next)
+        if (strcmp((*p)->uuid, uuid) == 0) {
+            struct reservation_note *r = *p;
+            *p = r->next;
+            free(r);
+            return;
+        }
+}
+
+static void note_reservation(const struct container *c, const struct anchored *a)
+{
+    struct reservation_note **p = &notes;
+    while (*p && strcmp((*p)->uuid, c->uuid) != 0)
+        p = &(*p)->next;
+    if (!*p && !(*p = calloc(1, sizeof(**p))))
+        return; /* then it is not given back: the count errs high after a restart */
+    snprintf((*p)->uuid, sizeof((*p)->uuid), "%s", c->uuid);
+    (*p)->a = *a;
+}
+
+static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                                const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = container_find(d, op->uuid);
+    if (err)
+        log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
+    else if (c) {
+        c->token_reserve_spent = false; /* the new reservation is anchored */
+        note_reservation(c, &op->a);
+    }
+    op_free(op);
+}
+
+/* Like write_background, for a state with a new reservation: usable once it is anchored. */
+static void write_reserved(struct container *c, const struct anchored *a)
+{
+    tm_err e;
+    struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+    if (!op) {
+        write_background(c, a);
+        return;
+    }
+    op->a = *a;
+    if (anchor_write(c->d, c->uuid, a, on_reserved_written, op, &e) < 0) {
+        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name,
+                  e.msg);
+        op_free(op);
+    }
+    show_anchored(c, a);
+}
+
+static void on_released(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                        void *userdata)
+{
+    if (err)
+        log_warn("cannot give back the reserved PIN tries: %s (each such token counts one wrong "
+                 "PIN after the restart)", err->msg);
+    daemon_maybe_exit(d);
+}
+
+bool tokens_release_reservations(struct daemon *d)
+{
+    if (released)
+        return !notes;
+    released = true;
+    struct tpmd_anchor_entry e[64];
+    uint8_t v[64][ANCHOR_LEN];
+    char names[64][64];
+    size_t n = 0;
+    for (struct reservation_note *r = notes; r && n < 64; r = r->next) {
+        struct container *c = container_find(d, r->uuid);
+        if (!c || c->token_busy || !reservation_valid(c, &r->a))
+            continue;
+        struct anchored a = r->a;
+        a.pin--; /* unused: not a try */
+        a.reserved = false;
+        anchor_name(r->uuid, names[n]);
+        v[n][0] = ANCHOR_FORMAT, v[n][1] = a.pin, v[n][2] = a.puk;
+        memcpy(v[n] + 3, a.files, 32);
+        e[n] = (struct tpmd_anchor_entry){.name = names[n], .value = v[n], .len = ANCHOR_LEN};
+        n++;
+    }
+    while (notes) {
+        struct reservation_note *r = notes;
+        notes = r->next;
+        free(r);
+    }
+    tm_err err;
+    if (n == 0 || tpmd_anchor_update(d, e, n, NULL, 0, on_released, NULL, &err) < 0)
+        return true;
+    notes = NULL;
+    return false;
 }
 
 static void write_background(struct container *c, const struct anchored *a)
@@ -725,6 +952,15 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.has_token_anchor = true;
         req.token_anchor = (ProtobufCBinaryData){.len = 32, .data = op->a.files};
     }
+    if (op->kind == OP_CHANGE_PIN || op->kind == OP_PUK_UNLOCK) {
+        /* Re-keying re-wraps the data key: scd needs the current blob (none before the first
+         * start). */
+        char path[PATH_MAX];
+        tokens_key_path(c, path, sizeof(path));
+        int r = read_file(path, 4096, &wrapped, &len, err);
+        if (r < 0 && err->code != ENOENT)
+            return r;
+    }
     switch (op->kind) {
     case OP_KEY: {
         char path[PATH_MAX];
@@ -761,6 +997,8 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.pair = &pair;
         break;
     case OP_CHANGE_PIN:
+        cp.has_wrapped = wrapped != NULL;
+        cp.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
         cp.uuid = c->uuid;
         cp.has_old_pin = cp.has_new_pin = true;
         cp.old_pin = bytes_of(op->pin);
@@ -769,6 +1007,8 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.change_pin = &cp;
         break;
     case OP_PUK_UNLOCK:
+        ul.has_wrapped = wrapped != NULL;
+        ul.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
         ul.uuid = c->uuid;
         ul.has_puk = ul.has_new_pin = true;
         ul.puk = bytes_of(op->puk);
@@ -789,6 +1029,205 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         return send_status(d, op, err);
     }
     return scd_call(d, &req, on_reply, op, err);
+}
+
+static void count_attempt(struct daemon *d, struct token_op *op, struct container *c);
+
+/* ---- the two-phase change -----------------------------------------------------------------
+ *
+ * A PIN change or PUK unlock of a soft token re-keys it: scd writes the new token file as
+ * <uuid>.soft.new and answers with its digest and the data key re-wrapped; trustmed writes that
+ * as key.wrapped.new, anchors both digests beside the current one (format 2: one NV write), has
+ * scd rename its file (TokenCommit), renames its own, and anchors the new generation alone. At
+ * the start of every later token operation an anchored pending change is settled the same way
+ * (a kill -9 of scd or trustmed at any step leaves either generation usable, never neither), and
+ * pending files nobody anchored are removed, never used. */
+
+static void key_new_path(const struct container *c, char *out, size_t size)
+{
+    tokens_key_path(c, out, size);
+    snprintf(out + strlen(out), size - strlen(out), ".new");
+}
+
+static bool file_has_digest(const char *path, const uint8_t want[32])
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    uint8_t got[32];
+    tm_err e;
+    return read_file(path, 4096, &data, &len, &e) == 0 && tm_sha256(data, len, got) == 0 &&
+           memcmp(got, want, 32) == 0;
+}
+
+/* key.wrapped after a settled change: forward, key.wrapped.new with the anchored digest is
+ * renamed into place; any other key.wrapped.new is removed. */
+static void settle_key_file(struct container *c, const struct anchored *a, bool forward)
+{
+    char path[PATH_MAX], newpath[PATH_MAX];
+    tokens_key_path(c, path, sizeof(path));
+    key_new_path(c, newpath, sizeof(newpath));
+    if (forward && a->pending_key && file_has_digest(newpath, a->pending_key_sha256)) {
+        if (rename(newpath, path) < 0)
+            log_error("%s: cannot rename %s: %m", c->cfg->name, newpath);
+        fsync_parent(path);
+        c->key_stored = true;
+        return;
+    }
+    if (unlink(newpath) == 0)
+        fsync_parent(newpath);
+    else if (errno != ENOENT)
+        log_error("%s: cannot remove %s: %m", c->cfg->name, newpath);
+    if (forward && a->pending_key && !file_has_digest(path, a->pending_key_sha256))
+        log_error("%s: the data key re-wrapped by its last PIN change is missing (%s was "
+                  "removed?): its data cannot be opened", c->cfg->name, newpath);
+}
+
+static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *err, void *userdata);
+
+/* Ask scd to put the pending token file of op->a in place (or drop it). */
+static int send_commit(struct daemon *d, struct token_op *op, tm_err *err)
+{
+    Trustme__Scd__TokenCommit tc = TRUSTME__SCD__TOKEN_COMMIT__INIT;
+    tc.uuid = op->uuid;
+    tc.has_pending_sha256 = true;
+    tc.pending_sha256 = (ProtobufCBinaryData){.len = 32, .data = op->a.pending_files};
+    ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
+    req.has_token_anchor = true;
+    req.token_anchor = (ProtobufCBinaryData){.len = 32, .data = op->a.files};
+    req.body_case = TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT;
+    req.token_commit = &tc;
+    return scd_call(d, &req, on_reply, op, err);
+}
+
+static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                       void *userdata);
+
+/* The settled generation is anchored alone. */
+static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                        void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    enum op_phase phase = op->phase;
+    op->phase = PHASE_NONE;
+    if (phase == PHASE_COMMIT) {
+        tm_err e;
+        if (!err && !op->forward) {
+            tm_err_set(&e, EIO, "the change was not made: its pending token file is gone");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        on_settled(d, resp, err, op);
+        return;
+    }
+    if (err) {
+        tm_err e;
+        tm_err_set(&e, err->code, "cannot anchor the token's settled change in the TPM: %s",
+                   err->msg);
+        op_fail(d, op, c, &e);
+        return;
+    }
+    show_anchored(c, &op->a);
+    count_attempt(d, op, c);
+}
+
+/* scd answered TokenCommit: its files are now one of the two anchored generations. */
+static void commit_reply(struct daemon *d, struct token_op *op, struct container *c,
+                         const ScdResponse *resp, const tm_err *err)
+{
+    tm_err e = {0};
+    if (err) {
+        if (op->phase == PHASE_COMMIT)
+            tm_err_set(&e, err->code, "the change is anchored but not yet in place; the token's "
+                       "next use completes it: %s", err->msg);
+        else
+            tm_err_set(&e, err->code, "cannot complete the token's pending change: %s", err->msg);
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+        return;
+    }
+    if (!resp->token || !resp->token->has_files_sha256 || resp->token->files_sha256.len != 32) {
+        tm_err_set(&e, EPROTO, "the token service did not say what its token files are now");
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+        return;
+    }
+    const uint8_t *now = resp->token->files_sha256.data;
+    struct anchored n = op->a;
+    op->forward = memcmp(now, op->a.pending_files, 32) == 0;
+    if (op->forward)
+        memcpy(n.files, now, 32);
+    settle_key_file(c, &op->a, op->forward);
+    test_crash_point(d->data_dir, "trustmed-committed");
+    n.pending = n.pending_key = false;
+    memset(n.pending_files, 0, 32);
+    memset(n.pending_key_sha256, 0, 32);
+    op->a = n;
+    if (anchor_write(d, op->uuid, &n, on_resolved, op, &e) < 0) {
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+    }
+}
+
+/* The change's pending digests are anchored: from here on it goes forward. */
+static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
+                                const tm_err *err, void *userdata)
+{
+    struct token_op *op = userdata;
+    struct container *c = op_container(d, op);
+    if (!c)
+        return;
+    tm_err e = {0};
+    if (err) {
+        tm_err_set(&e, err->code, "the new PIN could not be anchored in the TPM; the old one "
+                   "stays: %s", err->msg);
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+        return;
+    }
+    test_crash_point(d->data_dir, "trustmed-pending-anchored");
+    if (send_commit(d, op, &e) < 0) {
+        tm_err_prefix(&e, "the change is anchored but not yet in place; the token's next use "
+                      "completes it");
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+    }
+}
+
+/* scd re-keyed the token (ChangePin, Unlock): store the re-wrapped key as pending, anchor. */
+static void rekeyed_reply(struct daemon *d, struct token_op *op, struct container *c,
+                          const Trustme__Scd__Rekeyed *k, struct anchored *n)
+{
+    tm_err e = {0};
+    if (!k->has_pending_sha256 || k->pending_sha256.len != 32 ||
+        (k->has_wrapped && k->wrapped.len != WRAPPED_KEY_LEN)) {
+        tm_err_set(&e, EPROTO, "the token service sent a malformed answer to a re-key");
+        op_fail(d, op, c, &e);
+        return;
+    }
+    n->pending = true;
+    memcpy(n->pending_files, k->pending_sha256.data, 32);
+    if (k->has_wrapped) {
+        char path[PATH_MAX];
+        key_new_path(c, path, sizeof(path));
+        if (write_file_atomic(path, k->wrapped.data, k->wrapped.len, 0600, &e) < 0) {
+            tm_err_prefix(&e, "cannot store the re-wrapped data key; the old PIN stays");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        n->pending_key = true;
+        tm_sha256(k->wrapped.data, k->wrapped.len, n->pending_key_sha256);
+    }
+    test_crash_point(d->data_dir, "trustmed-pending-written");
+    op->a = *n;
+    op->phase = PHASE_COMMIT;
+    show_anchored(c, n);
+    if (anchor_write(d, op->uuid, n, on_pending_anchored, op, &e) < 0) {
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+    }
 }
 
 static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
@@ -841,21 +1280,55 @@ static void on_anchor_read(struct daemon *d, const Trustme__Tpmd__Response *resp
         return;
     }
     show_anchored(c, &op->a);
+    if (op->a.pending) {
+        /* A change anchored but perhaps not in place (trustmed or scd died during it): settle
+         * it first; the anchor says which generation is current. */
+        op->phase = PHASE_RESOLVE;
+        if (send_commit(d, op, &e) < 0)
+            op_fail(d, op, c, &e);
+        return;
+    }
+    settle_key_file(c, &op->a, false); /* a key.wrapped.new nobody anchored */
+    count_attempt(d, op, c);
+}
+
+/* The anchored state is in op->a, with nothing pending: check the limits and count the attempt
+ * (one NV write) before scd sees the secret. */
+static void count_attempt(struct daemon *d, struct token_op *op, struct container *c)
+{
+    tm_err e = {0};
     struct anchored counted = op->a;
     if (op->a.puk >= PUK_TRIES)
         tm_err_set(&e, EKEYREVOKED, "token blocked for good after %d wrong PUKs: only a wipe "
                    "helps (trustme wipe), and the container's data is lost", PUK_TRIES);
-    else if (op->kind != OP_PUK_UNLOCK && op->a.pin >= PIN_TRIES)
+    else if (op->kind != OP_PUK_UNLOCK && pin_failures(c, &op->a) >= PIN_TRIES)
         tm_err_set(&e, EPERM, "locked after %d wrong PINs: unlock it with the PUK (trustme token "
                    "unlock)", PIN_TRIES);
     if (e.code) {
         op_fail(d, op, c, &e);
         return;
     }
+    if (op->kind != OP_PUK_UNLOCK && reservation_valid(c, &op->a)) {
+        /* Counted in advance: the try goes to scd at once. */
+        c->token_reserve_spent = true;
+        op->used_reservation = true;
+        op->counted = counted;
+        show_anchored(c, &counted);
+        if (send_scd(d, op, c, &e) < 0)
+            op_fail(d, op, c, &e); /* the reservation stays used: the count errs high */
+        else
+            test_crash_point(d->data_dir, "trustmed-reserved-try-sent");
+        return;
+    }
+    /* A reservation of another process, or a used one, counts; an unused one of this process
+     * (a PUK unlock does not use it) is dropped rather than counted. */
+    counted.pin = (uint8_t)pin_failures(c, &op->a);
+    counted.reserved = false;
     if (op->kind == OP_PUK_UNLOCK)
         counted.puk++;
     else
         counted.pin++;
+    op->counted = counted;
     if (anchor_write(d, op->uuid, &counted, on_counted, op, &e) < 0)
         op_fail(d, op, c, &e);
     else
@@ -941,27 +1414,31 @@ static void wrong_secret(struct container *c, const struct token_op *op, const s
 static void counted_reply(struct daemon *d, struct token_op *op, struct container *c,
                           const ScdResponse *resp, const tm_err *err)
 {
-    struct anchored n = op->a;
+    struct anchored n = op->counted;
     tm_err e = {0};
-    if (op->kind == OP_PUK_UNLOCK)
-        n.puk++;
-    else
-        n.pin++;
     if (err && err->code == EACCES) {
-        /* Counted already. */
+        /* Counted already (a reservation it used stays used: its count stands). */
         wrong_secret(c, op, &n, &e);
         show_anchored(c, &n);
         op_fail(d, op, c, &e);
         return;
     }
     if (err) {
-        write_background(c, &op->a); /* not the secret's fault: the attempt is taken back */
+        /* Not the secret's fault: the attempt is taken back (a used reservation is not: the
+         * count errs high). */
+        if (!op->used_reservation)
+            write_background(c, &op->a);
         op_fail(d, op, c, err);
         return;
     }
     n.pin = 0;
+    n.reserved = false;
     if (op->kind == OP_PUK_UNLOCK)
         n.puk = 0;
+    if (op->kind != OP_KEY && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_REKEYED) {
+        rekeyed_reply(d, op, c, resp->rekeyed, &n);
+        return;
+    }
     if (op->kind != OP_KEY) {
         if (!resp->token || !resp->token->has_files_sha256 || resp->token->files_sha256.len != 32) {
             tm_err_set(&e, EPROTO, "the token service did not say what its token files are now");
@@ -974,8 +1451,16 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
             op_fail(d, op, c, &e);
         return;
     }
-    /* A start does not wait for the reset: if it is lost, the count stays one too high. */
-    write_background(c, &n);
+    /* A start does not wait for the reset: if it is lost, the count stays one too high. It
+     * reserves the next try; with the reservation used and renewed, there is nothing to write. */
+    reserve(&n);
+    if (op->used_reservation && anchored_same(&n, &op->a)) {
+        c->token_reserve_spent = false;
+        note_reservation(c, &n);
+        show_anchored(c, &n);
+    } else {
+        write_reserved(c, &n);
+    }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     log_debug("%s: data key after %.3f ms (anchored count, scd, %s)", c->cfg->name,
@@ -1003,6 +1488,13 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
     if (resp && resp->token)
         note_status(c, op, resp->token, err);
     tm_err e = {0};
+    if (op->phase != PHASE_NONE) {
+        if (op->cancelled)
+            op_free(op); /* a start that is gone; the next use settles the change */
+        else
+            commit_reply(d, op, c, resp, err);
+        return;
+    }
     switch (op->kind) {
     case OP_REFRESH:
         if (!err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_STATUS)

@@ -24,6 +24,10 @@ void tokens_key_path(const struct container *c, char *out, size_t size);
 void tokens_refresh_all(struct daemon *d);
 /* Ask tpmd for every token's anchored counts (whenever a tpmd has started), for list/state. */
 void tokens_refresh_anchors(struct daemon *d);
+/* At a clean shutdown: give back the PIN tries reserved in advance and not used (tokens.c,
+ * "reservations"), in one anchor update. Returns true when there is nothing (more) to wait for;
+ * false when the update is under way (its answer calls daemon_maybe_exit again). */
+bool tokens_release_reservations(struct daemon *d);
 /* scd is gone: what it said is unknown until the next one reports (tokens_refresh_all). */
 void tokens_forget_all(struct daemon *d);
 

@@ -228,26 +228,63 @@ static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *
     return send_key(s, id, key, NULL);
 }
 
+/* A re-keyed soft token's answer; a PKCS#11 token's PIN change has nothing pending: Ok. */
+static int send_rekeyed(struct server *s, uint64_t id, const struct token_rekeyed *rk)
+{
+    if (!rk->pending)
+        return send_ok(s, id, false);
+    Trustme__Scd__Rekeyed k = TRUSTME__SCD__REKEYED__INIT;
+    k.has_pending_sha256 = true;
+    k.pending_sha256 = (ProtobufCBinaryData){.len = 32, .data = (uint8_t *)rk->pending_sha256};
+    if (rk->has_wrapped) {
+        k.has_wrapped = true;
+        k.wrapped = (ProtobufCBinaryData){.len = KEYWRAP_BLOB_LEN, .data = (uint8_t *)rk->wrapped};
+    }
+    Response resp = TRUSTME__SCD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__SCD__RESPONSE__BODY_REKEYED;
+    resp.rekeyed = &k;
+    return send_response(s, id, &resp);
+}
+
 static int do_change_pin(struct server *s, uint64_t id, const Trustme__Scd__ChangePin *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *old_pin = NULL, *new_pin = NULL;
+    struct token_rekeyed rk;
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->old_pin, rq->has_old_pin, "current PIN", &old_pin, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
-        (r = token_change_pin(s->tctx, rq->uuid, (char *)old_pin->data, (char *)new_pin->data, err)) < 0)
+        (r = token_change_pin(s->tctx, rq->uuid, (char *)old_pin->data, (char *)new_pin->data,
+                              rq->has_wrapped ? rq->wrapped.data : NULL,
+                              rq->has_wrapped ? rq->wrapped.len : 0, &rk, err)) < 0)
         return r;
-    return send_ok(s, id, false);
+    return send_rekeyed(s, id, &rk);
 }
 
 static int do_unlock(struct server *s, uint64_t id, const Trustme__Scd__Unlock *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *puk = NULL, *new_pin = NULL;
+    struct token_rekeyed rk;
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->puk, rq->has_puk, "PUK", &puk, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
-        (r = token_unlock(s->tctx, rq->uuid, (char *)puk->data, (char *)new_pin->data, err)) < 0)
+        (r = token_unlock(s->tctx, rq->uuid, (char *)puk->data, (char *)new_pin->data,
+                          rq->has_wrapped ? rq->wrapped.data : NULL,
+                          rq->has_wrapped ? rq->wrapped.len : 0, &rk, err)) < 0)
+        return r;
+    return send_rekeyed(s, id, &rk);
+}
+
+static int do_commit(struct server *s, uint64_t id, const Trustme__Scd__TokenCommit *rq,
+                     tm_err *err)
+{
+    int r = check_uuid(rq->uuid, err);
+    if (r < 0)
+        return r;
+    if (!s->ctx.anchor || !rq->has_pending_sha256 || rq->pending_sha256.len != 32)
+        return tm_err_set(err, EINVAL, "commit: the anchored and the pending digest are needed");
+    if ((r = token_commit(s->tctx, rq->uuid, rq->pending_sha256.data, err)) < 0)
         return r;
     return send_ok(s, id, false);
 }
@@ -354,6 +391,7 @@ static const char *token_uuid_of(const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN: return rq->change_pin->uuid;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: return rq->unlock->uuid;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: return rq->wipe->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT: return rq->token_commit->uuid;
     default: return NULL;
     }
 }
@@ -405,6 +443,9 @@ static int dispatch(struct server *s, const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN: r = do_change_pin(s, rq->id, rq->change_pin, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: r = do_unlock(s, rq->id, rq->unlock, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: r = do_wipe(s, rq->id, rq->wipe, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT:
+        r = do_commit(s, rq->id, rq->token_commit, &err);
+        break;
     case TRUSTME__SCD__REQUEST__BODY_STATUS: r = do_status(s, rq->id, rq->status, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET:

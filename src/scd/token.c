@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "fs_err.h"
 #include "log.h"
+#include "test_hooks.h"
 #include "token_pkcs11.h"
 #include "token_record.h"
 #include "token_soft.h"
@@ -229,6 +230,10 @@ static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_p
         return tm_err_set(err, ESTALE, "the token files of container %s are not the ones "
                           "anchored in the TPM (restored from a copy, edited, or from another "
                           "device): refusing them", uuid);
+    /* The caller settles an anchored pending change (token_commit) before it uses the token: a
+     * pending file here is not anchored, so it goes. */
+    if ((r = unlink_synced(paths->soft_new, err)) < 0)
+        return r;
     if (!record.data)
         return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
     if ((r = token_record_parse(record.data, record.len, paths->record, rec, err)) < 0)
@@ -397,13 +402,54 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
 
 /* --- PINs --- */
 
+/* Give the soft token a new KEK (soft_token_rekey) and re-wrap the container key under it, as
+ * pending files (docs/STORAGE.md, "Changing a PIN"): the new token file goes to <uuid>.soft.new
+ * and the caller gets its digest and the new key blob; token_commit puts it in place once the
+ * caller has anchored that digest. Without a caller that anchors (ctx->anchor NULL: the library
+ * on its own, unit tests) the file is replaced at once. */
+static int rekey(const struct token_ctx *ctx, const char *uuid, const struct token_paths *paths,
+                 struct session *s, const char *new_pin, const char *puk, const uint8_t *blob,
+                 size_t blob_len, struct token_rekeyed *ret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *key = NULL, *nkek = NULL;
+    _cleanup_free_ char *data = NULL;
+    _cleanup_(token_file_free) struct token_file record = {0};
+    struct soft_token nt;
+    size_t len;
+    int r;
+    *ret = (struct token_rekeyed){0};
+    /* The container key stays (it is the data volume's); only its wrap changes. */
+    if (blob && (r = keywrap_open_soft(s->kek, ctx->device_secret, uuid, blob, blob_len, &key,
+                                       err)) < 0)
+        return tm_err_prefix(err, "cannot re-wrap the container key");
+    if ((r = soft_token_rekey(&s->soft, uuid, s->kek, new_pin, puk, ctx->device_secret, &nt,
+                              &nkek, err)) < 0)
+        return r;
+    if (key && (r = keywrap_seal_soft(nkek, ctx->device_secret, uuid, key, ret->wrapped, err)) < 0)
+        return r;
+    ret->has_wrapped = key != NULL;
+    if (!ctx->anchor)
+        return soft_token_store(paths->soft, &nt, err);
+    if ((r = soft_token_format(&nt, &data, &len, err)) < 0 ||
+        (r = fs_err(write_file_atomic(paths->soft_new, data, len, 0600, err), err)) < 0 ||
+        (r = token_file_read(paths->record, &record, err)) < 0)
+        return r;
+    struct token_file sf = {.data = data, .len = len};
+    files_digest_of(&record, &sf, ret->pending_sha256);
+    ret->pending = true;
+    test_crash_point(ctx->state_dir, "scd-pending-written");
+    return 0;
+}
+
 int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin,
-                     const char *new_pin, tm_err *err)
+                     const char *new_pin, const uint8_t *blob, size_t blob_len,
+                     struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
     struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
+    *ret = (struct token_rekeyed){0};
     int r = check_pin("old PIN", old_pin, err);
     if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
@@ -414,17 +460,19 @@ int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *
     if ((r = session_open(&s, TRIES_PIN, old_pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
-        return soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, ctx->device_secret, err);
+        return rekey(ctx, uuid, &paths, &s, new_pin, NULL, blob, blob_len, ret, err);
     return p11_set_pin(s.p11, old_pin, new_pin, err);
 }
 
 int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
-                 const char *new_pin, tm_err *err)
+                 const char *new_pin, const uint8_t *blob, size_t blob_len,
+                 struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
     struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
+    *ret = (struct token_rekeyed){0};
     int r = check_pin("new PIN", new_pin, err);
     if (r < 0 || (r = check_secret("PUK", puk, 1, TOKEN_PUK_MAX, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
@@ -435,7 +483,7 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
     if ((r = session_open(&s, TRIES_PUK, puk, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
-        r = soft_token_set_pin(paths.soft, &s.soft, uuid, s.kek, new_pin, ctx->device_secret, err);
+        r = rekey(ctx, uuid, &paths, &s, new_pin, puk, blob, blob_len, ret, err);
     else
         r = p11_init_pin(s.p11, new_pin, err);
     if (r < 0)
@@ -448,6 +496,50 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
         return r;
     t.pin_failures = 0;
     return tries_store(paths.tries, &t, err);
+}
+
+int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32],
+                 tm_err *err)
+{
+    struct token_paths paths;
+    _cleanup_close_ int lock_fd = -1;
+    _cleanup_(token_file_free) struct token_file record = {0}, sfile = {0}, snew = {0};
+    uint8_t now[32], next[32];
+    int r = token_paths_init(ctx, uuid, &paths, err);
+    if (r < 0)
+        return r;
+    r = token_dir_lock(&paths, false, &lock_fd, err);
+    if (r == -ENOENT)
+        return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
+    if (r < 0 || (r = token_file_read(paths.record, &record, err)) < 0 ||
+        (r = token_file_read(paths.soft, &sfile, err)) < 0 ||
+        (r = token_file_read(paths.soft_new, &snew, err)) < 0)
+        return r;
+    if (snew.data) {
+        files_digest_of(&record, &snew, next);
+        if (memcmp(next, pending, 32) == 0) {
+            if (rename(paths.soft_new, paths.soft) < 0)
+                return fs_err(tm_err_sys(err, "cannot rename %s", paths.soft_new), err);
+            if ((r = fsync_parent(paths.soft)) < 0) {
+                errno = -r;
+                return fs_err(tm_err_sys(err, "cannot sync %s", paths.dir), err);
+            }
+            test_crash_point(ctx->state_dir, "scd-committed");
+            return 0;
+        }
+        /* Not the anchored one (left by a change that never got anchored, or written by
+         * someone else): it is never used. */
+        if ((r = unlink_synced(paths.soft_new, err)) < 0)
+            return r;
+    }
+    files_digest_of(&record, &sfile, now);
+    if (memcmp(now, pending, 32) == 0)
+        return 0; /* renamed already, before a crash */
+    if (ctx->anchor && memcmp(now, ctx->anchor, 32) == 0)
+        return 0; /* the pending file is gone: the current generation stays */
+    return tm_err_set(err, ESTALE, "the token files of container %s are not the ones anchored in "
+                      "the TPM (restored from a copy, edited, or from another device): refusing "
+                      "them", uuid);
 }
 
 /* --- wipe and status --- */
@@ -489,7 +581,8 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
     }
     /* Whatever the record said, a soft token file must not outlive it. The record goes last:
      * if this is interrupted, the container still shows a token, and wiping again finishes. */
-    if ((r = soft_token_erase(paths.soft, err)) < 0 || (r = unlink_synced(paths.tries, err)) < 0 ||
+    if ((r = soft_token_erase(paths.soft_new, err)) < 0 || (r = soft_token_erase(paths.soft, err)) < 0 ||
+        (r = unlink_synced(paths.tries, err)) < 0 ||
         (r = unlink_synced(paths.record, err)) < 0)
         return r;
     return key_left ? TOKEN_WIPE_KEY_LEFT : 0;

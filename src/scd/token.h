@@ -4,6 +4,7 @@
  * Files, all in <state_dir>/tokens/, mode 0600, replaced atomically:
  *   <uuid>.token   the record: which kind of token, and for PKCS#11 where it is
  *   <uuid>.soft    a soft token (token_soft.h)
+ *   <uuid>.soft.new  a changed soft token, pending until the caller has anchored it
  *   <uuid>.tries   failed PIN and PUK attempts (tries.h)
  *
  * Every function returns 0 (or a documented non-negative value) or a negative errno with err
@@ -108,12 +109,36 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
 int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
                  const uint8_t *blob, size_t blob_len, struct secret **ret_key, tm_err *err);
 
-int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin,
-                     const char *new_pin, tm_err *err);
+/* What a PIN change or PUK unlock of a soft token made: it re-keys (a new KEK), so the container
+ * key's wrap changes too. */
+struct token_rekeyed {
+    bool pending;                    /* <uuid>.soft.new was written: commit it (token_commit) */
+    uint8_t pending_sha256[32];      /* the token files' digest with it (token_files_digest) */
+    bool has_wrapped;                /* a blob was given: here it is, wrapped under the new KEK */
+    uint8_t wrapped[KEYWRAP_BLOB_LEN];
+};
 
-/* Set a new PIN with the PUK (for PKCS#11: the SO PIN, C_InitPIN), clearing the PIN counter. */
+/* Change the PIN. A soft token is re-keyed: a new KEK for the new PIN and for the PUK side
+ * (token_soft.h), and blob (the container's wrapped key, NULL before its first start) wrapped
+ * anew into ret->wrapped. With ctx->anchor the new token file is only pending (ret->pending);
+ * without, it replaces the old one at once. A PKCS#11 token changes its PIN on the token (ret
+ * says nothing is pending). */
+int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin,
+                     const char *new_pin, const uint8_t *blob, size_t blob_len,
+                     struct token_rekeyed *ret, tm_err *err);
+
+/* Set a new PIN with the PUK (for PKCS#11: the SO PIN, C_InitPIN), clearing the PIN counter.
+ * A soft token is re-keyed as by token_change_pin, its PUK side made anew. */
 int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
-                 const char *new_pin, tm_err *err);
+                 const char *new_pin, const uint8_t *blob, size_t blob_len,
+                 struct token_rekeyed *ret, tm_err *err);
+
+/* Settle a pending change whose digest the caller has anchored (pending) beside the current one
+ * (ctx->anchor): a pending file with that digest is renamed into place; any other pending file
+ * is removed. 0 when the token files are now either generation (token_status says which), and
+ * -ESTALE when they are neither. */
+int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32],
+                 tm_err *err);
 
 #define TOKEN_WIPE_KEY_LEFT 1
 /* Crypto-erase the container's token and forget it; idempotent (no token: 0).

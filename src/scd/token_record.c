@@ -37,6 +37,7 @@ int token_paths_init(const struct token_ctx *ctx, const char *uuid, struct token
     int r;
     if ((r = path_join(ret->record, ret->dir, uuid, ".token", err)) < 0 ||
         (r = path_join(ret->soft, ret->dir, uuid, ".soft", err)) < 0 ||
+        (r = path_join(ret->soft_new, ret->dir, uuid, ".soft.new", err)) < 0 ||
         (r = path_join(ret->tries, ret->dir, uuid, ".tries", err)) < 0)
         return r;
     return 0;

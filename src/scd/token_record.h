@@ -15,6 +15,7 @@ struct token_paths {
     char dir[PATH_MAX];
     char record[PATH_MAX];
     char soft[PATH_MAX];
+    char soft_new[PATH_MAX]; /* a changed .soft, pending until trustmed anchors it */
     char tries[PATH_MAX];
 };
 

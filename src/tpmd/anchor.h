@@ -24,7 +24,7 @@
 
 #define ANCHOR_NV_INDEX 0x01550000u
 #define ANCHOR_NAME_MAX 128
-#define ANCHOR_VALUE_MAX 64
+#define ANCHOR_VALUE_MAX 128 /* a token with a pending change needs 100 */
 #define ANCHOR_ENTRIES_MAX 4096
 
 struct anchor_entry {

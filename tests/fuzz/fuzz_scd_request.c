@@ -55,8 +55,8 @@ static size_t secret_frame_len;
 /* The digests trustmed anchored for the soft tokens' files, taken from the fixture before any
  * run (a run may change the files). */
 static const char *const soft_uuids[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED,
-                                         FX_UUID_BLOCKED};
-static uint8_t soft_anchors[4][32];
+                                         FX_UUID_BLOCKED, FX_UUID_V2};
+static uint8_t soft_anchors[5][32];
 static bool verbose;        /* $FUZZ_SCD_VERBOSE: print each answer (to check the seeds) */
 
 #define fail(...)                                                                                  \
@@ -114,7 +114,8 @@ static bool uuid_is(const char *uuid, const char *want) { return uuid && strcmp(
 static bool pin_usable(const char *uuid)
 {
     return uuid_is(uuid, FX_UUID_SOFT) || uuid_is(uuid, FX_UUID_LASTTRY) ||
-           uuid_is(uuid, FX_UUID_LOCKED) || uuid_is(uuid, FX_UUID_BLOCKED);
+           uuid_is(uuid, FX_UUID_LOCKED) || uuid_is(uuid, FX_UUID_BLOCKED) ||
+           uuid_is(uuid, FX_UUID_V2);
 }
 
 /* Whether the request carried the digest trustmed anchored for uuid's token files. */
@@ -131,7 +132,8 @@ static bool anchored(const char *uuid, const ProtobufCBinaryData *anchor, bool p
 static bool has_token(const char *uuid)
 {
     static const char *const paired[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED,
-                                         FX_UUID_BLOCKED, FX_UUID_P11, FX_UUID_BADREC};
+                                         FX_UUID_BLOCKED, FX_UUID_P11, FX_UUID_BADREC,
+                                         FX_UUID_V2};
     for (size_t i = 0; i < sizeof(paired) / sizeof(paired[0]); i++)
         if (uuid_is(uuid, paired[i]))
             return true;
@@ -155,6 +157,15 @@ static void check_status(const char *uuid, const Trustme__Scd__TokenStatus *st)
         fail("wrong status for %s: paired %d type %d locked %d blocked %d pin left %u puk left %u",
              uuid, st->paired, st->type, st->locked, st->blocked, st->pin_tries_left,
              st->puk_tries_left);
+}
+
+/* A re-keyed token's answer: the pending digest, and the key re-wrapped only when a blob came
+ * (the fixture's blobs hold fx_key_bytes under its KEK; the new wrap is under a new KEK). */
+static void check_rekeyed(const Trustme__Scd__Rekeyed *k, bool had_blob)
+{
+    if (!k->has_pending_sha256 || k->pending_sha256.len != 32 || k->has_wrapped != had_blob ||
+        (had_blob && k->wrapped.len != KEYWRAP_BLOB_LEN))
+        fail("malformed re-key answer");
 }
 
 /* What the response to a decoded request of the current version may be. An Error is always
@@ -198,17 +209,31 @@ static void check_answer(const Request *rq, const Response *resp)
         return;
     }
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
-        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !pin_usable(rq->change_pin->uuid) ||
+        if (got != TRUSTME__SCD__RESPONSE__BODY_REKEYED || !pin_usable(rq->change_pin->uuid) ||
             !bytes_are(&rq->change_pin->old_pin, rq->change_pin->has_old_pin, FX_PIN) ||
             !anchored(rq->change_pin->uuid, &rq->token_anchor, rq->has_token_anchor))
             fail("change-pin succeeded without the PIN or the anchored digest");
+        check_rekeyed(resp->rekeyed, rq->change_pin->has_wrapped);
         return;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK:
-        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !pin_usable(rq->unlock->uuid) ||
+        if (got != TRUSTME__SCD__RESPONSE__BODY_REKEYED || !pin_usable(rq->unlock->uuid) ||
             !bytes_are(&rq->unlock->puk, rq->unlock->has_puk, FX_PUK) ||
             !anchored(rq->unlock->uuid, &rq->token_anchor, rq->has_token_anchor))
             fail("unlock succeeded without the PUK or the anchored digest");
+        check_rekeyed(resp->rekeyed, rq->unlock->has_wrapped);
         return;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT: {
+        /* No pending file in the fixture: settled only when the files are one of the two
+         * generations named (a soft token's are known here; others' digests are not kept). */
+        const Trustme__Scd__TokenCommit *tc = rq->token_commit;
+        bool soft = pin_usable(tc->uuid);
+        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !rq->has_token_anchor ||
+            !tc->has_pending_sha256 || tc->pending_sha256.len != 32 ||
+            (soft && !anchored(tc->uuid, &rq->token_anchor, true) &&
+             !anchored(tc->uuid, &tc->pending_sha256, true)))
+            fail("commit settled files that are neither anchored generation");
+        return;
+    }
     case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: {
         const Trustme__Scd__DeviceSecret *ds = rq->device_secret;
         if (got != TRUSTME__SCD__RESPONSE__BODY_OK ||

@@ -95,13 +95,29 @@ static void set_anchor(Request *rq, const char *uuid)
     rq->token_anchor = (ProtobufCBinaryData){.len = sizeof(anchor_buf), .data = anchor_buf};
 }
 
-static void make_blob(const struct secret *device_secret, uint8_t blob[KEYWRAP_BLOB_LEN])
+static void make_blob_for(const struct secret *device_secret, const char *uuid,
+                          uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     _cleanup_secret_ struct secret *kek = fx_secret(fx_kek_bytes, sizeof(fx_kek_bytes));
     _cleanup_secret_ struct secret *key = fx_secret(fx_key_bytes, sizeof(fx_key_bytes));
     tm_err err = {0};
-    if (keywrap_seal_soft(kek, device_secret, FX_UUID_SOFT, key, blob, &err) < 0)
+    if (keywrap_seal_soft(kek, device_secret, uuid, key, blob, &err) < 0)
         die(err.msg);
+}
+
+static void make_blob(const struct secret *device_secret, uint8_t blob[KEYWRAP_BLOB_LEN])
+{
+    make_blob_for(device_secret, FX_UUID_SOFT, blob);
+}
+
+/* A device-bound blob of uuid's token (the fixture's KEK and key). */
+static ProtobufCBinaryData bound_blob(const char *uuid)
+{
+    static uint8_t blob[KEYWRAP_BLOB_LEN];
+    _cleanup_secret_ struct secret *ds =
+        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    make_blob_for(ds, uuid, blob);
+    return (ProtobufCBinaryData){.len = sizeof(blob), .data = blob};
 }
 
 /* --- token requests --- */
@@ -161,7 +177,8 @@ static void unwrap(const char *name, const char *uuid, const char *pin, const ch
     uint8_t blob[KEYWRAP_BLOB_LEN];
     _cleanup_secret_ struct secret *ds =
         fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
-    make_blob(ds, blob);
+    /* FX_UUID_SOFT's blob, except for the v2 token (its own) */
+    make_blob_for(ds, strcmp(uuid, FX_UUID_V2) == 0 ? FX_UUID_V2 : FX_UUID_SOFT, blob);
     Trustme__Scd__Unwrap u = TRUSTME__SCD__UNWRAP__INIT;
     u.uuid = (char *)uuid;
     u.has_pin = u.has_wrapped = true;
@@ -175,10 +192,13 @@ static void unwrap(const char *name, const char *uuid, const char *pin, const ch
     put_request(name, &rq);
 }
 
+/* with_blob: with the container's key.wrapped, which a re-key wraps anew */
 static void change_pin(const char *name, const char *uuid, const char *old_pin,
-                       const char *new_pin)
+                       const char *new_pin, bool with_blob)
 {
     Trustme__Scd__ChangePin c = TRUSTME__SCD__CHANGE_PIN__INIT;
+    if ((c.has_wrapped = with_blob))
+        c.wrapped = bound_blob(uuid);
     c.uuid = (char *)uuid;
     c.has_old_pin = c.has_new_pin = true;
     c.old_pin = bin(old_pin);
@@ -190,9 +210,11 @@ static void change_pin(const char *name, const char *uuid, const char *old_pin,
     put_request(name, &rq);
 }
 
-static void unlock(const char *name, const char *uuid, const char *puk)
+static void unlock(const char *name, const char *uuid, const char *puk, bool with_blob)
 {
     Trustme__Scd__Unlock u = TRUSTME__SCD__UNLOCK__INIT;
+    if ((u.has_wrapped = with_blob))
+        u.wrapped = bound_blob(uuid);
     u.uuid = (char *)uuid;
     u.has_puk = u.has_new_pin = true;
     u.puk = bin(puk);
@@ -201,6 +223,23 @@ static void unlock(const char *name, const char *uuid, const char *puk)
     rq.body_case = TRUSTME__SCD__REQUEST__BODY_UNLOCK;
     rq.unlock = &u;
     set_anchor(&rq, uuid);
+    put_request(name, &rq);
+}
+
+/* Settle a pending change: anchor_of's digest as the current generation, pending as the next. */
+static void commit(const char *name, const char *uuid, const char *anchor_of,
+                   const uint8_t pending[32])
+{
+    static uint8_t p[32];
+    memcpy(p, pending, 32);
+    Trustme__Scd__TokenCommit c = TRUSTME__SCD__TOKEN_COMMIT__INIT;
+    c.uuid = (char *)uuid;
+    c.has_pending_sha256 = true;
+    c.pending_sha256 = (ProtobufCBinaryData){.len = 32, .data = p};
+    Request rq = TRUSTME__SCD__REQUEST__INIT;
+    rq.body_case = TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT;
+    rq.token_commit = &c;
+    set_anchor(&rq, anchor_of);
     put_request(name, &rq);
 }
 
@@ -391,11 +430,22 @@ int main(int argc, char **argv)
     /* A leftover tries file says locked: scd leaves the counting to trustmed, so the PIN is
      * checked (and opens), then the blob, FX_UUID_SOFT's, does not authenticate. */
     unwrap("unwrap-stale-tries", FX_UUID_LOCKED, FX_PIN, FX_UUID_LOCKED);
-    change_pin("change-pin", FX_UUID_SOFT, FX_PIN, "56789");
+    change_pin("change-pin", FX_UUID_SOFT, FX_PIN, "56789", false);
+    /* Re-keying re-wraps the key blob; a v2 token is migrated to v3 on the way. */
+    change_pin("change-pin-rewrap", FX_UUID_SOFT, FX_PIN, "56789", true);
+    change_pin("change-pin-v2", FX_UUID_V2, FX_PIN, "56789", true);
     /* An empty bytes field arrives as (NULL, 0): it once reached memchr and memcpy. */
-    change_pin("change-pin-empty", FX_UUID_SOFT, FX_PIN, "");
-    unlock("unlock", FX_UUID_LOCKED, FX_PUK);
-    unlock("unlock-wrong-puk", FX_UUID_LOCKED, "87654321");
+    change_pin("change-pin-empty", FX_UUID_SOFT, FX_PIN, "", false);
+    unlock("unlock", FX_UUID_LOCKED, FX_PUK, false);
+    unlock("unlock-rewrap", FX_UUID_LOCKED, FX_PUK, true);
+    unlock("unlock-v2", FX_UUID_V2, FX_PUK, true);
+    unlock("unlock-wrong-puk", FX_UUID_LOCKED, "87654321", false);
+    unwrap("unwrap-v2", FX_UUID_V2, FX_PIN, FX_UUID_V2);
+    /* No pending file: the current generation stays (and a wrong one is refused). */
+    uint8_t other[32];
+    memset(other, 0x5a, sizeof(other));
+    commit("commit", FX_UUID_SOFT, FX_UUID_SOFT, other);
+    commit("commit-stale", FX_UUID_SOFT, FX_UUID_P11, other);
     device_secret("device-secret", true);
     device_secret("device-secret-unavailable", false);
     wipe("wipe", FX_UUID_SOFT, NULL);
@@ -420,9 +470,11 @@ int main(int argc, char **argv)
                                   "\"serial\":\"0123456789abcdef\"}}\n";
     put_file("record-soft", 1, rec_soft, sizeof(rec_soft) - 1);
     put_file("record-pkcs11", 1, rec_p11, sizeof(rec_p11) - 1);
-    char soft[1024];
+    char soft[2048];
     size_t n = fx_soft_file(FX_UUID_SOFT, soft, sizeof(soft));
     put_file("soft", 2, soft, n);
+    n = fx_soft_file_v2(FX_UUID_SOFT, soft, sizeof(soft));
+    put_file("soft-v2", 2, soft, n);
     static const char tries[] = "{\"pin_failures\":1,\"puk_failures\":0}\n";
     put_file("tries", 3, tries, sizeof(tries) - 1);
     return 0;

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "b64.h"
 #include "fileio.h"
 #include "kdf_aead.h"
@@ -27,11 +29,19 @@ const uint8_t fx_device_secret_bytes[32] = {
     0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
     0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5};
 
-/* Must match token_soft.c (format v2): the AAD of a slot is this, the UUID, ':' and the slot's
- * name; the slot key is HKDF-SHA256(scrypt(secret, salt), salt = the device secret, this info). */
-#define SOFT_VERSION 2
-#define SOFT_AAD_PREFIX "trustme soft token v2:"
-#define SOFT_SLOT_INFO "trustme soft token slot v2"
+/* Must match token_soft.c: the AAD of a part is this prefix, the UUID, ':' and the part's name;
+ * a slot's key is HKDF-SHA256(scrypt(secret, salt), salt = the device secret, info). */
+#define SOFT_AAD_PREFIX_V2 "trustme soft token v2:"
+#define SOFT_AAD_PREFIX_V3 "trustme soft token v3:"
+#define SOFT_SLOT_INFO_V2 "trustme soft token slot v2"
+#define SOFT_SLOT_INFO_V3 "trustme soft token slot v3"
+/* x25519_seal.h: HKDF(shared || epk || pub, salt = the device secret, this info). */
+#define SEAL_INFO "trustme x25519 seal v1"
+
+/* The PUK side of every v3 token: its private key, and the ephemeral key of its sealed KEK. */
+static const uint8_t puk_priv_bytes[32] = {[0 ... 31] = 0x70};
+static const uint8_t eph_priv_bytes[32] = {[0 ... 31] = 0x71};
+static const uint8_t sealed_nonce[12] = {[0 ... 11] = 0x63};
 
 static void die(const char *what, const tm_err *err)
 {
@@ -52,7 +62,7 @@ struct secret *fx_secret(const uint8_t *bytes, size_t len)
 struct slot {
     const char *name, *secret;
     uint8_t salt[SOFT_SALT_LEN], nonce[12];
-    struct secret *key; /* HKDF(scrypt(secret, salt), device secret): the same for every UUID */
+    struct secret *key[2]; /* v2, v3: the same for every UUID */
 };
 
 static struct slot slots[2] = {
@@ -60,11 +70,18 @@ static struct slot slots[2] = {
     {.name = "puk", .secret = FX_PUK, .salt = {[0 ... 15] = 0x52}, .nonce = {[0 ... 11] = 0x62}},
 };
 
-static void slot_json(struct slot *s, const char *uuid, const struct secret *kek, char *out,
-                      size_t size)
+static void b64(const uint8_t *data, size_t len, char out[B64_MAX_BYTES * 2])
+{
+    b64_encode(data, len, out);
+}
+
+/* A slot of format ver holding payload (32 bytes). */
+static void slot_json(struct slot *s, int ver, const char *uuid, const uint8_t *payload,
+                      char *out, size_t size)
 {
     tm_err err = {0};
-    if (!s->key) {
+    struct secret **key = &s->key[ver == 2 ? 0 : 1];
+    if (!*key) {
         _cleanup_secret_ struct secret *ikm = NULL;
         _cleanup_secret_ struct secret *ds =
             fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
@@ -72,35 +89,101 @@ static void slot_json(struct slot *s, const char *uuid, const struct secret *kek
             kdf_scrypt(s->secret, s->salt, sizeof(s->salt), FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P,
                        ikm, &err) < 0)
             die("scrypt", &err);
-        if (secret_new(AEAD_KEY_LEN, &s->key, &err) < 0 ||
-            kdf_hkdf_sha256(ikm, ds->data, ds->len, SOFT_SLOT_INFO, s->key, &err) < 0)
+        if (secret_new(AEAD_KEY_LEN, key, &err) < 0 ||
+            kdf_hkdf_sha256(ikm, ds->data, ds->len,
+                            ver == 2 ? SOFT_SLOT_INFO_V2 : SOFT_SLOT_INFO_V3, *key, &err) < 0)
             die("hkdf", &err);
     }
     char aad[128];
     uint8_t ct[SOFT_CT_LEN];
-    snprintf(aad, sizeof(aad), SOFT_AAD_PREFIX "%s:%s", uuid, s->name);
-    if (aead_seal(s->key, s->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, ct,
-                  ct + SOFT_KEK_LEN, &err) < 0)
+    snprintf(aad, sizeof(aad), "%s%s:%s", ver == 2 ? SOFT_AAD_PREFIX_V2 : SOFT_AAD_PREFIX_V3,
+             uuid, s->name);
+    if (aead_seal(*key, s->nonce, aad, strlen(aad), payload, SOFT_KEK_LEN, ct, ct + SOFT_KEK_LEN,
+                  &err) < 0)
         die("aead_seal", &err);
     char salt[B64_MAX_BYTES * 2], nonce[B64_MAX_BYTES * 2], c[B64_MAX_BYTES * 2];
-    b64_encode(s->salt, sizeof(s->salt), salt);
-    b64_encode(s->nonce, sizeof(s->nonce), nonce);
-    b64_encode(ct, sizeof(ct), c);
+    b64(s->salt, sizeof(s->salt), salt);
+    b64(s->nonce, sizeof(s->nonce), nonce);
+    b64(ct, sizeof(ct), c);
     snprintf(out, size, "{\"salt\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}", salt, nonce, c);
+}
+
+static void x25519_public(const uint8_t priv[32], uint8_t pub[32])
+{
+    EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, 32);
+    size_t len = 32;
+    if (!k || EVP_PKEY_get_raw_public_key(k, pub, &len) != 1 || len != 32)
+        die("X25519 public key", NULL);
+    EVP_PKEY_free(k);
+}
+
+/* The KEK sealed to puk_pub as x25519_seal.h describes, with a fixed ephemeral key and nonce. */
+static void sealed_json(const char *uuid, const uint8_t pub[32], char *out, size_t size)
+{
+    tm_err err = {0};
+    uint8_t epk[32], ct[SOFT_CT_LEN];
+    x25519_public(eph_priv_bytes, epk);
+    _cleanup_secret_ struct secret *ikm = NULL, *key = NULL;
+    _cleanup_secret_ struct secret *ds =
+        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    if (secret_new(96, &ikm, &err) < 0 || secret_new(AEAD_KEY_LEN, &key, &err) < 0)
+        die("secret_new", &err);
+    EVP_PKEY *e = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, eph_priv_bytes, 32);
+    EVP_PKEY *peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pub, 32);
+    EVP_PKEY_CTX *c = e ? EVP_PKEY_CTX_new(e, NULL) : NULL;
+    size_t len = 32;
+    if (!c || !peer || EVP_PKEY_derive_init(c) != 1 || EVP_PKEY_derive_set_peer(c, peer) != 1 ||
+        EVP_PKEY_derive(c, ikm->data, &len) != 1 || len != 32)
+        die("X25519", NULL);
+    EVP_PKEY_CTX_free(c);
+    EVP_PKEY_free(e);
+    EVP_PKEY_free(peer);
+    memcpy(ikm->data + 32, epk, 32);
+    memcpy(ikm->data + 64, pub, 32);
+    char aad[128];
+    snprintf(aad, sizeof(aad), SOFT_AAD_PREFIX_V3 "%s:sealed", uuid);
+    if (kdf_hkdf_sha256(ikm, ds->data, ds->len, SEAL_INFO, key, &err) < 0 ||
+        aead_seal(key, sealed_nonce, aad, strlen(aad), fx_kek_bytes, SOFT_KEK_LEN, ct,
+                  ct + SOFT_KEK_LEN, &err) < 0)
+        die("seal", &err);
+    char e64[B64_MAX_BYTES * 2], n64[B64_MAX_BYTES * 2], c64[B64_MAX_BYTES * 2];
+    b64(epk, sizeof(epk), e64);
+    b64(sealed_nonce, sizeof(sealed_nonce), n64);
+    b64(ct, sizeof(ct), c64);
+    snprintf(out, size, "{\"epk\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}", e64, n64, c64);
+}
+
+static size_t soft_file(int ver, const char *uuid, char *buf, size_t size)
+{
+    char pin[256], puk[256], tail[512] = "";
+    slot_json(&slots[0], ver, uuid, fx_kek_bytes, pin, sizeof(pin));
+    if (ver == 2) {
+        slot_json(&slots[1], 2, uuid, fx_kek_bytes, puk, sizeof(puk));
+    } else {
+        uint8_t pub[32];
+        char pub64[B64_MAX_BYTES * 2], sealed[256];
+        slot_json(&slots[1], 3, uuid, puk_priv_bytes, puk, sizeof(puk));
+        x25519_public(puk_priv_bytes, pub);
+        b64(pub, sizeof(pub), pub64);
+        sealed_json(uuid, pub, sealed, sizeof(sealed));
+        snprintf(tail, sizeof(tail), ",\"puk_pub\":\"%s\",\"sealed\":%s", pub64, sealed);
+    }
+    int n = snprintf(buf, size, "{\"version\":%d,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
+                     "\"p\":%d},\"pin\":%s,\"puk\":%s%s}\n", ver, FX_KDF_N, SOFT_KDF_R,
+                     SOFT_KDF_P, pin, puk, tail);
+    if (n < 0 || (size_t)n >= size)
+        die("soft token file too long", NULL);
+    return (size_t)n;
 }
 
 size_t fx_soft_file(const char *uuid, char *buf, size_t size)
 {
-    _cleanup_secret_ struct secret *kek = fx_secret(fx_kek_bytes, sizeof(fx_kek_bytes));
-    char pin[256], puk[256];
-    slot_json(&slots[0], uuid, kek, pin, sizeof(pin));
-    slot_json(&slots[1], uuid, kek, puk, sizeof(puk));
-    int n = snprintf(buf, size, "{\"version\":%d,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
-                     "\"p\":%d},\"pin\":%s,\"puk\":%s}\n", SOFT_VERSION, FX_KDF_N, SOFT_KDF_R,
-                     SOFT_KDF_P, pin, puk);
-    if (n < 0 || (size_t)n >= size)
-        die("soft token file too long", NULL);
-    return (size_t)n;
+    return soft_file(3, uuid, buf, size);
+}
+
+size_t fx_soft_file_v2(const char *uuid, char *buf, size_t size)
+{
+    return soft_file(2, uuid, buf, size);
 }
 
 /* --- leaks --- */
@@ -161,7 +244,7 @@ struct file {
     char *data;
 };
 
-static struct file files[16];
+static struct file files[24];
 static size_t n_files;
 
 static void add(const char *uuid, const char *suffix, const char *data)
@@ -176,8 +259,11 @@ static void add(const char *uuid, const char *suffix, const char *data)
 
 static void add_soft(const char *uuid, int pin_failures, int puk_failures)
 {
-    char soft[1024];
-    fx_soft_file(uuid, soft, sizeof(soft));
+    char soft[2048];
+    if (strcmp(uuid, FX_UUID_V2) == 0)
+        fx_soft_file_v2(uuid, soft, sizeof(soft));
+    else
+        fx_soft_file(uuid, soft, sizeof(soft));
     add(uuid, ".token", SOFT_RECORD);
     add(uuid, ".soft", soft);
     if (pin_failures || puk_failures) {
@@ -196,12 +282,13 @@ static void build_files(void)
     add_soft(FX_UUID_LASTTRY, 2, 0);
     add_soft(FX_UUID_LOCKED, 3, 9);
     add_soft(FX_UUID_BLOCKED, 3, 10);
+    add_soft(FX_UUID_V2, 0, 0);
     add(FX_UUID_P11, ".token",
         "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"" FX_P11_MODULE
         "\",\"label\":\"fuzz\"}}\n");
     /* An interrupted write: the record is cut short, a soft token file was left behind. */
     add(FX_UUID_BADREC, ".token", "{\"version\":1,\"ty");
-    char soft[1024];
+    char soft[2048];
     fx_soft_file(FX_UUID_BADREC, soft, sizeof(soft));
     add(FX_UUID_BADREC, ".soft", soft);
 }
@@ -217,12 +304,12 @@ static void remove_state(void)
 /* The fixture writes soft token files itself: make sure token_soft.c still reads them, and
  * opens them to the fixture's KEK with the PIN and with the PUK under the device secret (and
  * not without it). */
-static void check_soft_file(const char *dir)
+static void check_soft_file(const char *dir, const char *uuid)
 {
     char path[PATH_MAX];
     struct soft_token tok;
     tm_err err = {0};
-    snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir, FX_UUID_SOFT);
+    snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir, uuid);
     if (soft_token_load(path, &tok, &err) < 0)
         die("the fixture's soft token file does not load", &err);
     _cleanup_secret_ struct secret *ds =
@@ -230,10 +317,10 @@ static void check_soft_file(const char *dir)
     for (int slot = SOFT_SLOT_PIN; slot <= SOFT_SLOT_PUK; slot++) {
         _cleanup_secret_ struct secret *kek = NULL;
         const char *secret = slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK;
-        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot, secret, NULL, &kek,
+        if (soft_token_open(&tok, uuid, (enum soft_slot)slot, secret, NULL, &kek,
                             &err) != -EACCES)
             die("the fixture's soft token opens without the device secret", NULL);
-        if (soft_token_open(&tok, FX_UUID_SOFT, (enum soft_slot)slot, secret, ds, &kek, &err) < 0)
+        if (soft_token_open(&tok, uuid, (enum soft_slot)slot, secret, ds, &kek, &err) < 0)
             die("the fixture's soft token does not open", &err);
         if (kek->len != sizeof(fx_kek_bytes) || memcmp(kek->data, fx_kek_bytes, kek->len) != 0)
             die("the fixture's soft token holds another KEK", NULL);
@@ -257,7 +344,8 @@ char *fx_state_new(void)
         die("strdup", NULL);
     build_files();
     fx_state_reset(dir);
-    check_soft_file(dir);
+    check_soft_file(dir, FX_UUID_SOFT);
+    check_soft_file(dir, FX_UUID_V2);
     /* libFuzzer leaves through exit() after -max_total_time or -runs; a crash leaves the
      * directory behind for a look. */
     if (!state_dir) {

@@ -4,10 +4,10 @@
  * anchored (fx_anchor), so Unwrap, ChangePin, Unlock and Wipe reach their real work, success
  * included.
  *
- * Every soft token here holds the same fixed KEK under FX_PIN and FX_PUK (scrypt N = FX_KDF_N,
- * slot keys HKDF-salted with fx_device_secret_bytes), written in the format of token_soft.h (v2)
- * with fixed salts and nonces: the files, their digests, and so the fuzzers, are the same in
- * every run. token_pair would draw a random KEK, which no committed seed blob could match.
+ * Every soft token here holds the same fixed KEK under FX_PIN and, through its PUK side, FX_PUK
+ * (scrypt N = FX_KDF_N, slot keys HKDF-salted with fx_device_secret_bytes), written in the format
+ * of token_soft.h (v3; FX_UUID_V2's in v2) with fixed salts, nonces and X25519 keys: the files,
+ * their digests, and so the fuzzers, are the same in every run. token_pair would draw a random KEK, which no committed seed blob could match.
  *
  * trustme-scd leaves the counting of PIN and PUK attempts to trustmed (token_ctx.caller_counts),
  * so the .tries files of LASTTRY, LOCKED and BLOCKED are leftovers that scd must ignore: their
@@ -27,6 +27,7 @@
 #define FX_UUID_P11 "5c0f7e1a-9b2d-4c3e-8f10-000000000005"     /* PKCS#11, module missing */
 #define FX_UUID_BADREC "5c0f7e1a-9b2d-4c3e-8f10-000000000006"  /* a record that does not parse */
 #define FX_UUID_FREE "5c0f7e1a-9b2d-4c3e-8f10-000000000007"    /* no token */
+#define FX_UUID_V2 "5c0f7e1a-9b2d-4c3e-8f10-000000000008"      /* soft, format 2 */
 #define FX_PIN "1234"
 #define FX_PUK "12345678"
 #define FX_KDF_N 1024u
@@ -41,8 +42,10 @@ extern const uint8_t fx_device_secret_bytes[32];
 /* A secret holding bytes; aborts on failure (fixtures have no error path worth keeping). */
 struct secret *fx_secret(const uint8_t *bytes, size_t len);
 
-/* The soft token file of the fixture for uuid, NUL-terminated, into buf. Returns its length. */
+/* The soft token file of the fixture for uuid (format 3), NUL-terminated, into buf. Returns its
+ * length. fx_soft_file_v2: the same token as an older trustme wrote it (format 2). */
 size_t fx_soft_file(const char *uuid, char *buf, size_t size);
+size_t fx_soft_file_v2(const char *uuid, char *buf, size_t size);
 
 /* What ASan cannot see leak: fds, and secrets (secmem.h), which are mlock'ed mappings rather
  * than heap blocks. Taken around one run (libFuzzer opens fds of its own between runs: the

@@ -208,3 +208,138 @@ def test_scd_is_confined(daemon):
     assert (root / "state/tokens").is_dir() or (root / "state").is_dir()
     assert not (root / "root").exists() and not (root / "home").exists()
     assert not (root / daemon.data_dir.relative_to("/") / "containers").exists()
+
+
+# ---- re-keying: the attacker who has the TPM -------------------------------------------------
+
+def scd_req(sock, req_id, body_field, body, anchor=None):
+    """A request with an optional token_anchor (181); the response's top-level fields."""
+    extra = field_bytes(181, anchor) if anchor else b""
+    sock.send(frame(field_varint(1, 1) + field_varint(2, req_id) + extra +
+                    field_bytes(body_field, body)))
+    resp = parse(sock.recv(1 << 20)[4:])
+    assert resp[2] == [req_id]
+    return resp
+
+
+def files_digest(resp):
+    return parse(resp[3][0])[180][0]
+
+
+def test_old_soft_and_old_pin_after_rekey_with_the_tpm(scd, tmp_path):
+    """Issue 13 §4 against root with TPM access: it unseals the device secret and can anchor
+    whatever it likes, so here it plays trustmed to a real scd with the right device secret and
+    its own anchors. It knew the old PIN (or PUK) and kept the old .soft: after a PIN change and
+    after a PUK unlock, the old .soft with the old PIN no longer opens the current key.wrapped.
+    (What it does open is the old key.wrapped, if that was kept too: the data key itself is not
+    changed by a PIN change; docs/STORAGE.md says so.)"""
+    uuid = b"123e4567-e89b-42d3-a456-426614174abc"
+    soft = tmp_path / "state/tokens" / (uuid.decode() + ".soft")
+    assert 14 in scd_req(scd, 1, 18, field_bytes(1, os.urandom(32)))  # the device secret
+    spec = field_varint(1, 1) + field_varint(2, 1024)
+    r = scd_req(scd, 2, 10, field_bytes(1, uuid) + field_bytes(2, spec) + field_bytes(3, b"7391") +
+                field_bytes(4, b"12345678"))
+    assert 14 in r, r
+    anchor = files_digest(r)
+    assert b'"version":3' in soft.read_bytes()
+    r = scd_req(scd, 3, 11, field_bytes(1, uuid) + field_bytes(2, b"7391"), anchor)
+    key = parse(r[11][0])
+    data_key, wrapped0 = key[1][0], key[2][0]
+    old_soft, old_anchor = soft.read_bytes(), anchor
+
+    def change(req_id, body_field, secret, new_pin, wrapped):
+        nonlocal anchor
+        r = scd_req(scd, req_id, body_field, field_bytes(1, uuid) + field_bytes(2, secret) +
+                    field_bytes(3, new_pin) + field_bytes(240, wrapped), anchor)
+        assert 242 in r, r
+        rk = parse(r[242][0])
+        pending, wrapped_new = rk[1][0], rk[2][0]
+        r = scd_req(scd, req_id + 100, 241, field_bytes(1, uuid) + field_bytes(2, pending), anchor)
+        assert 14 in r and files_digest(r) == pending
+        anchor = pending
+        return wrapped_new
+
+    def unwrap(req_id, pin, wrapped, with_anchor):
+        r = scd_req(scd, req_id, 12, field_bytes(1, uuid) + field_bytes(2, pin) +
+                    field_bytes(3, wrapped), with_anchor)
+        return parse(r[11][0])[1][0] if 11 in r else parse(r[10][0])[1][0]
+
+    wrapped1 = change(4, 13, b"7391", b"4862", wrapped0)
+    assert wrapped1 != wrapped0
+    assert unwrap(5, b"4862", wrapped1, anchor) == data_key, "the same data key, re-wrapped"
+    cur_soft = soft.read_bytes()
+    soft.write_bytes(old_soft)
+    assert unwrap(6, b"7391", wrapped1, old_anchor) == 74, "EBADMSG: the old KEK opens nothing new"
+    assert unwrap(7, b"7391", wrapped0, old_anchor) == data_key, "the residual the docs state"
+    soft.write_bytes(cur_soft)
+
+    # after a PUK unlock, likewise, for the PUK as well as the PIN of before
+    before_unlock, before_anchor = soft.read_bytes(), anchor
+    wrapped2 = change(8, 14, b"12345678", b"2580", wrapped1)
+    assert unwrap(9, b"2580", wrapped2, anchor) == data_key
+    soft.write_bytes(before_unlock)
+    assert unwrap(10, b"4862", wrapped2, before_anchor) == 74
+    r = scd_req(scd, 11, 14, field_bytes(1, uuid) + field_bytes(2, b"12345678") +
+                field_bytes(3, b"1111") + field_bytes(240, wrapped2), before_anchor)
+    assert 10 in r and parse(r[10][0])[1][0] == 74, "the old PUK side reaches only the old KEK"
+
+
+def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
+    """A soft token written by an older trustme (format 2: both slots hold the KEK) keeps
+    working with this scd; its next PIN change makes it version 3 without the PUK (keeping the
+    v2 PUK slot, "puk_key"), and a PUK unlock after that drops that too. The v2 file and blob are
+    made here from the format's description (python cryptography), not by scd."""
+    import base64
+    import hashlib
+    import json
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    uuid = b"123e4567-e89b-42d3-a456-426614174def"
+    soft = tmp_path / "state/tokens" / (uuid.decode() + ".soft")
+    ds, kek, data_key = os.urandom(32), os.urandom(32), os.urandom(64)
+    assert 14 in scd_req(scd, 1, 18, field_bytes(1, ds))
+    spec = field_varint(1, 1) + field_varint(2, 1024)
+    assert 14 in scd_req(scd, 2, 10, field_bytes(1, uuid) + field_bytes(2, spec) +
+                         field_bytes(3, b"7391") + field_bytes(4, b"12345678"))
+
+    def slot(secret, name):
+        salt, nonce = os.urandom(16), os.urandom(12)
+        k = hashlib.scrypt(secret, salt=salt, n=1024, r=8, p=1, maxmem=1 << 26, dklen=32)
+        k = HKDF(hashes.SHA256(), 32, ds, b"trustme soft token slot v2").derive(k)
+        ct = AESGCM(k).encrypt(nonce, kek, b"trustme soft token v2:" + uuid + b":" + name)
+        return {k: base64.b64encode(v).decode() for k, v in
+                (("salt", salt), ("nonce", nonce), ("ct", ct))}
+
+    soft.write_text(json.dumps({"version": 2, "kdf": {"alg": "scrypt", "N": 1024, "r": 8, "p": 1},
+                                "pin": slot(b"7391", b"pin"), "puk": slot(b"12345678", b"puk")}))
+    header = b"TMWK" + bytes([1, 1, 1, 0]) + os.urandom(12)
+    wk = HKDF(hashes.SHA256(), 32, ds, b"trustme container key v1").derive(kek)
+    blob = header + AESGCM(wk).encrypt(header[8:], data_key, header + uuid)
+    anchor = parse(scd_req(scd, 3, 16, field_bytes(1, uuid))[12][0])[180][0]  # Status
+    r = scd_req(scd, 4, 12, field_bytes(1, uuid) + field_bytes(2, b"7391") + field_bytes(3, blob),
+                anchor)
+    assert 11 in r and parse(r[11][0])[1][0] == data_key, r
+
+    def change(req_id, body_field, secret, new_pin, wrapped):
+        r = scd_req(scd, req_id, body_field, field_bytes(1, uuid) + field_bytes(2, secret) +
+                    field_bytes(3, new_pin) + field_bytes(240, wrapped), anchor)
+        assert 242 in r, r
+        rk = parse(r[242][0])
+        r = scd_req(scd, req_id + 100, 241, field_bytes(1, uuid) + field_bytes(2, rk[1][0]),
+                    anchor)
+        assert files_digest(r) == rk[1][0]
+        return rk[1][0], rk[2][0]
+
+    anchor, blob = change(5, 13, b"7391", b"4862", blob)
+    f = json.loads(soft.read_text())
+    assert f["version"] == 3 and "puk_key" in f
+    r = scd_req(scd, 6, 12, field_bytes(1, uuid) + field_bytes(2, b"4862") + field_bytes(3, blob),
+                anchor)
+    assert parse(r[11][0])[1][0] == data_key
+    anchor, blob = change(7, 14, b"12345678", b"2580", blob)
+    f = json.loads(soft.read_text())
+    assert f["version"] == 3 and "puk_key" not in f
+    r = scd_req(scd, 8, 12, field_bytes(1, uuid) + field_bytes(2, b"2580") + field_bytes(3, blob),
+                anchor)
+    assert parse(r[11][0])[1][0] == data_key

@@ -19,6 +19,9 @@
 #define T_PIN2 "98765"
 #define T_PUK "12345678"
 
+/* token_change_pin/token_unlock results the test does not look at. */
+static struct token_rekeyed rk_unused __attribute__((unused));
+
 /* Expect r == want; on a mismatch, show the message before failing. */
 #define assert_rc(expr, want, err)                                                                 \
     do {                                                                                           \

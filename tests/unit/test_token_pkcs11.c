@@ -413,7 +413,7 @@ static void wrong_pins_lock(void **state)
              "\"label\":\"" LABEL "\"}}");
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EPERM, &err);
     /* An unreachable module is not a wrong PIN, and costs no attempt. */
-    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, &err), -ENOENT, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -ENOENT, &err);
     assert_int_equal(tt_status(&f->ctx, T_UUID).puk_failures, 0);
     tt_write(path, record);
     secret_free(key);
@@ -430,9 +430,9 @@ static void unlock_with_so_pin(void **state)
     new_key(f, &key, blob);
     for (int i = 0; i < 3; i++)
         assert_rc(unwrap_expect(f, "0000", blob, NULL, &err), -EACCES, &err);
-    assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, &err), -EACCES, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
     assert_string_equal(err.msg, "wrong PUK: 9 tries left");
-    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, &err), 0, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, NULL, 0, &rk_unused, &err), 0, &err);
     struct token_status st = tt_status(&f->ctx, T_UUID);
     assert_false(st.locked);
     assert_int_equal(st.pin_failures, 0);
@@ -449,9 +449,9 @@ static void wrong_so_pins_block(void **state)
     tm_err err = {0};
     pair(f, T_UUID);
     for (int i = 0; i < 10; i++)
-        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, &err), -EACCES, &err);
+        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
     assert_err_contains(&err, "blocked for good after 10 wrong PUKs");
-    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, &err), -EKEYREVOKED, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -EKEYREVOKED, &err);
     assert_true(tt_status(&f->ctx, T_UUID).blocked);
     /* Blocked also refuses the PIN, so a wipe with the PIN cannot reach the key object. */
     assert_rc(token_wipe(&f->ctx, T_UUID, T_PIN, &err), -EKEYREVOKED, &err);
@@ -468,14 +468,14 @@ static void change_pin(void **state)
     tm_err err = {0};
     pair(f, T_UUID);
     new_key(f, &key, blob);
-    assert_rc(token_change_pin(&f->ctx, T_UUID, "0000", T_PIN2, &err), -EACCES, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, "0000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
     assert_string_equal(err.msg, "wrong PIN: 2 tries left");
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, &err), 0, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, NULL, 0, &rk_unused, &err), 0, &err);
     assert_int_equal(tt_status(&f->ctx, T_UUID).pin_failures, 0);
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EACCES, &err);
     assert_rc(unwrap_expect(f, T_PIN2, blob, key, &err), 0, &err);
     /* The token's own rules apply on top of ours: SoftHSM takes 4..255 bytes. */
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "12", &err), -EINVAL, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "12", NULL, 0, &rk_unused, &err), -EINVAL, &err);
     secret_free(key);
 }
 

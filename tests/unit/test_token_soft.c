@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <time.h>
 
+#include "b64.h"
 #include "kdf_aead.h"
 #include "token_soft.h"
 
@@ -234,8 +235,8 @@ static void not_paired_is_enokey(void **state)
     assert_err_contains(&err, "has no token");
     pair(f, T_UUID2); /* the directory exists now, the record does not */
     assert_rc(token_unwrap(&f->ctx, T_UUID, T_PIN, blob, sizeof(blob), &key, &err), -ENOKEY, &err);
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, &err), -ENOKEY, &err);
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, &err), -ENOKEY, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -ENOKEY, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, NULL, 0, &rk_unused, &err), -ENOKEY, &err);
     assert_false(tt_status(&f->ctx, T_UUID).paired);
     assert_int_equal(tt_status(&f->ctx, T_UUID).type, TOKEN_NONE);
 }
@@ -306,7 +307,7 @@ static void three_wrong_pins_lock(void **state)
     assert_string_equal(err.msg, "locked after 3 wrong PINs: unlock it with the PUK "
                         "(trustme token unlock)");
     assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, &out, blob, &err), -EPERM, &err);
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, &err), -EPERM, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -EPERM, &err);
     struct token_status st = tt_status(&f->ctx, T_UUID);
     assert_true(st.locked);
     assert_false(st.blocked);
@@ -457,17 +458,24 @@ static void unlock_with_puk(void **state)
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
     lock(f, blob);
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, &err), 0, &err);
+    struct token_rekeyed rk;
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
+    assert_true(rk.has_wrapped);
+    assert_false(rk.pending); /* no caller that anchors: in place at once */
     struct token_status st = tt_status(&f->ctx, T_UUID);
     assert_false(st.locked);
     assert_int_equal(st.pin_failures, 0);
+    /* Re-keyed: the old blob is useless, the re-wrapped one holds the same key. */
+    assert_rc(unwrap_expect(f, T_PIN2, blob, NULL, &err), -EBADMSG, &err);
+    memcpy(blob, rk.wrapped, sizeof(blob));
     assert_rc(unwrap_expect(f, T_PIN2, blob, key, &err), 0, &err);
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EACCES, &err);
     assert_string_equal(err.msg, "wrong PIN: 2 tries left");
     /* A forgotten PIN can be reset without a lock too. */
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "4321", &err), 0, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "4321", blob, sizeof(blob), &rk, &err), 0, &err);
+    memcpy(blob, rk.wrapped, sizeof(blob));
     assert_rc(unwrap_expect(f, "4321", blob, key, &err), 0, &err);
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "12", &err), -EINVAL, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "12", NULL, 0, &rk_unused, &err), -EINVAL, &err);
     secret_free(key);
 }
 
@@ -481,7 +489,7 @@ static void wrong_puks_block_for_good(void **state)
     new_key(f, T_PIN, &key, blob);
     lock(f, blob);
     for (int i = 1; i <= 10; i++) {
-        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, &err), -EACCES, &err);
+        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
         char want[64];
         snprintf(want, sizeof(want), "wrong PUK: %d %s left", 10 - i,
                  10 - i == 1 ? "try" : "tries");
@@ -490,7 +498,7 @@ static void wrong_puks_block_for_good(void **state)
         assert_int_equal(tt_status(&f->ctx, T_UUID).puk_failures, i);
     }
     assert_err_contains(&err, "wrong PUK: the token is now blocked for good after 10 wrong PUKs");
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, &err), -EKEYREVOKED, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, NULL, 0, &rk_unused, &err), -EKEYREVOKED, &err);
     assert_err_contains(&err, "blocked for good after 10 wrong PUKs: only a wipe helps");
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EKEYREVOKED, &err);
     struct token_status st = tt_status(&f->ctx, T_UUID);
@@ -513,7 +521,7 @@ static void blocked_without_pin_lock(void **state)
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
     for (int i = 0; i < 10; i++)
-        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, &err), -EACCES, &err);
+        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
     /* The PIN was never wrong, but a blocked token is blocked for every use. */
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EKEYREVOKED, &err);
     secret_free(key);
@@ -525,12 +533,12 @@ static void correct_puk_resets_its_counter(void **state)
     tm_err err = {0};
     pair(f, T_UUID);
     for (int i = 0; i < 9; i++)
-        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, &err), -EACCES, &err);
+        assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
     assert_string_equal(err.msg, "wrong PUK: 1 try left");
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, &err), 0, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN2, NULL, 0, &rk_unused, &err), 0, &err);
     assert_int_equal(tt_status(&f->ctx, T_UUID).puk_failures, 0);
     /* The PIN is not a PUK. */
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PIN2, "5555", &err), -EACCES, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PIN2, "5555", NULL, 0, &rk_unused, &err), -EACCES, &err);
 }
 
 /* --- PIN change --- */
@@ -543,17 +551,192 @@ static void change_pin(void **state)
     tm_err err = {0};
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, &err), 0, &err);
+    struct token_rekeyed rk;
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
+              &err);
+    assert_true(rk.has_wrapped);
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EACCES, &err);
+    /* A new KEK: the old blob does not open under it, the re-wrapped one has the same key. */
+    assert_rc(unwrap_expect(f, T_PIN2, blob, NULL, &err), -EBADMSG, &err);
+    memcpy(blob, rk.wrapped, sizeof(blob));
     assert_rc(unwrap_expect(f, T_PIN2, blob, key, &err), 0, &err);
     /* A wrong old PIN is a counted wrong PIN. */
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, "5555", &err), -EACCES, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, "5555", NULL, 0, &rk_unused, &err), -EACCES, &err);
     assert_string_equal(err.msg, "wrong PIN: 2 tries left");
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "12", &err), -EINVAL, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "12", NULL, 0, &rk_unused, &err), -EINVAL, &err);
     assert_err_contains(&err, "new PIN too short");
-    /* The PUK still opens the token after a PIN change. */
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN, &err), 0, &err);
+    /* The PUK still opens the token after a PIN change: the new KEK was sealed to it. */
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, T_PIN, blob, sizeof(blob), &rk, &err), 0, &err);
+    memcpy(blob, rk.wrapped, sizeof(blob));
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
+    secret_free(key);
+}
+
+/* The attacker of issue 13 §4 with TPM access (he has the device secret, here none) who knew
+ * the old PIN and kept the old .soft: after a PIN change, and after a PUK unlock, the old file
+ * and old PIN give the old KEK, which opens nothing wrapped since. */
+static void old_file_and_pin_after_rekey_open_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct secret *key = NULL;
+    uint8_t blob[KEYWRAP_BLOB_LEN];
+    tm_err err = {0};
+    char path[PATH_MAX];
+    tt_path(path, f->dir, T_UUID, ".soft");
+    pair(f, T_UUID);
+    new_key(f, T_PIN, &key, blob);
+    _cleanup_free_ char *old = tt_read(path);
+    struct token_rekeyed rk;
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
+              &err);
+    _cleanup_free_ char *cur = tt_read(path);
+    tt_write(path, old);
+    assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err); /* the old pair, as before */
+    assert_rc(unwrap_expect(f, T_PIN, rk.wrapped, NULL, &err), -EBADMSG, &err);
+    /* nor does the old PUK side reach the new KEK: the old file + PUK gives the old KEK */
+    struct token_rekeyed rk2;
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2,
+                           &err), -EBADMSG, &err);
+    tt_write(path, cur);
+    /* after a PUK unlock, likewise */
+    _cleanup_free_ char *before_unlock = tt_read(path);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2,
+                           &err), 0, &err);
+    assert_rc(unwrap_expect(f, "5555", rk2.wrapped, key, &err), 0, &err);
+    tt_write(path, before_unlock);
+    assert_rc(unwrap_expect(f, T_PIN2, rk2.wrapped, NULL, &err), -EBADMSG, &err);
+    secret_free(key);
+}
+
+/* A version 2 file, as an older trustme wrote it: both slots hold kek. */
+static void write_v2(const char *path, const char *pin, const char *puk, const struct secret *kek)
+{
+    const char *secrets[] = {pin, puk}, *names[] = {"pin", "puk"};
+    char slots[2][400];
+    tm_err err = {0};
+    for (int i = 0; i < 2; i++) {
+        uint8_t salt[16], nonce[12], ct[48];
+        char aad[128], bs[64], bn[64], bc[128];
+        struct secret *sk = NULL, *k = NULL;
+        assert_rc(secure_random(salt, sizeof(salt), &err), 0, &err);
+        assert_rc(secure_random(nonce, sizeof(nonce), &err), 0, &err);
+        assert_rc(secret_new(32, &sk, &err), 0, &err);
+        assert_rc(secret_new(32, &k, &err), 0, &err);
+        assert_rc(kdf_scrypt(secrets[i], salt, sizeof(salt), 1024, 8, 1, sk, &err), 0, &err);
+        assert_rc(kdf_hkdf_sha256(sk, NULL, 0, "trustme soft token slot v2", k, &err), 0, &err);
+        snprintf(aad, sizeof(aad), "trustme soft token v2:%s:%s", T_UUID, names[i]);
+        assert_rc(aead_seal(k, nonce, aad, strlen(aad), kek->data, 32, ct, ct + 32, &err), 0,
+                  &err);
+        b64_encode(salt, sizeof(salt), bs);
+        b64_encode(nonce, sizeof(nonce), bn);
+        b64_encode(ct, sizeof(ct), bc);
+        snprintf(slots[i], sizeof(slots[i]), "{\"salt\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}",
+                 bs, bn, bc);
+        secret_free(sk);
+        secret_free(k);
+    }
+    char file[1024];
+    snprintf(file, sizeof(file), "{\"version\":2,\"kdf\":{\"alg\":\"scrypt\",\"N\":1024,\"r\":8,"
+             "\"p\":1},\"pin\":%s,\"puk\":%s}", slots[0], slots[1]);
+    tt_write(path, file);
+}
+
+/* A v2 token still works, becomes v3 at its next PIN change without the PUK (keeping its PUK
+ * slot: the legacy "puk_key"), and a plain v3 at the PUK unlock after that. */
+static void v2_token_works_and_migrates(void **state)
+{
+    struct fixture *f = *state;
+    tm_err err = {0};
+    char path[PATH_MAX];
+    tt_path(path, f->dir, T_UUID, ".soft");
+    pair(f, T_UUID);
+    struct secret *kek = NULL, *key = NULL;
+    assert_rc(secret_random(32, &kek, &err), 0, &err);
+    assert_rc(secret_random(KEYWRAP_KEY_LEN, &key, &err), 0, &err);
+    write_v2(path, T_PIN, T_PUK, kek);
+    uint8_t blob[KEYWRAP_BLOB_LEN];
+    assert_rc(keywrap_seal_soft(kek, NULL, T_UUID, key, blob, &err), 0, &err);
+    assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
+    _cleanup_free_ char *v2 = tt_read(path);
+
+    struct token_rekeyed rk;
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
+              &err);
+    struct soft_token tok;
+    assert_rc(soft_token_load(path, &tok, &err), 0, &err);
+    assert_int_equal(tok.version, 3);
+    assert_true(tok.puk_legacy);
+    assert_rc(unwrap_expect(f, T_PIN2, rk.wrapped, key, &err), 0, &err);
+    /* a second change keeps the legacy PUK slot and still re-keys */
+    struct token_rekeyed rk2;
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "2580", rk.wrapped, sizeof(rk.wrapped),
+                               &rk2, &err), 0, &err);
+    assert_rc(unwrap_expect(f, "2580", rk2.wrapped, key, &err), 0, &err);
+    _cleanup_free_ char *migrated = tt_read(path);
+    /* the PUK opens the migrated file (v2 slot -> old KEK -> private key -> new KEK) */
+    struct token_rekeyed rk3;
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "1470", rk2.wrapped, sizeof(rk2.wrapped), &rk3,
+                           &err), 0, &err);
+    assert_rc(unwrap_expect(f, "1470", rk3.wrapped, key, &err), 0, &err);
+    assert_rc(soft_token_load(path, &tok, &err), 0, &err);
+    assert_int_equal(tok.version, 3);
+    assert_false(tok.puk_legacy);
+    assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", "1470", NULL, 0, &rk_unused, &err),
+              -EACCES, &err);
+    /* the v2 file and its PIN open nothing wrapped since the PUK unlock */
+    tt_write(path, v2);
+    assert_rc(unwrap_expect(f, T_PIN, rk3.wrapped, NULL, &err), -EBADMSG, &err);
+    (void)migrated;
+    secret_free(kek);
+    secret_free(key);
+}
+
+/* With a caller that anchors (ctx->anchor), the change is pending until token_commit; a pending
+ * file that is not the anchored one is removed, never used. */
+static void change_is_pending_until_committed(void **state)
+{
+    struct fixture *f = *state;
+    struct secret *key = NULL;
+    uint8_t blob[KEYWRAP_BLOB_LEN], cur[32], now[32];
+    tm_err err = {0};
+    char path[PATH_MAX], pending[PATH_MAX];
+    tt_path(path, f->dir, T_UUID, ".soft");
+    tt_path(pending, f->dir, T_UUID, ".soft.new");
+    pair(f, T_UUID);
+    new_key(f, T_PIN, &key, blob);
+    assert_rc(token_files_digest(&f->ctx, T_UUID, cur, &err), 0, &err);
+    f->ctx.anchor = cur;
+    struct token_rekeyed rk;
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
+              &err);
+    assert_true(rk.pending);
+    assert_true(tt_exists(pending));
+    assert_rc(token_files_digest(&f->ctx, T_UUID, now, &err), 0, &err);
+    assert_memory_equal(now, cur, 32); /* nothing in place yet */
+    /* not anchored (the caller died before): the next use removes it */
+    assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
+    assert_false(tt_exists(pending));
+    /* again, and this time committed */
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
+              &err);
+    _cleanup_free_ char *pending_bytes = tt_read(pending);
+    tt_write(pending, "{\"version\":3}"); /* someone else's pending file: not the anchored one */
+    assert_rc(token_commit(&f->ctx, T_UUID, rk.pending_sha256, &err), 0, &err);
+    assert_false(tt_exists(pending));
+    assert_rc(token_files_digest(&f->ctx, T_UUID, now, &err), 0, &err);
+    assert_memory_equal(now, cur, 32); /* rolled back: the current generation stays */
+    tt_write(pending, pending_bytes);
+    assert_rc(token_commit(&f->ctx, T_UUID, rk.pending_sha256, &err), 0, &err);
+    assert_rc(token_files_digest(&f->ctx, T_UUID, now, &err), 0, &err);
+    assert_memory_equal(now, rk.pending_sha256, 32);
+    assert_rc(token_commit(&f->ctx, T_UUID, rk.pending_sha256, &err), 0, &err); /* idempotent */
+    memcpy(cur, now, 32);
+    assert_rc(unwrap_expect(f, T_PIN2, rk.wrapped, key, &err), 0, &err);
+    /* files that are neither generation */
+    uint8_t other[32] = {1};
+    f->ctx.anchor = other;
+    assert_rc(token_commit(&f->ctx, T_UUID, other, &err), -ESTALE, &err);
+    f->ctx.anchor = NULL;
     secret_free(key);
 }
 
@@ -773,11 +956,17 @@ static void tampered_token_file(void **state)
         {NULL, "not json", -EINVAL, "$: invalid JSON at line 1, column 3 (invalid token"},
         {NULL, "[1]", -EINVAL, "$: expected an object"},
         {NULL, "{}", -EINVAL, "$.version: required key is missing"},
-        {"\"version\":2", "\"version\":1", -EOPNOTSUPP, "soft token version 1 is not supported"},
-        {"\"version\":2", "\"version\":3", -EOPNOTSUPP, "soft token version 3 is not supported"},
-        {"\"version\":2", "\"version\":\"2\"", -EINVAL, "$.version: expected an integer"},
-        {"\"version\":2", "\"version\":2,\"extra\":0", -EINVAL, "$.extra: unknown key"},
-        {"\"version\":2,", "", -EINVAL, "$.version: required key is missing"},
+        {"\"version\":3", "\"version\":1", -EOPNOTSUPP, "soft token version 1 is not supported"},
+        {"\"version\":3", "\"version\":4", -EOPNOTSUPP, "soft token version 4 is not supported"},
+        {"\"version\":3", "\"version\":\"3\"", -EINVAL, "$.version: expected an integer"},
+        {"\"version\":3", "\"version\":3,\"extra\":0", -EINVAL, "$.extra: unknown key"},
+        /* a v3 file's keys are unknown to version 2 */
+        {"\"version\":3", "\"version\":2", -EINVAL, "$.puk_pub: unknown key"},
+        {"\"version\":3,", "", -EINVAL, "$.version: required key is missing"},
+        {"\"puk_pub\":\"", "\"puk_pub\":\"A", -EINVAL, "$.puk_pub: expected 32 bytes"},
+        {"\"sealed\":{", "\"sealed\":{\"k\":1,", -EINVAL, "$.sealed.k: unknown key"},
+        {"\"sealed\":{", "\"sealed2\":{", -EINVAL, "$.sealed2: unknown key"},
+        {"\"epk\":\"", "\"epk\":\"A", -EINVAL, "$.sealed.epk: expected 32 bytes"},
         {"\"alg\":\"scrypt\"", "\"alg\":\"argon2id\"", -EINVAL, "$.kdf.alg: must be \"scrypt\""},
         {"\"N\":1024", "\"N\":3072", -EINVAL, "$.kdf.N: must be a power of two"},
         {"\"N\":1024", "\"N\":1073741824", -ERANGE, "$.kdf.N: 1073741824 out of range"},
@@ -973,6 +1162,9 @@ int main(void)
         T(blocked_without_pin_lock),
         T(correct_puk_resets_its_counter),
         T(change_pin),
+        T(old_file_and_pin_after_rekey_open_nothing),
+        T(v2_token_works_and_migrates),
+        T(change_is_pending_until_committed),
         T(wipe_erases),
         T(wipe_finishes_an_interrupted_wipe),
         T(old_blob_fails_with_a_new_pairing),

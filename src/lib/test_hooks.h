@@ -1,0 +1,19 @@
+/* Crash points for the tests: only in a build with -Dtest_hooks=true (docs/TESTING.md,
+ * "Crash points"); otherwise test_crash_point compiles to nothing.
+ *
+ * test_crash_point(dir, name): if the file <dir>/test-crash-at holds name (one line), it is
+ * removed and the process kills itself with SIGKILL, exactly there. The test writes the file
+ * into the directory the process names (trustmed: its data dir; scd: its state dir), starts the
+ * operation, and sees the process die at that step; the file being one-shot, the restarted
+ * process goes on normally. */
+#pragma once
+
+#ifdef TM_TEST_HOOKS
+void test_crash_point(const char *dir, const char *name);
+#else
+static inline void test_crash_point(const char *dir, const char *name)
+{
+    (void)dir;
+    (void)name;
+}
+#endif
