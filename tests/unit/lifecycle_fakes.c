@@ -42,8 +42,9 @@ void fake_reset(void)
             abort();
     }
     memset(fake, 0, sizeof(*fake));
-    fake->fail_phase = FAKE_NONE;
-    fake->fail_module = -1;
+    fake->fail_phase = fake->block_phase = FAKE_NONE;
+    fake->fail_module = fake->block_module = -1;
+    fake->freeze_result = 1;
 }
 
 const char *fake_phase_name(enum fake_phase p)
@@ -63,6 +64,11 @@ static int hook(enum fake_phase phase, int module, tm_err *err)
     }
     if (phase == fake->fail_phase && module == fake->fail_module)
         return tm_err_set(err, EIO, "%s hook failed", fake_phase_name(phase));
+    if (phase == fake->block_phase && module == fake->block_module) {
+        __atomic_store_n(&fake->blocked, 1, __ATOMIC_SEQ_CST);
+        for (;;)
+            pause();
+    }
     return 0;
 }
 
@@ -286,8 +292,12 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     memset(enc, 0, sizeof(*enc));
 }
 
-int cgroups_set_frozen(struct container *c, bool frozen, tm_err *err) { return 0; }
-int cgroups_is_frozen(struct container *c) { return 1; }
+int cgroups_set_frozen(struct container *c, bool frozen, tm_err *err)
+{
+    fake->frozen = frozen;
+    return 0;
+}
+int cgroups_is_frozen(struct container *c) { return fake->freeze_result; }
 uint64_t caps_privileged(const struct container_config *cfg) { return 0; }
 void caps_names(uint64_t mask, char *out, size_t size) { snprintf(out, size, "%s", ""); }
 struct conn *conn_find(struct daemon *d, uint64_t id) { return NULL; }
@@ -309,7 +319,23 @@ int net_pin(struct container *c, int fd, tm_err *err)
     close(fd);
     return 0;
 }
-void reaper_take_pid(struct daemon *d, pid_t pid) { waitpid(pid, NULL, 0); }
+/* Like reaper.c, the pid is reaped later, not here: until then it stays a zombie (and trustmed
+ * may still open a pidfd for it, e.g. when its pid report arrives after the kill). */
+static pid_t taken[64];
+static int ntaken;
+
+void reaper_take_pid(struct daemon *d, pid_t pid)
+{
+    if (ntaken < 64)
+        taken[ntaken++] = pid;
+}
+
+void fake_reap_taken(void)
+{
+    for (int i = 0; i < ntaken; i++)
+        waitpid(taken[i], NULL, 0); /* ECHILD if lifecycle.c has reaped it itself */
+    ntaken = 0;
+}
 int runtime_save(struct container *c, tm_err *err) { return 0; }
 void runtime_remove(struct container *c) {}
 struct session *session_attached(struct container *c) { return NULL; }

@@ -25,9 +25,14 @@ struct fake_world {
     } calls[FAKE_LOG_MAX];
     enum fake_phase fail_phase; /* the hook that fails, FAKE_NONE for none */
     int fail_module;
+    enum fake_phase block_phase; /* the hook that never returns (until killed), FAKE_NONE for none */
+    int block_module;
+    int blocked;                 /* set once that hook has been entered */
     pid_t setup_pid, init_pid;
     /* the services */
     bool measure_fails, key_fails;
+    int freeze_result;          /* what cgroups_is_frozen says: 1 frozen, 0 not yet, <0 error */
+    bool frozen;                /* the fake freezer's state */
     /* trustmed's side */
     enum cstate quit_state;     /* core_on_transition quits the loop when the container gets here */
     int audits;
@@ -40,3 +45,5 @@ extern const struct tm_module *const fake_modules[FAKE_MODULES];
 /* Map fake (shared) and reset it. */
 void fake_reset(void);
 const char *fake_phase_name(enum fake_phase p);
+/* Reap what cgroups_kill handed to the (fake) reaper. */
+void fake_reap_taken(void);

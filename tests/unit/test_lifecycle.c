@@ -54,7 +54,9 @@ static void on_too_long(tm_source *src, void *userdata) { tm_loop_quit(d.loop, 1
 /* Fire ev, then run the loop until the container is in state until. */
 static void fire_until(enum cevent ev, const void *arg, enum cstate until)
 {
-    fake->quit_state = until;
+    /* No quit while the event is fired outside the loop: a quit flag left set would end the
+     * next run at once. */
+    fake->quit_state = 0;
     tm_err err = {0};
     int fired = container_fire(&c, ev, arg, &err);
     if (fired < 0)
@@ -62,6 +64,7 @@ static void fire_until(enum cevent ev, const void *arg, enum cstate until)
     assert_int_equal(fired, 0);
     if (c.state == until)
         return;
+    fake->quit_state = until;
     tm_source *guard = tm_loop_timer(d.loop, 20000, on_too_long, NULL);
     int r = tm_loop_run(d.loop);
     tm_source_free(guard);
@@ -74,6 +77,7 @@ static void fire_until(enum cevent ev, const void *arg, enum cstate until)
 /* Every process of the start has been waited for: none is left, not even a zombie. */
 static void assert_no_children(void)
 {
+    fake_reap_taken();
     errno = 0;
     pid_t pid = waitpid(-1, NULL, WNOHANG);
     if (pid != -1)
@@ -259,6 +263,85 @@ static void a_stop_while_measuring_ends_the_start(void **state)
     assert_int_equal(count_fds(), fds);
 }
 
+/* Once the blocking hook has been entered, fire a stop. */
+static void stop_when_blocked(tm_source *src, void *userdata)
+{
+    static struct stop_args stop = {.timeout_s = 10};
+    if (!__atomic_load_n(&fake->blocked, __ATOMIC_SEQ_CST)) {
+        tm_loop_timer(d.loop, 5, stop_when_blocked, NULL);
+        return;
+    }
+    tm_err err;
+    assert_int_equal(container_fire(&c, EV_STOP, &stop, &err), 0);
+}
+
+/* A stop while the setup process (or init) is still at work: both are killed (init found
+ * through the cgroups if its pid has not arrived yet), every prepared module cleans up, and the
+ * container is stopped, not failed. */
+static void stop_while_blocked_in(enum fake_phase phase)
+{
+    for (int pos = 0; pos < FAKE_MODULES; pos += 3) {
+        reset_container();
+        size_t fds = count_fds();
+        fake->block_phase = phase;
+        fake->block_module = order[pos];
+        tm_loop_timer(d.loop, 5, stop_when_blocked, NULL);
+        struct start_args args = {0};
+        fire_until(EV_START, &args, CS_STOPPED);
+        struct expect e = {0};
+        int last = FAKE_MODULES - 1;
+        expect_run(&e, FAKE_PREPARE, 0, last);
+        expect_run(&e, FAKE_SETUP, 0, phase == FAKE_SETUP ? pos : last);
+        if (phase == FAKE_CHILD)
+            expect_run(&e, FAKE_CHILD, 0, pos);
+        expect_run(&e, FAKE_CLEANUP, last, 0);
+        assert_log(&e);
+        /* A stop, not a failed start (before: "the setup process killed by SIGKILL", whenever
+         * the stop found the setup process still alive). */
+        assert_string_equal(c.last_error, "");
+        assert_audit("container.stop", "ok", NULL);
+        assert_null(c.start);
+        assert_int_equal(c.pid, 0);
+        assert_no_children();
+        assert_int_equal(count_fds(), fds);
+    }
+}
+
+static void a_stop_during_setup_ends_the_start(void **state) { stop_while_blocked_in(FAKE_SETUP); }
+static void a_stop_during_init_setup_ends_the_start(void **state) { stop_while_blocked_in(FAKE_CHILD); }
+
+/* freeze, frozen, unfreeze on a running container; a freezer that does not report frozen
+ * thaws it again with the reason. */
+static void freeze_and_thaw(void **state)
+{
+    (void)state;
+    reset_container();
+    size_t fds = count_fds();
+    struct start_args args = {0};
+    fire_until(EV_START, &args, CS_RUNNING);
+    fire_until(EV_FREEZE, NULL, CS_FROZEN);
+    assert_true(fake->frozen);
+    assert_audit("container.freeze", "ok", NULL);
+    fire_until(EV_UNFREEZE, NULL, CS_RUNNING);
+    assert_false(fake->frozen);
+    assert_audit("container.unfreeze", "ok", NULL);
+
+    fake->freeze_result = -EIO;
+    fire_until(EV_FREEZE, NULL, CS_RUNNING);
+    assert_false(fake->frozen);
+    assert_audit("container.freeze", "fail", "freezing did not complete: cannot read the freezer state");
+
+    /* A frozen container is stopped with SIGKILL, delivered once thawed. */
+    fake->freeze_result = 1;
+    fire_until(EV_FREEZE, NULL, CS_FROZEN);
+    struct stop_args stop = {.timeout_s = 10};
+    fire_until(EV_STOP, &stop, CS_STOPPED);
+    assert_false(fake->frozen);
+    assert_string_equal(c.last_exit, "killed by SIGKILL");
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
 /* Refused transitions change nothing (the cells state.c leaves empty). */
 static void refused_events_change_nothing(void **state)
 {
@@ -320,6 +403,9 @@ int main(void)
         cmocka_unit_test(a_refused_measurement_stops_before_any_module),
         cmocka_unit_test(a_refused_key_stops_before_any_module),
         cmocka_unit_test(a_stop_while_measuring_ends_the_start),
+        cmocka_unit_test(a_stop_during_setup_ends_the_start),
+        cmocka_unit_test(a_stop_during_init_setup_ends_the_start),
+        cmocka_unit_test(freeze_and_thaw),
         cmocka_unit_test(refused_events_change_nothing),
     };
     return cmocka_run_group_tests_name("lifecycle", tests, group_setup, group_teardown);
