@@ -91,6 +91,24 @@ static void targets_and_secrets_are_fields(void **state)
     }
 }
 
+/* In this protocol a body's string field "id" is always the container it is about: a row that
+ * does not name it as its target would leave it out of role checks and control.denied records. */
+static void every_id_is_a_target(void **state)
+{
+    (void)state;
+    for (size_t r = 0; r < request_table_len; r++) {
+        const struct request_row *row = &request_table[r];
+        const ProtobufCMessageDescriptor *md = body_descriptor(row);
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(md, "id");
+        bool has_id = f && f->type == PROTOBUF_C_TYPE_STRING;
+        if (has_id != (row->target != NULL))
+            print_error("%s: %s\n", md->name, has_id ? "has an id but no target" : "a target but no id");
+        assert_int_equal(has_id, row->target != NULL);
+        if (row->target)
+            assert_string_equal(row->target, "id");
+    }
+}
+
 static bool listed_secret(const struct request_row *row, const char *name)
 {
     for (size_t i = 0; i < REQUEST_MAX_SECRETS && row->secrets[i]; i++)
@@ -371,6 +389,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_body_has_exactly_one_row),
         cmocka_unit_test(targets_and_secrets_are_fields),
+        cmocka_unit_test(every_id_is_a_target),
         cmocka_unit_test(secret_like_fields_are_secrets),
         cmocka_unit_test(wipes_exactly_the_secrets),
         cmocka_unit_test(absent_secrets_are_left_alone),
