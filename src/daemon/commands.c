@@ -19,6 +19,7 @@
 #include "exec.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "requests.h"
 #include "roles.h"
 #include "session.h"
 #include "tokens.h"
@@ -62,7 +63,7 @@ static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, e
     }
 }
 
-static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     size_t n = 0;
     for (struct container *c = conn->d->containers; c; c = c->next)
@@ -94,14 +95,14 @@ static void cmd_list(struct conn *conn, uint64_t id, const Trustme__Request *req
     free(ptrs);
 }
 
-static void cmd_state(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_state(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->state->id);
     if (c)
         reply_container(conn, id, c);
 }
 
-static void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->config->id);
     if (!c)
@@ -126,7 +127,7 @@ static bool is_stopped(struct conn *conn, uint64_t id, const struct container *c
     return false;
 }
 
-static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->remove->id);
     if (!c || !is_stopped(conn, id, c, "removing it"))
@@ -135,7 +136,7 @@ static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *r
     tokens_wipe(conn, id, c, NULL, true);
 }
 
-static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__WipeRequest *rq = req->wipe;
     struct container *c = commands_lookup(conn, id, rq->id);
@@ -143,21 +144,21 @@ static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req
         tokens_wipe(conn, id, c, rq->has_pin ? &rq->pin : NULL, false);
 }
 
-static void cmd_change_pin(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_change_pin(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->change_pin->id);
     if (c)
         tokens_change_pin(conn, id, c, req->change_pin);
 }
 
-static void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->token_unlock->id);
     if (c)
         tokens_puk_unlock(conn, id, c, req->token_unlock);
 }
 
-static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__StartRequest *rq = req->start;
     struct container *c = commands_lookup(conn, id, rq->id);
@@ -183,7 +184,7 @@ static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *re
     fire_and_wait(conn, id, c, EV_START, &args, WAIT_START, !args.attach);
 }
 
-static void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__StopRequest *rq = req->stop;
     struct container *c = commands_lookup(conn, id, rq->id);
@@ -198,21 +199,21 @@ static void cmd_stop(struct conn *conn, uint64_t id, const Trustme__Request *req
     fire_and_wait(conn, id, c, EV_STOP, &args, WAIT_STOP, true);
 }
 
-static void cmd_freeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_freeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->freeze->id);
     if (c)
         fire_and_wait(conn, id, c, EV_FREEZE, NULL, WAIT_FREEZE, true);
 }
 
-static void cmd_unfreeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_unfreeze(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->unfreeze->id);
     if (c)
         fire_and_wait(conn, id, c, EV_UNFREEZE, NULL, WAIT_UNFREEZE, true);
 }
 
-static void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->run->id);
     if (!c)
@@ -237,7 +238,7 @@ static void audit_done(struct conn *conn, uint64_t req_id)
     conn_send(conn, req_id, &resp);
 }
 
-static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     int fd = open(conn->d->audit.path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -247,7 +248,7 @@ static void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *re
     conn_stream_file(conn, id, fd, audit_done);
 }
 
-static void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->logs->id);
     if (!c)
@@ -277,7 +278,7 @@ static struct session *session_for(struct conn *conn, uint64_t id)
     return s;
 }
 
-static void cmd_stdin(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_stdin(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct session *s = session_for(conn, id);
     if (s)
@@ -286,14 +287,14 @@ static void cmd_stdin(struct conn *conn, uint64_t id, const Trustme__Request *re
                       req->stdin->has_eof && req->stdin->eof);
 }
 
-static void cmd_resize(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_resize(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct session *s = session_for(conn, id);
     if (s)
         session_resize(s, req->resize->rows, req->resize->cols);
 }
 
-static void cmd_signal(struct conn *conn, uint64_t id, const Trustme__Request *req)
+void cmd_signal(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct session *s = session_for(conn, id);
     if (!s)
@@ -308,67 +309,9 @@ static void cmd_signal(struct conn *conn, uint64_t id, const Trustme__Request *r
         syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
-typedef void (*handler_fn)(struct conn *conn, uint64_t id, const Trustme__Request *req);
-
-static const struct {
-    Trustme__Request__BodyCase body;
-    handler_fn fn;
-} handlers[] = {
-    {TRUSTME__REQUEST__BODY_LIST, cmd_list},         {TRUSTME__REQUEST__BODY_STATE, cmd_state},
-    {TRUSTME__REQUEST__BODY_CREATE, cmd_create},     {TRUSTME__REQUEST__BODY_CONFIG, cmd_config},
-    {TRUSTME__REQUEST__BODY_START, cmd_start},       {TRUSTME__REQUEST__BODY_STOP, cmd_stop},
-    {TRUSTME__REQUEST__BODY_FREEZE, cmd_freeze},     {TRUSTME__REQUEST__BODY_UNFREEZE, cmd_unfreeze},
-    {TRUSTME__REQUEST__BODY_RUN, cmd_run},           {TRUSTME__REQUEST__BODY_REMOVE, cmd_remove},
-    {TRUSTME__REQUEST__BODY_AUDIT, cmd_audit},       {TRUSTME__REQUEST__BODY_STDIN, cmd_stdin},
-    {TRUSTME__REQUEST__BODY_RESIZE, cmd_resize},     {TRUSTME__REQUEST__BODY_SIGNAL, cmd_signal},
-    {TRUSTME__REQUEST__BODY_LOGS, cmd_logs},         {TRUSTME__REQUEST__BODY_WIPE, cmd_wipe},
-    {TRUSTME__REQUEST__BODY_CHANGE_PIN, cmd_change_pin},
-    {TRUSTME__REQUEST__BODY_TOKEN_UNLOCK, cmd_token_unlock},
-    {TRUSTME__REQUEST__BODY_UPDATE, cmd_update},
-    {TRUSTME__REQUEST__BODY_GUESTOS_INSTALL, cmd_guestos_install},
-    {TRUSTME__REQUEST__BODY_GUESTOS_LIST, cmd_guestos_list},
-    {TRUSTME__REQUEST__BODY_GUESTOS_REMOVE, cmd_guestos_remove},
-    {TRUSTME__REQUEST__BODY_CA_REGISTER, cmd_ca_register},
-    {TRUSTME__REQUEST__BODY_CA_UNREGISTER, cmd_ca_unregister},
-    {TRUSTME__REQUEST__BODY_MEASUREMENTS, cmd_measurements},
-    {TRUSTME__REQUEST__BODY_DEVICE_CSR, cmd_device_csr},
-    {TRUSTME__REQUEST__BODY_DEVICE_CERT_INSTALL, cmd_device_cert_install},
-    {TRUSTME__REQUEST__BODY_DEVICE_INFO, cmd_device_info},
-    {TRUSTME__REQUEST__BODY_DEVICE_RESEAL, cmd_device_reseal},
-    {TRUSTME__REQUEST__BODY_ATTEST, cmd_attest},
-    {TRUSTME__REQUEST__BODY_IFACE_ASSIGN, cmd_iface_assign},
-    {TRUSTME__REQUEST__BODY_IFACE_UNASSIGN, cmd_iface_unassign},
-    {TRUSTME__REQUEST__BODY_EXEC_LIST, cmd_exec_list},
-    {TRUSTME__REQUEST__BODY_EXEC_KILL, cmd_exec_kill},
-};
-
-static void wipe_bytes(protobuf_c_boolean has, ProtobufCBinaryData *b)
-{
-    if (has && b->data)
-        explicit_bzero(b->data, b->len);
-}
-
-/* PINs and PUKs have been passed on to scd (or refused): wipe the request's copies. */
-void commands_wipe_secrets(Trustme__Request *req)
-{
-    switch (req->body_case) {
-    case TRUSTME__REQUEST__BODY_START: wipe_bytes(req->start->has_pin, &req->start->pin); break;
-    case TRUSTME__REQUEST__BODY_WIPE: wipe_bytes(req->wipe->has_pin, &req->wipe->pin); break;
-    case TRUSTME__REQUEST__BODY_CHANGE_PIN:
-        wipe_bytes(req->change_pin->has_old_pin, &req->change_pin->old_pin);
-        wipe_bytes(req->change_pin->has_new_pin, &req->change_pin->new_pin);
-        wipe_bytes(req->change_pin->has_puk, &req->change_pin->puk);
-        break;
-    case TRUSTME__REQUEST__BODY_TOKEN_UNLOCK:
-        wipe_bytes(req->token_unlock->has_puk, &req->token_unlock->puk);
-        wipe_bytes(req->token_unlock->has_new_pin, &req->token_unlock->new_pin);
-        break;
-    case TRUSTME__REQUEST__BODY_DEVICE_RESEAL: /* passed on to tpmd, or refused */
-        wipe_bytes(req->device_reseal->has_recovery_key, &req->device_reseal->recovery_key);
-        break;
-    default: break;
-    }
-}
+/* The request table (requests.c) says which of these handles which request, who may send it and
+ * what it carries to wipe. */
+void commands_wipe_secrets(Trustme__Request *req) { requests_wipe_secrets(req); }
 
 void commands_dispatch(struct conn *conn, Trustme__Request *req)
 {
@@ -377,12 +320,12 @@ void commands_dispatch(struct conn *conn, Trustme__Request *req)
         commands_wipe_secrets(req);
         return;
     }
-    for (size_t i = 0; i < ARRAY_SIZE(handlers); i++)
-        if (handlers[i].body == req->body_case) {
-            handlers[i].fn(conn, req->id, req);
-            commands_wipe_secrets(req);
-            return;
-        }
+    const struct request_row *row = requests_row(req->body_case);
+    if (row && row->handler) {
+        row->handler(conn, req->id, req);
+        commands_wipe_secrets(req);
+        return;
+    }
     conn_send_error(conn, req->id, EOPNOTSUPP, "unknown request (body %d): is this client newer "
                     "than the daemon?", (int)req->body_case);
 }

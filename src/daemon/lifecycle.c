@@ -348,7 +348,9 @@ static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
     /* Read whatever the process said before it went: its error explains its status. */
     if (op->sync_fd >= 0)
         on_sync(NULL, EPOLLIN, c);
-    if (si.si_code != CLD_EXITED || si.si_status != 0) {
+    /* Killed by abort_start for a stop request, it did not fail: the stop is no failed start
+     * (a failed start is STOPPING already, with its first reason kept). */
+    if ((si.si_code != CLD_EXITED || si.si_status != 0) && c->state == CS_STARTING) {
         char how[64];
         describe_wait_status(si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status,
                              how, sizeof(how), NULL, NULL);

@@ -15,6 +15,7 @@
 
 #include "cleanup.h"
 #include "container.h"
+#include "requests.h"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77 /* Linux 6.5; the headers of Debian 12 predate it */
@@ -34,95 +35,88 @@ bool roles_container_socket(const struct container *c, enum conn_role *role)
     return false;
 }
 
-static const char *request_name(const Trustme__Request *req)
-{
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field(&trustme__request__descriptor, (unsigned)req->body_case);
-    return f ? f->name : "unknown";
-}
-
-/* The container a request names, for the requests that name one ("" for the others). */
-static const char *request_target(const Trustme__Request *req)
-{
-    const char *id = NULL;
-    switch (req->body_case) {
-    case TRUSTME__REQUEST__BODY_STATE: id = req->state->id; break;
-    case TRUSTME__REQUEST__BODY_START: id = req->start->id; break;
-    case TRUSTME__REQUEST__BODY_STOP: id = req->stop->id; break;
-    case TRUSTME__REQUEST__BODY_FREEZE: id = req->freeze->id; break;
-    case TRUSTME__REQUEST__BODY_UNFREEZE: id = req->unfreeze->id; break;
-    case TRUSTME__REQUEST__BODY_RUN: id = req->run->id; break;
-    case TRUSTME__REQUEST__BODY_REMOVE: id = req->remove->id; break;
-    case TRUSTME__REQUEST__BODY_CONFIG: id = req->config->id; break;
-    case TRUSTME__REQUEST__BODY_LOGS: id = req->logs->id; break;
-    case TRUSTME__REQUEST__BODY_WIPE: id = req->wipe->id; break;
-    /* admin only, like every request not in permit_restricted's list */
-    case TRUSTME__REQUEST__BODY_EXEC_LIST: id = req->exec_list->id; break;
-    case TRUSTME__REQUEST__BODY_EXEC_KILL: id = req->exec_kill->id; break;
-    default: break;
-    }
-    return id ? id : "";
-}
-
 static void deny(struct conn *conn, const Trustme__Request *req, const struct container *subject,
                  const char *msg)
 {
-    const char *target = request_target(req);
+    const char *target = requests_target(req);
     if (control_audit_due(conn, CONTROL_AUDIT_DENIED))
         daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
-                     "role=%s request=%s%s%s", conn_role_name(conn->role), request_name(req),
+                     "role=%s request=%s%s%s", conn_role_name(conn->role), requests_name(req),
                      target[0] ? " target=" : "", target);
     conn_send_error(conn, req->id, EPERM, "%s", msg);
 }
 
-static bool permit_restricted(struct conn *conn, const Trustme__Request *req)
+#define RESTRICTED_ALLOWS "restricted role: only its own state, guestos list, guestos install"
+
+static bool refuse(struct conn *conn, const Trustme__Request *req, const struct container *subject)
+{
+    char msg[320];
+    if (conn->role == ROLE_RESTRICTED)
+        snprintf(msg, sizeof(msg), "%s is not allowed on this container's control socket (%s)",
+                 requests_name(req), RESTRICTED_ALLOWS);
+    else
+        snprintf(msg, sizeof(msg), "%s is not allowed on this socket (role %s)", requests_name(req),
+                 conn_role_name(conn->role));
+    deny(conn, req, subject, msg);
+    return false;
+}
+
+/* REQ_OWN: by name or uuid, as long as it is the socket's own container; another one (existing
+ * or not) is refused alike, so the socket does not tell which containers exist. */
+static bool permit_own(struct conn *conn, const Trustme__Request *req, struct container *own)
+{
+    const char *id = requests_target(req);
+    struct container *c = id[0] ? container_find(conn->d, id) : NULL;
+    if (c && c == own)
+        return true;
+    char msg[320];
+    snprintf(msg, sizeof(msg), "%s of another container is not allowed on this container's control "
+             "socket (%s)", requests_name(req), RESTRICTED_ALLOWS);
+    deny(conn, req, own, msg);
+    return false;
+}
+
+/* REQ_NOT_LOCKOUT: without an admin socket in the root namespace c0 is the only way in:
+ * stopping or freezing it would leave the device unmanageable until the next boot. */
+static bool permit_not_lockout(struct conn *conn, const Trustme__Request *req)
 {
     struct daemon *d = conn->d;
-    struct container *own = container_find(d, conn->role_uuid);
-    switch (req->body_case) {
-    case TRUSTME__REQUEST__BODY_GUESTOS_LIST:
-    case TRUSTME__REQUEST__BODY_GUESTOS_INSTALL:
+    if (d->device.admin_socket_in_root)
         return true;
-    case TRUSTME__REQUEST__BODY_STATE: {
-        /* By name or uuid, as long as it is this container; another one (existing or not) is
-         * refused alike, so the socket does not tell which containers exist. */
-        const char *id = req->state->id;
-        struct container *c = id && id[0] ? container_find(d, id) : NULL;
-        if (c && c == own)
-            return true;
-        deny(conn, req, own, "state of another container is not allowed on this container's "
-             "control socket (restricted role: only its own state, guestos list, guestos install)");
-        return false;
-    }
-    default: break;
-    }
-    char msg[256];
-    snprintf(msg, sizeof(msg), "%s is not allowed on this container's control socket (restricted "
-             "role: only its own state, guestos list, guestos install)", request_name(req));
-    deny(conn, req, own, msg);
+    const char *target = requests_target(req);
+    struct container *c = target[0] ? container_find(d, target) : NULL;
+    if (!c || !core_is(c))
+        return true;
+    const char *done = req->body_case == TRUSTME__REQUEST__BODY_STOP     ? "stopped"
+                       : req->body_case == TRUSTME__REQUEST__BODY_FREEZE ? "frozen"
+                                                                          : NULL;
+    char msg[320];
+    if (done)
+        snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
+                 "(device.json admin_socket_in_root is false): it cannot be %s", c->cfg->name, done);
+    else
+        snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
+                 "(device.json admin_socket_in_root is false): %s is not allowed on it", c->cfg->name,
+                 requests_name(req));
+    deny(conn, req, c, msg);
     return false;
 }
 
 bool roles_permit(struct conn *conn, const Trustme__Request *req)
 {
-    if (conn->role == ROLE_RESTRICTED)
-        return permit_restricted(conn, req);
-    /* Without an admin socket in the root namespace c0 is the only way in: stopping or freezing
-     * it would leave the device unmanageable until the next boot. */
-    struct daemon *d = conn->d;
-    if (d->device.admin_socket_in_root || (req->body_case != TRUSTME__REQUEST__BODY_STOP &&
-                                           req->body_case != TRUSTME__REQUEST__BODY_FREEZE))
-        return true;
-    const char *target = request_target(req);
-    struct container *c = target[0] ? container_find(d, target) : NULL;
-    if (!c || !core_is(c))
-        return true;
-    char msg[320];
-    snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
-             "(device.json admin_socket_in_root is false): it cannot be %s", c->cfg->name,
-             req->body_case == TRUSTME__REQUEST__BODY_STOP ? "stopped" : "frozen");
-    deny(conn, req, c, msg);
-    return false;
+    /* A restricted socket's refusals name the socket's container as subject. */
+    struct container *own = conn->role == ROLE_RESTRICTED ? container_find(conn->d, conn->role_uuid) : NULL;
+    const struct request_row *row = requests_row(req->body_case);
+    /* A body this daemon does not know: the admin hears so from dispatch, others are refused. */
+    enum request_access access = row ? requests_access(row, conn->role)
+                                     : conn->role == ROLE_ADMIN ? REQ_YES : REQ_NO;
+    switch (access) {
+    case REQ_YES: return true;
+    case REQ_OWN: return permit_own(conn, req, own);
+    case REQ_NOT_LOCKOUT: return permit_not_lockout(conn, req);
+    case REQ_NO: break;
+    }
+    return refuse(conn, req, own);
 }
 
 static int ns_of(pid_t pid, struct stat *st)

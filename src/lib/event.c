@@ -196,5 +196,6 @@ int tm_loop_run(tm_loop *loop)
         }
         reap_dead(loop);
     }
+    loop->quit = false; /* it may be run again (the lifecycle unit test drives it step by step) */
     return loop->code;
 }

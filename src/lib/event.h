@@ -23,6 +23,6 @@ int tm_source_modify(tm_source *src, uint32_t events);
 tm_source *tm_loop_timer(tm_loop *loop, uint64_t msec, tm_timer_fn fn, void *userdata);
 /* Stop watching; NULL is fine. Does not close an io source's fd. */
 void tm_source_free(tm_source *src);
-/* Run until tm_loop_quit(); returns the code given there. */
+/* Run until tm_loop_quit(); returns the code given there. The loop can be run again after. */
 int tm_loop_run(tm_loop *loop);
 void tm_loop_quit(tm_loop *loop, int code);

@@ -1,75 +1,58 @@
-/* The lifecycle table, written out again independently of state.c:
+/* The lifecycle table, written out again independently of state.c, cell by cell in the layout of
+ * docs/ARCHITECTURE.md "The state table" (rows: states, columns: events; "--" = refused):
  *
  *   STOPPED -> STARTING -> RUNNING <-> (FREEZING -> FROZEN) -> STOPPING -> STOPPED
  *
- * Every (state, event) pair is checked, so adding or dropping a transition in state.c without
- * updating this file fails. */
+ * Every one of the 54 (state, event) cells is checked, refused ones included, so adding or
+ * dropping a transition in state.c without updating this file fails; and the doc's table is
+ * parsed and compared with state.c as well (the_doc_is_the_table). */
 #include "unit.h"
 
 #include <stdio.h>
 
 #include "state.h"
 
-struct row {
-    enum cevent event;
-    enum cstate next;
+struct cell {
+    enum cstate next;     /* 0: refused (the state stays) */
     enum caction action;
 };
 
-/* Only the allowed pairs; everything else must be ACT_INVALID and keep the state. */
-static const struct row stopped[] = {
-    {EV_START, CS_STARTING, ACT_BEGIN_START},
-};
-static const struct row starting[] = {
-    {EV_STARTED, CS_RUNNING, ACT_STARTED},
-    {EV_START_FAILED, CS_STOPPING, ACT_ABORT_START},
-    {EV_STOP, CS_STOPPING, ACT_ABORT_START},
-    {EV_EXITED, CS_STOPPED, ACT_CLEANUP},
-};
-static const struct row running[] = {
-    {EV_STOP, CS_STOPPING, ACT_STOP},
-    {EV_EXITED, CS_STOPPED, ACT_CLEANUP},
-    {EV_FREEZE, CS_FREEZING, ACT_FREEZE},
-};
-static const struct row freezing[] = {
-    {EV_FROZEN, CS_FROZEN, ACT_FROZEN},
-    {EV_FREEZE_FAILED, CS_RUNNING, ACT_THAW},
-    {EV_STOP, CS_STOPPING, ACT_STOP},
-    {EV_EXITED, CS_STOPPED, ACT_CLEANUP},
-};
-static const struct row frozen[] = {
-    {EV_UNFREEZE, CS_RUNNING, ACT_THAW},
-    {EV_STOP, CS_STOPPING, ACT_STOP},
-    {EV_EXITED, CS_STOPPED, ACT_CLEANUP},
-};
-static const struct row stopping[] = {
-    {EV_STOP, CS_STOPPING, ACT_STOP},          /* a second stop may escalate to SIGKILL */
-    {EV_START_FAILED, CS_STOPPING, ACT_NONE},  /* a late start failure changes nothing */
-    {EV_EXITED, CS_STOPPED, ACT_CLEANUP},
-};
+#define NO {0, ACT_INVALID}
+#define TO(s, a) {CS_##s, ACT_##a}
 
-static void check_row(enum cstate state, const struct row *rows, size_t nrows)
+/* clang-format off */
+static const struct cell grid[CS_LAST + 1][EV_COUNT] = {
+    /*             start                     started             start-failed              stop                      exited               freeze                 frozen               freeze-failed      unfreeze */
+    [CS_STOPPED]  = {TO(STARTING, BEGIN_START), NO,                NO,                       NO,                       NO,                  NO,                    NO,                  NO,                NO},
+    [CS_STARTING] = {NO,                        TO(RUNNING, STARTED), TO(STOPPING, ABORT_START), TO(STOPPING, ABORT_START), TO(STOPPED, CLEANUP), NO,                 NO,                  NO,                NO},
+    [CS_RUNNING]  = {NO,                        NO,                NO,                       TO(STOPPING, STOP),       TO(STOPPED, CLEANUP), TO(FREEZING, FREEZE), NO,                  NO,                NO},
+    [CS_FREEZING] = {NO,                        NO,                NO,                       TO(STOPPING, STOP),       TO(STOPPED, CLEANUP), NO,                   TO(FROZEN, FROZEN),  TO(RUNNING, THAW), NO},
+    [CS_FROZEN]   = {NO,                        NO,                NO,                       TO(STOPPING, STOP),       TO(STOPPED, CLEANUP), NO,                   NO,                  NO,                TO(RUNNING, THAW)},
+    /* a second stop may escalate to SIGKILL; a late start failure changes nothing */
+    [CS_STOPPING] = {NO,                        NO,                TO(STOPPING, NONE),       TO(STOPPING, STOP),       TO(STOPPED, CLEANUP), NO,                   NO,                  NO,                NO},
+};
+/* clang-format on */
+
+static void check_row(enum cstate state)
 {
     for (int ev = 0; ev < EV_COUNT; ev++) {
-        struct transition want = {.next = state, .action = ACT_INVALID};
-        for (size_t i = 0; i < nrows; i++)
-            if (rows[i].event == (enum cevent)ev)
-                want = (struct transition){.next = rows[i].next, .action = rows[i].action};
+        const struct cell *want = &grid[state][ev];
+        enum cstate want_next = want->action == ACT_INVALID ? state : want->next;
         struct transition got = state_next(state, (enum cevent)ev);
-        if (got.next != want.next || got.action != want.action)
+        if (got.next != want_next || got.action != want->action)
             print_error("%s + %s: expected (%s, action %d), got (%s, action %d)\n",
-                        state_name(state), event_name((enum cevent)ev), state_name(want.next),
-                        want.action, state_name(got.next), got.action);
-        assert_int_equal(got.action, want.action);
-        assert_int_equal(got.next, want.next);
+                        state_name(state), event_name((enum cevent)ev), state_name(want_next),
+                        want->action, state_name(got.next), got.action);
+        assert_int_equal(got.action, want->action);
+        assert_int_equal(got.next, want_next);
     }
 }
 
-#define ROW(s, rows)                                                                               \
-    static void row_##rows(void **state)                                                           \
+#define ROW(s, name)                                                                               \
+    static void row_##name(void **state)                                                           \
     {                                                                                              \
         (void)state;                                                                               \
-        check_row(s, rows, sizeof(rows) / sizeof(rows[0]));                                        \
+        check_row(s);                                                                              \
     }
 ROW(CS_STOPPED, stopped)
 ROW(CS_STARTING, starting)
@@ -77,6 +60,110 @@ ROW(CS_RUNNING, running)
 ROW(CS_FREEZING, freezing)
 ROW(CS_FROZEN, frozen)
 ROW(CS_STOPPING, stopping)
+
+/* docs/ARCHITECTURE.md's words for the actions. */
+static const char *const action_words[] = {
+    [ACT_NONE] = "–",         [ACT_BEGIN_START] = "begin start", [ACT_STARTED] = "started",
+    [ACT_ABORT_START] = "abort", [ACT_STOP] = "stop",           [ACT_CLEANUP] = "cleanup",
+    [ACT_FREEZE] = "freeze",  [ACT_FROZEN] = "frozen",          [ACT_THAW] = "thaw",
+};
+
+static char *trim(char *s)
+{
+    while (*s == ' ')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* The cell "next / action" of the doc, or "" for a refused one. */
+static void parse_cell(char *text, enum cstate state, enum cevent ev, size_t *checked)
+{
+    text = trim(text);
+    struct transition got = state_next(state, ev);
+    if (!text[0]) {
+        if (got.action != ACT_INVALID)
+            print_error("docs: %s + %s is empty, state.c allows it\n", state_name(state), event_name(ev));
+        assert_int_equal(got.action, ACT_INVALID);
+        (*checked)++;
+        return;
+    }
+    char *slash = strstr(text, " / ");
+    assert_non_null(slash);
+    *slash = '\0';
+    const char *next = trim(text), *action = trim(slash + 3);
+    if (strcmp(next, state_name(got.next)) != 0 || got.action == ACT_INVALID ||
+        strcmp(action, action_words[got.action]) != 0)
+        print_error("docs: %s + %s is \"%s / %s\", state.c says %s / %s\n", state_name(state),
+                    event_name(ev), next, action, state_name(got.next),
+                    got.action == ACT_INVALID ? "refused" : action_words[got.action]);
+    assert_string_equal(next, state_name(got.next));
+    assert_int_not_equal(got.action, ACT_INVALID);
+    assert_string_equal(action, action_words[got.action]);
+    (*checked)++;
+}
+
+static void the_doc_is_the_table(void **state)
+{
+    (void)state;
+    const char *root = getenv("TRUSTME_SOURCE_ROOT");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/docs/ARCHITECTURE.md", root ? root : ".");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        print_error("cannot open %s (set TRUSTME_SOURCE_ROOT)\n", path);
+    assert_non_null(f);
+    char line[1024];
+    enum cevent columns[EV_COUNT];
+    size_t ncolumns = 0, checked = 0;
+    bool in_table = false;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "| state \\ event |", 17) == 0) {
+            in_table = true;
+            for (char *save, *h = strtok_r(line + 17, "|", &save); h; h = strtok_r(NULL, "|", &save)) {
+                h = trim(h);
+                if (!h[0])
+                    continue;
+                int ev = 0;
+                while (ev < EV_COUNT && strcmp(event_name((enum cevent)ev), h) != 0)
+                    ev++;
+                if (ev == EV_COUNT)
+                    print_error("docs: unknown event column \"%s\"\n", h);
+                assert_true(ev < EV_COUNT && ncolumns < EV_COUNT);
+                columns[ncolumns++] = (enum cevent)ev;
+            }
+            continue;
+        }
+        if (!in_table || strncmp(line, "|---", 4) == 0)
+            continue;
+        if (line[0] != '|')
+            break;
+        /* | state | cell | cell | ... | */
+        char *p = line + 1, *bar = strchr(p, '|');
+        assert_non_null(bar);
+        *bar = '\0';
+        const char *name = trim(p);
+        int s = CS_FIRST;
+        while (s <= CS_LAST && strcmp(state_name((enum cstate)s), name) != 0)
+            s++;
+        if (s > CS_LAST)
+            print_error("docs: unknown state row \"%s\"\n", name);
+        assert_true(s <= CS_LAST);
+        p = bar + 1;
+        for (size_t col = 0; col < ncolumns; col++) {
+            bar = strchr(p, '|');
+            assert_non_null(bar);
+            *bar = '\0';
+            parse_cell(p, (enum cstate)s, columns[col], &checked);
+            p = bar + 1;
+        }
+    }
+    fclose(f);
+    assert_int_equal(ncolumns, EV_COUNT);
+    assert_int_equal(checked, (CS_LAST - CS_FIRST + 1) * EV_COUNT);
+}
 
 static void invalid_pairs_keep_the_state(void **state)
 {
@@ -196,6 +283,7 @@ int main(void)
         cmocka_unit_test(row_freezing),
         cmocka_unit_test(row_frozen),
         cmocka_unit_test(row_stopping),
+        cmocka_unit_test(the_doc_is_the_table),
         cmocka_unit_test(invalid_pairs_keep_the_state),
         cmocka_unit_test(every_state_can_reach_stopped),
         cmocka_unit_test(out_of_range_state),
