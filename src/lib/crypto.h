@@ -1,4 +1,4 @@
-/* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto), and hex. */
+/* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto); hex is hex.h's. */
 #pragma once
 
 #include <stdbool.h>
@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "hex.h"
 
 #define TM_SHA256_HEX_LEN 64
 
@@ -23,7 +24,6 @@ void tm_sha256_final(struct tm_sha256_ctx *c, uint8_t out[32]);
 
 int tm_sha256(const void *data, size_t len, uint8_t out[32]);
 int tm_sha256_hex(const void *data, size_t len, char out[TM_SHA256_HEX_LEN + 1]);
-void tm_hex(const uint8_t *in, size_t len, char *out);
 
 /* Hashes the whole file behind fd, from offset 0 to its end, with pread: fd's offset is left as it
  * was (so fd must be a regular file or a block device, not a pipe). *size (if non-NULL) receives
