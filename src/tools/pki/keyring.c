@@ -23,7 +23,8 @@ static int token_for(struct keyring *kr, const struct p11uri *u, tm_err *err)
         if (r < 0)
             return r;
     }
-    int r = p11tok_open(module, u->token, kr->pin, false, &kr->tok, err);
+    int r = p11tok_open(module, u->token, u->serial[0] ? u->serial : NULL, kr->pin, false,
+                        &kr->tok, err);
     if (r < 0)
         return r;
     snprintf(kr->tok_label, sizeof(kr->tok_label), "%s", u->token);
