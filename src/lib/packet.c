@@ -127,6 +127,18 @@ int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt)
     return 1;
 }
 
+int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad,
+                   void *userdata)
+{
+    int r = tm_packet_recv(fd, max, pkt);
+    if (r != -EMSGSIZE && r != -EBADMSG)
+        return r;
+    /* The packet is gone already; the next one is read as usual, when it is there (not here:
+     * a blocking fd in an event loop would wait in recv). */
+    bad(-r, r == -EMSGSIZE ? "message too large" : "not one framed message", userdata);
+    return TM_PACKET_ANSWERED;
+}
+
 /* A bump allocator over the packet's locked arena: freeing is a no-op, the arena is wiped and
  * unmapped as a whole by tm_packet_free. */
 static void *arena_alloc(void *data, size_t size)
