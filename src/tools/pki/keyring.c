@@ -31,6 +31,16 @@ static int token_for(struct keyring *kr, const struct p11uri *u, tm_err *err)
     return 0;
 }
 
+bool keyring_option(struct keyring *kr, int c, const char *arg)
+{
+    switch (c) {
+    case KEYRING_OPT_PASS: kr->passphrase_file = arg; return true;
+    case KEYRING_OPT_PIN: kr->pin_file = arg; return true;
+    case KEYRING_OPT_MODULE: kr->module = arg; return true;
+    default: return false;
+    }
+}
+
 int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,
                  tm_err *err)
 {

@@ -132,6 +132,14 @@ int p11tok_load(struct p11tok *t, const struct p11uri *u, EVP_PKEY **ret, tm_err
 
 /* --- where keys come from (keyring.c): files or a token, each secret asked for once --- */
 
+/* The options of every verb that signs: where the keys' secrets come from. Their codes lie above
+ * any verb's own (which start at 256). */
+enum { KEYRING_OPT_PASS = 1000, KEYRING_OPT_PIN, KEYRING_OPT_MODULE };
+#define KEYRING_OPTIONS                                                                            \
+    {"passphrase-file", required_argument, NULL, KEYRING_OPT_PASS},                                \
+        {"pin-file", required_argument, NULL, KEYRING_OPT_PIN},                                    \
+        {"pkcs11-module", required_argument, NULL, KEYRING_OPT_MODULE}
+
 struct keyring {
     const char *passphrase_file;
     const char *pin_file;
@@ -141,6 +149,8 @@ struct keyring {
     struct p11tok *tok;
     char tok_label[P11URI_FIELD_MAX];
 };
+/* Takes getopt_long's option c (and its arg) if it is one of KEYRING_OPTIONS; false if not. */
+bool keyring_option(struct keyring *kr, int c, const char *arg);
 /* spec is a key file or a pkcs11: URI. A key file of the PKI (base_dir given, relative paths
  * from there) must be encrypted; a key given on the command line (base_dir NULL) may also be a
  * plain PKCS#8 file, such as `openssl req -nodes` makes for an extra test signer. */
