@@ -1,8 +1,9 @@
 /* For bench/hash_throughput.sh: hashes files the way trustmed verifies a GuestOS image
  * (tm_sha256_fd) and prints their digests in sha256sum's format, so the script can compare them.
  *
- *   hash_helper [--portable] FILE...   --portable: force the portable C block function
- *   hash_helper --impl                 prints the block function this CPU gets ("sha-ni", "portable")
+ *   hash_helper [--nettle] FILE...     --nettle: force nettle (NETTLE_FAT_OVERRIDE= in the
+ *                                      environment: nettle without CPU extensions)
+ *   hash_helper --impl                 prints the implementation this CPU gets ("sha-ni", "nettle")
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,12 +19,12 @@ int main(int argc, char **argv)
         printf("%s\n", tm_sha256_impl());
         return 0;
     }
-    if (i < argc && strcmp(argv[i], "--portable") == 0) {
-        tm_sha256_force_portable(true);
+    if (i < argc && strcmp(argv[i], "--nettle") == 0) {
+        tm_sha256_force_nettle(true);
         i++;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: %s [--portable] FILE... | --impl\n", argv[0]);
+        fprintf(stderr, "usage: %s [--nettle] FILE... | --impl\n", argv[0]);
         return 2;
     }
     int rc = 0;

@@ -11,7 +11,7 @@
 # ROUNDS rounds with the order rotated, runs pooled:
 #   hash_helper            tm_sha256_fd (src/lib/sha256_fd.c) with the block function chosen for
 #                          this CPU (SHA-NI where it has them)
-#   hash_helper --portable the same, with the portable C block function forced
+#   hash_helper --nettle   the same, with nettle forced (what CPUs without the SHA extensions run)
 #   sha256sum              coreutils
 #   openssl dgst -sha256   OpenSSL (its assembly; the speed limit of this CPU)
 # Before that, each runs once and their digests must be equal (else the script fails).
@@ -70,8 +70,8 @@ head -c "$((SIZE_MB * 1048576))" /dev/urandom >"$F"
 [ "$(stat -c %s "$F")" = "$((SIZE_MB * 1048576))" ] || die "could not write $F"
 cat "$F" >/dev/null # into the page cache
 
-NAMES=("trustme ($IMPL)" "trustme (portable)" "sha256sum" "openssl dgst -sha256")
-CMDS=("$H $F" "$H --portable $F" "sha256sum $F" "openssl dgst -sha256 -r $F")
+NAMES=("trustme ($IMPL)" "trustme (nettle)" "sha256sum" "openssl dgst -sha256")
+CMDS=("$H $F" "$H --nettle $F" "sha256sum $F" "openssl dgst -sha256 -r $F")
 
 # Equal digests first: a fast wrong hash is worth nothing.
 DIGESTS=()

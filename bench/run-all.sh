@@ -722,15 +722,15 @@ $STOR_T5_NOTE
 ## GuestOS image verification (\`bench/hash_throughput.sh\`)
 
 trustmed hashes a GuestOS image with SHA-256 before every start of a container that uses it, with its
-own code (\`src/lib/sha256*.c\`; trustmed does not link libcrypto). \`tm_sha256_fd\` reads the image with
-\`pread\` in 256 KiB chunks; the block function is chosen once per process: the x86 SHA extensions
-(\`sha256_x86.c\`) where the CPU has them, else portable C.
+own code or nettle (\`src/lib/sha256*.c\`; trustmed does not link libcrypto). \`tm_sha256_fd\` reads the image with
+\`pread\` in 256 KiB chunks; the implementation is chosen once per process: trustme's block function for the
+x86 SHA extensions (\`sha256_x86.c\`) where the CPU has them, else nettle (docs/ARCHITECTURE.md "Libraries").
 
 Method: one file of $HASH_SIZE_MB MiB from \`/dev/urandom\` on $HASH_FS, read once beforehand so that the page cache
 holds it (hashing plus the copy out of the page cache is measured, not the disk). \`bench/hash_helper\`
 (meson-built from \`hash_helper.c\`, buildtype $HASH_BUILDTYPE, $HASH_CC) calls \`tm_sha256_fd\` on it as
-trustmed does, once with the block function chosen for this CPU ($HASH_IMPL) and once with the portable one
-forced (\`tm_sha256_force_portable\`); against \`sha256sum\` ($HASH_SHA256SUM_VERSION, $HASH_SHA256SUM_CRYPTO) and
+trustmed does, once with the implementation chosen for this CPU ($HASH_IMPL) and once with nettle
+forced (\`tm_sha256_force_nettle\`); against \`sha256sum\` ($HASH_SHA256SUM_VERSION, $HASH_SHA256SUM_CRYPTO) and
 \`openssl dgst -sha256\` ($HASH_OPENSSL_VERSION). All four printed the same digest before the measurement. \`hyperfine -N --warmup
 $HASH_WARMUP --runs $HASH_RUNS\`, $HASH_ROUNDS rounds with the order rotated, runs pooled; each time includes
 the process start. MB = 10⁶ bytes. CPU flags: \`$HASH_CPU_FLAGS\`.
@@ -738,11 +738,11 @@ the process start. MB = 10⁶ bytes. CPU flags: \`$HASH_CPU_FLAGS\`.
 $(cat "$OUT/hash.md")
 
 - **Target: trustme's image hashing ≥ 0.9× sha256sum's throughput: $(fmt "$HASH_RATIO")×** ($HASH_MBS_BEST vs $HASH_MBS_SHA256SUM MB/s;
-  lowest round $(fmt "$HASH_RATIO_MIN")×). With the block function chosen for this CPU ($HASH_IMPL) trustme is $HASH_SPEEDUP× as fast as
-  with the portable code, and $(fmt "$HASH_RATIO_OPENSSL")× as fast as \`openssl dgst\`.
-- On a CPU without the SHA extensions trustme runs the portable code: $(fmt "$HASH_RATIO_PORTABLE")× sha256sum's throughput
-  ($HASH_MBS_PORTABLE MB/s) on this machine, below the target. coreutils' C (gnulib) unrolls the 64 rounds and keeps the
-  message schedule in a 16-word ring; trustme's portable code is a plain transcription of FIPS 180-4.
+  lowest round $(fmt "$HASH_RATIO_MIN")×). With the implementation chosen for this CPU ($HASH_IMPL) trustme is $HASH_SPEEDUP× as fast as
+  with nettle forced, and $(fmt "$HASH_RATIO_OPENSSL")× as fast as \`openssl dgst\`.
+- On a CPU without the SHA extensions trustme runs nettle: $(fmt "$HASH_RATIO_PORTABLE")× sha256sum's throughput
+  ($HASH_MBS_PORTABLE MB/s) on this machine with nettle's own choice of code (here its SHA-NI code too; its x86-64
+  assembly without them: bench/sha256_libs.sh).
 
 $(guestos_section)
 

@@ -9,7 +9,7 @@ set -eu
 
 PKGS="gcc libc6-dev pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
-      libcmocka-dev libp11-kit-dev libcryptsetup-dev softhsm2 opensc openssl
+      libcmocka-dev libp11-kit-dev nettle-dev libcryptsetup-dev softhsm2 opensc openssl
       libtss2-dev swtpm tpm2-tools
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux

@@ -19,6 +19,7 @@
 #include "enrollment.h"
 #include "crypto.h"
 #include "fileio.h"
+#include "hex.h"
 #include "secmem.h"
 
 #define CERT_FILE_MAX (256 * 1024) /* trustmed's limit for the whole chain */
@@ -401,17 +402,6 @@ int cmd_device_cert_install(struct cli *cli, const struct cli_args *a)
 
 /* ---- device reseal ---------------------------------------------------------------------------- */
 
-static int hex_nibble(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The recovery key as tpmd wrote it: 64 hex digits on the first line. Read into locked memory
  * and decoded there; nothing of it stays in ordinary memory. */
 static int read_recovery_key(const char *path, struct secret **ret)
@@ -448,7 +438,8 @@ static int read_recovery_key(const char *path, struct secret **ret)
         return cli_fail("%s is not a recovery key file (its first line has %zu characters); %s",
                         path, digits, hint);
     for (size_t i = 0; i < RECOVERY_KEY_LEN; i++) {
-        int hi = hex_nibble((char)text->data[2 * i]), lo = hex_nibble((char)text->data[2 * i + 1]);
+        int hi = tm_hex_digit((char)text->data[2 * i], TM_HEX_ANY_CASE),
+            lo = tm_hex_digit((char)text->data[2 * i + 1], TM_HEX_ANY_CASE);
         if (hi < 0 || lo < 0)
             return cli_fail("%s is not a recovery key file (character %zu is not a hexadecimal "
                             "digit); %s", path, 2 * i + (hi < 0 ? 1 : 2), hint);

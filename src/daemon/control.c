@@ -398,15 +398,7 @@ static void on_conn_io(tm_source *src, uint32_t events, void *userdata)
     update_events(c);
 }
 
-static void on_accept(tm_source *src, uint32_t events, void *userdata);
 static bool listener_audit_due(struct listener *l, enum control_audit_kind kind);
-
-static void resume_accept(tm_source *src, void *userdata)
-{
-    struct listener *l = userdata;
-    l->pause_timer = NULL;
-    tm_source_modify(l->src, EPOLLIN);
-}
 
 const char *conn_role_name(enum conn_role role)
 {
@@ -428,83 +420,65 @@ static bool peer_allowed(struct listener *l, int fd, const struct ucred *cred, c
     return roles_peer_in_container(l->d, l->uuid, fd, cred, why, size);
 }
 
-static void on_accept(tm_source *src, uint32_t events, void *userdata)
+/* A new client (tm_acceptor): its credentials checked against the socket's role, within the
+ * socket's limits. */
+static void on_client(int fd, void *userdata)
 {
     struct listener *l = userdata;
     struct daemon *d = l->d;
-    for (;;) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* The pending connection stays pending, so the socket stays readable: stop
-                 * watching it for a moment rather than spin (timers need no fd). */
-                static uint64_t last_logged;
-                if (now_s() - last_logged >= 10) {
-                    log_warn("accept: %m; pausing new connections until fds are free");
-                    last_logged = now_s();
-                }
-                tm_source_modify(l->src, 0);
-                if (!l->pause_timer)
-                    l->pause_timer = tm_loop_timer(d->loop, 100, resume_accept, l);
-            } else if (errno != EAGAIN && errno != EINTR) {
-                log_warn("accept: %m");
-            }
-            return;
-        }
-        struct ucred cred;
-        socklen_t len = sizeof(cred);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-            close(fd);
-            continue;
-        }
-        struct container *owner = l->uuid[0] ? container_find(d, l->uuid) : NULL;
-        char why[128] = "";
-        if (!peer_allowed(l, fd, &cred, why, sizeof(why))) {
-            /* Rate-limited like refused requests: a process of the container that connects and
-             * exits at once is refused too (its pid is gone), as often as it likes. */
-            if (listener_audit_due(l, CONTROL_AUDIT_DENIED))
-                daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
-                             cred.uid, cred.pid, conn_role_name(l->role), why);
-            close(fd);
-            continue;
-        }
-        if (!make_room(l)) {
-            log_warn_ratelimited(&rl_refused, "too many busy control connections on the %s "
-                                 "socket%s%s, refusing pid %d", conn_role_name(l->role),
-                                 owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
-            close(fd);
-            continue;
-        }
-        struct conn *c = calloc(1, sizeof(*c));
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->d = d;
-        c->id = ++d->next_conn_id;
-        c->fd = fd;
-        c->peer = cred;
-        c->stream_fd = -1;
-        c->last_active = c->out_progress = now_s();
-        c->role = l->role;
-        memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
-        if (c->role == ROLE_RESTRICTED)
-            c->rd.max = CONN_FRAME_MAX_RESTRICTED;
-        /* The pid is the host's; the name says which container's socket it came through. */
-        if (owner)
-            snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
-                     owner->cfg->name);
-        else
-            snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
-        c->src = tm_loop_io(d->loop, fd, EPOLLIN | EPOLLRDHUP, on_conn_io, c);
-        if (!c->src) {
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->next = d->conns;
-        d->conns = c;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        close(fd);
+        return;
     }
+    struct container *owner = l->uuid[0] ? container_find(d, l->uuid) : NULL;
+    char why[128] = "";
+    if (!peer_allowed(l, fd, &cred, why, sizeof(why))) {
+        /* Rate-limited like refused requests: a process of the container that connects and
+         * exits at once is refused too (its pid is gone), as often as it likes. */
+        if (listener_audit_due(l, CONTROL_AUDIT_DENIED))
+            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
+                         cred.uid, cred.pid, conn_role_name(l->role), why);
+        close(fd);
+        return;
+    }
+    if (!make_room(l)) {
+        log_warn_ratelimited(&rl_refused, "too many busy control connections on the %s "
+                             "socket%s%s, refusing pid %d", conn_role_name(l->role),
+                             owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
+        close(fd);
+        return;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->d = d;
+    c->id = ++d->next_conn_id;
+    c->fd = fd;
+    c->peer = cred;
+    c->stream_fd = -1;
+    c->last_active = c->out_progress = now_s();
+    c->role = l->role;
+    memcpy(c->role_uuid, l->uuid, sizeof(c->role_uuid));
+    if (c->role == ROLE_RESTRICTED)
+        c->rd.max = CONN_FRAME_MAX_RESTRICTED;
+    /* The pid is the host's; the name says which container's socket it came through. */
+    if (owner)
+        snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
+                 owner->cfg->name);
+    else
+        snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
+    c->src = tm_loop_io(d->loop, fd, EPOLLIN | EPOLLRDHUP, on_conn_io, c);
+    if (!c->src) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->next = d->conns;
+    d->conns = c;
 }
 
 static void conn_free(struct conn *c)
@@ -599,9 +573,7 @@ static void listener_free(struct listener *l)
         audit_summary(&l->audit_limits[i]);
         tm_source_free(l->audit_limits[i].timer);
     }
-    tm_source_free(l->src);
-    tm_source_free(l->pause_timer);
-    close(l->fd);
+    tm_acceptor_stop(&l->acc);
     free(l);
 }
 
@@ -612,15 +584,16 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
         close(fd);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
-    *l = (struct listener){.d = d, .fd = fd, .role = role,
+    *l = (struct listener){.d = d, .role = role,
                            .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
     snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
     for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++)
         l->audit_limits[i] = (struct audit_limit){.l = l, .kind = (int)i};
-    l->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, l);
-    if (!l->src) {
+    /* 100 ms: long enough not to spin, short enough that fds freed meanwhile serve at once */
+    int r = tm_acceptor_start(&l->acc, d->loop, fd, 100, "control", on_client, l, err);
+    if (r < 0) {
         listener_free(l);
-        return tm_err_sys(err, "epoll");
+        return r;
     }
     l->next = d->listeners;
     d->listeners = l;

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "acceptor.h"
 #include "buf.h"
 #include "control.pb-c.h"
 #include "daemon.h"
@@ -37,9 +38,7 @@ enum conn_role { ROLE_ADMIN = 0, ROLE_RESTRICTED = 1 };
 struct listener {
     struct listener *next;
     struct daemon *d;
-    int fd;
-    tm_source *src;
-    tm_source *pause_timer;  /* accept paused for lack of fds */
+    struct tm_acceptor acc;  /* the listening socket and its accept loop */
     enum conn_role role;
     char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
     unsigned max_conns;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "hex.h"
 #include "jsonutil.h"
 
 static const char *const kind_names[] = {
@@ -31,24 +32,6 @@ bool guestos_image_name_valid(const char *name)
     /* The signed files, and the store's own record (guestos.h), are not images. */
     return strcmp(name, "guestos.json") != 0 && strncmp(name, "guestos.json.", 13) != 0 &&
            strcmp(name, "install.json") != 0;
-}
-
-static int parse_hex32(const char *hex, uint8_t out[32])
-{
-    if (strlen(hex) != 64)
-        return -EINVAL;
-    for (size_t i = 0; i < 32; i++) {
-        int v = 0;
-        for (int j = 0; j < 2; j++) {
-            char c = hex[2 * i + (size_t)j];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-            if (d < 0)
-                return -EINVAL;
-            v = v << 4 | d;
-        }
-        out[i] = (uint8_t)v;
-    }
-    return 0;
 }
 
 static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm_err *err)
@@ -77,7 +60,7 @@ static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm
     gm->size = (uint64_t)n;
     if ((r = tm_json_get_string(m, path, "sha256", true, 64, &s, err)) < 0)
         return r;
-    if (parse_hex32(s, gm->sha256) < 0)
+    if (tm_hex_decode_str(s, gm->sha256, 32, 0, NULL) < 0)
         return tm_err_set(err, EINVAL, "%s.sha256: must be 64 lower-case hex digits", path);
     return 0;
 }

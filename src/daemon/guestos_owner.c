@@ -6,6 +6,7 @@
 
 #include "crypto.h"
 #include "guestos.h"
+#include "hex.h"
 
 void guestos_anchor_name(const char *name, char out[GUESTOS_ANCHOR_NAME_MAX + 1])
 {
@@ -28,19 +29,13 @@ int guestos_anchor_parse(const ProtobufCBinaryData *value, struct guestos_anchor
     return 0;
 }
 
-static int unhex(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 void guestos_anchor_encode(const struct guestos_anchor *a, uint8_t out[GUESTOS_ANCHOR_VALUE_LEN])
 {
     memset(out, 0, GUESTOS_ANCHOR_VALUE_LEN);
     for (int i = 0; i < 8; i++)
         out[i] = (uint8_t)(a->version >> (56 - 8 * i));
-    if (strlen(a->owner) == 64)
-        for (int i = 0; i < 32; i++)
-            out[8 + i] = (uint8_t)(unhex(a->owner[2 * i]) << 4 | unhex(a->owner[2 * i + 1]));
+    /* owner is empty (no owner yet: zeros) or tm_hex's 64 digits */
+    (void)tm_hex_decode_str(a->owner, out + 8, 32, 0, NULL);
 }
 
 void guestos_owner_want(struct daemon *d, const char *name, const struct guestos_anchor *a,

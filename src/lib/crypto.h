@@ -1,20 +1,30 @@
-/* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto), and hex. */
+/* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto); hex is hex.h's. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nettle/sha2.h>
+
 #include "error.h"
+#include "hex.h"
 
 #define TM_SHA256_HEX_LEN 64
 
-/* Incremental hashing, for images hashed while they are read (the GuestOS store). */
+/* Incremental hashing, for images hashed while they are read (the GuestOS store). The
+ * implementation is chosen at tm_sha256_init (sha256.c): trustme's SHA-NI code or nettle. */
 struct tm_sha256_ctx {
-    uint32_t h[8];
-    uint64_t len;      /* bytes hashed so far */
-    uint8_t buf[64];   /* a partial block */
-    size_t buf_len;
+    bool own;
+    union {
+        struct {
+            uint32_t h[8];
+            uint64_t len;    /* bytes hashed so far */
+            uint8_t buf[64]; /* a partial block */
+            size_t buf_len;
+        } s;
+        struct sha256_ctx nettle;
+    } u;
 };
 
 void tm_sha256_init(struct tm_sha256_ctx *c);
@@ -23,7 +33,6 @@ void tm_sha256_final(struct tm_sha256_ctx *c, uint8_t out[32]);
 
 int tm_sha256(const void *data, size_t len, uint8_t out[32]);
 int tm_sha256_hex(const void *data, size_t len, char out[TM_SHA256_HEX_LEN + 1]);
-void tm_hex(const uint8_t *in, size_t len, char *out);
 
 /* Hashes the whole file behind fd, from offset 0 to its end, with pread: fd's offset is left as it
  * was (so fd must be a regular file or a block device, not a pipe). *size (if non-NULL) receives
@@ -33,10 +42,10 @@ void tm_hex(const uint8_t *in, size_t len, char *out);
 int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud),
                  void *ud, tm_err *err);
 
-/* The block function is chosen for the CPU at the first use: "sha-ni" (the x86 SHA extensions) or
- * "portable" (C). tm_sha256_force_portable(true) pins the portable code, false goes back to the
- * best one: for the tests and the benchmark, which must cover the portable code on any CPU. It
- * applies to the whole process, and may even change between the update calls of one hash (both
- * work on the same state). tm_sha256_impl() names the one in use. */
-void tm_sha256_force_portable(bool portable);
+/* The implementation is chosen for the CPU at the first use: "sha-ni" (trustme's own block
+ * function for the x86 SHA extensions) or "nettle". tm_sha256_force_nettle(true) pins nettle,
+ * false goes back to the best one: for the tests and the benchmark, which must cover nettle on
+ * any CPU. It applies to the whole process, from the next tm_sha256_init on (a hash in progress
+ * keeps its implementation). tm_sha256_impl() names the one in use. */
+void tm_sha256_force_nettle(bool nettle);
 const char *tm_sha256_impl(void);

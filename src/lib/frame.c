@@ -5,6 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "wire.h"
+
 #define FRAME_FIRST_ALLOC 65536
 
 static uint32_t frame_limit(const tm_frame_reader *r) { return r->max ? r->max : TM_FRAME_MAX; }
@@ -22,8 +24,9 @@ int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *con
             *consumed = used;
             return 0;
         }
-        r->len = (uint32_t)r->hdr[0] << 24 | (uint32_t)r->hdr[1] << 16 | (uint32_t)r->hdr[2] << 8 |
-                 (uint32_t)r->hdr[3];
+        struct tm_wire_hdr h;
+        (void)tm_wire_decode(TM_WIRE_LEN, r->hdr, &h);
+        r->len = h.len;
         if (r->len > frame_limit(r)) {
             *consumed = used;
             return -EMSGSIZE;
@@ -119,15 +122,12 @@ uint8_t *tm_frame_reserve(tm_buf *out, size_t len)
 {
     if (len > TM_FRAME_MAX)
         return NULL;
-    uint8_t *p = tm_buf_reserve(out, 4 + len);
+    uint8_t *p = tm_buf_reserve(out, TM_WIRE_LEN_HDR + len);
     if (!p)
         return NULL;
-    p[0] = (uint8_t)(len >> 24);
-    p[1] = (uint8_t)(len >> 16);
-    p[2] = (uint8_t)(len >> 8);
-    p[3] = (uint8_t)len;
-    out->len += 4 + len;
-    return p + 4;
+    tm_wire_encode(TM_WIRE_LEN, &(struct tm_wire_hdr){.len = (uint32_t)len}, p);
+    out->len += TM_WIRE_LEN_HDR + len;
+    return p + TM_WIRE_LEN_HDR;
 }
 
 int tm_frame_append(tm_buf *out, const void *payload, size_t len)

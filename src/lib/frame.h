@@ -13,7 +13,7 @@
 #define TM_FRAME_MAX (16u * 1024 * 1024)
 
 typedef struct tm_frame_reader {
-    uint8_t hdr[4];
+    uint8_t hdr[4]; /* TM_WIRE_LEN (wire.h) */
     size_t hdr_got;
     uint32_t len;   /* payload length once the header is complete */
     uint8_t *payload;

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define HDR 4u
+#include "wire.h"
+
+#define HDR TM_WIRE_LEN_HDR
 #define ARENA_ALIGN 16u
 #define ARENA_MAX (64u * 1024) /* the largest secret */
 
@@ -42,10 +44,7 @@ int tm_packet_pack(const ProtobufCMessage *msg, size_t max, struct tm_packet *pk
     int r = packet_alloc(pkt, HDR + len, err);
     if (r < 0)
         return r;
-    pkt->data[0] = (uint8_t)(len >> 24);
-    pkt->data[1] = (uint8_t)(len >> 16);
-    pkt->data[2] = (uint8_t)(len >> 8);
-    pkt->data[3] = (uint8_t)len;
+    tm_wire_encode(TM_WIRE_LEN, &(struct tm_wire_hdr){.len = (uint32_t)len}, pkt->data);
     protobuf_c_message_pack(msg, pkt->data + HDR);
     return 0;
 }
@@ -120,13 +119,24 @@ int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt)
         tm_packet_free(pkt);
         return got < 0 ? (int)got : -EIO;
     }
-    uint32_t len = (uint32_t)pkt->data[0] << 24 | (uint32_t)pkt->data[1] << 16 |
-                   (uint32_t)pkt->data[2] << 8 | pkt->data[3];
-    if ((size_t)n < HDR || len != (size_t)n - HDR) {
+    struct tm_wire_hdr h;
+    if (tm_wire_decode_packet(TM_WIRE_LEN, pkt->data, (size_t)n, &h) < 0) {
         tm_packet_free(pkt);
         return -EBADMSG;
     }
     return 1;
+}
+
+int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad,
+                   void *userdata)
+{
+    int r = tm_packet_recv(fd, max, pkt);
+    if (r != -EMSGSIZE && r != -EBADMSG)
+        return r;
+    /* The packet is gone already; the next one is read as usual, when it is there (not here:
+     * a blocking fd in an event loop would wait in recv). */
+    bad(-r, r == -EMSGSIZE ? "message too large" : "not one framed message", userdata);
+    return TM_PACKET_ANSWERED;
 }
 
 /* A bump allocator over the packet's locked arena: freeing is a no-op, the arena is wiped and

@@ -44,6 +44,17 @@ int tm_packet_send_msg(int fd, const ProtobufCMessage *msg, size_t max, tm_err *
  * -EMSGSIZE or -EBADMSG: a packet that was too large or not one frame, already dropped (the
  * caller answers with an error and reads on); other -errno. */
 int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt);
+/* The request loop step of a service's link to trustmed (trustme-scd, trustme-tpmd): the next
+ * packet of at most max payload bytes. A packet that was too large or not one frame is dropped
+ * and answered through bad (code EMSGSIZE or EBADMSG, a message saying which); the caller then
+ * reads on as usual: garbage costs one error answer, never the link. 1: a packet in *pkt;
+ * TM_PACKET_ANSWERED: a bad packet was answered, call again (when the fd is readable); 0:
+ * trustmed closed the link; -EAGAIN: nothing yet (a non-blocking fd); other -errno: the link
+ * broke. */
+#define TM_PACKET_ANSWERED 2
+typedef void (*tm_packet_bad_fn)(int code, const char *msg, void *userdata);
+int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad,
+                   void *userdata);
 /* Unpack the packet's payload as desc; NULL if it does not parse (or, small packets, does not
  * fit their locked arena: see packet.c). The message belongs to pkt. */
 ProtobufCMessage *tm_packet_unpack(const ProtobufCMessageDescriptor *desc, struct tm_packet *pkt);

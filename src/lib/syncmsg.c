@@ -8,13 +8,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define SYNC_MAGIC 0x746d7331u /* "tms1" */
-
-struct sync_hdr {
-    uint32_t magic;
-    uint32_t type;
-    uint32_t len;
-};
+#include "wire.h"
 
 int tm_sync_socketpair(int fds[2])
 {
@@ -25,8 +19,9 @@ int tm_sync_send(int fd, uint32_t type, const void *payload, uint32_t len, int p
 {
     if (len > TM_SYNC_MAX_PAYLOAD)
         return -EMSGSIZE;
-    struct sync_hdr hdr = {.magic = SYNC_MAGIC, .type = type, .len = len};
-    struct iovec iov[2] = {{.iov_base = &hdr, .iov_len = sizeof(hdr)},
+    uint8_t hdr[TM_WIRE_SYNC_HDR];
+    tm_wire_encode(TM_WIRE_SYNC, &(struct tm_wire_hdr){.type = type, .len = len}, hdr);
+    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
                            {.iov_base = (void *)payload, .iov_len = len}};
     union {
         struct cmsghdr align;
@@ -73,8 +68,8 @@ void tm_sync_send_error(int fd, const tm_err *err)
 
 int tm_sync_recv(int fd, tm_sync_msg *msg)
 {
-    struct sync_hdr hdr;
-    struct iovec iov[2] = {{.iov_base = &hdr, .iov_len = sizeof(hdr)},
+    uint8_t hdr[TM_WIRE_SYNC_HDR];
+    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
                            {.iov_base = msg->payload, .iov_len = TM_SYNC_MAX_PAYLOAD}};
     union {
         struct cmsghdr align;
@@ -104,25 +99,26 @@ int tm_sync_recv(int fd, tm_sync_msg *msg)
             }
         }
     }
-    bool bad = (size_t)n < sizeof(hdr) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-               hdr.magic != SYNC_MAGIC || hdr.len != (size_t)n - sizeof(hdr) ||
-               hdr.type < TM_SYNC_PROGRESS || hdr.type > TM_SYNC_LAST;
+    struct tm_wire_hdr h;
+    bool bad = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+               tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 ||
+               h.type < TM_SYNC_PROGRESS || h.type > TM_SYNC_LAST;
     if (bad) {
         if (msg->fd >= 0)
             close(msg->fd);
         msg->fd = -1;
         return -EBADMSG;
     }
-    msg->type = hdr.type;
-    msg->len = hdr.len;
-    msg->payload[hdr.len] = '\0';
+    msg->type = h.type;
+    msg->len = h.len;
+    msg->payload[h.len] = '\0';
     return 1;
 }
 
 int tm_sync_recv_exact(int fd, uint32_t type, void *buf, uint32_t len)
 {
-    struct sync_hdr hdr;
-    struct iovec iov[2] = {{.iov_base = &hdr, .iov_len = sizeof(hdr)}, {.iov_base = buf, .iov_len = len}};
+    uint8_t hdr[TM_WIRE_SYNC_HDR];
+    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)}, {.iov_base = buf, .iov_len = len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
     struct pollfd p = {.fd = fd, .events = POLLIN};
     ssize_t n;
@@ -137,8 +133,10 @@ int tm_sync_recv_exact(int fd, uint32_t type, void *buf, uint32_t len)
         return -errno;
     if (n == 0)
         return -EPIPE;
-    if ((size_t)n != sizeof(hdr) + len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        hdr.magic != SYNC_MAGIC || hdr.type != type || hdr.len != len) {
+    struct tm_wire_hdr h;
+    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 || h.type != type ||
+        h.len != len) {
         explicit_bzero(buf, len);
         return -EBADMSG;
     }

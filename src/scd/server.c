@@ -485,6 +485,11 @@ static void wipe_secrets(Request *rq)
     }
 }
 
+static void bad_packet(int code, const char *msg, void *userdata)
+{
+    send_error(userdata, 0, code, msg);
+}
+
 int server_run(int fd, const struct token_ctx *tctx)
 {
     struct server s = {.fd = fd, .ctx = *tctx};
@@ -499,16 +504,13 @@ int server_run(int fd, const struct token_ctx *tctx)
         return -errno;
     for (;;) {
         struct tm_packet pkt;
-        int r = tm_packet_recv(fd, SCD_FRAME_MAX, &pkt);
+        int r = tm_packet_next(fd, SCD_FRAME_MAX, &pkt, bad_packet, &s);
         if (r == 0) {
             secret_free(s.device_secret);
             return 0; /* trustmed closed: done */
         }
-        if (r == -EMSGSIZE || r == -EBADMSG) {
-            /* The packet is gone already; the next one is read as usual. */
-            send_error(&s, 0, -r, r == -EMSGSIZE ? "message too large" : "not one framed message");
+        if (r == TM_PACKET_ANSWERED)
             continue;
-        }
         if (r < 0) {
             log_error("connection to trustmed broken: %s", strerror(-r));
             secret_free(s.device_secret);

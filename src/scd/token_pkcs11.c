@@ -1,6 +1,5 @@
 #include "token_pkcs11.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,55 +9,9 @@
 #include "fs_err.h"
 #include "uuid.h"
 
-const char *p11_rv_name(CK_RV rv)
-{
-    switch (rv) {
-#define N(x) case x: return #x;
-    N(CKR_OK) N(CKR_HOST_MEMORY) N(CKR_SLOT_ID_INVALID) N(CKR_GENERAL_ERROR)
-    N(CKR_FUNCTION_FAILED) N(CKR_ARGUMENTS_BAD) N(CKR_CANT_LOCK)
-    N(CKR_ATTRIBUTE_SENSITIVE) N(CKR_ATTRIBUTE_TYPE_INVALID) N(CKR_ATTRIBUTE_VALUE_INVALID)
-    N(CKR_DATA_INVALID) N(CKR_DATA_LEN_RANGE) N(CKR_DEVICE_ERROR) N(CKR_DEVICE_MEMORY)
-    N(CKR_DEVICE_REMOVED) N(CKR_ENCRYPTED_DATA_INVALID) N(CKR_ENCRYPTED_DATA_LEN_RANGE)
-    N(CKR_FUNCTION_NOT_SUPPORTED) N(CKR_KEY_HANDLE_INVALID) N(CKR_KEY_SIZE_RANGE)
-    N(CKR_KEY_TYPE_INCONSISTENT) N(CKR_KEY_FUNCTION_NOT_PERMITTED) N(CKR_MECHANISM_INVALID)
-    N(CKR_MECHANISM_PARAM_INVALID) N(CKR_OBJECT_HANDLE_INVALID) N(CKR_OPERATION_ACTIVE)
-    N(CKR_OPERATION_NOT_INITIALIZED) N(CKR_PIN_INCORRECT) N(CKR_PIN_INVALID)
-    N(CKR_PIN_LEN_RANGE) N(CKR_PIN_EXPIRED) N(CKR_PIN_LOCKED) N(CKR_SESSION_CLOSED)
-    N(CKR_SESSION_COUNT) N(CKR_SESSION_HANDLE_INVALID) N(CKR_SESSION_READ_ONLY)
-    N(CKR_SESSION_READ_ONLY_EXISTS) N(CKR_TEMPLATE_INCOMPLETE) N(CKR_TEMPLATE_INCONSISTENT)
-    N(CKR_TOKEN_NOT_PRESENT) N(CKR_TOKEN_NOT_RECOGNIZED) N(CKR_TOKEN_WRITE_PROTECTED)
-    N(CKR_USER_ALREADY_LOGGED_IN) N(CKR_USER_NOT_LOGGED_IN) N(CKR_USER_PIN_NOT_INITIALIZED)
-    N(CKR_USER_TYPE_INVALID) N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) N(CKR_BUFFER_TOO_SMALL)
-    N(CKR_CRYPTOKI_NOT_INITIALIZED) N(CKR_CRYPTOKI_ALREADY_INITIALIZED)
-#undef N
-    }
-    return "unknown CKR";
-}
-
 static int rv_fail(tm_err *err, int code, CK_RV rv, const char *what)
 {
-    return tm_err_set(err, code, "%s failed: %s (0x%lx)", what, p11_rv_name(rv), (unsigned long)rv);
-}
-
-/* CK_TOKEN_INFO strings are fixed-size and padded with spaces, not NUL-terminated. */
-static bool padded_equal(const CK_UTF8CHAR *field, size_t size, const char *want)
-{
-    size_t n = strlen(want);
-    if (n > size || memcmp(field, want, n) != 0)
-        return false;
-    for (size_t i = n; i < size; i++)
-        if (field[i] != ' ')
-            return false;
-    return true;
-}
-
-static void padded_copy(char *out, const CK_UTF8CHAR *field, size_t size)
-{
-    size_t n = size;
-    while (n > 0 && (field[n - 1] == ' ' || field[n - 1] == '\0'))
-        n--;
-    memcpy(out, field, n);
-    out[n] = '\0';
+    return p11_rv_fail(err, code, rv, what);
 }
 
 static void kek_label(const char *uuid, char out[sizeof(P11_KEK_LABEL_PREFIX) + TM_UUID_STR_LEN])
@@ -74,56 +27,8 @@ void p11_close(struct p11 *p)
         p->f->C_Logout(p->session);
     if (p->have_session)
         p->f->C_CloseSession(p->session);
-    if (p->initialized)
-        p->f->C_Finalize(NULL);
-    if (p->dl)
-        dlclose(p->dl);
+    p11_module_unload(&p->mod);
     free(p);
-}
-
-static int find_slot(struct p11 *p, const struct p11_config *cfg, tm_err *err)
-{
-    CK_ULONG n = 0;
-    CK_RV rv = p->f->C_GetSlotList(CK_TRUE, NULL, &n);
-    if (rv != CKR_OK)
-        return rv_fail(err, EIO, rv, "C_GetSlotList");
-    _cleanup_free_ CK_SLOT_ID *slots = calloc(n ? n : 1, sizeof(*slots));
-    if (!slots)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    if ((rv = p->f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK)
-        return rv_fail(err, EIO, rv, "C_GetSlotList");
-    int matches = 0;
-    char seen[512] = "";
-    size_t seen_len = 0;
-    for (CK_ULONG i = 0; i < n; i++) {
-        CK_TOKEN_INFO ti;
-        if (p->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-            continue; /* a token pulled out meanwhile is simply not a match */
-        char label[P11_LABEL_MAX + 1];
-        padded_copy(label, ti.label, sizeof(ti.label));
-        if (seen_len < sizeof(seen))
-            seen_len += (size_t)snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s\"%s\"",
-                                         seen_len ? ", " : "", label);
-        if (cfg->label && !padded_equal(ti.label, sizeof(ti.label), cfg->label))
-            continue;
-        if (cfg->serial && !padded_equal(ti.serialNumber, sizeof(ti.serialNumber), cfg->serial))
-            continue;
-        if (!(ti.flags & CKF_TOKEN_INITIALIZED))
-            continue;
-        if (matches++ == 0) {
-            p->slot = slots[i];
-            memcpy(p->token_label, label, sizeof(label));
-        }
-    }
-    const char *what = cfg->label ? cfg->label : cfg->serial;
-    const char *kind = cfg->label ? "labelled" : "with serial";
-    if (matches == 0)
-        return tm_err_set(err, ENODEV, "no initialised token %s \"%s\" in %s (tokens present: %s)",
-                          kind, what, cfg->module, seen_len ? seen : "none");
-    if (matches > 1)
-        return tm_err_set(err, ENOTUNIQ, "%d tokens %s \"%s\" in %s: give the serial number too",
-                          matches, kind, what, cfg->module);
-    return 0;
 }
 
 int p11_open(const struct p11_config *cfg, struct p11 **ret, tm_err *err)
@@ -138,32 +43,15 @@ int p11_open(const struct p11_config *cfg, struct p11 **ret, tm_err *err)
     _cleanup_(p11_closep) struct p11 *p = calloc(1, sizeof(*p));
     if (!p)
         return tm_err_set(err, ENOMEM, "out of memory");
-    /* RTLD_LOCAL: a module's symbols must not resolve those of another module or our own. */
-    p->dl = dlopen(cfg->module, RTLD_NOW | RTLD_LOCAL);
-    if (!p->dl)
-        return tm_err_set(err, ELIBBAD, "cannot load PKCS#11 module %s: %s", cfg->module,
-                          dlerror());
-    CK_C_GetFunctionList get_list;
-    void *sym = dlsym(p->dl, "C_GetFunctionList");
-    if (!sym)
-        return tm_err_set(err, ELIBBAD, "%s is not a PKCS#11 module (no C_GetFunctionList)",
-                          cfg->module);
-    memcpy(&get_list, &sym, sizeof(get_list));
-    CK_RV rv = get_list(&p->f);
-    if (rv != CKR_OK || !p->f)
-        return rv_fail(err, ELIBBAD, rv, "C_GetFunctionList");
-    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
-    rv = p->f->C_Initialize(&args);
-    /* Someone else in this process initialised the module (dlopen gave us the same copy): use
-     * it, but leave finalising to them. */
-    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        return rv_fail(err, EIO, rv, "C_Initialize");
-    p->initialized = rv == CKR_OK;
-    int r = find_slot(p, cfg, err);
+    int r = p11_module_load(cfg->module, &p->mod, err);
     if (r < 0)
         return r;
-    rv = p->f->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                             &p->session);
+    p->f = p->mod.f;
+    if ((r = p11_module_find_token(&p->mod, cfg->module, cfg->label, cfg->serial, &p->slot,
+                                   p->token_label, err)) < 0)
+        return r;
+    CK_RV rv = p->f->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                   &p->session);
     if (rv != CKR_OK)
         return rv_fail(err, EIO, rv, "C_OpenSession");
     p->have_session = true;

@@ -31,10 +31,9 @@
 #include "cleanup.h"
 #include "error.h"
 #include "keywrap.h"
+#include "p11_module.h"
 #include "secmem.h"
 
-#define P11_LABEL_MAX 32  /* CK_TOKEN_INFO.label */
-#define P11_SERIAL_MAX 16 /* CK_TOKEN_INFO.serialNumber */
 #define P11_KEK_LABEL_PREFIX "trustme:"
 
 struct p11_config {
@@ -44,9 +43,8 @@ struct p11_config {
 };
 
 struct p11 {
-    void *dl;
-    CK_FUNCTION_LIST_PTR f;
-    bool initialized; /* by us: we finalize */
+    struct p11_module mod;
+    CK_FUNCTION_LIST_PTR f; /* mod.f */
     bool have_session;
     bool logged_in;
     CK_SESSION_HANDLE session;
@@ -84,4 +82,3 @@ int p11_set_pin(struct p11 *p, const char *old_pin, const char *new_pin, tm_err 
 /* C_InitPIN after an SO login: sets a new user PIN (and clears the token's own lock). */
 int p11_init_pin(struct p11 *p, const char *new_pin, tm_err *err);
 
-const char *p11_rv_name(CK_RV rv);

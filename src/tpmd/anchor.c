@@ -10,6 +10,7 @@
 #include "cleanup.h"
 #include "crypto.h"
 #include "fileio.h"
+#include "hex.h"
 #include "log.h"
 #include "tpm_util.h"
 
@@ -58,15 +59,6 @@ const struct anchor_entry *anchor_find(const struct anchor_table *t, const char 
 }
 
 /* ---- the file ---------------------------------------------------------------------------------- */
-
-static int unhex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
 
 /* Strict: exactly the form serialize() writes, so one table has one digest. */
 int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err)
@@ -123,13 +115,9 @@ int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err 
             r = tm_err_set(err, EBADMSG, "anchor table: bad or unsorted name on line %zu", t.n);
             goto fail;
         }
-        for (size_t i = 0; i < en->len; i++) {
-            int hi = unhex(sp[1 + 2 * i]), lo = unhex(sp[2 + 2 * i]);
-            if (hi < 0 || lo < 0) {
-                r = tm_err_set(err, EBADMSG, "anchor table: bad value on line %zu", t.n);
-                goto fail;
-            }
-            en->value[i] = (uint8_t)(hi << 4 | lo);
+        if (tm_hex_decode(sp + 1, hexlen, en->value, en->len, 0, NULL) < 0) {
+            r = tm_err_set(err, EBADMSG, "anchor table: bad value on line %zu", t.n);
+            goto fail;
         }
         p = nl + 1;
     }

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "proto.h"
 #include "quote.h"
+#include "acceptor.h"
 
 #define ACCEPT_PAUSE_MS 200
 
@@ -33,9 +34,7 @@ struct conn {
 
 struct attest_server {
     struct tpmd *d;
-    int fd;
-    tm_source *src;
-    tm_source *resume;      /* accepting is paused after EMFILE until this fires */
+    struct tm_acceptor acc;
     struct conn *conns;
     unsigned nconns;
     uint64_t clock;         /* counts up at every wait that begins: orders them, oldest first */
@@ -212,65 +211,46 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         conn_close(c);
 }
 
-static void on_resume(tm_source *src, void *userdata)
+/* A new client (tm_acceptor): admitted by address, within the limits. */
+static void on_client(int fd, void *userdata)
 {
     struct attest_server *s = userdata;
-    s->resume = NULL;
-    tm_source_modify(s->src, EPOLLIN);
-}
-
-static void on_accept(tm_source *src, uint32_t events, void *userdata)
-{
-    struct attest_server *s = userdata;
-    for (;;) {
-        int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
-                /* Level-triggered: the pending connection would wake us at once again. */
-                log_warn("cannot accept attestation clients: %m; pausing");
-                tm_source_modify(s->src, 0);
-                if (!s->resume)
-                    s->resume = tm_loop_timer(s->d->loop, ACCEPT_PAUSE_MS, on_resume, s);
-            }
-            return; /* EAGAIN, or a client that went away before we accepted it */
-        }
-        struct sockaddr_storage peer = {0};
-        socklen_t peer_len = sizeof(peer);
-        if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
-            close(fd);
-            continue;
-        }
-        /* A new client is worth more than one that has waited longest without asking anything:
-         * idle connections cannot lock verifiers out. A peer at its own limit makes room among
-         * its own connections first, so one address cannot evict everybody else's. */
-        unsigned from_peer;
-        struct conn *victim = longest_waiting(s, &peer, &from_peer);
-        if (from_peer < ATTEST_MAX_PER_PEER)
-            victim = s->nconns >= ATTEST_MAX_CONNS ? busiest_peers_idle(s) : NULL;
-        if (victim) {
-            log_debug("attestation client evicted: it waited longest without a request");
-            conn_close(victim);
-        }
-        if (s->nconns >= ATTEST_MAX_CONNS || (from_peer >= ATTEST_MAX_PER_PEER && !victim)) {
-            log_debug("attestation client refused: no idle connection to make room");
-            close(fd);
-            continue;
-        }
-        struct conn *c = calloc(1, sizeof(*c));
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        *c = (struct conn){.srv = s, .fd = fd, .peer = peer, .waiting_since = ++s->clock,
-                           .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
-        c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
-        if (!c->src || arm_timer(c) < 0)
-            conn_close(c);
+    struct sockaddr_storage peer = {0};
+    socklen_t peer_len = sizeof(peer);
+    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
+        close(fd);
+        return;
     }
+    /* A new client is worth more than one that has waited longest without asking anything:
+     * idle connections cannot lock verifiers out. A peer at its own limit makes room among
+     * its own connections first, so one address cannot evict everybody else's. */
+    unsigned from_peer;
+    struct conn *victim = longest_waiting(s, &peer, &from_peer);
+    if (from_peer < ATTEST_MAX_PER_PEER)
+        victim = s->nconns >= ATTEST_MAX_CONNS ? busiest_peers_idle(s) : NULL;
+    if (victim) {
+        log_debug("attestation client evicted: it waited longest without a request");
+        conn_close(victim);
+    }
+    if (s->nconns >= ATTEST_MAX_CONNS || (from_peer >= ATTEST_MAX_PER_PEER && !victim)) {
+        log_debug("attestation client refused: no idle connection to make room");
+        close(fd);
+        return;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    *c = (struct conn){.srv = s, .fd = fd, .peer = peer, .waiting_since = ++s->clock,
+                       .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
+    c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    if (!c->src || arm_timer(c) < 0)
+        conn_close(c);
 }
 
 /* "HOST:PORT" or "[HOST]:PORT" into its parts. */
@@ -350,14 +330,12 @@ int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     s->d = d;
-    s->fd = fd;
-    s->src = tm_loop_io(d->loop, fd, EPOLLIN, on_accept, s);
-    if (!s->src) {
+    format_bound(fd, d->attest_address, sizeof(d->attest_address));
+    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "attestation",
+                               on_client, s, err)) < 0) {
         free(s);
-        return tm_err_set(err, ENOMEM, "out of memory");
+        return r;
     }
-    steal_fd(fd);
-    format_bound(s->fd, d->attest_address, sizeof(d->attest_address));
     d->attest = s;
     log_info("attestation endpoint listening on %s", d->attest_address);
     return 0;
@@ -369,8 +347,6 @@ void attest_server_stop(struct attest_server *s)
         return;
     while (s->conns)
         conn_close(s->conns);
-    tm_source_free(s->resume);
-    tm_source_free(s->src);
-    close(s->fd);
+    tm_acceptor_stop(&s->acc);
     free(s);
 }

@@ -14,10 +14,9 @@
 
 #include "cleanup.h"
 #include "enrollment.h"
+#include "pem_blocks.h"
 
 static inline void bio_freep(BIO **b) { BIO_free(*b); }
-static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void osslstrfreep(char **p) { OPENSSL_free(*p); }
 
 #define BLOCKS_MAX 16
 
@@ -28,6 +27,34 @@ void enroll_blocks_free(struct enroll_blocks *b)
     explicit_bzero(b, sizeof(*b));
 }
 
+static int take_block(const char *name, unsigned char **data, long n, void *userdata, tm_err *err)
+{
+    struct enroll_blocks *b = userdata;
+    size_t off = 0;
+    if (strcmp(name, ENROLL_PEM_CREDENTIAL) == 0 && !b->have_blob) {
+        if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(*data, (size_t)n, &off, &b->blob) != TSS2_RC_SUCCESS ||
+            off != (size_t)n)
+            return tm_err_set(err, EINVAL, "the credential blob is not a TPM2B_ID_OBJECT");
+        b->have_blob = 1;
+    } else if (strcmp(name, ENROLL_PEM_SECRET) == 0 && !b->have_secret) {
+        if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(*data, (size_t)n, &off, &b->secret) !=
+                TSS2_RC_SUCCESS || off != (size_t)n)
+            return tm_err_set(err, EINVAL, "the encrypted secret is not a "
+                              "TPM2B_ENCRYPTED_SECRET");
+        b->have_secret = 1;
+    } else if (strcmp(name, ENROLL_PEM_CERT) == 0 && !b->cert) {
+        b->cert = steal_ptr(*data);
+        b->cert_len = n;
+    } else if (strcmp(name, PEM_STRING_X509) == 0) {
+        if (PEM_write_bio(b->clear, PEM_STRING_X509, "", *data, n) <= 0)
+            return tm_err_set(err, ENOMEM, "out of memory");
+    } else {
+        return tm_err_set(err, EINVAL, "unexpected PEM block \"%s\" (a certificate, or the "
+                          "Device CA's encrypted certificate, expected)", name);
+    }
+    return 0;
+}
+
 int enroll_parse(const uint8_t *pem, size_t len, struct enroll_blocks *b, tm_err *err)
 {
     if (len > INT_MAX)
@@ -36,43 +63,9 @@ int enroll_parse(const uint8_t *pem, size_t len, struct enroll_blocks *b, tm_err
     _cleanup_(bio_freep) BIO *in = BIO_new_mem_buf(pem, (int)len);
     if (!in || !(b->clear = BIO_new(BIO_s_mem())))
         return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0;; i++) {
-        _cleanup_(osslstrfreep) char *name = NULL, *header = NULL;
-        _cleanup_(osslfreep) unsigned char *data = NULL;
-        long n = 0;
-        if (PEM_read_bio(in, &name, &header, &data, &n) != 1) {
-            unsigned long e = ERR_peek_last_error();
-            ERR_clear_error();
-            if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-                break;
-            return tm_err_set(err, EINVAL, "PEM block %d does not parse", i + 1);
-        }
-        if (i >= BLOCKS_MAX)
-            return tm_err_set(err, EINVAL, "more than %d PEM blocks", BLOCKS_MAX);
-        size_t off = 0;
-        if (strcmp(name, ENROLL_PEM_CREDENTIAL) == 0 && !b->have_blob) {
-            if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(data, (size_t)n, &off, &b->blob) != TSS2_RC_SUCCESS ||
-                off != (size_t)n)
-                return tm_err_set(err, EINVAL, "the credential blob is not a "
-                                  "TPM2B_ID_OBJECT");
-            b->have_blob = 1;
-        } else if (strcmp(name, ENROLL_PEM_SECRET) == 0 && !b->have_secret) {
-            if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(data, (size_t)n, &off, &b->secret) !=
-                    TSS2_RC_SUCCESS || off != (size_t)n)
-                return tm_err_set(err, EINVAL, "the encrypted secret is not a "
-                                  "TPM2B_ENCRYPTED_SECRET");
-            b->have_secret = 1;
-        } else if (strcmp(name, ENROLL_PEM_CERT) == 0 && !b->cert) {
-            b->cert = steal_ptr(data);
-            b->cert_len = n;
-        } else if (strcmp(name, PEM_STRING_X509) == 0) {
-            if (PEM_write_bio(b->clear, PEM_STRING_X509, "", data, n) <= 0)
-                return tm_err_set(err, ENOMEM, "out of memory");
-        } else {
-            return tm_err_set(err, EINVAL, "unexpected PEM block \"%s\" (a certificate, or the "
-                              "Device CA's encrypted certificate, expected)", name);
-        }
-    }
+    int r = tm_pem_each_block(in, BLOCKS_MAX, take_block, b, err);
+    if (r < 0)
+        return r;
     if ((b->have_blob || b->have_secret || b->cert) &&
         (!b->have_blob || !b->have_secret || !b->cert))
         return tm_err_set(err, EINVAL, "the encrypted certificate needs its credential blob, "

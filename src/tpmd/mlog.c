@@ -11,6 +11,7 @@
 #include "crypto.h"
 #include "fdutil.h"
 #include "fileio.h"
+#include "hex.h"
 #include "json_cleanup.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -18,18 +19,6 @@
 #define LOG_FILE_MAX ((size_t)MLOG_MAX_EVENTS * MLOG_LINE_MAX)
 
 /* ---- one line ---------------------------------------------------------------------------------- */
-
-static int unhex(const char *hex, uint8_t *out, size_t n)
-{
-    for (size_t i = 0; i < 2 * n; i++) {
-        char c = hex[i];
-        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0)
-            return -EINVAL;
-        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
-    }
-    return 0;
-}
 
 int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct mlog_event *ev,
                     tm_err *err)
@@ -52,7 +41,7 @@ int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct ml
                           (unsigned long long)expect_seq);
     if ((r = tm_event_check((uint32_t)pcr, type, name, 32, err)) < 0)
         return r;
-    if (strlen(hex) != 64 || unhex(hex, ev->sha256, 32) < 0)
+    if (tm_hex_decode_str(hex, ev->sha256, 32, 0, NULL) < 0)
         return tm_err_set(err, EINVAL, "$.sha256: not 64 lowercase hex digits");
     ev->seq = (uint64_t)seq;
     ev->pcr = (uint32_t)pcr;

@@ -491,18 +491,18 @@ static void wipe_request(Request *rq)
         explicit_bzero(rq->reseal->recovery_key.data, rq->reseal->recovery_key.len);
 }
 
+static void bad_packet(int code, const char *msg, void *userdata)
+{
+    send_error(userdata, 0, code, msg);
+}
+
 static void on_link(tm_source *src, uint32_t events, void *userdata)
 {
     struct tpmd *d = userdata;
     struct tm_packet pkt;
-    int r = tm_packet_recv(d->link_fd, TPMD_REQUEST_MAX, &pkt);
-    if (r == -EAGAIN)
+    int r = tm_packet_next(d->link_fd, TPMD_REQUEST_MAX, &pkt, bad_packet, d);
+    if (r == -EAGAIN || r == TM_PACKET_ANSWERED)
         return;
-    if (r == -EMSGSIZE || r == -EBADMSG) {
-        /* The packet is gone already; the next one is read as usual. */
-        send_error(d, 0, -r, r == -EMSGSIZE ? "message too large" : "not one framed message");
-        return;
-    }
     if (r <= 0) {
         if (r < 0)
             log_error("connection to trustmed broken: %s", strerror(-r));

@@ -17,6 +17,7 @@
 #include "client.h"
 #include "crypto.h"
 #include "fileio.h"
+#include "hex.h"
 #include "version.h"
 
 #define EXIT_UNTRUSTED 1
@@ -104,21 +105,6 @@ static int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static int parse_hex(const char *s, uint8_t *out, size_t n)
-{
-    if (strlen(s) != 2 * n)
-        return -EINVAL;
-    for (size_t i = 0; i < 2 * n; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return -EINVAL;
-        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | d : d << 4);
-    }
-    return 0;
-}
-
 static int save_response(const char *path, const uint8_t *buf, size_t len,
                          const uint8_t nonce[ATTEST_NONCE_LEN], tm_err *err)
 {
@@ -203,7 +189,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_RESPONSE: o->response = optarg; break;
         case OPT_NONCE: o->nonce_hex = optarg; break;
         case OPT_EXPECT_AK:
-            if (parse_hex(optarg, o->expect_ak, sizeof(o->expect_ak)) < 0)
+            if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
                 return usage_error("--expect-ak: expected the AK name, %zu hex digits",
                                    2 * sizeof(o->expect_ak));
             o->has_expect_ak = true;
@@ -249,7 +235,7 @@ int main(int argc, char **argv)
     _cleanup_free_ uint8_t *resp = NULL;
     size_t resp_len = 0;
     if (o.response) {
-        if (parse_hex(o.nonce_hex, nonce, sizeof(nonce)) < 0)
+        if (tm_hex_decode_str(o.nonce_hex, nonce, sizeof(nonce), TM_HEX_ANY_CASE, NULL) < 0)
             return usage_error("--nonce: expected %d hex digits", 2 * ATTEST_NONCE_LEN);
         if (read_file(o.response, ATTEST_RESPONSE_MAX, (char **)&resp, &resp_len, &err) < 0) {
             fprintf(stderr, "trustme-verify: %s\n", err.msg);

@@ -8,22 +8,9 @@
 
 #include "cleanup.h"
 #include "fileio.h"
+#include "hex.h"
 #include "json_cleanup.h"
 #include "jsonutil.h"
-
-static int parse_hex32(const char *hex, uint8_t out[32])
-{
-    if (strlen(hex) != 64)
-        return -EINVAL;
-    for (size_t i = 0; i < 64; i++) {
-        char c = hex[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0)
-            return -EINVAL;
-        out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | d : d << 4);
-    }
-    return 0;
-}
 
 static int cmp_value(const void *a, const void *b)
 {
@@ -48,7 +35,7 @@ static int parse_value(json_t *o, const char *path, struct refvalue *v, tm_err *
     tm_err e = {0};
     if (tm_event_check(0, type, name, 32, &e) < 0)
         return tm_err_set(err, EINVAL, "%s: %s", path, e.msg);
-    if (parse_hex32(hex, v->sha256) < 0)
+    if (tm_hex_decode_str(hex, v->sha256, 32, 0, NULL) < 0)
         return tm_err_set(err, EINVAL, "%s.sha256: expected 64 lower-case hex digits", path);
     snprintf(v->type, sizeof(v->type), "%s", type);
     snprintf(v->name, sizeof(v->name), "%s", name);

@@ -847,8 +847,8 @@ def test_softhsm_init_sign_issue_revoke(tmp, softhsm, alg):
     assert listing.count("never extractable") == 7 and listing.count("local") >= 7
     for n in CERTS:
         uri = meta["keys"][n]["key"]
-        assert uri.startswith(f"pkcs11:token={softhsm.label};object=") and uri.endswith(
-            ";type=private") and ";id=%" in uri
+        assert uri.startswith(f"pkcs11:token={softhsm.label};id=%") and uri.endswith(
+            ";type=private") and ";object=" in uri
         assert uri.split(";object=")[1].split(";")[0] in labels
     for n, (path, issuer, kind) in CERTS.items():
         text = cert_text(pki / f"{path}.pem")

@@ -24,6 +24,12 @@ static void uri_parses_token_object_id(void **state)
     /* module-path in the path part is accepted too; empty attributes are skipped */
     assert_int_equal(p11uri_parse("pkcs11:token=t;;module-path=/m.so", &u, &err), 0);
     assert_string_equal(u.module_path, "/m.so");
+    /* serial is checked by the token lookup (src/scd/p11_module.c) */
+    assert_int_equal(p11uri_parse("pkcs11:token=t;serial=0123abcd;object=k", &u, &err), 0);
+    assert_string_equal(u.token, "t");
+    assert_string_equal(u.serial, "0123abcd");
+    assert_string_equal(u.object, "k");
+    assert_int_equal(u.id_len, 0);
     assert_true(p11uri_is("pkcs11:token=x"));
     assert_false(p11uri_is("/etc/key.pem"));
 }
@@ -34,14 +40,22 @@ static void uri_refuses(void **state)
     struct p11uri u;
     static const char *const bad[] = {
         "pkcs11:object=x",                /* no token */
-        "pkcs11:token=t;serial=1234",     /* an attribute not checked: could pick another token */
+        "pkcs11:token=t;model=SoftHSM",   /* attributes not checked: could pick another token */
+        "pkcs11:token=t;manufacturer=x",
+        "pkcs11:token=t;slot-id=1",
+        "pkcs11:token=t;library-description=x",
+        "pkcs11:token=t;foo=bar",
+        "pkcs11:token=t?module-name=softhsm2",
         "pkcs11:token=t?pin-value=1234",  /* PINs never in a URI */
         "pkcs11:token=t?pin-source=file:/p",
         "pkcs11:token=t;type=cert",       /* only private keys */
         "pkcs11:token=t;id=%G1",          /* bad escape */
         "pkcs11:token=t;id=%1",           /* truncated escape */
         "pkcs11:token=%00x",              /* NUL in text */
-        "pkcs11:token=t;token=u",         /* twice */
+        "pkcs11:token=t;id=",             /* empty id */
+        "pkcs11:token=t;object=a%00b",    /* NUL in text */
+        "pkcs11:token=t;type=whatever",
+        "pkcs11:token",                   /* not NAME=VALUE */
         "pkcs11:token=t;object",          /* not NAME=VALUE */
         "pkcs11:token=t?module-path=rel.so",
         "file:/x",
@@ -51,8 +65,11 @@ static void uri_refuses(void **state)
         assert_int_equal(p11uri_parse(bad[i], &u, &err), -EINVAL);
         assert_true(err.msg[0] != '\0');
     }
-    /* a label longer than the field */
+    /* a token label longer than CK_TOKEN_INFO's field, an object label longer than ours */
     char longer[400] = "pkcs11:token=";
+    memset(longer + strlen(longer), 'a', 33);
+    assert_int_equal(p11uri_parse(longer, &u, NULL), -EINVAL);
+    snprintf(longer, sizeof(longer), "pkcs11:token=t;object=");
     memset(longer + strlen(longer), 'a', 200);
     assert_int_equal(p11uri_parse(longer, &u, NULL), -EINVAL);
 }
@@ -67,8 +84,9 @@ static void uri_round_trip(void **state)
     u.id_len = 3;
     char out[512];
     assert_int_equal(p11uri_format(&u, out, sizeof(out)), 0);
-    assert_string_equal(out, "pkcs11:token=tok%3Ben%2F1;object=trustme-pki-0a0b-root-ca;"
-                             "id=%00%10%FE;type=private");
+    /* p11-kit's order and encoding; every byte of the id encoded */
+    assert_string_equal(out, "pkcs11:token=tok%3Ben%2F1;id=%00%10%FE;"
+                             "object=trustme-pki-0a0b-root-ca;type=private");
     assert_int_equal(p11uri_parse(out, &back, NULL), 0);
     assert_string_equal(back.token, u.token);
     assert_string_equal(back.object, u.object);

@@ -345,7 +345,7 @@ static void wrong_module_or_token(void **state)
     s = f->spec;
     s.pkcs11_label = "no-such-token";
     assert_rc(token_pair(&f->ctx, T_UUID, &s, T_PIN, NULL, &err), -ENODEV, &err);
-    assert_err_contains(&err, "no initialised token labelled \"no-such-token\"");
+    assert_err_contains(&err, "no PKCS#11 token labelled \"no-such-token\" is initialised");
     assert_err_contains(&err, "tokens present: \"" LABEL "\"");
     /* A label is matched whole, not as a prefix. */
     s.pkcs11_label = "trustme";

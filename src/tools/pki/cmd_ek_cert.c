@@ -34,7 +34,7 @@ static int read_ek(const char *path, EVP_PKEY **ret, tm_err *err)
 
 int cmd_ek_cert(int argc, char **argv)
 {
-    enum { OPT_EK = 256, OPT_KEY, OPT_CERT, OPT_OUT, OPT_CN, OPT_DAYS, OPT_PASS, OPT_PIN, OPT_MOD };
+    enum { OPT_EK = 256, OPT_KEY, OPT_CERT, OPT_OUT, OPT_CN, OPT_DAYS };
     static const struct option opts[] = {
         {"ek", required_argument, NULL, OPT_EK},
         {"key", required_argument, NULL, OPT_KEY},
@@ -42,9 +42,7 @@ int cmd_ek_cert(int argc, char **argv)
         {"out", required_argument, NULL, OPT_OUT},
         {"cn", required_argument, NULL, OPT_CN},
         {"days", required_argument, NULL, OPT_DAYS},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        KEYRING_OPTIONS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *ek_path = NULL, *key_spec = NULL, *cert_path = NULL, *out = NULL;
@@ -62,11 +60,11 @@ int cmd_ek_cert(int argc, char **argv)
             if (parse_days(optarg, &days) < 0)
                 return usage_error("ek-cert", "--days wants a number of days, 1..36500");
             break;
-        case OPT_PASS: kr.passphrase_file = optarg; break;
-        case OPT_PIN: kr.pin_file = optarg; break;
-        case OPT_MOD: kr.module = optarg; break;
         case 'h': pki_usage(stdout); return 0;
-        default: return EXIT_USAGE;
+        default:
+            if (keyring_option(&kr, c, optarg))
+                break;
+            return EXIT_USAGE;
         }
     }
     if (optind != argc || !ek_path || !key_spec || !cert_path || !out)

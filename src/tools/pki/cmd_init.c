@@ -76,6 +76,7 @@ static int build_entity(const struct init_opts *o, struct pki *p, struct p11tok 
         if ((r = p11uri_parse(o->pkcs11, &given, err)) < 0)
             return r;
         snprintf(u.token, sizeof(u.token), "%s", given.token);
+        snprintf(u.serial, sizeof(u.serial), "%s", given.serial);
         snprintf(u.object, sizeof(u.object), "%s%s", label_prefix, e->name);
         u.id_len = 16;
         if (RAND_bytes(u.id, (int)u.id_len) != 1)
@@ -253,7 +254,8 @@ int cmd_init(int argc, char **argv)
         char prompt[P11URI_FIELD_MAX + 32];
         snprintf(prompt, sizeof(prompt), "PIN of token \"%s\"", u.token);
         if ((r = secret_read(o.pin_file, prompt, false, &secret, &err)) < 0 ||
-            (r = p11tok_open(o.module ? o.module : SOFTHSM_MODULE, u.token, secret, true, &tok,
+            (r = p11tok_open(o.module ? o.module : SOFTHSM_MODULE, u.token,
+                             u.serial[0] ? u.serial : NULL, secret, true, &tok,
                              &err)) < 0)
             return verb_fail("init", &err);
     } else if ((r = secret_read(o.passphrase_file, "passphrase for the PKI's keys", true, &secret,

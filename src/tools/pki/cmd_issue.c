@@ -75,7 +75,7 @@ static int read_crls(const char *path, STACK_OF(X509_CRL) *crls, tm_err *err)
 int cmd_issue(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA,
-           OPT_PASS, OPT_PIN, OPT_MOD, OPT_EK_ANCHOR, OPT_EK_CRL };
+           OPT_EK_ANCHOR, OPT_EK_CRL };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"ca", required_argument, NULL, OPT_CA},
@@ -85,9 +85,7 @@ int cmd_issue(int argc, char **argv)
         {"days", required_argument, NULL, OPT_DAYS},
         {"not-before", required_argument, NULL, OPT_NB},
         {"not-after", required_argument, NULL, OPT_NA},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        KEYRING_OPTIONS,
         {"ek-anchor", required_argument, NULL, OPT_EK_ANCHOR},
         {"ek-crl", required_argument, NULL, OPT_EK_CRL},
         {"help", no_argument, NULL, 'h'},
@@ -112,9 +110,6 @@ int cmd_issue(int argc, char **argv)
             break;
         case OPT_NB: nb = optarg; break;
         case OPT_NA: na = optarg; break;
-        case OPT_PASS: kr.passphrase_file = optarg; break;
-        case OPT_PIN: kr.pin_file = optarg; break;
-        case OPT_MOD: kr.module = optarg; break;
         case OPT_EK_ANCHOR:
             if (n_ek_anchors == sizeof(ek_anchors) / sizeof(ek_anchors[0]))
                 return usage_error("issue", "at most 8 --ek-anchor");
@@ -126,7 +121,10 @@ int cmd_issue(int argc, char **argv)
             ek_crls[n_ek_crls++] = optarg;
             break;
         case 'h': pki_usage(stdout); return 0;
-        default: return EXIT_USAGE;
+        default:
+            if (keyring_option(&kr, c, optarg))
+                break;
+            return EXIT_USAGE;
         }
     }
     if (optind != argc || !pki_dir || !ca_name || !csr_path || !out)

@@ -35,14 +35,12 @@ static int find_issuer(struct pki *p, X509 *cert, const struct pki_entity **ret,
 
 int cmd_revoke(int argc, char **argv)
 {
-    enum { OPT_PKI = 256, OPT_REASON, OPT_DAYS, OPT_PASS, OPT_PIN, OPT_MOD };
+    enum { OPT_PKI = 256, OPT_REASON, OPT_DAYS };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"reason", required_argument, NULL, OPT_REASON},
         {"days", required_argument, NULL, OPT_DAYS},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        KEYRING_OPTIONS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL;
@@ -60,11 +58,11 @@ int cmd_revoke(int argc, char **argv)
             if (parse_days(optarg, &days) < 0)
                 return usage_error("revoke", "--days wants a number of days, 1..36500");
             break;
-        case OPT_PASS: kr.passphrase_file = optarg; break;
-        case OPT_PIN: kr.pin_file = optarg; break;
-        case OPT_MOD: kr.module = optarg; break;
         case 'h': pki_usage(stdout); return 0;
-        default: return EXIT_USAGE;
+        default:
+            if (keyring_option(&kr, c, optarg))
+                break;
+            return EXIT_USAGE;
         }
     }
     if (optind != argc - 1 || !pki_dir)
@@ -88,14 +86,12 @@ int cmd_revoke(int argc, char **argv)
 
 int cmd_crl(int argc, char **argv)
 {
-    enum { OPT_PKI = 256, OPT_CA, OPT_DAYS, OPT_PASS, OPT_PIN, OPT_MOD };
+    enum { OPT_PKI = 256, OPT_CA, OPT_DAYS };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"ca", required_argument, NULL, OPT_CA},
         {"days", required_argument, NULL, OPT_DAYS},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        KEYRING_OPTIONS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL;
@@ -114,11 +110,11 @@ int cmd_crl(int argc, char **argv)
             if (parse_days(optarg, &days) < 0)
                 return usage_error("crl", "--days wants a number of days, 1..36500");
             break;
-        case OPT_PASS: kr.passphrase_file = optarg; break;
-        case OPT_PIN: kr.pin_file = optarg; break;
-        case OPT_MOD: kr.module = optarg; break;
         case 'h': pki_usage(stdout); return 0;
-        default: return EXIT_USAGE;
+        default:
+            if (keyring_option(&kr, c, optarg))
+                break;
+            return EXIT_USAGE;
         }
     }
     if (optind != argc || !pki_dir)

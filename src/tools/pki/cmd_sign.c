@@ -108,16 +108,14 @@ static int add_chain(BIO *out, const char *path, X509 *leaf, tm_err *err)
 
 int cmd_sign(int argc, char **argv)
 {
-    enum { OPT_PKI = 256, OPT_SIGNER, OPT_KEY, OPT_CERT, OPT_CHAIN, OPT_PASS, OPT_PIN, OPT_MOD };
+    enum { OPT_PKI = 256, OPT_SIGNER, OPT_KEY, OPT_CERT, OPT_CHAIN };
     static const struct option opts[] = {
         {"pki", required_argument, NULL, OPT_PKI},
         {"signer", required_argument, NULL, OPT_SIGNER},
         {"key", required_argument, NULL, OPT_KEY},
         {"cert", required_argument, NULL, OPT_CERT},
         {"chain", required_argument, NULL, OPT_CHAIN},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MOD},
+        KEYRING_OPTIONS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL, *signer = NULL, *key_spec = NULL, *cert_path = NULL,
@@ -131,11 +129,11 @@ int cmd_sign(int argc, char **argv)
         case OPT_KEY: key_spec = optarg; break;
         case OPT_CERT: cert_path = optarg; break;
         case OPT_CHAIN: chain_path = optarg; break;
-        case OPT_PASS: kr.passphrase_file = optarg; break;
-        case OPT_PIN: kr.pin_file = optarg; break;
-        case OPT_MOD: kr.module = optarg; break;
         case 'h': pki_usage(stdout); return 0;
-        default: return EXIT_USAGE;
+        default:
+            if (keyring_option(&kr, c, optarg))
+                break;
+            return EXIT_USAGE;
         }
     }
     if (optind != argc - 1)

@@ -18,10 +18,10 @@
 
 #include "cleanup.h"
 #include "enrollment.h"
+#include "pem_blocks.h"
 #include "pki.h"
 
 static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void osslstrfreep(char **p) { OPENSSL_free(*p); }
 static inline void pkey_ctx_freep(EVP_PKEY_CTX **c) { EVP_PKEY_CTX_free(*c); }
 static inline void x509_stack_shallow_freep(STACK_OF(X509) **s) { sk_X509_free(*s); }
 
@@ -41,51 +41,43 @@ int enroll_read_bundle(const char *path, struct enroll_bundle *b, tm_err *err)
     return enroll_parse_bundle(in, path, b, err);
 }
 
+static int take_block(const char *name, unsigned char **data, long n, void *userdata, tm_err *err)
+{
+    struct enroll_bundle *b = userdata;
+    const unsigned char *p = *data;
+    if (strcmp(name, PEM_STRING_X509_REQ) == 0 && !b->csr) {
+        if (!(b->csr = d2i_X509_REQ(NULL, &p, n)) || p != *data + n)
+            return ossl_fail(err, EINVAL, "the certificate request does not parse");
+    } else if (strcmp(name, ENROLL_PEM_AK_PUBLIC) == 0 && !b->ak_public_len) {
+        size_t off = 0;
+        if (n <= 0 || n > (long)sizeof(b->ak_public_raw) ||
+            Tss2_MU_TPMT_PUBLIC_Unmarshal(*data, (size_t)n, &off, &b->ak_public) !=
+                TSS2_RC_SUCCESS || off != (size_t)n)
+            return tm_err_set(err, EINVAL, "the AK public area is not a TPMT_PUBLIC");
+        memcpy(b->ak_public_raw, *data, (size_t)n);
+        b->ak_public_len = (size_t)n;
+    } else if (strcmp(name, PEM_STRING_X509) == 0) {
+        X509 *x = d2i_X509(NULL, &p, n);
+        if (!x || p != *data + n || !sk_X509_push(b->ek_chain, x)) {
+            X509_free(x);
+            return ossl_fail(err, EINVAL, "a certificate does not parse");
+        }
+    } else {
+        return tm_err_set(err, EINVAL, "unexpected PEM block \"%s\"", name);
+    }
+    return 0;
+}
+
 int enroll_parse_bundle(BIO *in, const char *path, struct enroll_bundle *b, tm_err *err)
 {
     *b = (struct enroll_bundle){0};
     if (!(b->ek_chain = sk_X509_new_null()))
         return tm_err_set(err, ENOMEM, "out of memory");
-    bool have_ak = false;
-    for (int i = 0;; i++) {
-        _cleanup_(osslstrfreep) char *name = NULL, *header = NULL;
-        _cleanup_(osslfreep) unsigned char *data = NULL;
-        long n = 0;
-        if (PEM_read_bio(in, &name, &header, &data, &n) != 1) {
-            unsigned long e = ERR_peek_last_error();
-            ERR_clear_error();
-            if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-                break;
-            return tm_err_set(err, EINVAL, "%s: PEM block %d does not parse", path, i + 1);
-        }
-        if (i >= 16)
-            return tm_err_set(err, EINVAL, "%s: more than 16 PEM blocks", path);
-        const unsigned char *p = data;
-        if (strcmp(name, PEM_STRING_X509_REQ) == 0 && !b->csr) {
-            if (!(b->csr = d2i_X509_REQ(NULL, &p, n)) || p != data + n)
-                return ossl_fail(err, EINVAL, "%s: the certificate request does not parse", path);
-        } else if (strcmp(name, ENROLL_PEM_AK_PUBLIC) == 0 && !have_ak) {
-            size_t off = 0;
-            if (n > (long)sizeof(b->ak_public_raw) ||
-                Tss2_MU_TPMT_PUBLIC_Unmarshal(data, (size_t)n, &off, &b->ak_public) !=
-                    TSS2_RC_SUCCESS || off != (size_t)n)
-                return tm_err_set(err, EINVAL, "%s: the AK public area is not a TPMT_PUBLIC", path);
-            memcpy(b->ak_public_raw, data, (size_t)n);
-            b->ak_public_len = (size_t)n;
-            have_ak = true;
-        } else if (strcmp(name, PEM_STRING_X509) == 0) {
-            X509 *x = d2i_X509(NULL, &p, n);
-            if (!x || p != data + n || !sk_X509_push(b->ek_chain, x)) {
-                X509_free(x);
-                return ossl_fail(err, EINVAL, "%s: a certificate does not parse", path);
-            }
-        } else {
-            return tm_err_set(err, EINVAL, "%s: unexpected PEM block \"%s\"", path, name);
-        }
-    }
+    if (tm_pem_each_block(in, 16, take_block, b, err) < 0)
+        return tm_err_prefix(err, "%s", path);
     if (!b->csr)
         return tm_err_set(err, EINVAL, "%s holds no PEM certificate request", path);
-    if (!have_ak || sk_X509_num(b->ek_chain) == 0)
+    if (!b->ak_public_len || sk_X509_num(b->ek_chain) == 0)
         return tm_err_set(err, EKEYREJECTED, "%s carries no proof that its key lives in a TPM "
                           "(the AK's public area and the EK certificate that `trustme device csr` "
                           "adds): the Device CA certifies attestation keys only through credential "

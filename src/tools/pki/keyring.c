@@ -23,11 +23,22 @@ static int token_for(struct keyring *kr, const struct p11uri *u, tm_err *err)
         if (r < 0)
             return r;
     }
-    int r = p11tok_open(module, u->token, kr->pin, false, &kr->tok, err);
+    int r = p11tok_open(module, u->token, u->serial[0] ? u->serial : NULL, kr->pin, false,
+                        &kr->tok, err);
     if (r < 0)
         return r;
     snprintf(kr->tok_label, sizeof(kr->tok_label), "%s", u->token);
     return 0;
+}
+
+bool keyring_option(struct keyring *kr, int c, const char *arg)
+{
+    switch (c) {
+    case KEYRING_OPT_PASS: kr->passphrase_file = arg; return true;
+    case KEYRING_OPT_PIN: kr->pin_file = arg; return true;
+    case KEYRING_OPT_MODULE: kr->module = arg; return true;
+    default: return false;
+    }
 }
 
 int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,

@@ -1,6 +1,6 @@
 /* Keys on a PKCS#11 token, used by OpenSSL as if they were in memory.
  *
- * The module is dlopen'ed and called directly (like src/scd/token_pkcs11.c): Debian 12 has no
+ * The module is loaded by scd's loader (src/scd/p11_module.c) and called directly: Debian 12 has no
  * pkcs11-provider, and libp11 0.4.12 cannot generate EC keys on a token. The EVP_PKEY handed to
  * the rest of the tool holds only the public key; its EC_KEY_METHOD / RSA_METHOD sends the one
  * private-key operation to the token:
@@ -13,7 +13,6 @@
  * file only. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -24,14 +23,13 @@
 
 #include "cleanup.h"
 #include "pki.h"
-#include "token_pkcs11.h" /* p11_rv_name */
+#include "p11_module.h"
 
 #define MADE_MAX 32
 
 struct p11tok {
-    void *dl;
-    CK_FUNCTION_LIST_PTR f;
-    bool initialized; /* by us: we finalize */
+    struct p11_module mod;
+    CK_FUNCTION_LIST_PTR f; /* mod.f */
     CK_SESSION_HANDLE session;
     bool have_session, logged_in;
     CK_OBJECT_HANDLE made[MADE_MAX]; /* generated objects, destroyed at close unless kept */
@@ -142,19 +140,8 @@ static int methods_init(tm_err *err)
 
 /* --- token and session --- */
 
-static bool padded_equal(const CK_UTF8CHAR *field, size_t size, const char *want)
-{
-    size_t n = strlen(want);
-    if (n > size || memcmp(field, want, n) != 0)
-        return false;
-    for (size_t i = n; i < size; i++)
-        if (field[i] != ' ' && field[i] != '\0')
-            return false;
-    return true;
-}
-
-int p11tok_open(const char *module, const char *token_label, const char *pin, bool rw,
-                struct p11tok **ret, tm_err *err)
+int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin,
+                bool rw, struct p11tok **ret, tm_err *err)
 {
     int r = methods_init(err);
     if (r < 0)
@@ -162,47 +149,12 @@ int p11tok_open(const char *module, const char *token_label, const char *pin, bo
     _cleanup_(p11tok_closep) struct p11tok *t = calloc(1, sizeof(*t));
     if (!t)
         return tm_err_set(err, ENOMEM, "out of memory");
-    if (!(t->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)))
-        return tm_err_set(err, ELIBACC, "cannot load PKCS#11 module %s: %s", module, dlerror());
-    CK_C_GetFunctionList get_list;
-    void *sym = dlsym(t->dl, "C_GetFunctionList");
-    if (!sym)
-        return tm_err_set(err, ELIBBAD, "%s is not a PKCS#11 module (no C_GetFunctionList)",
-                          module);
-    memcpy(&get_list, &sym, sizeof(get_list));
-    CK_RV rv = get_list(&t->f);
-    if (rv != CKR_OK)
-        return rv_fail(err, ELIBBAD, rv, "C_GetFunctionList");
-    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
-    rv = t->f->C_Initialize(&args);
-    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        return rv_fail(err, EIO, rv, "C_Initialize");
-    t->initialized = rv == CKR_OK;
-
-    CK_ULONG n = 0;
-    if ((rv = t->f->C_GetSlotList(CK_TRUE, NULL, &n)) != CKR_OK)
-        return rv_fail(err, EIO, rv, "C_GetSlotList");
-    _cleanup_free_ CK_SLOT_ID *slots = calloc(n ? n : 1, sizeof(*slots));
-    if (!slots)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    if ((rv = t->f->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK)
-        return rv_fail(err, EIO, rv, "C_GetSlotList");
-    CK_SLOT_ID slot = 0;
-    int found = 0;
-    for (CK_ULONG i = 0; i < n; i++) {
-        CK_TOKEN_INFO info;
-        if (t->f->C_GetTokenInfo(slots[i], &info) == CKR_OK &&
-            padded_equal(info.label, sizeof(info.label), token_label)) {
-            slot = slots[i];
-            found++;
-        }
-    }
-    if (found == 0)
-        return tm_err_set(err, ENODEV, "no PKCS#11 token labelled \"%s\" in %s", token_label,
-                          module);
-    if (found > 1)
-        return tm_err_set(err, ENOTUNIQ, "%d PKCS#11 tokens are labelled \"%s\" in %s", found,
-                          token_label, module);
+    CK_SLOT_ID slot;
+    if ((r = p11_module_load(module, &t->mod, err)) < 0 ||
+        (r = p11_module_find_token(&t->mod, module, token_label, serial, &slot, NULL, err)) < 0)
+        return r;
+    t->f = t->mod.f;
+    CK_RV rv;
     CK_FLAGS flags = CKF_SERIAL_SESSION | (rw ? CKF_RW_SESSION : 0);
     if ((rv = t->f->C_OpenSession(slot, flags, NULL, NULL, &t->session)) != CKR_OK)
         return rv_fail(err, EIO, rv, "C_OpenSession");
@@ -231,11 +183,8 @@ void p11tok_close(struct p11tok *t)
             t->f->C_Logout(t->session);
         if (t->have_session)
             t->f->C_CloseSession(t->session);
-        if (t->initialized)
-            t->f->C_Finalize(NULL);
     }
-    if (t->dl)
-        dlclose(t->dl);
+    p11_module_unload(&t->mod);
     free(t);
 }
 

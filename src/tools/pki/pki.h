@@ -16,6 +16,7 @@
 
 #include "error.h"
 #include "ossl.h"
+#include "p11_module.h"
 
 #define EXIT_USAGE 2
 #define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -89,27 +90,30 @@ int key_file_kind(const char *path, bool *ret_encrypted, tm_err *err);
 /* pass NULL for a plain key. */
 int key_read(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err);
 
-/* --- PKCS#11 URIs (p11uri.c, RFC 7512, the part this tool uses) --- */
+/* --- PKCS#11 URIs (p11uri.c: p11-kit's parser, RFC 7512, and what this tool accepts) --- */
 
 #define P11URI_FIELD_MAX 128
 struct p11uri {
-    char token[P11URI_FIELD_MAX];  /* token label; required */
-    char object[P11URI_FIELD_MAX]; /* key label */
-    unsigned char id[64];          /* CKA_ID */
+    char token[P11_LABEL_MAX + 1];   /* token label; required */
+    char serial[P11_SERIAL_MAX + 1]; /* token serial number, or "" */
+    char object[P11URI_FIELD_MAX];   /* key label */
+    unsigned char id[64];            /* CKA_ID */
     size_t id_len;
     char type[16]; /* "private" or "" */
     char module_path[PATH_MAX];
 };
 bool p11uri_is(const char *s);
 int p11uri_parse(const char *s, struct p11uri *u, tm_err *err);
-/* "pkcs11:token=..;object=..;id=%..;type=private" (no module-path); -ENAMETOOLONG if too long. */
+/* "pkcs11:serial=..;token=..;id=%..;object=..;type=private" (no module-path; the order is
+ * p11-kit's); -ENAMETOOLONG if too long. */
 int p11uri_format(const struct p11uri *u, char *out, size_t size);
 
 /* --- keys on a PKCS#11 token (p11key.c) --- */
 
 struct p11tok;
-int p11tok_open(const char *module, const char *token_label, const char *pin, bool rw,
-                struct p11tok **ret, tm_err *err);
+/* The token is found by label and (if not NULL) serial number (src/scd/p11_module.h). */
+int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin,
+                bool rw, struct p11tok **ret, tm_err *err);
 /* Logs out, closes, unloads; objects made by p11tok_generate and not kept are destroyed first.
  * Keys from this token must be freed before. */
 void p11tok_close(struct p11tok *t);
@@ -128,6 +132,14 @@ int p11tok_load(struct p11tok *t, const struct p11uri *u, EVP_PKEY **ret, tm_err
 
 /* --- where keys come from (keyring.c): files or a token, each secret asked for once --- */
 
+/* The options of every verb that signs: where the keys' secrets come from. Their codes lie above
+ * any verb's own (which start at 256). */
+enum { KEYRING_OPT_PASS = 1000, KEYRING_OPT_PIN, KEYRING_OPT_MODULE };
+#define KEYRING_OPTIONS                                                                            \
+    {"passphrase-file", required_argument, NULL, KEYRING_OPT_PASS},                                \
+        {"pin-file", required_argument, NULL, KEYRING_OPT_PIN},                                    \
+        {"pkcs11-module", required_argument, NULL, KEYRING_OPT_MODULE}
+
 struct keyring {
     const char *passphrase_file;
     const char *pin_file;
@@ -137,6 +149,8 @@ struct keyring {
     struct p11tok *tok;
     char tok_label[P11URI_FIELD_MAX];
 };
+/* Takes getopt_long's option c (and its arg) if it is one of KEYRING_OPTIONS; false if not. */
+bool keyring_option(struct keyring *kr, int c, const char *arg);
 /* spec is a key file or a pkcs11: URI. A key file of the PKI (base_dir given, relative paths
  * from there) must be encrypted; a key given on the command line (base_dir NULL) may also be a
  * plain PKCS#8 file, such as `openssl req -nodes` makes for an extra test signer. */
