@@ -3,7 +3,7 @@
  * TPM-sealed device secret, info "trustme soft token slot v3"), and sealed for the PUK side.
  * Without the device secret the file is no oracle for PIN or PUK guesses (docs/STORAGE.md).
  *
- * Version 3 (written since issue 13's re-keying):
+ * Version 3 (written since re-keying PIN changes, docs/STORAGE.md):
  *
  *   {"version":3,"kdf":{"alg":"scrypt","N":32768,"r":8,"p":1},
  *    "pin":{"salt":b64(16),"nonce":b64(12),"ct":b64(32 + 16)},      KEK under the PIN

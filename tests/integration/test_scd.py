@@ -227,7 +227,7 @@ def files_digest(resp):
 
 
 def test_old_soft_and_old_pin_after_rekey_with_the_tpm(scd, tmp_path):
-    """Issue 13 §4 against root with TPM access: it unseals the device secret and can anchor
+    """Against root with TPM access (docs/STORAGE.md, "Who can guess PINs"): it unseals the device secret and can anchor
     whatever it likes, so here it plays trustmed to a real scd with the right device secret and
     its own anchors. It knew the old PIN (or PUK) and kept the old .soft: after a PIN change and
     after a PUK unlock, the old .soft with the old PIN no longer opens the current key.wrapped.

@@ -1087,7 +1087,7 @@ def pending_files(d, name):
 
 
 def test_change_pin_and_puk_unlock_rekey_old_files_are_useless(sdaemon):
-    """§4: a PIN change and a PUK unlock give the token a new KEK and re-wrap key.wrapped (same
+    """A PIN change and a PUK unlock give the token a new KEK and re-wrap key.wrapped (same
     data); the .soft and key.wrapped from before, restored together or the .soft alone, do not
     bring the old PIN back."""
     d = sdaemon
@@ -1266,7 +1266,7 @@ def beyond_kdf_ms(log_text):
 @pytest.mark.skipif(not os.environ.get("TRUSTME_BENCH"),
                     reason="a measurement (docs/BENCHMARKS.md): set TRUSTME_BENCH=1")
 def test_start_cost_beyond_the_kdf(sdaemon):
-    """Issue 13's figure: a start's time beyond the KDF at N = 1024, median over STARTS starts
+    """The target of docs/STORAGE.md "Cost": a start's time beyond the KDF at N = 1024, median over STARTS starts
     (TRUSTME_BENCH_STARTS, default 25). Prints the figures; fails only when they are missing."""
     import statistics
     d = sdaemon

@@ -572,7 +572,7 @@ static void change_pin(void **state)
     secret_free(key);
 }
 
-/* The attacker of issue 13 §4 with TPM access (he has the device secret, here none) who knew
+/* The attacker with TPM access (he has the device secret, here none) who knew
  * the old PIN and kept the old .soft: after a PIN change, and after a PUK unlock, the old file
  * and old PIN give the old KEK, which opens nothing wrapped since. */
 static void old_file_and_pin_after_rekey_open_nothing(void **state)
