@@ -59,6 +59,9 @@ PACKAGES = {
     "rm": "coreutils",
     "sha256sum": "coreutils",
     "true": "coreutils",
+    # the house rules (test_house_rules.py)
+    "clang-format": "clang-format",
+    "git": "git",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package
