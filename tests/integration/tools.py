@@ -63,6 +63,9 @@ PACKAGES = {
     "zsh": "zsh",
     "groff": "groff-base",
     "true": "coreutils",
+    # the house rules (test_house_rules.py)
+    "clang-format": "clang-format",
+    "git": "git",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package
