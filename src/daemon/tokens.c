@@ -77,6 +77,7 @@ struct token_op {
     bool new_key;             /* OP_KEY: the first start makes the key */
     bool cancelled;           /* OP_KEY: the start is gone */
     bool busy;                /* this operation holds the container's token_busy */
+    unsigned seq;             /* the container's token_ops when it began */
     token_key_fn key_done;
     /* The outcome, reported to the client after the state has been asked again. */
     int code;
@@ -157,6 +158,17 @@ static ProtobufCBinaryData bytes_of(const struct secret *s)
 static void hold(struct container *c, struct token_op *op)
 {
     c->token_busy = op->busy = true;
+    op->seq = ++c->token_ops;
+}
+
+/* A cancelled start (tokens_cancel_key) let go of the token at once, but its try was counted
+ * and may be at scd. Its answer still settles the count (a right PIN resets it, a try scd never
+ * saw is taken back), or cancelled starts with the right PIN would use up the tries (review 2 of
+ * issue 13) — but only while no other operation has begun since: that one read, and counts
+ * from, the state this one left, and a write from here could undo its count. */
+static bool cancelled_may_count(const struct container *c, const struct token_op *op)
+{
+    return op->cancelled && !c->token_busy && c->token_ops == op->seq;
 }
 
 static void release(struct container *c, struct token_op *op)
@@ -425,7 +437,9 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
         /* The PIN was right, whatever happens to the key now. */
         daemon_audit(c->d, "token.unlock", "ok", c, op->actor, "%s token%s",
                      token_kind_name(c->cfg->token.kind), op->new_key ? ", new data key" : "");
-        if (resp->body_case != TRUSTME__SCD__RESPONSE__BODY_KEY)
+        if (op->cancelled)
+            ; /* nobody takes the key (a new one is not stored: the next start makes one) */
+        else if (resp->body_case != TRUSTME__SCD__RESPONSE__BODY_KEY)
             err = &kerr, tm_err_set(&kerr, EPROTO, "unexpected answer from the token service");
         else if (take_key(c, op, resp->key, &key, &kerr) < 0)
             err = &kerr;
@@ -1233,8 +1247,10 @@ static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, co
                        void *userdata)
 {
     struct token_op *op = userdata;
-    struct container *c = op_container(d, op);
-    if (!c)
+    struct container *c = container_find(d, op->uuid);
+    if (c && !err && cancelled_may_count(c, op))
+        write_background(c, &op->a); /* the start is gone before scd saw the PIN */
+    if (!(c = op_container(d, op)))
         return;
     if (err) {
         op_fail(d, op, c, err);
@@ -1498,8 +1514,8 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
         op_free(op);
         return;
     case OP_KEY:
-        if (op->cancelled) {
-            op_free(op);
+        if (op->cancelled && !cancelled_may_count(c, op)) {
+            op_free(op); /* the count errs high */
             return;
         }
         counted_reply(d, op, c, resp, err);
