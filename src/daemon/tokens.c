@@ -1335,10 +1335,17 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
             test_crash_point(d->data_dir, "trustmed-reserved-try-sent");
         return;
     }
-    if (op->kind == OP_PUK_UNLOCK)
+    if (op->kind == OP_PUK_UNLOCK) {
         counted.puk++;
-    else
+        /* A PUK try is no PIN try: an unused reservation of this process goes back in the same
+         * write (as at a clean shutdown), or a mistyped PUK would cost a PIN try. */
+        if (reservation_valid(c, &op->a)) {
+            counted.pin--;
+            c->token_reserve_spent = true;
+        }
+    } else {
         counted.pin++;
+    }
     counted.reserved = false; /* a reservation of another process, or used: it counts */
     op->counted = counted;
     if (anchor_write(d, op->uuid, &counted, on_counted, op, &e) < 0)

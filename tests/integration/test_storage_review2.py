@@ -2,7 +2,6 @@
 and the reserved PIN try (docs/STORAGE.md), tried against real daemons. Each test fails if its
 attack works. docs/SECURITY.md, "Attacks tried", storage block, rows "review 2"."""
 import subprocess
-import time
 
 from conftest import TRUSTME, wait_for
 from test_storage import (KDF, PIN, PUK, create_paired, enc, pin_file, sdaemon,  # noqa: F401
@@ -36,8 +35,36 @@ def test_cancelled_starts_with_the_right_pin_cost_no_try(sdaemon):
                  what="the try to be counted")
         d.cli("stop", "--kill", "cx")
         p.communicate(timeout=60)
-        # scd's answer (the right PIN) comes after the start is gone
-        time.sleep(1.5)
+        # scd's answer (the right PIN) comes after the start is gone and settles the count
+        # (before the fix it never did: 2, 1, 0 tries left)
+        try:
+            wait_for(lambda: tries_left(d, "cx") == 3, timeout=30, interval=0.1,
+                     what="scd's answer to settle the count")
+        except AssertionError:
+            break
     assert tries_left(d, "cx") == 3, "cancelled starts with the right PIN used up tries"
     start(d, "cx")
     d.cli("stop", "--kill", "cx")
+
+
+def test_a_wrong_puk_costs_no_pin_try(sdaemon):
+    """After a right PIN, trustmed holds one PIN try reserved in advance (counted as 1 in the TPM).
+    A PUK unlock counts a PUK try, not a PIN try: a mistyped PUK must leave the honest user's 3
+    PIN tries, also after a clean restart (which gives unused reservations back)."""
+    d = sdaemon
+    create_paired(d, "wp")
+    start(d, "wp")
+    d.cli("stop", "--kill", "wp")
+    assert tries_left(d, "wp") == 3
+    r = d.cli("token", "unlock", "--pin-file", pin_file(d, "87654321", "8264"), "wp", check=False)
+    assert r.returncode != 0 and "wrong PUK" in r.stderr, r.stderr
+    assert enc(d, "wp")["puk_tries_left"] == 9
+    assert tries_left(d, "wp") == 3, "a wrong PUK cost a PIN try"
+    d.restart()
+    wait_for(lambda: enc(d, "wp").get("status_known"), what="the token state")
+    assert tries_left(d, "wp") == 3, "a wrong PUK cost a PIN try (after a clean restart)"
+    for left in (2, 1, 0):  # and the PIN limit is still 3
+        assert start(d, "wp", pin="0000", check=False).returncode != 0
+        assert tries_left(d, "wp") == left
+    r = start(d, "wp", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
