@@ -331,9 +331,19 @@ def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
         assert files_digest(r) == rk[1][0]
         return rk[1][0], rk[2][0]
 
+    v2_text, v2_blob = soft.read_text(), blob
     anchor, blob = change(5, 13, b"7391", b"4862", blob)
     f = json.loads(soft.read_text())
     assert f["version"] == 3 and "puk_key" in f
+    # review 2: a downgrade, the v2 file restored over the migrated one, is refused with the
+    # anchor of the current file, for the old PIN and the new one, with either blob
+    v3_text = soft.read_text()
+    soft.write_text(v2_text)
+    for i, (pin, b) in enumerate(((b"7391", v2_blob), (b"4862", blob), (b"7391", blob))):
+        r = scd_req(scd, 50 + i, 12, field_bytes(1, uuid) + field_bytes(2, pin) +
+                    field_bytes(3, b), anchor)
+        assert 10 in r and parse(r[10][0])[1][0] == 116, ("ESTALE: not the anchored file", r)
+    soft.write_text(v3_text)
     r = scd_req(scd, 6, 12, field_bytes(1, uuid) + field_bytes(2, b"4862") + field_bytes(3, blob),
                 anchor)
     assert parse(r[11][0])[1][0] == data_key

@@ -68,3 +68,49 @@ def test_a_wrong_puk_costs_no_pin_try(sdaemon):
         assert tries_left(d, "wp") == left
     r = start(d, "wp", check=False)
     assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+
+
+def test_reservations_give_no_fourth_try_across_restarts_and_parallel_starts(sdaemon):
+    """The reserved try against root who restarts trustmed cleanly (which gives back unused
+    reservations) and with kill -9, with 20 parallel wrong starts holding a reservation, and with
+    two containers' reservations at once: never more than 3 wrong PINs are checked between
+    right ones, and a reservation used by a wrong PIN is never given back. What the honest user
+    sees after a kill -9 (one try less until the next right PIN) is asserted as documented."""
+    d = sdaemon
+    create_paired(d, "ra")
+    create_paired(d, "rb")
+    for name in ("ra", "rb"):
+        start(d, name)
+        d.cli("stop", "--kill", name)
+    path = pin_file(d, "0000")
+    cmd = [str(TRUSTME), "--run-dir", str(d.run_dir), "start", "--pin-file", str(path), "ra"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    checked = [err for _, err in outs if "wrong PIN:" in err]
+    assert 1 <= len(checked) <= 3, outs
+    left = 3 - len(checked)
+    assert tries_left(d, "ra") == left
+    assert tries_left(d, "rb") == 3
+    d.restart()  # clean: gives back rb's unused reservation, not ra's used one
+    wait_for(lambda: enc(d, "ra").get("status_known"), what="the token state")
+    assert tries_left(d, "ra") == left, "a clean restart gave a used reservation back"
+    assert tries_left(d, "rb") == 3
+    start(d, "rb")  # a reservation in this process
+    d.cli("stop", "--kill", "rb")
+    d.kill9()
+    d.start()
+    wait_for(lambda: enc(d, "rb").get("status_known"), what="the token state")
+    assert tries_left(d, "ra") == left
+    # documented: the new process cannot vouch for the old one's reservation
+    assert tries_left(d, "rb") == 2
+    while left > 0:
+        r = start(d, "ra", pin="1111", check=False)
+        assert r.returncode != 0 and "wrong PIN" in r.stderr, r.stderr
+        left -= 1
+        assert tries_left(d, "ra") == left
+    r = start(d, "ra", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+    start(d, "rb")
+    d.cli("stop", "--kill", "rb")
+    assert tries_left(d, "rb") == 3
