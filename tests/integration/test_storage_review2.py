@@ -114,3 +114,44 @@ def test_reservations_give_no_fourth_try_across_restarts_and_parallel_starts(sda
     start(d, "rb")
     d.cli("stop", "--kill", "rb")
     assert tries_left(d, "rb") == 3
+
+
+def test_kill9_scd_during_reserved_and_counted_tries(sdaemon):
+    """kill -9 of scd while a start's PIN is being checked, once on the try reserved in advance
+    and once on a try counted by an NV write: no answer about the PIN reached anyone, so neither
+    is a free guess, and the token is not bricked. The reserved try stays counted (trustmed cannot
+    tell whether scd checked it: the honest user has 2 tries until the next right PIN); the
+    NV-counted one is taken back. Three wrong PINs still lock."""
+    import os
+    import signal
+    d = sdaemon
+    create_paired(d, "ks", token=SLOW_KDF)
+    start(d, "ks")
+    d.cli("stop", "--kill", "ks")
+
+    def killed_try(pin, counted_as):
+        scd = d.scd_pid()
+        p = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "start", "--pin-file",
+                              str(pin_file(d, pin)), "ks"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: tries_left(d, "ks") == counted_as, timeout=20, interval=0.005,
+                 what="the try to be counted")
+        os.kill(scd, signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode != 0 and "wrong PIN" not in err, err
+        wait_for(lambda: d.scd_pid() not in (None, scd), what="scd to be restarted")
+        wait_for(lambda: enc(d, "ks").get("status_known"), what="the token state")
+
+    killed_try("0000", 2)  # the reserved try
+    assert tries_left(d, "ks") == 2, "a reserved try at a killed scd must stay counted"
+    killed_try("1111", 1)  # counted by an NV write
+    assert tries_left(d, "ks") == 2, "a try scd never answered is taken back"
+    for left in (1, 0):
+        r = start(d, "ks", pin="2222", check=False)
+        assert r.returncode != 0 and "wrong PIN" in r.stderr, r.stderr
+        assert tries_left(d, "ks") == left
+    r = start(d, "ks", check=False)
+    assert r.returncode != 0 and "locked" in r.stderr, r.stderr
+    d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "8264"), "ks")
+    start(d, "ks", pin="8264")
+    d.cli("stop", "--kill", "ks")
