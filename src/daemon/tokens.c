@@ -799,6 +799,7 @@ static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response 
     else if (c) {
         c->token_reserve_spent = false; /* the new reservation is anchored */
         note_reservation(c, &op->a);
+        show_anchored(c, &op->a); /* and no longer counts as a failure */
     }
     op_free(op);
 }

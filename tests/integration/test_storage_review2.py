@@ -155,3 +155,34 @@ def test_kill9_scd_during_reserved_and_counted_tries(sdaemon):
     d.cli("token", "unlock", "--pin-file", pin_file(d, PUK, "8264"), "ks")
     start(d, "ks", pin="8264")
     d.cli("stop", "--kill", "ks")
+
+
+def test_change_pin_while_a_start_waits_and_the_reverse(sdaemon):
+    """A PIN change (which uses the reserved try too) sent while a start's PIN is at scd, and a
+    start sent while a PIN change is at scd: the second is refused as busy, never run against a
+    half-made change; afterwards exactly the new PIN works, with 3 tries."""
+    d = sdaemon
+    create_paired(d, "cw", token=SLOW_KDF)
+    start(d, "cw")
+    d.cli("stop", "--kill", "cw")
+    base = [str(TRUSTME), "--run-dir", str(d.run_dir)]
+    p = subprocess.Popen(base + ["start", "--pin-file", str(pin_file(d, PIN)), "cw"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: tries_left(d, "cw") == 2, timeout=20, interval=0.005, what="the start's try")
+    r = d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "cw", check=False)
+    assert r.returncode != 0 and "under way" in r.stderr, r.stderr
+    p.communicate(timeout=60)
+    assert p.returncode == 0
+    d.cli("stop", "--kill", "cw")
+    p = subprocess.Popen(base + ["change-pin", "--pin-file", str(pin_file(d, PIN, "4862")), "cw"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: tries_left(d, "cw") == 2, timeout=20, interval=0.005, what="the change's try")
+    r = start(d, "cw", check=False)
+    assert r.returncode != 0 and "under way" in r.stderr, r.stderr
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    r = start(d, "cw", check=False)
+    assert r.returncode != 0 and "wrong PIN" in r.stderr, r.stderr
+    start(d, "cw", pin="4862")
+    d.cli("stop", "--kill", "cw")
+    assert tries_left(d, "cw") == 3
