@@ -780,6 +780,10 @@ static void forget_note(const char *uuid)
 
 static void note_reservation(const struct container *c, const struct anchored *a)
 {
+    /* Too late to give it back (the shutdown's release is written or under way): the count
+     * errs high after the restart, and the release, which waits for !notes, still ends. */
+    if (released)
+        return;
     struct reservation_note **p = &notes;
     while (*p && strcmp((*p)->uuid, c->uuid) != 0)
         p = &(*p)->next;
