@@ -353,3 +353,54 @@ def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
     r = scd_req(scd, 8, 12, field_bytes(1, uuid) + field_bytes(2, b"2580") + field_bytes(3, blob),
                 anchor)
     assert parse(r[11][0])[1][0] == data_key
+
+
+def test_a_swapped_puk_public_key_with_the_tpm(scd, tmp_path):
+    """Review 2 of issue 13, root with TPM access (it has the device secret and anchors what it
+    likes; here it plays trustmed): it puts an X25519 public key of its own as the file's puk_pub
+    and anchors that file. The user's next PIN change, which does not know the PUK, seals the new
+    KEK to that key: the attacker opens the current key.wrapped without any PIN. Nothing binds
+    puk_pub to the PIN slot; docs/STORAGE.md ("Who can guess PINs") says so, and that this gives
+    no more than the next start would (the key in the kernel). Asserted so the docs stay true."""
+    import base64
+    import json
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    uuid = b"123e4567-e89b-42d3-a456-426614174aaa"
+    soft = tmp_path / "state/tokens" / (uuid.decode() + ".soft")
+    ds = os.urandom(32)
+    assert 14 in scd_req(scd, 1, 18, field_bytes(1, ds))
+    spec = field_varint(1, 1) + field_varint(2, 1024)
+    r = scd_req(scd, 2, 10, field_bytes(1, uuid) + field_bytes(2, spec) + field_bytes(3, b"7391") +
+                field_bytes(4, b"12345678"))
+    anchor = files_digest(r)
+    key = parse(scd_req(scd, 3, 11, field_bytes(1, uuid) + field_bytes(2, b"7391"), anchor)[11][0])
+    data_key, wrapped0 = key[1][0], key[2][0]
+
+    mine = X25519PrivateKey.generate()
+    pub = mine.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    f = json.loads(soft.read_text())
+    f["puk_pub"] = base64.b64encode(pub).decode()
+    soft.write_text(json.dumps(f, separators=(",", ":")))
+    anchor = parse(scd_req(scd, 4, 16, field_bytes(1, uuid))[12][0])[180][0]  # "anchored"
+
+    # the user changes the PIN
+    r = scd_req(scd, 5, 13, field_bytes(1, uuid) + field_bytes(2, b"7391") +
+                field_bytes(3, b"4862") + field_bytes(240, wrapped0), anchor)
+    rk = parse(r[242][0])
+    pending, wrapped1 = rk[1][0], rk[2][0]
+    assert 14 in scd_req(scd, 6, 241, field_bytes(1, uuid) + field_bytes(2, pending), anchor)
+
+    sealed = json.loads(soft.read_text())["sealed"]
+    epk, nonce, ct = (base64.b64decode(sealed[k]) for k in ("epk", "nonce", "ct"))
+    shared = mine.exchange(X25519PublicKey.from_public_bytes(epk))
+    k = HKDF(hashes.SHA256(), 32, ds, b"trustme x25519 seal v1").derive(shared + epk + pub)
+    kek = AESGCM(k).decrypt(nonce, ct, b"trustme soft token v3:" + uuid + b":sealed")
+    wk = HKDF(hashes.SHA256(), 32, ds, b"trustme container key v1").derive(kek)
+    header = wrapped1[:20]
+    opened = AESGCM(wk).decrypt(header[8:], wrapped1[20:], header + uuid)
+    assert opened == data_key, "documented as possible for root with TPM access"
