@@ -1132,8 +1132,15 @@ static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     op->phase = PHASE_NONE;
     if (phase == PHASE_COMMIT) {
         tm_err e;
-        if (!err && !op->forward) {
+        if (!op->forward) {
             tm_err_set(&e, EIO, "the change was not made: its pending token file is gone");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        if (err) {
+            /* The pending digests stay anchored: the next use finishes this step. */
+            tm_err_set(&e, err->code, "the change is made, but its last step was not anchored "
+                       "in the TPM; the token's next use completes it: %s", err->msg);
             op_fail(d, op, c, &e);
             return;
         }
@@ -1198,6 +1205,15 @@ static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response 
     if (!c)
         return;
     tm_err e = {0};
+    if (err && err->code == ESHUTDOWN) {
+        /* tpmd died before it answered: the TPM may have written the pending digests. */
+        tm_err_set(&e, err->code, "the TPM service stopped before it confirmed the change: the "
+                   "token's next use settles it (the new PIN if the TPM anchored it, otherwise "
+                   "the old one): %s", err->msg);
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+        return;
+    }
     if (err) {
         tm_err_set(&e, err->code, "the new PIN could not be anchored in the TPM; the old one "
                    "stays: %s", err->msg);

@@ -186,3 +186,38 @@ def test_change_pin_while_a_start_waits_and_the_reverse(sdaemon):
     start(d, "cw", pin="4862")
     d.cli("stop", "--kill", "cw")
     assert tries_left(d, "cw") == 3
+
+
+def test_tpmd_killed_after_anchoring_a_pin_change(sdaemon):
+    """tpmd dies (kill -9 at a crash point of a test build) right after the TPM wrote the
+    pending digests of a PIN change, before trustmed heard of it. The TPM has anchored the
+    change, so the next use completes it: the new PIN works with the data, the old one is wrong;
+    the client must not have been told that the old PIN stays."""
+    import os
+    from test_storage import SECRET_NAME, MARKER, hooks_built, write_marker
+    if not hooks_built():
+        import pytest
+        pytest.skip("needs a build with -Dtest_hooks=true (scripts/build.sh makes one)")
+    d = sdaemon
+    create_paired(d, "tk")
+    start(d, "tk")  # reserves the next try: the change's first anchor write is the pending one
+    write_marker(d, "tk")
+    d.cli("stop", "--kill", "tk")
+    tpm_dir = d.data_dir / "tpm"
+    armed = tpm_dir / "test-crash-at"
+    armed.write_text("tpmd-anchor-written\n")
+    r = d.cli("change-pin", "--pin-file", pin_file(d, PIN, "4862"), "tk", check=False)
+    assert r.returncode != 0 and not armed.exists(), (r.stderr, "tpmd died after the NV write")
+    assert "old one stays" not in r.stderr, r.stderr
+    wait_for(lambda: d.cli("state", "tk", check=False).returncode == 0 and
+             enc(d, "tk").get("status_known"), timeout=30, what="tpmd back")
+
+    def started(pin):
+        r = start(d, "tk", pin=pin, check=False)
+        return r if "TPM service" not in r.stderr else None  # tpmd still restarting
+    r = wait_for(lambda: started(PIN), timeout=30, what="a start that reached the TPM")
+    assert r.returncode != 0 and "wrong PIN" in r.stderr, r.stderr
+    start(d, "tk", pin="4862")
+    assert d.sh("tk", f"cat /root/{SECRET_NAME}").stdout == f"{MARKER}\n"
+    d.cli("stop", "--kill", "tk")
+    assert not os.path.exists(tpm_dir / "anchor.table.new")
