@@ -87,6 +87,7 @@ struct container {
     struct token_state token;
     bool token_busy;              /* a token operation is waiting for scd */
     bool token_reserve_spent;     /* its PIN try reserved in advance was used (tokens.c) */
+    unsigned token_ops;           /* token operations begun (tokens.c: a cancelled start) */
     bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
     struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
     uint64_t guestos_version;     /* the GuestOS version of the current or last start */

@@ -77,6 +77,7 @@ struct token_op {
     bool new_key;             /* OP_KEY: the first start makes the key */
     bool cancelled;           /* OP_KEY: the start is gone */
     bool busy;                /* this operation holds the container's token_busy */
+    unsigned seq;             /* the container's token_ops when it began */
     token_key_fn key_done;
     /* The outcome, reported to the client after the state has been asked again. */
     int code;
@@ -157,6 +158,17 @@ static ProtobufCBinaryData bytes_of(const struct secret *s)
 static void hold(struct container *c, struct token_op *op)
 {
     c->token_busy = op->busy = true;
+    op->seq = ++c->token_ops;
+}
+
+/* A cancelled start (tokens_cancel_key) let go of the token at once, but its try was counted
+ * and may be at scd. Its answer still settles the count (a right PIN resets it, a try scd never
+ * saw is taken back), or cancelled starts with the right PIN would use up the tries (review 2 of
+ * issue 13) — but only while no other operation has begun since: that one read, and counts
+ * from, the state this one left, and a write from here could undo its count. */
+static bool cancelled_may_count(const struct container *c, const struct token_op *op)
+{
+    return op->cancelled && !c->token_busy && c->token_ops == op->seq;
 }
 
 static void release(struct container *c, struct token_op *op)
@@ -425,7 +437,9 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
         /* The PIN was right, whatever happens to the key now. */
         daemon_audit(c->d, "token.unlock", "ok", c, op->actor, "%s token%s",
                      token_kind_name(c->cfg->token.kind), op->new_key ? ", new data key" : "");
-        if (resp->body_case != TRUSTME__SCD__RESPONSE__BODY_KEY)
+        if (op->cancelled)
+            ; /* nobody takes the key (a new one is not stored: the next start makes one) */
+        else if (resp->body_case != TRUSTME__SCD__RESPONSE__BODY_KEY)
             err = &kerr, tm_err_set(&kerr, EPROTO, "unexpected answer from the token service");
         else if (take_key(c, op, resp->key, &key, &kerr) < 0)
             err = &kerr;
@@ -577,10 +591,9 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
  * scd's tries file and token files are files root can delete or restore. The count of wrong
  * PINs and PUKs and the digest of the token files therefore live in tpmd's anchor table
  * ("token/<uuid>"), whose freshness the TPM vouches for (docs/ATTESTATION.md, "Anchored
- * state"). Every PIN or PUK attempt is counted there before scd sees the secret (one NV write,
- * or a try reserved in advance by the last success: "reservations" below), so no file operation
- * and no kill of trustmed or scd at the right moment gives an uncounted guess; a success resets
- * the count (an NV write not waited for by a start, or none at all). scd refuses
+ * state"). Every PIN or PUK attempt is counted there (one NV write) before scd sees the secret,
+ * so no file operation and no kill of trustmed or scd at the right moment gives an uncounted
+ * guess; a success resets the count (a second NV write, not waited for by a start). scd refuses
  * token files whose digest is not the anchored one. Each container has its own count: the TPM's
  * global dictionary-attack lockout is not involved (the index is owner-authorised and noda). */
 
@@ -767,6 +780,10 @@ static void forget_note(const char *uuid)
 
 static void note_reservation(const struct container *c, const struct anchored *a)
 {
+    /* Too late to give it back (the shutdown's release is written or under way): the count
+     * errs high after the restart, and the release, which waits for !notes, still ends. */
+    if (released)
+        return;
     struct reservation_note **p = &notes;
     while (*p && strcmp((*p)->uuid, c->uuid) != 0)
         p = &(*p)->next;
@@ -786,6 +803,7 @@ static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response 
     else if (c) {
         c->token_reserve_spent = false; /* the new reservation is anchored */
         note_reservation(c, &op->a);
+        show_anchored(c, &op->a); /* and no longer counts as a failure */
     }
     op_free(op);
 }
@@ -1114,8 +1132,15 @@ static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     op->phase = PHASE_NONE;
     if (phase == PHASE_COMMIT) {
         tm_err e;
-        if (!err && !op->forward) {
+        if (!op->forward) {
             tm_err_set(&e, EIO, "the change was not made: its pending token file is gone");
+            op_fail(d, op, c, &e);
+            return;
+        }
+        if (err) {
+            /* The pending digests stay anchored: the next use finishes this step. */
+            tm_err_set(&e, err->code, "the change is made, but its last step was not anchored "
+                       "in the TPM; the token's next use completes it: %s", err->msg);
             op_fail(d, op, c, &e);
             return;
         }
@@ -1180,6 +1205,15 @@ static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response 
     if (!c)
         return;
     tm_err e = {0};
+    if (err && err->code == ESHUTDOWN) {
+        /* tpmd died before it answered: the TPM may have written the pending digests. */
+        tm_err_set(&e, err->code, "the TPM service stopped before it confirmed the change: the "
+                   "token's next use settles it (the new PIN if the TPM anchored it, otherwise "
+                   "the old one): %s", err->msg);
+        op->phase = PHASE_NONE;
+        op_fail(d, op, c, &e);
+        return;
+    }
     if (err) {
         tm_err_set(&e, err->code, "the new PIN could not be anchored in the TPM; the old one "
                    "stays: %s", err->msg);
@@ -1234,8 +1268,10 @@ static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, co
                        void *userdata)
 {
     struct token_op *op = userdata;
-    struct container *c = op_container(d, op);
-    if (!c)
+    struct container *c = container_find(d, op->uuid);
+    if (c && !err && cancelled_may_count(c, op))
+        write_background(c, &op->a); /* the start is gone before scd saw the PIN */
+    if (!(c = op_container(d, op)))
         return;
     if (err) {
         op_fail(d, op, c, err);
@@ -1320,14 +1356,18 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
             test_crash_point(d->data_dir, "trustmed-reserved-try-sent");
         return;
     }
-    /* A reservation of another process, or a used one, counts; an unused one of this process
-     * (a PUK unlock does not use it) is dropped rather than counted. */
-    counted.pin = (uint8_t)pin_failures(c, &op->a);
-    counted.reserved = false;
-    if (op->kind == OP_PUK_UNLOCK)
+    if (op->kind == OP_PUK_UNLOCK) {
         counted.puk++;
-    else
+        /* A PUK try is no PIN try: an unused reservation of this process goes back in the same
+         * write (as at a clean shutdown), or a mistyped PUK would cost a PIN try. */
+        if (reservation_valid(c, &op->a)) {
+            counted.pin--;
+            c->token_reserve_spent = true;
+        }
+    } else {
         counted.pin++;
+    }
+    counted.reserved = false; /* a reservation of another process, or used: it counts */
     op->counted = counted;
     if (anchor_write(d, op->uuid, &counted, on_counted, op, &e) < 0)
         op_fail(d, op, c, &e);
@@ -1502,8 +1542,8 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
         op_free(op);
         return;
     case OP_KEY:
-        if (op->cancelled) {
-            op_free(op);
+        if (op->cancelled && !cancelled_may_count(c, op)) {
+            op_free(op); /* the count errs high */
             return;
         }
         counted_reply(d, op, c, resp, err);

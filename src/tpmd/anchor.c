@@ -12,6 +12,7 @@
 #include "fileio.h"
 #include "hex.h"
 #include "log.h"
+#include "test_hooks.h"
 #include "tpm_util.h"
 
 #define MAGIC "trustme-anchor 1\n"
@@ -467,6 +468,7 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
     if ((r = nv_write(esys, &nv, nt.version, digest, err)) < 0)
         goto fail_nv;
     nv_close(esys, &nv);
+    test_crash_point(dir, "tpmd-anchor-written"); /* the TPM wrote it, the caller never hears */
     /* From here the TPM holds the new version: it is the table, even if the rename fails (the
      * next load finds it as anchor.table.new). */
     anchor_free(t);

@@ -331,9 +331,19 @@ def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
         assert files_digest(r) == rk[1][0]
         return rk[1][0], rk[2][0]
 
+    v2_text, v2_blob = soft.read_text(), blob
     anchor, blob = change(5, 13, b"7391", b"4862", blob)
     f = json.loads(soft.read_text())
     assert f["version"] == 3 and "puk_key" in f
+    # review 2: a downgrade, the v2 file restored over the migrated one, is refused with the
+    # anchor of the current file, for the old PIN and the new one, with either blob
+    v3_text = soft.read_text()
+    soft.write_text(v2_text)
+    for i, (pin, b) in enumerate(((b"7391", v2_blob), (b"4862", blob), (b"7391", blob))):
+        r = scd_req(scd, 50 + i, 12, field_bytes(1, uuid) + field_bytes(2, pin) +
+                    field_bytes(3, b), anchor)
+        assert 10 in r and parse(r[10][0])[1][0] == 116, ("ESTALE: not the anchored file", r)
+    soft.write_text(v3_text)
     r = scd_req(scd, 6, 12, field_bytes(1, uuid) + field_bytes(2, b"4862") + field_bytes(3, blob),
                 anchor)
     assert parse(r[11][0])[1][0] == data_key
@@ -343,3 +353,129 @@ def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
     r = scd_req(scd, 8, 12, field_bytes(1, uuid) + field_bytes(2, b"2580") + field_bytes(3, blob),
                 anchor)
     assert parse(r[11][0])[1][0] == data_key
+
+
+def test_a_swapped_puk_public_key_with_the_tpm(scd, tmp_path):
+    """Review 2 of issue 13, root with TPM access (it has the device secret and anchors what it
+    likes; here it plays trustmed): it puts an X25519 public key of its own as the file's puk_pub
+    and anchors that file. The user's next PIN change, which does not know the PUK, seals the new
+    KEK to that key: the attacker opens the current key.wrapped without any PIN. Nothing binds
+    puk_pub to the PIN slot; docs/STORAGE.md ("Who can guess PINs") says so, and that this gives
+    no more than the next start would (the key in the kernel). Asserted so the docs stay true."""
+    import base64
+    import json
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    uuid = b"123e4567-e89b-42d3-a456-426614174aaa"
+    soft = tmp_path / "state/tokens" / (uuid.decode() + ".soft")
+    ds = os.urandom(32)
+    assert 14 in scd_req(scd, 1, 18, field_bytes(1, ds))
+    spec = field_varint(1, 1) + field_varint(2, 1024)
+    r = scd_req(scd, 2, 10, field_bytes(1, uuid) + field_bytes(2, spec) + field_bytes(3, b"7391") +
+                field_bytes(4, b"12345678"))
+    anchor = files_digest(r)
+    key = parse(scd_req(scd, 3, 11, field_bytes(1, uuid) + field_bytes(2, b"7391"), anchor)[11][0])
+    data_key, wrapped0 = key[1][0], key[2][0]
+
+    mine = X25519PrivateKey.generate()
+    pub = mine.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    f = json.loads(soft.read_text())
+    f["puk_pub"] = base64.b64encode(pub).decode()
+    soft.write_text(json.dumps(f, separators=(",", ":")))
+    anchor = parse(scd_req(scd, 4, 16, field_bytes(1, uuid))[12][0])[180][0]  # "anchored"
+
+    # the user changes the PIN
+    r = scd_req(scd, 5, 13, field_bytes(1, uuid) + field_bytes(2, b"7391") +
+                field_bytes(3, b"4862") + field_bytes(240, wrapped0), anchor)
+    rk = parse(r[242][0])
+    pending, wrapped1 = rk[1][0], rk[2][0]
+    assert 14 in scd_req(scd, 6, 241, field_bytes(1, uuid) + field_bytes(2, pending), anchor)
+
+    sealed = json.loads(soft.read_text())["sealed"]
+    epk, nonce, ct = (base64.b64decode(sealed[k]) for k in ("epk", "nonce", "ct"))
+    shared = mine.exchange(X25519PublicKey.from_public_bytes(epk))
+    k = HKDF(hashes.SHA256(), 32, ds, b"trustme x25519 seal v1").derive(shared + epk + pub)
+    kek = AESGCM(k).decrypt(nonce, ct, b"trustme soft token v3:" + uuid + b":sealed")
+    wk = HKDF(hashes.SHA256(), 32, ds, b"trustme container key v1").derive(kek)
+    header = wrapped1[:20]
+    opened = AESGCM(wk).decrypt(header[8:], wrapped1[20:], header + uuid)
+    assert opened == data_key, "documented as possible for root with TPM access"
+
+
+def test_a_migrated_token_and_its_v2_file_with_the_tpm(scd, tmp_path):
+    """Review 2 of issue 13, root with TPM access that kept a version 2 token file and knew its
+    PIN: after the migrating PIN change and a further one, it reads the current file's puk_key
+    with the v2 file's KEK, opens the PUK side and so the current KEK: the current key.wrapped
+    opens without the current PIN. A PUK unlock ends that. Asserted as documented in
+    docs/STORAGE.md "Not done" (a PIN change cannot re-key what only the PUK reaches)."""
+    import base64
+    import hashlib
+    import json
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    uuid = b"123e4567-e89b-42d3-a456-426614174bbb"
+    soft = tmp_path / "state/tokens" / (uuid.decode() + ".soft")
+    ds, kek0, data_key = os.urandom(32), os.urandom(32), os.urandom(64)
+    assert 14 in scd_req(scd, 1, 18, field_bytes(1, ds))
+    spec = field_varint(1, 1) + field_varint(2, 1024)
+    assert 14 in scd_req(scd, 2, 10, field_bytes(1, uuid) + field_bytes(2, spec) +
+                         field_bytes(3, b"7391") + field_bytes(4, b"12345678"))
+
+    def hk(key, info):
+        return HKDF(hashes.SHA256(), 32, ds, info).derive(key)
+
+    def slot(secret, name):
+        salt, nonce = os.urandom(16), os.urandom(12)
+        k = hk(hashlib.scrypt(secret, salt=salt, n=1024, r=8, p=1, maxmem=1 << 26, dklen=32),
+               b"trustme soft token slot v2")
+        ct = AESGCM(k).encrypt(nonce, kek0, b"trustme soft token v2:" + uuid + b":" + name)
+        return {k: base64.b64encode(v).decode() for k, v in
+                (("salt", salt), ("nonce", nonce), ("ct", ct))}
+
+    soft.write_text(json.dumps({"version": 2, "kdf": {"alg": "scrypt", "N": 1024, "r": 8, "p": 1},
+                                "pin": slot(b"7391", b"pin"), "puk": slot(b"12345678", b"puk")}))
+    header = b"TMWK" + bytes([1, 1, 1, 0]) + os.urandom(12)
+    blob = header + AESGCM(hk(kek0, b"trustme container key v1")).encrypt(header[8:], data_key,
+                                                                          header + uuid)
+    anchor = parse(scd_req(scd, 3, 16, field_bytes(1, uuid))[12][0])[180][0]
+
+    def change(req_id, body_field, secret, new_pin, wrapped):
+        r = scd_req(scd, req_id, body_field, field_bytes(1, uuid) + field_bytes(2, secret) +
+                    field_bytes(3, new_pin) + field_bytes(240, wrapped), anchor)
+        rk = parse(r[242][0])
+        assert 14 in scd_req(scd, req_id + 100, 241, field_bytes(1, uuid) +
+                             field_bytes(2, rk[1][0]), anchor)
+        return rk[1][0], rk[2][0]
+
+    def attacker_opens(wrapped):
+        """kek0 (from the kept v2 file and its PIN) -> puk_key -> PUK private key -> sealed."""
+        f = json.loads(soft.read_text())
+        if "puk_key" not in f:
+            return None
+        b64 = base64.b64decode
+        priv = AESGCM(hk(kek0, b"trustme soft token puk key v3")).decrypt(
+            b64(f["puk_key"]["nonce"]), b64(f["puk_key"]["ct"]),
+            b"trustme soft token v3:" + uuid + b":puk-key")
+        mine = X25519PrivateKey.from_private_bytes(priv)
+        pub = mine.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        epk = b64(f["sealed"]["epk"])
+        k = hk(mine.exchange(X25519PublicKey.from_public_bytes(epk)) + epk + pub,
+               b"trustme x25519 seal v1")
+        kek = AESGCM(k).decrypt(b64(f["sealed"]["nonce"]), b64(f["sealed"]["ct"]),
+                                b"trustme soft token v3:" + uuid + b":sealed")
+        return AESGCM(hk(kek, b"trustme container key v1")).decrypt(wrapped[8:20], wrapped[20:],
+                                                                    wrapped[:20] + uuid)
+
+    anchor, blob = change(5, 13, b"7391", b"4862", blob)  # migrates to v3 with puk_key
+    anchor, blob = change(6, 13, b"4862", b"2580", blob)  # a further PIN change
+    assert attacker_opens(blob) == data_key, "documented: reachable until a PUK unlock"
+    anchor, blob = change(7, 14, b"12345678", b"1593", blob)  # a PUK unlock ends it
+    assert attacker_opens(blob) is None

@@ -950,6 +950,11 @@ static void tampered_token_file(void **state)
     _cleanup_free_ char *b = replace(a, puk_slot, pin_slot);
     _cleanup_free_ char *swapped = replace(b, "PINSLOT", puk_slot);
     snprintf(slot_swap, sizeof(slot_swap), "%s", swapped);
+    /* review 2: more than the file limit (4096 bytes), in valid JSON */
+    char padded[4200];
+    int plen = snprintf(padded, sizeof(padded), "\"version\":3,");
+    memset(padded + plen, ' ', sizeof(padded) - plen - 1);
+    padded[sizeof(padded) - 1] = '\0';
 
     const struct tamper_case cases[] = {
         {NULL, "", -EINVAL, "$: document ends in the middle of a value"},
@@ -966,6 +971,11 @@ static void tampered_token_file(void **state)
         {"\"puk_pub\":\"", "\"puk_pub\":\"A", -EINVAL, "$.puk_pub: expected 32 bytes"},
         {"\"sealed\":{", "\"sealed\":{\"k\":1,", -EINVAL, "$.sealed.k: unknown key"},
         {"\"sealed\":{", "\"sealed2\":{", -EINVAL, "$.sealed2: unknown key"},
+        /* review 2: the migration's key box, malformed */
+        {"\"version\":3,", "\"version\":3,\"puk_key\":null,", -EINVAL, "$.puk_key: expected an object"},
+        {"\"version\":3,", "\"version\":3,\"puk_key\":{},", -EINVAL, "$.puk_key.nonce: required key is missing"},
+        {"\"version\":3,", "\"version\":3,\"puk_key\":{\"nonce\":\"AAAAAAAAAAAAAAAA\",\"ct\":\"A\"},", -EINVAL, "$.puk_key.ct: expected 48 bytes"},
+        {"\"version\":3,", padded, -EFBIG, "is too large (4"},
         {"\"epk\":\"", "\"epk\":\"A", -EINVAL, "$.sealed.epk: expected 32 bytes"},
         {"\"alg\":\"scrypt\"", "\"alg\":\"argon2id\"", -EINVAL, "$.kdf.alg: must be \"scrypt\""},
         {"\"N\":1024", "\"N\":3072", -EINVAL, "$.kdf.N: must be a power of two"},
