@@ -591,9 +591,10 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
  * scd's tries file and token files are files root can delete or restore. The count of wrong
  * PINs and PUKs and the digest of the token files therefore live in tpmd's anchor table
  * ("token/<uuid>"), whose freshness the TPM vouches for (docs/ATTESTATION.md, "Anchored
- * state"). Every PIN or PUK attempt is counted there (one NV write) before scd sees the secret,
- * so no file operation and no kill of trustmed or scd at the right moment gives an uncounted
- * guess; a success resets the count (a second NV write, not waited for by a start). scd refuses
+ * state"). Every PIN or PUK attempt is counted there before scd sees the secret (one NV write,
+ * or a try reserved in advance by the last success: "reservations" below), so no file operation
+ * and no kill of trustmed or scd at the right moment gives an uncounted guess; a success resets
+ * the count (an NV write not waited for by a start, or none at all). scd refuses
  * token files whose digest is not the anchored one. Each container has its own count: the TPM's
  * global dictionary-attack lockout is not involved (the index is owner-authorised and noda). */
 
