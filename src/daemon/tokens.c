@@ -163,8 +163,8 @@ static void hold(struct container *c, struct token_op *op)
 
 /* A cancelled start (tokens_cancel_key) let go of the token at once, but its try was counted
  * and may be at scd. Its answer still settles the count (a right PIN resets it, a try scd never
- * saw is taken back), or cancelled starts with the right PIN would use up the tries (review 2 of
- * issue 13) — but only while no other operation has begun since: that one read, and counts
+ * saw is taken back), or cancelled starts with the right PIN would use up the tries (found by
+ * review, docs/SECURITY.md) — but only while no other operation has begun since: that one read, and counts
  * from, the state this one left, and a write from here could undo its count. */
 static bool cancelled_may_count(const struct container *c, const struct token_op *op)
 {

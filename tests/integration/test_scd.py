@@ -356,7 +356,7 @@ def test_a_version_2_token_still_works_and_becomes_version_3(scd, tmp_path):
 
 
 def test_a_swapped_puk_public_key_with_the_tpm(scd, tmp_path):
-    """Review 2 of issue 13, root with TPM access (it has the device secret and anchors what it
+    """Review 2 (docs/SECURITY.md), root with TPM access (it has the device secret and anchors what it
     likes; here it plays trustmed): it puts an X25519 public key of its own as the file's puk_pub
     and anchors that file. The user's next PIN change, which does not know the PUK, seals the new
     KEK to that key: the attacker opens the current key.wrapped without any PIN. Nothing binds
@@ -407,7 +407,7 @@ def test_a_swapped_puk_public_key_with_the_tpm(scd, tmp_path):
 
 
 def test_a_migrated_token_and_its_v2_file_with_the_tpm(scd, tmp_path):
-    """Review 2 of issue 13, root with TPM access that kept a version 2 token file and knew its
+    """Review 2 (docs/SECURITY.md), root with TPM access that kept a version 2 token file and knew its
     PIN: after the migrating PIN change and a further one, it reads the current file's puk_key
     with the v2 file's KEK, opens the PUK side and so the current KEK: the current key.wrapped
     opens without the current PIN. A PUK unlock ends that. Asserted as documented in

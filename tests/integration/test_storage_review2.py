@@ -1,4 +1,4 @@
-"""Issue 13, review 2: attacks on the re-keying soft token (format 3), the two-phase PIN change
+"""Review 2 (docs/SECURITY.md, storage block): attacks on the re-keying soft token (format 3), the two-phase PIN change
 and the reserved PIN try (docs/STORAGE.md), tried against real daemons. Each test fails if its
 attack works. docs/SECURITY.md, "Attacks tried", storage block, rows "review 2"."""
 import subprocess
