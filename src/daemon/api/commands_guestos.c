@@ -1,5 +1,5 @@
 #include "commands_guestos.h"
-#include "modules/caps.h"
+#include "caps.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include "guestos_revocation.h"
 #include "measure.h"
 #include "tpmd_client.h"
-#include "modules/volume.h"
+#include "volume.h"
 #include "tokens.h"
 #include "trust.h"
 

@@ -17,7 +17,7 @@
 #include "lifecycle.h"
 #include "guestos.h"
 #include "log.h"
-#include "modules/cgroups.h"
+#include "cgroups.h"
 
 static void runtime_path(const struct container *c, char *out, size_t size)
 {

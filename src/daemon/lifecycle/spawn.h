@@ -3,7 +3,7 @@
 
 #include <sys/types.h>
 
-#include "modules/module.h"
+#include "module.h"
 
 /* The setup process: private mount namespace, setup hooks, then clone init with CLONE_PARENT
  * (so trustmed is init's parent) and report its pid. Never returns. */

@@ -22,7 +22,7 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "guestos.h"
-#include "modules/images.h"
+#include "images.h"
 #include "guestos_owner.h"
 #include "tpmd_client.h"
 #include "log.h"

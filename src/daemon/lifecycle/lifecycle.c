@@ -1,5 +1,5 @@
 #include "lifecycle.h"
-#include "modules/caps.h"
+#include "caps.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,9 +22,9 @@
 #include "control.h"
 #include "log.h"
 #include "measure.h"
-#include "modules/cgroups.h"
-#include "modules/ctlsock.h"
-#include "modules/module.h"
+#include "cgroups.h"
+#include "ctlsock.h"
+#include "module.h"
 #include "net.h"
 #include "reaper.h"
 #include "roles.h"

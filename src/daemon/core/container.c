@@ -1,5 +1,5 @@
 #include "container.h"
-#include "modules/caps.h"
+#include "caps.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -27,7 +27,7 @@
 #include "fdutil.h"
 #include "log.h"
 #include "reaper.h"
-#include "modules/caps.h"
+#include "caps.h"
 #include "session.h"
 #include "spawn.h"
 #include "syncmsg.h"

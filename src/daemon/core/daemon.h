@@ -11,7 +11,7 @@
 #include "config.h"
 #include "device.h"
 #include "event.h"
-#include "modules/cgroup_fs.h"
+#include "cgroup_fs.h"
 #include "state.h"
 #include "uuid.h"
 
