@@ -59,6 +59,10 @@ PACKAGES = {
     "rm": "coreutils",
     "sha256sum": "coreutils",
     "true": "coreutils",
+    # the build's objects (scripts/check-layers, test_layers.py)
+    "nm": "binutils",
+    "ar": "binutils",
+    "cc": "gcc",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package
