@@ -1,6 +1,7 @@
 /* Control roles: the allowlist of a restricted socket, the peer check of sockets inside
  * containers, and what even the admin role may not do to c0 (docs/ROLES.md). */
 #include "roles.h"
+#include "core_container.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -18,17 +18,3 @@ bool roles_peer_in_container(struct daemon *d, const char *uuid, int fd, const s
                              char *why, size_t size);
 /* The control socket a container gets inside: admin (c0), restricted, or none (false). */
 bool roles_container_socket(const struct container *c, enum conn_role *role);
-
-/* ---- the core container (core.c) ---- */
-bool core_is(const struct container *c);
-/* At start-up, before the control socket: c0 must exist and start unattended when the device is
- * managed through it alone (admin_socket_in_root false). */
-int core_check(struct daemon *d, tm_err *err);
-/* Start c0, then (once its start has ended) every other autostart container. */
-void core_autostart(struct daemon *d);
-/* Every state change of every container (lifecycle.c): c0's start lets the others start, c0's
- * end without a stop request restarts it, and at shutdown c0 is stopped once the others are. */
-void core_on_transition(struct container *c, enum cstate old, enum cevent ev);
-/* At shutdown: should this container's stop wait for the others? */
-bool core_stops_last(const struct container *c);
-void core_free(struct daemon *d);

@@ -161,13 +161,11 @@ struct daemon {
 void daemon_audit(struct daemon *d, const char *event, const char *result,
                   const struct container *c, const char *actor, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* Find a helper binary (main.c): given, next to trustmed, in the build tree's src/<build_dir>. */
+/* Find a helper binary (daemon.c): given, next to trustmed, in the build tree's src/<build_dir>. */
 int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
                        size_t size, tm_err *err);
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
 int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
                        int *ngroups, tm_err *err);
-/* Start every autostart container but the core container (main.c). */
-void daemon_autostart(struct daemon *d);
 /* Called when a container reaches STOPPED during shutdown. */
 void daemon_maybe_exit(struct daemon *d);

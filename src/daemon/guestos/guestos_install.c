@@ -27,7 +27,7 @@
 #include "tpmd_client.h"
 #include "log.h"
 #include "reaper.h"
-#include "spawn.h"
+#include "child.h"
 #include "syncmsg.h"
 #include "trust.h"
 

@@ -8,7 +8,7 @@
 #include "container.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "roles.h"
+#include "core_container.h"
 #include "tokens.h"
 
 #define CORE_BACKOFF_MAX_S 60
@@ -156,4 +156,25 @@ void core_free(struct daemon *d)
 {
     tm_source_free(d->core.restart_timer);
     d->core.restart_timer = NULL;
+}
+
+void daemon_autostart(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next) {
+        if (!c->cfg->autostart || c->state != CS_STOPPED || core_is(c))
+            continue;
+        if (container_encrypted(c)) {
+            /* Its data key needs the token's PIN, which nobody is there to give. */
+            log_info("%s: not started automatically: its data is encrypted and needs its PIN "
+                     "(trustme start %s)", container_label(c), c->cfg->name);
+            daemon_audit(d, "container.autostart", "fail", c, "autostart", "%s",
+                         "encrypted data: needs the token's PIN");
+            continue;
+        }
+        snprintf(c->actor, sizeof(c->actor), "autostart");
+        struct start_args args = {0};
+        tm_err err;
+        if (container_fire(c, EV_START, &args, &err) < 0)
+            log_warn("%s: autostart: %s", container_label(c), err.msg);
+    }
 }

@@ -27,7 +27,7 @@
 #include "module.h"
 #include "net.h"
 #include "reaper.h"
-#include "roles.h"
+#include "core_container.h"
 #include "runtime.h"
 #include "session.h"
 #include "spawn.h"

@@ -27,7 +27,7 @@
 #include "cleanup.h"
 #include "fdutil.h"
 #include "fileio.h"
-#include "spawn.h"
+#include "child.h"
 #include "syncmsg.h"
 
 extern char **environ;

@@ -26,7 +26,7 @@
 #include "proto.h"
 #include "scd_client.h"
 #include "service.h"
-#include "spawn.h"
+#include "child.h"
 #include "tokens.h"
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
