@@ -21,14 +21,19 @@
 #include "daemon.h"
 #include "fileio.h"
 #include "lifecycle.h"
+#include "measure.h"
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
 #include "log.h"
+#include "service.h"
 #include "secmem.h"
 #include "net.h"
 #include "ctlsock.h"
+#include "ctlsock_ops.h"
+#include "reply_ops.h"
 #include "seccomp_filter.h"
+#include "storage_dmcrypt.h"
 #include "core_container.h"
 #include "reaper.h"
 #include "runtime.h"
@@ -322,9 +327,24 @@ static int init_daemon(struct daemon *d, tm_err *err)
     log_info("cgroups: %s", cg_mode(&d->cgroups));
     if ((r = seccomp_build(&d->seccomp, err)) < 0)
         return r;
-    if ((r = device_config_load(d->data_dir, &d->device, err)) < 0 ||
-        (r = guestos_store_init(d, err)) < 0)
+    if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
+    if (d->device.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
+        return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but",
+                             d->data_dir);
+    if ((r = guestos_store_init(d, err)) < 0)
+        return r;
+    d->reply = &control_reply_ops;
+    d->ctlsock = &control_ctlsock_ops;
+    daemon_observe(d, &lifecycle_container_observer);
+    daemon_observe(d, &net_container_observer);
+    daemon_observe(d, &tokens_container_observer);
+    /* In this order: a new scd gets the tokens' state asked for, then the device secret, then
+     * the GuestOS revocation check. */
+    service_events_add(d, &tokens_service_events);
+    service_events_add(d, &tpmd_scd_events);
+    service_events_add(d, &revocation_service_events);
+    service_events_add(d, &measure_service_events);
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
         (r = tpmd_start(d, err)) < 0 || (r = containers_load(d, err)) < 0)
         return r;

@@ -16,6 +16,7 @@
 #include "commands_net.h"
 #include "commands_tpm.h"
 #include "container.h"
+#include "container_info.h"
 #include "exec.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -132,7 +133,7 @@ static void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *r
     if (!c || !is_stopped(conn, id, c, "removing it"))
         return;
     /* Remove is wipe, then delete: the token and the wrapped key are destroyed, not just unlinked. */
-    tokens_wipe(conn, id, c, NULL, true);
+    tokens_wipe(conn_reply_to(conn, id), c, NULL, true);
 }
 
 static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -140,21 +141,21 @@ static void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req
     const Trustme__WipeRequest *rq = req->wipe;
     struct container *c = commands_lookup(conn, id, rq->id);
     if (c && is_stopped(conn, id, c, "wiping it"))
-        tokens_wipe(conn, id, c, rq->has_pin ? &rq->pin : NULL, false);
+        tokens_wipe(conn_reply_to(conn, id), c, rq->has_pin ? &rq->pin : NULL, false);
 }
 
 static void cmd_change_pin(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->change_pin->id);
     if (c)
-        tokens_change_pin(conn, id, c, req->change_pin);
+        tokens_change_pin(conn_reply_to(conn, id), c, req->change_pin);
 }
 
 static void cmd_token_unlock(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->token_unlock->id);
     if (c)
-        tokens_puk_unlock(conn, id, c, req->token_unlock);
+        tokens_puk_unlock(conn_reply_to(conn, id), c, req->token_unlock);
 }
 
 static void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -218,7 +219,7 @@ static void cmd_run(struct conn *conn, uint64_t id, const Trustme__Request *req)
     if (!c)
         return;
     tm_err err;
-    if (exec_start(c, conn, id, req->run, &err) < 0) {
+    if (exec_start(c, conn_reply_to(conn, id), req->run, &err) < 0) {
         daemon_audit(conn->d, "exec.start", "fail", c, conn->actor, "%s", err.msg);
         conn_send_error(conn, id, err.code, "%s", err.msg);
     }

@@ -11,6 +11,7 @@
 #include "cleanup.h"
 #include "fileio.h"
 #include "container.h"
+#include "container_info.h"
 #include "container_root.h"
 #include "guestos.h"
 #include "guestos_install.h"
@@ -391,7 +392,7 @@ void cmd_update(struct conn *conn, uint64_t id, const Trustme__Request *req)
 void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     if (conn->role != ROLE_RESTRICTED) {
-        guestos_install(conn, id, req->guestos_install->path, -1);
+        guestos_install(conn->d, conn_reply_to(conn, id), req->guestos_install->path, -1);
         return;
     }
     /* A restricted client names a directory of its own container (docs/ROLES.md), never one of
@@ -404,7 +405,7 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
         conn_send_error(conn, id, err.code, "guestos install: %s", err.msg);
         return;
     }
-    guestos_install(conn, id, req->guestos_install->path, root);
+    guestos_install(conn->d, conn_reply_to(conn, id), req->guestos_install->path, root);
 }
 
 /* users (comma-separated names) cut down to the restricted client's own container, or "". */

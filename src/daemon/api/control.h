@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "control.pb-c.h"
 #include "daemon.h"
+#include "reply.h"
 #include "frame.h"
 
 /* Connections per listening socket (docs/PROTOCOL.md): an admin socket (the host's, c0's) and a
@@ -74,6 +75,12 @@ struct conn {
     uint64_t stream_req;
     stream_done_fn stream_done;
 };
+
+/* What domain code keeps to answer this request later (reply.h). */
+static inline struct reply_to conn_reply_to(const struct conn *c, uint64_t req_id)
+{
+    return (struct reply_to){.client = c->id, .req_id = req_id, .actor = c->actor};
+}
 
 /* The host's admin socket <run>/control.sock; with admin_socket_in_root false, none (and a
  * stale one is removed). */

@@ -1,9 +1,9 @@
 #include "container.h"
-#include "caps.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +13,9 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "console.h"
 #include "fileio.h"
 #include "jsonutil.h"
 #include "log.h"
-#include "measure.h"
-#include "net.h"
-#include "guestos.h"
-#include "tokens.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
 
@@ -63,13 +58,22 @@ static struct container *container_alloc(struct daemon *d)
     return c;
 }
 
+/* Undo the created hooks of the first n observers (all: SIZE_MAX), last first. */
+static void observers_removed(struct container *c, size_t n)
+{
+    for (size_t i = n < c->d->nobservers ? n : c->d->nobservers; i-- > 0;)
+        if (c->d->observers[i]->removed)
+            c->d->observers[i]->removed(c);
+}
+
 void container_free(struct container *c)
 {
     if (!c)
         return;
     close_and_reset(c->userns_fd);
-    console_close(c);
-    net_state_free(c);
+    for (size_t i = c->d->nobservers; i-- > 0;)
+        if (c->d->observers[i]->freed)
+            c->d->observers[i]->freed(c);
     config_free(c->cfg);
     free(c->config_json);
     for (struct waiter *w = c->waiters, *next; w; w = next) {
@@ -252,12 +256,19 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
     c->config_signed = sig != NULL;
     if ((r = write_state(c, tmp, true, err)) < 0)
         goto fail_rm;
-    /* A lease left by a crash right here is dropped at the next start (no such container). */
-    if ((r = net_lease_acquire(c, err)) < 0)
-        goto fail_rm;
+    /* What the subsystems take for it (a network lease): left by a crash right here, it is
+     * dropped at the next start (no such container). */
+    size_t done = 0;
+    for (; done < d->nobservers; done++) {
+        const struct container_observer *o = d->observers[done];
+        if (o->created && (r = o->created(c, err)) < 0) {
+            observers_removed(c, done);
+            goto fail_rm;
+        }
+    }
     if (rename(tmp, dir) < 0) {
         r = tm_err_sys(err, "cannot rename %s", tmp);
-        net_lease_release(c);
+        observers_removed(c, SIZE_MAX);
         goto fail_rm;
     }
     fsync_parent(dir);
@@ -292,10 +303,11 @@ static int load_one(struct daemon *d, const char *uuid, tm_err *err)
         container_free(c);
         return r;
     }
-    tokens_key_path(c, path, sizeof(path));
-    c->key_stored = access(path, F_OK) == 0;
     snprintf(path, sizeof(path), "%s/config.json.sig", dir);
     c->config_signed = access(path, F_OK) == 0;
+    for (size_t i = 0; i < d->nobservers; i++)
+        if (d->observers[i]->loaded)
+            d->observers[i]->loaded(c);
     link_container(d, c);
     return 0;
 }
@@ -369,8 +381,7 @@ int container_remove(struct container *c, tm_err *err)
     fsync_parent(dir);
     rm_rf(trash);
     rm_rf(run);
-    net_lease_release(c);
-    measure_config_anchor_drop(c);
+    observers_removed(c, SIZE_MAX);
     for (struct container **pp = &d->containers; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -378,53 +389,4 @@ int container_remove(struct container *c, tm_err *err)
         }
     container_free(c);
     return 0;
-}
-
-void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
-{
-    trustme__container_info__init(info);
-    info->name = (char *)c->cfg->name;
-    info->uuid = (char *)c->uuid;
-    info->has_state = true;
-    info->state = (Trustme__ContainerState)c->state;
-    info->has_pid = true;
-    info->pid = c->pid;
-    info->last_error = (char *)c->last_error;
-    info->last_exit = (char *)c->last_exit;
-    info->has_uid_base = true;
-    info->uid_base = c->uid_base;
-    info->rootfs = (char *)c->cfg->rootfs;
-    info->has_autostart = true;
-    info->autostart = c->cfg->autostart;
-    info->has_started_at = true;
-    info->started_at = c->started_at;
-    info->has_adopted = true;
-    info->adopted = c->adopted;
-    info->has_memory_limit_mb = true;
-    info->memory_limit_mb = c->cfg->memory_limit_mb;
-    info->has_pids_limit = true;
-    info->pids_limit = c->cfg->pids_limit;
-    info->cpus = (char *)c->cfg->cpus;
-    info->has_data_size_mb = true;
-    info->data_size_mb = c->cfg->data_size_mb;
-    info->has_user_namespace = true;
-    info->user_namespace = c->cfg->user_namespace;
-    uint64_t priv = caps_privileged(c->cfg);
-    info->has_privileged = true;
-    info->privileged = priv != 0;
-    caps_names(priv, ((struct container *)c)->privileged_caps, sizeof(c->privileged_caps));
-    info->privileged_caps = ((struct container *)c)->privileged_caps;
-    tokens_fill_info(c, enc);
-    info->encryption = enc;
-    info->guestos = (char *)c->cfg->guestos;
-    info->config_trust = c->config_signed ? "signed" : "unsigned";
-    if (c->net && c->net->leased)
-        info->address = (char *)c->net->address_str;
-    /* Running: what it runs; stopped: what it would start on now. */
-    const struct guestos *g = guestos_for((struct container *)c);
-    if (c->state != CS_STOPPED && c->guestos_version)
-        g = guestos_find(c->d, c->cfg->guestos, c->guestos_version);
-    info->has_guestos_version = true;
-    info->guestos_version = g ? g->cfg->version : 0;
-    info->trust = g ? (char *)guestos_trust_shown(g) : c->cfg->guestos[0] ? "" : "unsigned";
 }

@@ -28,9 +28,6 @@ int container_remove(struct container *c, tm_err *err);
 /* Persist what must survive a restart beyond the config: id range, last error, last exit. */
 int container_save_state(struct container *c, tm_err *err);
 void container_free(struct container *c);
-/* Fill a ContainerInfo (and its Encryption, enc); its strings point into c and stay valid until
- * c changes. */
-void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc);
 void container_data_dir(const struct container *c, char *out, size_t size);
 void container_run_dir(const struct container *c, char *out, size_t size);
 /* "name (uuid)" for logs and the audit log. */

@@ -1,5 +1,6 @@
 /* The daemon object's own services to every subsystem: the audit log, the helper binaries and
  * their users, the end of a shutdown. */
+#include <assert.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -34,6 +35,12 @@ void daemon_audit(struct daemon *d, const char *event, const char *result,
         if (tm_audit_append(&d->audit, "audit.tampered", "fail", NULL, "trustmed", what, &err) < 0)
             log_error("audit: %s", err.msg);
     }
+}
+
+void daemon_observe(struct daemon *d, const struct container_observer *o)
+{
+    assert(d->nobservers < DAEMON_OBSERVERS_MAX);
+    d->observers[d->nobservers++] = o;
 }
 
 static bool any_active(struct daemon *d)

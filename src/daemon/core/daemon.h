@@ -18,9 +18,12 @@
 #define TM_IDS_PER_CONTAINER 65536u
 
 struct conn;
+struct container;
 struct session;
 struct start_op;
 struct service;
+struct service_events;
+struct reply_ops;
 struct token_op;
 struct guestos;
 struct install_op;
@@ -43,6 +46,36 @@ struct token_state {
     bool anchored;
     bool anchor_unknown; /* tpmd could not say (the anchor table refused, or no entry) */
     uint8_t pin_failures, puk_failures;
+};
+
+/* What a subsystem above core/ keeps per container, tied to the container's life in the store
+ * (container.c) and to its state changes (lifecycle.c). main.c registers each subsystem's observer
+ * once at start-up (daemon_observe); they are called in that order, releases in reverse. Any hook
+ * may be NULL. core/ so never calls up into the subsystems that keep per-container state. */
+struct container_observer {
+    const char *name;
+    /* A container is being created: take what it needs; a failure fails the create. */
+    int (*created)(struct container *c, tm_err *err);
+    /* Loaded from the data dir at start-up. */
+    void (*loaded)(struct container *c);
+    /* Deleted for good (its files are gone), or its create was rolled back. */
+    void (*removed)(struct container *c);
+    /* The object is freed (also a half-made one): release what it holds. */
+    void (*freed)(struct container *c);
+    /* Every state change (lifecycle.c's container_fire), after its action ran. */
+    void (*transition)(struct container *c, enum cstate old, enum cevent ev);
+};
+#define DAEMON_OBSERVERS_MAX 8
+
+/* The control sockets inside containers: modules/ctlsock.c makes them, api/ serves them. api/
+ * supplies these (main.c sets d->ctlsock), so modules/ never calls up into api/. */
+struct ctlsock_ops {
+    /* Does c get a socket inside, and with which role (its name, for the log)? */
+    bool (*wanted)(const struct container *c, const char **ret_role);
+    /* Serve fd, a listening socket inside c (taken over, also on failure); replaces c's old one. */
+    int (*serve)(struct container *c, int fd, tm_err *err);
+    /* Close c's socket and the connections that came through it. */
+    void (*forget)(struct container *c);
 };
 
 struct container {
@@ -104,13 +137,19 @@ struct daemon {
     struct cg_layout cgroups;
     struct sock_fprog seccomp;    /* compiled once at start-up */
     struct container *containers;
+    const struct container_observer *observers[DAEMON_OBSERVERS_MAX];
+    size_t nobservers;
     struct conn *conns;
     uint64_t next_conn_id;
     struct listener *listeners;   /* control sockets: the host's and those in containers */
+    const struct ctlsock_ops *ctlsock; /* api/'s side of the sockets in containers */
+    const struct reply_ops *reply; /* api/'s side of answers from below it (reply.h) */
     int signal_fd;
     tm_source *signal_src;
     bool shutting_down;
     tm_source *retry_timer;       /* cgroup directories still to be removed */
+    const struct service_events *service_events[8]; /* service.h */
+    size_t nservice_events;
     struct service *scd;          /* the token service (scd_client.c) */
     struct service *tpmd;         /* the TPM service (tpmd_client.c) */
     struct device_config device;  /* device.json (device.h) */
@@ -167,5 +206,7 @@ int daemon_find_helper(const char *given, const char *name, const char *build_di
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
 int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
                        int *ngroups, tm_err *err);
+/* Add a subsystem's per-container observer (main.c, at start-up). */
+void daemon_observe(struct daemon *d, const struct container_observer *o);
 /* Called when a container reaches STOPPED during shutdown. */
 void daemon_maybe_exit(struct daemon *d);

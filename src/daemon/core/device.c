@@ -12,7 +12,6 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "jsonutil.h"
-#include "storage_dmcrypt.h"
 
 #define DEVICE_CONFIG_MAX (1024 * 1024)
 
@@ -324,9 +323,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
         (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0)
         r = config_net_device_parse(root, &cfg.net, err);
     json_object_put(root);
-    if (r == 0 && cfg.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
-        tm_err_prefix(err, "%s selects the dm-crypt storage backend, but", path);
-    else if (r < 0)
+    if (r < 0)
         tm_err_prefix(err, "%s", path);
     if (r < 0) {
         device_config_clear(&cfg);

@@ -1,4 +1,5 @@
 #include "guestos_install.h"
+#include "reply.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,7 @@
 #include "fdutil.h"
 #include "fileio.h"
 #include "guestos.h"
-#include "images.h"
+#include "image_type.h"
 #include "guestos_owner.h"
 #include "tpmd_client.h"
 #include "log.h"
@@ -93,8 +94,7 @@ static void op_free(struct install_op *op)
 static void progress(struct install_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void progress(struct install_op *op, const char *fmt, ...)
 {
-    struct conn *conn = conn_find(op->d, op->conn_id);
-    if (!conn)
+    if (!reply_alive(op->d, op->conn_id))
         return;
     char msg[512];
     va_list ap;
@@ -106,7 +106,7 @@ static void progress(struct install_op *op, const char *fmt, ...)
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
     resp.progress = &p;
-    conn_send(conn, op->req_id, &resp);
+    reply_send(op->d, op->conn_id, op->req_id, &resp);
 }
 
 static void fail(struct install_op *op, const tm_err *err)
@@ -116,14 +116,13 @@ static void fail(struct install_op *op, const tm_err *err)
         rm_rf(op->final);
         op->final[0] = '\0';
     }
-    struct conn *conn = conn_find(op->d, op->conn_id);
     /* A restricted client could fail installs in a loop: its records are rate-limited. */
-    if (!conn || conn->role != ROLE_RESTRICTED || control_audit_due(conn, CONTROL_AUDIT_INSTALL_FAILED))
+    if (reply_install_failure_audit_due(op->d, op->conn_id))
         daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
                      op->label[0] ? op->label : "?", err->msg);
     char msg[sizeof(err->msg)] = "";
     size_t n = strlen(op->d->data_dir), used = 0;
-    if (conn && conn->role == ROLE_RESTRICTED && n > 1) {
+    if (reply_restricted(op->d, op->conn_id) && n > 1) {
         /* A restricted client learns nothing of the host: not where its store is. */
         for (const char *p = err->msg, *hit; *p && used + 1 < sizeof(msg); p = hit + n) {
             hit = strstr(p, op->d->data_dir);
@@ -136,9 +135,8 @@ static void fail(struct install_op *op, const tm_err *err)
     } else {
         snprintf(msg, sizeof(msg), "%s", err->msg);
     }
-    if (conn)
-        conn_send_error(conn, op->req_id, err->code, "GuestOS %s%snot installed: %s", op->label,
-                        op->label[0] ? " " : "", msg);
+    reply_error(op->d, op->conn_id, op->req_id, err->code, "GuestOS %s%snot installed: %s",
+                op->label, op->label[0] ? " " : "", msg);
     op_free(op);
 }
 
@@ -348,8 +346,7 @@ static _Noreturn void worker_main(struct install_op *op, int sync_fd, pid_t daem
 
 static void reply_installed(struct install_op *op, struct guestos *g)
 {
-    struct conn *conn = conn_find(op->d, op->conn_id);
-    if (!conn)
+    if (!reply_alive(op->d, op->conn_id))
         return;
     Trustme__GuestosInfo info = TRUSTME__GUESTOS_INFO__INIT;
     info.name = g->cfg->name;
@@ -366,7 +363,7 @@ static void reply_installed(struct install_op *op, struct guestos *g)
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_GUESTOS;
     resp.guestos = &info;
-    conn_send(conn, op->req_id, &resp);
+    reply_send(op->d, op->conn_id, op->req_id, &resp);
 }
 
 static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
@@ -610,27 +607,26 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
         fail(op, &err);
 }
 
-void guestos_install(struct conn *conn, uint64_t req_id, const char *path, int root_fd)
+void guestos_install(struct daemon *d, struct reply_to to, const char *path, int root_fd)
 {
-    struct daemon *d = conn->d;
     if (!path || !config_clean_abs_path(path) || strcmp(path, "/") == 0) {
-        conn_send_error(conn, req_id, EINVAL, "guestos install: give the GuestOS directory as a "
+        reply_error(d, to.client, to.req_id, EINVAL, "guestos install: give the GuestOS directory as a "
                         "canonical absolute path");
         return;
     }
     if (d->install) {
-        conn_send_error(conn, req_id, EBUSY, "another GuestOS install is under way; try again "
+        reply_error(d, to.client, to.req_id, EBUSY, "another GuestOS install is under way; try again "
                         "when it is done");
         return;
     }
     struct install_op *op = calloc(1, sizeof(*op));
     if (!op) {
-        conn_send_error(conn, req_id, ENOMEM, "out of memory");
+        reply_error(d, to.client, to.req_id, ENOMEM, "out of memory");
         return;
     }
-    *op = (struct install_op){.d = d, .conn_id = conn->id, .req_id = req_id, .src_fd = -1,
+    *op = (struct install_op){.d = d, .conn_id = to.client, .req_id = to.req_id, .src_fd = -1,
                               .pidfd = -1, .sync_fd = -1};
-    snprintf(op->actor, sizeof(op->actor), "%s", conn->actor);
+    snprintf(op->actor, sizeof(op->actor), "%s", to.actor);
     d->install = op;
     tm_err err = {0};
     int r = read_source(op, path, root_fd, &err);

@@ -12,11 +12,12 @@
  * removes it (guestos_store_init). The store holds either the whole GuestOS or nothing of it. */
 #pragma once
 
-#include "control.h"
+#include "daemon.h"
+#include "reply.h"
 
 /* path is the host's, or with root_fd >= 0 (a container's root, container_root.h) resolved
  * inside that root only: a restricted client names a directory of its own container. */
-void guestos_install(struct conn *conn, uint64_t req_id, const char *path, int root_fd);
+void guestos_install(struct daemon *d, struct reply_to to, const char *path, int root_fd);
 /* An install under way reports to connection conn_id (which is not idle meanwhile). */
 bool guestos_install_serves(const struct daemon *d, uint64_t conn_id);
 /* trustmed is shutting down: stop the worker. */

@@ -10,6 +10,7 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "log.h"
+#include "service.h"
 #include "trust.h"
 
 #define REFRESH_MS 5000
@@ -264,3 +265,14 @@ void revocation_stop(struct daemon *d)
         op_free(ops);
     }
 }
+
+/* A new scd: installed GuestOSes against the current CRLs. */
+static void revocation_on_scd_ready(struct daemon *d)
+{
+    revocation_refresh(d, true);
+}
+
+const struct service_events revocation_service_events = {
+    .name = "revocation",
+    .scd_ready = revocation_on_scd_ready,
+};

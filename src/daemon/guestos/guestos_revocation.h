@@ -24,6 +24,8 @@ int revocation_check(struct daemon *d, struct guestos *g, revocation_done_fn fn,
 /* Re-check every signed GuestOS in the background if the CRLs or CAs changed since the last
  * time (force: regardless), and keep checking every few seconds. */
 void revocation_refresh(struct daemon *d, bool force);
+/* revocation_refresh(d, true) whenever a new scd is ready (service.h). */
+extern const struct service_events revocation_service_events;
 /* The caller behind userdata is going away. */
 void revocation_forget(struct daemon *d, void *userdata);
 void revocation_stop(struct daemon *d);

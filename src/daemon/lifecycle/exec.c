@@ -243,8 +243,7 @@ static int check_request(const Trustme__RunRequest *rq, tm_err *err)
     return 0;
 }
 
-int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
-               const Trustme__RunRequest *rq, tm_err *err)
+int exec_start(struct container *c, struct reply_to to, const Trustme__RunRequest *rq, tm_err *err)
 {
     if (c->state != CS_RUNNING)
         return tm_err_set(err, EBUSY, "the container is %s%s", state_name(c->state),
@@ -257,7 +256,7 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     size_t on_conn = 0, in_container = 0;
     for (struct container *o = c->d->containers; o; o = o->next)
         for (struct session *s = o->sessions; s; s = s->next) {
-            on_conn += s->conn_id == conn->id && !s->attach;
+            on_conn += s->conn_id == to.client && !s->attach;
             in_container += o == c && !s->attach;
         }
     if (on_conn >= EXEC_MAX_PER_CONN)
@@ -272,10 +271,10 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
         return tm_err_set(err, ENXIO, "cannot find the container's own user namespace (its init "
                           "has left it since trustmed restarted); restart the container to run commands");
     bool tty = rq->has_tty && rq->tty;
-    struct session *s = session_new(c, conn->id, req_id, false, tty, rq->argv[0]);
+    struct session *s = session_new(c, to.client, to.req_id, false, tty, rq->argv[0]);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
-    snprintf(s->actor, sizeof(s->actor), "%s", conn->actor);
+    snprintf(s->actor, sizeof(s->actor), "%s", to.actor);
     struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .netns_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
                             .stdio = {-1, -1, -1}, .tty = tty,
                             .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
@@ -322,7 +321,7 @@ int exec_start(struct container *c, struct conn *conn, uint64_t req_id,
     s->helper_src = tm_loop_io(c->d->loop, s->helper_pidfd, EPOLLIN, on_helper_exit, s);
     if (rq->window && tty)
         session_resize(s, rq->window->rows, rq->window->cols);
-    daemon_audit(c->d, "exec.start", "ok", c, conn->actor, "%s%s", rq->argv[0], tty ? " (tty)" : "");
+    daemon_audit(c->d, "exec.start", "ok", c, to.actor, "%s%s", rq->argv[0], tty ? " (tty)" : "");
     return 0;
 fail:
     for (int i = 0; i < 2; i++)

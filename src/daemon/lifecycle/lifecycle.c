@@ -19,7 +19,6 @@
 #include "fscrypt.h"
 #include "container.h"
 #include "console.h"
-#include "control.h"
 #include "log.h"
 #include "measure.h"
 #include "cgroups.h"
@@ -27,6 +26,7 @@
 #include "module.h"
 #include "net.h"
 #include "reaper.h"
+#include "reply.h"
 #include "core_container.h"
 #include "runtime.h"
 #include "session.h"
@@ -102,18 +102,10 @@ static void notify(struct container *c, enum wait_kind kind, int code, const cha
             continue;
         }
         *pp = w->next;
-        struct conn *conn = conn_find(c->d, w->conn_id);
-        if (conn && code) {
-            conn_send_error(conn, w->req_id, code, "%s", msg);
-        } else if (conn) {
-            Trustme__ContainerInfo info;
-            Trustme__Encryption enc;
-            container_info(c, &info, &enc);
-            Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-            resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
-            resp.container = &info;
-            conn_send(conn, w->req_id, &resp);
-        }
+        if (code)
+            reply_error(c->d, w->conn_id, w->req_id, code, "%s", msg);
+        else
+            reply_container_info(c->d, w->conn_id, w->req_id, c);
         free(w);
     }
 }
@@ -125,15 +117,12 @@ static void progress(struct container *c, const char *msg)
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
     resp.progress = &p;
-    for (struct waiter *w = c->waiters; w; w = w->next) {
-        struct conn *conn = w->kind == WAIT_START ? conn_find(c->d, w->conn_id) : NULL;
-        if (conn)
-            conn_send(conn, w->req_id, &resp);
-    }
+    for (struct waiter *w = c->waiters; w; w = w->next)
+        if (w->kind == WAIT_START)
+            reply_send(c->d, w->conn_id, w->req_id, &resp);
     struct session *s = session_attached(c);
-    struct conn *conn = s && s->conn_id ? conn_find(c->d, s->conn_id) : NULL;
-    if (conn)
-        conn_send(conn, s->req_id, &resp);
+    if (s)
+        reply_send(c->d, s->conn_id, s->req_id, &resp);
 }
 
 /* ---- the start operation -------------------------------------------------------------------- */
@@ -778,6 +767,15 @@ int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err 
         break;
     case ACT_THAW: do_thaw(c, old); break;
     }
-    core_on_transition(c, old, ev);
+    for (size_t i = 0; i < c->d->nobservers; i++)
+        if (c->d->observers[i]->transition)
+            c->d->observers[i]->transition(c, old, ev);
     return 0;
 }
+
+const struct container_observer lifecycle_container_observer = {
+    .name = "lifecycle",
+    .removed = measure_config_anchor_drop,
+    .freed = console_close,
+    .transition = core_on_transition,
+};

@@ -30,3 +30,6 @@ void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id
 int container_watch_init(struct container *c, pid_t pid, int pidfd, tm_err *err);
 /* Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), 0 if gone. */
 unsigned long long proc_starttime(pid_t pid);
+/* Its console at free, its config anchor at remove, the core container's policy at every state
+ * change (daemon.h). */
+extern const struct container_observer lifecycle_container_observer;

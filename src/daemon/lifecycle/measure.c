@@ -23,6 +23,7 @@
 #include "guestos_revocation.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "service.h"
 #include "measurement.h"
 #include "state.h"
 #include "tpmd_client.h"
@@ -354,3 +355,9 @@ void measure_running(struct daemon *d)
     if (tpmd_measure_complete(d, on_remeasure_complete, NULL, &err) < 0)
         log_error("cannot end the measurements after a TPM reset: %s", err.msg);
 }
+
+/* tpmd's new log must hold what runs before any quote is answered. */
+const struct service_events measure_service_events = {
+    .name = "measure",
+    .tpmd_ready = measure_running,
+};

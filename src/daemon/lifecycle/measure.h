@@ -20,6 +20,8 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
 /* Measure every running container again (after a TPM reset the new log lacks them; without one
  * tpmd skips events it already holds). One whose measurement fails is stopped. */
 void measure_running(struct daemon *d);
+/* measure_running when tpmd is ready (service.h). */
+extern const struct service_events measure_service_events;
 /* The start is abandoned: drop its pending answers. */
 void measure_forget(struct container *c);
 

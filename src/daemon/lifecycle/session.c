@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "control.h"
+#include "reply.h"
 #include "fdutil.h"
 #include "frame.h"
 #include "log.h"
@@ -73,20 +73,19 @@ struct session *session_attached(struct container *c)
  * resume once no session of the connection is above the low one. */
 static void input_pressure(struct session *s)
 {
-    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
-    if (!conn)
+    if (!reply_alive(s->d, s->conn_id))
         return;
     if (tm_buf_pending(&s->in_buf) >= INPUT_HIGH_WATER) {
-        conn_pause_input(conn, true);
+        reply_pause_input(s->d, s->conn_id, true);
         return;
     }
-    if (!conn->input_paused)
+    if (!reply_input_paused(s->d, s->conn_id))
         return;
     for (struct container *c = s->d->containers; c; c = c->next)
         for (struct session *o = c->sessions; o; o = o->next)
             if (o->conn_id == s->conn_id && tm_buf_pending(&o->in_buf) > INPUT_LOW_WATER)
                 return;
-    conn_pause_input(conn, false);
+    reply_pause_input(s->d, s->conn_id, false);
 }
 
 static void close_in(struct session *s)
@@ -154,8 +153,7 @@ int session_set_pty(struct session *s, int master, unsigned rows, unsigned cols)
 
 static void send_output(struct session *s, int stream, const uint8_t *data, size_t len)
 {
-    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
-    if (!conn)
+    if (!reply_alive(s->d, s->conn_id))
         return;
     Trustme__OutputData out = TRUSTME__OUTPUT_DATA__INIT;
     out.has_stream = true;
@@ -166,7 +164,7 @@ static void send_output(struct session *s, int stream, const uint8_t *data, size
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_OUTPUT;
     resp.output = &out;
-    conn_send(conn, s->req_id, &resp);
+    reply_send(s->d, s->conn_id, s->req_id, &resp);
 }
 
 /* Read what fd has; returns bytes read, 0 at EOF (or EIO from a pty whose slave is closed),
@@ -206,8 +204,7 @@ static void on_output(tm_source *src, uint32_t events, void *userdata)
         close_out(s, fd, srcp);
         return;
     }
-    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
-    if (conn && conn_congested(conn)) {
+    if (reply_congested(s->d, s->conn_id)) {
         /* Stop reading until the client catches up: the pipe fills and the writer blocks. */
         s->paused = true;
         if (s->out_src)
@@ -278,11 +275,9 @@ void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
     /* No limit here: the connection stops being read while the input is above its high water
      * mark (input_pressure), so at most one frame more than that waits. */
     if (len && tm_buf_append(&s->in_buf, data, len) < 0) {
-        struct conn *conn = conn_find(s->d, s->conn_id);
         log_warn("session %s: out of memory for its input", s->what);
-        if (conn)
-            conn_send_error(conn, s->req_id, ENOMEM, "trustmed is out of memory: the input of "
-                            "%s is lost from here on, its stdin is closed", s->what);
+        reply_error(s->d, s->conn_id, s->req_id, ENOMEM, "trustmed is out of memory: the input of "
+                    "%s is lost from here on, its stdin is closed", s->what);
         close_in(s);
         return;
     }
@@ -362,8 +357,7 @@ void session_finish(struct session *s, int wait_status)
             budget -= (size_t)n < budget ? (size_t)n : budget;
         }
     }
-    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
-    if (conn) {
+    if (reply_alive(s->d, s->conn_id)) {
         Trustme__ExitStatus ex = TRUSTME__EXIT_STATUS__INIT;
         char text[64];
         describe_wait_status(wait_status, text, sizeof(text), &ex.code, &ex.signal);
@@ -371,16 +365,14 @@ void session_finish(struct session *s, int wait_status)
         Trustme__Response resp = TRUSTME__RESPONSE__INIT;
         resp.body_case = TRUSTME__RESPONSE__BODY_EXIT;
         resp.exit = &ex;
-        conn_send(conn, s->req_id, &resp);
+        reply_send(s->d, s->conn_id, s->req_id, &resp);
     }
     session_free(s);
 }
 
 void session_fail(struct session *s, int code, const char *msg)
 {
-    struct conn *conn = s->conn_id ? conn_find(s->d, s->conn_id) : NULL;
-    if (conn)
-        conn_send_error(conn, s->req_id, code, "%s", msg);
+    reply_error(s->d, s->conn_id, s->req_id, code, "%s", msg);
     session_free(s);
 }
 

@@ -486,3 +486,10 @@ int net_iface_unassign(struct container *c, const char *name, tm_err *err)
         return tm_err_sys(err, "cannot update %s", path);
     return r == -ENODEV ? tm_err_set(err, ENODEV, "%s is no longer in the container", name) : 0;
 }
+
+const struct container_observer net_container_observer = {
+    .name = "net",
+    .created = net_lease_acquire,
+    .removed = net_lease_release,
+    .freed = net_state_free,
+};

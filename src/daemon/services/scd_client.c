@@ -6,13 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "guestos_revocation.h"
 #include "log.h"
 #include "packet.h"
 #include "proto.h"
 #include "service.h"
-#include "tokens.h"
-#include "tpmd_client.h"
+#include "daemon.h"
 
 #define SCD_REPLY_MAX (TM_PACKET_LOCKED_MAX - 4) /* replies are small and may hold keys */
 #define SCD_REQUEST_MAX (4u * 1024 * 1024)        /* as scd's limit (server.c) */
@@ -56,21 +54,22 @@ static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *res
 
 static void on_ready(struct service *s)
 {
+    /* A new scd: the tokens' state is asked for afresh, it gets the device secret, installed
+     * GuestOSes are checked against the current CRLs (main.c registers them in that order). */
     struct daemon *d = service_daemon(s);
-    tokens_refresh_all(d); /* a new scd: ask for the tokens' state afresh */
-    tpmd_secret_refresh(d); /* and it has no device secret yet */
-    revocation_refresh(d, true); /* installed GuestOSes against the current CRLs */
+    service_emit(d, scd_ready, d);
 }
 
 static void on_service_exit(struct service *s)
 {
-    tokens_forget_all(service_daemon(s));
-    tpmd_scd_gone(service_daemon(s));
+    struct daemon *d = service_daemon(s);
+    service_emit(d, scd_gone, d);
 }
 
 static void on_spawned(struct service *s, int exe)
 {
-    tpmd_measure_scd(service_daemon(s), exe);
+    struct daemon *d = service_daemon(s);
+    service_emit(d, scd_spawned, d, exe);
 }
 
 static const struct service_ops scd_ops = {

@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "packet.h"
+#include <assert.h>
 
 #define RESTART_DELAY_MIN_MS 100
 #define RESTART_DELAY_MAX_MS 5000
@@ -357,4 +358,10 @@ struct daemon *service_daemon(const struct service *s)
 const void *service_ctx(const struct service *s)
 {
     return s->ctx;
+}
+
+void service_events_add(struct daemon *d, const struct service_events *e)
+{
+    assert(d->nservice_events < SERVICE_EVENTS_MAX);
+    d->service_events[d->nservice_events++] = e;
 }

@@ -45,6 +45,28 @@ struct service_ops {
     void (*on_exit)(struct service *s);             /* optional: after pending requests failed */
 };
 
+/* What the subsystems above services/ (and the services themselves) want to hear about the helper
+ * services: registered once at start-up by main.c (service_events_add), called in that order.
+ * Any hook may be NULL. So scd_client.c and tpmd_client.c never call up into tokens, GuestOS
+ * revocation or measurement, nor into each other's notifications. */
+struct service_events {
+    const char *name;
+    void (*scd_spawned)(struct daemon *d, int exe); /* a new scd's binary, before it runs */
+    void (*scd_ready)(struct daemon *d);  /* a new scd answers: what it said before is stale */
+    void (*scd_gone)(struct daemon *d);   /* scd exited: its pending requests failed */
+    void (*tpmd_ready)(struct daemon *d); /* tpmd measured the boot: running containers go in */
+    void (*tpmd_anchors)(struct daemon *d); /* tpmd's anchor table is readable */
+};
+#define SERVICE_EVENTS_MAX 8
+void service_events_add(struct daemon *d, const struct service_events *e);
+/* Call hook `ev` (a member of struct service_events) of every registration. */
+#define service_emit(d, ev, ...)                                                                   \
+    do {                                                                                           \
+        for (size_t i_ = 0; i_ < (d)->nservice_events; i_++)                                       \
+            if ((d)->service_events[i_]->ev)                                                       \
+                (d)->service_events[i_]->ev(__VA_ARGS__);                                          \
+    } while (0)
+
 /* binary: the service's program, opened (and passed to on_spawned and exec_child) at every
  * spawn. ctx (copied, ctx_size bytes) is what exec_child needs: user, dirs, options. */
 int service_start(struct daemon *d, const struct service_ops *ops, const char *binary,

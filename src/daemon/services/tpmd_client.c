@@ -20,14 +20,12 @@
 #include "crypto.h"
 #include "fdutil.h"
 #include "log.h"
-#include "measure.h"
 #include "measurement.h"
 #include "packet.h"
 #include "proto.h"
 #include "scd_client.h"
 #include "service.h"
 #include "child.h"
-#include "tokens.h"
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
 #define TPMD_REQUEST_MAX (64u * 1024)
@@ -315,7 +313,7 @@ static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err
                             void *userdata)
 {
     if (!err) {
-        tokens_refresh_anchors(d);
+        service_emit(d, tpmd_anchors, d);
         return;
     }
     if (!resp)
@@ -426,7 +424,7 @@ static void measure_boot(struct service *s, int exe)
     tpmd_secret_refresh(d);
     /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
      * holds already. Either way, what runs is in the log before any quote is answered. */
-    measure_running(d);
+    service_emit(d, tpmd_ready, d);
     if (tpmd_anchor_get(d, NULL, 0, on_anchor_check, NULL, &e) < 0)
         log_error("cannot check the anchor table: %s", e.msg);
 }
@@ -635,3 +633,11 @@ const char *tpmd_secret_problem(const struct daemon *d)
     return "the device storage secret has not arrived from the TPM service (trustme-tpmd) yet; "
            "try again in a moment";
 }
+
+/* scd's binary is measured, its end and its restart change what it holds (device secret). */
+const struct service_events tpmd_scd_events = {
+    .name = "tpmd",
+    .scd_spawned = tpmd_measure_scd,
+    .scd_ready = tpmd_secret_refresh,
+    .scd_gone = tpmd_scd_gone,
+};

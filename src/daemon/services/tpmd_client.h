@@ -29,6 +29,8 @@ void tpmd_secret_refresh(struct daemon *d);
 void tpmd_scd_gone(struct daemon *d);
 /* scd was (re)started from exe: measure it (boot PCR). */
 void tpmd_measure_scd(struct daemon *d, int exe);
+/* The three above, as scd's event listener (service.h). */
+extern const struct service_events tpmd_scd_events;
 
 #define TPMD_MEASURE_MAX 64
 struct tm_event_item {

@@ -23,9 +23,10 @@
 
 #include "cleanup.h"
 #include "container.h"
-#include "control.h"
+#include "reply.h"
 #include "fileio.h"
 #include "log.h"
+#include "service.h"
 #include "scd_client.h"
 #include "tpmd_client.h"
 
@@ -83,17 +84,17 @@ void tokens_key_path(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/" KEY_FILE, dir);
 }
 
-static struct token_op *op_new(struct container *c, enum op_kind kind, struct conn *conn, uint64_t id)
+static struct token_op *op_new(struct container *c, enum op_kind kind, const struct reply_to *to)
 {
     struct token_op *op = calloc(1, sizeof(*op));
     if (!op)
         return NULL;
     op->kind = kind;
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
-    if (conn) {
-        op->conn_id = conn->id;
-        op->req_id = id;
-        snprintf(op->actor, sizeof(op->actor), "%s", conn->actor);
+    if (to) {
+        op->conn_id = to->client;
+        op->req_id = to->req_id;
+        snprintf(op->actor, sizeof(op->actor), "%s", to->actor);
     } else {
         snprintf(op->actor, sizeof(op->actor), "%s", c->actor[0] ? c->actor : "trustmed");
     }
@@ -179,7 +180,7 @@ void tokens_refresh_all(struct daemon *d)
     for (struct container *c = d->containers; c; c = c->next) {
         if (!container_encrypted(c))
             continue;
-        struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+        struct token_op *op = op_new(c, OP_REFRESH, NULL);
         tm_err err;
         if (!op || send_status(d, op, &err) < 0)
             op_free(op);
@@ -341,7 +342,7 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
     int r = check_hardware(c, err);
     if (r < 0)
         return r;
-    struct token_op *op = op_new(c, OP_KEY, NULL, 0);
+    struct token_op *op = op_new(c, OP_KEY, NULL);
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->key_done = done;
@@ -418,11 +419,10 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
 
 static void reply_client(struct daemon *d, const struct token_op *op, struct container *c)
 {
-    struct conn *conn = op->conn_id ? conn_find(d, op->conn_id) : NULL;
-    if (!conn)
+    if (!reply_alive(d, op->conn_id))
         return;
     if (op->code) {
-        conn_send_error(conn, op->req_id, op->code, "%s", op->msg);
+        reply_error(d, op->conn_id, op->req_id, op->code, "%s", op->msg);
         return;
     }
     if (op->key_left) {
@@ -432,21 +432,18 @@ static void reply_client(struct daemon *d, const struct token_op *op, struct con
         Trustme__Response resp = TRUSTME__RESPONSE__INIT;
         resp.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
         resp.progress = &p;
-        conn_send(conn, op->req_id, &resp);
+        reply_send(d, op->conn_id, op->req_id, &resp);
     }
-    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
-    Trustme__ContainerInfo info;
-    Trustme__Encryption enc;
-    Trustme__Ok ok = TRUSTME__OK__INIT;
     if (c) {
-        container_info(c, &info, &enc);
-        resp.body_case = TRUSTME__RESPONSE__BODY_CONTAINER;
-        resp.container = &info;
-    } else { /* removed */
-        resp.body_case = TRUSTME__RESPONSE__BODY_OK;
-        resp.ok = &ok;
+        reply_container_info(d, op->conn_id, op->req_id, c);
+        return;
     }
-    conn_send(conn, op->req_id, &resp);
+    /* removed */
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_OK;
+    resp.ok = &ok;
+    reply_send(d, op->conn_id, op->req_id, &resp);
 }
 
 /* An operation is over (its outcome in op): tell the client. */
@@ -651,7 +648,7 @@ static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *r
 
 static void refresh_anchor(struct daemon *d, struct container *c)
 {
-    struct token_op *op = op_new(c, OP_REFRESH, NULL, 0);
+    struct token_op *op = op_new(c, OP_REFRESH, NULL);
     tm_err err;
     if (op && anchor_read(d, c->uuid, on_refresh_anchor, op, &err) < 0)
         op_free(op);
@@ -1047,56 +1044,57 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
 /* ---- control requests ---------------------------------------------------------------------- */
 
 /* The common checks of a token request; sends the error itself. */
-static bool may_use_token(struct conn *conn, uint64_t id, struct container *c, bool need_token)
+static bool may_use_token(const struct reply_to *to, struct container *c, bool need_token)
 {
     if (need_token && !container_encrypted(c)) {
-        conn_send_error(conn, id, EINVAL, "%s has no token (its config says \"token\": \"none\"): its "
+        reply_error(c->d, to->client, to->req_id, EINVAL, "%s has no token (its config says \"token\": \"none\"): its "
                         "data is not encrypted", c->cfg->name);
         return false;
     }
     if (c->token_busy) {
-        conn_send_error(conn, id, EBUSY, "%s: another operation on its token is under way; try again",
+        reply_error(c->d, to->client, to->req_id, EBUSY, "%s: another operation on its token is under way; try again",
                         c->cfg->name);
         return false;
     }
     return true;
 }
 
-static void start_op(struct conn *conn, uint64_t id, struct container *c, struct token_op *op)
+static void start_op(const struct reply_to *to, struct container *c, struct token_op *op)
 {
     tm_err err;
-    if (begin(conn->d, op, c, &err) < 0) {
+    if (begin(c->d, op, c, &err) < 0) {
         op_free(op);
-        conn_send_error(conn, id, err.code, "%s", err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
         return;
     }
     hold(c, op);
 }
 
-void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
+void tokens_change_pin(struct reply_to to_, struct container *c,
                        const Trustme__ChangePinRequest *rq)
 {
-    if (!may_use_token(conn, id, c, true))
+    const struct reply_to *to = &to_;
+    if (!may_use_token(to, c, true))
         return;
     if (!rq->has_new_pin) {
-        conn_send_error(conn, id, EINVAL, "change-pin: the new PIN is missing");
+        reply_error(c->d, to->client, to->req_id, EINVAL, "change-pin: the new PIN is missing");
         return;
     }
     tm_err err = {0};
     if (check_hardware(c, &err) < 0) {
-        conn_send_error(conn, id, err.code, "%s", err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
         return;
     }
     /* A PKCS#11 token's first PIN is the one it has: the policy is for PINs chosen here. */
     bool chosen = rq->has_old_pin || c->cfg->token.kind != TOKEN_KIND_PKCS11;
     if (chosen && tokens_check_pin_policy(c->d, &rq->new_pin, "new PIN", &err) < 0) {
-        conn_send_error(conn, id, err.code, "%s: %s", c->cfg->name, err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s: %s", c->cfg->name, err.msg);
         return;
     }
     /* Without the current PIN: pairing, the token is created with this PIN. */
-    struct token_op *op = op_new(c, rq->has_old_pin ? OP_CHANGE_PIN : OP_PAIR, conn, id);
+    struct token_op *op = op_new(c, rq->has_old_pin ? OP_CHANGE_PIN : OP_PAIR, to);
     if (!op) {
-        conn_send_error(conn, id, ENOMEM, "out of memory");
+        reply_error(c->d, to->client, to->req_id, ENOMEM, "out of memory");
         return;
     }
     op->has_puk = rq->has_puk;
@@ -1104,63 +1102,65 @@ void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
         (rq->has_old_pin && keep(&rq->old_pin, &op->pin, &err) < 0) ||
         (rq->has_puk && keep(&rq->puk, &op->puk, &err) < 0)) {
         op_free(op);
-        conn_send_error(conn, id, err.code, "%s", err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
         return;
     }
-    start_op(conn, id, c, op);
+    start_op(to, c, op);
 }
 
-void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
+void tokens_puk_unlock(struct reply_to to_, struct container *c,
                        const Trustme__TokenUnlockRequest *rq)
 {
-    if (!may_use_token(conn, id, c, true))
+    const struct reply_to *to = &to_;
+    if (!may_use_token(to, c, true))
         return;
     if (!rq->has_puk || !rq->has_new_pin) {
-        conn_send_error(conn, id, EINVAL, "token unlock: the PUK and a new PIN are needed");
+        reply_error(c->d, to->client, to->req_id, EINVAL, "token unlock: the PUK and a new PIN are needed");
         return;
     }
     tm_err err = {0};
     if (tokens_check_pin_policy(c->d, &rq->new_pin, "new PIN", &err) < 0) {
-        conn_send_error(conn, id, err.code, "%s: %s", c->cfg->name, err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s: %s", c->cfg->name, err.msg);
         return;
     }
-    struct token_op *op = op_new(c, OP_PUK_UNLOCK, conn, id);
+    struct token_op *op = op_new(c, OP_PUK_UNLOCK, to);
     if (!op) {
-        conn_send_error(conn, id, ENOMEM, "out of memory");
+        reply_error(c->d, to->client, to->req_id, ENOMEM, "out of memory");
         return;
     }
     op->has_puk = true;
     if (keep(&rq->puk, &op->puk, &err) < 0 || keep(&rq->new_pin, &op->new_pin, &err) < 0) {
         op_free(op);
-        conn_send_error(conn, id, err.code, "%s", err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
         return;
     }
-    start_op(conn, id, c, op);
+    start_op(to, c, op);
 }
 
-void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const ProtobufCBinaryData *pin,
+void tokens_wipe(struct reply_to to_, struct container *c, const ProtobufCBinaryData *pin,
                  bool remove)
 {
-    if (!may_use_token(conn, id, c, false))
+    const struct reply_to *to = &to_;
+    if (!may_use_token(to, c, false))
         return;
-    struct token_op *op = op_new(c, OP_WIPE, conn, id);
+    struct token_op *op = op_new(c, OP_WIPE, to);
     if (!op) {
-        conn_send_error(conn, id, ENOMEM, "out of memory");
+        reply_error(c->d, to->client, to->req_id, ENOMEM, "out of memory");
         return;
     }
     op->remove = remove;
     if (!container_encrypted(c)) { /* nothing for scd: the image is all there is */
         hold(c, op);
-        wipe_done(conn->d, op, c, NULL);
+        wipe_done(c->d, op, c, NULL);
         return;
     }
     tm_err err;
     if (pin && keep(pin, &op->pin, &err) < 0) {
         op_free(op);
-        conn_send_error(conn, id, err.code, "%s", err.msg);
+        reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
         return;
     }
-    start_op(conn, id, c, op);
+    start_op(to, c, op);
 }
 
 void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
@@ -1187,3 +1187,23 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->pin_tries_left = c->token.pin_tries_left;
     enc->puk_tries_left = c->token.puk_tries_left;
 }
+
+/* At start-up: does its wrapped data key exist (made at the first start, gone at a wipe)? */
+static void tokens_loaded(struct container *c)
+{
+    char path[PATH_MAX + 64];
+    tokens_key_path(c, path, sizeof(path));
+    c->key_stored = access(path, F_OK) == 0;
+}
+
+const struct container_observer tokens_container_observer = {
+    .name = "tokens",
+    .loaded = tokens_loaded,
+};
+
+const struct service_events tokens_service_events = {
+    .name = "tokens",
+    .scd_ready = tokens_refresh_all,
+    .scd_gone = tokens_forget_all,
+    .tpmd_anchors = tokens_refresh_anchors,
+};

@@ -8,9 +8,9 @@
 
 #include "control.pb-c.h"
 #include "daemon.h"
+#include "reply.h"
 #include "secmem.h"
 
-struct conn;
 
 static inline bool container_encrypted(const struct container *c)
 {
@@ -19,6 +19,8 @@ static inline bool container_encrypted(const struct container *c)
 
 /* <data>/containers/<uuid>/key.wrapped: the data key, wrapped by the token. */
 void tokens_key_path(const struct container *c, char *out, size_t size);
+/* Whether a loaded container has its key stored (daemon.h). */
+extern const struct container_observer tokens_container_observer;
 
 /* Ask scd for the state of every container's token (whenever an scd has started). */
 void tokens_refresh_all(struct daemon *d);
@@ -26,6 +28,8 @@ void tokens_refresh_all(struct daemon *d);
 void tokens_refresh_anchors(struct daemon *d);
 /* scd is gone: what it said is unknown until the next one reports (tokens_refresh_all). */
 void tokens_forget_all(struct daemon *d);
+/* The three above, as the services' event listener (service.h). */
+extern const struct service_events tokens_service_events;
 
 /* Why c cannot be started with what the client sent (no PIN, not paired, locked...): 0 if it
  * can, else -errno with err set; *pin_required says whether asking for the PIN would help. */
@@ -39,14 +43,11 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
 /* The start that asked is gone: its key, when it comes, is wiped and dropped. */
 void tokens_cancel_key(struct container *c);
 
-/* Control requests; each answers the client itself (a ContainerInfo, or an error). */
-void tokens_change_pin(struct conn *conn, uint64_t id, struct container *c,
-                       const Trustme__ChangePinRequest *rq);
-void tokens_puk_unlock(struct conn *conn, uint64_t id, struct container *c,
-                       const Trustme__TokenUnlockRequest *rq);
+/* Control requests; each answers the client through reply.h (a ContainerInfo, or an error). */
+void tokens_change_pin(struct reply_to to, struct container *c, const Trustme__ChangePinRequest *rq);
+void tokens_puk_unlock(struct reply_to to, struct container *c, const Trustme__TokenUnlockRequest *rq);
 /* Crypto-erase: token secret, wrapped key and data image. With remove, the container goes too. */
-void tokens_wipe(struct conn *conn, uint64_t id, struct container *c, const ProtobufCBinaryData *pin,
-                 bool remove);
+void tokens_wipe(struct reply_to to, struct container *c, const ProtobufCBinaryData *pin, bool remove);
 
 /* The device's PIN policy (device.json "pin", docs/STORAGE.md): UTF-8 without control
  * characters or a trailing line break, at least pin.min_length characters, not only
