@@ -334,6 +334,8 @@ static int init_daemon(struct daemon *d, tm_err *err)
                              d->data_dir);
     if ((r = guestos_store_init(d, err)) < 0)
         return r;
+    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0)
+        return r;
     d->reply = &control_reply_ops;
     d->ctlsock = &control_ctlsock_ops;
     daemon_observe(d, &lifecycle_container_observer);
@@ -369,6 +371,8 @@ static void daemon_free(struct daemon *d)
         container_free(c);
     }
     revocation_stop(d);
+    core_free(d);
+    tpmd_free(d);
     guestos_store_free(d);
     device_config_clear(&d->device);
     free(d->seccomp.filter);
@@ -407,7 +411,6 @@ int main(int argc, char **argv)
     int code = tm_loop_run(d.loop);
     net_shutdown(&d); /* a bridge still lingering after the last container */
     guestos_install_abort(&d);
-    core_free(&d);
     control_close_all(&d);
     tpmd_stop(&d);
     scd_stop(&d);

@@ -23,6 +23,8 @@ struct session;
 struct start_op;
 struct service;
 struct service_events;
+struct tpmd_state;
+struct core_state;
 struct reply_ops;
 struct token_op;
 struct guestos;
@@ -168,17 +170,7 @@ struct daemon {
         char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
         char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
     } tpmd_opts;
-    /* What the TPM part of trustmed knows (tpmd_client.c, docs/ATTESTATION.md). */
-    struct {
-        uint8_t trustmed_sha256[32]; /* /proc/self/exe at start */
-        uint8_t scd_sha256[32];      /* the scd binary last started */
-        bool scd_measured;           /* scd_sha256 is set */
-        bool secret_pending;         /* a StorageSecret request is under way */
-        bool scd_has_secret;         /* the running scd holds the device secret */
-        bool boot_measured;          /* tpmd confirmed the virtualization layer's measurement */
-        bool boot_measuring;         /* that measurement is under way */
-        char secret_problem[768];    /* why it does not, when tpmd said so */
-    } tpm;
+    struct tpmd_state *tpm;       /* what the TPM part of trustmed knows (tpmd_client.c) */
     const char *log_level;
     /* Container networking (net.c): the bridge outlives the last bridged container briefly. */
     struct {
@@ -187,13 +179,7 @@ struct daemon {
         int bridge_del_ifindex;   /* the bridge that child deletes */
         tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
     } net;
-    /* The core container c0 (core.c, docs/ROLES.md). */
-    struct {
-        bool others_pending;      /* the other autostarts wait for c0's start to end */
-        tm_source *restart_timer; /* c0 ended unasked: started again when this fires */
-        unsigned backoff_s;       /* the next restart's delay; doubles while c0 keeps dying */
-        bool stop_requested;      /* c0's current stop was asked for: no restart */
-    } core;
+    struct core_state *core;      /* the core container c0's policy (core_container.c) */
 };
 
 /* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */

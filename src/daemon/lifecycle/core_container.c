@@ -2,6 +2,7 @@
  * stopped last; restarted when it ends unasked, since it may be the only way in. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,6 +15,20 @@
 #define CORE_BACKOFF_MAX_S 60
 /* A c0 that ran this long before it ended is restarted at once again (back-off reset). */
 #define CORE_STABLE_S 60
+
+/* The core container policy's state (d->core). */
+struct core_state {
+    bool others_pending;      /* the other autostarts wait for c0's start to end */
+    tm_source *restart_timer; /* c0 ended unasked: started again when this fires */
+    unsigned backoff_s;       /* the next restart's delay; doubles while c0 keeps dying */
+    bool stop_requested;      /* c0's current stop was asked for: no restart */
+};
+
+int core_init(struct daemon *d, tm_err *err)
+{
+    d->core = calloc(1, sizeof(*d->core));
+    return d->core ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+}
 
 bool core_is(const struct container *c)
 {
@@ -80,7 +95,7 @@ void core_autostart(struct daemon *d)
         log_warn("device.json names the core container \"%s\", which does not exist",
                  d->device.core_container);
     if (c && c->state == CS_STOPPED && start_core(c, "autostart")) {
-        d->core.others_pending = true; /* core_on_transition starts them */
+        d->core->others_pending = true; /* core_on_transition starts them */
         return;
     }
     daemon_autostart(d);
@@ -89,7 +104,7 @@ void core_autostart(struct daemon *d)
 static void on_restart_timer(tm_source *src, void *userdata)
 {
     struct daemon *d = userdata;
-    d->core.restart_timer = NULL;
+    d->core->restart_timer = NULL;
     struct container *c = core_find(d);
     if (c && c->state == CS_STOPPED && !d->shutting_down)
         start_core(c, "core-restart");
@@ -98,21 +113,21 @@ static void on_restart_timer(tm_source *src, void *userdata)
 static void schedule_restart(struct container *c)
 {
     struct daemon *d = c->d;
-    if (d->core.restart_timer || container_encrypted(c))
+    if (d->core->restart_timer || container_encrypted(c))
         return;
     bool stable = !c->starting_failed && c->started_at &&
                   (uint64_t)time(NULL) - c->started_at >= CORE_STABLE_S;
-    if (stable || !d->core.backoff_s)
-        d->core.backoff_s = 1;
-    unsigned delay = d->core.backoff_s;
-    if (d->core.backoff_s < CORE_BACKOFF_MAX_S)
-        d->core.backoff_s = d->core.backoff_s * 2 > CORE_BACKOFF_MAX_S ? CORE_BACKOFF_MAX_S
-                                                                      : d->core.backoff_s * 2;
+    if (stable || !d->core->backoff_s)
+        d->core->backoff_s = 1;
+    unsigned delay = d->core->backoff_s;
+    if (d->core->backoff_s < CORE_BACKOFF_MAX_S)
+        d->core->backoff_s = d->core->backoff_s * 2 > CORE_BACKOFF_MAX_S ? CORE_BACKOFF_MAX_S
+                                                                      : d->core->backoff_s * 2;
     const char *why = c->starting_failed ? c->last_error : c->last_exit;
     log_warn("%s: the core container ended (%s); starting it again in %u s", container_label(c),
              why, delay);
     daemon_audit(d, "core.restart", "ok", c, "trustmed", "ended (%s); restart in %u s", why, delay);
-    d->core.restart_timer = tm_loop_timer(d->loop, delay * 1000ull, on_restart_timer, d);
+    d->core->restart_timer = tm_loop_timer(d->loop, delay * 1000ull, on_restart_timer, d);
 }
 
 bool core_stops_last(const struct container *c)
@@ -139,23 +154,26 @@ void core_on_transition(struct container *c, enum cstate old, enum cevent ev)
         return;
     }
     if (ev == EV_START || ev == EV_STOP)
-        d->core.stop_requested = ev == EV_STOP;
-    if (d->core.others_pending && c->state != CS_STARTING) {
-        d->core.others_pending = false;
+        d->core->stop_requested = ev == EV_STOP;
+    if (d->core->others_pending && c->state != CS_STARTING) {
+        d->core->others_pending = false;
         if (c->state == CS_STOPPED)
             log_warn("%s: the core container did not start; starting the others anyway",
                      container_label(c));
         daemon_autostart(d);
     }
     /* Ended without a stop request (its init exited, was killed, or the start failed). */
-    if (c->state == CS_STOPPED && old != CS_STOPPED && !d->core.stop_requested && !d->shutting_down)
+    if (c->state == CS_STOPPED && old != CS_STOPPED && !d->core->stop_requested && !d->shutting_down)
         schedule_restart(c);
 }
 
 void core_free(struct daemon *d)
 {
-    tm_source_free(d->core.restart_timer);
-    d->core.restart_timer = NULL;
+    if (!d->core)
+        return;
+    tm_source_free(d->core->restart_timer);
+    free(d->core);
+    d->core = NULL;
 }
 
 void daemon_autostart(struct daemon *d)

@@ -27,6 +27,18 @@
 #include "service.h"
 #include "child.h"
 
+/* What the TPM part of trustmed knows (docs/ATTESTATION.md); d->tpm. */
+struct tpmd_state {
+    uint8_t trustmed_sha256[32]; /* /proc/self/exe at start */
+    uint8_t scd_sha256[32];      /* the scd binary last started */
+    bool scd_measured;           /* scd_sha256 is set */
+    bool secret_pending;         /* a StorageSecret request is under way */
+    bool scd_has_secret;         /* the running scd holds the device secret */
+    bool boot_measured;          /* tpmd confirmed the virtualization layer's measurement */
+    bool boot_measuring;         /* that measurement is under way */
+    char secret_problem[768];    /* why it does not, when tpmd said so */
+};
+
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
 #define TPMD_REQUEST_MAX (64u * 1024)
 #define TPMD_MAX_GROUPS 32
@@ -156,7 +168,7 @@ static void on_scd_secret(struct daemon *d, const Trustme__Scd__Response *resp, 
         log_error("trustme-scd did not take the device storage secret: %s", err->msg);
         return;
     }
-    d->tpm.scd_has_secret = true;
+    d->tpm->scd_has_secret = true;
     log_info("device storage secret unsealed and handed to trustme-scd");
 }
 
@@ -177,16 +189,16 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
 {
     const Trustme__Tpmd__Secret *sec = resp->secret;
     if (!sec || !sec->has_secret || sec->secret.len != 32) {
-        snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem),
+        snprintf(d->tpm->secret_problem, sizeof(d->tpm->secret_problem),
                  "the TPM service answered without a 32-byte device storage secret");
-        tell_scd_unavailable(d, d->tpm.secret_problem);
+        tell_scd_unavailable(d, d->tpm->secret_problem);
         return;
     }
     if (sec->has_created && sec->created)
         log_warn("device storage secret created and sealed to the boot state; its recovery key "
                  "is in %s: move it off the device (docs/ATTESTATION.md)",
                  sec->recovery_key_path ? sec->recovery_key_path : "tpmd's run dir");
-    d->tpm.secret_problem[0] = '\0';
+    d->tpm->secret_problem[0] = '\0';
     /* The bytes stay in the response, which lives in locked memory and is wiped when freed;
      * the request to scd is packed into locked memory as well (packet.h). */
     Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
@@ -202,8 +214,8 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
 
 static void on_secret(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
 {
-    d->tpm.secret_pending = false;
-    if (!err && !d->tpm.boot_measured) {
+    d->tpm->secret_pending = false;
+    if (!err && !d->tpm->boot_measured) {
         /* Asked for together with the boot measurement (tpmd answers in order, so that the
          * measurement's answer came first): it failed, and the secret is dropped here (the
          * response lives in locked memory and is wiped when freed). */
@@ -216,12 +228,12 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
     }
     if (!resp)
         return; /* tpmd died; its restart asks again */
-    if (!d->tpm.boot_measured && d->tpm.secret_problem[0]) {
+    if (!d->tpm->boot_measured && d->tpm->secret_problem[0]) {
         /* tpmd refused as well; the failed measurement is the reason to report */
         log_info("the TPM service withheld the device storage secret too: %s", err->msg);
         return;
     }
-    snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "%s", err->msg);
+    snprintf(d->tpm->secret_problem, sizeof(d->tpm->secret_problem), "%s", err->msg);
     log_error("device storage secret unavailable: %s", err->msg);
     daemon_audit(d, "device.secret", "fail", NULL, "trustmed", "%s", err->msg);
     tell_scd_unavailable(d, err->msg);
@@ -229,8 +241,8 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
 
 void tpmd_secret_refresh(struct daemon *d)
 {
-    if (d->tpm.secret_pending || d->tpm.scd_has_secret ||
-        !(d->tpm.boot_measured || d->tpm.boot_measuring) || !service_running(d->tpmd))
+    if (d->tpm->secret_pending || d->tpm->scd_has_secret ||
+        !(d->tpm->boot_measured || d->tpm->boot_measuring) || !service_running(d->tpmd))
         return;
     Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
@@ -241,12 +253,12 @@ void tpmd_secret_refresh(struct daemon *d)
         log_warn("cannot ask trustme-tpmd for the device storage secret: %s", e.msg);
         return;
     }
-    d->tpm.secret_pending = true;
+    d->tpm->secret_pending = true;
 }
 
 void tpmd_scd_gone(struct daemon *d)
 {
-    d->tpm.scd_has_secret = false;
+    d->tpm->scd_has_secret = false;
 }
 
 /* ---- the anchor table ------------------------------------------------------------------------ */
@@ -335,24 +347,24 @@ static void on_measured(struct daemon *d, const Response *resp, const tm_err *er
  * software nobody can tell from what it was sealed to. */
 static void boot_measure_failed(struct daemon *d, const char *why)
 {
-    d->tpm.boot_measured = d->tpm.boot_measuring = false;
-    snprintf(d->tpm.secret_problem, sizeof(d->tpm.secret_problem), "measuring the "
+    d->tpm->boot_measured = d->tpm->boot_measuring = false;
+    snprintf(d->tpm->secret_problem, sizeof(d->tpm->secret_problem), "measuring the "
              "virtualization layer failed (%s): the device storage secret is withheld", why);
-    log_error("%s", d->tpm.secret_problem);
+    log_error("%s", d->tpm->secret_problem);
     daemon_audit(d, "tpm.measure", "fail", NULL, "trustmed", "the virtualization layer: %s", why);
-    tell_scd_unavailable(d, d->tpm.secret_problem);
+    tell_scd_unavailable(d, d->tpm->secret_problem);
 }
 
 static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err,
                              void *userdata)
 {
-    d->tpm.boot_measuring = false;
+    d->tpm->boot_measuring = false;
     if (err) {
         if (resp) /* else tpmd died: its restart measures again */
             boot_measure_failed(d, err->msg);
         return;
     }
-    d->tpm.boot_measured = true;
+    d->tpm->boot_measured = true;
     tpmd_secret_refresh(d); /* a no-op when the request went out with the measurement */
 }
 
@@ -401,12 +413,12 @@ static void measure_boot(struct service *s, int exe)
         {pcr, TM_EVENT_BINARY, "trustme-tpmd", {0}},
         {pcr, TM_EVENT_DEVICE_CONFIG, "device.json", {0}},
     };
-    memcpy(items[0].sha256, d->tpm.trustmed_sha256, 32);
-    memcpy(items[1].sha256, d->tpm.scd_sha256, 32);
+    memcpy(items[0].sha256, d->tpm->trustmed_sha256, 32);
+    memcpy(items[1].sha256, d->tpm->scd_sha256, 32);
     memcpy(items[3].sha256, d->device.sha256, 32);
     tm_err e;
     uint64_t size;
-    d->tpm.boot_measured = false;
+    d->tpm->boot_measured = false;
     /* Hashing moves the file offset the child shares; fexecve does not care. */
     if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, items[2].sha256, &size, NULL, NULL, &e) < 0) {
         boot_measure_failed(d, e.msg);
@@ -420,7 +432,7 @@ static void measure_boot(struct service *s, int exe)
         boot_measure_failed(d, e.msg);
         return;
     }
-    d->tpm.boot_measuring = true;
+    d->tpm->boot_measuring = true;
     tpmd_secret_refresh(d);
     /* After a TPM reset the new log lacks the running containers; otherwise tpmd skips what it
      * holds already. Either way, what runs is in the log before any quote is answered. */
@@ -433,15 +445,15 @@ void tpmd_measure_scd(struct daemon *d, int exe)
 {
     tm_err e;
     uint64_t size;
-    if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, d->tpm.scd_sha256, &size, NULL, NULL, &e) < 0) {
+    if (lseek(exe, 0, SEEK_SET) < 0 || tm_sha256_fd(exe, d->tpm->scd_sha256, &size, NULL, NULL, &e) < 0) {
         log_error("cannot measure trustme-scd: %s", e.msg);
         return;
     }
-    d->tpm.scd_measured = true;
+    d->tpm->scd_measured = true;
     if (!service_running(d->tpmd))
         return; /* tpmd's start measures it with the rest */
     struct tm_event_item item = {d->device.boot_pcr, TM_EVENT_BINARY, "trustme-scd", {0}};
-    memcpy(item.sha256, d->tpm.scd_sha256, 32);
+    memcpy(item.sha256, d->tpm->scd_sha256, 32);
     if (tpmd_measure(d, &item, 1, on_measured, "trustme-scd", &e) < 0)
         log_error("cannot measure trustme-scd: %s", e.msg);
 }
@@ -449,8 +461,8 @@ void tpmd_measure_scd(struct daemon *d, int exe)
 static void on_service_exit(struct service *s)
 {
     struct daemon *d = service_daemon(s);
-    d->tpm.secret_pending = false;
-    d->tpm.boot_measured = d->tpm.boot_measuring = false; /* the next tpmd measures again */
+    d->tpm->secret_pending = false;
+    d->tpm->boot_measured = d->tpm->boot_measuring = false; /* the next tpmd measures again */
 }
 
 static const struct service_ops tpmd_ops = {
@@ -523,7 +535,7 @@ static int check_ima_chain(struct daemon *d, tm_err *err)
                           "than configured", IMA_LOG, strerror(errno));
     char want_exe[2 * 32 + 8], want_cfg[2 * 32 + 8], line[4096];
     strcpy(want_exe, "sha256:");
-    tm_hex(d->tpm.trustmed_sha256, 32, want_exe + 7);
+    tm_hex(d->tpm->trustmed_sha256, 32, want_exe + 7);
     strcpy(want_cfg, "sha256:");
     tm_hex(d->device.sha256, 32, want_cfg + 7);
     bool exe = false, cfg = false;
@@ -588,11 +600,23 @@ int tpmd_start(struct daemon *d, tm_err *err)
     uint64_t size;
     if (self < 0)
         return tm_err_sys(err, "cannot open trustmed's own binary to measure it");
-    if ((r = tm_sha256_fd(self, d->tpm.trustmed_sha256, &size, NULL, NULL, err)) < 0)
+    if ((r = tm_sha256_fd(self, d->tpm->trustmed_sha256, &size, NULL, NULL, err)) < 0)
         return tm_err_prefix(err, "measuring trustmed");
     if (d->device.boot_chain == BOOT_CHAIN_IMA && (r = check_ima_chain(d, err)) < 0)
         return r;
     return service_start(d, &tpmd_ops, c.binary, &c, sizeof(c), &d->tpmd, err);
+}
+
+int tpmd_init(struct daemon *d, tm_err *err)
+{
+    d->tpm = calloc(1, sizeof(*d->tpm));
+    return d->tpm ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+}
+
+void tpmd_free(struct daemon *d)
+{
+    free(d->tpm);
+    d->tpm = NULL;
 }
 
 void tpmd_stop(struct daemon *d)
@@ -626,10 +650,10 @@ bool tpmd_emulated(const struct daemon *d)
 
 const char *tpmd_secret_problem(const struct daemon *d)
 {
-    if (d->tpm.scd_has_secret)
+    if (d->tpm->scd_has_secret)
         return NULL;
-    if (d->tpm.secret_problem[0])
-        return d->tpm.secret_problem;
+    if (d->tpm->secret_problem[0])
+        return d->tpm->secret_problem;
     return "the device storage secret has not arrived from the TPM service (trustme-tpmd) yet; "
            "try again in a moment";
 }

@@ -12,6 +12,9 @@ typedef void (*tpmd_reply_fn)(struct daemon *d, const Trustme__Tpmd__Response *r
 
 /* Start tpmd as its own user, queue the boot measurements (trustmed, scd, tpmd, device.json)
  * and the request for the device storage secret, which goes on to scd. */
+/* Its state (d->tpm), before scd starts: scd's start is measured. Freed by tpmd_free. */
+int tpmd_init(struct daemon *d, tm_err *err);
+void tpmd_free(struct daemon *d);
 int tpmd_start(struct daemon *d, tm_err *err);
 void tpmd_stop(struct daemon *d);
 /* Send req (version and id are filled in); fn is called with the answer. tpmd answers in the
