@@ -334,7 +334,9 @@ static int init_daemon(struct daemon *d, tm_err *err)
                              d->data_dir);
     if ((r = guestos_store_init(d, err)) < 0)
         return r;
-    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0)
+    /* The subsystems' own state, before scd starts and any container is loaded. */
+    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0 ||
+        (r = net_init(d, err)) < 0)
         return r;
     d->reply = &control_reply_ops;
     d->ctlsock = &control_ctlsock_ops;
@@ -373,6 +375,7 @@ static void daemon_free(struct daemon *d)
     revocation_stop(d);
     core_free(d);
     tpmd_free(d);
+    net_free(d);
     guestos_store_free(d);
     device_config_clear(&d->device);
     free(d->seccomp.filter);

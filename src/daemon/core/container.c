@@ -54,7 +54,7 @@ static struct container *container_alloc(struct daemon *d)
     c->pidfd = -1;
     c->exit_code = -1;
     c->wait_status = -1;
-    c->console_fifo = c->console_log = c->userns_fd = -1;
+    c->userns_fd = -1;
     return c;
 }
 

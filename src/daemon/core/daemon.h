@@ -24,6 +24,8 @@ struct start_op;
 struct service;
 struct service_events;
 struct tpmd_state;
+struct net_host;
+struct console;
 struct core_state;
 struct reply_ops;
 struct token_op;
@@ -108,14 +110,7 @@ struct container {
     int wait_status;              /* init's raw wait status, -1 when unknown */
     int userns_fd;                /* its own user namespace while it runs (exec sessions join it) */
     unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
-    int console_fifo;             /* read end of init's console (console.c), or -1 */
-    tm_source *console_src;
-    tm_source *console_timer;     /* resumes draining a throttled console (console.c) */
-    uint64_t console_tokens;      /* bytes it may still log now */
-    uint64_t console_refilled_ns; /* when console_tokens was last topped up */
-    uint64_t console_throttled;   /* times it was throttled since its start */
-    int console_log;
-    off_t console_size;
+    struct console *console;      /* init's console while it is drained (console.c), or NULL */
     struct waiter *waiters;
     struct session *sessions;     /* attach and exec sessions */
     char actor[48];               /* who asked for the current operation (for the audit log) */
@@ -172,13 +167,7 @@ struct daemon {
     } tpmd_opts;
     struct tpmd_state *tpm;       /* what the TPM part of trustmed knows (tpmd_client.c) */
     const char *log_level;
-    /* Container networking (net.c): the bridge outlives the last bridged container briefly. */
-    struct {
-        tm_source *bridge_timer;  /* deletes the bridge when it fires */
-        int bridge_del_pidfd;     /* the child deleting it, while bridge_del_src is set */
-        int bridge_del_ifindex;   /* the bridge that child deletes */
-        tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
-    } net;
+    struct net_host *net;         /* the host side of container networking (net.c) */
     struct core_state *core;      /* the core container c0's policy (core_container.c) */
 };
 

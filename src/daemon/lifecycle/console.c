@@ -1,8 +1,10 @@
 #include "console.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
@@ -15,6 +17,18 @@
 #include "fdutil.h"
 #include "log.h"
 
+/* init's console while trustmed drains it (c->console). */
+struct console {
+    int fifo;             /* read end of init's console, or -1 */
+    tm_source *src;
+    tm_source *timer;     /* resumes draining a throttled console */
+    uint64_t tokens;      /* bytes it may still log now */
+    uint64_t refilled_ns; /* when tokens was last topped up */
+    uint64_t throttled;   /* times it was throttled since its start */
+    int log;
+    off_t size;
+};
+
 static void console_path(const struct container *c, const char *name, char *out, size_t size)
 {
     char dir[PATH_MAX];
@@ -26,11 +40,11 @@ static int open_log(struct container *c)
 {
     char path[PATH_MAX + 16];
     console_path(c, "console.log", path, sizeof(path));
-    c->console_log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (c->console_log < 0)
+    c->console->log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (c->console->log < 0)
         return -errno;
     struct stat st;
-    c->console_size = fstat(c->console_log, &st) == 0 ? st.st_size : 0;
+    c->console->size = fstat(c->console->log, &st) == 0 ? st.st_size : 0;
     return 0;
 }
 
@@ -40,7 +54,7 @@ static void rotate(struct container *c)
     char cur[PATH_MAX + 16], old[PATH_MAX + 16];
     console_path(c, "console.log", cur, sizeof(cur));
     console_path(c, "console.log.1", old, sizeof(old));
-    close_and_reset(c->console_log);
+    close_and_reset(c->console->log);
     if (rename(cur, old) < 0)
         log_warn("%s: cannot rotate the console log: %m", container_label(c));
     if (open_log(c) < 0)
@@ -55,16 +69,16 @@ static bool drain(struct container *c, size_t budget, size_t *ret_used)
     if (ret_used)
         *ret_used = 0;
     while (budget > 0) {
-        ssize_t n = read(c->console_fifo, buf, budget < sizeof(buf) ? budget : sizeof(buf));
+        ssize_t n = read(c->console->fifo, buf, budget < sizeof(buf) ? budget : sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return errno == EAGAIN;
         if (n == 0)
             return false;
-        if (c->console_log >= 0 && write_all(c->console_log, buf, (size_t)n) == 0)
-            c->console_size += n;
-        if (c->console_size >= CONSOLE_LOG_MAX)
+        if (c->console->log >= 0 && write_all(c->console->log, buf, (size_t)n) == 0)
+            c->console->size += n;
+        if (c->console->size >= CONSOLE_LOG_MAX)
             rotate(c);
         budget -= (size_t)n;
         used += (size_t)n;
@@ -84,20 +98,20 @@ static uint64_t now_ns(void)
 static void refill(struct container *c)
 {
     uint64_t now = now_ns();
-    uint64_t add = (now - c->console_refilled_ns) * CONSOLE_RATE / 1000000000u;
+    uint64_t add = (now - c->console->refilled_ns) * CONSOLE_RATE / 1000000000u;
     if (add == 0)
         return; /* keep the fraction for the next call */
-    c->console_tokens = c->console_tokens + add > CONSOLE_BURST ? CONSOLE_BURST : c->console_tokens + add;
-    c->console_refilled_ns = now;
+    c->console->tokens = c->console->tokens + add > CONSOLE_BURST ? CONSOLE_BURST : c->console->tokens + add;
+    c->console->refilled_ns = now;
 }
 
 static void on_resume(tm_source *src, void *userdata)
 {
     (void)src;
     struct container *c = userdata;
-    c->console_timer = NULL;
-    if (c->console_src)
-        tm_source_modify(c->console_src, EPOLLIN);
+    c->console->timer = NULL;
+    if (c->console->src)
+        tm_source_modify(c->console->src, EPOLLIN);
 }
 
 static void on_console(tm_source *src, uint32_t events, void *userdata)
@@ -106,43 +120,48 @@ static void on_console(tm_source *src, uint32_t events, void *userdata)
     refill(c);
     /* A bounded amount per wake-up (a chatty container must not starve everyone else), and per
      * second (CONSOLE_RATE). */
-    size_t budget = c->console_tokens < 256 * 1024 ? (size_t)c->console_tokens : 256 * 1024, used;
+    size_t budget = c->console->tokens < 256 * 1024 ? (size_t)c->console->tokens : 256 * 1024, used;
     bool open = drain(c, budget, &used);
-    c->console_tokens -= used;
+    c->console->tokens -= used;
     if (!open || (events & EPOLLHUP)) {
         /* All writers gone (init ended): nothing more can come until the next start. */
-        tm_source_free(c->console_timer);
-        c->console_timer = NULL;
-        tm_source_free(c->console_src);
-        c->console_src = NULL;
+        tm_source_free(c->console->timer);
+        c->console->timer = NULL;
+        tm_source_free(c->console->src);
+        c->console->src = NULL;
         return;
     }
-    if (c->console_tokens >= 4096 || c->console_timer)
+    if (c->console->tokens >= 4096 || c->console->timer)
         return;
     /* Out of budget: stop reading until 64 KiB are due. The FIFO fills and the container's
      * writes wait; none of its output is lost. */
-    if (c->console_throttled++ == 0)
+    if (c->console->throttled++ == 0)
         log_info("%s: console output beyond %d KiB/s is slowed down", container_label(c),
                  CONSOLE_RATE / 1024);
-    c->console_timer = tm_loop_timer(c->d->loop, 64 * 1024 * 1000 / CONSOLE_RATE, on_resume, c);
-    if (c->console_timer)
+    c->console->timer = tm_loop_timer(c->d->loop, 64 * 1024 * 1000 / CONSOLE_RATE, on_resume, c);
+    if (c->console->timer)
         tm_source_modify(src, 0);
 }
 
 static int watch(struct container *c, tm_err *err)
 {
+    assert(!c->console); /* console_close ran */
+    c->console = calloc(1, sizeof(*c->console));
+    if (!c->console)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    c->console->fifo = c->console->log = -1;
     char fifo[PATH_MAX + 16];
     console_path(c, "console.fifo", fifo, sizeof(fifo));
-    c->console_fifo = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (c->console_fifo < 0)
+    c->console->fifo = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (c->console->fifo < 0)
         return tm_err_sys(err, "cannot open %s", fifo);
     if (open_log(c) < 0)
         log_warn("%s: cannot open the console log: %m", container_label(c));
-    c->console_tokens = CONSOLE_BURST;
-    c->console_refilled_ns = now_ns();
-    c->console_throttled = 0;
-    c->console_src = tm_loop_io(c->d->loop, c->console_fifo, EPOLLIN, on_console, c);
-    if (!c->console_src)
+    c->console->tokens = CONSOLE_BURST;
+    c->console->refilled_ns = now_ns();
+    c->console->throttled = 0;
+    c->console->src = tm_loop_io(c->d->loop, c->console->fifo, EPOLLIN, on_console, c);
+    if (!c->console->src)
         return tm_err_set(err, ENOMEM, "cannot watch the console");
     return 0;
 }
@@ -206,12 +225,16 @@ int console_reopen(struct container *c, tm_err *err)
 
 void console_close(struct container *c)
 {
-    if (c->console_fifo >= 0)
+    if (!c->console)
+        return;
+    if (c->console->fifo >= 0)
         drain(c, CONSOLE_LOG_MAX, NULL);
-    tm_source_free(c->console_timer);
-    c->console_timer = NULL;
-    tm_source_free(c->console_src);
-    c->console_src = NULL;
-    close_and_reset(c->console_fifo);
-    close_and_reset(c->console_log);
+    tm_source_free(c->console->timer);
+    c->console->timer = NULL;
+    tm_source_free(c->console->src);
+    c->console->src = NULL;
+    close_and_reset(c->console->fifo);
+    close_and_reset(c->console->log);
+    free(c->console);
+    c->console = NULL;
 }

@@ -25,6 +25,27 @@
 #include "nft.h"
 #include "reaper.h"
 
+/* The host side of container networking (d->net): the bridge outlives the last bridged container
+ * briefly. */
+struct net_host {
+    tm_source *bridge_timer;  /* deletes the bridge when it fires */
+    int bridge_del_pidfd;     /* the child deleting it, while bridge_del_src is set */
+    int bridge_del_ifindex;   /* the bridge that child deletes */
+    tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
+};
+
+int net_init(struct daemon *d, tm_err *err)
+{
+    d->net = calloc(1, sizeof(*d->net));
+    return d->net ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+}
+
+void net_free(struct daemon *d)
+{
+    free(d->net);
+    d->net = NULL;
+}
+
 bool net_wanted(const struct container *c)
 {
     return c->cfg->net.mode == NET_BRIDGED || c->cfg->net.nifaces > 0;
@@ -158,16 +179,16 @@ static int link_del_async(int ifindex)
 
 static void bridge_del_done(struct daemon *d)
 {
-    tm_source_free(d->net.bridge_del_src);
-    d->net.bridge_del_src = NULL;
-    close_and_reset(d->net.bridge_del_pidfd);
+    tm_source_free(d->net->bridge_del_src);
+    d->net->bridge_del_src = NULL;
+    close_and_reset(d->net->bridge_del_pidfd);
 }
 
 static void on_bridge_deleted(tm_source *src, uint32_t events, void *userdata)
 {
     struct daemon *d = userdata;
     siginfo_t si = {0};
-    if (waitid(P_PIDFD, (id_t)d->net.bridge_del_pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
+    if (waitid(P_PIDFD, (id_t)d->net->bridge_del_pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
         return; /* spurious */
     bridge_del_done(d);
 }
@@ -179,11 +200,11 @@ static void on_bridge_deleted(tm_source *src, uint32_t events, void *userdata)
 static void bridge_wait_deleted(struct daemon *d, int s)
 {
     tm_err err;
-    if (!d->net.bridge_del_src ||
-        (s >= 0 && nl_ifindex(s, d->device.net.bridge, &err) != d->net.bridge_del_ifindex))
+    if (!d->net->bridge_del_src ||
+        (s >= 0 && nl_ifindex(s, d->device.net.bridge, &err) != d->net->bridge_del_ifindex))
         return;
     siginfo_t si;
-    while (waitid(P_PIDFD, (id_t)d->net.bridge_del_pidfd, &si, WEXITED) < 0 && errno == EINTR)
+    while (waitid(P_PIDFD, (id_t)d->net->bridge_del_pidfd, &si, WEXITED) < 0 && errno == EINTR)
         ;
     bridge_del_done(d);
 }
@@ -194,8 +215,8 @@ static void bridge_wait_deleted(struct daemon *d, int s)
 static void bridge_remove_now(struct daemon *d, bool async)
 {
     tm_err err;
-    tm_source_free(d->net.bridge_timer);
-    d->net.bridge_timer = NULL;
+    tm_source_free(d->net->bridge_timer);
+    d->net->bridge_timer = NULL;
     if (any_active(d))
         return;
     _cleanup_close_ int s = nl_open(-1, &err);
@@ -211,20 +232,20 @@ static void bridge_remove_now(struct daemon *d, bool async)
     int pidfd = link_del_async(idx);
     if (pidfd < 0)
         return;
-    d->net.bridge_del_pidfd = pidfd;
-    d->net.bridge_del_ifindex = idx;
-    if (!(d->net.bridge_del_src = tm_loop_io(d->loop, pidfd, EPOLLIN, on_bridge_deleted, d))) {
+    d->net->bridge_del_pidfd = pidfd;
+    d->net->bridge_del_ifindex = idx;
+    if (!(d->net->bridge_del_src = tm_loop_io(d->loop, pidfd, EPOLLIN, on_bridge_deleted, d))) {
         siginfo_t si; /* cannot watch it: wait here */
         while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
             ;
-        close_and_reset(d->net.bridge_del_pidfd);
+        close_and_reset(d->net->bridge_del_pidfd);
     }
 }
 
 static void on_bridge_linger_end(tm_source *src, void *userdata)
 {
     struct daemon *d = userdata;
-    d->net.bridge_timer = NULL;
+    d->net->bridge_timer = NULL;
     bridge_remove_now(d, true);
 }
 
@@ -233,20 +254,20 @@ static void on_bridge_linger_end(tm_source *src, void *userdata)
  * for its creation. trustmed's shutdown deletes it at once. */
 static void bridge_maybe_remove(struct daemon *d)
 {
-    if (any_active(d) || d->net.bridge_timer)
+    if (any_active(d) || d->net->bridge_timer)
         return;
     if (d->shutting_down) {
         bridge_remove_now(d, false);
         return;
     }
-    d->net.bridge_timer = tm_loop_timer(d->loop, NET_BRIDGE_LINGER_MS, on_bridge_linger_end, d);
-    if (!d->net.bridge_timer)
+    d->net->bridge_timer = tm_loop_timer(d->loop, NET_BRIDGE_LINGER_MS, on_bridge_linger_end, d);
+    if (!d->net->bridge_timer)
         bridge_remove_now(d, false);
 }
 
 void net_shutdown(struct daemon *d)
 {
-    if (d->net.bridge_timer)
+    if (d->net->bridge_timer)
         bridge_remove_now(d, false);
     bridge_wait_deleted(d, -1);
 }
@@ -271,8 +292,8 @@ int net_prepare(struct container *c, tm_err *err)
     if (c->cfg->net.mode != NET_BRIDGED)
         return 0;
     /* A lingering bridge is kept; one being deleted is waited for, then made again. */
-    tm_source_free(d->net.bridge_timer);
-    d->net.bridge_timer = NULL;
+    tm_source_free(d->net->bridge_timer);
+    d->net->bridge_timer = NULL;
     bridge_wait_deleted(d, s);
     if ((r = net_lease_acquire(c, err)) < 0 || (r = bridge_ensure(d, s, err)) < 0)
         return r;

@@ -24,6 +24,9 @@ struct net_state {
 bool net_wanted(const struct container *c);
 struct net_state *net_state_of(struct container *c, tm_err *err);
 void net_state_free(struct container *c);
+/* The host side's state (d->net), before any container is loaded; freed by net_free. */
+int net_init(struct daemon *d, tm_err *err);
+void net_free(struct daemon *d);
 /* Its lease at create and remove, its state at free (daemon.h). */
 extern const struct container_observer net_container_observer;
 /* "tm" + the first 10 hex digits of the UUID */
