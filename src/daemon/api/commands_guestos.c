@@ -154,8 +154,6 @@ static void config_op_done(struct config_op *op, struct container *c, struct con
             daemon_audit(d, "container.privileged", "ok", c, op->actor, "created without a user "
                          "namespace, keeping %s", names);
         }
-        /* A new UUID has no token yet: nothing to ask scd. */
-        c->token = (struct token_state){.known = true};
     }
     if (conn)
         reply_container(conn, op->req_id, c);

@@ -306,8 +306,10 @@ static int load_one(struct daemon *d, const char *uuid, tm_err *err)
     snprintf(path, sizeof(path), "%s/config.json.sig", dir);
     c->config_signed = access(path, F_OK) == 0;
     for (size_t i = 0; i < d->nobservers; i++)
-        if (d->observers[i]->loaded)
-            d->observers[i]->loaded(c);
+        if (d->observers[i]->loaded && (r = d->observers[i]->loaded(c, err)) < 0) {
+            container_free(c);
+            return r;
+        }
     link_container(d, c);
     return 0;
 }

@@ -29,6 +29,7 @@ struct console;
 struct core_state;
 struct reply_ops;
 struct token_op;
+struct container_token;
 struct guestos;
 struct install_op;
 struct measure_op;
@@ -41,17 +42,6 @@ struct waiter {
     enum wait_kind kind;
 };
 
-/* What trustme-scd last said about a container's token (tokens.c); shown by list and state. */
-struct token_state {
-    bool known; /* scd has answered since trustmed (or scd) started */
-    bool paired, locked, blocked;
-    uint32_t pin_tries_left, puk_tries_left;
-    /* The counts anchored in the TPM, which decide (tokens.c); scd's own may differ. */
-    bool anchored;
-    bool anchor_unknown; /* tpmd could not say (the anchor table refused, or no entry) */
-    uint8_t pin_failures, puk_failures;
-};
-
 /* What a subsystem above core/ keeps per container, tied to the container's life in the store
  * (container.c) and to its state changes (lifecycle.c). main.c registers each subsystem's observer
  * once at start-up (daemon_observe); they are called in that order, releases in reverse. Any hook
@@ -60,8 +50,8 @@ struct container_observer {
     const char *name;
     /* A container is being created: take what it needs; a failure fails the create. */
     int (*created)(struct container *c, tm_err *err);
-    /* Loaded from the data dir at start-up. */
-    void (*loaded)(struct container *c);
+    /* Loaded from the data dir at start-up; a failure skips the container (logged). */
+    int (*loaded)(struct container *c, tm_err *err);
     /* Deleted for good (its files are gone), or its create was rolled back. */
     void (*removed)(struct container *c);
     /* The object is freed (also a half-made one): release what it holds. */
@@ -114,10 +104,7 @@ struct container {
     struct waiter *waiters;
     struct session *sessions;     /* attach and exec sessions */
     char actor[48];               /* who asked for the current operation (for the audit log) */
-    struct token_state token;
-    bool token_busy;              /* a token operation is waiting for scd */
-    bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
-    struct token_op *key_op;      /* a start waits for its data key (tokens.c) */
+    struct container_token *token; /* its token as trustmed knows it (tokens.c) */
     uint64_t guestos_version;     /* the GuestOS version of the current or last start */
     bool config_signed;           /* its config came with a verified signature */
     struct net_state *net;        /* its network (net.h), or NULL */

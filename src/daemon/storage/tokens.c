@@ -30,6 +30,26 @@
 #include "scd_client.h"
 #include "tpmd_client.h"
 
+/* What trustme-scd last said about a container's token (tokens.c); shown by list and state. */
+struct token_state {
+    bool known; /* scd has answered since trustmed (or scd) started */
+    bool paired, locked, blocked;
+    uint32_t pin_tries_left, puk_tries_left;
+    /* The counts anchored in the TPM, which decide (tokens.c); scd's own may differ. */
+    bool anchored;
+    bool anchor_unknown; /* tpmd could not say (the anchor table refused, or no entry) */
+    uint8_t pin_failures, puk_failures;
+};
+
+/* What trustmed knows of a container's token (c->token): allocated when the container is created
+ * or loaded (tokens_container_observer), freed with it. */
+struct container_token {
+    struct token_state state;
+    bool busy;                    /* a token operation is waiting for scd */
+    bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
+    struct token_op *key_op;      /* a start waits for its data key */
+};
+
 #define KEY_FILE "key.wrapped"
 #define WRAPPED_KEY_LEN 100 /* the scd's blob format (src/scd/keywrap.h) */
 #define DATA_KEY_LEN 64
@@ -132,13 +152,13 @@ static ProtobufCBinaryData bytes_of(const struct secret *s)
  * must not race a wipe, and a client should hear "busy" rather than wait. */
 static void hold(struct container *c, struct token_op *op)
 {
-    c->token_busy = op->busy = true;
+    c->token->busy = op->busy = true;
 }
 
 static void release(struct container *c, struct token_op *op)
 {
     if (op->busy)
-        c->token_busy = op->busy = false;
+        c->token->busy = op->busy = false;
 }
 
 static void fill_spec(const struct container *c, Trustme__Scd__TokenSpec *spec)
@@ -191,7 +211,7 @@ void tokens_refresh_all(struct daemon *d)
 void tokens_forget_all(struct daemon *d)
 {
     for (struct container *c = d->containers; c; c = c->next)
-        c->token.known = false;
+        c->token->state.known = false;
 }
 
 static void show_anchored(struct container *c, const struct anchored *a);
@@ -200,8 +220,8 @@ static void show_anchored(struct container *c, const struct anchored *a);
  * (its tries file is a file root can delete). */
 static void store_status(struct container *c, const Trustme__Scd__TokenStatus *st)
 {
-    struct token_state old = c->token;
-    c->token = (struct token_state){
+    struct token_state old = c->token->state;
+    c->token->state = (struct token_state){
         .known = true, .paired = st->paired, .locked = st->locked, .blocked = st->blocked,
         .pin_tries_left = st->pin_tries_left, .puk_tries_left = st->puk_tries_left,
         .anchor_unknown = old.anchor_unknown};
@@ -312,15 +332,15 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
     int r = check_hardware(c, err);
     if (r < 0)
         return r;
-    if (c->token_busy)
+    if (c->token->busy)
         return tm_err_set(err, EBUSY, "%s: another operation on its token is under way; try again", name);
-    if (c->token.known && !c->token.paired)
+    if (c->token->state.known && !c->token->state.paired)
         return tm_err_set(err, ENOKEY, "%s has no PIN yet: set one with 'trustme change-pin %s' "
                           "(this pairs its %s token)", name, name, token_kind_name(c->cfg->token.kind));
-    if (c->token.blocked)
+    if (c->token->state.blocked)
         return tm_err_set(err, EKEYREVOKED, "%s: its token is blocked after too many wrong PUKs; "
                           "only 'trustme wipe %s' helps (its data is lost)", name, name);
-    if (c->token.locked)
+    if (c->token->state.locked)
         return tm_err_set(err, EPERM, "%s: its token is locked after too many wrong PINs; unlock "
                           "it with 'trustme token unlock %s'", name, name);
     if (!have_pin) {
@@ -353,17 +373,17 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
         return r;
     }
     hold(c, op);
-    c->key_op = op;
+    c->token->key_op = op;
     return 0;
 }
 
 void tokens_cancel_key(struct container *c)
 {
-    if (!c->key_op)
+    if (!c->token->key_op)
         return;
-    c->key_op->cancelled = true;
-    release(c, c->key_op);
-    c->key_op = NULL;
+    c->token->key_op->cancelled = true;
+    release(c, c->token->key_op);
+    c->token->key_op = NULL;
 }
 
 /* Keep the key scd sent (in the packet's locked memory) in a secret of its own; for a new key,
@@ -381,7 +401,7 @@ static int take_key(struct container *c, const struct token_op *op, const Trustm
         int r = write_file_atomic(path, k->wrapped.data, k->wrapped.len, 0600, err);
         if (r < 0)
             return tm_err_prefix(err, "cannot store the new data key");
-        c->key_stored = true;
+        c->token->key_stored = true;
     }
     int r = secret_new(DATA_KEY_LEN, ret, err);
     if (r < 0)
@@ -410,7 +430,7 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
         secret_free(key);
         return;
     }
-    c->key_op = NULL;
+    c->token->key_op = NULL;
     release(c, op);
     op->key_done(c, key, err);
 }
@@ -495,7 +515,7 @@ static int erase_files(struct container *c, tm_err *err)
     int r = destroy_file(path, err);
     if (r < 0)
         return r;
-    c->key_stored = false;
+    c->token->key_stored = false;
     const char *images[] = {"data.img", "data.img.new"};
     for (size_t i = 0; i < ARRAY_SIZE(images); i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, images[i]);
@@ -561,14 +581,14 @@ static void show_anchored(struct container *c, const struct anchored *a)
 {
     if (!a->present)
         return;
-    c->token.anchored = true;
-    c->token.anchor_unknown = false;
-    c->token.pin_failures = a->pin;
-    c->token.puk_failures = a->puk;
-    c->token.locked = a->pin >= PIN_TRIES;
-    c->token.blocked = a->puk >= PUK_TRIES;
-    c->token.pin_tries_left = a->pin >= PIN_TRIES ? 0 : PIN_TRIES - a->pin;
-    c->token.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
+    c->token->state.anchored = true;
+    c->token->state.anchor_unknown = false;
+    c->token->state.pin_failures = a->pin;
+    c->token->state.puk_failures = a->puk;
+    c->token->state.locked = a->pin >= PIN_TRIES;
+    c->token->state.blocked = a->puk >= PUK_TRIES;
+    c->token->state.pin_tries_left = a->pin >= PIN_TRIES ? 0 : PIN_TRIES - a->pin;
+    c->token->state.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
 }
 
 static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
@@ -641,7 +661,7 @@ static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *r
     if (c && !err && anchored_parse(resp, op->uuid, &a, NULL) == 0 && a.present)
         show_anchored(c, &a);
     else if (c)
-        c->token.anchor_unknown = true;
+        c->token->state.anchor_unknown = true;
     if (c)
         op_free(op);
 }
@@ -871,7 +891,7 @@ static void on_unanchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
         op_fail(d, op, c, err);
         return;
     }
-    c->token.anchored = false;
+    c->token->state.anchored = false;
     if (send_scd(d, op, c, &e) < 0)
         op_fail(d, op, c, &e);
 }
@@ -1051,7 +1071,7 @@ static bool may_use_token(const struct reply_to *to, struct container *c, bool n
                         "data is not encrypted", c->cfg->name);
         return false;
     }
-    if (c->token_busy) {
+    if (c->token->busy) {
         reply_error(c->d, to->client, to->req_id, EBUSY, "%s: another operation on its token is under way; try again",
                         c->cfg->name);
         return false;
@@ -1173,32 +1193,58 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->has_tpm_emulated = true;
     enc->tpm_emulated = tpmd_emulated(c->d);
     enc->has_key_created = enc->has_status_known = true;
-    enc->key_created = c->key_stored;
+    enc->key_created = c->token->key_stored;
     /* scd's word alone is not enough for a paired token: the counts that hold are the TPM's. */
-    enc->status_known = c->token.known &&
-                        (!c->token.paired || c->token.anchored || c->token.anchor_unknown);
-    if (!c->token.known)
+    enc->status_known = c->token->state.known &&
+                        (!c->token->state.paired || c->token->state.anchored || c->token->state.anchor_unknown);
+    if (!c->token->state.known)
         return;
     enc->has_paired = enc->has_locked = enc->has_blocked = true;
     enc->has_pin_tries_left = enc->has_puk_tries_left = true;
-    enc->paired = c->token.paired;
-    enc->locked = c->token.locked;
-    enc->blocked = c->token.blocked;
-    enc->pin_tries_left = c->token.pin_tries_left;
-    enc->puk_tries_left = c->token.puk_tries_left;
+    enc->paired = c->token->state.paired;
+    enc->locked = c->token->state.locked;
+    enc->blocked = c->token->state.blocked;
+    enc->pin_tries_left = c->token->state.pin_tries_left;
+    enc->puk_tries_left = c->token->state.puk_tries_left;
+}
+
+static int token_alloc(struct container *c, tm_err *err)
+{
+    c->token = calloc(1, sizeof(*c->token));
+    return c->token ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+}
+
+static int tokens_created(struct container *c, tm_err *err)
+{
+    int r = token_alloc(c, err);
+    if (r == 0)
+        c->token->state.known = true; /* a new UUID has no token yet: nothing to ask scd */
+    return r;
+}
+
+static void tokens_freed(struct container *c)
+{
+    free(c->token);
+    c->token = NULL;
 }
 
 /* At start-up: does its wrapped data key exist (made at the first start, gone at a wipe)? */
-static void tokens_loaded(struct container *c)
+static int tokens_loaded(struct container *c, tm_err *err)
 {
+    int r = token_alloc(c, err);
+    if (r < 0)
+        return r;
     char path[PATH_MAX + 64];
     tokens_key_path(c, path, sizeof(path));
-    c->key_stored = access(path, F_OK) == 0;
+    c->token->key_stored = access(path, F_OK) == 0;
+    return 0;
 }
 
 const struct container_observer tokens_container_observer = {
     .name = "tokens",
+    .created = tokens_created,
     .loaded = tokens_loaded,
+    .freed = tokens_freed,
 };
 
 const struct service_events tokens_service_events = {
