@@ -60,6 +60,7 @@ struct container_observer {
     void (*transition)(struct container *c, enum cstate old, enum cevent ev);
 };
 #define DAEMON_OBSERVERS_MAX 8
+#define DAEMON_SERVICE_EVENTS_MAX 8 /* struct service_events (services/service.h) */
 
 /* The control sockets inside containers: modules/ctlsock.c makes them, api/ serves them. api/
  * supplies these (main.c sets d->ctlsock), so modules/ never calls up into api/. */
@@ -132,7 +133,7 @@ struct daemon {
     tm_source *signal_src;
     bool shutting_down;
     tm_source *retry_timer;       /* cgroup directories still to be removed */
-    const struct service_events *service_events[8]; /* service.h */
+    const struct service_events *service_events[DAEMON_SERVICE_EVENTS_MAX]; /* service.h */
     size_t nservice_events;
     struct service *scd;          /* the token service (scd_client.c) */
     struct service *tpmd;         /* the TPM service (tpmd_client.c) */

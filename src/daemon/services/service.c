@@ -362,6 +362,6 @@ const void *service_ctx(const struct service *s)
 
 void service_events_add(struct daemon *d, const struct service_events *e)
 {
-    assert(d->nservice_events < SERVICE_EVENTS_MAX);
+    assert(d->nservice_events < DAEMON_SERVICE_EVENTS_MAX);
     d->service_events[d->nservice_events++] = e;
 }

@@ -57,7 +57,6 @@ struct service_events {
     void (*tpmd_ready)(struct daemon *d); /* tpmd measured the boot: running containers go in */
     void (*tpmd_anchors)(struct daemon *d); /* tpmd's anchor table is readable */
 };
-#define SERVICE_EVENTS_MAX 8
 void service_events_add(struct daemon *d, const struct service_events *e);
 /* Call hook `ev` (a member of struct service_events) of every registration. */
 #define service_emit(d, ev, ...)                                                                   \
