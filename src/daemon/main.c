@@ -325,7 +325,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     if ((r = cg_detect(&d->cgroups, err)) < 0 || (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
         return r;
     log_info("cgroups: %s", cg_mode(&d->cgroups));
-    if ((r = seccomp_build(&d->seccomp, err)) < 0)
+    if ((r = seccomp_build(d, err)) < 0)
         return r;
     if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
@@ -378,7 +378,7 @@ static void daemon_free(struct daemon *d)
     net_free(d);
     guestos_store_free(d);
     device_config_clear(&d->device);
-    free(d->seccomp.filter);
+    seccomp_filter_free(d);
     reaper_free_all();
     tm_source_free(d->signal_src); /* freed with the loop's other dead sources */
     if (d->signal_fd >= 0)

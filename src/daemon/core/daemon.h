@@ -5,7 +5,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <linux/filter.h>
 
 #include "audit.h"
 #include "config.h"
@@ -18,6 +17,7 @@
 #define TM_IDS_PER_CONTAINER 65536u
 
 struct conn;
+struct sock_fprog;
 struct container;
 struct session;
 struct start_op;
@@ -120,7 +120,7 @@ struct daemon {
     uint32_t id_base;             /* first host id handed to containers */
     tm_audit audit;
     struct cg_layout cgroups;
-    struct sock_fprog seccomp;    /* compiled once at start-up */
+    struct sock_fprog *seccomp;   /* compiled once at start-up (modules/seccomp.c) */
     struct container *containers;
     const struct container_observer *observers[DAEMON_OBSERVERS_MAX];
     size_t nobservers;
