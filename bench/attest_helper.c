@@ -260,7 +260,7 @@ static double tpmd_measure(Trustme__Attest__Event **items, size_t n, unsigned *a
     return t;
 }
 
-/* What a start on a GuestOS sends besides its Measure (src/daemon/measure.c): an anchor get of
+/* What a start on a GuestOS sends besides its Measure (src/daemon/lifecycle/measure.c): an anchor get of
  * its GuestOS's and its config's entries (no NV access). */
 static double tpmd_anchor_get(void)
 {
@@ -322,7 +322,7 @@ static int measure(int argc, char **argv)
     }
     trustme__tpmd__response__free_unpacked(ready, NULL);
 
-    /* A batch as a container start on a GuestOS sends it (src/daemon/measure.c): the GuestOS's
+    /* A batch as a container start on a GuestOS sends it (src/daemon/lifecycle/measure.c): the GuestOS's
      * guestos.json, its images, the container's config; all on the runtime PCR (11). */
     static const char *const types[4] = {"guestos-config", "guestos-image", "container-config",
                                          "guestos-image"};

@@ -196,7 +196,7 @@ during a run; $(if [ "$ATT_M_DRIFT_PCT" -le 10 ]; then echo "the last runs cost 
   digest and the checks add about $ATT_M_EVENT_EXTRA ms per event; the fixed part is the two socket hops, protobuf
   and tpmd's loop. A start whose events are all logged already costs $ATT_M_AGAIN4 ms (no TPM command).
 - Not measuring, but on the same path: a start on a GuestOS also sends a **CounterRaise** (the
-  anti-rollback counter, src/daemon/measure.c) and waits for both answers.
+  anti-rollback counter, src/daemon/lifecycle/measure.c) and waits for both answers.
   $counter_text
   In one run on 2026-11-21 that is not in these figures, about 15 % of CounterRaise requests took
   1–10 ms: the swtpm, tpmd and the driver are three processes on 2 shared cores.

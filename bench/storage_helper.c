@@ -10,7 +10,7 @@
  *                                           AES-256-XTS contents, AES-256-CTS names, PAD_32
  *   storage_helper key-remove MNT IDENTIFIER   removes the key again (every user's claim)
  *
- * The fscrypt calls and policy are those of src/daemon/fscrypt.c, so that the host-side
+ * The fscrypt calls and policy are those of src/daemon/storage/fscrypt.c, so that the host-side
  * measurement has the same layering as an encrypted container minus trustme. */
 #include <errno.h>
 #include <fcntl.h>

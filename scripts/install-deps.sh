@@ -7,7 +7,7 @@
 # tests/integration/test_tools.py checks that each is in PKGS below.
 set -eu
 
-PKGS="gcc libc6-dev pkg-config meson ninja-build
+PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev nettle-dev libcryptsetup-dev softhsm2 opensc openssl
       libtss2-dev swtpm tpm2-tools

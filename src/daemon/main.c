@@ -21,15 +21,20 @@
 #include "daemon.h"
 #include "fileio.h"
 #include "lifecycle.h"
+#include "measure.h"
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
 #include "log.h"
+#include "service.h"
 #include "secmem.h"
 #include "net.h"
-#include "modules/ctlsock.h"
-#include "modules/seccomp_filter.h"
-#include "roles.h"
+#include "ctlsock.h"
+#include "ctlsock_ops.h"
+#include "reply_ops.h"
+#include "seccomp_filter.h"
+#include "storage_dmcrypt.h"
+#include "core_container.h"
 #include "reaper.h"
 #include "runtime.h"
 #include "scd_client.h"
@@ -71,43 +76,6 @@ static void usage(FILE *out)
             "  --syslog             log to syslog instead of stderr\n"
             "  --version            print the version\n"
             "  -h, --help           show this help\n");
-}
-
-void daemon_audit(struct daemon *d, const char *event, const char *result,
-                  const struct container *c, const char *actor, const char *fmt, ...)
-{
-    char detail[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
-    if (!actor)
-        actor = c && c->actor[0] ? c->actor : "trustmed";
-    tm_err err;
-    if (tm_audit_append(&d->audit, event, result, c ? container_label(c) : NULL, actor, detail, &err) < 0)
-        log_error("audit: %s (event %s lost)", err.msg, event);
-    if (d->audit.tamper[0]) {
-        char what[sizeof(d->audit.tamper)];
-        memcpy(what, d->audit.tamper, sizeof(what));
-        d->audit.tamper[0] = '\0';
-        log_warn("audit log: %s", what);
-        if (tm_audit_append(&d->audit, "audit.tampered", "fail", NULL, "trustmed", what, &err) < 0)
-            log_error("audit: %s", err.msg);
-    }
-}
-
-static bool any_active(struct daemon *d)
-{
-    for (struct container *c = d->containers; c; c = c->next)
-        if (state_is_active(c->state))
-            return true;
-    return false;
-}
-
-void daemon_maybe_exit(struct daemon *d)
-{
-    if (d->shutting_down && !any_active(d) && tokens_release_reservations(d))
-        tm_loop_quit(d->loop, 0);
 }
 
 static void begin_shutdown(struct daemon *d, bool force)
@@ -308,49 +276,6 @@ static int setup_signals(struct daemon *d, tm_err *err)
     return d->signal_src ? 0 : tm_err_sys(err, "epoll");
 }
 
-/* Where a helper binary is: given, next to trustmed (installed), or in the build tree's
- * src/<build_dir>. */
-int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
-                       size_t size, tm_err *err)
-{
-    if (given[0]) {
-        snprintf(out, size, "%s", given);
-        return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "%s", out);
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n < 0)
-        return tm_err_sys(err, "cannot find trustmed's own path");
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    const char *candidates[] = {"", build_dir, "/../libexec/trustme"};
-    for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
-        snprintf(out, size, "%s%s/%s", exe, candidates[i], name);
-        if (access(out, X_OK) == 0)
-            return 0;
-    }
-    return tm_err_set(err, ENOENT, "cannot find %s next to trustmed (%s)", name, exe);
-}
-
-/* A helper service's system user: it must exist and not be root. */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
-                       int *ngroups, tm_err *err)
-{
-    struct passwd *pw = getpwnam(user);
-    if (!pw)
-        return tm_err_set(err, ENOENT, "%s's user \"%s\" does not exist (create it with: useradd "
-                          "--system --no-create-home --shell /usr/sbin/nologin %s; "
-                          "scripts/install-deps.sh does)", what, user, user);
-    if (pw->pw_uid == 0)
-        return tm_err_set(err, EINVAL, "%s must not run as root", what);
-    *uid = pw->pw_uid;
-    *gid = pw->pw_gid;
-    int max = *ngroups;
-    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, ngroups) < 0)
-        return tm_err_set(err, E2BIG, "%s's user is in more than %d groups", what, max);
-    return 0;
-}
-
 /* The token service: its own user and state dir, confined (scd_sandbox.c), supervised. */
 static int start_scd(struct daemon *d, tm_err *err)
 {
@@ -400,11 +325,32 @@ static int init_daemon(struct daemon *d, tm_err *err)
     if ((r = cg_detect(&d->cgroups, err)) < 0 || (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
         return r;
     log_info("cgroups: %s", cg_mode(&d->cgroups));
-    if ((r = seccomp_build(&d->seccomp, err)) < 0)
+    if ((r = seccomp_build(d, err)) < 0)
         return r;
-    if ((r = device_config_load(d->data_dir, &d->device, err)) < 0 ||
-        (r = guestos_store_init(d, err)) < 0)
+    if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
+    if (d->device.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
+        return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but",
+                             d->data_dir);
+    if ((r = guestos_store_init(d, err)) < 0)
+        return r;
+    /* The subsystems' own state, before scd starts and any container is loaded. */
+    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0 ||
+        (r = net_init(d, err)) < 0)
+        return r;
+    d->reply = &control_reply_ops;
+    d->ctlsock = &control_ctlsock_ops;
+    daemon_observe(d, &lifecycle_container_observer);
+    daemon_observe(d, &net_container_observer);
+    daemon_observe(d, &tokens_container_observer);
+    /* At shutdown the tokens' unused PIN tries reserved in advance are given back first. */
+    daemon_hold_exit(d, tokens_release_reservations);
+    /* In this order: a new scd gets the tokens' state asked for, then the device secret, then
+     * the GuestOS revocation check. */
+    service_events_add(d, &tokens_service_events);
+    service_events_add(d, &tpmd_scd_events);
+    service_events_add(d, &revocation_service_events);
+    service_events_add(d, &measure_service_events);
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
         (r = tpmd_start(d, err)) < 0 || (r = containers_load(d, err)) < 0)
         return r;
@@ -418,27 +364,6 @@ static int init_daemon(struct daemon *d, tm_err *err)
     return control_listen(d, err);
 }
 
-void daemon_autostart(struct daemon *d)
-{
-    for (struct container *c = d->containers; c; c = c->next) {
-        if (!c->cfg->autostart || c->state != CS_STOPPED || core_is(c))
-            continue;
-        if (container_encrypted(c)) {
-            /* Its data key needs the token's PIN, which nobody is there to give. */
-            log_info("%s: not started automatically: its data is encrypted and needs its PIN "
-                     "(trustme start %s)", container_label(c), c->cfg->name);
-            daemon_audit(d, "container.autostart", "fail", c, "autostart", "%s",
-                         "encrypted data: needs the token's PIN");
-            continue;
-        }
-        snprintf(c->actor, sizeof(c->actor), "autostart");
-        struct start_args args = {0};
-        tm_err err;
-        if (container_fire(c, EV_START, &args, &err) < 0)
-            log_warn("%s: autostart: %s", container_label(c), err.msg);
-    }
-}
-
 /* What init_daemon allocated, also when it failed part way, and the loop itself. */
 static void daemon_free(struct daemon *d)
 {
@@ -450,9 +375,12 @@ static void daemon_free(struct daemon *d)
         container_free(c);
     }
     revocation_stop(d);
+    core_free(d);
+    tpmd_free(d);
+    net_free(d);
     guestos_store_free(d);
     device_config_clear(&d->device);
-    free(d->seccomp.filter);
+    seccomp_filter_free(d);
     reaper_free_all();
     tm_source_free(d->signal_src); /* freed with the loop's other dead sources */
     if (d->signal_fd >= 0)
@@ -488,7 +416,6 @@ int main(int argc, char **argv)
     int code = tm_loop_run(d.loop);
     net_shutdown(&d); /* a bridge still lingering after the last container */
     guestos_install_abort(&d);
-    core_free(&d);
     control_close_all(&d);
     tpmd_stop(&d);
     scd_stop(&d);

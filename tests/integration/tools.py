@@ -66,6 +66,10 @@ PACKAGES = {
     # the house rules (test_house_rules.py)
     "clang-format": "clang-format",
     "git": "git",
+    # the build's objects (scripts/check-layers, test_layers.py)
+    "nm": "binutils",
+    "ar": "binutils",
+    "cc": "gcc",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package

@@ -9,7 +9,7 @@
 #include <sys/types.h>
 
 #include "daemon.h"
-#include "modules/module.h"
+#include "module.h"
 
 enum fake_phase { FAKE_PREPARE, FAKE_SETUP, FAKE_CHILD, FAKE_CLEANUP, FAKE_NONE };
 

@@ -1,4 +1,4 @@
-/* cgroup layout detection (src/daemon/modules/cgroup_fs.c) from made-up mountinfo files: the
+/* cgroup layout detection (src/daemon/core/cgroup_fs.c) from made-up mountinfo files: the
  * legacy, unified and hybrid layouts a device may have, not only the one this machine has. */
 #include <errno.h>
 #include <stdio.h>

@@ -13,12 +13,16 @@
 
 #include "cleanup.h"
 #include "container.h"
-#include "control.h"
 #include "log.h"
 #include "module.h"
 #include "mount_util.h"
-#include "roles.h"
 #include "syncmsg.h"
+
+/* Does c get a socket inside (api/ decides: docs/ROLES.md)? */
+static bool ctlsock_wanted(const struct container *c, const char **ret_role)
+{
+    return c->d->ctlsock && c->d->ctlsock->wanted(c, ret_role);
+}
 
 int ctlsock_bind(int dirfd, uid_t uid, gid_t gid, tm_err *err)
 {
@@ -42,8 +46,8 @@ int ctlsock_bind(int dirfd, uid_t uid, gid_t gid, tm_err *err)
 /* Setup process: the tmpfs and the socket, before init exists. */
 static int ctlsock_setup(struct start_ctx *ctx, tm_err *err)
 {
-    enum conn_role role;
-    if (!roles_container_socket(ctx->c, &role))
+    const char *role;
+    if (!ctlsock_wanted(ctx->c, &role))
         return 0;
     /* Host root owns the tmpfs (0755): the container cannot remove or replace the socket, whose
      * owner is the container's root (0660; that root may chmod or chgrp it for its users). */
@@ -70,24 +74,23 @@ static int ctlsock_setup(struct start_ctx *ctx, tm_err *err)
 
 void ctlsock_received(struct container *c, int fd)
 {
-    enum conn_role role;
+    const char *role;
     tm_err err;
-    if (!roles_container_socket(c, &role)) {
+    if (!ctlsock_wanted(c, &role)) {
         close(fd);
         return;
     }
-    control_remove_listeners(c->d, c->uuid); /* one per container */
-    if (control_add_listener(c->d, fd, role, c->uuid, &err) < 0)
+    if (c->d->ctlsock->serve(c, fd, &err) < 0) /* one per container */
         log_warn("%s: no control socket inside: %s", container_label(c), err.msg);
     else
-        log_info("%s: %s control socket at /%s/%s inside", container_label(c),
-                 conn_role_name(role), CTLSOCK_DIR, CTLSOCK_NAME);
+        log_info("%s: %s control socket at /%s/%s inside", container_label(c), role, CTLSOCK_DIR,
+                 CTLSOCK_NAME);
 }
 
 void ctlsock_readopt(struct container *c)
 {
-    enum conn_role role;
-    if (!c->pid || !roles_container_socket(c, &role))
+    const char *role;
+    if (!c->pid || !ctlsock_wanted(c, &role))
         return;
     tm_err err = {0};
     char path[64];
@@ -108,7 +111,8 @@ void ctlsock_readopt(struct container *c)
 /* trustmed, after the last process: the tmpfs went with the mount namespace. */
 static void ctlsock_cleanup(struct container *c)
 {
-    control_remove_listeners(c->d, c->uuid);
+    if (c->d->ctlsock)
+        c->d->ctlsock->forget(c);
 }
 
 const struct tm_module module_ctlsock = {

@@ -9,10 +9,6 @@
  * A mismatch is -EBADMSG: "image NAME of GUESTOS corrupted". */
 int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs,
                          tm_err *err);
-/* Check the file system type guestos.json declares for an image against the image's own magic
- * (read from fd): a squashfs image declared ext4 would only fail at a start, with a kernel error
- * that names neither. label names the GuestOS ("busybox-3"). -EINVAL with a sentence. */
-int image_check_fs_type(int fd, const struct guestos_mount *m, const char *label, tm_err *err);
 /* The GuestOS's mounts after the one at "/", into the assembled root. data is the directory on
  * the data volume (a tmpfs with data_size_mb 0) that holds per-container directories. */
 int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err);

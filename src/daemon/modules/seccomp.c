@@ -4,6 +4,7 @@
 #include "seccomp_filter.h"
 
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <stdlib.h>
@@ -79,8 +80,11 @@ static int export_bpf(scmp_filter_ctx sc, struct sock_fprog *out)
     return 0;
 }
 
-int seccomp_build(struct sock_fprog *out, tm_err *err)
+int seccomp_build(struct daemon *d, tm_err *err)
 {
+    _cleanup_free_ struct sock_fprog *out = calloc(1, sizeof(*out));
+    if (!out)
+        return tm_err_set(err, ENOMEM, "out of memory");
     scmp_filter_ctx sc = seccomp_init(SCMP_ACT_ALLOW);
     if (!sc)
         return tm_err_set(err, ENOMEM, "seccomp_init failed");
@@ -90,7 +94,17 @@ int seccomp_build(struct sock_fprog *out, tm_err *err)
     seccomp_release(sc);
     if (r < 0)
         return tm_err_set(err, -r, "cannot build the seccomp filter: %s", strerror(-r));
+    d->seccomp = steal_ptr(out);
     return 0;
+}
+
+void seccomp_filter_free(struct daemon *d)
+{
+    if (!d->seccomp)
+        return;
+    free(d->seccomp->filter);
+    free(d->seccomp);
+    d->seccomp = NULL;
 }
 
 static int load_filter(struct start_ctx *ctx, tm_err *err)
@@ -103,7 +117,7 @@ static int load_filter(struct start_ctx *ctx, tm_err *err)
     cap_free(caps);
     if (admin != CAP_SET && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return tm_err_sys(err, "cannot set no_new_privs");
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &ctx->d->seccomp) < 0)
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, ctx->d->seccomp) < 0)
         return tm_err_sys(err, "cannot load the filter");
     return 0;
 }

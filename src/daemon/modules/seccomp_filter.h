@@ -1,8 +1,9 @@
 /* The seccomp deny list (module_seccomp), compiled once when trustmed starts. */
 #pragma once
 
-#include <linux/filter.h>
-
+#include "daemon.h"
 #include "error.h"
 
-int seccomp_build(struct sock_fprog *out, tm_err *err);
+/* Into d->seccomp (a struct sock_fprog); freed by seccomp_filter_free. */
+int seccomp_build(struct daemon *d, tm_err *err);
+void seccomp_filter_free(struct daemon *d);

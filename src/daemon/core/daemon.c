@@ -1,0 +1,113 @@
+/* The daemon object's own services to every subsystem: the audit log, the helper binaries and
+ * their users, the end of a shutdown. */
+#include <assert.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "container.h"
+#include "daemon.h"
+#include "log.h"
+
+void daemon_audit(struct daemon *d, const char *event, const char *result,
+                  const struct container *c, const char *actor, const char *fmt, ...)
+{
+    char detail[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    if (!actor)
+        actor = c && c->actor[0] ? c->actor : "trustmed";
+    tm_err err;
+    if (tm_audit_append(&d->audit, event, result, c ? container_label(c) : NULL, actor, detail, &err) < 0)
+        log_error("audit: %s (event %s lost)", err.msg, event);
+    if (d->audit.tamper[0]) {
+        char what[sizeof(d->audit.tamper)];
+        memcpy(what, d->audit.tamper, sizeof(what));
+        d->audit.tamper[0] = '\0';
+        log_warn("audit log: %s", what);
+        if (tm_audit_append(&d->audit, "audit.tampered", "fail", NULL, "trustmed", what, &err) < 0)
+            log_error("audit: %s", err.msg);
+    }
+}
+
+void daemon_observe(struct daemon *d, const struct container_observer *o)
+{
+    assert(d->nobservers < DAEMON_OBSERVERS_MAX);
+    d->observers[d->nobservers++] = o;
+}
+
+static bool any_active(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next)
+        if (state_is_active(c->state))
+            return true;
+    return false;
+}
+
+void daemon_hold_exit(struct daemon *d, daemon_exit_ready_fn *ready)
+{
+    assert(d->nexit_ready < DAEMON_EXIT_HOLDS_MAX);
+    d->exit_ready[d->nexit_ready++] = ready;
+}
+
+void daemon_maybe_exit(struct daemon *d)
+{
+    if (!d->shutting_down || any_active(d))
+        return;
+    /* Every hold is asked (none short-circuits), so each starts its final work at once. */
+    bool ready = true;
+    for (size_t i = 0; i < d->nexit_ready; i++)
+        ready &= d->exit_ready[i](d);
+    if (ready)
+        tm_loop_quit(d->loop, 0);
+}
+
+/* Where a helper binary is: given, next to trustmed (installed), or in the build tree's
+ * src/<build_dir>. */
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
+                       size_t size, tm_err *err)
+{
+    if (given[0]) {
+        snprintf(out, size, "%s", given);
+        return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "%s", out);
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0)
+        return tm_err_sys(err, "cannot find trustmed's own path");
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    const char *candidates[] = {"", build_dir, "/../libexec/trustme"};
+    for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
+        snprintf(out, size, "%s%s/%s", exe, candidates[i], name);
+        if (access(out, X_OK) == 0)
+            return 0;
+    }
+    return tm_err_set(err, ENOENT, "cannot find %s next to trustmed (%s)", name, exe);
+}
+
+/* A helper service's system user: it must exist and not be root. */
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
+                       int *ngroups, tm_err *err)
+{
+    struct passwd *pw = getpwnam(user);
+    if (!pw)
+        return tm_err_set(err, ENOENT, "%s's user \"%s\" does not exist (create it with: useradd "
+                          "--system --no-create-home --shell /usr/sbin/nologin %s; "
+                          "scripts/install-deps.sh does)", what, user, user);
+    if (pw->pw_uid == 0)
+        return tm_err_set(err, EINVAL, "%s must not run as root", what);
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    int max = *ngroups;
+    if (getgrouplist(pw->pw_name, pw->pw_gid, groups, ngroups) < 0)
+        return tm_err_set(err, E2BIG, "%s's user is in more than %d groups", what, max);
+    return 0;
+}

@@ -1,0 +1,184 @@
+/* trustmed: the daemon object and the container object it manages. */
+#pragma once
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "audit.h"
+#include "config.h"
+#include "device.h"
+#include "event.h"
+#include "cgroup_fs.h"
+#include "state.h"
+#include "uuid.h"
+
+#define TM_IDS_PER_CONTAINER 65536u
+
+struct conn;
+struct sock_fprog;
+struct container;
+struct session;
+struct start_op;
+struct service;
+struct service_events;
+struct tpmd_state;
+struct net_host;
+struct console;
+struct core_state;
+struct reply_ops;
+struct token_op;
+struct container_token;
+struct guestos;
+struct install_op;
+struct measure_op;
+
+/* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
+enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
+struct waiter {
+    struct waiter *next;
+    uint64_t conn_id, req_id;
+    enum wait_kind kind;
+};
+
+/* What a subsystem above core/ keeps per container, tied to the container's life in the store
+ * (container.c) and to its state changes (lifecycle.c). main.c registers each subsystem's observer
+ * once at start-up (daemon_observe); they are called in that order, releases in reverse. Any hook
+ * may be NULL. core/ so never calls up into the subsystems that keep per-container state. */
+struct container_observer {
+    const char *name;
+    /* A container is being created: take what it needs; a failure fails the create. */
+    int (*created)(struct container *c, tm_err *err);
+    /* Loaded from the data dir at start-up; a failure skips the container (logged). */
+    int (*loaded)(struct container *c, tm_err *err);
+    /* Deleted for good (its files are gone), or its create was rolled back. */
+    void (*removed)(struct container *c);
+    /* The object is freed (also a half-made one): release what it holds. */
+    void (*freed)(struct container *c);
+    /* Every state change (lifecycle.c's container_fire), after its action ran. */
+    void (*transition)(struct container *c, enum cstate old, enum cevent ev);
+};
+#define DAEMON_OBSERVERS_MAX 8
+/* A subsystem with work to finish before trustmed exits (daemon_hold_exit): true when it is done;
+ * false while it is under way, and it calls daemon_maybe_exit again when it ends. */
+typedef bool daemon_exit_ready_fn(struct daemon *d);
+#define DAEMON_EXIT_HOLDS_MAX 4
+#define DAEMON_SERVICE_EVENTS_MAX 8 /* struct service_events (services/service.h) */
+
+/* The control sockets inside containers: modules/ctlsock.c makes them, api/ serves them. api/
+ * supplies these (main.c sets d->ctlsock), so modules/ never calls up into api/. */
+struct ctlsock_ops {
+    /* Does c get a socket inside, and with which role (its name, for the log)? */
+    bool (*wanted)(const struct container *c, const char **ret_role);
+    /* Serve fd, a listening socket inside c (taken over, also on failure); replaces c's old one. */
+    int (*serve)(struct container *c, int fd, tm_err *err);
+    /* Close c's socket and the connections that came through it. */
+    void (*forget)(struct container *c);
+};
+
+struct container {
+    struct container *next;
+    struct daemon *d;
+    char uuid[TM_UUID_STR_LEN + 1];
+    struct container_config *cfg;
+    char *config_json;            /* the raw bytes it was created from */
+    size_t config_len;
+    uint32_t uid_base;            /* first host uid of its user namespace; persisted */
+    uint64_t created_at;
+
+    enum cstate state;
+    pid_t pid;                    /* init, in the host pid namespace; 0 when none */
+    int pidfd;
+    tm_source *pidfd_src;
+    unsigned long long starttime; /* init's start time (clock ticks), guards against pid reuse */
+    bool adopted;                 /* init was started by an earlier trustmed */
+    bool starting_failed;         /* the current start failed; last_error says why */
+    uint64_t started_at;
+    struct start_op *start;       /* only while starting */
+    struct measure_op *measure;   /* while its start waits for the TPM (measure.c) */
+    tm_source *timer;             /* stop (kill) or freeze (poll) timer */
+    int freeze_polls;
+    char last_error[1024];
+    char last_exit[64];
+    int exit_code;                /* -1 when unknown (e.g. adopted init) */
+    int wait_status;              /* init's raw wait status, -1 when unknown */
+    int userns_fd;                /* its own user namespace while it runs (exec sessions join it) */
+    unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
+    struct console *console;      /* init's console while it is drained (console.c), or NULL */
+    struct waiter *waiters;
+    struct session *sessions;     /* attach and exec sessions */
+    char actor[48];               /* who asked for the current operation (for the audit log) */
+    struct container_token *token; /* its token as trustmed knows it (tokens.c) */
+    uint64_t guestos_version;     /* the GuestOS version of the current or last start */
+    bool config_signed;           /* its config came with a verified signature */
+    struct net_state *net;        /* its network (net.h), or NULL */
+    char privileged_caps[768];    /* caps_privileged() by name, for container_info */
+};
+
+struct daemon {
+    tm_loop *loop;
+    char data_dir[PATH_MAX];
+    char run_dir[PATH_MAX];
+    char cgroup_parent[256];
+    uint32_t id_base;             /* first host id handed to containers */
+    tm_audit audit;
+    struct cg_layout cgroups;
+    struct sock_fprog *seccomp;   /* compiled once at start-up (modules/seccomp.c) */
+    struct container *containers;
+    const struct container_observer *observers[DAEMON_OBSERVERS_MAX];
+    size_t nobservers;
+    daemon_exit_ready_fn *exit_ready[DAEMON_EXIT_HOLDS_MAX]; /* daemon_hold_exit */
+    size_t nexit_ready;
+    struct conn *conns;
+    uint64_t next_conn_id;
+    struct listener *listeners;   /* control sockets: the host's and those in containers */
+    const struct ctlsock_ops *ctlsock; /* api/'s side of the sockets in containers */
+    const struct reply_ops *reply; /* api/'s side of answers from below it (reply.h) */
+    int signal_fd;
+    tm_source *signal_src;
+    bool shutting_down;
+    tm_source *retry_timer;       /* cgroup directories still to be removed */
+    const struct service_events *service_events[DAEMON_SERVICE_EVENTS_MAX]; /* service.h */
+    size_t nservice_events;
+    struct service *scd;          /* the token service (scd_client.c) */
+    struct service *tpmd;         /* the TPM service (tpmd_client.c) */
+    struct device_config device;  /* device.json (device.h) */
+    struct guestos *guestos;      /* the GuestOS store (guestos.h), sorted by name and version */
+    struct install_op *install;   /* the GuestOS install under way, if any (guestos_install.c) */
+    struct {
+        char user[64];            /* its system user */
+        char binary[PATH_MAX];    /* "" = next to trustmed */
+        const char *binds[8];     /* host paths it may use (SoftHSM2 tokens, pcscd) */
+        size_t nbinds;
+        uint64_t kdf_n;           /* scrypt N for new soft tokens, 0 = scd's default */
+    } scd_opts;
+    struct {
+        char user[64];
+        char binary[PATH_MAX];
+        char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
+        char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
+    } tpmd_opts;
+    struct tpmd_state *tpm;       /* what the TPM part of trustmed knows (tpmd_client.c) */
+    const char *log_level;
+    struct net_host *net;         /* the host side of container networking (net.c) */
+    struct core_state *core;      /* the core container c0's policy (core_container.c) */
+};
+
+/* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */
+void daemon_audit(struct daemon *d, const char *event, const char *result,
+                  const struct container *c, const char *actor, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Find a helper binary (daemon.c): given, next to trustmed, in the build tree's src/<build_dir>. */
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
+                       size_t size, tm_err *err);
+/* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
+                       int *ngroups, tm_err *err);
+/* Add a subsystem's per-container observer (main.c, at start-up). */
+void daemon_observe(struct daemon *d, const struct container_observer *o);
+/* Let ready hold trustmed's exit at shutdown until it says it is done (main.c, at start-up). */
+void daemon_hold_exit(struct daemon *d, daemon_exit_ready_fn *ready);
+/* Called when a container reaches STOPPED during shutdown, or a held exit's work ends: exits
+ * when no container is active and every hold is ready. */
+void daemon_maybe_exit(struct daemon *d);

@@ -1,0 +1,166 @@
+#include "spawn.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "fdutil.h"
+#include "syncmsg.h"
+
+static const char *const default_env[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "container=trustme",
+};
+
+static bool env_has_key(char **env, size_t n, const char *kv)
+{
+    size_t klen = strcspn(kv, "=");
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(env[i], kv, klen) == 0 && env[i][klen] == '=')
+            return true;
+    return false;
+}
+
+char **build_env(const struct container_config *cfg, char *const *extra, size_t nextra)
+{
+    size_t max = ARRAY_SIZE(default_env) + cfg->nenv + cfg->nguest_env + nextra + 1;
+    char **env = calloc(max, sizeof(char *));
+    if (!env)
+        return NULL;
+    size_t n = 0;
+    /* Later sources win: take them first and skip keys already present. */
+    for (size_t i = nextra; i-- > 0;)
+        if (!env_has_key(env, n, extra[i]))
+            env[n++] = extra[i];
+    for (size_t i = cfg->nenv; i-- > 0;)
+        if (!env_has_key(env, n, cfg->env[i]))
+            env[n++] = cfg->env[i];
+    for (size_t i = cfg->nguest_env; i-- > 0;)
+        if (!env_has_key(env, n, cfg->guest_env[i]))
+            env[n++] = cfg->guest_env[i];
+    for (size_t i = 0; i < ARRAY_SIZE(default_env); i++)
+        if (!env_has_key(env, n, default_env[i]))
+            env[n++] = (char *)default_env[i];
+    return env;
+}
+
+_Noreturn void init_main(struct start_ctx *ctx)
+{
+    tm_err err = {0};
+    /* Dies with trustmed while it is still being set up; cleared right before exec, since a
+     * running container must survive a trustmed restart (and be re-adopted). Not dumpable until
+     * exec, like every helper (child_reset). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_DUMPABLE, 0);
+    if (modules_run(PHASE_CHILD, ctx, NULL, &err) < 0)
+        child_fail(ctx->sync_fd, &err, 127);
+    for (int i = 0; i < 3; i++) {
+        int fd = ctx->stdio[i] >= 0 ? ctx->stdio[i] : open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd < 0 || dup2(fd, i) < 0) {
+            tm_err_sys(&err, "cannot set up the standard file descriptors");
+            child_fail(ctx->sync_fd, &err, 127);
+        }
+    }
+    /* The sync socket is fd 3 (fd_keep_only in setup_main); it closes on exec, which tells
+     * trustmed the exec succeeded. Everything else goes now. */
+    close_range(4, ~0U, 0);
+    umask(022);
+    size_t argc = ctx->cfg->nargs + 1;
+    char **argv = calloc(argc + 1, sizeof(char *));
+    char **envp = build_env(ctx->cfg, NULL, 0);
+    if (!argv || !envp) {
+        tm_err_set(&err, ENOMEM, "out of memory");
+        child_fail(ctx->sync_fd, &err, 127);
+    }
+    argv[0] = (char *)ctx->cfg->init;
+    for (size_t i = 0; i < ctx->cfg->nargs; i++)
+        argv[i + 1] = ctx->cfg->args[i];
+    prctl(PR_SET_PDEATHSIG, 0);
+    execve(ctx->cfg->init, argv, envp);
+    tm_err_sys(&err, "cannot execute %s in the container", ctx->cfg->init);
+    child_fail(ctx->sync_fd, &err, 127);
+}
+
+_Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
+{
+    tm_err err = {0};
+    child_reset(daemon_pid);
+    umask(0);
+    /* Only the sync socket and init's stdio survive into the setup process (sync becomes fd 3). */
+    int fds[4] = {ctx->sync_fd, ctx->stdio[0], ctx->stdio[1], ctx->stdio[2]};
+    if (fd_keep_only(fds, ARRAY_SIZE(fds)) < 0) {
+        tm_err_sys(&err, "cannot arrange file descriptors");
+        child_fail(ctx->sync_fd, &err, 1);
+    }
+    ctx->sync_fd = fds[0];
+    for (int i = 0; i < 3; i++)
+        ctx->stdio[i] = fds[i + 1];
+
+    /* Everything mounted from here on exists only in this namespace and in init's copy of it. */
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        tm_err_sys(&err, "cannot create a private mount namespace");
+        child_fail(ctx->sync_fd, &err, 1);
+    }
+    if (modules_run(PHASE_SETUP, ctx, NULL, &err) < 0)
+        child_fail(ctx->sync_fd, &err, 1);
+    uint64_t ns_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+                        (ctx->netns_joined ? 0 : CLONE_NEWNET);
+    if (ctx->userns_fd >= 0) {
+        /* trustmed keeps the namespace: exec sessions must join this one, the container's own,
+         * and not whichever one init has moved into since (where the container would be owner). */
+        if (tm_sync_send(ctx->sync_fd, TM_SYNC_USERNS, NULL, 0, ctx->userns_fd) < 0) {
+            tm_err_sys(&err, "cannot hand over the user namespace");
+            child_fail(ctx->sync_fd, &err, 1);
+        }
+        /* init is cloned as host root into the network namespace the container's user
+         * namespace owns (module_userns made it), with new pid and mount namespaces: in the
+         * mount namespace, still the host's, it mounts /proc, /sys and their masks, before it
+         * enters the user namespace and a mount namespace of its own, which locks them
+         * (module_kernfs). UTS and IPC namespaces come with that. The pid namespace belongs to
+         * the host's user namespace (as the time namespace does): proc must be mounted from
+         * inside it, and a pid namespace made by the container's would not let host root be
+         * its pid 1. Its owner only decides who may mount proc for it, set its pids or reboot
+         * it, none of which the container's root needs. */
+        if (ctx->netns_fd >= 0 && setns(ctx->netns_fd, CLONE_NEWNET) < 0) {
+            tm_err_sys(&err, "cannot enter the container's network namespace");
+            child_fail(ctx->sync_fd, &err, 1);
+        }
+        close_and_reset(ctx->netns_fd);
+        ns_flags = CLONE_NEWNS | CLONE_NEWPID;
+    }
+    /* init starts in its root: clone translates the working directory into init's copy of the
+     * mount namespace, and the container's root user could not reach it by path (the run dir is
+     * 0700 host root). */
+    if (fchdir(ctx->root_fd) < 0) {
+        tm_err_sys(&err, "cannot enter the container's root");
+        child_fail(ctx->sync_fd, &err, 1);
+    }
+    close_and_reset(ctx->root_fd);
+    /* CLONE_PARENT: init becomes trustmed's child, and this process can simply exit. */
+    /* No CLONE_NEWCGROUP here: the namespace would be rooted where this process is in cgroup v2,
+     * not where CLONE_INTO_CGROUP puts init. init creates it itself (module_cgroups). */
+    pid_t pid = clone_for_daemon(ns_flags, ctx->cgroup_fd);
+    if (pid < 0) {
+        tm_err_sys(&err, "cannot create the container's init");
+        child_fail(ctx->sync_fd, &err, 1);
+    }
+    if (pid == 0)
+        init_main(ctx);
+    close_and_reset(ctx->cgroup_fd);
+    tm_sync_send_pid(ctx->sync_fd, pid);
+    _exit(0);
+}
