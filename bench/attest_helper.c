@@ -76,8 +76,8 @@ struct trust {
     struct refvalues *refs;
 };
 
-static int trust_load(const char *anchors, const char *cas, const char *crls, const char *refs,
-                      struct trust *t, tm_err *err)
+static int trust_load(const char *anchors, const char *cas, const char *crls, const char *refs, struct trust *t,
+                      tm_err *err)
 {
     struct refvalues_files rf;
     char *cas_pem;
@@ -89,18 +89,26 @@ static int trust_load(const char *anchors, const char *cas, const char *crls, co
         (r = read_file(crls, VERIFY_PEM_MAX, &t->crls, &t->crls_len, err)) < 0 ||
         (r = refvalues_read_files(refs, &rf, err)) < 0)
         return r;
-    struct refvalues_trust rt = {.anchors_pem = t->anchors, .anchors_len = t->anchors_len,
-                                 .cas = &t->cas, .crls_pem = t->crls, .crls_len = t->crls_len};
+    struct refvalues_trust rt = {.anchors_pem = t->anchors,
+                                 .anchors_len = t->anchors_len,
+                                 .cas = &t->cas,
+                                 .crls_pem = t->crls,
+                                 .crls_len = t->crls_len};
     return refvalues_load(&rf, &rt, &t->refs, err);
 }
 
 static struct attest_policy trust_policy(const struct trust *t, const uint8_t *nonce)
 {
-    return (struct attest_policy){.nonce = nonce, .nonce_len = ATTEST_NONCE_LEN,
-                                  .pcrs = t->refs->pcrs, .npcrs = t->refs->npcrs,
-                                  .ak_anchors_pem = t->anchors, .ak_anchors_len = t->anchors_len,
-                                  .device_cas = &t->cas, .crls_pem = t->crls,
-                                  .crls_len = t->crls_len, .refs = t->refs};
+    return (struct attest_policy){.nonce = nonce,
+                                  .nonce_len = ATTEST_NONCE_LEN,
+                                  .pcrs = t->refs->pcrs,
+                                  .npcrs = t->refs->npcrs,
+                                  .ak_anchors_pem = t->anchors,
+                                  .ak_anchors_len = t->anchors_len,
+                                  .device_cas = &t->cas,
+                                  .crls_pem = t->crls,
+                                  .crls_len = t->crls_len,
+                                  .refs = t->refs};
 }
 
 /* ---- roundtrip ---------------------------------------------------------------------------- */
@@ -127,8 +135,8 @@ static int roundtrip(int argc, char **argv)
         uint8_t *resp = NULL;
         size_t resp_len = 0;
         double t0 = now_ms();
-        if (attest_fetch(argv[2], 10000, id, nonce, sizeof(nonce), t.refs->pcrs, t.refs->npcrs,
-                         &resp, &resp_len, &err) < 0) {
+        if (attest_fetch(argv[2], 10000, id, nonce, sizeof(nonce), t.refs->pcrs, t.refs->npcrs, &resp, &resp_len,
+                         &err) < 0) {
             fprintf(stderr, "attest_helper: %s\n", err.msg);
             return 1;
         }
@@ -140,8 +148,7 @@ static int roundtrip(int argc, char **argv)
             return 1;
         }
         double t2 = now_ms();
-        printf("%.4f %.4f %.4f %zu %s\n", t1 - t0, t2 - t1, t2 - t0, rep.events,
-               rep.trusted ? "trusted" : "UNTRUSTED");
+        printf("%.4f %.4f %.4f %zu %s\n", t1 - t0, t2 - t1, t2 - t0, rep.events, rep.trusted ? "trusted" : "UNTRUSTED");
         if (!rep.trusted) {
             attest_report_print(stderr, &rep);
             all_trusted = false;
@@ -155,7 +162,8 @@ static int roundtrip(int argc, char **argv)
 static int verify(int argc, char **argv)
 {
     if (argc != 9) {
-        fprintf(stderr, "usage: attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CAS.pem CRLS.pem REFS.json SECONDS\n");
+        fprintf(stderr,
+                "usage: attest_helper verify RESPONSE NONCE_HEX ANCHORS.pem CAS.pem CRLS.pem REFS.json SECONDS\n");
         return 2;
     }
     tm_err err = {0};
@@ -236,15 +244,14 @@ static Trustme__Tpmd__Response *tpmd_call(Trustme__Tpmd__Request *rq, int want, 
     *ms = now_ms() - t0;
     if (r->id != rq->id || (int)r->body_case != want) {
         fprintf(stderr, "attest_helper: request failed: %s\n",
-                r->body_case == TRUSTME__TPMD__RESPONSE__BODY_ERROR && r->error->message
-                    ? r->error->message : "unexpected answer");
+                r->body_case == TRUSTME__TPMD__RESPONSE__BODY_ERROR && r->error->message ? r->error->message
+                                                                                         : "unexpected answer");
         exit(1);
     }
     return r;
 }
 
-static double tpmd_measure(Trustme__Attest__Event **items, size_t n, unsigned *added,
-                           unsigned *skipped)
+static double tpmd_measure(Trustme__Attest__Event **items, size_t n, unsigned *added, unsigned *skipped)
 {
     Trustme__Tpmd__Measure m = TRUSTME__TPMD__MEASURE__INIT;
     m.items = items;
@@ -305,8 +312,8 @@ static int measure(int argc, char **argv)
             perror("attest_helper: tpmd child");
             _exit(127);
         }
-        char *args[] = {"trustme-tpmd", "--data-dir", argv[3], "--run-dir", argv[4],
-                        "--attest-address", "127.0.0.1:0", "--log-level", "warn", NULL};
+        char *args[] = {"trustme-tpmd",     "--data-dir",  argv[3],       "--run-dir", argv[4],
+                        "--attest-address", "127.0.0.1:0", "--log-level", "warn",      NULL};
         char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
         execve(argv[2], args, envp);
         perror("attest_helper: exec tpmd");
@@ -324,8 +331,7 @@ static int measure(int argc, char **argv)
 
     /* A batch as a container start on a GuestOS sends it (src/daemon/lifecycle/measure.c): the GuestOS's
      * guestos.json, its images, the container's config; all on the runtime PCR (11). */
-    static const char *const types[4] = {"guestos-config", "guestos-image", "container-config",
-                                         "guestos-image"};
+    static const char *const types[4] = {"guestos-config", "guestos-image", "container-config", "guestos-image"};
     Trustme__Attest__Event ev[4], *items[4];
     char names[4][64];
     uint8_t sha[4][32];
@@ -347,8 +353,7 @@ static int measure(int argc, char **argv)
                 if (!strcmp(order[j], "guestos-config"))
                     snprintf(names[j], sizeof(names[j]), "bench%d-%d/guestos.json", k, i);
                 else if (!strcmp(order[j], "guestos-image"))
-                    snprintf(names[j], sizeof(names[j]), "bench%d-%d/%s.img", k, i,
-                             j == 1 ? "root" : "data");
+                    snprintf(names[j], sizeof(names[j]), "bench%d-%d/%s.img", k, i, j == 1 ? "root" : "data");
                 else
                     snprintf(names[j], sizeof(names[j]), "bench%d-%d", k, i);
                 fill_random(sha[j], 32);

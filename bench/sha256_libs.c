@@ -50,8 +50,7 @@ static void digest(enum impl i, const uint8_t *buf, size_t len, uint8_t out[32])
         }
         break;
     }
-    default:
-        abort();
+    default: abort();
     }
 }
 
@@ -99,9 +98,8 @@ int main(int argc, char **argv)
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         buf[k] = (uint8_t)x;
     }
-    printf("# trustme's SHA-256 on this CPU: %s; OpenSSL %s; nettle %d.%d\n",
-           tm_sha256_impl(), OpenSSL_version(OPENSSL_VERSION_STRING), nettle_version_major(),
-           nettle_version_minor());
+    printf("# trustme's SHA-256 on this CPU: %s; OpenSSL %s; nettle %d.%d\n", tm_sha256_impl(),
+           OpenSSL_version(OPENSSL_VERSION_STRING), nettle_version_major(), nettle_version_minor());
     for (size_t s = 0; s < 2; s++) {
         uint8_t want[32], got[32];
         digest(OPENSSL, buf, sizes[s], want);
@@ -126,8 +124,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < N_IMPL; i++) {
             qsort(r[i], (size_t)runs, sizeof(double), cmp);
             double med = runs % 2 ? r[i][runs / 2] : (r[i][runs / 2 - 1] + r[i][runs / 2]) / 2;
-            printf("%s %zu %.1f %.1f %.1f %s\n", names[i], sizes[s], med, r[i][0], r[i][runs - 1],
-                   hex);
+            printf("%s %zu %.1f %.1f %.1f %s\n", names[i], sizes[s], med, r[i][0], r[i][runs - 1], hex);
             free(r[i]);
         }
     }

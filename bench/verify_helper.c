@@ -28,8 +28,7 @@ static double now(void)
 int main(int argc, char **argv)
 {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s RESPONSE NONCE_HEX ANCHORS.pem CAS.pem REFS.json [SECONDS]\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s RESPONSE NONCE_HEX ANCHORS.pem CAS.pem REFS.json [SECONDS]\n", argv[0]);
         return 2;
     }
     double seconds = argc > 6 ? atof(argv[6]) : 3;
@@ -44,8 +43,7 @@ int main(int argc, char **argv)
     if (read_file(argv[1], ATTEST_RESPONSE_MAX, &resp, &resp_len, &err) < 0 ||
         read_file(argv[3], VERIFY_PEM_MAX, &anchors, &anchors_len, &err) < 0 ||
         read_file(argv[4], VERIFY_PEM_MAX, &cas_pem, &cas_len, &err) < 0 ||
-        ca_pins_parse(cas_pem, cas_len, argv[4], &cas, &err) < 0 ||
-        refvalues_read_files(argv[5], &rf, &err) < 0) {
+        ca_pins_parse(cas_pem, cas_len, argv[4], &cas, &err) < 0 || refvalues_read_files(argv[5], &rf, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
@@ -57,10 +55,14 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
-        struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                    .pcrs = refs->pcrs, .npcrs = refs->npcrs,
-                                    .ak_anchors_pem = anchors, .ak_anchors_len = anchors_len,
-                                    .device_cas = &cas, .refs = refs};
+        struct attest_policy pol = {.nonce = nonce,
+                                    .nonce_len = sizeof(nonce),
+                                    .pcrs = refs->pcrs,
+                                    .npcrs = refs->npcrs,
+                                    .ak_anchors_pem = anchors,
+                                    .ak_anchors_len = anchors_len,
+                                    .device_cas = &cas,
+                                    .refs = refs};
         struct attest_report rep;
         long n = 0;
         double start = now(), t;
@@ -80,8 +82,7 @@ int main(int argc, char **argv)
             n++;
         } while ((t = now() - start) < seconds);
         printf("%s: %.0f verifications/s (%ld in %.2f s, %s, %zu events)\n",
-               with_refs ? "reference values' signature verified each time"
-                         : "reference values loaded once",
+               with_refs ? "reference values' signature verified each time" : "reference values loaded once",
                (double)n / t, n, t, trusted ? "trusted" : "UNTRUSTED", rep.events);
         refvalues_free(refs);
     }

@@ -7,10 +7,10 @@
 
 #include "args.h"
 
-#define OPTS_MAX 16      /* options of one verb */
-#define OPT_LONG 256     /* getopt_long's value for option i: OPT_LONG + i */
-#define WIDTH 79         /* help lines */
-#define HELP_COLUMN 24   /* where option and verb descriptions start */
+#define OPTS_MAX 16 /* options of one verb */
+#define OPT_LONG 256 /* getopt_long's value for option i: OPT_LONG + i */
+#define WIDTH 79 /* help lines */
+#define HELP_COLUMN 24 /* where option and verb descriptions start */
 
 static size_t count_opts(const struct cli_opt *opts)
 {
@@ -82,8 +82,7 @@ int cli_parse(const struct cli_verb *verb, int argc, char **argv, struct cli_arg
     for (size_t i = 0; i < nopts; i++) {
         const struct cli_opt *o = &verb->opts[i];
         int has_value = o->kind != CLI_NONE;
-        lopts[i] = (struct option){o->name, has_value ? required_argument : no_argument, NULL,
-                                   OPT_LONG + (int)i};
+        lopts[i] = (struct option){o->name, has_value ? required_argument : no_argument, NULL, OPT_LONG + (int)i};
         if (o->short_name) {
             shorts[ns++] = o->short_name;
             if (has_value)
@@ -111,11 +110,9 @@ int cli_parse(const struct cli_verb *verb, int argc, char **argv, struct cli_arg
         }
         int r = 0;
         if (c == ':')
-            r = cli_usage_error(verb, "option %s needs a value",
-                                opt_name(verb, optopt, name, sizeof(name)));
+            r = cli_usage_error(verb, "option %s needs a value", opt_name(verb, optopt, name, sizeof(name)));
         else if (c == '?' && optopt >= OPT_LONG)
-            r = cli_usage_error(verb, "option %s takes no value",
-                                opt_name(verb, optopt, name, sizeof(name)));
+            r = cli_usage_error(verb, "option %s takes no value", opt_name(verb, optopt, name, sizeof(name)));
         else if (c == '?' && optopt)
             r = cli_usage_error(verb, "unknown option -%c", optopt);
         else if (c == '?')
@@ -131,8 +128,7 @@ int cli_parse(const struct cli_verb *verb, int argc, char **argv, struct cli_arg
             while (i < nopts && verb->opts[i].short_name != c)
                 i++;
         assert(i < nopts);
-        ret->given[ret->ngiven++] = (struct cli_given){i, verb->opts[i].kind != CLI_NONE ? optarg
-                                                                                       : NULL};
+        ret->given[ret->ngiven++] = (struct cli_given){i, verb->opts[i].kind != CLI_NONE ? optarg : NULL};
     }
     ret->argv = argv + optind;
     ret->argc = (size_t)(argc - optind);
@@ -244,8 +240,7 @@ void cli_synopsis(FILE *out, const struct cli_verb *verb)
         fprintf(out, "%s[", sep);
         if (o->short_name)
             fprintf(out, "-%c|", o->short_name);
-        fprintf(out, "--%s%s%s]%s", o->name, o->value ? " " : "", o->value ? o->value : "",
-                o->repeatable ? "..." : "");
+        fprintf(out, "--%s%s%s]%s", o->name, o->value ? " " : "", o->value ? o->value : "", o->repeatable ? "..." : "");
         sep = " ";
     }
     fprintf(out, "%s%s", verb->args[0] ? sep : "", verb->args);
@@ -272,8 +267,7 @@ void cli_verb_help(FILE *out, const struct cli_verb *verb)
     fprintf(out, "\n\n");
     char text[2048];
     snprintf(text, sizeof(text), "%c%s.%s%s",
-             verb->summary[0] >= 'a' && verb->summary[0] <= 'z' ? verb->summary[0] - 'a' + 'A'
-                                                                : verb->summary[0],
+             verb->summary[0] >= 'a' && verb->summary[0] <= 'z' ? verb->summary[0] - 'a' + 'A' : verb->summary[0],
              verb->summary + 1, verb->details ? " " : "", verb->details ? verb->details : "");
     wrap(out, text, 0, 0);
     fprintf(out, "\nOptions:\n");
@@ -310,8 +304,7 @@ void cli_help(FILE *out)
     for (size_t i = 0; cli_global_opts[i].name; i++)
         opt_help(out, &cli_global_opts[i]);
     opt_help(out, &(struct cli_opt){"help", 'h', CLI_NONE, NULL,
-                                    "this help; 'trustme COMMAND --help' for a command's options",
-                                    false});
+                                    "this help; 'trustme COMMAND --help' for a command's options", false});
     fputc('\n', out);
     wrap(out, cli_notes, 0, 0);
 }

@@ -10,7 +10,7 @@
 #include "verbs.h"
 
 struct cli_given {
-    size_t opt;  /* index in the verb's opts */
+    size_t opt; /* index in the verb's opts */
     char *value; /* NULL for a flag */
 };
 
@@ -40,8 +40,7 @@ const char *cli_value(const struct cli_args *a, const char *name);
 size_t cli_values(const struct cli_args *a, const char *name, char **out, size_t max);
 
 /* "trustme VERB: <msg> (see trustme VERB --help)" on stderr; returns 2, the usage error status. */
-int cli_usage_error(const struct cli_verb *verb, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const struct cli_verb *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Help from the table: trustme --help, trustme VERB --help, a group's verbs ("device"). */
 void cli_help(FILE *out);

@@ -18,8 +18,8 @@ int cli_connect(struct cli *cli, struct client *cl);
 int cli_call(struct cli *cli, Trustme__Request *req, Trustme__Response **ret);
 /* Fill req as a request of type body about container id (state, config, freeze, unfreeze,
  * remove); ref provides the storage. */
-void container_request(Trustme__Request *req, Trustme__ContainerRef *ref,
-                       Trustme__Request__BodyCase body, const char *id);
+void container_request(Trustme__Request *req, Trustme__ContainerRef *ref, Trustme__Request__BodyCase body,
+                       const char *id);
 /* Print "trustme: <msg>" and return the exit status for a failed command. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *state_word(Trustme__ContainerState s);
@@ -41,8 +41,7 @@ int fetch_info(struct cli *cli, const char *name, Trustme__Response **ret);
 /* Set the first PIN (and PUK) of info's token, prompting or reading pin_file. */
 int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file);
 /* The PIN a start of name needs, or NULL in *ret if it needs none. */
-int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy,
-              struct secret **ret);
+int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy, struct secret **ret);
 void set_start_pin(Trustme__StartRequest *sr, const struct secret *pin);
 /* Relay stdio for request id until its exit status arrives; returns the exit status. */
 int relay_session(struct client *cl, uint64_t id, bool tty);

@@ -93,7 +93,8 @@ static void man(void)
            ".B trustme\n"
            "[\\fB\\-\\-socket\\fR \\fIPATH\\fR | \\fB\\-\\-run\\-dir\\fR \\fIDIR\\fR]\n"
            "\\fICOMMAND\\fR [\\fIOPTIONS\\fR] [\\fIARGS\\fR]\n"
-           ".SH DESCRIPTION\n", TRUSTME_VERSION);
+           ".SH DESCRIPTION\n",
+           TRUSTME_VERSION);
     roff(cli_description);
     printf("\n.PP\nOptions take their value as \\fB\\-\\-timeout\\fR=\\fI5\\fR or "
            "\\fB\\-\\-timeout\\fR \\fI5\\fR; \\fB\\-\\-\\fR ends the options.\n"
@@ -102,7 +103,8 @@ static void man(void)
         man_opt(&cli_global_opts[i]);
     man_opt(&(struct cli_opt){"help", 'h', CLI_NONE, NULL,
                               "print a summary of the commands; trustme COMMAND --help prints a "
-                              "command's options", false});
+                              "command's options",
+                              false});
     printf(".SH COMMANDS\n");
     for (size_t v = 0; v < cli_nverbs; v++) {
         const struct cli_verb *verb = &cli_verbs[v];
@@ -458,8 +460,7 @@ static void zsh(void)
         size_t k = 0;
         for (; k < CLI_POS_KINDS && k < verb->max_args && k < (size_t)verb->min_args + 1; k++)
             printf("                '%s:%s:%s' \\\n", k < verb->min_args ? "" : ":",
-                   verb->kinds[k] == CLI_CONTAINER ? "container" : "argument",
-                   zsh_action(verb->kinds[k]));
+                   verb->kinds[k] == CLI_CONTAINER ? "container" : "argument", zsh_action(verb->kinds[k]));
         if (verb->max_args > k)
             printf("                '*:argument: ' \\\n");
         printf("                ;;\n");

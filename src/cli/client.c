@@ -26,11 +26,15 @@ int client_connect(struct client *cl, const char *socket_path, tm_err *err)
     if (connect(cl->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         int r = tm_err_sys(err, "cannot connect to trustmed at %s", socket_path);
         if (errno == ENOENT || errno == ECONNREFUSED)
-            tm_err_set(err, errno, "cannot connect to trustmed at %s: %s (is trustmed running? "
-                       "use --run-dir or --socket for another instance)", socket_path, strerror(errno));
+            tm_err_set(err, errno,
+                       "cannot connect to trustmed at %s: %s (is trustmed running? "
+                       "use --run-dir or --socket for another instance)",
+                       socket_path, strerror(errno));
         else if (errno == EACCES)
-            tm_err_set(err, errno, "cannot connect to trustmed at %s: permission denied (the "
-                       "control socket is for root)", socket_path);
+            tm_err_set(err, errno,
+                       "cannot connect to trustmed at %s: permission denied (the "
+                       "control socket is for root)",
+                       socket_path);
         close_and_reset(cl->fd);
         return r;
     }
@@ -121,8 +125,7 @@ int client_recv(struct client *cl, Trustme__Response **ret, tm_err *err)
 
 bool response_is_final(const Trustme__Response *resp)
 {
-    return resp->body_case != TRUSTME__RESPONSE__BODY_PROGRESS &&
-           resp->body_case != TRUSTME__RESPONSE__BODY_OUTPUT &&
+    return resp->body_case != TRUSTME__RESPONSE__BODY_PROGRESS && resp->body_case != TRUSTME__RESPONSE__BODY_OUTPUT &&
            resp->body_case != TRUSTME__RESPONSE__BODY_AUDIT_CHUNK;
 }
 

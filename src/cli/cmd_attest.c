@@ -30,14 +30,14 @@ static int parse_opts(const struct cli_args *a, struct attest_opts *o)
             return cli_usage_error(a->verb, "%s", err.msg);
     if (!o->reference)
         return cli_usage_error(a->verb, "--reference REFS.json is required (make it with "
-                               "trustme-pki rim, sign it with trustme-pki sign)");
+                                        "trustme-pki rim, sign it with trustme-pki sign)");
     return 0;
 }
 
 /* Evidence for nonce from trustmed: tpmd's serialized AttestResponse (malloc'ed in *ret), once
  * it is known to answer this request. 0, or the exit status after printing why not. */
-static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN],
-                          const uint32_t *pcrs, size_t npcrs, uint8_t **ret, size_t *ret_len)
+static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN], const uint32_t *pcrs, size_t npcrs,
+                          uint8_t **ret, size_t *ret_len)
 {
     Trustme__AttestRequest ar = TRUSTME__ATTEST_REQUEST__INIT;
     ar.has_nonce = true;
@@ -54,10 +54,10 @@ static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN]
     int r = 0;
     if (resp->body_case != TRUSTME__RESPONSE__BODY_ATTEST || !resp->attest->has_response) {
         r = cli_fail("unexpected answer from trustmed (body %d): is trustmed older than this "
-                     "client?", (int)resp->body_case);
+                     "client?",
+                     (int)resp->body_case);
     } else if (resp->attest->response.len > ATTEST_RESPONSE_MAX) {
-        r = cli_fail("the evidence has %zu bytes, more than %u", resp->attest->response.len,
-                     ATTEST_RESPONSE_MAX);
+        r = cli_fail("the evidence has %zu bytes, more than %u", resp->attest->response.len, ATTEST_RESPONSE_MAX);
     } else {
         /* trustmed sets the AttestResponse's id to the control request's id (req.id, filled in
          * by the call): a reply to some other request is not evidence for this nonce. */
@@ -112,8 +112,7 @@ int cmd_attest(struct cli *cli, const struct cli_args *a)
     r = fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len);
     if (r)
         return r;
-    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs,
-                                                    o.npcrs > 0);
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs, o.npcrs > 0);
     struct attest_report rep;
     if (attest_check_response(evidence, evidence_len, &pol, &rep, &err) < 0) {
         cli_fail("%s", err.msg);

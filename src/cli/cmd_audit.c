@@ -74,8 +74,7 @@ static int read_offline(const char *path, tm_buf *log, struct head *head)
     char copy[4096], head_path[4200], line[128];
     snprintf(copy, sizeof(copy), "%s", path);
     snprintf(head_path, sizeof(head_path), "%s/audit.head", dirname(copy));
-    if (read_string_file(head_path, line, sizeof(line)) == 0 &&
-        sscanf(line, "%llu %64s", &head->seq, head->hash) == 2)
+    if (read_string_file(head_path, line, sizeof(line)) == 0 && sscanf(line, "%llu %64s", &head->seq, head->hash) == 2)
         head->known = true;
     return 0;
 }
@@ -88,8 +87,8 @@ static int verify(const char *data, size_t len, const struct head *head)
         printf("%llu record(s) before it are intact\n", (unsigned long long)rep.records);
         return 1;
     }
-    if (head->known && (rep.last_seq < head->seq ||
-                        (rep.last_seq == head->seq && strcmp(rep.last_hash, head->hash) != 0))) {
+    if (head->known &&
+        (rep.last_seq < head->seq || (rep.last_seq == head->seq && strcmp(rep.last_hash, head->hash) != 0))) {
         printf("audit log BROKEN: it ends at record %llu, but record %llu (%.16s...) was written: "
                "records were removed from its end\n",
                (unsigned long long)rep.last_seq, head->seq, head->hash);
@@ -101,7 +100,8 @@ static int verify(const char *data, size_t len, const struct head *head)
         printf("last record: #%llu %s\n", (unsigned long long)rep.last_seq, rep.last_hash);
     if (rep.tamper_events)
         printf("warning: %llu earlier tampering event(s) are recorded in the log (event "
-               "audit.tampered)\n", (unsigned long long)rep.tamper_events);
+               "audit.tampered)\n",
+               (unsigned long long)rep.tamper_events);
     return 0;
 }
 
@@ -127,8 +127,8 @@ static void print_records(const char *data, size_t len, bool json)
                 if ((v = json_object_get(o, keys[k])) && json_is_string(v))
                     f[k] = json_string_value(v);
             if (o)
-                printf("%5lld %s %-18s %-6s %s%s%s [%s]\n", seq, f[0], f[1], f[2], f[3],
-                       f[3][0] && f[5][0] ? ": " : "", f[5], f[4]);
+                printf("%5lld %s %-18s %-6s %s%s%s [%s]\n", seq, f[0], f[1], f[2], f[3], f[3][0] && f[5][0] ? ": " : "",
+                       f[5], f[4]);
             else
                 printf("(unreadable record) %s\n", line ? line : "");
             json_decref(o);

@@ -13,7 +13,6 @@
 #include "jsonutil.h"
 #include "term_safe.h"
 
-
 static json_t *info_json(const Trustme__ContainerInfo *i)
 {
     json_t *o = json_object();
@@ -72,10 +71,12 @@ static void encryption_word(const Trustme__ContainerInfo *i, char *out, size_t s
         snprintf(out, size, "none");
         return;
     }
-    const char *cond = !e->status_known ? " ?" : e->blocked ? " blocked" : e->locked ? " locked"
-                       : !e->paired ? " no-pin" : "";
-    snprintf(out, size, "%s/%s%s%s", e->backend, e->token, cond,
-             e->tpm_emulated ? " emulated-tpm" : "");
+    const char *cond = !e->status_known ? " ?"
+                       : e->blocked     ? " blocked"
+                       : e->locked      ? " locked"
+                       : !e->paired     ? " no-pin"
+                                        : "";
+    snprintf(out, size, "%s/%s%s%s", e->backend, e->token, cond, e->tpm_emulated ? " emulated-tpm" : "");
 }
 
 /* "busybox-3"; "busybox (not installed)"; "(rootfs)" for a development root file system. */
@@ -96,7 +97,10 @@ static void print_json(json_t *o)
     json_decref(o);
 }
 
-static const char *or_dash(const char *s) { return s && s[0] ? s : "-"; }
+static const char *or_dash(const char *s)
+{
+    return s && s[0] ? s : "-";
+}
 
 static void print_info(const Trustme__ContainerInfo *i)
 {
@@ -150,7 +154,8 @@ static void print_info(const Trustme__ContainerInfo *i)
             printf("token:           BLOCKED after too many wrong PUKs: only 'trustme wipe' helps\n");
         else if (e->locked)
             printf("token:           LOCKED after too many wrong PINs: 'trustme token unlock %s' "
-                   "(%u PUK tries left)\n", i->name, e->puk_tries_left);
+                   "(%u PUK tries left)\n",
+                   i->name, e->puk_tries_left);
         else if (!e->paired)
             printf("token:           no PIN yet: set one with 'trustme change-pin %s'\n", i->name);
         else
@@ -202,13 +207,16 @@ int cmd_create(struct cli *cli, const struct cli_args *a)
                 trustme__response__free_unpacked(rresp, NULL);
                 fprintf(stderr, "trustme: %s was not created: its PIN was not set\n", info->name);
             } else {
-                fprintf(stderr, "trustme: %s was created, but has no PIN yet: set one with "
-                        "'trustme change-pin %s'\n", info->name, info->name);
+                fprintf(stderr,
+                        "trustme: %s was created, but has no PIN yet: set one with "
+                        "'trustme change-pin %s'\n",
+                        info->name, info->name);
             }
         }
     } else if (info_encrypted(info) && !cli->json) {
         printf("its data will be encrypted: set its PIN with 'trustme change-pin %s' before "
-               "starting it\n", info->name);
+               "starting it\n",
+               info->name);
     }
     trustme__response__free_unpacked(resp, NULL);
     return r;
@@ -233,8 +241,8 @@ int cmd_list(struct cli *cli, const struct cli_args *a)
     } else if (l->n_containers == 0) {
         printf("no containers (create one with: trustme create CONFIG.json)\n");
     } else {
-        printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", "NAME", "STATE", "PID", "UUID",
-               "GUESTOS", "TRUST", "ENCRYPTION", "LAST EXIT");
+        printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", "NAME", "STATE", "PID", "UUID", "GUESTOS", "TRUST",
+               "ENCRYPTION", "LAST EXIT");
         for (size_t i = 0; i < l->n_containers; i++) {
             const Trustme__ContainerInfo *c = l->containers[i];
             char pid[16] = "-", enc[64], gos[96];
@@ -242,17 +250,16 @@ int cmd_list(struct cli *cli, const struct cli_args *a)
                 snprintf(pid, sizeof(pid), "%d", c->pid);
             encryption_word(c, enc, sizeof(enc));
             guestos_word(c, gos, sizeof(gos));
-            printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", c->name, state_word(c->state), pid,
-                   c->uuid, gos, or_dash(c->trust), enc,
-                   c->last_error && c->last_error[0] ? "start failed (see trustme state)"
-                                                     : or_dash(c->last_exit));
+            printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", c->name, state_word(c->state), pid, c->uuid, gos,
+                   or_dash(c->trust), enc,
+                   c->last_error && c->last_error[0] ? "start failed (see trustme state)" : or_dash(c->last_exit));
         }
         /* Not one more column: a line that cannot be missed. */
         int npriv = 0;
         for (size_t i = 0; i < l->n_containers; i++)
             if (l->containers[i]->privileged)
-                printf("%s%s", npriv++ ? ", " : "PRIVILEGED (host root with dangerous capabilities): ",
-                       l->containers[i]->name);
+                printf("%s%s",
+                       npriv++ ? ", " : "PRIVILEGED (host root with dangerous capabilities): ", l->containers[i]->name);
         if (npriv)
             printf("\n");
     }

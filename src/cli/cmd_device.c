@@ -23,9 +23,9 @@
 #include "secmem.h"
 
 #define CERT_FILE_MAX (256 * 1024) /* trustmed's limit for the whole chain */
-#define KEY_FILE_MAX 256           /* a recovery key file: 64 hex digits and a newline */
+#define KEY_FILE_MAX 256 /* a recovery key file: 64 hex digits and a newline */
 #define RECOVERY_KEY_LEN 32
-#define SHORT_HASH 12              /* hex digits of a hash in the table */
+#define SHORT_HASH 12 /* hex digits of a hash in the table */
 
 static void print_json(json_t *o)
 {
@@ -64,7 +64,8 @@ static int simple_call(struct cli *cli, Trustme__Request *req, Trustme__Response
     if (got != want) {
         trustme__response__free_unpacked(*resp, NULL);
         return cli_fail("unexpected answer from trustmed (body %d): is trustmed older than this "
-                        "client?", (int)got);
+                        "client?",
+                        (int)got);
     }
     return 0;
 }
@@ -85,8 +86,7 @@ int cmd_measurements(struct cli *cli, const struct cli_args *a)
     bool consistent = m->has_consistent && m->consistent;
     const char *why = m->inconsistency && m->inconsistency[0] ? m->inconsistency : "no reason given";
     if (cli->json) {
-        json_t *o = json_object(), *events = json_array(),
-                    *pcrs = json_array();
+        json_t *o = json_object(), *events = json_array(), *pcrs = json_array();
         for (size_t i = 0; i < m->n_events; i++) {
             const Trustme__MeasurementEvent *e = m->events[i];
             json_t *ev = json_object();
@@ -117,8 +117,8 @@ int cmd_measurements(struct cli *cli, const struct cli_args *a)
                 tm_hex(e->sha256.data, 32, hex);
                 hex[SHORT_HASH] = '\0';
             }
-            printf("%-5llu %-4u %-17s %-34s %s\n", (unsigned long long)e->seq, e->pcr,
-                   e->type ? e->type : "", e->name ? e->name : "", hex);
+            printf("%-5llu %-4u %-17s %-34s %s\n", (unsigned long long)e->seq, e->pcr, e->type ? e->type : "",
+                   e->name ? e->name : "", hex);
         }
         if (m->n_events == 0)
             printf("(no events)\n");
@@ -139,7 +139,8 @@ int cmd_measurements(struct cli *cli, const struct cli_args *a)
     r = consistent ? 0
                    : cli_fail("the measurement log does not replay to the PCR values (%s): the TPM "
                               "or the log was changed behind trustme-tpmd; a verifier will fail "
-                              "its event log check until the TPM restarts", why);
+                              "its event log check until the TPM restarts",
+                              why);
     trustme__response__free_unpacked(resp, NULL);
     return r;
 }
@@ -252,8 +253,8 @@ static void print_certificate(const Trustme__DeviceInfo *i)
 static void print_device_info(const Trustme__DeviceInfo *i)
 {
     printf("TPM:             %s%s%s%s\n", i->embedded ? "embedded swtpm" : "external",
-           i->manufacturer && i->manufacturer[0] ? " (manufacturer " : "",
-           i->manufacturer ? i->manufacturer : "", i->manufacturer && i->manufacturer[0] ? ")" : "");
+           i->manufacturer && i->manufacturer[0] ? " (manufacturer " : "", i->manufacturer ? i->manufacturer : "",
+           i->manufacturer && i->manufacturer[0] ? ")" : "");
     printf("TCTI:            %s\n", i->tcti ? i->tcti : "");
     if (i->emulated)
         printf("device binding:  EMULATED: no hardware root. The TPM's state is files%s%s; whoever "
@@ -261,7 +262,8 @@ static void print_device_info(const Trustme__DeviceInfo *i)
                "brute-force the PINs offline%s\n",
                i->swtpm_state_dir ? " in " : "", i->swtpm_state_dir ? i->swtpm_state_dir : "",
                i->require_hardware ? ". tpm.require_hardware is set: encrypted containers are "
-                                     "refused" : "");
+                                     "refused"
+                                   : "");
     else
         printf("device binding:  hardware TPM\n");
     printf("attestation:     %s\n", i->attest_address && i->attest_address[0] ? i->attest_address : "(not listening)");
@@ -279,9 +281,8 @@ static void print_device_info(const Trustme__DeviceInfo *i)
                "docs/ATTESTATION.md \"Enrollment\")\n");
     if (i->has_da_failures)
         printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
-               i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization"
-                             : "no",
-               i->da_failures, i->da_max_tries, i->da_recovery_s);
+               i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization" : "no", i->da_failures,
+               i->da_max_tries, i->da_recovery_s);
     if (i->secret_problem && i->secret_problem[0])
         printf("storage secret:  PROBLEM: %s\n", i->secret_problem);
     else
@@ -328,9 +329,11 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
         if (write_file_atomic(out, pem->data, pem->len, 0644, &err) < 0)
             r = cli_fail("%s", err.msg);
         else
-            fprintf(stderr, "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
+            fprintf(stderr,
+                    "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
                     "--ca device --csr %s --ek-anchor MANUFACTURER.pem --out device.pem), then: "
-                    "trustme device cert install device.pem\n", out, out);
+                    "trustme device cert install device.pem\n",
+                    out, out);
     } else if (fwrite(pem->data, 1, pem->len, stdout) != pem->len || fflush(stdout) != 0) {
         r = cli_fail("cannot write the request: %s", strerror(errno));
     }
@@ -351,7 +354,8 @@ static int append_file(char **chain, size_t *len, const char *path)
     if (!memmem(data, n, "-----BEGIN CERTIFICATE-----", 27) &&
         !memmem(data, n, "-----BEGIN " ENROLL_PEM_CERT "-----", strlen(ENROLL_PEM_CERT) + 16))
         return cli_fail("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----) and no "
-                        "encrypted AK certificate from the Device CA", path);
+                        "encrypted AK certificate from the Device CA",
+                        path);
     if (*len + n + 1 > CERT_FILE_MAX)
         return cli_fail("the certificates add up to more than %d bytes", CERT_FILE_MAX);
     char *grown = realloc(*chain, *len + n + 2);
@@ -431,18 +435,18 @@ static int read_recovery_key(const char *path, struct secret **ret)
     while (line < got && text->data[line] != '\n')
         line++;
     size_t digits = line;
-    while (digits > 0 && (text->data[digits - 1] == ' ' || text->data[digits - 1] == '\t' ||
-                          text->data[digits - 1] == '\r'))
+    while (digits > 0 &&
+           (text->data[digits - 1] == ' ' || text->data[digits - 1] == '\t' || text->data[digits - 1] == '\r'))
         digits--;
     if (digits != 2 * RECOVERY_KEY_LEN)
-        return cli_fail("%s is not a recovery key file (its first line has %zu characters); %s",
-                        path, digits, hint);
+        return cli_fail("%s is not a recovery key file (its first line has %zu characters); %s", path, digits, hint);
     for (size_t i = 0; i < RECOVERY_KEY_LEN; i++) {
         int hi = tm_hex_digit((char)text->data[2 * i], TM_HEX_ANY_CASE),
             lo = tm_hex_digit((char)text->data[2 * i + 1], TM_HEX_ANY_CASE);
         if (hi < 0 || lo < 0)
             return cli_fail("%s is not a recovery key file (character %zu is not a hexadecimal "
-                            "digit); %s", path, 2 * i + (hi < 0 ? 1 : 2), hint);
+                            "digit); %s",
+                            path, 2 * i + (hi < 0 ? 1 : 2), hint);
         key->data[i] = (uint8_t)(hi << 4 | lo);
     }
     *ret = steal_ptr(key);
@@ -454,8 +458,10 @@ int cmd_device_reseal(struct cli *cli, const struct cli_args *a)
     /* The key is taken from a file only, never from the command line (ps, shell history). */
     const char *file = cli_value(a, "recovery-key-file");
     if (a->argc) /* the verb table lets one through, to say this */
-        return cli_usage_error(a->verb, "unexpected %s: the key is taken from a file only, never "
-                               "from the command line", a->argv[0]);
+        return cli_usage_error(a->verb,
+                               "unexpected %s: the key is taken from a file only, never "
+                               "from the command line",
+                               a->argv[0]);
     if (!file)
         return cli_usage_error(a->verb, "give --recovery-key-file FILE");
     _cleanup_secret_ struct secret *key = NULL;

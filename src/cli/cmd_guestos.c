@@ -38,8 +38,8 @@ int signed_config_read(const char *path, struct signed_config *sc)
     snprintf(chain, sizeof(chain), "%s.chain.pem", path);
     bool has_sig = access(sig, F_OK) == 0, has_chain = access(chain, F_OK) == 0;
     if (has_sig != has_chain)
-        return cli_fail("%s exists, but %s does not: a signed config needs both",
-                        has_sig ? sig : chain, has_sig ? chain : sig);
+        return cli_fail("%s exists, but %s does not: a signed config needs both", has_sig ? sig : chain,
+                        has_sig ? chain : sig);
     if (has_sig && (read_file(sig, SIG_MAX, &sc->sig, &sc->sig_len, &err) < 0 ||
                     read_file(chain, CHAIN_MAX, &sc->chain, &sc->chain_len, &err) < 0))
         return cli_fail("%s", err.msg);
@@ -103,8 +103,7 @@ static json_t *guestos_json(const Trustme__GuestosInfo *g)
     json_t *users = json_array();
     for (size_t i = 0; i < g->n_used_by; i++) {
         _cleanup_free_ char *copy = strdup(g->used_by[i]);
-        for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
-             t = strtok_r(NULL, ",", &save))
+        for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
             json_array_append_new(users, tm_json_text(t));
     }
     json_object_set_new(o, "used_by", users);
@@ -176,8 +175,8 @@ int cmd_guestos_list(struct cli *cli, const struct cli_args *a)
             const Trustme__GuestosInfo *g = l->guestos[i];
             char size[32];
             size_word(g->size, size, sizeof(size));
-            printf("%-20s %-8llu %-15s %-9s %s\n", g->name, (unsigned long long)g->version, g->trust,
-                   size, g->n_used_by ? g->used_by[0] : "-");
+            printf("%-20s %-8llu %-15s %-9s %s\n", g->name, (unsigned long long)g->version, g->trust, size,
+                   g->n_used_by ? g->used_by[0] : "-");
         }
     }
     trustme__response__free_unpacked(resp, NULL);

@@ -31,5 +31,11 @@ static int iface(struct cli *cli, const struct cli_args *a, bool assign)
     return 0;
 }
 
-int cmd_iface_assign(struct cli *cli, const struct cli_args *a) { return iface(cli, a, true); }
-int cmd_iface_unassign(struct cli *cli, const struct cli_args *a) { return iface(cli, a, false); }
+int cmd_iface_assign(struct cli *cli, const struct cli_args *a)
+{
+    return iface(cli, a, true);
+}
+int cmd_iface_unassign(struct cli *cli, const struct cli_args *a)
+{
+    return iface(cli, a, false);
+}

@@ -34,7 +34,8 @@ int cmd_start(struct cli *cli, const struct cli_args *a)
     char *name = a->argv[0];
     if (attach && pin_file && strcmp(pin_file, "-") == 0)
         return fprintf(stderr, "trustme start: with --attach, stdin belongs to the container; "
-                       "give the PIN in a file\n"), 2;
+                               "give the PIN in a file\n"),
+               2;
     _cleanup_secret_ struct secret *pin = NULL;
     int r = start_pin(cli, name, pin_file, attach, &pin);
     if (r)
@@ -87,11 +88,15 @@ static int freeze_verb(struct cli *cli, const struct cli_args *a, bool freeze)
 {
     Trustme__ContainerRef ref;
     Trustme__Request req;
-    container_request(&req, &ref,
-                      freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE,
-                      a->argv[0]);
+    container_request(&req, &ref, freeze ? TRUSTME__REQUEST__BODY_FREEZE : TRUSTME__REQUEST__BODY_UNFREEZE, a->argv[0]);
     return change_state(cli, &req, freeze ? "frozen" : "thawed");
 }
 
-int cmd_freeze(struct cli *cli, const struct cli_args *a) { return freeze_verb(cli, a, true); }
-int cmd_unfreeze(struct cli *cli, const struct cli_args *a) { return freeze_verb(cli, a, false); }
+int cmd_freeze(struct cli *cli, const struct cli_args *a)
+{
+    return freeze_verb(cli, a, true);
+}
+int cmd_unfreeze(struct cli *cli, const struct cli_args *a)
+{
+    return freeze_verb(cli, a, false);
+}

@@ -176,8 +176,7 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         int status = -1;
         switch (resp->body_case) {
         case TRUSTME__RESPONSE__BODY_OUTPUT: {
-            int fd = resp->output->stream == TRUSTME__OUTPUT_DATA__STREAM__STDERR ? STDERR_FILENO
-                                                                                  : STDOUT_FILENO;
+            int fd = resp->output->stream == TRUSTME__OUTPUT_DATA__STREAM__STDERR ? STDERR_FILENO : STDOUT_FILENO;
             if (track_modes && isatty(fd))
                 term_track(&modes, resp->output->data.data, resp->output->data.len);
             write_all(fd, resp->output->data.data, resp->output->data.len);
@@ -188,16 +187,13 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
             if (!raw_mode && isatty(STDERR_FILENO))
                 fprintf(stderr, "trustme: %s\n", resp->progress->message);
             break;
-        case TRUSTME__RESPONSE__BODY_EXIT:
-            status = resp->exit->code;
-            break;
+        case TRUSTME__RESPONSE__BODY_EXIT: status = resp->exit->code; break;
         case TRUSTME__RESPONSE__BODY_ERROR:
             restore_terminal();
             cli_fail("%s", resp->error->message ? resp->error->message : "error");
             status = error_status(resp->error->code);
             break;
-        default:
-            break;
+        default: break;
         }
         trustme__response__free_unpacked(resp, NULL);
         if (status >= 0) {

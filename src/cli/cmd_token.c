@@ -49,9 +49,8 @@ static int token_call(struct cli *cli, Trustme__Request *req, const char *done)
 }
 
 /* A ChangePin request: without old_pin it pairs (with puk for a soft token). */
-static int send_change_pin(struct cli *cli, const Trustme__ContainerInfo *info,
-                           const struct secret *old_pin, const struct secret *new_pin,
-                           const struct secret *puk, const char *done)
+static int send_change_pin(struct cli *cli, const Trustme__ContainerInfo *info, const struct secret *old_pin,
+                           const struct secret *new_pin, const struct secret *puk, const char *done)
 {
     Trustme__ChangePinRequest cp = TRUSTME__CHANGE_PIN_REQUEST__INIT;
     cp.id = info->uuid;
@@ -84,11 +83,10 @@ int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *
             snprintf(prompt, sizeof(prompt), "PIN of the PKCS#11 token for %s", info->name);
             r = pin_read(&in, prompt, &pin, &err);
         } else {
-            snprintf(prompt, sizeof(prompt), "New PIN for %s (%d-%d characters)", info->name, PIN_MIN,
-                     PIN_INPUT_MAX);
+            snprintf(prompt, sizeof(prompt), "New PIN for %s (%d-%d characters)", info->name, PIN_MIN, PIN_INPUT_MAX);
             r = pin_read_new(&in, prompt, PIN_MIN, &pin, &err);
-            snprintf(prompt, sizeof(prompt), "PUK for %s, to unlock it after %s (%d-%d characters)",
-                     info->name, "3 wrong PINs", PUK_MIN, PIN_INPUT_MAX);
+            snprintf(prompt, sizeof(prompt), "PUK for %s, to unlock it after %s (%d-%d characters)", info->name,
+                     "3 wrong PINs", PUK_MIN, PIN_INPUT_MAX);
             if (r == 0)
                 r = pin_read_new(&in, prompt, PUK_MIN, &puk, &err);
         }
@@ -156,8 +154,7 @@ int cmd_token_unlock(struct cli *cli, const struct cli_args *a)
     if (!info_encrypted(info)) {
         r = tm_err_set(&err, EINVAL, "%s has no token: its data is not encrypted", info->name);
     } else if ((r = pin_input_open(&in, pin_file, false, &err)) == 0) {
-        snprintf(prompt, sizeof(prompt), "%s for %s", is_pkcs11(info) ? "SO PIN of the token" : "PUK",
-                 info->name);
+        snprintf(prompt, sizeof(prompt), "%s for %s", is_pkcs11(info) ? "SO PIN of the token" : "PUK", info->name);
         r = pin_read(&in, prompt, &puk, &err);
         snprintf(prompt, sizeof(prompt), "New PIN for %s", info->name);
         if (r == 0)
@@ -204,14 +201,14 @@ int cmd_wipe(struct cli *cli, const struct cli_args *a)
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_WIPE;
     req.wipe = &wr;
-    return token_call(cli, &req, "wiped: its data is gone; set a new PIN with change-pin before "
-                                 "starting it again");
+    return token_call(cli, &req,
+                      "wiped: its data is gone; set a new PIN with change-pin before "
+                      "starting it again");
 }
 
 /* For start: the PIN, if the container's data is encrypted and it is stopped. *ret stays NULL
  * otherwise. stdin_busy: stdin belongs to an attached session. */
-int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy,
-              struct secret **ret)
+int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy, struct secret **ret)
 {
     *ret = NULL;
     struct pin_input in;
@@ -224,8 +221,7 @@ int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdi
             return r;
         /* Without a PIN set, or locked, there is nothing to ask: trustmed says what to do. */
         const Trustme__Encryption *e = resp->container->encryption;
-        bool needed = info_encrypted(resp->container) &&
-                      resp->container->state == TRUSTME__CONTAINER_STATE__STOPPED &&
+        bool needed = info_encrypted(resp->container) && resp->container->state == TRUSTME__CONTAINER_STATE__STOPPED &&
                       (!e->status_known || (e->paired && !e->locked && !e->blocked));
         trustme__response__free_unpacked(resp, NULL);
         if (!needed)

@@ -37,18 +37,15 @@ static int parse_global(struct cli *cli, int argc, char **argv, int *ret_status)
         case OPT_VERSION: printf("trustme %s\n", TRUSTME_VERSION); return *ret_status = 0, -1;
         case 'h': cli_help(stdout); return *ret_status = 0, -1;
         case ':':
-            fprintf(stderr, "trustme: option %s needs a value (see trustme --help)\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "trustme: option %s needs a value (see trustme --help)\n", argv[optind - 1]);
             return *ret_status = 2, -1;
         default:
             if (optopt >= OPT_SOCKET)
-                fprintf(stderr, "trustme: option %s takes no value (see trustme --help)\n",
-                        argv[optind - 1]);
+                fprintf(stderr, "trustme: option %s takes no value (see trustme --help)\n", argv[optind - 1]);
             else if (optopt)
                 fprintf(stderr, "trustme: unknown option -%c (see trustme --help)\n", optopt);
             else
-                fprintf(stderr, "trustme: unknown option %s (see trustme --help)\n",
-                        argv[optind - 1]);
+                fprintf(stderr, "trustme: unknown option %s (see trustme --help)\n", argv[optind - 1]);
             return *ret_status = 2, -1;
         }
     }
@@ -78,11 +75,9 @@ int main(int argc, char **argv)
         /* "trustme device": a group of verbs, without (or with an unknown) subcommand */
         char group[64] = "";
         for (size_t w = 0; w < words; w++)
-            snprintf(group + strlen(group), sizeof(group) - strlen(group), "%s%s", w ? " " : "",
-                     argv[i + (int)w]);
+            snprintf(group + strlen(group), sizeof(group) - strlen(group), "%s%s", w ? " " : "", argv[i + (int)w]);
         int next = i + (int)words;
-        if (words && next < argc && (strcmp(argv[next], "-h") == 0 ||
-                                     strcmp(argv[next], "--help") == 0)) {
+        if (words && next < argc && (strcmp(argv[next], "-h") == 0 || strcmp(argv[next], "--help") == 0)) {
             cli_group_help(stdout, group);
             return 0;
         }
@@ -140,8 +135,8 @@ int cli_call(struct cli *cli, Trustme__Request *req, Trustme__Response **ret)
     return r < 0 ? cli_fail("%s", err.msg) : 0;
 }
 
-void container_request(Trustme__Request *req, Trustme__ContainerRef *ref,
-                       Trustme__Request__BodyCase body, const char *id)
+void container_request(Trustme__Request *req, Trustme__ContainerRef *ref, Trustme__Request__BodyCase body,
+                       const char *id)
 {
     trustme__container_ref__init(ref);
     ref->id = (char *)id;

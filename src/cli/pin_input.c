@@ -25,7 +25,8 @@ int pin_input_open(struct pin_input *in, const char *file, bool stdin_busy, tm_e
     }
     in->fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
     if (in->fd < 0)
-        return tm_err_set(err, ENOTTY, "a PIN is needed and there is no terminal to ask on; give "
+        return tm_err_set(err, ENOTTY,
+                          "a PIN is needed and there is no terminal to ask on; give "
                           "it with --pin-file FILE");
     in->own_fd = in->tty = true;
     return 0;

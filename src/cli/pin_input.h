@@ -14,8 +14,8 @@
 #define PIN_INPUT_MAX 64 /* as the token service's limit */
 
 struct pin_input {
-    int fd;        /* where lines come from; -1 until opened */
-    bool tty;      /* prompts, no echo, confirmation of new secrets */
+    int fd; /* where lines come from; -1 until opened */
+    bool tty; /* prompts, no echo, confirmation of new secrets */
     bool own_fd;
 };
 

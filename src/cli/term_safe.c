@@ -13,9 +13,8 @@
  * order and breaking of what is shown. */
 static bool hidden_code_point(uint32_t cp)
 {
-    return (cp >= 0x80 && cp <= 0x9F) || cp == 0x200E || cp == 0x200F ||
-           (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 ||
-           cp == 0x2029 || cp == 0x061C;
+    return (cp >= 0x80 && cp <= 0x9F) || cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
+           (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029 || cp == 0x061C;
 }
 
 /* Length of the UTF-8 sequence starting with b, and the allowed range of its second byte
@@ -59,7 +58,7 @@ size_t term_escape(struct term_escaper *e, const char *in, size_t len, char *out
     size_t np = e->npending;
     memcpy(pend, e->pending, np);
     e->npending = 0;
-#define AT(k) ((k) < np ? pend[k] : (unsigned char)in[(k) - np])
+#define AT(k) ((k) < np ? pend[k] : (unsigned char)in[(k)-np])
     while (i < total) {
         unsigned char b = AT(i);
         if (b < 0x80) {
@@ -84,8 +83,9 @@ size_t term_escape(struct term_escaper *e, const char *in, size_t len, char *out
             i++;
             continue;
         }
-        uint32_t cp = need == 2 ? (uint32_t)(seq[0] & 0x1F) : need == 3 ? (uint32_t)(seq[0] & 0x0F)
-                                                                           : (uint32_t)(seq[0] & 0x07);
+        uint32_t cp = need == 2   ? (uint32_t)(seq[0] & 0x1F)
+                      : need == 3 ? (uint32_t)(seq[0] & 0x0F)
+                                  : (uint32_t)(seq[0] & 0x07);
         for (size_t k = 1; k < need; k++)
             cp = cp << 6 | (seq[k] & 0x3F);
         if (hidden_code_point(cp)) {
@@ -170,14 +170,14 @@ static const struct {
     unsigned mode;
     bool on_by_default;
 } modes[] = {
-    {1049, false}, {1047, false}, {47, false},   /* alternate screen */
-    {9, false}, {1000, false}, {1001, false}, {1002, false}, {1003, false}, /* mouse tracking */
+    {1049, false}, {1047, false}, {47, false}, /* alternate screen */
+    {9, false},    {1000, false}, {1001, false}, {1002, false}, {1003, false}, /* mouse tracking */
     {1005, false}, {1006, false}, {1015, false}, {1016, false}, /* mouse encodings */
-    {1004, false},                               /* focus events */
-    {2004, false},                               /* bracketed paste */
-    {1, false},                                  /* application cursor keys */
-    {25, true},                                  /* cursor visible */
-    {7, true},                                   /* auto-wrap */
+    {1004, false}, /* focus events */
+    {2004, false}, /* bracketed paste */
+    {1, false}, /* application cursor keys */
+    {25, true}, /* cursor visible */
+    {7, true}, /* auto-wrap */
 };
 
 enum { S_TEXT, S_ESC, S_CSI };
@@ -247,7 +247,6 @@ size_t term_reset_sequence(const struct term_modes *m, char *out, size_t size)
     out[0] = '\0';
     for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]) && o + 16 < size; i++)
         if (m->on & (1u << i))
-            o += (size_t)snprintf(out + o, size - o, "\033[?%u%c", modes[i].mode,
-                                  modes[i].on_by_default ? 'h' : 'l');
+            o += (size_t)snprintf(out + o, size - o, "\033[?%u%c", modes[i].mode, modes[i].on_by_default ? 'h' : 'l');
     return o;
 }

@@ -30,10 +30,10 @@ int term_write_raw(const void *buf, size_t len);
 
 /* Terminal modes a program in `run -t` may leave on (term_track): what the CLI sets back. */
 struct term_modes {
-    unsigned on;             /* bit per mode of term_modes.c's table that is not at its default */
-    int state;               /* escape-sequence parser state, across chunks */
-    unsigned param;          /* the number being read */
-    bool priv;               /* "CSI ?" */
+    unsigned on; /* bit per mode of term_modes.c's table that is not at its default */
+    int state; /* escape-sequence parser state, across chunks */
+    unsigned param; /* the number being read */
+    bool priv; /* "CSI ?" */
     unsigned params[8];
     unsigned nparams;
 };

@@ -12,110 +12,146 @@
 #define H(fn) fn
 #endif
 
-#define OPT_JSON(what) {"json", 0, CLI_NONE, NULL, "print " what " as JSON", false}
-#define OPT_PIN_FILE(what)                                                                          \
-    {"pin-file", 0, CLI_FILE, "FILE",                                                              \
-     what ", one per line in the order the prompts would ask them ('-': stdin)", false}
+#define OPT_JSON(what)                                             \
+    {                                                              \
+        "json", 0, CLI_NONE, NULL, "print " what " as JSON", false \
+    }
+#define OPT_PIN_FILE(what)                                                                                           \
+    {                                                                                                                \
+        "pin-file", 0, CLI_FILE, "FILE", what ", one per line in the order the prompts would ask them ('-': stdin)", \
+            false                                                                                                    \
+    }
 
 static const struct cli_opt create_opts[] = {
-    OPT_JSON("the new container"),
-    OPT_PIN_FILE("the first PIN (and PUK) of its token"),
-    {0}};
+    OPT_JSON("the new container"), OPT_PIN_FILE("the first PIN (and PUK) of its token"), {0}};
 static const struct cli_opt json_opts[] = {OPT_JSON("the result"), {0}};
-static const struct cli_opt start_opts[] = {
-    {"attach", 'a', CLI_NONE, NULL, "relay init's stdin, stdout and stderr until it exits; exit "
-     "with its status", false},
-    OPT_PIN_FILE("the PIN of the container's token"),
-    {0}};
-static const struct cli_opt stop_opts[] = {
-    {"timeout", 't', CLI_WORD, "S", "seconds from SIGTERM to SIGKILL (0..3600, default 10; 0: at "
-     "once)", false},
-    {"kill", 'k', CLI_NONE, NULL, "SIGKILL at once", false},
-    {0}};
+static const struct cli_opt start_opts[] = {{"attach", 'a', CLI_NONE, NULL,
+                                             "relay init's stdin, stdout and stderr until it exits; exit "
+                                             "with its status",
+                                             false},
+                                            OPT_PIN_FILE("the PIN of the container's token"),
+                                            {0}};
+static const struct cli_opt stop_opts[] = {{"timeout", 't', CLI_WORD, "S",
+                                            "seconds from SIGTERM to SIGKILL (0..3600, default 10; 0: at "
+                                            "once)",
+                                            false},
+                                           {"kill", 'k', CLI_NONE, NULL, "SIGKILL at once", false},
+                                           {0}};
 static const struct cli_opt run_opts[] = {
-    {"tty", 't', CLI_NONE, NULL, "give the command a terminal (the local one is put in raw mode)",
-     false},
+    {"tty", 't', CLI_NONE, NULL, "give the command a terminal (the local one is put in raw mode)", false},
     {"env", 'e', CLI_WORD, "KEY=VALUE", "set an environment variable for the command", true},
     {0}};
 static const struct cli_opt logs_opts[] = {
     {"previous", 'p', CLI_NONE, NULL, "the log of the run before the current one", false},
-    {"raw", 0, CLI_NONE, NULL, "the bytes as the container wrote them (by default control "
-     "characters and escape sequences are shown as \\uXXXX, \\xNN)", false},
-    {0}};
-static const struct cli_opt pin_file_opts[] = {
-    OPT_PIN_FILE("the secrets"),
-    {0}};
-static const struct cli_opt wipe_opts[] = {
-    OPT_PIN_FILE("a PKCS#11 token's PIN, to destroy its key object too"),
-    {0}};
-static const struct cli_opt iface_assign_opts[] = {
-    {"persistent", 0, CLI_NONE, NULL, "also add it to the config's network.interfaces (not for a "
-     "signed config)", false},
-    {0}};
-static const struct cli_opt guestos_remove_opts[] = {
-    {"version", 0, CLI_WORD, "V", "the version to remove (needed when several are installed)",
+    {"raw", 0, CLI_NONE, NULL,
+     "the bytes as the container wrote them (by default control "
+     "characters and escape sequences are shown as \\uXXXX, \\xNN)",
      false},
     {0}};
-static const struct cli_opt audit_opts[] = {
-    OPT_JSON("the records"),
-    {"verify", 0, CLI_NONE, NULL, "check the hash chain and that the log ends at the last record "
-     "the daemon wrote; exit status 1 if not", false},
-    {"file", 0, CLI_FILE, "LOG", "read a copy of a log instead of asking trustmed (its "
-     "audit.head is used if it is next to it)", false},
-    {0}};
+static const struct cli_opt pin_file_opts[] = {OPT_PIN_FILE("the secrets"), {0}};
+static const struct cli_opt wipe_opts[] = {OPT_PIN_FILE("a PKCS#11 token's PIN, to destroy its key object too"), {0}};
+static const struct cli_opt iface_assign_opts[] = {{"persistent", 0, CLI_NONE, NULL,
+                                                    "also add it to the config's network.interfaces (not for a "
+                                                    "signed config)",
+                                                    false},
+                                                   {0}};
+static const struct cli_opt guestos_remove_opts[] = {
+    {"version", 0, CLI_WORD, "V", "the version to remove (needed when several are installed)", false}, {0}};
+static const struct cli_opt audit_opts[] = {OPT_JSON("the records"),
+                                            {"verify", 0, CLI_NONE, NULL,
+                                             "check the hash chain and that the log ends at the last record "
+                                             "the daemon wrote; exit status 1 if not",
+                                             false},
+                                            {"file", 0, CLI_FILE, "LOG",
+                                             "read a copy of a log instead of asking trustmed (its "
+                                             "audit.head is used if it is next to it)",
+                                             false},
+                                            {0}};
 static const struct cli_opt csr_opts[] = {
     {"cn", 0, CLI_WORD, "NAME", "the common name to ask for", false},
     {"out", 0, CLI_FILE, "FILE", "write the bundle to FILE instead of stdout", false},
     {0}};
-static const struct cli_opt cert_install_opts[] = {
-    {"chain", 0, CLI_FILE, "CA.pem", "a CA certificate of the chain, from the issuer up to, not "
-     "including, the root (at most 16)", true},
-    OPT_JSON("the device information after the install"),
-    {0}};
-static const struct cli_opt reseal_opts[] = {
-    {"recovery-key-file", 0, CLI_FILE, "FILE", "the recovery key: 64 hex digits on the first line, "
-     "as tpmd wrote it ('-': stdin; never on the command line; required)", false},
-    {0}};
+static const struct cli_opt cert_install_opts[] = {{"chain", 0, CLI_FILE, "CA.pem",
+                                                    "a CA certificate of the chain, from the issuer up to, not "
+                                                    "including, the root (at most 16)",
+                                                    true},
+                                                   OPT_JSON("the device information after the install"),
+                                                   {0}};
+static const struct cli_opt reseal_opts[] = {{"recovery-key-file", 0, CLI_FILE, "FILE",
+                                              "the recovery key: 64 hex digits on the first line, "
+                                              "as tpmd wrote it ('-': stdin; never on the command line; required)",
+                                              false},
+                                             {0}};
 /* The options of trustme-verify that attest has too, from their one definition (their index
  * here is their enum attest_option). */
 static const struct cli_opt attest_opts[] = {
 #define ATTEST_CLI_OPT(id, name, value, help)                                                     \
-    {name, 0,                                                                                      \
-     !(value)                                   ? CLI_NONE                                         \
-     : ATTEST_OPT_##id == ATTEST_OPT_MIN_VERSION || ATTEST_OPT_##id == ATTEST_OPT_PCR ? CLI_WORD   \
-                                                : CLI_FILE,                                        \
-     value, help, ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
+    {name,                                                                                        \
+     0,                                                                                           \
+     !(value)                                                                         ? CLI_NONE  \
+     : ATTEST_OPT_##id == ATTEST_OPT_MIN_VERSION || ATTEST_OPT_##id == ATTEST_OPT_PCR ? CLI_WORD  \
+                                                                                      : CLI_FILE, \
+     value,                                                                                       \
+     help,                                                                                        \
+     ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
     ATTEST_OPTIONS(ATTEST_CLI_OPT)
 #undef ATTEST_CLI_OPT
-    {0}};
+        {0}};
 
 const struct cli_opt cli_global_opts[] = {
-    {"socket", 0, CLI_FILE, "PATH", "the control socket (default $TRUSTME_SOCKET, else "
-     "/run/trustme/control.sock)", false},
+    {"socket", 0, CLI_FILE, "PATH",
+     "the control socket (default $TRUSTME_SOCKET, else "
+     "/run/trustme/control.sock)",
+     false},
     {"run-dir", 0, CLI_DIR, "DIR", "use DIR/control.sock (the --run-dir given to trustmed)", false},
     {"version", 0, CLI_NONE, NULL, "print the version", false},
     {0}};
 
-#define C1 {CLI_CONTAINER}
+#define C1            \
+    {                 \
+        CLI_CONTAINER \
+    }
 
 const struct cli_verb cli_verbs[] = {
-    {"create", "CONFIG.json", "create a container from a config file (docs/CONFIG.md)",
+    {"create",
+     "CONFIG.json",
+     "create a container from a config file (docs/CONFIG.md)",
      "A container with a token (the default for a stored data volume) is paired at once when a "
      "terminal or --pin-file can give its first PIN (and PUK); otherwise later with "
      "'trustme change-pin'. CONFIG.json.sig and CONFIG.json.chain.pem beside the config (made "
      "with trustme-pki sign) are sent along.",
-     create_opts, 1, 1, {CLI_FILE}, false, H(cmd_create)},
-    {"update", "CONTAINER CONFIG.json", "replace a stopped container's config",
+     create_opts,
+     1,
+     1,
+     {CLI_FILE},
+     false,
+     H(cmd_create)},
+    {"update",
+     "CONTAINER CONFIG.json",
+     "replace a stopped container's config",
      "The next start uses it. Name, token, data volume size and user namespace stay. "
      "CONFIG.json.sig and CONFIG.json.chain.pem beside it are sent along (required where the "
      "device wants signed configs).",
-     NULL, 2, 2, {CLI_CONTAINER, CLI_FILE}, false, H(cmd_update)},
-    {"list", "", "list the containers: name, state, pid, UUID, GuestOS, trust, encryption, last exit",
-     NULL, json_opts, 0, 0, {0}, false, H(cmd_list)},
-    {"state", "CONTAINER", "show a container's state, GuestOS, limits, encryption and last exit",
-     NULL, json_opts, 1, 1, C1, false, H(cmd_state)},
-    {"config", "CONTAINER", "print a container's config as it was submitted", NULL, NULL, 1, 1,
-     C1, false, H(cmd_config)},
+     NULL,
+     2,
+     2,
+     {CLI_CONTAINER, CLI_FILE},
+     false,
+     H(cmd_update)},
+    {"list",
+     "",
+     "list the containers: name, state, pid, UUID, GuestOS, trust, encryption, last exit",
+     NULL,
+     json_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_list)},
+    {"state", "CONTAINER", "show a container's state, GuestOS, limits, encryption and last exit", NULL, json_opts, 1, 1,
+     C1, false, H(cmd_state)},
+    {"config", "CONTAINER", "print a container's config as it was submitted", NULL, NULL, 1, 1, C1, false,
+     H(cmd_config)},
     {"start", "CONTAINER", "start a container; waits until init has exec'd",
      "A container with encrypted data needs its PIN: asked on the terminal, or read from "
      "--pin-file or, without a terminal, from stdin. With --attach stdin belongs to the "
@@ -123,10 +159,8 @@ const struct cli_verb cli_verbs[] = {
      start_opts, 1, 1, C1, false, H(cmd_start)},
     {"stop", "CONTAINER", "stop a container: SIGTERM to init, SIGKILL after the timeout",
      "Waits until the container has stopped.", stop_opts, 1, 1, C1, false, H(cmd_stop)},
-    {"freeze", "CONTAINER", "freeze every process of a running container", NULL, NULL, 1, 1, C1,
-     false, H(cmd_freeze)},
-    {"unfreeze", "CONTAINER", "thaw a frozen container", NULL, NULL, 1, 1, C1, false,
-     H(cmd_unfreeze)},
+    {"freeze", "CONTAINER", "freeze every process of a running container", NULL, NULL, 1, 1, C1, false, H(cmd_freeze)},
+    {"unfreeze", "CONTAINER", "thaw a frozen container", NULL, NULL, 1, 1, C1, false, H(cmd_unfreeze)},
     {"run", "CONTAINER [--] COMMAND [ARG...]", "run a command inside a running container",
      "stdin, stdout and stderr are relayed; SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded. "
      "Options come before CONTAINER: what follows it is the command. Exit status: the "
@@ -138,8 +172,8 @@ const struct cli_verb cli_verbs[] = {
      "gone: the command runs on without stdio), command.",
      json_opts, 1, 1, C1, false, H(cmd_exec_list)},
     {"exec kill", "CONTAINER SESSION [SIGNAL]", "send a signal to an exec session's command",
-     "SIGNAL is a name (KILL, SIGKILL) or a number (9 or -9); the default is TERM.", NULL, 2, 3,
-     C1, true, H(cmd_exec_kill)},
+     "SIGNAL is a name (KILL, SIGKILL) or a number (9 or -9); the default is TERM.", NULL, 2, 3, C1, true,
+     H(cmd_exec_kill)},
     {"logs", "CONTAINER", "print init's output when it was started without --attach",
      "The current run's log (the newest 1-2 MiB are kept), escaped like all output unless "
      "--raw.",
@@ -149,45 +183,112 @@ const struct cli_verb cli_verbs[] = {
      "(and for a soft token its PUK) is set.",
      pin_file_opts, 1, 1, C1, false, H(cmd_change_pin)},
     {"token unlock", "CONTAINER", "unlock a token locked by wrong PINs, with its PUK",
-     "The PUK (a PKCS#11 token: its SO PIN), then a new PIN.", pin_file_opts, 1, 1, C1, false,
-     H(cmd_token_unlock)},
+     "The PUK (a PKCS#11 token: its SO PIN), then a new PIN.", pin_file_opts, 1, 1, C1, false, H(cmd_token_unlock)},
     {"wipe", "CONTAINER", "crypto-erase a stopped container's data",
      "Its token, wrapped key and data image are destroyed; the next start begins empty (after "
      "a new PIN is set with change-pin) (docs/STORAGE.md).",
      wipe_opts, 1, 1, C1, false, H(cmd_wipe)},
-    {"remove", "CONTAINER", "wipe a stopped container, then delete it", NULL, NULL, 1, 1, C1,
-     false, H(cmd_remove)},
-    {"iface assign", "CONTAINER IFACE",
+    {"remove", "CONTAINER", "wipe a stopped container, then delete it", NULL, NULL, 1, 1, C1, false, H(cmd_remove)},
+    {"iface assign",
+     "CONTAINER IFACE",
      "move the host's network interface IFACE into a running container",
      "It is given back at stop, when the container dies, and by the next trustmed "
      "(docs/NETWORK.md).",
-     iface_assign_opts, 2, 2, {CLI_CONTAINER, CLI_WORD}, false, H(cmd_iface_assign)},
-    {"iface unassign", "CONTAINER IFACE", "give an interface assigned to a container back to the "
-     "host", NULL, NULL, 2, 2, {CLI_CONTAINER, CLI_WORD}, false, H(cmd_iface_unassign)},
-    {"guestos install", "DIR", "verify the GuestOS in DIR and install it (docs/GUESTOS.md)",
+     iface_assign_opts,
+     2,
+     2,
+     {CLI_CONTAINER, CLI_WORD},
+     false,
+     H(cmd_iface_assign)},
+    {"iface unassign",
+     "CONTAINER IFACE",
+     "give an interface assigned to a container back to the "
+     "host",
+     NULL,
+     NULL,
+     2,
+     2,
+     {CLI_CONTAINER, CLI_WORD},
+     false,
+     H(cmd_iface_unassign)},
+    {"guestos install",
+     "DIR",
+     "verify the GuestOS in DIR and install it (docs/GUESTOS.md)",
      "guestos.json, its signature and chain, the images; trustmed reads DIR itself. Progress "
      "on stderr.",
-     json_opts, 1, 1, {CLI_DIR}, false, H(cmd_guestos_install)},
-    {"guestos list", "", "the installed GuestOSes: name, version, trust level, size, users", NULL,
-     json_opts, 0, 0, {0}, false, H(cmd_guestos_list)},
-    {"guestos remove", "NAME", "remove an installed GuestOS (refused while a container uses it)",
-     NULL, guestos_remove_opts, 1, 1, {CLI_WORD}, false, H(cmd_guestos_remove)},
-    {"ca register", "CERT.pem", "trust another GuestOS-signing CA",
+     json_opts,
+     1,
+     1,
+     {CLI_DIR},
+     false,
+     H(cmd_guestos_install)},
+    {"guestos list",
+     "",
+     "the installed GuestOSes: name, version, trust level, size, users",
+     NULL,
+     json_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_guestos_list)},
+    {"guestos remove",
+     "NAME",
+     "remove an installed GuestOS (refused while a container uses it)",
+     NULL,
+     guestos_remove_opts,
+     1,
+     1,
+     {CLI_WORD},
+     false,
+     H(cmd_guestos_remove)},
+    {"ca register",
+     "CERT.pem",
+     "trust another GuestOS-signing CA",
      "It must be a CA below the device's General root (not the root itself) marked for GuestOS "
      "signing (docs/PKI.md); its subject and SHA-256 are printed.",
-     NULL, 1, 1, {CLI_FILE}, false, H(cmd_ca_register)},
-    {"ca unregister", "SHA256", "stop trusting a CA registered with ca register",
+     NULL,
+     1,
+     1,
+     {CLI_FILE},
+     false,
+     H(cmd_ca_register)},
+    {"ca unregister",
+     "SHA256",
+     "stop trusting a CA registered with ca register",
      "SHA256 as register printed it: the GuestOSes signed under it no longer start and show as "
      "revoked.",
-     NULL, 1, 1, {CLI_WORD}, false, H(cmd_ca_unregister)},
-    {"audit", "", "show or verify the hash-chained audit log (docs/AUDIT.md)", NULL, audit_opts, 0,
-     0, {0}, false, H(cmd_audit)},
-    {"measurements", "", "the measurement log and the PCR values; exit status 1 if they disagree",
+     NULL,
+     1,
+     1,
+     {CLI_WORD},
+     false,
+     H(cmd_ca_unregister)},
+    {"audit",
+     "",
+     "show or verify the hash-chained audit log (docs/AUDIT.md)",
+     NULL,
+     audit_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_audit)},
+    {"measurements",
+     "",
+     "the measurement log and the PCR values; exit status 1 if they disagree",
      "What trustmed measured into the TPM, in order (SEQ, PCR, TYPE, NAME, SHA-256 shortened; "
      "--json: full hashes), the current PCR values, and whether the log replays to them "
      "(docs/ATTESTATION.md).",
-     json_opts, 0, 0, {0}, false, H(cmd_measurements)},
-    {"attest", "", "quote this device's TPM and check it here, as trustme-verify does",
+     json_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_measurements)},
+    {"attest",
+     "",
+     "quote this device's TPM and check it here, as trustme-verify does",
      "The quote is over a fresh nonce, through trustmed; the checks, report and exit status are "
      "trustme-verify's: certificate chain (to --ak-anchor, issued by --device-ca), AK binding, "
      "quote signature, nonce, PCR digest, event log, reference values (signed under "
@@ -195,27 +296,60 @@ const struct cli_verb cli_verbs[] = {
      "--ak-anchor, --device-ca, --rim-anchor, --rim-ca, --crl and --pcr are repeatable. Exit "
      "status: 0 trusted, 1 a check failed, 2 usage error (or unreadable anchors, CAs, CRLs, "
      "reference files), 3 no quote could be had (trustmed or tpmd).",
-     attest_opts, 0, 0, {0}, false, H(cmd_attest)},
-    {"device info", "", "the TPM, the attestation key and its certificate, the storage secret",
+     attest_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_attest)},
+    {"device info",
+     "",
+     "the TPM, the attestation key and its certificate, the storage secret",
      "Also the EK's certificate, the dictionary-attack state and whether containers can get "
      "their keys (docs/ATTESTATION.md).",
-     json_opts, 0, 0, {0}, false, H(cmd_device_info)},
-    {"device csr", "", "the enrollment bundle for the attestation key",
+     json_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_device_info)},
+    {"device csr",
+     "",
+     "the enrollment bundle for the attestation key",
      "A certificate request for the attestation key, signed by it in the TPM, its TPM public "
      "area and the EK's certificate, as PEM. The Device CA issues it, encrypted to the EK: "
      "trustme-pki issue --pki DIR --ca device --csr FILE --ek-anchor MANUFACTURER.pem --out "
      "device.pem.",
-     csr_opts, 0, 0, {0}, false, H(cmd_device_csr)},
-    {"device cert install", "CERT.pem", "install the attestation key's certificate",
+     csr_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_device_csr)},
+    {"device cert install",
+     "CERT.pem",
+     "install the attestation key's certificate",
      "The certificate issued for `trustme device csr`, encrypted to this TPM's EK (decrypted "
      "through credential activation), and with --chain the CAs up to, not including, the root. "
      "Refused unless it certifies this device's AK. A certificate for this TPM's EK "
      "(trustme-pki ek-cert) is installed the same way.",
-     cert_install_opts, 1, 1, {CLI_FILE}, false, H(cmd_device_cert_install)},
-    {"device reseal", "", "seal the device storage secret to the boot state measured now",
+     cert_install_opts,
+     1,
+     1,
+     {CLI_FILE},
+     false,
+     H(cmd_device_cert_install)},
+    {"device reseal",
+     "",
+     "seal the device storage secret to the boot state measured now",
      "After an authorised update of trustmed, scd, tpmd or device.json; authorised by the "
      "recovery key tpmd wrote at its first start.",
-     reseal_opts, 0, 1 /* to refuse a key given here */, {0}, false, H(cmd_device_reseal)},
+     reseal_opts,
+     0,
+     1 /* to refuse a key given here */,
+     {0},
+     false,
+     H(cmd_device_reseal)},
 };
 const size_t cli_nverbs = sizeof(cli_verbs) / sizeof(cli_verbs[0]);
 
@@ -224,10 +358,9 @@ const char cli_description[] =
     "named by name or UUID. Output is for people unless --json is given; errors go to stderr as "
     "\"trustme: <what went wrong>\" with a non-zero exit status (2 for a usage error).";
 
-const char cli_notes[] =
-    "PINs and PUKs are asked on the terminal without echo. --pin-file FILE gives them one per "
-    "line in the order asked ('-' is stdin); without a terminal they are read from stdin. "
-    "docs/STORAGE.md explains tokens, PINs, PUKs and the lockout. A config CONFIG.json signed "
-    "by the GuestOS Signing PKI has CONFIG.json.sig and CONFIG.json.chain.pem beside it; create "
-    "and update send them along. Everything printed is escaped: control characters from "
-    "containers are shown as \\uXXXX or \\xNN (docs/CLI.md).";
+const char cli_notes[] = "PINs and PUKs are asked on the terminal without echo. --pin-file FILE gives them one per "
+                         "line in the order asked ('-' is stdin); without a terminal they are read from stdin. "
+                         "docs/STORAGE.md explains tokens, PINs, PUKs and the lockout. A config CONFIG.json signed "
+                         "by the GuestOS Signing PKI has CONFIG.json.sig and CONFIG.json.chain.pem beside it; create "
+                         "and update send them along. Everything printed is escaped: control characters from "
+                         "containers are shown as \\uXXXX or \\xNN (docs/CLI.md).";

@@ -12,30 +12,30 @@ struct cli_args;
 
 /* What a value or an argument is, for the completions. */
 enum cli_kind {
-    CLI_NONE,      /* a flag: no value */
-    CLI_WORD,      /* a number, a name: nothing to complete */
-    CLI_FILE,      /* a file ('-' often means stdin) */
-    CLI_DIR,       /* a directory */
+    CLI_NONE, /* a flag: no value */
+    CLI_WORD, /* a number, a name: nothing to complete */
+    CLI_FILE, /* a file ('-' often means stdin) */
+    CLI_DIR, /* a directory */
     CLI_CONTAINER, /* a container's name or UUID (completed from `trustme list`) */
 };
 
 struct cli_opt {
-    const char *name;   /* long name without "--"; NULL ends a list */
-    char short_name;    /* 0: none */
+    const char *name; /* long name without "--"; NULL ends a list */
+    char short_name; /* 0: none */
     enum cli_kind kind; /* CLI_NONE: a flag; otherwise it takes a value */
-    const char *value;  /* the value's name in help ("FILE", "S") */
-    const char *help;   /* one sentence; NULL: hidden (accepted, not listed) */
-    bool repeatable;    /* every value counts (else the last one) */
+    const char *value; /* the value's name in help ("FILE", "S") */
+    const char *help; /* one sentence; NULL: hidden (accepted, not listed) */
+    bool repeatable; /* every value counts (else the last one) */
 };
 
 #define CLI_MANY 255 /* max_args: no limit */
 #define CLI_POS_KINDS 3
 
 struct cli_verb {
-    const char *name;          /* "stop", "device cert install" */
-    const char *args;          /* the positional arguments' synopsis: "CONTAINER" */
-    const char *summary;       /* one line, for the verb list */
-    const char *details;       /* more for `trustme VERB --help` and the man page, or NULL */
+    const char *name; /* "stop", "device cert install" */
+    const char *args; /* the positional arguments' synopsis: "CONTAINER" */
+    const char *summary; /* one line, for the verb list */
+    const char *details; /* more for `trustme VERB --help` and the man page, or NULL */
     const struct cli_opt *opts; /* ended by {NULL}; NULL: none */
     unsigned char min_args, max_args;
     enum cli_kind kinds[CLI_POS_KINDS]; /* the first positionals, for the completions */

@@ -44,38 +44,37 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: trustmed [OPTIONS]\n"
-            "\n"
-            "The trustme container management daemon. It runs in the foreground; stop it with\n"
-            "SIGTERM (running containers are stopped first). If it dies instead, the next trustmed\n"
-            "re-adopts the containers that are still running.\n"
-            "\n"
-            "Options:\n"
-            "  --data-dir DIR       persistent state: containers, data volumes, audit log\n"
-            "                       (default /var/lib/trustme)\n"
-            "  --run-dir DIR        runtime state and the control socket (default /run/trustme)\n"
-            "  --cgroup-parent NAME cgroup below which container cgroups are made (default trustme)\n"
-            "  --id-base N          first host uid/gid given to container user namespaces; each\n"
-            "                       container gets its own 65536 ids (default 100000)\n"
-            "  --scd-user NAME      system user of the token service (default trustme-scd)\n"
-            "  --scd-binary PATH    trustme-scd (default: next to trustmed)\n"
-            "  --scd-bind PATH      a host path the token service may use, e.g. a SoftHSM2 token\n"
-            "                       dir or /run/pcscd (repeatable, up to 8)\n"
-            "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
-            "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
-            "  --tpmd-binary PATH   trustme-tpmd (default: next to trustmed)\n"
-            "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
-            "                       copy of it does not carry the TPM along (default\n"
-            "                       /var/lib/trustme-swtpm; docs/STORAGE.md \"The embedded TPM\")\n"
-            "  --recovery-key-file PATH  where the recovery key is written when the device\n"
-            "                       secret is first sealed (a directory the TPM service's user\n"
-            "                       can write); default RUN-DIR/tpm/recovery-key, a tmpfs: it is\n"
-            "                       never kept in the data dir (docs/ATTESTATION.md)\n"
-            "  --log-level LEVEL    error, warn, info or debug (default info)\n"
-            "  --syslog             log to syslog instead of stderr\n"
-            "  --version            print the version\n"
-            "  -h, --help           show this help\n");
+    fprintf(out, "Usage: trustmed [OPTIONS]\n"
+                 "\n"
+                 "The trustme container management daemon. It runs in the foreground; stop it with\n"
+                 "SIGTERM (running containers are stopped first). If it dies instead, the next trustmed\n"
+                 "re-adopts the containers that are still running.\n"
+                 "\n"
+                 "Options:\n"
+                 "  --data-dir DIR       persistent state: containers, data volumes, audit log\n"
+                 "                       (default /var/lib/trustme)\n"
+                 "  --run-dir DIR        runtime state and the control socket (default /run/trustme)\n"
+                 "  --cgroup-parent NAME cgroup below which container cgroups are made (default trustme)\n"
+                 "  --id-base N          first host uid/gid given to container user namespaces; each\n"
+                 "                       container gets its own 65536 ids (default 100000)\n"
+                 "  --scd-user NAME      system user of the token service (default trustme-scd)\n"
+                 "  --scd-binary PATH    trustme-scd (default: next to trustmed)\n"
+                 "  --scd-bind PATH      a host path the token service may use, e.g. a SoftHSM2 token\n"
+                 "                       dir or /run/pcscd (repeatable, up to 8)\n"
+                 "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
+                 "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
+                 "  --tpmd-binary PATH   trustme-tpmd (default: next to trustmed)\n"
+                 "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
+                 "                       copy of it does not carry the TPM along (default\n"
+                 "                       /var/lib/trustme-swtpm; docs/STORAGE.md \"The embedded TPM\")\n"
+                 "  --recovery-key-file PATH  where the recovery key is written when the device\n"
+                 "                       secret is first sealed (a directory the TPM service's user\n"
+                 "                       can write); default RUN-DIR/tpm/recovery-key, a tmpfs: it is\n"
+                 "                       never kept in the data dir (docs/ATTESTATION.md)\n"
+                 "  --log-level LEVEL    error, warn, info or debug (default info)\n"
+                 "  --syslog             log to syslog instead of stderr\n"
+                 "  --version            print the version\n"
+                 "  -h, --help           show this help\n");
 }
 
 static void begin_shutdown(struct daemon *d, bool force)
@@ -108,8 +107,10 @@ static void on_signal(tm_source *src, uint32_t events, void *userdata)
 static int check_dir_arg(const char *opt, const char *path)
 {
     if (path[0] != '/' || strpbrk(path, ",:\\ \t\n") || strlen(path) > 200) {
-        fprintf(stderr, "trustmed: %s must be an absolute path of at most 200 characters without "
-                        "',', ':', '\\' or blanks, got \"%s\"\n", opt, path);
+        fprintf(stderr,
+                "trustmed: %s must be an absolute path of at most 200 characters without "
+                "',', ':', '\\' or blanks, got \"%s\"\n",
+                opt, path);
         return -1;
     }
     return 0;
@@ -121,8 +122,7 @@ static int lock_dir(const char *dir, const char *what)
     snprintf(path, sizeof(path), "%s/.lock", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        fprintf(stderr, "trustmed: %s %s is in use by another trustmed (%s)\n", what, dir,
-                strerror(errno));
+        fprintf(stderr, "trustmed: %s %s is in use by another trustmed (%s)\n", what, dir, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -132,22 +132,40 @@ static int lock_dir(const char *dir, const char *what)
 
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_CG, OPT_IDS, OPT_LOG, OPT_SYSLOG, OPT_VERSION, OPT_SCD_USER,
-           OPT_SCD_BINARY, OPT_SCD_BIND, OPT_SCD_KDF, OPT_TPMD_USER, OPT_TPMD_BINARY,
-           OPT_SWTPM_STATE, OPT_RECOVERY_KEY };
-    static const struct option opts[] = {
-        {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
-        {"cgroup-parent", required_argument, NULL, OPT_CG}, {"id-base", required_argument, NULL, OPT_IDS},
-        {"log-level", required_argument, NULL, OPT_LOG}, {"syslog", no_argument, NULL, OPT_SYSLOG},
-        {"scd-user", required_argument, NULL, OPT_SCD_USER},
-        {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
-        {"tpmd-user", required_argument, NULL, OPT_TPMD_USER},
-        {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
-        {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
-        {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
-        {"swtpm-state-dir", required_argument, NULL, OPT_SWTPM_STATE},
-        {"recovery-key-file", required_argument, NULL, OPT_RECOVERY_KEY},
-        {"version", no_argument, NULL, OPT_VERSION}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    enum {
+        OPT_DATA = 256,
+        OPT_RUN,
+        OPT_CG,
+        OPT_IDS,
+        OPT_LOG,
+        OPT_SYSLOG,
+        OPT_VERSION,
+        OPT_SCD_USER,
+        OPT_SCD_BINARY,
+        OPT_SCD_BIND,
+        OPT_SCD_KDF,
+        OPT_TPMD_USER,
+        OPT_TPMD_BINARY,
+        OPT_SWTPM_STATE,
+        OPT_RECOVERY_KEY
+    };
+    static const struct option opts[] = {{"data-dir", required_argument, NULL, OPT_DATA},
+                                         {"run-dir", required_argument, NULL, OPT_RUN},
+                                         {"cgroup-parent", required_argument, NULL, OPT_CG},
+                                         {"id-base", required_argument, NULL, OPT_IDS},
+                                         {"log-level", required_argument, NULL, OPT_LOG},
+                                         {"syslog", no_argument, NULL, OPT_SYSLOG},
+                                         {"scd-user", required_argument, NULL, OPT_SCD_USER},
+                                         {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
+                                         {"tpmd-user", required_argument, NULL, OPT_TPMD_USER},
+                                         {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
+                                         {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
+                                         {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
+                                         {"swtpm-state-dir", required_argument, NULL, OPT_SWTPM_STATE},
+                                         {"recovery-key-file", required_argument, NULL, OPT_RECOVERY_KEY},
+                                         {"version", no_argument, NULL, OPT_VERSION},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
     snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "trustme-tpm");
     snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "/var/lib/trustme-swtpm");
@@ -164,10 +182,12 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_DATA: snprintf(d->data_dir, sizeof(d->data_dir), "%s", optarg); break;
         case OPT_RUN: snprintf(d->run_dir, sizeof(d->run_dir), "%s", optarg); break;
         case OPT_CG:
-            if (!optarg[0] || strstr(optarg, "..") || strlen(optarg) >= sizeof(d->cgroup_parent) ||
-                optarg[0] == '/' || strpbrk(optarg, " \n")) {
-                fprintf(stderr, "trustmed: --cgroup-parent must be a relative cgroup path such as "
-                                "\"trustme\", got \"%s\"\n", optarg);
+            if (!optarg[0] || strstr(optarg, "..") || strlen(optarg) >= sizeof(d->cgroup_parent) || optarg[0] == '/' ||
+                strpbrk(optarg, " \n")) {
+                fprintf(stderr,
+                        "trustmed: --cgroup-parent must be a relative cgroup path such as "
+                        "\"trustme\", got \"%s\"\n",
+                        optarg);
                 return -1;
             }
             snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "%s", optarg);
@@ -188,23 +208,20 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_RECOVERY_KEY:
             if (optarg[0] != '/' || strlen(optarg) > 200) {
                 fprintf(stderr, "trustmed: --recovery-key-file must be an absolute path of at "
-                        "most 200 bytes\n");
+                                "most 200 bytes\n");
                 return -1;
             }
-            snprintf(d->tpmd_opts.recovery_key_file, sizeof(d->tpmd_opts.recovery_key_file), "%s",
-                     optarg);
+            snprintf(d->tpmd_opts.recovery_key_file, sizeof(d->tpmd_opts.recovery_key_file), "%s", optarg);
             break;
         case OPT_SWTPM_STATE:
             if (optarg[0] != '/' || strlen(optarg) > 200) {
                 fprintf(stderr, "trustmed: --swtpm-state-dir must be an absolute path of at most "
-                        "200 bytes\n");
+                                "200 bytes\n");
                 return -1;
             }
             snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "%s", optarg);
             break;
-        case OPT_TPMD_BINARY:
-            snprintf(d->tpmd_opts.binary, sizeof(d->tpmd_opts.binary), "%s", optarg);
-            break;
+        case OPT_TPMD_BINARY: snprintf(d->tpmd_opts.binary, sizeof(d->tpmd_opts.binary), "%s", optarg); break;
         case OPT_SCD_BIND:
             if (optarg[0] != '/' || d->scd_opts.nbinds == ARRAY_SIZE(d->scd_opts.binds)) {
                 fprintf(stderr, "trustmed: --scd-bind takes an absolute path, at most %zu times\n",
@@ -281,12 +298,11 @@ static int start_scd(struct daemon *d, tm_err *err)
 {
     struct scd_sandbox sb = {.kdf_n = d->scd_opts.kdf_n, .log_level = d->log_level};
     sb.ngroups = SCD_MAX_GROUPS;
-    int r = daemon_find_helper(d->scd_opts.binary, "trustme-scd", "/../scd", sb.binary,
-                               sizeof(sb.binary), err);
+    int r = daemon_find_helper(d->scd_opts.binary, "trustme-scd", "/../scd", sb.binary, sizeof(sb.binary), err);
     if (r < 0)
         return tm_err_prefix(err, "the token service (use --scd-binary)");
-    if ((r = daemon_helper_user(d->scd_opts.user, "the token service", &sb.uid, &sb.gid, sb.groups,
-                                &sb.ngroups, err)) < 0)
+    if ((r = daemon_helper_user(d->scd_opts.user, "the token service", &sb.uid, &sb.gid, sb.groups, &sb.ngroups, err)) <
+        0)
         return r;
     snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
     snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
@@ -320,8 +336,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         return tm_err_set(err, EBUSY, "already running");
     if ((r = open_audit(d, err)) < 0)
         return r;
-    daemon_audit(d, "daemon.start", "ok", NULL, "trustmed", "trustmed %s, pid %d", TRUSTME_VERSION,
-                 getpid());
+    daemon_audit(d, "daemon.start", "ok", NULL, "trustmed", "trustmed %s, pid %d", TRUSTME_VERSION, getpid());
     if ((r = cg_detect(&d->cgroups, err)) < 0 || (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
         return r;
     log_info("cgroups: %s", cg_mode(&d->cgroups));
@@ -330,13 +345,11 @@ static int init_daemon(struct daemon *d, tm_err *err)
     if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
     if (d->device.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
-        return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but",
-                             d->data_dir);
+        return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but", d->data_dir);
     if ((r = guestos_store_init(d, err)) < 0)
         return r;
     /* The subsystems' own state, before scd starts and any container is loaded. */
-    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0 ||
-        (r = net_init(d, err)) < 0)
+    if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0 || (r = net_init(d, err)) < 0)
         return r;
     d->reply = &control_reply_ops;
     d->ctlsock = &control_ctlsock_ops;
@@ -351,8 +364,8 @@ static int init_daemon(struct daemon *d, tm_err *err)
     service_events_add(d, &tpmd_scd_events);
     service_events_add(d, &revocation_service_events);
     service_events_add(d, &measure_service_events);
-    if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 ||
-        (r = tpmd_start(d, err)) < 0 || (r = containers_load(d, err)) < 0)
+    if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
+        (r = containers_load(d, err)) < 0)
         return r;
     for (struct container *c = d->containers; c; c = c->next) {
         runtime_recover(c);

@@ -32,7 +32,8 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
                  * watching it for a moment rather than spin (timers need no fd). */
                 if (now_s() - a->last_logged >= 10 || !a->last_logged) {
                     log_warn("%s socket: cannot accept: %m; pausing new connections until fds "
-                             "are free", a->what);
+                             "are free",
+                             a->what);
                     a->last_logged = now_s();
                 }
                 tm_source_modify(a->src, 0);
@@ -47,11 +48,11 @@ static void on_accept(tm_source *src, uint32_t events, void *userdata)
     }
 }
 
-int tm_acceptor_start(struct tm_acceptor *a, tm_loop *loop, int listen_fd, unsigned pause_ms,
-                      const char *what, tm_accept_fn fn, void *userdata, tm_err *err)
+int tm_acceptor_start(struct tm_acceptor *a, tm_loop *loop, int listen_fd, unsigned pause_ms, const char *what,
+                      tm_accept_fn fn, void *userdata, tm_err *err)
 {
-    *a = (struct tm_acceptor){.loop = loop, .fd = listen_fd, .pause_ms = pause_ms, .what = what,
-                              .fn = fn, .userdata = userdata};
+    *a = (struct tm_acceptor){
+        .loop = loop, .fd = listen_fd, .pause_ms = pause_ms, .what = what, .fn = fn, .userdata = userdata};
     a->src = tm_loop_io(loop, listen_fd, EPOLLIN, on_accept, a);
     if (!a->src) {
         close(listen_fd);

@@ -23,18 +23,18 @@ typedef void (*tm_accept_fn)(int fd, void *userdata);
 
 struct tm_acceptor {
     tm_loop *loop;
-    int fd;                  /* the listening socket, owned: closed by tm_acceptor_stop */
+    int fd; /* the listening socket, owned: closed by tm_acceptor_stop */
     tm_source *src;
-    tm_source *pause_timer;  /* accepting paused for lack of fds or memory */
+    tm_source *pause_timer; /* accepting paused for lack of fds or memory */
     unsigned pause_ms;
-    const char *what;        /* names the socket in the log ("control", "attestation") */
-    uint64_t last_logged;    /* monotonic seconds: the pause is logged at most every 10 s */
+    const char *what; /* names the socket in the log ("control", "attestation") */
+    uint64_t last_logged; /* monotonic seconds: the pause is logged at most every 10 s */
     tm_accept_fn fn;
     void *userdata;
 };
 
 /* Watch listen_fd (non-blocking, listening; owned by a from now on, also on failure). */
-int tm_acceptor_start(struct tm_acceptor *a, tm_loop *loop, int listen_fd, unsigned pause_ms,
-                      const char *what, tm_accept_fn fn, void *userdata, tm_err *err);
+int tm_acceptor_start(struct tm_acceptor *a, tm_loop *loop, int listen_fd, unsigned pause_ms, const char *what,
+                      tm_accept_fn fn, void *userdata, tm_err *err);
 /* Stop accepting and close the listening socket; a zeroed or stopped acceptor is fine. */
 void tm_acceptor_stop(struct tm_acceptor *a);

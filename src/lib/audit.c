@@ -29,8 +29,7 @@ static void set_problem(char *p, size_t size, const char *msg)
         snprintf(p, size, "%s", msg);
 }
 
-int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem,
-                        size_t problem_size)
+int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem, size_t problem_size)
 {
     if (len <= HASH_SUFFIX_LEN || len > TM_AUDIT_MAX_LINE) {
         set_problem(problem, problem_size, "record has an impossible length");
@@ -63,10 +62,8 @@ int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char
     json_t *obj = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, NULL);
     json_t *vseq, *vprev, *vevent;
     int r = 0;
-    if (!obj || !(vseq = json_object_get(obj, "seq")) ||
-        !(vprev = json_object_get(obj, "prev")) ||
-        !json_is_integer(vseq) || !json_is_string(vprev) ||
-        json_string_length(vprev) != TM_SHA256_HEX_LEN) {
+    if (!obj || !(vseq = json_object_get(obj, "seq")) || !(vprev = json_object_get(obj, "prev")) ||
+        !json_is_integer(vseq) || !json_is_string(vprev) || json_string_length(vprev) != TM_SHA256_HEX_LEN) {
         set_problem(problem, problem_size, "record lacks seq or prev");
         r = -EBADMSG;
     } else {
@@ -74,8 +71,7 @@ int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char
         memcpy(rec->hash, computed, sizeof(rec->hash));
         memcpy(rec->prev, json_string_value(vprev), sizeof(rec->prev));
         rec->event[0] = '\0';
-        if (((vevent = json_object_get(obj, "event")) != NULL) &&
-            json_is_string(vevent))
+        if (((vevent = json_object_get(obj, "event")) != NULL) && json_is_string(vevent))
             snprintf(rec->event, sizeof(rec->event), "%s", json_string_value(vevent));
     }
     json_decref(obj);
@@ -103,15 +99,13 @@ int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep)
         }
         if (rec.seq != rep->last_seq + 1) {
             rep->bad_line = lineno;
-            snprintf(rep->problem, sizeof(rep->problem),
-                     "sequence jumps from %llu to %llu (records removed?)",
+            snprintf(rep->problem, sizeof(rep->problem), "sequence jumps from %llu to %llu (records removed?)",
                      (unsigned long long)rep->last_seq, (unsigned long long)rec.seq);
             return -EBADMSG;
         }
         if (strcmp(rec.prev, rep->last_hash) != 0) {
             rep->bad_line = lineno;
-            set_problem(rep->problem, sizeof(rep->problem),
-                        "prev does not match the previous record's hash");
+            set_problem(rep->problem, sizeof(rep->problem), "prev does not match the previous record's hash");
             return -EBADMSG;
         }
         rep->records++;
@@ -168,24 +162,22 @@ static int read_tail(tm_audit *a, char *warning, size_t wsize, tm_err *err)
         char *nl = memrchr(buf, '\n', end);
         end = nl ? (size_t)(nl - buf) + 1 : 0;
         if (!nl && off > 0)
-            return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path,
-                              TM_AUDIT_MAX_LINE);
+            return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path, TM_AUDIT_MAX_LINE);
         if (ftruncate(a->fd, off + (off_t)end) < 0)
             return tm_err_sys(err, "cannot cut the torn last record of %s", a->path);
-        snprintf(warning, wsize, "removed a torn record (%zu bytes) at the end of the log",
-                 want - end);
+        snprintf(warning, wsize, "removed a torn record (%zu bytes) at the end of the log", want - end);
         if (off + (off_t)end == 0)
             return 0;
     }
     char *prev_nl = end >= 2 ? memrchr(buf, '\n', end - 1) : NULL;
     if (!prev_nl && off > 0)
-        return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path,
-                          TM_AUDIT_MAX_LINE);
+        return tm_err_set(err, EBADMSG, "%s: last record is longer than %d bytes", a->path, TM_AUDIT_MAX_LINE);
     size_t start = prev_nl ? (size_t)(prev_nl - buf) + 1 : 0;
     tm_audit_record rec;
     char problem[256];
     if (tm_audit_parse_line(buf + start, end - 1 - start, &rec, problem, sizeof(problem)) < 0)
-        return tm_err_set(err, EBADMSG, "%s: last record is damaged: %s (run 'trustme audit "
+        return tm_err_set(err, EBADMSG,
+                          "%s: last record is damaged: %s (run 'trustme audit "
                           "--verify', keep the damaged log for inspection and move it aside)",
                           a->path, problem);
     a->seq = rec.seq;
@@ -198,7 +190,8 @@ static void check_size(tm_audit *a)
     struct stat st;
     if (fstat(a->fd, &st) < 0 || st.st_size == a->size)
         return;
-    snprintf(a->tamper, sizeof(a->tamper), "the log is %lld bytes %s than trustmed left it after "
+    snprintf(a->tamper, sizeof(a->tamper),
+             "the log is %lld bytes %s than trustmed left it after "
              "record #%llu: records were %s behind its back",
              (long long)(st.st_size > a->size ? st.st_size - a->size : a->size - st.st_size),
              st.st_size > a->size ? "longer" : "shorter", (unsigned long long)a->seq,
@@ -218,8 +211,10 @@ static void check_head(tm_audit *a, char *warning, size_t wsize)
     if (sscanf(line, "%llu %64s", &seq, hash) != 2) {
         snprintf(found, sizeof(found), "audit head file is unreadable");
     } else if (seq > a->seq) {
-        snprintf(found, sizeof(found), "the log ends at record %llu but record %llu was written "
-                 "before: records were removed from its end", (unsigned long long)a->seq, seq);
+        snprintf(found, sizeof(found),
+                 "the log ends at record %llu but record %llu was written "
+                 "before: records were removed from its end",
+                 (unsigned long long)a->seq, seq);
     } else if (seq == a->seq && strcmp(hash, a->hash) != 0) {
         snprintf(found, sizeof(found), "the last record (%llu) differs from the one written", seq);
     }
@@ -229,8 +224,8 @@ static void check_head(tm_audit *a, char *warning, size_t wsize)
     snprintf(warning + used, wsize - used, "%s%s", used ? "; " : "", found);
 }
 
-int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
-                  size_t warning_size, tm_err *err)
+int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning, size_t warning_size,
+                  tm_err *err)
 {
     *a = (tm_audit){.fd = -1};
     warning[0] = '\0';
@@ -257,8 +252,8 @@ int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char
     return 0;
 }
 
-int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject,
-                    const char *actor, const char *detail, tm_err *err)
+int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject, const char *actor,
+                    const char *detail, tm_err *err)
 {
     char when[40];
     format_time(when, sizeof(when));
@@ -290,8 +285,7 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
     } else if (tm_sha256_hex(body, blen, hash) < 0) {
         r = tm_err_set(err, EIO, "cannot hash audit record");
     } else {
-        int n = snprintf(line, sizeof(line), "%.*s" HASH_SUFFIX_PREFIX "%s\"}\n", (int)blen - 1,
-                         body, hash);
+        int n = snprintf(line, sizeof(line), "%.*s" HASH_SUFFIX_PREFIX "%s\"}\n", (int)blen - 1, body, hash);
         /* One write with O_APPEND, then fdatasync: a record is durable before it is counted. A
          * failed write is cut off again so that the next record still links to the last one. */
         check_size(a);

@@ -23,30 +23,30 @@ typedef struct tm_audit {
     int fd;
     char *path;
     char *head_path;
-    uint64_t seq;                        /* last record's sequence number, 0 if empty */
-    char hash[TM_SHA256_HEX_LEN + 1];    /* last record's hash (zeros if empty) */
-    off_t size;                          /* where the log must end; anything else is tampering */
-    char tamper[256];                    /* set by append when the log changed under us */
+    uint64_t seq; /* last record's sequence number, 0 if empty */
+    char hash[TM_SHA256_HEX_LEN + 1]; /* last record's hash (zeros if empty) */
+    off_t size; /* where the log must end; anything else is tampering */
+    char tamper[256]; /* set by append when the log changed under us */
 } tm_audit;
 
 /* Open (creating) the log. If what was found is inconsistent (a torn last line from a crash, a log
  * shorter than its head file says), *warning describes it; the caller records that as an event. */
-int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning,
-                  size_t warning_size, tm_err *err);
+int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning, size_t warning_size,
+                  tm_err *err);
 /* Append one record. If the log was truncated or extended behind our back since the last
  * append, the record is still written (the chain goes on from what we wrote) and a->tamper says
  * what was found; the caller records that as an event of its own. */
-int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject,
-                    const char *actor, const char *detail, tm_err *err);
+int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject, const char *actor,
+                    const char *detail, tm_err *err);
 void tm_audit_close(tm_audit *a);
 
 typedef struct tm_audit_report {
     uint64_t records;
-    uint64_t bad_line;                    /* first line that fails, 0 if the chain is intact */
+    uint64_t bad_line; /* first line that fails, 0 if the chain is intact */
     char problem[256];
     uint64_t last_seq;
     char last_hash[TM_SHA256_HEX_LEN + 1];
-    uint64_t tamper_events;               /* records of event "audit.tampered" in the log */
+    uint64_t tamper_events; /* records of event "audit.tampered" in the log */
 } tm_audit_report;
 
 /* Check the whole chain in data. 0 if intact, -EBADMSG (with rep->bad_line/problem) otherwise. */
@@ -60,5 +60,4 @@ typedef struct tm_audit_record {
 } tm_audit_record;
 
 /* Check a line's own hash and read its seq, prev and event. 0, or -EBADMSG with problem set. */
-int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem,
-                        size_t problem_size);
+int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char *problem, size_t problem_size);

@@ -12,7 +12,10 @@
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
-static inline void freep(void *p) { free(*(void **)p); }
+static inline void freep(void *p)
+{
+    free(*(void **)p);
+}
 static inline void closep(int *fd)
 {
     if (*fd >= 0) {
@@ -31,25 +34,25 @@ static inline void fclosep(FILE **f)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
-#define steal_ptr(p)                                                                               \
-    ({                                                                                             \
-        __typeof__(p) _stolen = (p);                                                               \
-        (p) = NULL;                                                                                \
-        _stolen;                                                                                   \
+#define steal_ptr(p)                 \
+    ({                               \
+        __typeof__(p) _stolen = (p); \
+        (p) = NULL;                  \
+        _stolen;                     \
     })
-#define steal_fd(fd)                                                                               \
-    ({                                                                                             \
-        int _stolen = (fd);                                                                        \
-        (fd) = -1;                                                                                 \
-        _stolen;                                                                                   \
+#define steal_fd(fd)        \
+    ({                      \
+        int _stolen = (fd); \
+        (fd) = -1;          \
+        _stolen;            \
     })
 
 /* Close fd (if open) and set it to -1. */
-#define close_and_reset(fd)                                                                        \
-    do {                                                                                           \
-        if ((fd) >= 0)                                                                             \
-            close(fd);                                                                             \
-        (fd) = -1;                                                                                 \
+#define close_and_reset(fd) \
+    do {                    \
+        if ((fd) >= 0)      \
+            close(fd);      \
+        (fd) = -1;          \
     } while (0)
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

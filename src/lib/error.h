@@ -9,7 +9,7 @@
 #include <stdarg.h>
 
 typedef struct tm_err {
-    int code;       /* positive errno value */
+    int code; /* positive errno value */
     char msg[1024]; /* human readable, no trailing newline */
 } tm_err;
 

@@ -11,14 +11,14 @@
 
 struct tm_source {
     tm_loop *loop;
-    int fd;            /* io sources only */
+    int fd; /* io sources only */
     bool is_timer;
     bool dead;
     tm_io_fn io_fn;
     tm_timer_fn timer_fn;
     void *userdata;
     uint64_t deadline; /* timers: CLOCK_MONOTONIC nanoseconds */
-    tm_source *next;   /* timers: the next one due; dead sources: the next to free */
+    tm_source *next; /* timers: the next one due; dead sources: the next to free */
 };
 
 /* All timers share one timerfd armed for the earliest deadline, so that a timer never needs an
@@ -62,8 +62,7 @@ tm_loop *tm_loop_new(void)
     loop->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     /* The timerfd is told apart from sources by a NULL data pointer. */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (loop->epfd < 0 || loop->timerfd < 0 ||
-        epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->timerfd, &ev) < 0) {
+    if (loop->epfd < 0 || loop->timerfd < 0 || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->timerfd, &ev) < 0) {
         if (loop->epfd >= 0)
             close(loop->epfd);
         if (loop->timerfd >= 0)
@@ -120,8 +119,12 @@ tm_source *tm_loop_timer(tm_loop *loop, uint64_t msec, tm_timer_fn fn, void *use
     tm_source *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    *s = (tm_source){.loop = loop, .fd = -1, .is_timer = true, .timer_fn = fn,
-                     .userdata = userdata, .deadline = now_ns() + msec * 1000000u};
+    *s = (tm_source){.loop = loop,
+                     .fd = -1,
+                     .is_timer = true,
+                     .timer_fn = fn,
+                     .userdata = userdata,
+                     .deadline = now_ns() + msec * 1000000u};
     tm_source **pp = &loop->timers;
     while (*pp && (*pp)->deadline <= s->deadline)
         pp = &(*pp)->next;

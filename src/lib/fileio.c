@@ -29,8 +29,7 @@ int read_file(const char *path, size_t max, char **ret_data, size_t *ret_len, tm
     if (!S_ISREG(st.st_mode))
         return tm_err_set(err, EINVAL, "%s is not a regular file", path);
     if ((size_t)st.st_size > max)
-        return tm_err_set(err, EFBIG, "%s is too large (%lld bytes, limit %zu)", path,
-                          (long long)st.st_size, max);
+        return tm_err_set(err, EFBIG, "%s is too large (%lld bytes, limit %zu)", path, (long long)st.st_size, max);
     _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return tm_err_set(err, ENOMEM, "out of memory reading %s", path);
@@ -57,8 +56,7 @@ int fsync_parent(const char *path)
     return 0;
 }
 
-static int replace_file(const char *path, const void *data, size_t len, mode_t mode, bool durable,
-                        tm_err *err)
+static int replace_file(const char *path, const void *data, size_t len, mode_t mode, bool durable, tm_err *err)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))

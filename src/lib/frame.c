@@ -9,7 +9,10 @@
 
 #define FRAME_FIRST_ALLOC 65536
 
-static uint32_t frame_limit(const tm_frame_reader *r) { return r->max ? r->max : TM_FRAME_MAX; }
+static uint32_t frame_limit(const tm_frame_reader *r)
+{
+    return r->max ? r->max : TM_FRAME_MAX;
+}
 
 int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *consumed)
 {
@@ -74,7 +77,10 @@ uint8_t *tm_frame_take(tm_frame_reader *r, uint32_t *ret_len)
     return p;
 }
 
-bool tm_frame_partial(const tm_frame_reader *r) { return r->hdr_got > 0; }
+bool tm_frame_partial(const tm_frame_reader *r)
+{
+    return r->hdr_got > 0;
+}
 
 void tm_frame_reader_reset(tm_frame_reader *r)
 {

@@ -15,11 +15,11 @@
 typedef struct tm_frame_reader {
     uint8_t hdr[4]; /* TM_WIRE_LEN (wire.h) */
     size_t hdr_got;
-    uint32_t len;   /* payload length once the header is complete */
+    uint32_t len; /* payload length once the header is complete */
     uint8_t *payload;
-    size_t cap;     /* allocated for payload: grows with what arrived, not with what was announced */
+    size_t cap; /* allocated for payload: grows with what arrived, not with what was announced */
     size_t got;
-    uint32_t max;   /* largest accepted payload; 0 means TM_FRAME_MAX */
+    uint32_t max; /* largest accepted payload; 0 means TM_FRAME_MAX */
 } tm_frame_reader;
 
 /* Feed up to n bytes. Returns 1 when a frame is complete (*consumed bytes were used; take it with

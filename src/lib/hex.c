@@ -24,8 +24,7 @@ int tm_hex_digit(char c, unsigned flags)
     return -1;
 }
 
-int tm_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t n, unsigned flags,
-                  tm_err *err)
+int tm_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t n, unsigned flags, tm_err *err)
 {
     if (hex_len % 2)
         return tm_err_set(err, EINVAL, "an odd number of hex digits (%zu)", hex_len);

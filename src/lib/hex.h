@@ -25,8 +25,7 @@ int tm_hex_digit(char c, unsigned flags);
  * Returns 0, or -EINVAL with err saying why: an odd number of digits, a length other than 2 * n,
  * or the (1-based) position of the first character that is not a hex digit. out is written only
  * on success. */
-int tm_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t n, unsigned flags,
-                  tm_err *err);
+int tm_hex_decode(const char *hex, size_t hex_len, uint8_t *out, size_t n, unsigned flags, tm_err *err);
 
 /* tm_hex_decode of a NUL-terminated string. */
 int tm_hex_decode_str(const char *hex, uint8_t *out, size_t n, unsigned flags, tm_err *err);

@@ -60,13 +60,11 @@ static int check_bounds(json_t *v, int depth, const char *path, tm_err *err)
         return 0;
     size_t n = json_is_object(v) ? json_object_size(v) : json_array_size(v);
     if (n > 0 && depth >= TM_JSON_MAX_DEPTH)
-        return tm_err_set(err, EINVAL, "%s: nested too deeply (more than %d levels)", path,
-                          TM_JSON_MAX_DEPTH);
+        return tm_err_set(err, EINVAL, "%s: nested too deeply (more than %d levels)", path, TM_JSON_MAX_DEPTH);
     char p[TM_JSON_PATH_MAX];
     if (json_is_object(v)) {
         if (n > TM_JSON_MAX_KEYS)
-            return tm_err_set(err, EINVAL, "%s: too many keys (more than %d)", path,
-                              TM_JSON_MAX_KEYS);
+            return tm_err_set(err, EINVAL, "%s: too many keys (more than %d)", path, TM_JSON_MAX_KEYS);
         const char *key;
         json_t *member;
         json_object_foreach(v, key, member)
@@ -108,17 +106,15 @@ int tm_json_parse_object(const char *data, size_t len, json_t **ret, tm_err *err
         return tm_err_set(err, EFBIG, "$: document too large");
     const char *nul = memchr(data, '\0', len);
     if (nul)
-        return tm_err_set(err, EINVAL, "$: document contains a NUL byte at byte %zu",
-                          (size_t)(nul - data));
+        return tm_err_set(err, EINVAL, "$: document contains a NUL byte at byte %zu", (size_t)(nul - data));
     json_error_t je;
     /* JSON_DECODE_ANY: a bare scalar gets "expected an object" below, not a syntax error. */
-    json_t *obj =
-        json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
+    json_t *obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!obj) {
         if (json_error_code(&je) == json_error_out_of_memory)
             return tm_err_set(err, ENOMEM, "out of memory");
-        return tm_err_set(err, EINVAL, "$: %s at line %d, column %d (%s)", parse_problem(&je),
-                          je.line, je.column, je.text);
+        return tm_err_set(err, EINVAL, "$: %s at line %d, column %d (%s)", parse_problem(&je), je.line, je.column,
+                          je.text);
     }
     int r;
     if (!json_is_object(obj))
@@ -149,8 +145,7 @@ int tm_json_check_keys(json_t *obj, const char *path, const char *const *allowed
 }
 
 /* Look up key; 1 = found, 0 = absent and optional, <0 = absent and required. */
-static int lookup(json_t *obj, const char *path, const char *key, bool required, json_t **ret,
-                  tm_err *err)
+static int lookup(json_t *obj, const char *path, const char *key, bool required, json_t **ret, tm_err *err)
 {
     *ret = json_object_get(obj, key);
     if (!*ret) {
@@ -161,8 +156,7 @@ static int lookup(json_t *obj, const char *path, const char *key, bool required,
     return 1;
 }
 
-int tm_json_expect_string(json_t *v, const char *path, size_t max_len, const char **ret,
-                          tm_err *err)
+int tm_json_expect_string(json_t *v, const char *path, size_t max_len, const char **ret, tm_err *err)
 {
     if (!json_is_string(v))
         return tm_err_set(err, EINVAL, "%s: expected a string, got %s", path, tm_json_type_name(v));
@@ -178,8 +172,8 @@ int tm_json_expect_string(json_t *v, const char *path, size_t max_len, const cha
     return 0;
 }
 
-int tm_json_get_string(json_t *obj, const char *path, const char *key, bool required,
-                       size_t max_len, const char **ret, tm_err *err)
+int tm_json_get_string(json_t *obj, const char *path, const char *key, bool required, size_t max_len, const char **ret,
+                       tm_err *err)
 {
     json_t *v;
     int r = lookup(obj, path, key, required, &v, err);
@@ -191,42 +185,39 @@ int tm_json_get_string(json_t *obj, const char *path, const char *key, bool requ
     return r < 0 ? r : 1;
 }
 
-int tm_json_get_int(json_t *obj, const char *path, const char *key, bool required, int64_t min,
-                    int64_t max, int64_t *ret, tm_err *err)
+int tm_json_get_int(json_t *obj, const char *path, const char *key, bool required, int64_t min, int64_t max,
+                    int64_t *ret, tm_err *err)
 {
     json_t *v;
     int r = lookup(obj, path, key, required, &v, err);
     if (r <= 0)
         return r;
     if (!json_is_integer(v))
-        return tm_err_set(err, EINVAL, "%s.%s: expected an integer, got %s", path, key,
-                          tm_json_type_name(v));
+        return tm_err_set(err, EINVAL, "%s.%s: expected an integer, got %s", path, key, tm_json_type_name(v));
     /* json_int_t is long long (JSON_INTEGER_IS_LONG_LONG); jansson refuses integers beyond it
      * while parsing. */
     int64_t x = (int64_t)json_integer_value(v);
     if (x < min || x > max)
-        return tm_err_set(err, ERANGE, "%s.%s: %lld out of range (allowed %lld..%lld)", path, key,
-                          (long long)x, (long long)min, (long long)max);
+        return tm_err_set(err, ERANGE, "%s.%s: %lld out of range (allowed %lld..%lld)", path, key, (long long)x,
+                          (long long)min, (long long)max);
     *ret = x;
     return 1;
 }
 
-int tm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret,
-                     tm_err *err)
+int tm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret, tm_err *err)
 {
     json_t *v;
     int r = lookup(obj, path, key, required, &v, err);
     if (r <= 0)
         return r;
     if (!json_is_boolean(v))
-        return tm_err_set(err, EINVAL, "%s.%s: expected true or false, got %s", path, key,
-                          tm_json_type_name(v));
+        return tm_err_set(err, EINVAL, "%s.%s: expected true or false, got %s", path, key, tm_json_type_name(v));
     *ret = json_is_true(v);
     return 1;
 }
 
-static int get_container(json_t *obj, const char *path, const char *key, bool required,
-                         size_t max_items, json_type type, json_t **ret, tm_err *err)
+static int get_container(json_t *obj, const char *path, const char *key, bool required, size_t max_items,
+                         json_type type, json_t **ret, tm_err *err)
 {
     json_t *v;
     int r = lookup(obj, path, key, required, &v, err);
@@ -242,14 +233,14 @@ static int get_container(json_t *obj, const char *path, const char *key, bool re
     return 1;
 }
 
-int tm_json_get_array(json_t *obj, const char *path, const char *key, bool required,
-                      size_t max_items, json_t **ret, tm_err *err)
+int tm_json_get_array(json_t *obj, const char *path, const char *key, bool required, size_t max_items, json_t **ret,
+                      tm_err *err)
 {
     return get_container(obj, path, key, required, max_items, JSON_ARRAY, ret, err);
 }
 
-int tm_json_get_object(json_t *obj, const char *path, const char *key, bool required,
-                       size_t max_items, json_t **ret, tm_err *err)
+int tm_json_get_object(json_t *obj, const char *path, const char *key, bool required, size_t max_items, json_t **ret,
+                       tm_err *err)
 {
     return get_container(obj, path, key, required, max_items, JSON_OBJECT, ret, err);
 }

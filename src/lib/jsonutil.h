@@ -21,20 +21,18 @@
 int tm_json_parse_object(const char *data, size_t len, json_t **ret, tm_err *err);
 /* Reject any key of obj not listed in allowed (NULL-terminated). */
 int tm_json_check_keys(json_t *obj, const char *path, const char *const *allowed, tm_err *err);
-int tm_json_get_string(json_t *obj, const char *path, const char *key, bool required,
-                       size_t max_len, const char **ret, tm_err *err);
-int tm_json_get_int(json_t *obj, const char *path, const char *key, bool required, int64_t min,
-                    int64_t max, int64_t *ret, tm_err *err);
-int tm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret,
-                     tm_err *err);
+int tm_json_get_string(json_t *obj, const char *path, const char *key, bool required, size_t max_len, const char **ret,
+                       tm_err *err);
+int tm_json_get_int(json_t *obj, const char *path, const char *key, bool required, int64_t min, int64_t max,
+                    int64_t *ret, tm_err *err);
+int tm_json_get_bool(json_t *obj, const char *path, const char *key, bool required, bool *ret, tm_err *err);
 /* Type-checked access to an array or object member (max_items bounds arrays and objects). */
-int tm_json_get_array(json_t *obj, const char *path, const char *key, bool required,
-                      size_t max_items, json_t **ret, tm_err *err);
-int tm_json_get_object(json_t *obj, const char *path, const char *key, bool required,
-                       size_t max_items, json_t **ret, tm_err *err);
+int tm_json_get_array(json_t *obj, const char *path, const char *key, bool required, size_t max_items, json_t **ret,
+                      tm_err *err);
+int tm_json_get_object(json_t *obj, const char *path, const char *key, bool required, size_t max_items, json_t **ret,
+                       tm_err *err);
 /* Check that v is a string without NUL bytes of at most max_len bytes. */
-int tm_json_expect_string(json_t *v, const char *path, size_t max_len, const char **ret,
-                          tm_err *err);
+int tm_json_expect_string(json_t *v, const char *path, size_t max_len, const char **ret, tm_err *err);
 void tm_json_path_key(char *out, const char *path, const char *key);
 void tm_json_path_index(char *out, const char *path, size_t index);
 const char *tm_json_type_name(const json_t *v);

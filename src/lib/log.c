@@ -78,15 +78,15 @@ static void vlog(enum tm_log_level level, const char *fmt, va_list ap)
     if (log_syslog) {
         vsyslog((int)level, fmt, ap);
     } else {
-        static const char *tags[] = {[TM_LOG_ERROR] = "error", [TM_LOG_WARN] = "warning",
-                                     [TM_LOG_INFO] = "info", [TM_LOG_DEBUG] = "debug"};
+        static const char *tags[] = {
+            [TM_LOG_ERROR] = "error", [TM_LOG_WARN] = "warning", [TM_LOG_INFO] = "info", [TM_LOG_DEBUG] = "debug"};
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
         char line[2048];
-        int n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min,
-                         tm.tm_sec, ts.tv_nsec / 1000000, log_ident, tags[level] ? tags[level] : "log");
+        int n = snprintf(line, sizeof(line), "%02d:%02d:%02d.%03ld %s %s: ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                         ts.tv_nsec / 1000000, log_ident, tags[level] ? tags[level] : "log");
         if (n > 0 && (size_t)n < sizeof(line))
             vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
         fprintf(stderr, "%s\n", line);

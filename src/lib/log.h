@@ -18,7 +18,10 @@ typedef struct tm_ratelimit {
     uint64_t window_start; /* monotonic seconds */
     unsigned logged, suppressed;
 } tm_ratelimit;
-#define TM_RATELIMIT_INIT(interval, n) {.interval_s = (interval), .burst = (n)}
+#define TM_RATELIMIT_INIT(interval, n)         \
+    {                                          \
+        .interval_s = (interval), .burst = (n) \
+    }
 
 /* tm_log, unless rl's budget for this interval is spent. */
 void tm_log_ratelimited(tm_ratelimit *rl, enum tm_log_level level, const char *fmt, ...)

@@ -6,12 +6,10 @@
 
 #include "crypto.h"
 
-static const char *const event_types[] = {TM_EVENT_BINARY, TM_EVENT_DEVICE_CONFIG,
-                                          TM_EVENT_GUESTOS_CONFIG, TM_EVENT_GUESTOS_IMAGE,
-                                          TM_EVENT_CONTAINER_CONFIG};
+static const char *const event_types[] = {TM_EVENT_BINARY, TM_EVENT_DEVICE_CONFIG, TM_EVENT_GUESTOS_CONFIG,
+                                          TM_EVENT_GUESTOS_IMAGE, TM_EVENT_CONTAINER_CONFIG};
 
-int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha256_len,
-                   tm_err *err)
+int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha256_len, tm_err *err)
 {
     if (pcr > TM_PCR_MAX)
         return tm_err_set(err, EINVAL, "event PCR %u is not 0..%d", pcr, TM_PCR_MAX);
@@ -25,8 +23,10 @@ int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha2
         return tm_err_set(err, EINVAL, "event name must have 1..%d bytes", TM_EVENT_NAME_MAX);
     for (size_t i = 0; i < n; i++)
         if (name[i] < 0x20 || name[i] > 0x7e)
-            return tm_err_set(err, EINVAL, "event name has a byte 0x%02x that is not printable "
-                              "ASCII", (unsigned char)name[i]);
+            return tm_err_set(err, EINVAL,
+                              "event name has a byte 0x%02x that is not printable "
+                              "ASCII",
+                              (unsigned char)name[i]);
     if (sha256_len != 32)
         return tm_err_set(err, EINVAL, "event hash has %zu bytes, not 32", sha256_len);
     return 0;
@@ -40,8 +40,7 @@ static void put_len16(struct tm_sha256_ctx *c, const char *s)
     tm_sha256_update(c, s, n);
 }
 
-void tm_event_digest(uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32],
-                     uint8_t out[32])
+void tm_event_digest(uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32], uint8_t out[32])
 {
     static const char tag[] = "trustme-event-v1";
     uint8_t be[4] = {(uint8_t)(pcr >> 24), (uint8_t)(pcr >> 16), (uint8_t)(pcr >> 8), (uint8_t)pcr};

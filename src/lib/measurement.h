@@ -20,13 +20,11 @@
 
 /* Check an (untrusted) event's fields: pcr 0..23, type one of the above, name 1..255 bytes of
  * printable ASCII, sha256 exactly 32 bytes. 0 or -EINVAL with err naming the field. */
-int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha256_len,
-                   tm_err *err);
+int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha256_len, tm_err *err);
 
 /* SHA-256("trustme-event-v1" || u32be(pcr) || u16be(len(type)) || type || u16be(len(name)) ||
  * name || sha256): what the PCR is extended with. Fields must have passed tm_event_check. */
-void tm_event_digest(uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32],
-                     uint8_t out[32]);
+void tm_event_digest(uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32], uint8_t out[32]);
 
 /* pcr_value = SHA-256(pcr_value || digest): one PCR extend, for replaying a log. */
 void tm_pcr_extend(uint8_t pcr_value[32], const uint8_t digest[32]);

@@ -127,8 +127,7 @@ int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt)
     return 1;
 }
 
-int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad,
-                   void *userdata)
+int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad, void *userdata)
 {
     int r = tm_packet_recv(fd, max, pkt);
     if (r != -EMSGSIZE && r != -EBADMSG)

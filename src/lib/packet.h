@@ -23,13 +23,13 @@
 #define TM_PACKET_LOCKED_MAX (16u * 1024)
 
 struct tm_packet {
-    uint8_t *data;            /* header + payload */
+    uint8_t *data; /* header + payload */
     size_t len;
-    struct secret *locked;    /* data, when it is small */
-    uint8_t *heap;            /* data, when it is large */
-    struct secret *arena;     /* memory the unpacked message lives in (small packets) */
+    struct secret *locked; /* data, when it is small */
+    uint8_t *heap; /* data, when it is large */
+    struct secret *arena; /* memory the unpacked message lives in (small packets) */
     size_t arena_used;
-    ProtobufCMessage *msg;    /* the unpacked message, owned by the packet */
+    ProtobufCMessage *msg; /* the unpacked message, owned by the packet */
 };
 
 /* A connected SOCK_SEQPACKET pair, close-on-exec. 0 or -errno. */
@@ -53,8 +53,7 @@ int tm_packet_recv(int fd, size_t max, struct tm_packet *pkt);
  * broke. */
 #define TM_PACKET_ANSWERED 2
 typedef void (*tm_packet_bad_fn)(int code, const char *msg, void *userdata);
-int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad,
-                   void *userdata);
+int tm_packet_next(int fd, size_t max, struct tm_packet *pkt, tm_packet_bad_fn bad, void *userdata);
 /* Unpack the packet's payload as desc; NULL if it does not parse (or, small packets, does not
  * fit their locked arena: see packet.c). The message belongs to pkt. */
 ProtobufCMessage *tm_packet_unpack(const ProtobufCMessageDescriptor *desc, struct tm_packet *pkt);

@@ -6,8 +6,14 @@
 
 #include "cleanup.h"
 
-static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void osslstrfreep(char **p) { OPENSSL_free(*p); }
+static inline void osslfreep(unsigned char **p)
+{
+    OPENSSL_free(*p);
+}
+static inline void osslstrfreep(char **p)
+{
+    OPENSSL_free(*p);
+}
 
 int tm_pem_each_block(BIO *in, int max, tm_pem_block_fn fn, void *userdata, tm_err *err)
 {

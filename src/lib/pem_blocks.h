@@ -10,8 +10,7 @@
 
 /* One block: its type ("CERTIFICATE", ...) and its decoded bytes. fn may keep the bytes by taking
  * *data (setting it to NULL; they are OPENSSL_malloc'ed). A negative result ends the walk with it. */
-typedef int (*tm_pem_block_fn)(const char *name, unsigned char **data, long len, void *userdata,
-                               tm_err *err);
+typedef int (*tm_pem_block_fn)(const char *name, unsigned char **data, long len, void *userdata, tm_err *err);
 
 /* Calls fn for each block of in, in order, until no further BEGIN line. -EINVAL: a block that
  * does not parse ("PEM block N does not parse") or more than max blocks. OpenSSL's error queue is

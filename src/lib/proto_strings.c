@@ -62,8 +62,8 @@ static int read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *ret)
     return -EBADMSG;
 }
 
-static int check(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len,
-                 const char *path, int depth, tm_err *err)
+static int check(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_t len, const char *path, int depth,
+                 tm_err *err)
 {
     if (depth > MAX_DEPTH)
         return tm_err_set(err, EINVAL, "%s: messages nested too deeply", path[0] ? path : "request");
@@ -101,8 +101,7 @@ static int check(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_
         size_t idx = (size_t)(f - desc->fields);
         char sub[256];
         if (f->label == PROTOBUF_C_LABEL_REPEATED)
-            snprintf(sub, sizeof(sub), "%s%s%s[%u]", path, path[0] ? "." : "", f->name,
-                     idx < 64 ? counts[idx]++ : 0);
+            snprintf(sub, sizeof(sub), "%s%s%s[%u]", path, path[0] ? "." : "", f->name, idx < 64 ? counts[idx]++ : 0);
         else
             snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", f->name);
         if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -113,15 +112,15 @@ static int check(const ProtobufCMessageDescriptor *desc, const uint8_t *p, size_
         }
         size_t bad = 0;
         if (!tm_utf8_valid(val, (size_t)n, false, &bad))
-            return tm_err_set(err, EINVAL, "%s: %s at byte %zu; strings must be UTF-8 text "
-                              "without NUL bytes", sub,
-                              val[bad] == 0 ? "a NUL byte" : "invalid UTF-8", bad);
+            return tm_err_set(err, EINVAL,
+                              "%s: %s at byte %zu; strings must be UTF-8 text "
+                              "without NUL bytes",
+                              sub, val[bad] == 0 ? "a NUL byte" : "invalid UTF-8", bad);
     }
     return 0;
 }
 
-int tm_proto_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
-                           tm_err *err)
+int tm_proto_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, tm_err *err)
 {
     return check(desc, data, len, "", 0, err);
 }

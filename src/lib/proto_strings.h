@@ -20,5 +20,4 @@
 bool tm_utf8_valid(const uint8_t *s, size_t len, bool allow_nul, size_t *ret_bad);
 /* Check every string field of the message desc encoded in data (already known to unpack).
  * Returns 0, or -EINVAL with err naming the field ("run.argv[1]") and what is wrong. */
-int tm_proto_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
-                           tm_err *err);
+int tm_proto_check_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len, tm_err *err);

@@ -25,7 +25,10 @@ int secret_random(size_t len, struct secret **ret, tm_err *err);
 /* Wipe, unlock, unmap; NULL is fine. */
 void secret_free(struct secret *s);
 
-static inline void secret_freep(struct secret **s) { secret_free(*s); }
+static inline void secret_freep(struct secret **s)
+{
+    secret_free(*s);
+}
 #define _cleanup_secret_ _cleanup_(secret_freep)
 
 /* For every process that holds keys or PINs (trustmed, scd, tpmd), at start: not dumpable (no

@@ -17,8 +17,8 @@
 #define CHUNK (256 * 1024)
 #define PROGRESS_EVERY (16ull * 1024 * 1024)
 
-int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud),
-                 void *ud, tm_err *err)
+int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud), void *ud,
+                 tm_err *err)
 {
     _cleanup_free_ uint8_t *buf = malloc(CHUNK);
     if (!buf)

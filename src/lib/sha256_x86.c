@@ -29,19 +29,18 @@ static inline TARGET __m128i load_words(const uint8_t *p)
 }
 
 /* Four rounds with the message words w (lane i = W[t + i]) and the constants from K[t]. */
-#define FOUR_ROUNDS(w, t)                                                                          \
-    do {                                                                                           \
-        __m128i wk = _mm_add_epi32((w), _mm_loadu_si128((const __m128i *)&tm_sha256_k[(t)]));      \
-        /* cdgh receives the new ABEF, and abef, the old ABEF, is the new CDGH; */                 \
-        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);                                              \
-        /* the next two rounds put the roles back, with W + K of rounds t+2, t+3 moved down. */    \
-        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_unpackhi_epi64(wk, wk));                      \
+#define FOUR_ROUNDS(w, t)                                                                       \
+    do {                                                                                        \
+        __m128i wk = _mm_add_epi32((w), _mm_loadu_si128((const __m128i *)&tm_sha256_k[(t)]));   \
+        /* cdgh receives the new ABEF, and abef, the old ABEF, is the new CDGH; */              \
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);                                           \
+        /* the next two rounds put the roles back, with W + K of rounds t+2, t+3 moved down. */ \
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_unpackhi_epi64(wk, wk));                   \
     } while (0)
 
 /* The next four schedule words from the last sixteen, w0 = W[t-16..t-13] ... w3 = W[t-4..t-1]. */
-#define NEXT_WORDS(w0, w1, w2, w3)                                                                 \
-    _mm_sha256msg2_epu32(                                                                          \
-        _mm_add_epi32(_mm_sha256msg1_epu32((w0), (w1)), _mm_alignr_epi8((w3), (w2), 4)), (w3))
+#define NEXT_WORDS(w0, w1, w2, w3) \
+    _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32((w0), (w1)), _mm_alignr_epi8((w3), (w2), 4)), (w3))
 
 TARGET void tm_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n)
 {
@@ -52,8 +51,7 @@ TARGET void tm_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n)
     for (; n > 0; n--, p += 64) {
         const __m128i abef_in = abef, cdgh_in = cdgh;
         /* w0..w3 always hold the last sixteen schedule words, oldest first, rotating. */
-        __m128i w0 = load_words(p), w1 = load_words(p + 16), w2 = load_words(p + 32),
-                w3 = load_words(p + 48);
+        __m128i w0 = load_words(p), w1 = load_words(p + 16), w2 = load_words(p + 32), w3 = load_words(p + 48);
         FOUR_ROUNDS(w0, 0);
         FOUR_ROUNDS(w1, 4);
         FOUR_ROUNDS(w2, 8);

@@ -21,8 +21,7 @@ int tm_sync_send(int fd, uint32_t type, const void *payload, uint32_t len, int p
         return -EMSGSIZE;
     uint8_t hdr[TM_WIRE_SYNC_HDR];
     tm_wire_encode(TM_WIRE_SYNC, &(struct tm_wire_hdr){.type = type, .len = len}, hdr);
-    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
-                           {.iov_base = (void *)payload, .iov_len = len}};
+    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)}, {.iov_base = (void *)payload, .iov_len = len}};
     union {
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int))];
@@ -48,7 +47,10 @@ int tm_sync_send(int fd, uint32_t type, const void *payload, uint32_t len, int p
     }
 }
 
-int tm_sync_send_pid(int fd, int32_t pid) { return tm_sync_send(fd, TM_SYNC_PID, &pid, sizeof(pid), -1); }
+int tm_sync_send_pid(int fd, int32_t pid)
+{
+    return tm_sync_send(fd, TM_SYNC_PID, &pid, sizeof(pid), -1);
+}
 
 int tm_sync_send_text(int fd, uint32_t type, const char *text)
 {
@@ -75,8 +77,7 @@ int tm_sync_recv(int fd, tm_sync_msg *msg)
         struct cmsghdr align;
         char buf[CMSG_SPACE(sizeof(int))];
     } ctl;
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf,
-                        .msg_controllen = sizeof(ctl.buf)};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
     ssize_t n;
     do
         n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -101,8 +102,8 @@ int tm_sync_recv(int fd, tm_sync_msg *msg)
     }
     struct tm_wire_hdr h;
     bool bad = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-               tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 ||
-               h.type < TM_SYNC_PROGRESS || h.type > TM_SYNC_LAST;
+               tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 || h.type < TM_SYNC_PROGRESS ||
+               h.type > TM_SYNC_LAST;
     if (bad) {
         if (msg->fd >= 0)
             close(msg->fd);
@@ -134,9 +135,8 @@ int tm_sync_recv_exact(int fd, uint32_t type, void *buf, uint32_t len)
     if (n == 0)
         return -EPIPE;
     struct tm_wire_hdr h;
-    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 || h.type != type ||
-        h.len != len) {
+    if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || tm_wire_decode_packet(TM_WIRE_SYNC, hdr, (size_t)n, &h) < 0 ||
+        h.type != type || h.len != len) {
         explicit_bzero(buf, len);
         return -EBADMSG;
     }

@@ -27,13 +27,11 @@ int tm_wire_decode(enum tm_wire_kind k, const uint8_t *in, struct tm_wire_hdr *r
         *ret = (struct tm_wire_hdr){.type = w[1], .len = w[2]};
         return 0;
     }
-    *ret = (struct tm_wire_hdr){
-        .len = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3]};
+    *ret = (struct tm_wire_hdr){.len = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3]};
     return 0;
 }
 
-int tm_wire_decode_packet(enum tm_wire_kind k, const uint8_t *in, size_t n,
-                          struct tm_wire_hdr *ret)
+int tm_wire_decode_packet(enum tm_wire_kind k, const uint8_t *in, size_t n, struct tm_wire_hdr *ret)
 {
     size_t hs = tm_wire_hdr_size(k);
     struct tm_wire_hdr h;

@@ -26,7 +26,7 @@ enum tm_wire_kind {
 
 struct tm_wire_hdr {
     uint32_t type; /* TM_WIRE_SYNC only; 0 for TM_WIRE_LEN */
-    uint32_t len;  /* payload bytes after the header */
+    uint32_t len; /* payload bytes after the header */
 };
 
 static inline size_t tm_wire_hdr_size(enum tm_wire_kind k)
@@ -40,5 +40,4 @@ void tm_wire_encode(enum tm_wire_kind k, const struct tm_wire_hdr *h, uint8_t *o
 int tm_wire_decode(enum tm_wire_kind k, const uint8_t *in, struct tm_wire_hdr *ret);
 /* A whole packet of n bytes starting with a header: decoded, and its length must be exactly
  * n minus the header. 0, or -EBADMSG (too short for a header, wrong magic, wrong length). */
-int tm_wire_decode_packet(enum tm_wire_kind k, const uint8_t *in, size_t n,
-                          struct tm_wire_hdr *ret);
+int tm_wire_decode_packet(enum tm_wire_kind k, const uint8_t *in, size_t n, struct tm_wire_hdr *ret);

@@ -17,8 +17,10 @@ int b64_decode_exact(const char *path, const char *s, uint8_t *out, size_t want,
         return tm_err_set(err, EINVAL, "%s: cannot decode %zu bytes", path, want);
     size_t chars = 4 * ((want + 2) / 3), len = strlen(s);
     if (len != chars)
-        return tm_err_set(err, EINVAL, "%s: expected %zu bytes as %zu base64 characters, got %zu "
-                          "characters", path, want, chars, len);
+        return tm_err_set(err, EINVAL,
+                          "%s: expected %zu bytes as %zu base64 characters, got %zu "
+                          "characters",
+                          path, want, chars, len);
     for (size_t i = 0; i < len; i++)
         if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", s[i]))
             return tm_err_set(err, EINVAL, "%s: invalid base64 character at offset %zu", path, i);

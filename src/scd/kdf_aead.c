@@ -8,13 +8,11 @@
 
 #include "ossl.h"
 
-static int gcm_init(EVP_CIPHER_CTX **ret, bool enc, const struct secret *key,
-                    const uint8_t nonce[AEAD_NONCE_LEN], const void *aad, size_t aad_len,
-                    tm_err *err)
+static int gcm_init(EVP_CIPHER_CTX **ret, bool enc, const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN],
+                    const void *aad, size_t aad_len, tm_err *err)
 {
     if (key->len != AEAD_KEY_LEN)
-        return tm_err_set(err, EINVAL, "AES-256-GCM needs a %d-byte key, got %zu", AEAD_KEY_LEN,
-                          key->len);
+        return tm_err_set(err, EINVAL, "AES-256-GCM needs a %d-byte key, got %zu", AEAD_KEY_LEN, key->len);
     if (aad_len > INT32_MAX)
         return tm_err_set(err, EINVAL, "AAD too long");
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
@@ -31,9 +29,8 @@ static int gcm_init(EVP_CIPHER_CTX **ret, bool enc, const struct secret *key,
     return 0;
 }
 
-int aead_seal(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], const void *aad,
-              size_t aad_len, const uint8_t *pt, size_t len, uint8_t *ct,
-              uint8_t tag[AEAD_TAG_LEN], tm_err *err)
+int aead_seal(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], const void *aad, size_t aad_len,
+              const uint8_t *pt, size_t len, uint8_t *ct, uint8_t tag[AEAD_TAG_LEN], tm_err *err)
 {
     if (len > INT32_MAX)
         return tm_err_set(err, EINVAL, "plaintext too long");
@@ -42,20 +39,17 @@ int aead_seal(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], con
     if (r < 0)
         return r;
     int outl = 0, finl = 0;
-    if (EVP_EncryptUpdate(c, ct, &outl, pt, (int)len) != 1 ||
-        EVP_EncryptFinal_ex(c, ct + outl, &finl) != 1 || (size_t)(outl + finl) != len ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_LEN, tag) != 1)
+    if (EVP_EncryptUpdate(c, ct, &outl, pt, (int)len) != 1 || EVP_EncryptFinal_ex(c, ct + outl, &finl) != 1 ||
+        (size_t)(outl + finl) != len || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_LEN, tag) != 1)
         return ossl_fail(err, EIO, "AES-256-GCM encryption failed");
     return 0;
 }
 
-int aead_open(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], const void *aad,
-              size_t aad_len, const uint8_t *ct, size_t len, const uint8_t tag[AEAD_TAG_LEN],
-              struct secret *pt, tm_err *err)
+int aead_open(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], const void *aad, size_t aad_len,
+              const uint8_t *ct, size_t len, const uint8_t tag[AEAD_TAG_LEN], struct secret *pt, tm_err *err)
 {
     if (pt->len != len)
-        return tm_err_set(err, EINVAL, "AES-256-GCM: plaintext buffer of %zu bytes for %zu",
-                          pt->len, len);
+        return tm_err_set(err, EINVAL, "AES-256-GCM: plaintext buffer of %zu bytes for %zu", pt->len, len);
     _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *c = NULL;
     int r = gcm_init(&c, false, key, nonce, aad, aad_len, err);
     if (r < 0)
@@ -76,8 +70,8 @@ int aead_open(const struct secret *key, const uint8_t nonce[AEAD_NONCE_LEN], con
     return 0;
 }
 
-int kdf_hkdf_sha256(const struct secret *ikm, const uint8_t *salt, size_t salt_len,
-                    const char *info, struct secret *out, tm_err *err)
+int kdf_hkdf_sha256(const struct secret *ikm, const uint8_t *salt, size_t salt_len, const char *info,
+                    struct secret *out, tm_err *err)
 {
     _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     if (!kdf)
@@ -97,8 +91,8 @@ int kdf_hkdf_sha256(const struct secret *ikm, const uint8_t *salt, size_t salt_l
     return 0;
 }
 
-int kdf_scrypt(const char *pass, const uint8_t *salt, size_t salt_len, uint64_t n, uint32_t r,
-               uint32_t p, struct secret *out, tm_err *err)
+int kdf_scrypt(const char *pass, const uint8_t *salt, size_t salt_len, uint64_t n, uint32_t r, uint32_t p,
+               struct secret *out, tm_err *err)
 {
     _cleanup_(EVP_KDF_freep) EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
     if (!kdf)

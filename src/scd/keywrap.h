@@ -58,28 +58,23 @@ struct keywrap_info {
  * caller has a device secret: a blob must be bound exactly when it does (a bound blob cannot be
  * opened without the secret, and an unbound one is not accepted in its place — no downgrade).
  * Errors are -EINVAL (malformed) or -EOPNOTSUPP (a version this build does not read). */
-int keywrap_parse(const uint8_t *blob, size_t len, bool device_bound, struct keywrap_info *ret,
-                  tm_err *err);
+int keywrap_parse(const uint8_t *blob, size_t len, bool device_bound, struct keywrap_info *ret, tm_err *err);
 
 /* Start a blob: magic, version, flags, token type, a fresh random nonce. */
-int keywrap_header_init(uint8_t blob[KEYWRAP_BLOB_LEN], enum keywrap_token token,
-                        bool device_bound, tm_err *err);
+int keywrap_header_init(uint8_t blob[KEYWRAP_BLOB_LEN], enum keywrap_token token, bool device_bound, tm_err *err);
 /* The AAD of a blob for a container: header bytes 0..19 followed by the UUID string. */
-int keywrap_aad(const uint8_t blob[KEYWRAP_BLOB_LEN], const char *uuid,
-                uint8_t aad[KEYWRAP_AAD_LEN], tm_err *err);
+int keywrap_aad(const uint8_t blob[KEYWRAP_BLOB_LEN], const char *uuid, uint8_t aad[KEYWRAP_AAD_LEN], tm_err *err);
 
 /* Soft tokens. kek: the token's 32-byte KEK. device_secret: the TPM-sealed 32-byte device
  * secret (docs/ATTESTATION.md), or NULL (unit tests); it sets flag bit 0 and is the HKDF salt. */
-int keywrap_seal_soft(const struct secret *kek, const struct secret *device_secret,
-                      const char *uuid, const struct secret *key, uint8_t blob[KEYWRAP_BLOB_LEN],
-                      tm_err *err);
+int keywrap_seal_soft(const struct secret *kek, const struct secret *device_secret, const char *uuid,
+                      const struct secret *key, uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
 /* PKCS#11 tokens wrap with their own KEK object, so the device secret cannot enter that key:
  * the token wraps an inner key instead, and the container key is
  * HKDF-SHA256(ikm = inner, salt = device secret, info = KEYWRAP_P11_BIND_INFO), 64 bytes. */
-int keywrap_p11_bind(const struct secret *inner, const struct secret *device_secret,
-                     struct secret **ret_key, tm_err *err);
+int keywrap_p11_bind(const struct secret *inner, const struct secret *device_secret, struct secret **ret_key,
+                     tm_err *err);
 /* -EBADMSG when the blob does not authenticate: another token's or container's blob, an altered
  * one, or the wrong device secret. ret_key (64 bytes) is written only on success. */
-int keywrap_open_soft(const struct secret *kek, const struct secret *device_secret,
-                      const char *uuid, const uint8_t *blob, size_t len, struct secret **ret_key,
-                      tm_err *err);
+int keywrap_open_soft(const struct secret *kek, const struct secret *device_secret, const char *uuid,
+                      const uint8_t *blob, size_t len, struct secret **ret_key, tm_err *err);

@@ -29,10 +29,11 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     enum { OPT_STATE = 256, OPT_KDF, OPT_LOG };
-    static const struct option opts[] = {
-        {"state-dir", required_argument, NULL, OPT_STATE}, {"kdf-n", required_argument, NULL, OPT_KDF},
-        {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"state-dir", required_argument, NULL, OPT_STATE},
+                                         {"kdf-n", required_argument, NULL, OPT_KDF},
+                                         {"log-level", required_argument, NULL, OPT_LOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *state_dir = NULL;
     uint64_t kdf_n = 0;
     enum tm_log_level level = TM_LOG_INFO;

@@ -14,11 +14,11 @@
  * unrelated failure does not report a stale reason. */
 int ossl_fail(tm_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define OSSL_DEFINE_FREEP(type, fn)                                                                \
-    static inline void fn##p(type **p)                                                             \
-    {                                                                                              \
-        if (*p)                                                                                    \
-            fn(*p);                                                                                \
+#define OSSL_DEFINE_FREEP(type, fn)    \
+    static inline void fn##p(type **p) \
+    {                                  \
+        if (*p)                        \
+            fn(*p);                    \
     }
 
 OSSL_DEFINE_FREEP(EVP_CIPHER_CTX, EVP_CIPHER_CTX_free)
@@ -33,12 +33,12 @@ OSSL_DEFINE_FREEP(X509_STORE_CTX, X509_STORE_CTX_free)
 OSSL_DEFINE_FREEP(EXTENDED_KEY_USAGE, EXTENDED_KEY_USAGE_free)
 OSSL_DEFINE_FREEP(ASN1_OBJECT, ASN1_OBJECT_free)
 
-static inline void x509_stack_freep(STACK_OF(X509) **p)
+static inline void x509_stack_freep(STACK_OF(X509) * *p)
 {
     if (*p)
         sk_X509_pop_free(*p, X509_free);
 }
-static inline void crl_stack_freep(STACK_OF(X509_CRL) **p)
+static inline void crl_stack_freep(STACK_OF(X509_CRL) * *p)
 {
     if (*p)
         sk_X509_CRL_pop_free(*p, X509_CRL_free);

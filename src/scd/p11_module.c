@@ -10,26 +10,67 @@
 
 const char *p11_rv_name(CK_RV rv)
 {
-    switch (rv) {
-#define N(x) case x: return #x;
-    N(CKR_OK) N(CKR_HOST_MEMORY) N(CKR_SLOT_ID_INVALID) N(CKR_GENERAL_ERROR)
-    N(CKR_FUNCTION_FAILED) N(CKR_ARGUMENTS_BAD) N(CKR_CANT_LOCK)
-    N(CKR_ATTRIBUTE_SENSITIVE) N(CKR_ATTRIBUTE_TYPE_INVALID) N(CKR_ATTRIBUTE_VALUE_INVALID)
-    N(CKR_DATA_INVALID) N(CKR_DATA_LEN_RANGE) N(CKR_DEVICE_ERROR) N(CKR_DEVICE_MEMORY)
-    N(CKR_DEVICE_REMOVED) N(CKR_ENCRYPTED_DATA_INVALID) N(CKR_ENCRYPTED_DATA_LEN_RANGE)
-    N(CKR_FUNCTION_NOT_SUPPORTED) N(CKR_KEY_HANDLE_INVALID) N(CKR_KEY_SIZE_RANGE)
-    N(CKR_KEY_TYPE_INCONSISTENT) N(CKR_KEY_FUNCTION_NOT_PERMITTED) N(CKR_MECHANISM_INVALID)
-    N(CKR_MECHANISM_PARAM_INVALID) N(CKR_OBJECT_HANDLE_INVALID) N(CKR_OPERATION_ACTIVE)
-    N(CKR_OPERATION_NOT_INITIALIZED) N(CKR_PIN_INCORRECT) N(CKR_PIN_INVALID)
-    N(CKR_PIN_LEN_RANGE) N(CKR_PIN_EXPIRED) N(CKR_PIN_LOCKED) N(CKR_SESSION_CLOSED)
-    N(CKR_SESSION_COUNT) N(CKR_SESSION_HANDLE_INVALID) N(CKR_SESSION_READ_ONLY)
-    N(CKR_SESSION_READ_ONLY_EXISTS) N(CKR_TEMPLATE_INCOMPLETE) N(CKR_TEMPLATE_INCONSISTENT)
-    N(CKR_TOKEN_NOT_PRESENT) N(CKR_TOKEN_NOT_RECOGNIZED) N(CKR_TOKEN_WRITE_PROTECTED)
-    N(CKR_USER_ALREADY_LOGGED_IN) N(CKR_USER_NOT_LOGGED_IN) N(CKR_USER_PIN_NOT_INITIALIZED)
-    N(CKR_USER_TYPE_INVALID) N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN) N(CKR_BUFFER_TOO_SMALL)
-    N(CKR_CRYPTOKI_NOT_INITIALIZED) N(CKR_CRYPTOKI_ALREADY_INITIALIZED)
+    /* The return values a token may give trustme's calls, by name (PKCS#11 v2.40 section 11). */
+    static const struct {
+        CK_RV rv;
+        const char *name;
+    } names[] = {
+#define N(x) {x, #x}
+        N(CKR_OK),
+        N(CKR_HOST_MEMORY),
+        N(CKR_SLOT_ID_INVALID),
+        N(CKR_GENERAL_ERROR),
+        N(CKR_FUNCTION_FAILED),
+        N(CKR_ARGUMENTS_BAD),
+        N(CKR_CANT_LOCK),
+        N(CKR_ATTRIBUTE_SENSITIVE),
+        N(CKR_ATTRIBUTE_TYPE_INVALID),
+        N(CKR_ATTRIBUTE_VALUE_INVALID),
+        N(CKR_DATA_INVALID),
+        N(CKR_DATA_LEN_RANGE),
+        N(CKR_DEVICE_ERROR),
+        N(CKR_DEVICE_MEMORY),
+        N(CKR_DEVICE_REMOVED),
+        N(CKR_ENCRYPTED_DATA_INVALID),
+        N(CKR_ENCRYPTED_DATA_LEN_RANGE),
+        N(CKR_FUNCTION_NOT_SUPPORTED),
+        N(CKR_KEY_HANDLE_INVALID),
+        N(CKR_KEY_SIZE_RANGE),
+        N(CKR_KEY_TYPE_INCONSISTENT),
+        N(CKR_KEY_FUNCTION_NOT_PERMITTED),
+        N(CKR_MECHANISM_INVALID),
+        N(CKR_MECHANISM_PARAM_INVALID),
+        N(CKR_OBJECT_HANDLE_INVALID),
+        N(CKR_OPERATION_ACTIVE),
+        N(CKR_OPERATION_NOT_INITIALIZED),
+        N(CKR_PIN_INCORRECT),
+        N(CKR_PIN_INVALID),
+        N(CKR_PIN_LEN_RANGE),
+        N(CKR_PIN_EXPIRED),
+        N(CKR_PIN_LOCKED),
+        N(CKR_SESSION_CLOSED),
+        N(CKR_SESSION_COUNT),
+        N(CKR_SESSION_HANDLE_INVALID),
+        N(CKR_SESSION_READ_ONLY),
+        N(CKR_SESSION_READ_ONLY_EXISTS),
+        N(CKR_TEMPLATE_INCOMPLETE),
+        N(CKR_TEMPLATE_INCONSISTENT),
+        N(CKR_TOKEN_NOT_PRESENT),
+        N(CKR_TOKEN_NOT_RECOGNIZED),
+        N(CKR_TOKEN_WRITE_PROTECTED),
+        N(CKR_USER_ALREADY_LOGGED_IN),
+        N(CKR_USER_NOT_LOGGED_IN),
+        N(CKR_USER_PIN_NOT_INITIALIZED),
+        N(CKR_USER_TYPE_INVALID),
+        N(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+        N(CKR_BUFFER_TOO_SMALL),
+        N(CKR_CRYPTOKI_NOT_INITIALIZED),
+        N(CKR_CRYPTOKI_ALREADY_INITIALIZED),
 #undef N
-    }
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (names[i].rv == rv)
+            return names[i].name;
     return "unknown CKR";
 }
 
@@ -92,9 +133,8 @@ static void padded_copy(char *out, const CK_UTF8CHAR *field, size_t size)
     out[n] = '\0';
 }
 
-int p11_module_find_token(const struct p11_module *m, const char *path, const char *label,
-                          const char *serial, CK_SLOT_ID *ret_slot,
-                          char ret_label[P11_LABEL_MAX + 1], tm_err *err)
+int p11_module_find_token(const struct p11_module *m, const char *path, const char *label, const char *serial,
+                          CK_SLOT_ID *ret_slot, char ret_label[P11_LABEL_MAX + 1], tm_err *err)
 {
     if (!label && !serial)
         return tm_err_set(err, EINVAL, "PKCS#11 token: give its label or its serial number");
@@ -119,8 +159,7 @@ int p11_module_find_token(const struct p11_module *m, const char *path, const ch
         char l[P11_LABEL_MAX + 1];
         padded_copy(l, ti.label, sizeof(ti.label));
         if (seen_len < sizeof(seen))
-            seen_len += (size_t)snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s\"%s\"",
-                                         seen_len ? ", " : "", l);
+            seen_len += (size_t)snprintf(seen + seen_len, sizeof(seen) - seen_len, "%s\"%s\"", seen_len ? ", " : "", l);
         if (label && !padded_equal(ti.label, sizeof(ti.label), label))
             continue;
         if (serial && !padded_equal(ti.serialNumber, sizeof(ti.serialNumber), serial))
@@ -135,13 +174,16 @@ int p11_module_find_token(const struct p11_module *m, const char *path, const ch
     const char *what = label ? label : serial;
     const char *kind = label ? "labelled" : "with serial";
     if (matches == 0)
-        return tm_err_set(err, ENODEV, "no PKCS#11 token %s \"%s\"%s%s%s is initialised in %s "
-                          "(tokens present: %s)", kind, what, label && serial ? " and serial \"" : "",
-                          label && serial ? serial : "", label && serial ? "\"" : "", path,
-                          seen_len ? seen : "none");
+        return tm_err_set(err, ENODEV,
+                          "no PKCS#11 token %s \"%s\"%s%s%s is initialised in %s "
+                          "(tokens present: %s)",
+                          kind, what, label && serial ? " and serial \"" : "", label && serial ? serial : "",
+                          label && serial ? "\"" : "", path, seen_len ? seen : "none");
     if (matches > 1)
-        return tm_err_set(err, ENOTUNIQ, "%d PKCS#11 tokens %s \"%s\" in %s: give the serial "
-                          "number too", matches, kind, what, path);
+        return tm_err_set(err, ENOTUNIQ,
+                          "%d PKCS#11 tokens %s \"%s\" in %s: give the serial "
+                          "number too",
+                          matches, kind, what, path);
     *ret_slot = slot;
     if (ret_label)
         memcpy(ret_label, found_label, sizeof(found_label));

@@ -12,7 +12,7 @@
 
 #include "error.h"
 
-#define P11_LABEL_MAX 32  /* CK_TOKEN_INFO.label */
+#define P11_LABEL_MAX 32 /* CK_TOKEN_INFO.label */
 #define P11_SERIAL_MAX 16 /* CK_TOKEN_INFO.serialNumber */
 
 struct p11_module {
@@ -35,9 +35,8 @@ void p11_module_unload(struct p11_module *m);
  * blanks (some modules: NULs), both are accepted. path is the module's, for the messages.
  * ret_label (may be NULL) receives the token's label. -ENODEV: none (the message lists the
  * tokens present), -ENOTUNIQ: several. */
-int p11_module_find_token(const struct p11_module *m, const char *path, const char *label,
-                          const char *serial, CK_SLOT_ID *ret_slot,
-                          char ret_label[P11_LABEL_MAX + 1], tm_err *err);
+int p11_module_find_token(const struct p11_module *m, const char *path, const char *label, const char *serial,
+                          CK_SLOT_ID *ret_slot, char ret_label[P11_LABEL_MAX + 1], tm_err *err);
 
 /* "CKR_PIN_INCORRECT" etc., for messages. */
 const char *p11_rv_name(CK_RV rv);

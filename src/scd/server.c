@@ -29,10 +29,10 @@ typedef Trustme__Scd__Response Response;
 
 struct server {
     int fd;
-    struct token_ctx ctx;           /* the caller's, plus the device secret once it came */
-    const struct token_ctx *tctx;   /* &ctx */
+    struct token_ctx ctx; /* the caller's, plus the device secret once it came */
+    const struct token_ctx *tctx; /* &ctx */
     struct secret *device_secret;
-    char secret_unavailable[512];   /* why trustmed has none to give, if it said so */
+    char secret_unavailable[512]; /* why trustmed has none to give, if it said so */
     const char *token_uuid; /* the request is about this container's token: report its state */
 };
 
@@ -62,8 +62,7 @@ static int send_response(struct server *s, uint64_t id, Response *resp)
     Trustme__Scd__TokenStatus ts;
     struct token_status st;
     tm_err ignore;
-    if (s->token_uuid && tm_uuid_valid(s->token_uuid) &&
-        token_status(s->tctx, s->token_uuid, &st, &ignore) == 0) {
+    if (s->token_uuid && tm_uuid_valid(s->token_uuid) && token_status(s->tctx, s->token_uuid, &st, &ignore) == 0) {
         fill_status(&ts, &st);
         resp->token = &ts;
     }
@@ -97,8 +96,7 @@ static int send_ok(struct server *s, uint64_t id, bool key_left)
 
 /* PINs arrive with a length: refuse NUL bytes and overlong ones, then copy into a secret
  * (NUL-terminated, as the token API takes C strings). */
-static int take_pin(const ProtobufCBinaryData *b, bool present, const char *what,
-                    struct secret **ret, tm_err *err)
+static int take_pin(const ProtobufCBinaryData *b, bool present, const char *what, struct secret **ret, tm_err *err)
 {
     if (!present)
         return tm_err_set(err, EINVAL, "%s is missing", what);
@@ -128,7 +126,8 @@ static int need_device_secret(const struct server *s, tm_err *err)
     /* Not EACCES: that one means a wrong PIN, which trustmed counts. */
     if (s->secret_unavailable[0])
         return tm_err_set(err, EKEYREJECTED, "%s", s->secret_unavailable);
-    return tm_err_set(err, EAGAIN, "the device storage secret has not arrived from the TPM service "
+    return tm_err_set(err, EAGAIN,
+                      "the device storage secret has not arrived from the TPM service "
                       "yet; try again in a moment");
 }
 
@@ -152,8 +151,7 @@ static int do_pair(struct server *s, uint64_t id, const Trustme__Scd__Pair *rq, 
         .pkcs11_label = rq->spec->pkcs11_label,
         .pkcs11_serial = rq->spec->pkcs11_serial,
     };
-    if ((r = token_pair(s->tctx, rq->uuid, &spec, (char *)pin->data,
-                        puk ? (char *)puk->data : NULL, err)) < 0)
+    if ((r = token_pair(s->tctx, rq->uuid, &spec, (char *)pin->data, puk ? (char *)puk->data : NULL, err)) < 0)
         return r;
     return send_ok(s, id, false);
 }
@@ -175,15 +173,14 @@ static int send_key(struct server *s, uint64_t id, const struct secret *key, con
     return send_response(s, id, &resp);
 }
 
-static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__DeviceSecret *rq,
-                            tm_err *err)
+static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__DeviceSecret *rq, tm_err *err)
 {
     if (rq->has_secret) {
         _cleanup_secret_ struct secret *sec = NULL;
         int r;
         if (rq->secret.len != KEYWRAP_DEVICE_SECRET_LEN)
-            return tm_err_set(err, EINVAL, "device secret of %zu bytes, expected %d",
-                              rq->secret.len, KEYWRAP_DEVICE_SECRET_LEN);
+            return tm_err_set(err, EINVAL, "device secret of %zu bytes, expected %d", rq->secret.len,
+                              KEYWRAP_DEVICE_SECRET_LEN);
         if ((r = secret_new(rq->secret.len, &sec, err)) < 0)
             return r;
         memcpy(sec->data, rq->secret.data, rq->secret.len);
@@ -222,8 +219,7 @@ static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *
         return r;
     if (!rq->has_wrapped)
         return tm_err_set(err, EINVAL, "wrapped key missing");
-    if ((r = token_unwrap(s->tctx, rq->uuid, (char *)pin->data, rq->wrapped.data, rq->wrapped.len,
-                          &key, err)) < 0)
+    if ((r = token_unwrap(s->tctx, rq->uuid, (char *)pin->data, rq->wrapped.data, rq->wrapped.len, &key, err)) < 0)
         return r;
     return send_key(s, id, key, NULL);
 }
@@ -255,8 +251,8 @@ static int do_change_pin(struct server *s, uint64_t id, const Trustme__Scd__Chan
         (r = take_pin(&rq->old_pin, rq->has_old_pin, "current PIN", &old_pin, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
         (r = token_change_pin(s->tctx, rq->uuid, (char *)old_pin->data, (char *)new_pin->data,
-                              rq->has_wrapped ? rq->wrapped.data : NULL,
-                              rq->has_wrapped ? rq->wrapped.len : 0, &rk, err)) < 0)
+                              rq->has_wrapped ? rq->wrapped.data : NULL, rq->has_wrapped ? rq->wrapped.len : 0, &rk,
+                              err)) < 0)
         return r;
     return send_rekeyed(s, id, &rk);
 }
@@ -270,14 +266,13 @@ static int do_unlock(struct server *s, uint64_t id, const Trustme__Scd__Unlock *
         (r = take_pin(&rq->puk, rq->has_puk, "PUK", &puk, err)) < 0 ||
         (r = take_pin(&rq->new_pin, rq->has_new_pin, "new PIN", &new_pin, err)) < 0 ||
         (r = token_unlock(s->tctx, rq->uuid, (char *)puk->data, (char *)new_pin->data,
-                          rq->has_wrapped ? rq->wrapped.data : NULL,
-                          rq->has_wrapped ? rq->wrapped.len : 0, &rk, err)) < 0)
+                          rq->has_wrapped ? rq->wrapped.data : NULL, rq->has_wrapped ? rq->wrapped.len : 0, &rk, err)) <
+            0)
         return r;
     return send_rekeyed(s, id, &rk);
 }
 
-static int do_commit(struct server *s, uint64_t id, const Trustme__Scd__TokenCommit *rq,
-                     tm_err *err)
+static int do_commit(struct server *s, uint64_t id, const Trustme__Scd__TokenCommit *rq, tm_err *err)
 {
     int r = check_uuid(rq->uuid, err);
     if (r < 0)
@@ -293,8 +288,7 @@ static int do_wipe(struct server *s, uint64_t id, const Trustme__Scd__Wipe *rq, 
 {
     _cleanup_secret_ struct secret *pin = NULL;
     int r;
-    if ((r = check_uuid(rq->uuid, err)) < 0 ||
-        (rq->has_pin && (r = take_pin(&rq->pin, true, "PIN", &pin, err)) < 0))
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (rq->has_pin && (r = take_pin(&rq->pin, true, "PIN", &pin, err)) < 0))
         return r;
     if ((r = token_wipe(s->tctx, rq->uuid, pin ? (char *)pin->data : NULL, err)) < 0)
         return r;
@@ -342,19 +336,25 @@ static int do_verify(struct server *s, uint64_t id, const Trustme__Scd__Verify *
     _cleanup_free_ char *anchors = join_pem(rq->anchors_pem, rq->n_anchors_pem, &anchors_len);
     _cleanup_free_ char *crls = join_pem(rq->crls_pem, rq->n_crls_pem, &crls_len);
     size_t required_len = 0;
-    _cleanup_free_ char *required = join_pem(rq->require_one_of_pem, rq->n_require_one_of_pem,
-                                             &required_len);
+    _cleanup_free_ char *required = join_pem(rq->require_one_of_pem, rq->n_require_one_of_pem, &required_len);
     if (!anchors || !crls || !required)
         return tm_err_set(err, ENOMEM, "out of memory");
     struct verify_request vr = {
-        .data = rq->data.data, .data_len = rq->data.len,
-        .sig = rq->signature.data, .sig_len = rq->signature.len,
-        .chain_pem = (const char *)rq->chain_pem.data, .chain_len = rq->chain_pem.len,
-        .anchors_pem = anchors, .anchors_len = anchors_len,
-        .crls_pem = crls_len ? crls : NULL, .crls_len = crls_len,
-        .eku = rq->eku_oid, .time = rq->has_at_time ? (time_t)rq->at_time : 0,
+        .data = rq->data.data,
+        .data_len = rq->data.len,
+        .sig = rq->signature.data,
+        .sig_len = rq->signature.len,
+        .chain_pem = (const char *)rq->chain_pem.data,
+        .chain_len = rq->chain_pem.len,
+        .anchors_pem = anchors,
+        .anchors_len = anchors_len,
+        .crls_pem = crls_len ? crls : NULL,
+        .crls_len = crls_len,
+        .eku = rq->eku_oid,
+        .time = rq->has_at_time ? (time_t)rq->at_time : 0,
         .cert_only = rq->has_cert_only && rq->cert_only,
-        .required_pem = rq->n_require_one_of_pem ? required : NULL, .required_len = required_len,
+        .required_pem = rq->n_require_one_of_pem ? required : NULL,
+        .required_len = required_len,
     };
     struct verify_result res;
     int r = verify_signed(&vr, &res, err);
@@ -414,12 +414,13 @@ static int check_anchor(struct server *s, const Request *rq, tm_err *err)
     if (r < 0)
         return r;
     if (!rq->has_token_anchor || rq->token_anchor.len != 32)
-        return tm_err_set(err, EINVAL, "no anchored token state given for container %s",
-                          s->token_uuid);
+        return tm_err_set(err, EINVAL, "no anchored token state given for container %s", s->token_uuid);
     if (memcmp(now, rq->token_anchor.data, 32) != 0)
-        return tm_err_set(err, ESTALE, "the token files of container %s are not the ones "
+        return tm_err_set(err, ESTALE,
+                          "the token files of container %s are not the ones "
                           "anchored in the TPM (restored from a copy, edited, or from another "
-                          "device): refusing them", s->token_uuid);
+                          "device): refusing them",
+                          s->token_uuid);
     return 0;
 }
 
@@ -434,8 +435,7 @@ static int dispatch(struct server *s, const Request *rq)
         return r < 0 ? r : 0;
     }
     /* check_anchor looked at the files; the operation checks the bytes it uses again. */
-    s->ctx.anchor = rq->has_token_anchor && rq->token_anchor.len == 32 ? rq->token_anchor.data
-                                                                        : NULL;
+    s->ctx.anchor = rq->has_token_anchor && rq->token_anchor.len == 32 ? rq->token_anchor.data : NULL;
     switch (rq->body_case) {
     case TRUSTME__SCD__REQUEST__BODY_PAIR: r = do_pair(s, rq->id, rq->pair, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: r = do_new_key(s, rq->id, rq->new_key, &err); break;
@@ -443,14 +443,10 @@ static int dispatch(struct server *s, const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN: r = do_change_pin(s, rq->id, rq->change_pin, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: r = do_unlock(s, rq->id, rq->unlock, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: r = do_wipe(s, rq->id, rq->wipe, &err); break;
-    case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT:
-        r = do_commit(s, rq->id, rq->token_commit, &err);
-        break;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT: r = do_commit(s, rq->id, rq->token_commit, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_STATUS: r = do_status(s, rq->id, rq->status, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
-    case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET:
-        r = do_device_secret(s, rq->id, rq->device_secret, &err);
-        break;
+    case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: r = do_device_secret(s, rq->id, rq->device_secret, &err); break;
     default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
     s->ctx.anchor = NULL; /* before the status in the answer: it reports the files as they are */
@@ -471,14 +467,20 @@ static void wipe(ProtobufCBinaryData *b)
 static void wipe_secrets(Request *rq)
 {
     switch (rq->body_case) {
-    case TRUSTME__SCD__REQUEST__BODY_PAIR: wipe(&rq->pair->pin); wipe(&rq->pair->puk); break;
+    case TRUSTME__SCD__REQUEST__BODY_PAIR:
+        wipe(&rq->pair->pin);
+        wipe(&rq->pair->puk);
+        break;
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: wipe(&rq->new_key->pin); break;
     case TRUSTME__SCD__REQUEST__BODY_UNWRAP: wipe(&rq->unwrap->pin); break;
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
         wipe(&rq->change_pin->old_pin);
         wipe(&rq->change_pin->new_pin);
         break;
-    case TRUSTME__SCD__REQUEST__BODY_UNLOCK: wipe(&rq->unlock->puk); wipe(&rq->unlock->new_pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_UNLOCK:
+        wipe(&rq->unlock->puk);
+        wipe(&rq->unlock->new_pin);
+        break;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: wipe(&rq->wipe->pin); break;
     case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: wipe(&rq->device_secret->secret); break;
     default: break;

@@ -76,8 +76,7 @@ static int unlink_synced(const char *path, tm_err *err)
 }
 
 /* Settle a PIN or PUK attempt begun with tries_begin, given what checking it returned. */
-static int settle(const char *tries_path, enum tries_kind kind, struct tries *t, int r,
-                  tm_err *err)
+static int settle(const char *tries_path, enum tries_kind kind, struct tries *t, int r, tm_err *err)
 {
     if (r == 0)
         return tries_end(tries_path, kind, t, TRIES_VERIFIED, err);
@@ -113,15 +112,14 @@ static void digest_bytes(struct tm_sha256_ctx *c, const struct token_file *f)
 {
     uint8_t hdr[4] = {0xff, 0xff, 0xff, 0xff};
     if (f->data)
-        hdr[0] = (uint8_t)(f->len >> 24), hdr[1] = (uint8_t)(f->len >> 16),
-        hdr[2] = (uint8_t)(f->len >> 8), hdr[3] = (uint8_t)f->len;
+        hdr[0] = (uint8_t)(f->len >> 24), hdr[1] = (uint8_t)(f->len >> 16), hdr[2] = (uint8_t)(f->len >> 8),
+        hdr[3] = (uint8_t)f->len;
     tm_sha256_update(c, hdr, sizeof(hdr));
     if (f->data)
         tm_sha256_update(c, f->data, f->len);
 }
 
-static void files_digest_of(const struct token_file *record, const struct token_file *soft,
-                            uint8_t out[32])
+static void files_digest_of(const struct token_file *record, const struct token_file *soft, uint8_t out[32])
 {
     static const char tag[] = "trustme token files v1";
     struct tm_sha256_ctx c;
@@ -148,10 +146,10 @@ struct session {
     const struct token_paths *paths;
     const struct token_record *rec;
     const struct secret *device_secret;
-    bool caller_counts;     /* ctx->caller_counts: no tries file here */
+    bool caller_counts; /* ctx->caller_counts: no tries file here */
     struct soft_token soft; /* soft: the token file */
-    struct secret *kek;     /* soft: the opened KEK */
-    struct p11 *p11;        /* pkcs11: a logged-in session */
+    struct secret *kek; /* soft: the opened KEK */
+    struct p11 *p11; /* pkcs11: a logged-in session */
 };
 
 static void session_done(struct session *s)
@@ -174,8 +172,7 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
             /* kdf_n is set when prepare() read the file already (checked against the anchor). */
             if (!s->soft.kdf_n && (r = soft_token_load(s->paths->soft, &s->soft, err)) < 0)
                 return r;
-            return soft_token_open(&s->soft, s->uuid,
-                                   kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK, secret,
+            return soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK, secret,
                                    s->device_secret, &s->kek, err);
         }
         struct p11_config cfg;
@@ -190,14 +187,13 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
         if ((!s->soft.kdf_n && (r = soft_token_load(s->paths->soft, &s->soft, err)) < 0) ||
             (r = tries_begin(s->paths->tries, kind, &t, err)) < 0)
             return r;
-        r = soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK,
-                            secret, s->device_secret, &s->kek, err);
+        r = soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK, secret,
+                            s->device_secret, &s->kek, err);
         return settle(s->paths->tries, kind, &t, r, err);
     }
     struct p11_config cfg;
     token_record_p11_config(s->rec, &cfg);
-    if ((r = p11_open(&cfg, &s->p11, err)) < 0 ||
-        (r = tries_begin(s->paths->tries, kind, &t, err)) < 0)
+    if ((r = p11_open(&cfg, &s->p11, err)) < 0 || (r = tries_begin(s->paths->tries, kind, &t, err)) < 0)
         return r;
     r = p11_login(s->p11, kind == TRIES_PUK, secret, err);
     return settle(s->paths->tries, kind, &t, r, err);
@@ -206,8 +202,8 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
 /* Load paths, lock and record for an operation on a paired token. With ctx->anchor, the record
  * and the soft token file are read once, checked against it, and parsed from those bytes (*soft,
  * kdf_n 0 when not read here). */
-static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths,
-                   int *lock_fd, struct token_record *rec, struct soft_token *soft, tm_err *err)
+static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths, int *lock_fd,
+                   struct token_record *rec, struct soft_token *soft, tm_err *err)
 {
     *soft = (struct soft_token){0};
     int r = token_paths_init(ctx, uuid, paths, err);
@@ -222,14 +218,15 @@ static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_p
         return token_record_load(paths->record, uuid, rec, err);
     _cleanup_(token_file_free) struct token_file record = {0}, sfile = {0};
     uint8_t now[32];
-    if ((r = token_file_read(paths->record, &record, err)) < 0 ||
-        (r = token_file_read(paths->soft, &sfile, err)) < 0)
+    if ((r = token_file_read(paths->record, &record, err)) < 0 || (r = token_file_read(paths->soft, &sfile, err)) < 0)
         return r;
     files_digest_of(&record, &sfile, now);
     if (memcmp(now, ctx->anchor, 32) != 0)
-        return tm_err_set(err, ESTALE, "the token files of container %s are not the ones "
+        return tm_err_set(err, ESTALE,
+                          "the token files of container %s are not the ones "
                           "anchored in the TPM (restored from a copy, edited, or from another "
-                          "device): refusing them", uuid);
+                          "device): refusing them",
+                          uuid);
     /* The caller settles an anchored pending change (token_commit) before it uses the token: a
      * pending file here is not anchored, so it goes. */
     if ((r = unlink_synced(paths->soft_new, err)) < 0)
@@ -247,8 +244,8 @@ static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_p
 
 /* --- pairing --- */
 
-static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec, const char *pin,
-                      const char *puk, struct token_record *rec, uint64_t *kdf_n, tm_err *err)
+static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec, const char *pin, const char *puk,
+                      struct token_record *rec, uint64_t *kdf_n, tm_err *err)
 {
     int r = check_pin("PIN", pin, err);
     if (r < 0)
@@ -259,8 +256,7 @@ static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec
             return r;
         if (strcmp(pin, puk) == 0)
             return tm_err_set(err, EINVAL, "the PUK must differ from the PIN");
-        *kdf_n = spec->soft_kdf_n ? spec->soft_kdf_n
-                 : ctx->soft_kdf_n ? ctx->soft_kdf_n : TOKEN_SOFT_KDF_N_DEFAULT;
+        *kdf_n = spec->soft_kdf_n ? spec->soft_kdf_n : ctx->soft_kdf_n ? ctx->soft_kdf_n : TOKEN_SOFT_KDF_N_DEFAULT;
         return 0;
     }
     if (spec->type != TOKEN_PKCS11)
@@ -275,8 +271,7 @@ static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec
     if (l && (l[0] == '\0' || strlen(l) > P11_LABEL_MAX))
         return tm_err_set(err, EINVAL, "PKCS#11 token label must have 1..%d bytes", P11_LABEL_MAX);
     if (s && (s[0] == '\0' || strlen(s) > P11_SERIAL_MAX))
-        return tm_err_set(err, EINVAL, "PKCS#11 token serial must have 1..%d bytes",
-                          P11_SERIAL_MAX);
+        return tm_err_set(err, EINVAL, "PKCS#11 token serial must have 1..%d bytes", P11_SERIAL_MAX);
     snprintf(rec->module, sizeof(rec->module), "%s", m);
     if ((rec->has_label = l != NULL))
         snprintf(rec->label, sizeof(rec->label), "%s", l);
@@ -285,8 +280,8 @@ static int check_spec(const struct token_ctx *ctx, const struct token_spec *spec
     return 0;
 }
 
-int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token_spec *spec,
-               const char *pin, const char *puk, tm_err *err)
+int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token_spec *spec, const char *pin,
+               const char *puk, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -326,8 +321,8 @@ int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token
 
 /* --- keys --- */
 
-int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin,
-                  struct secret **ret_key, uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
+int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, struct secret **ret_key,
+                  uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -337,12 +332,14 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_secret_ struct secret *key = NULL;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .soft = soft, .device_secret = ctx->device_secret,
-                                        .caller_counts = ctx->caller_counts};
+    _cleanup_(session_done) struct session s = {.uuid = uuid,
+                                                .paths = &paths,
+                                                .rec = &rec,
+                                                .soft = soft,
+                                                .device_secret = ctx->device_secret,
+                                                .caller_counts = ctx->caller_counts};
     uint8_t out[KEYWRAP_BLOB_LEN];
-    if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 ||
-        (r = session_open(&s, TRIES_PIN, pin, err)) < 0)
+    if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 || (r = session_open(&s, TRIES_PIN, pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
         r = keywrap_seal_soft(s.kek, ctx->device_secret, uuid, key, out, err);
@@ -361,8 +358,8 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     return 0;
 }
 
-int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
-                 const uint8_t *blob, size_t blob_len, struct secret **ret_key, tm_err *err)
+int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin, const uint8_t *blob, size_t blob_len,
+                 struct secret **ret_key, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -375,19 +372,23 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
     if ((r = keywrap_parse(blob, blob_len, ctx->device_secret != NULL, &info, err)) < 0)
         return r;
     if ((enum token_type)info.token != rec.type)
-        return tm_err_set(err, EINVAL, "key blob was wrapped by a %s token, but container %s has a "
-                          "%s token", token_type_name((enum token_type)info.token), uuid,
-                          token_type_name(rec.type));
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .soft = soft, .device_secret = ctx->device_secret,
-                                        .caller_counts = ctx->caller_counts};
+        return tm_err_set(err, EINVAL,
+                          "key blob was wrapped by a %s token, but container %s has a "
+                          "%s token",
+                          token_type_name((enum token_type)info.token), uuid, token_type_name(rec.type));
+    _cleanup_(session_done) struct session s = {.uuid = uuid,
+                                                .paths = &paths,
+                                                .rec = &rec,
+                                                .soft = soft,
+                                                .device_secret = ctx->device_secret,
+                                                .caller_counts = ctx->caller_counts};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     r = session_open(&s, TRIES_PIN, pin, err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     /* For bench/storage.sh: the PIN check (the KDF, almost all of it) of a start. */
-    log_debug("PIN checked in %.3f ms", (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
-                                            (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    log_debug("PIN checked in %.3f ms",
+              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     if (r < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
@@ -407,9 +408,9 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
  * and the caller gets its digest and the new key blob; token_commit puts it in place once the
  * caller has anchored that digest. Without a caller that anchors (ctx->anchor NULL: the library
  * on its own, unit tests) the file is replaced at once. */
-static int rekey(const struct token_ctx *ctx, const char *uuid, const struct token_paths *paths,
-                 struct session *s, const char *new_pin, const char *puk, const uint8_t *blob,
-                 size_t blob_len, struct token_rekeyed *ret, tm_err *err)
+static int rekey(const struct token_ctx *ctx, const char *uuid, const struct token_paths *paths, struct session *s,
+                 const char *new_pin, const char *puk, const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret,
+                 tm_err *err)
 {
     _cleanup_secret_ struct secret *key = NULL, *nkek = NULL;
     _cleanup_free_ char *data = NULL;
@@ -419,11 +420,9 @@ static int rekey(const struct token_ctx *ctx, const char *uuid, const struct tok
     int r;
     *ret = (struct token_rekeyed){0};
     /* The container key stays (it is the data volume's); only its wrap changes. */
-    if (blob && (r = keywrap_open_soft(s->kek, ctx->device_secret, uuid, blob, blob_len, &key,
-                                       err)) < 0)
+    if (blob && (r = keywrap_open_soft(s->kek, ctx->device_secret, uuid, blob, blob_len, &key, err)) < 0)
         return tm_err_prefix(err, "cannot re-wrap the container key");
-    if ((r = soft_token_rekey(&s->soft, uuid, s->kek, new_pin, puk, ctx->device_secret, &nt,
-                              &nkek, err)) < 0)
+    if ((r = soft_token_rekey(&s->soft, uuid, s->kek, new_pin, puk, ctx->device_secret, &nt, &nkek, err)) < 0)
         return r;
     if (key && (r = keywrap_seal_soft(nkek, ctx->device_secret, uuid, key, ret->wrapped, err)) < 0)
         return r;
@@ -441,9 +440,8 @@ static int rekey(const struct token_ctx *ctx, const char *uuid, const struct tok
     return 0;
 }
 
-int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin,
-                     const char *new_pin, const uint8_t *blob, size_t blob_len,
-                     struct token_rekeyed *ret, tm_err *err)
+int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin, const char *new_pin,
+                     const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -454,9 +452,12 @@ int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *
     if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .soft = soft, .device_secret = ctx->device_secret,
-                                        .caller_counts = ctx->caller_counts};
+    _cleanup_(session_done) struct session s = {.uuid = uuid,
+                                                .paths = &paths,
+                                                .rec = &rec,
+                                                .soft = soft,
+                                                .device_secret = ctx->device_secret,
+                                                .caller_counts = ctx->caller_counts};
     if ((r = session_open(&s, TRIES_PIN, old_pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
@@ -464,9 +465,8 @@ int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *
     return p11_set_pin(s.p11, old_pin, new_pin, err);
 }
 
-int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
-                 const char *new_pin, const uint8_t *blob, size_t blob_len,
-                 struct token_rekeyed *ret, tm_err *err)
+int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk, const char *new_pin,
+                 const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -477,9 +477,12 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
     if (r < 0 || (r = check_secret("PUK", puk, 1, TOKEN_PUK_MAX, err)) < 0 ||
         (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths, .rec = &rec,
-                                        .soft = soft, .device_secret = ctx->device_secret,
-                                        .caller_counts = ctx->caller_counts};
+    _cleanup_(session_done) struct session s = {.uuid = uuid,
+                                                .paths = &paths,
+                                                .rec = &rec,
+                                                .soft = soft,
+                                                .device_secret = ctx->device_secret,
+                                                .caller_counts = ctx->caller_counts};
     if ((r = session_open(&s, TRIES_PUK, puk, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
@@ -498,8 +501,7 @@ int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
     return tries_store(paths.tries, &t, err);
 }
 
-int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32],
-                 tm_err *err)
+int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32], tm_err *err)
 {
     struct token_paths paths;
     _cleanup_close_ int lock_fd = -1;
@@ -512,8 +514,7 @@ int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pe
     if (r == -ENOENT)
         return tm_err_set(err, ENOKEY, "container %s has no token: pair one first", uuid);
     if (r < 0 || (r = token_file_read(paths.record, &record, err)) < 0 ||
-        (r = token_file_read(paths.soft, &sfile, err)) < 0 ||
-        (r = token_file_read(paths.soft_new, &snew, err)) < 0)
+        (r = token_file_read(paths.soft, &sfile, err)) < 0 || (r = token_file_read(paths.soft_new, &snew, err)) < 0)
         return r;
     if (snew.data) {
         files_digest_of(&record, &snew, next);
@@ -537,9 +538,11 @@ int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pe
         return 0; /* renamed already, before a crash */
     if (ctx->anchor && memcmp(now, ctx->anchor, 32) == 0)
         return 0; /* the pending file is gone: the current generation stays */
-    return tm_err_set(err, ESTALE, "the token files of container %s are not the ones anchored in "
+    return tm_err_set(err, ESTALE,
+                      "the token files of container %s are not the ones anchored in "
                       "the TPM (restored from a copy, edited, or from another device): refusing "
-                      "them", uuid);
+                      "them",
+                      uuid);
 }
 
 /* --- wipe and status --- */
@@ -566,10 +569,11 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
         key_left = true; /* unreadable: it may have named a PKCS#11 token */
     if (r == 0 && rec.type == TOKEN_PKCS11) {
         if (pin) {
-            _cleanup_(session_done) struct session s = {.uuid = uuid, .paths = &paths,
+            _cleanup_(session_done) struct session s = {.uuid = uuid,
+                                                        .paths = &paths,
                                                         .rec = &rec,
                                                         .device_secret = ctx->device_secret,
-                                        .caller_counts = ctx->caller_counts};
+                                                        .caller_counts = ctx->caller_counts};
             if ((r = session_open(&s, TRIES_PIN, pin, err)) < 0)
                 return r;
             r = p11_destroy_kek(s.p11, uuid, err);
@@ -582,15 +586,12 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
     /* Whatever the record said, a soft token file must not outlive it. The record goes last:
      * if this is interrupted, the container still shows a token, and wiping again finishes. */
     if ((r = soft_token_erase(paths.soft_new, err)) < 0 || (r = soft_token_erase(paths.soft, err)) < 0 ||
-        (r = unlink_synced(paths.tries, err)) < 0 ||
-        (r = unlink_synced(paths.record, err)) < 0)
+        (r = unlink_synced(paths.tries, err)) < 0 || (r = unlink_synced(paths.record, err)) < 0)
         return r;
     return key_left ? TOKEN_WIPE_KEY_LEFT : 0;
 }
 
-
-int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
-                       tm_err *err)
+int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32], tm_err *err)
 {
     struct token_paths paths;
     int r = token_paths_init(ctx, uuid, &paths, err);
@@ -599,8 +600,7 @@ int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t ou
     return files_digest(&paths, out, err);
 }
 
-int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret,
-                 tm_err *err)
+int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret, tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;

@@ -71,16 +71,16 @@ struct token_ctx {
 
 struct token_spec {
     enum token_type type;
-    uint64_t soft_kdf_n;       /* soft: scrypt N, a power of two in 2^10..2^20; 0 = the ctx's */
+    uint64_t soft_kdf_n; /* soft: scrypt N, a power of two in 2^10..2^20; 0 = the ctx's */
     const char *pkcs11_module; /* pkcs11: absolute path of the module */
-    const char *pkcs11_label;  /* pkcs11: the token's label (<= 32 bytes), or NULL */
+    const char *pkcs11_label; /* pkcs11: the token's label (<= 32 bytes), or NULL */
     const char *pkcs11_serial; /* pkcs11: the token's serial (<= 16 bytes), or NULL */
 };
 
 struct token_status {
     bool paired;
     enum token_type type;
-    bool locked;  /* PIN locked: unlock with the PUK */
+    bool locked; /* PIN locked: unlock with the PUK */
     bool blocked; /* PUK blocked: only a wipe helps */
     unsigned pin_failures, pin_tries_left;
     unsigned puk_failures, puk_tries_left;
@@ -96,25 +96,25 @@ int token_check_secret_bytes(const void *data, size_t len, tm_err *err);
  * it; this uses the token's own counter only, there are no tries of ours yet) and generates the
  * KEK object, refusing a token that already holds one for this UUID; puk is ignored (may be
  * NULL). -EEXIST if the container already has a token. */
-int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token_spec *spec,
-               const char *pin, const char *puk, tm_err *err);
+int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token_spec *spec, const char *pin,
+               const char *puk, tm_err *err);
 
 /* First start: a new random 64-byte key (ret_key) and its wrapped form (blob), which the caller
  * stores. ret_key is written only on success and belongs to the caller (secret_free). */
-int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin,
-                  struct secret **ret_key, uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
+int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, struct secret **ret_key,
+                  uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
 
 /* Later starts: the key in blob. The blob is checked before the PIN is tried, so a malformed
  * blob costs no attempt. */
-int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
-                 const uint8_t *blob, size_t blob_len, struct secret **ret_key, tm_err *err);
+int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin, const uint8_t *blob, size_t blob_len,
+                 struct secret **ret_key, tm_err *err);
 
 /* What a PIN change or PUK unlock of a soft token made: it re-keys (a new KEK), so the container
  * key's wrap changes too. */
 struct token_rekeyed {
-    bool pending;                    /* <uuid>.soft.new was written: commit it (token_commit) */
-    uint8_t pending_sha256[32];      /* the token files' digest with it (token_files_digest) */
-    bool has_wrapped;                /* a blob was given: here it is, wrapped under the new KEK */
+    bool pending; /* <uuid>.soft.new was written: commit it (token_commit) */
+    uint8_t pending_sha256[32]; /* the token files' digest with it (token_files_digest) */
+    bool has_wrapped; /* a blob was given: here it is, wrapped under the new KEK */
     uint8_t wrapped[KEYWRAP_BLOB_LEN];
 };
 
@@ -123,22 +123,19 @@ struct token_rekeyed {
  * anew into ret->wrapped. With ctx->anchor the new token file is only pending (ret->pending);
  * without, it replaces the old one at once. A PKCS#11 token changes its PIN on the token (ret
  * says nothing is pending). */
-int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin,
-                     const char *new_pin, const uint8_t *blob, size_t blob_len,
-                     struct token_rekeyed *ret, tm_err *err);
+int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin, const char *new_pin,
+                     const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err);
 
 /* Set a new PIN with the PUK (for PKCS#11: the SO PIN, C_InitPIN), clearing the PIN counter.
  * A soft token is re-keyed as by token_change_pin, its PUK side made anew. */
-int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk,
-                 const char *new_pin, const uint8_t *blob, size_t blob_len,
-                 struct token_rekeyed *ret, tm_err *err);
+int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk, const char *new_pin,
+                 const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err);
 
 /* Settle a pending change whose digest the caller has anchored (pending) beside the current one
  * (ctx->anchor): a pending file with that digest is renamed into place; any other pending file
  * is removed. 0 when the token files are now either generation (token_status says which), and
  * -ESTALE when they are neither. */
-int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32],
-                 tm_err *err);
+int token_commit(const struct token_ctx *ctx, const char *uuid, const uint8_t pending[32], tm_err *err);
 
 #define TOKEN_WIPE_KEY_LEFT 1
 /* Crypto-erase the container's token and forget it; idempotent (no token: 0).
@@ -152,9 +149,7 @@ int token_wipe(const struct token_ctx *ctx, const char *uuid, const char *pin, t
 /* SHA-256 over the token's files (record, soft token file; a missing one counts as missing, not
  * empty): trustmed anchors it in the TPM, and scd refuses token files that differ from the
  * anchored digest (docs/STORAGE.md). The tries file is not part of it: the anchored counts rule. */
-int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32],
-                       tm_err *err);
+int token_files_digest(const struct token_ctx *ctx, const char *uuid, uint8_t out[32], tm_err *err);
 
 /* Never fails for a container without a token: paired = false then. */
-int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret,
-                 tm_err *err);
+int token_status(const struct token_ctx *ctx, const char *uuid, struct token_status *ret, tm_err *err);

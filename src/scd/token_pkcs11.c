@@ -47,11 +47,9 @@ int p11_open(const struct p11_config *cfg, struct p11 **ret, tm_err *err)
     if (r < 0)
         return r;
     p->f = p->mod.f;
-    if ((r = p11_module_find_token(&p->mod, cfg->module, cfg->label, cfg->serial, &p->slot,
-                                   p->token_label, err)) < 0)
+    if ((r = p11_module_find_token(&p->mod, cfg->module, cfg->label, cfg->serial, &p->slot, p->token_label, err)) < 0)
         return r;
-    CK_RV rv = p->f->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-                                   &p->session);
+    CK_RV rv = p->f->C_OpenSession(p->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &p->session);
     if (rv != CKR_OK)
         return rv_fail(err, EIO, rv, "C_OpenSession");
     p->have_session = true;
@@ -62,21 +60,15 @@ int p11_open(const struct p11_config *cfg, struct p11 **ret, tm_err *err)
 int p11_login(struct p11 *p, bool so, const char *pin, tm_err *err)
 {
     const char *who = so ? "SO PIN (PUK)" : "PIN";
-    CK_RV rv = p->f->C_Login(p->session, so ? CKU_SO : CKU_USER, (CK_UTF8CHAR_PTR)pin,
-                             (CK_ULONG)strlen(pin));
+    CK_RV rv = p->f->C_Login(p->session, so ? CKU_SO : CKU_USER, (CK_UTF8CHAR_PTR)pin, (CK_ULONG)strlen(pin));
     switch (rv) {
     case CKR_OK:
-    case CKR_USER_ALREADY_LOGGED_IN:
-        p->logged_in = true;
-        return 0;
+    case CKR_USER_ALREADY_LOGGED_IN: p->logged_in = true; return 0;
     case CKR_PIN_INCORRECT:
-    case CKR_PIN_LEN_RANGE:
-        return tm_err_set(err, EACCES, "wrong %s", who);
+    case CKR_PIN_LEN_RANGE: return tm_err_set(err, EACCES, "wrong %s", who);
     case CKR_PIN_LOCKED:
-        return tm_err_set(err, EPERM, "token \"%s\" itself locked its %s (CKR_PIN_LOCKED)",
-                          p->token_label, who);
-    default:
-        return rv_fail(err, EIO, rv, "C_Login");
+        return tm_err_set(err, EPERM, "token \"%s\" itself locked its %s (CKR_PIN_LOCKED)", p->token_label, who);
+    default: return rv_fail(err, EIO, rv, "C_Login");
     }
 }
 
@@ -99,11 +91,9 @@ int p11_find_kek(struct p11 *p, const char *uuid, CK_OBJECT_HANDLE *ret, tm_err 
     if (rv != CKR_OK)
         return rv_fail(err, EIO, rv, "C_FindObjects");
     if (n == 0)
-        return tm_err_set(err, ENOKEY, "token \"%s\" holds no key object \"%s\"", p->token_label,
-                          label);
+        return tm_err_set(err, ENOKEY, "token \"%s\" holds no key object \"%s\"", p->token_label, label);
     if (n > 1)
-        return tm_err_set(err, ENOTUNIQ, "token \"%s\" holds several key objects \"%s\"",
-                          p->token_label, label);
+        return tm_err_set(err, ENOTUNIQ, "token \"%s\" holds several key objects \"%s\"", p->token_label, label);
     *ret = found[0];
     return 0;
 }
@@ -113,10 +103,12 @@ int p11_create_kek(struct p11 *p, const char *uuid, tm_err *err)
     CK_OBJECT_HANDLE h;
     int r = p11_find_kek(p, uuid, &h, err);
     if (r == 0)
-        return tm_err_set(err, EEXIST, "token \"%s\" already holds a key object \"" 
-                          P11_KEK_LABEL_PREFIX "%s\" from an earlier pairing: delete it "
+        return tm_err_set(err, EEXIST,
+                          "token \"%s\" already holds a key object \"" P11_KEK_LABEL_PREFIX
+                          "%s\" from an earlier pairing: delete it "
                           "(pkcs11-tool --delete-object --type secrkey --label ...) or use "
-                          "another token", p->token_label, uuid);
+                          "another token",
+                          p->token_label, uuid);
     if (r != -ENOKEY)
         return r;
     char label[sizeof(P11_KEK_LABEL_PREFIX) + TM_UUID_STR_LEN];
@@ -177,13 +169,11 @@ int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key, bool dev
              uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
 {
     if (key->len != KEYWRAP_KEY_LEN)
-        return tm_err_set(err, EINVAL, "container key of %zu bytes, expected %d", key->len,
-                          KEYWRAP_KEY_LEN);
+        return tm_err_set(err, EINVAL, "container key of %zu bytes, expected %d", key->len, KEYWRAP_KEY_LEN);
     uint8_t out[KEYWRAP_BLOB_LEN], aad[KEYWRAP_AAD_LEN];
     CK_OBJECT_HANDLE kek;
     int r = keywrap_header_init(out, KEYWRAP_TOKEN_PKCS11, device_bound, err);
-    if (r < 0 || (r = keywrap_aad(out, uuid, aad, err)) < 0 ||
-        (r = p11_find_kek(p, uuid, &kek, err)) < 0)
+    if (r < 0 || (r = keywrap_aad(out, uuid, aad, err)) < 0 || (r = p11_find_kek(p, uuid, &kek, err)) < 0)
         return r;
     CK_MECHANISM mech;
     CK_GCM_PARAMS gcm;
@@ -196,8 +186,8 @@ int p11_wrap(struct p11 *p, const char *uuid, const struct secret *key, bool dev
     if (rv != CKR_OK)
         return rv_fail(err, EIO, rv, "C_Encrypt(CKM_AES_GCM)");
     if (out_len != KEYWRAP_KEY_LEN + KEYWRAP_TAG_LEN)
-        return tm_err_set(err, EIO, "C_Encrypt(CKM_AES_GCM) returned %lu bytes, expected %d",
-                          (unsigned long)out_len, KEYWRAP_KEY_LEN + KEYWRAP_TAG_LEN);
+        return tm_err_set(err, EIO, "C_Encrypt(CKM_AES_GCM) returned %lu bytes, expected %d", (unsigned long)out_len,
+                          KEYWRAP_KEY_LEN + KEYWRAP_TAG_LEN);
     memcpy(blob, out, KEYWRAP_BLOB_LEN);
     return 0;
 }
@@ -233,20 +223,20 @@ int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len,
     CK_ULONG out_len = buf->len;
     rv = p->f->C_Decrypt(p->session, in, sizeof(in), buf->data, &out_len);
     switch (rv) {
-    case CKR_OK:
-        break;
+    case CKR_OK: break;
     case CKR_ENCRYPTED_DATA_INVALID:
     case CKR_ENCRYPTED_DATA_LEN_RANGE:
     case CKR_GENERAL_ERROR: /* SoftHSM 2.6.1's answer to a wrong tag */
-        return tm_err_set(err, EBADMSG, "key blob does not authenticate under the key object "
+        return tm_err_set(err, EBADMSG,
+                          "key blob does not authenticate under the key object "
                           "on token \"%s\": it belongs to another token or container, or it "
-                          "was altered (%s)", p->token_label, p11_rv_name(rv));
-    default:
-        return rv_fail(err, EIO, rv, "C_Decrypt(CKM_AES_GCM)");
+                          "was altered (%s)",
+                          p->token_label, p11_rv_name(rv));
+    default: return rv_fail(err, EIO, rv, "C_Decrypt(CKM_AES_GCM)");
     }
     if (out_len != KEYWRAP_KEY_LEN)
-        return tm_err_set(err, EIO, "C_Decrypt(CKM_AES_GCM) returned %lu bytes, expected %d",
-                          (unsigned long)out_len, KEYWRAP_KEY_LEN);
+        return tm_err_set(err, EIO, "C_Decrypt(CKM_AES_GCM) returned %lu bytes, expected %d", (unsigned long)out_len,
+                          KEYWRAP_KEY_LEN);
     memcpy(key->data, buf->data, KEYWRAP_KEY_LEN);
     *ret_key = steal_ptr(key);
     return 0;
@@ -263,8 +253,8 @@ static int pin_change_fail(CK_RV rv, const char *what, tm_err *err)
 
 int p11_set_pin(struct p11 *p, const char *old_pin, const char *new_pin, tm_err *err)
 {
-    CK_RV rv = p->f->C_SetPIN(p->session, (CK_UTF8CHAR_PTR)old_pin, (CK_ULONG)strlen(old_pin),
-                              (CK_UTF8CHAR_PTR)new_pin, (CK_ULONG)strlen(new_pin));
+    CK_RV rv = p->f->C_SetPIN(p->session, (CK_UTF8CHAR_PTR)old_pin, (CK_ULONG)strlen(old_pin), (CK_UTF8CHAR_PTR)new_pin,
+                              (CK_ULONG)strlen(new_pin));
     return rv == CKR_OK ? 0 : pin_change_fail(rv, "C_SetPIN", err);
 }
 

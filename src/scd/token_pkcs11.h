@@ -38,7 +38,7 @@
 
 struct p11_config {
     const char *module; /* absolute path of the module */
-    const char *label;  /* the token's label, or NULL */
+    const char *label; /* the token's label, or NULL */
     const char *serial; /* the token's serial number, or NULL; at least one of the two */
 };
 
@@ -57,7 +57,10 @@ struct p11 {
  * -ENOTUNIQ: several match. */
 int p11_open(const struct p11_config *cfg, struct p11 **ret, tm_err *err);
 void p11_close(struct p11 *p);
-static inline void p11_closep(struct p11 **p) { p11_close(*p); }
+static inline void p11_closep(struct p11 **p)
+{
+    p11_close(*p);
+}
 #define _cleanup_p11_ _cleanup_(p11_closep)
 
 /* C_Login as user (so = false) or SO. -EACCES: the token says the PIN is wrong
@@ -81,4 +84,3 @@ int p11_unwrap(struct p11 *p, const char *uuid, const uint8_t *blob, size_t len,
 int p11_set_pin(struct p11 *p, const char *old_pin, const char *new_pin, tm_err *err);
 /* C_InitPIN after an SO login: sets a new user PIN (and clears the token's own lock). */
 int p11_init_pin(struct p11 *p, const char *new_pin, tm_err *err);
-

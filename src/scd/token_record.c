@@ -17,16 +17,14 @@
 #define RECORD_FILE_MAX 8192
 #define RECORD_VERSION 1
 
-static int path_join(char out[PATH_MAX], const char *dir, const char *uuid, const char *suffix,
-                     tm_err *err)
+static int path_join(char out[PATH_MAX], const char *dir, const char *uuid, const char *suffix, tm_err *err)
 {
     if (snprintf(out, PATH_MAX, "%s/%s%s", dir, uuid, suffix) >= PATH_MAX)
         return tm_err_set(err, ENAMETOOLONG, "state directory path too long: %s", dir);
     return 0;
 }
 
-int token_paths_init(const struct token_ctx *ctx, const char *uuid, struct token_paths *ret,
-                     tm_err *err)
+int token_paths_init(const struct token_ctx *ctx, const char *uuid, struct token_paths *ret, tm_err *err)
 {
     if (!uuid || !tm_uuid_valid(uuid))
         return tm_err_set(err, EINVAL, "not a container UUID: \"%s\"", uuid ? uuid : "(null)");
@@ -71,8 +69,7 @@ static int parse_pkcs11(json_t *root, struct token_record *rec, tm_err *err)
     if (r < 0 || (r = tm_json_check_keys(obj, "$.pkcs11", keys, err)) < 0 ||
         (r = tm_json_get_string(obj, "$.pkcs11", "module", true, PATH_MAX - 1, &module, err)) < 0 ||
         (r = tm_json_get_string(obj, "$.pkcs11", "label", false, P11_LABEL_MAX, &label, err)) < 0 ||
-        (r = tm_json_get_string(obj, "$.pkcs11", "serial", false, P11_SERIAL_MAX, &serial,
-                                err)) < 0)
+        (r = tm_json_get_string(obj, "$.pkcs11", "serial", false, P11_SERIAL_MAX, &serial, err)) < 0)
         return r;
     if (module[0] != '/')
         return tm_err_set(err, EINVAL, "$.pkcs11.module: must be an absolute path");
@@ -97,9 +94,10 @@ static int record_parse(const char *data, size_t len, struct token_record *rec, 
         (r = tm_json_get_int(root, "$", "version", true, 0, INT32_MAX, &version, err)) < 0)
         return r;
     if (version != RECORD_VERSION)
-        return tm_err_set(err, EOPNOTSUPP, "$.version: token record version %lld is not "
-                          "supported (this build reads version %d)", (long long)version,
-                          RECORD_VERSION);
+        return tm_err_set(err, EOPNOTSUPP,
+                          "$.version: token record version %lld is not "
+                          "supported (this build reads version %d)",
+                          (long long)version, RECORD_VERSION);
     if ((r = tm_json_get_string(root, "$", "type", true, 16, &type, err)) < 0)
         return r;
     *rec = (struct token_record){0};
@@ -128,8 +126,7 @@ int token_record_load(const char *path, const char *uuid, struct token_record *r
     return token_record_parse(data, len, path, ret, err);
 }
 
-int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret,
-                       tm_err *err)
+int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret, tm_err *err)
 {
     int r = record_parse(data, len, ret, err);
     if (r < 0)

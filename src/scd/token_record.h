@@ -28,8 +28,7 @@ struct token_record {
 };
 
 /* Validates the UUID before it becomes part of any path. */
-int token_paths_init(const struct token_ctx *ctx, const char *uuid, struct token_paths *ret,
-                     tm_err *err);
+int token_paths_init(const struct token_ctx *ctx, const char *uuid, struct token_paths *ret, tm_err *err);
 /* Exclusive flock on the tokens directory, held until *ret_fd is closed. create: make the
  * directory (0700) if missing; otherwise a missing directory is -ENOENT. */
 int token_dir_lock(const struct token_paths *p, bool create, int *ret_fd, tm_err *err);
@@ -37,7 +36,6 @@ int token_dir_lock(const struct token_paths *p, bool create, int *ret_fd, tm_err
 /* -ENOKEY if there is no record. */
 int token_record_load(const char *path, const char *uuid, struct token_record *ret, tm_err *err);
 /* Check and parse a record's bytes, read from path (for messages). */
-int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret,
-                       tm_err *err);
+int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret, tm_err *err);
 int token_record_store(const char *path, const struct token_record *rec, tm_err *err);
 void token_record_p11_config(const struct token_record *rec, struct p11_config *ret);

@@ -33,20 +33,20 @@
 _Static_assert(SOFT_CT_LEN == SOFT_KEK_LEN + AEAD_TAG_LEN, "tag length");
 _Static_assert(sizeof(((struct soft_slot_data *)0)->nonce) == AEAD_NONCE_LEN, "nonce length");
 
-static const char *slot_name(enum soft_slot s) { return s == SOFT_SLOT_PIN ? "pin" : "puk"; }
+static const char *slot_name(enum soft_slot s)
+{
+    return s == SOFT_SLOT_PIN ? "pin" : "puk";
+}
 
 /* The AAD of a part of the file: "<prefix><uuid>:<what>". */
-static int part_aad(int ver, const char *uuid, const char *what, char *aad, size_t size,
-                    tm_err *err)
+static int part_aad(int ver, const char *uuid, const char *what, char *aad, size_t size, tm_err *err)
 {
     if (!tm_uuid_valid(uuid))
         return tm_err_set(err, EINVAL, "not a container UUID: \"%s\"", uuid);
-    return snprintf(aad, size, "%s%s:%s", ver == 2 ? SOFT_AAD_PREFIX_V2 : SOFT_AAD_PREFIX_V3,
-                    uuid, what);
+    return snprintf(aad, size, "%s%s:%s", ver == 2 ? SOFT_AAD_PREFIX_V2 : SOFT_AAD_PREFIX_V3, uuid, what);
 }
 
-static int slot_aad(int ver, const char *uuid, enum soft_slot slot, char *aad, size_t size,
-                    tm_err *err)
+static int slot_aad(int ver, const char *uuid, enum soft_slot slot, char *aad, size_t size, tm_err *err)
 {
     return part_aad(ver, uuid, slot_name(slot), aad, size, err);
 }
@@ -69,10 +69,8 @@ static int slot_key(int ver, const char *secret, const struct soft_slot_data *sd
     _cleanup_secret_ struct secret *s = NULL, *k = NULL;
     int r = secret_new(AEAD_KEY_LEN, &s, err);
     if (r < 0 || (r = secret_new(AEAD_KEY_LEN, &k, err)) < 0 ||
-        (r = kdf_scrypt(secret, sd->salt, sizeof(sd->salt), n, SOFT_KDF_R, SOFT_KDF_P, s,
-                        err)) < 0 ||
-        (r = kdf_hkdf_sha256(s, device_secret ? device_secret->data : NULL,
-                             device_secret ? device_secret->len : 0,
+        (r = kdf_scrypt(secret, sd->salt, sizeof(sd->salt), n, SOFT_KDF_R, SOFT_KDF_P, s, err)) < 0 ||
+        (r = kdf_hkdf_sha256(s, device_secret ? device_secret->data : NULL, device_secret ? device_secret->len : 0,
                              ver == 2 ? SOFT_SLOT_INFO_V2 : SOFT_SLOT_INFO_V3, k, err)) < 0)
         return r;
     *ret = steal_ptr(k);
@@ -81,9 +79,8 @@ static int slot_key(int ver, const char *secret, const struct soft_slot_data *sd
 
 /* Encrypt a 32-byte payload (the KEK; in a v3 PUK slot, the PUK key pair's private key) under
  * a key derived from secret. Slots made here are always version 3. */
-static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot,
-                     const char *secret, uint64_t n, const struct secret *device_secret,
-                     const struct secret *kek, tm_err *err)
+static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot, const char *secret, uint64_t n,
+                     const struct secret *device_secret, const struct secret *kek, tm_err *err)
 {
     char aad[128];
     _cleanup_secret_ struct secret *k = NULL;
@@ -92,14 +89,12 @@ static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot
         (r = secure_random(sd->nonce, sizeof(sd->nonce), err)) < 0 ||
         (r = slot_key(3, secret, sd, n, device_secret, &k, err)) < 0)
         return r;
-    return aead_seal(k, sd->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, sd->ct,
-                     sd->ct + SOFT_KEK_LEN, err);
+    return aead_seal(k, sd->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, sd->ct, sd->ct + SOFT_KEK_LEN, err);
 }
 
 /* --- the file --- */
 
-static int get_b64(json_t *obj, const char *path, const char *key, uint8_t *out,
-                   size_t len, tm_err *err)
+static int get_b64(json_t *obj, const char *path, const char *key, uint8_t *out, size_t len, tm_err *err)
 {
     char fpath[TM_JSON_PATH_MAX];
     const char *v;
@@ -110,8 +105,7 @@ static int get_b64(json_t *obj, const char *path, const char *key, uint8_t *out,
     return b64_decode_exact(fpath, v, out, len, err);
 }
 
-static int parse_slot(json_t *root, enum soft_slot slot, struct soft_slot_data *sd,
-                      tm_err *err)
+static int parse_slot(json_t *root, enum soft_slot slot, struct soft_slot_data *sd, tm_err *err)
 {
     static const char *const keys[] = {"salt", "nonce", "ct", NULL};
     char path[TM_JSON_PATH_MAX];
@@ -161,8 +155,7 @@ static int parse_kdf(json_t *root, uint64_t *ret_n, tm_err *err)
     if (strcmp(alg, "scrypt") != 0)
         return tm_err_set(err, EINVAL, "$.kdf.alg: must be \"scrypt\", got \"%s\"", alg);
     /* Bounded: a tampered N must not make scd allocate gigabytes or spin for minutes. */
-    if ((r = tm_json_get_int(kdf, "$.kdf", "N", true, (int64_t)SOFT_KDF_N_MIN,
-                             (int64_t)SOFT_KDF_N_MAX, &n, err)) < 0 ||
+    if ((r = tm_json_get_int(kdf, "$.kdf", "N", true, (int64_t)SOFT_KDF_N_MIN, (int64_t)SOFT_KDF_N_MAX, &n, err)) < 0 ||
         (r = tm_json_get_int(kdf, "$.kdf", "r", true, SOFT_KDF_R, SOFT_KDF_R, &rr, err)) < 0 ||
         (r = tm_json_get_int(kdf, "$.kdf", "p", true, SOFT_KDF_P, SOFT_KDF_P, &p, err)) < 0)
         return r;
@@ -175,8 +168,7 @@ static int parse_kdf(json_t *root, uint64_t *ret_n, tm_err *err)
 static int soft_parse(const char *data, size_t len, struct soft_token *f, tm_err *err)
 {
     static const char *const keys_v2[] = {"version", "kdf", "pin", "puk", NULL};
-    static const char *const keys_v3[] = {"version", "kdf", "pin", "puk", "puk_pub", "sealed",
-                                          "puk_key", NULL};
+    static const char *const keys_v3[] = {"version", "kdf", "pin", "puk", "puk_pub", "sealed", "puk_key", NULL};
     _cleanup_json_ json_t *root = NULL;
     int64_t version;
     int r = tm_json_parse_object(data, len, &root, err);
@@ -185,9 +177,10 @@ static int soft_parse(const char *data, size_t len, struct soft_token *f, tm_err
     /* Version 1 (scrypt alone, an offline PIN oracle) is refused; 2 is read and becomes 3 at
      * its next PIN change or PUK unlock. */
     if (version < SOFT_VERSION_MIN || version > SOFT_VERSION)
-        return tm_err_set(err, EOPNOTSUPP, "$.version: soft token version %lld is not supported "
-                          "(this build reads versions %d to %d)", (long long)version,
-                          SOFT_VERSION_MIN, SOFT_VERSION);
+        return tm_err_set(err, EOPNOTSUPP,
+                          "$.version: soft token version %lld is not supported "
+                          "(this build reads versions %d to %d)",
+                          (long long)version, SOFT_VERSION_MIN, SOFT_VERSION);
     *f = (struct soft_token){.version = (int)version};
     if ((r = tm_json_check_keys(root, "$", version == 2 ? keys_v2 : keys_v3, err)) < 0 ||
         (r = parse_kdf(root, &f->kdf_n, err)) < 0 ||
@@ -215,8 +208,7 @@ int soft_token_load(const char *path, struct soft_token *ret, tm_err *err)
     return soft_token_parse(data, len, path, ret, err);
 }
 
-int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret,
-                     tm_err *err)
+int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret, tm_err *err)
 {
     struct soft_token f;
     int r = soft_parse(data, len, &f, err);
@@ -245,8 +237,7 @@ static json_t *slot_json(const struct soft_slot_data *sd)
 {
     json_t *o = json_object();
     if (!o || add_b64(o, "salt", sd->salt, sizeof(sd->salt)) < 0 ||
-        add_b64(o, "nonce", sd->nonce, sizeof(sd->nonce)) < 0 ||
-        add_b64(o, "ct", sd->ct, sizeof(sd->ct)) < 0) {
+        add_b64(o, "nonce", sd->nonce, sizeof(sd->nonce)) < 0 || add_b64(o, "ct", sd->ct, sizeof(sd->ct)) < 0) {
         json_decref(o);
         return NULL;
     }
@@ -256,8 +247,7 @@ static json_t *slot_json(const struct soft_slot_data *sd)
 static json_t *sealed_json(const struct x25519_box *b)
 {
     json_t *o = json_object();
-    if (!o || add_b64(o, "epk", b->epk, sizeof(b->epk)) < 0 ||
-        add_b64(o, "nonce", b->nonce, sizeof(b->nonce)) < 0 ||
+    if (!o || add_b64(o, "epk", b->epk, sizeof(b->epk)) < 0 || add_b64(o, "nonce", b->nonce, sizeof(b->nonce)) < 0 ||
         add_b64(o, "ct", b->ct, sizeof(b->ct)) < 0) {
         json_decref(o);
         return NULL;
@@ -268,8 +258,7 @@ static json_t *sealed_json(const struct x25519_box *b)
 static json_t *box_json(const struct soft_box *b)
 {
     json_t *o = json_object();
-    if (!o || add_b64(o, "nonce", b->nonce, sizeof(b->nonce)) < 0 ||
-        add_b64(o, "ct", b->ct, sizeof(b->ct)) < 0) {
+    if (!o || add_b64(o, "nonce", b->nonce, sizeof(b->nonce)) < 0 || add_b64(o, "ct", b->ct, sizeof(b->ct)) < 0) {
         json_decref(o);
         return NULL;
     }
@@ -285,10 +274,8 @@ int soft_token_format(const struct soft_token *f, char **ret, size_t *ret_len, t
         return tm_err_set(err, ENOMEM, "out of memory");
     json_t *kdf = json_object();
     if (add(root, "kdf", kdf) < 0 || add(kdf, "alg", json_string("scrypt")) < 0 ||
-        add(kdf, "N", json_integer((int64_t)f->kdf_n)) < 0 ||
-        add(kdf, "r", json_integer(SOFT_KDF_R)) < 0 ||
-        add(kdf, "p", json_integer(SOFT_KDF_P)) < 0 ||
-        add(root, "pin", slot_json(&f->slot[SOFT_SLOT_PIN])) < 0 ||
+        add(kdf, "N", json_integer((int64_t)f->kdf_n)) < 0 || add(kdf, "r", json_integer(SOFT_KDF_R)) < 0 ||
+        add(kdf, "p", json_integer(SOFT_KDF_P)) < 0 || add(root, "pin", slot_json(&f->slot[SOFT_SLOT_PIN])) < 0 ||
         add(root, "puk", slot_json(&f->slot[SOFT_SLOT_PUK])) < 0 ||
         add_b64(root, "puk_pub", f->puk_pub, sizeof(f->puk_pub)) < 0 ||
         add(root, "sealed", sealed_json(&f->sealed)) < 0 ||
@@ -316,14 +303,12 @@ int soft_token_store(const char *path, const struct soft_token *f, tm_err *err)
 
 /* The key that encrypts the PUK key pair's private key in a file migrated from version 2
  * without the PUK: derived from the KEK the v2 PUK slot holds. */
-static int puk_key_key(const struct secret *kek0, const struct secret *device_secret,
-                       struct secret **ret, tm_err *err)
+static int puk_key_key(const struct secret *kek0, const struct secret *device_secret, struct secret **ret, tm_err *err)
 {
     _cleanup_secret_ struct secret *k = NULL;
     int r = secret_new(AEAD_KEY_LEN, &k, err);
     if (r < 0 || (r = kdf_hkdf_sha256(kek0, device_secret ? device_secret->data : NULL,
-                                      device_secret ? device_secret->len : 0, SOFT_PUK_KEY_INFO,
-                                      k, err)) < 0)
+                                      device_secret ? device_secret->len : 0, SOFT_PUK_KEY_INFO, k, err)) < 0)
         return r;
     *ret = steal_ptr(k);
     return 0;
@@ -341,21 +326,20 @@ static int seal_for_puk(struct soft_token *f, const char *uuid, const struct sec
 }
 
 /* A new PUK side for puk: a new key pair, its private key in the PUK slot, kek sealed to it. */
-static int new_puk_side(struct soft_token *f, const char *uuid, const char *puk,
-                        const struct secret *kek, const struct secret *device_secret,
-                        tm_err *err)
+static int new_puk_side(struct soft_token *f, const char *uuid, const char *puk, const struct secret *kek,
+                        const struct secret *device_secret, tm_err *err)
 {
     _cleanup_secret_ struct secret *priv = NULL;
     int r = x25519_keygen(&priv, f->puk_pub, err);
-    if (r < 0 || (r = slot_seal(&f->slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, puk, f->kdf_n,
-                                device_secret, priv, err)) < 0)
+    if (r < 0 ||
+        (r = slot_seal(&f->slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, puk, f->kdf_n, device_secret, priv, err)) < 0)
         return r;
     f->puk_legacy = false;
     return seal_for_puk(f, uuid, kek, device_secret, err);
 }
 
-int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin,
-                      const char *puk, const struct secret *device_secret, tm_err *err)
+int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin, const char *puk,
+                      const struct secret *device_secret, tm_err *err)
 {
     if (kdf_n < SOFT_KDF_N_MIN || kdf_n > SOFT_KDF_N_MAX || (kdf_n & (kdf_n - 1)))
         return tm_err_set(err, EINVAL, "scrypt N must be a power of two in 2^10..2^20, got %llu",
@@ -364,17 +348,15 @@ int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const 
     _cleanup_secret_ struct secret *kek = NULL;
     int r = secret_random(SOFT_KEK_LEN, &kek, err);
     if (r < 0 ||
-        (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin, f.kdf_n, device_secret,
-                       kek, err)) < 0 ||
+        (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin, f.kdf_n, device_secret, kek, err)) < 0 ||
         (r = new_puk_side(&f, uuid, puk, kek, device_secret, err)) < 0)
         return r;
     return soft_token_store(path, &f, err);
 }
 
 /* Open one slot: its 32-byte payload. -EACCES: the secret is wrong. */
-static int slot_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,
-                     const char *secret, const struct secret *device_secret,
-                     struct secret **ret, tm_err *err)
+static int slot_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot, const char *secret,
+                     const struct secret *device_secret, struct secret **ret, tm_err *err)
 {
     char aad[128];
     int ver = slot_version(tok, slot);
@@ -384,8 +366,7 @@ static int slot_open(const struct soft_token *tok, const char *uuid, enum soft_s
     if (r < 0 || (r = slot_key(ver, secret, sd, tok->kdf_n, device_secret, &k, err)) < 0 ||
         (r = secret_new(SOFT_KEK_LEN, &out, err)) < 0)
         return r;
-    r = aead_open(k, sd->nonce, aad, strlen(aad), sd->ct, SOFT_KEK_LEN, sd->ct + SOFT_KEK_LEN, out,
-                  err);
+    r = aead_open(k, sd->nonce, aad, strlen(aad), sd->ct, SOFT_KEK_LEN, sd->ct + SOFT_KEK_LEN, out, err);
     if (r == -EBADMSG)
         return tm_err_set(err, EACCES, "wrong %s", slot == SOFT_SLOT_PIN ? "PIN" : "PUK");
     if (r < 0)
@@ -395,9 +376,8 @@ static int slot_open(const struct soft_token *tok, const char *uuid, enum soft_s
 }
 
 /* Version 3's PUK side, once the PUK slot is open (payload): the private key, then the KEK. */
-static int open_puk_side(const struct soft_token *tok, const char *uuid,
-                         const struct secret *payload, const struct secret *device_secret,
-                         struct secret **ret_kek, tm_err *err)
+static int open_puk_side(const struct soft_token *tok, const char *uuid, const struct secret *payload,
+                         const struct secret *device_secret, struct secret **ret_kek, tm_err *err)
 {
     char aad[128];
     _cleanup_secret_ struct secret *priv = NULL, *k = NULL;
@@ -405,8 +385,7 @@ static int open_puk_side(const struct soft_token *tok, const char *uuid,
     if (tok->puk_legacy) {
         /* payload is the KEK of the v2 file this one was migrated from */
         if ((r = part_aad(3, uuid, "puk-key", aad, sizeof(aad), err)) < 0 ||
-            (r = puk_key_key(payload, device_secret, &k, err)) < 0 ||
-            (r = secret_new(X25519_KEY_LEN, &priv, err)) < 0)
+            (r = puk_key_key(payload, device_secret, &k, err)) < 0 || (r = secret_new(X25519_KEY_LEN, &priv, err)) < 0)
             return r;
         r = aead_open(k, tok->puk_key.nonce, aad, strlen(aad), tok->puk_key.ct, X25519_KEY_LEN,
                       tok->puk_key.ct + X25519_KEY_LEN, priv, err);
@@ -421,14 +400,14 @@ static int open_puk_side(const struct soft_token *tok, const char *uuid,
     /* The PUK was right (its slot opened): a box that does not open was tampered with. Not
      * EACCES, which would count as a wrong PUK. */
     if (r == -EBADMSG)
-        return tm_err_set(err, EBADMSG, "soft token: its PUK side does not authenticate (the "
+        return tm_err_set(err, EBADMSG,
+                          "soft token: its PUK side does not authenticate (the "
                           "file was altered)");
     return r;
 }
 
-int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,
-                    const char *secret, const struct secret *device_secret,
-                    struct secret **ret_kek, tm_err *err)
+int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot, const char *secret,
+                    const struct secret *device_secret, struct secret **ret_kek, tm_err *err)
 {
     _cleanup_secret_ struct secret *payload = NULL;
     int r = slot_open(tok, uuid, slot, secret, device_secret, &payload, err);
@@ -441,16 +420,16 @@ int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_sl
     return open_puk_side(tok, uuid, payload, device_secret, ret_kek, err);
 }
 
-int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struct secret *kek,
-                     const char *new_pin, const char *puk, const struct secret *device_secret,
-                     struct soft_token *ret, struct secret **ret_kek, tm_err *err)
+int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struct secret *kek, const char *new_pin,
+                     const char *puk, const struct secret *device_secret, struct soft_token *ret,
+                     struct secret **ret_kek, tm_err *err)
 {
     struct soft_token f = *tok;
     _cleanup_secret_ struct secret *nkek = NULL;
     f.version = SOFT_VERSION;
     int r = secret_random(SOFT_KEK_LEN, &nkek, err);
-    if (r < 0 || (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, new_pin, f.kdf_n,
-                                device_secret, nkek, err)) < 0)
+    if (r < 0 ||
+        (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, new_pin, f.kdf_n, device_secret, nkek, err)) < 0)
         return r;
     if (puk) {
         /* The PUK is here: a new PUK side altogether (this also ends a migration's legacy). */
@@ -464,8 +443,8 @@ int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struc
             (r = part_aad(3, uuid, "puk-key", aad, sizeof(aad), err)) < 0 ||
             (r = puk_key_key(kek, device_secret, &k, err)) < 0 ||
             (r = secure_random(f.puk_key.nonce, sizeof(f.puk_key.nonce), err)) < 0 ||
-            (r = aead_seal(k, f.puk_key.nonce, aad, strlen(aad), priv->data, X25519_KEY_LEN,
-                           f.puk_key.ct, f.puk_key.ct + X25519_KEY_LEN, err)) < 0)
+            (r = aead_seal(k, f.puk_key.nonce, aad, strlen(aad), priv->data, X25519_KEY_LEN, f.puk_key.ct,
+                           f.puk_key.ct + X25519_KEY_LEN, err)) < 0)
             return r;
         f.puk_legacy = true;
         r = seal_for_puk(&f, uuid, nkek, device_secret, err);

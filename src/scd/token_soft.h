@@ -69,30 +69,28 @@ struct soft_token {
     /* version 3 */
     uint8_t puk_pub[X25519_KEY_LEN];
     struct x25519_box sealed;
-    bool puk_legacy;         /* migrated from v2 without the PUK: puk_key is there */
+    bool puk_legacy; /* migrated from v2 without the PUK: puk_key is there */
     struct soft_box puk_key;
 };
 
 /* A new token with a random KEK; replaces whatever is at path. */
-int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin,
-                      const char *puk, const struct secret *device_secret, tm_err *err);
+int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin, const char *puk,
+                      const struct secret *device_secret, tm_err *err);
 /* Read and check the file. -ENOKEY: there is none. */
 int soft_token_load(const char *path, struct soft_token *ret, tm_err *err);
 /* Check and parse a token file's bytes, read from path (for messages). */
-int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret,
-                     tm_err *err);
+int soft_token_parse(const char *data, size_t len, const char *path, struct soft_token *ret, tm_err *err);
 /* The KEK, opened with the PIN or the PUK. -EACCES means exactly "the secret is wrong" (nothing
  * else here returns it), so callers can count it. */
-int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot,
-                    const char *secret, const struct secret *device_secret,
-                    struct secret **ret_kek, tm_err *err);
+int soft_token_open(const struct soft_token *tok, const char *uuid, enum soft_slot slot, const char *secret,
+                    const struct secret *device_secret, struct secret **ret_kek, tm_err *err);
 /* Re-key: a new random KEK (ret_kek) under new_pin and sealed for the PUK side, in *ret (version
  * 3; nothing is written). kek is tok's current KEK (opened by the caller). puk: given (a PUK
  * unlock), the PUK side is made anew for it; NULL (a PIN change), it stays and the new KEK is
  * sealed to its public key (a v2 tok is migrated as the top describes). */
-int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struct secret *kek,
-                     const char *new_pin, const char *puk, const struct secret *device_secret,
-                     struct soft_token *ret, struct secret **ret_kek, tm_err *err);
+int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struct secret *kek, const char *new_pin,
+                     const char *puk, const struct secret *device_secret, struct soft_token *ret,
+                     struct secret **ret_kek, tm_err *err);
 /* The file's bytes (JSON; *ret malloc'ed), and writing them atomically to path. */
 int soft_token_format(const struct soft_token *tok, char **ret, size_t *ret_len, tm_err *err);
 int soft_token_store(const char *path, const struct soft_token *tok, tm_err *err);

@@ -40,20 +40,22 @@ int tries_load(const char *path, struct tries *ret, tm_err *err)
 int tries_store(const char *path, const struct tries *t, tm_err *err)
 {
     char buf[128];
-    int n = snprintf(buf, sizeof(buf), "{\"pin_failures\":%d,\"puk_failures\":%d}\n",
-                     t->pin_failures, t->puk_failures);
+    int n = snprintf(buf, sizeof(buf), "{\"pin_failures\":%d,\"puk_failures\":%d}\n", t->pin_failures, t->puk_failures);
     return fs_err(write_file_atomic(path, buf, (size_t)n, 0600, err), err);
 }
 
 int tries_check(const struct tries *t, enum tries_kind kind, tm_err *err)
 {
     if (t->puk_failures >= TRIES_PUK_MAX)
-        return tm_err_set(err, EKEYREVOKED, "token blocked for good after %d wrong PUKs: only a "
+        return tm_err_set(err, EKEYREVOKED,
+                          "token blocked for good after %d wrong PUKs: only a "
                           "wipe helps (trustme token wipe), and the container's data is lost",
                           TRIES_PUK_MAX);
     if (kind == TRIES_PIN && t->pin_failures >= TRIES_PIN_MAX)
-        return tm_err_set(err, EPERM, "locked after %d wrong PINs: unlock it with the PUK "
-                          "(trustme token unlock)", TRIES_PIN_MAX);
+        return tm_err_set(err, EPERM,
+                          "locked after %d wrong PINs: unlock it with the PUK "
+                          "(trustme token unlock)",
+                          TRIES_PIN_MAX);
     return 0;
 }
 
@@ -77,17 +79,19 @@ static int wrong(enum tries_kind kind, int failures, tm_err *err)
     const char *what = kind == TRIES_PIN ? "PIN" : "PUK";
     int left = (kind == TRIES_PIN ? TRIES_PIN_MAX : TRIES_PUK_MAX) - failures;
     if (left > 0)
-        return tm_err_set(err, EACCES, "wrong %s: %d %s left", what, left,
-                          left == 1 ? "try" : "tries");
+        return tm_err_set(err, EACCES, "wrong %s: %d %s left", what, left, left == 1 ? "try" : "tries");
     if (kind == TRIES_PIN)
-        return tm_err_set(err, EACCES, "wrong PIN: the token is now locked after %d wrong PINs: "
-                          "unlock it with the PUK (trustme token unlock)", TRIES_PIN_MAX);
-    return tm_err_set(err, EACCES, "wrong PUK: the token is now blocked for good after %d wrong "
-                      "PUKs: only a wipe helps, and the container's data is lost", TRIES_PUK_MAX);
+        return tm_err_set(err, EACCES,
+                          "wrong PIN: the token is now locked after %d wrong PINs: "
+                          "unlock it with the PUK (trustme token unlock)",
+                          TRIES_PIN_MAX);
+    return tm_err_set(err, EACCES,
+                      "wrong PUK: the token is now blocked for good after %d wrong "
+                      "PUKs: only a wipe helps, and the container's data is lost",
+                      TRIES_PUK_MAX);
 }
 
-int tries_end(const char *path, enum tries_kind kind, struct tries *t, enum tries_outcome outcome,
-              tm_err *err)
+int tries_end(const char *path, enum tries_kind kind, struct tries *t, enum tries_outcome outcome, tm_err *err)
 {
     int *counter = kind == TRIES_PIN ? &t->pin_failures : &t->puk_failures;
     switch (outcome) {
@@ -95,11 +99,8 @@ int tries_end(const char *path, enum tries_kind kind, struct tries *t, enum trie
         /* Already on disk since tries_begin. */
         (*counter)++;
         return wrong(kind, *counter, err);
-    case TRIES_VERIFIED:
-        *counter = 0;
-        break;
-    case TRIES_UNTRIED:
-        break; /* *t still holds the counts from before the attempt */
+    case TRIES_VERIFIED: *counter = 0; break;
+    case TRIES_UNTRIED: break; /* *t still holds the counts from before the attempt */
     }
     return tries_store(path, t, err);
 }

@@ -19,8 +19,8 @@
 enum tries_kind { TRIES_PIN, TRIES_PUK };
 enum tries_outcome {
     TRIES_VERIFIED, /* the secret was right */
-    TRIES_WRONG,    /* the secret was wrong: the attempt stays counted */
-    TRIES_UNTRIED,  /* failed before the secret was checked: take the attempt back */
+    TRIES_WRONG, /* the secret was wrong: the attempt stays counted */
+    TRIES_UNTRIED, /* failed before the secret was checked: take the attempt back */
 };
 
 struct tries {
@@ -39,5 +39,4 @@ int tries_begin(const char *path, enum tries_kind kind, struct tries *t, tm_err 
 /* Settle the attempt begun with tries_begin. TRIES_WRONG returns -EACCES with a message saying
  * how many tries are left; the others return 0 (or an I/O error). A verified PUK clears only the
  * PUK counter: the PIN counter is cleared once the new PIN is in place (tries_store). */
-int tries_end(const char *path, enum tries_kind kind, struct tries *t, enum tries_outcome outcome,
-              tm_err *err);
+int tries_end(const char *path, enum tries_kind kind, struct tries *t, enum tries_outcome outcome, tm_err *err);

@@ -22,11 +22,10 @@ static void pem_parts_free(char **name, char **header, unsigned char **data)
 
 /* Call add(der, len, what, ctx) for each PEM block of pem, which must all be labelled want.
  * Text between blocks is ignored, as everywhere PEM is read; anything in a block is not. */
-typedef int (*pem_add_fn)(const unsigned char *der, long len, const char *what, size_t index,
-                          void *ctx, tm_err *err);
+typedef int (*pem_add_fn)(const unsigned char *der, long len, const char *what, size_t index, void *ctx, tm_err *err);
 
-static int pem_each(const char *pem, size_t len, const char *what, const char *want, size_t max,
-                    pem_add_fn add, void *ctx, size_t *ret_count, tm_err *err)
+static int pem_each(const char *pem, size_t len, const char *what, const char *want, size_t max, pem_add_fn add,
+                    void *ctx, size_t *ret_count, tm_err *err)
 {
     if (len > VERIFY_PEM_MAX)
         return tm_err_set(err, EINVAL, "%s: %zu bytes, at most %d", what, len, VERIFY_PEM_MAX);
@@ -49,8 +48,7 @@ static int pem_each(const char *pem, size_t len, const char *what, const char *w
         }
         int r = 0;
         if (strcmp(name, want) != 0)
-            r = tm_err_set(err, EINVAL, "%s: PEM block %zu is \"%s\", expected \"%s\"", what, n + 1,
-                           name, want);
+            r = tm_err_set(err, EINVAL, "%s: PEM block %zu is \"%s\", expected \"%s\"", what, n + 1, name, want);
         else if (header[0] != '\0')
             r = tm_err_set(err, EINVAL, "%s: PEM block %zu has headers (encrypted?)", what, n + 1);
         else if (n >= max)
@@ -68,8 +66,7 @@ static int pem_each(const char *pem, size_t len, const char *what, const char *w
     return 0;
 }
 
-static int add_cert(const unsigned char *der, long len, const char *what, size_t index,
-                    void *ctx, tm_err *err)
+static int add_cert(const unsigned char *der, long len, const char *what, size_t index, void *ctx, tm_err *err)
 {
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, len);
@@ -84,8 +81,7 @@ static int add_cert(const unsigned char *der, long len, const char *what, size_t
     return 0;
 }
 
-static int add_crl(const unsigned char *der, long len, const char *what, size_t index, void *ctx,
-                   tm_err *err)
+static int add_crl(const unsigned char *der, long len, const char *what, size_t index, void *ctx, tm_err *err)
 {
     const unsigned char *p = der;
     X509_CRL *c = d2i_X509_CRL(NULL, &p, len);
@@ -127,16 +123,13 @@ static bool crl_error(int e)
     case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
     case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
     case X509_V_ERR_DIFFERENT_CRL_SCOPE:
-    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
-        return true;
-    default:
-        return false;
+    case X509_V_ERR_CRL_PATH_VALIDATION_ERROR: return true;
+    default: return false;
     }
 }
 
-static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) *untrusted,
-                        STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
-                        STACK_OF(X509) **ret_chain, tm_err *err)
+static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * untrusted,
+                        STACK_OF(X509) * anchors, STACK_OF(X509_CRL) * crls, STACK_OF(X509) * *ret_chain, tm_err *err)
 {
     _cleanup_(X509_STORE_freep) X509_STORE *store = X509_STORE_new();
     _cleanup_(X509_STORE_CTX_freep) X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -172,11 +165,11 @@ static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X5
          * that cannot be established (a CA's CRL missing, expired, forged): for an installed
          * GuestOS that must weigh like a revocation, or emptying or replacing the CRL files
          * would undo one. */
-        return tm_err_set(err, e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED
-                               : crl_error(e)               ? ENODATA
-                                                            : EKEYREJECTED,
-                          "certificate chain: %s at depth %d (%s)",
-                          X509_verify_cert_error_string(e), depth, subject);
+        return tm_err_set(err,
+                          e == X509_V_ERR_CERT_REVOKED ? EKEYREVOKED
+                          : crl_error(e)               ? ENODATA
+                                                       : EKEYREJECTED,
+                          "certificate chain: %s at depth %d (%s)", X509_verify_cert_error_string(e), depth, subject);
     }
     if (!(*ret_chain = X509_STORE_CTX_get1_chain(ctx)))
         return ossl_fail(err, ENOMEM, "out of memory");
@@ -187,29 +180,30 @@ static int check_usage(const struct verify_request *rq, X509 *leaf, tm_err *err)
 {
     uint32_t flags = X509_get_extension_flags(leaf);
     if (!(flags & EXFLAG_KUSAGE))
-        return tm_err_set(err, EKEYREJECTED, "signer certificate has no keyUsage extension "
+        return tm_err_set(err, EKEYREJECTED,
+                          "signer certificate has no keyUsage extension "
                           "(digitalSignature is required)");
     if (!(X509_get_key_usage(leaf) & KU_DIGITAL_SIGNATURE))
-        return tm_err_set(err, EKEYREJECTED, "signer certificate's keyUsage lacks "
+        return tm_err_set(err, EKEYREJECTED,
+                          "signer certificate's keyUsage lacks "
                           "digitalSignature");
-    _cleanup_(ASN1_OBJECT_freep) ASN1_OBJECT *want =
-        rq->eku ? OBJ_txt2obj(rq->eku, 0) : OBJ_nid2obj(rq->eku_nid);
+    _cleanup_(ASN1_OBJECT_freep) ASN1_OBJECT *want = rq->eku ? OBJ_txt2obj(rq->eku, 0) : OBJ_nid2obj(rq->eku_nid);
     if (!want)
         return ossl_fail(err, EINVAL, "required extended key usage \"%s\" is not known",
                          rq->eku ? rq->eku : OBJ_nid2sn(rq->eku_nid));
     char want_name[128], want_oid[128];
     OBJ_obj2txt(want_name, sizeof(want_name), want, 0);
     OBJ_obj2txt(want_oid, sizeof(want_oid), want, 1);
-    _cleanup_(EXTENDED_KEY_USAGE_freep) EXTENDED_KEY_USAGE *eku =
-        X509_get_ext_d2i(leaf, NID_ext_key_usage, NULL, NULL);
+    _cleanup_(EXTENDED_KEY_USAGE_freep) EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(leaf, NID_ext_key_usage, NULL, NULL);
     if (!eku)
-        return tm_err_set(err, EKEYREJECTED, "signer certificate has no extendedKeyUsage "
-                          "extension (%s, %s, is required)", want_name, want_oid);
+        return tm_err_set(err, EKEYREJECTED,
+                          "signer certificate has no extendedKeyUsage "
+                          "extension (%s, %s, is required)",
+                          want_name, want_oid);
     for (int i = 0; i < sk_ASN1_OBJECT_num(eku); i++)
         if (OBJ_cmp(sk_ASN1_OBJECT_value(eku, i), want) == 0)
             return 0;
-    return tm_err_set(err, EKEYREJECTED, "signer certificate's extendedKeyUsage lacks %s (%s)",
-                      want_name, want_oid);
+    return tm_err_set(err, EKEYREJECTED, "signer certificate's extendedKeyUsage lacks %s (%s)", want_name, want_oid);
 }
 
 /* The CA carries the GuestOS-signing mark (a certificatePolicies entry, verify.h). */
@@ -228,15 +222,15 @@ static int not_marked(X509 *ca, tm_err *err)
 {
     char subject[VERIFY_NAME_MAX];
     name_string(X509_get_subject_name(ca), subject);
-    return tm_err_set(err, ENOKEY, "CA %s is not marked for GuestOS signing (certificate "
-                      "policy %s, which trustme-pki gives GuestOS Signing CAs)", subject,
-                      VERIFY_GUESTOS_CA_POLICY_OID);
+    return tm_err_set(err, ENOKEY,
+                      "CA %s is not marked for GuestOS signing (certificate "
+                      "policy %s, which trustme-pki gives GuestOS Signing CAs)",
+                      subject, VERIFY_GUESTOS_CA_POLICY_OID);
 }
 
 /* The chain passes through one of the required CAs (compared whole, not by name) strictly
  * between the leaf and the anchor, and that CA carries the GuestOS-signing mark. */
-static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, int *ret_index,
-                          tm_err *err)
+static int check_required(STACK_OF(X509) * verified, STACK_OF(X509) * required, int *ret_index, tm_err *err)
 {
     for (int i = 1; i < sk_X509_num(verified) - 1; i++)
         for (int j = 0; j < sk_X509_num(required); j++)
@@ -246,29 +240,30 @@ static int check_required(STACK_OF(X509) *verified, STACK_OF(X509) *required, in
                 *ret_index = i;
                 return 0;
             }
-    return tm_err_set(err, ENOKEY, "the signer's chain does not pass through a registered "
+    return tm_err_set(err, ENOKEY,
+                      "the signer's chain does not pass through a registered "
                       "GuestOS-signing CA");
 }
 
 /* The certificate to register is a GuestOS Signing CA: a CA below the anchor, marked for it. */
-static int check_ca(X509 *cert, STACK_OF(X509) *verified, tm_err *err)
+static int check_ca(X509 *cert, STACK_OF(X509) * verified, tm_err *err)
 {
     if (X509_check_ca(cert) != 1)
-        return tm_err_set(err, EKEYREJECTED, "the certificate is not a CA (basicConstraints "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the certificate is not a CA (basicConstraints "
                           "CA:TRUE and keyUsage keyCertSign are required)");
-    if (!(X509_get_extension_flags(cert) & EXFLAG_KUSAGE) ||
-        !(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
+    if (!(X509_get_extension_flags(cert) & EXFLAG_KUSAGE) || !(X509_get_key_usage(cert) & KU_KEY_CERT_SIGN))
         return tm_err_set(err, EKEYREJECTED, "the CA certificate's keyUsage lacks keyCertSign");
     if (sk_X509_num(verified) < 2)
-        return tm_err_set(err, EKEYREJECTED, "the certificate is the trust anchor itself (the "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the certificate is the trust anchor itself (the "
                           "General root): only a GuestOS Signing CA below it can be registered");
     if (!has_guestos_mark(cert))
         return not_marked(cert, err);
     return 0;
 }
 
-static int check_signature(const struct verify_request *rq, X509 *leaf, enum verify_alg *ret_alg,
-                           tm_err *err)
+static int check_signature(const struct verify_request *rq, X509 *leaf, enum verify_alg *ret_alg, tm_err *err)
 {
     EVP_PKEY *pkey = X509_get0_pubkey(leaf);
     if (!pkey)
@@ -278,34 +273,40 @@ static int check_signature(const struct verify_request *rq, X509 *leaf, enum ver
     if (id == EVP_PKEY_EC) {
         char group[64] = "";
         size_t glen;
-        if (EVP_PKEY_get_group_name(pkey, group, sizeof(group), &glen) != 1 ||
-            strcmp(group, SN_X9_62_prime256v1) != 0)
-            return tm_err_set(err, EOPNOTSUPP, "signer key is on curve %s: only P-256 "
-                              "(prime256v1) is accepted", group[0] ? group : "(unnamed)");
+        if (EVP_PKEY_get_group_name(pkey, group, sizeof(group), &glen) != 1 || strcmp(group, SN_X9_62_prime256v1) != 0)
+            return tm_err_set(err, EOPNOTSUPP,
+                              "signer key is on curve %s: only P-256 "
+                              "(prime256v1) is accepted",
+                              group[0] ? group : "(unnamed)");
         alg = VERIFY_ECDSA_P256_SHA256;
     } else if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {
         if (EVP_PKEY_get_bits(pkey) < 2048)
-            return tm_err_set(err, EOPNOTSUPP, "signer key is RSA with %d bits: at least 2048 "
-                              "are required", EVP_PKEY_get_bits(pkey));
+            return tm_err_set(err, EOPNOTSUPP,
+                              "signer key is RSA with %d bits: at least 2048 "
+                              "are required",
+                              EVP_PKEY_get_bits(pkey));
         alg = VERIFY_RSA_PSS_SHA256;
     } else {
-        return tm_err_set(err, EOPNOTSUPP, "signer key type %s is not accepted: ECDSA P-256 or "
-                          "RSA-PSS only", OBJ_nid2sn(id));
+        return tm_err_set(err, EOPNOTSUPP,
+                          "signer key type %s is not accepted: ECDSA P-256 or "
+                          "RSA-PSS only",
+                          OBJ_nid2sn(id));
     }
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL; /* owned by md */
     if (!md || EVP_DigestVerifyInit_ex(md, &pctx, "SHA256", NULL, NULL, pkey, NULL) != 1)
         return ossl_fail(err, EIO, "signature verification set-up failed");
-    if (alg == VERIFY_RSA_PSS_SHA256 &&
-        (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-         EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, "SHA256", NULL) != 1 ||
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
-        return ossl_fail(err, EOPNOTSUPP, "the signer's RSA key does not allow PSS with SHA-256 "
+    if (alg == VERIFY_RSA_PSS_SHA256 && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+                                         EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, "SHA256", NULL) != 1 ||
+                                         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1))
+        return ossl_fail(err, EOPNOTSUPP,
+                         "the signer's RSA key does not allow PSS with SHA-256 "
                          "and a 32-byte salt");
     int r = EVP_DigestVerify(md, rq->sig, rq->sig_len, rq->data, rq->data_len);
     ERR_clear_error();
     if (r != 1)
-        return tm_err_set(err, EBADMSG, "signature does not verify over the data with the "
+        return tm_err_set(err, EBADMSG,
+                          "signature does not verify over the data with the "
                           "signer's %s key (expected %s)",
                           alg == VERIFY_ECDSA_P256_SHA256 ? "EC P-256" : "RSA",
                           alg == VERIFY_ECDSA_P256_SHA256 ? "ECDSA with SHA-256, DER-encoded"
@@ -326,8 +327,7 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     if (!rq->cert_only && !rq->eku && !rq->eku_nid)
         return tm_err_set(err, EINVAL, "no required extended key usage given");
     if (!rq->chain_pem || !rq->anchors_pem)
-        return tm_err_set(err, EINVAL, "no %s given", rq->chain_pem ? "trust anchors"
-                                                                    : "signer certificate chain");
+        return tm_err_set(err, EINVAL, "no %s given", rq->chain_pem ? "trust anchors" : "signer certificate chain");
     _cleanup_(x509_stack_freep) STACK_OF(X509) *chain = sk_X509_new_null();
     _cleanup_(x509_stack_freep) STACK_OF(X509) *anchors = sk_X509_new_null();
     _cleanup_(x509_stack_freep) STACK_OF(X509) *verified = NULL;
@@ -335,17 +335,17 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     if (!chain || !anchors)
         return ossl_fail(err, ENOMEM, "out of memory");
     size_t n_chain, n_anchors, n_crls;
-    int r = pem_each(rq->chain_pem, rq->chain_len, "signer certificate chain", "CERTIFICATE",
-                     VERIFY_CHAIN_MAX, add_cert, chain, &n_chain, err);
-    if (r < 0 || (r = pem_each(rq->anchors_pem, rq->anchors_len, "trust anchors", "CERTIFICATE",
-                               VERIFY_ANCHORS_MAX, add_cert, anchors, &n_anchors, err)) < 0)
+    int r = pem_each(rq->chain_pem, rq->chain_len, "signer certificate chain", "CERTIFICATE", VERIFY_CHAIN_MAX,
+                     add_cert, chain, &n_chain, err);
+    if (r < 0 || (r = pem_each(rq->anchors_pem, rq->anchors_len, "trust anchors", "CERTIFICATE", VERIFY_ANCHORS_MAX,
+                               add_cert, anchors, &n_anchors, err)) < 0)
         return r;
     if (rq->crls_pem && rq->crls_len) {
         if (!(crls = sk_X509_CRL_new_null()))
             return ossl_fail(err, ENOMEM, "out of memory");
         /* CRLs that cannot be read leave the revocation status unknown (see verify_chain). */
-        if ((r = pem_each(rq->crls_pem, rq->crls_len, "CRLs", "X509 CRL", VERIFY_CRLS_MAX,
-                          add_crl, crls, &n_crls, err)) < 0) {
+        if ((r = pem_each(rq->crls_pem, rq->crls_len, "CRLs", "X509 CRL", VERIFY_CRLS_MAX, add_crl, crls, &n_crls,
+                          err)) < 0) {
             if (err->code == EINVAL)
                 r = -(err->code = ENODATA);
             return r;
@@ -370,8 +370,8 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
         size_t n_required;
         if (!(required = sk_X509_new_null()))
             return ossl_fail(err, ENOMEM, "out of memory");
-        if ((r = pem_each(rq->required_pem, rq->required_len, "required CAs", "CERTIFICATE",
-                          VERIFY_ANCHORS_MAX, add_cert, required, &n_required, err)) < 0)
+        if ((r = pem_each(rq->required_pem, rq->required_len, "required CAs", "CERTIFICATE", VERIFY_ANCHORS_MAX,
+                          add_cert, required, &n_required, err)) < 0)
             return r;
     }
     struct verify_result out = {0};

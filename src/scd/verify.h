@@ -38,7 +38,7 @@
  * UUID arc (ITU-T X.667), which needs no registration. */
 #define VERIFY_GUESTOS_CA_POLICY_OID "2.25.92386413451986243705873209642221728993"
 
-#define VERIFY_CHAIN_MAX 8   /* leaf and intermediates; a verified chain has at most 2 more */
+#define VERIFY_CHAIN_MAX 8 /* leaf and intermediates; a verified chain has at most 2 more */
 #define VERIFY_ANCHORS_MAX 64
 #define VERIFY_CRLS_MAX 64
 #define VERIFY_PEM_MAX (1 << 20) /* bytes, each of chain, anchors, CRLs */
@@ -79,14 +79,14 @@ struct verify_request {
 enum verify_alg { VERIFY_ECDSA_P256_SHA256 = 1, VERIFY_RSA_PSS_SHA256 = 2 };
 
 struct verify_result {
-    char leaf_subject[VERIFY_NAME_MAX];   /* RFC 2253 form */
+    char leaf_subject[VERIFY_NAME_MAX]; /* RFC 2253 form */
     char anchor_subject[VERIFY_NAME_MAX]; /* the trust anchor the chain ends in */
-    uint8_t anchor_sha256[32];            /* SHA-256 over the anchor's DER */
+    uint8_t anchor_sha256[32]; /* SHA-256 over the anchor's DER */
     char anchor_sha256_hex[65];
     int chain_len; /* certificates in the verified chain, leaf and anchor included */
     uint8_t chain_sha256[VERIFY_CHAIN_MAX + 2][32]; /* SHA-256 of each one's DER, leaf first */
     enum verify_alg alg; /* 0 with cert_only or leaf_only: no signature was checked */
-    int required_index;  /* with required_pem: the index in chain_sha256 of the CA it matched */
+    int required_index; /* with required_pem: the index in chain_sha256 of the CA it matched */
 };
 
 /* res is written only on success. */

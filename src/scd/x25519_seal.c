@@ -15,8 +15,7 @@ _Static_assert(X25519_SEAL_PT_LEN == AEAD_KEY_LEN, "a box holds a key");
 static int pkey_from_priv(const struct secret *priv, EVP_PKEY **ret, tm_err *err)
 {
     if (priv->len != X25519_KEY_LEN)
-        return tm_err_set(err, EINVAL, "X25519 private key of %zu bytes, expected %d", priv->len,
-                          X25519_KEY_LEN);
+        return tm_err_set(err, EINVAL, "X25519 private key of %zu bytes, expected %d", priv->len, X25519_KEY_LEN);
     *ret = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv->data, priv->len);
     return *ret ? 0 : ossl_fail(err, EIO, "cannot load an X25519 private key");
 }
@@ -41,9 +40,9 @@ int x25519_keygen(struct secret **ret_priv, uint8_t pub[X25519_KEY_LEN], tm_err 
 }
 
 /* HKDF(shared || epk || pub, salt = device secret) with shared = X25519(mine, theirs). */
-static int box_key(EVP_PKEY *mine, const uint8_t theirs[X25519_KEY_LEN],
-                   const uint8_t epk[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN],
-                   const struct secret *device_secret, struct secret **ret, tm_err *err)
+static int box_key(EVP_PKEY *mine, const uint8_t theirs[X25519_KEY_LEN], const uint8_t epk[X25519_KEY_LEN],
+                   const uint8_t pub[X25519_KEY_LEN], const struct secret *device_secret, struct secret **ret,
+                   tm_err *err)
 {
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *peer =
         EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, theirs, X25519_KEY_LEN);
@@ -69,19 +68,18 @@ static int box_key(EVP_PKEY *mine, const uint8_t theirs[X25519_KEY_LEN],
         return tm_err_set(err, EBADMSG, "X25519: a low-order public key");
     memcpy(ikm->data + X25519_KEY_LEN, epk, X25519_KEY_LEN);
     memcpy(ikm->data + 2 * X25519_KEY_LEN, pub, X25519_KEY_LEN);
-    if ((r = kdf_hkdf_sha256(ikm, device_secret ? device_secret->data : NULL,
-                             device_secret ? device_secret->len : 0, SEAL_INFO, k, err)) < 0)
+    if ((r = kdf_hkdf_sha256(ikm, device_secret ? device_secret->data : NULL, device_secret ? device_secret->len : 0,
+                             SEAL_INFO, k, err)) < 0)
         return r;
     *ret = steal_ptr(k);
     return 0;
 }
 
-int x25519_seal(const uint8_t pub[X25519_KEY_LEN], const struct secret *device_secret,
-                const char *aad, const struct secret *pt, struct x25519_box *box, tm_err *err)
+int x25519_seal(const uint8_t pub[X25519_KEY_LEN], const struct secret *device_secret, const char *aad,
+                const struct secret *pt, struct x25519_box *box, tm_err *err)
 {
     if (pt->len != X25519_SEAL_PT_LEN)
-        return tm_err_set(err, EINVAL, "X25519 seal: %zu bytes, expected %d", pt->len,
-                          X25519_SEAL_PT_LEN);
+        return tm_err_set(err, EINVAL, "X25519 seal: %zu bytes, expected %d", pt->len, X25519_SEAL_PT_LEN);
     struct x25519_box b;
     _cleanup_secret_ struct secret *epriv = NULL, *k = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *e = NULL;
@@ -89,8 +87,7 @@ int x25519_seal(const uint8_t pub[X25519_KEY_LEN], const struct secret *device_s
     if (r < 0 || (r = pkey_from_priv(epriv, &e, err)) < 0 ||
         (r = box_key(e, pub, b.epk, pub, device_secret, &k, err)) < 0 ||
         (r = secure_random(b.nonce, sizeof(b.nonce), err)) < 0 ||
-        (r = aead_seal(k, b.nonce, aad, strlen(aad), pt->data, pt->len, b.ct,
-                       b.ct + X25519_SEAL_PT_LEN, err)) < 0)
+        (r = aead_seal(k, b.nonce, aad, strlen(aad), pt->data, pt->len, b.ct, b.ct + X25519_SEAL_PT_LEN, err)) < 0)
         return r;
     *box = b;
     return 0;
@@ -107,8 +104,7 @@ int x25519_open(const struct secret *priv, const struct secret *device_secret, c
         (r = box_key(mine, box->epk, box->epk, pub, device_secret, &k, err)) < 0 ||
         (r = secret_new(X25519_SEAL_PT_LEN, &pt, err)) < 0)
         return r;
-    r = aead_open(k, box->nonce, aad, strlen(aad), box->ct, X25519_SEAL_PT_LEN,
-                  box->ct + X25519_SEAL_PT_LEN, pt, err);
+    r = aead_open(k, box->nonce, aad, strlen(aad), box->ct, X25519_SEAL_PT_LEN, box->ct + X25519_SEAL_PT_LEN, pt, err);
     if (r < 0)
         return r;
     *ret_pt = steal_ptr(pt);

@@ -29,8 +29,8 @@ struct x25519_box {
 /* A new key pair: the private key in a secret, the public key in pub. */
 int x25519_keygen(struct secret **ret_priv, uint8_t pub[X25519_KEY_LEN], tm_err *err);
 /* Seal pt (X25519_SEAL_PT_LEN bytes) to pub. */
-int x25519_seal(const uint8_t pub[X25519_KEY_LEN], const struct secret *device_secret,
-                const char *aad, const struct secret *pt, struct x25519_box *box, tm_err *err);
+int x25519_seal(const uint8_t pub[X25519_KEY_LEN], const struct secret *device_secret, const char *aad,
+                const struct secret *pt, struct x25519_box *box, tm_err *err);
 /* Open a box with the private key. -EBADMSG when it does not authenticate (another key, an
  * altered box or AAD, another device secret). ret_pt (X25519_SEAL_PT_LEN bytes) only on success. */
 int x25519_open(const struct secret *priv, const struct secret *device_secret, const char *aad,

@@ -111,8 +111,7 @@ int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err 
             goto fail;
         }
         t.n++;
-        if (anchor_check_name(en->name, NULL) < 0 ||
-            (t.n > 1 && strcmp(t.e[t.n - 2].name, en->name) >= 0)) {
+        if (anchor_check_name(en->name, NULL) < 0 || (t.n > 1 && strcmp(t.e[t.n - 2].name, en->name) >= 0)) {
             r = tm_err_set(err, EBADMSG, "anchor table: bad or unsorted name on line %zu", t.n);
             goto fail;
         }
@@ -173,27 +172,24 @@ static int nv_open(ESYS_CONTEXT *esys, struct nv *nv, tm_err *err)
 {
     *nv = (struct nv){.tr = ESYS_TR_NONE};
     TPMS_CAPABILITY_DATA *cap = NULL;
-    TSS2_RC rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                    TPM2_CAP_HANDLES, ANCHOR_NV_INDEX, 1, NULL, &cap);
+    TSS2_RC rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, ANCHOR_NV_INDEX,
+                                    1, NULL, &cap);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot list NV indices");
     nv->defined = cap->data.handles.count > 0 && cap->data.handles.handle[0] == ANCHOR_NV_INDEX;
     Esys_Free(cap);
     if (!nv->defined)
         return 0;
-    rc = Esys_TR_FromTPMPublic(esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                               &nv->tr);
+    rc = Esys_TR_FromTPMPublic(esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv->tr);
     if (rc != TSS2_RC_SUCCESS) {
         nv->tr = ESYS_TR_NONE;
-        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x",
-                       ANCHOR_NV_INDEX);
+        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x", ANCHOR_NV_INDEX);
     }
     TPM2B_NV_PUBLIC *pub = NULL;
     rc = Esys_NV_ReadPublic(esys, nv->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc != TSS2_RC_SUCCESS) {
         nv_close(esys, nv);
-        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x",
-                       ANCHOR_NV_INDEX);
+        return tpm_err(err, rc, "cannot read the public area of NV index 0x%08x", ANCHOR_NV_INDEX);
     }
     const TPMS_NV_PUBLIC *p = &pub->nvPublic;
     bool ours = (p->attributes & ~NV_STATE_ATTRS) == NV_ATTRS && p->dataSize == NV_SIZE &&
@@ -202,23 +198,22 @@ static int nv_open(ESYS_CONTEXT *esys, struct nv *nv, tm_err *err)
     Esys_Free(pub);
     if (!ours) {
         nv_close(esys, nv);
-        return tm_err_set(err, EEXIST, "NV index 0x%08x (the anchor table's) is defined, but "
+        return tm_err_set(err, EEXIST,
+                          "NV index 0x%08x (the anchor table's) is defined, but "
                           "not by trustme: someone else uses it; trustme leaves it alone",
                           ANCHOR_NV_INDEX);
     }
     if (!nv->written)
         return 0;
     TPM2B_MAX_NV_BUFFER *data = NULL;
-    rc = Esys_NV_Read(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                      ESYS_TR_NONE, NV_SIZE, 0, &data);
+    rc = Esys_NV_Read(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, NV_SIZE, 0, &data);
     if (rc != TSS2_RC_SUCCESS) {
         nv_close(esys, nv);
         return tpm_err(err, rc, "cannot read NV index 0x%08x", ANCHOR_NV_INDEX);
     }
     int r = 0;
     if (data->size != NV_SIZE) {
-        r = tm_err_set(err, EIO, "NV index 0x%08x: read %u bytes", ANCHOR_NV_INDEX,
-                       (unsigned)data->size);
+        r = tm_err_set(err, EIO, "NV index 0x%08x: read %u bytes", ANCHOR_NV_INDEX, (unsigned)data->size);
     } else {
         nv->version = 0;
         for (int i = 0; i < 8; i++)
@@ -231,22 +226,19 @@ static int nv_open(ESYS_CONTEXT *esys, struct nv *nv, tm_err *err)
     return r;
 }
 
-static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const uint8_t digest[32],
-                    tm_err *err)
+static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const uint8_t digest[32], tm_err *err)
 {
     TSS2_RC rc;
     if (!nv->defined) {
         TPM2B_AUTH no_auth = {0};
-        TPM2B_NV_PUBLIC pub = {.nvPublic = {.nvIndex = ANCHOR_NV_INDEX,
-                                            .nameAlg = TPM2_ALG_SHA256,
-                                            .attributes = NV_ATTRS,
-                                            .dataSize = NV_SIZE}};
-        rc = Esys_NV_DefineSpace(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &no_auth, &pub, &nv->tr);
+        TPM2B_NV_PUBLIC pub = {
+            .nvPublic = {
+                .nvIndex = ANCHOR_NV_INDEX, .nameAlg = TPM2_ALG_SHA256, .attributes = NV_ATTRS, .dataSize = NV_SIZE}};
+        rc = Esys_NV_DefineSpace(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_auth, &pub,
+                                 &nv->tr);
         if (rc != TSS2_RC_SUCCESS) {
             nv->tr = ESYS_TR_NONE;
-            return tpm_err(err, rc, "cannot define NV index 0x%08x for the anchor table",
-                           ANCHOR_NV_INDEX);
+            return tpm_err(err, rc, "cannot define NV index 0x%08x for the anchor table", ANCHOR_NV_INDEX);
         }
         nv->defined = true;
     }
@@ -254,8 +246,7 @@ static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const u
     for (int i = 0; i < 8; i++)
         data.buffer[i] = (uint8_t)(version >> (56 - 8 * i));
     memcpy(data.buffer + 8, digest, 32);
-    rc = Esys_NV_Write(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                       ESYS_TR_NONE, &data, 0);
+    rc = Esys_NV_Write(esys, ESYS_TR_RH_OWNER, nv->tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &data, 0);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot write NV index 0x%08x", ANCHOR_NV_INDEX);
     nv->written = true;
@@ -267,8 +258,7 @@ static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const u
 /* ---- load and update --------------------------------------------------------------------------- */
 
 /* 0 and *ret_data: the file; -ENOENT: it does not exist. */
-static int read_table(const char *path, char **ret_data, size_t *ret_len, uint8_t digest[32],
-                      tm_err *err)
+static int read_table(const char *path, char **ret_data, size_t *ret_len, uint8_t digest[32], tm_err *err)
 {
     tm_err rerr = {0};
     int r = read_file(path, FILE_MAX, ret_data, ret_len, &rerr);
@@ -314,10 +304,11 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
         /* Never anchored: a table here did not come from this TPM's history. A .new alone is
          * a first update that crashed before its NV write. */
         if (have == 0)
-            return tm_err_set(err, EBADMSG, "%s exists (claims version %llu) but this TPM holds "
+            return tm_err_set(err, EBADMSG,
+                              "%s exists (claims version %llu) but this TPM holds "
                               "no anchor for it: the TPM was cleared or replaced, or the table "
-                              "was copied from another device; refusing it", path,
-                              claimed_version(data, len));
+                              "was copied from another device; refusing it",
+                              path, claimed_version(data, len));
         if (nhave == 0)
             unlink(newpath);
         t->loaded = true;
@@ -339,24 +330,27 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
     }
     if (!use) {
         if (have == -ENOENT)
-            return tm_err_set(err, ENOENT, "%s is missing, but the TPM anchors version %llu of "
-                              "it: refusing to start from an empty table", path,
-                              (unsigned long long)nv.version);
+            return tm_err_set(err, ENOENT,
+                              "%s is missing, but the TPM anchors version %llu of "
+                              "it: refusing to start from an empty table",
+                              path, (unsigned long long)nv.version);
         unsigned long long cv = claimed_version(data, len);
         if (cv < nv.version)
-            return tm_err_set(err, ESTALE, "%s is older (claims version %llu) than version %llu "
-                              "anchored in the TPM: a restored copy; refusing it", path, cv,
-                              (unsigned long long)nv.version);
-        return tm_err_set(err, EBADMSG, "%s does not match the digest of version %llu anchored "
-                          "in the TPM: it was edited or replaced; refusing it", path,
-                          (unsigned long long)nv.version);
+            return tm_err_set(err, ESTALE,
+                              "%s is older (claims version %llu) than version %llu "
+                              "anchored in the TPM: a restored copy; refusing it",
+                              path, cv, (unsigned long long)nv.version);
+        return tm_err_set(err, EBADMSG,
+                          "%s does not match the digest of version %llu anchored "
+                          "in the TPM: it was edited or replaced; refusing it",
+                          path, (unsigned long long)nv.version);
     }
     if ((r = anchor_parse(udata, ulen, t, err)) < 0)
         return tm_err_prefix(err, "%s", use);
     if (t->version != nv.version) {
         anchor_free(t);
-        return tm_err_set(err, EBADMSG, "%s: version %llu inside, %llu in the TPM", use,
-                          (unsigned long long)t->version, (unsigned long long)nv.version);
+        return tm_err_set(err, EBADMSG, "%s: version %llu inside, %llu in the TPM", use, (unsigned long long)t->version,
+                          (unsigned long long)nv.version);
     }
     return 0;
 }
@@ -367,8 +361,8 @@ static int cmp_entry(const void *a, const void *b)
 }
 
 /* t with the changes applied, as a new table (t untouched). */
-static int apply(const struct anchor_table *t, const struct anchor_change *c, size_t n,
-                 struct anchor_table *ret, tm_err *err)
+static int apply(const struct anchor_table *t, const struct anchor_change *c, size_t n, struct anchor_table *ret,
+                 tm_err *err)
 {
     struct anchor_table nt = {.version = t->version + 1, .loaded = true};
     nt.e = calloc(t->n + n + 1, sizeof(*nt.e));
@@ -397,8 +391,7 @@ static int apply(const struct anchor_table *t, const struct anchor_change *c, si
         }
         if (!hit) {
             if (nt.n == ANCHOR_ENTRIES_MAX) {
-                r = tm_err_set(err, ENOSPC, "the anchor table is full (%d entries)",
-                               ANCHOR_ENTRIES_MAX);
+                r = tm_err_set(err, ENOSPC, "the anchor table is full (%d entries)", ANCHOR_ENTRIES_MAX);
                 goto fail;
             }
             hit = &nt.e[nt.n];
@@ -420,8 +413,8 @@ fail:
     return r;
 }
 
-int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
-                  const struct anchor_change *c, size_t n, tm_err *err)
+int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, const struct anchor_change *c, size_t n,
+                  tm_err *err)
 {
     if (!t->loaded)
         return tm_err_set(err, EIO, "the anchor table is not loaded");
@@ -432,8 +425,7 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
         if (r < 0)
             return r;
         if (!c[i].remove && (c[i].len > ANCHOR_VALUE_MAX || (c[i].len && !c[i].value)))
-            return tm_err_set(err, EINVAL, "anchor value of \"%s\": at most %d bytes",
-                              c[i].name, ANCHOR_VALUE_MAX);
+            return tm_err_set(err, EINVAL, "anchor value of \"%s\": at most %d bytes", c[i].name, ANCHOR_VALUE_MAX);
     }
     char path[PATH_MAX], newpath[PATH_MAX];
     snprintf(path, sizeof(path), "%s/anchor.table", dir);
@@ -454,9 +446,10 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
     if ((r = nv_open(esys, &nv, err)) < 0)
         goto fail;
     if (nv.written ? nv.version != t->version : t->version != 0) {
-        r = tm_err_set(err, ESTALE, "the TPM anchors version %llu of the anchor table, this "
-                        "process has version %llu: another trustme on this TPM? refusing",
-                        (unsigned long long)nv.version, (unsigned long long)t->version);
+        r = tm_err_set(err, ESTALE,
+                       "the TPM anchors version %llu of the anchor table, this "
+                       "process has version %llu: another trustme on this TPM? refusing",
+                       (unsigned long long)nv.version, (unsigned long long)t->version);
         goto fail_nv;
     }
     if ((r = write_file_atomic(newpath, data, len, 0600, err)) < 0)
@@ -478,7 +471,8 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
      * it durable anyway. */
     if (rename(newpath, path) < 0)
         log_error("anchor table version %llu is anchored, but cannot rename %s to %s (the next "
-                  "start finishes it): %m", (unsigned long long)t->version, newpath, path);
+                  "start finishes it): %m",
+                  (unsigned long long)t->version, newpath, path);
     return 0;
 fail_nv:
     nv_close(esys, &nv);

@@ -36,7 +36,7 @@ struct anchor_entry {
 struct anchor_table {
     struct anchor_entry *e; /* sorted by name */
     size_t n;
-    uint64_t version;       /* 0: never written */
+    uint64_t version; /* 0: never written */
     bool loaded;
 };
 
@@ -59,8 +59,8 @@ int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_
 
 /* Apply all changes at once as version t->version + 1 (one NV write). On failure before the
  * NV write nothing changed; t is updated only on success. */
-int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t,
-                  const struct anchor_change *c, size_t n, tm_err *err);
+int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, const struct anchor_change *c, size_t n,
+                  tm_err *err);
 
 /* The table file's bytes data[0..len) (no terminating NUL needed) into *ret, strictly in the
  * form the top describes; -EBADMSG with a message for anything else. anchor_load parses with

@@ -23,8 +23,8 @@
 struct conn {
     struct attest_server *srv;
     int fd;
-    struct sockaddr_storage peer;  /* its address: the per-peer limit counts it, port ignored */
-    uint64_t waiting_since;        /* when it began to wait for a request (srv->clock); 0: busy */
+    struct sockaddr_storage peer; /* its address: the per-peer limit counts it, port ignored */
+    uint64_t waiting_since; /* when it began to wait for a request (srv->clock); 0: busy */
     tm_source *src;
     tm_source *timer;
     tm_frame_reader rd;
@@ -37,7 +37,7 @@ struct attest_server {
     struct tm_acceptor acc;
     struct conn *conns;
     unsigned nconns;
-    uint64_t clock;         /* counts up at every wait that begins: orders them, oldest first */
+    uint64_t clock; /* counts up at every wait that begins: orders them, oldest first */
 };
 
 static void conn_close(struct conn *c)
@@ -63,11 +63,10 @@ static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_st
     if (a->ss_family != b->ss_family)
         return false;
     if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
     if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
     return false;
 }
 
@@ -133,8 +132,7 @@ static int answer(struct conn *c, const uint8_t *payload, size_t len)
     int r = 0;
     resp.has_version = true;
     resp.version = TM_PROTOCOL_VERSION;
-    Trustme__Attest__AttestRequest *rq =
-        trustme__attest__attest_request__unpack(NULL, len, payload);
+    Trustme__Attest__AttestRequest *rq = trustme__attest__attest_request__unpack(NULL, len, payload);
     if (!rq) {
         r = tm_err_set(&err, EBADMSG, "malformed request");
     } else {
@@ -149,8 +147,7 @@ static int answer(struct conn *c, const uint8_t *payload, size_t len)
         resp.body_case = TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE;
         resp.quote = &qa.quote;
         if (protobuf_c_message_get_packed_size(&resp.base) > ATTEST_RESPONSE_MAX)
-            r = tm_err_set(&err, EMSGSIZE, "the answer would exceed %u bytes",
-                           ATTEST_RESPONSE_MAX);
+            r = tm_err_set(&err, EMSGSIZE, "the answer would exceed %u bytes", ATTEST_RESPONSE_MAX);
     }
     if (r < 0) {
         log_debug("attestation request refused: %s", err.msg);
@@ -242,8 +239,12 @@ static void on_client(int fd, void *userdata)
         close(fd);
         return;
     }
-    *c = (struct conn){.srv = s, .fd = fd, .peer = peer, .waiting_since = ++s->clock,
-                       .rd = {.max = ATTEST_REQUEST_MAX}, .next = s->conns};
+    *c = (struct conn){.srv = s,
+                       .fd = fd,
+                       .peer = peer,
+                       .waiting_since = ++s->clock,
+                       .rd = {.max = ATTEST_REQUEST_MAX},
+                       .next = s->conns};
     c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
     if (s->conns)
         s->conns->prev = c;
@@ -254,8 +255,7 @@ static void on_client(int fd, void *userdata)
 }
 
 /* "HOST:PORT" or "[HOST]:PORT" into its parts. */
-static int split_address(const char *address, char *host, size_t host_size, char *port,
-                         size_t port_size, tm_err *err)
+static int split_address(const char *address, char *host, size_t host_size, char *port, size_t port_size, tm_err *err)
 {
     const char *h = address, *colon;
     size_t hlen;
@@ -269,15 +269,19 @@ static int split_address(const char *address, char *host, size_t host_size, char
     } else {
         colon = strrchr(address, ':');
         if (!colon || memchr(address, ':', (size_t)(colon - address)))
-            return tm_err_set(err, EINVAL, "attestation address %s: expected HOST:PORT "
-                              "(an IPv6 address in brackets)", address);
+            return tm_err_set(err, EINVAL,
+                              "attestation address %s: expected HOST:PORT "
+                              "(an IPv6 address in brackets)",
+                              address);
         hlen = (size_t)(colon - address);
     }
     const char *p = colon + 1;
-    if (hlen == 0 || hlen >= host_size || !*p || strlen(p) >= port_size ||
-        strspn(p, "0123456789") != strlen(p) || atol(p) > 65535)
-        return tm_err_set(err, EINVAL, "attestation address %s: expected HOST:PORT with a port "
-                          "0..65535", address);
+    if (hlen == 0 || hlen >= host_size || !*p || strlen(p) >= port_size || strspn(p, "0123456789") != strlen(p) ||
+        atol(p) > 65535)
+        return tm_err_set(err, EINVAL,
+                          "attestation address %s: expected HOST:PORT with a port "
+                          "0..65535",
+                          address);
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     strcpy(port, p);
@@ -311,8 +315,10 @@ int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
     int r = split_address(address, host, sizeof(host), port, sizeof(port), err);
     if (r < 0)
         return r;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *ai = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *ai = NULL;
     int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai != 0)
         return tm_err_set(err, EINVAL, "attestation address %s: %s", address, gai_strerror(gai));
@@ -331,8 +337,8 @@ int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
         return tm_err_set(err, ENOMEM, "out of memory");
     s->d = d;
     format_bound(fd, d->attest_address, sizeof(d->attest_address));
-    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "attestation",
-                               on_client, s, err)) < 0) {
+    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "attestation", on_client, s, err)) <
+        0) {
         free(s);
         return r;
     }

@@ -17,13 +17,34 @@
 #include "crypto.h"
 #include "enrollment.h"
 
-static inline void bio_freep(BIO **b) { BIO_free(*b); }
-static inline void pkey_freep(EVP_PKEY **k) { EVP_PKEY_free(*k); }
-static inline void pkey_ctx_freep(EVP_PKEY_CTX **c) { EVP_PKEY_CTX_free(*c); }
-static inline void req_freep(X509_REQ **r) { X509_REQ_free(*r); }
-static inline void ecdsa_sig_freep(ECDSA_SIG **s) { ECDSA_SIG_free(*s); }
-static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void certs_freep(STACK_OF(X509) **s) { sk_X509_pop_free(*s, X509_free); }
+static inline void bio_freep(BIO **b)
+{
+    BIO_free(*b);
+}
+static inline void pkey_freep(EVP_PKEY **k)
+{
+    EVP_PKEY_free(*k);
+}
+static inline void pkey_ctx_freep(EVP_PKEY_CTX **c)
+{
+    EVP_PKEY_CTX_free(*c);
+}
+static inline void req_freep(X509_REQ **r)
+{
+    X509_REQ_free(*r);
+}
+static inline void ecdsa_sig_freep(ECDSA_SIG **s)
+{
+    ECDSA_SIG_free(*s);
+}
+static inline void osslfreep(unsigned char **p)
+{
+    OPENSSL_free(*p);
+}
+static inline void certs_freep(STACK_OF(X509) * *s)
+{
+    sk_X509_pop_free(*s, X509_free);
+}
 
 /* OpenSSL's reason for the last failure, appended to what failed; the queue is cleared so that a
  * later failure does not report a stale reason. */
@@ -45,14 +66,12 @@ static int point_pkey(const TPMS_ECC_POINT *pt, const char *what, EVP_PKEY **ret
     uint8_t point[65] = {0x04}; /* uncompressed: 04 || x || y, each left-padded to 32 bytes */
     memcpy(point + 1 + 32 - pt->x.size, pt->x.buffer, pt->x.size);
     memcpy(point + 33 + 32 - pt->y.size, pt->y.buffer, pt->y.size);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+                           OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)),
+                           OSSL_PARAM_construct_end()};
     _cleanup_(pkey_ctx_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     EVP_PKEY *pkey = NULL;
-    if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         return ossl_err(err, EINVAL, what);
     *ret = pkey;
     return 0;
@@ -167,8 +186,8 @@ static int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32]
     return 0;
 }
 
-int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len,
-               char **ret_pem, size_t *ret_len, tm_err *err)
+int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len, char **ret_pem,
+               size_t *ret_len, tm_err *err)
 {
     char default_cn[64];
     int r;
@@ -186,8 +205,8 @@ int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_ch
         return r;
     _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
     if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
-        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC,
-                                   (const unsigned char *)cn, -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                                   -1, 0) != 1 ||
         X509_REQ_set_pubkey(req, pkey) != 1)
         return ossl_err(err, ENOMEM, "cannot build the certificate request");
     _cleanup_(osslfreep) unsigned char *tbs = NULL;
@@ -217,12 +236,11 @@ int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_ch
     return bio_take(bio, ret_pem, ret_len, err);
 }
 
-static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t len,
-                       char **ret_pem, size_t *ret_len, tm_err *err)
+static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len,
+                       tm_err *err)
 {
     if (len == 0 || len > CERT_CHAIN_PEM_MAX)
-        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)", len,
-                          CERT_CHAIN_PEM_MAX);
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)", len, CERT_CHAIN_PEM_MAX);
     _cleanup_(bio_freep) BIO *in = BIO_new_mem_buf(pem, (int)len);
     _cleanup_(certs_freep) STACK_OF(X509) *certs = sk_X509_new_null();
     if (!in || !certs)
@@ -233,8 +251,7 @@ static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t 
             break;
         if (sk_X509_num(certs) >= CERT_CHAIN_MAX || !sk_X509_push(certs, c)) {
             X509_free(c);
-            return tm_err_set(err, EINVAL, "more than %d certificates in the chain",
-                              CERT_CHAIN_MAX);
+            return tm_err_set(err, EINVAL, "more than %d certificates in the chain", CERT_CHAIN_MAX);
         }
     }
     /* The loop ends at the end of the text (no start line: fine) or at a broken certificate. */
@@ -251,12 +268,16 @@ static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t 
         return r;
     EVP_PKEY *leaf_key = X509_get0_pubkey(sk_X509_value(certs, 0));
     if (!leaf_key || EVP_PKEY_eq(leaf_key, key) != 1)
-        return tm_err_set(err, EINVAL, "the first certificate is not for this device's "
-                          "%s key (see `trustme device info`)", ek ? "endorsement" : "attestation");
+        return tm_err_set(err, EINVAL,
+                          "the first certificate is not for this device's "
+                          "%s key (see `trustme device info`)",
+                          ek ? "endorsement" : "attestation");
     for (int i = 0; i + 1 < n; i++)
         if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
-            return tm_err_set(err, EINVAL, "certificate %d of the chain was not issued by "
-                              "certificate %d (leaf first, then its CAs)", i + 1, i + 2);
+            return tm_err_set(err, EINVAL,
+                              "certificate %d of the chain was not issued by "
+                              "certificate %d (leaf first, then its CAs)",
+                              i + 1, i + 2);
     _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
     if (!out)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -266,14 +287,12 @@ static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t 
     return bio_take(out, ret_pem, ret_len, err);
 }
 
-int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
-                   size_t *ret_len, tm_err *err)
+int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)
 {
     return check_chain(t, false, pem, len, ret_pem, ret_len, err);
 }
 
-int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
-                   size_t *ret_len, tm_err *err)
+int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)
 {
     return check_chain(t, true, pem, len, ret_pem, ret_len, err);
 }

@@ -10,7 +10,7 @@
 #include "error.h"
 #include "tpm.h"
 
-#define CSR_CN_MAX 64          /* X.509 ub-common-name */
+#define CSR_CN_MAX 64 /* X.509 ub-common-name */
 #define CERT_CHAIN_MAX 8
 #define CERT_CHAIN_PEM_MAX (256 * 1024)
 
@@ -24,11 +24,9 @@ bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len);
  * "trustme device <first 8 bytes of the AK name, hex>"), signed in the TPM and verified before it
  * is returned; the AK's TPMT_PUBLIC (ENROLL_PEM_AK_PUBLIC); then ek_chain, the EK's certificate
  * chain as installed (may be empty). */
-int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len,
-               char **ret_pem, size_t *ret_len, tm_err *err);
+int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len, char **ret_pem,
+               size_t *ret_len, tm_err *err);
 /* Check chain (PEM, leaf first, 1..8 certificates) certifies the AK (for_ek: the EK) and return
  * it re-encoded (only the certificates, no other text) for storing. */
-int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
-                   size_t *ret_len, tm_err *err);
-int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem,
-                   size_t *ret_len, tm_err *err);
+int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err);
+int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err);

@@ -15,12 +15,21 @@
 #include "cleanup.h"
 #include "enrollment.h"
 
-static inline void bio_freep(BIO **b) { BIO_free(*b); }
-static inline void cipher_ctx_freep(EVP_CIPHER_CTX **c) { EVP_CIPHER_CTX_free(*c); }
-static inline void enroll_blocks_freep(struct enroll_blocks *b) { enroll_blocks_free(b); }
+static inline void bio_freep(BIO **b)
+{
+    BIO_free(*b);
+}
+static inline void cipher_ctx_freep(EVP_CIPHER_CTX **c)
+{
+    EVP_CIPHER_CTX_free(*c);
+}
+static inline void enroll_blocks_freep(struct enroll_blocks *b)
+{
+    enroll_blocks_free(b);
+}
 
-static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned char *in,
-                        long len, unsigned char **ret_der, int *ret_len, tm_err *err)
+static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned char *in, long len,
+                        unsigned char **ret_der, int *ret_len, tm_err *err)
 {
     if (len <= ENROLL_IV_LEN + ENROLL_TAG_LEN || len > 64 * 1024)
         return tm_err_set(err, EINVAL, "the encrypted certificate has %ld bytes", len);
@@ -35,13 +44,13 @@ static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned
     if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, ENROLL_IV_LEN, NULL) != 1 ||
         EVP_DecryptInit_ex(ctx, NULL, NULL, key, iv) != 1 ||
-        EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)ENROLL_AAD,
-                          (int)strlen(ENROLL_AAD)) != 1 ||
+        EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)ENROLL_AAD, (int)strlen(ENROLL_AAD)) != 1 ||
         EVP_DecryptUpdate(ctx, out, &n, ct, ct_len) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, ENROLL_TAG_LEN, (void *)tag) != 1 ||
         EVP_DecryptFinal_ex(ctx, out + n, &fin) != 1) {
         ERR_clear_error();
-        return tm_err_set(err, EBADMSG, "the encrypted certificate does not decrypt with the "
+        return tm_err_set(err, EBADMSG,
+                          "the encrypted certificate does not decrypt with the "
                           "activated credential");
     }
     *ret_der = steal_ptr(out);
@@ -49,8 +58,8 @@ static int decrypt_cert(const uint8_t key[ENROLL_CREDENTIAL_LEN], const unsigned
     return 0;
 }
 
-int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, size_t *ret_len,
-                  bool *ret_activated, tm_err *err)
+int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, size_t *ret_len, bool *ret_activated,
+                  tm_err *err)
 {
     _cleanup_(enroll_blocks_freep) struct enroll_blocks b = {0};
     int r = enroll_parse(pem, len, &b, err);
@@ -67,8 +76,7 @@ int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, siz
             return r;
         if (cred.size != ENROLL_CREDENTIAL_LEN) {
             explicit_bzero(&cred, sizeof(cred));
-            return tm_err_set(err, EINVAL, "the credential has %u bytes, not %d", cred.size,
-                              ENROLL_CREDENTIAL_LEN);
+            return tm_err_set(err, EINVAL, "the credential has %u bytes, not %d", cred.size, ENROLL_CREDENTIAL_LEN);
         }
         _cleanup_free_ unsigned char *der = NULL;
         int der_len = 0;

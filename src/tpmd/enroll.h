@@ -20,7 +20,7 @@ struct enroll_blocks {
     TPM2B_ENCRYPTED_SECRET secret;
     unsigned char *cert; /* ENROLL_PEM_CERT's bytes (OPENSSL_malloc'ed), or NULL */
     long cert_len;
-    BIO *clear;          /* memory BIO: the plain certificates, PEM */
+    BIO *clear; /* memory BIO: the plain certificates, PEM */
 };
 int enroll_parse(const uint8_t *pem, size_t len, struct enroll_blocks *b, tm_err *err);
 void enroll_blocks_free(struct enroll_blocks *b);
@@ -29,5 +29,5 @@ void enroll_blocks_free(struct enroll_blocks *b);
  * are. The Device CA's encrypted certificate (ENROLL_PEM_CREDENTIAL, _SECRET, _CERT: each once)
  * is decrypted with the credential TPM2_ActivateCredential recovers in this TPM with its EK and
  * AK; its certificate comes first in *ret. *ret: PEM certificates only, malloc'ed. */
-int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, size_t *ret_len,
-                  bool *ret_activated, tm_err *err);
+int enroll_unwrap(struct tpm *t, const uint8_t *pem, size_t len, char **ret, size_t *ret_len, bool *ret_activated,
+                  tm_err *err);

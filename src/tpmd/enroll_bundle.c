@@ -16,7 +16,10 @@
 #include "enrollment.h"
 #include "pem_blocks.h"
 
-static inline void bio_freep(BIO **b) { BIO_free(*b); }
+static inline void bio_freep(BIO **b)
+{
+    BIO_free(*b);
+}
 
 #define BLOCKS_MAX 16
 
@@ -32,14 +35,14 @@ static int take_block(const char *name, unsigned char **data, long n, void *user
     struct enroll_blocks *b = userdata;
     size_t off = 0;
     if (strcmp(name, ENROLL_PEM_CREDENTIAL) == 0 && !b->have_blob) {
-        if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(*data, (size_t)n, &off, &b->blob) != TSS2_RC_SUCCESS ||
-            off != (size_t)n)
+        if (Tss2_MU_TPM2B_ID_OBJECT_Unmarshal(*data, (size_t)n, &off, &b->blob) != TSS2_RC_SUCCESS || off != (size_t)n)
             return tm_err_set(err, EINVAL, "the credential blob is not a TPM2B_ID_OBJECT");
         b->have_blob = 1;
     } else if (strcmp(name, ENROLL_PEM_SECRET) == 0 && !b->have_secret) {
-        if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(*data, (size_t)n, &off, &b->secret) !=
-                TSS2_RC_SUCCESS || off != (size_t)n)
-            return tm_err_set(err, EINVAL, "the encrypted secret is not a "
+        if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(*data, (size_t)n, &off, &b->secret) != TSS2_RC_SUCCESS ||
+            off != (size_t)n)
+            return tm_err_set(err, EINVAL,
+                              "the encrypted secret is not a "
                               "TPM2B_ENCRYPTED_SECRET");
         b->have_secret = 1;
     } else if (strcmp(name, ENROLL_PEM_CERT) == 0 && !b->cert) {
@@ -49,8 +52,10 @@ static int take_block(const char *name, unsigned char **data, long n, void *user
         if (PEM_write_bio(b->clear, PEM_STRING_X509, "", *data, n) <= 0)
             return tm_err_set(err, ENOMEM, "out of memory");
     } else {
-        return tm_err_set(err, EINVAL, "unexpected PEM block \"%s\" (a certificate, or the "
-                          "Device CA's encrypted certificate, expected)", name);
+        return tm_err_set(err, EINVAL,
+                          "unexpected PEM block \"%s\" (a certificate, or the "
+                          "Device CA's encrypted certificate, expected)",
+                          name);
     }
     return 0;
 }
@@ -66,9 +71,9 @@ int enroll_parse(const uint8_t *pem, size_t len, struct enroll_blocks *b, tm_err
     int r = tm_pem_each_block(in, BLOCKS_MAX, take_block, b, err);
     if (r < 0)
         return r;
-    if ((b->have_blob || b->have_secret || b->cert) &&
-        (!b->have_blob || !b->have_secret || !b->cert))
-        return tm_err_set(err, EINVAL, "the encrypted certificate needs its credential blob, "
+    if ((b->have_blob || b->have_secret || b->cert) && (!b->have_blob || !b->have_secret || !b->cert))
+        return tm_err_set(err, EINVAL,
+                          "the encrypted certificate needs its credential blob, "
                           "encrypted secret and certificate, once each");
     return 0;
 }

@@ -75,22 +75,38 @@ struct options {
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    enum { OPT_DATA = 256, OPT_RUN, OPT_TCTI, OPT_SWTPM, OPT_ATTEST, OPT_BOOT, OPT_RUNTIME, OPT_LOG,
-           OPT_SWTPM_LOG, OPT_SWTPM_STATE, OPT_RECOVERY_OUT };
-    static const struct option opts[] = {
-        {"data-dir", required_argument, NULL, OPT_DATA}, {"run-dir", required_argument, NULL, OPT_RUN},
-        {"tcti", required_argument, NULL, OPT_TCTI}, {"swtpm", required_argument, NULL, OPT_SWTPM},
-        {"attest-address", required_argument, NULL, OPT_ATTEST},
-        {"boot-pcr", required_argument, NULL, OPT_BOOT},
-        {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
-        {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'},
-        {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
-        {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
-        {"recovery-key-out", required_argument, NULL, OPT_RECOVERY_OUT},
-        {NULL, 0, NULL, 0}};
-    *o = (struct options){.tcti = "embedded", .swtpm = "swtpm",
-                          .attest_address = ATTEST_DEFAULT_ADDRESS, .boot_pcr = 12,
-                          .runtime_pcr = 11, .level = TM_LOG_INFO};
+    enum {
+        OPT_DATA = 256,
+        OPT_RUN,
+        OPT_TCTI,
+        OPT_SWTPM,
+        OPT_ATTEST,
+        OPT_BOOT,
+        OPT_RUNTIME,
+        OPT_LOG,
+        OPT_SWTPM_LOG,
+        OPT_SWTPM_STATE,
+        OPT_RECOVERY_OUT
+    };
+    static const struct option opts[] = {{"data-dir", required_argument, NULL, OPT_DATA},
+                                         {"run-dir", required_argument, NULL, OPT_RUN},
+                                         {"tcti", required_argument, NULL, OPT_TCTI},
+                                         {"swtpm", required_argument, NULL, OPT_SWTPM},
+                                         {"attest-address", required_argument, NULL, OPT_ATTEST},
+                                         {"boot-pcr", required_argument, NULL, OPT_BOOT},
+                                         {"runtime-pcr", required_argument, NULL, OPT_RUNTIME},
+                                         {"log-level", required_argument, NULL, OPT_LOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
+                                         {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
+                                         {"recovery-key-out", required_argument, NULL, OPT_RECOVERY_OUT},
+                                         {NULL, 0, NULL, 0}};
+    *o = (struct options){.tcti = "embedded",
+                          .swtpm = "swtpm",
+                          .attest_address = ATTEST_DEFAULT_ADDRESS,
+                          .boot_pcr = 12,
+                          .runtime_pcr = 11,
+                          .level = TM_LOG_INFO};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -105,8 +121,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_BOOT:
         case OPT_RUNTIME:
             if (parse_pcr(optarg, c == OPT_BOOT ? &o->boot_pcr : &o->runtime_pcr) < 0) {
-                fprintf(stderr, "trustme-tpmd: --%s-pcr: expected 0..23\n",
-                        c == OPT_BOOT ? "boot" : "runtime");
+                fprintf(stderr, "trustme-tpmd: --%s-pcr: expected 0..23\n", c == OPT_BOOT ? "boot" : "runtime");
                 return -EINVAL;
             }
             break;
@@ -130,8 +145,10 @@ static int parse_args(int argc, char **argv, struct options *o)
     }
     if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti ||
         (o->swtpm_state && strlen(o->swtpm_state) > DIR_ARG_MAX)) {
-        fprintf(stderr, "trustme-tpmd: directory names are limited to %d bytes, the TCTI must "
-                "not be empty\n", DIR_ARG_MAX);
+        fprintf(stderr,
+                "trustme-tpmd: directory names are limited to %d bytes, the TCTI must "
+                "not be empty\n",
+                DIR_ARG_MAX);
         return -EINVAL;
     }
     if (o->boot_pcr == o->runtime_pcr) {
@@ -215,14 +232,14 @@ static void clear_da_lockout(struct tpmd *d)
         return;
     if (tpm_da_reset(&d->tpm, &e) < 0) {
         snprintf(d->da_reset.error, sizeof(d->da_reset.error), "%s", e.msg);
-        log_warn("the TPM counts %u dictionary-attack failures (of %u)%s; %s", da.failures,
-                 da.max_tries, da.in_lockout ? " and is in lockout" : "", e.msg);
+        log_warn("the TPM counts %u dictionary-attack failures (of %u)%s; %s", da.failures, da.max_tries,
+                 da.in_lockout ? " and is in lockout" : "", e.msg);
         return;
     }
     d->da_reset.failures = da.failures;
     d->da_reset.lockout = da.in_lockout;
-    log_warn("cleared the TPM's dictionary-attack failure count (%u of %u%s)", da.failures,
-             da.max_tries, da.in_lockout ? ", in lockout" : "");
+    log_warn("cleared the TPM's dictionary-attack failure count (%u of %u%s)", da.failures, da.max_tries,
+             da.in_lockout ? ", in lockout" : "");
 }
 
 /* The emulator's state used to live in the data dir, where a copy of the disk took the TPM
@@ -236,8 +253,10 @@ static int move_old_state(const char *data_dir, const char *state_dir, tm_err *e
     if (strcmp(old, new) == 0 || stat(old, &st) < 0 || stat(new, &st) == 0)
         return 0;
     if (rename(old, new) < 0)
-        return tm_err_sys(err, "the embedded TPM's state is in %s, but its place is %s now, and "
-                          "moving it failed (move it by hand, trustmed stopped)", old, new);
+        return tm_err_sys(err,
+                          "the embedded TPM's state is in %s, but its place is %s now, and "
+                          "moving it failed (move it by hand, trustmed stopped)",
+                          old, new);
     log_warn("moved the embedded TPM's state from %s to %s", old, new);
     return 0;
 }
@@ -252,7 +271,8 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
             return r;
         log_warn("the TPM is the embedded swtpm, an emulator: its state (%s/swtpm) is files, and "
                  "whoever copies them together with the data dir has this device's TPM; see "
-                 "docs/STORAGE.md \"The embedded TPM\"", state);
+                 "docs/STORAGE.md \"The embedded TPM\"",
+                 state);
         d->tcti = d->swtpm.tcti;
     }
     if ((r = tpm_open(&d->tpm, d->tcti, d->data_dir, err)) < 0)
@@ -286,8 +306,9 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     if ((r = attest_server_start(d, o->attest_address, err)) < 0 || (r = server_start(d, err)) < 0)
         return r;
     log_info("trustme-tpmd %s ready, pid %d: TPM %s (%s), %zu events in the log, boot PCR %u, "
-             "runtime PCR %u", TRUSTME_VERSION, getpid(), d->tpm.manufacturer,
-             d->embedded ? d->swtpm.tcti : d->tcti, d->log.n, d->boot_pcr, d->runtime_pcr);
+             "runtime PCR %u",
+             TRUSTME_VERSION, getpid(), d->tpm.manufacturer, d->embedded ? d->swtpm.tcti : d->tcti, d->log.n,
+             d->boot_pcr, d->runtime_pcr);
     if ((r = tm_loop_run(d->loop)) < 0)
         return tm_err_set(err, -r, "stopped: the connection to the TPM broke");
     return 0;
@@ -311,10 +332,14 @@ int main(int argc, char **argv)
     fcntl(3, F_SETFD, FD_CLOEXEC);
     char recovery_out[PATH_MAX];
     snprintf(recovery_out, sizeof(recovery_out), "%s/recovery-key", o.run_dir);
-    struct tpmd d = {.data_dir = o.data_dir, .run_dir = o.run_dir, .boot_pcr = o.boot_pcr,
+    struct tpmd d = {.data_dir = o.data_dir,
+                     .run_dir = o.run_dir,
+                     .boot_pcr = o.boot_pcr,
                      .recovery_out = o.recovery_out ? o.recovery_out : recovery_out,
-                     .runtime_pcr = o.runtime_pcr, .link_fd = 3,
-                     .embedded = strcmp(o.tcti, "embedded") == 0, .tcti = o.tcti};
+                     .runtime_pcr = o.runtime_pcr,
+                     .link_fd = 3,
+                     .embedded = strcmp(o.tcti, "embedded") == 0,
+                     .tcti = o.tcti};
     tm_err err = {0};
     int lock_fd = lock_run_dir(d.run_dir, &err);
     if (lock_fd < 0) {

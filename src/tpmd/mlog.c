@@ -20,16 +20,14 @@
 
 /* ---- one line ---------------------------------------------------------------------------------- */
 
-int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct mlog_event *ev,
-                    tm_err *err)
+int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct mlog_event *ev, tm_err *err)
 {
     static const char *const keys[] = {"seq", "pcr", "type", "name", "sha256", NULL};
     _cleanup_json_ json_t *o = NULL;
     int64_t seq, pcr;
     const char *type, *name, *hex;
     int r;
-    if ((r = tm_json_parse_object(line, len, &o, err)) < 0 ||
-        (r = tm_json_check_keys(o, "$", keys, err)) < 0 ||
+    if ((r = tm_json_parse_object(line, len, &o, err)) < 0 || (r = tm_json_check_keys(o, "$", keys, err)) < 0 ||
         (r = tm_json_get_int(o, "$", "seq", true, 0, INT64_MAX, &seq, err)) < 0 ||
         (r = tm_json_get_int(o, "$", "pcr", true, 0, TM_PCR_MAX, &pcr, err)) < 0 ||
         (r = tm_json_get_string(o, "$", "type", true, TM_EVENT_TYPE_MAX, &type, err)) < 0 ||
@@ -37,8 +35,7 @@ int mlog_parse_line(const char *line, size_t len, uint64_t expect_seq, struct ml
         (r = tm_json_get_string(o, "$", "sha256", true, 64, &hex, err)) < 0)
         return r < 0 ? -EINVAL : r;
     if ((uint64_t)seq != expect_seq)
-        return tm_err_set(err, EINVAL, "$.seq: %lld, expected %llu", (long long)seq,
-                          (unsigned long long)expect_seq);
+        return tm_err_set(err, EINVAL, "$.seq: %lld, expected %llu", (long long)seq, (unsigned long long)expect_seq);
     if ((r = tm_event_check((uint32_t)pcr, type, name, 32, err)) < 0)
         return r;
     if (tm_hex_decode_str(hex, ev->sha256, 32, 0, NULL) < 0)
@@ -62,9 +59,9 @@ size_t mlog_format_line(const struct mlog_event *ev, char buf[MLOG_LINE_MAX])
     }
     name[k] = '\0';
     tm_hex(ev->sha256, 32, hex);
-    int n = snprintf(buf, MLOG_LINE_MAX,
-                     "{\"seq\":%llu,\"pcr\":%u,\"type\":\"%s\",\"name\":\"%s\",\"sha256\":\"%s\"}\n",
-                     (unsigned long long)ev->seq, ev->pcr, ev->type, name, hex);
+    int n =
+        snprintf(buf, MLOG_LINE_MAX, "{\"seq\":%llu,\"pcr\":%u,\"type\":\"%s\",\"name\":\"%s\",\"sha256\":\"%s\"}\n",
+                 (unsigned long long)ev->seq, ev->pcr, ev->type, name, hex);
     return (size_t)n;
 }
 
@@ -90,8 +87,7 @@ uint32_t mlog_pcr_mask(const struct mlog_event *ev, size_t n)
     return mask;
 }
 
-int mlog_first_mismatch(const struct mlog_event *ev, size_t n, uint32_t mask,
-                        const uint8_t values[MLOG_PCRS][32])
+int mlog_first_mismatch(const struct mlog_event *ev, size_t n, uint32_t mask, const uint8_t values[MLOG_PCRS][32])
 {
     mask |= mlog_pcr_mask(ev, n);
     for (uint32_t pcr = 0; pcr < MLOG_PCRS; pcr++) {
@@ -146,8 +142,7 @@ static int push(struct mlog *log, const struct mlog_event *ev)
 
 /* Parse data line by line into log->ev; on a bad line stop there and describe it in bad[]
  * (*bad_last: it was the file's last line). */
-static void parse_all(struct mlog *log, const char *data, size_t len, char *bad, size_t bad_size,
-                      bool *bad_last)
+static void parse_all(struct mlog *log, const char *data, size_t len, char *bad, size_t bad_size, bool *bad_last)
 {
     size_t off = 0;
     for (unsigned lineno = 1; off < len; lineno++) {
@@ -211,8 +206,7 @@ static void hexpcr(const uint8_t v[32], char out[65])
     tm_hex(v, 32, out);
 }
 
-int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask,
-              const uint8_t values[MLOG_PCRS][32], tm_err *err)
+int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask, const uint8_t values[MLOG_PCRS][32], tm_err *err)
 {
     *log = (struct mlog){.fd = -1};
     snprintf(log->path, sizeof(log->path), "%s/measurements.log", run_dir);
@@ -230,8 +224,7 @@ int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask,
     int pcr = -1;
     uint32_t all = mask | mlog_pcr_mask(log->ev, log->n);
     bool rewritten = false;
-    if (len > 0 && all_zero(all, values) && (bad[0] || mlog_first_mismatch(log->ev, log->n, mask,
-                                                                           values) >= 0)) {
+    if (len > 0 && all_zero(all, values) && (bad[0] || mlog_first_mismatch(log->ev, log->n, mask, values) >= 0)) {
         /* The PCRs are fresh: the TPM restarted since this log was written. */
         if ((r = archive(log, ".old", err)) < 0)
             return r;
@@ -249,24 +242,23 @@ int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask,
         } else {
             if ((r = archive(log, ".corrupt", err)) < 0)
                 return r;
-            snprintf(log->problem, sizeof(log->problem), "%s %s (the file is kept as %s.corrupt)",
-                     log->path, bad, "measurements.log");
+            snprintf(log->problem, sizeof(log->problem), "%s %s (the file is kept as %s.corrupt)", log->path, bad,
+                     "measurements.log");
             log_error("measurement log %s", log->problem);
         }
         rewritten = true;
     } else {
         switch (mlog_reconcile(log->ev, log->n, mask, values, &pcr)) {
-        case MLOG_CONSISTENT:
-            break;
+        case MLOG_CONSISTENT: break;
         case MLOG_DROP_LAST:
             log_warn("measurement log: event %llu (%s %s) was logged but never extended into PCR "
-                     "%u (tpmd stopped in between): dropped", (unsigned long long)log->n - 1,
-                     log->ev[log->n - 1].type, log->ev[log->n - 1].name, log->ev[log->n - 1].pcr);
+                     "%u (tpmd stopped in between): dropped",
+                     (unsigned long long)log->n - 1, log->ev[log->n - 1].type, log->ev[log->n - 1].name,
+                     log->ev[log->n - 1].pcr);
             log->n--;
             rewritten = true;
             break;
-        case MLOG_FRESH: /* handled above; all_zero covers it */
-            break;
+        case MLOG_FRESH: /* handled above; all_zero covers it */ break;
         case MLOG_INCONSISTENT: {
             char want[65], have[65];
             uint8_t v[32];
@@ -274,10 +266,8 @@ int mlog_open(struct mlog *log, const char *run_dir, uint32_t mask,
             hexpcr(v, want);
             hexpcr(values[pcr], have);
             snprintf(log->problem, sizeof(log->problem),
-                     "at start, replaying the log gave PCR %d = %.16s..., the TPM had %.16s...",
-                     pcr, want, have);
-            log_error("measurement log %s is inconsistent with the TPM: %s", log->path,
-                      log->problem);
+                     "at start, replaying the log gave PCR %d = %.16s..., the TPM had %.16s...", pcr, want, have);
+            log_error("measurement log %s is inconsistent with the TPM: %s", log->path, log->problem);
             break;
         }
         }
@@ -300,8 +290,7 @@ void mlog_close(struct mlog *log)
     log->n = log->cap = 0;
 }
 
-bool mlog_contains(const struct mlog *log, uint32_t pcr, const char *type, const char *name,
-                   const uint8_t sha256[32])
+bool mlog_contains(const struct mlog *log, uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32])
 {
     for (size_t i = 0; i < log->n; i++) {
         const struct mlog_event *e = &log->ev[i];
@@ -312,8 +301,8 @@ bool mlog_contains(const struct mlog *log, uint32_t pcr, const char *type, const
     return false;
 }
 
-int mlog_append(struct mlog *log, uint32_t pcr, const char *type, const char *name,
-                const uint8_t sha256[32], tm_err *err)
+int mlog_append(struct mlog *log, uint32_t pcr, const char *type, const char *name, const uint8_t sha256[32],
+                tm_err *err)
 {
     if (log->n >= MLOG_MAX_EVENTS)
         return tm_err_set(err, ENOSPC, "the measurement log is full (%d events)", MLOG_MAX_EVENTS);
@@ -358,8 +347,7 @@ int mlog_unappend(struct mlog *log, tm_err *err)
     return 0;
 }
 
-int mlog_check(const struct mlog *log, uint32_t mask, const uint8_t values[MLOG_PCRS][32],
-               char *msg, size_t msg_size)
+int mlog_check(const struct mlog *log, uint32_t mask, const uint8_t values[MLOG_PCRS][32], char *msg, size_t msg_size)
 {
     int pcr = mlog_first_mismatch(log->ev, log->n, mask, values);
     if (pcr >= 0) {
@@ -368,8 +356,8 @@ int mlog_check(const struct mlog *log, uint32_t mask, const uint8_t values[MLOG_
         mlog_replay(log->ev, log->n, (uint32_t)pcr, v);
         hexpcr(v, want);
         hexpcr(values[pcr], have);
-        snprintf(msg, msg_size, "replaying the log gives PCR %d = %s, the TPM has %s%s%s", pcr,
-                 want, have, log->problem[0] ? "; " : "", log->problem);
+        snprintf(msg, msg_size, "replaying the log gives PCR %d = %s, the TPM has %s%s%s", pcr, want, have,
+                 log->problem[0] ? "; " : "", log->problem);
         return 0;
     }
     if (log->problem[0]) {

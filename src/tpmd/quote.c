@@ -8,8 +8,7 @@
 #include "crypto.h"
 #include "log.h"
 
-int events_fill(const struct mlog *log, Trustme__Attest__Event **ret_ev,
-                Trustme__Attest__Event ***ret_ptr, tm_err *err)
+int events_fill(const struct mlog *log, Trustme__Attest__Event **ret_ev, Trustme__Attest__Event ***ret_ptr, tm_err *err)
 {
     size_t n = log->n;
     _cleanup_free_ Trustme__Attest__Event *ev = calloc(n ? n : 1, sizeof(*ev));
@@ -33,8 +32,7 @@ int events_fill(const struct mlog *log, Trustme__Attest__Event **ret_ev,
     return 0;
 }
 
-static int selection(const struct tpmd *d, const Trustme__Attest__AttestRequest *rq,
-                     uint32_t *ret_mask, tm_err *err)
+static int selection(const struct tpmd *d, const Trustme__Attest__AttestRequest *rq, uint32_t *ret_mask, tm_err *err)
 {
     if (rq->n_pcrs == 0) {
         *ret_mask = tpmd_base_mask(d);
@@ -43,8 +41,7 @@ static int selection(const struct tpmd *d, const Trustme__Attest__AttestRequest 
     uint32_t mask = 0;
     for (size_t i = 0; i < rq->n_pcrs; i++) {
         if (rq->pcrs[i] >= TPM_PCR_COUNT)
-            return tm_err_set(err, EINVAL, "PCR %u does not exist (0..%d)", rq->pcrs[i],
-                              TPM_PCR_COUNT - 1);
+            return tm_err_set(err, EINVAL, "PCR %u does not exist (0..%d)", rq->pcrs[i], TPM_PCR_COUNT - 1);
         if (mask & (1u << rq->pcrs[i]))
             return tm_err_set(err, EINVAL, "PCR %u is selected twice", rq->pcrs[i]);
         mask |= 1u << rq->pcrs[i];
@@ -64,8 +61,7 @@ static void composite(uint32_t mask, const uint8_t values[TPM_PCR_COUNT][32], ui
     tm_sha256_final(&c, out);
 }
 
-int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struct quote_answer *qa,
-                 tm_err *err)
+int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struct quote_answer *qa, tm_err *err)
 {
     *qa = (struct quote_answer){0};
     trustme__attest__quote__init(&qa->quote);
@@ -73,7 +69,8 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
         return tm_err_set(err, EINVAL, "the nonce must have %d bytes, not %zu", ATTEST_NONCE_LEN,
                           rq->has_nonce ? rq->nonce.len : 0);
     if (d->quotes_held)
-        return tm_err_set(err, EAGAIN, "the TPM was reset: trustmed is measuring what runs "
+        return tm_err_set(err, EAGAIN,
+                          "the TPM was reset: trustmed is measuring what runs "
                           "again; try again in a moment");
     uint32_t mask = 0;
     int r = selection(d, rq, &mask, err);
@@ -86,8 +83,8 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
         uint8_t digest[32], want[32];
         size_t attest_len, sig_len;
         if ((r = tpm_pcr_read(&d->tpm, mask, qa->values, err)) < 0 ||
-            (r = tpm_quote(&d->tpm, mask, rq->nonce.data, rq->nonce.len, &qa->attest, &attest_len,
-                           &qa->sig, &sig_len, digest, err)) < 0)
+            (r = tpm_quote(&d->tpm, mask, rq->nonce.data, rq->nonce.len, &qa->attest, &attest_len, &qa->sig, &sig_len,
+                           digest, err)) < 0)
             goto fail;
         composite(mask, qa->values, want);
         if (memcmp(digest, want, 32) == 0) {
@@ -99,7 +96,8 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
         free(qa->sig);
         qa->attest = qa->sig = NULL;
         if (attempt == 1) {
-            r = tm_err_set(err, EAGAIN, "the PCRs changed while they were quoted (does another "
+            r = tm_err_set(err, EAGAIN,
+                           "the PCRs changed while they were quoted (does another "
                            "process extend them?): try again");
             goto fail;
         }
@@ -129,8 +127,7 @@ int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struc
         goto fail;
     q->ak_public = (ProtobufCBinaryData){.len = ak_len, .data = qa->ak_pub};
     q->has_ak_parent_name = true;
-    q->ak_parent_name = (ProtobufCBinaryData){.len = d->tpm.srk_name.size,
-                                              .data = d->tpm.srk_name.name};
+    q->ak_parent_name = (ProtobufCBinaryData){.len = d->tpm.srk_name.size, .data = d->tpm.srk_name.name};
     /* Always present, empty until the device is provisioned. */
     q->has_cert_chain_pem = true;
     q->cert_chain_pem = (ProtobufCBinaryData){.len = d->chain_len, .data = (uint8_t *)d->chain_pem};

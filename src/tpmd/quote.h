@@ -9,7 +9,7 @@
 #define ATTEST_NONCE_LEN 32
 
 struct quote_answer {
-    Trustme__Attest__Quote quote;          /* points into the fields below */
+    Trustme__Attest__Quote quote; /* points into the fields below */
     uint8_t *attest, *sig, *ak_pub;
     uint8_t values[TPM_PCR_COUNT][32];
     Trustme__Attest__PcrValue pcr[TPM_PCR_COUNT];
@@ -20,10 +20,9 @@ struct quote_answer {
 
 /* Check rq (nonce of 32 bytes, PCRs 0..23 without duplicates; empty: boot and runtime PCR),
  * read the PCRs and quote them. */
-int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struct quote_answer *qa,
-                 tm_err *err);
+int quote_answer(struct tpmd *d, const Trustme__Attest__AttestRequest *rq, struct quote_answer *qa, tm_err *err);
 void quote_answer_free(struct quote_answer *qa);
 
 /* The log as protobuf events pointing into log (valid while log is unchanged); arrays malloc'ed. */
-int events_fill(const struct mlog *log, Trustme__Attest__Event **ret_ev,
-                Trustme__Attest__Event ***ret_ptr, tm_err *err);
+int events_fill(const struct mlog *log, Trustme__Attest__Event **ret_ev, Trustme__Attest__Event ***ret_ptr,
+                tm_err *err);

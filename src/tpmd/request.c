@@ -18,8 +18,7 @@ static int check_measure(const Trustme__Tpmd__Measure *rq, tm_err *err)
         const Trustme__Attest__Event *it = rq->items[i];
         if (!it->has_pcr)
             return tm_err_set(err, EINVAL, "item %zu: PCR missing", i);
-        if (tm_event_check(it->pcr, it->type, it->name, it->has_sha256 ? it->sha256.len : 0,
-                           err) < 0)
+        if (tm_event_check(it->pcr, it->type, it->name, it->has_sha256 ? it->sha256.len : 0, err) < 0)
             return tm_err_prefix(err, "item %zu", i);
     }
     return 0;
@@ -43,8 +42,10 @@ static int check_anchor(const Trustme__Tpmd__AnchorRequest *rq, tm_err *err)
     for (size_t i = 0; i < rq->n_set; i++) {
         const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
         if (!(e->has_remove && e->remove) && !e->has_value)
-            return tm_err_set(err, EINVAL, "anchor entry \"%s\" has neither a value nor "
-                              "remove", e->name ? e->name : "");
+            return tm_err_set(err, EINVAL,
+                              "anchor entry \"%s\" has neither a value nor "
+                              "remove",
+                              e->name ? e->name : "");
     }
     return 0;
 }
@@ -54,8 +55,8 @@ static int check_cert_install(const Trustme__Tpmd__CertInstall *rq, tm_err *err)
     if (!rq->has_chain_pem)
         return tm_err_set(err, EINVAL, "certificate chain missing");
     if (rq->chain_pem.len == 0 || rq->chain_pem.len > CERT_CHAIN_PEM_MAX)
-        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)",
-                          rq->chain_pem.len, CERT_CHAIN_PEM_MAX);
+        return tm_err_set(err, EINVAL, "certificate chain of %zu bytes (1..%d allowed)", rq->chain_pem.len,
+                          CERT_CHAIN_PEM_MAX);
     return 0;
 }
 
@@ -76,9 +77,7 @@ int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO:
-    case TRUSTME__TPMD__REQUEST__BODY_ATTEST:
-        return 0;
-    default:
-        return tm_err_set(err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+    case TRUSTME__TPMD__REQUEST__BODY_ATTEST: return 0;
+    default: return tm_err_set(err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
     }
 }

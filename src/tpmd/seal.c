@@ -29,8 +29,7 @@
  *   would put the whole TPM into lockout and stop every DA-protected key, the attestation key
  *   included, for the lockout recovery time.
  * sensitiveDataOrigin stays clear: we supply the data. */
-#define SEALED_ATTRS                                                                               \
-    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_NODA)
+#define SEALED_ATTRS (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_NODA)
 
 /* secret.blob holds the object and the PCR branch of its policy. The branch digest is needed to
  * satisfy PolicyOR (which takes every branch) and cannot be recomputed after the PCR has
@@ -45,8 +44,8 @@ struct blob {
 /* --- policy digests, computed in software (TPM 2.0 Part 3, the Policy* commands) --- */
 
 /* digest = SHA-256(digest || cc || a || b) */
-static void policy_update(uint8_t digest[DIGEST_LEN], TPM2_CC cc, const void *a, size_t alen,
-                          const void *b, size_t blen)
+static void policy_update(uint8_t digest[DIGEST_LEN], TPM2_CC cc, const void *a, size_t alen, const void *b,
+                          size_t blen)
 {
     uint8_t ccbe[4] = {(uint8_t)(cc >> 24), (uint8_t)(cc >> 16), (uint8_t)(cc >> 8), (uint8_t)cc};
     struct tm_sha256_ctx c;
@@ -89,8 +88,7 @@ static int pcr_branch_now(ESYS_CONTEXT *esys, uint32_t pcr, uint8_t out[DIGEST_L
 {
     TPML_PCR_SELECTION sel = pcr_selection(pcr), *sel_out = NULL;
     TPML_DIGEST *values = NULL;
-    TSS2_RC rc = Esys_PCR_Read(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL,
-                               &sel_out, &values);
+    TSS2_RC rc = Esys_PCR_Read(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL, &sel_out, &values);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot read PCR %u", pcr);
     int r = 0;
@@ -146,13 +144,12 @@ static int sealed_elsewhere(tm_err *err, uint32_t pcr)
  * device that sets an owner password would have to give it to tpmd), so the SRK's auth is
  * empty too and its HMAC protects integrity only; the salt is what keeps the session key
  * secret. */
-static int start_session(ESYS_CONTEXT *esys, ESYS_TR srk, TPM2_SE type, TPMA_SESSION attrs,
-                         ESYS_TR *ret, tm_err *err)
+static int start_session(ESYS_CONTEXT *esys, ESYS_TR srk, TPM2_SE type, TPMA_SESSION attrs, ESYS_TR *ret, tm_err *err)
 {
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB};
     ESYS_TR s = ESYS_TR_NONE;
-    TSS2_RC rc = Esys_StartAuthSession(esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                       ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, &s);
+    TSS2_RC rc = Esys_StartAuthSession(esys, srk, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, type,
+                                       &sym, TPM2_ALG_SHA256, &s);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot start a TPM session");
     /* continueSession: the session is flushed by us on every path, never implicitly, so the
@@ -182,8 +179,7 @@ static int blob_read(const char *path, struct blob *b, tm_err *err)
     /* The unmarshaller parses the structure inside TPM2B_PUBLIC without checking that it
      * fills the size in front of it. */
     if (rc == TSS2_RC_SUCCESS && off != sizeof(uint16_t) + b->pub.size)
-        return tm_err_set(err, EBADMSG, "%s is corrupt: its public area is not %u bytes", path,
-                          (unsigned)b->pub.size);
+        return tm_err_set(err, EBADMSG, "%s is corrupt: its public area is not %u bytes", path, (unsigned)b->pub.size);
     if (rc == TSS2_RC_SUCCESS)
         rc = Tss2_MU_TPM2B_PRIVATE_Unmarshal(p, len, &off, &b->priv);
     if (rc == TSS2_RC_SUCCESS)
@@ -194,14 +190,12 @@ static int blob_read(const char *path, struct blob *b, tm_err *err)
         return tm_err_set(err, EBADMSG, "%s is corrupt: %zu bytes after its end", path, len - off);
 
     const TPMT_PUBLIC *pa = &b->pub.publicArea;
-    if (pa->type != TPM2_ALG_KEYEDHASH || pa->nameAlg != TPM2_ALG_SHA256 ||
-        pa->objectAttributes != SEALED_ATTRS ||
+    if (pa->type != TPM2_ALG_KEYEDHASH || pa->nameAlg != TPM2_ALG_SHA256 || pa->objectAttributes != SEALED_ATTRS ||
         pa->parameters.keyedHashDetail.scheme.scheme != TPM2_ALG_NULL)
         return tm_err_set(err, EBADMSG, "%s is corrupt: not a sealed data object of trustme", path);
     uint8_t expect[DIGEST_LEN];
     if (b->pcr_branch.size != DIGEST_LEN || pa->authPolicy.size != DIGEST_LEN ||
-        (or_digest(b->pcr_branch.buffer, expect),
-         memcmp(expect, pa->authPolicy.buffer, DIGEST_LEN) != 0))
+        (or_digest(b->pcr_branch.buffer, expect), memcmp(expect, pa->authPolicy.buffer, DIGEST_LEN) != 0))
         return tm_err_set(err, EBADMSG, "%s is corrupt: its policy digests do not match", path);
     return 0;
 }
@@ -232,8 +226,8 @@ static int make_secret(ESYS_CONTEXT *esys, struct secret **ret, tm_err *err)
         return r;
     for (size_t done = 0; done < SEALED_SECRET_LEN;) {
         TPM2B_DIGEST *rnd = NULL;
-        TSS2_RC rc = Esys_GetRandom(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                    (UINT16)(SEALED_SECRET_LEN - done), &rnd);
+        TSS2_RC rc =
+            Esys_GetRandom(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, (UINT16)(SEALED_SECRET_LEN - done), &rnd);
         if (rc != TSS2_RC_SUCCESS)
             return tpm_err(err, rc, "TPM2_GetRandom failed");
         /* A TPM may return fewer bytes than asked (at most one digest's worth). */
@@ -263,13 +257,14 @@ static int seal(ESYS_CONTEXT *esys, ESYS_TR srk, uint32_t pcr, const struct secr
     b.pcr_branch.size = DIGEST_LEN;
 
     TPM2B_PUBLIC tmpl = {
-        .publicArea = {
-            .type = TPM2_ALG_KEYEDHASH,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = SEALED_ATTRS,
-            .authPolicy = {.size = DIGEST_LEN},
-            .parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
-        },
+        .publicArea =
+            {
+                .type = TPM2_ALG_KEYEDHASH,
+                .nameAlg = TPM2_ALG_SHA256,
+                .objectAttributes = SEALED_ATTRS,
+                .authPolicy = {.size = DIGEST_LEN},
+                .parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL,
+            },
     };
     or_digest(b.pcr_branch.buffer, tmpl.publicArea.authPolicy.buffer);
 
@@ -290,8 +285,8 @@ static int seal(ESYS_CONTEXT *esys, ESYS_TR srk, uint32_t pcr, const struct secr
     TPM2B_CREATION_DATA *cdata = NULL;
     TPM2B_DIGEST *chash = NULL;
     TPMT_TK_CREATION *ticket = NULL;
-    TSS2_RC rc = Esys_Create(esys, srk, sess, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl, &outside,
-                             &creation_pcr, &priv, &pub, &cdata, &chash, &ticket);
+    TSS2_RC rc = Esys_Create(esys, srk, sess, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &priv,
+                             &pub, &cdata, &chash, &ticket);
     explicit_bzero(&sens, sizeof(sens));
     tpm_flush(esys, &sess);
     if (rc != TSS2_RC_SUCCESS)
@@ -308,17 +303,15 @@ static int seal(ESYS_CONTEXT *esys, ESYS_TR srk, uint32_t pcr, const struct secr
 }
 
 /* Unseal through the PCR branch (recovery_key NULL) or the recovery branch. */
-static int unseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *path, const struct blob *b,
-                  uint32_t pcr, const struct secret *recovery_key, struct secret **ret,
-                  tm_err *err)
+static int unseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *path, const struct blob *b, uint32_t pcr,
+                  const struct secret *recovery_key, struct secret **ret, tm_err *err)
 {
     ESYS_TR obj = ESYS_TR_NONE, sess = ESYS_TR_NONE, enc = ESYS_TR_NONE;
     TPM2B_SENSITIVE_DATA *data = NULL;
     _cleanup_secret_ struct secret *s = NULL;
     int r = 0;
 
-    TSS2_RC rc = Esys_Load(esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &b->priv,
-                           &b->pub, &obj);
+    TSS2_RC rc = Esys_Load(esys, srk, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &b->priv, &b->pub, &obj);
     if (rc != TSS2_RC_SUCCESS) {
         /* Format-one codes (integrity, size, value, ...) are about the blob: it was damaged
          * or was sealed by another TPM or SRK. Warnings (out of memory) are not. */
@@ -390,8 +383,8 @@ static int unseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *path, const struc
         goto out;
     }
     if (data->size != SEALED_SECRET_LEN) {
-        r = tm_err_set(err, EBADMSG, "%s holds %u bytes, not a %d-byte secret", path,
-                       (unsigned)data->size, SEALED_SECRET_LEN);
+        r = tm_err_set(err, EBADMSG, "%s holds %u bytes, not a %d-byte secret", path, (unsigned)data->size,
+                       SEALED_SECRET_LEN);
         goto out;
     }
     r = secret_new(SEALED_SECRET_LEN, &s, err);
@@ -434,9 +427,8 @@ static int check_pcr(uint32_t pcr, tm_err *err)
     return 0;
 }
 
-int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr,
-                      struct secret **ret_secret, bool *ret_created, char *ret_recovery_path,
-                      size_t pathlen, tm_err *err)
+int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr, struct secret **ret_secret,
+                      bool *ret_created, char *ret_recovery_path, size_t pathlen, tm_err *err)
 {
     int r = check_pcr(boot_pcr, err);
     if (r < 0)
@@ -465,12 +457,10 @@ int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t
     /* First use. A recovery-key file without a blob is left from a crash between the two
      * writes: it opens nothing, and is replaced. */
     _cleanup_secret_ struct secret *rkey = NULL;
-    if ((r = make_secret(esys, &s, err)) < 0 ||
-        (r = secret_random(RECOVERY_KEY_LEN, &rkey, err)) < 0 ||
+    if ((r = make_secret(esys, &s, err)) < 0 || (r = secret_random(RECOVERY_KEY_LEN, &rkey, err)) < 0 ||
         (r = seal(esys, srk, boot_pcr, s, rkey, &b, err)) < 0)
         return r;
-    if ((r = write_recovery_key(key_path, rkey, err)) < 0 ||
-        (r = blob_write(blob_path, &b, err)) < 0)
+    if ((r = write_recovery_key(key_path, rkey, err)) < 0 || (r = blob_write(blob_path, &b, err)) < 0)
         return r;
     *ret_secret = steal_ptr(s);
     if (ret_created)
@@ -481,15 +471,14 @@ int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t
 }
 
 int sealed_secret_reseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr,
-                         const struct secret *recovery_key, struct secret **ret_secret,
-                         tm_err *err)
+                         const struct secret *recovery_key, struct secret **ret_secret, tm_err *err)
 {
     int r = check_pcr(boot_pcr, err);
     if (r < 0)
         return r;
     if (!recovery_key || recovery_key->len != RECOVERY_KEY_LEN)
-        return tm_err_set(err, EINVAL, "a recovery key is %d bytes (%d hex digits)",
-                          RECOVERY_KEY_LEN, 2 * RECOVERY_KEY_LEN);
+        return tm_err_set(err, EINVAL, "a recovery key is %d bytes (%d hex digits)", RECOVERY_KEY_LEN,
+                          2 * RECOVERY_KEY_LEN);
     char blob_path[PATH_MAX];
     snprintf(blob_path, sizeof(blob_path), "%s/" BLOB_NAME, dir);
 
@@ -501,8 +490,7 @@ int sealed_secret_reseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint3
         return r;
     _cleanup_secret_ struct secret *s = NULL;
     if ((r = unseal(esys, srk, blob_path, &b, boot_pcr, recovery_key, &s, err)) < 0 ||
-        (r = seal(esys, srk, boot_pcr, s, recovery_key, &b, err)) < 0 ||
-        (r = blob_write(blob_path, &b, err)) < 0)
+        (r = seal(esys, srk, boot_pcr, s, recovery_key, &b, err)) < 0 || (r = blob_write(blob_path, &b, err)) < 0)
         return r;
     *ret_secret = steal_ptr(s);
     return 0;

@@ -28,16 +28,14 @@
  * to. -EACCES: the PCR differs from its value when sealed (err says so and how to recover);
  * -EBADMSG: secret.blob is corrupt or does not belong to this TPM. Outputs are written only on
  * success. */
-int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr,
-                      struct secret **ret_secret, bool *ret_created, char *ret_recovery_path,
-                      size_t pathlen, tm_err *err);
+int sealed_secret_get(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr, struct secret **ret_secret,
+                      bool *ret_created, char *ret_recovery_path, size_t pathlen, tm_err *err);
 
 /* After an authorised update: unseal with the recovery key (RECOVERY_KEY_LEN bytes, raw) and seal
  * the same secret, with the same recovery key, to the boot PCR's current value. -EACCES "wrong
  * recovery key" leaves everything as it was. */
 int sealed_secret_reseal(ESYS_CONTEXT *esys, ESYS_TR srk, const char *dir, uint32_t boot_pcr,
-                         const struct secret *recovery_key, struct secret **ret_secret,
-                         tm_err *err);
+                         const struct secret *recovery_key, struct secret **ret_secret, tm_err *err);
 
 /* Whether dir holds a sealed secret (secret.blob exists). */
 bool sealed_secret_exists(const char *dir);

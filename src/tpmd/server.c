@@ -32,7 +32,6 @@
 #include "secmem.h"
 #include "tpmd.pb-c.h"
 
-
 typedef Trustme__Tpmd__Request Request;
 typedef Trustme__Tpmd__Response Response;
 
@@ -139,8 +138,8 @@ static int do_get_log(struct tpmd *d, uint64_t id, tm_err *err)
 
 /* ---- the storage secret ------------------------------------------------------------------------ */
 
-static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool created,
-                       const char *recovery_path, tm_err *err)
+static int send_secret(struct tpmd *d, uint64_t id, const struct secret *s, bool created, const char *recovery_path,
+                       tm_err *err)
 {
     Trustme__Tpmd__Secret m = TRUSTME__TPMD__SECRET__INIT;
     m.has_secret = m.has_created = true;
@@ -165,11 +164,14 @@ static int check_boot_pcr(struct tpmd *d, tm_err *err)
     if (r < 0)
         return r;
     if (!(mlog_pcr_mask(d->log.ev, d->log.n) & (1u << d->boot_pcr)))
-        return tm_err_set(err, EPERM, "nothing has been measured into the boot PCR %u: the "
-                          "device storage secret is withheld", d->boot_pcr);
+        return tm_err_set(err, EPERM,
+                          "nothing has been measured into the boot PCR %u: the "
+                          "device storage secret is withheld",
+                          d->boot_pcr);
     mlog_replay(d->log.ev, d->log.n, d->boot_pcr, want);
     if (memcmp(want, values[d->boot_pcr], 32) != 0)
-        return tm_err_set(err, EPERM, "the boot PCR %u holds extensions the measurement log does "
+        return tm_err_set(err, EPERM,
+                          "the boot PCR %u holds extensions the measurement log does "
                           "not explain (extended by another process, or before this TPM boot's "
                           "first measurement): the device storage secret is withheld",
                           d->boot_pcr);
@@ -229,8 +231,8 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
     }
     bool created = false;
     char recovery_path[PATH_MAX] = "";
-    int r = sealed_secret_get(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, &s, &created,
-                              recovery_path, sizeof(recovery_path), err);
+    int r = sealed_secret_get(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, &s, &created, recovery_path,
+                              sizeof(recovery_path), err);
     if (r < 0)
         return r;
     /* The recovery key never stays in the data dir (a copy of the disk must not open it): it goes to the place trustmed
@@ -239,7 +241,8 @@ static int do_storage_secret(struct tpmd *d, uint64_t id, tm_err *err)
         return r;
     if (created)
         log_warn("sealed a new device storage secret; its recovery key is in %s, the only copy: "
-                 "move it off the device now", recovery_path);
+                 "move it off the device now",
+                 recovery_path);
     return send_secret(d, id, s, created, recovery_path, err);
 }
 
@@ -251,8 +254,7 @@ static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *r
     if (r < 0)
         return r;
     memcpy(key->data, rq->recovery_key.data, RECOVERY_KEY_LEN);
-    if ((r = sealed_secret_reseal(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, key, &s,
-                                  err)) < 0)
+    if ((r = sealed_secret_reseal(d->tpm.esys, d->tpm.srk, d->data_dir, d->boot_pcr, key, &s, err)) < 0)
         return r;
     log_info("device storage secret resealed to the current boot PCR %u", d->boot_pcr);
     return send_secret(d, id, s, false, NULL, err);
@@ -260,8 +262,7 @@ static int do_reseal(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Reseal *r
 
 /* ---- the anchor table ------------------------------------------------------------------------- */
 
-static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq,
-                     tm_err *err)
+static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorRequest *rq, tm_err *err)
 {
     /* The counts, the names to get and value-or-remove of each change are checked
      * (request.c). */
@@ -274,16 +275,15 @@ static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorReq
             return tm_err_set(err, ENOMEM, "out of memory");
         for (size_t i = 0; i < rq->n_set; i++) {
             const Trustme__Tpmd__AnchorEntry *e = rq->set[i];
-            c[i] = (struct anchor_change){.name = e->name, .remove = e->has_remove && e->remove,
-                                          .value = e->value.data, .len = e->value.len};
+            c[i] = (struct anchor_change){
+                .name = e->name, .remove = e->has_remove && e->remove, .value = e->value.data, .len = e->value.len};
         }
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         if ((r = anchor_update(d->tpm.esys, d->data_dir, &d->anchor, c, rq->n_set, err)) < 0)
             return r;
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        log_debug("anchor table version %llu written in %.3f ms",
-                  (unsigned long long)d->anchor.version,
+        log_debug("anchor table version %llu written in %.3f ms", (unsigned long long)d->anchor.version,
                   (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     }
     _cleanup_free_ Trustme__Tpmd__AnchorEntry *ev = calloc(rq->n_get + 1, sizeof(*ev));
@@ -313,13 +313,11 @@ static int do_anchor(struct tpmd *d, uint64_t id, const Trustme__Tpmd__AnchorReq
 
 /* ---- device identity ------------------------------------------------------------------------------ */
 
-static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__DeviceCsr *rq,
-                         tm_err *err)
+static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__DeviceCsr *rq, tm_err *err)
 {
     _cleanup_free_ char *pem = NULL;
     size_t len;
-    int r = device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len,
-                       err);
+    int r = device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len, err);
     if (r < 0)
         return r;
     Trustme__Tpmd__Csr c = TRUSTME__TPMD__CSR__INIT;
@@ -331,8 +329,8 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     return send_response(d, id, &resp, err);
 }
 
-static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot,
-                       size_t *slot_len, tm_err *err)
+static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot, size_t *slot_len,
+                       tm_err *err)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", d->data_dir, name);
@@ -351,8 +349,7 @@ static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, 
 /* A certificate for this TPM's keys: the EK's (the manufacturer's, docs/ATTESTATION.md
  * "Enrollment"), the AK's in clear, or the AK's as the Device CA sends it, encrypted under a
  * credential only this TPM can activate. */
-static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq,
-                           tm_err *err)
+static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__CertInstall *rq, tm_err *err)
 {
     /* The chain's presence and size are checked (request.c). */
     _cleanup_free_ char *certs = NULL;
@@ -360,14 +357,12 @@ static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Cer
     bool activated;
     char *pem = NULL;
     size_t len;
-    int r = enroll_unwrap(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &certs, &certs_len,
-                          &activated, err);
+    int r = enroll_unwrap(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &certs, &certs_len, &activated, err);
     if (r < 0)
         return r;
     if (!activated && cert_is_for_ek(&d->tpm, (const uint8_t *)certs, certs_len)) {
         if ((r = check_ek_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
-            (r = store_chain(d, "ek-chain.pem", pem, len, &d->ek_chain_pem, &d->ek_chain_len,
-                             err)) < 0)
+            (r = store_chain(d, "ek-chain.pem", pem, len, &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
             return r;
     } else {
         if ((r = check_ak_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
@@ -397,8 +392,7 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     di.has_ek_public_pem = ek_len > 0;
     di.has_ek_cert_pem = true;
     di.ek_public_pem = (ProtobufCBinaryData){.len = ek_len, .data = (uint8_t *)ek_pem};
-    di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len,
-                                           .data = (uint8_t *)d->ek_chain_pem};
+    di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len, .data = (uint8_t *)d->ek_chain_pem};
     di.tcti = (char *)(d->embedded ? "embedded" : d->tcti);
     di.has_embedded = di.has_ak_public_pem = di.has_ak_name = di.has_cert_chain_pem = true;
     di.embedded = d->embedded;
@@ -425,8 +419,7 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     return send_response(d, id, &resp, err);
 }
 
-static int do_attest(struct tpmd *d, uint64_t id, const Trustme__Attest__AttestRequest *rq,
-                     tm_err *err)
+static int do_attest(struct tpmd *d, uint64_t id, const Trustme__Attest__AttestRequest *rq, tm_err *err)
 {
     struct quote_answer qa;
     int r = quote_answer(d, rq, &qa, err);
@@ -459,14 +452,13 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET: r = do_storage_secret(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_RESEAL: r = do_reseal(d, rq->id, rq->reseal, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR: r = do_device_csr(d, rq->id, rq->device_csr, &err); break;
-    case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL:
-        r = do_cert_install(d, rq->id, rq->cert_install, &err);
-        break;
+    case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL: r = do_cert_install(d, rq->id, rq->cert_install, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO: r = do_device_info(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
-    default: r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
-             /* (tpmd_request_decode refused it already) */
+    default:
+        r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
+        /* (tpmd_request_decode refused it already) */
     }
     if (r < 0) {
         log_debug("request %llu failed: %s", (unsigned long long)rq->id, err.msg);

@@ -156,11 +156,9 @@ static void exec_swtpm(const char *binary, char *const argv[])
     _exit(127);
 }
 
-static int launch(struct swtpm *s, const char *binary, const char *state_dir, const char *log_path,
-                  tm_err *err)
+static int launch(struct swtpm *s, const char *binary, const char *state_dir, const char *log_path, tm_err *err)
 {
-    char server[PATH_MAX + 32], ctrl[PATH_MAX + 32], state[PATH_MAX + 16], pidf[PATH_MAX + 16],
-        logf[PATH_MAX + 32];
+    char server[PATH_MAX + 32], ctrl[PATH_MAX + 32], state[PATH_MAX + 16], pidf[PATH_MAX + 16], logf[PATH_MAX + 32];
     snprintf(server, sizeof(server), "type=unixio,path=%s", s->sock);
     snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s.ctrl", s->sock);
     snprintf(state, sizeof(state), "dir=%s", state_dir);
@@ -168,9 +166,23 @@ static int launch(struct swtpm *s, const char *binary, const char *state_dir, co
     snprintf(logf, sizeof(logf), "file=%s,level=1", log_path);
     /* Without --log, swtpm writes nothing (its stderr is /dev/null): at level 1 it logs a line
      * per TPM command, ~18 MB a minute under a quote flood. */
-    char *argv[] = {"swtpm", "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
-                    "--tpmstate", state, "--flags", "not-need-init,startup-clear",
-                    "--pid", pidf, "--daemon", NULL, NULL, NULL};
+    char *argv[] = {"swtpm",
+                    "socket",
+                    "--tpm2",
+                    "--server",
+                    server,
+                    "--ctrl",
+                    ctrl,
+                    "--tpmstate",
+                    state,
+                    "--flags",
+                    "not-need-init,startup-clear",
+                    "--pid",
+                    pidf,
+                    "--daemon",
+                    NULL,
+                    NULL,
+                    NULL};
     if (s->log) {
         argv[13] = "--log";
         argv[14] = logf;
@@ -197,22 +209,20 @@ static int launch(struct swtpm *s, const char *binary, const char *state_dir, co
     for (int waited = 0; !answers(s); waited += 10) {
         if (waited >= START_TIMEOUT_MS || wait_gone(s->pidfd, 10)) {
             swtpm_stop(s);
-            return tm_err_set(err, EIO, "swtpm does not answer on %s%s%s", s->sock,
-                              s->log ? ", see " : "", s->log ? log_path : "");
+            return tm_err_set(err, EIO, "swtpm does not answer on %s%s%s", s->sock, s->log ? ", see " : "",
+                              s->log ? log_path : "");
         }
     }
     return 0;
 }
 
-int swtpm_start(struct swtpm *s, const char *binary, const char *data_dir, const char *run_dir,
-                bool log, tm_err *err)
+int swtpm_start(struct swtpm *s, const char *binary, const char *data_dir, const char *run_dir, bool log, tm_err *err)
 {
     *s = (struct swtpm){.pidfd = -1, .log = log};
     struct sockaddr_un sa;
     snprintf(s->sock, sizeof(s->sock), "%s/swtpm.sock", run_dir);
     if (strlen(s->sock) + strlen(".ctrl") >= sizeof(sa.sun_path))
-        return tm_err_set(err, ENAMETOOLONG, "the run dir %s is too long for a UNIX socket path",
-                          run_dir);
+        return tm_err_set(err, ENAMETOOLONG, "the run dir %s is too long for a UNIX socket path", run_dir);
     snprintf(s->pid_path, sizeof(s->pid_path), "%s/swtpm.pid", run_dir);
     snprintf(s->tcti, sizeof(s->tcti), "swtpm:path=%s", s->sock);
     snprintf(s->log_path, sizeof(s->log_path), "%s/swtpm.log", run_dir);
@@ -244,8 +254,7 @@ void swtpm_stop(struct swtpm *s)
         return;
     pidfd_send_signal(s->pidfd, SIGTERM, NULL, 0);
     if (!wait_gone(s->pidfd, STOP_TIMEOUT_MS)) {
-        log_warn("swtpm %d did not stop within %d s: killing it", (int)s->pid,
-                 STOP_TIMEOUT_MS / 1000);
+        log_warn("swtpm %d did not stop within %d s: killing it", (int)s->pid, STOP_TIMEOUT_MS / 1000);
         pidfd_send_signal(s->pidfd, SIGKILL, NULL, 0);
         wait_gone(s->pidfd, STOP_TIMEOUT_MS);
     }

@@ -20,20 +20,19 @@
 
 struct swtpm {
     pid_t pid;
-    int pidfd;                 /* -1 when none */
-    bool reused;               /* it was running before this tpmd */
-    bool log;                  /* it logs to log_path (started with --swtpm-log) */
-    char sock[PATH_MAX];       /* the command socket; the control socket is <sock>.ctrl */
+    int pidfd; /* -1 when none */
+    bool reused; /* it was running before this tpmd */
+    bool log; /* it logs to log_path (started with --swtpm-log) */
+    char sock[PATH_MAX]; /* the command socket; the control socket is <sock>.ctrl */
     char pid_path[PATH_MAX];
-    char tcti[PATH_MAX + 16];  /* "swtpm:path=<sock>" */
+    char tcti[PATH_MAX + 16]; /* "swtpm:path=<sock>" */
     char log_path[PATH_MAX];
 };
 
 /* Reuse the swtpm of run_dir if it is alive and answers, else start one with its state in
  * data_dir/swtpm. binary: a path, or a name looked up on PATH. log: a new swtpm logs to
  * run_dir/swtpm.log (else nowhere). */
-int swtpm_start(struct swtpm *s, const char *binary, const char *data_dir, const char *run_dir,
-                bool log, tm_err *err);
+int swtpm_start(struct swtpm *s, const char *binary, const char *data_dir, const char *run_dir, bool log, tm_err *err);
 /* Terminate it (SIGTERM, then SIGKILL after 3 s) and wait until it is gone. NULL-safe. */
 void swtpm_stop(struct swtpm *s);
 /* Forget it without stopping it (the process stays for the next tpmd). */

@@ -31,8 +31,20 @@ static void esys_freep(void *p)
  * of its own, so the two never interleave. */
 static TSS2_RC raw_flush(TSS2_TCTI_CONTEXT *tcti, TPM2_HANDLE h)
 {
-    uint8_t cmd[14] = {0x80, 0x01, 0, 0, 0, sizeof(cmd), 0, 0, 0x01, 0x65,
-                       (uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    uint8_t cmd[14] = {0x80,
+                       0x01,
+                       0,
+                       0,
+                       0,
+                       sizeof(cmd),
+                       0,
+                       0,
+                       0x01,
+                       0x65,
+                       (uint8_t)(h >> 24),
+                       (uint8_t)(h >> 16),
+                       (uint8_t)(h >> 8),
+                       (uint8_t)h};
     TSS2_RC rc = Tss2_Tcti_Transmit(tcti, sizeof(cmd), cmd);
     if (rc != TSS2_RC_SUCCESS)
         return rc;
@@ -49,8 +61,7 @@ static TSS2_RC raw_flush(TSS2_TCTI_CONTEXT *tcti, TPM2_HANDLE h)
 static bool handle_is(TPM2_HANDLE h, bool sessions)
 {
     unsigned type = h >> 24;
-    return sessions ? type == TPM2_HT_HMAC_SESSION || type == TPM2_HT_POLICY_SESSION
-                    : type == TPM2_HT_TRANSIENT;
+    return sessions ? type == TPM2_HT_HMAC_SESSION || type == TPM2_HT_POLICY_SESSION : type == TPM2_HT_TRANSIENT;
 }
 
 /* tss2's TPM2_TRANSIENT_FIRST shifts 0x80, promoted to int, into the sign bit: undefined behaviour
@@ -68,8 +79,8 @@ static int flush_all(struct tpm *t, TPM2_HANDLE first, const char *what, tm_err 
     for (int round = 0; round < 64; round++) {
         TPMI_YES_NO more;
         _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
-        TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_HANDLES, first,
-                                        TPM2_MAX_CAP_HANDLES, &more, &cap);
+        TSS2_RC rc =
+            Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_HANDLES, first, TPM2_MAX_CAP_HANDLES, &more, &cap);
         if (rc != TSS2_RC_SUCCESS)
             return tpm_err(err, rc, "cannot list %s", what);
         const TPML_HANDLE *hl = &cap->data.handles;
@@ -97,43 +108,47 @@ static int flush_all(struct tpm *t, TPM2_HANDLE first, const char *what, tm_err 
 /* The TCG SRK template (TPM v2.0 Provisioning Guidance, ECC NIST P-256): the same owner seed
  * always yields the same key, so it is recreated at each start instead of being persisted. */
 static const TPM2B_PUBLIC srk_template = {
-    .publicArea = {
-        .type = TPM2_ALG_ECC,
-        .nameAlg = TPM2_ALG_SHA256,
-        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                            TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
-        .parameters.eccDetail = {
-            .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
-            .scheme = {.scheme = TPM2_ALG_NULL},
-            .curveID = TPM2_ECC_NIST_P256,
-            .kdf = {.scheme = TPM2_ALG_NULL},
+    .publicArea =
+        {
+            .type = TPM2_ALG_ECC,
+            .nameAlg = TPM2_ALG_SHA256,
+            .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                                TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED |
+                                TPMA_OBJECT_DECRYPT,
+            .parameters.eccDetail =
+                {
+                    .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
+                    .scheme = {.scheme = TPM2_ALG_NULL},
+                    .curveID = TPM2_ECC_NIST_P256,
+                    .kdf = {.scheme = TPM2_ALG_NULL},
+                },
         },
-    },
 };
 
 /* noda: the AK's authValue is empty, there is nothing to guess, and a DA-protected AK stops
  * quoting whenever the TPM is in lockout (each unclean swtpm stop after its use counts as a
  * failure). An AK made before noda was added is still accepted (AK_ATTRIBUTES_OLD). */
-#define AK_ATTRIBUTES_OLD                                                                          \
-    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
-     TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
+#define AK_ATTRIBUTES_OLD                                                                                          \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
+     TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
 #define AK_ATTRIBUTES (AK_ATTRIBUTES_OLD | TPMA_OBJECT_NODA)
 
 /* Restricted: the TPM signs only digests it computed itself over data that is not a forged
  * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
 static const TPM2B_PUBLIC ak_template = {
-    .publicArea = {
-        .type = TPM2_ALG_ECC,
-        .nameAlg = TPM2_ALG_SHA256,
-        .objectAttributes = AK_ATTRIBUTES,
-        .parameters.eccDetail = {
-            .symmetric = {.algorithm = TPM2_ALG_NULL},
-            .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
-            .curveID = TPM2_ECC_NIST_P256,
-            .kdf = {.scheme = TPM2_ALG_NULL},
+    .publicArea =
+        {
+            .type = TPM2_ALG_ECC,
+            .nameAlg = TPM2_ALG_SHA256,
+            .objectAttributes = AK_ATTRIBUTES,
+            .parameters.eccDetail =
+                {
+                    .symmetric = {.algorithm = TPM2_ALG_NULL},
+                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
+                    .curveID = TPM2_ECC_NIST_P256,
+                    .kdf = {.scheme = TPM2_ALG_NULL},
+                },
         },
-    },
 };
 
 /* The TCG EK Credential Profile's template L-2 (ECC NIST P-256, low range): the same
@@ -141,24 +156,24 @@ static const TPM2B_PUBLIC ak_template = {
  * (adminWithPolicy, no userWithAuth), a restricted decryption key: it decrypts credentials and
  * nothing else. */
 static const TPM2B_PUBLIC ek_template = {
-    .publicArea = {
-        .type = TPM2_ALG_ECC,
-        .nameAlg = TPM2_ALG_SHA256,
-        .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
-                            TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
-        .authPolicy = {.size = 32,
-                       .buffer = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
-                                  0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
-                                  0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa}},
-        .parameters.eccDetail = {
-            .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
-            .scheme = {.scheme = TPM2_ALG_NULL},
-            .curveID = TPM2_ECC_NIST_P256,
-            .kdf = {.scheme = TPM2_ALG_NULL},
+    .publicArea =
+        {
+            .type = TPM2_ALG_ECC,
+            .nameAlg = TPM2_ALG_SHA256,
+            .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                                TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
+            .authPolicy = {.size = 32, .buffer = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+                                                  0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+                                                  0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa}},
+            .parameters.eccDetail =
+                {
+                    .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
+                    .scheme = {.scheme = TPM2_ALG_NULL},
+                    .curveID = TPM2_ECC_NIST_P256,
+                    .kdf = {.scheme = TPM2_ALG_NULL},
+                },
+            .unique.ecc = {.x = {.size = 32}, .y = {.size = 32}},
         },
-        .unique.ecc = {.x = {.size = 32}, .y = {.size = 32}},
-    },
 };
 
 static int create_ek(struct tpm *t, ESYS_TR *ret, TPM2B_PUBLIC *ret_public, tm_err *err)
@@ -167,9 +182,8 @@ static int create_ek(struct tpm *t, ESYS_TR *ret, TPM2B_PUBLIC *ret_public, tm_e
     TPM2B_DATA outside = {0};
     TPML_PCR_SELECTION creation_pcr = {0};
     _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
-    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, NO, NO,
-                                    &sens, &ek_template, &outside, &creation_pcr, ret, &pub, NULL,
-                                    NULL, NULL);
+    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, NO, NO, &sens, &ek_template,
+                                    &outside, &creation_pcr, ret, &pub, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot create the endorsement key");
     if (ret_public)
@@ -177,8 +191,8 @@ static int create_ek(struct tpm *t, ESYS_TR *ret, TPM2B_PUBLIC *ret_public, tm_e
     return 0;
 }
 
-int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob,
-                            const TPM2B_ENCRYPTED_SECRET *secret, TPM2B_DIGEST *ret, tm_err *err)
+int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob, const TPM2B_ENCRYPTED_SECRET *secret,
+                            TPM2B_DIGEST *ret, tm_err *err)
 {
     ESYS_TR ek = NO, session = NO;
     int r = create_ek(t, &ek, NULL, err);
@@ -186,24 +200,24 @@ int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob,
         return r;
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
     _cleanup_esys_ TPM2B_DIGEST *cred = NULL;
-    TSS2_RC rc = Esys_StartAuthSession(t->esys, NO, NO, NO, NO, NO, NULL, TPM2_SE_POLICY, &sym,
-                                       TPM2_ALG_SHA256, &session);
+    TSS2_RC rc =
+        Esys_StartAuthSession(t->esys, NO, NO, NO, NO, NO, NULL, TPM2_SE_POLICY, &sym, TPM2_ALG_SHA256, &session);
     if (rc != TSS2_RC_SUCCESS) {
         r = tpm_err(err, rc, "cannot start a policy session for the endorsement key");
         goto out;
     }
-    rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, NO, NO,
-                           NULL, NULL, NULL, 0, NULL, NULL);
+    rc = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, NO, NO, NULL, NULL, NULL, 0,
+                           NULL, NULL);
     if (rc != TSS2_RC_SUCCESS) {
         r = tpm_err(err, rc, "TPM2_PolicySecret(endorsement) failed");
         goto out;
     }
     /* The TPM checks the blob's HMAC over the AK's name: a credential made for another key, or
      * to another TPM's EK, does not come out. */
-    rc = Esys_ActivateCredential(t->esys, t->ak, ek, ESYS_TR_PASSWORD, session, NO, blob, secret,
-                                 &cred);
+    rc = Esys_ActivateCredential(t->esys, t->ak, ek, ESYS_TR_PASSWORD, session, NO, blob, secret, &cred);
     if (rc != TSS2_RC_SUCCESS) {
-        r = tpm_err(err, rc, "TPM2_ActivateCredential failed (was the credential made for this "
+        r = tpm_err(err, rc,
+                    "TPM2_ActivateCredential failed (was the credential made for this "
                     "TPM's endorsement key and this attestation key?)");
         goto out;
     }
@@ -221,9 +235,8 @@ static int create_srk(struct tpm *t, tm_err *err)
     TPM2B_SENSITIVE_CREATE sens = {0};
     TPM2B_DATA outside = {0};
     TPML_PCR_SELECTION creation_pcr = {0};
-    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, NO, NO, &sens,
-                                    &srk_template, &outside, &creation_pcr, &t->srk, NULL, NULL,
-                                    NULL, NULL);
+    TSS2_RC rc = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, NO, NO, &sens, &srk_template, &outside,
+                                    &creation_pcr, &t->srk, NULL, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot create the storage primary key");
     /* The AK's parent: a quote's qualifiedSigner is H(parent's name || AK's name), which a
@@ -249,8 +262,8 @@ static int create_ak(struct tpm *t, const char *pub_path, const char *priv_path,
     TPML_PCR_SELECTION creation_pcr = {0};
     _cleanup_esys_ TPM2B_PRIVATE *priv = NULL;
     _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
-    TSS2_RC rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &ak_template,
-                             &outside, &creation_pcr, &priv, &pub, NULL, NULL, NULL);
+    TSS2_RC rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &ak_template, &outside, &creation_pcr,
+                             &priv, &pub, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot create the attestation key");
     uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
@@ -293,12 +306,10 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
     TPM2B_PUBLIC pub = {0};
     TPM2B_PRIVATE priv = {0};
     off = 0;
-    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub_buf, pub_len, &off, &pub) != TSS2_RC_SUCCESS ||
-        off != pub_len)
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub_buf, pub_len, &off, &pub) != TSS2_RC_SUCCESS || off != pub_len)
         return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", pub_path);
     off = 0;
-    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS ||
-        off != priv_len)
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
         return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
     /* Whoever can write the data dir could swap in an unrestricted key: the quote's worth rests
      * on the AK being restricted, so check what we load. */
@@ -313,14 +324,17 @@ static int load_ak(struct tpm *t, const char *pub_path, const char *priv_path, t
     explicit_bzero(&priv, sizeof(priv));
     if (rc != TSS2_RC_SUCCESS) {
         tpm_err(err, rc, "cannot load the attestation key %s", pub_path);
-        return tm_err_prefix(err, "this TPM did not create it (was the TPM cleared, or its state "
+        return tm_err_prefix(err,
+                             "this TPM did not create it (was the TPM cleared, or its state "
                              "replaced?); to make a new AK remove %s, %s and ak-chain.pem and "
-                             "provision the device again", pub_path, priv_path);
+                             "provision the device again",
+                             pub_path, priv_path);
     }
     t->ak_public = pub;
     if (p->objectAttributes == AK_ATTRIBUTES_OLD)
         log_warn("the attestation key %s is not noda: it stops quoting while the TPM is in "
-                 "dictionary-attack lockout; provision a new one to change that", pub_path);
+                 "dictionary-attack lockout; provision a new one to change that",
+                 pub_path);
     _cleanup_esys_ TPM2B_NAME *name = NULL;
     if ((rc = Esys_TR_GetName(t->esys, t->ak, &name)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot get the attestation key's name");
@@ -332,8 +346,7 @@ static int read_manufacturer(struct tpm *t, tm_err *err)
 {
     TPMI_YES_NO more;
     _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
-    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES,
-                                    TPM2_PT_MANUFACTURER, 1, &more, &cap);
+    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES, TPM2_PT_MANUFACTURER, 1, &more, &cap);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot read the TPM manufacturer");
     const TPML_TAGGED_TPM_PROPERTY *p = &cap->data.tpmProperties;
@@ -361,9 +374,8 @@ int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err)
     *ret = (struct tpm_da){0};
     TPMI_YES_NO more;
     _cleanup_esys_ TPMS_CAPABILITY_DATA *cap = NULL;
-    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES,
-                                    TPM2_PT_PERMANENT, TPM2_PT_LOCKOUT_RECOVERY - TPM2_PT_PERMANENT + 1,
-                                    &more, &cap);
+    TSS2_RC rc = Esys_GetCapability(t->esys, NO, NO, NO, TPM2_CAP_TPM_PROPERTIES, TPM2_PT_PERMANENT,
+                                    TPM2_PT_LOCKOUT_RECOVERY - TPM2_PT_PERMANENT + 1, &more, &cap);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot read the TPM's dictionary-attack state");
     const TPML_TAGGED_TPM_PROPERTY *p = &cap->data.tpmProperties;
@@ -388,7 +400,8 @@ int tpm_da_reset(struct tpm *t, tm_err *err)
     if (rc == TSS2_RC_SUCCESS)
         rc = Esys_DictionaryAttackLockReset(t->esys, ESYS_TR_RH_LOCKOUT, ESYS_TR_PASSWORD, NO, NO);
     if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "TPM2_DictionaryAttackLockReset with an empty lockout "
+        return tpm_err(err, rc,
+                       "TPM2_DictionaryAttackLockReset with an empty lockout "
                        "authorization failed");
     return 0;
 }
@@ -412,8 +425,7 @@ int tpm_open(struct tpm *t, const char *tcti, const char *data_dir, tm_err *err)
     }
     if ((r = flush_all(t, TRANSIENT_FIRST, "transient objects", err)) < 0 ||
         (r = flush_all(t, TPM2_LOADED_SESSION_FIRST, "loaded sessions", err)) < 0 ||
-        (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 ||
-        (r = read_manufacturer(t, err)) < 0)
+        (r = flush_all(t, TPM2_ACTIVE_SESSION_FIRST, "saved sessions", err)) < 0 || (r = read_manufacturer(t, err)) < 0)
         goto fail;
     /* The EK's public part, for its certificate and the credential activation's bundle. A TPM
      * whose endorsement hierarchy has a password gives none: everything but enrollment works. */
@@ -528,12 +540,10 @@ int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err
 
 /* ---- signing ----------------------------------------------------------------------------------- */
 
-static const TPMT_SIG_SCHEME ecdsa_sha256 = {
-    .scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+static const TPMT_SIG_SCHEME ecdsa_sha256 = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
 
-int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len,
-              uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len,
-              uint8_t pcr_digest[32], tm_err *err)
+int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len, uint8_t **ret_attest,
+              size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, uint8_t pcr_digest[32], tm_err *err)
 {
     TPM2B_DATA qualifying = {0};
     if (nonce_len > sizeof(qualifying.buffer))
@@ -544,14 +554,12 @@ int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_l
     set_selection(&sel, mask);
     _cleanup_esys_ TPM2B_ATTEST *quoted = NULL;
     _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
-    TSS2_RC rc = Esys_Quote(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, &qualifying, &ecdsa_sha256,
-                            &sel, &quoted, &sig);
+    TSS2_RC rc = Esys_Quote(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, &qualifying, &ecdsa_sha256, &sel, &quoted, &sig);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Quote failed");
     TPMS_ATTEST attest;
     size_t off = 0;
-    if (Tss2_MU_TPMS_ATTEST_Unmarshal(quoted->attestationData, quoted->size, &off, &attest) !=
-            TSS2_RC_SUCCESS ||
+    if (Tss2_MU_TPMS_ATTEST_Unmarshal(quoted->attestationData, quoted->size, &off, &attest) != TSS2_RC_SUCCESS ||
         attest.type != TPM2_ST_ATTEST_QUOTE || attest.attested.quote.pcrDigest.size != 32)
         return tm_err_set(err, EIO, "the TPM returned a malformed quote");
     memcpy(pcr_digest, attest.attested.quote.pcrDigest.buffer, 32);
@@ -560,8 +568,7 @@ int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_l
     if (!sig_buf || !att_buf)
         return tm_err_set(err, ENOMEM, "out of memory");
     size_t sig_len = 0;
-    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) !=
-        TSS2_RC_SUCCESS)
+    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot marshal the quote signature");
     memcpy(att_buf, quoted->attestationData, quoted->size);
     *ret_attest_len = quoted->size;
@@ -581,20 +588,17 @@ static int tpm_hash(struct tpm *t, const uint8_t *data, size_t len, TPM2B_DIGEST
     if (len <= sizeof(chunk.buffer)) {
         chunk.size = (UINT16)len;
         memcpy(chunk.buffer, data, len);
-        rc = Esys_Hash(t->esys, NO, NO, NO, &chunk, TPM2_ALG_SHA256, ESYS_TR_RH_OWNER, ret_digest,
-                       ret_ticket);
+        rc = Esys_Hash(t->esys, NO, NO, NO, &chunk, TPM2_ALG_SHA256, ESYS_TR_RH_OWNER, ret_digest, ret_ticket);
         return rc == TSS2_RC_SUCCESS ? 0 : tpm_err(err, rc, "TPM2_Hash failed");
     }
     TPM2B_AUTH auth = {0};
     ESYS_TR seq = NO;
-    if ((rc = Esys_HashSequenceStart(t->esys, NO, NO, NO, &auth, TPM2_ALG_SHA256, &seq)) !=
-        TSS2_RC_SUCCESS)
+    if ((rc = Esys_HashSequenceStart(t->esys, NO, NO, NO, &auth, TPM2_ALG_SHA256, &seq)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_HashSequenceStart failed");
     while (len > sizeof(chunk.buffer)) {
         chunk.size = sizeof(chunk.buffer);
         memcpy(chunk.buffer, data, chunk.size);
-        if ((rc = Esys_SequenceUpdate(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk)) !=
-            TSS2_RC_SUCCESS) {
+        if ((rc = Esys_SequenceUpdate(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk)) != TSS2_RC_SUCCESS) {
             tpm_flush(t->esys, &seq);
             return tpm_err(err, rc, "TPM2_SequenceUpdate failed");
         }
@@ -603,8 +607,8 @@ static int tpm_hash(struct tpm *t, const uint8_t *data, size_t len, TPM2B_DIGEST
     }
     chunk.size = (UINT16)len;
     memcpy(chunk.buffer, data, len);
-    rc = Esys_SequenceComplete(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk, ESYS_TR_RH_OWNER,
-                               ret_digest, ret_ticket);
+    rc =
+        Esys_SequenceComplete(t->esys, seq, ESYS_TR_PASSWORD, NO, NO, &chunk, ESYS_TR_RH_OWNER, ret_digest, ret_ticket);
     if (rc != TSS2_RC_SUCCESS) {
         tpm_flush(t->esys, &seq); /* SequenceComplete flushes it only when it succeeds */
         return tpm_err(err, rc, "TPM2_SequenceComplete failed");
@@ -621,8 +625,7 @@ static int put32(uint8_t out[32], const TPM2B_ECC_PARAMETER *p, tm_err *err)
     return 0;
 }
 
-int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
-                  tm_err *err)
+int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err)
 {
     _cleanup_esys_ TPM2B_DIGEST *digest = NULL;
     _cleanup_esys_ TPMT_TK_HASHCHECK *ticket = NULL;
@@ -630,8 +633,7 @@ int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32],
     int ret = tpm_hash(t, data, len, &digest, &ticket, err);
     if (ret < 0)
         return ret;
-    TSS2_RC rc = Esys_Sign(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket,
-                           &sig);
+    TSS2_RC rc = Esys_Sign(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket, &sig);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Sign with the attestation key failed");
     if (sig->sigAlg != TPM2_ALG_ECDSA)
@@ -648,8 +650,7 @@ int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, t
     if (!buf)
         return tm_err_set(err, ENOMEM, "out of memory");
     size_t off = 0;
-    TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&t->ak_public.publicArea, buf, sizeof(TPMT_PUBLIC),
-                                             &off);
+    TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&t->ak_public.publicArea, buf, sizeof(TPMT_PUBLIC), &off);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot marshal the attestation key");
     *ret = steal_ptr(buf);

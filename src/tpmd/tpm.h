@@ -21,11 +21,11 @@ struct tpm {
     ESYS_CONTEXT *esys;
     ESYS_TR srk;
     ESYS_TR ak;
-    TPM2B_NAME srk_name;      /* the AK's parent's name, sent with every quote */
-    TPM2B_PUBLIC ak_public;   /* as the TPM reported it when the AK was loaded */
-    TPM2B_NAME ak_name;       /* nameAlg || digest of ak_public */
-    TPM2B_PUBLIC ek_public;   /* the endorsement key (TCG template L-2, ECC P-256) */
-    char manufacturer[5];     /* TPM2_PT_MANUFACTURER as text, e.g. "IBM" */
+    TPM2B_NAME srk_name; /* the AK's parent's name, sent with every quote */
+    TPM2B_PUBLIC ak_public; /* as the TPM reported it when the AK was loaded */
+    TPM2B_NAME ak_name; /* nameAlg || digest of ak_public */
+    TPM2B_PUBLIC ek_public; /* the endorsement key (TCG template L-2, ECC P-256) */
+    char manufacturer[5]; /* TPM2_PT_MANUFACTURER as text, e.g. "IBM" */
 };
 
 /* Connect to the TPM behind tcti (a tpm2-tss TCTI string), start it, flush leftovers, create the
@@ -37,10 +37,10 @@ void tpm_close(struct tpm *t, bool shutdown);
 
 /* The TPM's dictionary-attack state (TPM2_GetCapability, TPM_PROPERTIES). */
 struct tpm_da {
-    bool in_lockout;      /* TPMA_PERMANENT inLockout: DA-protected objects refuse all auth */
-    uint32_t failures;    /* TPM2_PT_LOCKOUT_COUNTER */
-    uint32_t max_tries;   /* TPM2_PT_MAX_AUTH_FAIL */
-    uint32_t recovery_s;  /* TPM2_PT_LOCKOUT_INTERVAL: seconds per failure forgiven */
+    bool in_lockout; /* TPMA_PERMANENT inLockout: DA-protected objects refuse all auth */
+    uint32_t failures; /* TPM2_PT_LOCKOUT_COUNTER */
+    uint32_t max_tries; /* TPM2_PT_MAX_AUTH_FAIL */
+    uint32_t recovery_s; /* TPM2_PT_LOCKOUT_INTERVAL: seconds per failure forgiven */
 };
 int tpm_da_read(struct tpm *t, struct tpm_da *ret, tm_err *err);
 /* TPM2_DictionaryAttackLockReset, authorised by the lockout hierarchy's empty auth (swtpm's and a
@@ -54,21 +54,19 @@ int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err
 /* TPM2_Quote with the AK over the SHA-256 PCRs in mask, nonce as qualifying data. The TPMS_ATTEST
  * bytes (as the TPM marshalled them) and the marshalled TPMT_SIGNATURE are malloc'ed for the
  * caller; pcr_digest receives the TPMS_ATTEST's pcrDigest. */
-int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len,
-              uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len,
-              uint8_t pcr_digest[32], tm_err *err);
+int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len, uint8_t **ret_attest,
+              size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, uint8_t pcr_digest[32], tm_err *err);
 
 /* Sign data of any size with the AK: the TPM hashes it (SHA-256) and issues the ticket a
  * restricted key needs (refused for data that starts with TPM_GENERATED_VALUE). r and s are the
  * ECDSA signature, big-endian, left-padded to 32 bytes. */
-int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
-                  tm_err *err);
+int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err);
 
 /* TPM2_ActivateCredential with the AK as the object and the EK (made for the call, with a
  * PolicySecret(endorsement) session) as the key: the credential MakeCredential sealed to this
  * TPM's EK and the AK's name. */
-int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob,
-                            const TPM2B_ENCRYPTED_SECRET *secret, TPM2B_DIGEST *ret, tm_err *err);
+int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob, const TPM2B_ENCRYPTED_SECRET *secret,
+                            TPM2B_DIGEST *ret, tm_err *err);
 
 /* The AK's TPMT_PUBLIC, TPM-marshalled, malloc'ed. */
 int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err);

@@ -17,9 +17,8 @@ static bool breaks_connection(TSS2_RC rc)
     if (layer == TSS2_TCTI_RC_LAYER)
         return true;
     return (layer == TSS2_ESAPI_RC_LAYER || layer == TSS2_SYS_RC_LAYER) &&
-           (base == TSS2_BASE_RC_BAD_SEQUENCE || base == TSS2_BASE_RC_IO_ERROR ||
-            base == TSS2_BASE_RC_NO_CONNECTION || base == TSS2_BASE_RC_MALFORMED_RESPONSE ||
-            base == TSS2_BASE_RC_INSUFFICIENT_RESPONSE);
+           (base == TSS2_BASE_RC_BAD_SEQUENCE || base == TSS2_BASE_RC_IO_ERROR || base == TSS2_BASE_RC_NO_CONNECTION ||
+            base == TSS2_BASE_RC_MALFORMED_RESPONSE || base == TSS2_BASE_RC_INSUFFICIENT_RESPONSE);
 }
 
 bool tpm_connection_lost(void)
@@ -43,20 +42,15 @@ static int rc_errno(TSS2_RC rc)
     case TPM2_RC_POLICY_FAIL:
     case TPM2_RC_AUTH_FAIL:
     case TPM2_RC_BAD_AUTH:
-    case TPM2_RC_PCR_CHANGED:
-        return EACCES;
+    case TPM2_RC_PCR_CHANGED: return EACCES;
     case TPM2_RC_HANDLE:
     case TPM2_RC_REFERENCE_H0:
-    case TPM2_RC_NV_UNINITIALIZED:
-        return ENOENT;
+    case TPM2_RC_NV_UNINITIALIZED: return ENOENT;
     case TPM2_RC_NV_SPACE:
     case TPM2_RC_OBJECT_MEMORY:
-    case TPM2_RC_SESSION_MEMORY:
-        return ENOSPC;
-    case TPM2_RC_NV_DEFINED:
-        return EEXIST;
-    default:
-        return EIO;
+    case TPM2_RC_SESSION_MEMORY: return ENOSPC;
+    case TPM2_RC_NV_DEFINED: return EEXIST;
+    default: return EIO;
     }
 }
 

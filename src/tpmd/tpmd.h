@@ -17,22 +17,22 @@ struct attest_server;
 struct tpmd {
     const char *data_dir;
     const char *run_dir;
-    const char *tcti;            /* what tpmd talks to (the swtpm's TCTI when embedded) */
-    const char *recovery_out;    /* where the recovery key goes, out of the data dir */
+    const char *tcti; /* what tpmd talks to (the swtpm's TCTI when embedded) */
+    const char *recovery_out; /* where the recovery key goes, out of the data dir */
     bool embedded;
     uint32_t boot_pcr;
     uint32_t runtime_pcr;
     struct swtpm swtpm;
     struct tpm tpm;
     struct mlog log;
-    char *chain_pem;             /* <data>/ak-chain.pem, NULL until provisioned */
+    char *chain_pem; /* <data>/ak-chain.pem, NULL until provisioned */
     size_t chain_len;
-    char *ek_chain_pem;          /* <data>/ek-chain.pem: the EK's certificate chain, or NULL */
+    char *ek_chain_pem; /* <data>/ek-chain.pem: the EK's certificate chain, or NULL */
     size_t ek_chain_len;
-    char attest_address[80];     /* host:port actually bound */
+    char attest_address[80]; /* host:port actually bound */
     tm_loop *loop;
     struct attest_server *attest;
-    int link_fd;                 /* to trustmed */
+    int link_fd; /* to trustmed */
     tm_source *link_src;
     int signal_fd;
     tm_source *signal_src;
@@ -45,11 +45,11 @@ struct tpmd {
      * between sees the boot events alone and says "trusted". */
     bool quotes_held;
     struct {
-        uint32_t failures;       /* cleared at start */
+        uint32_t failures; /* cleared at start */
         bool lockout;
-        char error[256];         /* clearing failed: why */
+        char error[256]; /* clearing failed: why */
     } da_reset;
-    bool tpm_lost;               /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
+    bool tpm_lost; /* the TPM connection broke: tpmd is exiting (tpmd_check_tpm) */
     /* The anchor table (anchor.h), loaded at start; while it fails to load, every anchor
      * request tries again and fails closed with the reason. */
     struct anchor_table anchor;

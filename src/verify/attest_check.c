@@ -28,7 +28,7 @@ static const char *const check_names[ATTEST_CHECK_COUNT] = {
 };
 
 #define AK_EKU "clientAuth" /* the Device CA's profile (docs/PKI.md) */
-#define MISSING_SHOWN 3      /* missing reference values named in the detail */
+#define MISSING_SHOWN 3 /* missing reference values named in the detail */
 
 struct reported_pcrs {
     size_t n;
@@ -55,8 +55,7 @@ struct parsed {
     tm_err events_err;
 };
 
-static void set(struct attest_check *c, bool ok, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void set(struct attest_check *c, bool ok, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set(struct attest_check *c, bool ok, const char *fmt, ...)
 {
     va_list ap;
@@ -87,12 +86,12 @@ static void pcr_list(uint32_t mask, char *out, size_t size)
 static int read_leaf(const ProtobufCBinaryData *pem, X509 **ret, tm_err *err)
 {
     if (pem->len == 0)
-        return tm_err_set(err, ENOENT, "the device has no AK certificate (not provisioned: "
+        return tm_err_set(err, ENOENT,
+                          "the device has no AK certificate (not provisioned: "
                           "trustme device csr, trustme-pki issue --ca device, trustme device "
                           "cert install)");
     if (pem->len > VERIFY_PEM_MAX)
-        return tm_err_set(err, EINVAL, "the AK certificate chain has %zu bytes, at most %d",
-                          pem->len, VERIFY_PEM_MAX);
+        return tm_err_set(err, EINVAL, "the AK certificate chain has %zu bytes, at most %d", pem->len, VERIFY_PEM_MAX);
     _cleanup_(BIO_freep) BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
     char *name = NULL, *header = NULL;
     unsigned char *der = NULL;
@@ -110,7 +109,8 @@ static int read_leaf(const ProtobufCBinaryData *pem, X509 **ret, tm_err *err)
     ERR_clear_error();
     if (!exact) {
         X509_free(x);
-        return tm_err_set(err, EINVAL, "the AK certificate (first PEM block) is not a DER "
+        return tm_err_set(err, EINVAL,
+                          "the AK certificate (first PEM block) is not a DER "
                           "certificate");
     }
     *ret = x;
@@ -120,19 +120,19 @@ static int read_leaf(const ProtobufCBinaryData *pem, X509 **ret, tm_err *err)
 static int parse_pcrs(const Trustme__Attest__Quote *q, struct reported_pcrs *out, tm_err *err)
 {
     if (q->n_pcrs > ATTEST_PCRS)
-        return tm_err_set(err, EINVAL, "%zu PCR values reported, at most %d", q->n_pcrs,
-                          ATTEST_PCRS);
+        return tm_err_set(err, EINVAL, "%zu PCR values reported, at most %d", q->n_pcrs, ATTEST_PCRS);
     for (size_t i = 0; i < q->n_pcrs; i++) {
         const Trustme__Attest__PcrValue *v = q->pcrs[i];
         if (!v->has_index || v->index > TM_PCR_MAX)
-            return tm_err_set(err, EINVAL, "reported PCR value %zu has no index 0..%d", i + 1,
-                              TM_PCR_MAX);
+            return tm_err_set(err, EINVAL, "reported PCR value %zu has no index 0..%d", i + 1, TM_PCR_MAX);
         if (i > 0 && v->index <= out->index[i - 1])
-            return tm_err_set(err, EINVAL, "reported PCR values are not in ascending index "
-                              "order (%u after %u)", v->index, out->index[i - 1]);
+            return tm_err_set(err, EINVAL,
+                              "reported PCR values are not in ascending index "
+                              "order (%u after %u)",
+                              v->index, out->index[i - 1]);
         if (!v->has_sha256 || v->sha256.len != 32)
-            return tm_err_set(err, EINVAL, "reported PCR %u has a value of %zu bytes, not 32",
-                              v->index, v->has_sha256 ? v->sha256.len : 0);
+            return tm_err_set(err, EINVAL, "reported PCR %u has a value of %zu bytes, not 32", v->index,
+                              v->has_sha256 ? v->sha256.len : 0);
         out->index[i] = v->index;
         out->value[i] = v->sha256.data;
         out->mask |= 1u << v->index;
@@ -148,9 +148,10 @@ static int check_events_wellformed(const Trustme__Attest__Quote *q, tm_err *err)
     for (size_t i = 0; i < q->n_events; i++) {
         const Trustme__Attest__Event *e = q->events[i];
         if (!e->has_seq || e->seq != i)
-            return tm_err_set(err, EINVAL, "event %zu has seq %s%llu: the log must be numbered "
-                              "0, 1, 2, ... without gaps", i, e->has_seq ? "" : "(none) ",
-                              (unsigned long long)e->seq);
+            return tm_err_set(err, EINVAL,
+                              "event %zu has seq %s%llu: the log must be numbered "
+                              "0, 1, 2, ... without gaps",
+                              i, e->has_seq ? "" : "(none) ", (unsigned long long)e->seq);
         if (!e->has_pcr)
             return tm_err_set(err, EINVAL, "event %zu has no PCR", i);
         tm_err e2 = {0};
@@ -163,51 +164,58 @@ static int check_events_wellformed(const Trustme__Attest__Quote *q, tm_err *err)
 static void parse_all(const Trustme__Attest__Quote *q, struct parsed *p)
 {
     p->leaf_rc = q->has_cert_chain_pem ? read_leaf(&q->cert_chain_pem, &p->leaf, &p->leaf_err)
-                                       : read_leaf(&(ProtobufCBinaryData){0}, &p->leaf,
-                                                   &p->leaf_err);
-    p->ak_rc = tpm_ak_public(q->has_ak_public ? q->ak_public.data : NULL,
-                             q->has_ak_public ? q->ak_public.len : 0, &p->ak, &p->ak_err);
-    p->attest_rc = tpm_attest_parse(q->has_attest ? q->attest.data : NULL,
-                                    q->has_attest ? q->attest.len : 0, &p->attest,
-                                    &p->attest_err);
+                                       : read_leaf(&(ProtobufCBinaryData){0}, &p->leaf, &p->leaf_err);
+    p->ak_rc = tpm_ak_public(q->has_ak_public ? q->ak_public.data : NULL, q->has_ak_public ? q->ak_public.len : 0,
+                             &p->ak, &p->ak_err);
+    p->attest_rc = tpm_attest_parse(q->has_attest ? q->attest.data : NULL, q->has_attest ? q->attest.len : 0,
+                                    &p->attest, &p->attest_err);
     p->pcrs_rc = parse_pcrs(q, &p->pcrs, &p->pcrs_err);
     p->events_rc = check_events_wellformed(q, &p->events_err);
 }
 
 /* --- the checks --- */
 
-static void check_chain(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
-                        const struct parsed *p, struct attest_check *c)
+static void check_chain(const Trustme__Attest__Quote *q, const struct attest_policy *pol, const struct parsed *p,
+                        struct attest_check *c)
 {
     if (p->leaf_rc == -ENOENT) {
         set(c, false, "%s", p->leaf_err.msg);
         return;
     }
     if (!pol->device_cas || pol->device_cas->n == 0) {
-        set(c, false, "not checked: the verifier names no CA that issues AK certificates "
+        set(c, false,
+            "not checked: the verifier names no CA that issues AK certificates "
             "(--device-ca)");
         return;
     }
     struct verify_request rq = {
-        .chain_pem = (const char *)q->cert_chain_pem.data, .chain_len = q->cert_chain_pem.len,
-        .anchors_pem = pol->ak_anchors_pem, .anchors_len = pol->ak_anchors_len,
-        .crls_pem = pol->crls_pem, .crls_len = pol->crls_len,
-        .leaf_only = true, .eku = AK_EKU, .time = pol->time,
+        .chain_pem = (const char *)q->cert_chain_pem.data,
+        .chain_len = q->cert_chain_pem.len,
+        .anchors_pem = pol->ak_anchors_pem,
+        .anchors_len = pol->ak_anchors_len,
+        .crls_pem = pol->crls_pem,
+        .crls_len = pol->crls_len,
+        .leaf_only = true,
+        .eku = AK_EKU,
+        .time = pol->time,
     };
     struct verify_result res;
     tm_err err = {0};
     if (verify_signed(&rq, &res, &err) < 0)
         set(c, false, "%s", err.msg);
     else if (p->leaf && (X509_get_extension_flags(p->leaf) & EXFLAG_CA))
-        set(c, false, "the AK certificate (%s) is a CA certificate (CA:TRUE): it could issue "
-            "others, it is no device's", res.leaf_subject);
+        set(c, false,
+            "the AK certificate (%s) is a CA certificate (CA:TRUE): it could issue "
+            "others, it is no device's",
+            res.leaf_subject);
     else if (!ca_pins_issued(pol->device_cas, &res))
-        set(c, false, "the AK certificate (%s) was not issued by a Device CA (--device-ca): "
-            "another CA under %s issued it", res.leaf_subject, res.anchor_subject);
+        set(c, false,
+            "the AK certificate (%s) was not issued by a Device CA (--device-ca): "
+            "another CA under %s issued it",
+            res.leaf_subject, res.anchor_subject);
     else
-        set(c, true, "%s, issued by the Device CA under %s%s", res.leaf_subject,
-            res.anchor_subject, pol->crls_pem && pol->crls_len ? ", not revoked"
-                                                                : ", revocation not checked");
+        set(c, true, "%s, issued by the Device CA under %s%s", res.leaf_subject, res.anchor_subject,
+            pol->crls_pem && pol->crls_len ? ", not revoked" : ", revocation not checked");
 }
 
 /* The AK's TPM name: nameAlg (SHA-256) || SHA-256 of its marshalled TPMT_PUBLIC. */
@@ -223,8 +231,7 @@ static bool ak_name_is(const Trustme__Attest__Quote *q, const uint8_t *want, siz
 /* The AK's qualified name: what TPM2_Quote writes as qualifiedSigner. For a key whose parent
  * is a primary key of the owner hierarchy (the SRK): QN(SRK) = nameAlg || H(TPM_RH_OWNER ||
  * Name(SRK)), QN(AK) = nameAlg || H(QN(SRK) || Name(AK)) (TPM 2.0 Part 1, "Qualified Name"). */
-static void ak_qualified_name(const uint8_t ak_name[34], const uint8_t parent_name[34],
-                              uint8_t out[34])
+static void ak_qualified_name(const uint8_t ak_name[34], const uint8_t parent_name[34], uint8_t out[34])
 {
     uint8_t buf[4 + 34] = {0x40, 0x00, 0x00, 0x01}, qn_parent[34] = {0x00, 0x0b};
     memcpy(buf + 4, parent_name, 34);
@@ -242,8 +249,7 @@ static void ak_qualified_name(const uint8_t ak_name[34], const uint8_t parent_na
  * key's qualified name, which covers its TPMT_PUBLIC (attributes included): a TPMT_PUBLIC that
  * claims fixedTPM restricted for a key the TPM knows otherwise, or a software key's "quote"
  * with a made-up qualifiedSigner, does not match. */
-static int qualified_signer_matches(const Trustme__Attest__Quote *q, const struct parsed *p,
-                                    const char **why)
+static int qualified_signer_matches(const Trustme__Attest__Quote *q, const struct parsed *p, const char **why)
 {
     const TPM2B_NAME *qs = &p->attest.qualifiedSigner;
     /* Without the parent's name the quote cannot be tied to the AK: fail closed. */
@@ -254,30 +260,30 @@ static int qualified_signer_matches(const Trustme__Attest__Quote *q, const struc
     }
     uint8_t ak_name[34] = {0x00, 0x0b}, qn[34];
     tm_sha256(q->ak_public.data, q->ak_public.len, ak_name + 2);
-    if (q->ak_parent_name.len != 34 || q->ak_parent_name.data[0] != 0x00 ||
-        q->ak_parent_name.data[1] != 0x0b || qs->size != 34)
+    if (q->ak_parent_name.len != 34 || q->ak_parent_name.data[0] != 0x00 || q->ak_parent_name.data[1] != 0x0b ||
+        qs->size != 34)
         return -1;
     ak_qualified_name(ak_name, q->ak_parent_name.data, qn);
     return memcmp(qn, qs->name, 34) == 0 ? 1 : -1;
 }
 
-static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
-                             const struct parsed *p, struct attest_check *c)
+static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attest_policy *pol, const struct parsed *p,
+                             struct attest_check *c)
 {
     if (p->ak_rc < 0) {
         set(c, false, "%s", p->ak_err.msg);
         return;
     }
     if (p->leaf_rc < 0) {
-        set(c, false, "not checked: %s", p->leaf_rc == -ENOENT ? "no AK certificate"
-                                                               : p->leaf_err.msg);
+        set(c, false, "not checked: %s", p->leaf_rc == -ENOENT ? "no AK certificate" : p->leaf_err.msg);
         return;
     }
     EVP_PKEY *cert_key = X509_get0_pubkey(p->leaf);
     int eq = cert_key ? EVP_PKEY_eq(cert_key, p->ak) : 0;
     ERR_clear_error();
     if (eq != 1)
-        set(c, false, "the AK certificate's public key is not the AK's (TPMT_PUBLIC): the "
+        set(c, false,
+            "the AK certificate's public key is not the AK's (TPMT_PUBLIC): the "
             "certificate belongs to another key");
     else if (pol->expect_ak_name && !ak_name_is(q, pol->expect_ak_name, pol->expect_ak_name_len))
         set(c, false, "the AK is not the expected device's (--expect-ak): another device answered");
@@ -293,20 +299,22 @@ static void check_ak_binding(const Trustme__Attest__Quote *q, const struct attes
         if (qs < 0) {
             char h[17];
             hex_prefix(p->attest.qualifiedSigner.name, p->attest.qualifiedSigner.size, h);
-            set(c, false, "the quote's qualifiedSigner (%s...) is not the qualified name of the "
+            set(c, false,
+                "the quote's qualifiedSigner (%s...) is not the qualified name of the "
                 "AK's TPMT_PUBLIC under its parent: the TPM that signed does not hold this key "
-                "as described (a forged TPMS_ATTEST or key attributes)", h);
+                "as described (a forged TPMS_ATTEST or key attributes)",
+                h);
             return;
         }
-        set(c, true, "the certificate's key is the AK%s, a fixedTPM restricted signing key "
+        set(c, true,
+            "the certificate's key is the AK%s, a fixedTPM restricted signing key "
             "(ECC P-256, ECDSA-SHA256); qualifiedSigner %s%s",
             pol->expect_ak_name ? " of the expected device" : "",
             qs > 0 ? "is its qualified name" : "not compared: ", qs > 0 ? "" : why);
     }
 }
 
-static bool signature_verifies(EVP_PKEY *key, const uint8_t *der, size_t der_len,
-                               const ProtobufCBinaryData *data)
+static bool signature_verifies(EVP_PKEY *key, const uint8_t *der, size_t der_len, const ProtobufCBinaryData *data)
 {
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = EVP_MD_CTX_new();
     bool ok = md && EVP_DigestVerifyInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) == 1 &&
@@ -315,28 +323,28 @@ static bool signature_verifies(EVP_PKEY *key, const uint8_t *der, size_t der_len
     return ok;
 }
 
-static void check_quote_signature(const Trustme__Attest__Quote *q, const struct parsed *p,
-                                  struct attest_check *c)
+static void check_quote_signature(const Trustme__Attest__Quote *q, const struct parsed *p, struct attest_check *c)
 {
     if (p->attest_rc < 0) {
         set(c, false, "%s", p->attest_err.msg);
         return;
     }
     if (p->attest.magic != TPM2_GENERATED_VALUE) {
-        set(c, false, "TPMS_ATTEST magic is 0x%08x, not TPM_GENERATED_VALUE: the TPM did not "
-            "make it", p->attest.magic);
+        set(c, false,
+            "TPMS_ATTEST magic is 0x%08x, not TPM_GENERATED_VALUE: the TPM did not "
+            "make it",
+            p->attest.magic);
         return;
     }
     if (p->attest.type != TPM2_ST_ATTEST_QUOTE) {
-        set(c, false, "TPMS_ATTEST is of type 0x%04x, not a quote (0x%04x)", p->attest.type,
-            TPM2_ST_ATTEST_QUOTE);
+        set(c, false, "TPMS_ATTEST is of type 0x%04x, not a quote (0x%04x)", p->attest.type, TPM2_ST_ATTEST_QUOTE);
         return;
     }
     uint8_t der[TPM_ECDSA_DER_MAX];
     size_t der_len = 0;
     tm_err err = {0};
-    if (tpm_signature_der(q->has_signature ? q->signature.data : NULL,
-                          q->has_signature ? q->signature.len : 0, der, &der_len, &err) < 0) {
+    if (tpm_signature_der(q->has_signature ? q->signature.data : NULL, q->has_signature ? q->signature.len : 0, der,
+                          &der_len, &err) < 0) {
         set(c, false, "%s", err.msg);
         return;
     }
@@ -344,8 +352,7 @@ static void check_quote_signature(const Trustme__Attest__Quote *q, const struct 
         /* Without a certificate there is no key to trust; still say what the AK says, for
          * whoever provisions the device. */
         bool with_ak = p->ak && signature_verifies(p->ak, der, der_len, &q->attest);
-        set(c, false, "not checked: %s; %s",
-            p->leaf_rc == -ENOENT ? "no AK certificate" : p->leaf_err.msg,
+        set(c, false, "not checked: %s; %s", p->leaf_rc == -ENOENT ? "no AK certificate" : p->leaf_err.msg,
             with_ak ? "it verifies with the device's uncertified AK"
                     : "it does not verify with the device's AK either");
         return;
@@ -354,12 +361,12 @@ static void check_quote_signature(const Trustme__Attest__Quote *q, const struct 
     if (key && signature_verifies(key, der, der_len, &q->attest))
         set(c, true, "ECDSA-SHA256 by the certified key over the TPM's quote");
     else
-        set(c, false, "the quote's signature does not verify with the AK certificate's key: "
+        set(c, false,
+            "the quote's signature does not verify with the AK certificate's key: "
             "another key (another TPM) signed it, or it was altered");
 }
 
-static void check_nonce(const struct attest_policy *pol, const struct parsed *p,
-                        struct attest_check *c)
+static void check_nonce(const struct attest_policy *pol, const struct parsed *p, struct attest_check *c)
 {
     if (p->attest_rc < 0) {
         set(c, false, "not checked: %s", p->attest_err.msg);
@@ -373,8 +380,10 @@ static void check_nonce(const struct attest_policy *pol, const struct parsed *p,
     char got[17], want[17];
     hex_prefix(x->buffer, x->size, got);
     hex_prefix(pol->nonce, pol->nonce ? pol->nonce_len : 0, want);
-    set(c, false, "the quote's qualifying data (%u bytes, %s...) is not the nonce sent (%zu "
-        "bytes, %s...): a replayed or foreign quote", x->size, got, pol->nonce_len, want);
+    set(c, false,
+        "the quote's qualifying data (%u bytes, %s...) is not the nonce sent (%zu "
+        "bytes, %s...): a replayed or foreign quote",
+        x->size, got, pol->nonce_len, want);
 }
 
 /* The quote's single SHA-256 bank selection as a PCR mask; -EINVAL naming what is wrong. */
@@ -382,24 +391,27 @@ static int quote_selection(const TPMS_ATTEST *a, uint32_t *ret_mask, tm_err *err
 {
     const TPML_PCR_SELECTION *sel = &a->attested.quote.pcrSelect;
     if (sel->count != 1 || sel->pcrSelections[0].hash != TPM2_ALG_SHA256)
-        return tm_err_set(err, EINVAL, "the quote selects %u banks: exactly the SHA-256 bank "
-                          "expected", sel->count);
+        return tm_err_set(err, EINVAL,
+                          "the quote selects %u banks: exactly the SHA-256 bank "
+                          "expected",
+                          sel->count);
     const TPMS_PCR_SELECTION *s = &sel->pcrSelections[0];
     uint32_t mask = 0;
     for (unsigned i = 0; i < s->sizeofSelect && i < sizeof(s->pcrSelect); i++)
         for (unsigned b = 0; b < 8; b++)
             if (s->pcrSelect[i] & (1u << b)) {
                 if (i * 8 + b > TM_PCR_MAX)
-                    return tm_err_set(err, EINVAL, "the quote selects PCR %u (only 0..%d "
-                                      "exist)", i * 8 + b, TM_PCR_MAX);
+                    return tm_err_set(err, EINVAL,
+                                      "the quote selects PCR %u (only 0..%d "
+                                      "exist)",
+                                      i * 8 + b, TM_PCR_MAX);
                 mask |= 1u << (i * 8 + b);
             }
     *ret_mask = mask;
     return 0;
 }
 
-static void check_pcr_digest(const struct attest_policy *pol, const struct parsed *p,
-                             struct attest_check *c)
+static void check_pcr_digest(const struct attest_policy *pol, const struct parsed *p, struct attest_check *c)
 {
     if (p->attest_rc < 0) {
         set(c, false, "not checked: %s", p->attest_err.msg);
@@ -420,7 +432,8 @@ static void check_pcr_digest(const struct attest_policy *pol, const struct parse
     char a[128], b[128];
     pcr_list(sel, a, sizeof(a));
     if (!requested) {
-        set(c, false, "not checked: the verifier's policy names no PCRs (the reference values' "
+        set(c, false,
+            "not checked: the verifier's policy names no PCRs (the reference values' "
             "\"pcrs\" or --pcr)");
         return;
     }
@@ -450,15 +463,17 @@ static void check_pcr_digest(const struct attest_policy *pol, const struct parse
     tm_sha256_final(&h, digest);
     const TPM2B_DIGEST *d = &p->attest.attested.quote.pcrDigest;
     if (d->size != 32 || memcmp(d->buffer, digest, 32) != 0) {
-        set(c, false, "SHA-256 over the reported values of PCRs %s is not the quote's pcrDigest: "
-            "the reported values are not the quoted ones", a);
+        set(c, false,
+            "SHA-256 over the reported values of PCRs %s is not the quote's pcrDigest: "
+            "the reported values are not the quoted ones",
+            a);
         return;
     }
     set(c, true, "PCRs %s (SHA-256 bank): the reported values are the quoted ones", a);
 }
 
-static void check_event_log(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
-                            const struct parsed *p, struct attest_check *c)
+static void check_event_log(const Trustme__Attest__Quote *q, const struct attest_policy *pol, const struct parsed *p,
+                            struct attest_check *c)
 {
     if (p->events_rc < 0) {
         set(c, false, "%s", p->events_err.msg);
@@ -492,9 +507,10 @@ static void check_event_log(const Trustme__Attest__Quote *q, const struct attest
             char got[17], want[17];
             hex_prefix(pcr[idx], 32, got);
             hex_prefix(p->pcrs.value[i], 32, want);
-            set(c, false, "PCR %u: the log replays to %s..., the device reports %s...: the log "
-                "was edited, shortened or reordered, or does not describe this PCR", idx, got,
-                want);
+            set(c, false,
+                "PCR %u: the log replays to %s..., the device reports %s...: the log "
+                "was edited, shortened or reordered, or does not describe this PCR",
+                idx, got, want);
             return;
         }
     }
@@ -505,24 +521,23 @@ static void check_event_log(const Trustme__Attest__Quote *q, const struct attest
         /* With the device's own selection the quote must cover the whole log; a verifier that
          * asked for fewer PCRs chose not to look at the rest. */
         if (!pol->pcrs_explicit) {
-            set(c, false, "%zu events are on PCRs %s, which the quote does not cover",
-                n_uncovered, b);
+            set(c, false, "%zu events are on PCRs %s, which the quote does not cover", n_uncovered, b);
             return;
         }
-        set(c, true, "%zu events replay to the reported values of PCRs %s (%zu events on PCRs "
-            "%s not requested, not covered)", q->n_events - n_uncovered, a, n_uncovered, b);
+        set(c, true,
+            "%zu events replay to the reported values of PCRs %s (%zu events on PCRs "
+            "%s not requested, not covered)",
+            q->n_events - n_uncovered, a, n_uncovered, b);
         return;
     }
     set(c, true, "%zu events replay to the reported values of PCRs %s", q->n_events, a);
 }
 
-static void check_reference_values(const Trustme__Attest__Quote *q,
-                                   const struct attest_policy *pol, const struct parsed *p,
-                                   struct attest_check *c)
+static void check_reference_values(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
+                                   const struct parsed *p, struct attest_check *c)
 {
     if (!pol->refs || !pol->refs->signature_verified) {
-        set(c, false, "%s", pol->refs_error ? pol->refs_error
-                                            : "no reference values with a verified signature");
+        set(c, false, "%s", pol->refs_error ? pol->refs_error : "no reference values with a verified signature");
         return;
     }
     if (p->events_rc < 0) {
@@ -542,21 +557,20 @@ static void check_reference_values(const Trustme__Attest__Quote *q,
             continue;
         checked++;
         for (size_t k = 0; k < r->n_required; k++)
-            if (strcmp(r->required[k].type, e->type) == 0 &&
-                strcmp(r->required[k].name, e->name) == 0)
+            if (strcmp(r->required[k].type, e->type) == 0 && strcmp(r->required[k].name, e->name) == 0)
                 present[k / 8] |= (uint8_t)(1u << (k % 8));
         if (refvalues_contains(pol->refs, e->type, e->sha256.data))
             continue;
         if (++missing <= MISSING_SHOWN && used < sizeof(list)) {
             char h[17];
             hex_prefix(e->sha256.data, 32, h);
-            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %.64s (%s...)",
-                                     used ? ", " : "", e->type, e->name, h);
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %.64s (%s...)", used ? ", " : "", e->type,
+                                     e->name, h);
         }
     }
     if (missing) {
-        set(c, false, "%zu of %zu events are not reference values: %s%s", missing, checked,
-            list, missing > MISSING_SHOWN ? ", ..." : "");
+        set(c, false, "%zu of %zu events are not reference values: %s%s", missing, checked, list,
+            missing > MISSING_SHOWN ? ", ..." : "");
         return;
     }
     /* A log without an event the policy requires (a boot binary, the device config): the
@@ -567,45 +581,52 @@ static void check_reference_values(const Trustme__Attest__Quote *q,
         if (present[k / 8] & (1u << (k % 8)))
             continue;
         if (++absent <= MISSING_SHOWN && used < sizeof(list))
-            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %.64s",
-                                     used ? ", " : "", r->required[k].type, r->required[k].name);
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %.64s", used ? ", " : "",
+                                     r->required[k].type, r->required[k].name);
     }
     if (absent) {
-        set(c, false, "%zu of %zu required events are not in the quoted log: %s%s", absent,
-            r->n_required, list, absent > MISSING_SHOWN ? ", ..." : "");
+        set(c, false, "%zu of %zu required events are not in the quoted log: %s%s", absent, r->n_required, list,
+            absent > MISSING_SHOWN ? ", ..." : "");
         return;
     }
-    set(c, true, "all %zu events are reference values, the %zu required ones present (version "
-        "%llu, %zu values, signed by %s)", checked, r->n_required,
-        (unsigned long long)r->rim_version, r->n, r->signer);
+    set(c, true,
+        "all %zu events are reference values, the %zu required ones present (version "
+        "%llu, %zu values, signed by %s)",
+        checked, r->n_required, (unsigned long long)r->rim_version, r->n, r->signer);
 }
 
-static void check_clock(const struct attest_policy *pol, const struct parsed *p,
-                        struct attest_check *c, struct attest_clock *out)
+static void check_clock(const struct attest_policy *pol, const struct parsed *p, struct attest_check *c,
+                        struct attest_clock *out)
 {
     if (p->attest_rc < 0) {
         set(c, false, "not checked: %s", p->attest_err.msg);
         return;
     }
     const TPMS_CLOCK_INFO *ci = &p->attest.clockInfo;
-    *out = (struct attest_clock){.valid = true, .clock = ci->clock, .reset_count = ci->resetCount,
-                                 .restart_count = ci->restartCount, .safe = ci->safe == TPM2_YES};
+    *out = (struct attest_clock){.valid = true,
+                                 .clock = ci->clock,
+                                 .reset_count = ci->resetCount,
+                                 .restart_count = ci->restartCount,
+                                 .safe = ci->safe == TPM2_YES};
     char info[160];
-    snprintf(info, sizeof(info), "clock %llu ms, reset count %u, restart count %u, %s",
-             (unsigned long long)ci->clock, ci->resetCount, ci->restartCount,
+    snprintf(info, sizeof(info), "clock %llu ms, reset count %u, restart count %u, %s", (unsigned long long)ci->clock,
+             ci->resetCount, ci->restartCount,
              ci->safe == TPM2_YES ? "safe" : "not safe (the clock may have gone back)");
     if (pol->has_last_reset && ci->resetCount < pol->last_reset)
-        set(c, false, "%s: the reset count is lower than %u seen last (--last-reset): an old "
-            "quote, or a TPM whose state was rolled back", info, pol->last_reset);
+        set(c, false,
+            "%s: the reset count is lower than %u seen last (--last-reset): an old "
+            "quote, or a TPM whose state was rolled back",
+            info, pol->last_reset);
     else if (pol->has_last_reset && ci->resetCount > pol->last_reset)
-        set(c, true, "%s; the TPM was reset since reset count %u (--last-reset): a reboot, or a "
-            "TPM restarted under the device", info, pol->last_reset);
+        set(c, true,
+            "%s; the TPM was reset since reset count %u (--last-reset): a reboot, or a "
+            "TPM restarted under the device",
+            info, pol->last_reset);
     else
         set(c, true, "%s", info);
 }
 
-void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
-                        struct attest_report *rep)
+void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol, struct attest_report *rep)
 {
     memset(rep, 0, sizeof(*rep));
     for (int i = 0; i < ATTEST_CHECK_COUNT; i++)
@@ -629,19 +650,17 @@ void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_pol
         rep->trusted &= rep->checks[i].ok;
 }
 
-int attest_response_decode(const uint8_t *buf, size_t len,
-                           Trustme__Attest__AttestResponse **ret, tm_err *err)
+int attest_response_decode(const uint8_t *buf, size_t len, Trustme__Attest__AttestResponse **ret, tm_err *err)
 {
     if (len > ATTEST_RESPONSE_MAX)
-        return tm_err_set(err, EPROTO, "response of %zu bytes, at most %u", len,
-                          ATTEST_RESPONSE_MAX);
+        return tm_err_set(err, EPROTO, "response of %zu bytes, at most %u", len, ATTEST_RESPONSE_MAX);
     Trustme__Attest__AttestResponse *r = trustme__attest__attest_response__unpack(NULL, len, buf);
     if (!r)
         return tm_err_set(err, EPROTO, "the response is not an AttestResponse");
     int rc = 0;
     if (!r->has_version || r->version != ATTEST_VERSION)
-        rc = tm_err_set(err, EPROTO, "response version %u, expected %u",
-                        r->has_version ? r->version : 0, ATTEST_VERSION);
+        rc = tm_err_set(err, EPROTO, "response version %u, expected %u", r->has_version ? r->version : 0,
+                        ATTEST_VERSION);
     else if (r->body_case == TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_ERROR) {
         /* The device's words go to a terminal: printable ASCII only, bounded. */
         char msg[256] = "(no message)";
@@ -650,8 +669,7 @@ int attest_response_decode(const uint8_t *buf, size_t len,
             msg[i] = m[i] >= 0x20 && m[i] < 0x7f ? m[i] : '?';
         rc = tm_err_set(err, EREMOTEIO, "the device answered with error %d: %s",
                         r->error->has_code ? r->error->code : 0, msg);
-    }
-    else if (r->body_case != TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE)
+    } else if (r->body_case != TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE)
         rc = tm_err_set(err, EPROTO, "the response carries neither a quote nor an error");
     if (rc < 0) {
         trustme__attest__attest_response__free_unpacked(r, NULL);
@@ -661,8 +679,8 @@ int attest_response_decode(const uint8_t *buf, size_t len,
     return 0;
 }
 
-int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol,
-                          struct attest_report *rep, tm_err *err)
+int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol, struct attest_report *rep,
+                          tm_err *err)
 {
     Trustme__Attest__AttestResponse *r = NULL;
     int rc = attest_response_decode(buf, len, &r, err);

@@ -29,14 +29,14 @@
 
 /* The checks, in the order of the report. */
 enum attest_check_id {
-    ATTEST_CHECK_CHAIN,            /* "certificate chain" */
-    ATTEST_CHECK_AK_BINDING,       /* "AK binding" */
-    ATTEST_CHECK_QUOTE_SIGNATURE,  /* "quote signature" */
-    ATTEST_CHECK_NONCE,            /* "nonce" */
-    ATTEST_CHECK_PCR_DIGEST,       /* "PCR digest" */
-    ATTEST_CHECK_EVENT_LOG,        /* "event log" */
+    ATTEST_CHECK_CHAIN, /* "certificate chain" */
+    ATTEST_CHECK_AK_BINDING, /* "AK binding" */
+    ATTEST_CHECK_QUOTE_SIGNATURE, /* "quote signature" */
+    ATTEST_CHECK_NONCE, /* "nonce" */
+    ATTEST_CHECK_PCR_DIGEST, /* "PCR digest" */
+    ATTEST_CHECK_EVENT_LOG, /* "event log" */
     ATTEST_CHECK_REFERENCE_VALUES, /* "reference values" */
-    ATTEST_CHECK_CLOCK,            /* "TPM clock" */
+    ATTEST_CHECK_CLOCK, /* "TPM clock" */
     ATTEST_CHECK_COUNT
 };
 
@@ -60,7 +60,7 @@ struct attest_clock {
 struct attest_report {
     struct attest_check checks[ATTEST_CHECK_COUNT];
     struct attest_clock clock;
-    bool trusted;  /* every check ok */
+    bool trusted; /* every check ok */
     size_t events; /* events in the device's log */
 };
 
@@ -104,16 +104,14 @@ struct attest_policy {
  * another version, no body), -EREMOTEIO when the device answered with an Error (err holds its
  * code and message). The caller compares the id and frees with
  * trustme__attest__attest_response__free_unpacked(resp, NULL). */
-int attest_response_decode(const uint8_t *buf, size_t len,
-                           Trustme__Attest__AttestResponse **ret, tm_err *err);
+int attest_response_decode(const uint8_t *buf, size_t len, Trustme__Attest__AttestResponse **ret, tm_err *err);
 
 /* Run every check on a quote; always fills the whole report. */
-void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol,
-                        struct attest_report *rep);
+void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_policy *pol, struct attest_report *rep);
 
 /* Decode and check: 0 with rep filled, or attest_response_decode's error (rep untouched). */
-int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol,
-                          struct attest_report *rep, tm_err *err);
+int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol, struct attest_report *rep,
+                          tm_err *err);
 
 /* The human report: one line per check, then the verdict. */
 void attest_report_print(FILE *out, const struct attest_report *rep);

@@ -47,19 +47,18 @@ int attest_opts_take(struct attest_opts *opts, enum attest_option o, char *value
         return 0;
     case ATTEST_OPT_PCR:
         if (parse_u64(value, ATTEST_PCRS - 1, &v) < 0)
-            return tm_err_set(err, EINVAL, "--pcr %s: expected a PCR index 0..%d", value,
-                              ATTEST_PCRS - 1);
+            return tm_err_set(err, EINVAL, "--pcr %s: expected a PCR index 0..%d", value, ATTEST_PCRS - 1);
         for (size_t i = 0; i < opts->npcrs; i++)
             if (opts->pcrs[i] == (uint32_t)v)
                 return tm_err_set(err, EINVAL, "--pcr %u given twice", (unsigned)v);
         opts->pcrs[opts->npcrs++] = (uint32_t)v;
         return 0;
     case ATTEST_OPT_ANCHOR:
-        return tm_err_set(err, EINVAL, "--anchor trusted a root for every role: give --ak-anchor "
+        return tm_err_set(err, EINVAL,
+                          "--anchor trusted a root for every role: give --ak-anchor "
                           "and --device-ca for AK certificates, --rim-anchor and --rim-ca for the "
                           "reference values' signer");
-    default:
-        return tm_err_set(err, EINVAL, "unknown attestation option %d", (int)o);
+    default: return tm_err_set(err, EINVAL, "unknown attestation option %d", (int)o);
     }
 }
 

@@ -10,8 +10,7 @@
 #include "crypto.h"
 #include "ossl.h"
 
-int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins *ret,
-                  tm_err *err)
+int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins *ret, tm_err *err)
 {
     struct ca_pins out = {0};
     if (!pem || len == 0 || len > VERIFY_PEM_MAX)
@@ -29,8 +28,7 @@ int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins 
             if (ERR_GET_REASON(e) == PEM_R_NO_START_LINE && out.n > 0)
                 break;
             return tm_err_set(err, EINVAL, "%s: %s", what,
-                              out.n ? "a PEM block after the certificates is malformed"
-                                    : "no PEM certificate");
+                              out.n ? "a PEM block after the certificates is malformed" : "no PEM certificate");
         }
         const unsigned char *p = der;
         X509 *x = strcmp(name, "CERTIFICATE") == 0 ? d2i_X509(NULL, &p, dlen) : NULL;
@@ -44,14 +42,11 @@ int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins 
         X509_free(x);
         ERR_clear_error();
         if (!exact)
-            return tm_err_set(err, EINVAL, "%s: certificate %zu is not a DER certificate", what,
-                              out.n + 1);
+            return tm_err_set(err, EINVAL, "%s: certificate %zu is not a DER certificate", what, out.n + 1);
         if (out.n == VERIFY_ANCHORS_MAX)
-            return tm_err_set(err, EINVAL, "%s: more than %d certificates", what,
-                              VERIFY_ANCHORS_MAX);
+            return tm_err_set(err, EINVAL, "%s: more than %d certificates", what, VERIFY_ANCHORS_MAX);
         if (is_ca != 1)
-            return tm_err_set(err, EINVAL, "%s: certificate %zu is not a CA certificate", what,
-                              out.n + 1);
+            return tm_err_set(err, EINVAL, "%s: certificate %zu is not a CA certificate", what, out.n + 1);
         out.n++;
     }
     *ret = out;

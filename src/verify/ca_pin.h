@@ -19,8 +19,7 @@ struct ca_pins {
 
 /* The certificates of pem (one or more CERTIFICATE blocks, nothing else); each must be a CA
  * (basicConstraints CA:TRUE). -EINVAL naming what is wrong. */
-int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins *ret,
-                  tm_err *err);
+int ca_pins_parse(const char *pem, size_t len, const char *what, struct ca_pins *ret, tm_err *err);
 
 /* res's leaf was issued by (its chain's second certificate is) one of pins. */
 bool ca_pins_issued(const struct ca_pins *pins, const struct verify_result *res);

@@ -57,8 +57,7 @@ static int split_hostport(const char *hostport, char host[256], char port[16], t
     } else {
         colon = strrchr(hostport, ':');
         if (!colon || strchr(hostport, ':') != colon)
-            return tm_err_set(err, EINVAL, "%s: expected HOST:PORT (an IPv6 address in [])",
-                              hostport);
+            return tm_err_set(err, EINVAL, "%s: expected HOST:PORT (an IPv6 address in [])", hostport);
         hlen = (size_t)(colon - hostport);
     }
     char *end;
@@ -74,8 +73,7 @@ static int split_hostport(const char *hostport, char host[256], char port[16], t
 
 static int connect_one(const struct addrinfo *ai, int64_t deadline, tm_err *err)
 {
-    _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                                    ai->ai_protocol);
+    _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0)
         return tm_err_sys(err, "socket");
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
@@ -100,8 +98,7 @@ static int dial(const char *hostport, int64_t deadline, tm_err *err)
     int r = split_hostport(hostport, host, port, err);
     if (r < 0)
         return r;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int g = getaddrinfo(host, port, &hints, &res);
     if (g != 0)
@@ -114,8 +111,8 @@ static int dial(const char *hostport, int64_t deadline, tm_err *err)
     return r < 0 ? tm_err_prefix(err, "%s", hostport) : r;
 }
 
-static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_len,
-                        const uint32_t *pcrs, size_t npcrs, int64_t deadline, tm_err *err)
+static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_len, const uint32_t *pcrs, size_t npcrs,
+                        int64_t deadline, tm_err *err)
 {
     Trustme__Attest__AttestRequest rq = TRUSTME__ATTEST__ATTEST_REQUEST__INIT;
     rq.has_version = true;
@@ -129,8 +126,7 @@ static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_
     rq.n_pcrs = npcrs;
     size_t len = trustme__attest__attest_request__get_packed_size(&rq);
     if (len > ATTEST_REQUEST_MAX)
-        return tm_err_set(err, EINVAL, "request of %zu bytes, at most %d", len,
-                          ATTEST_REQUEST_MAX);
+        return tm_err_set(err, EINVAL, "request of %zu bytes, at most %d", len, ATTEST_REQUEST_MAX);
     _cleanup_(tm_buf_free) tm_buf out = {0};
     uint8_t *payload = tm_frame_reserve(&out, len);
     if (!payload)
@@ -147,8 +143,7 @@ static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_
     }
 }
 
-static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *ret_len,
-                         tm_err *err)
+static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *ret_len, tm_err *err)
 {
     tm_frame_reader rd = {.max = ATTEST_RESPONSE_MAX};
     for (;;) {
@@ -164,10 +159,12 @@ static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *re
         if (r < 0) {
             tm_frame_reader_reset(&rd);
             if (r == -EPIPE)
-                return tm_err_set(err, EPROTO, "the device closed the connection without "
+                return tm_err_set(err, EPROTO,
+                                  "the device closed the connection without "
                                   "answering");
             if (r == -EMSGSIZE)
-                return tm_err_set(err, EPROTO, "the response is larger than %u bytes (is "
+                return tm_err_set(err, EPROTO,
+                                  "the response is larger than %u bytes (is "
                                   "this a trustme-tpmd attestation endpoint?)",
                                   ATTEST_RESPONSE_MAX);
             if (r == -EPROTO)
@@ -177,9 +174,8 @@ static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *re
     }
 }
 
-int attest_fetch(const char *hostport, int timeout_ms, uint64_t id, const uint8_t *nonce,
-                 size_t nonce_len, const uint32_t *pcrs, size_t npcrs, uint8_t **ret_buf,
-                 size_t *ret_len, tm_err *err)
+int attest_fetch(const char *hostport, int timeout_ms, uint64_t id, const uint8_t *nonce, size_t nonce_len,
+                 const uint32_t *pcrs, size_t npcrs, uint8_t **ret_buf, size_t *ret_len, tm_err *err)
 {
     int64_t deadline = now_ms() + timeout_ms;
     _cleanup_close_ int fd = dial(hostport, deadline, err);

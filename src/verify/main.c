@@ -31,13 +31,16 @@ static const struct help_line {
 #define ATTEST_OPTION_HELP(id, name, value, help) {name, value, help},
     ATTEST_OPTIONS(ATTEST_OPTION_HELP)
 #undef ATTEST_OPTION_HELP
-    {"expect-ak", "NAME", "the device's AK name (hex, as `trustme device info` shows it): without "
-                          "it, any device certified by the Device CA passes"},
-    {"last-reset", "N", "the TPM reset count last seen from this AK: a lower one fails \"TPM "
-                        "clock\" (an old quote or a rolled-back TPM)"},
+        {"expect-ak", "NAME",
+         "the device's AK name (hex, as `trustme device info` shows it): without "
+         "it, any device certified by the Device CA passes"},
+    {"last-reset", "N",
+     "the TPM reset count last seen from this AK: a lower one fails \"TPM "
+     "clock\" (an old quote or a rolled-back TPM)"},
     {"timeout", "S", "seconds for the whole exchange (default 10)"},
-    {"save-response", "FILE", "write the response as received to FILE and the nonce (hex) to "
-                              "FILE.nonce"},
+    {"save-response", "FILE",
+     "write the response as received to FILE and the nonce (hex) to "
+     "FILE.nonce"},
     {"response", "FILE", "check a saved response instead, for the nonce --nonce HEX"},
     {"nonce", "HEX", "the nonce of --response FILE"},
     {"version", NULL, "print the version"},
@@ -70,27 +73,25 @@ static void help_option(FILE *out, const struct help_line *l)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-        "Usage: trustme-verify HOST:PORT TRUST REFERENCE [--pcr N ...] [--expect-ak NAME]\n"
-        "                      [--last-reset N] [--json] [--timeout S] [--save-response FILE]\n"
-        "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
-        "  TRUST:     --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
-        "             --rim-ca CA.pem (each repeatable) (--crl CRL.pem ... | --no-crl)\n"
-        "  REFERENCE: --reference REFS.json [--min-version N]\n"
-        "\n"
-        "Ask the device's trustme-tpmd at HOST:PORT for a TPM quote over a fresh 32-byte nonce\n"
-        "and check it: certificate chain, AK binding, quote signature, nonce, PCR digest, event\n"
-        "log, reference values, TPM clock (docs/ATTESTATION.md). --ak-anchor, --device-ca,\n"
-        "--rim-anchor, --rim-ca, --crl and --pcr are repeatable.\n"
-        "\n");
+    fprintf(out, "Usage: trustme-verify HOST:PORT TRUST REFERENCE [--pcr N ...] [--expect-ak NAME]\n"
+                 "                      [--last-reset N] [--json] [--timeout S] [--save-response FILE]\n"
+                 "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
+                 "  TRUST:     --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
+                 "             --rim-ca CA.pem (each repeatable) (--crl CRL.pem ... | --no-crl)\n"
+                 "  REFERENCE: --reference REFS.json [--min-version N]\n"
+                 "\n"
+                 "Ask the device's trustme-tpmd at HOST:PORT for a TPM quote over a fresh 32-byte nonce\n"
+                 "and check it: certificate chain, AK binding, quote signature, nonce, PCR digest, event\n"
+                 "log, reference values, TPM clock (docs/ATTESTATION.md). --ak-anchor, --device-ca,\n"
+                 "--rim-anchor, --rim-ca, --crl and --pcr are repeatable.\n"
+                 "\n");
     for (size_t i = 0; i < sizeof(help_lines) / sizeof(help_lines[0]); i++)
         if (help_lines[i].help)
             help_option(out, &help_lines[i]);
-    fprintf(out,
-        "\n"
-        "Exit status: 0 every check passed, 1 a check failed, 2 usage error (or unreadable\n"
-        "anchors, CAs, CRLs, reference files), 3 the device could not be reached or did not\n"
-        "answer with a quote.\n");
+    fprintf(out, "\n"
+                 "Exit status: 0 every check passed, 1 a check failed, 2 usage error (or unreadable\n"
+                 "anchors, CAs, CRLs, reference files), 3 the device could not be reached or did not\n"
+                 "answer with a quote.\n");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -105,8 +106,8 @@ static int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static int save_response(const char *path, const uint8_t *buf, size_t len,
-                         const uint8_t nonce[ATTEST_NONCE_LEN], tm_err *err)
+static int save_response(const char *path, const uint8_t *buf, size_t len, const uint8_t nonce[ATTEST_NONCE_LEN],
+                         tm_err *err)
 {
     char hex[2 * ATTEST_NONCE_LEN + 2], npath[4096];
     tm_hex(nonce, ATTEST_NONCE_LEN, hex);
@@ -142,14 +143,22 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum { OPT_SHARED = 256, OPT_TIMEOUT = OPT_SHARED + ATTEST_OPTS, OPT_SAVE, OPT_RESPONSE,
-           OPT_NONCE, OPT_VERSION, OPT_EXPECT_AK, OPT_LAST_RESET };
+    enum {
+        OPT_SHARED = 256,
+        OPT_TIMEOUT = OPT_SHARED + ATTEST_OPTS,
+        OPT_SAVE,
+        OPT_RESPONSE,
+        OPT_NONCE,
+        OPT_VERSION,
+        OPT_EXPECT_AK,
+        OPT_LAST_RESET
+    };
     static const struct option opts[] = {
-#define ATTEST_OPTION_GETOPT(id, name, value, help)                                               \
+#define ATTEST_OPTION_GETOPT(id, name, value, help) \
     {name, value ? required_argument : no_argument, NULL, OPT_SHARED + ATTEST_OPT_##id},
         ATTEST_OPTIONS(ATTEST_OPTION_GETOPT)
 #undef ATTEST_OPTION_GETOPT
-        {"last-reset", required_argument, NULL, OPT_LAST_RESET},
+            {"last-reset", required_argument, NULL, OPT_LAST_RESET},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"save-response", required_argument, NULL, OPT_SAVE},
         {"response", required_argument, NULL, OPT_RESPONSE},
@@ -173,8 +182,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         switch (c) {
         case OPT_LAST_RESET:
             if (parse_u64(optarg, UINT32_MAX, &u) < 0)
-                return usage_error("--last-reset %s: expected a reset count 0..%u", optarg,
-                                   UINT32_MAX);
+                return usage_error("--last-reset %s: expected a reset count 0..%u", optarg, UINT32_MAX);
             o->has_last_reset = true;
             o->last_reset = (uint32_t)u;
             break;
@@ -190,8 +198,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_NONCE: o->nonce_hex = optarg; break;
         case OPT_EXPECT_AK:
             if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
-                return usage_error("--expect-ak: expected the AK name, %zu hex digits",
-                                   2 * sizeof(o->expect_ak));
+                return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
             o->has_expect_ak = true;
             break;
         case OPT_VERSION: printf("trustme-verify %s\n", TRUSTME_VERSION); exit(0);
@@ -200,8 +207,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
     }
     if (o->response ? optind != argc : optind != argc - 1)
-        return usage_error(o->response ? "no HOST:PORT with --response"
-                                       : "one HOST:PORT expected");
+        return usage_error(o->response ? "no HOST:PORT with --response" : "one HOST:PORT expected");
     o->target = o->response ? NULL : argv[optind];
     if (!o->response != !o->nonce_hex)
         return usage_error("--response FILE and --nonce HEX go together");
@@ -243,13 +249,12 @@ int main(int argc, char **argv)
         }
     } else {
         uint64_t id;
-        if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce) ||
-            getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+        if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce) || getrandom(&id, sizeof(id), 0) != sizeof(id)) {
             perror("trustme-verify: getrandom");
             return EXIT_UNREACHABLE;
         }
-        if (attest_fetch(o.target, o.timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs,
-                         &resp, &resp_len, &err) < 0) {
+        if (attest_fetch(o.target, o.timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs, &resp, &resp_len, &err) <
+            0) {
             fprintf(stderr, "trustme-verify: %s\n", err.msg);
             return EXIT_UNREACHABLE;
         }
@@ -267,8 +272,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs,
-                                                    o.shared.npcrs > 0);
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs, o.shared.npcrs > 0);
     pol.has_last_reset = o.has_last_reset;
     pol.last_reset = o.last_reset;
     if (o.has_expect_ak) {

@@ -23,8 +23,7 @@ static int parse_value(json_t *o, const char *path, struct refvalue *v, tm_err *
 {
     static const char *const keys[] = {"type", "name", "sha256", NULL};
     if (!json_is_object(o))
-        return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
-                          tm_json_type_name(o));
+        return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(o));
     const char *type, *name, *hex;
     int r = tm_json_check_keys(o, path, keys, err);
     if (r < 0 || (r = tm_json_get_string(o, path, "type", true, TM_EVENT_TYPE_MAX, &type, err)) < 0 ||
@@ -54,10 +53,9 @@ static int parse_time(json_t *root, const char *key, time_t *ret, tm_err *err)
     char again[32];
     time_t t = end && !*end ? timegm(&tm) : (time_t)-1;
     struct tm back;
-    if (t == (time_t)-1 || !gmtime_r(&t, &back) ||
-        strftime(again, sizeof(again), "%Y-%m-%dT%H:%M:%SZ", &back) != 20 || strcmp(again, s))
-        return tm_err_set(err, EINVAL, "$.%s: \"%.20s\" is not a time YYYY-MM-DDTHH:MM:SSZ (UTC)",
-                          key, s);
+    if (t == (time_t)-1 || !gmtime_r(&t, &back) || strftime(again, sizeof(again), "%Y-%m-%dT%H:%M:%SZ", &back) != 20 ||
+        strcmp(again, s))
+        return tm_err_set(err, EINVAL, "$.%s: \"%.20s\" is not a time YYYY-MM-DDTHH:MM:SSZ (UTC)", key, s);
     *ret = t;
     return 0;
 }
@@ -76,11 +74,9 @@ static int parse_pcrs(json_t *root, struct refvalues *rv, tm_err *err)
         json_t *v = json_array_get(pcrs, i);
         int64_t idx = json_is_integer(v) ? json_integer_value(v) : -1;
         if (idx < 0 || idx > TM_PCR_MAX)
-            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: expected a PCR index 0..%d", i,
-                              TM_PCR_MAX);
+            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: expected a PCR index 0..%d", i, TM_PCR_MAX);
         if (mask & (1u << idx))
-            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: PCR %lld given twice", i,
-                              (long long)idx);
+            return tm_err_set(err, EINVAL, "$.pcrs[%zu]: PCR %lld given twice", i, (long long)idx);
         mask |= 1u << idx;
     }
     for (uint32_t i = 0; i <= TM_PCR_MAX; i++)
@@ -105,8 +101,7 @@ static int parse_required(json_t *root, struct refvalues *rv, tm_err *err)
         json_t *o = json_array_get(req, i);
         const char *type, *name;
         if (!json_is_object(o))
-            return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
-                              tm_json_type_name(o));
+            return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(o));
         if ((r = tm_json_check_keys(o, path, keys, err)) < 0 ||
             (r = tm_json_get_string(o, path, "type", true, TM_EVENT_TYPE_MAX, &type, err)) < 0 ||
             (r = tm_json_get_string(o, path, "name", true, TM_EVENT_NAME_MAX, &name, err)) < 0)
@@ -123,8 +118,8 @@ static int parse_required(json_t *root, struct refvalues *rv, tm_err *err)
 
 int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err *err)
 {
-    static const char *const keys[] = {"format", "version", "rim_version", "not_before",
-                                       "not_after", "pcrs", "required", "values", NULL};
+    static const char *const keys[] = {"format", "version",  "rim_version", "not_before", "not_after",
+                                       "pcrs",   "required", "values",      NULL};
     if (len > REFVALUES_JSON_MAX)
         return tm_err_set(err, EFBIG, "$: %zu bytes, at most %d", len, REFVALUES_JSON_MAX);
     _cleanup_json_ json_t *root = NULL;
@@ -137,19 +132,18 @@ int refvalues_parse(const char *json, size_t len, struct refvalues **ret, tm_err
     if ((r = tm_json_get_string(root, "$", "format", true, 64, &format, err)) < 0)
         return r;
     if (strcmp(format, REFVALUES_FORMAT) != 0)
-        return tm_err_set(err, EINVAL, "$.format: \"%s\", expected \"%s\"", format,
-                          REFVALUES_FORMAT);
+        return tm_err_set(err, EINVAL, "$.format: \"%s\", expected \"%s\"", format, REFVALUES_FORMAT);
     if ((r = tm_json_get_int(root, "$", "version", true, 1, INT64_MAX, &version, err)) < 0)
         return r;
     /* Version 1 had no validity period and no policy: such a file would stay valid until its
      * signer is revoked, and let the device choose what to quote. */
     if (version != REFVALUES_VERSION)
-        return tm_err_set(err, EINVAL, "$.version: %lld, expected %d (make the reference values "
-                          "again with this trustme-pki rim)", (long long)version,
-                          REFVALUES_VERSION);
+        return tm_err_set(err, EINVAL,
+                          "$.version: %lld, expected %d (make the reference values "
+                          "again with this trustme-pki rim)",
+                          (long long)version, REFVALUES_VERSION);
     int64_t rim_version;
-    if ((r = tm_json_get_int(root, "$", "rim_version", true, 1, INT64_MAX, &rim_version,
-                             err)) < 0 ||
+    if ((r = tm_json_get_int(root, "$", "rim_version", true, 1, INT64_MAX, &rim_version, err)) < 0 ||
         (r = tm_json_get_array(root, "$", "values", true, REFVALUES_MAX, &values, err)) < 0)
         return r;
     struct refvalues *out = calloc(1, sizeof(*out));
@@ -241,28 +235,37 @@ static void format_time(time_t t, char out[21])
         snprintf(out, 21, "%lld", (long long)t);
 }
 
-int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust *t,
-                   struct refvalues **ret, tm_err *err)
+int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust *t, struct refvalues **ret,
+                   tm_err *err)
 {
     if (!t->cas || t->cas->n == 0)
         return tm_err_set(err, EINVAL, "no CA may sign reference values (--rim-ca)");
     struct verify_request rq = {
-        .data = (const uint8_t *)f->json, .data_len = f->json_len,
-        .sig = (const uint8_t *)f->sig, .sig_len = f->sig_len,
-        .chain_pem = f->chain_pem, .chain_len = f->chain_len,
-        .anchors_pem = t->anchors_pem, .anchors_len = t->anchors_len,
-        .crls_pem = t->crls_pem, .crls_len = t->crls_len,
-        .eku = "codeSigning", .time = t->at,
+        .data = (const uint8_t *)f->json,
+        .data_len = f->json_len,
+        .sig = (const uint8_t *)f->sig,
+        .sig_len = f->sig_len,
+        .chain_pem = f->chain_pem,
+        .chain_len = f->chain_len,
+        .anchors_pem = t->anchors_pem,
+        .anchors_len = t->anchors_len,
+        .crls_pem = t->crls_pem,
+        .crls_len = t->crls_len,
+        .eku = "codeSigning",
+        .time = t->at,
     };
     struct verify_result res;
     int r = verify_signed(&rq, &res, err);
     if (r < 0)
         return tm_err_prefix(err, "signature");
     if (pem_leaf_is_ca(f->chain_pem, f->chain_len) != 0)
-        return tm_err_set(err, EKEYREJECTED, "signature: the signer's certificate (%s) is a CA "
-                          "certificate (CA:TRUE), not a signer's", res.leaf_subject);
+        return tm_err_set(err, EKEYREJECTED,
+                          "signature: the signer's certificate (%s) is a CA "
+                          "certificate (CA:TRUE), not a signer's",
+                          res.leaf_subject);
     if (!ca_pins_issued(t->cas, &res))
-        return tm_err_set(err, EKEYREJECTED, "signature: the signer (%s) was not issued by a "
+        return tm_err_set(err, EKEYREJECTED,
+                          "signature: the signer (%s) was not issued by a "
                           "CA that signs reference values (--rim-ca): another CA under %s",
                           res.leaf_subject, res.anchor_subject);
     _cleanup_(refvalues_freep) struct refvalues *rv = NULL;
@@ -270,18 +273,16 @@ int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust
         return r;
     if (rv->rim_version < t->min_version)
         return tm_err_set(err, ESTALE, "version %llu is older than --min-version %llu",
-                          (unsigned long long)rv->rim_version,
-                          (unsigned long long)t->min_version);
+                          (unsigned long long)rv->rim_version, (unsigned long long)t->min_version);
     time_t now = t->at ? t->at : time(NULL);
     char nb[21], na[21];
     format_time(rv->not_before, nb);
     format_time(rv->not_after, na);
     if (now < rv->not_before)
-        return tm_err_set(err, EKEYEXPIRED, "version %llu is not valid before %s",
-                          (unsigned long long)rv->rim_version, nb);
+        return tm_err_set(err, EKEYEXPIRED, "version %llu is not valid before %s", (unsigned long long)rv->rim_version,
+                          nb);
     if (now >= rv->not_after)
-        return tm_err_set(err, EKEYEXPIRED, "version %llu expired at %s",
-                          (unsigned long long)rv->rim_version, na);
+        return tm_err_set(err, EKEYEXPIRED, "version %llu expired at %s", (unsigned long long)rv->rim_version, na);
     rv->signature_verified = true;
     snprintf(rv->signer, sizeof(rv->signer), "%s", res.leaf_subject);
     *ret = steal_ptr(rv);

@@ -16,12 +16,12 @@
 #include "verify.h"
 
 #define REFVALUES_FORMAT "trustme-reference-values"
-#define REFVALUES_VERSION 2                 /* of the format; 1 had no policy and is refused */
-#define REFVALUES_MAX 65536                 /* values in one file */
-#define REFVALUES_REQUIRED_MAX 256          /* required events in one file */
+#define REFVALUES_VERSION 2 /* of the format; 1 had no policy and is refused */
+#define REFVALUES_MAX 65536 /* values in one file */
+#define REFVALUES_REQUIRED_MAX 256 /* required events in one file */
 #define REFVALUES_PCRS 24
 #define REFVALUES_JSON_MAX (32 * 1024 * 1024) /* bytes of REFS.json */
-#define REFVALUES_SIG_MAX 4096              /* bytes of REFS.json.sig */
+#define REFVALUES_SIG_MAX 4096 /* bytes of REFS.json.sig */
 
 struct refvalue {
     char type[TM_EVENT_TYPE_MAX + 1];
@@ -39,7 +39,7 @@ struct refvalue_required {
 struct refvalues {
     struct refvalue *v; /* sorted by type, then sha256 */
     size_t n;
-    uint64_t rim_version;        /* the release's number: --min-version refuses lower ones */
+    uint64_t rim_version; /* the release's number: --min-version refuses lower ones */
     time_t not_before, not_after; /* valid from, until (UTC seconds) */
     uint32_t pcrs[REFVALUES_PCRS]; /* the PCRs a quote must cover exactly, ascending */
     size_t npcrs;
@@ -89,15 +89,15 @@ struct refvalues_trust {
     const char *crls_pem; /* NULL: no revocation checking (--no-crl) */
     size_t crls_len;
     uint64_t min_version; /* rim_version below it: -ESTALE */
-    time_t at;            /* the moment to check certificates and validity at; 0 = now */
+    time_t at; /* the moment to check certificates and validity at; 0 = now */
 };
 
 /* Verify the signature (src/scd/verify.c: the chain to the anchors only, EKU codeSigning,
  * with crls_pem every CA's CRL; the signer a leaf (CA:FALSE) issued by one of t->cas), parse,
  * and check the version and validity period. -EKEYREJECTED / -EBADMSG / -EINVAL as verify.h, a
  * parse error, -ESTALE below min_version, -EKEYEXPIRED outside the validity period. */
-int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust *t,
-                   struct refvalues **ret, tm_err *err);
+int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust *t, struct refvalues **ret,
+                   tm_err *err);
 
 /* The required event (type, name) is one of r's. */
 bool refvalues_requires(const struct refvalues *r, const char *type, const char *name);

@@ -13,8 +13,7 @@ void attest_report_print(FILE *out, const struct attest_report *rep)
         const struct attest_check *c = &rep->checks[i];
         fprintf(out, "%-18s %-4s %s\n", c->name, c->ok ? "ok" : "FAIL", c->detail);
     }
-    fprintf(out, "verdict: %s (%zu events)\n", rep->trusted ? "trusted" : "untrusted",
-            rep->events);
+    fprintf(out, "verdict: %s (%zu events)\n", rep->trusted ? "trusted" : "untrusted", rep->events);
 }
 
 int attest_report_print_json(FILE *out, const struct attest_report *rep)
@@ -25,8 +24,7 @@ int attest_report_print_json(FILE *out, const struct attest_report *rep)
         json_decref(checks);
         return -ENOMEM;
     }
-    json_object_set_new(o, "verdict",
-                           json_string(rep->trusted ? "trusted" : "untrusted"));
+    json_object_set_new(o, "verdict", json_string(rep->trusted ? "trusted" : "untrusted"));
     json_object_set_new(o, "checks", checks);
     for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
         const struct attest_check *c = &rep->checks[i];
@@ -45,8 +43,7 @@ int attest_report_print_json(FILE *out, const struct attest_report *rep)
             return -ENOMEM;
         json_object_set_new(clock, "clock", json_integer((int64_t)rep->clock.clock));
         json_object_set_new(clock, "reset_count", json_integer(rep->clock.reset_count));
-        json_object_set_new(clock, "restart_count",
-                               json_integer(rep->clock.restart_count));
+        json_object_set_new(clock, "restart_count", json_integer(rep->clock.restart_count));
         json_object_set_new(clock, "safe", json_boolean(rep->clock.safe));
     }
     json_object_set_new(o, "clock", clock);

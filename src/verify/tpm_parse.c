@@ -29,8 +29,7 @@ int tpm_attest_parse(const uint8_t *buf, size_t len, TPMS_ATTEST *ret, tm_err *e
     return 0;
 }
 
-int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_MAX],
-                      size_t *ret_len, tm_err *err)
+int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_MAX], size_t *ret_len, tm_err *err)
 {
     if (!buf || len == 0)
         return tm_err_set(err, EINVAL, "no TPMT_SIGNATURE");
@@ -42,14 +41,14 @@ int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_
     if (off != len)
         return tm_err_set(err, EINVAL, "TPMT_SIGNATURE has %zu bytes after its end", len - off);
     if (s.sigAlg != TPM2_ALG_ECDSA || s.signature.ecdsa.hash != TPM2_ALG_SHA256)
-        return tm_err_set(err, EINVAL, "signature algorithm 0x%04x hash 0x%04x: ECDSA (0x%04x) "
-                          "with SHA-256 (0x%04x) expected", s.sigAlg,
-                          s.sigAlg == TPM2_ALG_ECDSA ? s.signature.ecdsa.hash : 0,
-                          TPM2_ALG_ECDSA, TPM2_ALG_SHA256);
+        return tm_err_set(err, EINVAL,
+                          "signature algorithm 0x%04x hash 0x%04x: ECDSA (0x%04x) "
+                          "with SHA-256 (0x%04x) expected",
+                          s.sigAlg, s.sigAlg == TPM2_ALG_ECDSA ? s.signature.ecdsa.hash : 0, TPM2_ALG_ECDSA,
+                          TPM2_ALG_SHA256);
     const TPM2B_ECC_PARAMETER *r = &s.signature.ecdsa.signatureR, *sv = &s.signature.ecdsa.signatureS;
     if (r->size == 0 || r->size > 32 || sv->size == 0 || sv->size > 32)
-        return tm_err_set(err, EINVAL, "ECDSA signature r/s of %u/%u bytes: 1..32 expected",
-                          r->size, sv->size);
+        return tm_err_set(err, EINVAL, "ECDSA signature r/s of %u/%u bytes: 1..32 expected", r->size, sv->size);
     _cleanup_(ECDSA_SIG_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
     _cleanup_(BN_freep) BIGNUM *br = BN_bin2bn(r->buffer, r->size, NULL);
     _cleanup_(BN_freep) BIGNUM *bs = BN_bin2bn(sv->buffer, sv->size, NULL);
@@ -67,22 +66,19 @@ int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_
 static int ecc_key(const TPMS_ECC_POINT *pt, EVP_PKEY **ret, tm_err *err)
 {
     if (pt->x.size == 0 || pt->x.size > 32 || pt->y.size == 0 || pt->y.size > 32)
-        return tm_err_set(err, EINVAL, "AK public point x/y of %u/%u bytes: 1..32 expected",
-                          pt->x.size, pt->y.size);
+        return tm_err_set(err, EINVAL, "AK public point x/y of %u/%u bytes: 1..32 expected", pt->x.size, pt->y.size);
     /* An uncompressed point; TPM2B integers may have their leading zero bytes dropped. */
     uint8_t pub[65] = {0x04};
     memcpy(pub + 1 + 32 - pt->x.size, pt->x.buffer, pt->x.size);
     memcpy(pub + 33 + 32 - pt->y.size, pt->y.buffer, pt->y.size);
     char group[] = SN_X9_62_prime256v1;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub)),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+                           OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub)),
+                           OSSL_PARAM_construct_end()};
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     EVP_PKEY *key = NULL;
     /* fromdata decodes the point with EC_POINT_oct2point, which refuses one off the curve. */
-    if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
         return ossl_fail(err, EINVAL, "the AK public point is not on P-256");
     *ret = key;
     return 0;
@@ -98,14 +94,12 @@ int tpm_ak_public(const uint8_t *buf, size_t len, EVP_PKEY **ret_key, tm_err *er
     if (Tss2_MU_TPMT_PUBLIC_Unmarshal(buf, len, &off, &p) != TSS2_RC_SUCCESS)
         return tm_err_set(err, EINVAL, "the AK's TPMT_PUBLIC (%zu bytes) is malformed", len);
     if (off != len)
-        return tm_err_set(err, EINVAL, "the AK's TPMT_PUBLIC has %zu bytes after its end",
-                          len - off);
+        return tm_err_set(err, EINVAL, "the AK's TPMT_PUBLIC has %zu bytes after its end", len - off);
     if (p.type != TPM2_ALG_ECC)
         return tm_err_set(err, EKEYREJECTED, "the AK is of type 0x%04x, not ECC", p.type);
     const TPMS_ECC_PARMS *ecc = &p.parameters.eccDetail;
     if (ecc->curveID != TPM2_ECC_NIST_P256)
-        return tm_err_set(err, EKEYREJECTED, "the AK is on curve 0x%04x, not NIST P-256",
-                          ecc->curveID);
+        return tm_err_set(err, EKEYREJECTED, "the AK is on curve 0x%04x, not NIST P-256", ecc->curveID);
     int r = ecc_key(&p.unique.ecc, ret_key, err);
     if (r < 0)
         return r;
@@ -115,20 +109,20 @@ int tpm_ak_public(const uint8_t *buf, size_t len, EVP_PKEY **ret_key, tm_err *er
     static const struct {
         TPMA_OBJECT bit;
         const char *name;
-    } required[] = {{TPMA_OBJECT_FIXEDTPM, "fixedTPM"},
-                    {TPMA_OBJECT_RESTRICTED, "restricted"},
-                    {TPMA_OBJECT_SIGN_ENCRYPT, "sign"}};
+    } required[] = {
+        {TPMA_OBJECT_FIXEDTPM, "fixedTPM"}, {TPMA_OBJECT_RESTRICTED, "restricted"}, {TPMA_OBJECT_SIGN_ENCRYPT, "sign"}};
     for (size_t i = 0; i < ARRAY_SIZE(required); i++)
         if (!(p.objectAttributes & required[i].bit))
-            return tm_err_set(err, EKEYREJECTED, "the AK's objectAttributes (0x%08x) lack %s",
-                              p.objectAttributes, required[i].name);
+            return tm_err_set(err, EKEYREJECTED, "the AK's objectAttributes (0x%08x) lack %s", p.objectAttributes,
+                              required[i].name);
     if (p.objectAttributes & TPMA_OBJECT_DECRYPT)
-        return tm_err_set(err, EKEYREJECTED, "the AK's objectAttributes (0x%08x) include decrypt: "
-                          "not a signing-only key", p.objectAttributes);
+        return tm_err_set(err, EKEYREJECTED,
+                          "the AK's objectAttributes (0x%08x) include decrypt: "
+                          "not a signing-only key",
+                          p.objectAttributes);
     if (p.nameAlg != TPM2_ALG_SHA256)
         return tm_err_set(err, EKEYREJECTED, "the AK's nameAlg is 0x%04x, not SHA-256", p.nameAlg);
     if (ecc->scheme.scheme != TPM2_ALG_ECDSA || ecc->scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
-        return tm_err_set(err, EKEYREJECTED, "the AK's scheme is 0x%04x, not ECDSA with SHA-256",
-                          ecc->scheme.scheme);
+        return tm_err_set(err, EKEYREJECTED, "the AK's scheme is 0x%04x, not ECDSA with SHA-256", ecc->scheme.scheme);
     return 0;
 }

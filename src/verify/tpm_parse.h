@@ -18,8 +18,7 @@
 int tpm_attest_parse(const uint8_t *buf, size_t len, TPMS_ATTEST *ret, tm_err *err);
 
 /* TPMT_SIGNATURE, which must be ECDSA with SHA-256, as DER (what EVP_DigestVerify takes). */
-int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_MAX],
-                      size_t *ret_len, tm_err *err);
+int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_MAX], size_t *ret_len, tm_err *err);
 
 /* TPMT_PUBLIC of an attestation key: ECC NIST P-256, nameAlg SHA-256, objectAttributes with
  * fixedTPM, restricted and sign (and not decrypt), scheme ECDSA-SHA256. -EINVAL if malformed,

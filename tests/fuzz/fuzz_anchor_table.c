@@ -36,8 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         for (size_t i = 0; i < t.n; i++) {
             if (anchor_check_name(t.e[i].name, NULL) < 0 || t.e[i].len > ANCHOR_VALUE_MAX ||
-                (i > 0 && strcmp(t.e[i - 1].name, t.e[i].name) >= 0) ||
-                anchor_find(&t, t.e[i].name) != &t.e[i])
+                (i > 0 && strcmp(t.e[i - 1].name, t.e[i].name) >= 0) || anchor_find(&t, t.e[i].name) != &t.e[i])
                 abort();
         }
         anchor_free(&t);

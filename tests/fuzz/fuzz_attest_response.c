@@ -29,8 +29,7 @@ static void init(void)
         abort();
     X509_set_version(x, X509_VERSION_3);
     ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"fuzz root", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"fuzz root", -1, -1, 0);
     X509_set_subject_name(x, name);
     X509_set_issuer_name(x, name);
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -56,13 +55,12 @@ static void init(void)
     X509_NAME_free(name);
     X509_free(x);
     EVP_PKEY_free(key);
-    static const char json[] =
-        "{\"format\": \"trustme-reference-values\", \"version\": 2, \"rim_version\": 1, "
-        "\"not_before\": \"2026-01-01T00:00:00Z\", \"not_after\": \"2036-01-01T00:00:00Z\", "
-        "\"pcrs\": [11, 12], \"required\": [{\"type\": \"binary\", \"name\": \"trustmed\"}], "
-        "\"values\": ["
-        "{\"type\": \"binary\", \"name\": \"trustmed\", \"sha256\": "
-        "\"0000000000000000000000000000000000000000000000000000000000000000\"}]}";
+    static const char json[] = "{\"format\": \"trustme-reference-values\", \"version\": 2, \"rim_version\": 1, "
+                               "\"not_before\": \"2026-01-01T00:00:00Z\", \"not_after\": \"2036-01-01T00:00:00Z\", "
+                               "\"pcrs\": [11, 12], \"required\": [{\"type\": \"binary\", \"name\": \"trustmed\"}], "
+                               "\"values\": ["
+                               "{\"type\": \"binary\", \"name\": \"trustmed\", \"sha256\": "
+                               "\"0000000000000000000000000000000000000000000000000000000000000000\"}]}";
     if (refvalues_parse(json, sizeof(json) - 1, &refs, NULL) < 0)
         abort();
     refs->signature_verified = true; /* the matching code is what is fuzzed here */
@@ -74,12 +72,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         init();
     static const uint8_t nonce[ATTEST_NONCE_LEN] = {1, 2, 3};
     static const uint32_t pcrs[] = {11, 12};
-    struct attest_policy pol = {.nonce = nonce, .nonce_len = sizeof(nonce),
-                                .pcrs = pcrs, .npcrs = size % 3 ? 2 : 0,
+    struct attest_policy pol = {.nonce = nonce,
+                                .nonce_len = sizeof(nonce),
+                                .pcrs = pcrs,
+                                .npcrs = size % 3 ? 2 : 0,
                                 .pcrs_explicit = size % 3 == 2,
-                                .ak_anchors_pem = anchors, .ak_anchors_len = anchors_len,
-                                .device_cas = &pins, .has_last_reset = size % 5 == 0,
-                                .last_reset = 7, .refs = refs};
+                                .ak_anchors_pem = anchors,
+                                .ak_anchors_len = anchors_len,
+                                .device_cas = &pins,
+                                .has_last_reset = size % 5 == 0,
+                                .last_reset = 7,
+                                .refs = refs};
     struct attest_report rep;
     tm_err err = {0};
     if (attest_check_response(data, size, &pol, &rep, &err) == 0) {

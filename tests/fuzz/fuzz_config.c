@@ -9,8 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(const struct container_config *cfg)
 {
-    if (!config_name_valid(cfg->name) || !cfg->hostname[0] || cfg->init[0] != '/' ||
-        cfg->rootfs[0] != '/')
+    if (!config_name_valid(cfg->name) || !cfg->hostname[0] || cfg->init[0] != '/' || cfg->rootfs[0] != '/')
         abort();
     if (!cfg->args || cfg->args[cfg->nargs] || !cfg->env || cfg->env[cfg->nenv])
         abort();

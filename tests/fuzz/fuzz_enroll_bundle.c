@@ -20,11 +20,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool verbose; /* $FUZZ_VERBOSE: print what each input ends as (to check the seeds) */
 
-#define fail(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "fuzz_enroll_bundle: " __VA_ARGS__);                                      \
-        fputc('\n', stderr);                                                                       \
-        abort();                                                                                   \
+#define fail(...)                                            \
+    do {                                                     \
+        fprintf(stderr, "fuzz_enroll_bundle: " __VA_ARGS__); \
+        fputc('\n', stderr);                                 \
+        abort();                                             \
     } while (0)
 
 static void device_side(const uint8_t *data, size_t size)

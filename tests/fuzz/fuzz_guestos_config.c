@@ -10,8 +10,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(const struct guestos_config *g)
 {
-    if (!config_name_valid(g->name) || g->version < 1 || g->version > CONFIG_VERSION_MAX ||
-        !g->architecture[0] || !config_clean_abs_path(g->init))
+    if (!config_name_valid(g->name) || g->version < 1 || g->version > CONFIG_VERSION_MAX || !g->architecture[0] ||
+        !config_clean_abs_path(g->init))
         abort();
     if (!g->args || g->args[g->nargs] || !g->env || g->env[g->nenv])
         abort();
@@ -35,8 +35,8 @@ static void check(const struct guestos_config *g)
         if (image) {
             /* a plain file name: opened with openat() in the GuestOS directory */
             if (!guestos_image_name_valid(m->image) || strchr(m->image, '/') || m->image[0] == '.' ||
-                strcmp(m->image, "guestos.json") == 0 || strncmp(m->image, "guestos.json.", 13) == 0 ||
-                m->size == 0 || m->size > INT64_MAX)
+                strcmp(m->image, "guestos.json") == 0 || strncmp(m->image, "guestos.json.", 13) == 0 || m->size == 0 ||
+                m->size > INT64_MAX)
                 abort();
             if (strcmp(m->fs_type, "squashfs") != 0 && strcmp(m->fs_type, "erofs") != 0 &&
                 strcmp(m->fs_type, "ext4") != 0)
@@ -61,8 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == 0) {
         check(g);
         guestos_config_free(g);
-    } else if (g || err.code != -r ||
-               (err.msg[0] != '$' && strncmp(err.msg, "guestos.json is larger", 22) != 0)) {
+    } else if (g || err.code != -r || (err.msg[0] != '$' && strncmp(err.msg, "guestos.json is larger", 22) != 0)) {
         /* ret untouched on failure, and every error names its JSON path (or the size limit) */
         abort();
     }

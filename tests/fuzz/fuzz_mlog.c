@@ -26,10 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char line[MLOG_LINE_MAX];
         size_t flen = mlog_format_line(&ev, line);
         struct mlog_event again;
-        if (flen == 0 || line[flen - 1] != '\n' ||
-            mlog_parse_line(line, flen - 1, n, &again, NULL) < 0 ||
-            again.pcr != ev.pcr || strcmp(again.type, ev.type) != 0 ||
-            strcmp(again.name, ev.name) != 0 || memcmp(again.sha256, ev.sha256, 32) != 0)
+        if (flen == 0 || line[flen - 1] != '\n' || mlog_parse_line(line, flen - 1, n, &again, NULL) < 0 ||
+            again.pcr != ev.pcr || strcmp(again.type, ev.type) != 0 || strcmp(again.name, ev.name) != 0 ||
+            memcmp(again.sha256, ev.sha256, 32) != 0)
             abort();
         events[n++] = ev;
         off += len + 1;
@@ -41,8 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             mlog_replay(events, n, pcr, values[pcr]);
     int pcr = -1;
     /* The log replays to the values it was replayed into. */
-    if (mlog_reconcile(events, n, mask, (const uint8_t(*)[32])values, &pcr) !=
-            (n ? MLOG_CONSISTENT : MLOG_FRESH) &&
+    if (mlog_reconcile(events, n, mask, (const uint8_t(*)[32])values, &pcr) != (n ? MLOG_CONSISTENT : MLOG_FRESH) &&
         n > 0)
         abort();
     return 0;

@@ -29,11 +29,11 @@ static char *dir;
 static char file_path[PATH_MAX], copy_path[PATH_MAX];
 static struct secret *kek, *device_secret;
 
-#define fail(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "fuzz_scd_files: " __VA_ARGS__);                                          \
-        fputc('\n', stderr);                                                                       \
-        abort();                                                                                   \
+#define fail(...)                                        \
+    do {                                                 \
+        fprintf(stderr, "fuzz_scd_files: " __VA_ARGS__); \
+        fputc('\n', stderr);                             \
+        abort();                                         \
     } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -90,8 +90,8 @@ static void record(const uint8_t *data, size_t size)
     if (token_record_load(file_path, FX_UUID_SOFT, &rec, &err) < 0)
         return;
     if (rec.type == TOKEN_PKCS11) {
-        if (rec.module[0] != '/' || (!rec.has_label && !rec.has_serial) ||
-            strlen(rec.label) > P11_LABEL_MAX || strlen(rec.serial) > P11_SERIAL_MAX)
+        if (rec.module[0] != '/' || (!rec.has_label && !rec.has_serial) || strlen(rec.label) > P11_LABEL_MAX ||
+            strlen(rec.serial) > P11_SERIAL_MAX)
             fail("token_record_load accepted a bad PKCS#11 record");
     } else if (rec.type != TOKEN_SOFT) {
         fail("token_record_load: type %d", (int)rec.type);
@@ -100,11 +100,9 @@ static void record(const uint8_t *data, size_t size)
         fail("cannot store a record that was read: %s", err.msg);
     if (token_record_load(copy_path, FX_UUID_SOFT, &again, &err) < 0)
         fail("cannot read back a stored record: %s", err.msg);
-    if (again.type != rec.type || again.has_label != rec.has_label ||
-        again.has_serial != rec.has_serial ||
+    if (again.type != rec.type || again.has_label != rec.has_label || again.has_serial != rec.has_serial ||
         (rec.type == TOKEN_PKCS11 &&
-         (strcmp(again.module, rec.module) != 0 ||
-          (rec.has_label && strcmp(again.label, rec.label) != 0) ||
+         (strcmp(again.module, rec.module) != 0 || (rec.has_label && strcmp(again.label, rec.label) != 0) ||
           (rec.has_serial && strcmp(again.serial, rec.serial) != 0))))
         fail("a stored record reads back differently");
 }
@@ -128,8 +126,7 @@ static void tries(const uint8_t *data, size_t size)
     write_input(data, size);
     if (tries_load(file_path, &t, &err) < 0)
         return;
-    if (t.pin_failures < 0 || t.pin_failures > TRIES_PIN_MAX || t.puk_failures < 0 ||
-        t.puk_failures > TRIES_PUK_MAX)
+    if (t.pin_failures < 0 || t.pin_failures > TRIES_PIN_MAX || t.puk_failures < 0 || t.puk_failures > TRIES_PUK_MAX)
         fail("tries_load accepted %d/%d", t.pin_failures, t.puk_failures);
     if (tries_store(copy_path, &t, &err) < 0 || tries_load(copy_path, &again, &err) < 0)
         fail("tries do not read back: %s", err.msg);

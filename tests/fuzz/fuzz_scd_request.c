@@ -49,21 +49,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *state_dir;
 static struct token_ctx ctx;
-static int decode_fds[2];   /* a socketpair of our own, to decode requests as scd does */
+static int decode_fds[2]; /* a socketpair of our own, to decode requests as scd does */
 static uint8_t *secret_frame; /* the DeviceSecret request sent before every input */
 static size_t secret_frame_len;
 /* The digests trustmed anchored for the soft tokens' files, taken from the fixture before any
  * run (a run may change the files). */
-static const char *const soft_uuids[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED,
-                                         FX_UUID_BLOCKED, FX_UUID_V2};
+static const char *const soft_uuids[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED, FX_UUID_BLOCKED, FX_UUID_V2};
 static uint8_t soft_anchors[5][32];
-static bool verbose;        /* $FUZZ_SCD_VERBOSE: print each answer (to check the seeds) */
+static bool verbose; /* $FUZZ_SCD_VERBOSE: print each answer (to check the seeds) */
 
-#define fail(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "fuzz_scd_request: " __VA_ARGS__);                                        \
-        fputc('\n', stderr);                                                                       \
-        abort();                                                                                   \
+#define fail(...)                                          \
+    do {                                                   \
+        fprintf(stderr, "fuzz_scd_request: " __VA_ARGS__); \
+        fputc('\n', stderr);                               \
+        abort();                                           \
     } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -76,12 +75,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fail("socketpair: %s", strerror(errno));
     state_dir = fx_state_new();
     /* As trustme-scd's main: trustmed counts the attempts. */
-    ctx = (struct token_ctx){.state_dir = state_dir, .soft_kdf_n = FX_KDF_N,
-                             .caller_counts = true};
+    ctx = (struct token_ctx){.state_dir = state_dir, .soft_kdf_n = FX_KDF_N, .caller_counts = true};
     Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
     ds.has_secret = true;
-    ds.secret = (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes),
-                                      .data = (uint8_t *)fx_device_secret_bytes};
+    ds.secret = (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes), .data = (uint8_t *)fx_device_secret_bytes};
     Request rq = TRUSTME__SCD__REQUEST__INIT;
     rq.has_version = rq.has_id = true;
     rq.version = TM_PROTOCOL_VERSION;
@@ -107,15 +104,17 @@ static bool bytes_are(const ProtobufCBinaryData *b, bool present, const char *s)
     return present && b->len == strlen(s) && memcmp(b->data, s, b->len) == 0;
 }
 
-static bool uuid_is(const char *uuid, const char *want) { return uuid && strcmp(uuid, want) == 0; }
+static bool uuid_is(const char *uuid, const char *want)
+{
+    return uuid && strcmp(uuid, want) == 0;
+}
 
 /* The tokens that open with FX_PIN (and FX_PUK): every soft token of the fixture, as scd
  * ignores the stale tries files (the caller counts). */
 static bool pin_usable(const char *uuid)
 {
-    return uuid_is(uuid, FX_UUID_SOFT) || uuid_is(uuid, FX_UUID_LASTTRY) ||
-           uuid_is(uuid, FX_UUID_LOCKED) || uuid_is(uuid, FX_UUID_BLOCKED) ||
-           uuid_is(uuid, FX_UUID_V2);
+    return uuid_is(uuid, FX_UUID_SOFT) || uuid_is(uuid, FX_UUID_LASTTRY) || uuid_is(uuid, FX_UUID_LOCKED) ||
+           uuid_is(uuid, FX_UUID_BLOCKED) || uuid_is(uuid, FX_UUID_V2);
 }
 
 /* Whether the request carried the digest trustmed anchored for uuid's token files. */
@@ -131,9 +130,8 @@ static bool anchored(const char *uuid, const ProtobufCBinaryData *anchor, bool p
 
 static bool has_token(const char *uuid)
 {
-    static const char *const paired[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED,
-                                         FX_UUID_BLOCKED, FX_UUID_P11, FX_UUID_BADREC,
-                                         FX_UUID_V2};
+    static const char *const paired[] = {FX_UUID_SOFT, FX_UUID_LASTTRY, FX_UUID_LOCKED, FX_UUID_BLOCKED,
+                                         FX_UUID_P11,  FX_UUID_BADREC,  FX_UUID_V2};
     for (size_t i = 0; i < sizeof(paired) / sizeof(paired[0]); i++)
         if (uuid_is(uuid, paired[i]))
             return true;
@@ -147,16 +145,14 @@ static void check_status(const char *uuid, const Trustme__Scd__TokenStatus *st)
     /* The caller's count holds: scd reports every token unlocked with all tries left, whatever
      * a tries file says; trustmed overrides that with its own count. */
     if (pin_usable(uuid))
-        ok = st->paired && soft && !st->locked && !st->blocked && st->pin_tries_left == 3 &&
-             st->puk_tries_left == 10;
+        ok = st->paired && soft && !st->locked && !st->blocked && st->pin_tries_left == 3 && st->puk_tries_left == 10;
     else if (uuid_is(uuid, FX_UUID_P11))
         ok = st->paired && st->type == TRUSTME__SCD__TOKEN_TYPE__TOKEN_PKCS11;
     else
         ok = !st->paired && st->type == TRUSTME__SCD__TOKEN_TYPE__TOKEN_NONE;
     if (!ok)
-        fail("wrong status for %s: paired %d type %d locked %d blocked %d pin left %u puk left %u",
-             uuid, st->paired, st->type, st->locked, st->blocked, st->pin_tries_left,
-             st->puk_tries_left);
+        fail("wrong status for %s: paired %d type %d locked %d blocked %d pin left %u puk left %u", uuid, st->paired,
+             st->type, st->locked, st->blocked, st->pin_tries_left, st->puk_tries_left);
 }
 
 /* A re-keyed token's answer: the pending digest, and the key re-wrapped only when a blob came
@@ -174,11 +170,9 @@ static void check_answer(const Request *rq, const Response *resp)
 {
     Trustme__Scd__Response__BodyCase got = resp->body_case;
     if (got == TRUSTME__SCD__RESPONSE__BODY_ERROR) {
-        if (!resp->error->has_code || resp->error->code <= 0 || !resp->error->message ||
-            !resp->error->message[0])
+        if (!resp->error->has_code || resp->error->code <= 0 || !resp->error->message || !resp->error->message[0])
             fail("error without code or message");
-        if (rq->body_case == TRUSTME__SCD__REQUEST__BODY__NOT_SET &&
-            resp->error->code != EOPNOTSUPP)
+        if (rq->body_case == TRUSTME__SCD__REQUEST__BODY__NOT_SET && resp->error->code != EOPNOTSUPP)
             fail("no body answered with code %d", resp->error->code);
         return;
     }
@@ -227,10 +221,9 @@ static void check_answer(const Request *rq, const Response *resp)
          * generations named (a soft token's are known here; others' digests are not kept). */
         const Trustme__Scd__TokenCommit *tc = rq->token_commit;
         bool soft = pin_usable(tc->uuid);
-        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !rq->has_token_anchor ||
-            !tc->has_pending_sha256 || tc->pending_sha256.len != 32 ||
-            (soft && !anchored(tc->uuid, &rq->token_anchor, true) &&
-             !anchored(tc->uuid, &tc->pending_sha256, true)))
+        if (got != TRUSTME__SCD__RESPONSE__BODY_OK || !rq->has_token_anchor || !tc->has_pending_sha256 ||
+            tc->pending_sha256.len != 32 ||
+            (soft && !anchored(tc->uuid, &rq->token_anchor, true) && !anchored(tc->uuid, &tc->pending_sha256, true)))
             fail("commit settled files that are neither anchored generation");
         return;
     }
@@ -258,13 +251,11 @@ static void check_answer(const Request *rq, const Response *resp)
         check_status(rq->status->uuid, resp->status);
         return;
     case TRUSTME__SCD__REQUEST__BODY_VERIFY:
-        if (got != TRUSTME__SCD__RESPONSE__BODY_VERIFY || !resp->verify->signer ||
-            !resp->verify->anchor || !resp->verify->anchor_sha256 ||
-            strlen(resp->verify->anchor_sha256) != 64 || resp->verify->chain_length < 1)
+        if (got != TRUSTME__SCD__RESPONSE__BODY_VERIFY || !resp->verify->signer || !resp->verify->anchor ||
+            !resp->verify->anchor_sha256 || strlen(resp->verify->anchor_sha256) != 64 || resp->verify->chain_length < 1)
             fail("malformed verify answer");
         return;
-    default:
-        fail("request without a body answered with body %d", got);
+    default: fail("request without a body answered with body %d", got);
     }
 }
 
@@ -274,8 +265,7 @@ static const Response *next_response(int fd, struct tm_packet *pkt)
     int r = tm_packet_recv(fd, RESPONSE_MAX, pkt);
     if (r != 1)
         fail("expected a response packet, got %d (%s)", r, r < 0 ? strerror(-r) : "end of stream");
-    const Response *resp =
-        (const Response *)tm_packet_unpack(&trustme__scd__response__descriptor, pkt);
+    const Response *resp = (const Response *)tm_packet_unpack(&trustme__scd__response__descriptor, pkt);
     if (!resp)
         fail("scd sent a response that does not decode");
     if (!resp->has_version || resp->version != TM_PROTOCOL_VERSION || !resp->has_id)
@@ -352,19 +342,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const Response *resp = next_response(fds[0], &pkt);
     bool error = resp->body_case == TRUSTME__SCD__RESPONSE__BODY_ERROR;
     if (verbose)
-        fprintf(stderr, "request body %d: answer body %d%s%s\n", rq ? (int)rq->body_case : -1,
-                (int)resp->body_case, error ? ": " : "", error ? resp->error->message : "");
+        fprintf(stderr, "request body %d: answer body %d%s%s\n", rq ? (int)rq->body_case : -1, (int)resp->body_case,
+                error ? ": " : "", error ? resp->error->message : "");
     uint64_t want_id = rq && rq->has_id ? rq->id : 0;
     if (resp->id != want_id)
-        fail("response id %llu, request id %llu", (unsigned long long)resp->id,
-             (unsigned long long)want_id);
+        fail("response id %llu, request id %llu", (unsigned long long)resp->id, (unsigned long long)want_id);
     if (!rq) {
         if (!error || resp->error->code != EBADMSG)
             fail("a request that does not decode was answered with body %d", resp->body_case);
     } else if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION) {
         if (!error || resp->error->code != EPROTO)
-            fail("a request of version %u was answered with body %d", rq->version,
-                 resp->body_case);
+            fail("a request of version %u was answered with body %d", rq->version, resp->body_case);
     } else {
         check_answer(rq, resp);
     }

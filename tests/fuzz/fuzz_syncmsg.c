@@ -23,9 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tm_sync_msg msg;
     int r = tm_sync_recv(fds[1], &msg);
     if (r == 1) {
-        if (msg.len > TM_SYNC_MAX_PAYLOAD || msg.payload[msg.len] != '\0' ||
-            msg.type < TM_SYNC_PROGRESS || msg.type > TM_SYNC_PTY || msg.fd != -1 ||
-            msg.len + 12 != size)
+        if (msg.len > TM_SYNC_MAX_PAYLOAD || msg.payload[msg.len] != '\0' || msg.type < TM_SYNC_PROGRESS ||
+            msg.type > TM_SYNC_PTY || msg.fd != -1 || msg.len + 12 != size)
             abort();
     } else if (r != -EBADMSG && !(r == 0 && size == 0)) {
         abort();

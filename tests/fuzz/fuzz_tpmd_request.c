@@ -31,11 +31,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static int fds[2];
 static bool verbose; /* $FUZZ_VERBOSE: print what each input ends as (to check the seeds) */
 
-#define fail(...)                                                                                  \
-    do {                                                                                           \
-        fprintf(stderr, "fuzz_tpmd_request: " __VA_ARGS__);                                       \
-        fputc('\n', stderr);                                                                       \
-        abort();                                                                                   \
+#define fail(...)                                           \
+    do {                                                    \
+        fprintf(stderr, "fuzz_tpmd_request: " __VA_ARGS__); \
+        fputc('\n', stderr);                                \
+        abort();                                            \
     } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -87,8 +87,7 @@ static void check_accepted(const Request *rq)
         if (!rq->measure) /* the oneof's member (a union) is set */
             fail("accepted body %d without its message", (int)rq->body_case);
         break;
-    default:
-        fail("accepted unknown body %d", (int)rq->body_case);
+    default: fail("accepted unknown body %d", (int)rq->body_case);
     }
 }
 
@@ -119,8 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_accepted(rq);
     }
     if (verbose)
-        fprintf(stderr, "%s: %s\n", r < 0 ? "refused" : "accepted",
-                r < 0 ? err.msg : "known body");
+        fprintf(stderr, "%s: %s\n", r < 0 ? "refused" : "accepted", r < 0 ? err.msg : "known body");
     tm_packet_free(&pkt);
     return 0;
 }

@@ -95,8 +95,7 @@ static void set_anchor(Request *rq, const char *uuid)
     rq->token_anchor = (ProtobufCBinaryData){.len = sizeof(anchor_buf), .data = anchor_buf};
 }
 
-static void make_blob_for(const struct secret *device_secret, const char *uuid,
-                          uint8_t blob[KEYWRAP_BLOB_LEN])
+static void make_blob_for(const struct secret *device_secret, const char *uuid, uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     _cleanup_secret_ struct secret *kek = fx_secret(fx_kek_bytes, sizeof(fx_kek_bytes));
     _cleanup_secret_ struct secret *key = fx_secret(fx_key_bytes, sizeof(fx_key_bytes));
@@ -114,8 +113,7 @@ static void make_blob(const struct secret *device_secret, uint8_t blob[KEYWRAP_B
 static ProtobufCBinaryData bound_blob(const char *uuid)
 {
     static uint8_t blob[KEYWRAP_BLOB_LEN];
-    _cleanup_secret_ struct secret *ds =
-        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     make_blob_for(ds, uuid, blob);
     return (ProtobufCBinaryData){.len = sizeof(blob), .data = blob};
 }
@@ -175,8 +173,7 @@ static void new_key(const char *name, const char *uuid, const char *pin, const c
 static void unwrap(const char *name, const char *uuid, const char *pin, const char *anchor_of)
 {
     uint8_t blob[KEYWRAP_BLOB_LEN];
-    _cleanup_secret_ struct secret *ds =
-        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     /* FX_UUID_SOFT's blob, except for the v2 token (its own) */
     make_blob_for(ds, strcmp(uuid, FX_UUID_V2) == 0 ? FX_UUID_V2 : FX_UUID_SOFT, blob);
     Trustme__Scd__Unwrap u = TRUSTME__SCD__UNWRAP__INIT;
@@ -193,8 +190,7 @@ static void unwrap(const char *name, const char *uuid, const char *pin, const ch
 }
 
 /* with_blob: with the container's key.wrapped, which a re-key wraps anew */
-static void change_pin(const char *name, const char *uuid, const char *old_pin,
-                       const char *new_pin, bool with_blob)
+static void change_pin(const char *name, const char *uuid, const char *old_pin, const char *new_pin, bool with_blob)
 {
     Trustme__Scd__ChangePin c = TRUSTME__SCD__CHANGE_PIN__INIT;
     if ((c.has_wrapped = with_blob))
@@ -227,8 +223,7 @@ static void unlock(const char *name, const char *uuid, const char *puk, bool wit
 }
 
 /* Settle a pending change: anchor_of's digest as the current generation, pending as the next. */
-static void commit(const char *name, const char *uuid, const char *anchor_of,
-                   const uint8_t pending[32])
+static void commit(const char *name, const char *uuid, const char *anchor_of, const uint8_t pending[32])
 {
     static uint8_t p[32];
     memcpy(p, pending, 32);
@@ -248,8 +243,8 @@ static void device_secret(const char *name, bool give)
     Trustme__Scd__DeviceSecret d = TRUSTME__SCD__DEVICE_SECRET__INIT;
     if (give) {
         d.has_secret = true;
-        d.secret = (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes),
-                                         .data = (uint8_t *)fx_device_secret_bytes};
+        d.secret =
+            (ProtobufCBinaryData){.len = sizeof(fx_device_secret_bytes), .data = (uint8_t *)fx_device_secret_bytes};
     } else {
         d.unavailable = (char *)"the TPM is not in the measured state";
     }
@@ -283,8 +278,7 @@ static void add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
     X509_EXTENSION_free(ext);
 }
 
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                       bool ca)
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, bool ca)
 {
     X509 *x = X509_new();
     X509_set_version(x, X509_VERSION_3);
@@ -303,8 +297,7 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     add_ext(x, &ctx, NID_subject_key_identifier, "hash");
     add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always");
     add_ext(x, &ctx, NID_basic_constraints, ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
-    add_ext(x, &ctx, NID_key_usage, ca ? "critical,keyCertSign,cRLSign"
-                                       : "critical,digitalSignature");
+    add_ext(x, &ctx, NID_key_usage, ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature");
     if (!ca)
         add_ext(x, &ctx, NID_ext_key_usage, "codeSigning");
     if (X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) <= 0)
@@ -325,8 +318,7 @@ static X509_CRL *make_crl(X509 *issuer, EVP_PKEY *key)
     ASN1_TIME_free(t);
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, issuer, NULL, NULL, c, 0);
-    X509_EXTENSION *akid = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier,
-                                               "keyid:always");
+    X509_EXTENSION *akid = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
     if (!akid)
         die("CRL AKID");
     X509_CRL_add_ext(c, akid, -1);
@@ -460,8 +452,7 @@ int main(int argc, char **argv)
     uint8_t blob[KEYWRAP_BLOB_LEN];
     make_blob(NULL, blob);
     put_file("blob", 0, blob, sizeof(blob));
-    _cleanup_secret_ struct secret *ds =
-        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     make_blob(ds, blob);
     put_file("blob-bound", 4, blob, sizeof(blob));
     static const char rec_soft[] = "{\"version\":1,\"type\":\"soft\"}\n";

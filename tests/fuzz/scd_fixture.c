@@ -17,17 +17,17 @@
 #include "token.h"
 #include "token_soft.h"
 
-const uint8_t fx_kek_bytes[32] = {
-    0x4b, 0x45, 0x4b, 0x20, 0x6f, 0x66, 0x20, 0x74, 0x68, 0x65, 0x20, 0x66, 0x75, 0x7a, 0x7a, 0x20,
-    0x66, 0x69, 0x78, 0x74, 0x75, 0x72, 0x65, 0x2c, 0x20, 0x6e, 0x6f, 0x74, 0x20, 0x61, 0x20, 0x73};
-const uint8_t fx_key_bytes[64] = {
-    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
-    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
-    0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f};
-const uint8_t fx_device_secret_bytes[32] = {
-    0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
-    0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5};
+const uint8_t fx_kek_bytes[32] = {0x4b, 0x45, 0x4b, 0x20, 0x6f, 0x66, 0x20, 0x74, 0x68, 0x65, 0x20,
+                                  0x66, 0x75, 0x7a, 0x7a, 0x20, 0x66, 0x69, 0x78, 0x74, 0x75, 0x72,
+                                  0x65, 0x2c, 0x20, 0x6e, 0x6f, 0x74, 0x20, 0x61, 0x20, 0x73};
+const uint8_t fx_key_bytes[64] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c,
+                                  0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19,
+                                  0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26,
+                                  0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, 0x31, 0x32, 0x33,
+                                  0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f};
+const uint8_t fx_device_secret_bytes[32] = {0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
+                                            0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5,
+                                            0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5, 0xd5};
 
 /* Must match token_soft.c: the AAD of a part is this prefix, the UUID, ':' and the part's name;
  * a slot's key is HKDF-SHA256(scrypt(secret, salt), salt = the device secret, info). */
@@ -76,30 +76,24 @@ static void b64(const uint8_t *data, size_t len, char out[B64_MAX_BYTES * 2])
 }
 
 /* A slot of format ver holding payload (32 bytes). */
-static void slot_json(struct slot *s, int ver, const char *uuid, const uint8_t *payload,
-                      char *out, size_t size)
+static void slot_json(struct slot *s, int ver, const char *uuid, const uint8_t *payload, char *out, size_t size)
 {
     tm_err err = {0};
     struct secret **key = &s->key[ver == 2 ? 0 : 1];
     if (!*key) {
         _cleanup_secret_ struct secret *ikm = NULL;
-        _cleanup_secret_ struct secret *ds =
-            fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+        _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
         if (secret_new(AEAD_KEY_LEN, &ikm, &err) < 0 ||
-            kdf_scrypt(s->secret, s->salt, sizeof(s->salt), FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P,
-                       ikm, &err) < 0)
+            kdf_scrypt(s->secret, s->salt, sizeof(s->salt), FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P, ikm, &err) < 0)
             die("scrypt", &err);
         if (secret_new(AEAD_KEY_LEN, key, &err) < 0 ||
-            kdf_hkdf_sha256(ikm, ds->data, ds->len,
-                            ver == 2 ? SOFT_SLOT_INFO_V2 : SOFT_SLOT_INFO_V3, *key, &err) < 0)
+            kdf_hkdf_sha256(ikm, ds->data, ds->len, ver == 2 ? SOFT_SLOT_INFO_V2 : SOFT_SLOT_INFO_V3, *key, &err) < 0)
             die("hkdf", &err);
     }
     char aad[128];
     uint8_t ct[SOFT_CT_LEN];
-    snprintf(aad, sizeof(aad), "%s%s:%s", ver == 2 ? SOFT_AAD_PREFIX_V2 : SOFT_AAD_PREFIX_V3,
-             uuid, s->name);
-    if (aead_seal(*key, s->nonce, aad, strlen(aad), payload, SOFT_KEK_LEN, ct, ct + SOFT_KEK_LEN,
-                  &err) < 0)
+    snprintf(aad, sizeof(aad), "%s%s:%s", ver == 2 ? SOFT_AAD_PREFIX_V2 : SOFT_AAD_PREFIX_V3, uuid, s->name);
+    if (aead_seal(*key, s->nonce, aad, strlen(aad), payload, SOFT_KEK_LEN, ct, ct + SOFT_KEK_LEN, &err) < 0)
         die("aead_seal", &err);
     char salt[B64_MAX_BYTES * 2], nonce[B64_MAX_BYTES * 2], c[B64_MAX_BYTES * 2];
     b64(s->salt, sizeof(s->salt), salt);
@@ -124,8 +118,7 @@ static void sealed_json(const char *uuid, const uint8_t pub[32], char *out, size
     uint8_t epk[32], ct[SOFT_CT_LEN];
     x25519_public(eph_priv_bytes, epk);
     _cleanup_secret_ struct secret *ikm = NULL, *key = NULL;
-    _cleanup_secret_ struct secret *ds =
-        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     if (secret_new(96, &ikm, &err) < 0 || secret_new(AEAD_KEY_LEN, &key, &err) < 0)
         die("secret_new", &err);
     EVP_PKEY *e = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, eph_priv_bytes, 32);
@@ -143,8 +136,7 @@ static void sealed_json(const char *uuid, const uint8_t pub[32], char *out, size
     char aad[128];
     snprintf(aad, sizeof(aad), SOFT_AAD_PREFIX_V3 "%s:sealed", uuid);
     if (kdf_hkdf_sha256(ikm, ds->data, ds->len, SEAL_INFO, key, &err) < 0 ||
-        aead_seal(key, sealed_nonce, aad, strlen(aad), fx_kek_bytes, SOFT_KEK_LEN, ct,
-                  ct + SOFT_KEK_LEN, &err) < 0)
+        aead_seal(key, sealed_nonce, aad, strlen(aad), fx_kek_bytes, SOFT_KEK_LEN, ct, ct + SOFT_KEK_LEN, &err) < 0)
         die("seal", &err);
     char e64[B64_MAX_BYTES * 2], n64[B64_MAX_BYTES * 2], c64[B64_MAX_BYTES * 2];
     b64(epk, sizeof(epk), e64);
@@ -168,9 +160,10 @@ static size_t soft_file(int ver, const char *uuid, char *buf, size_t size)
         sealed_json(uuid, pub, sealed, sizeof(sealed));
         snprintf(tail, sizeof(tail), ",\"puk_pub\":\"%s\",\"sealed\":%s", pub64, sealed);
     }
-    int n = snprintf(buf, size, "{\"version\":%d,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
-                     "\"p\":%d},\"pin\":%s,\"puk\":%s%s}\n", ver, FX_KDF_N, SOFT_KDF_R,
-                     SOFT_KDF_P, pin, puk, tail);
+    int n = snprintf(buf, size,
+                     "{\"version\":%d,\"kdf\":{\"alg\":\"scrypt\",\"N\":%u,\"r\":%d,"
+                     "\"p\":%d},\"pin\":%s,\"puk\":%s%s}\n",
+                     ver, FX_KDF_N, SOFT_KDF_R, SOFT_KDF_P, pin, puk, tail);
     if (n < 0 || (size_t)n >= size)
         die("soft token file too long", NULL);
     return (size_t)n;
@@ -224,13 +217,14 @@ void fx_leaks_check(const struct fx_leaks *l)
     int fd = lowest_free_fd();
     long kb = l->locked_kb < 0 ? -1 : vm_locked_kb();
     if (fd != l->free_fd) {
-        fprintf(stderr, "fd leak: the lowest free fd was %d before the run, %d after it\n",
-                l->free_fd, fd);
+        fprintf(stderr, "fd leak: the lowest free fd was %d before the run, %d after it\n", l->free_fd, fd);
         abort();
     }
     if (kb != l->locked_kb) {
-        fprintf(stderr, "locked memory was %ld kB before the run, %ld kB after it: a secret was "
-                "not freed\n", l->locked_kb, kb);
+        fprintf(stderr,
+                "locked memory was %ld kB before the run, %ld kB after it: a secret was "
+                "not freed\n",
+                l->locked_kb, kb);
         abort();
     }
 }
@@ -268,8 +262,7 @@ static void add_soft(const char *uuid, int pin_failures, int puk_failures)
     add(uuid, ".soft", soft);
     if (pin_failures || puk_failures) {
         char tries[64];
-        snprintf(tries, sizeof(tries), "{\"pin_failures\":%d,\"puk_failures\":%d}\n", pin_failures,
-                 puk_failures);
+        snprintf(tries, sizeof(tries), "{\"pin_failures\":%d,\"puk_failures\":%d}\n", pin_failures, puk_failures);
         add(uuid, ".tries", tries);
     }
 }
@@ -284,8 +277,7 @@ static void build_files(void)
     add_soft(FX_UUID_BLOCKED, 3, 10);
     add_soft(FX_UUID_V2, 0, 0);
     add(FX_UUID_P11, ".token",
-        "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"" FX_P11_MODULE
-        "\",\"label\":\"fuzz\"}}\n");
+        "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"" FX_P11_MODULE "\",\"label\":\"fuzz\"}}\n");
     /* An interrupted write: the record is cut short, a soft token file was left behind. */
     add(FX_UUID_BADREC, ".token", "{\"version\":1,\"ty");
     char soft[2048];
@@ -312,13 +304,11 @@ static void check_soft_file(const char *dir, const char *uuid)
     snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir, uuid);
     if (soft_token_load(path, &tok, &err) < 0)
         die("the fixture's soft token file does not load", &err);
-    _cleanup_secret_ struct secret *ds =
-        fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
+    _cleanup_secret_ struct secret *ds = fx_secret(fx_device_secret_bytes, sizeof(fx_device_secret_bytes));
     for (int slot = SOFT_SLOT_PIN; slot <= SOFT_SLOT_PUK; slot++) {
         _cleanup_secret_ struct secret *kek = NULL;
         const char *secret = slot == SOFT_SLOT_PIN ? FX_PIN : FX_PUK;
-        if (soft_token_open(&tok, uuid, (enum soft_slot)slot, secret, NULL, &kek,
-                            &err) != -EACCES)
+        if (soft_token_open(&tok, uuid, (enum soft_slot)slot, secret, NULL, &kek, &err) != -EACCES)
             die("the fixture's soft token opens without the device secret", NULL);
         if (soft_token_open(&tok, uuid, (enum soft_slot)slot, secret, ds, &kek, &err) < 0)
             die("the fixture's soft token does not open", &err);
@@ -333,8 +323,7 @@ char *fx_state_new(void)
     struct stat st;
     /* The token code fsyncs every tries file it writes: on tmpfs that costs nothing. */
     if (!base || !*base)
-        base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0
-                   ? "/dev/shm" : "/tmp";
+        base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     char tmpl[PATH_MAX];
     snprintf(tmpl, sizeof(tmpl), "%s/trustme-fuzz-scd-XXXXXX", base);
     if (!mkdtemp(tmpl))

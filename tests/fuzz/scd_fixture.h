@@ -20,14 +20,14 @@
 
 #include "secmem.h"
 
-#define FX_UUID_SOFT "5c0f7e1a-9b2d-4c3e-8f10-000000000001"    /* soft, no failures */
+#define FX_UUID_SOFT "5c0f7e1a-9b2d-4c3e-8f10-000000000001" /* soft, no failures */
 #define FX_UUID_LASTTRY "5c0f7e1a-9b2d-4c3e-8f10-000000000002" /* soft, stale tries: 2 PINs */
-#define FX_UUID_LOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000003"  /* soft, stale tries: locked */
+#define FX_UUID_LOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000003" /* soft, stale tries: locked */
 #define FX_UUID_BLOCKED "5c0f7e1a-9b2d-4c3e-8f10-000000000004" /* soft, stale tries: blocked */
-#define FX_UUID_P11 "5c0f7e1a-9b2d-4c3e-8f10-000000000005"     /* PKCS#11, module missing */
-#define FX_UUID_BADREC "5c0f7e1a-9b2d-4c3e-8f10-000000000006"  /* a record that does not parse */
-#define FX_UUID_FREE "5c0f7e1a-9b2d-4c3e-8f10-000000000007"    /* no token */
-#define FX_UUID_V2 "5c0f7e1a-9b2d-4c3e-8f10-000000000008"      /* soft, format 2 */
+#define FX_UUID_P11 "5c0f7e1a-9b2d-4c3e-8f10-000000000005" /* PKCS#11, module missing */
+#define FX_UUID_BADREC "5c0f7e1a-9b2d-4c3e-8f10-000000000006" /* a record that does not parse */
+#define FX_UUID_FREE "5c0f7e1a-9b2d-4c3e-8f10-000000000007" /* no token */
+#define FX_UUID_V2 "5c0f7e1a-9b2d-4c3e-8f10-000000000008" /* soft, format 2 */
 #define FX_PIN "1234"
 #define FX_PUK "12345678"
 #define FX_KDF_N 1024u
@@ -51,7 +51,7 @@ size_t fx_soft_file_v2(const char *uuid, char *buf, size_t size);
  * than heap blocks. Taken around one run (libFuzzer opens fds of its own between runs: the
  * symbolizer's pipes, when it first prints a new function); fx_leaks_check aborts on a leak. */
 struct fx_leaks {
-    int free_fd;    /* the lowest free fd */
+    int free_fd; /* the lowest free fd */
     long locked_kb; /* VmLck, or -1: not checked */
 };
 /* secrets: check locked memory too (reading /proc/self/status costs ~20 us). */

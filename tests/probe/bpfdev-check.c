@@ -30,8 +30,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const struct device_rule rules[] = {
-        {'c', 1, 3, "rwm", ""},   /* null: everything */
-        {'c', 1, 9, "r", ""},     /* urandom: read only */
+        {'c', 1, 3, "rwm", ""}, /* null: everything */
+        {'c', 1, 9, "r", ""}, /* urandom: read only */
         {'c', 136, DEV_WILDCARD, "rw", ""},
     };
     if (mkdir(argv[1], 0755) < 0 && errno != EEXIST) {

@@ -72,17 +72,28 @@ static int hook(enum fake_phase phase, int module, tm_err *err)
     return 0;
 }
 
-#define FAKE_MODULE(var, idx)                                                                      \
-    static int fake_##var##_prepare(struct start_ctx *ctx, tm_err *err) { return hook(FAKE_PREPARE, idx, err); } \
-    static int fake_##var##_setup(struct start_ctx *ctx, tm_err *err) { return hook(FAKE_SETUP, idx, err); }     \
-    static int fake_##var##_child(struct start_ctx *ctx, tm_err *err) { return hook(FAKE_CHILD, idx, err); }     \
-    static void fake_##var##_cleanup(struct container *c)                                                 \
-    {                                                                                              \
-        tm_err err;                                                                                \
-        hook(FAKE_CLEANUP, idx, &err);                                                             \
-    }                                                                                              \
-    const struct tm_module module_##var = {.name = #var, .prepare = fake_##var##_prepare,                 \
-                                           .setup = fake_##var##_setup, .child = fake_##var##_child,             \
+#define FAKE_MODULE(var, idx)                                               \
+    static int fake_##var##_prepare(struct start_ctx *ctx, tm_err *err)     \
+    {                                                                       \
+        return hook(FAKE_PREPARE, idx, err);                                \
+    }                                                                       \
+    static int fake_##var##_setup(struct start_ctx *ctx, tm_err *err)       \
+    {                                                                       \
+        return hook(FAKE_SETUP, idx, err);                                  \
+    }                                                                       \
+    static int fake_##var##_child(struct start_ctx *ctx, tm_err *err)       \
+    {                                                                       \
+        return hook(FAKE_CHILD, idx, err);                                  \
+    }                                                                       \
+    static void fake_##var##_cleanup(struct container *c)                   \
+    {                                                                       \
+        tm_err err;                                                         \
+        hook(FAKE_CLEANUP, idx, &err);                                      \
+    }                                                                       \
+    const struct tm_module module_##var = {.name = #var,                    \
+                                           .prepare = fake_##var##_prepare, \
+                                           .setup = fake_##var##_setup,     \
+                                           .child = fake_##var##_child,     \
                                            .cleanup = fake_##var##_cleanup};
 
 FAKE_MODULE(kernfs, 0)
@@ -97,8 +108,8 @@ FAKE_MODULE(caps, 8)
 FAKE_MODULE(seccomp, 9)
 
 const struct tm_module *const fake_modules[FAKE_MODULES] = {
-    &module_kernfs, &module_userns, &module_volume, &module_ctlsock, &module_devices,
-    &module_net, &module_cgroups, &module_namespaces, &module_caps, &module_seccomp,
+    &module_kernfs, &module_userns,  &module_volume,     &module_ctlsock, &module_devices,
+    &module_net,    &module_cgroups, &module_namespaces, &module_caps,    &module_seccomp,
 };
 
 /* ---- the setup process and init (spawn.c's setup_main and init_main, minus the kernel) ---- */
@@ -222,8 +233,8 @@ void core_on_transition(struct container *c, enum cstate old, enum cevent ev)
         tm_loop_quit(c->d->loop, 0);
 }
 
-void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c,
-                  const char *actor, const char *fmt, ...)
+void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c, const char *actor,
+                  const char *fmt, ...)
 {
     if (fake->audits >= 8)
         return;
@@ -284,7 +295,10 @@ void container_data_dir(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/data-%s", getenv("FAKE_DIR"), c->uuid);
 }
 
-const char *container_label(const struct container *c) { return c->cfg->name; }
+const char *container_label(const struct container *c)
+{
+    return c->cfg->name;
+}
 
 void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
 {
@@ -297,23 +311,58 @@ int cgroups_set_frozen(struct container *c, bool frozen, tm_err *err)
     fake->frozen = frozen;
     return 0;
 }
-int cgroups_is_frozen(struct container *c) { return fake->freeze_result; }
-uint64_t caps_privileged(const struct container_config *cfg) { return 0; }
-void caps_names(uint64_t mask, char *out, size_t size) { snprintf(out, size, "%s", ""); }
-struct conn *conn_find(struct daemon *d, uint64_t id) { return NULL; }
-void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp) {}
-void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...) {}
-void console_close(struct container *c) {}
-int container_save_state(struct container *c, tm_err *err) { return 0; }
-void ctlsock_received(struct container *c, int fd) { close(fd); }
-void daemon_maybe_exit(struct daemon *d) {}
+int cgroups_is_frozen(struct container *c)
+{
+    return fake->freeze_result;
+}
+uint64_t caps_privileged(const struct container_config *cfg)
+{
+    return 0;
+}
+void caps_names(uint64_t mask, char *out, size_t size)
+{
+    snprintf(out, size, "%s", "");
+}
+struct conn *conn_find(struct daemon *d, uint64_t id)
+{
+    return NULL;
+}
+void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
+{
+}
+void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
+{
+}
+void console_close(struct container *c)
+{
+}
+int container_save_state(struct container *c, tm_err *err)
+{
+    return 0;
+}
+void ctlsock_received(struct container *c, int fd)
+{
+    close(fd);
+}
+void daemon_maybe_exit(struct daemon *d)
+{
+}
 int fscrypt_unlock(int rootfd, const struct secret *key, tm_err *err)
 {
     return tm_err_set(err, EOPNOTSUPP, "no fscrypt here");
 }
-struct guestos *guestos_for(struct container *c) { return NULL; }
-int guestos_apply(struct container_config *cfg, const struct guestos_config *g, tm_err *err) { return 0; }
-const char *trust_level_name(enum trust_level t) { return "?"; }
+struct guestos *guestos_for(struct container *c)
+{
+    return NULL;
+}
+int guestos_apply(struct container_config *cfg, const struct guestos_config *g, tm_err *err)
+{
+    return 0;
+}
+const char *trust_level_name(enum trust_level t)
+{
+    return "?";
+}
 int net_pin(struct container *c, int fd, tm_err *err)
 {
     close(fd);
@@ -336,14 +385,28 @@ void fake_reap_taken(void)
         waitpid(taken[i], NULL, 0); /* ECHILD if lifecycle.c has reaped it itself */
     ntaken = 0;
 }
-int runtime_save(struct container *c, tm_err *err) { return 0; }
-void runtime_remove(struct container *c) {}
-struct session *session_attached(struct container *c) { return NULL; }
-void session_fail(struct session *s, int code, const char *msg) {}
-void session_finish(struct session *s, int wait_status) {}
-void session_free(struct session *s) {}
-struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach,
-                            bool tty, const char *what)
+int runtime_save(struct container *c, tm_err *err)
+{
+    return 0;
+}
+void runtime_remove(struct container *c)
+{
+}
+struct session *session_attached(struct container *c)
+{
+    return NULL;
+}
+void session_fail(struct session *s, int code, const char *msg)
+{
+}
+void session_finish(struct session *s, int wait_status)
+{
+}
+void session_free(struct session *s)
+{
+}
+struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach, bool tty,
+                            const char *what)
 {
     return NULL;
 }

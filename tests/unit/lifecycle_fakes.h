@@ -27,14 +27,14 @@ struct fake_world {
     int fail_module;
     enum fake_phase block_phase; /* the hook that never returns (until killed), FAKE_NONE for none */
     int block_module;
-    int blocked;                 /* set once that hook has been entered */
+    int blocked; /* set once that hook has been entered */
     pid_t setup_pid, init_pid;
     /* the services */
     bool measure_fails, key_fails;
-    int freeze_result;          /* what cgroups_is_frozen says: 1 frozen, 0 not yet, <0 error */
-    bool frozen;                /* the fake freezer's state */
+    int freeze_result; /* what cgroups_is_frozen says: 1 frozen, 0 not yet, <0 error */
+    bool frozen; /* the fake freezer's state */
     /* trustmed's side */
-    enum cstate quit_state;     /* core_on_transition quits the loop when the container gets here */
+    enum cstate quit_state; /* core_on_transition quits the loop when the container gets here */
     int audits;
     char audit_event[8][32], audit_result[8][16], audit_detail[8][1024];
 };

@@ -20,7 +20,7 @@ struct state {
     tm_loop *loop;
     int fds[64];
     int n;
-    int want;       /* quit the loop once this many arrived */
+    int want; /* quit the loop once this many arrived */
     unsigned ticks; /* timer rounds while waiting */
 };
 
@@ -75,8 +75,7 @@ static void every_pending_client_is_handed_over(void **unused)
     struct sockaddr_un addr;
     struct tm_acceptor a;
     tm_err err;
-    assert_int_equal(tm_acceptor_start(&a, s.loop, listener(&addr), 50, "test", on_client, &s,
-                                       &err), 0);
+    assert_int_equal(tm_acceptor_start(&a, s.loop, listener(&addr), 50, "test", on_client, &s, &err), 0);
     int c[5];
     for (int i = 0; i < 5; i++)
         c[i] = client(&addr);
@@ -93,7 +92,7 @@ static void every_pending_client_is_handed_over(void **unused)
     int lfd = a.fd;
     tm_acceptor_stop(&a);
     assert_int_equal(fcntl(lfd, F_GETFD), -1); /* closed */
-    tm_acceptor_stop(&a);                      /* twice is fine */
+    tm_acceptor_stop(&a); /* twice is fine */
     tm_loop_free(s.loop);
 }
 
@@ -124,8 +123,7 @@ static void out_of_fds_pauses_then_serves(void **unused)
     struct sockaddr_un addr;
     struct tm_acceptor a;
     tm_err err;
-    assert_int_equal(tm_acceptor_start(&a, s.loop, listener(&addr), 50, "test", on_client, &s,
-                                       &err), 0);
+    assert_int_equal(tm_acceptor_start(&a, s.loop, listener(&addr), 50, "test", on_client, &s, &err), 0);
     int c = client(&addr);
     /* The timers first (a timer needs no fd, but be sure), then every fd below a low limit is
      * used up: accept4 fails with EMFILE. */
@@ -169,10 +167,18 @@ static void bad_packets_are_answered_and_the_link_read_on(void **unused)
     int fds[2];
     assert_int_equal(tm_packet_socketpair(fds), 0);
     /* a packet whose header disagrees with its size, one too large, then a good one */
-    assert_int_equal(send(fds[0], "\x00\x00\x00\x09" "abc", 7, 0), 7);
+    assert_int_equal(send(fds[0],
+                          "\x00\x00\x00\x09"
+                          "abc",
+                          7, 0),
+                     7);
     uint8_t big[4 + 100] = {0, 0, 0, 100};
     assert_int_equal(send(fds[0], big, sizeof(big), 0), (ssize_t)sizeof(big));
-    assert_int_equal(send(fds[0], "\x00\x00\x00\x02" "ok", 6, 0), 6);
+    assert_int_equal(send(fds[0],
+                          "\x00\x00\x00\x02"
+                          "ok",
+                          6, 0),
+                     6);
     shutdown(fds[0], SHUT_WR);
     struct bad b = {0};
     struct tm_packet pkt;

@@ -63,8 +63,8 @@ static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
     X509_EXTENSION_free(ext);
 }
 
-static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                          long serial, const char *eku, bool ca_leaf)
+static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, long serial,
+                          const char *eku, bool ca_leaf)
 {
     X509 *x = X509_new();
     X509_set_version(x, X509_VERSION_3);
@@ -81,10 +81,9 @@ static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY 
     add_ext(x, issuer ? issuer : x, NID_authority_key_identifier, "keyid:always");
     if (eku) {
         /* ca_leaf: what an attacker with a CA:TRUE leaf had issued, a "leaf" that may issue others */
-        add_ext(x, issuer, NID_basic_constraints, ca_leaf ? "critical,CA:TRUE"
-                                                          : "critical,CA:FALSE");
-        add_ext(x, issuer, NID_key_usage, ca_leaf ? "critical,digitalSignature,keyCertSign"
-                                                  : "critical,digitalSignature");
+        add_ext(x, issuer, NID_basic_constraints, ca_leaf ? "critical,CA:TRUE" : "critical,CA:FALSE");
+        add_ext(x, issuer, NID_key_usage,
+                ca_leaf ? "critical,digitalSignature,keyCertSign" : "critical,digitalSignature");
         add_ext(x, issuer, NID_ext_key_usage, eku);
     } else {
         add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE");
@@ -94,8 +93,7 @@ static X509 *make_cert_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY 
     return x;
 }
 
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
-                       long serial, const char *eku)
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key, long serial, const char *eku)
 {
     return make_cert_ca(cn, key, issuer, issuer_key, serial, eku, false);
 }
@@ -185,22 +183,23 @@ static void iso_time(long offset, char out[21])
 
 /* Version 2: rim_version, valid from nb_offset to na_offset seconds from now, PCRs 11 and 12,
  * the boot events required (and required_extra, a JSON object, if given). */
-static char *refs_json_v(size_t skip, int rim_version, long nb_offset, long na_offset,
-                         const char *required_extra)
+static char *refs_json_v(size_t skip, int rim_version, long nb_offset, long na_offset, const char *required_extra)
 {
     char *s = malloc(8192);
     char nb[21], na[21];
     iso_time(nb_offset, nb);
     iso_time(na_offset, na);
-    size_t used = (size_t)sprintf(s, "{\"format\": \"trustme-reference-values\", \"version\": 2, "
-                                     "\"rim_version\": %d, \"not_before\": \"%s\", "
-                                     "\"not_after\": \"%s\", \"pcrs\": [12, 11], \"required\": ["
-                                     "{\"type\": \"binary\", \"name\": \"trustmed\"}, "
-                                     "{\"type\": \"binary\", \"name\": \"trustme-scd\"}, "
-                                     "{\"type\": \"binary\", \"name\": \"trustme-tpmd\"}, "
-                                     "{\"type\": \"device-config\", \"name\": \"device.json\"}%s%s], "
-                                     "\"values\": [", rim_version, nb, na,
-                                  required_extra ? ", " : "", required_extra ? required_extra : "");
+    size_t used =
+        (size_t)sprintf(s,
+                        "{\"format\": \"trustme-reference-values\", \"version\": 2, "
+                        "\"rim_version\": %d, \"not_before\": \"%s\", "
+                        "\"not_after\": \"%s\", \"pcrs\": [12, 11], \"required\": ["
+                        "{\"type\": \"binary\", \"name\": \"trustmed\"}, "
+                        "{\"type\": \"binary\", \"name\": \"trustme-scd\"}, "
+                        "{\"type\": \"binary\", \"name\": \"trustme-tpmd\"}, "
+                        "{\"type\": \"device-config\", \"name\": \"device.json\"}%s%s], "
+                        "\"values\": [",
+                        rim_version, nb, na, required_extra ? ", " : "", required_extra ? required_extra : "");
     bool first = true;
     for (size_t i = 0; i < N_EVENTS; i++) {
         if (i == skip)
@@ -209,9 +208,10 @@ static char *refs_json_v(size_t skip, int rim_version, long nb_offset, long na_o
         char hex[65];
         content_hash(i, h);
         tm_hex(h, 32, hex);
-        used += (size_t)sprintf(s + used, "%s{\"type\": \"%s\", \"name\": \"%s\", "
-                                "\"sha256\": \"%s\"}", first ? "" : ", ", events[i].type,
-                                events[i].name, hex);
+        used += (size_t)sprintf(s + used,
+                                "%s{\"type\": \"%s\", \"name\": \"%s\", "
+                                "\"sha256\": \"%s\"}",
+                                first ? "" : ", ", events[i].type, events[i].name, hex);
         first = false;
     }
     strcpy(s + used, "]}\n");
@@ -225,9 +225,8 @@ static char *refs_json(size_t skip)
 
 /* json signed by key with chain cert (+ its issuer), loaded as a verifier trusting the root
  * with cas as the RIM-signing CAs. */
-static int load_signed(struct fixture *f, const char *json, EVP_PKEY *key, X509 *cert,
-                       X509 *issuer, const struct ca_pins *cas, uint64_t min_version,
-                       struct refvalues **ret, tm_err *err)
+static int load_signed(struct fixture *f, const char *json, EVP_PKEY *key, X509 *cert, X509 *issuer,
+                       const struct ca_pins *cas, uint64_t min_version, struct refvalues **ret, tm_err *err)
 {
     uint8_t sig[128];
     struct refvalues_files rf = {.json = (char *)json, .json_len = strlen(json)};
@@ -235,8 +234,8 @@ static int load_signed(struct fixture *f, const char *json, EVP_PKEY *key, X509 
     rf.sig = (char *)sig;
     rf.chain_pem = pem_of(cert, issuer);
     rf.chain_len = strlen(rf.chain_pem);
-    struct refvalues_trust t = {.anchors_pem = f->anchors, .anchors_len = strlen(f->anchors),
-                                .cas = cas, .min_version = min_version};
+    struct refvalues_trust t = {
+        .anchors_pem = f->anchors, .anchors_len = strlen(f->anchors), .cas = cas, .min_version = min_version};
     int r = refvalues_load(&rf, &t, ret, err);
     free(rf.chain_pem);
     return r;
@@ -271,10 +270,8 @@ static int setup(void **state)
     f->rim_ca_pin = pin_of(f->rim_ca);
     f->other_root = make_cert("Other Root", f->other_root_key, NULL, NULL, 1, NULL);
     f->leaf = make_cert("device-1", f->ak, f->root, f->root_key, 42, "clientAuth");
-    f->leaf_other_ca = make_cert("device-1", f->ak, f->other_root, f->other_root_key, 42,
-                                 "clientAuth");
-    f->signer = make_cert("release signing", f->signer_key, f->root, f->root_key, 7,
-                          "codeSigning");
+    f->leaf_other_ca = make_cert("device-1", f->ak, f->other_root, f->other_root_key, 42, "clientAuth");
+    f->signer = make_cert("release signing", f->signer_key, f->root, f->root_key, 7, "codeSigning");
     f->crl_revoking_leaf = make_crl(f->root, f->root_key, 42);
     f->anchors = pem_of(f->root, NULL);
     BIO *bio = BIO_new(BIO_s_mem());
@@ -289,10 +286,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *f = *state;
-    EVP_PKEY *keys[] = {f->root_key, f->other_root_key, f->ak, f->other_ak, f->signer_key,
-                        f->dca_key, f->rca_key};
-    X509 *certs[] = {f->root, f->other_root, f->leaf, f->leaf_other_ca, f->signer,
-                     f->device_ca, f->rim_ca};
+    EVP_PKEY *keys[] = {f->root_key, f->other_root_key, f->ak, f->other_ak, f->signer_key, f->dca_key, f->rca_key};
+    X509 *certs[] = {f->root, f->other_root, f->leaf, f->leaf_other_ca, f->signer, f->device_ca, f->rim_ca};
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
         EVP_PKEY_free(keys[i]);
     for (size_t i = 0; i < ARRAY_SIZE(certs); i++)
@@ -309,18 +304,18 @@ static int teardown(void **state)
 /* --- evidence: what a device's tpmd sends --- */
 
 struct opts {
-    EVP_PKEY *signing_key;   /* default: the AK */
-    EVP_PKEY *public_key;    /* TPMT_PUBLIC of; default: the AK */
-    TPMA_OBJECT attributes;  /* default: what tpmd's AK has */
-    X509 *cert;              /* default: the leaf; the chain is cert only */
+    EVP_PKEY *signing_key; /* default: the AK */
+    EVP_PKEY *public_key; /* TPMT_PUBLIC of; default: the AK */
+    TPMA_OBJECT attributes; /* default: what tpmd's AK has */
+    X509 *cert; /* default: the leaf; the chain is cert only */
     bool no_cert;
     const uint8_t *quoted_nonce; /* default: the verifier's */
-    bool pcr12_unlogged;     /* PCR 12 extended once more than the log says (quoted so) */
-    X509 *chain_issuer;      /* sent after the cert in the chain */
-    size_t unmeasured;       /* 1 + the index of an event the device never measured */
-    bool no_parent_name;     /* send no parent name (a tpmd before field 140) */
-    bool forged_signer;      /* ... but a qualifiedSigner that matches nothing */
-    bool only_boot;          /* quote, report and log PCR 12 only (a rewritten request) */
+    bool pcr12_unlogged; /* PCR 12 extended once more than the log says (quoted so) */
+    X509 *chain_issuer; /* sent after the cert in the chain */
+    size_t unmeasured; /* 1 + the index of an event the device never measured */
+    bool no_parent_name; /* send no parent name (a tpmd before field 140) */
+    bool forged_signer; /* ... but a qualifiedSigner that matches nothing */
+    bool only_boot; /* quote, report and log PCR 12 only (a rewritten request) */
     uint32_t reset_count;
 };
 
@@ -382,8 +377,8 @@ static void qualified_name(const uint8_t *akpub, size_t len, uint8_t out[34])
     tm_sha256(both, sizeof(both), out + 2);
 }
 
-static void quote(EVP_PKEY *key, const uint8_t *qnonce, const uint8_t *qs, uint32_t resets,
-                  bool only_boot, struct evidence *e)
+static void quote(EVP_PKEY *key, const uint8_t *qnonce, const uint8_t *qs, uint32_t resets, bool only_boot,
+                  struct evidence *e)
 {
     TPMS_ATTEST a;
     memset(&a, 0, sizeof(a));
@@ -413,8 +408,7 @@ static void quote(EVP_PKEY *key, const uint8_t *qnonce, const uint8_t *qs, uint3
     tm_sha256_update(&h, e->pcr[1], 32);
     tm_sha256_final(&h, a.attested.quote.pcrDigest.buffer);
     size_t off = 0;
-    assert_int_equal(Tss2_MU_TPMS_ATTEST_Marshal(&a, e->attest, sizeof(e->attest), &off),
-                     TSS2_RC_SUCCESS);
+    assert_int_equal(Tss2_MU_TPMS_ATTEST_Marshal(&a, e->attest, sizeof(e->attest), &off), TSS2_RC_SUCCESS);
     e->q.has_attest = true;
     e->q.attest.data = e->attest;
     e->q.attest.len = off;
@@ -434,16 +428,15 @@ static void quote(EVP_PKEY *key, const uint8_t *qnonce, const uint8_t *qs, uint3
     BN_bn2binpad(ECDSA_SIG_get0_s(es), sig.signature.ecdsa.signatureS.buffer, 32);
     ECDSA_SIG_free(es);
     off = 0;
-    assert_int_equal(Tss2_MU_TPMT_SIGNATURE_Marshal(&sig, e->sig, sizeof(e->sig), &off),
-                     TSS2_RC_SUCCESS);
+    assert_int_equal(Tss2_MU_TPMT_SIGNATURE_Marshal(&sig, e->sig, sizeof(e->sig), &off), TSS2_RC_SUCCESS);
     e->q.has_signature = true;
     e->q.signature.data = e->sig;
     e->q.signature.len = off;
 }
 
-#define AK_ATTRS (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | \
-                  TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
-                  TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
+#define AK_ATTRS                                                                                                   \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
+     TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
 
 static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
 {
@@ -487,8 +480,7 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
     e->q.pcrs = o.only_boot ? &e->pvp[1] : e->pvp;
     e->q.n_pcrs = o.only_boot ? 1 : 2;
     size_t len = 0;
-    tpm_public(o.public_key ? o.public_key : f->ak, o.attributes ? o.attributes : AK_ATTRS,
-               e->akpub, &len);
+    tpm_public(o.public_key ? o.public_key : f->ak, o.attributes ? o.attributes : AK_ATTRS, e->akpub, &len);
     e->q.has_ak_public = true;
     e->q.ak_public.data = e->akpub;
     e->q.ak_public.len = len;
@@ -503,8 +495,8 @@ static void evidence_make(struct fixture *f, struct evidence *e, struct opts o)
         else
             qualified_name(e->akpub, len, qs);
     }
-    quote(o.signing_key ? o.signing_key : f->ak, o.quoted_nonce ? o.quoted_nonce : nonce,
-          !o.no_parent_name ? qs : NULL, o.reset_count, o.only_boot, e);
+    quote(o.signing_key ? o.signing_key : f->ak, o.quoted_nonce ? o.quoted_nonce : nonce, !o.no_parent_name ? qs : NULL,
+          o.reset_count, o.only_boot, e);
     if (!o.no_cert) {
         e->chain = pem_of(o.cert ? o.cert : f->leaf, o.chain_issuer);
         e->q.has_cert_chain_pem = true;
@@ -520,28 +512,29 @@ static void evidence_done(struct evidence *e)
 
 static struct attest_policy policy(struct fixture *f)
 {
-    return (struct attest_policy){.nonce = nonce, .nonce_len = sizeof(nonce),
-                                  .pcrs = f->refs->pcrs, .npcrs = f->refs->npcrs,
+    return (struct attest_policy){.nonce = nonce,
+                                  .nonce_len = sizeof(nonce),
+                                  .pcrs = f->refs->pcrs,
+                                  .npcrs = f->refs->npcrs,
                                   .ak_anchors_pem = f->anchors,
                                   .ak_anchors_len = strlen(f->anchors),
-                                  .device_cas = &f->root_pin, .refs = f->refs};
+                                  .device_cas = &f->root_pin,
+                                  .refs = f->refs};
 }
 
 #define BIT(c) (1u << (c))
 
 /* Exactly the checks in failing fail; the report has all seven in order. */
-static void expect_checks_(const struct attest_report *rep, unsigned failing, const char *file,
-                           int line)
+static void expect_checks_(const struct attest_report *rep, unsigned failing, const char *file, int line)
 {
-    static const char *const names[] = {"certificate chain", "AK binding", "quote signature",
-                                        "nonce", "PCR digest", "event log", "reference values",
-                                        "TPM clock"};
+    static const char *const names[] = {"certificate chain", "AK binding", "quote signature",  "nonce",
+                                        "PCR digest",        "event log",  "reference values", "TPM clock"};
     bool bad = false;
     for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
         const struct attest_check *c = &rep->checks[i];
         if (strcmp(c->name, names[i]) != 0 || c->ok == !!(failing & BIT(i)) || !c->detail[0]) {
-            print_error("check %d \"%s\": %s, expected %s: %s\n", i, c->name,
-                        c->ok ? "ok" : "FAIL", failing & BIT(i) ? "FAIL" : "ok", c->detail);
+            print_error("check %d \"%s\": %s, expected %s: %s\n", i, c->name, c->ok ? "ok" : "FAIL",
+                        failing & BIT(i) ? "FAIL" : "ok", c->detail);
             bad = true;
         }
     }
@@ -550,12 +543,11 @@ static void expect_checks_(const struct attest_report *rep, unsigned failing, co
 }
 #define expect_checks(rep, failing) expect_checks_((rep), (failing), __FILE__, __LINE__)
 
-static void expect_detail_(const struct attest_report *rep, enum attest_check_id id,
-                           const char *text, const char *file, int line)
+static void expect_detail_(const struct attest_report *rep, enum attest_check_id id, const char *text, const char *file,
+                           int line)
 {
     if (!strstr(rep->checks[id].detail, text)) {
-        print_error("%s: \"%s\" does not contain \"%s\"\n", rep->checks[id].name,
-                    rep->checks[id].detail, text);
+        print_error("%s: \"%s\" does not contain \"%s\"\n", rep->checks[id].name, rep->checks[id].detail, text);
         _fail(file, line);
     }
 }
@@ -578,11 +570,13 @@ static void healthy(void **state)
     run(f, &e, &rep);
     expect_checks(&rep, 0);
     assert_int_equal(rep.events, N_EVENTS);
-    expect_detail(&rep, ATTEST_CHECK_CHAIN, "CN=device-1, issued by the Device CA under CN=Test "
+    expect_detail(&rep, ATTEST_CHECK_CHAIN,
+                  "CN=device-1, issued by the Device CA under CN=Test "
                   "Device Root, revocation not checked");
     expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "PCRs 11, 12");
     expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "7 events replay");
-    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "all 7 events are reference values, the 4 "
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES,
+                  "all 7 events are reference values, the 4 "
                   "required ones present (version 1,");
     expect_detail(&rep, ATTEST_CHECK_CLOCK, "clock 123456 ms, reset count 0, restart count 0, safe");
     expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "qualifiedSigner is its qualified name");
@@ -639,8 +633,7 @@ static void edited_event(void **state)
         run(f, &e, &rep);
         /* A changed type or hash is also no longer a reference value; trustmed renamed is
          * no longer the required event. */
-        expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG) |
-                                (field <= 2 ? BIT(ATTEST_CHECK_REFERENCE_VALUES) : 0));
+        expect_checks(&rep, BIT(ATTEST_CHECK_EVENT_LOG) | (field <= 2 ? BIT(ATTEST_CHECK_REFERENCE_VALUES) : 0));
         expect_detail(&rep, ATTEST_CHECK_EVENT_LOG, "the log replays to");
         evidence_done(&e);
     }
@@ -731,7 +724,8 @@ static void pcr_selection_is_the_verifiers(void **state)
     evidence_make(f, &e, (struct opts){.only_boot = true});
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_PCR_DIGEST));
-    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "the quote selects PCRs 12, but 11, 12 were "
+    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST,
+                  "the quote selects PCRs 12, but 11, 12 were "
                   "requested (the reference values' policy)");
     /* A verifier without a policy (no reference values, no --pcr) cannot say what to expect. */
     struct attest_policy pol = policy(f);
@@ -759,7 +753,8 @@ static void required_event_missing(void **state)
     evidence_make(f, &e, (struct opts){.unmeasured = 2});
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_REFERENCE_VALUES));
-    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "1 of 4 required events are not in the "
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES,
+                  "1 of 4 required events are not in the "
                   "quoted log: binary trustme-scd");
     evidence_done(&e);
     /* A required event on a PCR the verifier chose not to quote is not evidence either. */
@@ -771,7 +766,8 @@ static void required_event_missing(void **state)
     pol.pcrs_explicit = true;
     e.q.n_pcrs = 1; /* the values of PCR 11 only, as the device reports them for --pcr 11 */
     attest_check_quote(&e.q, &pol, &rep);
-    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "4 of 4 required events are not in the "
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES,
+                  "4 of 4 required events are not in the "
                   "quoted log: binary trustmed, binary trustme-scd, binary trustme-tpmd, ...");
     evidence_done(&e);
 }
@@ -805,7 +801,8 @@ static void pcr_digest_mismatch(void **state)
     pol.npcrs = 1;
     attest_check_quote(&e.q, &pol, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_PCR_DIGEST));
-    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST, "the quote selects PCRs 11, 12, but 12 were "
+    expect_detail(&rep, ATTEST_CHECK_PCR_DIGEST,
+                  "the quote selects PCRs 11, 12, but 12 were "
                   "requested");
     e.q.n_pcrs = 1;
     e.q.pcrs = &e.pvp[1];
@@ -870,13 +867,14 @@ static void qualified_signer(void **state)
     evidence_make(f, &e, (struct opts){.forged_signer = true});
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
-    expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "the quote's qualifiedSigner (000b5a5a5a5a5a5a...) "
+    expect_detail(&rep, ATTEST_CHECK_AK_BINDING,
+                  "the quote's qualifiedSigner (000b5a5a5a5a5a5a...) "
                   "is not the qualified name of the AK's TPMT_PUBLIC");
     evidence_done(&e);
     /* The attributes claimed are not those of the key the TPM signed with: the name differs. */
     evidence_make(f, &e, (struct opts){0});
     uint8_t *attrs = e.akpub + 2 + 2; /* type, nameAlg, then objectAttributes */
-    attrs[3] ^= 0x01;                 /* reserved bit 0: still parses, another name */
+    attrs[3] ^= 0x01; /* reserved bit 0: still parses, another name */
     run(f, &e, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_AK_BINDING));
     evidence_done(&e);
@@ -950,8 +948,7 @@ static void chain_to_other_ca(void **state)
     /* A certificate for another purpose (the reference values' code signer). */
     evidence_make(f, &e, (struct opts){.cert = f->signer});
     run(f, &e, &rep);
-    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) |
-                            BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) | BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
     expect_detail(&rep, ATTEST_CHECK_CHAIN, "extendedKeyUsage lacks TLS Web Client");
     evidence_done(&e);
 }
@@ -966,8 +963,7 @@ static void ak_certificate_roles(void **state)
     pol.device_cas = &f->device_ca_pin;
     X509 *by_dca = make_cert("device-2", f->ak, f->device_ca, f->dca_key, 50, "clientAuth");
     X509 *by_rca = make_cert("device-2", f->ak, f->rim_ca, f->rca_key, 51, "clientAuth");
-    X509 *ca_leaf = make_cert_ca("device-2", f->ak, f->device_ca, f->dca_key, 52, "clientAuth",
-                                 true);
+    X509 *ca_leaf = make_cert_ca("device-2", f->ak, f->device_ca, f->dca_key, 52, "clientAuth", true);
     evidence_make(f, &e, (struct opts){.cert = by_dca, .chain_issuer = f->device_ca});
     attest_check_quote(&e.q, &pol, &rep);
     expect_checks(&rep, 0);
@@ -1010,15 +1006,12 @@ static void refs_roles_version_validity(void **state)
 {
     struct fixture *f = *state;
     X509 *by_rca = make_cert("rim signer", f->signer_key, f->rim_ca, f->rca_key, 60, "codeSigning");
-    X509 *by_dca = make_cert("rim signer", f->signer_key, f->device_ca, f->dca_key, 61,
-                             "codeSigning");
-    X509 *ca_signer = make_cert_ca("rim signer", f->signer_key, f->rim_ca, f->rca_key, 62,
-                                   "codeSigning", true);
+    X509 *by_dca = make_cert("rim signer", f->signer_key, f->device_ca, f->dca_key, 61, "codeSigning");
+    X509 *ca_signer = make_cert_ca("rim signer", f->signer_key, f->rim_ca, f->rca_key, 62, "codeSigning", true);
     char *json = refs_json_v(SIZE_MAX, 3, -3600, YEAR, NULL);
     struct refvalues *r = NULL;
     tm_err err = {0};
-    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 3,
-                                 &r, &err), 0);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 3, &r, &err), 0);
     assert_int_equal(r->rim_version, 3);
     assert_int_equal(r->npcrs, 2);
     assert_int_equal(r->pcrs[0], PCR_RUNTIME); /* sorted */
@@ -1026,28 +1019,24 @@ static void refs_roles_version_validity(void **state)
     refvalues_free(r);
     r = NULL;
     /* codeSigning under the Device CA; a signer that is a CA; no CA named. */
-    assert_int_equal(load_signed(f, json, f->signer_key, by_dca, f->device_ca, &f->rim_ca_pin, 0,
-                                 &r, &err), -EKEYREJECTED);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_dca, f->device_ca, &f->rim_ca_pin, 0, &r, &err),
+                     -EKEYREJECTED);
     assert_err_contains(&err, "was not issued by a CA that signs reference values (--rim-ca)");
-    assert_int_equal(load_signed(f, json, f->signer_key, ca_signer, f->rim_ca, &f->rim_ca_pin, 0,
-                                 &r, &err), -EKEYREJECTED);
+    assert_int_equal(load_signed(f, json, f->signer_key, ca_signer, f->rim_ca, &f->rim_ca_pin, 0, &r, &err),
+                     -EKEYREJECTED);
     assert_err_contains(&err, "is a CA certificate (CA:TRUE)");
-    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, NULL, 0, &r, &err),
-                     -EINVAL);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, NULL, 0, &r, &err), -EINVAL);
     /* Older than the verifier accepts. */
-    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 4,
-                                 &r, &err), -ESTALE);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 4, &r, &err), -ESTALE);
     assert_err_contains(&err, "version 3 is older than --min-version 4");
     free(json);
     /* Expired, not yet valid. */
     json = refs_json_v(SIZE_MAX, 3, -2 * YEAR, -YEAR, NULL);
-    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0,
-                                 &r, &err), -EKEYEXPIRED);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0, &r, &err), -EKEYEXPIRED);
     assert_err_contains(&err, "version 3 expired at ");
     free(json);
     json = refs_json_v(SIZE_MAX, 3, 3600, YEAR, NULL);
-    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0,
-                                 &r, &err), -EKEYEXPIRED);
+    assert_int_equal(load_signed(f, json, f->signer_key, by_rca, f->rim_ca, &f->rim_ca_pin, 0, &r, &err), -EKEYEXPIRED);
     assert_err_contains(&err, "version 3 is not valid before ");
     assert_null(r);
     free(json);
@@ -1101,8 +1090,7 @@ static void unprovisioned(void **state)
     struct attest_report rep;
     evidence_make(f, &e, (struct opts){.no_cert = true});
     run(f, &e, &rep);
-    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) |
-                            BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) | BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
     expect_detail(&rep, ATTEST_CHECK_CHAIN, "not provisioned");
     expect_detail(&rep, ATTEST_CHECK_AK_BINDING, "not checked:");
     expect_detail(&rep, ATTEST_CHECK_QUOTE_SIGNATURE, "it verifies with the device's uncertified AK");
@@ -1121,7 +1109,8 @@ static void missing_reference_value(void **state)
     pol.refs = f->refs_missing;
     attest_check_quote(&e.q, &pol, &rep);
     expect_checks(&rep, BIT(ATTEST_CHECK_REFERENCE_VALUES));
-    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES, "1 of 7 events are not reference values: "
+    expect_detail(&rep, ATTEST_CHECK_REFERENCE_VALUES,
+                  "1 of 7 events are not reference values: "
                   "container-config web (");
     /* Not loaded (bad signature): the caller's reason is the detail. */
     pol.refs = NULL;
@@ -1154,8 +1143,7 @@ static void refs_signature(void **state)
     rf.chain_len = strlen(rf.chain_pem);
     struct refvalues *r = NULL;
     tm_err err = {0};
-    struct refvalues_trust t = {.anchors_pem = f->anchors, .anchors_len = strlen(f->anchors),
-                                .cas = &f->root_pin};
+    struct refvalues_trust t = {.anchors_pem = f->anchors, .anchors_len = strlen(f->anchors), .cas = &f->root_pin};
     json[20] = 'X'; /* edited after signing */
     assert_int_equal(refvalues_load(&rf, &t, &r, &err), -EBADMSG);
     assert_err_contains(&err, "signature: signature does not verify");
@@ -1172,8 +1160,9 @@ static void refs_signature(void **state)
 }
 
 /* The policy part of a version 2 file, in sq()'s quotes: valid values for every key. */
-#define V2 "'rim_version': 1, 'not_before': '2026-01-01T00:00:00Z', " \
-           "'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 12], 'required': [], "
+#define V2                                                     \
+    "'rim_version': 1, 'not_before': '2026-01-01T00:00:00Z', " \
+    "'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 12], 'required': [], "
 
 static void refs_parser(void **state)
 {
@@ -1184,21 +1173,25 @@ static void refs_parser(void **state)
         {"[]", "$: "},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [], 'x': 1}", "$.x: unknown key"},
         {"{'format': 'other', 'version': 1, 'values': []}", "$.format: \"other\""},
-        {"{'format': 'trustme-reference-values', 'version': 1, 'values': []}", "$.version: 1, expected 2 (make the reference values again"},
+        {"{'format': 'trustme-reference-values', 'version': 1, 'values': []}",
+         "$.version: 1, expected 2 (make the reference values again"},
         {"{'format': 'trustme-reference-values', 'version': 3, 'values': []}", "$.version: 3"},
         {"{'format': 'trustme-reference-values', 'version': '1', 'values': []}", "$.version"},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': {}}", "$.values"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': []}",
          "$.values"},
-        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [1]}", "$.values[0]: expected an object"},
+        {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [1]}",
+         "$.values[0]: expected an object"},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a', 'sha256': 'AB00000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0].sha256: expected 64 lower-case hex digits"},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
-         "'name': 'a', 'sha256': 'ab'}]}", "$.values[0].sha256"},
+         "'name': 'a', 'sha256': 'ab'}]}",
+         "$.values[0].sha256"},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'firmware', "
-         "'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'}]}",
+         "'name': 'a', 'sha256': '"
+         "0000000000000000000000000000000000000000000000000000000000000000'}]}",
          "$.values[0]: event type firmware is unknown"},
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a\\u0001', 'sha256': '0000000000000000000000000000000000000000000000000000000000000000'}]}",
@@ -1209,7 +1202,8 @@ static void refs_parser(void **state)
         {"{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': [{'type': 'binary', "
          "'name': 'a', 'sha256': '0000000000000000000000000000000000000000000000000000000000000000', 'pcr': 1}]}",
          "$.values[0].pcr: unknown key"},
-        {"{'format': 'trustme-reference-values', 'format': 'trustme-reference-values', 'version': 2, " V2 "'values': []}",
+        {"{'format': 'trustme-reference-values', 'format': 'trustme-reference-values', 'version': 2, " V2
+         "'values': []}",
          "$: key appears more than once at line 1, column 47 (duplicate object key near '\"format\"')"},
         /* the policy */
         {"{'format': 'trustme-reference-values', 'version': 2, 'not_before': '2026-01-01T00:00:00Z', "
@@ -1217,34 +1211,44 @@ static void refs_parser(void **state)
          "$.rim_version: required key is missing"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 0, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
-         "'values': []}", "$.rim_version"},
+         "'values': []}",
+         "$.rim_version"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01 00:00:00', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
-         "'values': []}", "$.not_before: \"2026-01-01 00:00:00\" is not a time"},
+         "'values': []}",
+         "$.not_before: \"2026-01-01 00:00:00\" is not a time"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-02-30T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
-         "'values': []}", "$.not_before: \"2026-02-30T00:00:00Z\" is not a time"},
+         "'values': []}",
+         "$.not_before: \"2026-02-30T00:00:00Z\" is not a time"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2027-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': [], "
-         "'values': []}", "$.not_after: not after $.not_before"},
+         "'values': []}",
+         "$.not_after: not after $.not_before"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [], 'required': [], "
-         "'values': []}", "$.pcrs: at least one PCR"},
+         "'values': []}",
+         "$.pcrs: at least one PCR"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 24], 'required': [], "
-         "'values': []}", "$.pcrs[1]: expected a PCR index 0..23"},
+         "'values': []}",
+         "$.pcrs[1]: expected a PCR index 0..23"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11, 11], 'required': [], "
-         "'values': []}", "$.pcrs[1]: PCR 11 given twice"},
+         "'values': []}",
+         "$.pcrs[1]: PCR 11 given twice"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': "
-         "[{'type': 'binary'}], 'values': []}", "$.required[0].name"},
+         "[{'type': 'binary'}], 'values': []}",
+         "$.required[0].name"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], 'required': "
-         "[{'type': 'kernel', 'name': 'x'}], 'values': []}", "$.required[0]: event type kernel"},
+         "[{'type': 'kernel', 'name': 'x'}], 'values': []}",
+         "$.required[0]: event type kernel"},
         {"{'format': 'trustme-reference-values', 'version': 2, 'rim_version': 1, 'not_before': "
          "'2026-01-01T00:00:00Z', 'not_after': '2027-01-01T00:00:00Z', 'pcrs': [11], "
-         "'values': []}", "$.required: required key is missing"},
+         "'values': []}",
+         "$.required: required key is missing"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         char *s = sq(bad[i].json);
@@ -1258,9 +1262,12 @@ static void refs_parser(void **state)
     }
     /* Valid, with a duplicate and an empty list; lookup by type and hash only. */
     char *s = sq("{'format': 'trustme-reference-values', 'version': 2, " V2 "'values': ["
-                 "{'type': 'binary', 'name': 'b', 'sha256': '" "0101010101010101010101010101010101010101010101010101010101010101'},"
-                 "{'type': 'binary', 'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'},"
-                 "{'type': 'binary', 'name': 'a', 'sha256': '" "0000000000000000000000000000000000000000000000000000000000000000'}]}");
+                 "{'type': 'binary', 'name': 'b', 'sha256': '"
+                 "0101010101010101010101010101010101010101010101010101010101010101'},"
+                 "{'type': 'binary', 'name': 'a', 'sha256': '"
+                 "0000000000000000000000000000000000000000000000000000000000000000'},"
+                 "{'type': 'binary', 'name': 'a', 'sha256': '"
+                 "0000000000000000000000000000000000000000000000000000000000000000'}]}");
     struct refvalues *r = NULL;
     assert_int_equal(refvalues_parse(s, strlen(s), &r, NULL), 0);
     assert_int_equal(r->n, 3);
@@ -1363,8 +1370,7 @@ static void malformed(void **state)
     e.pv[0].sha256.len = 32;
     e.q.cert_chain_pem.len = 10;
     attest_check_quote(&e.q, &pol, &rep);
-    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) |
-                            BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
+    expect_checks(&rep, BIT(ATTEST_CHECK_CHAIN) | BIT(ATTEST_CHECK_AK_BINDING) | BIT(ATTEST_CHECK_QUOTE_SIGNATURE));
     e.q.has_attest = e.q.has_signature = e.q.has_ak_public = e.q.has_cert_chain_pem = false;
     e.q.n_events = e.q.n_pcrs = 0;
     attest_check_quote(&e.q, &pol, &rep);

@@ -221,8 +221,7 @@ static void first_record_links_to_zero_hash(void **state)
     char *line = get_line(f, 1);
     tm_audit_record rec = parse(line);
     assert_int_equal(rec.seq, 1);
-    assert_string_equal(rec.prev,
-                        "0000000000000000000000000000000000000000000000000000000000000000");
+    assert_string_equal(rec.prev, "0000000000000000000000000000000000000000000000000000000000000000");
     assert_string_equal(rec.hash, f->a.hash);
     assert_string_equal(rec.event, "test.event");
     free(line);
@@ -373,8 +372,7 @@ static void damaged_last_record_fails_open(void **state)
 
     char warning[256];
     tm_err err = {0};
-    assert_int_equal(tm_audit_open(&f->a, f->log, f->head, warning, sizeof(warning), &err),
-                     -EBADMSG);
+    assert_int_equal(tm_audit_open(&f->a, f->log, f->head, warning, sizeof(warning), &err), -EBADMSG);
     assert_err_contains(&err, "damaged");
 }
 
@@ -506,9 +504,8 @@ static void invalid_utf8_is_recorded_as_question_marks(void **state)
     cut[sizeof(cut) - 1] = '\0';
     open_log_quiet(f);
     tm_err err = {0};
-    assert_int_equal(tm_audit_append(&f->a, "test.event", "ok", "name \xff", "actor \xc0\xaf",
-                                     "detail \xed\xa0\x80", &err),
-                     0);
+    assert_int_equal(
+        tm_audit_append(&f->a, "test.event", "ok", "name \xff", "actor \xc0\xaf", "detail \xed\xa0\x80", &err), 0);
     append_detail(f, "test.event", cut);
     tm_audit_report rep;
     assert_int_equal(verify_log(f, &rep), 0);
@@ -680,14 +677,12 @@ static void parse_line_requires_seq_and_prev(void **state)
 static void parse_line_accepts_self_hashed_record(void **state)
 {
     (void)state;
-    char *line = self_hashed_line(
-        "{\"seq\":7,\"event\":\"x.y\",\"prev\":"
-        "\"abababababababababababababababababababababababababababababababab\"}");
+    char *line = self_hashed_line("{\"seq\":7,\"event\":\"x.y\",\"prev\":"
+                                  "\"abababababababababababababababababababababababababababababababab\"}");
     tm_audit_record rec = parse(line);
     assert_int_equal(rec.seq, 7);
     assert_string_equal(rec.event, "x.y");
-    assert_string_equal(rec.prev,
-                        "abababababababababababababababababababababababababababababababab");
+    assert_string_equal(rec.prev, "abababababababababababababababababababababababababababababababab");
     free(line);
 }
 

@@ -38,14 +38,13 @@ static int teardown(void **state)
 }
 
 /* One mountinfo line for a cgroup mount of hierarchy `dev` at <dir>/<name>. */
-static void add_mount(struct fixture *f, FILE *mi, const char *dev, const char *root,
-                      const char *name, const char *fstype, const char *superopts)
+static void add_mount(struct fixture *f, FILE *mi, const char *dev, const char *root, const char *name,
+                      const char *fstype, const char *superopts)
 {
     char mnt[128];
     snprintf(mnt, sizeof(mnt), "%s/%s", f->dir, name);
     mkdir(mnt, 0755);
-    fprintf(mi, "40 31 %s %s %s rw,relatime shared:9 - %s cgroup %s\n", dev, root, mnt, fstype,
-            superopts);
+    fprintf(mi, "40 31 %s %s %s rw,relatime shared:9 - %s cgroup %s\n", dev, root, mnt, fstype, superopts);
 }
 
 static void set_v2_controllers(struct fixture *f, const char *name, const char *controllers)
@@ -143,8 +142,8 @@ static void bind_mounts_and_subtrees_are_not_counted_twice(void **state)
     struct fixture *f = *state;
     FILE *mi = fopen(f->mountinfo, "w");
     add_mount(f, mi, "0:30", "/", "memory", "cgroup", "rw,memory");
-    add_mount(f, mi, "0:30", "/", "memory-again", "cgroup", "rw,memory");   /* same hierarchy */
-    add_mount(f, mi, "0:31", "/sub", "pids-sub", "cgroup", "rw,pids");     /* not its root */
+    add_mount(f, mi, "0:30", "/", "memory-again", "cgroup", "rw,memory"); /* same hierarchy */
+    add_mount(f, mi, "0:31", "/sub", "pids-sub", "cgroup", "rw,pids"); /* not its root */
     fclose(mi);
 
     struct cg_layout l;

@@ -60,8 +60,7 @@ static void test_repeatable_in_order(void **state)
 {
     (void)state;
     struct cli_args a;
-    assert_int_equal(parse(&a, WORDS("device", "cert", "install", "--chain=a.pem", "leaf.pem",
-                                     "--chain", "b.pem")), 0);
+    assert_int_equal(parse(&a, WORDS("device", "cert", "install", "--chain=a.pem", "leaf.pem", "--chain", "b.pem")), 0);
     char *v[4];
     assert_int_equal(cli_values(&a, "chain", v, 4), 2);
     assert_string_equal(v[0], "a.pem");
@@ -127,10 +126,8 @@ static void test_find_verb(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_value_forms),
-        cmocka_unit_test(test_repeatable_in_order),
-        cmocka_unit_test(test_usage_errors),
-        cmocka_unit_test(test_options_first_verbs),
+        cmocka_unit_test(test_value_forms),  cmocka_unit_test(test_repeatable_in_order),
+        cmocka_unit_test(test_usage_errors), cmocka_unit_test(test_options_first_verbs),
         cmocka_unit_test(test_find_verb),
     };
     return cmocka_run_group_tests_name("cli_args", tests, NULL, NULL);

@@ -52,209 +52,186 @@ static struct container_config *parse_ok(const char *text)
 #define NULL_DEV "'path':'/dev/null','type':'c','major':1,'minor':3"
 
 /* X(test name, members appended to a minimal valid document, JSON path the error must name) */
-#define REJECT_MEMBERS(X)                                                                          \
-    X(unknown_top_key, ",'bogus':1", "$.bogus")                                                    \
-    X(unknown_top_key_wrong_case, ",'Hostname':'web'", "$.Hostname")                              \
-    X(init_not_string, ",'init':['/bin/sh']", "$.init")                                            \
-    X(args_not_array, ",'args':'-v'", "$.args")                                                    \
-    X(args_element_not_string, ",'args':['-v',2]", "$.args[1]")                                    \
-    X(args_element_null, ",'args':[null]", "$.args[0]")                                            \
-    X(env_not_object, ",'env':['A=1']", "$.env")                                                   \
-    X(env_value_number, ",'env':{'A':1}", "$.env.A")                                               \
-    X(env_value_null, ",'env':{'A':null}", "$.env.A")                                              \
-    X(env_value_bool, ",'env':{'A':true}", "$.env.A")                                              \
-    X(env_value_object, ",'env':{'A':{}}", "$.env.A")                                              \
-    X(env_value_array, ",'env':{'A':['x']}", "$.env.A")                                            \
-    X(env_value_nul, ",'env':{'A':'x\\u0000y'}", "$.env.A")                                        \
-    X(env_key_digit_first, ",'env':{'1A':'x'}", "$.env.1A")                                        \
-    X(env_key_dash, ",'env':{'A-B':'x'}", "$.env.A-B")                                             \
-    X(env_key_equals, ",'env':{'A=B':'x'}", "$.env.A=B")                                           \
-    X(env_key_space, ",'env':{'A B':'x'}", "$.env.A B")                                            \
-    X(env_key_empty, ",'env':{'':'x'}", "$.env.")                                                  \
-    X(hostname_not_string, ",'hostname':1", "$.hostname")                                         \
-    X(hostname_empty, ",'hostname':''", "$.hostname")                                              \
-    X(hostname_leading_dash, ",'hostname':'-web'", "$.hostname")                                   \
-    X(hostname_leading_dot, ",'hostname':'.web'", "$.hostname")                                    \
-    X(hostname_underscore, ",'hostname':'web_1'", "$.hostname")                                    \
-    X(hostname_space, ",'hostname':'web 1'", "$.hostname")                                         \
-    X(init_relative, ",'init':'sbin/init'", "$.init")                                              \
-    X(init_dotdot, ",'init':'/sbin/../bin/sh'", "$.init")                                          \
-    X(init_dot, ",'init':'/sbin/./init'", "$.init")                                                \
-    X(init_empty, ",'init':''", "$.init")                                                          \
-    X(memory_string, ",'memory_limit_mb':'512'", "$.memory_limit_mb")                              \
-    X(memory_fraction, ",'memory_limit_mb':512.5", "$.memory_limit_mb")                            \
-    X(memory_exponent, ",'memory_limit_mb':1e3", "$.memory_limit_mb")                              \
-    X(memory_1, ",'memory_limit_mb':1", "$.memory_limit_mb")                                       \
-    X(memory_3, ",'memory_limit_mb':3", "$.memory_limit_mb")                                       \
-    X(memory_negative, ",'memory_limit_mb':-1", "$.memory_limit_mb")                               \
-    X(memory_above_max, ",'memory_limit_mb':16777217", "$.memory_limit_mb")                        \
-    X(memory_beyond_int64, ",'memory_limit_mb':99999999999999999999", "$")                         \
-    X(pids_bool, ",'pids_limit':true", "$.pids_limit")                                             \
-    X(pids_negative, ",'pids_limit':-1", "$.pids_limit")                                           \
-    X(pids_above_max, ",'pids_limit':4194305", "$.pids_limit")                                     \
-    X(cpus_number, ",'cpus':0", "$.cpus")                                                          \
-    X(cpus_empty, ",'cpus':''", "$.cpus")                                                          \
-    X(cpus_open_range, ",'cpus':'1-'", "$.cpus")                                                   \
-    X(cpus_descending, ",'cpus':'3-1'", "$.cpus")                                                  \
-    X(cpus_empty_item, ",'cpus':'0,,1'", "$.cpus")                                                 \
-    X(cpus_1024, ",'cpus':'1024'", "$.cpus")                                                       \
-    X(cpus_range_to_1024, ",'cpus':'0-1024'", "$.cpus")                                            \
-    X(cpus_letter, ",'cpus':'a'", "$.cpus")                                                        \
-    X(cpus_trailing_comma, ",'cpus':'0,'", "$.cpus")                                               \
-    X(cpus_leading_comma, ",'cpus':',0'", "$.cpus")                                                \
-    X(cpus_negative, ",'cpus':'-1'", "$.cpus")                                                     \
-    X(cpus_space, ",'cpus':' 0'", "$.cpus")                                                        \
-    X(cpus_double_range, ",'cpus':'0-1-2'", "$.cpus")                                              \
-    X(data_string, ",'data_size_mb':'64'", "$.data_size_mb")                                       \
-    X(data_1, ",'data_size_mb':1", "$.data_size_mb")                                               \
-    X(data_7, ",'data_size_mb':7", "$.data_size_mb")                                               \
-    X(data_negative, ",'data_size_mb':-8", "$.data_size_mb")                                       \
-    X(data_above_max, ",'data_size_mb':16777217", "$.data_size_mb")                                \
-    X(devices_not_array, ",'devices':{}", "$.devices")                                             \
-    X(device_not_object, ",'devices':['/dev/null']", "$.devices[0]")                               \
-    X(device_unknown_key, DEVICE(NULL_DEV ",'mode':'0666'"), "$.devices[0].mode")                  \
-    X(device_missing_path, DEVICE("'type':'c','major':1,'minor':3"), "$.devices[0].path")          \
-    X(device_missing_type, DEVICE("'path':'/dev/null','major':1,'minor':3"), "$.devices[0].type")  \
-    X(device_missing_major, DEVICE("'path':'/dev/null','type':'c','minor':3"),                     \
-      "$.devices[0].major")                                                                        \
-    X(device_missing_minor, DEVICE("'path':'/dev/null','type':'c','major':1"),                     \
-      "$.devices[0].minor")                                                                        \
-    X(device_path_not_string, DEVICE("'path':1,'type':'c','major':1,'minor':3"),                   \
-      "$.devices[0].path")                                                                         \
-    X(device_path_outside_dev, DEVICE("'path':'/tmp/null','type':'c','major':1,'minor':3"),        \
-      "$.devices[0].path")                                                                         \
-    X(device_path_dev_itself, DEVICE("'path':'/dev/','type':'c','major':1,'minor':3"),             \
-      "$.devices[0].path")                                                                         \
-    X(device_path_dev_prefix, DEVICE("'path':'/devnull','type':'c','major':1,'minor':3"),          \
-      "$.devices[0].path")                                                                         \
-    X(device_path_relative, DEVICE("'path':'dev/null','type':'c','major':1,'minor':3"),            \
-      "$.devices[0].path")                                                                         \
-    X(device_path_dotdot, DEVICE("'path':'/dev/../etc/shadow','type':'c','major':1,'minor':3"),    \
-      "$.devices[0].path")                                                                         \
-    X(device_path_dot, DEVICE("'path':'/dev/./null','type':'c','major':1,'minor':3"),              \
-      "$.devices[0].path")                                                                         \
-    X(device_path_double_slash, DEVICE("'path':'/dev//null','type':'c','major':1,'minor':3"),      \
-      "$.devices[0].path")                                                                         \
-    X(device_type_not_string, DEVICE("'path':'/dev/null','type':99,'major':1,'minor':3"),          \
-      "$.devices[0].type")                                                                         \
-    X(device_type_unknown, DEVICE("'path':'/dev/null','type':'x','major':1,'minor':3"),            \
-      "$.devices[0].type")                                                                         \
-    X(device_type_uppercase, DEVICE("'path':'/dev/null','type':'C','major':1,'minor':3"),          \
-      "$.devices[0].type")                                                                         \
-    X(device_type_empty, DEVICE("'path':'/dev/null','type':'','major':1,'minor':3"),               \
-      "$.devices[0].type")                                                                         \
-    X(device_type_two_letters, DEVICE("'path':'/dev/null','type':'cb','major':1,'minor':3"),       \
-      "$.devices[0].type")                                                                         \
-    X(device_major_string, DEVICE("'path':'/dev/null','type':'c','major':'1','minor':3"),          \
-      "$.devices[0].major")                                                                        \
-    X(device_major_negative, DEVICE("'path':'/dev/null','type':'c','major':-1,'minor':3"),         \
-      "$.devices[0].major")                                                                        \
-    X(device_major_too_big, DEVICE("'path':'/dev/null','type':'c','major':4096,'minor':3"),        \
-      "$.devices[0].major")                                                                        \
-    X(device_minor_fraction, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':3.0"),        \
-      "$.devices[0].minor")                                                                        \
-    X(device_minor_negative, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':-1"),         \
-      "$.devices[0].minor")                                                                        \
-    X(device_minor_too_big, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':1048576"),     \
-      "$.devices[0].minor")                                                                        \
-    X(device_access_not_string, DEVICE(NULL_DEV ",'access':7"), "$.devices[0].access")             \
-    X(device_access_repeated, DEVICE(NULL_DEV ",'access':'rr'"), "$.devices[0].access")            \
-    X(device_access_invalid_letter, DEVICE(NULL_DEV ",'access':'rx'"), "$.devices[0].access")      \
-    X(device_access_empty, DEVICE(NULL_DEV ",'access':''"), "$.devices[0].access")                 \
-    X(device_access_too_long, DEVICE(NULL_DEV ",'access':'rwmr'"), "$.devices[0].access")          \
-    X(device_access_uppercase, DEVICE(NULL_DEV ",'access':'R'"), "$.devices[0].access")            \
-    X(device_duplicate_path, ",'devices':[{" NULL_DEV "},{" NULL_DEV ",'access':'r'}]",            \
-      "$.devices[1].path")                                                                         \
-    X(device_second_entry_bad, ",'devices':[{" NULL_DEV "},{'path':'/dev/zero','type':'c',"        \
-      "'major':-5,'minor':5}]", "$.devices[1].major")                                              \
-    X(caps_not_array, ",'capabilities':'CAP_NET_RAW'", "$.capabilities")                           \
-    X(cap_not_string, ",'capabilities':[13]", "$.capabilities[0]")                                 \
-    X(cap_lowercase, ",'capabilities':['cap_net_raw']", "$.capabilities[0]")                       \
-    X(cap_mixed_case, ",'capabilities':['CAP_Net_Raw']", "$.capabilities[0]")                      \
-    X(cap_unknown, ",'capabilities':['CAP_BOGUS']", "$.capabilities[0]")                           \
-    X(cap_missing_prefix, ",'capabilities':['NET_RAW']", "$.capabilities[0]")                      \
-    X(cap_prefix_only, ",'capabilities':['CAP_']", "$.capabilities[0]")                            \
-    X(cap_trailing_space, ",'capabilities':['CAP_NET_RAW ']", "$.capabilities[0]")                 \
-    X(cap_number, ",'capabilities':['CAP_13']", "$.capabilities[0]")                               \
-    X(cap_second_bad, ",'capabilities':['CAP_NET_RAW','CAP_NOPE']", "$.capabilities[1]")           \
-    X(user_namespace_int, ",'user_namespace':1", "$.user_namespace")                               \
-    X(user_namespace_string, ",'user_namespace':'true'", "$.user_namespace")                       \
-    X(autostart_null, ",'autostart':null", "$.autostart")                                          \
-    X(duplicate_top_key, ",'memory_limit_mb':4,'memory_limit_mb':8", "$")                          \
-    X(duplicate_device_key, DEVICE(NULL_DEV ",'major':2"), "$")                                    \
-    X(token_other_string, ",'token':'soft'", "$.token")                                            \
-    X(token_number, ",'token':1", "$.token")                                                       \
-    X(token_missing_type, ",'token':{}", "$.token.type")                                           \
-    X(token_unknown_type, ",'token':{'type':'tpm'}", "$.token.type")                               \
-    X(token_unknown_key, ",'token':{'type':'soft','pin':'1234'}", "$.token.pin")                   \
-    X(token_kdf_not_power_of_two, ",'token':{'type':'soft','kdf_n':3000}", "$.token.kdf_n")        \
-    X(token_kdf_too_small, ",'token':{'type':'soft','kdf_n':512}", "$.token.kdf_n")                \
-    X(token_kdf_too_large, ",'token':{'type':'soft','kdf_n':2097152}", "$.token.kdf_n")            \
-    X(token_soft_with_module, ",'token':{'type':'soft','module':'/m.so'}", "$.token.module")       \
-    X(token_pkcs11_no_module, ",'token':{'type':'pkcs11','label':'t'}", "$.token.module")          \
-    X(token_pkcs11_relative, ",'token':{'type':'pkcs11','module':'m.so','label':'t'}",             \
-      "$.token.module")                                                                            \
-    X(token_pkcs11_no_label, ",'token':{'type':'pkcs11','module':'/m.so'}", "$.token")             \
-    X(token_pkcs11_with_kdf, ",'token':{'type':'pkcs11','module':'/m.so','label':'t','kdf_n':1024}", \
-      "$.token.kdf_n")                                                                             \
-    X(token_pkcs11_long_label,                                                                     \
-      ",'token':{'type':'pkcs11','module':'/m.so','label':'123456789012345678901234567890123'}",   \
-      "$.token.label")                                                                             \
-    X(token_on_tmpfs_data, ",'data_size_mb':0,'token':{'type':'soft'}", "$.token")                 \
-    X(doc_trailing_garbage, "} x", "$")                                                            \
-    X(doc_second_object, "}{}", "$")                                                               \
+#define REJECT_MEMBERS(X)                                                                                             \
+    X(unknown_top_key, ",'bogus':1", "$.bogus")                                                                       \
+    X(unknown_top_key_wrong_case, ",'Hostname':'web'", "$.Hostname")                                                  \
+    X(init_not_string, ",'init':['/bin/sh']", "$.init")                                                               \
+    X(args_not_array, ",'args':'-v'", "$.args")                                                                       \
+    X(args_element_not_string, ",'args':['-v',2]", "$.args[1]")                                                       \
+    X(args_element_null, ",'args':[null]", "$.args[0]")                                                               \
+    X(env_not_object, ",'env':['A=1']", "$.env")                                                                      \
+    X(env_value_number, ",'env':{'A':1}", "$.env.A")                                                                  \
+    X(env_value_null, ",'env':{'A':null}", "$.env.A")                                                                 \
+    X(env_value_bool, ",'env':{'A':true}", "$.env.A")                                                                 \
+    X(env_value_object, ",'env':{'A':{}}", "$.env.A")                                                                 \
+    X(env_value_array, ",'env':{'A':['x']}", "$.env.A")                                                               \
+    X(env_value_nul, ",'env':{'A':'x\\u0000y'}", "$.env.A")                                                           \
+    X(env_key_digit_first, ",'env':{'1A':'x'}", "$.env.1A")                                                           \
+    X(env_key_dash, ",'env':{'A-B':'x'}", "$.env.A-B")                                                                \
+    X(env_key_equals, ",'env':{'A=B':'x'}", "$.env.A=B")                                                              \
+    X(env_key_space, ",'env':{'A B':'x'}", "$.env.A B")                                                               \
+    X(env_key_empty, ",'env':{'':'x'}", "$.env.")                                                                     \
+    X(hostname_not_string, ",'hostname':1", "$.hostname")                                                             \
+    X(hostname_empty, ",'hostname':''", "$.hostname")                                                                 \
+    X(hostname_leading_dash, ",'hostname':'-web'", "$.hostname")                                                      \
+    X(hostname_leading_dot, ",'hostname':'.web'", "$.hostname")                                                       \
+    X(hostname_underscore, ",'hostname':'web_1'", "$.hostname")                                                       \
+    X(hostname_space, ",'hostname':'web 1'", "$.hostname")                                                            \
+    X(init_relative, ",'init':'sbin/init'", "$.init")                                                                 \
+    X(init_dotdot, ",'init':'/sbin/../bin/sh'", "$.init")                                                             \
+    X(init_dot, ",'init':'/sbin/./init'", "$.init")                                                                   \
+    X(init_empty, ",'init':''", "$.init")                                                                             \
+    X(memory_string, ",'memory_limit_mb':'512'", "$.memory_limit_mb")                                                 \
+    X(memory_fraction, ",'memory_limit_mb':512.5", "$.memory_limit_mb")                                               \
+    X(memory_exponent, ",'memory_limit_mb':1e3", "$.memory_limit_mb")                                                 \
+    X(memory_1, ",'memory_limit_mb':1", "$.memory_limit_mb")                                                          \
+    X(memory_3, ",'memory_limit_mb':3", "$.memory_limit_mb")                                                          \
+    X(memory_negative, ",'memory_limit_mb':-1", "$.memory_limit_mb")                                                  \
+    X(memory_above_max, ",'memory_limit_mb':16777217", "$.memory_limit_mb")                                           \
+    X(memory_beyond_int64, ",'memory_limit_mb':99999999999999999999", "$")                                            \
+    X(pids_bool, ",'pids_limit':true", "$.pids_limit")                                                                \
+    X(pids_negative, ",'pids_limit':-1", "$.pids_limit")                                                              \
+    X(pids_above_max, ",'pids_limit':4194305", "$.pids_limit")                                                        \
+    X(cpus_number, ",'cpus':0", "$.cpus")                                                                             \
+    X(cpus_empty, ",'cpus':''", "$.cpus")                                                                             \
+    X(cpus_open_range, ",'cpus':'1-'", "$.cpus")                                                                      \
+    X(cpus_descending, ",'cpus':'3-1'", "$.cpus")                                                                     \
+    X(cpus_empty_item, ",'cpus':'0,,1'", "$.cpus")                                                                    \
+    X(cpus_1024, ",'cpus':'1024'", "$.cpus")                                                                          \
+    X(cpus_range_to_1024, ",'cpus':'0-1024'", "$.cpus")                                                               \
+    X(cpus_letter, ",'cpus':'a'", "$.cpus")                                                                           \
+    X(cpus_trailing_comma, ",'cpus':'0,'", "$.cpus")                                                                  \
+    X(cpus_leading_comma, ",'cpus':',0'", "$.cpus")                                                                   \
+    X(cpus_negative, ",'cpus':'-1'", "$.cpus")                                                                        \
+    X(cpus_space, ",'cpus':' 0'", "$.cpus")                                                                           \
+    X(cpus_double_range, ",'cpus':'0-1-2'", "$.cpus")                                                                 \
+    X(data_string, ",'data_size_mb':'64'", "$.data_size_mb")                                                          \
+    X(data_1, ",'data_size_mb':1", "$.data_size_mb")                                                                  \
+    X(data_7, ",'data_size_mb':7", "$.data_size_mb")                                                                  \
+    X(data_negative, ",'data_size_mb':-8", "$.data_size_mb")                                                          \
+    X(data_above_max, ",'data_size_mb':16777217", "$.data_size_mb")                                                   \
+    X(devices_not_array, ",'devices':{}", "$.devices")                                                                \
+    X(device_not_object, ",'devices':['/dev/null']", "$.devices[0]")                                                  \
+    X(device_unknown_key, DEVICE(NULL_DEV ",'mode':'0666'"), "$.devices[0].mode")                                     \
+    X(device_missing_path, DEVICE("'type':'c','major':1,'minor':3"), "$.devices[0].path")                             \
+    X(device_missing_type, DEVICE("'path':'/dev/null','major':1,'minor':3"), "$.devices[0].type")                     \
+    X(device_missing_major, DEVICE("'path':'/dev/null','type':'c','minor':3"), "$.devices[0].major")                  \
+    X(device_missing_minor, DEVICE("'path':'/dev/null','type':'c','major':1"), "$.devices[0].minor")                  \
+    X(device_path_not_string, DEVICE("'path':1,'type':'c','major':1,'minor':3"), "$.devices[0].path")                 \
+    X(device_path_outside_dev, DEVICE("'path':'/tmp/null','type':'c','major':1,'minor':3"), "$.devices[0].path")      \
+    X(device_path_dev_itself, DEVICE("'path':'/dev/','type':'c','major':1,'minor':3"), "$.devices[0].path")           \
+    X(device_path_dev_prefix, DEVICE("'path':'/devnull','type':'c','major':1,'minor':3"), "$.devices[0].path")        \
+    X(device_path_relative, DEVICE("'path':'dev/null','type':'c','major':1,'minor':3"), "$.devices[0].path")          \
+    X(device_path_dotdot, DEVICE("'path':'/dev/../etc/shadow','type':'c','major':1,'minor':3"), "$.devices[0].path")  \
+    X(device_path_dot, DEVICE("'path':'/dev/./null','type':'c','major':1,'minor':3"), "$.devices[0].path")            \
+    X(device_path_double_slash, DEVICE("'path':'/dev//null','type':'c','major':1,'minor':3"), "$.devices[0].path")    \
+    X(device_type_not_string, DEVICE("'path':'/dev/null','type':99,'major':1,'minor':3"), "$.devices[0].type")        \
+    X(device_type_unknown, DEVICE("'path':'/dev/null','type':'x','major':1,'minor':3"), "$.devices[0].type")          \
+    X(device_type_uppercase, DEVICE("'path':'/dev/null','type':'C','major':1,'minor':3"), "$.devices[0].type")        \
+    X(device_type_empty, DEVICE("'path':'/dev/null','type':'','major':1,'minor':3"), "$.devices[0].type")             \
+    X(device_type_two_letters, DEVICE("'path':'/dev/null','type':'cb','major':1,'minor':3"), "$.devices[0].type")     \
+    X(device_major_string, DEVICE("'path':'/dev/null','type':'c','major':'1','minor':3"), "$.devices[0].major")       \
+    X(device_major_negative, DEVICE("'path':'/dev/null','type':'c','major':-1,'minor':3"), "$.devices[0].major")      \
+    X(device_major_too_big, DEVICE("'path':'/dev/null','type':'c','major':4096,'minor':3"), "$.devices[0].major")     \
+    X(device_minor_fraction, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':3.0"), "$.devices[0].minor")     \
+    X(device_minor_negative, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':-1"), "$.devices[0].minor")      \
+    X(device_minor_too_big, DEVICE("'path':'/dev/null','type':'c','major':1,'minor':1048576"), "$.devices[0].minor")  \
+    X(device_access_not_string, DEVICE(NULL_DEV ",'access':7"), "$.devices[0].access")                                \
+    X(device_access_repeated, DEVICE(NULL_DEV ",'access':'rr'"), "$.devices[0].access")                               \
+    X(device_access_invalid_letter, DEVICE(NULL_DEV ",'access':'rx'"), "$.devices[0].access")                         \
+    X(device_access_empty, DEVICE(NULL_DEV ",'access':''"), "$.devices[0].access")                                    \
+    X(device_access_too_long, DEVICE(NULL_DEV ",'access':'rwmr'"), "$.devices[0].access")                             \
+    X(device_access_uppercase, DEVICE(NULL_DEV ",'access':'R'"), "$.devices[0].access")                               \
+    X(device_duplicate_path, ",'devices':[{" NULL_DEV "},{" NULL_DEV ",'access':'r'}]", "$.devices[1].path")          \
+    X(device_second_entry_bad,                                                                                        \
+      ",'devices':[{" NULL_DEV "},{'path':'/dev/zero','type':'c',"                                                    \
+      "'major':-5,'minor':5}]",                                                                                       \
+      "$.devices[1].major")                                                                                           \
+    X(caps_not_array, ",'capabilities':'CAP_NET_RAW'", "$.capabilities")                                              \
+    X(cap_not_string, ",'capabilities':[13]", "$.capabilities[0]")                                                    \
+    X(cap_lowercase, ",'capabilities':['cap_net_raw']", "$.capabilities[0]")                                          \
+    X(cap_mixed_case, ",'capabilities':['CAP_Net_Raw']", "$.capabilities[0]")                                         \
+    X(cap_unknown, ",'capabilities':['CAP_BOGUS']", "$.capabilities[0]")                                              \
+    X(cap_missing_prefix, ",'capabilities':['NET_RAW']", "$.capabilities[0]")                                         \
+    X(cap_prefix_only, ",'capabilities':['CAP_']", "$.capabilities[0]")                                               \
+    X(cap_trailing_space, ",'capabilities':['CAP_NET_RAW ']", "$.capabilities[0]")                                    \
+    X(cap_number, ",'capabilities':['CAP_13']", "$.capabilities[0]")                                                  \
+    X(cap_second_bad, ",'capabilities':['CAP_NET_RAW','CAP_NOPE']", "$.capabilities[1]")                              \
+    X(user_namespace_int, ",'user_namespace':1", "$.user_namespace")                                                  \
+    X(user_namespace_string, ",'user_namespace':'true'", "$.user_namespace")                                          \
+    X(autostart_null, ",'autostart':null", "$.autostart")                                                             \
+    X(duplicate_top_key, ",'memory_limit_mb':4,'memory_limit_mb':8", "$")                                             \
+    X(duplicate_device_key, DEVICE(NULL_DEV ",'major':2"), "$")                                                       \
+    X(token_other_string, ",'token':'soft'", "$.token")                                                               \
+    X(token_number, ",'token':1", "$.token")                                                                          \
+    X(token_missing_type, ",'token':{}", "$.token.type")                                                              \
+    X(token_unknown_type, ",'token':{'type':'tpm'}", "$.token.type")                                                  \
+    X(token_unknown_key, ",'token':{'type':'soft','pin':'1234'}", "$.token.pin")                                      \
+    X(token_kdf_not_power_of_two, ",'token':{'type':'soft','kdf_n':3000}", "$.token.kdf_n")                           \
+    X(token_kdf_too_small, ",'token':{'type':'soft','kdf_n':512}", "$.token.kdf_n")                                   \
+    X(token_kdf_too_large, ",'token':{'type':'soft','kdf_n':2097152}", "$.token.kdf_n")                               \
+    X(token_soft_with_module, ",'token':{'type':'soft','module':'/m.so'}", "$.token.module")                          \
+    X(token_pkcs11_no_module, ",'token':{'type':'pkcs11','label':'t'}", "$.token.module")                             \
+    X(token_pkcs11_relative, ",'token':{'type':'pkcs11','module':'m.so','label':'t'}", "$.token.module")              \
+    X(token_pkcs11_no_label, ",'token':{'type':'pkcs11','module':'/m.so'}", "$.token")                                \
+    X(token_pkcs11_with_kdf, ",'token':{'type':'pkcs11','module':'/m.so','label':'t','kdf_n':1024}", "$.token.kdf_n") \
+    X(token_pkcs11_long_label,                                                                                        \
+      ",'token':{'type':'pkcs11','module':'/m.so','label':'123456789012345678901234567890123'}", "$.token.label")     \
+    X(token_on_tmpfs_data, ",'data_size_mb':0,'token':{'type':'soft'}", "$.token")                                    \
+    X(doc_trailing_garbage, "} x", "$")                                                                               \
+    X(doc_second_object, "}{}", "$")                                                                                  \
     X(doc_trailing_comma, ",}", "$")
 
 /* X(test name, whole document, JSON path the error must name) */
-#define REJECT_DOCS(X)                                                                             \
-    X(missing_name, "{'rootfs':{'path':'/srv/demo'}}", "$.name")                                   \
-    X(missing_rootfs, "{'name':'demo'}", "$")                                                      \
-    X(name_not_string, NAMED("5"), "$.name")                                                       \
-    X(name_null, NAMED("null"), "$.name")                                                          \
-    X(name_empty, NAMED("''"), "$.name")                                                           \
-    X(name_space, NAMED("'my box'"), "$.name")                                                     \
-    X(name_slash, NAMED("'a/b'"), "$.name")                                                        \
-    X(name_leading_dash, NAMED("'-demo'"), "$.name")                                               \
-    X(name_leading_dot, NAMED("'.demo'"), "$.name")                                                \
-    X(name_leading_underscore, NAMED("'_demo'"), "$.name")                                         \
-    X(name_non_ascii, NAMED("'d\xc3\xabmo'"), "$.name")                                            \
-    X(name_nul, NAMED("'de\\u0000mo'"), "$.name")                                                  \
-    X(name_uuid, NAMED("'123e4567-e89b-42d3-a456-426614174000'"), "$.name")                        \
-    X(name_uuid_uppercase, NAMED("'123E4567-E89B-42D3-A456-426614174000'"), "$.name")              \
-    X(rootfs_not_object, ROOTFS("'/srv/demo'"), "$.rootfs")                                        \
-    X(rootfs_missing_path, ROOTFS("{}"), "$.rootfs.path")                                          \
-    X(rootfs_unknown_key, ROOTFS("{'path':'/srv/demo','ro':true}"), "$.rootfs.ro")                 \
-    X(rootfs_path_not_string, ROOTFS("{'path':1}"), "$.rootfs.path")                               \
-    X(rootfs_path_relative, ROOTFS("{'path':'srv/demo'}"), "$.rootfs.path")                        \
-    X(rootfs_path_empty, ROOTFS("{'path':''}"), "$.rootfs.path")                                   \
-    X(rootfs_path_dotdot, ROOTFS("{'path':'/srv/../etc'}"), "$.rootfs.path")                       \
-    X(rootfs_path_trailing_dotdot, ROOTFS("{'path':'/srv/demo/..'}"), "$.rootfs.path")             \
-    X(rootfs_path_dot, ROOTFS("{'path':'/srv/./demo'}"), "$.rootfs.path")                          \
-    X(rootfs_path_double_slash, ROOTFS("{'path':'/srv//demo'}"), "$.rootfs.path")                  \
-    X(rootfs_type_not_string, ROOTFS("{'path':'/srv/demo','type':true}"), "$.rootfs.type")         \
-    X(rootfs_type_unknown, ROOTFS("{'path':'/srv/demo','type':'ext4'}"), "$.rootfs.type")          \
-    X(rootfs_type_uppercase, ROOTFS("{'path':'/srv/demo','type':'DIR'}"), "$.rootfs.type")         \
-    X(rootfs_type_empty, ROOTFS("{'path':'/srv/demo','type':''}"), "$.rootfs.type")                \
-    X(rootfs_duplicate_key, ROOTFS("{'path':'/srv/demo','path':'/srv/other'}"), "$")               \
-    X(doc_array, "[]", "$")                                                                        \
-    X(doc_string, "'demo'", "$")                                                                   \
-    X(doc_number, "42", "$")                                                                       \
-    X(doc_null, "null", "$")                                                                       \
-    X(doc_empty, "", "$")                                                                          \
-    X(doc_whitespace_only, " \n", "$")                                                             \
+#define REJECT_DOCS(X)                                                                     \
+    X(missing_name, "{'rootfs':{'path':'/srv/demo'}}", "$.name")                           \
+    X(missing_rootfs, "{'name':'demo'}", "$")                                              \
+    X(name_not_string, NAMED("5"), "$.name")                                               \
+    X(name_null, NAMED("null"), "$.name")                                                  \
+    X(name_empty, NAMED("''"), "$.name")                                                   \
+    X(name_space, NAMED("'my box'"), "$.name")                                             \
+    X(name_slash, NAMED("'a/b'"), "$.name")                                                \
+    X(name_leading_dash, NAMED("'-demo'"), "$.name")                                       \
+    X(name_leading_dot, NAMED("'.demo'"), "$.name")                                        \
+    X(name_leading_underscore, NAMED("'_demo'"), "$.name")                                 \
+    X(name_non_ascii, NAMED("'d\xc3\xabmo'"), "$.name")                                    \
+    X(name_nul, NAMED("'de\\u0000mo'"), "$.name")                                          \
+    X(name_uuid, NAMED("'123e4567-e89b-42d3-a456-426614174000'"), "$.name")                \
+    X(name_uuid_uppercase, NAMED("'123E4567-E89B-42D3-A456-426614174000'"), "$.name")      \
+    X(rootfs_not_object, ROOTFS("'/srv/demo'"), "$.rootfs")                                \
+    X(rootfs_missing_path, ROOTFS("{}"), "$.rootfs.path")                                  \
+    X(rootfs_unknown_key, ROOTFS("{'path':'/srv/demo','ro':true}"), "$.rootfs.ro")         \
+    X(rootfs_path_not_string, ROOTFS("{'path':1}"), "$.rootfs.path")                       \
+    X(rootfs_path_relative, ROOTFS("{'path':'srv/demo'}"), "$.rootfs.path")                \
+    X(rootfs_path_empty, ROOTFS("{'path':''}"), "$.rootfs.path")                           \
+    X(rootfs_path_dotdot, ROOTFS("{'path':'/srv/../etc'}"), "$.rootfs.path")               \
+    X(rootfs_path_trailing_dotdot, ROOTFS("{'path':'/srv/demo/..'}"), "$.rootfs.path")     \
+    X(rootfs_path_dot, ROOTFS("{'path':'/srv/./demo'}"), "$.rootfs.path")                  \
+    X(rootfs_path_double_slash, ROOTFS("{'path':'/srv//demo'}"), "$.rootfs.path")          \
+    X(rootfs_type_not_string, ROOTFS("{'path':'/srv/demo','type':true}"), "$.rootfs.type") \
+    X(rootfs_type_unknown, ROOTFS("{'path':'/srv/demo','type':'ext4'}"), "$.rootfs.type")  \
+    X(rootfs_type_uppercase, ROOTFS("{'path':'/srv/demo','type':'DIR'}"), "$.rootfs.type") \
+    X(rootfs_type_empty, ROOTFS("{'path':'/srv/demo','type':''}"), "$.rootfs.type")        \
+    X(rootfs_duplicate_key, ROOTFS("{'path':'/srv/demo','path':'/srv/other'}"), "$")       \
+    X(doc_array, "[]", "$")                                                                \
+    X(doc_string, "'demo'", "$")                                                           \
+    X(doc_number, "42", "$")                                                               \
+    X(doc_null, "null", "$")                                                               \
+    X(doc_empty, "", "$")                                                                  \
+    X(doc_whitespace_only, " \n", "$")                                                     \
     X(doc_unquoted_key, "{name:'demo'}", "$")
 
-#define DEFINE_MEMBERS_TEST(name, members, path)                                                   \
-    static void reject_##name(void **state)                                                        \
-    {                                                                                              \
-        (void)state;                                                                               \
-        assert_rejected(HEAD members "}", path);                                                   \
+#define DEFINE_MEMBERS_TEST(name, members, path) \
+    static void reject_##name(void **state)      \
+    {                                            \
+        (void)state;                             \
+        assert_rejected(HEAD members "}", path); \
     }
-#define DEFINE_DOC_TEST(name, doc, path)                                                           \
-    static void reject_##name(void **state)                                                        \
-    {                                                                                              \
-        (void)state;                                                                               \
-        assert_rejected(doc, path);                                                                \
+#define DEFINE_DOC_TEST(name, doc, path)    \
+    static void reject_##name(void **state) \
+    {                                       \
+        (void)state;                        \
+        assert_rejected(doc, path);         \
     }
 REJECT_MEMBERS(DEFINE_MEMBERS_TEST)
 REJECT_DOCS(DEFINE_DOC_TEST)
@@ -286,8 +263,7 @@ static void reject_nul_byte_in_document(void **state)
 }
 
 /* Documents with generated long or numerous members. */
-static void reject_generated(const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void reject_generated(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void reject_generated(const char *path, const char *fmt, ...)
 {
     char *doc;
@@ -315,8 +291,14 @@ static char *json_list(size_t n, void (*item)(char *buf, size_t size, size_t i))
     return s;
 }
 
-static void arg_item(char *buf, size_t size, size_t i) { snprintf(buf, size, "'a%zu'", i); }
-static void env_item(char *buf, size_t size, size_t i) { snprintf(buf, size, "'V%zu':'x'", i); }
+static void arg_item(char *buf, size_t size, size_t i)
+{
+    snprintf(buf, size, "'a%zu'", i);
+}
+static void env_item(char *buf, size_t size, size_t i)
+{
+    snprintf(buf, size, "'V%zu':'x'", i);
+}
 static void cap_item(char *buf, size_t size, size_t i)
 {
     (void)i;
@@ -475,22 +457,21 @@ static void minimal_config_has_empty_vectors(void **state)
     config_free(cfg);
 }
 
-static const char full_config[] =
-    "{'name':'web-1.prod',"
-    " 'rootfs':{'path':'/var/lib/images/web.squashfs','type':'squashfs'},"
-    " 'init':'/usr/bin/server',"
-    " 'args':['--port','8080',''],"
-    " 'env':{'PATH':'/usr/bin:/bin','EMPTY':'','_X1':'a=b'},"
-    " 'hostname':'web',"
-    " 'memory_limit_mb':512,"
-    " 'pids_limit':100,"
-    " 'cpus':'0-1,3',"
-    " 'data_size_mb':0,"
-    " 'devices':[{'path':'/dev/net/tun','type':'c','major':10,'minor':200,'access':'rw'},"
-    "            {'path':'/dev/loop0','type':'b','major':7,'minor':0}],"
-    " 'capabilities':['CAP_NET_ADMIN','CAP_SYS_TIME'],"
-    " 'user_namespace':false,"
-    " 'autostart':true}\n";
+static const char full_config[] = "{'name':'web-1.prod',"
+                                  " 'rootfs':{'path':'/var/lib/images/web.squashfs','type':'squashfs'},"
+                                  " 'init':'/usr/bin/server',"
+                                  " 'args':['--port','8080',''],"
+                                  " 'env':{'PATH':'/usr/bin:/bin','EMPTY':'','_X1':'a=b'},"
+                                  " 'hostname':'web',"
+                                  " 'memory_limit_mb':512,"
+                                  " 'pids_limit':100,"
+                                  " 'cpus':'0-1,3',"
+                                  " 'data_size_mb':0,"
+                                  " 'devices':[{'path':'/dev/net/tun','type':'c','major':10,'minor':200,'access':'rw'},"
+                                  "            {'path':'/dev/loop0','type':'b','major':7,'minor':0}],"
+                                  " 'capabilities':['CAP_NET_ADMIN','CAP_SYS_TIME'],"
+                                  " 'user_namespace':false,"
+                                  " 'autostart':true}\n";
 
 static void full_config_scalars(void **state)
 {
@@ -564,8 +545,7 @@ static void caps_keep_bits_are_set(void **state)
 static void duplicate_capability_sets_one_bit(void **state)
 {
     (void)state;
-    struct container_config *cfg =
-        parse_ok(HEAD ",'capabilities':['CAP_NET_RAW','CAP_NET_RAW','CAP_CHOWN']}");
+    struct container_config *cfg = parse_ok(HEAD ",'capabilities':['CAP_NET_RAW','CAP_NET_RAW','CAP_CHOWN']}");
     assert_int_equal(cfg->caps_keep, (1ULL << CAP_NET_RAW) | (1ULL << CAP_CHOWN));
     config_free(cfg);
 }
@@ -581,8 +561,8 @@ static void highest_capability_is_accepted(void **state)
 static void integer_bounds_are_inclusive(void **state)
 {
     (void)state;
-    struct container_config *cfg = parse_ok(
-        HEAD ",'memory_limit_mb':16777216,'pids_limit':4194304,'data_size_mb':16777216}");
+    struct container_config *cfg =
+        parse_ok(HEAD ",'memory_limit_mb':16777216,'pids_limit':4194304,'data_size_mb':16777216}");
     assert_int_equal(cfg->memory_limit_mb, 1 << 24);
     assert_int_equal(cfg->pids_limit, 4194304);
     assert_int_equal(cfg->data_size_mb, 1 << 24);
@@ -592,8 +572,7 @@ static void integer_bounds_are_inclusive(void **state)
 static void smallest_limits_are_accepted(void **state)
 {
     (void)state;
-    struct container_config *cfg =
-        parse_ok(HEAD ",'memory_limit_mb':4,'pids_limit':1,'data_size_mb':8}");
+    struct container_config *cfg = parse_ok(HEAD ",'memory_limit_mb':4,'pids_limit':1,'data_size_mb':8}");
     assert_int_equal(cfg->memory_limit_mb, 4);
     assert_int_equal(cfg->pids_limit, 1);
     assert_int_equal(cfg->data_size_mb, 8);
@@ -603,8 +582,7 @@ static void smallest_limits_are_accepted(void **state)
 static void zero_means_no_limit(void **state)
 {
     (void)state;
-    struct container_config *cfg =
-        parse_ok(HEAD ",'memory_limit_mb':0,'pids_limit':0,'data_size_mb':0}");
+    struct container_config *cfg = parse_ok(HEAD ",'memory_limit_mb':0,'pids_limit':0,'data_size_mb':0}");
     assert_int_equal(cfg->memory_limit_mb, 0);
     assert_int_equal(cfg->pids_limit, 0);
     assert_int_equal(cfg->data_size_mb, 0);
@@ -614,8 +592,8 @@ static void zero_means_no_limit(void **state)
 static void device_number_bounds_are_inclusive(void **state)
 {
     (void)state;
-    struct container_config *cfg = parse_ok(
-        HEAD DEVICE("'path':'/dev/x','type':'b','major':4095,'minor':1048575,'access':'m'") "}");
+    struct container_config *cfg =
+        parse_ok(HEAD DEVICE("'path':'/dev/x','type':'b','major':4095,'minor':1048575,'access':'m'") "}");
     assert_int_equal(cfg->devices[0].major, 4095);
     assert_int_equal(cfg->devices[0].minor, 1048575);
     assert_string_equal(cfg->devices[0].access, "m");
@@ -733,7 +711,7 @@ static void token_kinds_are_parsed(void **state)
     assert_string_equal(token_kind_name(cfg->token.kind), "soft");
     config_free(cfg);
     cfg = parse_ok(HEAD ",'token':{'type':'pkcs11','module':'/usr/lib/softhsm/libsofthsm2.so',"
-                   "'label':'box','serial':'0123456789abcdef'}}");
+                        "'label':'box','serial':'0123456789abcdef'}}");
     assert_int_equal(cfg->token.kind, TOKEN_KIND_PKCS11);
     assert_string_equal(cfg->token.module, "/usr/lib/softhsm/libsofthsm2.so");
     assert_string_equal(cfg->token.label, "box");
@@ -778,8 +756,7 @@ static void rootfs_type_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        REJECT_MEMBERS(LIST_TEST) REJECT_DOCS(LIST_TEST)
-        cmocka_unit_test(reject_truncated_document),
+        REJECT_MEMBERS(LIST_TEST) REJECT_DOCS(LIST_TEST) cmocka_unit_test(reject_truncated_document),
         cmocka_unit_test(truncated_document_is_reported_as_such),
         cmocka_unit_test(reject_nul_byte_in_document),
         cmocka_unit_test(reject_name_too_long),

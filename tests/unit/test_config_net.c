@@ -74,7 +74,8 @@ static void test_full(void **state)
            "'dns':['10.223.0.1','9.9.9.9'],'search':['lan','example.org'],"
            "'ports':[{'host':8080,'container':80},{'host':53,'container':53,'protocol':'udp'},"
            "{'host':53,'container':53,'protocol':'tcp'}],"
-           "'host_ports':[53,67],'interfaces':['eth1','wlan0']}}", &net, &role);
+           "'host_ports':[53,67],'interfaces':['eth1','wlan0']}}",
+           &net, &role);
     assert_int_equal(net.mode, NET_BRIDGED);
     assert_true(net.has_address);
     assert_int_equal(net.address.s_addr, inet_addr("10.223.0.20"));
@@ -126,8 +127,7 @@ static void test_rejections(void **state)
     reject(B("'ports':[{'host':80}]"), "$.network.ports[0].container");
     reject(B("'ports':[{'host':0,'container':80}]"), "$.network.ports[0].host");
     reject(B("'ports':[{'host':80,'container':65536}]"), "$.network.ports[0].container");
-    reject(B("'ports':[{'host':80,'container':80,'protocol':'sctp'}]"),
-           "$.network.ports[0].protocol");
+    reject(B("'ports':[{'host':80,'container':80,'protocol':'sctp'}]"), "$.network.ports[0].protocol");
     reject(B("'ports':[{'host':80,'container':80,'proto':'tcp'}]"), "$.network.ports[0].proto");
     reject(B("'ports':[80]"), "$.network.ports[0]");
     reject(B("'host_ports':[53,'67']"), "$.network.host_ports[1]");
@@ -180,7 +180,9 @@ static void test_device(void **state)
         config_net_device_clear(&dev);
     }
     assert_int_equal(device("{'network':{'bridge':'tmt1','subnet':'10.201.0.0/16','nat':false,"
-                            "'allow':[['web','db'],['a','b']]}}", &dev, &err), 0);
+                            "'allow':[['web','db'],['a','b']]}}",
+                            &dev, &err),
+                     0);
     assert_string_equal(dev.bridge, "tmt1");
     assert_int_equal(dev.subnet.s_addr, inet_addr("10.201.0.0"));
     assert_int_equal(dev.prefix, 16);
@@ -244,10 +246,8 @@ static void test_check(void **state)
     check(B("'address':'10.9.9.6'"), d30, NULL);
     check(B("'address':'10.9.9.5'"), d30, "$.network.address");
     check(B("'address':'10.9.9.7'"), d30, "$.network.address");
-    check(B("'ports':[{'host':80,'container':80},{'host':80,'container':81,'protocol':'udp'}]"),
-          NULL, NULL);
-    check(B("'ports':[{'host':80,'container':80},{'host':80,'container':81}]"), NULL,
-          "$.network.ports[1].host");
+    check(B("'ports':[{'host':80,'container':80},{'host':80,'container':81,'protocol':'udp'}]"), NULL, NULL);
+    check(B("'ports':[{'host':80,'container':80},{'host':80,'container':81}]"), NULL, "$.network.ports[1].host");
     check(B("'interfaces':['trustme0']"), NULL, "$.network.interfaces[0]");
     check("{'network':{'interfaces':['tm0123456789']}}", NULL, "$.network.interfaces[0]");
     check("{'network':{'interfaces':['tmpnet']}}", NULL, NULL);
@@ -256,9 +256,8 @@ static void test_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults), cmocka_unit_test(test_full),
-        cmocka_unit_test(test_rejections), cmocka_unit_test(test_device),
-        cmocka_unit_test(test_check),
+        cmocka_unit_test(test_defaults), cmocka_unit_test(test_full),  cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_device),   cmocka_unit_test(test_check),
     };
     return cmocka_run_group_tests_name("config_net", tests, NULL, NULL);
 }

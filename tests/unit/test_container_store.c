@@ -25,24 +25,29 @@ static void note(const char *what)
     strncat(calls, what, sizeof(calls) - strlen(calls) - 1);
 }
 
-#define OBSERVER(n)                                                                                 \
-    static int created_##n(struct container *c, tm_err *err)                                      \
-    {                                                                                             \
-        (void)c;                                                                                  \
-        note("c" #n " ");                                                                         \
-        return fail_created == n ? tm_err_set(err, ENOSPC, "observer " #n " refused") : 0;      \
-    }                                                                                             \
-    static int loaded_##n(struct container *c, tm_err *err)                                       \
-    {                                                                                             \
-        (void)c, (void)err;                                                                       \
-        note("l" #n " ");                                                                         \
-        return 0;                                                                                 \
-    }                                                                                             \
-    static void removed_##n(struct container *c) { (void)c, note("r" #n " "); }                   \
-    static void freed_##n(struct container *c) { (void)c, note("f" #n " "); }                     \
-    static const struct container_observer observer_##n = {                                       \
-        .name = #n, .created = created_##n, .loaded = loaded_##n, .removed = removed_##n,         \
-        .freed = freed_##n}
+#define OBSERVER(n)                                                                        \
+    static int created_##n(struct container *c, tm_err *err)                               \
+    {                                                                                      \
+        (void)c;                                                                           \
+        note("c" #n " ");                                                                  \
+        return fail_created == n ? tm_err_set(err, ENOSPC, "observer " #n " refused") : 0; \
+    }                                                                                      \
+    static int loaded_##n(struct container *c, tm_err *err)                                \
+    {                                                                                      \
+        (void)c, (void)err;                                                                \
+        note("l" #n " ");                                                                  \
+        return 0;                                                                          \
+    }                                                                                      \
+    static void removed_##n(struct container *c)                                           \
+    {                                                                                      \
+        (void)c, note("r" #n " ");                                                         \
+    }                                                                                      \
+    static void freed_##n(struct container *c)                                             \
+    {                                                                                      \
+        (void)c, note("f" #n " ");                                                         \
+    }                                                                                      \
+    static const struct container_observer observer_##n = {                                \
+        .name = #n, .created = created_##n, .loaded = loaded_##n, .removed = removed_##n, .freed = freed_##n}
 
 OBSERVER(0);
 OBSERVER(1);
@@ -167,10 +172,8 @@ static void test_load_calls_the_loaded_hooks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_create_and_remove_call_every_observer_in_order, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_a_refused_create_undoes_the_observers_before_it, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_create_and_remove_call_every_observer_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_refused_create_undoes_the_observers_before_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_calls_the_loaded_hooks, setup, teardown),
     };
     return cmocka_run_group_tests_name("container_store", tests, NULL, NULL);

@@ -107,8 +107,7 @@ static void zero_length_payload(void **state)
 
 static void feed_header(tm_frame_reader *r, uint32_t len, int want)
 {
-    uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                      (uint8_t)len};
+    uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
     size_t used;
     assert_int_equal(tm_frame_feed(r, hdr, 4, &used), want);
     assert_int_equal(used, 4);
@@ -361,8 +360,7 @@ static void append_refuses_oversized(void **state)
 }
 
 /* Drive both ends until every queued byte has been read back as frames. */
-static size_t pump(struct pair *p, tm_buf *out, tm_frame_reader *r, uint8_t **frames,
-                   uint32_t *lens, size_t max_frames)
+static size_t pump(struct pair *p, tm_buf *out, tm_frame_reader *r, uint8_t **frames, uint32_t *lens, size_t max_frames)
 {
     size_t got = 0;
     for (int rounds = 0; rounds < 100000; rounds++) {

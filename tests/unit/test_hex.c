@@ -95,12 +95,9 @@ static void digits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_byte_round_trips),
-        cmocka_unit_test(empty),
-        cmocka_unit_test(upper_case_only_when_asked),
-        cmocka_unit_test(refusals_say_why),
-        cmocka_unit_test(not_nul_terminated),
-        cmocka_unit_test(digits),
+        cmocka_unit_test(every_byte_round_trips),     cmocka_unit_test(empty),
+        cmocka_unit_test(upper_case_only_when_asked), cmocka_unit_test(refusals_say_why),
+        cmocka_unit_test(not_nul_terminated),         cmocka_unit_test(digits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -203,9 +203,8 @@ static void parse_limits_keys_per_object(void **state)
 static void parse_rejects_number_forms(void **state)
 {
     (void)state;
-    static const char *const docs[] = {"{\"a\":1.}",   "{\"a\":.5}",  "{\"a\":-}",
-                                       "{\"a\":1e}",   "{\"a\":+1}",  "{\"a\":NaN}",
-                                       "{\"a\":Infinity}", "{\"a\":0x10}", "{\"a\":1e400}"};
+    static const char *const docs[] = {"{\"a\":1.}",  "{\"a\":.5}",       "{\"a\":-}",    "{\"a\":1e}",   "{\"a\":+1}",
+                                       "{\"a\":NaN}", "{\"a\":Infinity}", "{\"a\":0x10}", "{\"a\":1e400}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         tm_err err = {0};
         int r = parse(docs[i], strlen(docs[i]), &err);
@@ -250,8 +249,7 @@ static void parse_reports_line_and_column(void **state)
 static void parse_rejects_lenient_syntax(void **state)
 {
     (void)state;
-    static const char *const docs[] = {"{a:1}", "{\"a\":01}", "{\"a\":1,}", "{\"a\":[1,]}",
-                                       "{\"a\":'x'}"};
+    static const char *const docs[] = {"{a:1}", "{\"a\":01}", "{\"a\":1,}", "{\"a\":[1,]}", "{\"a\":'x'}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         tm_err err = {0};
         int r = parse(docs[i], strlen(docs[i]), &err);
@@ -348,9 +346,9 @@ static void string_wrong_types(void **state)
     static const struct {
         const char *doc, *type;
     } cases[] = {
-        {"{\"k\":1}", "an integer"}, {"{\"k\":1.5}", "a number with a fraction"},
+        {"{\"k\":1}", "an integer"},   {"{\"k\":1.5}", "a number with a fraction"},
         {"{\"k\":true}", "a boolean"}, {"{\"k\":null}", "null"},
-        {"{\"k\":[]}", "an array"}, {"{\"k\":{}}", "an object"},
+        {"{\"k\":[]}", "an array"},    {"{\"k\":{}}", "an object"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *o = obj(cases[i].doc);
@@ -445,8 +443,7 @@ static void int_beyond_int64_is_out_of_range(void **state)
     (void)state;
     /* Not representable as int64. json-c would saturate these at INT64_MAX/INT64_MIN without
      * saying so, so they are refused at the parsing boundary, where the digits still exist. */
-    static const char *const docs[] = {"{\"k\":9223372036854775808}",
-                                       "{\"k\":99999999999999999999}",
+    static const char *const docs[] = {"{\"k\":9223372036854775808}", "{\"k\":99999999999999999999}",
                                        "{\"k\":-9223372036854775809}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         tm_err err = {0};
@@ -464,8 +461,8 @@ static void int_beyond_int64_is_out_of_range(void **state)
 static void int_wrong_types(void **state)
 {
     (void)state;
-    static const char *const docs[] = {"{\"k\":\"1\"}", "{\"k\":1.0}", "{\"k\":1e2}",
-                                       "{\"k\":true}", "{\"k\":null}", "{\"k\":[1]}"};
+    static const char *const docs[] = {"{\"k\":\"1\"}", "{\"k\":1.0}",  "{\"k\":1e2}",
+                                       "{\"k\":true}",  "{\"k\":null}", "{\"k\":[1]}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         json_t *o = obj(docs[i]);
         int64_t v;
@@ -506,8 +503,7 @@ static void bool_values(void **state)
 static void bool_wrong_types(void **state)
 {
     (void)state;
-    static const char *const docs[] = {"{\"k\":1}", "{\"k\":0}", "{\"k\":\"true\"}",
-                                       "{\"k\":null}"};
+    static const char *const docs[] = {"{\"k\":1}", "{\"k\":0}", "{\"k\":\"true\"}", "{\"k\":null}"};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         json_t *o = obj(docs[i]);
         bool b = true;
@@ -612,15 +608,15 @@ static void path_is_bounded(void **state)
 static void type_names(void **state)
 {
     (void)state;
-    json_t *o =
-        obj("{\"i\":1,\"d\":1.5,\"s\":\"x\",\"b\":false,\"a\":[],\"o\":{},\"n\":null}");
+    json_t *o = obj("{\"i\":1,\"d\":1.5,\"s\":\"x\",\"b\":false,\"a\":[],\"o\":{},\"n\":null}");
     static const struct {
         const char *key, *name;
-    } cases[] = {{"i", "an integer"}, {"d", "a number with a fraction"}, {"s", "a string"},
-                 {"b", "a boolean"}, {"a", "an array"}, {"o", "an object"}, {"n", "null"}};
+    } cases[] = {{"i", "an integer"}, {"d", "a number with a fraction"},
+                 {"s", "a string"},   {"b", "a boolean"},
+                 {"a", "an array"},   {"o", "an object"},
+                 {"n", "null"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        assert_string_equal(tm_json_type_name(json_object_get(o, cases[i].key)),
-                            cases[i].name);
+        assert_string_equal(tm_json_type_name(json_object_get(o, cases[i].key)), cases[i].name);
     json_decref(o);
 }
 
@@ -630,10 +626,8 @@ static void json_text_replaces_invalid_utf8(void **state)
     static const struct {
         const char *in, *out;
     } cases[] = {
-        {"plain", "plain"},
-        {"\xc3\xa4 \xf0\x9f\x98\x80", "\xc3\xa4 \xf0\x9f\x98\x80"},
-        {"cut \xe2\x82", "cut ??"},
-        {"x\xffy\xc0\xafz", "x?y??z"},
+        {"plain", "plain"},         {"\xc3\xa4 \xf0\x9f\x98\x80", "\xc3\xa4 \xf0\x9f\x98\x80"},
+        {"cut \xe2\x82", "cut ??"}, {"x\xffy\xc0\xafz", "x?y??z"},
         {"\xed\xa0\x80", "???"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

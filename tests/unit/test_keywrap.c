@@ -51,8 +51,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static int open_blob(struct fixture *f, const struct secret *ds, const char *uuid,
-                     const uint8_t *blob, size_t len, tm_err *err)
+static int open_blob(struct fixture *f, const struct secret *ds, const char *uuid, const uint8_t *blob, size_t len,
+                     tm_err *err)
 {
     struct secret *out = NULL;
     int r = keywrap_open_soft(f->kek, ds, uuid, blob, len, &out, err);
@@ -83,10 +83,8 @@ static void nonces_are_fresh(void **state)
     uint8_t again[KEYWRAP_BLOB_LEN];
     tm_err err = {0};
     assert_int_equal(keywrap_seal_soft(f->kek, NULL, UUID, f->key, again, &err), 0);
-    assert_memory_not_equal(again + KEYWRAP_NONCE_OFFSET, f->blob + KEYWRAP_NONCE_OFFSET,
-                            KEYWRAP_NONCE_LEN);
-    assert_memory_not_equal(again + KEYWRAP_CT_OFFSET, f->blob + KEYWRAP_CT_OFFSET,
-                            KEYWRAP_KEY_LEN);
+    assert_memory_not_equal(again + KEYWRAP_NONCE_OFFSET, f->blob + KEYWRAP_NONCE_OFFSET, KEYWRAP_NONCE_LEN);
+    assert_memory_not_equal(again + KEYWRAP_CT_OFFSET, f->blob + KEYWRAP_CT_OFFSET, KEYWRAP_KEY_LEN);
 }
 
 /* The format is an on-disk interface: recompute it from its description with other OpenSSL
@@ -101,8 +99,7 @@ static void construction_matches_the_documentation(void **state)
     assert_int_equal(EVP_PKEY_derive_init(pctx), 1);
     assert_int_equal(EVP_PKEY_CTX_set_hkdf_md(pctx, EVP_sha256()), 1);
     assert_int_equal(EVP_PKEY_CTX_set1_hkdf_key(pctx, f->kek->data, 32), 1);
-    assert_int_equal(EVP_PKEY_CTX_add1_hkdf_info(pctx, (const unsigned char *)
-                                                 "trustme container key v1", 24), 1);
+    assert_int_equal(EVP_PKEY_CTX_add1_hkdf_info(pctx, (const unsigned char *)"trustme container key v1", 24), 1);
     assert_int_equal(EVP_PKEY_derive(pctx, gcm_key, &klen), 1);
     EVP_PKEY_CTX_free(pctx);
 
@@ -161,8 +158,7 @@ static void wrong_kek_fails(void **state)
     struct fixture *f = *state;
     struct secret *other = random_secret(32), *out = NULL;
     tm_err err = {0};
-    assert_int_equal(keywrap_open_soft(other, NULL, UUID, f->blob, sizeof(f->blob), &out, &err),
-                     -EBADMSG);
+    assert_int_equal(keywrap_open_soft(other, NULL, UUID, f->blob, sizeof(f->blob), &out, &err), -EBADMSG);
     assert_null(out);
     secret_free(other);
 }
@@ -268,8 +264,7 @@ static void wrong_sizes_refused(void **state)
     assert_err_contains(&err, "container key of 32 bytes, expected 64");
     assert_int_equal(keywrap_seal_soft(f->key, NULL, UUID, f->key, b, &err), -EINVAL);
     assert_err_contains(&err, "token KEK of 64 bytes");
-    assert_int_equal(keywrap_open_soft(f->key, NULL, UUID, f->blob, sizeof(f->blob), &out, &err),
-                     -EINVAL);
+    assert_int_equal(keywrap_open_soft(f->key, NULL, UUID, f->blob, sizeof(f->blob), &out, &err), -EINVAL);
     secret_free(k32);
 }
 
@@ -307,7 +302,7 @@ static void secrets_are_locked_and_zeroed(void **state)
     assert_int_equal(s->len, 100);
     for (size_t i = 0; i < s->len; i++)
         assert_int_equal(s->data[i], 0);
-    /* AddressSanitizer turns mlock into a no-op (gcc says so with __SANITIZE_ADDRESS__, clang 14
+        /* AddressSanitizer turns mlock into a no-op (gcc says so with __SANITIZE_ADDRESS__, clang 14
      * only with __has_feature) */
 #if !defined(__SANITIZE_ADDRESS__) && !HAS_ASAN
     assert_true(vm_locked_kb() > before);

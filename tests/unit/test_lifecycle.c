@@ -49,7 +49,10 @@ static void reset_container(void)
     snprintf(cfg.init, sizeof(cfg.init), "%s", "/sbin/init");
 }
 
-static void on_too_long(tm_source *src, void *userdata) { tm_loop_quit(d.loop, 1); }
+static void on_too_long(tm_source *src, void *userdata)
+{
+    tm_loop_quit(d.loop, 1);
+}
 
 /* Fire ev, then run the loop until the container is in state until. */
 static void fire_until(enum cevent ev, const void *arg, enum cstate until)
@@ -81,8 +84,8 @@ static void assert_no_children(void)
     errno = 0;
     pid_t pid = waitpid(-1, NULL, WNOHANG);
     if (pid != -1)
-        print_error("a process of the start is left (waitpid: %d; setup %d, init %d)\n", (int)pid,
-                    (int)fake->setup_pid, (int)fake->init_pid);
+        print_error("a process of the start is left (waitpid: %d; setup %d, init %d)\n", (int)pid, (int)fake->setup_pid,
+                    (int)fake->init_pid);
     assert_int_equal(pid, -1);
     assert_int_equal(errno, ECHILD);
 }
@@ -113,8 +116,7 @@ static void assert_log(const struct expect *e)
     if (!same) {
         print_error("hooks run:");
         for (int i = 0; i < fake->ncalls && i < FAKE_LOG_MAX; i++)
-            print_error(" %s.%s", fake_modules[fake->calls[i].module]->name,
-                        fake_phase_name(fake->calls[i].phase));
+            print_error(" %s.%s", fake_modules[fake->calls[i].module]->name, fake_phase_name(fake->calls[i].phase));
         print_error("\nexpected: ");
         for (int i = 0; i < e->n; i++)
             print_error(" %s.%s", fake_modules[e->module[i]]->name, fake_phase_name(e->phase[i]));
@@ -203,15 +205,23 @@ static void fail_each_hook_of(enum fake_phase phase)
         assert_log(&e);
 
         char reason[128];
-        snprintf(reason, sizeof(reason), "%s: %s hook failed", fake_modules[order[pos]]->name,
-                 fake_phase_name(phase));
+        snprintf(reason, sizeof(reason), "%s: %s hook failed", fake_modules[order[pos]]->name, fake_phase_name(phase));
         assert_failed_start(reason, fds);
     }
 }
 
-static void a_failing_prepare_hook_is_cleaned_up(void **state) { fail_each_hook_of(FAKE_PREPARE); }
-static void a_failing_setup_hook_is_cleaned_up(void **state) { fail_each_hook_of(FAKE_SETUP); }
-static void a_failing_child_hook_is_cleaned_up(void **state) { fail_each_hook_of(FAKE_CHILD); }
+static void a_failing_prepare_hook_is_cleaned_up(void **state)
+{
+    fail_each_hook_of(FAKE_PREPARE);
+}
+static void a_failing_setup_hook_is_cleaned_up(void **state)
+{
+    fail_each_hook_of(FAKE_SETUP);
+}
+static void a_failing_child_hook_is_cleaned_up(void **state)
+{
+    fail_each_hook_of(FAKE_CHILD);
+}
 
 static void a_refused_measurement_stops_before_any_module(void **state)
 {
@@ -307,8 +317,14 @@ static void stop_while_blocked_in(enum fake_phase phase)
     }
 }
 
-static void a_stop_during_setup_ends_the_start(void **state) { stop_while_blocked_in(FAKE_SETUP); }
-static void a_stop_during_init_setup_ends_the_start(void **state) { stop_while_blocked_in(FAKE_CHILD); }
+static void a_stop_during_setup_ends_the_start(void **state)
+{
+    stop_while_blocked_in(FAKE_SETUP);
+}
+static void a_stop_during_init_setup_ends_the_start(void **state)
+{
+    stop_while_blocked_in(FAKE_CHILD);
+}
 
 /* freeze, frozen, unfreeze on a running container; a freezer that does not report frozen
  * thaws it again with the reason. */

@@ -48,8 +48,8 @@ static void hash_of(const char *s, uint8_t out[32])
 }
 
 /* Measure as tpmd does: log, then extend the fake PCR. */
-static void measure(struct fixture *f, struct mlog *log, uint32_t pcr, const char *type,
-                    const char *name, const char *content)
+static void measure(struct fixture *f, struct mlog *log, uint32_t pcr, const char *type, const char *name,
+                    const char *content)
 {
     uint8_t sha[32], digest[32];
     tm_err err = {0};

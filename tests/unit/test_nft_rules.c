@@ -29,12 +29,14 @@ static void setup_fixture(struct fixture *f)
     f->dev.nat = true;
     f->dev.allow = allow_pairs;
     f->dev.nallow = 2;
-    f->web = (struct net_config){.mode = NET_BRIDGED, .nports = 2,
-        .ports = {{8080, 80, IPPROTO_TCP}, {5353, 53, IPPROTO_UDP}},
-        .nhost_ports = 2, .host_ports = {53, 8443}};
+    f->web = (struct net_config){.mode = NET_BRIDGED,
+                                 .nports = 2,
+                                 .ports = {{8080, 80, IPPROTO_TCP}, {5353, 53, IPPROTO_UDP}},
+                                 .nhost_ports = 2,
+                                 .host_ports = {53, 8443}};
     f->db = (struct net_config){.mode = NET_BRIDGED};
-    f->other = (struct net_config){.mode = NET_BRIDGED, .nports = 1,
-        .ports = {{8081, 80, IPPROTO_TCP}}, .nhost_ports = 1, .host_ports = {22}};
+    f->other = (struct net_config){
+        .mode = NET_BRIDGED, .nports = 1, .ports = {{8081, 80, IPPROTO_TCP}}, .nhost_ports = 1, .host_ports = {22}};
     f->m[0] = (struct nft_member){"web", "tm1a2b3c4d5e", {0}, &f->web};
     f->m[1] = (struct nft_member){"db", "tm2a2b3c4d5e", {0}, &f->db};
     f->m[2] = (struct nft_member){"other", "tm3a2b3c4d5e", {0}, &f->other};
@@ -145,15 +147,21 @@ static void full_ruleset(void **state)
     assert_false(strstr(t, "absent"));
     /* input: host_ports only to the bridge address, from the member's own address */
     assert_line(t, "iifname \"trustme0\" jump input_from_bridge");
-    assert_line(t, "ip saddr 10.223.0.20 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept comment \"web\"");
-    assert_line(t, "ip saddr 10.223.0.22 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 22 } accept comment \"other\"");
+    assert_line(t, "ip saddr 10.223.0.20 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept "
+                   "comment \"web\"");
+    assert_line(
+        t,
+        "ip saddr 10.223.0.22 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 22 } accept comment \"other\"");
     assert_false(strstr(t, "ip saddr 10.223.0.21 ip daddr 10.223.0.1")); /* db has none */
     /* layer 2: own address only, allowed pair by port, everything else between ports dropped */
-    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type ip ip saddr != 10.223.0.21 drop comment \"db: not its address\"");
-    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type arp arp saddr ip != { 0.0.0.0, 10.223.0.21 } drop comment \"db: not its address\"");
+    assert_line(t,
+                "iifname \"tm2a2b3c4d5e\" ether type ip ip saddr != 10.223.0.21 drop comment \"db: not its address\"");
+    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type arp arp saddr ip != { 0.0.0.0, 10.223.0.21 } drop comment "
+                   "\"db: not its address\"");
     assert_line(t, "iifname \"tm1a2b3c4d5e\" oifname \"tm2a2b3c4d5e\" accept comment \"web to db\"");
     assert_line(t, "iifname \"tm2a2b3c4d5e\" oifname \"tm1a2b3c4d5e\" accept comment \"db to web\"");
-    assert_line(t, "iifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"from a container\"");
+    assert_line(t,
+                "iifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"from a container\"");
     assert_line(t, "oifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"to a container\"");
     /* no chain named like an nft keyword: "fwd" is one on Debian 12's nftables */
     assert_false(strstr(t, "chain fwd"));
@@ -189,7 +197,8 @@ static void other_subnet_and_bridge(void **state)
     assert_line(t, "table inet trustme-tmn7 {");
     assert_line(t, "table bridge trustme-tmn7 {");
     assert_line(t, "ip saddr 10.207.0.0/16 oifname != \"tmn7\" masquerade comment \"containers to the outside\"");
-    assert_line(t, "ip saddr 10.207.3.9 ip daddr 10.207.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept comment \"web\"");
+    assert_line(t, "ip saddr 10.207.3.9 ip daddr 10.207.0.1 meta l4proto { tcp, udp } th dport { 53, 8443 } accept "
+                   "comment \"web\"");
     assert_false(strstr(t, "trustme0"));
     assert_kernel_accepts(t);
     free(t);
@@ -204,7 +213,7 @@ static void forwarding_needed(void **state)
     assert_true(nft_needs_forwarding(&f.dev, &f.m[1], 1)); /* NAT */
     f.dev.nat = false;
     assert_false(nft_needs_forwarding(&f.dev, &f.m[1], 1)); /* db: no forwards */
-    assert_true(nft_needs_forwarding(&f.dev, f.m, 2));      /* web forwards ports */
+    assert_true(nft_needs_forwarding(&f.dev, f.m, 2)); /* web forwards ports */
 }
 
 static void same_host_port_twice(void **state)

@@ -57,8 +57,7 @@ static void expect_status(int fd, const char *uuid, uint64_t id)
 {
     struct tm_packet pkt;
     assert_int_equal(tm_packet_recv(fd, 4096, &pkt), 1);
-    Trustme__Scd__Request *req =
-        (Trustme__Scd__Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);
+    Trustme__Scd__Request *req = (Trustme__Scd__Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);
     assert_non_null(req);
     assert_int_equal(req->id, id);
     assert_int_equal(req->body_case, TRUSTME__SCD__REQUEST__BODY_STATUS);
@@ -104,8 +103,7 @@ static void large_packet_uses_the_heap(void **state)
     struct tm_packet pkt;
     assert_int_equal(tm_packet_recv(p->b, 1 << 20, &pkt), 1);
     assert_null(pkt.locked);
-    Trustme__Scd__Request *got =
-        (Trustme__Scd__Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);
+    Trustme__Scd__Request *got = (Trustme__Scd__Request *)tm_packet_unpack(&trustme__scd__request__descriptor, &pkt);
     assert_non_null(got);
     assert_int_equal(got->verify->data.len, n);
     tm_packet_free(&pkt);
@@ -126,10 +124,10 @@ static void oversized_packet_is_dropped_alone(void **state)
 static void header_mismatch_is_dropped_alone(void **state)
 {
     struct pair *p = *state;
-    const uint8_t longer[] = {0, 0, 0, 9, 1, 2, 3};        /* says 9, carries 3 */
-    const uint8_t shorter[] = {0, 0, 0, 1, 1, 2, 3};       /* says 1, carries 3 */
-    const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 1};    /* says 4 GiB */
-    const uint8_t short_hdr[] = {0, 0};                    /* not even a header */
+    const uint8_t longer[] = {0, 0, 0, 9, 1, 2, 3}; /* says 9, carries 3 */
+    const uint8_t shorter[] = {0, 0, 0, 1, 1, 2, 3}; /* says 1, carries 3 */
+    const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff, 1}; /* says 4 GiB */
+    const uint8_t short_hdr[] = {0, 0}; /* not even a header */
     send_raw(p->a, longer, sizeof(longer));
     send_raw(p->a, shorter, sizeof(shorter));
     send_raw(p->a, huge, sizeof(huge));

@@ -47,9 +47,10 @@ static void blocks_in_order(void **state)
     (void)state;
     struct seen s = {.refuse_at = -1};
     tm_err err;
-    assert_int_equal(walk("some text first\n" BLOCK("CERTIFICATE", "AAEC")
-                          "between\n" BLOCK("TRUSTME AK PUBLIC", "AwQFBg==") "trailing text\n",
-                          4, &s, &err), 0);
+    assert_int_equal(walk("some text first\n" BLOCK("CERTIFICATE", "AAEC") "between\n" BLOCK(
+                              "TRUSTME AK PUBLIC", "AwQFBg==") "trailing text\n",
+                          4, &s, &err),
+                     0);
     assert_int_equal(s.n, 2);
     assert_string_equal(s.names[0], "CERTIFICATE");
     assert_int_equal(s.lens[0], 3);
@@ -67,13 +68,11 @@ static void refusals(void **state)
     (void)state;
     tm_err err;
     struct seen s = {.refuse_at = -1};
-    assert_int_equal(walk(BLOCK("A", "AA==") BLOCK("B", "AA==") BLOCK("C", "AA=="), 2, &s, &err),
-                     -EINVAL);
+    assert_int_equal(walk(BLOCK("A", "AA==") BLOCK("B", "AA==") BLOCK("C", "AA=="), 2, &s, &err), -EINVAL);
     assert_err_contains(&err, "more than 2 PEM blocks");
     OPENSSL_free(s.kept);
     s = (struct seen){.refuse_at = -1};
-    assert_int_equal(walk(BLOCK("A", "AA==") "-----BEGIN B-----\n!!!!\n-----END B-----\n", 4, &s,
-                          &err), -EINVAL);
+    assert_int_equal(walk(BLOCK("A", "AA==") "-----BEGIN B-----\n!!!!\n-----END B-----\n", 4, &s, &err), -EINVAL);
     assert_err_contains(&err, "PEM block 2 does not parse");
     s = (struct seen){.refuse_at = -1};
     assert_int_equal(walk("-----BEGIN A-----\nAA==\n", 4, &s, &err), -EINVAL);

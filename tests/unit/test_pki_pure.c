@@ -14,7 +14,9 @@ static void uri_parses_token_object_id(void **state)
     struct p11uri u;
     tm_err err = {0};
     assert_int_equal(p11uri_parse("pkcs11:token=my%20token;object=root-ca;id=%01%FF%41;"
-                                  "type=private?module-path=/usr/lib/x.so", &u, &err), 0);
+                                  "type=private?module-path=/usr/lib/x.so",
+                                  &u, &err),
+                     0);
     assert_string_equal(u.token, "my token");
     assert_string_equal(u.object, "root-ca");
     assert_int_equal(u.id_len, 3);
@@ -39,24 +41,24 @@ static void uri_refuses(void **state)
     (void)state;
     struct p11uri u;
     static const char *const bad[] = {
-        "pkcs11:object=x",                /* no token */
-        "pkcs11:token=t;model=SoftHSM",   /* attributes not checked: could pick another token */
+        "pkcs11:object=x", /* no token */
+        "pkcs11:token=t;model=SoftHSM", /* attributes not checked: could pick another token */
         "pkcs11:token=t;manufacturer=x",
         "pkcs11:token=t;slot-id=1",
         "pkcs11:token=t;library-description=x",
         "pkcs11:token=t;foo=bar",
         "pkcs11:token=t?module-name=softhsm2",
-        "pkcs11:token=t?pin-value=1234",  /* PINs never in a URI */
+        "pkcs11:token=t?pin-value=1234", /* PINs never in a URI */
         "pkcs11:token=t?pin-source=file:/p",
-        "pkcs11:token=t;type=cert",       /* only private keys */
-        "pkcs11:token=t;id=%G1",          /* bad escape */
-        "pkcs11:token=t;id=%1",           /* truncated escape */
-        "pkcs11:token=%00x",              /* NUL in text */
-        "pkcs11:token=t;id=",             /* empty id */
-        "pkcs11:token=t;object=a%00b",    /* NUL in text */
+        "pkcs11:token=t;type=cert", /* only private keys */
+        "pkcs11:token=t;id=%G1", /* bad escape */
+        "pkcs11:token=t;id=%1", /* truncated escape */
+        "pkcs11:token=%00x", /* NUL in text */
+        "pkcs11:token=t;id=", /* empty id */
+        "pkcs11:token=t;object=a%00b", /* NUL in text */
         "pkcs11:token=t;type=whatever",
-        "pkcs11:token",                   /* not NAME=VALUE */
-        "pkcs11:token=t;object",          /* not NAME=VALUE */
+        "pkcs11:token", /* not NAME=VALUE */
+        "pkcs11:token=t;object", /* not NAME=VALUE */
         "pkcs11:token=t?module-path=rel.so",
         "file:/x",
     };
@@ -106,8 +108,8 @@ static void times(void **state)
     char s[16];
     time_format(t, s);
     assert_string_equal(s, "20240229235959Z");
-    static const char *const bad[] = {"20230229000000Z", "20241301000000Z", "20240101240000Z",
-                                      "20240101000060Z", "2024010100000Z", "20240101000000",
+    static const char *const bad[] = {"20230229000000Z",     "20241301000000Z",      "20240101240000Z",
+                                      "20240101000060Z",     "2024010100000Z",       "20240101000000",
                                       "20240101000000+0100", "2024-01-01T00:00:00Z", ""};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         assert_int_equal(time_parse(bad[i], &t), -EINVAL);
@@ -127,8 +129,11 @@ static void reasons(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(uri_parses_token_object_id), cmocka_unit_test(uri_refuses),
-        cmocka_unit_test(uri_round_trip), cmocka_unit_test(times), cmocka_unit_test(reasons),
+        cmocka_unit_test(uri_parses_token_object_id),
+        cmocka_unit_test(uri_refuses),
+        cmocka_unit_test(uri_round_trip),
+        cmocka_unit_test(times),
+        cmocka_unit_test(reasons),
     };
     return cmocka_run_group_tests_name("pki_pure", tests, NULL, NULL);
 }

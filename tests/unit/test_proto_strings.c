@@ -7,19 +7,22 @@
 #include "proto.h"
 #include "proto_strings.h"
 
-static bool valid(const char *s, size_t len) { return tm_utf8_valid((const uint8_t *)s, len, false, NULL); }
+static bool valid(const char *s, size_t len)
+{
+    return tm_utf8_valid((const uint8_t *)s, len, false, NULL);
+}
 
 static void utf8_accepts_text(void **state)
 {
     (void)state;
     assert_true(valid("", 0));
     assert_true(valid("rel-w", 5));
-    assert_true(valid("gr\xc3\xbc\xc3\x9f", 6));         /* U+00FC U+00DF */
-    assert_true(valid("\xe2\x82\xac", 3));                /* U+20AC */
-    assert_true(valid("\xed\x9f\xbf", 3));                /* U+D7FF, just below the surrogates */
-    assert_true(valid("\xee\x80\x80", 3));                /* U+E000, just above */
-    assert_true(valid("\xf0\x9f\x98\x80", 4));            /* U+1F600 */
-    assert_true(valid("\xf4\x8f\xbf\xbf", 4));            /* U+10FFFF */
+    assert_true(valid("gr\xc3\xbc\xc3\x9f", 6)); /* U+00FC U+00DF */
+    assert_true(valid("\xe2\x82\xac", 3)); /* U+20AC */
+    assert_true(valid("\xed\x9f\xbf", 3)); /* U+D7FF, just below the surrogates */
+    assert_true(valid("\xee\x80\x80", 3)); /* U+E000, just above */
+    assert_true(valid("\xf0\x9f\x98\x80", 4)); /* U+1F600 */
+    assert_true(valid("\xf4\x8f\xbf\xbf", 4)); /* U+10FFFF */
 }
 
 static void utf8_refuses_the_rest(void **state)
@@ -29,20 +32,20 @@ static void utf8_refuses_the_rest(void **state)
     assert_false(tm_utf8_valid((const uint8_t *)"rel-w\0junk", 10, false, &bad));
     assert_int_equal(bad, 5);
     assert_true(tm_utf8_valid((const uint8_t *)"a\0b", 3, true, NULL));
-    assert_false(valid("\xc0\xaf", 2));                   /* overlong '/' */
-    assert_false(valid("\xc1\xbf", 2));                   /* overlong */
-    assert_false(valid("\xe0\x80\xaf", 3));               /* overlong, 3 bytes */
-    assert_false(valid("\xf0\x80\x80\xaf", 4));           /* overlong, 4 bytes */
-    assert_false(valid("\xed\xa0\x80", 3));               /* U+D800, a surrogate */
-    assert_false(valid("\xed\xbf\xbf", 3));               /* U+DFFF */
-    assert_false(valid("\xf4\x90\x80\x80", 4));           /* above U+10FFFF */
+    assert_false(valid("\xc0\xaf", 2)); /* overlong '/' */
+    assert_false(valid("\xc1\xbf", 2)); /* overlong */
+    assert_false(valid("\xe0\x80\xaf", 3)); /* overlong, 3 bytes */
+    assert_false(valid("\xf0\x80\x80\xaf", 4)); /* overlong, 4 bytes */
+    assert_false(valid("\xed\xa0\x80", 3)); /* U+D800, a surrogate */
+    assert_false(valid("\xed\xbf\xbf", 3)); /* U+DFFF */
+    assert_false(valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
     assert_false(tm_utf8_valid((const uint8_t *)"x\xffy", 3, false, &bad));
     assert_int_equal(bad, 1);
     assert_false(valid("\xfe", 1));
-    assert_false(valid("\x80", 1));                       /* a lone continuation byte */
-    assert_false(valid("\xc3", 1));                       /* cut short */
+    assert_false(valid("\x80", 1)); /* a lone continuation byte */
+    assert_false(valid("\xc3", 1)); /* cut short */
     assert_false(valid("\xe2\x82", 2));
-    assert_false(valid("\xe2\x28\xa1", 3));               /* not a continuation */
+    assert_false(valid("\xe2\x28\xa1", 3)); /* not a continuation */
 }
 
 static size_t put_varint(uint8_t *p, uint64_t v)

@@ -24,8 +24,7 @@ static const ProtobufCFieldDescriptor *body_case_field(unsigned number)
 /* The fields of trustme.Request that are members of its oneof body. */
 static bool in_oneof(const ProtobufCFieldDescriptor *f)
 {
-    return (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-           f->quantifier_offset == offsetof(Trustme__Request, body_case);
+    return (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) && f->quantifier_offset == offsetof(Trustme__Request, body_case);
 }
 
 static const ProtobufCMessageDescriptor *body_descriptor(const struct request_row *row)
@@ -49,8 +48,7 @@ static void every_body_has_exactly_one_row(void **state)
         for (size_t r = 0; r < request_table_len; r++)
             rows += request_table[r].body == (Trustme__Request__BodyCase)f->id;
         if (rows != 1)
-            print_error("request body %s (field %u) has %zu rows in src/daemon/requests.c\n",
-                        f->name, f->id, rows);
+            print_error("request body %s (field %u) has %zu rows in src/daemon/requests.c\n", f->name, f->id, rows);
         assert_int_equal(rows, 1);
         assert_int_equal(requests_row((Trustme__Request__BodyCase)f->id)->body, f->id);
     }
@@ -259,10 +257,9 @@ static void restricted_allowance(void **state)
             want = REQ_YES;
         assert_int_equal(requests_access(row, ROLE_RESTRICTED), want);
         /* The admin may send everything; c0 is protected from stop and freeze only. */
-        enum request_access admin = row->body == TRUSTME__REQUEST__BODY_STOP ||
-                                            row->body == TRUSTME__REQUEST__BODY_FREEZE
-                                        ? REQ_NOT_LOCKOUT
-                                        : REQ_YES;
+        enum request_access admin =
+            row->body == TRUSTME__REQUEST__BODY_STOP || row->body == TRUSTME__REQUEST__BODY_FREEZE ? REQ_NOT_LOCKOUT
+                                                                                                   : REQ_YES;
         assert_int_equal(requests_access(row, ROLE_ADMIN), admin);
     }
     assert_int_equal(requests_access(&request_table[0], (enum conn_role)7), REQ_NO);
@@ -337,8 +334,8 @@ static void print_table(FILE *out)
     fputs("|---|---|---|---|---|---|\n", out);
     for (size_t r = 0; r < request_table_len; r++) {
         const struct request_row *row = &request_table[r];
-        fprintf(out, "| `%s` | %s | %s | ", body_case_field((unsigned)row->body)->name,
-                access_text(row->admin), access_text(row->restricted));
+        fprintf(out, "| `%s` | %s | %s | ", body_case_field((unsigned)row->body)->name, access_text(row->admin),
+                access_text(row->restricted));
         print_list(out, &row->target, 1);
         fputs(" | ", out);
         print_list(out, row->secrets, REQUEST_MAX_SECRETS);

@@ -34,9 +34,18 @@ struct container *container_find(struct daemon *dm, const char *id)
     return NULL;
 }
 
-bool core_is(const struct container *c) { return c == &c0; }
-bool control_audit_due(struct conn *c, enum control_audit_kind kind) { return true; }
-const char *conn_role_name(enum conn_role role) { return role == ROLE_RESTRICTED ? "restricted" : "admin"; }
+bool core_is(const struct container *c)
+{
+    return c == &c0;
+}
+bool control_audit_due(struct conn *c, enum control_audit_kind kind)
+{
+    return true;
+}
+const char *conn_role_name(enum conn_role role)
+{
+    return role == ROLE_RESTRICTED ? "restricted" : "admin";
+}
 
 void conn_send_error(struct conn *c, uint64_t req_id, int code, const char *fmt, ...)
 {
@@ -144,8 +153,10 @@ static void restricted_may_send_its_allowance_only(void **state)
         if (ok)
             continue;
         char want[512];
-        snprintf(want, sizeof(want), "%s is not allowed on this container's control socket "
-                 "(restricted role: only its own state, guestos list, guestos install)", name_of(row->body));
+        snprintf(want, sizeof(want),
+                 "%s is not allowed on this container's control socket "
+                 "(restricted role: only its own state, guestos list, guestos install)",
+                 name_of(row->body));
         assert_string_equal(sent_msg, want);
         snprintf(want, sizeof(want), "role=restricted request=%s%s", name_of(row->body),
                  row->target ? " target=r" : "");
@@ -182,12 +193,12 @@ static void c0_is_not_stopped_while_it_is_the_only_way_in(void **state)
     d.device.admin_socket_in_root = false;
     assert_false(permit(&admin, TRUSTME__REQUEST__BODY_STOP, "c0"));
     assert_string_equal(sent_msg, "c0 is the core container and the only way to manage this device "
-                        "(device.json admin_socket_in_root is false): it cannot be stopped");
+                                  "(device.json admin_socket_in_root is false): it cannot be stopped");
     assert_string_equal(audit_detail, "role=admin request=stop target=c0");
     assert_ptr_equal(audit_subject, &c0);
     assert_false(permit(&admin, TRUSTME__REQUEST__BODY_FREEZE, c0.uuid));
     assert_string_equal(sent_msg, "c0 is the core container and the only way to manage this device "
-                        "(device.json admin_socket_in_root is false): it cannot be frozen");
+                                  "(device.json admin_socket_in_root is false): it cannot be frozen");
     /* Everything else, and stop/freeze of the others, stays allowed. */
     for (size_t i = 0; i < request_table_len; i++) {
         Trustme__Request__BodyCase body = request_table[i].body;

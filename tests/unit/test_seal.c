@@ -30,20 +30,20 @@
 
 #define PCR 16 /* the debug PCR: resettable at locality 0, so each test starts from zeros */
 
-#define assert_rc(expr, want, err)                                                                 \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ != (want)) {                                                                       \
-            print_error("%s returned %d (%s), expected %d; message: %s\n", #expr, rc_,           \
-                        rc_ < 0 ? strerror(-rc_) : "ok", (want), (err)->msg);                     \
-            fail();                                                                                \
-        }                                                                                          \
+#define assert_rc(expr, want, err)                                                     \
+    do {                                                                               \
+        int rc_ = (expr);                                                              \
+        if (rc_ != (want)) {                                                           \
+            print_error("%s returned %d (%s), expected %d; message: %s\n", #expr, rc_, \
+                        rc_ < 0 ? strerror(-rc_) : "ok", (want), (err)->msg);          \
+            fail();                                                                    \
+        }                                                                              \
     } while (0)
-#define assert_tss(expr)                                                                           \
-    do {                                                                                           \
-        TSS2_RC trc_ = (expr);                                                                     \
-        if (trc_ != TSS2_RC_SUCCESS)                                                               \
-            fail_msg("%s: 0x%x", #expr, (unsigned)trc_);                                          \
+#define assert_tss(expr)                                 \
+    do {                                                 \
+        TSS2_RC trc_ = (expr);                           \
+        if (trc_ != TSS2_RC_SUCCESS)                     \
+            fail_msg("%s: 0x%x", #expr, (unsigned)trc_); \
     } while (0)
 
 static struct {
@@ -89,8 +89,17 @@ static int swtpm_start(void)
     /* The swtpm TCTI always opens "<path>.ctrl" too. */
     snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s.ctrl", g.sock);
     snprintf(state, sizeof(state), "dir=%s", g.dir);
-    const char *const argv[] = {"swtpm", "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
-                                "--tpmstate", state, "--flags", "not-need-init,startup-clear",
+    const char *const argv[] = {"swtpm",
+                                "socket",
+                                "--tpm2",
+                                "--server",
+                                server,
+                                "--ctrl",
+                                ctrl,
+                                "--tpmstate",
+                                state,
+                                "--flags",
+                                "not-need-init,startup-clear",
                                 NULL};
     unlink(g.sock);
     pid_t parent = getpid();
@@ -150,27 +159,27 @@ static int connect_tpm(void)
         return -1;
     TPM2B_SENSITIVE_CREATE sens = {0};
     TPM2B_PUBLIC tmpl = {
-        .publicArea = {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                                TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT,
-            .parameters.eccDetail = {
-                .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128,
-                              .mode.aes = TPM2_ALG_CFB},
-                .scheme.scheme = TPM2_ALG_NULL,
-                .curveID = TPM2_ECC_NIST_P256,
-                .kdf.scheme = TPM2_ALG_NULL,
+        .publicArea =
+            {
+                .type = TPM2_ALG_ECC,
+                .nameAlg = TPM2_ALG_SHA256,
+                .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                                    TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED |
+                                    TPMA_OBJECT_DECRYPT,
+                .parameters.eccDetail =
+                    {
+                        .symmetric = {.algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB},
+                        .scheme.scheme = TPM2_ALG_NULL,
+                        .curveID = TPM2_ECC_NIST_P256,
+                        .kdf.scheme = TPM2_ALG_NULL,
+                    },
+                .unique.ecc = {.x.size = 32, .y.size = 32},
             },
-            .unique.ecc = {.x.size = 32, .y.size = 32},
-        },
     };
     TPM2B_DATA outside = {0};
     TPML_PCR_SELECTION none = {0};
-    return Esys_CreatePrimary(g.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE, &sens, &tmpl, &outside, &none, &g.srk, NULL, NULL,
-                              NULL, NULL) == TSS2_RC_SUCCESS
+    return Esys_CreatePrimary(g.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl,
+                              &outside, &none, &g.srk, NULL, NULL, NULL, NULL) == TSS2_RC_SUCCESS
                ? 0
                : -1;
 }
@@ -219,8 +228,7 @@ static void fresh(char dir[PATH_MAX])
 {
     snprintf(dir, PATH_MAX, "%s/data%d", g.dir, g.n++);
     assert_int_equal(mkdir(dir, 0700), 0);
-    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE));
+    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE));
 }
 
 static void extend(const char *what)
@@ -228,15 +236,14 @@ static void extend(const char *what)
     TPML_DIGEST_VALUES d = {.count = 1};
     d.digests[0].hashAlg = TPM2_ALG_SHA256;
     SHA256((const unsigned char *)what, strlen(what), d.digests[0].digest.sha256);
-    assert_tss(Esys_PCR_Extend(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                               ESYS_TR_NONE, &d));
+    assert_tss(Esys_PCR_Extend(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d));
 }
 
 static uint32_t handle_count(TPM2_HANDLE first)
 {
     TPMS_CAPABILITY_DATA *cap = NULL;
-    assert_tss(Esys_GetCapability(g.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                  TPM2_CAP_HANDLES, first, TPM2_MAX_CAP_HANDLES, NULL, &cap));
+    assert_tss(Esys_GetCapability(g.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, first,
+                                  TPM2_MAX_CAP_HANDLES, NULL, &cap));
     uint32_t n = 0;
     for (uint32_t i = 0; i < cap->data.handles.count; i++)
         if ((cap->data.handles.handle[i] >> TPM2_HR_SHIFT) == (first >> TPM2_HR_SHIFT))
@@ -335,8 +342,7 @@ static void create_then_unseal(void **state)
     struct secret *s = NULL, *again = NULL;
     bool created = false;
     tm_err err = {0};
-    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &s, &created, path, sizeof(path), &err),
-              0, &err);
+    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &s, &created, path, sizeof(path), &err), 0, &err);
     assert_nothing_loaded();
     assert_true(created);
     snprintf(expect, sizeof(expect), "%s/recovery-key", dir);
@@ -347,9 +353,7 @@ static void create_then_unseal(void **state)
     assert_int_equal(st.st_mode & 07777, 0400);
     secret_free(recovery_key(dir));
 
-    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &again, &created, path, sizeof(path),
-                                &err),
-              0, &err);
+    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &again, &created, path, sizeof(path), &err), 0, &err);
     assert_nothing_loaded();
     assert_false(created);
     assert_string_equal(path, "");
@@ -359,9 +363,7 @@ static void create_then_unseal(void **state)
     char bp[PATH_MAX];
     struct secret *k1 = recovery_key(dir), *fresh_secret = NULL;
     assert_int_equal(unlink(blob_path(dir, bp)), 0);
-    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &fresh_secret, &created, path,
-                                sizeof(path), &err),
-              0, &err);
+    assert_rc(sealed_secret_get(g.esys, g.srk, dir, PCR, &fresh_secret, &created, path, sizeof(path), &err), 0, &err);
     assert_true(created);
     struct secret *k2 = recovery_key(dir);
     assert_memory_not_equal(k1->data, k2->data, RECOVERY_KEY_LEN);
@@ -395,8 +397,7 @@ static void other_boot_state_refused(void **state)
     assert_err_contains(&err, "trustme device reseal --recovery-key-file");
     assert_true(created); /* untouched on failure */
     /* Back in the sealed state (reset, same extend): it opens again. */
-    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE));
+    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE));
     extend("trustmed v1");
     assert_rc(get(dir, &t, &created, &err), 0, &err);
     assert_memory_equal(s->data, t->data, SEALED_SECRET_LEN);
@@ -467,8 +468,7 @@ static void reseal_with_recovery_key(void **state)
     secret_free(u);
     u = NULL;
     /* The old state no longer opens it. */
-    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                              ESYS_TR_NONE));
+    assert_tss(Esys_PCR_Reset(g.esys, ESYS_TR_PCR0 + PCR, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE));
     extend("trustmed v1");
     assert_rc(get(dir, &u, &created, &err), -EACCES, &err);
     secret_free(k);
@@ -497,8 +497,7 @@ static void corrupt_blobs_refused(void **state)
             put(bp, bad, len);
             int r = get(dir, &t, &created, &err);
             if (r != -EBADMSG) {
-                print_error("flip of bit %d at byte %zu of %zu: %d, %s\n", bit, i, len, r,
-                            err.msg);
+                print_error("flip of bit %d at byte %zu of %zu: %d, %s\n", bit, i, len, r, err.msg);
                 fail();
             }
         }
@@ -532,8 +531,7 @@ static void bad_arguments(void **state)
     struct secret *t = NULL, *k = NULL;
     bool created;
     tm_err err = {0};
-    assert_rc(sealed_secret_get(g.esys, g.srk, dir, 24, &t, &created, NULL, 0, &err), -EINVAL,
-              &err);
+    assert_rc(sealed_secret_get(g.esys, g.srk, dir, 24, &t, &created, NULL, 0, &err), -EINVAL, &err);
     assert_rc(secret_random(RECOVERY_KEY_LEN, &k, &err), 0, &err);
     assert_rc(sealed_secret_reseal(g.esys, g.srk, dir, PCR, k, &t, &err), -ENOENT, &err);
     assert_err_contains(&err, "there is no sealed device storage secret");
@@ -572,22 +570,22 @@ static void timings(void **state)
         secret_free(k);
     }
     printf("  seal (first get, incl. 2 fsyncs) %.2f ms, unseal (get) %.2f ms, reseal %.2f ms "
-           "(mean of %d)\n", create_ms / N, unseal_ms / N, reseal_ms / N, N);
+           "(mean of %d)\n",
+           create_ms / N, unseal_ms / N, reseal_ms / N, N);
 }
 
 static void define_nv(uint32_t index, TPMA_NV attrs, uint16_t size, ESYS_TR *tr)
 {
     TPM2B_AUTH no_auth = {0};
-    TPM2B_NV_PUBLIC pub = {.nvPublic = {.nvIndex = index, .nameAlg = TPM2_ALG_SHA256,
-                                        .attributes = attrs, .dataSize = size}};
-    assert_tss(Esys_NV_DefineSpace(g.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, &no_auth, &pub, tr));
+    TPM2B_NV_PUBLIC pub = {
+        .nvPublic = {.nvIndex = index, .nameAlg = TPM2_ALG_SHA256, .attributes = attrs, .dataSize = size}};
+    assert_tss(Esys_NV_DefineSpace(g.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_auth,
+                                   &pub, tr));
 }
 
 static void undefine_nv(ESYS_TR *tr)
 {
-    assert_tss(Esys_NV_UndefineSpace(g.esys, ESYS_TR_RH_OWNER, *tr, ESYS_TR_PASSWORD,
-                                     ESYS_TR_NONE, ESYS_TR_NONE));
+    assert_tss(Esys_NV_UndefineSpace(g.esys, ESYS_TR_RH_OWNER, *tr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE));
     *tr = ESYS_TR_NONE;
 }
 
@@ -612,12 +610,11 @@ static void survives_swtpm_restart(void **state)
 
 /* --- the anchor table --- */
 
-static void anchor_set(const char *dir, struct anchor_table *t, const char *name,
-                       const char *value, int want)
+static void anchor_set(const char *dir, struct anchor_table *t, const char *name, const char *value, int want)
 {
     tm_err err = {0};
-    struct anchor_change c = {.name = name, .value = (const uint8_t *)value,
-                              .len = value ? strlen(value) : 0, .remove = !value};
+    struct anchor_change c = {
+        .name = name, .value = (const uint8_t *)value, .len = value ? strlen(value) : 0, .remove = !value};
     assert_rc(anchor_update(g.esys, dir, t, &c, 1, &err), want, &err);
     assert_nothing_loaded();
 }
@@ -762,16 +759,14 @@ static void anchor_table(void **state)
 
     /* A TPM that anchors nothing (cleared, or another device's) refuses an existing table. */
     ESYS_TR tr = ESYS_TR_NONE;
-    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
-                                     ESYS_TR_NONE, &tr));
+    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr));
     undefine_nv(&tr);
     anchor_reload(dir, &t, -EBADMSG, "holds no anchor for it");
     /* Someone else's index at our number: left alone. */
     define_nv(ANCHOR_NV_INDEX, TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE, 40, &tr);
     unlink(path);
     anchor_reload(dir, &t, -EEXIST, "not by trustme");
-    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE,
-                                     ESYS_TR_NONE, &tr));
+    assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr));
     undefine_nv(&tr);
     anchor_reload(dir, &t, 0, NULL);
     assert_int_equal(t.version, 0);

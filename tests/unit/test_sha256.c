@@ -28,8 +28,7 @@ static void fips_vectors(void **state)
     expect_hex("", 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     expect_hex("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    expect_hex(two_blocks, strlen(two_blocks),
-               "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    expect_hex(two_blocks, strlen(two_blocks), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
 static void a_million_a(void **state)
@@ -215,9 +214,11 @@ static int use_nettle(void **state)
     return strcmp(tm_sha256_impl(), "nettle") == 0 ? 0 : -1;
 }
 
-#define BOTH(test)                                                                                 \
-    {#test " (best)", test, use_best, use_best, NULL},                                             \
-        {#test " (nettle)", test, use_nettle, use_best, NULL}
+#define BOTH(test)                                          \
+    {#test " (best)", test, use_best, use_best, NULL},      \
+    {                                                       \
+#test " (nettle)", test, use_nettle, use_best, NULL \
+    }
 
 int main(void)
 {

@@ -13,12 +13,18 @@
 #include "state.h"
 
 struct cell {
-    enum cstate next;     /* 0: refused (the state stays) */
+    enum cstate next; /* 0: refused (the state stays) */
     enum caction action;
 };
 
-#define NO {0, ACT_INVALID}
-#define TO(s, a) {CS_##s, ACT_##a}
+#define NO             \
+    {                  \
+        0, ACT_INVALID \
+    }
+#define TO(s, a)        \
+    {                   \
+        CS_##s, ACT_##a \
+    }
 
 /* clang-format off */
 static const struct cell grid[CS_LAST + 1][EV_COUNT] = {
@@ -40,19 +46,19 @@ static void check_row(enum cstate state)
         enum cstate want_next = want->action == ACT_INVALID ? state : want->next;
         struct transition got = state_next(state, (enum cevent)ev);
         if (got.next != want_next || got.action != want->action)
-            print_error("%s + %s: expected (%s, action %d), got (%s, action %d)\n",
-                        state_name(state), event_name((enum cevent)ev), state_name(want_next),
-                        want->action, state_name(got.next), got.action);
+            print_error("%s + %s: expected (%s, action %d), got (%s, action %d)\n", state_name(state),
+                        event_name((enum cevent)ev), state_name(want_next), want->action, state_name(got.next),
+                        got.action);
         assert_int_equal(got.action, want->action);
         assert_int_equal(got.next, want_next);
     }
 }
 
-#define ROW(s, name)                                                                               \
-    static void row_##name(void **state)                                                           \
-    {                                                                                              \
-        (void)state;                                                                               \
-        check_row(s);                                                                              \
+#define ROW(s, name)                     \
+    static void row_##name(void **state) \
+    {                                    \
+        (void)state;                     \
+        check_row(s);                    \
     }
 ROW(CS_STOPPED, stopped)
 ROW(CS_STARTING, starting)
@@ -63,9 +69,9 @@ ROW(CS_STOPPING, stopping)
 
 /* docs/ARCHITECTURE.md's words for the actions. */
 static const char *const action_words[] = {
-    [ACT_NONE] = "–",         [ACT_BEGIN_START] = "begin start", [ACT_STARTED] = "started",
-    [ACT_ABORT_START] = "abort", [ACT_STOP] = "stop",           [ACT_CLEANUP] = "cleanup",
-    [ACT_FREEZE] = "freeze",  [ACT_FROZEN] = "frozen",          [ACT_THAW] = "thaw",
+    [ACT_NONE] = "–",    [ACT_BEGIN_START] = "begin start", [ACT_STARTED] = "started", [ACT_ABORT_START] = "abort",
+    [ACT_STOP] = "stop", [ACT_CLEANUP] = "cleanup",         [ACT_FREEZE] = "freeze",   [ACT_FROZEN] = "frozen",
+    [ACT_THAW] = "thaw",
 };
 
 static char *trim(char *s)
@@ -96,9 +102,8 @@ static void parse_cell(char *text, enum cstate state, enum cevent ev, size_t *ch
     const char *next = trim(text), *action = trim(slash + 3);
     if (strcmp(next, state_name(got.next)) != 0 || got.action == ACT_INVALID ||
         strcmp(action, action_words[got.action]) != 0)
-        print_error("docs: %s + %s is \"%s / %s\", state.c says %s / %s\n", state_name(state),
-                    event_name(ev), next, action, state_name(got.next),
-                    got.action == ACT_INVALID ? "refused" : action_words[got.action]);
+        print_error("docs: %s + %s is \"%s / %s\", state.c says %s / %s\n", state_name(state), event_name(ev), next,
+                    action, state_name(got.next), got.action == ACT_INVALID ? "refused" : action_words[got.action]);
     assert_string_equal(next, state_name(got.next));
     assert_int_not_equal(got.action, ACT_INVALID);
     assert_string_equal(action, action_words[got.action]);
@@ -229,19 +234,24 @@ static void state_names(void **state)
     assert_string_equal(state_name(CS_STOPPING), "stopping");
     assert_string_equal(state_name((enum cstate)0), "unknown");
     assert_string_equal(state_name((enum cstate)(CS_LAST + 1)), "unknown");
-    assert_string_equal(state_name((enum cstate)-1), "unknown");
+    assert_string_equal(state_name((enum cstate) - 1), "unknown");
 }
 
 static void event_names(void **state)
 {
     (void)state;
-    static const char *const want[EV_COUNT] = {
-        [EV_START] = "start", [EV_STARTED] = "started", [EV_START_FAILED] = "start-failed",
-        [EV_STOP] = "stop", [EV_EXITED] = "exited", [EV_FREEZE] = "freeze",
-        [EV_FROZEN] = "frozen", [EV_FREEZE_FAILED] = "freeze-failed", [EV_UNFREEZE] = "unfreeze"};
+    static const char *const want[EV_COUNT] = {[EV_START] = "start",
+                                               [EV_STARTED] = "started",
+                                               [EV_START_FAILED] = "start-failed",
+                                               [EV_STOP] = "stop",
+                                               [EV_EXITED] = "exited",
+                                               [EV_FREEZE] = "freeze",
+                                               [EV_FROZEN] = "frozen",
+                                               [EV_FREEZE_FAILED] = "freeze-failed",
+                                               [EV_UNFREEZE] = "unfreeze"};
     for (int ev = 0; ev < EV_COUNT; ev++)
         assert_string_equal(event_name((enum cevent)ev), want[ev]);
-    assert_string_equal(event_name((enum cevent)-1), "unknown");
+    assert_string_equal(event_name((enum cevent) - 1), "unknown");
     assert_string_equal(event_name(EV_COUNT), "unknown");
 }
 

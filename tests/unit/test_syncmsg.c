@@ -51,8 +51,8 @@ static void recv_one(struct pair *p, tm_sync_msg *msg)
 }
 
 /* Send header + payload as one datagram, optionally with an fd. */
-static void send_raw(struct pair *p, uint32_t magic, uint32_t type, uint32_t len,
-                     const void *payload, size_t payload_len, int pass_fd)
+static void send_raw(struct pair *p, uint32_t magic, uint32_t type, uint32_t len, const void *payload,
+                     size_t payload_len, int pass_fd)
 {
     size_t n = sizeof(struct wire_hdr) + payload_len;
     uint8_t *buf = malloc(n);

@@ -23,14 +23,14 @@
 static struct token_rekeyed rk_unused __attribute__((unused));
 
 /* Expect r == want; on a mismatch, show the message before failing. */
-#define assert_rc(expr, want, err)                                                                 \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ != (want)) {                                                                       \
-            print_error("%s returned %d (%s), expected %d; message: %s\n", #expr, rc_,           \
-                        rc_ < 0 ? strerror(-rc_) : "ok", (want), (err)->msg);                     \
-            fail();                                                                                \
-        }                                                                                          \
+#define assert_rc(expr, want, err)                                                     \
+    do {                                                                               \
+        int rc_ = (expr);                                                              \
+        if (rc_ != (want)) {                                                           \
+            print_error("%s returned %d (%s), expected %d; message: %s\n", #expr, rc_, \
+                        rc_ < 0 ? strerror(-rc_) : "ok", (want), (err)->msg);          \
+            fail();                                                                    \
+        }                                                                              \
     } while (0)
 
 static inline char *tt_mkdtemp(void)
@@ -41,13 +41,15 @@ static inline char *tt_mkdtemp(void)
     return strdup(d);
 }
 
-static inline void tt_path(char out[PATH_MAX], const char *state_dir, const char *uuid,
-                           const char *suffix)
+static inline void tt_path(char out[PATH_MAX], const char *state_dir, const char *uuid, const char *suffix)
 {
     snprintf(out, PATH_MAX, "%s/tokens/%s%s", state_dir, uuid, suffix);
 }
 
-static inline bool tt_exists(const char *path) { return access(path, F_OK) == 0; }
+static inline bool tt_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
 
 static inline char *tt_read(const char *path)
 {

@@ -51,19 +51,17 @@ static int setup(void **state)
     snprintf(tokens, sizeof(tokens), "%s/softhsm", f->dir);
     snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
     assert_int_equal(mkdir(tokens, 0700), 0);
-    snprintf(text, sizeof(text),
-             "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
+    snprintf(text, sizeof(text), "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens);
     tt_write(conf, text);
     setenv("SOFTHSM2_CONF", conf, 1);
-    const char *const init[] = {"softhsm2-util", "--init-token", "--free", "--label", LABEL,
-                                "--pin", T_PIN, "--so-pin", SO_PIN, NULL};
+    const char *const init[] = {"softhsm2-util", "--init-token", "--free",   "--label", LABEL,
+                                "--pin",         T_PIN,          "--so-pin", SO_PIN,    NULL};
     if (run(init) != 0) {
         fprintf(stderr, "softhsm2-util --init-token failed\n");
         return -1;
     }
     f->ctx = (struct token_ctx){.state_dir = f->state};
-    f->spec = (struct token_spec){.type = TOKEN_PKCS11, .pkcs11_module = SOFTHSM_MODULE,
-                                  .pkcs11_label = LABEL};
+    f->spec = (struct token_spec){.type = TOKEN_PKCS11, .pkcs11_module = SOFTHSM_MODULE, .pkcs11_label = LABEL};
     *state = f;
     return 0;
 }
@@ -80,10 +78,10 @@ static int teardown(void **state)
     return 0;
 }
 
-#define NEED_SOFTHSM()                                                                             \
-    do {                                                                                           \
-        if (!have_softhsm)                                                                         \
-            skip();                                                                                \
+#define NEED_SOFTHSM()     \
+    do {                   \
+        if (!have_softhsm) \
+            skip();        \
     } while (0)
 
 static void pair(struct fixture *f, const char *uuid)
@@ -98,8 +96,8 @@ static void new_key(struct fixture *f, struct secret **key, uint8_t blob[KEYWRAP
     assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, key, blob, &err), 0, &err);
 }
 
-static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob,
-                         const struct secret *want, tm_err *err)
+static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob, const struct secret *want,
+                         tm_err *err)
 {
     struct secret *key = NULL;
     int r = token_unwrap(&f->ctx, T_UUID, pin, blob, KEYWRAP_BLOB_LEN, &key, err);
@@ -141,8 +139,10 @@ static bool kek_exists(const char *uuid)
 static bool listed_by_pkcs11_tool(const char *uuid)
 {
     char cmd[1024], line[512];
-    snprintf(cmd, sizeof(cmd), "pkcs11-tool --module %s --token-label %s --login --pin %s "
-             "--list-objects --type secrkey 2>&1", SOFTHSM_MODULE, LABEL, T_PIN);
+    snprintf(cmd, sizeof(cmd),
+             "pkcs11-tool --module %s --token-label %s --login --pin %s "
+             "--list-objects --type secrkey 2>&1",
+             SOFTHSM_MODULE, LABEL, T_PIN);
     FILE *fp = popen(cmd, "r");
     assert_non_null(fp);
     bool found = false, any_output = false;
@@ -173,8 +173,8 @@ static void pair_and_round_trip(void **state)
     char path[PATH_MAX];
     tt_path(path, f->state, T_UUID, ".token");
     _cleanup_free_ char *record = tt_read(path);
-    assert_string_equal(record, "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\""
-                        SOFTHSM_MODULE "\",\"label\":\"" LABEL "\"}}");
+    assert_string_equal(record, "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"" SOFTHSM_MODULE
+                                "\",\"label\":\"" LABEL "\"}}");
     assert_int_equal(tt_status(&f->ctx, T_UUID).type, TOKEN_PKCS11);
     new_key(f, &key, blob);
     assert_memory_equal(blob, "TMWK\x01\x00\x02\x00", 8);
@@ -183,8 +183,7 @@ static void pair_and_round_trip(void **state)
     pair(f, T_UUID2);
     assert_true(kek_exists(T_UUID2));
     struct secret *out = NULL;
-    assert_rc(token_unwrap(&f->ctx, T_UUID2, T_PIN, blob, sizeof(blob), &out, &err), -EBADMSG,
-              &err);
+    assert_rc(token_unwrap(&f->ctx, T_UUID2, T_PIN, blob, sizeof(blob), &out, &err), -EBADMSG, &err);
     assert_err_contains(&err, "does not authenticate");
     secret_free(key);
 }
@@ -230,8 +229,8 @@ static void tampered_blob_fails(void **state)
     pair(f, T_UUID);
     new_key(f, &key, blob);
     /* Nonce, ciphertext and tag: each authenticated by the token's GCM. */
-    static const size_t at[] = {KEYWRAP_NONCE_OFFSET, KEYWRAP_CT_OFFSET, KEYWRAP_CT_OFFSET + 63,
-                                KEYWRAP_TAG_OFFSET, KEYWRAP_BLOB_LEN - 1};
+    static const size_t at[] = {KEYWRAP_NONCE_OFFSET, KEYWRAP_CT_OFFSET, KEYWRAP_CT_OFFSET + 63, KEYWRAP_TAG_OFFSET,
+                                KEYWRAP_BLOB_LEN - 1};
     for (size_t i = 0; i < ARRAY_SIZE(at); i++) {
         blob[at[i]] ^= 0x01;
         assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EBADMSG, &err);
@@ -403,14 +402,14 @@ static void wrong_pins_lock(void **state)
     assert_err_contains(&err, "now locked after 3 wrong PINs");
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EPERM, &err);
     assert_string_equal(err.msg, "locked after 3 wrong PINs: unlock it with the PUK "
-                        "(trustme token unlock)");
+                                 "(trustme token unlock)");
     assert_true(tt_status(&f->ctx, T_UUID).locked);
     /* A locked token is refused before its module is even loaded. */
     char path[PATH_MAX];
     tt_path(path, f->state, T_UUID, ".token");
     _cleanup_free_ char *record = tt_read(path);
     tt_write(path, "{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"/nonexistent.so\","
-             "\"label\":\"" LABEL "\"}}");
+                   "\"label\":\"" LABEL "\"}}");
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EPERM, &err);
     /* An unreachable module is not a wrong PIN, and costs no attempt. */
     assert_rc(token_unlock(&f->ctx, T_UUID, SO_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -ENOENT, &err);
@@ -557,8 +556,11 @@ static void softhsm_mechanisms(void **state)
     NEED_SOFTHSM();
     (void)state;
     struct p11 *p = session(T_PIN);
-    static const struct { CK_MECHANISM_TYPE m; const char *name; } mechs[] = {
-        {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN"}, {CKM_AES_GCM, "CKM_AES_GCM"},
+    static const struct {
+        CK_MECHANISM_TYPE m;
+        const char *name;
+    } mechs[] = {
+        {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN"},   {CKM_AES_GCM, "CKM_AES_GCM"},
         {CKM_AES_KEY_WRAP, "CKM_AES_KEY_WRAP"}, {CKM_AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"},
         {CKM_AES_CBC_PAD, "CKM_AES_CBC_PAD"},
     };
@@ -571,9 +573,8 @@ static void softhsm_mechanisms(void **state)
             printf("  %-22s %s\n", mechs[i].name, p11_rv_name(rv));
             continue;
         }
-        printf("  %-22s keys %lu..%lu bytes, flags 0x%lx%s%s%s%s%s\n", mechs[i].name,
-               (unsigned long)mi.ulMinKeySize, (unsigned long)mi.ulMaxKeySize,
-               (unsigned long)mi.flags, mi.flags & CKF_ENCRYPT ? " encrypt" : "",
+        printf("  %-22s keys %lu..%lu bytes, flags 0x%lx%s%s%s%s%s\n", mechs[i].name, (unsigned long)mi.ulMinKeySize,
+               (unsigned long)mi.ulMaxKeySize, (unsigned long)mi.flags, mi.flags & CKF_ENCRYPT ? " encrypt" : "",
                mi.flags & CKF_DECRYPT ? " decrypt" : "", mi.flags & CKF_WRAP ? " wrap" : "",
                mi.flags & CKF_UNWRAP ? " unwrap" : "", mi.flags & CKF_GENERATE ? " generate" : "");
     }
@@ -587,8 +588,7 @@ int main(void)
 {
     have_softhsm = access(SOFTHSM_MODULE, R_OK) == 0;
     if (!have_softhsm)
-        printf("SKIP: %s is missing (apt-get install softhsm2; scripts/install-deps.sh)\n",
-               SOFTHSM_MODULE);
+        printf("SKIP: %s is missing (apt-get install softhsm2; scripts/install-deps.sh)\n", SOFTHSM_MODULE);
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(pair_and_round_trip),

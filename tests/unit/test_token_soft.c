@@ -46,15 +46,14 @@ static void pair(struct fixture *f, const char *uuid)
 }
 
 /* A new key and its blob, for a token paired with T_PIN. */
-static void new_key(struct fixture *f, const char *pin, struct secret **key,
-                    uint8_t blob[KEYWRAP_BLOB_LEN])
+static void new_key(struct fixture *f, const char *pin, struct secret **key, uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     tm_err err = {0};
     assert_rc(token_new_key(&f->ctx, T_UUID, pin, key, blob, &err), 0, &err);
 }
 
-static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob,
-                         const struct secret *want, tm_err *err)
+static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob, const struct secret *want,
+                         tm_err *err)
 {
     struct secret *key = NULL;
     int r = token_unwrap(&f->ctx, T_UUID, pin, blob, KEYWRAP_BLOB_LEN, &key, err);
@@ -133,8 +132,7 @@ static void pair_checks_arguments(void **state)
     assert_err_contains(&err, "PUK too short: at least 8");
     assert_rc(token_pair(&f->ctx, T_UUID, &soft_spec, T_PIN, NULL, &err), -EINVAL, &err);
     assert_err_contains(&err, "no PUK given");
-    assert_rc(token_pair(&f->ctx, T_UUID, &soft_spec, "12345678", "12345678", &err), -EINVAL,
-              &err);
+    assert_rc(token_pair(&f->ctx, T_UUID, &soft_spec, "12345678", "12345678", &err), -EINVAL, &err);
     assert_err_contains(&err, "PUK must differ from the PIN");
     assert_rc(token_pair(&f->ctx, "../../etc/x", &soft_spec, T_PIN, T_PUK, &err), -EINVAL, &err);
     assert_err_contains(&err, "not a container UUID");
@@ -156,7 +154,10 @@ static void secret_bytes_checked(void **state)
 {
     (void)state;
     tm_err err = {0};
-    assert_rc(token_check_secret_bytes("12\0" "34", 5, &err), -EINVAL, &err);
+    assert_rc(token_check_secret_bytes("12\0"
+                                       "34",
+                                       5, &err),
+              -EINVAL, &err);
     assert_err_contains(&err, "NUL byte");
     assert_rc(token_check_secret_bytes("1234", 4, &err), 0, &err);
     char big[65];
@@ -200,8 +201,7 @@ static void unwrap_of_another_container_fails(void **state)
     pair(f, T_UUID);
     pair(f, T_UUID2);
     new_key(f, T_PIN, &key, blob);
-    assert_rc(token_unwrap(&f->ctx, T_UUID2, T_PIN, blob, sizeof(blob), &out, &err), -EBADMSG,
-              &err);
+    assert_rc(token_unwrap(&f->ctx, T_UUID2, T_PIN, blob, sizeof(blob), &out, &err), -EBADMSG, &err);
     assert_null(out);
     secret_free(key);
 }
@@ -218,8 +218,7 @@ static void malformed_blob_costs_no_attempt(void **state)
     assert_rc(token_unwrap(&f->ctx, T_UUID, "0000", blob, 99, &out, &err), -EINVAL, &err);
     assert_err_contains(&err, "truncated");
     blob[6] = KEYWRAP_TOKEN_PKCS11;
-    assert_rc(token_unwrap(&f->ctx, T_UUID, "0000", blob, sizeof(blob), &out, &err), -EINVAL,
-              &err);
+    assert_rc(token_unwrap(&f->ctx, T_UUID, "0000", blob, sizeof(blob), &out, &err), -EINVAL, &err);
     assert_err_contains(&err, "wrapped by a pkcs11 token, but container");
     assert_int_equal(pin_failures_on_disk(f), 0);
     secret_free(key);
@@ -305,7 +304,7 @@ static void three_wrong_pins_lock(void **state)
     lock(f, blob);
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), -EPERM, &err);
     assert_string_equal(err.msg, "locked after 3 wrong PINs: unlock it with the PUK "
-                        "(trustme token unlock)");
+                                 "(trustme token unlock)");
     assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, &out, blob, &err), -EPERM, &err);
     assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -EPERM, &err);
     struct token_status st = tt_status(&f->ctx, T_UUID);
@@ -491,8 +490,7 @@ static void wrong_puks_block_for_good(void **state)
     for (int i = 1; i <= 10; i++) {
         assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", T_PIN2, NULL, 0, &rk_unused, &err), -EACCES, &err);
         char want[64];
-        snprintf(want, sizeof(want), "wrong PUK: %d %s left", 10 - i,
-                 10 - i == 1 ? "try" : "tries");
+        snprintf(want, sizeof(want), "wrong PUK: %d %s left", 10 - i, 10 - i == 1 ? "try" : "tries");
         if (i < 10)
             assert_string_equal(err.msg, want);
         assert_int_equal(tt_status(&f->ctx, T_UUID).puk_failures, i);
@@ -552,8 +550,7 @@ static void change_pin(void **state)
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
     struct token_rekeyed rk;
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
-              &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
     assert_true(rk.has_wrapped);
     assert_rc(unwrap_expect(f, T_PIN, blob, NULL, &err), -EACCES, &err);
     /* A new KEK: the old blob does not open under it, the re-wrapped one has the same key. */
@@ -587,21 +584,18 @@ static void old_file_and_pin_after_rekey_open_nothing(void **state)
     new_key(f, T_PIN, &key, blob);
     _cleanup_free_ char *old = tt_read(path);
     struct token_rekeyed rk;
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
-              &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
     _cleanup_free_ char *cur = tt_read(path);
     tt_write(path, old);
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err); /* the old pair, as before */
     assert_rc(unwrap_expect(f, T_PIN, rk.wrapped, NULL, &err), -EBADMSG, &err);
     /* nor does the old PUK side reach the new KEK: the old file + PUK gives the old KEK */
     struct token_rekeyed rk2;
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2,
-                           &err), -EBADMSG, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2, &err), -EBADMSG, &err);
     tt_write(path, cur);
     /* after a PUK unlock, likewise */
     _cleanup_free_ char *before_unlock = tt_read(path);
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2,
-                           &err), 0, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "5555", rk.wrapped, sizeof(rk.wrapped), &rk2, &err), 0, &err);
     assert_rc(unwrap_expect(f, "5555", rk2.wrapped, key, &err), 0, &err);
     tt_write(path, before_unlock);
     assert_rc(unwrap_expect(f, T_PIN2, rk2.wrapped, NULL, &err), -EBADMSG, &err);
@@ -625,19 +619,19 @@ static void write_v2(const char *path, const char *pin, const char *puk, const s
         assert_rc(kdf_scrypt(secrets[i], salt, sizeof(salt), 1024, 8, 1, sk, &err), 0, &err);
         assert_rc(kdf_hkdf_sha256(sk, NULL, 0, "trustme soft token slot v2", k, &err), 0, &err);
         snprintf(aad, sizeof(aad), "trustme soft token v2:%s:%s", T_UUID, names[i]);
-        assert_rc(aead_seal(k, nonce, aad, strlen(aad), kek->data, 32, ct, ct + 32, &err), 0,
-                  &err);
+        assert_rc(aead_seal(k, nonce, aad, strlen(aad), kek->data, 32, ct, ct + 32, &err), 0, &err);
         b64_encode(salt, sizeof(salt), bs);
         b64_encode(nonce, sizeof(nonce), bn);
         b64_encode(ct, sizeof(ct), bc);
-        snprintf(slots[i], sizeof(slots[i]), "{\"salt\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}",
-                 bs, bn, bc);
+        snprintf(slots[i], sizeof(slots[i]), "{\"salt\":\"%s\",\"nonce\":\"%s\",\"ct\":\"%s\"}", bs, bn, bc);
         secret_free(sk);
         secret_free(k);
     }
     char file[1024];
-    snprintf(file, sizeof(file), "{\"version\":2,\"kdf\":{\"alg\":\"scrypt\",\"N\":1024,\"r\":8,"
-             "\"p\":1},\"pin\":%s,\"puk\":%s}", slots[0], slots[1]);
+    snprintf(file, sizeof(file),
+             "{\"version\":2,\"kdf\":{\"alg\":\"scrypt\",\"N\":1024,\"r\":8,"
+             "\"p\":1},\"pin\":%s,\"puk\":%s}",
+             slots[0], slots[1]);
     tt_write(path, file);
 }
 
@@ -660,8 +654,7 @@ static void v2_token_works_and_migrates(void **state)
     _cleanup_free_ char *v2 = tt_read(path);
 
     struct token_rekeyed rk;
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
-              &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
     struct soft_token tok;
     assert_rc(soft_token_load(path, &tok, &err), 0, &err);
     assert_int_equal(tok.version, 3);
@@ -669,20 +662,17 @@ static void v2_token_works_and_migrates(void **state)
     assert_rc(unwrap_expect(f, T_PIN2, rk.wrapped, key, &err), 0, &err);
     /* a second change keeps the legacy PUK slot and still re-keys */
     struct token_rekeyed rk2;
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "2580", rk.wrapped, sizeof(rk.wrapped),
-                               &rk2, &err), 0, &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN2, "2580", rk.wrapped, sizeof(rk.wrapped), &rk2, &err), 0, &err);
     assert_rc(unwrap_expect(f, "2580", rk2.wrapped, key, &err), 0, &err);
     _cleanup_free_ char *migrated = tt_read(path);
     /* the PUK opens the migrated file (v2 slot -> old KEK -> private key -> new KEK) */
     struct token_rekeyed rk3;
-    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "1470", rk2.wrapped, sizeof(rk2.wrapped), &rk3,
-                           &err), 0, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, T_PUK, "1470", rk2.wrapped, sizeof(rk2.wrapped), &rk3, &err), 0, &err);
     assert_rc(unwrap_expect(f, "1470", rk3.wrapped, key, &err), 0, &err);
     assert_rc(soft_token_load(path, &tok, &err), 0, &err);
     assert_int_equal(tok.version, 3);
     assert_false(tok.puk_legacy);
-    assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", "1470", NULL, 0, &rk_unused, &err),
-              -EACCES, &err);
+    assert_rc(token_unlock(&f->ctx, T_UUID, "00000000", "1470", NULL, 0, &rk_unused, &err), -EACCES, &err);
     /* the v2 file and its PIN open nothing wrapped since the PUK unlock */
     tt_write(path, v2);
     assert_rc(unwrap_expect(f, T_PIN, rk3.wrapped, NULL, &err), -EBADMSG, &err);
@@ -707,8 +697,7 @@ static void change_is_pending_until_committed(void **state)
     assert_rc(token_files_digest(&f->ctx, T_UUID, cur, &err), 0, &err);
     f->ctx.anchor = cur;
     struct token_rekeyed rk;
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
-              &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
     assert_true(rk.pending);
     assert_true(tt_exists(pending));
     assert_rc(token_files_digest(&f->ctx, T_UUID, now, &err), 0, &err);
@@ -717,8 +706,7 @@ static void change_is_pending_until_committed(void **state)
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
     assert_false(tt_exists(pending));
     /* again, and this time committed */
-    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0,
-              &err);
+    assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, blob, sizeof(blob), &rk, &err), 0, &err);
     _cleanup_free_ char *pending_bytes = tt_read(pending);
     tt_write(pending, "{\"version\":3}"); /* someone else's pending file: not the anchored one */
     assert_rc(token_commit(&f->ctx, T_UUID, rk.pending_sha256, &err), 0, &err);
@@ -846,13 +834,10 @@ static void file_alone_is_no_pin_oracle(void **state)
     assert_rc(soft_token_load(path, &tok, &err), 0, &err);
     const char *guesses[] = {"0000", "1111", T_PIN, "9999"};
     for (size_t i = 0; i < ARRAY_SIZE(guesses); i++) {
-        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], NULL, &kek, &err),
-                  -EACCES, &err);
-        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], other, &kek, &err),
-                  -EACCES, &err);
+        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], NULL, &kek, &err), -EACCES, &err);
+        assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, guesses[i], other, &kek, &err), -EACCES, &err);
     }
-    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PUK, T_PUK, NULL, &kek, &err), -EACCES,
-              &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PUK, T_PUK, NULL, &kek, &err), -EACCES, &err);
     assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, T_PIN, ds, &kek, &err), 0, &err);
     secret_free(kek);
     f->ctx.device_secret = NULL;
@@ -920,8 +905,7 @@ static void tampered_token_file(void **state)
     json_t *pin = json_object_get(o, "pin"), *puk = json_object_get(o, "puk");
     char salt[64], nonce[64], ct[128], puk_slot[512], pin_slot[512];
     snprintf(salt, sizeof(salt), "%s", json_string_value(json_object_get(pin, "salt")));
-    snprintf(nonce, sizeof(nonce), "%s",
-             json_string_value(json_object_get(pin, "nonce")));
+    snprintf(nonce, sizeof(nonce), "%s", json_string_value(json_object_get(pin, "nonce")));
     snprintf(ct, sizeof(ct), "%s", json_string_value(json_object_get(pin, "ct")));
     /* As the library writes them: without escaping "/". */
     _cleanup_free_ char *pin_text = json_dumps(pin, JSON_COMPACT);
@@ -938,7 +922,7 @@ static void tampered_token_file(void **state)
     snprintf(salt15, sizeof(salt15), "%.20s", salt); /* 15 bytes */
     snprintf(salt17, sizeof(salt17), "%.20sAAA=", salt); /* 17 bytes in 24 characters */
     snprintf(nonce_nc, sizeof(nonce_nc), "%s", nonce);
-    nonce_nc[15] = nonce_nc[15] == 'A' ? 'B' : 'A';  /* last character changes value: fine */
+    nonce_nc[15] = nonce_nc[15] == 'A' ? 'B' : 'A'; /* last character changes value: fine */
     snprintf(ct_short, sizeof(ct_short), "%.60s", ct);
     char pin_arr[600];
     snprintf(pin_arr, sizeof(pin_arr), "[%s]", pin_slot);
@@ -974,7 +958,8 @@ static void tampered_token_file(void **state)
         /* review 2: the migration's key box, malformed */
         {"\"version\":3,", "\"version\":3,\"puk_key\":null,", -EINVAL, "$.puk_key: expected an object"},
         {"\"version\":3,", "\"version\":3,\"puk_key\":{},", -EINVAL, "$.puk_key.nonce: required key is missing"},
-        {"\"version\":3,", "\"version\":3,\"puk_key\":{\"nonce\":\"AAAAAAAAAAAAAAAA\",\"ct\":\"A\"},", -EINVAL, "$.puk_key.ct: expected 48 bytes"},
+        {"\"version\":3,", "\"version\":3,\"puk_key\":{\"nonce\":\"AAAAAAAAAAAAAAAA\",\"ct\":\"A\"},", -EINVAL,
+         "$.puk_key.ct: expected 48 bytes"},
         {"\"version\":3,", padded, -EFBIG, "is too large (4"},
         {"\"epk\":\"", "\"epk\":\"A", -EINVAL, "$.sealed.epk: expected 32 bytes"},
         {"\"alg\":\"scrypt\"", "\"alg\":\"argon2id\"", -EINVAL, "$.kdf.alg: must be \"scrypt\""},
@@ -1009,14 +994,12 @@ static void tampered_token_file(void **state)
         tm_err e = {0};
         int r = token_unwrap(&f->ctx, T_UUID, T_PIN, blob, sizeof(blob), &out, &e);
         if (r != c->rc || !strstr(e.msg, c->msg))
-            fail_msg("case %zu (%s): got %d \"%s\", expected %d \"%s\"", i, data, r, e.msg, c->rc,
-                     c->msg);
+            fail_msg("case %zu (%s): got %d \"%s\", expected %d \"%s\"", i, data, r, e.msg, c->rc, c->msg);
         assert_null(out);
         /* A file that does not parse cost no attempt; one that parsed but did not open did. */
         int want = c->rc == -EACCES ? 1 : 0;
         if (pin_failures_on_disk(f) != want)
-            fail_msg("case %zu: %d PIN failures counted, expected %d", i, pin_failures_on_disk(f),
-                     want);
+            fail_msg("case %zu: %d PIN failures counted, expected %d", i, pin_failures_on_disk(f), want);
         tt_write(path, orig);
         assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
     }
@@ -1046,7 +1029,11 @@ static void tampered_tries_file(void **state)
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
     /* Fail closed: counters that cannot be read are not taken as zero. */
-    static const struct { const char *data; int rc; const char *msg; } cases[] = {
+    static const struct {
+        const char *data;
+        int rc;
+        const char *msg;
+    } cases[] = {
         {"{\"pin_failures\":7,\"puk_failures\":0}", -ERANGE, "$.pin_failures: 7 out of range"},
         {"{\"pin_failures\":-1,\"puk_failures\":0}", -ERANGE, "$.pin_failures"},
         {"{\"pin_failures\":0,\"puk_failures\":11}", -ERANGE, "$.puk_failures"},
@@ -1081,17 +1068,22 @@ static void tampered_record(void **state)
     tt_path(path, f->dir, T_UUID, ".token");
     pair(f, T_UUID);
     new_key(f, T_PIN, &key, blob);
-    static const struct { const char *data; int rc; const char *msg; } cases[] = {
+    static const struct {
+        const char *data;
+        int rc;
+        const char *msg;
+    } cases[] = {
         {"{\"version\":1,\"type\":\"tpm\"}", -EINVAL, "$.type: must be \"soft\" or \"pkcs11\""},
         {"{\"version\":3,\"type\":\"soft\"}", -EOPNOTSUPP, "token record version 3"},
         {"{\"version\":1,\"type\":\"soft\",\"pkcs11\":{}}", -EINVAL, "$.pkcs11: not allowed"},
         {"{\"version\":1,\"type\":\"pkcs11\"}", -EINVAL, "$.pkcs11: required key is missing"},
-        {"{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"rel.so\",\"label\":\"a\"}}",
-         -EINVAL, "$.pkcs11.module: must be an absolute path"},
+        {"{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"rel.so\",\"label\":\"a\"}}", -EINVAL,
+         "$.pkcs11.module: must be an absolute path"},
         {"{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"/m.so\"}}", -EINVAL,
          "$.pkcs11: needs \"label\" or \"serial\""},
         {"{\"version\":1,\"type\":\"pkcs11\",\"pkcs11\":{\"module\":\"/m.so\",\"label\":"
-         "\"123456789012345678901234567890123\"}}", -EINVAL, "$.pkcs11.label: string longer"},
+         "\"123456789012345678901234567890123\"}}",
+         -EINVAL, "$.pkcs11.label: string longer"},
         {"{\"version\":1,\"type\":\"soft\"", -EINVAL, "$: document ends"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -1133,16 +1125,14 @@ static void default_kdf_cost(void **state)
     double best = 1e9;
     for (int i = 0; i < 3; i++) {
         double t0 = now_ms();
-        assert_rc(kdf_scrypt(T_PIN, salt, sizeof(salt), TOKEN_SOFT_KDF_N_DEFAULT, 8, 1, k, &err), 0,
-                  &err);
+        assert_rc(kdf_scrypt(T_PIN, salt, sizeof(salt), TOKEN_SOFT_KDF_N_DEFAULT, 8, 1, k, &err), 0, &err);
         double t = now_ms() - t0;
         best = t < best ? t : best;
     }
     double t0 = now_ms();
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), 0, &err);
     double unwrap = now_ms() - t0;
-    printf("scrypt N=2^15 r=8 p=1 (32 MiB): %.1f ms (best of 3); token_unwrap: %.1f ms\n", best,
-           unwrap);
+    printf("scrypt N=2^15 r=8 p=1 (32 MiB): %.1f ms (best of 3); token_unwrap: %.1f ms\n", best, unwrap);
     /* An online attack is bounded by the tries; this only keeps the cost from collapsing. */
     assert_true(best > 5.0);
     secret_free(k);

@@ -22,11 +22,10 @@
 static const char data[] = "GuestOS image: the bytes that were signed\n";
 
 struct pki {
-    EVP_PKEY *root_key, *inter_key, *ec_key, *rsa_key, *other_key, *evil_key, *p384_key,
-        *ed_key, *rsa1024_key;
+    EVP_PKEY *root_key, *inter_key, *ec_key, *rsa_key, *other_key, *evil_key, *p384_key, *ed_key, *rsa1024_key;
     X509 *root, *inter, *leaf_ec, *leaf_rsa;
-    X509 *other_root, *other_inter, *leaf_other;   /* a hierarchy nobody trusts */
-    X509 *evil_root, *evil_inter, *leaf_evil;      /* ... whose root copies our root's name */
+    X509 *other_root, *other_inter, *leaf_other; /* a hierarchy nobody trusts */
+    X509 *evil_root, *evil_inter, *leaf_evil; /* ... whose root copies our root's name */
     X509 *leaf_expired, *leaf_future, *leaf_server, *leaf_no_eku, *leaf_no_ds, *leaf_no_ku;
     X509 *bad_inter, *leaf_under_bad, *self_signed, *leaf_p384, *leaf_ed, *leaf_rsa1024;
     X509_CRL *root_crl, *inter_crl_revoking, *inter_crl_expired;
@@ -40,7 +39,7 @@ struct cert_opts {
     X509 *issuer; /* NULL: self-signed with key */
     EVP_PKEY *issuer_key;
     long not_before, not_after; /* seconds from now */
-    const char *bc, *ku, *eku;  /* extension values; NULL: absent */
+    const char *bc, *ku, *eku; /* extension values; NULL: absent */
     long serial;
 };
 
@@ -58,8 +57,7 @@ static X509 *make_cert(const struct cert_opts *o)
     assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
     ASN1_INTEGER_set(X509_get_serialNumber(x), o->serial ? o->serial : 1);
     X509_NAME *name = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"trustme test", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"trustme test", -1, -1, 0);
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)o->cn, -1, -1, 0);
     X509_set_subject_name(x, name);
     X509_set_issuer_name(x, o->issuer ? X509_get_subject_name(o->issuer) : name);
@@ -83,8 +81,11 @@ static X509 *make_cert(const struct cert_opts *o)
 
 static X509 *make_ca(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key)
 {
-    return make_cert(&(struct cert_opts){.cn = cn, .key = key, .issuer = issuer,
-                                         .issuer_key = issuer_key, .bc = "critical,CA:TRUE",
+    return make_cert(&(struct cert_opts){.cn = cn,
+                                         .key = key,
+                                         .issuer = issuer,
+                                         .issuer_key = issuer_key,
+                                         .bc = "critical,CA:TRUE",
                                          .ku = "critical,keyCertSign,cRLSign"});
 }
 
@@ -98,8 +99,7 @@ static X509 *make_leaf(struct pki *p, struct cert_opts o)
     return make_cert(&o);
 }
 
-#define LEAF_DEFAULTS .bc = "critical,CA:FALSE", .ku = "critical,digitalSignature", \
-                      .eku = "codeSigning"
+#define LEAF_DEFAULTS .bc = "critical,CA:FALSE", .ku = "critical,digitalSignature", .eku = "codeSigning"
 
 static X509_CRL *make_crl(X509 *issuer, EVP_PKEY *key, long revoked_serial, long next_update)
 {
@@ -124,8 +124,7 @@ static X509_CRL *make_crl(X509 *issuer, EVP_PKEY *key, long revoked_serial, long
     ASN1_TIME_free(t);
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, issuer, NULL, NULL, c, 0);
-    X509_EXTENSION *akid = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier,
-                                               "keyid:always");
+    X509_EXTENSION *akid = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
     assert_non_null(akid);
     X509_CRL_add_ext(c, akid, -1);
     X509_EXTENSION_free(akid);
@@ -151,55 +150,49 @@ static int pki_setup(void **state)
 
     p->root = make_ca("Test Root CA", p->root_key, NULL, NULL);
     p->inter = make_ca("Test Intermediate CA", p->inter_key, p->root, p->root_key);
-    p->leaf_ec = make_leaf(p, (struct cert_opts){.cn = "leaf-ec", .key = p->ec_key, .serial = 100,
-                                                 LEAF_DEFAULTS});
-    p->leaf_rsa = make_leaf(p, (struct cert_opts){.cn = "leaf-rsa", .key = p->rsa_key,
-                                                  .serial = 101, LEAF_DEFAULTS});
+    p->leaf_ec = make_leaf(p, (struct cert_opts){.cn = "leaf-ec", .key = p->ec_key, .serial = 100, LEAF_DEFAULTS});
+    p->leaf_rsa = make_leaf(p, (struct cert_opts){.cn = "leaf-rsa", .key = p->rsa_key, .serial = 101, LEAF_DEFAULTS});
 
     p->other_root = make_ca("Other Root CA", p->other_key, NULL, NULL);
     p->other_inter = make_ca("Other Intermediate CA", p->other_key, p->other_root, p->other_key);
-    p->leaf_other = make_cert(&(struct cert_opts){.cn = "leaf-other", .key = p->ec_key,
-                                                  .issuer = p->other_inter,
-                                                  .issuer_key = p->other_key, LEAF_DEFAULTS});
+    p->leaf_other = make_cert(&(struct cert_opts){
+        .cn = "leaf-other", .key = p->ec_key, .issuer = p->other_inter, .issuer_key = p->other_key, LEAF_DEFAULTS});
     p->evil_root = make_ca("Test Root CA", p->evil_key, NULL, NULL);
     p->evil_inter = make_ca("Test Intermediate CA", p->evil_key, p->evil_root, p->evil_key);
-    p->leaf_evil = make_cert(&(struct cert_opts){.cn = "leaf-ec", .key = p->ec_key,
-                                                 .issuer = p->evil_inter,
-                                                 .issuer_key = p->evil_key, LEAF_DEFAULTS});
+    p->leaf_evil = make_cert(&(struct cert_opts){
+        .cn = "leaf-ec", .key = p->ec_key, .issuer = p->evil_inter, .issuer_key = p->evil_key, LEAF_DEFAULTS});
 
-    p->leaf_expired = make_leaf(p, (struct cert_opts){.cn = "leaf-expired", .key = p->ec_key,
-                                                      .not_after = DAY, LEAF_DEFAULTS});
-    p->leaf_future = make_leaf(p, (struct cert_opts){.cn = "leaf-future", .key = p->ec_key,
-                                                     .not_before = DAY, LEAF_DEFAULTS});
-    p->leaf_server = make_leaf(p, (struct cert_opts){.cn = "leaf-server", .key = p->ec_key,
+    p->leaf_expired =
+        make_leaf(p, (struct cert_opts){.cn = "leaf-expired", .key = p->ec_key, .not_after = DAY, LEAF_DEFAULTS});
+    p->leaf_future =
+        make_leaf(p, (struct cert_opts){.cn = "leaf-future", .key = p->ec_key, .not_before = DAY, LEAF_DEFAULTS});
+    p->leaf_server = make_leaf(p, (struct cert_opts){.cn = "leaf-server",
+                                                     .key = p->ec_key,
                                                      .bc = "critical,CA:FALSE",
                                                      .ku = "critical,digitalSignature",
                                                      .eku = "serverAuth,clientAuth"});
-    p->leaf_no_eku = make_leaf(p, (struct cert_opts){.cn = "leaf-no-eku", .key = p->ec_key,
-                                                     .bc = "critical,CA:FALSE",
-                                                     .ku = "critical,digitalSignature"});
-    p->leaf_no_ds = make_leaf(p, (struct cert_opts){.cn = "leaf-no-ds", .key = p->ec_key,
+    p->leaf_no_eku = make_leaf(
+        p, (struct cert_opts){
+               .cn = "leaf-no-eku", .key = p->ec_key, .bc = "critical,CA:FALSE", .ku = "critical,digitalSignature"});
+    p->leaf_no_ds = make_leaf(p, (struct cert_opts){.cn = "leaf-no-ds",
+                                                    .key = p->ec_key,
                                                     .bc = "critical,CA:FALSE",
                                                     .ku = "critical,keyAgreement",
                                                     .eku = "codeSigning"});
-    p->leaf_no_ku = make_leaf(p, (struct cert_opts){.cn = "leaf-no-ku", .key = p->ec_key,
-                                                    .bc = "critical,CA:FALSE",
-                                                    .eku = "codeSigning"});
-    p->bad_inter = make_cert(&(struct cert_opts){.cn = "Not a CA", .key = p->inter_key,
-                                                 .issuer = p->root, .issuer_key = p->root_key,
+    p->leaf_no_ku = make_leaf(
+        p, (struct cert_opts){.cn = "leaf-no-ku", .key = p->ec_key, .bc = "critical,CA:FALSE", .eku = "codeSigning"});
+    p->bad_inter = make_cert(&(struct cert_opts){.cn = "Not a CA",
+                                                 .key = p->inter_key,
+                                                 .issuer = p->root,
+                                                 .issuer_key = p->root_key,
                                                  .bc = "critical,CA:FALSE",
                                                  .ku = "critical,digitalSignature"});
-    p->leaf_under_bad = make_cert(&(struct cert_opts){.cn = "leaf-under-bad", .key = p->ec_key,
-                                                      .issuer = p->bad_inter,
-                                                      .issuer_key = p->inter_key, LEAF_DEFAULTS});
-    p->self_signed = make_cert(&(struct cert_opts){.cn = "leaf-self", .key = p->ec_key,
-                                                   LEAF_DEFAULTS});
-    p->leaf_p384 = make_leaf(p, (struct cert_opts){.cn = "leaf-p384", .key = p->p384_key,
-                                                   LEAF_DEFAULTS});
-    p->leaf_ed = make_leaf(p, (struct cert_opts){.cn = "leaf-ed25519", .key = p->ed_key,
-                                                 LEAF_DEFAULTS});
-    p->leaf_rsa1024 = make_leaf(p, (struct cert_opts){.cn = "leaf-rsa1024", .key = p->rsa1024_key,
-                                                      LEAF_DEFAULTS});
+    p->leaf_under_bad = make_cert(&(struct cert_opts){
+        .cn = "leaf-under-bad", .key = p->ec_key, .issuer = p->bad_inter, .issuer_key = p->inter_key, LEAF_DEFAULTS});
+    p->self_signed = make_cert(&(struct cert_opts){.cn = "leaf-self", .key = p->ec_key, LEAF_DEFAULTS});
+    p->leaf_p384 = make_leaf(p, (struct cert_opts){.cn = "leaf-p384", .key = p->p384_key, LEAF_DEFAULTS});
+    p->leaf_ed = make_leaf(p, (struct cert_opts){.cn = "leaf-ed25519", .key = p->ed_key, LEAF_DEFAULTS});
+    p->leaf_rsa1024 = make_leaf(p, (struct cert_opts){.cn = "leaf-rsa1024", .key = p->rsa1024_key, LEAF_DEFAULTS});
 
     p->root_crl = make_crl(p->root, p->root_key, 0, 30 * DAY);
     p->inter_crl_revoking = make_crl(p->inter, p->inter_key, 100, 30 * DAY);
@@ -211,13 +204,12 @@ static int pki_setup(void **state)
 static int pki_teardown(void **state)
 {
     struct pki *p = *state;
-    EVP_PKEY *keys[] = {p->root_key, p->inter_key, p->ec_key, p->rsa_key, p->other_key,
-                        p->evil_key, p->p384_key, p->ed_key, p->rsa1024_key};
-    X509 *certs[] = {p->root, p->inter, p->leaf_ec, p->leaf_rsa, p->other_root, p->other_inter,
-                     p->leaf_other, p->evil_root, p->evil_inter, p->leaf_evil, p->leaf_expired,
-                     p->leaf_future, p->leaf_server, p->leaf_no_eku, p->leaf_no_ds, p->leaf_no_ku,
-                     p->bad_inter, p->leaf_under_bad, p->self_signed, p->leaf_p384, p->leaf_ed,
-                     p->leaf_rsa1024};
+    EVP_PKEY *keys[] = {p->root_key, p->inter_key, p->ec_key, p->rsa_key,    p->other_key,
+                        p->evil_key, p->p384_key,  p->ed_key, p->rsa1024_key};
+    X509 *certs[] = {p->root,        p->inter,       p->leaf_ec,    p->leaf_rsa,    p->other_root,   p->other_inter,
+                     p->leaf_other,  p->evil_root,   p->evil_inter, p->leaf_evil,   p->leaf_expired, p->leaf_future,
+                     p->leaf_server, p->leaf_no_eku, p->leaf_no_ds, p->leaf_no_ku,  p->bad_inter,    p->leaf_under_bad,
+                     p->self_signed, p->leaf_p384,   p->leaf_ed,    p->leaf_rsa1024};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         EVP_PKEY_free(keys[i]);
     for (size_t i = 0; i < sizeof(certs) / sizeof(certs[0]); i++)
@@ -263,19 +255,17 @@ static void pem_crls(struct pem *out, X509_CRL *const *crls)
 
 enum sig_kind { SIG_PLAIN, SIG_PSS, SIG_PSS_MAX_SALT, SIG_PKCS1 };
 
-static size_t sign(EVP_PKEY *key, enum sig_kind kind, const void *msg, size_t len,
-                   uint8_t out[512])
+static size_t sign(EVP_PKEY *key, enum sig_kind kind, const void *msg, size_t len, uint8_t out[512])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
-    assert_int_equal(EVP_DigestSignInit_ex(md, &pctx, EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519
-                                                            ? NULL : "SHA256",
-                                           NULL, NULL, key, NULL), 1);
+    assert_int_equal(EVP_DigestSignInit_ex(md, &pctx, EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519 ? NULL : "SHA256",
+                                           NULL, NULL, key, NULL),
+                     1);
     if (kind == SIG_PSS || kind == SIG_PSS_MAX_SALT) {
         assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
-        assert_int_equal(EVP_PKEY_CTX_set_rsa_pss_saltlen(
-                             pctx, kind == SIG_PSS ? RSA_PSS_SALTLEN_DIGEST : RSA_PSS_SALTLEN_MAX),
-                         1);
+        assert_int_equal(
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, kind == SIG_PSS ? RSA_PSS_SALTLEN_DIGEST : RSA_PSS_SALTLEN_MAX), 1);
     } else if (kind == SIG_PKCS1) {
         assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING), 1);
     }
@@ -327,16 +317,16 @@ static int run(struct req *r, struct verify_result *res, tm_err *err)
     return rc;
 }
 
-#define expect_fail(r, rc, text)                                                                   \
-    do {                                                                                           \
-        struct verify_result res_;                                                                 \
-        tm_err err_ = {0};                                                                         \
-        int got_ = run((r), &res_, &err_);                                                         \
-        if (got_ != (rc)) {                                                                        \
-            print_error("expected %d, got %d: %s\n", (rc), got_, err_.msg);                       \
-            fail();                                                                                \
-        }                                                                                          \
-        assert_err_contains(&err_, (text));                                                        \
+#define expect_fail(r, rc, text)                                            \
+    do {                                                                    \
+        struct verify_result res_;                                          \
+        tm_err err_ = {0};                                                  \
+        int got_ = run((r), &res_, &err_);                                  \
+        if (got_ != (rc)) {                                                 \
+            print_error("expected %d, got %d: %s\n", (rc), got_, err_.msg); \
+            fail();                                                         \
+        }                                                                   \
+        assert_err_contains(&err_, (text));                                 \
     } while (0)
 
 static void expect_ok(struct req *r, struct verify_result *res)
@@ -425,7 +415,8 @@ static void wrong_data(void **state)
     memcpy(other, data, sizeof(data));
     other[0] ^= 1;
     r.rq.data = (const uint8_t *)other;
-    expect_fail(&r, -EBADMSG, "signature does not verify over the data with the signer's EC "
+    expect_fail(&r, -EBADMSG,
+                "signature does not verify over the data with the signer's EC "
                 "P-256 key");
     r.rq.data_len = 0;
     expect_fail(&r, -EBADMSG, "signature does not verify");
@@ -489,16 +480,19 @@ static void untrusted_root(void **state)
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
     PEM_CERTS(&r.anchors, p->other_root);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: unable to get local issuer certificate at "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: unable to get local issuer certificate at "
                 "depth 1 (CN=Test Intermediate CA,O=trustme test)");
     /* A whole other hierarchy, root included: sent is not trusted. */
     PEM_CERTS(&r.chain, p->leaf_other, p->other_inter, p->other_root);
     PEM_CERTS(&r.anchors, p->root);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate in certificate "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: self-signed certificate in certificate "
                 "chain at depth 2 (CN=Other Root CA,O=trustme test)");
     /* A root that copies the trusted root's name does not pass for it. */
     PEM_CERTS(&r.chain, p->leaf_evil, p->evil_inter, p->evil_root);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate in certificate "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: self-signed certificate in certificate "
                 "chain at depth 2 (CN=Test Root CA,O=trustme test)");
     PEM_CERTS(&r.chain, p->leaf_evil, p->evil_inter);
     expect_fail(&r, -EKEYREJECTED, "at depth 1 (CN=Test Intermediate CA,O=trustme test)");
@@ -511,7 +505,8 @@ static void missing_intermediate(void **state)
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->leaf_ec);
     PEM_CERTS(&r.anchors, p->root);
-    expect_fail(&r, -EKEYREJECTED, "unable to get local issuer certificate at depth 0 "
+    expect_fail(&r, -EKEYREJECTED,
+                "unable to get local issuer certificate at depth 0 "
                 "(CN=leaf-ec,O=trustme test)");
 }
 
@@ -525,7 +520,8 @@ static void expired_and_not_yet_valid(void **state)
     PEM_CERTS(&r.anchors, p->root);
     expect_ok(&r, &res); /* today it is valid */
     r.rq.time = time(NULL) + 2 * DAY;
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: certificate has expired at depth 0 "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: certificate has expired at depth 0 "
                 "(CN=leaf-expired,O=trustme test)");
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->leaf_future, p->inter);
@@ -544,7 +540,8 @@ static void intermediate_not_a_ca(void **state)
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->leaf_under_bad, p->bad_inter);
     PEM_CERTS(&r.anchors, p->root);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: invalid CA certificate at depth 1 "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: invalid CA certificate at depth 1 "
                 "(CN=Not a CA,O=trustme test)");
 }
 
@@ -555,7 +552,8 @@ static void self_signed_leaf(void **state)
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->self_signed);
     PEM_CERTS(&r.anchors, p->root);
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate at depth 0 "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: self-signed certificate at depth 0 "
                 "(CN=leaf-self,O=trustme test)");
 }
 
@@ -568,7 +566,8 @@ static void extended_key_usage(void **state)
     req_init(&r, p->ec_key, SIG_PLAIN);
     PEM_CERTS(&r.chain, p->leaf_server, p->inter);
     PEM_CERTS(&r.anchors, p->root);
-    expect_fail(&r, -EKEYREJECTED, "signer certificate's extendedKeyUsage lacks Code Signing "
+    expect_fail(&r, -EKEYREJECTED,
+                "signer certificate's extendedKeyUsage lacks Code Signing "
                 "(1.3.6.1.5.5.7.3.3)");
     r.rq.eku = "serverAuth";
     struct verify_result res;
@@ -606,7 +605,8 @@ static void revoked_leaf(void **state)
     PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
     PEM_CERTS(&r.anchors, p->root);
     PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
-    expect_fail(&r, -EKEYREVOKED, "certificate chain: certificate revoked at depth 0 "
+    expect_fail(&r, -EKEYREVOKED,
+                "certificate chain: certificate revoked at depth 0 "
                 "(CN=leaf-ec,O=trustme test)");
     /* The same CRLs let an unrevoked leaf through. */
     req_init(&r, p->rsa_key, SIG_PSS);
@@ -618,7 +618,8 @@ static void revoked_leaf(void **state)
     /* A revocation status that cannot be established has a code of its own (ENODATA): an
      * installed GuestOS is refused for it like for a revocation. */
     PEM_CRLS(&r.crls, p->inter_crl_revoking);
-    expect_fail(&r, -ENODATA, "unable to get certificate CRL at depth 1 "
+    expect_fail(&r, -ENODATA,
+                "unable to get certificate CRL at depth 1 "
                 "(CN=Test Intermediate CA,O=trustme test)");
     PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_expired);
     expect_fail(&r, -ENODATA, "CRL has expired at depth 0");
@@ -662,7 +663,8 @@ static void leaf_only(void **state)
     /* The chain is verified as in the other modes: anchors only, dates, CRLs. */
     PEM_CERTS(&r.chain, p->leaf_other, p->other_inter, p->other_root);
     r.rq.eku = "codeSigning";
-    expect_fail(&r, -EKEYREJECTED, "certificate chain: self-signed certificate in certificate "
+    expect_fail(&r, -EKEYREJECTED,
+                "certificate chain: self-signed certificate in certificate "
                 "chain at depth 2 (CN=Other Root CA");
     PEM_CERTS(&r.chain, p->leaf_expired, p->inter);
     r.rq.time = time(NULL) + 2 * DAY;
@@ -731,8 +733,7 @@ static void malformed_input(void **state)
     expect_fail(&r, -EINVAL, "certificate 1 is not valid DER");
 
     /* Too long a chain. */
-    PEM_CERTS(&r.chain, p->leaf_ec, p->inter, p->inter, p->inter, p->inter, p->inter, p->inter,
-              p->inter, p->inter);
+    PEM_CERTS(&r.chain, p->leaf_ec, p->inter, p->inter, p->inter, p->inter, p->inter, p->inter, p->inter, p->inter);
     expect_fail(&r, -EINVAL, "signer certificate chain: more than 8 entries");
 
     /* Anchors and CRLs are read as strictly. */
@@ -752,22 +753,14 @@ static void malformed_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(valid_ecdsa),
-        cmocka_unit_test(valid_with_more_anchors_and_root_sent),
-        cmocka_unit_test(valid_rsa_pss),
-        cmocka_unit_test(wrong_data),
-        cmocka_unit_test(wrong_signature),
-        cmocka_unit_test(rsa_needs_pss_with_digest_salt),
-        cmocka_unit_test(unsupported_keys),
-        cmocka_unit_test(untrusted_root),
-        cmocka_unit_test(missing_intermediate),
-        cmocka_unit_test(expired_and_not_yet_valid),
-        cmocka_unit_test(intermediate_not_a_ca),
-        cmocka_unit_test(self_signed_leaf),
-        cmocka_unit_test(extended_key_usage),
-        cmocka_unit_test(key_usage),
-        cmocka_unit_test(revoked_leaf),
-        cmocka_unit_test(leaf_only),
+        cmocka_unit_test(valid_ecdsa),           cmocka_unit_test(valid_with_more_anchors_and_root_sent),
+        cmocka_unit_test(valid_rsa_pss),         cmocka_unit_test(wrong_data),
+        cmocka_unit_test(wrong_signature),       cmocka_unit_test(rsa_needs_pss_with_digest_salt),
+        cmocka_unit_test(unsupported_keys),      cmocka_unit_test(untrusted_root),
+        cmocka_unit_test(missing_intermediate),  cmocka_unit_test(expired_and_not_yet_valid),
+        cmocka_unit_test(intermediate_not_a_ca), cmocka_unit_test(self_signed_leaf),
+        cmocka_unit_test(extended_key_usage),    cmocka_unit_test(key_usage),
+        cmocka_unit_test(revoked_leaf),          cmocka_unit_test(leaf_only),
         cmocka_unit_test(malformed_input),
     };
     return cmocka_run_group_tests_name("verify", tests, pki_setup, pki_teardown);

@@ -44,8 +44,7 @@ static void round_trip_and_refusals(void **state)
     assert_int_equal(x25519_open(other, ds, AAD, &box, &out, &err), -EBADMSG);
     assert_int_equal(x25519_open(priv, ds2, AAD, &box, &out, &err), -EBADMSG);
     assert_int_equal(x25519_open(priv, NULL, AAD, &box, &out, &err), -EBADMSG);
-    assert_int_equal(x25519_open(priv, ds, "trustme soft token v3:x:sealed", &box, &out, &err),
-                     -EBADMSG);
+    assert_int_equal(x25519_open(priv, ds, "trustme soft token v3:x:sealed", &box, &out, &err), -EBADMSG);
     /* every byte of the box matters (the epk through the key agreement and the KDF) */
     for (size_t i = 0; i < sizeof(box); i++) {
         struct x25519_box b = box;
@@ -96,13 +95,12 @@ static void construction_matches_the_documentation(void **state)
     uint8_t key[32];
     EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     EVP_KDF_CTX *kc = EVP_KDF_CTX_new(kdf);
-    OSSL_PARAM p[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ikm, sizeof(ikm)),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, ds->data, ds->len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)"trustme x25519 seal v1",
-                                          strlen("trustme x25519 seal v1")),
-        OSSL_PARAM_construct_end()};
+    OSSL_PARAM p[] = {OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
+                      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, ikm, sizeof(ikm)),
+                      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, ds->data, ds->len),
+                      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (char *)"trustme x25519 seal v1",
+                                                        strlen("trustme x25519 seal v1")),
+                      OSSL_PARAM_construct_end()};
     assert_int_equal(EVP_KDF_derive(kc, key, sizeof(key), p), 1);
     EVP_KDF_CTX_free(kc);
     EVP_KDF_free(kdf);
@@ -111,8 +109,7 @@ static void construction_matches_the_documentation(void **state)
     assert_int_equal(secret_new(32, &k, &err), 0);
     assert_int_equal(secret_new(32, &pt, &err), 0);
     memcpy(k->data, key, 32);
-    assert_int_equal(aead_open(k, box.nonce, AAD, strlen(AAD), box.ct, 32, box.ct + 32, pt, &err),
-                     0);
+    assert_int_equal(aead_open(k, box.nonce, AAD, strlen(AAD), box.ct, 32, box.ct + 32, pt, &err), 0);
     assert_memory_equal(pt->data, kek->data, 32);
     secret_free(k);
     secret_free(pt);

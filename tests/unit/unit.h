@@ -26,8 +26,7 @@ static inline void assert_err_at_(const tm_err *err, const char *path, const cha
     }
 }
 
-static inline void assert_err_contains_(const tm_err *err, const char *text, const char *file,
-                                        int line)
+static inline void assert_err_contains_(const tm_err *err, const char *text, const char *file, int line)
 {
     if (!strstr(err->msg, text)) {
         print_error("error message \"%s\" does not contain \"%s\"\n", err->msg, text);

@@ -25,7 +25,6 @@
 #include "session.h"
 #include "tokens.h"
 
-
 struct container *commands_lookup(struct conn *conn, uint64_t id, const char *ref)
 {
     if (!ref || !ref[0]) {
@@ -50,8 +49,8 @@ static void remove_waiter(struct container *c, uint64_t conn_id, uint64_t req_id
 }
 
 /* Fire ev for a client that waits for its completion (kind); refusals are answered at once. */
-static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, enum cevent ev,
-                          const void *arg, enum wait_kind kind, bool wait)
+static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, enum cevent ev, const void *arg,
+                          enum wait_kind kind, bool wait)
 {
     snprintf(c->actor, sizeof(c->actor), "%s", conn->actor);
     if (wait) /* before firing: the event may complete (or fail) synchronously */
@@ -179,8 +178,10 @@ void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
             conn_send_error(conn, id, err.code, "%s", err.msg);
         return;
     }
-    struct start_args args = {.attach = rq->has_attach && rq->attach, .conn_id = conn->id,
-                              .req_id = id, .pin = rq->has_pin ? &rq->pin : NULL};
+    struct start_args args = {.attach = rq->has_attach && rq->attach,
+                              .conn_id = conn->id,
+                              .req_id = id,
+                              .pin = rq->has_pin ? &rq->pin : NULL};
     /* An attached start is answered by its session (output, then the exit status). */
     fire_and_wait(conn, id, c, EV_START, &args, WAIT_START, !args.attach);
 }
@@ -284,8 +285,7 @@ void cmd_stdin(struct conn *conn, uint64_t id, const Trustme__Request *req)
     struct session *s = session_for(conn, id);
     if (s)
         session_input(s, req->stdin->has_data ? req->stdin->data.data : NULL,
-                      req->stdin->has_data ? req->stdin->data.len : 0,
-                      req->stdin->has_eof && req->stdin->eof);
+                      req->stdin->has_data ? req->stdin->data.len : 0, req->stdin->has_eof && req->stdin->eof);
 }
 
 void cmd_resize(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -312,7 +312,10 @@ void cmd_signal(struct conn *conn, uint64_t id, const Trustme__Request *req)
 
 /* The request table (requests.c) says which of these handles which request, who may send it and
  * what it carries to wipe. */
-void commands_wipe_secrets(Trustme__Request *req) { requests_wipe_secrets(req); }
+void commands_wipe_secrets(Trustme__Request *req)
+{
+    requests_wipe_secrets(req);
+}
 
 void commands_dispatch(struct conn *conn, Trustme__Request *req)
 {
@@ -327,6 +330,8 @@ void commands_dispatch(struct conn *conn, Trustme__Request *req)
         commands_wipe_secrets(req);
         return;
     }
-    conn_send_error(conn, req->id, EOPNOTSUPP, "unknown request (body %d): is this client newer "
-                    "than the daemon?", (int)req->body_case);
+    conn_send_error(conn, req->id, EOPNOTSUPP,
+                    "unknown request (body %d): is this client newer "
+                    "than the daemon?",
+                    (int)req->body_case);
 }

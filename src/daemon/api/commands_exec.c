@@ -90,18 +90,17 @@ void cmd_exec_kill(struct conn *conn, uint64_t id, const Trustme__Request *req)
     while (s && (s->attach || !rq->has_session || s->number != rq->session))
         s = s->next;
     if (!s || s->pidfd < 0) {
-        conn_send_error(conn, id, ENOENT, "%s has no exec session %llu (see trustme exec list %s)",
-                        c->cfg->name, (unsigned long long)rq->session, c->cfg->name);
+        conn_send_error(conn, id, ENOENT, "%s has no exec session %llu (see trustme exec list %s)", c->cfg->name,
+                        (unsigned long long)rq->session, c->cfg->name);
         return;
     }
     int r = (int)syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, 0);
     int e = errno;
     daemon_audit(conn->d, "exec.kill", r < 0 ? "fail" : "ok", c, conn->actor, "session %llu (%s): SIG%s%s%s",
-                 (unsigned long long)s->number, s->what, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
-                 r < 0 ? ": " : "", r < 0 ? strerror(e) : "");
+                 (unsigned long long)s->number, s->what, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?", r < 0 ? ": " : "",
+                 r < 0 ? strerror(e) : "");
     if (r < 0)
-        conn_send_error(conn, id, e, "cannot signal exec session %llu: %s",
-                        (unsigned long long)s->number, strerror(e));
+        conn_send_error(conn, id, e, "cannot signal exec session %llu: %s", (unsigned long long)s->number, strerror(e));
     else
         conn_send_ok(conn, id);
 }

@@ -117,17 +117,19 @@ static int check_update(const struct container *c, const struct container_config
         strcmp(cfg->token.label, c->cfg->token.label) != 0 || strcmp(cfg->token.serial, c->cfg->token.serial) != 0)
         return tm_err_set(err, EINVAL, "$.token: the token cannot be changed by an update");
     if (cfg->data_size_mb != c->cfg->data_size_mb)
-        return tm_err_set(err, EINVAL, "$.data_size_mb: the data volume's size cannot be changed "
+        return tm_err_set(err, EINVAL,
+                          "$.data_size_mb: the data volume's size cannot be changed "
                           "by an update");
     if (cfg->user_namespace != c->cfg->user_namespace)
-        return tm_err_set(err, EINVAL, "$.user_namespace: cannot be changed by an update (the data "
+        return tm_err_set(err, EINVAL,
+                          "$.user_namespace: cannot be changed by an update (the data "
                           "volume's owners would not match)");
     return 0;
 }
 
 /* The end of a create or update: r < 0 refused it (err says why), else c has cfg. */
-static void config_op_done(struct config_op *op, struct container *c, struct container_config *cfg,
-                           bool is_signed, int r, const tm_err *err)
+static void config_op_done(struct config_op *op, struct container *c, struct container_config *cfg, bool is_signed,
+                           int r, const tm_err *err)
 {
     struct daemon *d = op->d;
     struct conn *conn = conn_find(d, op->conn_id);
@@ -140,9 +142,8 @@ static void config_op_done(struct config_op *op, struct container *c, struct con
         return;
     }
     if (op->uuid[0]) {
-        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s%s%llu",
-                     is_signed ? "signed" : "unsigned", cfg->config_version ? ", version " : "",
-                     (unsigned long long)cfg->config_version);
+        daemon_audit(d, "container.update", "ok", c, op->actor, "config %s%s%llu", is_signed ? "signed" : "unsigned",
+                     cfg->config_version ? ", version " : "", (unsigned long long)cfg->config_version);
     } else {
         daemon_audit(d, "container.create", "ok", c, op->actor, "%s %s, config %s, user namespace %s, token %s",
                      cfg->guestos[0] ? "GuestOS" : "rootfs", cfg->guestos[0] ? cfg->guestos : cfg->rootfs,
@@ -151,8 +152,10 @@ static void config_op_done(struct config_op *op, struct container *c, struct con
         if (caps_privileged(cfg)) {
             char names[768];
             caps_names(caps_privileged(cfg), names, sizeof(names));
-            daemon_audit(d, "container.privileged", "ok", c, op->actor, "created without a user "
-                         "namespace, keeping %s", names);
+            daemon_audit(d, "container.privileged", "ok", c, op->actor,
+                         "created without a user "
+                         "namespace, keeping %s",
+                         names);
         }
     }
     if (conn)
@@ -168,8 +171,7 @@ static int update_target(struct config_op *op, struct container **ret, tm_err *e
     if (!c)
         return tm_err_set(err, ENOENT, "the container was removed meanwhile");
     if (state_is_active(c->state) || c->sessions)
-        return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name,
-                          state_name(c->state));
+        return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name, state_name(c->state));
     return 0;
 }
 
@@ -182,19 +184,17 @@ static void update_apply(struct config_op *op)
     op->cfg = NULL;
     int r = update_target(op, &c, &err);
     if (r == 0 && (r = check_update(c, cfg, &err)) == 0)
-        r = container_update(c, cfg, (const char *)op->json.data, op->json.len,
-                             op->is_signed ? &sig : NULL, &err);
+        r = container_update(c, cfg, (const char *)op->json.data, op->json.len, op->is_signed ? &sig : NULL, &err);
     config_op_done(op, c, cfg, op->is_signed, r, &err);
 }
 
-static void on_config_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                               const tm_err *aerr, void *userdata)
+static void on_config_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
+                               void *userdata)
 {
     struct config_op *op = userdata;
     tm_err err = {0};
     if (aerr) {
-        tm_err_set(&err, aerr->code, "the TPM anchor of its config version cannot be written: %s",
-                   aerr->msg);
+        tm_err_set(&err, aerr->code, "the TPM anchor of its config version cannot be written: %s", aerr->msg);
         struct container *c = container_find(d, op->uuid);
         struct container_config *cfg = op->cfg;
         op->cfg = NULL;
@@ -207,23 +207,22 @@ static void on_config_anchored(struct daemon *d, const Trustme__Tpmd__Response *
 /* A versioned update: the new version must be above the one the TPM anchors (which is at least
  * the current config's, unless the config file was restored from an older copy), and is
  * anchored before the config is replaced: an older signed config can never come back. */
-static void on_config_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                             const tm_err *aerr, void *userdata)
+static void on_config_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr, void *userdata)
 {
     struct config_op *op = userdata;
     tm_err err = {0};
     uint64_t anchored = 0;
     int r = 0;
     if (aerr)
-        r = tm_err_set(&err, aerr->code, "the TPM-anchored config version cannot be read: %s",
-                       aerr->msg);
+        r = tm_err_set(&err, aerr->code, "the TPM-anchored config version cannot be read: %s", aerr->msg);
     else
         r = measure_config_anchor_parse(tpmd_anchor_value(resp, op->anchor_name), &anchored, &err);
     if (r == 0 && op->cfg->config_version && op->cfg->config_version <= anchored)
-        r = tm_err_set(&err, ESTALE, "$.config_version: %llu is not above version %llu, which this "
+        r = tm_err_set(&err, ESTALE,
+                       "$.config_version: %llu is not above version %llu, which this "
                        "device's TPM anchors for this container: an older config cannot come "
-                       "back", (unsigned long long)op->cfg->config_version,
-                       (unsigned long long)anchored);
+                       "back",
+                       (unsigned long long)op->cfg->config_version, (unsigned long long)anchored);
     if (r < 0) {
         struct container *c = container_find(d, op->uuid);
         struct container_config *cfg = op->cfg;
@@ -237,7 +236,8 @@ static void on_config_anchor(struct daemon *d, const Trustme__Tpmd__Response *re
     }
     /* An unversioned (unsigned) config, where the policy allows one, drops the anchor. */
     measure_config_anchor_encode(op->cfg->config_version, op->anchor_value);
-    struct tpmd_anchor_entry set = {.name = op->anchor_name, .value = op->anchor_value,
+    struct tpmd_anchor_entry set = {.name = op->anchor_name,
+                                    .value = op->anchor_value,
                                     .len = sizeof(op->anchor_value),
                                     .remove = op->cfg->config_version == 0};
     if (tpmd_anchor_update(d, &set, 1, NULL, 0, on_config_anchored, op, &err) < 0)
@@ -254,29 +254,36 @@ static void config_op_finish(struct config_op *op, bool is_signed)
     struct config_signature sig = {op->sig.data, op->sig.len, (const char *)op->chain.data, op->chain.len};
     int r = config_parse(json, op->json.len, &cfg, &err);
     if (r == 0 && !cfg->guestos[0] && !d->device.allow_unsigned)
-        r = tm_err_set(&err, EPERM, "$.rootfs: a development rootfs is refused by the device "
+        r = tm_err_set(&err, EPERM,
+                       "$.rootfs: a development rootfs is refused by the device "
                        "policy (policy.allow_unsigned); name a GuestOS instead");
     if (r == 0 && !cfg->guestos[0])
         r = volume_check_rootfs(cfg, &err);
     if (r == 0 && caps_privileged(cfg) && !d->device.allow_privileged) {
         char names[768];
         caps_names(caps_privileged(cfg), names, sizeof(names));
-        r = tm_err_set(&err, EPERM, "$.capabilities: %s without a user namespace would reach the "
+        r = tm_err_set(&err, EPERM,
+                       "$.capabilities: %s without a user namespace would reach the "
                        "host (the container's root is the host's root); the device policy refuses "
-                       "privileged containers (device.json policy.allow_privileged)", names);
+                       "privileged containers (device.json policy.allow_privileged)",
+                       names);
     }
     if (r == 0 && is_signed && cfg->config_version == 0)
-        r = tm_err_set(&err, EINVAL, "$.config_version: a signed config needs a version (1, then "
+        r = tm_err_set(&err, EINVAL,
+                       "$.config_version: a signed config needs a version (1, then "
                        "higher with every update), so that an older one cannot be replayed");
     if (r == 0 && op->uuid[0]) {
         if ((r = update_target(op, &c, &err)) == 0 && update_pending(op->uuid))
-            r = tm_err_set(&err, EBUSY, "another update of %s is under way; try again when it is "
-                           "done", c->cfg->name);
-        if (r == 0 && (r = check_update(c, cfg, &err)) == 0 &&
-            cfg->config_version && cfg->config_version <= c->cfg->config_version)
-            r = tm_err_set(&err, ESTALE, "$.config_version: %llu does not raise the current "
-                           "config's version %llu: an update must", (unsigned long long)cfg->config_version,
-                           (unsigned long long)c->cfg->config_version);
+            r = tm_err_set(&err, EBUSY,
+                           "another update of %s is under way; try again when it is "
+                           "done",
+                           c->cfg->name);
+        if (r == 0 && (r = check_update(c, cfg, &err)) == 0 && cfg->config_version &&
+            cfg->config_version <= c->cfg->config_version)
+            r = tm_err_set(&err, ESTALE,
+                           "$.config_version: %llu does not raise the current "
+                           "config's version %llu: an update must",
+                           (unsigned long long)cfg->config_version, (unsigned long long)c->cfg->config_version);
         if (r == 0) {
             /* Through the TPM anchor: also an unversioned config, which may have to drop one. */
             op->cfg = cfg;
@@ -298,8 +305,7 @@ static void config_op_finish(struct config_op *op, bool is_signed)
     config_op_done(op, c, cfg, is_signed, r, &err);
 }
 
-static void on_config_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
-                               void *userdata)
+static void on_config_verified(struct daemon *d, const struct trust_result *res, const tm_err *err, void *userdata)
 {
     struct config_op *op = userdata;
     if (!err) {
@@ -314,9 +320,8 @@ static void on_config_verified(struct daemon *d, const struct trust_result *res,
 }
 
 static void config_request(struct conn *conn, uint64_t id, const char *uuid, protobuf_c_boolean has_json,
-                           const ProtobufCBinaryData *json, protobuf_c_boolean has_sig,
-                           const ProtobufCBinaryData *sig, protobuf_c_boolean has_chain,
-                           const ProtobufCBinaryData *chain)
+                           const ProtobufCBinaryData *json, protobuf_c_boolean has_sig, const ProtobufCBinaryData *sig,
+                           protobuf_c_boolean has_chain, const ProtobufCBinaryData *chain)
 {
     struct daemon *d = conn->d;
     const char *verb = uuid ? "update" : "create";
@@ -326,25 +331,31 @@ static void config_request(struct conn *conn, uint64_t id, const char *uuid, pro
     }
     if (json->len > CONFIG_JSON_MAX || (has_sig && sig->len > SIGNATURE_MAX) ||
         (has_chain && chain->len > CHAIN_PEM_MAX)) {
-        conn_send_error(conn, id, EFBIG, "%s: the config (at most %d bytes), its signature or its "
-                        "chain is too large", verb, CONFIG_JSON_MAX);
+        conn_send_error(conn, id, EFBIG,
+                        "%s: the config (at most %d bytes), its signature or its "
+                        "chain is too large",
+                        verb, CONFIG_JSON_MAX);
         return;
     }
     bool is_signed = has_sig && sig->len > 0;
     if (is_signed != (has_chain && chain->len > 0)) {
-        conn_send_error(conn, id, EINVAL, "%s: a signature needs its certificate chain, and a chain "
-                        "its signature", verb);
+        conn_send_error(conn, id, EINVAL,
+                        "%s: a signature needs its certificate chain, and a chain "
+                        "its signature",
+                        verb);
         return;
     }
     if (!is_signed && d->device.signed_configs) {
         daemon_audit(d, "config.reject", "fail", NULL, conn->actor, "unsigned config");
-        conn_send_error(conn, id, EPERM, "%s: this device accepts only signed configs "
-                        "(policy.signed_configs): give CONFIG.sig and CONFIG.chain.pem", verb);
+        conn_send_error(conn, id, EPERM,
+                        "%s: this device accepts only signed configs "
+                        "(policy.signed_configs): give CONFIG.sig and CONFIG.chain.pem",
+                        verb);
         return;
     }
     struct config_op *op = calloc(1, sizeof(*op));
-    if (!op || dup_bytes(json, &op->json) < 0 || (is_signed && (dup_bytes(sig, &op->sig) < 0 ||
-                                                              dup_bytes(chain, &op->chain) < 0))) {
+    if (!op || dup_bytes(json, &op->json) < 0 ||
+        (is_signed && (dup_bytes(sig, &op->sig) < 0 || dup_bytes(chain, &op->chain) < 0))) {
         if (op)
             config_op_free(op);
         conn_send_error(conn, id, ENOMEM, "out of memory");
@@ -360,17 +371,16 @@ static void config_request(struct conn *conn, uint64_t id, const char *uuid, pro
         return;
     }
     tm_err err = {0};
-    if (trust_verify(d, op->json.data, op->json.len, op->sig.data, op->sig.len,
-                     (const char *)op->chain.data, op->chain.len, CHAIN_GUESTOS, false,
-                     on_config_verified, op, &err) < 0)
+    if (trust_verify(d, op->json.data, op->json.len, op->sig.data, op->sig.len, (const char *)op->chain.data,
+                     op->chain.len, CHAIN_GUESTOS, false, on_config_verified, op, &err) < 0)
         on_config_verified(d, NULL, &err, op);
 }
 
 void cmd_create(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__CreateRequest *rq = req->create;
-    config_request(conn, id, NULL, rq->has_config_json, &rq->config_json, rq->has_signature,
-                   &rq->signature, rq->has_chain_pem, &rq->chain_pem);
+    config_request(conn, id, NULL, rq->has_config_json, &rq->config_json, rq->has_signature, &rq->signature,
+                   rq->has_chain_pem, &rq->chain_pem);
 }
 
 void cmd_update(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -381,8 +391,8 @@ void cmd_update(struct conn *conn, uint64_t id, const Trustme__Request *req)
         conn_send_error(conn, id, ENOENT, "no container \"%s\" (see trustme list)", rq->id ? rq->id : "");
         return;
     }
-    config_request(conn, id, c->uuid, rq->has_config_json, &rq->config_json, rq->has_signature,
-                   &rq->signature, rq->has_chain_pem, &rq->chain_pem);
+    config_request(conn, id, c->uuid, rq->has_config_json, &rq->config_json, rq->has_signature, &rq->signature,
+                   rq->has_chain_pem, &rq->chain_pem);
 }
 
 /* ---- the GuestOS store ------------------------------------------------------------------------ */
@@ -397,8 +407,8 @@ void cmd_guestos_install(struct conn *conn, uint64_t id, const Trustme__Request 
      * the host: resolved inside init's root, so that no error can tell what exists outside. */
     struct container *own = container_find(conn->d, conn->role_uuid);
     tm_err err = {0};
-    _cleanup_close_ int root = own ? container_root_open(own, &err)
-                                   : tm_err_set(&err, ESRCH, "the container is not running");
+    _cleanup_close_ int root =
+        own ? container_root_open(own, &err) : tm_err_set(&err, ESRCH, "the container is not running");
     if (root < 0) {
         conn_send_error(conn, id, err.code, "guestos install: %s", err.msg);
         return;
@@ -431,7 +441,7 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
         n++;
     Trustme__GuestosInfo *infos = calloc(n ? n : 1, sizeof(*infos));
     Trustme__GuestosInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    char (*users)[1024] = calloc(n ? n : 1, sizeof(*users));
+    char(*users)[1024] = calloc(n ? n : 1, sizeof(*users));
     char **user_ptrs = calloc(n ? n : 1, sizeof(char *));
     if (!infos || !ptrs || !users || !user_ptrs) {
         conn_send_error(conn, id, ENOMEM, "out of memory");
@@ -491,8 +501,8 @@ void cmd_guestos_remove(struct conn *conn, uint64_t id, const Trustme__Request *
         conn_send_error(conn, id, err.code, "%s", err.msg);
         return;
     }
-    daemon_audit(conn->d, "guestos.remove", "ok", NULL, conn->actor, "%s%s%llu", rq->name,
-                 version ? "-" : "", (unsigned long long)version);
+    daemon_audit(conn->d, "guestos.remove", "ok", NULL, conn->actor, "%s%s%llu", rq->name, version ? "-" : "",
+                 (unsigned long long)version);
     conn_send_ok(conn, id);
 }
 
@@ -504,8 +514,7 @@ struct ca_op {
     ProtobufCBinaryData pem;
 };
 
-static void on_ca_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
-                           void *userdata)
+static void on_ca_verified(struct daemon *d, const struct trust_result *res, const tm_err *err, void *userdata)
 {
     struct ca_op *op = userdata;
     tm_err e = {0};
@@ -548,8 +557,7 @@ void cmd_ca_register(struct conn *conn, uint64_t id, const Trustme__Request *req
 {
     const Trustme__CaRegisterRequest *rq = req->ca_register;
     if (!rq->has_cert_pem || rq->cert_pem.len == 0 || rq->cert_pem.len > CHAIN_PEM_MAX) {
-        conn_send_error(conn, id, EINVAL, "ca register: give one PEM certificate (at most %d bytes)",
-                        CHAIN_PEM_MAX);
+        conn_send_error(conn, id, EINVAL, "ca register: give one PEM certificate (at most %d bytes)", CHAIN_PEM_MAX);
         return;
     }
     struct ca_op *op = calloc(1, sizeof(*op));
@@ -574,7 +582,8 @@ void cmd_ca_unregister(struct conn *conn, uint64_t id, const Trustme__Request *r
     for (size_t i = 0; ok && i < 64; i++)
         ok = (sha[i] >= '0' && sha[i] <= '9') || (sha[i] >= 'a' && sha[i] <= 'f');
     if (!ok) {
-        conn_send_error(conn, id, EINVAL, "ca unregister: give the CA's SHA-256 (64 lower-case hex "
+        conn_send_error(conn, id, EINVAL,
+                        "ca unregister: give the CA's SHA-256 (64 lower-case hex "
                         "digits, as trustme ca register printed it)");
         return;
     }
@@ -583,8 +592,10 @@ void cmd_ca_unregister(struct conn *conn, uint64_t id, const Trustme__Request *r
     if (unlink(path) < 0) {
         tm_err err = {0};
         if (errno == ENOENT)
-            tm_err_set(&err, ENOENT, "no CA with SHA-256 %s is registered with trustme ca register "
-                       "(CAs listed in device.json trust.guestos_cas are removed there)", sha);
+            tm_err_set(&err, ENOENT,
+                       "no CA with SHA-256 %s is registered with trustme ca register "
+                       "(CAs listed in device.json trust.guestos_cas are removed there)",
+                       sha);
         else
             tm_err_sys(&err, "cannot remove %s", path);
         daemon_audit(d, "ca.unregister", "fail", NULL, conn->actor, "%s: %s", sha, err.msg);

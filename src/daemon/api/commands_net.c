@@ -26,8 +26,7 @@ static struct container *target(struct conn *conn, uint64_t id, const Trustme__I
 static int persist(struct container *c, const char *iface, tm_err *err)
 {
     if (c->config_signed)
-        return tm_err_set(err, EPERM, "%s's config is signed: change it with trustme update",
-                          c->cfg->name);
+        return tm_err_set(err, EPERM, "%s's config is signed: change it with trustme update", c->cfg->name);
     for (size_t i = 0; i < c->cfg->net.nifaces; i++)
         if (strcmp(c->cfg->net.ifaces[i], iface) == 0)
             return 0;
@@ -66,9 +65,8 @@ void cmd_iface_assign(struct conn *conn, uint64_t id, const Trustme__Request *re
     int r = net_iface_assign(c, rq->iface, &err);
     if (r == 0 && rq->persistent && (r = persist(c, rq->iface, &err)) < 0)
         tm_err_prefix(&err, "%s was assigned, but not made persistent", rq->iface);
-    daemon_audit(conn->d, "net.iface.assign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s%s",
-                 rq->iface, rq->persistent ? " (persistent)" : "", r < 0 ? ": " : "",
-                 r < 0 ? err.msg : "");
+    daemon_audit(conn->d, "net.iface.assign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s%s", rq->iface,
+                 rq->persistent ? " (persistent)" : "", r < 0 ? ": " : "", r < 0 ? err.msg : "");
     if (r < 0)
         conn_send_error(conn, id, err.code, "%s", err.msg);
     else
@@ -83,8 +81,8 @@ void cmd_iface_unassign(struct conn *conn, uint64_t id, const Trustme__Request *
         return;
     tm_err err = {0};
     int r = net_iface_unassign(c, rq->iface, &err);
-    daemon_audit(conn->d, "net.iface.unassign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s",
-                 rq->iface, r < 0 ? ": " : "", r < 0 ? err.msg : "");
+    daemon_audit(conn->d, "net.iface.unassign", r < 0 ? "fail" : "ok", c, conn->actor, "%s%s%s", rq->iface,
+                 r < 0 ? ": " : "", r < 0 ? err.msg : "");
     if (r < 0)
         conn_send_error(conn, id, err.code, "%s", err.msg);
     else

@@ -32,21 +32,21 @@ typedef Trustme__Tpmd__Response TpmdResponse;
 struct tpm_op;
 /* Answers the client (conn may be NULL: it is gone) from tpmd's successful answer. Returns 0,
  * or -errno with err set when the answer cannot be used; the caller then reports err. */
-typedef int (*tpm_done_fn)(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                           const TpmdResponse *resp, tm_err *err);
+typedef int (*tpm_done_fn)(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp,
+                           tm_err *err);
 
 struct tpm_op {
     uint64_t conn_id, req_id;
     char actor[48];
-    const char *what;             /* prefix of error messages: "device csr" */
-    const char *audit_event;      /* NULL: not a security-relevant change */
-    char audit_ok[256];           /* the audit detail on success */
+    const char *what; /* prefix of error messages: "device csr" */
+    const char *audit_event; /* NULL: not a security-relevant change */
+    char audit_ok[256]; /* the audit detail on success */
     Trustme__Tpmd__Response__BodyCase expect[2]; /* tpmd's answers that mean success */
     tpm_done_fn done;
 };
 
-static struct tpm_op *op_new(struct conn *conn, uint64_t id, const char *what,
-                             Trustme__Tpmd__Response__BodyCase expect, tpm_done_fn done)
+static struct tpm_op *op_new(struct conn *conn, uint64_t id, const char *what, Trustme__Tpmd__Response__BodyCase expect,
+                             tpm_done_fn done)
 {
     struct tpm_op *op = calloc(1, sizeof(*op));
     if (!op) {
@@ -67,12 +67,10 @@ static void op_fail(struct daemon *d, struct conn *conn, struct tpm_op *op, cons
     if (op->audit_event)
         daemon_audit(d, op->audit_event, "fail", NULL, op->actor, "%s", err->msg);
     if (conn)
-        conn_send_error(conn, op->req_id, err->code > 0 ? err->code : EIO, "%s: %s", op->what,
-                        err->msg);
+        conn_send_error(conn, op->req_id, err->code > 0 ? err->code : EIO, "%s: %s", op->what, err->msg);
 }
 
-static void on_tpmd_reply(struct daemon *d, const TpmdResponse *resp, const tm_err *err,
-                          void *userdata)
+static void on_tpmd_reply(struct daemon *d, const TpmdResponse *resp, const tm_err *err, void *userdata)
 {
     _cleanup_free_ struct tpm_op *op = userdata;
     struct conn *conn = conn_find(d, op->conn_id);
@@ -83,8 +81,7 @@ static void on_tpmd_reply(struct daemon *d, const TpmdResponse *resp, const tm_e
         return;
     }
     if (!resp || (resp->body_case != op->expect[0] && resp->body_case != op->expect[1])) {
-        tm_err_set(&e, EPROTO, "unexpected answer from trustme-tpmd (body %d)",
-                   resp ? (int)resp->body_case : -1);
+        tm_err_set(&e, EPROTO, "unexpected answer from trustme-tpmd (body %d)", resp ? (int)resp->body_case : -1);
         op_fail(d, conn, op, &e);
         return;
     }
@@ -114,8 +111,8 @@ static void send_response(struct conn *conn, uint64_t id, Trustme__Response *res
 
 /* ---- measurements ----------------------------------------------------------------------------- */
 
-static int measurements_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                             const TpmdResponse *resp, tm_err *err)
+static int measurements_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp,
+                             tm_err *err)
 {
     const Trustme__Tpmd__Log *log = resp->log;
     if (!conn)
@@ -166,8 +163,7 @@ static int measurements_done(struct daemon *d, struct conn *conn, struct tpm_op 
 
 void cmd_measurements(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct tpm_op *op = op_new(conn, id, "measurements", TRUSTME__TPMD__RESPONSE__BODY_LOG,
-                               measurements_done);
+    struct tpm_op *op = op_new(conn, id, "measurements", TRUSTME__TPMD__RESPONSE__BODY_LOG, measurements_done);
     if (!op)
         return;
     Trustme__Tpmd__GetLog gl = TRUSTME__TPMD__GET_LOG__INIT;
@@ -179,8 +175,8 @@ void cmd_measurements(struct conn *conn, uint64_t id, const Trustme__Request *re
 
 /* ---- device info ------------------------------------------------------------------------------ */
 
-static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                            const TpmdResponse *resp, tm_err *err)
+static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp,
+                            tm_err *err)
 {
     const Trustme__Tpmd__DeviceInfo *in = resp->device_info;
     if (!conn)
@@ -231,8 +227,7 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
 
 static void ask_device_info(struct conn *conn, uint64_t id, const char *what)
 {
-    struct tpm_op *op = op_new(conn, id, what, TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO,
-                               device_info_done);
+    struct tpm_op *op = op_new(conn, id, what, TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO, device_info_done);
     if (!op)
         return;
     Trustme__Tpmd__GetDeviceInfo gi = TRUSTME__TPMD__GET_DEVICE_INFO__INIT;
@@ -249,8 +244,7 @@ void cmd_device_info(struct conn *conn, uint64_t id, const Trustme__Request *req
 
 /* ---- device csr ------------------------------------------------------------------------------- */
 
-static int csr_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                    const TpmdResponse *resp, tm_err *err)
+static int csr_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp, tm_err *err)
 {
     const Trustme__Tpmd__Csr *csr = resp->csr;
     if (!csr->has_pem || csr->pem.len == 0)
@@ -270,22 +264,25 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
     const char *cn = req->device_csr->common_name ? req->device_csr->common_name : "";
     size_t len = strlen(cn);
     if (len > COMMON_NAME_MAX) {
-        conn_send_error(conn, id, EINVAL, "device csr: the common name has %zu bytes, at most %d "
-                        "are allowed", len, COMMON_NAME_MAX);
+        conn_send_error(conn, id, EINVAL,
+                        "device csr: the common name has %zu bytes, at most %d "
+                        "are allowed",
+                        len, COMMON_NAME_MAX);
         return;
     }
     for (size_t i = 0; i < len; i++)
         if (cn[i] < 0x20 || cn[i] > 0x7e) {
-            conn_send_error(conn, id, EINVAL, "device csr: the common name may hold printable "
-                            "ASCII only (byte %zu is 0x%02x)", i, (unsigned char)cn[i]);
+            conn_send_error(conn, id, EINVAL,
+                            "device csr: the common name may hold printable "
+                            "ASCII only (byte %zu is 0x%02x)",
+                            i, (unsigned char)cn[i]);
             return;
         }
     struct tpm_op *op = op_new(conn, id, "device csr", TRUSTME__TPMD__RESPONSE__BODY_CSR, csr_done);
     if (!op)
         return;
     op->audit_event = "device.csr";
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"",
-             len ? cn : "(default)");
+    snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"", len ? cn : "(default)");
     Trustme__Tpmd__DeviceCsr dc = TRUSTME__TPMD__DEVICE_CSR__INIT;
     dc.common_name = (char *)cn;
     TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
@@ -298,8 +295,8 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
 
 /* The chain is stored: answer with the device info, which shows it. tpmd may answer the install
  * with the info itself, or with Ok, after which it is asked (in order, so it is the new state). */
-static int cert_install_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                             const TpmdResponse *resp, tm_err *err)
+static int cert_install_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp,
+                             tm_err *err)
 {
     if (resp->body_case == TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO)
         return device_info_done(d, conn, op, resp, err);
@@ -312,8 +309,8 @@ static size_t count_certs(const uint8_t *pem, size_t len)
 {
     static const char marker[] = "-----BEGIN CERTIFICATE-----";
     size_t n = 0;
-    for (const uint8_t *p = pem, *end = pem + len;
-         (p = memmem(p, (size_t)(end - p), marker, sizeof(marker) - 1)); p += sizeof(marker) - 1)
+    for (const uint8_t *p = pem, *end = pem + len; (p = memmem(p, (size_t)(end - p), marker, sizeof(marker) - 1));
+         p += sizeof(marker) - 1)
         n++;
     return n;
 }
@@ -326,8 +323,10 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
         return;
     }
     if (rq->chain_pem.len > CHAIN_PEM_MAX) {
-        conn_send_error(conn, id, EFBIG, "device cert install: the chain has %zu bytes, at most %d "
-                        "are allowed", rq->chain_pem.len, CHAIN_PEM_MAX);
+        conn_send_error(conn, id, EFBIG,
+                        "device cert install: the chain has %zu bytes, at most %d "
+                        "are allowed",
+                        rq->chain_pem.len, CHAIN_PEM_MAX);
         return;
     }
     /* Only the shape: whether these are certificates for the AK is tpmd's check. */
@@ -335,21 +334,25 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
     bool encrypted = memmem(rq->chain_pem.data, rq->chain_pem.len, "-----BEGIN " ENROLL_PEM_CERT,
                             strlen("-----BEGIN " ENROLL_PEM_CERT)) != NULL;
     if ((certs == 0 && !encrypted) || memchr(rq->chain_pem.data, '\0', rq->chain_pem.len)) {
-        conn_send_error(conn, id, EINVAL, "device cert install: not PEM certificates (give the "
+        conn_send_error(conn, id, EINVAL,
+                        "device cert install: not PEM certificates (give the "
                         "certificate trustme-pki issued, then its CAs)");
         return;
     }
-    struct tpm_op *op = op_new(conn, id, "device cert install", TRUSTME__TPMD__RESPONSE__BODY_OK,
-                               cert_install_done);
+    struct tpm_op *op = op_new(conn, id, "device cert install", TRUSTME__TPMD__RESPONSE__BODY_OK, cert_install_done);
     if (!op)
         return;
     op->expect[1] = TRUSTME__TPMD__RESPONSE__BODY_DEVICE_INFO;
     op->audit_event = "device.cert.install";
     char sha[TM_SHA256_HEX_LEN + 1];
     tm_sha256_hex(rq->chain_pem.data, rq->chain_pem.len, sha);
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "%scertificate chain of %zu certificate%s "
-             "installed, sha256 of the PEM %s", encrypted ? "AK certificate (credential "
-             "activation) and a " : "", certs, certs == 1 ? "" : "s", sha);
+    snprintf(op->audit_ok, sizeof(op->audit_ok),
+             "%scertificate chain of %zu certificate%s "
+             "installed, sha256 of the PEM %s",
+             encrypted ? "AK certificate (credential "
+                         "activation) and a "
+                       : "",
+             certs, certs == 1 ? "" : "s", sha);
     Trustme__Tpmd__CertInstall ci = TRUSTME__TPMD__CERT_INSTALL__INIT;
     ci.has_chain_pem = true;
     ci.chain_pem = rq->chain_pem;
@@ -361,8 +364,7 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
 
 /* ---- device reseal ---------------------------------------------------------------------------- */
 
-static int reseal_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                       const TpmdResponse *resp, tm_err *err)
+static int reseal_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp, tm_err *err)
 {
     /* The secret goes to scd whether or not the client is still there; trustmed never keeps it. */
     tpmd_secret_deliver(d, resp);
@@ -381,18 +383,20 @@ void cmd_device_reseal(struct conn *conn, uint64_t id, const Trustme__Request *r
         return;
     }
     if (rq->recovery_key.len != RECOVERY_KEY_LEN) {
-        daemon_audit(conn->d, "device.reseal", "fail", NULL, conn->actor,
-                     "a recovery key of %zu bytes", rq->recovery_key.len);
-        conn_send_error(conn, id, EINVAL, "device reseal: the recovery key has %zu bytes, it must "
-                        "have %d", rq->recovery_key.len, RECOVERY_KEY_LEN);
+        daemon_audit(conn->d, "device.reseal", "fail", NULL, conn->actor, "a recovery key of %zu bytes",
+                     rq->recovery_key.len);
+        conn_send_error(conn, id, EINVAL,
+                        "device reseal: the recovery key has %zu bytes, it must "
+                        "have %d",
+                        rq->recovery_key.len, RECOVERY_KEY_LEN);
         return;
     }
-    struct tpm_op *op = op_new(conn, id, "device reseal", TRUSTME__TPMD__RESPONSE__BODY_SECRET,
-                               reseal_done);
+    struct tpm_op *op = op_new(conn, id, "device reseal", TRUSTME__TPMD__RESPONSE__BODY_SECRET, reseal_done);
     if (!op)
         return;
     op->audit_event = "device.reseal";
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "the device storage secret is sealed to the "
+    snprintf(op->audit_ok, sizeof(op->audit_ok),
+             "the device storage secret is sealed to the "
              "current boot state");
     Trustme__Tpmd__Reseal rs = TRUSTME__TPMD__RESEAL__INIT;
     rs.has_recovery_key = true;
@@ -405,8 +409,7 @@ void cmd_device_reseal(struct conn *conn, uint64_t id, const Trustme__Request *r
 
 /* ---- attest ----------------------------------------------------------------------------------- */
 
-static int attest_done(struct daemon *d, struct conn *conn, struct tpm_op *op,
-                       const TpmdResponse *resp, tm_err *err)
+static int attest_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp, tm_err *err)
 {
     if (!conn)
         return 0;
@@ -431,8 +434,8 @@ void cmd_attest(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__AttestRequest *rq = req->attest;
     if (!rq->has_nonce || rq->nonce.len != NONCE_LEN) {
-        conn_send_error(conn, id, EINVAL, "attest: the nonce must be %d random bytes (it has %zu)",
-                        NONCE_LEN, rq->has_nonce ? rq->nonce.len : 0);
+        conn_send_error(conn, id, EINVAL, "attest: the nonce must be %d random bytes (it has %zu)", NONCE_LEN,
+                        rq->has_nonce ? rq->nonce.len : 0);
         return;
     }
     if (rq->n_pcrs > PCR_COUNT) {
@@ -442,8 +445,7 @@ void cmd_attest(struct conn *conn, uint64_t id, const Trustme__Request *req)
     bool seen[PCR_COUNT] = {false};
     for (size_t i = 0; i < rq->n_pcrs; i++) {
         if (rq->pcrs[i] > TM_PCR_MAX) {
-            conn_send_error(conn, id, EINVAL, "attest: PCR %u does not exist (0..%d)", rq->pcrs[i],
-                            TM_PCR_MAX);
+            conn_send_error(conn, id, EINVAL, "attest: PCR %u does not exist (0..%d)", rq->pcrs[i], TM_PCR_MAX);
             return;
         }
         if (seen[rq->pcrs[i]]) {

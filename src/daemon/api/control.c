@@ -49,7 +49,10 @@ struct conn *conn_find(struct daemon *d, uint64_t id)
     return NULL;
 }
 
-bool conn_congested(const struct conn *c) { return tm_buf_pending(&c->out) > CONN_HIGH_WATER; }
+bool conn_congested(const struct conn *c)
+{
+    return tm_buf_pending(&c->out) > CONN_HIGH_WATER;
+}
 
 static void update_events(struct conn *c)
 {
@@ -101,8 +104,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
     update_events(c);
 }
 
-static void send_error(struct conn *c, uint64_t req_id, int code, bool pin_required,
-                       const char *fmt, va_list ap)
+static void send_error(struct conn *c, uint64_t req_id, int code, bool pin_required, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -203,7 +205,6 @@ static void on_partial_timeout(tm_source *src, void *userdata)
     conn_free(c);
 }
 
-
 static bool conn_busy(const struct conn *c)
 {
     if (c->stream_fd >= 0 || tm_buf_pending(&c->out) || guestos_install_serves(c->d, c->id))
@@ -235,8 +236,7 @@ static bool listener_full(const struct listener *l)
 {
     size_t mine, restricted;
     count_conns(l, &mine, &restricted);
-    return mine >= l->max_conns ||
-           (l->role == ROLE_RESTRICTED && restricted >= CONN_MAX_RESTRICTED_TOTAL);
+    return mine >= l->max_conns || (l->role == ROLE_RESTRICTED && restricted >= CONN_MAX_RESTRICTED_TOTAL);
 }
 
 /* At the connection limit, the hang-ups of connections closed a moment ago may still wait in the
@@ -248,8 +248,7 @@ static void reap_hung_up(struct daemon *d)
         next = c->next;
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         int unread = 0;
-        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && ioctl(c->fd, FIONREAD, &unread) == 0 &&
-            unread == 0)
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && ioctl(c->fd, FIONREAD, &unread) == 0 && unread == 0)
             conn_free(c);
     }
 }
@@ -268,7 +267,8 @@ static bool evict_one(struct listener *l)
             victim = c;
     if (!victim)
         return false;
-    log_info_ratelimited(&rl_evicted, "connection %llu (%s): closed for a new client of the "
+    log_info_ratelimited(&rl_evicted,
+                         "connection %llu (%s): closed for a new client of the "
                          "same socket (at its limit of %u, this one %s)",
                          (unsigned long long)victim->id, victim->actor, l->max_conns,
                          tm_frame_partial(&victim->rd) ? "sent half a message" : "was idle");
@@ -293,8 +293,8 @@ static void sweep_idle(tm_source *src, void *userdata)
     for (struct conn *c = d->conns, *next; c; c = next) {
         next = c->next;
         if (!c->closing && now - c->last_active > CONN_IDLE_TIMEOUT_S && !conn_busy(c)) {
-            log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing",
-                                 (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
+            log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing", (unsigned long long)c->id,
+                                 c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
         } else if (c->role == ROLE_RESTRICTED && tm_buf_pending(&c->out) > 0 &&
                    now - c->out_progress > CONN_IDLE_TIMEOUT_S) {
@@ -302,9 +302,10 @@ static void sweep_idle(tm_source *src, void *userdata)
              * forever, holding up to CONN_HIGH_WATER of trustmed's memory and a slot. A
              * restricted client has no session or stream that may rightly wait that long
              * (an admin's `run` may: a terminal stopped with Ctrl-S). */
-            log_info_ratelimited(&rl_idle, "connection %llu (%s): has read none of its replies "
-                                 "for %d s, closing", (unsigned long long)c->id, c->actor,
-                                 CONN_IDLE_TIMEOUT_S);
+            log_info_ratelimited(&rl_idle,
+                                 "connection %llu (%s): has read none of its replies "
+                                 "for %d s, closing",
+                                 (unsigned long long)c->id, c->actor, CONN_IDLE_TIMEOUT_S);
             conn_free(c);
         }
     }
@@ -348,13 +349,14 @@ static bool on_readable(struct conn *c)
             break;
         if (r < 0) {
             if (r == -EMSGSIZE) {
-                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes",
-                                c->rd.max ? c->rd.max : TM_FRAME_MAX);
+                conn_send_error(c, 0, EMSGSIZE, "message larger than %u bytes", c->rd.max ? c->rd.max : TM_FRAME_MAX);
                 c->closing = true; /* the stream cannot be resynchronised */
             } else {
                 if (r == -EPROTO)
-                    log_warn_ratelimited(&rl_partial, "connection %llu (%s): closed in the "
-                                         "middle of a message", (unsigned long long)c->id, c->actor);
+                    log_warn_ratelimited(&rl_partial,
+                                         "connection %llu (%s): closed in the "
+                                         "middle of a message",
+                                         (unsigned long long)c->id, c->actor);
                 conn_free(c);
                 return false;
             }
@@ -438,15 +440,16 @@ static void on_client(int fd, void *userdata)
         /* Rate-limited like refused requests: a process of the container that connects and
          * exits at once is refused too (its pid is gone), as often as it likes. */
         if (listener_audit_due(l, CONTROL_AUDIT_DENIED))
-            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s",
-                         cred.uid, cred.pid, conn_role_name(l->role), why);
+            daemon_audit(d, "control.denied", "denied", owner, NULL, "uid=%u pid=%d role=%s: %s", cred.uid, cred.pid,
+                         conn_role_name(l->role), why);
         close(fd);
         return;
     }
     if (!make_room(l)) {
-        log_warn_ratelimited(&rl_refused, "too many busy control connections on the %s "
-                             "socket%s%s, refusing pid %d", conn_role_name(l->role),
-                             owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
+        log_warn_ratelimited(&rl_refused,
+                             "too many busy control connections on the %s "
+                             "socket%s%s, refusing pid %d",
+                             conn_role_name(l->role), owner ? " of " : "", owner ? owner->cfg->name : "", cred.pid);
         close(fd);
         return;
     }
@@ -467,8 +470,7 @@ static void on_client(int fd, void *userdata)
         c->rd.max = CONN_FRAME_MAX_RESTRICTED;
     /* The pid is the host's; the name says which container's socket it came through. */
     if (owner)
-        snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid,
-                 owner->cfg->name);
+        snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d in %s", cred.uid, cred.pid, owner->cfg->name);
     else
         snprintf(c->actor, sizeof(c->actor), "uid=%u pid=%d", cred.uid, cred.pid);
     c->src = tm_loop_io(d->loop, fd, EPOLLIN | EPOLLRDHUP, on_conn_io, c);
@@ -524,13 +526,13 @@ static void audit_summary(struct audit_limit *al)
     if (al->kind == CONTROL_AUDIT_DENIED)
         daemon_audit(l->d, "control.denied", "denied", owner, "trustmed",
                      "role=%s: %u more refused requests or peers on this socket in %llu s, not recorded "
-                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
-                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+                     "one by one (at most %d per %d s)",
+                     conn_role_name(l->role), al->suppressed, s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
     else
         daemon_audit(l->d, "guestos.install", "fail", owner, "trustmed",
                      "role=%s: %u more failed installs from this socket in %llu s, not recorded "
-                     "one by one (at most %d per %d s)", conn_role_name(l->role), al->suppressed,
-                     s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
+                     "one by one (at most %d per %d s)",
+                     conn_role_name(l->role), al->suppressed, s, CONTROL_AUDIT_BURST, CONTROL_AUDIT_WINDOW_S);
     al->suppressed = 0;
 }
 
@@ -584,8 +586,8 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
         close(fd);
         return tm_err_set(err, ENOMEM, "out of memory");
     }
-    *l = (struct listener){.d = d, .role = role,
-                           .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
+    *l = (struct listener){
+        .d = d, .role = role, .max_conns = role == ROLE_RESTRICTED ? CONN_MAX_RESTRICTED : CONN_MAX_ADMIN};
     snprintf(l->uuid, sizeof(l->uuid), "%s", uuid);
     for (size_t i = 0; i < ARRAY_SIZE(l->audit_limits); i++)
         l->audit_limits[i] = (struct audit_limit){.l = l, .kind = (int)i};
@@ -643,7 +645,8 @@ int control_listen(struct daemon *d, tm_err *err)
     mallopt(M_TRIM_THRESHOLD, LARGE_ALLOC);
     if (!d->device.admin_socket_in_root) {
         log_info("no admin socket in the root namespace (device.json admin_socket_in_root): "
-                 "the device is managed through the core container %s", d->device.core_container);
+                 "the device is managed through the core container %s",
+                 d->device.core_container);
         return 0;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

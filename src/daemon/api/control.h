@@ -39,7 +39,7 @@ enum conn_role { ROLE_ADMIN = 0, ROLE_RESTRICTED = 1 };
 struct listener {
     struct listener *next;
     struct daemon *d;
-    struct tm_acceptor acc;  /* the listening socket and its accept loop */
+    struct tm_acceptor acc; /* the listening socket and its accept loop */
     enum conn_role role;
     char uuid[TM_UUID_STR_LEN + 1]; /* the container it lives in, "" on the host */
     unsigned max_conns;
@@ -49,7 +49,7 @@ struct listener {
         int kind;
         uint64_t window_start;
         unsigned recorded, suppressed;
-        tm_source *timer;   /* writes the summary of those suppressed at the window's end */
+        tm_source *timer; /* writes the summary of those suppressed at the window's end */
     } audit_limits[2];
 };
 
@@ -60,17 +60,17 @@ struct conn {
     int fd;
     tm_source *src;
     struct ucred peer;
-    char actor[48];          /* "uid=0 pid=1234" for the audit log ("... in c0" inside one) */
-    enum conn_role role;     /* its listener's */
+    char actor[48]; /* "uid=0 pid=1234" for the audit log ("... in c0" inside one) */
+    enum conn_role role; /* its listener's */
     char role_uuid[TM_UUID_STR_LEN + 1]; /* its listener's container, "" on the host */
     tm_frame_reader rd;
     tm_buf out;
-    bool closing;            /* close as soon as out is flushed */
-    bool input_paused;       /* a session's stdin is full: read no requests until it drains */
+    bool closing; /* close as soon as out is flushed */
+    bool input_paused; /* a session's stdin is full: read no requests until it drains */
     tm_source *partial_timer;
-    uint64_t last_active;    /* monotonic seconds of the last request */
-    uint64_t out_progress;   /* monotonic seconds output was last written (or none pending) */
-    int stream_fd;           /* file being streamed to the client, or -1 */
+    uint64_t last_active; /* monotonic seconds of the last request */
+    uint64_t out_progress; /* monotonic seconds output was last written (or none pending) */
+    int stream_fd; /* file being streamed to the client, or -1 */
     uint64_t stream_req;
     stream_done_fn stream_done;
 };

@@ -19,8 +19,7 @@ static bool reply_ops_send(struct daemon *d, uint64_t client, uint64_t req_id, T
     return true;
 }
 
-static bool reply_ops_container(struct daemon *d, uint64_t client, uint64_t req_id,
-                                const struct container *c)
+static bool reply_ops_container(struct daemon *d, uint64_t client, uint64_t req_id, const struct container *c)
 {
     struct conn *conn = conn_find(d, client);
     if (!conn)
@@ -63,8 +62,7 @@ static bool reply_ops_restricted(struct daemon *d, uint64_t client)
 static bool reply_ops_install_failure_audit_due(struct daemon *d, uint64_t client)
 {
     struct conn *conn = conn_find(d, client);
-    return !conn || conn->role != ROLE_RESTRICTED ||
-           control_audit_due(conn, CONTROL_AUDIT_INSTALL_FAILED);
+    return !conn || conn->role != ROLE_RESTRICTED || control_audit_due(conn, CONTROL_AUDIT_INSTALL_FAILED);
 }
 
 const struct reply_ops control_reply_ops = {

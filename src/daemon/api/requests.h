@@ -15,9 +15,9 @@ typedef void (*request_handler_fn)(struct conn *conn, uint64_t id, const Trustme
 
 /* What a role may do with a request. */
 enum request_access {
-    REQ_NO = 0,      /* refused: EPERM, audit control.denied */
-    REQ_YES,         /* allowed */
-    REQ_OWN,         /* allowed about the socket's own container only (named by target) */
+    REQ_NO = 0, /* refused: EPERM, audit control.denied */
+    REQ_YES, /* allowed */
+    REQ_OWN, /* allowed about the socket's own container only (named by target) */
     REQ_NOT_LOCKOUT, /* allowed, except on c0 while c0's socket is the only way in
                       * (device.json admin_socket_in_root false): it would lock the admin out */
 };
@@ -27,7 +27,7 @@ enum request_access {
 struct request_row {
     Trustme__Request__BodyCase body;
     request_handler_fn handler;
-    enum request_access admin;      /* the host's admin socket and c0's */
+    enum request_access admin; /* the host's admin socket and c0's */
     enum request_access restricted; /* the socket inside a "control": "restricted" container */
     /* The string field of the body naming the container the request is about ("id"), or NULL
      * for requests about no container (or about a session of the connection). */

@@ -36,14 +36,12 @@ bool roles_container_socket(const struct container *c, enum conn_role *role)
     return false;
 }
 
-static void deny(struct conn *conn, const Trustme__Request *req, const struct container *subject,
-                 const char *msg)
+static void deny(struct conn *conn, const Trustme__Request *req, const struct container *subject, const char *msg)
 {
     const char *target = requests_target(req);
     if (control_audit_due(conn, CONTROL_AUDIT_DENIED))
-        daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor,
-                     "role=%s request=%s%s%s", conn_role_name(conn->role), requests_name(req),
-                     target[0] ? " target=" : "", target);
+        daemon_audit(conn->d, "control.denied", "denied", subject, conn->actor, "role=%s request=%s%s%s",
+                     conn_role_name(conn->role), requests_name(req), target[0] ? " target=" : "", target);
     conn_send_error(conn, req->id, EPERM, "%s", msg);
 }
 
@@ -53,8 +51,8 @@ static bool refuse(struct conn *conn, const Trustme__Request *req, const struct 
 {
     char msg[320];
     if (conn->role == ROLE_RESTRICTED)
-        snprintf(msg, sizeof(msg), "%s is not allowed on this container's control socket (%s)",
-                 requests_name(req), RESTRICTED_ALLOWS);
+        snprintf(msg, sizeof(msg), "%s is not allowed on this container's control socket (%s)", requests_name(req),
+                 RESTRICTED_ALLOWS);
     else
         snprintf(msg, sizeof(msg), "%s is not allowed on this socket (role %s)", requests_name(req),
                  conn_role_name(conn->role));
@@ -71,8 +69,10 @@ static bool permit_own(struct conn *conn, const Trustme__Request *req, struct co
     if (c && c == own)
         return true;
     char msg[320];
-    snprintf(msg, sizeof(msg), "%s of another container is not allowed on this container's control "
-             "socket (%s)", requests_name(req), RESTRICTED_ALLOWS);
+    snprintf(msg, sizeof(msg),
+             "%s of another container is not allowed on this container's control "
+             "socket (%s)",
+             requests_name(req), RESTRICTED_ALLOWS);
     deny(conn, req, own, msg);
     return false;
 }
@@ -90,15 +90,18 @@ static bool permit_not_lockout(struct conn *conn, const Trustme__Request *req)
         return true;
     const char *done = req->body_case == TRUSTME__REQUEST__BODY_STOP     ? "stopped"
                        : req->body_case == TRUSTME__REQUEST__BODY_FREEZE ? "frozen"
-                                                                          : NULL;
+                                                                         : NULL;
     char msg[320];
     if (done)
-        snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
-                 "(device.json admin_socket_in_root is false): it cannot be %s", c->cfg->name, done);
+        snprintf(msg, sizeof(msg),
+                 "%s is the core container and the only way to manage this device "
+                 "(device.json admin_socket_in_root is false): it cannot be %s",
+                 c->cfg->name, done);
     else
-        snprintf(msg, sizeof(msg), "%s is the core container and the only way to manage this device "
-                 "(device.json admin_socket_in_root is false): %s is not allowed on it", c->cfg->name,
-                 requests_name(req));
+        snprintf(msg, sizeof(msg),
+                 "%s is the core container and the only way to manage this device "
+                 "(device.json admin_socket_in_root is false): %s is not allowed on it",
+                 c->cfg->name, requests_name(req));
     deny(conn, req, c, msg);
     return false;
 }
@@ -109,8 +112,7 @@ bool roles_permit(struct conn *conn, const Trustme__Request *req)
     struct container *own = conn->role == ROLE_RESTRICTED ? container_find(conn->d, conn->role_uuid) : NULL;
     const struct request_row *row = requests_row(req->body_case);
     /* A body this daemon does not know: the admin hears so from dispatch, others are refused. */
-    enum request_access access = row ? requests_access(row, conn->role)
-                                     : conn->role == ROLE_ADMIN ? REQ_YES : REQ_NO;
+    enum request_access access = row ? requests_access(row, conn->role) : conn->role == ROLE_ADMIN ? REQ_YES : REQ_NO;
     switch (access) {
     case REQ_YES: return true;
     case REQ_OWN: return permit_own(conn, req, own);
@@ -130,8 +132,8 @@ static int ns_of(pid_t pid, struct stat *st)
 /* The peer's pid namespace is the container's or one nested in it (a sandbox inside). The pid
  * is the one the kernel recorded at connect(); with the peer's pidfd (Linux >= 6.5) it is
  * checked to still be that process after the look-up, so a reused pid cannot pass. */
-bool roles_peer_in_container(struct daemon *d, const char *uuid, int fd, const struct ucred *cred,
-                             char *why, size_t size)
+bool roles_peer_in_container(struct daemon *d, const char *uuid, int fd, const struct ucred *cred, char *why,
+                             size_t size)
 {
     struct container *c = container_find(d, uuid);
     struct stat want;

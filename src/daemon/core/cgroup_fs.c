@@ -14,7 +14,7 @@ static const struct {
     const char *name;
     enum cg_controller bit;
 } controller_names[] = {
-    {"memory", CG_MEMORY}, {"pids", CG_PIDS},       {"cpuset", CG_CPUSET},
+    {"memory", CG_MEMORY},   {"pids", CG_PIDS},       {"cpuset", CG_CPUSET},
     {"freezer", CG_FREEZER}, {"devices", CG_DEVICES}, {"cpu", CG_CPU},
 };
 
@@ -57,8 +57,7 @@ int cg_detect(struct cg_layout *l, tm_err *err)
 
 int cg_detect_from(struct cg_layout *l, const char *mountinfo, tm_err *err)
 {
-    *l = (struct cg_layout){.v2 = -1, .memory = -1, .pids = -1, .cpuset = -1, .freezer = -1,
-                            .devices = -1};
+    *l = (struct cg_layout){.v2 = -1, .memory = -1, .pids = -1, .cpuset = -1, .freezer = -1, .devices = -1};
     _cleanup_fclose_ FILE *f = fopen(mountinfo, "re");
     if (!f)
         return tm_err_sys(err, "cannot read %s", mountinfo);
@@ -114,8 +113,7 @@ const char *cg_mode(const struct cg_layout *l)
     return v1 ? "legacy (v1)" : "unified (v2)";
 }
 
-int cg_path(const struct cg_layout *l, size_t i, const char *parent, const char *leaf, char *out,
-            size_t size)
+int cg_path(const struct cg_layout *l, size_t i, const char *parent, const char *leaf, char *out, size_t size)
 {
     int n = leaf ? snprintf(out, size, "%s/%s/%s", l->h[i].mount, parent, leaf)
                  : snprintf(out, size, "%s/%s", l->h[i].mount, parent);
@@ -142,7 +140,7 @@ static int v2_enable_controllers(const struct cg_hierarchy *h, const char *paren
     char rel[256];
     snprintf(rel, sizeof(rel), "%s", parent);
     char *save = NULL;
-    for (char *comp = strtok_r(rel, "/", &save); ; comp = strtok_r(NULL, "/", &save)) {
+    for (char *comp = strtok_r(rel, "/", &save);; comp = strtok_r(NULL, "/", &save)) {
         for (size_t i = 0; i < ARRAY_SIZE(controller_names); i++) {
             if (!(h->controllers & controller_names[i].bit) || controller_names[i].bit == CG_FREEZER ||
                 controller_names[i].bit == CG_DEVICES)
@@ -182,8 +180,7 @@ int cg_init_parent(const struct cg_layout *l, const char *parent, tm_err *err)
             for (char *comp = strtok_r(rel, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
                 size_t len = strlen(sub);
                 snprintf(sub + len, sizeof(sub) - len, "/%s", comp);
-                if ((r = cpuset_inherit(sub, "cpuset.cpus")) < 0 ||
-                    (r = cpuset_inherit(sub, "cpuset.mems")) < 0) {
+                if ((r = cpuset_inherit(sub, "cpuset.cpus")) < 0 || (r = cpuset_inherit(sub, "cpuset.mems")) < 0) {
                     errno = -r;
                     return tm_err_sys(err, "cannot initialise cpuset %s", sub);
                 }
@@ -199,8 +196,8 @@ void cg_remove_parent(const struct cg_layout *l, const char *parent)
 {
     for (size_t i = 0; i < l->n; i++) {
         char dir[PATH_MAX];
-        if (cg_path(l, i, parent, NULL, dir, sizeof(dir)) == 0 && rmdir(dir) < 0 &&
-            errno != ENOENT && errno != EBUSY && errno != ENOTEMPTY)
+        if (cg_path(l, i, parent, NULL, dir, sizeof(dir)) == 0 && rmdir(dir) < 0 && errno != ENOENT && errno != EBUSY &&
+            errno != ENOTEMPTY)
             log_warn("cannot remove cgroup %s: %m", dir);
     }
 }

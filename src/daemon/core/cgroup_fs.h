@@ -29,7 +29,7 @@ struct cg_hierarchy {
 struct cg_layout {
     struct cg_hierarchy h[CG_MAX_HIERARCHIES];
     size_t n;
-    int v2;      /* index of the cgroup2 hierarchy, -1 if none */
+    int v2; /* index of the cgroup2 hierarchy, -1 if none */
     int memory, pids, cpuset, freezer, devices; /* index of the hierarchy providing it, -1 if none */
 };
 
@@ -40,8 +40,7 @@ int cg_detect_from(struct cg_layout *l, const char *mountinfo, tm_err *err);
 /* "legacy (v1)", "unified (v2)" or "hybrid (v1 + v2)". */
 const char *cg_mode(const struct cg_layout *l);
 /* <mount of hierarchy i>/<parent>[/<leaf>] */
-int cg_path(const struct cg_layout *l, size_t i, const char *parent, const char *leaf, char *out,
-            size_t size);
+int cg_path(const struct cg_layout *l, size_t i, const char *parent, const char *leaf, char *out, size_t size);
 /* Create <parent> in every hierarchy and make it usable as a parent of container cgroups
  * (cpuset.cpus/mems in v1, controllers enabled for children in v2). */
 int cg_init_parent(const struct cg_layout *l, const char *parent, tm_err *err);

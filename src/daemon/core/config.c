@@ -11,10 +11,10 @@
 #include "jsonutil.h"
 #include "uuid.h"
 
-static const char *const top_keys[] = {
-    "name", "guestos", "rootfs", "init", "args", "env", "hostname", "memory_limit_mb", "pids_limit", "cpus",
-    "data_size_mb", "devices", "capabilities", "user_namespace", "autostart", "token", "network",
-    "control", "config_version", NULL};
+static const char *const top_keys[] = {"name",         "guestos",  "rootfs",          "init",           "args",
+                                       "env",          "hostname", "memory_limit_mb", "pids_limit",     "cpus",
+                                       "data_size_mb", "devices",  "capabilities",    "user_namespace", "autostart",
+                                       "token",        "network",  "control",         "config_version", NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -138,8 +138,10 @@ static int parse_rootfs(json_t *root, struct container_config *cfg, tm_err *err)
     if ((r = tm_json_get_string(obj, "$.rootfs", "path", true, PATH_MAX - 1, &path, err)) < 0)
         return r;
     if (!config_clean_abs_path(path))
-        return tm_err_set(err, EINVAL, "$.rootfs.path: must be an absolute path without . or .. "
-                          "components, got \"%s\"", path);
+        return tm_err_set(err, EINVAL,
+                          "$.rootfs.path: must be an absolute path without . or .. "
+                          "components, got \"%s\"",
+                          path);
     snprintf(cfg->rootfs, sizeof(cfg->rootfs), "%s", path);
     if ((r = tm_json_get_string(obj, "$.rootfs", "type", false, 16, &type, err)) < 0)
         return r;
@@ -153,14 +155,16 @@ static int parse_rootfs(json_t *root, struct container_config *cfg, tm_err *err)
                 found = true;
             }
         if (!found)
-            return tm_err_set(err, EINVAL, "$.rootfs.type: must be \"auto\", \"dir\", "
-                              "\"squashfs\" or \"erofs\", got \"%s\"", type);
+            return tm_err_set(err, EINVAL,
+                              "$.rootfs.type: must be \"auto\", \"dir\", "
+                              "\"squashfs\" or \"erofs\", got \"%s\"",
+                              type);
     }
     return 0;
 }
 
-int config_parse_strv(json_t *root, const char *path, const char *key, size_t max,
-                      char ***ret, size_t *ret_n, tm_err *err)
+int config_parse_strv(json_t *root, const char *path, const char *key, size_t max, char ***ret, size_t *ret_n,
+                      tm_err *err)
 {
     json_t *arr;
     int r = tm_json_get_array(root, path, key, false, max, &arr, err);
@@ -178,8 +182,7 @@ int config_parse_strv(json_t *root, const char *path, const char *key, size_t ma
         char item[TM_JSON_PATH_MAX];
         const char *s;
         tm_json_path_index(item, sub, i);
-        if ((r = tm_json_expect_string(json_array_get(arr, i), item, CONFIG_ARG_MAX, &s,
-                                       err)) < 0)
+        if ((r = tm_json_expect_string(json_array_get(arr, i), item, CONFIG_ARG_MAX, &s, err)) < 0)
             return r;
         if (!(v[i] = strdup(s)))
             return tm_err_set(err, ENOMEM, "out of memory");
@@ -214,8 +217,10 @@ int config_parse_env(json_t *root, const char *path, char ***ret, size_t *ret_n,
         for (const char *k = key; ok && *k; k++)
             ok = isalnum((unsigned char)*k) || *k == '_';
         if (!ok)
-            return tm_err_set(err, EINVAL, "%s: variable names are letters, digits and _ and do "
-                              "not start with a digit", item);
+            return tm_err_set(err, EINVAL,
+                              "%s: variable names are letters, digits and _ and do "
+                              "not start with a digit",
+                              item);
         const char *s;
         if ((r = tm_json_expect_string(val, item, CONFIG_ARG_MAX, &s, err)) < 0)
             return r;
@@ -252,8 +257,10 @@ static int parse_device(json_t *v, const char *path, struct device_rule *d, tm_e
     for (const char *a = access; ok && *a; a++)
         ok = strchr("rwm", *a) && !strchr(a + 1, *a);
     if (!ok)
-        return tm_err_set(err, EINVAL, "%s.access: must be letters of \"rwm\", each at most once, "
-                          "got \"%s\"", path, access);
+        return tm_err_set(err, EINVAL,
+                          "%s.access: must be letters of \"rwm\", each at most once, "
+                          "got \"%s\"",
+                          path, access);
     snprintf(d->path, sizeof(d->path), "%s", p);
     d->type = type[0];
     d->major = (uint32_t)major;
@@ -279,8 +286,7 @@ static int parse_devices(json_t *root, struct container_config *cfg, tm_err *err
             return r;
         for (size_t j = 0; j < i; j++)
             if (strcmp(cfg->devices[j].path, cfg->devices[i].path) == 0)
-                return tm_err_set(err, EINVAL, "%s.path: \"%s\" is listed twice", path,
-                                  cfg->devices[i].path);
+                return tm_err_set(err, EINVAL, "%s.path: \"%s\" is listed twice", path, cfg->devices[i].path);
         cfg->ndevices++;
     }
     return 0;
@@ -308,8 +314,10 @@ static int parse_caps(json_t *root, struct container_config *cfg, tm_err *err)
             ok = cap_from_name(lower, &cap) == 0 && cap >= 0 && cap < 64;
         }
         if (!ok)
-            return tm_err_set(err, EINVAL, "%s: \"%s\" is not a capability name such as "
-                              "\"CAP_NET_RAW\"", path, s);
+            return tm_err_set(err, EINVAL,
+                              "%s: \"%s\" is not a capability name such as "
+                              "\"CAP_NET_RAW\"",
+                              path, s);
         cfg->caps_keep |= 1ULL << cap;
     }
     return 0;
@@ -337,18 +345,19 @@ static int parse_token(json_t *root, struct container_config *cfg, tm_err *err)
         return 0;
     }
     if (!json_is_string(v) && cfg->data_size_mb == 0)
-        return tm_err_set(err, EINVAL, "$.token: a tmpfs data volume (data_size_mb 0) is not "
+        return tm_err_set(err, EINVAL,
+                          "$.token: a tmpfs data volume (data_size_mb 0) is not "
                           "stored, so it cannot be encrypted; remove \"token\" or give a size");
     if (json_is_string(v)) {
         if (strcmp(json_string_value(v), "none") != 0)
-            return tm_err_set(err, EINVAL, "$.token: a string must be \"none\"; a token is an "
+            return tm_err_set(err, EINVAL,
+                              "$.token: a string must be \"none\"; a token is an "
                               "object such as {\"type\": \"soft\"}");
         t->kind = TOKEN_KIND_NONE;
         return 0;
     }
     if (!json_is_object(v))
-        return tm_err_set(err, EINVAL, "$.token: expected \"none\" or an object, got %s",
-                          tm_json_type_name(v));
+        return tm_err_set(err, EINVAL, "$.token: expected \"none\" or an object, got %s", tm_json_type_name(v));
     static const char *const keys[] = {"type", "kdf_n", "module", "label", "serial", NULL};
     int r;
     const char *type, *s;
@@ -366,8 +375,7 @@ static int parse_token(json_t *root, struct container_config *cfg, tm_err *err)
         static const char *const pkcs11_only[] = {"module", "label", "serial"};
         for (size_t i = 0; i < ARRAY_SIZE(pkcs11_only); i++)
             if ((json_object_get(v, pkcs11_only[i]) != NULL))
-                return tm_err_set(err, EINVAL, "$.token.%s: only for \"type\": \"pkcs11\"",
-                                  pkcs11_only[i]);
+                return tm_err_set(err, EINVAL, "$.token.%s: only for \"type\": \"pkcs11\"", pkcs11_only[i]);
         return 0;
     }
     if (strcmp(type, "pkcs11") != 0)
@@ -405,9 +413,10 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
     if ((r = tm_json_get_string(root, "$", "name", true, 256, &s, err)) < 0)
         return r;
     if (!config_name_valid(s))
-        return tm_err_set(err, EINVAL, "$.name: \"%s\" is not a valid name (1-%d letters, digits, "
-                          "'_', '.', '-', starting with a letter or digit, not a UUID)", s,
-                          CONFIG_NAME_MAX);
+        return tm_err_set(err, EINVAL,
+                          "$.name: \"%s\" is not a valid name (1-%d letters, digits, "
+                          "'_', '.', '-', starting with a letter or digit, not a UUID)",
+                          s, CONFIG_NAME_MAX);
     snprintf(cfg->name, sizeof(cfg->name), "%s", s);
 
     if ((r = parse_guestos(root, cfg, err)) < 0 || (r = parse_rootfs(root, cfg, err)) < 0)
@@ -438,8 +447,10 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         s = cfg->hostname;
     }
     if (!hostname_valid(s))
-        return tm_err_set(err, EINVAL, "$.hostname: \"%s\" is not a valid host name (1-%d letters, "
-                          "digits, '-' and '.')", s, CONFIG_HOSTNAME_MAX);
+        return tm_err_set(err, EINVAL,
+                          "$.hostname: \"%s\" is not a valid host name (1-%d letters, "
+                          "digits, '-' and '.')",
+                          s, CONFIG_HOSTNAME_MAX);
     if (s != cfg->hostname)
         snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
 
@@ -448,8 +459,10 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         return r;
     if (r) {
         if (n != 0 && n < 4)
-            return tm_err_set(err, ERANGE, "$.memory_limit_mb: %lld is too small (0 for no limit, "
-                              "or at least 4)", (long long)n);
+            return tm_err_set(err, ERANGE,
+                              "$.memory_limit_mb: %lld is too small (0 for no limit, "
+                              "or at least 4)",
+                              (long long)n);
         cfg->memory_limit_mb = (uint64_t)n;
     }
     cfg->pids_limit = CONFIG_DEFAULT_PIDS;
@@ -462,8 +475,10 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         return r;
     if (r) {
         if (!cpuset_valid(s))
-            return tm_err_set(err, EINVAL, "$.cpus: \"%s\" is not a CPU list such as \"0\", "
-                              "\"0-1\" or \"0,2-3\"", s);
+            return tm_err_set(err, EINVAL,
+                              "$.cpus: \"%s\" is not a CPU list such as \"0\", "
+                              "\"0-1\" or \"0,2-3\"",
+                              s);
         snprintf(cfg->cpus, sizeof(cfg->cpus), "%s", s);
     }
 
@@ -477,8 +492,10 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         return r;
     if (r) {
         if (n != 0 && n < 8)
-            return tm_err_set(err, ERANGE, "$.data_size_mb: %lld is too small (0 for no persistent "
-                              "volume, or at least 8)", (long long)n);
+            return tm_err_set(err, ERANGE,
+                              "$.data_size_mb: %lld is too small (0 for no persistent "
+                              "volume, or at least 8)",
+                              (long long)n);
         cfg->data_size_mb = (uint64_t)n;
     }
 

@@ -30,8 +30,7 @@ static int parse_ipv4(json_t *v, const char *path, struct in_addr *ret, tm_err *
     if (r < 0)
         return r;
     if (inet_pton(AF_INET, s, ret) != 1)
-        return tm_err_set(err, EINVAL, "%s: \"%s\" is not an IPv4 address such as \"10.223.0.20\"",
-                          path, s);
+        return tm_err_set(err, EINVAL, "%s: \"%s\" is not an IPv4 address such as \"10.223.0.20\"", path, s);
     return 0;
 }
 
@@ -55,17 +54,22 @@ static int parse_mac(json_t *v, const char *path, uint8_t mac[6], tm_err *err)
         return r;
     unsigned b[6];
     char tail;
-    if (strlen(s) != 17 || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
-                                  &b[5], &tail) != 6)
-        return tm_err_set(err, EINVAL, "%s: \"%s\" is not a MAC address such as "
-                          "\"02:54:4d:00:00:14\"", path, s);
+    if (strlen(s) != 17 || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+        return tm_err_set(err, EINVAL,
+                          "%s: \"%s\" is not a MAC address such as "
+                          "\"02:54:4d:00:00:14\"",
+                          path, s);
     for (size_t i = 0; i < 17; i++)
         if ((i % 3 == 2) ? s[i] != ':' : !isxdigit((unsigned char)s[i]))
-            return tm_err_set(err, EINVAL, "%s: \"%s\" is not a MAC address such as "
-                              "\"02:54:4d:00:00:14\"", path, s);
+            return tm_err_set(err, EINVAL,
+                              "%s: \"%s\" is not a MAC address such as "
+                              "\"02:54:4d:00:00:14\"",
+                              path, s);
     if (b[0] & 1)
-        return tm_err_set(err, EINVAL, "%s: \"%s\" is a multicast address; eth0 needs a unicast "
-                          "one", path, s);
+        return tm_err_set(err, EINVAL,
+                          "%s: \"%s\" is a multicast address; eth0 needs a unicast "
+                          "one",
+                          path, s);
     bool zero = true;
     for (int i = 0; i < 6; i++) {
         mac[i] = (uint8_t)b[i];
@@ -88,8 +92,7 @@ static bool domain_valid(const char *s)
     return true;
 }
 
-static int parse_port_number(json_t *obj, const char *path, const char *key, uint16_t *ret,
-                             tm_err *err)
+static int parse_port_number(json_t *obj, const char *path, const char *key, uint16_t *ret, tm_err *err)
 {
     int64_t n;
     int r = tm_json_get_int(obj, path, key, true, 1, 65535, &n, err);
@@ -111,8 +114,7 @@ static int parse_ports(json_t *net, struct net_config *cfg, tm_err *err)
         tm_json_path_index(path, "$.network.ports", i);
         json_t *p = json_array_get(arr, i);
         if (!json_is_object(p))
-            return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path,
-                              tm_json_type_name(p));
+            return tm_err_set(err, EINVAL, "%s: expected an object, got %s", path, tm_json_type_name(p));
         struct net_port *port = &cfg->ports[i];
         const char *proto = "tcp";
         if ((r = tm_json_check_keys(p, path, keys, err)) < 0 ||
@@ -125,17 +127,16 @@ static int parse_ports(json_t *net, struct net_config *cfg, tm_err *err)
         else if (strcmp(proto, "udp") == 0)
             port->proto = IPPROTO_UDP;
         else
-            return tm_err_set(err, EINVAL, "%s.protocol: must be \"tcp\" or \"udp\", got \"%s\"",
-                              path, proto);
+            return tm_err_set(err, EINVAL, "%s.protocol: must be \"tcp\" or \"udp\", got \"%s\"", path, proto);
         cfg->nports++;
     }
     return 0;
 }
 
 /* The items of an optional array (arr NULL when absent), each with its JSON path. */
-#define FOR_EACH_ITEM(key, arr, i, path)                                                           \
-    for (size_t i = 0; i < ((arr) ? json_array_size(arr) : 0) &&                          \
-                       (tm_json_path_index(path, "$.network." key, i), true); i++)
+#define FOR_EACH_ITEM(key, arr, i, path) \
+    for (size_t i = 0;                   \
+         i < ((arr) ? json_array_size(arr) : 0) && (tm_json_path_index(path, "$.network." key, i), true); i++)
 
 static int parse_lists(json_t *net, struct net_config *cfg, tm_err *err)
 {
@@ -146,7 +147,8 @@ static int parse_lists(json_t *net, struct net_config *cfg, tm_err *err)
 
     if ((r = tm_json_get_array(net, "$.network", "dns", false, NET_DNS_MAX, &arr, err)) < 0)
         return r;
-    FOR_EACH_ITEM("dns", arr, i, path) {
+    FOR_EACH_ITEM("dns", arr, i, path)
+    {
         if ((r = parse_ipv4(json_array_get(arr, i), path, &cfg->dns[i], err)) < 0)
             return r;
         cfg->ndns++;
@@ -155,32 +157,34 @@ static int parse_lists(json_t *net, struct net_config *cfg, tm_err *err)
     arr = NULL;
     if ((r = tm_json_get_array(net, "$.network", "search", false, NET_SEARCH_MAX, &arr, err)) < 0)
         return r;
-    FOR_EACH_ITEM("search", arr, i, path) {
+    FOR_EACH_ITEM("search", arr, i, path)
+    {
         if ((r = tm_json_expect_string(json_array_get(arr, i), path, 255, &s, err)) < 0)
             return r;
         if (!domain_valid(s))
-            return tm_err_set(err, EINVAL, "%s: \"%s\" is not a domain name (letters, digits, '-' "
-                              "and '.', at most %d bytes)", path, s, NET_SEARCH_NAME_MAX);
+            return tm_err_set(err, EINVAL,
+                              "%s: \"%s\" is not a domain name (letters, digits, '-' "
+                              "and '.', at most %d bytes)",
+                              path, s, NET_SEARCH_NAME_MAX);
         snprintf(cfg->search[i], sizeof(cfg->search[i]), "%s", s);
         cfg->nsearch++;
     }
     if (cfg->nsearch && !cfg->ndns)
-        return tm_err_set(err, EINVAL, "$.network.search: needs \"dns\" (no resolv.conf is "
+        return tm_err_set(err, EINVAL,
+                          "$.network.search: needs \"dns\" (no resolv.conf is "
                           "written without name servers)");
 
     arr = NULL;
-    if ((r = tm_json_get_array(net, "$.network", "host_ports", false, NET_HOST_PORTS_MAX, &arr,
-                               err)) < 0)
+    if ((r = tm_json_get_array(net, "$.network", "host_ports", false, NET_HOST_PORTS_MAX, &arr, err)) < 0)
         return r;
-    FOR_EACH_ITEM("host_ports", arr, i, path) {
+    FOR_EACH_ITEM("host_ports", arr, i, path)
+    {
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v))
-            return tm_err_set(err, EINVAL, "%s: expected an integer, got %s", path,
-                              tm_json_type_name(v));
+            return tm_err_set(err, EINVAL, "%s: expected an integer, got %s", path, tm_json_type_name(v));
         int64_t n = json_integer_value(v);
         if (n < 1 || n > 65535)
-            return tm_err_set(err, ERANGE, "%s: %lld out of range (allowed 1..65535)", path,
-                              (long long)n);
+            return tm_err_set(err, ERANGE, "%s: %lld out of range (allowed 1..65535)", path, (long long)n);
         for (size_t j = 0; j < i; j++)
             if (cfg->host_ports[j] == n)
                 return tm_err_set(err, EINVAL, "%s: port %lld is listed twice", path, (long long)n);
@@ -191,12 +195,15 @@ static int parse_lists(json_t *net, struct net_config *cfg, tm_err *err)
     arr = NULL;
     if ((r = tm_json_get_array(net, "$.network", "interfaces", false, NET_IFACES_MAX, &arr, err)) < 0)
         return r;
-    FOR_EACH_ITEM("interfaces", arr, i, path) {
+    FOR_EACH_ITEM("interfaces", arr, i, path)
+    {
         if ((r = tm_json_expect_string(json_array_get(arr, i), path, 64, &s, err)) < 0)
             return r;
         if (!config_net_ifname_valid(s))
-            return tm_err_set(err, EINVAL, "%s: \"%s\" is not an interface name (1-%d bytes, no "
-                              "'/', ':' or spaces)", path, s, IF_NAMESIZE - 1);
+            return tm_err_set(err, EINVAL,
+                              "%s: \"%s\" is not an interface name (1-%d bytes, no "
+                              "'/', ':' or spaces)",
+                              path, s, IF_NAMESIZE - 1);
         if (strcmp(s, "lo") == 0)
             return tm_err_set(err, EINVAL, "%s: the loopback interface cannot be moved", path);
         for (size_t j = 0; j < i; j++)
@@ -222,11 +229,10 @@ static int parse_control(json_t *root, enum control_role *ret, tm_err *err)
     return 0;
 }
 
-int config_net_parse(json_t *root, struct net_config *ret, enum control_role *ret_role,
-                     tm_err *err)
+int config_net_parse(json_t *root, struct net_config *ret, enum control_role *ret_role, tm_err *err)
 {
-    static const char *const keys[] = {"mode", "address", "mac", "dns", "search", "ports",
-                                       "host_ports", "interfaces", NULL};
+    static const char *const keys[] = {"mode",  "address",    "mac",        "dns", "search",
+                                       "ports", "host_ports", "interfaces", NULL};
     struct net_config cfg = {.mode = NET_NONE};
     enum control_role role;
     json_t *net, *v;
@@ -243,8 +249,10 @@ int config_net_parse(json_t *root, struct net_config *ret, enum control_role *re
         if (strcmp(mode, "bridged") == 0)
             cfg.mode = NET_BRIDGED;
         else if (strcmp(mode, "none") != 0)
-            return tm_err_set(err, EINVAL, "$.network.mode: must be \"none\" or \"bridged\", got "
-                              "\"%s\"", mode);
+            return tm_err_set(err, EINVAL,
+                              "$.network.mode: must be \"none\" or \"bridged\", got "
+                              "\"%s\"",
+                              mode);
         if (((v = json_object_get(net, "address")) != NULL)) {
             if ((r = parse_ipv4(v, "$.network.address", &cfg.address, err)) < 0)
                 return r;
@@ -258,16 +266,16 @@ int config_net_parse(json_t *root, struct net_config *ret, enum control_role *re
         if ((r = parse_lists(net, &cfg, err)) < 0 || (r = parse_ports(net, &cfg, err)) < 0)
             return r;
         /* What only a bridged container can have (the interfaces work in both modes). */
-        static const char *const bridged_only[] = {"address", "mac", "dns", "search", "ports",
-                                                   "host_ports"};
+        static const char *const bridged_only[] = {"address", "mac", "dns", "search", "ports", "host_ports"};
         for (size_t i = 0; cfg.mode != NET_BRIDGED && i < ARRAY_SIZE(bridged_only); i++)
             if ((json_object_get(net, bridged_only[i]) != NULL))
-                return tm_err_set(err, EINVAL, "$.network.%s: only for \"mode\": \"bridged\"",
-                                  bridged_only[i]);
+                return tm_err_set(err, EINVAL, "$.network.%s: only for \"mode\": \"bridged\"", bridged_only[i]);
         for (size_t i = 0; cfg.mode == NET_BRIDGED && i < cfg.nifaces; i++)
             if (strcmp(cfg.ifaces[i], "eth0") == 0)
-                return tm_err_set(err, EINVAL, "$.network.interfaces[%zu]: \"eth0\" is the bridged "
-                                  "container's own veth end inside", i);
+                return tm_err_set(err, EINVAL,
+                                  "$.network.interfaces[%zu]: \"eth0\" is the bridged "
+                                  "container's own veth end inside",
+                                  i);
     }
     *ret = cfg;
     *ret_role = role;
@@ -292,16 +300,19 @@ static int parse_subnet(const char *s, struct net_device_config *cfg, tm_err *er
     if (*end || inet_pton(AF_INET, buf, &cfg->subnet) != 1)
         goto bad;
     if (prefix < 8 || prefix > 30)
-        return tm_err_set(err, ERANGE, "$.network.subnet: prefix /%lu out of range (allowed 8..30)",
-                          prefix);
+        return tm_err_set(err, ERANGE, "$.network.subnet: prefix /%lu out of range (allowed 8..30)", prefix);
     if (ntohl(cfg->subnet.s_addr) & ~prefix_mask((unsigned)prefix))
-        return tm_err_set(err, EINVAL, "$.network.subnet: \"%s\" has host bits set (the network "
-                          "address of a /%lu)", s, prefix);
+        return tm_err_set(err, EINVAL,
+                          "$.network.subnet: \"%s\" has host bits set (the network "
+                          "address of a /%lu)",
+                          s, prefix);
     cfg->prefix = (unsigned)prefix;
     return 0;
 bad:
-    return tm_err_set(err, EINVAL, "$.network.subnet: \"%s\" is not an IPv4 subnet such as "
-                      "\"10.223.0.0/24\"", s);
+    return tm_err_set(err, EINVAL,
+                      "$.network.subnet: \"%s\" is not an IPv4 subnet such as "
+                      "\"10.223.0.0/24\"",
+                      s);
 }
 
 static int parse_allow(json_t *net, struct net_device_config *cfg, tm_err *err)
@@ -320,13 +331,14 @@ static int parse_allow(json_t *net, struct net_device_config *cfg, tm_err *err)
         tm_json_path_index(path, "$.network.allow", i);
         json_t *pair = json_array_get(arr, i);
         if (!json_is_array(pair) || json_array_size(pair) != 2)
-            return tm_err_set(err, EINVAL, "%s: expected a pair of container names such as "
-                              "[\"web\", \"db\"]", path);
+            return tm_err_set(err, EINVAL,
+                              "%s: expected a pair of container names such as "
+                              "[\"web\", \"db\"]",
+                              path);
         for (size_t k = 0; k < 2; k++) {
             const char *s;
             tm_json_path_index(item, path, k);
-            if ((r = tm_json_expect_string(json_array_get(pair, k), item, 256, &s,
-                                           err)) < 0)
+            if ((r = tm_json_expect_string(json_array_get(pair, k), item, 256, &s, err)) < 0)
                 return r;
             if (!config_name_valid(s))
                 return tm_err_set(err, EINVAL, "%s: \"%s\" is not a valid container name", item, s);
@@ -356,8 +368,10 @@ int config_net_device_parse(json_t *root, struct net_device_config *ret, tm_err 
             return r;
         if (r > 0) {
             if (!config_net_ifname_valid(s))
-                return tm_err_set(err, EINVAL, "$.network.bridge: \"%s\" is not an interface name "
-                                  "(1-%d bytes, no '/', ':' or spaces)", s, IF_NAMESIZE - 1);
+                return tm_err_set(err, EINVAL,
+                                  "$.network.bridge: \"%s\" is not an interface name "
+                                  "(1-%d bytes, no '/', ':' or spaces)",
+                                  s, IF_NAMESIZE - 1);
             if (strcmp(s, "lo") == 0 || strcmp(s, "eth0") == 0)
                 return tm_err_set(err, EINVAL, "$.network.bridge: \"%s\" is taken", s);
             snprintf(cfg.bridge, sizeof(cfg.bridge), "%s", s);
@@ -410,8 +424,10 @@ int config_net_check(const struct net_config *cfg, const struct net_device_confi
 {
     for (size_t i = 0; i < cfg->nifaces; i++)
         if (strcmp(cfg->ifaces[i], dev->bridge) == 0 || config_net_is_veth_name(cfg->ifaces[i]))
-            return tm_err_set(err, EINVAL, "$.network.interfaces[%zu]: \"%s\" is the device's "
-                              "bridge or one of trustme's veths", i, cfg->ifaces[i]);
+            return tm_err_set(err, EINVAL,
+                              "$.network.interfaces[%zu]: \"%s\" is the device's "
+                              "bridge or one of trustme's veths",
+                              i, cfg->ifaces[i]);
     if (cfg->mode != NET_BRIDGED)
         return 0;
     char a[INET_ADDRSTRLEN], net[INET_ADDRSTRLEN];
@@ -421,8 +437,10 @@ int config_net_check(const struct net_config *cfg, const struct net_device_confi
         uint32_t bcast = n | ~prefix_mask(dev->prefix);
         inet_ntop(AF_INET, &cfg->address, a, sizeof(a));
         if (!config_net_in_subnet(dev, cfg->address))
-            return tm_err_set(err, EINVAL, "$.network.address: %s is outside the device's subnet "
-                              "%s/%u", a, net, dev->prefix);
+            return tm_err_set(err, EINVAL,
+                              "$.network.address: %s is outside the device's subnet "
+                              "%s/%u",
+                              a, net, dev->prefix);
         if (h == n || h == bcast)
             return tm_err_set(err, EINVAL, "$.network.address: %s is the %s address of %s/%u", a,
                               h == n ? "network" : "broadcast", net, dev->prefix);
@@ -432,8 +450,9 @@ int config_net_check(const struct net_config *cfg, const struct net_device_confi
     for (size_t i = 0; i < cfg->nports; i++)
         for (size_t j = 0; j < i; j++)
             if (cfg->ports[i].host == cfg->ports[j].host && cfg->ports[i].proto == cfg->ports[j].proto)
-                return tm_err_set(err, EINVAL, "$.network.ports[%zu].host: %s port %u is forwarded "
-                                  "twice", i, cfg->ports[i].proto == IPPROTO_TCP ? "tcp" : "udp",
-                                  cfg->ports[i].host);
+                return tm_err_set(err, EINVAL,
+                                  "$.network.ports[%zu].host: %s port %u is forwarded "
+                                  "twice",
+                                  i, cfg->ports[i].proto == IPPROTO_TCP ? "tcp" : "udp", cfg->ports[i].host);
     return 0;
 }

@@ -19,7 +19,7 @@
 #define NET_ALLOW_MAX 64
 
 enum net_mode {
-    NET_NONE = 0,    /* loopback only (the default) */
+    NET_NONE = 0, /* loopback only (the default) */
     NET_BRIDGED = 1, /* a veth pair, the host end on the device's bridge */
 };
 
@@ -31,15 +31,15 @@ struct net_port {
 /* A container's "network". */
 struct net_config {
     enum net_mode mode;
-    bool has_address;                 /* a fixed address inside the device's subnet */
+    bool has_address; /* a fixed address inside the device's subnet */
     struct in_addr address;
-    bool has_mac;                     /* a fixed MAC for eth0 (unicast) */
+    bool has_mac; /* a fixed MAC for eth0 (unicast) */
     uint8_t mac[6];
-    struct in_addr dns[NET_DNS_MAX];  /* /etc/resolv.conf nameservers; none: no resolv.conf */
+    struct in_addr dns[NET_DNS_MAX]; /* /etc/resolv.conf nameservers; none: no resolv.conf */
     size_t ndns;
     char search[NET_SEARCH_MAX][NET_SEARCH_NAME_MAX + 1];
     size_t nsearch;
-    struct net_port ports[NET_PORTS_MAX];    /* forwards host_port -> container_port */
+    struct net_port ports[NET_PORTS_MAX]; /* forwards host_port -> container_port */
     size_t nports;
     uint16_t host_ports[NET_HOST_PORTS_MAX]; /* host services on the bridge address it may reach */
     size_t nhost_ports;
@@ -49,16 +49,16 @@ struct net_config {
 
 /* Which control socket a container gets inside (docs/NETWORK.md "Control roles"). */
 enum control_role {
-    CONTROL_NONE = 0,       /* none (the default) */
+    CONTROL_NONE = 0, /* none (the default) */
     CONTROL_RESTRICTED = 1, /* a socket with the short allowlist */
 };
 
 /* The device's "network": the bridge every bridged container joins. */
 struct net_device_config {
-    char bridge[IF_NAMESIZE];   /* default "trustme0" */
-    struct in_addr subnet;      /* network address; the bridge has .1 (the first host address) */
-    unsigned prefix;            /* 8..30; default 10.223.0.0/24 */
-    bool nat;                   /* masquerade outbound traffic (default true) */
+    char bridge[IF_NAMESIZE]; /* default "trustme0" */
+    struct in_addr subnet; /* network address; the bridge has .1 (the first host address) */
+    unsigned prefix; /* 8..30; default 10.223.0.0/24 */
+    bool nat; /* masquerade outbound traffic (default true) */
     /* Container pairs (by name) allowed to talk to each other; everything else between
      * containers is dropped. */
     char (*allow)[2][64];
@@ -67,8 +67,7 @@ struct net_device_config {
 
 struct json_t;
 /* root: the container config's top-level object. Absent "network": mode none. */
-int config_net_parse(struct json_t *root, struct net_config *ret, enum control_role *ret_role,
-                     tm_err *err);
+int config_net_parse(struct json_t *root, struct net_config *ret, enum control_role *ret_role, tm_err *err);
 /* root: device.json's top-level object; NULL (no device.json) or no "network": the defaults. */
 int config_net_device_parse(struct json_t *root, struct net_device_config *ret, tm_err *err);
 void config_net_device_clear(struct net_device_config *cfg);

@@ -95,8 +95,7 @@ static void link_container(struct daemon *d, struct container *c)
 /* The lowest free range of 65536 ids at or above the daemon's id base. */
 static int alloc_uid_base(struct daemon *d, uint32_t *ret, tm_err *err)
 {
-    for (uint64_t base = d->id_base; base + TM_IDS_PER_CONTAINER <= UINT32_MAX;
-         base += TM_IDS_PER_CONTAINER) {
+    for (uint64_t base = d->id_base; base + TM_IDS_PER_CONTAINER <= UINT32_MAX; base += TM_IDS_PER_CONTAINER) {
         bool used = false;
         for (struct container *c = d->containers; c && !used; c = c->next)
             used = c->uid_base && c->uid_base < base + TM_IDS_PER_CONTAINER &&
@@ -124,7 +123,7 @@ static int write_state(const struct container *c, const char *dir, bool durable,
     /* runtime.json has it only while init runs (and lives in the run dir, lost at a reboot). */
     json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
     char *s = json_dumps(o, JSON_PRETTY_FLAGS);
-    int r = !s       ? tm_err_set(err, ENOMEM, "out of memory")
+    int r = !s        ? tm_err_set(err, ENOMEM, "out of memory")
             : durable ? write_file_atomic(path, s, strlen(s), 0600, err)
                       : write_file_replace(path, s, strlen(s), 0600, err);
     free(s);
@@ -253,8 +252,7 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
         goto fail;
     }
     snprintf(path, sizeof(path), "%s/config.json", tmp);
-    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0 ||
-        (r = write_signature(tmp, sig, err)) < 0)
+    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0 || (r = write_signature(tmp, sig, err)) < 0)
         goto fail_rm;
     c->config_signed = sig != NULL;
     if ((r = write_state(c, tmp, true, err)) < 0)
@@ -355,7 +353,8 @@ int containers_load(struct daemon *d, tm_err *err)
     for (size_t i = 1; i < n; i++) /* few entries: insertion sort */
         for (size_t j = i; j > 0 && (entries[j].ctime.tv_sec < entries[j - 1].ctime.tv_sec ||
                                      (entries[j].ctime.tv_sec == entries[j - 1].ctime.tv_sec &&
-                                      entries[j].ctime.tv_nsec < entries[j - 1].ctime.tv_nsec)); j--) {
+                                      entries[j].ctime.tv_nsec < entries[j - 1].ctime.tv_nsec));
+             j--) {
             struct entry t = entries[j];
             entries[j] = entries[j - 1];
             entries[j - 1] = t;
@@ -364,8 +363,7 @@ int containers_load(struct daemon *d, tm_err *err)
         tm_err lerr;
         if (load_one(d, entries[i].uuid, &lerr) < 0) {
             log_error("cannot load container %s: %s", entries[i].uuid, lerr.msg);
-            daemon_audit(d, "container.load", "fail", NULL, "trustmed", "%s: %s", entries[i].uuid,
-                         lerr.msg);
+            daemon_audit(d, "container.load", "fail", NULL, "trustmed", "%s: %s", entries[i].uuid, lerr.msg);
         }
     }
     free(entries);

@@ -14,8 +14,8 @@
 #include "daemon.h"
 #include "log.h"
 
-void daemon_audit(struct daemon *d, const char *event, const char *result,
-                  const struct container *c, const char *actor, const char *fmt, ...)
+void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c, const char *actor,
+                  const char *fmt, ...)
 {
     char detail[2048];
     va_list ap;
@@ -71,8 +71,7 @@ void daemon_maybe_exit(struct daemon *d)
 
 /* Where a helper binary is: given, next to trustmed (installed), or in the build tree's
  * src/<build_dir>. */
-int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
-                       size_t size, tm_err *err)
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err)
 {
     if (given[0]) {
         snprintf(out, size, "%s", given);
@@ -94,14 +93,16 @@ int daemon_find_helper(const char *given, const char *name, const char *build_di
 }
 
 /* A helper service's system user: it must exist and not be root. */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
-                       int *ngroups, tm_err *err)
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,
+                       tm_err *err)
 {
     struct passwd *pw = getpwnam(user);
     if (!pw)
-        return tm_err_set(err, ENOENT, "%s's user \"%s\" does not exist (create it with: useradd "
+        return tm_err_set(err, ENOENT,
+                          "%s's user \"%s\" does not exist (create it with: useradd "
                           "--system --no-create-home --shell /usr/sbin/nologin %s; "
-                          "scripts/install-deps.sh does)", what, user, user);
+                          "scripts/install-deps.sh does)",
+                          what, user, user);
     if (pw->pw_uid == 0)
         return tm_err_set(err, EINVAL, "%s must not run as root", what);
     *uid = pw->pw_uid;

@@ -82,38 +82,38 @@ struct container {
     struct daemon *d;
     char uuid[TM_UUID_STR_LEN + 1];
     struct container_config *cfg;
-    char *config_json;            /* the raw bytes it was created from */
+    char *config_json; /* the raw bytes it was created from */
     size_t config_len;
-    uint32_t uid_base;            /* first host uid of its user namespace; persisted */
+    uint32_t uid_base; /* first host uid of its user namespace; persisted */
     uint64_t created_at;
 
     enum cstate state;
-    pid_t pid;                    /* init, in the host pid namespace; 0 when none */
+    pid_t pid; /* init, in the host pid namespace; 0 when none */
     int pidfd;
     tm_source *pidfd_src;
     unsigned long long starttime; /* init's start time (clock ticks), guards against pid reuse */
-    bool adopted;                 /* init was started by an earlier trustmed */
-    bool starting_failed;         /* the current start failed; last_error says why */
+    bool adopted; /* init was started by an earlier trustmed */
+    bool starting_failed; /* the current start failed; last_error says why */
     uint64_t started_at;
-    struct start_op *start;       /* only while starting */
-    struct measure_op *measure;   /* while its start waits for the TPM (measure.c) */
-    tm_source *timer;             /* stop (kill) or freeze (poll) timer */
+    struct start_op *start; /* only while starting */
+    struct measure_op *measure; /* while its start waits for the TPM (measure.c) */
+    tm_source *timer; /* stop (kill) or freeze (poll) timer */
     int freeze_polls;
     char last_error[1024];
     char last_exit[64];
-    int exit_code;                /* -1 when unknown (e.g. adopted init) */
-    int wait_status;              /* init's raw wait status, -1 when unknown */
-    int userns_fd;                /* its own user namespace while it runs (exec sessions join it) */
+    int exit_code; /* -1 when unknown (e.g. adopted init) */
+    int wait_status; /* init's raw wait status, -1 when unknown */
+    int userns_fd; /* its own user namespace while it runs (exec sessions join it) */
     unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
-    struct console *console;      /* init's console while it is drained (console.c), or NULL */
+    struct console *console; /* init's console while it is drained (console.c), or NULL */
     struct waiter *waiters;
-    struct session *sessions;     /* attach and exec sessions */
-    char actor[48];               /* who asked for the current operation (for the audit log) */
+    struct session *sessions; /* attach and exec sessions */
+    char actor[48]; /* who asked for the current operation (for the audit log) */
     struct container_token *token; /* its token as trustmed knows it (tokens.c) */
-    uint64_t guestos_version;     /* the GuestOS version of the current or last start */
-    bool config_signed;           /* its config came with a verified signature */
-    struct net_state *net;        /* its network (net.h), or NULL */
-    char privileged_caps[768];    /* caps_privileged() by name, for container_info */
+    uint64_t guestos_version; /* the GuestOS version of the current or last start */
+    bool config_signed; /* its config came with a verified signature */
+    struct net_state *net; /* its network (net.h), or NULL */
+    char privileged_caps[768]; /* caps_privileged() by name, for container_info */
 };
 
 struct daemon {
@@ -121,10 +121,10 @@ struct daemon {
     char data_dir[PATH_MAX];
     char run_dir[PATH_MAX];
     char cgroup_parent[256];
-    uint32_t id_base;             /* first host id handed to containers */
+    uint32_t id_base; /* first host id handed to containers */
     tm_audit audit;
     struct cg_layout cgroups;
-    struct sock_fprog *seccomp;   /* compiled once at start-up (modules/seccomp.c) */
+    struct sock_fprog *seccomp; /* compiled once at start-up (modules/seccomp.c) */
     struct container *containers;
     const struct container_observer *observers[DAEMON_OBSERVERS_MAX];
     size_t nobservers;
@@ -132,26 +132,26 @@ struct daemon {
     size_t nexit_ready;
     struct conn *conns;
     uint64_t next_conn_id;
-    struct listener *listeners;   /* control sockets: the host's and those in containers */
+    struct listener *listeners; /* control sockets: the host's and those in containers */
     const struct ctlsock_ops *ctlsock; /* api/'s side of the sockets in containers */
     const struct reply_ops *reply; /* api/'s side of answers from below it (reply.h) */
     int signal_fd;
     tm_source *signal_src;
     bool shutting_down;
-    tm_source *retry_timer;       /* cgroup directories still to be removed */
+    tm_source *retry_timer; /* cgroup directories still to be removed */
     const struct service_events *service_events[DAEMON_SERVICE_EVENTS_MAX]; /* service.h */
     size_t nservice_events;
-    struct service *scd;          /* the token service (scd_client.c) */
-    struct service *tpmd;         /* the TPM service (tpmd_client.c) */
-    struct device_config device;  /* device.json (device.h) */
-    struct guestos *guestos;      /* the GuestOS store (guestos.h), sorted by name and version */
-    struct install_op *install;   /* the GuestOS install under way, if any (guestos_install.c) */
+    struct service *scd; /* the token service (scd_client.c) */
+    struct service *tpmd; /* the TPM service (tpmd_client.c) */
+    struct device_config device; /* device.json (device.h) */
+    struct guestos *guestos; /* the GuestOS store (guestos.h), sorted by name and version */
+    struct install_op *install; /* the GuestOS install under way, if any (guestos_install.c) */
     struct {
-        char user[64];            /* its system user */
-        char binary[PATH_MAX];    /* "" = next to trustmed */
-        const char *binds[8];     /* host paths it may use (SoftHSM2 tokens, pcscd) */
+        char user[64]; /* its system user */
+        char binary[PATH_MAX]; /* "" = next to trustmed */
+        const char *binds[8]; /* host paths it may use (SoftHSM2 tokens, pcscd) */
         size_t nbinds;
-        uint64_t kdf_n;           /* scrypt N for new soft tokens, 0 = scd's default */
+        uint64_t kdf_n; /* scrypt N for new soft tokens, 0 = scd's default */
     } scd_opts;
     struct {
         char user[64];
@@ -159,22 +159,20 @@ struct daemon {
         char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
         char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
     } tpmd_opts;
-    struct tpmd_state *tpm;       /* what the TPM part of trustmed knows (tpmd_client.c) */
+    struct tpmd_state *tpm; /* what the TPM part of trustmed knows (tpmd_client.c) */
     const char *log_level;
-    struct net_host *net;         /* the host side of container networking (net.c) */
-    struct core_state *core;      /* the core container c0's policy (core_container.c) */
+    struct net_host *net; /* the host side of container networking (net.c) */
+    struct core_state *core; /* the core container c0's policy (core_container.c) */
 };
 
 /* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */
-void daemon_audit(struct daemon *d, const char *event, const char *result,
-                  const struct container *c, const char *actor, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c, const char *actor,
+                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Find a helper binary (daemon.c): given, next to trustmed, in the build tree's src/<build_dir>. */
-int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out,
-                       size_t size, tm_err *err);
+int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err);
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups,
-                       int *ngroups, tm_err *err);
+int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,
+                       tm_err *err);
 /* Add a subsystem's per-container observer (main.c, at start-up). */
 void daemon_observe(struct daemon *d, const struct container_observer *o);
 /* Let ready hold trustmed's exit at shutdown until it says it is done (main.c, at start-up). */

@@ -36,8 +36,7 @@ static int parse_storage(json_t *root, struct device_config *cfg, tm_err *err)
     else if (strcmp(backend, "dm-crypt") == 0)
         cfg->storage_backend = STORAGE_DMCRYPT;
     else
-        return tm_err_set(err, EINVAL, "$.storage.backend: must be \"fscrypt\" or \"dm-crypt\", got \"%s\"",
-                          backend);
+        return tm_err_set(err, EINVAL, "$.storage.backend: must be \"fscrypt\" or \"dm-crypt\", got \"%s\"", backend);
     return 0;
 }
 
@@ -63,8 +62,7 @@ static int get_pem_path(json_t *obj, const char *path, const char *key, char **r
     return pem_path(sub, v, ret, err);
 }
 
-static int get_pem_list(json_t *obj, const char *path, const char *key, char **out, size_t max,
-                        size_t *n, tm_err *err)
+static int get_pem_list(json_t *obj, const char *path, const char *key, char **out, size_t max, size_t *n, tm_err *err)
 {
     json_t *arr;
     char sub[TM_JSON_PATH_MAX], item[TM_JSON_PATH_MAX];
@@ -75,8 +73,7 @@ static int get_pem_list(json_t *obj, const char *path, const char *key, char **o
     for (size_t i = 0; i < json_array_size(arr); i++) {
         const char *v;
         tm_json_path_index(item, sub, i);
-        if ((r = tm_json_expect_string(json_array_get(arr, i), item, PATH_MAX - 1, &v,
-                                       err)) < 0 ||
+        if ((r = tm_json_expect_string(json_array_get(arr, i), item, PATH_MAX - 1, &v, err)) < 0 ||
             (r = pem_path(item, v, &out[*n], err)) < 0)
             return r;
         (*n)++;
@@ -93,7 +90,8 @@ static int parse_owners(json_t *t, struct device_config *cfg, tm_err *err)
         return r;
     const char *name;
     json_t *value;
-    json_object_foreach(o, name, value) {
+    json_object_foreach(o, name, value)
+    {
         char path[TM_JSON_PATH_MAX];
         const char *hex;
         tm_json_path_key(path, "$.trust.guestos_owners", name);
@@ -105,8 +103,10 @@ static int parse_owners(json_t *t, struct device_config *cfg, tm_err *err)
         for (size_t i = 0; ok && i < 64; i++)
             ok = (hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f');
         if (!ok)
-            return tm_err_set(err, EINVAL, "%s: must be the CA certificate's SHA-256, 64 lower-case "
-                              "hex digits (as trustme ca register prints it)", path);
+            return tm_err_set(err, EINVAL,
+                              "%s: must be the CA certificate's SHA-256, 64 lower-case "
+                              "hex digits (as trustme ca register prints it)",
+                              path);
         if (cfg->n_guestos_owners == DEVICE_MAX_CAS)
             return tm_err_set(err, E2BIG, "$.trust.guestos_owners: at most %d names", DEVICE_MAX_CAS);
         snprintf(cfg->guestos_owners[cfg->n_guestos_owners].name, CONFIG_NAME_MAX + 1, "%s", name);
@@ -117,8 +117,8 @@ static int parse_owners(json_t *t, struct device_config *cfg, tm_err *err)
 
 static int parse_trust(json_t *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"software_signing_root", "general_root", "local_root",
-                                       "guestos_cas", "crls", "guestos_owners", NULL};
+    static const char *const keys[] = {
+        "software_signing_root", "general_root", "local_root", "guestos_cas", "crls", "guestos_owners", NULL};
     json_t *t;
     int r = tm_json_get_object(root, "$", "trust", false, 16, &t, err);
     if (r <= 0)
@@ -127,8 +127,8 @@ static int parse_trust(json_t *root, struct device_config *cfg, tm_err *err)
         (r = get_pem_path(t, "$.trust", "software_signing_root", &cfg->software_root, err)) < 0 ||
         (r = get_pem_path(t, "$.trust", "general_root", &cfg->general_root, err)) < 0 ||
         (r = get_pem_path(t, "$.trust", "local_root", &cfg->local_root, err)) < 0 ||
-        (r = get_pem_list(t, "$.trust", "guestos_cas", cfg->guestos_cas, DEVICE_MAX_CAS,
-                          &cfg->n_guestos_cas, err)) < 0 ||
+        (r = get_pem_list(t, "$.trust", "guestos_cas", cfg->guestos_cas, DEVICE_MAX_CAS, &cfg->n_guestos_cas, err)) <
+            0 ||
         (r = get_pem_list(t, "$.trust", "crls", cfg->crls, DEVICE_MAX_CRLS, &cfg->n_crls, err)) < 0 ||
         (r = parse_owners(t, cfg, err)) < 0)
         return r;
@@ -137,15 +137,14 @@ static int parse_trust(json_t *root, struct device_config *cfg, tm_err *err)
 
 static int parse_policy(json_t *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs",
-                                       "allow_privileged", NULL};
+    static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs", "allow_privileged",
+                                       NULL};
     json_t *p;
     int r = tm_json_get_object(root, "$", "policy", false, 16, &p, err);
     if (r <= 0)
         return r;
     if ((r = tm_json_check_keys(p, "$.policy", keys, err)) < 0 ||
-        (r = tm_json_get_bool(p, "$.policy", "allow_locally_signed", false,
-                              &cfg->allow_locally_signed, err)) < 0 ||
+        (r = tm_json_get_bool(p, "$.policy", "allow_locally_signed", false, &cfg->allow_locally_signed, err)) < 0 ||
         (r = tm_json_get_bool(p, "$.policy", "allow_unsigned", false, &cfg->allow_unsigned, err)) < 0 ||
         (r = tm_json_get_bool(p, "$.policy", "signed_configs", false, &cfg->signed_configs, err)) < 0 ||
         (r = tm_json_get_bool(p, "$.policy", "allow_privileged", false, &cfg->allow_privileged, err)) < 0)
@@ -161,8 +160,10 @@ static int parse_names(json_t *root, struct device_config *cfg, tm_err *err)
         return r;
     if (r > 0) {
         if (!v[0] || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(v))
-            return tm_err_set(err, EINVAL, "$.architecture: \"%s\" is not a machine name like "
-                              "\"x86_64\"", v);
+            return tm_err_set(err, EINVAL,
+                              "$.architecture: \"%s\" is not a machine name like "
+                              "\"x86_64\"",
+                              v);
         snprintf(cfg->architecture, sizeof(cfg->architecture), "%s", v);
     }
     if ((r = tm_json_get_string(root, "$", "core_guestos", false, CONFIG_NAME_MAX, &v, err)) < 0)
@@ -177,7 +178,7 @@ static int parse_names(json_t *root, struct device_config *cfg, tm_err *err)
 
 static int parse_tpm(json_t *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"tcti", "boot_pcr", "runtime_pcr", "attest_address",
+    static const char *const keys[] = {"tcti",       "boot_pcr",         "runtime_pcr", "attest_address",
                                        "boot_chain", "require_hardware", NULL};
     json_t *t;
     const char *v;
@@ -190,7 +191,8 @@ static int parse_tpm(json_t *root, struct device_config *cfg, tm_err *err)
         return r;
     if (r > 0) {
         if (!v[0] || strchr(v, '\n'))
-            return tm_err_set(err, EINVAL, "$.tpm.tcti: give a TCTI string like "
+            return tm_err_set(err, EINVAL,
+                              "$.tpm.tcti: give a TCTI string like "
                               "\"device:/dev/tpmrm0\" or \"embedded\"");
         snprintf(cfg->tpm_tcti, sizeof(cfg->tpm_tcti), "%s", v);
     }
@@ -203,8 +205,7 @@ static int parse_tpm(json_t *root, struct device_config *cfg, tm_err *err)
     if (r > 0)
         cfg->runtime_pcr = (unsigned)n;
     if (cfg->boot_pcr == cfg->runtime_pcr)
-        return tm_err_set(err, EINVAL, "$.tpm: boot_pcr and runtime_pcr must differ (both %u)",
-                          cfg->boot_pcr);
+        return tm_err_set(err, EINVAL, "$.tpm: boot_pcr and runtime_pcr must differ (both %u)", cfg->boot_pcr);
     if ((r = tm_json_get_string(t, "$.tpm", "attest_address", false, DEVICE_ADDRESS_MAX, &v, err)) < 0)
         return r;
     if (r > 0) {
@@ -221,8 +222,10 @@ static int parse_tpm(json_t *root, struct device_config *cfg, tm_err *err)
         else if (strcmp(v, "ima") == 0)
             cfg->boot_chain = BOOT_CHAIN_IMA;
         else
-            return tm_err_set(err, EINVAL, "$.tpm.boot_chain: \"%s\" is neither \"self\" nor "
-                              "\"ima\"", v);
+            return tm_err_set(err, EINVAL,
+                              "$.tpm.boot_chain: \"%s\" is neither \"self\" nor "
+                              "\"ima\"",
+                              v);
     }
     r = tm_json_get_bool(t, "$.tpm", "require_hardware", false, &cfg->tpm_require_hardware, err);
     return r < 0 ? r : 0;
@@ -253,15 +256,14 @@ static int parse_management(json_t *root, struct device_config *cfg, tm_err *err
         return r;
     if (r > 0) {
         if (!config_name_valid(v))
-            return tm_err_set(err, EINVAL, "$.core_container: \"%s\" is not a valid container name",
-                              v);
+            return tm_err_set(err, EINVAL, "$.core_container: \"%s\" is not a valid container name", v);
         snprintf(cfg->core_container, sizeof(cfg->core_container), "%s", v);
     }
-    if ((r = tm_json_get_bool(root, "$", "admin_socket_in_root", false, &cfg->admin_socket_in_root,
-                              err)) < 0)
+    if ((r = tm_json_get_bool(root, "$", "admin_socket_in_root", false, &cfg->admin_socket_in_root, err)) < 0)
         return r;
     if (!cfg->admin_socket_in_root && !cfg->core_container[0])
-        return tm_err_set(err, EINVAL, "$.admin_socket_in_root: false needs a core_container, "
+        return tm_err_set(err, EINVAL,
+                          "$.admin_socket_in_root: false needs a core_container, "
                           "through which the device is then managed");
     return 0;
 }
@@ -297,9 +299,8 @@ static void set_defaults(struct device_config *cfg)
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
-    static const char *const keys[] = {"storage", "architecture", "core_guestos", "trust", "policy",
-                                       "tpm", "network", "core_container", "admin_socket_in_root",
-                                       "pin", NULL};
+    static const char *const keys[] = {"storage", "architecture",   "core_guestos",         "trust", "policy", "tpm",
+                                       "network", "core_container", "admin_socket_in_root", "pin",   NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;

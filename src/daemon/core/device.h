@@ -25,20 +25,23 @@ struct device_config {
     enum storage_backend storage_backend;
     char architecture[DEVICE_ARCH_MAX + 1]; /* GuestOSes must be built for it; default uname -m */
     char core_guestos[CONFIG_NAME_MAX + 1]; /* the GuestOS signed by the Software Signing PKI */
-    char *software_root;  /* Software Signing root CA (PEM path), NULL = none */
-    char *general_root;   /* Customer PKI's General root CA */
-    char *local_root;     /* a device-local root: GuestOSes it signs are "locally signed" */
+    char *software_root; /* Software Signing root CA (PEM path), NULL = none */
+    char *general_root; /* Customer PKI's General root CA */
+    char *local_root; /* a device-local root: GuestOSes it signs are "locally signed" */
     char *guestos_cas[DEVICE_MAX_CAS]; /* GuestOS Signing sub-CAs, beside <data>/trust/cas/ */
     size_t n_guestos_cas;
     char *crls[DEVICE_MAX_CRLS];
     size_t n_crls;
     /* trust.guestos_owners: a GuestOS name bound to the GuestOS Signing CA (SHA-256 of its DER,
      * lower-case hex) that alone may sign it, whoever signed it before (a vendor handover) */
-    struct { char name[CONFIG_NAME_MAX + 1]; char ca_sha256[65]; } guestos_owners[DEVICE_MAX_CAS];
+    struct {
+        char name[CONFIG_NAME_MAX + 1];
+        char ca_sha256[65];
+    } guestos_owners[DEVICE_MAX_CAS];
     size_t n_guestos_owners;
     bool allow_locally_signed;
-    bool allow_unsigned;  /* development only: unsigned GuestOSes and plain rootfs paths */
-    bool signed_configs;  /* create/update need a config signed through the GuestOS chain */
+    bool allow_unsigned; /* development only: unsigned GuestOSes and plain rootfs paths */
+    bool signed_configs; /* create/update need a config signed through the GuestOS chain */
     bool allow_privileged; /* containers without a user namespace may keep dangerous capabilities */
     /* The TPM (docs/ATTESTATION.md): a tpm2-tss TCTI string or "embedded" (tpmd's own swtpm) */
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
@@ -51,12 +54,12 @@ struct device_config {
     /* Refuse encrypted containers unless the TPM is a hardware one (not the embedded swtpm). */
     bool tpm_require_hardware;
     /* PIN policy for container tokens (docs/STORAGE.md, "PINs"). */
-    unsigned pin_min_length;   /* characters (UTF-8 code points), default 4 */
-    bool pin_allow_trivial;    /* all one character, a run like 1234 or 4321; default false */
+    unsigned pin_min_length; /* characters (UTF-8 code points), default 4 */
+    bool pin_allow_trivial; /* all one character, a run like 1234 or 4321; default false */
     /* Networking and the management boundary (docs/NETWORK.md). */
     struct net_device_config net;
     char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */
-    bool admin_socket_in_root;  /* the admin control socket exists in the root namespace */
+    bool admin_socket_in_root; /* the admin control socket exists in the root namespace */
     /* SHA-256 of device.json's raw bytes as parsed (of the empty string when absent): measured */
     uint8_t sha256[32];
 };

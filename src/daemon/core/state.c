@@ -2,40 +2,50 @@
 
 #include <stdio.h>
 
-#define T(n, a) {.next = (n), .action = (a)}
+#define T(n, a)                    \
+    {                              \
+        .next = (n), .action = (a) \
+    }
 
-static const struct transition table[CS_LAST + 1][EV_COUNT] = {
-    [CS_STOPPED] = {
-        [EV_START] = T(CS_STARTING, ACT_BEGIN_START),
-    },
-    [CS_STARTING] = {
-        [EV_STARTED] = T(CS_RUNNING, ACT_STARTED),
-        [EV_START_FAILED] = T(CS_STOPPING, ACT_ABORT_START),
-        [EV_STOP] = T(CS_STOPPING, ACT_ABORT_START),
-        [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
-    },
-    [CS_RUNNING] = {
-        [EV_STOP] = T(CS_STOPPING, ACT_STOP),
-        [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
-        [EV_FREEZE] = T(CS_FREEZING, ACT_FREEZE),
-    },
-    [CS_FREEZING] = {
-        [EV_FROZEN] = T(CS_FROZEN, ACT_FROZEN),
-        [EV_FREEZE_FAILED] = T(CS_RUNNING, ACT_THAW),
-        [EV_STOP] = T(CS_STOPPING, ACT_STOP),
-        [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
-    },
-    [CS_FROZEN] = {
-        [EV_UNFREEZE] = T(CS_RUNNING, ACT_THAW),
-        [EV_STOP] = T(CS_STOPPING, ACT_STOP),
-        [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
-    },
-    [CS_STOPPING] = {
-        /* A second stop may escalate to SIGKILL; a late start failure changes nothing. */
-        [EV_STOP] = T(CS_STOPPING, ACT_STOP),
-        [EV_START_FAILED] = T(CS_STOPPING, ACT_NONE),
-        [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
-    },
+static const struct transition table[CS_LAST + 1][EV_COUNT] =
+    {
+        [CS_STOPPED] =
+            {
+                [EV_START] = T(CS_STARTING, ACT_BEGIN_START),
+            },
+        [CS_STARTING] =
+            {
+                [EV_STARTED] = T(CS_RUNNING, ACT_STARTED),
+                [EV_START_FAILED] = T(CS_STOPPING, ACT_ABORT_START),
+                [EV_STOP] = T(CS_STOPPING, ACT_ABORT_START),
+                [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
+            },
+        [CS_RUNNING] =
+            {
+                [EV_STOP] = T(CS_STOPPING, ACT_STOP),
+                [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
+                [EV_FREEZE] = T(CS_FREEZING, ACT_FREEZE),
+            },
+        [CS_FREEZING] =
+            {
+                [EV_FROZEN] = T(CS_FROZEN, ACT_FROZEN),
+                [EV_FREEZE_FAILED] = T(CS_RUNNING, ACT_THAW),
+                [EV_STOP] = T(CS_STOPPING, ACT_STOP),
+                [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
+            },
+        [CS_FROZEN] =
+            {
+                [EV_UNFREEZE] = T(CS_RUNNING, ACT_THAW),
+                [EV_STOP] = T(CS_STOPPING, ACT_STOP),
+                [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
+            },
+        [CS_STOPPING] =
+            {
+                /* A second stop may escalate to SIGKILL; a late start failure changes nothing. */
+                [EV_STOP] = T(CS_STOPPING, ACT_STOP),
+                [EV_START_FAILED] = T(CS_STOPPING, ACT_NONE),
+                [EV_EXITED] = T(CS_STOPPED, ACT_CLEANUP),
+            },
 };
 
 struct transition state_next(enum cstate state, enum cevent event)
@@ -50,9 +60,9 @@ struct transition state_next(enum cstate state, enum cevent event)
 
 const char *state_name(enum cstate state)
 {
-    static const char *const names[] = {[CS_STOPPED] = "stopped", [CS_STARTING] = "starting",
-                                        [CS_RUNNING] = "running", [CS_FREEZING] = "freezing",
-                                        [CS_FROZEN] = "frozen", [CS_STOPPING] = "stopping"};
+    static const char *const names[] = {
+        [CS_STOPPED] = "stopped",   [CS_STARTING] = "starting", [CS_RUNNING] = "running",
+        [CS_FREEZING] = "freezing", [CS_FROZEN] = "frozen",     [CS_STOPPING] = "stopping"};
     if (state < CS_FIRST || state > CS_LAST)
         return "unknown";
     return names[state];
@@ -60,10 +70,15 @@ const char *state_name(enum cstate state)
 
 const char *event_name(enum cevent event)
 {
-    static const char *const names[] = {
-        [EV_START] = "start", [EV_STARTED] = "started", [EV_START_FAILED] = "start-failed",
-        [EV_STOP] = "stop", [EV_EXITED] = "exited", [EV_FREEZE] = "freeze",
-        [EV_FROZEN] = "frozen", [EV_FREEZE_FAILED] = "freeze-failed", [EV_UNFREEZE] = "unfreeze"};
+    static const char *const names[] = {[EV_START] = "start",
+                                        [EV_STARTED] = "started",
+                                        [EV_START_FAILED] = "start-failed",
+                                        [EV_STOP] = "stop",
+                                        [EV_EXITED] = "exited",
+                                        [EV_FREEZE] = "freeze",
+                                        [EV_FROZEN] = "frozen",
+                                        [EV_FREEZE_FAILED] = "freeze-failed",
+                                        [EV_UNFREEZE] = "unfreeze"};
     if (event < 0 || event >= EV_COUNT)
         return "unknown";
     return names[event];
@@ -75,4 +90,7 @@ const char *state_refusal(enum cstate state, enum cevent event, char *buf, size_
     return buf;
 }
 
-bool state_is_active(enum cstate state) { return state != CS_STOPPED; }
+bool state_is_active(enum cstate state)
+{
+    return state != CS_STOPPED;
+}

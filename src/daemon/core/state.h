@@ -22,29 +22,29 @@ enum cstate {
 #define CS_LAST CS_STOPPING
 
 enum cevent {
-    EV_START,         /* a client asked to start */
-    EV_STARTED,       /* init has exec'd */
-    EV_START_FAILED,  /* a start step failed, or the start timed out */
-    EV_STOP,          /* a client (or shutdown) asked to stop */
-    EV_EXITED,        /* the container's last process is gone */
-    EV_FREEZE,        /* a client asked to freeze */
-    EV_FROZEN,        /* the freezer reports all tasks frozen */
+    EV_START, /* a client asked to start */
+    EV_STARTED, /* init has exec'd */
+    EV_START_FAILED, /* a start step failed, or the start timed out */
+    EV_STOP, /* a client (or shutdown) asked to stop */
+    EV_EXITED, /* the container's last process is gone */
+    EV_FREEZE, /* a client asked to freeze */
+    EV_FROZEN, /* the freezer reports all tasks frozen */
     EV_FREEZE_FAILED, /* freezing did not complete in time */
-    EV_UNFREEZE,      /* a client asked to thaw */
+    EV_UNFREEZE, /* a client asked to thaw */
     EV_COUNT
 };
 
 enum caction {
-    ACT_INVALID = 0,  /* not allowed in this state */
-    ACT_NONE,         /* change state only */
-    ACT_BEGIN_START,  /* run the prepare hooks and spawn the setup process */
-    ACT_STARTED,      /* record the running init, answer waiting clients */
-    ACT_ABORT_START,  /* kill whatever the start created; EXITED follows */
-    ACT_STOP,         /* signal init (TERM, or KILL), arm the kill timer */
-    ACT_CLEANUP,      /* run the cleanup hooks in reverse, record how init ended */
-    ACT_FREEZE,       /* ask the freezer, poll until frozen */
-    ACT_FROZEN,       /* answer waiting clients */
-    ACT_THAW,         /* thaw and answer waiting clients */
+    ACT_INVALID = 0, /* not allowed in this state */
+    ACT_NONE, /* change state only */
+    ACT_BEGIN_START, /* run the prepare hooks and spawn the setup process */
+    ACT_STARTED, /* record the running init, answer waiting clients */
+    ACT_ABORT_START, /* kill whatever the start created; EXITED follows */
+    ACT_STOP, /* signal init (TERM, or KILL), arm the kill timer */
+    ACT_CLEANUP, /* run the cleanup hooks in reverse, record how init ended */
+    ACT_FREEZE, /* ask the freezer, poll until frozen */
+    ACT_FROZEN, /* answer waiting clients */
+    ACT_THAW, /* thaw and answer waiting clients */
 };
 
 struct transition {

@@ -20,9 +20,8 @@
 
 #define RECORD_MAX 4096
 
-static const char *const trust_names[] = {[TRUST_SIGNED] = "signed",
-                                          [TRUST_LOCAL] = "locally-signed",
-                                          [TRUST_UNSIGNED] = "unsigned"};
+static const char *const trust_names[] = {
+    [TRUST_SIGNED] = "signed", [TRUST_LOCAL] = "locally-signed", [TRUST_UNSIGNED] = "unsigned"};
 
 const char *trust_level_name(enum trust_level t)
 {
@@ -47,8 +46,8 @@ static void guestos_free(struct guestos *g)
     }
 }
 
-int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
-                         const char *ca_sha256, tm_err *err)
+int guestos_write_record(const char *dir, enum trust_level trust, const char *signer, const char *ca_sha256,
+                         tm_err *err)
 {
     _cleanup_json_ json_t *o = json_object();
     if (!o)
@@ -241,16 +240,13 @@ int guestos_remove(struct daemon *d, const char *name, uint64_t version, tm_err 
     if (count == 0)
         return tm_err_set(err, ENOENT, "no GuestOS %s is installed", name);
     if (version == 0 && count > 1)
-        return tm_err_set(err, EINVAL, "%zu versions of %s are installed: say which with --version",
-                          count, name);
+        return tm_err_set(err, EINVAL, "%zu versions of %s are installed: say which with --version", count, name);
     struct guestos *g = guestos_find(d, name, version);
     if (!g)
-        return tm_err_set(err, ENOENT, "version %llu of %s is not installed",
-                          (unsigned long long)version, name);
+        return tm_err_set(err, ENOENT, "version %llu of %s is not installed", (unsigned long long)version, name);
     char users[512];
     if (guestos_users(d, g, users, sizeof(users)) > 0)
-        return tm_err_set(err, EBUSY, "%s-%llu is used by %s", name,
-                          (unsigned long long)g->cfg->version, users);
+        return tm_err_set(err, EBUSY, "%s-%llu is used by %s", name, (unsigned long long)g->cfg->version, users);
     /* Renamed first: a crash during the removal leaves a .removing- directory, which the next
      * start of trustmed deletes, never half a GuestOS under its real name. */
     char dir[PATH_MAX], gone[PATH_MAX + 128];

@@ -14,8 +14,8 @@
 #include "guestos_config.h"
 
 enum trust_level {
-    TRUST_SIGNED,   /* through the chain its name requires (docs/GUESTOS.md "Trust") */
-    TRUST_LOCAL,    /* by the device's local root: only where the policy allows it */
+    TRUST_SIGNED, /* through the chain its name requires (docs/GUESTOS.md "Trust") */
+    TRUST_LOCAL, /* by the device's local root: only where the policy allows it */
     TRUST_UNSIGNED, /* development only, where the policy allows it */
 };
 
@@ -23,8 +23,8 @@ struct guestos {
     struct guestos *next;
     struct guestos_config *cfg;
     enum trust_level trust;
-    char signer[512];     /* the signing certificate's subject, "" when unsigned */
-    char ca_sha256[65];   /* the registered GuestOS Signing CA it was signed through, or "" */
+    char signer[512]; /* the signing certificate's subject, "" when unsigned */
+    char ca_sha256[65]; /* the registered GuestOS Signing CA it was signed through, or "" */
     /* The last re-check against CRLs and registered CAs (guestos_revocation.c): under which
      * files' hash it was made, and whether the signer is revoked (why, if so). */
     uint8_t checked_under[32];
@@ -32,7 +32,7 @@ struct guestos {
     bool revoked;
     char revoked_why[512];
     uint64_t installed_at;
-    uint64_t size;        /* bytes of all its images */
+    uint64_t size; /* bytes of all its images */
     uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
     char dir[PATH_MAX];
 };
@@ -56,5 +56,5 @@ int guestos_remove(struct daemon *d, const char *name, uint64_t version, tm_err 
 /* Fill in what c's config leaves to its GuestOS: init, args, environment. */
 int guestos_apply(struct container_config *cfg, const struct guestos_config *g, tm_err *err);
 /* Write install.json into a staged GuestOS directory. */
-int guestos_write_record(const char *dir, enum trust_level trust, const char *signer,
-                         const char *ca_sha256, tm_err *err);
+int guestos_write_record(const char *dir, enum trust_level trust, const char *signer, const char *ca_sha256,
+                         tm_err *err);

@@ -11,8 +11,7 @@
 #include "jsonutil.h"
 
 static const char *const kind_names[] = {
-    [GMOUNT_SHARED] = "shared", [GMOUNT_OVERLAY] = "overlay", [GMOUNT_DATA] = "data",
-    [GMOUNT_TMPFS] = "tmpfs"};
+    [GMOUNT_SHARED] = "shared", [GMOUNT_OVERLAY] = "overlay", [GMOUNT_DATA] = "data", [GMOUNT_TMPFS] = "tmpfs"};
 static const char *const fs_types[] = {"squashfs", "erofs", "ext4"};
 
 const char *guestos_mount_kind_name(enum guestos_mount_kind k)
@@ -42,9 +41,10 @@ static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm
     if (r < 0)
         return r;
     if (!guestos_image_name_valid(s))
-        return tm_err_set(err, EINVAL, "%s.image: \"%s\" is not a plain file name (1-%d letters, "
-                          "digits, '.', '_', '-', starting with a letter or digit)", path, s,
-                          GUESTOS_IMAGE_NAME_MAX);
+        return tm_err_set(err, EINVAL,
+                          "%s.image: \"%s\" is not a plain file name (1-%d letters, "
+                          "digits, '.', '_', '-', starting with a letter or digit)",
+                          path, s, GUESTOS_IMAGE_NAME_MAX);
     snprintf(gm->image, sizeof(gm->image), "%s", s);
     if ((r = tm_json_get_string(m, path, "fs_type", true, 16, &s, err)) < 0)
         return r;
@@ -52,8 +52,10 @@ static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm
     for (size_t i = 0; i < ARRAY_SIZE(fs_types) && !ok; i++)
         ok = strcmp(s, fs_types[i]) == 0;
     if (!ok)
-        return tm_err_set(err, EINVAL, "%s.fs_type: must be \"squashfs\", \"erofs\" or \"ext4\", "
-                          "got \"%s\"", path, s);
+        return tm_err_set(err, EINVAL,
+                          "%s.fs_type: must be \"squashfs\", \"erofs\" or \"ext4\", "
+                          "got \"%s\"",
+                          path, s);
     snprintf(gm->fs_type, sizeof(gm->fs_type), "%s", s);
     if ((r = tm_json_get_int(m, path, "size", true, 1, INT64_MAX, &n, err)) < 0)
         return r;
@@ -67,8 +69,7 @@ static int parse_image(json_t *m, const char *path, struct guestos_mount *gm, tm
 
 static int parse_mount(json_t *m, const char *path, struct guestos_mount *gm, tm_err *err)
 {
-    static const char *const image_keys[] = {"mount_point", "kind", "image", "fs_type", "size",
-                                             "sha256", NULL};
+    static const char *const image_keys[] = {"mount_point", "kind", "image", "fs_type", "size", "sha256", NULL};
     static const char *const tmpfs_keys[] = {"mount_point", "kind", "size_mb", NULL};
     static const char *const data_keys[] = {"mount_point", "kind", NULL};
     if (!json_is_object(m))
@@ -81,17 +82,20 @@ static int parse_mount(json_t *m, const char *path, struct guestos_mount *gm, tm
     while (k < ARRAY_SIZE(kind_names) && strcmp(s, kind_names[k]) != 0)
         k++;
     if (k == ARRAY_SIZE(kind_names))
-        return tm_err_set(err, EINVAL, "%s.kind: must be \"shared\", \"overlay\", \"data\" or "
-                          "\"tmpfs\", got \"%s\"", path, s);
+        return tm_err_set(err, EINVAL,
+                          "%s.kind: must be \"shared\", \"overlay\", \"data\" or "
+                          "\"tmpfs\", got \"%s\"",
+                          path, s);
     gm->kind = (enum guestos_mount_kind)k;
-    const char *const *keys = gm->kind == GMOUNT_TMPFS ? tmpfs_keys
-                              : gm->kind == GMOUNT_DATA ? data_keys : image_keys;
+    const char *const *keys = gm->kind == GMOUNT_TMPFS ? tmpfs_keys : gm->kind == GMOUNT_DATA ? data_keys : image_keys;
     if ((r = tm_json_check_keys(m, path, keys, err)) < 0 ||
         (r = tm_json_get_string(m, path, "mount_point", true, PATH_MAX - 1, &s, err)) < 0)
         return r;
     if (!config_clean_abs_path(s))
-        return tm_err_set(err, EINVAL, "%s.mount_point: must be an absolute path without . or .. "
-                          "components, got \"%s\"", path, s);
+        return tm_err_set(err, EINVAL,
+                          "%s.mount_point: must be an absolute path without . or .. "
+                          "components, got \"%s\"",
+                          path, s);
     snprintf(gm->mount_point, sizeof(gm->mount_point), "%s", s);
     if (gm->kind == GMOUNT_SHARED || gm->kind == GMOUNT_OVERLAY)
         return parse_image(m, path, gm, err);
@@ -130,8 +134,10 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
             if (have_root)
                 return tm_err_set(err, EINVAL, "%s: a second mount at \"/\"", path);
             if (m->kind != GMOUNT_SHARED && m->kind != GMOUNT_OVERLAY)
-                return tm_err_set(err, EINVAL, "%s: the mount at \"/\" must be of kind \"shared\" "
-                                  "or \"overlay\"", path);
+                return tm_err_set(err, EINVAL,
+                                  "%s: the mount at \"/\" must be of kind \"shared\" "
+                                  "or \"overlay\"",
+                                  path);
             if (i != 0)
                 return tm_err_set(err, EINVAL, "%s: the mount at \"/\" must come first", path);
             have_root = true;
@@ -141,12 +147,13 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(g->mounts[j].mount_point, m->mount_point) == 0)
-                return tm_err_set(err, EINVAL, "%s.mount_point: \"%s\" is mounted twice", path,
-                                  m->mount_point);
+                return tm_err_set(err, EINVAL, "%s.mount_point: \"%s\" is mounted twice", path, m->mount_point);
             if (data_dirs_collide(&g->mounts[j], m))
-                return tm_err_set(err, EINVAL, "%s.mount_point: data mounts \"%s\" and \"%s\" would "
+                return tm_err_set(err, EINVAL,
+                                  "%s.mount_point: data mounts \"%s\" and \"%s\" would "
                                   "share one directory on the data volume ('/' and '_' are one "
-                                  "character there)", path, g->mounts[j].mount_point, m->mount_point);
+                                  "character there)",
+                                  path, g->mounts[j].mount_point, m->mount_point);
             if (m->image[0] && strcmp(g->mounts[j].image, m->image) == 0)
                 return tm_err_set(err, EINVAL, "%s.image: \"%s\" is used twice", path, m->image);
         }
@@ -158,8 +165,8 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
 
 static int parse(json_t *root, struct guestos_config *g, tm_err *err)
 {
-    static const char *const keys[] = {"name", "version", "architecture", "init", "args", "env",
-                                       "description", "mounts", NULL};
+    static const char *const keys[] = {"name", "version",     "architecture", "init", "args",
+                                       "env",  "description", "mounts",       NULL};
     const char *s;
     int64_t n;
     json_t *arr;
@@ -168,8 +175,10 @@ static int parse(json_t *root, struct guestos_config *g, tm_err *err)
         (r = tm_json_get_string(root, "$", "name", true, 256, &s, err)) < 0)
         return r;
     if (!config_name_valid(s))
-        return tm_err_set(err, EINVAL, "$.name: \"%s\" is not a valid GuestOS name (1-%d letters, "
-                          "digits, '_', '.', '-', starting with a letter or digit)", s, CONFIG_NAME_MAX);
+        return tm_err_set(err, EINVAL,
+                          "$.name: \"%s\" is not a valid GuestOS name (1-%d letters, "
+                          "digits, '_', '.', '-', starting with a letter or digit)",
+                          s, CONFIG_NAME_MAX);
     snprintf(g->name, sizeof(g->name), "%s", s);
     if ((r = tm_json_get_int(root, "$", "version", true, 1, CONFIG_VERSION_MAX, &n, err)) < 0)
         return r;

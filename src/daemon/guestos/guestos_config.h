@@ -18,20 +18,20 @@
 #define GUESTOS_TMPFS_DEFAULT_MB 64
 
 enum guestos_mount_kind {
-    GMOUNT_SHARED,  /* read-only image, shared by all containers of the GuestOS */
+    GMOUNT_SHARED, /* read-only image, shared by all containers of the GuestOS */
     GMOUNT_OVERLAY, /* read-only image + writable upper layer on the container's data volume */
-    GMOUNT_DATA,    /* a per-container directory on the data volume */
-    GMOUNT_TMPFS,   /* memory */
+    GMOUNT_DATA, /* a per-container directory on the data volume */
+    GMOUNT_TMPFS, /* memory */
 };
 
 struct guestos_mount {
     enum guestos_mount_kind kind;
     char mount_point[PATH_MAX];
     char image[GUESTOS_IMAGE_NAME_MAX + 1]; /* shared, overlay */
-    char fs_type[16];                       /* "squashfs", "erofs" or "ext4" */
-    uint64_t size;                          /* bytes */
+    char fs_type[16]; /* "squashfs", "erofs" or "ext4" */
+    uint64_t size; /* bytes */
     uint8_t sha256[32];
-    uint64_t size_mb;                       /* tmpfs */
+    uint64_t size_mb; /* tmpfs */
 };
 
 struct guestos_config {
@@ -46,7 +46,7 @@ struct guestos_config {
     char description[GUESTOS_DESC_MAX + 1];
     struct guestos_mount mounts[GUESTOS_MOUNTS_MAX];
     size_t nmounts;
-    size_t root;   /* index of the mount at "/" */
+    size_t root; /* index of the mount at "/" */
 };
 
 int guestos_config_parse(const char *json, size_t len, struct guestos_config **ret, tm_err *err);

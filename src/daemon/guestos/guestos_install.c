@@ -118,8 +118,8 @@ static void fail(struct install_op *op, const tm_err *err)
     }
     /* A restricted client could fail installs in a loop: its records are rate-limited. */
     if (reply_install_failure_audit_due(op->d, op->conn_id))
-        daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s",
-                     op->label[0] ? op->label : "?", err->msg);
+        daemon_audit(op->d, "guestos.install", "fail", NULL, op->actor, "%s: %s", op->label[0] ? op->label : "?",
+                     err->msg);
     char msg[sizeof(err->msg)] = "";
     size_t n = strlen(op->d->data_dir), used = 0;
     if (reply_restricted(op->d, op->conn_id) && n > 1) {
@@ -127,16 +127,15 @@ static void fail(struct install_op *op, const tm_err *err)
         for (const char *p = err->msg, *hit; *p && used + 1 < sizeof(msg); p = hit + n) {
             hit = strstr(p, op->d->data_dir);
             size_t keep = hit ? (size_t)(hit - p) : strlen(p);
-            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%.*s%s", (int)keep, p,
-                                     hit ? "<data dir>" : "");
+            used += (size_t)snprintf(msg + used, sizeof(msg) - used, "%.*s%s", (int)keep, p, hit ? "<data dir>" : "");
             if (!hit || used >= sizeof(msg))
                 break;
         }
     } else {
         snprintf(msg, sizeof(msg), "%s", err->msg);
     }
-    reply_error(op->d, op->conn_id, op->req_id, err->code, "GuestOS %s%snot installed: %s",
-                op->label, op->label[0] ? " " : "", msg);
+    reply_error(op->d, op->conn_id, op->req_id, err->code, "GuestOS %s%snot installed: %s", op->label,
+                op->label[0] ? " " : "", msg);
     op_free(op);
 }
 
@@ -144,8 +143,7 @@ static void fail(struct install_op *op, const tm_err *err)
 
 /* A regular file in the source directory, not reached through a symlink, of at most max bytes.
  * Returns 1 when read, 0 when absent (if optional). */
-static int read_member(int dirfd, const char *name, size_t max, bool optional, char **ret,
-                       size_t *ret_len, tm_err *err)
+static int read_member(int dirfd, const char *name, size_t max, bool optional, char **ret, size_t *ret_len, tm_err *err)
 {
     _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT && optional)
@@ -190,18 +188,14 @@ static int read_source(struct install_op *op, const char *path, int root_fd, tm_
      * (FUSE) could block it forever. */
     struct statfs sfs;
     if (root_fd >= 0 && (fstatfs(op->src_fd, &sfs) < 0 || sfs.f_type == FUSE_SUPER_MAGIC))
-        return tm_err_set(err, EXDEV, "%s is on a FUSE file system; copy the GuestOS elsewhere",
-                          path);
-    int r = read_member(op->src_fd, "guestos.json", GUESTOS_JSON_MAX, false, &op->json,
-                        &op->json_len, err);
+        return tm_err_set(err, EXDEV, "%s is on a FUSE file system; copy the GuestOS elsewhere", path);
+    int r = read_member(op->src_fd, "guestos.json", GUESTOS_JSON_MAX, false, &op->json, &op->json_len, err);
     if (r < 0)
         return r;
-    int has_sig = read_member(op->src_fd, "guestos.json.sig", SIG_MAX, true, &op->sig,
-                              &op->sig_len, err);
+    int has_sig = read_member(op->src_fd, "guestos.json.sig", SIG_MAX, true, &op->sig, &op->sig_len, err);
     if (has_sig < 0)
         return has_sig;
-    int has_chain = read_member(op->src_fd, "guestos.json.chain.pem", CHAIN_MAX, true, &op->chain,
-                                &op->chain_len, err);
+    int has_chain = read_member(op->src_fd, "guestos.json.chain.pem", CHAIN_MAX, true, &op->chain, &op->chain_len, err);
     if (has_chain < 0)
         return has_chain;
     if (has_sig != has_chain)
@@ -209,8 +203,7 @@ static int read_source(struct install_op *op, const char *path, int root_fd, tm_
                           has_sig ? "guestos.json.chain.pem" : "guestos.json.sig");
     if ((r = guestos_config_parse(op->json, op->json_len, &op->cfg, err)) < 0)
         return tm_err_prefix(err, "guestos.json");
-    snprintf(op->label, sizeof(op->label), "%s-%llu", op->cfg->name,
-             (unsigned long long)op->cfg->version);
+    snprintf(op->label, sizeof(op->label), "%s-%llu", op->cfg->name, (unsigned long long)op->cfg->version);
     return 0;
 }
 
@@ -218,12 +211,14 @@ static int check_fit(struct install_op *op, tm_err *err)
 {
     struct daemon *d = op->d;
     if (strcmp(op->cfg->architecture, d->device.architecture) != 0)
-        return tm_err_set(err, EINVAL, "it is built for %s, this device is %s",
-                          op->cfg->architecture, d->device.architecture);
+        return tm_err_set(err, EINVAL, "it is built for %s, this device is %s", op->cfg->architecture,
+                          d->device.architecture);
     struct guestos *have = guestos_find(d, op->cfg->name, 0);
     if (have && have->cfg->version >= op->cfg->version)
-        return tm_err_set(err, EPERM, "version %llu is installed; only a greater version can be "
-                          "installed (no downgrade)", (unsigned long long)have->cfg->version);
+        return tm_err_set(err, EPERM,
+                          "version %llu is installed; only a greater version can be "
+                          "installed (no downgrade)",
+                          (unsigned long long)have->cfg->version);
     /* The sizes are what guestos.json declares (signed or, under allow_unsigned, whatever the
      * client wrote): an image that cannot fit is refused before a byte is copied, so that a
      * sparse file of a declared terabyte cannot fill the data dir's file system (and with it
@@ -235,9 +230,9 @@ static int check_fit(struct install_op *op, tm_err *err)
     char store[PATH_MAX + 16];
     snprintf(store, sizeof(store), "%s/guestos", d->data_dir);
     struct statvfs vfs;
-    if (statvfs(store, &vfs) == 0 &&
-        total + STORE_RESERVE > (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize)
-        return tm_err_set(err, ENOSPC, "its images (%llu MiB) do not fit into the GuestOS "
+    if (statvfs(store, &vfs) == 0 && total + STORE_RESERVE > (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize)
+        return tm_err_set(err, ENOSPC,
+                          "its images (%llu MiB) do not fit into the GuestOS "
                           "store's free space (%d MiB are kept free)",
                           (unsigned long long)(total >> 20), STORE_RESERVE >> 20);
     return 0;
@@ -245,8 +240,8 @@ static int check_fit(struct install_op *op, tm_err *err)
 
 /* ---- the worker: copy and hash the images ----------------------------------------------------- */
 
-static int copy_image(int src_dir, int dst_dir, const char *label, const struct guestos_mount *m,
-                      int sync_fd, tm_err *err)
+static int copy_image(int src_dir, int dst_dir, const char *label, const struct guestos_mount *m, int sync_fd,
+                      tm_err *err)
 {
     _cleanup_close_ int in = openat(src_dir, m->image, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (in < 0)
@@ -258,9 +253,8 @@ static int copy_image(int src_dir, int dst_dir, const char *label, const struct 
     if (!S_ISREG(st.st_mode))
         return tm_err_set(err, EINVAL, "image %s is not a regular file", m->image);
     if ((uint64_t)st.st_size != m->size)
-        return tm_err_set(err, EBADMSG, "image %s of %s is %llu bytes, guestos.json says %llu",
-                          m->image, label, (unsigned long long)st.st_size,
-                          (unsigned long long)m->size);
+        return tm_err_set(err, EBADMSG, "image %s of %s is %llu bytes, guestos.json says %llu", m->image, label,
+                          (unsigned long long)st.st_size, (unsigned long long)m->size);
     _cleanup_close_ int out = openat(dst_dir, m->image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (out < 0)
         return tm_err_sys(err, "cannot create %s in the store", m->image);
@@ -298,8 +292,8 @@ static int copy_image(int src_dir, int dst_dir, const char *label, const struct 
         char got[65], want[65];
         tm_hex(digest, 32, got);
         tm_hex(m->sha256, 32, want);
-        return tm_err_set(err, EBADMSG, "image %s of %s corrupted: SHA-256 %s, guestos.json says %s",
-                          m->image, label, got, want);
+        return tm_err_set(err, EBADMSG, "image %s of %s corrupted: SHA-256 %s, guestos.json says %s", m->image, label,
+                          got, want);
     }
     /* Read back from the store's own copy, which no one else can change. */
     int r = image_check_fs_type(out, m, label, err);
@@ -366,16 +360,17 @@ static void reply_installed(struct install_op *op, struct guestos *g)
     reply_send(op->d, op->conn_id, op->req_id, &resp);
 }
 
-static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
-                        void *userdata)
+static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr, void *userdata)
 {
     struct install_op *op = userdata;
     tm_err err = {0};
     if (aerr) {
         /* Fail closed: a version the TPM does not vouch for would let the store be rolled back
          * under it unnoticed. fail() takes it out of the store again. */
-        tm_err_set(&err, aerr->code, "the TPM anchor of %s cannot be written (%s): the install is "
-                   "undone", op->label, aerr->msg);
+        tm_err_set(&err, aerr->code,
+                   "the TPM anchor of %s cannot be written (%s): the install is "
+                   "undone",
+                   op->label, aerr->msg);
         fail(op, &err);
         return;
     }
@@ -389,8 +384,7 @@ static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     }
     struct guestos *g = guestos_find(d, op->cfg->name, op->cfg->version);
     daemon_audit(d, "guestos.install", "ok", NULL, op->actor, "%s, %s%s%s, %llu bytes", op->label,
-                 trust_level_name(op->trust), op->signer[0] ? " by " : "", op->signer,
-                 (unsigned long long)g->size);
+                 trust_level_name(op->trust), op->signer[0] ? " by " : "", op->signer, (unsigned long long)g->size);
     log_info("GuestOS %s installed (%s)", op->label, trust_level_name(op->trust));
     reply_installed(op, g);
     op_free(op);
@@ -495,8 +489,7 @@ static int start_worker(struct install_op *op, tm_err *err)
     if (tm_sync_socketpair(sp) < 0)
         return tm_err_sys(err, "socketpair");
     pid_t self = getpid();
-    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&op->pidfd,
-                            .exit_signal = SIGCHLD};
+    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&op->pidfd, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
@@ -525,20 +518,21 @@ static int check_owner(struct install_op *op, const struct trust_result *res, tm
     bool bound;
     guestos_owner_want(op->d, op->cfg->name, &op->anchored, owner, &bound);
     if (strlen(res->ca_sha256) != 64)
-        return tm_err_set(err, EPROTO, "trustme-scd did not say which GuestOS Signing CA the "
+        return tm_err_set(err, EPROTO,
+                          "trustme-scd did not say which GuestOS Signing CA the "
                           "signature passed through");
     if (owner[0] && strcmp(owner, res->ca_sha256) != 0)
-        return tm_err_set(err, EPERM, "the name %s belongs to the GuestOS Signing CA with SHA-256 "
+        return tm_err_set(err, EPERM,
+                          "the name %s belongs to the GuestOS Signing CA with SHA-256 "
                           "%s (%s); this one is signed through the CA with SHA-256 %s (signer %s): "
                           "only device.json trust.guestos_owners hands a name to another vendor",
-                          op->cfg->name, owner, bound ? "bound by device.json" : "its first signer",
-                          res->ca_sha256, res->signer);
+                          op->cfg->name, owner, bound ? "bound by device.json" : "its first signer", res->ca_sha256,
+                          res->signer);
     memcpy(op->owner, res->ca_sha256, 65);
     return 0;
 }
 
-static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
-                        void *userdata)
+static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err, void *userdata)
 {
     struct install_op *op = userdata;
     if (err) {
@@ -563,8 +557,7 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
 /* The version the TPM anchors for this name: a lower one is a downgrade. The same version is
  * allowed when the store lacks it (check_fit saw to that): installing it again heals a store that
  * was rolled back. */
-static int anchor_verdict(struct install_op *op, const Trustme__Tpmd__Response *resp,
-                          const tm_err *aerr, tm_err *err)
+static int anchor_verdict(struct install_op *op, const Trustme__Tpmd__Response *resp, const tm_err *aerr, tm_err *err)
 {
     if (aerr)
         return tm_err_set(err, aerr->code, "the TPM-anchored versions cannot be read: %s", aerr->msg);
@@ -572,23 +565,23 @@ static int anchor_verdict(struct install_op *op, const Trustme__Tpmd__Response *
     if (r < 0)
         return r;
     if (op->anchored.version > op->cfg->version)
-        return tm_err_set(err, ESTALE, "version %llu is older than version %llu, which this "
+        return tm_err_set(err, ESTALE,
+                          "version %llu is older than version %llu, which this "
                           "device's TPM anchors as installed: a downgrade is refused",
-                          (unsigned long long)op->cfg->version,
-                          (unsigned long long)op->anchored.version);
+                          (unsigned long long)op->cfg->version, (unsigned long long)op->anchored.version);
     return 0;
 }
 
 /* The TPM's anchor allows this version: verify the signature (or accept it unsigned). */
-static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr,
-                      void *userdata)
+static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr, void *userdata)
 {
     struct install_op *op = userdata;
     tm_err err = {0};
     int r = anchor_verdict(op, resp, aerr, &err);
     if (r == 0 && !op->sig) {
         if (!d->device.allow_unsigned)
-            r = tm_err_set(&err, EPERM, "it is not signed (no guestos.json.sig), and the device "
+            r = tm_err_set(&err, EPERM,
+                           "it is not signed (no guestos.json.sig), and the device "
                            "policy does not allow unsigned GuestOSes");
         op->trust = TRUST_UNSIGNED;
         if (r == 0)
@@ -598,8 +591,7 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
         progress(op, "verifying the signature of %s (%s chain)...", op->label,
                  core ? "Software Signing" : "GuestOS Signing");
         r = trust_verify(d, op->json, op->json_len, op->sig, op->sig_len, op->chain, op->chain_len,
-                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, d->device.allow_locally_signed,
-                         on_verified, op, &err);
+                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, d->device.allow_locally_signed, on_verified, op, &err);
         if (r < 0)
             tm_err_prefix(&err, "signature rejected");
     }
@@ -610,13 +602,15 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
 void guestos_install(struct daemon *d, struct reply_to to, const char *path, int root_fd)
 {
     if (!path || !config_clean_abs_path(path) || strcmp(path, "/") == 0) {
-        reply_error(d, to.client, to.req_id, EINVAL, "guestos install: give the GuestOS directory as a "
-                        "canonical absolute path");
+        reply_error(d, to.client, to.req_id, EINVAL,
+                    "guestos install: give the GuestOS directory as a "
+                    "canonical absolute path");
         return;
     }
     if (d->install) {
-        reply_error(d, to.client, to.req_id, EBUSY, "another GuestOS install is under way; try again "
-                        "when it is done");
+        reply_error(d, to.client, to.req_id, EBUSY,
+                    "another GuestOS install is under way; try again "
+                    "when it is done");
         return;
     }
     struct install_op *op = calloc(1, sizeof(*op));
@@ -624,8 +618,8 @@ void guestos_install(struct daemon *d, struct reply_to to, const char *path, int
         reply_error(d, to.client, to.req_id, ENOMEM, "out of memory");
         return;
     }
-    *op = (struct install_op){.d = d, .conn_id = to.client, .req_id = to.req_id, .src_fd = -1,
-                              .pidfd = -1, .sync_fd = -1};
+    *op = (struct install_op){
+        .d = d, .conn_id = to.client, .req_id = to.req_id, .src_fd = -1, .pidfd = -1, .sync_fd = -1};
     snprintf(op->actor, sizeof(op->actor), "%s", to.actor);
     d->install = op;
     tm_err err = {0};

@@ -19,8 +19,8 @@ int guestos_anchor_parse(const ProtobufCBinaryData *value, struct guestos_anchor
     if (!value)
         return 0;
     if (value->len != GUESTOS_ANCHOR_VALUE_LEN)
-        return tm_err_set(err, EBADMSG, "the TPM-anchored GuestOS entry has %zu bytes, not %d",
-                          value->len, GUESTOS_ANCHOR_VALUE_LEN);
+        return tm_err_set(err, EBADMSG, "the TPM-anchored GuestOS entry has %zu bytes, not %d", value->len,
+                          GUESTOS_ANCHOR_VALUE_LEN);
     for (int i = 0; i < 8; i++)
         ret->version = (ret->version << 8) | value->data[i];
     static const uint8_t zero[32];
@@ -38,8 +38,8 @@ void guestos_anchor_encode(const struct guestos_anchor *a, uint8_t out[GUESTOS_A
     (void)tm_hex_decode_str(a->owner, out + 8, 32, 0, NULL);
 }
 
-void guestos_owner_want(struct daemon *d, const char *name, const struct guestos_anchor *a,
-                        char ret[65], bool *ret_bound)
+void guestos_owner_want(struct daemon *d, const char *name, const struct guestos_anchor *a, char ret[65],
+                        bool *ret_bound)
 {
     *ret_bound = false;
     for (size_t i = 0; i < d->device.n_guestos_owners; i++)

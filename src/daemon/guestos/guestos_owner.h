@@ -18,8 +18,8 @@
 #define GUESTOS_ANCHOR_NAME_MAX (8 + CONFIG_NAME_MAX)
 
 struct guestos_anchor {
-    uint64_t version;   /* 0: nothing anchored */
-    char owner[65];     /* SHA-256 (hex) of the owning CA; "" for none */
+    uint64_t version; /* 0: nothing anchored */
+    char owner[65]; /* SHA-256 (hex) of the owning CA; "" for none */
 };
 
 void guestos_anchor_name(const char *name, char out[GUESTOS_ANCHOR_NAME_MAX + 1]);
@@ -29,5 +29,5 @@ int guestos_anchor_parse(const ProtobufCBinaryData *value, struct guestos_anchor
 #define GUESTOS_ANCHOR_VALUE_LEN 40
 void guestos_anchor_encode(const struct guestos_anchor *a, uint8_t out[GUESTOS_ANCHOR_VALUE_LEN]);
 /* The CA that may sign name now: ret "" when any registered one may; *ret_bound: by device.json. */
-void guestos_owner_want(struct daemon *d, const char *name, const struct guestos_anchor *a,
-                        char ret[65], bool *ret_bound);
+void guestos_owner_want(struct daemon *d, const char *name, const struct guestos_anchor *a, char ret[65],
+                        bool *ret_bound);

@@ -107,15 +107,13 @@ static struct guestos *find_exact(struct daemon *d, const char *name, uint64_t v
     return guestos_find(d, name, version);
 }
 
-static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err,
-                        void *userdata)
+static void on_verified(struct daemon *d, const struct trust_result *res, const tm_err *err, void *userdata)
 {
     struct check_op *op = userdata;
     struct guestos *g = find_exact(d, op->name, op->version);
     tm_err e = {0};
     if (!g) {
-        tm_err_set(&e, ENOENT, "GuestOS %s-%llu was removed meanwhile", op->name,
-                   (unsigned long long)op->version);
+        tm_err_set(&e, ENOENT, "GuestOS %s-%llu was removed meanwhile", op->name, (unsigned long long)op->version);
     } else {
         bool was = g->revoked;
         memcpy(g->checked_under, op->key, 32);
@@ -127,8 +125,8 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
          * a revoked GuestOS start again. */
         if (err && (err->code == EKEYREVOKED || err->code == ENOKEY || err->code == ENODATA)) {
             g->revoked = true;
-            snprintf(g->revoked_why, sizeof(g->revoked_why), "GuestOS %s-%llu is revoked: %s",
-                     op->name, (unsigned long long)op->version,
+            snprintf(g->revoked_why, sizeof(g->revoked_why), "GuestOS %s-%llu is revoked: %s", op->name,
+                     (unsigned long long)op->version,
                      err->code == EKEYREVOKED ? "a certificate of its signer's chain is revoked"
                      : err->code == ENODATA   ? "the revocation status of its signer's chain "
                                                 "cannot be checked against the CRLs"
@@ -141,11 +139,10 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
             }
         } else if (err) {
             log_warn("GuestOS %s-%llu: its signature no longer verifies, but not for a revocation "
-                     "(it still starts; new installs need a valid chain): %s", op->name,
-                     (unsigned long long)op->version, err->msg);
+                     "(it still starts; new installs need a valid chain): %s",
+                     op->name, (unsigned long long)op->version, err->msg);
         } else if (was) {
-            log_info("GuestOS %s-%llu is no longer revoked", op->name,
-                     (unsigned long long)op->version);
+            log_info("GuestOS %s-%llu is no longer revoked", op->name, (unsigned long long)op->version);
         }
     }
     revocation_done_fn fn = op->fn;
@@ -155,8 +152,8 @@ static void on_verified(struct daemon *d, const struct trust_result *res, const 
         fn(d, e.code ? &e : NULL, ud);
 }
 
-static int read_member(const char *dir, const char *name, size_t max, bool optional, char **ret,
-                       size_t *ret_len, tm_err *err)
+static int read_member(const char *dir, const char *name, size_t max, bool optional, char **ret, size_t *ret_len,
+                       tm_err *err)
 {
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -172,8 +169,8 @@ static int read_member(const char *dir, const char *name, size_t max, bool optio
     return r;
 }
 
-static int start_check(struct daemon *d, const struct guestos *g, const uint8_t key[32],
-                       revocation_done_fn fn, void *userdata, tm_err *err)
+static int start_check(struct daemon *d, const struct guestos *g, const uint8_t key[32], revocation_done_fn fn,
+                       void *userdata, tm_err *err)
 {
     struct check_op *op = calloc(1, sizeof(*op));
     if (!op)
@@ -187,13 +184,11 @@ static int start_check(struct daemon *d, const struct guestos *g, const uint8_t 
     if (r == 0)
         r = read_member(g->dir, "guestos.json.sig", SIG_MAX, false, &op->sig, &op->sig_len, err);
     if (r == 0)
-        r = read_member(g->dir, "guestos.json.chain.pem", CHAIN_MAX, false, &op->chain,
-                        &op->chain_len, err);
+        r = read_member(g->dir, "guestos.json.chain.pem", CHAIN_MAX, false, &op->chain, &op->chain_len, err);
     bool core = strcmp(g->cfg->name, d->device.core_guestos) == 0;
     if (r == 0)
         r = trust_verify(d, op->json, op->json_len, op->sig, op->sig_len, op->chain, op->chain_len,
-                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, g->trust == TRUST_LOCAL, on_verified,
-                         op, err);
+                         core ? CHAIN_SOFTWARE : CHAIN_GUESTOS, g->trust == TRUST_LOCAL, on_verified, op, err);
     if (r < 0) {
         op_free(op);
         return tm_err_prefix(err, "re-checking the signature of %s-%llu", g->cfg->name,
@@ -202,8 +197,7 @@ static int start_check(struct daemon *d, const struct guestos *g, const uint8_t 
     return 0;
 }
 
-int revocation_check(struct daemon *d, struct guestos *g, revocation_done_fn fn, void *userdata,
-                     tm_err *err)
+int revocation_check(struct daemon *d, struct guestos *g, revocation_done_fn fn, void *userdata, tm_err *err)
 {
     if (g->trust == TRUST_UNSIGNED)
         return 1; /* nothing was signed: the policy check at start decides */

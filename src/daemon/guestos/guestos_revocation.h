@@ -19,8 +19,7 @@
 typedef void (*revocation_done_fn)(struct daemon *d, const tm_err *err, void *userdata);
 
 /* Decide whether g may start now; fn is called (possibly at once) with the verdict. */
-int revocation_check(struct daemon *d, struct guestos *g, revocation_done_fn fn, void *userdata,
-                     tm_err *err);
+int revocation_check(struct daemon *d, struct guestos *g, revocation_done_fn fn, void *userdata, tm_err *err);
 /* Re-check every signed GuestOS in the background if the CRLs or CAs changed since the last
  * time (force: regardless), and keep checking every few seconds. */
 void revocation_refresh(struct daemon *d, bool force);

@@ -26,8 +26,10 @@ int image_check_fs_type(int fd, const struct guestos_mount *m, const char *label
     if (found && strcmp(found, m->fs_type) == 0)
         return 0;
     if (!found)
-        return tm_err_set(err, EINVAL, "image %s of %s is not a squashfs, erofs or ext4 file system, "
-                          "but guestos.json says fs_type \"%s\"", m->image, label, m->fs_type);
-    return tm_err_set(err, EINVAL, "image %s of %s is a %s image, but guestos.json says fs_type \"%s\"",
-                      m->image, label, found, m->fs_type);
+        return tm_err_set(err, EINVAL,
+                          "image %s of %s is not a squashfs, erofs or ext4 file system, "
+                          "but guestos.json says fs_type \"%s\"",
+                          m->image, label, m->fs_type);
+    return tm_err_set(err, EINVAL, "image %s of %s is a %s image, but guestos.json says fs_type \"%s\"", m->image,
+                      label, found, m->fs_type);
 }

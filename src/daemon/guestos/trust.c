@@ -51,7 +51,7 @@ struct verify_op {
     ProtobufCBinaryData data, sig, chain;
     bool cert_only, try_local;
     enum trust_level trust; /* of the try under way */
-    tm_err first;           /* why the proper chain failed, when the local root is tried */
+    tm_err first; /* why the proper chain failed, when the local root is tried */
     struct pems anchors, crls, required;
 };
 
@@ -105,14 +105,14 @@ static int set_anchor(struct verify_op *op, const char *path, const char *key, t
     pems_clear(&op->anchors);
     if (!path)
         return tm_err_set(err, ENOKEY, "the device config names no %s (device.json trust.%s)",
-                          strcmp(key, "local_root") == 0 ? "local root CA"
+                          strcmp(key, "local_root") == 0     ? "local root CA"
                           : strcmp(key, "general_root") == 0 ? "General root CA"
-                                                             : "Software Signing root CA", key);
+                                                             : "Software Signing root CA",
+                          key);
     return pems_add(&op->anchors, path, err);
 }
 
-static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
-                     void *userdata);
+static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err, void *userdata);
 
 static int send_op(struct verify_op *op, tm_err *err)
 {
@@ -147,8 +147,7 @@ static void finish(struct verify_op *op, const struct trust_result *res, const t
     fn(d, res, err, userdata);
 }
 
-static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
-                     void *userdata)
+static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err, void *userdata)
 {
     struct verify_op *op = userdata;
     tm_err e = {0};
@@ -166,10 +165,8 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
         if (op->first.code) {
             /* A revocation (or an unknown revocation status) under the local root is what the
              * caller must hear of. */
-            tm_err_set(&e, err->code == EKEYREVOKED || err->code == ENODATA ? err->code
-                                                                             : op->first.code,
-                       "%s (nor is it signed by the local root: %s)",
-                       op->first.msg, err->msg);
+            tm_err_set(&e, err->code == EKEYREVOKED || err->code == ENODATA ? err->code : op->first.code,
+                       "%s (nor is it signed by the local root: %s)", op->first.msg, err->msg);
             finish(op, NULL, &e);
             return;
         }
@@ -211,9 +208,9 @@ static int op_new(struct daemon *d, trust_done_fn fn, void *userdata, struct ver
     return 0;
 }
 
-int trust_verify(struct daemon *d, const void *data, size_t len, const void *sig, size_t sig_len,
-                 const char *chain, size_t chain_len, enum signer_chain which, bool allow_local,
-                 trust_done_fn fn, void *userdata, tm_err *err)
+int trust_verify(struct daemon *d, const void *data, size_t len, const void *sig, size_t sig_len, const char *chain,
+                 size_t chain_len, enum signer_chain which, bool allow_local, trust_done_fn fn, void *userdata,
+                 tm_err *err)
 {
     struct verify_op *op;
     int r = op_new(d, fn, userdata, &op, err);
@@ -241,8 +238,7 @@ int trust_verify(struct daemon *d, const void *data, size_t len, const void *sig
     return r;
 }
 
-int trust_register_ca(struct daemon *d, const char *pem, size_t len, trust_done_fn fn,
-                      void *userdata, tm_err *err)
+int trust_register_ca(struct daemon *d, const char *pem, size_t len, trust_done_fn fn, void *userdata, tm_err *err)
 {
     struct verify_op *op;
     int r = op_new(d, fn, userdata, &op, err);

@@ -19,12 +19,12 @@
 
 /* init's console while trustmed drains it (c->console). */
 struct console {
-    int fifo;             /* read end of init's console, or -1 */
+    int fifo; /* read end of init's console, or -1 */
     tm_source *src;
-    tm_source *timer;     /* resumes draining a throttled console */
-    uint64_t tokens;      /* bytes it may still log now */
+    tm_source *timer; /* resumes draining a throttled console */
+    uint64_t tokens; /* bytes it may still log now */
     uint64_t refilled_ns; /* when tokens was last topped up */
-    uint64_t throttled;   /* times it was throttled since its start */
+    uint64_t throttled; /* times it was throttled since its start */
     int log;
     off_t size;
 };
@@ -136,8 +136,7 @@ static void on_console(tm_source *src, uint32_t events, void *userdata)
     /* Out of budget: stop reading until 64 KiB are due. The FIFO fills and the container's
      * writes wait; none of its output is lost. */
     if (c->console->throttled++ == 0)
-        log_info("%s: console output beyond %d KiB/s is slowed down", container_label(c),
-                 CONSOLE_RATE / 1024);
+        log_info("%s: console output beyond %d KiB/s is slowed down", container_label(c), CONSOLE_RATE / 1024);
     c->console->timer = tm_loop_timer(c->d->loop, 64 * 1024 * 1000 / CONSOLE_RATE, on_resume, c);
     if (c->console->timer)
         tm_source_modify(src, 0);
@@ -176,7 +175,8 @@ static int open_for_init(struct container *c, const char *fifo)
     _cleanup_close_ int tree = open_tree(AT_FDCWD, dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     if (tree < 0) {
         log_warn("%s: cannot clone the run dir's mount (%m): the console's host path stays "
-                 "visible to the container", container_label(c));
+                 "visible to the container",
+                 container_label(c));
         return open(fifo, O_RDWR | O_CLOEXEC);
     }
     return openat(tree, "console.fifo", O_RDWR | O_CLOEXEC | O_NOFOLLOW);

@@ -18,10 +18,10 @@
 
 /* The core container policy's state (d->core). */
 struct core_state {
-    bool others_pending;      /* the other autostarts wait for c0's start to end */
+    bool others_pending; /* the other autostarts wait for c0's start to end */
     tm_source *restart_timer; /* c0 ended unasked: started again when this fires */
-    unsigned backoff_s;       /* the next restart's delay; doubles while c0 keeps dying */
-    bool stop_requested;      /* c0's current stop was asked for: no restart */
+    unsigned backoff_s; /* the next restart's delay; doubles while c0 keeps dying */
+    bool stop_requested; /* c0's current stop was asked for: no restart */
 };
 
 int core_init(struct daemon *d, tm_err *err)
@@ -52,15 +52,19 @@ int core_check(struct daemon *d, tm_err *err)
     /* Without an admin socket on the host, a missing or locked c0 would leave no way in at
      * all: better to refuse to run than to run unmanageable. */
     if (!dev->core_container[0])
-        return tm_err_set(err, EINVAL, "device.json: admin_socket_in_root is false but no "
+        return tm_err_set(err, EINVAL,
+                          "device.json: admin_socket_in_root is false but no "
                           "core_container is named: the device would have no admin socket");
     struct container *c = core_find(d);
     if (!c)
-        return tm_err_set(err, ENOENT, "device.json: admin_socket_in_root is false but the core "
+        return tm_err_set(err, ENOENT,
+                          "device.json: admin_socket_in_root is false but the core "
                           "container \"%s\" does not exist: create it before removing the admin "
-                          "socket from the root namespace", dev->core_container);
+                          "socket from the root namespace",
+                          dev->core_container);
     if (container_encrypted(c))
-        return tm_err_set(err, EINVAL, "device.json: admin_socket_in_root is false but the core "
+        return tm_err_set(err, EINVAL,
+                          "device.json: admin_socket_in_root is false but the core "
                           "container %s has encrypted data: it needs its token's PIN to start, "
                           "and nobody could give it (its config must have \"token\": \"none\")",
                           c->cfg->name);
@@ -73,7 +77,8 @@ static bool start_core(struct container *c, const char *actor)
     struct daemon *d = c->d;
     if (container_encrypted(c)) {
         log_warn("%s: the core container is not started automatically: its data is encrypted "
-                 "and needs its token's PIN (trustme start %s)", container_label(c), c->cfg->name);
+                 "and needs its token's PIN (trustme start %s)",
+                 container_label(c), c->cfg->name);
         daemon_audit(d, "container.autostart", "fail", c, actor, "%s",
                      "core container with encrypted data: needs the token's PIN");
         return false;
@@ -92,8 +97,7 @@ void core_autostart(struct daemon *d)
 {
     struct container *c = core_find(d);
     if (d->device.core_container[0] && !c)
-        log_warn("device.json names the core container \"%s\", which does not exist",
-                 d->device.core_container);
+        log_warn("device.json names the core container \"%s\", which does not exist", d->device.core_container);
     if (c && c->state == CS_STOPPED && start_core(c, "autostart")) {
         d->core->others_pending = true; /* core_on_transition starts them */
         return;
@@ -115,17 +119,14 @@ static void schedule_restart(struct container *c)
     struct daemon *d = c->d;
     if (d->core->restart_timer || container_encrypted(c))
         return;
-    bool stable = !c->starting_failed && c->started_at &&
-                  (uint64_t)time(NULL) - c->started_at >= CORE_STABLE_S;
+    bool stable = !c->starting_failed && c->started_at && (uint64_t)time(NULL) - c->started_at >= CORE_STABLE_S;
     if (stable || !d->core->backoff_s)
         d->core->backoff_s = 1;
     unsigned delay = d->core->backoff_s;
     if (d->core->backoff_s < CORE_BACKOFF_MAX_S)
-        d->core->backoff_s = d->core->backoff_s * 2 > CORE_BACKOFF_MAX_S ? CORE_BACKOFF_MAX_S
-                                                                      : d->core->backoff_s * 2;
+        d->core->backoff_s = d->core->backoff_s * 2 > CORE_BACKOFF_MAX_S ? CORE_BACKOFF_MAX_S : d->core->backoff_s * 2;
     const char *why = c->starting_failed ? c->last_error : c->last_exit;
-    log_warn("%s: the core container ended (%s); starting it again in %u s", container_label(c),
-             why, delay);
+    log_warn("%s: the core container ended (%s); starting it again in %u s", container_label(c), why, delay);
     daemon_audit(d, "core.restart", "ok", c, "trustmed", "ended (%s); restart in %u s", why, delay);
     d->core->restart_timer = tm_loop_timer(d->loop, delay * 1000ull, on_restart_timer, d);
 }
@@ -146,8 +147,7 @@ void core_on_transition(struct container *c, enum cstate old, enum cevent ev)
     if (!core_is(c)) {
         /* Shutdown: the last of the others has stopped, now c0 (begin_shutdown skipped it). */
         struct container *core = d->shutting_down && c->state == CS_STOPPED ? core_find(d) : NULL;
-        if (core && state_is_active(core->state) && core->state != CS_STOPPING &&
-            !core_stops_last(core)) {
+        if (core && state_is_active(core->state) && core->state != CS_STOPPING && !core_stops_last(core)) {
             struct stop_args args = {.timeout_s = STOP_TIMEOUT_DEFAULT_S};
             container_fire(core, EV_STOP, &args, NULL);
         }
@@ -158,8 +158,7 @@ void core_on_transition(struct container *c, enum cstate old, enum cevent ev)
     if (d->core->others_pending && c->state != CS_STARTING) {
         d->core->others_pending = false;
         if (c->state == CS_STOPPED)
-            log_warn("%s: the core container did not start; starting the others anyway",
-                     container_label(c));
+            log_warn("%s: the core container did not start; starting the others anyway", container_label(c));
         daemon_autostart(d);
     }
     /* Ended without a stop request (its init exited, was killed, or the start failed). */
@@ -184,7 +183,8 @@ void daemon_autostart(struct daemon *d)
         if (container_encrypted(c)) {
             /* Its data key needs the token's PIN, which nobody is there to give. */
             log_info("%s: not started automatically: its data is encrypted and needs its PIN "
-                     "(trustme start %s)", container_label(c), c->cfg->name);
+                     "(trustme start %s)",
+                     container_label(c), c->cfg->name);
             daemon_audit(d, "container.autostart", "fail", c, "autostart", "%s",
                          "encrypted data: needs the token's PIN");
             continue;

@@ -49,8 +49,7 @@ static _Noreturn void exec_command(struct start_ctx *ctx, char **argv, char **en
         /* The pty comes from the container's own devpts instance, never from the host's. */
         int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
         int slave = -1;
-        if (master < 0 || unlockpt(master) < 0 ||
-            (slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY)) < 0) {
+        if (master < 0 || unlockpt(master) < 0 || (slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY)) < 0) {
             tm_err_sys(&err, "cannot allocate a terminal in the container");
             child_fail(ctx->sync_fd, &err, 126);
         }
@@ -84,8 +83,8 @@ static _Noreturn void exec_command(struct start_ctx *ctx, char **argv, char **en
     child_fail(ctx->sync_fd, &err, code);
 }
 
-static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, int userns_fd,
-                                  char **argv, char **envp, pid_t daemon_pid)
+static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, int userns_fd, char **argv, char **envp,
+                                  pid_t daemon_pid)
 {
     tm_err err = {0};
     child_reset(daemon_pid); /* not dumpable from here until the command's exec */
@@ -110,8 +109,7 @@ static _Noreturn void exec_helper(struct start_ctx *ctx, int init_pidfd, int use
     /* init's namespaces but the user namespace (below) and the cgroup one (the command joins it,
      * see cgroups_exec) — while still host root: the time namespace belongs to the host's user
      * namespace, which nothing inside the container's could enter. */
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                CLONE_NEWTIME;
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWTIME;
     if (setns(ctx->init_pidfd, flags) < 0) {
         tm_err_sys(&err, "cannot enter the container's namespaces");
         child_fail(ctx->sync_fd, &err, 1);
@@ -260,23 +258,35 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
             in_container += o == c && !s->attach;
         }
     if (on_conn >= EXEC_MAX_PER_CONN)
-        return tm_err_set(err, EAGAIN, "this connection already has %d commands running (the "
+        return tm_err_set(err, EAGAIN,
+                          "this connection already has %d commands running (the "
                           "limit per connection); wait for one to end, or use another connection",
                           EXEC_MAX_PER_CONN);
     if (in_container >= EXEC_MAX_PER_CONTAINER)
-        return tm_err_set(err, EAGAIN, "%s already has %d commands started by trustme run "
+        return tm_err_set(err, EAGAIN,
+                          "%s already has %d commands started by trustme run "
                           "running (the limit per container); see trustme exec list %s",
                           c->cfg->name, EXEC_MAX_PER_CONTAINER, c->cfg->name);
     if (c->cfg->user_namespace && c->userns_fd < 0)
-        return tm_err_set(err, ENXIO, "cannot find the container's own user namespace (its init "
+        return tm_err_set(err, ENXIO,
+                          "cannot find the container's own user namespace (its init "
                           "has left it since trustmed restarted); restart the container to run commands");
     bool tty = rq->has_tty && rq->tty;
     struct session *s = session_new(c, to.client, to.req_id, false, tty, rq->argv[0]);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     snprintf(s->actor, sizeof(s->actor), "%s", to.actor);
-    struct start_ctx ctx = {.d = c->d, .c = c, .cfg = c->cfg, .sync_fd = -1, .userns_fd = -1, .netns_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
-                            .stdio = {-1, -1, -1}, .tty = tty,
+    struct start_ctx ctx = {.d = c->d,
+                            .c = c,
+                            .cfg = c->cfg,
+                            .sync_fd = -1,
+                            .userns_fd = -1,
+                            .netns_fd = -1,
+                            .root_fd = -1,
+                            .cgroup_fd = -1,
+                            .init_pidfd = -1,
+                            .stdio = {-1, -1, -1},
+                            .tty = tty,
                             .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
     ctx.caps_drop = caps_drop_mask(c->cfg, ctx.uid_base != 0);
     int child_stdio[3] = {-1, -1, -1};
@@ -300,8 +310,8 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     }
     memcpy(argv, rq->argv, rq->n_argv * sizeof(char *));
     pid_t self = getpid();
-    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&s->helper_pidfd,
-                            .exit_signal = SIGCHLD};
+    struct clone_args ca = {
+        .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&s->helper_pidfd, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);

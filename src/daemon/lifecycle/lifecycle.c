@@ -42,10 +42,10 @@
 struct start_op {
     struct start_ctx ctx;
     struct start_args args;
-    int child_stdio[3];       /* init's stdio until the setup process has it */
-    struct secret *key;       /* the data key, from the token until the kernel has it */
-    struct secret *pin;       /* the token's PIN while the start waits for the TPM, or NULL */
-    size_t prepared;          /* modules whose prepare hook succeeded */
+    int child_stdio[3]; /* init's stdio until the setup process has it */
+    struct secret *key; /* the data key, from the token until the kernel has it */
+    struct secret *pin; /* the token's PIN while the start waits for the TPM, or NULL */
+    size_t prepared; /* modules whose prepare hook succeeded */
     int sync_fd;
     tm_source *sync_src;
     int setup_pidfd;
@@ -74,16 +74,14 @@ unsigned long long proc_starttime(pid_t pid)
         return 0;
     unsigned long long start = 0;
     /* fields 3..21 skipped, 22 = starttime */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-               &start) != 1)
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
         return 0;
     return start;
 }
 
 /* ---- waiting clients ------------------------------------------------------------------------ */
 
-void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id,
-                          enum wait_kind kind)
+void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id, enum wait_kind kind)
 {
     struct waiter *w = calloc(1, sizeof(*w));
     if (!w)
@@ -245,9 +243,7 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             return;
         }
         switch (msg.type) {
-        case TM_SYNC_PROGRESS:
-            progress(c, msg.payload);
-            break;
+        case TM_SYNC_PROGRESS: progress(c, msg.payload); break;
         case TM_SYNC_ERROR: {
             int32_t code;
             if (msg.len < sizeof(code)) {
@@ -286,12 +282,8 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             }
             break;
         }
-        case TM_SYNC_DATAFS:
-            unlock_volume(c, msg.fd);
-            break;
-        case TM_SYNC_KEYREQ:
-            send_key(c);
-            break;
+        case TM_SYNC_DATAFS: unlock_volume(c, msg.fd); break;
+        case TM_SYNC_KEYREQ: send_key(c); break;
         case TM_SYNC_CONTROL:
             if (msg.fd >= 0)
                 ctlsock_received(c, steal_fd(msg.fd));
@@ -313,8 +305,7 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             c->userns_ino = st.st_ino;
             break;
         }
-        default:
-            fail_start(c, "unexpected message %u from the setup process", msg.type);
+        default: fail_start(c, "unexpected message %u from the setup process", msg.type);
         }
         if (msg.fd >= 0)
             close(msg.fd);
@@ -341,8 +332,8 @@ static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
      * (a failed start is STOPPING already, with its first reason kept). */
     if ((si.si_code != CLD_EXITED || si.si_status != 0) && c->state == CS_STARTING) {
         char how[64];
-        describe_wait_status(si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status,
-                             how, sizeof(how), NULL, NULL);
+        describe_wait_status(si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status, how, sizeof(how),
+                             NULL, NULL);
         fail_start(c, "the setup process %s", how);
     }
     start_op_maybe_free(c);
@@ -399,21 +390,24 @@ static int resolve_guestos(struct container *c, struct start_ctx *ctx, tm_err *e
 {
     const struct device_config *dev = &c->d->device;
     if (!c->cfg->guestos[0])
-        return dev->allow_unsigned ? 0 : tm_err_set(err, EPERM, "it runs a development rootfs, "
-                                                    "which the device policy does not allow "
-                                                    "(device.json policy.allow_unsigned)");
+        return dev->allow_unsigned ? 0
+                                   : tm_err_set(err, EPERM,
+                                                "it runs a development rootfs, "
+                                                "which the device policy does not allow "
+                                                "(device.json policy.allow_unsigned)");
     struct guestos *g = guestos_for(c);
     if (!g && c->cfg->guestos_version)
-        return tm_err_set(err, ENOENT, "GuestOS %s version %llu is not installed (trustme guestos "
-                          "list)", c->cfg->guestos, (unsigned long long)c->cfg->guestos_version);
+        return tm_err_set(err, ENOENT,
+                          "GuestOS %s version %llu is not installed (trustme guestos "
+                          "list)",
+                          c->cfg->guestos, (unsigned long long)c->cfg->guestos_version);
     if (!g)
-        return tm_err_set(err, ENOENT, "GuestOS %s is not installed (trustme guestos list)",
-                          c->cfg->guestos);
-    if ((g->trust == TRUST_UNSIGNED && !dev->allow_unsigned) ||
-        (g->trust == TRUST_LOCAL && !dev->allow_locally_signed))
-        return tm_err_set(err, EPERM, "GuestOS %s-%llu is %s, which the device policy no longer "
-                          "allows", g->cfg->name, (unsigned long long)g->cfg->version,
-                          trust_level_name(g->trust));
+        return tm_err_set(err, ENOENT, "GuestOS %s is not installed (trustme guestos list)", c->cfg->guestos);
+    if ((g->trust == TRUST_UNSIGNED && !dev->allow_unsigned) || (g->trust == TRUST_LOCAL && !dev->allow_locally_signed))
+        return tm_err_set(err, EPERM,
+                          "GuestOS %s-%llu is %s, which the device policy no longer "
+                          "allows",
+                          g->cfg->name, (unsigned long long)g->cfg->version, trust_level_name(g->trust));
     int r = guestos_apply(c->cfg, g->cfg, err);
     if (r < 0)
         return r;
@@ -439,7 +433,15 @@ static void begin_start(struct container *c, const struct start_args *args)
     c->starting_failed = c->adopted = false;
     c->exit_code = c->wait_status = -1;
     struct start_ctx *ctx = &op->ctx;
-    *ctx = (struct start_ctx){.d = d, .c = c, .cfg = c->cfg, .userns_fd = -1, .netns_fd = -1, .sync_fd = -1, .root_fd = -1, .cgroup_fd = -1, .init_pidfd = -1,
+    *ctx = (struct start_ctx){.d = d,
+                              .c = c,
+                              .cfg = c->cfg,
+                              .userns_fd = -1,
+                              .netns_fd = -1,
+                              .sync_fd = -1,
+                              .root_fd = -1,
+                              .cgroup_fd = -1,
+                              .init_pidfd = -1,
                               .stdio = {-1, -1, -1},
                               .uid_base = c->cfg->user_namespace ? c->uid_base : 0,
                               .crypt = data_crypt_of(c)};
@@ -465,8 +467,10 @@ static void begin_start(struct container *c, const struct start_args *args)
     if (caps_privileged(c->cfg) && !d->device.allow_privileged) {
         char names[768];
         caps_names(caps_privileged(c->cfg), names, sizeof(names));
-        fail_start(c, "it keeps %s without a user namespace (a privileged container), which the "
-                   "device policy does not allow (device.json policy.allow_privileged)", names);
+        fail_start(c,
+                   "it keeps %s without a user namespace (a privileged container), which the "
+                   "device policy does not allow (device.json policy.allow_privileged)",
+                   names);
         return;
     }
     /* The PIN waits in locked memory while tpmd measures (a few ms). */
@@ -525,8 +529,8 @@ static void spawn_setup(struct container *c)
     ctx->sync_fd = sp[1];
     memcpy(ctx->stdio, op->child_stdio, sizeof(ctx->stdio));
     pid_t self = getpid();
-    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&op->setup_pidfd,
-                            .exit_signal = SIGCHLD};
+    struct clone_args ca = {
+        .flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&op->setup_pidfd, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
@@ -622,8 +626,7 @@ static void on_started(struct container *c)
     if (caps_privileged(c->cfg)) {
         char names[768];
         caps_names(caps_privileged(c->cfg), names, sizeof(names));
-        daemon_audit(c->d, "container.privileged", "ok", c, NULL, "running as host root, keeping %s",
-                     names);
+        daemon_audit(c->d, "container.privileged", "ok", c, NULL, "running as host root, keeping %s", names);
     }
     notify(c, WAIT_START, 0, NULL);
     start_op_maybe_free(c);
@@ -752,8 +755,7 @@ int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err 
         return tm_err_set(err, EBUSY, "%s", state_refusal(old, ev, buf, sizeof(buf)));
     }
     c->state = t.next;
-    log_debug("%s: %s --%s--> %s", container_label(c), state_name(old), event_name(ev),
-              state_name(t.next));
+    log_debug("%s: %s --%s--> %s", container_label(c), state_name(old), event_name(ev), state_name(t.next));
     switch (t.action) {
     case ACT_INVALID:
     case ACT_NONE: break;

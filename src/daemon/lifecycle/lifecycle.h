@@ -8,13 +8,13 @@
 #include "daemon.h"
 
 struct start_args {
-    bool attach;              /* relay init's stdio to conn_id/req_id */
+    bool attach; /* relay init's stdio to conn_id/req_id */
     uint64_t conn_id, req_id;
     const ProtobufCBinaryData *pin; /* the token's PIN (encrypted data), only during the call */
 };
 
 struct stop_args {
-    unsigned timeout_s;       /* grace period after SIGTERM; 0 = SIGKILL at once */
+    unsigned timeout_s; /* grace period after SIGTERM; 0 = SIGKILL at once */
     bool kill;
 };
 
@@ -24,8 +24,7 @@ struct stop_args {
 /* Apply event ev (with its argument, or NULL) to c. A refused transition returns -EBUSY with a
  * message in err and changes nothing. */
 int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err *err);
-void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id,
-                          enum wait_kind kind);
+void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id, enum wait_kind kind);
 /* Watch an init process through its pidfd (used by start and by re-adoption). */
 int container_watch_init(struct container *c, pid_t pid, int pidfd, tm_err *err);
 /* Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), 0 if gone. */

@@ -49,8 +49,7 @@ static void finish(struct measure_op *op, const tm_err *err)
     done(c, err);
 }
 
-static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                        void *userdata)
+static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct measure_op *op = userdata;
     tm_err e = {0};
@@ -68,8 +67,7 @@ static void measure(struct measure_op *op)
     }
 }
 
-static void on_anchor_set(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                          void *userdata)
+static void on_anchor_set(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct measure_op *op = userdata;
     tm_err e = {0};
@@ -98,23 +96,24 @@ int measure_config_anchor_parse(const ProtobufCBinaryData *value, uint64_t *ret,
     if (!value)
         return 0;
     if (value->len != MEASURE_CONFIG_ANCHOR_LEN)
-        return tm_err_set(err, EBADMSG, "the TPM-anchored config entry has %zu bytes, not %d",
-                          value->len, MEASURE_CONFIG_ANCHOR_LEN);
+        return tm_err_set(err, EBADMSG, "the TPM-anchored config entry has %zu bytes, not %d", value->len,
+                          MEASURE_CONFIG_ANCHOR_LEN);
     for (int i = 0; i < 8; i++)
         *ret = (*ret << 8) | value->data[i];
     return 0;
 }
 
 /* The anchored state allows the start (or is raised to what the data dir holds). */
-static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata)
+static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct measure_op *op = userdata;
     struct container *c = op->c;
     tm_err e = {0};
     if (err) {
-        tm_err_set(&e, err->code, "the TPM-anchored state is unavailable, so nothing that depends on "
-                   "it starts: %s", err->msg);
+        tm_err_set(&e, err->code,
+                   "the TPM-anchored state is unavailable, so nothing that depends on "
+                   "it starts: %s",
+                   err->msg);
         finish(op, &e);
         return;
     }
@@ -129,7 +128,8 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
         }
         uint64_t have = newest ? newest->cfg->version : 0;
         if (a.version > have) {
-            tm_err_set(&e, ESTALE, "GuestOS %s: version %llu is anchored in the TPM as installed, "
+            tm_err_set(&e, ESTALE,
+                       "GuestOS %s: version %llu is anchored in the TPM as installed, "
                        "but the newest in the store is %llu: the GuestOS store was rolled back "
                        "(restored from an older copy); install version %llu or newer again",
                        op->guestos, (unsigned long long)a.version, (unsigned long long)have,
@@ -142,8 +142,7 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
             if (!a.owner[0] && newest->ca_sha256[0])
                 memcpy(a.owner, newest->ca_sha256, sizeof(a.owner));
             guestos_anchor_encode(&a, op->gvalue);
-            set[n_set++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gvalue,
-                                                      sizeof(op->gvalue), false};
+            set[n_set++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gvalue, sizeof(op->gvalue), false};
         }
     }
     uint64_t anchored;
@@ -153,10 +152,11 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
         return;
     }
     if (anchored > c->cfg->config_version) {
-        tm_err_set(&e, ESTALE, "its config has config_version %llu, but version %llu is anchored in "
+        tm_err_set(&e, ESTALE,
+                   "its config has config_version %llu, but version %llu is anchored in "
                    "the TPM: the config was restored from an older copy; update it with a signed "
-                   "config of a higher version", (unsigned long long)c->cfg->config_version,
-                   (unsigned long long)anchored);
+                   "config of a higher version",
+                   (unsigned long long)c->cfg->config_version, (unsigned long long)anchored);
         finish(op, &e);
         return;
     }
@@ -258,12 +258,12 @@ void measure_forget(struct container *c)
     c->measure = NULL;
 }
 
-static void on_dropped(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata)
+static void on_dropped(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     if (err)
         log_warn("cannot drop a removed container's config version from the TPM anchor table: %s "
-                 "(an unused entry stays)", err->msg);
+                 "(an unused entry stays)",
+                 err->msg);
 }
 
 void measure_config_anchor_drop(struct container *c)
@@ -297,28 +297,30 @@ static void remeasure_failed(struct daemon *d, struct container *c, const char *
         log_error("container %s: cannot stop it: %s", c->cfg->name, e.msg);
 }
 
-static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                          void *userdata)
+static void on_remeasured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct remeasure_op *op = userdata;
     struct container *c = container_find(d, op->name);
     if (!err) {
         /* Without a reset tpmd already held every event and added none: nothing to say. */
         if (resp->measured && resp->measured->added)
-            daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed", "measured again after a TPM "
-                         "reset (%u events)", resp->measured->added);
+            daemon_audit(d, "tpm.remeasure", "ok", c, "trustmed",
+                         "measured again after a TPM "
+                         "reset (%u events)",
+                         resp->measured->added);
     } else if (c && state_is_active(c->state)) {
         remeasure_failed(d, c, err->msg);
     }
     free(op);
 }
 
-static void on_remeasure_complete(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                                  const tm_err *err, void *userdata)
+static void on_remeasure_complete(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                                  void *userdata)
 {
     if (err && resp)
         log_error("tpmd refused the end of the measurements after a TPM reset: %s (it answers "
-                  "no quote until the next start)", err->msg);
+                  "no quote until the next start)",
+                  err->msg);
 }
 
 void measure_running(struct daemon *d)

@@ -42,8 +42,7 @@ int runtime_save(struct container *c, tm_err *err)
     json_object_set_new(o, "guestos_version", json_integer((int64_t)c->guestos_version));
     char *s = json_dumps(o, JSON_FORMAT_FLAGS);
     /* Not durable on purpose: no process it describes survives a power cut. */
-    int r = s ? write_file_replace(path, s, strlen(s), 0600, err)
-              : tm_err_set(err, ENOMEM, "out of memory");
+    int r = s ? write_file_replace(path, s, strlen(s), 0600, err) : tm_err_set(err, ENOMEM, "out of memory");
     free(s);
     json_decref(o);
     return r;
@@ -56,8 +55,7 @@ void runtime_remove(struct container *c)
     unlink(path);
 }
 
-static int runtime_load(struct container *c, pid_t *pid, unsigned long long *starttime,
-                        uint64_t *started_at)
+static int runtime_load(struct container *c, pid_t *pid, unsigned long long *starttime, uint64_t *started_at)
 {
     int64_t dev = 0, ino = 0;
     char path[PATH_MAX + 16];
@@ -106,8 +104,7 @@ static int find_userns(struct container *c, pid_t init)
         snprintf(path, sizeof(path), "/proc/%d/ns/user", i < 0 ? init : pids[i]);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->userns_dev &&
-            st.st_ino == c->userns_ino)
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->userns_dev && st.st_ino == c->userns_ino)
             return fd;
         if (fd >= 0)
             close(fd);
@@ -127,8 +124,8 @@ void runtime_recover(struct container *c)
         int n = cgroups_count_tasks(d, c->uuid);
         if (n > 0) {
             log_warn("%s: killing %d process(es) left from an interrupted start", container_label(c), n);
-            daemon_audit(d, "container.cleanup", "ok", c, "trustmed",
-                         "killed %d process(es) of an interrupted start", n);
+            daemon_audit(d, "container.cleanup", "ok", c, "trustmed", "killed %d process(es) of an interrupted start",
+                         n);
         }
         cgroups_destroy(d, c->uuid);
         runtime_remove(c);
@@ -143,20 +140,20 @@ void runtime_recover(struct container *c)
                 log_warn("%s: %s (its output is lost until its next start)", container_label(c), err.msg);
             if (c->cfg->user_namespace && (c->userns_fd = find_userns(c, pid)) < 0)
                 log_warn("%s: none of its processes is in its own user namespace any more: "
-                         "commands cannot be run in it until it is restarted", container_label(c));
+                         "commands cannot be run in it until it is restarted",
+                         container_label(c));
             c->adopted = true;
             c->started_at = started_at;
             /* Exec sessions get the environment of the GuestOS version it runs. */
-            const struct guestos *g = c->cfg->guestos[0] && c->guestos_version
-                                          ? guestos_find(d, c->cfg->guestos, c->guestos_version) : NULL;
+            const struct guestos *g =
+                c->cfg->guestos[0] && c->guestos_version ? guestos_find(d, c->cfg->guestos, c->guestos_version) : NULL;
             tm_err gerr;
             if (g && guestos_apply(c->cfg, g->cfg, &gerr) < 0)
                 log_warn("%s: %s", container_label(c), gerr.msg);
             /* Restoring the state found, not a transition: nothing is done to the container. */
             c->state = cgroups_is_frozen(c) > 0 ? CS_FROZEN : CS_RUNNING;
             log_info("%s: re-adopted running init pid %d", container_label(c), pid);
-            daemon_audit(d, "container.adopt", "ok", c, "trustmed", "init pid %d, %s", pid,
-                         state_name(c->state));
+            daemon_audit(d, "container.adopt", "ok", c, "trustmed", "init pid %d, %s", pid, state_name(c->state));
             return;
         }
         if (pidfd >= 0)

@@ -29,8 +29,8 @@
 static void on_output(tm_source *src, uint32_t events, void *userdata);
 static void flush_input(struct session *s);
 
-struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach,
-                            bool tty, const char *what)
+struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach, bool tty,
+                            const char *what)
 {
     struct session *s = calloc(1, sizeof(*s));
     if (!s)
@@ -276,8 +276,10 @@ void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
      * mark (input_pressure), so at most one frame more than that waits. */
     if (len && tm_buf_append(&s->in_buf, data, len) < 0) {
         log_warn("session %s: out of memory for its input", s->what);
-        reply_error(s->d, s->conn_id, s->req_id, ENOMEM, "trustmed is out of memory: the input of "
-                    "%s is lost from here on, its stdin is closed", s->what);
+        reply_error(s->d, s->conn_id, s->req_id, ENOMEM,
+                    "trustmed is out of memory: the input of "
+                    "%s is lost from here on, its stdin is closed",
+                    s->what);
         close_in(s);
         return;
     }

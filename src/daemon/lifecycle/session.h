@@ -12,19 +12,19 @@
 #include "error.h"
 
 struct session {
-    struct session *next;     /* in c->sessions */
+    struct session *next; /* in c->sessions */
     struct daemon *d;
     struct container *c;
-    uint64_t conn_id;         /* 0 once the client is gone */
+    uint64_t conn_id; /* 0 once the client is gone */
     uint64_t req_id;
-    bool attach;              /* relays init; its exit is the container's */
+    bool attach; /* relays init; its exit is the container's */
     bool tty;
-    bool pty_set;             /* the pty master has arrived from the container */
-    unsigned rows, cols;      /* last window size asked for */
-    uint64_t number;          /* trustme exec list/kill name it by this (unique per trustmed) */
-    uint64_t started_at;      /* unix time */
-    char what[80];            /* the command, for logs and audit */
-    char actor[48];           /* the client who opened it, for the audit log */
+    bool pty_set; /* the pty master has arrived from the container */
+    unsigned rows, cols; /* last window size asked for */
+    uint64_t number; /* trustme exec list/kill name it by this (unique per trustmed) */
+    uint64_t started_at; /* unix time */
+    char what[80]; /* the command, for logs and audit */
+    char actor[48]; /* the client who opened it, for the audit log */
     /* exec sessions only (exec.c) */
     pid_t pid;
     int pidfd;
@@ -33,20 +33,20 @@ struct session {
     tm_source *helper_src;
     int sync_fd;
     tm_source *sync_src;
-    bool failed;              /* the exec never happened; error says why */
+    bool failed; /* the exec never happened; error says why */
     char error[512];
     /* stdio */
     int in_fd;
     tm_source *in_src;
     tm_buf in_buf;
     bool in_eof;
-    int out_fd, err_fd;       /* for a tty both are the pty master (err_fd = -1) */
+    int out_fd, err_fd; /* for a tty both are the pty master (err_fd = -1) */
     tm_source *out_src, *err_src;
     bool paused;
 };
 
-struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach,
-                            bool tty, const char *what);
+struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach, bool tty,
+                            const char *what);
 /* Create stdin/stdout/stderr pipes; child_fds gets the ends for the process (caller closes them
  * after the fork). */
 int session_pipes(struct session *s, int child_fds[3], tm_err *err);

@@ -117,8 +117,8 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     }
     if (modules_run(PHASE_SETUP, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 1);
-    uint64_t ns_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                        (ctx->netns_joined ? 0 : CLONE_NEWNET);
+    uint64_t ns_flags =
+        CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | (ctx->netns_joined ? 0 : CLONE_NEWNET);
     if (ctx->userns_fd >= 0) {
         /* trustmed keeps the namespace: exec sessions must join this one, the container's own,
          * and not whichever one init has moved into since (where the container would be owner). */

@@ -9,8 +9,7 @@
 
 #include "cleanup.h"
 
-#define INSN(c, d, s, o, i)                                                                        \
-    ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
+#define INSN(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
 #define LDX_W(dst, src, off) INSN(BPF_LDX | BPF_W | BPF_MEM, dst, src, off, 0)
 #define MOV_REG(dst, src) INSN(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
 #define MOV_IMM(dst, imm) INSN(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
@@ -27,8 +26,7 @@ static size_t emit_rule(struct bpf_insn *p, const struct device_rule *r)
     size_t jumps[4], nj = 0;
     jumps[nj++] = n;
     p[n++] = JNE_IMM(2, r->type == 'b' ? BPF_DEVCG_DEV_BLOCK : BPF_DEVCG_DEV_CHAR, 0);
-    int acc = (strchr(r->access, 'm') ? BPF_DEVCG_ACC_MKNOD : 0) |
-              (strchr(r->access, 'r') ? BPF_DEVCG_ACC_READ : 0) |
+    int acc = (strchr(r->access, 'm') ? BPF_DEVCG_ACC_MKNOD : 0) | (strchr(r->access, 'r') ? BPF_DEVCG_ACC_READ : 0) |
               (strchr(r->access, 'w') ? BPF_DEVCG_ACC_WRITE : 0);
     if (acc != (BPF_DEVCG_ACC_MKNOD | BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE)) {
         /* Allowed only if the request asks for nothing outside this rule's access. */

@@ -12,9 +12,9 @@
  * memory access, the clock, reboot, the kernel log, MAC policy, the audit system, tracing other
  * processes, immutable files, process accounting, alarms and suspend blocking, BPF and perf. */
 static const int drop_always[] = {
-    CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_TIME, CAP_SYS_BOOT, CAP_SYSLOG, CAP_MAC_ADMIN,
-    CAP_MAC_OVERRIDE, CAP_AUDIT_CONTROL, CAP_AUDIT_READ, CAP_SYS_PTRACE, CAP_LINUX_IMMUTABLE,
-    CAP_SYS_PACCT, CAP_WAKE_ALARM, CAP_BLOCK_SUSPEND, CAP_PERFMON, CAP_BPF, CAP_SYS_TTY_CONFIG,
+    CAP_SYS_MODULE,   CAP_SYS_RAWIO,     CAP_SYS_TIME,   CAP_SYS_BOOT,   CAP_SYSLOG,          CAP_MAC_ADMIN,
+    CAP_MAC_OVERRIDE, CAP_AUDIT_CONTROL, CAP_AUDIT_READ, CAP_SYS_PTRACE, CAP_LINUX_IMMUTABLE, CAP_SYS_PACCT,
+    CAP_WAKE_ALARM,   CAP_BLOCK_SUSPEND, CAP_PERFMON,    CAP_BPF,        CAP_SYS_TTY_CONFIG,
 };
 /* Without a user namespace the container's root is the host's root: these would reach the host. */
 static const int drop_without_userns[] = {CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE};

@@ -19,8 +19,7 @@
 #include "module.h"
 #include "reaper.h"
 
-static int container_cg(struct daemon *d, size_t i, const char *uuid, const char *file, char *out,
-                        size_t size)
+static int container_cg(struct daemon *d, size_t i, const char *uuid, const char *file, char *out, size_t size)
 {
     char leaf[TM_UUID_STR_LEN + 1 + NAME_MAX + 1];
     if (file)
@@ -30,8 +29,7 @@ static int container_cg(struct daemon *d, size_t i, const char *uuid, const char
     return cg_path(&d->cgroups, i, d->cgroup_parent, leaf, out, size);
 }
 
-static int set_file(struct daemon *d, int idx, const char *uuid, const char *file, const char *val,
-                    tm_err *err)
+static int set_file(struct daemon *d, int idx, const char *uuid, const char *file, const char *val, tm_err *err)
 {
     char path[PATH_MAX];
     container_cg(d, (size_t)idx, uuid, file, path, sizeof(path));
@@ -96,8 +94,8 @@ static int set_cpuset(struct start_ctx *ctx, tm_err *err)
     if (!ctx->cfg->cpus[0])
         return 0;
     if (set_file(d, idx, ctx->c->uuid, "cpuset.cpus", ctx->cfg->cpus, err) < 0)
-        return tm_err_set(err, EINVAL, "cpus \"%s\" are not available on this host (available: %s)",
-                          ctx->cfg->cpus, parent_cpus[0] ? parent_cpus : "unknown");
+        return tm_err_set(err, EINVAL, "cpus \"%s\" are not available on this host (available: %s)", ctx->cfg->cpus,
+                          parent_cpus[0] ? parent_cpus : "unknown");
     return 0;
 }
 
@@ -269,7 +267,7 @@ static struct pending_rmdir {
     struct pending_rmdir *next;
     char path[PATH_MAX];
     int tries;
-} *pending;
+} * pending;
 static tm_source *pending_timer;
 
 static void retry_pending(tm_source *src, void *userdata)
@@ -326,7 +324,10 @@ void cgroups_destroy(struct daemon *d, const char *uuid)
         pending_timer = tm_loop_timer(d->loop, 10, retry_pending, d);
 }
 
-static void cgroups_cleanup(struct container *c) { cgroups_destroy(c->d, c->uuid); }
+static void cgroups_cleanup(struct container *c)
+{
+    cgroups_destroy(c->d, c->uuid);
+}
 
 int cgroups_set_frozen(struct container *c, bool frozen, tm_err *err)
 {

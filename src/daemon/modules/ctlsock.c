@@ -51,8 +51,7 @@ static int ctlsock_setup(struct start_ctx *ctx, tm_err *err)
         return 0;
     /* Host root owns the tmpfs (0755): the container cannot remove or replace the socket, whose
      * owner is the container's root (0660; that root may chmod or chgrp it for its users). */
-    _cleanup_close_ int mp = mkdir_in_root(ctx->root_fd, CTLSOCK_DIR, 0755, ctx->uid_base,
-                                           ctx->uid_base, err);
+    _cleanup_close_ int mp = mkdir_in_root(ctx->root_fd, CTLSOCK_DIR, 0755, ctx->uid_base, ctx->uid_base, err);
     if (mp < 0)
         return tm_err_prefix(err, "the control socket's directory /%s", CTLSOCK_DIR);
     int r = mount_new_fs(mp, "tmpfs", "tmpfs", "mode=0755,size=16k,nr_inodes=16",
@@ -83,8 +82,7 @@ void ctlsock_received(struct container *c, int fd)
     if (c->d->ctlsock->serve(c, fd, &err) < 0) /* one per container */
         log_warn("%s: no control socket inside: %s", container_label(c), err.msg);
     else
-        log_info("%s: %s control socket at /%s/%s inside", container_label(c), role, CTLSOCK_DIR,
-                 CTLSOCK_NAME);
+        log_info("%s: %s control socket at /%s/%s inside", container_label(c), role, CTLSOCK_DIR, CTLSOCK_NAME);
 }
 
 void ctlsock_readopt(struct container *c)
@@ -96,13 +94,12 @@ void ctlsock_readopt(struct container *c)
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/root", c->pid);
     _cleanup_close_ int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    _cleanup_close_ int dir = root < 0 ? tm_err_sys(&err, "%s", path)
-                                       : open_in_root(root, CTLSOCK_DIR, O_PATH | O_DIRECTORY, &err);
+    _cleanup_close_ int dir =
+        root < 0 ? tm_err_sys(&err, "%s", path) : open_in_root(root, CTLSOCK_DIR, O_PATH | O_DIRECTORY, &err);
     uid_t uid = c->cfg->user_namespace ? c->uid_base : 0;
     int fd = dir < 0 ? dir : ctlsock_bind(dir, uid, uid, &err);
     if (fd < 0) {
-        log_warn("%s: cannot renew its control socket (restart it to get one): %s",
-                 container_label(c), err.msg);
+        log_warn("%s: cannot renew its control socket (restart it to get one): %s", container_label(c), err.msg);
         return;
     }
     ctlsock_received(c, fd);

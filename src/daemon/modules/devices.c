@@ -24,14 +24,14 @@ static const struct device_rule builtin[] = {
     {'c', 1, 8, "rwm", "/dev/random"},
     {'c', 1, 9, "rwm", "/dev/urandom"},
     {'c', 5, 0, "rwm", "/dev/tty"},
-    {'c', 5, 2, "rwm", ""},             /* /dev/ptmx -> pts/ptmx of the container's devpts */
+    {'c', 5, 2, "rwm", ""}, /* /dev/ptmx -> pts/ptmx of the container's devpts */
     {'c', 136, DEV_WILDCARD, "rwm", ""}, /* its pseudo terminals */
 };
 
 static const struct {
     const char *name, *target;
 } links[] = {
-    {"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+    {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
     {"stderr", "/proc/self/fd/2"}, {"ptmx", "pts/ptmx"},
 };
 
@@ -43,8 +43,7 @@ static int devices_prepare(struct start_ctx *ctx, tm_err *err)
         return tm_err_set(err, ENOMEM, "out of memory");
     memcpy(ctx->devices, builtin, sizeof(builtin));
     if (ctx->cfg->ndevices > 0) /* devices is NULL then: memcpy's source must not be */
-        memcpy(ctx->devices + ARRAY_SIZE(builtin), ctx->cfg->devices,
-               ctx->cfg->ndevices * sizeof(*ctx->devices));
+        memcpy(ctx->devices + ARRAY_SIZE(builtin), ctx->cfg->devices, ctx->cfg->ndevices * sizeof(*ctx->devices));
     ctx->ndevices = n;
     return 0;
 }
@@ -56,9 +55,8 @@ static int make_node(int devfd, const struct device_rule *d, uid_t owner, tm_err
     snprintf(dir, sizeof(dir), "%s", rel);
     snprintf(base, sizeof(base), "%s", rel);
     char *parent = dirname(dir);
-    _cleanup_close_ int pfd = strcmp(parent, ".") == 0
-                                  ? open_in_root(devfd, ".", O_PATH | O_DIRECTORY, err)
-                                  : mkdir_in_root(devfd, parent, 0755, owner, owner, err);
+    _cleanup_close_ int pfd = strcmp(parent, ".") == 0 ? open_in_root(devfd, ".", O_PATH | O_DIRECTORY, err)
+                                                       : mkdir_in_root(devfd, parent, 0755, owner, owner, err);
     if (pfd < 0)
         return pfd;
     const char *name = basename(base);

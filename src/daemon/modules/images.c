@@ -13,8 +13,7 @@
 #include "image_type.h"
 #include "mount_util.h"
 
-int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs,
-                         tm_err *err)
+int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs, tm_err *err)
 {
     char path[PATH_MAX + GUESTOS_IMAGE_NAME_MAX + 2];
     snprintf(path, sizeof(path), "%s/%s", g->dir, m->image);
@@ -28,8 +27,8 @@ int image_mount_verified(const struct guestos *g, const struct guestos_mount *m,
     if (r < 0)
         return r;
     if (size != m->size || memcmp(digest, m->sha256, 32) != 0)
-        return tm_err_set(err, EBADMSG, "image %s of %s-%llu corrupted (%s does not match guestos.json)",
-                          m->image, g->cfg->name, (unsigned long long)g->cfg->version,
+        return tm_err_set(err, EBADMSG, "image %s of %s-%llu corrupted (%s does not match guestos.json)", m->image,
+                          g->cfg->name, (unsigned long long)g->cfg->version,
                           size != m->size ? "its size" : "its SHA-256");
     char label[CONFIG_NAME_MAX + 24];
     snprintf(label, sizeof(label), "%s-%llu", g->cfg->name, (unsigned long long)g->cfg->version);
@@ -54,12 +53,11 @@ static void flat_name(const char *mount_point, char *out, size_t size)
             *p = '_';
 }
 
-static int mount_data_dir(struct start_ctx *ctx, const struct guestos_mount *m, const char *data,
-                          int target, tm_err *err)
+static int mount_data_dir(struct start_ctx *ctx, const struct guestos_mount *m, const char *data, int target,
+                          tm_err *err)
 {
     if (!data)
-        return tm_err_set(err, EINVAL, "%s needs a data volume (the container has data_size_mb 0)",
-                          m->mount_point);
+        return tm_err_set(err, EINVAL, "%s needs a data volume (the container has data_size_mb 0)", m->mount_point);
     char name[PATH_MAX], dir[2 * PATH_MAX];
     flat_name(m->mount_point, name, sizeof(name));
     snprintf(dir, sizeof(dir), "%s/mounts", data);
@@ -80,8 +78,8 @@ int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err)
         const struct guestos_mount *m = &g->cfg->mounts[i];
         if (i == g->cfg->root)
             continue;
-        _cleanup_close_ int target = mkdir_in_root(ctx->root_fd, m->mount_point + 1, 0755,
-                                                   ctx->uid_base, ctx->uid_base, err);
+        _cleanup_close_ int target =
+            mkdir_in_root(ctx->root_fd, m->mount_point + 1, 0755, ctx->uid_base, ctx->uid_base, err);
         if (target < 0)
             return tm_err_prefix(err, "mount point %s", m->mount_point);
         int r = 0;
@@ -92,8 +90,8 @@ int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err)
             r = mount_data_dir(ctx, m, data, target, err);
         } else if (m->kind == GMOUNT_TMPFS) {
             char opts[128];
-            snprintf(opts, sizeof(opts), "mode=0755,size=%llum,uid=%u,gid=%u",
-                     (unsigned long long)m->size_mb, ctx->uid_base, ctx->uid_base);
+            snprintf(opts, sizeof(opts), "mode=0755,size=%llum,uid=%u,gid=%u", (unsigned long long)m->size_mb,
+                     ctx->uid_base, ctx->uid_base);
             r = mount_new_fs(target, "tmpfs", "tmpfs", opts, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
         }
         if (r < 0)

@@ -7,8 +7,7 @@
 
 /* A detached read-only mount of the image of m, after its size and SHA-256 were checked.
  * A mismatch is -EBADMSG: "image NAME of GUESTOS corrupted". */
-int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs,
-                         tm_err *err);
+int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs, tm_err *err);
 /* The GuestOS's mounts after the one at "/", into the assembled root. data is the directory on
  * the data volume (a tmpfs with data_size_mb 0) that holds per-container directories. */
 int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err);

@@ -19,15 +19,13 @@
 static const unsigned kernel_fs_attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
 
 /* Kernel interfaces a container has no business writing or reading (as runtimes customarily do). */
-static const char *const ro_paths[] = {"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus",
-                                       "proc/fs"};
-static const char *const hidden_files[] = {"proc/kcore", "proc/keys", "proc/timer_list",
+static const char *const ro_paths[] = {"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs"};
+static const char *const hidden_files[] = {"proc/kcore",       "proc/keys",          "proc/timer_list",
                                            "proc/sched_debug", "proc/latency_stats", "proc/kallsyms",
-                                           "proc/kpagecount", "proc/kpageflags", "proc/kpagecgroup"};
+                                           "proc/kpagecount",  "proc/kpageflags",    "proc/kpagecgroup"};
 /* sys/devices/virtual/block: the loop devices' backing_file names other containers' data
  * images (their UUIDs, the host's data dir). */
-static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware",
-                                          "sys/devices/virtual/block"};
+static const char *const hidden_dirs[] = {"proc/acpi", "proc/scsi", "sys/firmware", "sys/devices/virtual/block"};
 
 static int apply_masks(int rootfd, tm_err *err)
 {
@@ -53,8 +51,7 @@ static int apply_masks(int rootfd, tm_err *err)
         _cleanup_close_ int t = open_in_root(rootfd, hidden_dirs[i], O_PATH | O_DIRECTORY, &ignore);
         if (t < 0)
             continue;
-        if (mount_new_fs(t, "tmpfs", "tmpfs", "size=0,mode=0555",
-                         MOUNT_ATTR_RDONLY | kernel_fs_attrs, err) < 0)
+        if (mount_new_fs(t, "tmpfs", "tmpfs", "size=0,mode=0555", MOUNT_ATTR_RDONLY | kernel_fs_attrs, err) < 0)
             return tm_err_prefix(err, "hiding /%s", hidden_dirs[i]);
     }
     return 0;

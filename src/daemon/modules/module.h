@@ -27,7 +27,7 @@ struct guestos;
 
 /* How a start encrypts the container's data volume; trustmed holds the key until then. */
 enum data_crypt {
-    DATA_PLAIN,   /* no token, or a tmpfs */
+    DATA_PLAIN, /* no token, or a tmpfs */
     DATA_FSCRYPT, /* trustmed adds the key to the mounted ext4 (fscrypt.h) */
     DATA_DMCRYPT, /* the setup process opens LUKS2 with it (storage_dmcrypt.h) */
 };
@@ -36,24 +36,24 @@ struct start_ctx {
     struct daemon *d;
     struct container *c;
     const struct container_config *cfg;
-    char run_dir[PATH_MAX];   /* <run-dir>/containers/<uuid>: mount points, console log */
-    char data_dir[PATH_MAX];  /* <data-dir>/containers/<uuid>: config, state, data image */
-    char root[PATH_MAX];      /* where the container's root is assembled */
-    int root_fd;              /* O_PATH fd of the assembled root (setup process) */
-    int cgroup_fd;            /* the container's cgroup v2 directory, for CLONE_INTO_CGROUP */
-    int init_pidfd;           /* exec sessions: the container's init, whose namespaces to join */
-    uint32_t uid_base;        /* 0 without a user namespace */
-    int sync_fd;              /* child end of the sync socket */
-    int userns_fd;            /* setup: the container's user namespace */
-    int netns_fd;             /* setup: the network namespace module_userns made, or -1 */
-    int stdio[3];             /* init's stdin/stdout/stderr; -1 = /dev/null */
-    bool tty;                 /* exec session with a pty */
+    char run_dir[PATH_MAX]; /* <run-dir>/containers/<uuid>: mount points, console log */
+    char data_dir[PATH_MAX]; /* <data-dir>/containers/<uuid>: config, state, data image */
+    char root[PATH_MAX]; /* where the container's root is assembled */
+    int root_fd; /* O_PATH fd of the assembled root (setup process) */
+    int cgroup_fd; /* the container's cgroup v2 directory, for CLONE_INTO_CGROUP */
+    int init_pidfd; /* exec sessions: the container's init, whose namespaces to join */
+    uint32_t uid_base; /* 0 without a user namespace */
+    int sync_fd; /* child end of the sync socket */
+    int userns_fd; /* setup: the container's user namespace */
+    int netns_fd; /* setup: the network namespace module_userns made, or -1 */
+    int stdio[3]; /* init's stdin/stdout/stderr; -1 = /dev/null */
+    bool tty; /* exec session with a pty */
     struct device_rule *devices; /* effective allowlist: built-ins + config */
     size_t ndevices;
-    uint64_t caps_drop;       /* capabilities removed from the bounding set */
+    uint64_t caps_drop; /* capabilities removed from the bounding set */
     enum data_crypt crypt;
     const struct guestos *guestos; /* what it runs; NULL for a development rootfs */
-    bool netns_joined;        /* setup: module_net entered init's network namespace already */
+    bool netns_joined; /* setup: module_net entered init's network namespace already */
 };
 
 struct tm_module {

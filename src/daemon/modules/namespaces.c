@@ -25,8 +25,8 @@ static int time_setup(struct start_ctx *ctx, tm_err *err)
     clock_gettime(CLOCK_MONOTONIC, &mono);
     clock_gettime(CLOCK_BOOTTIME, &boot);
     char offsets[128];
-    snprintf(offsets, sizeof(offsets), "monotonic -%lld 0\nboottime -%lld 0\n",
-             (long long)mono.tv_sec, (long long)boot.tv_sec);
+    snprintf(offsets, sizeof(offsets), "monotonic -%lld 0\nboottime -%lld 0\n", (long long)mono.tv_sec,
+             (long long)boot.tv_sec);
     int r = write_string_file("/proc/self/timens_offsets", offsets);
     if (r < 0) {
         errno = -r;

@@ -98,8 +98,8 @@ static int write_resolv_conf(struct start_ctx *ctx, tm_err *err)
         len += (size_t)snprintf(text + len, sizeof(text) - len, "nameserver %s\n", a);
     }
     for (size_t i = 0; i < net->nsearch; i++)
-        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s%s", i ? " " : "search ",
-                                net->search[i], i + 1 == net->nsearch ? "\n" : "");
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s%s", i ? " " : "search ", net->search[i],
+                                i + 1 == net->nsearch ? "\n" : "");
     /* /etc resolved inside the root (a symlink the container planted stays inside); the file
      * itself is never followed: it is replaced. */
     uid_t owner = ctx->uid_base ? ctx->uid_base : 0;
@@ -111,8 +111,7 @@ static int write_resolv_conf(struct start_ctx *ctx, tm_err *err)
         return dir;
     if (unlinkat(dir, "resolv.conf", 0) < 0 && errno != ENOENT && errno != EROFS)
         return tm_err_sys(err, "cannot replace /etc/resolv.conf in the container");
-    _cleanup_close_ int fd = openat(dir, "resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-                                    O_CLOEXEC, 0644);
+    _cleanup_close_ int fd = openat(dir, "resolv.conf", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return tm_err_sys(err, "cannot write /etc/resolv.conf in the container");
     if (write(fd, text, len) != (ssize_t)len || fchown(fd, owner, owner) < 0)

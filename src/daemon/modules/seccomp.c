@@ -24,16 +24,43 @@
 
 static const char *const denied[] = {
     /* kernel code and the running kernel */
-    "init_module", "finit_module", "delete_module", "create_module", "kexec_load",
-    "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "syslog", "iopl", "ioperm",
-    "uselib", "nfsservctl", "quotactl", "quotactl_fd", "lookup_dcookie", "vhangup",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "syslog",
+    "iopl",
+    "ioperm",
+    "uselib",
+    "nfsservctl",
+    "quotactl",
+    "quotactl_fd",
+    "lookup_dcookie",
+    "vhangup",
     /* the clock of the whole host */
-    "settimeofday", "clock_settime", "clock_adjtime", "stime",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "stime",
     /* file handles bypass the mount namespace (the "shocker" escape) */
     "open_by_handle_at",
     /* large kernel attack surface, rarely needed inside a guest */
-    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "fanotify_init",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "fanotify_init",
 };
 
 static int add_rules(scmp_filter_ctx sc)

@@ -85,8 +85,8 @@ int volume_check_rootfs(const struct container_config *cfg, tm_err *err)
     if (r < 0)
         return tm_err_prefix(err, "$.rootfs.path");
     if (cfg->rootfs_type != ROOTFS_AUTO && cfg->rootfs_type != found)
-        return tm_err_set(err, EINVAL, "$.rootfs.type: %s is a %s, but the config says %s",
-                          cfg->rootfs, rootfs_type_name(found), rootfs_type_name(cfg->rootfs_type));
+        return tm_err_set(err, EINVAL, "$.rootfs.type: %s is a %s, but the config says %s", cfg->rootfs,
+                          rootfs_type_name(found), rootfs_type_name(cfg->rootfs_type));
     return 0;
 }
 
@@ -171,8 +171,8 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
         dup2(pipefd[1], STDOUT_FILENO);
         /* -m 0: no blocks reserved for host root, the container's root is the only user.
          * -O encrypt: fscrypt (a file system without it cannot be encrypted later). */
-        const char *argv[] = {"mkfs.ext4", "-q", "-F", "-m", "0", "-O", "encrypt", "-E", owner_opt,
-                              "-L", "trustme-data", path, NULL};
+        const char *argv[] = {"mkfs.ext4", "-q",      "-F", "-m",           "0",  "-O", "encrypt",
+                              "-E",        owner_opt, "-L", "trustme-data", path, NULL};
         execv("/sbin/mkfs.ext4", (char **)argv);
         execv("/usr/sbin/mkfs.ext4", (char **)argv);
         _exit(127);
@@ -188,8 +188,8 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
         if (errno != EINTR)
             return tm_err_sys(err, "waitpid");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return tm_err_set(err, EIO, "mkfs.ext4 failed (status %d)%s%s",
-                          WIFEXITED(status) ? WEXITSTATUS(status) : -1, out[0] ? ": " : "", out);
+        return tm_err_set(err, EIO, "mkfs.ext4 failed (status %d)%s%s", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                          out[0] ? ": " : "", out);
     return 0;
 }
 
@@ -197,8 +197,7 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
 static int make_sparse(struct start_ctx *ctx, const char *path, tm_err *err)
 {
     char msg[128];
-    snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)...",
-             (unsigned long long)ctx->cfg->data_size_mb);
+    snprintf(msg, sizeof(msg), "creating the data volume (%llu MiB)...", (unsigned long long)ctx->cfg->data_size_mb);
     tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, msg);
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
@@ -362,8 +361,8 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
 static int mount_overlay(struct start_ctx *ctx, int target, tm_err *err)
 {
     char opts[128];
-    snprintf(opts, sizeof(opts), "lowerdir=lower,upperdir=data/%supper,workdir=data/%swork",
-             layers_dir(ctx), layers_dir(ctx));
+    snprintf(opts, sizeof(opts), "lowerdir=lower,upperdir=data/%supper,workdir=data/%swork", layers_dir(ctx),
+             layers_dir(ctx));
     _cleanup_close_ int here = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (here < 0 || chdir(ctx->run_dir) < 0)
         return tm_err_sys(err, "cannot enter %s", ctx->run_dir);
@@ -395,16 +394,14 @@ static int mount_root(struct start_ctx *ctx, tm_err *err)
     if (dev < 0)
         return dev;
     char devopts[96];
-    snprintf(devopts, sizeof(devopts), "mode=0755,size=1m,nr_inodes=4096,uid=%u,gid=%u",
-             ctx->uid_base, ctx->uid_base);
+    snprintf(devopts, sizeof(devopts), "mode=0755,size=1m,nr_inodes=4096,uid=%u,gid=%u", ctx->uid_base, ctx->uid_base);
     return mount_new_fs(dev, "tmpfs", "tmpfs", devopts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, err);
 }
 
 static int volume_setup(struct start_ctx *ctx, tm_err *err)
 {
     int r;
-    if ((r = mount_lower(ctx, err)) < 0 || (r = mount_data(ctx, err)) < 0 ||
-        (r = mount_root(ctx, err)) < 0)
+    if ((r = mount_lower(ctx, err)) < 0 || (r = mount_data(ctx, err)) < 0 || (r = mount_root(ctx, err)) < 0)
         return r;
     if (!ctx->guestos)
         return 0;
@@ -428,8 +425,8 @@ static int volume_child(struct start_ctx *ctx, tm_err *err)
     _cleanup_close_ int inherited = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (inherited < 0)
         return tm_err_sys(err, "cannot open the container's root");
-    _cleanup_close_ int rootfd = open_tree(inherited, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
-                                           AT_RECURSIVE | AT_EMPTY_PATH);
+    _cleanup_close_ int rootfd =
+        open_tree(inherited, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
     if (rootfd < 0)
         return tm_err_sys(err, "cannot clone the container's root");
     int r = mount_attach(rootfd, inherited, 0, -1, err);

@@ -28,9 +28,9 @@
 /* The host side of container networking (d->net): the bridge outlives the last bridged container
  * briefly. */
 struct net_host {
-    tm_source *bridge_timer;  /* deletes the bridge when it fires */
-    int bridge_del_pidfd;     /* the child deleting it, while bridge_del_src is set */
-    int bridge_del_ifindex;   /* the bridge that child deletes */
+    tm_source *bridge_timer; /* deletes the bridge when it fires */
+    int bridge_del_pidfd; /* the child deleting it, while bridge_del_src is set */
+    int bridge_del_ifindex; /* the bridge that child deletes */
     tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
 };
 
@@ -119,8 +119,8 @@ static int sync_rules(struct daemon *d, tm_err *err)
         if (!c->net || !c->net->active)
             continue;
         net_host_if(c, names[n]);
-        m[n] = (struct nft_member){.name = c->cfg->name, .host_if = names[n],
-                                   .address = c->net->address, .net = &c->cfg->net};
+        m[n] = (struct nft_member){
+            .name = c->cfg->name, .host_if = names[n], .address = c->net->address, .net = &c->cfg->net};
         n++;
     }
     return nft_sync(d, m, n, err);
@@ -163,8 +163,7 @@ static int bridge_ensure(struct daemon *d, int s, tm_err *err)
 static int link_del_async(int ifindex)
 {
     int pidfd = -1;
-    struct clone_args args = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd,
-                              .exit_signal = SIGCHLD};
+    struct clone_args args = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
     tm_err err;
     if (pid == 0) { /* its own socket: an ack must not end up with trustmed */
@@ -200,8 +199,7 @@ static void on_bridge_deleted(tm_source *src, uint32_t events, void *userdata)
 static void bridge_wait_deleted(struct daemon *d, int s)
 {
     tm_err err;
-    if (!d->net->bridge_del_src ||
-        (s >= 0 && nl_ifindex(s, d->device.net.bridge, &err) != d->net->bridge_del_ifindex))
+    if (!d->net->bridge_del_src || (s >= 0 && nl_ifindex(s, d->device.net.bridge, &err) != d->net->bridge_del_ifindex))
         return;
     siginfo_t si;
     while (waitid(P_PIDFD, (id_t)d->net->bridge_del_pidfd, &si, WEXITED) < 0 && errno == EINTR)
@@ -341,8 +339,7 @@ static void give_back_all(struct container *c, int netns_fd)
             log_info("%s: interface %s is no longer in the container", container_label(c), name);
             continue;
         }
-        if (nl_link_set(s, idx, &(struct nl_link_change){.up = 0, .netns_fd = self, .name = name},
-                        &err) < 0)
+        if (nl_link_set(s, idx, &(struct nl_link_change){.up = 0, .netns_fd = self, .name = name}, &err) < 0)
             log_warn("%s: cannot give %s back: %s", container_label(c), name, err.msg);
         else
             daemon_audit(c->d, "net.iface.unassign", "ok", c, "trustmed", "%s given back", name);
@@ -438,8 +435,8 @@ static int running_netns(struct container *c, tm_err *err)
 int net_iface_assign(struct container *c, const char *name, tm_err *err)
 {
     int r;
-    if (!config_net_ifname_valid(name) || strcmp(name, "lo") == 0 ||
-        strcmp(name, c->d->device.net.bridge) == 0 || config_net_is_veth_name(name))
+    if (!config_net_ifname_valid(name) || strcmp(name, "lo") == 0 || strcmp(name, c->d->device.net.bridge) == 0 ||
+        config_net_is_veth_name(name))
         return tm_err_set(err, EINVAL, "\"%s\" cannot be assigned", name);
     if (c->cfg->net.mode == NET_BRIDGED && strcmp(name, "eth0") == 0)
         return tm_err_set(err, EINVAL, "\"eth0\" is the bridged container's own veth end inside");
@@ -496,8 +493,7 @@ int net_iface_unassign(struct container *c, const char *name, tm_err *err)
     char cur[IF_NAMESIZE];
     int r = nl_ifname(in, found, cur, err);
     if (r == 0)
-        r = nl_link_set(in, found, &(struct nl_link_change){.up = 0, .netns_fd = self, .name = name},
-                        err);
+        r = nl_link_set(in, found, &(struct nl_link_change){.up = 0, .netns_fd = self, .name = name}, err);
     if (r < 0 && r != -ENODEV)
         return tm_err_prefix(err, "cannot give %s back", name);
     fflush(keep);

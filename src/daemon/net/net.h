@@ -12,12 +12,12 @@
 
 /* What trustmed keeps per container (c->net; NULL for a container that never needed one). */
 struct net_state {
-    bool leased;             /* address holds its lease */
+    bool leased; /* address holds its lease */
     struct in_addr address;
     char address_str[INET_ADDRSTRLEN]; /* the same, for ContainerInfo */
-    bool active;             /* its veth is (being) set up: it is a member of the nft rules */
-    int netns_fd;            /* its network namespace while it runs (pinned), or -1 */
-    int bridge_ifindex;      /* the device's bridge as net_prepare found it (for the setup process) */
+    bool active; /* its veth is (being) set up: it is a member of the nft rules */
+    int netns_fd; /* its network namespace while it runs (pinned), or -1 */
+    int bridge_ifindex; /* the device's bridge as net_prepare found it (for the setup process) */
 };
 
 /* Does the container's config need module_net at all (bridged, or physical interfaces)? */

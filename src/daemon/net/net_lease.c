@@ -68,8 +68,8 @@ static bool taken(json_t *o, const char *uuid, struct in_addr a)
     json_object_foreach(o, k, v)
     {
         struct in_addr b;
-        if (strcmp(k, uuid) != 0 && json_is_string(v) &&
-            inet_pton(AF_INET, json_string_value(v), &b) == 1 && b.s_addr == a.s_addr)
+        if (strcmp(k, uuid) != 0 && json_is_string(v) && inet_pton(AF_INET, json_string_value(v), &b) == 1 &&
+            b.s_addr == a.s_addr)
             return true;
     }
     return false;

@@ -76,8 +76,7 @@ int nl_open(int netns_fd, tm_err *err)
 }
 
 /* Send q and read until its ack (or, with reply, the first answer message, copied there). */
-static int talk(int s, struct nl_req *q, struct nlmsghdr *reply, size_t reply_size, const char *what,
-                tm_err *err)
+static int talk(int s, struct nl_req *q, struct nlmsghdr *reply, size_t reply_size, const char *what, tm_err *err)
 {
     static uint32_t seq;
     q->h->nlmsg_seq = ++seq;
@@ -110,8 +109,7 @@ static int talk(int s, struct nl_req *q, struct nlmsghdr *reply, size_t reply_si
     }
 }
 
-static int get_link(int s, int ifindex, const char *name, struct nlmsghdr *reply, size_t size,
-                    tm_err *err)
+static int get_link(int s, int ifindex, const char *name, struct nlmsghdr *reply, size_t size, tm_err *err)
 {
     struct nl_req q;
     struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_index = ifindex};
@@ -170,8 +168,7 @@ int nl_veth_add(int s, const char *name, int master, bool up, const char *peer, 
     struct nl_req q;
     /* Flags and master are applied by the kernel right after it registers the link(s)
      * (rtnl_configure_link, do_set_master), as `ip link add ... master B up` does. */
-    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_change = up ? IFF_UP : 0,
-                            .ifi_flags = up ? IFF_UP : 0};
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_change = up ? IFF_UP : 0, .ifi_flags = up ? IFF_UP : 0};
     req_init(&q, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof(ifi));
     attr_put(&q, IFLA_IFNAME, name, strlen(name) + 1);
     if (master > 0) {
@@ -237,8 +234,10 @@ int nl_link_del(int s, int ifindex, tm_err *err)
 int nl_addr_add(int s, int ifindex, struct in_addr addr, unsigned prefix, tm_err *err)
 {
     struct nl_req q;
-    struct ifaddrmsg ifa = {.ifa_family = AF_INET, .ifa_prefixlen = (unsigned char)prefix,
-                            .ifa_index = (unsigned)ifindex, .ifa_scope = RT_SCOPE_UNIVERSE};
+    struct ifaddrmsg ifa = {.ifa_family = AF_INET,
+                            .ifa_prefixlen = (unsigned char)prefix,
+                            .ifa_index = (unsigned)ifindex,
+                            .ifa_scope = RT_SCOPE_UNIVERSE};
     req_init(&q, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &ifa, sizeof(ifa));
     attr_put(&q, IFA_LOCAL, &addr, sizeof(addr));
     attr_put(&q, IFA_ADDRESS, &addr, sizeof(addr));
@@ -251,8 +250,10 @@ int nl_addr_add(int s, int ifindex, struct in_addr addr, unsigned prefix, tm_err
 int nl_route_default(int s, struct in_addr gateway, tm_err *err)
 {
     struct nl_req q;
-    struct rtmsg rt = {.rtm_family = AF_INET, .rtm_table = RT_TABLE_MAIN,
-                       .rtm_protocol = RTPROT_STATIC, .rtm_scope = RT_SCOPE_UNIVERSE,
+    struct rtmsg rt = {.rtm_family = AF_INET,
+                       .rtm_table = RT_TABLE_MAIN,
+                       .rtm_protocol = RTPROT_STATIC,
+                       .rtm_scope = RT_SCOPE_UNIVERSE,
                        .rtm_type = RTN_UNICAST};
     req_init(&q, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &rt, sizeof(rt));
     attr_put(&q, RTA_GATEWAY, &gateway, sizeof(gateway));

@@ -29,11 +29,11 @@ int nl_veth_add(int s, const char *name, int master, bool up, const char *peer, 
 
 /* What nl_link_set changes; unset fields are left alone. */
 struct nl_link_change {
-    int up;                /* 1 up, 0 down, -1 unchanged */
-    int master;            /* ifindex of the bridge, 0 unchanged */
-    const uint8_t *mac;    /* NULL: unchanged */
-    int netns_fd;          /* move into this namespace, -1: stay */
-    const char *name;      /* new name (also when moving), NULL: unchanged */
+    int up; /* 1 up, 0 down, -1 unchanged */
+    int master; /* ifindex of the bridge, 0 unchanged */
+    const uint8_t *mac; /* NULL: unchanged */
+    int netns_fd; /* move into this namespace, -1: stay */
+    const char *name; /* new name (also when moving), NULL: unchanged */
 };
 int nl_link_set(int s, int ifindex, const struct nl_link_change *ch, tm_err *err);
 int nl_link_del(int s, int ifindex, tm_err *err);

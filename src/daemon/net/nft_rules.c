@@ -51,8 +51,7 @@ static bool pair_allowed(const struct net_device_config *dev, const char *a, con
     return false;
 }
 
-bool nft_needs_forwarding(const struct net_device_config *dev, const struct nft_member *members,
-                          size_t n)
+bool nft_needs_forwarding(const struct net_device_config *dev, const struct nft_member *members, size_t n)
 {
     if (n > 0 && dev->nat)
         return true;
@@ -62,12 +61,10 @@ bool nft_needs_forwarding(const struct net_device_config *dev, const struct nft_
     return false;
 }
 
-static int check_input(const struct net_device_config *dev, const struct nft_member *m, size_t n,
-                       tm_err *err)
+static int check_input(const struct net_device_config *dev, const struct nft_member *m, size_t n, tm_err *err)
 {
     if (!safe_word(dev->bridge, IF_NAMESIZE - 1))
-        return tm_err_set(err, EINVAL, "bridge name \"%s\" cannot be used in nft rules",
-                          dev->bridge);
+        return tm_err_set(err, EINVAL, "bridge name \"%s\" cannot be used in nft rules", dev->bridge);
     for (size_t i = 0; i < n; i++) {
         if (!safe_word(m[i].name, 64) || !safe_word(m[i].host_if, IF_NAMESIZE - 1))
             return tm_err_set(err, EINVAL, "container \"%s\" (interface \"%s\"): name cannot be used in nft rules",
@@ -82,8 +79,7 @@ static int check_input(const struct net_device_config *dev, const struct nft_mem
                 for (size_t q = (j == i ? p + 1 : 0); q < m[j].net->nports; q++) {
                     const struct net_port *a = &m[i].net->ports[p], *b = &m[j].net->ports[q];
                     if (a->host == b->host && a->proto == b->proto)
-                        return tm_err_set(err, EADDRINUSE,
-                                          "host port %s %u is forwarded by both %s and %s",
+                        return tm_err_set(err, EADDRINUSE, "host port %s %u is forwarded by both %s and %s",
                                           proto_name(a->proto), a->host, m[i].name, m[j].name);
                 }
     return 0;
@@ -97,8 +93,8 @@ static void emit_remove(FILE *f, const char *bridge)
 }
 
 /* NAT: masquerade on the way out, and port forwards reached from elsewhere and from the host. */
-static void emit_nat(FILE *f, const struct net_device_config *dev, const char *subnet,
-                     const struct nft_member *m, size_t n)
+static void emit_nat(FILE *f, const struct net_device_config *dev, const char *subnet, const struct nft_member *m,
+                     size_t n)
 {
     const char *br = dev->bridge;
     char a[ADDR_STR_MAX];
@@ -127,15 +123,15 @@ static void emit_nat(FILE *f, const struct net_device_config *dev, const char *s
     for (size_t i = 0; i < n; i++)
         for (size_t p = 0; p < m[i].net->nports; p++) {
             const struct net_port *port = &m[i].net->ports[p];
-            fprintf(f, "\t\t%s dport %u dnat ip to %s:%u comment \"%s\"\n", proto_name(port->proto),
-                    port->host, addr_str(m[i].address, a), port->container, m[i].name);
+            fprintf(f, "\t\t%s dport %u dnat ip to %s:%u comment \"%s\"\n", proto_name(port->proto), port->host,
+                    addr_str(m[i].address, a), port->container, m[i].name);
         }
     fprintf(f, "\t}\n");
 }
 
 /* Routed (and, with br_netfilter, bridged) IPv4 traffic of the subnet. */
-static void emit_forward(FILE *f, const struct net_device_config *dev, const char *subnet,
-                         const struct nft_member *m, size_t n)
+static void emit_forward(FILE *f, const struct net_device_config *dev, const char *subnet, const struct nft_member *m,
+                         size_t n)
 {
     const char *br = dev->bridge;
     char a[ADDR_STR_MAX], b[ADDR_STR_MAX];
@@ -152,36 +148,32 @@ static void emit_forward(FILE *f, const struct net_device_config *dev, const cha
             br, br, br);
     if (dev->nat)
         fprintf(f, "\t\tip saddr %s accept comment \"containers to the outside\"\n", subnet);
-    fprintf(f,
-            "\t\tdrop\n"
-            "\t}\n"
-            "\tchain to_bridge {\n"
-            "\t\tct state established,related accept\n");
+    fprintf(f, "\t\tdrop\n"
+               "\t}\n"
+               "\tchain to_bridge {\n"
+               "\t\tct state established,related accept\n");
     for (size_t i = 0; i < n; i++)
         for (size_t p = 0; p < m[i].net->nports; p++) {
             const struct net_port *port = &m[i].net->ports[p];
-            fprintf(f, "\t\tip daddr %s %s dport %u ct status dnat accept comment \"%s\"\n",
-                    addr_str(m[i].address, a), proto_name(port->proto), port->container, m[i].name);
+            fprintf(f, "\t\tip daddr %s %s dport %u ct status dnat accept comment \"%s\"\n", addr_str(m[i].address, a),
+                    proto_name(port->proto), port->container, m[i].name);
         }
     /* Bridged traffic between two ports passes here too (br_netfilter): the pair rules by address
      * mirror the bridge table's rules by interface, which are the ones a spoofer cannot evade. */
-    fprintf(f,
-            "\t\tdrop\n"
-            "\t}\n"
-            "\tchain between_containers {\n");
+    fprintf(f, "\t\tdrop\n"
+               "\t}\n"
+               "\tchain between_containers {\n");
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++)
             if (i != j && pair_allowed(dev, m[i].name, m[j].name))
-                fprintf(f, "\t\tip saddr %s ip daddr %s accept comment \"%s to %s\"\n",
-                        addr_str(m[i].address, a), addr_str(m[j].address, b), m[i].name, m[j].name);
-    fprintf(f,
-            "\t\tdrop\n"
-            "\t}\n");
+                fprintf(f, "\t\tip saddr %s ip daddr %s accept comment \"%s to %s\"\n", addr_str(m[i].address, a),
+                        addr_str(m[j].address, b), m[i].name, m[j].name);
+    fprintf(f, "\t\tdrop\n"
+               "\t}\n");
 }
 
 /* What containers may reach of the host itself. */
-static void emit_input(FILE *f, const struct net_device_config *dev, const struct nft_member *m,
-                       size_t n)
+static void emit_input(FILE *f, const struct net_device_config *dev, const struct nft_member *m, size_t n)
 {
     const char *br = dev->bridge;
     char a[ADDR_STR_MAX], gw[ADDR_STR_MAX];
@@ -203,15 +195,13 @@ static void emit_input(FILE *f, const struct net_device_config *dev, const struc
         const struct net_config *net = m[i].net;
         if (net->nhost_ports == 0)
             continue;
-        fprintf(f, "\t\tip saddr %s ip daddr %s meta l4proto { tcp, udp } th dport { ",
-                addr_str(m[i].address, a), gw);
+        fprintf(f, "\t\tip saddr %s ip daddr %s meta l4proto { tcp, udp } th dport { ", addr_str(m[i].address, a), gw);
         for (size_t p = 0; p < net->nhost_ports; p++)
             fprintf(f, "%s%u", p ? ", " : "", net->host_ports[p]);
         fprintf(f, " } accept comment \"%s\"\n", m[i].name);
     }
-    fprintf(f,
-            "\t\tdrop\n"
-            "\t}\n");
+    fprintf(f, "\t\tdrop\n"
+               "\t}\n");
 }
 
 static void emit_ifnames(FILE *f, const struct nft_member *m, size_t n)
@@ -221,8 +211,7 @@ static void emit_ifnames(FILE *f, const struct nft_member *m, size_t n)
 }
 
 /* Layer 2: what the inet table cannot see reliably (who sent it: the port, not the address). */
-static void emit_bridge_table(FILE *f, const struct net_device_config *dev,
-                              const struct nft_member *m, size_t n)
+static void emit_bridge_table(FILE *f, const struct net_device_config *dev, const struct nft_member *m, size_t n)
 {
     const char *br = dev->bridge;
     char a[ADDR_STR_MAX];
@@ -239,18 +228,19 @@ static void emit_bridge_table(FILE *f, const struct net_device_config *dev,
         addr_str(m[i].address, a);
         fprintf(f, "\t\tiifname \"%s\" ether type ip ip saddr != %s drop comment \"%s: not its address\"\n",
                 m[i].host_if, a, m[i].name);
-        fprintf(f, "\t\tiifname \"%s\" ether type arp arp saddr ip != { 0.0.0.0, %s } drop comment \"%s: not its address\"\n",
-                m[i].host_if, a, m[i].name);
+        fprintf(
+            f,
+            "\t\tiifname \"%s\" ether type arp arp saddr ip != { 0.0.0.0, %s } drop comment \"%s: not its address\"\n",
+            m[i].host_if, a, m[i].name);
     }
-    fprintf(f,
-            "\t}\n"
-            "\tchain forward {\n"
-            "\t\ttype filter hook forward priority filter; policy accept;\n");
+    fprintf(f, "\t}\n"
+               "\tchain forward {\n"
+               "\t\ttype filter hook forward priority filter; policy accept;\n");
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++)
             if (i != j && pair_allowed(dev, m[i].name, m[j].name))
-                fprintf(f, "\t\tiifname \"%s\" oifname \"%s\" accept comment \"%s to %s\"\n",
-                        m[i].host_if, m[j].host_if, m[i].name, m[j].name);
+                fprintf(f, "\t\tiifname \"%s\" oifname \"%s\" accept comment \"%s to %s\"\n", m[i].host_if,
+                        m[j].host_if, m[i].name, m[j].name);
     /* Anything else a member's port forwards at layer 2 goes to or comes from another port of the
      * bridge: another container. (meta ibrname would name the bridge, but needs the kernel's
      * nft_meta_bridge, which this platform lacks; so net.c syncs before a new veth is up.) */
@@ -258,10 +248,9 @@ static void emit_bridge_table(FILE *f, const struct net_device_config *dev,
     emit_ifnames(f, m, n);
     fprintf(f, " } drop comment \"from a container\"\n\t\toifname { ");
     emit_ifnames(f, m, n);
-    fprintf(f,
-            " } drop comment \"to a container\"\n"
-            "\t}\n"
-            "}\n");
+    fprintf(f, " } drop comment \"to a container\"\n"
+               "\t}\n"
+               "}\n");
 }
 
 static int finish(FILE **f, char **text, char **ret_text, tm_err *err)
@@ -288,8 +277,8 @@ int nft_ruleset_remove(const char *bridge, char **ret_text, tm_err *err)
     return finish(&f, &text, ret_text, err);
 }
 
-int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n,
-                char **ret_text, tm_err *err)
+int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_text,
+                tm_err *err)
 {
     _cleanup_free_ char *text = NULL;
     size_t len;
@@ -306,8 +295,7 @@ int nft_ruleset(const struct net_device_config *dev, const struct nft_member *me
     _cleanup_fclose_ FILE *f = open_memstream(&text, &len);
     if (!f)
         return tm_err_sys(err, "building the nft rules");
-    fprintf(f, "# trustmed: bridge %s, subnet %s, %zu container(s); replaced as a whole\n",
-            dev->bridge, subnet, n);
+    fprintf(f, "# trustmed: bridge %s, subnet %s, %zu container(s); replaced as a whole\n", dev->bridge, subnet, n);
     emit_remove(f, dev->bridge);
     fprintf(f, "table inet trustme-%s {\n", dev->bridge);
     emit_nat(f, dev, subnet, members, n);

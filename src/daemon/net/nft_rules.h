@@ -13,8 +13,8 @@
 /* One bridged container as the rules see it (net.c fills these in for every container whose
  * network is up, plus the one starting). */
 struct nft_member {
-    const char *name;           /* container name (for device.json network.allow) */
-    const char *host_if;        /* its veth's host end, e.g. "tm1a2b3c4d5e" */
+    const char *name; /* container name (for device.json network.allow) */
+    const char *host_if; /* its veth's host end, e.g. "tm1a2b3c4d5e" */
     struct in_addr address;
     const struct net_config *net; /* ports, host_ports */
 };
@@ -23,10 +23,9 @@ struct nft_member {
  * in one transaction (n == 0: a script that removes both tables, whether they exist or not).
  * *ret_text is malloc'ed. Fails with -EINVAL for a name nft could misread and -EADDRINUSE when two
  * members forward the same host port. */
-int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n,
-                char **ret_text, tm_err *err);
+int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_text,
+                tm_err *err);
 /* The script that removes both tables (no error when they do not exist). */
 int nft_ruleset_remove(const char *bridge, char **ret_text, tm_err *err);
 /* Whether these rules need the host to forward IPv4 (outbound NAT or a port forward). */
-bool nft_needs_forwarding(const struct net_device_config *dev, const struct nft_member *members,
-                          size_t n);
+bool nft_needs_forwarding(const struct net_device_config *dev, const struct nft_member *members, size_t n);

@@ -13,7 +13,7 @@
 #include "daemon.h"
 
 #define SCD_REPLY_MAX (TM_PACKET_LOCKED_MAX - 4) /* replies are small and may hold keys */
-#define SCD_REQUEST_MAX (4u * 1024 * 1024)        /* as scd's limit (server.c) */
+#define SCD_REQUEST_MAX (4u * 1024 * 1024) /* as scd's limit (server.c) */
 
 typedef Trustme__Scd__Response Response;
 
@@ -46,8 +46,7 @@ static bool is_error(const ProtobufCMessage *m, tm_err *err)
     return true;
 }
 
-static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *resp,
-                    const tm_err *err, void *userdata)
+static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *resp, const tm_err *err, void *userdata)
 {
     ((scd_reply_fn)fn)(d, (const Response *)resp, err, userdata);
 }
@@ -104,7 +103,8 @@ void scd_stop(struct daemon *d)
 int scd_call(struct daemon *d, Trustme__Scd__Request *req, scd_reply_fn fn, void *userdata, tm_err *err)
 {
     if (!service_running(d->scd))
-        return tm_err_set(err, ESHUTDOWN, "the token service (trustme-scd) is not running; it is "
+        return tm_err_set(err, ESHUTDOWN,
+                          "the token service (trustme-scd) is not running; it is "
                           "being restarted, try again");
     req->has_version = req->has_id = true;
     req->version = TM_PROTOCOL_VERSION;

@@ -33,8 +33,8 @@
 extern char **environ;
 
 /* /etc entries libraries read (the dynamic linker, OpenSSL, SoftHSM2, OpenSC). */
-static const char *const etc_entries[] = {"/etc/ld.so.cache", "/etc/ssl", "/etc/softhsm",
-                                          "/etc/opensc", "/etc/opensc.conf"};
+static const char *const etc_entries[] = {"/etc/ld.so.cache", "/etc/ssl", "/etc/softhsm", "/etc/opensc",
+                                          "/etc/opensc.conf"};
 /* On a merged-/usr system these are symlinks into /usr, elsewhere directories. */
 static const char *const top_dirs[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
 static const char *const dev_nodes[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
@@ -95,8 +95,8 @@ static int build_root(const struct scd_sandbox *sb, tm_err *err)
         return r;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/tmp", root);
-    if (mkdir(path, 01777) < 0 || mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                                        "mode=1777,size=16m") < 0)
+    if (mkdir(path, 01777) < 0 ||
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=16m") < 0)
         return tm_err_sys(err, "cannot mount scd's /tmp");
     snprintf(path, sizeof(path), "%s/state", root);
     if (mkdir(path, 0700) < 0 || mount(sb->state_dir, path, NULL, MS_BIND, NULL) < 0 ||
@@ -132,8 +132,8 @@ _Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe,
         r = tm_err_sys(&err, "cannot create scd's namespaces");
     if (r == 0)
         r = build_root(sb, &err);
-    if (r == 0 && (chdir(sb->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
-                   umount2(".", MNT_DETACH) < 0 || chdir("/") < 0))
+    if (r == 0 && (chdir(sb->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+                   chdir("/") < 0))
         r = tm_err_sys(&err, "cannot enter scd's root");
     if (r == 0)
         r = child_drop_privileges(sb->uid, sb->gid, sb->groups, sb->ngroups, &err);
@@ -150,8 +150,7 @@ _Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe,
     }
     char kdf[32];
     snprintf(kdf, sizeof(kdf), "%llu", (unsigned long long)sb->kdf_n);
-    char *argv[] = {"trustme-scd", "--state-dir", "/state", "--kdf-n", kdf, "--log-level",
-                    (char *)sb->log_level, NULL};
+    char *argv[] = {"trustme-scd", "--state-dir", "/state", "--kdf-n", kdf, "--log-level", (char *)sb->log_level, NULL};
     fexecve(fds[1], argv, envp);
     fprintf(stderr, "trustmed: cannot execute trustme-scd: %s\n", strerror(errno));
     _exit(127);

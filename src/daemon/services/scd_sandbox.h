@@ -10,14 +10,14 @@
 #define SCD_MAX_GROUPS 32
 
 struct scd_sandbox {
-    char binary[PATH_MAX];     /* trustme-scd on the host */
-    char state_dir[PATH_MAX];  /* <data-dir>/scd, owned by uid */
-    char root[PATH_MAX];       /* an empty directory for its root (in the run dir) */
+    char binary[PATH_MAX]; /* trustme-scd on the host */
+    char state_dir[PATH_MAX]; /* <data-dir>/scd, owned by uid */
+    char root[PATH_MAX]; /* an empty directory for its root (in the run dir) */
     uid_t uid;
     gid_t gid;
     gid_t groups[SCD_MAX_GROUPS]; /* the user's supplementary groups (e.g. softhsm, for tokens) */
     int ngroups;
-    uint64_t kdf_n;            /* scrypt N for new soft tokens, 0 for scd's default */
+    uint64_t kdf_n; /* scrypt N for new soft tokens, 0 for scd's default */
     const char *log_level;
     const char *binds[SCD_MAX_BINDS]; /* host paths scd may use read-write */
     size_t nbinds;

@@ -141,8 +141,7 @@ static void on_exit_event(tm_source *src, uint32_t events, void *userdata)
     if (s->stopping)
         return;
     const char *how = si.si_code == CLD_EXITED ? "status" : "signal";
-    log_warn("%s exited (%s %d); restarting it in %u ms", s->ops->name, how, si.si_status,
-             s->delay_ms);
+    log_warn("%s exited (%s %d); restarting it in %u ms", s->ops->name, how, si.si_status, s->delay_ms);
     char event[64];
     snprintf(event, sizeof(event), "%s.exit", s->ops->audit_name);
     daemon_audit(s->d, event, "fail", NULL, "trustmed", "%s %d",
@@ -177,8 +176,8 @@ static void handle_response(struct service *s, struct tm_packet *pkt)
         free(p);
         return;
     }
-    log_warn("%s answered request %llu, which is not pending%s%s", s->ops->name,
-             (unsigned long long)id, failed ? ": " : "", failed ? err.msg : "");
+    log_warn("%s answered request %llu, which is not pending%s%s", s->ops->name, (unsigned long long)id,
+             failed ? ": " : "", failed ? err.msg : "");
 }
 
 static void on_io(tm_source *src, uint32_t events, void *userdata)
@@ -202,7 +201,7 @@ static void on_io(tm_source *src, uint32_t events, void *userdata)
             return;
         }
         handle_response(s, &pkt); /* replies may hold raw keys: */
-        tm_packet_free(&pkt);     /* wiped here */
+        tm_packet_free(&pkt); /* wiped here */
         if (s->fd < 0)
             return;
     }
@@ -229,8 +228,7 @@ static int spawn(struct service *s, tm_err *err)
     setsockopt(sp[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf));
     pid_t self = getpid();
     int pidfd = -1;
-    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd,
-                            .exit_signal = SIGCHLD};
+    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
@@ -254,8 +252,8 @@ static int spawn(struct service *s, tm_err *err)
     return 0;
 }
 
-int service_start(struct daemon *d, const struct service_ops *ops, const char *binary,
-                  const void *ctx, size_t ctx_size, struct service **ret, tm_err *err)
+int service_start(struct daemon *d, const struct service_ops *ops, const char *binary, const void *ctx, size_t ctx_size,
+                  struct service **ret, tm_err *err)
 {
     struct service *s = calloc(1, sizeof(*s));
     void *copy = malloc(ctx_size);
@@ -265,8 +263,8 @@ int service_start(struct daemon *d, const struct service_ops *ops, const char *b
         return tm_err_set(err, ENOMEM, "out of memory");
     }
     memcpy(copy, ctx, ctx_size);
-    *s = (struct service){.d = d, .ops = ops, .ctx = copy, .fd = -1, .pidfd = -1, .next_id = 1,
-                          .delay_ms = RESTART_DELAY_MIN_MS};
+    *s = (struct service){
+        .d = d, .ops = ops, .ctx = copy, .fd = -1, .pidfd = -1, .next_id = 1, .delay_ms = RESTART_DELAY_MIN_MS};
     snprintf(s->binary, sizeof(s->binary), "%s", binary);
     s->queue_tail = &s->queue;
     *ret = s; /* before spawn: on_spawned may already call service_send */
@@ -303,16 +301,15 @@ uint64_t service_next_id(struct service *s)
     return s->next_id++;
 }
 
-int service_send(struct service *s, const ProtobufCMessage *req, uint64_t id, service_fn fn,
-                 void *userdata, tm_err *err)
+int service_send(struct service *s, const ProtobufCMessage *req, uint64_t id, service_fn fn, void *userdata,
+                 tm_err *err)
 {
     if (!s || s->fd < 0)
         return tm_err_set(err, ESHUTDOWN, "%s is not running; it is being restarted, try again",
                           s ? s->ops->what : "the service");
     struct pending *p = calloc(1, sizeof(*p));
     struct queued *q = calloc(1, sizeof(*q));
-    int r = p && q ? tm_packet_pack(req, s->ops->request_max, &q->pkt, err)
-                   : tm_err_set(err, ENOMEM, "out of memory");
+    int r = p && q ? tm_packet_pack(req, s->ops->request_max, &q->pkt, err) : tm_err_set(err, ENOMEM, "out of memory");
     if (r < 0) {
         free(p);
         free(q);

@@ -22,13 +22,13 @@ struct service;
 typedef void (*service_fn)(void);
 
 struct service_ops {
-    const char *name;          /* "trustme-scd": for logs and the audit event "<short>.exit" */
-    const char *audit_name;    /* "scd" */
-    const char *what;          /* "the token service (trustme-scd)": for errors shown to users */
+    const char *name; /* "trustme-scd": for logs and the audit event "<short>.exit" */
+    const char *audit_name; /* "scd" */
+    const char *what; /* "the token service (trustme-scd)": for errors shown to users */
     const ProtobufCMessageDescriptor *response;
     size_t reply_max, request_max;
-    unsigned stop_wait_ms;     /* how long the child may take to exit after EOF */
-    int stop_signal;           /* sent before the EOF on a clean stop (0: none) */
+    unsigned stop_wait_ms; /* how long the child may take to exit after EOF */
+    int stop_signal; /* sent before the EOF on a clean stop (0: none) */
     /* In the forked child: confine and exec the service with sock as fd 3 and exe (already
      * opened and measured by the parent) as the program. Never returns. */
     void (*exec_child)(const void *ctx, int sock, int exe, pid_t daemon_pid);
@@ -38,11 +38,10 @@ struct service_ops {
     /* If resp is an Error: fill err and return true. */
     bool (*is_error)(const ProtobufCMessage *resp, tm_err *err);
     /* Call the typed callback fn (as given to service_call) with resp/err. */
-    void (*deliver)(service_fn fn, struct daemon *d, const ProtobufCMessage *resp,
-                    const tm_err *err, void *userdata);
+    void (*deliver)(service_fn fn, struct daemon *d, const ProtobufCMessage *resp, const tm_err *err, void *userdata);
     void (*on_spawned)(struct service *s, int exe); /* optional: e.g. measure the binary */
-    void (*on_ready)(struct service *s);            /* optional */
-    void (*on_exit)(struct service *s);             /* optional: after pending requests failed */
+    void (*on_ready)(struct service *s); /* optional */
+    void (*on_exit)(struct service *s); /* optional: after pending requests failed */
 };
 
 /* What the subsystems above services/ (and the services themselves) want to hear about the helper
@@ -52,30 +51,30 @@ struct service_ops {
 struct service_events {
     const char *name;
     void (*scd_spawned)(struct daemon *d, int exe); /* a new scd's binary, before it runs */
-    void (*scd_ready)(struct daemon *d);  /* a new scd answers: what it said before is stale */
-    void (*scd_gone)(struct daemon *d);   /* scd exited: its pending requests failed */
+    void (*scd_ready)(struct daemon *d); /* a new scd answers: what it said before is stale */
+    void (*scd_gone)(struct daemon *d); /* scd exited: its pending requests failed */
     void (*tpmd_ready)(struct daemon *d); /* tpmd measured the boot: running containers go in */
     void (*tpmd_anchors)(struct daemon *d); /* tpmd's anchor table is readable */
 };
 void service_events_add(struct daemon *d, const struct service_events *e);
 /* Call hook `ev` (a member of struct service_events) of every registration. */
-#define service_emit(d, ev, ...)                                                                   \
-    do {                                                                                           \
-        for (size_t i_ = 0; i_ < (d)->nservice_events; i_++)                                       \
-            if ((d)->service_events[i_]->ev)                                                       \
-                (d)->service_events[i_]->ev(__VA_ARGS__);                                          \
+#define service_emit(d, ev, ...)                             \
+    do {                                                     \
+        for (size_t i_ = 0; i_ < (d)->nservice_events; i_++) \
+            if ((d)->service_events[i_]->ev)                 \
+                (d)->service_events[i_]->ev(__VA_ARGS__);    \
     } while (0)
 
 /* binary: the service's program, opened (and passed to on_spawned and exec_child) at every
  * spawn. ctx (copied, ctx_size bytes) is what exec_child needs: user, dirs, options. */
-int service_start(struct daemon *d, const struct service_ops *ops, const char *binary,
-                  const void *ctx, size_t ctx_size, struct service **ret, tm_err *err);
+int service_start(struct daemon *d, const struct service_ops *ops, const char *binary, const void *ctx, size_t ctx_size,
+                  struct service **ret, tm_err *err);
 /* Close the socket (the child exits at EOF), wait stop_wait_ms for it, then SIGKILL. */
 void service_stop(struct service *s);
 /* Reserve the id of the next request; the caller sets version and id in it, then sends. */
 uint64_t service_next_id(struct service *s);
-int service_send(struct service *s, const ProtobufCMessage *req, uint64_t id, service_fn fn,
-                 void *userdata, tm_err *err);
+int service_send(struct service *s, const ProtobufCMessage *req, uint64_t id, service_fn fn, void *userdata,
+                 tm_err *err);
 void service_forget(struct service *s, void *userdata);
 bool service_running(const struct service *s);
 struct daemon *service_daemon(const struct service *s);

@@ -30,13 +30,13 @@
 /* What the TPM part of trustmed knows (docs/ATTESTATION.md); d->tpm. */
 struct tpmd_state {
     uint8_t trustmed_sha256[32]; /* /proc/self/exe at start */
-    uint8_t scd_sha256[32];      /* the scd binary last started */
-    bool scd_measured;           /* scd_sha256 is set */
-    bool secret_pending;         /* a StorageSecret request is under way */
-    bool scd_has_secret;         /* the running scd holds the device secret */
-    bool boot_measured;          /* tpmd confirmed the virtualization layer's measurement */
-    bool boot_measuring;         /* that measurement is under way */
-    char secret_problem[768];    /* why it does not, when tpmd said so */
+    uint8_t scd_sha256[32]; /* the scd binary last started */
+    bool scd_measured; /* scd_sha256 is set */
+    bool secret_pending; /* a StorageSecret request is under way */
+    bool scd_has_secret; /* the running scd holds the device secret */
+    bool boot_measured; /* tpmd confirmed the virtualization layer's measurement */
+    bool boot_measuring; /* that measurement is under way */
+    char secret_problem[768]; /* why it does not, when tpmd said so */
 };
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
@@ -49,7 +49,7 @@ typedef Trustme__Tpmd__Request Request;
 struct tpmd_ctx {
     char binary[PATH_MAX];
     char data_dir[PATH_MAX]; /* <data>/tpm */
-    char run_dir[PATH_MAX];  /* <run>/tpm */
+    char run_dir[PATH_MAX]; /* <run>/tpm */
     char swtpm_state[PATH_MAX];
     char recovery_out[PATH_MAX];
     uid_t uid;
@@ -85,11 +85,26 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
     char boot[16], runtime[16];
     snprintf(boot, sizeof(boot), "%u", c->boot_pcr);
     snprintf(runtime, sizeof(runtime), "%u", c->runtime_pcr);
-    char *argv[] = {"trustme-tpmd", "--data-dir", (char *)c->data_dir, "--run-dir",
-                    (char *)c->run_dir, "--tcti", (char *)c->tcti, "--attest-address",
-                    (char *)c->attest_address, "--boot-pcr", boot, "--runtime-pcr", runtime,
-                    "--log-level", (char *)c->log_level, "--swtpm-state", (char *)c->swtpm_state,
-                    "--recovery-key-out", (char *)c->recovery_out, NULL};
+    char *argv[] = {"trustme-tpmd",
+                    "--data-dir",
+                    (char *)c->data_dir,
+                    "--run-dir",
+                    (char *)c->run_dir,
+                    "--tcti",
+                    (char *)c->tcti,
+                    "--attest-address",
+                    (char *)c->attest_address,
+                    "--boot-pcr",
+                    boot,
+                    "--runtime-pcr",
+                    runtime,
+                    "--log-level",
+                    (char *)c->log_level,
+                    "--swtpm-state",
+                    (char *)c->swtpm_state,
+                    "--recovery-key-out",
+                    (char *)c->recovery_out,
+                    NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM. */
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     fexecve(fds[1], argv, envp);
@@ -131,16 +146,18 @@ static void on_ready(struct service *s)
 {
     struct daemon *d = service_daemon(s);
     if (last_ready.log_restarted)
-        daemon_audit(d, "tpm.reset", "ok", NULL, "trustmed", "the TPM was reset: its PCRs were "
+        daemon_audit(d, "tpm.reset", "ok", NULL, "trustmed",
+                     "the TPM was reset: its PCRs were "
                      "fresh, the measurement log of the earlier TPM boot (%u events) was moved "
-                     "aside and a new one started", last_ready.old_log_events);
+                     "aside and a new one started",
+                     last_ready.old_log_events);
     if (last_ready.da_failures_cleared || last_ready.da_lockout_cleared)
-        daemon_audit(d, "tpm.da-reset", "ok", NULL, "trustmed", "cleared %u dictionary-attack "
-                     "failures%s", last_ready.da_failures_cleared,
-                     last_ready.da_lockout_cleared ? "; the TPM was in lockout" : "");
+        daemon_audit(d, "tpm.da-reset", "ok", NULL, "trustmed",
+                     "cleared %u dictionary-attack "
+                     "failures%s",
+                     last_ready.da_failures_cleared, last_ready.da_lockout_cleared ? "; the TPM was in lockout" : "");
     if (last_ready.da_reset_error[0])
-        daemon_audit(d, "tpm.da-reset", "fail", NULL, "trustmed", "%s",
-                     last_ready.da_reset_error);
+        daemon_audit(d, "tpm.da-reset", "fail", NULL, "trustmed", "%s", last_ready.da_reset_error);
 }
 
 static bool is_error(const ProtobufCMessage *m, tm_err *err)
@@ -153,16 +170,14 @@ static bool is_error(const ProtobufCMessage *m, tm_err *err)
     return true;
 }
 
-static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *resp,
-                    const tm_err *err, void *userdata)
+static void deliver(service_fn fn, struct daemon *d, const ProtobufCMessage *resp, const tm_err *err, void *userdata)
 {
     ((tpmd_reply_fn)fn)(d, (const Response *)resp, err, userdata);
 }
 
 /* ---- the device storage secret ---------------------------------------------------------------- */
 
-static void on_scd_secret(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err,
-                          void *userdata)
+static void on_scd_secret(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err, void *userdata)
 {
     if (err) {
         log_error("trustme-scd did not take the device storage secret: %s", err->msg);
@@ -241,8 +256,8 @@ static void on_secret(struct daemon *d, const Response *resp, const tm_err *err,
 
 void tpmd_secret_refresh(struct daemon *d)
 {
-    if (d->tpm->secret_pending || d->tpm->scd_has_secret ||
-        !(d->tpm->boot_measured || d->tpm->boot_measuring) || !service_running(d->tpmd))
+    if (d->tpm->secret_pending || d->tpm->scd_has_secret || !(d->tpm->boot_measured || d->tpm->boot_measuring) ||
+        !service_running(d->tpmd))
         return;
     Trustme__Tpmd__StorageSecret ss = TRUSTME__TPMD__STORAGE_SECRET__INIT;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
@@ -265,9 +280,8 @@ void tpmd_scd_gone(struct daemon *d)
 
 #define ANCHOR_CALL_MAX 64
 
-static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
-                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
-                       tm_err *err)
+static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set, const char *const *names,
+                       size_t n_get, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
     if (n_set > ANCHOR_CALL_MAX || n_get > ANCHOR_CALL_MAX)
         return tm_err_set(err, E2BIG, "at most %d anchor entries in one call", ANCHOR_CALL_MAX);
@@ -294,21 +308,18 @@ static int anchor_call(struct daemon *d, const struct tpmd_anchor_entry *set, si
     return tpmd_call(d, &req, fn, userdata, err);
 }
 
-int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
-                    void *userdata, tm_err *err)
+int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
     return anchor_call(d, NULL, 0, names, n, fn, userdata, err);
 }
 
-int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
-                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
-                       tm_err *err)
+int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set, const char *const *names,
+                       size_t n_get, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
     return anchor_call(d, set, n_set, names, n_get, fn, userdata, err);
 }
 
-const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp,
-                                             const char *name)
+const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp, const char *name)
 {
     if (!resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR)
         return NULL;
@@ -321,8 +332,7 @@ const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp
 }
 
 /* At every tpmd start: a table tpmd refused is audited once, loudly. */
-static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err,
-                            void *userdata)
+static void on_anchor_check(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
 {
     if (!err) {
         service_emit(d, tpmd_anchors, d);
@@ -348,15 +358,16 @@ static void on_measured(struct daemon *d, const Response *resp, const tm_err *er
 static void boot_measure_failed(struct daemon *d, const char *why)
 {
     d->tpm->boot_measured = d->tpm->boot_measuring = false;
-    snprintf(d->tpm->secret_problem, sizeof(d->tpm->secret_problem), "measuring the "
-             "virtualization layer failed (%s): the device storage secret is withheld", why);
+    snprintf(d->tpm->secret_problem, sizeof(d->tpm->secret_problem),
+             "measuring the "
+             "virtualization layer failed (%s): the device storage secret is withheld",
+             why);
     log_error("%s", d->tpm->secret_problem);
     daemon_audit(d, "tpm.measure", "fail", NULL, "trustmed", "the virtualization layer: %s", why);
     tell_scd_unavailable(d, d->tpm->secret_problem);
 }
 
-static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err,
-                             void *userdata)
+static void on_boot_measured(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
 {
     d->tpm->boot_measuring = false;
     if (err) {
@@ -368,8 +379,8 @@ static void on_boot_measured(struct daemon *d, const Response *resp, const tm_er
     tpmd_secret_refresh(d); /* a no-op when the request went out with the measurement */
 }
 
-int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
-                 void *userdata, tm_err *err)
+int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn, void *userdata,
+                 tm_err *err)
 {
     if (n == 0 || n > TPMD_MEASURE_MAX)
         return tm_err_set(err, EINVAL, "%zu measurements in one request", n);
@@ -501,10 +512,11 @@ static int check_reachable(const char *dir, uid_t uid, gid_t gid, tm_err *err)
         bool through = (st.st_mode & S_IXOTH) || (st.st_uid == uid && (st.st_mode & S_IXUSR)) ||
                        (st.st_gid == gid && (st.st_mode & S_IXGRP));
         if (!through)
-            return tm_err_set(err, EACCES, "the TPM service's user cannot reach %s: %s (mode "
+            return tm_err_set(err, EACCES,
+                              "the TPM service's user cannot reach %s: %s (mode "
                               "%04o) must be searchable by others (chmod o+x %s), or choose a "
-                              "--data-dir/--run-dir below such directories", dir, p,
-                              (unsigned)(st.st_mode & 07777), p);
+                              "--data-dir/--run-dir below such directories",
+                              dir, p, (unsigned)(st.st_mode & 07777), p);
         if (!path[0])
             break;
     }
@@ -530,9 +542,11 @@ static int check_ima_chain(struct daemon *d, tm_err *err)
 {
     FILE *f = fopen(IMA_LOG, "re");
     if (!f)
-        return tm_err_set(err, ENOTSUP, "device.json tpm.boot_chain is \"ima\", but this kernel "
+        return tm_err_set(err, ENOTSUP,
+                          "device.json tpm.boot_chain is \"ima\", but this kernel "
                           "has no IMA log (%s: %s): trustmed does not start on a weaker chain "
-                          "than configured", IMA_LOG, strerror(errno));
+                          "than configured",
+                          IMA_LOG, strerror(errno));
     char want_exe[2 * 32 + 8], want_cfg[2 * 32 + 8], line[4096];
     strcpy(want_exe, "sha256:");
     tm_hex(d->tpm->trustmed_sha256, 32, want_exe + 7);
@@ -552,24 +566,23 @@ static int check_ima_chain(struct daemon *d, tm_err *err)
     }
     fclose(f);
     if (!exe || !cfg)
-        return tm_err_set(err, EPERM, "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
+        return tm_err_set(err, EPERM,
+                          "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
                           "log has no ima-ng entry for %s%s%s: the running binary or config is "
-                          "not the one the kernel measured", exe ? "" : "trustmed's binary",
-                          !exe && !cfg ? " and " : "", cfg ? "" : "device.json");
+                          "not the one the kernel measured",
+                          exe ? "" : "trustmed's binary", !exe && !cfg ? " and " : "", cfg ? "" : "device.json");
     log_info("boot chain: the kernel's IMA log holds trustmed (%s) and device.json", want_exe);
     return 0;
 }
 
 int tpmd_start(struct daemon *d, tm_err *err)
 {
-    struct tpmd_ctx c = {.ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr,
-                         .runtime_pcr = d->device.runtime_pcr};
-    int r = daemon_find_helper(d->tpmd_opts.binary, "trustme-tpmd", "/../tpmd", c.binary,
-                               sizeof(c.binary), err);
+    struct tpmd_ctx c = {
+        .ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr, .runtime_pcr = d->device.runtime_pcr};
+    int r = daemon_find_helper(d->tpmd_opts.binary, "trustme-tpmd", "/../tpmd", c.binary, sizeof(c.binary), err);
     if (r < 0)
         return tm_err_prefix(err, "the TPM service (use --tpmd-binary)");
-    if ((r = daemon_helper_user(d->tpmd_opts.user, "the TPM service", &c.uid, &c.gid, c.groups,
-                                &c.ngroups, err)) < 0)
+    if ((r = daemon_helper_user(d->tpmd_opts.user, "the TPM service", &c.uid, &c.gid, c.groups, &c.ngroups, err)) < 0)
         return r;
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
@@ -593,9 +606,11 @@ int tpmd_start(struct daemon *d, tm_err *err)
         log_warn("the TPM is an emulator (%s): the device binding of encrypted containers is "
                  "emulated; its state (%s) is files, and a copy of them with the data dir opens "
                  "this device's containers given their PINs, or by brute force (docs/STORAGE.md "
-                 "\"The embedded TPM\")%s", c.tcti, embedded ? d->tpmd_opts.swtpm_state : c.tcti,
+                 "\"The embedded TPM\")%s",
+                 c.tcti, embedded ? d->tpmd_opts.swtpm_state : c.tcti,
                  d->device.tpm_require_hardware ? "; tpm.require_hardware is set: encrypted "
-                 "containers are refused" : "");
+                                                  "containers are refused"
+                                                : "");
     _cleanup_close_ int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
     uint64_t size;
     if (self < 0)
@@ -625,11 +640,11 @@ void tpmd_stop(struct daemon *d)
     d->tpmd = NULL;
 }
 
-int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata,
-              tm_err *err)
+int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
     if (!service_running(d->tpmd))
-        return tm_err_set(err, ESHUTDOWN, "the TPM service (trustme-tpmd) is not running; it is "
+        return tm_err_set(err, ESHUTDOWN,
+                          "the TPM service (trustme-tpmd) is not running; it is "
                           "being restarted, try again");
     req->has_version = req->has_id = true;
     req->version = TM_PROTOCOL_VERSION;

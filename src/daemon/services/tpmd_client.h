@@ -7,8 +7,7 @@
 
 /* Called once per request. err is set if it failed: tpmd's Error (resp is that response), or
  * tpmd died before answering (resp NULL). resp and err are valid only during the call. */
-typedef void (*tpmd_reply_fn)(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                              const tm_err *err, void *userdata);
+typedef void (*tpmd_reply_fn)(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata);
 
 /* Start tpmd as its own user, queue the boot measurements (trustmed, scd, tpmd, device.json)
  * and the request for the device storage secret, which goes on to scd. */
@@ -19,8 +18,7 @@ int tpmd_start(struct daemon *d, tm_err *err);
 void tpmd_stop(struct daemon *d);
 /* Send req (version and id are filled in); fn is called with the answer. tpmd answers in the
  * order of the requests. Fails at once only if tpmd is not running. */
-int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata,
-              tm_err *err);
+int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, void *userdata, tm_err *err);
 /* The caller behind userdata is going away: its pending replies are dropped. */
 void tpmd_forget(struct daemon *d, void *userdata);
 /* resp carries a Secret (StorageSecret or Reseal answered): hand it to scd and wipe it. */
@@ -46,8 +44,8 @@ struct tm_event_item {
  * sent behind measure_running's requests, it lets tpmd answer quotes again. */
 int tpmd_measure_complete(struct daemon *d, tpmd_reply_fn fn, void *userdata, tm_err *err);
 /* Extend and log items in order (tpmd skips ones already logged). */
-int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn,
-                 void *userdata, tm_err *err);
+int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn, void *userdata,
+                 tm_err *err);
 
 /* The TPM is an emulator (the embedded swtpm, or a swtpm/mssim TCTI): the device binding of
  * encrypted containers has no hardware root (docs/STORAGE.md "The embedded TPM"). */
@@ -68,13 +66,11 @@ struct tpmd_anchor_entry {
 /* At most 64 names (and 64 changes) per call. Ask for the values of names[0..n). fn gets resp->anchor (Trustme__Tpmd__AnchorReply): the
  * entries that exist, in the order asked, and the table's version. A missing, older or edited
  * table: err with ENOENT, ESTALE or EBADMSG and the reason (fail closed). */
-int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn,
-                    void *userdata, tm_err *err);
+int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_reply_fn fn, void *userdata,
+                    tm_err *err);
 /* Apply set[0..n_set) as one new version of the table (atomically: all or nothing; one TPM NV
  * write), then answer names[0..n_get) from the result as tpmd_anchor_get does. */
-int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set,
-                       const char *const *names, size_t n_get, tpmd_reply_fn fn, void *userdata,
-                       tm_err *err);
+int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set, const char *const *names,
+                       size_t n_get, tpmd_reply_fn fn, void *userdata, tm_err *err);
 /* The value of name in an anchor reply, or NULL. */
-const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp,
-                                             const char *name);
+const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp, const char *name);

@@ -18,8 +18,7 @@ struct add_key_arg {
     uint8_t raw[FSCRYPT_MAX_KEY_SIZE];
 };
 
-static int add_key(int rootfd, const struct secret *key, uint8_t id[FSCRYPT_KEY_IDENTIFIER_SIZE],
-                   tm_err *err)
+static int add_key(int rootfd, const struct secret *key, uint8_t id[FSCRYPT_KEY_IDENTIFIER_SIZE], tm_err *err)
 {
     if (key->len != FSCRYPT_MAX_KEY_SIZE)
         return tm_err_set(err, EINVAL, "the data key has %zu bytes, not %d", key->len, FSCRYPT_MAX_KEY_SIZE);
@@ -46,7 +45,8 @@ static int ensure_policy(int dirfd, const uint8_t id[FSCRYPT_KEY_IDENTIFIER_SIZE
         const struct fscrypt_policy_v2 *p = &got.policy.v2;
         if (got.policy.version != FSCRYPT_POLICY_V2 ||
             memcmp(p->master_key_identifier, id, FSCRYPT_KEY_IDENTIFIER_SIZE) != 0)
-            return tm_err_set(err, EKEYREJECTED, "the data volume is encrypted under another key "
+            return tm_err_set(err, EKEYREJECTED,
+                              "the data volume is encrypted under another key "
                               "than this container's (a wrapped key from elsewhere?); 'trustme wipe' "
                               "starts it afresh");
         return 0;

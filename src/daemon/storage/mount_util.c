@@ -71,8 +71,7 @@ static int fs_error(int fsfd, tm_err *err, const char *what, const char *fstype)
     return tm_err_sys(err, "%s %s", what, fstype);
 }
 
-int mount_create(const char *fstype, const char *source, const char *options, unsigned attrs,
-                 tm_err *err)
+int mount_create(const char *fstype, const char *source, const char *options, unsigned attrs, tm_err *err)
 {
     _cleanup_close_ int fsfd = fsopen(fstype, FSOPEN_CLOEXEC);
     if (fsfd < 0)
@@ -120,8 +119,8 @@ int mount_attach(int mnt_fd, int target_fd, unsigned attrs, int userns_fd, tm_er
     return 0;
 }
 
-int mount_new_fs(int target_fd, const char *fstype, const char *source, const char *options,
-                 unsigned attrs, tm_err *err)
+int mount_new_fs(int target_fd, const char *fstype, const char *source, const char *options, unsigned attrs,
+                 tm_err *err)
 {
     _cleanup_close_ int mfd = mount_create(fstype, source, options, attrs, err);
     if (mfd < 0)
@@ -130,8 +129,7 @@ int mount_new_fs(int target_fd, const char *fstype, const char *source, const ch
     return r < 0 ? tm_err_prefix(err, "%s", fstype) : 0;
 }
 
-int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options,
-                    unsigned attrs, tm_err *err)
+int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options, unsigned attrs, tm_err *err)
 {
     _cleanup_close_ int t = mkdir_in_root(rootfd, path, 0755, (uid_t)-1, (gid_t)-1, err);
     if (t < 0)
@@ -140,11 +138,10 @@ int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char
     return r < 0 ? tm_err_prefix(err, "/%s", path) : 0;
 }
 
-int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd,
-                  tm_err *err)
+int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd, tm_err *err)
 {
-    _cleanup_close_ int tfd = open_tree(src_dirfd, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
-                                        (src[0] ? 0 : AT_EMPTY_PATH));
+    _cleanup_close_ int tfd =
+        open_tree(src_dirfd, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (src[0] ? 0 : AT_EMPTY_PATH));
     if (tfd < 0)
         return tm_err_sys(err, "cannot clone mount %s", src[0] ? src : "(fd)");
     int r = mount_attach(tfd, target_fd, attrs, userns_fd, err);

@@ -17,21 +17,18 @@ int open_in_root(int rootfd, const char *path, int flags, tm_err *err);
 int mkdir_in_root(int rootfd, const char *path, mode_t mode, uid_t uid, gid_t gid, tm_err *err);
 /* Create a new file system mount that is not attached anywhere yet. options: "key=value,flag"
  * (may be NULL); attrs: MOUNT_ATTR_* of the mount. Returns the mount's fd or -errno. */
-int mount_create(const char *fstype, const char *source, const char *options, unsigned attrs,
-                 tm_err *err);
+int mount_create(const char *fstype, const char *source, const char *options, unsigned attrs, tm_err *err);
 /* Attach a detached mount (from mount_create or a tree clone) onto target_fd, first adding attrs
  * and, if userns_fd >= 0, the id mapping of that user namespace (only detached mounts can be
  * id-mapped). */
 int mount_attach(int mnt_fd, int target_fd, unsigned attrs, int userns_fd, tm_err *err);
 /* mount_create + mount_attach. */
-int mount_new_fs(int target_fd, const char *fstype, const char *source, const char *options,
-                 unsigned attrs, tm_err *err);
+int mount_new_fs(int target_fd, const char *fstype, const char *source, const char *options, unsigned attrs,
+                 tm_err *err);
 /* A new file system at path below rootfd (the directory is made if missing, owned by root). */
-int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options,
-                    unsigned attrs, tm_err *err);
+int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char *options, unsigned attrs, tm_err *err);
 /* Bind-mount the tree at src (relative to src_dirfd, "" for the fd itself) onto target_fd. */
-int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd,
-                  tm_err *err);
+int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd, tm_err *err);
 /* Attach image to a free loop device (autoclear: it detaches itself once unmounted).
  * Returns an open fd of the loop device; its path is written to devpath. */
 int loop_attach(const char *image, bool read_only, char *devpath, size_t size, tm_err *err);

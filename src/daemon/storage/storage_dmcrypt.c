@@ -17,8 +17,8 @@
 
 #define LIBCRYPTSETUP "libcryptsetup.so.12"
 #define DM_CONTROL "/dev/mapper/control"
-#define CIPHER_KEY_LEN 64     /* AES-256-XTS: the container's data key itself */
-#define INTEGRITY_KEY_LEN 32  /* HMAC-SHA256 */
+#define CIPHER_KEY_LEN 64 /* AES-256-XTS: the container's data key itself */
+#define INTEGRITY_KEY_LEN 32 /* HMAC-SHA256 */
 #define WIPE_BLOCK (1024 * 1024)
 #define INTEGRITY_LABEL "trustme dm-integrity key"
 
@@ -38,16 +38,18 @@ static int load_cryptsetup(struct cryptsetup *cs, tm_err *err)
 {
     cs->lib = dlopen(LIBCRYPTSETUP, RTLD_NOW | RTLD_LOCAL);
     if (!cs->lib)
-        return tm_err_set(err, ELIBACC, "cannot load %s (install libcryptsetup12): %s", LIBCRYPTSETUP,
-                          dlerror());
+        return tm_err_set(err, ELIBACC, "cannot load %s (install libcryptsetup12): %s", LIBCRYPTSETUP, dlerror());
     struct {
         const char *name;
         void **slot;
     } syms[] = {
-        {"crypt_init", (void **)&cs->init},         {"crypt_free", (void **)&cs->free},
-        {"crypt_load", (void **)&cs->load},         {"crypt_format", (void **)&cs->format},
+        {"crypt_init", (void **)&cs->init},
+        {"crypt_free", (void **)&cs->free},
+        {"crypt_load", (void **)&cs->load},
+        {"crypt_format", (void **)&cs->format},
         {"crypt_activate_by_volume_key", (void **)&cs->activate},
-        {"crypt_wipe", (void **)&cs->wipe},         {"crypt_set_log_callback", (void **)&cs->set_log},
+        {"crypt_wipe", (void **)&cs->wipe},
+        {"crypt_set_log_callback", (void **)&cs->set_log},
     };
     for (size_t i = 0; i < ARRAY_SIZE(syms); i++)
         if (!(*syms[i].slot = dlsym(cs->lib, syms[i].name)))
@@ -58,8 +60,10 @@ static int load_cryptsetup(struct cryptsetup *cs, tm_err *err)
 int dmcrypt_available(tm_err *err)
 {
     if (access(DM_CONTROL, F_OK) < 0)
-        return tm_err_set(err, ENODEV, "this kernel has no device-mapper (%s is missing), so dm-crypt "
-                          "cannot be used; use \"fscrypt\"", DM_CONTROL);
+        return tm_err_set(err, ENODEV,
+                          "this kernel has no device-mapper (%s is missing), so dm-crypt "
+                          "cannot be used; use \"fscrypt\"",
+                          DM_CONTROL);
     void *lib = dlopen(LIBCRYPTSETUP, RTLD_NOW | RTLD_LOCAL);
     if (!lib)
         return tm_err_set(err, ELIBACC, "cannot load %s (install libcryptsetup12)", LIBCRYPTSETUP);
@@ -119,8 +123,7 @@ static int volume_key(const struct secret *key, struct secret **ret, tm_err *err
     return 0;
 }
 
-static int wipe_mapped(struct cryptsetup *cs, struct crypt_device *cd, const char *name, int sync_fd,
-                       tm_err *err)
+static int wipe_mapped(struct cryptsetup *cs, struct crypt_device *cd, const char *name, int sync_fd, tm_err *err)
 {
     char path[128];
     snprintf(path, sizeof(path), "/dev/mapper/%s", name);
@@ -137,8 +140,7 @@ static int wipe_mapped(struct cryptsetup *cs, struct crypt_device *cd, const cha
     return 0;
 }
 
-int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key, bool fresh,
-                 int sync_fd, tm_err *err)
+int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key, bool fresh, int sync_fd, tm_err *err)
 {
     struct cryptsetup cs = {0};
     _cleanup_secret_ struct secret *vk = NULL;
@@ -153,15 +155,16 @@ int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key
     }
     cs.set_log(cd, on_log, last);
     if (fresh) {
-        struct crypt_params_luks2 params = {.integrity = "hmac(sha256)", .sector_size = 4096,
-                                            .label = "trustme-data"};
+        struct crypt_params_luks2 params = {.integrity = "hmac(sha256)", .sector_size = 4096, .label = "trustme-data"};
         tm_sync_send_text(sync_fd, TM_SYNC_PROGRESS, "formatting the data volume (LUKS2, dm-integrity)...");
         r = cs.format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, (const char *)vk->data, vk->len, &params);
         if (r < 0)
             tm_err_set(err, -r, "cannot format the data volume: %s", last[0] ? last : strerror(-r));
     } else if ((r = cs.load(cd, CRYPT_LUKS2, NULL)) < 0) {
-        tm_err_set(err, -r, "the data volume is not a LUKS2 volume (made with another storage "
-                   "backend?): %s", last[0] ? last : strerror(-r));
+        tm_err_set(err, -r,
+                   "the data volume is not a LUKS2 volume (made with another storage "
+                   "backend?): %s",
+                   last[0] ? last : strerror(-r));
     }
     if (r >= 0 && (r = cs.activate(cd, name, (const char *)vk->data, vk->len, 0)) < 0)
         tm_err_set(err, -r, "cannot open the data volume%s: %s",
@@ -175,8 +178,7 @@ int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key
 
 static void dm_remove_deferred(int control, const char *name)
 {
-    struct dm_ioctl io = {.version = {DM_VERSION_MAJOR, 0, 0}, .data_size = sizeof(io),
-                          .flags = DM_DEFERRED_REMOVE};
+    struct dm_ioctl io = {.version = {DM_VERSION_MAJOR, 0, 0}, .data_size = sizeof(io), .flags = DM_DEFERRED_REMOVE};
     snprintf(io.name, sizeof(io.name), "%s", name);
     (void)ioctl(control, DM_DEV_REMOVE, &io); /* ENXIO: never made, or gone already */
 }

@@ -20,8 +20,7 @@ void dmcrypt_name(const char *uuid, char *out, size_t size);
 /* Setup process: open the LUKS2 volume on loopdev as /dev/mapper/<name> with key (64 bytes).
  * fresh: format it first and write every sector once, so that dm-integrity's tags are valid
  * (progress goes to sync_fd); the caller then makes the file system. */
-int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key, bool fresh,
-                 int sync_fd, tm_err *err);
+int dmcrypt_open(const char *loopdev, const char *name, const struct secret *key, bool fresh, int sync_fd, tm_err *err);
 /* trustmed, after the container's last process is gone: remove the mapped devices (deferred:
  * the kernel completes it once nothing holds them). Never blocks on I/O. */
 void dmcrypt_remove(const char *name);

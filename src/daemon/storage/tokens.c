@@ -46,11 +46,11 @@ struct token_state {
  * or loaded (tokens_container_observer), freed with it. */
 struct container_token {
     struct token_state state;
-    bool busy;                    /* a token operation is waiting for scd */
-    bool key_stored;              /* key.wrapped exists (made at the first start, gone at a wipe) */
-    struct token_op *key_op;      /* a start waits for its data key */
-    bool reserve_spent;           /* its PIN try reserved in advance was used ("reservations") */
-    unsigned ops;                 /* token operations begun (a cancelled start's answer) */
+    bool busy; /* a token operation is waiting for scd */
+    bool key_stored; /* key.wrapped exists (made at the first start, gone at a wipe) */
+    struct token_op *key_op; /* a start waits for its data key */
+    bool reserve_spent; /* its PIN try reserved in advance was used ("reservations") */
+    unsigned ops; /* token operations begun (a cancelled start's answer) */
 };
 
 #define KEY_FILE "key.wrapped"
@@ -71,17 +71,17 @@ struct container_token {
 #define ANCHOR_FORMAT_RESERVED 3
 #define ANCHOR_LEN_RESERVED (ANCHOR_LEN + 8)
 #define SESSION_LEN 8
-#define PIN_TRIES 3  /* TOKEN_PIN_TRIES (src/scd/token.h) */
+#define PIN_TRIES 3 /* TOKEN_PIN_TRIES (src/scd/token.h) */
 #define PUK_TRIES 10 /* TOKEN_PUK_TRIES */
 
 struct anchored {
     bool present;
     uint8_t pin, puk; /* failures */
     uint8_t files[32];
-    bool pending;     /* a change is anchored but maybe not in place yet */
+    bool pending; /* a change is anchored but maybe not in place yet */
     bool pending_key; /* ... with a re-wrapped key.wrapped.new */
     uint8_t pending_files[32], pending_key_sha256[32];
-    bool reserved;    /* pin includes one try reserved in advance by session reserved_by */
+    bool reserved; /* pin includes one try reserved in advance by session reserved_by */
     uint8_t reserved_by[SESSION_LEN];
 };
 
@@ -96,11 +96,11 @@ struct token_op {
     char uuid[TM_UUID_STR_LEN + 1];
     uint64_t conn_id, req_id; /* the client to answer; conn_id 0: none */
     char actor[48];
-    bool remove;              /* OP_WIPE for `remove` */
-    bool new_key;             /* OP_KEY: the first start makes the key */
-    bool cancelled;           /* OP_KEY: the start is gone */
-    bool busy;                /* this operation holds the container's token_busy */
-    unsigned seq;             /* the container's token_ops when it began */
+    bool remove; /* OP_WIPE for `remove` */
+    bool new_key; /* OP_KEY: the first start makes the key */
+    bool cancelled; /* OP_KEY: the start is gone */
+    bool busy; /* this operation holds the container's token_busy */
+    unsigned seq; /* the container's token_ops when it began */
     token_key_fn key_done;
     /* The outcome, reported to the client after the state has been asked again. */
     int code;
@@ -111,9 +111,9 @@ struct token_op {
     bool has_puk;
     struct anchored a; /* as anchored when the operation began */
     enum op_phase phase;
-    bool forward;      /* the settled change went forward (the pending generation is current) */
+    bool forward; /* the settled change went forward (the pending generation is current) */
     struct anchored counted; /* the anchored state that counts this attempt */
-    bool used_reservation;   /* ... counted in advance: no NV write before this try */
+    bool used_reservation; /* ... counted in advance: no NV write before this try */
     struct timespec began; /* OP_KEY: for the debug log (bench/storage.sh reads it) */
 };
 
@@ -205,8 +205,8 @@ static void fill_spec(const struct container *c, Trustme__Scd__TokenSpec *spec)
     const struct token_config *t = &c->cfg->token;
     trustme__scd__token_spec__init(spec);
     spec->has_type = true;
-    spec->type = t->kind == TOKEN_KIND_PKCS11 ? TRUSTME__SCD__TOKEN_TYPE__TOKEN_PKCS11
-                                              : TRUSTME__SCD__TOKEN_TYPE__TOKEN_SOFT;
+    spec->type =
+        t->kind == TOKEN_KIND_PKCS11 ? TRUSTME__SCD__TOKEN_TYPE__TOKEN_PKCS11 : TRUSTME__SCD__TOKEN_TYPE__TOKEN_SOFT;
     if (t->kind == TOKEN_KIND_SOFT && t->kdf_n) {
         spec->has_soft_kdf_n = true;
         spec->soft_kdf_n = t->kdf_n;
@@ -260,18 +260,21 @@ static void show_anchored(struct container *c, const struct anchored *a);
 static void store_status(struct container *c, const Trustme__Scd__TokenStatus *st)
 {
     struct token_state old = c->token->state;
-    c->token->state = (struct token_state){
-        .known = true, .paired = st->paired, .locked = st->locked, .blocked = st->blocked,
-        .pin_tries_left = st->pin_tries_left, .puk_tries_left = st->puk_tries_left,
-        .anchor_unknown = old.anchor_unknown};
+    c->token->state = (struct token_state){.known = true,
+                                           .paired = st->paired,
+                                           .locked = st->locked,
+                                           .blocked = st->blocked,
+                                           .pin_tries_left = st->pin_tries_left,
+                                           .puk_tries_left = st->puk_tries_left,
+                                           .anchor_unknown = old.anchor_unknown};
     if (old.anchored && st->paired) {
         struct anchored a = {.present = true, .pin = old.pin_failures, .puk = old.puk_failures};
         show_anchored(c, &a);
     }
 }
 
-static void note_status(struct container *c, const struct token_op *op,
-                        const Trustme__Scd__TokenStatus *st, const tm_err *err)
+static void note_status(struct container *c, const struct token_op *op, const Trustme__Scd__TokenStatus *st,
+                        const tm_err *err)
 {
     store_status(c, st);
 }
@@ -303,8 +306,8 @@ static int utf8_decode(const uint8_t *s, size_t len, uint32_t *cp, size_t max)
                 return -1;
             v = v << 6 | (s[i + j] & 0x3f);
         }
-        if ((k == 2 && v < 0x80) || (k == 3 && v < 0x800) || (k == 4 && v < 0x10000) ||
-            v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+        if ((k == 2 && v < 0x80) || (k == 3 && v < 0x800) || (k == 4 && v < 0x10000) || v > 0x10ffff ||
+            (v >= 0xd800 && v <= 0xdfff))
             return -1;
         if (n == max)
             return -1;
@@ -314,26 +317,28 @@ static int utf8_decode(const uint8_t *s, size_t len, uint32_t *cp, size_t max)
     return (int)n;
 }
 
-int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin,
-                            const char *what, tm_err *err)
+int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin, const char *what, tm_err *err)
 {
     uint32_t cp[64];
     const uint8_t *s = pin->data;
     size_t len = pin->len;
     if (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
-        return tm_err_set(err, EINVAL, "the %s ends in a line break (\\r or \\n): the client "
-                          "should have stripped it (a PIN file with CRLF line endings?)", what);
+        return tm_err_set(err, EINVAL,
+                          "the %s ends in a line break (\\r or \\n): the client "
+                          "should have stripped it (a PIN file with CRLF line endings?)",
+                          what);
     int n = len ? utf8_decode(s, len, cp, 64) : 0;
     if (n < 0)
-        return tm_err_set(err, EINVAL, "the %s is not valid UTF-8 (or longer than 64 characters)",
-                          what);
+        return tm_err_set(err, EINVAL, "the %s is not valid UTF-8 (or longer than 64 characters)", what);
     for (int i = 0; i < n; i++)
         if (cp[i] < 0x20 || cp[i] == 0x7f)
             return tm_err_set(err, EINVAL, "the %s contains a control character", what);
     unsigned min = d->device.pin_min_length ? d->device.pin_min_length : 4;
     if ((unsigned)n < min)
-        return tm_err_set(err, EINVAL, "the %s is too short: at least %u characters (device.json "
-                          "pin.min_length)", what, min);
+        return tm_err_set(err, EINVAL,
+                          "the %s is too short: at least %u characters (device.json "
+                          "pin.min_length)",
+                          what, min);
     bool blank = true, same = true, up = true, down = true;
     for (int i = 0; i < n; i++) {
         blank = blank && (cp[i] == ' ' || cp[i] == 0xa0 || cp[i] == 0x3000);
@@ -346,9 +351,10 @@ int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *p
     if (blank)
         return tm_err_set(err, EINVAL, "the %s is only whitespace", what);
     if (!d->device.pin_allow_trivial && (same || up || down))
-        return tm_err_set(err, EINVAL, "the %s is trivial (%s): choose another (device.json "
-                          "pin.allow_trivial permits such PINs)", what,
-                          same ? "one character repeated" : "a run like 1234 or 4321");
+        return tm_err_set(err, EINVAL,
+                          "the %s is trivial (%s): choose another (device.json "
+                          "pin.allow_trivial permits such PINs)",
+                          what, same ? "one character repeated" : "a run like 1234 or 4321");
     return 0;
 }
 
@@ -357,7 +363,8 @@ static int check_hardware(const struct container *c, tm_err *err)
 {
     if (!c->d->device.tpm_require_hardware || !tpmd_emulated(c->d))
         return 0;
-    return tm_err_set(err, EPERM, "%s: its data is encrypted, and device.json sets "
+    return tm_err_set(err, EPERM,
+                      "%s: its data is encrypted, and device.json sets "
                       "tpm.require_hardware, but the TPM is an emulator (%s): refused",
                       c->cfg->name, c->d->device.tpm_tcti);
 }
@@ -374,14 +381,20 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
     if (c->token->busy)
         return tm_err_set(err, EBUSY, "%s: another operation on its token is under way; try again", name);
     if (c->token->state.known && !c->token->state.paired)
-        return tm_err_set(err, ENOKEY, "%s has no PIN yet: set one with 'trustme change-pin %s' "
-                          "(this pairs its %s token)", name, name, token_kind_name(c->cfg->token.kind));
+        return tm_err_set(err, ENOKEY,
+                          "%s has no PIN yet: set one with 'trustme change-pin %s' "
+                          "(this pairs its %s token)",
+                          name, name, token_kind_name(c->cfg->token.kind));
     if (c->token->state.blocked)
-        return tm_err_set(err, EKEYREVOKED, "%s: its token is blocked after too many wrong PUKs; "
-                          "only 'trustme wipe %s' helps (its data is lost)", name, name);
+        return tm_err_set(err, EKEYREVOKED,
+                          "%s: its token is blocked after too many wrong PUKs; "
+                          "only 'trustme wipe %s' helps (its data is lost)",
+                          name, name);
     if (c->token->state.locked)
-        return tm_err_set(err, EPERM, "%s: its token is locked after too many wrong PINs; unlock "
-                          "it with 'trustme token unlock %s'", name, name);
+        return tm_err_set(err, EPERM,
+                          "%s: its token is locked after too many wrong PINs; unlock "
+                          "it with 'trustme token unlock %s'",
+                          name, name);
     if (!have_pin) {
         *pin_required = true;
         return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it", name);
@@ -396,8 +409,7 @@ static int begin(struct daemon *d, struct token_op *op, struct container *c, tm_
 int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err)
 {
     if (!pin)
-        return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it",
-                          c->cfg->name);
+        return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it", c->cfg->name);
     int r = check_hardware(c, err);
     if (r < 0)
         return r;
@@ -427,8 +439,8 @@ void tokens_cancel_key(struct container *c)
 
 /* Keep the key scd sent (in the packet's locked memory) in a secret of its own; for a new key,
  * store its wrapped form first: a key that could be lost must never encrypt anything. */
-static int take_key(struct container *c, const struct token_op *op, const Trustme__Scd__Key *k,
-                    struct secret **ret, tm_err *err)
+static int take_key(struct container *c, const struct token_op *op, const Trustme__Scd__Key *k, struct secret **ret,
+                    tm_err *err)
 {
     if (!k->has_key || k->key.len != DATA_KEY_LEN)
         return tm_err_set(err, EPROTO, "the token service sent a malformed key");
@@ -454,12 +466,12 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
     tm_err kerr = {0};
     struct secret *key = NULL;
     if (err) {
-        daemon_audit(c->d, "token.unlock", "fail", c, op->actor, "%s token: %s",
-                     token_kind_name(c->cfg->token.kind), err->msg);
+        daemon_audit(c->d, "token.unlock", "fail", c, op->actor, "%s token: %s", token_kind_name(c->cfg->token.kind),
+                     err->msg);
     } else {
         /* The PIN was right, whatever happens to the key now. */
-        daemon_audit(c->d, "token.unlock", "ok", c, op->actor, "%s token%s",
-                     token_kind_name(c->cfg->token.kind), op->new_key ? ", new data key" : "");
+        daemon_audit(c->d, "token.unlock", "ok", c, op->actor, "%s token%s", token_kind_name(c->cfg->token.kind),
+                     op->new_key ? ", new data key" : "");
         if (op->cancelled)
             ; /* nobody takes the key (a new one is not stored: the next start makes one) */
         else if (resp->body_case != TRUSTME__SCD__RESPONSE__BODY_KEY)
@@ -649,8 +661,7 @@ static const uint8_t *session(void)
 static bool reservation_valid(const struct container *c, const struct anchored *a)
 {
     const uint8_t *s = session();
-    return a->reserved && a->pin > 0 && s && memcmp(a->reserved_by, s, SESSION_LEN) == 0 &&
-           !c->token->reserve_spent;
+    return a->reserved && a->pin > 0 && s && memcmp(a->reserved_by, s, SESSION_LEN) == 0 && !c->token->reserve_spent;
 }
 
 /* Wrong PINs, by the anchored count (less a reservation this process has not used). */
@@ -684,8 +695,7 @@ static void show_anchored(struct container *c, const struct anchored *a)
     c->token->state.puk_tries_left = a->puk >= PUK_TRIES ? 0 : PUK_TRIES - a->puk;
 }
 
-static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
-                          struct anchored *a, tm_err *err)
+static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid, struct anchored *a, tm_err *err)
 {
     char name[64];
     anchor_name(uuid, name);
@@ -696,15 +706,18 @@ static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
     bool pending = v->len == ANCHOR_LEN_PENDING && v->data[0] == ANCHOR_FORMAT_PENDING;
     bool reserved = v->len == ANCHOR_LEN_RESERVED && v->data[0] == ANCHOR_FORMAT_RESERVED;
     if (!pending && !reserved && (v->len != ANCHOR_LEN || v->data[0] != ANCHOR_FORMAT))
-        return tm_err_set(err, EBADMSG, "the token state anchored in the TPM is malformed "
-                          "(%zu bytes)", v->len);
+        return tm_err_set(err, EBADMSG,
+                          "the token state anchored in the TPM is malformed "
+                          "(%zu bytes)",
+                          v->len);
     a->present = true;
     a->pin = v->data[1];
     a->puk = v->data[2];
     memcpy(a->files, v->data + 3, 32);
     if (reserved) {
         if (a->pin == 0)
-            return tm_err_set(err, EBADMSG, "the token state anchored in the TPM reserves a try "
+            return tm_err_set(err, EBADMSG,
+                              "the token state anchored in the TPM reserves a try "
                               "it does not count");
         a->reserved = true;
         memcpy(a->reserved_by, v->data + ANCHOR_LEN, SESSION_LEN);
@@ -720,8 +733,7 @@ static int anchored_parse(const Trustme__Tpmd__Response *resp, const char *uuid,
     return 0;
 }
 
-static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, void *userdata,
-                       tm_err *err)
+static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
     char name[64];
     anchor_name(uuid, name);
@@ -732,8 +744,8 @@ static int anchor_read(struct daemon *d, const char *uuid, tpmd_reply_fn fn, voi
 static void forget_note(const char *uuid);
 
 /* One NV write: the new state, or (!a->present) none. */
-static int anchor_write(struct daemon *d, const char *uuid, const struct anchored *a,
-                        tpmd_reply_fn fn, void *userdata, tm_err *err)
+static int anchor_write(struct daemon *d, const char *uuid, const struct anchored *a, tpmd_reply_fn fn, void *userdata,
+                        tm_err *err)
 {
     /* Whatever reservation was noted for uuid is not the anchored state any more (a wipe, a
      * count, a change): a clean shutdown must not write it back. */
@@ -742,7 +754,8 @@ static int anchor_write(struct daemon *d, const char *uuid, const struct anchore
     anchor_name(uuid, name);
     bool reserved = !a->pending && a->reserved;
     uint8_t v[ANCHOR_LEN_PENDING] = {a->pending ? ANCHOR_FORMAT_PENDING
-                                     : reserved ? ANCHOR_FORMAT_RESERVED : ANCHOR_FORMAT,
+                                     : reserved ? ANCHOR_FORMAT_RESERVED
+                                                : ANCHOR_FORMAT,
                                      a->pin, a->puk};
     memcpy(v + 3, a->files, 32);
     if (reserved)
@@ -752,17 +765,19 @@ static int anchor_write(struct daemon *d, const char *uuid, const struct anchore
         memcpy(v + ANCHOR_LEN + 1, a->pending_files, 32);
         memcpy(v + ANCHOR_LEN + 1 + 32, a->pending_key_sha256, 32);
     }
-    struct tpmd_anchor_entry e = {.name = name, .value = v,
+    struct tpmd_anchor_entry e = {.name = name,
+                                  .value = v,
                                   .len = a->pending ? ANCHOR_LEN_PENDING
-                                         : reserved ? ANCHOR_LEN_RESERVED : ANCHOR_LEN,
+                                         : reserved ? ANCHOR_LEN_RESERVED
+                                                    : ANCHOR_LEN,
                                   .remove = !a->present};
     return tpmd_anchor_update(d, &e, 1, NULL, 0, fn, userdata, err);
 }
 
 /* A write nobody waits for (a reset after a success, a refund): a failure leaves the count
  * higher than it should be, never lower. */
-static void on_background_write(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                                const tm_err *err, void *userdata)
+static void on_background_write(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                                void *userdata)
 {
     if (err)
         log_error("cannot update a token's state anchored in the TPM: %s", err->msg);
@@ -772,9 +787,8 @@ static void write_background(struct container *c, const struct anchored *a);
 
 static bool anchored_same(const struct anchored *x, const struct anchored *y)
 {
-    return x->present == y->present && x->pin == y->pin && x->puk == y->puk &&
-           memcmp(x->files, y->files, 32) == 0 && !x->pending && !y->pending &&
-           x->reserved == y->reserved &&
+    return x->present == y->present && x->pin == y->pin && x->puk == y->puk && memcmp(x->files, y->files, 32) == 0 &&
+           !x->pending && !y->pending && x->reserved == y->reserved &&
            (!x->reserved || memcmp(x->reserved_by, y->reserved_by, SESSION_LEN) == 0);
 }
 
@@ -813,8 +827,8 @@ static void note_reservation(const struct container *c, const struct anchored *a
     (*p)->a = *a;
 }
 
-static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                                const tm_err *err, void *userdata)
+static void on_reserved_written(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                                void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = container_find(d, op->uuid);
@@ -839,19 +853,18 @@ static void write_reserved(struct container *c, const struct anchored *a)
     }
     op->a = *a;
     if (anchor_write(c->d, c->uuid, a, on_reserved_written, op, &e) < 0) {
-        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name,
-                  e.msg);
+        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name, e.msg);
         op_free(op);
     }
     show_anchored(c, a);
 }
 
-static void on_released(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                        void *userdata)
+static void on_released(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     if (err)
         log_warn("cannot give back the reserved PIN tries: %s (each such token counts one wrong "
-                 "PIN after the restart)", err->msg);
+                 "PIN after the restart)",
+                 err->msg);
     daemon_maybe_exit(d);
 }
 
@@ -893,15 +906,13 @@ static void write_background(struct container *c, const struct anchored *a)
 {
     tm_err e;
     if (anchor_write(c->d, c->uuid, a, on_background_write, NULL, &e) < 0)
-        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name,
-                  e.msg);
+        log_error("%s: cannot update its token's state anchored in the TPM: %s", c->cfg->name, e.msg);
     show_anchored(c, a);
 }
 
 static struct container *op_container(struct daemon *d, struct token_op *op);
 
-static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                              const tm_err *err, void *userdata)
+static void on_refresh_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -956,18 +967,14 @@ static void op_fail(struct daemon *d, struct token_op *op, struct container *c, 
         key_reply(c, op, NULL, err);
         op_free(op);
         return;
-    case OP_WIPE:
-        wipe_done(d, op, c, err);
-        return;
+    case OP_WIPE: wipe_done(d, op, c, err); return;
     case OP_PAIR:
     case OP_CHANGE_PIN:
     case OP_PUK_UNLOCK:
-        daemon_audit(d, op_events[op->kind], "fail", c, op->actor, "%s token: %s",
-                     token_kind_name(c->cfg->token.kind), err->msg);
+        daemon_audit(d, op_events[op->kind], "fail", c, op->actor, "%s token: %s", token_kind_name(c->cfg->token.kind),
+                     err->msg);
         break;
-    case OP_REFRESH:
-        op_free(op);
-        return;
+    case OP_REFRESH: op_free(op); return;
     }
     op->code = err->code;
     snprintf(op->msg, sizeof(op->msg), "%s: %s", c->cfg->name, err->msg);
@@ -1063,8 +1070,7 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.body_case = TRUSTME__SCD__REQUEST__BODY_WIPE;
         req.wipe = &w;
         break;
-    case OP_REFRESH:
-        return send_status(d, op, err);
+    case OP_REFRESH: return send_status(d, op, err);
     }
     return scd_call(d, &req, on_reply, op, err);
 }
@@ -1093,8 +1099,7 @@ static bool file_has_digest(const char *path, const uint8_t want[32])
     size_t len;
     uint8_t got[32];
     tm_err e;
-    return read_file(path, 4096, &data, &len, &e) == 0 && tm_sha256(data, len, got) == 0 &&
-           memcmp(got, want, 32) == 0;
+    return read_file(path, 4096, &data, &len, &e) == 0 && tm_sha256(data, len, got) == 0 && memcmp(got, want, 32) == 0;
 }
 
 /* key.wrapped after a settled change: forward, key.wrapped.new with the anchored digest is
@@ -1117,7 +1122,8 @@ static void settle_key_file(struct container *c, const struct anchored *a, bool 
         log_error("%s: cannot remove %s: %m", c->cfg->name, newpath);
     if (forward && a->pending_key && !file_has_digest(path, a->pending_key_sha256))
         log_error("%s: the data key re-wrapped by its last PIN change is missing (%s was "
-                  "removed?): its data cannot be opened", c->cfg->name, newpath);
+                  "removed?): its data cannot be opened",
+                  c->cfg->name, newpath);
 }
 
 static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *err, void *userdata);
@@ -1137,12 +1143,10 @@ static int send_commit(struct daemon *d, struct token_op *op, tm_err *err)
     return scd_call(d, &req, on_reply, op, err);
 }
 
-static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata);
+static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata);
 
 /* The settled generation is anchored alone. */
-static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                        void *userdata)
+static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -1159,8 +1163,10 @@ static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, c
         }
         if (err) {
             /* The pending digests stay anchored: the next use finishes this step. */
-            tm_err_set(&e, err->code, "the change is made, but its last step was not anchored "
-                       "in the TPM; the token's next use completes it: %s", err->msg);
+            tm_err_set(&e, err->code,
+                       "the change is made, but its last step was not anchored "
+                       "in the TPM; the token's next use completes it: %s",
+                       err->msg);
             op_fail(d, op, c, &e);
             return;
         }
@@ -1169,8 +1175,7 @@ static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     }
     if (err) {
         tm_err e;
-        tm_err_set(&e, err->code, "cannot anchor the token's settled change in the TPM: %s",
-                   err->msg);
+        tm_err_set(&e, err->code, "cannot anchor the token's settled change in the TPM: %s", err->msg);
         op_fail(d, op, c, &e);
         return;
     }
@@ -1179,14 +1184,16 @@ static void on_resolved(struct daemon *d, const Trustme__Tpmd__Response *resp, c
 }
 
 /* scd answered TokenCommit: its files are now one of the two anchored generations. */
-static void commit_reply(struct daemon *d, struct token_op *op, struct container *c,
-                         const ScdResponse *resp, const tm_err *err)
+static void commit_reply(struct daemon *d, struct token_op *op, struct container *c, const ScdResponse *resp,
+                         const tm_err *err)
 {
     tm_err e = {0};
     if (err) {
         if (op->phase == PHASE_COMMIT)
-            tm_err_set(&e, err->code, "the change is anchored but not yet in place; the token's "
-                       "next use completes it: %s", err->msg);
+            tm_err_set(&e, err->code,
+                       "the change is anchored but not yet in place; the token's "
+                       "next use completes it: %s",
+                       err->msg);
         else
             tm_err_set(&e, err->code, "cannot complete the token's pending change: %s", err->msg);
         op->phase = PHASE_NONE;
@@ -1217,8 +1224,8 @@ static void commit_reply(struct daemon *d, struct token_op *op, struct container
 }
 
 /* The change's pending digests are anchored: from here on it goes forward. */
-static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                                const tm_err *err, void *userdata)
+static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
+                                void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -1227,16 +1234,20 @@ static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response 
     tm_err e = {0};
     if (err && err->code == ESHUTDOWN) {
         /* tpmd died before it answered: the TPM may have written the pending digests. */
-        tm_err_set(&e, err->code, "the TPM service stopped before it confirmed the change: the "
+        tm_err_set(&e, err->code,
+                   "the TPM service stopped before it confirmed the change: the "
                    "token's next use settles it (the new PIN if the TPM anchored it, otherwise "
-                   "the old one): %s", err->msg);
+                   "the old one): %s",
+                   err->msg);
         op->phase = PHASE_NONE;
         op_fail(d, op, c, &e);
         return;
     }
     if (err) {
-        tm_err_set(&e, err->code, "the new PIN could not be anchored in the TPM; the old one "
-                   "stays: %s", err->msg);
+        tm_err_set(&e, err->code,
+                   "the new PIN could not be anchored in the TPM; the old one "
+                   "stays: %s",
+                   err->msg);
         op->phase = PHASE_NONE;
         op_fail(d, op, c, &e);
         return;
@@ -1244,15 +1255,15 @@ static void on_pending_anchored(struct daemon *d, const Trustme__Tpmd__Response 
     test_crash_point(d->data_dir, "trustmed-pending-anchored");
     if (send_commit(d, op, &e) < 0) {
         tm_err_prefix(&e, "the change is anchored but not yet in place; the token's next use "
-                      "completes it");
+                          "completes it");
         op->phase = PHASE_NONE;
         op_fail(d, op, c, &e);
     }
 }
 
 /* scd re-keyed the token (ChangePin, Unlock): store the re-wrapped key as pending, anchor. */
-static void rekeyed_reply(struct daemon *d, struct token_op *op, struct container *c,
-                          const Trustme__Scd__Rekeyed *k, struct anchored *n)
+static void rekeyed_reply(struct daemon *d, struct token_op *op, struct container *c, const Trustme__Scd__Rekeyed *k,
+                          struct anchored *n)
 {
     tm_err e = {0};
     if (!k->has_pending_sha256 || k->pending_sha256.len != 32 ||
@@ -1284,8 +1295,7 @@ static void rekeyed_reply(struct daemon *d, struct token_op *op, struct containe
     }
 }
 
-static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata)
+static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = container_find(d, op->uuid);
@@ -1304,8 +1314,7 @@ static void on_counted(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     }
 }
 
-static void on_anchor_read(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                           const tm_err *err, void *userdata)
+static void on_anchor_read(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -1329,9 +1338,11 @@ static void on_anchor_read(struct daemon *d, const Trustme__Tpmd__Response *resp
         return;
     }
     if (!op->a.present) {
-        tm_err_set(&e, ESTALE, "the TPM holds no state for its token: the token was wiped (are its "
+        tm_err_set(&e, ESTALE,
+                   "the TPM holds no state for its token: the token was wiped (are its "
                    "files restored from a copy?) or paired by an older trustme; wipe the container "
-                   "('trustme wipe %s') and set a PIN again", c->cfg->name);
+                   "('trustme wipe %s') and set a PIN again",
+                   c->cfg->name);
         op_fail(d, op, c, &e);
         return;
     }
@@ -1355,11 +1366,15 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
     tm_err e = {0};
     struct anchored counted = op->a;
     if (op->a.puk >= PUK_TRIES)
-        tm_err_set(&e, EKEYREVOKED, "token blocked for good after %d wrong PUKs: only a wipe "
-                   "helps (trustme wipe), and the container's data is lost", PUK_TRIES);
+        tm_err_set(&e, EKEYREVOKED,
+                   "token blocked for good after %d wrong PUKs: only a wipe "
+                   "helps (trustme wipe), and the container's data is lost",
+                   PUK_TRIES);
     else if (op->kind != OP_PUK_UNLOCK && pin_failures(c, &op->a) >= PIN_TRIES)
-        tm_err_set(&e, EPERM, "locked after %d wrong PINs: unlock it with the PUK (trustme token "
-                   "unlock)", PIN_TRIES);
+        tm_err_set(&e, EPERM,
+                   "locked after %d wrong PINs: unlock it with the PUK (trustme token "
+                   "unlock)",
+                   PIN_TRIES);
     if (e.code) {
         op_fail(d, op, c, &e);
         return;
@@ -1395,8 +1410,7 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
         show_anchored(c, &counted);
 }
 
-static void on_unanchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                          const tm_err *err, void *userdata)
+static void on_unanchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -1430,8 +1444,7 @@ static int begin(struct daemon *d, struct token_op *op, struct container *c, tm_
     }
 }
 
-static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err,
-                       void *userdata)
+static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct token_op *op = userdata;
     struct container *c = op_container(d, op);
@@ -1439,19 +1452,19 @@ static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, co
         return;
     if (err) {
         tm_err e;
-        tm_err_set(&e, err->code, "done, but its new token state could not be anchored in the "
-                   "TPM, so the token is refused from now on: %s", err->msg);
+        tm_err_set(&e, err->code,
+                   "done, but its new token state could not be anchored in the "
+                   "TPM, so the token is refused from now on: %s",
+                   err->msg);
         op_fail(d, op, c, &e);
         return;
     }
-    daemon_audit(d, op_events[op->kind], "ok", c, op->actor, "%s token",
-                 token_kind_name(c->cfg->token.kind));
+    daemon_audit(d, op_events[op->kind], "ok", c, op->actor, "%s token", token_kind_name(c->cfg->token.kind));
     finish(d, op, c);
 }
 
 /* What a wrong PIN or PUK has left, by the anchored count. */
-static void wrong_secret(struct container *c, const struct token_op *op, const struct anchored *n,
-                         tm_err *e)
+static void wrong_secret(struct container *c, const struct token_op *op, const struct anchored *n, tm_err *e)
 {
     bool puk = op->kind == OP_PUK_UNLOCK;
     const char *what = puk ? "PUK" : "PIN";
@@ -1459,11 +1472,15 @@ static void wrong_secret(struct container *c, const struct token_op *op, const s
     if (left > 0)
         tm_err_set(e, EACCES, "wrong %s: %d %s left", what, left, left == 1 ? "try" : "tries");
     else if (!puk)
-        tm_err_set(e, EACCES, "wrong PIN: the token is now locked after %d wrong PINs: unlock it "
-                   "with the PUK (trustme token unlock)", PIN_TRIES);
+        tm_err_set(e, EACCES,
+                   "wrong PIN: the token is now locked after %d wrong PINs: unlock it "
+                   "with the PUK (trustme token unlock)",
+                   PIN_TRIES);
     else
-        tm_err_set(e, EACCES, "wrong PUK: the token is now blocked for good after %d wrong PUKs: "
-                   "only a wipe helps, and the container's data is lost", PUK_TRIES);
+        tm_err_set(e, EACCES,
+                   "wrong PUK: the token is now blocked for good after %d wrong PUKs: "
+                   "only a wipe helps, and the container's data is lost",
+                   PUK_TRIES);
     if (left <= 0)
         daemon_audit(c->d, "token.lockout", "fail", c, op->actor, "%s",
                      puk ? "PUK blocked; only a wipe helps"
@@ -1471,8 +1488,8 @@ static void wrong_secret(struct container *c, const struct token_op *op, const s
 }
 
 /* scd answered an operation that used a PIN or PUK, counted in the anchor before. */
-static void counted_reply(struct daemon *d, struct token_op *op, struct container *c,
-                          const ScdResponse *resp, const tm_err *err)
+static void counted_reply(struct daemon *d, struct token_op *op, struct container *c, const ScdResponse *resp,
+                          const tm_err *err)
 {
     struct anchored n = op->counted;
     tm_err e = {0};
@@ -1524,15 +1541,13 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     log_debug("%s: data key after %.3f ms (anchored count, scd, %s)", c->cfg->name,
-              (double)(now.tv_sec - op->began.tv_sec) * 1e3 +
-                  (double)(now.tv_nsec - op->began.tv_nsec) / 1e6,
+              (double)(now.tv_sec - op->began.tv_sec) * 1e3 + (double)(now.tv_nsec - op->began.tv_nsec) / 1e6,
               op->new_key ? "new key" : "unwrap");
     key_reply(c, op, resp, NULL);
     op_free(op);
 }
 
-static void on_pair_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp,
-                             const tm_err *err, void *userdata)
+static void on_pair_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     on_settled(d, resp, err, userdata);
 }
@@ -1569,9 +1584,7 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
         counted_reply(d, op, c, resp, err);
         return;
     case OP_CHANGE_PIN:
-    case OP_PUK_UNLOCK:
-        counted_reply(d, op, c, resp, err);
-        return;
+    case OP_PUK_UNLOCK: counted_reply(d, op, c, resp, err); return;
     case OP_WIPE:
         op->key_left = !err && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_OK && resp->ok->key_left_on_token;
         wipe_done(d, op, c, err);
@@ -1602,13 +1615,15 @@ static void on_reply(struct daemon *d, const ScdResponse *resp, const tm_err *er
 static bool may_use_token(const struct reply_to *to, struct container *c, bool need_token)
 {
     if (need_token && !container_encrypted(c)) {
-        reply_error(c->d, to->client, to->req_id, EINVAL, "%s has no token (its config says \"token\": \"none\"): its "
-                        "data is not encrypted", c->cfg->name);
+        reply_error(c->d, to->client, to->req_id, EINVAL,
+                    "%s has no token (its config says \"token\": \"none\"): its "
+                    "data is not encrypted",
+                    c->cfg->name);
         return false;
     }
     if (c->token->busy) {
         reply_error(c->d, to->client, to->req_id, EBUSY, "%s: another operation on its token is under way; try again",
-                        c->cfg->name);
+                    c->cfg->name);
         return false;
     }
     return true;
@@ -1625,8 +1640,7 @@ static void start_op(const struct reply_to *to, struct container *c, struct toke
     hold(c, op);
 }
 
-void tokens_change_pin(struct reply_to to_, struct container *c,
-                       const Trustme__ChangePinRequest *rq)
+void tokens_change_pin(struct reply_to to_, struct container *c, const Trustme__ChangePinRequest *rq)
 {
     const struct reply_to *to = &to_;
     if (!may_use_token(to, c, true))
@@ -1653,8 +1667,7 @@ void tokens_change_pin(struct reply_to to_, struct container *c,
         return;
     }
     op->has_puk = rq->has_puk;
-    if (keep(&rq->new_pin, &op->new_pin, &err) < 0 ||
-        (rq->has_old_pin && keep(&rq->old_pin, &op->pin, &err) < 0) ||
+    if (keep(&rq->new_pin, &op->new_pin, &err) < 0 || (rq->has_old_pin && keep(&rq->old_pin, &op->pin, &err) < 0) ||
         (rq->has_puk && keep(&rq->puk, &op->puk, &err) < 0)) {
         op_free(op);
         reply_error(c->d, to->client, to->req_id, err.code, "%s", err.msg);
@@ -1663,8 +1676,7 @@ void tokens_change_pin(struct reply_to to_, struct container *c,
     start_op(to, c, op);
 }
 
-void tokens_puk_unlock(struct reply_to to_, struct container *c,
-                       const Trustme__TokenUnlockRequest *rq)
+void tokens_puk_unlock(struct reply_to to_, struct container *c, const Trustme__TokenUnlockRequest *rq)
 {
     const struct reply_to *to = &to_;
     if (!may_use_token(to, c, true))
@@ -1692,8 +1704,7 @@ void tokens_puk_unlock(struct reply_to to_, struct container *c,
     start_op(to, c, op);
 }
 
-void tokens_wipe(struct reply_to to_, struct container *c, const ProtobufCBinaryData *pin,
-                 bool remove)
+void tokens_wipe(struct reply_to to_, struct container *c, const ProtobufCBinaryData *pin, bool remove)
 {
     const struct reply_to *to = &to_;
     if (!may_use_token(to, c, false))

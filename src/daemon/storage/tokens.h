@@ -11,7 +11,6 @@
 #include "reply.h"
 #include "secmem.h"
 
-
 static inline bool container_encrypted(const struct container *c)
 {
     return c->cfg->token.kind != TOKEN_KIND_NONE;
@@ -57,7 +56,6 @@ void tokens_wipe(struct reply_to to, struct container *c, const ProtobufCBinaryD
  * characters or a trailing line break, at least pin.min_length characters, not only
  * whitespace, not trivial (one character repeated, a run like 1234 or 4321) unless
  * pin.allow_trivial. what names it in the message ("PIN", "new PIN"). */
-int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin,
-                            const char *what, tm_err *err);
+int tokens_check_pin_policy(const struct daemon *d, const ProtobufCBinaryData *pin, const char *what, tm_err *err);
 
 void tokens_fill_info(const struct container *c, Trustme__Encryption *enc);

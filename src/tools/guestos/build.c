@@ -56,8 +56,7 @@ static int check_source(const char *source, const char *out_dir, tm_err *err)
         return tm_err_sys(err, "cannot resolve %s or %s", source, out_dir);
     size_t len = strlen(src);
     if (strcmp(src, "/") == 0 || (strncmp(out, src, len) == 0 && (out[len] == '/' || !out[len])))
-        return tm_err_set(err, EINVAL, "output directory %s is inside source directory %s",
-                          out_dir, source);
+        return tm_err_set(err, EINVAL, "output directory %s is inside source directory %s", out_dir, source);
     return 0;
 }
 
@@ -89,13 +88,13 @@ static int find_pki_tool(char *out, size_t size, tm_err *err)
     const char *path = getenv("PATH");
     for (const char *p = path ? path : ""; *p;) {
         const char *end = strchrnul(p, ':');
-        if (end > p && snprintf(out, size, "%.*s/trustme-pki", (int)(end - p), p) < (int)size &&
-            executable(out))
+        if (end > p && snprintf(out, size, "%.*s/trustme-pki", (int)(end - p), p) < (int)size && executable(out))
             return 0;
         p = *end ? end + 1 : end;
     }
-    return tm_err_set(err, ENOENT, "trustme-pki is neither next to trustme-guestos nor on $PATH "
-                                   "(or build with --unsigned)");
+    return tm_err_set(err, ENOENT,
+                      "trustme-pki is neither next to trustme-guestos nor on $PATH "
+                      "(or build with --unsigned)");
 }
 
 static int check_signing(const struct gos_signing *s, tm_err *err)
@@ -106,8 +105,7 @@ static int check_signing(const struct gos_signing *s, tm_err *err)
     if (s->pki_dir && (r = check_dir("PKI directory", s->pki_dir, err)) < 0)
         return r;
     if ((r = check_readable("key", s->key && !strncmp(s->key, "pkcs11:", 7) ? NULL : s->key, err)) < 0 ||
-        (r = check_readable("certificate", s->cert, err)) < 0 ||
-        (r = check_readable("chain", s->chain, err)) < 0 ||
+        (r = check_readable("certificate", s->cert, err)) < 0 || (r = check_readable("chain", s->chain, err)) < 0 ||
         (r = check_readable("passphrase file", s->passphrase_file, err)) < 0 ||
         (r = check_readable("PIN file", s->pin_file, err)) < 0 ||
         (r = check_readable("PKCS#11 module", s->pkcs11_module, err)) < 0)
@@ -124,12 +122,12 @@ static int sign(const char *tool, const char *dir, const struct gos_signing *s, 
     argv[n++] = tool;
     argv[n++] = "sign";
     argv[n++] = json;
-#define OPT(flag, val)                                                                             \
-    do {                                                                                           \
-        if (val) {                                                                                 \
-            argv[n++] = flag;                                                                      \
-            argv[n++] = val;                                                                       \
-        }                                                                                          \
+#define OPT(flag, val)        \
+    do {                      \
+        if (val) {            \
+            argv[n++] = flag; \
+            argv[n++] = val;  \
+        }                     \
     } while (0)
     OPT("--pki", s->pki_dir);
     OPT("--signer", s->signer);
@@ -186,8 +184,8 @@ static int build_images(struct gos_spec *spec, const char *tmp, tm_err *err)
             continue;
         char path[PATH_MAX], seed[256];
         snprintf(path, sizeof(path), "%s/%s", tmp, m->image);
-        snprintf(seed, sizeof(seed), "trustme-guestos:%s-%llu:%s", spec->name,
-                 (unsigned long long)spec->version, m->image);
+        snprintf(seed, sizeof(seed), "trustme-guestos:%s-%llu:%s", spec->name, (unsigned long long)spec->version,
+                 m->image);
         progress("building %s (%s) from %s...", m->image, gos_fs_name(m->fs), m->source);
         int r = gos_make_image(m->source, path, m->fs, seed, err);
         if (r < 0 || (r = check_interrupted(err)) < 0)
@@ -201,8 +199,8 @@ static int build_images(struct gos_spec *spec, const char *tmp, tm_err *err)
     return 0;
 }
 
-static int build_in(struct gos_spec *spec, const char *tmp, const char *pki_tool,
-                    const struct gos_signing *s, tm_err *err)
+static int build_in(struct gos_spec *spec, const char *tmp, const char *pki_tool, const struct gos_signing *s,
+                    tm_err *err)
 {
     int r = build_images(spec, tmp, err);
     if (r < 0)
@@ -222,8 +220,8 @@ static int build_in(struct gos_spec *spec, const char *tmp, const char *pki_tool
     return sync_dir_contents(tmp, err);
 }
 
-int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signing *s,
-              char *ret_path, size_t ret_path_size, tm_err *err)
+int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signing *s, char *ret_path,
+              size_t ret_path_size, tm_err *err)
 {
     int r = gos_spec_validate(spec, err);
     if (r < 0)
@@ -239,15 +237,17 @@ int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signi
         return r;
 
     char final[PATH_MAX], tmp[PATH_MAX];
-    if (snprintf(final, sizeof(final), "%s/%s-%llu", out_dir, spec->name,
-                 (unsigned long long)spec->version) >= (int)sizeof(final) ||
-        snprintf(tmp, sizeof(tmp), "%s/.%s-%llu.XXXXXX", out_dir, spec->name,
-                 (unsigned long long)spec->version) >= (int)sizeof(tmp))
+    if (snprintf(final, sizeof(final), "%s/%s-%llu", out_dir, spec->name, (unsigned long long)spec->version) >=
+            (int)sizeof(final) ||
+        snprintf(tmp, sizeof(tmp), "%s/.%s-%llu.XXXXXX", out_dir, spec->name, (unsigned long long)spec->version) >=
+            (int)sizeof(tmp))
         return tm_err_set(err, ENAMETOOLONG, "output directory name too long");
     struct stat st;
     if (lstat(final, &st) == 0)
-        return tm_err_set(err, EEXIST, "%s exists; a GuestOS version is never rebuilt in place "
-                                       "(remove it or raise --version)", final);
+        return tm_err_set(err, EEXIST,
+                          "%s exists; a GuestOS version is never rebuilt in place "
+                          "(remove it or raise --version)",
+                          final);
     if (!mkdtemp(tmp))
         return tm_err_sys(err, "cannot create a directory in %s", out_dir);
 

@@ -34,8 +34,8 @@ struct gos_mount {
     const char *source;
     char image[GOS_IMAGE_NAME_MAX + 1];
     enum gos_fs fs;
-    uint64_t size;                        /* filled by the build */
-    char sha256[TM_SHA256_HEX_LEN + 1];   /* filled by the build */
+    uint64_t size; /* filled by the build */
+    char sha256[TM_SHA256_HEX_LEN + 1]; /* filled by the build */
     /* tmpfs: 0 leaves the daemon's default */
     unsigned size_mb;
 };
@@ -57,7 +57,7 @@ struct gos_spec {
 /* How guestos.json gets signed: by trustme-pki, with these options passed through. */
 struct gos_signing {
     bool unsigned_ok;
-    const char *pki_dir, *signer;   /* --pki DIR --signer software|guestos */
+    const char *pki_dir, *signer; /* --pki DIR --signer software|guestos */
     const char *key, *cert, *chain; /* --key K --cert C [--chain P] */
     const char *passphrase_file, *pin_file;
     const char *pkcs11_module; /* for a pkcs11: key whose URI names no module */
@@ -82,15 +82,13 @@ int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *er
 int gos_run(const char *const argv[], bool capture, tm_err *err);
 
 /* image.c */
-int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed,
-                   tm_err *err);
+int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, tm_err *err);
 /* Hash fd from its start; ret_size is what was read, checked against fstat. */
 int gos_hash_fd(int fd, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err);
-int gos_hash_file(const char *path, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size,
-                  tm_err *err);
+int gos_hash_file(const char *path, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err);
 
 /* build.c: PARENT/NAME-VERSION/, complete or not at all. */
-int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signing *sign,
-              char *ret_path, size_t ret_path_size, tm_err *err);
+int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signing *sign, char *ret_path,
+              size_t ret_path_size, tm_err *err);
 /* Set by SIGINT/SIGTERM/SIGHUP: the build stops at its next step and cleans up. */
 extern volatile int gos_interrupted;

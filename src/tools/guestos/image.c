@@ -15,9 +15,9 @@
  * lz4: fast to decompress, which matters more on a device than the last percent of size. */
 static int make_squashfs(const char *source, const char *image, tm_err *err)
 {
-    const char *argv[] = {"mksquashfs", source, image, "-noappend", "-quiet", "-no-progress",
-                          "-comp", "lz4", "-all-root", "-reproducible", "-mkfs-time", "0",
-                          "-all-time", "0", NULL};
+    const char *argv[] = {"mksquashfs",   source,  image,       "-noappend", "-quiet",
+                          "-no-progress", "-comp", "lz4",       "-all-root", "-reproducible",
+                          "-mkfs-time",   "0",     "-all-time", "0",         NULL};
     return gos_run(argv, true, err);
 }
 
@@ -28,19 +28,15 @@ static int make_erofs(const char *source, const char *image, const char *seed, t
     d[6] = (uint8_t)((d[6] & 0x0f) | 0x40); /* shaped like a v4 UUID: what blkid expects */
     d[8] = (uint8_t)((d[8] & 0x3f) | 0x80);
     char uuid[40];
-    snprintf(uuid, sizeof(uuid),
-             "-U%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", d[0], d[1],
+    snprintf(uuid, sizeof(uuid), "-U%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", d[0], d[1],
              d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
-    const char *argv[] = {"mkfs.erofs", "-zlz4", "--all-root", "-T0", uuid, "--quiet",
-                          image, source, NULL};
+    const char *argv[] = {"mkfs.erofs", "-zlz4", "--all-root", "-T0", uuid, "--quiet", image, source, NULL};
     return gos_run(argv, true, err);
 }
 
-int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed,
-                   tm_err *err)
+int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, tm_err *err)
 {
-    int r = fs == GOS_EROFS ? make_erofs(source, image_path, seed, err)
-                            : make_squashfs(source, image_path, err);
+    int r = fs == GOS_EROFS ? make_erofs(source, image_path, seed, err) : make_squashfs(source, image_path, err);
     if (r < 0)
         return r;
     /* The tools leave the mode to our umask; a GuestOS is read by trustmed, whoever built it. */
@@ -63,15 +59,14 @@ int gos_hash_fd(int fd, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_
         return r;
     /* A size that is not what was hashed would make the daemon refuse the image. */
     if (n != (uint64_t)st.st_size)
-        return tm_err_set(err, EIO, "changed while it was hashed (%llu bytes read, %lld before)",
-                          (unsigned long long)n, (long long)st.st_size);
+        return tm_err_set(err, EIO, "changed while it was hashed (%llu bytes read, %lld before)", (unsigned long long)n,
+                          (long long)st.st_size);
     tm_hex(d, sizeof(d), hex);
     *ret_size = n;
     return 0;
 }
 
-int gos_hash_file(const char *path, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size,
-                  tm_err *err)
+int gos_hash_file(const char *path, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)

@@ -13,49 +13,51 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-        "Usage: trustme-guestos build ROOTFS_DIR --name NAME --version N --out PARENT_DIR\n"
-        "                             (--pki DIR --signer software|guestos | --key KEY --cert CERT\n"
-        "                              [--chain PEM] | --unsigned) [OPTIONS]\n"
-        "       trustme-guestos hash FILE\n"
-        "\n"
-        "build   makes PARENT_DIR/NAME-N/ (docs/GUESTOS.md): root.img from ROOTFS_DIR, the images\n"
-        "        of --image, guestos.json describing them, and its signature made by trustme-pki.\n"
-        "        The directory appears complete or not at all; an existing NAME-N is refused.\n"
-        "hash    prints the SHA-256 (lower-case hex) of FILE, as guestos.json has it.\n"
-        "\n"
-        "Build options:\n"
-        "  --name NAME              1-63 letters, digits, '_', '.', '-' (first a letter or digit)\n"
-        "  --version N              integer 1 .. 2^53; devices install only greater versions\n"
-        "  --out PARENT_DIR         existing directory the GuestOS directory is made in\n"
-        "  --fs squashfs|erofs      file system of root.img (default squashfs; both lz4)\n"
-        "  --root-kind overlay|shared\n"
-        "                           '/' writable through an overlay (default) or read-only\n"
-        "  --data PATH              a per-container persistent directory at PATH\n"
-        "  --tmpfs PATH[:SIZE_MB]   a tmpfs at PATH (default size: the daemon's, 64 MiB)\n"
-        "  --image DIR:PATH[:squashfs|erofs]\n"
-        "                           another read-only (shared) image, built from DIR, mounted at\n"
-        "                           PATH, named after it (/opt/tools: opt-tools.img); default --fs\n"
-        "  --init PATH              pid 1 of the container (default /sbin/init)\n"
-        "  --arg ARG                an argument of init (repeatable, in order)\n"
-        "  --env KEY=VALUE          init's environment (repeatable)\n"
-        "  --arch ARCH              architecture (default: this machine's, uname -m)\n"
-        "  --description TEXT       free text, at most 256 bytes\n"
-        "Mounts are applied in the order given, after '/'; at most 16 in all.\n"
-        "\n"
-        "Signing (one of them is required; passed to trustme-pki sign, docs/PKI.md):\n"
-        "  --pki DIR --signer software|guestos\n"
-        "                           a key of a trustme-pki development PKI\n"
-        "  --key KEY --cert CERT [--chain PEM]\n"
-        "                           a key file or PKCS#11 URI with its certificate and CA chain\n"
-        "  --passphrase-file F      the key's passphrase (else trustme-pki asks)\n"
-        "  --pin-file F             the token's PIN for a PKCS#11 key (else trustme-pki asks)\n"
-        "  --pkcs11-module PATH     the PKCS#11 module, if the key's URI names none\n"
-        "  --unsigned               no signature (development only: trustmed may refuse it)\n"
-        "trustme-pki is taken from next to trustme-guestos, else from $PATH.\n");
+    fprintf(out, "Usage: trustme-guestos build ROOTFS_DIR --name NAME --version N --out PARENT_DIR\n"
+                 "                             (--pki DIR --signer software|guestos | --key KEY --cert CERT\n"
+                 "                              [--chain PEM] | --unsigned) [OPTIONS]\n"
+                 "       trustme-guestos hash FILE\n"
+                 "\n"
+                 "build   makes PARENT_DIR/NAME-N/ (docs/GUESTOS.md): root.img from ROOTFS_DIR, the images\n"
+                 "        of --image, guestos.json describing them, and its signature made by trustme-pki.\n"
+                 "        The directory appears complete or not at all; an existing NAME-N is refused.\n"
+                 "hash    prints the SHA-256 (lower-case hex) of FILE, as guestos.json has it.\n"
+                 "\n"
+                 "Build options:\n"
+                 "  --name NAME              1-63 letters, digits, '_', '.', '-' (first a letter or digit)\n"
+                 "  --version N              integer 1 .. 2^53; devices install only greater versions\n"
+                 "  --out PARENT_DIR         existing directory the GuestOS directory is made in\n"
+                 "  --fs squashfs|erofs      file system of root.img (default squashfs; both lz4)\n"
+                 "  --root-kind overlay|shared\n"
+                 "                           '/' writable through an overlay (default) or read-only\n"
+                 "  --data PATH              a per-container persistent directory at PATH\n"
+                 "  --tmpfs PATH[:SIZE_MB]   a tmpfs at PATH (default size: the daemon's, 64 MiB)\n"
+                 "  --image DIR:PATH[:squashfs|erofs]\n"
+                 "                           another read-only (shared) image, built from DIR, mounted at\n"
+                 "                           PATH, named after it (/opt/tools: opt-tools.img); default --fs\n"
+                 "  --init PATH              pid 1 of the container (default /sbin/init)\n"
+                 "  --arg ARG                an argument of init (repeatable, in order)\n"
+                 "  --env KEY=VALUE          init's environment (repeatable)\n"
+                 "  --arch ARCH              architecture (default: this machine's, uname -m)\n"
+                 "  --description TEXT       free text, at most 256 bytes\n"
+                 "Mounts are applied in the order given, after '/'; at most 16 in all.\n"
+                 "\n"
+                 "Signing (one of them is required; passed to trustme-pki sign, docs/PKI.md):\n"
+                 "  --pki DIR --signer software|guestos\n"
+                 "                           a key of a trustme-pki development PKI\n"
+                 "  --key KEY --cert CERT [--chain PEM]\n"
+                 "                           a key file or PKCS#11 URI with its certificate and CA chain\n"
+                 "  --passphrase-file F      the key's passphrase (else trustme-pki asks)\n"
+                 "  --pin-file F             the token's PIN for a PKCS#11 key (else trustme-pki asks)\n"
+                 "  --pkcs11-module PATH     the PKCS#11 module, if the key's URI names none\n"
+                 "  --unsigned               no signature (development only: trustmed may refuse it)\n"
+                 "trustme-pki is taken from next to trustme-guestos, else from $PATH.\n");
 }
 
-static void on_signal(int sig) { gos_interrupted = sig; }
+static void on_signal(int sig)
+{
+    gos_interrupted = sig;
+}
 
 static int parse_fs(const char *s, enum gos_fs *fs)
 {
@@ -97,8 +99,10 @@ static int parse_image(char *arg, enum gos_fs default_fs, struct gos_mount *m)
     /* "/opt/tools" -> "opt-tools.img"; "/" is refused by validation (the root image is ROOTFS_DIR). */
     size_t len = strlen(m->mount_point + 1);
     if (len + 4 > GOS_IMAGE_NAME_MAX) {
-        fprintf(stderr, "trustme-guestos: --image mount point %s is too long for an image name "
-                        "(at most %d characters)\n", m->mount_point, GOS_IMAGE_NAME_MAX - 4 + 1);
+        fprintf(stderr,
+                "trustme-guestos: --image mount point %s is too long for an image name "
+                "(at most %d characters)\n",
+                m->mount_point, GOS_IMAGE_NAME_MAX - 4 + 1);
         return -1;
     }
     snprintf(m->image, sizeof(m->image), "%s.img", m->mount_point + 1);
@@ -148,9 +152,28 @@ static int check_signing_options(const struct gos_signing *s)
 }
 
 enum {
-    O_NAME = 256, O_VERSION, O_OUT, O_FS, O_ROOT_KIND, O_DATA, O_TMPFS, O_IMAGE, O_INIT, O_ARG,
-    O_ENV, O_ARCH, O_DESCRIPTION, O_PKI, O_SIGNER, O_KEY, O_CERT, O_CHAIN, O_PASSPHRASE_FILE,
-    O_PIN_FILE, O_PKCS11_MODULE, O_UNSIGNED,
+    O_NAME = 256,
+    O_VERSION,
+    O_OUT,
+    O_FS,
+    O_ROOT_KIND,
+    O_DATA,
+    O_TMPFS,
+    O_IMAGE,
+    O_INIT,
+    O_ARG,
+    O_ENV,
+    O_ARCH,
+    O_DESCRIPTION,
+    O_PKI,
+    O_SIGNER,
+    O_KEY,
+    O_CERT,
+    O_CHAIN,
+    O_PASSPHRASE_FILE,
+    O_PIN_FILE,
+    O_PKCS11_MODULE,
+    O_UNSIGNED,
 };
 
 static const struct option build_options[] = {

@@ -105,8 +105,8 @@ int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *er
         return tm_err_set(err, ENOMEM, "out of memory printing guestos.json");
     size_t len = strlen(text);
     if (len + 1 > GOS_JSON_MAX)
-        return tm_err_set(err, EFBIG, "guestos.json would be %zu bytes, trustmed reads at most %d",
-                          len + 1, GOS_JSON_MAX);
+        return tm_err_set(err, EFBIG, "guestos.json would be %zu bytes, trustmed reads at most %d", len + 1,
+                          GOS_JSON_MAX);
     _cleanup_free_ char *doc = malloc(len + 2);
     if (!doc)
         return tm_err_set(err, ENOMEM, "out of memory printing guestos.json");

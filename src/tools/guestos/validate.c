@@ -22,14 +22,16 @@ static bool name_like(const char *s, size_t max)
     return true;
 }
 
-bool gos_valid_name(const char *s) { return name_like(s, GOS_NAME_MAX); }
+bool gos_valid_name(const char *s)
+{
+    return name_like(s, GOS_NAME_MAX);
+}
 
 /* Starting with a letter or digit also rules out "." and ".."; the signature's files are not
  * images. */
 bool gos_valid_image_name(const char *s)
 {
-    return name_like(s, GOS_IMAGE_NAME_MAX) && strcmp(s, "guestos.json") != 0 &&
-           strncmp(s, "guestos.json.", 13) != 0;
+    return name_like(s, GOS_IMAGE_NAME_MAX) && strcmp(s, "guestos.json") != 0 && strncmp(s, "guestos.json.", 13) != 0;
 }
 
 /* Environment names as in container configs: letters, digits, '_', not starting with a digit. */
@@ -86,8 +88,7 @@ bool gos_valid_utf8(const char *s)
                 return false;
             cp = (cp << 6) | (p[i] & 0x3f);
         }
-        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
             return false;
         p += n + 1;
     }
@@ -114,7 +115,10 @@ bad:
     return tm_err_set(err, EINVAL, "version '%s': expected an integer from 1 to 2^53, without leading zeros", s);
 }
 
-const char *gos_fs_name(enum gos_fs fs) { return fs == GOS_EROFS ? "erofs" : "squashfs"; }
+const char *gos_fs_name(enum gos_fs fs)
+{
+    return fs == GOS_EROFS ? "erofs" : "squashfs";
+}
 
 const char *gos_kind_name(enum gos_kind kind)
 {
@@ -133,9 +137,10 @@ static int validate_mounts(const struct gos_spec *spec, tm_err *err)
         const struct gos_mount *m = &spec->mounts[i];
         bool has_image = m->kind == GOS_SHARED || m->kind == GOS_OVERLAY;
         if (!gos_canonical_path(m->mount_point))
-            return tm_err_set(err, EINVAL,
-                              "mount point '%s': expected a canonical absolute path (no '.', '..', '//' or trailing '/')",
-                              m->mount_point);
+            return tm_err_set(
+                err, EINVAL,
+                "mount point '%s': expected a canonical absolute path (no '.', '..', '//' or trailing '/')",
+                m->mount_point);
         if (strcmp(m->mount_point, "/") == 0) {
             if (!has_image)
                 return tm_err_set(err, EINVAL, "'/' can only be the root image, not a %s mount",
@@ -148,17 +153,18 @@ static int validate_mounts(const struct gos_spec *spec, tm_err *err)
         }
         if (has_image && !gos_valid_image_name(m->image))
             return tm_err_set(err, EINVAL,
-                              "image name '%s' (for %s): expected 1-%d letters, digits, '.', '_', '-', starting with a letter or digit, not guestos.json*",
+                              "image name '%s' (for %s): expected 1-%d letters, digits, '.', '_', '-', starting with a "
+                              "letter or digit, not guestos.json*",
                               m->image, m->mount_point, GOS_IMAGE_NAME_MAX);
         if (m->kind == GOS_TMPFS && m->size_mb > GOS_TMPFS_MB_MAX)
-            return tm_err_set(err, EINVAL, "tmpfs %s: size %u MiB is more than %d", m->mount_point,
-                              m->size_mb, GOS_TMPFS_MB_MAX);
+            return tm_err_set(err, EINVAL, "tmpfs %s: size %u MiB is more than %d", m->mount_point, m->size_mb,
+                              GOS_TMPFS_MB_MAX);
         for (size_t j = 0; j < i; j++) {
             if (strcmp(spec->mounts[j].mount_point, m->mount_point) == 0)
                 return tm_err_set(err, EINVAL, "mount point %s is given twice", m->mount_point);
             if (has_image && spec->mounts[j].image[0] && strcmp(spec->mounts[j].image, m->image) == 0)
-                return tm_err_set(err, EINVAL, "image name %s (for %s) is taken by %s", m->image,
-                                  m->mount_point, spec->mounts[j].mount_point);
+                return tm_err_set(err, EINVAL, "image name %s (for %s) is taken by %s", m->image, m->mount_point,
+                                  spec->mounts[j].mount_point);
         }
     }
     if (roots != 1)
@@ -173,37 +179,30 @@ int gos_spec_validate(const struct gos_spec *spec, tm_err *err)
                           "name '%s': expected 1-%d letters, digits, '_', '.', '-', starting with a letter or digit",
                           spec->name, GOS_NAME_MAX);
     if (spec->version < 1 || spec->version > GOS_VERSION_MAX)
-        return tm_err_set(err, EINVAL, "version %llu: expected 1 to 2^53",
-                          (unsigned long long)spec->version);
+        return tm_err_set(err, EINVAL, "version %llu: expected 1 to 2^53", (unsigned long long)spec->version);
     /* uname -m values: x86_64, aarch64, armv7l, riscv64, ... */
     size_t alen = strlen(spec->architecture);
     if (alen < 1 || alen > GOS_ARCH_MAX || strspn(spec->architecture, "abcdefghijklmnopqrstuvwxyz0123456789_") != alen)
-        return tm_err_set(err, EINVAL, "architecture '%s': expected a 'uname -m' name like x86_64",
-                          spec->architecture);
+        return tm_err_set(err, EINVAL, "architecture '%s': expected a 'uname -m' name like x86_64", spec->architecture);
     if (!gos_canonical_path(spec->init) || strcmp(spec->init, "/") == 0)
         return tm_err_set(err, EINVAL, "init '%s': expected a canonical absolute path", spec->init);
     if (spec->n_args > GOS_ARGS_MAX || spec->n_env > GOS_ENV_MAX)
-        return tm_err_set(err, EINVAL, "at most %d arguments and %d environment variables",
-                          GOS_ARGS_MAX, GOS_ENV_MAX);
+        return tm_err_set(err, EINVAL, "at most %d arguments and %d environment variables", GOS_ARGS_MAX, GOS_ENV_MAX);
     for (size_t i = 0; i < spec->n_args; i++)
         if (strlen(spec->args[i]) > GOS_ARG_LEN_MAX || !gos_valid_utf8(spec->args[i]))
-            return tm_err_set(err, EINVAL, "argument %zu: at most %d bytes of UTF-8", i + 1,
-                              GOS_ARG_LEN_MAX);
+            return tm_err_set(err, EINVAL, "argument %zu: at most %d bytes of UTF-8", i + 1, GOS_ARG_LEN_MAX);
     for (size_t i = 0; i < spec->n_env; i++) {
         const char *e = spec->env[i], *eq = strchr(e, '=');
-        if (!eq || !env_name_valid(e, (size_t)(eq - e)) || strlen(eq + 1) > GOS_ARG_LEN_MAX ||
-            !gos_valid_utf8(eq + 1))
+        if (!eq || !env_name_valid(e, (size_t)(eq - e)) || strlen(eq + 1) > GOS_ARG_LEN_MAX || !gos_valid_utf8(eq + 1))
             return tm_err_set(err, EINVAL,
                               "environment '%.64s': expected KEY=VALUE, KEY letters, digits and '_' "
                               "(not first a digit), VALUE at most %d bytes of UTF-8",
                               e, GOS_ARG_LEN_MAX);
         for (size_t j = 0; j < i; j++)
             if (strncmp(spec->env[j], e, (size_t)(eq - e) + 1) == 0)
-                return tm_err_set(err, EINVAL, "environment variable %.*s is given twice",
-                                  (int)(eq - e), e);
+                return tm_err_set(err, EINVAL, "environment variable %.*s is given twice", (int)(eq - e), e);
     }
-    if (spec->description &&
-        (strlen(spec->description) > GOS_DESCRIPTION_MAX || !gos_valid_utf8(spec->description)))
+    if (spec->description && (strlen(spec->description) > GOS_DESCRIPTION_MAX || !gos_valid_utf8(spec->description)))
         return tm_err_set(err, EINVAL, "description: at most %d bytes of UTF-8", GOS_DESCRIPTION_MAX);
     return validate_mounts(spec, err);
 }

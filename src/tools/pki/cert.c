@@ -26,12 +26,10 @@ int sign_ctx_new(EVP_PKEY *key, EVP_MD_CTX **ret, tm_err *err)
     int id = EVP_PKEY_get_base_id(key);
     if ((id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) &&
         (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1 ||
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1))
+         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) != 1 || EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1))
         return ossl_fail(err, EIO, "cannot set up RSA-PSS (SHA-256, MGF1-SHA-256, salt 32)");
     else if (id != EVP_PKEY_RSA && id != EVP_PKEY_RSA_PSS && id != EVP_PKEY_EC)
-        return tm_err_set(err, EOPNOTSUPP, "signing key of type %s: only EC P-256 and RSA",
-                          OBJ_nid2sn(id));
+        return tm_err_set(err, EOPNOTSUPP, "signing key of type %s: only EC P-256 and RSA", OBJ_nid2sn(id));
     *ret = steal_ptr(md);
     return 0;
 }
@@ -40,10 +38,9 @@ int name_make(const char *cn, X509_NAME **ret, tm_err *err)
 {
     _cleanup_(X509_NAME_freep) X509_NAME *n = X509_NAME_new();
     if (!n ||
-        !X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8,
-                                    (const unsigned char *)"trustme development PKI", -1, -1, 0) ||
-        !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
-                                    0))
+        !X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"trustme development PKI", -1, -1,
+                                    0) ||
+        !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0))
         return ossl_fail(err, ENOMEM, "cannot make the name \"%s\"", cn);
     *ret = steal_ptr(n);
     return 0;
@@ -92,8 +89,7 @@ static int add_guestos_mark(X509 *x, tm_err *err)
         return ossl_fail(err, ENOMEM, "cannot make the GuestOS signing CA's certificate policy");
     }
     if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, 0) != 1)
-        return ossl_fail(err, EINVAL, "cannot add the certificate policy %s",
-                         VERIFY_GUESTOS_CA_POLICY_OID);
+        return ossl_fail(err, EINVAL, "cannot add the certificate policy %s", VERIFY_GUESTOS_CA_POLICY_OID);
     return 0;
 }
 
@@ -112,9 +108,8 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
     case PROFILE_SUB_CA:
     case PROFILE_GUESTOS_CA:
         /* a root may have one level of sub-CAs below it, a sub-CA only end entities */
-        ext[n++] = (typeof(ext[0])){NID_basic_constraints,
-                                    profile == PROFILE_ROOT_CA ? "critical,CA:TRUE,pathlen:1"
-                                                               : "critical,CA:TRUE,pathlen:0"};
+        ext[n++] = (typeof(ext[0])){NID_basic_constraints, profile == PROFILE_ROOT_CA ? "critical,CA:TRUE,pathlen:1"
+                                                                                      : "critical,CA:TRUE,pathlen:0"};
         ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,keyCertSign,cRLSign"};
         break;
     case PROFILE_SIGNING:
@@ -158,10 +153,8 @@ int cert_make(const struct cert_spec *spec, X509 **ret, tm_err *err)
     int r = serial_random(x, err);
     if (r < 0)
         return r;
-    const X509_NAME *issuer_name = spec->issuer ? X509_get_subject_name(spec->issuer)
-                                                : spec->subject;
-    if (X509_set_version(x, X509_VERSION_3) != 1 ||
-        X509_set_subject_name(x, spec->subject) != 1 ||
+    const X509_NAME *issuer_name = spec->issuer ? X509_get_subject_name(spec->issuer) : spec->subject;
+    if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_subject_name(x, spec->subject) != 1 ||
         X509_set_issuer_name(x, issuer_name) != 1 || X509_set_pubkey(x, spec->pubkey) != 1 ||
         !ASN1_TIME_set(X509_getm_notBefore(x), spec->not_before) ||
         !ASN1_TIME_set(X509_getm_notAfter(x), spec->not_after))
@@ -177,25 +170,23 @@ int cert_make(const struct cert_spec *spec, X509 **ret, tm_err *err)
     return 0;
 }
 
-int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, size_t n,
-             long number, time_t this_update, time_t next_update, X509_CRL **ret, tm_err *err)
+int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, size_t n, long number, time_t this_update,
+             time_t next_update, X509_CRL **ret, tm_err *err)
 {
     _cleanup_(X509_CRL_freep) X509_CRL *crl = X509_CRL_new();
     _cleanup_(ASN1_TIME_freep) ASN1_TIME *t1 = ASN1_TIME_set(NULL, this_update);
     _cleanup_(ASN1_TIME_freep) ASN1_TIME *t2 = ASN1_TIME_set(NULL, next_update);
     if (!crl || !t1 || !t2 || X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
-        X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) != 1 ||
-        X509_CRL_set1_lastUpdate(crl, t1) != 1 || X509_CRL_set1_nextUpdate(crl, t2) != 1)
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) != 1 || X509_CRL_set1_lastUpdate(crl, t1) != 1 ||
+        X509_CRL_set1_nextUpdate(crl, t2) != 1)
         return ossl_fail(err, ENOMEM, "cannot fill in the CRL");
     for (size_t i = 0; i < n; i++) {
         _cleanup_(X509_REVOKED_freep) X509_REVOKED *rv = X509_REVOKED_new();
         _cleanup_(BN_freep) BIGNUM *bn = NULL;
         _cleanup_(ASN1_INTEGER_freep) ASN1_INTEGER *serial = NULL;
         _cleanup_(ASN1_TIME_freep) ASN1_TIME *date = ASN1_TIME_set(NULL, revoked[i].date);
-        if (!rv || !date || !BN_hex2bn(&bn, revoked[i].serial_hex) ||
-            !(serial = BN_to_ASN1_INTEGER(bn, NULL)) ||
-            X509_REVOKED_set_serialNumber(rv, serial) != 1 ||
-            X509_REVOKED_set_revocationDate(rv, date) != 1)
+        if (!rv || !date || !BN_hex2bn(&bn, revoked[i].serial_hex) || !(serial = BN_to_ASN1_INTEGER(bn, NULL)) ||
+            X509_REVOKED_set_serialNumber(rv, serial) != 1 || X509_REVOKED_set_revocationDate(rv, date) != 1)
             return ossl_fail(err, EINVAL, "cannot add serial %s to the CRL", revoked[i].serial_hex);
         if (revoked[i].reason != CRL_REASON_NONE) {
             _cleanup_(ASN1_ENUMERATED_freep) ASN1_ENUMERATED *reason = ASN1_ENUMERATED_new();
@@ -215,8 +206,7 @@ int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, si
         X509_CRL_add1_ext_i2d(crl, NID_authority_key_identifier, akid, 0, 0) != 1)
         return ossl_fail(err, EINVAL, "cannot add the authority key identifier to the CRL");
     _cleanup_(ASN1_INTEGER_freep) ASN1_INTEGER *num = ASN1_INTEGER_new();
-    if (!num || !ASN1_INTEGER_set(num, number) ||
-        X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) != 1)
+    if (!num || !ASN1_INTEGER_set(num, number) || X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) != 1)
         return ossl_fail(err, ENOMEM, "cannot add the CRL number");
     _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *md = NULL;
     int r = sign_ctx_new(ca_key, &md, err);
@@ -243,14 +233,14 @@ int time_parse(const char *s, time_t *ret)
             v[i] = v[i] * 10 + (s[off + j] - '0');
     }
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (v[0] < 1950 || v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > mdays[v[1] - 1] ||
-        v[3] > 23 || v[4] > 59 || v[5] > 59)
+    if (v[0] < 1950 || v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > mdays[v[1] - 1] || v[3] > 23 || v[4] > 59 ||
+        v[5] > 59)
         return -EINVAL;
     bool leap = (v[0] % 4 == 0 && v[0] % 100 != 0) || v[0] % 400 == 0;
     if (v[1] == 2 && v[2] == 29 && !leap)
         return -EINVAL;
-    struct tm tm = {.tm_year = v[0] - 1900, .tm_mon = v[1] - 1, .tm_mday = v[2],
-                    .tm_hour = v[3], .tm_min = v[4], .tm_sec = v[5]};
+    struct tm tm = {
+        .tm_year = v[0] - 1900, .tm_mon = v[1] - 1, .tm_mday = v[2], .tm_hour = v[3], .tm_min = v[4], .tm_sec = v[5]};
     *ret = timegm(&tm);
     return 0;
 }

@@ -22,8 +22,7 @@ static int read_ek(const char *path, EVP_PKEY **ret, tm_err *err)
         return ossl_fail(err, EINVAL, "%s holds no PEM public key", path);
     char group[64] = "";
     size_t len;
-    if (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC ||
-        EVP_PKEY_get_group_name(k, group, sizeof(group), &len) != 1 ||
+    if (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC || EVP_PKEY_get_group_name(k, group, sizeof(group), &len) != 1 ||
         strcmp(group, "prime256v1") != 0) {
         EVP_PKEY_free(k);
         return tm_err_set(err, EOPNOTSUPP, "%s: not an ECC P-256 endorsement key", path);
@@ -35,16 +34,15 @@ static int read_ek(const char *path, EVP_PKEY **ret, tm_err *err)
 int cmd_ek_cert(int argc, char **argv)
 {
     enum { OPT_EK = 256, OPT_KEY, OPT_CERT, OPT_OUT, OPT_CN, OPT_DAYS };
-    static const struct option opts[] = {
-        {"ek", required_argument, NULL, OPT_EK},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"cn", required_argument, NULL, OPT_CN},
-        {"days", required_argument, NULL, OPT_DAYS},
-        KEYRING_OPTIONS,
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"ek", required_argument, NULL, OPT_EK},
+                                         {"key", required_argument, NULL, OPT_KEY},
+                                         {"cert", required_argument, NULL, OPT_CERT},
+                                         {"out", required_argument, NULL, OPT_OUT},
+                                         {"cn", required_argument, NULL, OPT_CN},
+                                         {"days", required_argument, NULL, OPT_DAYS},
+                                         KEYRING_OPTIONS,
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *ek_path = NULL, *key_spec = NULL, *cert_path = NULL, *out = NULL;
     const char *cn = "trustme embedded TPM endorsement key";
     int days = 0, c;
@@ -80,12 +78,10 @@ int cmd_ek_cert(int argc, char **argv)
     if (!mem)
         return tm_err_set(&err, ENOMEM, "out of memory"), verb_fail("ek-cert", &err);
     if ((r = read_ek(ek_path, &ek, &err)) < 0 || (r = pem_read_cert(cert_path, &ca, &err)) < 0 ||
-        (r = keyring_load(&kr, key_spec, NULL, &ca_key, &err)) < 0 ||
-        (r = name_make(cn, &subject, &err)) < 0)
+        (r = keyring_load(&kr, key_spec, NULL, &ca_key, &err)) < 0 || (r = name_make(cn, &subject, &err)) < 0)
         return verb_fail("ek-cert", &err);
     if (X509_check_private_key(ca, ca_key) != 1)
-        return tm_err_set(&err, EINVAL, "%s is not the key of %s", key_spec, cert_path),
-               verb_fail("ek-cert", &err);
+        return tm_err_set(&err, EINVAL, "%s is not the key of %s", key_spec, cert_path), verb_fail("ek-cert", &err);
     time_t now = time(NULL);
     struct cert_spec spec = {
         .subject = subject,

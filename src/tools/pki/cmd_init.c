@@ -58,9 +58,8 @@ static int fsync_dir(const char *path, tm_err *err)
 }
 
 /* Key, certificate and (for a CA) CRL of entity i, issued by what is already built. */
-static int build_entity(const struct init_opts *o, struct pki *p, struct p11tok *tok,
-                        const char *pass, const char *label_prefix, size_t i, struct built *b,
-                        tm_err *err)
+static int build_entity(const struct init_opts *o, struct pki *p, struct p11tok *tok, const char *pass,
+                        const char *label_prefix, size_t i, struct built *b, tm_err *err)
 {
     const struct pki_entity *e = &pki_entities[i];
     char subdir[PATH_MAX];
@@ -124,14 +123,12 @@ static int build_entity(const struct init_opts *o, struct pki *p, struct p11tok 
         return r;
     if (e->issuer && (r = pki_record_issued(p, &pki_entities[issuer], b->cert[i], err)) < 0)
         return r;
-    if (pki_entity_is_ca(e) &&
-        (r = pki_write_crl_initial(p, e, b->cert[i], b->key[i], 30, err)) < 0)
+    if (pki_entity_is_ca(e) && (r = pki_write_crl_initial(p, e, b->cert[i], b->key[i], 30, err)) < 0)
         return r;
     return 0;
 }
 
-static int build(const struct init_opts *o, const char *tmp, struct p11tok *tok,
-                 const char *pass, tm_err *err)
+static int build(const struct init_opts *o, const char *tmp, struct p11tok *tok, const char *pass, tm_err *err)
 {
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
     int r = pki_new(&p, tmp, o->alg, tok ? (o->module ? o->module : SOFTHSM_MODULE) : NULL, err);
@@ -151,8 +148,7 @@ static int build(const struct init_opts *o, const char *tmp, struct p11tok *tok,
     if (tok) {
         if (RAND_bytes(rnd, sizeof(rnd)) != 1)
             return ossl_fail(err, EIO, "no random label");
-        snprintf(prefix, sizeof(prefix), "trustme-pki-%02x%02x%02x%02x-", rnd[0], rnd[1], rnd[2],
-                 rnd[3]);
+        snprintf(prefix, sizeof(prefix), "trustme-pki-%02x%02x%02x%02x-", rnd[0], rnd[1], rnd[2], rnd[3]);
     }
     _cleanup_(built_free) struct built b = {0};
     for (size_t i = 0; i < pki_entities_count; i++) {
@@ -175,23 +171,21 @@ static int build(const struct init_opts *o, const char *tmp, struct p11tok *tok,
 static int parse(int argc, char **argv, struct init_opts *o)
 {
     enum { OPT_ALG = 256, OPT_PASS, OPT_P11, OPT_PIN, OPT_MODULE, OPT_DAYS };
-    static const struct option opts[] = {
-        {"algorithm", required_argument, NULL, OPT_ALG},
-        {"passphrase-file", required_argument, NULL, OPT_PASS},
-        {"pkcs11", required_argument, NULL, OPT_P11},
-        {"pin-file", required_argument, NULL, OPT_PIN},
-        {"pkcs11-module", required_argument, NULL, OPT_MODULE},
-        {"days", required_argument, NULL, OPT_DAYS},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"algorithm", required_argument, NULL, OPT_ALG},
+                                         {"passphrase-file", required_argument, NULL, OPT_PASS},
+                                         {"pkcs11", required_argument, NULL, OPT_P11},
+                                         {"pin-file", required_argument, NULL, OPT_PIN},
+                                         {"pkcs11-module", required_argument, NULL, OPT_MODULE},
+                                         {"days", required_argument, NULL, OPT_DAYS},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     *o = (struct init_opts){.alg = PKI_ALG_ECDSA_P256, .days = 3650};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_ALG:
             if (pki_alg_parse(optarg, &o->alg) < 0)
-                return usage_error("init", "unknown algorithm \"%s\" (ecdsa-p256, rsa-pss-3072)",
-                                   optarg);
+                return usage_error("init", "unknown algorithm \"%s\" (ecdsa-p256, rsa-pss-3072)", optarg);
             break;
         case OPT_PASS: o->passphrase_file = optarg; break;
         case OPT_P11: o->pkcs11 = optarg; break;
@@ -231,8 +225,7 @@ int cmd_init(int argc, char **argv)
         dir[n - 1] = '\0';
     struct stat st;
     if (lstat(dir, &st) == 0) {
-        tm_err_set(&err, EEXIST, "%s exists: refusing to touch it (init makes a new PKI only)",
-                   dir);
+        tm_err_set(&err, EEXIST, "%s exists: refusing to touch it (init makes a new PKI only)", dir);
         return verb_fail("init", &err);
     }
     char parent_buf[PATH_MAX], base_buf[PATH_MAX];
@@ -248,18 +241,16 @@ int cmd_init(int argc, char **argv)
             return verb_fail("init", &err);
         if (u.object[0] || u.id_len)
             return usage_error("init", "--pkcs11 names the token only (pkcs11:token=LABEL): "
-                               "init makes the keys");
+                                       "init makes the keys");
         if (!o.module && u.module_path[0])
             o.module = strdupa(u.module_path);
         char prompt[P11URI_FIELD_MAX + 32];
         snprintf(prompt, sizeof(prompt), "PIN of token \"%s\"", u.token);
         if ((r = secret_read(o.pin_file, prompt, false, &secret, &err)) < 0 ||
-            (r = p11tok_open(o.module ? o.module : SOFTHSM_MODULE, u.token,
-                             u.serial[0] ? u.serial : NULL, secret, true, &tok,
-                             &err)) < 0)
+            (r = p11tok_open(o.module ? o.module : SOFTHSM_MODULE, u.token, u.serial[0] ? u.serial : NULL, secret, true,
+                             &tok, &err)) < 0)
             return verb_fail("init", &err);
-    } else if ((r = secret_read(o.passphrase_file, "passphrase for the PKI's keys", true, &secret,
-                                &err)) < 0) {
+    } else if ((r = secret_read(o.passphrase_file, "passphrase for the PKI's keys", true, &secret, &err)) < 0) {
         return verb_fail("init", &err);
     }
 
@@ -279,8 +270,10 @@ int cmd_init(int argc, char **argv)
     if (r == 0 && interrupted)
         r = tm_err_set(&err, EINTR, "interrupted by signal %d", (int)interrupted);
     if (r == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) < 0)
-        r = errno == EEXIST ? tm_err_set(&err, EEXIST, "%s appeared while the PKI was being made: "
-                                         "left untouched", dir)
+        r = errno == EEXIST ? tm_err_set(&err, EEXIST,
+                                         "%s appeared while the PKI was being made: "
+                                         "left untouched",
+                                         dir)
                             : tm_err_sys(&err, "cannot rename %s to %s", tmp, dir);
     if (r < 0) {
         rm_rf(tmp); /* token objects go in p11tok_close: not kept */
@@ -289,7 +282,6 @@ int cmd_init(int argc, char **argv)
     fsync_parent(dir);
     if (tok)
         p11tok_keep(tok);
-    printf("%s: %s PKI made, keys %s\n", dir, pki_alg_name(o.alg),
-           tok ? "on the token" : "in encrypted files");
+    printf("%s: %s PKI made, keys %s\n", dir, pki_alg_name(o.alg), tok ? "on the token" : "in encrypted files");
     return 0;
 }

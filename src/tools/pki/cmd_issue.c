@@ -24,22 +24,19 @@ static int read_csr(const char *path, X509_REQ **ret, tm_err *err)
     if (!pub)
         return ossl_fail(err, EINVAL, "%s: the public key cannot be read", path);
     if (X509_REQ_verify(req, pub) != 1)
-        return ossl_fail(err, EKEYREJECTED, "%s: the request's self-signature does not verify",
-                         path);
+        return ossl_fail(err, EKEYREJECTED, "%s: the request's self-signature does not verify", path);
     int id = EVP_PKEY_get_base_id(pub);
     if (id == EVP_PKEY_EC) {
         char group[64] = "";
         size_t len;
-        if (EVP_PKEY_get_group_name(pub, group, sizeof(group), &len) != 1 ||
-            strcmp(group, "prime256v1") != 0)
+        if (EVP_PKEY_get_group_name(pub, group, sizeof(group), &len) != 1 || strcmp(group, "prime256v1") != 0)
             return tm_err_set(err, EOPNOTSUPP, "%s: EC key not on P-256", path);
     } else if (id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS) {
         if (EVP_PKEY_get_bits(pub) < 2048)
-            return tm_err_set(err, EOPNOTSUPP, "%s: RSA key of %d bits, at least 2048 needed",
-                              path, EVP_PKEY_get_bits(pub));
+            return tm_err_set(err, EOPNOTSUPP, "%s: RSA key of %d bits, at least 2048 needed", path,
+                              EVP_PKEY_get_bits(pub));
     } else {
-        return tm_err_set(err, EOPNOTSUPP, "%s: key type %s, only EC P-256 and RSA", path,
-                          OBJ_nid2sn(id));
+        return tm_err_set(err, EOPNOTSUPP, "%s: key type %s, only EC P-256 and RSA", path, OBJ_nid2sn(id));
     }
     if (X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0)
         return tm_err_set(err, EINVAL, "%s: the request's subject is empty", path);
@@ -48,7 +45,7 @@ static int read_csr(const char *path, X509_REQ **ret, tm_err *err)
 }
 
 /* Every CRL (PEM) in path, appended to crls: a manufacturer's CRL file may hold several. */
-static int read_crls(const char *path, STACK_OF(X509_CRL) *crls, tm_err *err)
+static int read_crls(const char *path, STACK_OF(X509_CRL) * crls, tm_err *err)
 {
     _cleanup_(BIO_freep) BIO *in = BIO_new_file(path, "r");
     if (!in)
@@ -74,22 +71,20 @@ static int read_crls(const char *path, STACK_OF(X509_CRL) *crls, tm_err *err)
 
 int cmd_issue(int argc, char **argv)
 {
-    enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA,
-           OPT_EK_ANCHOR, OPT_EK_CRL };
-    static const struct option opts[] = {
-        {"pki", required_argument, NULL, OPT_PKI},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"csr", required_argument, NULL, OPT_CSR},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"profile", required_argument, NULL, OPT_PROFILE},
-        {"days", required_argument, NULL, OPT_DAYS},
-        {"not-before", required_argument, NULL, OPT_NB},
-        {"not-after", required_argument, NULL, OPT_NA},
-        KEYRING_OPTIONS,
-        {"ek-anchor", required_argument, NULL, OPT_EK_ANCHOR},
-        {"ek-crl", required_argument, NULL, OPT_EK_CRL},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    enum { OPT_PKI = 256, OPT_CA, OPT_CSR, OPT_OUT, OPT_PROFILE, OPT_DAYS, OPT_NB, OPT_NA, OPT_EK_ANCHOR, OPT_EK_CRL };
+    static const struct option opts[] = {{"pki", required_argument, NULL, OPT_PKI},
+                                         {"ca", required_argument, NULL, OPT_CA},
+                                         {"csr", required_argument, NULL, OPT_CSR},
+                                         {"out", required_argument, NULL, OPT_OUT},
+                                         {"profile", required_argument, NULL, OPT_PROFILE},
+                                         {"days", required_argument, NULL, OPT_DAYS},
+                                         {"not-before", required_argument, NULL, OPT_NB},
+                                         {"not-after", required_argument, NULL, OPT_NA},
+                                         KEYRING_OPTIONS,
+                                         {"ek-anchor", required_argument, NULL, OPT_EK_ANCHOR},
+                                         {"ek-crl", required_argument, NULL, OPT_EK_CRL},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL, *ca_name = NULL, *csr_path = NULL, *out = NULL, *profile = NULL;
     const char *nb = NULL, *na = NULL;
     int days = 0;
@@ -130,8 +125,8 @@ int cmd_issue(int argc, char **argv)
     if (optind != argc || !pki_dir || !ca_name || !csr_path || !out)
         return usage_error("issue", "--pki, --ca, --csr and --out are required");
     const struct pki_entity *ca = NULL;
-    if (strcmp(ca_name, "software") == 0 || strcmp(ca_name, "guestos") == 0 ||
-        strcmp(ca_name, "device") == 0 || strcmp(ca_name, "general-root") == 0)
+    if (strcmp(ca_name, "software") == 0 || strcmp(ca_name, "guestos") == 0 || strcmp(ca_name, "device") == 0 ||
+        strcmp(ca_name, "general-root") == 0)
         ca = pki_ca_find(strcmp(ca_name, "general-root") == 0 ? "general-root-ca" : ca_name);
     if (!ca)
         return usage_error("issue", "--ca is software, guestos, device or general-root");
@@ -148,7 +143,7 @@ int cmd_issue(int argc, char **argv)
     /* The General root issues only GuestOS Signing CAs (one per vendor), and only it does. */
     if (from_root != (prof == PROFILE_GUESTOS_CA))
         return usage_error("issue", "--profile guestos-ca goes with --ca general-root, and "
-                           "--ca general-root with --profile guestos-ca");
+                                    "--ca general-root with --profile guestos-ca");
     if (days && (nb || na))
         return usage_error("issue", "--days excludes --not-before/--not-after");
     time_t not_before = time(NULL), not_after;
@@ -166,8 +161,8 @@ int cmd_issue(int argc, char **argv)
     bool enroll = strcmp(ca_name, "device") == 0;
     if (enroll && n_ek_anchors == 0)
         return usage_error("issue", "--ca device needs --ek-anchor (the TPM manufacturer CA that "
-                           "certifies endorsement keys): attestation keys are certified only "
-                           "through credential activation");
+                                    "certifies endorsement keys): attestation keys are certified only "
+                                    "through credential activation");
     if (!enroll && (n_ek_anchors || n_ek_crls))
         return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device only");
 
@@ -201,8 +196,7 @@ int cmd_issue(int argc, char **argv)
         req = steal_ptr(bundle.csr);
     }
     if ((!req && (r = read_csr(csr_path, &req, &err)) < 0) || (r = pki_open(pki_dir, &p, &err)) < 0 ||
-        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 ||
-        (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
+        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 || (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
         return verb_fail("issue", &err);
     struct cert_spec spec = {
         .subject = X509_REQ_get_subject_name(req),
@@ -219,14 +213,15 @@ int cmd_issue(int argc, char **argv)
     /* the record first: a certificate that exists is always in pki.json */
     if ((r = cert_make(&spec, &cert, &err)) < 0 || (r = pki_record_issued(&p, ca, cert, &err)) < 0 ||
         (r = pki_save(&p, &err)) < 0 ||
-        (r = enroll ? enroll_write(mem, bundle.ek, bundle.ak_name, cert, &err)
-                    : pem_write_cert(mem, cert, &err)) < 0 ||
+        (r = enroll ? enroll_write(mem, bundle.ek, bundle.ak_name, cert, &err) : pem_write_cert(mem, cert, &err)) < 0 ||
         (r = bio_write_atomic(mem, out, 0644, &err)) < 0)
         return verb_fail("issue", &err);
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s issued by %s (%s profile)%s\n", out, subject, ca->name,
-           prof == PROFILE_DEVICE ? "device" : prof == PROFILE_GUESTOS_CA ? "guestos-ca" : "signing",
+           prof == PROFILE_DEVICE       ? "device"
+           : prof == PROFILE_GUESTOS_CA ? "guestos-ca"
+                                        : "signing",
            enroll ? ", encrypted to the TPM's EK for credential activation" : "");
     return 0;
 }

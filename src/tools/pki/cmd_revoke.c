@@ -23,8 +23,7 @@ static int find_issuer(struct pki *p, X509 *cert, const struct pki_entity **ret,
             return r;
         const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(ca);
         if (X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(cert)) != 0 ||
-            (akid && (!ski || ASN1_OCTET_STRING_cmp(akid, ski) != 0)) ||
-            X509_verify(cert, X509_get0_pubkey(ca)) != 1)
+            (akid && (!ski || ASN1_OCTET_STRING_cmp(akid, ski) != 0)) || X509_verify(cert, X509_get0_pubkey(ca)) != 1)
             continue;
         *ret = e;
         return 0;
@@ -36,13 +35,12 @@ static int find_issuer(struct pki *p, X509 *cert, const struct pki_entity **ret,
 int cmd_revoke(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_REASON, OPT_DAYS };
-    static const struct option opts[] = {
-        {"pki", required_argument, NULL, OPT_PKI},
-        {"reason", required_argument, NULL, OPT_REASON},
-        {"days", required_argument, NULL, OPT_DAYS},
-        KEYRING_OPTIONS,
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"pki", required_argument, NULL, OPT_PKI},
+                                         {"reason", required_argument, NULL, OPT_REASON},
+                                         {"days", required_argument, NULL, OPT_DAYS},
+                                         KEYRING_OPTIONS,
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL;
     int reason = CRL_REASON_NONE, days = 30;
     _cleanup_(keyring_done) struct keyring kr = {0};
@@ -72,9 +70,8 @@ int cmd_revoke(int argc, char **argv)
     _cleanup_(X509_freep) X509 *cert = NULL;
     const struct pki_entity *ca = NULL;
     int r;
-    if ((r = pem_read_cert(argv[optind], &cert, &err)) < 0 ||
-        (r = pki_open(pki_dir, &p, &err)) < 0 || (r = find_issuer(&p, cert, &ca, &err)) < 0 ||
-        (r = pki_record_revoked(&p, ca, cert, reason, &err)) < 0 ||
+    if ((r = pem_read_cert(argv[optind], &cert, &err)) < 0 || (r = pki_open(pki_dir, &p, &err)) < 0 ||
+        (r = find_issuer(&p, cert, &ca, &err)) < 0 || (r = pki_record_revoked(&p, ca, cert, reason, &err)) < 0 ||
         (r = pki_write_crl(&p, &kr, ca, days, &err)) < 0 || (r = pki_save(&p, &err)) < 0 ||
         (r = pki_write_crl_bundle(p.dir, &err)) < 0)
         return verb_fail("revoke", &err);
@@ -87,13 +84,12 @@ int cmd_revoke(int argc, char **argv)
 int cmd_crl(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_CA, OPT_DAYS };
-    static const struct option opts[] = {
-        {"pki", required_argument, NULL, OPT_PKI},
-        {"ca", required_argument, NULL, OPT_CA},
-        {"days", required_argument, NULL, OPT_DAYS},
-        KEYRING_OPTIONS,
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"pki", required_argument, NULL, OPT_PKI},
+                                         {"ca", required_argument, NULL, OPT_CA},
+                                         {"days", required_argument, NULL, OPT_DAYS},
+                                         KEYRING_OPTIONS,
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *pki_dir = NULL;
     const struct pki_entity *only = NULL;
     int days = 30;

@@ -49,7 +49,7 @@ struct rim {
 };
 
 #define RIM_REQUIRED_MAX 256 /* as the verifier reads (REFVALUES_REQUIRED_MAX) */
-#define BOOT_PCR_DEFAULT 12    /* device.json's tpm.boot_pcr and runtime_pcr defaults */
+#define BOOT_PCR_DEFAULT 12 /* device.json's tpm.boot_pcr and runtime_pcr defaults */
 #define RUNTIME_PCR_DEFAULT 11
 
 static int rim_require(struct rim *r, const char *type, const char *name, tm_err *err)
@@ -70,8 +70,7 @@ static int rim_require(struct rim *r, const char *type, const char *name, tm_err
     return 0;
 }
 
-static int rim_add(struct rim *r, const char *type, const char *name, const uint8_t sha256[32],
-                   tm_err *err)
+static int rim_add(struct rim *r, const char *type, const char *name, const uint8_t sha256[32], tm_err *err)
 {
     /* What no event can carry, no verifier can match: refuse it here. */
     tm_err e = {0};
@@ -137,8 +136,7 @@ static int device_pcrs(const char *path, uint32_t *mask, tm_err *err)
     int64_t boot = BOOT_PCR_DEFAULT, runtime = RUNTIME_PCR_DEFAULT;
     if (((tpm = json_object_get(root, "tpm")) != NULL) &&
         ((rc = tm_json_get_int(tpm, "$.tpm", "boot_pcr", false, 0, TM_PCR_MAX, &boot, err)) < 0 ||
-         (rc = tm_json_get_int(tpm, "$.tpm", "runtime_pcr", false, 0, TM_PCR_MAX, &runtime,
-                               err)) < 0))
+         (rc = tm_json_get_int(tpm, "$.tpm", "runtime_pcr", false, 0, TM_PCR_MAX, &runtime, err)) < 0))
         return tm_err_prefix(err, "%s", path);
     *mask |= 1u << boot | 1u << runtime;
     return 0;
@@ -180,8 +178,7 @@ static int add_guestos(struct rim *r, const char *dir, tm_err *err)
             char got[65], want[65];
             tm_hex(h, 32, got);
             tm_hex(m->sha256, 32, want);
-            return tm_err_set(err, EBADMSG, "%s: SHA-256 %s, but guestos.json declares %s", path,
-                              got, want);
+            return tm_err_set(err, EBADMSG, "%s: SHA-256 %s, but guestos.json declares %s", path, got, want);
         }
         snprintf(name, sizeof(name), "%s/%s", prefix, m->image);
         if ((rc = rim_add(r, TM_EVENT_GUESTOS_IMAGE, name, m->sha256, err)) < 0)
@@ -199,12 +196,10 @@ static int add_config(struct rim *r, const char *spec, tm_err *err)
     const char *type;
     if (tlen == strlen(TM_EVENT_DEVICE_CONFIG) && !strncmp(spec, TM_EVENT_DEVICE_CONFIG, tlen))
         type = TM_EVENT_DEVICE_CONFIG;
-    else if (tlen == strlen(TM_EVENT_CONTAINER_CONFIG) &&
-             !strncmp(spec, TM_EVENT_CONTAINER_CONFIG, tlen))
+    else if (tlen == strlen(TM_EVENT_CONTAINER_CONFIG) && !strncmp(spec, TM_EVENT_CONTAINER_CONFIG, tlen))
         type = TM_EVENT_CONTAINER_CONFIG;
     else
-        return tm_err_set(err, EINVAL, "--config %s: TYPE is device-config or container-config",
-                          spec);
+        return tm_err_set(err, EINVAL, "--config %s: TYPE is device-config or container-config", spec);
     const char *path = eq + 1;
     uint8_t h[32];
     int rc = hash_path(path, h, err);
@@ -299,20 +294,18 @@ static int rim_write(struct rim *r, const char *out, tm_err *err)
 
 int cmd_rim(int argc, char **argv)
 {
-    enum { OPT_OUT = 256, OPT_BINARY, OPT_GUESTOS, OPT_CONFIG, OPT_VERSION, OPT_DAYS, OPT_NB,
-           OPT_NA, OPT_PCR };
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, OPT_OUT},
-        {"version", required_argument, NULL, OPT_VERSION},
-        {"valid-days", required_argument, NULL, OPT_DAYS},
-        {"not-before", required_argument, NULL, OPT_NB},
-        {"not-after", required_argument, NULL, OPT_NA},
-        {"pcr", required_argument, NULL, OPT_PCR},
-        {"binary", required_argument, NULL, OPT_BINARY},
-        {"guestos", required_argument, NULL, OPT_GUESTOS},
-        {"config", required_argument, NULL, OPT_CONFIG},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    enum { OPT_OUT = 256, OPT_BINARY, OPT_GUESTOS, OPT_CONFIG, OPT_VERSION, OPT_DAYS, OPT_NB, OPT_NA, OPT_PCR };
+    static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
+                                         {"version", required_argument, NULL, OPT_VERSION},
+                                         {"valid-days", required_argument, NULL, OPT_DAYS},
+                                         {"not-before", required_argument, NULL, OPT_NB},
+                                         {"not-after", required_argument, NULL, OPT_NA},
+                                         {"pcr", required_argument, NULL, OPT_PCR},
+                                         {"binary", required_argument, NULL, OPT_BINARY},
+                                         {"guestos", required_argument, NULL, OPT_GUESTOS},
+                                         {"config", required_argument, NULL, OPT_CONFIG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *out = NULL, *nb = NULL, *na = NULL;
     uint64_t version = 0;
     int days = 0;
@@ -345,8 +338,7 @@ int cmd_rim(int argc, char **argv)
             errno = 0;
             long v = strtol(optarg, &end, 10);
             if (errno || end == optarg || *end || v < 0 || v > TM_PCR_MAX)
-                return usage_error("rim", "--pcr %s: expected a PCR index 0..%d", optarg,
-                                   TM_PCR_MAX);
+                return usage_error("rim", "--pcr %s: expected a PCR index 0..%d", optarg, TM_PCR_MAX);
             pcrs |= 1u << v;
             break;
         }
@@ -357,8 +349,10 @@ int cmd_rim(int argc, char **argv)
                 return usage_error("rim", "at most %d inputs", RIM_INPUTS_MAX);
             if (c == OPT_CONFIG && strncmp(optarg, "device-config=", 14) != 0 &&
                 strncmp(optarg, "container-config=", 17) != 0)
-                return usage_error("rim", "--config %s: expected device-config=FILE or "
-                                   "container-config=FILE", optarg);
+                return usage_error("rim",
+                                   "--config %s: expected device-config=FILE or "
+                                   "container-config=FILE",
+                                   optarg);
             inputs[n].kind = c;
             inputs[n++].arg = optarg;
             break;
@@ -374,7 +368,7 @@ int cmd_rim(int argc, char **argv)
         return usage_error("rim", "give at least one --binary, --guestos or --config");
     if (!version)
         return usage_error("rim", "--version N is required (the release's number: a verifier "
-                           "refuses older ones with --min-version)");
+                                  "refuses older ones with --min-version)");
     if (days && (nb || na))
         return usage_error("rim", "--valid-days excludes --not-before/--not-after");
     struct rim r = {.version = version, .not_before = time(NULL)};

@@ -50,27 +50,27 @@ static int hash_file(const char *path, unsigned char dgst[32], tm_err *err)
 
 /* sign (key, sig, sig_len) or verify (cert's key, sig) a SHA-256 digest with the algorithm of
  * the key's type: ECDSA, or RSA-PSS with MGF1-SHA-256 and a 32-byte salt */
-static int pkey_op(EVP_PKEY *key, bool sign, const unsigned char dgst[32], unsigned char *sig,
-                   size_t *sig_len, tm_err *err)
+static int pkey_op(EVP_PKEY *key, bool sign, const unsigned char dgst[32], unsigned char *sig, size_t *sig_len,
+                   tm_err *err)
 {
     _cleanup_(EVP_PKEY_CTX_freep) EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
     int id = EVP_PKEY_get_base_id(key);
     bool rsa = id == EVP_PKEY_RSA || id == EVP_PKEY_RSA_PSS;
     if (!rsa && id != EVP_PKEY_EC)
-        return tm_err_set(err, EOPNOTSUPP, "key of type %s: only EC P-256 and RSA",
-                          OBJ_nid2sn(id));
+        return tm_err_set(err, EOPNOTSUPP, "key of type %s: only EC P-256 and RSA", OBJ_nid2sn(id));
     if (!ctx || (sign ? EVP_PKEY_sign_init(ctx) : EVP_PKEY_verify_init(ctx)) != 1 ||
         EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) != 1 ||
-        (rsa && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) != 1 ||
-                 EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) != 1 ||
-                 EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, 32) != 1)))
+        (rsa &&
+         (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+          EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) != 1 || EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, 32) != 1)))
         return ossl_fail(err, EIO, "cannot set up %s", rsa ? "RSA-PSS" : "ECDSA");
     if (sign) {
         if (EVP_PKEY_sign(ctx, sig, sig_len, dgst, 32) != 1)
             return ossl_fail(err, EIO, "signing failed");
     } else if (EVP_PKEY_verify(ctx, sig, *sig_len, dgst, 32) != 1) {
         ERR_clear_error();
-        return tm_err_set(err, EKEYREJECTED, "the signature does not verify with the "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the signature does not verify with the "
                           "certificate's public key: the key does not belong to the certificate");
     }
     return 0;
@@ -109,17 +109,15 @@ static int add_chain(BIO *out, const char *path, X509 *leaf, tm_err *err)
 int cmd_sign(int argc, char **argv)
 {
     enum { OPT_PKI = 256, OPT_SIGNER, OPT_KEY, OPT_CERT, OPT_CHAIN };
-    static const struct option opts[] = {
-        {"pki", required_argument, NULL, OPT_PKI},
-        {"signer", required_argument, NULL, OPT_SIGNER},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"chain", required_argument, NULL, OPT_CHAIN},
-        KEYRING_OPTIONS,
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    const char *pki_dir = NULL, *signer = NULL, *key_spec = NULL, *cert_path = NULL,
-               *chain_path = NULL;
+    static const struct option opts[] = {{"pki", required_argument, NULL, OPT_PKI},
+                                         {"signer", required_argument, NULL, OPT_SIGNER},
+                                         {"key", required_argument, NULL, OPT_KEY},
+                                         {"cert", required_argument, NULL, OPT_CERT},
+                                         {"chain", required_argument, NULL, OPT_CHAIN},
+                                         KEYRING_OPTIONS,
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *pki_dir = NULL, *signer = NULL, *key_spec = NULL, *cert_path = NULL, *chain_path = NULL;
     _cleanup_(keyring_done) struct keyring kr = {0};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -139,10 +137,9 @@ int cmd_sign(int argc, char **argv)
     if (optind != argc - 1)
         return usage_error("sign", "one file to sign expected");
     const char *file = argv[optind];
-    if (pki_dir ? (!signer || key_spec || cert_path || chain_path)
-                : (signer || !key_spec || !cert_path))
+    if (pki_dir ? (!signer || key_spec || cert_path || chain_path) : (signer || !key_spec || !cert_path))
         return usage_error("sign", "give either --pki DIR --signer software|guestos, or --key "
-                           "KEY --cert CERT [--chain PEM]");
+                                   "KEY --cert CERT [--chain PEM]");
     const struct pki_entity *leaf_e = NULL;
     if (signer) {
         if (strcmp(signer, "software") == 0)
@@ -166,8 +163,7 @@ int cmd_sign(int argc, char **argv)
     if (pki_dir) {
         char issuer_path[PATH_MAX];
         if ((r = pki_open(pki_dir, &p, &err)) < 0 || (r = pki_load_cert(&p, leaf_e, &cert, &err)) < 0 ||
-            (r = pki_load_key(&p, &kr, leaf_e, &key, &err)) < 0 ||
-            (r = pem_write_cert(chain, cert, &err)) < 0)
+            (r = pki_load_key(&p, &kr, leaf_e, &key, &err)) < 0 || (r = pem_write_cert(chain, cert, &err)) < 0)
             return verb_fail("sign", &err);
         pki_cert_path(&p, pki_entity_find(leaf_e->issuer), issuer_path);
         if ((r = add_chain(chain, issuer_path, cert, &err)) < 0)
@@ -175,15 +171,13 @@ int cmd_sign(int argc, char **argv)
         pki_close(&p); /* nothing to record: let other runs have the lock */
     } else {
         if ((r = pem_read_cert(cert_path, &cert, &err)) < 0 ||
-            (r = keyring_load(&kr, key_spec, NULL, &key, &err)) < 0 ||
-            (r = pem_write_cert(chain, cert, &err)) < 0 ||
+            (r = keyring_load(&kr, key_spec, NULL, &key, &err)) < 0 || (r = pem_write_cert(chain, cert, &err)) < 0 ||
             (chain_path && (r = add_chain(chain, chain_path, cert, &err)) < 0))
             return verb_fail("sign", &err);
     }
     unsigned char dgst[32], sig[1024];
     size_t sig_len = sizeof(sig);
-    if ((r = hash_file(file, dgst, &err)) < 0 ||
-        (r = pkey_op(key, true, dgst, sig, &sig_len, &err)) < 0 ||
+    if ((r = hash_file(file, dgst, &err)) < 0 || (r = pkey_op(key, true, dgst, sig, &sig_len, &err)) < 0 ||
         (r = pkey_op(X509_get0_pubkey(cert), false, dgst, sig, &sig_len, &err)) < 0)
         return verb_fail("sign", &err);
     char sig_path[PATH_MAX], chain_out[PATH_MAX];

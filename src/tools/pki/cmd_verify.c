@@ -29,8 +29,7 @@ static int read_all(const char *const *paths, size_t n, char **ret, size_t *ret_
         if (r < 0)
             return r;
         if (len + tlen + 2 > VERIFY_PEM_MAX)
-            return tm_err_set(err, EFBIG, "%s: more than %d bytes of PEM in all", paths[i],
-                              VERIFY_PEM_MAX);
+            return tm_err_set(err, EFBIG, "%s: more than %d bytes of PEM in all", paths[i], VERIFY_PEM_MAX);
         char *grown = realloc(all, len + tlen + 2);
         if (!grown)
             return tm_err_set(err, ENOMEM, "out of memory");
@@ -81,12 +80,11 @@ static int map_file(const char *path, struct mapping *m, tm_err *err)
 int cmd_verify(int argc, char **argv)
 {
     enum { OPT_ANCHOR = 256, OPT_CRL, OPT_EKU };
-    static const struct option opts[] = {
-        {"anchor", required_argument, NULL, OPT_ANCHOR},
-        {"crl", required_argument, NULL, OPT_CRL},
-        {"eku", required_argument, NULL, OPT_EKU},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"anchor", required_argument, NULL, OPT_ANCHOR},
+                                         {"crl", required_argument, NULL, OPT_CRL},
+                                         {"eku", required_argument, NULL, OPT_EKU},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *anchors[LIST_MAX], *crls[LIST_MAX], *eku = "codeSigning";
     size_t n_anchors = 0, n_crls = 0;
     int c;
@@ -150,8 +148,8 @@ int cmd_verify(int argc, char **argv)
     struct verify_result res;
     if ((r = verify_signed(&rq, &res, &err)) < 0)
         return tm_err_prefix(&err, "%s", file), verb_fail("verify", &err);
-    printf("%s: OK\nsigner: %s\nanchor: %s\nanchor-sha256: %s\nalgorithm: %s\n", file,
-           res.leaf_subject, res.anchor_subject, res.anchor_sha256_hex,
+    printf("%s: OK\nsigner: %s\nanchor: %s\nanchor-sha256: %s\nalgorithm: %s\n", file, res.leaf_subject,
+           res.anchor_subject, res.anchor_sha256_hex,
            res.alg == VERIFY_RSA_PSS_SHA256 ? "rsa-pss-sha256" : "ecdsa-p256-sha256");
     return 0;
 }

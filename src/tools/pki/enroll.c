@@ -21,9 +21,18 @@
 #include "pem_blocks.h"
 #include "pki.h"
 
-static inline void osslfreep(unsigned char **p) { OPENSSL_free(*p); }
-static inline void pkey_ctx_freep(EVP_PKEY_CTX **c) { EVP_PKEY_CTX_free(*c); }
-static inline void x509_stack_shallow_freep(STACK_OF(X509) **s) { sk_X509_free(*s); }
+static inline void osslfreep(unsigned char **p)
+{
+    OPENSSL_free(*p);
+}
+static inline void pkey_ctx_freep(EVP_PKEY_CTX **c)
+{
+    EVP_PKEY_CTX_free(*c);
+}
+static inline void x509_stack_shallow_freep(STACK_OF(X509) * *s)
+{
+    sk_X509_free(*s);
+}
 
 void enroll_bundle_free(struct enroll_bundle *b)
 {
@@ -51,8 +60,7 @@ static int take_block(const char *name, unsigned char **data, long n, void *user
     } else if (strcmp(name, ENROLL_PEM_AK_PUBLIC) == 0 && !b->ak_public_len) {
         size_t off = 0;
         if (n <= 0 || n > (long)sizeof(b->ak_public_raw) ||
-            Tss2_MU_TPMT_PUBLIC_Unmarshal(*data, (size_t)n, &off, &b->ak_public) !=
-                TSS2_RC_SUCCESS || off != (size_t)n)
+            Tss2_MU_TPMT_PUBLIC_Unmarshal(*data, (size_t)n, &off, &b->ak_public) != TSS2_RC_SUCCESS || off != (size_t)n)
             return tm_err_set(err, EINVAL, "the AK public area is not a TPMT_PUBLIC");
         memcpy(b->ak_public_raw, *data, (size_t)n);
         b->ak_public_len = (size_t)n;
@@ -78,10 +86,12 @@ int enroll_parse_bundle(BIO *in, const char *path, struct enroll_bundle *b, tm_e
     if (!b->csr)
         return tm_err_set(err, EINVAL, "%s holds no PEM certificate request", path);
     if (!b->ak_public_len || sk_X509_num(b->ek_chain) == 0)
-        return tm_err_set(err, EKEYREJECTED, "%s carries no proof that its key lives in a TPM "
+        return tm_err_set(err, EKEYREJECTED,
+                          "%s carries no proof that its key lives in a TPM "
                           "(the AK's public area and the EK certificate that `trustme device csr` "
                           "adds): the Device CA certifies attestation keys only through credential "
-                          "activation (docs/ATTESTATION.md \"Enrollment\")", path);
+                          "activation (docs/ATTESTATION.md \"Enrollment\")",
+                          path);
     return 0;
 }
 
@@ -89,8 +99,8 @@ static int point_xy(EVP_PKEY *k, uint8_t x[32], uint8_t y[32], tm_err *err)
 {
     uint8_t buf[65];
     size_t len = 0;
-    if (EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf),
-                                        &len) != 1 || len != 65 || buf[0] != 0x04)
+    if (EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, buf, sizeof(buf), &len) != 1 ||
+        len != 65 || buf[0] != 0x04)
         return ossl_fail(err, EINVAL, "not an uncompressed P-256 point");
     memcpy(x, buf + 1, 32);
     memcpy(y, buf + 33, 32);
@@ -101,13 +111,11 @@ static bool is_p256(EVP_PKEY *k)
 {
     char group[64] = "";
     size_t len;
-    return EVP_PKEY_get_base_id(k) == EVP_PKEY_EC &&
-           EVP_PKEY_get_group_name(k, group, sizeof(group), &len) == 1 &&
+    return EVP_PKEY_get_base_id(k) == EVP_PKEY_EC && EVP_PKEY_get_group_name(k, group, sizeof(group), &len) == 1 &&
            strcmp(group, "prime256v1") == 0;
 }
 
-int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
-                 tm_err *err)
+int enroll_check(struct enroll_bundle *b, STACK_OF(X509) * anchors, STACK_OF(X509_CRL) * crls, tm_err *err)
 {
     /* The EK certificate: to a manufacturer anchor, for an ECC P-256 key (the EK template L-2
      * whose symmetric and name algorithms MakeCredential below assumes). */
@@ -128,10 +136,11 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509
     for (int i = 0; crls && i < sk_X509_CRL_num(crls); i++)
         if (X509_STORE_add_crl(store, sk_X509_CRL_value(crls, i)) != 1)
             return ossl_fail(err, EINVAL, "cannot use an --ek-crl");
-    X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT |
-                             (crls ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0));
+    X509_STORE_CTX_set_flags(ctx,
+                             X509_V_FLAG_X509_STRICT | (crls ? X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL : 0));
     if (X509_verify_cert(ctx) != 1)
-        return tm_err_set(err, EKEYREJECTED, "the EK certificate does not chain to an "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the EK certificate does not chain to an "
                           "--ek-anchor: %s",
                           X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     ERR_clear_error();
@@ -141,35 +150,39 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509
      * and get an AK certificate for a key outside any TPM. */
     uint32_t xf = X509_get_extension_flags(ek_cert);
     if ((xf & EXFLAG_CA) || X509_check_ca(ek_cert) != 0)
-        return tm_err_set(err, EKEYREJECTED, "the EK certificate is a CA certificate, not an "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the EK certificate is a CA certificate, not an "
                           "endorsement key's");
     uint32_t ku = (xf & EXFLAG_KUSAGE) ? X509_get_key_usage(ek_cert) : 0;
-    if (!(ku & KU_KEY_AGREEMENT) ||
-        (ku & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_CERT_SIGN | KU_CRL_SIGN)))
-        return tm_err_set(err, EKEYREJECTED, "the EK certificate's keyUsage is not keyAgreement "
+    if (!(ku & KU_KEY_AGREEMENT) || (ku & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION | KU_KEY_CERT_SIGN | KU_CRL_SIGN)))
+        return tm_err_set(err, EKEYREJECTED,
+                          "the EK certificate's keyUsage is not keyAgreement "
                           "without signing: not an endorsement key's (a signing or other "
                           "certificate under the --ek-anchor)");
     b->ek = X509_get0_pubkey(ek_cert);
     if (!b->ek || !is_p256(b->ek))
-        return tm_err_set(err, EOPNOTSUPP, "the EK certificate is not for an ECC P-256 key (only "
+        return tm_err_set(err, EOPNOTSUPP,
+                          "the EK certificate is not for an ECC P-256 key (only "
                           "the TCG EK template L-2 is supported)");
     /* The AK: a restricted signing key that cannot leave its TPM, and the CSR's key. */
     const TPMT_PUBLIC *p = &b->ak_public;
-    const TPMA_OBJECT need = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                             TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_RESTRICTED |
-                             TPMA_OBJECT_SIGN_ENCRYPT;
+    const TPMA_OBJECT need = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                             TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
     if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 ||
         p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256)
         return tm_err_set(err, EKEYREJECTED, "the AK is not an ECC P-256 key with nameAlg SHA-256");
     if ((p->objectAttributes & need) != need || (p->objectAttributes & TPMA_OBJECT_DECRYPT))
-        return tm_err_set(err, EKEYREJECTED, "the AK's attributes (0x%08x) are not those of an "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the AK's attributes (0x%08x) are not those of an "
                           "attestation key: fixedTPM fixedParent sensitiveDataOrigin restricted "
-                          "sign, not decrypt", p->objectAttributes);
+                          "sign, not decrypt",
+                          p->objectAttributes);
     /* No policy: ActivateCredential needs the AK's ADMIN role, which for a key loaded public
      * only (TPM2_LoadExternal of a software key dressed as fixedTPM) is available only through
      * a policy the dresser chose; without one the TPM refuses (TPM_RC_AUTH_UNAVAILABLE). */
     if (p->authPolicy.size != 0 || (p->objectAttributes & TPMA_OBJECT_ADMINWITHPOLICY))
-        return tm_err_set(err, EKEYREJECTED, "the AK has an authPolicy or adminWithPolicy: an "
+        return tm_err_set(err, EKEYREJECTED,
+                          "the AK has an authPolicy or adminWithPolicy: an "
                           "attestation key of trustme-tpmd has neither");
     EVP_PKEY *csr_key = X509_REQ_get0_pubkey(b->csr);
     if (!csr_key || X509_REQ_verify(b->csr, csr_key) != 1)
@@ -181,8 +194,7 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509
     if (r < 0)
         return r;
     const TPMS_ECC_POINT *pt = &p->unique.ecc;
-    if (pt->x.size != 32 || pt->y.size != 32 || memcmp(pt->x.buffer, x, 32) != 0 ||
-        memcmp(pt->y.buffer, y, 32) != 0)
+    if (pt->x.size != 32 || pt->y.size != 32 || memcmp(pt->x.buffer, x, 32) != 0 || memcmp(pt->y.buffer, y, 32) != 0)
         return tm_err_set(err, EKEYREJECTED, "the request's key is not the AK's");
     if (X509_NAME_entry_count(X509_REQ_get_subject_name(b->csr)) == 0)
         return tm_err_set(err, EINVAL, "the request's subject is empty");
@@ -196,16 +208,23 @@ int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509
 
 /* ---- MakeCredential --------------------------------------------------------------------------- */
 
-static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static void put16(uint8_t *p, unsigned v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
 static void put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
 }
 
 /* KDFa (Part 1 §11.4.10.2) with SHA-256, for at most 256 bits: one HMAC round
  * HMAC(key, [1] || label || 0 || contextU || contextV || [bits]). */
-static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uint8_t *u,
-                size_t u_len, unsigned bits, uint8_t *out, tm_err *err)
+static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uint8_t *u, size_t u_len, unsigned bits,
+                uint8_t *out, tm_err *err)
 {
     uint8_t msg[4 + 32 + 1 + 64 + 4];
     size_t n = 0, l = strlen(label);
@@ -226,9 +245,8 @@ static int kdfa(const uint8_t *key, size_t key_len, const char *label, const uin
     return 0;
 }
 
-int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34],
-                           const uint8_t cred[ENROLL_CREDENTIAL_LEN], uint8_t *blob,
-                           size_t *blob_len, uint8_t *secret, size_t *secret_len, tm_err *err)
+int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_t cred[ENROLL_CREDENTIAL_LEN],
+                           uint8_t *blob, size_t *blob_len, uint8_t *secret, size_t *secret_len, tm_err *err)
 {
     /* The seed: ECDH of an ephemeral P-256 key with the EK, through KDFe (Part 1 §11.4.10.3,
      * Annex C.6.4) with the label "IDENTITY", partyUInfo the ephemeral x, partyVInfo the EK's x. */
@@ -266,8 +284,8 @@ int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34],
         (r = kdfa(seed, 32, "INTEGRITY", NULL, 0, 256, hkey, err)) < 0)
         return r;
     if (!c || EVP_EncryptInit_ex(c, EVP_aes_128_cfb128(), NULL, sym, iv) != 1 ||
-        EVP_EncryptUpdate(c, enc, &n, plain, sizeof(plain)) != 1 ||
-        EVP_EncryptFinal_ex(c, enc + n, &fin) != 1 || n + fin != (int)sizeof(plain))
+        EVP_EncryptUpdate(c, enc, &n, plain, sizeof(plain)) != 1 || EVP_EncryptFinal_ex(c, enc + n, &fin) != 1 ||
+        n + fin != (int)sizeof(plain))
         return ossl_fail(err, EIO, "AES-128-CFB failed");
     OPENSSL_cleanse(plain, sizeof(plain));
     uint8_t hmsg[sizeof(enc) + 34], mac[32];
@@ -298,8 +316,7 @@ int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34],
 
 int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, tm_err *err)
 {
-    uint8_t cred[ENROLL_CREDENTIAL_LEN], blob[128], secret[128], iv[ENROLL_IV_LEN],
-        tag[ENROLL_TAG_LEN];
+    uint8_t cred[ENROLL_CREDENTIAL_LEN], blob[128], secret[128], iv[ENROLL_IV_LEN], tag[ENROLL_TAG_LEN];
     size_t blob_len, secret_len;
     _cleanup_(osslfreep) unsigned char *der = NULL;
     _cleanup_free_ uint8_t *enc = NULL;
@@ -309,15 +326,13 @@ int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, 
         return tm_err_set(err, ENOMEM, "out of memory");
     if (RAND_bytes(cred, sizeof(cred)) != 1 || RAND_bytes(iv, sizeof(iv)) != 1)
         return ossl_fail(err, EIO, "no random bytes");
-    if ((r = enroll_make_credential(ek, ak_name, cred, blob, &blob_len, secret, &secret_len,
-                                    err)) < 0)
+    if ((r = enroll_make_credential(ek, ak_name, cred, blob, &blob_len, secret, &secret_len, err)) < 0)
         goto out;
     memcpy(enc, iv, sizeof(iv));
     if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, sizeof(iv), NULL) != 1 ||
         EVP_EncryptInit_ex(c, NULL, NULL, cred, iv) != 1 ||
-        EVP_EncryptUpdate(c, NULL, &n, (const unsigned char *)ENROLL_AAD,
-                          (int)strlen(ENROLL_AAD)) != 1 ||
+        EVP_EncryptUpdate(c, NULL, &n, (const unsigned char *)ENROLL_AAD, (int)strlen(ENROLL_AAD)) != 1 ||
         EVP_EncryptUpdate(c, enc + sizeof(iv), &n, der, der_len) != 1 ||
         EVP_EncryptFinal_ex(c, enc + sizeof(iv) + n, &fin) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1) {

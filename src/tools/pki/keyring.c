@@ -10,12 +10,10 @@ static int token_for(struct keyring *kr, const struct p11uri *u, tm_err *err)
 {
     if (kr->tok) {
         if (strcmp(kr->tok_label, u->token) != 0)
-            return tm_err_set(err, EINVAL, "keys on two tokens (\"%s\", \"%s\") in one run",
-                              kr->tok_label, u->token);
+            return tm_err_set(err, EINVAL, "keys on two tokens (\"%s\", \"%s\") in one run", kr->tok_label, u->token);
         return 0;
     }
-    const char *module = kr->module ? kr->module
-                         : u->module_path[0] ? u->module_path : SOFTHSM_MODULE;
+    const char *module = kr->module ? kr->module : u->module_path[0] ? u->module_path : SOFTHSM_MODULE;
     if (!kr->pin) {
         char prompt[P11URI_FIELD_MAX + 32];
         snprintf(prompt, sizeof(prompt), "PIN of token \"%s\"", u->token);
@@ -23,8 +21,7 @@ static int token_for(struct keyring *kr, const struct p11uri *u, tm_err *err)
         if (r < 0)
             return r;
     }
-    int r = p11tok_open(module, u->token, u->serial[0] ? u->serial : NULL, kr->pin, false,
-                        &kr->tok, err);
+    int r = p11tok_open(module, u->token, u->serial[0] ? u->serial : NULL, kr->pin, false, &kr->tok, err);
     if (r < 0)
         return r;
     snprintf(kr->tok_label, sizeof(kr->tok_label), "%s", u->token);
@@ -41,8 +38,7 @@ bool keyring_option(struct keyring *kr, int c, const char *arg)
     }
 }
 
-int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,
-                 tm_err *err)
+int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret, tm_err *err)
 {
     if (p11uri_is(spec)) {
         struct p11uri u;
@@ -63,10 +59,11 @@ int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP
     if (r < 0)
         return r;
     if (!encrypted && base_dir)
-        return tm_err_set(err, EINVAL, "%s is not encrypted: the PKI's keys always are (was it "
-                          "replaced?)", path);
-    if (encrypted && !kr->pass &&
-        (r = secret_read(kr->passphrase_file, "passphrase", false, &kr->pass, err)) < 0)
+        return tm_err_set(err, EINVAL,
+                          "%s is not encrypted: the PKI's keys always are (was it "
+                          "replaced?)",
+                          path);
+    if (encrypted && !kr->pass && (r = secret_read(kr->passphrase_file, "passphrase", false, &kr->pass, err)) < 0)
         return r;
     return key_read(path, encrypted ? kr->pass : NULL, ret, err);
 }

@@ -49,8 +49,7 @@ int key_generate(enum pki_alg alg, EVP_PKEY **ret, tm_err *err)
     return 0;
 }
 
-int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass,
-                        tm_err *err)
+int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass, tm_err *err)
 {
     _cleanup_(PKCS8_PRIV_KEY_INFO_freep) PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
     if (!p8)

@@ -27,8 +27,7 @@ const struct pki_entity *pki_entity_find(const char *name)
 
 bool pki_entity_is_ca(const struct pki_entity *e)
 {
-    return e->profile == PROFILE_ROOT_CA || e->profile == PROFILE_SUB_CA ||
-           e->profile == PROFILE_GUESTOS_CA;
+    return e->profile == PROFILE_ROOT_CA || e->profile == PROFILE_SUB_CA || e->profile == PROFILE_GUESTOS_CA;
 }
 
 const struct pki_entity *pki_ca_find(const char *name)

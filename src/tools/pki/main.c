@@ -10,68 +10,67 @@
 
 void pki_usage(FILE *out)
 {
-    fprintf(out,
-        "Usage: trustme-pki VERB [OPTIONS]\n"
-        "\n"
-        "  init DIR [--algorithm ecdsa-p256|rsa-pss-3072] [--days N]\n"
-        "           [--passphrase-file F | --pkcs11 URI [--pin-file F] [--pkcs11-module PATH]]\n"
-        "      Make a development PKI in DIR (which must not exist): the Software Signing\n"
-        "      hierarchy (root CA, sub-CA, signing certificate) and the Customer hierarchy\n"
-        "      (General root CA, GuestOS signing CA and certificate, Device CA), with an empty\n"
-        "      CRL of each CA. Keys are encrypted PKCS#8 files under one passphrase, or are\n"
-        "      generated on the PKCS#11 token of URI (pkcs11:token=LABEL) and never leave it.\n"
-        "\n"
-        "  sign FILE (--pki DIR --signer software|guestos | --key KEY --cert CERT [--chain PEM])\n"
-        "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
-        "      Write FILE.sig (detached signature over FILE: ECDSA P-256/SHA-256 DER, or\n"
-        "      RSA-PSS/SHA-256 with a 32-byte salt) and FILE.chain.pem (signer, intermediates).\n"
-        "      KEY is a key file or a pkcs11: URI.\n"
-        "\n"
-        "  verify FILE --anchor ROOT.pem [--anchor ...] [--crl CRL.pem ...] [--eku NAME|OID]\n"
-        "      Check FILE.sig with FILE.chain.pem against the anchors only (default EKU\n"
-        "      codeSigning; with CRLs, every CA of the chain needs one).\n"
-        "\n"
-        "  issue --pki DIR --ca software|guestos|device|general-root --csr CSR.pem --out CERT.pem\n"
-        "           [--ek-anchor MANUFACTURER.pem ...] [--ek-crl CRL.pem ...]\n"
-        "           [--profile signing|device|guestos-ca]\n"
-        "           [--days N | --not-before T --not-after T]\n"
-        "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
-        "      Issue a certificate for a CSR (T is YYYYMMDDHHMMSSZ, UTC; default 365 days).\n"
-        "      --ca device: CSR.pem is `trustme device csr`'s bundle; its EK certificate must\n"
-        "      chain to an --ek-anchor (required), be an endorsement key's (keyAgreement, not\n"
-        "      a CA, not for signing) and, with --ek-crl, not be revoked; its AK must be a TPM\n"
-        "      attestation key, and\n"
-        "      CERT.pem is the certificate encrypted under a credential only that TPM can\n"
-        "      activate (TPM2_MakeCredential to the EK, bound to the AK's name).\n"
-        "      --ca general-root --profile guestos-ca: another vendor's GuestOS Signing CA.\n"
-        "\n"
-        "  ek-cert --ek EK.pem --key KEY --cert CA.pem --out EKCERT.pem [--cn NAME] [--days N]\n"
-        "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
-        "      As a TPM manufacturer CA (KEY, CA.pem): certify an endorsement key (EK.pem, the\n"
-        "      ek_public_pem of `trustme device info --json`) for an embedded swtpm.\n"
-        "\n"
-        "  revoke --pki DIR CERT.pem [--reason REASON] [--days N] [secret options]\n"
-        "      Revoke a certificate issued by one of the PKI's CAs and renew that CA's CRL.\n"
-        "      REASON: unspecified keyCompromise cACompromise affiliationChanged superseded\n"
-        "      cessationOfOperation certificateHold privilegeWithdrawn aACompromise.\n"
-        "\n"
-        "  crl --pki DIR [--ca NAME] [--days N] [secret options]\n"
-        "      Renew the CRL of one CA (root-ca, sub-ca, general-root-ca, guestos-ca,\n"
-        "      device-ca, or software|guestos|device) or of all five; next update in N days\n"
-        "      (default 30). DIR/crls.pem holds all current CRLs in one file.\n"
-        "\n"
-        "  rim --out REFS.json --version N [--valid-days D | --not-before T --not-after T]\n"
-        "           [--binary FILE ...] [--guestos DIR ...] [--pcr N ...]\n"
-        "           [--config device-config=FILE|container-config=FILE ...]\n"
-        "      Write the reference values trustme-verify accepts: the SHA-256 of release\n"
-        "      binaries, of a GuestOS directory's guestos.json and the images it declares\n"
-        "      (checked against the image files), of config files; and the verifier's policy:\n"
-        "      version N (rim_version), valid D days (default 365) from now, the PCRs to\n"
-        "      quote (the device config's boot and runtime PCR, default 12 and 11; --pcr\n"
-        "      replaces them), each --binary and the device config as required events. Sign\n"
-        "      it with trustme-pki sign REFS.json --pki DIR --signer software.\n"
-        "\n"
-        "Exit status: 0 ok, 1 failure (the reason on stderr), 2 usage error.\n");
+    fprintf(out, "Usage: trustme-pki VERB [OPTIONS]\n"
+                 "\n"
+                 "  init DIR [--algorithm ecdsa-p256|rsa-pss-3072] [--days N]\n"
+                 "           [--passphrase-file F | --pkcs11 URI [--pin-file F] [--pkcs11-module PATH]]\n"
+                 "      Make a development PKI in DIR (which must not exist): the Software Signing\n"
+                 "      hierarchy (root CA, sub-CA, signing certificate) and the Customer hierarchy\n"
+                 "      (General root CA, GuestOS signing CA and certificate, Device CA), with an empty\n"
+                 "      CRL of each CA. Keys are encrypted PKCS#8 files under one passphrase, or are\n"
+                 "      generated on the PKCS#11 token of URI (pkcs11:token=LABEL) and never leave it.\n"
+                 "\n"
+                 "  sign FILE (--pki DIR --signer software|guestos | --key KEY --cert CERT [--chain PEM])\n"
+                 "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
+                 "      Write FILE.sig (detached signature over FILE: ECDSA P-256/SHA-256 DER, or\n"
+                 "      RSA-PSS/SHA-256 with a 32-byte salt) and FILE.chain.pem (signer, intermediates).\n"
+                 "      KEY is a key file or a pkcs11: URI.\n"
+                 "\n"
+                 "  verify FILE --anchor ROOT.pem [--anchor ...] [--crl CRL.pem ...] [--eku NAME|OID]\n"
+                 "      Check FILE.sig with FILE.chain.pem against the anchors only (default EKU\n"
+                 "      codeSigning; with CRLs, every CA of the chain needs one).\n"
+                 "\n"
+                 "  issue --pki DIR --ca software|guestos|device|general-root --csr CSR.pem --out CERT.pem\n"
+                 "           [--ek-anchor MANUFACTURER.pem ...] [--ek-crl CRL.pem ...]\n"
+                 "           [--profile signing|device|guestos-ca]\n"
+                 "           [--days N | --not-before T --not-after T]\n"
+                 "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
+                 "      Issue a certificate for a CSR (T is YYYYMMDDHHMMSSZ, UTC; default 365 days).\n"
+                 "      --ca device: CSR.pem is `trustme device csr`'s bundle; its EK certificate must\n"
+                 "      chain to an --ek-anchor (required), be an endorsement key's (keyAgreement, not\n"
+                 "      a CA, not for signing) and, with --ek-crl, not be revoked; its AK must be a TPM\n"
+                 "      attestation key, and\n"
+                 "      CERT.pem is the certificate encrypted under a credential only that TPM can\n"
+                 "      activate (TPM2_MakeCredential to the EK, bound to the AK's name).\n"
+                 "      --ca general-root --profile guestos-ca: another vendor's GuestOS Signing CA.\n"
+                 "\n"
+                 "  ek-cert --ek EK.pem --key KEY --cert CA.pem --out EKCERT.pem [--cn NAME] [--days N]\n"
+                 "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
+                 "      As a TPM manufacturer CA (KEY, CA.pem): certify an endorsement key (EK.pem, the\n"
+                 "      ek_public_pem of `trustme device info --json`) for an embedded swtpm.\n"
+                 "\n"
+                 "  revoke --pki DIR CERT.pem [--reason REASON] [--days N] [secret options]\n"
+                 "      Revoke a certificate issued by one of the PKI's CAs and renew that CA's CRL.\n"
+                 "      REASON: unspecified keyCompromise cACompromise affiliationChanged superseded\n"
+                 "      cessationOfOperation certificateHold privilegeWithdrawn aACompromise.\n"
+                 "\n"
+                 "  crl --pki DIR [--ca NAME] [--days N] [secret options]\n"
+                 "      Renew the CRL of one CA (root-ca, sub-ca, general-root-ca, guestos-ca,\n"
+                 "      device-ca, or software|guestos|device) or of all five; next update in N days\n"
+                 "      (default 30). DIR/crls.pem holds all current CRLs in one file.\n"
+                 "\n"
+                 "  rim --out REFS.json --version N [--valid-days D | --not-before T --not-after T]\n"
+                 "           [--binary FILE ...] [--guestos DIR ...] [--pcr N ...]\n"
+                 "           [--config device-config=FILE|container-config=FILE ...]\n"
+                 "      Write the reference values trustme-verify accepts: the SHA-256 of release\n"
+                 "      binaries, of a GuestOS directory's guestos.json and the images it declares\n"
+                 "      (checked against the image files), of config files; and the verifier's policy:\n"
+                 "      version N (rim_version), valid D days (default 365) from now, the PCRs to\n"
+                 "      quote (the device config's boot and runtime PCR, default 12 and 11; --pcr\n"
+                 "      replaces them), each --binary and the device config as required events. Sign\n"
+                 "      it with trustme-pki sign REFS.json --pki DIR --signer software.\n"
+                 "\n"
+                 "Exit status: 0 ok, 1 failure (the reason on stderr), 2 usage error.\n");
 }
 
 int verb_fail(const char *verb, const tm_err *err)
@@ -108,15 +107,13 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"init", cmd_init},     {"sign", cmd_sign},     {"verify", cmd_verify},
-                 {"issue", cmd_issue},   {"revoke", cmd_revoke}, {"crl", cmd_crl},
-                 {"rim", cmd_rim},       {"ek-cert", cmd_ek_cert}};
+    } verbs[] = {{"init", cmd_init},     {"sign", cmd_sign}, {"verify", cmd_verify}, {"issue", cmd_issue},
+                 {"revoke", cmd_revoke}, {"crl", cmd_crl},   {"rim", cmd_rim},       {"ek-cert", cmd_ek_cert}};
     if (argc < 2) {
         pki_usage(stderr);
         return EXIT_USAGE;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         pki_usage(stdout);
         return 0;
     }

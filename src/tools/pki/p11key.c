@@ -48,41 +48,36 @@ static RSA_METHOD *rsa_meth;
 
 static int rv_fail(tm_err *err, int code, CK_RV rv, const char *what)
 {
-    return tm_err_set(err, code, "PKCS#11 %s failed: %s (0x%lx)", what, p11_rv_name(rv),
-                      (unsigned long)rv);
+    return tm_err_set(err, code, "PKCS#11 %s failed: %s (0x%lx)", what, p11_rv_name(rv), (unsigned long)rv);
 }
 
 /* --- the private-key operations, called by OpenSSL --- */
 
 /* OpenSSL's callbacks have no room for our error: the reason goes to stderr, OpenSSL then
  * reports the operation as failed. */
-static int token_sign(const struct keyref *k, CK_MECHANISM_TYPE mech, const unsigned char *in,
-                      size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static int token_sign(const struct keyref *k, CK_MECHANISM_TYPE mech, const unsigned char *in, size_t in_len,
+                      unsigned char *out, CK_ULONG *out_len)
 {
     CK_MECHANISM m = {mech, NULL, 0};
     CK_RV rv = k->t->f->C_SignInit(k->t->session, &m, k->priv);
     if (rv == CKR_OK)
         rv = k->t->f->C_Sign(k->t->session, (CK_BYTE_PTR)in, (CK_ULONG)in_len, out, out_len);
     if (rv != CKR_OK) {
-        fprintf(stderr, "trustme-pki: token: C_Sign failed: %s (0x%lx)\n", p11_rv_name(rv),
-                (unsigned long)rv);
+        fprintf(stderr, "trustme-pki: token: C_Sign failed: %s (0x%lx)\n", p11_rv_name(rv), (unsigned long)rv);
         return -1;
     }
     return 0;
 }
 
-static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dgst_len, const BIGNUM *kinv,
-                              const BIGNUM *rp, EC_KEY *ec)
+static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dgst_len, const BIGNUM *kinv, const BIGNUM *rp, EC_KEY *ec)
 {
     const struct keyref *k = EC_KEY_get_ex_data(ec, ec_idx);
     unsigned char rs[2 * 66];
     CK_ULONG len = sizeof(rs);
-    if (!k || dgst_len < 0 || token_sign(k, CKM_ECDSA, dgst, (size_t)dgst_len, rs, &len) < 0 ||
-        len == 0 || len % 2)
+    if (!k || dgst_len < 0 || token_sign(k, CKM_ECDSA, dgst, (size_t)dgst_len, rs, &len) < 0 || len == 0 || len % 2)
         return NULL;
     ECDSA_SIG *sig = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(rs, (int)(len / 2), NULL), *s = BN_bin2bn(rs + len / 2, (int)(len / 2),
-                                                                      NULL);
+    BIGNUM *r = BN_bin2bn(rs, (int)(len / 2), NULL), *s = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
     if (!sig || !r || !s || ECDSA_SIG_set0(sig, r, s) != 1) {
         ECDSA_SIG_free(sig);
         BN_free(r);
@@ -92,8 +87,7 @@ static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dgst_len, const BIG
     return sig;
 }
 
-static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
-                        int padding)
+static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, RSA *rsa, int padding)
 {
     const struct keyref *k = RSA_get_ex_data(rsa, rsa_idx);
     /* PSS: OpenSSL encoded the block, the token does the raw operation */
@@ -105,8 +99,7 @@ static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, 
     return (int)len;
 }
 
-static void keyref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void keyref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     free(ptr);
 }
@@ -127,8 +120,8 @@ static int methods_init(tm_err *err)
         return ossl_fail(err, ENOMEM, "out of memory");
     }
     /* OpenSSL's sign (DER encoding) calls sign_sig, which is ours */
-    int (*sign)(int, const unsigned char *, int, unsigned char *, unsigned int *, const BIGNUM *,
-                const BIGNUM *, EC_KEY *) = NULL;
+    int (*sign)(int, const unsigned char *, int, unsigned char *, unsigned int *, const BIGNUM *, const BIGNUM *,
+                EC_KEY *) = NULL;
     EC_KEY_METHOD_get_sign(em, &sign, NULL, NULL);
     EC_KEY_METHOD_set_sign(em, sign, NULL, ec_sign_sig);
     RSA_meth_set1_name(rm, "trustme-pki PKCS#11");
@@ -140,8 +133,8 @@ static int methods_init(tm_err *err)
 
 /* --- token and session --- */
 
-int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin,
-                bool rw, struct p11tok **ret, tm_err *err)
+int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin, bool rw,
+                struct p11tok **ret, tm_err *err)
 {
     int r = methods_init(err);
     if (r < 0)
@@ -191,8 +184,8 @@ void p11tok_close(struct p11tok *t)
 /* --- keys --- */
 
 /* An attribute's value, allocated (the size asked for first). */
-static int get_attr(struct p11tok *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type,
-                    unsigned char **ret, size_t *ret_len, const char *what, tm_err *err)
+static int get_attr(struct p11tok *t, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type, unsigned char **ret, size_t *ret_len,
+                    const char *what, tm_err *err)
 {
     CK_ATTRIBUTE a = {type, NULL, 0};
     CK_RV rv = t->f->C_GetAttributeValue(t->session, o, &a, 1);
@@ -215,14 +208,12 @@ OSSL_DEFINE_FREEP(EC_KEY, EC_KEY_free)
 OSSL_DEFINE_FREEP(RSA, RSA_free)
 OSSL_DEFINE_FREEP(ASN1_OCTET_STRING, ASN1_OCTET_STRING_free)
 
-static int ec_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, EVP_PKEY *pkey,
-                   tm_err *err)
+static int ec_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, EVP_PKEY *pkey, tm_err *err)
 {
     _cleanup_free_ unsigned char *params = NULL, *point = NULL;
     size_t params_len, point_len;
     int r = get_attr(t, pub, CKA_EC_PARAMS, &params, &params_len, "reading CKA_EC_PARAMS", err);
-    if (r < 0 || (r = get_attr(t, pub, CKA_EC_POINT, &point, &point_len, "reading CKA_EC_POINT",
-                               err)) < 0)
+    if (r < 0 || (r = get_attr(t, pub, CKA_EC_POINT, &point, &point_len, "reading CKA_EC_POINT", err)) < 0)
         return r;
     if (params_len != sizeof(P256_OID) || memcmp(params, P256_OID, sizeof(P256_OID)) != 0)
         return tm_err_set(err, EOPNOTSUPP, "the token's EC key is not on P-256");
@@ -232,8 +223,7 @@ static int ec_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, E
     /* CKA_EC_POINT is the DER OCTET STRING around the point (PKCS#11 2.40); some modules give
      * the bare point */
     const unsigned char *p = point;
-    _cleanup_(ASN1_OCTET_STRING_freep) ASN1_OCTET_STRING *os =
-        d2i_ASN1_OCTET_STRING(NULL, &p, (long)point_len);
+    _cleanup_(ASN1_OCTET_STRING_freep) ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)point_len);
     const unsigned char *q = os && p == point + point_len ? ASN1_STRING_get0_data(os) : point;
     long q_len = os && p == point + point_len ? ASN1_STRING_length(os) : (long)point_len;
     ERR_clear_error();
@@ -250,14 +240,12 @@ static int ec_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, E
     return 0;
 }
 
-static int rsa_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, EVP_PKEY *pkey,
-                    tm_err *err)
+static int rsa_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, EVP_PKEY *pkey, tm_err *err)
 {
     _cleanup_free_ unsigned char *mod = NULL, *exp = NULL;
     size_t mod_len, exp_len;
     int r = get_attr(t, pub, CKA_MODULUS, &mod, &mod_len, "reading CKA_MODULUS", err);
-    if (r < 0 || (r = get_attr(t, pub, CKA_PUBLIC_EXPONENT, &exp, &exp_len,
-                               "reading CKA_PUBLIC_EXPONENT", err)) < 0)
+    if (r < 0 || (r = get_attr(t, pub, CKA_PUBLIC_EXPONENT, &exp, &exp_len, "reading CKA_PUBLIC_EXPONENT", err)) < 0)
         return r;
     _cleanup_(RSA_freep) RSA *rsa = RSA_new();
     if (!rsa || RSA_set_method(rsa, rsa_meth) != 1)
@@ -269,8 +257,10 @@ static int rsa_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, 
         return ossl_fail(err, ENOMEM, "out of memory");
     }
     if (RSA_bits(rsa) < 2048)
-        return tm_err_set(err, EOPNOTSUPP, "the token's RSA key has %d bits, at least 2048 are "
-                          "required", RSA_bits(rsa));
+        return tm_err_set(err, EOPNOTSUPP,
+                          "the token's RSA key has %d bits, at least 2048 are "
+                          "required",
+                          RSA_bits(rsa));
     if (RSA_set_ex_data(rsa, rsa_idx, ref) != 1)
         return ossl_fail(err, ENOMEM, "out of memory");
     if (EVP_PKEY_assign_RSA(pkey, rsa) != 1) {
@@ -281,8 +271,7 @@ static int rsa_pkey(struct p11tok *t, CK_OBJECT_HANDLE pub, struct keyref *ref, 
     return 0;
 }
 
-static int make_pkey(struct p11tok *t, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
-                     EVP_PKEY **ret, tm_err *err)
+static int make_pkey(struct p11tok *t, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub, EVP_PKEY **ret, tm_err *err)
 {
     CK_KEY_TYPE type = 0;
     CK_ATTRIBUTE a = {CKA_KEY_TYPE, &type, sizeof(type)};
@@ -308,8 +297,8 @@ static int make_pkey(struct p11tok *t, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE p
     return 0;
 }
 
-int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label,
-                    const unsigned char *id, size_t id_len, EVP_PKEY **ret, tm_err *err)
+int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label, const unsigned char *id, size_t id_len,
+                    EVP_PKEY **ret, tm_err *err)
 {
     if (t->n_made + 2 > MADE_MAX)
         return tm_err_set(err, ENOSPC, "too many keys generated in one run");
@@ -329,28 +318,23 @@ int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label,
     };
     /* Non-extractable and sensitive: the private key never leaves the token, even wrapped. */
     CK_ATTRIBUTE priv[] = {
-        {CKA_TOKEN, &yes, sizeof(yes)},
-        {CKA_PRIVATE, &yes, sizeof(yes)},
-        {CKA_SENSITIVE, &yes, sizeof(yes)},
-        {CKA_EXTRACTABLE, &no, sizeof(no)},
-        {CKA_SIGN, &yes, sizeof(yes)},
-        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)}, {CKA_SIGN, &yes, sizeof(yes)},    {CKA_LABEL, (void *)label, strlen(label)},
         {CKA_ID, (void *)id, id_len},
     };
     CK_MECHANISM mech = {ec ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
     CK_OBJECT_HANDLE hpub, hpriv;
-    CK_RV rv = t->f->C_GenerateKeyPair(t->session, &mech, pub, ARRAY_SIZE(pub) - (ec ? 1 : 0),
-                                       priv, ARRAY_SIZE(priv), &hpub, &hpriv);
+    CK_RV rv = t->f->C_GenerateKeyPair(t->session, &mech, pub, ARRAY_SIZE(pub) - (ec ? 1 : 0), priv, ARRAY_SIZE(priv),
+                                       &hpub, &hpriv);
     if (rv != CKR_OK)
-        return rv_fail(err, EIO, rv, ec ? "C_GenerateKeyPair (EC P-256)"
-                                        : "C_GenerateKeyPair (RSA 3072)");
+        return rv_fail(err, EIO, rv, ec ? "C_GenerateKeyPair (EC P-256)" : "C_GenerateKeyPair (RSA 3072)");
     t->made[t->n_made++] = hpriv;
     t->made[t->n_made++] = hpub;
     return make_pkey(t, hpriv, hpub, ret, err);
 }
 
-static int find_one(struct p11tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG n, const char *what,
-                    CK_OBJECT_HANDLE *ret, tm_err *err)
+static int find_one(struct p11tok *t, CK_ATTRIBUTE *tmpl, CK_ULONG n, const char *what, CK_OBJECT_HANDLE *ret,
+                    tm_err *err)
 {
     CK_OBJECT_HANDLE found[2];
     CK_ULONG count = 0;

@@ -61,18 +61,21 @@ int p11uri_parse(const char *s, struct p11uri *u, tm_err *err)
         return tm_err_set(err, EINVAL, "PKCS#11 URI: %s", p11_kit_uri_message(r));
     /* Attributes of slots and modules, unknown ones, values longer than their field */
     if (p11_kit_uri_any_unrecognized(k))
-        return tm_err_set(err, EINVAL, "PKCS#11 URI: an attribute is not supported (token, "
+        return tm_err_set(err, EINVAL,
+                          "PKCS#11 URI: an attribute is not supported (token, "
                           "serial, object, id, type, module-path are) or a value is too long");
     if (p11_kit_uri_get_pin_value(k) || p11_kit_uri_get_pin_source(k))
-        return tm_err_set(err, EINVAL, "PKCS#11 URI: a PIN is not accepted in it, give the PIN "
+        return tm_err_set(err, EINVAL,
+                          "PKCS#11 URI: a PIN is not accepted in it, give the PIN "
                           "with --pin-file");
     if (p11_kit_uri_get_module_name(k))
-        return tm_err_set(err, EINVAL, "PKCS#11 URI: module-name is not supported, use "
+        return tm_err_set(err, EINVAL,
+                          "PKCS#11 URI: module-name is not supported, use "
                           "module-path or --pkcs11-module");
     CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(k);
-    if (!all_zero(ti->model, sizeof(ti->model)) ||
-        !all_zero(ti->manufacturerID, sizeof(ti->manufacturerID)))
-        return tm_err_set(err, EINVAL, "PKCS#11 URI: model and manufacturer are not supported "
+    if (!all_zero(ti->model, sizeof(ti->model)) || !all_zero(ti->manufacturerID, sizeof(ti->manufacturerID)))
+        return tm_err_set(err, EINVAL,
+                          "PKCS#11 URI: model and manufacturer are not supported "
                           "(token and serial are)");
     if ((r = field_text(ti->label, sizeof(ti->label), u->token, "token", err)) < 0 ||
         (r = field_text(ti->serialNumber, sizeof(ti->serialNumber), u->serial, "serial", err)) < 0)

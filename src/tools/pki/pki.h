@@ -37,9 +37,9 @@ struct enroll_bundle {
     TPMT_PUBLIC ak_public;
     uint8_t ak_public_raw[sizeof(TPMT_PUBLIC)];
     size_t ak_public_len;
-    STACK_OF(X509) *ek_chain;  /* the EK certificate first */
-    EVP_PKEY *ek;              /* after enroll_check: the EK (the certificate's key) */
-    uint8_t ak_name[34];       /* after enroll_check: 000b || SHA-256(TPMT_PUBLIC) */
+    STACK_OF(X509) * ek_chain; /* the EK certificate first */
+    EVP_PKEY *ek; /* after enroll_check: the EK (the certificate's key) */
+    uint8_t ak_name[34]; /* after enroll_check: 000b || SHA-256(TPMT_PUBLIC) */
 };
 /* `trustme device csr`'s output: the CSR, the AK's TPMT_PUBLIC, the EK certificate chain. A
  * bundle without the last two (an ordinary CSR) is refused: no proof of a TPM. */
@@ -53,14 +53,12 @@ void enroll_bundle_free(struct enroll_bundle *b);
  * the CSR's self-signature verifies and its key is the AK's. Sets b->ek and b->ak_name. */
 /* crls: the manufacturer CAs' CRLs (--ek-crl), or NULL: with them every CA of the EK's chain
  * needs its CRL and a revoked EK certificate is refused. */
-int enroll_check(struct enroll_bundle *b, STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls,
-                 tm_err *err);
+int enroll_check(struct enroll_bundle *b, STACK_OF(X509) * anchors, STACK_OF(X509_CRL) * crls, tm_err *err);
 /* TPM2_MakeCredential in software for an ECC P-256 EK (template L-2: SHA-256, AES-128-CFB):
  * blob (TPM2B_ID_OBJECT, <= 128 bytes) and secret (TPM2B_ENCRYPTED_SECRET, <= 128 bytes),
  * TPM-marshalled. */
-int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_t cred[32],
-                           uint8_t *blob, size_t *blob_len, uint8_t *secret, size_t *secret_len,
-                           tm_err *err);
+int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_t cred[32], uint8_t *blob,
+                           size_t *blob_len, uint8_t *secret, size_t *secret_len, tm_err *err);
 /* Write cert encrypted under a fresh credential made for ek and ak_name, as PEM blocks. */
 int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, tm_err *err);
 
@@ -82,8 +80,7 @@ void secret_text_freep(char **s); /* cleanses, then frees */
 int key_generate(enum pki_alg alg, EVP_PKEY **ret, tm_err *err);
 /* PKCS#8, encrypted with AES-256-CBC under a scrypt-derived key, PEM; a new file of mode 0600
  * in dirfd (never replacing one), fsynced. */
-int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass,
-                        tm_err *err);
+int key_write_encrypted(int dirfd, const char *name, EVP_PKEY *key, const char *pass, tm_err *err);
 /* Whether the PEM key file is an encrypted PKCS#8 key ("ENCRYPTED PRIVATE KEY") or a plain one
  * ("PRIVATE KEY"); anything else (legacy PEM encryption, no key) is an error. */
 int key_file_kind(const char *path, bool *ret_encrypted, tm_err *err);
@@ -94,10 +91,10 @@ int key_read(const char *path, const char *pass, EVP_PKEY **ret, tm_err *err);
 
 #define P11URI_FIELD_MAX 128
 struct p11uri {
-    char token[P11_LABEL_MAX + 1];   /* token label; required */
+    char token[P11_LABEL_MAX + 1]; /* token label; required */
     char serial[P11_SERIAL_MAX + 1]; /* token serial number, or "" */
-    char object[P11URI_FIELD_MAX];   /* key label */
-    unsigned char id[64];            /* CKA_ID */
+    char object[P11URI_FIELD_MAX]; /* key label */
+    unsigned char id[64]; /* CKA_ID */
     size_t id_len;
     char type[16]; /* "private" or "" */
     char module_path[PATH_MAX];
@@ -112,8 +109,8 @@ int p11uri_format(const struct p11uri *u, char *out, size_t size);
 
 struct p11tok;
 /* The token is found by label and (if not NULL) serial number (src/scd/p11_module.h). */
-int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin,
-                bool rw, struct p11tok **ret, tm_err *err);
+int p11tok_open(const char *module, const char *token_label, const char *serial, const char *pin, bool rw,
+                struct p11tok **ret, tm_err *err);
 /* Logs out, closes, unloads; objects made by p11tok_generate and not kept are destroyed first.
  * Keys from this token must be freed before. */
 void p11tok_close(struct p11tok *t);
@@ -124,8 +121,8 @@ static inline void p11tok_closep(struct p11tok **t)
 }
 /* A non-extractable, sensitive key pair made on the token, labelled label, with CKA_ID id; the
  * returned EVP_PKEY signs through the token. */
-int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label,
-                    const unsigned char *id, size_t id_len, EVP_PKEY **ret, tm_err *err);
+int p11tok_generate(struct p11tok *t, enum pki_alg alg, const char *label, const unsigned char *id, size_t id_len,
+                    EVP_PKEY **ret, tm_err *err);
 /* The objects generated so far stay on the token when it is closed. */
 void p11tok_keep(struct p11tok *t);
 int p11tok_load(struct p11tok *t, const struct p11uri *u, EVP_PKEY **ret, tm_err *err);
@@ -135,10 +132,12 @@ int p11tok_load(struct p11tok *t, const struct p11uri *u, EVP_PKEY **ret, tm_err
 /* The options of every verb that signs: where the keys' secrets come from. Their codes lie above
  * any verb's own (which start at 256). */
 enum { KEYRING_OPT_PASS = 1000, KEYRING_OPT_PIN, KEYRING_OPT_MODULE };
-#define KEYRING_OPTIONS                                                                            \
-    {"passphrase-file", required_argument, NULL, KEYRING_OPT_PASS},                                \
-        {"pin-file", required_argument, NULL, KEYRING_OPT_PIN},                                    \
-        {"pkcs11-module", required_argument, NULL, KEYRING_OPT_MODULE}
+#define KEYRING_OPTIONS                                              \
+    {"passphrase-file", required_argument, NULL, KEYRING_OPT_PASS},  \
+        {"pin-file", required_argument, NULL, KEYRING_OPT_PIN},      \
+    {                                                                \
+        "pkcs11-module", required_argument, NULL, KEYRING_OPT_MODULE \
+    }
 
 struct keyring {
     const char *passphrase_file;
@@ -154,16 +153,14 @@ bool keyring_option(struct keyring *kr, int c, const char *arg);
 /* spec is a key file or a pkcs11: URI. A key file of the PKI (base_dir given, relative paths
  * from there) must be encrypted; a key given on the command line (base_dir NULL) may also be a
  * plain PKCS#8 file, such as `openssl req -nodes` makes for an extra test signer. */
-int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret,
-                 tm_err *err);
+int keyring_load(struct keyring *kr, const char *spec, const char *base_dir, EVP_PKEY **ret, tm_err *err);
 void keyring_done(struct keyring *kr);
 
 /* --- certificates and CRLs (cert.c) --- */
 
 /* PROFILE_GUESTOS_CA: a sub-CA marked for GuestOS signing (VERIFY_GUESTOS_CA_POLICY_OID, the
  * only kind of CA a device registers as a GuestOS Signing CA). */
-enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK,
-                    PROFILE_GUESTOS_CA };
+enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK, PROFILE_GUESTOS_CA };
 
 struct cert_spec {
     const X509_NAME *subject;
@@ -180,8 +177,8 @@ struct revoked_entry {
     time_t date;
     int reason; /* CRL_REASON_*, or CRL_REASON_NONE for no reason code */
 };
-int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, size_t n,
-             long number, time_t this_update, time_t next_update, X509_CRL **ret, tm_err *err);
+int crl_make(X509 *ca, EVP_PKEY *ca_key, const struct revoked_entry *revoked, size_t n, long number, time_t this_update,
+             time_t next_update, X509_CRL **ret, tm_err *err);
 
 /* A digest-sign context for key: ECDSA with SHA-256, or RSA-PSS with SHA-256, MGF1-SHA-256 and
  * a 32-byte salt. */
@@ -204,9 +201,9 @@ int bio_write_atomic(BIO *bio, const char *path, mode_t mode, tm_err *err);
 /* --- the PKI's layout (layout.c) --- */
 
 struct pki_entity {
-    const char *name;   /* key in pki.json and base of the file names */
-    const char *dir;    /* software-signing or customer */
-    const char *cn;     /* subject common name */
+    const char *name; /* key in pki.json and base of the file names */
+    const char *dir; /* software-signing or customer */
+    const char *cn; /* subject common name */
     const char *issuer; /* entity name; NULL: a root */
     enum cert_profile profile;
 };
@@ -221,8 +218,8 @@ bool pki_entity_is_ca(const struct pki_entity *e);
 
 struct pki {
     char dir[PATH_MAX];
-    int lock_fd;      /* the directory, flock'ed while pki.json is read and rewritten */
-    json_t *db;  /* pki.json */
+    int lock_fd; /* the directory, flock'ed while pki.json is read and rewritten */
+    json_t *db; /* pki.json */
     enum pki_alg alg;
     char module[PATH_MAX]; /* PKCS#11 module, "" for key files */
 };
@@ -235,18 +232,14 @@ int pki_save(struct pki *p, tm_err *err);
 /* Path of the entity's certificate. */
 void pki_cert_path(const struct pki *p, const struct pki_entity *e, char out[PATH_MAX]);
 int pki_load_cert(const struct pki *p, const struct pki_entity *e, X509 **ret, tm_err *err);
-int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret,
-                 tm_err *err);
+int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret, tm_err *err);
 int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm_err *err);
 /* -EEXIST if the serial is already revoked. */
-int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason,
-                       tm_err *err);
+int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason, tm_err *err);
 /* Sign a new CRL of ca (number incremented) and write crl/<ca>.pem and crls.pem. */
-int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca, int days,
-                  tm_err *err);
+int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca, int days, tm_err *err);
 /* The same with a certificate and key in hand (init). */
-int pki_write_crl_initial(struct pki *p, const struct pki_entity *ca, X509 *cert, EVP_PKEY *key,
-                          int days, tm_err *err);
+int pki_write_crl_initial(struct pki *p, const struct pki_entity *ca, X509 *cert, EVP_PKEY *key, int days, tm_err *err);
 /* crls.pem: every CA's current CRL in one file (what a verifier given CRLs needs). */
 int pki_write_crl_bundle(const char *dir, tm_err *err);
 

@@ -61,8 +61,7 @@ int pki_open(const char *dir, struct pki *p, tm_err *err)
     json_error_t je;
     p->db = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!p->db)
-        return tm_err_set(err, EINVAL, "%s: line %d, column %d: %s", path, je.line, je.column,
-                          je.text);
+        return tm_err_set(err, EINVAL, "%s: line %d, column %d: %s", path, je.line, je.column, je.text);
     json_t *fmt = get(p->db, "format", JSON_INTEGER);
     if (!json_is_object(p->db))
         return tm_err_set(err, EINVAL, "%s is not a JSON object", path);
@@ -88,8 +87,7 @@ int pki_new(struct pki *p, const char *dir, enum pki_alg alg, const char *module
     char now[16];
     time_format(time(NULL), now);
     json_t *keys, *cas;
-    if (!(p->db = json_object()) ||
-        json_object_set_new(p->db, "format", json_integer(PKI_FORMAT)) != 0 ||
+    if (!(p->db = json_object()) || json_object_set_new(p->db, "format", json_integer(PKI_FORMAT)) != 0 ||
         add_str(p->db, "algorithm", pki_alg_name(alg)) < 0 || add_str(p->db, "created", now) < 0 ||
         (module && add_str(p->db, "pkcs11_module", module) < 0) ||
         json_object_set_new(p->db, "keys", keys = json_object()) != 0 || !keys ||
@@ -110,8 +108,7 @@ int pki_new(struct pki *p, const char *dir, enum pki_alg alg, const char *module
         json_t *c = json_object();
         if (!c || json_object_set_new(cas, e->name, c) != 0 || add_str(c, "crl", crl) < 0 ||
             json_object_set_new(c, "crl_number", json_integer(0)) != 0 ||
-            json_object_set_new(c, "issued", json_array()) != 0 ||
-            json_object_set_new(c, "revoked", json_array()) != 0)
+            json_object_set_new(c, "issued", json_array()) != 0 || json_object_set_new(c, "revoked", json_array()) != 0)
             return tm_err_set(err, ENOMEM, "out of memory");
     }
     return 0;
@@ -156,11 +153,9 @@ int pki_load_cert(const struct pki *p, const struct pki_entity *e, X509 **ret, t
     return pem_read_cert(path, ret, err);
 }
 
-int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret,
-                 tm_err *err)
+int pki_load_key(struct pki *p, struct keyring *kr, const struct pki_entity *e, EVP_PKEY **ret, tm_err *err)
 {
-    const char *spec = get_str(get(get(p->db, "keys", JSON_OBJECT), e->name,
-                                   JSON_OBJECT), "key");
+    const char *spec = get_str(get(get(p->db, "keys", JSON_OBJECT), e->name, JSON_OBJECT), "key");
     if (!spec)
         return tm_err_set(err, EINVAL, "pki.json: no key recorded for %s", e->name);
     if (!kr->module && p->module[0])
@@ -218,8 +213,7 @@ int pki_record_issued(struct pki *p, const struct pki_entity *ca, X509 *cert, tm
     return 0;
 }
 
-int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason,
-                       tm_err *err)
+int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, int reason, tm_err *err)
 {
     json_t *rec = ca_record(p, ca, err);
     if (!rec)
@@ -256,8 +250,8 @@ int pki_record_revoked(struct pki *p, const struct pki_entity *ca, X509 *cert, i
 }
 
 /* Sign and write the next CRL of ca with key. */
-static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_cert,
-                          EVP_PKEY *key, int days, tm_err *err)
+static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_cert, EVP_PKEY *key, int days,
+                          tm_err *err)
 {
     json_t *rec = ca_record(p, ca, err);
     if (!rec)
@@ -265,8 +259,7 @@ static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_c
     json_t *revoked = get(rec, "revoked", JSON_ARRAY);
     json_t *num = get(rec, "crl_number", JSON_INTEGER);
     if (!revoked || !num)
-        return tm_err_set(err, EINVAL, "pki.json: CA %s lacks \"revoked\" or \"crl_number\"",
-                          ca->name);
+        return tm_err_set(err, EINVAL, "pki.json: CA %s lacks \"revoked\" or \"crl_number\"", ca->name);
     size_t n = json_array_size(revoked);
     _cleanup_free_ struct revoked_entry *entries = calloc(n ? n : 1, sizeof(*entries));
     if (!entries)
@@ -279,14 +272,12 @@ static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_c
         entries[i].reason = CRL_REASON_NONE;
         if (!serial || !date || time_parse(date, &entries[i].date) < 0 ||
             (reason && revoke_reason_parse(reason, &entries[i].reason) < 0))
-            return tm_err_set(err, EINVAL, "pki.json: revoked entry %zu of %s is malformed",
-                              i + 1, ca->name);
+            return tm_err_set(err, EINVAL, "pki.json: revoked entry %zu of %s is malformed", i + 1, ca->name);
     }
     int64_t number = json_integer_value(num) + 1;
     time_t now = time(NULL);
     _cleanup_(X509_CRL_freep) X509_CRL *crl = NULL;
-    int r = crl_make(ca_cert, key, entries, n, (long)number, now, now + (time_t)days * 86400,
-                     &crl, err);
+    int r = crl_make(ca_cert, key, entries, n, (long)number, now, now + (time_t)days * 86400, &crl, err);
     if (r < 0)
         return tm_err_prefix(err, "CRL of %s", ca->name);
     _cleanup_(BIO_freep) BIO *mem = BIO_new(BIO_s_mem());
@@ -300,8 +291,7 @@ static int write_crl_with(struct pki *p, const struct pki_entity *ca, X509 *ca_c
     return 0;
 }
 
-int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca, int days,
-                  tm_err *err)
+int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca, int days, tm_err *err)
 {
     _cleanup_(X509_freep) X509 *cert = NULL;
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *key = NULL;
@@ -311,8 +301,7 @@ int pki_write_crl(struct pki *p, struct keyring *kr, const struct pki_entity *ca
     return write_crl_with(p, ca, cert, key, days, err);
 }
 
-int pki_write_crl_initial(struct pki *p, const struct pki_entity *ca, X509 *cert, EVP_PKEY *key,
-                          int days, tm_err *err)
+int pki_write_crl_initial(struct pki *p, const struct pki_entity *ca, X509 *cert, EVP_PKEY *key, int days, tm_err *err)
 {
     return write_crl_with(p, ca, cert, key, days, err);
 }

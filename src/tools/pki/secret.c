@@ -48,8 +48,7 @@ static int read_from_tty(const char *prompt, char *buf, tm_err *err)
 {
     _cleanup_fclose_ FILE *tty = fopen("/dev/tty", "r+e");
     if (!tty)
-        return tm_err_set(err, ENOTTY, "no terminal to ask for the %s on (give it in a file)",
-                          prompt);
+        return tm_err_set(err, ENOTTY, "no terminal to ask for the %s on (give it in a file)", prompt);
     struct termios old, quiet;
     if (tcgetattr(fileno(tty), &old) < 0)
         return tm_err_sys(err, "cannot read the terminal's settings");
@@ -90,8 +89,7 @@ int secret_read(const char *file, const char *prompt, bool confirm, char **ret, 
     if (r < 0)
         return r;
     if (buf[0] == '\0')
-        return tm_err_set(err, EINVAL, "the %s is empty%s%s", prompt, file ? " in " : "",
-                          file ? file : "");
+        return tm_err_set(err, EINVAL, "the %s is empty%s%s", prompt, file ? " in " : "", file ? file : "");
     if (!file && confirm) {
         if (!(again = calloc(1, SECRET_MAX)))
             return tm_err_set(err, ENOMEM, "out of memory");
