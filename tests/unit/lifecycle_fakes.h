@@ -1,8 +1,10 @@
 /* Link-time fakes for test_lifecycle: the modules (same names, same table order as
  * src/daemon/modules/modules.c, every hook recorded), the services a start waits for (tpmd's
  * measurement, scd's data key: answered on the next turn of the event loop, or refused), and
- * the rest of trustmed that lifecycle.c calls (no clients, no console, no cgroups). The setup
- * process is a real fork, and init a real CLONE_PARENT child of the test, as in trustmed. */
+ * the subsystems above core/ that lifecycle.c calls (no sessions, no console, no cgroups). core/
+ * itself is the real one, but for the audit log (daemon_audit is wrapped: --wrap at link time).
+ * The setup process is a real fork, and init a real CLONE_PARENT child of the test, as in
+ * trustmed. */
 #pragma once
 
 #include <stdbool.h>
@@ -34,7 +36,7 @@ struct fake_world {
     int freeze_result; /* what cgroups_is_frozen says: 1 frozen, 0 not yet, <0 error */
     bool frozen; /* the fake freezer's state */
     /* trustmed's side */
-    enum cstate quit_state; /* core_on_transition quits the loop when the container gets here */
+    enum cstate quit_state; /* fake_observer quits the loop when the container gets here */
     int audits;
     char audit_event[8][32], audit_result[8][16], audit_detail[8][1024];
 };
@@ -47,3 +49,14 @@ void fake_reset(void);
 const char *fake_phase_name(enum fake_phase p);
 /* Reap what cgroups_kill handed to the (fake) reaper. */
 void fake_reap_taken(void);
+/* Give c the fake tokens' and console's state (opaque outside their own .c files). */
+void fake_attach(struct container *c);
+/* Is a data key request of c's still pending (the fake tokens' key_op)? */
+bool fake_key_pending(const struct container *c);
+/* Is c's console open (console_open'd, not yet console_close'd)? */
+bool fake_console_open(const struct container *c);
+/* Registered with daemon_observe: ends the loop at fake->quit_state. */
+extern const struct container_observer fake_observer;
+/* What lifecycle.c's daemon_audit calls reach (--wrap=daemon_audit): recorded in fake. */
+void __wrap_daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c,
+                         const char *actor, const char *fmt, ...) __attribute__((format(printf, 6, 7)));

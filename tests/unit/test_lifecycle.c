@@ -1,5 +1,5 @@
-/* The container lifecycle (src/daemon/lifecycle.c) without root: the real state table, module
- * runner and start/stop code, with fake modules and fake services (lifecycle_fakes.c). The setup
+/* The container lifecycle (src/daemon/lifecycle/lifecycle.c) without root: the real state table,
+ * module runner, start/stop code and core/, with fake modules and fake services (lifecycle_fakes.c). The setup
  * process and init are real processes (a fork, and a CLONE_PARENT child of this test).
  *
  * A failure at every hook of every phase of a start (prepare in trustmed, setup in the setup
@@ -11,10 +11,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "lifecycle.h"
 #include "lifecycle_fakes.h"
 
@@ -42,7 +44,8 @@ static void reset_container(void)
     snprintf(c.uuid, sizeof(c.uuid), "%s", "00000000-0000-4000-8000-000000000001");
     c.cfg = &cfg;
     c.state = CS_STOPPED;
-    c.pidfd = c.userns_fd = c.console_fifo = c.console_log = -1;
+    c.pidfd = c.userns_fd = -1;
+    fake_attach(&c);
     c.exit_code = c.wait_status = -1;
     memset(&cfg, 0, sizeof(cfg));
     snprintf(cfg.name, sizeof(cfg.name), "%s", "c1");
@@ -144,7 +147,8 @@ static void assert_failed_start(const char *reason, size_t fds_before)
     assert_audit("container.start", "fail", reason);
     assert_null(c.start);
     assert_null(c.measure);
-    assert_null(c.key_op);
+    assert_false(fake_key_pending(&c));
+    assert_false(fake_console_open(&c));
     assert_int_equal(c.pid, 0);
     assert_int_equal(c.pidfd, -1);
     assert_no_children();
@@ -167,6 +171,7 @@ static void start_and_stop_run_every_hook_in_order(void **state)
     assert_int_equal(c.pid, fake->init_pid);
     assert_string_equal(c.last_error, "");
     assert_audit("container.start", "ok", NULL);
+    assert_true(fake_console_open(&c));
 
     struct stop_args stop = {.timeout_s = 10};
     fire_until(EV_STOP, &stop, CS_STOPPED);
@@ -176,6 +181,7 @@ static void start_and_stop_run_every_hook_in_order(void **state)
     assert_string_equal(c.last_error, "");
     assert_audit("container.stop", "ok", "init killed by SIGTERM");
     assert_null(c.start);
+    assert_false(fake_console_open(&c));
     assert_int_equal(c.pid, 0);
     assert_no_children();
     assert_int_equal(count_fds(), fds);
@@ -268,6 +274,7 @@ static void a_stop_while_measuring_ends_the_start(void **state)
     assert_log(&e);
     assert_null(c.start);
     assert_null(c.measure);
+    assert_false(fake_console_open(&c));
     assert_audit("container.stop", "ok", NULL);
     assert_no_children();
     assert_int_equal(count_fds(), fds);
@@ -311,6 +318,7 @@ static void stop_while_blocked_in(enum fake_phase phase)
         assert_string_equal(c.last_error, "");
         assert_audit("container.stop", "ok", NULL);
         assert_null(c.start);
+        assert_false(fake_console_open(&c));
         assert_int_equal(c.pid, 0);
         assert_no_children();
         assert_int_equal(count_fds(), fds);
@@ -376,17 +384,35 @@ static void refused_events_change_nothing(void **state)
     assert_int_equal(fake->audits, 0);
 }
 
+/* The real container store's paths (core/container.c): <run_dir|data_dir>/containers/<uuid>. */
+static char run_dir[4096], data_dir[4096];
+
 static int group_setup(void **state)
 {
     (void)state;
     static char dir[] = "/tmp/test_lifecycle.XXXXXX";
     if (!mkdtemp(dir))
         return -1;
-    setenv("FAKE_DIR", dir, 1);
+    snprintf(d.run_dir, sizeof(d.run_dir), "%s/run", dir);
+    snprintf(d.data_dir, sizeof(d.data_dir), "%s/data", dir);
+    reset_container();
+    container_run_dir(&c, run_dir, sizeof(run_dir));
+    container_data_dir(&c, data_dir, sizeof(data_dir));
+    /* lifecycle.c makes the container's run dir; the data dir is the create's (state.json). */
+    char path[4096 + 16];
+    const char *const dirs[] = {d.run_dir, d.data_dir};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/containers", dirs[i]);
+        if (mkdir(dirs[i], 0700) < 0 || mkdir(path, 0700) < 0)
+            return -1;
+    }
+    if (mkdir(data_dir, 0700) < 0)
+        return -1;
     d.loop = tm_loop_new();
     d.device.allow_unsigned = true; /* a development rootfs: no GuestOS to resolve */
     if (!d.loop)
         return -1;
+    daemon_observe(&d, &fake_observer);
     /* The real table's order, as modules.c runs it. */
     fake_reset();
     struct start_ctx ctx = {0};
@@ -401,10 +427,20 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/run-%s", getenv("FAKE_DIR"), c.uuid);
-    rmdir(path);
-    rmdir(getenv("FAKE_DIR"));
+    char path[4096 + 16];
+    snprintf(path, sizeof(path), "%s/state.json", data_dir);
+    unlink(path);
+    rmdir(data_dir);
+    rmdir(run_dir);
+    const char *const dirs[] = {d.run_dir, d.data_dir};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/containers", dirs[i]);
+        rmdir(path);
+        rmdir(dirs[i]);
+    }
+    char *top = strrchr(d.run_dir, '/');
+    *top = '\0';
+    rmdir(d.run_dir);
     tm_loop_free(d.loop);
     return 0;
 }
