@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "container.h"
+#include "fileio.h"
+#include "jsonutil.h"
 #include "lifecycle.h"
 #include "lifecycle_fakes.h"
 
@@ -24,6 +26,8 @@ static struct daemon d;
 static struct container_config cfg;
 static struct container c;
 static int order[FAKE_MODULES]; /* fake_modules[] index of each position of the real table */
+/* The real container store's paths (core/container.c): <run_dir|data_dir>/containers/<uuid>. */
+static char run_dir[4096], data_dir[4096];
 
 static size_t count_fds(void)
 {
@@ -50,6 +54,11 @@ static void reset_container(void)
     memset(&cfg, 0, sizeof(cfg));
     snprintf(cfg.name, sizeof(cfg.name), "%s", "c1");
     snprintf(cfg.init, sizeof(cfg.init), "%s", "/sbin/init");
+    /* Each case's state.json is its own (see assert_saved_error). */
+    char path[4096 + 16];
+    snprintf(path, sizeof(path), "%s/state.json", data_dir);
+    if (data_dir[0])
+        unlink(path);
 }
 
 static void on_too_long(tm_source *src, void *userdata)
@@ -139,11 +148,31 @@ static void assert_audit(const char *event, const char *result, const char *deta
         assert_string_equal(fake->audit_detail[i], detail);
 }
 
-/* A start that failed: STOPPED, the reason kept and audited, nothing left. */
+/* The container's state.json (written by the real container_save_state) says last_error. */
+static void assert_saved_error(const char *last_error)
+{
+    char path[4096 + 16];
+    snprintf(path, sizeof(path), "%s/state.json", data_dir);
+    char *data = NULL;
+    size_t len;
+    json_t *o = NULL;
+    const char *saved = NULL;
+    tm_err err = {0};
+    if (read_file(path, 65536, &data, &len, &err) < 0 || tm_json_parse_object(data, len, &o, &err) < 0 ||
+        tm_json_get_string(o, "$", "last_error", true, 1024, &saved, &err) < 0)
+        print_error("%s: %s\n", path, err.msg);
+    assert_non_null(saved);
+    assert_string_equal(saved, last_error);
+    json_decref(o);
+    free(data);
+}
+
+/* A start that failed: STOPPED, the reason kept (also on disk) and audited, nothing left. */
 static void assert_failed_start(const char *reason, size_t fds_before)
 {
     assert_int_equal(c.state, CS_STOPPED);
     assert_string_equal(c.last_error, reason);
+    assert_saved_error(reason);
     assert_audit("container.start", "fail", reason);
     assert_null(c.start);
     assert_null(c.measure);
@@ -179,6 +208,7 @@ static void start_and_stop_run_every_hook_in_order(void **state)
     assert_log(&e);
     assert_string_equal(c.last_exit, "killed by SIGTERM");
     assert_string_equal(c.last_error, "");
+    assert_saved_error("");
     assert_audit("container.stop", "ok", "init killed by SIGTERM");
     assert_null(c.start);
     assert_false(fake_console_open(&c));
@@ -383,9 +413,6 @@ static void refused_events_change_nothing(void **state)
     assert_int_equal(fake->ncalls, 0);
     assert_int_equal(fake->audits, 0);
 }
-
-/* The real container store's paths (core/container.c): <run_dir|data_dir>/containers/<uuid>. */
-static char run_dir[4096], data_dir[4096];
 
 static int group_setup(void **state)
 {
