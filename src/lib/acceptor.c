@@ -1,6 +1,7 @@
 #include "acceptor.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,4 +71,12 @@ void tm_acceptor_stop(struct tm_acceptor *a)
     tm_source_free(a->pause_timer);
     a->src = a->pause_timer = NULL;
     a->fd = -1;
+}
+
+void *tm_accepted_alloc(int fd, size_t size)
+{
+    void *p = calloc(1, size);
+    if (!p)
+        close(fd);
+    return p;
 }

@@ -12,6 +12,7 @@
  */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -38,3 +39,6 @@ int tm_acceptor_start(struct tm_acceptor *a, tm_loop *loop, int listen_fd, unsig
                       tm_accept_fn fn, void *userdata, tm_err *err);
 /* Stop accepting and close the listening socket; a zeroed or stopped acceptor is fine. */
 void tm_acceptor_stop(struct tm_acceptor *a);
+/* A zeroed connection record of size bytes for the accepted fd, or NULL with fd closed (out of
+ * memory: the client is dropped, the server goes on). */
+void *tm_accepted_alloc(int fd, size_t size);

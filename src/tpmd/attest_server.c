@@ -234,11 +234,9 @@ static void on_client(int fd, void *userdata)
         close(fd);
         return;
     }
-    struct conn *c = calloc(1, sizeof(*c));
-    if (!c) {
-        close(fd);
+    struct conn *c = tm_accepted_alloc(fd, sizeof(*c));
+    if (!c)
         return;
-    }
     *c = (struct conn){.srv = s,
                        .fd = fd,
                        .peer = peer,

@@ -1,4 +1,4 @@
-/* The role check (src/daemon/roles.c roles_permit) applied to every row of the request table,
+/* The role check (src/daemon/api/roles.c roles_permit) applied to every row of the request table,
  * with fake containers: the admin may send everything (but not stop or freeze c0 while c0 is
  * the only way in), a restricted socket only its allowance, and what it is refused is answered
  * EPERM and audited as control.denied, naming the request and its target. */
@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "container.h"
+#include "core_container.h"
 #include "requests.h"
 #include "roles.h"
 

@@ -60,6 +60,7 @@ struct container_observer {
     void (*transition)(struct container *c, enum cstate old, enum cevent ev);
 };
 #define DAEMON_OBSERVERS_MAX 8
+struct daemon;
 /* A subsystem with work to finish before trustmed exits (daemon_hold_exit): true when it is done;
  * false while it is under way, and it calls daemon_maybe_exit again when it ends. */
 typedef bool daemon_exit_ready_fn(struct daemon *d);
