@@ -1,4 +1,4 @@
-/* The request table (src/daemon/requests.c) against the protocol and the docs:
+/* The request table (src/daemon/api/requests.c) against the protocol and the docs:
  *  - every body of trustme.Request's oneof has exactly one row, and every row is such a body, so a
  *    request cannot be added without deciding who may send it;
  *  - targets and secrets name real fields of the body, every PIN/PUK/key-like bytes field is a
@@ -48,7 +48,7 @@ static void every_body_has_exactly_one_row(void **state)
         for (size_t r = 0; r < request_table_len; r++)
             rows += request_table[r].body == (Trustme__Request__BodyCase)f->id;
         if (rows != 1)
-            print_error("request body %s (field %u) has %zu rows in src/daemon/requests.c\n", f->name, f->id, rows);
+            print_error("request body %s (field %u) has %zu rows in src/daemon/api/requests.c\n", f->name, f->id, rows);
         assert_int_equal(rows, 1);
         assert_int_equal(requests_row((Trustme__Request__BodyCase)f->id)->body, f->id);
     }
@@ -369,7 +369,7 @@ static void roles_doc_is_the_table(void **state)
     assert_non_null(end);
     end += strlen(ROLES_END);
     if ((size_t)(end - begin) != size || memcmp(begin, want, size) != 0)
-        print_error("docs/ROLES.md's requests table differs from src/daemon/requests.c: replace it "
+        print_error("docs/ROLES.md's requests table differs from src/daemon/api/requests.c: replace it "
                     "with the output of `build/tests/unit/test_requests --markdown`\n");
     assert_int_equal((size_t)(end - begin), size);
     assert_memory_equal(begin, want, size);
