@@ -16,7 +16,7 @@ const char *attest_option_name(enum attest_option o)
     return o < ATTEST_OPTS ? names[o] : "?";
 }
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
+int attest_parse_u64(const char *s, uint64_t max, uint64_t *ret)
 {
     char *end;
     errno = 0;
@@ -41,12 +41,12 @@ int attest_opts_take(struct attest_opts *opts, enum attest_option o, char *value
     case ATTEST_OPT_JSON: opts->json = true; return 0;
     case ATTEST_OPT_REFERENCE: opts->reference = value; return 0;
     case ATTEST_OPT_MIN_VERSION:
-        if (parse_u64(value, INT64_MAX, &v) < 0)
+        if (attest_parse_u64(value, INT64_MAX, &v) < 0)
             return tm_err_set(err, EINVAL, "--min-version %s: expected a version number", value);
         opts->min_version = v;
         return 0;
     case ATTEST_OPT_PCR:
-        if (parse_u64(value, ATTEST_PCRS - 1, &v) < 0)
+        if (attest_parse_u64(value, ATTEST_PCRS - 1, &v) < 0)
             return tm_err_set(err, EINVAL, "--pcr %s: expected a PCR index 0..%d", value, ATTEST_PCRS - 1);
         for (size_t i = 0; i < opts->npcrs; i++)
             if (opts->pcrs[i] == (uint32_t)v)

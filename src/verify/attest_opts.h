@@ -28,5 +28,8 @@ const char *attest_option_name(enum attest_option o);
 /* Take option o with its value (NULL for a flag). 0, or -EINVAL with err saying what is wrong
  * with it: a usage error. */
 int attest_opts_take(struct attest_opts *opts, enum attest_option o, char *value, tm_err *err);
+/* A decimal number in [0, max] (no sign, nothing after it), or -EINVAL: the one number parser of
+ * the verifier's options. */
+int attest_parse_u64(const char *s, uint64_t max, uint64_t *ret);
 /* The files to read, for attest_inputs_load (which says what is missing). */
 struct attest_inputs_files attest_opts_files(const struct attest_opts *opts);

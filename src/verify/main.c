@@ -130,17 +130,6 @@ struct options {
     int timeout_s;
 };
 
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v > max)
-        return -EINVAL;
-    *ret = v;
-    return 0;
-}
-
 static int parse_options(int argc, char **argv, struct options *o)
 {
     enum {
@@ -181,7 +170,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         uint64_t u;
         switch (c) {
         case OPT_LAST_RESET:
-            if (parse_u64(optarg, UINT32_MAX, &u) < 0)
+            if (attest_parse_u64(optarg, UINT32_MAX, &u) < 0)
                 return usage_error("--last-reset %s: expected a reset count 0..%u", optarg, UINT32_MAX);
             o->has_last_reset = true;
             o->last_reset = (uint32_t)u;
