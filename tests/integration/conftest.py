@@ -106,15 +106,17 @@ def process_gone(pid):
         return True
 
 
-def processes_naming(path):
-    """Pids of processes whose command line names something below path (swtpm, tpmd)."""
+def processes_naming(path, also=b""):
+    """Pids of processes whose command line names something below path (swtpm, tpmd) and holds
+    also. One read of each command line: a process may exit between a listing and a second read."""
     found = []
     needle = str(path).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "cmdline").read_bytes() and not process_gone(int(entry.name)):
+            cmdline = (entry / "cmdline").read_bytes()
+            if needle in cmdline and also in cmdline and not process_gone(int(entry.name)):
                 found.append(int(entry.name))
         except OSError:
             pass

@@ -209,8 +209,7 @@ def test_measurements_report_a_pcr_extended_behind_tpmds_back(daemon):
     embedded TPM lives on) makes the log disagree with the PCR: said, and exit status 1."""
     measurements(daemon)
     daemon.kill9()  # tpmd sees trustmed gone and exits; swtpm keeps the PCRs
-    wait_for(lambda: not [p for p in processes_naming(daemon.base)
-                          if b"trustme-tpmd" in Path(f"/proc/{p}/cmdline").read_bytes()],
+    wait_for(lambda: not processes_naming(daemon.base, also=b"trustme-tpmd"),
              what="tpmd to exit")
     run("tpm2_pcrextend", f"{BOOT_PCR}:sha256=" + "11" * 32, "-T",
         f"swtpm:path={daemon.run_dir}/tpm/swtpm.sock")
