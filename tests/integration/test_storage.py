@@ -994,9 +994,12 @@ def test_a_crash_leaves_no_core(make_daemon, tmp_path):
             limits = Path(f"/proc/{pid}/limits").read_text()
             line = next(l for l in limits.splitlines() if l.startswith("Max core file size"))
             assert line.split()[4:6] == ["0", "0"], (pid, line)
-        # not dumpable: /proc/PID/status belongs to root even for the helpers' own users
-        assert os.stat(f"/proc/{scd}/status").st_uid == 0
-        assert os.stat(f"/proc/{tpmd}/status").st_uid == 0
+        # not dumpable: /proc/PID/status belongs to root even for the helpers' own users. A
+        # helper found right after its exec is still being linked (dumpable until its main()
+        # runs, holding nothing yet): wait for its main to have run; a helper that never turns
+        # non-dumpable times out here.
+        for pid in (scd, tpmd):
+            wait_for(lambda: os.stat(f"/proc/{pid}/status").st_uid == 0, what=f"pid {pid} not dumpable")
         os.kill(tpmd, signal.SIGSEGV)
         wait_for(lambda: helper_pid(d, "trustme-tpmd") not in (None, tpmd), what="tpmd again")
         os.kill(d.proc.pid, signal.SIGABRT)
