@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* For bench/attestation.sh: the attestation costs measured in-process, without a process start.
  *
  *   ANCHORS.pem holds the roots of both roles (AK certificates, reference values' signer),

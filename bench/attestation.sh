@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091,SC2034 # lib.sh is sourced at run time and uses TMD_PID
 # Attestation costs, against tpm2-tools on an swtpm of its own. Run as root:
 #

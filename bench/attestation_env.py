@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Shell variables (ATT_*) for the Attestation section of docs/BENCHMARKS.md, from one or more OUTDIRs
 of bench/attestation.sh:
 

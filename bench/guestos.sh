@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091,SC2034 # lib.sh is sourced at run time and uses TMD_PID
 # GuestOS costs: installing a SIZE_MB MiB GuestOS (signed where trustme-pki works), and what
 # verifying its image adds to a container start. Run as root:

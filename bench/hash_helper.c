@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* For bench/hash_throughput.sh: hashes files the way trustmed verifies a GuestOS image
  * (tm_sha256_fd) and prints their digests in sha256sum's format, so the script can compare them.
  *

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091 # lib.sh is sourced at run time
 # GuestOS image verification: SHA-256 throughput of trustme's own code (what trustmed runs on every
 # image before a container starts) against sha256sum and OpenSSL. Run as root or not:

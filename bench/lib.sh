@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=bash
 # Shared helpers for the benchmark scripts (sourced, not run). bash only.
 # The including script sets ROOT (the repository) before sourcing this file.

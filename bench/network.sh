@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091,SC2034 # lib.sh is sourced at run time and uses TMD_PID
 # Container networking: what a bridged container adds to a start, and TCP throughput
 # from a container to the host over its veth against the host's loopback. Run as root:

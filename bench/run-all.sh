@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091,SC2154 # lib.sh and the facts files are sourced at run time
 # Runs every benchmark and writes docs/BENCHMARKS.md. Run as root:
 #

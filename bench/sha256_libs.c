@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* bench/sha256_libs.sh: SHA-256 throughput of trustme's tm_sha256 (src/lib/sha256*.c: its own
  * SHA-NI code where the CPU has the extensions, else nettle) against nettle called directly and
  * OpenSSL, in one process, on buffers in memory (no file, no page cache: the hash alone).

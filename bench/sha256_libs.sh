@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # SHA-256 in memory: trustme's tm_sha256 against nettle and OpenSSL (bench/sha256_libs.c), for the
 # library decision in docs/ARCHITECTURE.md ("Libraries"). Run as root or not:
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A small helper for bench/storage.sh, compiled by it at run time (static, so that the same
  * binary also runs inside the busybox containers); not part of trustme.
  *

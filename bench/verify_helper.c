@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* For measuring trustme-verify's checks on a response already received (no network, no TPM):
  * runs verify_core on one saved response (trustme-verify --save-response) for SECONDS and
  * prints verifications per second, with the reference values loaded once (as trustme-verify

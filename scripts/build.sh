@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Configure (once) and build trustme into build/, the development and test build: with the
 # tests' crash points (-Dtest_hooks=true, docs/TESTING.md). Usage: scripts/build.sh
 set -eu

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The sanitizer half of CI (.ci/run runs it after scripts/test.sh), as root:
 #   1. every unit test built with AddressSanitizer + UndefinedBehaviorSanitizer (clang), run;
 #   2. the daemons and CLI of that build under part of the integration suite (TRUSTME_BUILD):

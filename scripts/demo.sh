@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # trustme end to end: install, build, generate a development PKI, build and sign a busybox
 # GuestOS, start trustmed (and its token and TPM services, the TPM an embedded swtpm) in a scratch
 # directory trusting that PKI, show a tampered GuestOS refused and install the real one, create a

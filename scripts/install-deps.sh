@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages trustme needs to build, run its demo and run its tests.
 # Idempotent: packages already present are not fetched again, and apt-get update runs
 # only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci]

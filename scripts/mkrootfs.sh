@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Build a minimal busybox guest root file system (busybox-static) in DIR.
 #   scripts/mkrootfs.sh DIR [EXTRA_BINARY...]
 # Extra binaries (static) are copied into DIR/usr/local/bin. Idempotent: an existing DIR is

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The whole test suite: unit tests (cmocka, no root) and integration tests (pytest against real
 # daemons, as root). Installs what it needs and builds first. The last line of output is
 # "N passed, N failed"; the exit status is non-zero if anything failed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Parsing a verb's command line and printing its help, both from the verb table (args.h). */
 #include <assert.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The command line of one verb, parsed with getopt_long from its row of the verb table
  * (verbs.h): "--timeout=5" and "--timeout 5" alike, options before, between and after the
  * arguments (unless the verb takes options first), "--" ending the options. */

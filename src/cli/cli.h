@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme CLI: what the verbs (verbs.h, one function each) share. */
 #pragma once
 

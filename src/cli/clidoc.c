@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-clidoc: the man page and the bash and zsh completions of trustme, made at build time
  * from its verb table (verbs.c, compiled here without the handlers). A program for the build
  * machine: nothing of the CLI's libraries, so that a cross build can run it.

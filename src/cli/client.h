@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The CLI's side of the control protocol: blocking request/response over the control socket. */
 #pragma once
 

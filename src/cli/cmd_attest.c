@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme attest: remote attestation of the local device, checked in this process (never in
  * trustmed) by verify_core, the library behind trustme-verify: same checks, same report, same
  * exit status (docs/ATTESTATION.md). Only the transport differs: the evidence comes through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `attest` in trustme-static: the verifier needs tss2-mu, which Debian ships as a shared
  * library only. The static CLI is for containers without shared libraries (docs/CLI.md); attest
  * from the host or with trustme-verify. */

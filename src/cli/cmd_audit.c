@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme audit: print the audit log, or verify its hash chain (docs/AUDIT.md). The daemon only
  * serves the bytes; the chain is checked here, so a copy can also be checked offline (--file). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs about container objects: create, list, state, config, remove. */
 #include <errno.h>
 #include <jansson.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs about the device's TPM (docs/ATTESTATION.md): measurements, and device info, csr, cert
  * install and reseal. trustmed relays to trustme-tpmd; the certificates it returns are parsed
  * here, in the client, never in root. */

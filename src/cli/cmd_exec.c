@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme exec list|kill: commands started by trustme run, also those whose CLI is gone
  * (docs/CLI.md). */
 #include <ctype.h>

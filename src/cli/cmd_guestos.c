@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs about what containers run and who signed it: guestos install/list/remove, ca register,
  * update, and the detached signature a config may carry (create and update). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme iface assign|unassign: physical interfaces of a running container (docs/NETWORK.md). */
 #include <stdio.h>
 #include <string.h>

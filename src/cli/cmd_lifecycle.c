@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs that change a container's state: start, stop, freeze, unfreeze. */
 #include <errno.h>
 #include <stdio.h>

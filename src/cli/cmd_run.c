@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme run, and the stdio relay it shares with start --attach. */
 #include <errno.h>
 #include <poll.h>

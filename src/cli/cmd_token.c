@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs about a container's token and encrypted data: change-pin (and pairing), token unlock,
  * wipe; and the PIN prompts that start and create use. docs/STORAGE.md has the policy. */
 #include <errno.h>

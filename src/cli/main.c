@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme: the command-line client of trustmed. */
 #include <getopt.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Reading PINs and PUKs (pin_input.c).
  *
  * From --pin-file FILE ("-" for stdin): one secret per line, in the order the prompts would ask

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What the CLI prints for a person passes through here: names, details, error messages and
  * container output come from others (a container's root, a GuestOS vendor, a restricted client),
  * and a terminal obeys control sequences (retitle, OSC 52 clipboard writes, erasing lines).

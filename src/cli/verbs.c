@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme's verbs: the one table the parser, --help, the man page and the completions are made
  * from (verbs.h). docs/CLI.md describes the same verbs; tests/integration/test_cli.py checks
  * that it names every one. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme's verbs in one table (verbs.c): each verb's name, synopsis, summary, options and
  * handler. The parser (args.c), `trustme --help` and `trustme VERB --help`, and at build time
  * the man page and the bash and zsh completions (clidoc.c) are all made from it. No includes

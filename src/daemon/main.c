@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed: the trustme container management daemon. */
 #include <errno.h>
 #include <fcntl.h>

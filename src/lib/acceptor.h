@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The serving side of trustme's links, shared by its servers:
  *
  *   tm_acceptor     (here) the accept loop of a listening stream socket on the event loop (trustmed's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The audit log: one JSON record per line, each hash-chained to the one before.
  *
  *   {"seq":7,"time":"...","event":"container.start","result":"ok","subject":"demo (uuid)",

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A growable byte buffer with a read offset: the output queue of a connection. */
 #pragma once
 

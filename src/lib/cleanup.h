@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Scope-bound cleanup: the one resource idiom of trustme.
  *
  * A variable declared with _cleanup_free_ / _cleanup_close_ / ... is released when it goes out of

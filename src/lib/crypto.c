@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "crypto.h"
 
 int tm_sha256_hex(const void *data, size_t len, char out[TM_SHA256_HEX_LEN + 1])

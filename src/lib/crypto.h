@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The digest trustmed and the CLI need: SHA-256 (sha256.c, no libcrypto); hex is hex.h's. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The AK enrollment bundle formats shared by trustme-tpmd and trustme-pki (docs/ATTESTATION.md
  * "Enrollment"). All are PEM blocks in one text file. */
 #pragma once

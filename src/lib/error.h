@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one error idiom of trustme.
  *
  * A function that can fail returns a negative errno value and, if its caller passed a tm_err,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A single-threaded epoll event loop: fd sources and one-shot timers.
  *
  * Callbacks must not block. A source may be freed from any callback, including its own; the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* File-descriptor helpers. Every fd trustme opens is O_CLOEXEC; these keep it that way. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Files: bounded reads, atomic replacement, directory helpers. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Length-prefixed framing of the control protocol: a 4-byte big-endian length, then the payload.
  *
  * The reader is a pure state machine over bytes (tm_frame_feed), so it can be unit-tested and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one hex codec of trustme: lower-case out, strict in.
  *
  * Digests, AK names, nonces and keys travel as hex in files, JSON and command lines. Decoding is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Scope-bound release of jansson values, in the style of cleanup.h. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Strict JSON reading on top of jansson: every error names the JSON path it is about
  * ("$.devices[1].major: expected an integer"), or, for a document jansson refuses, the line and
  * column. Getters return 1 if the key was present, 0 if it was absent and optional, or a negative

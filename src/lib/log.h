@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Logging to stderr (default) or syslog. Log where a decision is made, not in every helper. */
 #pragma once
 

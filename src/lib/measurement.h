@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* One measurement event and the digest a PCR is extended with (docs/ATTESTATION.md "Event
  * log"). Shared by trustme-tpmd, which extends, and the verifier, which replays. */
 #pragma once

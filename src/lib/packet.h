@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Framed protobuf messages, one per SOCK_SEQPACKET packet: the link between trustmed and
  * trustme-scd.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Walking the PEM blocks of an untrusted text (the AK enrollment bundles, src/lib/enrollment.h):
  * trustme-pki reads the device's CSR bundle (src/tools/pki/enroll.c), trustme-tpmd the Device
  * CA's answer (src/tpmd/enroll_bundle.c). Built into its own small library (libtrustme does not

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The control protocol's generated types plus helpers to put them into frames. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Every string of a protobuf message is text: no NUL byte, valid UTF-8 (docs/PROTOCOL.md).
  *
  * protobuf-c hands strings over NUL-terminated and checks neither, so "rel-w\0junk" would act on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Memory for secrets: keys, KEKs, PIN-derived keys.
  *
  * Each secret gets its own anonymous mapping, locked into RAM (never swapped), excluded from core

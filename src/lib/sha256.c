@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* SHA-256 (FIPS 180-4): the audit chain, the measurements, every GuestOS image before a start.
  *
  * trustmed and the CLI do not link OpenSSL's libcrypto (docs/ARCHITECTURE.md, decision 7): that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* SHA-256 of a whole file: how trustmed verifies a GuestOS image before each start.
  *
  * The image is read with pread from offset 0, so that the caller's fd (which it may go on to use,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Internal to sha256*.c: the round constants and the SHA-NI block function (sha256_x86.c, built
  * with the SHA extensions enabled). */
 #pragma once

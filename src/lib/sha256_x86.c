@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* SHA-256 block compression with the x86 SHA extensions (SHA-NI), selected at run time by
  * sha256.c when the CPU has them. Only this file is compiled for those instructions, through the
  * target attribute below, so the rest of trustme still runs on any x86-64.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Parent/child synchronisation across clone(): framed messages over a SOCK_SEQPACKET socketpair.
  *
  * Each message is a fixed header {magic, type, length} plus a payload of that length, optionally

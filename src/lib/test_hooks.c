@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "test_hooks.h"
 
 #ifdef TM_TEST_HOOKS

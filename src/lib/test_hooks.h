@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Crash points for the tests: only in a build with -Dtest_hooks=true (docs/TESTING.md,
  * "Crash points"); otherwise test_crash_point compiles to nothing.
  *

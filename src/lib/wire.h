@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one header in front of every message trustme's processes send each other.
  *
  * Two layouts, one set of functions (and each layout byte-identical to what was on the wire

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Base64 for the fixed-size binary fields of scd's JSON files. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The symmetric primitives of scd, on OpenSSL 3 EVP: AES-256-GCM with a 12-byte nonce and a
  * 16-byte tag, HKDF-SHA256 and scrypt. Keys go in and come out as secrets (secmem.h). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The wrapped container key: a versioned binary blob that trustmed stores on disk.
  *
  *   offset  size  field

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-scd: the token service. trustmed starts it (docs/ARCHITECTURE.md "trustme-scd") already
  * confined: its own unprivileged uid, no capabilities, no_new_privs, a private mount namespace
  * holding only its state dir and what it needs to run, no network; the socket to trustmed is fd 3.

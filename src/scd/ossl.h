@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* OpenSSL glue shared by scd's files: cleanup functions for its types, and errors from its error
  * queue in the tm_err idiom. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one PKCS#11 module loader of trustme, for trustme-scd's tokens (token_pkcs11.c) and
  * trustme-pki's keys (src/tools/pki/p11key.c): load a module, initialise it, find the one token
  * a label and/or serial number names.

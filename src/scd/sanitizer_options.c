@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Built into trustme-scd only in an AddressSanitizer build (src/scd/meson.build; scripts/ci-sanitize.sh).
  *
  * trustmed starts scd in a root of its own that has no /proc (scd_sandbox.c), with an environment

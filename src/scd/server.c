@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-scd's request loop: one request at a time from the socket trustmed handed over.
  *
  * scd serves exactly one peer (trustmed) over a socketpair, so a plain blocking loop is enough:

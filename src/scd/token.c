@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The public token API: checks arguments, takes the lock, dispatches by token type and puts the
  * attempt counters (tries.c) around every use of a PIN or PUK. */
 #include "token.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The token core of trustme-scd: each container's token (a soft token file or a PKCS#11 token),
  * which wraps and unwraps the container's 512-bit storage key.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "token_pkcs11.h"
 
 #include <errno.h>

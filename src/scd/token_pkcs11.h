@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A PKCS#11 token holding a container's KEK as a non-extractable AES-256 key object labelled
  * "trustme:<uuid>". The module is loaded with dlopen for each use and unloaded afterwards
  * (C_Logout, C_CloseSession, C_Finalize, dlclose on every path, in p11_close), so scd keeps no

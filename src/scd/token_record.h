@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Where a container's token files are, the lock over them, and the record <uuid>.token:
  *   {"version":1,"type":"soft"}
  *   {"version":1,"type":"pkcs11","pkcs11":{"module":"/abs/path.so","label":"...","serial":"..."}}

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The soft token: a file <dir>/<uuid>.soft holding the token's 32-byte KEK, encrypted
  * (AES-256-GCM) under a key derived from the PIN, HKDF-SHA256(ikm = scrypt(PIN, salt), salt = the
  * TPM-sealed device secret, info "trustme soft token slot v3"), and sealed for the PUK side.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Failed-attempt counters of a container's token, kept in <dir>/<uuid>.tries as
  * {"pin_failures": n, "puk_failures": m}.
  *

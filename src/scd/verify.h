@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Signature and certificate-chain verification: the service the signed-GuestOS issue calls
  * through scd, so that root never parses untrusted certificates.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Sealing a small secret to an X25519 public key (ECIES-style), for the PUK side of a soft token
  * (token_soft.h, format 3): whoever holds only the public key can seal a new KEK for the PUK,
  * which a PIN change needs, while only the PUK opens it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The anchor table: named values whose integrity and freshness rest on the TPM
  * (docs/ATTESTATION.md, "Anchored state").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The TCP attestation endpoint (proto/attest.proto): framed AttestRequest in, AttestResponse
  * out, on tpmd's event loop. Clients are untrusted and never block each other or the link to
  * trustmed: non-blocking sockets, at most ATTEST_MAX_CONNS at once and ATTEST_MAX_PER_PEER from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Device identity (docs/ATTESTATION.md "Device identity and provisioning"): a PKCS#10 request
  * for the attestation key signed by the AK itself, and the installation of the certificate chain
  * the Device CA issues for it. */

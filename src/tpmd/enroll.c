@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The AK certificate as the Device CA sends it: encrypted under a credential that only this TPM
  * can activate (docs/ATTESTATION.md "Enrollment"). */
 #include "enroll.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Installing what the Device CA issued (docs/ATTESTATION.md "Enrollment"). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The bundle `trustme device cert install` hands tpmd: what the Device CA issued, untrusted
  * until the credential activation and the chain checks (enroll.c, csr.c) accept it. Parsing only;
  * no TPM, so tests/fuzz/fuzz_enroll_bundle.c runs it on arbitrary bytes. */

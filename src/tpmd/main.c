@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-tpmd: the TPM service, the only process that talks to the TPM (docs/ATTESTATION.md).
  * trustmed starts it as its own unprivileged user (no capabilities, no_new_privs) with its data
  * and run dirs already made and owned by that user; the socket to trustmed is fd 3. It measures

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The measurement log (docs/ATTESTATION.md "PCRs and the event log"): <run>/measurements.log,
  * one JSON object per line, {"seq":N,"pcr":N,"type":"...","name":"...","sha256":"<hex>"}.
  *

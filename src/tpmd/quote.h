@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The answer to an attestation request: a quote over the requested PCRs with the verifier's
  * nonce, and everything needed to check it (docs/ATTESTATION.md "Remote attestation"). The TCP
  * endpoint and the link to trustmed give the same answer. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Decoding and the TPM-free checks of a request from trustmed (request.h). */
 #include "request.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A request from trustmed as tpmd first sees it: one packet off the link, decoded and checked
  * as far as that goes without the TPM (request.c). server.c answers a failure here with an
  * Error and never reaches the TPM; tests/fuzz/fuzz_tpmd_request.c runs it on arbitrary packets. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The device storage secret: 32 bytes sealed under the SRK to the boot PCR, with a recovery key
  * for authorised updates (docs/ATTESTATION.md, "Keys bound to the device state").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The request loop on the link to trustmed.
  *
  * trustmed is tpmd's only peer on this link and may send requests back to back; they are

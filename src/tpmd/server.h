@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tpmd's side of the link to trustmed (proto/tpmd.proto): one SOCK_SEQPACKET packet per request,
  * answered in order on tpmd's event loop. */
 #pragma once

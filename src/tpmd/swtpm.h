@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The embedded TPM: an swtpm that tpmd starts (or finds still running) when no TCTI is
  * configured (docs/ATTESTATION.md "The TPM").
  *

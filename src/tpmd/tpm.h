@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-tpmd's TPM: one ESAPI context, the storage primary key (SRK) and the attestation key
  * (AK) kept loaded, and the few operations tpmd needs (docs/ATTESTATION.md "The TPM").
  *

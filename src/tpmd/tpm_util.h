@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Small helpers every part of trustme-tpmd that calls ESAPI shares. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The state of one trustme-tpmd, shared by its request handlers (server.c on the link to
  * trustmed, attest_server.c on the TCP endpoint). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The checks of docs/ATTESTATION.md, in its order. The response's parts are parsed once
  * (struct parsed), then each check looks at the parts it needs and says "not checked: <why>"
  * when one of them is missing or malformed, so a report always has every line. */

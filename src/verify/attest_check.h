@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The remote attestation verifier (docs/ATTESTATION.md "trustme-verify"): checks a device's
  * AttestResponse (proto/attest.proto) against the verifier's own trust anchors, CRLs and signed
  * reference values, and reports each named check. Used by trustme-verify and `trustme attest`.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The options trustme-verify and `trustme attest` share, defined once (docs/ATTESTATION.md):
  * what the verifier trusts (the roots and CAs of each role, the CRLs), the signed reference
  * values, the PCRs to quote and the report's form. trustme-verify's getopt table and --help,

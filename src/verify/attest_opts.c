@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Parsing the options trustme-verify and `trustme attest` share (attest_optlist.h). */
 #include <errno.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The values of the options trustme-verify and `trustme attest` share (attest_optlist.h),
  * parsed the same way for both. */
 #pragma once

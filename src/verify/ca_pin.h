@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Binding a role to its CA (docs/ATTESTATION.md "Trust: who may sign what"): an AK certificate
  * must be issued by a Device CA, reference values signed by a certificate of a RIM-signing CA,
  * each the verifier names. A trust anchor alone is not enough, because one root (the Customer

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* One attestation exchange with a device's tpmd over TCP (proto/attest.proto). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What a verifier brings of its own — the roots and CAs of each role, CRLs, signed reference
  * values — read once for trustme-verify and `trustme attest` alike (inputs.c). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-verify: remote attestation of a trustme device (docs/ATTESTATION.md). Fetches a quote
  * for a fresh nonce from the device's tpmd, or reads one saved earlier, and runs verify_core's
  * checks against the anchors, CRLs and signed reference values given here — never against

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Reference values (docs/ATTESTATION.md "Reference values"): the signed list of (type, name,
  * sha256) a verifier accepts in a device's event log, and the signed policy that goes with it:
  * its version and validity period, the PCRs a quote must cover and the events a log must hold.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The report, for people (one aligned line per check) and for scripts (--json, a stable
  * format: docs/ATTESTATION.md). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The three TPM structures of a quote, read from untrusted bytes (tss2-mu) into what OpenSSL
  * checks: the TPMS_ATTEST, its TPMT_SIGNATURE as a DER ECDSA signature, and the AK's
  * TPMT_PUBLIC as an EVP_PKEY. Each must use its buffer exactly: trailing bytes are an error, so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The anchor table file's parser (src/tpmd/anchor.c, anchor_parse) on arbitrary bytes, placed
  * right before an inaccessible page: a read past the end faults even inside libc, where ASan
  * does not look (anchor_load's buffer is NUL-terminated; the parser must not rely on it). The file sits in tpmd's data dir, which root on the device or a copy of the disk can

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-verify's checks on an untrusted AttestResponse: the bytes are the response as read
  * from the network, checked with a fixed nonce and selection against a throwaway root (made at
  * start) and reference values marked verified, so that every check's code runs. The seed is a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The audit log reader: tm_audit_verify over a whole log and tm_audit_parse_line per line.
  *
  * Random bytes almost never carry a matching SHA-256, which would keep the fuzzer in front of the

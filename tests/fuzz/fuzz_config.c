@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* config_parse() on arbitrary bytes: no crash, no leak, and the properties callers rely on. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The daemon's input path for the control protocol: bytes from a client, cut into frames by
  * tm_frame_feed, each payload decoded as a Request (and, for the CLI's side, as a Response).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The two enrollment bundles, both untrusted where they are parsed (docs/ATTESTATION.md
  * "Enrollment"), on the same arbitrary bytes:
  *   - the device's CSR bundle (CSR, the AK's TPMT_PUBLIC, the EK chain) as `trustme-pki`'s

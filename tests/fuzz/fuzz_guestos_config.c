@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* guestos_config_parse() on arbitrary bytes: no crash, no leak, and the properties trustmed relies
  * on when it opens images by name in the GuestOS directory and mounts them (docs/GUESTOS.md). */
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The measurement log's line parser (src/tpmd/mlog.c) on arbitrary bytes, one line per input
  * line as tpmd reads <run>/measurements.log at start: no crash, and what parses is an event the
  * rest of trustme accepts (tm_event_check) that formats back to a line parsing to the same

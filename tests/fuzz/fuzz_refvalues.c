@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The reference-values parser (src/verify/refvalues.c): strict JSON from a file the verifier
  * reads only after its signature verified, fuzzed anyway since the parser runs on whatever a
  * signer produced. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The files trustme-scd reads as untrusted input: the wrapped key blob trustmed stores
  * (keywrap.h) and the token state files (token.h): the record <uuid>.token, the soft token
  * <uuid>.soft and the attempt counters <uuid>.tries.

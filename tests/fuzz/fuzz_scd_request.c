@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-scd's request path end to end: the input is the payload of one packet from trustmed
  * (the fuzzer adds the 4-byte frame header), which server_run receives, decodes, dispatches
  * against a real token state directory and answers, as trustme-scd does on fd 3.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tm_sync_recv's validation of what arrives on the sync socket: the input is sent as one raw
  * SOCK_SEQPACKET datagram and received the way the daemon receives it. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What trustme-tpmd does with a packet from its link to trustmed before it needs the TPM: the
  * input is the whole packet, frame header included (src/lib/packet.c), sent on a SOCK_SEQPACKET
  * socketpair and read back with tm_packet_recv as on_link (src/tpmd/server.c) reads it, then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Writes the seeds of fuzz_scd_request and fuzz_scd_files into <dir>/scd_request/ and
  * <dir>/scd_files/: one valid request of each kind against the fixture's tokens
  * (scd_fixture.h), and one valid file of each kind. Key blobs are made with the fixture's KEK

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Build the libFuzzer targets in build-fuzz/ (or $FUZZ_BUILD; clang, ASan + UBSan, every source instrumented) and
 # run each for a while, starting from the seeds in tests/fuzz/corpus/<target>/.
 #

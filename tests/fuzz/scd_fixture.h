@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A token state directory with known contents, shared by the scd fuzzers and by gen_scd_seeds,
  * which writes their seeds: the seeds name these UUIDs and carry key blobs made with this KEK
  * and bound to this device secret, and the digest of the token's files that trustmed would have

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Fixtures for trustme's integration tests: real trustmed daemons in private directories.
 
 Every test that uses `daemon` gets its own trustmed with its own data dir, run dir, cgroup parent

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A minimal protobuf encoder/decoder and the 4-byte frame, for tests that speak trustme's
 protocols (control and scd) byte by byte, without generated code."""
 import struct

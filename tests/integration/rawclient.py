@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A raw control-protocol client for tests that must speak from another process's context
 (e.g. `nsenter -t PID -p python3 rawclient.py ...`: a process in a container's pid namespace,
 which is what the peer check of a container's socket looks at).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Attestation end to end (docs/ATTESTATION.md), against real daemons, each with its own embedded
 swtpm: a provisioned device running a container on a signed GuestOS passes trustme-verify and
 `trustme attest`; each kind of forged or stale evidence fails the one check responsible for it;

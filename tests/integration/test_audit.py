@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The audit log: events recorded, the hash chain verifies, and tampering is detected."""
 import json
 

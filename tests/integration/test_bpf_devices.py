@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The cgroup v2 device program, checked on its own: only what the rules allow passes."""
 import os
 from pathlib import Path

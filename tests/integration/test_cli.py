@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The CLI's command line (src/cli/args.c) and what is generated from its verb table
 (src/cli/verbs.c): --help of each verb, the man page, the bash and zsh completions, and
 docs/CLI.md's list of verbs."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Container configs through `trustme create`: strict parsing with JSON paths in every
 message, and nothing written on rejection."""
 import json

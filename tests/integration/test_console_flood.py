@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A container flooding its console (`yes` as init) must not keep trustmed busy: console logging
 is bounded per container (docs/SECURITY.md "The daemon")."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Hostile clients of the control sockets (docs/PROTOCOL.md "Bad input", docs/ROLES.md): floods of
 idle connections and half frames from inside a container with "control": "restricted", random
 frames, and the administrator who must still get in while it lasts (docs/SECURITY.md)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The TPM through the control socket and the CLI (docs/ATTESTATION.md): the measurement log of
 the boot, device info, provisioning the attestation key (csr -> trustme-pki issue -> cert
 install), resealing the device storage secret with the recovery key, and `trustme attest`.

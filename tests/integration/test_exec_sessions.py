@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Exec sessions under load: stdin with backpressure instead of loss, the cap of
 sessions per connection, and commands that outlived their CLI (trustme exec list / kill)."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The signed GuestOS store (docs/GUESTOS.md, docs/CONFIG.md "Device"): install, verification of
 signatures, chains, images and policy, containers running a GuestOS and its updates, images
 hashed at every start, signed configs, removal, and a crash during an install.

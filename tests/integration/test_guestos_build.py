@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme-guestos, the GuestOS builder (docs/GUESTOS.md): the directory it makes, guestos.json
 exactly as documented, images that hash, measure and mount as described, and refusals that leave
 nothing behind. Signed builds use trustme-pki from the same build directory."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """GuestOS trust between vendors and over time: two GuestOS vendors under one General
 root, names bound to their first signer, CAs marked for GuestOS signing, revocation of what is
 installed, and replays of old signed configs. The attacker is a vendor holding a registered

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The house rules of docs/CONTRIBUTING.md that a program can check: the C style of .clang-format
 and the form of commit messages. Each check is a script of its own so that it can be run by hand
 before a commit; these tests make a break of either fail the suite."""
@@ -38,3 +39,17 @@ def test_commit_messages_follow_the_rule():
         pytest.skip("not a git checkout: no history to check")
     r = run("scripts/check-commits")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_source_file_names_its_licence():
+    r = run("scripts/check-spdx")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_spdx_catches_a_file_without_the_identifier(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "plain.c").write_text("int f(void);\n")
+    (tmp_path / "src" / "tagged.c").write_text("/* SPDX-License-Identifier: GPL-2.0-or-later */\n")
+    r = run("scripts/check-spdx", str(tmp_path))
+    assert r.returncode == 1
+    assert "src/plain.c" in r.stdout and "tagged.c" not in r.stdout

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Isolation as a guest meets it: every check runs inside a real container started by a real
 trustmed (fixtures in conftest.py) and looks at what the kernel actually lets the guest see and
 do -- namespaces, id mapping, /dev, /proc, seccomp, capabilities, cgroup limits, the freezer and

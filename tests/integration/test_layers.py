@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustmed's layer rule (docs/ARCHITECTURE.md): scripts/check-layers on the build's objects, and
 on a made-up build whose core/ calls up into api/, which it must refuse."""
 import subprocess

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Container lifecycle through the CLI: create, start, stop, freeze, remove, failures, autostart."""
 import json
 from pathlib import Path

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Container networking (docs/NETWORK.md): the bridge, veths, leases, resolv.conf, physical
 interfaces moved in and given back, and nothing left behind after stop, kill -9 of a container
 or of trustmed. Each daemon has its own bridge and subnet; tests touch only links they make."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme's nftables rules (docs/NETWORK.md "nftables") against real daemons and real traffic:
 outbound NAT to an "outside" network namespace standing in for the uplink, port forwards, isolation
 between containers and from the host's services, and no tables left behind however things end.

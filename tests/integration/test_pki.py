@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme-pki (docs/PKI.md): the development PKI, checked by parsing what it writes with the
 openssl CLI (never by trusting the tool's own output), and its signatures checked with the
 daemon's verifier (trustme-pki verify links src/scd/verify.c) and with `openssl dgst`.

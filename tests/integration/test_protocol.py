@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The control protocol under hostile input: garbage, truncation, oversize, unknown messages,
 vanishing clients, slow clients, unprivileged peers. The daemon must answer with an error or
 close the connection, and keep serving everyone else."""

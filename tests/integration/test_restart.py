@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustmed dying and coming back: running containers are re-adopted (still running, still
 managed); what died meanwhile is cleaned up without leftovers."""
 import os

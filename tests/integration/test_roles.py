@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The core container c0 and the control roles (docs/ROLES.md).
 
 c0 starts first, stops last, always autostarts and has the admin socket inside; a container

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme run: exec sessions with exit codes, stdin, stdout/stderr, a pty, large output."""
 import hashlib
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme-scd, the token service: its protocol under garbage (standalone and live behind
 trustmed), its signature and certificate-chain verification service, and its confinement."""
 import ctypes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Encrypted container storage with real fscrypt and real tokens (soft tokens in trustme-scd,
 PKCS#11 through SoftHSM2): what is on the disk after stop, PINs and their lockout, PUK unlock,
 PIN change, wipe, the token service dying during a start, and key hygiene. test_scd.py has the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Review 2 (docs/SECURITY.md, storage block): attacks on the re-keying soft token (format 3), the two-phase PIN change
 and the reserved PIN try (docs/STORAGE.md), tried against real daemons. Each test fails if its
 attack works. docs/SECURITY.md, "Attacks tried", storage block, rows "review 2"."""

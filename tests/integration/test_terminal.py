@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The admin's terminal is not the container's to paint (docs/CLI.md): everything the
 CLI prints for a person from fields others control is escaped (term_safe.h), `logs --raw` gives
 the bytes, and `run -t` leaves the terminal as it found it. Run on a real pty."""

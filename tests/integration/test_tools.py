@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """What the tests call on the host is what scripts/install-deps.sh installs (tools.py): a fresh
 Debian 12 machine must pass `scripts/test.sh` with nothing installed by hand."""
 import ast

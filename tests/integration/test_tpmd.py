@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """trustme-tpmd on its own: started directly (as trustmed would, as the unprivileged trustme-tpm
 user with fd 3 a SOCK_SEQPACKET socket), with its embedded swtpm. Measurements and the log, bad
 input, the TCP attestation endpoint with a quote checked here independently, device CSR and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Runs last: nothing this run made may be left on the host. Every check looks only for what this
 run made (conftest.RUN_ID in its names, or the names its daemons were given), so that another
 test run on the same machine, alive at the same time, neither fails these checks nor is failed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The host programs the integration tests call, and the Debian package of each.
 
 Every test reaches an external program through tool() (or argv()), never by a bare name: a program

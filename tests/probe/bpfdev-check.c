@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* bpfdev-check: attaches the device program trustmed generates (src/daemon/modules/bpf_devices.c)
  * to a fresh cgroup v2 directory and checks from a process inside it that exactly the listed
  * devices can be opened and made. Run as root by tests/integration/test_bpf_devices.py; on a

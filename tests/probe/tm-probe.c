@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* tm-probe: a static helper the integration tests copy into the guest root file system, to ask
  * the kernel things busybox cannot (raw system calls, fork limits, fd tables). Each subcommand
  * prints plain "key: value" lines that the tests parse. Not part of trustme itself. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "lifecycle_fakes.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Link-time fakes for test_lifecycle: the modules (same names, same table order as
  * src/daemon/modules/modules.c, every hook recorded), the services a start waits for (tpmd's
  * measurement, scd's data key: answered on the next turn of the event loop, or refused), and

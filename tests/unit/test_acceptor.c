@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The accept loop every stream server of trustme uses (src/lib/acceptor.c), on a real event loop
  * and a real unix socket: every pending client is handed over non-blocking and close-on-exec;
  * out of fds it pauses instead of spinning and serves the waiting client once fds are free again;

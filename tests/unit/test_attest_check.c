@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The verifier's checks on real quote structures made without a TPM: a TPMS_ATTEST marshalled
  * with tss2-mu and signed by an OpenSSL P-256 "AK", its TPMT_SIGNATURE and TPMT_PUBLIC, an AK
  * certificate from a CA made here, an event log and the PCR values it replays to. The healthy

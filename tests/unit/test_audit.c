@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The hash-chained audit log: appends verify, reopening continues the chain, and every kind of
  * tampering (edit, delete, swap, cut at the end) is caught by verify or reported at open. */
 #include "unit.h"

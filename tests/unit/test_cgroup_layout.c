@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cgroup layout detection (src/daemon/core/cgroup_fs.c) from made-up mountinfo files: the
  * legacy, unified and hybrid layouts a device may have, not only the one this machine has. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The CLI's command line (src/cli/args.c) against its real verb table (src/cli/verbs.c, linked
  * without the handlers): getopt_long's forms, the errors, and the verbs that take their options
  * first. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* config_parse(): every rejection names the JSON path it is about; accepted configs carry the
  * documented defaults and every field given.
  *

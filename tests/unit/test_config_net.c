@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The "network"/"control" parts of the container config and device.json's "network"
  * (config_net.c): rejections name their JSON path, defaults are the documented ones, and
  * config_net_check holds a container's fixed address and ports to the device's subnet. */

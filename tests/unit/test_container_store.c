@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The container store (core/container.c) and the observers through which the subsystems above
  * core/ keep per-container state (daemon.h): called in registration order, undone in reverse, a
  * failed create leaves nothing behind. Links core/ alone, which is the layer rule's point: the

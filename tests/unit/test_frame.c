@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control-protocol framing: the byte-level state machine (tm_frame_feed), the fd driver
  * (tm_frame_read) over real non-blocking sockets, the writer side, and protobuf payloads. */
 #include "unit.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* guestos_config_parse(): guestos.json (docs/GUESTOS.md) is parsed as strictly as container
  * configs; every rejection names the JSON path it is about; accepted documents carry the
  * documented defaults and every field given.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The hex codec (src/lib/hex.c): every byte value round trips, encoding is lower-case, and decoding
  * refuses odd lengths, wrong lengths and non-digits with a message naming which, without touching
  * the output. */

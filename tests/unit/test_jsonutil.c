@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Strict JSON reading: what jansson refuses (with line and column) and what jsonutil adds
  * (NUL bytes, depth, keys per object, with the JSON path); the getters: presence (1 / 0 /
  * error), types, ranges, lengths, and the path in every message. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The wrapped-key blob: round trips, the documented construction recomputed independently,
  * every single-bit change refused, and malformed blobs refused with the right message. Also the
  * secret buffers everything else keeps keys in. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The container lifecycle (src/daemon/lifecycle/lifecycle.c) without root: the real state table,
  * module runner, start/stop code and core/, with fake modules and fake services (lifecycle_fakes.c). The setup
  * process and init are real processes (a fork, and a CLONE_PARENT child of this test).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The rate-limited log (src/lib/log.c): at most burst lines per interval, then one line that
  * counts the ones left out. */
 #include "unit.h"

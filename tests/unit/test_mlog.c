@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-tpmd's measurement log (src/tpmd/mlog.c): line format, replay, and what a start does
  * with a log and the PCR values it finds (consistent, crashed before the extend, TPM reset,
  * inconsistent, corrupt). PCR values are computed here, so no TPM is needed. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nft_ruleset(): the text of trustme's nftables tables for a device config and a set of bridged
  * containers. The rules are checked line by line (what an admin reads with nft list), and, as
  * root, the kernel itself checks that it would take the whole script (libnftables' dry run, as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* One framed protobuf message per SOCK_SEQPACKET packet (the trustmed <-> scd link): round trips,
  * and packets the receiver must drop one by one while the next still arrives intact. */
 #include "unit.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The PEM block walk of the enrollment bundles (src/lib/pem_blocks.c): blocks in order with their
  * types and bytes, text around them ignored, a broken block or one block too many refused with
  * its number, the callback's refusal passed on, ownership of the bytes taken. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki's pure parts (src/tools/pki): PKCS#11 URIs as the tool reads and writes them,
  * the one time format of its options, and revocation reason names. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Strings in control requests (src/lib/proto_strings.c): strict UTF-8 and no NUL, found by
  * walking the wire bytes by the descriptor, in sub-messages and repeated fields too. */
 #include "unit.h"

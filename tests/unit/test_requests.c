@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The request table (src/daemon/api/requests.c) against the protocol and the docs:
  *  - every body of trustme.Request's oneof has exactly one row, and every row is such a body, so a
  *    request cannot be added without deciding who may send it;

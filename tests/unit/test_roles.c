@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The role check (src/daemon/api/roles.c roles_permit) applied to every row of the request table,
  * with fake containers: the admin may send everything (but not stop or freeze c0 while c0 is
  * the only way in), a restricted socket only its allowance, and what it is refused is answered

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The sealed device storage secret and the anchor table of trustme-tpmd, against a real swtpm
  * this test starts in a private directory (and kills, and removes, in the group teardown, also
  * after a failed assertion). Covers: create and unseal, a changed boot PCR refused, reseal with a

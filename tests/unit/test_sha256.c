@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* SHA-256 (src/lib/sha256.c) against the FIPS 180-4 examples and against OpenSSL for every length
  * across the padding boundaries; each test runs twice, with the implementation chosen for this CPU
  * (trustme's SHA-NI code where it has them) and with nettle forced, so both are covered on any

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The lifecycle table, written out again independently of state.c, cell by cell in the layout of
  * docs/ARCHITECTURE.md "The state table" (rows: states, columns: events; "--" = refused):
  *

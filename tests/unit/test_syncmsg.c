@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Parent/child sync messages over a SOCK_SEQPACKET socketpair: round trips, fd passing, and
  * raw malformed datagrams that the receiver must refuse without leaking a passed fd. */
 #include "unit.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* term_escape(): printable UTF-8, newline and tab pass; controls, DEL, C1, bidi controls and
  * bytes that are not UTF-8 are shown; a sequence cut between two writes is kept whole. And the
  * terminal-mode tracker of run -t resets only what a session left switched on. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Shared by the token tests: a private state directory per test, and small file helpers. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* PKCS#11 tokens against SoftHSM2: pairing, keys, PIN counting and lock, unlock with the SO PIN,
  * PIN change, wipe (the key object is gone), the key object's attributes, and modules or tokens
  * that are not there. Each test initialises its own SoftHSM token in a private directory

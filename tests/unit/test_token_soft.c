@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Soft tokens through the public API: pairing, keys, PIN and PUK counting with lock and block,
  * PIN change and unlock, wipe, and token, tries and record files that were tampered with. Every
  * test gets its own state directory. scrypt runs with N = 2^10 except where the default is the

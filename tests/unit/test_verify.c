@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Signature and chain verification against a PKI made here with OpenSSL: a root, an
  * intermediate, ECDSA P-256 and RSA leaves with codeSigning, and one certificate for each way a
  * chain or a signature can be wrong. The PKI is made once for all tests. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The message header shared by frames, packets and parent/child messages (src/lib/wire.c): the
  * bytes of each layout spelled out, so that sharing the code cannot change what is on the wire
  * (the protocol tests and fuzz corpora hold the same bytes), and every malformed packet header

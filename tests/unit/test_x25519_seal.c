@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The X25519 seal of the soft token's PUK side (src/scd/x25519_seal.h): a round trip, the
  * documented construction recomputed independently with OpenSSL's own calls, and every change
  * that must make a box fail: another private key, another device secret, another AAD, any

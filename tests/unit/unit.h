@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Shared by the unit tests: cmocka's include order, and assertions on tm_err messages that report
  * the caller's line and the actual message when they fail. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control requests: one handler per request type, chosen from a table. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme exec list / kill (docs/PROTOCOL.md). A command whose CLI was killed keeps running
  * (as after a dropped ssh connection) with nobody to signal it: these reach it again. Admin
  * role only (roles.c); a session is named by its container and its number, so a request about

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme exec list / kill: the exec sessions of a container, also those whose client is gone. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control requests about what runs and who signed it: the GuestOS store, trusted CAs, and
  * creating or updating containers from (possibly signed) configs. */
 #pragma once

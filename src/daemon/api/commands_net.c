@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme iface assign/unassign (docs/NETWORK.md "Physical interfaces"). */
 #include "commands_net.h"
 

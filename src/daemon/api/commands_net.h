@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control requests about container networking: trustme iface assign/unassign (net.c). */
 #pragma once
 

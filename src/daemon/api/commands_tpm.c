@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control requests about the TPM (docs/ATTESTATION.md), passed on to trustme-tpmd.
  *
  * trustmed only checks the shape of what a client sends (sizes, lengths, ranges) and relays:

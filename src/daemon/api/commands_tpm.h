@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control requests about the TPM: measurements, the device identity (AK CSR and certificate),
  * resealing the device storage secret, and evidence for `trustme attest`. Each is passed on to
  * trustme-tpmd (tpmd_client.h) and answered when tpmd has answered. */

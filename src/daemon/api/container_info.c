@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What `list` and `state` report about a container: its record, and what the subsystems keep for
  * it (capabilities, token, network, GuestOS). */
 #include "container_info.h"

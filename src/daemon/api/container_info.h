@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What `list` and `state` report about a container (container_info.c). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The control socket: connections, framing, replies (docs/PROTOCOL.md). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* api/'s side of the control sockets inside containers (struct ctlsock_ops in daemon.h): which
  * container gets one and with which role (roles.c), and serving it (control.c). */
 #include "ctlsock_ops.h"

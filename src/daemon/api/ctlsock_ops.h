@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* api/'s side of the control sockets inside containers (ctlsock_ops.c). */
 #pragma once
 

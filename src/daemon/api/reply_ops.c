@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* api/'s side of reply.h: answers from the code below api/ go to the connection they belong to,
  * if it is still there. */
 #include "reply_ops.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* api/'s side of reply.h: answers go to the connection they belong to (reply_ops.c). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Every control request in one table (requests.c): its handler, which role may send it, the
  * container it is about, the secrets it carries and the audit events it writes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control roles: the allowlist of a restricted socket, the peer check of sockets inside
  * containers, and what even the admin role may not do to c0 (docs/ROLES.md). */
 #include "roles.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Control roles and the core container (docs/ROLES.md).
  *
  * A request's role is its connection's, and a connection's is the socket it arrived on: the host's

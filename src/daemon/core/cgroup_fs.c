@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "cgroup_fs.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* cgroup hierarchies as found at run time: v1 (legacy), v2 (unified) or both (hybrid).
  * Each controller trustme uses is looked up in whichever hierarchy provides it. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Generic first and last steps of every process trustmed forks: helpers (scd, tpmd, installers)
  * and the container's own processes alike (child.h). */
 #include "child.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Container configuration: strict JSON parsing (docs/CONFIG.md). The parser is pure: it checks
  * syntax, types and ranges; checks against the host (does the rootfs exist?) happen in create. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The network part of the container and device configs (docs/NETWORK.md), parsed strictly: every
  * error names its JSON path, nothing unknown is accepted.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The network part of the container config ("network", "control") and of the device config
  * ("network"), docs/NETWORK.md. Parsed strictly, like the rest: every error names its JSON path. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Container objects: lookup, persistence in the data dir, and what `list`/`state` report. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A running container's root directory, as its init sees it: the base for resolving a path a
  * client inside the container named, so that it can never name anything outside. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The daemon object's own services to every subsystem: the audit log, the helper binaries and
  * their users, the end of a shutdown. */
 #include <assert.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed: the daemon object and the container object it manages. */
 #pragma once
 

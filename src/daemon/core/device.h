@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The device config: <data-dir>/device.json, settings of the whole device rather than of one
  * container (docs/CONFIG.md "Device config"). Absent means every default. */
 #pragma once

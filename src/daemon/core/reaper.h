@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Children trustmed no longer follows (killed on an error path, a helper whose session ended
  * first, whatever a dying container left in its cgroups) must still be reaped, or they stay
  * zombies for trustmed's lifetime. */

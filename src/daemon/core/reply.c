@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Answers to clients for the code below api/: see reply.h. */
 #include "reply.h"
 

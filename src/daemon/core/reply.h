@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Answers to clients, for the code below api/ (docs/ARCHITECTURE.md, "Replies").
  *
  * There a request is known only as (client, req_id): the id of the connection it came on and its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The container lifecycle as one explicit transition table: state x event -> next state + action.
  *
  *   STOPPED -> STARTING -> RUNNING <-> (FREEZING -> FROZEN) -> STOPPING -> STOPPED

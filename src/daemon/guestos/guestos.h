@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The GuestOS store: <data-dir>/guestos/<name>-<version>/, holding what `trustme guestos
  * install` verified (guestos_install.c) — the signed guestos.json with its signature and chain,
  * the images — and install.json, trustmed's own record of how far it trusts it.

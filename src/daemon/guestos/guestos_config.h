@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* guestos.json, the signed description of a GuestOS (docs/GUESTOS.md). The parser is pure and
  * strict like the container config's: every error names its JSON path. */
 #pragma once

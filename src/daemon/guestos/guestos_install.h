@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `trustme guestos install DIR`: verify a GuestOS and put it into the store, atomically.
  *
  *   1. read guestos.json, .sig and .chain.pem from DIR (no symlinks, sizes bounded)

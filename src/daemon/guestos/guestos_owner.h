@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A GuestOS name's TPM-anchored state (docs/GUESTOS.md "Versions and vendors"): the anchor
  * entry "guestos/<name>" of tpmd's anchor table holds the highest version installed and the
  * GuestOS Signing CA that owns the name, bound together so that neither can be rolled back or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Revocation reaches what is installed (docs/GUESTOS.md "Revocation"): every signed GuestOS in
  * the store is verified again, through trustme-scd, against the current CRLs and registered
  * GuestOS Signing CAs — at start-up, whenever the CRL files or the registered CAs change (a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Which file system a GuestOS image holds, by its superblock (image_type.h). */
 #include "image_type.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of the device's trust: which anchors and CAs a signature must chain to, and
  * asking trustme-scd to check it (trustmed itself never parses a certificate).
  *

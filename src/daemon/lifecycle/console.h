@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The console of a container started without --attach: init's stdout and stderr go into a FIFO
  * in the run dir, which trustmed drains into <run-dir>/containers/<uuid>/console.log, keeping at
  * most CONSOLE_LOG_MAX bytes there and as much again in console.log.1.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The core container c0 (device.json core_container, docs/ROLES.md): started first, always;
  * stopped last; restarted when it ends unasked, since it may be the only way in. */
 #include <errno.h>

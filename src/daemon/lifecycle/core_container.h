@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The core container c0 (core_container.c, docs/ROLES.md). */
 #pragma once
 

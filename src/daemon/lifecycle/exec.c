@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* An exec session takes two processes, neither of which outlives the command:
  *   helper  forked by trustmed; joins the container's cgroups, enters its namespaces through
  *           init's pidfd, clones the command with CLONE_PARENT and exits

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Exec sessions: running a command inside a running container (trustme run). */
 #pragma once
 

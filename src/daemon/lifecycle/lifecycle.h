@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Driving containers through the state table (state.h): what each action does in trustmed. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Measuring a container start, after checking its anchored state (docs/ATTESTATION.md).
  *
  * A start first checks that its GuestOS's signer is not revoked (guestos_revocation.c: cached,

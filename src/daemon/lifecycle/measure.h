@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Measuring a container start into the runtime PCR after checking the TPM-anchored versions of
  * its GuestOS and its config (measure.c, docs/ATTESTATION.md). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What a running container leaves in the run dir so that the next trustmed can re-adopt it:
  * <run-dir>/containers/<uuid>/runtime.json with init's pid and start time. */
 #pragma once

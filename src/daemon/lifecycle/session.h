@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Sessions: the stdio of an attached init (start --attach) or of an exec session (run), relayed
  * between the process and the client's connection as protocol messages. trustmed holds the pipe
  * or pty ends; no host fd of the client ever reaches the container. */

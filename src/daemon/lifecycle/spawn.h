@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Code that runs outside trustmed: the setup process and the container's init (before exec). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Device allowlist for cgroup v2: a BPF_PROG_TYPE_CGROUP_DEVICE program generated from the
  * rules (v2 has no devices controller; the kernel asks this program on every open and mknod). */
 #pragma once

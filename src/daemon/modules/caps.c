@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_caps: the capability bounding set of init and of every exec session. */
 #include <errno.h>
 #include <linux/capability.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Per-container cgroups: limits, device rules, freezing and killing (module_cgroups). */
 #pragma once
 

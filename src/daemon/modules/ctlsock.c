@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_ctlsock: see ctlsock.h. */
 #include "ctlsock.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_ctlsock: the control socket inside a container (docs/ROLES.md).
  *
  * c0 (the admin role) and containers with "control": "restricted" get a listening socket at

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_devices: the device allowlist. /dev is a tmpfs holding only the allowed nodes; the
  * same list becomes the cgroup device rules (module_cgroups), so a node created some other way
  * still cannot be opened. The host console (5:1) is never exposed: without a terminal there is

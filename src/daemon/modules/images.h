@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* GuestOS images in the setup process: each one opened once, hashed on that fd, and the same fd
  * attached to the loop device — no window between the check and the use (docs/GUESTOS.md). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_kernfs: /proc and /sys of the container, and the masks over what the kernel shows there
  * that a container has no business reading or writing (docs/SECURITY.md).
  *

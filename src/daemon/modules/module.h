@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The start of a container as an ordered table of modules (docs/ARCHITECTURE.md).
  *
  * Every isolation concern is one module with up to six hooks. A phase runs the hooks of all

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_namespaces: uts (host name), net (loopback only for now) and time namespaces. The
  * namespaces themselves are created by the clone of init; this module configures them. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_net: a container's network (docs/NETWORK.md). Only for bridged containers and those with
  * physical interfaces; the others keep the loopback-only namespace init is cloned with.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_seccomp: a deny list returning EPERM for the system calls a container never needs and
  * that have repeatedly been the way out of one. Loaded last, after the capability drop, into init
  * and into every exec session. The filter is built once with libseccomp and kept as BPF. */

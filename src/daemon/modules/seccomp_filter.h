@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The seccomp deny list (module_seccomp), compiled once when trustmed starts. */
 #pragma once
 

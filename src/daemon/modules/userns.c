@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_userns: each container's own user namespace, mapping its root to a private range of
  * 65536 host ids (allocated at create, persisted, never shared). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* module_volume: the container's root file system.
  *
  *   lower   the GuestOS's root image, hashed on the fd that is then attached to the loop

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of container networking (docs/NETWORK.md): the bridge, the pinned network
  * namespace, teardown and recovery, physical interfaces of running containers. The namespace
  * itself is made and filled by the setup process (modules/net.c). */

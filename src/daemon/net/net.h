@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Container networking (docs/NETWORK.md): address leases, the device's bridge, each bridged
  * container's veth, physical interfaces moved in and given back, the pinned network namespace,
  * and the member list handed to nft_sync. The start itself is module_net (modules/net.c). */

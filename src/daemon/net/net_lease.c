@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Address leases of bridged containers: <data>/net/leases.json maps each container's UUID to its
  * address. Read and rewritten whole (atomically) on every change: a few hundred bytes, changed
  * only at create, remove and the occasional start that needs a new address. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A minimal rtnetlink client for container networking (net.c): links, addresses, a default
  * route. Raw NETLINK_ROUTE sockets, no `ip` spawned and no library: the handful of messages
  * needed fits in one small file, and every request is acknowledged before the next one.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme's nftables tables, applied in process through libnftables (docs/NETWORK.md
  * "nftables"). The script comes from nft_rules.c; here it is run as one batch, and the host's
  * IPv4 forwarding is switched on when the rules need it. */

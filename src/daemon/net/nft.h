@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme's nftables tables (nft.c, docs/NETWORK.md "nftables"): NAT, port forwards, the host's
  * input from the bridge, and isolation between containers, rebuilt from the running bridged
  * containers in one atomic transaction. */

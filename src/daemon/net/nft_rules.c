@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The text of trustme's nftables rules (docs/NETWORK.md "nftables"). One script replaces both
  * tables: "add table X; delete table X; table X {...}" is applied by nft as one batch, so the
  * kernel switches from the old rules to exactly the new ones atomically, whatever was there.

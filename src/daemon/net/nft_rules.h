@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The text of trustme's nftables rules (nft_rules.c): a pure function of the device's network
  * config and the bridged containers, so that it can be unit tested and read (it is what an admin
  * sees with `nft list table inet trustme-<bridge>`). nft.c applies it. */

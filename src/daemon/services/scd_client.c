@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of trustme-scd: a supervised service (service.c) confined by scd_sandbox.c. */
 #include "scd_client.h"
 

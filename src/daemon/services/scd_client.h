@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's client of trustme-scd (scd_client.c): start, supervise, call asynchronously. */
 #pragma once
 

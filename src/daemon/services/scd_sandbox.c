@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Starting trustme-scd confined (runs in the child trustmed forks for it).
  *
  *   - its own mount namespace, rooted in a read-only tmpfs that holds only what running needs:

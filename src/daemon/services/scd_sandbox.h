@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Starting trustme-scd confined (scd_sandbox.c). */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A helper service trustmed starts and supervises (trustme-scd, trustme-tpmd): one child process
  * behind a SOCK_SEQPACKET pair, talked to without ever blocking the event loop (service.c).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of trustme-tpmd: a supervised service (service.c) running as its own user,
  * the boot measurements, and the device storage secret on its way from tpmd to scd.
  *

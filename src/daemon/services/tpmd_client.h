@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's client of trustme-tpmd (tpmd_client.c): start, supervise, call asynchronously;
  * the boot measurements and the device storage secret (docs/ATTESTATION.md). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* fscrypt v2 on a container's data volume, done by trustmed itself so that the raw key never
  * leaves it (docs/STORAGE.md). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Mounting safely into a container root that the container itself may have shaped.
  *
  * Paths below the root are resolved with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The dm-crypt storage backend (docs/STORAGE.md): the data image is a LUKS2 volume with
  * dm-integrity (AES-256-XTS + HMAC-SHA256 per sector), opened through libcryptsetup with the
  * container's data key; ext4 goes on the mapped device. Only for kernels with device-mapper.

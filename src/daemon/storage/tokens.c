@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of the containers' tokens.
  *
  * Every token operation is a request to trustme-scd, which holds the tokens. This file builds the

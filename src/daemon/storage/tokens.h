@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustmed's side of the containers' tokens (tokens.c; the tokens themselves live in trustme-scd).
  * docs/STORAGE.md describes the policy: PINs, PUKs, lockout, wrapping, wipe. */
 #pragma once

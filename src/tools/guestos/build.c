@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* One GuestOS build: everything goes into PARENT/.NAME-VERSION.XXXXXX, which becomes
  * PARENT/NAME-VERSION by one rename once it is complete and on disk. A reader (or a device
  * fetching updates) sees the whole GuestOS or none; a failed build leaves nothing behind. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-guestos: builds a GuestOS directory (docs/GUESTOS.md) from root file system trees. */
 #pragma once
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Images: built by the distribution's tools, then hashed from the finished file. */
 #include <errno.h>
 #include <fcntl.h>

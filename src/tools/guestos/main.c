@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-guestos: the GuestOS builder (docs/GUESTOS.md, "Building a GuestOS"). */
 #include <getopt.h>
 #include <limits.h>

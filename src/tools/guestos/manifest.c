@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* guestos.json. The signature covers its raw bytes as written, so the form only has to be
  * stable for one version of this tool (reproducible builds): jansson indenting by two spaces
  * ("key": value), keys in the order of docs/GUESTOS.md (jansson keeps insertion order), '/'

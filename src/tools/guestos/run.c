@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Running the image tools and trustme-pki: posix_spawnp, no shell, so no quoting of paths. */
 #include <errno.h>
 #include <fcntl.h>

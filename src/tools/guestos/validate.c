@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The rules of docs/GUESTOS.md. The daemon parses guestos.json strictly, so anything it would
  * refuse is refused here, before an image is built, with the offending value in the message. */
 #include <ctype.h>

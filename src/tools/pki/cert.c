@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Certificates and CRLs of the PKI, with exactly the extensions of their profile (docs/PKI.md):
  * nothing is copied from a request, so a CSR cannot ask for CA rights or extra usages. */
 #include <errno.h>

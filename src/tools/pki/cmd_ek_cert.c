@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki ek-cert: a TPM manufacturer CA certifies an endorsement key. For the embedded swtpm
  * the provisioning station plays the manufacturer (docs/ATTESTATION.md "Enrollment"): it reads
  * the EK from the device once, in a trusted setting, and the Device CA later trusts only EKs its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki init: a new development PKI, all or nothing.
  *
  * Everything is built in a temporary directory next to DIR (same file system), fsynced, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki issue: a certificate for a CSR, from one of the PKI's issuing CAs.
  *
  * From the CSR only the subject and the public key are taken, after its self-signature

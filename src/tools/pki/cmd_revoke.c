@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki revoke and crl: revocations and the CRLs that publish them. */
 #include <errno.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki rim: the reference values a verifier accepts (docs/ATTESTATION.md), from release
  * binaries, GuestOS directories and config files. Output is deterministic (sorted, without
  * duplicates), so two runs over the same release give the same bytes and the same signature

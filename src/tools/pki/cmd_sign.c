@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki sign: FILE.sig and FILE.chain.pem, in the formats src/scd/verify.h accepts.
  *
  * FILE is hashed once, in chunks (GuestOS images are large), and the digest is signed; the

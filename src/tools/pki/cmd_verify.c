@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki verify: the daemon's own check (src/scd/verify.c, linked as is), so that what
  * passes here passes there. */
 #include <errno.h>

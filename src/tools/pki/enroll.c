@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* AK enrollment on the Device CA's side (docs/ATTESTATION.md "Enrollment"): read the device's
  * bundle, check that the AK is a TPM key in the TPM the EK certificate names, and encrypt the
  * AK certificate under a credential that only that TPM can activate, bound to the AK's name

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Reading certificates, writing files atomically. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Where a verb's private keys come from: encrypted files (one passphrase for all, asked once) or
  * one PKCS#11 token (one PIN, one session for the whole run). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The PKI's fixed layout (docs/PKI.md): two hierarchies, seven keys.
  * Other tools and tests open these paths directly. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki: makes and runs the development PKI (docs/PKI.md). Offline, one verb per run. */
 #include <errno.h>
 #include <stdarg.h>

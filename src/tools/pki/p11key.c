@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Keys on a PKCS#11 token, used by OpenSSL as if they were in memory.
  *
  * The module is loaded by scd's loader (src/scd/p11_module.c) and called directly: Debian 12 has no

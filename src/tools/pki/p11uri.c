@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* PKCS#11 URIs (RFC 7512), parsed and written by p11-kit (p11_kit_uri_parse/_format); here only
  * what this tool accepts of them. A URI names a private key by token label (required), serial
  * number, object label, id and type=private, and may carry module-path. Anything else is refused

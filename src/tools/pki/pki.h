@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme-pki: the development PKI of docs/PKI.md. Declarations shared by the verbs.
  *
  * Every function that can fail follows error.h: it returns a negative errno value and fills

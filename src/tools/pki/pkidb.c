@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* pki.json: what a PKI directory holds beyond its PEM files (docs/PKI.md "pki.json"): the
  * algorithm, where each key is, what each CA issued and revoked, and its CRL number.
  *

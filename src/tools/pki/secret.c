@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Passphrases and PINs. Never taken from the command line (it shows in ps and shell history):
  * from a file named by an option, or typed on the terminal without echo. */
 #include <errno.h>
