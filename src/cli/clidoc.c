@@ -37,19 +37,25 @@ static void roff(const char *s)
     }
 }
 
+/* --name in bold, then its value (after value_sep) in italics. */
+static void man_long_opt(const struct cli_opt *o, const char *value_sep)
+{
+    fputs("\\fB\\-\\-", stdout);
+    roff(o->name);
+    fputs("\\fR", stdout);
+    if (o->value) {
+        printf("%s\\fI", value_sep);
+        roff(o->value);
+        fputs("\\fR", stdout);
+    }
+}
+
 static void man_opt(const struct cli_opt *o)
 {
     fputs(".TP\n", stdout);
     if (o->short_name)
         printf("\\fB\\-%c\\fR, ", o->short_name);
-    fputs("\\fB\\-\\-", stdout);
-    roff(o->name);
-    fputs("\\fR", stdout);
-    if (o->value) {
-        fputs("=\\fI", stdout);
-        roff(o->value);
-        fputs("\\fR", stdout);
-    }
+    man_long_opt(o, "=");
     putchar('\n');
     roff(o->help);
     if (o->repeatable)
@@ -66,14 +72,8 @@ static void man_synopsis(const struct cli_verb *v)
         const struct cli_opt *o = &v->opts[i];
         if (!o->help)
             continue;
-        fputs("[\\fB\\-\\-", stdout);
-        roff(o->name);
-        fputs("\\fR", stdout);
-        if (o->value) {
-            fputs(" \\fI", stdout);
-            roff(o->value);
-            fputs("\\fR", stdout);
-        }
+        putchar('[');
+        man_long_opt(o, " ");
         printf("]%s\n", o->repeatable ? "..." : "");
     }
     if (v->args[0]) {
@@ -189,6 +189,20 @@ static size_t groups(const char *ret[], size_t max)
     return n;
 }
 
+/* The case that both completions' walkers use to find the verb in the words typed: every verb's
+ * name (the verb is complete: on_verb follows), then every group (more words follow: on_group).
+ * Each name is quoted and printed after lead; sep goes between the names. */
+static void verb_case(const char *lead, const char *sep, const char *on_verb, const char *on_group, const char *grp[],
+                      size_t ngroups)
+{
+    for (size_t v = 0; v < cli_nverbs; v++)
+        printf("%s%s\"%s\"", lead, v ? sep : "", cli_verbs[v].name);
+    fputs(on_verb, stdout);
+    for (size_t g = 0; g < ngroups; g++)
+        printf("%s%s\"%s\"", lead, g ? sep : "", grp[g]);
+    fputs(on_group, stdout);
+}
+
 static const char *bash_kind(enum cli_kind k)
 {
     switch (k) {
@@ -245,13 +259,9 @@ static void bash(void)
            "        w=\"${verb:+$verb }${COMP_WORDS[i]}\"\n"
            "        i=$((i + 1))\n"
            "        case $w in\n");
-    for (size_t v = 0; v < cli_nverbs; v++)
-        printf("            %s\"%s\"", v ? "| " : "", cli_verbs[v].name);
-    printf(")\n                verb=$w; full=1; break ;;\n");
-    for (size_t g = 0; g < ngroups; g++)
-        printf("            %s\"%s\"", g ? "| " : "", grp[g]);
-    printf(")\n                verb=$w ;;\n"
-           "            *) return 0 ;;\n"
+    verb_case("            ", "| ", ")\n                verb=$w; full=1; break ;;\n", ")\n                verb=$w ;;\n",
+              grp, ngroups);
+    printf("            *) return 0 ;;\n"
            "        esac\n"
            "    done\n"
            "    if [ -z \"$full\" ]; then\n"
@@ -394,13 +404,8 @@ static void zsh(void)
            "        (( i++ ))\n"
            "        case $w in\n"
            "            (");
-    for (size_t v = 0; v < cli_nverbs; v++)
-        printf("%s\"%s\"", v ? "|" : "", cli_verbs[v].name);
-    printf(") verb=$w; full=1; break ;;\n            (");
-    for (size_t g = 0; g < ngroups; g++)
-        printf("%s\"%s\"", g ? "|" : "", grp[g]);
-    printf(") verb=$w ;;\n"
-           "            (*) return 1 ;;\n"
+    verb_case("", "|", ") verb=$w; full=1; break ;;\n            (", ") verb=$w ;;\n", grp, ngroups);
+    printf("            (*) return 1 ;;\n"
            "        esac\n"
            "    done\n"
            "    if [[ -z $full ]]; then\n"
