@@ -153,6 +153,19 @@ struct session {
     struct p11 *p11; /* pkcs11: a logged-in session */
 };
 
+/* A session on the token of uuid, not yet open (session_open); soft is the token file prepare()
+ * read, if any. */
+static struct session session_of(const struct token_ctx *ctx, const char *uuid, const struct token_paths *paths,
+                                 const struct token_record *rec, const struct soft_token *soft)
+{
+    return (struct session){.uuid = uuid,
+                            .paths = paths,
+                            .rec = rec,
+                            .soft = *soft,
+                            .device_secret = ctx->device_secret,
+                            .caller_counts = ctx->caller_counts};
+}
+
 static void session_done(struct session *s)
 {
     secret_free(s->kek);
@@ -333,12 +346,7 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_secret_ struct secret *key = NULL;
-    _cleanup_(session_done) struct session s = {.uuid = uuid,
-                                                .paths = &paths,
-                                                .rec = &rec,
-                                                .soft = soft,
-                                                .device_secret = ctx->device_secret,
-                                                .caller_counts = ctx->caller_counts};
+    _cleanup_(session_done) struct session s = session_of(ctx, uuid, &paths, &rec, &soft);
     uint8_t out[KEYWRAP_BLOB_LEN];
     if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 || (r = session_open(&s, TRIES_PIN, pin, err)) < 0)
         return r;
@@ -377,12 +385,7 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
                           "key blob was wrapped by a %s token, but container %s has a "
                           "%s token",
                           token_type_name((enum token_type)info.token), uuid, token_type_name(rec.type));
-    _cleanup_(session_done) struct session s = {.uuid = uuid,
-                                                .paths = &paths,
-                                                .rec = &rec,
-                                                .soft = soft,
-                                                .device_secret = ctx->device_secret,
-                                                .caller_counts = ctx->caller_counts};
+    _cleanup_(session_done) struct session s = session_of(ctx, uuid, &paths, &rec, &soft);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     r = session_open(&s, TRIES_PIN, pin, err);
@@ -441,56 +444,49 @@ static int rekey(const struct token_ctx *ctx, const char *uuid, const struct tok
     return 0;
 }
 
+/* A new PIN, authorised by the old PIN (kind TRIES_PIN) or the PUK (TRIES_PUK) in secret: with
+ * the token directory locked (*lock_fd, which the caller holds until it is done), open the token,
+ * then re-key a soft token or have the PKCS#11 token set its PIN. */
+static int set_new_pin(const struct token_ctx *ctx, const char *uuid, enum tries_kind kind, const char *secret,
+                       const char *new_pin, const uint8_t *blob, size_t blob_len, struct token_paths *paths,
+                       int *lock_fd, struct token_rekeyed *ret, tm_err *err)
+{
+    struct token_record rec;
+    struct soft_token soft;
+    int r = prepare(ctx, uuid, paths, lock_fd, &rec, &soft, err);
+    if (r < 0)
+        return r;
+    _cleanup_(session_done) struct session s = session_of(ctx, uuid, paths, &rec, &soft);
+    if ((r = session_open(&s, kind, secret, err)) < 0)
+        return r;
+    if (rec.type == TOKEN_SOFT)
+        return rekey(ctx, uuid, paths, &s, new_pin, kind == TRIES_PUK ? secret : NULL, blob, blob_len, ret, err);
+    if (kind == TRIES_PUK)
+        return p11_init_pin(s.p11, new_pin, err);
+    return p11_set_pin(s.p11, secret, new_pin, err);
+}
+
 int token_change_pin(const struct token_ctx *ctx, const char *uuid, const char *old_pin, const char *new_pin,
                      const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
-    struct token_record rec;
-    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     *ret = (struct token_rekeyed){0};
     int r = check_pin("old PIN", old_pin, err);
-    if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0 ||
-        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
+    if (r < 0 || (r = check_pin("new PIN", new_pin, err)) < 0)
         return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid,
-                                                .paths = &paths,
-                                                .rec = &rec,
-                                                .soft = soft,
-                                                .device_secret = ctx->device_secret,
-                                                .caller_counts = ctx->caller_counts};
-    if ((r = session_open(&s, TRIES_PIN, old_pin, err)) < 0)
-        return r;
-    if (rec.type == TOKEN_SOFT)
-        return rekey(ctx, uuid, &paths, &s, new_pin, NULL, blob, blob_len, ret, err);
-    return p11_set_pin(s.p11, old_pin, new_pin, err);
+    return set_new_pin(ctx, uuid, TRIES_PIN, old_pin, new_pin, blob, blob_len, &paths, &lock_fd, ret, err);
 }
 
 int token_unlock(const struct token_ctx *ctx, const char *uuid, const char *puk, const char *new_pin,
                  const uint8_t *blob, size_t blob_len, struct token_rekeyed *ret, tm_err *err)
 {
     struct token_paths paths;
-    struct token_record rec;
-    struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     *ret = (struct token_rekeyed){0};
     int r = check_pin("new PIN", new_pin, err);
     if (r < 0 || (r = check_secret("PUK", puk, 1, TOKEN_PUK_MAX, err)) < 0 ||
-        (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
-        return r;
-    _cleanup_(session_done) struct session s = {.uuid = uuid,
-                                                .paths = &paths,
-                                                .rec = &rec,
-                                                .soft = soft,
-                                                .device_secret = ctx->device_secret,
-                                                .caller_counts = ctx->caller_counts};
-    if ((r = session_open(&s, TRIES_PUK, puk, err)) < 0)
-        return r;
-    if (rec.type == TOKEN_SOFT)
-        r = rekey(ctx, uuid, &paths, &s, new_pin, puk, blob, blob_len, ret, err);
-    else
-        r = p11_init_pin(s.p11, new_pin, err);
-    if (r < 0)
+        (r = set_new_pin(ctx, uuid, TRIES_PUK, puk, new_pin, blob, blob_len, &paths, &lock_fd, ret, err)) < 0)
         return r;
     /* The new PIN is in place: only now does the PIN counter start again. */
     if (ctx->caller_counts)
