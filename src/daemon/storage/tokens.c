@@ -982,6 +982,32 @@ static void op_fail(struct daemon *d, struct token_op *op, struct container *c, 
     finish(d, op, c);
 }
 
+/* The container's wrapped data key into *ret_wrapped (NULL when there is none yet: before the
+ * first start since pairing or wipe). */
+static int read_wrapped(const struct container *c, char **ret_wrapped, size_t *ret_len, tm_err *err)
+{
+    char path[PATH_MAX];
+    tokens_key_path(c, path, sizeof(path));
+    int r = read_file(path, 4096, ret_wrapped, ret_len, err);
+    if (r < 0 && err->code != ENOENT)
+        return r;
+    if (r < 0)
+        *ret_wrapped = NULL;
+    return 0;
+}
+
+/* What ChangePin and Unlock share: the container, the new PIN and the current wrapped key. */
+static void rekey_fields(struct container *c, const struct token_op *op, char *blob, size_t len, char **ret_uuid,
+                         protobuf_c_boolean *ret_has_new_pin, ProtobufCBinaryData *ret_new_pin,
+                         protobuf_c_boolean *ret_has_wrapped, ProtobufCBinaryData *ret_wrapped)
+{
+    *ret_uuid = c->uuid;
+    *ret_has_new_pin = true;
+    *ret_new_pin = bytes_of(op->new_pin);
+    *ret_has_wrapped = blob != NULL;
+    *ret_wrapped = (ProtobufCBinaryData){.data = (uint8_t *)blob, .len = len};
+}
+
 static int send_scd(struct daemon *d, struct token_op *op, struct container *c, tm_err *err)
 {
     ScdRequest req = TRUSTME__SCD__REQUEST__INIT;
@@ -998,23 +1024,16 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.has_token_anchor = true;
         req.token_anchor = (ProtobufCBinaryData){.len = 32, .data = op->a.files};
     }
-    if (op->kind == OP_CHANGE_PIN || op->kind == OP_PUK_UNLOCK) {
-        /* Re-keying re-wraps the data key: scd needs the current blob (none before the first
-         * start). */
-        char path[PATH_MAX];
-        tokens_key_path(c, path, sizeof(path));
-        int r = read_file(path, 4096, &wrapped, &len, err);
-        if (r < 0 && err->code != ENOENT)
+    /* A start unwraps the data key, re-keying re-wraps it: both need the current blob (none
+     * before the first start). */
+    if (op->kind == OP_KEY || op->kind == OP_CHANGE_PIN || op->kind == OP_PUK_UNLOCK) {
+        int r = read_wrapped(c, &wrapped, &len, err);
+        if (r < 0)
             return r;
     }
     switch (op->kind) {
     case OP_KEY: {
-        char path[PATH_MAX];
-        tokens_key_path(c, path, sizeof(path));
-        int r = read_file(path, 4096, &wrapped, &len, err);
-        if (r < 0 && err->code != ENOENT)
-            return r;
-        op->new_key = r < 0; /* the first start since pairing or wipe */
+        op->new_key = !wrapped; /* the first start since pairing or wipe */
         if (op->new_key) {
             nk.uuid = c->uuid;
             nk.has_pin = true;
@@ -1043,22 +1062,16 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
         req.pair = &pair;
         break;
     case OP_CHANGE_PIN:
-        cp.has_wrapped = wrapped != NULL;
-        cp.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
-        cp.uuid = c->uuid;
-        cp.has_old_pin = cp.has_new_pin = true;
+        rekey_fields(c, op, wrapped, len, &cp.uuid, &cp.has_new_pin, &cp.new_pin, &cp.has_wrapped, &cp.wrapped);
+        cp.has_old_pin = true;
         cp.old_pin = bytes_of(op->pin);
-        cp.new_pin = bytes_of(op->new_pin);
         req.body_case = TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN;
         req.change_pin = &cp;
         break;
     case OP_PUK_UNLOCK:
-        ul.has_wrapped = wrapped != NULL;
-        ul.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
-        ul.uuid = c->uuid;
-        ul.has_puk = ul.has_new_pin = true;
+        rekey_fields(c, op, wrapped, len, &ul.uuid, &ul.has_new_pin, &ul.new_pin, &ul.has_wrapped, &ul.wrapped);
+        ul.has_puk = true;
         ul.puk = bytes_of(op->puk);
-        ul.new_pin = bytes_of(op->new_pin);
         req.body_case = TRUSTME__SCD__REQUEST__BODY_UNLOCK;
         req.unlock = &ul;
         break;
