@@ -110,6 +110,25 @@ static void send_response(struct conn *conn, uint64_t id, Trustme__Response *res
         conn_send(conn, id, resp);
 }
 
+/* Every command here sends tpmd one request and answers its client with one response body; these
+ * build the two (field is the body's member for case BODY_<kase>, body a pointer to it). */
+#define TPMD_SEND(conn, op, kase, field, body)                 \
+    do {                                                       \
+        TpmdRequest treq_ = TRUSTME__TPMD__REQUEST__INIT;      \
+        treq_.body_case = TRUSTME__TPMD__REQUEST__BODY_##kase; \
+        treq_.field = (body);                                  \
+        op_send((conn), &treq_, (op));                         \
+    } while (0)
+
+/* Answer op's client, if it is still there. */
+#define ANSWER(conn, op, kase, field, body)             \
+    do {                                                \
+        Trustme__Response r_ = TRUSTME__RESPONSE__INIT; \
+        r_.body_case = TRUSTME__RESPONSE__BODY_##kase;  \
+        r_.field = (body);                              \
+        send_response((conn), (op)->req_id, &r_);       \
+    } while (0)
+
 /* ---- measurements ----------------------------------------------------------------------------- */
 
 static int measurements_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp,
@@ -155,10 +174,7 @@ static int measurements_done(struct daemon *d, struct conn *conn, struct tpm_op 
     m.has_consistent = true;
     m.consistent = log->has_consistent && log->consistent;
     m.inconsistency = log->inconsistency;
-    Trustme__Response r = TRUSTME__RESPONSE__INIT;
-    r.body_case = TRUSTME__RESPONSE__BODY_MEASUREMENTS;
-    r.measurements = &m;
-    conn_send(conn, op->req_id, &r);
+    ANSWER(conn, op, MEASUREMENTS, measurements, &m);
     return 0;
 }
 
@@ -168,10 +184,7 @@ void cmd_measurements(struct conn *conn, uint64_t id, const Trustme__Request *re
     if (!op)
         return;
     Trustme__Tpmd__GetLog gl = TRUSTME__TPMD__GET_LOG__INIT;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_GET_LOG;
-    treq.get_log = &gl;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, GET_LOG, get_log, &gl);
 }
 
 /* ---- device info ------------------------------------------------------------------------------ */
@@ -219,10 +232,7 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.ek_public_pem = in->ek_public_pem;
     info.has_ek_cert_pem = in->has_ek_cert_pem;
     info.ek_cert_pem = in->ek_cert_pem;
-    Trustme__Response r = TRUSTME__RESPONSE__INIT;
-    r.body_case = TRUSTME__RESPONSE__BODY_DEVICE_INFO;
-    r.device_info = &info;
-    conn_send(conn, op->req_id, &r);
+    ANSWER(conn, op, DEVICE_INFO, device_info, &info);
     return 0;
 }
 
@@ -232,10 +242,7 @@ static void ask_device_info(struct conn *conn, uint64_t id, const char *what)
     if (!op)
         return;
     Trustme__Tpmd__GetDeviceInfo gi = TRUSTME__TPMD__GET_DEVICE_INFO__INIT;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO;
-    treq.device_info = &gi;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, DEVICE_INFO, device_info, &gi);
 }
 
 void cmd_device_info(struct conn *conn, uint64_t id, const Trustme__Request *req)
@@ -253,10 +260,7 @@ static int csr_done(struct daemon *d, struct conn *conn, struct tpm_op *op, cons
     Trustme__DeviceCsr out = TRUSTME__DEVICE_CSR__INIT;
     out.has_pem = true;
     out.pem = csr->pem;
-    Trustme__Response r = TRUSTME__RESPONSE__INIT;
-    r.body_case = TRUSTME__RESPONSE__BODY_DEVICE_CSR;
-    r.device_csr = &out;
-    send_response(conn, op->req_id, &r);
+    ANSWER(conn, op, DEVICE_CSR, device_csr, &out);
     return 0;
 }
 
@@ -286,10 +290,7 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
     snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"", len ? cn : "(default)");
     Trustme__Tpmd__DeviceCsr dc = TRUSTME__TPMD__DEVICE_CSR__INIT;
     dc.common_name = (char *)cn;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR;
-    treq.device_csr = &dc;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, DEVICE_CSR, device_csr, &dc);
 }
 
 /* ---- device cert install ---------------------------------------------------------------------- */
@@ -357,10 +358,7 @@ void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Requ
     Trustme__Tpmd__CertInstall ci = TRUSTME__TPMD__CERT_INSTALL__INIT;
     ci.has_chain_pem = true;
     ci.chain_pem = rq->chain_pem;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL;
-    treq.cert_install = &ci;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, CERT_INSTALL, cert_install, &ci);
 }
 
 /* ---- device reseal ---------------------------------------------------------------------------- */
@@ -402,10 +400,7 @@ void cmd_device_reseal(struct conn *conn, uint64_t id, const Trustme__Request *r
     Trustme__Tpmd__Reseal rs = TRUSTME__TPMD__RESEAL__INIT;
     rs.has_recovery_key = true;
     rs.recovery_key = rq->recovery_key;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_RESEAL;
-    treq.reseal = &rs;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, RESEAL, reseal, &rs);
 }
 
 /* ---- attest ----------------------------------------------------------------------------------- */
@@ -424,10 +419,7 @@ static int attest_done(struct daemon *d, struct conn *conn, struct tpm_op *op, c
     ev.has_response = true;
     ev.response.data = buf;
     ev.response.len = len;
-    Trustme__Response r = TRUSTME__RESPONSE__INIT;
-    r.body_case = TRUSTME__RESPONSE__BODY_ATTEST;
-    r.attest = &ev;
-    conn_send(conn, op->req_id, &r);
+    ANSWER(conn, op, ATTEST, attest, &ev);
     return 0;
 }
 
@@ -467,8 +459,5 @@ void cmd_attest(struct conn *conn, uint64_t id, const Trustme__Request *req)
     ar.nonce = rq->nonce;
     ar.n_pcrs = rq->n_pcrs;
     ar.pcrs = rq->pcrs;
-    TpmdRequest treq = TRUSTME__TPMD__REQUEST__INIT;
-    treq.body_case = TRUSTME__TPMD__REQUEST__BODY_ATTEST;
-    treq.attest = &ar;
-    op_send(conn, &treq, op);
+    TPMD_SEND(conn, op, ATTEST, attest, &ar);
 }
