@@ -352,6 +352,8 @@ static int init_daemon(struct daemon *d, tm_err *err)
     /* The subsystems' own state, before scd starts and any container is loaded. */
     if ((r = tpmd_init(d, err)) < 0 || (r = core_init(d, err)) < 0 || (r = net_init(d, err)) < 0)
         return r;
+    if ((r = control_init(d, err)) < 0)
+        return r;
     d->reply = &control_reply_ops;
     d->ctlsock = &control_ctlsock_ops;
     daemon_observe(d, &lifecycle_container_observer);
@@ -381,6 +383,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
 /* What init_daemon allocated, also when it failed part way, and the loop itself. */
 static void daemon_free(struct daemon *d)
 {
+    control_close_all(d); /* a start-up that failed after control_init; else done already */
     if (d->audit.path) /* opened (its fd is 0 in a daemon never initialised) */
         tm_audit_close(&d->audit);
     while (d->containers) {

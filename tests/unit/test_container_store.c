@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "container.h"
+#include "container_slots.h"
 #include "daemon.h"
 #include "fileio.h"
 
@@ -170,12 +171,61 @@ static void test_load_calls_the_loaded_hooks(void **state)
     container_free(d2.containers);
 }
 
+/* Per-container state of a subsystem (container_slots.h): found by its slot, freed with the
+ * container after the observers' freed hooks, the last attached first; a detached one is the
+ * caller's again. */
+static void free_slot_state(struct container *c, void *state)
+{
+    (void)c;
+    note(state);
+}
+static const struct container_slot slot_a = {"a", free_slot_state}, slot_b = {"b", free_slot_state},
+                                   slot_c = {"c", free_slot_state};
+
+static void test_slots_hold_per_container_state(void **state)
+{
+    struct fixture *f = *state;
+    struct container *c;
+    tm_err err;
+    assert_int_equal(create(&f->d, &c, &err), 0);
+    assert_null(container_state(c, &slot_a));
+    assert_int_equal(container_attach(c, &slot_a, "sa ", &err), 0);
+    assert_int_equal(container_attach(c, &slot_b, "sb ", &err), 0);
+    assert_int_equal(container_attach(c, &slot_c, "sc ", &err), 0);
+    assert_int_equal(container_attach(c, &slot_b, "sb2 ", &err), -EEXIST);
+    assert_string_equal(container_state(c, &slot_b), "sb ");
+    assert_string_equal(container_detach(c, &slot_b), "sb ");
+    assert_null(container_state(c, &slot_b));
+    assert_null(container_detach(c, &slot_b));
+    assert_string_equal(container_state(c, &slot_c), "sc ");
+    calls[0] = '\0';
+    assert_int_equal(container_remove(c, &err), 0);
+    assert_string_equal(calls, "r2 r1 r0 f2 f1 f0 sc sa ");
+}
+
+static void test_slots_are_bounded(void **state)
+{
+    struct fixture *f = *state;
+    struct container *c;
+    tm_err err;
+    assert_int_equal(create(&f->d, &c, &err), 0);
+    static struct container_slot slots[CONTAINER_SLOTS_MAX + 1];
+    for (int i = 0; i <= CONTAINER_SLOTS_MAX; i++)
+        slots[i] = (struct container_slot){.name = "many"};
+    for (int i = 0; i < CONTAINER_SLOTS_MAX; i++)
+        assert_int_equal(container_attach(c, &slots[i], "x", &err), 0);
+    assert_int_equal(container_attach(c, &slots[CONTAINER_SLOTS_MAX], "x", &err), -ENOSPC);
+    assert_err_contains(&err, "no free per-container slot");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_and_remove_call_every_observer_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_refused_create_undoes_the_observers_before_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_calls_the_loaded_hooks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_hold_per_container_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slots_are_bounded, setup, teardown),
     };
     return cmocka_run_group_tests_name("container_store", tests, NULL, NULL);
 }

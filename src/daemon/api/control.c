@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "control.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -33,6 +34,13 @@
  * an output queue that grew above it is freed once it drains. */
 #define LARGE_ALLOC (256 * 1024)
 
+/* api/'s own state in struct daemon (d->control): the control sockets and their clients. */
+struct control_state {
+    struct conn *conns;
+    uint64_t next_conn_id;
+    struct listener *listeners; /* control sockets: the host's and those in containers */
+};
+
 static void conn_free(struct conn *c);
 
 static uint64_t now_s(void)
@@ -42,9 +50,20 @@ static uint64_t now_s(void)
     return (uint64_t)ts.tv_sec;
 }
 
+int control_init(struct daemon *d, tm_err *err)
+{
+    assert(!d->control);
+    d->control = calloc(1, sizeof(*d->control));
+    if (!d->control)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    return 0;
+}
+
 struct conn *conn_find(struct daemon *d, uint64_t id)
 {
-    for (struct conn *c = d->conns; c; c = c->next)
+    if (!d->control)
+        return NULL; /* before control_init or after control_close_all: nobody is connected */
+    for (struct conn *c = d->control->conns; c; c = c->next)
         if (c->id == id && !c->closing)
             return c;
     return NULL;
@@ -225,7 +244,7 @@ static bool conn_busy(const struct conn *c)
 static void count_conns(const struct listener *l, size_t *ret_mine, size_t *ret_restricted)
 {
     size_t mine = 0, restricted = 0;
-    for (const struct conn *c = l->d->conns; c; c = c->next) {
+    for (const struct conn *c = l->d->control->conns; c; c = c->next) {
         mine += strcmp(c->role_uuid, l->uuid) == 0;
         restricted += c->role == ROLE_RESTRICTED;
     }
@@ -245,7 +264,7 @@ static bool listener_full(const struct listener *l)
  * request of theirs is lost) rather than refuse a new client for them. */
 static void reap_hung_up(struct daemon *d)
 {
-    for (struct conn *c = d->conns, *next; c; c = next) {
+    for (struct conn *c = d->control->conns, *next; c; c = next) {
         next = c->next;
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         int unread = 0;
@@ -261,7 +280,7 @@ static void reap_hung_up(struct daemon *d)
 static bool evict_one(struct listener *l)
 {
     struct conn *victim = NULL;
-    for (struct conn *c = l->d->conns; c; c = c->next)
+    for (struct conn *c = l->d->control->conns; c; c = c->next)
         if (!c->closing && strcmp(c->role_uuid, l->uuid) == 0 && !conn_busy(c) &&
             (!victim || c->last_active < victim->last_active ||
              (c->last_active == victim->last_active && c->id < victim->id)))
@@ -291,7 +310,7 @@ static void sweep_idle(tm_source *src, void *userdata)
 {
     struct daemon *d = userdata;
     uint64_t now = now_s();
-    for (struct conn *c = d->conns, *next; c; c = next) {
+    for (struct conn *c = d->control->conns, *next; c; c = next) {
         next = c->next;
         if (!c->closing && now - c->last_active > CONN_IDLE_TIMEOUT_S && !conn_busy(c)) {
             log_info_ratelimited(&rl_idle, "connection %llu (%s): idle for %d s, closing", (unsigned long long)c->id,
@@ -458,7 +477,7 @@ static void on_client(int fd, void *userdata)
     if (!c)
         return;
     c->d = d;
-    c->id = ++d->next_conn_id;
+    c->id = ++d->control->next_conn_id;
     c->fd = fd;
     c->peer = cred;
     c->stream_fd = -1;
@@ -478,14 +497,14 @@ static void on_client(int fd, void *userdata)
         free(c);
         return;
     }
-    c->next = d->conns;
-    d->conns = c;
+    c->next = d->control->conns;
+    d->control->conns = c;
 }
 
 static void conn_free(struct conn *c)
 {
     struct daemon *d = c->d;
-    for (struct conn **pp = &d->conns; *pp; pp = &(*pp)->next)
+    for (struct conn **pp = &d->control->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
             break;
@@ -509,7 +528,7 @@ static void conn_free(struct conn *c)
 
 static struct listener *listener_of(struct daemon *d, const char *uuid)
 {
-    for (struct listener *l = d->listeners; l; l = l->next)
+    for (struct listener *l = d->control->listeners; l; l = l->next)
         if (strcmp(l->uuid, uuid) == 0)
             return l;
     return NULL;
@@ -596,14 +615,16 @@ int control_add_listener(struct daemon *d, int fd, enum conn_role role, const ch
         listener_free(l);
         return r;
     }
-    l->next = d->listeners;
-    d->listeners = l;
+    l->next = d->control->listeners;
+    d->control->listeners = l;
     return 0;
 }
 
 void control_remove_listeners(struct daemon *d, const char *uuid)
 {
-    for (struct listener **pp = &d->listeners; *pp;) {
+    if (!d->control)
+        return;
+    for (struct listener **pp = &d->control->listeners; *pp;) {
         struct listener *l = *pp;
         if (strcmp(l->uuid, uuid) != 0) {
             pp = &l->next;
@@ -615,7 +636,7 @@ void control_remove_listeners(struct daemon *d, const char *uuid)
     /* Their clients are gone with the container's processes; anything left (a connection
      * passed on) loses the role with the container. Closed from the loop, not here: this may
      * run inside a handler of one of them. */
-    for (struct conn *c = d->conns; c; c = c->next)
+    for (struct conn *c = d->control->conns; c; c = c->next)
         if (strcmp(c->role_uuid, uuid) == 0 && !c->closing) {
             c->closing = true;
             update_events(c);
@@ -664,19 +685,23 @@ int control_listen(struct daemon *d, tm_err *err)
 
 void control_close_all(struct daemon *d)
 {
-    while (d->conns) {
-        tm_buf_flush(&d->conns->out, d->conns->fd); /* best effort: last replies */
-        conn_free(d->conns);
+    if (!d->control)
+        return;
+    while (d->control->conns) {
+        tm_buf_flush(&d->control->conns->out, d->control->conns->fd); /* best effort: last replies */
+        conn_free(d->control->conns);
     }
-    for (struct listener *l = d->listeners; l; l = l->next)
+    for (struct listener *l = d->control->listeners; l; l = l->next)
         if (!l->uuid[0]) {
             char path[PATH_MAX + 16];
             host_socket_path(d, path, sizeof(path));
             unlink(path);
         }
-    while (d->listeners) {
-        struct listener *l = d->listeners;
-        d->listeners = l->next;
+    while (d->control->listeners) {
+        struct listener *l = d->control->listeners;
+        d->control->listeners = l->next;
         listener_free(l);
     }
+    free(d->control);
+    d->control = NULL;
 }

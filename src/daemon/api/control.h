@@ -82,6 +82,9 @@ static inline struct reply_to conn_reply_to(const struct conn *c, uint64_t req_i
     return (struct reply_to){.client = c->id, .req_id = req_id, .actor = c->actor};
 }
 
+/* api/'s state in d (d->control), before any socket is served: at start-up, before containers
+ * are loaded (their sockets are re-opened then). control_close_all frees it. */
+int control_init(struct daemon *d, tm_err *err);
 /* The host's admin socket <run>/control.sock; with admin_socket_in_root false, none (and a
  * stale one is removed). */
 int control_listen(struct daemon *d, tm_err *err);
@@ -100,6 +103,8 @@ enum control_audit_kind { CONTROL_AUDIT_DENIED = 0, CONTROL_AUDIT_INSTALL_FAILED
 bool control_audit_due(struct conn *c, enum control_audit_kind kind);
 #define CONTROL_AUDIT_BURST 20
 #define CONTROL_AUDIT_WINDOW_S 10
+/* Close every connection and socket (the last replies flushed as far as they go) and free
+ * d->control; nothing when there is none. */
 void control_close_all(struct daemon *d);
 struct conn *conn_find(struct daemon *d, uint64_t id);
 /* Queue a response (version and id are filled in). */

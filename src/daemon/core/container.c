@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "container_slots.h"
 #include "fileio.h"
 #include "json_cleanup.h"
 #include "jsonutil.h"
@@ -76,6 +77,7 @@ void container_free(struct container *c)
     for (size_t i = c->d->nobservers; i-- > 0;)
         if (c->d->observers[i]->freed)
             c->d->observers[i]->freed(c);
+    container_slots_free(c);
     config_free(c->cfg);
     free(c->config_json);
     for (struct waiter *w = c->waiters, *next; w; w = next) {

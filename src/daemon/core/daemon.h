@@ -18,6 +18,7 @@
 #define TM_IDS_PER_CONTAINER 65536u
 
 struct conn;
+struct control_state;
 struct sock_fprog;
 struct container;
 struct session;
@@ -34,6 +35,7 @@ struct container_token;
 struct guestos;
 struct install_op;
 struct measure_op;
+struct container_slot;
 
 /* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
 enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
@@ -61,6 +63,7 @@ struct container_observer {
     void (*transition)(struct container *c, enum cstate old, enum cevent ev);
 };
 #define DAEMON_OBSERVERS_MAX 8
+#define CONTAINER_SLOTS_MAX 8 /* subsystems with state of their own per container (container_slots.h) */
 struct daemon;
 /* A subsystem with work to finish before trustmed exits (daemon_hold_exit): true when it is done;
  * false while it is under way, and it calls daemon_maybe_exit again when it ends. */
@@ -116,6 +119,13 @@ struct container {
     bool config_signed; /* its config came with a verified signature */
     struct net_state *net; /* its network (net.h), or NULL */
     char privileged_caps[768]; /* caps_privileged() by name, for container_info */
+    /* The state of subsystems that keep their own per container (container_slots.h): new
+     * subsystems attach theirs here instead of adding a field. */
+    struct {
+        const struct container_slot *slot;
+        void *state;
+    } slots[CONTAINER_SLOTS_MAX];
+    size_t nslots;
 };
 
 struct daemon {
@@ -132,9 +142,7 @@ struct daemon {
     size_t nobservers;
     daemon_exit_ready_fn *exit_ready[DAEMON_EXIT_HOLDS_MAX]; /* daemon_hold_exit */
     size_t nexit_ready;
-    struct conn *conns;
-    uint64_t next_conn_id;
-    struct listener *listeners; /* control sockets: the host's and those in containers */
+    struct control_state *control; /* the control sockets and their clients (api/control.c) */
     const struct ctlsock_ops *ctlsock; /* api/'s side of the sockets in containers */
     const struct reply_ops *reply; /* api/'s side of answers from below it (reply.h) */
     int signal_fd;
