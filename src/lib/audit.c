@@ -60,7 +60,7 @@ int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char
     }
     /* The hash matched, so these are bytes trustmed wrote; jansson still refuses anything that is
      * not strict JSON (a duplicate "seq" could otherwise mean two things). */
-    json_t *obj = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, NULL);
+    _cleanup_json_ json_t *obj = json_loadb(body, body_len, JSON_REJECT_DUPLICATES, NULL);
     json_t *vseq, *vprev, *vevent;
     int r = 0;
     if (!obj || !(vseq = json_object_get(obj, "seq")) || !(vprev = json_object_get(obj, "prev")) ||
@@ -75,7 +75,6 @@ int tm_audit_parse_line(const char *line, size_t len, tm_audit_record *rec, char
         if (((vevent = json_object_get(obj, "event")) != NULL) && json_is_string(vevent))
             snprintf(rec->event, sizeof(rec->event), "%s", json_string_value(vevent));
     }
-    json_decref(obj);
     return r;
 }
 

@@ -31,9 +31,17 @@ static inline void fclosep(FILE **f)
         fclose(*f);
 }
 
+/* Both ends of a pipe or socketpair (int p[2], -1 where closed or stolen). */
+static inline void close_pairp(int (*p)[2])
+{
+    closep(&(*p)[0]);
+    closep(&(*p)[1]);
+}
+
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
+#define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 #define steal_ptr(p)                 \
     ({                               \

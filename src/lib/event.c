@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "log.h"
 
 struct tm_source {
@@ -56,22 +57,18 @@ static void arm_timerfd(tm_loop *loop)
 
 tm_loop *tm_loop_new(void)
 {
-    tm_loop *loop = calloc(1, sizeof(*loop));
+    _cleanup_free_ tm_loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return NULL;
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    loop->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    _cleanup_close_ int epfd = epoll_create1(EPOLL_CLOEXEC);
+    _cleanup_close_ int timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     /* The timerfd is told apart from sources by a NULL data pointer. */
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (loop->epfd < 0 || loop->timerfd < 0 || epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->timerfd, &ev) < 0) {
-        if (loop->epfd >= 0)
-            close(loop->epfd);
-        if (loop->timerfd >= 0)
-            close(loop->timerfd);
-        free(loop);
+    if (epfd < 0 || timerfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, timerfd, &ev) < 0)
         return NULL;
-    }
-    return loop;
+    loop->epfd = steal_fd(epfd);
+    loop->timerfd = steal_fd(timerfd);
+    return steal_ptr(loop);
 }
 
 static void reap_dead(tm_loop *loop)
@@ -97,16 +94,14 @@ void tm_loop_free(tm_loop *loop)
 
 tm_source *tm_loop_io(tm_loop *loop, int fd, uint32_t events, tm_io_fn fn, void *userdata)
 {
-    tm_source *s = calloc(1, sizeof(*s));
+    _cleanup_free_ tm_source *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     *s = (tm_source){.loop = loop, .fd = fd, .io_fn = fn, .userdata = userdata};
     struct epoll_event ev = {.events = events, .data.ptr = s};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        free(s);
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         return NULL;
-    }
-    return s;
+    return steal_ptr(s);
 }
 
 int tm_source_modify(tm_source *src, uint32_t events)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "json_cleanup.h"
 
 void tm_json_path_key(char *out, const char *path, const char *key)
 {
@@ -110,7 +111,7 @@ int tm_json_parse_object(const char *data, size_t len, json_t **ret, tm_err *err
         return tm_err_set(err, EINVAL, "$: document contains a NUL byte at byte %zu", (size_t)(nul - data));
     json_error_t je;
     /* JSON_DECODE_ANY: a bare scalar gets "expected an object" below, not a syntax error. */
-    json_t *obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
+    _cleanup_json_ json_t *obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &je);
     if (!obj) {
         if (json_error_code(&je) == json_error_out_of_memory)
             return tm_err_set(err, ENOMEM, "out of memory");
@@ -122,11 +123,9 @@ int tm_json_parse_object(const char *data, size_t len, json_t **ret, tm_err *err
         r = tm_err_set(err, EINVAL, "$: expected an object, got %s", tm_json_type_name(obj));
     else
         r = check_bounds(obj, 0, "$", err);
-    if (r < 0) {
-        json_decref(obj);
+    if (r < 0)
         return r;
-    }
-    *ret = obj;
+    *ret = steal_ptr(obj);
     return 0;
 }
 

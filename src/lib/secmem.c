@@ -55,15 +55,11 @@ int secret_new(size_t len, struct secret **ret, tm_err *err)
 
 int secret_random(size_t len, struct secret **ret, tm_err *err)
 {
-    struct secret *s;
+    _cleanup_secret_ struct secret *s = NULL;
     int r = secret_new(len, &s, err);
-    if (r < 0)
+    if (r < 0 || (r = secure_random(s->data, len, err)) < 0)
         return r;
-    if ((r = secure_random(s->data, len, err)) < 0) {
-        secret_free(s);
-        return r;
-    }
-    *ret = s;
+    *ret = steal_ptr(s);
     return 0;
 }
 

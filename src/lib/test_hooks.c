@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "log.h"
 
 void test_crash_point(const char *dir, const char *name)
@@ -15,11 +16,10 @@ void test_crash_point(const char *dir, const char *name)
     char path[4096], buf[128];
     if (!dir || snprintf(path, sizeof(path), "%s/test-crash-at", dir) >= (int)sizeof(path))
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
     if (n <= 0)
         return;
     buf[n] = '\0';

@@ -74,13 +74,12 @@ static int ctlsock_setup(struct start_ctx *ctx, tm_err *err)
 
 void ctlsock_received(struct container *c, int fd)
 {
+    _cleanup_close_ int owned = fd;
     const char *role;
     tm_err err;
-    if (!ctlsock_wanted(c, &role)) {
-        close(fd);
+    if (!ctlsock_wanted(c, &role))
         return;
-    }
-    if (c->d->ctlsock->serve(c, fd, &err) < 0) /* one per container */
+    if (c->d->ctlsock->serve(c, steal_fd(owned), &err) < 0) /* one per container */
         log_warn("%s: no control socket inside: %s", container_label(c), err.msg);
     else
         log_info("%s: %s control socket at /%s/%s inside", container_label(c), role, CTLSOCK_DIR, CTLSOCK_NAME);

@@ -50,15 +50,12 @@ static int make_netns(struct start_ctx *ctx, tm_err *err)
     }
     if (ctx->userns_fd >= 0)
         return tm_err_set(err, EINVAL, "no network namespace from the user namespace's holder");
-    int p[2];
+    _cleanup_close_pair_ int p[2] = {-1, -1};
     if (pipe2(p, O_CLOEXEC) < 0)
         return tm_err_sys(err, "pipe");
     pid_t pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
+    if (pid < 0)
         return tm_err_sys(err, "fork");
-    }
     if (pid == 0) {
         close(p[0]);
         if (unshare(CLONE_NEWNET) < 0)
@@ -68,12 +65,12 @@ static int make_netns(struct start_ctx *ctx, tm_err *err)
         for (;;)
             pause();
     }
-    close(p[1]);
+    close_and_reset(p[1]);
     char c;
     ssize_t n;
     while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
         ;
-    close(p[0]);
+    close_and_reset(p[0]);
     int fd = -1;
     if (n == 1) {
         char path[64];

@@ -154,7 +154,7 @@ static int mount_lower(struct start_ctx *ctx, tm_err *err)
 /* Run mkfs.ext4 on path; its complaints become the error message. */
 static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
 {
-    int pipefd[2];
+    _cleanup_close_pair_ int pipefd[2] = {-1, -1};
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return tm_err_sys(err, "pipe");
     char owner_opt[64];
@@ -178,10 +178,10 @@ static int run_mkfs(const char *path, uint32_t owner, tm_err *err)
         execv("/usr/sbin/mkfs.ext4", (char **)argv);
         _exit(127);
     }
-    close(pipefd[1]);
+    close_and_reset(pipefd[1]);
     char out[512] = "";
     ssize_t n = read_all(pipefd[0], out, sizeof(out) - 1);
-    close(pipefd[0]);
+    close_and_reset(pipefd[0]);
     out[n > 0 ? n : 0] = '\0';
     out[strcspn(out, "\n")] = '\0';
     int status;

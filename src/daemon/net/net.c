@@ -421,14 +421,12 @@ static int running_netns(struct container *c, tm_err *err)
     if (!c->net || c->net->netns_fd < 0) {
         char path[PATH_MAX + 8];
         netns_path(c, path, sizeof(path));
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
             return tm_err_sys(err, "%s: its network namespace is not pinned", c->cfg->name);
-        if (!net_state_of(c, err)) {
-            close(fd);
+        if (!net_state_of(c, err))
             return -ENOMEM;
-        }
-        c->net->netns_fd = fd;
+        c->net->netns_fd = steal_fd(fd);
     }
     return c->net->netns_fd;
 }

@@ -57,7 +57,7 @@ int nl_open(int netns_fd, tm_err *err)
         if (setns(netns_fd, CLONE_NEWNET) < 0)
             return tm_err_sys(err, "cannot enter the network namespace");
     }
-    int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    _cleanup_close_ int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     int saved = errno;
     if (self >= 0 && setns(self, CLONE_NEWNET) < 0) {
         /* Staying in a container's namespace would be far worse than dying. */
@@ -68,12 +68,9 @@ int nl_open(int netns_fd, tm_err *err)
     if (s < 0)
         return tm_err_sys(err, "cannot open a netlink socket");
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int r = tm_err_sys(err, "cannot bind a netlink socket");
-        close(s);
-        return r;
-    }
-    return s;
+    if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return tm_err_sys(err, "cannot bind a netlink socket");
+    return steal_fd(s);
 }
 
 /* Send q and read until its ack (or, with reply, the first answer message, copied there). */

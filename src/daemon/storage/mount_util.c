@@ -149,16 +149,17 @@ int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs,
     return r < 0 ? tm_err_prefix(err, "bind mount of %s", src[0] ? src : "(fd)") : 0;
 }
 
-int loop_attach(const char *image, bool read_only, char *devpath, size_t size, tm_err *err)
+int loop_attach(const char *image, bool read_only, char *ret_devpath, size_t size, tm_err *err)
 {
     _cleanup_close_ int ifd = open(image, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (ifd < 0)
         return tm_err_sys(err, "cannot open image %s", image);
-    return loop_attach_fd(ifd, image, read_only, devpath, size, err);
+    return loop_attach_fd(ifd, image, read_only, ret_devpath, size, err);
 }
 
-int loop_attach_fd(int ifd, const char *image, bool read_only, char *devpath, size_t size, tm_err *err)
+int loop_attach_fd(int ifd, const char *image, bool read_only, char *ret_devpath, size_t size, tm_err *err)
 {
+    char devpath[32];
     _cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
         return tm_err_sys(err, "cannot open /dev/loop-control");
@@ -167,8 +168,8 @@ int loop_attach_fd(int ifd, const char *image, bool read_only, char *devpath, si
         int nr = ioctl(ctl, LOOP_CTL_GET_FREE);
         if (nr < 0)
             return tm_err_sys(err, "no free loop device");
-        snprintf(devpath, size, "/dev/loop%d", nr);
-        int lfd = open(devpath, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        snprintf(devpath, sizeof(devpath), "/dev/loop%d", nr);
+        _cleanup_close_ int lfd = open(devpath, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (lfd < 0) {
             if (errno == ENOENT) /* node not created yet (no udev) */
                 continue;
@@ -179,14 +180,12 @@ int loop_attach_fd(int ifd, const char *image, bool read_only, char *devpath, si
             .info = {.lo_flags = LO_FLAGS_AUTOCLEAR | (read_only ? LO_FLAGS_READ_ONLY : 0)},
         };
         snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", image);
-        if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0)
-            return lfd;
-        int e = errno;
-        close(lfd);
-        if (e != EBUSY) {
-            errno = e;
-            return tm_err_sys(err, "cannot attach %s to %s", image, devpath);
+        if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0) {
+            snprintf(ret_devpath, size, "%s", devpath);
+            return steal_fd(lfd);
         }
+        if (errno != EBUSY)
+            return tm_err_sys(err, "cannot attach %s to %s", image, devpath);
     }
     return tm_err_set(err, EBUSY, "cannot find a free loop device for %s", image);
 }

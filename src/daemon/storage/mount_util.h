@@ -31,9 +31,9 @@ int mount_new_fs_in(int rootfd, const char *path, const char *fstype, const char
 /* Bind-mount the tree at src (relative to src_dirfd, "" for the fd itself) onto target_fd. */
 int bind_mount_at(int src_dirfd, const char *src, int target_fd, unsigned attrs, int userns_fd, tm_err *err);
 /* Attach image to a free loop device (autoclear: it detaches itself once unmounted).
- * Returns an open fd of the loop device; its path is written to devpath. */
-int loop_attach(const char *image, bool read_only, char *devpath, size_t size, tm_err *err);
+ * Returns an open fd of the loop device; its path is written to ret_devpath (on success only). */
+int loop_attach(const char *image, bool read_only, char *ret_devpath, size_t size, tm_err *err);
 /* The same for an image already open (the fd that was hashed is the one attached). */
-int loop_attach_fd(int fd, const char *image, bool read_only, char *devpath, size_t size, tm_err *err);
+int loop_attach_fd(int fd, const char *image, bool read_only, char *ret_devpath, size_t size, tm_err *err);
 /* True if image is the backing file of an attached loop device. */
 bool loop_in_use(const char *image);
