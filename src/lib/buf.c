@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "buf.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ int tm_buf_append(tm_buf *b, const void *data, size_t n)
 
 void tm_buf_consume(tm_buf *b, size_t n)
 {
+    assert(n <= tm_buf_pending(b)); /* only what was written out of it */
     b->start += n;
     if (b->start >= b->len)
         b->start = b->len = 0;

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "wire.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
 void tm_wire_encode(enum tm_wire_kind k, const struct tm_wire_hdr *h, uint8_t *out)
 {
+    assert(k == TM_WIRE_SYNC || k == TM_WIRE_LEN);
     if (k == TM_WIRE_SYNC) {
         /* host order: both ends are the same program on the same machine */
         const uint32_t w[3] = {TM_WIRE_SYNC_MAGIC, h->type, h->len};

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "module.h"
 
+#include <assert.h>
+
 #include "cleanup.h"
 
 /* THE order of a container start. Read top to bottom for prepare/setup/child/join/exec, bottom
@@ -60,6 +62,7 @@ int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm
 
 void modules_cleanup(struct container *c, size_t n)
 {
+    assert(n <= ARRAY_SIZE(modules)); /* a count modules_run gave */
     for (size_t i = n; i-- > 0;)
         if (modules[i]->cleanup)
             modules[i]->cleanup(c);

@@ -34,8 +34,11 @@ static int leases_load(struct daemon *d, json_t **ret, tm_err *err)
     size_t len;
     int r = read_file(path, LEASES_MAX, &data, &len, err);
     if (r < 0 && err->code == ENOENT) {
-        *ret = json_object();
-        return *ret ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+        json_t *none = json_object();
+        if (!none)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        *ret = none;
+        return 0;
     }
     if (r < 0 || (r = tm_json_parse_object(data, len, ret, err)) < 0)
         return tm_err_prefix(err, "%s", path);
