@@ -85,6 +85,13 @@ struct ctlsock_ops {
 struct container {
     struct container *next;
     struct daemon *d;
+    /* The state of subsystems that keep their own per container (container_slots.h): new
+     * subsystems attach theirs here instead of adding a field. */
+    struct {
+        const struct container_slot *slot;
+        void *state;
+    } slots[CONTAINER_SLOTS_MAX];
+    size_t nslots;
     char uuid[TM_UUID_STR_LEN + 1];
     struct container_config *cfg;
     char *config_json; /* the raw bytes it was created from */
@@ -119,13 +126,6 @@ struct container {
     bool config_signed; /* its config came with a verified signature */
     struct net_state *net; /* its network (net.h), or NULL */
     char privileged_caps[768]; /* caps_privileged() by name, for container_info */
-    /* The state of subsystems that keep their own per container (container_slots.h): new
-     * subsystems attach theirs here instead of adding a field. */
-    struct {
-        const struct container_slot *slot;
-        void *state;
-    } slots[CONTAINER_SLOTS_MAX];
-    size_t nslots;
 };
 
 struct daemon {
