@@ -10,6 +10,7 @@ import pytest
 
 from conftest import wait_for
 from ksclient import ERR, Keystore, KsError, auths, params
+from tools import tool
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_ec_sign_verifies_with_openssl(ks_daemon, tmp_path):
         (tmp_path / "pub.der").write_bytes(k.public_key("ec1"))
         (tmp_path / "data").write_bytes(b"hello")
         (tmp_path / "sig").write_bytes(sig)
-        r = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "pub.der"), "-keyform", "DER",
+        r = subprocess.run([tool("openssl"), "dgst", "-sha256", "-verify", str(tmp_path / "pub.der"), "-keyform", "DER",
                             "-signature", str(tmp_path / "sig"), str(tmp_path / "data")], capture_output=True)
         assert r.returncode == 0, r.stderr
         k.one_shot("ec1", params("verify", "sha256"), b"hello", signature=sig)
@@ -145,7 +146,7 @@ def test_streaming_and_operation_bound(ks_daemon, tmp_path):
         (tmp_path / "pub").write_bytes(k.public_key("s-ec"))
         (tmp_path / "data").write_bytes(b"".join(b"chunk%d" % i for i in range(10)))
         (tmp_path / "sig").write_bytes(sig)
-        assert subprocess.run(["openssl", "dgst", "-sha384", "-verify", str(tmp_path / "pub"), "-keyform", "DER",
+        assert subprocess.run([tool("openssl"), "dgst", "-sha384", "-verify", str(tmp_path / "pub"), "-keyform", "DER",
                                "-signature", str(tmp_path / "sig"), str(tmp_path / "data")],
                               capture_output=True).returncode == 0
         refused(lambda: k.update(h, b"more"), "INVALID_HANDLE")
@@ -181,9 +182,9 @@ def test_no_key_material_in_plaintext(ks_daemon):
     d = ks_daemon
     aes = os.urandom(32)
     hmac = os.urandom(32)
-    ec = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+    ec = subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
                          "-outform", "DER"], capture_output=True, check=True).stdout
-    scalar = subprocess.run(["openssl", "pkey", "-inform", "DER", "-noout", "-text"], input=ec,
+    scalar = subprocess.run([tool("openssl"), "pkey", "-inform", "DER", "-noout", "-text"], input=ec,
                             capture_output=True, check=True).stdout.decode()
     priv = bytes.fromhex("".join(scalar.split("priv:")[1].split("pub:")[0].split()).replace(":", ""))
     assert len(priv) in (32, 33)
@@ -290,3 +291,47 @@ def test_malformed_request_gets_an_error(ks_daemon):
         code, msg, _ = k.raw(16, b"\xff\xff\xff")
         assert code == ERR["MALFORMED_MESSAGE"], msg
         assert isinstance(k.list(), list)  # the connection goes on
+
+
+def keystore_pids(d):
+    """trustmed's trustme-keystore children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == d.proc.pid and cmd == b"trustme-keystore":
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_each_container_has_its_own_confined_service(ks_daemon):
+    import pwd
+    d = ks_daemon
+    pids = keystore_pids(d)
+    assert len(pids) == 2, pids
+    uid = pwd.getpwnam("trustme-keystore").pw_uid
+    ns = {}
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split() == [str(uid)] * 4
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
+        assert fields["NoNewPrivs"].strip() == "1"
+        # not dumpable: its /proc/PID/environ is root's, not the service user's
+        assert Path(f"/proc/{pid}/environ").stat().st_uid == 0
+        ns[pid] = {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in ("pid", "mnt", "net", "ipc")}
+        for n in ("pid", "mnt", "net", "ipc"):
+            assert ns[pid][n] != os.readlink(f"/proc/{d.proc.pid}/ns/{n}"), n
+        # its root holds its own container's key directory and nothing of the data dir besides
+        root = Path(f"/proc/{pid}/root")
+        assert {"dev", "state", "tmp", "usr"} <= {p.name for p in root.iterdir()}
+        assert not (root / "data").exists() and not (root / "proc" / "1").exists()
+        assert all(p.suffix == ".key" for p in (root / "state").iterdir())
+    a, b = pids
+    for n in ("pid", "mnt", "net", "ipc"):
+        assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
