@@ -335,3 +335,32 @@ def test_each_container_has_its_own_confined_service(ks_daemon):
     a, b = pids
     for n in ("pid", "mnt", "net", "ipc"):
         assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
+
+
+def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
+    """With a token the keystore key needs the data key: the keys come back at each start with the
+    PIN, and a wipe (a new data key) leaves every old blob useless."""
+    from test_storage import KDF, PIN, PUK, create_paired, pin_file, start
+    d = make_daemon(extra_args=KDF)
+    wait_for(lambda: "device storage secret unsealed" in d.log(), timeout=60, what="the device secret")
+    create_paired(d, "kt", keystore=True)
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        k.generate("t-ec", "ec", 256, auths(["sign"], ["sha256"]))
+        pub = k.public_key("t-ec")
+    d.cli("stop", "kt")
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        assert k.public_key("t-ec") == pub
+        k.one_shot("t-ec", params("sign", "sha256"), b"x")
+    d.cli("stop", "kt")
+    blob = next((d.data_dir / "keystore").glob("*/t-ec.key"))
+    saved = blob.read_bytes()
+    r = d.cli("wipe", "kt", check=False)
+    assert r.returncode == 0, r.stderr
+    blob.write_bytes(saved)  # a copy kept from before the wipe (the service's files survive it)
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), "kt")
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        refused(lambda: k.one_shot("t-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+    d.cli("stop", "kt")
