@@ -42,6 +42,7 @@ typedef Trustme__Keystore__KsOperationParams KsOperationParams;
 #define PASSPHRASE_ITER 10000
 #define PASSPHRASE_MAX 256
 #define LOADED_MAX 32
+#define OUT_CAP (KS_IO_MAX + 4096) /* an update's output plus a final block, tag or signature */
 
 /* A key whose blob is open. */
 struct loaded {
@@ -137,8 +138,10 @@ static void loaded_free(struct loaded *l)
 
 void ks_reset_answer(struct ks *ks)
 {
-    secret_free(ks->out);
-    ks->out = NULL;
+    if (ks->out) { /* the answer went out: wipe what it held, keep the buffer */
+        explicit_bzero(ks->out->data, ks->out->len);
+        ks->out->len = 0;
+    }
     OPENSSL_free(ks->heap_out);
     ks->heap_out = NULL;
     for (size_t i = 0; i < ks->nlist; i++)
@@ -157,6 +160,7 @@ void ks_free(struct ks *ks)
     if (!ks)
         return;
     ks_reset_answer(ks);
+    secret_free(ks->out);
     for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
         op_free(ks->ops[i]);
     for (size_t i = 0; i < LOADED_MAX; i++)
@@ -667,10 +671,13 @@ static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p
 
 static int out_reserve(struct ks *ks, size_t n, tm_err *err)
 {
-    secret_free(ks->out);
-    ks->out = NULL;
-    if (secret_new(n ? n : 1, &ks->out, err) < 0)
+    /* One locked buffer for every answer (mapping and locking one per answer cost more than a
+     * signature); wiped after each. */
+    if (!ks->out && secret_new(OUT_CAP, &ks->out, err) < 0)
         return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    if (n > OUT_CAP)
+        return tm_err_set(err, E(INVALID_INPUT_LENGTH), "input too long");
+    explicit_bzero(ks->out->data, ks->out->len);
     ks->out->len = 0;
     return 0;
 }
@@ -856,12 +863,8 @@ static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
     if (r < 0)
         return r;
     size_t have = ks->out->len;
-    _cleanup_secret_ struct secret *prev = steal_ptr(ks->out);
-    if ((r = out_reserve(ks, have + 1024, err)) < 0)
-        return r;
-    memcpy(ks->out->data, prev->data, have);
     uint8_t *o = ks->out->data + have;
-    size_t room = ks->out->map_len - have;
+    size_t room = OUT_CAP - have;
     if (op->md) {
         if (op->purpose == PURPOSE(SIGN)) {
             size_t len = room;
