@@ -44,7 +44,6 @@ trap cleanup EXIT INT TERM
 mkdir -p "$W/data"
 echo '{"policy": {"allow_unsigned": true}}' >"$W/data/device.json" # a development rootfs
 start_trustmed "$W" "$CG_PARENT" 4100000000 # one container; clear of the other scripts' ids
-for _ in $(seq 600); do grep -q "device storage secret unsealed" "$W/trustmed.log" 2>/dev/null && break; sleep 0.1; done
 mkdir -p "$W/rootfs"
 "$ROOT/scripts/mkrootfs.sh" "$W/rootfs" >/dev/null
 cat >"$W/ks.json" <<JSON
@@ -52,7 +51,9 @@ cat >"$W/ks.json" <<JSON
  "data_size_mb": 0, "keystore": true}
 JSON
 tm create "$W/ks.json" >/dev/null
-tm start ks >/dev/null
+# A keystore needs the device storage secret, which the TPM service unseals just after start-up.
+for _ in $(seq 300); do tm start ks >/dev/null 2>&1 && break; sleep 0.2; done
+[ "$(tm state --json ks | jq -r .state)" = running ] || die "the keystore container did not start"
 PID=$(tm state --json ks | jq -r .pid)
 SOCK=/proc/$PID/root/run/trustme/keystore.sock
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done

@@ -364,3 +364,16 @@ def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
     with ks(d, "kt") as k:
         refused(lambda: k.one_shot("t-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
     d.cli("stop", "kt")
+
+
+def test_removed_container_takes_its_keys(ks_daemon):
+    d = ks_daemon
+    d.create("kr", keystore=True)
+    d.cli("start", "kr")
+    with ks(d, "kr") as k:
+        k.generate("gone", "ec", 256, auths(["sign"], ["sha256"]))
+    keydir = d.data_dir / "keystore" / d.state("kr")["uuid"]
+    assert (keydir / "gone.key").exists()
+    d.cli("stop", "kr")
+    d.cli("remove", "kr")
+    assert not keydir.exists()

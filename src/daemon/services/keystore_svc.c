@@ -32,6 +32,7 @@
 #include "container.h"
 #include "crypto.h"
 #include "daemon.h"
+#include "fileio.h"
 #include "keystore.pb-c.h"
 #include "log.h"
 #include "packet.h"
@@ -251,3 +252,25 @@ void keystore_svc_stop(struct container *c)
     free(ks);
     c->keystore = NULL;
 }
+
+/* A removed container's keys go with it (they could open nowhere else anyway: the keystore key
+ * needs its UUID); a half-made container's service is stopped with it. */
+static void keystore_removed(struct container *c)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
+    int r = rm_rf(dir);
+    if (r < 0 && r != -ENOENT)
+        log_warn("%s: cannot remove its keystore %s: %s", container_label(c), dir, strerror(-r));
+}
+
+static void keystore_freed(struct container *c)
+{
+    keystore_svc_stop(c);
+}
+
+const struct container_observer keystore_container_observer = {
+    .name = "keystore",
+    .removed = keystore_removed,
+    .freed = keystore_freed,
+};

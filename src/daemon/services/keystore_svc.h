@@ -9,6 +9,7 @@
 #include "error.h"
 
 struct container;
+struct container_observer;
 struct daemon;
 struct secret;
 
@@ -19,5 +20,7 @@ int keystore_svc_token_key(struct container *c, const struct secret *data_key, t
 int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err);
 /* The container stopped (or its start failed): stop its service, forget its key. */
 void keystore_svc_stop(struct container *c);
+/* Removes a deleted container's key directory; stops a freed container's service. */
+extern const struct container_observer keystore_container_observer;
 /* trustmed's options: the service's user and binary ("" = defaults). */
 void keystore_svc_options(struct daemon *d, const char *user, const char *binary);
