@@ -377,3 +377,27 @@ def test_removed_container_takes_its_keys(ks_daemon):
     d.cli("stop", "kr")
     d.cli("remove", "kr")
     assert not keydir.exists()
+
+
+def test_killed_service_is_restarted_with_its_keys(ks_daemon):
+    import signal
+    d = ks_daemon
+    with ks(d, "kb") as k:
+        k.generate("k-ec", "ec", 256, auths(["sign"], ["sha256"]))
+    before = set(keystore_pids(d))
+    victim = next(p for p in before
+                  if (Path(f"/proc/{p}/root/state") / "k-ec.key").exists())
+    os.kill(victim, signal.SIGKILL)
+
+    def served():
+        try:
+            with ks(d, "kb") as k:
+                k.one_shot("k-ec", params("sign", "sha256"), b"x")
+            return True
+        except (OSError, KsError):
+            return False
+    wait_for(served, timeout=10, what="kb's keystore back")
+    assert len(keystore_pids(d)) == 2 and victim not in keystore_pids(d)
+    assert ("keystore.exit", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
+    with ks(d, "kb") as k:
+        k.delete("k-ec")
