@@ -44,6 +44,9 @@ def test_socket_inside(ks_daemon):
     assert out.startswith("s"), out
     with ks(d, "ka") as k:
         assert isinstance(k.list(), list)
+    st = d.state("ka")
+    assert st["keystore"] is True and st["keystore_running"] is True
+    assert "keystore:        /run/trustme/keystore.sock inside, service running" in d.cli("state", "ka").stdout
 
 
 def test_ec_sign_verifies_with_openssl(ks_daemon, tmp_path):

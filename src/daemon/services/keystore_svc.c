@@ -239,6 +239,11 @@ int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_e
     return spawn(ks, err);
 }
 
+bool keystore_svc_running(const struct container *c)
+{
+    return c->keystore && c->keystore->pidfd >= 0;
+}
+
 void keystore_svc_stop(struct container *c)
 {
     struct keystore_svc *ks = c->keystore;

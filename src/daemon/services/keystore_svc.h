@@ -18,6 +18,8 @@ int keystore_svc_token_key(struct container *c, const struct secret *data_key, t
 /* The setup process made /run/trustme/keystore.sock inside (listen_fd, taken): derive the
  * container's keystore key and start its service. */
 int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err);
+/* Its service runs now (it may be between a crash and its restart). */
+bool keystore_svc_running(const struct container *c);
 /* The container stopped (or its start failed): stop its service, forget its key. */
 void keystore_svc_stop(struct container *c);
 /* Removes a deleted container's key directory; stops a freed container's service. */
