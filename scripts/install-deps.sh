@@ -42,6 +42,9 @@ id trustme-scd >/dev/null 2>&1 ||
 # (/dev/tpmrm0 on hardware), it joins that group.
 id trustme-tpm >/dev/null 2>&1 ||
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-tpm
+# And each container's keystore (trustme-keystore, docs/KEYSTORE.md), one process per container.
+id trustme-keystore >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-keystore
 if getent group tss >/dev/null && ! id -nG trustme-tpm | grep -qw tss; then
     usermod -a -G tss trustme-tpm
 fi

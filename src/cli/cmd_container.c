@@ -37,6 +37,8 @@ static json_t *info_json(const Trustme__ContainerInfo *i)
     json_object_set_new(o, "cpus", tm_json_text(i->cpus ? i->cpus : ""));
     json_object_set_new(o, "data_size_mb", json_integer((int64_t)i->data_size_mb));
     json_object_set_new(o, "autostart", json_boolean(i->autostart));
+    json_object_set_new(o, "keystore", json_boolean(i->keystore));
+    json_object_set_new(o, "keystore_running", json_boolean(i->keystore_running));
     json_object_set_new(o, "started_at", json_integer((int64_t)i->started_at));
     json_object_set_new(o, "adopted", json_boolean(i->adopted));
     json_object_set_new(o, "last_exit", tm_json_text(i->last_exit ? i->last_exit : ""));
@@ -164,6 +166,9 @@ static void print_info(const Trustme__ContainerInfo *i)
                    e->key_created ? "" : " (the data key is made at the first start)");
     }
     printf("autostart:       %s\n", i->autostart ? "yes" : "no");
+    if (i->keystore)
+        printf("keystore:        /run/trustme/keystore.sock inside, service %s\n",
+               i->keystore_running ? "running" : "not running");
     printf("last started:    %s\n", started);
     printf("last exit:       %s\n", or_dash(i->last_exit));
     printf("last error:      %s\n", or_dash(i->last_error));

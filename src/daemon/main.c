@@ -41,6 +41,7 @@
 #include "scd_client.h"
 #include "tpmd_client.h"
 #include "tokens.h"
+#include "keystore_svc.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -359,6 +360,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     daemon_observe(d, &lifecycle_container_observer);
     daemon_observe(d, &net_container_observer);
     daemon_observe(d, &tokens_container_observer);
+    daemon_observe(d, &keystore_container_observer);
     /* At shutdown the tokens' unused PIN tries reserved in advance are given back first. */
     daemon_hold_exit(d, tokens_release_reservations);
     /* In this order: a new scd gets the tokens' state asked for, then the device secret, then

@@ -50,3 +50,9 @@ int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint6
  * keeps its implementation). tm_sha256_impl() names the one in use. */
 void tm_sha256_force_nettle(bool nettle);
 const char *tm_sha256_impl(void);
+
+/* HKDF-SHA256 (RFC 5869) with nettle: out_len (<= 255 * 32) bytes into out. salt may be NULL
+ * (then 32 zero bytes). For trustmed's few key derivations (the keystore keys); scd and the
+ * services use OpenSSL's. */
+void tm_hkdf_sha256(const void *ikm, size_t ikm_len, const void *salt, size_t salt_len, const void *info,
+                    size_t info_len, uint8_t *out, size_t out_len);

@@ -7,6 +7,7 @@
 #include "guestos.h"
 #include "net.h"
 #include "tokens.h"
+#include "keystore_svc.h"
 
 void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
 {
@@ -24,6 +25,9 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->rootfs = (char *)c->cfg->rootfs;
     info->has_autostart = true;
     info->autostart = c->cfg->autostart;
+    info->has_keystore = info->has_keystore_running = true;
+    info->keystore = c->cfg->keystore;
+    info->keystore_running = keystore_svc_running(c);
     info->has_started_at = true;
     info->started_at = c->started_at;
     info->has_adopted = true;

@@ -69,6 +69,7 @@ struct container_config {
     uint64_t caps_keep; /* bit n = keep capability n beyond the default */
     bool user_namespace;
     bool autostart;
+    bool keystore; /* a keystore service and /run/trustme/keystore.sock inside (docs/KEYSTORE.md) */
     struct token_config token;
     struct net_config net; /* docs/NETWORK.md */
     enum control_role control; /* the control socket it gets inside */

@@ -126,6 +126,7 @@ struct container {
     bool config_signed; /* its config came with a verified signature */
     struct net_state *net; /* its network (net.h), or NULL */
     char privileged_caps[768]; /* caps_privileged() by name, for container_info */
+    struct keystore_svc *keystore; /* its keystore service (services/keystore_svc.c), or NULL */
 };
 
 struct daemon {

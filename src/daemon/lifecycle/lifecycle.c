@@ -35,6 +35,7 @@
 #include "syncmsg.h"
 #include "guestos.h"
 #include "tokens.h"
+#include "keystore_svc.h"
 
 #define FREEZE_POLL_MS 10
 #define FREEZE_MAX_POLLS 500
@@ -289,6 +290,14 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             if (msg.fd >= 0)
                 ctlsock_received(c, steal_fd(msg.fd));
             break;
+        case TM_SYNC_KEYSTORE: {
+            tm_err kerr;
+            if (msg.fd < 0 || !c->cfg->keystore)
+                fail_start(c, "unexpected keystore socket from the setup process");
+            else if (keystore_svc_serve(c, steal_fd(msg.fd), container_encrypted(c), &kerr) < 0)
+                fail_start(c, "keystore: %s", kerr.msg);
+            break;
+        }
         case TM_SYNC_NETNS: {
             tm_err nerr;
             if (msg.fd < 0 || net_pin(c, steal_fd(msg.fd), &nerr) < 0)
@@ -379,6 +388,12 @@ static void on_key(struct container *c, struct secret *key, const tm_err *err)
     }
     if (!key) {
         fail_start(c, "%s", err->msg);
+        return;
+    }
+    tm_err kerr;
+    if (keystore_svc_token_key(c, key, &kerr) < 0) {
+        secret_free(key);
+        fail_start(c, "keystore: %s", kerr.msg);
         return;
     }
     c->start->key = key;

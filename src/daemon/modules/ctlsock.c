@@ -25,23 +25,28 @@ static bool ctlsock_wanted(const struct container *c, const char **ret_role)
     return c->d->ctlsock && c->d->ctlsock->wanted(c, ret_role);
 }
 
-int ctlsock_bind(int dirfd, uid_t uid, gid_t gid, tm_err *err)
+int ctlsock_bind_named(int dirfd, const char *name, uid_t uid, gid_t gid, tm_err *err)
 {
     /* The directory was resolved inside the container's root (openat2 RESOLVE_IN_ROOT); bind()
      * takes a path, so it reaches that very directory through the fd's magic link. */
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/%s", dirfd, CTLSOCK_NAME);
-    if (unlinkat(dirfd, CTLSOCK_NAME, 0) < 0 && errno != ENOENT)
-        return tm_err_sys(err, "cannot remove the old /%s/%s", CTLSOCK_DIR, CTLSOCK_NAME);
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/%s", dirfd, name);
+    if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+        return tm_err_sys(err, "cannot remove the old /%s/%s", CTLSOCK_DIR, name);
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tm_err_sys(err, "socket");
     /* Nobody can connect before listen(): mode and owner are right before it. */
     if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        fchownat(dirfd, CTLSOCK_NAME, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-        fchmodat(dirfd, CTLSOCK_NAME, 0660, 0) < 0 || listen(fd, 16) < 0)
-        return tm_err_sys(err, "cannot listen on /%s/%s in the container", CTLSOCK_DIR, CTLSOCK_NAME);
+        fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0 || fchmodat(dirfd, name, 0660, 0) < 0 ||
+        listen(fd, 16) < 0)
+        return tm_err_sys(err, "cannot listen on /%s/%s in the container", CTLSOCK_DIR, name);
     return steal_fd(fd);
+}
+
+int ctlsock_bind(int dirfd, uid_t uid, gid_t gid, tm_err *err)
+{
+    return ctlsock_bind_named(dirfd, CTLSOCK_NAME, uid, gid, err);
 }
 
 /* Setup process: the tmpfs and the socket, before init exists. */

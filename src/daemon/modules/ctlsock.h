@@ -20,6 +20,8 @@ struct container;
 /* Bind and listen on CTLSOCK_NAME in the directory dirfd (replacing a stale socket), owned by
  * uid:gid, mode 0660. Returns the listening fd. */
 int ctlsock_bind(int dirfd, uid_t uid, gid_t gid, tm_err *err);
+/* The same for another socket in that directory (the keystore's, keystore.c). */
+int ctlsock_bind_named(int dirfd, const char *name, uid_t uid, gid_t gid, tm_err *err);
 /* trustmed: the setup process handed over the listening socket (TM_SYNC_CONTROL). */
 void ctlsock_received(struct container *c, int fd);
 /* trustmed, at start-up: a re-adopted container's socket died with the previous trustmed;

@@ -114,45 +114,61 @@ static int build_root(const struct scd_sandbox *sb, tm_err *err)
     return 0;
 }
 
-_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe, pid_t daemon_pid)
+_Noreturn void sandbox_exec(const struct scd_sandbox *sb, int *fds, size_t nfds, int exe, char *const argv[],
+                            pid_t daemon_pid)
 {
     tm_err err = {0};
+    const char *name = argv[0];
     child_reset(daemon_pid);
-    int fds[2] = {sock, exe};
-    /* The socket is fd 3 and must survive the exec (fd_keep_only leaves it close-on-exec). */
-    if (exe < 0 || fd_keep_only(fds, ARRAY_SIZE(fds)) < 0 || fcntl(fds[0], F_SETFD, 0) < 0) {
+    int keep[8];
+    size_t n = 0;
+    for (; n < nfds && n < ARRAY_SIZE(keep) - 1; n++)
+        keep[n] = fds[n];
+    keep[n++] = exe;
+    /* The passed fds are 3, 4, ... and must survive the exec (fd_keep_only leaves them
+     * close-on-exec); exe stays close-on-exec. */
+    bool ok = exe >= 0 && fd_keep_only(keep, n) == 0;
+    for (size_t i = 0; ok && i + 1 < n; i++)
+        ok = fcntl(keep[i], F_SETFD, 0) == 0;
+    if (!ok) {
         fprintf(stderr, "trustmed: cannot start %s: %s\n", sb->binary, strerror(errno));
         _exit(127);
     }
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null >= 0)
-        dup2(null, STDIN_FILENO); /* stdout/stderr stay: scd logs to trustmed's stderr */
+        dup2(null, STDIN_FILENO); /* stdout/stderr stay: the service logs to trustmed's stderr */
     int r = 0;
     if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ||
         mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        r = tm_err_sys(&err, "cannot create scd's namespaces");
+        r = tm_err_sys(&err, "cannot create %s's namespaces", name);
     if (r == 0)
         r = build_root(sb, &err);
     if (r == 0 && (chdir(sb->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
                    chdir("/") < 0))
-        r = tm_err_sys(&err, "cannot enter scd's root");
+        r = tm_err_sys(&err, "cannot enter %s's root", name);
     if (r == 0)
         r = child_drop_privileges(sb->uid, sb->gid, sb->groups, sb->ngroups, &err);
     if (r < 0) {
-        fprintf(stderr, "trustmed: cannot confine trustme-scd: %s\n", err.msg);
+        fprintf(stderr, "trustmed: cannot confine %s: %s\n", name, err.msg);
         _exit(127);
     }
     char *envp[ARRAY_SIZE(env_kept) + 1] = {0};
-    size_t n = 0;
+    size_t ne = 0;
     for (size_t i = 0; i < ARRAY_SIZE(env_kept); i++) {
         const char *v = getenv(env_kept[i]);
-        if (v && asprintf(&envp[n], "%s=%s", env_kept[i], v) > 0)
-            n++;
+        if (v && asprintf(&envp[ne], "%s=%s", env_kept[i], v) > 0)
+            ne++;
     }
+    fexecve(keep[n - 1], argv, envp);
+    fprintf(stderr, "trustmed: cannot execute %s: %s\n", name, strerror(errno));
+    _exit(127);
+}
+
+_Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe, pid_t daemon_pid)
+{
     char kdf[32];
     snprintf(kdf, sizeof(kdf), "%llu", (unsigned long long)sb->kdf_n);
     char *argv[] = {"trustme-scd", "--state-dir", "/state", "--kdf-n", kdf, "--log-level", (char *)sb->log_level, NULL};
-    fexecve(fds[1], argv, envp);
-    fprintf(stderr, "trustmed: cannot execute trustme-scd: %s\n", strerror(errno));
-    _exit(127);
+    int fds[1] = {sock};
+    sandbox_exec(sb, fds, 1, exe, argv, daemon_pid);
 }

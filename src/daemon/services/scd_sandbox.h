@@ -27,3 +27,7 @@ struct scd_sandbox {
 /* In a freshly forked child: confine, then exec scd (the binary open as exe) with sock as
  * fd 3. Never returns. */
 _Noreturn void scd_sandbox_exec(const struct scd_sandbox *sb, int sock, int exe, pid_t daemon_pid);
+/* The same confinement for another service (trustme-keystore): fds[i] becomes fd 3+i, exe
+ * (open, close-on-exec) is executed with argv. Never returns. */
+_Noreturn void sandbox_exec(const struct scd_sandbox *sb, int *fds, size_t nfds, int exe, char *const argv[],
+                            pid_t daemon_pid);

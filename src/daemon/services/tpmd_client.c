@@ -38,6 +38,9 @@ struct tpmd_state {
     bool boot_measured; /* tpmd confirmed the virtualization layer's measurement */
     bool boot_measuring; /* that measurement is under way */
     char secret_problem[768]; /* why it does not, when tpmd said so */
+    /* HKDF of the device storage secret for the per-container keystore keys (keystore_svc.c);
+     * trustmed keeps only this, never the secret itself. */
+    struct secret *keystore_root;
 };
 
 #define TPMD_REPLY_MAX (4u * 1024 * 1024) /* an event log or a quote with it */
@@ -215,6 +218,10 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
                  "is in %s: move it off the device (docs/ATTESTATION.md)",
                  sec->recovery_key_path ? sec->recovery_key_path : "tpmd's run dir");
     d->tpm->secret_problem[0] = '\0';
+    tm_err kerr;
+    if (!d->tpm->keystore_root && secret_new(32, &d->tpm->keystore_root, &kerr) == 0)
+        tm_hkdf_sha256(sec->secret.data, sec->secret.len, NULL, 0, "trustme keystore root v1", 24,
+                       d->tpm->keystore_root->data, 32);
     /* The bytes stay in the response, which lives in locked memory and is wiped when freed;
      * the request to scd is packed into locked memory as well (packet.h). */
     Trustme__Scd__DeviceSecret ds = TRUSTME__SCD__DEVICE_SECRET__INIT;
@@ -226,6 +233,11 @@ void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp)
     tm_err e;
     if (scd_call(d, &req, on_scd_secret, NULL, &e) < 0)
         log_warn("cannot hand the device storage secret to trustme-scd: %s", e.msg);
+}
+
+const struct secret *tpmd_keystore_root(const struct daemon *d)
+{
+    return d->tpm ? d->tpm->keystore_root : NULL;
 }
 
 static void on_secret(struct daemon *d, const Response *resp, const tm_err *err, void *userdata)
@@ -631,6 +643,8 @@ int tpmd_init(struct daemon *d, tm_err *err)
 
 void tpmd_free(struct daemon *d)
 {
+    if (d->tpm)
+        secret_free(d->tpm->keystore_root);
     free(d->tpm);
     d->tpm = NULL;
 }

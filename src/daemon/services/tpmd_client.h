@@ -24,6 +24,10 @@ int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, v
 void tpmd_forget(struct daemon *d, void *userdata);
 /* resp carries a Secret (StorageSecret or Reseal answered): hand it to scd and wipe it. */
 void tpmd_secret_deliver(struct daemon *d, const Trustme__Tpmd__Response *resp);
+/* The root of the keystore keys (32 bytes, derived from the device storage secret), or NULL
+ * while the TPM has not unsealed that secret. */
+struct secret;
+const struct secret *tpmd_keystore_root(const struct daemon *d);
 /* Ask tpmd for the device storage secret for scd, unless scd has it or a request is under way
  * (called when scd or tpmd comes up). */
 void tpmd_secret_refresh(struct daemon *d);

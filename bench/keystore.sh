@@ -1,0 +1,86 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck disable=SC1090,SC1091,SC2154 # lib.sh is sourced at run time
+# The per-container keystore (docs/KEYSTORE.md): ECDSA P-256 signatures per second three ways,
+# each for SECS seconds of wall time, ROUNDS rounds, the order rotated:
+#   socket-depth1   one-shot signs through a running container's /run/trustme/keystore.sock
+#                   (reached from the host through /proc/<init>/root), one request at a time
+#   socket-depth16  the same with 16 requests in flight on one connection
+#   openssl         EVP_DigestSign in one process (the floor of what the service does per sign)
+#   pkcs11          SoftHSM2 through PKCS#11 (C_Sign, CKM_ECDSA), in process, a session key
+# All single-threaded; bench/keystore_helper.c does the measuring. Run as root:
+#
+#   bench/keystore.sh [OUTDIR]
+#
+# Writes OUTDIR/keystore.tsv (round, mode, signatures, seconds, per second) and prints the medians.
+# Environment: SECS (default 3), ROUNDS (5). Everything it makes is removed on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
+
+SECS=${SECS:-3}
+ROUNDS=${ROUNDS:-5}
+CG_PARENT=trustme-bench-ks
+need_root
+bench_dirs ks "${1:-}"
+TRUSTMED=${TRUSTMED:-$ROOT/build/src/daemon/trustmed}
+TRUSTME=${TRUSTME:-$ROOT/build/src/cli/trustme}
+TRUSTME_SCD=${TRUSTME_SCD:-$ROOT/build/src/scd/trustme-scd}
+TRUSTME_TPMD=${TRUSTME_TPMD:-$ROOT/build/src/tpmd/trustme-tpmd}
+HELPER=$ROOT/build/bench/keystore_helper
+SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
+ensure_build "$W/bin"
+cp -p "$ROOT/build/src/keystore/trustme-keystore" "$(dirname "$TRUSTMED")/" 2>/dev/null || true
+[ -x "$HELPER" ] || die "no $HELPER: ninja -C build"
+
+cleanup() {
+    stop_trustmed
+    rmdir_cgroups "$CG_PARENT"
+    remove_work_dir "$W"
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$W/data"
+echo '{"policy": {"allow_unsigned": true}}' >"$W/data/device.json" # a development rootfs
+start_trustmed "$W" "$CG_PARENT" 4100000000 # one container; clear of the other scripts' ids
+mkdir -p "$W/rootfs"
+"$ROOT/scripts/mkrootfs.sh" "$W/rootfs" >/dev/null
+cat >"$W/ks.json" <<JSON
+{"name": "ks", "rootfs": {"path": "$W/rootfs"}, "init": "/bin/sleep", "args": ["1000000"],
+ "data_size_mb": 0, "keystore": true}
+JSON
+tm create "$W/ks.json" >/dev/null
+# A keystore needs the device storage secret, which the TPM service unseals just after start-up.
+for _ in $(seq 300); do tm start ks >/dev/null 2>&1 && break; sleep 0.2; done
+[ "$(tm state --json ks | jq -r .state)" = running ] || die "the keystore container did not start"
+PID=$(tm state --json ks | jq -r .pid)
+SOCK=/proc/$PID/root/run/trustme/keystore.sock
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
+
+mkdir -p "$W/softhsm"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\n' "$W/softhsm" >"$W/softhsm2.conf"
+export SOFTHSM2_CONF=$W/softhsm2.conf
+softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 12345678 >/dev/null
+
+modes=(socket1 socket16 openssl pkcs11)
+: >"$OUT/keystore.tsv"
+for r in $(seq "$ROUNDS"); do
+    for i in "${!modes[@]}"; do
+        m=${modes[$(((i + r) % ${#modes[@]}))]}
+        case $m in
+        socket1) line=$("$HELPER" socket "$SOCK" "$SECS" 1) ;;
+        socket16) line=$("$HELPER" socket "$SOCK" "$SECS" 16) ;;
+        openssl) line=$("$HELPER" openssl "$SECS") ;;
+        pkcs11) line=$("$HELPER" pkcs11 "$SOFTHSM" bench 1234 "$SECS") ;;
+        esac
+        printf '%s\t%s\n' "$r" "${line// /$'\t'}" >>"$OUT/keystore.tsv"
+        log "round $r: $line"
+    done
+done
+echo "median signatures/s over $ROUNDS rounds of ${SECS} s:"
+for m in socket-depth1 socket-depth16 openssl pkcs11; do
+    awk -v m="$m" '$2 == m {print $5}' "$OUT/keystore.tsv" | sort -n |
+        awk -v m="$m" '{a[NR] = $1} END {printf "  %-16s %s\n", m, a[int((NR + 1) / 2)]}'
+done
+echo "results: $OUT/keystore.tsv"

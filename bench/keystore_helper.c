@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* ECDSA P-256 signatures per second three ways (bench/keystore.sh):
+ *
+ *   keystore_helper socket PATH SECONDS DEPTH   one-shot signs through a container's keystore
+ *                                               socket, DEPTH requests in flight (1: one round
+ *                                               trip at a time)
+ *   keystore_helper openssl SECONDS             EVP_DigestSign in this process
+ *   keystore_helper pkcs11 MODULE LABEL PIN SECONDS
+ *                                               C_Sign (CKM_ECDSA over a SHA-256 digest made
+ *                                               here) with a session key on a PKCS#11 token
+ *                                               (SoftHSM2)
+ *
+ * Each signs the same 32-byte message for SECONDS of wall time and prints
+ * "<mode> <signatures> <seconds> <per second>". */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <p11-kit/pkcs11.h>
+
+#include "keystore.pb-c.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void report(const char *mode, unsigned long n, double secs)
+{
+    printf("%s %lu %.3f %.0f\n", mode, n, secs, (double)n / secs);
+}
+
+static const uint8_t msg[32] = "trustme keystore benchmark msg!";
+
+/* ---- through the socket ------------------------------------------------------------------ */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int send_req(int fd, Trustme__Keystore__KsRequest *req)
+{
+    uint8_t buf[4096];
+    size_t len = protobuf_c_message_get_packed_size(&req->base);
+    if (len + 4 > sizeof(buf))
+        return -1;
+    buf[0] = (uint8_t)(len >> 24), buf[1] = (uint8_t)(len >> 16), buf[2] = (uint8_t)(len >> 8), buf[3] = (uint8_t)len;
+    protobuf_c_message_pack(&req->base, buf + 4);
+    return write_all(fd, buf, len + 4);
+}
+
+/* The error code of the next answer, or -1. */
+static int recv_resp(int fd)
+{
+    uint8_t hdr[4], buf[65536];
+    if (read_all(fd, hdr, 4) < 0)
+        return -1;
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (len > sizeof(buf) || read_all(fd, buf, len) < 0)
+        return -1;
+    Trustme__Keystore__KsResponse *resp = trustme__keystore__ks_response__unpack(NULL, len, buf);
+    if (!resp)
+        return -1;
+    int code = resp->error;
+    if (code)
+        fprintf(stderr, "keystore: %s\n", resp->message ? resp->message : "?");
+    trustme__keystore__ks_response__free_unpacked(resp, NULL);
+    return code;
+}
+
+static int bench_socket(const char *path, double secs, unsigned depth)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        perror(path);
+        return 1;
+    }
+    /* The key: made once, kept (the benchmark measures signing, not generation). */
+    Trustme__Keystore__KsKeyRef ref = TRUSTME__KEYSTORE__KS_KEY_REF__INIT;
+    ref.alias = "bench-p256";
+    Trustme__Keystore__KsRequest req = TRUSTME__KEYSTORE__KS_REQUEST__INIT;
+    req.has_version = req.has_id = true;
+    req.version = 1;
+    req.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_DELETE_KEY;
+    req.delete_key = &ref;
+    if (send_req(fd, &req) < 0)
+        return 1;
+    recv_resp(fd); /* none there is fine */
+    Trustme__Keystore__KsPurpose purposes[] = {TRUSTME__KEYSTORE__KS_PURPOSE__KS_PURPOSE_SIGN};
+    Trustme__Keystore__KsDigest digests[] = {TRUSTME__KEYSTORE__KS_DIGEST__KS_DIGEST_SHA256};
+    Trustme__Keystore__KsAuthorizations auths = TRUSTME__KEYSTORE__KS_AUTHORIZATIONS__INIT;
+    auths.n_purposes = 1, auths.purposes = purposes, auths.n_digests = 1, auths.digests = digests;
+    Trustme__Keystore__KsGenerateKey gen = TRUSTME__KEYSTORE__KS_GENERATE_KEY__INIT;
+    gen.alias = "bench-p256";
+    gen.has_algorithm = gen.has_key_size = true;
+    gen.algorithm = TRUSTME__KEYSTORE__KS_ALGORITHM__KS_ALG_EC;
+    gen.key_size = 256;
+    gen.auths = &auths;
+    req.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_GENERATE_KEY;
+    req.generate_key = &gen;
+    if (send_req(fd, &req) < 0 || recv_resp(fd) != 0)
+        return 1;
+    Trustme__Keystore__KsOperationParams params = TRUSTME__KEYSTORE__KS_OPERATION_PARAMS__INIT;
+    params.has_purpose = params.has_digest = true;
+    params.purpose = TRUSTME__KEYSTORE__KS_PURPOSE__KS_PURPOSE_SIGN;
+    params.digest = TRUSTME__KEYSTORE__KS_DIGEST__KS_DIGEST_SHA256;
+    Trustme__Keystore__KsOneShot os = TRUSTME__KEYSTORE__KS_ONE_SHOT__INIT;
+    os.alias = "bench-p256";
+    os.params = &params;
+    os.has_input = true;
+    os.input = (ProtobufCBinaryData){sizeof(msg), (uint8_t *)msg};
+    req.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_ONE_SHOT;
+    req.one_shot = &os;
+    unsigned long sent = 0, done = 0;
+    double t0 = now(), end = t0 + secs;
+    while (sent < depth) {
+        req.id = ++sent;
+        if (send_req(fd, &req) < 0)
+            return 1;
+    }
+    for (;;) {
+        if (recv_resp(fd) != 0)
+            return 1;
+        done++;
+        if (now() >= end)
+            break;
+        req.id = ++sent;
+        if (send_req(fd, &req) < 0)
+            return 1;
+    }
+    double t = now() - t0;
+    unsigned long counted = done; /* answered within the time */
+    while (done < sent && recv_resp(fd) >= 0) /* drain */
+        done++;
+    char mode[32];
+    snprintf(mode, sizeof(mode), "socket-depth%u", depth);
+    report(mode, counted, t);
+    close(fd);
+    return 0;
+}
+
+/* ---- OpenSSL in process ------------------------------------------------------------------ */
+
+static int bench_openssl(double secs)
+{
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!pkey || !md)
+        return 1;
+    unsigned long n = 0;
+    double t0 = now(), end = t0 + secs, t;
+    do {
+        for (int i = 0; i < 64; i++) {
+            uint8_t sig[80];
+            size_t len = sizeof(sig);
+            if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) != 1 ||
+                EVP_DigestSign(md, sig, &len, msg, sizeof(msg)) != 1)
+                return 1;
+            n++;
+        }
+    } while ((t = now()) < end);
+    report("openssl", n, t - t0);
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pkey);
+    return 0;
+}
+
+/* ---- PKCS#11 ----------------------------------------------------------------------------- */
+
+static int bench_pkcs11(const char *module, const char *label, const char *pin, double secs)
+{
+    void *h = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+    CK_C_GetFunctionList get = h ? (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList") : NULL;
+    CK_FUNCTION_LIST_PTR f = NULL;
+    if (!get || get(&f) != CKR_OK || f->C_Initialize(NULL) != CKR_OK) {
+        fprintf(stderr, "cannot load %s\n", module);
+        return 1;
+    }
+    CK_SLOT_ID slots[64];
+    CK_ULONG nslots = 64;
+    CK_SLOT_ID slot = (CK_SLOT_ID)-1;
+    f->C_GetSlotList(CK_TRUE, slots, &nslots);
+    for (CK_ULONG i = 0; i < nslots; i++) {
+        CK_TOKEN_INFO ti;
+        if (f->C_GetTokenInfo(slots[i], &ti) == CKR_OK && strncmp((char *)ti.label, label, strlen(label)) == 0)
+            slot = slots[i];
+    }
+    CK_SESSION_HANDLE s;
+    if (slot == (CK_SLOT_ID)-1 ||
+        f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s) != CKR_OK ||
+        f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin)) != CKR_OK) {
+        fprintf(stderr, "no token %s or wrong PIN\n", label);
+        return 1;
+    }
+    /* P-256's OID, DER */
+    static CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE pub[] = {
+        {CKA_EC_PARAMS, p256, sizeof(p256)}, {CKA_VERIFY, &yes, sizeof(yes)}, {CKA_TOKEN, &no, sizeof(no)}};
+    CK_ATTRIBUTE priv[] = {{CKA_SIGN, &yes, sizeof(yes)},
+                           {CKA_TOKEN, &no, sizeof(no)},
+                           {CKA_SENSITIVE, &yes, sizeof(yes)},
+                           {CKA_PRIVATE, &yes, sizeof(yes)}};
+    CK_MECHANISM gen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE hpub, hpriv;
+    if (f->C_GenerateKeyPair(s, &gen, pub, 3, priv, 4, &hpub, &hpriv) != CKR_OK) {
+        fprintf(stderr, "cannot generate a P-256 key on the token\n");
+        return 1;
+    }
+    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
+    unsigned long n = 0;
+    double t0 = now(), end = t0 + secs, t;
+    do {
+        for (int i = 0; i < 64; i++) {
+            uint8_t digest[32], sig[80];
+            unsigned dlen = sizeof(digest);
+            CK_ULONG slen = sizeof(sig);
+            EVP_Digest(msg, sizeof(msg), digest, &dlen, EVP_sha256(), NULL);
+            if (f->C_SignInit(s, &ecdsa, hpriv) != CKR_OK || f->C_Sign(s, digest, dlen, sig, &slen) != CKR_OK)
+                return 1;
+            n++;
+        }
+    } while ((t = now()) < end);
+    report("pkcs11", n, t - t0);
+    f->C_Logout(s);
+    f->C_CloseSession(s);
+    f->C_Finalize(NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "socket") == 0)
+        return bench_socket(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]) ? (unsigned)atoi(argv[4]) : 1);
+    if (argc == 3 && strcmp(argv[1], "openssl") == 0)
+        return bench_openssl(atof(argv[2]));
+    if (argc == 6 && strcmp(argv[1], "pkcs11") == 0)
+        return bench_pkcs11(argv[2], argv[3], argv[4], atof(argv[5]));
+    fprintf(stderr, "usage: keystore_helper socket PATH SECONDS DEPTH | openssl SECONDS | "
+                    "pkcs11 MODULE LABEL PIN SECONDS\n");
+    return 2;
+}

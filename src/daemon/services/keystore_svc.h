@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The per-container keystore service, trustmed's side (keystore_svc.c; docs/KEYSTORE.md): one
+ * confined trustme-keystore process per running container with `keystore: true`, fed with that
+ * container's keystore key and the listening socket made inside the container. */
+#pragma once
+
+#include <stdbool.h>
+
+#include "error.h"
+
+struct container;
+struct container_observer;
+struct daemon;
+struct secret;
+
+/* At a start with a token: keep the data key's contribution to the keystore key (not the key). */
+int keystore_svc_token_key(struct container *c, const struct secret *data_key, tm_err *err);
+/* The setup process made /run/trustme/keystore.sock inside (listen_fd, taken): derive the
+ * container's keystore key and start its service. */
+int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err);
+/* Its service runs now (it may be between a crash and its restart). */
+bool keystore_svc_running(const struct container *c);
+/* The container stopped (or its start failed): stop its service, forget its key. */
+void keystore_svc_stop(struct container *c);
+/* Removes a deleted container's key directory; stops a freed container's service. */
+extern const struct container_observer keystore_container_observer;
+/* trustmed's options: the service's user and binary ("" = defaults). */
+void keystore_svc_options(struct daemon *d, const char *user, const char *binary);

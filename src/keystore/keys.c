@@ -1,0 +1,1124 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Keys and operations of one container's keystore: see keys.h and docs/KEYSTORE.md.
+ *
+ * Key material is in locked memory only: a key's blob is opened into a locked arena (store.c),
+ * AES and HMAC keys are used from there, and EC and RSA private keys are parsed by OpenSSL into
+ * its secure heap (CRYPTO_secure_malloc_init in main.c: locked, excluded from core dumps, wiped
+ * when freed). Every check of a use against the key's authorisation list is made here, in this
+ * process: the security level is KS_SECURITY_SOFTWARE (service-enforced). */
+#include "keys.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <limits.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "cleanup.h"
+
+typedef Trustme__Keystore__KsRequest KsRequest;
+typedef Trustme__Keystore__KsResponse KsResponse;
+typedef Trustme__Keystore__KsKeyBlob KsKeyBlob;
+typedef Trustme__Keystore__KsAuthorizations KsAuthorizations;
+typedef Trustme__Keystore__KsKeyCharacteristics KsKeyCharacteristics;
+typedef Trustme__Keystore__KsOperationParams KsOperationParams;
+
+#define E(x) TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_##x
+#define ALG(x) TRUSTME__KEYSTORE__KS_ALGORITHM__KS_ALG_##x
+#define PURPOSE(x) TRUSTME__KEYSTORE__KS_PURPOSE__KS_PURPOSE_##x
+#define DIGEST(x) TRUSTME__KEYSTORE__KS_DIGEST__KS_DIGEST_##x
+#define PAD(x) TRUSTME__KEYSTORE__KS_PADDING__KS_PAD_##x
+#define MODE(x) TRUSTME__KEYSTORE__KS_BLOCK_MODE__KS_MODE_##x
+
+#define PASSPHRASE_ITER 10000
+#define PASSPHRASE_MAX 256
+#define LOADED_MAX 32
+#define OUT_CAP (KS_IO_MAX + 4096) /* an update's output plus a final block, tag or signature */
+
+/* A key whose blob is open. */
+struct loaded {
+    char alias[KS_ALIAS_MAX + 1];
+    KsKeyBlob *blob; /* in mem */
+    struct secret *mem;
+    EVP_PKEY *pkey; /* EC, RSA */
+    uint64_t stamp; /* for eviction */
+    unsigned busy; /* operations using it */
+};
+
+/* When a key was last used (min_seconds_between_ops), kept across evictions. */
+struct last_use {
+    char alias[KS_ALIAS_MAX + 1];
+    struct timespec at;
+};
+
+struct op {
+    uint64_t handle;
+    const void *owner; /* the connection that began it */
+    struct loaded *key;
+    int alg, purpose;
+    EVP_MD_CTX *md; /* EC/RSA sign and verify */
+    EVP_CIPHER_CTX *cipher; /* AES */
+    EVP_MAC_CTX *mac; /* HMAC */
+    EVP_PKEY_CTX *pctx; /* RSA encrypt/decrypt, EC agree (at finish) */
+    tm_buf held; /* RSA/agree input; GCM decryption: the trailing tag */
+    unsigned mac_bytes; /* HMAC output, GCM tag */
+    bool gcm;
+};
+
+struct ks {
+    const struct ks_store *st;
+    struct loaded loaded[LOADED_MAX];
+    uint64_t stamp;
+    struct last_use uses[KS_MAX_KEYS];
+    struct op *ops[KS_MAX_OPERATIONS];
+    uint64_t next_handle;
+    const void *owner;
+    /* What the last answer points to. */
+    struct secret *out; /* output bytes (plaintext may be among them) */
+    uint8_t *heap_out; /* public output: SPKI */
+    KsKeyCharacteristics chars;
+    KsKeyCharacteristics *list;
+    KsKeyCharacteristics **list_ptrs;
+    size_t nlist;
+    KsKeyBlob *list_blobs_unused;
+    struct secret **list_mems;
+    Trustme__Keystore__KsKeyList keylist;
+    Trustme__Keystore__KsBeginResult begun;
+    Trustme__Keystore__KsOutput output;
+    Trustme__Keystore__KsPublicKey pub;
+    uint8_t nonce[16];
+};
+
+static time_t now_real(void)
+{
+    return time(NULL);
+}
+
+struct ks *ks_new(const struct ks_store *st)
+{
+    struct ks *ks = calloc(1, sizeof(*ks));
+    if (ks) {
+        ks->st = st;
+        ks->next_handle = 1;
+    }
+    return ks;
+}
+
+static void op_free(struct op *op)
+{
+    if (!op)
+        return;
+    EVP_MD_CTX_free(op->md);
+    EVP_CIPHER_CTX_free(op->cipher);
+    EVP_MAC_CTX_free(op->mac);
+    EVP_PKEY_CTX_free(op->pctx);
+    if (op->held.data)
+        explicit_bzero(op->held.data, op->held.cap);
+    tm_buf_free(&op->held);
+    if (op->key)
+        op->key->busy--;
+    free(op);
+}
+
+static void loaded_free(struct loaded *l)
+{
+    EVP_PKEY_free(l->pkey);
+    ks_store_blob_free(l->blob, l->mem);
+    memset(l, 0, sizeof(*l));
+}
+
+void ks_reset_answer(struct ks *ks)
+{
+    if (ks->out) { /* the answer went out: wipe what it held, keep the buffer */
+        explicit_bzero(ks->out->data, ks->out->len);
+        ks->out->len = 0;
+    }
+    OPENSSL_free(ks->heap_out);
+    ks->heap_out = NULL;
+    for (size_t i = 0; i < ks->nlist; i++)
+        secret_free(ks->list_mems[i]);
+    free(ks->list);
+    free(ks->list_ptrs);
+    free(ks->list_mems);
+    ks->list = NULL;
+    ks->list_ptrs = NULL;
+    ks->list_mems = NULL;
+    ks->nlist = 0;
+}
+
+void ks_free(struct ks *ks)
+{
+    if (!ks)
+        return;
+    ks_reset_answer(ks);
+    secret_free(ks->out);
+    for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
+        op_free(ks->ops[i]);
+    for (size_t i = 0; i < LOADED_MAX; i++)
+        if (ks->loaded[i].blob)
+            loaded_free(&ks->loaded[i]);
+    free(ks);
+}
+
+void ks_set_owner(struct ks *ks, const void *owner)
+{
+    ks->owner = owner;
+}
+
+void ks_abort_owned(struct ks *ks, const void *owner)
+{
+    for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
+        if (ks->ops[i] && ks->ops[i]->owner == owner) {
+            op_free(ks->ops[i]);
+            ks->ops[i] = NULL;
+        }
+}
+
+/* ---- names ------------------------------------------------------------------------------- */
+
+static const char *alg_name(int alg)
+{
+    switch (alg) {
+    case ALG(EC): return "EC";
+    case ALG(RSA): return "RSA";
+    case ALG(AES): return "AES";
+    case ALG(HMAC): return "HMAC";
+    default: return "unknown algorithm";
+    }
+}
+
+static const char *purpose_name(int p)
+{
+    static const char *const names[] = {"none", "sign", "verify", "encrypt", "decrypt", "wrap", "agree"};
+    return p >= 0 && p < (int)ARRAY_SIZE(names) ? names[p] : "unknown";
+}
+
+static const char *digest_name(int d)
+{
+    static const char *const names[] = {"none", "SHA-256", "SHA-384", "SHA-512"};
+    return d >= 0 && d < (int)ARRAY_SIZE(names) ? names[d] : "unknown";
+}
+
+static const char *padding_name(int p)
+{
+    static const char *const names[] = {"none", "PSS", "PKCS#1 v1.5", "OAEP", "PKCS#7"};
+    return p >= 0 && p < (int)ARRAY_SIZE(names) ? names[p] : "unknown";
+}
+
+static const char *mode_name(int m)
+{
+    static const char *const names[] = {"none", "GCM", "CBC", "CTR"};
+    return m >= 0 && m < (int)ARRAY_SIZE(names) ? names[m] : "unknown";
+}
+
+static const EVP_MD *md_of(int d)
+{
+    switch (d) {
+    case DIGEST(SHA256): return EVP_sha256();
+    case DIGEST(SHA384): return EVP_sha384();
+    case DIGEST(SHA512): return EVP_sha512();
+    default: return NULL;
+    }
+}
+
+static bool has(const int *list, size_t n, int v)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((int)list[i] == v)
+            return true;
+    return false;
+}
+
+/* The purposes an algorithm has at all. */
+static bool purpose_possible(int alg, int p)
+{
+    switch (alg) {
+    case ALG(EC): return p == PURPOSE(SIGN) || p == PURPOSE(VERIFY) || p == PURPOSE(AGREE);
+    case ALG(RSA):
+        return p == PURPOSE(SIGN) || p == PURPOSE(VERIFY) || p == PURPOSE(ENCRYPT) || p == PURPOSE(DECRYPT) ||
+               p == PURPOSE(WRAP);
+    case ALG(AES): return p == PURPOSE(ENCRYPT) || p == PURPOSE(DECRYPT) || p == PURPOSE(WRAP);
+    case ALG(HMAC): return p == PURPOSE(SIGN) || p == PURPOSE(VERIFY);
+    default: return false;
+    }
+}
+
+/* ---- creating keys ----------------------------------------------------------------------- */
+
+static int check_auths(int alg, const KsAuthorizations *a, tm_err *err)
+{
+    if (!a || a->n_purposes == 0)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "a key needs at least one purpose in its authorisations");
+    for (size_t i = 0; i < a->n_purposes; i++)
+        if (!purpose_possible(alg, a->purposes[i]))
+            return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "an %s key cannot %s", alg_name(alg),
+                              purpose_name(a->purposes[i]));
+    for (size_t i = 0; i < a->n_digests; i++)
+        if (!md_of(a->digests[i]))
+            return tm_err_set(err, E(INCOMPATIBLE_DIGEST), "digest %s is not supported", digest_name(a->digests[i]));
+    if (alg == ALG(HMAC) && (a->n_digests != 1 || a->digests[0] != DIGEST(SHA256)))
+        return tm_err_set(err, E(INCOMPATIBLE_DIGEST), "an HMAC key needs exactly the digest SHA-256");
+    if (alg == ALG(HMAC) &&
+        (!a->has_min_mac_length || a->min_mac_length < 64 || a->min_mac_length > 256 || a->min_mac_length % 8))
+        return tm_err_set(err, E(INVALID_MAC_LENGTH), "an HMAC key needs min_mac_length 64..256 bits, a multiple of 8");
+    if (alg == ALG(AES) && has((const int *)a->block_modes, a->n_block_modes, MODE(GCM)) &&
+        (!a->has_min_mac_length || a->min_mac_length < 96 || a->min_mac_length > 128 || a->min_mac_length % 8))
+        return tm_err_set(err, E(INVALID_MAC_LENGTH),
+                          "an AES-GCM key needs min_mac_length 96..128 bits, a multiple of 8");
+    if (a->has_not_before && a->has_not_after && a->not_after && a->not_before > a->not_after)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "not_after lies before not_before");
+    return 0;
+}
+
+static int hash_passphrase(const ProtobufCBinaryData *pass, const uint8_t salt[16], uint8_t out[32])
+{
+    return PKCS5_PBKDF2_HMAC((const char *)pass->data, (int)pass->len, salt, 16, PASSPHRASE_ITER, EVP_sha256(), 32,
+                             out) == 1
+               ? 0
+               : -1;
+}
+
+/* Encode pkey's private key as PKCS#8 DER into locked memory. */
+static int pkcs8_of(EVP_PKEY *pkey, struct secret **ret, tm_err *err)
+{
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pkey);
+    int len = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, NULL) : -1;
+    int r = len > 0 ? secret_new((size_t)len, ret, err) : tm_err_set(err, E(INTERNAL), "cannot encode the key");
+    if (r == 0) {
+        uint8_t *p = (*ret)->data;
+        i2d_PKCS8_PRIV_KEY_INFO(p8, &p);
+    } else if (len > 0) {
+        r = tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    }
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    return r;
+}
+
+static EVP_PKEY *parse_private(const uint8_t *der, size_t len)
+{
+    const uint8_t *p = der;
+    return d2i_AutoPrivateKey(NULL, &p, (long)len);
+}
+
+/* The key size of an EC or RSA key, checked against what the keystore supports. */
+static int asym_size(EVP_PKEY *pkey, int alg, uint32_t *ret, tm_err *err)
+{
+    if (alg == ALG(EC)) {
+        char group[64] = "";
+        if (!EVP_PKEY_is_a(pkey, "EC") ||
+            !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL))
+            return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "not an EC key");
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
+            *ret = 256;
+        else if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
+            *ret = 384;
+        else
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "EC curve %s: only P-256 and P-384", group);
+        return 0;
+    }
+    if (!EVP_PKEY_is_a(pkey, "RSA"))
+        return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "not an RSA key");
+    int bits = EVP_PKEY_get_bits(pkey);
+    if (bits < 2048 || bits > 4096)
+        return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "RSA keys of 2048..4096 bits, not %d", bits);
+    *ret = (uint32_t)bits;
+    return 0;
+}
+
+static bool alias_taken(struct ks *ks, const char *alias)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.key", ks->st->dir, alias);
+    return access(path, F_OK) == 0;
+}
+
+/* Store a new key: material (locked) with the characteristics the request asked for. */
+static int store_new(struct ks *ks, const char *alias, int alg, uint32_t size, KsAuthorizations *auths,
+                     const ProtobufCBinaryData *pass, bool has_pass, bool imported, const struct secret *material,
+                     KsResponse *resp, tm_err *err)
+{
+    KsKeyBlob blob = TRUSTME__KEYSTORE__KS_KEY_BLOB__INIT;
+    KsKeyCharacteristics *ch = &ks->chars;
+    trustme__keystore__ks_key_characteristics__init(ch);
+    ch->alias = (char *)alias;
+    ch->has_algorithm = true;
+    ch->algorithm = alg;
+    ch->has_key_size = true;
+    ch->key_size = size;
+    ch->auths = auths;
+    ch->has_security_level = true;
+    ch->security_level = TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE;
+    ch->has_created = true;
+    ch->created = now_real();
+    ch->has_uses = true;
+    ch->has_imported = true;
+    ch->imported = imported;
+    auths->has_passphrase_required = true;
+    auths->passphrase_required = has_pass && pass->len > 0;
+    blob.characteristics = ch;
+    blob.has_material = true;
+    blob.material.data = material->data;
+    blob.material.len = material->len;
+    uint8_t salt[16], hash[32];
+    if (auths->passphrase_required) {
+        if (pass->len > PASSPHRASE_MAX)
+            return tm_err_set(err, E(INVALID_ARGUMENT), "passphrase longer than %d bytes", PASSPHRASE_MAX);
+        if (secure_random(salt, sizeof(salt), err) < 0 || hash_passphrase(pass, salt, hash) < 0)
+            return tm_err_set(err, E(INTERNAL), "cannot hash the passphrase");
+        blob.has_passphrase_salt = blob.has_passphrase_hash = true;
+        blob.passphrase_salt = (ProtobufCBinaryData){sizeof(salt), salt};
+        blob.passphrase_hash = (ProtobufCBinaryData){sizeof(hash), hash};
+    }
+    int r = ks_store_put(ks->st, alias, &blob, err);
+    explicit_bzero(hash, sizeof(hash));
+    if (r < 0)
+        return r;
+    resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_KEY;
+    resp->key = ch;
+    return 0;
+}
+
+static int check_new_alias(struct ks *ks, const char *alias, tm_err *err)
+{
+    if (!ks_alias_valid(alias))
+        return tm_err_set(err, E(INVALID_ARGUMENT), "alias must be 1..%d of [A-Za-z0-9._-], not starting with '.'",
+                          KS_ALIAS_MAX);
+    if (alias_taken(ks, alias))
+        return tm_err_set(err, E(KEY_EXISTS), "key %s exists (delete it first)", alias);
+    if (ks_store_count(ks->st) >= KS_MAX_KEYS)
+        return tm_err_set(err, E(TOO_MANY_KEYS), "the container has %d keys, the most it may have", KS_MAX_KEYS);
+    return 0;
+}
+
+static int generate(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g, KsResponse *resp, tm_err *err)
+{
+    int r = check_new_alias(ks, g->alias, err);
+    if (r < 0 || (r = check_auths(g->algorithm, g->auths, err)) < 0)
+        return r;
+    _cleanup_secret_ struct secret *material = NULL;
+    uint32_t size = g->has_key_size ? g->key_size : 0;
+    EVP_PKEY *pkey = NULL;
+    switch (g->algorithm) {
+    case ALG(EC):
+        if (size == 0)
+            size = 256;
+        if (size != 256 && size != 384)
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "EC keys are P-256 or P-384, not %u bits", size);
+        pkey = EVP_EC_gen(size == 256 ? "P-256" : "P-384");
+        break;
+    case ALG(RSA):
+        if (size == 0)
+            size = 2048;
+        if (size < 2048 || size > 4096 || size % 8)
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "RSA keys of 2048..4096 bits (a multiple of 8), not %u",
+                              size);
+        if (g->has_rsa_public_exponent && g->rsa_public_exponent != 65537)
+            return tm_err_set(err, E(INVALID_ARGUMENT), "the RSA public exponent is 65537");
+        pkey = EVP_RSA_gen(size);
+        break;
+    case ALG(AES):
+        if (size == 0)
+            size = 256;
+        if (size != 128 && size != 256)
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "AES keys of 128 or 256 bits, not %u", size);
+        if ((r = secret_random(size / 8, &material, err)) < 0)
+            return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+        break;
+    case ALG(HMAC):
+        if (size == 0)
+            size = 256;
+        if (size < 64 || size > 512 || size % 8)
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "HMAC keys of 64..512 bits (a multiple of 8), not %u",
+                              size);
+        if ((r = secret_random(size / 8, &material, err)) < 0)
+            return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+        break;
+    default: return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "algorithm %d is not supported", g->algorithm);
+    }
+    if (g->algorithm == ALG(EC) || g->algorithm == ALG(RSA)) {
+        if (!pkey)
+            return tm_err_set(err, E(INTERNAL), "cannot generate the %s key", alg_name(g->algorithm));
+        r = pkcs8_of(pkey, &material, err);
+        EVP_PKEY_free(pkey);
+        if (r < 0)
+            return r;
+    }
+    return store_new(ks, g->alias, g->algorithm, size, g->auths, &g->passphrase, g->has_passphrase, false, material,
+                     resp, err);
+}
+
+static int import(struct ks *ks, const Trustme__Keystore__KsImportKey *im, KsResponse *resp, tm_err *err)
+{
+    int r = check_new_alias(ks, im->alias, err);
+    if (r < 0 || (r = check_auths(im->algorithm, im->auths, err)) < 0)
+        return r;
+    if (!im->has_key_material || im->key_material.len == 0)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "no key material");
+    _cleanup_secret_ struct secret *material = NULL;
+    uint32_t size = 0;
+    const ProtobufCBinaryData *m = &im->key_material;
+    switch (im->algorithm) {
+    case ALG(EC):
+    case ALG(RSA): {
+        EVP_PKEY *pkey = parse_private(m->data, m->len);
+        if (!pkey)
+            return tm_err_set(err, E(INVALID_ARGUMENT), "the key material is no PKCS#8 private key");
+        r = asym_size(pkey, im->algorithm, &size, err);
+        if (r == 0)
+            r = pkcs8_of(pkey, &material, err);
+        EVP_PKEY_free(pkey);
+        if (r < 0)
+            return r;
+        break;
+    }
+    case ALG(AES):
+    case ALG(HMAC):
+        size = (uint32_t)m->len * 8;
+        if (im->algorithm == ALG(AES) ? size != 128 && size != 256 : size < 64 || size > 512)
+            return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "%s key of %u bits", alg_name(im->algorithm), size);
+        if ((r = secret_new(m->len, &material, err)) < 0)
+            return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+        memcpy(material->data, m->data, m->len);
+        break;
+    default: return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "algorithm %d is not supported", im->algorithm);
+    }
+    return store_new(ks, im->alias, im->algorithm, size, im->auths, &im->passphrase, im->has_passphrase, true, material,
+                     resp, err);
+}
+
+/* ---- loading keys ------------------------------------------------------------------------ */
+
+static int load(struct ks *ks, const char *alias, struct loaded **ret, tm_err *err)
+{
+    if (!ks_alias_valid(alias))
+        return tm_err_set(err, E(INVALID_ARGUMENT), "bad alias");
+    struct loaded *free_slot = NULL, *oldest = NULL;
+    for (size_t i = 0; i < LOADED_MAX; i++) {
+        struct loaded *l = &ks->loaded[i];
+        if (l->blob && strcmp(l->alias, alias) == 0) {
+            l->stamp = ++ks->stamp;
+            *ret = l;
+            return 0;
+        }
+        if (!l->blob && !free_slot)
+            free_slot = l;
+        if (l->blob && !l->busy && (!oldest || l->stamp < oldest->stamp))
+            oldest = l;
+    }
+    if (!free_slot) {
+        if (!oldest)
+            return tm_err_set(err, E(TOO_MANY_OPERATIONS), "too many keys in use at once");
+        loaded_free(oldest);
+        free_slot = oldest;
+    }
+    KsKeyBlob *blob;
+    struct secret *mem;
+    int r = ks_store_get(ks->st, alias, &blob, &mem, err);
+    if (r < 0)
+        return r;
+    KsKeyCharacteristics *ch = blob->characteristics;
+    EVP_PKEY *pkey = NULL;
+    if (ch->algorithm == ALG(EC) || ch->algorithm == ALG(RSA)) {
+        pkey = parse_private(blob->material.data, blob->material.len);
+        if (!pkey) {
+            ks_store_blob_free(blob, mem);
+            return tm_err_set(err, E(INVALID_KEY_BLOB), "key %s: its material does not parse", alias);
+        }
+    }
+    *free_slot = (struct loaded){.blob = blob, .mem = mem, .pkey = pkey, .stamp = ++ks->stamp};
+    snprintf(free_slot->alias, sizeof(free_slot->alias), "%s", alias);
+    *ret = free_slot;
+    return 0;
+}
+
+static void unload(struct ks *ks, const char *alias)
+{
+    for (size_t i = 0; i < LOADED_MAX; i++)
+        if (ks->loaded[i].blob && strcmp(ks->loaded[i].alias, alias) == 0)
+            loaded_free(&ks->loaded[i]);
+    for (size_t i = 0; i < KS_MAX_KEYS; i++)
+        if (strcmp(ks->uses[i].alias, alias) == 0)
+            ks->uses[i].alias[0] = '\0';
+}
+
+static struct last_use *last_use_of(struct ks *ks, const char *alias, bool create)
+{
+    struct last_use *empty = NULL;
+    for (size_t i = 0; i < KS_MAX_KEYS; i++) {
+        if (strcmp(ks->uses[i].alias, alias) == 0)
+            return &ks->uses[i];
+        if (!ks->uses[i].alias[0] && !empty)
+            empty = &ks->uses[i];
+    }
+    if (create && empty) {
+        snprintf(empty->alias, sizeof(empty->alias), "%s", alias);
+        empty->at = (struct timespec){0};
+    }
+    return create ? empty : NULL;
+}
+
+/* ---- the authorisation checks ------------------------------------------------------------ */
+
+static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
+{
+    const KsKeyCharacteristics *ch = l->blob->characteristics;
+    const KsAuthorizations *a = ch->auths;
+    int alg = ch->algorithm;
+    int purpose = p->has_purpose ? p->purpose : PURPOSE(NONE);
+    if (!purpose_possible(alg, purpose))
+        return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "an %s key cannot %s", alg_name(alg), purpose_name(purpose));
+    if (purpose == PURPOSE(WRAP))
+        return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "wrapping keys serve the import of wrapped keys only");
+    if (!has((const int *)a->purposes, a->n_purposes, purpose))
+        return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "key %s is not authorised to %s", l->alias,
+                          purpose_name(purpose));
+    time_t now = now_real();
+    if (a->has_not_before && a->not_before && now < a->not_before)
+        return tm_err_set(err, E(KEY_NOT_YET_VALID), "key %s is not valid before %lld", l->alias,
+                          (long long)a->not_before);
+    if (a->has_not_after && a->not_after && now > a->not_after)
+        return tm_err_set(err, E(KEY_EXPIRED), "key %s expired at %lld", l->alias, (long long)a->not_after);
+    if (a->passphrase_required) {
+        if (!p->has_passphrase || p->passphrase.len == 0)
+            return tm_err_set(err, E(AUTH_REQUIRED), "key %s needs its passphrase", l->alias);
+        uint8_t hash[32];
+        if (!l->blob->has_passphrase_salt || l->blob->passphrase_salt.len != 16 || l->blob->passphrase_hash.len != 32 ||
+            hash_passphrase(&p->passphrase, l->blob->passphrase_salt.data, hash) < 0)
+            return tm_err_set(err, E(INTERNAL), "key %s: cannot check the passphrase", l->alias);
+        bool ok = CRYPTO_memcmp(hash, l->blob->passphrase_hash.data, 32) == 0;
+        explicit_bzero(hash, sizeof(hash));
+        if (!ok)
+            return tm_err_set(err, E(AUTH_FAILED), "key %s: wrong passphrase", l->alias);
+    }
+    int digest = p->has_digest ? p->digest : DIGEST(NONE);
+    int padding = p->has_padding ? p->padding : PAD(NONE);
+    int mode = p->has_block_mode ? p->block_mode : MODE(NONE);
+    bool signing = purpose == PURPOSE(SIGN) || purpose == PURPOSE(VERIFY);
+    if ((alg == ALG(EC) && signing) || (alg == ALG(RSA) && (signing || padding == PAD(RSA_OAEP))) || alg == ALG(HMAC)) {
+        if (!md_of(digest) || !has((const int *)a->digests, a->n_digests, digest))
+            return tm_err_set(err, E(INCOMPATIBLE_DIGEST), "key %s is not authorised for digest %s", l->alias,
+                              digest_name(digest));
+    }
+    if (alg == ALG(RSA) && purpose != PURPOSE(AGREE)) {
+        bool fits = signing ? padding == PAD(RSA_PSS) || padding == PAD(RSA_PKCS1)
+                            : padding == PAD(RSA_OAEP) || padding == PAD(RSA_PKCS1);
+        if (!fits || !has((const int *)a->paddings, a->n_paddings, padding))
+            return tm_err_set(err, E(INCOMPATIBLE_PADDING), "key %s is not authorised for padding %s to %s", l->alias,
+                              padding_name(padding), purpose_name(purpose));
+    }
+    if (alg == ALG(AES)) {
+        if (!has((const int *)a->block_modes, a->n_block_modes, mode))
+            return tm_err_set(err, E(INCOMPATIBLE_BLOCK_MODE), "key %s is not authorised for block mode %s", l->alias,
+                              mode_name(mode));
+        bool pad_ok = mode == MODE(CBC) ? (padding == PAD(NONE) || padding == PAD(PKCS7)) : padding == PAD(NONE);
+        if (!pad_ok || (padding != PAD(NONE) && !has((const int *)a->paddings, a->n_paddings, padding)))
+            return tm_err_set(err, E(INCOMPATIBLE_PADDING), "key %s is not authorised for padding %s with %s", l->alias,
+                              padding_name(padding), mode_name(mode));
+        if (mode == MODE(GCM)) {
+            uint32_t bits = p->has_mac_length ? p->mac_length : 128;
+            if (bits < 96 || bits > 128 || bits % 8 || bits < a->min_mac_length)
+                return tm_err_set(err, E(INVALID_MAC_LENGTH), "key %s: a GCM tag of %u bits (%u..128 allowed)",
+                                  l->alias, bits, a->min_mac_length);
+        }
+    }
+    if (alg == ALG(HMAC) && purpose == PURPOSE(SIGN)) {
+        uint32_t bits = p->has_mac_length ? p->mac_length : 0;
+        if (bits < a->min_mac_length || bits > 256 || bits % 8)
+            return tm_err_set(err, E(INVALID_MAC_LENGTH), "key %s: a MAC of %u bits (%u..256 allowed)", l->alias, bits,
+                              a->min_mac_length);
+    }
+    /* Last: the checks that consume something. */
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    if (a->min_seconds_between_ops) {
+        struct last_use *u = last_use_of(ks, l->alias, true);
+        if (!u)
+            return tm_err_set(err, E(INTERNAL), "too many rate-limited keys");
+        if (u->at.tv_sec && mono.tv_sec - u->at.tv_sec < (time_t)a->min_seconds_between_ops)
+            return tm_err_set(err, E(KEY_RATE_LIMITED), "key %s may be used once every %u s; wait %lld s", l->alias,
+                              a->min_seconds_between_ops,
+                              (long long)(a->min_seconds_between_ops - (mono.tv_sec - u->at.tv_sec)));
+    }
+    if (a->usage_count_limit) {
+        KsKeyCharacteristics *wch = l->blob->characteristics;
+        if (wch->uses >= a->usage_count_limit)
+            return tm_err_set(err, E(KEY_MAX_OPS_EXCEEDED), "key %s has been used %u times, its limit", l->alias,
+                              wch->uses);
+        /* Counted (and stored) before the use: a crash must not give a free use. */
+        wch->uses++;
+        wch->has_uses = true;
+        int r = ks_store_put(ks->st, l->alias, l->blob, err);
+        if (r < 0) {
+            wch->uses--;
+            return r;
+        }
+    }
+    if (a->min_seconds_between_ops)
+        last_use_of(ks, l->alias, true)->at = mono;
+    return 0;
+}
+
+/* ---- operations -------------------------------------------------------------------------- */
+
+static int out_reserve(struct ks *ks, size_t n, tm_err *err)
+{
+    /* One locked buffer for every answer (mapping and locking one per answer cost more than a
+     * signature); wiped after each. */
+    if (!ks->out && secret_new(OUT_CAP, &ks->out, err) < 0)
+        return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    if (n > OUT_CAP)
+        return tm_err_set(err, E(INVALID_INPUT_LENGTH), "input too long");
+    explicit_bzero(ks->out->data, ks->out->len);
+    ks->out->len = 0;
+    return 0;
+}
+
+static struct op **op_slot(struct ks *ks, uint64_t handle)
+{
+    for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
+        if (ks->ops[i] && ks->ops[i]->handle == handle && ks->ops[i]->owner == ks->owner)
+            return &ks->ops[i];
+    return NULL;
+}
+
+static int begin_op(struct ks *ks, const char *alias, const KsOperationParams *p, struct op **ret, bool *ret_nonce,
+                    tm_err *err)
+{
+    struct op **slot = NULL;
+    for (size_t i = 0; i < KS_MAX_OPERATIONS && !slot; i++)
+        if (!ks->ops[i])
+            slot = &ks->ops[i];
+    if (!slot)
+        return tm_err_set(err, E(TOO_MANY_OPERATIONS), "%d operations are under way, the most a container may have",
+                          KS_MAX_OPERATIONS);
+    if (!p)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "no operation parameters");
+    struct loaded *l;
+    int r = load(ks, alias, &l, err);
+    if (r < 0 || (r = authorize(ks, l, p, err)) < 0)
+        return r;
+    const KsKeyCharacteristics *ch = l->blob->characteristics;
+    struct op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return tm_err_set(err, E(INTERNAL), "out of memory");
+    op->key = l;
+    l->busy++;
+    op->alg = ch->algorithm;
+    op->purpose = p->purpose;
+    op->owner = ks->owner;
+    op->handle = ks->next_handle++;
+    bool ok = true;
+    *ret_nonce = false;
+    if ((op->alg == ALG(EC) || op->alg == ALG(RSA)) &&
+        (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY))) {
+        EVP_PKEY_CTX *pctx = NULL;
+        op->md = EVP_MD_CTX_new();
+        ok = op->md &&
+             (op->purpose == PURPOSE(SIGN) ? EVP_DigestSignInit(op->md, &pctx, md_of(p->digest), NULL, l->pkey)
+                                           : EVP_DigestVerifyInit(op->md, &pctx, md_of(p->digest), NULL, l->pkey)) == 1;
+        if (ok && op->alg == ALG(RSA))
+            ok = EVP_PKEY_CTX_set_rsa_padding(pctx, p->padding == PAD(RSA_PSS) ? RSA_PKCS1_PSS_PADDING
+                                                                               : RSA_PKCS1_PADDING) == 1 &&
+                 (p->padding != PAD(RSA_PSS) || EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1);
+    } else if (op->alg == ALG(RSA)) {
+        op->pctx = EVP_PKEY_CTX_new(l->pkey, NULL);
+        ok = op->pctx &&
+             (op->purpose == PURPOSE(ENCRYPT) ? EVP_PKEY_encrypt_init(op->pctx) : EVP_PKEY_decrypt_init(op->pctx)) ==
+                 1 &&
+             EVP_PKEY_CTX_set_rsa_padding(op->pctx, p->padding == PAD(RSA_OAEP) ? RSA_PKCS1_OAEP_PADDING
+                                                                                : RSA_PKCS1_PADDING) == 1;
+        if (ok && p->padding == PAD(RSA_OAEP))
+            ok = EVP_PKEY_CTX_set_rsa_oaep_md(op->pctx, md_of(p->digest)) == 1 &&
+                 EVP_PKEY_CTX_set_rsa_mgf1_md(op->pctx, md_of(p->digest)) == 1;
+    } else if (op->alg == ALG(EC)) { /* agree */
+        op->pctx = EVP_PKEY_CTX_new(l->pkey, NULL);
+        ok = op->pctx && EVP_PKEY_derive_init(op->pctx) == 1;
+    } else if (op->alg == ALG(HMAC)) {
+        EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        op->mac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+        EVP_MAC_free(mac);
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                               OSSL_PARAM_construct_end()};
+        ok = op->mac && EVP_MAC_init(op->mac, l->blob->material.data, l->blob->material.len, params) == 1;
+        op->mac_bytes = op->purpose == PURPOSE(SIGN) ? p->mac_length / 8 : 0;
+    } else { /* AES */
+        size_t klen = l->blob->material.len;
+        int mode = p->block_mode;
+        const EVP_CIPHER *c = mode == MODE(GCM)   ? (klen == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm())
+                              : mode == MODE(CBC) ? (klen == 16 ? EVP_aes_128_cbc() : EVP_aes_256_cbc())
+                                                  : (klen == 16 ? EVP_aes_128_ctr() : EVP_aes_256_ctr());
+        size_t nlen = mode == MODE(GCM) ? 12 : 16;
+        bool enc = op->purpose == PURPOSE(ENCRYPT);
+        const KsAuthorizations *a = ch->auths;
+        op->gcm = mode == MODE(GCM);
+        op->mac_bytes = op->gcm ? (p->has_mac_length ? p->mac_length : 128) / 8 : 0;
+        if (p->has_nonce && p->nonce.len) {
+            if (enc && !a->caller_nonce) {
+                op_free(op);
+                return tm_err_set(err, E(INVALID_NONCE), "key %s does not take the caller's nonce", alias);
+            }
+            if (p->nonce.len != nlen) {
+                op_free(op);
+                return tm_err_set(err, E(INVALID_NONCE), "%s needs a nonce of %zu bytes", mode_name(mode), nlen);
+            }
+            memcpy(ks->nonce, p->nonce.data, nlen);
+        } else if (!enc) {
+            op_free(op);
+            return tm_err_set(err, E(INVALID_NONCE), "decryption needs the nonce");
+        } else {
+            if (secure_random(ks->nonce, nlen, err) < 0) {
+                op_free(op);
+                return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+            }
+            *ret_nonce = true;
+        }
+        op->cipher = EVP_CIPHER_CTX_new();
+        ok = op->cipher && EVP_CipherInit_ex(op->cipher, c, NULL, NULL, NULL, enc) == 1 &&
+             (!op->gcm || EVP_CIPHER_CTX_ctrl(op->cipher, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) == 1) &&
+             EVP_CipherInit_ex(op->cipher, NULL, NULL, l->blob->material.data, ks->nonce, enc) == 1;
+        if (ok && mode == MODE(CBC))
+            EVP_CIPHER_CTX_set_padding(op->cipher, p->padding == PAD(PKCS7));
+        if (ok && op->gcm && p->has_aad && p->aad.len) {
+            int outl;
+            ok = EVP_CipherUpdate(op->cipher, NULL, &outl, p->aad.data, (int)p->aad.len) == 1;
+        }
+    }
+    if (!ok) {
+        op_free(op);
+        return tm_err_set(err, E(INTERNAL), "cannot begin the operation");
+    }
+    *slot = op;
+    *ret = op;
+    return 0;
+}
+
+static void end_op(struct ks *ks, struct op *op)
+{
+    struct op **slot = op_slot(ks, op->handle);
+    if (slot)
+        *slot = NULL;
+    op_free(op);
+}
+
+/* Feed input; output (AES) goes to ks->out. */
+static int update_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in, tm_err *err)
+{
+    if (in->len > KS_IO_MAX)
+        return tm_err_set(err, E(INVALID_INPUT_LENGTH), "at most %u bytes per update", KS_IO_MAX);
+    int r = out_reserve(ks, in->len + 32, err);
+    if (r < 0)
+        return r;
+    if (!in->len)
+        return 0;
+    if (op->md) {
+        int ok = op->purpose == PURPOSE(SIGN) ? EVP_DigestSignUpdate(op->md, in->data, in->len)
+                                              : EVP_DigestVerifyUpdate(op->md, in->data, in->len);
+        return ok == 1 ? 0 : tm_err_set(err, E(INTERNAL), "digest update failed");
+    }
+    if (op->mac)
+        return EVP_MAC_update(op->mac, in->data, in->len) == 1 ? 0 : tm_err_set(err, E(INTERNAL), "MAC update failed");
+    if (op->pctx) {
+        if (op->held.len + in->len > 1024)
+            return tm_err_set(err, E(INVALID_INPUT_LENGTH), "input too long for this operation");
+        return tm_buf_append(&op->held, in->data, in->len) < 0 ? tm_err_set(err, E(INTERNAL), "out of memory") : 0;
+    }
+    /* AES; GCM decryption holds back the last tag bytes, which may be the tag. */
+    const uint8_t *data = in->data;
+    size_t n = in->len;
+    _cleanup_secret_ struct secret *joined = NULL;
+    if (op->gcm && op->purpose == PURPOSE(DECRYPT)) {
+        size_t total = op->held.len + n;
+        if (secret_new(total, &joined, err) < 0)
+            return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+        memcpy(joined->data, op->held.data, op->held.len);
+        memcpy(joined->data + op->held.len, data, n);
+        size_t keep = total < op->mac_bytes ? total : op->mac_bytes;
+        explicit_bzero(op->held.data, op->held.len);
+        op->held.len = 0;
+        tm_buf_append(&op->held, joined->data + total - keep, keep);
+        data = joined->data;
+        n = total - keep;
+    }
+    int outl = 0;
+    if (n && EVP_CipherUpdate(op->cipher, ks->out->data, &outl, data, (int)n) != 1)
+        return tm_err_set(err, E(INTERNAL), "cipher update failed");
+    ks->out->len = (size_t)outl;
+    return 0;
+}
+
+/* Finish: the final output (signature, MAC, ciphertext tail + tag, plaintext) in ks->out. */
+static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in, const ProtobufCBinaryData *sig,
+                     tm_err *err)
+{
+    int r = update_op(ks, op, in, err);
+    if (r < 0)
+        return r;
+    size_t have = ks->out->len;
+    uint8_t *o = ks->out->data + have;
+    size_t room = OUT_CAP - have;
+    if (op->md) {
+        if (op->purpose == PURPOSE(SIGN)) {
+            size_t len = room;
+            if (EVP_DigestSignFinal(op->md, o, &len) != 1)
+                return tm_err_set(err, E(INTERNAL), "signing failed");
+            ks->out->len = have + len;
+            return 0;
+        }
+        if (EVP_DigestVerifyFinal(op->md, sig->data, sig->len) != 1)
+            return tm_err_set(err, E(VERIFICATION_FAILED), "the signature does not verify");
+        return 0;
+    }
+    if (op->mac) {
+        uint8_t mac[32];
+        size_t len = 0;
+        if (EVP_MAC_final(op->mac, mac, &len, sizeof(mac)) != 1)
+            return tm_err_set(err, E(INTERNAL), "MAC failed");
+        if (op->purpose == PURPOSE(SIGN)) {
+            memcpy(o, mac, op->mac_bytes);
+            ks->out->len = have + op->mac_bytes;
+            return 0;
+        }
+        const KsAuthorizations *a = op->key->blob->characteristics->auths;
+        if (sig->len * 8 < a->min_mac_length || sig->len > len)
+            return tm_err_set(err, E(INVALID_MAC_LENGTH), "a MAC of %zu bits (%u..256 allowed)", sig->len * 8,
+                              a->min_mac_length);
+        if (CRYPTO_memcmp(mac, sig->data, sig->len) != 0)
+            return tm_err_set(err, E(VERIFICATION_FAILED), "the MAC does not verify");
+        return 0;
+    }
+    if (op->pctx && op->alg == ALG(EC)) {
+        const uint8_t *p = op->held.data;
+        EVP_PKEY *peer = op->held.len ? d2i_PUBKEY(NULL, &p, (long)op->held.len) : NULL;
+        size_t len = room;
+        bool ok = peer && EVP_PKEY_derive_set_peer(op->pctx, peer) == 1 && EVP_PKEY_derive(op->pctx, o, &len) == 1;
+        EVP_PKEY_free(peer);
+        if (!ok)
+            return tm_err_set(err, E(INVALID_ARGUMENT),
+                              "the input is no EC public key (SubjectPublicKeyInfo) "
+                              "on the key's curve");
+        ks->out->len = have + len;
+        return 0;
+    }
+    if (op->pctx) {
+        size_t len = room;
+        int ok = op->purpose == PURPOSE(ENCRYPT) ? EVP_PKEY_encrypt(op->pctx, o, &len, op->held.data, op->held.len)
+                                                 : EVP_PKEY_decrypt(op->pctx, o, &len, op->held.data, op->held.len);
+        if (ok != 1)
+            return tm_err_set(err, op->purpose == PURPOSE(ENCRYPT) ? E(INVALID_INPUT_LENGTH) : E(INVALID_ARGUMENT),
+                              "RSA %s failed", purpose_name(op->purpose));
+        ks->out->len = have + len;
+        return 0;
+    }
+    int outl = 0;
+    if (op->gcm && op->purpose == PURPOSE(DECRYPT)) {
+        if (op->held.len != op->mac_bytes)
+            return tm_err_set(err, E(INVALID_INPUT_LENGTH), "the ciphertext is shorter than its tag");
+        EVP_CIPHER_CTX_ctrl(op->cipher, EVP_CTRL_GCM_SET_TAG, (int)op->mac_bytes, op->held.data);
+    }
+    if (EVP_CipherFinal_ex(op->cipher, o, &outl) != 1)
+        return tm_err_set(err, op->gcm ? E(INVALID_TAG) : E(INVALID_INPUT_LENGTH), "%s",
+                          op->gcm ? "the GCM tag does not verify" : "bad input length or padding");
+    ks->out->len = have + (size_t)outl;
+    if (op->gcm && op->purpose == PURPOSE(ENCRYPT)) {
+        if (EVP_CIPHER_CTX_ctrl(op->cipher, EVP_CTRL_GCM_GET_TAG, (int)op->mac_bytes, ks->out->data + ks->out->len) !=
+            1)
+            return tm_err_set(err, E(INTERNAL), "no GCM tag");
+        ks->out->len += op->mac_bytes;
+    }
+    return 0;
+}
+
+static void answer_output(struct ks *ks, KsResponse *resp, bool nonce, size_t nonce_len)
+{
+    trustme__keystore__ks_output__init(&ks->output);
+    ks->output.has_output = true;
+    ks->output.output = (ProtobufCBinaryData){ks->out ? ks->out->len : 0, ks->out ? ks->out->data : NULL};
+    if (nonce) {
+        ks->output.has_nonce = true;
+        ks->output.nonce = (ProtobufCBinaryData){nonce_len, ks->nonce};
+    }
+    resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_OUTPUT;
+    resp->output = &ks->output;
+}
+
+static size_t nonce_len_of(const KsOperationParams *p)
+{
+    return p->has_block_mode && p->block_mode == MODE(GCM) ? 12 : 16;
+}
+
+/* ---- the other requests ------------------------------------------------------------------ */
+
+static int export_public(struct ks *ks, const char *alias, KsResponse *resp, tm_err *err)
+{
+    struct loaded *l;
+    int r = load(ks, alias, &l, err);
+    if (r < 0)
+        return r;
+    if (!l->pkey)
+        return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "key %s is a secret key: it has no public part", alias);
+    int len = i2d_PUBKEY(l->pkey, &ks->heap_out);
+    if (len <= 0)
+        return tm_err_set(err, E(INTERNAL), "cannot encode the public key");
+    trustme__keystore__ks_public_key__init(&ks->pub);
+    ks->pub.has_spki_der = true;
+    ks->pub.spki_der = (ProtobufCBinaryData){(size_t)len, ks->heap_out};
+    resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_PUBLIC_KEY;
+    resp->public_key = &ks->pub;
+    return 0;
+}
+
+struct list_ctx {
+    struct ks *ks;
+    char (*aliases)[KS_ALIAS_MAX + 1];
+    size_t n, cap;
+};
+
+static void collect(const char *alias, void *ud)
+{
+    struct list_ctx *lc = ud;
+    if (lc->n < lc->cap)
+        snprintf(lc->aliases[lc->n++], KS_ALIAS_MAX + 1, "%s", alias);
+}
+
+static int list_keys(struct ks *ks, KsResponse *resp, tm_err *err)
+{
+    struct list_ctx lc = {.ks = ks, .cap = KS_MAX_KEYS};
+    _cleanup_free_ char(*aliases)[KS_ALIAS_MAX + 1] = calloc(KS_MAX_KEYS, KS_ALIAS_MAX + 1);
+    lc.aliases = aliases;
+    ks->list_ptrs = calloc(KS_MAX_KEYS, sizeof(*ks->list_ptrs));
+    ks->list_mems = calloc(KS_MAX_KEYS, sizeof(*ks->list_mems));
+    if (!aliases || !ks->list_ptrs || !ks->list_mems)
+        return tm_err_set(err, E(INTERNAL), "out of memory");
+    int r = ks_store_each(ks->st, collect, &lc, err);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < lc.n; i++) {
+        KsKeyBlob *blob;
+        tm_err e;
+        if (ks_store_get(ks->st, aliases[i], &blob, &ks->list_mems[ks->nlist], &e) < 0)
+            continue; /* a blob that does not open is no key of this container */
+        ks->list_ptrs[ks->nlist++] = blob->characteristics;
+    }
+    trustme__keystore__ks_key_list__init(&ks->keylist);
+    ks->keylist.n_keys = ks->nlist;
+    ks->keylist.keys = ks->list_ptrs;
+    resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_KEYS;
+    resp->keys = &ks->keylist;
+    return 0;
+}
+
+static int get_characteristics(struct ks *ks, const char *alias, KsResponse *resp, tm_err *err)
+{
+    struct loaded *l;
+    int r = load(ks, alias, &l, err);
+    if (r < 0)
+        return r;
+    resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_KEY;
+    resp->key = l->blob->characteristics;
+    return 0;
+}
+
+static int delete_key(struct ks *ks, const char *alias, tm_err *err)
+{
+    if (!ks_alias_valid(alias))
+        return tm_err_set(err, E(INVALID_ARGUMENT), "bad alias");
+    for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
+        if (ks->ops[i] && strcmp(ks->ops[i]->key->alias, alias) == 0) {
+            op_free(ks->ops[i]);
+            ks->ops[i] = NULL;
+        }
+    unload(ks, alias);
+    return ks_store_delete(ks->st, alias, err);
+}
+
+int ks_handle(struct ks *ks, const KsRequest *req, KsResponse *resp, tm_err *err)
+{
+    ks_reset_answer(ks);
+    int r;
+    struct op *op;
+    bool nonce;
+    switch (req->body_case) {
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_GENERATE_KEY: r = generate(ks, req->generate_key, resp, err); break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_IMPORT_KEY: r = import(ks, req->import_key, resp, err); break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_BEGIN:
+        r = begin_op(ks, req->begin->alias, req->begin->params, &op, &nonce, err);
+        if (r < 0)
+            break;
+        trustme__keystore__ks_begin_result__init(&ks->begun);
+        ks->begun.has_handle = true;
+        ks->begun.handle = op->handle;
+        if (nonce) {
+            ks->begun.has_nonce = true;
+            ks->begun.nonce = (ProtobufCBinaryData){nonce_len_of(req->begin->params), ks->nonce};
+        }
+        resp->body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_BEGUN;
+        resp->begun = &ks->begun;
+        break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_UPDATE: {
+        struct op **slot = op_slot(ks, req->update->handle);
+        if (!slot) {
+            r = tm_err_set(err, E(INVALID_HANDLE), "no operation %llu", (unsigned long long)req->update->handle);
+            break;
+        }
+        r = update_op(ks, *slot, &req->update->input, err);
+        if (r < 0)
+            end_op(ks, *slot); /* a failed step ends the operation */
+        else
+            answer_output(ks, resp, false, 0);
+        break;
+    }
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_FINISH: {
+        struct op **slot = op_slot(ks, req->finish->handle);
+        if (!slot) {
+            r = tm_err_set(err, E(INVALID_HANDLE), "no operation %llu", (unsigned long long)req->finish->handle);
+            break;
+        }
+        op = *slot;
+        r = finish_op(ks, op, &req->finish->input, &req->finish->signature, err);
+        end_op(ks, op);
+        if (r == 0)
+            answer_output(ks, resp, false, 0);
+        break;
+    }
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_ABORT: {
+        struct op **slot = op_slot(ks, req->abort->handle);
+        if (!slot) {
+            r = tm_err_set(err, E(INVALID_HANDLE), "no operation %llu", (unsigned long long)req->abort->handle);
+            break;
+        }
+        end_op(ks, *slot);
+        r = 0;
+        break;
+    }
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_ONE_SHOT: {
+        const Trustme__Keystore__KsOneShot *os = req->one_shot;
+        r = begin_op(ks, os->alias, os->params, &op, &nonce, err);
+        if (r < 0)
+            break;
+        r = finish_op(ks, op, &os->input, &os->signature, err);
+        end_op(ks, op);
+        if (r == 0)
+            answer_output(ks, resp, nonce, nonce_len_of(os->params));
+        break;
+    }
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_EXPORT_PUBLIC_KEY:
+        r = export_public(ks, req->export_public_key->alias, resp, err);
+        break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_DELETE_KEY: r = delete_key(ks, req->delete_key->alias, err); break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_LIST_KEYS: r = list_keys(ks, resp, err); break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_GET_CHARACTERISTICS:
+        r = get_characteristics(ks, req->get_characteristics->alias, resp, err);
+        break;
+    default: r = tm_err_set(err, E(MALFORMED_MESSAGE), "unknown request"); break;
+    }
+    return r < 0 ? -r : 0;
+}

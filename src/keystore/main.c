@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustme-keystore: one container's keystore (docs/KEYSTORE.md). trustmed starts one per
+ * container with `keystore: true`, already confined (its own user, pid, mount, network, IPC and
+ * UTS namespaces on a read-only root holding only this container's key directory at /state; no
+ * capabilities, no_new_privs). fd 3 is the link to trustmed, which sends the container's
+ * keystore key and identity once (KsInit) and whose EOF ends the service; fd 4 is the listening
+ * socket that is /run/trustme/keystore.sock inside the container.
+ *
+ * Clients speak framed protobuf (the control protocol's framing, frame.h): KsRequest in,
+ * KsResponse out, one at a time per connection. The loop never blocks on a client: a client that
+ * does not read its answers is not read from until it does, and at most CONN_MAX clients are
+ * served at once (a container flooding its own keystore reaches no other container's). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "acceptor.h"
+#include "cleanup.h"
+#include "event.h"
+#include "frame.h"
+#include "keys.h"
+#include "log.h"
+#include "packet.h"
+#include "secmem.h"
+#include "store.h"
+#include "version.h"
+
+#define CONN_MAX 16
+#define REQUEST_MAX (KS_IO_MAX + 4096)
+#define OUT_MAX (256u * 1024) /* answers waiting for a slow reader: then it is not read from */
+#define SECURE_HEAP (1u << 20)
+
+struct conn {
+    struct server *srv;
+    int fd;
+    tm_source *src;
+    tm_frame_reader rd;
+    tm_buf out;
+    struct conn *next;
+};
+
+struct server {
+    tm_loop *loop;
+    struct tm_acceptor acceptor;
+    tm_source *link_src;
+    struct conn *conns;
+    unsigned nconns;
+    struct ks *ks;
+};
+
+static void conn_close(struct conn *c)
+{
+    struct server *s = c->srv;
+    for (struct conn **pp = &s->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    s->nconns--;
+    ks_abort_owned(s->ks, c);
+    tm_source_free(c->src);
+    close(c->fd);
+    tm_frame_reader_reset(&c->rd);
+    if (c->out.data)
+        explicit_bzero(c->out.data, c->out.cap); /* answers may have held plaintext */
+    tm_buf_free(&c->out);
+    free(c);
+}
+
+static void update_events(struct conn *c)
+{
+    uint32_t ev = 0;
+    if (tm_buf_pending(&c->out) < OUT_MAX)
+        ev |= EPOLLIN;
+    if (tm_buf_pending(&c->out))
+        ev |= EPOLLOUT;
+    tm_source_modify(c->src, ev);
+}
+
+static void answer(struct conn *c, Trustme__Keystore__KsResponse *resp)
+{
+    size_t len = protobuf_c_message_get_packed_size(&resp->base);
+    uint8_t *p = tm_frame_reserve(&c->out, len);
+    if (!p)
+        return;
+    protobuf_c_message_pack(&resp->base, p);
+}
+
+static void answer_error(struct conn *c, uint64_t id, int code, const char *msg)
+{
+    Trustme__Keystore__KsResponse resp = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    resp.has_id = true;
+    resp.id = id;
+    resp.has_error = true;
+    resp.error = code;
+    resp.message = (char *)msg;
+    answer(c, &resp);
+}
+
+/* Unpacked requests may hold key material to import, passphrases and plaintext: every allocation
+ * is wiped when freed. */
+static void *wiping_alloc(void *ud, size_t size)
+{
+    size_t *p = malloc(size + 16);
+    if (!p)
+        return NULL;
+    *p = size;
+    return (uint8_t *)p + 16;
+}
+
+static void wiping_free(void *ud, void *ptr)
+{
+    if (!ptr)
+        return;
+    uint8_t *p = (uint8_t *)ptr - 16;
+    explicit_bzero(ptr, *(size_t *)p);
+    free(p);
+}
+
+static ProtobufCAllocator wiping = {.alloc = wiping_alloc, .free = wiping_free};
+
+static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
+{
+    struct server *s = c->srv;
+    Trustme__Keystore__KsRequest *req = trustme__keystore__ks_request__unpack(&wiping, len, data);
+    explicit_bzero(data, len); /* it may hold key material or a passphrase */
+    free(data);
+    if (!req) {
+        answer_error(c, 0, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE, "malformed request");
+        return;
+    }
+    Trustme__Keystore__KsResponse resp = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    resp.has_id = true;
+    resp.id = req->id;
+    tm_err err = {0};
+    ks_set_owner(s->ks, c);
+    int code = req->version != 1 ? (tm_err_set(&err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE,
+                                               "protocol version %u, expected 1", req->version),
+                                    TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE)
+                                 : ks_handle(s->ks, req, &resp, &err);
+    if (code) {
+        answer_error(c, req->id, code, err.msg);
+    } else {
+        resp.has_error = true;
+        resp.error = TRUSTME__KEYSTORE__KS_ERROR__KS_OK;
+        answer(c, &resp);
+    }
+    ks_reset_answer(s->ks);
+    trustme__keystore__ks_request__free_unpacked(req, &wiping);
+}
+
+static void on_conn(tm_source *src, uint32_t events, void *userdata)
+{
+    struct conn *c = userdata;
+    if (events & EPOLLOUT || tm_buf_pending(&c->out)) {
+        int r = tm_buf_flush(&c->out, c->fd);
+        if (r < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        /* A bounded number of requests per wakeup, so that one client cannot starve the others. */
+        for (int i = 0; i < 64 && tm_buf_pending(&c->out) < OUT_MAX; i++) {
+            int r = tm_frame_read(&c->rd, c->fd);
+            if (r == 0)
+                break;
+            if (r == -EMSGSIZE) {
+                answer_error(c, 0, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE, "request too large");
+                tm_buf_flush(&c->out, c->fd);
+                conn_close(c); /* the stream cannot be resynchronised */
+                return;
+            }
+            if (r < 0) {
+                conn_close(c);
+                return;
+            }
+            uint32_t len;
+            uint8_t *data = tm_frame_take(&c->rd, &len);
+            handle_frame(c, data, len);
+        }
+        if (tm_buf_flush(&c->out, c->fd) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    update_events(c);
+}
+
+static void on_accept(int fd, void *userdata)
+{
+    struct server *s = userdata;
+    if (s->nconns >= CONN_MAX) {
+        log_warn("%u clients already: one refused", s->nconns);
+        close(fd);
+        return;
+    }
+    struct conn *c = tm_accepted_alloc(fd, sizeof(*c));
+    if (!c)
+        return;
+    c->srv = s;
+    c->fd = fd;
+    c->rd.max = REQUEST_MAX;
+    c->src = tm_loop_io(s->loop, fd, EPOLLIN, on_conn, c);
+    if (!c->src) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    s->conns = c;
+    s->nconns++;
+}
+
+static void on_link(tm_source *src, uint32_t events, void *userdata)
+{
+    struct server *s = userdata;
+    char b;
+    ssize_t n = recv(3, &b, 1, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        log_info("trustmed closed the link: exiting");
+        tm_loop_quit(s->loop, 0);
+    }
+}
+
+/* The first packet on fd 3: the keystore key and who we serve. */
+static int receive_init(struct secret **ret_key, char *uuid, size_t uuid_size, tm_err *err)
+{
+    struct tm_packet pkt;
+    int r = tm_packet_recv(3, 4096, &pkt);
+    if (r <= 0)
+        return tm_err_set(err, EPROTO, "no keystore key from trustmed");
+    const Trustme__Keystore__KsInit *init =
+        (const Trustme__Keystore__KsInit *)tm_packet_unpack(&trustme__keystore__ks_init__descriptor, &pkt);
+    if (!init || !init->has_keystore_key || init->keystore_key.len != KS_KEY_LEN || !init->uuid ||
+        strlen(init->uuid) >= uuid_size) {
+        tm_packet_free(&pkt);
+        return tm_err_set(err, EPROTO, "malformed keystore key from trustmed");
+    }
+    r = secret_new(KS_KEY_LEN, ret_key, err);
+    if (r == 0)
+        memcpy((*ret_key)->data, init->keystore_key.data, KS_KEY_LEN);
+    snprintf(uuid, uuid_size, "%s", init->uuid);
+    log_info("serving container %s (%s)", init->name ? init->name : "?", uuid);
+    tm_packet_free(&pkt);
+    return r;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: trustme-keystore --state-dir DIR [--log-level LEVEL]\n"
+                 "\n"
+                 "One container's keystore (docs/KEYSTORE.md). Started by trustmed, which passes its\n"
+                 "link as fd 3 and the listening socket as fd 4; not meant to be run by hand.\n");
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_STATE = 256, OPT_LOG };
+    static const struct option opts[] = {{"state-dir", required_argument, NULL, OPT_STATE},
+                                         {"log-level", required_argument, NULL, OPT_LOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *state_dir = NULL;
+    enum tm_log_level level = TM_LOG_INFO;
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case OPT_STATE: state_dir = optarg; break;
+        case OPT_LOG:
+            if (tm_log_parse_level(optarg, &level) < 0) {
+                fprintf(stderr, "trustme-keystore: bad --log-level\n");
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!state_dir) {
+        usage(stderr);
+        return 2;
+    }
+    tm_log_init("trustme-keystore", false, level);
+    signal(SIGPIPE, SIG_IGN);
+    umask(077);
+    secmem_no_core_dumps();
+    /* EC and RSA private keys parsed by OpenSSL live in its secure heap: locked, not dumped. */
+    if (CRYPTO_secure_malloc_init(SECURE_HEAP, 32) != 1) {
+        log_error("cannot set up OpenSSL's secure heap (locked memory)");
+        return 1;
+    }
+    if (fcntl(3, F_GETFD) < 0 || fcntl(4, F_GETFD) < 0) {
+        log_error("no link on fd 3 or no listening socket on fd 4 (the keystore is started by trustmed)");
+        return 2;
+    }
+    tm_err err = {0};
+    struct secret *key = NULL;
+    struct ks_store st = {.dir = state_dir};
+    if (receive_init(&key, st.uuid, sizeof(st.uuid), &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    st.key = key;
+    struct server s = {.loop = tm_loop_new()};
+    s.ks = s.loop ? ks_new(&st) : NULL;
+    fcntl(4, F_SETFL, O_NONBLOCK);
+    if (!s.ks || tm_acceptor_start(&s.acceptor, s.loop, 4, 1000, "keystore", on_accept, &s, &err) < 0 ||
+        !(s.link_src = tm_loop_io(s.loop, 3, EPOLLIN, on_link, &s))) {
+        log_error("cannot serve: %s", err.msg[0] ? err.msg : "out of memory");
+        return 1;
+    }
+    log_info("trustme-keystore %s ready, pid %d", TRUSTME_VERSION, getpid());
+    int r = tm_loop_run(s.loop);
+    while (s.conns)
+        conn_close(s.conns);
+    tm_acceptor_stop(&s.acceptor);
+    tm_source_free(s.link_src);
+    ks_free(s.ks);
+    secret_free(key);
+    tm_loop_free(s.loop);
+    return r;
+}

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A client of the per-container keystore (proto/keystore.proto, docs/KEYSTORE.md) for the tests,
+built on pb.py: it speaks to /run/trustme/keystore.sock of a running container through
+/proc/<init>/root, as the container's own processes do from inside."""
+import socket
+import struct
+
+from pb import encode, field_bytes, field_varint, frame, parse
+
+ALG = {"ec": 1, "rsa": 2, "aes": 3, "hmac": 4}
+PURPOSE = {"sign": 1, "verify": 2, "encrypt": 3, "decrypt": 4, "wrap": 5, "agree": 6}
+DIGEST = {"none": 0, "sha256": 1, "sha384": 2, "sha512": 3}
+PAD = {"none": 0, "pss": 1, "pkcs1": 2, "oaep": 3, "pkcs7": 4}
+MODE = {"none": 0, "gcm": 1, "cbc": 2, "ctr": 3}
+
+# KsError
+OK = 0
+ERR = {
+    "INVALID_ARGUMENT": 1, "UNSUPPORTED_ALGORITHM": 2, "UNSUPPORTED_KEY_SIZE": 3, "KEY_NOT_FOUND": 4,
+    "KEY_EXISTS": 5, "INCOMPATIBLE_PURPOSE": 6, "INCOMPATIBLE_DIGEST": 7, "INCOMPATIBLE_PADDING": 8,
+    "INCOMPATIBLE_BLOCK_MODE": 9, "INVALID_MAC_LENGTH": 10, "KEY_NOT_YET_VALID": 11, "KEY_EXPIRED": 12,
+    "KEY_MAX_OPS_EXCEEDED": 13, "KEY_RATE_LIMITED": 14, "AUTH_REQUIRED": 15, "AUTH_FAILED": 16,
+    "TOO_MANY_OPERATIONS": 17, "INVALID_HANDLE": 18, "VERIFICATION_FAILED": 19, "INVALID_KEY_BLOB": 20,
+    "INVALID_INPUT_LENGTH": 21, "INVALID_NONCE": 22, "INVALID_TAG": 23, "STORAGE": 24, "TOO_MANY_KEYS": 25,
+    "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28,
+}
+
+
+class KsError(Exception):
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def auths(purposes=(), digests=(), paddings=(), modes=(), min_mac=None, not_before=None, not_after=None,
+          uses=None, min_secs=None, caller_nonce=None):
+    f = {}
+    if purposes:
+        f[1] = [PURPOSE[p] for p in purposes]
+    if digests:
+        f[2] = [DIGEST[d] for d in digests]
+    if paddings:
+        f[3] = [PAD[p] for p in paddings]
+    if modes:
+        f[4] = [MODE[m] for m in modes]
+    for num, v in ((5, min_mac), (6, not_before), (7, not_after), (8, uses), (9, min_secs)):
+        if v is not None:
+            f[num] = [v]
+    if caller_nonce is not None:
+        f[11] = [int(caller_nonce)]
+    return encode(f)
+
+
+def params(purpose, digest=None, padding=None, mode=None, mac=None, nonce=None, aad=None, passphrase=None):
+    f = {1: [PURPOSE[purpose]]}
+    if digest:
+        f[2] = [DIGEST[digest]]
+    if padding:
+        f[3] = [PAD[padding]]
+    if mode:
+        f[4] = [MODE[mode]]
+    if mac is not None:
+        f[5] = [mac]
+    if nonce is not None:
+        f[6] = [nonce]
+    if aad is not None:
+        f[7] = [aad]
+    if passphrase is not None:
+        f[8] = [passphrase]
+    return encode(f)
+
+
+class Keystore:
+    def __init__(self, path, timeout=10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.next_id = 1
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def _recv_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("keystore closed the connection")
+            buf += chunk
+        return buf
+
+    def raw(self, body_field, body):
+        """Send one request, return (error, message, fields of the response)."""
+        rid = self.next_id
+        self.next_id += 1
+        req = field_varint(1, 1) + field_varint(2, rid) + field_bytes(body_field, body)
+        self.sock.sendall(frame(req))
+        (n,) = struct.unpack(">I", self._recv_exact(4))
+        resp = parse(self._recv_exact(n))
+        # a request that does not unpack is answered with id 0: its id could not be read
+        assert resp.get(1, [0])[0] in (rid, 0 if resp.get(2, [0])[0] == ERR["MALFORMED_MESSAGE"] else rid), resp
+        return resp.get(2, [0])[0], resp.get(3, [b""])[0].decode(), resp
+
+    def call(self, body_field, body):
+        code, msg, resp = self.raw(body_field, body)
+        if code != OK:
+            raise KsError(code, msg)
+        return resp
+
+    def generate(self, alias, alg, size=None, auth=b"", passphrase=None):
+        f = {1: [alias.encode()], 2: [ALG[alg]]}
+        if size:
+            f[3] = [size]
+        f[4] = [auth]
+        if passphrase is not None:
+            f[5] = [passphrase]
+        return parse(self.call(10, encode(f))[10][0])
+
+    def import_key(self, alias, alg, material, auth=b"", passphrase=None):
+        f = {1: [alias.encode()], 2: [ALG[alg]], 3: [auth], 5: [material]}
+        if passphrase is not None:
+            f[4] = [passphrase]
+        return parse(self.call(11, encode(f))[10][0])
+
+    def one_shot(self, alias, prm, data=b"", signature=None):
+        f = {1: [alias.encode()], 2: [prm], 3: [data]}
+        if signature is not None:
+            f[4] = [signature]
+        out = parse(self.call(16, encode(f)).get(12, [b""])[0])
+        return out.get(1, [b""])[0], out.get(2, [None])[0]
+
+    def begin(self, alias, prm):
+        r = parse(self.call(12, encode({1: [alias.encode()], 2: [prm]}))[11][0])
+        return r[1][0], r.get(2, [None])[0]
+
+    def update(self, handle, data):
+        return parse(self.call(13, encode({1: [handle], 2: [data]})).get(12, [b""])[0]).get(1, [b""])[0]
+
+    def finish(self, handle, data=b"", signature=None):
+        f = {1: [handle], 2: [data]}
+        if signature is not None:
+            f[3] = [signature]
+        return parse(self.call(14, encode(f)).get(12, [b""])[0]).get(1, [b""])[0]
+
+    def abort(self, handle):
+        self.call(15, encode({1: [handle]}))
+
+    def public_key(self, alias):
+        return parse(self.call(17, encode({1: [alias.encode()]}))[13][0])[1][0]
+
+    def delete(self, alias):
+        self.call(18, encode({1: [alias.encode()]}))
+
+    def list(self):
+        resp = self.call(19, b"")
+        keys = parse(resp[14][0]).get(1, []) if 14 in resp else []
+        return sorted(parse(k)[1][0].decode() for k in keys)

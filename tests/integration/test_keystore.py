@@ -1,0 +1,406 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The per-container keystore (docs/KEYSTORE.md): its service and socket, keys bound to the
+container and device, the authorisation list enforced on every use, isolation between containers."""
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from ksclient import ERR, Keystore, KsError, auths, params
+from tools import tool
+
+
+@pytest.fixture(scope="module")
+def ks_daemon(test_root, rootfs):
+    from conftest import Daemon, TEST_PREFIX
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="ks-", dir=test_root))
+    d = Daemon(base, f"{TEST_PREFIX}-keystore", rootfs)
+    try:
+        d.start()
+        wait_for(lambda: "device storage secret unsealed" in d.log(), timeout=60, what="the device secret")
+        for name in ("ka", "kb"):
+            d.create(name, keystore=True)
+            d.cli("start", name)
+        yield d
+    finally:
+        d.teardown()
+
+
+def sock_of(d, name):
+    return Path(f"/proc/{d.state(name)['pid']}/root/run/trustme/keystore.sock")
+
+
+def ks(d, name):
+    return Keystore(sock_of(d, name))
+
+
+def test_socket_inside(ks_daemon):
+    d = ks_daemon
+    out = d.sh("ka", "ls -l /run/trustme/keystore.sock").stdout
+    assert out.startswith("s"), out
+    with ks(d, "ka") as k:
+        assert isinstance(k.list(), list)
+    st = d.state("ka")
+    assert st["keystore"] is True and st["keystore_running"] is True
+    assert "keystore:        /run/trustme/keystore.sock inside, service running" in d.cli("state", "ka").stdout
+
+
+def test_ec_sign_verifies_with_openssl(ks_daemon, tmp_path):
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("ec1", "ec", 256, auths(["sign", "verify"], ["sha256"]))
+        sig, _ = k.one_shot("ec1", params("sign", "sha256"), b"hello")
+        (tmp_path / "pub.der").write_bytes(k.public_key("ec1"))
+        (tmp_path / "data").write_bytes(b"hello")
+        (tmp_path / "sig").write_bytes(sig)
+        r = subprocess.run([tool("openssl"), "dgst", "-sha256", "-verify", str(tmp_path / "pub.der"), "-keyform", "DER",
+                            "-signature", str(tmp_path / "sig"), str(tmp_path / "data")], capture_output=True)
+        assert r.returncode == 0, r.stderr
+        k.one_shot("ec1", params("verify", "sha256"), b"hello", signature=sig)
+        with pytest.raises(KsError) as e:
+            k.one_shot("ec1", params("verify", "sha256"), b"hellO", signature=sig)
+        assert e.value.code == ERR["VERIFICATION_FAILED"]
+        k.delete("ec1")
+
+
+def refused(fn, code):
+    with pytest.raises(KsError) as e:
+        fn()
+    assert e.value.code == ERR[code], (e.value.code, e.value.message)
+    assert e.value.message  # a sentence saying what was refused
+    return e.value.message
+
+
+def test_every_refusal_has_its_error(ks_daemon):
+    d = ks_daemon
+    now = int(time.time())
+    with ks(d, "ka") as k:
+        k.generate("r-ec", "ec", 256, auths(["sign"], ["sha256"]))
+        refused(lambda: k.one_shot("r-ec", params("verify", "sha256"), b"x", b"sig"), "INCOMPATIBLE_PURPOSE")
+        refused(lambda: k.one_shot("r-ec", params("encrypt"), b"x"), "UNSUPPORTED_PURPOSE")
+        refused(lambda: k.one_shot("r-ec", params("sign", "sha384"), b"x"), "INCOMPATIBLE_DIGEST")
+        k.generate("r-rsa", "rsa", 2048, auths(["sign", "encrypt", "decrypt"], ["sha256"], ["pss", "oaep"]))
+        refused(lambda: k.one_shot("r-rsa", params("sign", "sha256", "pkcs1"), b"x"), "INCOMPATIBLE_PADDING")
+        refused(lambda: k.one_shot("r-rsa", params("encrypt", "sha256", "pkcs1"), b"x"), "INCOMPATIBLE_PADDING")
+        sig, _ = k.one_shot("r-rsa", params("sign", "sha256", "pss"), b"x")
+        assert len(sig) == 256
+        ct, _ = k.one_shot("r-rsa", params("encrypt", "sha256", "oaep"), b"secret")
+        assert k.one_shot("r-rsa", params("decrypt", "sha256", "oaep"), ct)[0] == b"secret"
+        k.generate("r-aes", "aes", 256, auths(["encrypt", "decrypt"], modes=["gcm"], min_mac=128))
+        refused(lambda: k.one_shot("r-aes", params("encrypt", mode="cbc", padding="pkcs7"), b"x"),
+                "INCOMPATIBLE_BLOCK_MODE")
+        refused(lambda: k.one_shot("r-aes", params("encrypt", mode="gcm", mac=96), b"x"), "INVALID_MAC_LENGTH")
+        refused(lambda: k.one_shot("r-aes", params("encrypt", mode="gcm", nonce=b"\0" * 12), b"x"), "INVALID_NONCE")
+        ct, nonce = k.one_shot("r-aes", params("encrypt", mode="gcm", aad=b"hdr"), b"plain")
+        assert k.one_shot("r-aes", params("decrypt", mode="gcm", nonce=nonce, aad=b"hdr"), ct)[0] == b"plain"
+        bad = ct[:-1] + bytes([ct[-1] ^ 1])
+        refused(lambda: k.one_shot("r-aes", params("decrypt", mode="gcm", nonce=nonce, aad=b"hdr"), bad),
+                "INVALID_TAG")
+        k.generate("r-hmac", "hmac", 256, auths(["sign", "verify"], ["sha256"], min_mac=128))
+        refused(lambda: k.one_shot("r-hmac", params("sign", "sha256", mac=64), b"x"), "INVALID_MAC_LENGTH")
+        mac, _ = k.one_shot("r-hmac", params("sign", "sha256", mac=256), b"x")
+        k.one_shot("r-hmac", params("verify", "sha256"), b"x", mac)
+        refused(lambda: k.one_shot("r-hmac", params("verify", "sha256"), b"y", mac), "VERIFICATION_FAILED")
+        refused(lambda: k.one_shot("r-hmac", params("verify", "sha256"), b"x", mac[:8]), "INVALID_MAC_LENGTH")
+        # validity dates
+        k.generate("r-old", "ec", 256, auths(["sign"], ["sha256"], not_before=now - 7200, not_after=now - 3600))
+        refused(lambda: k.one_shot("r-old", params("sign", "sha256"), b"x"), "KEY_EXPIRED")
+        k.generate("r-new", "ec", 256, auths(["sign"], ["sha256"], not_before=now + 3600))
+        refused(lambda: k.one_shot("r-new", params("sign", "sha256"), b"x"), "KEY_NOT_YET_VALID")
+        # usage count
+        k.generate("r-count", "ec", 256, auths(["sign"], ["sha256"], uses=2))
+        k.one_shot("r-count", params("sign", "sha256"), b"x")
+        k.one_shot("r-count", params("sign", "sha256"), b"x")
+        refused(lambda: k.one_shot("r-count", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        # rate
+        k.generate("r-rate", "ec", 256, auths(["sign"], ["sha256"], min_secs=60))
+        k.one_shot("r-rate", params("sign", "sha256"), b"x")
+        refused(lambda: k.one_shot("r-rate", params("sign", "sha256"), b"x"), "KEY_RATE_LIMITED")
+        # passphrase
+        k.generate("r-pass", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"correct horse")
+        refused(lambda: k.one_shot("r-pass", params("sign", "sha256"), b"x"), "AUTH_REQUIRED")
+        refused(lambda: k.one_shot("r-pass", params("sign", "sha256", passphrase=b"wrong"), b"x"), "AUTH_FAILED")
+        k.one_shot("r-pass", params("sign", "sha256", passphrase=b"correct horse"), b"x")
+        # the key's own limits, at creation
+        refused(lambda: k.generate("r-bad", "ec", 521, auths(["sign"], ["sha256"])), "UNSUPPORTED_KEY_SIZE")
+        refused(lambda: k.generate("r-bad", "rsa", 1024, auths(["sign"], ["sha256"])), "UNSUPPORTED_KEY_SIZE")
+        refused(lambda: k.generate("r-bad", "hmac", 256, auths(["encrypt"], ["sha256"], min_mac=128)),
+                "UNSUPPORTED_PURPOSE")
+        refused(lambda: k.generate("r-ec", "ec", 256, auths(["sign"], ["sha256"])), "KEY_EXISTS")
+        refused(lambda: k.generate("../x", "ec", 256, auths(["sign"], ["sha256"])), "INVALID_ARGUMENT")
+        refused(lambda: k.one_shot("nope", params("sign", "sha256"), b"x"), "KEY_NOT_FOUND")
+        for a in k.list():
+            if a.startswith("r-"):
+                k.delete(a)
+
+
+def test_streaming_and_operation_bound(ks_daemon, tmp_path):
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("s-ec", "ec", 384, auths(["sign"], ["sha384"]))
+        h, _ = k.begin("s-ec", params("sign", "sha384"))
+        for i in range(10):
+            k.update(h, b"chunk%d" % i)
+        sig = k.finish(h)
+        (tmp_path / "pub").write_bytes(k.public_key("s-ec"))
+        (tmp_path / "data").write_bytes(b"".join(b"chunk%d" % i for i in range(10)))
+        (tmp_path / "sig").write_bytes(sig)
+        assert subprocess.run([tool("openssl"), "dgst", "-sha384", "-verify", str(tmp_path / "pub"), "-keyform", "DER",
+                               "-signature", str(tmp_path / "sig"), str(tmp_path / "data")],
+                              capture_output=True).returncode == 0
+        refused(lambda: k.update(h, b"more"), "INVALID_HANDLE")
+        k.generate("s-aes", "aes", 128, auths(["encrypt", "decrypt"], modes=["ctr", "cbc"], paddings=["pkcs7"]))
+        h, nonce = k.begin("s-aes", params("encrypt", mode="cbc", padding="pkcs7"))
+        ct = k.update(h, b"a" * 20) + k.finish(h, b"b" * 5)
+        h, _ = k.begin("s-aes", params("decrypt", mode="cbc", padding="pkcs7", nonce=nonce))
+        assert k.update(h, ct[:7]) + k.finish(h, ct[7:]) == b"a" * 20 + b"b" * 5
+        handles = [k.begin("s-ec", params("sign", "sha384"))[0] for _ in range(16)]
+        refused(lambda: k.begin("s-ec", params("sign", "sha384")), "TOO_MANY_OPERATIONS")
+        for h in handles:
+            k.abort(h)
+        k.one_shot("s-ec", params("sign", "sha384"), b"x")
+    # operations of a connection that went away are gone with it
+    with ks(d, "ka") as k:
+        handles = [k.begin("s-ec", params("sign", "sha384"))[0] for _ in range(16)]
+    with ks(d, "ka") as k:
+        k.one_shot("s-ec", params("sign", "sha384"), b"x")
+        refused(lambda: k.finish(handles[0]), "INVALID_HANDLE")
+        k.delete("s-ec")
+        k.delete("s-aes")
+
+
+def files_below(path):
+    for root, _, names in os.walk(path):
+        for n in names:
+            p = Path(root) / n
+            if p.is_file() and not p.is_symlink():
+                yield p
+
+
+def test_no_key_material_in_plaintext(ks_daemon):
+    d = ks_daemon
+    aes = os.urandom(32)
+    hmac = os.urandom(32)
+    ec = subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                         "-outform", "DER"], capture_output=True, check=True).stdout
+    scalar = subprocess.run([tool("openssl"), "pkey", "-inform", "DER", "-noout", "-text"], input=ec,
+                            capture_output=True, check=True).stdout.decode()
+    priv = bytes.fromhex("".join(scalar.split("priv:")[1].split("pub:")[0].split()).replace(":", ""))
+    assert len(priv) in (32, 33)
+    priv = priv[-32:]
+    with ks(d, "ka") as k:
+        k.import_key("p-aes", "aes", aes, auths(["encrypt", "decrypt"], modes=["gcm"], min_mac=128))
+        k.import_key("p-hmac", "hmac", hmac, auths(["sign"], ["sha256"], min_mac=256))
+        k.import_key("p-ec", "ec", ec, auths(["sign"], ["sha256"]))
+        k.one_shot("p-ec", params("sign", "sha256"), b"x")
+        k.one_shot("p-aes", params("encrypt", mode="gcm"), b"x")
+    checked = 0
+    for base in (d.data_dir, d.run_dir):
+        for p in files_below(base):
+            try:
+                data = p.read_bytes()
+            except OSError:
+                continue
+            checked += 1
+            for secret in (aes, hmac, priv, ec):
+                assert secret not in data, f"key material in plaintext in {p}"
+    assert checked > 3
+    blobs = list((d.data_dir / "keystore").glob("*/p-*.key"))
+    assert len(blobs) == 3
+    with ks(d, "ka") as k:
+        for a in ("p-aes", "p-hmac", "p-ec"):
+            k.delete(a)
+
+
+def test_blob_moved_to_another_container_is_useless(ks_daemon):
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("m-ec", "ec", 256, auths(["sign"], ["sha256"]))
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    src = d.data_dir / "keystore" / ua / "m-ec.key"
+    dst = d.data_dir / "keystore" / ub / "m-ec.key"
+    dst.write_bytes(src.read_bytes())
+    os.chown(dst, src.stat().st_uid, src.stat().st_gid)
+    with ks(d, "kb") as k:
+        msg = refused(lambda: k.one_shot("m-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        assert "another container" in msg
+        assert "m-ec" not in k.list()
+    # and under another alias in the same container
+    other = d.data_dir / "keystore" / ua / "m-renamed.key"
+    other.write_bytes(src.read_bytes())
+    os.chown(other, src.stat().st_uid, src.stat().st_gid)
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("m-renamed", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        k.one_shot("m-ec", params("sign", "sha256"), b"x")
+        k.delete("m-ec")
+    other.unlink()
+    dst.unlink()
+
+
+def test_hostile_container_leaves_others_served(ks_daemon):
+    d = ks_daemon
+    import socket
+    import struct
+    with ks(d, "kb") as k:
+        k.generate("h-ec", "ec", 256, auths(["sign"], ["sha256"]))
+    path = sock_of(d, "ka")
+    held = []
+    # more connections than the service takes, garbage, a frame announcing 1 GiB, half a frame
+    for i in range(40):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(str(path))
+        except OSError:
+            s.close()
+            continue
+        held.append(s)
+        try:
+            if i % 4 == 0:
+                s.sendall(struct.pack(">I", 12) + b"\xff" * 12)
+            elif i % 4 == 1:
+                s.sendall(struct.pack(">I", 1 << 30))
+            elif i % 4 == 2:
+                s.sendall(struct.pack(">I", 100) + b"\x08")
+        except OSError:
+            pass
+    t0 = time.monotonic()
+    with ks(d, "kb") as k:
+        for _ in range(20):
+            k.one_shot("h-ec", params("sign", "sha256"), b"x")
+    assert time.monotonic() - t0 < 5
+    for s in held:
+        s.close()
+    # the flooded keystore serves again once its clients are gone
+    def served():
+        try:
+            with ks(d, "ka") as k:
+                k.list()
+            return True
+        except OSError:
+            return False
+    wait_for(served, timeout=10, what="ka's keystore")
+    with ks(d, "kb") as k:
+        k.delete("h-ec")
+
+
+def test_malformed_request_gets_an_error(ks_daemon):
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        code, msg, _ = k.raw(16, b"\xff\xff\xff")
+        assert code == ERR["MALFORMED_MESSAGE"], msg
+        assert isinstance(k.list(), list)  # the connection goes on
+
+
+def keystore_pids(d):
+    """trustmed's trustme-keystore children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == d.proc.pid and cmd == b"trustme-keystore":
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_each_container_has_its_own_confined_service(ks_daemon):
+    import pwd
+    d = ks_daemon
+    pids = keystore_pids(d)
+    assert len(pids) == 2, pids
+    uid = pwd.getpwnam("trustme-keystore").pw_uid
+    ns = {}
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split() == [str(uid)] * 4
+        assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
+        assert fields["NoNewPrivs"].strip() == "1"
+        # not dumpable: its /proc/PID/environ is root's, not the service user's
+        assert Path(f"/proc/{pid}/environ").stat().st_uid == 0
+        ns[pid] = {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in ("pid", "mnt", "net", "ipc")}
+        for n in ("pid", "mnt", "net", "ipc"):
+            assert ns[pid][n] != os.readlink(f"/proc/{d.proc.pid}/ns/{n}"), n
+        # its root holds its own container's key directory and nothing of the data dir besides
+        root = Path(f"/proc/{pid}/root")
+        assert {"dev", "state", "tmp", "usr"} <= {p.name for p in root.iterdir()}
+        assert not (root / "data").exists() and not (root / "proc" / "1").exists()
+        assert all(p.suffix == ".key" for p in (root / "state").iterdir())
+    a, b = pids
+    for n in ("pid", "mnt", "net", "ipc"):
+        assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
+
+
+def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
+    """With a token the keystore key needs the data key: the keys come back at each start with the
+    PIN, and a wipe (a new data key) leaves every old blob useless."""
+    from test_storage import KDF, PIN, PUK, create_paired, pin_file, start
+    d = make_daemon(extra_args=KDF)
+    wait_for(lambda: "device storage secret unsealed" in d.log(), timeout=60, what="the device secret")
+    create_paired(d, "kt", keystore=True)
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        k.generate("t-ec", "ec", 256, auths(["sign"], ["sha256"]))
+        pub = k.public_key("t-ec")
+    d.cli("stop", "kt")
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        assert k.public_key("t-ec") == pub
+        k.one_shot("t-ec", params("sign", "sha256"), b"x")
+    d.cli("stop", "kt")
+    blob = next((d.data_dir / "keystore").glob("*/t-ec.key"))
+    saved = blob.read_bytes()
+    r = d.cli("wipe", "kt", check=False)
+    assert r.returncode == 0, r.stderr
+    blob.write_bytes(saved)  # a copy kept from before the wipe (the service's files survive it)
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), "kt")
+    start(d, "kt")
+    with ks(d, "kt") as k:
+        refused(lambda: k.one_shot("t-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+    d.cli("stop", "kt")
+
+
+def test_removed_container_takes_its_keys(ks_daemon):
+    d = ks_daemon
+    d.create("kr", keystore=True)
+    d.cli("start", "kr")
+    with ks(d, "kr") as k:
+        k.generate("gone", "ec", 256, auths(["sign"], ["sha256"]))
+    keydir = d.data_dir / "keystore" / d.state("kr")["uuid"]
+    assert (keydir / "gone.key").exists()
+    d.cli("stop", "kr")
+    d.cli("remove", "kr")
+    assert not keydir.exists()
+
+
+def test_killed_service_is_restarted_with_its_keys(ks_daemon):
+    import signal
+    d = ks_daemon
+    with ks(d, "kb") as k:
+        k.generate("k-ec", "ec", 256, auths(["sign"], ["sha256"]))
+    before = set(keystore_pids(d))
+    victim = next(p for p in before
+                  if (Path(f"/proc/{p}/root/state") / "k-ec.key").exists())
+    os.kill(victim, signal.SIGKILL)
+
+    def served():
+        try:
+            with ks(d, "kb") as k:
+                k.one_shot("k-ec", params("sign", "sha256"), b"x")
+            return True
+        except (OSError, KsError):
+            return False
+    wait_for(served, timeout=10, what="kb's keystore back")
+    assert len(keystore_pids(d)) == 2 and victim not in keystore_pids(d)
+    assert ("keystore.exit", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
+    with ks(d, "kb") as k:
+        k.delete("k-ec")
