@@ -24,7 +24,13 @@
 #include "test_hooks.h"
 
 #define SB_MAGIC "TMSSTOR1"
-#define SB_MAX (64u + SSTORE_OBJECTS_MAX * (1 + SSTORE_ID_MAX + 8 + 4 + 32) + 200)
+/* Objects up to INLINE_MAX bytes live in the superblock itself (a commit of small secrets writes
+ * and syncs one file), as long as the inline bytes stay below INLINE_TOTAL_MAX. */
+#define INLINE_MAX 4096u
+#define INLINE_TOTAL_MAX (256u * 1024)
+#define ENTRY_MAX (1 + SSTORE_ID_MAX + 8 + 4 + 1 + 32)
+#define SB_MAX (64u + SSTORE_OBJECTS_MAX * ENTRY_MAX + INLINE_TOTAL_MAX + 200)
+#define FLAG_INLINE 1u
 #define ANCHOR_FORMAT 1
 #define SALT "trustme-sstore v1"
 
@@ -136,26 +142,33 @@ static int object_key(const struct sstore *s, const char *id, uint64_t version, 
 
 /* ---- the superblock ---------------------------------------------------------------------------- */
 
+/* id len u8 | id | version u64 | size u32 | flags u8 | SHA-256 of the object's ciphertext[32] */
+static size_t entry_encode(const struct sstore_entry *e, uint8_t *b)
+{
+    size_t il = strlen(e->id), k = 0;
+    b[k++] = (uint8_t)il;
+    memcpy(b + k, e->id, il), k += il;
+    put_be64(b + k, e->version), k += 8;
+    put_be32(b + k, e->size), k += 4;
+    b[k++] = e->data ? FLAG_INLINE : 0;
+    memcpy(b + k, e->sha, 32), k += 32;
+    return k;
+}
+
 static void compute_root(const struct sstore_entry *e, size_t n, uint8_t root[32])
 {
     struct tm_sha256_ctx c;
     tm_sha256_init(&c);
     tm_sha256_update(&c, "trustme-sstore root v1", 22);
     for (size_t i = 0; i < n; i++) {
-        uint8_t b[1 + SSTORE_ID_MAX + 8 + 4 + 32];
-        size_t il = strlen(e[i].id), k = 0;
-        b[k++] = (uint8_t)il;
-        memcpy(b + k, e[i].id, il), k += il;
-        put_be64(b + k, e[i].version), k += 8;
-        put_be32(b + k, e[i].size), k += 4;
-        memcpy(b + k, e[i].sha, 32), k += 32;
-        tm_sha256_update(&c, b, k);
+        uint8_t b[ENTRY_MAX];
+        tm_sha256_update(&c, b, entry_encode(&e[i], b));
     }
     tm_sha256_final(&c, root);
 }
 
-/* magic | store id len u8 | store id | version u64 | n u32 | root[32] | entries | HMAC[32];
- * entry: id len u8 | id | version u64 | size u32 | SHA-256 of the object file[32]. */
+/* magic | store id len u8 | store id | version u64 | n u32 | root[32] | entries | the inline
+ * objects' ciphertexts, in entry order | HMAC[32]. */
 static int sb_encode(const struct sstore *s, uint64_t version, const struct sstore_entry *e, size_t n, uint8_t **ret,
                      size_t *ret_len, uint8_t root[32], tm_err *err)
 {
@@ -170,14 +183,15 @@ static int sb_encode(const struct sstore *s, uint64_t version, const struct ssto
     put_be32(b + k, (uint32_t)n), k += 4;
     compute_root(e, n, root);
     memcpy(b + k, root, 32), k += 32;
-    for (size_t i = 0; i < n; i++) {
-        size_t il = strlen(e[i].id);
-        b[k++] = (uint8_t)il;
-        memcpy(b + k, e[i].id, il), k += il;
-        put_be64(b + k, e[i].version), k += 8;
-        put_be32(b + k, e[i].size), k += 4;
-        memcpy(b + k, e[i].sha, 32), k += 32;
-    }
+    for (size_t i = 0; i < n; i++)
+        k += entry_encode(&e[i], b + k);
+    for (size_t i = 0; i < n; i++)
+        if (e[i].data) {
+            size_t dl = (size_t)e[i].size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
+            if (k + dl + 32 > SB_MAX)
+                return tm_err_set(err, ENOSPC, "the superblock is full");
+            memcpy(b + k, e[i].data, dl), k += dl;
+        }
     int r = sstore_hmac(s->keys->data + KEY_SB, b, k, b + k, err);
     if (r < 0)
         return r;
@@ -187,6 +201,8 @@ static int sb_encode(const struct sstore *s, uint64_t version, const struct ssto
 }
 
 struct sb {
+    uint8_t *buf; /* the slot's bytes: inline objects point into it */
+    size_t len;
     bool present, valid;
     uint64_t version;
     uint8_t sha[32], root[32];
@@ -225,7 +241,7 @@ static void sb_decode(const struct sstore *s, const uint8_t *b, size_t len, stru
     }
     size_t end = len - 32;
     for (uint32_t i = 0; i < n; i++) {
-        if (k >= end || b[k] == 0 || b[k] > SSTORE_ID_MAX || k + 1 + b[k] + 44 > end) {
+        if (k >= end || b[k] == 0 || b[k] > SSTORE_ID_MAX || k + 1 + b[k] + 45 > end) {
             snprintf(sb->why, sizeof(sb->why), "malformed object list");
             return;
         }
@@ -234,13 +250,25 @@ static void sb_decode(const struct sstore *s, const uint8_t *b, size_t len, stru
         sb->e[i].id[il] = '\0';
         sb->e[i].version = get_be64(b + k), k += 8;
         sb->e[i].size = get_be32(b + k), k += 4;
+        uint8_t flags = b[k++];
+        sb->e[i].data = flags & FLAG_INLINE ? b : NULL; /* placed below */
         memcpy(sb->e[i].sha, b + k, 32), k += 32;
-        if (sstore_check_id(sb->e[i].id, NULL) < 0 || (i > 0 && strcmp(sb->e[i - 1].id, sb->e[i].id) >= 0)) {
+        if (sstore_check_id(sb->e[i].id, NULL) < 0 || (i > 0 && strcmp(sb->e[i - 1].id, sb->e[i].id) >= 0) ||
+            flags > FLAG_INLINE || sb->e[i].size > SSTORE_OBJECT_MAX) {
             snprintf(sb->why, sizeof(sb->why), "malformed object list");
             return;
         }
     }
     compute_root(sb->e, n, root);
+    for (uint32_t i = 0; i < n; i++)
+        if (sb->e[i].data) {
+            size_t dl = (size_t)sb->e[i].size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
+            if (k + dl > end) {
+                snprintf(sb->why, sizeof(sb->why), "malformed inline objects");
+                return;
+            }
+            sb->e[i].data = b + k, k += dl;
+        }
     if (k != end || memcmp(root, sb->root, 32) != 0) {
         snprintf(sb->why, sizeof(sb->why), "the root hash does not match the object list");
         return;
@@ -253,7 +281,7 @@ static int sb_load(const struct sstore *s, int slot, struct sb *sb, tm_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/super.%d", s->dir, slot);
-    _cleanup_free_ char *data = NULL;
+    char *data = NULL;
     size_t len = 0;
     tm_err e2;
     int r = read_file(path, SB_MAX, &data, &len, &e2);
@@ -264,7 +292,9 @@ static int sb_load(const struct sstore *s, int slot, struct sb *sb, tm_err *err)
         snprintf(sb->why, sizeof(sb->why), "unreadable: %s", e2.msg);
         return 0;
     }
-    sb_decode(s, (const uint8_t *)data, len, sb);
+    sb->buf = (uint8_t *)data;
+    sb->len = len;
+    sb_decode(s, sb->buf, len, sb);
     return 0;
 }
 
@@ -294,6 +324,8 @@ static void collect_garbage(struct sstore *s)
             continue;
         bool keep = false;
         for (size_t i = 0; i < s->n && !keep; i++) {
+            if (s->e[i].data)
+                continue;
             char p[4096];
             object_path(s, s->e[i].id, s->e[i].version, p, sizeof(p));
             keep = strcmp(strrchr(p, '/') + 1, de->d_name) == 0;
@@ -420,6 +452,7 @@ int sstore_open(const char *dir, const char *store_id, const uint8_t *key, size_
         memcpy(s->root, sb[cur].root, 32);
         s->e = steal_ptr(sb[cur].e);
         s->n = sb[cur].n;
+        s->sb_buf = steal_ptr(sb[cur].buf);
     }
     /* A slot above the anchor is a commit that never got anchored: it is dead and the next
      * commit overwrites it. Without an anchor (a new or wiped store) every slot is such. */
@@ -429,8 +462,10 @@ int sstore_open(const char *dir, const char *store_id, const uint8_t *key, size_
     *ret = steal_ptr(s);
     r = 0;
 out:
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         free(sb[i].e);
+        free(sb[i].buf);
+    }
     return r;
 }
 
@@ -442,6 +477,7 @@ void sstore_close(struct sstore *s)
         close(s->lock_fd);
     secret_free(s->keys);
     free(s->e);
+    free(s->sb_buf);
     free(s->dir);
     free(s);
 }
@@ -478,13 +514,20 @@ int sstore_read(struct sstore *s, const char *id, uint8_t **ret_data, size_t *re
     if (!e)
         return tm_err_set(err, ENOENT, "no object %s", id);
     char path[4096];
-    object_path(s, id, e->version, path, sizeof(path));
-    _cleanup_free_ char *file = NULL;
+    _cleanup_free_ char *file_buf = NULL;
+    const char *file;
     size_t len = 0;
-    tm_err e2;
-    if ((r = read_file(path, SSTORE_OBJECT_MAX + SSTORE_NONCE_LEN + SSTORE_TAG_LEN, &file, &len, &e2)) < 0)
-        return refuse(s, err, EBADMSG, "object %s (version %llu) is missing or unreadable: %s", id,
-                      (unsigned long long)e->version, e2.msg);
+    if (e->data) {
+        file = (const char *)e->data;
+        len = (size_t)e->size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
+    } else {
+        tm_err e2;
+        object_path(s, id, e->version, path, sizeof(path));
+        if ((r = read_file(path, SSTORE_OBJECT_MAX + SSTORE_NONCE_LEN + SSTORE_TAG_LEN, &file_buf, &len, &e2)) < 0)
+            return refuse(s, err, EBADMSG, "object %s (version %llu) is missing or unreadable: %s", id,
+                          (unsigned long long)e->version, e2.msg);
+        file = file_buf;
+    }
     uint8_t sha[32];
     tm_sha256(file, len, sha);
     if (len != (size_t)e->size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN || memcmp(sha, e->sha, 32) != 0)
@@ -552,7 +595,10 @@ struct change {
 struct sstore_txn {
     struct sstore *s;
     struct change c[SSTORE_TXN_MAX];
+    uint8_t *sealed[SSTORE_TXN_MAX]; /* the inline objects' ciphertexts until the superblock has them */
     size_t n;
+    uint8_t *sb;
+    size_t sb_len;
     /* filled by prepare */
     struct sstore_entry *e;
     size_t ne;
@@ -580,7 +626,9 @@ void sstore_txn_free(struct sstore_txn *t)
         if (t->c[i].data)
             explicit_bzero(t->c[i].data, t->c[i].len);
         free(t->c[i].data);
+        free(t->sealed[i]);
     }
+    free(t->sb);
     free(t->e);
     free(t);
 }
@@ -627,8 +675,10 @@ int sstore_txn_delete(struct sstore_txn *t, const char *id, tm_err *err)
     return 0;
 }
 
-static int write_object(struct sstore *s, const struct change *c, uint64_t version, struct sstore_entry *e, int dfd,
-                        tm_err *err)
+/* Seal one object version: inline (the ciphertext handed back in *ret_inline for the
+ * superblock) or into a new file of its own, synced. */
+static int write_object(struct sstore *s, const struct change *c, uint64_t version, bool inline_it,
+                        struct sstore_entry *e, uint8_t **ret_inline, int dfd, tm_err *err)
 {
     uint8_t key[32], aad[SSTORE_STORE_ID_MAX + SSTORE_ID_MAX + 12];
     size_t aad_len, flen = c->len + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
@@ -642,6 +692,16 @@ static int write_object(struct sstore *s, const struct change *c, uint64_t versi
     explicit_bzero(key, sizeof(key));
     if (r < 0)
         return r;
+    snprintf(e->id, sizeof(e->id), "%s", c->id);
+    e->version = version;
+    e->size = (uint32_t)c->len;
+    tm_sha256(file, flen, e->sha);
+    e->data = NULL;
+    if (inline_it) {
+        e->data = file;
+        *ret_inline = steal_ptr(file);
+        return 0;
+    }
     char path[4096];
     object_path(s, c->id, version, path, sizeof(path));
     const char *name = strrchr(path, '/') + 1;
@@ -659,10 +719,32 @@ static int write_object(struct sstore *s, const struct change *c, uint64_t versi
     }
     if (fdatasync(fd) < 0)
         return tm_err_sys(err, "cannot sync %s", path);
-    snprintf(e->id, sizeof(e->id), "%s", c->id);
-    e->version = version;
-    e->size = (uint32_t)c->len;
-    tm_sha256(file, flen, e->sha);
+    return 0;
+}
+
+/* Write the superblock into its slot in place: the slot holds a dead version (two below the
+ * next, or an unanchored leftover), so a torn write harms nothing, and no rename is needed. The
+ * directory is synced only when the slot file is new. */
+static int write_slot(struct sstore *s, int slot, const uint8_t *sb, size_t len, tm_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/super.%d", s->dir, slot);
+    bool existed = access(path, F_OK) == 0;
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return tm_err_sys(err, "cannot open %s", path);
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(fd, sb + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return tm_err_sys(err, "cannot write %s", path);
+        done += (size_t)w;
+    }
+    if (fdatasync(fd) < 0)
+        return tm_err_sys(err, "cannot sync %s", path);
+    if (!existed && fsync_parent(path) < 0)
+        return tm_err_sys(err, "cannot sync the directory of %s", path);
     return 0;
 }
 
@@ -693,9 +775,16 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
     _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return tm_err_sys(err, "cannot open %s", path);
+    size_t inline_total = 0;
+    bool files = false;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].data)
+            inline_total += s->e[i].size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
     for (size_t i = 0; i < t->n; i++) {
         struct change *c = &t->c[i];
         struct sstore_entry *e = find(t->e, t->ne, c->id);
+        if (e && e->data)
+            inline_total -= e->size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
         if (c->remove) {
             size_t at = (size_t)(e - t->e);
             memmove(e, e + 1, (t->ne - at - 1) * sizeof(*e));
@@ -703,8 +792,14 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
             continue;
         }
         struct sstore_entry ne;
-        if ((r = write_object(s, c, v, &ne, dfd, err)) < 0)
+        size_t sealed_len = c->len + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
+        bool inline_it = c->len <= INLINE_MAX && inline_total + sealed_len <= INLINE_TOTAL_MAX;
+        if ((r = write_object(s, c, v, inline_it, &ne, &t->sealed[i], dfd, err)) < 0)
             return r;
+        if (inline_it)
+            inline_total += sealed_len;
+        else
+            files = true;
         if (e) {
             *e = ne;
         } else {
@@ -714,18 +809,14 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
             qsort(t->e, t->ne, sizeof(*t->e), entry_cmp);
         }
     }
-    if (fsync(dfd) < 0)
+    if (files && fsync(dfd) < 0)
         return tm_err_sys(err, "cannot sync %s", path);
     test_crash_point(s->dir, "sstore-objects-written");
 
-    _cleanup_free_ uint8_t *sb = NULL;
-    size_t sb_len = 0;
-    if ((r = sb_encode(s, v, t->e, t->ne, &sb, &sb_len, t->root, err)) < 0)
+    if ((r = sb_encode(s, v, t->e, t->ne, &t->sb, &t->sb_len, t->root, err)) < 0 ||
+        (r = write_slot(s, (int)(v % 2), t->sb, t->sb_len, err)) < 0)
         return r;
-    snprintf(path, sizeof(path), "%s/super.%d", s->dir, (int)(v % 2));
-    if ((r = write_file_atomic(path, sb, sb_len, 0600, err)) < 0)
-        return r;
-    tm_sha256(sb, sb_len, t->sb_sha);
+    tm_sha256(t->sb, t->sb_len, t->sb_sha);
     snprintf(a->name, sizeof(a->name), "%s", s->anchor_name);
     a->value[0] = ANCHOR_FORMAT;
     put_be64(a->value + 1, v);
@@ -738,9 +829,19 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
 static void finish(struct sstore_txn *t)
 {
     struct sstore *s = t->s;
+    /* The new superblock's bytes become the store's: its entries point into them. */
+    struct sb sb = {0};
+    sb_decode(s, t->sb, t->sb_len, &sb);
+    if (!sb.valid) {
+        free(sb.e);
+        s->uncertain = true; /* cannot happen: we just encoded it */
+        return;
+    }
     free(s->e);
-    s->e = steal_ptr(t->e);
-    s->n = t->ne;
+    free(s->sb_buf);
+    s->e = sb.e;
+    s->n = sb.n;
+    s->sb_buf = steal_ptr(t->sb);
     s->version++;
     s->slot = (int)(s->version % 2);
     memcpy(s->root, t->root, 32);

@@ -18,7 +18,8 @@ struct sstore_entry {
     char id[SSTORE_ID_MAX + 1];
     uint64_t version;
     uint32_t size;
-    uint8_t sha[32]; /* of the object's file */
+    uint8_t sha[32]; /* of the object's ciphertext (its file, or inline) */
+    const uint8_t *data; /* an inline object's ciphertext (in the superblock's bytes), else NULL */
 };
 
 struct sstore {
@@ -36,6 +37,7 @@ struct sstore {
     uint64_t version; /* anchored */
     int slot;
     uint8_t root[32], sb_sha[32];
+    uint8_t *sb_buf; /* the current superblock's bytes: the inline objects */
     bool uncertain; /* an anchor update failed: reopen */
     char tp_ids[SSTORE_TP_MAX][SSTORE_TP_ID_MAX + 1];
     size_t tp_n;

@@ -7,9 +7,14 @@
  *     get ID | list | status | verify
  *     tp-write ID VALUE | tp-read ID | tp-delete ID
  *     wipe                   remove the directory and the store's anchor (tamper-proof objects stay)
+ *     batch DIR2 STORE2 KEYFILE2 [+ID=VALUE | -ID]...
+ *                            the same changes to this store and a second one, in one batch
+ *                            (one anchor update for both)
  *     serve                  framed proto/sstore.proto Requests on stdin, Responses on stdout
- *     bench N SIZE PLAINDIR  N commits of one SIZE-byte object vs the same write to a plain
- *                            file with fsync and rename in PLAINDIR, interleaved; JSON lines
+ *     bench N SIZE PLAINDIR [K]
+ *                            N commits of one SIZE-byte object (into K stores as one batch)
+ *                            vs the same write to K plain files with fsync and rename in
+ *                            PLAINDIR, interleaved; JSON lines
  * A refusal (tamper, rollback) is printed as "sstore.refused: <errno name>: <why>" on stderr,
  * as a host would audit it. Exit 0 on success, 1 on failure. */
 #include <errno.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,22 +44,32 @@ static int die(const tm_err *err)
     return 1;
 }
 
+static int add_changes(struct sstore_txn *t, int argc, char **argv, tm_err *err)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *eq = strchr(a, '=');
+        char id[SSTORE_ID_MAX + 2];
+        int r;
+        if (a[0] == '-')
+            r = sstore_txn_delete(t, a + 1, err);
+        else if ((a[0] == '+' || a[0] == '!') && eq && (size_t)(eq - a) <= sizeof(id) - 1) {
+            snprintf(id, sizeof(id), "%.*s", (int)(eq - a - 1), a + 1);
+            r = sstore_txn_put(t, id, (const uint8_t *)eq + 1, strlen(eq + 1), a[0] == '!', err);
+        } else
+            r = tm_err_set(err, EINVAL, "+ID=VALUE, !ID=VALUE or -ID, not %s", a);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static int cmd_commit(struct sstore *s, int argc, char **argv)
 {
     tm_err err = {0};
     struct sstore_txn *t = NULL;
     int r = sstore_txn_new(s, &t, &err);
-    for (int i = 0; r >= 0 && i < argc; i++) {
-        char *a = argv[i], *eq = strchr(a, '=');
-        if (a[0] == '-') {
-            r = sstore_txn_delete(t, a + 1, &err);
-        } else if ((a[0] == '+' || a[0] == '!') && eq) {
-            *eq = '\0';
-            r = sstore_txn_put(t, a + 1, (const uint8_t *)eq + 1, strlen(eq + 1), a[0] == '!', &err);
-        } else {
-            r = tm_err_set(&err, EINVAL, "commit: +ID=VALUE, !ID=VALUE or -ID, not %s", a);
-        }
-    }
+    if (r >= 0)
+        r = add_changes(t, argc, argv, &err);
     if (r < 0) {
         sstore_txn_free(t);
         return die(&err);
@@ -63,6 +79,31 @@ static int cmd_commit(struct sstore *s, int argc, char **argv)
         return die(&err);
     printf("version %llu\n", (unsigned long long)v);
     return 0;
+}
+
+static int cmd_batch(struct sstore *s, const struct sstore_anchor_ops *anchor, int argc, char **argv)
+{
+    tm_err err = {0};
+    if (argc < 3)
+        return tm_err_set(&err, EINVAL, "batch: DIR2 STORE2 KEYFILE2 CHANGES..."), die(&err);
+    _cleanup_free_ char *key = NULL;
+    size_t key_len = 0;
+    struct sstore *s2 = NULL;
+    if (read_file(argv[2], SSTORE_KEY_MAX, &key, &key_len, &err) < 0 ||
+        sstore_open(argv[0], argv[1], (const uint8_t *)key, key_len, anchor, report, NULL, &s2, &err) < 0)
+        return die(&err);
+    struct sstore_txn *t[2] = {NULL, NULL};
+    int r = 0;
+    if ((r = sstore_txn_new(s, &t[0], &err)) < 0 || (r = sstore_txn_new(s2, &t[1], &err)) < 0 ||
+        (r = add_changes(t[0], argc - 3, argv + 3, &err)) < 0 ||
+        (r = add_changes(t[1], argc - 3, argv + 3, &err)) < 0) {
+        sstore_txn_free(t[0]);
+        sstore_txn_free(t[1]);
+    } else {
+        r = sstore_commit_batch(t, 2, &err);
+    }
+    sstore_close(s2);
+    return r < 0 ? die(&err) : 0;
 }
 
 static int cmd_status(struct sstore *s)
@@ -146,28 +187,66 @@ static int plain_write(const char *dir, const uint8_t *data, size_t len, tm_err 
     return write_file_atomic(path, data, len, 0600, err);
 }
 
-static int cmd_bench(struct sstore *s, int n, size_t size, const char *plain_dir)
+/* The bench's anchor: tpmd's, timed, so that the report can split a commit into the store's own
+ * share and the anchor update's. */
+static struct sstore_anchor_ops bench_inner;
+static double bench_anchor_ms;
+
+static int bench_set(void *ctx, const struct sstore_anchor_entry *e, size_t n, tm_err *err)
+{
+    double t0 = now_ms();
+    int r = bench_inner.set(bench_inner.ctx, e, n, err);
+    bench_anchor_ms += now_ms() - t0;
+    return r;
+}
+
+/* N rounds; each commits one SIZE-byte object into each of K stores (this one and K-1 more in
+ * <dir>-bK, with the same key) as one batch (one anchor update), then writes the same bytes to
+ * K plain files with fsync and rename. Times per round, both sides interleaved so that they
+ * see the same disk and the same load. */
+static int cmd_bench(struct sstore *s, int n, size_t size, const char *plain_dir, int k, const char *dir,
+                     const uint8_t *key, size_t key_len, const struct sstore_anchor_ops *anchor)
 {
     tm_err err = {0};
+    struct sstore *st[64] = {s};
     _cleanup_free_ uint8_t *data = malloc(size ? size : 1);
-    if (!data)
+    if (!data || k < 1 || k > 64)
         return 1;
-    memset(data, 0xa5, size);
-    /* Interleaved in rounds of 10 so that both see the same disk and the same load. */
-    for (int i = 0; i < n; i++) {
-        data[0] = (uint8_t)i;
-        struct sstore_txn *t = NULL;
-        double t0 = now_ms();
-        if (sstore_txn_new(s, &t, &err) < 0 || sstore_txn_put(t, "bench", data, size, false, &err) < 0 ||
-            sstore_commit(t, NULL, &err) < 0)
+    for (int j = 1; j < k; j++) {
+        char d[4096], id[64];
+        snprintf(d, sizeof(d), "%s-b%d", dir, j);
+        snprintf(id, sizeof(id), "bench-batch-%d-%zu", j, size);
+        if (sstore_open(d, id, key, key_len, anchor, report, NULL, &st[j], &err) < 0)
             return die(&err);
-        double t1 = now_ms();
-        if (plain_write(plain_dir, data, size, &err) < 0)
-            return die(&err);
-        double t2 = now_ms();
-        printf("{\"i\":%d,\"size\":%zu,\"sstore_ms\":%.3f,\"plain_ms\":%.3f}\n", i, size, t1 - t0, t2 - t1);
     }
-    return 0;
+    memset(data, 0xa5, size);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        data[0] = (uint8_t)i;
+        struct sstore_txn *t[64] = {NULL};
+        double t0 = now_ms();
+        for (int j = 0; j < k && rc == 0; j++)
+            if (sstore_txn_new(st[j], &t[j], &err) < 0 || sstore_txn_put(t[j], "bench", data, size, false, &err) < 0)
+                rc = die(&err);
+        if (rc == 0 && sstore_commit_batch(t, (size_t)k, &err) < 0)
+            rc = die(&err);
+        double t1 = now_ms(), anchor_ms = bench_anchor_ms;
+        bench_anchor_ms = 0;
+        for (int j = 0; j < k && rc == 0; j++) {
+            char pd[4096];
+            snprintf(pd, sizeof(pd), "%s/%d", plain_dir, j);
+            if (mkdir(pd, 0700) < 0 && errno != EEXIST)
+                rc = 1;
+            else if (plain_write(pd, data, size, &err) < 0)
+                rc = die(&err);
+        }
+        double t2 = now_ms();
+        printf("{\"i\":%d,\"size\":%zu,\"batch\":%d,\"sstore_ms\":%.3f,\"anchor_ms\":%.3f,\"plain_ms\":%.3f}\n", i,
+               size, k, t1 - t0, anchor_ms, t2 - t1);
+    }
+    for (int j = 1; j < k; j++)
+        sstore_close(st[j]);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -198,6 +277,10 @@ int main(int argc, char **argv)
         return die(&err);
     struct sstore_anchor_ops anchor;
     sstore_anchor_tpmd_fd(tpmd_fd, &anchor);
+    if (strcmp(cmd, "bench") == 0) {
+        bench_inner = anchor;
+        anchor.set = bench_set;
+    }
 
     if (strcmp(cmd, "wipe") == 0) {
         struct sstore_anchor_entry e = {.remove = true};
@@ -209,6 +292,9 @@ int main(int argc, char **argv)
     struct sstore *s = NULL;
     if (sstore_open(dir, store, (const uint8_t *)key, key_len, &anchor, report, NULL, &s, &err) < 0)
         return die(&err);
+    uint8_t bench_key[SSTORE_KEY_MAX];
+    size_t bench_key_len = key_len;
+    memcpy(bench_key, key, key_len);
     explicit_bzero(key, key_len);
     int rc = 0;
     if (strcmp(cmd, "commit") == 0) {
@@ -245,10 +331,13 @@ int main(int argc, char **argv)
             fwrite(d, 1, len, stdout);
     } else if (strcmp(cmd, "tp-delete") == 0 && i < argc) {
         rc = sstore_tp_delete(s, argv[i], &err) < 0 ? die(&err) : 0;
+    } else if (strcmp(cmd, "batch") == 0) {
+        rc = cmd_batch(s, &anchor, argc - i, argv + i);
     } else if (strcmp(cmd, "serve") == 0) {
         rc = cmd_serve(s);
     } else if (strcmp(cmd, "bench") == 0 && i + 2 < argc) {
-        rc = cmd_bench(s, atoi(argv[i]), (size_t)atol(argv[i + 1]), argv[i + 2]);
+        rc = cmd_bench(s, atoi(argv[i]), (size_t)atol(argv[i + 1]), argv[i + 2], i + 3 < argc ? atoi(argv[i + 3]) : 1,
+                       dir, bench_key, bench_key_len, &anchor);
     } else {
         fprintf(stderr, "trustme-sstore-tool: unknown command or missing arguments: %s\n", cmd);
         rc = 2;

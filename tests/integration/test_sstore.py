@@ -23,6 +23,7 @@ from test_tpmd import Tpmd, swtpm_processes
 from tools import tool
 
 SSTORE = BUILD / "src/sstore/trustme-sstore-tool"
+BIG = 5000  # above 4 KiB an object has a file of its own; below, it lives in the superblock
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +134,12 @@ def test_objects_and_one_nv_write_per_commit(tpmd, base):
             data = f.read_bytes()
             assert b"beta2" not in data and b"gamma" not in data, f
     assert not any(b"gamma" in f.name.encode() for f in s.object_files())
-    # replaced versions are gone: one file per live object
-    assert len(s.object_files()) == 2
+    # small objects live in the superblock; a big one has its own file, and its replaced
+    # versions are removed
+    assert s.object_files() == []
+    s.commit("+big=" + "1" * BIG)
+    s.commit("+big=" + "2" * BIG)
+    assert len(s.object_files()) == 1 and s.get("big") == "2" * BIG
     # bad input: a clear error
     assert "object id" in s.fails("commit", "+has space=1")
     assert "no object zz" in s.fails("get", "zz")
@@ -142,9 +147,9 @@ def test_objects_and_one_nv_write_per_commit(tpmd, base):
 
 def test_replaced_object_older_version_is_refused(tpmd, base):
     s = Store(tpmd, base, "c-replace")
-    s.commit("+pin=1111", "+other=x")
+    s.commit("+pin=" + "1" * BIG, "+other=x")
     old = {f.name: f.read_bytes() for f in s.object_files()}
-    s.commit("+pin=2222")
+    s.commit("+pin=" + "2" * BIG)
     new = [f for f in s.object_files() if f.name not in old]
     assert len(new) == 1
     old_pin = next(v for k, v in old.items() if k.split("-")[0] == new[0].name.split("-")[0])
@@ -152,13 +157,14 @@ def test_replaced_object_older_version_is_refused(tpmd, base):
     err = s.fails("get", "pin")
     assert "sstore.refused: EBADMSG" in err and "does not match the superblock" in err, err
     assert "1111" not in s.run("get", "pin", check=False).stdout.decode()
+    assert len(old) == 1
     assert s.get("other") == "x"  # the untouched object is still served
     assert "pin" in s.fails("verify")
 
 
 def test_swapped_objects_are_refused(tpmd, base):
     s = Store(tpmd, base, "c-swap")
-    s.commit("+a=" + "A" * 20, "+b=" + "B" * 20)  # same size: only the contents tell them apart
+    s.commit("+a=" + "A" * BIG, "+b=" + "B" * BIG)  # same size: only the contents tell them apart
     fa, fb = s.object_files()
     da, db = fa.read_bytes(), fb.read_bytes()
     fa.write_bytes(db)
@@ -200,13 +206,14 @@ def test_edited_superblock_and_wrong_key_refused(tpmd, base):
     s = Store(tpmd, base, "c-edit")
     s.commit("+k=v1")
     s.commit("+k=v2")
-    sb = s.dir / "super.0"  # version 2
+    sb = s.dir / "super.0"  # version 2; "k" is inline, its ciphertext just before the MAC
     good = sb.read_bytes()
-    bad = bytearray(good)
-    bad[-40] ^= 1
-    sb.write_bytes(bytes(bad))
-    err = s.fails("get", "k")
-    assert "EBADMSG" in err and "does not authenticate" in err, err
+    for at in (-40, 20):  # an inline object's ciphertext; the header
+        bad = bytearray(good)
+        bad[at] ^= 1
+        sb.write_bytes(bytes(bad))
+        err = s.fails("get", "k")
+        assert "EBADMSG" in err and "does not authenticate" in err, err
     sb.write_bytes(good)
     assert s.get("k") == "v2"
     # the other slot (version 1, intact) copied over the current one: the anchor says no
@@ -260,11 +267,11 @@ def test_two_stores_do_not_see_each_other(tpmd, base):
         assert 374 in serve_call(pb, field_bytes(374, b""))
         for i in range(5):
             for p, who in ((pa, "one"), (pb, "two")):
-                r = serve_call(p, commit_rq(("same", f"{who}-{i}".encode()), (f"only-{who}", b"x")))
+                r = serve_call(p, commit_rq(("same", f"{who}-{i}".encode() * BIG), (f"only-{who}", b"x")))
                 assert 374 in r, r  # a StoreStatus
         for p, who, other in ((pa, "one", "two"), (pb, "two", "one")):
             r = serve_call(p, read_rq("same"))
-            assert parse(r[361][0])[361][0] == f"{who}-4".encode()
+            assert parse(r[361][0])[361][0] == f"{who}-4".encode() * BIG
             r = serve_call(p, read_rq(f"only-{other}"))
             assert 360 in r and parse(r[360][0])[376][0] == 2, r  # ENOENT
             ids = [parse(o)[360][0].decode() for o in parse(serve_call(p, list_rq())[373][0]).get(360, [])]
@@ -277,12 +284,11 @@ def test_two_stores_do_not_see_each_other(tpmd, base):
                 p.stdin.close()
                 assert p.wait(timeout=30) == 0
     # one store's object file copied into the other under its name: refused
-    fa = {f.name.split("-")[0]: f for f in a.object_files()}
-    fb = {f.name.split("-")[0]: f for f in b.object_files()}
-    assert set(fa).isdisjoint(fb)  # file names depend on the store's key
-    # "same" is the larger file in each store ("one-4"/"two-4" against "x"): a's over b's
-    same_a = max(a.object_files(), key=lambda f: f.stat().st_size)
-    same_b = max(b.object_files(), key=lambda f: f.stat().st_size)
+    fa = {f.name.split("-")[0] for f in a.object_files()}
+    fb = {f.name.split("-")[0] for f in b.object_files()}
+    assert fa and fb and fa.isdisjoint(fb)  # file names depend on the store's key
+    # "same" is the one file in each store ("x" is inline): a's over b's
+    (same_a,), (same_b,) = a.object_files(), b.object_files()
     same_b.write_bytes(same_a.read_bytes())
     err = b.fails("get", "same")
     assert "sstore.refused" in err and "does not match the superblock" in err, err
@@ -391,3 +397,33 @@ def test_tamper_proof_objects_outlive_a_wipe(tpmd, base):
     for oid in ("rollback-idx", "attempts", "n1", "n2", "n3", "n4", "n5", "ninth"):
         s.run("tp-delete", oid)
     assert s.status()["tamper_proof"] == "0"
+
+
+def test_batch_of_two_stores_is_one_nv_write(tpmd, base):
+    a, b = Store(tpmd, base, "c-batch-a"), Store(tpmd, base, "c-batch-b")
+    a.commit("+seed=a")
+    before = table_version(tpmd)
+    a.run("batch", str(b.dir), b.id, str(b.keyfile), "+k=v", "+l=w")
+    assert table_version(tpmd) == before + 1
+    assert a.objects() == {"seed": "a", "k": "v", "l": "w"} and a.status()["version"] == "2"
+    assert b.objects() == {"k": "v", "l": "w"} and b.status()["version"] == "1"
+    # all or nothing across the batch: b has no "seed", so deleting it refuses both
+    assert "no object seed" in a.fails("batch", str(b.dir), b.id, str(b.keyfile), "-seed")
+    assert table_version(tpmd) == before + 1 and a.objects()["seed"] == "a"
+
+
+def test_tpmd_killed_after_its_nv_write_mid_commit(tpmd, base):
+    """tpmd dies after the TPM took the new anchor, before it answered: the commit reports a
+    failure, and once tpmd is back the store opens at the new version (the TPM's word), whole."""
+    s = Store(tpmd, base, "c-tpmd-crash")
+    s.commit("+a=1", "+b=1")
+    (tpmd.data / "test-crash-at").write_text("tpmd-anchor-written\n")
+    err = s.fails("commit", "+a=2", "+b=2")
+    assert "anchoring the commit" in err, err
+    tpmd.proc.wait(timeout=15)
+    tpmd.sock.close()
+    tpmd.proc = None
+    tpmd.start()
+    assert s.objects() == {"a": "2", "b": "2"} and s.status()["version"] == "2"
+    s.commit("+a=3")
+    assert s.objects() == {"a": "3", "b": "2"}
