@@ -107,6 +107,8 @@ static int entry_cmp(const void *a, const void *b)
 static struct sstore_entry *find(struct sstore_entry *e, size_t n, const char *id)
 {
     struct sstore_entry key;
+    if (n == 0)
+        return NULL; /* an empty store has no array (bsearch wants one) */
     snprintf(key.id, sizeof(key.id), "%s", id);
     return bsearch(&key, e, n, sizeof(*e), entry_cmp);
 }
@@ -760,7 +762,8 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
     size_t cap = s->n + t->n;
     if (!(t->e = calloc(cap ? cap : 1, sizeof(*t->e))))
         return tm_err_set(err, ENOMEM, "out of memory");
-    memcpy(t->e, s->e, s->n * sizeof(*s->e));
+    if (s->n)
+        memcpy(t->e, s->e, s->n * sizeof(*s->e));
     t->ne = s->n;
     for (size_t i = 0; i < t->n; i++) {
         struct change *c = &t->c[i];
