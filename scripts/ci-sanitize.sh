@@ -52,7 +52,8 @@ unit_status=$?
 echo "== integration tests against sanitized daemons"
 # A representative part, a few minutes under ASan: the control protocol (framing, garbage,
 # floods), container lifecycle, encrypted storage through trustme-scd, trustme-tpmd on its own,
-# the TPM verbs and attestation through trustmed, and the GuestOS store.
+# the TPM verbs and attestation through trustmed, secure storage (src/sstore) on a real tpmd, and
+# the GuestOS store.
 # Not here: the bounds on trustmed's memory (for a client that never reads, and after large
 # frames). ASan keeps freed memory in quarantine (and grows every allocation by its redzones), so
 # the RSS it measures is ASan's; scripts/test.sh checks those bounds on the normal build. Nor the
@@ -64,7 +65,7 @@ TRUSTME_BUILD="$PWD/$build" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovide
     --deselect tests/integration/test_storage.py::test_a_crash_leaves_no_core \
     tests/integration/test_protocol.py tests/integration/test_lifecycle.py \
     tests/integration/test_storage.py tests/integration/test_scd.py \
-    tests/integration/test_tpmd.py tests/integration/test_device.py \
+    tests/integration/test_tpmd.py tests/integration/test_sstore.py tests/integration/test_device.py \
     tests/integration/test_guestos.py tests/integration/test_zz_leaks.py "$@"
 
 echo "== fuzz targets over their corpora (ASan + UBSan)"

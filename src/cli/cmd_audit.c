@@ -20,6 +20,10 @@ struct head {
     bool known;
     unsigned long long seq;
     char hash[TM_SHA256_HEX_LEN + 1];
+    bool anchored; /* a record the TPM anchors (docs/AUDIT.md, "The head in the TPM") */
+    unsigned long long anchored_seq;
+    char anchored_hash[TM_SHA256_HEX_LEN + 1];
+    char anchor_problem[256];
 };
 
 static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
@@ -51,6 +55,13 @@ static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
             head->seq = resp->audit_end->head_seq;
             snprintf(head->hash, sizeof(head->hash), "%s",
                      resp->audit_end->head_hash ? resp->audit_end->head_hash : "");
+            if (resp->audit_end->has_anchored_seq && resp->audit_end->anchored_hash) {
+                head->anchored = true;
+                head->anchored_seq = resp->audit_end->anchored_seq;
+                snprintf(head->anchored_hash, sizeof(head->anchored_hash), "%s", resp->audit_end->anchored_hash);
+            }
+            if (resp->audit_end->anchor_problem)
+                snprintf(head->anchor_problem, sizeof(head->anchor_problem), "%s", resp->audit_end->anchor_problem);
         } else if (resp->body_case == TRUSTME__RESPONSE__BODY_ERROR) {
             r = cli_fail("%s", resp->error->message);
         } else {
@@ -80,6 +91,23 @@ static int read_offline(const char *path, tm_buf *log, struct head *head)
     return 0;
 }
 
+/* The hash of record seq in the log, or "" when there is none. */
+static void find_record(const char *data, size_t len, unsigned long long seq, char out[TM_SHA256_HEX_LEN + 1])
+{
+    out[0] = '\0';
+    for (size_t pos = 0; pos < len;) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        size_t l = nl ? (size_t)(nl - (data + pos)) : len - pos;
+        tm_audit_record rec;
+        char problem[128];
+        if (tm_audit_parse_line(data + pos, l, &rec, problem, sizeof(problem)) == 0 && rec.seq == seq) {
+            memcpy(out, rec.hash, TM_SHA256_HEX_LEN + 1);
+            return;
+        }
+        pos += l + 1;
+    }
+}
+
 static int verify(const char *data, size_t len, const struct head *head)
 {
     tm_audit_report rep;
@@ -95,10 +123,28 @@ static int verify(const char *data, size_t len, const struct head *head)
                (unsigned long long)rep.last_seq, head->seq, head->hash);
         return 1;
     }
+    if (head->anchor_problem[0]) {
+        printf("audit log BROKEN: %s\n", head->anchor_problem);
+        return 1;
+    }
+    if (head->anchored) {
+        char found[TM_SHA256_HEX_LEN + 1];
+        find_record(data, len, head->anchored_seq, found);
+        if (strcmp(found, head->anchored_hash) != 0) {
+            printf("audit log BROKEN: record %llu (%.16s...) is anchored in the TPM but %s: the log was "
+                   "rewritten or truncated\n",
+                   head->anchored_seq, head->anchored_hash, found[0] ? "differs in the log" : "is not in the log");
+            return 1;
+        }
+    }
     printf("audit log intact: %llu record(s), chain verified%s\n", (unsigned long long)rep.records,
            head->known ? " up to the daemon's last record" : " (no head to compare the end with)");
     if (rep.records)
         printf("last record: #%llu %s\n", (unsigned long long)rep.last_seq, rep.last_hash);
+    if (head->anchored)
+        printf("record #%llu is the one anchored in the TPM\n", head->anchored_seq);
+    else if (head->known)
+        printf("no record anchored in the TPM (none yet, or trustmed has not read it yet)\n");
     if (rep.tamper_events)
         printf("warning: %llu earlier tampering event(s) are recorded in the log (event "
                "audit.tampered)\n",

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit_anchor.h"
 #include "cleanup.h"
 #include "config.h"
 #include "container.h"
@@ -369,6 +370,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     service_events_add(d, &tpmd_scd_events);
     service_events_add(d, &revocation_service_events);
     service_events_add(d, &measure_service_events);
+    service_events_add(d, &audit_anchor_events);
     if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
         (r = containers_load(d, err)) < 0)
         return r;

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "audit_anchor.h"
 #include "cleanup.h"
 #include "commands_exec.h"
 #include "commands_guestos.h"
@@ -235,6 +236,15 @@ static void audit_done(struct conn *conn, uint64_t req_id)
     end.has_head_seq = true;
     end.head_seq = conn->d->audit.seq;
     end.head_hash = conn->d->audit.hash;
+    char anchored_hash[TM_SHA256_HEX_LEN + 1];
+    uint64_t anchored_seq;
+    const char *problem;
+    if (audit_anchor_head(&anchored_seq, anchored_hash, &problem)) {
+        end.has_anchored_seq = true;
+        end.anchored_seq = anchored_seq;
+        end.anchored_hash = anchored_hash;
+    }
+    end.anchor_problem = (char *)problem;
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_AUDIT_END;
     resp.audit_end = &end;
