@@ -6,8 +6,8 @@
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
  *         can connect (EOF ends the list),
  *   fd 5  written "R" once the proxy sockets accept (then closed).
- * It runs swtpm on private sockets (PRIV/tpm.sock and .ctrl) and serves the guest on
- * PUB/tpm.sock and PUB/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
+ * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
+ * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
  * sessions a client loaded are flushed when it goes away, and the control channel passes only
  * what the tpm2-tss swtpm TCTI needs (capabilities, locality 0, the established flag). It ends
  * when swtpm ends (exit 3) or at SIGTERM, after stopping swtpm (exit 0). */
@@ -67,7 +67,10 @@ struct ctrl_client {
     int up; /* its own connection to swtpm's control socket */
 };
 
-static const char *priv_dir, *pub_dir, *state_dir, *swtpm_bin = "swtpm";
+/* Relative to the vTPM's run directory, the working directory: its absolute path may be longer
+ * than a socket address holds. */
+static const char *const priv_dir = "priv", *const pub_dir = "pub";
+static const char *run_dir, *state_dir, *swtpm_bin = "swtpm";
 static pid_t swtpm_pid;
 static int upstream = -1;
 static struct client clients[MAX_CLIENTS];
@@ -470,24 +473,26 @@ static void stop_swtpm(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"private-dir", required_argument, NULL, 'p'},
-                                         {"public-dir", required_argument, NULL, 'P'},
+    static const struct option opts[] = {{"run-dir", required_argument, NULL, 'r'},
                                          {"state-dir", required_argument, NULL, 's'},
                                          {"swtpm", required_argument, NULL, 'w'},
                                          {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'p': priv_dir = optarg; break;
-        case 'P': pub_dir = optarg; break;
+        case 'r': run_dir = optarg; break;
         case 's': state_dir = optarg; break;
         case 'w': swtpm_bin = optarg; break;
         default: return 2;
         }
     }
-    if (!priv_dir || !pub_dir || !state_dir || optind != argc) {
-        fprintf(stderr, "usage: trustme-vtpm --private-dir D --public-dir D --state-dir D [--swtpm PATH]\n");
+    if (!run_dir || !state_dir || optind != argc) {
+        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--swtpm PATH]\n");
         return 2;
+    }
+    if (chdir(run_dir) < 0) {
+        say("cannot enter %s: %s", run_dir, strerror(errno));
+        return 3;
     }
     for (size_t i = 0; i < MAX_CLIENTS; i++)
         clients[i].fd = -1;

@@ -12,10 +12,27 @@
 #include "jsonutil.h"
 #include "uuid.h"
 
-static const char *const top_keys[] = {"name",         "guestos",  "rootfs",          "init",           "args",
-                                       "env",          "hostname", "memory_limit_mb", "pids_limit",     "cpus",
-                                       "data_size_mb", "devices",  "capabilities",    "user_namespace", "autostart",
-                                       "token",        "network",  "control",         "config_version", NULL};
+static const char *const top_keys[] = {"name",
+                                       "guestos",
+                                       "rootfs",
+                                       "init",
+                                       "args",
+                                       "env",
+                                       "hostname",
+                                       "memory_limit_mb",
+                                       "pids_limit",
+                                       "cpus",
+                                       "data_size_mb",
+                                       "devices",
+                                       "capabilities",
+                                       "user_namespace",
+                                       "autostart",
+                                       "token",
+                                       "network",
+                                       "control",
+                                       "config_version",
+                                       "vtpm",
+                                       NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -508,6 +525,9 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         return r;
     cfg->autostart = false;
     if ((r = tm_json_get_bool(root, "$", "autostart", false, &cfg->autostart, err)) < 0)
+        return r;
+    cfg->vtpm = false;
+    if ((r = tm_json_get_bool(root, "$", "vtpm", false, &cfg->vtpm, err)) < 0)
         return r;
     if ((r = parse_token(root, cfg, err)) < 0)
         return r;

@@ -68,6 +68,7 @@ struct container_config {
     size_t ndevices;
     uint64_t caps_keep; /* bit n = keep capability n beyond the default */
     bool user_namespace;
+    bool vtpm; /* a virtual TPM of its own (docs/VTPM.md) */
     bool autostart;
     struct token_config token;
     struct net_config net; /* docs/NETWORK.md */
