@@ -4,6 +4,7 @@ container whose root holds Debian's tpm2 binary and its libraries: the guest's T
 measured, keeps its keys, is encrypted and anchored against rollback and copies, and its control
 channel refuses what a guest must not do."""
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -51,7 +52,7 @@ def tpm_rootfs(test_root):
     (path / "usr/bin/tpm2").unlink(missing_ok=True)
     shutil.copy2(tpm2, path / "usr/bin/tpm2")
     for tool in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
-                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext"):
+                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear"):
         link = path / f"usr/bin/tpm2_{tool}"
         if not link.exists():
             link.symlink_to("tpm2")
@@ -164,6 +165,9 @@ def test_guest_uses_its_vtpm(vd, tpm_rootfs):
     value = bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1))
     assert value == replay(log, pcr)
     assert value != bytes(32)
+    # The platform hierarchy (its auth is empty in a fresh swtpm) is off for the guest.
+    r = d.sh("t1", "tpm2_clear -c p", check=False)
+    assert r.returncode != 0 and "hierarchy" in r.stderr
     # Nothing of the client processes stays loaded in the vTPM.
     assert d.sh("t1", "tpm2_getcap handles-transient").stdout.strip() == ""
     # The guest sees its sockets and log, read-only, and nothing of the host's TPM.
@@ -213,10 +217,26 @@ def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
     sf.write_bytes(state_file(d, "other").read_bytes())
     assert start(d, "k", check=False).returncode != 0
     assert "not the one anchored" in d.state("k")["last_error"]
+    info = json.loads(d.cli("vtpm", "info", "--json", "k").stdout)
+    assert info["enabled"] and not info["running"] and not info["anchor_matches"]
+    assert info["state_sha256"] == hashlib.sha256(sf.read_bytes()).hexdigest()
+    assert info["anchored_sha256"] == hashlib.sha256(newest).hexdigest()
     # The right state back: it starts again.
     sf.write_bytes(newest)
     start(d, "k")
     assert d.sh("k", "tpm2_readpublic -c 0x81000001 >/dev/null; echo ok").stdout.strip() == "ok"
+    info = json.loads(d.cli("vtpm", "info", "--json", "k").stdout)
+    assert info["running"] and info["pid"] == vtpm_pids(d, "k")[0]
+    assert d.cli("vtpm", "reset", "k", check=False).returncode != 0  # running
+    d.cli("stop", "k")
+    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    assert json.loads(d.cli("vtpm", "info", "--json", "k").stdout)["anchor_matches"]
+    # A reset: a new, empty vTPM at the next start.
+    d.cli("vtpm", "reset", "k")
+    assert not sf.exists()
+    assert any(e.get("event") == "vtpm.reset" and e.get("result") == "ok" for e in d.audit_events())
+    start(d, "k")
+    assert d.sh("k", "tpm2_readpublic -c 0x81000001", check=False).returncode != 0
     d.cli("stop", "k")
 
 
