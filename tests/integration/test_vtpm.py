@@ -301,6 +301,12 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     start(d, "c")
     d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
     d.cli("stop", "c")
+    wait_for(lambda: not any(vtpm_pids(d, "c")), what="the vTPM to stop")
+    # Removed: its vTPM directories and its anchor go too.
+    rundir = pub_dir(d, "c").parent
+    assert rundir.exists()
+    d.cli("remove", "c")
+    wait_for(lambda: not rundir.exists(), what="the vTPM's run directory to go")
 
 
 def test_vtpm_config_rules(vd, tpm_rootfs):

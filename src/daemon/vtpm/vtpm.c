@@ -527,6 +527,9 @@ static void on_removed(struct container *c)
     tm_err err = {0};
     if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, NULL, NULL, &err) < 0)
         log_warn("%s: its vTPM's anchor stays: %s", container_label(c), err.msg);
+    char dir[PATH_MAX];
+    run_dir(c, dir, sizeof(dir)); /* the state went with the container's data dir */
+    rm_rf(dir);
 }
 
 static void on_freed(struct container *c)
