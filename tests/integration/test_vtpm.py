@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, PROBE, wait_for
+from conftest import PROBE, REPO, TRUSTME, wait_for
+from tools import argv, tool
 
 KDF = ["--scd-kdf-n", "1024"]
 MARKER = b"TRUSTME-VTPM-MARKER-5c1e"
@@ -27,7 +28,7 @@ PIN, PUK = "7391", "12345678"
 def _copy_with_libs(root, binaries):
     """Copy binaries and every library ldd names (same paths) into root."""
     for b in binaries:
-        out = subprocess.run(["ldd", b], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(argv("ldd", b), capture_output=True, text=True, check=True).stdout
         paths = re.findall(r"(/\S+) \(0x", out)
         for p in [b, *paths]:
             dst = root / p.lstrip("/")
@@ -45,15 +46,14 @@ def tpm_rootfs(test_root):
     """A busybox guest with tpm2-tools (Debian's /usr/bin/tpm2) and the swtpm TCTI."""
     path = test_root / "rootfs-tpm"
     subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(path), str(PROBE)], check=True)
-    tpm2 = shutil.which("tpm2")
-    assert tpm2, "tpm2-tools is in scripts/install-deps.sh"
+    tpm2 = tool("tpm2")
     tcti = "/usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so.0"
     _copy_with_libs(path, [tpm2, tcti])
     (path / "usr/bin/tpm2").unlink(missing_ok=True)
     shutil.copy2(tpm2, path / "usr/bin/tpm2")
-    for tool in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
+    for name in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
                  "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear"):
-        link = path / f"usr/bin/tpm2_{tool}"
+        link = path / f"usr/bin/tpm2_{name}"
         if not link.exists():
             link.symlink_to("tpm2")
     return path
@@ -274,7 +274,7 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     # kill -9 of swtpm while a client uses it: the vTPM comes back, measured and with its keys.
     helper, swtpm = vtpm_pids(d, "c")
     assert helper and swtpm
-    busy = subprocess.Popen([str(Path(d.cli("--help", check=False).args[0])), "--run-dir", str(d.run_dir),
+    busy = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir),
                              "run", "c", "--", "/bin/sh", "-c",
                              "while tpm2_getrandom 8 >/dev/null 2>&1; do :; done; exit 0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
