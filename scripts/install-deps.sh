@@ -11,11 +11,11 @@ set -eu
 PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev nettle-dev libcryptsetup-dev softhsm2 opensc openssl
-      libtss2-dev swtpm tpm2-tools
+      libtss2-dev swtpm tpm2-tools libtss2-tcti-swtpm0
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       python3 python3-pytest python3-cryptography iproute2 procps mount coreutils
-      bash zsh groff-base clang-format git"
+      bash zsh groff-base clang-format git libc-bin"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
 BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
 # What .ci/run adds (scripts/ci-sanitize.sh): clang with its sanitizer and libFuzzer runtimes,

@@ -43,6 +43,7 @@
 #include "tpmd_client.h"
 #include "tokens.h"
 #include "keystore_svc.h"
+#include "vtpm.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -362,8 +363,11 @@ static int init_daemon(struct daemon *d, tm_err *err)
     daemon_observe(d, &net_container_observer);
     daemon_observe(d, &tokens_container_observer);
     daemon_observe(d, &keystore_container_observer);
+    daemon_observe(d, &vtpm_container_observer);
     /* At shutdown the tokens' unused PIN tries reserved in advance are given back first. */
     daemon_hold_exit(d, tokens_release_reservations);
+    /* Every vTPM's state is anchored once its container stopped. */
+    daemon_hold_exit(d, vtpm_exit_ready);
     /* In this order: a new scd gets the tokens' state asked for, then the device secret, then
      * the GuestOS revocation check. */
     service_events_add(d, &tokens_service_events);

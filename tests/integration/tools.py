@@ -28,6 +28,8 @@ PACKAGES = {
     "tpm2_makecredential": "tpm2-tools",
     "tpm2_readpublic": "tpm2-tools",
     "swtpm": "swtpm",  # started by trustme-tpmd, not by the tests
+    "tpm2": "tpm2-tools",  # test_vtpm.py copies it into its guest's root
+    "ldd": "libc-bin",  # ...with the libraries it names
     # crypto and tokens
     "openssl": "openssl",
     "softhsm2-util": "softhsm2",

@@ -33,6 +33,7 @@
 #include "spawn.h"
 #include "syncmsg.h"
 #include "tokens.h"
+#include "vtpm.h"
 
 struct fake_world *fake;
 
@@ -108,6 +109,23 @@ FAKE_MODULE(cgroups, 6)
 FAKE_MODULE(namespaces, 7)
 FAKE_MODULE(caps, 8)
 FAKE_MODULE(seccomp, 9)
+
+/* The vTPM's module has no hook for a container without "vtpm" (none here). */
+const struct tm_module module_vtpm = {.name = "vtpm"};
+
+int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn done, tm_err *err)
+{
+    return tm_err_set(err, ENOTSUP, "no vTPM in these tests");
+}
+
+int vtpm_check(const struct container *c, tm_err *err)
+{
+    return tm_err_set(err, ENOTSUP, "no vTPM in these tests");
+}
+
+void vtpm_set_events(struct container *c, const struct tm_event_item *items, size_t n)
+{
+}
 
 const struct tm_module *const fake_modules[FAKE_MODULES] = {
     &module_kernfs, &module_userns,  &module_volume,     &module_ctlsock, &module_devices,

@@ -8,6 +8,7 @@
 #include "commands_guestos.h"
 #include "commands_net.h"
 #include "commands_tpm.h"
+#include "commands_vtpm.h"
 
 /* The unit test (tests/unit/test_requests.c) builds the table without the daemon's handlers. */
 #ifdef REQUESTS_WITHOUT_HANDLERS
@@ -69,6 +70,8 @@ const struct request_row request_table[] = {
     {B(EXEC_LIST), H(cmd_exec_list), REQ_YES, REQ_NO, "id", {0}, ""},
     {B(EXEC_KILL), H(cmd_exec_kill), REQ_YES, REQ_NO, "id", {0}, "exec.kill"},
     {B(CA_UNREGISTER), H(cmd_ca_unregister), REQ_YES, REQ_NO, NULL, {0}, "ca.unregister"},
+    {B(VTPM_INFO), H(cmd_vtpm_info), REQ_YES, REQ_NO, "id", {0}, ""},
+    {B(VTPM_RESET), H(cmd_vtpm_reset), REQ_YES, REQ_NO, "id", {0}, "vtpm.reset"},
 };
 
 const size_t request_table_len = sizeof(request_table) / sizeof(request_table[0]);

@@ -16,7 +16,7 @@ static const char *const top_keys[] = {
     "name",           "guestos",         "rootfs",     "init",  "args",         "env",
     "hostname",       "memory_limit_mb", "pids_limit", "cpus",  "data_size_mb", "devices",
     "capabilities",   "user_namespace",  "autostart",  "token", "network",      "control",
-    "config_version", "keystore",        NULL};
+    "config_version", "keystore",        "vtpm",       NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {
@@ -512,6 +512,9 @@ static int parse(json_t *root, struct container_config *cfg, tm_err *err)
         return r;
     cfg->keystore = false;
     if ((r = tm_json_get_bool(root, "$", "keystore", false, &cfg->keystore, err)) < 0)
+        return r;
+    cfg->vtpm = false;
+    if ((r = tm_json_get_bool(root, "$", "vtpm", false, &cfg->vtpm, err)) < 0)
         return r;
     if ((r = parse_token(root, cfg, err)) < 0)
         return r;

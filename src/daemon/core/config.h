@@ -68,6 +68,7 @@ struct container_config {
     size_t ndevices;
     uint64_t caps_keep; /* bit n = keep capability n beyond the default */
     bool user_namespace;
+    bool vtpm; /* a virtual TPM of its own (docs/VTPM.md) */
     bool autostart;
     bool keystore; /* a keystore service and /run/trustme/keystore.sock inside (docs/KEYSTORE.md) */
     struct token_config token;

@@ -125,6 +125,7 @@ struct container {
     uint64_t guestos_version; /* the GuestOS version of the current or last start */
     bool config_signed; /* its config came with a verified signature */
     struct net_state *net; /* its network (net.h), or NULL */
+    struct vtpm *vtpm; /* its vTPM while trustmed tracks one (vtpm/vtpm.h), or NULL */
     char privileged_caps[768]; /* caps_privileged() by name, for container_info */
     struct keystore_svc *keystore; /* its keystore service (services/keystore_svc.c), or NULL */
 };

@@ -138,8 +138,8 @@ static int parse_trust(json_t *root, struct device_config *cfg, tm_err *err)
 
 static int parse_policy(json_t *root, struct device_config *cfg, tm_err *err)
 {
-    static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs", "allow_privileged",
-                                       NULL};
+    static const char *const keys[] = {"allow_locally_signed", "allow_unsigned", "signed_configs",
+                                       "allow_privileged",     "require_vtpm",   NULL};
     json_t *p;
     int r = tm_json_get_object(root, "$", "policy", false, 16, &p, err);
     if (r <= 0)
@@ -148,7 +148,8 @@ static int parse_policy(json_t *root, struct device_config *cfg, tm_err *err)
         (r = tm_json_get_bool(p, "$.policy", "allow_locally_signed", false, &cfg->allow_locally_signed, err)) < 0 ||
         (r = tm_json_get_bool(p, "$.policy", "allow_unsigned", false, &cfg->allow_unsigned, err)) < 0 ||
         (r = tm_json_get_bool(p, "$.policy", "signed_configs", false, &cfg->signed_configs, err)) < 0 ||
-        (r = tm_json_get_bool(p, "$.policy", "allow_privileged", false, &cfg->allow_privileged, err)) < 0)
+        (r = tm_json_get_bool(p, "$.policy", "allow_privileged", false, &cfg->allow_privileged, err)) < 0 ||
+        (r = tm_json_get_bool(p, "$.policy", "require_vtpm", false, &cfg->require_vtpm, err)) < 0)
         return r;
     return 0;
 }

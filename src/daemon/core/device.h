@@ -44,6 +44,7 @@ struct device_config {
     bool allow_unsigned; /* development only: unsigned GuestOSes and plain rootfs paths */
     bool signed_configs; /* create/update need a config signed through the GuestOS chain */
     bool allow_privileged; /* containers without a user namespace may keep dangerous capabilities */
+    bool require_vtpm; /* every container must have a vTPM (docs/VTPM.md) */
     /* The TPM (docs/ATTESTATION.md): a tpm2-tss TCTI string or "embedded" (tpmd's own swtpm) */
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;

@@ -36,6 +36,7 @@
 #include "guestos.h"
 #include "tokens.h"
 #include "keystore_svc.h"
+#include "vtpm.h"
 
 #define FREEZE_POLL_MS 10
 #define FREEZE_MAX_POLLS 500
@@ -380,6 +381,17 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
 static void spawn_setup(struct container *c);
 static void on_measured(struct container *c, const tm_err *merr);
 
+static void on_vtpm(struct container *c, const tm_err *err)
+{
+    if (!c->start || c->state != CS_STARTING || c->starting_failed)
+        return;
+    if (err) {
+        fail_start(c, "%s", err->msg);
+        return;
+    }
+    spawn_setup(c);
+}
+
 static void on_key(struct container *c, struct secret *key, const tm_err *err)
 {
     if (!c->start || c->state != CS_STARTING || c->starting_failed) {
@@ -397,6 +409,14 @@ static void on_key(struct container *c, struct secret *key, const tm_err *err)
         return;
     }
     c->start->key = key;
+    if (c->cfg->vtpm) {
+        /* Its vTPM runs (state checked, events extended) before anything of the container. */
+        progress(c, "starting its vTPM...");
+        tm_err verr = {0};
+        if (vtpm_start(c, key, on_vtpm, &verr) < 0)
+            fail_start(c, "%s", verr.msg);
+        return;
+    }
     spawn_setup(c);
 }
 
@@ -487,6 +507,14 @@ static void begin_start(struct container *c, const struct start_args *args)
                    "it keeps %s without a user namespace (a privileged container), which the "
                    "device policy does not allow (device.json policy.allow_privileged)",
                    names);
+        return;
+    }
+    if (d->device.require_vtpm && !c->cfg->vtpm) {
+        fail_start(c, "it has no vTPM, which the device policy requires (device.json policy.require_vtpm)");
+        return;
+    }
+    if (c->cfg->vtpm && vtpm_check(c, &err) < 0) {
+        fail_start(c, "%s", err.msg);
         return;
     }
     /* The PIN waits in locked memory while tpmd measures (a few ms). */

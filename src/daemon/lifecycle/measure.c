@@ -28,6 +28,7 @@
 #include "measurement.h"
 #include "state.h"
 #include "tpmd_client.h"
+#include "vtpm.h"
 
 struct measure_op {
     struct container *c;
@@ -56,6 +57,8 @@ static void on_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     tm_err e = {0};
     if (err)
         tm_err_set(&e, err->code, "measuring it into the TPM failed: %s", err->msg);
+    else
+        vtpm_set_events(op->c, op->items, op->n_items); /* its vTPM's PCRs get the same */
     finish(op, e.code ? &e : NULL);
 }
 

@@ -27,6 +27,13 @@ static const char *const default_env[] = {
     "container=trustme",
 };
 
+/* A container with a vTPM: every tpm2-tss user finds it (docs/VTPM.md). */
+static const char *const vtpm_env[] = {
+    "TPM2TOOLS_TCTI=swtpm:path=/run/tpm/tpm.sock",
+    "TPM2OPENSSL_TCTI=swtpm:path=/run/tpm/tpm.sock",
+    "TPM2_PKCS11_TCTI=swtpm:path=/run/tpm/tpm.sock",
+};
+
 static bool env_has_key(char **env, size_t n, const char *kv)
 {
     size_t klen = strcspn(kv, "=");
@@ -38,7 +45,7 @@ static bool env_has_key(char **env, size_t n, const char *kv)
 
 char **build_env(const struct container_config *cfg, char *const *extra, size_t nextra)
 {
-    size_t max = ARRAY_SIZE(default_env) + cfg->nenv + cfg->nguest_env + nextra + 1;
+    size_t max = ARRAY_SIZE(default_env) + ARRAY_SIZE(vtpm_env) + cfg->nenv + cfg->nguest_env + nextra + 1;
     char **env = calloc(max, sizeof(char *));
     if (!env)
         return NULL;
@@ -53,6 +60,9 @@ char **build_env(const struct container_config *cfg, char *const *extra, size_t 
     for (size_t i = cfg->nguest_env; i-- > 0;)
         if (!env_has_key(env, n, cfg->guest_env[i]))
             env[n++] = cfg->guest_env[i];
+    for (size_t i = 0; cfg->vtpm && i < ARRAY_SIZE(vtpm_env); i++)
+        if (!env_has_key(env, n, vtpm_env[i]))
+            env[n++] = (char *)vtpm_env[i];
     for (size_t i = 0; i < ARRAY_SIZE(default_env); i++)
         if (!env_has_key(env, n, default_env[i]))
             env[n++] = (char *)default_env[i];

@@ -77,4 +77,4 @@ void modules_cleanup(struct container *c, size_t n);
 size_t modules_count(void);
 
 extern const struct tm_module module_kernfs, module_userns, module_volume, module_devices, module_cgroups,
-    module_namespaces, module_caps, module_seccomp, module_ctlsock, module_net, module_keystore;
+    module_namespaces, module_caps, module_seccomp, module_ctlsock, module_net, module_keystore, module_vtpm;

@@ -1,0 +1,194 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The per-container vTPM's costs (docs/VTPM.md), standalone, as root:
+
+    bench/vtpm.py [BUILD_DIR] [RUNS]
+
+1. trustme-vtpm from exec to "ready" (swtpm started, 3 events extended, the platform hierarchy
+   off, the proxy listening): a new state, and an existing one (decrypting it). This is what a
+   start with a vTPM adds before its setup process (plus one anchor read from tpmd's memory).
+2. The resident memory of trustme-vtpm and its swtpm after some commands.
+3. Command round trips the way the swtpm TCTI does them (a new connection per command):
+   TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11) and TPM2_Quote (ECC P-256 restricted signing key
+   made once with TPM2_CreatePrimary), through the proxy and directly on a second swtpm with the
+   same flags and an encrypted state.
+Medians (and p90) of RUNS runs each, in milliseconds."""
+import os
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUILD = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "build").resolve()
+RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+HELPER = BUILD / "src/vtpm/trustme-vtpm"
+
+
+def cmd_pw(cc, handles, params):
+    """A command with a password session (empty auth) on its handles."""
+    auth = struct.pack(">IHBH", 0x40000009, 0, 0, 0)
+    body = b"".join(struct.pack(">I", h) for h in handles) + struct.pack(">I", len(auth)) + auth + params
+    return struct.pack(">HII", 0x8002, 10 + len(body), cc) + body
+
+
+def cmd_plain(cc, params):
+    return struct.pack(">HII", 0x8001, 10 + len(params), cc) + params
+
+
+GET_RANDOM = cmd_plain(0x17B, struct.pack(">H", 32))
+PCR_READ = cmd_plain(0x17E, struct.pack(">IHB3s", 1, 0x000B, 3, bytes([0, 8, 0])))
+# An ECC P-256 restricted signing key (ECDSA-SHA256): fixedTPM|fixedParent|sensitiveDataOrigin|
+# userWithAuth|restricted|sign.
+ECC_PUBLIC = struct.pack(">HHIH", 0x0023, 0x000B, 0x00050072, 0) + \
+    struct.pack(">HHHHHHH", 0x0010, 0x0018, 0x000B, 0x0003, 0x0010, 0, 0)
+CREATE_PRIMARY = cmd_pw(0x131, [0x40000001],
+                        struct.pack(">HHH", 4, 0, 0) + struct.pack(">H", len(ECC_PUBLIC)) + ECC_PUBLIC +
+                        struct.pack(">HI", 0, 0))
+
+
+def quote(handle):
+    return cmd_pw(0x158, [handle], struct.pack(">H", 8) + b"benchnon" + struct.pack(">H", 0x0010) +
+                  struct.pack(">IHB3s", 1, 0x000B, 3, bytes([0, 8, 0])))
+
+
+def transact(path, cmd):
+    for _ in range(10):
+        r = transact_once(path, cmd)
+        if struct.unpack(">I", r[6:10])[0] != 0x922:  # TPM_RC_RETRY
+            break
+    if struct.unpack(">I", r[6:10])[0] != 0:
+        raise RuntimeError(f"TPM rc 0x{struct.unpack('>I', r[6:10])[0]:x}")
+    return r
+
+
+def transact_once(path, cmd):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(cmd)
+        head = b""
+        while len(head) < 10:
+            head += s.recv(10 - len(head))
+        size, rc = struct.unpack(">II", head[2:10])
+        rest = b""
+        while len(rest) < size - 10:
+            rest += s.recv(size - 10 - len(rest))
+    return head + rest
+
+
+def start_helper(run, state):
+    k_r, k_w = os.pipe()
+    e_r, e_w = os.pipe()
+    r_r, r_w = os.pipe()
+    os.write(k_w, bytes(range(32)))
+    os.close(k_w)
+    os.write(e_w, b"".join(b"11 %s\n" % (bytes([i]) * 32).hex().encode() for i in range(3)))
+    os.close(e_w)
+
+    def pre():
+        for src, dst in ((k_r, 3), (e_r, 4), (r_w, 5)):
+            os.dup2(src, dst)
+    t = time.perf_counter()
+    p = subprocess.Popen([str(HELPER), "--run-dir", str(run), "--state-dir", str(state)], preexec_fn=pre,
+                         pass_fds=(3, 4, 5))
+    os.close(r_w)
+    assert os.read(r_r, 1) == b"R"
+    elapsed = time.perf_counter() - t
+    for fd in (k_r, e_r, r_r):
+        os.close(fd)
+    return p, elapsed
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stats(xs):
+    xs = sorted(xs)
+    return statistics.median(xs) * 1000, xs[int(len(xs) * 0.9)] * 1000
+
+
+def timed(path, cmd):
+    out = []
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        transact(path, cmd)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    base = Path(tempfile.mkdtemp(prefix="vtpm-bench-"))
+    os.chdir(base)
+    procs = []
+    try:
+        run = base / "run"
+        (run / "priv").mkdir(parents=True)
+        (run / "pub").mkdir()
+        starts_new, starts_old = [], []
+        for i in range(min(RUNS, 20)):
+            state = base / f"state{i}"
+            state.mkdir()
+            p, t = start_helper(run, state)
+            starts_new.append(t)
+            p.terminate()
+            p.wait()
+            p, t = start_helper(run, state)
+            starts_old.append(t)
+            p.terminate()
+            p.wait()
+        state = base / "state"
+        state.mkdir()
+        p, _ = start_helper(run, state)
+        procs.append(p)
+        proxy = "run/pub/tpm.sock"
+        # The direct swtpm: same flags, its own encrypted state.
+        d = base / "direct"
+        d.mkdir()
+        keyfile = base / "key"
+        keyfile.write_bytes(bytes(range(32)))
+        sw = subprocess.Popen(["swtpm", "socket", "--tpm2", "--server", "type=unixio,path=direct/tpm.sock",
+                               "--ctrl", "type=unixio,path=direct/tpm.sock.ctrl", "--tpmstate", "dir=direct",
+                               "--key", f"file={keyfile},mode=aes-256-cbc,format=binary", "--flags",
+                               "not-need-init,startup-clear", "--seccomp", "action=kill"])
+        procs.append(sw)
+        direct = "direct/tpm.sock"
+        for _ in range(500):
+            if os.path.exists(direct):
+                break
+            time.sleep(0.01)
+        time.sleep(0.1)
+        results = {}
+        for name, path in (("proxy", proxy), ("direct", direct)):
+            handle = struct.unpack(">I", transact(path, CREATE_PRIMARY)[10:14])[0]
+            results[name] = {"GetRandom": stats(timed(path, GET_RANDOM)), "PCR_Read": stats(timed(path, PCR_READ)),
+                             "Quote": stats(timed(path, quote(handle)))}
+        helper_rss = rss_kib(p.pid)
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        swtpm_rss = sum(rss_kib(int(c)) for c in children)
+        print(f"runs: {RUNS} (starts: {len(starts_new)})")
+        print(f"start to ready, new state:      median {stats(starts_new)[0]:.1f} ms, p90 {stats(starts_new)[1]:.1f}")
+        print(f"start to ready, existing state: median {stats(starts_old)[0]:.1f} ms, p90 {stats(starts_old)[1]:.1f}")
+        print(f"RSS: trustme-vtpm {helper_rss} KiB, swtpm {swtpm_rss} KiB, together {helper_rss + swtpm_rss} KiB")
+        print("| command | via trustme-vtpm (median / p90 ms) | swtpm directly | ratio of medians |")
+        print("|---|---|---|---|")
+        for c in ("GetRandom", "PCR_Read", "Quote"):
+            a, b = results["proxy"][c], results["direct"][c]
+            print(f"| {c} | {a[0]:.3f} / {a[1]:.3f} | {b[0]:.3f} / {b[1]:.3f} | {a[0] / b[0]:.2f} |")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        os.chdir("/")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

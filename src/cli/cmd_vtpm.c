@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustme vtpm info | reset (docs/VTPM.md). */
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json_cleanup.h"
+
+static void vtpm_request(Trustme__Request *req, Trustme__ContainerRef *ref, bool reset, const char *id)
+{
+    trustme__container_ref__init(ref);
+    ref->id = (char *)id;
+    trustme__request__init(req);
+    if (reset) {
+        req->body_case = TRUSTME__REQUEST__BODY_VTPM_RESET;
+        req->vtpm_reset = ref;
+    } else {
+        req->body_case = TRUSTME__REQUEST__BODY_VTPM_INFO;
+        req->vtpm_info = ref;
+    }
+}
+
+int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
+{
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    vtpm_request(&req, &ref, false, a->argv[0]);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    const Trustme__VtpmInfo *v = resp->vtpm_info;
+    if (!v) {
+        trustme__response__free_unpacked(resp, NULL);
+        fprintf(stderr, "trustme: unexpected answer\n");
+        return 1;
+    }
+    bool match = v->state_sha256 && v->anchored_sha256 && !strcmp(v->state_sha256, v->anchored_sha256);
+    if (cli->json) {
+        json_t *o = json_pack("{s:b,s:b,s:i,s:b,s:s?,s:s?,s:b,s:I}", "enabled", v->enabled, "running", v->running,
+                              "restarts", (int)v->restarts, "state_exists", v->state_exists, "state_sha256",
+                              v->state_sha256, "anchored_sha256", v->anchored_sha256, "anchor_matches", match,
+                              "anchor_version", (json_int_t)v->anchor_version);
+        if (o && v->has_pid)
+            json_object_set_new(o, "pid", json_integer(v->pid));
+        json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
+        putchar('\n');
+        json_decref(o);
+    } else {
+        printf("vtpm:      %s\n", v->enabled ? "yes" : "no (its config has no \"vtpm\": true)");
+        if (v->running)
+            printf("running:   pid %u, %u restarts\n", v->pid, v->restarts);
+        else
+            printf("running:   no\n");
+        printf("state:     %s\n", v->state_exists ? v->state_sha256 : "none (made at the next start)");
+        printf("anchored:  %s%s\n", v->anchored_sha256 ? v->anchored_sha256 : "nothing",
+               !v->running && (v->state_sha256 || v->anchored_sha256)
+                   ? (match ? " (matches)" : " (DOES NOT MATCH: the next start is refused)")
+                   : "");
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int cmd_vtpm_reset(struct cli *cli, const struct cli_args *a)
+{
+    Trustme__ContainerRef ref;
+    Trustme__Request req;
+    vtpm_request(&req, &ref, true, a->argv[0]);
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    trustme__response__free_unpacked(resp, NULL);
+    printf("the vTPM of %s is reset: its keys are gone; the next start makes a new one\n", a->argv[0]);
+    return 0;
+}

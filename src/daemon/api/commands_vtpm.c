@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* `trustme vtpm info` and `trustme vtpm reset` (docs/VTPM.md). */
+#include "commands_vtpm.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "container.h"
+#include "hex.h"
+#include "reply.h"
+#include "state.h"
+#include "vtpm.h"
+
+/* The request, while tpmd answers: the client and the container, looked up again by uuid. */
+struct vtpm_req {
+    uint64_t client, req_id;
+    char uuid[TM_UUID_STR_LEN + 1];
+};
+
+static struct vtpm_req *new_req(struct conn *conn, uint64_t id, const struct container *c)
+{
+    struct vtpm_req *r = calloc(1, sizeof(*r));
+    if (!r) {
+        conn_send_error(conn, id, ENOMEM, "out of memory");
+        return NULL;
+    }
+    struct reply_to to = conn_reply_to(conn, id);
+    r->client = to.client;
+    r->req_id = to.req_id;
+    memcpy(r->uuid, c->uuid, sizeof(r->uuid));
+    return r;
+}
+
+static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm_req *r = userdata;
+    struct container *c = container_find(d, r->uuid);
+    if (!c) {
+        reply_error(d, r->client, r->req_id, ENOENT, "the container is gone");
+        free(r);
+        return;
+    }
+    struct vtpm_status st;
+    vtpm_status(c, &st);
+    char state_hex[65] = "", anchor_hex[65] = "";
+    Trustme__VtpmInfo info = TRUSTME__VTPM_INFO__INIT;
+    info.has_enabled = info.has_running = info.has_restarts = info.has_state_exists = true;
+    info.enabled = c->cfg->vtpm;
+    info.running = st.running;
+    info.restarts = st.restarts;
+    info.state_exists = st.state_exists;
+    if (st.running) {
+        info.has_pid = true;
+        info.pid = (uint32_t)st.pid;
+    }
+    if (st.state_exists) {
+        tm_hex(st.state_sha256, 32, state_hex);
+        info.state_sha256 = state_hex;
+    }
+    if (!err) {
+        char name[96];
+        snprintf(name, sizeof(name), VTPM_ANCHOR_PREFIX "%s", c->uuid);
+        const ProtobufCBinaryData *v = tpmd_anchor_value(resp, name);
+        if (v && v->len == 32) {
+            tm_hex(v->data, 32, anchor_hex);
+            info.anchored_sha256 = anchor_hex;
+        }
+        if (resp->anchor) {
+            info.has_anchor_version = true;
+            info.anchor_version = resp->anchor->version;
+        }
+    }
+    Trustme__Response out = TRUSTME__RESPONSE__INIT;
+    out.body_case = TRUSTME__RESPONSE__BODY_VTPM_INFO;
+    out.vtpm_info = &info;
+    reply_send(d, r->client, r->req_id, &out);
+    free(r);
+}
+
+void cmd_vtpm_info(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = commands_lookup(conn, id, req->vtpm_info->id);
+    if (!c)
+        return;
+    struct vtpm_req *r = new_req(conn, id, c);
+    if (!r)
+        return;
+    char name[96];
+    snprintf(name, sizeof(name), VTPM_ANCHOR_PREFIX "%s", c->uuid);
+    const char *names[] = {name};
+    tm_err err = {0};
+    if (tpmd_anchor_get(c->d, names, 1, on_info_anchor, r, &err) < 0)
+        on_info_anchor(c->d, NULL, &err, r);
+}
+
+static void on_reset(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm_req *r = userdata;
+    struct container *c = container_find(d, r->uuid);
+    if (err) {
+        daemon_audit(d, "vtpm.reset", "fail", c, NULL, "%s", err->msg);
+        reply_error(d, r->client, r->req_id, err->code ? err->code : EIO, "the vTPM's anchor stays: %s", err->msg);
+    } else {
+        daemon_audit(d, "vtpm.reset", "ok", c, NULL, "its state and anchor are gone");
+        Trustme__Ok ok = TRUSTME__OK__INIT;
+        Trustme__Response out = TRUSTME__RESPONSE__INIT;
+        out.body_case = TRUSTME__RESPONSE__BODY_OK;
+        out.ok = &ok;
+        reply_send(d, r->client, r->req_id, &out);
+    }
+    free(r);
+}
+
+void cmd_vtpm_reset(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    struct container *c = commands_lookup(conn, id, req->vtpm_reset->id);
+    if (!c)
+        return;
+    if (state_is_active(c->state)) {
+        conn_send_error(conn, id, EBUSY, "%s is %s; stop it before resetting its vTPM (trustme stop %s)", c->cfg->name,
+                        state_name(c->state), c->cfg->name);
+        return;
+    }
+    struct vtpm_req *r = new_req(conn, id, c);
+    if (!r)
+        return;
+    tm_err err = {0};
+    if (vtpm_reset(c, on_reset, r, &err) < 0) {
+        conn_send_error(conn, id, err.code ? err.code : EIO, "%s", err.msg);
+        free(r);
+    }
+}

@@ -1,0 +1,566 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustmed's side of the per-container vTPM (docs/VTPM.md).
+ *
+ * A start with "vtpm": true, once the data key is unwrapped, derives the vTPM's state key from
+ * it, reads the state's anchor ("vtpm/<uuid>" in tpmd's anchor table) and refuses a state file
+ * whose SHA-256 is not the anchored one (an older copy, another container's, or one the anchor
+ * never saw). Then it runs trustme-vtpm as the vTPM's own uid, passing the key, the state
+ * directory and the container's events through fds, and the start goes on once the guest's
+ * socket accepts. When trustme-vtpm ends (the container stopped, or it died), the state's new
+ * digest is anchored: one NV write per vTPM run. A vTPM that dies while its container runs is
+ * started again with the key trustmed keeps (locked memory) for exactly that. */
+#include "vtpm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "cleanup.h"
+#include "container.h"
+#include "crypto.h"
+#include "fdutil.h"
+#include "fileio.h"
+#include "hex.h"
+#include "log.h"
+#include "measurement.h"
+
+#define VTPM_MAX_EVENTS TPMD_MEASURE_MAX
+#define VTPM_KEY_LEN 32
+#define VTPM_MAX_RESTARTS 5
+#define STATE_FILE "tpm2-00.permall"
+
+struct vtpm {
+    struct container *c;
+    struct secret *key; /* the state key, while the vTPM may have to be started (again) */
+    pid_t pid;
+    int pidfd, ready_fd;
+    tm_source *pid_src, *ready_src;
+    vtpm_done_fn done; /* a start waiting for the vTPM */
+    bool stopping; /* the container stopped: do not start it again */
+    bool anchoring; /* an anchor update is under way */
+    bool start_queued; /* a start came while the last run's vTPM was still stopping */
+    unsigned restarts;
+    size_t nev;
+    unsigned pcr[VTPM_MAX_EVENTS];
+    uint8_t digest[VTPM_MAX_EVENTS][32];
+    char *log; /* the event log the guest reads at /run/tpm/event.log */
+    size_t log_len;
+};
+
+/* The vTPM's uid: one per container, below the daemon's --id-base, so no container's id range
+ * (each maps all of its 65536 ids) and no other vTPM shares it. */
+static int vtpm_uid(const struct container *c, uid_t *ret, tm_err *err)
+{
+    const struct daemon *d = c->d;
+    if (!c->cfg->user_namespace || c->uid_base < d->id_base)
+        return tm_err_set(err, EINVAL, "a vTPM needs the container's own user namespace (user_namespace)");
+    uint64_t slot = (c->uid_base - d->id_base) / TM_IDS_PER_CONTAINER;
+    if (slot >= d->id_base || d->id_base - 1 - slot < 1000)
+        return tm_err_set(err, ERANGE, "no vTPM uid below --id-base %u is left for it", d->id_base);
+    *ret = (uid_t)(d->id_base - 1 - slot);
+    return 0;
+}
+
+int vtpm_check(const struct container *c, tm_err *err)
+{
+    uid_t uid = 0;
+    int r = vtpm_uid(c, &uid, err);
+    if (r < 0)
+        return r;
+    if (c->cfg->token.kind == TOKEN_KIND_NONE || c->cfg->data_size_mb == 0)
+        return tm_err_set(err, EINVAL,
+                          "a vTPM's state is encrypted with a key wrapped like the data key: the container "
+                          "needs a token and a persistent data volume");
+    return 0;
+}
+
+static void state_dir(const struct container *c, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/vtpm", dir);
+}
+
+static void run_dir(const struct container *c, char *out, size_t size)
+{
+    snprintf(out, size, "%s/vtpm/%s", c->d->run_dir, c->uuid);
+}
+
+void vtpm_public_dir(const struct container *c, char *out, size_t size)
+{
+    snprintf(out, size, "%s/vtpm/%s/pub", c->d->run_dir, c->uuid);
+}
+
+static void anchor_name(const struct container *c, char *out, size_t size)
+{
+    snprintf(out, size, VTPM_ANCHOR_PREFIX "%s", c->uuid);
+}
+
+/* The state file's digest; false when there is none. */
+static bool state_digest(const struct container *c, uint8_t out[32])
+{
+    char path[PATH_MAX + 32];
+    state_dir(c, path, sizeof(path));
+    size_t n = strlen(path);
+    snprintf(path + n, sizeof(path) - n, "/" STATE_FILE);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    tm_err err = {0};
+    return tm_sha256_fd(fd, out, NULL, NULL, NULL, &err) == 0;
+}
+
+static struct vtpm *vtpm_of(struct container *c)
+{
+    if (!c->vtpm) {
+        c->vtpm = calloc(1, sizeof(*c->vtpm));
+        if (!c->vtpm)
+            return NULL;
+        c->vtpm->c = c;
+        c->vtpm->pidfd = c->vtpm->ready_fd = -1;
+    }
+    return c->vtpm;
+}
+
+void vtpm_set_events(struct container *c, const struct tm_event_item *items, size_t n)
+{
+    if (!c->cfg->vtpm)
+        return;
+    struct vtpm *v = vtpm_of(c);
+    if (!v)
+        return;
+    free(v->log);
+    v->log = NULL;
+    v->log_len = 0;
+    v->nev = 0;
+    size_t cap = n * (TM_EVENT_NAME_MAX + TM_EVENT_TYPE_MAX + 100) + 1;
+    v->log = malloc(cap);
+    if (!v->log)
+        return;
+    v->log[0] = '\0';
+    for (size_t i = 0; i < n && i < VTPM_MAX_EVENTS; i++) {
+        v->pcr[i] = items[i].pcr;
+        tm_event_digest(items[i].pcr, items[i].type, items[i].name, items[i].sha256, v->digest[i]);
+        char hex[65];
+        tm_hex(items[i].sha256, 32, hex);
+        v->log_len += (size_t)snprintf(v->log + v->log_len, cap - v->log_len, "%u %s %s %s\n", items[i].pcr,
+                                       items[i].type, hex, items[i].name);
+        v->nev++;
+    }
+}
+
+static void derive_key(const struct container *c, const struct secret *data_key, uint8_t out[VTPM_KEY_LEN])
+{
+    /* Bound to this container: another container's state does not even decrypt here. */
+    static const char label[] = "trustme-vtpm-state-key-v1";
+    struct tm_sha256_ctx h;
+    tm_sha256_init(&h);
+    tm_sha256_update(&h, label, sizeof(label));
+    tm_sha256_update(&h, c->uuid, strlen(c->uuid));
+    tm_sha256_update(&h, data_key->data, data_key->len);
+    tm_sha256_final(&h, out);
+}
+
+static int mkdir_owned(const char *path, mode_t mode, uid_t uid, tm_err *err)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", path);
+    struct stat st;
+    if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+        return tm_err_set(err, ENOTDIR, "%s is not a directory", path);
+    if (chown(path, uid, uid) < 0 || chmod(path, mode) < 0)
+        return tm_err_sys(err, "cannot set the owner of %s", path);
+    return 0;
+}
+
+static void finish_start(struct vtpm *v, const tm_err *err)
+{
+    vtpm_done_fn done = v->done;
+    v->done = NULL;
+    if (done)
+        done(v->c, err);
+}
+
+static void anchor_state(struct vtpm *v);
+
+static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata);
+
+static void on_ready(tm_source *src, uint32_t events, void *userdata)
+{
+    struct vtpm *v = userdata;
+    char b = 0;
+    ssize_t n = read(v->ready_fd, &b, 1);
+    tm_source_free(v->ready_src);
+    v->ready_src = NULL;
+    close_and_reset(v->ready_fd);
+    if (n == 1 && b == 'R') {
+        log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
+        finish_start(v, NULL);
+        return;
+    }
+    tm_err err = {0};
+    tm_err_set(&err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
+    finish_start(v, &err);
+}
+
+struct child_args {
+    const char *binary, *dir;
+    uid_t uid;
+    int fds[4]; /* key, events, ready, state dir */
+};
+
+static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
+{
+    tm_err err = {0};
+    child_reset(daemon_pid);
+    int fds[4];
+    memcpy(fds, a->fds, sizeof(fds));
+    if (fd_keep_only(fds, 4) < 0)
+        _exit(127);
+    for (int i = 0; i < 4; i++)
+        if (fcntl(fds[i], F_SETFD, 0) < 0)
+            _exit(127);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null >= 0)
+        dup2(null, STDIN_FILENO);
+    if (child_drop_privileges(a->uid, a->uid, NULL, 0, &err) < 0) {
+        fprintf(stderr, "trustmed: cannot start trustme-vtpm: %s\n", err.msg);
+        _exit(127);
+    }
+    char *argv[] = {"trustme-vtpm", "--run-dir", (char *)a->dir, "--state-dir", "/proc/self/fd/6", NULL};
+    char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    execve(a->binary, argv, envp);
+    fprintf(stderr, "trustmed: cannot execute %s: %s\n", a->binary, strerror(errno));
+    _exit(127);
+}
+
+static int spawn(struct vtpm *v, tm_err *err)
+{
+    struct container *c = v->c;
+    char binary[PATH_MAX], rdir[PATH_MAX], priv[PATH_MAX + 8], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
+    uid_t uid = 0;
+    int r;
+    if ((r = vtpm_uid(c, &uid, err)) < 0)
+        return r;
+    if ((r = daemon_find_helper("", "trustme-vtpm", "/../vtpm", binary, sizeof(binary), err)) < 0)
+        return r;
+    snprintf(rdir, sizeof(rdir), "%s/vtpm", c->d->run_dir);
+    /* Search-only: the vTPM's uid reaches its own directories by name. */
+    if ((r = mkdir_owned(rdir, 0711, 0, err)) < 0)
+        return r;
+    run_dir(c, rdir, sizeof(rdir));
+    snprintf(priv, sizeof(priv), "%s/priv", rdir);
+    snprintf(pub, sizeof(pub), "%s/pub", rdir);
+    state_dir(c, sdir, sizeof(sdir));
+    if ((r = mkdir_owned(rdir, 0711, 0, err)) < 0 || (r = mkdir_owned(priv, 0700, uid, err)) < 0 ||
+        (r = mkdir_owned(pub, 0755, uid, err)) < 0 || (r = mkdir_owned(sdir, 0700, uid, err)) < 0)
+        return r;
+    /* The event log: root's, readable by the guest. */
+    char logpath[PATH_MAX + 16];
+    snprintf(logpath, sizeof(logpath), "%s/event.log", pub);
+    if ((r = write_file_replace(logpath, v->log ? v->log : "", v->log_len, 0644, err)) < 0)
+        return r;
+
+    _cleanup_close_ int state_fd = open(sdir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1};
+    if (state_fd < 0)
+        return tm_err_sys(err, "cannot open %s", sdir);
+    if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0) {
+        tm_err_sys(err, "pipe");
+        goto fail;
+    }
+    /* Both fit a pipe's buffer: written now, read by the child. */
+    if (write(key[1], v->key->data, VTPM_KEY_LEN) != VTPM_KEY_LEN) {
+        tm_err_sys(err, "cannot pass the vTPM key");
+        goto fail;
+    }
+    for (size_t i = 0; i < v->nev; i++) {
+        char line[96], hex[65];
+        tm_hex(v->digest[i], 32, hex);
+        int n = snprintf(line, sizeof(line), "%u %s\n", v->pcr[i], hex);
+        if (write(ev[1], line, (size_t)n) != n) {
+            tm_err_sys(err, "cannot pass the vTPM's events");
+            goto fail;
+        }
+    }
+    close_and_reset(key[1]);
+    close_and_reset(ev[1]);
+    struct child_args a = {.binary = binary, .dir = rdir, .uid = uid, .fds = {key[0], ev[0], ready[1], state_fd}};
+    pid_t self = getpid();
+    int pidfd = -1;
+    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0)
+        exec_vtpm(&a, self);
+    if (pid < 0) {
+        tm_err_sys(err, "cannot start trustme-vtpm");
+        goto fail;
+    }
+    close_and_reset(key[0]);
+    close_and_reset(ev[0]);
+    close_and_reset(ready[1]);
+    v->pid = pid;
+    v->pidfd = pidfd;
+    v->ready_fd = ready[0];
+    v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
+    v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
+    if (!v->pid_src || !v->ready_src) {
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        return tm_err_sys(err, "epoll");
+    }
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        close_and_reset(key[i]);
+        close_and_reset(ev[i]);
+        close_and_reset(ready[i]);
+    }
+    return -(err->code ? err->code : EIO);
+}
+
+static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    v->anchoring = false;
+    if (err) {
+        log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
+        daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
+    }
+    daemon_maybe_exit(d);
+}
+
+/* The state as trustme-vtpm left it is the current one: anchor its digest. */
+static void anchor_state(struct vtpm *v)
+{
+    char name[96];
+    uint8_t digest[32];
+    anchor_name(v->c, name, sizeof(name));
+    bool have = state_digest(v->c, digest);
+    struct tpmd_anchor_entry e = {.name = name, .value = digest, .len = 32, .remove = !have};
+    tm_err err = {0};
+    if (tpmd_anchor_update(v->c->d, &e, 1, NULL, 0, on_anchored, v, &err) < 0) {
+        log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err.msg);
+        daemon_audit(v->c->d, "vtpm.anchor", "fail", v->c, NULL, "%s", err.msg);
+        return;
+    }
+    v->anchoring = true;
+}
+
+static void check_and_spawn(struct vtpm *v);
+
+static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
+{
+    struct vtpm *v = userdata;
+    struct container *c = v->c;
+    siginfo_t si = {0};
+    if (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+        return;
+    tm_source_free(v->pid_src);
+    v->pid_src = NULL;
+    close_and_reset(v->pidfd);
+    v->pid = 0;
+    if (v->ready_src) { /* it ended before it was ready */
+        on_ready(NULL, EPOLLIN, v);
+    }
+    anchor_state(v);
+    if (v->start_queued) {
+        v->start_queued = false;
+        check_and_spawn(v);
+        return;
+    }
+    bool wanted = !v->stopping && (c->state == CS_RUNNING || c->state == CS_FROZEN || c->state == CS_FREEZING);
+    if (!wanted) {
+        secret_free(v->key);
+        v->key = NULL;
+        return;
+    }
+    /* The container still runs: its vTPM comes back with the state of its last command. */
+    tm_err err = {0};
+    if (++v->restarts > VTPM_MAX_RESTARTS || !v->key || spawn(v, &err) < 0) {
+        log_error("%s: the vTPM ended and is not started again%s%s", container_label(c), err.code ? ": " : "", err.msg);
+        daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "%s", err.code ? err.msg : "too many restarts");
+        return;
+    }
+    log_warn("%s: the vTPM ended (status %d); started again", container_label(c), si.si_status);
+    daemon_audit(c->d, "vtpm.restart", "ok", c, NULL, "status %d", si.si_status);
+}
+
+static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr, void *userdata)
+{
+    struct vtpm *v = userdata;
+    struct container *c = v->c;
+    tm_err err = {0};
+    if (c->state != CS_STARTING) {
+        tm_err_set(&err, ECANCELED, "the start was cancelled");
+        finish_start(v, &err);
+        return;
+    }
+    if (aerr) {
+        tm_err_set(&err, aerr->code, "the vTPM's TPM anchor is unavailable: %s", aerr->msg);
+        finish_start(v, &err);
+        return;
+    }
+    char name[96];
+    anchor_name(c, name, sizeof(name));
+    const ProtobufCBinaryData *anchored = tpmd_anchor_value(resp, name);
+    uint8_t digest[32];
+    bool have = state_digest(c, digest);
+    const char *why = NULL;
+    if (anchored && anchored->len != 32)
+        why = "its TPM anchor is malformed";
+    else if (anchored && !have)
+        why = "its state file is missing, but the TPM anchors one";
+    else if (!anchored && have)
+        why = "a state file is there that this device's TPM never anchored (copied in?)";
+    else if (anchored && memcmp(anchored->data, digest, 32) != 0)
+        why = "its state file is not the one anchored in the TPM (an older copy, or another "
+              "container's state)";
+    if (why) {
+        tm_err_set(&err, ESTALE, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
+        daemon_audit(d, "vtpm.rollback", "fail", c, NULL, "%s", why);
+        finish_start(v, &err);
+        return;
+    }
+    v->stopping = false;
+    v->restarts = 0;
+    if (spawn(v, &err) < 0)
+        finish_start(v, &err);
+}
+
+/* Read the anchor (behind any update a previous run queued: tpmd answers in order). */
+static void check_and_spawn(struct vtpm *v)
+{
+    char name[96];
+    anchor_name(v->c, name, sizeof(name));
+    const char *names[] = {name};
+    tm_err err = {0};
+    if (tpmd_anchor_get(v->c->d, names, 1, on_anchor, v, &err) < 0)
+        finish_start(v, &err);
+}
+
+int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn done, tm_err *err)
+{
+    int r = vtpm_check(c, err);
+    if (r < 0)
+        return r;
+    if (!data_key)
+        return tm_err_set(err, EINVAL, "a vTPM needs the container's data key");
+    struct vtpm *v = vtpm_of(c);
+    if (!v)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    secret_free(v->key);
+    v->key = NULL;
+    if ((r = secret_new(VTPM_KEY_LEN, &v->key, err)) < 0)
+        return r;
+    derive_key(c, data_key, v->key->data);
+    v->done = done;
+    v->stopping = false;
+    if (v->pid) { /* the last run's vTPM is still saving: its anchor comes first */
+        v->start_queued = true;
+        return 0;
+    }
+    check_and_spawn(v);
+    return 0;
+}
+
+void vtpm_status(const struct container *c, struct vtpm_status *ret)
+{
+    *ret = (struct vtpm_status){0};
+    if (c->vtpm) {
+        ret->running = c->vtpm->pid > 0;
+        ret->pid = c->vtpm->pid;
+        ret->restarts = c->vtpm->restarts;
+    }
+    ret->state_exists = state_digest(c, ret->state_sha256);
+}
+
+int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err)
+{
+    if (c->state != CS_STOPPED || (c->vtpm && c->vtpm->pid))
+        return tm_err_set(err, EBUSY, "stop the container first");
+    char dir[PATH_MAX + 8], name[96];
+    state_dir(c, dir, sizeof(dir));
+    int r = rm_rf(dir);
+    if (r < 0 && r != -ENOENT) {
+        errno = -r;
+        return tm_err_sys(err, "cannot remove %s", dir);
+    }
+    anchor_name(c, name, sizeof(name));
+    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
+}
+
+static void stop_vtpm(struct vtpm *v)
+{
+    v->stopping = true;
+    if (v->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, v->pidfd, SIGTERM, NULL, 0);
+    else {
+        secret_free(v->key);
+        v->key = NULL;
+    }
+}
+
+static void on_transition(struct container *c, enum cstate old, enum cevent ev)
+{
+    /* After the container's last process: its vTPM goes, and its state is anchored. */
+    if (c->vtpm && c->state == CS_STOPPED)
+        stop_vtpm(c->vtpm);
+}
+
+static void on_removed(struct container *c)
+{
+    if (!c->cfg->vtpm)
+        return;
+    char name[96];
+    anchor_name(c, name, sizeof(name));
+    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    tm_err err = {0};
+    if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, NULL, NULL, &err) < 0)
+        log_warn("%s: its vTPM's anchor stays: %s", container_label(c), err.msg);
+    char dir[PATH_MAX];
+    run_dir(c, dir, sizeof(dir)); /* the state went with the container's data dir */
+    rm_rf(dir);
+}
+
+static void on_freed(struct container *c)
+{
+    struct vtpm *v = c->vtpm;
+    if (!v)
+        return;
+    if (v->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
+    tm_source_free(v->pid_src);
+    tm_source_free(v->ready_src);
+    close_and_reset(v->pidfd);
+    close_and_reset(v->ready_fd);
+    tpmd_forget(c->d, v);
+    secret_free(v->key);
+    free(v->log);
+    free(v);
+    c->vtpm = NULL;
+}
+
+bool vtpm_exit_ready(struct daemon *d)
+{
+    for (struct container *c = d->containers; c; c = c->next)
+        if (c->vtpm && (c->vtpm->pid || c->vtpm->anchoring))
+            return false;
+    return true;
+}
+
+const struct container_observer vtpm_container_observer = {
+    .name = "vtpm",
+    .removed = on_removed,
+    .freed = on_freed,
+    .transition = on_transition,
+};

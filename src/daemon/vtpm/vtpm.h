@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* A container's virtual TPM (vtpm.c; docs/VTPM.md): trustmed's side of trustme-vtpm. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "daemon.h"
+#include "secmem.h"
+#include "tpmd_client.h"
+
+/* Inside every container with a vTPM (a read-only bind of the host's public directory). */
+#define VTPM_GUEST_DIR "run/tpm"
+#define VTPM_GUEST_SOCKET "/run/tpm/tpm.sock"
+/* The anchor table entry of a container's vTPM state: "vtpm/<uuid>" = SHA-256 of the state. */
+#define VTPM_ANCHOR_PREFIX "vtpm/"
+
+/* <run>/vtpm/<uuid>/pub: the sockets and the event log the container sees at /run/tpm. */
+void vtpm_public_dir(const struct container *c, char *out, size_t size);
+
+/* This start's measurements (measure.c, once tpmd has them): the vTPM's PCRs get the same. */
+void vtpm_set_events(struct container *c, const struct tm_event_item *items, size_t n);
+
+/* Start c's vTPM (c->cfg->vtpm) with a state key derived from its data key: check the state
+ * against its TPM anchor, run trustme-vtpm, extend the events; done(c, NULL) once the guest's
+ * socket accepts, or done(c, err) with the reason (the start must fail). */
+typedef void (*vtpm_done_fn)(struct container *c, const tm_err *err);
+int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn done, tm_err *err);
+
+/* Why c cannot have a vTPM (no user namespace, no data key), or 0. */
+int vtpm_check(const struct container *c, tm_err *err);
+
+/* State for `trustme vtpm info`: running, the anchored and the current state digest. */
+struct vtpm_status {
+    bool running;
+    pid_t pid;
+    unsigned restarts;
+    bool state_exists;
+    uint8_t state_sha256[32];
+};
+void vtpm_status(const struct container *c, struct vtpm_status *ret);
+
+/* A stopped container's vTPM is deleted: the state and its anchor (fn when the anchor is
+ * gone). */
+int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err);
+
+extern const struct container_observer vtpm_container_observer;
+/* main.c: hold trustmed's exit until every vTPM has stopped and its state is anchored. */
+bool vtpm_exit_ready(struct daemon *d);

@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustme-vtpm: one container's virtual TPM (docs/VTPM.md).
+ *
+ * trustmed starts it as the vTPM's own uid, without capabilities, with no_new_privs, and with
+ *   fd 3  the state key (32 bytes; read by swtpm, never by this program),
+ *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
+ *         can connect (EOF ends the list),
+ *   fd 5  written "R" once the proxy sockets accept (then closed).
+ * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
+ * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
+ * sessions a client loaded are flushed when it goes away, and the control channel passes only
+ * what the tpm2-tss swtpm TCTI needs (capabilities, locality 0, the established flag). It ends
+ * when swtpm ends (exit 3) or at SIGTERM, after stopping swtpm (exit 0). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hex.h"
+#include "vtpm_wire.h"
+
+#define KEY_FD 3
+#define EVENTS_FD 4
+#define READY_FD 5
+#define MAX_CLIENTS 16
+#define MAX_CTRL 16
+#define MAX_OWNERS 32
+#define START_TIMEOUT_MS 5000
+#define CLIENT_TIMEOUT_S 5
+
+/* A process using the vTPM. The swtpm TCTI connects anew for every command, so what a client
+ * loaded belongs to its process, not to a connection: it is flushed when the process exits (its
+ * pidfd turns readable). */
+struct owner {
+    pid_t pid;
+    int pidfd;
+    struct vtpm_handles handles;
+};
+
+struct client {
+    int fd;
+    struct owner *owner; /* NULL when no slot was free: its handles are not tracked */
+    size_t have;
+    uint8_t buf[VTPM_MAX_COMMAND];
+};
+
+struct ctrl_client {
+    int fd;
+    int up; /* its own connection to swtpm's control socket */
+};
+
+/* Relative to the vTPM's run directory, the working directory: its absolute path may be longer
+ * than a socket address holds. */
+static const char *const priv_dir = "priv", *const pub_dir = "pub";
+static const char *run_dir, *state_dir, *swtpm_bin = "swtpm";
+static pid_t swtpm_pid;
+static int upstream = -1;
+static struct client clients[MAX_CLIENTS];
+static struct ctrl_client ctrls[MAX_CTRL];
+static struct owner owners[MAX_OWNERS];
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "trustme-vtpm[%d]: %s\n", (int)getpid(), buf);
+}
+
+static int sock_path(struct sockaddr_un *sa, const char *dir, const char *name)
+{
+    *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+    int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
+}
+
+static int connect_to(const char *dir, const char *name)
+{
+    struct sockaddr_un sa;
+    if (sock_path(&sa, dir, name) < 0)
+        return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static int listen_on(const char *dir, const char *name)
+{
+    struct sockaddr_un sa;
+    if (sock_path(&sa, dir, name) < 0)
+        return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    unlink(sa.sun_path);
+    /* 0666: the container's users reach it through the read-only bind mount at /run/tpm; the
+     * directory is this uid's, so nobody else can replace the socket. */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sa.sun_path, 0666) < 0 || listen(fd, 16) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EPIPE;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EPIPE;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* One command to swtpm and its response (into rsp, at most VTPM_MAX_COMMAND bytes). */
+static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_len)
+{
+    int r = write_all(upstream, cmd, len);
+    if (r < 0)
+        return r;
+    if ((r = read_all(upstream, rsp, VTPM_HEADER)) < 0)
+        return r;
+    uint32_t size = vtpm_be32(rsp + 2);
+    if (size < VTPM_HEADER || size > VTPM_MAX_COMMAND)
+        return -EBADMSG;
+    if ((r = read_all(upstream, rsp + VTPM_HEADER, size - VTPM_HEADER)) < 0)
+        return r;
+    *rsp_len = size;
+    return 0;
+}
+
+static int run_swtpm(void)
+{
+    char server[PATH_MAX + 64], ctrl[PATH_MAX + 64], state[PATH_MAX + 32];
+    snprintf(server, sizeof(server), "type=unixio,path=%s/tpm.sock", priv_dir);
+    snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s/tpm.sock.ctrl", priv_dir);
+    snprintf(state, sizeof(state), "dir=%s,mode=0600", state_dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        /* swtpm saves and exits at SIGTERM; it must not outlive this proxy. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        close(EVENTS_FD);
+        close(READY_FD);
+        char *argv[] = {(char *)swtpm_bin,
+                        "socket",
+                        "--tpm2",
+                        "--server",
+                        server,
+                        "--ctrl",
+                        ctrl,
+                        "--tpmstate",
+                        state,
+                        "--key",
+                        "fd=3,mode=aes-256-cbc,format=binary",
+                        "--flags",
+                        "not-need-init,startup-clear",
+                        "--seccomp",
+                        "action=kill",
+                        NULL};
+        execvp(argv[0], argv);
+        fprintf(stderr, "trustme-vtpm: cannot execute %s: %s\n", swtpm_bin, strerror(errno));
+        _exit(127);
+    }
+    close(KEY_FD); /* swtpm has read it, or will from its own copy */
+    swtpm_pid = pid;
+    for (int waited = 0; waited < START_TIMEOUT_MS; waited += 5) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            swtpm_pid = 0;
+            return -ECHILD;
+        }
+        int fd = connect_to(priv_dir, "tpm.sock");
+        if (fd >= 0) {
+            upstream = fd;
+            return 0;
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    }
+    return -ETIMEDOUT;
+}
+
+/* The container's events, extended before any client connects; then the platform hierarchy is
+ * switched off until the next TPM start, so the guest cannot use it (its auth is empty). */
+static int extend_events(void)
+{
+    FILE *f = fdopen(EVENTS_FD, "r");
+    if (!f)
+        return -errno;
+    char line[256];
+    uint8_t cmd[VTPM_MAX_COMMAND], rsp[VTPM_MAX_COMMAND];
+    size_t len, rlen;
+    int r = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned pcr;
+        char hex[65];
+        uint8_t digest[32];
+        tm_err herr = {0};
+        if (sscanf(line, "%u %64s", &pcr, hex) != 2 || pcr > 23 || tm_hex_decode_str(hex, digest, 32, 0, &herr) < 0) {
+            r = -EBADMSG;
+            break;
+        }
+        len = vtpm_cmd_pcr_extend(cmd, pcr, digest);
+        if ((r = transact(cmd, len, rsp, &rlen)) < 0)
+            break;
+        if (vtpm_be32(rsp + 6) != 0) {
+            say("PCR_Extend of PCR %u failed: TPM rc 0x%x", pcr, vtpm_be32(rsp + 6));
+            r = -EIO;
+            break;
+        }
+    }
+    fclose(f);
+    if (r < 0)
+        return r;
+    len = vtpm_cmd_platform_off(cmd);
+    if ((r = transact(cmd, len, rsp, &rlen)) < 0)
+        return r;
+    if (vtpm_be32(rsp + 6) != 0) {
+        say("HierarchyControl (platform off) failed: TPM rc 0x%x", vtpm_be32(rsp + 6));
+        return -EIO;
+    }
+    return 0;
+}
+
+static void drop_client(struct client *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    c->have = 0;
+    c->owner = NULL;
+}
+
+/* The process exited: what it left loaded would fill the TPM's few slots for everyone else. */
+static void owner_gone(struct owner *o)
+{
+    uint8_t cmd[VTPM_HEADER + 4];
+    static uint8_t rsp[VTPM_MAX_COMMAND];
+    size_t rlen;
+    for (size_t i = 0; i < o->handles.n; i++) {
+        size_t len = vtpm_cmd_flush(cmd, o->handles.h[i]);
+        if (transact(cmd, len, rsp, &rlen) < 0)
+            break;
+    }
+    for (size_t i = 0; i < MAX_CLIENTS; i++)
+        if (clients[i].owner == o)
+            clients[i].owner = NULL;
+    close(o->pidfd);
+    *o = (struct owner){.pidfd = -1};
+}
+
+static struct owner *owner_of(int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+        return NULL;
+    struct owner *free_slot = NULL;
+    for (size_t i = 0; i < MAX_OWNERS; i++) {
+        if (owners[i].pidfd >= 0 && owners[i].pid == cred.pid)
+            return &owners[i];
+        if (owners[i].pidfd < 0 && !free_slot)
+            free_slot = &owners[i];
+    }
+    if (!free_slot)
+        return NULL;
+    int pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+    if (pidfd < 0)
+        return NULL;
+    *free_slot = (struct owner){.pid = cred.pid, .pidfd = pidfd};
+    return free_slot;
+}
+
+/* A complete command from c: forward it, note the handles it created or flushed, answer. */
+static int serve_command(struct client *c)
+{
+    static uint8_t rsp[VTPM_MAX_COMMAND];
+    size_t rlen;
+    int r = transact(c->buf, c->have, rsp, &rlen);
+    if (r < 0)
+        return r;
+    uint32_t created = 0, flushed = 0;
+    vtpm_track(c->buf, c->have, rsp, rlen, &created, &flushed);
+    if (created) {
+        /* The TPM handed this handle out anew: whoever had it before lost it already. */
+        for (size_t i = 0; i < MAX_OWNERS; i++)
+            if (owners[i].pidfd >= 0)
+                vtpm_handles_remove(&owners[i].handles, created);
+        if (c->owner)
+            vtpm_handles_add(&c->owner->handles, created);
+    }
+    if (flushed)
+        for (size_t i = 0; i < MAX_OWNERS; i++)
+            if (owners[i].pidfd >= 0)
+                vtpm_handles_remove(&owners[i].handles, flushed);
+    c->have = 0;
+    return write_all(c->fd, rsp, rlen) < 0 ? 1 : 0;
+}
+
+/* Client readable: gather one command; -1 when the client is gone or misbehaved. */
+static int on_client(struct client *c)
+{
+    size_t want = VTPM_HEADER;
+    if (c->have >= 6) {
+        want = vtpm_be32(c->buf + 2);
+        if (want < VTPM_HEADER || want > VTPM_MAX_COMMAND)
+            return -1;
+    }
+    ssize_t n = read(c->fd, c->buf + c->have, want - c->have);
+    if (n <= 0)
+        return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    c->have += (size_t)n;
+    if (c->have < VTPM_HEADER)
+        return 0;
+    want = vtpm_be32(c->buf + 2);
+    if (want < VTPM_HEADER || want > VTPM_MAX_COMMAND)
+        return -1;
+    if (c->have < want)
+        return 0;
+    int r = serve_command(c);
+    if (r < 0) {
+        say("swtpm did not answer: %s", strerror(-r));
+        exit(3);
+    }
+    return r ? -1 : 0;
+}
+
+static void drop_ctrl(struct ctrl_client *c)
+{
+    close(c->fd);
+    if (c->up >= 0)
+        close(c->up);
+    c->fd = c->up = -1;
+}
+
+/* One control command per read (the TCTI writes each in one piece). */
+static int on_ctrl(struct ctrl_client *c)
+{
+    uint8_t buf[64], rsp[256];
+    ssize_t n = read(c->fd, buf, sizeof(buf));
+    if (n <= 0)
+        return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+    const char *why = vtpm_ctrl_refused(buf, (size_t)n);
+    if (why) {
+        say("refused a control command from the guest: %s", why);
+        uint8_t res[4];
+        vtpm_put_be32(res, VTPM_CTRL_REFUSED);
+        return write_all(c->fd, res, 4) < 0 ? -1 : 0;
+    }
+    if (c->up < 0 && (c->up = connect_to(priv_dir, "tpm.sock.ctrl")) < 0)
+        return -1;
+    if (write_all(c->up, buf, (size_t)n) < 0)
+        return -1;
+    ssize_t m = read(c->up, rsp, sizeof(rsp));
+    if (m <= 0)
+        return -1;
+    return write_all(c->fd, rsp, (size_t)m) < 0 ? -1 : 0;
+}
+
+static void accept_into(int lfd, bool ctrl)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (ctrl) {
+        for (size_t i = 0; i < MAX_CTRL; i++)
+            if (ctrls[i].fd < 0) {
+                ctrls[i] = (struct ctrl_client){.fd = fd, .up = -1};
+                return;
+            }
+    } else {
+        for (size_t i = 0; i < MAX_CLIENTS; i++)
+            if (clients[i].fd < 0) {
+                clients[i].fd = fd;
+                clients[i].have = 0;
+                clients[i].owner = owner_of(fd);
+                return;
+            }
+    }
+    close(fd); /* full: the client sees EOF */
+}
+
+/* Only what serving needs from here on; anything else kills the process. */
+static int confine(void)
+{
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+    if (!ctx)
+        return -ENOMEM;
+    static const int allowed[] = {
+        SCMP_SYS(read),         SCMP_SYS(write),          SCMP_SYS(close),
+        SCMP_SYS(poll),         SCMP_SYS(ppoll),          SCMP_SYS(accept4),
+        SCMP_SYS(accept),       SCMP_SYS(setsockopt),     SCMP_SYS(connect),
+        SCMP_SYS(socket),       SCMP_SYS(kill),           SCMP_SYS(wait4),
+        SCMP_SYS(waitid),       SCMP_SYS(exit_group),     SCMP_SYS(exit),
+        SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep),    SCMP_SYS(getpid),         SCMP_SYS(writev),
+        SCMP_SYS(brk),          SCMP_SYS(mmap),           SCMP_SYS(munmap),
+        SCMP_SYS(fstat),        SCMP_SYS(newfstatat),     SCMP_SYS(clock_gettime),
+        SCMP_SYS(lseek),        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
+        SCMP_SYS(pidfd_open),
+    };
+    int r = 0;
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+    if (r == 0)
+        r = seccomp_load(ctx);
+    seccomp_release(ctx);
+    return r;
+}
+
+static void stop_swtpm(void)
+{
+    if (swtpm_pid > 0) {
+        kill(swtpm_pid, SIGTERM);
+        int st;
+        waitpid(swtpm_pid, &st, 0);
+        swtpm_pid = 0;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"run-dir", required_argument, NULL, 'r'},
+                                         {"state-dir", required_argument, NULL, 's'},
+                                         {"swtpm", required_argument, NULL, 'w'},
+                                         {NULL, 0, NULL, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'r': run_dir = optarg; break;
+        case 's': state_dir = optarg; break;
+        case 'w': swtpm_bin = optarg; break;
+        default: return 2;
+        }
+    }
+    if (!run_dir || !state_dir || optind != argc) {
+        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--swtpm PATH]\n");
+        return 2;
+    }
+    if (chdir(run_dir) < 0) {
+        say("cannot enter %s: %s", run_dir, strerror(errno));
+        return 3;
+    }
+    for (size_t i = 0; i < MAX_CLIENTS; i++)
+        clients[i].fd = -1;
+    for (size_t i = 0; i < MAX_CTRL; i++)
+        ctrls[i].fd = ctrls[i].up = -1;
+    for (size_t i = 0; i < MAX_OWNERS; i++)
+        owners[i].pidfd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    int r = run_swtpm();
+    if (r < 0) {
+        say("swtpm did not start: %s", strerror(-r));
+        stop_swtpm();
+        return 3;
+    }
+    if ((r = extend_events()) < 0) {
+        say("cannot measure into the vTPM: %s", strerror(-r));
+        stop_swtpm();
+        return 3;
+    }
+    int lfd = listen_on(pub_dir, "tpm.sock"), lctrl = listen_on(pub_dir, "tpm.sock.ctrl");
+    if (lfd < 0 || lctrl < 0 || sfd < 0) {
+        say("cannot listen in %s: %s", pub_dir, strerror(-(lfd < 0 ? lfd : lctrl)));
+        stop_swtpm();
+        return 3;
+    }
+    if (write(READY_FD, "R", 1) != 1) {
+        stop_swtpm();
+        return 3;
+    }
+    close(READY_FD);
+    if ((r = confine()) != 0) {
+        say("cannot load the seccomp filter: %s", strerror(-r));
+        stop_swtpm();
+        return 3;
+    }
+    for (;;) {
+        struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS];
+        size_t n = 0;
+        p[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = lctrl, .events = POLLIN};
+        for (size_t i = 0; i < MAX_CLIENTS; i++)
+            p[n++] = (struct pollfd){.fd = clients[i].fd, .events = POLLIN};
+        for (size_t i = 0; i < MAX_CTRL; i++)
+            p[n++] = (struct pollfd){.fd = ctrls[i].fd, .events = POLLIN};
+        for (size_t i = 0; i < MAX_OWNERS; i++)
+            p[n++] = (struct pollfd){.fd = owners[i].pidfd, .events = POLLIN};
+        if (poll(p, n, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGCHLD) {
+                    int st;
+                    if (waitpid(swtpm_pid, &st, WNOHANG) == swtpm_pid) {
+                        say("swtpm ended (status 0x%x)", st);
+                        return 3;
+                    }
+                } else {
+                    stop_swtpm();
+                    return 0;
+                }
+            }
+        }
+        if (p[1].revents)
+            accept_into(lfd, false);
+        if (p[2].revents)
+            accept_into(lctrl, true);
+        for (size_t i = 0; i < MAX_CLIENTS; i++)
+            if (p[3 + i].revents && clients[i].fd >= 0 && on_client(&clients[i]) < 0)
+                drop_client(&clients[i]);
+        for (size_t i = 0; i < MAX_CTRL; i++)
+            if (p[3 + MAX_CLIENTS + i].revents && ctrls[i].fd >= 0 && on_ctrl(&ctrls[i]) < 0)
+                drop_ctrl(&ctrls[i]);
+        for (size_t i = 0; i < MAX_OWNERS; i++)
+            if (p[3 + MAX_CLIENTS + MAX_CTRL + i].revents && owners[i].pidfd >= 0)
+                owner_gone(&owners[i]);
+    }
+    stop_swtpm();
+    return 3;
+}

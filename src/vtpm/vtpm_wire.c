@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "vtpm_wire.h"
+
+#include <string.h>
+
+#define TPM_ST_NO_SESSIONS 0x8001
+#define TPM_ST_SESSIONS 0x8002
+#define TPM_RS_PW 0x40000009u
+#define TPM_RH_PLATFORM 0x4000000Cu
+#define TPM_ALG_SHA256 0x000B
+
+#define CC_HIERARCHY_CONTROL 0x121u
+#define CC_CREATE_PRIMARY 0x131u
+#define CC_HMAC_START 0x15Bu
+#define CC_LOAD 0x157u
+#define CC_CONTEXT_LOAD 0x161u
+#define CC_FLUSH_CONTEXT 0x165u
+#define CC_LOAD_EXTERNAL 0x167u
+#define CC_START_AUTH_SESSION 0x176u
+#define CC_PCR_EXTEND 0x182u
+#define CC_HASH_SEQUENCE_START 0x186u
+#define CC_CREATE_LOADED 0x191u
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/* Header, one handle, and an empty password session: the shape of both commands below. */
+static size_t begin(uint8_t *out, uint32_t cc, uint32_t handle)
+{
+    put16(out, TPM_ST_SESSIONS);
+    vtpm_put_be32(out + 6, cc);
+    vtpm_put_be32(out + 10, handle);
+    vtpm_put_be32(out + 14, 9); /* authorizationSize */
+    vtpm_put_be32(out + 18, TPM_RS_PW);
+    put16(out + 22, 0); /* nonce */
+    out[24] = 0; /* sessionAttributes */
+    put16(out + 25, 0); /* hmac: the empty auth value */
+    return 27;
+}
+
+size_t vtpm_cmd_pcr_extend(uint8_t *out, uint32_t pcr, const uint8_t sha256[32])
+{
+    size_t n = begin(out, CC_PCR_EXTEND, pcr);
+    vtpm_put_be32(out + n, 1); /* TPML_DIGEST_VALUES.count */
+    put16(out + n + 4, TPM_ALG_SHA256);
+    memcpy(out + n + 6, sha256, 32);
+    n += 38;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_platform_off(uint8_t *out)
+{
+    size_t n = begin(out, CC_HIERARCHY_CONTROL, TPM_RH_PLATFORM);
+    vtpm_put_be32(out + n, TPM_RH_PLATFORM); /* enable: the platform hierarchy... */
+    out[n + 4] = 0; /* ...state: NO */
+    n += 5;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_flush(uint8_t *out, uint32_t handle)
+{
+    put16(out, TPM_ST_NO_SESSIONS);
+    vtpm_put_be32(out + 2, 14);
+    vtpm_put_be32(out + 6, CC_FLUSH_CONTEXT);
+    vtpm_put_be32(out + 10, handle);
+    return 14;
+}
+
+bool vtpm_flushable(uint32_t handle)
+{
+    uint8_t type = (uint8_t)(handle >> 24);
+    return type == 0x80 || type == 0x02 || type == 0x03; /* transient, HMAC/loaded, policy session */
+}
+
+void vtpm_track(const uint8_t *cmd, size_t cmd_len, const uint8_t *rsp, size_t rsp_len, uint32_t *created,
+                uint32_t *flushed)
+{
+    *created = *flushed = 0;
+    if (cmd_len < VTPM_HEADER || rsp_len < VTPM_HEADER || vtpm_be32(rsp + 6) != 0)
+        return;
+    switch (vtpm_be32(cmd + 6)) {
+    case CC_CREATE_PRIMARY:
+    case CC_LOAD:
+    case CC_LOAD_EXTERNAL:
+    case CC_CREATE_LOADED:
+    case CC_CONTEXT_LOAD:
+    case CC_START_AUTH_SESSION:
+    case CC_HMAC_START:
+    case CC_HASH_SEQUENCE_START:
+        if (rsp_len >= VTPM_HEADER + 4 && vtpm_flushable(vtpm_be32(rsp + VTPM_HEADER)))
+            *created = vtpm_be32(rsp + VTPM_HEADER);
+        break;
+    case CC_FLUSH_CONTEXT:
+        if (cmd_len >= VTPM_HEADER + 4)
+            *flushed = vtpm_be32(cmd + VTPM_HEADER);
+        break;
+    default: break;
+    }
+}
+
+void vtpm_handles_add(struct vtpm_handles *hs, uint32_t h)
+{
+    for (size_t i = 0; i < hs->n; i++)
+        if (hs->h[i] == h)
+            return;
+    if (hs->n < VTPM_MAX_HANDLES)
+        hs->h[hs->n++] = h;
+}
+
+void vtpm_handles_remove(struct vtpm_handles *hs, uint32_t h)
+{
+    for (size_t i = 0; i < hs->n; i++)
+        if (hs->h[i] == h) {
+            hs->h[i] = hs->h[--hs->n];
+            return;
+        }
+}
+
+const char *vtpm_ctrl_refused(const uint8_t *msg, size_t len)
+{
+    if (len < 4)
+        return "a truncated command";
+    switch (vtpm_be32(msg)) {
+    case VTPM_CTRL_GET_CAPABILITY:
+    case VTPM_CTRL_GET_TPMESTABLISHED: return len == 4 ? NULL : "trailing bytes";
+    case VTPM_CTRL_SET_LOCALITY: return len == 5 && msg[4] == 0 ? NULL : "a locality other than 0";
+    case VTPM_CTRL_INIT: return "CMD_INIT (a power cycle)";
+    case VTPM_CTRL_SHUTDOWN: return "CMD_SHUTDOWN";
+    case VTPM_CTRL_STOP: return "CMD_STOP";
+    case VTPM_CTRL_GET_STATEBLOB: return "CMD_GET_STATEBLOB (reading the state out)";
+    case VTPM_CTRL_SET_STATEBLOB: return "CMD_SET_STATEBLOB (replacing the state)";
+    default: return "a control command the guest does not need";
+    }
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The bytes trustme-vtpm reads and writes (vtpm_wire.c): TPM 2.0 command headers, the few
+ * commands it sends itself, the handles a client's commands create, and the allowlist of the
+ * swtpm control channel. Pure functions, unit-tested (tests/unit/test_vtpm_wire.c). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VTPM_HEADER 10 /* tag u16, size u32, command code / response code u32 */
+#define VTPM_MAX_COMMAND 4096
+#define VTPM_MAX_HANDLES 64
+/* TPM 1.2's TPM_BAD_ORDINAL, as swtpm answers control commands it does not know. */
+#define VTPM_CTRL_REFUSED 0x0au
+
+/* swtpm control commands (swtpm's tpm_ioctl.h numbering). */
+enum {
+    VTPM_CTRL_GET_CAPABILITY = 1,
+    VTPM_CTRL_INIT = 2,
+    VTPM_CTRL_SHUTDOWN = 3,
+    VTPM_CTRL_GET_TPMESTABLISHED = 4,
+    VTPM_CTRL_SET_LOCALITY = 5,
+    VTPM_CTRL_STOP = 14,
+    VTPM_CTRL_GET_STATEBLOB = 12,
+    VTPM_CTRL_SET_STATEBLOB = 13,
+};
+
+struct vtpm_handles {
+    uint32_t h[VTPM_MAX_HANDLES];
+    size_t n;
+};
+
+static inline uint32_t vtpm_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void vtpm_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Commands into out (VTPM_MAX_COMMAND bytes); each returns its length. */
+size_t vtpm_cmd_pcr_extend(uint8_t *out, uint32_t pcr, const uint8_t sha256[32]);
+size_t vtpm_cmd_platform_off(uint8_t *out);
+size_t vtpm_cmd_flush(uint8_t *out, uint32_t handle);
+
+/* After a forwarded command and its response: the transient object or session handle it made
+ * (CreatePrimary, Load, LoadExternal, CreateLoaded, ContextLoad, StartAuthSession, HMAC_Start,
+ * HashSequenceStart), or the one a FlushContext flushed; 0 for none. */
+void vtpm_track(const uint8_t *cmd, size_t cmd_len, const uint8_t *rsp, size_t rsp_len, uint32_t *created,
+                uint32_t *flushed);
+/* A handle left at disconnect is flushed: transient objects, HMAC and policy sessions. */
+bool vtpm_flushable(uint32_t handle);
+void vtpm_handles_add(struct vtpm_handles *hs, uint32_t h);
+void vtpm_handles_remove(struct vtpm_handles *hs, uint32_t h);
+
+/* Why the guest may not send this control command (NULL: allowed). Allowed are only what the
+ * tpm2-tss swtpm TCTI needs: the capabilities, the established flag and locality 0. */
+const char *vtpm_ctrl_refused(const uint8_t *msg, size_t len);

@@ -1,0 +1,323 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Per-container vTPMs (docs/VTPM.md) with the real swtpm and the real tpm2-tools inside a
+container whose root holds Debian's tpm2 binary and its libraries: the guest's TPM works, is
+measured, keeps its keys, is encrypted and anchored against rollback and copies, and its control
+channel refuses what a guest must not do."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PROBE, REPO, TRUSTME, wait_for
+from tools import argv, tool
+
+KDF = ["--scd-kdf-n", "1024"]
+MARKER = b"TRUSTME-VTPM-MARKER-5c1e"
+PIN, PUK = "7391", "12345678"
+
+
+def _copy_with_libs(root, binaries):
+    """Copy binaries and every library ldd names (same paths) into root."""
+    for b in binaries:
+        out = subprocess.run(argv("ldd", b), capture_output=True, text=True, check=True).stdout
+        paths = re.findall(r"(/\S+) \(0x", out)
+        for p in [b, *paths]:
+            dst = root / p.lstrip("/")
+            if p.startswith("/lib/") or p.startswith("/usr/lib/"):
+                dst = root / "lib/x86_64-linux-gnu" / Path(p).name
+            if p.startswith("/lib64/"):
+                dst = root / p.lstrip("/")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists():
+                shutil.copy2(os.path.realpath(p), dst)
+
+
+@pytest.fixture(scope="module")
+def tpm_rootfs(test_root):
+    """A busybox guest with tpm2-tools (Debian's /usr/bin/tpm2) and the swtpm TCTI."""
+    path = test_root / "rootfs-tpm"
+    subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(path), str(PROBE)], check=True)
+    tpm2 = tool("tpm2")
+    tcti = "/usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so.0"
+    _copy_with_libs(path, [tpm2, tcti])
+    (path / "usr/bin/tpm2").unlink(missing_ok=True)
+    shutil.copy2(tpm2, path / "usr/bin/tpm2")
+    for name in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
+                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear"):
+        link = path / f"usr/bin/tpm2_{name}"
+        if not link.exists():
+            link.symlink_to("tpm2")
+    return path
+
+
+@pytest.fixture
+def vd(make_daemon):
+    return make_daemon(extra_args=KDF)
+
+
+ENV = {"LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu"}
+
+
+def create(d, name, rootfs, **kw):
+    cfg = dict(rootfs={"path": str(rootfs)}, token={"type": "soft"}, vtpm=True, env=ENV,
+               init="/bin/sh", args=["-c", "trap 'exit 0' TERM; sleep 1000000 & wait"])
+    cfg.update(kw)
+    d.create(name, **cfg)
+    if cfg.get("token") != "none":
+        d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), name)
+    return name
+
+
+def pin_file(d, *lines):
+    path = d.base / f"pins-{time.monotonic_ns()}"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    path.chmod(0o600)
+    return path
+
+
+def start(d, name, check=True):
+    r = d.cli("start", "--pin-file", pin_file(d, PIN), name, check=False)
+    assert not check or r.returncode == 0, f"{r.stderr}\n{d.log()[-3000:]}"
+    return r
+
+
+def state_file(d, name):
+    uuid = d.state(name)["uuid"]
+    return d.data_dir / "containers" / uuid / "vtpm" / "tpm2-00.permall"
+
+
+def pub_dir(d, name):
+    return d.run_dir / "vtpm" / d.state(name)["uuid"] / "pub"
+
+
+def vtpm_pids(d, name):
+    """(trustme-vtpm, swtpm) of this container, by their command lines."""
+    pub = d.state(name)["uuid"].encode()
+    helper = swtpm = None
+    for e in Path("/proc").iterdir():
+        if not e.name.isdigit():
+            continue
+        try:
+            cmd = (e / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"trustme-vtpm\0") and pub in cmd:
+            helper = int(e.name)
+    if helper:
+        for e in Path("/proc").iterdir():
+            try:
+                if e.name.isdigit() and (e / "cmdline").read_bytes().startswith(b"swtpm\0") and \
+                        int((e / "stat").read_text().rsplit(")", 1)[1].split()[1]) == helper:
+                    swtpm = int(e.name)
+            except (OSError, IndexError):
+                pass
+    return helper, swtpm
+
+
+def replay(log_text, pcr):
+    """The PCR value the event log claims: tm_event_digest per line, folded by extends."""
+    value = bytes(32)
+    for line in log_text.splitlines():
+        p, typ, sha, name = line.split(" ", 3)
+        if int(p) != pcr:
+            continue
+        t, n = typ.encode(), name.encode()
+        digest = hashlib.sha256(b"trustme-event-v1" + struct.pack(">I", pcr) + struct.pack(">H", len(t)) + t +
+                                struct.pack(">H", len(n)) + n + bytes.fromhex(sha)).digest()
+        value = hashlib.sha256(value + digest).digest()
+    return value
+
+
+def test_guest_uses_its_vtpm(vd, tpm_rootfs):
+    d = vd
+    create(d, "t1", tpm_rootfs)
+    start(d, "t1")
+    # The environment points every tpm2-tss user at /run/tpm.
+    env = d.sh("t1", "env").stdout
+    for var in ("TPM2TOOLS_TCTI", "TPM2OPENSSL_TCTI", "TPM2_PKCS11_TCTI"):
+        assert f"{var}=swtpm:path=/run/tpm/tpm.sock" in env
+    assert len(d.sh("t1", "tpm2_getrandom --hex 16").stdout.strip()) == 32
+    # A key of its own signs.
+    d.sh("t1", "cd /tmp && tpm2_createprimary -C o -c p.ctx >/dev/null && "
+               "tpm2_create -C p.ctx -G ecc -u k.pub -r k.priv >/dev/null && "
+               "tpm2_load -C p.ctx -u k.pub -r k.priv -c k.ctx >/dev/null && echo hi > m && "
+               "tpm2_sign -c k.ctx -g sha256 -o sig m")
+    # A quote over the measured PCR replays the event log it can read.
+    log = d.sh("t1", "cat /run/tpm/event.log").stdout
+    assert "container-config" in log
+    pcr = int(log.split()[0])
+    d.sh("t1", f"cd /tmp && tpm2_create -C p.ctx -G ecc:ecdsa-sha256:null -a "
+               f"'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' "
+               f"-u ak.pub -r ak.priv >/dev/null && tpm2_load -C p.ctx -u ak.pub -r ak.priv -c ak.ctx >/dev/null && "
+               f"tpm2_readpublic -c ak.ctx -f pem -o ak.pem >/dev/null && "
+               f"tpm2_quote -c ak.ctx -l sha256:{pcr} -q 0badc0de -m q.msg -s q.sig -o q.pcrs -g sha256 >/dev/null && "
+               f"tpm2_checkquote -u ak.pem -m q.msg -s q.sig -f q.pcrs -g sha256 -q 0badc0de")
+    out = d.sh("t1", f"tpm2_pcrread sha256:{pcr}").stdout
+    value = bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1))
+    assert value == replay(log, pcr)
+    assert value != bytes(32)
+    # The platform hierarchy (its auth is empty in a fresh swtpm) is off for the guest.
+    r = d.sh("t1", "tpm2_clear -c p", check=False)
+    assert r.returncode != 0 and "hierarchy" in r.stderr
+    # Nothing of the client processes stays loaded in the vTPM.
+    assert d.sh("t1", "tpm2_getcap handles-transient").stdout.strip() == ""
+    # The guest sees its sockets and log, read-only, and nothing of the host's TPM.
+    assert sorted(d.sh("t1", "ls /run/tpm").stdout.split()) == ["event.log", "tpm.sock", "tpm.sock.ctrl"]
+    assert d.sh("t1", "touch /run/tpm/x", check=False).returncode != 0
+    assert d.sh("t1", f"ls {d.base}", check=False).returncode != 0
+
+
+def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
+    d = vd
+    create(d, "k", tpm_rootfs)
+    create(d, "other", tpm_rootfs)
+    start(d, "k")
+    d.sh("k", "cd /tmp && tpm2_createprimary -C o -c p.ctx >/dev/null && "
+              "tpm2_evictcontrol -C o -c p.ctx 0x81000001 >/dev/null && "
+              f"printf '{MARKER.decode()}' > m && tpm2_nvdefine 0x1500016 -C o -s {len(MARKER)} -a "
+              "'ownerread|ownerwrite|authread|authwrite' >/dev/null && tpm2_nvwrite 0x1500016 -C o -i m")
+    name1 = re.search(r"name: (\w+)", d.sh("k", "tpm2_readpublic -c 0x81000001").stdout).group(1)
+    d.cli("stop", "k")
+    sf = state_file(d, "k")
+    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    data = sf.read_bytes()
+    assert MARKER not in data and len(data) > 1000
+    old = data
+    # Keys and NV survive a stop and a start.
+    start(d, "k")
+    name2 = re.search(r"name: (\w+)", d.sh("k", "tpm2_readpublic -c 0x81000001").stdout).group(1)
+    assert name1 == name2
+    assert MARKER in d.run("k", "tpm2_nvread", "0x1500016", "-C", "o").stdout.encode()
+    d.sh("k", "tpm2_nvwrite 0x1500016 -C o -i /dev/zero -s 4 2>/dev/null || "
+              "(head -c 4 /dev/zero > /tmp/z; tpm2_nvwrite 0x1500016 -C o -i /tmp/z)")
+    d.cli("stop", "k")
+    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    assert sf.read_bytes() != old
+    # An older copy restored: refused, with the reason in state and audit.
+    newest = sf.read_bytes()
+    sf.write_bytes(old)
+    r = start(d, "k", check=False)
+    assert r.returncode != 0
+    assert "vTPM refuses to start" in d.state("k")["last_error"]
+    assert any(e.get("event") == "vtpm.rollback" for e in d.audit_events())
+    # Another container's state copied in: refused too.
+    start(d, "other")
+    d.sh("other", "tpm2_getrandom 4 >/dev/null")
+    d.cli("stop", "other")
+    wait_for(lambda: not any(vtpm_pids(d, "other")), what="the vTPM to stop")
+    sf.write_bytes(state_file(d, "other").read_bytes())
+    assert start(d, "k", check=False).returncode != 0
+    assert "not the one anchored" in d.state("k")["last_error"]
+    info = json.loads(d.cli("vtpm", "info", "--json", "k").stdout)
+    assert info["enabled"] and not info["running"] and not info["anchor_matches"]
+    assert info["state_sha256"] == hashlib.sha256(sf.read_bytes()).hexdigest()
+    assert info["anchored_sha256"] == hashlib.sha256(newest).hexdigest()
+    # The right state back: it starts again.
+    sf.write_bytes(newest)
+    start(d, "k")
+    assert d.sh("k", "tpm2_readpublic -c 0x81000001 >/dev/null; echo ok").stdout.strip() == "ok"
+    info = json.loads(d.cli("vtpm", "info", "--json", "k").stdout)
+    assert info["running"] and info["pid"] == vtpm_pids(d, "k")[0]
+    assert d.cli("vtpm", "reset", "k", check=False).returncode != 0  # running
+    d.cli("stop", "k")
+    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    assert json.loads(d.cli("vtpm", "info", "--json", "k").stdout)["anchor_matches"]
+    # A reset: a new, empty vTPM at the next start.
+    d.cli("vtpm", "reset", "k")
+    assert not sf.exists()
+    assert any(e.get("event") == "vtpm.reset" and e.get("result") == "ok" for e in d.audit_events())
+    start(d, "k")
+    assert d.sh("k", "tpm2_readpublic -c 0x81000001", check=False).returncode != 0
+    d.cli("stop", "k")
+
+
+def _ctrl(path, cmd, payload=b""):
+    dfd = os.open(path.parent, os.O_PATH)  # the absolute path is longer than a socket address
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(f"/proc/self/fd/{dfd}/{path.name}")
+        s.sendall(struct.pack(">I", cmd) + payload)
+        r = s.recv(4096)
+    os.close(dfd)
+    return r
+
+
+def test_control_channel_and_crash(vd, tpm_rootfs):
+    d = vd
+    create(d, "c", tpm_rootfs)
+    start(d, "c")
+    d.sh("c", "cd /tmp && tpm2_createprimary -C o -c p.ctx >/dev/null && "
+              "tpm2_evictcontrol -C o -c p.ctx 0x81000002 >/dev/null")
+    ctrl = pub_dir(d, "c") / "tpm.sock.ctrl"
+    # The guest's control socket (this very socket is /run/tpm/tpm.sock.ctrl inside).
+    assert _ctrl(ctrl, 1)[:4] == bytes(4)  # capabilities: allowed
+    assert _ctrl(ctrl, 5, b"\0")[:4] == bytes(4)  # locality 0
+    for cmd, payload in ((2, struct.pack(">I", 0)), (3, b""), (12, struct.pack(">III", 0, 1, 0)),
+                         (13, struct.pack(">IIII", 0, 1, 0, 0)), (14, b""), (5, b"\x04")):
+        assert _ctrl(ctrl, cmd, payload)[:4] == struct.pack(">I", 0x0A), cmd
+    assert "refused a control command" in d.log()
+    # Still the same TPM: PCRs not reset, the key there.
+    d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
+    log = d.sh("c", "cat /run/tpm/event.log").stdout
+    pcr = int(log.split()[0])
+    out = d.sh("c", f"tpm2_pcrread sha256:{pcr}").stdout
+    assert bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1)) == replay(log, pcr)
+    # kill -9 of swtpm while a client uses it: the vTPM comes back, measured and with its keys.
+    helper, swtpm = vtpm_pids(d, "c")
+    assert helper and swtpm
+    busy = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir),
+                             "run", "c", "--", "/bin/sh", "-c",
+                             "while tpm2_getrandom 8 >/dev/null 2>&1; do :; done; exit 0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    os.kill(swtpm, signal.SIGKILL)
+    wait_for(lambda: vtpm_pids(d, "c")[1] not in (None, swtpm), timeout=15, what="the vTPM to come back")
+    busy.wait(30)
+    wait_for(lambda: d.sh("c", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
+             what="the vTPM to answer")
+    d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
+    out = d.sh("c", f"tpm2_pcrread sha256:{pcr}").stdout
+    assert bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1)) == replay(log, pcr)
+    assert any(e.get("event") == "vtpm.restart" and e.get("result") == "ok" for e in d.audit_events())
+    # The vTPM runs as its own uid, without capabilities.
+    helper, swtpm = vtpm_pids(d, "c")
+    status = Path(f"/proc/{swtpm}/status").read_text()
+    uid = int(re.search(r"Uid:\s+(\d+)", status).group(1))
+    assert uid not in (0,) and uid < d.id_base
+    assert re.search(r"CapEff:\s+0+\n", status) and re.search(r"NoNewPrivs:\s+1", status)
+    assert re.search(r"Seccomp:\s+2", Path(f"/proc/{helper}/status").read_text())
+    d.cli("stop", "c")
+    wait_for(lambda: not any(vtpm_pids(d, "c")), what="the vTPM to stop")
+    # ...and its state after the crash is anchored: it starts again.
+    start(d, "c")
+    d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
+    d.cli("stop", "c")
+    wait_for(lambda: not any(vtpm_pids(d, "c")), what="the vTPM to stop")
+    # Removed: its vTPM directories and its anchor go too.
+    rundir = pub_dir(d, "c").parent
+    assert rundir.exists()
+    d.cli("remove", "c")
+    wait_for(lambda: not rundir.exists(), what="the vTPM's run directory to go")
+
+
+def test_vtpm_config_rules(vd, tpm_rootfs):
+    d = vd
+    # Without a token there is no key to encrypt its state with: refused at start.
+    d.create("nt", rootfs={"path": str(tpm_rootfs)}, vtpm=True)
+    r = start(d, "nt", check=False)
+    assert r.returncode != 0 and "token" in d.state("nt")["last_error"]
+    # Off by default: no /run/tpm, no TCTI variables.
+    create(d, "plain", tpm_rootfs, vtpm=False)
+    start(d, "plain")
+    assert d.sh("plain", "ls /run/tpm", check=False).returncode != 0
+    assert "TPM2TOOLS_TCTI" not in d.sh("plain", "env").stdout
+    d.cli("stop", "plain")
