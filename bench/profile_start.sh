@@ -47,10 +47,16 @@ command -v python3 >/dev/null || die "python3 is missing"
 ensure_build "$W/bin"
 R=$W/rootfs
 "$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
+# The product's real path: a signed GuestOS in the store of each trustmed (lib.sh signed_guestos).
+ensure_tools "$W/bin"
+signed_guestos "$W" "$R" prof "$W/tm1/data"
+mkdir -p "$W/tm2/data"
+cp "$W/tm1/data/device.json" "$W/tm2/data/"
 
 make_configs() {
-    printf '{"name":"prof-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' "$R" >"$W/vol.json"
-    printf '{"name":"prof-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
+    install_guestos "$GUESTOS_DIR"
+    printf '{"name":"prof-vol","guestos":{"name":"prof"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' >"$W/vol.json"
+    printf '{"name":"prof-novol","guestos":{"name":"prof"},"init":"/bin/true","data_size_mb":0}\n' >"$W/novol.json"
     tm create "$W/vol.json" >/dev/null
     tm create "$W/novol.json" >/dev/null
     tm start --attach prof-vol

@@ -14,6 +14,14 @@
 # default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), DOC (default
 # docs/BENCHMARKS.md).
 #
+#   bench/run-all.sh --smoke
+#
+# runs every script once with the smallest sizes and run counts (about 3 minutes on an idle 2-core
+# machine), writes no document, and ends with "N passed, N failed" (one per script): .ci/run runs
+# it after the test suite, so that a script that no longer works at HEAD fails CI. It installs
+# what the scripts need itself (scripts/install-deps.sh --bench). The output of a failed script is
+# shown.
+#
 #   bench/run-all.sh --render-attestation ENVFILE
 #
 # prints the Attestation section and its Targets rows from ENVFILE (bench/attestation_env.py
@@ -324,6 +332,55 @@ fi
 
 need_root
 
+# --smoke: each script once, small. Its outputs go to a scratch directory; only the count matters.
+smoke() {
+    local bin out name rc passed=0 failed=0 t0 args
+    "$ROOT/scripts/install-deps.sh" --bench >/dev/null || die "scripts/install-deps.sh --bench failed"
+    export SKIP_INSTALL=1
+    bin=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)
+    out=$(mktemp -d /tmp/trustme-bench-smoke.XXXXXX)
+    # shellcheck disable=SC2064 # expand now: the variables are local
+    trap "rm -rf '$bin' '$out'" EXIT
+    ensure_build "$bin"
+    export TRUSTMED TRUSTME BENCH_BINARIES_READY=1
+    # NAME ENV... : the script's own variables for one small run
+    local -a runs=(
+        "start_latency RUNS=1 WARMUP=0 LAT_ROUNDS=1"
+        "memory N=2 ROUNDS=1"
+        "profile_start RUNS=1"
+        "storage RUNS=1 WARMUP=0 LAT_ROUNDS=1 PAIRED=2 IO_REPS=1 IO_MB=4 DATA_MB=32 STRACE_STARTS=1"
+        "hash_throughput SIZE_MB=8 RUNS=1 WARMUP=0 ROUNDS=1"
+        "sha256_libs" # ROUNDS RUNS as arguments, no OUTDIR
+        "guestos SIZE_MB=4 INSTALL_RUNS=2 INSTALL_ROUNDS=1 RUNS=2 WARMUP=0 ROUNDS=1"
+        "attestation CONTAINERS=1 RUNS=2 WARMUP=0 ROUNDS=1 LOOP_RUNS=10 VERIFY_SECONDS=1 MEASURE_RUNS=12 EXTEND_RUNS=20"
+        "network RUNS=2 WARMUP=0 ROUNDS=1 FIRST_RUNS=2 IPERF_REPS=1 IPERF_SECONDS=2"
+    )
+    local entry
+    for entry in "${runs[@]}"; do
+        read -r name _ <<<"$entry"
+        t0=$(date +%s)
+        mkdir -p "$out/$name"
+        args=("$out/$name")
+        [ "$name" != sha256_libs ] || args=(1 3)
+        # shellcheck disable=SC2086 # the NAME=VALUE words are meant to split
+        env ${entry#"$name"} "$ROOT/bench/$name.sh" "${args[@]}" >"$out/$name.log" 2>&1 && rc=0 || rc=$?
+        if [ "$rc" = 0 ]; then
+            passed=$((passed + 1))
+            log "smoke: bench/$name.sh passed ($(($(date +%s) - t0)) s)"
+        else
+            failed=$((failed + 1))
+            tail -n 40 "$out/$name.log" >&2
+            log "smoke: bench/$name.sh FAILED with status $rc ($(($(date +%s) - t0)) s)"
+        fi
+    done
+    echo "$passed passed, $failed failed"
+    [ "$failed" = 0 ]
+}
+if [ "${1:-}" = --smoke ]; then
+    smoke
+    exit
+fi
+
 BIN=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)
 if [ -n "${1:-}" ]; then
     OUT=$1
@@ -566,12 +623,21 @@ rotated, and the $((RUNS * LAT_ROUNDS)) runs of each command are pooled (crun: o
 
 - **trustme**: \`trustme start --attach NAME\` against a private trustmed (own data/run dirs, cgroup
   parent \`trustme-bench\`, \`--log-level warn\`): the CLI asks trustmed to start the container, relays
-  init's stdio and exits with init's status once the container is STOPPED again. Two configs:
-  a persistent 16 MiB data volume (ext4 image on a loop device, formatted once before the measurement),
-  unencrypted (\`"token": "none"\`: a data volume is encrypted by default now, which needs a PIN at
-  every start; encryption's cost is measured separately below), and \`data_size_mb: 0\` (tmpfs upper layer). Both with a user namespace, cgroups
-  (memory, pids, ...), seccomp, capabilities and the device policy, as trustme always does.
-  Note that hyperfine's user/system times count only the CLI, not trustmed's work.
+  init's stdio and exits with init's status once the container is STOPPED again. The product's real
+  path: the rootfs is built into a squashfs GuestOS (\`trustme-guestos build\`) signed by a development
+  PKI (\`trustme-pki init\`, its GuestOS signer) and installed into the store of a trustmed whose
+  device.json trusts that PKI under the default policy (no \`allow_unsigned\`); every start checks
+  the GuestOS's trust and revocation state, verifies its image (hashed at the first start, then
+  trusted while trustmed holds the same unchanged inode: docs/GUESTOS.md "Verified once"), measures
+  it and the config into the TPM's runtime PCR through trustme-tpmd and raises the GuestOS's
+  anti-rollback counter. Three configs: a persistent 16 MiB data volume (ext4 image on a loop device,
+  formatted once before the measurement) unencrypted (\`"token": "none"\`), the same volume encrypted
+  (a soft token with scrypt N = 1024, its PIN from a file), and \`data_size_mb: 0\` (tmpfs upper
+  layer). All with a user namespace, cgroups (memory, pids, ...), seccomp, capabilities and the
+  device policy, as trustme always does. The KDF of the encrypted start is measured in the same
+  hyperfine run as \`openssl kdf\` (scrypt, N = 1024, r = 8, p = 1) minus \`openssl version\` (the
+  process start), and reported apart below the table. Note that hyperfine's user/system times count
+  only the CLI, not trustmed's work.
 - **runc** / **crun**: \`runc run\` / \`crun run\` of a bundle made from the runtime's own \`spec\`
   (pid, net, ipc, uts, mount namespaces; no user namespace), with \`root.path\` set to the rootfs,
   read-only, \`process.args = ["/bin/true"]\`, no terminal, \`cgroupsPath\` \`/trustme-bench-runc\` (resp. crun).
