@@ -27,7 +27,8 @@ enum tm_sync_type {
     TM_SYNC_KEY = 9, /* payload: the data key, received straight into locked memory */
     TM_SYNC_CONTROL = 10, /* no payload; carries the listening control socket made inside */
     TM_SYNC_NETNS = 11, /* no payload; carries the container's network namespace, to pin */
-    TM_SYNC_LAST = TM_SYNC_NETNS,
+    TM_SYNC_IMAGE = 12, /* payload: struct image_verified_msg; carries the GuestOS image just hashed */
+    TM_SYNC_LAST = TM_SYNC_IMAGE,
 };
 
 typedef struct tm_sync_msg {
