@@ -863,7 +863,7 @@ on a small GuestOS no more than 5 ms beyond the unverified form, as for an encry
 | signed, measured GuestOS, no volume: ≤ 0.8× lxc-execute | $(fmt "$TM_NOVOL") ms vs $(fmt "$LXC") ms ($(fmt "$(awk -v a="$TM_NOVOL" -v b="$LXC" 'BEGIN {print a / b}')")×) | **$T1B** |
 | (same) ≤ 1.0× crun | $(fmt "$TM_NOVOL") ms vs $(fmt "${CRUN:-0}") ms | **$T1C** |
 | (same) ≤ 1.5× bwrap | $(fmt "$TM_NOVOL") ms vs $(fmt "$BWRAP") ms ($(fmt "$(awk -v a="$TM_NOVOL" -v b="$BWRAP" 'BEGIN {print a / b}')")×) | **$T1D** |
-| encrypted start beyond the KDF < 3 ms (start-to-exit section: scrypt N = 1024, medians of the same run) | ${ENC_BEYOND_KDF:-n/a} ms | **$T1E** |
+| encrypted start beyond the KDF < 3 ms (start-to-exit section: scrypt N = 1024, medians of the same run) | $( [ -n "$ENC_BEYOND_KDF" ] && fmt "$ENC_BEYOND_KDF" || echo n/a) ms | **$T1E** |
 | idle trustmed RSS < 4 MiB | $RSS_IDLE_KIB KiB (PSS $PSS_IDLE_KIB KiB) | **$T2** |
 | trustmed RSS with $N running containers < 8 MiB | $RSS_RUNNING_KIB KiB | **$T2B** |
 | trustme-scd and trustme-tpmd idle RSS < 4 MiB each | scd $SCD_RSS_IDLE_KIB KiB, tpmd $TPMD_RSS_IDLE_KIB KiB | **$T2C** |
