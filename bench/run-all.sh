@@ -16,8 +16,8 @@
 #
 #   bench/run-all.sh --smoke
 #
-# runs every script once with the smallest sizes and run counts (about 3 minutes on an idle 2-core
-# machine), writes no document, and ends with "N passed, N failed" (one per script): .ci/run runs
+# runs every script once with the smallest sizes and run counts (7 min 40 s on the 2-core machine
+# at a load average of about 13; not yet timed on an idle one), writes no document, and ends with "N passed, N failed" (one per script): .ci/run runs
 # it after the test suite, so that a script that no longer works at HEAD fails CI. It installs
 # what the scripts need itself (scripts/install-deps.sh --bench). The output of a failed script is
 # shown.
