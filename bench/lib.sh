@@ -76,6 +76,15 @@ ensure_build() {
     die "could not copy working trustmed, trustme and trustme-scd binaries out of $ROOT/build"
 }
 
+# bench_device_json DATADIR: DATADIR/device.json (made if missing) with tpm.attest_address on a free
+# port, unless it names one: tpmd's default port 9505 is taken by whichever other trustmed on the
+# machine came first, and a tpmd that cannot listen exits (and is restarted, again and again).
+bench_device_json() {
+    local f=$1/device.json
+    [ -f "$f" ] || echo '{}' >"$f"
+    jq '.tpm.attest_address //= "127.0.0.1:0"' "$f" >"$f.new" && mv "$f.new" "$f"
+}
+
 # start_trustmed WORKDIR CGROUP_PARENT ID_BASE [TRUSTMED_OPTION...]: starts a private trustmed (with
 # the token service TRUSTME_SCD); sets TMD_PID, TMD_RUN.
 start_trustmed() {
@@ -83,6 +92,7 @@ start_trustmed() {
     shift 3
     mkdir -p "$w/data" "$w/run"
     TMD_RUN=$w/run
+    bench_device_json "$w/data"
     "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
         --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$w/swtpm" --log-level warn "$@" \
         </dev/null >>"$w/trustmed.log" 2>&1 &
@@ -152,3 +162,56 @@ remove_work_dir() {
 }
 
 vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# ensure_tools DIR: trustme-guestos and trustme-pki (built in BUILD, default ROOT/build) copied into
+# DIR, as ensure_build does for the daemons; sets TRUSTME_GUESTOS and TRUSTME_PKI to the copies.
+ensure_tools() {
+    local dir=$1 build=${BUILD:-$ROOT/build}
+    if ! ninja -C "$build" src/tools/guestos/trustme-guestos src/tools/pki/trustme-pki >/dev/null 2>&1; then
+        [ -x "$build/src/tools/guestos/trustme-guestos" ] && [ -x "$build/src/tools/pki/trustme-pki" ] ||
+            die "ninja -C $build failed and trustme-guestos or trustme-pki is missing"
+        log "warning: ninja -C $build failed (tree being edited?); using the existing trustme-guestos and trustme-pki"
+    fi
+    mkdir -p "$dir"
+    cp -p "$build/src/tools/guestos/trustme-guestos" "$build/src/tools/pki/trustme-pki" "$dir/"
+    TRUSTME_GUESTOS=$dir/trustme-guestos
+    TRUSTME_PKI=$dir/trustme-pki
+}
+
+# signed_guestos DIR ROOTFS NAME [DATADIR]: the product's real path for the start benchmarks. A
+# development PKI in DIR/pki (trustme-pki init, passphrase in DIR/pki.pass), GuestOS NAME version 1
+# built from ROOTFS (squashfs) and signed by its GuestOS signer into DIR/out/NAME-1 (GUESTOS_DIR),
+# and, with DATADIR, DATADIR/device.json trusting that PKI under the default policy (no
+# allow_unsigned: what a device runs), to be written before start_trustmed. Needs ensure_tools.
+signed_guestos() {
+    local dir=$1 rootfs=$2 name=$3 data=${4:-} p=$1/pki
+    if [ ! -d "$p" ]; then
+        printf 'bench passphrase\n' >"$dir/pki.pass"
+        chmod 600 "$dir/pki.pass"
+        "$TRUSTME_PKI" init "$p" --passphrase-file "$dir/pki.pass" >"$dir/pki.log" 2>&1 ||
+            { cat "$dir/pki.log" >&2; die "trustme-pki init failed"; }
+    fi
+    mkdir -p "$dir/out"
+    "$TRUSTME_GUESTOS" build "$rootfs" --name "$name" --version 1 --out "$dir/out" --init /bin/true \
+        --pki "$p" --signer guestos --passphrase-file "$dir/pki.pass" >/dev/null 2>"$dir/build-$name.log" ||
+        { cat "$dir/build-$name.log" >&2; die "trustme-guestos build $name failed"; }
+    # shellcheck disable=SC2034 # for the scripts that source this file
+    GUESTOS_DIR=$dir/out/$name-1
+    if [ -n "$data" ]; then
+        mkdir -p "$data"
+        jq -n --arg root "$p/customer/general-root-ca.pem" --arg ca "$p/customer/guestos-ca.pem" \
+            --arg crl1 "$p/crl/general-root-ca.pem" --arg crl2 "$p/crl/guestos-ca.pem" \
+            '{trust: {general_root: $root, guestos_cas: [$ca], crls: [$crl1, $crl2]}}' >"$data/device.json"
+        bench_device_json "$data"
+    fi
+}
+
+# install_guestos DIR: `trustme guestos install DIR` into the running private trustmed, which must
+# accept it as signed.
+install_guestos() {
+    local name
+    tm guestos install "$1" >/dev/null 2>"$1.install.log" || { cat "$1.install.log" >&2; die "trustme guestos install $1 failed"; }
+    name=$(jq -r .name "$1/guestos.json")
+    [ "$(tm guestos list | awk -v n="$name" '$1 == n {print $3}')" = signed ] ||
+        die "GuestOS $name is not installed as signed: $(tm guestos list)"
+}

@@ -16,7 +16,8 @@
 #      (MemTotal - MemAvailable) delta minus all that (noisy on a shared machine), and what the
 #      containers' memory cgroups were charged (v1 memory.usage_in_bytes, includes kernel memory);
 #   5. the processes that are descendants of trustmed but in no container cgroup (helpers), other
-#      than the token service trustme-scd (one per trustmed, not per container): must be 0;
+#      than the token service trustme-scd and the TPM service trustme-tpmd with its swtpm (one each
+#      per trustmed, not per container): must be 0;
 #   6. trustmed's VmRSS after all containers were stopped again, and host memory then (leak check).
 # Writes OUTDIR/memory.env (facts) and OUTDIR/memory.md (table). Environment: N (default 50), ROUNDS
 # (start/stop cycles for the host counters, default 3), SKIP_INSTALL=1 to skip install-deps.sh. Everything it makes is removed on exit, also on failure.
@@ -103,10 +104,14 @@ sum_smaps() { # FIELD PIDS...: sum of FIELD (kB) from smaps_rollup
 log "building the busybox rootfs"
 R=$W/rootfs
 "$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
+# The product's real path: a signed GuestOS in the store (lib.sh signed_guestos).
+ensure_tools "$W/bin"
+signed_guestos "$W" "$R" mem "$W/tm/data"
 sync -f "$R/bin/busybox" # its page cache is written back, so it is clean and shared like any binary
 
 log "starting trustmed"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
+install_guestos "$GUESTOS_DIR"
 sleep 1
 RSS_IDLE=$(vmrss_kib "$TMD_PID")
 # The token service: trustmed's own child, one per trustmed whatever the number of containers.
@@ -124,13 +129,16 @@ rss_by_mapping() { # PID: the 5 largest mappings by RSS (file name, or [heap], [
         awk '{printf "%s%s %s kB", (NR > 1 ? ", " : ""), $2, $1}'
 }
 fact RSS_IDLE_BY_MAPPING "$(rss_by_mapping "$TMD_PID")"
+TPMD_PID=$(ps -o pid=,comm= --ppid "$TMD_PID" | awk '$2 == "trustme-tpmd" {print $1}' | head -n1)
+fact TPMD_RSS_IDLE_KIB "$( [ -n "$TPMD_PID" ] && vmrss_kib "$TPMD_PID" || echo n/a)"
+fact TPMD_PSS_IDLE_KIB "$( [ -n "$TPMD_PID" ] && sum_smaps Pss "$TPMD_PID" || echo n/a)"
 fact SCD_RSS_BY_MAPPING "$( [ -n "$SCD_PID" ] && rss_by_mapping "$SCD_PID" || echo n/a)"
 log "trustmed idle: VmRSS $RSS_IDLE kB"
 
 log "creating $N containers"
 for i in $(seq -w 1 "$N"); do
-    printf '{"name":"mem%s","rootfs":{"path":"%s"},"init":"/bin/sleep","args":["1000000"],"data_size_mb":0}\n' \
-        "$i" "$R" >"$W/c$i.json"
+    printf '{"name":"mem%s","guestos":{"name":"mem"},"init":"/bin/sleep","args":["1000000"],"data_size_mb":0}\n' \
+        "$i" >"$W/c$i.json"
     tm create "$W/c$i.json" >/dev/null
 done
 sleep 1
@@ -179,6 +187,11 @@ for round in $(seq "$ROUNDS"); do
         for p in "${CPIDS[@]}"; do IN_CONTAINER[$p]=1; done
         mapfile -t SCDS < <(scd_pids)
         for p in "${SCDS[@]}"; do IN_CONTAINER[$p]=1; done # not a helper: the daemon's service
+        # Nor the TPM service and its embedded swtpm: one per trustmed, whatever the containers.
+        for p in $(ps -o pid=,comm= --ppid "$TMD_PID" | awk '$2 == "trustme-tpmd" {print $1}'); do
+            IN_CONTAINER[$p]=1
+            for q in $(descendants "$p"); do IN_CONTAINER[$q]=1; done
+        done
         for p in "${DESC[@]}"; do
             [ -n "${IN_CONTAINER[$p]:-}" ] || HELPERS+=("$p")
         done
@@ -250,6 +263,7 @@ fact PER_CONTAINER_RESIDUAL_KIB "$RESIDUAL"
     echo "| trustmed VmRSS, $N containers running | $RSS_RUNNING KiB |"
     echo "| trustmed VmRSS, after stopping them again | $RSS_AFTER_STOP_KIB KiB |"
     echo "| token service trustme-scd (one per trustmed), VmRSS (PSS) idle | $SCD_RSS_IDLE_KIB KiB ($SCD_PSS_IDLE_KIB KiB) |"
+    echo "| TPM service trustme-tpmd (one per trustmed; its swtpm not counted), VmRSS (PSS) idle | $TPMD_RSS_IDLE_KIB KiB ($TPMD_PSS_IDLE_KIB KiB) |"
     echo "| containers' own processes per container: PSS (RSS) | $(per "$CONTAINER_PSS_KIB") KiB ($(per "$CONTAINER_RSS_KIB") KiB) |"
     echo "| containers' own processes per container: kernel stack + page tables (KernelStack, PageTables deltas) | $(per "$KERNEL_OWN") KiB |"
     echo "| **host memory per container beyond its own processes**: (Slab + Shmem) delta / $N | **$(per "$BEYOND") KiB** |"

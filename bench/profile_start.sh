@@ -47,19 +47,39 @@ command -v python3 >/dev/null || die "python3 is missing"
 ensure_build "$W/bin"
 R=$W/rootfs
 "$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
+# The product's real path: a signed GuestOS in the store of each trustmed (lib.sh signed_guestos).
+ensure_tools "$W/bin"
+signed_guestos "$W" "$R" profh
+PROFH_DIR=$GUESTOS_DIR
+signed_guestos "$W" "$R" prof "$W/tm1/data"
+mkdir -p "$W/tm2/data"
+cp "$W/tm1/data/device.json" "$W/tm2/data/"
 
+# prof-vol, prof-novol: the product's path, the image verified once (docs/GUESTOS.md "Verified
+# once"); prof-hashed: no volume either, on a GuestOS of its own whose store image is touched
+# before each start, so that every start hashes it in full, as every start did before.
 make_configs() {
-    printf '{"name":"prof-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' "$R" >"$W/vol.json"
-    printf '{"name":"prof-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
+    install_guestos "$GUESTOS_DIR"
+    install_guestos "$PROFH_DIR"
+    printf '{"name":"prof-hashed","guestos":{"name":"profh"},"init":"/bin/true","data_size_mb":0}\n' >"$W/hashed.json"
+    tm create "$W/hashed.json" >/dev/null
+    tm start --attach prof-hashed
+    printf '{"name":"prof-vol","guestos":{"name":"prof"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' >"$W/vol.json"
+    printf '{"name":"prof-novol","guestos":{"name":"prof"},"init":"/bin/true","data_size_mb":0}\n' >"$W/novol.json"
     tm create "$W/vol.json" >/dev/null
     tm create "$W/novol.json" >/dev/null
     tm start --attach prof-vol
     tm start --attach prof-novol
 }
-run_starts() {
+run_starts() { # [hashed]: also the starts that hash
     local _
     for _ in $(seq "$RUNS"); do tm start --attach prof-vol; done
     for _ in $(seq "$RUNS"); do tm start --attach prof-novol; done
+    [ "${1:-}" = hashed ] || return 0
+    for _ in $(seq "$RUNS"); do
+        touch "$TMD_DATA/guestos/profh-1/root.img"
+        tm start --attach prof-hashed
+    done
 }
 
 # --- 1. phases from trustmed's own debug log ----------------------------------------------------
@@ -70,10 +90,11 @@ mkdir -p "$W/tm1/data" "$W/tm1/run"
     --log-level debug </dev/null >"$W/debug.log" 2>&1 &
 TMD_PID=$!
 TMD_RUN=$W/tm1/run
-for _ in $(seq 100); do [ -S "$TMD_RUN/control.sock" ] && break; sleep 0.05; done
+TMD_DATA=$W/tm1/data
+for _ in $(seq 100); do [ -S "$TMD_RUN/control.sock" ] && tm list >/dev/null 2>&1 && break; sleep 0.05; done
 make_configs
 mark=$(wc -c <"$W/debug.log")
-run_starts
+run_starts hashed
 tail -c +"$((mark + 1))" "$W/debug.log" >"$W/debug.part"
 stop_trustmed
 
@@ -83,7 +104,7 @@ if command -v strace >/dev/null; then
     log "syscall durations under strace --seccomp-bpf"
     mkdir -p "$W/tm2/data" "$W/tm2/run"
     strace -f --seccomp-bpf -tt -T -o "$W/strace.out" \
-        -e trace=write,fsconfig,ioctl,clone3,execve,exit_group,fsync,fdatasync \
+        -e trace=write,fsopen,fsconfig,ioctl,clone3,execve,exit_group,fsync,fdatasync \
         "$TRUSTMED" --data-dir "$W/tm2/data" --run-dir "$W/tm2/run" --cgroup-parent "$CG_PARENT" \
         --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$W/tm2/swtpm" \
         --log-level warn </dev/null >"$W/strace-daemon.log" 2>&1 &
@@ -123,6 +144,11 @@ phases = {}
 cur = None
 for line in open(f"{w}/debug.part", errors="replace"):
     m = re.match(r"(\d\d:\d\d:\d\d\.\d+) trustmed \w+: (\S+) \(", line)
+    # the setup process's progress: "NAME: image PATH hashed in full..." / "... unchanged since..."
+    p = re.match(r"(\d\d:\d\d:\d\d\.\d+) trustmed debug: (\S+): image ", line)
+    if p and cur is not None and ("hashed in full" in line or "unchanged since it was verified" in line):
+        cur["v"] = ms(p.group(1))
+        continue
     if not m:
         continue
     t, name = ms(m.group(1)), m.group(2)
@@ -137,12 +163,14 @@ for line in open(f"{w}/debug.part", errors="replace"):
         phases.setdefault(name, []).append(cur)
         cur = None
 print("Phases from trustmed's debug log (ms, 1 ms resolution; medians of %d starts each):\n" % runs)
-print("| config | request → starting (cgroups, device policy) | starting → running (setup process: mounts, cgroup attach, clone init, init's mounts, exec) | running → stopped (init runs and exits, reaped, state saved) | total in trustmed |")
-print("|---|---:|---:|---:|---:|")
-for name, label in (("prof-vol", "16 MiB volume"), ("prof-novol", "no volume")):
-    L = phases.get(name, [])
-    print(f"| {label} | {med([x['b'] - x['a'] for x in L]):.1f} | {med([x['c'] - x['b'] for x in L]):.1f} | "
-          f"{med([x['d'] - x['c'] for x in L]):.1f} | {med([x['d'] - x['a'] for x in L]):.1f} |")
+print("| config | request → starting (policy and revocation checks, measurement and anti-rollback counter through tpmd, cgroups, device policy, fork) | starting → image verified (setup process: namespaces, data volume, the image opened and verified) | image verified → running (loop device, image, overlay and kernel file system mounts, cgroup attach, clone init, exec) | running → stopped (init runs and exits, reaped, state saved) | total in trustmed |")
+print("|---|---:|---:|---:|---:|---:|")
+for name, label in (("prof-vol", "16 MiB volume, image verified once"), ("prof-novol", "no volume, image verified once"),
+                    ("prof-hashed", "no volume, image hashed in full (as before)")):
+    L = [x for x in phases.get(name, []) if "v" in x]
+    print(f"| {label} | {med([x['b'] - x['a'] for x in L]):.1f} | {med([x['v'] - x['b'] for x in L]):.1f} | "
+          f"{med([x['c'] - x['v'] for x in L]):.1f} | {med([x['d'] - x['c'] for x in L]):.1f} | "
+          f"{med([x['d'] - x['a'] for x in L]):.1f} |")
 print()
 
 # 2. strace: split into starts at the daemon's clone3 of the setup process
@@ -159,7 +187,8 @@ if strace_ok:
         return float(m.group(1)) * 1000 if m else 0.0
     stats = {"vol": {}, "novol": {}}
     for seg in starts:
-        kind = "vol" if any("LOOP_CONFIGURE" in l for l in seg) else "novol"
+        # every start attaches its GuestOS image; one with a data volume attaches that too
+        kind = "vol" if sum("LOOP_CONFIGURE" in l for l in seg) >= 2 else "novol"
         s = stats[kind]
         add = lambda k, v: s.setdefault(k, []).append(v)
         # the setup process joining its cgroups: "0" to each v1 tasks file (or, in older
@@ -169,7 +198,8 @@ if strace_ok:
             add("cgroup joins of the setup process (all v1 hierarchies)", sum(pidw))
             add("  of which the first", pidw[0])
         creates = [l for l in seg if "FSCONFIG_CMD_CREATE" in l]
-        src = [i for i, l in enumerate(seg) if '"source", "/dev/loop' in l]
+        # the data volume's file system (the GuestOS image on its loop device is squashfs or erofs)
+        src = [i for i, l in enumerate(seg) if 'fsopen("ext4"' in l]
         ext4 = 0.0
         if src:
             nxt = [l for l in seg[src[0] + 1:] if "FSCONFIG_CMD_CREATE" in l]

@@ -2,7 +2,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck disable=SC1090,SC1091,SC2154 # lib.sh and the facts files are sourced at run time
 # Start-to-exit latency of /bin/true in one busybox rootfs: trustme against runc, crun, LXC and
-# bubblewrap, all measured in the same run with hyperfine. Run as root:
+# bubblewrap, all measured in the same run with hyperfine. trustme runs the product's real path: the
+# rootfs built into a squashfs GuestOS signed by a development PKI (trustme-pki init), installed
+# into the store of a private trustmed whose device.json trusts that PKI under the default device
+# policy (no allow_unsigned), so every start checks the GuestOS's signature state, hashes or
+# re-validates its image, measures it into the runtime PCR and raises its anti-rollback counter.
+# Four trustme configs: no data volume, a 16 MiB unencrypted volume, the same volume encrypted
+# (soft token, scrypt N = 1024), and the KDF of that encryption alone (`openssl kdf` minus `openssl
+# version`, both in the same hyperfine run), so that the encrypted start can be reported beyond it.
+# Run as root:
 #
 #   bench/start_latency.sh [OUTDIR]
 #
@@ -150,19 +158,38 @@ ORIG_CGROUP_STATE=$(cgroup_state)
 fact ORIG_CGROUP_STATE "$ORIG_CGROUP_STATE"
 for m in /sys/fs/cgroup/*/; do [ -d "${m}lxc.pivot" ] && LXC_PIVOT_EXISTED+=("${m}lxc.pivot"); done
 
-log "building the busybox rootfs"
+log "building the busybox rootfs and a signed GuestOS of it"
 R=$W/rootfs
 "$ROOT/scripts/mkrootfs.sh" "$R" >/dev/null
+ensure_tools "$W/bin"
+signed_guestos "$W" "$R" bench "$W/tm/data"
 
 log "starting trustmed (cgroup parent $CG_PARENT)"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
-printf '{"name":"bench-vol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":16,"token":"none"}\n' "$R" >"$W/vol.json"
-printf '{"name":"bench-novol","rootfs":{"path":"%s"},"init":"/bin/true","data_size_mb":0}\n' "$R" >"$W/novol.json"
-tm create "$W/vol.json" >/dev/null
-tm create "$W/novol.json" >/dev/null
+install_guestos "$GUESTOS_DIR"
+PIN=2580
+PUK=24681357
+printf '%s\n%s\n' "$PIN" "$PUK" >"$W/pair"
+printf '%s\n' "$PIN" >"$W/pin"
+chmod 600 "$W/pair" "$W/pin"
+mkct() { # NAME DATA_MB TOKEN_JSON
+    printf '{"name":"%s","guestos":{"name":"bench"},"init":"/bin/true","data_size_mb":%s,"token":%s}\n' \
+        "$1" "$2" "$3" >"$W/$1.json"
+    tm create "$W/$1.json" >/dev/null || die "trustme create $1 failed"
+}
+mkct bench-vol 16 '"none"'
+mkct bench-novol 0 '"none"'
+mkct bench-enc 16 '{"type":"soft","kdf_n":1024}'
+tm change-pin --pin-file "$W/pair" bench-enc >/dev/null || die "trustme change-pin bench-enc failed"
 # The first start formats the data volume; it is not what is measured, so do it once here.
 tm start --attach bench-vol || die "trustme start --attach bench-vol failed"
 tm start --attach bench-novol || die "trustme start --attach bench-novol failed"
+tm start --attach --pin-file "$W/pin" bench-enc || die "trustme start --attach bench-enc failed"
+[ "$(tm list --json | jq -r '.[] | select(.name == "bench-novol") | .trust')" = signed ] ||
+    die "bench-novol does not run a signed GuestOS: $(tm list --json)"
+[ "$(tm state --json bench-enc | jq -r '.encryption.token // "none"')" = soft ] ||
+    die "bench-enc is not encrypted: $(tm state --json bench-enc)"
+KDF="openssl kdf -keylen 32 -kdfopt pass:$PIN -kdfopt salt:0123456789abcdef0123456789abcdef -kdfopt r:8 -kdfopt p:1 -kdfopt n:1024 SCRYPT"
 
 # OCI bundles whose root is the same rootfs directory (read-only), from each runtime's own
 # default spec; only the process and a findable cgroup path are changed.
@@ -215,10 +242,12 @@ log "crun --cgroup-manager=disabled run as-is: rc $CRUN_RC${CRUN_MSG:+: $CRUN_MS
 # --- the measurement: trustme and the peers that work as-is -------------------------------------
 # LAT_ROUNDS hyperfine invocations, the order of the commands rotated each time, so that a change
 # of the machine's load (it is shared) does not fall on one runtime only; the runs are pooled.
-NAMES=("trustme start --attach (16 MiB volume)" "trustme start --attach (no volume)" "runc run" "lxc-execute"
-       "bwrap --unshare-all")
+NAMES=("trustme start --attach (16 MiB volume)" "trustme start --attach (no volume)"
+       "trustme start --attach (16 MiB volume, encrypted)" "runc run" "lxc-execute" "bwrap --unshare-all"
+       "KDF: openssl kdf scrypt N=1024" "KDF baseline: openssl version")
 CMDS=("$TRUSTME --run-dir $TMD_RUN start --attach bench-vol" "$TRUSTME --run-dir $TMD_RUN start --attach bench-novol"
-      "runc --root $W/runc-state run --bundle $W/runc $RUNC_ID" "$LXC_CMD" "$BWRAP_CMD")
+      "$TRUSTME --run-dir $TMD_RUN start --attach --pin-file $W/pin bench-enc"
+      "runc --root $W/runc-state run --bundle $W/runc $RUNC_ID" "$LXC_CMD" "$BWRAP_CMD" "$KDF" "openssl version")
 for round in $(seq "$LAT_ROUNDS"); do
     log "hyperfine round $round/$LAT_ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
     args=()
@@ -327,6 +356,18 @@ for c in order:
         cells.append(f"**{ratio:.2f}×**" + (f" ({min(per):.2f}–{max(per):.2f})" if len(per) > 1 else ""))
     lines.append(f"| `{c}` | **{f2(x['median'])}** | {rm} | {f2(x['mean'])} ± {f2(x['stddev'])} | "
                  f"{f2(x['min'])}–{f2(x['max'])} | " + " | ".join(cells) + " |")
+# The encrypted start beyond its KDF: (encrypted - same volume unencrypted) - (KDF - process baseline).
+enc, vol = "trustme start --attach (16 MiB volume, encrypted)", "trustme start --attach (16 MiB volume)"
+kdf, base = "KDF: openssl kdf scrypt N=1024", "KDF baseline: openssl version"
+if all(k in summary for k in (enc, vol, kdf, base)):
+    m = {k: summary[k]["median"] * 1000 for k in (enc, vol, kdf, base)}
+    beyond = (m[enc] - m[vol]) - (m[kdf] - m[base])
+    summary["_encrypted_beyond_kdf_ms"] = beyond
+    json.dump(summary, open(f"{out}/latency-summary.json", "w"), indent=1)
+    lines.append("")
+    lines.append(f"Encrypted start beyond the KDF: {beyond:.2f} ms (encrypted {m[enc]:.2f} − unencrypted "
+                 f"{m[vol]:.2f} ms = {m[enc] - m[vol]:.2f} ms, of which the KDF alone {m[kdf] - m[base]:.2f} ms "
+                 f"= `openssl kdf` {m[kdf]:.2f} − `openssl version` {m[base]:.2f} ms).")
 open(f"{out}/latency.md", "w").write("\n".join(lines) + "\n")
 PY
 cat "$OUT/latency.md"

@@ -42,6 +42,7 @@ static void store_dir(struct daemon *d, char *out, size_t size)
 static void guestos_free(struct guestos *g)
 {
     if (g) {
+        image_cache_drop(g);
         guestos_config_free(g->cfg);
         free(g);
     }

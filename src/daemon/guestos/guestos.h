@@ -3,8 +3,9 @@
  * install` verified (guestos_install.c) — the signed guestos.json with its signature and chain,
  * the images — and install.json, trustmed's own record of how far it trusts it.
  *
- * Nothing is trusted for being in the store: every image is hashed again on the very fd that is
- * then mounted, at every container start (module_volume). */
+ * Nothing is trusted for being in the store: every image is hashed on the very fd that is then
+ * mounted at a container start (module_volume), and again at each later start unless trustmed
+ * has held that very inode, unchanged, ever since (image_cache.h). */
 #pragma once
 
 #include <limits.h>
@@ -13,6 +14,7 @@
 
 #include "daemon.h"
 #include "guestos_config.h"
+#include "image_cache.h"
 
 enum trust_level {
     TRUST_SIGNED, /* through the chain its name requires (docs/GUESTOS.md "Trust") */
@@ -35,6 +37,7 @@ struct guestos {
     uint64_t installed_at;
     uint64_t size; /* bytes of all its images */
     uint8_t json_sha256[32]; /* of guestos.json as loaded: measured before each use */
+    struct image_verified *verified; /* per mount: the images verified once (image_cache.h) */
     char dir[PATH_MAX];
 };
 

@@ -113,6 +113,7 @@ static void notify(struct container *c, enum wait_kind kind, int code, const cha
 
 static void progress(struct container *c, const char *msg)
 {
+    log_debug("%s: %s", c->cfg->name, msg); /* also the start's phases in the debug log */
     Trustme__Progress p = TRUSTME__PROGRESS__INIT;
     p.message = (char *)msg;
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
@@ -285,6 +286,10 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             }
             break;
         }
+        case TM_SYNC_IMAGE:
+            if (op->ctx.guestos && msg.fd >= 0)
+                image_cache_record(c->d, op->ctx.guestos, msg.payload, msg.len, steal_fd(msg.fd));
+            break;
         case TM_SYNC_DATAFS: unlock_volume(c, msg.fd); break;
         case TM_SYNC_KEYREQ: send_key(c); break;
         case TM_SYNC_CONTROL:
@@ -562,6 +567,9 @@ static void spawn_setup(struct container *c)
     struct start_ctx *ctx = &op->ctx;
     tm_err err = {0};
     int sp[2] = {-1, -1};
+    /* The setup process trusts a verified image only if no change was seen on it until now. */
+    if (ctx->guestos)
+        image_cache_refresh(d);
     if (modules_run(PHASE_PREPARE, ctx, &op->prepared, &err) < 0) {
         fail_start(c, "%s", err.msg);
         return;

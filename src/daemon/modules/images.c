@@ -13,15 +13,24 @@
 #include "crypto.h"
 #include "image_type.h"
 #include "mount_util.h"
+#include "syncmsg.h"
 
-int image_mount_verified(const struct guestos *g, const struct guestos_mount *m, unsigned attrs, tm_err *err)
+/* Hash the image on fd in full; if its stamp did not change while it was hashed, hand fd to
+ * trustmed, which keeps it as verified (image_cache.h). fs-verity is enabled first where the
+ * kernel has it, so that its digest is part of the stamp. */
+static int hash_and_report(const struct start_ctx *ctx, size_t i, int fd, const char *path, tm_err *err)
 {
-    char path[PATH_MAX + GUESTOS_IMAGE_NAME_MAX + 2];
-    snprintf(path, sizeof(path), "%s/%s", g->dir, m->image);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return tm_err_sys(err, "image %s of %s-%llu cannot be opened", m->image, g->cfg->name,
-                          (unsigned long long)g->cfg->version);
+    const struct guestos *g = ctx->guestos;
+    const struct guestos_mount *m = &g->cfg->mounts[i];
+    struct image_verified_msg msg = {.mount = (uint32_t)i};
+    char why[160];
+    bool verity = image_verity(fd, &msg.stamp, why, sizeof(why)) == 1;
+    /* Written back first: a shared writable mapping made before now then faults again on its
+     * next write, which updates ctime (an already dirty page would not). */
+    bool cacheable = fsync(fd) == 0;
+    tm_err serr;
+    if (image_stamp_fd(fd, &msg.stamp, &serr) < 0)
+        cacheable = false;
     uint8_t digest[32];
     uint64_t size = 0;
     int r = tm_sha256_fd(fd, digest, &size, NULL, NULL, err);
@@ -31,6 +40,41 @@ int image_mount_verified(const struct guestos *g, const struct guestos_mount *m,
         return tm_err_set(err, EBADMSG, "image %s of %s-%llu corrupted (%s does not match guestos.json)", m->image,
                           g->cfg->name, (unsigned long long)g->cfg->version,
                           size != m->size ? "its size" : "its SHA-256");
+    struct image_stamp after;
+    if (cacheable && image_stamp_fd(fd, &after, &serr) == 0 && image_stamp_equal(&after, &msg.stamp)) {
+        char note[PATH_MAX + 256];
+        snprintf(note, sizeof(note), "image %s hashed in full%s%s", path,
+                 verity ? " (fs-verity enabled)" : "; fs-verity: ", verity ? "" : why);
+        tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, note);
+        /* Best effort: without it the next start hashes again. */
+        tm_sync_send(ctx->sync_fd, TM_SYNC_IMAGE, &msg, sizeof(msg), fd);
+    }
+    return 0;
+}
+
+int image_mount_verified(const struct start_ctx *ctx, const struct guestos_mount *m, unsigned attrs, tm_err *err)
+{
+    const struct guestos *g = ctx->guestos;
+    size_t i = (size_t)(m - g->cfg->mounts);
+    char path[PATH_MAX + GUESTOS_IMAGE_NAME_MAX + 2];
+    snprintf(path, sizeof(path), "%s/%s", g->dir, m->image);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return tm_err_sys(err, "image %s of %s-%llu cannot be opened", m->image, g->cfg->name,
+                          (unsigned long long)g->cfg->version);
+    /* The very inode trustmed holds since a start hashed it, unchanged in every respect the
+     * stamp compares, and trustmed saw no change event on it: no need to hash it again. */
+    struct image_stamp now;
+    int r = image_stamp_fd(fd, &now, err);
+    if (r < 0)
+        return r;
+    if (image_cache_hit(g, i, &now)) {
+        char note[PATH_MAX + 128];
+        snprintf(note, sizeof(note), "image %s unchanged since it was verified, not hashed again", path);
+        tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, note);
+    } else if ((r = hash_and_report(ctx, i, fd, path, err)) < 0) {
+        return r;
+    }
     char label[CONFIG_NAME_MAX + 24];
     snprintf(label, sizeof(label), "%s-%llu", g->cfg->name, (unsigned long long)g->cfg->version);
     if ((r = image_check_fs_type(fd, m, label, err)) < 0)
@@ -85,7 +129,7 @@ int images_mount_rest(struct start_ctx *ctx, const char *data, tm_err *err)
             return tm_err_prefix(err, "mount point %s", m->mount_point);
         int r = 0;
         if (m->kind == GMOUNT_SHARED) {
-            _cleanup_close_ int mfd = image_mount_verified(g, m, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
+            _cleanup_close_ int mfd = image_mount_verified(ctx, m, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err);
             r = mfd < 0 ? mfd : mount_attach(mfd, target, 0, ctx->userns_fd, err);
         } else if (m->kind == GMOUNT_DATA) {
             r = mount_data_dir(ctx, m, data, target, err);

@@ -136,7 +136,7 @@ static int mount_lower(struct start_ctx *ctx, tm_err *err)
     unsigned attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
     if (ctx->guestos) {
         const struct guestos *g = ctx->guestos;
-        _cleanup_close_ int mfd = image_mount_verified(g, &g->cfg->mounts[g->cfg->root], attrs, err);
+        _cleanup_close_ int mfd = image_mount_verified(ctx, &g->cfg->mounts[g->cfg->root], attrs, err);
         return mfd < 0 ? mfd : mount_attach(mfd, target, 0, ctx->userns_fd, err);
     }
     enum rootfs_type type;
