@@ -79,10 +79,12 @@ class Layout:
         Returns the manifest descriptor (not yet in index.json)."""
         descs, diff_ids = [], []
         for i, entries in enumerate(layers):
+            # bytes: the blob as it is (already compressed as compression says), for broken ones
             raw = entries if isinstance(entries, bytes) else tar_bytes(entries)
             how = compression[i] if isinstance(compression, list) else compression
             diff_ids.append(digest(raw))
-            descs.append(self.blob(compress(raw, how), LAYER + ("+" + how if how else "")))
+            data = raw if isinstance(entries, bytes) else compress(raw, how)
+            descs.append(self.blob(data, LAYER + ("+" + how if how else "")))
         cfg = {"architecture": arch, "os": os_, "config": config or {},
                "rootfs": {"type": "layers", "diff_ids": diff_ids}}
         cdesc = self.blob(json.dumps(cfg).encode(), OCI_CONFIG)

@@ -130,8 +130,8 @@ static struct guestos_config *parse_ok(const char *text)
     X(port_zero, DOC(",'ports':['0/tcp']"), "$.ports[0]")                                                              \
     X(port_too_high, DOC(",'ports':['65536/udp']"), "$.ports[0]")                                                      \
     X(port_not_string, DOC(",'ports':[80]"), "$.ports[0]")                                                             \
-    X(oci_without_config, DOC(",'oci':{'manifest':'sha256:" SHA "'}"), "$.oci.config")                                \
-    X(oci_bad_digest, DOC(",'oci':{'config':'sha256:" SHA "0'}"), "$.oci.config")                                     \
+    X(oci_without_config, DOC(",'oci':{'manifest':'sha256:" SHA "'}"), "$.oci.config")                                 \
+    X(oci_bad_digest, DOC(",'oci':{'config':'sha256:" SHA "0'}"), "$.oci.config")                                      \
     X(oci_unknown_key, DOC(",'oci':{'config':'sha256:" SHA "','ref':'x'}"), "$.oci.ref")                               \
     X(size_mb_zero, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':0}"), "$.mounts[1].size_mb")                \
     X(size_mb_too_big, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':1048577}"), "$.mounts[1].size_mb")       \

@@ -191,8 +191,7 @@ static int parse_oci_keys(json_t *root, struct guestos_config *g, tm_err *err)
         return r;
     if (r) {
         if (!config_clean_abs_path(s))
-            return tm_err_set(err, EINVAL, "$.working_dir: must be an absolute path in the container, got \"%s\"",
-                              s);
+            return tm_err_set(err, EINVAL, "$.working_dir: must be an absolute path in the container, got \"%s\"", s);
         snprintf(g->working_dir, sizeof(g->working_dir), "%s", s);
     }
     if ((r = tm_json_get_object(root, "$", "user", false, 8, &obj, err)) < 0)
@@ -239,9 +238,8 @@ static int parse_oci_keys(json_t *root, struct guestos_config *g, tm_err *err)
 
 static int parse(json_t *root, struct guestos_config *g, tm_err *err)
 {
-    static const char *const keys[] = {"name", "version",     "architecture", "init",  "args",
-                                       "env",  "description", "working_dir",  "user",  "ports",
-                                       "oci",  "mounts",      NULL};
+    static const char *const keys[] = {"name",        "version", "architecture", "init", "args",   "env", "description",
+                                       "working_dir", "user",    "ports",        "oci",  "mounts", NULL};
     const char *s;
     int64_t n;
     json_t *arr;

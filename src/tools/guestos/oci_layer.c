@@ -27,7 +27,7 @@
 int oci_open_beneath(int root_fd, const char *path, int flags, tm_err *err)
 {
     struct open_how how = {
-        .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
+        .flags = (uint64_t)(flags | O_CLOEXEC), /* RESOLVE_NO_SYMLINKS: the last one too */
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
     };
     int fd = (int)syscall(SYS_openat2, root_fd, *path ? path : ".", &how, sizeof(how));

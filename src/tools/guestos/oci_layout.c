@@ -452,7 +452,10 @@ static int docker_archive(int dir_fd, const struct oci_source *src, const struct
         json_t *tags = json_object_get(e, "RepoTags"), *t;
         size_t j;
         bool hit = !src->ref;
-        json_array_foreach(tags, j, t) hit |= json_is_string(t) && !strcmp(json_string_value(t), src->ref);
+        json_array_foreach(tags, j, t)
+        {
+            hit |= src->ref && json_is_string(t) && !strcmp(json_string_value(t), src->ref);
+        }
         if (hit) {
             m = e;
             n++;
