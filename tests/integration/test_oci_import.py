@@ -318,6 +318,13 @@ def test_signed_import(work):
     r = subprocess.run([str(PKI), "verify", str(gdir / "guestos.json"), "--anchor",
                         str(work / "pki/customer/general-root-ca.pem")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    # the reference values a verifier will want, computed from the image before any device runs it
+    r = subprocess.run([str(PKI), "rim", "--out", str(work / "refs.json"), "--version", "1",
+                        "--guestos", str(gdir)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    values = json.loads((work / "refs.json").read_text())["values"]
+    assert {"type": "guestos-image", "name": "img-1/root.img",
+            "sha256": sha256_file(gdir / "root.img")} in values
 
 
 # ---- hostile images -----------------------------------------------------------------------------
