@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -443,3 +444,23 @@ def test_hostile_archive_refused(work):
     assert r.returncode != 0 and "entries of this type are refused" in r.stderr, r.stderr
     assert os.listdir(work / "out") == []
     assert not (work / "escape").exists() and not (work.parent / "escape").exists()
+
+
+def test_interrupted_import_cleaned_up(work):
+    """SIGINT while a layer is being applied: the import stops at the next entry and removes the
+    unpacked tree; nothing is left in the output directory."""
+    many = [d("m")] + [f(f"m/{i}", b"x") for i in range(40000)]
+    oci.single(work / "layout", [many], {"Cmd": ["/x"]})
+    p = subprocess.Popen([str(GUESTOS), "import", str(work / "layout"), "--name", "img", "--version",
+                          "1", "--out", str(work / "out"), "--unsigned"], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert "applying layer 1" in p.stderr.readline()
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=120)[1]
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode != 0 and "interrupted" in err, err
+    assert "building root.img" not in err  # stopped in the layer, not after it
+    assert os.listdir(work / "out") == []

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "guestos.h"
 #include "oci.h"
 
 #define WHITEOUT ".wh."
@@ -442,6 +443,10 @@ static int apply(struct applier *ap, int fd, enum oci_compression comp, tm_err *
     struct archive_entry *e;
     char path[PATH_MAX];
     while (r == 0) {
+        if (gos_interrupted) { /* SIGINT/SIGTERM/SIGHUP: the caller removes what was unpacked */
+            r = tm_err_set(err, EINTR, "interrupted");
+            break;
+        }
         int ar = archive_read_next_header(a, &e);
         if (ar == ARCHIVE_EOF)
             break;
