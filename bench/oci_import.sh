@@ -1,5 +1,6 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
+# shellcheck disable=SC1091 # lib.sh is sourced at run time
 # OCI import cost: `trustme-guestos import` of a Debian bookworm image against what one would do
 # by hand with the reference tools, in the same run on the same file system. Run as root:
 #
