@@ -14,6 +14,7 @@ PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       libtss2-dev swtpm tpm2-tools libtss2-tcti-swtpm0
       libnftables-dev nftables
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
+      libarchive-dev zstd umoci debootstrap
       python3 python3-pytest python3-cryptography iproute2 procps mount coreutils
       bash zsh groff-base clang-format git libc-bin"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.

@@ -35,6 +35,10 @@ PACKAGES = {
     "softhsm2-util": "softhsm2",
     "pkcs11-tool": "opensc",
     # images and file systems
+    "zstd": "zstd",  # zstd-compressed OCI layers
+    "umoci": "umoci",  # the reference OCI unpacker the import is compared with
+    "debootstrap": "debootstrap",  # a real Debian root file system as an OCI image
+    "unsquashfs": "squashfs-tools",
     "mksquashfs": "squashfs-tools",
     "mkfs.erofs": "erofs-utils",
     "mkfs.ext4": "e2fsprogs",

@@ -118,6 +118,21 @@ static struct guestos_config *parse_ok(const char *text)
     X(size_beyond_int64, ROOT_SIZE("18446744073709551616"), "$")                                                       \
     X(sha256_not_string, ROOT_SHA("1"), "$.mounts[0].sha256")                                                          \
     X(size_mb_string, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':'64'}"), "$.mounts[1].size_mb")           \
+    /* the keys of an imported OCI image */                                                                            \
+    X(working_dir_relative, DOC(",'working_dir':'app'"), "$.working_dir")                                              \
+    X(working_dir_dotdot, DOC(",'working_dir':'/app/../etc'"), "$.working_dir")                                        \
+    X(user_not_object, DOC(",'user':'1000:1000'"), "$.user")                                                           \
+    X(user_without_gid, DOC(",'user':{'uid':1000}"), "$.user.gid")                                                     \
+    X(user_negative_uid, DOC(",'user':{'uid':-1,'gid':0}"), "$.user.uid")                                              \
+    X(user_uid_minus_one, DOC(",'user':{'uid':4294967295,'gid':0}"), "$.user.uid")                                     \
+    X(user_unknown_key, DOC(",'user':{'uid':1,'gid':1,'groups':[]}"), "$.user.groups")                                 \
+    X(port_without_protocol, DOC(",'ports':['80']"), "$.ports[0]")                                                     \
+    X(port_zero, DOC(",'ports':['0/tcp']"), "$.ports[0]")                                                              \
+    X(port_too_high, DOC(",'ports':['65536/udp']"), "$.ports[0]")                                                      \
+    X(port_not_string, DOC(",'ports':[80]"), "$.ports[0]")                                                             \
+    X(oci_without_config, DOC(",'oci':{'manifest':'sha256:" SHA "'}"), "$.oci.config")                                 \
+    X(oci_bad_digest, DOC(",'oci':{'config':'sha256:" SHA "0'}"), "$.oci.config")                                      \
+    X(oci_unknown_key, DOC(",'oci':{'config':'sha256:" SHA "','ref':'x'}"), "$.oci.ref")                               \
     X(size_mb_zero, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':0}"), "$.mounts[1].size_mb")                \
     X(size_mb_too_big, SECOND("{'mount_point':'/tmp','kind':'tmpfs','size_mb':1048577}"), "$.mounts[1].size_mb")       \
     /* version */                                                                                                      \
@@ -569,6 +584,24 @@ static void reject_colliding_data_dirs(void **state)
                                                    "{'mount_point':'/a/b/c','kind':'data'}")));
 }
 
+static void oci_keys(void **state)
+{
+    (void)state;
+    struct guestos_config *g = parse_ok(DOC(",'working_dir':'/srv/app','user':{'uid':1000,'gid':100},"
+                                            "'ports':['80/tcp','53/udp','9/sctp'],"
+                                            "'oci':{'manifest':'sha256:" SHA2 "','config':'sha256:" SHA "'}"));
+    assert_string_equal(g->working_dir, "/srv/app");
+    assert_true(g->has_user);
+    assert_int_equal(g->uid, 1000);
+    assert_int_equal(g->gid, 100);
+    assert_int_equal(g->nports, 3);
+    guestos_config_free(g);
+    g = parse_ok(DOC(""));
+    assert_string_equal(g->working_dir, "");
+    assert_false(g->has_user);
+    guestos_config_free(g);
+}
+
 static void free_accepts_null(void **state)
 {
     (void)state;
@@ -598,6 +631,7 @@ int main(void)
         cmocka_unit_test(kind_names),
         cmocka_unit_test(several_mounts_without_image),
         cmocka_unit_test(reject_colliding_data_dirs),
+        cmocka_unit_test(oci_keys),
         cmocka_unit_test(free_accepts_null),
     };
     return cmocka_run_group_tests_name("guestos_config", tests, NULL, NULL);

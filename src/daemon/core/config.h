@@ -59,6 +59,11 @@ struct container_config {
     size_t nenv;
     char **guest_env; /* the GuestOS's environment, below the config's */
     size_t nguest_env;
+    /* The GuestOS's working directory ("" for "/") and init's user (guest_user: uid/gid set),
+     * filled in at every start like guest_env (an imported OCI image's WorkingDir and User). */
+    char guest_working_dir[PATH_MAX];
+    bool guest_user;
+    uint32_t guest_uid, guest_gid;
     char hostname[CONFIG_HOSTNAME_MAX + 1];
     uint64_t memory_limit_mb; /* 0: no limit */
     uint32_t pids_limit; /* 0: no limit */

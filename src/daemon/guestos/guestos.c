@@ -290,6 +290,10 @@ int guestos_apply(struct container_config *cfg, const struct guestos_config *g, 
     config_free_strv(cfg->guest_env);
     cfg->guest_env = env;
     cfg->nguest_env = g->nenv;
+    snprintf(cfg->guest_working_dir, sizeof(cfg->guest_working_dir), "%s", g->working_dir);
+    cfg->guest_user = g->has_user;
+    cfg->guest_uid = g->uid;
+    cfg->guest_gid = g->gid;
     if (!cfg->init_set)
         snprintf(cfg->init, sizeof(cfg->init), "%s", g->init);
     if (!cfg->init_set && !cfg->args_set) {

@@ -164,10 +164,82 @@ static int check_mounts(struct guestos_config *g, tm_err *err)
     return 0;
 }
 
+/* "80/tcp": what an imported image's ExposedPorts said; nothing is opened for it. */
+static bool port_valid(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n < 1 || n > 5 || s[0] == '0' || strtoul(s, NULL, 10) > 65535)
+        return false;
+    return !strcmp(s + n, "/tcp") || !strcmp(s + n, "/udp") || !strcmp(s + n, "/sctp");
+}
+
+static bool digest_valid(const char *s)
+{
+    if (strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
+        return false;
+    return strspn(s + 7, "0123456789abcdef") == 64;
+}
+
+/* The keys an import from an OCI image adds (docs/GUESTOS.md): working_dir, user, ports, oci. */
+static int parse_oci_keys(json_t *root, struct guestos_config *g, tm_err *err)
+{
+    const char *s;
+    json_t *obj, *arr = NULL;
+    int64_t n;
+    int r;
+    if ((r = tm_json_get_string(root, "$", "working_dir", false, PATH_MAX - 1, &s, err)) < 0)
+        return r;
+    if (r) {
+        if (!config_clean_abs_path(s))
+            return tm_err_set(err, EINVAL, "$.working_dir: must be an absolute path in the container, got \"%s\"", s);
+        snprintf(g->working_dir, sizeof(g->working_dir), "%s", s);
+    }
+    if ((r = tm_json_get_object(root, "$", "user", false, 8, &obj, err)) < 0)
+        return r;
+    if (r) {
+        static const char *const ukeys[] = {"uid", "gid", NULL};
+        if ((r = tm_json_check_keys(obj, "$.user", ukeys, err)) < 0 ||
+            (r = tm_json_get_int(obj, "$.user", "uid", true, 0, 0xfffffffe, &n, err)) < 0)
+            return r;
+        g->uid = (uint32_t)n;
+        if ((r = tm_json_get_int(obj, "$.user", "gid", true, 0, 0xfffffffe, &n, err)) < 0)
+            return r;
+        g->gid = (uint32_t)n;
+        g->has_user = true;
+    }
+    if ((r = tm_json_get_array(root, "$", "ports", false, 64, &arr, err)) < 0)
+        return r;
+    for (size_t i = 0; arr && i < json_array_size(arr); i++) {
+        char path[TM_JSON_PATH_MAX];
+        tm_json_path_index(path, "$.ports", i);
+        if ((r = tm_json_expect_string(json_array_get(arr, i), path, 16, &s, err)) < 0)
+            return r;
+        if (!port_valid(s))
+            return tm_err_set(err, EINVAL, "%s: \"%s\" is not PORT/tcp, PORT/udp or PORT/sctp", path, s);
+        g->nports++;
+    }
+    if ((r = tm_json_get_object(root, "$", "oci", false, 8, &obj, err)) < 0)
+        return r;
+    if (r) {
+        static const char *const okeys[] = {"manifest", "config", NULL};
+        static const char *const names[] = {"manifest", "config"};
+        if ((r = tm_json_check_keys(obj, "$.oci", okeys, err)) < 0)
+            return r;
+        for (size_t i = 0; i < 2; i++) {
+            if ((r = tm_json_get_string(obj, "$.oci", names[i], i == 1, 80, &s, err)) < 0)
+                return r;
+            if (r && !digest_valid(s))
+                return tm_err_set(err, EINVAL, "$.oci.%s: \"%s\" is not sha256:<64 lower-case hex digits>", names[i],
+                                  s);
+        }
+    }
+    return 0;
+}
+
 static int parse(json_t *root, struct guestos_config *g, tm_err *err)
 {
-    static const char *const keys[] = {"name", "version",     "architecture", "init", "args",
-                                       "env",  "description", "mounts",       NULL};
+    static const char *const keys[] = {"name",        "version", "architecture", "init", "args",   "env", "description",
+                                       "working_dir", "user",    "ports",        "oci",  "mounts", NULL};
     const char *s;
     int64_t n;
     json_t *arr;
@@ -202,6 +274,8 @@ static int parse(json_t *root, struct guestos_config *g, tm_err *err)
         return r;
     if (r)
         snprintf(g->description, sizeof(g->description), "%s", s);
+    if ((r = parse_oci_keys(root, g, err)) < 0)
+        return r;
     if ((r = tm_json_get_array(root, "$", "mounts", true, GUESTOS_MOUNTS_MAX, &arr, err)) < 0)
         return r;
     g->nmounts = json_array_size(arr);

@@ -45,6 +45,10 @@ struct guestos_config {
     char **env;
     size_t nenv;
     char description[GUESTOS_DESC_MAX + 1];
+    char working_dir[PATH_MAX]; /* "" when not given */
+    bool has_user;
+    uint32_t uid, gid;
+    size_t nports; /* "ports": hints only, checked and counted */
     struct guestos_mount mounts[GUESTOS_MOUNTS_MAX];
     size_t nmounts;
     size_t root; /* index of the mount at "/" */

@@ -100,6 +100,18 @@ _Noreturn void init_main(struct start_ctx *ctx)
     argv[0] = (char *)ctx->cfg->init;
     for (size_t i = 0; i < ctx->cfg->nargs; i++)
         argv[i + 1] = ctx->cfg->args[i];
+    /* An imported OCI image's WorkingDir and User (guestos.json working_dir, user): the last
+     * steps before exec, inside the container, so the path resolves in its file system and the
+     * ids are its own. Dropping to a user other than 0 loses every capability, as in Docker. */
+    if (ctx->cfg->guest_working_dir[0] && chdir(ctx->cfg->guest_working_dir) < 0) {
+        tm_err_sys(&err, "cannot change to the working directory %s", ctx->cfg->guest_working_dir);
+        child_fail(ctx->sync_fd, &err, 127);
+    }
+    if (ctx->cfg->guest_user &&
+        (setgroups(0, NULL) < 0 || setgid(ctx->cfg->guest_gid) < 0 || setuid(ctx->cfg->guest_uid) < 0)) {
+        tm_err_sys(&err, "cannot become the user %u:%u", ctx->cfg->guest_uid, ctx->cfg->guest_gid);
+        child_fail(ctx->sync_fd, &err, 127);
+    }
     prctl(PR_SET_PDEATHSIG, 0);
     execve(ctx->cfg->init, argv, envp);
     tm_err_sys(&err, "cannot execute %s in the container", ctx->cfg->init);

@@ -188,7 +188,7 @@ static int build_images(struct gos_spec *spec, const char *tmp, tm_err *err)
         snprintf(seed, sizeof(seed), "trustme-guestos:%s-%llu:%s", spec->name, (unsigned long long)spec->version,
                  m->image);
         progress("building %s (%s) from %s...", m->image, gos_fs_name(m->fs), m->source);
-        int r = gos_make_image(m->source, path, m->fs, seed, err);
+        int r = gos_make_image(m->source, path, m->fs, seed, m->keep_owners, err);
         if (r < 0 || (r = check_interrupted(err)) < 0)
             return tm_err_prefix(err, "building %s", m->image);
         progress("hashing %s...", m->image);

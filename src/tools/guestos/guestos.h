@@ -39,6 +39,9 @@ struct gos_mount {
     char sha256[TM_SHA256_HEX_LEN + 1]; /* filled by the build */
     /* tmpfs: 0 leaves the daemon's default */
     unsigned size_mb;
+    /* Keep the tree's owners in the image (an imported OCI image's files belong to its users);
+     * a build from a directory makes every owner root. */
+    bool keep_owners;
 };
 
 struct gos_spec {
@@ -51,6 +54,12 @@ struct gos_spec {
     const char **env; /* "KEY=VALUE" */
     size_t n_env;
     const char *description;
+    const char *working_dir; /* NULL: the container's "/" */
+    bool has_user;
+    uint32_t uid, gid; /* init's, when has_user */
+    const char **ports; /* "80/tcp": hints, nothing is opened */
+    size_t n_ports;
+    const char *oci_manifest, *oci_config; /* the imported image's digests, or NULL */
     struct gos_mount mounts[GOS_MOUNTS_MAX];
     size_t n_mounts;
 };
@@ -69,6 +78,7 @@ bool gos_valid_name(const char *s);
 bool gos_valid_image_name(const char *s);
 bool gos_canonical_path(const char *s);
 bool gos_valid_utf8(const char *s);
+bool gos_valid_port(const char *s);
 int gos_parse_version(const char *s, uint64_t *ret, tm_err *err);
 int gos_spec_validate(const struct gos_spec *spec, tm_err *err);
 const char *gos_fs_name(enum gos_fs fs);
@@ -83,7 +93,8 @@ int gos_manifest_write(const struct gos_spec *spec, const char *path, tm_err *er
 int gos_run(const char *const argv[], bool capture, tm_err *err);
 
 /* image.c */
-int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, tm_err *err);
+int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, bool keep_owners,
+                   tm_err *err);
 /* Hash fd from its start; ret_size is what was read, checked against fstat. */
 int gos_hash_fd(int fd, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err);
 int gos_hash_file(const char *path, char hex[TM_SHA256_HEX_LEN + 1], uint64_t *ret_size, tm_err *err);
@@ -93,3 +104,15 @@ int gos_build(struct gos_spec *spec, const char *out_dir, const struct gos_signi
               size_t ret_path_size, tm_err *err);
 /* Set by SIGINT/SIGTERM/SIGHUP: the build stops at its next step and cleans up. */
 extern volatile int gos_interrupted;
+
+/* oci_import.c: trustme-guestos import SOURCE: the image's tree as root.img, its config mapped
+ * into spec (where the options gave nothing), then gos_build. */
+struct gos_import_opts {
+    const char *source, *platform, *ref;
+    uint64_t max_bytes;
+    bool init_given, arch_given;
+    const char *description;
+};
+int gos_import(struct gos_spec *spec, const struct gos_import_opts *o, const char *out_dir,
+               const struct gos_signing *sign, char *ret_path, size_t ret_path_size, tm_err *err);
+#define GOS_PORTS_MAX 64

@@ -11,18 +11,31 @@
 #include "guestos.h"
 
 /* Reproducible images, so that a rebuild of the same tree can be checked byte by byte:
- * every owner root (the tree may have been unpacked as any user), every timestamp 0, and
+ * every owner root (the tree may have been unpacked as any user; an imported OCI image keeps the
+ * owners its layers gave, keep_owners), every timestamp 0, and
  * (erofs only, squashfs has none) a file system UUID derived from seed instead of a random one.
  * lz4: fast to decompress, which matters more on a device than the last percent of size. */
-static int make_squashfs(const char *source, const char *image, tm_err *err)
+static int make_squashfs(const char *source, const char *image, bool keep_owners, tm_err *err)
 {
-    const char *argv[] = {"mksquashfs",   source,  image,       "-noappend", "-quiet",
-                          "-no-progress", "-comp", "lz4",       "-all-root", "-reproducible",
-                          "-mkfs-time",   "0",     "-all-time", "0",         NULL};
+    const char *argv[] = {"mksquashfs",
+                          source,
+                          image,
+                          "-noappend",
+                          "-quiet",
+                          "-no-progress",
+                          "-comp",
+                          "lz4",
+                          "-reproducible",
+                          "-mkfs-time",
+                          "0",
+                          "-all-time",
+                          "0",
+                          keep_owners ? NULL : "-all-root",
+                          NULL};
     return gos_run(argv, true, err);
 }
 
-static int make_erofs(const char *source, const char *image, const char *seed, tm_err *err)
+static int make_erofs(const char *source, const char *image, const char *seed, bool keep_owners, tm_err *err)
 {
     uint8_t d[32];
     tm_sha256(seed, strlen(seed), d);
@@ -31,13 +44,19 @@ static int make_erofs(const char *source, const char *image, const char *seed, t
     char uuid[40];
     snprintf(uuid, sizeof(uuid), "-U%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", d[0], d[1],
              d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
-    const char *argv[] = {"mkfs.erofs", "-zlz4", "--all-root", "-T0", uuid, "--quiet", image, source, NULL};
+    const char *argv[] = {"mkfs.erofs", "-zlz4", "-T0", uuid, "--quiet", image, source, NULL, NULL};
+    if (!keep_owners) {
+        memmove(&argv[3], &argv[2], 5 * sizeof(argv[0]));
+        argv[2] = "--all-root";
+    }
     return gos_run(argv, true, err);
 }
 
-int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, tm_err *err)
+int gos_make_image(const char *source, const char *image_path, enum gos_fs fs, const char *seed, bool keep_owners,
+                   tm_err *err)
 {
-    int r = fs == GOS_EROFS ? make_erofs(source, image_path, seed, err) : make_squashfs(source, image_path, err);
+    int r = fs == GOS_EROFS ? make_erofs(source, image_path, seed, keep_owners, err)
+                            : make_squashfs(source, image_path, keep_owners, err);
     if (r < 0)
         return r;
     /* The tools leave the mode to our umask; a GuestOS is read by trustmed, whoever built it. */

@@ -10,6 +10,7 @@
 
 #include "cleanup.h"
 #include "guestos.h"
+#include "oci.h"
 #include "version.h"
 
 static void usage(FILE *out)
@@ -17,11 +18,17 @@ static void usage(FILE *out)
     fprintf(out, "Usage: trustme-guestos build ROOTFS_DIR --name NAME --version N --out PARENT_DIR\n"
                  "                             (--pki DIR --signer software|guestos | --key KEY --cert CERT\n"
                  "                              [--chain PEM] | --unsigned) [OPTIONS]\n"
+                 "       trustme-guestos import SOURCE --name NAME --version N --out PARENT_DIR (signing) [OPTIONS]\n"
                  "       trustme-guestos hash FILE\n"
                  "\n"
                  "build   makes PARENT_DIR/NAME-N/ (docs/GUESTOS.md): root.img from ROOTFS_DIR, the images\n"
                  "        of --image, guestos.json describing them, and its signature made by trustme-pki.\n"
                  "        The directory appears complete or not at all; an existing NAME-N is refused.\n"
+                 "import  the same from an OCI image: SOURCE is an OCI image layout directory (index.json),\n"
+                 "        an OCI archive (a tar of one) or a docker-archive (docker save). Every blob is\n"
+                 "        checked against its digest, the layers are applied in order (whiteouts included)\n"
+                 "        keeping owners, modes and file capabilities, and the image config gives init,\n"
+                 "        args, env, working_dir, user, ports and data mounts (the options override them).\n"
                  "hash    prints the SHA-256 (lower-case hex) of FILE, as guestos.json has it.\n"
                  "\n"
                  "Build options:\n"
@@ -42,6 +49,13 @@ static void usage(FILE *out)
                  "  --arch ARCH              architecture (default: this machine's, uname -m)\n"
                  "  --description TEXT       free text, at most 256 bytes\n"
                  "Mounts are applied in the order given, after '/'; at most 16 in all.\n"
+                 "\n"
+                 "Import options (and the build options but --image):\n"
+                 "  --platform OS/ARCH[/VARIANT]  the image of an index to take (default linux/amd64)\n"
+                 "  --ref NAME               the image named NAME in index.json (ref.name annotation) or,\n"
+                 "                           in a docker-archive, with the tag NAME; needed if several\n"
+                 "  --max-size MIB           refuse images that unpack to more (default 16384)\n"
+                 "  --init PATH [--arg A]... replace the image's Entrypoint and Cmd\n"
                  "\n"
                  "Signing (one of them is required; passed to trustme-pki sign, docs/PKI.md):\n"
                  "  --pki DIR --signer software|guestos\n"
@@ -175,6 +189,9 @@ enum {
     O_PIN_FILE,
     O_PKCS11_MODULE,
     O_UNSIGNED,
+    O_PLATFORM,
+    O_REF,
+    O_MAX_SIZE,
 };
 
 static const struct option build_options[] = {
@@ -200,13 +217,19 @@ static const struct option build_options[] = {
     {"pin-file", required_argument, NULL, O_PIN_FILE},
     {"pkcs11-module", required_argument, NULL, O_PKCS11_MODULE},
     {"unsigned", no_argument, NULL, O_UNSIGNED},
+    {"platform", required_argument, NULL, O_PLATFORM},
+    {"ref", required_argument, NULL, O_REF},
+    {"max-size", required_argument, NULL, O_MAX_SIZE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
-static int cmd_build(int argc, char **argv)
+/* build, or with import set, import (the same options, and SOURCE for ROOTFS_DIR). */
+static int cmd_build(int argc, char **argv, bool import)
 {
     struct gos_spec spec = {.init = "/sbin/init"};
+    struct gos_import_opts imp = {.max_bytes = (uint64_t)OCI_DEFAULT_MAX_SIZE_MB << 20};
+    const char *cmd = import ? "import" : "build";
     struct gos_signing sign = {0};
     /* mounts[0] is '/', filled in after all options (--fs may come after --image). */
     struct gos_mount *root = &spec.mounts[0];
@@ -249,7 +272,10 @@ static int cmd_build(int argc, char **argv)
             spec.n_mounts++;
             break;
         case O_IMAGE: image_args[spec.n_mounts++] = optarg; break;
-        case O_INIT: spec.init = optarg; break;
+        case O_INIT:
+            spec.init = optarg;
+            imp.init_given = true;
+            break;
         case O_ARG: args[spec.n_args++] = optarg; break;
         case O_ENV: env[spec.n_env++] = optarg; break;
         case O_ARCH: spec.architecture = optarg; break;
@@ -263,15 +289,34 @@ static int cmd_build(int argc, char **argv)
         case O_PIN_FILE: sign.pin_file = optarg; break;
         case O_PKCS11_MODULE: sign.pkcs11_module = optarg; break;
         case O_UNSIGNED: sign.unsigned_ok = true; break;
+        case O_PLATFORM: imp.platform = optarg; break;
+        case O_REF: imp.ref = optarg; break;
+        case O_MAX_SIZE: {
+            unsigned long long mb = all_digits(optarg) && strlen(optarg) <= 9 ? strtoull(optarg, NULL, 10) : 0;
+            if (!mb)
+                return fprintf(stderr, "trustme-guestos: --max-size must be 1 to 999999999 (MiB)\n"), 2;
+            imp.max_bytes = mb << 20;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "Try 'trustme-guestos --help'.\n"); return 2;
         }
     }
     if (optind + 1 != argc || !spec.name || !version || !out) {
-        fprintf(stderr, "trustme-guestos build: ROOTFS_DIR, --name, --version and --out are required "
-                        "(and nothing else without an option)\nTry 'trustme-guestos --help'.\n");
+        fprintf(stderr,
+                "trustme-guestos %s: %s, --name, --version and --out are required "
+                "(and nothing else without an option)\nTry 'trustme-guestos --help'.\n",
+                cmd, import ? "SOURCE" : "ROOTFS_DIR");
         return 2;
     }
+    if (import && (spec.n_args && !imp.init_given))
+        return fprintf(stderr, "trustme-guestos import: --arg replaces the image's arguments only with --init\n"), 2;
+    if (!import && (imp.platform || imp.ref || imp.max_bytes != (uint64_t)OCI_DEFAULT_MAX_SIZE_MB << 20))
+        return fprintf(stderr, "trustme-guestos build: --platform, --ref and --max-size are import options\n"), 2;
+    if (import)
+        for (size_t i = 1; i < spec.n_mounts; i++)
+            if (image_args[i])
+                return fprintf(stderr, "trustme-guestos import: --image is a build option\n"), 2;
     if (check_signing_options(&sign) < 0)
         return 2;
     /* "out/" would make "out//name-1" in every message */
@@ -293,7 +338,7 @@ static int cmd_build(int argc, char **argv)
         root->kind = GOS_SHARED;
     else
         return fprintf(stderr, "trustme-guestos: --root-kind must be overlay or shared\n"), 2;
-    struct utsname u;
+    struct utsname u = {0};
     if (!spec.architecture)
         spec.architecture = uname(&u) == 0 ? u.machine : "";
 
@@ -304,7 +349,11 @@ static int cmd_build(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
 
     char path[PATH_MAX];
-    if (gos_build(&spec, out, &sign, path, sizeof(path), &err) < 0) {
+    imp.source = argv[optind];
+    imp.arch_given = spec.architecture != NULL && spec.architecture != u.machine;
+    imp.description = spec.description;
+    if ((import ? gos_import(&spec, &imp, out, &sign, path, sizeof(path), &err)
+                : gos_build(&spec, out, &sign, path, sizeof(path), &err)) < 0) {
         fprintf(stderr, "trustme-guestos: %s\n", err.msg);
         return err.code == EINVAL || err.code == EEXIST ? 2 : 1;
     }
@@ -343,7 +392,9 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "--version"))
         return printf("trustme-guestos %s\n", TRUSTME_VERSION), 0;
     if (!strcmp(argv[1], "build"))
-        return cmd_build(argc - 1, argv + 1);
+        return cmd_build(argc - 1, argv + 1, false);
+    if (!strcmp(argv[1], "import"))
+        return cmd_build(argc - 1, argv + 1, true);
     if (!strcmp(argv[1], "hash"))
         return cmd_hash(argc - 1, argv + 1);
     fprintf(stderr, "trustme-guestos: unknown command '%s'\n\n", argv[1]);

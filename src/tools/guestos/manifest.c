@@ -88,6 +88,27 @@ static json_t *manifest_json(const struct gos_spec *spec, bool *ok)
         put(root, "env", env_json(spec, ok), ok);
     if (spec->description)
         put(root, "description", json_string(spec->description), ok);
+    if (spec->working_dir)
+        put(root, "working_dir", json_string(spec->working_dir), ok);
+    if (spec->has_user) {
+        json_t *user = json_object();
+        put(user, "uid", json_integer(spec->uid), ok);
+        put(user, "gid", json_integer(spec->gid), ok);
+        put(root, "user", user, ok);
+    }
+    if (spec->n_ports) {
+        json_t *ports = json_array();
+        for (size_t i = 0; i < spec->n_ports; i++)
+            push(ports, json_string(spec->ports[i]), ok);
+        put(root, "ports", ports, ok);
+    }
+    if (spec->oci_manifest || spec->oci_config) {
+        json_t *oci = json_object();
+        if (spec->oci_manifest)
+            put(oci, "manifest", json_string(spec->oci_manifest), ok);
+        put(oci, "config", json_string(spec->oci_config), ok);
+        put(root, "oci", oci, ok);
+    }
     json_t *mounts = json_array();
     for (size_t i = 0; i < spec->n_mounts; i++)
         push(mounts, mount_json(&spec->mounts[i], ok), ok);

@@ -3,6 +3,7 @@
  * refuse is refused here, before an image is built, with the offending value in the message. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "guestos.h"
@@ -173,6 +174,15 @@ static int validate_mounts(const struct gos_spec *spec, tm_err *err)
     return 0;
 }
 
+/* "80/tcp" as an image's ExposedPorts has it (a bare "80" means tcp there; the importer adds it). */
+bool gos_valid_port(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n < 1 || n > 5 || s[0] == '0' || strtoul(s, NULL, 10) > 65535)
+        return false;
+    return !strcmp(s + n, "/tcp") || !strcmp(s + n, "/udp") || !strcmp(s + n, "/sctp");
+}
+
 int gos_spec_validate(const struct gos_spec *spec, tm_err *err)
 {
     if (!gos_valid_name(spec->name))
@@ -205,5 +215,14 @@ int gos_spec_validate(const struct gos_spec *spec, tm_err *err)
     }
     if (spec->description && (strlen(spec->description) > GOS_DESCRIPTION_MAX || !gos_valid_utf8(spec->description)))
         return tm_err_set(err, EINVAL, "description: at most %d bytes of UTF-8", GOS_DESCRIPTION_MAX);
+    if (spec->working_dir && (!gos_canonical_path(spec->working_dir) || strlen(spec->working_dir) >= 4096))
+        return tm_err_set(err, EINVAL, "working directory '%.64s': expected a canonical absolute path",
+                          spec->working_dir);
+    if (spec->n_ports > GOS_PORTS_MAX)
+        return tm_err_set(err, EINVAL, "at most %d ports", GOS_PORTS_MAX);
+    for (size_t i = 0; i < spec->n_ports; i++)
+        if (!gos_valid_port(spec->ports[i]))
+            return tm_err_set(err, EINVAL, "port '%.32s': expected PORT/tcp, PORT/udp or PORT/sctp, PORT 1-65535",
+                              spec->ports[i]);
     return validate_mounts(spec, err);
 }
