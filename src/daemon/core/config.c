@@ -12,11 +12,11 @@
 #include "jsonutil.h"
 #include "uuid.h"
 
-static const char *const top_keys[] = {
-    "name",           "guestos",         "rootfs",     "init",  "args",         "env",
-    "hostname",       "memory_limit_mb", "pids_limit", "cpus",  "data_size_mb", "devices",
-    "capabilities",   "user_namespace",  "autostart",  "token", "network",      "control",
-    "config_version", "keystore",        "vtpm",       NULL};
+static const char *const top_keys[] = {"name",         "guestos",  "rootfs",          "init",           "args",
+                                       "env",          "hostname", "memory_limit_mb", "pids_limit",     "cpus",
+                                       "data_size_mb", "devices",  "capabilities",    "user_namespace", "autostart",
+                                       "token",        "network",  "control",         "config_version", "keystore",
+                                       "vtpm",         NULL};
 
 const char *rootfs_type_name(enum rootfs_type t)
 {

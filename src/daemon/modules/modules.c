@@ -22,8 +22,8 @@
  *  - caps then seccomp last: the filter is loaded after the capability drop, and nothing after
  *    it needs a syscall the filter denies. */
 static const struct tm_module *const modules[] = {
-    &module_kernfs, &module_userns, &module_volume, &module_ctlsock, &module_keystore, &module_vtpm, &module_devices,
-    &module_net,    &module_cgroups, &module_namespaces, &module_caps,    &module_seccomp,
+    &module_kernfs,  &module_userns, &module_volume,  &module_ctlsock,    &module_keystore, &module_vtpm,
+    &module_devices, &module_net,    &module_cgroups, &module_namespaces, &module_caps,     &module_seccomp,
 };
 
 size_t modules_count(void)
