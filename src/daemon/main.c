@@ -364,6 +364,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         return r;
     if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
+    d->audit.rot = d->device.audit_rotation;
     if (d->device.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
         return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but", d->data_dir);
     if ((r = guestos_store_init(d, err)) < 0)

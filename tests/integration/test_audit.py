@@ -89,3 +89,37 @@ def test_human_output(daemon):
     daemon.create("h")
     out = daemon.cli("audit").stdout
     assert "container.create" in out and "h (" in out
+
+
+def test_rotated_log_verifies_across_files_and_a_removed_middle_file_is_reported(make_daemon):
+    """device.json's audit rotation (docs/AUDIT.md "Rotation"): 1 KiB files, 3 kept. The chain runs
+    on across the files, through the daemon and offline; a rotated file removed from the middle
+    is named by the records it held."""
+    d = make_daemon(start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    (d.data_dir / "device.json").write_text(json.dumps(
+        {"policy": {"allow_unsigned": True}, "audit": {"max_file_kb": 1, "keep_files": 3}}))
+    d.start()
+    bad = d.configs / "bad.json"
+    bad.write_text('{"name": "x", "rootfs": {"path": "/"}, "bogus": 1}')
+    for _ in range(30):
+        d.cli("create", bad, check=False)
+    rotated = sorted(p.name for p in d.data_dir.glob("audit.log.*"))
+    assert len(rotated) == 3 and all(len(n) == len("audit.log.") + 12 for n in rotated), rotated
+    first = int(rotated[0].rsplit(".", 1)[1])
+    assert first > 1  # older files went (keep_files)
+    for args in (("audit", "--verify"), ("audit", "--verify", "--file", d.data_dir / "audit.log")):
+        r = d.cli(*args)
+        assert "audit log intact" in r.stdout and f"the chain starts at record {first}" in r.stdout, r.stdout
+    ev = d.audit_events()
+    rot = [e for e in ev if e["event"] == "audit.rotate"]
+    assert rot and "removed audit.log." in " ".join(e["detail"] for e in rot)
+    # the middle file goes
+    middle = d.data_dir / rotated[1]
+    lo = int(rotated[1].rsplit(".", 1)[1])
+    hi = int(rotated[2].rsplit(".", 1)[1]) - 1
+    middle.unlink()
+    for args in (("audit", "--verify"), ("audit", "--verify", "--file", d.data_dir / "audit.log")):
+        r = d.cli(*args, check=False)
+        assert r.returncode == 1 and f"in {rotated[2]}: records {lo} to {hi} are missing before this file" in r.stdout, \
+            r.stdout

@@ -155,6 +155,7 @@ void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn do
     c->stream_fd = fd;
     c->stream_req = req_id;
     c->stream_done = done;
+    c->stream_name[0] = '\0';
     update_events(c);
 }
 
@@ -179,6 +180,7 @@ static void stream_more(struct conn *c)
         chunk.has_data = true;
         chunk.data.data = buf;
         chunk.data.len = (size_t)n;
+        chunk.file = c->stream_name[0] ? c->stream_name : NULL;
         Trustme__Response resp = TRUSTME__RESPONSE__INIT;
         resp.body_case = TRUSTME__RESPONSE__BODY_AUDIT_CHUNK;
         resp.audit_chunk = &chunk;
