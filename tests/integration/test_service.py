@@ -142,3 +142,16 @@ def test_trustmed_outside_its_build_tree_finds_no_helper(tmp_path):
         remove_cgroups(cg)
     assert r.returncode == 1
     assert f"a build tree's trustmed looks for {tmp_path}/bin/../scd/trustme-scd" in r.stderr, r.stderr
+
+
+def test_version_names_cli_daemon_and_protocol(daemon, tmp_path):
+    """`trustme version`: the CLI's and the daemon's release and protocol (meson.build's version)."""
+    import json
+    release = re.search(r"version : '([^']+)'", (conftest.REPO / "meson.build").read_text()).group(1)
+    out = daemon.cli("version").stdout
+    assert f"trustme (CLI)  {release}, protocol 1\n" in out and f"trustmed       {release}, protocol 1\n" in out, out
+    j = json.loads(daemon.cli("version", "--json").stdout)
+    assert j == {"cli": release, "cli_protocol": 1, "daemon": release, "daemon_protocol": 1}
+    # no daemon: the CLI's own line, then the reason, exit status 1
+    r = subprocess.run([str(conftest.TRUSTME), "--run-dir", str(tmp_path), "version"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout.startswith(f"trustme (CLI)  {release}") and "trustmed " not in r.stdout

@@ -24,6 +24,7 @@
 #include "proto_strings.h"
 #include "roles.h"
 #include "session.h"
+#include "version.h"
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
 /* A restricted client's frames are at most 64 KiB: over a local socket they arrive at once. */
@@ -92,6 +93,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
 {
     resp->has_version = true;
     resp->version = TM_PROTOCOL_VERSION;
+    resp->daemon_version = (char *)TRUSTME_VERSION;
     resp->has_id = true;
     resp->id = req_id;
     if (tm_proto_append(&c->out, &resp->base) < 0) {
