@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages trustme needs to build, run its demo and run its tests.
 # Idempotent: packages already present are not fetched again, and apt-get update runs
-# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci]
+# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci] [--package]
 # The default list is everything scripts/demo.sh and scripts/test.sh use, nothing more:
 # tests/integration/tools.py names the package of every program and module the tests call, and
 # tests/integration/test_tools.py checks that each is in PKGS below.
@@ -21,13 +21,16 @@ BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
 # What .ci/run adds (scripts/ci-sanitize.sh): clang with its sanitizer and libFuzzer runtimes,
 # and llvm-symbolizer for readable sanitizer reports.
 CI_PKGS="clang libclang-rt-14-dev llvm"
+# What scripts/package-test.sh adds: building and checking the Debian packages.
+PACKAGE_PKGS="dpkg-dev debhelper lintian"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 for opt in "$@"; do
     case $opt in
         --bench) PKGS="$PKGS $BENCH_PKGS" ;;
         --ci) PKGS="$PKGS $CI_PKGS" ;;
-        *) echo "usage: $0 [--bench] [--ci]" >&2; exit 2 ;;
+        --package) PKGS="$PKGS $PACKAGE_PKGS" ;;
+        *) echo "usage: $0 [--bench] [--ci] [--package]" >&2; exit 2 ;;
     esac
 done
 
