@@ -8,17 +8,41 @@
 # device's attestation key, verify the audit log, and end with trustme-verify checking the
 # running device against signed reference values. The container is bridged and reaches a web
 # server on the host. Cleans up.
-#   scripts/demo.sh [--keep]   (--keep leaves trustmed and the container running at the end)
+#   scripts/demo.sh [--keep] [--installed]
+# --keep leaves trustmed and the container running at the end; --installed runs the installed
+# programs (/usr/sbin/trustmed, /usr/bin/trustme, ...: the Debian packages, docs/PACKAGING.md)
+# instead of building them (scripts/package-test.sh).
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root" >&2; exit 1; }
-keep=no; [ "${1:-}" = "--keep" ] && keep=yes
+keep=no; installed=no
+for opt in "$@"; do
+    case $opt in
+        --keep) keep=yes ;;
+        --installed) installed=yes ;;
+        *) echo "usage: $0 [--keep] [--installed]" >&2; exit 2 ;;
+    esac
+done
+if [ "$installed" = yes ]; then
+    TRUSTMED=/usr/sbin/trustmed TRUSTME=/usr/bin/trustme PKI=/usr/bin/trustme-pki
+    GUESTOS=/usr/bin/trustme-guestos VERIFY=/usr/bin/trustme-verify
+    SCD=/usr/libexec/trustme/trustme-scd TPMD=/usr/libexec/trustme/trustme-tpmd
+else
+    TRUSTMED=build/src/daemon/trustmed TRUSTME=build/src/cli/trustme PKI=build/src/tools/pki/trustme-pki
+    GUESTOS=build/src/tools/guestos/trustme-guestos VERIFY=build/src/verify/trustme-verify
+    SCD=build/src/scd/trustme-scd TPMD=build/src/tpmd/trustme-tpmd
+fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "installing dependencies and building"
-scripts/install-deps.sh
-scripts/build.sh >/dev/null
+if [ "$installed" = yes ]; then
+    step "installing dependencies (the programs are the installed ones)"
+    scripts/install-deps.sh
+else
+    step "installing dependencies and building"
+    scripts/install-deps.sh
+    scripts/build.sh >/dev/null
+fi
 
 work=$(mktemp -d /tmp/trustme-demo.XXXXXX)
 chmod 0711 "$work"   # the TPM service's own user must reach its directories inside
@@ -44,12 +68,12 @@ step "generating a development PKI (Software Signing and Customer hierarchies, d
 # The release engineer's passphrase; a person would be asked on the terminal.
 echo "demo PKI passphrase" > "$work/pki.pass"
 chmod 600 "$work/pki.pass"
-build/src/tools/pki/trustme-pki init "$work/pki" --passphrase-file "$work/pki.pass"
+"$PKI" init "$work/pki" --passphrase-file "$work/pki.pass"
 find "$work/pki" -name '*.pem' ! -path '*/crl/*' | sed "s|$work/||" | sort
 
 step "building and signing a busybox GuestOS with the GuestOS Signing key"
 mkdir "$work/build"
-PATH="$PWD/build/src/tools/pki:$PATH" build/src/tools/guestos/trustme-guestos build "$work/rootfs" \
+PATH="$(dirname "$PKI"):$PATH" "$GUESTOS" build "$work/rootfs" \
     --name busybox --version 1 --out "$work/build" --pki "$work/pki" --signer guestos \
     --passphrase-file "$work/pki.pass" --init /bin/sh \
     --arg -c --arg 'echo guest up; while :; do sleep 3600; done' --data /var/lib/app
@@ -77,13 +101,13 @@ cat "$work/data/device.json"
 step "starting trustmed (data and run dirs in $work)"
 # A scratch device: its embedded TPM's state is scratch too (by default it would outlive the demo
 # in /var/lib/trustme-swtpm, and the next run's fresh anchor table would not match it).
-build/src/daemon/trustmed --data-dir "$work/data" --run-dir "$work/run" \
+"$TRUSTMED" --data-dir "$work/data" --run-dir "$work/run" \
     --swtpm-state-dir "$work/swtpm" --cgroup-parent trustme-demo --log-level warn &
 trustmed_pid=$!
 i=0; until [ -S "$work/run/control.sock" ]; do
     i=$((i + 1)); [ $i -lt 500 ] || { echo "trustmed did not start" >&2; exit 1; }; sleep 0.01
 done
-trustme() { echo "\$ trustme $*"; build/src/cli/trustme --run-dir "$work/run" "$@"; }
+trustme() { echo "\$ trustme $*"; "$TRUSTME" --run-dir "$work/run" "$@"; }
 
 step "what trustmed measured into the TPM at start (the virtualization layer, boot PCR)"
 trustme measurements
@@ -144,7 +168,7 @@ trustme run demo -- wget -qO- http://10.224.0.1:8000/
 kill "$web_pid"; wait "$web_pid" 2>/dev/null || true
 web_pid=
 trustme run demo -- sh -c 'echo "a secret written by the guest" > /root/hello; cat /root/hello'
-pid=$(build/src/cli/trustme --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
+pid=$("$TRUSTME" --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
 echo "on the host, the guest's root (init, pid $pid) is uid $(awk '/^Uid:/ {print $2}' /proc/$pid/status)"
 
 step "listing containers"
@@ -175,9 +199,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 
     -keyout "$work/manufacturer.key" -out "$work/manufacturer.pem" \
     -subj "/CN=demo TPM manufacturer CA" -addext basicConstraints=critical,CA:TRUE \
     -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-build/src/cli/trustme --run-dir "$work/run" device info --json |
+"$TRUSTME" --run-dir "$work/run" device info --json |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["ek_public_pem"], end="")' > "$work/ek.pem"
-build/src/tools/pki/trustme-pki ek-cert --ek "$work/ek.pem" --key "$work/manufacturer.key" \
+"$PKI" ek-cert --ek "$work/ek.pem" --key "$work/manufacturer.key" \
     --cert "$work/manufacturer.pem" --out "$work/ek-cert.pem"
 trustme device cert install "$work/ek-cert.pem" >/dev/null
 
@@ -185,17 +209,17 @@ step "provisioning the device: its TPM attestation key, certified by the Device 
 echo "(the CA checks the EK certificate and the AK, and encrypts the certificate to the EK:"
 echo " only this TPM can decrypt it, through TPM2_ActivateCredential)"
 trustme device csr --out "$work/device.csr"
-build/src/tools/pki/trustme-pki issue --pki "$pki" --ca device --csr "$work/device.csr" \
+"$PKI" issue --pki "$pki" --ca device --csr "$work/device.csr" \
     --ek-anchor "$work/manufacturer.pem" --out "$work/device.pem" --passphrase-file "$work/pki.pass"
 trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
 trustme device info
 
 step "the release engineer's reference values: binaries, GuestOS, configs (signed)"
-build/src/tools/pki/trustme-pki rim --out "$work/refs.json" --version 1 --valid-days 30 \
-    --binary build/src/daemon/trustmed --binary build/src/scd/trustme-scd \
-    --binary build/src/tpmd/trustme-tpmd --guestos "$work/build/busybox-1" \
+"$PKI" rim --out "$work/refs.json" --version 1 --valid-days 30 \
+    --binary "$TRUSTMED" --binary "$SCD" \
+    --binary "$TPMD" --guestos "$work/build/busybox-1" \
     --config device-config="$work/data/device.json" --config container-config="$work/demo.json"
-build/src/tools/pki/trustme-pki sign "$work/refs.json" --pki "$pki" --signer software \
+"$PKI" sign "$work/refs.json" --pki "$pki" --signer software \
     --passphrase-file "$work/pki.pass"
 trustme measurements
 
@@ -204,11 +228,11 @@ trustme audit
 trustme audit --verify
 
 step "remote attestation: trustme-verify checks the running device"
-info=$(build/src/cli/trustme --run-dir "$work/run" device info --json)
+info=$("$TRUSTME" --run-dir "$work/run" device info --json)
 address=$(echo "$info" | sed -n 's/.*"attest_address": *"\([^"]*\)".*/\1/p')
 ak=$(echo "$info" | sed -n 's/.*"ak_name": *"\([^"]*\)".*/\1/p')
 echo "\$ trustme-verify $address --ak-anchor general-root-ca.pem --device-ca device-ca.pem --rim-anchor root-ca.pem --rim-ca sub-ca.pem --reference refs.json --crl crls.pem --expect-ak ${ak%"${ak#????????????}"}..."
-build/src/verify/trustme-verify "$address" --ak-anchor "$pki/customer/general-root-ca.pem" \
+"$VERIFY" "$address" --ak-anchor "$pki/customer/general-root-ca.pem" \
     --device-ca "$pki/customer/device-ca.pem" --rim-anchor "$pki/software-signing/root-ca.pem" \
     --rim-ca "$pki/software-signing/sub-ca.pem" --reference "$work/refs.json" \
     --crl "$pki/crls.pem" --expect-ak "$ak"

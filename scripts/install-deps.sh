@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages trustme needs to build, run its demo and run its tests.
 # Idempotent: packages already present are not fetched again, and apt-get update runs
-# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci]
+# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci] [--package]
 # The default list is everything scripts/demo.sh and scripts/test.sh use, nothing more:
 # tests/integration/tools.py names the package of every program and module the tests call, and
 # tests/integration/test_tools.py checks that each is in PKGS below.
@@ -16,19 +16,22 @@ PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       libarchive-dev zstd umoci debootstrap
       python3 python3-pytest python3-cryptography iproute2 procps mount coreutils
-      bash zsh groff-base clang-format git libc-bin"
+      bash zsh groff-base clang-format git libc-bin systemd"
 # Peers and tools the benchmarks compare against; not needed for the demo or the tests.
 BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
 # What .ci/run adds (scripts/ci-sanitize.sh): clang with its sanitizer and libFuzzer runtimes,
 # and llvm-symbolizer for readable sanitizer reports.
 CI_PKGS="clang libclang-rt-14-dev llvm"
+# What scripts/package-test.sh adds: building and checking the Debian packages.
+PACKAGE_PKGS="dpkg-dev debhelper lintian"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 for opt in "$@"; do
     case $opt in
         --bench) PKGS="$PKGS $BENCH_PKGS" ;;
         --ci) PKGS="$PKGS $CI_PKGS" ;;
-        *) echo "usage: $0 [--bench] [--ci]" >&2; exit 2 ;;
+        --package) PKGS="$PKGS $PACKAGE_PKGS" ;;
+        *) echo "usage: $0 [--bench] [--ci] [--package]" >&2; exit 2 ;;
     esac
 done
 
@@ -36,24 +39,28 @@ missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-# The token service (trustme-scd) runs as a system user of its own.
-id trustme-scd >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-scd
-# So does the TPM service (trustme-tpmd); where a TPM's device nodes belong to group tss
-# (/dev/tpmrm0 on hardware), it joins that group.
-id trustme-tpm >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-tpm
-# And each container's keystore (trustme-keystore, docs/KEYSTORE.md), one process per container.
-id trustme-keystore >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin trustme-keystore
-if getent group tss >/dev/null && ! id -nG trustme-tpm | grep -qw tss; then
-    usermod -a -G tss trustme-tpm
+if [ -n "$missing" ]; then
+    echo "install-deps: installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-[ -z "$missing" ] && exit 0
-
-echo "install-deps: installing:$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=600 update -qq
-# shellcheck disable=SC2086
-apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
+# The helper services (trustme-scd, trustme-tpmd) run as system users of their own, defined in
+# dist/sysusers.d/trustme.conf (also what the package installs). Made after the packages
+# (tpm-udev makes group tss): by systemd-sysusers from that file where it exists, otherwise by
+# useradd/usermod from the same file's `u` and `m` lines.
+sysusers="$(cd "$(dirname "$0")/.." && pwd)/dist/sysusers.d/trustme.conf"
+if command -v systemd-sysusers >/dev/null 2>&1; then
+    systemd-sysusers "$sysusers"
+else
+    grep -E '^u[[:space:]]' "$sysusers" | while read -r _ user _; do
+        id "$user" >/dev/null 2>&1 ||
+            useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+    done
+    grep -E '^m[[:space:]]' "$sysusers" | while read -r _ user group _; do
+        getent group "$group" >/dev/null && ! id -nG "$user" | grep -qw "$group" && usermod -a -G "$group" "$user"
+        true
+    done
+fi

@@ -26,7 +26,29 @@ struct head {
     char anchor_problem[256];
 };
 
-static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
+/* Where each file of a rotated log begins in the bytes read (rotated files oldest first, then
+ * the log itself). */
+#define AUDIT_MAX_FILES 4096
+struct segments {
+    size_t n;
+    struct {
+        char name[64];
+        size_t start;
+    } s[AUDIT_MAX_FILES];
+};
+
+static int begin_segment(struct segments *seg, const char *name, size_t start)
+{
+    if (seg->n && strcmp(seg->s[seg->n - 1].name, name) == 0)
+        return 0;
+    if (seg->n == AUDIT_MAX_FILES)
+        return cli_fail("the audit log has more than %d files", AUDIT_MAX_FILES);
+    snprintf(seg->s[seg->n].name, sizeof(seg->s[0].name), "%s", name);
+    seg->s[seg->n++].start = start;
+    return 0;
+}
+
+static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head, struct segments *seg)
 {
     struct client cl;
     if (cli_connect(cli, &cl) < 0)
@@ -48,7 +70,9 @@ static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
         int r = 0;
         if (resp->body_case == TRUSTME__RESPONSE__BODY_AUDIT_CHUNK) {
             done = false;
-            if (tm_buf_append(log, resp->audit_chunk->data.data, resp->audit_chunk->data.len) < 0)
+            r = begin_segment(seg, resp->audit_chunk->file ? resp->audit_chunk->file : "audit.log",
+                              tm_buf_pending(log));
+            if (!r && tm_buf_append(log, resp->audit_chunk->data.data, resp->audit_chunk->data.len) < 0)
                 r = cli_fail("out of memory");
         } else if (resp->body_case == TRUSTME__RESPONSE__BODY_AUDIT_END) {
             head->known = true;
@@ -75,17 +99,37 @@ static int fetch_from_daemon(struct cli *cli, tm_buf *log, struct head *head)
     }
 }
 
-static int read_offline(const char *path, tm_buf *log, struct head *head)
+static int read_offline(const char *path, tm_buf *log, struct head *head, struct segments *seg)
 {
-    _cleanup_free_ char *data = NULL;
-    size_t len;
-    tm_err err;
-    if (read_file(path, AUDIT_FILE_MAX, &data, &len, &err) < 0)
-        return cli_fail("%s", err.msg);
-    tm_buf_append(log, data, len);
     char copy[4096], head_path[4200], line[128];
     snprintf(copy, sizeof(copy), "%s", path);
-    snprintf(head_path, sizeof(head_path), "%s/audit.head", dirname(copy));
+    const char *dir = dirname(copy);
+    char **names = NULL;
+    size_t count = 0;
+    tm_err err;
+    if (tm_audit_rotated_files(path, &names, &count, &err) < 0)
+        return cli_fail("%s", err.msg);
+    int r = 0;
+    for (size_t i = 0; i <= count && r == 0; i++) {
+        char file[4200];
+        if (i < count)
+            snprintf(file, sizeof(file), "%s/%s", dir, names[i]);
+        else
+            snprintf(file, sizeof(file), "%s", path);
+        _cleanup_free_ char *data = NULL;
+        size_t len;
+        if ((r = begin_segment(seg, i < count ? names[i] : "audit.log", tm_buf_pending(log))) == 0 &&
+            read_file(file, AUDIT_FILE_MAX, &data, &len, &err) < 0)
+            r = cli_fail("%s", err.msg);
+        if (r == 0 && tm_buf_append(log, data, len) < 0)
+            r = cli_fail("out of memory");
+    }
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+    if (r)
+        return r;
+    snprintf(head_path, sizeof(head_path), "%s/audit.head", dir);
     if (read_string_file(head_path, line, sizeof(line)) == 0 && sscanf(line, "%llu %64s", &head->seq, head->hash) == 2)
         head->known = true;
     return 0;
@@ -108,13 +152,22 @@ static void find_record(const char *data, size_t len, unsigned long long seq, ch
     }
 }
 
-static int verify(const char *data, size_t len, const struct head *head)
+static int verify(const char *data, size_t len, const struct head *head, const struct segments *seg)
 {
     tm_audit_report rep;
-    if (tm_audit_verify(data, len, &rep) < 0) {
-        printf("audit log BROKEN at record %llu: %s\n", (unsigned long long)rep.bad_line, rep.problem);
-        printf("%llu record(s) before it are intact\n", (unsigned long long)rep.records);
-        return 1;
+    memset(&rep, 0, sizeof(rep));
+    memcpy(rep.last_hash, "0000000000000000000000000000000000000000000000000000000000000000", TM_SHA256_HEX_LEN);
+    /* A log that was rotated starts where its oldest file kept starts; each later file must go on
+     * exactly where the one before it ended. */
+    bool rotated = seg->n > 1;
+    for (size_t i = 0; i < (seg->n ? seg->n : 1); i++) {
+        size_t start = seg->n ? seg->s[i].start : 0, end = i + 1 < seg->n ? seg->s[i + 1].start : len;
+        if (tm_audit_verify_more(data + start, end - start, &rep, rotated && i == 0) < 0) {
+            printf("audit log BROKEN at record %llu%s%s: %s\n", (unsigned long long)rep.bad_line, rotated ? " in " : "",
+                   rotated ? seg->s[i].name : "", rep.problem);
+            printf("%llu record(s) before it are intact\n", (unsigned long long)rep.records);
+            return 1;
+        }
     }
     if (head->known &&
         (rep.last_seq < head->seq || (rep.last_seq == head->seq && strcmp(rep.last_hash, head->hash) != 0))) {
@@ -139,6 +192,9 @@ static int verify(const char *data, size_t len, const struct head *head)
     }
     printf("audit log intact: %llu record(s), chain verified%s\n", (unsigned long long)rep.records,
            head->known ? " up to the daemon's last record" : " (no head to compare the end with)");
+    if (rotated)
+        printf("%zu file(s); the chain starts at record %llu%s\n", seg->n, (unsigned long long)rep.first_seq,
+               rep.first_seq > 1 ? " (older records were rotated away)" : "");
     if (rep.records)
         printf("last record: #%llu %s\n", (unsigned long long)rep.last_seq, rep.last_hash);
     if (head->anchored)
@@ -190,11 +246,14 @@ int cmd_audit(struct cli *cli, const struct cli_args *a)
     const char *file = cli_value(a, "file");
     tm_buf log = {0};
     struct head head = {0};
-    int r = file ? read_offline(file, &log, &head) : fetch_from_daemon(cli, &log, &head);
+    _cleanup_free_ struct segments *seg = calloc(1, sizeof(*seg));
+    if (!seg)
+        return cli_fail("out of memory");
+    int r = file ? read_offline(file, &log, &head, seg) : fetch_from_daemon(cli, &log, &head, seg);
     if (r == 0) {
         const char *data = (const char *)log.data + log.start;
         if (do_verify)
-            r = verify(data, tm_buf_pending(&log), &head);
+            r = verify(data, tm_buf_pending(&log), &head, seg);
         else
             print_records(data, tm_buf_pending(&log), cli->json);
     }

@@ -81,6 +81,7 @@ int cmd_guestos_remove(struct cli *cli, const struct cli_args *a);
 int cmd_ca_register(struct cli *cli, const struct cli_args *a);
 int cmd_ca_unregister(struct cli *cli, const struct cli_args *a);
 int cmd_audit(struct cli *cli, const struct cli_args *a);
+int cmd_version(struct cli *cli, const struct cli_args *a);
 int cmd_measurements(struct cli *cli, const struct cli_args *a);
 int cmd_device_info(struct cli *cli, const struct cli_args *a);
 int cmd_device_csr(struct cli *cli, const struct cli_args *a);

@@ -31,6 +31,7 @@
 #include "service.h"
 #include "secmem.h"
 #include "net.h"
+#include "notify.h"
 #include "ctlsock.h"
 #include "ctlsock_ops.h"
 #include "reply_ops.h"
@@ -51,8 +52,10 @@ static void usage(FILE *out)
     fprintf(out, "Usage: trustmed [OPTIONS]\n"
                  "\n"
                  "The trustme container management daemon. It runs in the foreground; stop it with\n"
-                 "SIGTERM (running containers are stopped first). If it dies instead, the next trustmed\n"
-                 "re-adopts the containers that are still running.\n"
+                 "SIGTERM (running containers are stopped first), or with SIGQUIT leaving them running\n"
+                 "(a restart); if it dies or leaves them, the next trustmed re-adopts the containers\n"
+                 "that are still running. Under systemd it reports readiness through $NOTIFY_SOCKET\n"
+                 "and logs for the journal when $JOURNAL_STREAM is its stderr.\n"
                  "\n"
                  "Options:\n"
                  "  --data-dir DIR       persistent state: containers, data volumes, audit log\n"
@@ -62,12 +65,14 @@ static void usage(FILE *out)
                  "  --id-base N          first host uid/gid given to container user namespaces; each\n"
                  "                       container gets its own 65536 ids (default 100000)\n"
                  "  --scd-user NAME      system user of the token service (default trustme-scd)\n"
-                 "  --scd-binary PATH    trustme-scd (default: next to trustmed)\n"
+                 "  --scd-binary PATH    trustme-scd (default: " TRUSTME_LIBEXECDIR "/trustme-scd,\n"
+                 "                       or the build tree's for a trustmed run from one)\n"
                  "  --scd-bind PATH      a host path the token service may use, e.g. a SoftHSM2 token\n"
                  "                       dir or /run/pcscd (repeatable, up to 8)\n"
                  "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
                  "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
-                 "  --tpmd-binary PATH   trustme-tpmd (default: next to trustmed)\n"
+                 "  --tpmd-binary PATH   trustme-tpmd (default: " TRUSTME_LIBEXECDIR "/trustme-tpmd,\n"
+                 "                       or the build tree's)\n"
                  "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
                  "                       copy of it does not carry the TPM along (default\n"
                  "                       /var/lib/trustme-swtpm; docs/STORAGE.md \"The embedded TPM\")\n"
@@ -87,6 +92,7 @@ static void begin_shutdown(struct daemon *d, bool force)
         return;
     log_info(force ? "stopping all containers now (SIGKILL)" : "shutting down: stopping containers");
     d->shutting_down = true;
+    tm_notify("STOPPING=1\nSTATUS=%s", force ? "killing the containers" : "stopping the containers");
     struct stop_args args = {.timeout_s = STOP_TIMEOUT_DEFAULT_S, .kill = force};
     for (struct container *c = d->containers; c; c = c->next) {
         if (!force && core_stops_last(c))
@@ -97,6 +103,10 @@ static void begin_shutdown(struct daemon *d, bool force)
     daemon_maybe_exit(d);
 }
 
+/* SIGQUIT: a restart (systemd's RestartKillSignal). The containers keep running and the next
+ * trustmed re-adopts them, as after a crash: main ends the helpers and leaves at once. */
+static bool detaching;
+
 static void on_signal(tm_source *src, uint32_t events, void *userdata)
 {
     struct daemon *d = userdata;
@@ -104,6 +114,10 @@ static void on_signal(tm_source *src, uint32_t events, void *userdata)
     while (read(d->signal_fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
             begin_shutdown(d, d->shutting_down); /* a second signal: kill at once */
+        else if (si.ssi_signo == SIGQUIT && !d->shutting_down) {
+            detaching = true;
+            tm_loop_quit(d->loop, 0);
+        }
     }
 }
 
@@ -289,6 +303,7 @@ static int setup_signals(struct daemon *d, tm_err *err)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGQUIT);
     sigprocmask(SIG_BLOCK, &set, NULL);
     d->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (d->signal_fd < 0)
@@ -341,13 +356,18 @@ static int init_daemon(struct daemon *d, tm_err *err)
     if ((r = open_audit(d, err)) < 0)
         return r;
     daemon_audit(d, "daemon.start", "ok", NULL, "trustmed", "trustmed %s, pid %d", TRUSTME_VERSION, getpid());
-    if ((r = cg_detect(&d->cgroups, err)) < 0 || (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
+    const char *unit = NULL;
+    /* $INVOCATION_ID: systemd started it (a service's cgroups are delegated by its unit). */
+    if ((r = cg_detect(&d->cgroups, err)) < 0 ||
+        (getenv("INVOCATION_ID") && (r = cg_delegate(&d->cgroups, "/proc/self/cgroup", &unit, err)) < 0) ||
+        (r = cg_init_parent(&d->cgroups, d->cgroup_parent, err)) < 0)
         return r;
-    log_info("cgroups: %s", cg_mode(&d->cgroups));
+    log_info("cgroups: %s%s%s", cg_mode(&d->cgroups), unit ? ", delegated by " : "", unit ? unit : "");
     if ((r = seccomp_build(d, err)) < 0)
         return r;
     if ((r = device_config_load(d->data_dir, &d->device, err)) < 0)
         return r;
+    d->audit.rot = d->device.audit_rotation;
     if (d->device.storage_backend == STORAGE_DMCRYPT && (r = dmcrypt_available(err)) < 0)
         return tm_err_prefix(err, "%s/device.json selects the dm-crypt storage backend, but", d->data_dir);
     if ((r = guestos_store_init(d, err)) < 0)
@@ -420,6 +440,7 @@ int main(int argc, char **argv)
     bool use_syslog = false;
     if (parse_args(&d, argc, argv, &level, &use_syslog) < 0)
         return 2;
+    tm_notify_init();
     tm_log_init("trustmed", use_syslog, level);
     if (geteuid() != 0) {
         log_error("trustmed must run as root (it creates namespaces, cgroups and mounts)");
@@ -437,8 +458,22 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("ready: data %s, run %s, control socket %s/control.sock", d.data_dir, d.run_dir, d.run_dir);
+    size_t running = 0;
+    for (struct container *c = d.containers; c; c = c->next)
+        running += state_is_active(c->state);
+    tm_notify("READY=1\nSTATUS=serving %s/control.sock, %zu container%s running", d.run_dir, running,
+              running == 1 ? "" : "s");
     core_autostart(&d); /* c0 first, then the others */
     int code = tm_loop_run(d.loop);
+    if (detaching) {
+        log_info("restart: leaving the running containers to the next trustmed");
+        tm_notify("STOPPING=1\nSTATUS=restarting, containers left running");
+        control_close_all(&d);
+        tpmd_stop(&d);
+        scd_stop(&d);
+        daemon_audit(&d, "daemon.detach", "ok", NULL, "trustmed", "pid %d", getpid());
+        _exit(0); /* nothing of the containers' is torn down: what a crash would leave */
+    }
     net_shutdown(&d); /* a bridge still lingering after the last container */
     guestos_install_abort(&d);
     control_close_all(&d);

@@ -2,9 +2,11 @@
 #include "audit.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +84,13 @@ int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep)
 {
     memset(rep, 0, sizeof(*rep));
     memcpy(rep->last_hash, zero_hash, sizeof(zero_hash));
+    return tm_audit_verify_more(data, len, rep, false);
+}
+
+int tm_audit_verify_more(const char *data, size_t len, tm_audit_report *rep, bool start_anywhere)
+{
     size_t pos = 0;
+    bool first_of_file = true;
     while (pos < len) {
         uint64_t lineno = rep->records + 1;
         const char *nl = memchr(data + pos, '\n', len - pos);
@@ -97,10 +105,22 @@ int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep)
             rep->bad_line = lineno;
             return -EBADMSG;
         }
+        if (rep->records == 0 && start_anywhere && rec.seq > 0) {
+            /* The oldest file kept: what came before it was rotated away. */
+            rep->last_seq = rec.seq - 1;
+            memcpy(rep->last_hash, rec.prev, sizeof(rec.prev));
+        }
+        if (rep->records == 0)
+            rep->first_seq = rec.seq;
         if (rec.seq != rep->last_seq + 1) {
             rep->bad_line = lineno;
-            snprintf(rep->problem, sizeof(rep->problem), "sequence jumps from %llu to %llu (records removed?)",
-                     (unsigned long long)rep->last_seq, (unsigned long long)rec.seq);
+            if (first_of_file && rep->records && rec.seq > rep->last_seq + 1)
+                snprintf(rep->problem, sizeof(rep->problem),
+                         "records %llu to %llu are missing before this file (a rotated file removed?)",
+                         (unsigned long long)rep->last_seq + 1, (unsigned long long)rec.seq - 1);
+            else
+                snprintf(rep->problem, sizeof(rep->problem), "sequence jumps from %llu to %llu (records removed?)",
+                         (unsigned long long)rep->last_seq, (unsigned long long)rec.seq);
             return -EBADMSG;
         }
         if (strcmp(rec.prev, rep->last_hash) != 0) {
@@ -114,7 +134,65 @@ int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep)
         if (strcmp(rec.event, "audit.tampered") == 0)
             rep->tamper_events++;
         pos += l + 1;
+        first_of_file = false;
     }
+    return 0;
+}
+
+/* <log>.<12 digits>: a rotated file of the log named base. */
+static bool is_rotated_name(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || name[n] != '.' || strlen(name + n + 1) != 12)
+        return false;
+    for (const char *p = name + n + 1; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return false;
+    return true;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int tm_audit_rotated_files(const char *log_path, char ***ret_names, size_t *ret_n, tm_err *err)
+{
+    *ret_names = NULL;
+    *ret_n = 0;
+    _cleanup_free_ char *dir_copy = strdup(log_path), *base_copy = strdup(log_path);
+    if (!dir_copy || !base_copy)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    const char *base = basename(base_copy);
+    DIR *dir = opendir(dirname(dir_copy));
+    if (!dir)
+        return tm_err_sys(err, "cannot list the directory of %s", log_path);
+    char **names = NULL;
+    size_t n = 0;
+    int r = 0;
+    for (struct dirent *e; (e = readdir(dir));) {
+        if (!is_rotated_name(e->d_name, base))
+            continue;
+        char **grown = realloc(names, (n + 1) * sizeof(*names));
+        if (!grown || !(grown[n] = strdup(e->d_name))) {
+            names = grown ? grown : names;
+            r = tm_err_set(err, ENOMEM, "out of memory");
+            break;
+        }
+        names = grown;
+        n++;
+    }
+    closedir(dir);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return r;
+    }
+    if (n)
+        qsort(names, n, sizeof(*names), cmp_names);
+    *ret_names = names;
+    *ret_n = n;
     return 0;
 }
 
@@ -224,6 +302,51 @@ static void check_head(tm_audit *a, char *warning, size_t wsize)
     snprintf(warning + used, wsize - used, "%s%s", used ? "; " : "", found);
 }
 
+/* The current file's first record: its seq and time, for rotation by age. */
+static void read_first(tm_audit *a)
+{
+    a->first_seq = 0;
+    a->first_time = 0;
+    char buf[TM_AUDIT_MAX_LINE + 1];
+    ssize_t n = pread(a->fd, buf, sizeof(buf) - 1, 0);
+    char *nl = n > 0 ? memchr(buf, '\n', (size_t)n) : NULL;
+    tm_audit_record rec;
+    if (!nl || tm_audit_parse_line(buf, (size_t)(nl - buf), &rec, NULL, 0) < 0)
+        return;
+    *nl = '\0';
+    a->first_seq = rec.seq;
+    const char *t = strstr(buf, "\"time\":\"");
+    struct tm tm = {0};
+    a->first_time = t && strptime(t + 8, "%Y-%m-%dT%H:%M:%S", &tm) ? (int64_t)timegm(&tm) : (int64_t)time(NULL);
+}
+
+/* An empty log beside rotated files (a rotation, then a crash before its first record): the
+ * chain goes on from the newest rotated file's last record. */
+static int continue_rotated(tm_audit *a, char *warning, size_t wsize, tm_err *err)
+{
+    char **names;
+    size_t count;
+    int r = tm_audit_rotated_files(a->path, &names, &count, err);
+    if (r < 0 || count == 0)
+        return r;
+    _cleanup_free_ char *dir_copy = strdup(a->path);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir_copy ? dirname(dir_copy) : ".", names[count - 1]);
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+    tm_audit last = {.fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), .path = path};
+    if (last.fd < 0)
+        return tm_err_sys(err, "cannot open %s", path);
+    r = read_tail(&last, warning, wsize, err);
+    close(last.fd);
+    if (r < 0)
+        return r;
+    a->seq = last.seq;
+    memcpy(a->hash, last.hash, sizeof(a->hash));
+    return 0;
+}
+
 int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char *warning, size_t warning_size,
                   tm_err *err)
 {
@@ -247,13 +370,18 @@ int tm_audit_open(tm_audit *a, const char *log_path, const char *head_path, char
         tm_audit_close(a);
         return r;
     }
+    if (a->seq == 0 && (r = continue_rotated(a, warning, warning_size, err)) < 0) {
+        tm_audit_close(a);
+        return r;
+    }
     check_head(a, warning, warning_size);
     a->size = lseek(a->fd, 0, SEEK_END);
+    read_first(a);
     return 0;
 }
 
-int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject, const char *actor,
-                    const char *detail, tm_err *err)
+static int append_one(tm_audit *a, const char *event, const char *result, const char *subject, const char *actor,
+                      const char *detail, tm_err *err)
 {
     char when[40];
     format_time(when, sizeof(when));
@@ -306,7 +434,80 @@ int tm_audit_append(tm_audit *a, const char *event, const char *result, const ch
     memcpy(a->hash, hash, sizeof(hash));
     a->size = lseek(a->fd, 0, SEEK_END);
     write_head(a);
+    if (!a->first_seq) {
+        a->first_seq = a->seq;
+        a->first_time = (int64_t)time(NULL);
+    }
     return 0;
+}
+
+static bool rotation_due(const tm_audit *a)
+{
+    if (!a->first_seq || a->size == 0)
+        return false;
+    return (a->rot.max_bytes && (uint64_t)a->size >= a->rot.max_bytes) ||
+           (a->rot.max_age_s && (int64_t)time(NULL) - a->first_time >= (int64_t)a->rot.max_age_s);
+}
+
+/* Rename the log to <log>.<first seq>, begin an empty one, drop the oldest rotated files beyond
+ * rot.keep, and record all that as the new file's first record, chained to the old file's last.
+ * A crash between the rename and the new file leaves no log: tm_audit_open then goes on from the
+ * newest rotated file. */
+static int rotate(tm_audit *a, tm_err *err)
+{
+    char rotated[PATH_MAX];
+    snprintf(rotated, sizeof(rotated), "%s.%012llu", a->path, (unsigned long long)a->first_seq);
+    if (access(rotated, F_OK) == 0)
+        return tm_err_set(err, EEXIST, "cannot rotate the audit log: %s exists", rotated);
+    if (rename(a->path, rotated) < 0)
+        return tm_err_sys(err, "cannot rotate the audit log to %s", rotated);
+    int fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int r = tm_err_sys(err, "cannot begin a new audit log %s", a->path);
+        if (rename(rotated, a->path) < 0)
+            log_error("cannot move %s back: %m", rotated);
+        return r;
+    }
+    close(a->fd);
+    a->fd = fd;
+    a->size = 0;
+    uint64_t first = a->first_seq;
+    a->first_seq = 0;
+    _cleanup_free_ char *dir_copy = strdup(a->path);
+    _cleanup_close_ int dfd = dir_copy ? open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    char detail[1024];
+    int n = snprintf(detail, sizeof(detail), "records %llu to %llu are in %s", (unsigned long long)first,
+                     (unsigned long long)a->seq, strrchr(rotated, '/') ? strrchr(rotated, '/') + 1 : rotated);
+    char **names = NULL;
+    size_t count = 0;
+    tm_err lerr;
+    if (a->rot.keep && tm_audit_rotated_files(a->path, &names, &count, &lerr) == 0) {
+        bool first_removed = true;
+        for (size_t i = 0; i < count; i++) {
+            if (count - i > a->rot.keep && dfd >= 0 && unlinkat(dfd, names[i], 0) == 0 && n > 0 &&
+                (size_t)n < sizeof(detail)) {
+                n += snprintf(detail + n, sizeof(detail) - (size_t)n, "%s%s", first_removed ? "; removed " : ", ",
+                              names[i]);
+                first_removed = false;
+            }
+            free(names[i]);
+        }
+        free(names);
+    }
+    if (dfd >= 0)
+        fsync(dfd);
+    return append_one(a, "audit.rotate", "ok", NULL, "trustmed", detail, err);
+}
+
+int tm_audit_append(tm_audit *a, const char *event, const char *result, const char *subject, const char *actor,
+                    const char *detail, tm_err *err)
+{
+    if (rotation_due(a)) {
+        tm_err rerr = {0};
+        if (rotate(a, &rerr) < 0) /* the record still goes to the log as it is */
+            log_error("audit log: %s", rerr.msg);
+    }
+    return append_one(a, event, result, subject, actor, detail, err);
 }
 
 void tm_audit_close(tm_audit *a)

@@ -11,6 +11,7 @@
  * reports with the log. See docs/AUDIT.md. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -20,6 +21,15 @@
 
 #define TM_AUDIT_MAX_LINE 8192
 
+/* Rotation: before a record is appended, a log of max_bytes or more, or whose first record is
+ * max_age_s old, is renamed to <log>.<seq of its first record, 12 digits> and a new log begun,
+ * whose first record (audit.rotate) chains on to the renamed one's last; beyond keep rotated
+ * files the oldest go. 0 = no limit of that kind. */
+typedef struct tm_audit_rotation {
+    uint64_t max_bytes, max_age_s;
+    unsigned keep;
+} tm_audit_rotation;
+
 typedef struct tm_audit {
     int fd;
     char *path;
@@ -28,6 +38,9 @@ typedef struct tm_audit {
     char hash[TM_SHA256_HEX_LEN + 1]; /* last record's hash (zeros if empty) */
     off_t size; /* where the log must end; anything else is tampering */
     char tamper[256]; /* set by append when the log changed under us */
+    tm_audit_rotation rot;
+    uint64_t first_seq; /* the current file's first record, 0 if it is empty */
+    int64_t first_time; /* and its time (s since the epoch) */
 } tm_audit;
 
 /* Open (creating) the log. If what was found is inconsistent (a torn last line from a crash, a log
@@ -48,10 +61,18 @@ typedef struct tm_audit_report {
     uint64_t last_seq;
     char last_hash[TM_SHA256_HEX_LEN + 1];
     uint64_t tamper_events; /* records of event "audit.tampered" in the log */
+    uint64_t first_seq; /* where the chain starts (1 unless older files were rotated away) */
 } tm_audit_report;
 
 /* Check the whole chain in data. 0 if intact, -EBADMSG (with rep->bad_line/problem) otherwise. */
 int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep);
+/* The same for the next file of a rotated log: the chain goes on from rep (from its first record
+ * when rep->records is 0 and start_anywhere is set: the oldest file kept starts past record 1).
+ * A file that does not continue the chain is reported as records missing before it. */
+int tm_audit_verify_more(const char *data, size_t len, tm_audit_report *rep, bool start_anywhere);
+/* The rotated files of the log at log_path, oldest first: names (not paths) in *ret_names, each
+ * and the array to be freed. */
+int tm_audit_rotated_files(const char *log_path, char ***ret_names, size_t *ret_n, tm_err *err);
 /* One record as read back from a line (without its newline). */
 typedef struct tm_audit_record {
     uint64_t seq;

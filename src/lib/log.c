@@ -5,11 +5,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 
 static const char *log_ident = "trustme";
 static bool log_syslog;
+static bool log_journal; /* stderr is systemd-journald's stream: "<N>" prefixes, no timestamps */
 static enum tm_log_level log_level = TM_LOG_INFO;
 
 void tm_log_init(const char *ident, bool use_syslog, enum tm_log_level level)
@@ -17,6 +20,13 @@ void tm_log_init(const char *ident, bool use_syslog, enum tm_log_level level)
     log_ident = ident;
     log_syslog = use_syslog;
     log_level = level;
+    /* $JOURNAL_STREAM ("device:inode") names the stream journald gave as stderr; only when
+     * stderr is still that stream (not redirected since) does it read our prefixes. */
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    log_journal =
+        js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
     if (use_syslog) /* glibc opens the syslog socket with SOCK_CLOEXEC */
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
@@ -81,6 +91,16 @@ static void vlog(enum tm_log_level level, const char *fmt, va_list ap)
     } else {
         static const char *tags[] = {
             [TM_LOG_ERROR] = "error", [TM_LOG_WARN] = "warning", [TM_LOG_INFO] = "info", [TM_LOG_DEBUG] = "debug"};
+        if (log_journal) {
+            /* sd-daemon(3): the priority as "<N>"; journald keeps the time and the process. */
+            char line[2048];
+            int n = snprintf(line, sizeof(line), "<%d>%s: ", (int)level, log_ident);
+            if (n > 0 && (size_t)n < sizeof(line))
+                vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+            fprintf(stderr, "%s\n", line);
+            errno = saved;
+            return;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         struct tm tm;

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Logging to stderr (default) or syslog. Log where a decision is made, not in every helper. */
+/* Logging to stderr (default) or syslog; on stderr with timestamps, or, when $JOURNAL_STREAM says
+ * stderr is systemd-journald's, with sd-daemon priority prefixes ("<3>") instead. Log where a
+ * decision is made, not in every helper. */
 #pragma once
 
 #include <stdbool.h>

@@ -77,6 +77,10 @@ PACKAGES = {
     "nm": "binutils",
     "ar": "binutils",
     "cc": "gcc",
+    # the installation and its systemd unit (test_packaging.py)
+    "meson": "meson",
+    "systemd-analyze": "systemd",
+    "systemd-sysusers": "systemd",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package

@@ -251,14 +251,50 @@ static void audit_done(struct conn *conn, uint64_t req_id)
     conn_send(conn, req_id, &resp);
 }
 
-void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
+/* Stream the file after `after` (a rotated file's name, or "" for the first): the rotated files
+ * oldest first, then the log itself, then the head. The next file is looked up when the one before
+ * ends, so a connection holds no list. */
+static void audit_next(struct conn *conn, uint64_t req_id);
+
+static void audit_stream_after(struct conn *conn, uint64_t req_id, const char *after)
 {
-    int fd = open(conn->d->audit.path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        conn_send_error(conn, id, errno, "cannot open the audit log: %s", strerror(errno));
+    const char *log_path = conn->d->audit.path;
+    char **names;
+    size_t count;
+    tm_err err;
+    if (tm_audit_rotated_files(log_path, &names, &count, &err) < 0) {
+        conn_send_error(conn, req_id, err.code, "%s", err.msg);
         return;
     }
-    conn_stream_file(conn, id, fd, audit_done);
+    char next[64] = "";
+    for (size_t i = 0; i < count; i++) {
+        if (!next[0] && strcmp(names[i], after) > 0 && strlen(names[i]) < sizeof(next))
+            snprintf(next, sizeof(next), "%s", names[i]);
+        free(names[i]);
+    }
+    free(names);
+    const char *base = strrchr(log_path, '/') ? strrchr(log_path, '/') + 1 : log_path;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%.*s%s", (int)(base - log_path), log_path, next[0] ? next : base);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        conn_send_error(conn, req_id, errno, "cannot open the audit log %s: %s", path, strerror(errno));
+        return;
+    }
+    conn_stream_file(conn, req_id, fd, next[0] ? audit_next : audit_done);
+    snprintf(conn->stream_name, sizeof(conn->stream_name), "%s", next[0] ? next : base);
+}
+
+static void audit_next(struct conn *conn, uint64_t req_id)
+{
+    char after[64];
+    snprintf(after, sizeof(after), "%s", conn->stream_name);
+    audit_stream_after(conn, req_id, after);
+}
+
+void cmd_audit(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    audit_stream_after(conn, id, "");
 }
 
 void cmd_logs(struct conn *conn, uint64_t id, const Trustme__Request *req)

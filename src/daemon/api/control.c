@@ -25,6 +25,7 @@
 #include "proto_strings.h"
 #include "roles.h"
 #include "session.h"
+#include "version.h"
 
 #define PARTIAL_FRAME_TIMEOUT_MS 30000
 /* A restricted client's frames are at most 64 KiB: over a local socket they arrive at once. */
@@ -111,6 +112,7 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
 {
     resp->has_version = true;
     resp->version = TM_PROTOCOL_VERSION;
+    resp->daemon_version = (char *)TRUSTME_VERSION;
     resp->has_id = true;
     resp->id = req_id;
     if (tm_proto_append(&c->out, &resp->base) < 0) {
@@ -174,6 +176,7 @@ void conn_stream_file(struct conn *c, uint64_t req_id, int fd, stream_done_fn do
     c->stream_fd = fd;
     c->stream_req = req_id;
     c->stream_done = done;
+    c->stream_name[0] = '\0';
     update_events(c);
 }
 
@@ -198,6 +201,7 @@ static void stream_more(struct conn *c)
         chunk.has_data = true;
         chunk.data.data = buf;
         chunk.data.len = (size_t)n;
+        chunk.file = c->stream_name[0] ? c->stream_name : NULL;
         Trustme__Response resp = TRUSTME__RESPONSE__INIT;
         resp.body_case = TRUSTME__RESPONSE__BODY_AUDIT_CHUNK;
         resp.audit_chunk = &chunk;

@@ -74,6 +74,7 @@ struct conn {
     int stream_fd; /* file being streamed to the client, or -1 */
     uint64_t stream_req;
     stream_done_fn stream_done;
+    char stream_name[64]; /* the streamed file's name for AuditChunk.file, or "" */
 };
 
 /* What domain code keeps to answer this request later (reply.h). */

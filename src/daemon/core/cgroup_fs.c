@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -201,4 +202,82 @@ void cg_remove_parent(const struct cg_layout *l, const char *parent)
             errno != ENOTEMPTY)
             log_warn("cannot remove cgroup %s: %m", dir);
     }
+}
+
+/* Whether pid is listed in dir/cgroup.procs. */
+static bool cgroup_has(const char *dir, pid_t pid)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    long n;
+    while (f && fscanf(f, "%ld", &n) == 1)
+        if (n == (long)pid)
+            return true;
+    return false;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+int cg_delegate(struct cg_layout *l, const char *proc_cgroup, const char **ret_unit, tm_err *err)
+{
+    static char unit[256];
+    *ret_unit = NULL;
+    pid_t self = getpid();
+    for (size_t i = 0; i < l->n; i++) {
+        struct cg_hierarchy *h = &l->h[i];
+        _cleanup_fclose_ FILE *f = fopen(proc_cgroup, "re");
+        if (!f)
+            return tm_err_sys(err, "cannot read %s", proc_cgroup);
+        /* "id:controllers:path" per hierarchy; which line is h's is told by its cgroup.procs
+         * (controller lists do not name every hierarchy: name=systemd, blkio, ...). */
+        char line[PATH_MAX + 256], own[PATH_MAX] = "";
+        while (!own[0] && fgets(line, sizeof(line), f)) {
+            line[strcspn(line, "\n")] = '\0';
+            char *path = strchr(line, ':');
+            path = path ? strchr(path + 1, ':') : NULL;
+            if (!path || path[1] != '/' || strstr(path, "/.."))
+                continue;
+            char dir[PATH_MAX * 2];
+            snprintf(dir, sizeof(dir), "%s%s", h->mount, path + 1);
+            if (cgroup_has(dir, self))
+                snprintf(own, sizeof(own), "%s", path + 1);
+        }
+        /* systemd >= 254 with DelegateSubgroup=supervisor starts it in the leaf already. */
+        if (ends_with(own, "/supervisor"))
+            *strrchr(own, '/') = '\0';
+        if (!ends_with(own, ".service") && !ends_with(own, ".scope"))
+            continue; /* not a unit's cgroup: this hierarchy is not delegated to us */
+        char base[PATH_MAX * 2], leaf[PATH_MAX * 2 + 16];
+        int n = snprintf(base, sizeof(base), "%s%s", h->mount, own);
+        if (n < 0 || (size_t)n >= sizeof(h->mount))
+            return tm_err_set(err, ENAMETOOLONG, "cgroup path too long");
+        snprintf(leaf, sizeof(leaf), "%s/supervisor", base);
+        if (mkdir(leaf, 0755) < 0 && errno != EEXIST)
+            return tm_err_sys(err, "cannot create cgroup %s", leaf);
+        int r;
+        /* A new v1 cpuset has no CPUs: every level from the root down gets its parent's. */
+        for (char *p = leaf + strlen(h->mount); !h->v2 && (h->controllers & CG_CPUSET) && p; p = strchr(p + 1, '/')) {
+            char sub[sizeof(leaf)];
+            snprintf(sub, sizeof(sub), "%.*s", (int)(strchrnul(p + 1, '/') - leaf), leaf);
+            if ((r = cpuset_inherit(sub, "cpuset.cpus")) < 0 || (r = cpuset_inherit(sub, "cpuset.mems")) < 0) {
+                errno = -r;
+                return tm_err_sys(err, "cannot initialise cpuset %s", sub);
+            }
+        }
+        /* In v2 a cgroup whose children get controllers holds no process itself. */
+        snprintf(line, sizeof(line), "%s/cgroup.procs", leaf);
+        if ((r = write_string_file(line, "0")) < 0) {
+            errno = -r;
+            return tm_err_sys(err, "cannot move trustmed into %s", leaf);
+        }
+        snprintf(h->mount, sizeof(h->mount), "%s", base);
+        snprintf(unit, sizeof(unit), "%s", strrchr(own, '/') + 1);
+        *ret_unit = unit;
+    }
+    return 0;
 }

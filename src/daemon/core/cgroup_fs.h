@@ -22,6 +22,8 @@ enum cg_controller {
 };
 
 struct cg_hierarchy {
+    /* The mount point, or, delegated by systemd (cg_delegate), the unit's cgroup in it: what
+     * container cgroup paths are relative to. */
     char mount[PATH_MAX];
     bool v2;
     unsigned controllers; /* for v2: those listed in cgroup.controllers of the root */
@@ -45,5 +47,11 @@ int cg_path(const struct cg_layout *l, size_t i, const char *parent, const char 
 /* Create <parent> in every hierarchy and make it usable as a parent of container cgroups
  * (cpuset.cpus/mems in v1, controllers enabled for children in v2). */
 int cg_init_parent(const struct cg_layout *l, const char *parent, tm_err *err);
+/* Under systemd (a unit with Delegate=yes): in every hierarchy where trustmed's own cgroup
+ * (read from proc_cgroup, i.e. /proc/self/cgroup) is a unit's (*.service, *.scope), move trustmed
+ * into <unit>/supervisor and make the unit's cgroup the root of what follows, so that the
+ * containers' cgroups are made in the delegated subtree. Elsewhere nothing changes.
+ * *ret_unit: the unit's name, or NULL when no hierarchy was delegated. */
+int cg_delegate(struct cg_layout *l, const char *proc_cgroup, const char **ret_unit, tm_err *err);
 /* Remove <parent> where it is empty. */
 void cg_remove_parent(const struct cg_layout *l, const char *parent);

@@ -5,8 +5,10 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include "container.h"
 #include "daemon.h"
 #include "log.h"
+#include "version.h"
 
 void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c, const char *actor,
                   const char *fmt, ...)
@@ -70,27 +73,33 @@ void daemon_maybe_exit(struct daemon *d)
         tm_loop_quit(d->loop, 0);
 }
 
-/* Where a helper binary is: given, next to trustmed (installed), or in the build tree's
- * src/<build_dir>. */
+/* Where a helper binary is: given; for an installed trustmed (the one in TRUSTME_SBINDIR) only
+ * TRUSTME_LIBEXECDIR, fixed at build time, so that an installation never runs a helper from
+ * a build tree or from whatever lies next to it; any other trustmed is a build tree's, and
+ * takes the helper from that tree's src/<build_dir>. */
 int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err)
 {
     if (given[0]) {
         snprintf(out, size, "%s", given);
         return access(out, X_OK) == 0 ? 0 : tm_err_sys(err, "%s", out);
     }
-    char exe[PATH_MAX];
+    char exe[PATH_MAX], installed[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n < 0)
         return tm_err_sys(err, "cannot find trustmed's own path");
     exe[n] = '\0';
+    bool is_installed = realpath(TRUSTME_SBINDIR, installed) &&
+                        strlen(installed) + sizeof("/trustmed") <= sizeof(installed) &&
+                        strcmp(strcat(installed, "/trustmed"), exe) == 0;
     *strrchr(exe, '/') = '\0';
-    const char *candidates[] = {"", build_dir, "/../libexec/trustme"};
-    for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
-        snprintf(out, size, "%s%s/%s", exe, candidates[i], name);
-        if (access(out, X_OK) == 0)
-            return 0;
-    }
-    return tm_err_set(err, ENOENT, "cannot find %s next to trustmed (%s)", name, exe);
+    if (is_installed)
+        snprintf(out, size, "%s/%s", TRUSTME_LIBEXECDIR, name);
+    else
+        snprintf(out, size, "%s%s/%s", exe, build_dir, name);
+    if (access(out, X_OK) == 0)
+        return 0;
+    return tm_err_sys(err, "cannot find %s (%s trustmed looks for %s)", name,
+                      is_installed ? "an installed" : "a build tree's", out);
 }
 
 /* The helper services' users are system users (useradd --system; scripts/install-deps.sh), so
@@ -139,10 +148,9 @@ int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gi
     const struct passwd *pw = files_user(user);
     if (!pw)
         return tm_err_set(err, ENOENT,
-                          "%s's user \"%s\" is not in /etc/passwd (create it with: useradd "
-                          "--system --no-create-home --shell /usr/sbin/nologin %s; "
-                          "scripts/install-deps.sh does)",
-                          what, user, user);
+                          "%s's user \"%s\" is not in /etc/passwd (create it with systemd-sysusers, "
+                          "from trustme's sysusers.d/trustme.conf; scripts/install-deps.sh does)",
+                          what, user);
     if (pw->pw_uid == 0)
         return tm_err_set(err, EINVAL, "%s must not run as root", what);
     *uid = pw->pw_uid;

@@ -160,7 +160,7 @@ struct daemon {
     struct install_op *install; /* the GuestOS install under way, if any (guestos_install.c) */
     struct {
         char user[64]; /* its system user */
-        char binary[PATH_MAX]; /* "" = next to trustmed */
+        char binary[PATH_MAX]; /* "" = TRUSTME_LIBEXECDIR's or the build tree's */
         const char *binds[8]; /* host paths it may use (SoftHSM2 tokens, pcscd) */
         size_t nbinds;
         uint64_t kdf_n; /* scrypt N for new soft tokens, 0 = scd's default */
@@ -180,7 +180,8 @@ struct daemon {
 /* Record a security-relevant event (docs/AUDIT.md). subject may be NULL. */
 void daemon_audit(struct daemon *d, const char *event, const char *result, const struct container *c, const char *actor,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-/* Find a helper binary (daemon.c): given, next to trustmed, in the build tree's src/<build_dir>. */
+/* Find a helper binary (daemon.c): given, else an installed trustmed's TRUSTME_LIBEXECDIR or a
+ * build tree's src/<build_dir>. */
 int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err);
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
 int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,

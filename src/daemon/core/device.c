@@ -270,6 +270,31 @@ static int parse_management(json_t *root, struct device_config *cfg, tm_err *err
     return 0;
 }
 
+/* "audit": {"max_file_kb": 1024, "max_file_age_days": 30, "keep_files": 10} */
+static int parse_audit(json_t *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"max_file_kb", "max_file_age_days", "keep_files", NULL};
+    json_t *a;
+    int64_t n;
+    int r = tm_json_get_object(root, "$", "audit", false, 8, &a, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(a, "$.audit", keys, err)) < 0 ||
+        (r = tm_json_get_int(a, "$.audit", "max_file_kb", false, 1, 1 << 30, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->audit_rotation.max_bytes = (uint64_t)n * 1024;
+    if ((r = tm_json_get_int(a, "$.audit", "max_file_age_days", false, 1, 36500, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->audit_rotation.max_age_s = (uint64_t)n * 86400;
+    if ((r = tm_json_get_int(a, "$.audit", "keep_files", false, 1, 10000, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->audit_rotation.keep = (unsigned)n;
+    return 0;
+}
+
 void device_config_clear(struct device_config *cfg)
 {
     free(cfg->software_root);
@@ -296,13 +321,14 @@ static void set_defaults(struct device_config *cfg)
     snprintf(cfg->attest_address, sizeof(cfg->attest_address), "127.0.0.1:9505");
     cfg->admin_socket_in_root = true;
     cfg->pin_min_length = 4;
+    cfg->audit_rotation.keep = 10;
     tm_sha256("", 0, cfg->sha256);
 }
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
     static const char *const keys[] = {"storage", "architecture",   "core_guestos",         "trust", "policy", "tpm",
-                                       "network", "core_container", "admin_socket_in_root", "pin",   NULL};
+                                       "network", "core_container", "admin_socket_in_root", "pin",   "audit",  NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
@@ -325,7 +351,8 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
     if ((r = tm_json_check_keys(root, "$", keys, err)) == 0 && (r = parse_storage(root, &cfg, err)) == 0 &&
         (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0 &&
         (r = parse_policy(root, &cfg, err)) == 0 && (r = parse_tpm(root, &cfg, err)) == 0 &&
-        (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0)
+        (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0 &&
+        (r = parse_audit(root, &cfg, err)) == 0)
         r = config_net_device_parse(root, &cfg.net, err);
     json_decref(root);
     if (r < 0)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "config.h"
 #include "error.h"
 
@@ -62,6 +63,8 @@ struct device_config {
     struct net_device_config net;
     char core_container[CONFIG_NAME_MAX + 1]; /* c0: started first, stopped last; "" = none */
     bool admin_socket_in_root; /* the admin control socket exists in the root namespace */
+    /* audit: when the audit log is rotated and how many rotated files are kept (docs/AUDIT.md) */
+    tm_audit_rotation audit_rotation;
     /* SHA-256 of device.json's raw bytes as parsed (of the empty string when absent): measured */
     uint8_t sha256[32];
 };

@@ -97,8 +97,8 @@ static void arm(struct daemon *d)
         st.timer = tm_loop_timer(d->loop, AUDIT_ANCHOR_MS, on_timer, d);
 }
 
-/* The record with sequence number seq in the log file: its hash, or "" when the log has none. */
-static void record_hash(const char *path, uint64_t seq, char out[TM_SHA256_HEX_LEN + 1])
+/* The record with sequence number seq in one file of the log: its hash, or "" when it has none. */
+static void record_hash_in(const char *path, uint64_t seq, char out[TM_SHA256_HEX_LEN + 1])
 {
     out[0] = '\0';
     _cleanup_fclose_ FILE *f = fopen(path, "re");
@@ -115,6 +115,35 @@ static void record_hash(const char *path, uint64_t seq, char out[TM_SHA256_HEX_L
             return;
         }
     }
+}
+
+/* The same in the log or, since the anchored record may sit in a file rotated away from the log
+ * just before trustmed stopped, in its rotated files (named for their first record, so only the
+ * last one starting at or before seq can hold it). */
+static void record_hash(const char *path, uint64_t seq, char out[TM_SHA256_HEX_LEN + 1])
+{
+    record_hash_in(path, seq, out);
+    char **names = NULL;
+    size_t n = 0;
+    tm_err err;
+    if (out[0] || tm_audit_rotated_files(path, &names, &n, &err) < 0)
+        return;
+    _cleanup_free_ char *dir = strdup(path);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+    for (size_t i = n; i-- > 0 && slash && !out[0];) {
+        const char *dot = strrchr(names[i], '.');
+        if (!dot || strtoull(dot + 1, NULL, 10) > seq)
+            continue;
+        _cleanup_free_ char *file = NULL;
+        *slash = '\0';
+        if (asprintf(&file, "%s/%s", dir, names[i]) >= 0)
+            record_hash_in(file, seq, out);
+        *slash = '/';
+        break;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
 }
 
 /* tpmd's table is readable: read the anchored head once per trustmed and check the log holds it. */

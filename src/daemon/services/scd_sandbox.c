@@ -39,8 +39,9 @@ static const char *const etc_entries[] = {"/etc/ld.so.cache", "/etc/ssl", "/etc/
 /* On a merged-/usr system these are symlinks into /usr, elsewhere directories. */
 static const char *const top_dirs[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
 static const char *const dev_nodes[] = {"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"};
-/* The environment scd may see: where PKCS#11 modules find their configuration. */
-static const char *const env_kept[] = {"SOFTHSM2_CONF", "OPENSC_CONF"};
+/* The environment scd may see: where PKCS#11 modules find their configuration, and whether its
+ * stderr (trustmed's) is the journal's (src/lib/log.c). */
+static const char *const env_kept[] = {"SOFTHSM2_CONF", "OPENSC_CONF", "JOURNAL_STREAM"};
 
 static int bind_into(const char *root, const char *path, bool writable, tm_err *err)
 {

@@ -109,8 +109,14 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
                     "--recovery-key-out",
                     (char *)c->recovery_out,
                     NULL};
-    /* PATH: where tpmd finds swtpm for the embedded TPM. */
-    char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    /* PATH: where tpmd finds swtpm for the embedded TPM; JOURNAL_STREAM: whether its stderr
+     * (trustmed's) is the journal's (src/lib/log.c). */
+    char journal[128] = "";
+    const char *js = getenv("JOURNAL_STREAM");
+    if (js && strlen(js) < sizeof(journal) - sizeof("JOURNAL_STREAM="))
+        snprintf(journal, sizeof(journal), "JOURNAL_STREAM=%s", js);
+    char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", journal[0] ? journal : NULL,
+                    NULL};
     fexecve(fds[1], argv, envp);
     fprintf(stderr, "trustmed: cannot execute trustme-tpmd: %s\n", strerror(errno));
     _exit(127);
