@@ -71,6 +71,7 @@ static void usage(FILE *out)
                  "                       dir or /run/pcscd (repeatable, up to 8)\n"
                  "  --scd-kdf-n N        scrypt cost N for new soft tokens (power of two, default 32768)\n"
                  "  --tpmd-user NAME     system user of the TPM service (default trustme-tpm)\n"
+                 "  --keystore-user NAME system user of the containers' keystores (default trustme-keystore)\n"
                  "  --tpmd-binary PATH   trustme-tpmd (default: " TRUSTME_LIBEXECDIR "/trustme-tpmd,\n"
                  "                       or the build tree's)\n"
                  "  --swtpm-state-dir DIR  the embedded swtpm's state, kept out of the data dir so a\n"
@@ -163,6 +164,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         OPT_SCD_BIND,
         OPT_SCD_KDF,
         OPT_TPMD_USER,
+        OPT_KEYSTORE_USER,
         OPT_TPMD_BINARY,
         OPT_SWTPM_STATE,
         OPT_RECOVERY_KEY
@@ -176,6 +178,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
                                          {"scd-user", required_argument, NULL, OPT_SCD_USER},
                                          {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
                                          {"tpmd-user", required_argument, NULL, OPT_TPMD_USER},
+                                         {"keystore-user", required_argument, NULL, OPT_KEYSTORE_USER},
                                          {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
                                          {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
                                          {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
@@ -223,6 +226,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
         case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
         case OPT_TPMD_USER: snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "%s", optarg); break;
+        case OPT_KEYSTORE_USER: keystore_svc_options(d, optarg, NULL); break;
         case OPT_RECOVERY_KEY:
             if (optarg[0] != '/' || strlen(optarg) > 200) {
                 fprintf(stderr, "trustmed: --recovery-key-file must be an absolute path of at "

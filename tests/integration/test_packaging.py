@@ -72,6 +72,6 @@ def test_sysusers_defines_the_helpers_default_users():
     users = re.findall(r"^u\s+(\S+)", conf.read_text(), re.M)
     help_text = subprocess.run([str(BUILD / "src/daemon/trustmed"), "--help"], capture_output=True,
                                text=True).stdout
-    assert set(re.findall(r"\(default (trustme-[a-z]+)\)", help_text)) == set(users) == {"trustme-scd", "trustme-tpm"}
+    assert set(re.findall(r"\(default (trustme-[a-z]+)\)", help_text)) == set(users) == {"trustme-scd", "trustme-tpm", "trustme-keystore"}
     r = subprocess.run([tool("systemd-sysusers"), "--dry-run", str(conf)], capture_output=True, text=True)
     assert r.returncode == 0 and "Failed" not in r.stderr, r.stderr
