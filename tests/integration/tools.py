@@ -51,6 +51,8 @@ PACKAGES = {
     "prlimit": "util-linux",
     "nsenter": "util-linux",
     "ps": "procps",
+    # the fleet's database (test_fleet.py; initdb and pg_ctl come with postgresql)
+    "psql": "postgresql-client",
     # files
     "cp": "coreutils",
     "mv": "coreutils",
