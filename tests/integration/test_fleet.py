@@ -13,6 +13,7 @@ or passes another device's quote off as A's, so one device serves every scenario
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ from test_attestation import make_refs, module_daemon, pki_of, read_frame
 from test_device import TPMD, SCD, measurements, provision, secret_ok
 from test_guestos import env  # noqa: F401
 from test_guestos import start_with_device
+from tools import tool
 
 FLEET = BUILD / "src/fleet/trustme-fleet"
 INTERVAL = 2  # seconds: the group's attestation interval
@@ -465,8 +467,12 @@ ENDPOINTS = {
 
 
 def snapshot(fleet):
+    """What a request could change. Of devices, what the API sets (the sweep in `serve` marks
+    devices missing meanwhile, as it should)."""
+    tables = ("(SELECT id, name, group_id, address, ak_name, cert_chain_pem, subject, enrolled_at FROM devices)",
+              "device_groups", "push_nonces", "trust")
     return [fleet.sql(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t")
-            for t in ("devices", "device_groups", "push_nonces", "trust")]
+            for t in tables]
 
 
 def strings_replaced(body, value):
@@ -541,3 +547,24 @@ def test_bad_input_on_every_endpoint(fleet, devices):
     assert snapshot(fleet) == before
     assert fleet.sql("SELECT count(*) FROM devices") == [["3"]]
     fleet.worker("w0")
+
+
+def test_status_page_in_a_browser(fleet, devices, worker, tmp_path):
+    """The operators' page as headless Chromium renders it: every device with its last verdict,
+    the failing one first with its failing check, the alerts."""
+    fleet.next_verdict("a")
+    fleet.next_verdict("c")
+    r = subprocess.run([tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", fleet.url + "/"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    rows = re.findall(r'<tr class="(\w+)"><td>([^<]*)</td><td>([^<]*)</td><td>(\w+)</td><td>[^<]*</td>'
+                      r'<td>(\w+)</td><td>([^<]*)</td></tr>', dom)
+    # B's last verdict is the push of A's evidence (test_push_of_another_devices_evidence)
+    assert [(cls, name, mode, verdict) for cls, name, _, mode, verdict, _ in rows] == [
+        ("untrusted", "b", "push", "untrusted"), ("untrusted", "c", "pull", "untrusted"),
+        ("trusted", "a", "pull", "trusted")], dom
+    assert "AK binding" in rows[0][5] and rows[1][5] == "reference values", rows
+    assert re.search(r'<p id="summary">3 devices, 2 failing</p>', dom), dom
+    assert "device c failed attestation: reference values" in dom

@@ -53,6 +53,8 @@ PACKAGES = {
     "ps": "procps",
     # the fleet's database (test_fleet.py; initdb and pg_ctl come with postgresql)
     "psql": "postgresql-client",
+    # the fleet's status page, rendered by a real browser (test_fleet.py)
+    "chromium": "chromium",
     # files
     "cp": "coreutils",
     "mv": "coreutils",
