@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "push_client.h"
 #include "attest_opts.h"
 #include "cleanup.h"
 #include "db.h"
@@ -39,6 +40,10 @@ static const char usage[] =
     "                                   the HTTP+JSON API and status page; alerts on missing devices\n"
     "                                   and workers\n"
     "  sweep [--alert-command CMD]      raise the alerts due now, once\n"
+    "  push --server HOST:PORT --device NAME --attest HOST:PORT\n"
+    "                                   on a device behind NAT: a nonce from the fleet, a quote\n"
+    "                                   from its tpmd, the evidence to the fleet (exit 0 trusted,\n"
+    "                                   1 untrusted or refused); needs no database\n"
     "CONNINFO is a libpq connection string (default: PGHOST, PGDATABASE, ... of the environment).\n";
 
 static volatile int stop;
@@ -252,6 +257,33 @@ static int cmd_worker(PGconn *c, int argc, char **argv, tm_err *err)
     return fleet_worker_run(c, &w, &stop, err);
 }
 
+static int cmd_push(int argc, char **argv, tm_err *err)
+{
+    static const struct option opts[] = {{"server", required_argument, NULL, 's'},
+                                         {"device", required_argument, NULL, 'd'},
+                                         {"attest", required_argument, NULL, 'a'},
+                                         {0}};
+    const char *server = NULL, *device = NULL, *attest = NULL;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (o == 's')
+            server = optarg;
+        else if (o == 'd')
+            device = optarg;
+        else if (o == 'a')
+            attest = optarg;
+        else
+            return tm_err_set(err, EINVAL, "push: unknown option");
+    }
+    if (!server || !device || !attest || optind != argc)
+        return tm_err_set(err, EINVAL, "push --server HOST:PORT --device NAME --attest HOST:PORT");
+    _cleanup_free_ char *answer = NULL;
+    int r = fleet_push_run(server, device, attest, 10000, &answer, err);
+    if (answer)
+        printf("%s\n", answer);
+    return r;
+}
+
 static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
 {
     static const struct option opts[] = {
@@ -322,8 +354,14 @@ int main(int argc, char **argv)
     signal(SIGCHLD, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     tm_err err = {0};
+    int r;
+    /* The device's side: no database. */
+    if (strcmp(cmd, "push") == 0) {
+        r = cmd_push(argc, argv, &err);
+        return r < 0 ? fail(&err, r) : r;
+    }
     _cleanup_pq_ PGconn *c = NULL;
-    int r = fleet_db_connect(conninfo, &c, &err);
+    r = fleet_db_connect(conninfo, &c, &err);
     if (r < 0)
         return fail(&err, r);
     if (strcmp(cmd, "migrate") == 0) {

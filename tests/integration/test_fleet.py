@@ -430,6 +430,20 @@ def test_push_once_per_nonce(fleet, devices):
     assert len(fleet.verdicts("b")) == n
 
 
+def test_push_client(fleet, devices):
+    """`trustme-fleet push`, the device's side: no database, just the fleet's address and its
+    own tpmd's."""
+    server = fleet.url[len("http://"):]
+    n = len(fleet.verdicts("b"))
+    r = subprocess.run([str(FLEET), "push", "--server", server, "--device", "b", "--attest",
+                        attest_address(devices["b"])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "trusted", (r.stdout, r.stderr)
+    assert len(fleet.verdicts("b")) == n + 1
+    r = subprocess.run([str(FLEET), "push", "--server", server, "--device", "stranger", "--attest",
+                        attest_address(devices["b"])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "HTTP 403" in r.stderr and "not enrolled" in r.stderr, r.stderr
+
+
 def test_push_of_an_unenrolled_device(fleet, devices):
     s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "stranger"})
     assert s == 403 and "not enrolled" in r["error"], r
