@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <gnutls/gnutls.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -33,6 +34,7 @@ struct fleet_api {
     struct MHD_Daemon *d;
     PGconn *c;
     char *alert_command;
+    bool client_certs; /* operators must present a certificate of the client CA */
 };
 
 struct request {
@@ -444,9 +446,39 @@ static size_t body_max(const char *url)
     return BODY_MAX;
 }
 
+/* The client's certificate verified against the client CA MHD was given
+ * (MHD_OPTION_HTTPS_MEM_TRUST): chain, dates, signature. 0, or why not. */
+static const char *client_cert_problem(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session)
+        return "not a TLS connection";
+    gnutls_session_t s = ci->tls_session;
+    unsigned n = 0;
+    if (!gnutls_certificate_get_peers(s, &n) || n == 0)
+        return "no client certificate";
+    unsigned status = 0;
+    if (gnutls_certificate_verify_peers2(s, &status) != GNUTLS_E_SUCCESS || status != 0)
+        return "the client certificate does not verify to the fleet's client CA";
+    return NULL;
+}
+
+static bool is_push(const char *url)
+{
+    return strcmp(url, API "push/nonce") == 0 || strcmp(url, API "push/evidence") == 0;
+}
+
 static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn, const char *url, const char *method,
                                 const struct request *rq)
 {
+    /* Push mode authenticates itself (a nonce issued to the name, the enrolled AK pinned, the
+     * TPM's signature): devices need no client certificate. Everything else is the operators'. */
+    const char *problem = a->client_certs && !is_push(url) ? client_cert_problem(conn) : NULL;
+    if (problem) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s: this endpoint is the operators'", problem);
+        return respond_error(conn, 403, msg);
+    }
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     if (strcmp(url, "/") == 0 && get)
         return status_page(a, conn);
@@ -545,7 +577,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
 }
 
 int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const char *alert_command,
-                    struct fleet_api **ret, uint16_t *ret_port, tm_err *err)
+                    const struct fleet_api_tls *tls, struct fleet_api **ret, uint16_t *ret_port, tm_err *err)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
@@ -561,15 +593,26 @@ int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const
     a->alert_command = alert_command ? strdup(alert_command) : NULL;
     /* One thread serves every request in turn on one connection to the database: the API is
      * the operators' and the pushing devices', the pull work is the workers'. */
-    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, port, NULL, NULL, handler, a,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, completed, a,
-                            MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+    bool use_tls = tls && tls->cert_pem;
+    a->client_certs = use_tls && tls->client_ca_pem;
+    /* Unused options are passed as MHD_OPTION_ARRAY with nothing in it. */
+    struct MHD_OptionItem tls_opts[] = {
+        {use_tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, use_tls ? (void *)tls->cert_pem : NULL},
+        {use_tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, use_tls ? (void *)tls->key_pem : NULL},
+        {a->client_certs ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
+         a->client_certs ? (void *)tls->client_ca_pem : NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | (use_tls ? MHD_USE_TLS : 0), port, NULL,
+                            NULL, handler, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
+                            completed, a, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
+                            MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!a->d) {
         PQfinish(a->c);
         free(a->alert_command);
         free(a);
-        return tm_err_set(err, EADDRINUSE, "cannot listen on %s:%u", addr, port);
+        return tm_err_set(err, EADDRINUSE, "cannot listen on %s:%u%s", addr, port,
+                          use_tls ? " (or the TLS certificate, key or client CA is not usable)" : "");
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->d, MHD_DAEMON_INFO_BIND_PORT);
     *ret_port = info ? info->port : port;

@@ -36,9 +36,10 @@ static const char usage[] =
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
     "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--once]\n"
     "                                   verify due devices until SIGTERM\n"
-    "  serve [--listen ADDR:PORT] [--alert-command CMD]\n"
-    "                                   the HTTP+JSON API and status page; alerts on missing devices\n"
-    "                                   and workers\n"
+    "  serve [--listen ADDR:PORT] [--alert-command CMD] [--tls-cert CERT.pem --tls-key KEY.pem\n"
+    "        [--client-ca CA.pem]]      the HTTP+JSON API and status page; alerts on missing devices\n"
+    "                                   and workers; with --client-ca only operators with a\n"
+    "                                   certificate of CA.pem reach any endpoint but push\n"
     "  sweep [--alert-command CMD]      raise the alerts due now, once\n"
     "  push --server HOST:PORT --device NAME --attest HOST:PORT\n"
     "                                   on a device behind NAT: a nonce from the fleet, a quote\n"
@@ -287,17 +288,32 @@ static int cmd_push(int argc, char **argv, tm_err *err)
 static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
 {
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'}, {"alert-command", required_argument, NULL, 'a'}, {0}};
-    const char *listen_on = "127.0.0.1:9510", *alert = NULL;
+        {"listen", required_argument, NULL, 'l'},    {"alert-command", required_argument, NULL, 'a'},
+        {"tls-cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'k'},
+        {"client-ca", required_argument, NULL, 'C'}, {0}};
+    const char *listen_on = "127.0.0.1:9510", *alert = NULL, *files[3] = {NULL, NULL, NULL};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'l')
             listen_on = optarg;
         else if (o == 'a')
             alert = optarg;
+        else if (o == 'c' || o == 'k' || o == 'C')
+            files[o == 'c' ? 0 : o == 'k' ? 1 : 2] = optarg;
         else
             return tm_err_set(err, EINVAL, "serve: unknown option");
     }
+    if (!files[0] != !files[1] || (files[2] && !files[0]))
+        return tm_err_set(err, EINVAL, "serve: --tls-cert and --tls-key go together; --client-ca needs them");
+    _cleanup_free_ char *cert = NULL, *key = NULL, *client_ca = NULL;
+    char **pem[3] = {&cert, &key, &client_ca};
+    for (int i = 0; i < 3; i++) {
+        size_t len;
+        int rr = files[i] ? read_file(files[i], VERIFY_PEM_MAX, pem[i], &len, err) : 0;
+        if (rr < 0)
+            return rr;
+    }
+    struct fleet_api_tls tls = {cert, key, client_ca};
     char addr[64];
     const char *colon = strrchr(listen_on, ':');
     uint64_t port;
@@ -306,7 +322,7 @@ static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_
     snprintf(addr, sizeof(addr), "%.*s", (int)(colon - listen_on), listen_on);
     struct fleet_api *a = NULL;
     uint16_t bound = 0;
-    int r = fleet_api_start(addr, (uint16_t)port, conninfo, alert, &a, &bound, err);
+    int r = fleet_api_start(addr, (uint16_t)port, conninfo, alert, &tls, &a, &bound, err);
     if (r < 0)
         return r;
     /* The line the tests and scripts wait for: the port when 0 was asked for. */

@@ -11,12 +11,14 @@ changes nothing.
 Device A sits behind a relay (the network, under the test's control): it forwards, drops, delays
 or passes another device's quote off as A's, so one device serves every scenario."""
 import base64
+import http.client as http_client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -465,6 +467,74 @@ def test_push_of_another_devices_evidence(fleet, devices):
     s, r2 = fleet.api("POST", "/api/v1/push/evidence", {"device": "b", "nonce": r["nonce"],
                                                         "response": base64.b64encode(resp).decode()})
     assert s == 200 and r2["verdict"] == "untrusted" and "AK binding" in r2["failed_check"], r2
+
+
+# ---- TLS ----------------------------------------------------------------------------------------
+
+def openssl(*args, cwd):
+    subprocess.run([tool("openssl"), *map(str, args)], check=True, capture_output=True, cwd=cwd)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN={name}", "-days", "2", "-addext",
+            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_leaf(d, name, ca, ext):
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(ext + "\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+def test_tls_with_operator_certificates(fleet, devices, tmp_path):
+    """serve --tls-cert --tls-key --client-ca: every endpoint but push needs an operator's
+    certificate of the client CA; a device pushes without one."""
+    d = tmp_path
+    make_ca(d, "server-ca")
+    make_ca(d, "operator-ca")
+    make_ca(d, "rogue-ca")
+    make_leaf(d, "server", "server-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "operator", "operator-ca", "extendedKeyUsage=clientAuth")
+    make_leaf(d, "rogue", "rogue-ca", "extendedKeyUsage=clientAuth")
+    p = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--tls-cert", d / "server.pem",
+                          "--tls-key", d / "server.key", "--client-ca", d / "operator-ca.pem"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=conninfo_env(fleet.conninfo))
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("listening on "), line
+        url = "https://" + line.split()[-1]
+
+        def call(path, client=None, body=None):
+            ctx = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
+            if client:
+                ctx.load_cert_chain(str(d / f"{client}.pem"), str(d / f"{client}.key"))
+            rq = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
+                                        headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(rq, timeout=30, context=ctx) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        s, r = call("/api/v1/devices")
+        assert s == 403 and "no client certificate" in r["error"], r
+        s, r = call("/api/v1/devices", "rogue")
+        assert s == 403 and "does not verify" in r["error"], r
+        s, r = call("/api/v1/devices", "operator")
+        assert s == 200 and {x["name"] for x in r["devices"]} == {"a", "b", "c"}, r
+        # push needs no client certificate: the nonce, the pinned AK and the TPM vouch for it
+        s, r = call("/api/v1/push/nonce", body={"device": "b"})
+        assert s == 200 and len(r["nonce"]) == 64, r
+        # plain HTTP on the TLS port gets no answer
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client.RemoteDisconnected)):
+            urllib.request.urlopen(url.replace("https", "http") + "/api/v1/devices", timeout=10).read()
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
 
 
 # ---- bad input --------------------------------------------------------------------------------
