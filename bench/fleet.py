@@ -3,14 +3,15 @@
 """trustme-fleet under load (docs/BENCHMARKS.md "Fleet"). Run as root from the repository, after
 scripts/build.sh:
 
-    bench/fleet.py [--devices N] [--interval S] [--seconds T] [--workers W] [OUTFILE]
+    bench/fleet.py [--devices N] [--interval S] [--seconds T] [--workers W] [--threads K] [OUTFILE]
 
 A device simulator: N real trustme-tpmd instances (each with its own embedded swtpm, started as
 the tests start them: tests/integration/test_tpmd.py Tpmd), each with its EK certified by a test
 manufacturer CA and its AK certified by a development PKI's Device CA through credential
 activation, its boot events measured (the build's trustmed, trustme-scd, trustme-tpmd). A
 private PostgreSQL (tests/integration/pgcluster.py), one group of interval S with signed
-reference values of those binaries, every device enrolled (pull), W workers (default 2). After
+reference values of those binaries, every device enrolled (pull), W worker processes (default
+2) of K threads each (default 1). After
 a warm-up of one interval, T seconds are measured: verdicts per minute, their latency (the
 worker's request to recorded verdict, latency_ms) p50/p99, how late devices were attested
 (gaps between verdicts beyond the interval), and the database's bytes per verdict. Writes a JSON
@@ -58,13 +59,18 @@ def main():
     ap.add_argument("--interval", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
     ap.add_argument("out", nargs="?")
     a = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="trustme-bench-fleet-", dir="/tmp"))
     os.chmod(work, 0o755)
     tpmds, procs, pg = [], [], None
+    global FLEET
     try:
+        # a copy: a rebuild during the run must not pull the binary from under the workers
+        shutil.copy(FLEET, work / "trustme-fleet")
+        FLEET = work / "trustme-fleet"
         pw = work / "pass"
         pw.write_text("bench passphrase\n")
         pki = work / "pki"
@@ -108,7 +114,8 @@ def main():
 
         for w in range(a.workers):
             log = open(work / f"worker-{w}.log", "w")
-            procs.append(subprocess.Popen([str(FLEET), "worker", "--name", f"w{w}", "--poll-ms", "50"],
+            procs.append(subprocess.Popen([str(FLEET), "worker", "--name", f"w{w}", "--poll-ms", "50",
+                                           "--threads", str(a.threads)],
                                           stdout=log, stderr=log, env=env))
         time.sleep(a.interval + 2)
         start_id = int(pg.psql("SELECT coalesce(max(id), 0) FROM verdicts", db="bench")[0][0])
@@ -134,7 +141,7 @@ def main():
         def pct(xs, p):
             return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
         res = {
-            "devices": a.devices, "interval_s": a.interval, "workers": a.workers, "seconds": a.seconds,
+            "devices": a.devices, "interval_s": a.interval, "workers": a.workers, "threads": a.threads, "seconds": a.seconds,
             "setup_s": round(setup_s, 1),
             "offered_per_min": round(a.devices * 60 / a.interval, 1),
             "verdicts": len(rows), "untrusted": untrusted,

@@ -11,8 +11,31 @@
 #include "fleet.h"
 #include "log.h"
 
+extern char **environ;
+
 static void run_command(const char *command, const char *kind, const char *device, const char *message)
 {
+    /* The environment is built before fork: a worker has threads (--threads), and the child may
+     * only call async-signal-safe functions until it execs. */
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    _cleanup_free_ char **envp = calloc(n + 4, sizeof(*envp));
+    _cleanup_free_ char *e_kind = NULL, *e_device = NULL, *e_message = NULL;
+    if (!envp || asprintf(&e_kind, "FLEET_ALERT_KIND=%s", kind) < 0 ||
+        asprintf(&e_device, "FLEET_ALERT_DEVICE=%s", device ? device : "") < 0 ||
+        asprintf(&e_message, "FLEET_ALERT_MESSAGE=%s", message) < 0) {
+        log_warn("alert command: out of memory");
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "FLEET_ALERT_", 12) != 0)
+            envp[k++] = environ[i];
+    envp[k++] = e_kind;
+    envp[k++] = e_device;
+    envp[k++] = e_message;
+    char *argv[] = {"sh", "-c", (char *)command, NULL};
     /* Not waited for: the caller ignores SIGCHLD, so the child is reaped by the kernel, and a
      * slow webhook does not hold up verification. */
     pid_t pid = fork();
@@ -21,10 +44,7 @@ static void run_command(const char *command, const char *kind, const char *devic
         return;
     }
     if (pid == 0) {
-        setenv("FLEET_ALERT_KIND", kind, 1);
-        setenv("FLEET_ALERT_DEVICE", device ? device : "", 1);
-        setenv("FLEET_ALERT_MESSAGE", message, 1);
-        execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+        execve("/bin/sh", argv, envp);
         _exit(127);
     }
 }

@@ -2,6 +2,7 @@
 /* trustme-fleet: fleet attestation on PostgreSQL (docs/FLEET.md). */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,8 +35,9 @@ static const char usage[] =
     "  remove NAME                      remove a device and its history\n"
     "  devices | groups | alerts        list, as JSON\n"
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
-    "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--once]\n"
-    "                                   verify due devices until SIGTERM\n"
+    "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--threads N] [--once]\n"
+    "                                   verify due devices until SIGTERM (N threads: N workers\n"
+    "                                   W.1 .. W.N, each with its own connection)\n"
     "  serve [--listen ADDR:PORT] [--alert-command CMD] [--tls-cert CERT.pem --tls-key KEY.pem\n"
     "        [--client-ca CA.pem]]      the HTTP+JSON API and status page; alerts on missing devices\n"
     "                                   and workers; with --client-ca only operators with a\n"
@@ -222,12 +224,39 @@ static int print_query(PGconn *c, const char *sql, const char *param, tm_err *er
     return 0;
 }
 
-static int cmd_worker(PGconn *c, int argc, char **argv, tm_err *err)
+struct worker_thread {
+    pthread_t t;
+    const char *conninfo;
+    struct fleet_worker_opts o;
+    char name[128];
+    int r;
+    tm_err err;
+};
+
+static void *worker_thread(void *arg)
 {
-    static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'},  {"alert-command", required_argument, NULL, 'a'},
-        {"batch", required_argument, NULL, 'b'}, {"poll-ms", required_argument, NULL, 'p'},
-        {"once", no_argument, NULL, 'o'},        {0}};
+    struct worker_thread *w = arg;
+    _cleanup_pq_ PGconn *c = NULL;
+    w->r = fleet_db_connect(w->conninfo, &c, &w->err);
+    if (w->r == 0)
+        w->r = fleet_worker_run(c, &w->o, &stop, &w->err);
+    if (w->r < 0) {
+        log_error("worker %s: %s", w->name, w->err.msg);
+        stop = 1; /* one thread's failure stops the process: it is restarted whole */
+    }
+    return NULL;
+}
+
+static int cmd_worker(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
+{
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"alert-command", required_argument, NULL, 'a'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"poll-ms", required_argument, NULL, 'p'},
+                                         {"once", no_argument, NULL, 'o'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {0}};
+    uint64_t threads = 1;
     char host[64] = "", name[128];
     gethostname(host, sizeof(host) - 1);
     snprintf(name, sizeof(name), "%s-%d", host, (int)getpid());
@@ -249,13 +278,45 @@ static int cmd_worker(PGconn *c, int argc, char **argv, tm_err *err)
             w.poll_ms = (int)v;
             break;
         case 'o': w.once = true; break;
+        case 't':
+            if (attest_parse_u64(optarg, 64, &threads) < 0 || threads == 0)
+                return tm_err_set(err, EINVAL, "--threads: 1 to 64");
+            break;
         default: return tm_err_set(err, EINVAL, "worker: unknown option");
         }
     }
     if (strlen(w.name) > 100)
         return tm_err_set(err, EINVAL, "--name: at most 100 bytes");
     log_info("worker %s started", w.name);
-    return fleet_worker_run(c, &w, &stop, err);
+    if (threads == 1)
+        return fleet_worker_run(c, &w, &stop, err);
+    /* Each thread is a worker of its own (NAME.1, NAME.2, ...) with its own connection: the
+     * database sees them as separate workers, and their claims exclude each other. */
+    struct worker_thread *ts = calloc(threads, sizeof(*ts));
+    if (!ts)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t started = 0;
+    for (; started < threads; started++) {
+        struct worker_thread *t = &ts[started];
+        snprintf(t->name, sizeof(t->name), "%s.%zu", w.name, started + 1);
+        t->conninfo = conninfo;
+        t->o = w;
+        t->o.name = t->name;
+        if (pthread_create(&t->t, NULL, worker_thread, t) != 0) {
+            stop = 1;
+            break;
+        }
+    }
+    int r = 0;
+    for (size_t i = 0; i < started; i++) {
+        pthread_join(ts[i].t, NULL);
+        if (ts[i].r < 0 && r == 0) {
+            r = ts[i].r;
+            *err = ts[i].err;
+        }
+    }
+    free(ts);
+    return r;
 }
 
 static int cmd_push(int argc, char **argv, tm_err *err)
@@ -420,7 +481,7 @@ int main(int argc, char **argv)
                         "ON d.id = v.device_id WHERE d.name = $1) x",
                         argv[1], &err);
     else if (strcmp(cmd, "worker") == 0)
-        r = cmd_worker(c, argc, argv, &err);
+        r = cmd_worker(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "serve") == 0)
         r = cmd_serve(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "sweep") == 0 && (argc == 1 || (argc == 3 && strcmp(argv[1], "--alert-command") == 0)))

@@ -84,10 +84,11 @@ class Fleet:
         assert line.startswith("listening on "), line
         self.url = "http://" + line.split()[-1]
 
-    def worker(self, name):
+    def worker(self, name, *extra):
         log = open(self.work / f"worker-{name}.log", "a")
         self.workers[name] = subprocess.Popen(
-            [str(FLEET), "worker", "--name", name, "--poll-ms", "100", "--alert-command", self.alert_cmd],
+            [str(FLEET), "worker", "--name", name, "--poll-ms", "100", "--alert-command", self.alert_cmd,
+             *extra],
             stdout=log, stderr=log, env=conninfo_env(self.conninfo))
         log.close()
         return self.workers[name]
@@ -392,14 +393,20 @@ def test_killed_worker_loses_no_verdict(fleet, devices, worker):
 
 
 def test_two_workers_share_the_work(fleet, devices, worker):
-    fleet.worker("w3")
+    """w0 and a second process of two threads (w3.1, w3.2: a worker each, own connection)."""
+    fleet.worker("w3", "--threads", "2")
     try:
         first = fleet.verdicts("a")[-1]
-        wait_for(lambda: {v[4] for v in fleet.verdicts("a") + fleet.verdicts("c")
-                          if int(v[0]) > int(first[0])} >= {"w0", "w3"},
-                 timeout=40, what="verdicts of both workers")
+        wait_for(lambda: len({v[4] for v in fleet.verdicts("a") + fleet.verdicts("c")
+                              if int(v[0]) > int(first[0])} & {"w0", "w3.1", "w3.2"}) >= 2,
+                 timeout=40, what="verdicts of two workers")
+        assert {v[4] for v in fleet.verdicts("a") + fleet.verdicts("c")} <= {"w0", "w1", "w2", "w3.1", "w3.2"}
     finally:
         fleet.stop_worker("w3")
+    # a clean stop says so: no worker-missing alert for w3's threads, their rows are gone
+    assert fleet.sql("SELECT name FROM workers WHERE name LIKE 'w3%'") == []
+    dup = fleet.sql("SELECT device_id, attempt FROM verdicts WHERE mode = 'pull' GROUP BY 1, 2 HAVING count(*) > 1")
+    assert dup == [], dup
 
 
 def test_no_worker_raises_an_alert(fleet, devices, worker):
