@@ -16,12 +16,13 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, prefix="trustme-fleet-pg-"):
         for prog in ("initdb", "pg_ctl"):
             if not (PG_BIN / prog).exists():
                 pytest.fail(f"{PG_BIN / prog} is missing: it comes with the Debian package "
                             "postgresql (scripts/install-deps.sh installs it)", pytrace=False)
-        self.base = Path(tempfile.mkdtemp(prefix="trustme-fleet-pg-"))
+        # the prefix names the run's processes (postgres -D BASE/data): test_zz_leaks.py finds them
+        self.base = Path(tempfile.mkdtemp(prefix=prefix))
         shutil.chown(self.base, "postgres")
         self.base.chmod(0o700)
         self.data = self.base / "data"

@@ -47,9 +47,10 @@ pytestmark = pytest.mark.skipif(not FLEET.exists(), reason="trustme-fleet is not
 
 # ---- the database and the service -------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pg():
-    c = Cluster()
+    """One cluster for the fleet's tests (this module), stopped before test_zz_leaks.py looks."""
+    c = Cluster(prefix=f"{conftest.TEST_PREFIX}-pg-")
     try:
         yield c.start()
     finally:
