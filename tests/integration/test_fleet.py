@@ -641,6 +641,26 @@ def test_bad_input_on_every_endpoint(fleet, devices):
     fleet.worker("w0")
 
 
+def test_killed_worker_is_reported_missing(fleet, devices):
+    """A worker killed with -9 leaves its row: once its heartbeat is 30 s old, one worker-missing
+    alert names it. w1 of test_killed_worker_loses_no_verdict is that worker when the module runs
+    whole (its 30 s have mostly passed by now); run alone, this test kills one of its own. The
+    workers stopped cleanly (w2, w3.*) are not reported."""
+    killed = "w1"
+    if not fleet.sql("SELECT name FROM workers WHERE name = 'w1'"):
+        killed = "w9"
+        fleet.worker(killed)
+        wait_for(lambda: fleet.sql("SELECT name FROM workers WHERE name = 'w9'") or None, timeout=20,
+                 what="w9's heartbeat")
+        fleet.stop_worker(killed, signal.SIGKILL)
+
+    def missing():
+        s, r = fleet.api("GET", "/api/v1/alerts")
+        return [a["message"] for a in r["alerts"] if a["kind"] == "worker-missing"] or None
+    msgs = wait_for(missing, timeout=45, what="the worker-missing alert")
+    assert len(msgs) == 1 and f"worker {killed} " in msgs[0], msgs
+
+
 def test_status_page_in_a_browser(fleet, devices, worker, tmp_path):
     """The operators' page as headless Chromium renders it: every device with its last verdict,
     the failing one first with its failing check, the alerts."""
