@@ -13,6 +13,7 @@ PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       libcmocka-dev libp11-kit-dev nettle-dev libcryptsetup-dev softhsm2 opensc openssl
       libtss2-dev swtpm tpm2-tools libtss2-tcti-swtpm0
       libnftables-dev nftables
+      postgresql postgresql-client libpq-dev libmicrohttpd-dev libgnutls28-dev chromium
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
       libarchive-dev zstd umoci debootstrap
       python3 python3-pytest python3-cryptography iproute2 procps mount coreutils

@@ -43,7 +43,9 @@ def test_no_processes_left():
     ours = [l for l in out.splitlines()[1:]
             if ("trustmed" in l and TEST_PREFIX in l)
             or ("tm-probe" in l and " Z" not in l and in_our_cgroup(l.split()[0]))
-            or (("swtpm" in l or "trustme-tpmd" in l) and TEST_PREFIX in l)]
+            or (("swtpm" in l or "trustme-tpmd" in l) and TEST_PREFIX in l)
+            # the fleet tests' PostgreSQL (tests/integration/pgcluster.py)
+            or ("postgres" in l and f"{TEST_PREFIX}-pg-" in l)]
     assert ours == []
 
 

@@ -57,6 +57,10 @@ PACKAGES = {
     "prlimit": "util-linux",
     "nsenter": "util-linux",
     "ps": "procps",
+    # the fleet's database (test_fleet.py; initdb and pg_ctl come with postgresql)
+    "psql": "postgresql-client",
+    # the fleet's status page, rendered by a real browser (test_fleet.py)
+    "chromium": "chromium",
     # files
     "cp": "coreutils",
     "mv": "coreutils",

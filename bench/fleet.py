@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""trustme-fleet under load (docs/BENCHMARKS.md "Fleet"). Run as root from the repository, after
+scripts/build.sh:
+
+    bench/fleet.py [--devices N] [--interval S] [--seconds T] [--workers W] [--threads K] [OUTFILE]
+
+A device simulator: N real trustme-tpmd instances (each with its own embedded swtpm, started as
+the tests start them: tests/integration/test_tpmd.py Tpmd), each with its EK certified by a test
+manufacturer CA and its AK certified by a development PKI's Device CA through credential
+activation, its boot events measured (the build's trustmed, trustme-scd, trustme-tpmd). A
+private PostgreSQL (tests/integration/pgcluster.py), one group of interval S with signed
+reference values of those binaries, every device enrolled (pull), W worker processes (default
+2) of K threads each (default 1). After
+a warm-up of one interval, T seconds are measured: verdicts per minute, their latency (the
+worker's request to recorded verdict, latency_ms) p50/p99, how late devices were attested
+(gaps between verdicts beyond the interval), and the database's bytes per verdict. Writes a JSON
+summary to OUTFILE (default stdout)."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests/integration"))
+
+from pb import field_bytes  # noqa: E402
+from pgcluster import Cluster, conninfo_env  # noqa: E402
+from test_tpmd import (BOOT, CERT_INSTALL, CSR, DEVICE_CSR, OK, PKI, TPMD, Tpmd, event,  # noqa: E402
+                       install_ek_cert, manufacturer_ca)
+
+FLEET = ROOT / "build/src/fleet/trustme-fleet"
+SCD = ROOT / "build/src/scd/trustme-scd"
+TRUSTMED = ROOT / "build/src/daemon/trustmed"
+
+
+def sh(*args, env=None):
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(map(str, args))} -> {r.returncode}\n{r.stderr}")
+    return r.stdout
+
+
+def sha_file(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).digest()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=20)
+    ap.add_argument("--interval", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
+    ap.add_argument("out", nargs="?")
+    a = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="trustme-bench-fleet-", dir="/tmp"))
+    os.chmod(work, 0o755)
+    tpmds, procs, pg = [], [], None
+    global FLEET
+    try:
+        # a copy: a rebuild during the run must not pull the binary from under the workers
+        shutil.copy(FLEET, work / "trustme-fleet")
+        FLEET = work / "trustme-fleet"
+        pw = work / "pass"
+        pw.write_text("bench passphrase\n")
+        pki = work / "pki"
+        sh(PKI, "init", pki, "--passphrase-file", pw)
+        mkey, mcert = manufacturer_ca(work)
+        refs = work / "refs.json"
+        sh(PKI, "rim", "--out", refs, "--version", "1", "--pcr", "11", "--pcr", "12",
+           "--binary", TRUSTMED, "--binary", SCD, "--binary", TPMD)
+        sh(PKI, "sign", refs, "--pki", pki, "--signer", "software", "--passphrase-file", pw)
+        boot = [event(BOOT, "binary", p.name, sha_file(p)) for p in (TRUSTMED, SCD, TPMD)]
+
+        pg = Cluster().start()
+        conninfo = pg.create_db("bench")
+        env = conninfo_env(conninfo)
+        sh(FLEET, "migrate", env=env)
+        sh(FLEET, "trust", "--ak-anchor", pki / "customer/general-root-ca.pem", "--device-ca",
+           pki / "customer/device-ca.pem", "--rim-anchor", pki / "software-signing/root-ca.pem",
+           "--rim-ca", pki / "software-signing/sub-ca.pem", "--no-crl", env=env)
+        sh(FLEET, "group", "bench", "--reference", refs, "--interval", a.interval, env=env)
+
+        t0 = time.monotonic()
+        for i in range(a.devices):
+            t = Tpmd(work / f"d{i}")
+            tpmds.append(t)
+            t.start()
+            t.measure(*boot)
+            install_ek_cert(t, work, mkey, mcert)
+            csr = work / f"d{i}.csr"
+            csr.write_bytes(t.ok(DEVICE_CSR, field_bytes(1, f"bench-{i}".encode()), CSR)[1][0])
+            enc = work / f"d{i}.enc.pem"
+            sh(PKI, "issue", "--pki", pki, "--ca", "device", "--csr", csr, "--out", enc,
+               "--passphrase-file", pw, "--ek-anchor", mcert)
+            t.ok(CERT_INSTALL, field_bytes(1, enc.read_bytes() + (pki / "customer/device-ca.pem").read_bytes()), OK)
+            info = t.info()
+            host, port = t.attest_address()
+            (work / f"d{i}.json").write_text(json.dumps({"ak_name": info[4][0].hex(),
+                                                        "cert_chain_pem": info[5][0].decode()}))
+            sh(FLEET, "enroll", f"d{i}", "--group", "bench", "--info", work / f"d{i}.json",
+               "--address", f"{host}:{port}", env=env)
+        setup_s = time.monotonic() - t0
+
+        for w in range(a.workers):
+            log = open(work / f"worker-{w}.log", "w")
+            procs.append(subprocess.Popen([str(FLEET), "worker", "--name", f"w{w}", "--poll-ms", "50",
+                                           "--threads", str(a.threads)],
+                                          stdout=log, stderr=log, env=env))
+        time.sleep(a.interval + 2)
+        start_id = int(pg.psql("SELECT coalesce(max(id), 0) FROM verdicts", db="bench")[0][0])
+        time.sleep(a.seconds)
+        rows = pg.psql(f"SELECT device_id, extract(epoch FROM at), latency_ms, trusted, worker FROM verdicts "
+                       f"WHERE id > {start_id} ORDER BY id", db="bench")
+        size = int(pg.psql("SELECT pg_total_relation_size('verdicts')", db="bench")[0][0])
+        total = int(pg.psql("SELECT count(*) FROM verdicts", db="bench")[0][0])
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=30)
+        procs = []
+
+        lat = sorted(int(r[2]) for r in rows)
+        untrusted = sum(r[3] != "t" for r in rows)
+        by_dev = {}
+        for r in rows:
+            by_dev.setdefault(r[0], []).append(float(r[1]))
+        gaps = sorted(b - x for ts in by_dev.values() for x, b in zip(ts, ts[1:]))
+        late = [g - a.interval for g in gaps]
+
+        def pct(xs, p):
+            return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
+        res = {
+            "devices": a.devices, "interval_s": a.interval, "workers": a.workers, "threads": a.threads, "seconds": a.seconds,
+            "setup_s": round(setup_s, 1),
+            "offered_per_min": round(a.devices * 60 / a.interval, 1),
+            "verdicts": len(rows), "untrusted": untrusted,
+            "verdicts_per_min": round(len(rows) * 60 / a.seconds, 1),
+            "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99), "latency_ms_max": lat[-1] if lat else None,
+            "lateness_s_p50": round(pct(late, 50), 3) if late else None,
+            "lateness_s_p99": round(pct(late, 99), 3) if late else None,
+            "verdict_bytes": round(size / total) if total else None,
+            "bytes_per_device_day_at_1_per_min": round(size / total * 1440) if total else None,
+            "workers_seen": sorted({r[4] for r in rows}),
+        }
+        text = json.dumps(res, indent=1)
+        if a.out:
+            Path(a.out).write_text(text + "\n")
+        print(text)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for t in tpmds:
+            t.cleanup()
+        if pg:
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

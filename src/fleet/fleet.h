@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustme-fleet's operations (docs/FLEET.md), shared by its CLI and its HTTP API: both take the
+ * same requests, checked the same way, and change the database only through these functions.
+ * Errors: -EINVAL (bad input, err says which field), -ENOENT (no such group/device), -EEXIST
+ * (the name or AK is taken), -EACCES (not the fleet's: a chain that does not verify, an
+ * unenrolled device), -ESTALE (a nonce unknown, used or expired), -EIO (the database). */
+#pragma once
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ca_pin.h"
+#include "error.h"
+#include "refvalues.h"
+
+#define FLEET_NAME_MAX 64
+#define FLEET_ADDRESS_MAX 255
+#define FLEET_NONCE_TTL_S 60 /* a push nonce is good this long, and once */
+
+/* What the fleet trusts (table trust): the roots and CAs of AKs and of reference values. */
+struct fleet_trust {
+    char *ak_anchors;
+    size_t ak_anchors_len;
+    struct ca_pins device_cas;
+    char *rim_anchors;
+    size_t rim_anchors_len;
+    struct ca_pins rim_cas;
+    char *crls; /* NULL: no revocation checking */
+    size_t crls_len;
+};
+void fleet_trust_done(struct fleet_trust *t);
+/* -ENOENT when `trustme-fleet trust` was never run. */
+int fleet_trust_load(PGconn *c, struct fleet_trust *ret, tm_err *err);
+/* PEM texts; crls NULL for none (explicitly: no revocation checking). */
+int fleet_trust_set(PGconn *c, const char *ak_anchors, const char *device_cas, const char *rim_anchors,
+                    const char *rim_cas, const char *crls, tm_err *err);
+
+struct fleet_group_req {
+    const char *name;
+    int64_t interval_s; /* 1..86400 */
+    uint32_t pcrs[REFVALUES_PCRS]; /* npcrs 0: the reference values' */
+    size_t npcrs;
+    bool pin_ak; /* a device must quote with the AK it enrolled with */
+    uint64_t min_version;
+    /* REFS.json, its .sig and .chain.pem (trustme-pki rim / sign) */
+    const char *refs_json;
+    size_t refs_json_len;
+    const uint8_t *refs_sig;
+    size_t refs_sig_len;
+    const char *refs_chain;
+    size_t refs_chain_len;
+};
+/* Create the group or replace its policy and reference values (a roll-out: every device of the
+ * group is checked against the new ones from its next attestation). Reference values whose
+ * signature, signer, version or validity the fleet's trust refuses are refused (-EACCES). */
+int fleet_group_put(PGconn *c, const struct fleet_group_req *g, tm_err *err);
+
+struct fleet_enroll_req {
+    const char *name;
+    const char *group;
+    const char *address; /* HOST:PORT of its attestation endpoint; NULL: push mode */
+    const char *ak_name_hex; /* 68 hex digits, `trustme device info --json` ak_name */
+    const char *cert_chain_pem; /* the AK certificate, then its CAs */
+};
+/* The chain must verify to the fleet's AK roots, issued by one of its Device CAs, not be a CA;
+ * else -EACCES with the reason. The device is due at once. */
+int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err);
+int fleet_device_remove(PGconn *c, const char *name, tm_err *err);
+
+/* 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+bool fleet_name_ok(const char *s);
+/* HOST:PORT, [V6]:PORT; letters, digits, . - : [ ] only, at most FLEET_ADDRESS_MAX. */
+bool fleet_address_ok(const char *s);
+
+/* ---- verification (verify.c) ---- */
+
+/* What one attestation needs about its device, read with the claim. */
+struct fleet_target {
+    int64_t device_id;
+    char name[FLEET_NAME_MAX + 1];
+    char address[FLEET_ADDRESS_MAX + 1];
+    uint8_t ak_name[34];
+    bool pin_ak;
+    bool has_last_reset;
+    uint32_t last_reset;
+    int64_t interval_s;
+    uint64_t min_version;
+    uint32_t pcrs[REFVALUES_PCRS];
+    size_t npcrs;
+    struct refvalues_files refs;
+};
+void fleet_target_done(struct fleet_target *t);
+/* The device's row with its group's policy. */
+int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err);
+
+struct fleet_verdict {
+    bool trusted;
+    bool evidence; /* the device answered with a quote */
+    char failed_check[160]; /* the failing checks' names (", "), "no evidence", or "" */
+    char *report_json; /* the report (trustme-verify --json's form) or {"error": ...} */
+    bool reset_valid; /* quote signature passed: reset_count is the TPM's */
+    uint32_t reset_count;
+};
+void fleet_verdict_done(struct fleet_verdict *v);
+/* Check a response (or, with buf NULL, record why there is none: why). */
+void fleet_verify(const struct fleet_trust *trust, const struct fleet_target *t, const uint8_t *nonce,
+                  const uint8_t *buf, size_t len, const char *why, struct fleet_verdict *ret);
+/* The PCRs to ask the device for: the group's, else its reference values'. */
+size_t fleet_target_pcrs(const struct fleet_target *t, uint32_t out[REFVALUES_PCRS]);
+
+/* ---- alerts (alerts.c) ---- */
+
+/* Record an alert and run the alert command, if any (sh -c CMD, not waited for, with
+ * FLEET_ALERT_KIND, FLEET_ALERT_DEVICE, FLEET_ALERT_MESSAGE in its environment). */
+void fleet_alert(PGconn *c, const char *command, const char *kind, const char *device, const char *message);
+/* Look for devices silent for two intervals, due work nobody did within an interval, workers
+ * whose heartbeat stopped; alert each once (until it recovers). Safe to run in many processes
+ * at once: each alert is claimed by one UPDATE. */
+int fleet_sweep(PGconn *c, const char *command, tm_err *err);
+
+/* ---- workers (worker.c) ---- */
+
+struct fleet_worker_opts {
+    const char *name; /* unique per process */
+    const char *alert_command;
+    int batch; /* devices claimed at once */
+    int poll_ms; /* sleep when nothing is due */
+    bool once; /* one pass, then return */
+};
+/* Claim due devices (FOR UPDATE SKIP LOCKED), attest each, record each verdict; run the sweep
+ * now and then. Returns when *stop is set (or after one pass with once). */
+int fleet_worker_run(PGconn *c, const struct fleet_worker_opts *o, volatile int *stop, tm_err *err);
+
+/* ---- push (push.c) ---- */
+
+/* A fresh nonce for an enrolled device, and the PCRs it must quote. */
+int fleet_push_nonce(PGconn *c, const char *device, uint8_t nonce[32], uint32_t pcrs[REFVALUES_PCRS], size_t *ret_npcrs,
+                     tm_err *err);
+/* Verify pushed evidence against a nonce issued to that device, unused and unexpired; the nonce
+ * is spent whatever the verdict. ret gets the verdict. */
+int fleet_push_evidence(PGconn *c, const char *device, const uint8_t nonce[32], const uint8_t *buf, size_t len,
+                        const char *alert_command, struct fleet_verdict *ret, tm_err *err);
+/* The verdict row and the device's state, in the caller's transaction. */
+int fleet_record(PGconn *c, const struct fleet_target *t, const struct fleet_verdict *v, const char *mode,
+                 int64_t attempt, const uint8_t *nonce, int latency_ms, const char *worker, tm_err *err);

@@ -1,0 +1,682 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""trustme-fleet (docs/FLEET.md) against a real PostgreSQL (pgcluster.py) and real devices
+(trustmed with its trustme-tpmd and embedded swtpm, AKs certified by the test PKI): enrollment
+refuses what does not chain to the fleet's anchors; workers claim due devices and record a
+verdict naming the failing checks; a changed trustmed fails "reference values", another TPM
+passing itself off fails "quote signature"; a silent device raises an alert within two
+intervals; a worker killed mid-attestation loses no verdict and double-counts none; pushed
+evidence is good once, for an enrolled device; bad input on every endpoint gets a 4xx and
+changes nothing.
+
+Device A sits behind a relay (the network, under the test's control): it forwards, drops, delays
+or passes another device's quote off as A's, so one device serves every scenario."""
+import base64
+import http.client as http_client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+import conftest
+from conftest import BUILD, wait_for
+from pb import encode, frame, parse
+from pgcluster import Cluster, conninfo_env
+from test_attestation import make_refs, module_daemon, pki_of, read_frame
+from test_device import TPMD, SCD, measurements, provision, secret_ok
+from test_guestos import env  # noqa: F401
+from test_guestos import start_with_device
+from tools import tool
+
+FLEET = BUILD / "src/fleet/trustme-fleet"
+INTERVAL = 2  # seconds: the group's attestation interval
+
+pytestmark = pytest.mark.skipif(not FLEET.exists(), reason="trustme-fleet is not built")
+
+
+# ---- the database and the service -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg():
+    """One cluster for the fleet's tests (this module), stopped before test_zz_leaks.py looks."""
+    c = Cluster(prefix=f"{conftest.TEST_PREFIX}-pg-")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+class Fleet:
+    def __init__(self, pg, conninfo, work, env):
+        self.pg, self.conninfo, self.work, self.env = pg, conninfo, work, env
+        self.alert_log = work / "alerts.log"
+        self.alert_cmd = f'printf "%s %s\\n" "$FLEET_ALERT_KIND" "$FLEET_ALERT_DEVICE" >> {self.alert_log}'
+        self.workers = {}
+        self.server = None
+
+    def run(self, *args, check=True):
+        r = subprocess.run([str(FLEET), *map(str, args)], capture_output=True, text=True, timeout=60,
+                           env=conninfo_env(self.conninfo))
+        if check and r.returncode != 0:
+            raise AssertionError(f"trustme-fleet {' '.join(map(str, args))} -> {r.returncode}\n{r.stderr}")
+        return r
+
+    def sql(self, q):
+        return self.pg.psql(q, db=self.conninfo.rsplit("=", 1)[1])
+
+    def serve(self):
+        log = open(self.work / "serve.log", "a")
+        self.server = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--alert-command",
+                                        self.alert_cmd], stdout=subprocess.PIPE, stderr=log, text=True,
+                                       env=conninfo_env(self.conninfo))
+        log.close()
+        line = self.server.stdout.readline()
+        assert line.startswith("listening on "), line
+        self.url = "http://" + line.split()[-1]
+
+    def worker(self, name, *extra):
+        log = open(self.work / f"worker-{name}.log", "a")
+        self.workers[name] = subprocess.Popen(
+            [str(FLEET), "worker", "--name", name, "--poll-ms", "100", "--alert-command", self.alert_cmd,
+             *extra],
+            stdout=log, stderr=log, env=conninfo_env(self.conninfo))
+        log.close()
+        return self.workers[name]
+
+    def stop_worker(self, name, sig=signal.SIGTERM):
+        p = self.workers.pop(name)
+        p.send_signal(sig)
+        p.wait(timeout=30)
+
+    def close(self):
+        for name in list(self.workers):
+            self.stop_worker(name, signal.SIGKILL)
+        if self.server:
+            self.server.terminate()
+            self.server.wait(timeout=30)
+
+    def api(self, method, path, body=None, raw=None, ctype="application/json"):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        rq = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            rq.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(rq, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, json.loads(text) if text else None
+
+    def alerts(self):
+        try:
+            return [tuple(line.split(" ", 1)) for line in self.alert_log.read_text().splitlines()]
+        except OSError:
+            return []
+
+    def verdicts(self, device):
+        """(id, trusted, failed_check, attempt, worker) of the device's verdicts, oldest first."""
+        return self.sql(f"SELECT v.id, v.trusted, coalesce(v.failed_check, ''), coalesce(v.attempt, -1), v.worker "
+                        f"FROM verdicts v JOIN devices d ON d.id = v.device_id WHERE d.name = '{device}' "
+                        f"ORDER BY v.id")
+
+    def next_verdict(self, device, timeout=30, after=None):
+        """The first verdict of the device newer than `after` (an id; default: its newest now)."""
+        if after is None:
+            seen = self.verdicts(device)
+            after = int(seen[-1][0]) if seen else 0
+        return wait_for(lambda: next((v for v in self.verdicts(device) if int(v[0]) > after), None),
+                        timeout=timeout, what=f"a verdict of {device}")
+
+
+@pytest.fixture(scope="module")
+def fleet(pg, env, test_root):  # noqa: F811
+    work = Path(test_root) / "fleet"
+    work.mkdir()
+    f = Fleet(pg, pg.create_db(f"fleet_{os.getpid()}"), work, env)
+    try:
+        assert "schema version 1" in f.run("migrate").stdout
+        assert "schema version 1" in f.run("migrate").stdout  # idempotent
+        f.run("trust", "--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
+              "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"), "--crl", env.pki / "crls.pem")
+        f.serve()
+        yield f
+    finally:
+        f.close()
+
+
+# ---- the network between the fleet and device A ------------------------------------------------
+
+class Relay:
+    """Forwards attestation exchanges to `target`; mode "drop" closes each connection unanswered
+    (a silent device), a delay holds the response back, and `impersonate` (a quote of A) makes it
+    pass the target's quote off as that device's: its AK, certificate and SRK name swapped in."""
+
+    def __init__(self, target):
+        self.target = target
+        self.mode = "forward"
+        self.delay = 0
+        self.impersonate = None
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.address = f"127.0.0.1:{self.srv.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client,), daemon=True).start()
+
+    def _one(self, client):
+        try:
+            with client:
+                if self.mode == "drop":
+                    return
+                host, port = self.target.rsplit(":", 1)
+                with socket.create_connection((host, int(port)), timeout=10) as up:
+                    up.sendall(frame(read_frame(client)))
+                    resp = read_frame(up)
+                if self.impersonate:
+                    top = parse(resp)
+                    q = parse(top[11][0])
+                    q[5], q[6], q[140] = self.impersonate[5], self.impersonate[6], self.impersonate[140]
+                    top[11] = [encode(q)]
+                    resp = encode(top)
+                time.sleep(self.delay)
+                client.sendall(frame(resp))
+        except (OSError, EOFError, KeyError):
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+def attest_address(d):
+    return json.loads(d.cli("device", "info", "--json").stdout)["attest_address"]
+
+
+def device_info_file(d, path):
+    path.write_text(d.cli("device", "info", "--json").stdout)
+    return path
+
+
+def quote_of(address, nonce, pcrs):
+    """Ask a device's tpmd for a quote of pcrs with this nonce (proto/attest.proto), as a device
+    pushing its evidence does: the AttestResponse's bytes."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(frame(encode({1: [1], 2: [7], 3: [nonce], 4: list(pcrs)})))
+        return read_frame(s)
+
+
+@pytest.fixture(scope="module")
+def devices(fleet, env, test_root, rootfs):  # noqa: F811
+    """A (pull, behind the relay), B (push; another TPM, same software) and C (pull, its trustmed
+    binary changed), all in group "g" whose reference values are this build's software."""
+    made = []
+    try:
+        a = module_daemon(test_root, rootfs, "fa")
+        made.append(a)
+        start_with_device(a, env.device())
+        secret_ok(a)
+        provision(a, pki_of(env), a.base, cn="fleet-a")
+        refs = make_refs(env, a.base / "refs.json", configs=[("device-config", a.data_dir / "device.json")])
+        fleet.run("group", "g", "--reference", refs, "--interval", INTERVAL)
+
+        b = module_daemon(test_root, rootfs, "fb")
+        made.append(b)
+        b.data_dir.mkdir(parents=True)
+        shutil.copy(a.data_dir / "device.json", b.data_dir / "device.json")
+        b.start()
+        secret_ok(b)
+        provision(b, pki_of(env), b.base, cn="fleet-b")
+
+        # C: the same device.json, a trustmed whose bytes differ (one byte appended: it still
+        # runs, and measures itself as another binary)
+        c = module_daemon(test_root, rootfs, "fc")
+        made.append(c)
+        changed = c.base / "trustmed"
+        shutil.copy(conftest.TRUSTMED, changed)
+        with open(changed, "ab") as fh:
+            fh.write(b"\0changed")
+        c.extra_args += ["--scd-binary", SCD, "--tpmd-binary", TPMD]
+        c.data_dir.mkdir(parents=True)
+        shutil.copy(a.data_dir / "device.json", c.data_dir / "device.json")
+        with mock.patch.object(conftest, "TRUSTMED", changed):
+            c.start()
+        measurements(c)
+        provision(c, pki_of(env), c.base, cn="fleet-c")
+
+        relay = Relay(attest_address(a))
+        fleet.run("enroll", "a", "--group", "g", "--info", device_info_file(a, a.base / "info.json"),
+                  "--address", relay.address)
+        fleet.run("enroll", "b", "--group", "g", "--info", device_info_file(b, b.base / "info.json"))
+        fleet.run("enroll", "c", "--group", "g", "--info", device_info_file(c, c.base / "info.json"),
+                  "--address", attest_address(c))
+        yield {"a": a, "b": b, "c": c, "relay": relay}
+        relay.close()
+    finally:
+        for d in made:
+            d.teardown()
+
+
+@pytest.fixture(scope="module")
+def worker(fleet, devices):
+    """One worker for the module; tests that kill workers start their own."""
+    fleet.worker("w0")
+    yield
+    if "w0" in fleet.workers:
+        fleet.stop_worker("w0")
+
+
+# ---- enrollment -------------------------------------------------------------------------------
+
+def test_enrollment_refuses_foreign_chains(fleet, devices, env):  # noqa: F811
+    a = devices["a"]
+    info = json.loads(a.cli("device", "info", "--json").stdout)
+    # the same device again: its name and its AK are taken
+    s, r = fleet.api("POST", "/api/v1/devices", {"name": "a2", "group": "g", "ak_name": info["ak_name"],
+                                                 "cert_chain_pem": info["cert_chain_pem"]})
+    assert s == 409 and "enrolled already" in r["error"], r
+    # a chain of another PKI (the second PKI's root certifies its own Device CA)
+    foreign = env.cert("device-ca", env.local_pki).read_text()
+    s, r = fleet.api("POST", "/api/v1/devices", {"name": "x", "group": "g", "ak_name": info["ak_name"],
+                                                 "cert_chain_pem": foreign})
+    assert s in (400, 403), r
+    # the Device CA's own certificate, and the GuestOS-signing CA's (both chain to the roots)
+    for ca in ("device-ca", "guestos-ca"):
+        s, r = fleet.api("POST", "/api/v1/devices", {"name": "x", "group": "g", "ak_name": info["ak_name"],
+                                                     "cert_chain_pem": env.cert(ca).read_text()})
+        assert s == 403, (ca, r)
+    assert fleet.sql("SELECT count(*) FROM devices") == [["3"]]
+
+
+# ---- pull verification --------------------------------------------------------------------------
+
+def test_healthy_device_is_trusted(fleet, devices, worker):
+    v = fleet.next_verdict("a")
+    assert v[1] == "t" and v[2] == "", v
+    s, r = fleet.api("GET", "/api/v1/devices/a")
+    assert s == 200 and r["last_verdict"] == "trusted" and r["last_seen"], r
+    assert r["verdicts"][0]["report"]["verdict"] == "trusted", r
+
+
+def test_changed_trustmed_fails_reference_values(fleet, devices, worker):
+    v = fleet.next_verdict("c")
+    assert v[1] == "f" and v[2] == "reference values", v
+    wait_for(lambda: ("verdict-failed", "c") in fleet.alerts(), timeout=10, what="the alert on c")
+    s, r = fleet.api("GET", "/api/v1/devices/c")
+    detail = next(c["detail"] for c in r["verdicts"][0]["report"]["checks"] if c["name"] == "reference values")
+    assert "trustmed" in detail, detail
+
+
+def test_another_tpm_fails_quote_signature(fleet, devices, worker):
+    """B's genuine quote passed off as A's at A's address: A's AK, certificate and SRK name
+    claimed, but B's TPM signed."""
+    relay = devices["relay"]
+    rq_nonce = os.urandom(32)
+    relay.impersonate = parse(parse(quote_of(attest_address(devices["a"]), rq_nonce, [11, 12]))[11][0])
+    relay.target = attest_address(devices["b"])
+    try:
+        v = fleet.next_verdict("a")
+        assert v[1] == "f" and "quote signature" in v[2].split(", "), v
+    finally:
+        relay.impersonate = None
+        relay.target = attest_address(devices["a"])
+    v = fleet.next_verdict("a")
+    assert v[1] == "t", v
+
+
+def test_silent_device_raises_an_alert_within_two_intervals(fleet, devices, worker):
+    relay = devices["relay"]
+    relay.mode = "drop"
+    silent_since = time.monotonic()
+    try:
+        wait_for(lambda: ("device-missing", "a") in fleet.alerts(), timeout=6 * INTERVAL,
+                 what="the device-missing alert")
+        took = time.monotonic() - silent_since
+        # two intervals since it was last seen, plus a sweep (1 s) and a claim's poll
+        assert took <= 2 * INTERVAL + 3, took
+        v = fleet.verdicts("a")[-1]
+        assert v[1] == "f" and v[2] == "no evidence", v
+    finally:
+        relay.mode = "forward"
+    assert fleet.next_verdict("a")[1] == "t"
+
+
+def test_killed_worker_loses_no_verdict(fleet, devices, worker):
+    """w0 stops; w1 claims A, whose response the relay holds back, and is killed mid-attestation;
+    w2 picks A up once the claim runs out (an interval, at least 3 s). Every claim has at most one
+    verdict, and w1's claim none."""
+    fleet.stop_worker("w0")
+    relay = devices["relay"]
+    relay.delay = 2.5
+    try:
+        w1 = fleet.worker("w1")
+        claimed = wait_for(lambda: fleet.sql("SELECT w.attempt FROM work w JOIN devices d ON d.id = w.device_id "
+                                             "WHERE d.name = 'a' AND w.claimed_by = 'w1'") or None,
+                           timeout=20, what="w1 to claim A")
+        attempt = claimed[0][0]
+        time.sleep(0.5)  # w1 is inside the exchange now
+        w1.kill()
+        fleet.workers.pop("w1").wait()
+        killed_at = time.monotonic()
+        relay.delay = 0
+        fleet.worker("w2")
+        v = fleet.next_verdict("a", timeout=30)
+        picked = time.monotonic() - killed_at
+        assert v[4] == "w2" and v[1] == "t", v
+        assert int(v[3]) > int(attempt), (v, attempt)
+        assert picked <= max(INTERVAL, 3) + 3, picked
+    finally:
+        relay.delay = 0
+    assert not [v for v in fleet.verdicts("a") if v[4] == "w1"]
+    dup = fleet.sql("SELECT device_id, attempt FROM verdicts WHERE mode = 'pull' "
+                    "GROUP BY 1, 2 HAVING count(*) > 1")
+    assert dup == [], dup
+    fleet.stop_worker("w2")
+    fleet.worker("w0")
+
+
+def test_two_workers_share_the_work(fleet, devices, worker):
+    """w0 and a second process of two threads (w3.1, w3.2: a worker each, own connection)."""
+    fleet.worker("w3", "--threads", "2")
+    try:
+        first = fleet.verdicts("a")[-1]
+        wait_for(lambda: len({v[4] for v in fleet.verdicts("a") + fleet.verdicts("c")
+                              if int(v[0]) > int(first[0])} & {"w0", "w3.1", "w3.2"}) >= 2,
+                 timeout=40, what="verdicts of two workers")
+        assert {v[4] for v in fleet.verdicts("a") + fleet.verdicts("c")} <= {"w0", "w1", "w2", "w3.1", "w3.2"}
+    finally:
+        fleet.stop_worker("w3")
+    # a clean stop says so: no worker-missing alert for w3's threads, their rows are gone
+    assert fleet.sql("SELECT name FROM workers WHERE name LIKE 'w3%'") == []
+    dup = fleet.sql("SELECT device_id, attempt FROM verdicts WHERE mode = 'pull' GROUP BY 1, 2 HAVING count(*) > 1")
+    assert dup == [], dup
+
+
+def test_no_worker_raises_an_alert(fleet, devices, worker):
+    fleet.stop_worker("w0")
+    try:
+        wait_for(lambda: ("work-overdue", "a") in fleet.alerts(), timeout=8 * INTERVAL,
+                 what="the work-overdue alert")
+    finally:
+        fleet.worker("w0")
+
+
+# ---- push ---------------------------------------------------------------------------------------
+
+def push(fleet, device, address):
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": device})
+    assert s == 200, r
+    resp = quote_of(address, bytes.fromhex(r["nonce"]), r["pcrs"])
+    body = {"device": device, "nonce": r["nonce"], "response": base64.b64encode(resp).decode()}
+    return fleet.api("POST", "/api/v1/push/evidence", body), body
+
+
+def test_push_once_per_nonce(fleet, devices):
+    (s, r), body = push(fleet, "b", attest_address(devices["b"]))
+    assert s == 200 and r["verdict"] == "trusted", r
+    assert fleet.verdicts("b")[-1][1] == "t"
+    n = len(fleet.verdicts("b"))
+    # the same evidence again: the nonce is spent
+    s, r = fleet.api("POST", "/api/v1/push/evidence", body)
+    assert s == 409 and "used already" in r["error"], r
+    assert len(fleet.verdicts("b")) == n
+
+
+def test_push_client(fleet, devices):
+    """`trustme-fleet push`, the device's side: no database, just the fleet's address and its
+    own tpmd's."""
+    server = fleet.url[len("http://"):]
+    n = len(fleet.verdicts("b"))
+    r = subprocess.run([str(FLEET), "push", "--server", server, "--device", "b", "--attest",
+                        attest_address(devices["b"])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "trusted", (r.stdout, r.stderr)
+    assert len(fleet.verdicts("b")) == n + 1
+    r = subprocess.run([str(FLEET), "push", "--server", server, "--device", "stranger", "--attest",
+                        attest_address(devices["b"])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "HTTP 403" in r.stderr and "not enrolled" in r.stderr, r.stderr
+
+
+def test_push_of_an_unenrolled_device(fleet, devices):
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "stranger"})
+    assert s == 403 and "not enrolled" in r["error"], r
+    # a nonce issued to B, presented by another name: refused, and the nonce stays B's
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+    resp = quote_of(attest_address(devices["b"]), bytes.fromhex(r["nonce"]), r["pcrs"])
+    s, r2 = fleet.api("POST", "/api/v1/push/evidence", {"device": "stranger", "nonce": r["nonce"],
+                                                        "response": base64.b64encode(resp).decode()})
+    assert s == 403, r2
+    s, r2 = fleet.api("POST", "/api/v1/push/evidence", {"device": "a", "nonce": r["nonce"],
+                                                        "response": base64.b64encode(resp).decode()})
+    assert s == 409, r2
+
+
+def test_push_of_another_devices_evidence(fleet, devices):
+    """A's genuine quote for a nonce issued to B: B's AK is pinned, so "AK binding" fails."""
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+    resp = quote_of(attest_address(devices["a"]), bytes.fromhex(r["nonce"]), r["pcrs"])
+    s, r2 = fleet.api("POST", "/api/v1/push/evidence", {"device": "b", "nonce": r["nonce"],
+                                                        "response": base64.b64encode(resp).decode()})
+    assert s == 200 and r2["verdict"] == "untrusted" and "AK binding" in r2["failed_check"], r2
+
+
+# ---- TLS ----------------------------------------------------------------------------------------
+
+def openssl(*args, cwd):
+    subprocess.run([tool("openssl"), *map(str, args)], check=True, capture_output=True, cwd=cwd)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN={name}", "-days", "2", "-addext",
+            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_leaf(d, name, ca, ext):
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text(ext + "\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+def test_tls_with_operator_certificates(fleet, devices, tmp_path):
+    """serve --tls-cert --tls-key --client-ca: every endpoint but push needs an operator's
+    certificate of the client CA; a device pushes without one."""
+    d = tmp_path
+    make_ca(d, "server-ca")
+    make_ca(d, "operator-ca")
+    make_ca(d, "rogue-ca")
+    make_leaf(d, "server", "server-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "operator", "operator-ca", "extendedKeyUsage=clientAuth")
+    make_leaf(d, "rogue", "rogue-ca", "extendedKeyUsage=clientAuth")
+    p = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--tls-cert", d / "server.pem",
+                          "--tls-key", d / "server.key", "--client-ca", d / "operator-ca.pem"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=conninfo_env(fleet.conninfo))
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("listening on "), line
+        url = "https://" + line.split()[-1]
+
+        def call(path, client=None, body=None):
+            ctx = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
+            if client:
+                ctx.load_cert_chain(str(d / f"{client}.pem"), str(d / f"{client}.key"))
+            rq = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
+                                        headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(rq, timeout=30, context=ctx) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        s, r = call("/api/v1/devices")
+        assert s == 403 and "no client certificate" in r["error"], r
+        s, r = call("/api/v1/devices", "rogue")
+        assert s == 403 and "does not verify" in r["error"], r
+        s, r = call("/api/v1/devices", "operator")
+        assert s == 200 and {x["name"] for x in r["devices"]} == {"a", "b", "c"}, r
+        # push needs no client certificate: the nonce, the pinned AK and the TPM vouch for it
+        s, r = call("/api/v1/push/nonce", body={"device": "b"})
+        assert s == 200 and len(r["nonce"]) == 64, r
+        # plain HTTP on the TLS port gets no answer
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client.RemoteDisconnected)):
+            urllib.request.urlopen(url.replace("https", "http") + "/api/v1/devices", timeout=10).read()
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+SQL = "x'); DROP TABLE devices; --"
+ENDPOINTS = {
+    "/api/v1/devices": {"name": "n1", "group": "g", "address": "127.0.0.1:1", "ak_name": "00" * 34,
+                        "cert_chain_pem": "-----BEGIN CERTIFICATE-----\n"},
+    "/api/v1/groups": {"name": "g2", "interval": 5, "pcrs": [12], "pin_ak": True, "min_version": 0,
+                       "reference": {"json": "{}", "sig": "AAAA", "chain": "x"}},
+    "/api/v1/push/nonce": {"device": "b"},
+    "/api/v1/push/evidence": {"device": "b", "nonce": "00" * 32, "response": "AAAA"},
+}
+
+
+def snapshot(fleet):
+    """What a request could change. Of devices, what the API sets (the sweep in `serve` marks
+    devices missing meanwhile, as it should)."""
+    tables = ("(SELECT id, name, group_id, address, ak_name, cert_chain_pem, subject, enrolled_at FROM devices)",
+              "device_groups", "push_nonces", "trust")
+    return [fleet.sql(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t")
+            for t in tables]
+
+
+def strings_replaced(body, value):
+    """Each string of body (nested) replaced by value, one at a time."""
+    for k, v in body.items():
+        if isinstance(v, str):
+            yield {**body, k: value}
+        elif isinstance(v, dict):
+            for sub in strings_replaced(v, value):
+                yield {**body, k: sub}
+
+
+def oversized(fleet, path, size, chunked=False):
+    """POST a body of size bytes: (status, body) of the answer, read even when the server closes
+    the connection before taking all of it."""
+    host, port = fleet.url[len("http://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {size}\r\n\r\n"
+        s.sendall(head.encode())
+        try:
+            chunk = b"x" * 65536
+            for _ in range(size // len(chunk)):
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # closed early: the answer is waiting
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 2:
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+        except OSError:
+            pass
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace")
+
+
+def test_bad_input_on_every_endpoint(fleet, devices):
+    # No worker runs: nothing else changes the tables meanwhile (push/nonce issues nonces only
+    # when it succeeds, and its valid body is not sent here).
+    fleet.stop_worker("w0") if "w0" in fleet.workers else None
+    before = snapshot(fleet)
+    for path, good in ENDPOINTS.items():
+        cases = [
+            ("malformed", b'{"name": "x",', None),
+            ("not an object", b'["x"]', None),
+            ("duplicate key", b'{"name": "a", "name": "b"}', None),
+            ("unknown field", json.dumps({**good, "admin": True}).encode(), None),
+            ("wrong type", json.dumps({**good, next(iter(good)): 5}).encode(), None),
+            ("nul byte", json.dumps({**good, next(iter(good)): "a\u0000b"}).encode(), None),
+        ]
+        cases += [("sql", json.dumps(b).encode(), None) for b in strings_replaced(good, SQL)]
+        for what, raw, want in cases:
+            s, r = fleet.api("POST", path, raw=raw)
+            assert 400 <= s < 500 and (want is None or s == want), (path, what, s, r)
+            assert r and r.get("error"), (path, what, r)
+        s, r = fleet.api("POST", path, raw=json.dumps(good).encode(), ctype="text/plain")
+        assert s == 415, (path, r)
+        # oversized: refused on its Content-Length, before a byte of it is read; and one sent
+        # in chunks (no length given), refused once it passes the bound
+        status, text = oversized(fleet, path, 9 * 1024 * 1024)
+        assert status == 413 and "larger than" in text, (path, status, text)
+        status, text = oversized(fleet, path, 9 * 1024 * 1024, chunked=True)
+        assert status == 413 and "larger than" in text, (path, status, text)
+    for path in ("/api/v1/devices/" + SQL.replace(" ", "%20"), "/api/v1/nothing", "/api/v1/devices/nobody"):
+        s, r = fleet.api("GET", path)
+        assert s in (400, 404), (path, s, r)
+    assert snapshot(fleet) == before
+    assert fleet.sql("SELECT count(*) FROM devices") == [["3"]]
+    fleet.worker("w0")
+
+
+def test_killed_worker_is_reported_missing(fleet, devices):
+    """A worker killed with -9 leaves its row: once its heartbeat is 30 s old, one worker-missing
+    alert names it. w1 of test_killed_worker_loses_no_verdict is that worker when the module runs
+    whole (its 30 s have mostly passed by now); run alone, this test kills one of its own. The
+    workers stopped cleanly (w2, w3.*) are not reported."""
+    killed = "w1"
+    if not fleet.sql("SELECT name FROM workers WHERE name = 'w1'"):
+        killed = "w9"
+        fleet.worker(killed)
+        wait_for(lambda: fleet.sql("SELECT name FROM workers WHERE name = 'w9'") or None, timeout=20,
+                 what="w9's heartbeat")
+        fleet.stop_worker(killed, signal.SIGKILL)
+
+    def missing():
+        s, r = fleet.api("GET", "/api/v1/alerts")
+        return [a["message"] for a in r["alerts"] if a["kind"] == "worker-missing"] or None
+    msgs = wait_for(missing, timeout=45, what="the worker-missing alert")
+    assert len(msgs) == 1 and f"worker {killed} " in msgs[0], msgs
+
+
+def test_status_page_in_a_browser(fleet, devices, worker, tmp_path):
+    """The operators' page as headless Chromium renders it: every device with its last verdict,
+    the failing one first with its failing check, the alerts."""
+    fleet.next_verdict("a")
+    fleet.next_verdict("c")
+    r = subprocess.run([tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", fleet.url + "/"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = r.stdout
+    rows = re.findall(r'<tr class="(\w+)"><td>([^<]*)</td><td>([^<]*)</td><td>(\w+)</td><td>[^<]*</td>'
+                      r'<td>(\w+)</td><td>([^<]*)</td></tr>', dom)
+    # B's last verdict is the push of A's evidence (test_push_of_another_devices_evidence)
+    assert [(cls, name, mode, verdict) for cls, name, _, mode, verdict, _ in rows] == [
+        ("untrusted", "b", "push", "untrusted"), ("untrusted", "c", "pull", "untrusted"),
+        ("trusted", "a", "pull", "trusted")], dom
+    assert "AK binding" in rows[0][5] and rows[1][5] == "reference values", rows
+    assert re.search(r'<p id="summary">3 devices, 2 failing</p>', dom), dom
+    assert "device c failed attestation: reference values" in dom
