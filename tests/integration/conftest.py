@@ -230,12 +230,22 @@ def kill_cgroup_tasks(path):
             pass
 
 
+def with_descendants(dirs):
+    """dirs and every cgroup below them, whatever their names (a delegated unit's cgroup holds
+    "supervisor" and the containers' parent)."""
+    found = set()
+    for d in dirs:
+        for top, _, _ in os.walk(d):
+            found.add(Path(top))
+    return sorted(found)
+
+
 def remove_cgroups(name_part):
     """Kill everything in matching cgroups and remove them, deepest first. Scanned again until none
     is left (up to 10 s): under load, processes die slowly, and a daemon winding down may still
     make a child cgroup after a scan, which then kept its parent (a single 2 s pass left some)."""
     deadline = time.monotonic() + 10
-    while (dirs := cgroup_dirs(name_part)) and time.monotonic() < deadline:
+    while (dirs := with_descendants(cgroup_dirs(name_part))) and time.monotonic() < deadline:
         for d in dirs:
             freezer_state = d / "freezer.state"
             if freezer_state.exists():
