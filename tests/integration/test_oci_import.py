@@ -464,3 +464,35 @@ def test_interrupted_import_cleaned_up(work):
     assert p.returncode != 0 and "interrupted" in err, err
     assert "building root.img" not in err  # stopped in the layer, not after it
     assert os.listdir(work / "out") == []
+
+
+def test_blob_changed_after_its_check_is_not_used(work):
+    """Whoever can still write the layout directory (a shared or mounted directory) rewrites a
+    layer blob in place after trustme-guestos checked its digest, while an earlier layer is being
+    applied: the import uses the bytes it checked (a private copy), never the rewritten ones."""
+    many = [d("m")] + [f(f"m/{i}", b"x") for i in range(40000)]
+    lay = oci.single(work / "layout", [many, [f("b", b"genuine!")]], {"Cmd": ["/b"]})
+    blob, _ = blob_of(lay.path, 1)
+    data = blob.read_bytes()
+    at = data.index(b"genuine!")
+    p = subprocess.Popen([str(GUESTOS), "import", str(work / "layout"), "--name", "img", "--version",
+                          "1", "--out", str(work / "out"), "--unsigned"], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert "applying layer 1" in p.stderr.readline()
+        with open(blob, "r+b") as fh:  # same size, same tar header: only the data differs
+            fh.seek(at)
+            fh.write(b"hostile!")
+        err = p.communicate(timeout=300)[1]
+    finally:
+        p.kill()
+        p.wait()
+    assert "applying layer 2" in err, err
+    if p.returncode == 0:
+        mnt = mount_image(work / "out/img-1/root.img", work / "mnt")
+        try:
+            assert (mnt / "b").read_bytes() == b"genuine!"
+        finally:
+            umount(mnt)
+    else:
+        assert "digest mismatch" in err, err

@@ -58,7 +58,8 @@ struct oci_source {
 };
 
 /* oci_layout.c: find the image in src, check every blob it uses, and unpack its layers in order
- * into the empty directory rootfs_dir; scratch_dir holds an unpacked archive. */
+ * into the empty directory rootfs_dir; scratch_dir holds an unpacked archive, and its parent (a
+ * private directory) the copies of a layout directory's blobs. */
 int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const char *rootfs_dir,
                     struct oci_image *img, tm_err *err);
 void oci_image_free(struct oci_image *img);
