@@ -321,3 +321,33 @@ def test_vtpm_config_rules(vd, tpm_rootfs):
     assert d.sh("plain", "ls /run/tpm", check=False).returncode != 0
     assert "TPM2TOOLS_TCTI" not in d.sh("plain", "env").stdout
     d.cli("stop", "plain")
+
+
+def test_half_commands_do_not_lock_the_vtpm(vd, tpm_rootfs):
+    """Any process of the container (the sockets are 0666 inside) takes the proxy's 16 client
+    slots, each holding 4 bytes of a TPM command header, and its 16 control slots, idle. The
+    container's other processes still reach their vTPM: a new client takes the slot of the one
+    answered longest ago (before: it saw EOF for as long as the slots were held)."""
+    d = vd
+    create(d, "h", tpm_rootfs)
+    start(d, "h")
+    d.sh("h", "tpm2_getrandom 4 >/dev/null")
+    sock = pub_dir(d, "h") / "tpm.sock"  # this very socket is /run/tpm/tpm.sock inside
+    dfd = os.open(sock.parent, os.O_PATH)
+    held = []
+    try:
+        for name, first in (("tpm.sock", b"\x80\x01\x00\x00"), ("tpm.sock.ctrl", b"")):
+            for _ in range(16):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(f"/proc/self/fd/{dfd}/{name}")
+                if first:
+                    s.sendall(first)
+                held.append(s)
+        time.sleep(0.5)
+        r = d.sh("h", "tpm2_getrandom 4 >/dev/null", check=False)
+        assert r.returncode == 0, f"the vTPM did not answer while its slots were held: {r.stderr}"
+    finally:
+        for s in held:
+            s.close()
+        os.close(dfd)
+        d.cli("stop", "h", check=False)
