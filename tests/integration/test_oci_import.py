@@ -496,3 +496,17 @@ def test_blob_changed_after_its_check_is_not_used(work):
             umount(mnt)
     else:
         assert "digest mismatch" in err, err
+
+
+def test_entry_deeper_than_path_max_is_refused(work):
+    """A layer whose tree, below the import's temporary directory, is deeper than PATH_MAX (20
+    directories of 203 bytes and a file: a 4081-byte name, legal in a PAX tar): refused naming the
+    entry, and nothing is left in the output directory. Before: the image was built, but the
+    unpacked tree could not be removed ("File name too long") and stayed in --out."""
+    comps = ["x" * 203] * 20
+    deep = [d("/".join(comps[:i])) for i in range(1, len(comps) + 1)] + [f("/".join(comps) + "/f", b"deep")]
+    oci.single(work / "layout", [deep], {"Cmd": ["/x"]})
+    r = import_(work / "layout", work / "out", check=False)
+    assert r.returncode != 0 and "longer than 4095 bytes" in r.stderr, r.stderr
+    assert "cannot remove" not in r.stderr, r.stderr
+    assert os.listdir(work / "out") == []

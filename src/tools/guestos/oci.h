@@ -22,6 +22,9 @@ enum oci_compression { OCI_PLAIN, OCI_GZIP, OCI_ZSTD, OCI_ANY };
 struct oci_budget {
     uint64_t max_bytes, bytes;
     uint64_t max_entries, entries;
+    /* The longest entry name: the tree's own path and it stay below PATH_MAX, so that the tree
+     * can be built from and removed by path (0: no limit). */
+    size_t max_path;
 };
 
 /* oci_layer.c: apply one layer (a tar stream on fd, verified beforehand) to the tree at root_fd,

@@ -567,6 +567,8 @@ static int open_source(const struct oci_source *src, const char *scratch_dir, st
         return tm_err_sys(err, "%s", scratch_dir);
     char w[PATH_MAX + 16];
     snprintf(w, sizeof(w), "archive %s", src->path);
+    size_t n = strlen(scratch_dir);
+    budget->max_path = n + 2 < PATH_MAX ? PATH_MAX - 2 - n : 1;
     int r = oci_unpack_archive(dfd, afd, w, budget, err);
     if (r < 0) {
         close(dfd);
@@ -622,6 +624,8 @@ int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const
         layers_close(layers, n_layers);
         return tm_err_sys(err, "%s", rootfs_dir);
     }
+    size_t n = strlen(rootfs_dir);
+    budget.max_path = n + 2 < PATH_MAX ? PATH_MAX - 2 - n : 1;
     for (size_t i = 0; i < n_layers && r == 0; i++) {
         char w[128];
         snprintf(w, sizeof(w), "layer %zu (%s)", i + 1, layers[i].digest);
