@@ -510,3 +510,22 @@ def test_entry_deeper_than_path_max_is_refused(work):
     assert r.returncode != 0 and "longer than 4095 bytes" in r.stderr, r.stderr
     assert "cannot remove" not in r.stderr, r.stderr
     assert os.listdir(work / "out") == []
+
+
+def test_passwd_that_is_a_fifo_is_refused(work):
+    """An image whose /etc/passwd is a FIFO (a type layers may hold) and whose config names a
+    User: the import reads /etc/passwd to map the user. Refused at once (before: open() waited for
+    a writer for ever, and the import hung)."""
+    layer = [d("etc"), {"name": "etc/passwd", "type": "fifo", "mode": 0o644},
+             f("bin/x", b"#!/bin/sh\n", mode=0o755)]
+    oci.single(work / "layout", [[d("bin")] + layer], {"Cmd": ["/bin/x"], "User": "someone"})
+    p = subprocess.Popen([str(GUESTOS), "import", str(work / "layout"), "--name", "img", "--version", "1",
+                          "--out", str(work / "out"), "--unsigned"], stderr=subprocess.PIPE, text=True)
+    try:
+        err = p.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("the import hung on an /etc/passwd that is a FIFO")
+    assert p.returncode != 0 and "/etc/passwd" in err, err
+    assert os.listdir(work / "out") == []
