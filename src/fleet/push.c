@@ -38,6 +38,13 @@ int fleet_push_nonce(PGconn *c, const char *device, uint8_t nonce[32], uint32_t 
     _cleanup_(fleet_target_done) struct fleet_target t = {0};
     if ((r = fleet_target_load(c, id, &t, err)) < 0)
         return r;
+    /* A pushed verdict reschedules the device's pull: pushes anyone can make (failing ones)
+     * must not keep a pull device from being attested. */
+    if (t.address[0])
+        return tm_err_set(err, EACCES,
+                          "device %s is attested by pull (it has an address); push is for devices "
+                          "enrolled without one",
+                          device);
     if (getrandom(nonce, 32, 0) != 32)
         return tm_err_sys(err, "getrandom");
     char hex[65], ids[24], ttl[16];

@@ -714,3 +714,11 @@ def test_push_flood_is_bounded(fleet, devices):
     assert len(fleet.verdicts("b")) == before_verdicts + 15
     time.sleep(1)  # the alert command is not waited for
     assert alert_runs() - before_alerts <= 1, fleet.alerts()
+
+
+def test_no_push_for_a_pull_device(fleet, devices):
+    """Every pushed verdict postpones the device's pull work by an interval: pushes of garbage
+    under a pull device's name, one an interval, would keep the workers from ever attesting it.
+    A pull device gets no push nonce (403), so no push is ever recorded for it."""
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "c"})
+    assert s == 403 and "attested by pull" in r["error"], r
