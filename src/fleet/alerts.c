@@ -60,6 +60,28 @@ void fleet_alert(PGconn *c, const char *command, const char *kind, const char *d
         run_command(command, kind, device, message);
 }
 
+void fleet_alert_limited(PGconn *c, const char *command, const char *kind, const char *device, const char *message,
+                         int window_s)
+{
+    _cleanup_res_ PGresult *res = NULL;
+    tm_err err = {0};
+    char win[16];
+    snprintf(win, sizeof(win), "%d", window_s);
+    if (FLEET_EXEC(c, &res, &err,
+                   "INSERT INTO alerts (kind, device, message) SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM "
+                   "alerts WHERE kind = $1 AND device = $2 AND at > now() - make_interval(secs => $4::int)) "
+                   "RETURNING id",
+                   kind, device, message, win) < 0) {
+        log_warn("alert %s not recorded: %s", kind, err.msg);
+        return;
+    }
+    if (PQntuples(res) == 0)
+        return; /* raised within the window already */
+    log_warn("alert %s: %s", kind, message);
+    if (command && *command)
+        run_command(command, kind, device, message);
+}
+
 /* Each UPDATE marks the rows it alerts for, so of several processes sweeping at once exactly
  * one alerts for each; the mark is cleared when the thing recovers. */
 int fleet_sweep(PGconn *c, const char *command, tm_err *err)

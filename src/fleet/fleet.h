@@ -18,6 +18,8 @@
 #define FLEET_NAME_MAX 64
 #define FLEET_ADDRESS_MAX 255
 #define FLEET_NONCE_TTL_S 60 /* a push nonce is good this long, and once */
+#define FLEET_PUSH_NONCES_MAX 8 /* unspent push nonces kept per device: the newest */
+#define FLEET_PUSH_ALERT_S 60 /* a failing push alerts once in this many seconds per device */
 
 /* What the fleet trusts (table trust): the roots and CAs of AKs and of reference values. */
 struct fleet_trust {
@@ -115,6 +117,10 @@ size_t fleet_target_pcrs(const struct fleet_target *t, uint32_t out[REFVALUES_PC
 /* Record an alert and run the alert command, if any (sh -c CMD, not waited for, with
  * FLEET_ALERT_KIND, FLEET_ALERT_DEVICE, FLEET_ALERT_MESSAGE in its environment). */
 void fleet_alert(PGconn *c, const char *command, const char *kind, const char *device, const char *message);
+/* fleet_alert, unless an alert of this kind was raised for the device in the last window_s
+ * seconds: for alerts anyone on the network can provoke (a failing push). */
+void fleet_alert_limited(PGconn *c, const char *command, const char *kind, const char *device, const char *message,
+                         int window_s);
 /* Look for devices silent for two intervals, due work nobody did within an interval, workers
  * whose heartbeat stopped; alert each once (until it recovers). Safe to run in many processes
  * at once: each alert is claimed by one UPDATE. */

@@ -38,6 +38,13 @@ int fleet_push_nonce(PGconn *c, const char *device, uint8_t nonce[32], uint32_t 
     _cleanup_(fleet_target_done) struct fleet_target t = {0};
     if ((r = fleet_target_load(c, id, &t, err)) < 0)
         return r;
+    /* A pushed verdict reschedules the device's pull: pushes anyone can make (failing ones)
+     * must not keep a pull device from being attested. */
+    if (t.address[0])
+        return tm_err_set(err, EACCES,
+                          "device %s is attested by pull (it has an address); push is for devices "
+                          "enrolled without one",
+                          device);
     if (getrandom(nonce, 32, 0) != 32)
         return tm_err_sys(err, "getrandom");
     char hex[65], ids[24], ttl[16];
@@ -47,6 +54,15 @@ int fleet_push_nonce(PGconn *c, const char *device, uint8_t nonce[32], uint32_t 
     /* Spent and expired nonces of this device go; one that answered a verdict stays in it. */
     FLEET_EXEC(c, NULL, NULL, "DELETE FROM push_nonces WHERE device_id = $1 AND expires_at < now() - interval '1 day'",
                ids);
+    /* Anyone may ask for nonces under an enrolled name: the device keeps its newest unspent
+     * ones, so the table does not grow with the requests (a flood can only make the device's
+     * own push fail, which the device-missing alert shows). */
+    char keep[16];
+    snprintf(keep, sizeof(keep), "%d", FLEET_PUSH_NONCES_MAX - 1);
+    FLEET_EXEC(c, NULL, NULL,
+               "DELETE FROM push_nonces WHERE nonce IN (SELECT nonce FROM push_nonces WHERE device_id = $1 AND "
+               "used_at IS NULL ORDER BY issued_at DESC, nonce OFFSET $2::int)",
+               ids, keep);
     r = FLEET_EXEC(c, NULL, err,
                    "INSERT INTO push_nonces (nonce, device_id, expires_at) "
                    "VALUES (decode($1, 'hex'), $2, now() + make_interval(secs => $3::int))",
@@ -108,7 +124,8 @@ int fleet_push_evidence(PGconn *c, const char *device, const uint8_t nonce[32], 
     if (!ret->trusted) {
         char msg[256];
         snprintf(msg, sizeof(msg), "device %s failed attestation: %s", device, ret->failed_check);
-        fleet_alert(c, alert_command, "verdict-failed", device, msg);
+        /* Anyone with a fresh nonce can make a push fail: one alert a window, each verdict kept. */
+        fleet_alert_limited(c, alert_command, "verdict-failed", device, msg, FLEET_PUSH_ALERT_S);
     }
     return 0;
 }

@@ -58,6 +58,7 @@ struct owner {
 struct client {
     int fd;
     struct owner *owner; /* NULL when no slot was free: its handles are not tracked */
+    uint64_t active_ms; /* when it connected or was last answered (CLOCK_MONOTONIC) */
     size_t have;
     uint8_t buf[VTPM_MAX_COMMAND];
 };
@@ -65,6 +66,7 @@ struct client {
 struct ctrl_client {
     int fd;
     int up; /* its own connection to swtpm's control socket */
+    uint64_t active_ms;
 };
 
 /* Relative to the vTPM's run directory, the working directory: its absolute path may be longer
@@ -158,6 +160,13 @@ static int read_all(int fd, void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* One command to swtpm and its response (into rsp, at most VTPM_MAX_COMMAND bytes). */
@@ -345,6 +354,7 @@ static int serve_command(struct client *c)
             if (owners[i].pidfd >= 0)
                 vtpm_handles_remove(&owners[i].handles, flushed);
     c->have = 0;
+    c->active_ms = now_ms();
     return write_all(c->fd, rsp, rlen) < 0 ? 1 : 0;
 }
 
@@ -405,6 +415,7 @@ static int on_ctrl(struct ctrl_client *c)
     ssize_t m = read(c->up, rsp, sizeof(rsp));
     if (m <= 0)
         return -1;
+    c->active_ms = now_ms();
     return write_all(c->fd, rsp, (size_t)m) < 0 ? -1 : 0;
 }
 
@@ -415,22 +426,29 @@ static void accept_into(int lfd, bool ctrl)
         return;
     struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    /* When every slot is taken, the client answered (or connected) longest ago goes, idle or
+     * holding half a command: whoever holds all slots does not lock the container's other
+     * processes out (the TCTI connects anew for each command anyway). */
     if (ctrl) {
-        for (size_t i = 0; i < MAX_CTRL; i++)
-            if (ctrls[i].fd < 0) {
-                ctrls[i] = (struct ctrl_client){.fd = fd, .up = -1};
-                return;
-            }
-    } else {
-        for (size_t i = 0; i < MAX_CLIENTS; i++)
-            if (clients[i].fd < 0) {
-                clients[i].fd = fd;
-                clients[i].have = 0;
-                clients[i].owner = owner_of(fd);
-                return;
-            }
+        struct ctrl_client *slot = NULL;
+        for (size_t i = 0; i < MAX_CTRL && !(slot && slot->fd < 0); i++)
+            if (!slot || ctrls[i].fd < 0 || ctrls[i].active_ms < slot->active_ms)
+                slot = &ctrls[i];
+        if (slot->fd >= 0)
+            drop_ctrl(slot);
+        *slot = (struct ctrl_client){.fd = fd, .up = -1, .active_ms = now_ms()};
+        return;
     }
-    close(fd); /* full: the client sees EOF */
+    struct client *slot = NULL;
+    for (size_t i = 0; i < MAX_CLIENTS && !(slot && slot->fd < 0); i++)
+        if (!slot || clients[i].fd < 0 || clients[i].active_ms < slot->active_ms)
+            slot = &clients[i];
+    if (slot->fd >= 0)
+        drop_client(slot);
+    slot->fd = fd;
+    slot->have = 0;
+    slot->active_ms = now_ms();
+    slot->owner = owner_of(fd);
 }
 
 /* Only what serving needs from here on; anything else kills the process. */
@@ -571,11 +589,14 @@ int main(int argc, char **argv)
             accept_into(lfd, false);
         if (p[2].revents)
             accept_into(lctrl, true);
+        /* A slot given to a new client above keeps its old fd's events: not the new one's
+         * (its read would block). */
         for (size_t i = 0; i < MAX_CLIENTS; i++)
-            if (p[3 + i].revents && clients[i].fd >= 0 && on_client(&clients[i]) < 0)
+            if (p[3 + i].revents && clients[i].fd >= 0 && clients[i].fd == p[3 + i].fd && on_client(&clients[i]) < 0)
                 drop_client(&clients[i]);
         for (size_t i = 0; i < MAX_CTRL; i++)
-            if (p[3 + MAX_CLIENTS + i].revents && ctrls[i].fd >= 0 && on_ctrl(&ctrls[i]) < 0)
+            if (p[3 + MAX_CLIENTS + i].revents && ctrls[i].fd >= 0 && ctrls[i].fd == p[3 + MAX_CLIENTS + i].fd &&
+                on_ctrl(&ctrls[i]) < 0)
                 drop_ctrl(&ctrls[i]);
         for (size_t i = 0; i < MAX_OWNERS; i++)
             if (p[3 + MAX_CLIENTS + MAX_CTRL + i].revents && owners[i].pidfd >= 0)

@@ -680,3 +680,45 @@ def test_status_page_in_a_browser(fleet, devices, worker, tmp_path):
     assert "AK binding" in rows[0][5] and rows[1][5] == "reference values", rows
     assert re.search(r'<p id="summary">3 devices, 2 failing</p>', dom), dom
     assert "device c failed attestation: reference values" in dom
+
+
+# ---- review: the push endpoints flooded ----------------------------------------------------------
+
+def test_push_flood_is_bounded(fleet, devices):
+    """Anyone on the network may ask for push nonces and push evidence under an enrolled name
+    (the status page lists the names). 300 nonce requests leave at most FLEET_PUSH_NONCES_MAX (8)
+    unspent nonces of the device, the newest (before: one row each, kept for a day); 15 pushes of
+    garbage, each with its own nonce, are each recorded as a failing verdict but raise at most
+    one verdict-failed alert, so at most one run of the alert command (before: one each)."""
+    for _ in range(300):
+        s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+        assert s == 200, r
+    live = fleet.sql("SELECT count(*) FROM push_nonces n JOIN devices d ON d.id = n.device_id "
+                     "WHERE d.name = 'b' AND n.used_at IS NULL AND n.expires_at > now()")
+    assert int(live[0][0]) <= 8, live
+    # the newest nonce is good, an evicted one is refused like a spent one
+    s, old = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+    for _ in range(8):
+        s, new = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+    garbage = base64.b64encode(b"not an AttestResponse").decode()
+    s, r = fleet.api("POST", "/api/v1/push/evidence", {"device": "b", "nonce": old["nonce"], "response": garbage})
+    assert s == 409, r
+
+    def alert_runs():
+        return sum(1 for kind, dev in fleet.alerts() if kind == "verdict-failed" and dev.strip() == "b")
+    before_verdicts, before_alerts = len(fleet.verdicts("b")), alert_runs()
+    for _ in range(15):
+        s, n = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
+        s, r = fleet.api("POST", "/api/v1/push/evidence", {"device": "b", "nonce": n["nonce"], "response": garbage})
+        assert s == 200 and r["verdict"] == "untrusted", r
+    assert len(fleet.verdicts("b")) == before_verdicts + 15
+    time.sleep(1)  # the alert command is not waited for
+    assert alert_runs() - before_alerts <= 1, fleet.alerts()
+
+
+def test_no_push_for_a_pull_device(fleet, devices):
+    """Every pushed verdict postpones the device's pull work by an interval: pushes of garbage
+    under a pull device's name, one an interval, would keep the workers from ever attesting it.
+    A pull device gets no push nonce (403), so no push is ever recorded for it."""
+    s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "c"})
+    assert s == 403 and "attested by pull" in r["error"], r

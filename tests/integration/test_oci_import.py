@@ -464,3 +464,68 @@ def test_interrupted_import_cleaned_up(work):
     assert p.returncode != 0 and "interrupted" in err, err
     assert "building root.img" not in err  # stopped in the layer, not after it
     assert os.listdir(work / "out") == []
+
+
+def test_blob_changed_after_its_check_is_not_used(work):
+    """Whoever can still write the layout directory (a shared or mounted directory) rewrites a
+    layer blob in place after trustme-guestos checked its digest, while an earlier layer is being
+    applied: the import uses the bytes it checked (a private copy), never the rewritten ones."""
+    many = [d("m")] + [f(f"m/{i}", b"x") for i in range(10000)]  # a second or so to apply
+    lay = oci.single(work / "layout", [many, [f("b", b"genuine!")]], {"Cmd": ["/b"]})
+    blob, _ = blob_of(lay.path, 1)
+    data = blob.read_bytes()
+    at = data.index(b"genuine!")
+    p = subprocess.Popen([str(GUESTOS), "import", str(work / "layout"), "--name", "img", "--version",
+                          "1", "--out", str(work / "out"), "--unsigned"], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert "applying layer 1" in p.stderr.readline()
+        with open(blob, "r+b") as fh:  # same size, same tar header: only the data differs
+            fh.seek(at)
+            fh.write(b"hostile!")
+        err = p.communicate(timeout=300)[1]
+    finally:
+        p.kill()
+        p.wait()
+    assert "applying layer 2" in err, err
+    if p.returncode == 0:
+        mnt = mount_image(work / "out/img-1/root.img", work / "mnt")
+        try:
+            assert (mnt / "b").read_bytes() == b"genuine!"
+        finally:
+            umount(mnt)
+    else:
+        assert "digest mismatch" in err, err
+
+
+def test_entry_deeper_than_path_max_is_refused(work):
+    """A layer whose tree, below the import's temporary directory, is deeper than PATH_MAX (20
+    directories of 203 bytes and a file: a 4081-byte name, legal in a PAX tar): refused naming the
+    entry, and nothing is left in the output directory. Before: the image was built, but the
+    unpacked tree could not be removed ("File name too long") and stayed in --out."""
+    comps = ["x" * 203] * 20
+    deep = [d("/".join(comps[:i])) for i in range(1, len(comps) + 1)] + [f("/".join(comps) + "/f", b"deep")]
+    oci.single(work / "layout", [deep], {"Cmd": ["/x"]})
+    r = import_(work / "layout", work / "out", check=False)
+    assert r.returncode != 0 and "longer than 4095 bytes" in r.stderr, r.stderr
+    assert "cannot remove" not in r.stderr, r.stderr
+    assert os.listdir(work / "out") == []
+
+
+def test_passwd_that_is_a_fifo_is_refused(work):
+    """An image whose /etc/passwd is a FIFO (a type layers may hold) and whose config names a
+    User: the import reads /etc/passwd to map the user. Refused at once (before: open() waited for
+    a writer for ever, and the import hung)."""
+    layer = [d("etc"), {"name": "etc/passwd", "type": "fifo", "mode": 0o644},
+             f("bin/x", b"#!/bin/sh\n", mode=0o755)]
+    oci.single(work / "layout", [[d("bin")] + layer], {"Cmd": ["/bin/x"], "User": "someone"})
+    p = subprocess.Popen([str(GUESTOS), "import", str(work / "layout"), "--name", "img", "--version", "1",
+                          "--out", str(work / "out"), "--unsigned"], stderr=subprocess.PIPE, text=True)
+    try:
+        err = p.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("the import hung on an /etc/passwd that is a FIFO")
+    assert p.returncode != 0 and "/etc/passwd" in err, err
+    assert os.listdir(work / "out") == []

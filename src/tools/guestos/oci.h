@@ -22,6 +22,9 @@ enum oci_compression { OCI_PLAIN, OCI_GZIP, OCI_ZSTD, OCI_ANY };
 struct oci_budget {
     uint64_t max_bytes, bytes;
     uint64_t max_entries, entries;
+    /* The longest entry name: the tree's own path and it stay below PATH_MAX, so that the tree
+     * can be built from and removed by path (0: no limit). */
+    size_t max_path;
 };
 
 /* oci_layer.c: apply one layer (a tar stream on fd, verified beforehand) to the tree at root_fd,
@@ -58,7 +61,8 @@ struct oci_source {
 };
 
 /* oci_layout.c: find the image in src, check every blob it uses, and unpack its layers in order
- * into the empty directory rootfs_dir; scratch_dir holds an unpacked archive. */
+ * into the empty directory rootfs_dir; scratch_dir holds an unpacked archive, and its parent (a
+ * private directory) the copies of a layout directory's blobs. */
 int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const char *rootfs_dir,
                     struct oci_image *img, tm_err *err);
 void oci_image_free(struct oci_image *img);

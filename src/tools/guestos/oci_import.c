@@ -65,12 +65,19 @@ static int resolve_init(int root_fd, const char *cmd, const struct oci_image *im
 }
 
 /* Look name up in the image's /etc/passwd or /etc/group: a line "name:x:id:gid:..." whose
- * field key (0: by name, 2: by id) is name; its id (field 2) and, in passwd, group (field 3). */
+ * field key (0: by name, 2: by id) is name; its id (field 2) and, in passwd, group (field 3).
+ * -EINVAL when the file is not a regular one (opening a FIFO of the image without O_NONBLOCK
+ * would wait for a writer for ever). */
 static int lookup_id(int root_fd, const char *file, int key, const char *name, uint32_t *ret_id, uint32_t *ret_gid)
 {
-    int fd = open_in_root(root_fd, file, O_RDONLY);
+    int fd = open_in_root(root_fd, file, O_RDONLY | O_NONBLOCK);
     if (fd < 0)
         return fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     _cleanup_fclose_ FILE *f = fdopen(fd, "r");
     if (!f) {
         close(fd);
@@ -121,14 +128,17 @@ static int resolve_user(int root_fd, const char *user, struct gos_spec *spec, tm
     if (g)
         *g++ = '\0';
     uint32_t gid = 0, ignored;
+    int r;
     if (numeric(u, &spec->uid)) {
         if (lookup_id(root_fd, "/etc/passwd", 2, u, &ignored, &gid) < 0)
             gid = 0;
-    } else if (lookup_id(root_fd, "/etc/passwd", 0, u, &spec->uid, &gid) < 0) {
-        return tm_err_set(err, ENOENT, "image config: User \"%s\": no such user in the image's /etc/passwd", user);
+    } else if ((r = lookup_id(root_fd, "/etc/passwd", 0, u, &spec->uid, &gid)) < 0) {
+        return tm_err_set(err, ENOENT, "image config: User \"%s\": %s the image's /etc/passwd", user,
+                          r == -EINVAL ? "not a regular file:" : "no such user in");
     }
-    if (g && !numeric(g, &gid) && lookup_id(root_fd, "/etc/group", 0, g, &gid, NULL) < 0)
-        return tm_err_set(err, ENOENT, "image config: User \"%s\": no such group in the image's /etc/group", user);
+    if (g && !numeric(g, &gid) && (r = lookup_id(root_fd, "/etc/group", 0, g, &gid, NULL)) < 0)
+        return tm_err_set(err, ENOENT, "image config: User \"%s\": %s the image's /etc/group", user,
+                          r == -EINVAL ? "not a regular file:" : "no such group in");
     spec->gid = gid;
     spec->has_user = true;
     return 0;

@@ -461,6 +461,10 @@ static int apply(struct applier *ap, int fd, enum oci_compression comp, tm_err *
         else if (cr < 0)
             r = tm_err_set(err, EPERM, "%s: entry %s: leaves the tree (an absolute name or \"..\")", ap->what,
                            raw ? raw : "(no name)");
+        else if (ap->budget->max_path && strlen(path) > ap->budget->max_path)
+            r = tm_err_set(err, ENAMETOOLONG,
+                           "%s: entry %.200s...: its path in the unpacked tree would be longer than %d bytes", ap->what,
+                           raw, PATH_MAX - 1);
         else if ((r = apply_entry(ap, a, e, path, err)) < 0)
             tm_err_prefix(err, "%s: entry %s", ap->what, raw);
     }

@@ -79,8 +79,55 @@ static int check_fd(int fd, const char *what, const char *digest, int64_t size, 
     return 0;
 }
 
-/* The blob a descriptor names, checked. */
-static int open_blob(int dir_fd, json_t *desc, const char *what, const char **ret_digest, tm_err *err)
+/* fd's content in an unnamed file of copy_dir_fd (the import's private 0700 directory), fd closed:
+ * whoever can still write the source (a shared or mounted layout directory) could change the
+ * bytes after they were hashed and before they are read, through another descriptor of the same
+ * inode. Copies at most max + 1 bytes when max >= 0 (the descriptor's size: more is refused
+ * anyway). copy_dir_fd < 0: the source is private already (an unpacked archive), fd returned. */
+static int private_copy(int fd, int copy_dir_fd, int64_t max, const char *what, tm_err *err)
+{
+    if (copy_dir_fd < 0)
+        return fd;
+    _cleanup_close_ int in = fd;
+    struct stat st;
+    if (fstat(in, &st) < 0)
+        return tm_err_sys(err, "%s", what);
+    if (!S_ISREG(st.st_mode))
+        return tm_err_set(err, EINVAL, "%s is not a regular file", what);
+    _cleanup_close_ int out = openat(copy_dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (out < 0)
+        return tm_err_sys(err, "%s: cannot make a private copy", what);
+    _cleanup_free_ char *buf = malloc(1 << 20);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    uint64_t left = max >= 0 ? (uint64_t)max + 1 : UINT64_MAX;
+    while (left) {
+        ssize_t n = read(in, buf, left < (1 << 20) ? (size_t)left : (1 << 20));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return tm_err_sys(err, "%s", what);
+        if (n == 0)
+            break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t k = write(out, buf + done, (size_t)(n - done));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0)
+                return tm_err_sys(err, "%s: cannot make a private copy", what);
+            done += k;
+        }
+        left -= (uint64_t)n;
+    }
+    if (lseek(out, 0, SEEK_SET) < 0)
+        return tm_err_sys(err, "%s", what);
+    int r = out;
+    out = -1;
+    return r;
+}
+
+/* The blob a descriptor names, checked (on a private copy, see private_copy). */
+static int open_blob(int dir_fd, int copy_dir_fd, json_t *desc, const char *what, const char **ret_digest, tm_err *err)
 {
     json_t *d = json_object_get(desc, "digest"), *s = json_object_get(desc, "size");
     if (!json_is_string(d) || !json_is_integer(s) || json_integer_value(s) < 0)
@@ -90,11 +137,13 @@ static int open_blob(int dir_fd, json_t *desc, const char *what, const char **re
         return tm_err_set(err, EINVAL, "%s: digest \"%.80s\" is not sha256:<64 lower-case hex digits>", what, digest);
     char path[128];
     snprintf(path, sizeof(path), "blobs/sha256/%s", digest + 7);
-    int fd = oci_open_beneath(dir_fd, path, O_RDONLY, err);
-    if (fd < 0)
-        return tm_err_prefix(err, "%s (%s)", what, digest);
     char w[256];
     snprintf(w, sizeof(w), "%s (%s)", what, digest);
+    int fd = oci_open_beneath(dir_fd, path, O_RDONLY, err);
+    if (fd >= 0)
+        fd = private_copy(fd, copy_dir_fd, json_integer_value(s), w, err);
+    if (fd < 0)
+        return tm_err_prefix(err, "%s (%s)", what, digest);
     int r = check_fd(fd, w, digest, json_integer_value(s), err);
     if (r < 0) {
         close(fd);
@@ -130,10 +179,10 @@ static int read_json_fd(int fd, const char *what, json_t **ret, tm_err *err)
     return 0;
 }
 
-static int read_json_blob(int dir_fd, json_t *desc, const char *what, const char **ret_digest, json_t **ret,
-                          tm_err *err)
+static int read_json_blob(int dir_fd, int copy_dir_fd, json_t *desc, const char *what, const char **ret_digest,
+                          json_t **ret, tm_err *err)
 {
-    _cleanup_close_ int fd = open_blob(dir_fd, desc, what, ret_digest, err);
+    _cleanup_close_ int fd = open_blob(dir_fd, copy_dir_fd, desc, what, ret_digest, err);
     if (fd < 0)
         return fd;
     return read_json_fd(fd, what, ret, err);
@@ -162,8 +211,8 @@ static bool platform_matches(json_t *p, const struct platform *want)
 }
 
 /* Follow an index to the manifest for the platform; nested indexes up to a small depth. */
-static int pick_manifest(int dir_fd, json_t *index, const char *what, const struct platform *want, const char *ref,
-                         int depth, json_t **ret_desc, tm_err *err)
+static int pick_manifest(int dir_fd, int copy_dir_fd, json_t *index, const char *what, const struct platform *want,
+                         const char *ref, int depth, json_t **ret_desc, tm_err *err)
 {
     json_t *list = json_object_get(index, "manifests");
     if (!json_is_array(list))
@@ -185,11 +234,11 @@ static int pick_manifest(int dir_fd, json_t *index, const char *what, const stru
             _cleanup_json_ json_t *sub = NULL;
             char w[64];
             snprintf(w, sizeof(w), "image index %zu", i);
-            int r = read_json_blob(dir_fd, desc, w, NULL, &sub, err);
+            int r = read_json_blob(dir_fd, copy_dir_fd, desc, w, NULL, &sub, err);
             if (r < 0)
                 return r;
             json_t *d;
-            if ((r = pick_manifest(dir_fd, sub, w, want, NULL, depth + 1, &d, err)) < 0)
+            if ((r = pick_manifest(dir_fd, copy_dir_fd, sub, w, want, NULL, depth + 1, &d, err)) < 0)
                 return r;
             found = d;
             n++;
@@ -374,15 +423,15 @@ static int parse_platform(const char *s, struct platform *p, tm_err *err)
 }
 
 /* An OCI layout: index.json -> manifest -> config and layers, all checked before any is used. */
-static int oci_layout(int dir_fd, const struct oci_source *src, const struct platform *want, struct oci_image *img,
-                      struct layer *layers, size_t *n_layers, tm_err *err)
+static int oci_layout(int dir_fd, int copy_dir_fd, const struct oci_source *src, const struct platform *want,
+                      struct oci_image *img, struct layer *layers, size_t *n_layers, tm_err *err)
 {
     _cleanup_json_ json_t *index = NULL, *manifest = NULL, *config = NULL, *mdesc = NULL;
     int r = read_json_file(dir_fd, "index.json", &index, err);
-    if (r < 0 || (r = pick_manifest(dir_fd, index, "index.json", want, src->ref, 0, &mdesc, err)) < 0)
+    if (r < 0 || (r = pick_manifest(dir_fd, copy_dir_fd, index, "index.json", want, src->ref, 0, &mdesc, err)) < 0)
         return r;
     const char *digest;
-    if ((r = read_json_blob(dir_fd, mdesc, "manifest", &digest, &manifest, err)) < 0)
+    if ((r = read_json_blob(dir_fd, copy_dir_fd, mdesc, "manifest", &digest, &manifest, err)) < 0)
         return r;
     snprintf(img->manifest_digest, sizeof(img->manifest_digest), "%s", digest);
     const char *mt = str(manifest, "mediaType");
@@ -393,7 +442,7 @@ static int oci_layout(int dir_fd, const struct oci_source *src, const struct pla
         return tm_err_set(err, EINVAL, "manifest %s: no config or layers", digest);
     if (json_array_size(ldescs) > OCI_LAYERS_MAX)
         return tm_err_set(err, EFBIG, "manifest %s: more than %d layers", digest, OCI_LAYERS_MAX);
-    if ((r = read_json_blob(dir_fd, cdesc, "image config", &digest, &config, err)) < 0)
+    if ((r = read_json_blob(dir_fd, copy_dir_fd, cdesc, "image config", &digest, &config, err)) < 0)
         return r;
     snprintf(img->config_digest, sizeof(img->config_digest), "%s", digest);
     json_t *diff_ids;
@@ -409,7 +458,7 @@ static int oci_layout(int dir_fd, const struct oci_source *src, const struct pla
         if (!layer_media_type_ok(lmt))
             return tm_err_set(err, EINVAL, "%s: media type %s is not a layer", w, lmt ? lmt : "(none)");
         layers[i].comp = layer_compression(lmt);
-        if ((layers[i].fd = open_blob(dir_fd, ld, w, &digest, err)) < 0)
+        if ((layers[i].fd = open_blob(dir_fd, copy_dir_fd, ld, w, &digest, err)) < 0)
             return layers[i].fd;
         snprintf(layers[i].digest, sizeof(layers[i].digest), "%s", digest);
         *n_layers = i + 1;
@@ -419,9 +468,11 @@ static int oci_layout(int dir_fd, const struct oci_source *src, const struct pla
 
 /* The file a docker-archive's manifest.json names; a name with a SHA-256 in it (<hex>.json,
  * blobs/sha256/<hex>) must be what it says. */
-static int docker_config(int dir_fd, const char *name, struct oci_image *img, json_t **ret, tm_err *err)
+static int docker_config(int dir_fd, int copy_dir_fd, const char *name, struct oci_image *img, json_t **ret,
+                         tm_err *err)
 {
-    _cleanup_close_ int fd = oci_open_beneath(dir_fd, name, O_RDONLY, err);
+    int ofd = oci_open_beneath(dir_fd, name, O_RDONLY, err);
+    _cleanup_close_ int fd = ofd < 0 ? ofd : private_copy(ofd, copy_dir_fd, OCI_JSON_MAX, "image config", err);
     if (fd < 0)
         return tm_err_prefix(err, "image config");
     const char *base = strrchr(name, '/') ? strrchr(name, '/') + 1 : name;
@@ -436,8 +487,8 @@ static int docker_config(int dir_fd, const char *name, struct oci_image *img, js
     return read_json_fd(fd, "image config", ret, err);
 }
 
-static int docker_archive(int dir_fd, const struct oci_source *src, const struct platform *want, struct oci_image *img,
-                          struct layer *layers, size_t *n_layers, tm_err *err)
+static int docker_archive(int dir_fd, int copy_dir_fd, const struct oci_source *src, const struct platform *want,
+                          struct oci_image *img, struct layer *layers, size_t *n_layers, tm_err *err)
 {
     _cleanup_json_ json_t *list = NULL, *config = NULL;
     int r = read_json_file(dir_fd, "manifest.json", &list, err);
@@ -471,7 +522,7 @@ static int docker_archive(int dir_fd, const struct oci_source *src, const struct
     if (json_array_size(lnames) > OCI_LAYERS_MAX)
         return tm_err_set(err, EFBIG, "manifest.json: more than %d layers", OCI_LAYERS_MAX);
     json_t *diff_ids;
-    if ((r = docker_config(dir_fd, cname, img, &config, err)) < 0 ||
+    if ((r = docker_config(dir_fd, copy_dir_fd, cname, img, &config, err)) < 0 ||
         (r = parse_config(config, want, json_array_size(lnames), true, img, &diff_ids, err)) < 0)
         return r;
     json_t *ln;
@@ -484,7 +535,8 @@ static int docker_archive(int dir_fd, const struct oci_source *src, const struct
         const char *diff_id = json_string_value(json_array_get(diff_ids, i));
         /* docker save writes layers uncompressed: the file is what diff_ids hashes. */
         layers[i].comp = OCI_PLAIN;
-        if ((layers[i].fd = oci_open_beneath(dir_fd, json_string_value(ln), O_RDONLY, err)) < 0)
+        int fd = oci_open_beneath(dir_fd, json_string_value(ln), O_RDONLY, err);
+        if ((layers[i].fd = fd < 0 ? fd : private_copy(fd, copy_dir_fd, -1, w, err)) < 0)
             return tm_err_prefix(err, "%s", w);
         *n_layers = i + 1;
         if ((r = check_fd(layers[i].fd, w, diff_id, -1, err)) < 0)
@@ -515,6 +567,8 @@ static int open_source(const struct oci_source *src, const char *scratch_dir, st
         return tm_err_sys(err, "%s", scratch_dir);
     char w[PATH_MAX + 16];
     snprintf(w, sizeof(w), "archive %s", src->path);
+    size_t n = strlen(scratch_dir);
+    budget->max_path = n + 2 < PATH_MAX ? PATH_MAX - 2 - n : 1;
     int r = oci_unpack_archive(dfd, afd, w, budget, err);
     if (r < 0) {
         close(dfd);
@@ -535,13 +589,27 @@ int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const
     _cleanup_close_ int dir_fd = open_source(src, scratch_dir, &budget, err);
     if (dir_fd < 0)
         return dir_fd;
+    /* A layout directory may still be written by others: blobs are copied into the import's
+     * private directory (scratch_dir's parent) before they are hashed. An archive was unpacked
+     * there already. */
+    _cleanup_close_ int copy_dir_fd = -1;
+    struct stat sst;
+    if (stat(scratch_dir, &sst) < 0) {
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", scratch_dir);
+        char *slash = strrchr(parent, '/');
+        if (slash)
+            *slash = '\0';
+        if ((copy_dir_fd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            return tm_err_sys(err, "%s", slash ? parent : ".");
+    }
     struct layer layers[OCI_LAYERS_MAX];
     size_t n_layers = 0;
     struct stat st;
     if (fstatat(dir_fd, "index.json", &st, AT_SYMLINK_NOFOLLOW) == 0)
-        r = oci_layout(dir_fd, src, &want, img, layers, &n_layers, err);
+        r = oci_layout(dir_fd, copy_dir_fd, src, &want, img, layers, &n_layers, err);
     else if (fstatat(dir_fd, "manifest.json", &st, AT_SYMLINK_NOFOLLOW) == 0)
-        r = docker_archive(dir_fd, src, &want, img, layers, &n_layers, err);
+        r = docker_archive(dir_fd, copy_dir_fd, src, &want, img, layers, &n_layers, err);
     else
         r = tm_err_set(err, EINVAL,
                        "%s is neither an OCI image layout (index.json) nor a docker-archive "
@@ -556,6 +624,8 @@ int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const
         layers_close(layers, n_layers);
         return tm_err_sys(err, "%s", rootfs_dir);
     }
+    size_t n = strlen(rootfs_dir);
+    budget.max_path = n + 2 < PATH_MAX ? PATH_MAX - 2 - n : 1;
     for (size_t i = 0; i < n_layers && r == 0; i++) {
         char w[128];
         snprintf(w, sizeof(w), "layer %zu (%s)", i + 1, layers[i].digest);
