@@ -162,3 +162,50 @@ class Keystore:
         resp = self.call(19, b"")
         keys = parse(resp[14][0]).get(1, []) if 14 in resp else []
         return sorted(parse(k)[1][0].decode() for k in keys)
+
+    # Secure storage (proto/sstore.proto, docs/SECURE_STORAGE.md): KsRequest/KsResponse field 360.
+    def sstore(self, op_field, body=b""):
+        """One sstore.Request with op op_field; returns (op field of the answer, its fields):
+        (360, {376: [errno], 377: [message]}) for a refusal."""
+        resp = self.call(360, field_bytes(op_field, body))
+        out = parse(resp[360][0])
+        (num,) = out.keys()
+        return num, parse(out[num][0])
+
+    def sstore_ok(self, op_field, body=b""):
+        num, f = self.sstore(op_field, body)
+        if num == 360:
+            raise SstoreError(f.get(376, [0])[0], f.get(377, [b""])[0].decode())
+        return num, f
+
+    def commit(self, puts=(), deletes=(), create_only=False):
+        body = b""
+        for oid, data in puts:
+            obj = field_bytes(360, oid.encode()) + field_bytes(361, data)
+            if create_only:
+                obj += field_varint(364, 1)
+            body += field_bytes(367, obj)
+        for oid in deletes:
+            body += field_bytes(368, oid.encode())
+        return self.sstore_ok(372, body)[1][362][0]
+
+    def read(self, oid, tamper_proof=False):
+        body = field_bytes(365, oid.encode()) + (field_varint(366, 1) if tamper_proof else b"")
+        return self.sstore_ok(371, body)[1].get(361, [b""])[0]
+
+    def objects(self):
+        _, f = self.sstore_ok(373)
+        return sorted(parse(o)[360][0].decode() for o in f.get(360, []))
+
+    def store_status(self):
+        return self.sstore_ok(374)[1]
+
+    def tp_write(self, oid, data):
+        return self.sstore_ok(375, field_bytes(365, oid.encode()) + field_bytes(369, data))
+
+
+class SstoreError(Exception):
+    def __init__(self, errno_, message):
+        super().__init__(f"errno {errno_}: {message}")
+        self.errno = errno_
+        self.message = message

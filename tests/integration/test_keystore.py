@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from ksclient import ERR, Keystore, KsError, auths, params
+from ksclient import ERR, Keystore, KsError, SstoreError, auths, params
 from tools import tool
 
 
@@ -334,7 +334,7 @@ def test_each_container_has_its_own_confined_service(ks_daemon):
         root = Path(f"/proc/{pid}/root")
         assert {"dev", "state", "tmp", "usr"} <= {p.name for p in root.iterdir()}
         assert not (root / "data").exists() and not (root / "proc" / "1").exists()
-        assert all(p.suffix == ".key" for p in (root / "state").iterdir())
+        assert all(p.suffix == ".key" or p.name == "sstore" for p in (root / "state").iterdir())
     a, b = pids
     for n in ("pid", "mnt", "net", "ipc"):
         assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
@@ -375,11 +375,20 @@ def test_removed_container_takes_its_keys(ks_daemon):
     d.cli("start", "kr")
     with ks(d, "kr") as k:
         k.generate("gone", "ec", 256, auths(["sign"], ["sha256"]))
-    keydir = d.data_dir / "keystore" / d.state("kr")["uuid"]
+        k.commit([("obj", b"x")])
+        k.tp_write("tp1", b"y")
+        assert k.read("tp1", tamper_proof=True) == b"y"
+    uuid = d.state("kr")["uuid"]
+    keydir = d.data_dir / "keystore" / uuid
     assert (keydir / "gone.key").exists()
+    table = d.data_dir / "tpm" / "anchor.table"
+    names = (f"sstore/{uuid}".encode(), f"sstore-tp/{uuid}/tp1".encode())
+    assert all(n in table.read_bytes() for n in names)
     d.cli("stop", "kr")
     d.cli("remove", "kr")
     assert not keydir.exists()
+    # and its secure store's anchors (the store's and the tamper-proof objects) leave tpmd's table
+    wait_for(lambda: uuid.encode() not in table.read_bytes(), timeout=10, what="kr's anchors removed")
 
 
 def test_killed_service_is_restarted_with_its_keys(ks_daemon):
@@ -404,3 +413,165 @@ def test_killed_service_is_restarted_with_its_keys(ks_daemon):
     assert ("keystore.exit", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
     with ks(d, "kb") as k:
         k.delete("k-ec")
+
+
+def test_secure_storage_on_the_socket(ks_daemon):
+    """Each container's objects through its own keystore socket: commits of several objects at
+    once, reads, listing, create-only, deletes; the other container sees none of them."""
+    import errno
+    d = ks_daemon
+    with ks(d, "ka") as a, ks(d, "kb") as b:
+        v0 = a.store_status().get(362, [0])[0]
+        v1 = a.commit([("pin-retries", b"3"), ("refresh-token", b"ka-secret" * 100), ("big", os.urandom(8192))])
+        assert v1 == v0 + 1
+        assert a.read("pin-retries") == b"3" and a.read("refresh-token") == b"ka-secret" * 100
+        assert {"pin-retries", "refresh-token", "big"} <= set(a.objects())
+        with pytest.raises(SstoreError) as e:
+            a.commit([("pin-retries", b"9")], create_only=True)
+        assert e.value.errno == errno.EEXIST
+        assert a.commit([("pin-retries", b"2")], deletes=["big"]) == v1 + 1
+        assert a.read("pin-retries") == b"2" and "big" not in a.objects()
+        # kb: its own store, with none of ka's objects
+        b.commit([("refresh-token", b"kb-secret")])
+        assert b.read("refresh-token") == b"kb-secret"
+        assert "pin-retries" not in b.objects()
+        with pytest.raises(SstoreError) as e:
+            b.read("pin-retries")
+        assert e.value.errno == errno.ENOENT
+        assert a.read("refresh-token") == b"ka-secret" * 100
+        # a bad request is an error answer, and the store goes on
+        with pytest.raises(SstoreError) as e:
+            a.commit([("bad id", b"x")])
+        assert e.value.errno == errno.EINVAL
+        code, _, _ = a.raw(360, b"\xff\xff")
+        assert code == ERR["MALFORMED_MESSAGE"]
+        assert a.read("pin-retries") == b"2"
+        assert isinstance(a.list(), list)  # keys and storage on one connection
+    # no object's plaintext in any file
+    for p in files_below(d.data_dir):
+        try:
+            assert b"ka-secret" not in p.read_bytes(), p
+        except OSError:
+            pass
+
+
+def service_of(d, name):
+    ino = (d.data_dir / "keystore" / d.state(name)["uuid"]).stat().st_ino
+    for pid in keystore_pids(d):
+        try:
+            if Path(f"/proc/{pid}/root/state").stat().st_ino == ino:
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no keystore service for {name}")
+
+
+def snapshot(path):
+    return {p.relative_to(path): p.read_bytes() for p in files_below(path)}
+
+
+def restore(path, snap, owner):
+    for p in list(files_below(path)):
+        if p.relative_to(path) not in snap:
+            p.unlink()
+    for rel, data in snap.items():
+        (path / rel).write_bytes(data)
+        os.chown(path / rel, *owner)
+
+
+def test_secure_storage_rollback_is_refused(ks_daemon):
+    """Root on the device puts back an older copy of a container's store: the keystore refuses
+    it (ESTALE, the TPM anchors a newer version) and serves nothing stale; the current files
+    put back are served again."""
+    import errno
+    import signal
+    d = ks_daemon
+    with ks(d, "kb") as k:
+        k.commit([("counter", b"old")])
+    store = d.data_dir / "keystore" / d.state("kb")["uuid"] / "sstore"
+    st = store.stat()
+    old = snapshot(store)
+    with ks(d, "kb") as k:
+        k.commit([("counter", b"new")])
+    new = snapshot(store)
+    victim = service_of(d, "kb")
+    os.kill(victim, signal.SIGKILL)  # the store is opened again by the restarted service
+    wait_for(lambda: victim not in keystore_pids(d) and len(keystore_pids(d)) == 2, timeout=10,
+             what="kb's keystore restarted")
+    restore(store, old, (st.st_uid, st.st_gid))
+
+    def answer():
+        try:
+            with ks(d, "kb") as k:
+                return k.read("counter")
+        except SstoreError as e:
+            return e
+        except (OSError, KsError):
+            return None
+    wait_for(lambda: answer() is not None, timeout=10, what="kb's keystore back")
+    e = answer()
+    assert isinstance(e, SstoreError), e
+    assert e.errno == errno.ESTALE and "rolled back" in e.message, e
+    with ks(d, "kb") as k:
+        with pytest.raises(SstoreError) as e2:
+            k.commit([("counter", b"forged")])
+        assert e2.value.errno == errno.ESTALE
+        assert isinstance(k.list(), list)  # its keys are still served
+    restore(store, new, (st.st_uid, st.st_gid))
+    with ks(d, "kb") as k:
+        assert k.read("counter") == b"new"
+
+
+def test_taken_over_keystore_reaches_only_its_own_anchors(ks_daemon):
+    """Code running in ka's keystore process (a container root who broke it) speaks on its link to
+    trustmed: asking for or setting kb's store anchor, another anchor of the table, or anything but
+    an anchor request is refused (EPERM); its own anchor is answered."""
+    import ctypes
+    import errno
+    import signal
+    import socket
+    import struct
+    from pb import field_bytes, field_varint, frame, parse
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.commit([("x", b"1")])
+    pid = service_of(d, "ka")
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    os.kill(pid, signal.SIGSTOP)  # so that the service does not read the answers meant for us
+    try:
+        pidfd = os.pidfd_open(pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.syscall(438, pidfd, 3, 0)  # pidfd_getfd: the service's link to trustmed
+        os.close(pidfd)
+        assert fd >= 0, os.strerror(ctypes.get_errno())
+        link = socket.socket(fileno=fd)
+        link.settimeout(10)
+
+        def ask(rid, body):
+            link.send(frame(field_varint(1, 1) + field_varint(2, rid) + body))
+            data = link.recv(65536)
+            resp = parse(data[4:])
+            assert resp[2][0] == rid
+            return resp
+
+        def anchor_get(name):
+            return field_bytes(188, field_bytes(184, name.encode()))
+        for rid, body in ((901, anchor_get(f"sstore/{ub}")), (902, anchor_get("guestos/x")),
+                          (903, field_bytes(188, field_bytes(183, field_bytes(180, f"sstore/{ub}".encode())
+                                                                 + field_bytes(181, b"\0" * 41)))),
+                          (904, anchor_get(f"sstore-tp/{ua}x")),
+                          (905, field_bytes(18, b""))):  # GetDeviceInfo
+            resp = ask(rid, body)
+            assert 10 in resp, resp
+            assert parse(resp[10][0])[1][0] == errno.EPERM, resp
+        resp = ask(906, anchor_get(f"sstore/{ua}"))
+        assert 189 in resp, resp
+        entries = parse(resp[189][0]).get(186, [])
+        assert len(entries) == 1 and parse(entries[0])[180][0] == f"sstore/{ua}".encode()
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ks(d, "kb") as k:
+        k.read("counter") if "counter" in k.objects() else k.objects()
+    with ks(d, "ka") as k:
+        assert k.read("x") == b"1"

@@ -46,10 +46,14 @@ struct keystore_svc {
     struct container *c;
     struct secret *token_part; /* from the data key, at a start with a token */
     struct secret *key; /* the keystore key while the service runs (for a restart) */
+    struct secret *storage_seed; /* its secure store's seed: device and UUID, not the token */
     int listen_fd; /* kept: a restarted service serves the same socket */
     int link_fd; /* trustmed's end of the link (fd 3 in the service) */
     int pidfd;
     tm_source *pid_src;
+    tm_source *link_src; /* the service's anchor requests for its secure store */
+    bool anchor_pending; /* one at a time: the service waits for each answer */
+    uint64_t anchor_id;
     tm_source *restart_timer;
 };
 
@@ -96,6 +100,11 @@ static void kill_service(struct keystore_svc *ks)
 {
     tm_source_free(ks->pid_src);
     ks->pid_src = NULL;
+    tm_source_free(ks->link_src);
+    ks->link_src = NULL;
+    if (ks->anchor_pending)
+        tpmd_forget(ks->c->d, ks);
+    ks->anchor_pending = false;
     close_and_reset(ks->link_fd);
     if (ks->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, ks->pidfd, SIGKILL, NULL, 0);
@@ -125,6 +134,11 @@ static void on_exit_event(tm_source *src, uint32_t events, void *userdata)
     tm_source_free(ks->pid_src);
     ks->pid_src = NULL;
     close_and_reset(ks->pidfd);
+    tm_source_free(ks->link_src);
+    ks->link_src = NULL;
+    if (ks->anchor_pending)
+        tpmd_forget(ks->c->d, ks);
+    ks->anchor_pending = false;
     close_and_reset(ks->link_fd);
     struct container *c = ks->c;
     log_warn("%s: its keystore exited (%s %d); restarting it in %d ms", container_label(c),
@@ -157,6 +171,113 @@ static int prepare_dirs(struct container *c, struct scd_sandbox *sb, tm_err *err
         return tm_err_sys(err, "cannot create %s", sb->root);
     sb->log_level = c->d->log_level;
     return 0;
+}
+
+/* The service's secure store is anchored in tpmd's table (docs/SECURE_STORAGE.md). The service
+ * has no link to tpmd: it sends tpmd AnchorRequests on its link to trustmed, which forwards them
+ * through its tpmd client if every name is this container's own ("sstore/<uuid>",
+ * "sstore-tp/<uuid>" and "sstore-tp/<uuid>/..."). A keystore process taken over by the
+ * container can therefore change its own store's anchors only, never another container's or
+ * the table's other entries (GuestOS versions, configs, tokens, the audit log's head). */
+static bool anchor_name_ours(const struct container *c, const char *name)
+{
+    char own[96];
+    snprintf(own, sizeof(own), "sstore/%s", c->uuid);
+    if (strcmp(name, own) == 0)
+        return true;
+    int n = snprintf(own, sizeof(own), "sstore-tp/%s", c->uuid);
+    return strncmp(name, own, (size_t)n) == 0 && (name[n] == '\0' || (name[n] == '/' && name[n + 1]));
+}
+
+static void anchor_answer(struct keystore_svc *ks, uint64_t id, const Trustme__Tpmd__Response *resp, int code,
+                          const char *msg)
+{
+    Trustme__Tpmd__Response out = TRUSTME__TPMD__RESPONSE__INIT;
+    Trustme__Tpmd__Error e = TRUSTME__TPMD__ERROR__INIT;
+    if (resp && resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ERROR && !code) {
+        out = *resp;
+    } else {
+        e.has_code = true;
+        e.code = code ? code : (resp && resp->error && resp->error->has_code ? resp->error->code : EIO);
+        e.message = (char *)(msg ? msg : resp && resp->error ? resp->error->message : "tpmd failed");
+        out.body_case = TRUSTME__TPMD__RESPONSE__BODY_ERROR;
+        out.error = &e;
+    }
+    out.has_id = true;
+    out.id = id;
+    tm_err err = {0};
+    if (ks->link_fd >= 0 && tm_packet_send_msg(ks->link_fd, &out.base, 64 * 1024, &err) < 0)
+        log_warn("%s: cannot answer its keystore: %s", container_label(ks->c), err.msg);
+}
+
+static void on_anchor_reply(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct keystore_svc *ks = userdata;
+    ks->anchor_pending = false;
+    if (!resp)
+        anchor_answer(ks, ks->anchor_id, NULL, err && err->code ? err->code : EIO,
+                      err && err->code ? err->msg : "tpmd is not running");
+    else
+        anchor_answer(ks, ks->anchor_id, resp, 0, NULL);
+}
+
+static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
+{
+    struct container *c = ks->c;
+    if (req->version != 1 || req->body_case != TRUSTME__TPMD__REQUEST__BODY_ANCHOR)
+        return tm_err_set(err, EPERM, "the keystore may only ask for its secure store's anchors");
+    const Trustme__Tpmd__AnchorRequest *ar = req->anchor;
+    if (ar->n_set > 64 || ar->n_get > 64 || ar->n_set + ar->n_get == 0)
+        return tm_err_set(err, EINVAL, "between 1 and 64 anchor names");
+    if (ks->anchor_pending)
+        return tm_err_set(err, EBUSY, "one anchor request at a time");
+    struct tpmd_anchor_entry set[64];
+    for (size_t i = 0; i < ar->n_set; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = ar->set[i];
+        if (!e->name || !anchor_name_ours(c, e->name))
+            return tm_err_set(err, EPERM, "anchor %s is not this container's secure store's",
+                              e->name ? e->name : "(none)");
+        set[i] = (struct tpmd_anchor_entry){.name = e->name,
+                                            .value = e->value.data,
+                                            .len = e->has_value ? e->value.len : 0,
+                                            .remove = e->has_remove && e->remove};
+    }
+    for (size_t i = 0; i < ar->n_get; i++)
+        if (!anchor_name_ours(c, ar->get[i]))
+            return tm_err_set(err, EPERM, "anchor %s is not this container's secure store's", ar->get[i]);
+    int r = ar->n_set ? tpmd_anchor_update(c->d, set, ar->n_set, (const char *const *)ar->get, ar->n_get,
+                                           on_anchor_reply, ks, err)
+                      : tpmd_anchor_get(c->d, (const char *const *)ar->get, ar->n_get, on_anchor_reply, ks, err);
+    if (r < 0)
+        return r;
+    ks->anchor_pending = true;
+    ks->anchor_id = req->id;
+    return 0;
+}
+
+static void on_link_request(tm_source *src, uint32_t events, void *userdata)
+{
+    struct keystore_svc *ks = userdata;
+    struct tm_packet pkt;
+    int r = tm_packet_recv(ks->link_fd, 16 * 1024, &pkt);
+    if (r == -EAGAIN || r == -EMSGSIZE || r == -EBADMSG)
+        return; /* a bad packet is dropped: the service's call times out */
+    if (r <= 0) {
+        /* The service is gone (its exit is handled by on_exit_event): stop watching. */
+        tm_source_free(ks->link_src);
+        ks->link_src = NULL;
+        return;
+    }
+    const Trustme__Tpmd__Request *req =
+        (const Trustme__Tpmd__Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, &pkt);
+    tm_err err = {0};
+    if (!req) {
+        log_warn("%s: its keystore sent a malformed request", container_label(ks->c));
+    } else if (anchor_forward(ks, req, &err) < 0) {
+        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), err.msg);
+        anchor_answer(ks, req->id, NULL, err.code ? err.code : EIO, err.msg);
+    }
+    tm_packet_free(&pkt);
 }
 
 static int spawn(struct keystore_svc *ks, tm_err *err)
@@ -200,7 +321,11 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
     init.keystore_key = (ProtobufCBinaryData){ks->key->len, ks->key->data};
     init.uuid = c->uuid;
     init.name = c->cfg->name;
-    if (!ks->pid_src || (r = tm_packet_send_msg(ks->link_fd, &init.base, 4096, err)) < 0) {
+    init.has_storage_seed = true;
+    init.storage_seed = (ProtobufCBinaryData){ks->storage_seed->len, ks->storage_seed->data};
+    if (!ks->pid_src || (r = tm_packet_send_msg(ks->link_fd, &init.base, 4096, err)) < 0 ||
+        fcntl(ks->link_fd, F_SETFL, O_NONBLOCK) < 0 ||
+        !(ks->link_src = tm_loop_io(c->d->loop, ks->link_fd, EPOLLIN, on_link_request, ks))) {
         kill_service(ks);
         return tm_err_set(err, EIO, "cannot hand the keystore key to the service");
     }
@@ -236,6 +361,13 @@ int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_e
                    (size_t)n, ks->key->data, 32);
     secret_free(ks->token_part); /* the key is derived: its part is no longer needed */
     ks->token_part = NULL;
+    /* Not bound to the token: tamper-proof objects outlive a wipe, which replaces the data key. */
+    secret_free(ks->storage_seed);
+    ks->storage_seed = NULL;
+    if ((r = secret_new(32, &ks->storage_seed, err)) < 0)
+        return r;
+    n = snprintf(info, sizeof(info), "trustme sstore seed v1|%s", c->uuid);
+    tm_hkdf_sha256(root->data, root->len, NULL, 0, info, (size_t)n, ks->storage_seed->data, 32);
     return spawn(ks, err);
 }
 
@@ -253,20 +385,76 @@ void keystore_svc_stop(struct container *c)
     kill_service(ks);
     close_and_reset(ks->listen_fd);
     secret_free(ks->key);
+    secret_free(ks->storage_seed);
     secret_free(ks->token_part);
     free(ks);
     c->keystore = NULL;
 }
 
-/* A removed container's keys go with it (they could open nowhere else anyway: the keystore key
- * needs its UUID); a half-made container's service is stopped with it. */
+/* A removed container's secure-store anchors leave tpmd's table (4096 entries for the device):
+ * "sstore/<uuid>", the tamper-proof index "sstore-tp/<uuid>" (its ids, each NUL-terminated) and
+ * every value it names. */
+struct anchor_removal {
+    char uuid[64];
+};
+
+static void on_anchors_removed(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *ud)
+{
+    struct anchor_removal *ar = ud;
+    if (err && err->code)
+        log_warn("container %s: its secure store's anchors stay in tpmd's table: %s", ar->uuid, err->msg);
+    free(ar);
+}
+
+static void on_tp_index(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *ud)
+{
+    struct anchor_removal *ar = ud;
+    char names[2 + 16][160];
+    struct tpmd_anchor_entry set[2 + 16];
+    size_t n = 0;
+    snprintf(names[n], sizeof(names[0]), "sstore/%s", ar->uuid);
+    set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
+    snprintf(names[n], sizeof(names[0]), "sstore-tp/%s", ar->uuid);
+    set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
+    const ProtobufCBinaryData *v = resp && !(err && err->code) ? tpmd_anchor_value(resp, names[1]) : NULL;
+    for (size_t k = 0; v && k < v->len && n < 2 + 16;) {
+        const uint8_t *end = memchr(v->data + k, '\0', v->len - k);
+        if (!end)
+            break;
+        snprintf(names[n], sizeof(names[0]), "sstore-tp/%s/%.*s", ar->uuid, (int)(end - (v->data + k)),
+                 (const char *)v->data + k);
+        set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
+        k = (size_t)(end - v->data) + 1;
+    }
+    tm_err e2 = {0};
+    if (tpmd_anchor_update(d, set, n, NULL, 0, on_anchors_removed, ar, &e2) < 0) {
+        log_warn("container %s: its secure store's anchors stay in tpmd's table: %s", ar->uuid, e2.msg);
+        free(ar);
+    }
+}
+
+/* A removed container's keys and secure store go with it (they could open nowhere else anyway:
+ * the keys need its UUID); a half-made container's service is stopped with it. */
 static void keystore_removed(struct container *c)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
+    bool had_store = c->cfg && c->cfg->keystore;
     int r = rm_rf(dir);
     if (r < 0 && r != -ENOENT)
         log_warn("%s: cannot remove its keystore %s: %s", container_label(c), dir, strerror(-r));
+    struct anchor_removal *ar = had_store ? calloc(1, sizeof(*ar)) : NULL;
+    if (!ar)
+        return;
+    snprintf(ar->uuid, sizeof(ar->uuid), "%s", c->uuid);
+    char index[160];
+    snprintf(index, sizeof(index), "sstore-tp/%s", c->uuid);
+    const char *names[1] = {index};
+    tm_err err = {0};
+    if (tpmd_anchor_get(c->d, names, 1, on_tp_index, ar, &err) < 0) {
+        log_warn("%s: its secure store's anchors stay in tpmd's table: %s", container_label(c), err.msg);
+        free(ar);
+    }
 }
 
 static void keystore_freed(struct container *c)
