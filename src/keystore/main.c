@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "acceptor.h"
+#include "attest.h"
 #include "cleanup.h"
 #include "event.h"
 #include "frame.h"
@@ -60,6 +61,7 @@ struct server {
     unsigned nconns;
     struct ks *ks;
     struct ks_storage *storage;
+    struct ks_attest *attest;
 };
 
 static void conn_close(struct conn *c)
@@ -133,6 +135,56 @@ static void wiping_free(void *ud, void *ptr)
 
 static ProtobufCAllocator wiping = {.alloc = wiping_alloc, .free = wiping_free};
 
+/* Key attestation: the key's public key and characteristics through the keys' own requests
+ * (so the same checks apply: a secret key has no public part), then its certificate chain. */
+static void handle_attest(struct conn *c, const Trustme__Keystore__KsRequest *req)
+{
+    struct server *s = c->srv;
+    const Trustme__Keystore__KsAttestKey *ak = req->attest_key;
+    Trustme__Keystore__KsKeyRef ref = TRUSTME__KEYSTORE__KS_KEY_REF__INIT;
+    ref.alias = ak->alias;
+    Trustme__Keystore__KsRequest sub = TRUSTME__KEYSTORE__KS_REQUEST__INIT;
+    sub.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_EXPORT_PUBLIC_KEY;
+    sub.export_public_key = &ref;
+    Trustme__Keystore__KsResponse r1 = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    tm_err err = {0};
+    int code = ks_handle(s->ks, &sub, &r1, &err);
+    if (code) {
+        answer_error(c, req->id, code, err.msg);
+        ks_reset_answer(s->ks);
+        return;
+    }
+    _cleanup_free_ uint8_t *spki = malloc(r1.public_key->spki_der.len);
+    size_t spki_len = r1.public_key->spki_der.len;
+    if (spki)
+        memcpy(spki, r1.public_key->spki_der.data, spki_len);
+    ks_reset_answer(s->ks);
+    sub.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_GET_CHARACTERISTICS;
+    sub.get_characteristics = &ref;
+    Trustme__Keystore__KsResponse r2 = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    Trustme__Keystore__KsCertChain chain = TRUSTME__KEYSTORE__KS_CERT_CHAIN__INIT;
+    code = !spki ? (tm_err_set(&err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL, "out of memory"),
+                    TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL)
+                 : ks_handle(s->ks, &sub, &r2, &err);
+    if (!code && ks_attest_key(s->attest, spki, spki_len, r2.key, ak->challenge.data,
+                               ak->has_challenge ? ak->challenge.len : 0, &chain, &err) < 0)
+        code = err.code;
+    ks_reset_answer(s->ks);
+    if (code) {
+        answer_error(c, req->id, code, err.msg);
+        return;
+    }
+    Trustme__Keystore__KsResponse resp = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    resp.has_id = true;
+    resp.id = req->id;
+    resp.has_error = true;
+    resp.error = TRUSTME__KEYSTORE__KS_ERROR__KS_OK;
+    resp.body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_ATTESTATION;
+    resp.attestation = &chain;
+    answer(c, &resp);
+    ks_attest_chain_free(&chain);
+}
+
 /* Field 360: the container's own secure store (never one named by the request). */
 static void handle_storage(struct conn *c, const Trustme__Keystore__KsRequest *req)
 {
@@ -172,6 +224,11 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
     resp.id = req->id;
     tm_err err = {0};
     ks_set_owner(s->ks, c);
+    if (req->version == 1 && req->body_case == TRUSTME__KEYSTORE__KS_REQUEST__BODY_ATTEST_KEY) {
+        handle_attest(c, req);
+        trustme__keystore__ks_request__free_unpacked(req, &wiping);
+        return;
+    }
     if (req->version == 1 && req->body_case == TRUSTME__KEYSTORE__KS_REQUEST__BODY_SSTORE) {
         handle_storage(c, req);
         trustme__keystore__ks_request__free_unpacked(req, &wiping);
@@ -352,7 +409,8 @@ int main(int argc, char **argv)
     struct server s = {.loop = tm_loop_new()};
     char sstore_dir[PATH_MAX];
     snprintf(sstore_dir, sizeof(sstore_dir), "%s/sstore", state_dir);
-    if (ks_storage_new(seed->data, st.uuid, sstore_dir, 3, &s.storage, &err) < 0) {
+    if (ks_storage_new(seed->data, st.uuid, sstore_dir, 3, &s.storage, &err) < 0 ||
+        ks_attest_new(3, &s.attest, &err) < 0) {
         log_error("%s", err.msg);
         return 1;
     }
@@ -372,6 +430,7 @@ int main(int argc, char **argv)
     tm_source_free(s.link_src);
     ks_free(s.ks);
     ks_storage_free(s.storage);
+    ks_attest_free(s.attest);
     secret_free(key);
     tm_loop_free(s.loop);
     return r;

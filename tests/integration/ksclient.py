@@ -22,7 +22,7 @@ ERR = {
     "KEY_MAX_OPS_EXCEEDED": 13, "KEY_RATE_LIMITED": 14, "AUTH_REQUIRED": 15, "AUTH_FAILED": 16,
     "TOO_MANY_OPERATIONS": 17, "INVALID_HANDLE": 18, "VERIFICATION_FAILED": 19, "INVALID_KEY_BLOB": 20,
     "INVALID_INPUT_LENGTH": 21, "INVALID_NONCE": 22, "INVALID_TAG": 23, "STORAGE": 24, "TOO_MANY_KEYS": 25,
-    "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28,
+    "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28, "ATTESTATION_UNAVAILABLE": 29,
 }
 
 
@@ -162,6 +162,11 @@ class Keystore:
         resp = self.call(19, b"")
         keys = parse(resp[14][0]).get(1, []) if 14 in resp else []
         return sorted(parse(k)[1][0].decode() for k in keys)
+
+    def attest(self, alias, challenge=b""):
+        """Key attestation: the DER certificates, leaf first (key, container, the AK's chain)."""
+        resp = self.call(21, encode({1: [alias.encode()], 2: [challenge]}))
+        return parse(resp[15][0]).get(1, [])
 
     # Secure storage (proto/sstore.proto, docs/SECURE_STORAGE.md): KsRequest/KsResponse field 360.
     def sstore(self, op_field, body=b""):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
+from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
 from ksclient import ERR, Keystore, KsError, SstoreError, auths, params
 from tools import tool
 
@@ -575,3 +576,131 @@ def test_taken_over_keystore_reaches_only_its_own_anchors(ks_daemon):
         k.read("counter") if "counter" in k.objects() else k.objects()
     with ks(d, "ka") as k:
         assert k.read("x") == b"1"
+
+
+def test_key_attestation_verifies_and_names_the_container(ks_daemon, pki, tmp_path):
+    """A keystore key's attestation chains through the container's attestation key (certified by
+    the device's AK, naming the container) to the Device CA; trustme-verify --key-attestation
+    checks it and names the container and the key; a tampered one, another container's key
+    under this container's certificate, or the wrong challenge fails."""
+    import base64
+    import json
+    from conftest import BUILD
+    from test_device import provision
+    verify = BUILD / "src/verify/trustme-verify"
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("att-ec", "ec", 256, auths(["sign", "verify"], ["sha256"], uses=100))
+        k.generate("att-aes", "aes", 256, auths(["encrypt"], modes=["gcm"], min_mac=128))
+        # the device is not enrolled yet: no AK certificate, no attestation
+        refused(lambda: k.attest("att-ec", b"c"), "ATTESTATION_UNAVAILABLE")
+    provision(d, pki, tmp_path)
+    challenge = os.urandom(16)
+    with ks(d, "ka") as k:
+        certs = k.attest("att-ec", challenge)
+        pub = k.public_key("att-ec")
+        refused(lambda: k.attest("att-aes"), "UNSUPPORTED_ALGORITHM")  # a secret key has no public key
+        refused(lambda: k.attest("att-ec", b"x" * 129), "INVALID_ARGUMENT")
+    with ks(d, "kb") as k:
+        k.generate("att-b", "ec", 256, auths(["sign"], ["sha256"]))
+        certs_b = k.attest("att-b", challenge)
+    assert len(certs) >= 3
+
+    def pem(ders):
+        return "".join("-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(c).decode() + "-----END CERTIFICATE-----\n"
+                       for c in ders)
+
+    def check(ders, *extra):
+        path = tmp_path / "att.pem"
+        path.write_text(pem(ders))
+        r = subprocess.run([str(verify), "--key-attestation", str(path),
+                            "--ak-anchor", str(pki["dir"] / "customer/general-root-ca.pem"),
+                            "--device-ca", str(pki["dir"] / "customer/device-ca.pem"), "--no-crl", "--json",
+                            *extra], capture_output=True, text=True)
+        return r.returncode, json.loads(r.stdout) if r.stdout else r.stderr
+
+    rc, rep = check(certs, "--challenge", challenge.hex())
+    assert rc == 0 and rep["verdict"] == "trusted", rep
+    assert rep["container"]["name"] == "ka" and rep["container"]["uuid"] == d.state("ka")["uuid"], rep
+    assert len(rep["container"]["config_sha256"]) == 64
+    assert rep["key"]["alias"] == "att-ec" and rep["key"]["algorithm"] == "EC" and rep["key"]["key_size"] == 256
+    assert rep["key"]["purposes"] == "sign,verify" and rep["key"]["security_level"] == "software"
+    assert rep["challenge"] == challenge.hex()
+    # the certificate is for the key's own public key
+    spki = subprocess.run([tool("openssl"), "x509", "-inform", "DER", "-pubkey", "-noout"], input=certs[0],
+                          capture_output=True, check=True).stdout
+    der = subprocess.run([tool("openssl"), "pkey", "-pubin", "-outform", "DER"], input=spki,
+                         capture_output=True, check=True).stdout
+    assert der == pub
+    text = subprocess.run([str(verify), "--key-attestation", str(tmp_path / "att.pem"), "--ak-anchor",
+                           str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
+                           str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"], capture_output=True, text=True)
+    assert text.returncode == 0 and "container:  ka (" in text.stdout, text.stdout
+    # the wrong challenge
+    rc, rep = check(certs, "--challenge", "00" * 16)
+    assert rc == 1 and "challenge" in rep["reason"], rep
+    # tampered: the key's description (its alias) edited in the key certificate
+    i = certs[0].index(b"att-ec")
+    forged = certs[0][:i] + b"att-ed" + certs[0][i + 6:]
+    rc, rep = check([forged] + certs[1:])
+    assert rc == 1 and "not signed by the container" in rep["reason"], rep
+    # tampered: the container's identity (its name) edited in the container certificate
+    cert = certs[1]
+    i = cert.index(d.state("ka")["uuid"].encode())
+    forged = cert[:i] + (b"0" if cert[i:i + 1] != b"0" else b"1") + cert[i + 1:]
+    rc, rep = check([certs[0], forged] + certs[2:])
+    assert rc == 1 and "not signed by the device's AK" in rep["reason"], rep
+    # kb's key attestation presented under ka's container certificate
+    rc, rep = check([certs_b[0]] + certs[1:])
+    assert rc == 1, rep
+    # kb's whole chain verifies and names kb
+    rc, rep = check(certs_b)
+    assert rc == 0 and rep["container"]["name"] == "kb", rep
+    # without the AK's chain
+    rc, rep = check(certs[:2])
+    assert rc == 1, rep
+
+
+
+def test_taken_over_keystore_cannot_name_another_container(ks_daemon, pki, tmp_path):
+    """Code in ka's keystore process asks trustmed over its link for a container certificate with
+    kb's name and identity: the certificate names ka (trustmed fills both in itself)."""
+    import ctypes
+    import signal
+    import socket
+    from pb import field_bytes, field_varint, frame, parse
+    from test_device import provision
+    d = ks_daemon
+    if not json_device_enrolled(d):
+        provision(d, pki, tmp_path)
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    spki = subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                          capture_output=True, check=True).stdout
+    spki = subprocess.run([tool("openssl"), "pkey", "-pubout", "-outform", "DER"], input=spki,
+                          capture_output=True, check=True).stdout
+    pid = service_of(d, "ka")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pidfd = os.pidfd_open(pid)
+        fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, 3, 0)
+        os.close(pidfd)
+        assert fd >= 0
+        link = socket.socket(fileno=fd)
+        link.settimeout(20)
+        body = field_bytes(430, spki) + field_bytes(431, f"trustme container {ub}".encode()) + field_bytes(432, b"kb")
+        link.send(frame(field_varint(1, 1) + field_varint(2, 77) + field_bytes(435, body)))
+        resp = parse(link.recv(262144)[4:])
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 436 in resp, resp
+    cert = parse(resp[436][0])[433][0]
+    assert ua.encode() in cert and ub.encode() not in cert
+    subject = subprocess.run([tool("openssl"), "x509", "-inform", "DER", "-noout", "-subject"], input=cert,
+                             capture_output=True, check=True).stdout.decode()
+    assert f"trustme container {ua}" in subject, subject
+
+
+def json_device_enrolled(d):
+    import json
+    return bool(json.loads(d.cli("device", "info", "--json").stdout).get("cert_chain_pem"))

@@ -53,6 +53,8 @@ struct keystore_svc {
     tm_source *pid_src;
     tm_source *link_src; /* the service's anchor requests for its secure store */
     bool anchor_pending; /* one at a time: the service waits for each answer */
+    uint8_t *identity; /* packed KsContainerIdentity, for its attestation certificate */
+    size_t identity_len;
     uint64_t anchor_id;
     tm_source *restart_timer;
 };
@@ -221,9 +223,41 @@ static void on_anchor_reply(struct daemon *d, const Trustme__Tpmd__Response *res
         anchor_answer(ks, ks->anchor_id, resp, 0, NULL);
 }
 
+/* The certificate of the service's attestation key (docs/KEYSTORE.md "Key attestation"): the
+ * service names only its public key; the subject and the identity are trustmed's own, so a
+ * taken-over keystore process can have its key certified as its own container's only. */
+static int container_cert_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
+{
+    struct container *c = ks->c;
+    if (ks->anchor_pending)
+        return tm_err_set(err, EBUSY, "one request at a time");
+    if (!req->container_cert->has_spki_der || req->container_cert->spki_der.len > 512)
+        return tm_err_set(err, EINVAL, "no attestation key");
+    char cn[64];
+    snprintf(cn, sizeof(cn), "trustme container %s", c->uuid);
+    Trustme__Tpmd__ContainerCert cc = TRUSTME__TPMD__CONTAINER_CERT__INIT;
+    cc.has_spki_der = true;
+    cc.spki_der = req->container_cert->spki_der;
+    cc.common_name = cn;
+    cc.has_identity = true;
+    cc.identity = (ProtobufCBinaryData){ks->identity_len, ks->identity};
+    Trustme__Tpmd__Request out = TRUSTME__TPMD__REQUEST__INIT;
+    out.body_case = TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT;
+    out.container_cert = &cc;
+    int r = tpmd_call(c->d, &out, on_anchor_reply, ks, err);
+    if (r < 0)
+        return r;
+    ks->anchor_pending = true;
+    ks->anchor_id = req->id;
+    daemon_audit(c->d, "keystore.attestation_key", "ok", c, "trustmed", "certified by the AK");
+    return 0;
+}
+
 static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
 {
     struct container *c = ks->c;
+    if (req->version == 1 && req->body_case == TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT)
+        return container_cert_forward(ks, req, err);
     if (req->version != 1 || req->body_case != TRUSTME__TPMD__REQUEST__BODY_ANCHOR)
         return tm_err_set(err, EPERM, "the keystore may only ask for its secure store's anchors");
     const Trustme__Tpmd__AnchorRequest *ar = req->anchor;
@@ -333,7 +367,31 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
     return 0;
 }
 
-int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err)
+static int set_identity(struct keystore_svc *ks, const struct keystore_guestos *gos, tm_err *err)
+{
+    struct container *c = ks->c;
+    uint8_t cfg_sha[32];
+    tm_sha256(c->config_json, c->config_len, cfg_sha);
+    Trustme__Keystore__KsContainerIdentity id = TRUSTME__KEYSTORE__KS_CONTAINER_IDENTITY__INIT;
+    id.name = c->cfg->name;
+    id.uuid = c->uuid;
+    id.guestos_name = gos ? (char *)gos->name : "";
+    id.has_guestos_version = gos != NULL;
+    id.guestos_version = gos ? gos->version : 0;
+    id.has_guestos_sha256 = gos != NULL;
+    id.guestos_sha256 = (ProtobufCBinaryData){gos ? 32 : 0, gos ? (uint8_t *)gos->sha256 : NULL};
+    id.has_config_sha256 = true;
+    id.config_sha256 = (ProtobufCBinaryData){32, cfg_sha};
+    free(ks->identity);
+    ks->identity_len = trustme__keystore__ks_container_identity__get_packed_size(&id);
+    if (!(ks->identity = malloc(ks->identity_len ? ks->identity_len : 1)))
+        return tm_err_set(err, ENOMEM, "out of memory");
+    trustme__keystore__ks_container_identity__pack(&id, ks->identity);
+    return 0;
+}
+
+int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, const struct keystore_guestos *gos,
+                       tm_err *err)
 {
     struct keystore_svc *ks = svc_of(c);
     if (!ks) {
@@ -350,6 +408,8 @@ int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_e
                           "(docs/KEYSTORE.md)");
     if (with_token && !ks->token_part)
         return tm_err_set(err, EPROTO, "no data key to bind the keystore key to");
+    if (set_identity(ks, gos, err) < 0)
+        return -ENOMEM;
     secret_free(ks->key);
     ks->key = NULL;
     int r = secret_new(32, &ks->key, err);
@@ -387,6 +447,7 @@ void keystore_svc_stop(struct container *c)
     secret_free(ks->key);
     secret_free(ks->storage_seed);
     secret_free(ks->token_part);
+    free(ks->identity);
     free(ks);
     c->keystore = NULL;
 }
