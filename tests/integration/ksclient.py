@@ -163,6 +163,14 @@ class Keystore:
         keys = parse(resp[14][0]).get(1, []) if 14 in resp else []
         return sorted(parse(k)[1][0].decode() for k in keys)
 
+    def import_wrapped(self, alias, wrapping_alias, wrapped, wrapping_passphrase=None, passphrase=None):
+        f = {1: [alias.encode()], 2: [wrapping_alias.encode()], 3: [wrapped]}
+        if wrapping_passphrase is not None:
+            f[4] = [wrapping_passphrase]
+        if passphrase is not None:
+            f[5] = [passphrase]
+        return parse(self.call(22, encode(f))[10][0])
+
     def attest(self, alias, challenge=b""):
         """Key attestation: the DER certificates, leaf first (key, container, the AK's chain)."""
         resp = self.call(21, encode({1: [alias.encode()], 2: [challenge]}))
@@ -207,6 +215,22 @@ class Keystore:
 
     def tp_write(self, oid, data):
         return self.sstore_ok(375, field_bytes(365, oid.encode()) + field_bytes(369, data))
+
+
+def wrap_key(spki_der, alg, material, auth):
+    """What a server does to provision a key into one keystore (docs/KEYSTORE.md "Wrapped keys"):
+    a KsWrappedKey for the wrapping key spki_der, binding the algorithm and authorisations."""
+    import os
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    pub = serialization.load_der_public_key(spki_der)
+    transport = os.urandom(32)
+    enc = pub.encrypt(transport, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    desc = encode({1: [ALG[alg]], 2: [auth]})
+    iv = os.urandom(12)
+    ct = AESGCM(transport).encrypt(iv, material, desc)
+    return {1: [enc], 2: [iv], 3: [desc], 4: [ct]}
 
 
 class SstoreError(Exception):

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import wait_for
 from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
-from ksclient import ERR, Keystore, KsError, SstoreError, auths, params
+from ksclient import ERR, Keystore, KsError, SstoreError, auths, encode, params, wrap_key
 from tools import tool
 
 
@@ -704,3 +704,49 @@ def test_taken_over_keystore_cannot_name_another_container(ks_daemon, pki, tmp_p
 def json_device_enrolled(d):
     import json
     return bool(json.loads(d.cli("device", "info", "--json").stdout).get("cert_chain_pem"))
+
+
+
+def test_import_wrapped_key(ks_daemon):
+    """A server wraps an AES key for ka's keystore (RSA-OAEP wrapping key made there): ka imports
+    it and encrypts with it (the server decrypts: it is the server's key), with the server's
+    authorisations; nothing on the device holds the key in the clear; an edited description, another
+    container's wrapping key or a key not authorised to wrap fails."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    d = ks_daemon
+    secret = os.urandom(32)
+    desc = auths(["encrypt"], modes=["gcm"], min_mac=128)
+    with ks(d, "ka") as k:
+        k.generate("wrap-rsa", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        k.generate("dec-rsa", "rsa", 2048, auths(["decrypt"], ["sha256"], ["oaep"]))
+        wrapped = wrap_key(k.public_key("wrap-rsa"), "aes", secret, desc)
+        ch = k.import_wrapped("from-server", "wrap-rsa", encode(wrapped))
+        assert ch[1][0] == b"from-server" and ch[8][0] == 1  # imported
+        ct, nonce = k.one_shot("from-server", params("encrypt", mode="gcm"), b"for the server")
+        assert AESGCM(secret).decrypt(nonce, ct, None) == b"for the server"
+        # the server's authorisations, not the container's choice: no decrypt
+        refused(lambda: k.one_shot("from-server", params("decrypt", mode="gcm", nonce=nonce), ct),
+                "INCOMPATIBLE_PURPOSE")
+        # the description edited (decrypt added): the tag does not match
+        forged = dict(wrapped)
+        forged[3] = [encode({1: [3], 2: [auths(["encrypt", "decrypt"], modes=["gcm"], min_mac=128)]})]
+        refused(lambda: k.import_wrapped("forged", "wrap-rsa", encode(forged)), "INVALID_TAG")
+        # a key not authorised to wrap
+        refused(lambda: k.import_wrapped("forged", "dec-rsa", encode(wrap_key(k.public_key("dec-rsa"), "aes",
+                                                                               secret, desc))),
+                "INCOMPATIBLE_PURPOSE")
+        refused(lambda: k.import_wrapped("forged", "wrap-rsa", b"\x0a\x01\x00"), "INVALID_ARGUMENT")
+        assert "forged" not in k.list()
+    # wrapped for ka: kb's wrapping key does not open it
+    with ks(d, "kb") as k:
+        k.generate("wrap-rsa", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        refused(lambda: k.import_wrapped("from-server", "wrap-rsa", encode(wrapped)), "INVALID_KEY_BLOB")
+        k.delete("wrap-rsa")
+    for p in files_below(d.data_dir):
+        try:
+            assert secret not in p.read_bytes(), p
+        except OSError:
+            pass
+    with ks(d, "ka") as k:
+        for a in ("wrap-rsa", "dec-rsa", "from-server"):
+            k.delete(a)
