@@ -352,6 +352,8 @@ def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
     with ks(d, "kt") as k:
         k.generate("t-ec", "ec", 256, auths(["sign"], ["sha256"]))
         pub = k.public_key("t-ec")
+        k.commit([("session", b"before the wipe")])
+        k.tp_write("pin-tries", b"3")
     d.cli("stop", "kt")
     start(d, "kt")
     with ks(d, "kt") as k:
@@ -359,14 +361,26 @@ def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
         k.one_shot("t-ec", params("sign", "sha256"), b"x")
     d.cli("stop", "kt")
     blob = next((d.data_dir / "keystore").glob("*/t-ec.key"))
-    saved = blob.read_bytes()
+    saved, st = blob.read_bytes(), blob.stat()
     r = d.cli("wipe", "kt", check=False)
     assert r.returncode == 0, r.stderr
-    blob.write_bytes(saved)  # a copy kept from before the wipe (the service's files survive it)
+    assert not blob.parent.exists()  # the wipe takes the keys and the secure store
+    blob.parent.mkdir(mode=0o700)
+    os.chown(blob.parent, st.st_uid, st.st_gid)
+    blob.write_bytes(saved)  # a copy kept from before the wipe
+    os.chown(blob, st.st_uid, st.st_gid)
     d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), "kt")
     start(d, "kt")
+    import errno
     with ks(d, "kt") as k:
         refused(lambda: k.one_shot("t-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        # the secure store starts empty (its anchor went with it), its tamper-proof objects stay
+        with pytest.raises(SstoreError) as e:
+            k.read("session")
+        assert e.value.errno == errno.ENOENT and "missing" not in e.value.message, e.value
+        assert k.commit([("session", b"after the wipe")]) == 1
+        assert k.read("session") == b"after the wipe"
+        assert k.read("pin-tries", tamper_proof=True) == b"3"
     d.cli("stop", "kt")
 
 

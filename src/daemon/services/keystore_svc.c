@@ -494,6 +494,30 @@ static void on_tp_index(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     }
 }
 
+void keystore_svc_wiped(struct container *c)
+{
+    if (!c->cfg->keystore)
+        return;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
+    int r = rm_rf(dir);
+    if (r < 0 && r != -ENOENT)
+        log_warn("%s: cannot wipe its keystore %s: %s", container_label(c), dir, strerror(-r));
+    /* The store starts afresh only without its anchor; its tamper-proof objects stay. */
+    struct anchor_removal *ar = calloc(1, sizeof(*ar));
+    if (!ar)
+        return;
+    snprintf(ar->uuid, sizeof(ar->uuid), "%s", c->uuid);
+    char name[160];
+    snprintf(name, sizeof(name), "sstore/%s", c->uuid);
+    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    tm_err err = {0};
+    if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, on_anchors_removed, ar, &err) < 0) {
+        log_warn("%s: its secure store's anchor stays in tpmd's table: %s", container_label(c), err.msg);
+        free(ar);
+    }
+}
+
 /* A removed container's keys and secure store go with it (they could open nowhere else anyway:
  * the keys need its UUID); a half-made container's service is stopped with it. */
 static void keystore_removed(struct container *c)

@@ -26,6 +26,9 @@ struct keystore_guestos {
  * container's keystore key and start its service. */
 int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, const struct keystore_guestos *gos,
                        tm_err *err);
+/* The container was wiped (it is stopped): its keys and its secure store go (the store's anchor
+ * too, so it starts empty); its tamper-proof objects stay. */
+void keystore_svc_wiped(struct container *c);
 /* Its service runs now (it may be between a crash and its restart). */
 bool keystore_svc_running(const struct container *c);
 /* The container stopped (or its start failed): stop its service, forget its key. */
