@@ -15,7 +15,9 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "keystore.pb-c.h"
 #include "log.h"
+#include "packet.h"
 #include "secmem.h"
 #include "sstore.h"
 #include "sstore_serve.h"
@@ -27,12 +29,24 @@ struct ks_storage {
     char uuid[SSTORE_STORE_ID_MAX + 1];
     char dir[256];
     struct sstore_anchor_ops anchor;
+    int link_fd;
     struct sstore *store; /* NULL until it opens (retried at every request while it does not) */
 };
 
+/* trustmed audits it (sstore.refused); the service's log has it too. */
 static void on_refused(void *ctx, const char *store_id, int code, const char *msg)
 {
+    struct ks_storage *st = ctx;
     log_warn("secure storage refused: %s (%s)", msg, strerror(code < 0 ? -code : code));
+    Trustme__Keystore__KsStoreRefused sr = TRUSTME__KEYSTORE__KS_STORE_REFUSED__INIT;
+    sr.has_code = true;
+    sr.code = code < 0 ? -code : code;
+    sr.message = (char *)msg;
+    Trustme__Keystore__KsLinkEvent ev = TRUSTME__KEYSTORE__KS_LINK_EVENT__INIT;
+    ev.store_refused = &sr;
+    tm_err err = {0};
+    if (tm_packet_send_msg(st->link_fd, &ev.base, 4096, &err) < 0)
+        log_warn("cannot report it to trustmed: %s", err.msg);
 }
 
 int ks_storage_new(const uint8_t seed[32], const char *uuid, const char *dir, int link_fd, struct ks_storage **ret,
@@ -52,6 +66,7 @@ int ks_storage_new(const uint8_t seed[32], const char *uuid, const char *dir, in
     snprintf(st->uuid, sizeof(st->uuid), "%s", uuid);
     snprintf(st->dir, sizeof(st->dir), "%s", dir);
     sstore_anchor_tpmd_fd(link_fd, &st->anchor);
+    st->link_fd = link_fd;
     *ret = st;
     return 0;
 }
@@ -96,7 +111,7 @@ int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, Prot
          * tampered) or a tpmd that was briefly away is asked again, and the refusal is the
          * answer the caller sees. */
         tm_err err = {0};
-        r = sstore_open(st->dir, st->uuid, st->key->data, 32, &st->anchor, on_refused, NULL, &st->store, &err);
+        r = sstore_open(st->dir, st->uuid, st->key->data, 32, &st->anchor, on_refused, st, &st->store, &err);
         if (r < 0)
             r = error_answer(&resp, -r, err.msg[0] ? err.msg : "the secure store does not open");
         else

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -54,6 +55,8 @@ struct keystore_svc {
     tm_source *link_src; /* the service's anchor requests for its secure store */
     bool anchor_pending; /* one at a time: the service waits for each answer */
     uint8_t *identity; /* packed KsContainerIdentity, for its attestation certificate */
+    char last_refusal[256]; /* its secure store's last refusal audited, and when */
+    uint64_t last_refusal_ms;
     size_t identity_len;
     uint64_t anchor_id;
     tm_source *restart_timer;
@@ -289,6 +292,29 @@ static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request 
     return 0;
 }
 
+/* A refusal of the container's secure store, reported by its service: audited, at most once a
+ * minute for the same reason (the container can make its refused store report at every
+ * request; the audit log must not be its to fill). */
+static void link_event(struct keystore_svc *ks, struct tm_packet *pkt)
+{
+    const uint8_t *payload = pkt->data + 4;
+    Trustme__Keystore__KsLinkEvent *ev =
+        pkt->len >= 4 ? trustme__keystore__ks_link_event__unpack(NULL, pkt->len - 4, payload) : NULL;
+    if (ev && ev->store_refused && ev->store_refused->message) {
+        const char *msg = ev->store_refused->message;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        if (strcmp(msg, ks->last_refusal) != 0 || now - ks->last_refusal_ms >= 60000) {
+            daemon_audit(ks->c->d, "sstore.refused", "fail", ks->c, "trustme-keystore", "%s", msg);
+            snprintf(ks->last_refusal, sizeof(ks->last_refusal), "%s", msg);
+            ks->last_refusal_ms = now;
+        }
+    }
+    if (ev)
+        trustme__keystore__ks_link_event__free_unpacked(ev, NULL);
+}
+
 static void on_link_request(tm_source *src, uint32_t events, void *userdata)
 {
     struct keystore_svc *ks = userdata;
@@ -305,6 +331,11 @@ static void on_link_request(tm_source *src, uint32_t events, void *userdata)
     const Trustme__Tpmd__Request *req =
         (const Trustme__Tpmd__Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, &pkt);
     tm_err err = {0};
+    if (req && !req->has_version) {
+        link_event(ks, &pkt);
+        tm_packet_free(&pkt);
+        return;
+    }
     if (!req) {
         log_warn("%s: its keystore sent a malformed request", container_label(ks->c));
     } else if (anchor_forward(ks, req, &err) < 0) {
