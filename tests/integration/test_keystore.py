@@ -769,3 +769,57 @@ def test_import_wrapped_key(ks_daemon):
     with ks(d, "ka") as k:
         for a in ("wrap-rsa", "dec-rsa", "from-server"):
             k.delete(a)
+
+
+
+def test_taken_over_keystore_is_held_to_the_tamper_proof_quota(ks_daemon):
+    """Code in ka's keystore process sets tamper-proof entries directly: a value without its index,
+    an index of 9 objects, a value the index does not list, an index that drops a value still in
+    the table: all refused, so it cannot fill tpmd's table; consistent changes pass."""
+    import ctypes
+    import errno
+    import signal
+    import socket
+    from pb import field_bytes, field_varint, frame, parse
+    d = ks_daemon
+    ua = d.state("ka")["uuid"]
+    pid = service_of(d, "ka")
+
+    def entry(name, value=None):
+        f = field_bytes(180, name.encode())
+        return field_bytes(183, f + (field_bytes(181, value) if value is not None else field_varint(182, 1)))
+
+    def index(*ids):
+        return entry(f"sstore-tp/{ua}", b"".join(i.encode() + b"\0" for i in ids))
+
+    def value(i, v=b"v"):
+        return entry(f"sstore-tp/{ua}/{i}", v)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pidfd = os.pidfd_open(pid)
+        fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, 3, 0)
+        os.close(pidfd)
+        assert fd >= 0
+        link = socket.socket(fileno=fd)
+        link.settimeout(20)
+
+        def ask(rid, sets):
+            link.send(frame(field_varint(1, 1) + field_varint(2, rid) + field_bytes(188, b"".join(sets))))
+            resp = parse(link.recv(65536)[4:])
+            assert resp[2][0] == rid
+            return parse(resp[10][0])[1][0] if 10 in resp else 0
+
+        assert ask(951, [value("q1")]) == errno.EPERM
+        assert ask(952, [index(*[f"q{i}" for i in range(9)])]) == errno.EDQUOT
+        assert ask(953, [index("q1"), value("q2")]) == errno.EPERM
+        assert ask(954, [index("q1"), value("q1")]) == 0
+        assert ask(955, [index("q2"), value("q2")]) == errno.EPERM  # q1 would stay, unlisted
+        assert ask(956, [index("q2"), value("q2"), entry(f"sstore-tp/{ua}/q1")]) == 0
+        assert ask(957, [entry(f"sstore-tp/{ua}"), entry(f"sstore-tp/{ua}/q2")]) == 0
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ks(d, "ka") as k:  # the library's own tamper-proof writes pass
+        k.tp_write("t1", b"x")
+        assert k.read("t1", tamper_proof=True) == b"x"

@@ -55,6 +55,9 @@ struct keystore_svc {
     tm_source *link_src; /* the service's anchor requests for its secure store */
     bool anchor_pending; /* one at a time: the service waits for each answer */
     uint8_t *identity; /* packed KsContainerIdentity, for its attestation certificate */
+    uint8_t *deferred; /* a packed request waiting for the tamper-proof check */
+    size_t deferred_len;
+    bool tp_checked;
     char last_refusal[256]; /* its secure store's last refusal audited, and when */
     uint64_t last_refusal_ms;
     size_t identity_len;
@@ -110,6 +113,8 @@ static void kill_service(struct keystore_svc *ks)
     if (ks->anchor_pending)
         tpmd_forget(ks->c->d, ks);
     ks->anchor_pending = false;
+    free(ks->deferred);
+    ks->deferred = NULL;
     close_and_reset(ks->link_fd);
     if (ks->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, ks->pidfd, SIGKILL, NULL, 0);
@@ -144,6 +149,8 @@ static void on_exit_event(tm_source *src, uint32_t events, void *userdata)
     if (ks->anchor_pending)
         tpmd_forget(ks->c->d, ks);
     ks->anchor_pending = false;
+    free(ks->deferred);
+    ks->deferred = NULL;
     close_and_reset(ks->link_fd);
     struct container *c = ks->c;
     log_warn("%s: its keystore exited (%s %d); restarting it in %d ms", container_label(c),
@@ -256,6 +263,136 @@ static int container_cert_forward(struct keystore_svc *ks, const Trustme__Tpmd__
     return 0;
 }
 
+/* The tamper-proof quota (8 objects per container, docs/SECURE_STORAGE.md) is the library's in
+ * the service; trustmed holds a taken-over service to it too, or it could fill tpmd's table
+ * (4096 entries for the device) under its own prefix. The invariant: every value entry
+ * "sstore-tp/<uuid>/<id>" is listed in the index "sstore-tp/<uuid>" (ids, each NUL-terminated),
+ * which lists at most SSTORE_TP_MAX. A request that sets any tamper-proof entry must set the
+ * index too, list in it every value it sets, and remove every value the old index (read from
+ * tpmd first) listed and the new one does not. */
+#define TP_MAX 8 /* SSTORE_TP_MAX */
+
+static bool touches_tp(const struct container *c, const Trustme__Tpmd__AnchorRequest *ar)
+{
+    char own[96];
+    int n = snprintf(own, sizeof(own), "sstore-tp/%s", c->uuid);
+    for (size_t i = 0; i < ar->n_set; i++)
+        if (strncmp(ar->set[i]->name, own, (size_t)n) == 0)
+            return true;
+    return false;
+}
+
+/* The ids an index value lists; -1 if it is malformed or lists more than TP_MAX. */
+static int tp_ids(const uint8_t *v, size_t len, char ids[TP_MAX][16])
+{
+    int n = 0;
+    for (size_t k = 0; k < len;) {
+        const uint8_t *end = memchr(v + k, '\0', len - k);
+        size_t l = end ? (size_t)(end - (v + k)) : 0;
+        if (!end || l == 0 || l > 15 || n == TP_MAX)
+            return -1;
+        memcpy(ids[n], v + k, l);
+        ids[n++][l] = '\0';
+        k += l + 1;
+    }
+    return n;
+}
+
+static bool listed(char ids[TP_MAX][16], int n, const char *id)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    return false;
+}
+
+static int tp_check(const struct container *c, const Trustme__Tpmd__AnchorRequest *ar, const ProtobufCBinaryData *old,
+                    tm_err *err)
+{
+    char index[96], prefix[100];
+    snprintf(index, sizeof(index), "sstore-tp/%s", c->uuid);
+    int pn = snprintf(prefix, sizeof(prefix), "%s/", index);
+    char oids[TP_MAX][16], nids[TP_MAX][16];
+    int on = old ? tp_ids(old->data, old->len, oids) : 0, nn = -2;
+    if (on < 0)
+        on = 0; /* a malformed old index lists nothing the new one must account for */
+    for (size_t i = 0; i < ar->n_set; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = ar->set[i];
+        if (strcmp(e->name, index) == 0)
+            nn = e->has_remove && e->remove ? 0 : tp_ids(e->value.data, e->value.len, nids);
+    }
+    if (nn == -2)
+        return tm_err_set(err, EPERM, "a tamper-proof object is set without its index");
+    if (nn < 0)
+        return tm_err_set(err, EDQUOT, "the tamper-proof index is malformed or lists more than %d objects", TP_MAX);
+    for (size_t i = 0; i < ar->n_set; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = ar->set[i];
+        if (strncmp(e->name, prefix, (size_t)pn) == 0 && !(e->has_remove && e->remove) &&
+            !listed(nids, nn, e->name + pn))
+            return tm_err_set(err, EPERM, "tamper-proof object %s is not in its index", e->name + pn);
+    }
+    for (int k = 0; k < on; k++) {
+        if (listed(nids, nn, oids[k]))
+            continue;
+        bool removed = false;
+        for (size_t i = 0; i < ar->n_set && !removed; i++)
+            removed = strncmp(ar->set[i]->name, prefix, (size_t)pn) == 0 &&
+                      strcmp(ar->set[i]->name + pn, oids[k]) == 0 && ar->set[i]->has_remove && ar->set[i]->remove;
+        if (!removed)
+            return tm_err_set(err, EPERM, "tamper-proof object %s leaves the index but not the table", oids[k]);
+    }
+    return 0;
+}
+
+static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err);
+
+static void on_tp_old_index(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct keystore_svc *ks = userdata;
+    ks->anchor_pending = false;
+    Trustme__Tpmd__Request *req = trustme__tpmd__request__unpack(NULL, ks->deferred_len, ks->deferred);
+    free(ks->deferred);
+    ks->deferred = NULL;
+    if (!req)
+        return;
+    tm_err e2 = {0};
+    char index[96];
+    snprintf(index, sizeof(index), "sstore-tp/%s", ks->c->uuid);
+    int r = !resp || (err && err->code) ? tm_err_set(&e2, err && err->code ? err->code : EIO, "%s",
+                                                     err && err->code ? err->msg : "tpmd is not running")
+                                        : tp_check(ks->c, req->anchor, tpmd_anchor_value(resp, index), &e2);
+    if (r == 0) {
+        ks->tp_checked = true;
+        r = anchor_forward(ks, req, &e2);
+        ks->tp_checked = false;
+    }
+    if (r < 0) {
+        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), e2.msg);
+        anchor_answer(ks, req->id, NULL, e2.code ? e2.code : EIO, e2.msg);
+    }
+    trustme__tpmd__request__free_unpacked(req, NULL);
+}
+
+static int tp_check_then_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
+{
+    size_t len = trustme__tpmd__request__get_packed_size(req);
+    if (!(ks->deferred = malloc(len ? len : 1)))
+        return tm_err_set(err, ENOMEM, "out of memory");
+    ks->deferred_len = len;
+    trustme__tpmd__request__pack(req, ks->deferred);
+    char index[96];
+    snprintf(index, sizeof(index), "sstore-tp/%s", ks->c->uuid);
+    const char *names[1] = {index};
+    int r = tpmd_anchor_get(ks->c->d, names, 1, on_tp_old_index, ks, err);
+    if (r < 0) {
+        free(ks->deferred);
+        ks->deferred = NULL;
+        return r;
+    }
+    ks->anchor_pending = true;
+    return 0;
+}
+
 static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
 {
     struct container *c = ks->c;
@@ -282,6 +419,8 @@ static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request 
     for (size_t i = 0; i < ar->n_get; i++)
         if (!anchor_name_ours(c, ar->get[i]))
             return tm_err_set(err, EPERM, "anchor %s is not this container's secure store's", ar->get[i]);
+    if (!ks->tp_checked && touches_tp(c, ar))
+        return tp_check_then_forward(ks, req, err);
     int r = ar->n_set ? tpmd_anchor_update(c->d, set, ar->n_set, (const char *const *)ar->get, ar->n_get,
                                            on_anchor_reply, ks, err)
                       : tpmd_anchor_get(c->d, (const char *const *)ar->get, ar->n_get, on_anchor_reply, ks, err);
@@ -479,6 +618,7 @@ void keystore_svc_stop(struct container *c)
     secret_free(ks->storage_seed);
     secret_free(ks->token_part);
     free(ks->identity);
+    free(ks->deferred);
     free(ks);
     c->keystore = NULL;
 }
