@@ -119,19 +119,20 @@ int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, Prot
     }
     if (st->store)
         sstore_serve(st->store, req, &resp); /* failures are in resp */
-    protobuf_c_message_free_unpacked(&req->base, alloc);
     if (r < 0) {
+        protobuf_c_message_free_unpacked(&req->base, alloc);
         sstore_response_clear(&resp);
         return r;
     }
     size_t len = protobuf_c_message_get_packed_size(&resp.base);
     uint8_t *p = malloc(len ? len : 1);
-    if (!p) {
-        sstore_response_clear(&resp);
-        return -ENOMEM;
-    }
-    protobuf_c_message_pack(&resp.base, p);
+    if (p)
+        protobuf_c_message_pack(&resp.base, p);
+    /* Only now: the answer may point into the request. */
+    protobuf_c_message_free_unpacked(&req->base, alloc);
     sstore_response_clear(&resp); /* wipes an object's plaintext */
+    if (!p)
+        return -ENOMEM;
     *out = (ProtobufCBinaryData){.len = len, .data = p};
     return 0;
 }
