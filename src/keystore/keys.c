@@ -19,6 +19,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -86,6 +87,7 @@ struct ks {
     struct secret *out; /* output bytes (plaintext may be among them) */
     uint8_t *heap_out; /* public output: SPKI */
     KsKeyCharacteristics chars;
+    KsAuthorizations *wrapped_auths; /* an imported wrapped key's, for its answer */
     KsKeyCharacteristics *list;
     KsKeyCharacteristics **list_ptrs;
     size_t nlist;
@@ -144,6 +146,9 @@ void ks_reset_answer(struct ks *ks)
     }
     OPENSSL_free(ks->heap_out);
     ks->heap_out = NULL;
+    if (ks->wrapped_auths)
+        trustme__keystore__ks_authorizations__free_unpacked(ks->wrapped_auths, NULL);
+    ks->wrapped_auths = NULL;
     for (size_t i = 0; i < ks->nlist; i++)
         secret_free(ks->list_mems[i]);
     free(ks->list);
@@ -568,16 +573,26 @@ static struct last_use *last_use_of(struct ks *ks, const char *alias, bool creat
 
 /* ---- the authorisation checks ------------------------------------------------------------ */
 
+static int authorize_use(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err);
+
 static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
 {
-    const KsKeyCharacteristics *ch = l->blob->characteristics;
-    const KsAuthorizations *a = ch->auths;
-    int alg = ch->algorithm;
+    int alg = l->blob->characteristics->algorithm;
     int purpose = p->has_purpose ? p->purpose : PURPOSE(NONE);
     if (!purpose_possible(alg, purpose))
         return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "an %s key cannot %s", alg_name(alg), purpose_name(purpose));
     if (purpose == PURPOSE(WRAP))
         return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "wrapping keys serve the import of wrapped keys only");
+    return authorize_use(ks, l, p, err);
+}
+
+/* Every check of a use of l for p->purpose (also WRAP, for unwrapping an imported key). */
+static int authorize_use(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
+{
+    const KsKeyCharacteristics *ch = l->blob->characteristics;
+    const KsAuthorizations *a = ch->auths;
+    int alg = ch->algorithm;
+    int purpose = p->has_purpose ? p->purpose : PURPOSE(NONE);
     if (!has((const int *)a->purposes, a->n_purposes, purpose))
         return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "key %s is not authorised to %s", l->alias,
                           purpose_name(purpose));
@@ -1040,6 +1055,114 @@ static int delete_key(struct ks *ks, const char *alias, tm_err *err)
     return ks_store_delete(ks->st, alias, err);
 }
 
+/* ---- wrapped keys ------------------------------------------------------------------------- */
+
+/* A key a server wrapped for this keystore (docs/KEYSTORE.md "Wrapped keys"): the transport key
+ * comes out of the wrapping key (RSA-OAEP, under that key's authorisations), the key material out
+ * of AES-256-GCM under it with the server's description as associated data; the key is then
+ * imported with the description's algorithm and authorisations. Plaintexts stay in locked
+ * memory. */
+static int import_wrapped(struct ks *ks, const Trustme__Keystore__KsImportWrappedKey *iw, KsResponse *resp, tm_err *err)
+{
+    int r = check_new_alias(ks, iw->alias, err);
+    if (r < 0)
+        return r;
+    if (!iw->has_wrapped_key || !iw->wrapping_alias)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "a wrapped key and its wrapping key's alias are needed");
+    struct loaded *l;
+    if ((r = load(ks, iw->wrapping_alias, &l, err)) < 0)
+        return r;
+    if (l->blob->characteristics->algorithm != ALG(RSA))
+        return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "wrapping keys are RSA keys (OAEP), %s is %s", l->alias,
+                          alg_name(l->blob->characteristics->algorithm));
+    KsOperationParams p = TRUSTME__KEYSTORE__KS_OPERATION_PARAMS__INIT;
+    p.has_purpose = p.has_digest = p.has_padding = true;
+    p.purpose = PURPOSE(WRAP);
+    p.digest = DIGEST(SHA256);
+    p.padding = PAD(RSA_OAEP);
+    p.has_passphrase = iw->has_wrapping_passphrase;
+    p.passphrase = iw->wrapping_passphrase;
+    if ((r = authorize_use(ks, l, &p, err)) < 0)
+        return r;
+    Trustme__Keystore__KsWrappedKey *wk =
+        trustme__keystore__ks_wrapped_key__unpack(NULL, iw->wrapped_key.len, iw->wrapped_key.data);
+    Trustme__Keystore__KsWrappedKeyDescription *desc =
+        wk && wk->has_key_description ? trustme__keystore__ks_wrapped_key_description__unpack(
+                                            NULL, wk->key_description.len, wk->key_description.data)
+                                      : NULL;
+    _cleanup_secret_ struct secret *tkey = NULL, *material = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_CIPHER_CTX *cctx = NULL;
+    size_t tlen = 0;
+    int outl = 0, finl = 0;
+    if (!wk || !desc || !wk->has_encrypted_transport_key || !wk->has_iv || wk->iv.len != 12 || !wk->has_encrypted_key ||
+        wk->encrypted_key.len <= 16 || wk->encrypted_key.len > KS_IO_MAX) {
+        r = tm_err_set(err, E(INVALID_ARGUMENT), "the wrapped key is malformed");
+        goto out;
+    }
+    if ((r = secret_new(512, &tkey, err)) < 0 || (r = secret_new(wk->encrypted_key.len, &material, err)) < 0) {
+        r = tm_err_set(err, E(INTERNAL), "out of memory");
+        goto out;
+    }
+    tlen = tkey->len;
+    if (!(pctx = EVP_PKEY_CTX_new(l->pkey, NULL)) || EVP_PKEY_decrypt_init(pctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md(pctx, EVP_sha256()) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha256()) <= 0 ||
+        EVP_PKEY_decrypt(pctx, tkey->data, &tlen, wk->encrypted_transport_key.data, wk->encrypted_transport_key.len) <=
+            0 ||
+        tlen != 32) {
+        ERR_clear_error();
+        r = tm_err_set(err, E(INVALID_KEY_BLOB), "the transport key does not open with wrapping key %s", l->alias);
+        goto out;
+    }
+    size_t clen = wk->encrypted_key.len - 16;
+    if (!(cctx = EVP_CIPHER_CTX_new()) ||
+        EVP_DecryptInit_ex(cctx, EVP_aes_256_gcm(), NULL, tkey->data, wk->iv.data) != 1 ||
+        EVP_DecryptUpdate(cctx, NULL, &outl, wk->key_description.data, (int)wk->key_description.len) != 1 ||
+        EVP_DecryptUpdate(cctx, material->data, &outl, wk->encrypted_key.data, (int)clen) != 1 ||
+        EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_GCM_SET_TAG, 16, wk->encrypted_key.data + clen) != 1 ||
+        EVP_DecryptFinal_ex(cctx, material->data + outl, &finl) != 1) {
+        ERR_clear_error();
+        r = tm_err_set(err, E(INVALID_TAG),
+                       "the wrapped key does not authenticate (edited, another description, another transport key)");
+        goto out;
+    }
+    if (desc->auths && desc->auths->passphrase_required && (!iw->has_passphrase || iw->passphrase.len == 0)) {
+        r = tm_err_set(err, E(AUTH_REQUIRED), "the wrapped key's description requires a passphrase");
+        goto out;
+    }
+    Trustme__Keystore__KsImportKey im = TRUSTME__KEYSTORE__KS_IMPORT_KEY__INIT;
+    im.alias = iw->alias;
+    im.has_algorithm = true;
+    im.algorithm = desc->has_algorithm ? desc->algorithm : ALG(NONE);
+    im.auths = desc->auths;
+    im.has_passphrase = iw->has_passphrase;
+    im.passphrase = iw->passphrase;
+    im.has_key_material = true;
+    im.key_material = (ProtobufCBinaryData){(size_t)(outl + finl), material->data};
+    r = import(ks, &im, resp, err);
+    /* resp->key points into ks->chars, whose auths are desc's: keep a copy the answer can use. */
+    if (r == 0 && desc->auths) {
+        size_t n = trustme__keystore__ks_authorizations__get_packed_size(desc->auths);
+        uint8_t *buf = malloc(n ? n : 1);
+        if (buf) {
+            trustme__keystore__ks_authorizations__pack(desc->auths, buf);
+            ks->wrapped_auths = trustme__keystore__ks_authorizations__unpack(NULL, n, buf);
+            free(buf);
+        }
+        ks->chars.auths = ks->wrapped_auths;
+    }
+out:
+    EVP_PKEY_CTX_free(pctx);
+    EVP_CIPHER_CTX_free(cctx);
+    if (desc)
+        trustme__keystore__ks_wrapped_key_description__free_unpacked(desc, NULL);
+    if (wk)
+        trustme__keystore__ks_wrapped_key__free_unpacked(wk, NULL);
+    return r;
+}
+
 int ks_handle(struct ks *ks, const KsRequest *req, KsResponse *resp, tm_err *err)
 {
     ks_reset_answer(ks);
@@ -1049,6 +1172,9 @@ int ks_handle(struct ks *ks, const KsRequest *req, KsResponse *resp, tm_err *err
     switch (req->body_case) {
     case TRUSTME__KEYSTORE__KS_REQUEST__BODY_GENERATE_KEY: r = generate(ks, req->generate_key, resp, err); break;
     case TRUSTME__KEYSTORE__KS_REQUEST__BODY_IMPORT_KEY: r = import(ks, req->import_key, resp, err); break;
+    case TRUSTME__KEYSTORE__KS_REQUEST__BODY_IMPORT_WRAPPED_KEY:
+        r = import_wrapped(ks, req->import_wrapped_key, resp, err);
+        break;
     case TRUSTME__KEYSTORE__KS_REQUEST__BODY_BEGIN:
         r = begin_op(ks, req->begin->alias, req->begin->params, &op, &nonce, err);
         if (r < 0)

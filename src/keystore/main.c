@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "acceptor.h"
+#include "attest.h"
 #include "cleanup.h"
 #include "event.h"
 #include "frame.h"
@@ -31,11 +33,14 @@
 #include "log.h"
 #include "packet.h"
 #include "secmem.h"
+#include "storage.h"
 #include "store.h"
 #include "version.h"
 
 #define CONN_MAX 16
-#define REQUEST_MAX (KS_IO_MAX + 4096)
+/* Secure-storage commits carry whole objects (at most 256 KiB each). */
+#define REQUEST_MAX (SSTORE_FRAME_MAX)
+#define SSTORE_FRAME_MAX (320u * 1024)
 #define OUT_MAX (256u * 1024) /* answers waiting for a slow reader: then it is not read from */
 #define SECURE_HEAP (1u << 20)
 
@@ -55,6 +60,8 @@ struct server {
     struct conn *conns;
     unsigned nconns;
     struct ks *ks;
+    struct ks_storage *storage;
+    struct ks_attest *attest;
 };
 
 static void conn_close(struct conn *c)
@@ -128,6 +135,80 @@ static void wiping_free(void *ud, void *ptr)
 
 static ProtobufCAllocator wiping = {.alloc = wiping_alloc, .free = wiping_free};
 
+/* Key attestation: the key's public key and characteristics through the keys' own requests
+ * (so the same checks apply: a secret key has no public part), then its certificate chain. */
+static void handle_attest(struct conn *c, const Trustme__Keystore__KsRequest *req)
+{
+    struct server *s = c->srv;
+    const Trustme__Keystore__KsAttestKey *ak = req->attest_key;
+    Trustme__Keystore__KsKeyRef ref = TRUSTME__KEYSTORE__KS_KEY_REF__INIT;
+    ref.alias = ak->alias;
+    Trustme__Keystore__KsRequest sub = TRUSTME__KEYSTORE__KS_REQUEST__INIT;
+    sub.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_EXPORT_PUBLIC_KEY;
+    sub.export_public_key = &ref;
+    Trustme__Keystore__KsResponse r1 = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    tm_err err = {0};
+    int code = ks_handle(s->ks, &sub, &r1, &err);
+    if (code) {
+        answer_error(c, req->id, code, err.msg);
+        ks_reset_answer(s->ks);
+        return;
+    }
+    _cleanup_free_ uint8_t *spki = malloc(r1.public_key->spki_der.len);
+    size_t spki_len = r1.public_key->spki_der.len;
+    if (spki)
+        memcpy(spki, r1.public_key->spki_der.data, spki_len);
+    ks_reset_answer(s->ks);
+    sub.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_GET_CHARACTERISTICS;
+    sub.get_characteristics = &ref;
+    Trustme__Keystore__KsResponse r2 = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    Trustme__Keystore__KsCertChain chain = TRUSTME__KEYSTORE__KS_CERT_CHAIN__INIT;
+    code = !spki ? (tm_err_set(&err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL, "out of memory"),
+                    TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL)
+                 : ks_handle(s->ks, &sub, &r2, &err);
+    if (!code && ks_attest_key(s->attest, spki, spki_len, r2.key, ak->challenge.data,
+                               ak->has_challenge ? ak->challenge.len : 0, &chain, &err) < 0)
+        code = err.code;
+    ks_reset_answer(s->ks);
+    if (code) {
+        answer_error(c, req->id, code, err.msg);
+        return;
+    }
+    Trustme__Keystore__KsResponse resp = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    resp.has_id = true;
+    resp.id = req->id;
+    resp.has_error = true;
+    resp.error = TRUSTME__KEYSTORE__KS_ERROR__KS_OK;
+    resp.body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_ATTESTATION;
+    resp.attestation = &chain;
+    answer(c, &resp);
+    ks_attest_chain_free(&chain);
+}
+
+/* Field 360: the container's own secure store (never one named by the request). */
+static void handle_storage(struct conn *c, const Trustme__Keystore__KsRequest *req)
+{
+    ProtobufCBinaryData out = {0};
+    int r = ks_storage_handle(c->srv->storage, &req->sstore, &wiping, &out);
+    if (r < 0) {
+        answer_error(c, req->id,
+                     r == -EBADMSG ? TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE
+                                   : TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL,
+                     r == -EBADMSG ? "malformed secure-storage request" : "out of memory");
+        return;
+    }
+    Trustme__Keystore__KsResponse resp = TRUSTME__KEYSTORE__KS_RESPONSE__INIT;
+    resp.has_id = true;
+    resp.id = req->id;
+    resp.has_error = true;
+    resp.error = TRUSTME__KEYSTORE__KS_ERROR__KS_OK;
+    resp.body_case = TRUSTME__KEYSTORE__KS_RESPONSE__BODY_SSTORE;
+    resp.sstore = out;
+    answer(c, &resp);
+    explicit_bzero(out.data, out.len); /* it may hold an object's plaintext */
+    free(out.data);
+}
+
 static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
 {
     struct server *s = c->srv;
@@ -143,6 +224,16 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
     resp.id = req->id;
     tm_err err = {0};
     ks_set_owner(s->ks, c);
+    if (req->version == 1 && req->body_case == TRUSTME__KEYSTORE__KS_REQUEST__BODY_ATTEST_KEY) {
+        handle_attest(c, req);
+        trustme__keystore__ks_request__free_unpacked(req, &wiping);
+        return;
+    }
+    if (req->version == 1 && req->body_case == TRUSTME__KEYSTORE__KS_REQUEST__BODY_SSTORE) {
+        handle_storage(c, req);
+        trustme__keystore__ks_request__free_unpacked(req, &wiping);
+        return;
+    }
     int code = req->version != 1 ? (tm_err_set(&err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE,
                                                "protocol version %u, expected 1", req->version),
                                     TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_MALFORMED_MESSAGE)
@@ -221,6 +312,8 @@ static void on_accept(int fd, void *userdata)
     s->nconns++;
 }
 
+/* Between secure-storage calls (storage.c, which waits for its own answers) nothing is expected
+ * from trustmed but EOF; a late answer to a call that timed out is read and dropped here. */
 static void on_link(tm_source *src, uint32_t events, void *userdata)
 {
     struct server *s = userdata;
@@ -233,7 +326,7 @@ static void on_link(tm_source *src, uint32_t events, void *userdata)
 }
 
 /* The first packet on fd 3: the keystore key and who we serve. */
-static int receive_init(struct secret **ret_key, char *uuid, size_t uuid_size, tm_err *err)
+static int receive_init(struct secret **ret_key, uint8_t seed[32], char *uuid, size_t uuid_size, tm_err *err)
 {
     struct tm_packet pkt;
     int r = tm_packet_recv(3, 4096, &pkt);
@@ -242,13 +335,14 @@ static int receive_init(struct secret **ret_key, char *uuid, size_t uuid_size, t
     const Trustme__Keystore__KsInit *init =
         (const Trustme__Keystore__KsInit *)tm_packet_unpack(&trustme__keystore__ks_init__descriptor, &pkt);
     if (!init || !init->has_keystore_key || init->keystore_key.len != KS_KEY_LEN || !init->uuid ||
-        strlen(init->uuid) >= uuid_size) {
+        strlen(init->uuid) >= uuid_size || !init->has_storage_seed || init->storage_seed.len != 32) {
         tm_packet_free(&pkt);
         return tm_err_set(err, EPROTO, "malformed keystore key from trustmed");
     }
     r = secret_new(KS_KEY_LEN, ret_key, err);
     if (r == 0)
         memcpy((*ret_key)->data, init->keystore_key.data, KS_KEY_LEN);
+    memcpy(seed, init->storage_seed.data, 32);
     snprintf(uuid, uuid_size, "%s", init->uuid);
     log_info("serving container %s (%s)", init->name ? init->name : "?", uuid);
     tm_packet_free(&pkt);
@@ -306,12 +400,21 @@ int main(int argc, char **argv)
     tm_err err = {0};
     struct secret *key = NULL;
     struct ks_store st = {.dir = state_dir};
-    if (receive_init(&key, st.uuid, sizeof(st.uuid), &err) < 0) {
+    struct secret *seed = NULL;
+    if (secret_new(32, &seed, &err) < 0 || receive_init(&key, seed->data, st.uuid, sizeof(st.uuid), &err) < 0) {
         log_error("%s", err.msg);
         return 1;
     }
     st.key = key;
     struct server s = {.loop = tm_loop_new()};
+    char sstore_dir[PATH_MAX];
+    snprintf(sstore_dir, sizeof(sstore_dir), "%s/sstore", state_dir);
+    if (ks_storage_new(seed->data, st.uuid, sstore_dir, 3, &s.storage, &err) < 0 ||
+        ks_attest_new(3, &s.attest, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    secret_free(seed);
     s.ks = s.loop ? ks_new(&st) : NULL;
     fcntl(4, F_SETFL, O_NONBLOCK);
     if (!s.ks || tm_acceptor_start(&s.acceptor, s.loop, 4, 1000, "keystore", on_accept, &s, &err) < 0 ||
@@ -326,6 +429,8 @@ int main(int argc, char **argv)
     tm_acceptor_stop(&s.acceptor);
     tm_source_free(s.link_src);
     ks_free(s.ks);
+    ks_storage_free(s.storage);
+    ks_attest_free(s.attest);
     secret_free(key);
     tm_loop_free(s.loop);
     return r;

@@ -17,6 +17,8 @@
 #include "cleanup.h"
 #include "crypto.h"
 #include "enrollment.h"
+#include "keyattest.h"
+#include "secmem.h"
 
 static inline void bio_freep(BIO **b)
 {
@@ -296,4 +298,151 @@ int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **r
 int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)
 {
     return check_chain(t, true, pem, len, ret_pem, ret_len, err);
+}
+
+static inline void x509_freep(X509 **x)
+{
+    X509_free(*x);
+}
+
+/* A DER length (definite form) into out; its size. */
+static size_t der_len(size_t n, uint8_t out[5])
+{
+    if (n < 0x80) {
+        out[0] = (uint8_t)n;
+        return 1;
+    }
+    size_t k = n > 0xffffff ? 4 : n > 0xffff ? 3 : n > 0xff ? 2 : 1;
+    out[0] = (uint8_t)(0x80 | k);
+    for (size_t i = 0; i < k; i++)
+        out[1 + i] = (uint8_t)(n >> (8 * (k - 1 - i)));
+    return 1 + k;
+}
+
+/* Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } with the
+ * TPM's ECDSA signature: OpenSSL has no setter for an X509's signature, so the DER is put
+ * together here (the tbs already names ecdsa-with-SHA256). */
+static int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const uint8_t s[32], uint8_t **ret,
+                         size_t *ret_len, tm_err *err)
+{
+    static const uint8_t alg[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+    _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *br = BN_bin2bn(r, 32, NULL), *bs = BN_bin2bn(s, 32, NULL);
+    if (!sig || !br || !bs || ECDSA_SIG_set0(sig, br, bs) != 1) {
+        BN_free(br);
+        BN_free(bs);
+        return ossl_err(err, ENOMEM, "cannot build the ECDSA signature");
+    }
+    _cleanup_(osslfreep) unsigned char *sder = NULL;
+    int sl = i2d_ECDSA_SIG(sig, &sder);
+    if (sl <= 0)
+        return ossl_err(err, ENOMEM, "cannot encode the ECDSA signature");
+    uint8_t bl[5], tl[5];
+    size_t bll = der_len((size_t)sl + 1, bl);
+    size_t body = tbs_len + sizeof(alg) + 1 + bll + 1 + (size_t)sl;
+    size_t tll = der_len(body, tl);
+    uint8_t *out = malloc(1 + tll + body);
+    if (!out)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t n = 0;
+    out[n++] = 0x30;
+    memcpy(out + n, tl, tll), n += tll;
+    memcpy(out + n, tbs, tbs_len), n += tbs_len;
+    memcpy(out + n, alg, sizeof(alg)), n += sizeof(alg);
+    out[n++] = 0x03;
+    memcpy(out + n, bl, bll), n += bll;
+    out[n++] = 0x00; /* no unused bits */
+    memcpy(out + n, sder, (size_t)sl), n += (size_t)sl;
+    *ret = out;
+    *ret_len = n;
+    return 0;
+}
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, NULL, x, NULL, NULL, 0);
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    int ok = e && X509_add_ext(x, e, -1) == 1;
+    X509_EXTENSION_free(e);
+    return ok ? 0 : -1;
+}
+
+int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, const uint8_t *spki, size_t spki_len,
+                   const char *cn, const uint8_t *identity, size_t identity_len, uint8_t **ret_der, size_t *ret_len,
+                   tm_err *err)
+{
+    int r;
+    if (!ak_chain || !ak_chain_len)
+        return tm_err_set(err, ENOENT,
+                          "the attestation key is not enrolled (no Device CA certificate): no key attestation "
+                          "(docs/ATTESTATION.md \"Enrollment\")");
+    if ((r = check_cn(cn, err)) < 0)
+        return r;
+    _cleanup_(bio_freep) BIO *bio = BIO_new_mem_buf(ak_chain, (int)ak_chain_len);
+    _cleanup_(x509_freep) X509 *ak_cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    if (!ak_cert)
+        return ossl_err(err, EIO, "cannot read the installed AK certificate");
+    const uint8_t *p = spki;
+    _cleanup_(pkey_freep) EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)spki_len);
+    char group[32] = "";
+    if (!key || p != spki + spki_len || !EVP_PKEY_is_a(key, "EC") ||
+        !EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) ||
+        strcmp(group, "prime256v1") != 0) {
+        ERR_clear_error();
+        return tm_err_set(err, EINVAL, "the container attestation key must be an EC P-256 public key");
+    }
+    _cleanup_(pkey_freep) EVP_PKEY *ak = NULL;
+    if ((r = ak_pkey(t, &ak, err)) < 0)
+        return r;
+    /* A throwaway key signs first only so that OpenSSL writes ecdsa-with-SHA256 into the tbs. */
+    _cleanup_(pkey_freep) EVP_PKEY *dummy = EVP_EC_gen("P-256");
+    _cleanup_(x509_freep) X509 *x = X509_new();
+    uint8_t serial[16];
+    if ((r = secure_random(serial, sizeof(serial), err)) < 0)
+        return r;
+    serial[0] &= 0x7f;
+    BIGNUM *sn = BN_bin2bn(serial, sizeof(serial), NULL);
+    ASN1_INTEGER *asn = sn ? BN_to_ASN1_INTEGER(sn, NULL) : NULL;
+    BN_free(sn);
+    _cleanup_(osslfreep) unsigned char *idbuf = NULL;
+    ASN1_OCTET_STRING *idos = ASN1_OCTET_STRING_new();
+    ASN1_OBJECT *oid = OBJ_txt2obj(TM_OID_CONTAINER_IDENTITY, 1);
+    X509_EXTENSION *idext = NULL;
+    bool ok =
+        dummy && x && asn && idos && oid && X509_set_version(x, X509_VERSION_3) == 1 &&
+        X509_set_serialNumber(x, asn) == 1 && X509_set_issuer_name(x, X509_get_subject_name(ak_cert)) == 1 &&
+        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
+                                   0) == 1 &&
+        X509_gmtime_adj(X509_getm_notBefore(x), -300) && X509_set1_notAfter(x, X509_get0_notAfter(ak_cert)) == 1 &&
+        X509_set_pubkey(x, key) == 1 && add_ext(x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") == 0 &&
+        add_ext(x, NID_key_usage, "critical,keyCertSign") == 0 && add_ext(x, NID_subject_key_identifier, "hash") == 0 &&
+        ASN1_OCTET_STRING_set(idos, identity, (int)identity_len) == 1 &&
+        (idext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, idos)) && X509_add_ext(x, idext, -1) == 1 &&
+        X509_sign(x, dummy, EVP_sha256()) > 0;
+    ASN1_INTEGER_free(asn);
+    ASN1_OCTET_STRING_free(idos);
+    ASN1_OBJECT_free(oid);
+    X509_EXTENSION_free(idext);
+    if (!ok)
+        return ossl_err(err, ENOMEM, "cannot build the container attestation certificate");
+    _cleanup_(osslfreep) unsigned char *tbs = NULL;
+    int tbs_len = i2d_re_X509_tbs(x, &tbs);
+    if (tbs_len <= 0)
+        return ossl_err(err, ENOMEM, "cannot encode the container attestation certificate");
+    uint8_t sig_r[32], sig_s[32];
+    _cleanup_free_ uint8_t *der = NULL;
+    size_t len = 0;
+    if ((r = tpm_sign_data(t, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
+        (r = assemble_cert(tbs, (size_t)tbs_len, sig_r, sig_s, &der, &len, err)) < 0)
+        return r;
+    p = der;
+    _cleanup_(x509_freep) X509 *check = d2i_X509(NULL, &p, (long)len);
+    if (!check || p != der + len || X509_verify(check, ak) != 1)
+        return ossl_err(err, EIO, "the TPM's signature of the container attestation certificate does not verify");
+    *ret_der = der;
+    *ret_len = len;
+    der = NULL;
+    return 0;
 }

@@ -31,3 +31,11 @@ int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_ch
  * it re-encoded (only the certificates, no other text) for storing. */
 int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err);
 int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err);
+/* Key attestation (docs/KEYSTORE.md): a certificate for a container's attestation key (spki: an
+ * EC P-256 SubjectPublicKeyInfo, DER), subject CN cn, issued by the AK under the subject of
+ * ak_chain's leaf (the installed AK certificate; ENOENT when there is none), CA:TRUE pathlen 0,
+ * keyUsage keyCertSign, valid until the AK certificate is, with identity in the extension
+ * TM_OID_CONTAINER_IDENTITY. Signed in the TPM (as the CSR is) and verified; DER, malloc'd. */
+int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, const uint8_t *spki, size_t spki_len,
+                   const char *cn, const uint8_t *identity, size_t identity_len, uint8_t **ret_der, size_t *ret_len,
+                   tm_err *err);

@@ -61,6 +61,17 @@ static int check_cert_install(const Trustme__Tpmd__CertInstall *rq, tm_err *err)
     return 0;
 }
 
+static int check_container_cert(const Trustme__Tpmd__ContainerCert *rq, tm_err *err)
+{
+    if (!rq->has_spki_der || rq->spki_der.len == 0 || rq->spki_der.len > 512)
+        return tm_err_set(err, EINVAL, "a container certificate needs a public key (at most 512 bytes)");
+    if (!rq->common_name)
+        return tm_err_set(err, EINVAL, "a container certificate needs a common name");
+    if (rq->has_identity && rq->identity.len > 1024)
+        return tm_err_set(err, EINVAL, "the container's identity has more than 1024 bytes");
+    return 0;
+}
+
 int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
 {
     Request *rq = (Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, pkt);
@@ -74,6 +85,7 @@ int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
     case TRUSTME__TPMD__REQUEST__BODY_RESEAL: return check_reseal(rq->reseal, err);
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: return check_anchor(rq->anchor, err);
     case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL: return check_cert_install(rq->cert_install, err);
+    case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: return check_container_cert(rq->container_cert, err);
     case TRUSTME__TPMD__REQUEST__BODY_GET_LOG:
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:

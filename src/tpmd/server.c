@@ -330,6 +330,27 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     return send_response(d, id, &resp, err);
 }
 
+static int do_container_cert(struct tpmd *d, uint64_t id, const Trustme__Tpmd__ContainerCert *rq, tm_err *err)
+{
+    _cleanup_free_ uint8_t *der = NULL;
+    size_t len;
+    if (!rq->has_spki_der || !rq->common_name)
+        return tm_err_set(err, EINVAL, "a container certificate needs a public key and a name");
+    int r = container_cert(&d->tpm, d->chain_pem, d->chain_len, rq->spki_der.data, rq->spki_der.len, rq->common_name,
+                           rq->identity.data, rq->has_identity ? rq->identity.len : 0, &der, &len, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__ContainerCertReply c = TRUSTME__TPMD__CONTAINER_CERT_REPLY__INIT;
+    c.has_cert_der = true;
+    c.cert_der = (ProtobufCBinaryData){.len = len, .data = der};
+    c.has_chain_pem = true;
+    c.chain_pem = (ProtobufCBinaryData){.len = d->chain_len, .data = (uint8_t *)d->chain_pem};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_CONTAINER_CERT;
+    resp.container_cert = &c;
+    return send_response(d, id, &resp, err);
+}
+
 static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot, size_t *slot_len,
                        tm_err *err)
 {
@@ -457,6 +478,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_INFO: r = do_device_info(d, rq->id, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: r = do_container_cert(d, rq->id, rq->container_cert, &err); break;
     default:
         r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
         /* (tpmd_request_decode refused it already) */

@@ -14,6 +14,8 @@
 #include "attest_check.h"
 #include "attest_opts.h"
 #include "inputs.h"
+#include "key_attest.h"
+#include "keyattest.h"
 #include "cleanup.h"
 #include "client.h"
 #include "crypto.h"
@@ -77,6 +79,8 @@ static void usage(FILE *out)
     fprintf(out, "Usage: trustme-verify HOST:PORT TRUST REFERENCE [--pcr N ...] [--expect-ak NAME]\n"
                  "                      [--last-reset N] [--json] [--timeout S] [--save-response FILE]\n"
                  "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
+                 "       trustme-verify --key-attestation CERTS.pem --ak-anchor ROOT.pem --device-ca CA.pem\n"
+                 "                      (--crl CRL.pem ... | --no-crl) [--challenge HEX] [--json]\n"
                  "  TRUST:     --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
                  "             --rim-ca CA.pem (each repeatable) (--crl CRL.pem ... | --no-crl)\n"
                  "  REFERENCE: --reference REFS.json [--min-version N]\n"
@@ -85,6 +89,11 @@ static void usage(FILE *out)
                  "and check it: certificate chain, AK binding, quote signature, nonce, PCR digest, event\n"
                  "log, reference values, TPM clock (docs/ATTESTATION.md). --ak-anchor, --device-ca,\n"
                  "--rim-anchor, --rim-ca, --crl and --pcr are repeatable.\n"
+                 "\n"
+                 "--key-attestation checks a keystore key's attestation instead (docs/KEYSTORE.md): the\n"
+                 "key's certificate, the container attestation certificate and the AK's chain, leaf\n"
+                 "first, as a container's keystore gives them; prints the container and the key, and\n"
+                 "with --challenge requires the verifier's challenge.\n"
                  "\n");
     for (size_t i = 0; i < sizeof(help_lines) / sizeof(help_lines[0]); i++)
         if (help_lines[i].help)
@@ -122,7 +131,7 @@ static int save_response(const char *path, const uint8_t *buf, size_t len, const
 }
 
 struct options {
-    const char *target, *save, *response, *nonce_hex;
+    const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex;
     struct attest_opts shared; /* the options `trustme attest` has too */
     uint8_t expect_ak[34];
     bool has_expect_ak;
@@ -141,7 +150,9 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_NONCE,
         OPT_VERSION,
         OPT_EXPECT_AK,
-        OPT_LAST_RESET
+        OPT_LAST_RESET,
+        OPT_KEY_ATTESTATION,
+        OPT_CHALLENGE
     };
     static const struct option opts[] = {
 #define ATTEST_OPTION_GETOPT(id, name, value, help) \
@@ -154,6 +165,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"response", required_argument, NULL, OPT_RESPONSE},
         {"nonce", required_argument, NULL, OPT_NONCE},
         {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
+        {"key-attestation", required_argument, NULL, OPT_KEY_ATTESTATION},
+        {"challenge", required_argument, NULL, OPT_CHALLENGE},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -186,6 +199,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_SAVE: o->save = optarg; break;
         case OPT_RESPONSE: o->response = optarg; break;
         case OPT_NONCE: o->nonce_hex = optarg; break;
+        case OPT_KEY_ATTESTATION: o->key_attestation = optarg; break;
+        case OPT_CHALLENGE: o->challenge_hex = optarg; break;
         case OPT_EXPECT_AK:
             if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
                 return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
@@ -196,6 +211,13 @@ static int parse_options(int argc, char **argv, struct options *o)
         default: return EXIT_USAGE;
         }
     }
+    if (o->key_attestation) {
+        if (optind != argc || o->response || o->save)
+            return usage_error("--key-attestation takes no HOST:PORT, --response or --save-response");
+        return 0;
+    }
+    if (o->challenge_hex)
+        return usage_error("--challenge goes with --key-attestation");
     if (o->response ? optind != argc : optind != argc - 1)
         return usage_error(o->response ? "no HOST:PORT with --response" : "one HOST:PORT expected");
     o->target = o->response ? NULL : argv[optind];
@@ -206,12 +228,85 @@ static int parse_options(int argc, char **argv, struct options *o)
     return 0;
 }
 
+/* Concatenated files of one list option (a trust input: unreadable is a usage error). */
+static int read_list(const struct options *o, enum attest_option opt, char **ret, size_t *ret_len, tm_err *err)
+{
+    char *all = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < o->shared.n_files[opt]; i++) {
+        _cleanup_free_ char *data = NULL;
+        size_t dlen = 0;
+        char *grown;
+        if (read_file(o->shared.files[opt][i], VERIFY_PEM_MAX, &data, &dlen, err) < 0 ||
+            !(grown = realloc(all, len + dlen + 2))) {
+            free(all);
+            return err->code ? -err->code : tm_err_set(err, ENOMEM, "out of memory");
+        }
+        all = grown;
+        memcpy(all + len, data, dlen);
+        len += dlen;
+        all[len++] = '\n';
+        all[len] = '\0';
+    }
+    *ret = all;
+    *ret_len = len;
+    return 0;
+}
+
+static int key_attestation(const struct options *o)
+{
+    tm_err err = {0};
+    _cleanup_free_ char *anchors = NULL, *cas = NULL, *crls = NULL, *certs = NULL;
+    size_t anchors_len = 0, cas_len = 0, crls_len = 0, certs_len = 0;
+    struct ca_pins pins = {0};
+    uint8_t challenge[TM_KEY_CHALLENGE_MAX];
+    size_t challenge_len = 0;
+    if (!o->shared.n_files[ATTEST_OPT_AK_ANCHOR] || !o->shared.n_files[ATTEST_OPT_DEVICE_CA])
+        return usage_error("--key-attestation needs --ak-anchor ROOT.pem and --device-ca CA.pem");
+    if (!o->shared.no_crl == !o->shared.n_files[ATTEST_OPT_CRL])
+        return usage_error("--key-attestation needs --crl CRL.pem or --no-crl (one of them)");
+    if (o->challenge_hex) {
+        size_t n = strlen(o->challenge_hex);
+        if (n % 2 || n / 2 > sizeof(challenge) ||
+            tm_hex_decode_str(o->challenge_hex, challenge, n / 2, TM_HEX_ANY_CASE, NULL) < 0)
+            return usage_error("--challenge: expected up to %zu bytes in hex", sizeof(challenge));
+        challenge_len = n / 2;
+    }
+    if (read_list(o, ATTEST_OPT_AK_ANCHOR, &anchors, &anchors_len, &err) < 0 ||
+        read_list(o, ATTEST_OPT_DEVICE_CA, &cas, &cas_len, &err) < 0 ||
+        ca_pins_parse(cas, cas_len, "--device-ca", &pins, &err) < 0 ||
+        read_list(o, ATTEST_OPT_CRL, &crls, &crls_len, &err) < 0 ||
+        read_file(o->key_attestation, VERIFY_PEM_MAX, &certs, &certs_len, &err) < 0) {
+        fprintf(stderr, "trustme-verify: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    struct key_attest_policy pol = {
+        .ak_anchors_pem = anchors,
+        .ak_anchors_len = anchors_len,
+        .device_cas = &pins,
+        .crls_pem = crls_len ? crls : NULL,
+        .crls_len = crls_len,
+        .challenge = o->challenge_hex ? challenge : NULL,
+        .challenge_len = challenge_len,
+    };
+    struct key_attest_report rep;
+    if (key_attest_check(certs, certs_len, &pol, &rep, &err) < 0) {
+        fprintf(stderr, "trustme-verify: %s: %s\n", o->key_attestation, err.msg);
+        return EXIT_UNTRUSTED;
+    }
+    key_attest_print(stdout, &rep, o->shared.json);
+    fflush(stdout);
+    return rep.trusted ? 0 : EXIT_UNTRUSTED;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {0};
     int r = parse_options(argc, argv, &o);
     if (r)
         return r;
+    if (o.key_attestation)
+        return key_attestation(&o);
     signal(SIGPIPE, SIG_IGN);
     /* tss2-mu would log each malformed TPM structure of an untrusted response to stderr; the
      * report says what was wrong. TSS2_LOG in the environment still wins. */

@@ -22,7 +22,7 @@ ERR = {
     "KEY_MAX_OPS_EXCEEDED": 13, "KEY_RATE_LIMITED": 14, "AUTH_REQUIRED": 15, "AUTH_FAILED": 16,
     "TOO_MANY_OPERATIONS": 17, "INVALID_HANDLE": 18, "VERIFICATION_FAILED": 19, "INVALID_KEY_BLOB": 20,
     "INVALID_INPUT_LENGTH": 21, "INVALID_NONCE": 22, "INVALID_TAG": 23, "STORAGE": 24, "TOO_MANY_KEYS": 25,
-    "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28,
+    "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28, "ATTESTATION_UNAVAILABLE": 29,
 }
 
 
@@ -162,3 +162,79 @@ class Keystore:
         resp = self.call(19, b"")
         keys = parse(resp[14][0]).get(1, []) if 14 in resp else []
         return sorted(parse(k)[1][0].decode() for k in keys)
+
+    def import_wrapped(self, alias, wrapping_alias, wrapped, wrapping_passphrase=None, passphrase=None):
+        f = {1: [alias.encode()], 2: [wrapping_alias.encode()], 3: [wrapped]}
+        if wrapping_passphrase is not None:
+            f[4] = [wrapping_passphrase]
+        if passphrase is not None:
+            f[5] = [passphrase]
+        return parse(self.call(22, encode(f))[10][0])
+
+    def attest(self, alias, challenge=b""):
+        """Key attestation: the DER certificates, leaf first (key, container, the AK's chain)."""
+        resp = self.call(21, encode({1: [alias.encode()], 2: [challenge]}))
+        return parse(resp[15][0]).get(1, [])
+
+    # Secure storage (proto/sstore.proto, docs/SECURE_STORAGE.md): KsRequest/KsResponse field 360.
+    def sstore(self, op_field, body=b""):
+        """One sstore.Request with op op_field; returns (op field of the answer, its fields):
+        (360, {376: [errno], 377: [message]}) for a refusal."""
+        resp = self.call(360, field_bytes(op_field, body))
+        out = parse(resp[360][0])
+        (num,) = out.keys()
+        return num, parse(out[num][0])
+
+    def sstore_ok(self, op_field, body=b""):
+        num, f = self.sstore(op_field, body)
+        if num == 360:
+            raise SstoreError(f.get(376, [0])[0], f.get(377, [b""])[0].decode())
+        return num, f
+
+    def commit(self, puts=(), deletes=(), create_only=False):
+        body = b""
+        for oid, data in puts:
+            obj = field_bytes(360, oid.encode()) + field_bytes(361, data)
+            if create_only:
+                obj += field_varint(364, 1)
+            body += field_bytes(367, obj)
+        for oid in deletes:
+            body += field_bytes(368, oid.encode())
+        return self.sstore_ok(372, body)[1][362][0]
+
+    def read(self, oid, tamper_proof=False):
+        body = field_bytes(365, oid.encode()) + (field_varint(366, 1) if tamper_proof else b"")
+        return self.sstore_ok(371, body)[1].get(361, [b""])[0]
+
+    def objects(self):
+        _, f = self.sstore_ok(373)
+        return sorted(parse(o)[360][0].decode() for o in f.get(360, []))
+
+    def store_status(self):
+        return self.sstore_ok(374)[1]
+
+    def tp_write(self, oid, data):
+        return self.sstore_ok(375, field_bytes(365, oid.encode()) + field_bytes(369, data))
+
+
+def wrap_key(spki_der, alg, material, auth):
+    """What a server does to provision a key into one keystore (docs/KEYSTORE.md "Wrapped keys"):
+    a KsWrappedKey for the wrapping key spki_der, binding the algorithm and authorisations."""
+    import os
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    pub = serialization.load_der_public_key(spki_der)
+    transport = os.urandom(32)
+    enc = pub.encrypt(transport, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+    desc = encode({1: [ALG[alg]], 2: [auth]})
+    iv = os.urandom(12)
+    ct = AESGCM(transport).encrypt(iv, material, desc)
+    return {1: [enc], 2: [iv], 3: [desc], 4: [ct]}
+
+
+class SstoreError(Exception):
+    def __init__(self, errno_, message):
+        super().__init__(f"errno {errno_}: {message}")
+        self.errno = errno_
+        self.message = message

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from ksclient import ERR, Keystore, KsError, auths, params
+from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
+from ksclient import ERR, Keystore, KsError, SstoreError, auths, encode, params, wrap_key
 from tools import tool
 
 
@@ -334,7 +335,7 @@ def test_each_container_has_its_own_confined_service(ks_daemon):
         root = Path(f"/proc/{pid}/root")
         assert {"dev", "state", "tmp", "usr"} <= {p.name for p in root.iterdir()}
         assert not (root / "data").exists() and not (root / "proc" / "1").exists()
-        assert all(p.suffix == ".key" for p in (root / "state").iterdir())
+        assert all(p.suffix == ".key" or p.name == "sstore" for p in (root / "state").iterdir())
     a, b = pids
     for n in ("pid", "mnt", "net", "ipc"):
         assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
@@ -351,6 +352,8 @@ def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
     with ks(d, "kt") as k:
         k.generate("t-ec", "ec", 256, auths(["sign"], ["sha256"]))
         pub = k.public_key("t-ec")
+        k.commit([("session", b"before the wipe")])
+        k.tp_write("pin-tries", b"3")
     d.cli("stop", "kt")
     start(d, "kt")
     with ks(d, "kt") as k:
@@ -358,14 +361,26 @@ def test_token_binds_the_keys_and_a_wipe_erases_them(make_daemon):
         k.one_shot("t-ec", params("sign", "sha256"), b"x")
     d.cli("stop", "kt")
     blob = next((d.data_dir / "keystore").glob("*/t-ec.key"))
-    saved = blob.read_bytes()
+    saved, st = blob.read_bytes(), blob.stat()
     r = d.cli("wipe", "kt", check=False)
     assert r.returncode == 0, r.stderr
-    blob.write_bytes(saved)  # a copy kept from before the wipe (the service's files survive it)
+    assert not blob.parent.exists()  # the wipe takes the keys and the secure store
+    blob.parent.mkdir(mode=0o700)
+    os.chown(blob.parent, st.st_uid, st.st_gid)
+    blob.write_bytes(saved)  # a copy kept from before the wipe
+    os.chown(blob, st.st_uid, st.st_gid)
     d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), "kt")
     start(d, "kt")
+    import errno
     with ks(d, "kt") as k:
         refused(lambda: k.one_shot("t-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        # the secure store starts empty (its anchor went with it), its tamper-proof objects stay
+        with pytest.raises(SstoreError) as e:
+            k.read("session")
+        assert e.value.errno == errno.ENOENT and "missing" not in e.value.message, e.value
+        assert k.commit([("session", b"after the wipe")]) == 1
+        assert k.read("session") == b"after the wipe"
+        assert k.read("pin-tries", tamper_proof=True) == b"3"
     d.cli("stop", "kt")
 
 
@@ -375,11 +390,20 @@ def test_removed_container_takes_its_keys(ks_daemon):
     d.cli("start", "kr")
     with ks(d, "kr") as k:
         k.generate("gone", "ec", 256, auths(["sign"], ["sha256"]))
-    keydir = d.data_dir / "keystore" / d.state("kr")["uuid"]
+        k.commit([("obj", b"x")])
+        k.tp_write("tp1", b"y")
+        assert k.read("tp1", tamper_proof=True) == b"y"
+    uuid = d.state("kr")["uuid"]
+    keydir = d.data_dir / "keystore" / uuid
     assert (keydir / "gone.key").exists()
+    table = d.data_dir / "tpm" / "anchor.table"
+    names = (f"sstore/{uuid}".encode(), f"sstore-tp/{uuid}/tp1".encode())
+    assert all(n in table.read_bytes() for n in names)
     d.cli("stop", "kr")
     d.cli("remove", "kr")
     assert not keydir.exists()
+    # and its secure store's anchors (the store's and the tamper-proof objects) leave tpmd's table
+    wait_for(lambda: uuid.encode() not in table.read_bytes(), timeout=10, what="kr's anchors removed")
 
 
 def test_killed_service_is_restarted_with_its_keys(ks_daemon):
@@ -429,3 +453,398 @@ def test_restored_blob_of_a_deleted_or_spent_key_is_refused(ks_daemon):
             assert "r-once" not in k.list(), "a deleted key is listed again from its restored blob"
     finally:
         blob.unlink(missing_ok=True)
+
+
+def test_secure_storage_on_the_socket(ks_daemon):
+    """Each container's objects through its own keystore socket: commits of several objects at
+    once, reads, listing, create-only, deletes; the other container sees none of them."""
+    import errno
+    d = ks_daemon
+    with ks(d, "ka") as a, ks(d, "kb") as b:
+        v0 = a.store_status().get(362, [0])[0]
+        v1 = a.commit([("pin-retries", b"3"), ("refresh-token", b"ka-secret" * 100), ("big", os.urandom(8192))])
+        assert v1 == v0 + 1
+        assert a.read("pin-retries") == b"3" and a.read("refresh-token") == b"ka-secret" * 100
+        assert {"pin-retries", "refresh-token", "big"} <= set(a.objects())
+        with pytest.raises(SstoreError) as e:
+            a.commit([("pin-retries", b"9")], create_only=True)
+        assert e.value.errno == errno.EEXIST
+        assert a.commit([("pin-retries", b"2")], deletes=["big"]) == v1 + 1
+        assert a.read("pin-retries") == b"2" and "big" not in a.objects()
+        # kb: its own store, with none of ka's objects
+        b.commit([("refresh-token", b"kb-secret")])
+        assert b.read("refresh-token") == b"kb-secret"
+        assert "pin-retries" not in b.objects()
+        with pytest.raises(SstoreError) as e:
+            b.read("pin-retries")
+        assert e.value.errno == errno.ENOENT
+        assert a.read("refresh-token") == b"ka-secret" * 100
+        # a bad request is an error answer, and the store goes on
+        with pytest.raises(SstoreError) as e:
+            a.commit([("bad id", b"x")])
+        assert e.value.errno == errno.EINVAL
+        code, _, _ = a.raw(360, b"\xff\xff")
+        assert code == ERR["MALFORMED_MESSAGE"]
+        assert a.read("pin-retries") == b"2"
+        assert isinstance(a.list(), list)  # keys and storage on one connection
+    # no object's plaintext in any file
+    for p in files_below(d.data_dir):
+        try:
+            assert b"ka-secret" not in p.read_bytes(), p
+        except OSError:
+            pass
+
+
+def service_of(d, name):
+    ino = (d.data_dir / "keystore" / d.state(name)["uuid"]).stat().st_ino
+    for pid in keystore_pids(d):
+        try:
+            if Path(f"/proc/{pid}/root/state").stat().st_ino == ino:
+                return pid
+        except OSError:
+            pass
+    raise AssertionError(f"no keystore service for {name}")
+
+
+def snapshot(path):
+    return {p.relative_to(path): p.read_bytes() for p in files_below(path)}
+
+
+def restore(path, snap, owner):
+    for p in list(files_below(path)):
+        if p.relative_to(path) not in snap:
+            p.unlink()
+    for rel, data in snap.items():
+        (path / rel).write_bytes(data)
+        os.chown(path / rel, *owner)
+
+
+def test_secure_storage_rollback_is_refused(ks_daemon):
+    """Root on the device puts back an older copy of a container's store: the keystore refuses
+    it (ESTALE, the TPM anchors a newer version) and serves nothing stale; the current files
+    put back are served again."""
+    import errno
+    import json
+    import signal
+    d = ks_daemon
+    with ks(d, "kb") as k:
+        k.commit([("counter", b"old")])
+    store = d.data_dir / "keystore" / d.state("kb")["uuid"] / "sstore"
+    st = store.stat()
+    old = snapshot(store)
+    with ks(d, "kb") as k:
+        k.commit([("counter", b"new")])
+    new = snapshot(store)
+    victim = service_of(d, "kb")
+    os.kill(victim, signal.SIGKILL)  # the store is opened again by the restarted service
+    wait_for(lambda: victim not in keystore_pids(d) and len(keystore_pids(d)) == 2, timeout=10,
+             what="kb's keystore restarted")
+    restore(store, old, (st.st_uid, st.st_gid))
+
+    def answer():
+        try:
+            with ks(d, "kb") as k:
+                return k.read("counter")
+        except SstoreError as e:
+            return e
+        except (OSError, KsError):
+            return None
+    wait_for(lambda: answer() is not None, timeout=10, what="kb's keystore back")
+    e = answer()
+    assert isinstance(e, SstoreError), e
+    assert e.errno == errno.ESTALE and "rolled back" in e.message, e
+    with ks(d, "kb") as k:
+        for _ in range(20):  # each request is refused again, the audit log gets it once
+            with pytest.raises(SstoreError) as e2:
+                k.commit([("counter", b"forged")])
+            assert e2.value.errno == errno.ESTALE
+        assert isinstance(k.list(), list)  # its keys are still served
+    refusals = [e for e in d.audit_events() if e["event"] == "sstore.refused"]
+    assert len(refusals) == 1 and refusals[0]["result"] == "fail", refusals
+    assert "rolled back" in json.dumps(refusals[0]) and d.state("kb")["uuid"] in json.dumps(refusals[0])
+    restore(store, new, (st.st_uid, st.st_gid))
+    with ks(d, "kb") as k:
+        assert k.read("counter") == b"new"
+
+
+def test_taken_over_keystore_reaches_only_its_own_anchors(ks_daemon):
+    """Code running in ka's keystore process (a container root who broke it) speaks on its link to
+    trustmed: asking for or setting kb's store anchor, another anchor of the table, or anything but
+    an anchor request is refused (EPERM); its own anchor is answered."""
+    import ctypes
+    import errno
+    import signal
+    import socket
+    import struct
+    from pb import field_bytes, field_varint, frame, parse
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.commit([("x", b"1")])
+    pid = service_of(d, "ka")
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    os.kill(pid, signal.SIGSTOP)  # so that the service does not read the answers meant for us
+    try:
+        pidfd = os.pidfd_open(pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.syscall(438, pidfd, 3, 0)  # pidfd_getfd: the service's link to trustmed
+        os.close(pidfd)
+        assert fd >= 0, os.strerror(ctypes.get_errno())
+        link = socket.socket(fileno=fd)
+        link.settimeout(10)
+
+        def ask(rid, body):
+            link.send(frame(field_varint(1, 1) + field_varint(2, rid) + body))
+            data = link.recv(65536)
+            resp = parse(data[4:])
+            assert resp[2][0] == rid
+            return resp
+
+        def anchor_get(name):
+            return field_bytes(188, field_bytes(184, name.encode()))
+        for rid, body in ((901, anchor_get(f"sstore/{ub}")), (902, anchor_get("guestos/x")),
+                          (903, field_bytes(188, field_bytes(183, field_bytes(180, f"sstore/{ub}".encode())
+                                                                 + field_bytes(181, b"\0" * 41)))),
+                          (904, anchor_get(f"sstore-tp/{ua}x")),
+                          (905, field_bytes(18, b""))):  # GetDeviceInfo
+            resp = ask(rid, body)
+            assert 10 in resp, resp
+            assert parse(resp[10][0])[1][0] == errno.EPERM, resp
+        resp = ask(906, anchor_get(f"sstore/{ua}"))
+        assert 189 in resp, resp
+        entries = parse(resp[189][0]).get(186, [])
+        assert len(entries) == 1 and parse(entries[0])[180][0] == f"sstore/{ua}".encode()
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ks(d, "kb") as k:
+        k.read("counter") if "counter" in k.objects() else k.objects()
+    with ks(d, "ka") as k:
+        assert k.read("x") == b"1"
+
+
+def test_key_attestation_verifies_and_names_the_container(ks_daemon, pki, tmp_path):
+    """A keystore key's attestation chains through the container's attestation key (certified by
+    the device's AK, naming the container) to the Device CA; trustme-verify --key-attestation
+    checks it and names the container and the key; a tampered one, another container's key
+    under this container's certificate, or the wrong challenge fails."""
+    import base64
+    import json
+    from conftest import BUILD
+    from test_device import provision
+    verify = BUILD / "src/verify/trustme-verify"
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("att-ec", "ec", 256, auths(["sign", "verify"], ["sha256"], uses=100))
+        k.generate("att-aes", "aes", 256, auths(["encrypt"], modes=["gcm"], min_mac=128))
+        # the device is not enrolled yet: no AK certificate, no attestation
+        refused(lambda: k.attest("att-ec", b"c"), "ATTESTATION_UNAVAILABLE")
+    provision(d, pki, tmp_path)
+    challenge = os.urandom(16)
+    with ks(d, "ka") as k:
+        certs = k.attest("att-ec", challenge)
+        pub = k.public_key("att-ec")
+        refused(lambda: k.attest("att-aes"), "UNSUPPORTED_ALGORITHM")  # a secret key has no public key
+        refused(lambda: k.attest("att-ec", b"x" * 129), "INVALID_ARGUMENT")
+    with ks(d, "kb") as k:
+        k.generate("att-b", "ec", 256, auths(["sign"], ["sha256"]))
+        certs_b = k.attest("att-b", challenge)
+    assert len(certs) >= 3
+
+    def pem(ders):
+        return "".join("-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(c).decode() + "-----END CERTIFICATE-----\n"
+                       for c in ders)
+
+    def check(ders, *extra):
+        path = tmp_path / "att.pem"
+        path.write_text(pem(ders))
+        r = subprocess.run([str(verify), "--key-attestation", str(path),
+                            "--ak-anchor", str(pki["dir"] / "customer/general-root-ca.pem"),
+                            "--device-ca", str(pki["dir"] / "customer/device-ca.pem"), "--no-crl", "--json",
+                            *extra], capture_output=True, text=True)
+        return r.returncode, json.loads(r.stdout) if r.stdout else r.stderr
+
+    rc, rep = check(certs, "--challenge", challenge.hex())
+    assert rc == 0 and rep["verdict"] == "trusted", rep
+    assert rep["container"]["name"] == "ka" and rep["container"]["uuid"] == d.state("ka")["uuid"], rep
+    assert len(rep["container"]["config_sha256"]) == 64
+    assert rep["key"]["alias"] == "att-ec" and rep["key"]["algorithm"] == "EC" and rep["key"]["key_size"] == 256
+    assert rep["key"]["purposes"] == "sign,verify" and rep["key"]["security_level"] == "software"
+    assert rep["challenge"] == challenge.hex()
+    # the certificate is for the key's own public key
+    spki = subprocess.run([tool("openssl"), "x509", "-inform", "DER", "-pubkey", "-noout"], input=certs[0],
+                          capture_output=True, check=True).stdout
+    der = subprocess.run([tool("openssl"), "pkey", "-pubin", "-outform", "DER"], input=spki,
+                         capture_output=True, check=True).stdout
+    assert der == pub
+    text = subprocess.run([str(verify), "--key-attestation", str(tmp_path / "att.pem"), "--ak-anchor",
+                           str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
+                           str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"], capture_output=True, text=True)
+    assert text.returncode == 0 and "container:  ka (" in text.stdout, text.stdout
+    # the wrong challenge
+    rc, rep = check(certs, "--challenge", "00" * 16)
+    assert rc == 1 and "challenge" in rep["reason"], rep
+    # tampered: the key's description (its alias) edited in the key certificate
+    i = certs[0].index(b"att-ec")
+    forged = certs[0][:i] + b"att-ed" + certs[0][i + 6:]
+    rc, rep = check([forged] + certs[1:])
+    assert rc == 1 and "not signed by the container" in rep["reason"], rep
+    # tampered: the container's identity (its name) edited in the container certificate
+    cert = certs[1]
+    i = cert.index(d.state("ka")["uuid"].encode())
+    forged = cert[:i] + (b"0" if cert[i:i + 1] != b"0" else b"1") + cert[i + 1:]
+    rc, rep = check([certs[0], forged] + certs[2:])
+    assert rc == 1 and "not signed by the device's AK" in rep["reason"], rep
+    # kb's key attestation presented under ka's container certificate
+    rc, rep = check([certs_b[0]] + certs[1:])
+    assert rc == 1, rep
+    # kb's whole chain verifies and names kb
+    rc, rep = check(certs_b)
+    assert rc == 0 and rep["container"]["name"] == "kb", rep
+    # without the AK's chain
+    rc, rep = check(certs[:2])
+    assert rc == 1, rep
+
+
+
+def test_taken_over_keystore_cannot_name_another_container(ks_daemon, pki, tmp_path):
+    """Code in ka's keystore process asks trustmed over its link for a container certificate with
+    kb's name and identity: the certificate names ka (trustmed fills both in itself)."""
+    import ctypes
+    import signal
+    import socket
+    from pb import field_bytes, field_varint, frame, parse
+    from test_device import provision
+    d = ks_daemon
+    if not json_device_enrolled(d):
+        provision(d, pki, tmp_path)
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    spki = subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                          capture_output=True, check=True).stdout
+    spki = subprocess.run([tool("openssl"), "pkey", "-pubout", "-outform", "DER"], input=spki,
+                          capture_output=True, check=True).stdout
+    pid = service_of(d, "ka")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pidfd = os.pidfd_open(pid)
+        fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, 3, 0)
+        os.close(pidfd)
+        assert fd >= 0
+        link = socket.socket(fileno=fd)
+        link.settimeout(20)
+        body = field_bytes(430, spki) + field_bytes(431, f"trustme container {ub}".encode()) + field_bytes(432, b"kb")
+        link.send(frame(field_varint(1, 1) + field_varint(2, 77) + field_bytes(435, body)))
+        resp = parse(link.recv(262144)[4:])
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert 436 in resp, resp
+    cert = parse(resp[436][0])[433][0]
+    assert ua.encode() in cert and ub.encode() not in cert
+    subject = subprocess.run([tool("openssl"), "x509", "-inform", "DER", "-noout", "-subject"], input=cert,
+                             capture_output=True, check=True).stdout.decode()
+    assert f"trustme container {ua}" in subject, subject
+
+
+def json_device_enrolled(d):
+    import json
+    return bool(json.loads(d.cli("device", "info", "--json").stdout).get("cert_chain_pem"))
+
+
+
+def test_import_wrapped_key(ks_daemon):
+    """A server wraps an AES key for ka's keystore (RSA-OAEP wrapping key made there): ka imports
+    it and encrypts with it (the server decrypts: it is the server's key), with the server's
+    authorisations; nothing on the device holds the key in the clear; an edited description, another
+    container's wrapping key or a key not authorised to wrap fails."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    d = ks_daemon
+    secret = os.urandom(32)
+    desc = auths(["encrypt"], modes=["gcm"], min_mac=128)
+    with ks(d, "ka") as k:
+        k.generate("wrap-rsa", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        k.generate("dec-rsa", "rsa", 2048, auths(["decrypt"], ["sha256"], ["oaep"]))
+        wrapped = wrap_key(k.public_key("wrap-rsa"), "aes", secret, desc)
+        ch = k.import_wrapped("from-server", "wrap-rsa", encode(wrapped))
+        assert ch[1][0] == b"from-server" and ch[8][0] == 1  # imported
+        ct, nonce = k.one_shot("from-server", params("encrypt", mode="gcm"), b"for the server")
+        assert AESGCM(secret).decrypt(nonce, ct, None) == b"for the server"
+        # the server's authorisations, not the container's choice: no decrypt
+        refused(lambda: k.one_shot("from-server", params("decrypt", mode="gcm", nonce=nonce), ct),
+                "INCOMPATIBLE_PURPOSE")
+        # the description edited (decrypt added): the tag does not match
+        forged = dict(wrapped)
+        forged[3] = [encode({1: [3], 2: [auths(["encrypt", "decrypt"], modes=["gcm"], min_mac=128)]})]
+        refused(lambda: k.import_wrapped("forged", "wrap-rsa", encode(forged)), "INVALID_TAG")
+        # a key not authorised to wrap
+        refused(lambda: k.import_wrapped("forged", "dec-rsa", encode(wrap_key(k.public_key("dec-rsa"), "aes",
+                                                                               secret, desc))),
+                "INCOMPATIBLE_PURPOSE")
+        refused(lambda: k.import_wrapped("forged", "wrap-rsa", b"\x0a\x01\x00"), "INVALID_ARGUMENT")
+        assert "forged" not in k.list()
+    # wrapped for ka: kb's wrapping key does not open it
+    with ks(d, "kb") as k:
+        k.generate("wrap-rsa", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        refused(lambda: k.import_wrapped("from-server", "wrap-rsa", encode(wrapped)), "INVALID_KEY_BLOB")
+        k.delete("wrap-rsa")
+    for p in files_below(d.data_dir):
+        try:
+            assert secret not in p.read_bytes(), p
+        except OSError:
+            pass
+    with ks(d, "ka") as k:
+        for a in ("wrap-rsa", "dec-rsa", "from-server"):
+            k.delete(a)
+
+
+
+def test_taken_over_keystore_is_held_to_the_tamper_proof_quota(ks_daemon):
+    """Code in ka's keystore process sets tamper-proof entries directly: a value without its index,
+    an index of 9 objects, a value the index does not list, an index that drops a value still in
+    the table: all refused, so it cannot fill tpmd's table; consistent changes pass."""
+    import ctypes
+    import errno
+    import signal
+    import socket
+    from pb import field_bytes, field_varint, frame, parse
+    d = ks_daemon
+    ua = d.state("ka")["uuid"]
+    pid = service_of(d, "ka")
+
+    def entry(name, value=None):
+        f = field_bytes(180, name.encode())
+        return field_bytes(183, f + (field_bytes(181, value) if value is not None else field_varint(182, 1)))
+
+    def index(*ids):
+        return entry(f"sstore-tp/{ua}", b"".join(i.encode() + b"\0" for i in ids))
+
+    def value(i, v=b"v"):
+        return entry(f"sstore-tp/{ua}/{i}", v)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pidfd = os.pidfd_open(pid)
+        fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, 3, 0)
+        os.close(pidfd)
+        assert fd >= 0
+        link = socket.socket(fileno=fd)
+        link.settimeout(20)
+
+        def ask(rid, sets):
+            link.send(frame(field_varint(1, 1) + field_varint(2, rid) + field_bytes(188, b"".join(sets))))
+            resp = parse(link.recv(65536)[4:])
+            assert resp[2][0] == rid
+            return parse(resp[10][0])[1][0] if 10 in resp else 0
+
+        assert ask(951, [value("q1")]) == errno.EPERM
+        assert ask(952, [index(*[f"q{i}" for i in range(9)])]) == errno.EDQUOT
+        assert ask(953, [index("q1"), value("q2")]) == errno.EPERM
+        assert ask(954, [index("q1"), value("q1")]) == 0
+        assert ask(955, [index("q2"), value("q2")]) == errno.EPERM  # q1 would stay, unlisted
+        assert ask(956, [index("q2"), value("q2"), entry(f"sstore-tp/{ua}/q1")]) == 0
+        assert ask(957, [entry(f"sstore-tp/{ua}"), entry(f"sstore-tp/{ua}/q2")]) == 0
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ks(d, "ka") as k:  # the library's own tamper-proof writes pass
+        k.tp_write("t1", b"x")
+        assert k.read("t1", tamper_proof=True) == b"x"

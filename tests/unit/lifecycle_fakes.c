@@ -384,7 +384,8 @@ int keystore_svc_token_key(struct container *c, const struct secret *data_key, t
 {
     return 0;
 }
-int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err)
+int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, const struct keystore_guestos *gos,
+                       tm_err *err)
 {
     close(listen_fd);
     return 0;

@@ -300,7 +300,12 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             tm_err kerr;
             if (msg.fd < 0 || !c->cfg->keystore)
                 fail_start(c, "unexpected keystore socket from the setup process");
-            else if (keystore_svc_serve(c, steal_fd(msg.fd), container_encrypted(c), &kerr) < 0)
+            else if (keystore_svc_serve(c, steal_fd(msg.fd), container_encrypted(c),
+                                        op->ctx.guestos ? &(struct keystore_guestos){op->ctx.guestos->cfg->name,
+                                                                                     op->ctx.guestos->cfg->version,
+                                                                                     op->ctx.guestos->json_sha256}
+                                                        : NULL,
+                                        &kerr) < 0)
                 fail_start(c, "keystore: %s", kerr.msg);
             break;
         }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "error.h"
 
@@ -15,9 +16,19 @@ struct secret;
 
 /* At a start with a token: keep the data key's contribution to the keystore key (not the key). */
 int keystore_svc_token_key(struct container *c, const struct secret *data_key, tm_err *err);
+/* What the container runs, for its key attestations (NULL: a development rootfs). */
+struct keystore_guestos {
+    const char *name;
+    uint64_t version;
+    const uint8_t *sha256; /* of its guestos.json as measured */
+};
 /* The setup process made /run/trustme/keystore.sock inside (listen_fd, taken): derive the
  * container's keystore key and start its service. */
-int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, tm_err *err);
+int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, const struct keystore_guestos *gos,
+                       tm_err *err);
+/* The container was wiped (it is stopped): its keys and its secure store go (the store's anchor
+ * too, so it starts empty); its tamper-proof objects stay. */
+void keystore_svc_wiped(struct container *c);
 /* Its service runs now (it may be between a crash and its restart). */
 bool keystore_svc_running(const struct container *c);
 /* The container stopped (or its start failed): stop its service, forget its key. */

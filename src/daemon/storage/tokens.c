@@ -26,6 +26,7 @@
 #include "container.h"
 #include "reply.h"
 #include "fileio.h"
+#include "keystore_svc.h"
 #include "log.h"
 #include "service.h"
 #include "scd_client.h"
@@ -599,6 +600,7 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
                  container_encrypted(c) ? "token, wrapped key and data image destroyed"
                                         : "unencrypted data image deleted",
                  op->key_left ? " (the key object stays on the PKCS#11 token)" : "");
+    keystore_svc_wiped(c);
     if (op->remove) {
         char label[128];
         snprintf(label, sizeof(label), "%s", container_label(c));

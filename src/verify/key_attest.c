@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Key attestation checks: see key_attest.h.
+ *
+ * The AK certificate is checked as for a quote (chain to an --ak-anchor, issued by a
+ * --device-ca, not a CA, EKU clientAuth). The AK is no CA in X.509's sense, so the two links
+ * below it are checked here one by one rather than by a path validation: the container
+ * certificate is signed by the AK's key, names the AK certificate's subject as its issuer, is a
+ * CA with pathlen 0 and carries the container's identity; the key certificate is signed by the
+ * container certificate's key, names it as issuer, is no CA and carries the key's description,
+ * whose identity must be the container certificate's. */
+#include "key_attest.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+#include "keyattest.h"
+#include "keystore.pb-c.h"
+#include "verify.h"
+
+#define AK_EKU "clientAuth" /* the Device CA's profile (docs/PKI.md) */
+#define CERTS_MAX 10
+
+static void fail(struct key_attest_report *rep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(struct key_attest_report *rep, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->reason, sizeof(rep->reason), fmt, ap);
+    va_end(ap);
+    rep->trusted = false;
+}
+
+static const ASN1_OCTET_STRING *ext_data(X509 *x, const char *oid_txt)
+{
+    ASN1_OBJECT *oid = OBJ_txt2obj(oid_txt, 1);
+    int at = oid ? X509_get_ext_by_OBJ(x, oid, -1) : -1;
+    ASN1_OBJECT_free(oid);
+    return at >= 0 ? X509_EXTENSION_get_data(X509_get_ext(x, at)) : NULL;
+}
+
+static const char *alg_name(int a)
+{
+    static const char *n[] = {"none", "EC", "RSA", "AES", "HMAC"};
+    return a >= 0 && a < 5 ? n[a] : "?";
+}
+
+static void describe(struct key_attest_report *rep, const Trustme__Keystore__KsKeyDescription *kd)
+{
+    const Trustme__Keystore__KsContainerIdentity *id = kd->identity;
+    char gsha[65] = "", csha[65] = "";
+    if (id->has_guestos_sha256 && id->guestos_sha256.len == 32)
+        tm_hex(id->guestos_sha256.data, 32, gsha);
+    if (id->has_config_sha256 && id->config_sha256.len == 32)
+        tm_hex(id->config_sha256.data, 32, csha);
+    const char *gname = id->guestos_name && id->guestos_name[0] ? id->guestos_name : "";
+    snprintf(rep->container, sizeof(rep->container), "%s (%s), GuestOS %s%s%llu sha256 %s, config sha256 %s",
+             id->name ? id->name : "?", id->uuid ? id->uuid : "?", gname[0] ? gname : "(development rootfs)",
+             gname[0] ? " version " : "", (unsigned long long)id->guestos_version, gsha[0] ? gsha : "-", csha);
+    snprintf(rep->json_container, sizeof(rep->json_container),
+             "{\"name\": \"%s\", \"uuid\": \"%s\", \"guestos\": \"%s\", \"guestos_version\": %llu, "
+             "\"guestos_sha256\": \"%s\", \"config_sha256\": \"%s\"}",
+             id->name ? id->name : "", id->uuid ? id->uuid : "", gname, (unsigned long long)id->guestos_version, gsha,
+             csha);
+    const Trustme__Keystore__KsKeyCharacteristics *ch = kd->characteristics;
+    static const char *pn[] = {"none", "sign", "verify", "encrypt", "decrypt", "wrap", "agree"};
+    char purposes[128] = "";
+    for (size_t i = 0; ch->auths && i < ch->auths->n_purposes; i++) {
+        unsigned p = (unsigned)ch->auths->purposes[i];
+        size_t l = strlen(purposes);
+        snprintf(purposes + l, sizeof(purposes) - l, "%s%s", l ? "," : "", p < 7 ? pn[p] : "?");
+    }
+    const char *level =
+        kd->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM ? "tpm" : "software";
+    snprintf(rep->key, sizeof(rep->key), "%s, %s %u, purposes %s, security level %s%s", ch->alias ? ch->alias : "?",
+             alg_name(ch->algorithm), ch->key_size, purposes[0] ? purposes : "-", level,
+             ch->auths && ch->auths->passphrase_required ? ", passphrase required" : "");
+    snprintf(rep->json_key, sizeof(rep->json_key),
+             "{\"alias\": \"%s\", \"algorithm\": \"%s\", \"key_size\": %u, \"purposes\": \"%s\", "
+             "\"security_level\": \"%s\", \"passphrase_required\": %s, \"uses\": %u}",
+             ch->alias ? ch->alias : "", alg_name(ch->algorithm), ch->key_size, purposes, level,
+             ch->auths && ch->auths->passphrase_required ? "true" : "false", ch->uses);
+}
+
+static bool same_identity(const Trustme__Keystore__KsContainerIdentity *a, const uint8_t *b, size_t blen)
+{
+    size_t al = trustme__keystore__ks_container_identity__get_packed_size(a);
+    _cleanup_free_ uint8_t *ab = malloc(al ? al : 1);
+    if (!ab)
+        return false;
+    trustme__keystore__ks_container_identity__pack(a, ab);
+    return al == blen && memcmp(ab, b, al) == 0;
+}
+
+static void check(X509 **certs, size_t n, const char *ak_chain_pem, size_t ak_chain_len,
+                  const struct key_attest_policy *pol, struct key_attest_report *rep)
+{
+    if (n < 3)
+        return fail(rep, "%zu certificates: expected the key's, the container's and the AK's chain", n);
+    X509 *key = certs[0], *cont = certs[1], *ak = certs[2];
+    if (!pol->device_cas || pol->device_cas->n == 0)
+        return fail(rep, "not checked: the verifier names no CA that issues AK certificates (--device-ca)");
+    struct verify_request rq = {
+        .chain_pem = ak_chain_pem,
+        .chain_len = ak_chain_len,
+        .anchors_pem = pol->ak_anchors_pem,
+        .anchors_len = pol->ak_anchors_len,
+        .crls_pem = pol->crls_pem,
+        .crls_len = pol->crls_len,
+        .leaf_only = true,
+        .eku = AK_EKU,
+    };
+    struct verify_result res;
+    tm_err err = {0};
+    if (verify_signed(&rq, &res, &err) < 0)
+        return fail(rep, "the AK certificate: %s", err.msg);
+    if (X509_get_extension_flags(ak) & EXFLAG_CA)
+        return fail(rep, "the AK certificate (%s) is a CA certificate", res.leaf_subject);
+    if (!ca_pins_issued(pol->device_cas, &res))
+        return fail(rep, "the AK certificate (%s) was not issued by a Device CA (--device-ca)", res.leaf_subject);
+    snprintf(rep->device, sizeof(rep->device), "%s, issued by the Device CA under %s%s", res.leaf_subject,
+             res.anchor_subject, pol->crls_pem && pol->crls_len ? ", not revoked" : ", revocation not checked");
+    /* The container certificate: the AK's signature, issuer, profile, identity. */
+    EVP_PKEY *ak_pub = X509_get0_pubkey(ak);
+    if (!ak_pub || X509_verify(cont, ak_pub) != 1)
+        return fail(rep, "the container attestation certificate is not signed by the device's AK");
+    if (X509_NAME_cmp(X509_get_issuer_name(cont), X509_get_subject_name(ak)) != 0)
+        return fail(rep, "the container attestation certificate does not name the AK certificate as its issuer");
+    if (!(X509_get_extension_flags(cont) & EXFLAG_CA) || X509_get_pathlen(cont) != 0 ||
+        !(X509_get_key_usage(cont) & KU_KEY_CERT_SIGN))
+        return fail(rep, "the container attestation certificate has not the profile tpmd gives it (CA, pathlen 0)");
+    const ASN1_OCTET_STRING *idos = ext_data(cont, TM_OID_CONTAINER_IDENTITY);
+    if (!idos)
+        return fail(rep, "the container attestation certificate names no container");
+    if (X509_cmp_current_time(X509_get0_notBefore(cont)) > 0 || X509_cmp_current_time(X509_get0_notAfter(cont)) < 0 ||
+        X509_cmp_current_time(X509_get0_notBefore(key)) > 0 || X509_cmp_current_time(X509_get0_notAfter(key)) < 0)
+        return fail(rep, "a certificate is outside its validity");
+    /* The key certificate: the container key's signature, issuer, not a CA, its description. */
+    EVP_PKEY *cont_pub = X509_get0_pubkey(cont);
+    if (!cont_pub || X509_verify(key, cont_pub) != 1)
+        return fail(rep, "the key attestation is not signed by the container's attestation key");
+    if (X509_NAME_cmp(X509_get_issuer_name(key), X509_get_subject_name(cont)) != 0)
+        return fail(rep, "the key attestation does not name the container certificate as its issuer");
+    if (X509_get_extension_flags(key) & EXFLAG_CA)
+        return fail(rep, "the key attestation is a CA certificate");
+    const ASN1_OCTET_STRING *kdos = ext_data(key, TM_OID_KEY_DESCRIPTION);
+    Trustme__Keystore__KsKeyDescription *kd =
+        kdos ? trustme__keystore__ks_key_description__unpack(NULL, (size_t)kdos->length, kdos->data) : NULL;
+    if (!kd || !kd->identity || !kd->characteristics || kd->version != 1) {
+        if (kd)
+            trustme__keystore__ks_key_description__free_unpacked(kd, NULL);
+        return fail(rep, "the key attestation carries no (readable) key description");
+    }
+    size_t cl = kd->challenge.len < 128 ? kd->challenge.len : 128;
+    tm_hex(kd->challenge.data, cl, rep->challenge_hex);
+    if (!same_identity(kd->identity, idos->data, (size_t)idos->length))
+        fail(rep, "the key attestation names another container than its container certificate");
+    else if (pol->challenge && (kd->challenge.len != pol->challenge_len ||
+                                memcmp(kd->challenge.data, pol->challenge, pol->challenge_len) != 0))
+        fail(rep, "the challenge is not the verifier's (--challenge)");
+    else
+        rep->trusted = true;
+    describe(rep, kd);
+    trustme__keystore__ks_key_description__free_unpacked(kd, NULL);
+}
+
+int key_attest_check(const char *certs_pem, size_t len, const struct key_attest_policy *pol,
+                     struct key_attest_report *rep, tm_err *err)
+{
+    memset(rep, 0, sizeof(*rep));
+    X509 *certs[CERTS_MAX];
+    size_t n = 0;
+    BIO *bio = BIO_new_mem_buf(certs_pem, (int)len);
+    X509 *c;
+    while (bio && n < CERTS_MAX && (c = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+        certs[n++] = c;
+    BIO_free(bio);
+    ERR_clear_error();
+    if (n == 0)
+        return tm_err_set(err, EINVAL, "no PEM certificate in the key attestation");
+    /* The AK's chain, as PEM, for verify_signed. */
+    BIO *chain = BIO_new(BIO_s_mem());
+    for (size_t i = 2; chain && i < n; i++)
+        PEM_write_bio_X509(chain, certs[i]);
+    char *chain_pem = NULL;
+    long chain_len = chain ? BIO_get_mem_data(chain, &chain_pem) : 0;
+    check(certs, n, chain_pem, (size_t)(chain_len > 0 ? chain_len : 0), pol, rep);
+    BIO_free(chain);
+    for (size_t i = 0; i < n; i++)
+        X509_free(certs[i]);
+    return 0;
+}
+
+void key_attest_print(FILE *out, const struct key_attest_report *rep, bool json)
+{
+    if (json) {
+        /* reason and device hold certificate subjects: jansson escapes them. */
+        json_t *o = json_object();
+        json_object_set_new(o, "verdict", json_string(rep->trusted ? "trusted" : "untrusted"));
+        json_object_set_new(o, "reason", json_string(rep->reason));
+        json_object_set_new(o, "device", json_string(rep->device));
+        json_object_set_new(o, "container",
+                            rep->json_container[0] ? json_loads(rep->json_container, 0, NULL) : json_null());
+        json_object_set_new(o, "key", rep->json_key[0] ? json_loads(rep->json_key, 0, NULL) : json_null());
+        json_object_set_new(o, "challenge", json_string(rep->challenge_hex));
+        json_dumpf(o, out, JSON_COMPACT);
+        fputc('\n', out);
+        json_decref(o);
+        return;
+    }
+    fprintf(out, "key attestation: %s\n", rep->trusted ? "trusted" : "untrusted");
+    if (!rep->trusted)
+        fprintf(out, "  reason:     %s\n", rep->reason);
+    if (rep->device[0])
+        fprintf(out, "  device:     %s\n", rep->device);
+    if (rep->container[0])
+        fprintf(out, "  container:  %s\n", rep->container);
+    if (rep->key[0])
+        fprintf(out, "  key:        %s\n", rep->key);
+    if (rep->challenge_hex[0])
+        fprintf(out, "  challenge:  %s\n", rep->challenge_hex);
+}
