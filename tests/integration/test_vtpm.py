@@ -52,7 +52,8 @@ def tpm_rootfs(test_root):
     (path / "usr/bin/tpm2").unlink(missing_ok=True)
     shutil.copy2(tpm2, path / "usr/bin/tpm2")
     for name in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
-                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear"):
+                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear",
+                 "createek"):
         link = path / f"usr/bin/tpm2_{name}"
         if not link.exists():
             link.symlink_to("tpm2")
@@ -174,6 +175,68 @@ def test_guest_uses_its_vtpm(vd, tpm_rootfs):
     assert sorted(d.sh("t1", "ls /run/tpm").stdout.split()) == ["event.log", "tpm.sock", "tpm.sock.ctrl"]
     assert d.sh("t1", "touch /run/tpm/x", check=False).returncode != 0
     assert d.sh("t1", f"ls {d.base}", check=False).returncode != 0
+
+
+def _event_digest(pcr, typ, name, sha):
+    t, n = typ.encode(), name.encode()
+    return hashlib.sha256(b"trustme-event-v1" + struct.pack(">I", pcr) + struct.pack(">H", len(t)) + t +
+                          struct.pack(">H", len(n)) + n + bytes.fromhex(sha)).digest()
+
+
+def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs):
+    """At its first start the vTPM gets its EKs (TCG default templates, persistent at the TCG
+    handles) and their names go into the physical runtime PCR: the device's log and quote name the
+    vTPMs it hosts, and what the guest finds is that key."""
+    d = vd
+    create(d, "e", tpm_rootfs)
+    info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    assert info["eks"] == []
+    start(d, "e")
+    uuid = d.state("e")["uuid"]
+    info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    eks = {e["kind"]: e for e in info["eks"]}
+    assert sorted(eks) == ["ecc", "rsa"]
+    assert eks["rsa"]["handle"] == 0x81010001 and eks["ecc"]["handle"] == 0x81010002
+    for kind, handle, alg in (("rsa", "0x81010001", "rsa"), ("ecc", "0x81010002", "ecc")):
+        # The persistent key is the one any tool recreates from the TCG template.
+        out = d.sh("e", f"tpm2_readpublic -c {handle}").stdout
+        assert re.search(r"^name: (\w+)", out, re.M).group(1) == eks[kind]["name"]
+        assert "fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|restricted|decrypt" in out
+        out = d.sh("e", f"cd /tmp && tpm2_createek -c ek-{kind}.ctx -G {alg} -u ek-{kind}.pub >/dev/null && "
+                        f"tpm2_readpublic -c ek-{kind}.ctx").stdout
+        assert re.search(r"^name: (\w+)", out, re.M).group(1) == eks[kind]["name"]
+    # Deep attestation: each EK is an event of the device's runtime PCR, and the log replays.
+    m = json.loads(d.cli("measurements", "--json").stdout)
+    ev = {e["name"]: e for e in m["events"] if e["type"] == "vtpm-ek"}
+    assert sorted(ev) == [f"{uuid}/ek-ecc", f"{uuid}/ek-rsa"]
+    for kind in ("rsa", "ecc"):
+        assert ev[f"{uuid}/ek-{kind}"]["sha256"] == eks[kind]["name"][4:]
+    pcr = ev[f"{uuid}/ek-rsa"]["pcr"]
+    value = bytes(32)
+    for e in m["events"]:
+        if e["pcr"] == pcr:
+            value = hashlib.sha256(value + _event_digest(pcr, e["type"], e["name"], e["sha256"])).digest()
+    assert {p["index"]: p["sha256"] for p in m["pcrs"]}[pcr] == value.hex()
+    assert m["consistent"] is True
+    # The guest cannot replace them (platform hierarchy off; it owns the owner hierarchy, but the
+    # device's record is what a start measures): a stop and a start measure the same keys again.
+    d.sh("e", "tpm2_evictcontrol -C o -c 0x81010001 >/dev/null")
+    d.cli("stop", "e")
+    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    start(d, "e")
+    again = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    assert again["eks"] == info["eks"]
+    # A reset makes a new vTPM with new EKs, measured too.
+    d.cli("stop", "e")
+    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    d.cli("vtpm", "reset", "e")
+    assert json.loads(d.cli("vtpm", "info", "--json", "e").stdout)["eks"] == []
+    start(d, "e")
+    fresh = {e["kind"]: e["name"] for e in json.loads(d.cli("vtpm", "info", "--json", "e").stdout)["eks"]}
+    assert fresh["rsa"] != eks["rsa"]["name"] and fresh["ecc"] != eks["ecc"]["name"]
+    m = json.loads(d.cli("measurements", "--json").stdout)
+    assert fresh["ecc"][4:] in {e["sha256"] for e in m["events"] if e["type"] == "vtpm-ek"}
+    d.cli("stop", "e")
 
 
 def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):

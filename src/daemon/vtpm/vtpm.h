@@ -40,6 +40,20 @@ struct vtpm_status {
 };
 void vtpm_status(const struct container *c, struct vtpm_status *ret);
 
+/* The endorsement keys made when the vTPM was manufactured (its first start), as trustmed
+ * recorded them: TCG default templates, RSA 2048 and ECC P-256. */
+#define VTPM_EKS 2
+#define VTPM_EK_RSA_HANDLE 0x81010001u /* the TCG's handles, where trustme-vtpm persists them */
+#define VTPM_EK_ECC_HANDLE 0x81010002u
+struct vtpm_ek {
+    char kind[4]; /* "rsa" or "ecc" */
+    uint8_t public[400]; /* TPMT_PUBLIC */
+    size_t public_len;
+    uint8_t name[34]; /* 000b || SHA-256(TPMT_PUBLIC): what is measured */
+};
+/* 0 with *ret_n = 0 when none were made yet; negative errno when the record is unreadable. */
+int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);
+
 /* A stopped container's vTPM is deleted: the state and its anchor (fn when the anchor is
  * gone). */
 int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err);
