@@ -177,6 +177,18 @@ def test_guest_uses_its_vtpm(vd, tpm_rootfs):
     assert d.sh("t1", f"ls {d.base}", check=False).returncode != 0
 
 
+def _child(d, name):
+    """trustmed's child process of that name (argv[0])."""
+    for e in Path("/proc").iterdir():
+        try:
+            if e.name.isdigit() and (e / "cmdline").read_bytes().split(b"\0")[0] == name.encode() and \
+                    int((e / "stat").read_text().rsplit(")", 1)[1].split()[1]) == d.proc.pid:
+                return int(e.name)
+        except (OSError, IndexError, ValueError):
+            pass
+    return None
+
+
 def _event_digest(pcr, typ, name, sha):
     t, n = typ.encode(), name.encode()
     return hashlib.sha256(b"trustme-event-v1" + struct.pack(">I", pcr) + struct.pack(">H", len(t)) + t +
@@ -217,6 +229,21 @@ def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs):
         if e["pcr"] == pcr:
             value = hashlib.sha256(value + _event_digest(pcr, e["type"], e["name"], e["sha256"])).digest()
     assert {p["index"]: p["sha256"] for p in m["pcrs"]}[pcr] == value.hex()
+    assert m["consistent"] is True
+    # A reset of the physical TPM (its swtpm and tpmd killed): trustmed measures what runs again,
+    # the vTPM's EKs included, before tpmd answers quotes.
+    swtpm = int((d.run_dir / "tpm/swtpm.pid").read_text())
+    tpmd = _child(d, "trustme-tpmd")
+    os.kill(swtpm, signal.SIGKILL)
+    os.kill(tpmd, signal.SIGKILL)
+
+    def remeasured():
+        r = d.cli("measurements", "--json", check=False)
+        if r.returncode != 0 or int((d.run_dir / "tpm/swtpm.pid").read_text()) == swtpm:
+            return None
+        got = json.loads(r.stdout)
+        return got if {e["name"] for e in got["events"] if e["type"] == "vtpm-ek"} == set(ev) else None
+    m = wait_for(remeasured, timeout=30, what="the vTPM's EKs measured again")
     assert m["consistent"] is True
     # The guest cannot replace them (platform hierarchy off; it owns the owner hierarchy, but the
     # device's record is what a start measures): a stop and a start measure the same keys again.

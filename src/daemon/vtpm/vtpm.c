@@ -283,27 +283,36 @@ static int record_eks(struct vtpm *v, const char *msg, size_t len, tm_err *err)
     return 0;
 }
 
+size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
+                      size_t max)
+{
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n = 0;
+    if (!c->cfg->vtpm || vtpm_eks(c, eks, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n && i < max; i++) {
+        snprintf(names[i], TM_EVENT_NAME_MAX + 1, "%s/ek-%s", c->uuid, eks[i].kind);
+        items[i] = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[i], {0}};
+        memcpy(items[i].sha256, eks[i].name + 2, 32);
+    }
+    return n < max ? n : max;
+}
+
 /* Deep attestation: the vTPM's EKs go into the physical runtime PCR before the guest runs, so the
  * device's quote names the vTPMs it hosts (tpmd skips events already in its log). */
 static int measure_eks(struct vtpm *v, tm_err *err)
 {
-    struct vtpm_ek eks[VTPM_EKS];
-    size_t n = 0;
-    int r = vtpm_eks(v->c, eks, &n);
-    if (r < 0)
-        return tm_err_set(err, -r, "the record of the vTPM's endorsement keys is unreadable");
-    if (n == 0)
+    char path[PATH_MAX + 16];
+    ek_record_path(v->c, path, sizeof(path));
+    if (access(path, F_OK) < 0)
         return 0;
-    char names[VTPM_EKS][64];
+    char names[VTPM_EKS][TM_EVENT_NAME_MAX + 1];
     struct tm_event_item items[VTPM_EKS];
-    for (size_t i = 0; i < n; i++) {
-        snprintf(names[i], sizeof(names[i]), "%s/ek-%s", v->c->uuid, eks[i].kind);
-        items[i] = (struct tm_event_item){v->c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[i], {0}};
-        memcpy(items[i].sha256, eks[i].name + 2, 32);
-    }
-    if ((r = tpmd_measure(v->c->d, items, n, on_ek_measured, v, err)) < 0)
-        return r;
-    return 1;
+    size_t n = vtpm_ek_events(v->c, items, names, VTPM_EKS);
+    if (n == 0)
+        return tm_err_set(err, EBADMSG, "the record of the vTPM's endorsement keys is unreadable");
+    int r = tpmd_measure(v->c->d, items, n, on_ek_measured, v, err);
+    return r < 0 ? r : 1;
 }
 
 static void on_ready(tm_source *src, uint32_t events, void *userdata)

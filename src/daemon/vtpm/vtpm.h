@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "daemon.h"
+#include "measurement.h"
 #include "secmem.h"
 #include "tpmd_client.h"
 
@@ -53,6 +54,12 @@ struct vtpm_ek {
 };
 /* 0 with *ret_n = 0 when none were made yet; negative errno when the record is unreadable. */
 int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);
+
+/* c's vTPM-EK events for the physical runtime PCR (type vtpm-ek, name "<uuid>/ek-rsa|ecc", SHA-256
+ * of the TPMT_PUBLIC) into items (names holds their names); how many, at most max; 0 before
+ * the manufacture. */
+size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
+                      size_t max);
 
 /* A stopped container's vTPM is deleted: the state and its anchor (fn when the anchor is
  * gone). */
