@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROBE, REPO, TRUSTME, wait_for
+from conftest import BUILD, PROBE, REPO, TRUSTME, wait_for
 from tools import argv, tool
 
 KDF = ["--scd-kdf-n", "1024"]
@@ -195,7 +195,48 @@ def _event_digest(pcr, typ, name, sha):
                           struct.pack(">H", len(n)) + n + bytes.fromhex(sha)).digest()
 
 
-def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs):
+def _attest_with_and_without_eks(d, tmp_path, uuid, eks, m):
+    pki_tool = BUILD / "src/tools/pki/trustme-pki"
+    passfile = tmp_path / "pass"
+    passfile.write_text("vtpm test passphrase\n")
+    passfile.chmod(0o600)
+    pki = tmp_path / "pki"
+    subprocess.run([pki_tool, "init", pki, "--passphrase-file", passfile], check=True, capture_output=True)
+    rim = tmp_path / "rim.json"
+    subprocess.run([pki_tool, "rim", "--out", rim, "--version", "1",
+                    "--vtpm-ek", f"{uuid}/ek-rsa={eks['rsa']['name']}",
+                    "--vtpm-ek", f"{uuid}/ek-ecc={eks['ecc']['name'][4:]}"], check=True, capture_output=True)
+    ek_values = json.loads(rim.read_text())["values"]
+    assert sorted((v["type"], v["name"], v["sha256"]) for v in ek_values) == sorted(
+        ("vtpm-ek", f"{uuid}/ek-{k}", eks[k]["name"][4:]) for k in ("rsa", "ecc"))
+    bad = subprocess.run([pki_tool, "rim", "--out", tmp_path / "bad.json", "--version", "1",
+                          "--vtpm-ek", f"{uuid}/ek-rsa=000b12"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--vtpm-ek" in bad.stderr
+    others = [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in m["events"]
+              if e["type"] != "vtpm-ek"]
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    anchors = ["--ak-anchor", pki / "customer/general-root-ca.pem", "--device-ca", pki / "customer/device-ca.pem",
+               "--rim-anchor", pki / "software-signing/root-ca.pem", "--rim-ca", pki / "software-signing/sub-ca.pem",
+               "--no-crl"]
+    results = {}
+    for label, values in (("with", others + ek_values), ("without", others)):
+        refs = tmp_path / f"refs-{label}.json"
+        refs.write_text(json.dumps({
+            "format": "trustme-reference-values", "version": 2, "rim_version": 1,
+            "not_before": stamp(now - 60), "not_after": stamp(now + 86400), "pcrs": [11, 12],
+            "required": [], "values": values}))
+        subprocess.run([pki_tool, "sign", refs, "--pki", pki, "--signer", "software", "--passphrase-file",
+                        passfile], check=True, capture_output=True)
+        rep = json.loads(d.cli("attest", *anchors, "--reference", refs, "--json", check=False).stdout)
+        results[label] = {c["name"]: c for c in rep["checks"]}
+    assert results["with"]["event log"]["ok"] is True
+    assert results["with"]["reference values"]["ok"] is True, results["with"]["reference values"]
+    assert results["without"]["reference values"]["ok"] is False
+    assert f"vtpm-ek {uuid}/ek-" in results["without"]["reference values"]["detail"]
+
+
+def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs, tmp_path):
     """At its first start the vTPM gets its EKs (TCG default templates, persistent at the TCG
     handles) and their names go into the physical runtime PCR: the device's log and quote name the
     vTPMs it hosts, and what the guest finds is that key."""
@@ -245,6 +286,9 @@ def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs):
         return got if {e["name"] for e in got["events"] if e["type"] == "vtpm-ek"} == set(ev) else None
     m = wait_for(remeasured, timeout=30, what="the vTPM's EKs measured again")
     assert m["consistent"] is True
+    # A verifier approves this vTPM by its EK names (trustme-pki rim --vtpm-ek): with them among
+    # its reference values the quoted runtime PCR passes; without them the unknown vTPM is named.
+    _attest_with_and_without_eks(d, tmp_path, uuid, eks, m)
     # The guest cannot replace them (platform hierarchy off; it owns the owner hierarchy, but the
     # device's record is what a start measures): a stop and a start measure the same keys again.
     d.sh("e", "tpm2_evictcontrol -C o -c 0x81010001 >/dev/null")
