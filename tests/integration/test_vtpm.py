@@ -244,12 +244,16 @@ def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs, tmp_p
     create(d, "e", tpm_rootfs)
     info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
     assert info["eks"] == []
+    assert "EKs:       none yet" in d.cli("vtpm", "info", "e").stdout
     start(d, "e")
     uuid = d.state("e")["uuid"]
     info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
     eks = {e["kind"]: e for e in info["eks"]}
     assert sorted(eks) == ["ecc", "rsa"]
     assert eks["rsa"]["handle"] == 0x81010001 and eks["ecc"]["handle"] == 0x81010002
+    text = d.cli("vtpm", "info", "e").stdout
+    assert f"EK rsa:    0x81010001 name {eks['rsa']['name']}" in text
+    assert f"EK ecc:    0x81010002 name {eks['ecc']['name']}" in text
     for kind, handle, alg in (("rsa", "0x81010001", "rsa"), ("ecc", "0x81010002", "ecc")):
         # The persistent key is the one any tool recreates from the TCG template.
         out = d.sh("e", f"tpm2_readpublic -c {handle}").stdout
