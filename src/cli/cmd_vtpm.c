@@ -44,6 +44,12 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
                               "anchor_version", (json_int_t)v->anchor_version);
         if (o && v->has_pid)
             json_object_set_new(o, "pid", json_integer(v->pid));
+        json_t *eks = json_array();
+        for (size_t i = 0; eks && i < v->n_eks; i++)
+            json_array_append_new(eks, json_pack("{s:s?,s:s?,s:I}", "kind", v->eks[i]->kind, "name", v->eks[i]->name,
+                                                 "handle", (json_int_t)v->eks[i]->handle));
+        if (o && eks)
+            json_object_set_new(o, "eks", eks);
         json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
         putchar('\n');
         json_decref(o);
@@ -58,6 +64,11 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
                !v->running && (v->state_sha256 || v->anchored_sha256)
                    ? (match ? " (matches)" : " (DOES NOT MATCH: the next start is refused)")
                    : "");
+        if (v->n_eks == 0)
+            printf("EKs:       none yet (made at the first start)\n");
+        for (size_t i = 0; i < v->n_eks; i++)
+            printf("EK %s:    0x%08x name %s\n", v->eks[i]->kind ? v->eks[i]->kind : "?", v->eks[i]->handle,
+                   v->eks[i]->name ? v->eks[i]->name : "?");
     }
     trustme__response__free_unpacked(resp, NULL);
     return 0;

@@ -18,6 +18,9 @@
 #define TM_EVENT_GUESTOS_CONFIG "guestos-config"
 #define TM_EVENT_GUESTOS_IMAGE "guestos-image"
 #define TM_EVENT_CONTAINER_CONFIG "container-config"
+/* A container's vTPM endorsement key (name "<uuid>/ek-rsa|ecc", digest SHA-256 of its TPMT_PUBLIC,
+ * i.e. its TPM name without the algorithm id): deep attestation, docs/VTPM.md. */
+#define TM_EVENT_VTPM_EK "vtpm-ek"
 
 /* Check an (untrusted) event's fields: pcr 0..23, type one of the above, name 1..255 bytes of
  * printable ASCII, sha256 exactly 32 bytes. 0 or -EINVAL with err naming the field. */

@@ -5,7 +5,8 @@
  *   fd 3  the state key (32 bytes; read by swtpm, never by this program),
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
  *         can connect (EOF ends the list),
- *   fd 5  written "R" once the proxy sockets accept (then closed).
+ *   fd 5  written once the proxy sockets accept (then closed): with --manufacture first one
+ *         "EK rsa|ecc HEX" line per endorsement key made (its TPMT_PUBLIC), then "R".
  * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
  * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
  * sessions a client loaded are flushed when it goes away, and the control channel passes only
@@ -73,6 +74,10 @@ struct ctrl_client {
  * than a socket address holds. */
 static const char *const priv_dir = "priv", *const pub_dir = "pub";
 static const char *run_dir, *state_dir, *swtpm_bin = "swtpm";
+static bool manufacture;
+/* What fd 5 gets: the EK lines of a manufacture, then "R". */
+static char ready_msg[2048];
+static size_t ready_len;
 static pid_t swtpm_pid;
 static int upstream = -1;
 static struct client clients[MAX_CLIENTS];
@@ -279,6 +284,52 @@ static int extend_events(void)
     if (vtpm_be32(rsp + 6) != 0) {
         say("HierarchyControl (platform off) failed: TPM rc 0x%x", vtpm_be32(rsp + 6));
         return -EIO;
+    }
+    return 0;
+}
+
+/* A new vTPM (its first start, before any guest command): the EKs from the TCG default templates,
+ * persistent at the TCG handles, their public areas reported to trustmed, which measures them into
+ * the physical TPM (docs/VTPM.md "Endorsement"). Only a fresh TPM is asked: later, the endorsement
+ * and owner hierarchies are the guest's, and what it puts at those handles proves nothing. */
+static int make_eks(void)
+{
+    static const struct {
+        enum vtpm_ek_kind kind;
+        const char *name;
+        uint32_t persistent;
+    } eks[] = {{VTPM_EK_RSA, "rsa", VTPM_EK_RSA_HANDLE}, {VTPM_EK_ECC, "ecc", VTPM_EK_ECC_HANDLE}};
+    static uint8_t cmd[VTPM_MAX_COMMAND], rsp[VTPM_MAX_COMMAND];
+    for (size_t i = 0; i < sizeof(eks) / sizeof(eks[0]); i++) {
+        size_t len = vtpm_cmd_create_ek(cmd, eks[i].kind), rlen;
+        int r = transact(cmd, len, rsp, &rlen);
+        if (r < 0)
+            return r;
+        uint32_t handle;
+        const uint8_t *pub;
+        size_t pub_len;
+        if (vtpm_rsp_created(rsp, rlen, &handle, &pub, &pub_len) < 0) {
+            say("CreatePrimary of the %s EK failed: TPM rc 0x%x", eks[i].name, vtpm_be32(rsp + 6));
+            return -EIO;
+        }
+        if (ready_len + 8 + 2 * pub_len + 1 >= sizeof(ready_msg))
+            return -E2BIG;
+        ready_len += (size_t)snprintf(ready_msg + ready_len, sizeof(ready_msg) - ready_len, "EK %s ", eks[i].name);
+        tm_hex(pub, pub_len, ready_msg + ready_len);
+        ready_len += 2 * pub_len;
+        ready_msg[ready_len++] = '\n';
+        len = vtpm_cmd_evict(cmd, handle, eks[i].persistent);
+        r = transact(cmd, len, rsp, &rlen);
+        uint32_t rc = r == 0 ? vtpm_be32(rsp + 6) : 0;
+        len = vtpm_cmd_flush(cmd, handle);
+        if (r == 0)
+            r = transact(cmd, len, rsp, &rlen);
+        if (r < 0)
+            return r;
+        if (rc != 0) {
+            say("EvictControl of the %s EK failed: TPM rc 0x%x", eks[i].name, rc);
+            return -EIO;
+        }
     }
     return 0;
 }
@@ -494,6 +545,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"run-dir", required_argument, NULL, 'r'},
                                          {"state-dir", required_argument, NULL, 's'},
                                          {"swtpm", required_argument, NULL, 'w'},
+                                         {"manufacture", no_argument, NULL, 'm'},
                                          {NULL, 0, NULL, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -501,11 +553,12 @@ int main(int argc, char **argv)
         case 'r': run_dir = optarg; break;
         case 's': state_dir = optarg; break;
         case 'w': swtpm_bin = optarg; break;
+        case 'm': manufacture = true; break;
         default: return 2;
         }
     }
     if (!run_dir || !state_dir || optind != argc) {
-        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--swtpm PATH]\n");
+        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--swtpm PATH] [--manufacture]\n");
         return 2;
     }
     if (chdir(run_dir) < 0) {
@@ -532,6 +585,11 @@ int main(int argc, char **argv)
         stop_swtpm();
         return 3;
     }
+    if (manufacture && (r = make_eks()) < 0) {
+        say("cannot make the vTPM's endorsement keys: %s", strerror(-r));
+        stop_swtpm();
+        return 3;
+    }
     if ((r = extend_events()) < 0) {
         say("cannot measure into the vTPM: %s", strerror(-r));
         stop_swtpm();
@@ -543,7 +601,9 @@ int main(int argc, char **argv)
         stop_swtpm();
         return 3;
     }
-    if (write(READY_FD, "R", 1) != 1) {
+    ready_msg[ready_len++] = 'R';
+    /* One write below PIPE_BUF: trustmed reads it in one piece. */
+    if (write(READY_FD, ready_msg, ready_len) != (ssize_t)ready_len) {
         stop_swtpm();
         return 3;
     }

@@ -7,9 +7,12 @@
 #define TPM_ST_SESSIONS 0x8002
 #define TPM_RS_PW 0x40000009u
 #define TPM_RH_PLATFORM 0x4000000Cu
+#define TPM_RH_OWNER 0x40000001u
+#define TPM_RH_ENDORSEMENT 0x4000000Bu
 #define TPM_ALG_SHA256 0x000B
 
 #define CC_HIERARCHY_CONTROL 0x121u
+#define CC_EVICT_CONTROL 0x120u
 #define CC_CREATE_PRIMARY 0x131u
 #define CC_HMAC_START 0x15Bu
 #define CC_LOAD 0x157u
@@ -69,6 +72,98 @@ size_t vtpm_cmd_flush(uint8_t *out, uint32_t handle)
     vtpm_put_be32(out + 6, CC_FLUSH_CONTEXT);
     vtpm_put_be32(out + 10, handle);
     return 14;
+}
+
+/* The TCG EK Credential Profile's default templates L-1 (RSA 2048) and L-2 (ECC NIST P-256):
+ * nameAlg SHA-256; fixedTPM fixedParent sensitiveDataOrigin adminWithPolicy restricted decrypt;
+ * authPolicy PolicySecret(TPM_RH_ENDORSEMENT); AES-128-CFB; unique zero-filled (256 bytes of
+ * modulus, 32 bytes each of x and y). Any tool that recreates the EK from the templates
+ * (tpm2_createek) gets the same key. */
+static const uint8_t ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+                                      0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+                                      0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+
+size_t vtpm_ek_template(enum vtpm_ek_kind kind, uint8_t *out)
+{
+    size_t n = 0;
+    put16(out, kind == VTPM_EK_RSA ? 0x0001 : 0x0023); /* TPM_ALG_RSA / TPM_ALG_ECC */
+    put16(out + 2, TPM_ALG_SHA256);
+    vtpm_put_be32(out + 4, 0x000300b2u);
+    put16(out + 8, 32);
+    memcpy(out + 10, ek_policy, 32);
+    n = 42;
+    put16(out + n, 0x0006); /* AES */
+    put16(out + n + 2, 128);
+    put16(out + n + 4, 0x0043); /* CFB */
+    put16(out + n + 6, 0x0010); /* scheme: TPM_ALG_NULL */
+    n += 8;
+    if (kind == VTPM_EK_RSA) {
+        put16(out + n, 2048);
+        vtpm_put_be32(out + n + 2, 0); /* exponent: the default 65537 */
+        put16(out + n + 6, 256);
+        memset(out + n + 8, 0, 256);
+        n += 8 + 256;
+    } else {
+        put16(out + n, 0x0003); /* TPM_ECC_NIST_P256 */
+        put16(out + n + 2, 0x0010); /* kdf: TPM_ALG_NULL */
+        put16(out + n + 4, 32);
+        memset(out + n + 6, 0, 32);
+        put16(out + n + 38, 32);
+        memset(out + n + 40, 0, 32);
+        n += 72;
+    }
+    return n;
+}
+
+size_t vtpm_cmd_create_ek(uint8_t *out, enum vtpm_ek_kind kind)
+{
+    size_t n = begin(out, CC_CREATE_PRIMARY, TPM_RH_ENDORSEMENT);
+    put16(out + n, 4); /* inSensitive: empty userAuth and data */
+    put16(out + n + 2, 0);
+    put16(out + n + 4, 0);
+    n += 6;
+    size_t t = vtpm_ek_template(kind, out + n + 2);
+    put16(out + n, (uint16_t)t);
+    n += 2 + t;
+    put16(out + n, 0); /* outsideInfo */
+    vtpm_put_be32(out + n + 2, 0); /* creationPCR: none */
+    n += 6;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_evict(uint8_t *out, uint32_t object, uint32_t persistent)
+{
+    put16(out, TPM_ST_SESSIONS);
+    vtpm_put_be32(out + 6, CC_EVICT_CONTROL);
+    vtpm_put_be32(out + 10, TPM_RH_OWNER);
+    vtpm_put_be32(out + 14, object);
+    size_t n = 18;
+    vtpm_put_be32(out + n, 9);
+    vtpm_put_be32(out + n + 4, TPM_RS_PW);
+    put16(out + n + 8, 0);
+    out[n + 10] = 0;
+    put16(out + n + 11, 0);
+    n += 13;
+    vtpm_put_be32(out + n, persistent);
+    n += 4;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+int vtpm_rsp_created(const uint8_t *rsp, size_t len, uint32_t *ret_handle, const uint8_t **ret_public,
+                     size_t *ret_public_len)
+{
+    /* tag, size, rc; objectHandle; parameterSize; outPublic (TPM2B_PUBLIC) ... */
+    if (len < VTPM_HEADER + 10 || vtpm_be32(rsp + 6) != 0)
+        return -1;
+    size_t pub = (size_t)rsp[VTPM_HEADER + 8] << 8 | rsp[VTPM_HEADER + 9];
+    if (pub == 0 || VTPM_HEADER + 10 + pub > len)
+        return -1;
+    *ret_handle = vtpm_be32(rsp + VTPM_HEADER);
+    *ret_public = rsp + VTPM_HEADER + 10;
+    *ret_public_len = pub;
+    return 0;
 }
 
 bool vtpm_flushable(uint32_t handle)

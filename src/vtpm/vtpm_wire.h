@@ -48,6 +48,22 @@ size_t vtpm_cmd_pcr_extend(uint8_t *out, uint32_t pcr, const uint8_t sha256[32])
 size_t vtpm_cmd_platform_off(uint8_t *out);
 size_t vtpm_cmd_flush(uint8_t *out, uint32_t handle);
 
+/* The endorsement keys made at manufacture, with the TCG EK Credential Profile's default
+ * templates, persistent at the TCG's handles. */
+enum vtpm_ek_kind { VTPM_EK_RSA, VTPM_EK_ECC };
+#define VTPM_EK_RSA_HANDLE 0x81010001u
+#define VTPM_EK_ECC_HANDLE 0x81010002u
+/* The template's TPMT_PUBLIC into out (at most 400 bytes); its length. */
+size_t vtpm_ek_template(enum vtpm_ek_kind kind, uint8_t *out);
+/* CreatePrimary in the endorsement hierarchy (empty auth: a fresh TPM's) with that template. */
+size_t vtpm_cmd_create_ek(uint8_t *out, enum vtpm_ek_kind kind);
+/* EvictControl by the owner (empty auth) of a loaded object to a persistent handle. */
+size_t vtpm_cmd_evict(uint8_t *out, uint32_t object, uint32_t persistent);
+/* A successful CreatePrimary's response: the object's handle and its TPMT_PUBLIC (pointing into
+ * rsp); -1 when it failed or is malformed. */
+int vtpm_rsp_created(const uint8_t *rsp, size_t len, uint32_t *ret_handle, const uint8_t **ret_public,
+                     size_t *ret_public_len);
+
 /* After a forwarded command and its response: the transient object or session handle it made
  * (CreatePrimary, Load, LoadExternal, CreateLoaded, ContextLoad, StartAuthSession, HMAC_Start,
  * HashSequenceStart), or the one a FlushContext flushed; 0 for none. */

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROBE, REPO, TRUSTME, wait_for
+from conftest import BUILD, PROBE, REPO, TRUSTME, wait_for
 from tools import argv, tool
 
 KDF = ["--scd-kdf-n", "1024"]
@@ -52,7 +52,8 @@ def tpm_rootfs(test_root):
     (path / "usr/bin/tpm2").unlink(missing_ok=True)
     shutil.copy2(tpm2, path / "usr/bin/tpm2")
     for name in ("getrandom", "createprimary", "create", "load", "sign", "quote", "checkquote", "pcrread",
-                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear"):
+                 "readpublic", "evictcontrol", "nvdefine", "nvwrite", "nvread", "getcap", "flushcontext", "clear",
+                 "createek"):
         link = path / f"usr/bin/tpm2_{name}"
         if not link.exists():
             link.symlink_to("tpm2")
@@ -174,6 +175,143 @@ def test_guest_uses_its_vtpm(vd, tpm_rootfs):
     assert sorted(d.sh("t1", "ls /run/tpm").stdout.split()) == ["event.log", "tpm.sock", "tpm.sock.ctrl"]
     assert d.sh("t1", "touch /run/tpm/x", check=False).returncode != 0
     assert d.sh("t1", f"ls {d.base}", check=False).returncode != 0
+
+
+def _child(d, name):
+    """trustmed's child process of that name (argv[0])."""
+    for e in Path("/proc").iterdir():
+        try:
+            if e.name.isdigit() and (e / "cmdline").read_bytes().split(b"\0")[0] == name.encode() and \
+                    int((e / "stat").read_text().rsplit(")", 1)[1].split()[1]) == d.proc.pid:
+                return int(e.name)
+        except (OSError, IndexError, ValueError):
+            pass
+    return None
+
+
+def _event_digest(pcr, typ, name, sha):
+    t, n = typ.encode(), name.encode()
+    return hashlib.sha256(b"trustme-event-v1" + struct.pack(">I", pcr) + struct.pack(">H", len(t)) + t +
+                          struct.pack(">H", len(n)) + n + bytes.fromhex(sha)).digest()
+
+
+def _attest_with_and_without_eks(d, tmp_path, uuid, eks, m):
+    pki_tool = BUILD / "src/tools/pki/trustme-pki"
+    passfile = tmp_path / "pass"
+    passfile.write_text("vtpm test passphrase\n")
+    passfile.chmod(0o600)
+    pki = tmp_path / "pki"
+    subprocess.run([pki_tool, "init", pki, "--passphrase-file", passfile], check=True, capture_output=True)
+    rim = tmp_path / "rim.json"
+    subprocess.run([pki_tool, "rim", "--out", rim, "--version", "1",
+                    "--vtpm-ek", f"{uuid}/ek-rsa={eks['rsa']['name']}",
+                    "--vtpm-ek", f"{uuid}/ek-ecc={eks['ecc']['name'][4:]}"], check=True, capture_output=True)
+    ek_values = json.loads(rim.read_text())["values"]
+    assert sorted((v["type"], v["name"], v["sha256"]) for v in ek_values) == sorted(
+        ("vtpm-ek", f"{uuid}/ek-{k}", eks[k]["name"][4:]) for k in ("rsa", "ecc"))
+    bad = subprocess.run([pki_tool, "rim", "--out", tmp_path / "bad.json", "--version", "1",
+                          "--vtpm-ek", f"{uuid}/ek-rsa=000b12"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--vtpm-ek" in bad.stderr
+    others = [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in m["events"]
+              if e["type"] != "vtpm-ek"]
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    anchors = ["--ak-anchor", pki / "customer/general-root-ca.pem", "--device-ca", pki / "customer/device-ca.pem",
+               "--rim-anchor", pki / "software-signing/root-ca.pem", "--rim-ca", pki / "software-signing/sub-ca.pem",
+               "--no-crl"]
+    results = {}
+    for label, values in (("with", others + ek_values), ("without", others)):
+        refs = tmp_path / f"refs-{label}.json"
+        refs.write_text(json.dumps({
+            "format": "trustme-reference-values", "version": 2, "rim_version": 1,
+            "not_before": stamp(now - 60), "not_after": stamp(now + 86400), "pcrs": [11, 12],
+            "required": [], "values": values}))
+        subprocess.run([pki_tool, "sign", refs, "--pki", pki, "--signer", "software", "--passphrase-file",
+                        passfile], check=True, capture_output=True)
+        rep = json.loads(d.cli("attest", *anchors, "--reference", refs, "--json", check=False).stdout)
+        results[label] = {c["name"]: c for c in rep["checks"]}
+    assert results["with"]["event log"]["ok"] is True
+    assert results["with"]["reference values"]["ok"] is True, results["with"]["reference values"]
+    assert results["without"]["reference values"]["ok"] is False
+    assert f"vtpm-ek {uuid}/ek-" in results["without"]["reference values"]["detail"]
+
+
+def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs, tmp_path):
+    """At its first start the vTPM gets its EKs (TCG default templates, persistent at the TCG
+    handles) and their names go into the physical runtime PCR: the device's log and quote name the
+    vTPMs it hosts, and what the guest finds is that key."""
+    d = vd
+    create(d, "e", tpm_rootfs)
+    info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    assert info["eks"] == []
+    assert "EKs:       none yet" in d.cli("vtpm", "info", "e").stdout
+    start(d, "e")
+    uuid = d.state("e")["uuid"]
+    info = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    eks = {e["kind"]: e for e in info["eks"]}
+    assert sorted(eks) == ["ecc", "rsa"]
+    assert eks["rsa"]["handle"] == 0x81010001 and eks["ecc"]["handle"] == 0x81010002
+    text = d.cli("vtpm", "info", "e").stdout
+    assert f"EK rsa:    0x81010001 name {eks['rsa']['name']}" in text
+    assert f"EK ecc:    0x81010002 name {eks['ecc']['name']}" in text
+    for kind, handle, alg in (("rsa", "0x81010001", "rsa"), ("ecc", "0x81010002", "ecc")):
+        # The persistent key is the one any tool recreates from the TCG template.
+        out = d.sh("e", f"tpm2_readpublic -c {handle}").stdout
+        assert re.search(r"^name: (\w+)", out, re.M).group(1) == eks[kind]["name"]
+        assert "fixedtpm|fixedparent|sensitivedataorigin|adminwithpolicy|restricted|decrypt" in out
+        out = d.sh("e", f"cd /tmp && tpm2_createek -c ek-{kind}.ctx -G {alg} -u ek-{kind}.pub >/dev/null && "
+                        f"tpm2_readpublic -c ek-{kind}.ctx").stdout
+        assert re.search(r"^name: (\w+)", out, re.M).group(1) == eks[kind]["name"]
+    # Deep attestation: each EK is an event of the device's runtime PCR, and the log replays.
+    m = json.loads(d.cli("measurements", "--json").stdout)
+    ev = {e["name"]: e for e in m["events"] if e["type"] == "vtpm-ek"}
+    assert sorted(ev) == [f"{uuid}/ek-ecc", f"{uuid}/ek-rsa"]
+    for kind in ("rsa", "ecc"):
+        assert ev[f"{uuid}/ek-{kind}"]["sha256"] == eks[kind]["name"][4:]
+    pcr = ev[f"{uuid}/ek-rsa"]["pcr"]
+    value = bytes(32)
+    for e in m["events"]:
+        if e["pcr"] == pcr:
+            value = hashlib.sha256(value + _event_digest(pcr, e["type"], e["name"], e["sha256"])).digest()
+    assert {p["index"]: p["sha256"] for p in m["pcrs"]}[pcr] == value.hex()
+    assert m["consistent"] is True
+    # A reset of the physical TPM (its swtpm and tpmd killed): trustmed measures what runs again,
+    # the vTPM's EKs included, before tpmd answers quotes.
+    swtpm = int((d.run_dir / "tpm/swtpm.pid").read_text())
+    tpmd = _child(d, "trustme-tpmd")
+    os.kill(swtpm, signal.SIGKILL)
+    os.kill(tpmd, signal.SIGKILL)
+
+    def remeasured():
+        r = d.cli("measurements", "--json", check=False)
+        if r.returncode != 0 or int((d.run_dir / "tpm/swtpm.pid").read_text()) == swtpm:
+            return None
+        got = json.loads(r.stdout)
+        return got if {e["name"] for e in got["events"] if e["type"] == "vtpm-ek"} == set(ev) else None
+    m = wait_for(remeasured, timeout=30, what="the vTPM's EKs measured again")
+    assert m["consistent"] is True
+    # A verifier approves this vTPM by its EK names (trustme-pki rim --vtpm-ek): with them among
+    # its reference values the quoted runtime PCR passes; without them the unknown vTPM is named.
+    _attest_with_and_without_eks(d, tmp_path, uuid, eks, m)
+    # The guest cannot replace them (platform hierarchy off; it owns the owner hierarchy, but the
+    # device's record is what a start measures): a stop and a start measure the same keys again.
+    d.sh("e", "tpm2_evictcontrol -C o -c 0x81010001 >/dev/null")
+    d.cli("stop", "e")
+    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    start(d, "e")
+    again = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
+    assert again["eks"] == info["eks"]
+    # A reset makes a new vTPM with new EKs, measured too.
+    d.cli("stop", "e")
+    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    d.cli("vtpm", "reset", "e")
+    assert json.loads(d.cli("vtpm", "info", "--json", "e").stdout)["eks"] == []
+    start(d, "e")
+    fresh = {e["kind"]: e["name"] for e in json.loads(d.cli("vtpm", "info", "--json", "e").stdout)["eks"]}
+    assert fresh["rsa"] != eks["rsa"]["name"] and fresh["ecc"] != eks["ecc"]["name"]
+    m = json.loads(d.cli("measurements", "--json").stdout)
+    assert fresh["ecc"][4:] in {e["sha256"] for e in m["events"] if e["type"] == "vtpm-ek"}
+    d.cli("stop", "e")
 
 
 def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):

@@ -126,13 +126,44 @@ static void own_commands(void **state)
     assert_int_equal(vtpm_be32(out + 10), 0x02000001);
 }
 
+static void ek_commands(void **state)
+{
+    uint8_t out[VTPM_MAX_COMMAND];
+    /* The TCG default templates marshal to 314 (RSA 2048) and 122 (ECC P-256) bytes. */
+    assert_int_equal(vtpm_ek_template(VTPM_EK_RSA, out), 314);
+    assert_int_equal(vtpm_be32(out + 4), 0x000300b2); /* fixedTPM ... restricted decrypt */
+    assert_int_equal(vtpm_ek_template(VTPM_EK_ECC, out), 122);
+    assert_int_equal(out[0] << 8 | out[1], 0x0023);
+    size_t n = vtpm_cmd_create_ek(out, VTPM_EK_ECC);
+    assert_int_equal(vtpm_be32(out + 2), n);
+    assert_int_equal(vtpm_be32(out + 6), 0x131);
+    assert_int_equal(vtpm_be32(out + 10), 0x4000000B); /* the endorsement hierarchy */
+    assert_int_equal(n, 27 + 6 + 2 + 122 + 6);
+    n = vtpm_cmd_evict(out, 0x80000000, 0x81010002);
+    assert_int_equal(n, 35);
+    assert_int_equal(vtpm_be32(out + 10), 0x40000001);
+    assert_int_equal(vtpm_be32(out + 14), 0x80000000);
+    assert_int_equal(vtpm_be32(out + 31), 0x81010002);
+
+    /* A CreatePrimary response: its handle and public area; malformed or failed ones are not. */
+    uint8_t rsp[64] = {0x80, 0x02, 0, 0, 0, 30, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 10, 0, 6, 1, 2, 3, 4, 5, 6};
+    uint32_t h = 0;
+    const uint8_t *pub = NULL;
+    size_t pub_len = 0;
+    assert_int_equal(vtpm_rsp_created(rsp, 30, &h, &pub, &pub_len), 0);
+    assert_int_equal(h, 0x80000000);
+    assert_int_equal(pub_len, 6);
+    assert_ptr_equal(pub, rsp + 20);
+    assert_int_equal(vtpm_rsp_created(rsp, 24, &h, &pub, &pub_len), -1); /* public area cut off */
+    rsp[9] = 1;
+    assert_int_equal(vtpm_rsp_created(rsp, 30, &h, &pub, &pub_len), -1); /* the TPM failed */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(control_allowlist),
-        cmocka_unit_test(tracking),
-        cmocka_unit_test(handle_set),
-        cmocka_unit_test(own_commands),
+        cmocka_unit_test(control_allowlist), cmocka_unit_test(tracking),    cmocka_unit_test(handle_set),
+        cmocka_unit_test(own_commands),      cmocka_unit_test(ek_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

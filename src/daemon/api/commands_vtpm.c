@@ -72,6 +72,24 @@ static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp
             info.anchor_version = resp->anchor->version;
         }
     }
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n_eks = 0;
+    Trustme__VtpmEk ek_msgs[VTPM_EKS], *ek_ptrs[VTPM_EKS];
+    char ek_names[VTPM_EKS][69];
+    if (vtpm_eks(c, eks, &n_eks) < 0)
+        n_eks = 0;
+    for (size_t i = 0; i < n_eks; i++) {
+        trustme__vtpm_ek__init(&ek_msgs[i]);
+        tm_hex(eks[i].name, sizeof(eks[i].name), ek_names[i]);
+        ek_msgs[i].kind = eks[i].kind;
+        ek_msgs[i].name = ek_names[i];
+        ek_msgs[i].has_public_area = ek_msgs[i].has_handle = true;
+        ek_msgs[i].public_area = (ProtobufCBinaryData){eks[i].public_len, eks[i].public};
+        ek_msgs[i].handle = strcmp(eks[i].kind, "rsa") == 0 ? VTPM_EK_RSA_HANDLE : VTPM_EK_ECC_HANDLE;
+        ek_ptrs[i] = &ek_msgs[i];
+    }
+    info.n_eks = n_eks;
+    info.eks = ek_ptrs;
     Trustme__Response out = TRUSTME__RESPONSE__INIT;
     out.body_case = TRUSTME__RESPONSE__BODY_VTPM_INFO;
     out.vtpm_info = &info;

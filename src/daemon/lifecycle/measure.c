@@ -349,6 +349,8 @@ void measure_running(struct daemon *d)
         snprintf(op->name, sizeof(op->name), "%s", c->cfg->name);
         struct tm_event_item items[TPMD_MEASURE_MAX];
         size_t n = start_items(c, g, items, op->names);
+        /* Its vTPM's endorsement keys, measured when the vTPM started (deep attestation). */
+        n += vtpm_ek_events(c, items + n, op->names + n, TPMD_MEASURE_MAX - n);
         tm_err err;
         if (tpmd_measure(d, items, n, on_remeasured, op, &err) < 0) {
             free(op);

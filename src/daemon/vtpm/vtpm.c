@@ -37,6 +37,9 @@
 #define VTPM_KEY_LEN 32
 #define VTPM_MAX_RESTARTS 5
 #define STATE_FILE "tpm2-00.permall"
+#define EK_RECORD "vtpm-ek"
+#define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
+#define READY_MAX 2048
 
 struct vtpm {
     struct container *c;
@@ -48,6 +51,7 @@ struct vtpm {
     bool stopping; /* the container stopped: do not start it again */
     bool anchoring; /* an anchor update is under way */
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
+    bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
     unsigned restarts;
     size_t nev;
     unsigned pcr[VTPM_MAX_EVENTS];
@@ -98,6 +102,46 @@ static void run_dir(const struct container *c, char *out, size_t size)
 void vtpm_public_dir(const struct container *c, char *out, size_t size)
 {
     snprintf(out, size, "%s/vtpm/%s/pub", c->d->run_dir, c->uuid);
+}
+
+/* <data>/containers/<uuid>/vtpm-ek: root's record of the EKs made at manufacture, outside the
+ * vTPM uid's state directory. */
+static void ek_record_path(const struct container *c, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/" EK_RECORD, dir);
+}
+
+int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
+{
+    char path[PATH_MAX + 16];
+    ek_record_path(c, path, sizeof(path));
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    tm_err err = {0};
+    *ret_n = 0;
+    int r = read_file(path, 4096, &data, &len, &err);
+    if (r < 0)
+        return r == -ENOENT ? 0 : r;
+    char *save = NULL;
+    for (char *line = strtok_r(data, "\n", &save); line && *ret_n < VTPM_EKS; line = strtok_r(NULL, "\n", &save)) {
+        struct vtpm_ek *ek = &ret[*ret_n];
+        char kind[8], hex[2 * EK_PUBLIC_MAX + 1];
+        if (sscanf(line, "%7s %800s", kind, hex) != 2 || (strcmp(kind, "rsa") != 0 && strcmp(kind, "ecc") != 0))
+            return -EBADMSG;
+        size_t n = strlen(hex) / 2;
+        if (n == 0 || n > EK_PUBLIC_MAX || tm_hex_decode_str(hex, ek->public, n, 0, &err) < 0)
+            return -EBADMSG;
+        snprintf(ek->kind, sizeof(ek->kind), "%s", kind);
+        ek->public_len = n;
+        /* Its TPM name: nameAlg SHA-256 || SHA-256(TPMT_PUBLIC). */
+        ek->name[0] = 0x00;
+        ek->name[1] = 0x0b;
+        tm_sha256(ek->public, n, ek->name + 2);
+        (*ret_n)++;
+    }
+    return 0;
 }
 
 static void anchor_name(const struct container *c, char *out, size_t size)
@@ -194,27 +238,117 @@ static void anchor_state(struct vtpm *v);
 
 static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata);
 
+static void on_ek_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    if (err) {
+        tm_err e = {0};
+        tm_err_set(&e, err->code, "the vTPM's endorsement keys cannot be measured: %s", err->msg);
+        finish_start(v, &e);
+        return;
+    }
+    log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
+    finish_start(v, NULL);
+}
+
+/* A manufacture's "EK rsa|ecc HEX" lines: root's record of the EKs, kept until a reset. */
+static int record_eks(struct vtpm *v, const char *msg, size_t len, tm_err *err)
+{
+    char out[READY_MAX];
+    size_t used = 0;
+    const char *p = msg, *end = msg + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        size_t n = (size_t)(nl - p);
+        if (n < 8 || memcmp(p, "EK ", 3) != 0 || used + n + 1 > sizeof(out))
+            return tm_err_set(err, EBADMSG, "trustme-vtpm reported a malformed endorsement key");
+        memcpy(out + used, p + 3, n - 3);
+        used += n - 3;
+        out[used++] = '\n';
+        p = nl + 1;
+    }
+    char path[PATH_MAX + 16];
+    ek_record_path(v->c, path, sizeof(path));
+    int r = write_file_replace(path, out, used, 0600, err);
+    if (r < 0)
+        return r;
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n = 0;
+    if (vtpm_eks(v->c, eks, &n) < 0 || n != VTPM_EKS) {
+        unlink(path);
+        return tm_err_set(err, EBADMSG, "trustme-vtpm reported malformed endorsement keys");
+    }
+    return 0;
+}
+
+size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
+                      size_t max)
+{
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n = 0;
+    if (!c->cfg->vtpm || vtpm_eks(c, eks, &n) < 0)
+        return 0;
+    for (size_t i = 0; i < n && i < max; i++) {
+        snprintf(names[i], TM_EVENT_NAME_MAX + 1, "%s/ek-%s", c->uuid, eks[i].kind);
+        items[i] = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[i], {0}};
+        memcpy(items[i].sha256, eks[i].name + 2, 32);
+    }
+    return n < max ? n : max;
+}
+
+/* Deep attestation: the vTPM's EKs go into the physical runtime PCR before the guest runs, so the
+ * device's quote names the vTPMs it hosts (tpmd skips events already in its log). */
+static int measure_eks(struct vtpm *v, tm_err *err)
+{
+    char path[PATH_MAX + 16];
+    ek_record_path(v->c, path, sizeof(path));
+    if (access(path, F_OK) < 0)
+        return 0;
+    char names[VTPM_EKS][TM_EVENT_NAME_MAX + 1];
+    struct tm_event_item items[VTPM_EKS];
+    size_t n = vtpm_ek_events(v->c, items, names, VTPM_EKS);
+    if (n == 0)
+        return tm_err_set(err, EBADMSG, "the record of the vTPM's endorsement keys is unreadable");
+    int r = tpmd_measure(v->c->d, items, n, on_ek_measured, v, err);
+    return r < 0 ? r : 1;
+}
+
 static void on_ready(tm_source *src, uint32_t events, void *userdata)
 {
     struct vtpm *v = userdata;
-    char b = 0;
-    ssize_t n = read(v->ready_fd, &b, 1);
+    char msg[READY_MAX];
+    ssize_t n = read(v->ready_fd, msg, sizeof(msg));
     tm_source_free(v->ready_src);
     v->ready_src = NULL;
     close_and_reset(v->ready_fd);
-    if (n == 1 && b == 'R') {
-        log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
-        finish_start(v, NULL);
+    tm_err err = {0};
+    if (n < 1 || msg[n - 1] != 'R') {
+        tm_err_set(&err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
+        finish_start(v, &err);
         return;
     }
-    tm_err err = {0};
-    tm_err_set(&err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
-    finish_start(v, &err);
+    if (v->manufacture && record_eks(v, msg, (size_t)n - 1, &err) < 0) {
+        finish_start(v, &err);
+        return;
+    }
+    v->manufacture = false;
+    int r = measure_eks(v, &err);
+    if (r < 0) {
+        finish_start(v, &err);
+        return;
+    }
+    if (r == 0) {
+        log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
+        finish_start(v, NULL);
+    }
 }
 
 struct child_args {
     const char *binary, *dir;
     uid_t uid;
+    bool manufacture;
     int fds[4]; /* key, events, ready, state dir */
 };
 
@@ -236,7 +370,13 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
         fprintf(stderr, "trustmed: cannot start trustme-vtpm: %s\n", err.msg);
         _exit(127);
     }
-    char *argv[] = {"trustme-vtpm", "--run-dir", (char *)a->dir, "--state-dir", "/proc/self/fd/6", NULL};
+    char *argv[] = {"trustme-vtpm",
+                    "--run-dir",
+                    (char *)a->dir,
+                    "--state-dir",
+                    "/proc/self/fd/6",
+                    a->manufacture ? "--manufacture" : NULL,
+                    NULL};
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     execve(a->binary, argv, envp);
     fprintf(stderr, "trustmed: cannot execute %s: %s\n", a->binary, strerror(errno));
@@ -294,7 +434,11 @@ static int spawn(struct vtpm *v, tm_err *err)
     }
     close_and_reset(key[1]);
     close_and_reset(ev[1]);
-    struct child_args a = {.binary = binary, .dir = rdir, .uid = uid, .fds = {key[0], ev[0], ready[1], state_fd}};
+    struct child_args a = {.binary = binary,
+                           .dir = rdir,
+                           .uid = uid,
+                           .manufacture = v->manufacture,
+                           .fds = {key[0], ev[0], ready[1], state_fd}};
     pid_t self = getpid();
     int pidfd = -1;
     struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
@@ -432,6 +576,12 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
     }
     v->stopping = false;
     v->restarts = 0;
+    v->manufacture = !anchored && !have;
+    if (v->manufacture) {
+        char path[PATH_MAX + 16];
+        ek_record_path(c, path, sizeof(path));
+        unlink(path); /* a new vTPM's EKs replace any record of an old one's */
+    }
     if (spawn(v, &err) < 0)
         finish_start(v, &err);
 }
@@ -494,6 +644,9 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
         errno = -r;
         return tm_err_sys(err, "cannot remove %s", dir);
     }
+    ek_record_path(c, dir, sizeof(dir));
+    if (unlink(dir) < 0 && errno != ENOENT)
+        return tm_err_sys(err, "cannot remove %s", dir);
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);

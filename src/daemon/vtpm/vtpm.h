@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "daemon.h"
+#include "measurement.h"
 #include "secmem.h"
 #include "tpmd_client.h"
 
@@ -39,6 +40,26 @@ struct vtpm_status {
     uint8_t state_sha256[32];
 };
 void vtpm_status(const struct container *c, struct vtpm_status *ret);
+
+/* The endorsement keys made when the vTPM was manufactured (its first start), as trustmed
+ * recorded them: TCG default templates, RSA 2048 and ECC P-256. */
+#define VTPM_EKS 2
+#define VTPM_EK_RSA_HANDLE 0x81010001u /* the TCG's handles, where trustme-vtpm persists them */
+#define VTPM_EK_ECC_HANDLE 0x81010002u
+struct vtpm_ek {
+    char kind[4]; /* "rsa" or "ecc" */
+    uint8_t public[400]; /* TPMT_PUBLIC */
+    size_t public_len;
+    uint8_t name[34]; /* 000b || SHA-256(TPMT_PUBLIC): what is measured */
+};
+/* 0 with *ret_n = 0 when none were made yet; negative errno when the record is unreadable. */
+int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);
+
+/* c's vTPM-EK events for the physical runtime PCR (type vtpm-ek, name "<uuid>/ek-rsa|ecc", SHA-256
+ * of the TPMT_PUBLIC) into items (names holds their names); how many, at most max; 0 before
+ * the manufacture. */
+size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
+                      size_t max);
 
 /* A stopped container's vTPM is deleted: the state and its anchor (fn when the anchor is
  * gone). */

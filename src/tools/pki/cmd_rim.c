@@ -24,6 +24,7 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "guestos_config.h"
+#include "hex.h"
 #include "json_cleanup.h"
 #include "jsonutil.h"
 #include "measurement.h"
@@ -222,6 +223,28 @@ static int add_config(struct rim *r, const char *spec, tm_err *err)
     return rim_add(r, type, name, h, err);
 }
 
+/* --vtpm-ek UUID/ek-KIND=HEX: a vTPM endorsement key the verifier approves (docs/VTPM.md "Endorsement
+ * keys and deep attestation"), HEX its TPM name as `trustme vtpm info` shows it (000b and the
+ * SHA-256 of its public area) or that SHA-256 alone. */
+static int add_vtpm_ek(struct rim *r, const char *spec, tm_err *err)
+{
+    const char *eq = strrchr(spec, '=');
+    if (!eq || eq == spec || (size_t)(eq - spec) > TM_EVENT_NAME_MAX)
+        return tm_err_set(err, EINVAL, "--vtpm-ek %s: expected UUID/ek-rsa=NAME or UUID/ek-ecc=NAME", spec);
+    char name[TM_EVENT_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%.*s", (int)(eq - spec), spec);
+    const char *hex = eq + 1;
+    if (strlen(hex) == 68 && strncmp(hex, "000b", 4) == 0)
+        hex += 4;
+    uint8_t h[32];
+    tm_err e = {0};
+    if (strlen(hex) != 64 || tm_hex_decode_str(hex, h, 32, 0, &e) < 0)
+        return tm_err_set(err, EINVAL, "--vtpm-ek %s: NAME is the EK's TPM name (000b and 64 hex digits)", spec);
+    if (tm_event_check(0, TM_EVENT_VTPM_EK, name, 32, &e) < 0)
+        return tm_err_set(err, EINVAL, "--vtpm-ek %s: %s", spec, e.msg);
+    return rim_add(r, TM_EVENT_VTPM_EK, name, h, err);
+}
+
 static int cmp_value(const void *a, const void *b)
 {
     const struct rim_value *x = a, *y = b;
@@ -295,7 +318,18 @@ static int rim_write(struct rim *r, const char *out, tm_err *err)
 
 int cmd_rim(int argc, char **argv)
 {
-    enum { OPT_OUT = 256, OPT_BINARY, OPT_GUESTOS, OPT_CONFIG, OPT_VERSION, OPT_DAYS, OPT_NB, OPT_NA, OPT_PCR };
+    enum {
+        OPT_OUT = 256,
+        OPT_BINARY,
+        OPT_GUESTOS,
+        OPT_CONFIG,
+        OPT_VERSION,
+        OPT_DAYS,
+        OPT_NB,
+        OPT_NA,
+        OPT_PCR,
+        OPT_VTPM_EK
+    };
     static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
                                          {"version", required_argument, NULL, OPT_VERSION},
                                          {"valid-days", required_argument, NULL, OPT_DAYS},
@@ -305,6 +339,7 @@ int cmd_rim(int argc, char **argv)
                                          {"binary", required_argument, NULL, OPT_BINARY},
                                          {"guestos", required_argument, NULL, OPT_GUESTOS},
                                          {"config", required_argument, NULL, OPT_CONFIG},
+                                         {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *out = NULL, *nb = NULL, *na = NULL;
@@ -346,6 +381,7 @@ int cmd_rim(int argc, char **argv)
         case OPT_BINARY:
         case OPT_GUESTOS:
         case OPT_CONFIG:
+        case OPT_VTPM_EK:
             if (n == RIM_INPUTS_MAX)
                 return usage_error("rim", "at most %d inputs", RIM_INPUTS_MAX);
             if (c == OPT_CONFIG && strncmp(optarg, "device-config=", 14) != 0 &&
@@ -366,7 +402,7 @@ int cmd_rim(int argc, char **argv)
     if (!out)
         return usage_error("rim", "--out REFS.json is required");
     if (n == 0)
-        return usage_error("rim", "give at least one --binary, --guestos or --config");
+        return usage_error("rim", "give at least one --binary, --guestos, --config or --vtpm-ek");
     if (!version)
         return usage_error("rim", "--version N is required (the release's number: a verifier "
                                   "refuses older ones with --min-version)");
@@ -389,6 +425,8 @@ int cmd_rim(int argc, char **argv)
             rc = add_binary(&r, inputs[i].arg, &err);
         else if (inputs[i].kind == OPT_GUESTOS)
             rc = add_guestos(&r, inputs[i].arg, &err);
+        else if (inputs[i].kind == OPT_VTPM_EK)
+            rc = add_vtpm_ek(&r, inputs[i].arg, &err);
         else
             rc = add_config(&r, inputs[i].arg, &err);
     }

@@ -63,6 +63,7 @@ void pki_usage(FILE *out)
                  "  rim --out REFS.json --version N [--valid-days D | --not-before T --not-after T]\n"
                  "           [--binary FILE ...] [--guestos DIR ...] [--pcr N ...]\n"
                  "           [--config device-config=FILE|container-config=FILE ...]\n"
+                 "           [--vtpm-ek UUID/ek-rsa|UUID/ek-ecc=NAME ...]\n"
                  "      Write the reference values trustme-verify accepts: the SHA-256 of release\n"
                  "      binaries, of a GuestOS directory's guestos.json and the images it declares\n"
                  "      (checked against the image files), of config files; and the verifier's policy:\n"
