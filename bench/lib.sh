@@ -44,12 +44,13 @@ install_bench_deps() {
 # failing build (someone's edit in progress) is not fatal while the binaries exist: the benchmark
 # then measures the binaries as they are, and says so.
 # With BENCH_BINARIES_READY=1 (set by run-all.sh for the scripts it runs) TRUSTMED and TRUSTME
-# already are such copies (with trustme-scd next to TRUSTMED) and are used as they are.
+# already are such copies (with trustme-scd and trustme-tpmd next to TRUSTMED) and are used as they are.
 ensure_build() {
     local dir=$1 _
     if [ "${BENCH_BINARIES_READY:-0}" = 1 ] && [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] &&
         [ -x "$(dirname "$TRUSTMED")/trustme-scd" ]; then
         TRUSTME_SCD=$(dirname "$TRUSTMED")/trustme-scd
+        TRUSTME_TPMD=$(dirname "$TRUSTMED")/trustme-tpmd
         return 0
     fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
@@ -69,6 +70,7 @@ ensure_build() {
             TRUSTMED=$dir/trustmed
             TRUSTME=$dir/trustme
             TRUSTME_SCD=$dir/trustme-scd
+            TRUSTME_TPMD=$dir/trustme-tpmd
             return 0
         fi
         sleep 1 # being relinked right now
@@ -94,7 +96,7 @@ start_trustmed() {
     TMD_RUN=$w/run
     bench_device_json "$w/data"
     "$TRUSTMED" --data-dir "$w/data" --run-dir "$w/run" --cgroup-parent "$cg" --id-base "$ids" \
-        --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$w/swtpm" --log-level warn "$@" \
+        --scd-binary "$TRUSTME_SCD" --tpmd-binary "$TRUSTME_TPMD" --swtpm-state-dir "$w/swtpm" --log-level warn "$@" \
         </dev/null >>"$w/trustmed.log" 2>&1 &
     TMD_PID=$!
     for _ in $(seq 100); do

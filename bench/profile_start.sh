@@ -86,7 +86,7 @@ run_starts() { # [hashed]: also the starts that hash
 log "phase timestamps (debug log), $RUNS starts per config"
 mkdir -p "$W/tm1/data" "$W/tm1/run"
 "$TRUSTMED" --data-dir "$W/tm1/data" --run-dir "$W/tm1/run" --cgroup-parent "$CG_PARENT" \
-    --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$W/tm1/swtpm" \
+    --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --tpmd-binary "$TRUSTME_TPMD" --swtpm-state-dir "$W/tm1/swtpm" \
     --log-level debug </dev/null >"$W/debug.log" 2>&1 &
 TMD_PID=$!
 TMD_RUN=$W/tm1/run
@@ -106,7 +106,7 @@ if command -v strace >/dev/null; then
     strace -f --seccomp-bpf -tt -T -o "$W/strace.out" \
         -e trace=write,fsopen,fsconfig,ioctl,clone3,execve,exit_group,fsync,fdatasync \
         "$TRUSTMED" --data-dir "$W/tm2/data" --run-dir "$W/tm2/run" --cgroup-parent "$CG_PARENT" \
-        --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --swtpm-state-dir "$W/tm2/swtpm" \
+        --id-base "$ID_BASE" --scd-binary "$TRUSTME_SCD" --tpmd-binary "$TRUSTME_TPMD" --swtpm-state-dir "$W/tm2/swtpm" \
         --log-level warn </dev/null >"$W/strace-daemon.log" 2>&1 &
     STRACE_PID=$!
     TMD_RUN=$W/tm2/run

@@ -73,7 +73,10 @@ int main(int argc, char **argv)
                 refvalues_free(refs);
                 if (refvalues_load(&rf, &rt, &refs, &err) < 0)
                     return 1;
+                /* the PCR selection lives in refs too: the old one was just freed */
                 pol.refs = refs;
+                pol.pcrs = refs->pcrs;
+                pol.npcrs = refs->npcrs;
             }
             if (attest_check_response((uint8_t *)resp, resp_len, &pol, &rep, &err) < 0) {
                 fprintf(stderr, "%s\n", err.msg);

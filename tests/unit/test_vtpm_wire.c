@@ -15,7 +15,8 @@ static const char *ctrl(uint32_t cmd, const uint8_t *payload, size_t n)
 {
     uint8_t buf[64];
     vtpm_put_be32(buf, cmd);
-    memcpy(buf + 4, payload, n);
+    if (n) /* memcpy from NULL is undefined even for 0 bytes (UBSan stops on it) */
+        memcpy(buf + 4, payload, n);
     return vtpm_ctrl_refused(buf, 4 + n);
 }
 
