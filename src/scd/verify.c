@@ -9,6 +9,7 @@
 
 #include "crypto.h"
 #include "ossl.h"
+#include "verify_cache.h"
 
 /* --- reading PEM strictly --- */
 
@@ -129,8 +130,8 @@ static bool crl_error(int e)
     }
 }
 
-static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * untrusted,
-                        STACK_OF(X509) * anchors, STACK_OF(X509_CRL) * crls, STACK_OF(X509) * *ret_chain, tm_err *err)
+static int verify_chain(time_t now, X509 *leaf, STACK_OF(X509) * untrusted, STACK_OF(X509) * anchors,
+                        STACK_OF(X509_CRL) * crls, STACK_OF(X509) * *ret_chain, tm_err *err)
 {
     _cleanup_(X509_STORE_freep) X509_STORE *store = X509_STORE_new();
     _cleanup_(X509_STORE_CTX_freep) X509_STORE_CTX *ctx = X509_STORE_CTX_new();
@@ -152,8 +153,7 @@ static int verify_chain(const struct verify_request *rq, X509 *leaf, STACK_OF(X5
         flags |= X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL;
     X509_VERIFY_PARAM_set_flags(param, flags);
     X509_VERIFY_PARAM_set_depth(param, VERIFY_CHAIN_MAX);
-    if (rq->time)
-        X509_VERIFY_PARAM_set_time(param, rq->time);
+    X509_VERIFY_PARAM_set_time(param, now);
     if (X509_verify_cert(ctx) != 1) {
         int e = X509_STORE_CTX_get_error(ctx), depth = X509_STORE_CTX_get_error_depth(ctx);
         X509 *cur = X509_STORE_CTX_get_current_cert(ctx);
@@ -316,43 +316,96 @@ static int check_signature(const struct verify_request *rq, X509 *leaf, enum ver
     return 0;
 }
 
-int verify_signed(const struct verify_request *rq, struct verify_result *res, tm_err *err)
+/* pem_each into a new stack of certificates, through the cache when rq->cache (hash: of the
+ * PEM's bytes). */
+static int load_certs(const char *pem, size_t len, const char *what, size_t max, bool cache, const uint8_t hash[32],
+                      STACK_OF(X509) * *ret, size_t *ret_n, tm_err *err)
 {
-    if (rq->cert_only && rq->leaf_only)
-        return tm_err_set(err, EINVAL, "cert_only and leaf_only exclude each other");
-    bool sig_needed = !rq->cert_only && !rq->leaf_only;
-    if (sig_needed && !rq->data && rq->data_len)
-        return tm_err_set(err, EINVAL, "no data given");
-    if (sig_needed && (!rq->sig || rq->sig_len == 0))
-        return tm_err_set(err, EINVAL, "no signature given");
-    if (!rq->cert_only && !rq->eku && !rq->eku_nid)
-        return tm_err_set(err, EINVAL, "no required extended key usage given");
-    if (!rq->chain_pem || !rq->anchors_pem)
-        return tm_err_set(err, EINVAL, "no %s given", rq->chain_pem ? "trust anchors" : "signer certificate chain");
-    _cleanup_(x509_stack_freep) STACK_OF(X509) *chain = sk_X509_new_null();
-    _cleanup_(x509_stack_freep) STACK_OF(X509) *anchors = sk_X509_new_null();
-    _cleanup_(x509_stack_freep) STACK_OF(X509) *verified = NULL;
-    _cleanup_(crl_stack_freep) STACK_OF(X509_CRL) *crls = NULL;
-    if (!chain || !anchors)
-        return ossl_fail(err, ENOMEM, "out of memory");
-    size_t n_chain, n_anchors, n_crls;
-    int r = pem_each(rq->chain_pem, rq->chain_len, "signer certificate chain", "CERTIFICATE", VERIFY_CHAIN_MAX,
-                     add_cert, chain, &n_chain, err);
-    if (r < 0 || (r = pem_each(rq->anchors_pem, rq->anchors_len, "trust anchors", "CERTIFICATE", VERIFY_ANCHORS_MAX,
-                               add_cert, anchors, &n_anchors, err)) < 0)
-        return r;
-    if (rq->crls_pem && rq->crls_len) {
-        if (!(crls = sk_X509_CRL_new_null()))
-            return ossl_fail(err, ENOMEM, "out of memory");
-        /* CRLs that cannot be read leave the revocation status unknown (see verify_chain). */
-        if ((r = pem_each(rq->crls_pem, rq->crls_len, "CRLs", "X509 CRL", VERIFY_CRLS_MAX, add_crl, crls, &n_crls,
-                          err)) < 0) {
-            if (err->code == EINVAL)
-                r = -(err->code = ENODATA);
-            return r;
-        }
+    if (cache && vcache_certs_get(hash, ret)) {
+        *ret_n = (size_t)sk_X509_num(*ret);
+        return 0;
     }
-    /* The leaf stays in chain (and is freed with it); the rest are the untrusted helpers. */
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *sk = sk_X509_new_null();
+    if (!sk)
+        return ossl_fail(err, ENOMEM, "out of memory");
+    int r = pem_each(pem, len, what, "CERTIFICATE", max, add_cert, sk, ret_n, err);
+    if (r < 0)
+        return r;
+    if (cache)
+        vcache_certs_put(hash, sk);
+    *ret = steal_ptr(sk);
+    return 0;
+}
+
+static int load_crls(const struct verify_request *rq, const uint8_t hash[32], STACK_OF(X509_CRL) * *ret, tm_err *err)
+{
+    if (rq->cache && vcache_crls_get(hash, ret))
+        return 0;
+    _cleanup_(crl_stack_freep) STACK_OF(X509_CRL) *sk = sk_X509_CRL_new_null();
+    if (!sk)
+        return ossl_fail(err, ENOMEM, "out of memory");
+    size_t n;
+    /* CRLs that cannot be read leave the revocation status unknown (see verify_chain). */
+    int r = pem_each(rq->crls_pem, rq->crls_len, "CRLs", "X509 CRL", VERIFY_CRLS_MAX, add_crl, sk, &n, err);
+    if (r < 0) {
+        if (err->code == EINVAL)
+            r = -(err->code = ENODATA);
+        return r;
+    }
+    if (rq->cache)
+        vcache_crls_put(hash, sk);
+    *ret = steal_ptr(sk);
+    return 0;
+}
+
+/* What verify_signed reports of a verified chain, from the chain alone. */
+static int describe_chain(STACK_OF(X509) * verified, struct verify_result *out, tm_err *err)
+{
+    /* The depth limit (VERIFY_CHAIN_MAX intermediates) bounds the chain to leaf + 8 + anchor. */
+    if (sk_X509_num(verified) > VERIFY_CHAIN_MAX + 2)
+        return tm_err_set(err, EKEYREJECTED, "certificate chain too long");
+    for (int i = 0; i < sk_X509_num(verified); i++) {
+        unsigned int len = 0;
+        if (X509_digest(sk_X509_value(verified, i), EVP_sha256(), out->chain_sha256[i], &len) != 1)
+            return ossl_fail(err, EIO, "cannot hash certificate %d of the chain", i + 1);
+    }
+    X509 *anchor = sk_X509_value(verified, sk_X509_num(verified) - 1);
+    unsigned int mdlen = 0;
+    if (X509_digest(anchor, EVP_sha256(), out->anchor_sha256, &mdlen) != 1 || mdlen != 32)
+        return ossl_fail(err, EIO, "cannot hash the trust anchor");
+    tm_hex(out->anchor_sha256, 32, out->anchor_sha256_hex);
+    name_string(X509_get_subject_name(sk_X509_value(verified, 0)), out->leaf_subject);
+    name_string(X509_get_subject_name(anchor), out->anchor_subject);
+    out->chain_len = sk_X509_num(verified);
+    return 0;
+}
+
+/* The request's chain verified to its anchors at time now (with its CRLs), or taken from the
+ * cache when the same bytes verified before and now lies between the same validity dates. */
+static int chain_verified(const struct verify_request *rq, time_t now, struct vcache_chain *ret, tm_err *err)
+{
+    uint8_t key[96] = {0}; /* SHA-256 of chain, anchors, CRLs (zeros: none) */
+    bool crls_given = rq->crls_pem && rq->crls_len;
+    if (rq->cache) {
+        tm_sha256(rq->chain_pem, rq->chain_len, key);
+        tm_sha256(rq->anchors_pem, rq->anchors_len, key + 32);
+        if (crls_given)
+            tm_sha256(rq->crls_pem, rq->crls_len, key + 64);
+        if (vcache_chain_get(key, now, ret))
+            return 0;
+    }
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *chain = NULL;
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *anchors = NULL;
+    _cleanup_(crl_stack_freep) STACK_OF(X509_CRL) *crls = NULL;
+    size_t n_chain, n_anchors;
+    int r = load_certs(rq->chain_pem, rq->chain_len, "signer certificate chain", VERIFY_CHAIN_MAX, rq->cache, key,
+                       &chain, &n_chain, err);
+    if (r < 0 || (r = load_certs(rq->anchors_pem, rq->anchors_len, "trust anchors", VERIFY_ANCHORS_MAX, rq->cache,
+                                 key + 32, &anchors, &n_anchors, err)) < 0)
+        return r;
+    if (crls_given && (r = load_crls(rq, key + 64, &crls, err)) < 0)
+        return r;
+    /* The leaf is the verified chain's first certificate; the rest are the untrusted helpers. */
     X509 *leaf = sk_X509_value(chain, 0);
     _cleanup_(x509_stack_freep) STACK_OF(X509) *untrusted = sk_X509_new_null();
     if (!untrusted)
@@ -366,42 +419,62 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     }
     if (rq->cert_only && n_chain != 1)
         return tm_err_set(err, EINVAL, "exactly one certificate is to be registered, got %zu", n_chain);
-    _cleanup_(x509_stack_freep) STACK_OF(X509) *required = NULL;
+    struct vcache_chain out = {.n_chain = n_chain};
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *verified = NULL;
+    if ((r = verify_chain(now, leaf, untrusted, anchors, crls, &verified, err)) < 0 ||
+        (r = describe_chain(verified, &out.res, err)) < 0)
+        return r;
+    out.verified = verified;
+    time_t lo, hi;
+    const STACK_OF(X509) * inputs[] = {chain, anchors};
+    if (rq->cache && vcache_interval(inputs, 2, crls, now, &lo, &hi))
+        vcache_chain_put(key, lo, hi, &out);
+    verified = NULL;
+    *ret = out;
+    return 0;
+}
+
+int verify_signed(const struct verify_request *rq, struct verify_result *res, tm_err *err)
+{
+    if (rq->cert_only && rq->leaf_only)
+        return tm_err_set(err, EINVAL, "cert_only and leaf_only exclude each other");
+    bool sig_needed = !rq->cert_only && !rq->leaf_only;
+    if (sig_needed && !rq->data && rq->data_len)
+        return tm_err_set(err, EINVAL, "no data given");
+    if (sig_needed && (!rq->sig || rq->sig_len == 0))
+        return tm_err_set(err, EINVAL, "no signature given");
+    if (!rq->cert_only && !rq->eku && !rq->eku_nid)
+        return tm_err_set(err, EINVAL, "no required extended key usage given");
+    if (!rq->chain_pem || !rq->anchors_pem)
+        return tm_err_set(err, EINVAL, "no %s given", rq->chain_pem ? "trust anchors" : "signer certificate chain");
+    /* One moment for every time comparison of this request, and the cache's key to it. */
+    time_t now = rq->time ? rq->time : time(NULL);
+    struct vcache_chain vc;
+    int r = chain_verified(rq, now, &vc, err);
+    if (r < 0)
+        return r;
+    _cleanup_(x509_stack_freep) STACK_OF(X509) *verified = vc.verified;
+    struct verify_result out = vc.res;
+    if (rq->cert_only && vc.n_chain != 1)
+        return tm_err_set(err, EINVAL, "exactly one certificate is to be registered, got %zu", vc.n_chain);
+    X509 *leaf = sk_X509_value(verified, 0);
     if (rq->required_pem && rq->required_len) {
+        _cleanup_(x509_stack_freep) STACK_OF(X509) *required = NULL;
+        uint8_t hash[32] = {0};
         size_t n_required;
-        if (!(required = sk_X509_new_null()))
-            return ossl_fail(err, ENOMEM, "out of memory");
-        if ((r = pem_each(rq->required_pem, rq->required_len, "required CAs", "CERTIFICATE", VERIFY_ANCHORS_MAX,
-                          add_cert, required, &n_required, err)) < 0)
+        if (rq->cache)
+            tm_sha256(rq->required_pem, rq->required_len, hash);
+        if ((r = load_certs(rq->required_pem, rq->required_len, "required CAs", VERIFY_ANCHORS_MAX, rq->cache, hash,
+                            &required, &n_required, err)) < 0 ||
+            (r = check_required(verified, required, &out.required_index, err)) < 0)
             return r;
     }
-    struct verify_result out = {0};
-    if ((r = verify_chain(rq, leaf, untrusted, anchors, crls, &verified, err)) < 0)
-        return r;
-    if (required && (r = check_required(verified, required, &out.required_index, err)) < 0)
-        return r;
     if (rq->cert_only)
         r = check_ca(leaf, verified, err);
     else if ((r = check_usage(rq, leaf, err)) == 0 && !rq->leaf_only)
         r = check_signature(rq, leaf, &out.alg, err);
     if (r < 0)
         return r;
-    /* The depth limit (VERIFY_CHAIN_MAX intermediates) bounds the chain to leaf + 8 + anchor. */
-    if (sk_X509_num(verified) > VERIFY_CHAIN_MAX + 2)
-        return tm_err_set(err, EKEYREJECTED, "certificate chain too long");
-    for (int i = 0; i < sk_X509_num(verified); i++) {
-        unsigned int len = 0;
-        if (X509_digest(sk_X509_value(verified, i), EVP_sha256(), out.chain_sha256[i], &len) != 1)
-            return ossl_fail(err, EIO, "cannot hash certificate %d of the chain", i + 1);
-    }
-    X509 *anchor = sk_X509_value(verified, sk_X509_num(verified) - 1);
-    unsigned int mdlen = 0;
-    if (X509_digest(anchor, EVP_sha256(), out.anchor_sha256, &mdlen) != 1 || mdlen != 32)
-        return ossl_fail(err, EIO, "cannot hash the trust anchor");
-    tm_hex(out.anchor_sha256, 32, out.anchor_sha256_hex);
-    name_string(X509_get_subject_name(leaf), out.leaf_subject);
-    name_string(X509_get_subject_name(anchor), out.anchor_subject);
-    out.chain_len = sk_X509_num(verified);
     *res = out;
     return 0;
 }

@@ -75,6 +75,11 @@ struct verify_request {
      * GuestOSes of its registered GuestOS-signing CAs. */
     const char *required_pem;
     size_t required_len;
+    /* Keep what this request decodes and a verified chain for later requests with the same
+     * bytes (verify_cache.h, docs/SECURITY.md "Verifier cache"): for a verifier that checks many
+     * responses. Every check still runs per request; only work whose result is fixed by the
+     * bytes (and, for the chain, by the time lying between the same validity dates) is reused. */
+    bool cache;
 };
 
 enum verify_alg { VERIFY_ECDSA_P256_SHA256 = 1, VERIFY_RSA_PSS_SHA256 = 2 };

@@ -16,6 +16,7 @@
 #include "ossl.h"
 #include "tpm_parse.h"
 #include "verify.h"
+#include "verify_cache.h"
 
 static const char *const check_names[ATTEST_CHECK_COUNT] = {
     [ATTEST_CHECK_CHAIN] = "certificate chain",
@@ -93,6 +94,11 @@ static int read_leaf(const ProtobufCBinaryData *pem, X509 **ret, tm_err *err)
                           "cert install)");
     if (pem->len > VERIFY_PEM_MAX)
         return tm_err_set(err, EINVAL, "the AK certificate chain has %zu bytes, at most %d", pem->len, VERIFY_PEM_MAX);
+    /* The same bytes decoded before as a whole chain (check_chain): their first certificate. */
+    uint8_t hash[32];
+    tm_sha256(pem->data, pem->len, hash);
+    if (vcache_leaf(hash, ret))
+        return 0;
     _cleanup_(BIO_freep) BIO *bio = BIO_new_mem_buf(pem->data, (int)pem->len);
     char *name = NULL, *header = NULL;
     unsigned char *der = NULL;
@@ -198,6 +204,7 @@ static void check_chain(const Trustme__Attest__Quote *q, const struct attest_pol
         .crls_len = pol->crls_len,
         .leaf_only = true,
         .eku = AK_EKU,
+        .cache = true, /* a verifier sees the same device's chain, anchors and CRLs again */
         .time = pol->time,
     };
     struct verify_result res;

@@ -2,12 +2,14 @@
 #include "refvalues.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cleanup.h"
+#include "crypto.h"
 #include "fileio.h"
 #include "hex.h"
 #include "json_cleanup.h"
@@ -182,6 +184,82 @@ void refvalues_free(struct refvalues *r)
     free(r);
 }
 
+static int refvalues_copy(const struct refvalues *src, struct refvalues **ret)
+{
+    _cleanup_(refvalues_freep) struct refvalues *rv = calloc(1, sizeof(*rv));
+    if (!rv)
+        return -ENOMEM;
+    *rv = *src;
+    rv->v = NULL;
+    rv->required = NULL;
+    if ((src->n && !(rv->v = malloc(src->n * sizeof(*rv->v)))) ||
+        (src->n_required && !(rv->required = malloc(src->n_required * sizeof(*rv->required))))) {
+        rv->n = rv->n_required = 0;
+        return -ENOMEM;
+    }
+    if (src->n)
+        memcpy(rv->v, src->v, src->n * sizeof(*rv->v));
+    if (src->n_required)
+        memcpy(rv->required, src->required, src->n_required * sizeof(*rv->required));
+    *ret = steal_ptr(rv);
+    return 0;
+}
+
+/* REFS.json texts parsed before, by SHA-256 of their exact bytes: the fleet loads a group's
+ * reference values for every verdict, and parsing a large list costs more than the checks. A
+ * copy of the parsed form is what parsing the same bytes gives; its signature, the signer's chain
+ * and its validity period are checked by refvalues_load every time all the same. Locked: the
+ * fleet's worker threads share it. */
+#define REFVALUES_CACHED 8
+static struct {
+    uint8_t hash[32];
+    struct refvalues *rv;
+    uint64_t used;
+} parsed[REFVALUES_CACHED];
+static uint64_t parsed_tick;
+static pthread_mutex_t parsed_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int refvalues_parse_cached(const char *json, size_t len, struct refvalues **ret, tm_err *err)
+{
+    uint8_t hash[32];
+    tm_sha256(json, len, hash);
+    int r = 1;
+    pthread_mutex_lock(&parsed_lock);
+    for (size_t i = 0; i < REFVALUES_CACHED && r > 0; i++)
+        if (parsed[i].rv && memcmp(parsed[i].hash, hash, 32) == 0) {
+            parsed[i].used = ++parsed_tick;
+            r = refvalues_copy(parsed[i].rv, ret);
+        }
+    pthread_mutex_unlock(&parsed_lock);
+    if (r == -ENOMEM)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if (r == 0)
+        return 0;
+    _cleanup_(refvalues_freep) struct refvalues *rv = NULL;
+    struct refvalues *keep = NULL;
+    if ((r = refvalues_parse(json, len, &rv, err)) < 0)
+        return r;
+    if (refvalues_copy(rv, &keep) == 0) {
+        pthread_mutex_lock(&parsed_lock);
+        size_t slot = 0;
+        for (size_t i = 0; i < REFVALUES_CACHED; i++) {
+            if (!parsed[i].rv) {
+                slot = i;
+                break;
+            }
+            if (parsed[i].used < parsed[slot].used)
+                slot = i;
+        }
+        refvalues_free(parsed[slot].rv);
+        memcpy(parsed[slot].hash, hash, 32);
+        parsed[slot].rv = keep;
+        parsed[slot].used = ++parsed_tick;
+        pthread_mutex_unlock(&parsed_lock);
+    }
+    *ret = steal_ptr(rv);
+    return 0;
+}
+
 bool refvalues_contains(const struct refvalues *r, const char *type, const uint8_t sha256[32])
 {
     struct refvalue key = {0};
@@ -254,6 +332,7 @@ int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust
         .crls_len = t->crls_len,
         .eku = "codeSigning",
         .time = t->at,
+        .cache = true, /* the fleet loads a group's reference values for every verdict */
     };
     struct verify_result res;
     int r = verify_signed(&rq, &res, err);
@@ -270,7 +349,7 @@ int refvalues_load(const struct refvalues_files *f, const struct refvalues_trust
                           "CA that signs reference values (--rim-ca): another CA under %s",
                           res.leaf_subject, res.anchor_subject);
     _cleanup_(refvalues_freep) struct refvalues *rv = NULL;
-    if ((r = refvalues_parse(f->json, f->json_len, &rv, err)) < 0)
+    if ((r = refvalues_parse_cached(f->json, f->json_len, &rv, err)) < 0)
         return r;
     if (rv->rim_version < t->min_version)
         return tm_err_set(err, ESTALE, "version %llu is older than --min-version %llu",

@@ -6,6 +6,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/param_build.h>
+#include <pthread.h>
 #include <string.h>
 #include <tss2/tss2_mu.h>
 
@@ -64,6 +65,53 @@ int tpm_signature_der(const uint8_t *buf, size_t len, uint8_t der[TPM_ECDSA_DER_
     return 0;
 }
 
+/* Keys made from points before, by the point's exact bytes: a verifier sees the same devices'
+ * AKs again and again, and making an EVP_PKEY (the group, the point's decoding and curve check)
+ * costs about a fifth of a whole check. The same bytes always make the same key; a point that
+ * failed is not kept. Locked: the fleet's worker threads share it. */
+#define AK_KEYS_CACHED 128
+static struct {
+    uint8_t pub[65];
+    EVP_PKEY *key;
+    uint64_t used;
+} ak_keys[AK_KEYS_CACHED];
+static uint64_t ak_keys_tick;
+static pthread_mutex_t ak_keys_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static EVP_PKEY *ak_key_cached(const uint8_t pub[65])
+{
+    EVP_PKEY *key = NULL;
+    pthread_mutex_lock(&ak_keys_lock);
+    for (size_t i = 0; i < AK_KEYS_CACHED && !key; i++)
+        if (ak_keys[i].key && memcmp(ak_keys[i].pub, pub, 65) == 0 && EVP_PKEY_up_ref(ak_keys[i].key) == 1) {
+            key = ak_keys[i].key;
+            ak_keys[i].used = ++ak_keys_tick;
+        }
+    pthread_mutex_unlock(&ak_keys_lock);
+    return key;
+}
+
+static void ak_key_keep(const uint8_t pub[65], EVP_PKEY *key)
+{
+    if (EVP_PKEY_up_ref(key) != 1)
+        return;
+    pthread_mutex_lock(&ak_keys_lock);
+    size_t slot = 0;
+    for (size_t i = 0; i < AK_KEYS_CACHED; i++) {
+        if (!ak_keys[i].key) {
+            slot = i;
+            break;
+        }
+        if (ak_keys[i].used < ak_keys[slot].used)
+            slot = i;
+    }
+    EVP_PKEY_free(ak_keys[slot].key);
+    memcpy(ak_keys[slot].pub, pub, 65);
+    ak_keys[slot].key = key;
+    ak_keys[slot].used = ++ak_keys_tick;
+    pthread_mutex_unlock(&ak_keys_lock);
+}
+
 static int ecc_key(const TPMS_ECC_POINT *pt, EVP_PKEY **ret, tm_err *err)
 {
     if (pt->x.size == 0 || pt->x.size > 32 || pt->y.size == 0 || pt->y.size > 32)
@@ -72,6 +120,8 @@ static int ecc_key(const TPMS_ECC_POINT *pt, EVP_PKEY **ret, tm_err *err)
     uint8_t pub[65] = {0x04};
     memcpy(pub + 1 + 32 - pt->x.size, pt->x.buffer, pt->x.size);
     memcpy(pub + 33 + 32 - pt->y.size, pt->y.buffer, pt->y.size);
+    if ((*ret = ak_key_cached(pub)))
+        return 0;
     char group[] = SN_X9_62_prime256v1;
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
                            OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof(pub)),
@@ -81,6 +131,7 @@ static int ecc_key(const TPMS_ECC_POINT *pt, EVP_PKEY **ret, tm_err *err)
     /* fromdata decodes the point with EC_POINT_oct2point, which refuses one off the curve. */
     if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
         return ossl_fail(err, EINVAL, "the AK public point is not on P-256");
+    ak_key_keep(pub, key);
     *ret = key;
     return 0;
 }

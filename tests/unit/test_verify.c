@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "verify.h"
+#include "verify_cache.h"
 
 #define DAY (24 * 3600L)
 #define YEAR (365 * DAY)
@@ -295,8 +296,12 @@ static void req_init(struct req *r, EVP_PKEY *key, enum sig_kind kind)
     r->rq.eku = "codeSigning";
 }
 
+/* The second run of the whole group has every request go through the cache (verify_cache.h). */
+static bool use_cache;
+
 static void req_set(struct req *r)
 {
+    r->rq.cache |= use_cache;
     r->rq.chain_len = r->chain.len;
     r->rq.anchors_len = r->anchors.len;
     if (r->crls.len) {
@@ -751,18 +756,119 @@ static void malformed_input(void **state)
     expect_fail(&r, -EINVAL, "no signer certificate chain given");
 }
 
+/* --- the cache: reused for the same bytes, never for changed ones or another moment --- */
+
+static void cache_reuse_and_revocation(void **state)
+{
+    struct pki *p = *state;
+    struct req r;
+    struct verify_result res, first;
+    struct vcache_stats st;
+    X509_CRL *clean = make_crl(p->inter, p->inter_key, 0, 30 * DAY);
+    vcache_flush();
+    req_init(&r, p->ec_key, SIG_PLAIN);
+    r.rq.cache = true;
+    PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
+    PEM_CERTS(&r.anchors, p->root);
+    PEM_CRLS(&r.crls, p->root_crl, clean);
+    expect_ok(&r, &first);
+    expect_ok(&r, &res);
+    vcache_stats(&st);
+    assert_int_equal(st.chain_misses, 1);
+    assert_int_equal(st.chain_hits, 1);
+    assert_memory_equal(&first, &res, sizeof(res));
+    /* The signature over the data is checked every time, cached chain or not. */
+    r.sig[8] ^= 1;
+    expect_fail(&r, -EBADMSG, "signature does not verify");
+    r.sig[8] ^= 1;
+    /* The CA's new CRL revokes the leaf: other bytes, another key, verified again. */
+    PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
+    expect_fail(&r, -EKEYREVOKED, "certificate revoked at depth 0");
+    /* The CRL withdrawn altogether: the revocation status is unknown, not the old verdict. */
+    PEM_CRLS(&r.crls, p->root_crl);
+    expect_fail(&r, -ENODATA, "unable to get certificate CRL");
+    /* Without CRLs the request asks for no revocation checking, and is another key too. */
+    r.crls.len = 0;
+    r.rq.crls_pem = NULL;
+    r.rq.crls_len = 0;
+    expect_ok(&r, &res);
+    vcache_stats(&st);
+    assert_int_equal(st.chain_hits, 2); /* the two above with the first CRLs; nothing since */
+    X509_CRL_free(clean);
+}
+
+static void cache_time(void **state)
+{
+    struct pki *p = *state;
+    struct req r;
+    struct verify_result res;
+    time_t now = time(NULL);
+    vcache_flush();
+    /* A leaf valid for one more day, verified and kept now ... */
+    req_init(&r, p->ec_key, SIG_PLAIN);
+    r.rq.cache = true;
+    PEM_CERTS(&r.chain, p->leaf_expired, p->inter);
+    PEM_CERTS(&r.anchors, p->root);
+    PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
+    r.rq.time = now;
+    expect_ok(&r, &res);
+    r.rq.time = now + 60;
+    expect_ok(&r, &res);
+    struct vcache_stats st;
+    vcache_stats(&st);
+    assert_int_equal(st.chain_hits, 1);
+    /* ... is expired two days later, whatever was kept. */
+    r.rq.time = now + 2 * DAY;
+    expect_fail(&r, -EKEYREJECTED, "certificate has expired at depth 0");
+    /* A CRL past its nextUpdate (30 days): the status is unknown again. */
+    PEM_CERTS(&r.chain, p->leaf_rsa, p->inter);
+    req_init(&r, p->rsa_key, SIG_PSS);
+    r.rq.cache = true;
+    PEM_CERTS(&r.chain, p->leaf_rsa, p->inter);
+    PEM_CERTS(&r.anchors, p->root);
+    PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
+    r.rq.time = now;
+    expect_ok(&r, &res);
+    r.rq.time = now + 31 * DAY;
+    expect_fail(&r, -ENODATA, "CRL has expired");
+    /* And before the CRL's lastUpdate (an hour ago), not yet valid. */
+    r.rq.time = now - 2 * 3600;
+    expect_fail(&r, -ENODATA, "CRL is not yet valid");
+    r.rq.time = now + 1;
+    expect_ok(&r, &res);
+}
+
+static int cache_on(void **state)
+{
+    use_cache = true;
+    vcache_flush();
+    return pki_setup(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(valid_ecdsa),           cmocka_unit_test(valid_with_more_anchors_and_root_sent),
-        cmocka_unit_test(valid_rsa_pss),         cmocka_unit_test(wrong_data),
-        cmocka_unit_test(wrong_signature),       cmocka_unit_test(rsa_needs_pss_with_digest_salt),
-        cmocka_unit_test(unsupported_keys),      cmocka_unit_test(untrusted_root),
-        cmocka_unit_test(missing_intermediate),  cmocka_unit_test(expired_and_not_yet_valid),
-        cmocka_unit_test(intermediate_not_a_ca), cmocka_unit_test(self_signed_leaf),
-        cmocka_unit_test(extended_key_usage),    cmocka_unit_test(key_usage),
-        cmocka_unit_test(revoked_leaf),          cmocka_unit_test(leaf_only),
+        cmocka_unit_test(valid_ecdsa),
+        cmocka_unit_test(valid_with_more_anchors_and_root_sent),
+        cmocka_unit_test(valid_rsa_pss),
+        cmocka_unit_test(wrong_data),
+        cmocka_unit_test(wrong_signature),
+        cmocka_unit_test(rsa_needs_pss_with_digest_salt),
+        cmocka_unit_test(unsupported_keys),
+        cmocka_unit_test(untrusted_root),
+        cmocka_unit_test(missing_intermediate),
+        cmocka_unit_test(expired_and_not_yet_valid),
+        cmocka_unit_test(intermediate_not_a_ca),
+        cmocka_unit_test(self_signed_leaf),
+        cmocka_unit_test(extended_key_usage),
+        cmocka_unit_test(key_usage),
+        cmocka_unit_test(revoked_leaf),
+        cmocka_unit_test(leaf_only),
         cmocka_unit_test(malformed_input),
+        cmocka_unit_test(cache_reuse_and_revocation),
+        cmocka_unit_test(cache_time),
     };
-    return cmocka_run_group_tests_name("verify", tests, pki_setup, pki_teardown);
+    int failed = cmocka_run_group_tests_name("verify", tests, pki_setup, pki_teardown);
+    /* Everything again with every request through the cache: the same verdicts. */
+    return failed + cmocka_run_group_tests_name("verify, cached", tests, cache_on, pki_teardown);
 }
