@@ -369,10 +369,10 @@ t = s["throughput"]
 p(f"2. verifier throughput on one core: refs loaded once {t['refs_once']['median']:.0f}/s "
   f"(rounds {' / '.join(f'{v:.0f}' for v in t['refs_once']['rounds'])}), refs re-verified each time "
   f"{t['refs_each']['median']:.0f}/s (rounds {' / '.join(f'{v:.0f}' for v in t['refs_each']['rounds'])})"
-  f"  -> target ≥ 1000/s: {'PASS' if t['refs_once']['median'] >= 1000 else 'FAIL'}")
+  )
 p(f"   with the 5 CRLs (attest_helper verify, refs loaded once): {t['refs_once_crls']['median']:.0f}/s "
   f"(rounds {' / '.join(f'{v:.0f}' for v in t['refs_once_crls']['rounds'])})"
-  f"  -> {'PASS' if t['refs_once_crls']['median'] >= 1000 else 'FAIL'}")
+  f"  -> target ≥ 3000/s: {'PASS' if t['refs_once_crls']['median'] >= 3000 else 'FAIL'}")
 p("3. tpmd Measure round trip (ms, median; p10–p90):")
 for k, label in (("new1", "1 new event"), ("new3", "3 new events"), ("new4", "4 new events"),
                  ("again4", "4 events already logged"), ("counter", "AnchorRequest get of 2 names"), ("extend", "bare Esys_PCR_Extend")):
