@@ -14,6 +14,10 @@
 # default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), DOC (default
 # docs/BENCHMARKS.md).
 #
+# Plug-in scripts (any bench/*.sh or *.py marked "# bench-section: yes", see bench/README.md) are
+# run with "--section DIR" and their sections put into the document by bench/assemble_doc.py,
+# which also keeps every section of the previous document this run did not make.
+#
 #   bench/run-all.sh --smoke
 #
 # runs every script once with the smallest sizes and run counts (7 min 40 s on the 2-core machine
@@ -353,6 +357,36 @@ fi
 
 need_root
 
+# Plug-in benchmarks (bench/README.md "Adding a benchmark"): every bench/*.sh and bench/*.py with
+# a line "# bench-section: yes" in its first 40 lines. run-all.sh runs each as
+# "bench/NAME --section DIR [--smoke]"; it writes DIR/section.md (its "## " sections) and may
+# write DIR/targets.md (rows of the Targets table); bench/assemble_doc.py puts them into the
+# document. The order is by file name.
+plugins() {
+    local f
+    for f in "$ROOT"/bench/*.sh "$ROOT"/bench/*.py; do
+        [ -f "$f" ] && head -n 40 "$f" | grep -q '^# bench-section: yes$' && echo "$f"
+    done
+    return 0
+}
+# run_plugin FILE SECTIONS_DIR [--smoke]: 0 if it wrote a section.md that starts with "## ".
+run_plugin() {
+    local f=$1 dir name rc
+    name=$(basename "$f")
+    name=${name%.*}
+    dir=$2/$name
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$f" --section "$dir" ${3:+"$3"} >"$dir/log" 2>&1 && rc=0 || rc=$?
+    if [ "$rc" = 0 ] && head -n1 "$dir/section.md" 2>/dev/null | grep -q '^## '; then
+        return 0
+    fi
+    tail -n 40 "$dir/log" >&2
+    log "bench/$(basename "$f") --section failed (status $rc, or no section.md starting with \"## \")"
+    rm -f "$dir/section.md" "$dir/targets.md"
+    return 1
+}
+
 # --smoke: each script once, small. Its outputs go to a scratch directory; only the count matters.
 smoke() {
     local bin out name rc passed=0 failed=0 t0 args
@@ -394,6 +428,18 @@ smoke() {
             log "smoke: bench/$name.sh FAILED with status $rc ($(($(date +%s) - t0)) s)"
         fi
     done
+    local f
+    while read -r f; do
+        [ -n "$f" ] || continue
+        t0=$(date +%s)
+        if run_plugin "$f" "$out/sections" --smoke; then
+            passed=$((passed + 1))
+            log "smoke: bench/$(basename "$f") --section passed ($(($(date +%s) - t0)) s)"
+        else
+            failed=$((failed + 1))
+            log "smoke: bench/$(basename "$f") --section FAILED ($(($(date +%s) - t0)) s)"
+        fi
+    done < <(plugins)
     echo "$passed passed, $failed failed"
     [ "$failed" = 0 ]
 }
@@ -442,6 +488,11 @@ RUNS=${NETWORK_RUNS:-30} WARMUP=3 ROUNDS=3 FIRST_RUNS=${NETWORK_FIRST_RUNS:-30} 
     "$ROOT/bench/network.sh" "$OUT"
 log "secure storage: commits against a plain file with fsync and rename"
 "$ROOT/bench/sstore.py" "$OUT" --commits "${SSTORE_COMMITS:-100}"
+while read -r f; do
+    [ -n "$f" ] || continue
+    log "plug-in: bench/$(basename "$f") --section"
+    run_plugin "$f" "$OUT/sections" || true # its section of the previous document is kept
+done < <(plugins)
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # --- facts --------------------------------------------------------------------------------------
@@ -636,13 +687,15 @@ image verification adds to a start), \`attestation.sh\` (attestation round trip 
 tpm2_checkquote, verifier throughput, measuring per container start, with its helpers \`attest_helper.c\`,
 \`verify_helper.c\` and \`attestation_env.py\`), \`network.sh\` (what a bridged network adds to a start, TCP
 throughput over the veth against loopback), \`run-all.sh\` (all of them, and this file; \`lib.sh\` is
-shared by them).
+shared by them), \`assemble_doc.py\` (puts the sections of plug-in scripts and of the previous
+document into this file; bench/README.md says how a script plugs in).
 
 ## Machine
 
 | | |
 |---|---|
-| CPU | $CPU, $(nproc) cores available |
+| CPU | $CPU |
+| cores (\`nproc\`) | $(nproc) |
 | memory | $MEM_GIB GiB |
 | kernel | $(uname -r) ($(uname -m)) |
 | cgroups | $CG_LAYOUT; v2 controllers: \`$(cat "$CG_V2/cgroup.controllers" 2>/dev/null)\` |
@@ -922,6 +975,10 @@ $(network_target_rows)
 - The trustme numbers include the CLI's round trip to trustmed over its control socket and the
   relaying of init's stdio; the peers run in the foreground process itself.
 EOF
-mv "$tmp" "$DOC"
+# The plug-ins' sections and target rows, and what the previous document had that this run did
+# not make (sections written by hand, scripts that failed), go in with bench/assemble_doc.py.
+"$ROOT/bench/assemble_doc.py" "$tmp" "$OUT/sections" "$DOC" >"$tmp.new" || die "bench/assemble_doc.py failed"
+rm -f "$tmp"
+mv "$tmp.new" "$DOC"
 chmod 644 "$DOC"
 log "wrote $DOC"
