@@ -768,6 +768,15 @@ How to read this:
   measurement into the runtime PCR and the anti-rollback counter (request → starting, two round trips
   to trustme-tpmd), the device policy, cgroups, user namespace, seccomp and capabilities all still run
   at every start.
+- **Waiting for a CPU, not working, is most of a start on this loaded machine.** Summed, the
+  expensive kernel calls of a start without a volume (second table) are a few ms; the phases add
+  up to far more because a start is a chain of hand-offs — CLI → trustmed → trustme-tpmd (Measure, then
+  CounterRaise) → trustmed → setup process → its user-namespace helper → init → trustmed → CLI —
+  and at a load average well above the 2 cores each hand-off waits for a CPU. The peers run in one
+  process (bwrap, crun) or two, so they pay fewer such waits; that, not kernel work, is most of
+  the gap to the targets here. What would cut it without dropping a check: fewer hand-offs
+  (Measure and CounterRaise in one request to tpmd; the user namespace made by the setup process
+  itself), not faster steps.
 - **Cgroup attach.** Moving a process into a cgroup through \`cgroup.procs\` takes the kernel's global
   \`cgroup_threadgroup_rwsem\` for writing, which waits for an RCU grace period unless another writer
   took it a moment before: 8–16 ms on a quiet machine here (the first probe rows), the largest single

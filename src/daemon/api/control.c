@@ -528,6 +528,10 @@ static void conn_free(struct conn *c)
     tm_frame_reader_reset(&c->rd);
     tm_buf_free(&c->out);
     free(c);
+    /* The last client gone: give the heap's free pages back (the trim threshold above keeps
+     * glibc from doing it), so that an idle trustmed holds what it uses, not its peak. */
+    if (!d->control->conns)
+        malloc_trim(0);
 }
 
 static struct listener *listener_of(struct daemon *d, const char *uuid)
