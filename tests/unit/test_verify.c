@@ -838,6 +838,40 @@ static void cache_time(void **state)
     expect_ok(&r, &res);
 }
 
+/* More distinct inputs than the cache holds: the oldest entries are replaced, every verdict
+ * stays right. Text before a PEM block is ignored, so a different first line is other bytes for
+ * the same certificates. */
+static void cache_eviction(void **state)
+{
+    struct pki *p = *state;
+    struct req r;
+    struct verify_result res;
+    vcache_flush();
+    for (int i = 0; i < VCACHE_CHAIN_ENTRIES + VCACHE_PEM_ENTRIES / 2 + 10; i++) {
+        req_init(&r, p->ec_key, SIG_PLAIN);
+        r.rq.cache = true;
+        PEM_CERTS(&r.chain, p->leaf_ec, p->inter);
+        char head[32];
+        int n = snprintf(head, sizeof(head), "chain %d\n", i);
+        memmove(r.chain.buf + n, r.chain.buf, r.chain.len + 1);
+        memcpy(r.chain.buf, head, (size_t)n);
+        r.chain.len += (size_t)n;
+        PEM_CERTS(&r.anchors, p->root);
+        PEM_CRLS(&r.crls, p->root_crl, p->inter_crl_revoking);
+        /* leaf_ec is revoked by this CRL: every time, from the cache or not */
+        expect_fail(&r, -EKEYREVOKED, "certificate revoked at depth 0");
+        r.crls.len = 0;
+        r.rq.crls_pem = NULL;
+        r.rq.crls_len = 0;
+        expect_ok(&r, &res);
+        expect_ok(&r, &res);
+    }
+    struct vcache_stats st;
+    vcache_stats(&st);
+    assert_true(st.chain_hits >= VCACHE_CHAIN_ENTRIES);
+    vcache_flush();
+}
+
 static int cache_on(void **state)
 {
     use_cache = true;
@@ -867,6 +901,7 @@ int main(void)
         cmocka_unit_test(malformed_input),
         cmocka_unit_test(cache_reuse_and_revocation),
         cmocka_unit_test(cache_time),
+        cmocka_unit_test(cache_eviction),
     };
     int failed = cmocka_run_group_tests_name("verify", tests, pki_setup, pki_teardown);
     /* Everything again with every request through the cache: the same verdicts. */
