@@ -316,6 +316,25 @@ static int check_signature(const struct verify_request *rq, X509 *leaf, enum ver
     return 0;
 }
 
+/* check_signature, or its earlier success for the same data, signature and signer certificate
+ * (leaf_sha256: of its DER) when rq->cache: that outcome is fixed by those bytes. */
+static int signature_verified(const struct verify_request *rq, X509 *leaf, const uint8_t leaf_sha256[32],
+                              enum verify_alg *ret_alg, tm_err *err)
+{
+    uint8_t key[96];
+    if (rq->cache) {
+        tm_sha256(rq->data ? rq->data : (const uint8_t *)"", rq->data_len, key);
+        tm_sha256(rq->sig, rq->sig_len, key + 32);
+        memcpy(key + 64, leaf_sha256, 32);
+        if (vcache_sig_get(key, ret_alg))
+            return 0;
+    }
+    int r = check_signature(rq, leaf, ret_alg, err);
+    if (r == 0 && rq->cache)
+        vcache_sig_put(key, *ret_alg);
+    return r;
+}
+
 /* pem_each into a new stack of certificates, through the cache when rq->cache (hash: of the
  * PEM's bytes). */
 static int load_certs(const char *pem, size_t len, const char *what, size_t max, bool cache, const uint8_t hash[32],
@@ -472,7 +491,7 @@ int verify_signed(const struct verify_request *rq, struct verify_result *res, tm
     if (rq->cert_only)
         r = check_ca(leaf, verified, err);
     else if ((r = check_usage(rq, leaf, err)) == 0 && !rq->leaf_only)
-        r = check_signature(rq, leaf, &out.alg, err);
+        r = signature_verified(rq, leaf, out.chain_sha256[0], &out.alg, err);
     if (r < 0)
         return r;
     *res = out;

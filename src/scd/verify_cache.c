@@ -21,9 +21,16 @@ struct chain_entry {
     uint64_t used;
 };
 
+struct sig_entry {
+    uint8_t key[96];
+    enum verify_alg alg; /* 0: free */
+    uint64_t used;
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pem_entry pems[VCACHE_PEM_ENTRIES];
 static struct chain_entry chains[VCACHE_CHAIN_ENTRIES];
+static struct sig_entry sigs[VCACHE_SIG_ENTRIES];
 static uint64_t tick;
 static struct vcache_stats stats;
 
@@ -200,6 +207,42 @@ void vcache_chain_put(const uint8_t key[96], time_t lo, time_t hi, const struct 
     pthread_mutex_unlock(&lock);
 }
 
+int vcache_sig_get(const uint8_t key[96], enum verify_alg *ret_alg)
+{
+    int hit = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < VCACHE_SIG_ENTRIES && !hit; i++)
+        if (sigs[i].alg && memcmp(sigs[i].key, key, sizeof(sigs[i].key)) == 0) {
+            sigs[i].used = ++tick;
+            *ret_alg = sigs[i].alg;
+            hit = 1;
+        }
+    if (hit)
+        stats.sig_hits++;
+    else
+        stats.sig_misses++;
+    pthread_mutex_unlock(&lock);
+    return hit;
+}
+
+void vcache_sig_put(const uint8_t key[96], enum verify_alg alg)
+{
+    pthread_mutex_lock(&lock);
+    struct sig_entry *slot = &sigs[0];
+    for (size_t i = 0; i < VCACHE_SIG_ENTRIES; i++) {
+        if (!sigs[i].alg) {
+            slot = &sigs[i];
+            break;
+        }
+        if (sigs[i].used < slot->used)
+            slot = &sigs[i];
+    }
+    memcpy(slot->key, key, sizeof(slot->key));
+    slot->alg = alg;
+    slot->used = ++tick;
+    pthread_mutex_unlock(&lock);
+}
+
 /* Narrow (lo, hi) so that it excludes the date d; false if d cannot be read or is t. */
 static bool narrow(const ASN1_TIME *d, time_t t, time_t *lo, time_t *hi)
 {
@@ -258,6 +301,7 @@ void vcache_flush(void)
         pem_entry_clear(&pems[i]);
     for (size_t i = 0; i < VCACHE_CHAIN_ENTRIES; i++)
         chain_entry_clear(&chains[i]);
+    memset(sigs, 0, sizeof(sigs));
     stats = (struct vcache_stats){0};
     pthread_mutex_unlock(&lock);
 }

@@ -10,7 +10,8 @@
  *    nextUpdate or revocation date of those inputs lies. X509_verify_cert is a function of its
  *    inputs and of the time only through comparisons with those dates, so inside the interval it
  *    returns what it returned; outside, the entry is not used and the chain is verified again.
- * Failures are never kept. Both tables are bounded (least recently used entry replaced) and
+ * A third table keeps signatures over data that verified, by the data's, the signature's and the
+ * signer certificate's hashes. Failures are never kept. Both tables are bounded (least recently used entry replaced) and
  * locked: the fleet's worker threads share them. docs/SECURITY.md "Verifier cache". */
 #pragma once
 
@@ -56,8 +57,14 @@ void vcache_chain_put(const uint8_t key[96], time_t lo, time_t hi, const struct 
 bool vcache_interval(const STACK_OF(X509) *const *certs, size_t ncerts, const STACK_OF(X509_CRL) * crls, time_t t,
                      time_t *ret_lo, time_t *ret_hi);
 
+/* A signature that verified: key is SHA-256 of the data, of the signature and of the signer's
+ * certificate (DER). Whether a signature verifies over data with a key is fixed by those bytes. */
+#define VCACHE_SIG_ENTRIES 64
+int vcache_sig_get(const uint8_t key[96], enum verify_alg *ret_alg);
+void vcache_sig_put(const uint8_t key[96], enum verify_alg alg);
+
 struct vcache_stats {
-    uint64_t pem_hits, pem_misses, chain_hits, chain_misses;
+    uint64_t pem_hits, pem_misses, chain_hits, chain_misses, sig_hits, sig_misses;
 };
 void vcache_stats(struct vcache_stats *ret);
 /* Empty both tables (tests). */
