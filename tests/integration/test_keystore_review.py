@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Review of the keystore's second part (docs/KEYSTORE.md, docs/SECURITY.md "Attacks tried"):
+attacks by root in a container on wrapped keys and on key attestation, each run for real against
+the keystore service and trustmed."""
+import ctypes
+import os
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from ksclient import ERR, Keystore, KsError, auths, encode, params, wrap_key
+from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
+from test_keystore import service_of
+
+
+@pytest.fixture(scope="module")
+def rk_daemon(test_root, rootfs):
+    from conftest import Daemon, TEST_PREFIX
+    base = Path(tempfile.mkdtemp(prefix="ksr-", dir=test_root))
+    d = Daemon(base, f"{TEST_PREFIX}-ksreview", rootfs)
+    try:
+        d.start()
+        wait_for(lambda: "device storage secret unsealed" in d.log(), timeout=60, what="the device secret")
+        d.create("ra", keystore=True)
+        d.cli("start", "ra")
+        yield d
+    finally:
+        d.teardown()
+
+
+def ks(d, name):
+    return Keystore(Path(f"/proc/{d.state(name)['pid']}/root/run/trustme/keystore.sock"))
+
+
+def refused(fn, code):
+    with pytest.raises(KsError) as e:
+        fn()
+    assert e.value.code == ERR[code], f"{e.value.code}: {e.value.message} (expected {code})"
+    return e.value
+
+
+def test_wrapping_key_that_also_decrypts_or_was_imported_is_refused(rk_daemon):
+    """Root in a container makes a 'wrapping key' it can also use to decrypt (purposes wrap and
+    decrypt), or imports one whose private key it knows, and shows it (with its attestation) to a
+    server: the server's transport key, then the wrapped key, would be the container's in the
+    clear. Both are refused; a wrapping key has the purpose wrap alone and is generated inside."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    d = rk_daemon
+    secret = os.urandom(32)
+    with ks(d, "ra") as k:
+        try:
+            k.generate("wd", "rsa", 2048, auths(["wrap", "decrypt"], ["sha256"], ["oaep"]))
+        except KsError as e:
+            assert e.code == ERR["INCOMPATIBLE_PURPOSE"], e
+        else:
+            wrapped = wrap_key(k.public_key("wd"), "aes", secret, auths(["encrypt"], modes=["gcm"], min_mac=128))
+            transport, _ = k.one_shot("wd", params("decrypt", "sha256", "oaep"), wrapped[1][0])
+            got = AESGCM(transport).decrypt(wrapped[2][0], wrapped[4][0], wrapped[3][0])
+            k.delete("wd")
+            pytest.fail(f"a wrap+decrypt key was made; the server's wrapped key came out in the clear: "
+                        f"{got == secret}")
+        known = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        der = known.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+        try:
+            k.import_key("wi", "rsa", der, auths(["wrap"], ["sha256"], ["oaep"]))
+        except KsError as e:
+            assert e.code == ERR["INCOMPATIBLE_PURPOSE"], e
+        else:
+            k.delete("wi")
+            pytest.fail("a wrapping key whose private key the container knows was imported")
+        # the honest wrapping key still works
+        k.generate("w", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        wrapped = wrap_key(k.public_key("w"), "aes", secret, auths(["encrypt"], modes=["gcm"], min_mac=128))
+        k.import_wrapped("from-server", "w", encode(wrapped))
+        ct, nonce = k.one_shot("from-server", params("encrypt", mode="gcm"), b"x")
+        assert AESGCM(secret).decrypt(nonce, ct, None) == b"x"
+        for a in ("w", "from-server"):
+            k.delete(a)
+
+
+def test_wrapped_key_replayed(rk_daemon):
+    """The container keeps a server's wrapped key and imports it again under another alias (to get
+    a second copy past a usage limit, or back after deleting it): with a wrapping key limited to
+    one use (which the server sees in its attestation) the replay is refused."""
+    d = rk_daemon
+    secret = os.urandom(32)
+    desc = auths(["encrypt"], modes=["gcm"], min_mac=128, uses=1)
+    with ks(d, "ra") as k:
+        k.generate("w1", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"], uses=1))
+        wrapped = encode(wrap_key(k.public_key("w1"), "aes", secret, desc))
+        k.import_wrapped("once", "w1", wrapped)
+        refused(lambda: k.import_wrapped("twice", "w1", wrapped), "KEY_MAX_OPS_EXCEEDED")
+        k.delete("once")
+        refused(lambda: k.import_wrapped("once", "w1", wrapped), "KEY_MAX_OPS_EXCEEDED")
+        assert "twice" not in k.list() and "once" not in k.list()
+        k.delete("w1")
+
+
+def _link_of(pid):
+    """The keystore service's fd 3 (its link to trustmed), as code running in it would hold it."""
+    pidfd = os.pidfd_open(pid)
+    fd = ctypes.CDLL(None, use_errno=True).syscall(438, pidfd, 3, 0)  # pidfd_getfd
+    os.close(pidfd)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    s = socket.socket(fileno=fd)
+    s.settimeout(20)
+    return s
+
+
+def test_attestation_requests_do_not_flood_the_audit_log(rk_daemon, pki, tmp_path):
+    """Root in the container asks for key attestations in a loop before the device is enrolled:
+    each one made trustmed ask tpmd for a container certificate and audit
+    `keystore.attestation_key ok` ("certified by the AK") although tpmd refused. Now a refusal is
+    audited as fail, at most once a minute; a service whose key is certified gets no second
+    certificate (code in a taken-over keystore could otherwise keep the TPM signing)."""
+    import subprocess
+    from pb import field_bytes, field_varint, frame, parse
+    from test_device import provision
+    from tools import tool
+    d = rk_daemon
+    with ks(d, "ra") as k:
+        k.generate("att", "ec", 256, auths(["sign"], ["sha256"]))
+        for _ in range(20):
+            refused(lambda: k.attest("att", b"c"), "ATTESTATION_UNAVAILABLE")
+    recs = [e for e in d.audit_events() if e["event"] == "keystore.attestation_key"]
+    assert len(recs) <= 1 and all(e["result"] == "fail" for e in recs), recs
+    provision(d, pki, tmp_path)
+    with ks(d, "ra") as k:
+        assert len(k.attest("att", b"c")) >= 3
+        assert len(k.attest("att", b"d")) >= 3  # the service's certificate is reused
+    recs = [e for e in d.audit_events() if e["event"] == "keystore.attestation_key"]
+    assert [e["result"] for e in recs].count("ok") == 1, recs
+    # code in the keystore process asks for a second certificate on its link
+    key = subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                         capture_output=True, check=True).stdout
+    spki = subprocess.run([tool("openssl"), "pkey", "-pubout", "-outform", "DER"], input=key,
+                          capture_output=True, check=True).stdout
+    pid = service_of(d, "ra")
+    assert pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        link = _link_of(pid)
+        for rid in (71, 72):
+            link.send(frame(field_varint(1, 1) + field_varint(2, rid) + field_bytes(435, field_bytes(430, spki))))
+            resp = parse(link.recv(262144)[4:])
+            assert resp[2][0] == rid and 10 in resp and 436 not in resp, resp
+            assert parse(resp[10][0])[1][0] == 1, resp  # EPERM
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with ks(d, "ra") as k:  # the service goes on
+        assert len(k.attest("att", b"e")) >= 3
