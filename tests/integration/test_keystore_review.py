@@ -157,3 +157,32 @@ def test_attestation_requests_do_not_flood_the_audit_log(rk_daemon, pki, tmp_pat
         os.kill(pid, signal.SIGCONT)
     with ks(d, "ra") as k:  # the service goes on
         assert len(k.attest("att", b"e")) >= 3
+
+
+def test_secure_store_cannot_fill_the_data_dir(rk_daemon):
+    """Root in the container commits 256 KiB objects in a loop: the store's files are in the data
+    dir shared with every container, the audit log and tpmd's anchor table (1024 objects of 256
+    KiB: 256 MiB). Each store is held to 16 MiB now (EDQUOT); after deleting, commits work again.
+    Ids with '/' and '..' are names, never paths: the files stay in the store's directory."""
+    import errno
+    from ksclient import SstoreError
+    d = rk_daemon
+    store = d.data_dir / "keystore" / d.state("ra")["uuid"] / "sstore"
+    blob = os.urandom(256 * 1024)
+    written = []
+    with ks(d, "ra") as k:
+        k.commit([("../../../../escape", b"x"), ("a/b", b"y")])
+        assert k.read("../../../../escape") == b"x" and k.read("a/b") == b"y"
+        assert not list(d.data_dir.rglob("escape")) and all(p.parent in (store, store / "obj")
+                                                               for p in store.rglob("*"))
+        with pytest.raises(SstoreError) as e:
+            for i in range(80):  # 20 MiB
+                k.commit([(f"big{i}", blob)])
+                written.append(f"big{i}")
+        assert e.value.errno == errno.EDQUOT, e.value
+        size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+        assert size <= 16 * 1024 * 1024 and len(written) >= 60, (size, len(written))
+        assert k.read("a/b") == b"y"  # the store goes on
+        k.commit(deletes=written[:8])
+        k.commit([("big-again", blob)])
+        k.commit(deletes=written[8:] + ["big-again", "a/b", "../../../../escape"])
