@@ -186,3 +186,45 @@ def test_secure_store_cannot_fill_the_data_dir(rk_daemon):
         k.commit(deletes=written[:8])
         k.commit([("big-again", blob)])
         k.commit(deletes=written[8:] + ["big-again", "a/b", "../../../../escape"])
+
+
+def test_taken_over_keystore_link_flood_does_not_fill_trustmeds_log(rk_daemon):
+    """Code in the container's keystore process writes garbage and refused requests on its link to
+    trustmed as fast as it can (and reads no answer): each one was a line in trustmed's log (one
+    container could grow it without bound); now at most a few lines per 10 s, trustmed keeps
+    serving its clients, and the service works after."""
+    import time
+    from pb import field_bytes, field_varint, frame
+    d = rk_daemon
+    pid = service_of(d, "ra")
+    before = len(d.log())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        link = _link_of(pid)
+        link.setblocking(False)
+        garbage = frame(b"\xff" * 24)
+        refused_req = frame(field_varint(1, 1) + field_varint(2, 5) + field_bytes(18, b""))  # GetDeviceInfo
+        sent = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and sent < 20000:
+            try:
+                link.send(garbage if sent % 2 else refused_req)
+                sent += 1
+            except BlockingIOError:
+                time.sleep(0.001)
+        t0 = time.monotonic()
+        d.cli("list")
+        list_s = time.monotonic() - t0
+        time.sleep(1)
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    grown = len(d.log()) - before
+    print(f"{sent} packets on the link; trustmed's log grew {grown} bytes; `list` took {list_s:.3f} s")
+    assert sent >= 1000
+    assert grown < 20000, f"{sent} packets made {grown} bytes of trustmed's log"
+    assert list_s < 5
+    with ks(d, "ra") as k:
+        k.commit([("after-flood", b"1")])
+        assert k.read("after-flood") == b"1"
+        k.commit(deletes=["after-flood"])

@@ -203,6 +203,10 @@ static bool anchor_name_ours(const struct container *c, const char *name)
     return strncmp(name, own, (size_t)n) == 0 && (name[n] == '\0' || (name[n] == '/' && name[n + 1]));
 }
 
+/* What a keystore process sends on its link is the container's to choose (a taken-over process
+ * can send as fast as trustmed reads): its refusals are logged at most 5 times per 10 s. */
+static tm_ratelimit rl_link = TM_RATELIMIT_INIT(10, 5);
+
 static void anchor_answer(struct keystore_svc *ks, uint64_t id, const Trustme__Tpmd__Response *resp, int code,
                           const char *msg)
 {
@@ -221,7 +225,7 @@ static void anchor_answer(struct keystore_svc *ks, uint64_t id, const Trustme__T
     out.id = id;
     tm_err err = {0};
     if (ks->link_fd >= 0 && tm_packet_send_msg(ks->link_fd, &out.base, 64 * 1024, &err) < 0)
-        log_warn("%s: cannot answer its keystore: %s", container_label(ks->c), err.msg);
+        log_warn_ratelimited(&rl_link, "%s: cannot answer its keystore: %s", container_label(ks->c), err.msg);
 }
 
 static void on_anchor_reply(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -396,7 +400,7 @@ static void on_tp_old_index(struct daemon *d, const Trustme__Tpmd__Response *res
         ks->tp_checked = false;
     }
     if (r < 0) {
-        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), e2.msg);
+        log_warn_ratelimited(&rl_link, "%s: its keystore's anchor request refused: %s", container_label(ks->c), e2.msg);
         anchor_answer(ks, req->id, NULL, e2.code ? e2.code : EIO, e2.msg);
     }
     trustme__tpmd__request__free_unpacked(req, NULL);
@@ -503,9 +507,10 @@ static void on_link_request(tm_source *src, uint32_t events, void *userdata)
         return;
     }
     if (!req) {
-        log_warn("%s: its keystore sent a malformed request", container_label(ks->c));
+        log_warn_ratelimited(&rl_link, "%s: its keystore sent a malformed request", container_label(ks->c));
     } else if (anchor_forward(ks, req, &err) < 0) {
-        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), err.msg);
+        log_warn_ratelimited(&rl_link, "%s: its keystore's anchor request refused: %s", container_label(ks->c),
+                             err.msg);
         anchor_answer(ks, req->id, NULL, err.code ? err.code : EIO, err.msg);
     }
     tm_packet_free(&pkt);
