@@ -228,3 +228,114 @@ def test_taken_over_keystore_link_flood_does_not_fill_trustmeds_log(rk_daemon):
         k.commit([("after-flood", b"1")])
         assert k.read("after-flood") == b"1"
         k.commit(deletes=["after-flood"])
+
+
+def test_forged_key_description_cannot_write_to_the_verifiers_terminal(rk_daemon, pki, tmp_path):
+    """Code in the container's keystore process holds the container attestation key and so signs
+    any key description: it names its key with terminal escapes (OSC 52 clipboard write, a title)
+    and a quote. trustme-verify printed the alias raw to the verifier's terminal (and its --json
+    lost the key); aliases are [A-Za-z0-9._-] by the keystore's rules, anything else is shown as
+    '?' now."""
+    import base64
+    import json
+    import subprocess
+    from tools import tool
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from conftest import BUILD
+    from pb import encode, field_bytes, field_varint, frame, parse
+    from test_device import provision
+    from test_keystore import json_device_enrolled, keystore_pids
+    d = rk_daemon
+    if not json_device_enrolled(d):
+        provision(d, pki, tmp_path)
+    # a fresh keystore process (its attestation key not yet certified), taken over
+    old = service_of(d, "ra")
+    os.kill(old, signal.SIGKILL)
+    uuid_dir = (d.data_dir / "keystore" / d.state("ra")["uuid"]).stat().st_ino
+
+    def fresh():
+        for p in keystore_pids(d):
+            try:
+                if p != old and os.stat(f"/proc/{p}/root/state").st_ino == uuid_dir:
+                    return p
+            except OSError:
+                pass
+        return None
+    pid = wait_for(fresh, timeout=20, what="ra's keystore restarted")
+    cont_key = ec.generate_private_key(ec.SECP256R1())
+    spki = cont_key.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        link = _link_of(pid)
+        link.send(frame(field_varint(1, 1) + field_varint(2, 99) + field_bytes(435, field_bytes(430, spki))))
+        data = b""
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            data += link.recv(262144)
+        resp = parse(data[4:])
+        link.close()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    reply = parse(resp[436][0])
+    cont_der = reply[433][0]
+    ident = _ext_value(cont_der, "2.25.20704862868584675038316440976047001675")
+    alias = '\x1b]52;c;cHduZWQ=\x07\x1b]0;owned\x07k", "x": "'
+    chars = encode({1: [alias.encode()], 2: [1], 3: [256], 4: [encode({1: [1]})], 5: [0]})
+    desc = encode({1: [1], 2: [b"c"], 3: [0], 4: [chars], 5: [ident]})
+    # the key attestation, signed with the container attestation key (cryptography cannot read the
+    # container certificate's OIDs: openssl makes it)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "cont.key").write_bytes(cont_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                               serialization.NoEncryption()))
+    (tmp_path / "cont.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(cont_der) +
+                                        b"-----END CERTIFICATE-----\n")
+    (tmp_path / "ext.cnf").write_text("basicConstraints=critical,CA:FALSE\n"
+                                      f"2.25.39619141288605083686793323509539602413=DER:{desc.hex()}\n")
+    openssl = tool("openssl")
+    subprocess.run([openssl, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", tmp_path / "leaf.key", "-subj", "/CN=k", "-out", tmp_path / "leaf.csr"],
+                   check=True, capture_output=True)
+    subprocess.run([openssl, "x509", "-req", "-in", tmp_path / "leaf.csr", "-CA", tmp_path / "cont.pem", "-CAkey",
+                    tmp_path / "cont.key", "-CAcreateserial", "-days", "1", "-extfile", tmp_path / "ext.cnf",
+                    "-out", tmp_path / "leaf.pem"], check=True, capture_output=True)
+    chain = reply[434][0].decode()
+    path = tmp_path / "forged.pem"
+    path.write_text((tmp_path / "leaf.pem").read_text() + (tmp_path / "cont.pem").read_text() + chain)
+    args = [str(BUILD / "src/verify/trustme-verify"), "--key-attestation", str(path), "--ak-anchor",
+            str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
+            str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"]
+    text = subprocess.run(args, capture_output=True)
+    assert text.returncode == 0, text.stdout + text.stderr  # the chain is genuine: the process holds the key
+    assert b"\x1b" not in text.stdout and b"\x07" not in text.stdout, text.stdout
+    js = subprocess.run(args + ["--json"], capture_output=True, text=True)
+    rep = json.loads(js.stdout)
+    assert rep["key"] is not None and "\x1b" not in rep["key"]["alias"], rep
+    assert rep["container"]["uuid"] == d.state("ra")["uuid"]
+
+
+def _der_len(b, i):
+    n = b[i]
+    if n < 0x80:
+        return n, i + 1
+    k = n & 0x7f
+    return int.from_bytes(b[i + 1:i + 1 + k], "big"), i + 1 + k
+
+
+def _ext_value(der, oid):
+    """The extnValue bytes of the extension oid in a DER certificate."""
+    arcs = [int(a) for a in oid.split(".")]
+    body = bytes([arcs[0] * 40 + arcs[1]])
+    for a in arcs[2:]:
+        enc = [a & 0x7f]
+        a >>= 7
+        while a:
+            enc.append(0x80 | (a & 0x7f))
+            a >>= 7
+        body += bytes(reversed(enc))
+    i = der.index(bytes([6, len(body)]) + body) + 2 + len(body)
+    if der[i] == 1:  # critical
+        i += 3
+    assert der[i] == 4
+    n, i = _der_len(der, i + 1)
+    return der[i:i + n]
