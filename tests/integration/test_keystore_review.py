@@ -339,3 +339,65 @@ def _ext_value(der, oid):
     assert der[i] == 4
     n, i = _der_len(der, i + 1)
     return der[i:i + n]
+
+
+def test_malformed_wrapped_keys_are_refused_and_the_service_goes_on(rk_daemon):
+    """importWrappedKey with broken protobuf, lengths and fields (IV of 0 and 64 bytes, an empty or
+    oversized ciphertext, a transport key of 1 and 4096 bytes, a description without purposes, of
+    another algorithm, garbage): each one an error, no key made, the service serves on."""
+    d = rk_daemon
+    secret = os.urandom(32)
+    good_desc = auths(["encrypt"], modes=["gcm"], min_mac=128)
+    with ks(d, "ra") as k:
+        k.generate("wm", "rsa", 2048, auths(["wrap"], ["sha256"], ["oaep"]))
+        w = wrap_key(k.public_key("wm"), "aes", secret, good_desc)
+        variants = [b"", b"\xff" * 40, encode({1: [b"\x00"]}), encode({**w, 2: [b""]}), encode({**w, 2: [b"\x00" * 64]}),
+                    encode({**w, 4: [b""]}), encode({**w, 4: [b"\x00" * 16]}), encode({**w, 4: [b"\x00" * 300000]}),
+                    encode({**w, 1: [b"\x01"]}), encode({**w, 1: [os.urandom(4096)]}),
+                    encode({**w, 3: [b"\xff\xff"]}), encode({k2: v for k2, v in w.items() if k2 != 3})]
+        for v in variants:
+            with pytest.raises(KsError):
+                k.import_wrapped("bad", "wm", v)
+        # an authentic wrapped key whose description has no purposes, or names another algorithm
+        for desc_alg, desc in (("aes", auths()), ("ec", good_desc), ("hmac", good_desc)):
+            with pytest.raises(KsError):
+                k.import_wrapped("bad", "wm", encode(wrap_key(k.public_key("wm"), desc_alg, secret, desc)))
+        assert "bad" not in k.list()
+        k.import_wrapped("good", "wm", encode(w))
+        for a in ("wm", "good"):
+            k.delete(a)
+
+
+def test_key_attestation_of_a_revoked_device(rk_daemon, pki, tmp_path):
+    """The network replays a genuine key attestation of a device whose AK certificate the Device CA
+    has since revoked: with the CRL it is refused (before the revocation the same file verifies).
+    Kept last in this file: it revokes the module's device."""
+    import base64
+    import json
+    import subprocess
+    from conftest import BUILD
+    from test_device import PKI_TOOL, provision
+    from test_keystore import json_device_enrolled
+    d = rk_daemon
+    if not json_device_enrolled(d):
+        provision(d, pki, tmp_path)
+    with ks(d, "ra") as k:
+        k.generate("rv", "ec", 256, auths(["sign"], ["sha256"]))
+        certs = k.attest("rv", b"n")
+        k.delete("rv")
+    path = tmp_path / "att.pem"
+    path.write_text("".join("-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(c).decode() +
+                            "-----END CERTIFICATE-----\n" for c in certs))
+    args = [str(BUILD / "src/verify/trustme-verify"), "--key-attestation", str(path), "--ak-anchor",
+            str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
+            str(pki["dir"] / "customer/device-ca.pem"), "--crl", str(pki["dir"] / "crls.pem"), "--json"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    chain = json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"]
+    leaf = tmp_path / "ak.pem"
+    leaf.write_text(chain.split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    subprocess.run([str(PKI_TOOL), "revoke", "--pki", str(pki["dir"]), str(leaf), "--reason", "keyCompromise",
+                    "--passphrase-file", str(pki["pass"])], check=True, capture_output=True)
+    r = subprocess.run(args, capture_output=True, text=True)
+    rep = json.loads(r.stdout)
+    assert r.returncode == 1 and "revoked" in rep["reason"], rep
