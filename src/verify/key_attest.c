@@ -183,6 +183,12 @@ static void check(X509 **certs, size_t n, const char *ak_chain_pem, size_t ak_ch
     else if (pol->challenge && (kd->challenge.len != pol->challenge_len ||
                                 memcmp(kd->challenge.data, pol->challenge, pol->challenge_len) != 0))
         fail(rep, "the challenge is not the verifier's (--challenge)");
+    else if (kd->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE ||
+             (kd->characteristics->has_security_level &&
+              kd->characteristics->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE))
+        /* No trustme keystore makes TPM-enforced keys yet: the keystore process that signed this
+         * (one its container took over) claims what it cannot give. */
+        fail(rep, "the key description claims a security level above software, which no trustme keystore gives");
     else
         rep->trusted = true;
     describe(rep, kd);

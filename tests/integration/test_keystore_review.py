@@ -235,7 +235,7 @@ def test_forged_key_description_cannot_write_to_the_verifiers_terminal(rk_daemon
     any key description: it names its key with terminal escapes (OSC 52 clipboard write, a title)
     and a quote. trustme-verify printed the alias raw to the verifier's terminal (and its --json
     lost the key); aliases are [A-Za-z0-9._-] by the keystore's rules, anything else is shown as
-    '?' now."""
+    '?' now. A description claiming a TPM-enforced key (none exist) was trusted; it is refused."""
     import base64
     import json
     import subprocess
@@ -263,6 +263,7 @@ def test_forged_key_description_cannot_write_to_the_verifiers_terminal(rk_daemon
                 pass
         return None
     pid = wait_for(fresh, timeout=20, what="ra's keystore restarted")
+    old = pid
     cont_key = ec.generate_private_key(ec.SECP256R1())
     spki = cont_key.public_key().public_bytes(serialization.Encoding.DER,
                                               serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -312,6 +313,21 @@ def test_forged_key_description_cannot_write_to_the_verifiers_terminal(rk_daemon
     rep = json.loads(js.stdout)
     assert rep["key"] is not None and "\x1b" not in rep["key"]["alias"], rep
     assert rep["container"]["uuid"] == d.state("ra")["uuid"]
+    # the same process claims a TPM-enforced key (no trustme keystore makes one yet)
+    chars = encode({1: [b"k"], 2: [1], 3: [256], 4: [encode({1: [1]})], 5: [1]})
+    desc = encode({1: [1], 2: [b"c"], 3: [1], 4: [chars], 5: [ident]})
+    (tmp_path / "ext.cnf").write_text("basicConstraints=critical,CA:FALSE\n"
+                                      f"2.25.39619141288605083686793323509539602413=DER:{desc.hex()}\n")
+    subprocess.run([openssl, "x509", "-req", "-in", tmp_path / "leaf.csr", "-CA", tmp_path / "cont.pem", "-CAkey",
+                    tmp_path / "cont.key", "-CAcreateserial", "-days", "1", "-extfile", tmp_path / "ext.cnf",
+                    "-out", tmp_path / "leaf.pem"], check=True, capture_output=True)
+    path.write_text((tmp_path / "leaf.pem").read_text() + (tmp_path / "cont.pem").read_text() + chain)
+    js = subprocess.run(args + ["--json"], capture_output=True, text=True)
+    rep = json.loads(js.stdout)
+    assert js.returncode == 1 and "security level" in rep["reason"], rep
+    # the taken-over process used up its one certificate: a fresh one for the tests after
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: fresh() not in (None, pid), timeout=20, what="ra's keystore restarted")
 
 
 def _der_len(b, i):
