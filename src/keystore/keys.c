@@ -267,6 +267,10 @@ static int check_auths(int alg, const KsAuthorizations *a, tm_err *err)
         if (!purpose_possible(alg, a->purposes[i]))
             return tm_err_set(err, E(UNSUPPORTED_PURPOSE), "an %s key cannot %s", alg_name(alg),
                               purpose_name(a->purposes[i]));
+    /* A wrapping key that could also decrypt would hand the container a server's transport key,
+     * and with it the wrapped key, in the clear. */
+    if (has((const int *)a->purposes, a->n_purposes, PURPOSE(WRAP)) && a->n_purposes != 1)
+        return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "a wrapping key has the purpose wrap and no other");
     for (size_t i = 0; i < a->n_digests; i++)
         if (!md_of(a->digests[i]))
             return tm_err_set(err, E(INCOMPATIBLE_DIGEST), "digest %s is not supported", digest_name(a->digests[i]));
@@ -466,6 +470,9 @@ static int import(struct ks *ks, const Trustme__Keystore__KsImportKey *im, KsRes
     int r = check_new_alias(ks, im->alias, err);
     if (r < 0 || (r = check_auths(im->algorithm, im->auths, err)) < 0)
         return r;
+    /* Whoever imports a wrapping key knows its private key, and so every key wrapped for it. */
+    if (has((const int *)im->auths->purposes, im->auths->n_purposes, PURPOSE(WRAP)))
+        return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "a wrapping key is generated in the keystore, not imported");
     if (!im->has_key_material || im->key_material.len == 0)
         return tm_err_set(err, E(INVALID_ARGUMENT), "no key material");
     _cleanup_secret_ struct secret *material = NULL;

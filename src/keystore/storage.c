@@ -9,10 +9,13 @@
  * data key (docs/KEYSTORE.md, "Secure storage"). */
 #include "storage.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "crypto.h"
 #include "keystore.pb-c.h"
@@ -23,6 +26,9 @@
 #include "sstore_serve.h"
 
 #define STORE_KEY_INFO "trustme keystore sstore v1"
+/* The store's files live in the data dir that every container, the audit log and tpmd's anchor
+ * table share: without a bound one container could fill it (1024 objects of 256 KiB). */
+#define STORE_BYTES_MAX (16u * 1024 * 1024)
 
 struct ks_storage {
     struct secret *key;
@@ -98,6 +104,45 @@ static int error_answer(Trustme__Sstore__Response *resp, int code, const char *m
     return 0;
 }
 
+/* The bytes the store's files take now (its superblocks, and its objects in obj/). */
+static uint64_t dir_bytes(const char *dir, bool sub)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *e;
+    struct stat sb;
+    while ((e = readdir(d))) {
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISREG(sb.st_mode)) {
+            sum += (uint64_t)sb.st_size;
+        } else if (sub && S_ISDIR(sb.st_mode) && strcmp(e->d_name, "obj") == 0) {
+            char path[512];
+            snprintf(path, sizeof(path), "%s/obj", dir);
+            sum += dir_bytes(path, false);
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+/* A commit that would take the store above STORE_BYTES_MAX is refused (EDQUOT) before it is
+ * written; replaced objects count until the commit removed them. */
+static bool over_quota(const struct ks_storage *st, const Trustme__Sstore__Request *req, uint64_t *ret_have)
+{
+    if (req->op_case != TRUSTME__SSTORE__REQUEST__OP_COMMIT || !req->commit)
+        return false;
+    uint64_t add = 0;
+    for (size_t i = 0; i < req->commit->n_put; i++)
+        add += req->commit->put[i]->data.len + 256; /* a file per object, and its header */
+    if (add == 0)
+        return false;
+    *ret_have = dir_bytes(st->dir, true);
+    return *ret_have + add > STORE_BYTES_MAX;
+}
+
 int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, ProtobufCAllocator *alloc,
                       ProtobufCBinaryData *out)
 {
@@ -117,8 +162,16 @@ int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, Prot
         else
             log_info("secure store %s open", st->dir);
     }
-    if (st->store)
+    uint64_t have = 0;
+    if (st->store && over_quota(st, req, &have)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the secure store takes %llu KiB; at most %u KiB per container (delete objects first)",
+                 (unsigned long long)(have / 1024), STORE_BYTES_MAX / 1024);
+        r = error_answer(&resp, EDQUOT, msg);
+    } else if (st->store) {
         sstore_serve(st->store, req, &resp); /* failures are in resp */
+    }
     if (r < 0) {
         protobuf_c_message_free_unpacked(&req->base, alloc);
         sstore_response_clear(&resp);

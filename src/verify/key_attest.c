@@ -53,6 +53,21 @@ static const char *alg_name(int a)
     return a >= 0 && a < 5 ? n[a] : "?";
 }
 
+/* The alias as the keystore allows it ([A-Za-z0-9._-], at most 64): anything else is '?'. The key
+ * description is the keystore process's word, and one its container took over signs any bytes;
+ * they reach the verifier's terminal and its JSON. */
+static void safe_alias(const char *in, char out[65])
+{
+    size_t n = 0;
+    for (; in && in[n] && n < 64; n++) {
+        char ch = in[n];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                  ch == '_' || ch == '-';
+        out[n] = ok ? ch : '?';
+    }
+    out[n] = '\0';
+}
+
 static void describe(struct key_attest_report *rep, const Trustme__Keystore__KsKeyDescription *kd)
 {
     const Trustme__Keystore__KsContainerIdentity *id = kd->identity;
@@ -80,13 +95,15 @@ static void describe(struct key_attest_report *rep, const Trustme__Keystore__KsK
     }
     const char *level =
         kd->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM ? "tpm" : "software";
-    snprintf(rep->key, sizeof(rep->key), "%s, %s %u, purposes %s, security level %s%s", ch->alias ? ch->alias : "?",
-             alg_name(ch->algorithm), ch->key_size, purposes[0] ? purposes : "-", level,
+    char alias[65];
+    safe_alias(ch->alias ? ch->alias : "?", alias);
+    snprintf(rep->key, sizeof(rep->key), "%s, %s %u, purposes %s, security level %s%s", alias, alg_name(ch->algorithm),
+             ch->key_size, purposes[0] ? purposes : "-", level,
              ch->auths && ch->auths->passphrase_required ? ", passphrase required" : "");
     snprintf(rep->json_key, sizeof(rep->json_key),
              "{\"alias\": \"%s\", \"algorithm\": \"%s\", \"key_size\": %u, \"purposes\": \"%s\", "
              "\"security_level\": \"%s\", \"passphrase_required\": %s, \"uses\": %u}",
-             ch->alias ? ch->alias : "", alg_name(ch->algorithm), ch->key_size, purposes, level,
+             alias, alg_name(ch->algorithm), ch->key_size, purposes, level,
              ch->auths && ch->auths->passphrase_required ? "true" : "false", ch->uses);
 }
 
@@ -166,6 +183,12 @@ static void check(X509 **certs, size_t n, const char *ak_chain_pem, size_t ak_ch
     else if (pol->challenge && (kd->challenge.len != pol->challenge_len ||
                                 memcmp(kd->challenge.data, pol->challenge, pol->challenge_len) != 0))
         fail(rep, "the challenge is not the verifier's (--challenge)");
+    else if (kd->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE ||
+             (kd->characteristics->has_security_level &&
+              kd->characteristics->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE))
+        /* No trustme keystore makes TPM-enforced keys yet: the keystore process that signed this
+         * (one its container took over) claims what it cannot give. */
+        fail(rep, "the key description claims a security level above software, which no trustme keystore gives");
     else
         rep->trusted = true;
     describe(rep, kd);

@@ -722,7 +722,11 @@ def test_taken_over_keystore_cannot_name_another_container(ks_daemon, pki, tmp_p
                           capture_output=True, check=True).stdout
     spki = subprocess.run([tool("openssl"), "pkey", "-pubout", "-outform", "DER"], input=spki,
                           capture_output=True, check=True).stdout
-    pid = service_of(d, "ka")
+    # a new service (its first certificate: trustmed certifies one attestation key per service)
+    old = service_of(d, "ka")
+    os.kill(old, signal.SIGKILL)
+    pid = wait_for(lambda: next((p for p in keystore_pids(d) if p != old and _serves(d, "ka", p)), None),
+                   timeout=20, what="ka's keystore restarted")
     os.kill(pid, signal.SIGSTOP)
     try:
         pidfd = os.pidfd_open(pid)
@@ -743,6 +747,14 @@ def test_taken_over_keystore_cannot_name_another_container(ks_daemon, pki, tmp_p
     subject = subprocess.run([tool("openssl"), "x509", "-inform", "DER", "-noout", "-subject"], input=cert,
                              capture_output=True, check=True).stdout.decode()
     assert f"trustme container {ua}" in subject, subject
+
+
+def _serves(d, name, pid):
+    try:
+        return Path(f"/proc/{pid}/root/state").stat().st_ino == \
+            (d.data_dir / "keystore" / d.state(name)["uuid"]).stat().st_ino
+    except OSError:
+        return False
 
 
 def json_device_enrolled(d):

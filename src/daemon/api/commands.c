@@ -26,6 +26,7 @@
 #include "roles.h"
 #include "session.h"
 #include "tokens.h"
+#include "vtpm.h"
 
 struct container *commands_lookup(struct conn *conn, uint64_t id, const char *ref)
 {
@@ -142,7 +143,12 @@ void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__WipeRequest *rq = req->wipe;
     struct container *c = commands_lookup(conn, id, rq->id);
-    if (c && is_stopped(conn, id, c, "wiping it"))
+    if (!c || !is_stopped(conn, id, c, "wiping it"))
+        return;
+    if (vtpm_busy(c)) /* its state would be anchored again after the wipe reset it */
+        conn_send_error(conn, id, EBUSY, "%s's vTPM is still saving its state; wipe it again in a moment",
+                        c->cfg->name);
+    else
         tokens_wipe(conn_reply_to(conn, id), c, rq->has_pin ? &rq->pin : NULL, false);
 }
 

@@ -53,7 +53,7 @@ const struct request_row request_table[] = {
      {"old_pin", "new_pin", "puk"},
      "token.pair token.pin_change"},
     {B(TOKEN_UNLOCK), H(cmd_token_unlock), REQ_YES, REQ_NO, "id", {"puk", "new_pin"}, "token.puk_unlock"},
-    {B(WIPE), H(cmd_wipe), REQ_YES, REQ_NO, "id", {"pin"}, "container.wipe"},
+    {B(WIPE), H(cmd_wipe), REQ_YES, REQ_NO, "id", {"pin"}, "container.wipe vtpm.reset"},
     {B(UPDATE), H(cmd_update), REQ_YES, REQ_NO, "id", {0}, "container.update config.reject"},
     {B(GUESTOS_INSTALL), H(cmd_guestos_install), REQ_YES, REQ_YES, NULL, {0}, "guestos.install"},
     {B(GUESTOS_REMOVE), H(cmd_guestos_remove), REQ_YES, REQ_NO, NULL, {0}, "guestos.remove"},

@@ -62,6 +62,8 @@ struct keystore_svc {
     uint64_t last_refusal_ms;
     size_t identity_len;
     uint64_t anchor_id;
+    bool cert_issued; /* this service's attestation key is certified: it needs no second one */
+    uint64_t cert_refused_ms; /* the last refusal audited */
     tm_source *restart_timer;
 };
 
@@ -201,6 +203,10 @@ static bool anchor_name_ours(const struct container *c, const char *name)
     return strncmp(name, own, (size_t)n) == 0 && (name[n] == '\0' || (name[n] == '/' && name[n + 1]));
 }
 
+/* What a keystore process sends on its link is the container's to choose (a taken-over process
+ * can send as fast as trustmed reads): its refusals are logged at most 5 times per 10 s. */
+static tm_ratelimit rl_link = TM_RATELIMIT_INIT(10, 5);
+
 static void anchor_answer(struct keystore_svc *ks, uint64_t id, const Trustme__Tpmd__Response *resp, int code,
                           const char *msg)
 {
@@ -219,7 +225,7 @@ static void anchor_answer(struct keystore_svc *ks, uint64_t id, const Trustme__T
     out.id = id;
     tm_err err = {0};
     if (ks->link_fd >= 0 && tm_packet_send_msg(ks->link_fd, &out.base, 64 * 1024, &err) < 0)
-        log_warn("%s: cannot answer its keystore: %s", container_label(ks->c), err.msg);
+        log_warn_ratelimited(&rl_link, "%s: cannot answer its keystore: %s", container_label(ks->c), err.msg);
 }
 
 static void on_anchor_reply(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -233,14 +239,42 @@ static void on_anchor_reply(struct daemon *d, const Trustme__Tpmd__Response *res
         anchor_answer(ks, ks->anchor_id, resp, 0, NULL);
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Audited when tpmd answered: a certificate once per service, a refusal (before the enrollment,
+ * the container asking at every attestation) at most once a minute. */
+static void on_cert_reply(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct keystore_svc *ks = userdata;
+    if (resp && resp->body_case == TRUSTME__TPMD__RESPONSE__BODY_CONTAINER_CERT) {
+        ks->cert_issued = true;
+        daemon_audit(d, "keystore.attestation_key", "ok", ks->c, "trustmed", "certified by the AK");
+    } else if (!ks->cert_refused_ms || now_ms() - ks->cert_refused_ms >= 60000) {
+        ks->cert_refused_ms = now_ms();
+        daemon_audit(d, "keystore.attestation_key", "fail", ks->c, "trustmed", "%s",
+                     resp && resp->error && resp->error->message ? resp->error->message
+                     : err && err->code                          ? err->msg
+                                                                 : "tpmd is not running");
+    }
+    on_anchor_reply(d, resp, err, userdata);
+}
+
 /* The certificate of the service's attestation key (docs/KEYSTORE.md "Key attestation"): the
  * service names only its public key; the subject and the identity are trustmed's own, so a
- * taken-over keystore process can have its key certified as its own container's only. */
+ * taken-over keystore process can have its key certified as its own container's only, and once:
+ * the service makes one attestation key in its life (more would keep the TPM signing for it). */
 static int container_cert_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request *req, tm_err *err)
 {
     struct container *c = ks->c;
     if (ks->anchor_pending)
         return tm_err_set(err, EBUSY, "one request at a time");
+    if (ks->cert_issued)
+        return tm_err_set(err, EPERM, "this keystore's attestation key is certified already");
     if (!req->container_cert->has_spki_der || req->container_cert->spki_der.len > 512)
         return tm_err_set(err, EINVAL, "no attestation key");
     char cn[64];
@@ -254,12 +288,11 @@ static int container_cert_forward(struct keystore_svc *ks, const Trustme__Tpmd__
     Trustme__Tpmd__Request out = TRUSTME__TPMD__REQUEST__INIT;
     out.body_case = TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT;
     out.container_cert = &cc;
-    int r = tpmd_call(c->d, &out, on_anchor_reply, ks, err);
+    int r = tpmd_call(c->d, &out, on_cert_reply, ks, err);
     if (r < 0)
         return r;
     ks->anchor_pending = true;
     ks->anchor_id = req->id;
-    daemon_audit(c->d, "keystore.attestation_key", "ok", c, "trustmed", "certified by the AK");
     return 0;
 }
 
@@ -367,7 +400,7 @@ static void on_tp_old_index(struct daemon *d, const Trustme__Tpmd__Response *res
         ks->tp_checked = false;
     }
     if (r < 0) {
-        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), e2.msg);
+        log_warn_ratelimited(&rl_link, "%s: its keystore's anchor request refused: %s", container_label(ks->c), e2.msg);
         anchor_answer(ks, req->id, NULL, e2.code ? e2.code : EIO, e2.msg);
     }
     trustme__tpmd__request__free_unpacked(req, NULL);
@@ -441,9 +474,7 @@ static void link_event(struct keystore_svc *ks, struct tm_packet *pkt)
         pkt->len >= 4 ? trustme__keystore__ks_link_event__unpack(NULL, pkt->len - 4, payload) : NULL;
     if (ev && ev->store_refused && ev->store_refused->message) {
         const char *msg = ev->store_refused->message;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        uint64_t now = now_ms();
         if (strcmp(msg, ks->last_refusal) != 0 || now - ks->last_refusal_ms >= 60000) {
             daemon_audit(ks->c->d, "sstore.refused", "fail", ks->c, "trustme-keystore", "%s", msg);
             snprintf(ks->last_refusal, sizeof(ks->last_refusal), "%s", msg);
@@ -476,9 +507,10 @@ static void on_link_request(tm_source *src, uint32_t events, void *userdata)
         return;
     }
     if (!req) {
-        log_warn("%s: its keystore sent a malformed request", container_label(ks->c));
+        log_warn_ratelimited(&rl_link, "%s: its keystore sent a malformed request", container_label(ks->c));
     } else if (anchor_forward(ks, req, &err) < 0) {
-        log_warn("%s: its keystore's anchor request refused: %s", container_label(ks->c), err.msg);
+        log_warn_ratelimited(&rl_link, "%s: its keystore's anchor request refused: %s", container_label(ks->c),
+                             err.msg);
         anchor_answer(ks, req->id, NULL, err.code ? err.code : EIO, err.msg);
     }
     tm_packet_free(&pkt);
@@ -488,6 +520,7 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
 {
     struct container *c = ks->c;
     struct scd_sandbox sb = {0};
+    ks->cert_issued = false; /* a new process makes a new attestation key */
     int r = prepare_dirs(c, &sb, err);
     if (r < 0)
         return r;

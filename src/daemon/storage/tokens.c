@@ -32,6 +32,7 @@
 #include "scd_client.h"
 #include "test_hooks.h"
 #include "tpmd_client.h"
+#include "vtpm.h"
 
 /* What trustme-scd last said about a container's token (tokens.c); shown by list and state. */
 struct token_state {
@@ -601,6 +602,8 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
                                         : "unencrypted data image deleted",
                  op->key_left ? " (the key object stays on the PKCS#11 token)" : "");
     keystore_svc_wiped(c);
+    if (!op->remove) /* a removed container's vTPM goes with it (its observer) */
+        vtpm_wiped(c);
     if (op->remove) {
         char label[128];
         snprintf(label, sizeof(label), "%s", container_label(c));

@@ -113,7 +113,23 @@ static void ek_record_path(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/" EK_RECORD, dir);
 }
 
-int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
+/* The record's last line is "mac HEX": HKDF-SHA256 (a PRF) under the vTPM's state key over the UUID
+ * and the EK lines. Root on the device can rewrite the file but has not the key (it needs the
+ * container's data key): an edited record, or another container's, does not authenticate, and
+ * the device never measures EKs that are not this vTPM's. */
+static void ek_record_mac(const struct container *c, const struct secret *key, const char *body, size_t len,
+                          uint8_t out[32])
+{
+    char info[96 + READY_MAX];
+    int n = snprintf(info, sizeof(info), "trustme vtpm-ek record v1|%s|", c->uuid);
+    size_t l = len < sizeof(info) - (size_t)n ? len : sizeof(info) - (size_t)n; /* bodies are < READY_MAX */
+    memcpy(info + n, body, l);
+    tm_hkdf_sha256(key->data, key->len, NULL, 0, info, (size_t)n + l, out, 32);
+}
+
+/* With key: only a record whose MAC is right (-EBADMSG otherwise); without: as it is (for
+ * showing it). */
+static int read_eks(const struct container *c, const struct secret *key, struct vtpm_ek *ret, size_t *ret_n)
 {
     char path[PATH_MAX + 16];
     ek_record_path(c, path, sizeof(path));
@@ -124,6 +140,22 @@ int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
     int r = read_file(path, 4096, &data, &len, &err);
     if (r < 0)
         return r == -ENOENT ? 0 : r;
+    char *mac = strstr(data, "\nmac ");
+    if (key) {
+        uint8_t want[32], got[32];
+        unsigned diff = 0;
+        /* "\nmac " (5), 64 hex digits, "\n": the file's end */
+        if (!mac || strlen(mac) != 5 + 64 + 1 || mac[5 + 64] != '\n' ||
+            tm_hex_decode(mac + 5, 64, got, sizeof(got), 0, &err) < 0)
+            return -EBADMSG;
+        ek_record_mac(c, key, data, (size_t)(mac - data) + 1, want);
+        for (size_t i = 0; i < sizeof(want); i++)
+            diff |= want[i] ^ got[i];
+        if (diff)
+            return -EBADMSG;
+    }
+    if (mac)
+        mac[1] = '\0';
     char *save = NULL;
     for (char *line = strtok_r(data, "\n", &save); line && *ret_n < VTPM_EKS; line = strtok_r(NULL, "\n", &save)) {
         struct vtpm_ek *ek = &ret[*ret_n];
@@ -142,6 +174,11 @@ int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
         (*ret_n)++;
     }
     return 0;
+}
+
+int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
+{
+    return read_eks(c, NULL, ret, ret_n);
 }
 
 static void anchor_name(const struct container *c, char *out, size_t size)
@@ -269,6 +306,14 @@ static int record_eks(struct vtpm *v, const char *msg, size_t len, tm_err *err)
         out[used++] = '\n';
         p = nl + 1;
     }
+    uint8_t mac[32];
+    if (!v->key || used + 4 + 64 + 1 > sizeof(out))
+        return tm_err_set(err, EBADMSG, "trustme-vtpm reported a malformed endorsement key");
+    ek_record_mac(v->c, v->key, out, used, mac);
+    memcpy(out + used, "mac ", 4);
+    tm_hex(mac, sizeof(mac), out + used + 4);
+    used += 4 + 64;
+    out[used++] = '\n';
     char path[PATH_MAX + 16];
     ek_record_path(v->c, path, sizeof(path));
     int r = write_file_replace(path, out, used, 0600, err);
@@ -276,7 +321,7 @@ static int record_eks(struct vtpm *v, const char *msg, size_t len, tm_err *err)
         return r;
     struct vtpm_ek eks[VTPM_EKS];
     size_t n = 0;
-    if (vtpm_eks(v->c, eks, &n) < 0 || n != VTPM_EKS) {
+    if (read_eks(v->c, v->key, eks, &n) < 0 || n != VTPM_EKS) {
         unlink(path);
         return tm_err_set(err, EBADMSG, "trustme-vtpm reported malformed endorsement keys");
     }
@@ -288,8 +333,14 @@ size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, ch
 {
     struct vtpm_ek eks[VTPM_EKS];
     size_t n = 0;
-    if (!c->cfg->vtpm || vtpm_eks(c, eks, &n) < 0)
+    if (!c->cfg->vtpm || !c->vtpm || !c->vtpm->key)
         return 0;
+    int r = read_eks(c, c->vtpm->key, eks, &n);
+    if (r < 0) {
+        log_error("%s: the record of its vTPM's endorsement keys %s: they are not measured", container_label(c),
+                  r == -EBADMSG ? "does not authenticate (edited, or another container's)" : "cannot be read");
+        return 0;
+    }
     for (size_t i = 0; i < n && i < max; i++) {
         snprintf(names[i], TM_EVENT_NAME_MAX + 1, "%s/ek-%s", c->uuid, eks[i].kind);
         items[i] = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[i], {0}};
@@ -310,7 +361,9 @@ static int measure_eks(struct vtpm *v, tm_err *err)
     struct tm_event_item items[VTPM_EKS];
     size_t n = vtpm_ek_events(v->c, items, names, VTPM_EKS);
     if (n == 0)
-        return tm_err_set(err, EBADMSG, "the record of the vTPM's endorsement keys is unreadable");
+        return tm_err_set(err, EBADMSG,
+                          "the record of the vTPM's endorsement keys is unreadable or not this vTPM's (edited, or "
+                          "another container's?); `trustme vtpm reset` makes a new vTPM");
     int r = tpmd_measure(v->c->d, items, n, on_ek_measured, v, err);
     return r < 0 ? r : 1;
 }
@@ -650,6 +703,24 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
+}
+
+bool vtpm_busy(const struct container *c)
+{
+    return c->vtpm && (c->vtpm->pid || c->vtpm->anchoring);
+}
+
+void vtpm_wiped(struct container *c)
+{
+    if (!c->cfg->vtpm)
+        return;
+    tm_err err = {0};
+    if (vtpm_reset(c, NULL, NULL, &err) < 0) {
+        log_error("%s: its vTPM stays after the wipe: %s", container_label(c), err.msg);
+        daemon_audit(c->d, "vtpm.reset", "fail", c, NULL, "at the wipe: %s", err.msg);
+        return;
+    }
+    daemon_audit(c->d, "vtpm.reset", "ok", c, NULL, "the container was wiped");
 }
 
 static void stop_vtpm(struct vtpm *v)

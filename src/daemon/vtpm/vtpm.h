@@ -64,6 +64,11 @@ size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, ch
 /* A stopped container's vTPM is deleted: the state and its anchor (fn when the anchor is
  * gone). */
 int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err);
+/* The container was wiped (a new data key, from which the state key is derived): its vTPM is
+ * reset, so that its next start makes a new one. */
+void vtpm_wiped(struct container *c);
+/* Its trustme-vtpm still runs (the container stopped, the vTPM is saving its state). */
+bool vtpm_busy(const struct container *c);
 
 extern const struct container_observer vtpm_container_observer;
 /* main.c: hold trustmed's exit until every vTPM has stopped and its state is anchored. */
