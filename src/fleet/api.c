@@ -147,7 +147,7 @@ static int as_einval(int r)
 
 static enum MHD_Result enroll(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
 {
-    static const char *const keys[] = {"name", "group", "address", "ak_name", "cert_chain_pem", NULL};
+    static const char *const keys[] = {"name", "group", "address", "ak_name", "cert_chain_pem", "tls_cert_pem", NULL};
     _cleanup_json_ json_t *o = NULL;
     tm_err err = {0};
     struct fleet_enroll_req e = {0};
@@ -162,6 +162,8 @@ static enum MHD_Result enroll(struct fleet_api *a, struct MHD_Connection *conn, 
         r = as_einval(tm_json_get_string(o, "$", "ak_name", true, 68, &e.ak_name_hex, &err));
     if (r >= 0)
         r = as_einval(tm_json_get_string(o, "$", "cert_chain_pem", true, 60000, &e.cert_chain_pem, &err));
+    if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "tls_cert_pem", false, 60000, &e.tls_cert_pem, &err));
     if (r >= 0)
         r = fleet_enroll(a->c, &e, &err);
     if (r < 0)
@@ -223,6 +225,40 @@ static enum MHD_Result put_group(struct fleet_api *a, struct MHD_Connection *con
     return respond_json(conn, 200, json_pack("{s:s}", "group", g.name));
 }
 
+/* The chain a TLS client presented, as PEM (malloc'ed), or NULL: none (or not TLS). */
+static char *peer_chain_pem(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned n = 0;
+    const gnutls_datum_t *certs = ci && ci->tls_session ? gnutls_certificate_get_peers(ci->tls_session, &n) : NULL;
+    char *out = NULL;
+    size_t len = 0;
+    for (unsigned i = 0; certs && i < n && i < 8; i++) {
+        gnutls_datum_t pem = {0};
+        if (gnutls_pem_base64_encode2("CERTIFICATE", &certs[i], &pem) != GNUTLS_E_SUCCESS)
+            break;
+        char *grown = realloc(out, len + pem.size + 1);
+        if (grown) {
+            memcpy(grown + len, pem.data, pem.size);
+            len += pem.size;
+            grown[len] = '\0';
+            out = grown;
+        }
+        gnutls_free(pem.data);
+        if (!grown)
+            break;
+    }
+    return out;
+}
+
+/* A push names its device: with a TLS client certificate, it must be that device's
+ * (docs/FLEET.md "Device identity on the wire"). */
+static int push_tls_check(struct fleet_api *a, struct MHD_Connection *conn, const char *device, tm_err *err)
+{
+    _cleanup_free_ char *chain = peer_chain_pem(conn);
+    return fleet_device_tls_check(a->c, device, chain, err);
+}
+
 static enum MHD_Result push_nonce(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
 {
     static const char *const keys[] = {"device", NULL};
@@ -235,6 +271,8 @@ static enum MHD_Result push_nonce(struct fleet_api *a, struct MHD_Connection *co
     int r = parse_body(rq, keys, &o, &err);
     if (r == 0)
         r = as_einval(tm_json_get_string(o, "$", "device", true, FLEET_NAME_MAX, &device, &err));
+    if (r >= 0)
+        r = push_tls_check(a, conn, device, &err);
     if (r >= 0)
         r = fleet_push_nonce(a->c, device, nonce, pcrs, &npcrs, &err);
     if (r < 0)
@@ -269,6 +307,8 @@ static enum MHD_Result push_evidence(struct fleet_api *a, struct MHD_Connection 
     if (r >= 0)
         r = b64_decode(resp64, &buf, &len, "$.response", &err);
     _cleanup_(fleet_verdict_done) struct fleet_verdict v = {0};
+    if (r >= 0)
+        r = push_tls_check(a, conn, device, &err);
     if (r >= 0)
         r = fleet_push_evidence(a->c, device, nonce, buf, len, a->alert_command, &v, &err);
     if (r < 0)

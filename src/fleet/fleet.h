@@ -65,11 +65,17 @@ struct fleet_enroll_req {
     const char *address; /* HOST:PORT of its attestation endpoint; NULL: push mode */
     const char *ak_name_hex; /* 68 hex digits, `trustme device info --json` ak_name */
     const char *cert_chain_pem; /* the AK certificate, then its CAs */
+    const char *tls_cert_pem; /* NULL, or the TLS client certificate (its key in the TPM), then its CAs */
 };
 /* The chain must verify to the fleet's AK roots, issued by one of its Device CAs, not be a CA;
  * else -EACCES with the reason. The device is due at once. */
 int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err);
 int fleet_device_remove(PGconn *c, const char *name, tm_err *err);
+/* A push's TLS client: peer_chain_pem is the chain the client presented (NULL: none). A device
+ * enrolled with a TLS certificate must present it; a certificate presented must chain to the
+ * fleet's anchors through a Device CA and be the one the named device enrolled with. 0, or
+ * -EACCES with the reason (an unenrolled name: 0, the push endpoint refuses it). */
+int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain_pem, tm_err *err);
 
 /* 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool fleet_name_ok(const char *s);

@@ -29,9 +29,10 @@ static const char usage[] =
     "        (--crl CRL.pem ... | --no-crl)  set what the fleet trusts (each option repeatable)\n"
     "  group NAME --reference REFS.json --interval S [--pcr N ...] [--no-pin-ak] [--min-version N]\n"
     "                                   create a device group or roll out its new reference values\n"
-    "  enroll NAME --group G --info INFO.json [--address HOST:PORT]\n"
+    "  enroll NAME --group G --info INFO.json [--address HOST:PORT] [--tls-cert CERT.pem]\n"
     "                                   enroll a device (INFO.json: `trustme device info --json`);\n"
-    "                                   without --address it pushes its evidence\n"
+    "                                   without --address it pushes its evidence; with --tls-cert\n"
+    "                                   it must push over TLS with that certificate (key in TPM)\n"
     "  remove NAME                      remove a device and its history\n"
     "  devices | groups | alerts        list, as JSON\n"
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
@@ -43,10 +44,13 @@ static const char usage[] =
     "                                   and workers; with --client-ca only operators with a\n"
     "                                   certificate of CA.pem reach any endpoint but push\n"
     "  sweep [--alert-command CMD]      raise the alerts due now, once\n"
-    "  push --server HOST:PORT --device NAME --attest HOST:PORT\n"
+    "  push --server HOST:PORT --device NAME --attest HOST:PORT [--tls-ca CA.pem\n"
+    "       [--tls-cert CERT.pem [--control SOCKET]]]\n"
     "                                   on a device behind NAT: a nonce from the fleet, a quote\n"
     "                                   from its tpmd, the evidence to the fleet (exit 0 trusted,\n"
-    "                                   1 untrusted or refused); needs no database\n"
+    "                                   1 untrusted or refused); needs no database. HTTPS with\n"
+    "                                   --tls-ca; --tls-cert: the device's TLS certificate, its\n"
+    "                                   key in the TPM, used through trustmed at SOCKET\n"
     "CONNINFO is a libpq connection string (default: PGHOST, PGDATABASE, ... of the environment).\n";
 
 static volatile int stop;
@@ -181,9 +185,10 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
     static const struct option opts[] = {{"group", required_argument, NULL, 'g'},
                                          {"info", required_argument, NULL, 'i'},
                                          {"address", required_argument, NULL, 'a'},
+                                         {"tls-cert", required_argument, NULL, 't'},
                                          {0}};
     struct fleet_enroll_req e = {0};
-    const char *info = NULL;
+    const char *info = NULL, *tls_cert = NULL;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'g')
@@ -192,11 +197,14 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
             info = optarg;
         else if (o == 'a')
             e.address = optarg;
+        else if (o == 't')
+            tls_cert = optarg;
         else
             return tm_err_set(err, EINVAL, "enroll: unknown option");
     }
     if (optind + 1 != argc || !e.group || !info)
-        return tm_err_set(err, EINVAL, "enroll NAME --group G --info INFO.json [--address HOST:PORT]");
+        return tm_err_set(err, EINVAL,
+                          "enroll NAME --group G --info INFO.json [--address HOST:PORT] [--tls-cert CERT.pem]");
     e.name = argv[optind];
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
@@ -211,6 +219,10 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
         tm_err_prefix(err, "%s", info);
         return -EINVAL;
     }
+    _cleanup_free_ char *tls_text = NULL;
+    if (tls_cert && (r = read_file(tls_cert, VERIFY_PEM_MAX, &tls_text, &len, err)) < 0)
+        return r;
+    e.tls_cert_pem = tls_text;
     return fleet_enroll(c, &e, err);
 }
 
@@ -324,8 +336,12 @@ static int cmd_push(int argc, char **argv, tm_err *err)
     static const struct option opts[] = {{"server", required_argument, NULL, 's'},
                                          {"device", required_argument, NULL, 'd'},
                                          {"attest", required_argument, NULL, 'a'},
+                                         {"tls-ca", required_argument, NULL, 'C'},
+                                         {"tls-cert", required_argument, NULL, 'c'},
+                                         {"control", required_argument, NULL, 'S'},
                                          {0}};
     const char *server = NULL, *device = NULL, *attest = NULL;
+    struct fleet_push_tls tls = {.control_socket = getenv("TRUSTME_SOCKET")};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 's')
@@ -334,13 +350,25 @@ static int cmd_push(int argc, char **argv, tm_err *err)
             device = optarg;
         else if (o == 'a')
             attest = optarg;
+        else if (o == 'C')
+            tls.ca_file = optarg;
+        else if (o == 'c')
+            tls.cert_file = optarg;
+        else if (o == 'S')
+            tls.control_socket = optarg;
         else
             return tm_err_set(err, EINVAL, "push: unknown option");
     }
     if (!server || !device || !attest || optind != argc)
-        return tm_err_set(err, EINVAL, "push --server HOST:PORT --device NAME --attest HOST:PORT");
+        return tm_err_set(err, EINVAL,
+                          "push --server HOST:PORT --device NAME --attest HOST:PORT [--tls-ca CA.pem "
+                          "[--tls-cert CERT.pem [--control SOCKET]]]");
+    if (tls.cert_file && !tls.ca_file)
+        return tm_err_set(err, EINVAL, "push: --tls-cert needs --tls-ca (the fleet's server CA)");
+    if (!tls.control_socket || !*tls.control_socket)
+        tls.control_socket = "/run/trustme/control.sock";
     _cleanup_free_ char *answer = NULL;
-    int r = fleet_push_run(server, device, attest, 10000, &answer, err);
+    int r = fleet_push_run(server, device, attest, &tls, 10000, &answer, err);
     if (answer)
         printf("%s\n", answer);
     return r;

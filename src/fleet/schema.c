@@ -84,6 +84,9 @@ static const char *const migrations[] = {
     "  kind text NOT NULL,"
     "  device text,"
     "  message text NOT NULL);",
+    /* 2: a device's TLS client key (in its TPM): the SHA-256 of its certificate's
+     * SubjectPublicKeyInfo, pinned at enrollment */
+    "ALTER TABLE devices ADD COLUMN tls_spki bytea UNIQUE CHECK (length(tls_spki) = 32);",
 };
 
 int fleet_schema_latest(void)

@@ -34,7 +34,7 @@ from conftest import BUILD, wait_for
 from pb import encode, frame, parse
 from pgcluster import Cluster, conninfo_env
 from test_attestation import make_refs, module_daemon, pki_of, read_frame
-from test_device import TPMD, SCD, measurements, provision, secret_ok
+from test_device import PKI_TOOL, TPMD, SCD, measurements, provision, secret_ok
 from test_guestos import env  # noqa: F401
 from test_guestos import start_with_device
 from tools import tool
@@ -145,8 +145,8 @@ def fleet(pg, env, test_root):  # noqa: F811
     work.mkdir()
     f = Fleet(pg, pg.create_db(f"fleet_{os.getpid()}"), work, env)
     try:
-        assert "schema version 1" in f.run("migrate").stdout
-        assert "schema version 1" in f.run("migrate").stdout  # idempotent
+        assert "schema version 2" in f.run("migrate").stdout
+        assert "schema version 2" in f.run("migrate").stdout  # idempotent
         f.run("trust", "--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
               "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"), "--crl", env.pki / "crls.pem")
         f.serve()
@@ -722,3 +722,102 @@ def test_no_push_for_a_pull_device(fleet, devices):
     A pull device gets no push nonce (403), so no push is ever recorded for it."""
     s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "c"})
     assert s == 403 and "attested by pull" in r["error"], r
+
+
+# ---- a device's identity on the wire: its TLS client key in its TPM --------------------------------
+
+def tls_serve(fleet, d):
+    """serve over TLS (server CA and operator CA made in d); its https URL and the process."""
+    for ca in ("server-ca", "operator-ca"):
+        make_ca(d, ca)
+    make_leaf(d, "server", "server-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    p = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--tls-cert", d / "server.pem",
+                          "--tls-key", d / "server.key", "--client-ca", d / "operator-ca.pem"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=conninfo_env(fleet.conninfo))
+    line = p.stdout.readline()
+    assert line.startswith("listening on "), line
+    return line.split()[-1], p
+
+
+def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
+    """B's TLS client key is made in its TPM and certified by the Device CA on the word of B's AK
+    (trustme-pki issue --profile tls checks the AK's TPM2_Certify of it); B, enrolled with that
+    certificate, pushes over TLS, its handshake signed by its TPM through trustmed. Refused: B's
+    push without the certificate; the certificate used with another TPM (A's: the client sees
+    the mismatch, and a copy of B's wrapped key files does not load in A's TPM); an ordinary CSR
+    at the Device CA; a certificate for B's genuine TPM key from another fleet's Device CA."""
+    b, a = devices["b"], devices["a"]
+    d = tmp_path
+    bundle = d / "tls.csr"
+    b.cli("device", "csr", "--tls", "--cn", "fleet-b tls", "--out", bundle)
+    text = bundle.read_text()
+    assert "TRUSTME TLS KEY CERTIFY" in text and "TRUSTME TLS KEY PUBLIC" in text, text
+    pki = pki_of(env)
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        bundle, "--out", d / "tls.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    chain = d / "tls-chain.pem"
+    chain.write_text((d / "tls.pem").read_text() + env.cert("device-ca").read_text())
+    # the Device CA refuses a CSR without the AK's certification: a key anyone may hold
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "soft.key",
+            "-out", "soft.csr", "-subj", "/CN=soft", cwd=d)
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        d / "soft.csr", "--out", d / "soft.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no proof that the key lives in a TPM" in r.stderr, r.stderr
+    # tampering with the bundle: the AK certified another key than the request's
+    soft_req = (d / "soft.csr").read_text()
+    forged = d / "forged.csr"
+    forged.write_text(soft_req + text.split("-----END CERTIFICATE REQUEST-----\n", 1)[1])
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        forged, "--out", d / "forged.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and ("another request" in r.stderr or "not the certified TPM key" in r.stderr), r.stderr
+
+    # B enrolled again, with its TLS certificate pinned
+    fleet.run("remove", "b")
+    fleet.run("enroll", "b", "--group", "g", "--info", device_info_file(b, b.base / "info.json"),
+              "--tls-cert", chain)
+    server, p = tls_serve(fleet, d)
+    try:
+        def push_b(cert, via, **kw):
+            return subprocess.run([str(FLEET), "push", "--server", server, "--device", "b", "--attest",
+                                   attest_address(b), "--tls-ca", d / "server-ca.pem",
+                                   *(["--tls-cert", cert, "--control", via.run_dir / "control.sock"] if cert else [])],
+                                  capture_output=True, text=True, timeout=60)
+        n = len(fleet.verdicts("b"))
+        r = push_b(chain, b)
+        assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "trusted", (r.stdout, r.stderr)
+        assert len(fleet.verdicts("b")) == n + 1
+        # without its certificate: refused, nothing recorded
+        r = push_b(None, b)
+        assert r.returncode == 1 and "HTTP 403" in r.stderr and "presented none" in r.stderr, r.stderr
+        # B's certificate with A's TPM: A's TPM does not hold the key
+        r = push_b(chain, a)
+        assert r.returncode != 0 and "does not hold the key" in r.stderr, r.stderr
+        # a copy of B's key files (wrapped by B's TPM) does not load in A's TPM
+        b_tpm, a_tpm = next(b.data_dir.rglob("ak.pub")).parent, next(a.data_dir.rglob("ak.pub")).parent
+        for f in ("tls.pub", "tls.priv"):
+            shutil.copy(b_tpm / f, a_tpm / f)
+        with pytest.raises(conftest.CliError) as e:
+            a.cli("device", "csr", "--tls", "--out", d / "a-tls.csr")
+        assert "cannot load the TLS client key" in str(e.value), e.value
+        # B's genuine TPM key, certified by another fleet's Device CA: the handshake works (B's
+        # TPM signs), the fleet refuses the certificate
+        make_ca(d, "other-device-ca")
+        (d / "client.ext").write_text("extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n")
+        openssl("x509", "-req", "-in", bundle, "-CA", "other-device-ca.pem", "-CAkey", "other-device-ca.key",
+                "-CAcreateserial", "-out", "other.pem", "-days", "2", "-extfile", "client.ext", cwd=d)
+        r = push_b(d / "other.pem", b)
+        assert r.returncode == 1 and "HTTP 403" in r.stderr and "client certificate" in r.stderr, r.stderr
+        assert len(fleet.verdicts("b")) == n + 1
+        # the device's certificate is no operator's
+        ctx = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen("https://" + server + "/api/v1/devices", timeout=30, context=ctx)
+        assert e.value.code == 403
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
