@@ -245,13 +245,16 @@ int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain
         return r;
     if (PQntuples(res) == 0)
         return 0; /* not enrolled: the push endpoint says so */
-    const char *pinned = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
+    /* A device enrolled without a TLS key: the channel proves nothing, whatever certificate
+     * (an operator's, none) the client has. */
+    if (PQgetisnull(res, 0, 0))
+        return 0;
+    const char *pinned = PQgetvalue(res, 0, 0);
     if (!peer_chain_pem)
-        return pinned ? tm_err_set(err, EACCES,
-                                   "device %s is enrolled with a TLS client key in its TPM: it pushes over TLS "
-                                   "with that key's certificate, and presented none",
-                                   device)
-                      : 0;
+        return tm_err_set(err, EACCES,
+                          "device %s is enrolled with a TLS client key in its TPM: it pushes over TLS with that "
+                          "key's certificate, and presented none",
+                          device);
     _cleanup_(fleet_trust_done) struct fleet_trust t = {0};
     struct verify_result vr;
     char hex[65];
@@ -259,7 +262,7 @@ int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain
         (r = check_device_chain(&t, peer_chain_pem, "the client certificate", &vr, err)) < 0 ||
         (r = leaf_spki_hex(peer_chain_pem, hex, err)) < 0)
         return r < 0 && r != -ENOMEM ? -EACCES : r;
-    if (!pinned || strcmp(pinned, hex) != 0)
+    if (strcmp(pinned, hex) != 0)
         return tm_err_set(err, EACCES, "the client certificate (%s) is not the TLS certificate device %s enrolled with",
                           vr.leaf_subject, device);
     return 0;

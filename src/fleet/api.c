@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -35,7 +36,12 @@ struct fleet_api {
     PGconn *c;
     char *alert_command;
     bool client_certs; /* operators must present a certificate of the client CA */
+    /* The admins' CAs (--client-ca) when viewers have their own (--viewer-ca): a client whose
+     * chain verifies to these is an admin, else a viewer. NULL: every operator is an admin. */
+    gnutls_x509_trust_list_t admins;
 };
+
+enum role { ROLE_VIEWER, ROLE_ADMIN };
 
 struct request {
     char *body;
@@ -486,9 +492,29 @@ static size_t body_max(const char *url)
     return BODY_MAX;
 }
 
-/* The client's certificate verified against the client CA MHD was given
- * (MHD_OPTION_HTTPS_MEM_TRUST): chain, dates, signature. 0, or why not. */
-static const char *client_cert_problem(struct MHD_Connection *conn)
+/* The client's chain (leaf first) verifies to the admins' CAs. */
+static bool is_admin(const struct fleet_api *a, gnutls_session_t s)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *der = gnutls_certificate_get_peers(s, &n);
+    gnutls_x509_crt_t crts[8];
+    unsigned k = 0, status = 1;
+    for (; der && k < n && k < 8; k++)
+        if (gnutls_x509_crt_init(&crts[k]) < 0 || gnutls_x509_crt_import(crts[k], &der[k], GNUTLS_X509_FMT_DER) < 0) {
+            gnutls_x509_crt_deinit(crts[k]);
+            break;
+        }
+    bool ok =
+        k > 0 && k == n && gnutls_x509_trust_list_verify_crt(a->admins, crts, k, 0, &status, NULL) == 0 && status == 0;
+    for (unsigned i = 0; i < k; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    return ok;
+}
+
+/* The client's certificate verified against the client CAs MHD was given
+ * (MHD_OPTION_HTTPS_MEM_TRUST: the admins' and the viewers'): chain, dates, signature. 0, or
+ * why not; *role: admin, or viewer when it does not verify to the admins' CAs alone. */
+static const char *client_cert_problem(const struct fleet_api *a, struct MHD_Connection *conn, enum role *role)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     if (!ci || !ci->tls_session)
@@ -500,6 +526,7 @@ static const char *client_cert_problem(struct MHD_Connection *conn)
     unsigned status = 0;
     if (gnutls_certificate_verify_peers2(s, &status) != GNUTLS_E_SUCCESS || status != 0)
         return "the client certificate does not verify to the fleet's client CA";
+    *role = !a->admins || is_admin(a, s) ? ROLE_ADMIN : ROLE_VIEWER;
     return NULL;
 }
 
@@ -513,13 +540,20 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
 {
     /* Push mode authenticates itself (a nonce issued to the name, the enrolled AK pinned, the
      * TPM's signature): devices need no client certificate. Everything else is the operators'. */
-    const char *problem = a->client_certs && !is_push(url) ? client_cert_problem(conn) : NULL;
+    enum role role = ROLE_ADMIN;
+    const char *problem = a->client_certs && !is_push(url) ? client_cert_problem(a, conn, &role) : NULL;
     if (problem) {
         char msg[160];
         snprintf(msg, sizeof(msg), "%s: this endpoint is the operators'", problem);
         return respond_error(conn, 403, msg);
     }
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    /* Viewers read (status page, devices, verdicts, groups, alerts); enrolling, removing and
+     * rolling out reference values are the admins'. Decided by method, before any endpoint. */
+    if (role == ROLE_VIEWER && !get && !is_push(url))
+        return respond_error(conn, 403,
+                             "a viewer's certificate: reading only (enrolling, removing devices and groups' "
+                             "reference values are the admins')");
     if (strcmp(url, "/") == 0 && get)
         return status_page(a, conn);
     if (strcmp(url, API "devices") == 0 && get)
@@ -541,6 +575,16 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
                           "min_version, rim_version, (SELECT count(*) FROM devices d WHERE d.group_id = g.id) "
                           "AS devices FROM device_groups g ORDER BY name",
                           NULL);
+    if (strcmp(url, API "stats") == 0 && get) {
+        _cleanup_res_ PGresult *res = NULL;
+        tm_err err = {0};
+        int r = fleet_exec(a->c, &res, &err, FLEET_STATS_SQL, 0, NULL);
+        if (r < 0)
+            return respond_err(conn, r, &err);
+        json_error_t je;
+        json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, &je);
+        return o ? respond_json(conn, 200, o) : respond_error(conn, 500, "stats: not JSON");
+    }
     if (strcmp(url, API "alerts") == 0 && get)
         return query_json(a, conn, "alerts",
                           "SELECT id, to_char(at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at, kind, device, message "
@@ -635,12 +679,27 @@ int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const
      * the operators' and the pushing devices', the pull work is the workers'. */
     bool use_tls = tls && tls->cert_pem;
     a->client_certs = use_tls && tls->client_ca_pem;
+    /* Viewers: MHD verifies against both lists, the role is which one (is_admin). */
+    _cleanup_free_ char *trust = NULL;
+    if (a->client_certs && tls->viewer_ca_pem) {
+        gnutls_datum_t admins = {.data = (unsigned char *)tls->client_ca_pem, .size = strlen(tls->client_ca_pem)};
+        if (asprintf(&trust, "%s\n%s", tls->client_ca_pem, tls->viewer_ca_pem) < 0 ||
+            gnutls_x509_trust_list_init(&a->admins, 0) < 0 ||
+            gnutls_x509_trust_list_add_trust_mem(a->admins, &admins, NULL, GNUTLS_X509_FMT_PEM, 0, 0) <= 0) {
+            if (a->admins)
+                gnutls_x509_trust_list_deinit(a->admins, 1);
+            PQfinish(a->c);
+            free(a->alert_command);
+            free(a);
+            return tm_err_set(err, EINVAL, "--client-ca: no usable CA certificate for the admins");
+        }
+    }
     /* Unused options are passed as MHD_OPTION_ARRAY with nothing in it. */
     struct MHD_OptionItem tls_opts[] = {
         {use_tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, use_tls ? (void *)tls->cert_pem : NULL},
         {use_tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, use_tls ? (void *)tls->key_pem : NULL},
         {a->client_certs ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
-         a->client_certs ? (void *)tls->client_ca_pem : NULL},
+         a->client_certs ? (void *)(trust ? trust : tls->client_ca_pem) : NULL},
         {MHD_OPTION_END, 0, NULL},
     };
     a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | (use_tls ? MHD_USE_TLS : 0), port, NULL,
@@ -648,6 +707,8 @@ int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const
                             completed, a, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
                             MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!a->d) {
+        if (a->admins)
+            gnutls_x509_trust_list_deinit(a->admins, 1);
         PQfinish(a->c);
         free(a->alert_command);
         free(a);
@@ -665,6 +726,8 @@ void fleet_api_stop(struct fleet_api *a)
     if (!a)
         return;
     MHD_stop_daemon(a->d);
+    if (a->admins)
+        gnutls_x509_trust_list_deinit(a->admins, 1);
     PQfinish(a->c);
     free(a->alert_command);
     free(a);

@@ -72,9 +72,9 @@ struct fleet_enroll_req {
 int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err);
 int fleet_device_remove(PGconn *c, const char *name, tm_err *err);
 /* A push's TLS client: peer_chain_pem is the chain the client presented (NULL: none). A device
- * enrolled with a TLS certificate must present it; a certificate presented must chain to the
- * fleet's anchors through a Device CA and be the one the named device enrolled with. 0, or
- * -EACCES with the reason (an unenrolled name: 0, the push endpoint refuses it). */
+ * enrolled with a TLS certificate must present one that chains to the fleet's anchors through a
+ * Device CA and is the one it enrolled with; for any other device the channel is not looked at.
+ * 0, or -EACCES with the reason (an unenrolled name: 0, the push endpoint refuses it). */
 int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain_pem, tm_err *err);
 
 /* 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
@@ -157,3 +157,21 @@ int fleet_push_evidence(PGconn *c, const char *device, const uint8_t nonce[32], 
 /* The verdict row and the device's state, in the caller's transaction. */
 int fleet_record(PGconn *c, const struct fleet_target *t, const struct fleet_verdict *v, const char *mode,
                  int64_t attempt, const uint8_t *nonce, int latency_ms, const char *worker, tm_err *err);
+
+/* ---- retention (retention.c) ---- */
+
+#define FLEET_PRUNE_BATCH 5000
+/* Delete verdicts and alerts older than days (1..36500), in batches of FLEET_PRUNE_BATCH, oldest
+ * first; the counts deleted. The devices' last verdict, last seen and failing checks stay (they
+ * are columns of devices). */
+int fleet_prune(PGconn *c, int days, long *ret_verdicts, long *ret_alerts, tm_err *err);
+/* One JSON object: devices, verdicts, verdicts in the last day, the verdicts' bytes on disk (with
+ * indexes and TOAST), the database's, and their quotient: bytes per device per day at the last
+ * day's rate (docs/FLEET.md "Retention"). */
+#define FLEET_STATS_SQL                                                                               \
+    "SELECT row_to_json(x) FROM (SELECT s.*, CASE WHEN s.verdicts > 0 AND s.devices > 0 THEN "        \
+    "round(s.verdicts_bytes::numeric / s.verdicts * s.verdicts_last_day / s.devices) END "            \
+    "AS bytes_per_device_per_day FROM (SELECT (SELECT count(*) FROM devices) AS devices, "            \
+    "(SELECT count(*) FROM verdicts) AS verdicts, (SELECT count(*) FROM verdicts WHERE at > now() - " \
+    "interval '1 day') AS verdicts_last_day, pg_total_relation_size('verdicts') AS verdicts_bytes, "  \
+    "pg_database_size(current_database()) AS database_bytes, (SELECT min(at) FROM verdicts) AS oldest) s) x"

@@ -18,6 +18,7 @@
 #include "fileio.h"
 #include "fleet.h"
 #include "json_cleanup.h"
+#include "inputs.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "verify.h"
@@ -39,11 +40,17 @@ static const char usage[] =
     "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--threads N] [--once]\n"
     "                                   verify due devices until SIGTERM (N threads: N workers\n"
     "                                   W.1 .. W.N, each with its own connection)\n"
-    "  serve [--listen ADDR:PORT] [--alert-command CMD] [--tls-cert CERT.pem --tls-key KEY.pem\n"
-    "        [--client-ca CA.pem]]      the HTTP+JSON API and status page; alerts on missing devices\n"
+    "  serve [--listen ADDR:PORT] [--alert-command CMD] [--retention-days N]\n"
+    "        [--tls-cert CERT.pem --tls-key KEY.pem\n"
+    "        [--client-ca CA.pem [--viewer-ca VCA.pem]]]\n"
+    "                                   the HTTP+JSON API and status page; alerts on missing devices\n"
     "                                   and workers; with --client-ca only operators with a\n"
-    "                                   certificate of CA.pem reach any endpoint but push\n"
+    "                                   certificate of CA.pem (admins) or VCA.pem (viewers: reading\n"
+    "                                   only) reach any endpoint but push\n"
     "  sweep [--alert-command CMD]      raise the alerts due now, once\n"
+    "  prune --days N                   delete verdicts and alerts older than N days (serve does\n"
+    "                                   it every minute: --retention-days N, default 30, 0 never)\n"
+    "  stats                            history size: verdicts, bytes, bytes per device per day\n"
     "  push --server HOST:PORT --device NAME --attest HOST:PORT [--tls-ca CA.pem\n"
     "       [--tls-cert CERT.pem [--control SOCKET]]]\n"
     "                                   on a device behind NAT: a nonce from the fleet, a quote\n"
@@ -64,30 +71,6 @@ static int fail(const tm_err *err, int r)
 {
     fprintf(stderr, "trustme-fleet: %s\n", err->msg[0] ? err->msg : strerror(-r));
     return r == -EINVAL ? 2 : 1;
-}
-
-/* Concatenate PEM files given as a list. */
-static int read_pems(char **paths, size_t n, char **ret, tm_err *err)
-{
-    _cleanup_free_ char *all = NULL;
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *data = NULL;
-        size_t dlen = 0;
-        int r = read_file(paths[i], VERIFY_PEM_MAX, &data, &dlen, err);
-        if (r < 0)
-            return r;
-        char *grown = realloc(all, len + dlen + 2);
-        if (!grown)
-            return tm_err_set(err, ENOMEM, "out of memory");
-        all = grown;
-        memcpy(all + len, data, dlen);
-        len += dlen;
-        all[len++] = '\n';
-        all[len] = '\0';
-    }
-    *ret = steal_ptr(all);
-    return 0;
 }
 
 static int cmd_trust(PGconn *c, int argc, char **argv, tm_err *err)
@@ -122,10 +105,11 @@ static int cmd_trust(PGconn *c, int argc, char **argv, tm_err *err)
     if (!n[4] == !no_crl)
         return tm_err_set(err, EINVAL, "trust: --crl CRL.pem or --no-crl (exactly one of them)");
     char *pem[5] = {0};
+    size_t len;
     int r = 0;
     for (size_t i = 0; i < 5 && r == 0; i++)
         if (n[i])
-            r = read_pems(lists[i], n[i], &pem[i], err);
+            r = attest_read_pems(lists[i], n[i], &pem[i], &len, err);
     if (r == 0)
         r = fleet_trust_set(c, pem[0], pem[1], pem[2], pem[3], pem[4], err);
     for (size_t i = 0; i < 5; i++)
@@ -377,32 +361,42 @@ static int cmd_push(int argc, char **argv, tm_err *err)
 static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
 {
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},    {"alert-command", required_argument, NULL, 'a'},
-        {"tls-cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'k'},
-        {"client-ca", required_argument, NULL, 'C'}, {0}};
-    const char *listen_on = "127.0.0.1:9510", *alert = NULL, *files[3] = {NULL, NULL, NULL};
+        {"listen", required_argument, NULL, 'l'},         {"alert-command", required_argument, NULL, 'a'},
+        {"tls-cert", required_argument, NULL, 'c'},       {"tls-key", required_argument, NULL, 'k'},
+        {"client-ca", required_argument, NULL, 'C'},      {"viewer-ca", required_argument, NULL, 'V'},
+        {"retention-days", required_argument, NULL, 'r'}, {0}};
+    int retention = 30;
+    const char *listen_on = "127.0.0.1:9510", *alert = NULL, *files[4] = {NULL, NULL, NULL, NULL};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'l')
             listen_on = optarg;
         else if (o == 'a')
             alert = optarg;
-        else if (o == 'c' || o == 'k' || o == 'C')
-            files[o == 'c' ? 0 : o == 'k' ? 1 : 2] = optarg;
+        else if (o == 'r') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 0 || v > 36500)
+                return tm_err_set(err, EINVAL, "serve: --retention-days 0..36500 (0: keep everything)");
+            retention = (int)v;
+        } else if (o == 'c' || o == 'k' || o == 'C' || o == 'V')
+            files[o == 'c' ? 0 : o == 'k' ? 1 : o == 'C' ? 2 : 3] = optarg;
         else
             return tm_err_set(err, EINVAL, "serve: unknown option");
     }
-    if (!files[0] != !files[1] || (files[2] && !files[0]))
-        return tm_err_set(err, EINVAL, "serve: --tls-cert and --tls-key go together; --client-ca needs them");
-    _cleanup_free_ char *cert = NULL, *key = NULL, *client_ca = NULL;
-    char **pem[3] = {&cert, &key, &client_ca};
-    for (int i = 0; i < 3; i++) {
+    if (!files[0] != !files[1] || (files[2] && !files[0]) || (files[3] && !files[2]))
+        return tm_err_set(err, EINVAL,
+                          "serve: --tls-cert and --tls-key go together; --client-ca needs them, --viewer-ca "
+                          "needs --client-ca");
+    _cleanup_free_ char *cert = NULL, *key = NULL, *client_ca = NULL, *viewer_ca = NULL;
+    char **pem[4] = {&cert, &key, &client_ca, &viewer_ca};
+    for (int i = 0; i < 4; i++) {
         size_t len;
         int rr = files[i] ? read_file(files[i], VERIFY_PEM_MAX, pem[i], &len, err) : 0;
         if (rr < 0)
             return rr;
     }
-    struct fleet_api_tls tls = {cert, key, client_ca};
+    struct fleet_api_tls tls = {cert, key, client_ca, viewer_ca};
     char addr[64];
     const char *colon = strrchr(listen_on, ':');
     uint64_t port;
@@ -417,10 +411,16 @@ static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_
     /* The line the tests and scripts wait for: the port when 0 was asked for. */
     printf("listening on %s:%u\n", addr, bound);
     fflush(stdout);
-    while (!stop) {
+    for (unsigned tick = 0; !stop; tick++) {
         tm_err serr = {0};
         if (fleet_sweep(c, alert, &serr) < 0)
             log_warn("sweep: %s", serr.msg);
+        long nv = 0, na = 0;
+        /* the retention, once a minute (and at start): any number of serve processes may */
+        if (retention && tick % 60 == 0 && fleet_prune(c, retention, &nv, &na, &serr) < 0)
+            log_warn("prune: %s", serr.msg);
+        else if (nv || na)
+            log_info("pruned %ld verdicts and %ld alerts older than %d days", nv, na, retention);
         sleep(1);
     }
     fleet_api_stop(a);
@@ -512,7 +512,14 @@ int main(int argc, char **argv)
         r = cmd_worker(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "serve") == 0)
         r = cmd_serve(c, conninfo, argc, argv, &err);
-    else if (strcmp(cmd, "sweep") == 0 && (argc == 1 || (argc == 3 && strcmp(argv[1], "--alert-command") == 0)))
+    else if (strcmp(cmd, "stats") == 0 && argc == 1)
+        r = print_query(c, FLEET_STATS_SQL, NULL, &err);
+    else if (strcmp(cmd, "prune") == 0 && argc == 3 && strcmp(argv[1], "--days") == 0) {
+        long nv = 0, na = 0;
+        r = fleet_prune(c, atoi(argv[2]), &nv, &na, &err);
+        if (r == 0)
+            printf("{\"deleted_verdicts\": %ld, \"deleted_alerts\": %ld}\n", nv, na);
+    } else if (strcmp(cmd, "sweep") == 0 && (argc == 1 || (argc == 3 && strcmp(argv[1], "--alert-command") == 0)))
         r = fleet_sweep(c, argc == 3 ? argv[2] : NULL, &err);
     else {
         fputs(usage, stderr);
