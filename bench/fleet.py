@@ -54,9 +54,26 @@ def sha_file(path):
 
 
 def worker_cpu(pid):
-    """CPU seconds (user + system) of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU seconds (user + system) of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid):
+    """pid and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 def main():
@@ -132,9 +149,15 @@ def main():
             perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-o", a.perf, "-p",
                                      ",".join(str(p.pid) for p in procs), "--", "sleep", str(a.seconds)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0 = [worker_cpu(p.pid) for p in procs]
+        # where the machine's CPU goes: the workers, the simulated devices (tpmd and its swtpm),
+        # PostgreSQL (the postmaster and its backends)
+        groups = {"workers": [p.pid for p in procs],
+                  "devices": [p for t in tpmds for p in (t.proc.pid, t.swtpm_pid())],
+                  "postgres": tree(int((pg.data / "postmaster.pid").read_text().split()[0]))}
+        cpu0 = {k: {p: worker_cpu(p) for p in v} for k, v in groups.items()}
         time.sleep(a.seconds)
-        cpu_s = sum(worker_cpu(p.pid) - c for p, c in zip(procs, cpu0))
+        cpu = {k: sum(worker_cpu(p) - c for p, c in v.items()) for k, v in cpu0.items()}
+        cpu_s = cpu["workers"]
         if perf:
             perf.wait(timeout=60)
         rows = pg.psql(f"SELECT device_id, extract(epoch FROM at), latency_ms, trusted, worker FROM verdicts "
@@ -170,6 +193,8 @@ def main():
             "bytes_per_device_day_at_1_per_min": round(size / total * 1440) if total else None,
             "workers_seen": sorted({r[4] for r in rows}),
             "worker_cpu_ms_per_verdict": round(cpu_s * 1000 / len(rows), 2) if rows else None,
+            "device_cpu_ms_per_verdict": round(cpu["devices"] * 1000 / len(rows), 2) if rows else None,
+            "postgres_cpu_ms_per_verdict": round(cpu["postgres"] * 1000 / len(rows), 2) if rows else None,
             "load_average": os.getloadavg()[0],
         }
         text = json.dumps(res, indent=1)

@@ -338,3 +338,35 @@ int fleet_device_remove(PGconn *c, const char *name, tm_err *err)
         r = tm_err_set(err, ENOENT, "device %s: not enrolled", name);
     return r;
 }
+
+int fleet_vtpm_enroll(PGconn *c, const char *device, const char *ek, const char *name_hex, tm_err *err)
+{
+    if (!device || !fleet_name_ok(device))
+        return tm_err_set(err, EINVAL, "device: not a device name");
+    /* <uuid>/ek-rsa|ek-ecc, the uuid in lower-case hex as trustmed writes it */
+    static const char *const kinds[] = {"/ek-rsa", "/ek-ecc"};
+    bool ok = ek && strlen(ek) == 36 + 7 && (strcmp(ek + 36, kinds[0]) == 0 || strcmp(ek + 36, kinds[1]) == 0);
+    for (int i = 0; ok && i < 36; i++)
+        ok = (i == 8 || i == 13 || i == 18 || i == 23)
+                 ? ek[i] == '-'
+                 : (isdigit((unsigned char)ek[i]) || (ek[i] >= 'a' && ek[i] <= 'f'));
+    if (!ok)
+        return tm_err_set(err, EINVAL, "ek: <uuid>/ek-rsa or <uuid>/ek-ecc (trustme vtpm info)");
+    if (name_hex && strlen(name_hex) == 68 && strncmp(name_hex, "000b", 4) == 0)
+        name_hex += 4;
+    uint8_t digest[32];
+    if (!name_hex || tm_hex_decode_str(name_hex, digest, sizeof(digest), 0, err) < 0)
+        return tm_err_set(err, EINVAL, "name: the EK's TPM name, 000b and 64 hex digits (trustme vtpm info)");
+    char hex[65];
+    tm_hex(digest, sizeof(digest), hex);
+    _cleanup_res_ PGresult *res = NULL;
+    int r = FLEET_EXEC(c, &res, err,
+                       "INSERT INTO vtpms (device_id, name, ek_digest) SELECT id, $2, decode($3, 'hex') FROM devices "
+                       "WHERE name = $1 RETURNING id",
+                       device, ek, hex);
+    if (r == 0 && PQntuples(res) != 1)
+        r = tm_err_set(err, ENOENT, "device %s: not enrolled", device);
+    if (r == -EEXIST)
+        tm_err_set(err, EEXIST, "device %s has a vTPM %s enrolled already", device, ek);
+    return r;
+}

@@ -177,6 +177,26 @@ static enum MHD_Result enroll(struct fleet_api *a, struct MHD_Connection *conn, 
     return respond_json(conn, 201, json_pack("{s:s}", "enrolled", e.name));
 }
 
+static enum MHD_Result enroll_vtpm(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
+{
+    static const char *const keys[] = {"device", "ek", "name", NULL};
+    _cleanup_json_ json_t *o = NULL;
+    tm_err err = {0};
+    const char *device = NULL, *ek = NULL, *name = NULL;
+    int r = parse_body(rq, keys, &o, &err);
+    if (r == 0)
+        r = as_einval(tm_json_get_string(o, "$", "device", true, FLEET_NAME_MAX, &device, &err));
+    if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "ek", true, FLEET_VTPM_NAME_MAX, &ek, &err));
+    if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "name", true, 68, &name, &err));
+    if (r >= 0)
+        r = fleet_vtpm_enroll(a->c, device, ek, name, &err);
+    if (r < 0)
+        return respond_err(conn, r, &err);
+    return respond_json(conn, 201, json_pack("{s:s,s:s}", "device", device, "vtpm", ek));
+}
+
 static enum MHD_Result put_group(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
 {
     static const char *const keys[] = {"name", "interval", "pcrs", "pin_ak", "min_version", "reference", NULL};
@@ -575,6 +595,17 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
                           "min_version, rim_version, (SELECT count(*) FROM devices d WHERE d.group_id = g.id) "
                           "AS devices FROM device_groups g ORDER BY name",
                           NULL);
+    if (strcmp(url, API "vtpms") == 0 && get) {
+        _cleanup_res_ PGresult *res = NULL;
+        tm_err err = {0};
+        int r = fleet_exec(a->c, &res, &err, FLEET_VTPMS_SQL, 0, NULL);
+        if (r < 0)
+            return respond_err(conn, r, &err);
+        json_error_t je;
+        json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, &je);
+        return list ? respond_json(conn, 200, json_pack("{s:o}", "vtpms", list))
+                    : respond_error(conn, 500, "vtpms: not JSON");
+    }
     if (strcmp(url, API "stats") == 0 && get) {
         _cleanup_res_ PGresult *res = NULL;
         tm_err err = {0};
@@ -598,6 +629,8 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
             return enroll(a, conn, rq);
         if (strcmp(url, API "groups") == 0)
             return put_group(a, conn, rq);
+        if (strcmp(url, API "vtpms") == 0)
+            return enroll_vtpm(a, conn, rq);
         if (strcmp(url, API "push/nonce") == 0)
             return push_nonce(a, conn, rq);
         if (strcmp(url, API "push/evidence") == 0)

@@ -103,6 +103,9 @@ void fleet_target_done(struct fleet_target *t);
 /* The device's row with its group's policy. */
 int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err);
 
+#define FLEET_VTPMS_MAX 32 /* vtpm-ek events taken from one log */
+#define FLEET_VTPM_NAME_MAX 48 /* "<uuid>/ek-rsa" and NUL */
+
 struct fleet_verdict {
     bool trusted;
     bool evidence; /* the device answered with a quote */
@@ -110,6 +113,12 @@ struct fleet_verdict {
     char *report_json; /* the report (trustme-verify --json's form) or {"error": ...} */
     bool reset_valid; /* quote signature passed: reset_count is the TPM's */
     uint32_t reset_count;
+    /* A trusted verdict's vtpm-ek events: the container vTPMs' EKs the device vouches for. */
+    struct {
+        char name[FLEET_VTPM_NAME_MAX]; /* <uuid>/ek-rsa or ek-ecc */
+        uint8_t digest[32]; /* SHA-256 of the EK's TPMT_PUBLIC */
+    } vtpms[FLEET_VTPMS_MAX];
+    size_t nvtpms;
 };
 void fleet_verdict_done(struct fleet_verdict *v);
 /* Check a response (or, with buf NULL, record why there is none: why). */
@@ -157,6 +166,22 @@ int fleet_push_evidence(PGconn *c, const char *device, const uint8_t nonce[32], 
 /* The verdict row and the device's state, in the caller's transaction. */
 int fleet_record(PGconn *c, const struct fleet_target *t, const struct fleet_verdict *v, const char *mode,
                  int64_t attempt, const uint8_t *nonce, int latency_ms, const char *worker, tm_err *err);
+
+/* ---- vTPMs (admin.c) ---- */
+
+/* Enroll a container's vTPM under its device (docs/FLEET.md "vTPMs"): ek is "<uuid>/ek-rsa" or
+ * "<uuid>/ek-ecc", name_hex its EK's TPM name as `trustme vtpm info` shows it (000b and 64 hex
+ * digits, or the 64 alone). */
+int fleet_vtpm_enroll(PGconn *c, const char *device, const char *ek, const char *name_hex, tm_err *err);
+/* The vTPMs with their state: attested (the device's last trusted log, at most two intervals
+ * old, has the enrolled EK), another EK (the log names another EK under that UUID: a vTPM made
+ * anew), stale (not in a trusted log for two intervals), never seen. One JSON array. */
+#define FLEET_VTPMS_SQL                                                                                         \
+    "SELECT coalesce(json_agg(x ORDER BY x.device, x.ek), '[]') FROM (SELECT d.name AS device, v.name AS ek, "  \
+    "encode(v.ek_digest, 'hex') AS ek_digest, v.last_attested_at, CASE WHEN v.last_attested_at IS NULL THEN "   \
+    "'never seen' WHEN v.last_digest <> v.ek_digest THEN 'another EK' WHEN v.last_attested_at > now() - 2 * "   \
+    "g.interval_s * interval '1 second' THEN 'attested' ELSE 'stale' END AS state FROM vtpms v JOIN devices d " \
+    "ON d.id = v.device_id JOIN device_groups g ON g.id = d.group_id) x"
 
 /* ---- retention (retention.c) ---- */
 

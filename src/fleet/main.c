@@ -35,6 +35,10 @@ static const char usage[] =
     "                                   without --address it pushes its evidence; with --tls-cert\n"
     "                                   it must push over TLS with that certificate (key in TPM)\n"
     "  remove NAME                      remove a device and its history\n"
+    "  vtpm-enroll NAME UUID/ek-KIND EKNAME\n"
+    "                                   enroll a container's vTPM under device NAME by its EK\n"
+    "                                   (EKNAME: `trustme vtpm info`'s TPM name)\n"
+    "  vtpms                            the vTPMs and whether the devices' logs vouch for them\n"
     "  devices | groups | alerts        list, as JSON\n"
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
     "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--threads N] [--once]\n"
@@ -512,6 +516,10 @@ int main(int argc, char **argv)
         r = cmd_worker(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "serve") == 0)
         r = cmd_serve(c, conninfo, argc, argv, &err);
+    else if (strcmp(cmd, "vtpm-enroll") == 0 && argc == 4)
+        r = fleet_vtpm_enroll(c, argv[1], argv[2], argv[3], &err);
+    else if (strcmp(cmd, "vtpms") == 0 && argc == 1)
+        r = print_query(c, FLEET_VTPMS_SQL, NULL, &err);
     else if (strcmp(cmd, "stats") == 0 && argc == 1)
         r = print_query(c, FLEET_STATS_SQL, NULL, &err);
     else if (strcmp(cmd, "prune") == 0 && argc == 3 && strcmp(argv[1], "--days") == 0) {

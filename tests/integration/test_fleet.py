@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -144,8 +145,9 @@ def fleet(pg, env, test_root):  # noqa: F811
     work.mkdir()
     f = Fleet(pg, pg.create_db(f"fleet_{os.getpid()}"), work, env)
     try:
-        assert "schema version 2" in f.run("migrate").stdout
-        assert "schema version 2" in f.run("migrate").stdout  # idempotent
+        first = f.run("migrate").stdout
+        assert re.fullmatch(r"schema version \d+\n", first), first
+        assert f.run("migrate").stdout == first  # idempotent
         f.run("trust", "--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
               "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"), "--crl", env.pki / "crls.pem")
         f.serve()
@@ -609,6 +611,7 @@ ENDPOINTS = {
                         "cert_chain_pem": "-----BEGIN CERTIFICATE-----\n"},
     "/api/v1/groups": {"name": "g2", "interval": 5, "pcrs": [12], "pin_ak": True, "min_version": 0,
                        "reference": {"json": "{}", "sig": "AAAA", "chain": "x"}},
+    "/api/v1/vtpms": {"device": "b", "ek": "0f0e0d0c-0b0a-4908-8706-050403020100/ek-ecc", "name": "00" * 32},
     "/api/v1/push/nonce": {"device": "b"},
     "/api/v1/push/evidence": {"device": "b", "nonce": "00" * 32, "response": "AAAA"},
 }
@@ -618,7 +621,7 @@ def snapshot(fleet):
     """What a request could change. Of devices, what the API sets (the sweep in `serve` marks
     devices missing meanwhile, as it should)."""
     tables = ("(SELECT id, name, group_id, address, ak_name, cert_chain_pem, subject, enrolled_at FROM devices)",
-              "device_groups", "push_nonces", "trust")
+              "device_groups", "push_nonces", "trust", "vtpms")
     return [fleet.sql(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t")
             for t in tables]
 
@@ -907,3 +910,74 @@ def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+# ---- containers' vTPMs --------------------------------------------------------------------------
+
+def test_vtpm_attested_by_its_device(fleet, env, worker, tmp_path):
+    """A device (a raw trustme-tpmd with its swtpm, provisioned by the test PKI) whose runtime log
+    has two containers' vtpm-ek events, approved by its group's reference values. Enrolled under
+    it: the first vTPM with the EK its log names ("attested"), the second with another EK
+    ("another EK": its log vouches for a different vTPM under that UUID), a third never measured
+    ("never seen"). Bad vTPM enrollments are refused."""
+    import hashlib
+    from pb import field_bytes
+    from test_tpmd import BOOT, CERT_INSTALL, CSR, DEVICE_CSR, OK, RUNTIME, Tpmd, event, install_ek_cert, \
+        manufacturer_ca
+    d = tmp_path
+    u1, u2, u3 = ("0f0e0d0c-0b0a-4908-8706-05040302010%d" % i for i in range(3))
+    ek1, ek2, other = os.urandom(32), os.urandom(32), os.urandom(32)
+    # not under tmp_path: tpmd's user must reach it (as test_tpmd.py's tpmd_dir)
+    base = Path(tempfile.mkdtemp(prefix=f"{conftest.TEST_PREFIX}-fleet-v-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    t = Tpmd(base / "v")
+    try:
+        t.start()
+        boot = [event(BOOT, "binary", p.name, hashlib.sha256(p.read_bytes()).digest())
+                for p in (conftest.TRUSTMED, SCD, TPMD)]
+        t.measure(*boot, event(RUNTIME, "vtpm-ek", f"{u1}/ek-ecc", ek1), event(RUNTIME, "vtpm-ek", f"{u2}/ek-rsa", ek2))
+        mkey, mcert = manufacturer_ca(d)
+        install_ek_cert(t, d, mkey, mcert)
+        (d / "v.csr").write_bytes(t.ok(DEVICE_CSR, field_bytes(1, b"fleet-v"), CSR)[1][0])
+        subprocess.run([str(PKI_TOOL), "issue", "--pki", env.pki, "--ca", "device", "--csr", d / "v.csr", "--out",
+                        d / "v.enc", "--passphrase-file", env.passfile, "--ek-anchor", mcert], check=True,
+                       capture_output=True)
+        t.ok(CERT_INSTALL, field_bytes(1, (d / "v.enc").read_bytes() + env.cert("device-ca").read_bytes()), OK)
+        info = t.info()
+        (d / "v.json").write_text(json.dumps({"ak_name": info[4][0].hex(), "cert_chain_pem": info[5][0].decode()}))
+        refs = d / "refs.json"
+        subprocess.run([str(PKI_TOOL), "rim", "--out", refs, "--version", "1", "--pcr", "11", "--pcr", "12",
+                        "--binary", conftest.TRUSTMED, "--binary", SCD, "--binary", TPMD,
+                        "--vtpm-ek", f"{u1}/ek-ecc=000b{ek1.hex()}", "--vtpm-ek", f"{u2}/ek-rsa={ek2.hex()}"],
+                       check=True, capture_output=True)
+        subprocess.run([str(PKI_TOOL), "sign", refs, "--pki", env.pki, "--signer", "software",
+                        "--passphrase-file", env.passfile], check=True, capture_output=True)
+        fleet.run("group", "vg", "--reference", refs, "--interval", INTERVAL)
+        host, port = t.attest_address()
+        fleet.run("enroll", "v", "--group", "vg", "--info", d / "v.json", "--address", f"{host}:{port}")
+        fleet.run("vtpm-enroll", "v", f"{u1}/ek-ecc", "000b" + ek1.hex())
+        fleet.run("vtpm-enroll", "v", f"{u2}/ek-rsa", other.hex())
+        s, r = fleet.api("POST", "/api/v1/vtpms", {"device": "v", "ek": f"{u3}/ek-ecc", "name": other.hex()})
+        assert s == 201, r
+        # refused: a name that is no vTPM EK's, a bad name, an unknown device, the same one twice
+        for body, want in (({"device": "v", "ek": "c0/ek-ecc", "name": other.hex()}, 400),
+                           ({"device": "v", "ek": f"{u3}/ek-dsa", "name": other.hex()}, 400),
+                           ({"device": "v", "ek": f"{u3}/ek-rsa", "name": "zz"}, 400),
+                           ({"device": "nobody", "ek": f"{u3}/ek-rsa", "name": other.hex()}, 404),
+                           ({"device": "v", "ek": f"{u1}/ek-ecc", "name": ek1.hex()}, 409)):
+            s, r = fleet.api("POST", "/api/v1/vtpms", body)
+            assert s == want, (body, s, r)
+        v = fleet.next_verdict("v")
+        assert v[1] == "t", v
+
+        def states():
+            got = {x["ek"]: x["state"] for x in json.loads(fleet.run("vtpms").stdout) if x["device"] == "v"}
+            return got if got.get(f"{u1}/ek-ecc") == "attested" else None
+        got = wait_for(states, timeout=10, what="the vTPM attested")
+        assert got == {f"{u1}/ek-ecc": "attested", f"{u2}/ek-rsa": "another EK", f"{u3}/ek-ecc": "never seen"}, got
+        s, r = fleet.api("GET", "/api/v1/vtpms")
+        assert s == 200 and {x["ek"]: x["state"] for x in r["vtpms"]} == got, r
+    finally:
+        fleet.run("remove", "v", check=False)
+        t.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
