@@ -53,6 +53,29 @@ def sha_file(path):
     return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
+def worker_cpu(pid):
+    """CPU seconds (user + system) of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid):
+    """pid and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=20)
@@ -60,6 +83,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
+    ap.add_argument("--perf", help="perf record the workers during the measurement into this file "
+                    "(their CPU by library and function: docs/BENCHMARKS.md \"Where a verdict's time goes\")")
     ap.add_argument("out", nargs="?")
     a = ap.parse_args()
 
@@ -119,7 +144,22 @@ def main():
                                           stdout=log, stderr=log, env=env))
         time.sleep(a.interval + 2)
         start_id = int(pg.psql("SELECT coalesce(max(id), 0) FROM verdicts", db="bench")[0][0])
+        perf = None
+        if a.perf:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-o", a.perf, "-p",
+                                     ",".join(str(p.pid) for p in procs), "--", "sleep", str(a.seconds)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # where the machine's CPU goes: the workers, the simulated devices (tpmd and its swtpm),
+        # PostgreSQL (the postmaster and its backends)
+        groups = {"workers": [p.pid for p in procs],
+                  "devices": [p for t in tpmds for p in (t.proc.pid, t.swtpm_pid())],
+                  "postgres": tree(int((pg.data / "postmaster.pid").read_text().split()[0]))}
+        cpu0 = {k: {p: worker_cpu(p) for p in v} for k, v in groups.items()}
         time.sleep(a.seconds)
+        cpu = {k: sum(worker_cpu(p) - c for p, c in v.items()) for k, v in cpu0.items()}
+        cpu_s = cpu["workers"]
+        if perf:
+            perf.wait(timeout=60)
         rows = pg.psql(f"SELECT device_id, extract(epoch FROM at), latency_ms, trusted, worker FROM verdicts "
                        f"WHERE id > {start_id} ORDER BY id", db="bench")
         size = int(pg.psql("SELECT pg_total_relation_size('verdicts')", db="bench")[0][0])
@@ -152,6 +192,10 @@ def main():
             "verdict_bytes": round(size / total) if total else None,
             "bytes_per_device_day_at_1_per_min": round(size / total * 1440) if total else None,
             "workers_seen": sorted({r[4] for r in rows}),
+            "worker_cpu_ms_per_verdict": round(cpu_s * 1000 / len(rows), 2) if rows else None,
+            "device_cpu_ms_per_verdict": round(cpu["devices"] * 1000 / len(rows), 2) if rows else None,
+            "postgres_cpu_ms_per_verdict": round(cpu["postgres"] * 1000 / len(rows), 2) if rows else None,
+            "load_average": os.getloadavg()[0],
         }
         text = json.dumps(res, indent=1)
         if a.out:

@@ -317,6 +317,7 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
     const char *cn = cli_value(a, "cn"), *out = cli_value(a, "out");
     Trustme__DeviceCsrRequest cr = TRUSTME__DEVICE_CSR_REQUEST__INIT;
     cr.common_name = (char *)cn;
+    cr.has_tls = cr.tls = cli_flag(a, "tls");
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_DEVICE_CSR;
     req.device_csr = &cr;
@@ -329,6 +330,12 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
     if (out) {
         if (write_file_atomic(out, pem->data, pem->len, 0644, &err) < 0)
             r = cli_fail("%s", err.msg);
+        else if (cr.tls)
+            fprintf(stderr,
+                    "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR --ca device "
+                    "--profile tls --csr %s --out tls.pem); tls.pem is the device's TLS client "
+                    "certificate, its key stays in the TPM\n",
+                    out, out);
         else
             fprintf(stderr,
                     "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "

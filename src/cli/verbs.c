@@ -71,6 +71,10 @@ static const struct cli_opt audit_opts[] = {OPT_JSON("the records"),
 static const struct cli_opt csr_opts[] = {
     {"cn", 0, CLI_WORD, "NAME", "the common name to ask for", false},
     {"out", 0, CLI_FILE, "FILE", "write the bundle to FILE instead of stdout", false},
+    {"tls", 0, CLI_NONE, NULL,
+     "the TLS client key's bundle instead (after the AK's certificate is installed; trustme-pki issue "
+     "--profile tls)",
+     false},
     {0}};
 static const struct cli_opt cert_install_opts[] = {{"chain", 0, CLI_FILE, "CA.pem",
                                                     "a CA certificate of the chain, from the issuer up to, not "

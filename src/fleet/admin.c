@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -188,6 +190,84 @@ int fleet_group_put(PGconn *c, const struct fleet_group_req *g, tm_err *err)
                       rimv);
 }
 
+/* A device certificate chain (leaf first) the fleet trusts: to its AK roots (X509_STRICT, EKU
+ * clientAuth, the CRLs), an end entity issued by one of its Device CAs. The leaf's subject in
+ * *res. what names the chain in messages. */
+static int check_device_chain(const struct fleet_trust *t, const char *pem, const char *what, struct verify_result *res,
+                              tm_err *err)
+{
+    struct verify_request rq = {
+        .chain_pem = pem,
+        .chain_len = strlen(pem),
+        .anchors_pem = t->ak_anchors,
+        .anchors_len = t->ak_anchors_len,
+        .crls_pem = t->crls,
+        .crls_len = t->crls_len,
+        .leaf_only = true,
+        .eku = AK_EKU,
+    };
+    tm_err e2 = {0};
+    int r = verify_signed(&rq, res, &e2);
+    if (r < 0)
+        return tm_err_set(err, r == -EINVAL ? EINVAL : EACCES, "%s: %s", what, e2.msg);
+    if (pem_leaf_is_ca(pem, strlen(pem)) != 0)
+        return tm_err_set(err, EACCES, "%s (%s) is a CA certificate", what, res->leaf_subject);
+    if (!ca_pins_issued(&t->device_cas, res))
+        return tm_err_set(err, EACCES, "%s (%s) was not issued by one of the fleet's Device CAs", what,
+                          res->leaf_subject);
+    return 0;
+}
+
+/* SHA-256 of the leaf's SubjectPublicKeyInfo (DER), as hex: what pins a device's TLS key. */
+static int leaf_spki_hex(const char *pem, char hex[65], tm_err *err)
+{
+    BIO *in = BIO_new_mem_buf(pem, -1);
+    X509 *x = in ? PEM_read_bio_X509(in, NULL, NULL, NULL) : NULL;
+    unsigned char *der = NULL;
+    int len = x ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der) : -1;
+    uint8_t md[32];
+    bool ok = len > 0 && EVP_Digest(der, (size_t)len, md, NULL, EVP_sha256(), NULL) == 1;
+    OPENSSL_free(der);
+    X509_free(x);
+    BIO_free(in);
+    ERR_clear_error();
+    if (!ok)
+        return tm_err_set(err, EINVAL, "the certificate's public key cannot be read");
+    tm_hex(md, sizeof(md), hex);
+    return 0;
+}
+
+int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain_pem, tm_err *err)
+{
+    _cleanup_res_ PGresult *res = NULL;
+    int r = FLEET_EXEC(c, &res, err, "SELECT encode(tls_spki, 'hex') FROM devices WHERE name = $1", device);
+    if (r < 0)
+        return r;
+    if (PQntuples(res) == 0)
+        return 0; /* not enrolled: the push endpoint says so */
+    /* A device enrolled without a TLS key: the channel proves nothing, whatever certificate
+     * (an operator's, none) the client has. */
+    if (PQgetisnull(res, 0, 0))
+        return 0;
+    const char *pinned = PQgetvalue(res, 0, 0);
+    if (!peer_chain_pem)
+        return tm_err_set(err, EACCES,
+                          "device %s is enrolled with a TLS client key in its TPM: it pushes over TLS with that "
+                          "key's certificate, and presented none",
+                          device);
+    _cleanup_(fleet_trust_done) struct fleet_trust t = {0};
+    struct verify_result vr;
+    char hex[65];
+    if ((r = fleet_trust_load(c, &t, err)) < 0 ||
+        (r = check_device_chain(&t, peer_chain_pem, "the client certificate", &vr, err)) < 0 ||
+        (r = leaf_spki_hex(peer_chain_pem, hex, err)) < 0)
+        return r < 0 && r != -ENOMEM ? -EACCES : r;
+    if (strcmp(pinned, hex) != 0)
+        return tm_err_set(err, EACCES, "the client certificate (%s) is not the TLS certificate device %s enrolled with",
+                          vr.leaf_subject, device);
+    return 0;
+}
+
 int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err)
 {
     if (!fleet_name_ok(e->name))
@@ -207,25 +287,20 @@ int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err)
     _cleanup_(fleet_trust_done) struct fleet_trust t = {0};
     if ((r = fleet_trust_load(c, &t, err)) < 0)
         return r;
-    struct verify_request rq = {
-        .chain_pem = e->cert_chain_pem,
-        .chain_len = strlen(e->cert_chain_pem),
-        .anchors_pem = t.ak_anchors,
-        .anchors_len = t.ak_anchors_len,
-        .crls_pem = t.crls,
-        .crls_len = t.crls_len,
-        .leaf_only = true,
-        .eku = AK_EKU,
-    };
     struct verify_result res;
-    tm_err e2 = {0};
-    if ((r = verify_signed(&rq, &res, &e2)) < 0)
-        return tm_err_set(err, r == -EINVAL ? EINVAL : EACCES, "the AK certificate chain: %s", e2.msg);
-    if (pem_leaf_is_ca(e->cert_chain_pem, strlen(e->cert_chain_pem)) != 0)
-        return tm_err_set(err, EACCES, "the AK certificate (%s) is a CA certificate", res.leaf_subject);
-    if (!ca_pins_issued(&t.device_cas, &res))
-        return tm_err_set(err, EACCES, "the AK certificate (%s) was not issued by one of the fleet's Device CAs",
-                          res.leaf_subject);
+    if ((r = check_device_chain(&t, e->cert_chain_pem, "the AK certificate chain", &res, err)) < 0)
+        return r;
+    /* The TLS client key: a certificate of the same fleet, for a key the Device CA took to be in
+     * the device's TPM (trustme-pki issue --profile tls); its key is pinned. */
+    char spki[65] = "";
+    struct verify_result tls_res;
+    if (e->tls_cert_pem) {
+        if (!*e->tls_cert_pem || strlen(e->tls_cert_pem) > VERIFY_PEM_MAX)
+            return tm_err_set(err, EINVAL, "tls_cert_pem: the device's TLS certificate (PEM)");
+        if ((r = check_device_chain(&t, e->tls_cert_pem, "the TLS certificate", &tls_res, err)) < 0 ||
+            (r = leaf_spki_hex(e->tls_cert_pem, spki, err)) < 0)
+            return r;
+    }
     /* The AK name pins the key; the certificate must be for that key. The binding of the two is
      * checked at every quote ("AK binding": the certificate's key is the TPMT_PUBLIC's, whose
      * name is pinned). */
@@ -235,9 +310,10 @@ int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err)
         return r;
     _cleanup_res_ PGresult *ins = NULL;
     r = FLEET_EXEC(c, &ins, err,
-                   "INSERT INTO devices (name, group_id, address, ak_name, cert_chain_pem, subject) "
-                   "SELECT $1, id, $3, decode($4, 'hex'), $5, $6 FROM device_groups WHERE name = $2 RETURNING id",
-                   e->name, e->group, e->address, akhex, e->cert_chain_pem, res.leaf_subject);
+                   "INSERT INTO devices (name, group_id, address, ak_name, cert_chain_pem, subject, tls_spki) "
+                   "SELECT $1, id, $3, decode($4, 'hex'), $5, $6, decode($7, 'hex') FROM device_groups "
+                   "WHERE name = $2 RETURNING id",
+                   e->name, e->group, e->address, akhex, e->cert_chain_pem, res.leaf_subject, spki[0] ? spki : NULL);
     if (r == 0 && PQntuples(ins) != 1)
         r = tm_err_set(err, ENOENT, "group %s: no such group", e->group);
     if (r == 0)
@@ -247,7 +323,7 @@ int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err)
     if (r < 0) {
         fleet_rollback(c);
         if (r == -EEXIST)
-            tm_err_set(err, EEXIST, "a device named %s or with this AK is enrolled already", e->name);
+            tm_err_set(err, EEXIST, "a device named %s or with this AK or TLS key is enrolled already", e->name);
     }
     return r;
 }
@@ -260,5 +336,37 @@ int fleet_device_remove(PGconn *c, const char *name, tm_err *err)
     int r = FLEET_EXEC(c, &res, err, "DELETE FROM devices WHERE name = $1 RETURNING id", name);
     if (r == 0 && PQntuples(res) == 0)
         r = tm_err_set(err, ENOENT, "device %s: not enrolled", name);
+    return r;
+}
+
+int fleet_vtpm_enroll(PGconn *c, const char *device, const char *ek, const char *name_hex, tm_err *err)
+{
+    if (!device || !fleet_name_ok(device))
+        return tm_err_set(err, EINVAL, "device: not a device name");
+    /* <uuid>/ek-rsa|ek-ecc, the uuid in lower-case hex as trustmed writes it */
+    static const char *const kinds[] = {"/ek-rsa", "/ek-ecc"};
+    bool ok = ek && strlen(ek) == 36 + 7 && (strcmp(ek + 36, kinds[0]) == 0 || strcmp(ek + 36, kinds[1]) == 0);
+    for (int i = 0; ok && i < 36; i++)
+        ok = (i == 8 || i == 13 || i == 18 || i == 23)
+                 ? ek[i] == '-'
+                 : (isdigit((unsigned char)ek[i]) || (ek[i] >= 'a' && ek[i] <= 'f'));
+    if (!ok)
+        return tm_err_set(err, EINVAL, "ek: <uuid>/ek-rsa or <uuid>/ek-ecc (trustme vtpm info)");
+    if (name_hex && strlen(name_hex) == 68 && strncmp(name_hex, "000b", 4) == 0)
+        name_hex += 4;
+    uint8_t digest[32];
+    if (!name_hex || tm_hex_decode_str(name_hex, digest, sizeof(digest), 0, err) < 0)
+        return tm_err_set(err, EINVAL, "name: the EK's TPM name, 000b and 64 hex digits (trustme vtpm info)");
+    char hex[65];
+    tm_hex(digest, sizeof(digest), hex);
+    _cleanup_res_ PGresult *res = NULL;
+    int r = FLEET_EXEC(c, &res, err,
+                       "INSERT INTO vtpms (device_id, name, ek_digest) SELECT id, $2, decode($3, 'hex') FROM devices "
+                       "WHERE name = $1 RETURNING id",
+                       device, ek, hex);
+    if (r == 0 && PQntuples(res) != 1)
+        r = tm_err_set(err, ENOENT, "device %s: not enrolled", device);
+    if (r == -EEXIST)
+        tm_err_set(err, EEXIST, "device %s has a vTPM %s enrolled already", device, ek);
     return r;
 }

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <errno.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -35,7 +36,12 @@ struct fleet_api {
     PGconn *c;
     char *alert_command;
     bool client_certs; /* operators must present a certificate of the client CA */
+    /* The admins' CAs (--client-ca) when viewers have their own (--viewer-ca): a client whose
+     * chain verifies to these is an admin, else a viewer. NULL: every operator is an admin. */
+    gnutls_x509_trust_list_t admins;
 };
+
+enum role { ROLE_VIEWER, ROLE_ADMIN };
 
 struct request {
     char *body;
@@ -147,7 +153,7 @@ static int as_einval(int r)
 
 static enum MHD_Result enroll(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
 {
-    static const char *const keys[] = {"name", "group", "address", "ak_name", "cert_chain_pem", NULL};
+    static const char *const keys[] = {"name", "group", "address", "ak_name", "cert_chain_pem", "tls_cert_pem", NULL};
     _cleanup_json_ json_t *o = NULL;
     tm_err err = {0};
     struct fleet_enroll_req e = {0};
@@ -163,10 +169,32 @@ static enum MHD_Result enroll(struct fleet_api *a, struct MHD_Connection *conn, 
     if (r >= 0)
         r = as_einval(tm_json_get_string(o, "$", "cert_chain_pem", true, 60000, &e.cert_chain_pem, &err));
     if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "tls_cert_pem", false, 60000, &e.tls_cert_pem, &err));
+    if (r >= 0)
         r = fleet_enroll(a->c, &e, &err);
     if (r < 0)
         return respond_err(conn, r, &err);
     return respond_json(conn, 201, json_pack("{s:s}", "enrolled", e.name));
+}
+
+static enum MHD_Result enroll_vtpm(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
+{
+    static const char *const keys[] = {"device", "ek", "name", NULL};
+    _cleanup_json_ json_t *o = NULL;
+    tm_err err = {0};
+    const char *device = NULL, *ek = NULL, *name = NULL;
+    int r = parse_body(rq, keys, &o, &err);
+    if (r == 0)
+        r = as_einval(tm_json_get_string(o, "$", "device", true, FLEET_NAME_MAX, &device, &err));
+    if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "ek", true, FLEET_VTPM_NAME_MAX, &ek, &err));
+    if (r >= 0)
+        r = as_einval(tm_json_get_string(o, "$", "name", true, 68, &name, &err));
+    if (r >= 0)
+        r = fleet_vtpm_enroll(a->c, device, ek, name, &err);
+    if (r < 0)
+        return respond_err(conn, r, &err);
+    return respond_json(conn, 201, json_pack("{s:s,s:s}", "device", device, "vtpm", ek));
 }
 
 static enum MHD_Result put_group(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
@@ -223,6 +251,40 @@ static enum MHD_Result put_group(struct fleet_api *a, struct MHD_Connection *con
     return respond_json(conn, 200, json_pack("{s:s}", "group", g.name));
 }
 
+/* The chain a TLS client presented, as PEM (malloc'ed), or NULL: none (or not TLS). */
+static char *peer_chain_pem(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned n = 0;
+    const gnutls_datum_t *certs = ci && ci->tls_session ? gnutls_certificate_get_peers(ci->tls_session, &n) : NULL;
+    char *out = NULL;
+    size_t len = 0;
+    for (unsigned i = 0; certs && i < n && i < 8; i++) {
+        gnutls_datum_t pem = {0};
+        if (gnutls_pem_base64_encode2("CERTIFICATE", &certs[i], &pem) != GNUTLS_E_SUCCESS)
+            break;
+        char *grown = realloc(out, len + pem.size + 1);
+        if (grown) {
+            memcpy(grown + len, pem.data, pem.size);
+            len += pem.size;
+            grown[len] = '\0';
+            out = grown;
+        }
+        gnutls_free(pem.data);
+        if (!grown)
+            break;
+    }
+    return out;
+}
+
+/* A push names its device: with a TLS client certificate, it must be that device's
+ * (docs/FLEET.md "Device identity on the wire"). */
+static int push_tls_check(struct fleet_api *a, struct MHD_Connection *conn, const char *device, tm_err *err)
+{
+    _cleanup_free_ char *chain = peer_chain_pem(conn);
+    return fleet_device_tls_check(a->c, device, chain, err);
+}
+
 static enum MHD_Result push_nonce(struct fleet_api *a, struct MHD_Connection *conn, const struct request *rq)
 {
     static const char *const keys[] = {"device", NULL};
@@ -235,6 +297,8 @@ static enum MHD_Result push_nonce(struct fleet_api *a, struct MHD_Connection *co
     int r = parse_body(rq, keys, &o, &err);
     if (r == 0)
         r = as_einval(tm_json_get_string(o, "$", "device", true, FLEET_NAME_MAX, &device, &err));
+    if (r >= 0)
+        r = push_tls_check(a, conn, device, &err);
     if (r >= 0)
         r = fleet_push_nonce(a->c, device, nonce, pcrs, &npcrs, &err);
     if (r < 0)
@@ -269,6 +333,8 @@ static enum MHD_Result push_evidence(struct fleet_api *a, struct MHD_Connection 
     if (r >= 0)
         r = b64_decode(resp64, &buf, &len, "$.response", &err);
     _cleanup_(fleet_verdict_done) struct fleet_verdict v = {0};
+    if (r >= 0)
+        r = push_tls_check(a, conn, device, &err);
     if (r >= 0)
         r = fleet_push_evidence(a->c, device, nonce, buf, len, a->alert_command, &v, &err);
     if (r < 0)
@@ -446,9 +512,29 @@ static size_t body_max(const char *url)
     return BODY_MAX;
 }
 
-/* The client's certificate verified against the client CA MHD was given
- * (MHD_OPTION_HTTPS_MEM_TRUST): chain, dates, signature. 0, or why not. */
-static const char *client_cert_problem(struct MHD_Connection *conn)
+/* The client's chain (leaf first) verifies to the admins' CAs. */
+static bool is_admin(const struct fleet_api *a, gnutls_session_t s)
+{
+    unsigned n = 0;
+    const gnutls_datum_t *der = gnutls_certificate_get_peers(s, &n);
+    gnutls_x509_crt_t crts[8];
+    unsigned k = 0, status = 1;
+    for (; der && k < n && k < 8; k++)
+        if (gnutls_x509_crt_init(&crts[k]) < 0 || gnutls_x509_crt_import(crts[k], &der[k], GNUTLS_X509_FMT_DER) < 0) {
+            gnutls_x509_crt_deinit(crts[k]);
+            break;
+        }
+    bool ok =
+        k > 0 && k == n && gnutls_x509_trust_list_verify_crt(a->admins, crts, k, 0, &status, NULL) == 0 && status == 0;
+    for (unsigned i = 0; i < k; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    return ok;
+}
+
+/* The client's certificate verified against the client CAs MHD was given
+ * (MHD_OPTION_HTTPS_MEM_TRUST: the admins' and the viewers'): chain, dates, signature. 0, or
+ * why not; *role: admin, or viewer when it does not verify to the admins' CAs alone. */
+static const char *client_cert_problem(const struct fleet_api *a, struct MHD_Connection *conn, enum role *role)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     if (!ci || !ci->tls_session)
@@ -460,6 +546,7 @@ static const char *client_cert_problem(struct MHD_Connection *conn)
     unsigned status = 0;
     if (gnutls_certificate_verify_peers2(s, &status) != GNUTLS_E_SUCCESS || status != 0)
         return "the client certificate does not verify to the fleet's client CA";
+    *role = !a->admins || is_admin(a, s) ? ROLE_ADMIN : ROLE_VIEWER;
     return NULL;
 }
 
@@ -473,13 +560,20 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
 {
     /* Push mode authenticates itself (a nonce issued to the name, the enrolled AK pinned, the
      * TPM's signature): devices need no client certificate. Everything else is the operators'. */
-    const char *problem = a->client_certs && !is_push(url) ? client_cert_problem(conn) : NULL;
+    enum role role = ROLE_ADMIN;
+    const char *problem = a->client_certs && !is_push(url) ? client_cert_problem(a, conn, &role) : NULL;
     if (problem) {
         char msg[160];
         snprintf(msg, sizeof(msg), "%s: this endpoint is the operators'", problem);
         return respond_error(conn, 403, msg);
     }
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    /* Viewers read (status page, devices, verdicts, groups, alerts); enrolling, removing and
+     * rolling out reference values are the admins'. Decided by method, before any endpoint. */
+    if (role == ROLE_VIEWER && !get && !is_push(url))
+        return respond_error(conn, 403,
+                             "a viewer's certificate: reading only (enrolling, removing devices and groups' "
+                             "reference values are the admins')");
     if (strcmp(url, "/") == 0 && get)
         return status_page(a, conn);
     if (strcmp(url, API "devices") == 0 && get)
@@ -501,6 +595,27 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
                           "min_version, rim_version, (SELECT count(*) FROM devices d WHERE d.group_id = g.id) "
                           "AS devices FROM device_groups g ORDER BY name",
                           NULL);
+    if (strcmp(url, API "vtpms") == 0 && get) {
+        _cleanup_res_ PGresult *res = NULL;
+        tm_err err = {0};
+        int r = fleet_exec(a->c, &res, &err, FLEET_VTPMS_SQL, 0, NULL);
+        if (r < 0)
+            return respond_err(conn, r, &err);
+        json_error_t je;
+        json_t *list = json_loads(PQgetvalue(res, 0, 0), 0, &je);
+        return list ? respond_json(conn, 200, json_pack("{s:o}", "vtpms", list))
+                    : respond_error(conn, 500, "vtpms: not JSON");
+    }
+    if (strcmp(url, API "stats") == 0 && get) {
+        _cleanup_res_ PGresult *res = NULL;
+        tm_err err = {0};
+        int r = fleet_exec(a->c, &res, &err, FLEET_STATS_SQL, 0, NULL);
+        if (r < 0)
+            return respond_err(conn, r, &err);
+        json_error_t je;
+        json_t *o = json_loads(PQgetvalue(res, 0, 0), 0, &je);
+        return o ? respond_json(conn, 200, o) : respond_error(conn, 500, "stats: not JSON");
+    }
     if (strcmp(url, API "alerts") == 0 && get)
         return query_json(a, conn, "alerts",
                           "SELECT id, to_char(at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at, kind, device, message "
@@ -514,6 +629,8 @@ static enum MHD_Result dispatch(struct fleet_api *a, struct MHD_Connection *conn
             return enroll(a, conn, rq);
         if (strcmp(url, API "groups") == 0)
             return put_group(a, conn, rq);
+        if (strcmp(url, API "vtpms") == 0)
+            return enroll_vtpm(a, conn, rq);
         if (strcmp(url, API "push/nonce") == 0)
             return push_nonce(a, conn, rq);
         if (strcmp(url, API "push/evidence") == 0)
@@ -595,12 +712,27 @@ int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const
      * the operators' and the pushing devices', the pull work is the workers'. */
     bool use_tls = tls && tls->cert_pem;
     a->client_certs = use_tls && tls->client_ca_pem;
+    /* Viewers: MHD verifies against both lists, the role is which one (is_admin). */
+    _cleanup_free_ char *trust = NULL;
+    if (a->client_certs && tls->viewer_ca_pem) {
+        gnutls_datum_t admins = {.data = (unsigned char *)tls->client_ca_pem, .size = strlen(tls->client_ca_pem)};
+        if (asprintf(&trust, "%s\n%s", tls->client_ca_pem, tls->viewer_ca_pem) < 0 ||
+            gnutls_x509_trust_list_init(&a->admins, 0) < 0 ||
+            gnutls_x509_trust_list_add_trust_mem(a->admins, &admins, NULL, GNUTLS_X509_FMT_PEM, 0, 0) <= 0) {
+            if (a->admins)
+                gnutls_x509_trust_list_deinit(a->admins, 1);
+            PQfinish(a->c);
+            free(a->alert_command);
+            free(a);
+            return tm_err_set(err, EINVAL, "--client-ca: no usable CA certificate for the admins");
+        }
+    }
     /* Unused options are passed as MHD_OPTION_ARRAY with nothing in it. */
     struct MHD_OptionItem tls_opts[] = {
         {use_tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, use_tls ? (void *)tls->cert_pem : NULL},
         {use_tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, use_tls ? (void *)tls->key_pem : NULL},
         {a->client_certs ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
-         a->client_certs ? (void *)tls->client_ca_pem : NULL},
+         a->client_certs ? (void *)(trust ? trust : tls->client_ca_pem) : NULL},
         {MHD_OPTION_END, 0, NULL},
     };
     a->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | (use_tls ? MHD_USE_TLS : 0), port, NULL,
@@ -608,6 +740,8 @@ int fleet_api_start(const char *addr, uint16_t port, const char *conninfo, const
                             completed, a, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
                             MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!a->d) {
+        if (a->admins)
+            gnutls_x509_trust_list_deinit(a->admins, 1);
         PQfinish(a->c);
         free(a->alert_command);
         free(a);
@@ -625,6 +759,8 @@ void fleet_api_stop(struct fleet_api *a)
     if (!a)
         return;
     MHD_stop_daemon(a->d);
+    if (a->admins)
+        gnutls_x509_trust_list_deinit(a->admins, 1);
     PQfinish(a->c);
     free(a->alert_command);
     free(a);

@@ -9,11 +9,13 @@
 struct fleet_api;
 
 /* TLS (docs/FLEET.md "TLS"): all NULL for plain HTTP. With client_ca_pem, every endpoint but
- * the two of push mode needs a client certificate that verifies to it (an operator's). */
+ * the two of push mode needs a client certificate that verifies to it (an admin's) or to
+ * viewer_ca_pem (a viewer's: GET only). */
 struct fleet_api_tls {
     const char *cert_pem; /* the server's certificate (chain) */
     const char *key_pem;
-    const char *client_ca_pem;
+    const char *client_ca_pem; /* the admins' CAs (all operators' without viewer_ca_pem) */
+    const char *viewer_ca_pem; /* NULL, or the viewers' CAs: read-only operators */
 };
 
 /* Listen on addr:port (port 0: any; the port taken is in *ret_port). Requests are served one at

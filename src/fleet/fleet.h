@@ -65,11 +65,17 @@ struct fleet_enroll_req {
     const char *address; /* HOST:PORT of its attestation endpoint; NULL: push mode */
     const char *ak_name_hex; /* 68 hex digits, `trustme device info --json` ak_name */
     const char *cert_chain_pem; /* the AK certificate, then its CAs */
+    const char *tls_cert_pem; /* NULL, or the TLS client certificate (its key in the TPM), then its CAs */
 };
 /* The chain must verify to the fleet's AK roots, issued by one of its Device CAs, not be a CA;
  * else -EACCES with the reason. The device is due at once. */
 int fleet_enroll(PGconn *c, const struct fleet_enroll_req *e, tm_err *err);
 int fleet_device_remove(PGconn *c, const char *name, tm_err *err);
+/* A push's TLS client: peer_chain_pem is the chain the client presented (NULL: none). A device
+ * enrolled with a TLS certificate must present one that chains to the fleet's anchors through a
+ * Device CA and is the one it enrolled with; for any other device the channel is not looked at.
+ * 0, or -EACCES with the reason (an unenrolled name: 0, the push endpoint refuses it). */
+int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain_pem, tm_err *err);
 
 /* 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool fleet_name_ok(const char *s);
@@ -97,6 +103,9 @@ void fleet_target_done(struct fleet_target *t);
 /* The device's row with its group's policy. */
 int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err);
 
+#define FLEET_VTPMS_MAX 32 /* vtpm-ek events taken from one log */
+#define FLEET_VTPM_NAME_MAX 48 /* "<uuid>/ek-rsa" and NUL */
+
 struct fleet_verdict {
     bool trusted;
     bool evidence; /* the device answered with a quote */
@@ -104,6 +113,12 @@ struct fleet_verdict {
     char *report_json; /* the report (trustme-verify --json's form) or {"error": ...} */
     bool reset_valid; /* quote signature passed: reset_count is the TPM's */
     uint32_t reset_count;
+    /* A trusted verdict's vtpm-ek events: the container vTPMs' EKs the device vouches for. */
+    struct {
+        char name[FLEET_VTPM_NAME_MAX]; /* <uuid>/ek-rsa or ek-ecc */
+        uint8_t digest[32]; /* SHA-256 of the EK's TPMT_PUBLIC */
+    } vtpms[FLEET_VTPMS_MAX];
+    size_t nvtpms;
 };
 void fleet_verdict_done(struct fleet_verdict *v);
 /* Check a response (or, with buf NULL, record why there is none: why). */
@@ -151,3 +166,37 @@ int fleet_push_evidence(PGconn *c, const char *device, const uint8_t nonce[32], 
 /* The verdict row and the device's state, in the caller's transaction. */
 int fleet_record(PGconn *c, const struct fleet_target *t, const struct fleet_verdict *v, const char *mode,
                  int64_t attempt, const uint8_t *nonce, int latency_ms, const char *worker, tm_err *err);
+
+/* ---- vTPMs (admin.c) ---- */
+
+/* Enroll a container's vTPM under its device (docs/FLEET.md "vTPMs"): ek is "<uuid>/ek-rsa" or
+ * "<uuid>/ek-ecc", name_hex its EK's TPM name as `trustme vtpm info` shows it (000b and 64 hex
+ * digits, or the 64 alone). */
+int fleet_vtpm_enroll(PGconn *c, const char *device, const char *ek, const char *name_hex, tm_err *err);
+/* The vTPMs with their state: attested (the device's last trusted log, at most two intervals
+ * old, has the enrolled EK), another EK (the log names another EK under that UUID: a vTPM made
+ * anew), stale (not in a trusted log for two intervals), never seen. One JSON array. */
+#define FLEET_VTPMS_SQL                                                                                         \
+    "SELECT coalesce(json_agg(x ORDER BY x.device, x.ek), '[]') FROM (SELECT d.name AS device, v.name AS ek, "  \
+    "encode(v.ek_digest, 'hex') AS ek_digest, v.last_attested_at, CASE WHEN v.last_attested_at IS NULL THEN "   \
+    "'never seen' WHEN v.last_digest <> v.ek_digest THEN 'another EK' WHEN v.last_attested_at > now() - 2 * "   \
+    "g.interval_s * interval '1 second' THEN 'attested' ELSE 'stale' END AS state FROM vtpms v JOIN devices d " \
+    "ON d.id = v.device_id JOIN device_groups g ON g.id = d.group_id) x"
+
+/* ---- retention (retention.c) ---- */
+
+#define FLEET_PRUNE_BATCH 5000
+/* Delete verdicts and alerts older than days (1..36500), in batches of FLEET_PRUNE_BATCH, oldest
+ * first; the counts deleted. The devices' last verdict, last seen and failing checks stay (they
+ * are columns of devices). */
+int fleet_prune(PGconn *c, int days, long *ret_verdicts, long *ret_alerts, tm_err *err);
+/* One JSON object: devices, verdicts, verdicts in the last day, the verdicts' bytes on disk (with
+ * indexes and TOAST), the database's, and their quotient: bytes per device per day at the last
+ * day's rate (docs/FLEET.md "Retention"). */
+#define FLEET_STATS_SQL                                                                               \
+    "SELECT row_to_json(x) FROM (SELECT s.*, CASE WHEN s.verdicts > 0 AND s.devices > 0 THEN "        \
+    "round(s.verdicts_bytes::numeric / s.verdicts * s.verdicts_last_day / s.devices) END "            \
+    "AS bytes_per_device_per_day FROM (SELECT (SELECT count(*) FROM devices) AS devices, "            \
+    "(SELECT count(*) FROM verdicts) AS verdicts, (SELECT count(*) FROM verdicts WHERE at > now() - " \
+    "interval '1 day') AS verdicts_last_day, pg_total_relation_size('verdicts') AS verdicts_bytes, "  \
+    "pg_database_size(current_database()) AS database_bytes, (SELECT min(at) FROM verdicts) AS oldest) s) x"

@@ -18,6 +18,7 @@
 #include "fileio.h"
 #include "fleet.h"
 #include "json_cleanup.h"
+#include "inputs.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "verify.h"
@@ -29,24 +30,38 @@ static const char usage[] =
     "        (--crl CRL.pem ... | --no-crl)  set what the fleet trusts (each option repeatable)\n"
     "  group NAME --reference REFS.json --interval S [--pcr N ...] [--no-pin-ak] [--min-version N]\n"
     "                                   create a device group or roll out its new reference values\n"
-    "  enroll NAME --group G --info INFO.json [--address HOST:PORT]\n"
+    "  enroll NAME --group G --info INFO.json [--address HOST:PORT] [--tls-cert CERT.pem]\n"
     "                                   enroll a device (INFO.json: `trustme device info --json`);\n"
-    "                                   without --address it pushes its evidence\n"
+    "                                   without --address it pushes its evidence; with --tls-cert\n"
+    "                                   it must push over TLS with that certificate (key in TPM)\n"
     "  remove NAME                      remove a device and its history\n"
+    "  vtpm-enroll NAME UUID/ek-KIND EKNAME\n"
+    "                                   enroll a container's vTPM under device NAME by its EK\n"
+    "                                   (EKNAME: `trustme vtpm info`'s TPM name)\n"
+    "  vtpms                            the vTPMs and whether the devices' logs vouch for them\n"
     "  devices | groups | alerts        list, as JSON\n"
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
     "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--threads N] [--once]\n"
     "                                   verify due devices until SIGTERM (N threads: N workers\n"
     "                                   W.1 .. W.N, each with its own connection)\n"
-    "  serve [--listen ADDR:PORT] [--alert-command CMD] [--tls-cert CERT.pem --tls-key KEY.pem\n"
-    "        [--client-ca CA.pem]]      the HTTP+JSON API and status page; alerts on missing devices\n"
+    "  serve [--listen ADDR:PORT] [--alert-command CMD] [--retention-days N]\n"
+    "        [--tls-cert CERT.pem --tls-key KEY.pem\n"
+    "        [--client-ca CA.pem [--viewer-ca VCA.pem]]]\n"
+    "                                   the HTTP+JSON API and status page; alerts on missing devices\n"
     "                                   and workers; with --client-ca only operators with a\n"
-    "                                   certificate of CA.pem reach any endpoint but push\n"
+    "                                   certificate of CA.pem (admins) or VCA.pem (viewers: reading\n"
+    "                                   only) reach any endpoint but push\n"
     "  sweep [--alert-command CMD]      raise the alerts due now, once\n"
-    "  push --server HOST:PORT --device NAME --attest HOST:PORT\n"
+    "  prune --days N                   delete verdicts and alerts older than N days (serve does\n"
+    "                                   it every minute: --retention-days N, default 30, 0 never)\n"
+    "  stats                            history size: verdicts, bytes, bytes per device per day\n"
+    "  push --server HOST:PORT --device NAME --attest HOST:PORT [--tls-ca CA.pem\n"
+    "       [--tls-cert CERT.pem [--control SOCKET]]]\n"
     "                                   on a device behind NAT: a nonce from the fleet, a quote\n"
     "                                   from its tpmd, the evidence to the fleet (exit 0 trusted,\n"
-    "                                   1 untrusted or refused); needs no database\n"
+    "                                   1 untrusted or refused); needs no database. HTTPS with\n"
+    "                                   --tls-ca; --tls-cert: the device's TLS certificate, its\n"
+    "                                   key in the TPM, used through trustmed at SOCKET\n"
     "CONNINFO is a libpq connection string (default: PGHOST, PGDATABASE, ... of the environment).\n";
 
 static volatile int stop;
@@ -60,30 +75,6 @@ static int fail(const tm_err *err, int r)
 {
     fprintf(stderr, "trustme-fleet: %s\n", err->msg[0] ? err->msg : strerror(-r));
     return r == -EINVAL ? 2 : 1;
-}
-
-/* Concatenate PEM files given as a list. */
-static int read_pems(char **paths, size_t n, char **ret, tm_err *err)
-{
-    _cleanup_free_ char *all = NULL;
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *data = NULL;
-        size_t dlen = 0;
-        int r = read_file(paths[i], VERIFY_PEM_MAX, &data, &dlen, err);
-        if (r < 0)
-            return r;
-        char *grown = realloc(all, len + dlen + 2);
-        if (!grown)
-            return tm_err_set(err, ENOMEM, "out of memory");
-        all = grown;
-        memcpy(all + len, data, dlen);
-        len += dlen;
-        all[len++] = '\n';
-        all[len] = '\0';
-    }
-    *ret = steal_ptr(all);
-    return 0;
 }
 
 static int cmd_trust(PGconn *c, int argc, char **argv, tm_err *err)
@@ -118,10 +109,11 @@ static int cmd_trust(PGconn *c, int argc, char **argv, tm_err *err)
     if (!n[4] == !no_crl)
         return tm_err_set(err, EINVAL, "trust: --crl CRL.pem or --no-crl (exactly one of them)");
     char *pem[5] = {0};
+    size_t len;
     int r = 0;
     for (size_t i = 0; i < 5 && r == 0; i++)
         if (n[i])
-            r = read_pems(lists[i], n[i], &pem[i], err);
+            r = attest_read_pems(lists[i], n[i], &pem[i], &len, err);
     if (r == 0)
         r = fleet_trust_set(c, pem[0], pem[1], pem[2], pem[3], pem[4], err);
     for (size_t i = 0; i < 5; i++)
@@ -181,9 +173,10 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
     static const struct option opts[] = {{"group", required_argument, NULL, 'g'},
                                          {"info", required_argument, NULL, 'i'},
                                          {"address", required_argument, NULL, 'a'},
+                                         {"tls-cert", required_argument, NULL, 't'},
                                          {0}};
     struct fleet_enroll_req e = {0};
-    const char *info = NULL;
+    const char *info = NULL, *tls_cert = NULL;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'g')
@@ -192,11 +185,14 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
             info = optarg;
         else if (o == 'a')
             e.address = optarg;
+        else if (o == 't')
+            tls_cert = optarg;
         else
             return tm_err_set(err, EINVAL, "enroll: unknown option");
     }
     if (optind + 1 != argc || !e.group || !info)
-        return tm_err_set(err, EINVAL, "enroll NAME --group G --info INFO.json [--address HOST:PORT]");
+        return tm_err_set(err, EINVAL,
+                          "enroll NAME --group G --info INFO.json [--address HOST:PORT] [--tls-cert CERT.pem]");
     e.name = argv[optind];
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
@@ -211,6 +207,10 @@ static int cmd_enroll(PGconn *c, int argc, char **argv, tm_err *err)
         tm_err_prefix(err, "%s", info);
         return -EINVAL;
     }
+    _cleanup_free_ char *tls_text = NULL;
+    if (tls_cert && (r = read_file(tls_cert, VERIFY_PEM_MAX, &tls_text, &len, err)) < 0)
+        return r;
+    e.tls_cert_pem = tls_text;
     return fleet_enroll(c, &e, err);
 }
 
@@ -324,8 +324,12 @@ static int cmd_push(int argc, char **argv, tm_err *err)
     static const struct option opts[] = {{"server", required_argument, NULL, 's'},
                                          {"device", required_argument, NULL, 'd'},
                                          {"attest", required_argument, NULL, 'a'},
+                                         {"tls-ca", required_argument, NULL, 'C'},
+                                         {"tls-cert", required_argument, NULL, 'c'},
+                                         {"control", required_argument, NULL, 'S'},
                                          {0}};
     const char *server = NULL, *device = NULL, *attest = NULL;
+    struct fleet_push_tls tls = {.control_socket = getenv("TRUSTME_SOCKET")};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 's')
@@ -334,13 +338,25 @@ static int cmd_push(int argc, char **argv, tm_err *err)
             device = optarg;
         else if (o == 'a')
             attest = optarg;
+        else if (o == 'C')
+            tls.ca_file = optarg;
+        else if (o == 'c')
+            tls.cert_file = optarg;
+        else if (o == 'S')
+            tls.control_socket = optarg;
         else
             return tm_err_set(err, EINVAL, "push: unknown option");
     }
     if (!server || !device || !attest || optind != argc)
-        return tm_err_set(err, EINVAL, "push --server HOST:PORT --device NAME --attest HOST:PORT");
+        return tm_err_set(err, EINVAL,
+                          "push --server HOST:PORT --device NAME --attest HOST:PORT [--tls-ca CA.pem "
+                          "[--tls-cert CERT.pem [--control SOCKET]]]");
+    if (tls.cert_file && !tls.ca_file)
+        return tm_err_set(err, EINVAL, "push: --tls-cert needs --tls-ca (the fleet's server CA)");
+    if (!tls.control_socket || !*tls.control_socket)
+        tls.control_socket = "/run/trustme/control.sock";
     _cleanup_free_ char *answer = NULL;
-    int r = fleet_push_run(server, device, attest, 10000, &answer, err);
+    int r = fleet_push_run(server, device, attest, &tls, 10000, &answer, err);
     if (answer)
         printf("%s\n", answer);
     return r;
@@ -349,32 +365,42 @@ static int cmd_push(int argc, char **argv, tm_err *err)
 static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
 {
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},    {"alert-command", required_argument, NULL, 'a'},
-        {"tls-cert", required_argument, NULL, 'c'},  {"tls-key", required_argument, NULL, 'k'},
-        {"client-ca", required_argument, NULL, 'C'}, {0}};
-    const char *listen_on = "127.0.0.1:9510", *alert = NULL, *files[3] = {NULL, NULL, NULL};
+        {"listen", required_argument, NULL, 'l'},         {"alert-command", required_argument, NULL, 'a'},
+        {"tls-cert", required_argument, NULL, 'c'},       {"tls-key", required_argument, NULL, 'k'},
+        {"client-ca", required_argument, NULL, 'C'},      {"viewer-ca", required_argument, NULL, 'V'},
+        {"retention-days", required_argument, NULL, 'r'}, {0}};
+    int retention = 30;
+    const char *listen_on = "127.0.0.1:9510", *alert = NULL, *files[4] = {NULL, NULL, NULL, NULL};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'l')
             listen_on = optarg;
         else if (o == 'a')
             alert = optarg;
-        else if (o == 'c' || o == 'k' || o == 'C')
-            files[o == 'c' ? 0 : o == 'k' ? 1 : 2] = optarg;
+        else if (o == 'r') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 0 || v > 36500)
+                return tm_err_set(err, EINVAL, "serve: --retention-days 0..36500 (0: keep everything)");
+            retention = (int)v;
+        } else if (o == 'c' || o == 'k' || o == 'C' || o == 'V')
+            files[o == 'c' ? 0 : o == 'k' ? 1 : o == 'C' ? 2 : 3] = optarg;
         else
             return tm_err_set(err, EINVAL, "serve: unknown option");
     }
-    if (!files[0] != !files[1] || (files[2] && !files[0]))
-        return tm_err_set(err, EINVAL, "serve: --tls-cert and --tls-key go together; --client-ca needs them");
-    _cleanup_free_ char *cert = NULL, *key = NULL, *client_ca = NULL;
-    char **pem[3] = {&cert, &key, &client_ca};
-    for (int i = 0; i < 3; i++) {
+    if (!files[0] != !files[1] || (files[2] && !files[0]) || (files[3] && !files[2]))
+        return tm_err_set(err, EINVAL,
+                          "serve: --tls-cert and --tls-key go together; --client-ca needs them, --viewer-ca "
+                          "needs --client-ca");
+    _cleanup_free_ char *cert = NULL, *key = NULL, *client_ca = NULL, *viewer_ca = NULL;
+    char **pem[4] = {&cert, &key, &client_ca, &viewer_ca};
+    for (int i = 0; i < 4; i++) {
         size_t len;
         int rr = files[i] ? read_file(files[i], VERIFY_PEM_MAX, pem[i], &len, err) : 0;
         if (rr < 0)
             return rr;
     }
-    struct fleet_api_tls tls = {cert, key, client_ca};
+    struct fleet_api_tls tls = {cert, key, client_ca, viewer_ca};
     char addr[64];
     const char *colon = strrchr(listen_on, ':');
     uint64_t port;
@@ -389,10 +415,16 @@ static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_
     /* The line the tests and scripts wait for: the port when 0 was asked for. */
     printf("listening on %s:%u\n", addr, bound);
     fflush(stdout);
-    while (!stop) {
+    for (unsigned tick = 0; !stop; tick++) {
         tm_err serr = {0};
         if (fleet_sweep(c, alert, &serr) < 0)
             log_warn("sweep: %s", serr.msg);
+        long nv = 0, na = 0;
+        /* the retention, once a minute (and at start): any number of serve processes may */
+        if (retention && tick % 60 == 0 && fleet_prune(c, retention, &nv, &na, &serr) < 0)
+            log_warn("prune: %s", serr.msg);
+        else if (nv || na)
+            log_info("pruned %ld verdicts and %ld alerts older than %d days", nv, na, retention);
         sleep(1);
     }
     fleet_api_stop(a);
@@ -484,7 +516,18 @@ int main(int argc, char **argv)
         r = cmd_worker(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "serve") == 0)
         r = cmd_serve(c, conninfo, argc, argv, &err);
-    else if (strcmp(cmd, "sweep") == 0 && (argc == 1 || (argc == 3 && strcmp(argv[1], "--alert-command") == 0)))
+    else if (strcmp(cmd, "vtpm-enroll") == 0 && argc == 4)
+        r = fleet_vtpm_enroll(c, argv[1], argv[2], argv[3], &err);
+    else if (strcmp(cmd, "vtpms") == 0 && argc == 1)
+        r = print_query(c, FLEET_VTPMS_SQL, NULL, &err);
+    else if (strcmp(cmd, "stats") == 0 && argc == 1)
+        r = print_query(c, FLEET_STATS_SQL, NULL, &err);
+    else if (strcmp(cmd, "prune") == 0 && argc == 3 && strcmp(argv[1], "--days") == 0) {
+        long nv = 0, na = 0;
+        r = fleet_prune(c, atoi(argv[2]), &nv, &na, &err);
+        if (r == 0)
+            printf("{\"deleted_verdicts\": %ld, \"deleted_alerts\": %ld}\n", nv, na);
+    } else if (strcmp(cmd, "sweep") == 0 && (argc == 1 || (argc == 3 && strcmp(argv[1], "--alert-command") == 0)))
         r = fleet_sweep(c, argc == 3 ? argv[2] : NULL, &err);
     else {
         fputs(usage, stderr);

@@ -84,6 +84,19 @@ static const char *const migrations[] = {
     "  kind text NOT NULL,"
     "  device text,"
     "  message text NOT NULL);",
+    /* 2: a device's TLS client key (in its TPM): the SHA-256 of its certificate's
+     * SubjectPublicKeyInfo, pinned at enrollment */
+    "ALTER TABLE devices ADD COLUMN tls_spki bytea UNIQUE CHECK (length(tls_spki) = 32);",
+    /* 3: containers' vTPMs, enrolled under their device by EK; attested by its trusted logs */
+    "CREATE TABLE vtpms ("
+    "  id serial PRIMARY KEY,"
+    "  device_id int NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+    "  name text NOT NULL," /* <uuid>/ek-rsa, <uuid>/ek-ecc: the vtpm-ek event's name */
+    "  ek_digest bytea NOT NULL CHECK (length(ek_digest) = 32),"
+    "  enrolled_at timestamptz NOT NULL DEFAULT now(),"
+    "  last_attested_at timestamptz," /* the last trusted log with an event of that name */
+    "  last_digest bytea," /* that event's digest */
+    "  UNIQUE (device_id, name));",
 };
 
 int fleet_schema_latest(void)

@@ -176,6 +176,24 @@ void fleet_verify(const struct fleet_trust *trust, const struct fleet_target *t,
     ret->reset_valid =
         rep.checks[ATTEST_CHECK_QUOTE_SIGNATURE].ok && rep.clock.valid && rep.checks[ATTEST_CHECK_CLOCK].ok;
     ret->reset_count = rep.clock.reset_count;
+    /* The vTPMs the device vouches for: its trusted log's vtpm-ek events (docs/FLEET.md "vTPMs").
+     * Only from a trusted verdict: the quote signed the runtime PCR, the log replays to it, and
+     * every event was among the reference values. */
+    Trustme__Attest__AttestResponse *ar = NULL;
+    if (rep.trusted && attest_response_decode(buf, len, &ar, &e) == 0 &&
+        ar->body_case == TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_QUOTE) {
+        const Trustme__Attest__Quote *q = ar->quote;
+        for (size_t i = 0; i < q->n_events && ret->nvtpms < FLEET_VTPMS_MAX; i++) {
+            const Trustme__Attest__Event *ev = q->events[i];
+            if (ev->type && strcmp(ev->type, "vtpm-ek") == 0 && ev->name && strlen(ev->name) < FLEET_VTPM_NAME_MAX &&
+                ev->has_sha256 && ev->sha256.len == 32) {
+                snprintf(ret->vtpms[ret->nvtpms].name, FLEET_VTPM_NAME_MAX, "%s", ev->name);
+                memcpy(ret->vtpms[ret->nvtpms++].digest, ev->sha256.data, 32);
+            }
+        }
+    }
+    if (ar)
+        trustme__attest__attest_response__free_unpacked(ar, NULL);
     char *text = NULL;
     size_t tlen = 0;
     FILE *f = open_memstream(&text, &tlen);
@@ -215,6 +233,14 @@ int fleet_record(PGconn *c, const struct fleet_target *t, const struct fleet_ver
                    "latency_ms, worker) VALUES ($1, $2, decode($3, 'hex'), $4, $5, $6, $7, $8, $9)",
                    id, attempt >= 0 ? att : NULL, nonce ? noncehex : NULL, mode, v->trusted ? "true" : "false",
                    v->failed_check[0] ? v->failed_check : NULL, v->report_json ? v->report_json : "{}", lat, worker);
+    for (size_t i = 0; r == 0 && i < v->nvtpms; i++) {
+        char dhex[65];
+        tm_hex(v->vtpms[i].digest, 32, dhex);
+        r = FLEET_EXEC(c, NULL, err,
+                       "UPDATE vtpms SET last_attested_at = now(), last_digest = decode($3, 'hex') "
+                       "WHERE device_id = $1 AND name = $2",
+                       id, v->vtpms[i].name, dhex);
+    }
     if (r < 0)
         return r;
     /* last_seen: the device answered (a failed verdict is a device that is there); the reset

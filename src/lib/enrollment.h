@@ -17,3 +17,10 @@
 #define ENROLL_CREDENTIAL_LEN 32
 #define ENROLL_IV_LEN 12
 #define ENROLL_TAG_LEN 16
+/* In `trustme device csr --tls`'s output, after the CERTIFICATE REQUEST (signed by the TLS
+ * client key in the TPM): the TLS key's TPMT_PUBLIC, TPM2_Certify's TPMS_ATTEST over it by the AK
+ * (qualifying data: the SHA-256 of the request's DER CertificationRequestInfo) and its
+ * TPMT_SIGNATURE, all TPM-marshalled; then the AK's certificate chain as installed. */
+#define ENROLL_PEM_TLS_PUBLIC "TRUSTME TLS KEY PUBLIC"
+#define ENROLL_PEM_TLS_CERTIFY "TRUSTME TLS KEY CERTIFY"
+#define ENROLL_PEM_TLS_CERTIFY_SIG "TRUSTME TLS KEY CERTIFY SIGNATURE"

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <tss2/tss2_mu.h>
 
 #include "cleanup.h"
 #include "crypto.h"
@@ -445,4 +446,61 @@ int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, con
     *ret_len = len;
     der = NULL;
     return 0;
+}
+
+int tls_csr(struct tpm *t, const char *data_dir, const char *cn, const char *ak_chain, size_t ak_chain_len,
+            char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    int r;
+    char default_cn[64];
+    if (!ak_chain || !ak_chain_len)
+        return tm_err_set(err, ENOENT,
+                          "the attestation key is not enrolled (no Device CA certificate): the Device CA "
+                          "certifies the TLS key on the AK's word (docs/FLEET.md \"Device identity on the wire\")");
+    if (!cn || !*cn) {
+        char hex[17];
+        tm_hex(t->ak_name.name + 2, 8, hex);
+        snprintf(default_cn, sizeof(default_cn), "trustme device %s", hex);
+        cn = default_cn;
+    } else if ((r = check_cn(cn, err)) < 0) {
+        return r;
+    }
+    TPM2B_PUBLIC pub;
+    if ((r = tpm_tls_public(t, data_dir, &pub, err)) < 0)
+        return r;
+    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
+    if ((r = point_pkey(&pub.publicArea.unique.ecc, "TLS client key", &pkey, err)) < 0)
+        return r;
+    _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
+    if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
+        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                                   -1, 0) != 1 ||
+        X509_REQ_set_pubkey(req, pkey) != 1)
+        return ossl_err(err, ENOMEM, "cannot build the certificate request");
+    _cleanup_(osslfreep) unsigned char *tbs = NULL;
+    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
+    uint8_t digest[32], sig_r[32], sig_s[32];
+    if (tbs_len <= 0 || EVP_Digest(tbs, (size_t)tbs_len, digest, NULL, EVP_sha256(), NULL) != 1)
+        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
+    if ((r = tpm_tls_sign(t, data_dir, digest, sig_r, sig_s, err)) < 0 ||
+        (r = set_signature(req, sig_r, sig_s, err)) < 0)
+        return r;
+    if (X509_REQ_verify(req, pkey) != 1)
+        return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
+    _cleanup_free_ uint8_t *attest = NULL, *csig = NULL;
+    size_t attest_len, csig_len, pub_len = 0;
+    if ((r = tpm_tls_certify(t, data_dir, digest, sizeof(digest), &attest, &attest_len, &csig, &csig_len, err)) < 0)
+        return r;
+    uint8_t pub_buf[sizeof(TPMT_PUBLIC)];
+    TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, pub_buf, sizeof(pub_buf), &pub_len);
+    if (rc != TSS2_RC_SUCCESS)
+        return tm_err_set(err, EIO, "cannot marshal the TLS client key");
+    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1 ||
+        PEM_write_bio(bio, ENROLL_PEM_TLS_PUBLIC, "", pub_buf, (long)pub_len) <= 0 ||
+        PEM_write_bio(bio, ENROLL_PEM_TLS_CERTIFY, "", attest, (long)attest_len) <= 0 ||
+        PEM_write_bio(bio, ENROLL_PEM_TLS_CERTIFY_SIG, "", csig, (long)csig_len) <= 0 ||
+        BIO_write(bio, ak_chain, (int)ak_chain_len) != (int)ak_chain_len)
+        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
+    return bio_take(bio, ret_pem, ret_len, err);
 }

@@ -39,3 +39,9 @@ int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **r
 int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, const uint8_t *spki, size_t spki_len,
                    const char *cn, const uint8_t *identity, size_t identity_len, uint8_t **ret_der, size_t *ret_len,
                    tm_err *err);
+/* The TLS client key's enrollment bundle (enrollment.h ENROLL_PEM_TLS_*): a PEM certificate
+ * request for the TLS key (subject CN cn, default as device_csr's), signed by that key in the
+ * TPM; its TPMT_PUBLIC; the AK's TPM2_Certify of it; then ak_chain (the installed AK chain:
+ * ENOENT when there is none, since the Device CA takes the TLS key on the certified AK's word). */
+int tls_csr(struct tpm *t, const char *data_dir, const char *cn, const char *ak_chain, size_t ak_chain_len,
+            char **ret_pem, size_t *ret_len, tm_err *err);

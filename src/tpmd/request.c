@@ -86,6 +86,10 @@ int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: return check_anchor(rq->anchor, err);
     case TRUSTME__TPMD__REQUEST__BODY_CERT_INSTALL: return check_cert_install(rq->cert_install, err);
     case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: return check_container_cert(rq->container_cert, err);
+    case TRUSTME__TPMD__REQUEST__BODY_TLS_SIGN:
+        return rq->tls_sign->has_digest && rq->tls_sign->digest.len == 32
+                   ? 0
+                   : tm_err_set(err, EINVAL, "a TLS signature needs a SHA-256 digest (32 bytes)");
     case TRUSTME__TPMD__REQUEST__BODY_GET_LOG:
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:

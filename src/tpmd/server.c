@@ -318,7 +318,9 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
 {
     _cleanup_free_ char *pem = NULL;
     size_t len;
-    int r = device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len, err);
+    int r = rq->has_tls && rq->tls
+                ? tls_csr(&d->tpm, d->data_dir, rq->common_name, d->chain_pem, d->chain_len, &pem, &len, err)
+                : device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len, err);
     if (r < 0)
         return r;
     Trustme__Tpmd__Csr c = TRUSTME__TPMD__CSR__INIT;
@@ -327,6 +329,23 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_CSR;
     resp.csr = &c;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_tls_sign(struct tpmd *d, uint64_t id, const Trustme__Tpmd__TlsSign *rq, tm_err *err)
+{
+    uint8_t sig[64];
+    if (!rq->has_digest || rq->digest.len != 32)
+        return tm_err_set(err, EINVAL, "a TLS signature needs a SHA-256 digest (32 bytes)");
+    int r = tpm_tls_sign(&d->tpm, d->data_dir, rq->digest.data, sig, sig + 32, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__TlsSignature ts = TRUSTME__TPMD__TLS_SIGNATURE__INIT;
+    ts.has_signature = true;
+    ts.signature = (ProtobufCBinaryData){.len = sizeof(sig), .data = sig};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_TLS_SIGNATURE;
+    resp.tls_signature = &ts;
     return send_response(d, id, &resp, err);
 }
 
@@ -479,6 +498,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_ATTEST: r = do_attest(d, rq->id, rq->attest, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: r = do_container_cert(d, rq->id, rq->container_cert, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_TLS_SIGN: r = do_tls_sign(d, rq->id, rq->tls_sign, &err); break;
     default:
         r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
         /* (tpmd_request_decode refused it already) */

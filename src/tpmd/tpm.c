@@ -256,32 +256,38 @@ static int write_marshalled(const char *path, const uint8_t *buf, size_t len, tm
     return write_file_atomic(path, buf, len, 0600, err);
 }
 
-static int create_ak(struct tpm *t, const char *pub_path, const char *priv_path, tm_err *err)
+static int create_key(struct tpm *t, const TPM2B_PUBLIC *template, const char *what, const char *pub_path,
+                      const char *priv_path, tm_err *err)
 {
     TPM2B_SENSITIVE_CREATE sens = {0};
     TPM2B_DATA outside = {0};
     TPML_PCR_SELECTION creation_pcr = {0};
     _cleanup_esys_ TPM2B_PRIVATE *priv = NULL;
     _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
-    TSS2_RC rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &ak_template, &outside, &creation_pcr,
-                             &priv, &pub, NULL, NULL, NULL);
+    TSS2_RC rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, template, &outside, &creation_pcr, &priv,
+                             &pub, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot create the attestation key");
+        return tpm_err(err, rc, "cannot create the %s", what);
     uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
     size_t off = 0;
     if ((rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot marshal the attestation key");
-    /* ak.pub is what marks the AK as created: it is written last. */
+        return tpm_err(err, rc, "cannot marshal the %s", what);
+    /* The .pub file is what marks the key as created: it is written last. */
     int r = write_marshalled(priv_path, buf, off, err);
     if (r < 0)
         return r;
     off = 0;
     if ((rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot marshal the attestation key");
+        return tpm_err(err, rc, "cannot marshal the %s", what);
     if ((r = write_marshalled(pub_path, buf, off, err)) < 0)
         return r;
-    log_info("created the attestation key (%s)", pub_path);
+    log_info("created the %s (%s)", what, pub_path);
     return 0;
+}
+
+static int create_ak(struct tpm *t, const char *pub_path, const char *priv_path, tm_err *err)
+{
+    return create_key(t, &ak_template, "attestation key", pub_path, priv_path, err);
 }
 
 static int read_key_file(const char *path, uint8_t **ret, size_t *ret_len, tm_err *err)
@@ -656,5 +662,137 @@ int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, t
         return tpm_err(err, rc, "cannot marshal the attestation key");
     *ret = steal_ptr(buf);
     *ret_len = off;
+    return 0;
+}
+
+/* ---- the TLS client key ------------------------------------------------------------------------ */
+
+/* Not restricted: it signs any digest, which is what a TLS handshake needs, and only that (no
+ * decrypt). fixedTPM and sensitiveDataOrigin: made in this TPM and never outside it, which the
+ * AK certifies (TPM2_Certify) for the Device CA. noda as the AK: its authValue is empty. */
+#define TLS_ATTRIBUTES                                                                                             \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
+     TPMA_OBJECT_NODA | TPMA_OBJECT_SIGN_ENCRYPT)
+
+static const TPM2B_PUBLIC tls_template = {
+    .publicArea =
+        {
+            .type = TPM2_ALG_ECC,
+            .nameAlg = TPM2_ALG_SHA256,
+            .objectAttributes = TLS_ATTRIBUTES,
+            .parameters.eccDetail =
+                {
+                    .symmetric = {.algorithm = TPM2_ALG_NULL},
+                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
+                    .curveID = TPM2_ECC_NIST_P256,
+                    .kdf = {.scheme = TPM2_ALG_NULL},
+                },
+        },
+};
+
+/* Load the TLS key (created in data_dir/tls.pub, tls.priv at its first use). Loaded for one
+ * operation only: swtpm holds three transient objects, and SRK and AK are two of them. */
+static int tls_load(struct tpm *t, const char *data_dir, ESYS_TR *ret, tm_err *err)
+{
+    char pub_path[PATH_MAX], priv_path[PATH_MAX];
+    snprintf(pub_path, sizeof(pub_path), "%s/tls.pub", data_dir);
+    snprintf(priv_path, sizeof(priv_path), "%s/tls.priv", data_dir);
+    struct stat st;
+    int r;
+    if (stat(pub_path, &st) < 0 && errno == ENOENT &&
+        (r = create_key(t, &tls_template, "TLS client key", pub_path, priv_path, err)) < 0)
+        return r;
+    _cleanup_free_ uint8_t *pub_buf = NULL, *priv_buf = NULL;
+    size_t pub_len, priv_len, off = 0;
+    if ((r = read_key_file(pub_path, &pub_buf, &pub_len, err)) < 0 ||
+        (r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
+        return r;
+    TPM2B_PUBLIC pub = {0};
+    TPM2B_PRIVATE priv = {0};
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub_buf, pub_len, &off, &pub) != TSS2_RC_SUCCESS || off != pub_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", pub_path);
+    off = 0;
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
+    const TPMT_PUBLIC *p = &pub.publicArea;
+    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != TLS_ATTRIBUTES ||
+        p->authPolicy.size != 0 || p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
+        p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
+        p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
+        return tm_err_set(err, EBADMSG, "%s is not the TLS client key's kind of key", pub_path);
+    TSS2_RC rc = Esys_Load(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &priv, &pub, ret);
+    explicit_bzero(&priv, sizeof(priv));
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot load the TLS client key %s (remove %s and %s to make a new one)", pub_path,
+                       pub_path, priv_path);
+    t->tls_public = pub;
+    return 0;
+}
+
+int tpm_tls_public(struct tpm *t, const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err)
+{
+    ESYS_TR k = NO;
+    int r = tls_load(t, data_dir, &k, err);
+    tpm_flush(t->esys, &k);
+    if (r == 0)
+        *ret = t->tls_public;
+    return r;
+}
+
+int tpm_tls_sign(struct tpm *t, const char *data_dir, const uint8_t digest[32], uint8_t r[32], uint8_t s[32],
+                 tm_err *err)
+{
+    ESYS_TR k = NO;
+    int ret = tls_load(t, data_dir, &k, err);
+    if (ret < 0)
+        return ret;
+    TPM2B_DIGEST d = {.size = 32};
+    memcpy(d.buffer, digest, 32);
+    /* A key that is not restricted needs no ticket: the NULL ticket. */
+    TPMT_TK_HASHCHECK none = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+    _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
+    TSS2_RC rc = Esys_Sign(t->esys, k, ESYS_TR_PASSWORD, NO, NO, &d, &ecdsa_sha256, &none, &sig);
+    tpm_flush(t->esys, &k);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_Sign with the TLS client key failed");
+    if (sig->sigAlg != TPM2_ALG_ECDSA)
+        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
+    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
+        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
+        return ret;
+    return 0;
+}
+
+int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifying, size_t qualifying_len,
+                    uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err)
+{
+    TPM2B_DATA q = {0};
+    if (qualifying_len > sizeof(q.buffer))
+        return tm_err_set(err, EINVAL, "qualifying data of %zu bytes is too long", qualifying_len);
+    q.size = (UINT16)qualifying_len;
+    memcpy(q.buffer, qualifying, qualifying_len);
+    ESYS_TR k = NO;
+    int r = tls_load(t, data_dir, &k, err);
+    if (r < 0)
+        return r;
+    _cleanup_esys_ TPM2B_ATTEST *info = NULL;
+    _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
+    TSS2_RC rc =
+        Esys_Certify(t->esys, k, t->ak, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, NO, &q, &ecdsa_sha256, &info, &sig);
+    tpm_flush(t->esys, &k);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "TPM2_Certify of the TLS client key by the attestation key failed");
+    _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
+    _cleanup_free_ uint8_t *att_buf = malloc(info->size);
+    if (!sig_buf || !att_buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t sig_len = 0;
+    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the certification's signature");
+    memcpy(att_buf, info->attestationData, info->size);
+    *ret_attest_len = info->size;
+    *ret_attest = steal_ptr(att_buf);
+    *ret_sig_len = sig_len;
+    *ret_sig = steal_ptr(sig_buf);
     return 0;
 }

@@ -26,6 +26,7 @@ struct tpm {
     TPM2B_PUBLIC ak_public; /* as the TPM reported it when the AK was loaded */
     TPM2B_NAME ak_name; /* nameAlg || digest of ak_public */
     TPM2B_PUBLIC ek_public; /* the endorsement key (TCG template L-2, ECC P-256) */
+    TPM2B_PUBLIC tls_public; /* the TLS client key, once loaded (tpm_tls_*) */
     char manufacturer[5]; /* TPM2_PT_MANUFACTURER as text, e.g. "IBM" */
 };
 
@@ -71,3 +72,15 @@ int tpm_activate_credential(struct tpm *t, const TPM2B_ID_OBJECT *blob, const TP
 
 /* The AK's TPMT_PUBLIC, TPM-marshalled, malloc'ed. */
 int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err);
+
+/* The device's TLS client key (docs/FLEET.md "Device identity on the wire"): an ECC P-256
+ * signing key that is not restricted, made in this TPM at its first use (data_dir/tls.pub,
+ * tls.priv) and loaded for each operation. */
+int tpm_tls_public(struct tpm *t, const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err);
+/* ECDSA of a SHA-256 digest with the TLS key (r, s big-endian, left-padded to 32 bytes). */
+int tpm_tls_sign(struct tpm *t, const char *data_dir, const uint8_t digest[32], uint8_t r[32], uint8_t s[32],
+                 tm_err *err);
+/* TPM2_Certify of the TLS key by the AK: the TPMS_ATTEST (as the TPM marshalled it) and the
+ * marshalled TPMT_SIGNATURE, malloc'ed. */
+int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifying, size_t qualifying_len,
+                    uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err);

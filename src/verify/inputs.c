@@ -136,3 +136,8 @@ struct attest_policy attest_inputs_policy(const struct attest_inputs *in, const 
         .refs_error = in->refs_error,
     };
 }
+
+int attest_read_pems(char *const *paths, size_t n, char **ret, size_t *ret_len, tm_err *err)
+{
+    return read_pems(paths, n, ret, ret_len, err);
+}

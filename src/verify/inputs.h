@@ -57,3 +57,6 @@ size_t attest_inputs_pcrs(const struct attest_inputs *in, const uint32_t *explic
  * attest_inputs_pcrs; explicit when they came from --pcr). */
 struct attest_policy attest_inputs_policy(const struct attest_inputs *in, const uint8_t *nonce, size_t nonce_len,
                                           const uint32_t *pcrs, size_t npcrs, bool pcrs_explicit);
+/* The PEM files at paths, concatenated (each followed by a newline) into one NUL-terminated
+ * buffer, at most VERIFY_PEM_MAX bytes in all: the form verify.c reads. */
+int attest_read_pems(char *const *paths, size_t n, char **ret, size_t *ret_len, tm_err *err);

@@ -546,3 +546,25 @@ def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def provisioned_device(d, env, cn, like=None, secret=True):
+    """Start daemon d (made with start=False) as an attestable device and return it: trustmed
+    with its trustme-tpmd and embedded swtpm, the boot measurements in, the AK certified by
+    env's PKI (test_device.provision: EK certificate, csr, issue, install). like: a device whose
+    device.json bytes d gets (so its boot PCR is that device's), else env.device(). secret: check
+    the storage secret unseals (first start: it is sealed). Shared by test_attestation.py and
+    test_fleet.py; imported late, those modules import this one."""
+    from test_device import measurements, provision, secret_ok
+    from test_guestos import start_with_device
+    if like is None:
+        start_with_device(d, env.device())
+    else:
+        d.data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(like.data_dir / "device.json", d.data_dir / "device.json")
+        d.start()
+    if secret:
+        secret_ok(d)
+    measurements(d)
+    provision(d, {"dir": env.pki, "pass": env.passfile}, d.base, cn=cn)
+    return d

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import conftest
 from conftest import BUILD, TEST_PREFIX, TRUSTMED, Daemon, process_gone, wait_for
 from pb import encode, frame, parse
 from test_device import SCD, TPMD, manufacturer, measurements, provision, recovery_key, secret_ok
@@ -249,12 +250,7 @@ def other(env, healthy, test_root, rootfs):
     healthy device."""
     d = module_daemon(test_root, rootfs, "b")
     try:
-        d.data_dir.mkdir(parents=True)
-        shutil.copy(healthy.d.data_dir / "device.json", d.data_dir / "device.json")
-        d.start()
-        secret_ok(d)
-        measurements(d)
-        provision(d, pki_of(env), d.base, cn="device-b")
+        conftest.provisioned_device(d, env, "device-b", like=healthy.d)
         rc, rep, raw, nonce = healthy.verifier.save(d)
         assert_trusted((rc, rep))
         # Any device of the PKI running approved software passes unless the verifier names the

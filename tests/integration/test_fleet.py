@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -34,9 +35,8 @@ from conftest import BUILD, wait_for
 from pb import encode, frame, parse
 from pgcluster import Cluster, conninfo_env
 from test_attestation import make_refs, module_daemon, pki_of, read_frame
-from test_device import TPMD, SCD, measurements, provision, secret_ok
+from test_device import PKI_TOOL, TPMD, SCD
 from test_guestos import env  # noqa: F401
-from test_guestos import start_with_device
 from tools import tool
 
 FLEET = BUILD / "src/fleet/trustme-fleet"
@@ -145,8 +145,9 @@ def fleet(pg, env, test_root):  # noqa: F811
     work.mkdir()
     f = Fleet(pg, pg.create_db(f"fleet_{os.getpid()}"), work, env)
     try:
-        assert "schema version 1" in f.run("migrate").stdout
-        assert "schema version 1" in f.run("migrate").stdout  # idempotent
+        first = f.run("migrate").stdout
+        assert re.fullmatch(r"schema version \d+\n", first), first
+        assert f.run("migrate").stdout == first  # idempotent
         f.run("trust", "--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
               "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"), "--crl", env.pki / "crls.pem")
         f.serve()
@@ -232,19 +233,13 @@ def devices(fleet, env, test_root, rootfs):  # noqa: F811
     try:
         a = module_daemon(test_root, rootfs, "fa")
         made.append(a)
-        start_with_device(a, env.device())
-        secret_ok(a)
-        provision(a, pki_of(env), a.base, cn="fleet-a")
+        conftest.provisioned_device(a, env, "fleet-a")
         refs = make_refs(env, a.base / "refs.json", configs=[("device-config", a.data_dir / "device.json")])
         fleet.run("group", "g", "--reference", refs, "--interval", INTERVAL)
 
         b = module_daemon(test_root, rootfs, "fb")
         made.append(b)
-        b.data_dir.mkdir(parents=True)
-        shutil.copy(a.data_dir / "device.json", b.data_dir / "device.json")
-        b.start()
-        secret_ok(b)
-        provision(b, pki_of(env), b.base, cn="fleet-b")
+        conftest.provisioned_device(b, env, "fleet-b", like=a)
 
         # C: the same device.json, a trustmed whose bytes differ (one byte appended: it still
         # runs, and measures itself as another binary)
@@ -255,12 +250,8 @@ def devices(fleet, env, test_root, rootfs):  # noqa: F811
         with open(changed, "ab") as fh:
             fh.write(b"\0changed")
         c.extra_args += ["--scd-binary", SCD, "--tpmd-binary", TPMD]
-        c.data_dir.mkdir(parents=True)
-        shutil.copy(a.data_dir / "device.json", c.data_dir / "device.json")
         with mock.patch.object(conftest, "TRUSTMED", changed):
-            c.start()
-        measurements(c)
-        provision(c, pki_of(env), c.base, cn="fleet-c")
+            conftest.provisioned_device(c, env, "fleet-c", like=a, secret=False)
 
         relay = Relay(attest_address(a))
         fleet.run("enroll", "a", "--group", "g", "--info", device_info_file(a, a.base / "info.json"),
@@ -545,6 +536,73 @@ def test_tls_with_operator_certificates(fleet, devices, tmp_path):
         p.wait(timeout=30)
 
 
+def test_operator_roles(fleet, devices, tmp_path):
+    """serve --client-ca ADMINS --viewer-ca VIEWERS: a viewer reads the status page, devices,
+    verdicts, groups and alerts; every change (enroll, group, remove) is refused to it with 403
+    and changes nothing, and is an admin's. Push stays the devices'."""
+    d = tmp_path
+    for ca in ("server-ca", "admin-ca", "viewer-ca", "rogue-ca"):
+        make_ca(d, ca)
+    make_leaf(d, "server", "server-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    for who, ca in (("admin", "admin-ca"), ("viewer", "viewer-ca"), ("rogue", "rogue-ca")):
+        make_leaf(d, who, ca, "extendedKeyUsage=clientAuth")
+    p = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--tls-cert", d / "server.pem",
+                          "--tls-key", d / "server.key", "--client-ca", d / "admin-ca.pem", "--viewer-ca",
+                          d / "viewer-ca.pem"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=conninfo_env(fleet.conninfo))
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("listening on "), line
+        url = "https://" + line.split()[-1]
+
+        def call(method, path, client=None, body=None):
+            ctx = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
+            if client:
+                ctx.load_cert_chain(str(d / f"{client}.pem"), str(d / f"{client}.key"))
+            rq = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
+                                        method=method, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(rq, timeout=30, context=ctx) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        reads = ["/", "/api/v1/devices", "/api/v1/devices/a", "/api/v1/groups", "/api/v1/alerts"]
+        info = json.loads(devices["a"].cli("device", "info", "--json").stdout)
+        changes = [("POST", "/api/v1/devices", {"name": "v1", "group": "g", "ak_name": info["ak_name"],
+                                                "cert_chain_pem": info["cert_chain_pem"]}),
+                   ("POST", "/api/v1/groups", {"name": "g", "interval": 5,
+                                               "reference": {"json": "{}", "sig": "AAAA", "chain": "x"}}),
+                   ("DELETE", "/api/v1/devices/a", None)]
+        before = snapshot(fleet)
+        for path in reads:
+            s, body = call("GET", path, "viewer")
+            assert s == 200, (path, s, body)
+        for method, path, body in changes:
+            s, r = call(method, path, "viewer", body)
+            assert s == 403 and b"viewer" in r, (method, path, s, r)
+            for who in (None, "rogue"):
+                s, r = call(method, path, who, body)
+                assert s == 403, (method, path, who, s, r)
+        assert snapshot(fleet) == before
+        # the admin passes the role check: the same requests reach the endpoint (a name and an AK
+        # taken: 409; reference values the trust refuses: 400/403); a read is fine too
+        s, r = call("POST", "/api/v1/devices", "admin", changes[0][2])
+        assert s == 409, r
+        s, r = call("POST", "/api/v1/groups", "admin", changes[1][2])
+        assert s in (400, 403) and b"viewer" not in r, r
+        s, r = call("DELETE", "/api/v1/devices/nobody", "admin")
+        assert s == 404, r
+        assert call("GET", "/api/v1/devices", "admin")[0] == 200
+        assert snapshot(fleet) == before
+        # push is the devices': a viewer's certificate neither helps nor hinders
+        s, r = call("POST", "/api/v1/push/nonce", "viewer", {"device": "b"})
+        assert s == 200, r
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 SQL = "x'); DROP TABLE devices; --"
@@ -553,6 +611,7 @@ ENDPOINTS = {
                         "cert_chain_pem": "-----BEGIN CERTIFICATE-----\n"},
     "/api/v1/groups": {"name": "g2", "interval": 5, "pcrs": [12], "pin_ak": True, "min_version": 0,
                        "reference": {"json": "{}", "sig": "AAAA", "chain": "x"}},
+    "/api/v1/vtpms": {"device": "b", "ek": "0f0e0d0c-0b0a-4908-8706-050403020100/ek-ecc", "name": "00" * 32},
     "/api/v1/push/nonce": {"device": "b"},
     "/api/v1/push/evidence": {"device": "b", "nonce": "00" * 32, "response": "AAAA"},
 }
@@ -562,7 +621,7 @@ def snapshot(fleet):
     """What a request could change. Of devices, what the API sets (the sweep in `serve` marks
     devices missing meanwhile, as it should)."""
     tables = ("(SELECT id, name, group_id, address, ak_name, cert_chain_pem, subject, enrolled_at FROM devices)",
-              "device_groups", "push_nonces", "trust")
+              "device_groups", "push_nonces", "trust", "vtpms")
     return [fleet.sql(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t")
             for t in tables]
 
@@ -711,7 +770,10 @@ def test_push_flood_is_bounded(fleet, devices):
         s, n = fleet.api("POST", "/api/v1/push/nonce", {"device": "b"})
         s, r = fleet.api("POST", "/api/v1/push/evidence", {"device": "b", "nonce": n["nonce"], "response": garbage})
         assert s == 200 and r["verdict"] == "untrusted", r
+        # recorded with the reason: no quote in it, and the parser's word on why
+        assert r["failed_check"] == "no evidence" and r["report"]["error"], r
     assert len(fleet.verdicts("b")) == before_verdicts + 15
+    assert fleet.verdicts("b")[-1][2] == "no evidence"
     time.sleep(1)  # the alert command is not waited for
     assert alert_runs() - before_alerts <= 1, fleet.alerts()
 
@@ -722,3 +784,200 @@ def test_no_push_for_a_pull_device(fleet, devices):
     A pull device gets no push nonce (403), so no push is ever recorded for it."""
     s, r = fleet.api("POST", "/api/v1/push/nonce", {"device": "c"})
     assert s == 403 and "attested by pull" in r["error"], r
+
+
+# ---- retention --------------------------------------------------------------------------------------
+
+def test_retention_and_stats(fleet, devices, worker):
+    """prune --days N deletes verdicts and alerts older than N days, oldest first, and nothing
+    newer; the devices keep their last verdict. stats reports the history's size and its cost per
+    device per day (CLI and API)."""
+    fleet.next_verdict("a")
+    old = [r[0] for r in fleet.sql("SELECT v.id FROM verdicts v JOIN devices d ON d.id = v.device_id "
+                                   "WHERE d.name = 'a' ORDER BY v.id LIMIT 3")]
+    assert len(old) == 3
+    fleet.sql(f"UPDATE verdicts SET at = now() - interval '40 days' WHERE id IN ({','.join(old)})")
+    fleet.sql("INSERT INTO alerts (at, kind, device, message) VALUES (now() - interval '40 days', 'test', 'a', 'old')")
+    recent = int(fleet.sql("SELECT count(*) FROM verdicts WHERE at > now() - interval '30 days'")[0][0])
+    r = json.loads(fleet.run("prune", "--days", "30").stdout)
+    assert r == {"deleted_verdicts": 3, "deleted_alerts": 1}, r
+    assert fleet.sql(f"SELECT count(*) FROM verdicts WHERE id IN ({','.join(old)})") == [["0"]]
+    assert int(fleet.sql("SELECT count(*) FROM verdicts")[0][0]) >= recent
+    s, dev = fleet.api("GET", "/api/v1/devices/a")
+    assert s == 200 and dev["last_verdict"], dev
+    assert fleet.run("prune", "--days", "0", check=False).returncode != 0
+    stats = json.loads(fleet.run("stats").stdout)
+    assert stats["devices"] == 3 and stats["verdicts"] >= recent, stats
+    assert stats["verdicts_bytes"] > 0 and stats["bytes_per_device_per_day"] > 0, stats
+    s, api_stats = fleet.api("GET", "/api/v1/stats")
+    assert s == 200 and api_stats["devices"] == 3, api_stats
+
+
+# ---- a device's identity on the wire: its TLS client key in its TPM --------------------------------
+
+def tls_serve(fleet, d):
+    """serve over TLS (server CA and operator CA made in d); its https URL and the process."""
+    for ca in ("server-ca", "operator-ca"):
+        make_ca(d, ca)
+    make_leaf(d, "server", "server-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    p = subprocess.Popen([str(FLEET), "serve", "--listen", "127.0.0.1:0", "--tls-cert", d / "server.pem",
+                          "--tls-key", d / "server.key", "--client-ca", d / "operator-ca.pem"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env=conninfo_env(fleet.conninfo))
+    line = p.stdout.readline()
+    assert line.startswith("listening on "), line
+    return line.split()[-1], p
+
+
+def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
+    """B's TLS client key is made in its TPM and certified by the Device CA on the word of B's AK
+    (trustme-pki issue --profile tls checks the AK's TPM2_Certify of it); B, enrolled with that
+    certificate, pushes over TLS, its handshake signed by its TPM through trustmed. Refused: B's
+    push without the certificate; the certificate used with another TPM (A's: the client sees
+    the mismatch, and a copy of B's wrapped key files does not load in A's TPM); an ordinary CSR
+    at the Device CA; a certificate for B's genuine TPM key from another fleet's Device CA."""
+    b, a = devices["b"], devices["a"]
+    d = tmp_path
+    bundle = d / "tls.csr"
+    b.cli("device", "csr", "--tls", "--cn", "fleet-b tls", "--out", bundle)
+    text = bundle.read_text()
+    assert "TRUSTME TLS KEY CERTIFY" in text and "TRUSTME TLS KEY PUBLIC" in text, text
+    pki = pki_of(env)
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        bundle, "--out", d / "tls.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    chain = d / "tls-chain.pem"
+    chain.write_text((d / "tls.pem").read_text() + env.cert("device-ca").read_text())
+    # the Device CA refuses a CSR without the AK's certification: a key anyone may hold
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "soft.key",
+            "-out", "soft.csr", "-subj", "/CN=soft", cwd=d)
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        d / "soft.csr", "--out", d / "soft.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no proof that the key lives in a TPM" in r.stderr, r.stderr
+    # tampering with the bundle: the AK certified another key than the request's
+    soft_req = (d / "soft.csr").read_text()
+    forged = d / "forged.csr"
+    forged.write_text(soft_req + text.split("-----END CERTIFICATE REQUEST-----\n", 1)[1])
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        forged, "--out", d / "forged.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and ("another request" in r.stderr or "not the certified TPM key" in r.stderr), r.stderr
+
+    # B enrolled again, with its TLS certificate pinned
+    fleet.run("remove", "b")
+    fleet.run("enroll", "b", "--group", "g", "--info", device_info_file(b, b.base / "info.json"),
+              "--tls-cert", chain)
+    server, p = tls_serve(fleet, d)
+    try:
+        def push_b(cert, via, **kw):
+            return subprocess.run([str(FLEET), "push", "--server", server, "--device", "b", "--attest",
+                                   attest_address(b), "--tls-ca", d / "server-ca.pem",
+                                   *(["--tls-cert", cert, "--control", via.run_dir / "control.sock"] if cert else [])],
+                                  capture_output=True, text=True, timeout=60)
+        n = len(fleet.verdicts("b"))
+        r = push_b(chain, b)
+        assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "trusted", (r.stdout, r.stderr)
+        assert len(fleet.verdicts("b")) == n + 1
+        # without its certificate: refused, nothing recorded
+        r = push_b(None, b)
+        assert r.returncode == 1 and "HTTP 403" in r.stderr and "presented none" in r.stderr, r.stderr
+        # B's certificate with A's TPM: A's TPM does not hold the key
+        r = push_b(chain, a)
+        assert r.returncode != 0 and "does not hold the key" in r.stderr, r.stderr
+        # a copy of B's key files (wrapped by B's TPM) does not load in A's TPM
+        b_tpm, a_tpm = next(b.data_dir.rglob("ak.pub")).parent, next(a.data_dir.rglob("ak.pub")).parent
+        for f in ("tls.pub", "tls.priv"):
+            shutil.copy(b_tpm / f, a_tpm / f)
+        with pytest.raises(conftest.CliError) as e:
+            a.cli("device", "csr", "--tls", "--out", d / "a-tls.csr")
+        assert "cannot load the TLS client key" in str(e.value), e.value
+        # B's genuine TPM key, certified by another fleet's Device CA: the handshake works (B's
+        # TPM signs), the fleet refuses the certificate
+        make_ca(d, "other-device-ca")
+        (d / "client.ext").write_text("extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n")
+        openssl("x509", "-req", "-in", bundle, "-CA", "other-device-ca.pem", "-CAkey", "other-device-ca.key",
+                "-CAcreateserial", "-out", "other.pem", "-days", "2", "-extfile", "client.ext", cwd=d)
+        r = push_b(d / "other.pem", b)
+        assert r.returncode == 1 and "HTTP 403" in r.stderr and "client certificate" in r.stderr, r.stderr
+        assert len(fleet.verdicts("b")) == n + 1
+        # the device's certificate is no operator's
+        ctx = ssl.create_default_context(cafile=str(d / "server-ca.pem"))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen("https://" + server + "/api/v1/devices", timeout=30, context=ctx)
+        assert e.value.code == 403
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+# ---- containers' vTPMs --------------------------------------------------------------------------
+
+def test_vtpm_attested_by_its_device(fleet, env, worker, tmp_path):
+    """A device (a raw trustme-tpmd with its swtpm, provisioned by the test PKI) whose runtime log
+    has two containers' vtpm-ek events, approved by its group's reference values. Enrolled under
+    it: the first vTPM with the EK its log names ("attested"), the second with another EK
+    ("another EK": its log vouches for a different vTPM under that UUID), a third never measured
+    ("never seen"). Bad vTPM enrollments are refused."""
+    import hashlib
+    from pb import field_bytes
+    from test_tpmd import BOOT, CERT_INSTALL, CSR, DEVICE_CSR, OK, RUNTIME, Tpmd, event, install_ek_cert, \
+        manufacturer_ca
+    d = tmp_path
+    u1, u2, u3 = ("0f0e0d0c-0b0a-4908-8706-05040302010%d" % i for i in range(3))
+    ek1, ek2, other = os.urandom(32), os.urandom(32), os.urandom(32)
+    # not under tmp_path: tpmd's user must reach it (as test_tpmd.py's tpmd_dir)
+    base = Path(tempfile.mkdtemp(prefix=f"{conftest.TEST_PREFIX}-fleet-v-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    t = Tpmd(base / "v")
+    try:
+        t.start()
+        boot = [event(BOOT, "binary", p.name, hashlib.sha256(p.read_bytes()).digest())
+                for p in (conftest.TRUSTMED, SCD, TPMD)]
+        t.measure(*boot, event(RUNTIME, "vtpm-ek", f"{u1}/ek-ecc", ek1), event(RUNTIME, "vtpm-ek", f"{u2}/ek-rsa", ek2))
+        mkey, mcert = manufacturer_ca(d)
+        install_ek_cert(t, d, mkey, mcert)
+        (d / "v.csr").write_bytes(t.ok(DEVICE_CSR, field_bytes(1, b"fleet-v"), CSR)[1][0])
+        subprocess.run([str(PKI_TOOL), "issue", "--pki", env.pki, "--ca", "device", "--csr", d / "v.csr", "--out",
+                        d / "v.enc", "--passphrase-file", env.passfile, "--ek-anchor", mcert], check=True,
+                       capture_output=True)
+        t.ok(CERT_INSTALL, field_bytes(1, (d / "v.enc").read_bytes() + env.cert("device-ca").read_bytes()), OK)
+        info = t.info()
+        (d / "v.json").write_text(json.dumps({"ak_name": info[4][0].hex(), "cert_chain_pem": info[5][0].decode()}))
+        refs = d / "refs.json"
+        subprocess.run([str(PKI_TOOL), "rim", "--out", refs, "--version", "1", "--pcr", "11", "--pcr", "12",
+                        "--binary", conftest.TRUSTMED, "--binary", SCD, "--binary", TPMD,
+                        "--vtpm-ek", f"{u1}/ek-ecc=000b{ek1.hex()}", "--vtpm-ek", f"{u2}/ek-rsa={ek2.hex()}"],
+                       check=True, capture_output=True)
+        subprocess.run([str(PKI_TOOL), "sign", refs, "--pki", env.pki, "--signer", "software",
+                        "--passphrase-file", env.passfile], check=True, capture_output=True)
+        fleet.run("group", "vg", "--reference", refs, "--interval", INTERVAL)
+        host, port = t.attest_address()
+        fleet.run("enroll", "v", "--group", "vg", "--info", d / "v.json", "--address", f"{host}:{port}")
+        fleet.run("vtpm-enroll", "v", f"{u1}/ek-ecc", "000b" + ek1.hex())
+        fleet.run("vtpm-enroll", "v", f"{u2}/ek-rsa", other.hex())
+        s, r = fleet.api("POST", "/api/v1/vtpms", {"device": "v", "ek": f"{u3}/ek-ecc", "name": other.hex()})
+        assert s == 201, r
+        # refused: a name that is no vTPM EK's, a bad name, an unknown device, the same one twice
+        for body, want in (({"device": "v", "ek": "c0/ek-ecc", "name": other.hex()}, 400),
+                           ({"device": "v", "ek": f"{u3}/ek-dsa", "name": other.hex()}, 400),
+                           ({"device": "v", "ek": f"{u3}/ek-rsa", "name": "zz"}, 400),
+                           ({"device": "nobody", "ek": f"{u3}/ek-rsa", "name": other.hex()}, 404),
+                           ({"device": "v", "ek": f"{u1}/ek-ecc", "name": ek1.hex()}, 409)):
+            s, r = fleet.api("POST", "/api/v1/vtpms", body)
+            assert s == want, (body, s, r)
+        v = fleet.next_verdict("v")
+        assert v[1] == "t", v
+
+        def states():
+            got = {x["ek"]: x["state"] for x in json.loads(fleet.run("vtpms").stdout) if x["device"] == "v"}
+            return got if got.get(f"{u1}/ek-ecc") == "attested" else None
+        got = wait_for(states, timeout=10, what="the vTPM attested")
+        assert got == {f"{u1}/ek-ecc": "attested", f"{u2}/ek-rsa": "another EK", f"{u3}/ek-ecc": "never seen"}, got
+        s, r = fleet.api("GET", "/api/v1/vtpms")
+        assert s == 200 and {x["ek"]: x["state"] for x in r["vtpms"]} == got, r
+    finally:
+        fleet.run("remove", "v", check=False)
+        t.cleanup()
+        shutil.rmtree(base, ignore_errors=True)

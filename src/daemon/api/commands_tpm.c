@@ -286,11 +286,47 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
     struct tpm_op *op = op_new(conn, id, "device csr", TRUSTME__TPMD__RESPONSE__BODY_CSR, csr_done);
     if (!op)
         return;
+    bool tls = req->device_csr->has_tls && req->device_csr->tls;
     op->audit_event = "device.csr";
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"", len ? cn : "(default)");
+    snprintf(op->audit_ok, sizeof(op->audit_ok), "%s certificate request, common name \"%s\"",
+             tls ? "TLS client key" : "AK", len ? cn : "(default)");
     Trustme__Tpmd__DeviceCsr dc = TRUSTME__TPMD__DEVICE_CSR__INIT;
     dc.common_name = (char *)cn;
+    dc.has_tls = tls;
+    dc.tls = tls;
     TPMD_SEND(conn, op, DEVICE_CSR, device_csr, &dc);
+}
+
+/* ---- device tls sign --------------------------------------------------------------------------- */
+
+static int tls_sign_done(struct daemon *d, struct conn *conn, struct tpm_op *op, const TpmdResponse *resp, tm_err *err)
+{
+    const Trustme__Tpmd__TlsSignature *ts = resp->tls_signature;
+    if (!ts->has_signature || ts->signature.len != 64)
+        return tm_err_set(err, EPROTO, "trustme-tpmd returned a malformed signature");
+    Trustme__DeviceTlsSignature out = TRUSTME__DEVICE_TLS_SIGNATURE__INIT;
+    out.has_signature = true;
+    out.signature = ts->signature;
+    ANSWER(conn, op, DEVICE_TLS_SIGNATURE, device_tls_signature, &out);
+    return 0;
+}
+
+/* The TPM signs what it is given: the key's worth is that it cannot leave the TPM, not that
+ * it signs only handshakes. Who may ask is the admin role's (docs/ROLES.md). */
+void cmd_device_tls_sign(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__DeviceTlsSignRequest *rq = req->device_tls_sign;
+    if (!rq->has_digest || rq->digest.len != 32) {
+        conn_send_error(conn, id, EINVAL, "device tls sign: the digest must be a SHA-256 digest (32 bytes)");
+        return;
+    }
+    struct tpm_op *op = op_new(conn, id, "device tls sign", TRUSTME__TPMD__RESPONSE__BODY_TLS_SIGNATURE, tls_sign_done);
+    if (!op)
+        return;
+    Trustme__Tpmd__TlsSign ts = TRUSTME__TPMD__TLS_SIGN__INIT;
+    ts.has_digest = true;
+    ts.digest = rq->digest;
+    TPMD_SEND(conn, op, TLS_SIGN, tls_sign, &ts);
 }
 
 /* ---- device cert install ---------------------------------------------------------------------- */

@@ -8,6 +8,7 @@
 
 void cmd_measurements(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req);
+void cmd_device_tls_sign(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_device_cert_install(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_device_info(struct conn *conn, uint64_t id, const Trustme__Request *req);
 void cmd_device_reseal(struct conn *conn, uint64_t id, const Trustme__Request *req);

@@ -61,6 +61,7 @@ const struct request_row request_table[] = {
     {B(CA_REGISTER), H(cmd_ca_register), REQ_YES, REQ_NO, NULL, {0}, "ca.register"},
     {B(MEASUREMENTS), H(cmd_measurements), REQ_YES, REQ_NO, NULL, {0}, ""},
     {B(DEVICE_CSR), H(cmd_device_csr), REQ_YES, REQ_NO, NULL, {0}, "device.csr"},
+    {B(DEVICE_TLS_SIGN), H(cmd_device_tls_sign), REQ_YES, REQ_NO, NULL, {0}, ""},
     {B(DEVICE_CERT_INSTALL), H(cmd_device_cert_install), REQ_YES, REQ_NO, NULL, {0}, "device.cert.install"},
     {B(DEVICE_INFO), H(cmd_device_info), REQ_YES, REQ_NO, NULL, {0}, ""},
     {B(DEVICE_RESEAL), H(cmd_device_reseal), REQ_YES, REQ_NO, NULL, {"recovery_key"}, "device.reseal"},

@@ -63,6 +63,11 @@ int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_
 /* Write cert encrypted under a fresh credential made for ek and ak_name, as PEM blocks. */
 int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, tm_err *err);
 
+/* `trustme device csr --tls`'s bundle (enroll_tls.c): the TLS key's request, its TPMT_PUBLIC,
+ * the AK's TPM2_Certify of it for this request, the AK certificate, which device_ca must have
+ * issued. The request (its key: the certified TPM key) in *ret; anything else -EKEYREJECTED. */
+int enroll_tls_read(const char *path, X509 *device_ca, X509_REQ **ret, tm_err *err);
+
 /* --- algorithms (keys.c) --- */
 
 enum pki_alg { PKI_ALG_ECDSA_P256 = 1, PKI_ALG_RSA_PSS_3072 = 2 };
