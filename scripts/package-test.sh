@@ -58,6 +58,10 @@ build() {
 check "dpkg-buildpackage -b -us -uc" build
 echo "   $(($(date +%s) - start)) s"
 
+# The PKCS#11 module is for a container's root, not the device: only checked to be packaged.
+p11() { dpkg-deb -c "$work"/trustme-pkcs11_*.deb | grep -q 'usr/lib/.*/pkcs11/libtrustme-pkcs11.so$'; }
+check "trustme-pkcs11 holds libtrustme-pkcs11.so in <libdir>/pkcs11" p11
+
 echo "== lintian"
 lint() {
     out=$(lintian --fail-on error --tag-display-limit 0 "$work"/trustme_*.changes 2>&1)
