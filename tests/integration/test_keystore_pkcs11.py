@@ -4,7 +4,6 @@ pkcs11-tool (OpenSC) and openssl with its PKCS#11 engine (libp11): they make and
 through the module without knowing the keystore, every signature verifies outside the container
 with the public key the keystore exports, and the private key is never readable."""
 import hashlib
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,41 +12,26 @@ import pytest
 
 from conftest import BUILD, PROBE, REPO, TEST_PREFIX, Daemon, wait_for
 from ksclient import Keystore, auths
-from test_vtpm import _copy_with_libs
 from tools import library, tool
 
 MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtrustme-pkcs11.so"
 ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
-ENV = "export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu OPENSSL_CONF=/etc/ssl/openssl-pkcs11.cnf; cd /tmp; "
+ENV = ". /etc/pkcs11.env; cd /tmp; "
 P11 = f"pkcs11-tool --module {MODULE} "
-OPENSSL_CNF = f"""openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = {ENGINE}
-MODULE_PATH = {MODULE}
-init = 0
-"""
 
 
 @pytest.fixture(scope="module")
 def p11_rootfs(test_root):
     """A busybox guest with Debian's pkcs11-tool, openssl, OpenSSL's PKCS#11 engine and their
-    libraries, and the module installed where Debian's p11-kit and OpenSC look for modules."""
+    libraries, and the module installed where Debian's p11-kit and OpenSC look for modules: by
+    scripts/rootfs-add-pkcs11.sh, as the demo's."""
     path = test_root / "rootfs-pkcs11"
     subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(path), str(PROBE)], check=True)
-    module = BUILD / "src/keystore/pkcs11/libtrustme-pkcs11.so"
-    _copy_with_libs(path, [tool("pkcs11-tool"), tool("openssl"), library(ENGINE), str(module)])
-    for src, dst in ((tool("pkcs11-tool"), "usr/bin/pkcs11-tool"), (tool("openssl"), "usr/bin/openssl"),
-                     (library(ENGINE), ENGINE.lstrip("/")), (str(module), MODULE.lstrip("/"))):
-        (path / dst).parent.mkdir(parents=True, exist_ok=True)
-        (path / dst).unlink(missing_ok=True)
-        shutil.copy2(src, path / dst)
-    (path / "etc/ssl").mkdir(parents=True, exist_ok=True)
-    (path / "etc/ssl/openssl-pkcs11.cnf").write_text(OPENSSL_CNF)
+    for name in ("pkcs11-tool", "openssl", "ldd"):
+        tool(name)  # a missing one fails the test naming its package
+    library(ENGINE)
+    subprocess.run([str(REPO / "scripts/rootfs-add-pkcs11.sh"), str(path),
+                    str(BUILD / "src/keystore/pkcs11/libtrustme-pkcs11.so")], check=True)
     return path
 
 
