@@ -2,17 +2,18 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Put the keystore's PKCS#11 module and Debian's PKCS#11 clients into a guest root file system
 # (one made by scripts/mkrootfs.sh): pkcs11-tool (opensc), openssl with its PKCS#11 engine
-# (libengine-pkcs11-openssl), libtrustme-pkcs11.so in /usr/lib/<multiarch>/pkcs11/, the libraries
-# they need (found with ldd), /etc/ssl/openssl-pkcs11.cnf loading the engine with the module, and
-# /etc/profile.d-style /etc/pkcs11.env to source. docs/KEYSTORE.md "PKCS#11".
+# (libengine-pkcs11-openssl), p11-kit, libtrustme-pkcs11.so in /usr/lib/<multiarch>/pkcs11/ with
+# its p11-kit registration (dist/p11-kit/trustme.module), the libraries they need (found with
+# ldd), /etc/ssl/openssl-pkcs11.cnf loading the engine with the module, and /etc/pkcs11.env to
+# source. docs/KEYSTORE.md "PKCS#11".
 #   scripts/rootfs-add-pkcs11.sh DIR MODULE
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 DIR MODULE" >&2; exit 2; }
 dir=$1 module=$2
 arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 engine=/usr/lib/$arch/engines-3/pkcs11.so
-for f in /usr/bin/pkcs11-tool /usr/bin/openssl "$engine" "$module"; do
-    [ -e "$f" ] || { echo "rootfs-add-pkcs11: $f missing (scripts/install-deps.sh installs opensc, openssl, libengine-pkcs11-openssl; ninja -C build makes the module)" >&2; exit 1; }
+for f in /usr/bin/pkcs11-tool /usr/bin/openssl /usr/bin/p11-kit "$engine" "$module"; do
+    [ -e "$f" ] || { echo "rootfs-add-pkcs11: $f missing (scripts/install-deps.sh installs opensc, openssl, p11-kit, libengine-pkcs11-openssl; ninja -C build makes the module)" >&2; exit 1; }
 done
 # The libraries go to /lib/<multiarch> (the busybox guest has no ld.so.cache: LD_LIBRARY_PATH).
 copy_libs() {
@@ -26,7 +27,7 @@ copy_libs() {
     done
 }
 mkdir -p "$dir/usr/bin" "$dir/usr/lib/$arch/pkcs11" "$dir/usr/lib/$arch/engines-3" "$dir/etc/ssl"
-for b in /usr/bin/pkcs11-tool /usr/bin/openssl; do
+for b in /usr/bin/pkcs11-tool /usr/bin/openssl /usr/bin/p11-kit; do
     rm -f "$dir$b"   # busybox may have an applet of that name
     cp -L "$b" "$dir$b"
     copy_libs "$b"
@@ -35,6 +36,8 @@ cp -L "$engine" "$dir$engine"
 copy_libs "$engine"
 cp -L "$module" "$dir/usr/lib/$arch/pkcs11/libtrustme-pkcs11.so"
 copy_libs "$module"
+mkdir -p "$dir/usr/share/p11-kit/modules"
+cp "$(dirname "$0")/../dist/p11-kit/trustme.module" "$dir/usr/share/p11-kit/modules/"
 cat > "$dir/etc/ssl/openssl-pkcs11.cnf" <<CNF
 openssl_conf = openssl_init
 [openssl_init]

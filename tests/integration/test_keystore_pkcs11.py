@@ -27,7 +27,7 @@ def p11_rootfs(test_root):
     scripts/rootfs-add-pkcs11.sh, as the demo's."""
     path = test_root / "rootfs-pkcs11"
     subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(path), str(PROBE)], check=True)
-    for name in ("pkcs11-tool", "openssl", "ldd"):
+    for name in ("pkcs11-tool", "openssl", "p11-kit", "ldd"):
         tool(name)  # a missing one fails the test naming its package
     library(ENGINE)
     subprocess.run([str(REPO / "scripts/rootfs-add-pkcs11.sh"), str(path),
@@ -188,3 +188,11 @@ def test_prehashed_signing_keeps_the_authorisations(pd, tmp_path):
             with pytest.raises(KsError) as e:
                 k.one_shot("p11pre", prm, inp)
             assert e.value.code == ERR[code], e.value.message
+
+
+def test_p11_kit_finds_the_module(pd):
+    """Registered with p11-kit (dist/p11-kit/trustme.module), the module is found by programs that
+    load their modules through p11-kit, with no path given."""
+    out = sh(pd, "p11-kit list-modules").stdout
+    assert "trustme: libtrustme-pkcs11.so" in out and "token: trustme keystore" in out, out
+    assert "manufacturer: trustme" in out, out

@@ -34,6 +34,7 @@ PACKAGES = {
     "openssl": "openssl",
     "softhsm2-util": "softhsm2",
     "pkcs11-tool": "opensc",
+    "p11-kit": "p11-kit",  # test_keystore_pkcs11.py copies it into its guest's root
     # images and file systems
     "zstd": "zstd",  # zstd-compressed OCI layers
     "umoci": "umoci",  # the reference OCI unpacker the import is compared with
