@@ -8,11 +8,14 @@
 #   socket-depth16  the same with 16 requests in flight on one connection
 #   openssl         EVP_DigestSign in one process (the floor of what the service does per sign)
 #   pkcs11          SoftHSM2 through PKCS#11 (C_Sign, CKM_ECDSA), in process, a session key
+#   trustme-pkcs11  libtrustme-pkcs11 (the container's PKCS#11 module) in front of the same
+#                   socket: C_SignInit + C_Sign (CKM_ECDSA) with a keystore key, one at a time
 # All single-threaded; bench/keystore_helper.c does the measuring. Run as root:
 #
 #   bench/keystore.sh [OUTDIR]
 #
-# Writes OUTDIR/keystore.tsv (round, mode, signatures, seconds, per second) and prints the medians.
+# Writes OUTDIR/keystore.tsv (round, mode, signatures, seconds, per second), OUTDIR/keystore.md
+# (the table of docs/BENCHMARKS.md) and prints the medians.
 # Environment: SECS (default 3), ROUNDS (5). Everything it makes is removed on exit.
 set -euo pipefail
 
@@ -29,10 +32,13 @@ TRUSTME=${TRUSTME:-$ROOT/build/src/cli/trustme}
 TRUSTME_SCD=${TRUSTME_SCD:-$ROOT/build/src/scd/trustme-scd}
 TRUSTME_TPMD=${TRUSTME_TPMD:-$ROOT/build/src/tpmd/trustme-tpmd}
 HELPER=$ROOT/build/bench/keystore_helper
+P11MODULE=$ROOT/build/src/keystore/pkcs11/libtrustme-pkcs11.so
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 ensure_build "$W/bin"
-cp -p "$ROOT/build/src/keystore/trustme-keystore" "$(dirname "$TRUSTMED")/" 2>/dev/null || true
-[ -x "$HELPER" ] || die "no $HELPER: ninja -C build"
+# A build tree's trustmed takes its keystore service from ../keystore/ next to its own directory.
+mkdir -p "$(dirname "$TRUSTMED")/../keystore"
+cp -p "$ROOT/build/src/keystore/trustme-keystore" "$(dirname "$TRUSTMED")/../keystore/"
+[ -x "$HELPER" ] && [ -f "$P11MODULE" ] || die "no $HELPER or $P11MODULE: ninja -C build"
 
 cleanup() {
     stop_trustmed
@@ -63,7 +69,7 @@ printf 'directories.tokendir = %s\nobjectstore.backend = file\n' "$W/softhsm" >"
 export SOFTHSM2_CONF=$W/softhsm2.conf
 softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 12345678 >/dev/null
 
-modes=(socket1 socket16 openssl pkcs11)
+modes=(socket1 socket16 openssl pkcs11 trustme-pkcs11)
 : >"$OUT/keystore.tsv"
 for r in $(seq "$ROUNDS"); do
     for i in "${!modes[@]}"; do
@@ -73,14 +79,29 @@ for r in $(seq "$ROUNDS"); do
         socket16) line=$("$HELPER" socket "$SOCK" "$SECS" 16) ;;
         openssl) line=$("$HELPER" openssl "$SECS") ;;
         pkcs11) line=$("$HELPER" pkcs11 "$SOFTHSM" bench 1234 "$SECS") ;;
+        trustme-pkcs11) line=$(TRUSTME_KEYSTORE_SOCKET=$SOCK "$HELPER" pkcs11 "$P11MODULE" "trustme keystore" x \
+            "$SECS" token) ;;
         esac
         printf '%s\t%s\n' "$r" "${line// /$'\t'}" >>"$OUT/keystore.tsv"
         log "round $r: $line"
     done
 done
 echo "median signatures/s over $ROUNDS rounds of ${SECS} s:"
-for m in socket-depth1 socket-depth16 openssl pkcs11; do
-    awk -v m="$m" '$2 == m {print $5}' "$OUT/keystore.tsv" | sort -n |
-        awk -v m="$m" '{a[NR] = $1} END {printf "  %-16s %s\n", m, a[int((NR + 1) / 2)]}'
+median() { awk -v m="$1" '$2 == m {print $5}' "$OUT/keystore.tsv" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+range() { awk -v m="$1" '$2 == m {print $5}' "$OUT/keystore.tsv" | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {print lo "–" hi}'; }
+OPENSSL_MED=$(median openssl)
+{
+    echo "| way | median | rounds (min–max) | vs OpenSSL |"
+    echo "|---|---|---|---|"
+    for m in socket-depth16:"keystore socket, 16 in flight" socket-depth1:"keystore socket, 1 at a time" \
+        trustme-pkcs11:"libtrustme-pkcs11 over the socket, 1 at a time" openssl:"OpenSSL in process" \
+        pkcs11:"SoftHSM2 via PKCS#11, in process"; do
+        med=$(median "${m%%:*}")
+        printf '| %s | %s/s | %s | %s× |\n' "${m#*:}" "$med" "$(range "${m%%:*}")" \
+            "$(awk -v a="$med" -v b="$OPENSSL_MED" 'BEGIN {printf "%.2f", a / b}')"
+    done
+} >"$OUT/keystore.md"
+for m in socket-depth1 socket-depth16 openssl pkcs11 trustme-pkcs11; do
+    printf '  %-16s %s\n' "$m" "$(median "$m")"
 done
-echo "results: $OUT/keystore.tsv"
+echo "results: $OUT/keystore.tsv, $OUT/keystore.md"

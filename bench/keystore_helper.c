@@ -5,10 +5,13 @@
  *                                               socket, DEPTH requests in flight (1: one round
  *                                               trip at a time)
  *   keystore_helper openssl SECONDS             EVP_DigestSign in this process
- *   keystore_helper pkcs11 MODULE LABEL PIN SECONDS
+ *   keystore_helper pkcs11 MODULE LABEL PIN SECONDS [token]
  *                                               C_Sign (CKM_ECDSA over a SHA-256 digest made
  *                                               here) with a session key on a PKCS#11 token
- *                                               (SoftHSM2)
+ *                                               (SoftHSM2); with "token", a token key made and
+ *                                               destroyed here (libtrustme-pkcs11 in front of a
+ *                                               keystore socket: its keys are the keystore's,
+ *                                               $TRUSTME_KEYSTORE_SOCKET names the socket)
  *
  * Each signs the same 32-byte message for SECONDS of wall time and prints
  * "<mode> <signatures> <seconds> <per second>". */
@@ -207,7 +210,7 @@ static int bench_openssl(double secs)
 
 /* ---- PKCS#11 ----------------------------------------------------------------------------- */
 
-static int bench_pkcs11(const char *module, const char *label, const char *pin, double secs)
+static int bench_pkcs11(const char *module, const char *label, const char *pin, double secs, bool token)
 {
     void *h = dlopen(module, RTLD_NOW | RTLD_LOCAL);
     CK_C_GetFunctionList get = h ? (CK_C_GetFunctionList)dlsym(h, "C_GetFunctionList") : NULL;
@@ -235,15 +238,19 @@ static int bench_pkcs11(const char *module, const char *label, const char *pin, 
     /* P-256's OID, DER */
     static CK_BYTE p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE pub[] = {
-        {CKA_EC_PARAMS, p256, sizeof(p256)}, {CKA_VERIFY, &yes, sizeof(yes)}, {CKA_TOKEN, &no, sizeof(no)}};
+    char key_label[32];
+    snprintf(key_label, sizeof(key_label), "bench-p11-%d", (int)getpid());
+    CK_ATTRIBUTE pub[] = {{CKA_EC_PARAMS, p256, sizeof(p256)},
+                          {CKA_VERIFY, &yes, sizeof(yes)},
+                          {CKA_TOKEN, token ? &yes : &no, sizeof(no)}};
     CK_ATTRIBUTE priv[] = {{CKA_SIGN, &yes, sizeof(yes)},
-                           {CKA_TOKEN, &no, sizeof(no)},
+                           {CKA_TOKEN, token ? &yes : &no, sizeof(no)},
                            {CKA_SENSITIVE, &yes, sizeof(yes)},
-                           {CKA_PRIVATE, &yes, sizeof(yes)}};
+                           {CKA_PRIVATE, &yes, sizeof(yes)},
+                           {CKA_LABEL, key_label, strlen(key_label)}};
     CK_MECHANISM gen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
     CK_OBJECT_HANDLE hpub, hpriv;
-    if (f->C_GenerateKeyPair(s, &gen, pub, 3, priv, 4, &hpub, &hpriv) != CKR_OK) {
+    if (f->C_GenerateKeyPair(s, &gen, pub, 3, priv, 5, &hpub, &hpriv) != CKR_OK) {
         fprintf(stderr, "cannot generate a P-256 key on the token\n");
         return 1;
     }
@@ -261,7 +268,9 @@ static int bench_pkcs11(const char *module, const char *label, const char *pin, 
             n++;
         }
     } while ((t = now()) < end);
-    report("pkcs11", n, t - t0);
+    report(token ? "trustme-pkcs11" : "pkcs11", n, t - t0);
+    if (token)
+        f->C_DestroyObject(s, hpriv);
     f->C_Logout(s);
     f->C_CloseSession(s);
     f->C_Finalize(NULL);
@@ -274,9 +283,9 @@ int main(int argc, char **argv)
         return bench_socket(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]) ? (unsigned)atoi(argv[4]) : 1);
     if (argc == 3 && strcmp(argv[1], "openssl") == 0)
         return bench_openssl(atof(argv[2]));
-    if (argc == 6 && strcmp(argv[1], "pkcs11") == 0)
-        return bench_pkcs11(argv[2], argv[3], argv[4], atof(argv[5]));
+    if ((argc == 6 || (argc == 7 && strcmp(argv[6], "token") == 0)) && strcmp(argv[1], "pkcs11") == 0)
+        return bench_pkcs11(argv[2], argv[3], argv[4], atof(argv[5]), argc == 7);
     fprintf(stderr, "usage: keystore_helper socket PATH SECONDS DEPTH | openssl SECONDS | "
-                    "pkcs11 MODULE LABEL PIN SECONDS\n");
+                    "pkcs11 MODULE LABEL PIN SECONDS [token]\n");
     return 2;
 }

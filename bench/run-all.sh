@@ -11,7 +11,8 @@
 # (storage.sh), HASH_BENCH_RUNS (hash_throughput.sh), GUESTOS_RUNS, GUESTOS_INSTALL_RUNS (guestos.sh),
 # ATT_RUNS, ATT_WARMUP, ATT_ROUNDS, ATT_LOOP_RUNS, ATT_VERIFY_SECONDS, ATT_MEASURE_RUNS, ATT_EXTEND_RUNS,
 # ATT_CONTAINERS (attestation.sh's RUNS, WARMUP, ...; it builds and copies its own binaries from BUILD,
-# default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), DOC (default
+# default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), KEYSTORE_SECS,
+# KEYSTORE_ROUNDS (keystore.sh's SECS, ROUNDS), DOC (default
 # docs/BENCHMARKS.md).
 #
 # Plug-in scripts (any bench/*.sh or *.py marked "# bench-section: yes", see bench/README.md) are
@@ -309,6 +310,27 @@ Noise: the machine is shared; single starts vary by several ms (σ of the bridge
 running: $NET_ANOTHER_SIGMA_BRIDGED ms), so the added ms are differences of medians and good to about a millisecond.
 SECTION
 }
+keystore_section() {
+    cat <<SECTION
+## Keystore signatures (\`bench/keystore.sh\`)
+
+ECDSA P-256 signatures per second of wall time, single-threaded, each way for ${KEYSTORE_SECS:-2} s,
+${KEYSTORE_ROUNDS:-7} rounds with the order rotated (bench/keystore_helper.c; docs/KEYSTORE.md):
+one-shot \`sign\` requests through a running container's \`/run/trustme/keystore.sock\` (reached
+through \`/proc/<init>/root\`, the same socket the container's processes use) with one request at a
+time and with 16 in flight on one connection; the container's PKCS#11 module libtrustme-pkcs11 in
+front of the same socket (\`C_SignInit\` + \`C_Sign\`, \`CKM_ECDSA\` over a SHA-256 digest: a
+\`prehashed\` one-shot request per signature, the signature converted to r || s);
+\`EVP_DigestSign\` in one process; SoftHSM2 through PKCS#11 in process (\`C_Sign\`,
+\`CKM_ECDSA\`, session key).
+
+$(cat "$OUT/keystore.md")
+
+The module costs what its own work adds to one round trip (protobuf both ways, the DER signature
+turned into r || s); 16 requests in flight use the service's core while the client waits for none.
+SECTION
+}
+
 sstore_section() {
     cat <<SECTION
 ## Secure storage (\`bench/sstore.py\`)
@@ -409,6 +431,7 @@ smoke() {
         "guestos SIZE_MB=4 INSTALL_RUNS=2 INSTALL_ROUNDS=1 RUNS=2 WARMUP=0 ROUNDS=1"
         "attestation CONTAINERS=1 RUNS=2 WARMUP=0 ROUNDS=1 LOOP_RUNS=10 VERIFY_SECONDS=1 MEASURE_RUNS=12 EXTEND_RUNS=20"
         "network RUNS=2 WARMUP=0 ROUNDS=1 FIRST_RUNS=2 IPERF_REPS=1 IPERF_SECONDS=2"
+        "keystore SECS=1 ROUNDS=1"
     )
     local entry
     for entry in "${runs[@]}"; do
@@ -486,6 +509,8 @@ RUNS=${ATT_RUNS:-30} WARMUP=${ATT_WARMUP:-3} ROUNDS=${ATT_ROUNDS:-3} LOOP_RUNS=$
 log "networking: bridged start latency, TCP throughput over the veth"
 RUNS=${NETWORK_RUNS:-30} WARMUP=3 ROUNDS=3 FIRST_RUNS=${NETWORK_FIRST_RUNS:-30} IPERF_REPS=${NETWORK_IPERF_REPS:-5} \
     "$ROOT/bench/network.sh" "$OUT"
+log "keystore: ECDSA P-256 signatures through the socket, libtrustme-pkcs11, OpenSSL, SoftHSM2"
+SECS=${KEYSTORE_SECS:-2} ROUNDS=${KEYSTORE_ROUNDS:-7} "$ROOT/bench/keystore.sh" "$OUT"
 log "secure storage: commits against a plain file with fsync and rename"
 "$ROOT/bench/sstore.py" "$OUT" --commits "${SSTORE_COMMITS:-100}"
 while read -r f; do
@@ -935,6 +960,8 @@ $(guestos_section)
 $(attestation_section)
 
 $(network_section)
+
+$(keystore_section)
 
 $(sstore_section)
 

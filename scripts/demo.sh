@@ -5,7 +5,8 @@
 # directory trusting that PKI, show a tampered GuestOS refused and install the real one, create a
 # container on it whose data is encrypted under a PIN (and bound to the TPM), start it, run
 # commands in it, list, stop it and show that its data is ciphertext on the disk, provision the
-# device's attestation key, verify the audit log, and end with trustme-verify checking the
+# device's attestation key, sign inside the container with a keystore key (through PKCS#11) and
+# verify that key's attestation against the PKI, verify the audit log, and end with trustme-verify checking the
 # running device against signed reference values. The container is bridged and reaches a web
 # server on the host. Cleans up.
 #   scripts/demo.sh [--keep] [--installed]
@@ -27,10 +28,12 @@ if [ "$installed" = yes ]; then
     TRUSTMED=/usr/sbin/trustmed TRUSTME=/usr/bin/trustme PKI=/usr/bin/trustme-pki
     GUESTOS=/usr/bin/trustme-guestos VERIFY=/usr/bin/trustme-verify
     SCD=/usr/libexec/trustme/trustme-scd TPMD=/usr/libexec/trustme/trustme-tpmd
+    P11MOD=/usr/lib/$(gcc -print-multiarch)/pkcs11/libtrustme-pkcs11.so
 else
     TRUSTMED=build/src/daemon/trustmed TRUSTME=build/src/cli/trustme PKI=build/src/tools/pki/trustme-pki
     GUESTOS=build/src/tools/guestos/trustme-guestos VERIFY=build/src/verify/trustme-verify
     SCD=build/src/scd/trustme-scd TPMD=build/src/tpmd/trustme-tpmd
+    P11MOD=build/src/keystore/pkcs11/libtrustme-pkcs11.so
 fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -62,6 +65,8 @@ trap cleanup EXIT INT TERM
 
 step "building a busybox guest root file system"
 scripts/mkrootfs.sh "$work/rootfs"
+# with Debian's pkcs11-tool and openssl, and the keystore's PKCS#11 module (docs/KEYSTORE.md)
+scripts/rootfs-add-pkcs11.sh "$work/rootfs" "$P11MOD"
 du -sh "$work/rootfs"
 
 step "generating a development PKI (Software Signing and Customer hierarchies, docs/PKI.md)"
@@ -129,6 +134,7 @@ cat > "$work/demo.json" <<JSON
   "memory_limit_mb": 128,
   "pids_limit": 256,
   "data_size_mb": 32,
+  "keystore": true,
   "network": {"mode": "bridged", "dns": ["10.224.0.1"], "host_ports": [8000]}
 }
 JSON
@@ -213,6 +219,37 @@ trustme device csr --out "$work/device.csr"
     --ek-anchor "$work/manufacturer.pem" --out "$work/device.pem" --passphrase-file "$work/pki.pass"
 trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
 trustme device info
+
+step "the container's keystore: a key made and used inside, through PKCS#11; it never leaves"
+# pkcs11-tool and openssl are Debian's, unchanged: they reach the keystore through the module.
+trustme run demo -- sh -c '. /etc/pkcs11.env; cd /tmp
+    pkcs11-tool --module $P11MODULE --keypairgen --key-type EC:prime256v1 --label demo-key 2>/dev/null
+    echo "signed inside the container" > msg
+    openssl dgst -sha256 -engine pkcs11 -keyform engine -sign "pkcs11:object=demo-key;type=private" \
+        -out msg.sig msg 2>/dev/null && echo "openssl signed msg with the keystore key demo-key"
+    pkcs11-tool --module $P11MODULE --read-object --type pubkey --label demo-key -o pub.der 2>/dev/null'
+pid=$("$TRUSTME" --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
+guest=/proc/$pid/root
+echo "on the host, with the exported public key:"
+openssl dgst -sha256 -verify "$guest/tmp/pub.der" -keyform DER -signature "$guest/tmp/msg.sig" "$guest/tmp/msg"
+echo "the key's attestation (a certificate of its public key and authorisations, signed by the"
+echo "container's attestation key, which the device's AK certified), for the verifier's challenge:"
+challenge=$(openssl rand -hex 16)
+python3 - "$guest/run/trustme/keystore.sock" "$challenge" "$work/key-attestation.pem" <<'PY'
+import base64, sys
+sys.path.insert(0, "tests/integration")
+from ksclient import Keystore  # the keystore protocol (proto/keystore.proto), as the guest speaks it
+with Keystore(sys.argv[1]) as k:
+    certs = k.attest("demo-key", bytes.fromhex(sys.argv[2]))
+with open(sys.argv[3], "w") as f:
+    for c in certs:
+        b = base64.b64encode(c).decode()
+        f.write("-----BEGIN CERTIFICATE-----\n" + "\n".join(b[i:i + 64] for i in range(0, len(b), 64)) +
+                "\n-----END CERTIFICATE-----\n")
+PY
+echo "\$ trustme-verify --key-attestation key-attestation.pem --ak-anchor general-root-ca.pem --device-ca device-ca.pem --crl crls.pem --challenge $challenge"
+"$VERIFY" --key-attestation "$work/key-attestation.pem" --ak-anchor "$pki/customer/general-root-ca.pem" \
+    --device-ca "$pki/customer/device-ca.pem" --crl "$pki/crls.pem" --challenge "$challenge"
 
 step "the release engineer's reference values: binaries, GuestOS, configs (signed)"
 "$PKI" rim --out "$work/refs.json" --version 1 --valid-days 30 \

@@ -24,7 +24,7 @@ scripts/install-deps.sh --package || exit 1
 work=$(mktemp -d /tmp/trustme-package.XXXXXX)
 # The packages dpkg still knows (installed, or removed with their config: rc); apt refuses to purge
 # one it does not know at all (trustme-verify, which has no config, is gone after a remove).
-known() { dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' trustme trustme-tools trustme-verify 2>/dev/null |
+known() { dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' trustme trustme-tools trustme-verify trustme-pkcs11 2>/dev/null |
     awk '/^[ir]/ {print $2}'; }
 cleanup() {
     pkgs=$(known)
@@ -58,6 +58,10 @@ build() {
 check "dpkg-buildpackage -b -us -uc" build
 echo "   $(($(date +%s) - start)) s"
 
+# The PKCS#11 module is for a container's root, not the device: only checked to be packaged.
+p11() { dpkg-deb -c "$work"/trustme-pkcs11_*.deb | grep -q 'usr/lib/.*/pkcs11/libtrustme-pkcs11.so$'; }
+check "trustme-pkcs11 holds libtrustme-pkcs11.so in <libdir>/pkcs11" p11
+
 echo "== lintian"
 lint() {
     out=$(lintian --fail-on error --tag-display-limit 0 "$work"/trustme_*.changes 2>&1)
@@ -70,7 +74,8 @@ check "lintian: no errors" lint
 echo "== installing with apt"
 install() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        "$work"/trustme_*.deb "$work"/trustme-tools_*.deb "$work"/trustme-verify_*.deb >/dev/null
+        "$work"/trustme_*.deb "$work"/trustme-tools_*.deb "$work"/trustme-verify_*.deb \
+        "$work"/trustme-pkcs11_*.deb >/dev/null
 }
 check "apt-get install ./trustme*.deb" install
 check "installed: /usr/sbin/trustmed, helpers in /usr/libexec/trustme, man pages" \
@@ -84,7 +89,7 @@ echo "== the demo against the installed programs"
 check "scripts/demo.sh --installed" scripts/demo.sh --installed
 
 echo "== removing"
-remove() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 remove -y -qq trustme trustme-tools trustme-verify >/dev/null; }
+remove() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 remove -y -qq trustme trustme-tools trustme-verify trustme-pkcs11 >/dev/null; }
 check "apt-get remove" remove
 gone() { ! test -e /usr/sbin/trustmed -o -e /usr/libexec/trustme -o -e /usr/bin/trustme-pki -o -e /usr/bin/trustme-verify; }
 check "programs gone" gone

@@ -73,6 +73,7 @@ struct op {
     tm_buf held; /* RSA/agree input; GCM decryption: the trailing tag */
     unsigned mac_bytes; /* HMAC output, GCM tag */
     bool gcm;
+    const EVP_MD *prehashed; /* sign/verify of a given hash (in held) with pctx */
 };
 
 struct ks {
@@ -741,7 +742,22 @@ static int begin_op(struct ks *ks, const char *alias, const KsOperationParams *p
     bool ok = true;
     *ret_nonce = false;
     if ((op->alg == ALG(EC) || op->alg == ALG(RSA)) &&
-        (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY))) {
+        (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY)) && p->prehashed) {
+        /* The caller hashed (PKCS#11's raw mechanisms): the digest is still one the key is
+         * authorised for (authorize() checked it), and the input must be of its length. */
+        op->prehashed = md_of(p->digest);
+        op->pctx = EVP_PKEY_CTX_new(l->pkey, NULL);
+        ok = op->pctx &&
+             (op->purpose == PURPOSE(SIGN) ? EVP_PKEY_sign_init(op->pctx) : EVP_PKEY_verify_init(op->pctx)) == 1 &&
+             EVP_PKEY_CTX_set_signature_md(op->pctx, op->prehashed) == 1;
+        if (ok && op->alg == ALG(RSA))
+            ok = EVP_PKEY_CTX_set_rsa_padding(op->pctx, p->padding == PAD(RSA_PSS) ? RSA_PKCS1_PSS_PADDING
+                                                                                   : RSA_PKCS1_PADDING) == 1 &&
+                 (p->padding != PAD(RSA_PSS) ||
+                  (EVP_PKEY_CTX_set_rsa_pss_saltlen(op->pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+                   EVP_PKEY_CTX_set_rsa_mgf1_md(op->pctx, op->prehashed) == 1));
+    } else if ((op->alg == ALG(EC) || op->alg == ALG(RSA)) &&
+               (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY))) {
         EVP_PKEY_CTX *pctx = NULL;
         op->md = EVP_MD_CTX_new();
         ok = op->md &&
@@ -915,6 +931,22 @@ static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
                               a->min_mac_length);
         if (CRYPTO_memcmp(mac, sig->data, sig->len) != 0)
             return tm_err_set(err, E(VERIFICATION_FAILED), "the MAC does not verify");
+        return 0;
+    }
+    if (op->prehashed) {
+        if (op->held.len != (size_t)EVP_MD_get_size(op->prehashed))
+            return tm_err_set(err, E(INVALID_INPUT_LENGTH),
+                              "a prehashed input must be a %s hash (%d bytes), not %zu bytes",
+                              EVP_MD_get0_name(op->prehashed), EVP_MD_get_size(op->prehashed), op->held.len);
+        if (op->purpose == PURPOSE(SIGN)) {
+            size_t len = room;
+            if (EVP_PKEY_sign(op->pctx, o, &len, op->held.data, op->held.len) != 1)
+                return tm_err_set(err, E(INTERNAL), "signing failed");
+            ks->out->len = have + len;
+            return 0;
+        }
+        if (EVP_PKEY_verify(op->pctx, sig->data, sig->len, op->held.data, op->held.len) != 1)
+            return tm_err_set(err, E(VERIFICATION_FAILED), "the signature does not verify");
         return 0;
     }
     if (op->pctx && op->alg == ALG(EC)) {

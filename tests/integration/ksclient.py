@@ -52,7 +52,8 @@ def auths(purposes=(), digests=(), paddings=(), modes=(), min_mac=None, not_befo
     return encode(f)
 
 
-def params(purpose, digest=None, padding=None, mode=None, mac=None, nonce=None, aad=None, passphrase=None):
+def params(purpose, digest=None, padding=None, mode=None, mac=None, nonce=None, aad=None, passphrase=None,
+           prehashed=None):
     f = {1: [PURPOSE[purpose]]}
     if digest:
         f[2] = [DIGEST[digest]]
@@ -68,6 +69,8 @@ def params(purpose, digest=None, padding=None, mode=None, mac=None, nonce=None, 
         f[7] = [aad]
     if passphrase is not None:
         f[8] = [passphrase]
+    if prehashed is not None:
+        f[560] = [int(prehashed)]
     return encode(f)
 
 

@@ -30,6 +30,7 @@ def test_every_program_package_is_installed_by_default():
 
 def test_every_module_package_is_installed_by_default():
     missing = {f"{m} ({pkg})" for m, pkg in tools.MODULES.items() if pkg not in default_packages()}
+    missing |= {f"{lib} ({pkg})" for lib, pkg in tools.LIBRARIES.items() if pkg not in default_packages()}
     assert missing == set(), "add to install-deps.sh's PKGS"
 
 

@@ -34,6 +34,7 @@ PACKAGES = {
     "openssl": "openssl",
     "softhsm2-util": "softhsm2",
     "pkcs11-tool": "opensc",
+    "p11-kit": "p11-kit",  # test_keystore_pkcs11.py copies it into its guest's root
     # images and file systems
     "zstd": "zstd",  # zstd-compressed OCI layers
     "umoci": "umoci",  # the reference OCI unpacker the import is compared with
@@ -87,6 +88,13 @@ PACKAGES = {
     "systemd-sysusers": "systemd",
 }
 
+# Shared library a test copies into a guest's root -> its Debian package
+LIBRARIES = {
+    # OpenSSL's PKCS#11 engine (libp11), for openssl inside a container with the keystore's
+    # PKCS#11 module (test_keystore_pkcs11.py)
+    "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so": "libengine-pkcs11-openssl",
+}
+
 # Python module (not in the standard library) a test imports -> its Debian package
 MODULES = {
     "pytest": "python3-pytest",
@@ -104,6 +112,16 @@ def tool(name):
     path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
         pytest.fail(f"{name} is not installed: it comes with the Debian package {PACKAGES[name]} "
+                    f"(scripts/install-deps.sh installs it)", pytrace=False)
+    return path
+
+
+def library(path):
+    """A library file of LIBRARIES; fails the calling test, naming its package, if it is missing."""
+    if path not in LIBRARIES:
+        raise KeyError(f"tools.py: {path!r} is not in LIBRARIES: add it with its Debian package")
+    if not os.path.exists(path):
+        pytest.fail(f"{path} is not installed: it comes with the Debian package {LIBRARIES[path]} "
                     f"(scripts/install-deps.sh installs it)", pytrace=False)
     return path
 
