@@ -229,6 +229,8 @@ static json_t *device_info_json(const Trustme__DeviceInfo *i)
     json_object_set_new(o, "dictionary_attack", i->has_da_failures ? da : json_null());
     json_object_set_new(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
     json_object_set_new(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
+    json_object_set_new(o, "vtpm_issuer_chain_pem",
+                        bytes_str_json(i->has_vtpm_issuer_chain_pem, &i->vtpm_issuer_chain_pem));
     if (!i->has_da_failures)
         json_decref(da);
     return o;
@@ -280,6 +282,12 @@ static void print_device_info(const Trustme__DeviceInfo *i)
     else
         printf("EK certificate:  none (the manufacturer's; needed to enroll the AK, "
                "docs/ATTESTATION.md \"Enrollment\")\n");
+    struct cert_summary vi;
+    if (i->has_vtpm_issuer_chain_pem && i->vtpm_issuer_chain_pem.len &&
+        cert_summary(&i->vtpm_issuer_chain_pem, &vi) == 0)
+        printf("vTPM issuer:     %s, issued by %s, until %s\n", vi.subject, vi.issuer, vi.not_after);
+    else
+        printf("vTPM issuer:     none (vTPM EK certificates need one: docs/VTPM.md \"EK certificates\")\n");
     if (i->has_da_failures)
         printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
                i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization" : "no", i->da_failures,
@@ -317,6 +325,10 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
     const char *cn = cli_value(a, "cn"), *out = cli_value(a, "out");
     Trustme__DeviceCsrRequest cr = TRUSTME__DEVICE_CSR_REQUEST__INIT;
     cr.common_name = (char *)cn;
+    bool issuer = cli_flag(a, "vtpm-issuer");
+    if (issuer && cn)
+        return cli_fail("--cn does not go with --vtpm-issuer (its name is fixed)");
+    cr.has_vtpm_issuer = cr.vtpm_issuer = issuer;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_DEVICE_CSR;
     req.device_csr = &cr;
@@ -329,6 +341,12 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
     if (out) {
         if (write_file_atomic(out, pem->data, pem->len, 0644, &err) < 0)
             r = cli_fail("%s", err.msg);
+        else if (issuer)
+            fprintf(stderr,
+                    "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
+                    "--ca device --profile vtpm-issuer --csr %s --out vtpm-issuer.pem), then: "
+                    "trustme device cert install vtpm-issuer.pem --chain device-ca.pem\n",
+                    out, out);
         else
             fprintf(stderr,
                     "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "

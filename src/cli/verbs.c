@@ -71,6 +71,10 @@ static const struct cli_opt audit_opts[] = {OPT_JSON("the records"),
 static const struct cli_opt csr_opts[] = {
     {"cn", 0, CLI_WORD, "NAME", "the common name to ask for", false},
     {"out", 0, CLI_FILE, "FILE", "write the bundle to FILE instead of stdout", false},
+    {"vtpm-issuer", 0, CLI_NONE, NULL,
+     "the bundle for the vTPM-issuing key instead (after the AK is enrolled; docs/VTPM.md): "
+     "trustme-pki issue --ca device --profile vtpm-issuer",
+     false},
     {0}};
 static const struct cli_opt cert_install_opts[] = {{"chain", 0, CLI_FILE, "CA.pem",
                                                     "a CA certificate of the chain, from the issuer up to, not "

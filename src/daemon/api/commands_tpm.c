@@ -232,6 +232,8 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.ek_public_pem = in->ek_public_pem;
     info.has_ek_cert_pem = in->has_ek_cert_pem;
     info.ek_cert_pem = in->ek_cert_pem;
+    info.has_vtpm_issuer_chain_pem = in->has_vtpm_issuer_chain_pem;
+    info.vtpm_issuer_chain_pem = in->vtpm_issuer_chain_pem;
     ANSWER(conn, op, DEVICE_INFO, device_info, &info);
     return 0;
 }
@@ -287,9 +289,16 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
     if (!op)
         return;
     op->audit_event = "device.csr";
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"", len ? cn : "(default)");
+    bool issuer = req->device_csr->has_vtpm_issuer && req->device_csr->vtpm_issuer;
+    if (issuer)
+        snprintf(op->audit_ok, sizeof(op->audit_ok), "vTPM-issuing key certificate request");
+    else
+        snprintf(op->audit_ok, sizeof(op->audit_ok), "AK certificate request, common name \"%s\"",
+                 len ? cn : "(default)");
     Trustme__Tpmd__DeviceCsr dc = TRUSTME__TPMD__DEVICE_CSR__INIT;
     dc.common_name = (char *)cn;
+    dc.has_vtpm_issuer = issuer;
+    dc.vtpm_issuer = issuer;
     TPMD_SEND(conn, op, DEVICE_CSR, device_csr, &dc);
 }
 

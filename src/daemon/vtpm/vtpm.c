@@ -40,6 +40,7 @@
 #define EK_RECORD "vtpm-ek"
 #define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
 #define READY_MAX 2048
+#define EK_CERT_RECORD "vtpm-ek-cert-" /* + kind + ".der" */
 
 struct vtpm {
     struct container *c;
@@ -53,6 +54,18 @@ struct vtpm {
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
     unsigned restarts;
+    /* EK certificates (docs/VTPM.md "EK certificates"): fd 4 of trustme-vtpm stays open (ev_fd)
+     * while tpmd issues them; then they go to it with the events. Kept until it reports them
+     * stored in its NV ("NV kind"), then recorded. */
+    int ev_fd;
+    unsigned certs_pending;
+    struct {
+        char kind[4];
+        uint8_t *der;
+        size_t len;
+    } cert[VTPM_EKS];
+    size_t ncert;
+    char guestos[TM_EVENT_NAME_MAX + 1]; /* "NAME-VERSION" of this start's GuestOS, or "" */
     size_t nev;
     unsigned pcr[VTPM_MAX_EVENTS];
     uint8_t digest[VTPM_MAX_EVENTS][32];
@@ -113,6 +126,25 @@ static void ek_record_path(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/" EK_RECORD, dir);
 }
 
+/* <data>/containers/<uuid>/vtpm-ek-cert-<kind>.der: the EK certificate stored in the vTPM's NV. */
+static void ek_cert_path(const struct container *c, const char *kind, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/" EK_CERT_RECORD "%s.der", dir, kind);
+}
+
+static void remove_ek_records(const struct container *c)
+{
+    char path[PATH_MAX + 32];
+    ek_record_path(c, path, sizeof(path));
+    unlink(path);
+    ek_cert_path(c, "rsa", path, sizeof(path));
+    unlink(path);
+    ek_cert_path(c, "ecc", path, sizeof(path));
+    unlink(path);
+}
+
 int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
 {
     char path[PATH_MAX + 16];
@@ -135,6 +167,15 @@ int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n)
             return -EBADMSG;
         snprintf(ek->kind, sizeof(ek->kind), "%s", kind);
         ek->public_len = n;
+        char cpath[PATH_MAX + 32];
+        _cleanup_free_ char *cert = NULL;
+        size_t cert_len = 0;
+        ek_cert_path(c, kind, cpath, sizeof(cpath));
+        ek->cert_len = 0;
+        if (read_file(cpath, VTPM_EK_CERT_MAX, &cert, &cert_len, &err) == 0 && cert_len > 0) {
+            memcpy(ek->cert, cert, cert_len);
+            ek->cert_len = cert_len;
+        }
         /* Its TPM name: nameAlg SHA-256 || SHA-256(TPMT_PUBLIC). */
         ek->name[0] = 0x00;
         ek->name[1] = 0x0b;
@@ -170,7 +211,7 @@ static struct vtpm *vtpm_of(struct container *c)
         if (!c->vtpm)
             return NULL;
         c->vtpm->c = c;
-        c->vtpm->pidfd = c->vtpm->ready_fd = -1;
+        c->vtpm->pidfd = c->vtpm->ready_fd = c->vtpm->ev_fd = -1;
     }
     return c->vtpm;
 }
@@ -191,7 +232,13 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
     if (!v->log)
         return;
     v->log[0] = '\0';
+    v->guestos[0] = '\0';
     for (size_t i = 0; i < n && i < VTPM_MAX_EVENTS; i++) {
+        if (strcmp(items[i].type, TM_EVENT_GUESTOS_CONFIG) == 0) {
+            const char *slash = strchr(items[i].name, '/');
+            snprintf(v->guestos, sizeof(v->guestos), "%.*s",
+                     (int)(slash ? (size_t)(slash - items[i].name) : strlen(items[i].name)), items[i].name);
+        }
         v->pcr[i] = items[i].pcr;
         tm_event_digest(items[i].pcr, items[i].type, items[i].name, items[i].sha256, v->digest[i]);
         char hex[65];
@@ -315,25 +362,148 @@ static int measure_eks(struct vtpm *v, tm_err *err)
     return r < 0 ? r : 1;
 }
 
+static void certs_clear(struct vtpm *v)
+{
+    for (size_t i = 0; i < v->ncert; i++)
+        free(v->cert[i].der);
+    memset(v->cert, 0, sizeof(v->cert));
+    v->ncert = 0;
+}
+
+/* Every certificate tpmd issued goes to trustme-vtpm with the events; EOF lets it go on. */
+static void send_certs(struct vtpm *v)
+{
+    for (size_t i = 0; i < v->ncert && v->ev_fd >= 0; i++) {
+        if (!v->cert[i].der)
+            continue;
+        size_t n = 5 + 4 + 2 * v->cert[i].len + 1;
+        _cleanup_free_ char *line = malloc(n + 1);
+        if (!line)
+            break;
+        snprintf(line, n + 1, "CERT %s ", v->cert[i].kind);
+        tm_hex(v->cert[i].der, v->cert[i].len, line + 9);
+        line[n - 1] = '\n';
+        if (write_all(v->ev_fd, line, n) < 0) {
+            log_warn("%s: cannot pass the EK certificates to the vTPM: %s", container_label(v->c), strerror(errno));
+            break;
+        }
+    }
+    close_and_reset(v->ev_fd);
+}
+
+static void on_ek_cert(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    size_t i = v->ncert - v->certs_pending;
+    v->certs_pending--;
+    if (err) {
+        /* No issuer certificate yet is normal before the device is provisioned; the next start
+         * asks again. */
+        if (err->code == ENOENT)
+            log_info("%s: no EK certificate: %s", container_label(v->c), err->msg);
+        else
+            log_warn("%s: no %s EK certificate: %s", container_label(v->c), v->cert[i].kind, err->msg);
+    } else if (resp->vtpm_ek_cert && resp->vtpm_ek_cert->has_cert_der && resp->vtpm_ek_cert->cert_der.len > 0 &&
+               resp->vtpm_ek_cert->cert_der.len <= VTPM_EK_CERT_MAX) {
+        const ProtobufCBinaryData *der = &resp->vtpm_ek_cert->cert_der;
+        if ((v->cert[i].der = malloc(der->len))) {
+            memcpy(v->cert[i].der, der->data, der->len);
+            v->cert[i].len = der->len;
+        }
+    }
+    if (v->certs_pending == 0)
+        send_certs(v);
+}
+
+/* Ask tpmd for a certificate of each recorded EK that has none yet (all at manufacture); the
+ * answers come in order. Without any to ask for, fd 4 is closed at once. */
+static void request_certs(struct vtpm *v)
+{
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n = 0;
+    certs_clear(v);
+    v->certs_pending = 0;
+    if (vtpm_eks(v->c, eks, &n) < 0)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (eks[i].cert_len > 0)
+            continue;
+        Trustme__Tpmd__VtpmEkCert ec = TRUSTME__TPMD__VTPM_EK_CERT__INIT;
+        ec.has_ek_public = true;
+        ec.ek_public = (ProtobufCBinaryData){.len = eks[i].public_len, .data = eks[i].public};
+        ec.uuid = (char *)v->c->uuid;
+        ec.guestos = v->guestos;
+        Trustme__Tpmd__Request rq = TRUSTME__TPMD__REQUEST__INIT;
+        rq.body_case = TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT;
+        rq.vtpm_ek_cert = &ec;
+        tm_err err = {0};
+        snprintf(v->cert[v->ncert].kind, sizeof(v->cert[v->ncert].kind), "%s", eks[i].kind);
+        v->ncert++;
+        v->certs_pending++;
+        if (tpmd_call(v->c->d, &rq, on_ek_cert, v, &err) < 0) {
+            log_warn("%s: no EK certificate: %s", container_label(v->c), err.msg);
+            v->ncert--;
+            v->certs_pending--;
+            break;
+        }
+    }
+    if (v->certs_pending == 0)
+        send_certs(v);
+}
+
+/* trustme-vtpm's "NV kind" lines: the certificates it stored, recorded for `trustme vtpm info`. */
+static void record_certs(struct vtpm *v, const char *msg, size_t len)
+{
+    for (size_t i = 0; i < v->ncert; i++) {
+        char want[8], path[PATH_MAX + 32];
+        snprintf(want, sizeof(want), "NV %s\n", v->cert[i].kind);
+        if (!v->cert[i].der || !memmem(msg, len, want, strlen(want)))
+            continue;
+        tm_err err = {0};
+        ek_cert_path(v->c, v->cert[i].kind, path, sizeof(path));
+        if (write_file_replace(path, v->cert[i].der, v->cert[i].len, 0600, &err) < 0)
+            log_warn("%s: %s", container_label(v->c), err.msg);
+        else
+            log_info("%s: the vTPM's %s EK certificate is stored", container_label(v->c), v->cert[i].kind);
+    }
+    certs_clear(v);
+}
+
 static void on_ready(tm_source *src, uint32_t events, void *userdata)
 {
     struct vtpm *v = userdata;
     char msg[READY_MAX];
     ssize_t n = read(v->ready_fd, msg, sizeof(msg));
+    tm_err err = {0};
+    if (n >= 1 && msg[n - 1] == 'E' && v->manufacture && v->ev_fd >= 0) {
+        /* The EKs are made: record them, have them certified, then let trustme-vtpm go on. */
+        if (record_eks(v, msg, (size_t)n - 1, &err) < 0) {
+            close_and_reset(v->ev_fd); /* trustme-vtpm goes on without certificates */
+            tm_source_free(v->ready_src);
+            v->ready_src = NULL;
+            close_and_reset(v->ready_fd);
+            finish_start(v, &err);
+            return;
+        }
+        v->manufacture = false;
+        request_certs(v);
+        return;
+    }
     tm_source_free(v->ready_src);
     v->ready_src = NULL;
     close_and_reset(v->ready_fd);
-    tm_err err = {0};
+    close_and_reset(v->ev_fd);
     if (n < 1 || msg[n - 1] != 'R') {
         tm_err_set(&err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
         finish_start(v, &err);
         return;
     }
-    if (v->manufacture && record_eks(v, msg, (size_t)n - 1, &err) < 0) {
+    if (v->manufacture) {
+        tm_err_set(&err, EPROTO, "trustme-vtpm did not report the endorsement keys it made");
         finish_start(v, &err);
         return;
     }
-    v->manufacture = false;
+    record_certs(v, msg, (size_t)n - 1);
     int r = measure_eks(v, &err);
     if (r < 0) {
         finish_start(v, &err);
@@ -433,7 +603,6 @@ static int spawn(struct vtpm *v, tm_err *err)
         }
     }
     close_and_reset(key[1]);
-    close_and_reset(ev[1]);
     struct child_args a = {.binary = binary,
                            .dir = rdir,
                            .uid = uid,
@@ -452,6 +621,12 @@ static int spawn(struct vtpm *v, tm_err *err)
     close_and_reset(key[0]);
     close_and_reset(ev[0]);
     close_and_reset(ready[1]);
+    /* fd 4's EOF: after the EK certificates (docs/VTPM.md "EK certificates"). A manufacture's
+     * EKs are certified once they are reported; a vTPM whose EKs lack certificates gets them at
+     * this start if the device can issue them now. */
+    close_and_reset(v->ev_fd);
+    v->ev_fd = ev[1];
+    ev[1] = -1;
     v->pid = pid;
     v->pidfd = pidfd;
     v->ready_fd = ready[0];
@@ -461,6 +636,8 @@ static int spawn(struct vtpm *v, tm_err *err)
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         return tm_err_sys(err, "epoll");
     }
+    if (!v->manufacture)
+        request_certs(v);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -512,7 +689,9 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
     v->pid_src = NULL;
     close_and_reset(v->pidfd);
     v->pid = 0;
+    close_and_reset(v->ev_fd);
     if (v->ready_src) { /* it ended before it was ready */
+        v->manufacture = false; /* (what it may have said first is not the answer now) */
         on_ready(NULL, EPOLLIN, v);
     }
     anchor_state(v);
@@ -577,11 +756,8 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
     v->stopping = false;
     v->restarts = 0;
     v->manufacture = !anchored && !have;
-    if (v->manufacture) {
-        char path[PATH_MAX + 16];
-        ek_record_path(c, path, sizeof(path));
-        unlink(path); /* a new vTPM's EKs replace any record of an old one's */
-    }
+    if (v->manufacture)
+        remove_ek_records(c); /* a new vTPM's EKs replace any record of an old one's */
     if (spawn(v, &err) < 0)
         finish_start(v, &err);
 }
@@ -647,6 +823,7 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     ek_record_path(c, dir, sizeof(dir));
     if (unlink(dir) < 0 && errno != ENOENT)
         return tm_err_sys(err, "cannot remove %s", dir);
+    remove_ek_records(c);
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
@@ -696,6 +873,8 @@ static void on_freed(struct container *c)
     tm_source_free(v->ready_src);
     close_and_reset(v->pidfd);
     close_and_reset(v->ready_fd);
+    close_and_reset(v->ev_fd);
+    certs_clear(v);
     tpmd_forget(c->d, v);
     secret_free(v->key);
     free(v->log);

@@ -46,11 +46,14 @@ void vtpm_status(const struct container *c, struct vtpm_status *ret);
 #define VTPM_EKS 2
 #define VTPM_EK_RSA_HANDLE 0x81010001u /* the TCG's handles, where trustme-vtpm persists them */
 #define VTPM_EK_ECC_HANDLE 0x81010002u
+#define VTPM_EK_CERT_MAX 2048
 struct vtpm_ek {
     char kind[4]; /* "rsa" or "ecc" */
     uint8_t public[400]; /* TPMT_PUBLIC */
     size_t public_len;
     uint8_t name[34]; /* 000b || SHA-256(TPMT_PUBLIC): what is measured */
+    uint8_t cert[VTPM_EK_CERT_MAX]; /* its EK certificate (DER) as stored in the vTPM's NV */
+    size_t cert_len; /* 0: none issued yet */
 };
 /* 0 with *ret_n = 0 when none were made yet; negative errno when the record is unreadable. */
 int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);

@@ -139,8 +139,15 @@ int cmd_issue(int argc, char **argv)
         prof = PROFILE_DEVICE;
     else if (profile && strcmp(profile, "guestos-ca") == 0)
         prof = PROFILE_GUESTOS_CA;
+    else if (profile && strcmp(profile, "vtpm-issuer") == 0)
+        prof = PROFILE_VTPM_ISSUER;
     else if (profile)
-        return usage_error("issue", "--profile is signing, device or guestos-ca");
+        return usage_error("issue", "--profile is signing, device, guestos-ca or vtpm-issuer");
+    /* A device's vTPM-issuing key: the Device CA checks its certification by the device's AK
+     * (docs/VTPM.md "EK certificates"), not an EK. */
+    bool vtpm_issuer = prof == PROFILE_VTPM_ISSUER;
+    if (vtpm_issuer && strcmp(ca_name, "device") != 0)
+        return usage_error("issue", "--profile vtpm-issuer goes with --ca device");
     /* The General root issues only GuestOS Signing CAs (one per vendor), and only it does. */
     if (from_root != (prof == PROFILE_GUESTOS_CA))
         return usage_error("issue", "--profile guestos-ca goes with --ca general-root, and "
@@ -159,13 +166,13 @@ int cmd_issue(int argc, char **argv)
 
     /* An attestation key is certified only when it is proven to live in a TPM (docs/ATTESTATION.md "Enrollment"):
      * an ordinary CSR, from a key anyone may hold, is refused. */
-    bool enroll = strcmp(ca_name, "device") == 0;
+    bool enroll = strcmp(ca_name, "device") == 0 && !vtpm_issuer;
     if (enroll && n_ek_anchors == 0)
         return usage_error("issue", "--ca device needs --ek-anchor (the TPM manufacturer CA that "
                                     "certifies endorsement keys): attestation keys are certified only "
                                     "through credential activation");
     if (!enroll && (n_ek_anchors || n_ek_crls))
-        return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device only");
+        return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device (AK enrollment) only");
 
     tm_err err = {0};
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
@@ -196,8 +203,12 @@ int cmd_issue(int argc, char **argv)
             return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
         req = steal_ptr(bundle.csr);
     }
-    if ((!req && (r = read_csr(csr_path, &req, &err)) < 0) || (r = pki_open(pki_dir, &p, &err)) < 0 ||
-        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 || (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
+    if ((!req && !vtpm_issuer && (r = read_csr(csr_path, &req, &err)) < 0) || (r = pki_open(pki_dir, &p, &err)) < 0 ||
+        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0)
+        return verb_fail("issue", &err);
+    if (vtpm_issuer && (r = vtpm_issuer_check(csr_path, ca_cert, &req, &err)) < 0)
+        return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
+    if ((r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
         return verb_fail("issue", &err);
     struct cert_spec spec = {
         .subject = X509_REQ_get_subject_name(req),
@@ -220,9 +231,10 @@ int cmd_issue(int argc, char **argv)
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s issued by %s (%s profile)%s\n", out, subject, ca->name,
-           prof == PROFILE_DEVICE       ? "device"
-           : prof == PROFILE_GUESTOS_CA ? "guestos-ca"
-                                        : "signing",
+           prof == PROFILE_DEVICE        ? "device"
+           : prof == PROFILE_GUESTOS_CA  ? "guestos-ca"
+           : prof == PROFILE_VTPM_ISSUER ? "vtpm-issuer"
+                                         : "signing",
            enroll ? ", encrypted to the TPM's EK for credential activation" : "");
     return 0;
 }
