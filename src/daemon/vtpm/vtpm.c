@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -53,6 +54,7 @@ struct vtpm {
     bool anchoring; /* an anchor update is under way */
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
+    bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
     /* EK certificates (docs/VTPM.md "EK certificates"): fd 4 of trustme-vtpm stays open (ev_fd)
      * while tpmd issues them; then they go to it with the events. Kept until it reports them
@@ -540,6 +542,10 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
         fprintf(stderr, "trustmed: cannot start trustme-vtpm: %s\n", err.msg);
         _exit(127);
     }
+    /* It outlives a trustmed that dies (as the container does), so that no TPM command of the
+     * guest is cut off; the next trustmed re-adopts it (vtpm_recover). The change of uid above
+     * cleared child_reset's parent-death signal already: said here so that nothing re-arms it. */
+    prctl(PR_SET_PDEATHSIG, 0);
     char *argv[] = {"trustme-vtpm",
                     "--run-dir",
                     (char *)a->dir,
@@ -551,6 +557,25 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
     execve(a->binary, argv, envp);
     fprintf(stderr, "trustmed: cannot execute %s: %s\n", a->binary, strerror(errno));
     _exit(127);
+}
+
+/* <run>/vtpm/<uuid>/helper.pid (root's directory): the next trustmed re-adopts a vTPM that
+ * outlived this one (vtpm_recover). */
+static void pidfile_path(const struct container *c, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    run_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/helper.pid", dir);
+}
+
+static void write_pidfile(struct vtpm *v)
+{
+    char path[PATH_MAX + 16], text[32];
+    pidfile_path(v->c, path, sizeof(path));
+    int n = snprintf(text, sizeof(text), "%d\n", (int)v->pid);
+    tm_err err = {0};
+    if (write_file_replace(path, text, (size_t)n, 0600, &err) < 0)
+        log_warn("%s: %s (the vTPM is not re-adopted after a restart)", container_label(v->c), err.msg);
 }
 
 static int spawn(struct vtpm *v, tm_err *err)
@@ -630,6 +655,8 @@ static int spawn(struct vtpm *v, tm_err *err)
     v->pid = pid;
     v->pidfd = pidfd;
     v->ready_fd = ready[0];
+    v->adopted = false;
+    write_pidfile(v);
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
     v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
     if (!v->pid_src || !v->ready_src) {
@@ -683,12 +710,17 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
     struct vtpm *v = userdata;
     struct container *c = v->c;
     siginfo_t si = {0};
-    if (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+    /* An adopted vTPM is not our child: its pidfd turning readable is all we learn. */
+    if (!v->adopted && (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0))
         return;
+    v->adopted = false;
     tm_source_free(v->pid_src);
     v->pid_src = NULL;
     close_and_reset(v->pidfd);
     v->pid = 0;
+    char pidfile[PATH_MAX + 16];
+    pidfile_path(c, pidfile, sizeof(pidfile));
+    unlink(pidfile);
     close_and_reset(v->ev_fd);
     if (v->ready_src) { /* it ended before it was ready */
         v->manufacture = false; /* (what it may have said first is not the answer now) */
@@ -888,6 +920,88 @@ bool vtpm_exit_ready(struct daemon *d)
         if (c->vtpm && (c->vtpm->pid || c->vtpm->anchoring))
             return false;
     return true;
+}
+
+/* The vTPM the last trustmed ran for c, if it still runs: its pid from the pidfile, checked to be
+ * trustme-vtpm of this container running as its uid. */
+static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pidfile)
+{
+    char path[PATH_MAX + 16];
+    pidfile_path(c, path, sizeof(path));
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err err = {0};
+    *ret_had_pidfile = false;
+    if (read_file(path, 32, &text, &len, &err) < 0)
+        return 0;
+    *ret_had_pidfile = true;
+    int pid = atoi(text);
+    if (pid <= 1)
+        return 0;
+    char proc[64], cmd[4096];
+    snprintf(proc, sizeof(proc), "/proc/%d/cmdline", pid);
+    _cleanup_close_ int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    ssize_t cmd_len = fd >= 0 ? read(fd, cmd, sizeof(cmd)) : -1; /* (proc files have no size) */
+    struct stat st;
+    if (cmd_len < 13 || memcmp(cmd, "trustme-vtpm", 13) != 0 || !memmem(cmd, (size_t)cmd_len, c->uuid, strlen(c->uuid)))
+        return 0;
+    snprintf(proc, sizeof(proc), "/proc/%d", pid);
+    if (stat(proc, &st) < 0 || st.st_uid != uid)
+        return 0;
+    return pid;
+}
+
+void vtpm_recover(struct container *c)
+{
+    if (!c->cfg->vtpm)
+        return;
+    uid_t uid = 0;
+    tm_err err = {0};
+    if (vtpm_uid(c, &uid, &err) < 0)
+        return;
+    bool had_pidfile = false;
+    pid_t pid = find_orphan(c, uid, &had_pidfile);
+    if (!had_pidfile)
+        return; /* the last trustmed saw its vTPM end (or it never ran) */
+    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    struct vtpm *v = vtpm_of(c);
+    if (!v) {
+        if (pidfd >= 0)
+            close(pidfd);
+        return;
+    }
+    if (pidfd < 0) {
+        if (c->state == CS_RUNNING || c->state == CS_FROZEN) {
+            /* It ended while no trustmed ran: its state is anchored as swtpm left it, as after a
+             * crash; without the PIN there is no key to start it again. */
+            log_warn("%s: its vTPM ended while trustmed was not running: the container runs without it until "
+                     "its next start",
+                     container_label(c));
+            daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "ended while trustmed was not running");
+        }
+        /* It ended unwatched, after its last save: its state is anchored as found, as after a
+         * crash (docs/VTPM.md "Known limits of the anchor"). */
+        anchor_state(v);
+        char path[PATH_MAX + 16];
+        pidfile_path(c, path, sizeof(path));
+        unlink(path);
+        return;
+    }
+    v->pid = pid;
+    v->pidfd = pidfd;
+    v->adopted = true;
+    v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
+    if (!v->pid_src) {
+        log_error("%s: cannot watch the vTPM (pid %d)", container_label(c), (int)pid);
+        return;
+    }
+    if (c->state == CS_RUNNING || c->state == CS_FROZEN) {
+        log_info("%s: re-adopted its vTPM (pid %d)", container_label(c), (int)pid);
+        daemon_audit(c->d, "vtpm.adopt", "ok", c, NULL, "pid %d", (int)pid);
+    } else {
+        /* Its container is gone: it stops, and its state is anchored when it has. */
+        stop_vtpm(v);
+    }
 }
 
 const struct container_observer vtpm_container_observer = {

@@ -68,6 +68,12 @@ size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, ch
  * gone). */
 int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err);
 
+/* After c was re-adopted (or found stopped) at trustmed's start: re-adopt the vTPM the last
+ * trustmed left running for it (it outlives trustmed), or stop it when c no longer runs. A
+ * re-adopted vTPM is anchored when it ends, but not started again after a crash (its key went
+ * with the old trustmed). */
+void vtpm_recover(struct container *c);
+
 extern const struct container_observer vtpm_container_observer;
 /* main.c: hold trustmed's exit until every vTPM has stopped and its state is anchored. */
 bool vtpm_exit_ready(struct daemon *d);
