@@ -12,7 +12,7 @@
 # ATT_RUNS, ATT_WARMUP, ATT_ROUNDS, ATT_LOOP_RUNS, ATT_VERIFY_SECONDS, ATT_MEASURE_RUNS, ATT_EXTEND_RUNS,
 # ATT_CONTAINERS (attestation.sh's RUNS, WARMUP, ...; it builds and copies its own binaries from BUILD,
 # default build/), NETWORK_RUNS, NETWORK_FIRST_RUNS, NETWORK_IPERF_REPS (network.sh), KEYSTORE_SECS,
-# KEYSTORE_ROUNDS (keystore.sh's SECS, ROUNDS), DOC (default
+# KEYSTORE_ROUNDS (keystore.sh's SECS, ROUNDS), VTPM_RUNS, VTPM_PY_RUNS (vtpm.sh), DOC (default
 # docs/BENCHMARKS.md).
 #
 # Plug-in scripts (any bench/*.sh or *.py marked "# bench-section: yes", see bench/README.md) are
@@ -348,6 +348,21 @@ of a single commit: alone it costs about one plain write with fsync and rename. 
 SECTION
 }
 
+vtpm_section() {
+    cat <<SECTION
+## Per-container vTPM (\`bench/vtpm.sh\`, \`bench/vtpm.py\`)
+
+Through trustmed (docs/VTPM.md): start-to-exit of \`/bin/true\` in a signed busybox GuestOS with an
+encrypted 16 MiB volume, with and without \`"vtpm": true\`, in the same hyperfine runs; the first start
+of a new vTPM (manufacture: EKs made and measured) against the first start without one. Then the
+vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started as trustmed starts it, its memory, and every
+command on a new connection (as the swtpm TCTI sends it) through the proxy against a second swtpm
+with the same flags directly.
+
+$(cat "$OUT/vtpm.md")
+SECTION
+}
+
 network_target_rows() {
     cat <<ROWS
 | bridged container start adds < 3 ms over \`"network": {"mode": "none"}\` (start until running, another bridged container runs; medians) | +$NET_START_ADDED_MS ms ($NET_START_BRIDGED_MS vs $NET_START_NONE_MS ms) | **$(pass_if "$NET_START_ADDED_MS < 3")** |
@@ -432,6 +447,7 @@ smoke() {
         "attestation CONTAINERS=1 RUNS=2 WARMUP=0 ROUNDS=1 LOOP_RUNS=10 VERIFY_SECONDS=1 MEASURE_RUNS=12 EXTEND_RUNS=20"
         "network RUNS=2 WARMUP=0 ROUNDS=1 FIRST_RUNS=2 IPERF_REPS=1 IPERF_SECONDS=2"
         "keystore SECS=1 ROUNDS=1"
+        "vtpm RUNS=2 WARMUP=0 PY_RUNS=10"
     )
     local entry
     for entry in "${runs[@]}"; do
@@ -513,6 +529,8 @@ log "keystore: ECDSA P-256 signatures through the socket, libtrustme-pkcs11, Ope
 SECS=${KEYSTORE_SECS:-2} ROUNDS=${KEYSTORE_ROUNDS:-7} "$ROOT/bench/keystore.sh" "$OUT"
 log "secure storage: commits against a plain file with fsync and rename"
 "$ROOT/bench/sstore.py" "$OUT" --commits "${SSTORE_COMMITS:-100}"
+log "per-container vTPM: start with and without, memory, proxy overhead"
+RUNS=${VTPM_RUNS:-30} PY_RUNS=${VTPM_PY_RUNS:-200} "$ROOT/bench/vtpm.sh" "$OUT"
 while read -r f; do
     [ -n "$f" ] || continue
     log "plug-in: bench/$(basename "$f") --section"
@@ -964,6 +982,8 @@ $(network_section)
 $(keystore_section)
 
 $(sstore_section)
+
+$(vtpm_section)
 
 ## Targets
 

@@ -9,9 +9,10 @@
    start with a vTPM adds before its setup process (plus one anchor read from tpmd's memory).
 2. The resident memory of trustme-vtpm and its swtpm after some commands.
 3. Command round trips the way the swtpm TCTI does them (a new connection per command):
-   TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11) and TPM2_Quote (ECC P-256 restricted signing key
-   made once with TPM2_CreatePrimary), through the proxy and directly on a second swtpm with the
-   same flags and an encrypted state.
+   TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11), TPM2_Quote (ECC P-256 restricted signing key
+   made once with TPM2_CreatePrimary) and TPM2_Sign of a SHA-256 digest (ECC P-256 unrestricted
+   signing key, likewise), through the proxy and directly on a second swtpm with the same flags
+   and an encrypted state.
 Medians (and p90) of RUNS runs each, in milliseconds."""
 import os
 import shutil
@@ -49,6 +50,21 @@ ECC_PUBLIC = struct.pack(">HHIH", 0x0023, 0x000B, 0x00050072, 0) + \
 CREATE_PRIMARY = cmd_pw(0x131, [0x40000001],
                         struct.pack(">HHH", 4, 0, 0) + struct.pack(">H", len(ECC_PUBLIC)) + ECC_PUBLIC +
                         struct.pack(">HI", 0, 0))
+
+
+# The same key unrestricted: it signs any digest (fixedTPM|fixedParent|sensitiveDataOrigin|
+# userWithAuth|sign).
+SIGN_PUBLIC = struct.pack(">HHIH", 0x0023, 0x000B, 0x00040072, 0) + \
+    struct.pack(">HHHHHHH", 0x0010, 0x0018, 0x000B, 0x0003, 0x0010, 0, 0)
+CREATE_SIGN_KEY = cmd_pw(0x131, [0x40000001],
+                         struct.pack(">HHH", 4, 0, 0) + struct.pack(">H", len(SIGN_PUBLIC)) + SIGN_PUBLIC +
+                         struct.pack(">HI", 0, 0))
+
+
+def sign(handle):
+    """TPM2_Sign of a 32-byte digest, ECDSA-SHA256, with a null hash-check ticket."""
+    return cmd_pw(0x15D, [handle], struct.pack(">H", 32) + bytes(range(32)) + struct.pack(">HH", 0x0018, 0x000B) +
+                  struct.pack(">HIH", 0x8024, 0x40000007, 0))
 
 
 def quote(handle):
@@ -168,8 +184,9 @@ def main():
         results = {}
         for name, path in (("proxy", proxy), ("direct", direct)):
             handle = struct.unpack(">I", transact(path, CREATE_PRIMARY)[10:14])[0]
+            signer = struct.unpack(">I", transact(path, CREATE_SIGN_KEY)[10:14])[0]
             results[name] = {"GetRandom": stats(timed(path, GET_RANDOM)), "PCR_Read": stats(timed(path, PCR_READ)),
-                             "Quote": stats(timed(path, quote(handle)))}
+                             "Quote": stats(timed(path, quote(handle))), "Sign": stats(timed(path, sign(signer)))}
         helper_rss = rss_kib(p.pid)
         children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
         swtpm_rss = sum(rss_kib(int(c)) for c in children)
@@ -179,7 +196,7 @@ def main():
         print(f"RSS: trustme-vtpm {helper_rss} KiB, swtpm {swtpm_rss} KiB, together {helper_rss + swtpm_rss} KiB")
         print("| command | via trustme-vtpm (median / p90 ms) | swtpm directly | ratio of medians |")
         print("|---|---|---|---|")
-        for c in ("GetRandom", "PCR_Read", "Quote"):
+        for c in ("GetRandom", "PCR_Read", "Quote", "Sign"):
             a, b = results["proxy"][c], results["direct"][c]
             print(f"| {c} | {a[0]:.3f} / {a[1]:.3f} | {b[0]:.3f} / {b[1]:.3f} | {a[0] / b[0]:.2f} |")
     finally:

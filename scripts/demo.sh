@@ -2,13 +2,15 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # trustme end to end: install, build, generate a development PKI, build and sign a busybox
 # GuestOS, start trustmed (and its token and TPM services, the TPM an embedded swtpm) in a scratch
-# directory trusting that PKI, show a tampered GuestOS refused and install the real one, create a
-# container on it whose data is encrypted under a PIN (and bound to the TPM), start it, run
-# commands in it, list, stop it and show that its data is ciphertext on the disk, provision the
-# device's attestation key, sign inside the container with a keystore key (through PKCS#11) and
-# verify that key's attestation against the PKI, verify the audit log, and end with trustme-verify checking the
-# running device against signed reference values. The container is bridged and reaches a web
-# server on the host. Cleans up.
+# directory trusting that PKI, provision the device's attestation key and its vTPM issuer, show a
+# tampered GuestOS refused and install the real one, create a container on it whose data is
+# encrypted under a PIN (and bound to the TPM) and that has a vTPM and a keystore of its own, start
+# it, run commands in it, show its vTPM (PCRs that replay its event log, an EK certificate that
+# chains to the PKI), list, stop it and show that its data is ciphertext on the disk, sign inside
+# the container with a keystore key (through PKCS#11) and verify that key's attestation against the
+# PKI, verify the audit log, and end with trustme-verify checking the running device against
+# signed reference values. The container is bridged and reaches a web server on the host. Cleans
+# up.
 #   scripts/demo.sh [--keep] [--installed]
 # --keep leaves trustmed and the container running at the end; --installed runs the installed
 # programs (/usr/sbin/trustmed, /usr/bin/trustme, ...: the Debian packages, docs/PACKAGING.md)
@@ -63,10 +65,18 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-step "building a busybox guest root file system"
+step "building a busybox guest root file system (with Debian's tpm2-tools for its vTPM)"
 scripts/mkrootfs.sh "$work/rootfs"
 # with Debian's pkcs11-tool and openssl, and the keystore's PKCS#11 module (docs/KEYSTORE.md)
 scripts/rootfs-add-pkcs11.sh "$work/rootfs" "$P11MOD"
+# tpm2-tools and the swtpm TCTI with the libraries they load, at the same paths inside.
+for bin in /usr/bin/tpm2 /usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so.0; do
+    for f in "$bin" $(ldd "$bin" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) .*/\1/p'); do
+        mkdir -p "$work/rootfs$(dirname "$f")"
+        cp -L "$f" "$work/rootfs$f"
+    done
+done
+for t in pcrread nvread readpublic; do ln -sf tpm2 "$work/rootfs/usr/bin/tpm2_$t"; done
 du -sh "$work/rootfs"
 
 step "generating a development PKI (Software Signing and Customer hierarchies, docs/PKI.md)"
@@ -117,6 +127,33 @@ trustme() { echo "\$ trustme $*"; "$TRUSTME" --run-dir "$work/run" "$@"; }
 step "what trustmed measured into the TPM at start (the virtualization layer, boot PCR)"
 trustme measurements
 
+step "manufacturing: the TPM manufacturer CA (here the provisioning station) certifies the EK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -keyout "$work/manufacturer.key" -out "$work/manufacturer.pem" \
+    -subj "/CN=demo TPM manufacturer CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+"$TRUSTME" --run-dir "$work/run" device info --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["ek_public_pem"], end="")' > "$work/ek.pem"
+"$PKI" ek-cert --ek "$work/ek.pem" --key "$work/manufacturer.key" \
+    --cert "$work/manufacturer.pem" --out "$work/ek-cert.pem"
+trustme device cert install "$work/ek-cert.pem" >/dev/null
+
+step "provisioning the device: its TPM attestation key, certified by the Device CA"
+echo "(the CA checks the EK certificate and the AK, and encrypts the certificate to the EK:"
+echo " only this TPM can decrypt it, through TPM2_ActivateCredential)"
+trustme device csr --out "$work/device.csr"
+"$PKI" issue --pki "$pki" --ca device --csr "$work/device.csr" \
+    --ek-anchor "$work/manufacturer.pem" --out "$work/device.pem" --passphrase-file "$work/pki.pass"
+trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
+
+step "provisioning the device's vTPM issuer: a TPM key the AK vouches for, certified by the Device CA"
+echo "(it signs the EK certificates of the containers' vTPMs: docs/VTPM.md \"EK certificates\")"
+trustme device csr --vtpm-issuer --out "$work/vtpm-issuer.csr"
+"$PKI" issue --pki "$pki" --ca device --profile vtpm-issuer --csr "$work/vtpm-issuer.csr" \
+    --out "$work/vtpm-issuer.pem" --passphrase-file "$work/pki.pass"
+trustme device cert install "$work/vtpm-issuer.pem" --chain "$pki/customer/device-ca.pem" >/dev/null
+trustme device info
+
 step "installing the GuestOS: a tampered copy is refused, the signed one accepted"
 trustme ca register "$pki/customer/guestos-ca.pem"
 cp -a "$work/build/busybox-1" "$work/tampered"
@@ -135,6 +172,8 @@ cat > "$work/demo.json" <<JSON
   "pids_limit": 256,
   "data_size_mb": 32,
   "keystore": true,
+  "vtpm": true,
+  "env": {"LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu"},
   "network": {"mode": "bridged", "dns": ["10.224.0.1"], "host_ports": [8000]}
 }
 JSON
@@ -177,6 +216,39 @@ trustme run demo -- sh -c 'echo "a secret written by the guest" > /root/hello; c
 pid=$("$TRUSTME" --run-dir "$work/run" state demo | awk '/^init pid:/ {print $3}')
 echo "on the host, the guest's root (init, pid $pid) is uid $(awk '/^Uid:/ {print $2}' /proc/$pid/status)"
 
+step "its own vTPM: PCRs that replay its event log, an EK certificate that chains to the PKI"
+trustme run demo -- cat /run/tpm/event.log
+pcr=$("$TRUSTME" --run-dir "$work/run" run demo -- cat /run/tpm/event.log | awk 'NR == 1 {print $1}')
+trustme run demo -- tpm2_pcrread "sha256:$pcr"
+"$TRUSTME" --run-dir "$work/run" run demo -- cat /run/tpm/event.log > "$work/event.log"
+value=$("$TRUSTME" --run-dir "$work/run" run demo -- tpm2_pcrread "sha256:$pcr" |
+    sed -n 's/.*: 0x\([0-9A-F]*\)$/\1/p' | tr 'A-F' 'a-f')
+replayed=$(python3 - "$work/event.log" "$pcr" <<'PY'
+import hashlib, struct, sys
+value, pcr = bytes(32), int(sys.argv[2])
+for line in open(sys.argv[1]):
+    p, typ, sha, name = line.rstrip("\n").split(" ", 3)
+    if int(p) == pcr:
+        t, n = typ.encode(), name.encode()
+        d = hashlib.sha256(b"trustme-event-v1" + struct.pack(">IH", pcr, len(t)) + t +
+                           struct.pack(">H", len(n)) + n + bytes.fromhex(sha)).digest()
+        value = hashlib.sha256(value + d).digest()
+print(value.hex())
+PY
+)
+echo "PCR $pcr in the vTPM:      $value"
+echo "the event log replayed: $replayed"
+[ "$value" = "$replayed" ] || { echo "the vTPM's PCR does not match its event log" >&2; exit 1; }
+trustme run demo -- tpm2_nvread 0x01c0000a -o /tmp/ek-ecc.der
+cp "/proc/$pid/root/tmp/ek-ecc.der" "$work/ek-ecc.der"
+openssl x509 -inform DER -in "$work/ek-ecc.der" -out "$work/ek-ecc.pem"
+echo "the EK certificate at NV 0x01c0000a, read inside the container:"
+openssl x509 -in "$work/ek-ecc.pem" -noout -subject -issuer -nameopt RFC2253
+echo "\$ openssl verify -CAfile general-root-ca.pem -untrusted device-ca.pem -untrusted vtpm-issuer.pem ek-ecc.pem"
+openssl verify -CAfile "$pki/customer/general-root-ca.pem" -untrusted "$pki/customer/device-ca.pem" \
+    -untrusted "$work/vtpm-issuer.pem" "$work/ek-ecc.pem"
+trustme vtpm info demo
+
 step "listing containers"
 trustme list
 trustme state demo
@@ -199,26 +271,6 @@ umount "$work/look"
 step "starting it again with the PIN: the data is back"
 trustme start --pin-file "$work/pin" demo
 trustme run demo -- cat /root/hello
-
-step "manufacturing: the TPM manufacturer CA (here the provisioning station) certifies the EK"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-    -keyout "$work/manufacturer.key" -out "$work/manufacturer.pem" \
-    -subj "/CN=demo TPM manufacturer CA" -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-"$TRUSTME" --run-dir "$work/run" device info --json |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["ek_public_pem"], end="")' > "$work/ek.pem"
-"$PKI" ek-cert --ek "$work/ek.pem" --key "$work/manufacturer.key" \
-    --cert "$work/manufacturer.pem" --out "$work/ek-cert.pem"
-trustme device cert install "$work/ek-cert.pem" >/dev/null
-
-step "provisioning the device: its TPM attestation key, certified by the Device CA"
-echo "(the CA checks the EK certificate and the AK, and encrypts the certificate to the EK:"
-echo " only this TPM can decrypt it, through TPM2_ActivateCredential)"
-trustme device csr --out "$work/device.csr"
-"$PKI" issue --pki "$pki" --ca device --csr "$work/device.csr" \
-    --ek-anchor "$work/manufacturer.pem" --out "$work/device.pem" --passphrase-file "$work/pki.pass"
-trustme device cert install "$work/device.pem" --chain "$pki/customer/device-ca.pem"
-trustme device info
 
 step "the container's keystore: a key made and used inside, through PKCS#11; it never leaves"
 # pkcs11-tool and openssl are Debian's, unchanged: they reach the keystore through the module.
@@ -251,11 +303,18 @@ echo "\$ trustme-verify --key-attestation key-attestation.pem --ak-anchor genera
 "$VERIFY" --key-attestation "$work/key-attestation.pem" --ak-anchor "$pki/customer/general-root-ca.pem" \
     --device-ca "$pki/customer/device-ca.pem" --crl "$pki/crls.pem" --challenge "$challenge"
 
-step "the release engineer's reference values: binaries, GuestOS, configs (signed)"
+step "the release engineer's reference values: binaries, GuestOS, configs, the approved vTPM (signed)"
+uuid=$("$TRUSTME" --run-dir "$work/run" state --json demo | python3 -c 'import json, sys; print(json.load(sys.stdin)["uuid"])')
+# The container's vTPM EKs are measured into the device's runtime PCR (deep attestation): the
+# verifier approves this vTPM by their names.
+vtpm_eks=$("$TRUSTME" --run-dir "$work/run" vtpm info --json demo |
+    python3 -c 'import json, sys; print(" ".join(e["kind"] + "=" + e["name"] for e in json.load(sys.stdin)["eks"]))')
+set --
+for ek in $vtpm_eks; do set -- "$@" --vtpm-ek "$uuid/ek-${ek%%=*}=${ek#*=}"; done
 "$PKI" rim --out "$work/refs.json" --version 1 --valid-days 30 \
     --binary "$TRUSTMED" --binary "$SCD" \
     --binary "$TPMD" --guestos "$work/build/busybox-1" \
-    --config device-config="$work/data/device.json" --config container-config="$work/demo.json"
+    --config device-config="$work/data/device.json" --config container-config="$work/demo.json" "$@"
 "$PKI" sign "$work/refs.json" --pki "$pki" --signer software \
     --passphrase-file "$work/pki.pass"
 trustme measurements

@@ -229,6 +229,8 @@ static json_t *device_info_json(const Trustme__DeviceInfo *i)
     json_object_set_new(o, "dictionary_attack", i->has_da_failures ? da : json_null());
     json_object_set_new(o, "ek_public_pem", bytes_str_json(i->has_ek_public_pem, &i->ek_public_pem));
     json_object_set_new(o, "ek_cert_pem", bytes_str_json(i->has_ek_cert_pem, &i->ek_cert_pem));
+    json_object_set_new(o, "vtpm_issuer_chain_pem",
+                        bytes_str_json(i->has_vtpm_issuer_chain_pem, &i->vtpm_issuer_chain_pem));
     if (!i->has_da_failures)
         json_decref(da);
     return o;
@@ -280,6 +282,12 @@ static void print_device_info(const Trustme__DeviceInfo *i)
     else
         printf("EK certificate:  none (the manufacturer's; needed to enroll the AK, "
                "docs/ATTESTATION.md \"Enrollment\")\n");
+    struct cert_summary vi;
+    if (i->has_vtpm_issuer_chain_pem && i->vtpm_issuer_chain_pem.len &&
+        cert_summary(&i->vtpm_issuer_chain_pem, &vi) == 0)
+        printf("vTPM issuer:     %s, issued by %s, until %s\n", vi.subject, vi.issuer, vi.not_after);
+    else
+        printf("vTPM issuer:     none (vTPM EK certificates need one: docs/VTPM.md \"EK certificates\")\n");
     if (i->has_da_failures)
         printf("DA lockout:      %s (%u of %u failures; one forgiven every %u s)\n",
                i->da_lockout ? "LOCKED OUT: keys that are not noda refuse every authorization" : "no", i->da_failures,
@@ -317,7 +325,13 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
     const char *cn = cli_value(a, "cn"), *out = cli_value(a, "out");
     Trustme__DeviceCsrRequest cr = TRUSTME__DEVICE_CSR_REQUEST__INIT;
     cr.common_name = (char *)cn;
+    bool issuer = cli_flag(a, "vtpm-issuer");
+    if (issuer && cn)
+        return cli_fail("--cn does not go with --vtpm-issuer (its name is fixed)");
+    if (issuer && cli_flag(a, "tls"))
+        return cli_fail("--tls and --vtpm-issuer ask for the bundles of different keys: choose one");
     cr.has_tls = cr.tls = cli_flag(a, "tls");
+    cr.has_vtpm_issuer = cr.vtpm_issuer = issuer;
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_DEVICE_CSR;
     req.device_csr = &cr;
@@ -335,6 +349,12 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a)
                     "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR --ca device "
                     "--profile tls --csr %s --out tls.pem); tls.pem is the device's TLS client "
                     "certificate, its key stays in the TPM\n",
+                    out, out);
+        else if (issuer)
+            fprintf(stderr,
+                    "wrote %s; have the Device CA issue it (trustme-pki issue --pki DIR "
+                    "--ca device --profile vtpm-issuer --csr %s --out vtpm-issuer.pem), then: "
+                    "trustme device cert install vtpm-issuer.pem --chain device-ca.pem\n",
                     out, out);
         else
             fprintf(stderr,

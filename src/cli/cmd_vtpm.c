@@ -1,11 +1,46 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* trustme vtpm info | reset (docs/VTPM.md). */
 #include <jansson.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "json_cleanup.h"
+
+/* An EK certificate's subject and issuer (one line each, RFC 2253), and its PEM; false when it
+ * does not parse. */
+static bool ek_cert_text(const ProtobufCBinaryData *der, char *subject, char *issuer, size_t size, char **ret_pem)
+{
+    const unsigned char *p = der->data;
+    X509 *x = d2i_X509(NULL, &p, (long)der->len);
+    if (!x)
+        return false;
+    BIO *b = BIO_new(BIO_s_mem());
+    bool ok = b && X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0;
+    int n = ok ? BIO_read(b, subject, (int)size - 1) : -1;
+    subject[n > 0 ? n : 0] = '\0';
+    BIO_reset(b);
+    ok = ok && X509_NAME_print_ex(b, X509_get_issuer_name(x), 0, XN_FLAG_RFC2253) >= 0;
+    n = ok ? BIO_read(b, issuer, (int)size - 1) : -1;
+    issuer[n > 0 ? n : 0] = '\0';
+    BIO_reset(b);
+    *ret_pem = NULL;
+    if (ok && PEM_write_bio_X509(b, x) == 1) {
+        char *data;
+        long len = BIO_get_mem_data(b, &data);
+        if ((*ret_pem = malloc((size_t)len + 1))) {
+            memcpy(*ret_pem, data, (size_t)len);
+            (*ret_pem)[len] = '\0';
+        }
+    }
+    BIO_free(b);
+    X509_free(x);
+    return ok;
+}
 
 static void vtpm_request(Trustme__Request *req, Trustme__ContainerRef *ref, bool reset, const char *id)
 {
@@ -45,9 +80,20 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
         if (o && v->has_pid)
             json_object_set_new(o, "pid", json_integer(v->pid));
         json_t *eks = json_array();
-        for (size_t i = 0; eks && i < v->n_eks; i++)
-            json_array_append_new(eks, json_pack("{s:s?,s:s?,s:I}", "kind", v->eks[i]->kind, "name", v->eks[i]->name,
-                                                 "handle", (json_int_t)v->eks[i]->handle));
+        for (size_t i = 0; eks && i < v->n_eks; i++) {
+            json_t *e = json_pack("{s:s?,s:s?,s:I}", "kind", v->eks[i]->kind, "name", v->eks[i]->name, "handle",
+                                  (json_int_t)v->eks[i]->handle);
+            char subject[512], issuer[512], *pem = NULL;
+            if (e && v->eks[i]->has_cert_der &&
+                ek_cert_text(&v->eks[i]->cert_der, subject, issuer, sizeof(subject), &pem)) {
+                json_object_set_new(e, "cert_subject", json_string(subject));
+                json_object_set_new(e, "cert_issuer", json_string(issuer));
+                if (pem)
+                    json_object_set_new(e, "cert_pem", json_string(pem));
+            }
+            free(pem);
+            json_array_append_new(eks, e);
+        }
         if (o && eks)
             json_object_set_new(o, "eks", eks);
         json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
@@ -66,9 +112,17 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
                    : "");
         if (v->n_eks == 0)
             printf("EKs:       none yet (made at the first start)\n");
-        for (size_t i = 0; i < v->n_eks; i++)
+        for (size_t i = 0; i < v->n_eks; i++) {
             printf("EK %s:    0x%08x name %s\n", v->eks[i]->kind ? v->eks[i]->kind : "?", v->eks[i]->handle,
                    v->eks[i]->name ? v->eks[i]->name : "?");
+            char subject[512], issuer[512], *pem = NULL;
+            if (v->eks[i]->has_cert_der && ek_cert_text(&v->eks[i]->cert_der, subject, issuer, sizeof(subject), &pem))
+                printf("  cert:    %s\n  issuer:  %s\n  at NV:   0x%08x\n", subject, issuer,
+                       strcmp(v->eks[i]->kind ? v->eks[i]->kind : "", "rsa") == 0 ? 0x01c00002u : 0x01c0000au);
+            else
+                printf("  cert:    none (issued once the device has a vTPM issuer: docs/VTPM.md)\n");
+            free(pem);
+        }
     }
     trustme__response__free_unpacked(resp, NULL);
     return 0;

@@ -75,6 +75,10 @@ static const struct cli_opt csr_opts[] = {
      "the TLS client key's bundle instead (after the AK's certificate is installed; trustme-pki issue "
      "--profile tls)",
      false},
+    {"vtpm-issuer", 0, CLI_NONE, NULL,
+     "the bundle for the vTPM-issuing key instead (after the AK is enrolled; docs/VTPM.md): "
+     "trustme-pki issue --ca device --profile vtpm-issuer",
+     false},
     {0}};
 static const struct cli_opt cert_install_opts[] = {{"chain", 0, CLI_FILE, "CA.pem",
                                                     "a CA certificate of the chain, from the issuer up to, not "

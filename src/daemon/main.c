@@ -405,6 +405,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     for (struct container *c = d->containers; c; c = c->next) {
         runtime_recover(c);
         ctlsock_readopt(c); /* its old control socket died with the old trustmed */
+        vtpm_recover(c); /* its vTPM outlived the old trustmed too */
     }
     net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
     if ((r = core_check(d, err)) < 0)

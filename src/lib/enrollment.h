@@ -24,3 +24,17 @@
 #define ENROLL_PEM_TLS_PUBLIC "TRUSTME TLS KEY PUBLIC"
 #define ENROLL_PEM_TLS_CERTIFY "TRUSTME TLS KEY CERTIFY"
 #define ENROLL_PEM_TLS_CERTIFY_SIG "TRUSTME TLS KEY CERTIFY SIGNATURE"
+
+/* The vTPM-issuing key's request bundle (`trustme device csr --vtpm-issuer`, docs/VTPM.md "EK
+ * certificates"): the CERTIFICATE REQUEST (signed by the issuing key in the TPM), then the key's
+ * TPMT_PUBLIC, a TPM2_Certify of it by the AK (its TPMS_ATTEST, qualifying data the SHA-256 of the
+ * request's DER) and that certification's TPMT_SIGNATURE, all TPM-marshalled, then the AK's
+ * certificate chain as installed (CERTIFICATE blocks, leaf first). */
+#define VTPM_ISSUER_PEM_PUBLIC "TRUSTME VTPM ISSUER PUBLIC"
+#define VTPM_ISSUER_PEM_ATTEST "TRUSTME CERTIFY ATTEST"
+#define VTPM_ISSUER_PEM_SIGNATURE "TRUSTME CERTIFY SIGNATURE"
+/* The certificate policy marking a Device CA certificate as a vTPM EK issuer's (trustme-pki
+ * issue --profile vtpm-issuer): a verifier accepts a vTPM EK certificate only under it. */
+#define TM_OID_VTPM_ISSUER "2.25.76063360283489276769017081434749016287"
+/* The TCG's tcg-kp-EKCertificate extended key usage, in the vTPM EK certificates. */
+#define TM_OID_TCG_KP_EK_CERTIFICATE "2.23.133.8.1"

@@ -52,7 +52,7 @@ static inline void certs_freep(STACK_OF(X509) * *s)
 
 /* OpenSSL's reason for the last failure, appended to what failed; the queue is cleared so that a
  * later failure does not report a stale reason. */
-static int ossl_err(tm_err *err, int code, const char *what)
+int ossl_err(tm_err *err, int code, const char *what)
 {
     unsigned long e = ERR_peek_last_error();
     char reason[256] = "";
@@ -63,7 +63,7 @@ static int ossl_err(tm_err *err, int code, const char *what)
 }
 
 /* An OpenSSL P-256 public key from the ECC point of a TPMT_PUBLIC. */
-static int point_pkey(const TPMS_ECC_POINT *pt, const char *what, EVP_PKEY **ret, tm_err *err)
+int point_pkey(const TPMS_ECC_POINT *pt, const char *what, EVP_PKEY **ret, tm_err *err)
 {
     if (pt->x.size > 32 || pt->y.size > 32)
         return tm_err_set(err, EINVAL, "the %s's point is not a P-256 point", what);
@@ -94,7 +94,7 @@ static int ek_pkey(const struct tpm *t, EVP_PKEY **ret, tm_err *err)
     return point_pkey(&t->ek_public.publicArea.unique.ecc, "endorsement key", ret, err);
 }
 
-static int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
+int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
 {
     char *p;
     long n = BIO_get_mem_data(bio, &p);
@@ -146,7 +146,7 @@ bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len)
     return is;
 }
 
-static int check_cn(const char *cn, tm_err *err)
+int check_cn(const char *cn, tm_err *err)
 {
     size_t n = strlen(cn);
     if (n > CSR_CN_MAX)
@@ -158,7 +158,7 @@ static int check_cn(const char *cn, tm_err *err)
 }
 
 /* The signature as X.509 carries it: DER ECDSA-Sig-Value in a BIT STRING without unused bits. */
-static int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err)
+int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err)
 {
     _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
     BIGNUM *br = BN_bin2bn(r, 32, NULL), *bs = BN_bin2bn(s, 32, NULL);
@@ -323,8 +323,8 @@ static size_t der_len(size_t n, uint8_t out[5])
 /* Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } with the
  * TPM's ECDSA signature: OpenSSL has no setter for an X509's signature, so the DER is put
  * together here (the tbs already names ecdsa-with-SHA256). */
-static int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const uint8_t s[32], uint8_t **ret,
-                         size_t *ret_len, tm_err *err)
+int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const uint8_t s[32], uint8_t **ret,
+                  size_t *ret_len, tm_err *err)
 {
     static const uint8_t alg[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
@@ -359,7 +359,7 @@ static int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32]
     return 0;
 }
 
-static int add_ext(X509 *x, int nid, const char *value)
+int add_ext(X509 *x, int nid, const char *value)
 {
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);

@@ -11,6 +11,10 @@
 #include "error.h"
 #include "tpm.h"
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #define CSR_CN_MAX 64 /* X.509 ub-common-name */
 #define CERT_CHAIN_MAX 8
 #define CERT_CHAIN_PEM_MAX (256 * 1024)
@@ -45,3 +49,19 @@ int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, con
  * ENOENT when there is none, since the Device CA takes the TLS key on the certified AK's word). */
 int tls_csr(struct tpm *t, const char *data_dir, const char *cn, const char *ak_chain, size_t ak_chain_len,
             char **ret_pem, size_t *ret_len, tm_err *err);
+
+/* Shared with vtpm_issuer.c. OpenSSL's last reason appended to what (the queue cleared). */
+int ossl_err(tm_err *err, int code, const char *what);
+/* A P-256 public key from a TPMS_ECC_POINT. */
+int point_pkey(const TPMS_ECC_POINT *pt, const char *what, EVP_PKEY **ret, tm_err *err);
+/* A memory BIO's contents, copied and NUL-terminated. */
+int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err);
+/* A printable ASCII common name of at most CSR_CN_MAX bytes. */
+int check_cn(const char *cn, tm_err *err);
+/* The request's signature (ECDSA r, s) and algorithm set. */
+int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err);
+/* A DER certificate from its tbs (naming ecdsa-with-SHA256) and an ECDSA signature (malloc'd). */
+int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const uint8_t s[32], uint8_t **ret,
+                  size_t *ret_len, tm_err *err);
+/* One X.509v3 extension from its OpenSSL config text; -1 on failure. */
+int add_ext(X509 *x, int nid, const char *value);

@@ -283,7 +283,8 @@ static int run(struct tpmd *d, const struct options *o, tm_err *err)
     if ((r = tpm_pcr_read(&d->tpm, (1u << TPM_PCR_COUNT) - 1, values, err)) < 0 ||
         (r = mlog_open(&d->log, d->run_dir, tpmd_base_mask(d), values, err)) < 0 ||
         (r = load_chain(d, "ak-chain.pem", &d->chain_pem, &d->chain_len, err)) < 0 ||
-        (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
+        (r = load_chain(d, "ek-chain.pem", &d->ek_chain_pem, &d->ek_chain_len, err)) < 0 ||
+        (r = load_chain(d, "vtpm-issuer-chain.pem", &d->issuer_chain_pem, &d->issuer_chain_len, err)) < 0)
         return r;
     d->quotes_held = d->log.restarted;
     char moved[PATH_MAX];
@@ -379,6 +380,7 @@ int main(int argc, char **argv)
         swtpm_release(&d.swtpm);
     free(d.chain_pem);
     free(d.ek_chain_pem);
+    free(d.issuer_chain_pem);
     anchor_free(&d.anchor);
     tm_loop_free(d.loop);
     close(d.signal_fd);

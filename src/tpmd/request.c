@@ -72,6 +72,15 @@ static int check_container_cert(const Trustme__Tpmd__ContainerCert *rq, tm_err *
     return 0;
 }
 
+static int check_vtpm_ek_cert(const Trustme__Tpmd__VtpmEkCert *rq, tm_err *err)
+{
+    if (!rq->has_ek_public || rq->ek_public.len == 0 || rq->ek_public.len > 512)
+        return tm_err_set(err, EINVAL, "a vTPM EK certificate needs the EK's public area (at most 512 bytes)");
+    if (!rq->uuid)
+        return tm_err_set(err, EINVAL, "a vTPM EK certificate needs the container's UUID");
+    return 0;
+}
+
 int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
 {
     Request *rq = (Request *)tm_packet_unpack(&trustme__tpmd__request__descriptor, pkt);
@@ -90,6 +99,7 @@ int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
         return rq->tls_sign->has_digest && rq->tls_sign->digest.len == 32
                    ? 0
                    : tm_err_set(err, EINVAL, "a TLS signature needs a SHA-256 digest (32 bytes)");
+    case TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT: return check_vtpm_ek_cert(rq->vtpm_ek_cert, err);
     case TRUSTME__TPMD__REQUEST__BODY_GET_LOG:
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:

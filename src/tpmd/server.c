@@ -32,6 +32,7 @@
 #include "tpm_util.h"
 #include "secmem.h"
 #include "tpmd.pb-c.h"
+#include "vtpm_issuer.h"
 
 typedef Trustme__Tpmd__Request Request;
 typedef Trustme__Tpmd__Response Response;
@@ -320,6 +321,8 @@ static int do_device_csr(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Devic
     size_t len;
     int r = rq->has_tls && rq->tls
                 ? tls_csr(&d->tpm, d->data_dir, rq->common_name, d->chain_pem, d->chain_len, &pem, &len, err)
+            : rq->has_vtpm_issuer && rq->vtpm_issuer
+                ? vtpm_issuer_csr(&d->tpm, d->data_dir, d->chain_pem, d->chain_len, &pem, &len, err)
                 : device_csr(&d->tpm, rq->common_name, d->ek_chain_pem, d->ek_chain_len, &pem, &len, err);
     if (r < 0)
         return r;
@@ -370,6 +373,24 @@ static int do_container_cert(struct tpmd *d, uint64_t id, const Trustme__Tpmd__C
     return send_response(d, id, &resp, err);
 }
 
+static int do_vtpm_ek_cert(struct tpmd *d, uint64_t id, const Trustme__Tpmd__VtpmEkCert *rq, tm_err *err)
+{
+    _cleanup_free_ uint8_t *der = NULL;
+    size_t len;
+    int r = vtpm_ek_cert(&d->tpm, d->data_dir, d->issuer_chain_pem, d->issuer_chain_len, rq->ek_public.data,
+                         rq->ek_public.len, rq->uuid, rq->guestos, &der, &len, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__VtpmEkCertReply c = TRUSTME__TPMD__VTPM_EK_CERT_REPLY__INIT;
+    c.has_cert_der = c.has_chain_pem = true;
+    c.cert_der = (ProtobufCBinaryData){.len = len, .data = der};
+    c.chain_pem = (ProtobufCBinaryData){.len = d->issuer_chain_len, .data = (uint8_t *)d->issuer_chain_pem};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_VTPM_EK_CERT;
+    resp.vtpm_ek_cert = &c;
+    return send_response(d, id, &resp, err);
+}
+
 static int store_chain(struct tpmd *d, const char *name, char *pem, size_t len, char **slot, size_t *slot_len,
                        tm_err *err)
 {
@@ -401,7 +422,12 @@ static int do_cert_install(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Cer
     int r = enroll_unwrap(&d->tpm, rq->chain_pem.data, rq->chain_pem.len, &certs, &certs_len, &activated, err);
     if (r < 0)
         return r;
-    if (!activated && cert_is_for_ek(&d->tpm, (const uint8_t *)certs, certs_len)) {
+    if (!activated &&
+        (r = vtpm_issuer_check_chain(d->data_dir, (const uint8_t *)certs, certs_len, &pem, &len, err)) != 0) {
+        if (r < 0 || (r = store_chain(d, "vtpm-issuer-chain.pem", pem, len, &d->issuer_chain_pem, &d->issuer_chain_len,
+                                      err)) < 0)
+            return r;
+    } else if (!activated && cert_is_for_ek(&d->tpm, (const uint8_t *)certs, certs_len)) {
         if ((r = check_ek_chain(&d->tpm, (const uint8_t *)certs, certs_len, &pem, &len, err)) < 0 ||
             (r = store_chain(d, "ek-chain.pem", pem, len, &d->ek_chain_pem, &d->ek_chain_len, err)) < 0)
             return r;
@@ -434,6 +460,9 @@ static int do_device_info(struct tpmd *d, uint64_t id, tm_err *err)
     di.has_ek_cert_pem = true;
     di.ek_public_pem = (ProtobufCBinaryData){.len = ek_len, .data = (uint8_t *)ek_pem};
     di.ek_cert_pem = (ProtobufCBinaryData){.len = d->ek_chain_len, .data = (uint8_t *)d->ek_chain_pem};
+    di.has_vtpm_issuer_chain_pem = true;
+    di.vtpm_issuer_chain_pem =
+        (ProtobufCBinaryData){.len = d->issuer_chain_len, .data = (uint8_t *)d->issuer_chain_pem};
     di.tcti = (char *)(d->embedded ? "embedded" : d->tcti);
     di.has_embedded = di.has_ak_public_pem = di.has_ak_name = di.has_cert_chain_pem = true;
     di.embedded = d->embedded;
@@ -499,6 +528,7 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_ANCHOR: r = do_anchor(d, rq->id, rq->anchor, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: r = do_container_cert(d, rq->id, rq->container_cert, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_TLS_SIGN: r = do_tls_sign(d, rq->id, rq->tls_sign, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT: r = do_vtpm_ek_cert(d, rq->id, rq->vtpm_ek_cert, &err); break;
     default:
         r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
         /* (tpmd_request_decode refused it already) */

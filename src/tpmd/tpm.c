@@ -634,15 +634,21 @@ static int put32(uint8_t out[32], const TPM2B_ECC_PARAMETER *p, tm_err *err)
 
 int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err)
 {
+    return tpm_sign_data_with(t, t->ak, data, len, r, s, err);
+}
+
+int tpm_sign_data_with(struct tpm *t, ESYS_TR key, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
+                       tm_err *err)
+{
     _cleanup_esys_ TPM2B_DIGEST *digest = NULL;
     _cleanup_esys_ TPMT_TK_HASHCHECK *ticket = NULL;
     _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
     int ret = tpm_hash(t, data, len, &digest, &ticket, err);
     if (ret < 0)
         return ret;
-    TSS2_RC rc = Esys_Sign(t->esys, t->ak, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket, &sig);
+    TSS2_RC rc = Esys_Sign(t->esys, key, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket, &sig);
     if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "TPM2_Sign with the attestation key failed");
+        return tpm_err(err, rc, "TPM2_Sign with the %s failed", key == t->ak ? "attestation key" : "vTPM-issuing key");
     if (sig->sigAlg != TPM2_ALG_ECDSA)
         return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
     if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
@@ -665,21 +671,23 @@ int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, t
     return 0;
 }
 
-/* ---- the TLS client key ------------------------------------------------------------------------ */
+/* ---- TPM-held signing keys: the TLS client key and the vTPM-issuing key ---------------------- */
 
-/* Not restricted: it signs any digest, which is what a TLS handshake needs, and only that (no
- * decrypt). fixedTPM and sensitiveDataOrigin: made in this TPM and never outside it, which the
- * AK certifies (TPM2_Certify) for the Device CA. noda as the AK: its authValue is empty. */
-#define TLS_ATTRIBUTES                                                                                             \
+/* Not restricted: the TLS key signs whatever digest a handshake needs, the vTPM-issuing key the
+ * TBS of vTPM EK certificates (docs/VTPM.md "EK certificates"), neither of them digests the TPM
+ * made; signing only (no decrypt). fixedTPM, fixedParent and sensitiveDataOrigin: made in this
+ * TPM and never outside it, which the AK certifies (TPM2_Certify) for the Device CA. noda as the
+ * AK: its authValue is empty. */
+#define SIGNING_KEY_ATTRIBUTES                                                                                     \
     (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
      TPMA_OBJECT_NODA | TPMA_OBJECT_SIGN_ENCRYPT)
 
-static const TPM2B_PUBLIC tls_template = {
+static const TPM2B_PUBLIC signing_key_template = {
     .publicArea =
         {
             .type = TPM2_ALG_ECC,
             .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = TLS_ATTRIBUTES,
+            .objectAttributes = SIGNING_KEY_ATTRIBUTES,
             .parameters.eccDetail =
                 {
                     .symmetric = {.algorithm = TPM2_ALG_NULL},
@@ -700,7 +708,7 @@ static int tls_load(struct tpm *t, const char *data_dir, ESYS_TR *ret, tm_err *e
     struct stat st;
     int r;
     if (stat(pub_path, &st) < 0 && errno == ENOENT &&
-        (r = create_key(t, &tls_template, "TLS client key", pub_path, priv_path, err)) < 0)
+        (r = create_key(t, &signing_key_template, "TLS client key", pub_path, priv_path, err)) < 0)
         return r;
     _cleanup_free_ uint8_t *pub_buf = NULL, *priv_buf = NULL;
     size_t pub_len, priv_len, off = 0;
@@ -715,7 +723,7 @@ static int tls_load(struct tpm *t, const char *data_dir, ESYS_TR *ret, tm_err *e
     if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
         return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
     const TPMT_PUBLIC *p = &pub.publicArea;
-    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != TLS_ATTRIBUTES ||
+    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != SIGNING_KEY_ATTRIBUTES ||
         p->authPolicy.size != 0 || p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
         p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
         p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
@@ -766,22 +774,102 @@ int tpm_tls_sign(struct tpm *t, const char *data_dir, const uint8_t digest[32], 
 int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifying, size_t qualifying_len,
                     uint8_t **ret_attest, size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err)
 {
+    ESYS_TR k = NO;
+    int r = tls_load(t, data_dir, &k, err);
+    if (r < 0)
+        return r;
+    r = tpm_certify(t, k, qualifying, qualifying_len, ret_attest, ret_attest_len, ret_sig, ret_sig_len, err);
+    tpm_flush(t->esys, &k);
+    return r;
+}
+
+int tpm_issuer_public(const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/" TPM_ISSUER_FILE ".pub", data_dir);
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len, off = 0;
+    int r = read_key_file(path, &buf, &len, err);
+    if (r < 0)
+        return r;
+    *ret = (TPM2B_PUBLIC){0};
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, ret) != TSS2_RC_SUCCESS || off != len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", path);
+    const TPMT_PUBLIC *p = &ret->publicArea;
+    /* Whoever can write the data dir could swap in a key that can leave the TPM. */
+    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != SIGNING_KEY_ATTRIBUTES ||
+        p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
+        p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA || p->authPolicy.size != 0)
+        return tm_err_set(err, EBADMSG, "%s is not the vTPM-issuing key's kind of key", path);
+    return 0;
+}
+
+int tpm_issuer_load(struct tpm *t, const char *data_dir, bool create, ESYS_TR *ret, TPM2B_PUBLIC *ret_public,
+                    tm_err *err)
+{
+    char pub_path[PATH_MAX], priv_path[PATH_MAX];
+    snprintf(pub_path, sizeof(pub_path), "%s/" TPM_ISSUER_FILE ".pub", data_dir);
+    snprintf(priv_path, sizeof(priv_path), "%s/" TPM_ISSUER_FILE ".priv", data_dir);
+    struct stat st;
+    TSS2_RC rc;
+    int r;
+    if (stat(pub_path, &st) < 0 && errno == ENOENT) {
+        if (!create)
+            return tm_err_set(err, ENOENT, "there is no vTPM-issuing key yet (`trustme device csr --vtpm-issuer`)");
+        TPM2B_SENSITIVE_CREATE sens = {0};
+        TPM2B_DATA outside = {0};
+        TPML_PCR_SELECTION creation_pcr = {0};
+        _cleanup_esys_ TPM2B_PRIVATE *priv = NULL;
+        _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
+        rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &signing_key_template, &outside,
+                         &creation_pcr, &priv, &pub, NULL, NULL, NULL);
+        if (rc != TSS2_RC_SUCCESS)
+            return tpm_err(err, rc, "cannot create the vTPM-issuing key");
+        uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
+        size_t off = 0;
+        if ((rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
+            return tpm_err(err, rc, "cannot marshal the vTPM-issuing key");
+        if ((r = write_marshalled(priv_path, buf, off, err)) < 0)
+            return r;
+        off = 0;
+        if ((rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
+            return tpm_err(err, rc, "cannot marshal the vTPM-issuing key");
+        if ((r = write_marshalled(pub_path, buf, off, err)) < 0) /* last: it marks the key as made */
+            return r;
+        log_info("created the vTPM-issuing key (%s)", pub_path);
+    }
+    TPM2B_PUBLIC pub = {0};
+    if ((r = tpm_issuer_public(data_dir, &pub, err)) < 0)
+        return r;
+    _cleanup_free_ uint8_t *priv_buf = NULL;
+    size_t priv_len, off = 0;
+    if ((r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
+        return r;
+    TPM2B_PRIVATE priv = {0};
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
+    rc = Esys_Load(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &priv, &pub, ret);
+    explicit_bzero(&priv, sizeof(priv));
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot load the vTPM-issuing key %s (made by another TPM?)", pub_path);
+    *ret_public = pub;
+    return 0;
+}
+
+int tpm_certify(struct tpm *t, ESYS_TR object, const uint8_t *qualifying, size_t qualifying_len, uint8_t **ret_attest,
+                size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err)
+{
     TPM2B_DATA q = {0};
     if (qualifying_len > sizeof(q.buffer))
         return tm_err_set(err, EINVAL, "qualifying data of %zu bytes is too long", qualifying_len);
     q.size = (UINT16)qualifying_len;
     memcpy(q.buffer, qualifying, qualifying_len);
-    ESYS_TR k = NO;
-    int r = tls_load(t, data_dir, &k, err);
-    if (r < 0)
-        return r;
     _cleanup_esys_ TPM2B_ATTEST *info = NULL;
     _cleanup_esys_ TPMT_SIGNATURE *sig = NULL;
     TSS2_RC rc =
-        Esys_Certify(t->esys, k, t->ak, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, NO, &q, &ecdsa_sha256, &info, &sig);
-    tpm_flush(t->esys, &k);
+        Esys_Certify(t->esys, object, t->ak, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, NO, &q, &ecdsa_sha256, &info, &sig);
     if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "TPM2_Certify of the TLS client key by the attestation key failed");
+        return tpm_err(err, rc, "TPM2_Certify by the attestation key failed");
     _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
     _cleanup_free_ uint8_t *att_buf = malloc(info->size);
     if (!sig_buf || !att_buf)

@@ -64,6 +64,24 @@ int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_l
  * ECDSA signature, big-endian, left-padded to 32 bytes. */
 int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err);
 
+/* The same with another loaded signing key (the vTPM-issuing key: unrestricted, the ticket is not
+ * needed but does no harm). */
+int tpm_sign_data_with(struct tpm *t, ESYS_TR key, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32],
+                       tm_err *err);
+
+/* The vTPM-issuing key (docs/VTPM.md "EK certificates"): an unrestricted ECDSA P-256 signing key
+ * under the SRK, kept in data_dir/vtpm-issuer.pub, .priv like the AK, made at its first use
+ * (create) and loaded only for one operation (the caller flushes *ret): the TPM has few object
+ * slots. tpm_issuer_public reads (and checks) its public area without the TPM. */
+#define TPM_ISSUER_FILE "vtpm-issuer"
+int tpm_issuer_public(const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err);
+int tpm_issuer_load(struct tpm *t, const char *data_dir, bool create, ESYS_TR *ret, TPM2B_PUBLIC *ret_public,
+                    tm_err *err);
+/* TPM2_Certify of a loaded object by the AK, with qualifying data: the TPMS_ATTEST and the
+ * marshalled TPMT_SIGNATURE, malloc'ed. */
+int tpm_certify(struct tpm *t, ESYS_TR object, const uint8_t *qualifying, size_t qualifying_len, uint8_t **ret_attest,
+                size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err);
+
 /* TPM2_ActivateCredential with the AK as the object and the EK (made for the call, with a
  * PolicySecret(endorsement) session) as the key: the credential MakeCredential sealed to this
  * TPM's EK and the AK's name. */

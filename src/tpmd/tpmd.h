@@ -30,6 +30,8 @@ struct tpmd {
     size_t chain_len;
     char *ek_chain_pem; /* <data>/ek-chain.pem: the EK's certificate chain, or NULL */
     size_t ek_chain_len;
+    char *issuer_chain_pem; /* <data>/vtpm-issuer-chain.pem: the vTPM-issuing key's, or NULL */
+    size_t issuer_chain_len;
     char attest_address[80]; /* host:port actually bound */
     tm_loop *loop;
     struct attest_server *attest;

@@ -4,9 +4,11 @@
  * trustmed starts it as the vTPM's own uid, without capabilities, with no_new_privs, and with
  *   fd 3  the state key (32 bytes; read by swtpm, never by this program),
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
- *         can connect (EOF ends the list),
- *   fd 5  written once the proxy sockets accept (then closed): with --manufacture first one
- *         "EK rsa|ecc HEX" line per endorsement key made (its TPMT_PUBLIC), then "R".
+ *         can connect, and EK certificates to store in NV, "CERT rsa|ecc DER-HEX" (EOF ends it;
+ *         with --manufacture trustmed sends it only after the EKs are reported),
+ *   fd 5  with --manufacture first one "EK rsa|ecc HEX" line per endorsement key made (its
+ *         TPMT_PUBLIC) and "E" (before fd 4 is read); then, once the proxy sockets accept, an
+ *         "NV rsa|ecc" line per certificate stored and "R" (then closed).
  * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
  * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
  * sessions a client loaded are flushed when it goes away, and the control channel passes only
@@ -75,7 +77,7 @@ struct ctrl_client {
 static const char *const priv_dir = "priv", *const pub_dir = "pub";
 static const char *run_dir, *state_dir, *swtpm_bin = "swtpm";
 static bool manufacture;
-/* What fd 5 gets: the EK lines of a manufacture, then "R". */
+/* What fd 5 gets next: the EK lines of a manufacture and "E"; later the NV lines and "R". */
 static char ready_msg[2048];
 static size_t ready_len;
 static pid_t swtpm_pid;
@@ -246,38 +248,103 @@ static int run_swtpm(void)
     return -ETIMEDOUT;
 }
 
-/* The container's events, extended before any client connects; then the platform hierarchy is
- * switched off until the next TPM start, so the guest cannot use it (its auth is empty). */
+/* What trustmed sends on fd 4 (EOF ends it): the container's events, "PCR SHA256-HEX" lines, and
+ * the EK certificates to store, "CERT rsa|ecc DER-HEX" lines. */
+#define INPUT_MAX (64 * 1024)
+static char input[INPUT_MAX + 1];
+
+static int read_input(void)
+{
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(EVENTS_FD, input + have, INPUT_MAX - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        have += (size_t)n;
+        if (have == INPUT_MAX)
+            return -E2BIG;
+    }
+    input[have] = '\0';
+    close(EVENTS_FD);
+    return 0;
+}
+
+/* One EK certificate into its TCG NV index, by the platform (its hierarchy is still on): the
+ * guest can read it but neither rewrite nor delete it. */
+static int store_cert(const char *kind, const char *hex)
+{
+    static uint8_t der[VTPM_EK_CERT_MAX], cmd[VTPM_MAX_COMMAND], rsp[VTPM_MAX_COMMAND];
+    size_t len = strlen(hex) / 2, rlen;
+    tm_err herr = {0};
+    if (len == 0 || len > VTPM_EK_CERT_MAX || tm_hex_decode_str(hex, der, len, 0, &herr) < 0)
+        return -EBADMSG;
+    uint32_t index = strcmp(kind, "rsa") == 0 ? VTPM_EK_CERT_RSA_INDEX : VTPM_EK_CERT_ECC_INDEX;
+    size_t n = vtpm_cmd_nv_define(cmd, index, (uint16_t)len);
+    int r = transact(cmd, n, rsp, &rlen);
+    if (r < 0)
+        return r;
+    if (vtpm_be32(rsp + 6) != 0) {
+        say("NV_DefineSpace of 0x%08x (the %s EK certificate) failed: TPM rc 0x%x", index, kind, vtpm_be32(rsp + 6));
+        return -EIO;
+    }
+    for (size_t off = 0; off < len; off += VTPM_NV_CHUNK) {
+        size_t chunk = len - off < VTPM_NV_CHUNK ? len - off : VTPM_NV_CHUNK;
+        n = vtpm_cmd_nv_write(cmd, index, der + off, (uint16_t)chunk, (uint16_t)off);
+        if ((r = transact(cmd, n, rsp, &rlen)) < 0)
+            return r;
+        if (vtpm_be32(rsp + 6) != 0) {
+            say("NV_Write of 0x%08x failed: TPM rc 0x%x", index, vtpm_be32(rsp + 6));
+            return -EIO;
+        }
+    }
+    n = vtpm_cmd_nv_write_lock(cmd, index);
+    if ((r = transact(cmd, n, rsp, &rlen)) < 0)
+        return r;
+    if (vtpm_be32(rsp + 6) != 0) {
+        say("NV_WriteLock of 0x%08x failed: TPM rc 0x%x", index, vtpm_be32(rsp + 6));
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The input's certificates (each stored one is reported to trustmed: "NV rsa|ecc"), then its
+ * events, extended before any client connects; then the platform hierarchy is switched off until
+ * the next TPM start, so the guest cannot use it (its auth is empty). */
 static int extend_events(void)
 {
-    FILE *f = fdopen(EVENTS_FD, "r");
-    if (!f)
-        return -errno;
-    char line[256];
     uint8_t cmd[VTPM_MAX_COMMAND], rsp[VTPM_MAX_COMMAND];
     size_t len, rlen;
     int r = 0;
-    while (fgets(line, sizeof(line), f)) {
+    char *save = NULL;
+    for (char *line = strtok_r(input, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "CERT ", 5) == 0) {
+            char kind[4];
+            if (sscanf(line + 5, "%3s", kind) != 1 || (strcmp(kind, "rsa") != 0 && strcmp(kind, "ecc") != 0) ||
+                line[8] != ' ')
+                return -EBADMSG;
+            /* A certificate that cannot be stored leaves the vTPM without it, not unusable. */
+            if (store_cert(kind, line + 9) == 0 && ready_len + 8 < sizeof(ready_msg))
+                ready_len += (size_t)snprintf(ready_msg + ready_len, sizeof(ready_msg) - ready_len, "NV %s\n", kind);
+            continue;
+        }
         unsigned pcr;
         char hex[65];
         uint8_t digest[32];
         tm_err herr = {0};
-        if (sscanf(line, "%u %64s", &pcr, hex) != 2 || pcr > 23 || tm_hex_decode_str(hex, digest, 32, 0, &herr) < 0) {
-            r = -EBADMSG;
-            break;
-        }
+        if (sscanf(line, "%u %64s", &pcr, hex) != 2 || pcr > 23 || tm_hex_decode_str(hex, digest, 32, 0, &herr) < 0)
+            return -EBADMSG;
         len = vtpm_cmd_pcr_extend(cmd, pcr, digest);
         if ((r = transact(cmd, len, rsp, &rlen)) < 0)
-            break;
+            return r;
         if (vtpm_be32(rsp + 6) != 0) {
             say("PCR_Extend of PCR %u failed: TPM rc 0x%x", pcr, vtpm_be32(rsp + 6));
-            r = -EIO;
-            break;
+            return -EIO;
         }
     }
-    fclose(f);
-    if (r < 0)
-        return r;
     len = vtpm_cmd_platform_off(cmd);
     if ((r = transact(cmd, len, rsp, &rlen)) < 0)
         return r;
@@ -590,7 +657,16 @@ int main(int argc, char **argv)
         stop_swtpm();
         return 3;
     }
-    if ((r = extend_events()) < 0) {
+    if (manufacture) {
+        /* trustmed has them certified and sends the certificates with the events. */
+        ready_msg[ready_len++] = 'E';
+        if (write(READY_FD, ready_msg, ready_len) != (ssize_t)ready_len) {
+            stop_swtpm();
+            return 3;
+        }
+        ready_len = 0;
+    }
+    if ((r = read_input()) < 0 || (r = extend_events()) < 0) {
         say("cannot measure into the vTPM: %s", strerror(-r));
         stop_swtpm();
         return 3;

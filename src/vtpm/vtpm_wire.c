@@ -23,6 +23,9 @@
 #define CC_PCR_EXTEND 0x182u
 #define CC_HASH_SEQUENCE_START 0x186u
 #define CC_CREATE_LOADED 0x191u
+#define CC_NV_DEFINE_SPACE 0x12Au
+#define CC_NV_WRITE 0x137u
+#define CC_NV_WRITE_LOCK 0x138u
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -42,6 +45,54 @@ static size_t begin(uint8_t *out, uint32_t cc, uint32_t handle)
     out[24] = 0; /* sessionAttributes */
     put16(out + 25, 0); /* hmac: the empty auth value */
     return 27;
+}
+
+/* The same with two handles (an authorisation handle, then the object), e.g. an NV index. */
+static size_t begin2(uint8_t *out, uint32_t cc, uint32_t auth, uint32_t handle)
+{
+    put16(out, TPM_ST_SESSIONS);
+    vtpm_put_be32(out + 6, cc);
+    vtpm_put_be32(out + 10, auth);
+    vtpm_put_be32(out + 14, handle);
+    vtpm_put_be32(out + 18, 9);
+    vtpm_put_be32(out + 22, TPM_RS_PW);
+    put16(out + 26, 0);
+    out[28] = 0;
+    put16(out + 29, 0);
+    return 31;
+}
+
+size_t vtpm_cmd_nv_define(uint8_t *out, uint32_t index, uint16_t size)
+{
+    size_t n = begin(out, CC_NV_DEFINE_SPACE, TPM_RH_PLATFORM);
+    put16(out + n, 0); /* auth: empty (AUTHREAD with the empty auth: anyone may read) */
+    put16(out + n + 2, 14); /* TPM2B_NV_PUBLIC.size */
+    vtpm_put_be32(out + n + 4, index);
+    put16(out + n + 8, TPM_ALG_SHA256);
+    vtpm_put_be32(out + n + 10, VTPM_EK_CERT_NV_ATTRIBUTES);
+    put16(out + n + 14, 0); /* authPolicy: none */
+    put16(out + n + 16, size);
+    n += 18;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_nv_write(uint8_t *out, uint32_t index, const uint8_t *data, uint16_t len, uint16_t offset)
+{
+    size_t n = begin2(out, CC_NV_WRITE, TPM_RH_PLATFORM, index);
+    put16(out + n, len);
+    memcpy(out + n + 2, data, len);
+    put16(out + n + 2 + len, offset);
+    n += 4 + (size_t)len;
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_nv_write_lock(uint8_t *out, uint32_t index)
+{
+    size_t n = begin2(out, CC_NV_WRITE_LOCK, TPM_RH_PLATFORM, index);
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
 }
 
 size_t vtpm_cmd_pcr_extend(uint8_t *out, uint32_t pcr, const uint8_t sha256[32])

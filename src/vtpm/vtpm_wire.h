@@ -64,6 +64,23 @@ size_t vtpm_cmd_evict(uint8_t *out, uint32_t object, uint32_t persistent);
 int vtpm_rsp_created(const uint8_t *rsp, size_t len, uint32_t *ret_handle, const uint8_t **ret_public,
                      size_t *ret_public_len);
 
+/* The EK certificates (DER) at the TCG EK Credential Profile's NV indices, written by the
+ * platform at manufacture and readable by anyone (docs/VTPM.md "EK certificates"). */
+#define VTPM_EK_CERT_RSA_INDEX 0x01c00002u
+#define VTPM_EK_CERT_ECC_INDEX 0x01c0000au
+#define VTPM_EK_CERT_MAX 2048
+/* PPWRITE | WRITEDEFINE | PPREAD | OWNERREAD | AUTHREAD | NO_DA | PLATFORMCREATE: only the platform
+ * writes it (and locks it for good after writing), owner and anyone with the empty auth read it,
+ * and only the platform can delete it. */
+#define VTPM_EK_CERT_NV_ATTRIBUTES 0x42072001u
+/* NV_DefineSpace by the platform (empty auth) of an index of size bytes with those attributes. */
+size_t vtpm_cmd_nv_define(uint8_t *out, uint32_t index, uint16_t size);
+/* NV_Write by the platform of len bytes (at most VTPM_NV_CHUNK) at offset. */
+#define VTPM_NV_CHUNK 512
+size_t vtpm_cmd_nv_write(uint8_t *out, uint32_t index, const uint8_t *data, uint16_t len, uint16_t offset);
+/* NV_WriteLock by the platform: with WRITEDEFINE, locked until the index is deleted. */
+size_t vtpm_cmd_nv_write_lock(uint8_t *out, uint32_t index);
+
 /* After a forwarded command and its response: the transient object or session handle it made
  * (CreatePrimary, Load, LoadExternal, CreateLoaded, ContextLoad, StartAuthSession, HMAC_Start,
  * HashSequenceStart), or the one a FlushContext flushed; 0 for none. */

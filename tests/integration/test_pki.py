@@ -318,7 +318,10 @@ def test_certificate_profiles(built):
         bc, ku, eku = (ext_block(text, e) for e in ("Basic Constraints", "Key Usage",
                                                      "Extended Key Usage"))
         if kind in ("root", "sub"):
-            assert bc == (True, f"CA:TRUE, pathlen:{1 if kind == 'root' else 0}"), n
+            # The customer hierarchy has one level more: general root -> Device CA -> a device's
+            # vTPM issuer -> vTPM EK certificates (docs/VTPM.md).
+            depth = {"general-root-ca": 2, "device-ca": 1}.get(n, 1 if kind == "root" else 0)
+            assert bc == (True, f"CA:TRUE, pathlen:{depth}"), n
             assert ku == (True, "Certificate Sign, CRL Sign"), n
             assert eku is None, n
         else:

@@ -160,11 +160,45 @@ static void ek_commands(void **state)
     assert_int_equal(vtpm_rsp_created(rsp, 30, &h, &pub, &pub_len), -1); /* the TPM failed */
 }
 
+static void nv_commands(void **state)
+{
+    uint8_t out[VTPM_MAX_COMMAND], data[VTPM_NV_CHUNK];
+    memset(data, 0x5a, sizeof(data));
+    /* NV_DefineSpace by the platform: TPM2B_AUTH (empty), TPM2B_NV_PUBLIC of 14 bytes. */
+    size_t n = vtpm_cmd_nv_define(out, VTPM_EK_CERT_ECC_INDEX, 700);
+    assert_int_equal(n, 27 + 18);
+    assert_int_equal(vtpm_be32(out + 2), n);
+    assert_int_equal(vtpm_be32(out + 6), 0x12A);
+    assert_int_equal(vtpm_be32(out + 10), 0x4000000C);
+    assert_int_equal(out[27] << 8 | out[28], 0);
+    assert_int_equal(out[29] << 8 | out[30], 14);
+    assert_int_equal(vtpm_be32(out + 31), 0x01c0000a);
+    assert_int_equal(out[35] << 8 | out[36], 0x000B);
+    /* PPWRITE WRITEDEFINE PPREAD OWNERREAD AUTHREAD NO_DA PLATFORMCREATE, nothing else. */
+    assert_int_equal(vtpm_be32(out + 37), 0x1 | 0x2000 | 0x10000 | 0x20000 | 0x40000 | 0x2000000 | 0x40000000);
+    assert_int_equal(out[43] << 8 | out[44], 700);
+    /* NV_Write: platform and index handles, then the password session, data and offset. */
+    n = vtpm_cmd_nv_write(out, VTPM_EK_CERT_RSA_INDEX, data, VTPM_NV_CHUNK, 512);
+    assert_int_equal(n, 31 + 2 + VTPM_NV_CHUNK + 2);
+    assert_int_equal(vtpm_be32(out + 6), 0x137);
+    assert_int_equal(vtpm_be32(out + 10), 0x4000000C);
+    assert_int_equal(vtpm_be32(out + 14), 0x01c00002);
+    assert_int_equal(vtpm_be32(out + 18), 9);
+    assert_int_equal(vtpm_be32(out + 22), 0x40000009);
+    assert_int_equal(out[31] << 8 | out[32], VTPM_NV_CHUNK);
+    assert_memory_equal(out + 33, data, VTPM_NV_CHUNK);
+    assert_int_equal(out[n - 2] << 8 | out[n - 1], 512);
+    n = vtpm_cmd_nv_write_lock(out, VTPM_EK_CERT_RSA_INDEX);
+    assert_int_equal(n, 31);
+    assert_int_equal(vtpm_be32(out + 6), 0x138);
+    assert_int_equal(vtpm_be32(out + 14), 0x01c00002);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(control_allowlist), cmocka_unit_test(tracking),    cmocka_unit_test(handle_set),
-        cmocka_unit_test(own_commands),      cmocka_unit_test(ek_commands),
+        cmocka_unit_test(own_commands),      cmocka_unit_test(ek_commands), cmocka_unit_test(nv_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -232,6 +232,8 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.ek_public_pem = in->ek_public_pem;
     info.has_ek_cert_pem = in->has_ek_cert_pem;
     info.ek_cert_pem = in->ek_cert_pem;
+    info.has_vtpm_issuer_chain_pem = in->has_vtpm_issuer_chain_pem;
+    info.vtpm_issuer_chain_pem = in->vtpm_issuer_chain_pem;
     ANSWER(conn, op, DEVICE_INFO, device_info, &info);
     return 0;
 }
@@ -283,17 +285,27 @@ void cmd_device_csr(struct conn *conn, uint64_t id, const Trustme__Request *req)
                             i, (unsigned char)cn[i]);
             return;
         }
+    bool tls = req->device_csr->has_tls && req->device_csr->tls;
+    bool issuer = req->device_csr->has_vtpm_issuer && req->device_csr->vtpm_issuer;
+    if (tls && issuer) {
+        conn_send_error(conn, id, EINVAL, "device csr: --tls and --vtpm-issuer ask for different keys; choose one");
+        return;
+    }
     struct tpm_op *op = op_new(conn, id, "device csr", TRUSTME__TPMD__RESPONSE__BODY_CSR, csr_done);
     if (!op)
         return;
-    bool tls = req->device_csr->has_tls && req->device_csr->tls;
     op->audit_event = "device.csr";
-    snprintf(op->audit_ok, sizeof(op->audit_ok), "%s certificate request, common name \"%s\"",
-             tls ? "TLS client key" : "AK", len ? cn : "(default)");
+    if (issuer)
+        snprintf(op->audit_ok, sizeof(op->audit_ok), "vTPM-issuing key certificate request");
+    else
+        snprintf(op->audit_ok, sizeof(op->audit_ok), "%s certificate request, common name \"%s\"",
+                 tls ? "TLS client key" : "AK", len ? cn : "(default)");
     Trustme__Tpmd__DeviceCsr dc = TRUSTME__TPMD__DEVICE_CSR__INIT;
     dc.common_name = (char *)cn;
     dc.has_tls = tls;
     dc.tls = tls;
+    dc.has_vtpm_issuer = issuer;
+    dc.vtpm_issuer = issuer;
     TPMD_SEND(conn, op, DEVICE_CSR, device_csr, &dc);
 }
 

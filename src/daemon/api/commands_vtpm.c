@@ -86,6 +86,8 @@ static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp
         ek_msgs[i].has_public_area = ek_msgs[i].has_handle = true;
         ek_msgs[i].public_area = (ProtobufCBinaryData){eks[i].public_len, eks[i].public};
         ek_msgs[i].handle = strcmp(eks[i].kind, "rsa") == 0 ? VTPM_EK_RSA_HANDLE : VTPM_EK_ECC_HANDLE;
+        ek_msgs[i].has_cert_der = eks[i].cert_len > 0;
+        ek_msgs[i].cert_der = (ProtobufCBinaryData){eks[i].cert_len, eks[i].cert};
         ek_ptrs[i] = &ek_msgs[i];
     }
     info.n_eks = n_eks;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,6 +41,7 @@
 #define EK_RECORD "vtpm-ek"
 #define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
 #define READY_MAX 2048
+#define EK_CERT_RECORD "vtpm-ek-cert-" /* + kind + ".der" */
 
 struct vtpm {
     struct container *c;
@@ -52,7 +54,20 @@ struct vtpm {
     bool anchoring; /* an anchor update is under way */
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
+    bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
+    /* EK certificates (docs/VTPM.md "EK certificates"): fd 4 of trustme-vtpm stays open (ev_fd)
+     * while tpmd issues them; then they go to it with the events. Kept until it reports them
+     * stored in its NV ("NV kind"), then recorded. */
+    int ev_fd;
+    unsigned certs_pending;
+    struct {
+        char kind[4];
+        uint8_t *der;
+        size_t len;
+    } cert[VTPM_EKS];
+    size_t ncert;
+    char guestos[TM_EVENT_NAME_MAX + 1]; /* "NAME-VERSION" of this start's GuestOS, or "" */
     size_t nev;
     unsigned pcr[VTPM_MAX_EVENTS];
     uint8_t digest[VTPM_MAX_EVENTS][32];
@@ -113,6 +128,25 @@ static void ek_record_path(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/" EK_RECORD, dir);
 }
 
+/* <data>/containers/<uuid>/vtpm-ek-cert-<kind>.der: the EK certificate stored in the vTPM's NV. */
+static void ek_cert_path(const struct container *c, const char *kind, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/" EK_CERT_RECORD "%s.der", dir, kind);
+}
+
+static void remove_ek_records(const struct container *c)
+{
+    char path[PATH_MAX + 32];
+    ek_record_path(c, path, sizeof(path));
+    unlink(path);
+    ek_cert_path(c, "rsa", path, sizeof(path));
+    unlink(path);
+    ek_cert_path(c, "ecc", path, sizeof(path));
+    unlink(path);
+}
+
 /* The record's last line is "mac HEX": HKDF-SHA256 (a PRF) under the vTPM's state key over the UUID
  * and the EK lines. Root on the device can rewrite the file but has not the key (it needs the
  * container's data key): an edited record, or another container's, does not authenticate, and
@@ -167,6 +201,15 @@ static int read_eks(const struct container *c, const struct secret *key, struct 
             return -EBADMSG;
         snprintf(ek->kind, sizeof(ek->kind), "%s", kind);
         ek->public_len = n;
+        char cpath[PATH_MAX + 32];
+        _cleanup_free_ char *cert = NULL;
+        size_t cert_len = 0;
+        ek_cert_path(c, kind, cpath, sizeof(cpath));
+        ek->cert_len = 0;
+        if (read_file(cpath, VTPM_EK_CERT_MAX, &cert, &cert_len, &err) == 0 && cert_len > 0) {
+            memcpy(ek->cert, cert, cert_len);
+            ek->cert_len = cert_len;
+        }
         /* Its TPM name: nameAlg SHA-256 || SHA-256(TPMT_PUBLIC). */
         ek->name[0] = 0x00;
         ek->name[1] = 0x0b;
@@ -207,7 +250,7 @@ static struct vtpm *vtpm_of(struct container *c)
         if (!c->vtpm)
             return NULL;
         c->vtpm->c = c;
-        c->vtpm->pidfd = c->vtpm->ready_fd = -1;
+        c->vtpm->pidfd = c->vtpm->ready_fd = c->vtpm->ev_fd = -1;
     }
     return c->vtpm;
 }
@@ -228,7 +271,13 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
     if (!v->log)
         return;
     v->log[0] = '\0';
+    v->guestos[0] = '\0';
     for (size_t i = 0; i < n && i < VTPM_MAX_EVENTS; i++) {
+        if (strcmp(items[i].type, TM_EVENT_GUESTOS_CONFIG) == 0) {
+            const char *slash = strchr(items[i].name, '/');
+            snprintf(v->guestos, sizeof(v->guestos), "%.*s",
+                     (int)(slash ? (size_t)(slash - items[i].name) : strlen(items[i].name)), items[i].name);
+        }
         v->pcr[i] = items[i].pcr;
         tm_event_digest(items[i].pcr, items[i].type, items[i].name, items[i].sha256, v->digest[i]);
         char hex[65];
@@ -368,25 +417,148 @@ static int measure_eks(struct vtpm *v, tm_err *err)
     return r < 0 ? r : 1;
 }
 
+static void certs_clear(struct vtpm *v)
+{
+    for (size_t i = 0; i < v->ncert; i++)
+        free(v->cert[i].der);
+    memset(v->cert, 0, sizeof(v->cert));
+    v->ncert = 0;
+}
+
+/* Every certificate tpmd issued goes to trustme-vtpm with the events; EOF lets it go on. */
+static void send_certs(struct vtpm *v)
+{
+    for (size_t i = 0; i < v->ncert && v->ev_fd >= 0; i++) {
+        if (!v->cert[i].der)
+            continue;
+        size_t n = 5 + 4 + 2 * v->cert[i].len + 1;
+        _cleanup_free_ char *line = malloc(n + 1);
+        if (!line)
+            break;
+        snprintf(line, n + 1, "CERT %s ", v->cert[i].kind);
+        tm_hex(v->cert[i].der, v->cert[i].len, line + 9);
+        line[n - 1] = '\n';
+        if (write_all(v->ev_fd, line, n) < 0) {
+            log_warn("%s: cannot pass the EK certificates to the vTPM: %s", container_label(v->c), strerror(errno));
+            break;
+        }
+    }
+    close_and_reset(v->ev_fd);
+}
+
+static void on_ek_cert(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    size_t i = v->ncert - v->certs_pending;
+    v->certs_pending--;
+    if (err) {
+        /* No issuer certificate yet is normal before the device is provisioned; the next start
+         * asks again. */
+        if (err->code == ENOENT)
+            log_info("%s: no EK certificate: %s", container_label(v->c), err->msg);
+        else
+            log_warn("%s: no %s EK certificate: %s", container_label(v->c), v->cert[i].kind, err->msg);
+    } else if (resp->vtpm_ek_cert && resp->vtpm_ek_cert->has_cert_der && resp->vtpm_ek_cert->cert_der.len > 0 &&
+               resp->vtpm_ek_cert->cert_der.len <= VTPM_EK_CERT_MAX) {
+        const ProtobufCBinaryData *der = &resp->vtpm_ek_cert->cert_der;
+        if ((v->cert[i].der = malloc(der->len))) {
+            memcpy(v->cert[i].der, der->data, der->len);
+            v->cert[i].len = der->len;
+        }
+    }
+    if (v->certs_pending == 0)
+        send_certs(v);
+}
+
+/* Ask tpmd for a certificate of each recorded EK that has none yet (all at manufacture); the
+ * answers come in order. Without any to ask for, fd 4 is closed at once. */
+static void request_certs(struct vtpm *v)
+{
+    struct vtpm_ek eks[VTPM_EKS];
+    size_t n = 0;
+    certs_clear(v);
+    v->certs_pending = 0;
+    if (vtpm_eks(v->c, eks, &n) < 0)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (eks[i].cert_len > 0)
+            continue;
+        Trustme__Tpmd__VtpmEkCert ec = TRUSTME__TPMD__VTPM_EK_CERT__INIT;
+        ec.has_ek_public = true;
+        ec.ek_public = (ProtobufCBinaryData){.len = eks[i].public_len, .data = eks[i].public};
+        ec.uuid = (char *)v->c->uuid;
+        ec.guestos = v->guestos;
+        Trustme__Tpmd__Request rq = TRUSTME__TPMD__REQUEST__INIT;
+        rq.body_case = TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT;
+        rq.vtpm_ek_cert = &ec;
+        tm_err err = {0};
+        snprintf(v->cert[v->ncert].kind, sizeof(v->cert[v->ncert].kind), "%s", eks[i].kind);
+        v->ncert++;
+        v->certs_pending++;
+        if (tpmd_call(v->c->d, &rq, on_ek_cert, v, &err) < 0) {
+            log_warn("%s: no EK certificate: %s", container_label(v->c), err.msg);
+            v->ncert--;
+            v->certs_pending--;
+            break;
+        }
+    }
+    if (v->certs_pending == 0)
+        send_certs(v);
+}
+
+/* trustme-vtpm's "NV kind" lines: the certificates it stored, recorded for `trustme vtpm info`. */
+static void record_certs(struct vtpm *v, const char *msg, size_t len)
+{
+    for (size_t i = 0; i < v->ncert; i++) {
+        char want[8], path[PATH_MAX + 32];
+        snprintf(want, sizeof(want), "NV %s\n", v->cert[i].kind);
+        if (!v->cert[i].der || !memmem(msg, len, want, strlen(want)))
+            continue;
+        tm_err err = {0};
+        ek_cert_path(v->c, v->cert[i].kind, path, sizeof(path));
+        if (write_file_replace(path, v->cert[i].der, v->cert[i].len, 0600, &err) < 0)
+            log_warn("%s: %s", container_label(v->c), err.msg);
+        else
+            log_info("%s: the vTPM's %s EK certificate is stored", container_label(v->c), v->cert[i].kind);
+    }
+    certs_clear(v);
+}
+
 static void on_ready(tm_source *src, uint32_t events, void *userdata)
 {
     struct vtpm *v = userdata;
     char msg[READY_MAX];
     ssize_t n = read(v->ready_fd, msg, sizeof(msg));
+    tm_err err = {0};
+    if (n >= 1 && msg[n - 1] == 'E' && v->manufacture && v->ev_fd >= 0) {
+        /* The EKs are made: record them, have them certified, then let trustme-vtpm go on. */
+        if (record_eks(v, msg, (size_t)n - 1, &err) < 0) {
+            close_and_reset(v->ev_fd); /* trustme-vtpm goes on without certificates */
+            tm_source_free(v->ready_src);
+            v->ready_src = NULL;
+            close_and_reset(v->ready_fd);
+            finish_start(v, &err);
+            return;
+        }
+        v->manufacture = false;
+        request_certs(v);
+        return;
+    }
     tm_source_free(v->ready_src);
     v->ready_src = NULL;
     close_and_reset(v->ready_fd);
-    tm_err err = {0};
+    close_and_reset(v->ev_fd);
     if (n < 1 || msg[n - 1] != 'R') {
         tm_err_set(&err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
         finish_start(v, &err);
         return;
     }
-    if (v->manufacture && record_eks(v, msg, (size_t)n - 1, &err) < 0) {
+    if (v->manufacture) {
+        tm_err_set(&err, EPROTO, "trustme-vtpm did not report the endorsement keys it made");
         finish_start(v, &err);
         return;
     }
-    v->manufacture = false;
+    record_certs(v, msg, (size_t)n - 1);
     int r = measure_eks(v, &err);
     if (r < 0) {
         finish_start(v, &err);
@@ -423,6 +595,10 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
         fprintf(stderr, "trustmed: cannot start trustme-vtpm: %s\n", err.msg);
         _exit(127);
     }
+    /* It outlives a trustmed that dies (as the container does), so that no TPM command of the
+     * guest is cut off; the next trustmed re-adopts it (vtpm_recover). The change of uid above
+     * cleared child_reset's parent-death signal already: said here so that nothing re-arms it. */
+    prctl(PR_SET_PDEATHSIG, 0);
     char *argv[] = {"trustme-vtpm",
                     "--run-dir",
                     (char *)a->dir,
@@ -434,6 +610,25 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
     execve(a->binary, argv, envp);
     fprintf(stderr, "trustmed: cannot execute %s: %s\n", a->binary, strerror(errno));
     _exit(127);
+}
+
+/* <run>/vtpm/<uuid>/helper.pid (root's directory): the next trustmed re-adopts a vTPM that
+ * outlived this one (vtpm_recover). */
+static void pidfile_path(const struct container *c, char *out, size_t size)
+{
+    char dir[PATH_MAX];
+    run_dir(c, dir, sizeof(dir));
+    snprintf(out, size, "%s/helper.pid", dir);
+}
+
+static void write_pidfile(struct vtpm *v)
+{
+    char path[PATH_MAX + 16], text[32];
+    pidfile_path(v->c, path, sizeof(path));
+    int n = snprintf(text, sizeof(text), "%d\n", (int)v->pid);
+    tm_err err = {0};
+    if (write_file_replace(path, text, (size_t)n, 0600, &err) < 0)
+        log_warn("%s: %s (the vTPM is not re-adopted after a restart)", container_label(v->c), err.msg);
 }
 
 static int spawn(struct vtpm *v, tm_err *err)
@@ -486,7 +681,6 @@ static int spawn(struct vtpm *v, tm_err *err)
         }
     }
     close_and_reset(key[1]);
-    close_and_reset(ev[1]);
     struct child_args a = {.binary = binary,
                            .dir = rdir,
                            .uid = uid,
@@ -505,15 +699,25 @@ static int spawn(struct vtpm *v, tm_err *err)
     close_and_reset(key[0]);
     close_and_reset(ev[0]);
     close_and_reset(ready[1]);
+    /* fd 4's EOF: after the EK certificates (docs/VTPM.md "EK certificates"). A manufacture's
+     * EKs are certified once they are reported; a vTPM whose EKs lack certificates gets them at
+     * this start if the device can issue them now. */
+    close_and_reset(v->ev_fd);
+    v->ev_fd = ev[1];
+    ev[1] = -1;
     v->pid = pid;
     v->pidfd = pidfd;
     v->ready_fd = ready[0];
+    v->adopted = false;
+    write_pidfile(v);
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
     v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
     if (!v->pid_src || !v->ready_src) {
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         return tm_err_sys(err, "epoll");
     }
+    if (!v->manufacture)
+        request_certs(v);
     return 0;
 fail:
     for (int i = 0; i < 2; i++) {
@@ -559,13 +763,20 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
     struct vtpm *v = userdata;
     struct container *c = v->c;
     siginfo_t si = {0};
-    if (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+    /* An adopted vTPM is not our child: its pidfd turning readable is all we learn. */
+    if (!v->adopted && (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0))
         return;
+    v->adopted = false;
     tm_source_free(v->pid_src);
     v->pid_src = NULL;
     close_and_reset(v->pidfd);
     v->pid = 0;
+    char pidfile[PATH_MAX + 16];
+    pidfile_path(c, pidfile, sizeof(pidfile));
+    unlink(pidfile);
+    close_and_reset(v->ev_fd);
     if (v->ready_src) { /* it ended before it was ready */
+        v->manufacture = false; /* (what it may have said first is not the answer now) */
         on_ready(NULL, EPOLLIN, v);
     }
     anchor_state(v);
@@ -630,11 +841,8 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
     v->stopping = false;
     v->restarts = 0;
     v->manufacture = !anchored && !have;
-    if (v->manufacture) {
-        char path[PATH_MAX + 16];
-        ek_record_path(c, path, sizeof(path));
-        unlink(path); /* a new vTPM's EKs replace any record of an old one's */
-    }
+    if (v->manufacture)
+        remove_ek_records(c); /* a new vTPM's EKs replace any record of an old one's */
     if (spawn(v, &err) < 0)
         finish_start(v, &err);
 }
@@ -700,6 +908,7 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     ek_record_path(c, dir, sizeof(dir));
     if (unlink(dir) < 0 && errno != ENOENT)
         return tm_err_sys(err, "cannot remove %s", dir);
+    remove_ek_records(c);
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
@@ -767,6 +976,8 @@ static void on_freed(struct container *c)
     tm_source_free(v->ready_src);
     close_and_reset(v->pidfd);
     close_and_reset(v->ready_fd);
+    close_and_reset(v->ev_fd);
+    certs_clear(v);
     tpmd_forget(c->d, v);
     secret_free(v->key);
     free(v->log);
@@ -780,6 +991,88 @@ bool vtpm_exit_ready(struct daemon *d)
         if (c->vtpm && (c->vtpm->pid || c->vtpm->anchoring))
             return false;
     return true;
+}
+
+/* The vTPM the last trustmed ran for c, if it still runs: its pid from the pidfile, checked to be
+ * trustme-vtpm of this container running as its uid. */
+static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pidfile)
+{
+    char path[PATH_MAX + 16];
+    pidfile_path(c, path, sizeof(path));
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err err = {0};
+    *ret_had_pidfile = false;
+    if (read_file(path, 32, &text, &len, &err) < 0)
+        return 0;
+    *ret_had_pidfile = true;
+    int pid = atoi(text);
+    if (pid <= 1)
+        return 0;
+    char proc[64], cmd[4096];
+    snprintf(proc, sizeof(proc), "/proc/%d/cmdline", pid);
+    _cleanup_close_ int fd = open(proc, O_RDONLY | O_CLOEXEC);
+    ssize_t cmd_len = fd >= 0 ? read(fd, cmd, sizeof(cmd)) : -1; /* (proc files have no size) */
+    struct stat st;
+    if (cmd_len < 13 || memcmp(cmd, "trustme-vtpm", 13) != 0 || !memmem(cmd, (size_t)cmd_len, c->uuid, strlen(c->uuid)))
+        return 0;
+    snprintf(proc, sizeof(proc), "/proc/%d", pid);
+    if (stat(proc, &st) < 0 || st.st_uid != uid)
+        return 0;
+    return pid;
+}
+
+void vtpm_recover(struct container *c)
+{
+    if (!c->cfg->vtpm)
+        return;
+    uid_t uid = 0;
+    tm_err err = {0};
+    if (vtpm_uid(c, &uid, &err) < 0)
+        return;
+    bool had_pidfile = false;
+    pid_t pid = find_orphan(c, uid, &had_pidfile);
+    if (!had_pidfile)
+        return; /* the last trustmed saw its vTPM end (or it never ran) */
+    int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    struct vtpm *v = vtpm_of(c);
+    if (!v) {
+        if (pidfd >= 0)
+            close(pidfd);
+        return;
+    }
+    if (pidfd < 0) {
+        if (c->state == CS_RUNNING || c->state == CS_FROZEN) {
+            /* It ended while no trustmed ran: its state is anchored as swtpm left it, as after a
+             * crash; without the PIN there is no key to start it again. */
+            log_warn("%s: its vTPM ended while trustmed was not running: the container runs without it until "
+                     "its next start",
+                     container_label(c));
+            daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "ended while trustmed was not running");
+        }
+        /* It ended unwatched, after its last save: its state is anchored as found, as after a
+         * crash (docs/VTPM.md "Known limits of the anchor"). */
+        anchor_state(v);
+        char path[PATH_MAX + 16];
+        pidfile_path(c, path, sizeof(path));
+        unlink(path);
+        return;
+    }
+    v->pid = pid;
+    v->pidfd = pidfd;
+    v->adopted = true;
+    v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
+    if (!v->pid_src) {
+        log_error("%s: cannot watch the vTPM (pid %d)", container_label(c), (int)pid);
+        return;
+    }
+    if (c->state == CS_RUNNING || c->state == CS_FROZEN) {
+        log_info("%s: re-adopted its vTPM (pid %d)", container_label(c), (int)pid);
+        daemon_audit(c->d, "vtpm.adopt", "ok", c, NULL, "pid %d", (int)pid);
+    } else {
+        /* Its container is gone: it stops, and its state is anchored when it has. */
+        stop_vtpm(v);
+    }
 }
 
 const struct container_observer vtpm_container_observer = {

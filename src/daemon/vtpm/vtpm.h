@@ -46,11 +46,14 @@ void vtpm_status(const struct container *c, struct vtpm_status *ret);
 #define VTPM_EKS 2
 #define VTPM_EK_RSA_HANDLE 0x81010001u /* the TCG's handles, where trustme-vtpm persists them */
 #define VTPM_EK_ECC_HANDLE 0x81010002u
+#define VTPM_EK_CERT_MAX 2048
 struct vtpm_ek {
     char kind[4]; /* "rsa" or "ecc" */
     uint8_t public[400]; /* TPMT_PUBLIC */
     size_t public_len;
     uint8_t name[34]; /* 000b || SHA-256(TPMT_PUBLIC): what is measured */
+    uint8_t cert[VTPM_EK_CERT_MAX]; /* its EK certificate (DER) as stored in the vTPM's NV */
+    size_t cert_len; /* 0: none issued yet */
 };
 /* 0 with *ret_n = 0 when none were made yet; negative errno when the record is unreadable. */
 int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);
@@ -69,6 +72,12 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
 void vtpm_wiped(struct container *c);
 /* Its trustme-vtpm still runs (the container stopped, the vTPM is saving its state). */
 bool vtpm_busy(const struct container *c);
+
+/* After c was re-adopted (or found stopped) at trustmed's start: re-adopt the vTPM the last
+ * trustmed left running for it (it outlives trustmed), or stop it when c no longer runs. A
+ * re-adopted vTPM is anchored when it ends, but not started again after a crash (its key went
+ * with the old trustmed). */
+void vtpm_recover(struct container *c);
 
 extern const struct container_observer vtpm_container_observer;
 /* main.c: hold trustmed's exit until every vTPM has stopped and its state is anchored. */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "enrollment.h"
 #include "pki.h"
 #include "verify.h"
 
@@ -80,6 +81,19 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, tm_err 
 
 OSSL_DEFINE_FREEP(CERTIFICATEPOLICIES, CERTIFICATEPOLICIES_free)
 
+static int add_policy(X509 *x, const char *oid, tm_err *err)
+{
+    _cleanup_(CERTIFICATEPOLICIES_freep) CERTIFICATEPOLICIES *pols = sk_POLICYINFO_new_null();
+    POLICYINFO *pi = POLICYINFO_new();
+    if (!pols || !pi || !(pi->policyid = OBJ_txt2obj(oid, 1)) || !sk_POLICYINFO_push(pols, pi)) {
+        POLICYINFO_free(pi);
+        return ossl_fail(err, ENOMEM, "cannot make the certificate policy %s", oid);
+    }
+    if (X509_add1_ext_i2d(x, NID_certificate_policies, pols, 0, 0) != 1)
+        return ossl_fail(err, EINVAL, "cannot add the certificate policy %s", oid);
+    return 0;
+}
+
 static int add_guestos_mark(X509 *x, tm_err *err)
 {
     _cleanup_(CERTIFICATEPOLICIES_freep) CERTIFICATEPOLICIES *pols = sk_POLICYINFO_new_null();
@@ -113,6 +127,19 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
                                                                                       : "critical,CA:TRUE,pathlen:0"};
         ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,keyCertSign,cRLSign"};
         break;
+    case PROFILE_GENERAL_ROOT_CA:
+    case PROFILE_DEVICE_CA:
+        /* general root -> Device CA -> a device's vTPM issuer -> vTPM EK certificates */
+        ext[n++] =
+            (typeof(ext[0])){NID_basic_constraints, profile == PROFILE_GENERAL_ROOT_CA ? "critical,CA:TRUE,pathlen:2"
+                                                                                       : "critical,CA:TRUE,pathlen:1"};
+        ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,keyCertSign,cRLSign"};
+        break;
+    case PROFILE_VTPM_ISSUER:
+        /* it issues EK certificates, never a CA: no CRLs either (it is revoked at the Device CA) */
+        ext[n++] = (typeof(ext[0])){NID_basic_constraints, "critical,CA:TRUE,pathlen:0"};
+        ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,keyCertSign"};
+        break;
     case PROFILE_SIGNING:
         ext[n++] = (typeof(ext[0])){NID_basic_constraints, "critical,CA:FALSE"};
         ext[n++] = (typeof(ext[0])){NID_key_usage, "critical,digitalSignature"};
@@ -132,7 +159,7 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
     ext[n++] = (typeof(ext[0])){NID_subject_key_identifier, "hash"};
     /* A root has no AKI: it would only repeat its SKI. Below it, the key id alone (no issuer
      * name and serial, which would tie the certificate to one issuer certificate). */
-    if (profile != PROFILE_ROOT_CA)
+    if (profile != PROFILE_ROOT_CA && profile != PROFILE_GENERAL_ROOT_CA)
         ext[n++] = (typeof(ext[0])){NID_authority_key_identifier, "keyid:always"};
     for (size_t i = 0; i < n; i++) {
         int r = add_ext(x, &ctx, ext[i].nid, ext[i].value, err);
@@ -141,6 +168,8 @@ static int add_profile(X509 *x, X509 *issuer, enum cert_profile profile, tm_err 
     }
     /* The mark a device requires of a GuestOS Signing CA (src/scd/verify.h): neither the
      * General root nor the Device CA has it, so neither can be registered as one. */
+    if (profile == PROFILE_VTPM_ISSUER)
+        return add_policy(x, TM_OID_VTPM_ISSUER, err);
     return profile == PROFILE_GUESTOS_CA ? add_guestos_mark(x, err) : 0;
 }
 

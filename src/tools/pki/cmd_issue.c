@@ -141,11 +141,17 @@ int cmd_issue(int argc, char **argv)
         prof = PROFILE_GUESTOS_CA;
     else if (profile && strcmp(profile, "tls") == 0 && strcmp(ca_name, "device") == 0)
         prof = PROFILE_DEVICE; /* a device's TLS client key: the same extensions as its AK's */
+    else if (profile && strcmp(profile, "vtpm-issuer") == 0)
+        prof = PROFILE_VTPM_ISSUER;
     else if (profile)
-        return usage_error("issue", "--profile is signing, device, guestos-ca, or tls with --ca device");
+        return usage_error("issue", "--profile is signing, device, guestos-ca, vtpm-issuer, or tls with --ca device");
     /* A TLS client key is certified on the word of an AK this Device CA certified (TPM2_Certify:
-     * docs/FLEET.md "Device identity on the wire"), not through credential activation. */
+     * docs/FLEET.md "Device identity on the wire"), not through credential activation; so is a
+     * device's vTPM-issuing key (docs/VTPM.md "EK certificates"). */
     bool tls = profile && strcmp(profile, "tls") == 0;
+    bool vtpm_issuer = prof == PROFILE_VTPM_ISSUER;
+    if (vtpm_issuer && strcmp(ca_name, "device") != 0)
+        return usage_error("issue", "--profile vtpm-issuer goes with --ca device");
     /* The General root issues only GuestOS Signing CAs (one per vendor), and only it does. */
     if (from_root != (prof == PROFILE_GUESTOS_CA))
         return usage_error("issue", "--profile guestos-ca goes with --ca general-root, and "
@@ -164,13 +170,13 @@ int cmd_issue(int argc, char **argv)
 
     /* An attestation key is certified only when it is proven to live in a TPM (docs/ATTESTATION.md "Enrollment"):
      * an ordinary CSR, from a key anyone may hold, is refused. */
-    bool enroll = strcmp(ca_name, "device") == 0 && !tls;
+    bool enroll = strcmp(ca_name, "device") == 0 && !tls && !vtpm_issuer;
     if (enroll && n_ek_anchors == 0)
         return usage_error("issue", "--ca device needs --ek-anchor (the TPM manufacturer CA that "
                                     "certifies endorsement keys): attestation keys are certified only "
                                     "through credential activation");
     if (!enroll && (n_ek_anchors || n_ek_crls))
-        return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device (not --profile tls) only");
+        return usage_error("issue", "--ek-anchor and --ek-crl are for --ca device (AK enrollment) only");
 
     tm_err err = {0};
     _cleanup_(pki_close) struct pki p = {.lock_fd = -1};
@@ -201,10 +207,13 @@ int cmd_issue(int argc, char **argv)
             return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
         req = steal_ptr(bundle.csr);
     }
-    if ((!req && !tls && (r = read_csr(csr_path, &req, &err)) < 0) || (r = pki_open(pki_dir, &p, &err)) < 0 ||
-        (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0 ||
-        (tls && (r = enroll_tls_read(csr_path, ca_cert, &req, &err)) < 0) ||
-        (r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
+    if ((!req && !tls && !vtpm_issuer && (r = read_csr(csr_path, &req, &err)) < 0) ||
+        (r = pki_open(pki_dir, &p, &err)) < 0 || (r = pki_load_cert(&p, ca, &ca_cert, &err)) < 0)
+        return verb_fail("issue", &err);
+    if ((tls && (r = enroll_tls_read(csr_path, ca_cert, &req, &err)) < 0) ||
+        (vtpm_issuer && (r = vtpm_issuer_check(csr_path, ca_cert, &req, &err)) < 0))
+        return tm_err_prefix(&err, "%s", csr_path), verb_fail("issue", &err);
+    if ((r = pki_load_key(&p, &kr, ca, &ca_key, &err)) < 0)
         return verb_fail("issue", &err);
     struct cert_spec spec = {
         .subject = X509_REQ_get_subject_name(req),
@@ -227,9 +236,10 @@ int cmd_issue(int argc, char **argv)
     char subject[512];
     name_string(X509_get_subject_name(cert), subject, sizeof(subject));
     printf("%s: %s issued by %s (%s profile)%s\n", out, subject, ca->name,
-           prof == PROFILE_DEVICE       ? "device"
-           : prof == PROFILE_GUESTOS_CA ? "guestos-ca"
-                                        : "signing",
+           prof == PROFILE_DEVICE        ? "device"
+           : prof == PROFILE_GUESTOS_CA  ? "guestos-ca"
+           : prof == PROFILE_VTPM_ISSUER ? "vtpm-issuer"
+                                         : "signing",
            enroll ? ", encrypted to the TPM's EK for credential activation"
            : tls  ? ", a TLS client key the AK certified in its TPM"
                   : "");

@@ -11,10 +11,10 @@ const struct pki_entity pki_entities[] = {
     {"root-ca", "software-signing", "trustme Software Signing Root CA", NULL, PROFILE_ROOT_CA},
     {"sub-ca", "software-signing", "trustme Software Signing Sub CA", "root-ca", PROFILE_SUB_CA},
     {"signing", "software-signing", "trustme Software Signing", "sub-ca", PROFILE_SIGNING},
-    {"general-root-ca", "customer", "trustme General Root CA", NULL, PROFILE_ROOT_CA},
+    {"general-root-ca", "customer", "trustme General Root CA", NULL, PROFILE_GENERAL_ROOT_CA},
     {"guestos-ca", "customer", "trustme GuestOS Signing CA", "general-root-ca", PROFILE_GUESTOS_CA},
     {"guestos-signing", "customer", "trustme GuestOS Signing", "guestos-ca", PROFILE_SIGNING},
-    {"device-ca", "customer", "trustme Device CA", "general-root-ca", PROFILE_SUB_CA},
+    {"device-ca", "customer", "trustme Device CA", "general-root-ca", PROFILE_DEVICE_CA},
 };
 const size_t pki_entities_count = ARRAY_SIZE(pki_entities);
 
@@ -28,7 +28,8 @@ const struct pki_entity *pki_entity_find(const char *name)
 
 bool pki_entity_is_ca(const struct pki_entity *e)
 {
-    return e->profile == PROFILE_ROOT_CA || e->profile == PROFILE_SUB_CA || e->profile == PROFILE_GUESTOS_CA;
+    return e->profile == PROFILE_ROOT_CA || e->profile == PROFILE_SUB_CA || e->profile == PROFILE_GUESTOS_CA ||
+           e->profile == PROFILE_GENERAL_ROOT_CA || e->profile == PROFILE_DEVICE_CA;
 }
 
 const struct pki_entity *pki_ca_find(const char *name)

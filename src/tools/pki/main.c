@@ -33,7 +33,7 @@ void pki_usage(FILE *out)
                  "\n"
                  "  issue --pki DIR --ca software|guestos|device|general-root --csr CSR.pem --out CERT.pem\n"
                  "           [--ek-anchor MANUFACTURER.pem ...] [--ek-crl CRL.pem ...]\n"
-                 "           [--profile signing|device|guestos-ca]\n"
+                 "           [--profile signing|device|guestos-ca|vtpm-issuer]\n"
                  "           [--days N | --not-before T --not-after T]\n"
                  "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
                  "      Issue a certificate for a CSR (T is YYYYMMDDHHMMSSZ, UTC; default 365 days).\n"
@@ -44,6 +44,10 @@ void pki_usage(FILE *out)
                  "      CERT.pem is the certificate encrypted under a credential only that TPM can\n"
                  "      activate (TPM2_MakeCredential to the EK, bound to the AK's name).\n"
                  "      --ca general-root --profile guestos-ca: another vendor's GuestOS Signing CA.\n"
+                 "      --ca device --profile vtpm-issuer: CSR.pem is `trustme device csr --vtpm-issuer`'s\n"
+                 "      bundle; the AK certificate in it (issued by this Device CA) must certify the\n"
+                 "      vTPM-issuing key in the TPM; CERT.pem is a CA for the device's vTPM EK\n"
+                 "      certificates (docs/VTPM.md).\n"
                  "\n"
                  "  ek-cert --ek EK.pem --key KEY --cert CA.pem --out EKCERT.pem [--cn NAME] [--days N]\n"
                  "           [--passphrase-file F] [--pin-file F] [--pkcs11-module PATH]\n"
@@ -59,6 +63,13 @@ void pki_usage(FILE *out)
                  "      Renew the CRL of one CA (root-ca, sub-ca, general-root-ca, guestos-ca,\n"
                  "      device-ca, or software|guestos|device) or of all five; next update in N days\n"
                  "      (default 30). DIR/crls.pem holds all current CRLs in one file.\n"
+                 "\n"
+                 "  verify-ek EKCERT.pem --anchor ROOT.pem [--anchor ...] [--chain CA.pem ...]\n"
+                 "           [--crl CRL.pem ...]\n"
+                 "      Check a container vTPM's EK certificate (docs/VTPM.md): it chains to an anchor\n"
+                 "      through --chain (the device's vTPM issuer and the Device CA, `trustme device\n"
+                 "      info`), its issuer is a vTPM issuer and it is an EK certificate; prints the\n"
+                 "      container's UUID and GuestOS.\n"
                  "\n"
                  "  rim --out REFS.json --version N [--valid-days D | --not-before T --not-after T]\n"
                  "           [--binary FILE ...] [--guestos DIR ...] [--pcr N ...]\n"
@@ -109,8 +120,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"init", cmd_init},     {"sign", cmd_sign}, {"verify", cmd_verify}, {"issue", cmd_issue},
-                 {"revoke", cmd_revoke}, {"crl", cmd_crl},   {"rim", cmd_rim},       {"ek-cert", cmd_ek_cert}};
+    } verbs[] = {{"init", cmd_init},   {"sign", cmd_sign},       {"verify", cmd_verify},
+                 {"issue", cmd_issue}, {"revoke", cmd_revoke},   {"crl", cmd_crl},
+                 {"rim", cmd_rim},     {"ek-cert", cmd_ek_cert}, {"verify-ek", cmd_verify_ek}};
     if (argc < 2) {
         pki_usage(stderr);
         return EXIT_USAGE;

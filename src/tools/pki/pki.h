@@ -67,6 +67,13 @@ int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, 
  * the AK's TPM2_Certify of it for this request, the AK certificate, which device_ca must have
  * issued. The request (its key: the certified TPM key) in *ret; anything else -EKEYREJECTED. */
 int enroll_tls_read(const char *path, X509 *device_ca, X509_REQ **ret, tm_err *err);
+/* --- the vTPM-issuing key's request (vtpm_issuer.c, docs/VTPM.md "EK certificates") --- */
+
+/* Check the bundle at path (`trustme device csr --vtpm-issuer`): its AK certificate issued by
+ * device_ca and valid now, the AK's TPM2_Certify of the issuing key over SHA-256 of the request,
+ * the key's attributes (a TPM-bound unrestricted ECDSA P-256 signing key without policy) and that
+ * it is the request's key. The request, for issuing. */
+int vtpm_issuer_check(const char *path, X509 *device_ca, X509_REQ **ret_req, tm_err *err);
 
 /* --- algorithms (keys.c) --- */
 
@@ -166,7 +173,20 @@ void keyring_done(struct keyring *kr);
 
 /* PROFILE_GUESTOS_CA: a sub-CA marked for GuestOS signing (VERIFY_GUESTOS_CA_POLICY_OID, the
  * only kind of CA a device registers as a GuestOS Signing CA). */
-enum cert_profile { PROFILE_ROOT_CA, PROFILE_SUB_CA, PROFILE_SIGNING, PROFILE_DEVICE, PROFILE_EK, PROFILE_GUESTOS_CA };
+/* PROFILE_GENERAL_ROOT_CA / PROFILE_DEVICE_CA: one level more below them than the other root and
+ * sub-CAs, for the vTPM issuers the Device CA certifies (PROFILE_VTPM_ISSUER: a CA for vTPM EK
+ * certificates only, marked with TM_OID_VTPM_ISSUER; docs/VTPM.md "EK certificates"). */
+enum cert_profile {
+    PROFILE_ROOT_CA,
+    PROFILE_SUB_CA,
+    PROFILE_SIGNING,
+    PROFILE_DEVICE,
+    PROFILE_EK,
+    PROFILE_GUESTOS_CA,
+    PROFILE_GENERAL_ROOT_CA,
+    PROFILE_DEVICE_CA,
+    PROFILE_VTPM_ISSUER
+};
 
 struct cert_spec {
     const X509_NAME *subject;
@@ -259,6 +279,7 @@ int cmd_revoke(int argc, char **argv);
 int cmd_crl(int argc, char **argv);
 int cmd_rim(int argc, char **argv);
 int cmd_ek_cert(int argc, char **argv);
+int cmd_verify_ek(int argc, char **argv);
 
 void pki_usage(FILE *out);
 /* Print "trustme-pki: <verb>: <message>" to stderr; returns 1 (the failure exit code). */

@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""vTPM EK certificates (docs/VTPM.md "EK certificates") with the real swtpm, tpmd and tpm2-tools:
+the device's vTPM-issuing key is certified by the Device CA after the TPM's AK vouches for it, and
+every vTPM's EKs get certificates at the TCG NV indices that name the container and its GuestOS
+and chain to the demo PKI; a vTPM of another device does not chain to this device's issuer."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD
+from test_device import PKI_TOOL, provision, run, secret_ok
+from test_vtpm import KDF, PIN, create, pin_file, start, tpm_rootfs, vtpm_pids  # noqa: F401 (fixture)
+from conftest import wait_for
+
+GUESTOS_TOOL = BUILD / "src/tools/guestos/trustme-guestos"
+PASSPHRASE = "vtpm-ek-passphrase"
+NV = {"rsa": "0x01c00002", "ecc": "0x01c0000a"}
+
+
+@pytest.fixture(scope="module")
+def pki(test_root):
+    work = Path(tempfile.mkdtemp(prefix="vtpm-ek-", dir=test_root))
+    passfile = work / "pass"
+    passfile.write_text(PASSPHRASE + "\n")
+    passfile.chmod(0o600)
+    run(PKI_TOOL, "init", work / "pki", "--passphrase-file", passfile)
+    return {"dir": work / "pki", "pass": passfile, "work": work}
+
+
+@pytest.fixture(scope="module")
+def gos(pki, tpm_rootfs):
+    """A signed GuestOS of the tpm2-tools root."""
+    out = pki["work"] / "gos"
+    out.mkdir(exist_ok=True)
+    path = dict(os.environ, PATH=f"{PKI_TOOL.parent}:{os.environ['PATH']}")
+    built = run(GUESTOS_TOOL, "build", tpm_rootfs, "--name", "tpmos", "--version", "3", "--out", out,
+                "--init", "/bin/sh", "--arg", "-c", "--arg", "trap 'exit 0' TERM; sleep 1000000 & wait",
+                "--pki", pki["dir"], "--signer", "guestos", "--passphrase-file", pki["pass"], env=path)
+    return Path(built.stdout.strip())
+
+
+def cert(pki, name):
+    return next(p for p in pki["dir"].rglob(f"{name}.pem") if p.parent.name != "crl")
+
+
+def device(make_daemon, pki, tmp):
+    """A daemon trusting the PKI, its AK enrolled, and its vTPM issuer certified."""
+    d = make_daemon(extra_args=KDF, start=False)
+    d.data_dir.mkdir(parents=True, exist_ok=True)
+    (d.data_dir / "device.json").write_text(json.dumps({"trust": {
+        "software_signing_root": str(cert(pki, "root-ca")), "general_root": str(cert(pki, "general-root-ca")),
+        "guestos_cas": [str(cert(pki, "guestos-ca"))]}}))
+    d.start()
+    secret_ok(d)
+    tmp.mkdir(parents=True, exist_ok=True)
+    # Before the AK is enrolled the Device CA would have nothing to check the issuer against.
+    r = d.cli("device", "csr", "--vtpm-issuer", "--out", tmp / "early.csr", check=False)
+    assert r.returncode != 0 and "not enrolled" in r.stderr
+    provision(d, pki, tmp)
+    d.cli("device", "csr", "--vtpm-issuer", "--out", tmp / "issuer.csr")
+    run(PKI_TOOL, "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "vtpm-issuer", "--csr",
+        tmp / "issuer.csr", "--out", tmp / "issuer.pem", "--passphrase-file", pki["pass"])
+    d.cli("device", "cert", "install", tmp / "issuer.pem", "--chain", cert(pki, "device-ca"))
+    info = json.loads(d.cli("device", "info", "--json").stdout)
+    assert "BEGIN CERTIFICATE" in info["vtpm_issuer_chain_pem"]
+    assert "vTPM issuer:     CN=trustme vTPM issuer" in d.cli("device", "info").stdout
+    return d
+
+
+def nvread(d, name, kind):
+    """The DER at the EK certificate's TCG index, read inside the container with tpm2_nvread."""
+    out = d.sh(name, f"tpm2_nvread {NV[kind]} -o /tmp/ek.der >/dev/null && od -An -v -tx1 /tmp/ek.der").stdout
+    return bytes.fromhex("".join(out.split()))
+
+
+def openssl_verify(pki, issuer, leaf):
+    return run("openssl", "verify", "-CAfile", cert(pki, "general-root-ca"), "-untrusted", cert(pki, "device-ca"),
+               "-untrusted", issuer, leaf, check=False)
+
+
+def test_vtpm_ek_certificates_chain_to_the_device_and_the_pki(make_daemon, pki, gos, tmp_path):
+    d = device(make_daemon, pki, tmp_path / "d1")
+    issuer = tmp_path / "d1/issuer.pem"
+    text = run("openssl", "x509", "-in", issuer, "-noout", "-text").stdout
+    assert "CA:TRUE, pathlen:0" in text and "Certificate Sign" in text
+    assert "2.25.76063360283489276769017081434749016287" in text
+    d.cli("ca", "register", cert(pki, "guestos-ca"))
+    d.cli("guestos", "install", gos, timeout=120)
+    cfg = d.configs / "g.json"
+    cfg.write_text(json.dumps({"name": "g", "guestos": {"name": "tpmos"}, "token": {"type": "soft"},
+                               "data_size_mb": 16, "vtpm": True, "env": {"LD_LIBRARY_PATH": "/lib/x86_64-linux-gnu"}}))
+    d.cli("create", cfg)
+    d.cli("change-pin", "--pin-file", pin_file(d, PIN, "12345678"), "g")
+    start(d, "g")
+    uuid = d.state("g")["uuid"]
+    info = json.loads(d.cli("vtpm", "info", "--json", "g").stdout)
+    eks = {e["kind"]: e for e in info["eks"]}
+    for kind in ("rsa", "ecc"):
+        der = nvread(d, "g", kind)
+        leaf = tmp_path / f"ek-{kind}.der"
+        leaf.write_bytes(der)
+        pem = tmp_path / f"ek-{kind}.pem"
+        run("openssl", "x509", "-inform", "DER", "-in", leaf, "-out", pem)
+        # Root -> Device CA -> this device's vTPM issuer -> the EK certificate.
+        r = openssl_verify(pki, issuer, pem)
+        assert r.returncode == 0 and ": OK" in r.stdout, r.stdout + r.stderr
+        text = run("openssl", "x509", "-in", pem, "-noout", "-text", "-nameopt", "RFC2253").stdout
+        assert f"CN={uuid},OU=GuestOS tpmos-3,O=trustme container" in text
+        assert f"URI:urn:uuid:{uuid}" in text
+        assert ("Key Encipherment" if kind == "rsa" else "Key Agreement") in text
+        assert "2.23.133.8.1" in text and "CA:FALSE" in text
+        # It certifies the EK the guest finds at the TCG handle, and trustmed's record is it.
+        assert eks[kind]["cert_pem"].strip() == pem.read_text().strip()
+        handle = "0x81010001" if kind == "rsa" else "0x81010002"
+        d.sh("g", f"tpm2_readpublic -c {handle} -f pem -o /tmp/ek.pem >/dev/null")
+        guest_pub = d.sh("g", "cat /tmp/ek.pem").stdout
+        cert_pub = run("openssl", "x509", "-in", pem, "-noout", "-pubkey").stdout
+        assert guest_pub.strip() == cert_pub.strip()
+        # The guest can read but not rewrite or delete it (platform-written, write-locked).
+        assert d.sh("g", f"echo x > /tmp/x && tpm2_nvwrite {NV[kind]} -C o -i /tmp/x", check=False).returncode != 0
+        assert d.sh("g", f"tpm2_nvundefine {NV[kind]} -C o", check=False).returncode != 0
+        assert nvread(d, "g", kind) == der
+    shown = d.cli("vtpm", "info", "g").stdout
+    assert f"cert:    CN={uuid},OU=GuestOS tpmos-3,O=trustme container" in shown
+    assert "issuer:  CN=trustme vTPM issuer" in shown
+    # The same certificates after a stop and a start (nothing issued again).
+    d.cli("stop", "g")
+    wait_for(lambda: not any(vtpm_pids(d, "g")), what="the vTPM to stop")
+    start(d, "g")
+    assert json.loads(d.cli("vtpm", "info", "--json", "g").stdout)["eks"] == info["eks"]
+    assert nvread(d, "g", "ecc") == (tmp_path / "ek-ecc.der").read_bytes()
+    # trustme-pki checks the chain too, and names the container.
+    r = run(PKI_TOOL, "verify-ek", tmp_path / "ek-ecc.pem", "--anchor", cert(pki, "general-root-ca"),
+            "--chain", info_chain(d, tmp_path, pki))
+    assert f"container {uuid}" in r.stdout and "GuestOS tpmos-3" in r.stdout
+
+    # Another device (its own trustmed and swtpm, enrolled under the same Device CA): its vTPM's
+    # EK certificates chain to its own issuer, never to this device's.
+    d2 = device(make_daemon, pki, tmp_path / "d2")
+    d2.cli("ca", "register", cert(pki, "guestos-ca"))
+    d2.cli("guestos", "install", gos, timeout=120)
+    d2.cli("create", cfg)
+    d2.cli("change-pin", "--pin-file", pin_file(d2, PIN, "12345678"), "g")
+    start(d2, "g")
+    other = tmp_path / "other-ecc.pem"
+    (tmp_path / "other-ecc.der").write_bytes(nvread(d2, "g", "ecc"))
+    run("openssl", "x509", "-inform", "DER", "-in", tmp_path / "other-ecc.der", "-out", other)
+    assert openssl_verify(pki, tmp_path / "d2/issuer.pem", other).returncode == 0
+    r = openssl_verify(pki, issuer, other)
+    assert r.returncode != 0, r.stdout
+    r = run(PKI_TOOL, "verify-ek", other, "--anchor", cert(pki, "general-root-ca"), "--chain",
+            info_chain(d, tmp_path, pki), check=False)
+    assert r.returncode == 1
+    d2.cli("stop", "g")
+    d.cli("stop", "g")
+
+
+def info_chain(d, tmp, pki):
+    """The device's vTPM issuer chain as `trustme device info` shows it."""
+    path = tmp / f"issuer-chain-{d.base.name}.pem"
+    path.write_text(json.loads(d.cli("device", "info", "--json").stdout)["vtpm_issuer_chain_pem"])
+    return path
+
+
+def test_device_ca_refuses_what_the_ak_did_not_certify(make_daemon, pki, tmp_path):
+    """The Device CA issues a vTPM issuer only for a key the device's AK certified for that very
+    request: an ordinary request, or one whose parts were swapped, is refused."""
+    out = tmp_path / "x.pem"
+    key, csr = tmp_path / "k.pem", tmp_path / "plain.csr"
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+        "-out", csr, "-subj", "/CN=not in a TPM")
+    args = ["issue", "--pki", pki["dir"], "--ca", "device", "--profile", "vtpm-issuer", "--out", out,
+            "--passphrase-file", pki["pass"]]
+    r = run(PKI_TOOL, *args, "--csr", csr, check=False)
+    assert r.returncode == 1 and "not a vTPM-issuer request" in r.stderr
+    d = device(make_daemon, pki, tmp_path / "d")
+    bundle = (tmp_path / "d/issuer.csr").read_text()
+    # Another request (an ordinary key's) with the certification of the TPM's key.
+    swapped = tmp_path / "swapped.csr"
+    swapped.write_text(csr.read_text() + bundle.split("-----END CERTIFICATE REQUEST-----\n", 1)[1])
+    r = run(PKI_TOOL, *args, "--csr", swapped, check=False)
+    assert r.returncode == 1 and "the request's self-signature" not in r.stderr, r.stderr
+    assert "not made for this request" in r.stderr, r.stderr
+    # The bundle checked against another PKI's Device CA: its AK certificate is not that CA's.
+    other = tmp_path / "other-pki"
+    run(PKI_TOOL, "init", other, "--passphrase-file", pki["pass"])
+    r = run(PKI_TOOL, "issue", "--pki", other, "--ca", "device", "--profile", "vtpm-issuer", "--out", out,
+            "--passphrase-file", pki["pass"], "--csr", tmp_path / "d/issuer.csr", check=False)
+    assert r.returncode == 1 and "not issued by this Device CA" in r.stderr, r.stderr
+    assert not out.exists()
