@@ -64,8 +64,9 @@ token_pkcs11	no arm64 SoftHSM2 module: apt-get download libsofthsm2:$arch failed
     fi
 fi
 
-# The cross file: the toolchain, and qemu-user to run what the build made (meson test).
-cat >"$out/cross.ini" <<EOF
+# The cross file: the toolchain, and qemu-user to run what the build made (meson test). Replaced
+# only when it changed: meson reconfigures the build whenever it is newer.
+cat >"$out/cross.ini.new" <<EOF
 [binaries]
 c = '$triplet-gcc'
 ar = '$triplet-ar'
@@ -79,6 +80,7 @@ cpu_family = 'aarch64'
 cpu = 'aarch64'
 endian = 'little'
 EOF
+if cmp -s "$out/cross.ini.new" "$out/cross.ini"; then rm "$out/cross.ini.new"; else mv "$out/cross.ini.new" "$out/cross.ini"; fi
 
 echo "== building for $arch (meson in build-$arch/build, the unit tests' targets)"
 start=$(date +%s)
