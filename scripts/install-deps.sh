@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the Debian packages trustme needs to build, run its demo and run its tests.
 # Idempotent: packages already present are not fetched again, and apt-get update runs
-# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci] [--package]
+# only when something is missing. Usage: scripts/install-deps.sh [--bench] [--ci] [--package] [--arm64]
 # The default list is everything scripts/demo.sh and scripts/test.sh use, nothing more:
 # tests/integration/tools.py names the package of every program and module the tests call, and
 # tests/integration/test_tools.py checks that each is in PKGS below.
@@ -25,16 +25,36 @@ BENCH_PKGS="hyperfine runc crun lxc bubblewrap time jq strace iperf3"
 CI_PKGS="clang libclang-rt-14-dev llvm"
 # What scripts/package-test.sh adds: building and checking the Debian packages.
 PACKAGE_PKGS="dpkg-dev debhelper lintian"
+# What scripts/cross-test.sh adds (--arm64; docs/PACKAGING.md): Debian's cross toolchain, qemu-user
+# (/usr/bin/qemu-aarch64, started directly: no binfmt_misc needed) and the arm64 libraries the
+# build links, installed beside the machine's own (multiarch: dpkg --add-architecture arm64). Not
+# libpq-dev, libmicrohttpd-dev, libgnutls28-dev (trustme-fleet, left out: libpq-dev is not
+# Multi-Arch: same, its arm64 package would remove the amd64 one), nor softhsm2 (the same):
+# cross-test.sh unpacks libsofthsm2:arm64 into its build dir; libstdc++6 is what that module needs.
+ARM64_PKGS="crossbuild-essential-arm64 qemu-user file dpkg-dev debhelper"
+ARM64_LIBS="pkg-config libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
+            libp11-kit-dev nettle-dev libcryptsetup-dev libtss2-dev libnftables-dev libarchive-dev
+            libcmocka-dev libstdc++6"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
+arm64=no
 for opt in "$@"; do
     case $opt in
         --bench) PKGS="$PKGS $BENCH_PKGS" ;;
         --ci) PKGS="$PKGS $CI_PKGS" ;;
         --package) PKGS="$PKGS $PACKAGE_PKGS" ;;
-        *) echo "usage: $0 [--bench] [--ci] [--package]" >&2; exit 2 ;;
+        --arm64)
+            arm64=yes
+            PKGS="$PKGS $ARM64_PKGS"
+            for p in $ARM64_LIBS; do PKGS="$PKGS $p:arm64"; done
+            ;;
+        *) echo "usage: $0 [--bench] [--ci] [--package] [--arm64]" >&2; exit 2 ;;
     esac
 done
+if [ "$arm64" = yes ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "install-deps: adding the arm64 architecture (dpkg --add-architecture arm64)"
+    dpkg --add-architecture arm64
+fi
 
 missing=""
 for p in $PKGS; do
@@ -44,6 +64,16 @@ if [ -n "$missing" ]; then
     echo "install-deps: installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
+    if [ "$arm64" = yes ]; then
+        # A package of the other architecture that is not Multi-Arch: same replaces the machine's
+        # own (libpq-dev, softhsm2): refuse, rather than remove what other builds here use.
+        # shellcheck disable=SC2086
+        removed=$(apt-get -o DPkg::Lock::Timeout=600 -s install --no-install-recommends $missing | grep '^Remv') || true
+        if [ -n "$removed" ]; then
+            printf 'install-deps: installing these would remove packages; not done:\n%s\n' "$removed" >&2
+            exit 1
+        fi
+    fi
     # shellcheck disable=SC2086
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >/dev/null
 fi
