@@ -69,23 +69,35 @@ int vtpm_relay_check_command(const uint8_t *cmd, size_t len, tm_err *err)
     return 0;
 }
 
-static int sock_addr(const char *vtpm_dir, const char *uuid, const char *name, struct sockaddr_un *sa, tm_err *err)
+/* The vTPM's pub directory, as an O_PATH fd: its path may be longer than a socket address
+ * holds, so sockets are reached through /proc/self/fd/N/. */
+static int open_pub(const char *vtpm_dir, const char *uuid, tm_err *err)
 {
     if (!uuid || !tm_uuid_valid(uuid))
         return tm_err_set(err, EINVAL, "not a container UUID");
+    char path[4096];
+    if (snprintf(path, sizeof(path), "%s/%s/pub", vtpm_dir, uuid) >= (int)sizeof(path))
+        return tm_err_set(err, ENAMETOOLONG, "the vTPM's path is too long");
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return tm_err_set(err, ENOENT, "container %s has no running vTPM", uuid);
+    return fd;
+}
+
+static int sock_addr(int dirfd, const char *name, struct sockaddr_un *sa)
+{
     *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
-    int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s/pub/%s", vtpm_dir, uuid, name);
-    if (n < 0 || (size_t)n >= sizeof(sa->sun_path))
-        return tm_err_set(err, ENAMETOOLONG, "the vTPM's socket path is too long");
+    snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, name);
     return 0;
 }
 
 int vtpm_relay_connect(const char *vtpm_dir, const char *uuid, tm_err *err)
 {
     struct sockaddr_un sa;
-    int r = sock_addr(vtpm_dir, uuid, "tpm.sock", &sa, err);
-    if (r < 0)
-        return r;
+    _cleanup_close_ int dirfd = open_pub(vtpm_dir, uuid, err);
+    if (dirfd < 0)
+        return dirfd;
+    sock_addr(dirfd, "tpm.sock", &sa);
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tm_err_sys(err, "socket");
@@ -100,11 +112,10 @@ int vtpm_relay_connect(const char *vtpm_dir, const char *uuid, tm_err *err)
 
 int vtpm_relay_event_log(const char *vtpm_dir, const char *uuid, uint8_t **ret, size_t *ret_len, tm_err *err)
 {
-    struct sockaddr_un sa;
-    int r = sock_addr(vtpm_dir, uuid, "event.log", &sa, err);
-    if (r < 0)
-        return r;
-    _cleanup_close_ int fd = open(sa.sun_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    _cleanup_close_ int dirfd = open_pub(vtpm_dir, uuid, err);
+    if (dirfd < 0)
+        return dirfd;
+    _cleanup_close_ int fd = openat(dirfd, "event.log", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return tm_err_set(err, ENOENT, "container %s has no running vTPM", uuid);
     struct stat st;
@@ -150,8 +161,12 @@ void vtpm_relay_flush(const char *vtpm_dir, const char *uuid, const struct vtpm_
 {
     struct sockaddr_un sa;
     tm_err err = {0};
-    if (hs->n == 0 || sock_addr(vtpm_dir, uuid, "tpm.sock", &sa, &err) < 0)
+    if (hs->n == 0)
         return;
+    _cleanup_close_ int dirfd = open_pub(vtpm_dir, uuid, &err);
+    if (dirfd < 0)
+        return;
+    sock_addr(dirfd, "tpm.sock", &sa);
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct timeval tv = {.tv_usec = FLUSH_TIMEOUT_MS * 1000};
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
