@@ -351,3 +351,40 @@ def test_take_ownership_end_to_end(world):
     for v in (lockout, endorsement, owner):
         assert v not in r.stdout + r.stderr + cli_out + a.log()
     print(f"take-ownership took {elapsed:.3f} s")
+
+
+def relay_request(d, uuid, command):
+    """One VtpmRelayRequest to the device's attestation endpoint: the answer's fields."""
+    with Mitm._connect(attest_address(d)) as s:
+        s.sendall(frame(encode({1: [1], 2: [7], 540: [encode({1: [uuid.encode()], 2: [command]})]})))
+        return parse(Mitm._recv(s))
+
+
+def test_relay_carries_only_the_protocols_commands(world):
+    """The network may send anything to the attestation endpoint: the relay carries only the
+    commands the take-ownership protocol uses, ECC key generation only, to a container by UUID."""
+    uuid = world.a.state("pristine")["uuid"]
+    # TPM2_Clear by the lockout hierarchy (empty password session): would wipe the owner's keys.
+    auth = struct.pack(">IHBH", 0x40000009, 0, 0, 0)
+    clear = struct.pack(">HII", 0x8002, 10 + 4 + 4 + len(auth), 0x126) + struct.pack(">I", 0x4000000A) + \
+        struct.pack(">I", len(auth)) + auth
+    answer = relay_request(world.a, uuid, clear)
+    assert 10 in answer and b"is not relayed" in parse(answer[10][0])[2][0]
+    # An RSA primary key (seconds of the vTPM's and tpmd's time) is refused, an ECC one passes.
+    def create_primary(alg):
+        pub = struct.pack(">HHIH", alg, 0x000B, 0x00050072, 0) + bytes(16)
+        body = struct.pack(">I", 0x4000000B) + struct.pack(">I", len(auth)) + auth + struct.pack(">HHH", 4, 0, 0) + \
+            struct.pack(">H", len(pub)) + pub + struct.pack(">HI", 0, 0)
+        return struct.pack(">HII", 0x8002, 10 + len(body), 0x131) + body
+    answer = relay_request(world.a, uuid, create_primary(0x0001))
+    assert 10 in answer and b"only ECC" in parse(answer[10][0])[2][0]
+    # Not a UUID (a path), an unknown container: refused with the reason.
+    read_public = struct.pack(">HII", 0x8001, 14, 0x173) + struct.pack(">I", 0x81010002)
+    answer = relay_request(world.a, "../../tpm", read_public)
+    assert b"needs a container UUID" in parse(answer[10][0])[2][0]
+    answer = relay_request(world.a, "00000000-0000-4000-8000-000000000000", read_public)
+    assert b"has no running vTPM" in parse(answer[10][0])[2][0]
+    # A command it carries gets the vTPM's own answer.
+    answer = relay_request(world.a, uuid, read_public)
+    rsp = parse(answer[541][0])[1][0]
+    assert struct.unpack(">HII", rsp[:10])[2] == 0
