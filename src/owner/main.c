@@ -27,10 +27,12 @@
 #include "attest_opts.h"
 #include "cleanup.h"
 #include "client.h"
+#include "fileio.h"
 #include "hex.h"
 #include "inputs.h"
 #include "makecred.h"
 #include "measurement.h"
+#include "owner_stmt.h"
 #include "refvalues.h"
 #include "relay.h"
 #include "tpm_parse.h"
@@ -775,8 +777,61 @@ out:
     return ret;
 }
 
+/* trustme-owner statement|release: sign one of the owner's statements. */
+static int sign_statement(int argc, char **argv)
+{
+    enum { OPT_KEY = 256, OPT_CONTAINER, OPT_EK, OPT_KIND, OPT_OUT };
+    static const struct option opts[] = {
+        {"owner-key", required_argument, NULL, OPT_KEY}, {"container", required_argument, NULL, OPT_CONTAINER},
+        {"ek", required_argument, NULL, OPT_EK},         {"kind", required_argument, NULL, OPT_KIND},
+        {"out", required_argument, NULL, OPT_OUT},       {NULL, 0, NULL, 0}};
+    bool owner = strcmp(argv[1], "statement") == 0;
+    const char *key = NULL, *out = NULL, *kind = NULL;
+    struct owner_stmt s = {.type = owner ? OWNER_STMT_OWNER : OWNER_STMT_RELEASE};
+    bool have_ek = false;
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_KEY: key = optarg; break;
+        case OPT_OUT: out = optarg; break;
+        case OPT_KIND: kind = optarg; break;
+        case OPT_CONTAINER:
+            if (!tm_uuid_valid(optarg))
+                return usage_error("--container: expected a UUID");
+            snprintf(s.container, sizeof(s.container), "%s", optarg);
+            break;
+        case OPT_EK:
+            if (tm_hex_decode_str(optarg, s.ek, sizeof(s.ek), TM_HEX_ANY_CASE, NULL) < 0 || s.ek[0] || s.ek[1] != 0x0b)
+                return usage_error("--ek: expected the EK's TPM name, 68 hex digits (000b...)");
+            have_ek = true;
+            break;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (optind != argc || !key || !out || !s.container[0] || !have_ek)
+        return usage_error("%s needs --owner-key, --container, --ek and --out", argv[1]);
+    if (owner) {
+        if (!kind || (strcmp(kind, "mandatory") != 0 && strcmp(kind, "discretionary") != 0))
+            return usage_error("--kind mandatory|discretionary is required");
+        s.mandatory = strcmp(kind, "mandatory") == 0;
+    } else if (kind) {
+        return usage_error("a release has no --kind");
+    }
+    tm_err err = {0};
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    if (owner_stmt_sign(&s, key, &text, &len, &err) < 0 || write_file_atomic(out, text, len, 0644, &err) < 0) {
+        fprintf(stderr, "trustme-owner: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && (strcmp(argv[1], "statement") == 0 || strcmp(argv[1], "release") == 0))
+        return sign_statement(argc, argv);
     struct options o = {0};
     int r = parse_options(argc, argv, &o);
     if (r)

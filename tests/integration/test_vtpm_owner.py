@@ -388,3 +388,63 @@ def test_relay_carries_only_the_protocols_commands(world):
     answer = relay_request(world.a, uuid, read_public)
     rsp = parse(answer[541][0])[1][0]
     assert struct.unpack(">HII", rsp[:10])[2] == 0
+
+
+def owner_tool(*args):
+    return subprocess.run([OWNER, *map(str, args)], capture_output=True, text=True, timeout=30)
+
+
+def test_mandatory_owner_release(world, tmp_path):
+    """A mandatory owner's vTPM is reset, wiped or removed only with a release statement signed
+    by that owner, naming this container and its EK."""
+    a = world.a
+    r, auth = take(world, "mand")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ek = json.loads(auth.read_text())["ek_name"]
+    uuid = a.state("mand")["uuid"]
+    keys = {}
+    for who in ("owner", "other"):
+        keys[who] = tmp_path / f"{who}.pem"
+        subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                        keys[who]], check=True, capture_output=True)
+
+    def statement(key, kind="mandatory", ek=ek, container=uuid, verb="statement"):
+        out = tmp_path / f"{verb}-{time.monotonic_ns()}"
+        extra = ["--kind", kind] if verb == "statement" else []
+        r = owner_tool(verb, "--owner-key", key, "--container", container, "--ek", ek, *extra, "--out", out)
+        assert r.returncode == 0, r.stderr
+        return out
+
+    # Refused: another EK, another container, an edited statement, no statement at all.
+    other_ek = "000b" + "11" * 32
+    for bad, why in ((statement(keys["owner"], ek=other_ek), "another EK"),
+                     (statement(keys["owner"], container=world.a.state("own")["uuid"]), "another container")):
+        r = a.cli("vtpm", "owner", "mand", bad, check=False)
+        assert r.returncode != 0 and why in r.stderr, r.stderr
+    good = statement(keys["owner"])
+    edited = tmp_path / "edited"
+    edited.write_text(good.read_text().replace("kind mandatory", "kind discretionary"))
+    r = a.cli("vtpm", "owner", "mand", edited, check=False)
+    assert r.returncode != 0 and "does not verify" in r.stderr, r.stderr
+    a.cli("vtpm", "owner", "mand", good)
+    info = json.loads(a.cli("vtpm", "info", "--json", "mand").stdout)
+    assert info["owner"]["kind"] == "mandatory"
+    # Another key cannot take the record over.
+    r = a.cli("vtpm", "owner", "mand", statement(keys["other"], kind="discretionary"), check=False)
+    assert r.returncode != 0 and "mandatory owner" in r.stderr, r.stderr
+    a.cli("stop", "mand")
+    # Without a release: reset, wipe and remove are refused, and the refusal is audited.
+    for args in (("vtpm", "reset", "mand"), ("wipe", "mand"), ("remove", "mand")):
+        r = a.cli(*args, check=False)
+        assert r.returncode != 0 and "mandatory owner" in r.stderr, (args, r.stderr)
+    assert any(e.get("event") == "vtpm.reset" and e.get("result") == "fail" for e in a.audit_events())
+    # A release by another key, or for another EK: refused.
+    for bad in (statement(keys["other"], verb="release"), statement(keys["owner"], ek=other_ek, verb="release")):
+        r = a.cli("vtpm", "reset", "--release", bad, "mand", check=False)
+        assert r.returncode != 0 and "release is refused" in r.stderr, r.stderr
+    assert json.loads(a.cli("vtpm", "info", "--json", "mand").stdout)["eks"] != []
+    # The owner's release: the vTPM is reset, and its owner record goes with it.
+    a.cli("vtpm", "reset", "--release", statement(keys["owner"], verb="release"), "mand")
+    info = json.loads(a.cli("vtpm", "info", "--json", "mand").stdout)
+    assert info["eks"] == [] and "owner" not in info
+    assert "owner:     none recorded" in a.cli("vtpm", "info", "mand").stdout

@@ -10,6 +10,7 @@
  * digest is anchored: one NV write per vTPM run. A vTPM that dies while its container runs is
  * started again with the key trustmed keeps (locked memory) for exactly that. */
 #include "vtpm.h"
+#include "vtpm_owner.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -647,6 +648,7 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     ek_record_path(c, dir, sizeof(dir));
     if (unlink(dir) < 0 && errno != ENOENT)
         return tm_err_sys(err, "cannot remove %s", dir);
+    vtpm_owner_forget(c); /* the owner's keys went with the state */
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
