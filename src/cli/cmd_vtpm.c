@@ -116,7 +116,7 @@ int cmd_vtpm_owner(struct cli *cli, const struct cli_args *a)
     if (r)
         return r;
     trustme__response__free_unpacked(resp, NULL);
-    printf("the vTPM owner of %s is recorded\n", a->argv[0]);
+    printf("recorded for the vTPM of %s\n", a->argv[0]);
     return 0;
 }
 

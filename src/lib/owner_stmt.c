@@ -17,7 +17,9 @@
 
 static const char *magic(enum owner_stmt_type t)
 {
-    return t == OWNER_STMT_OWNER ? "trustme-vtpm-owner-v1" : "trustme-vtpm-release-v1";
+    return t == OWNER_STMT_OWNER     ? "trustme-vtpm-owner-v1"
+           : t == OWNER_STMT_RELEASE ? "trustme-vtpm-release-v1"
+                                     : "trustme-vtpm-refs-v1";
 }
 
 /* The next line, which must be "KEY VALUE": value copied to out (at most size - 1 chars). */
@@ -81,6 +83,9 @@ int owner_stmt_parse(const char *text, size_t len, const uint8_t *key, size_t ke
     } else if (len > 24 && memcmp(text, "trustme-vtpm-release-v1\n", 24) == 0) {
         s.type = OWNER_STMT_RELEASE;
         mlen = 24;
+    } else if (len > 21 && memcmp(text, "trustme-vtpm-refs-v1\n", 21) == 0) {
+        s.type = OWNER_STMT_REFS;
+        mlen = 21;
     } else {
         return tm_err_set(err, EBADMSG, "not a vTPM owner or release statement");
     }
@@ -109,7 +114,20 @@ int owner_stmt_parse(const char *text, size_t len, const uint8_t *key, size_t ke
         key = s.key;
         key_len = s.key_len;
     } else if (!key) {
-        return tm_err_set(err, EKEYREJECTED, "no owner key to check the release with");
+        return tm_err_set(err, EKEYREJECTED, "no owner key to check the statement with");
+    }
+    while (s.type == OWNER_STMT_REFS && (size_t)(end - p) > 6 && memcmp(p, "value ", 6) == 0) {
+        char v[TM_EVENT_TYPE_MAX + 70], *sp;
+        if ((r = field(&p, end, "value", v, sizeof(v), err)) < 0)
+            return r;
+        if (s.nrefs == OWNER_REFS_MAX)
+            return tm_err_set(err, EBADMSG, "more than %d values", OWNER_REFS_MAX);
+        struct owner_ref *ref = &s.refs[s.nrefs++];
+        if (!(sp = strchr(v, ' ')) || (size_t)(sp - v) > TM_EVENT_TYPE_MAX || sp == v || strlen(sp + 1) != 64 ||
+            tm_hex_decode(sp + 1, 64, ref->sha256, 32, 0, NULL) < 0)
+            return tm_err_set(err, EBADMSG, "a value is not \"value TYPE SHA256-HEX\"");
+        memcpy(ref->type, v, (size_t)(sp - v));
+        ref->type[sp - v] = '\0';
     }
     size_t signed_len = (size_t)(p - text);
     uint8_t sig[SIG_MAX];
@@ -158,6 +176,13 @@ int owner_stmt_sign(const struct owner_stmt *s, const char *key_path, char **ret
                 ? snprintf(body, sizeof(body), "%s\ncontainer %s\nek %s\nkind %s\nkey %s\n", magic(s->type),
                            s->container, ek, s->mandatory ? "mandatory" : "discretionary", spki_hex)
                 : snprintf(body, sizeof(body), "%s\ncontainer %s\nek %s\n", magic(s->type), s->container, ek);
+    for (size_t i = 0; s->type == OWNER_STMT_REFS && i < s->nrefs && i < OWNER_REFS_MAX; i++) {
+        char hex[65];
+        tm_hex(s->refs[i].sha256, 32, hex);
+        n += snprintf(body + n, sizeof(body) - (size_t)n, "value %s %s\n", s->refs[i].type, hex);
+        if ((size_t)n >= sizeof(body))
+            return tm_err_set(err, E2BIG, "too many values");
+    }
     uint8_t sig[SIG_MAX];
     size_t sig_len = sizeof(sig);
     EVP_MD_CTX *md = EVP_MD_CTX_new();

@@ -20,11 +20,21 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "measurement.h"
 
-#define OWNER_STMT_MAX 4096
+#define OWNER_STMT_MAX 16384
 #define OWNER_KEY_MAX 160
+#define OWNER_REFS_MAX 128
 
-enum owner_stmt_type { OWNER_STMT_OWNER, OWNER_STMT_RELEASE };
+/* The third kind, the owner's reference values for its container: "trustme-vtpm-refs-v1",
+ * container, ek, then one "value TYPE SHA256-HEX" line per approved measurement, and the
+ * signature, checked with the recorded owner's key. */
+enum owner_stmt_type { OWNER_STMT_OWNER, OWNER_STMT_RELEASE, OWNER_STMT_REFS };
+
+struct owner_ref {
+    char type[TM_EVENT_TYPE_MAX + 1];
+    uint8_t sha256[32];
+};
 
 struct owner_stmt {
     enum owner_stmt_type type;
@@ -33,10 +43,12 @@ struct owner_stmt {
     bool mandatory; /* owner statements */
     uint8_t key[OWNER_KEY_MAX]; /* owner statements: the owner's SubjectPublicKeyInfo (DER) */
     size_t key_len;
+    struct owner_ref refs[OWNER_REFS_MAX]; /* reference values */
+    size_t nrefs;
 };
 
-/* Parse strictly and verify the signature: an owner statement with its own key, a release with
- * key (the owner's, from its owner statement). -EBADMSG malformed, -EKEYREJECTED a signature
+/* Parse strictly and verify the signature: an owner statement with its own key, a release or
+ * reference values with key (the owner's, from its owner statement). -EBADMSG malformed, -EKEYREJECTED a signature
  * that does not verify; err says which. */
 int owner_stmt_parse(const char *text, size_t len, const uint8_t *key, size_t key_len, struct owner_stmt *ret,
                      tm_err *err);

@@ -780,14 +780,18 @@ out:
 /* trustme-owner statement|release: sign one of the owner's statements. */
 static int sign_statement(int argc, char **argv)
 {
-    enum { OPT_KEY = 256, OPT_CONTAINER, OPT_EK, OPT_KIND, OPT_OUT };
-    static const struct option opts[] = {
-        {"owner-key", required_argument, NULL, OPT_KEY}, {"container", required_argument, NULL, OPT_CONTAINER},
-        {"ek", required_argument, NULL, OPT_EK},         {"kind", required_argument, NULL, OPT_KIND},
-        {"out", required_argument, NULL, OPT_OUT},       {NULL, 0, NULL, 0}};
-    bool owner = strcmp(argv[1], "statement") == 0;
+    enum { OPT_KEY = 256, OPT_CONTAINER, OPT_EK, OPT_KIND, OPT_OUT, OPT_VALUE };
+    static const struct option opts[] = {{"owner-key", required_argument, NULL, OPT_KEY},
+                                         {"container", required_argument, NULL, OPT_CONTAINER},
+                                         {"ek", required_argument, NULL, OPT_EK},
+                                         {"kind", required_argument, NULL, OPT_KIND},
+                                         {"out", required_argument, NULL, OPT_OUT},
+                                         {"value", required_argument, NULL, OPT_VALUE},
+                                         {NULL, 0, NULL, 0}};
+    bool owner = strcmp(argv[1], "statement") == 0, refs = strcmp(argv[1], "refs") == 0;
     const char *key = NULL, *out = NULL, *kind = NULL;
-    struct owner_stmt s = {.type = owner ? OWNER_STMT_OWNER : OWNER_STMT_RELEASE};
+    static struct owner_stmt s;
+    s.type = owner ? OWNER_STMT_OWNER : refs ? OWNER_STMT_REFS : OWNER_STMT_RELEASE;
     bool have_ek = false;
     int c;
     optind = 2;
@@ -796,6 +800,20 @@ static int sign_statement(int argc, char **argv)
         case OPT_KEY: key = optarg; break;
         case OPT_OUT: out = optarg; break;
         case OPT_KIND: kind = optarg; break;
+        case OPT_VALUE: {
+            /* TYPE=SHA256-HEX */
+            const char *eq = strchr(optarg, '=');
+            struct owner_ref *v = &s.refs[s.nrefs];
+            if (!refs || s.nrefs == OWNER_REFS_MAX || !eq || eq == optarg ||
+                (size_t)(eq - optarg) > TM_EVENT_TYPE_MAX ||
+                tm_hex_decode_str(eq + 1, v->sha256, 32, TM_HEX_ANY_CASE, NULL) < 0)
+                return usage_error("--value: expected TYPE=SHA256 (64 hex digits), with refs, at most %d",
+                                   OWNER_REFS_MAX);
+            memcpy(v->type, optarg, (size_t)(eq - optarg));
+            v->type[eq - optarg] = '\0';
+            s.nrefs++;
+            break;
+        }
         case OPT_CONTAINER:
             if (!tm_uuid_valid(optarg))
                 return usage_error("--container: expected a UUID");
@@ -816,8 +834,10 @@ static int sign_statement(int argc, char **argv)
             return usage_error("--kind mandatory|discretionary is required");
         s.mandatory = strcmp(kind, "mandatory") == 0;
     } else if (kind) {
-        return usage_error("a release has no --kind");
+        return usage_error("only a statement has a --kind");
     }
+    if (refs && s.nrefs == 0)
+        return usage_error("refs needs at least one --value TYPE=SHA256");
     tm_err err = {0};
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
@@ -830,7 +850,8 @@ static int sign_statement(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (strcmp(argv[1], "statement") == 0 || strcmp(argv[1], "release") == 0))
+    if (argc > 1 &&
+        (strcmp(argv[1], "statement") == 0 || strcmp(argv[1], "release") == 0 || strcmp(argv[1], "refs") == 0))
         return sign_statement(argc, argv);
     struct options o = {0};
     int r = parse_options(argc, argv, &o);

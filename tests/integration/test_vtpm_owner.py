@@ -432,6 +432,25 @@ def test_mandatory_owner_release(world, tmp_path):
     # Another key cannot take the record over.
     r = a.cli("vtpm", "owner", "mand", statement(keys["other"], kind="discretionary"), check=False)
     assert r.returncode != 0 and "mandatory owner" in r.stderr, r.stderr
+    # The owner's reference values for its container: measure -> verify -> extend at every start.
+    values = [f"{typ}={sha}" for _, typ, sha, _ in (x.split(" ", 3) for x in container_log(a, "mand").splitlines())]
+
+    def refs(vals, key=keys["owner"]):
+        out = tmp_path / f"refs-{time.monotonic_ns()}"
+        r = owner_tool("refs", "--owner-key", key, "--container", uuid, "--ek", ek,
+                       *[x for v in vals for x in ("--value", v)], "--out", out)
+        assert r.returncode == 0, r.stderr
+        return out
+    r = a.cli("vtpm", "owner", "mand", refs(values, keys["other"]), check=False)
+    assert r.returncode != 0 and "does not verify" in r.stderr, r.stderr
+    a.cli("vtpm", "owner", "mand", refs(["container-config=" + "00" * 32]))
+    a.cli("stop", "mand")
+    r = start(a, "mand", check=False)
+    assert r.returncode != 0
+    assert "not one of the vTPM owner's reference values" in a.state("mand")["last_error"], a.state("mand")
+    assert any(e.get("event") == "vtpm.refs" and e.get("result") == "fail" for e in a.audit_events())
+    a.cli("vtpm", "owner", "mand", refs(values))
+    start(a, "mand")
     a.cli("stop", "mand")
     # Without a release: reset, wipe and remove are refused, and the refusal is audited.
     for args in (("vtpm", "reset", "mand"), ("wipe", "mand"), ("remove", "mand")):

@@ -184,7 +184,7 @@ void cmd_vtpm_owner(struct conn *conn, uint64_t id, const Trustme__Request *req)
     struct container *c = commands_lookup(conn, id, rq->id);
     if (!c)
         return;
-    struct owner_stmt s;
+    static struct owner_stmt s; /* large; the loop is single-threaded */
     tm_err err = {0};
     if (!rq->has_statement || vtpm_owner_install(c, rq->statement.data, rq->statement.len, &s, &err) < 0) {
         if (!rq->has_statement)
@@ -195,8 +195,11 @@ void cmd_vtpm_owner(struct conn *conn, uint64_t id, const Trustme__Request *req)
     }
     char key_hex[65];
     tm_sha256_hex(s.key, s.key_len, key_hex);
-    daemon_audit(c->d, "vtpm.owner", "ok", c, NULL, "%s owner, key %s", s.mandatory ? "mandatory" : "discretionary",
-                 key_hex);
+    if (s.type == OWNER_STMT_REFS)
+        daemon_audit(c->d, "vtpm.owner", "ok", c, NULL, "the owner's reference values, %zu values", s.nrefs);
+    else
+        daemon_audit(c->d, "vtpm.owner", "ok", c, NULL, "%s owner, key %s", s.mandatory ? "mandatory" : "discretionary",
+                     key_hex);
     Trustme__Ok ok = TRUSTME__OK__INIT;
     Trustme__Response out = TRUSTME__RESPONSE__INIT;
     out.body_case = TRUSTME__RESPONSE__BODY_OK;

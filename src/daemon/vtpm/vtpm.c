@@ -608,6 +608,11 @@ int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn 
     struct vtpm *v = vtpm_of(c);
     if (!v)
         return tm_err_set(err, ENOMEM, "out of memory");
+    /* Measured already; verified against the owner's values before anything is extended. */
+    if ((r = vtpm_owner_check_events(c, v->log, err)) < 0) {
+        daemon_audit(c->d, "vtpm.refs", "fail", c, NULL, "%s", err->msg);
+        return r;
+    }
     secret_free(v->key);
     v->key = NULL;
     if ((r = secret_new(VTPM_KEY_LEN, &v->key, err)) < 0)
