@@ -353,7 +353,7 @@ static int check_container_log(const char *log, const struct refvalues *refs, ui
         memcpy(line, p, len);
         line[len] = '\0';
         p = eol + 1;
-        char type[TM_EVENT_TYPE_MAX + 2], shahex[66];
+        char type[TM_EVENT_TYPE_MAX + 3], shahex[66];
         unsigned pcr;
         int off = 0;
         if (sscanf(line, "%2u %33s %65s %n", &pcr, type, shahex, &off) != 3 || off <= 0 || pcr >= 24 ||
@@ -392,7 +392,7 @@ static int check_container_log(const char *log, const struct refvalues *refs, ui
     for (size_t i = 0; i < refs->n_required; i++) {
         bool seen = false;
         for (const char *q = log; q && *q && !seen; q = strchr(q, '\n'), q = q ? q + 1 : NULL) {
-            char type[TM_EVENT_TYPE_MAX + 2], shahex[66];
+            char type[TM_EVENT_TYPE_MAX + 3], shahex[66];
             unsigned pcr;
             int off = 0;
             const char *eol = strchr(q, '\n');

@@ -236,7 +236,7 @@ def test_refused_for_an_unapproved_device(world):
 def test_refused_for_a_container_not_approved(world):
     r, auth = take(world, "pristine", crefs=world.cbad)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert line(r.stdout, "vTPM quote")[0] == "ok", r.stdout
+    assert line(r.stdout, "vTPM quote")[0] == "ok", r.stdout + r.stderr
     status, detail = line(r.stdout, "container reference values")
     assert status == "FAIL" and "container-config" in detail, r.stdout
     assert not auth.exists()
@@ -265,7 +265,7 @@ def test_refused_for_a_replayed_response(world, which):
     m = Mitm(attest_address(world.a))
     try:
         r, _ = take(world, "pristine", target=m.address, crefs=world.cbad)
-        assert line(r.stdout, "vTPM quote")[0] == "ok", r.stdout
+        assert line(r.stdout, "vTPM quote")[0] == "ok", r.stdout + r.stderr
         recorded = list(m.recorded)
     finally:
         m.close()
