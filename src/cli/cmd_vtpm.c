@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "cli.h"
+#include "fileio.h"
 #include "json_cleanup.h"
+#include "owner_stmt.h"
 
 /* An EK certificate's subject and issuer (one line each, RFC 2253), and its PEM; false when it
  * does not parse. */
@@ -96,6 +99,9 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
         }
         if (o && eks)
             json_object_set_new(o, "eks", eks);
+        if (o && v->owner_kind)
+            json_object_set_new(o, "owner",
+                                json_pack("{s:s,s:s?}", "kind", v->owner_kind, "key_sha256", v->owner_key_sha256));
         json_dumpf(o, stdout, JSON_PRETTY_FLAGS);
         putchar('\n');
         json_decref(o);
@@ -123,16 +129,66 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
                 printf("  cert:    none (issued once the device has a vTPM issuer: docs/VTPM.md)\n");
             free(pem);
         }
+        if (v->owner_kind)
+            printf("owner:     %s, key SHA-256 %s\n", v->owner_kind, v->owner_key_sha256 ? v->owner_key_sha256 : "?");
+        else
+            printf("owner:     none recorded\n");
     }
     trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* A statement file of the owner's, for a VtpmOwnerRequest. */
+static int statement_request(Trustme__Request *req, Trustme__VtpmOwnerRequest *rq, const char *id, const char *path,
+                             char **ret_data)
+{
+    tm_err err = {0};
+    size_t len = 0;
+    if (read_file(path, OWNER_STMT_MAX, ret_data, &len, &err) < 0) {
+        fprintf(stderr, "trustme: %s\n", err.msg);
+        return 1;
+    }
+    trustme__vtpm_owner_request__init(rq);
+    rq->id = (char *)id;
+    rq->has_statement = true;
+    rq->statement = (ProtobufCBinaryData){len, (uint8_t *)*ret_data};
+    trustme__request__init(req);
+    return 0;
+}
+
+int cmd_vtpm_owner(struct cli *cli, const struct cli_args *a)
+{
+    Trustme__VtpmOwnerRequest rq;
+    Trustme__Request req;
+    _cleanup_free_ char *data = NULL;
+    if (statement_request(&req, &rq, a->argv[0], a->argv[1], &data))
+        return 1;
+    req.body_case = TRUSTME__REQUEST__BODY_VTPM_OWNER;
+    req.vtpm_owner = &rq;
+    Trustme__Response *resp;
+    int r = cli_call(cli, &req, &resp);
+    if (r)
+        return r;
+    trustme__response__free_unpacked(resp, NULL);
+    printf("recorded for the vTPM of %s\n", a->argv[0]);
     return 0;
 }
 
 int cmd_vtpm_reset(struct cli *cli, const struct cli_args *a)
 {
     Trustme__ContainerRef ref;
+    Trustme__VtpmOwnerRequest rq;
     Trustme__Request req;
-    vtpm_request(&req, &ref, true, a->argv[0]);
+    _cleanup_free_ char *data = NULL;
+    const char *release = cli_value(a, "release");
+    if (release) {
+        if (statement_request(&req, &rq, a->argv[0], release, &data))
+            return 1;
+        req.body_case = TRUSTME__REQUEST__BODY_VTPM_RESET_RELEASED;
+        req.vtpm_reset_released = &rq;
+    } else {
+        vtpm_request(&req, &ref, true, a->argv[0]);
+    }
     Trustme__Response *resp;
     int r = cli_call(cli, &req, &resp);
     if (r)

@@ -50,6 +50,12 @@ static const struct cli_opt logs_opts[] = {
      false},
     {0}};
 static const struct cli_opt pin_file_opts[] = {OPT_PIN_FILE("the secrets"), {0}};
+static const struct cli_opt vtpm_reset_opts[] = {
+    {"release", 0, CLI_FILE, "FILE",
+     "the release statement its mandatory owner signed (trustme-owner release): without it a mandatory owner's "
+     "vTPM is not reset",
+     false},
+    {0}};
 static const struct cli_opt wipe_opts[] = {OPT_PIN_FILE("a PKCS#11 token's PIN, to destroy its key object too"), {0}};
 static const struct cli_opt iface_assign_opts[] = {{"persistent", 0, CLI_NONE, NULL,
                                                     "also add it to the config's network.interfaces (not for a "
@@ -201,7 +207,21 @@ const struct cli_verb cli_verbs[] = {
     {"vtpm info", "CONTAINER", "a container's vTPM: running, its state's digest and its TPM anchor", "docs/VTPM.md",
      json_opts, 1, 1, C1, false, H(cmd_vtpm_info)},
     {"vtpm reset", "CONTAINER", "delete a stopped container's vTPM state and its anchor",
-     "Its keys are gone; the next start makes a new vTPM (docs/VTPM.md).", NULL, 1, 1, C1, false, H(cmd_vtpm_reset)},
+     "Its keys are gone; the next start makes a new vTPM. A mandatory owner's vTPM needs that owner's "
+     "--release (docs/VTPM.md).",
+     vtpm_reset_opts, 1, 1, C1, false, H(cmd_vtpm_reset)},
+    {"vtpm owner",
+     "CONTAINER STATEMENT",
+     "record the vTPM owner's signed statement (mandatory or discretionary owner)",
+     "STATEMENT is what the owner's trustme-owner statement wrote; it must name this container and its "
+     "vTPM's EK. A mandatory owner's vTPM is then reset, wiped or removed only with its release "
+     "(docs/VTPM.md).",
+     NULL,
+     2,
+     2,
+     {CLI_CONTAINER, CLI_FILE},
+     false,
+     H(cmd_vtpm_owner)},
     {"iface assign",
      "CONTAINER IFACE",
      "move the host's network interface IFACE into a running container",

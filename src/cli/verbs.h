@@ -73,6 +73,7 @@ int cmd_wipe(struct cli *cli, const struct cli_args *a);
 int cmd_remove(struct cli *cli, const struct cli_args *a);
 int cmd_vtpm_info(struct cli *cli, const struct cli_args *a);
 int cmd_vtpm_reset(struct cli *cli, const struct cli_args *a);
+int cmd_vtpm_owner(struct cli *cli, const struct cli_args *a);
 int cmd_iface_assign(struct cli *cli, const struct cli_args *a);
 int cmd_iface_unassign(struct cli *cli, const struct cli_args *a);
 int cmd_guestos_install(struct cli *cli, const struct cli_args *a);

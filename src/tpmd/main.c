@@ -52,6 +52,8 @@ static void usage(FILE *out)
             "  --boot-pcr N            PCR of the virtualization layer (default 12)\n"
             "  --runtime-pcr N         PCR of GuestOSes and container configs (default 11)\n"
             "  --log-level LEVEL       error, warn, info (default) or debug\n"
+            "  --vtpm-dir DIR          the containers' vTPMs (DIR/UUID/pub/tpm.sock): the attestation\n"
+            "                          endpoint relays TPM commands to them (docs/VTPM.md); none: no relay\n"
             "  -h, --help              this text\n",
             ATTEST_DEFAULT_ADDRESS);
 }
@@ -68,7 +70,7 @@ static int parse_pcr(const char *s, uint32_t *ret)
 }
 
 struct options {
-    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state, *recovery_out;
+    const char *data_dir, *run_dir, *tcti, *swtpm, *attest_address, *swtpm_state, *recovery_out, *vtpm_dir;
     uint32_t boot_pcr, runtime_pcr;
     enum tm_log_level level;
     bool swtpm_log;
@@ -87,7 +89,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         OPT_LOG,
         OPT_SWTPM_LOG,
         OPT_SWTPM_STATE,
-        OPT_RECOVERY_OUT
+        OPT_RECOVERY_OUT,
+        OPT_VTPM_DIR
     };
     static const struct option opts[] = {{"data-dir", required_argument, NULL, OPT_DATA},
                                          {"run-dir", required_argument, NULL, OPT_RUN},
@@ -101,6 +104,7 @@ static int parse_args(int argc, char **argv, struct options *o)
                                          {"swtpm-log", no_argument, NULL, OPT_SWTPM_LOG},
                                          {"swtpm-state", required_argument, NULL, OPT_SWTPM_STATE},
                                          {"recovery-key-out", required_argument, NULL, OPT_RECOVERY_OUT},
+                                         {"vtpm-dir", required_argument, NULL, OPT_VTPM_DIR},
                                          {NULL, 0, NULL, 0}};
     *o = (struct options){.tcti = "embedded",
                           .swtpm = "swtpm",
@@ -119,6 +123,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case OPT_SWTPM_STATE: o->swtpm_state = optarg; break;
         case OPT_RECOVERY_OUT: o->recovery_out = optarg; break;
         case OPT_ATTEST: o->attest_address = optarg; break;
+        case OPT_VTPM_DIR: o->vtpm_dir = optarg; break;
         case OPT_BOOT:
         case OPT_RUNTIME:
             if (parse_pcr(optarg, c == OPT_BOOT ? &o->boot_pcr : &o->runtime_pcr) < 0) {
@@ -145,7 +150,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         return -EINVAL;
     }
     if (strlen(o->data_dir) > DIR_ARG_MAX || strlen(o->run_dir) > DIR_ARG_MAX || !*o->tcti ||
-        (o->swtpm_state && strlen(o->swtpm_state) > DIR_ARG_MAX)) {
+        (o->swtpm_state && strlen(o->swtpm_state) > DIR_ARG_MAX) ||
+        (o->vtpm_dir && strlen(o->vtpm_dir) > DIR_ARG_MAX)) {
         fprintf(stderr,
                 "trustme-tpmd: directory names are limited to %d bytes, the TCTI must "
                 "not be empty\n",
@@ -336,6 +342,7 @@ int main(int argc, char **argv)
     snprintf(recovery_out, sizeof(recovery_out), "%s/recovery-key", o.run_dir);
     struct tpmd d = {.data_dir = o.data_dir,
                      .run_dir = o.run_dir,
+                     .vtpm_dir = o.vtpm_dir,
                      .boot_pcr = o.boot_pcr,
                      .recovery_out = o.recovery_out ? o.recovery_out : recovery_out,
                      .runtime_pcr = o.runtime_pcr,

@@ -18,6 +18,7 @@ struct attest_server;
 struct tpmd {
     const char *data_dir;
     const char *run_dir;
+    const char *vtpm_dir; /* the containers' vTPMs (<trustmed run>/vtpm), NULL: no relay */
     const char *tcti; /* what tpmd talks to (the swtpm's TCTI when embedded) */
     const char *recovery_out; /* where the recovery key goes, out of the data dir */
     bool embedded;

@@ -27,6 +27,7 @@
 #include "session.h"
 #include "tokens.h"
 #include "vtpm.h"
+#include "vtpm_owner.h"
 
 struct container *commands_lookup(struct conn *conn, uint64_t id, const char *ref)
 {
@@ -130,10 +131,20 @@ static bool is_stopped(struct conn *conn, uint64_t id, const struct container *c
     return false;
 }
 
+/* A mandatory vTPM owner's container is destroyed only after its release (docs/VTPM.md). */
+static bool vtpm_owner_allows(struct conn *conn, uint64_t id, const struct container *c)
+{
+    tm_err err = {0};
+    if (vtpm_owner_may_destroy(c, NULL, 0, &err) == 0)
+        return true;
+    conn_send_error(conn, id, EPERM, "%s", err.msg);
+    return false;
+}
+
 void cmd_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     struct container *c = commands_lookup(conn, id, req->remove->id);
-    if (!c || !is_stopped(conn, id, c, "removing it"))
+    if (!c || !is_stopped(conn, id, c, "removing it") || !vtpm_owner_allows(conn, id, c))
         return;
     /* Remove is wipe, then delete: the token and the wrapped key are destroyed, not just unlinked. */
     tokens_wipe(conn_reply_to(conn, id), c, NULL, true);
@@ -143,7 +154,7 @@ void cmd_wipe(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
     const Trustme__WipeRequest *rq = req->wipe;
     struct container *c = commands_lookup(conn, id, rq->id);
-    if (!c || !is_stopped(conn, id, c, "wiping it"))
+    if (!c || !is_stopped(conn, id, c, "wiping it") || !vtpm_owner_allows(conn, id, c))
         return;
     if (vtpm_busy(c)) /* its state would be anchored again after the wipe reset it */
         conn_send_error(conn, id, EBUSY, "%s's vTPM is still saving its state; wipe it again in a moment",

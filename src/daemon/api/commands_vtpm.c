@@ -12,6 +12,7 @@
 #include "reply.h"
 #include "state.h"
 #include "vtpm.h"
+#include "vtpm_owner.h"
 
 /* The request, while tpmd answers: the client and the container, looked up again by uuid. */
 struct vtpm_req {
@@ -92,6 +93,14 @@ static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp
     }
     info.n_eks = n_eks;
     info.eks = ek_ptrs;
+    struct owner_stmt owner;
+    tm_err oerr = {0};
+    char key_hex[65] = "";
+    if (vtpm_owner_read(c, &owner, &oerr) == 0) {
+        info.owner_kind = owner.mandatory ? "mandatory" : "discretionary";
+        tm_sha256_hex(owner.key, owner.key_len, key_hex);
+        info.owner_key_sha256 = key_hex;
+    }
     Trustme__Response out = TRUSTME__RESPONSE__INIT;
     out.body_case = TRUSTME__RESPONSE__BODY_VTPM_INFO;
     out.vtpm_info = &info;
@@ -133,11 +142,17 @@ static void on_reset(struct daemon *d, const Trustme__Tpmd__Response *resp, cons
     free(r);
 }
 
-void cmd_vtpm_reset(struct conn *conn, uint64_t id, const Trustme__Request *req)
+static void reset(struct conn *conn, uint64_t id, const char *name, const ProtobufCBinaryData *release)
 {
-    struct container *c = commands_lookup(conn, id, req->vtpm_reset->id);
+    struct container *c = commands_lookup(conn, id, name);
     if (!c)
         return;
+    tm_err oerr = {0};
+    if (vtpm_owner_may_destroy(c, release ? release->data : NULL, release ? release->len : 0, &oerr) < 0) {
+        daemon_audit(c->d, "vtpm.reset", "fail", c, NULL, "%s", oerr.msg);
+        conn_send_error(conn, id, EPERM, "%s", oerr.msg);
+        return;
+    }
     if (state_is_active(c->state)) {
         conn_send_error(conn, id, EBUSY, "%s is %s; stop it before resetting its vTPM (trustme stop %s)", c->cfg->name,
                         state_name(c->state), c->cfg->name);
@@ -151,4 +166,45 @@ void cmd_vtpm_reset(struct conn *conn, uint64_t id, const Trustme__Request *req)
         conn_send_error(conn, id, err.code ? err.code : EIO, "%s", err.msg);
         free(r);
     }
+}
+
+void cmd_vtpm_reset(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    reset(conn, id, req->vtpm_reset->id, NULL);
+}
+
+void cmd_vtpm_reset_released(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__VtpmOwnerRequest *rq = req->vtpm_reset_released;
+    ProtobufCBinaryData none = {0};
+    reset(conn, id, rq->id, rq->has_statement ? &rq->statement : &none);
+}
+
+void cmd_vtpm_owner(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__VtpmOwnerRequest *rq = req->vtpm_owner;
+    struct container *c = commands_lookup(conn, id, rq->id);
+    if (!c)
+        return;
+    static struct owner_stmt s; /* large; the loop is single-threaded */
+    tm_err err = {0};
+    if (!rq->has_statement || vtpm_owner_install(c, rq->statement.data, rq->statement.len, &s, &err) < 0) {
+        if (!rq->has_statement)
+            tm_err_set(&err, EINVAL, "no statement");
+        daemon_audit(c->d, "vtpm.owner", "fail", c, NULL, "%s", err.msg);
+        conn_send_error(conn, id, err.code ? err.code : EINVAL, "%s", err.msg);
+        return;
+    }
+    char key_hex[65];
+    tm_sha256_hex(s.key, s.key_len, key_hex);
+    if (s.type == OWNER_STMT_REFS)
+        daemon_audit(c->d, "vtpm.owner", "ok", c, NULL, "the owner's reference values, %zu values", s.nrefs);
+    else
+        daemon_audit(c->d, "vtpm.owner", "ok", c, NULL, "%s owner, key %s", s.mandatory ? "mandatory" : "discretionary",
+                     key_hex);
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    Trustme__Response out = TRUSTME__RESPONSE__INIT;
+    out.body_case = TRUSTME__RESPONSE__BODY_OK;
+    out.ok = &ok;
+    conn_send(conn, id, &out);
 }

@@ -8,3 +8,5 @@
 void cmd_vtpm_info(struct conn *conn, uint64_t id, const Trustme__Request *req);
 /* A stopped container's vTPM state and its anchor are removed: the next start makes a new one. */
 void cmd_vtpm_reset(struct conn *conn, uint64_t id, const Trustme__Request *req);
+void cmd_vtpm_reset_released(struct conn *conn, uint64_t id, const Trustme__Request *req);
+void cmd_vtpm_owner(struct conn *conn, uint64_t id, const Trustme__Request *req);

@@ -73,6 +73,8 @@ const struct request_row request_table[] = {
     {B(CA_UNREGISTER), H(cmd_ca_unregister), REQ_YES, REQ_NO, NULL, {0}, "ca.unregister"},
     {B(VTPM_INFO), H(cmd_vtpm_info), REQ_YES, REQ_NO, "id", {0}, ""},
     {B(VTPM_RESET), H(cmd_vtpm_reset), REQ_YES, REQ_NO, "id", {0}, "vtpm.reset"},
+    {B(VTPM_OWNER), H(cmd_vtpm_owner), REQ_YES, REQ_NO, "id", {0}, "vtpm.owner"},
+    {B(VTPM_RESET_RELEASED), H(cmd_vtpm_reset_released), REQ_YES, REQ_NO, "id", {0}, "vtpm.reset"},
 };
 
 const size_t request_table_len = sizeof(request_table) / sizeof(request_table[0]);

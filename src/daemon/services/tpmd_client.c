@@ -54,6 +54,7 @@ struct tpmd_ctx {
     char binary[PATH_MAX];
     char data_dir[PATH_MAX]; /* <data>/tpm */
     char run_dir[PATH_MAX]; /* <run>/tpm */
+    char vtpm_dir[PATH_MAX]; /* <run>/vtpm: the attestation endpoint relays to the vTPMs there */
     char swtpm_state[PATH_MAX];
     char recovery_out[PATH_MAX];
     uid_t uid;
@@ -108,6 +109,8 @@ static void exec_child(const void *ctx, int sock, int exe, pid_t daemon_pid)
                     (char *)c->swtpm_state,
                     "--recovery-key-out",
                     (char *)c->recovery_out,
+                    "--vtpm-dir",
+                    (char *)c->vtpm_dir,
                     NULL};
     /* PATH: where tpmd finds swtpm for the embedded TPM; JOURNAL_STREAM: whether its stderr
      * (trustmed's) is the journal's (src/lib/log.c). */
@@ -605,6 +608,7 @@ int tpmd_start(struct daemon *d, tm_err *err)
         return r;
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
+    snprintf(c.vtpm_dir, sizeof(c.vtpm_dir), "%s/vtpm", d->run_dir);
     snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->tpmd_opts.swtpm_state);
     if (d->tpmd_opts.recovery_key_file[0])
         snprintf(c.recovery_out, sizeof(c.recovery_out), "%s", d->tpmd_opts.recovery_key_file);

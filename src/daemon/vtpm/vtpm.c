@@ -10,6 +10,7 @@
  * digest is anchored: one NV write per vTPM run. A vTPM that dies while its container runs is
  * started again with the key trustmed keeps (locked memory) for exactly that. */
 #include "vtpm.h"
+#include "vtpm_owner.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -868,6 +869,11 @@ int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn 
     struct vtpm *v = vtpm_of(c);
     if (!v)
         return tm_err_set(err, ENOMEM, "out of memory");
+    /* Measured already; verified against the owner's values before anything is extended. */
+    if ((r = vtpm_owner_check_events(c, v->log, err)) < 0) {
+        daemon_audit(c->d, "vtpm.refs", "fail", c, NULL, "%s", err->msg);
+        return r;
+    }
     secret_free(v->key);
     v->key = NULL;
     if ((r = secret_new(VTPM_KEY_LEN, &v->key, err)) < 0)
@@ -909,6 +915,7 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     if (unlink(dir) < 0 && errno != ENOENT)
         return tm_err_sys(err, "cannot remove %s", dir);
     remove_ek_records(c);
+    vtpm_owner_forget(c); /* the owner's keys went with the state */
     anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
