@@ -391,7 +391,6 @@ if [ "${1:-}" = --render-network ]; then
     [ -r "${2:-}/network.env" ] || die "usage: bench/run-all.sh --render-network OUTDIR (of bench/network.sh)"
     OUT=$2
     . "$OUT/network.env"
-. "$OUT/sstore.env"
     network_section
     printf '\n<!-- rows of the Targets table -->\n'
     network_target_rows
@@ -564,6 +563,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 . "$OUT/guestos.env"
 . "$OUT/attestation.env"
 . "$OUT/network.env"
+. "$OUT/sstore.env"
 . "$OUT/vtpm_owner.env"
 first_line() { "$@" 2>&1 | head -n1; }
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
