@@ -17,7 +17,9 @@
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
+#include "lifecycle.h"
 #include "measure.h"
+#include "session.h"
 #include "tpmd_client.h"
 #include "volume.h"
 #include "tokens.h"
@@ -171,7 +173,7 @@ static int update_target(struct config_op *op, struct container **ret, tm_err *e
     *ret = c;
     if (!c)
         return tm_err_set(err, ENOENT, "the container was removed meanwhile");
-    if (state_is_active(c->state) || c->sessions)
+    if (state_is_active(c->state) || container_sessions(c))
         return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name, state_name(c->state));
     return 0;
 }

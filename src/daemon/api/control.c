@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "container.h"
 #include "guestos_install.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "proto.h"
 #include "proto_strings.h"
@@ -233,14 +234,9 @@ static bool conn_busy(const struct conn *c)
 {
     if (c->stream_fd >= 0 || tm_buf_pending(&c->out) || guestos_install_serves(c->d, c->id))
         return true;
-    for (struct container *ct = c->d->containers; ct; ct = ct->next) {
-        for (struct session *s = ct->sessions; s; s = s->next)
-            if (s->conn_id == c->id)
-                return true;
-        for (struct waiter *w = ct->waiters; w; w = w->next)
-            if (w->conn_id == c->id)
-                return true;
-    }
+    for (struct container *ct = c->d->containers; ct; ct = ct->next)
+        if (container_serves(ct, c->id))
+            return true;
     return false;
 }
 

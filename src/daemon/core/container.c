@@ -56,8 +56,6 @@ static struct container *container_alloc(struct daemon *d)
     c->state = CS_STOPPED;
     c->pidfd = -1;
     c->exit_code = -1;
-    c->wait_status = -1;
-    c->userns_fd = -1;
     return c;
 }
 
@@ -73,17 +71,12 @@ void container_free(struct container *c)
 {
     if (!c)
         return;
-    close_and_reset(c->userns_fd);
     for (size_t i = c->d->nobservers; i-- > 0;)
         if (c->d->observers[i]->freed)
             c->d->observers[i]->freed(c);
     container_slots_free(c);
     config_free(c->cfg);
     free(c->config_json);
-    for (struct waiter *w = c->waiters, *next; w; w = next) {
-        next = w->next;
-        free(w);
-    }
     free(c);
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lc_state.h"
 #include "container.h"
 #include "fdutil.h"
 #include "log.h"
@@ -254,7 +255,7 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
      * commands that outlive their clients (trustme exec list/kill reach those). */
     size_t on_conn = 0, in_container = 0;
     for (struct container *o = c->d->containers; o; o = o->next)
-        for (struct session *s = o->sessions; s; s = s->next) {
+        for (struct session *s = o->lc->sessions; s; s = s->next) {
             on_conn += s->conn_id == to.client && !s->attach;
             in_container += o == c && !s->attach;
         }
@@ -268,7 +269,7 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
                           "%s already has %d commands started by trustme run "
                           "running (the limit per container); see trustme exec list %s",
                           c->cfg->name, EXEC_MAX_PER_CONTAINER, c->cfg->name);
-    if (c->cfg->user_namespace && c->userns_fd < 0)
+    if (c->cfg->user_namespace && c->lc->userns_fd < 0)
         return tm_err_set(err, ENXIO,
                           "cannot find the container's own user namespace (its init "
                           "has left it since trustmed restarted); restart the container to run commands");
@@ -316,7 +317,7 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
-        exec_helper(&ctx, c->pidfd, c->userns_fd, argv, envp, self);
+        exec_helper(&ctx, c->pidfd, c->lc->userns_fd, argv, envp, self);
     }
     free(argv);
     free(envp);
