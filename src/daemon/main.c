@@ -140,14 +140,12 @@ static int lock_dir(const char *dir, const char *what)
 {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
         fprintf(stderr, "trustmed: %s %s is in use by another trustmed (%s)\n", what, dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
-    return fd; /* held for the life of the process */
+    return steal_fd(fd); /* held for the life of the process */
 }
 
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)

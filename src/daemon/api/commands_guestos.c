@@ -442,13 +442,13 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
     size_t n = 0;
     for (struct guestos *g = d->guestos; g; g = g->next)
         n++;
-    Trustme__GuestosInfo *infos = calloc(n ? n : 1, sizeof(*infos));
-    Trustme__GuestosInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    char(*users)[1024] = calloc(n ? n : 1, sizeof(*users));
-    char **user_ptrs = calloc(n ? n : 1, sizeof(char *));
+    _cleanup_free_ Trustme__GuestosInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    _cleanup_free_ Trustme__GuestosInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    _cleanup_free_ char(*users)[1024] = calloc(n ? n : 1, sizeof(*users));
+    _cleanup_free_ char **user_ptrs = calloc(n ? n : 1, sizeof(char *));
     if (!infos || !ptrs || !users || !user_ptrs) {
         conn_send_error(conn, id, ENOMEM, "out of memory");
-        goto out;
+        return;
     }
     size_t i = 0;
     for (struct guestos *g = d->guestos; g; g = g->next, i++) {
@@ -484,11 +484,6 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
     resp.body_case = TRUSTME__RESPONSE__BODY_GUESTOS_LIST;
     resp.guestos_list = &list;
     conn_send(conn, id, &resp);
-out:
-    free(infos);
-    free(ptrs);
-    free(users);
-    free(user_ptrs);
 }
 
 void cmd_guestos_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)

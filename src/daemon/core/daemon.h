@@ -153,7 +153,7 @@ void daemon_audit(struct daemon *d, const char *event, const char *result, const
  * build tree's src/<build_dir>. */
 int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err);
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,
+int daemon_helper_user(const char *user, const char *what, uid_t *ret_uid, gid_t *ret_gid, gid_t *groups, int *ngroups,
                        tm_err *err);
 /* Add a subsystem's per-container observer (main.c, at start-up). */
 void daemon_observe(struct daemon *d, const struct container_observer *o);

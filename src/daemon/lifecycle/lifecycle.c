@@ -602,7 +602,7 @@ static void spawn_setup(struct container *c)
     struct start_op *op = c->lc->start;
     struct start_ctx *ctx = &op->ctx;
     tm_err err = {0};
-    int sp[2] = {-1, -1};
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     /* The setup process trusts a verified image only if no change was seen on it until now. */
     if (ctx->guestos)
         image_cache_refresh(d);
@@ -612,7 +612,8 @@ static void spawn_setup(struct container *c)
     }
     if (tm_sync_socketpair(sp) < 0) {
         tm_err_sys(&err, "socketpair");
-        goto fail;
+        fail_start(c, "%s", err.msg);
+        return;
     }
     ctx->sync_fd = sp[1];
     memcpy(ctx->stdio, op->child_stdio, sizeof(ctx->stdio));
@@ -626,7 +627,9 @@ static void spawn_setup(struct container *c)
     }
     if (pid < 0) {
         tm_err_sys(&err, "cannot fork the setup process");
-        goto fail;
+        ctx->sync_fd = -1; /* closed with sp */
+        fail_start(c, "%s", err.msg);
+        return;
     }
     close_and_reset(sp[1]);
     ctx->sync_fd = -1;
@@ -643,11 +646,6 @@ static void spawn_setup(struct container *c)
         return;
     }
     log_info("%s: starting", container_label(c));
-    return;
-fail:
-    for (int i = 0; i < 2; i++)
-        close_and_reset(sp[i]);
-    fail_start(c, "%s", err.msg);
 }
 
 /* ---- init ------------------------------------------------------------------------------------ */
@@ -836,6 +834,7 @@ static void do_thaw(struct container *c, enum cstate old)
 
 int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err *err)
 {
+    assert(c->lc); /* every container in the store has its run state (lc_created) */
     enum cstate old = c->state;
     struct transition t = state_next(old, ev);
     if (t.action == ACT_INVALID) {

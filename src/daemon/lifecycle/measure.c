@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "container.h"
 #include "lc_state.h"
 #include "crypto.h"
@@ -231,7 +232,7 @@ static size_t start_items(const struct container *c, const struct guestos *g,
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
 {
     struct daemon *d = c->d;
-    struct measure_op *op = calloc(1, sizeof(*op));
+    _cleanup_free_ struct measure_op *op = calloc(1, sizeof(*op));
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     *op = (struct measure_op){.c = c, .done = done};
@@ -246,10 +247,9 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
         r = ask_anchors(op, err);
     if (r < 0) {
         revocation_forget(d, op);
-        free(op);
         return r;
     }
-    c->lc->measure = op;
+    c->lc->measure = steal_ptr(op);
     return 0;
 }
 

@@ -34,7 +34,7 @@ int runtime_save(struct container *c, tm_err *err)
 {
     char path[PATH_MAX + 16];
     runtime_path(c, path, sizeof(path));
-    json_t *o = json_object();
+    _cleanup_json_ json_t *o = json_object();
     json_object_set_new(o, "pid", json_integer(c->pid));
     json_object_set_new(o, "starttime", json_integer((int64_t)c->lc->starttime));
     json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
@@ -42,12 +42,9 @@ int runtime_save(struct container *c, tm_err *err)
     json_object_set_new(o, "userns_ino", json_integer((int64_t)c->lc->userns_ino));
     /* What it runs: a re-adopted container keeps its GuestOS version from being removed. */
     json_object_set_new(o, "guestos_version", json_integer((int64_t)c->guestos_version));
-    char *s = json_dumps(o, JSON_FORMAT_FLAGS);
+    _cleanup_free_ char *s = json_dumps(o, JSON_FORMAT_FLAGS);
     /* Not durable on purpose: no process it describes survives a power cut. */
-    int r = s ? write_file_replace(path, s, strlen(s), 0600, err) : tm_err_set(err, ENOMEM, "out of memory");
-    free(s);
-    json_decref(o);
-    return r;
+    return s ? write_file_replace(path, s, strlen(s), 0600, err) : tm_err_set(err, ENOMEM, "out of memory");
 }
 
 void runtime_remove(struct container *c)
@@ -104,12 +101,10 @@ static int find_userns(struct container *c, pid_t init)
     for (int i = -1; i < n; i++) {
         char path[64];
         snprintf(path, sizeof(path), "/proc/%d/ns/user", i < 0 ? init : pids[i]);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
         if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->lc->userns_dev && st.st_ino == c->lc->userns_ino)
-            return fd;
-        if (fd >= 0)
-            close(fd);
+            return steal_fd(fd);
     }
     return -1;
 }

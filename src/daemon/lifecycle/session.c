@@ -126,22 +126,15 @@ static int watch_output(struct session *s, int fd, tm_source **src)
 
 int session_pipes(struct session *s, int child_fds[3], tm_err *err)
 {
-    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-    for (int i = 0; i < 3; i++)
-        if (pipe2(p[i], O_CLOEXEC) < 0) {
-            int r = tm_err_sys(err, "pipe");
-            for (int k = 0; k < i; k++) {
-                close(p[k][0]);
-                close(p[k][1]);
-            }
-            return r;
-        }
-    child_fds[0] = p[0][0];
-    child_fds[1] = p[1][1];
-    child_fds[2] = p[2][1];
-    s->in_fd = p[0][1];
-    s->out_fd = p[1][0];
-    s->err_fd = p[2][0];
+    _cleanup_close_pair_ int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+        return tm_err_sys(err, "pipe");
+    child_fds[0] = steal_fd(in[0]);
+    child_fds[1] = steal_fd(out[1]);
+    child_fds[2] = steal_fd(errp[1]);
+    s->in_fd = steal_fd(in[1]);
+    s->out_fd = steal_fd(out[0]);
+    s->err_fd = steal_fd(errp[0]);
     fd_set_nonblock(s->in_fd, true);
     if (watch_output(s, s->out_fd, &s->out_src) < 0 || watch_output(s, s->err_fd, &s->err_src) < 0)
         return tm_err_set(err, ENOMEM, "cannot watch the session's output");

@@ -66,8 +66,8 @@ int service_option(struct daemon *d, enum service_option opt, const char *arg, t
     case SVC_OPT_SWTPM_STATE:
         return short_abs_path("--swtpm-state-dir", arg, o->tpmd.swtpm_state, sizeof(o->tpmd.swtpm_state), err);
     case SVC_OPT_RECOVERY_KEY_FILE:
-        return short_abs_path("--recovery-key-file", arg, o->tpmd.recovery_key_file,
-                              sizeof(o->tpmd.recovery_key_file), err);
+        return short_abs_path("--recovery-key-file", arg, o->tpmd.recovery_key_file, sizeof(o->tpmd.recovery_key_file),
+                              err);
     }
     return tm_err_set(err, EINVAL, "unknown service option %d", (int)opt);
 }

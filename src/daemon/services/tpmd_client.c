@@ -560,7 +560,7 @@ static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
 
 static int check_ima_chain(struct daemon *d, tm_err *err)
 {
-    FILE *f = fopen(IMA_LOG, "re");
+    _cleanup_fclose_ FILE *f = fopen(IMA_LOG, "re");
     if (!f)
         return tm_err_set(err, ENOTSUP,
                           "device.json tpm.boot_chain is \"ima\", but this kernel "
@@ -584,7 +584,6 @@ static int check_ima_chain(struct daemon *d, tm_err *err)
         exe |= strcmp(field[3], want_exe) == 0;
         cfg |= strcmp(field[3], want_cfg) == 0;
     }
-    fclose(f);
     if (!exe || !cfg)
         return tm_err_set(err, EPERM,
                           "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
