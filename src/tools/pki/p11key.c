@@ -170,15 +170,9 @@ void p11tok_keep(struct p11tok *t)
 
 void p11tok_close(struct p11tok *t)
 {
-    if (t->f) {
-        for (size_t i = 0; i < t->n_made; i++)
-            t->f->C_DestroyObject(t->session, t->made[i]);
-        if (t->logged_in)
-            t->f->C_Logout(t->session);
-        if (t->have_session)
-            t->f->C_CloseSession(t->session);
-    }
-    p11_module_unload(&t->mod);
+    for (size_t i = 0; t->f && i < t->n_made; i++)
+        t->f->C_DestroyObject(t->session, t->made[i]);
+    p11_module_close(&t->mod, t->f, t->session, t->logged_in, t->have_session);
     free(t);
 }
 
