@@ -104,7 +104,7 @@ static int read_offline(const char *path, tm_buf *log, struct head *head, struct
     char copy[4096], head_path[4200], line[128];
     snprintf(copy, sizeof(copy), "%s", path);
     const char *dir = dirname(copy);
-    char **names = NULL;
+    _cleanup_strv_ char **names = NULL;
     size_t count = 0;
     tm_err err;
     if (tm_audit_rotated_files(path, &names, &count, &err) < 0)
@@ -124,9 +124,6 @@ static int read_offline(const char *path, tm_buf *log, struct head *head, struct
         if (r == 0 && tm_buf_append(log, data, len) < 0)
             r = cli_fail("out of memory");
     }
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
     if (r)
         return r;
     snprintf(head_path, sizeof(head_path), "%s/audit.head", dir);

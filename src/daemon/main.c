@@ -41,6 +41,7 @@
 #include "reaper.h"
 #include "runtime.h"
 #include "scd_client.h"
+#include "service_options.h"
 #include "tpmd_client.h"
 #include "tokens.h"
 #include "keystore_svc.h"
@@ -139,14 +140,12 @@ static int lock_dir(const char *dir, const char *what)
 {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/.lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
         fprintf(stderr, "trustmed: %s %s is in use by another trustmed (%s)\n", what, dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
-    return fd; /* held for the life of the process */
+    return steal_fd(fd); /* held for the life of the process */
 }
 
 static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level *level, bool *use_syslog)
@@ -159,37 +158,33 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         OPT_LOG,
         OPT_SYSLOG,
         OPT_VERSION,
-        OPT_SCD_USER,
-        OPT_SCD_BINARY,
-        OPT_SCD_BIND,
-        OPT_SCD_KDF,
-        OPT_TPMD_USER,
         OPT_KEYSTORE_USER,
-        OPT_TPMD_BINARY,
-        OPT_SWTPM_STATE,
-        OPT_RECOVERY_KEY
+        OPT_SERVICE = 512, /* + enum service_option: the helper services' options */
     };
-    static const struct option opts[] = {{"data-dir", required_argument, NULL, OPT_DATA},
-                                         {"run-dir", required_argument, NULL, OPT_RUN},
-                                         {"cgroup-parent", required_argument, NULL, OPT_CG},
-                                         {"id-base", required_argument, NULL, OPT_IDS},
-                                         {"log-level", required_argument, NULL, OPT_LOG},
-                                         {"syslog", no_argument, NULL, OPT_SYSLOG},
-                                         {"scd-user", required_argument, NULL, OPT_SCD_USER},
-                                         {"scd-binary", required_argument, NULL, OPT_SCD_BINARY},
-                                         {"tpmd-user", required_argument, NULL, OPT_TPMD_USER},
-                                         {"keystore-user", required_argument, NULL, OPT_KEYSTORE_USER},
-                                         {"tpmd-binary", required_argument, NULL, OPT_TPMD_BINARY},
-                                         {"scd-bind", required_argument, NULL, OPT_SCD_BIND},
-                                         {"scd-kdf-n", required_argument, NULL, OPT_SCD_KDF},
-                                         {"swtpm-state-dir", required_argument, NULL, OPT_SWTPM_STATE},
-                                         {"recovery-key-file", required_argument, NULL, OPT_RECOVERY_KEY},
-                                         {"version", no_argument, NULL, OPT_VERSION},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "trustme-scd");
-    snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "trustme-tpm");
-    snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "/var/lib/trustme-swtpm");
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, OPT_DATA},
+        {"run-dir", required_argument, NULL, OPT_RUN},
+        {"cgroup-parent", required_argument, NULL, OPT_CG},
+        {"id-base", required_argument, NULL, OPT_IDS},
+        {"log-level", required_argument, NULL, OPT_LOG},
+        {"syslog", no_argument, NULL, OPT_SYSLOG},
+        {"scd-user", required_argument, NULL, OPT_SERVICE + SVC_OPT_SCD_USER},
+        {"scd-binary", required_argument, NULL, OPT_SERVICE + SVC_OPT_SCD_BINARY},
+        {"tpmd-user", required_argument, NULL, OPT_SERVICE + SVC_OPT_TPMD_USER},
+        {"keystore-user", required_argument, NULL, OPT_KEYSTORE_USER},
+        {"tpmd-binary", required_argument, NULL, OPT_SERVICE + SVC_OPT_TPMD_BINARY},
+        {"scd-bind", required_argument, NULL, OPT_SERVICE + SVC_OPT_SCD_BIND},
+        {"scd-kdf-n", required_argument, NULL, OPT_SERVICE + SVC_OPT_SCD_KDF_N},
+        {"swtpm-state-dir", required_argument, NULL, OPT_SERVICE + SVC_OPT_SWTPM_STATE},
+        {"recovery-key-file", required_argument, NULL, OPT_SERVICE + SVC_OPT_RECOVERY_KEY_FILE},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    tm_err err;
+    if (service_options_init(d, &err) < 0) {
+        fprintf(stderr, "trustmed: %s\n", err.msg);
+        return -1;
+    }
     d->log_level = "info";
     snprintf(d->data_dir, sizeof(d->data_dir), "/var/lib/trustme");
     snprintf(d->run_dir, sizeof(d->run_dir), "/run/trustme");
@@ -223,44 +218,7 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
             }
             d->id_base = (uint32_t)n;
             break;
-        case OPT_SCD_USER: snprintf(d->scd_opts.user, sizeof(d->scd_opts.user), "%s", optarg); break;
-        case OPT_SCD_BINARY: snprintf(d->scd_opts.binary, sizeof(d->scd_opts.binary), "%s", optarg); break;
-        case OPT_TPMD_USER: snprintf(d->tpmd_opts.user, sizeof(d->tpmd_opts.user), "%s", optarg); break;
         case OPT_KEYSTORE_USER: keystore_svc_options(d, optarg, NULL); break;
-        case OPT_RECOVERY_KEY:
-            if (optarg[0] != '/' || strlen(optarg) > 200) {
-                fprintf(stderr, "trustmed: --recovery-key-file must be an absolute path of at "
-                                "most 200 bytes\n");
-                return -1;
-            }
-            snprintf(d->tpmd_opts.recovery_key_file, sizeof(d->tpmd_opts.recovery_key_file), "%s", optarg);
-            break;
-        case OPT_SWTPM_STATE:
-            if (optarg[0] != '/' || strlen(optarg) > 200) {
-                fprintf(stderr, "trustmed: --swtpm-state-dir must be an absolute path of at most "
-                                "200 bytes\n");
-                return -1;
-            }
-            snprintf(d->tpmd_opts.swtpm_state, sizeof(d->tpmd_opts.swtpm_state), "%s", optarg);
-            break;
-        case OPT_TPMD_BINARY: snprintf(d->tpmd_opts.binary, sizeof(d->tpmd_opts.binary), "%s", optarg); break;
-        case OPT_SCD_BIND:
-            if (optarg[0] != '/' || d->scd_opts.nbinds == ARRAY_SIZE(d->scd_opts.binds)) {
-                fprintf(stderr, "trustmed: --scd-bind takes an absolute path, at most %zu times\n",
-                        ARRAY_SIZE(d->scd_opts.binds));
-                return -1;
-            }
-            d->scd_opts.binds[d->scd_opts.nbinds++] = optarg;
-            break;
-        case OPT_SCD_KDF:
-            errno = 0;
-            n = strtoull(optarg, &end, 10);
-            if (errno || *end || n < 1024 || n > (1u << 20) || (n & (n - 1))) {
-                fprintf(stderr, "trustmed: --scd-kdf-n must be a power of two from 1024 to 1048576\n");
-                return -1;
-            }
-            d->scd_opts.kdf_n = n;
-            break;
         case OPT_LOG:
             d->log_level = optarg;
             if (tm_log_parse_level(optarg, level) < 0) {
@@ -271,7 +229,15 @@ static int parse_args(struct daemon *d, int argc, char **argv, enum tm_log_level
         case OPT_SYSLOG: *use_syslog = true; break;
         case OPT_VERSION: printf("trustmed %s\n", TRUSTME_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        default:
+            if (o < OPT_SERVICE) {
+                usage(stderr);
+                return -1;
+            }
+            if (service_option(d, (enum service_option)(o - OPT_SERVICE), optarg, &err) < 0) {
+                fprintf(stderr, "trustmed: %s\n", err.msg);
+                return -1;
+            }
         }
     }
     if (optind < argc) {
@@ -314,29 +280,6 @@ static int setup_signals(struct daemon *d, tm_err *err)
         return tm_err_sys(err, "signalfd");
     d->signal_src = tm_loop_io(d->loop, d->signal_fd, EPOLLIN, on_signal, d);
     return d->signal_src ? 0 : tm_err_sys(err, "epoll");
-}
-
-/* The token service: its own user and state dir, confined (scd_sandbox.c), supervised. */
-static int start_scd(struct daemon *d, tm_err *err)
-{
-    struct scd_sandbox sb = {.kdf_n = d->scd_opts.kdf_n, .log_level = d->log_level};
-    sb.ngroups = SCD_MAX_GROUPS;
-    int r = daemon_find_helper(d->scd_opts.binary, "trustme-scd", "/../scd", sb.binary, sizeof(sb.binary), err);
-    if (r < 0)
-        return tm_err_prefix(err, "the token service (use --scd-binary)");
-    if ((r = daemon_helper_user(d->scd_opts.user, "the token service", &sb.uid, &sb.gid, sb.groups, &sb.ngroups, err)) <
-        0)
-        return r;
-    snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
-    snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
-    if ((mkdir(sb.state_dir, 0700) < 0 && errno != EEXIST) || chown(sb.state_dir, sb.uid, sb.gid) < 0 ||
-        chmod(sb.state_dir, 0700) < 0)
-        return tm_err_sys(err, "cannot prepare %s", sb.state_dir);
-    if (mkdir(sb.root, 0700) < 0 && errno != EEXIST)
-        return tm_err_sys(err, "cannot create %s", sb.root);
-    for (size_t i = 0; i < d->scd_opts.nbinds; i++)
-        sb.binds[sb.nbinds++] = d->scd_opts.binds[i];
-    return scd_start(d, &sb, err);
 }
 
 static int init_daemon(struct daemon *d, tm_err *err)
@@ -399,7 +342,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     service_events_add(d, &revocation_service_events);
     service_events_add(d, &measure_service_events);
     service_events_add(d, &audit_anchor_events);
-    if ((r = setup_signals(d, err)) < 0 || (r = start_scd(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
+    if ((r = setup_signals(d, err)) < 0 || (r = scd_launch(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
         (r = containers_load(d, err)) < 0)
         return r;
     for (struct container *c = d->containers; c; c = c->next) {
@@ -427,6 +370,7 @@ static void daemon_free(struct daemon *d)
     revocation_stop(d);
     core_free(d);
     tpmd_free(d);
+    service_options_free(d);
     net_free(d);
     guestos_store_free(d);
     device_config_clear(&d->device);

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "packet.h"
 #include "secmem.h"
+#include "service_args.h"
 #include "storage.h"
 #include "store.h"
 #include "version.h"
@@ -359,35 +360,13 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_STATE = 256, OPT_LOG };
-    static const struct option opts[] = {{"state-dir", required_argument, NULL, OPT_STATE},
-                                         {"log-level", required_argument, NULL, OPT_LOG},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *state_dir = NULL;
-    enum tm_log_level level = TM_LOG_INFO;
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (o) {
-        case OPT_STATE: state_dir = optarg; break;
-        case OPT_LOG:
-            if (tm_log_parse_level(optarg, &level) < 0) {
-                fprintf(stderr, "trustme-keystore: bad --log-level\n");
-                return 2;
-            }
-            break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!state_dir) {
-        usage(stderr);
-        return 2;
-    }
-    tm_log_init("trustme-keystore", false, level);
-    signal(SIGPIPE, SIG_IGN);
-    umask(077);
-    secmem_no_core_dumps();
+    struct tm_service_args args;
+    bool done;
+    int rc = tm_service_args(argc, argv, "trustme-keystore", usage, NULL, NULL, NULL, &args, &done);
+    if (rc || done)
+        return rc;
+    const char *state_dir = args.state_dir;
+    tm_service_init("trustme-keystore", args.level);
     /* EC and RSA private keys parsed by OpenSSL live in its secure heap: locked, not dumped. */
     if (CRYPTO_secure_malloc_init(SECURE_HEAP, 32) != 1) {
         log_error("cannot set up OpenSSL's secure heap (locked memory)");

@@ -164,34 +164,28 @@ int tm_audit_rotated_files(const char *log_path, char ***ret_names, size_t *ret_
     if (!dir_copy || !base_copy)
         return tm_err_set(err, ENOMEM, "out of memory");
     const char *base = basename(base_copy);
-    DIR *dir = opendir(dirname(dir_copy));
+    _cleanup_(closedirp) DIR *dir = opendir(dirname(dir_copy));
     if (!dir)
         return tm_err_sys(err, "cannot list the directory of %s", log_path);
-    char **names = NULL;
+    _cleanup_strv_ char **names = calloc(1, sizeof(*names));
+    if (!names)
+        return tm_err_set(err, ENOMEM, "out of memory");
     size_t n = 0;
-    int r = 0;
     for (struct dirent *e; (e = readdir(dir));) {
         if (!is_rotated_name(e->d_name, base))
             continue;
-        char **grown = realloc(names, (n + 1) * sizeof(*names));
-        if (!grown || !(grown[n] = strdup(e->d_name))) {
-            names = grown ? grown : names;
-            r = tm_err_set(err, ENOMEM, "out of memory");
-            break;
-        }
+        char **grown = realloc(names, (n + 2) * sizeof(*names));
+        if (!grown)
+            return tm_err_set(err, ENOMEM, "out of memory");
         names = grown;
+        names[n + 1] = NULL;
+        if (!(names[n] = strdup(e->d_name)))
+            return tm_err_set(err, ENOMEM, "out of memory");
         n++;
-    }
-    closedir(dir);
-    if (r < 0) {
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
-        return r;
     }
     if (n)
         qsort(names, n, sizeof(*names), cmp_names);
-    *ret_names = names;
+    *ret_names = steal_ptr(names);
     *ret_n = n;
     return 0;
 }
@@ -324,7 +318,7 @@ static void read_first(tm_audit *a)
  * chain goes on from the newest rotated file's last record. */
 static int continue_rotated(tm_audit *a, char *warning, size_t wsize, tm_err *err)
 {
-    char **names;
+    _cleanup_strv_ char **names = NULL;
     size_t count;
     int r = tm_audit_rotated_files(a->path, &names, &count, err);
     if (r < 0 || count == 0)
@@ -332,9 +326,6 @@ static int continue_rotated(tm_audit *a, char *warning, size_t wsize, tm_err *er
     _cleanup_free_ char *dir_copy = strdup(a->path);
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", dir_copy ? dirname(dir_copy) : ".", names[count - 1]);
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
     tm_audit last = {.fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), .path = path};
     if (last.fd < 0)
         return tm_err_sys(err, "cannot open %s", path);
@@ -478,7 +469,7 @@ static int rotate(tm_audit *a, tm_err *err)
     char detail[1024];
     int n = snprintf(detail, sizeof(detail), "records %llu to %llu are in %s", (unsigned long long)first,
                      (unsigned long long)a->seq, strrchr(rotated, '/') ? strrchr(rotated, '/') + 1 : rotated);
-    char **names = NULL;
+    _cleanup_strv_ char **names = NULL;
     size_t count = 0;
     tm_err lerr;
     if (a->rot.keep && tm_audit_rotated_files(a->path, &names, &count, &lerr) == 0) {
@@ -490,9 +481,7 @@ static int rotate(tm_audit *a, tm_err *err)
                               names[i]);
                 first_removed = false;
             }
-            free(names[i]);
         }
-        free(names);
     }
     if (dfd >= 0)
         fsync(dfd);

@@ -70,8 +70,8 @@ int tm_audit_verify(const char *data, size_t len, tm_audit_report *rep);
  * when rep->records is 0 and start_anywhere is set: the oldest file kept starts past record 1).
  * A file that does not continue the chain is reported as records missing before it. */
 int tm_audit_verify_more(const char *data, size_t len, tm_audit_report *rep, bool start_anywhere);
-/* The rotated files of the log at log_path, oldest first: names (not paths) in *ret_names, each
- * and the array to be freed. */
+/* The rotated files of the log at log_path, oldest first: names (not paths) in *ret_names, NULL
+ * terminated (free it with strv_free or _cleanup_strv_, cleanup.h), their count in *ret_n. */
 int tm_audit_rotated_files(const char *log_path, char ***ret_names, size_t *ret_n, tm_err *err);
 /* One record as read back from a line (without its newline). */
 typedef struct tm_audit_record {

@@ -38,7 +38,20 @@ static inline void close_pairp(int (*p)[2])
     closep(&(*p)[1]);
 }
 
+/* A NULL-terminated array of strings, each and the array malloc'ed (NULL: none). */
+static inline void strv_free(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
+static inline void strv_freep(char ***v)
+{
+    strv_free(*v);
+}
+
 #define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_strv_ _cleanup_(strv_freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 #define _cleanup_close_pair_ _cleanup_(close_pairp)

@@ -40,7 +40,7 @@ int tm_sha256_hex(const void *data, size_t len, char out[TM_SHA256_HEX_LEN + 1])
  * the number of bytes hashed. progress (if non-NULL) is called with the bytes hashed so far each
  * time another 16 MiB are done, and once at the end with the total. Returns 0, or -errno with err
  * saying what failed. (sha256_fd.c) */
-int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud), void *ud,
+int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *ret_size, void (*progress)(uint64_t done, void *ud), void *ud,
                  tm_err *err);
 
 /* The implementation is chosen for the CPU at the first use: "sha-ni" (trustme's own block

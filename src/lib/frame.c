@@ -15,7 +15,7 @@ static uint32_t frame_limit(const tm_frame_reader *r)
     return r->max ? r->max : TM_FRAME_MAX;
 }
 
-int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *consumed)
+int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *ret_consumed)
 {
     size_t used = 0;
     if (r->hdr_got < sizeof(r->hdr)) {
@@ -25,14 +25,14 @@ int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *con
         r->hdr_got += take;
         used += take;
         if (r->hdr_got < sizeof(r->hdr)) {
-            *consumed = used;
+            *ret_consumed = used;
             return 0;
         }
         struct tm_wire_hdr h;
         (void)tm_wire_decode(TM_WIRE_LEN, r->hdr, &h);
         r->len = h.len;
         if (r->len > frame_limit(r)) {
-            *consumed = used;
+            *ret_consumed = used;
             return -EMSGSIZE;
         }
         /* +1 so that an empty payload still gets a distinct allocation. Only a first chunk:
@@ -62,7 +62,7 @@ int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *con
     memcpy(r->payload + r->got, data + used, take);
     r->got += take;
     used += take;
-    *consumed = used;
+    *ret_consumed = used;
     return r->got == r->len ? 1 : 0;
 }
 

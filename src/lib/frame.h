@@ -23,10 +23,10 @@ typedef struct tm_frame_reader {
     uint32_t max; /* largest accepted payload; 0 means TM_FRAME_MAX */
 } tm_frame_reader;
 
-/* Feed up to n bytes. Returns 1 when a frame is complete (*consumed bytes were used; take it with
+/* Feed up to n bytes. Returns 1 when a frame is complete (*ret_consumed bytes were used; take it with
  * tm_frame_take), 0 when all bytes were consumed and more are needed, -EMSGSIZE when the header
  * announces a frame above the limit, -ENOMEM. */
-int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *consumed);
+int tm_frame_feed(tm_frame_reader *r, const uint8_t *data, size_t n, size_t *ret_consumed);
 /* Hand the completed payload to the caller (who frees it) and reset for the next frame. */
 uint8_t *tm_frame_take(tm_frame_reader *r, uint32_t *ret_len);
 /* True if the reader holds part of a frame (EOF now means a truncated message). */

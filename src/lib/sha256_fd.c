@@ -18,7 +18,7 @@
 #define CHUNK (256 * 1024)
 #define PROGRESS_EVERY (16ull * 1024 * 1024)
 
-int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint64_t done, void *ud), void *ud,
+int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *ret_size, void (*progress)(uint64_t done, void *ud), void *ud,
                  tm_err *err)
 {
     _cleanup_free_ uint8_t *buf = malloc(CHUNK);
@@ -52,7 +52,7 @@ int tm_sha256_fd(int fd, uint8_t out[32], uint64_t *size, void (*progress)(uint6
     tm_sha256_final(&c, out);
     if (progress)
         progress(done, ud);
-    if (size)
-        *size = done;
+    if (ret_size)
+        *ret_size = done;
     return 0;
 }

@@ -3,6 +3,7 @@
  * confined: its own unprivileged uid, no capabilities, no_new_privs, a private mount namespace
  * holding only its state dir and what it needs to run, no network; the socket to trustmed is fd 3.
  * scd holds the tokens and is the only process that sees a PIN or unwraps a container key. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -16,6 +17,7 @@
 #include "log.h"
 #include "secmem.h"
 #include "server.h"
+#include "service_args.h"
 #include "token.h"
 #include "version.h"
 
@@ -27,41 +29,26 @@ static void usage(FILE *out)
                  "fd 3; not meant to be run by hand.\n");
 }
 
+enum { OPT_KDF = TM_SERVICE_OPT_OWN };
+
+static int own_option(int opt, const char *arg, void *userdata)
+{
+    assert(opt == OPT_KDF);
+    *(uint64_t *)userdata = strtoull(arg, NULL, 10);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_STATE = 256, OPT_KDF, OPT_LOG };
-    static const struct option opts[] = {{"state-dir", required_argument, NULL, OPT_STATE},
-                                         {"kdf-n", required_argument, NULL, OPT_KDF},
-                                         {"log-level", required_argument, NULL, OPT_LOG},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *state_dir = NULL;
+    static const struct option own[] = {{"kdf-n", required_argument, NULL, OPT_KDF}, {NULL, 0, NULL, 0}};
     uint64_t kdf_n = 0;
-    enum tm_log_level level = TM_LOG_INFO;
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (o) {
-        case OPT_STATE: state_dir = optarg; break;
-        case OPT_KDF: kdf_n = strtoull(optarg, NULL, 10); break;
-        case OPT_LOG:
-            if (tm_log_parse_level(optarg, &level) < 0) {
-                fprintf(stderr, "trustme-scd: bad --log-level\n");
-                return 2;
-            }
-            break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!state_dir) {
-        usage(stderr);
-        return 2;
-    }
-    tm_log_init("trustme-scd", false, level);
-    /* A vanished trustmed must not kill us in the middle of writing a tries file. */
-    signal(SIGPIPE, SIG_IGN);
-    umask(077);
-    secmem_no_core_dumps(); /* it holds keys or PINs: a crash must not write them out */
+    struct tm_service_args args;
+    bool done;
+    int rc = tm_service_args(argc, argv, "trustme-scd", usage, own, own_option, &kdf_n, &args, &done);
+    if (rc || done)
+        return rc;
+    const char *state_dir = args.state_dir;
+    tm_service_init("trustme-scd", args.level); /* no SIGPIPE: not in the middle of a tries file */
     if (fcntl(3, F_GETFD) < 0) {
         log_error("no socket to trustmed on fd 3 (scd is started by trustmed)");
         return 2;

@@ -80,6 +80,16 @@ int p11_rv_fail(tm_err *err, int code, CK_RV rv, const char *what)
     return tm_err_set(err, code, "%s failed: %s (0x%lx)", what, p11_rv_name(rv), (unsigned long)rv);
 }
 
+void p11_module_close(struct p11_module *m, CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, bool logged_in,
+                      bool have_session)
+{
+    if (f && logged_in)
+        f->C_Logout(session);
+    if (f && have_session)
+        f->C_CloseSession(session);
+    p11_module_unload(m);
+}
+
 void p11_module_unload(struct p11_module *m)
 {
     if (m->initialized)

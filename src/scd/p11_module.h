@@ -30,6 +30,10 @@ struct p11_module {
 int p11_module_load(const char *path, struct p11_module *ret, tm_err *err);
 /* C_Finalize (if we initialised it) and dlclose; m is zeroed, so a second call does nothing. */
 void p11_module_unload(struct p11_module *m);
+/* The end of a user of m: log out of session (if logged_in), close it (if have_session), unload m.
+ * f may be NULL (nothing was loaded). */
+void p11_module_close(struct p11_module *m, CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session, bool logged_in,
+                      bool have_session);
 
 /* The one present, initialised token whose label equals label and whose serial number equals
  * serial (NULL: not checked; at least one of the two). CK_TOKEN_INFO's fields are padded with

@@ -24,11 +24,7 @@ void p11_close(struct p11 *p)
 {
     if (!p)
         return;
-    if (p->logged_in)
-        p->f->C_Logout(p->session);
-    if (p->have_session)
-        p->f->C_CloseSession(p->session);
-    p11_module_unload(&p->mod);
+    p11_module_close(&p->mod, p->f, p->session, p->logged_in, p->have_session);
     free(p);
 }
 

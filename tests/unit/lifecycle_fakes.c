@@ -17,6 +17,7 @@
 
 #include "cgroups.h"
 #include "console.h"
+#include "lc_state.h"
 #include "container.h"
 #include "reply.h"
 #include "ctlsock.h"
@@ -177,8 +178,8 @@ struct measure_op {
 static void measured(tm_source *src, void *userdata)
 {
     struct container *c = userdata;
-    measure_done_fn done = c->measure->done;
-    c->measure->timer = NULL;
+    measure_done_fn done = c->lc->measure->done;
+    c->lc->measure->timer = NULL;
     tm_err err;
     tm_err_set(&err, EACCES, "fake tpmd: measurement refused");
     done(c, fake->measure_fails ? &err : NULL);
@@ -191,17 +192,17 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
         return tm_err_set(err, ENOMEM, "out of memory");
     op->done = done;
     op->timer = tm_loop_timer(c->d->loop, 0, measured, c);
-    c->measure = op;
+    c->lc->measure = op;
     return 0;
 }
 
 void measure_forget(struct container *c)
 {
-    if (!c->measure)
+    if (!c->lc->measure)
         return;
-    tm_source_free(c->measure->timer);
-    free(c->measure);
-    c->measure = NULL;
+    tm_source_free(c->lc->measure->timer);
+    free(c->lc->measure);
+    c->lc->measure = NULL;
 }
 
 struct token_op {

@@ -22,6 +22,7 @@
 #include "jsonutil.h"
 #include "lifecycle.h"
 #include "lifecycle_fakes.h"
+#include "lc_state.h"
 
 static struct daemon d;
 static struct container_config cfg;
@@ -44,14 +45,18 @@ static size_t count_fds(void)
 static void reset_container(void)
 {
     fake_reset();
+    if (c.lc) /* the last case's run state (lifecycle's observer makes and frees it) */
+        lifecycle_container_observer.freed(&c);
     memset(&c, 0, sizeof(c));
     c.d = &d;
     snprintf(c.uuid, sizeof(c.uuid), "%s", "00000000-0000-4000-8000-000000000001");
     c.cfg = &cfg;
     c.state = CS_STOPPED;
-    c.pidfd = c.userns_fd = -1;
+    c.pidfd = -1;
+    tm_err err;
+    assert_int_equal(lifecycle_container_observer.created(&c, &err), 0);
     fake_attach(&c);
-    c.exit_code = c.wait_status = -1;
+    c.exit_code = -1;
     memset(&cfg, 0, sizeof(cfg));
     snprintf(cfg.name, sizeof(cfg.name), "%s", "c1");
     snprintf(cfg.init, sizeof(cfg.init), "%s", "/sbin/init");
@@ -175,8 +180,8 @@ static void assert_failed_start(const char *reason, size_t fds_before)
     assert_string_equal(c.last_error, reason);
     assert_saved_error(reason);
     assert_audit("container.start", "fail", reason);
-    assert_null(c.start);
-    assert_null(c.measure);
+    assert_null(c.lc->start);
+    assert_null(c.lc->measure);
     assert_false(fake_key_pending(&c));
     assert_false(fake_console_open(&c));
     assert_int_equal(c.pid, 0);
@@ -211,7 +216,7 @@ static void start_and_stop_run_every_hook_in_order(void **state)
     assert_string_equal(c.last_error, "");
     assert_saved_error("");
     assert_audit("container.stop", "ok", "init killed by SIGTERM");
-    assert_null(c.start);
+    assert_null(c.lc->start);
     assert_false(fake_console_open(&c));
     assert_int_equal(c.pid, 0);
     assert_no_children();
@@ -298,13 +303,13 @@ static void a_stop_while_measuring_ends_the_start(void **state)
     tm_err err;
     assert_int_equal(container_fire(&c, EV_START, &args, &err), 0);
     assert_int_equal(c.state, CS_STARTING);
-    assert_non_null(c.measure);
+    assert_non_null(c.lc->measure);
     struct stop_args stop = {.timeout_s = 10};
     fire_until(EV_STOP, &stop, CS_STOPPED);
     struct expect e = {0};
     assert_log(&e);
-    assert_null(c.start);
-    assert_null(c.measure);
+    assert_null(c.lc->start);
+    assert_null(c.lc->measure);
     assert_false(fake_console_open(&c));
     assert_audit("container.stop", "ok", NULL);
     assert_no_children();
@@ -348,7 +353,7 @@ static void stop_while_blocked_in(enum fake_phase phase)
          * the stop found the setup process still alive). */
         assert_string_equal(c.last_error, "");
         assert_audit("container.stop", "ok", NULL);
-        assert_null(c.start);
+        assert_null(c.lc->start);
         assert_false(fake_console_open(&c));
         assert_int_equal(c.pid, 0);
         assert_no_children();

@@ -41,17 +41,6 @@ struct container *commands_lookup(struct conn *conn, uint64_t id, const char *re
     return c;
 }
 
-static void remove_waiter(struct container *c, uint64_t conn_id, uint64_t req_id)
-{
-    for (struct waiter **pp = &c->waiters; *pp; pp = &(*pp)->next)
-        if ((*pp)->conn_id == conn_id && (*pp)->req_id == req_id) {
-            struct waiter *w = *pp;
-            *pp = w->next;
-            free(w);
-            return;
-        }
-}
-
 /* Fire ev for a client that waits for its completion (kind); refusals are answered at once. */
 static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, enum cevent ev, const void *arg,
                           enum wait_kind kind, bool wait)
@@ -62,7 +51,7 @@ static void fire_and_wait(struct conn *conn, uint64_t id, struct container *c, e
     tm_err err;
     if (container_fire(c, ev, arg, &err) < 0) {
         if (wait)
-            remove_waiter(c, conn->id, id);
+            container_remove_waiter(c, conn->id, id);
         conn_send_error(conn, id, err.code, "%s", err.msg);
     }
 }
@@ -124,7 +113,7 @@ void cmd_config(struct conn *conn, uint64_t id, const Trustme__Request *req)
 /* Token operations, wipe and remove need a container that is not running. */
 static bool is_stopped(struct conn *conn, uint64_t id, const struct container *c, const char *what)
 {
-    if (!state_is_active(c->state) && !c->sessions)
+    if (!state_is_active(c->state) && !container_sessions(c))
         return true;
     conn_send_error(conn, id, EBUSY, "%s is %s; stop it before %s (trustme stop %s)", c->cfg->name,
                     state_name(c->state), what, c->cfg->name);

@@ -43,7 +43,7 @@ void cmd_exec_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
     if (!c)
         return;
     size_t n = 0;
-    for (struct session *s = c->sessions; s; s = s->next)
+    for (struct session *s = container_sessions(c); s; s = s->next)
         n += !s->attach;
     _cleanup_free_ Trustme__ExecInfo *infos = calloc(n ? n : 1, sizeof(*infos));
     _cleanup_free_ Trustme__ExecInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
@@ -52,7 +52,7 @@ void cmd_exec_list(struct conn *conn, uint64_t id, const Trustme__Request *req)
         return;
     }
     size_t i = 0;
-    for (struct session *s = c->sessions; s; s = s->next) {
+    for (struct session *s = container_sessions(c); s; s = s->next) {
         if (s->attach)
             continue;
         Trustme__ExecInfo *e = &infos[i];
@@ -87,7 +87,7 @@ void cmd_exec_kill(struct conn *conn, uint64_t id, const Trustme__Request *req)
         conn_send_error(conn, id, EINVAL, "invalid signal %d", sig);
         return;
     }
-    struct session *s = c->sessions;
+    struct session *s = container_sessions(c);
     while (s && (s->attach || !rq->has_session || s->number != rq->session))
         s = s->next;
     if (!s || s->pidfd < 0) {

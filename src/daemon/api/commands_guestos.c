@@ -17,7 +17,9 @@
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
+#include "lifecycle.h"
 #include "measure.h"
+#include "session.h"
 #include "tpmd_client.h"
 #include "volume.h"
 #include "tokens.h"
@@ -171,7 +173,7 @@ static int update_target(struct config_op *op, struct container **ret, tm_err *e
     *ret = c;
     if (!c)
         return tm_err_set(err, ENOENT, "the container was removed meanwhile");
-    if (state_is_active(c->state) || c->sessions)
+    if (state_is_active(c->state) || container_sessions(c))
         return tm_err_set(err, EBUSY, "%s is %s; stop it before updating it", c->cfg->name, state_name(c->state));
     return 0;
 }
@@ -440,13 +442,13 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
     size_t n = 0;
     for (struct guestos *g = d->guestos; g; g = g->next)
         n++;
-    Trustme__GuestosInfo *infos = calloc(n ? n : 1, sizeof(*infos));
-    Trustme__GuestosInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    char(*users)[1024] = calloc(n ? n : 1, sizeof(*users));
-    char **user_ptrs = calloc(n ? n : 1, sizeof(char *));
+    _cleanup_free_ Trustme__GuestosInfo *infos = calloc(n ? n : 1, sizeof(*infos));
+    _cleanup_free_ Trustme__GuestosInfo **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    _cleanup_free_ char(*users)[1024] = calloc(n ? n : 1, sizeof(*users));
+    _cleanup_free_ char **user_ptrs = calloc(n ? n : 1, sizeof(char *));
     if (!infos || !ptrs || !users || !user_ptrs) {
         conn_send_error(conn, id, ENOMEM, "out of memory");
-        goto out;
+        return;
     }
     size_t i = 0;
     for (struct guestos *g = d->guestos; g; g = g->next, i++) {
@@ -482,11 +484,6 @@ void cmd_guestos_list(struct conn *conn, uint64_t id, const Trustme__Request *re
     resp.body_case = TRUSTME__RESPONSE__BODY_GUESTOS_LIST;
     resp.guestos_list = &list;
     conn_send(conn, id, &resp);
-out:
-    free(infos);
-    free(ptrs);
-    free(users);
-    free(user_ptrs);
 }
 
 void cmd_guestos_remove(struct conn *conn, uint64_t id, const Trustme__Request *req)

@@ -19,6 +19,7 @@
 #include "crypto.h"
 #include "enrollment.h"
 #include "measurement.h"
+#include "service_options.h"
 #include "tpmd_client.h"
 
 #define CHAIN_PEM_MAX (256 * 1024)
@@ -202,7 +203,7 @@ static int device_info_done(struct daemon *d, struct conn *conn, struct tpm_op *
     info.emulated = tpmd_emulated(d);
     info.require_hardware = d->device.tpm_require_hardware;
     if (in->has_embedded && in->embedded)
-        info.swtpm_state_dir = d->tpmd_opts.swtpm_state;
+        info.swtpm_state_dir = (char *)tpmd_swtpm_state_dir(d);
     info.has_embedded = in->has_embedded;
     info.embedded = in->embedded;
     info.has_ak_public_pem = in->has_ak_public_pem;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "commands.h"
 #include "container.h"
 #include "hex.h"
@@ -20,8 +21,18 @@ struct vtpm_req {
     char uuid[TM_UUID_STR_LEN + 1];
 };
 
-static struct vtpm_req *new_req(struct conn *conn, uint64_t id, const struct container *c)
+/* The container ref names and a request for the answer to come; NULL when answered already
+ * (no such container, or, with stopped, one that runs; out of memory). */
+static struct vtpm_req *new_req(struct conn *conn, uint64_t id, const char *ref, bool stopped, struct container **ret_c)
 {
+    struct container *c = commands_lookup(conn, id, ref);
+    if (!c)
+        return NULL;
+    if (stopped && state_is_active(c->state)) {
+        conn_send_error(conn, id, EBUSY, "%s is %s; stop it before resetting its vTPM (trustme stop %s)", c->cfg->name,
+                        state_name(c->state), c->cfg->name);
+        return NULL;
+    }
     struct vtpm_req *r = calloc(1, sizeof(*r));
     if (!r) {
         conn_send_error(conn, id, ENOMEM, "out of memory");
@@ -31,16 +42,31 @@ static struct vtpm_req *new_req(struct conn *conn, uint64_t id, const struct con
     r->client = to.client;
     r->req_id = to.req_id;
     memcpy(r->uuid, c->uuid, sizeof(r->uuid));
+    *ret_c = c;
     return r;
+}
+
+/* Answer r with info, or with Ok when info is NULL. */
+static void answer(struct daemon *d, const struct vtpm_req *r, Trustme__VtpmInfo *info)
+{
+    Trustme__Ok ok = TRUSTME__OK__INIT;
+    Trustme__Response out = TRUSTME__RESPONSE__INIT;
+    if (info) {
+        out.body_case = TRUSTME__RESPONSE__BODY_VTPM_INFO;
+        out.vtpm_info = info;
+    } else {
+        out.body_case = TRUSTME__RESPONSE__BODY_OK;
+        out.ok = &ok;
+    }
+    reply_send(d, r->client, r->req_id, &out);
 }
 
 static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
-    struct vtpm_req *r = userdata;
+    _cleanup_free_ struct vtpm_req *r = userdata;
     struct container *c = container_find(d, r->uuid);
     if (!c) {
         reply_error(d, r->client, r->req_id, ENOENT, "the container is gone");
-        free(r);
         return;
     }
     struct vtpm_status st;
@@ -101,19 +127,13 @@ static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp
         tm_sha256_hex(owner.key, owner.key_len, key_hex);
         info.owner_key_sha256 = key_hex;
     }
-    Trustme__Response out = TRUSTME__RESPONSE__INIT;
-    out.body_case = TRUSTME__RESPONSE__BODY_VTPM_INFO;
-    out.vtpm_info = &info;
-    reply_send(d, r->client, r->req_id, &out);
-    free(r);
+    answer(d, r, &info);
 }
 
 void cmd_vtpm_info(struct conn *conn, uint64_t id, const Trustme__Request *req)
 {
-    struct container *c = commands_lookup(conn, id, req->vtpm_info->id);
-    if (!c)
-        return;
-    struct vtpm_req *r = new_req(conn, id, c);
+    struct container *c;
+    struct vtpm_req *r = new_req(conn, id, req->vtpm_info->id, false, &c);
     if (!r)
         return;
     char name[96];
@@ -126,20 +146,15 @@ void cmd_vtpm_info(struct conn *conn, uint64_t id, const Trustme__Request *req)
 
 static void on_reset(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
-    struct vtpm_req *r = userdata;
+    _cleanup_free_ struct vtpm_req *r = userdata;
     struct container *c = container_find(d, r->uuid);
     if (err) {
         daemon_audit(d, "vtpm.reset", "fail", c, NULL, "%s", err->msg);
         reply_error(d, r->client, r->req_id, err->code ? err->code : EIO, "the vTPM's anchor stays: %s", err->msg);
     } else {
         daemon_audit(d, "vtpm.reset", "ok", c, NULL, "its state and anchor are gone");
-        Trustme__Ok ok = TRUSTME__OK__INIT;
-        Trustme__Response out = TRUSTME__RESPONSE__INIT;
-        out.body_case = TRUSTME__RESPONSE__BODY_OK;
-        out.ok = &ok;
-        reply_send(d, r->client, r->req_id, &out);
+        answer(d, r, NULL);
     }
-    free(r);
 }
 
 static void reset(struct conn *conn, uint64_t id, const char *name, const ProtobufCBinaryData *release)
@@ -153,12 +168,7 @@ static void reset(struct conn *conn, uint64_t id, const char *name, const Protob
         conn_send_error(conn, id, EPERM, "%s", oerr.msg);
         return;
     }
-    if (state_is_active(c->state)) {
-        conn_send_error(conn, id, EBUSY, "%s is %s; stop it before resetting its vTPM (trustme stop %s)", c->cfg->name,
-                        state_name(c->state), c->cfg->name);
-        return;
-    }
-    struct vtpm_req *r = new_req(conn, id, c);
+    struct vtpm_req *r = new_req(conn, id, name, true, &c);
     if (!r)
         return;
     tm_err err = {0};

@@ -8,6 +8,7 @@
 #include "net.h"
 #include "tokens.h"
 #include "keystore_svc.h"
+#include "lifecycle.h"
 
 void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
 {
@@ -31,7 +32,7 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->has_started_at = true;
     info->started_at = c->started_at;
     info->has_adopted = true;
-    info->adopted = c->adopted;
+    info->adopted = container_adopted(c);
     info->has_memory_limit_mb = true;
     info->memory_limit_mb = c->cfg->memory_limit_mb;
     info->has_pids_limit = true;

@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "container.h"
 #include "guestos_install.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "proto.h"
 #include "proto_strings.h"
@@ -233,14 +234,9 @@ static bool conn_busy(const struct conn *c)
 {
     if (c->stream_fd >= 0 || tm_buf_pending(&c->out) || guestos_install_serves(c->d, c->id))
         return true;
-    for (struct container *ct = c->d->containers; ct; ct = ct->next) {
-        for (struct session *s = ct->sessions; s; s = s->next)
-            if (s->conn_id == c->id)
-                return true;
-        for (struct waiter *w = ct->waiters; w; w = w->next)
-            if (w->conn_id == c->id)
-                return true;
-    }
+    for (struct container *ct = c->d->containers; ct; ct = ct->next)
+        if (container_serves(ct, c->id))
+            return true;
     return false;
 }
 
@@ -677,18 +673,15 @@ int control_listen(struct daemon *d, tm_err *err)
                  d->device.core_container);
         return 0;
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tm_err_sys(err, "socket");
     mode_t old = umask(0177);
     int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
     umask(old);
-    if (r < 0 || chmod(addr.sun_path, 0600) < 0 || listen(fd, 64) < 0) {
-        r = tm_err_sys(err, "cannot listen on %s", addr.sun_path);
-        close(fd);
-        return r;
-    }
-    return control_add_listener(d, fd, ROLE_ADMIN, "", err);
+    if (r < 0 || chmod(addr.sun_path, 0600) < 0 || listen(fd, 64) < 0)
+        return tm_err_sys(err, "cannot listen on %s", addr.sun_path);
+    return control_add_listener(d, steal_fd(fd), ROLE_ADMIN, "", err);
 }
 
 void control_close_all(struct daemon *d)

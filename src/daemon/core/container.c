@@ -56,8 +56,6 @@ static struct container *container_alloc(struct daemon *d)
     c->state = CS_STOPPED;
     c->pidfd = -1;
     c->exit_code = -1;
-    c->wait_status = -1;
-    c->userns_fd = -1;
     return c;
 }
 
@@ -73,17 +71,12 @@ void container_free(struct container *c)
 {
     if (!c)
         return;
-    close_and_reset(c->userns_fd);
     for (size_t i = c->d->nobservers; i-- > 0;)
         if (c->d->observers[i]->freed)
             c->d->observers[i]->freed(c);
     container_slots_free(c);
     config_free(c->cfg);
     free(c->config_json);
-    for (struct waiter *w = c->waiters, *next; w; w = next) {
-        next = w->next;
-        free(w);
-    }
     free(c);
 }
 
@@ -117,7 +110,7 @@ static int write_state(const struct container *c, const char *dir, bool durable,
 {
     char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/state.json", dir);
-    json_t *o = json_object();
+    _cleanup_json_ json_t *o = json_object();
     json_object_set_new(o, "uid_base", json_integer(c->uid_base));
     json_object_set_new(o, "created_at", json_integer((int64_t)c->created_at));
     json_object_set_new(o, "last_error", tm_json_text(c->last_error));
@@ -125,13 +118,10 @@ static int write_state(const struct container *c, const char *dir, bool durable,
     json_object_set_new(o, "exit_code", json_integer(c->exit_code));
     /* runtime.json has it only while init runs (and lives in the run dir, lost at a reboot). */
     json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
-    char *s = json_dumps(o, JSON_PRETTY_FLAGS);
-    int r = !s        ? tm_err_set(err, ENOMEM, "out of memory")
-            : durable ? write_file_atomic(path, s, strlen(s), 0600, err)
-                      : write_file_replace(path, s, strlen(s), 0600, err);
-    free(s);
-    json_decref(o);
-    return r;
+    _cleanup_free_ char *s = json_dumps(o, JSON_PRETTY_FLAGS);
+    return !s        ? tm_err_set(err, ENOMEM, "out of memory")
+           : durable ? write_file_atomic(path, s, strlen(s), 0600, err)
+                     : write_file_replace(path, s, strlen(s), 0600, err);
 }
 
 int container_save_state(struct container *c, tm_err *err)
@@ -217,29 +207,64 @@ int container_update(struct container *c, struct container_config *cfg, const ch
     return 0;
 }
 
+/* A container whose create failed: the caller still owns its config (container_create). */
+static void create_failedp(struct container **c)
+{
+    if (*c)
+        (*c)->cfg = NULL;
+    container_free(*c);
+}
+
+/* Fill the staging directory tmp and rename it to c's data dir, with every observer's created
+ * hook run in between. On failure the caller removes tmp. */
+static int stage(struct container *c, const char *tmp, const char *json, size_t len, const struct config_signature *sig,
+                 tm_err *err)
+{
+    struct daemon *d = c->d;
+    char dir[PATH_MAX], path[PATH_MAX + 32];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/config.json", tmp);
+    int r;
+    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0 || (r = write_signature(tmp, sig, err)) < 0)
+        return r;
+    c->config_signed = sig != NULL;
+    if ((r = write_state(c, tmp, true, err)) < 0)
+        return r;
+    /* What the subsystems take for it (a network lease): left by a crash right here, it is
+     * dropped at the next start (no such container). */
+    for (size_t done = 0; done < d->nobservers; done++) {
+        const struct container_observer *o = d->observers[done];
+        if (o->created && (r = o->created(c, err)) < 0) {
+            observers_removed(c, done);
+            return r;
+        }
+    }
+    if (rename(tmp, dir) < 0) {
+        r = tm_err_sys(err, "cannot rename %s", tmp);
+        observers_removed(c, SIZE_MAX);
+        return r;
+    }
+    fsync_parent(dir);
+    return 0;
+}
+
 int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
                      const struct config_signature *sig, struct container **ret, tm_err *err)
 {
     if (container_find(d, cfg->name))
         return tm_err_set(err, EEXIST, "a container named \"%s\" already exists", cfg->name);
-    struct container *c = container_alloc(d);
+    _cleanup_(create_failedp) struct container *c = container_alloc(d);
     if (!c)
         return tm_err_set(err, ENOMEM, "out of memory");
     int r;
-    if ((r = tm_uuid_new(c->uuid)) < 0) {
-        container_free(c);
+    if ((r = tm_uuid_new(c->uuid)) < 0)
         return tm_err_set(err, -r, "cannot generate a UUID");
-    }
     c->created_at = (uint64_t)time(NULL);
-    if (cfg->user_namespace && (r = alloc_uid_base(d, &c->uid_base, err)) < 0) {
-        container_free(c);
+    if (cfg->user_namespace && (r = alloc_uid_base(d, &c->uid_base, err)) < 0)
         return r;
-    }
     c->config_json = malloc(len + 1);
-    if (!c->config_json) {
-        container_free(c);
+    if (!c->config_json)
         return tm_err_set(err, ENOMEM, "out of memory");
-    }
     memcpy(c->config_json, json, len);
     c->config_json[len] = '\0';
     c->config_len = len;
@@ -247,44 +272,17 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
 
     /* Stage everything in a hidden directory and rename it into place: a crash or an error
      * leaves no half-created container behind. */
-    char dir[PATH_MAX], tmp[PATH_MAX + 16], path[PATH_MAX + 32];
-    container_data_dir(c, dir, sizeof(dir));
+    char tmp[PATH_MAX + 16];
     snprintf(tmp, sizeof(tmp), "%s/containers/.new-%s", d->data_dir, c->uuid);
-    if (mkdir(tmp, 0700) < 0) {
-        r = tm_err_sys(err, "cannot create %s", tmp);
-        goto fail;
+    if (mkdir(tmp, 0700) < 0)
+        return tm_err_sys(err, "cannot create %s", tmp);
+    if ((r = stage(c, tmp, json, len, sig, err)) < 0) {
+        rm_rf(tmp);
+        return r;
     }
-    snprintf(path, sizeof(path), "%s/config.json", tmp);
-    if ((r = write_file_atomic(path, json, len, 0600, err)) < 0 || (r = write_signature(tmp, sig, err)) < 0)
-        goto fail_rm;
-    c->config_signed = sig != NULL;
-    if ((r = write_state(c, tmp, true, err)) < 0)
-        goto fail_rm;
-    /* What the subsystems take for it (a network lease): left by a crash right here, it is
-     * dropped at the next start (no such container). */
-    size_t done = 0;
-    for (; done < d->nobservers; done++) {
-        const struct container_observer *o = d->observers[done];
-        if (o->created && (r = o->created(c, err)) < 0) {
-            observers_removed(c, done);
-            goto fail_rm;
-        }
-    }
-    if (rename(tmp, dir) < 0) {
-        r = tm_err_sys(err, "cannot rename %s", tmp);
-        observers_removed(c, SIZE_MAX);
-        goto fail_rm;
-    }
-    fsync_parent(dir);
     link_container(d, c);
-    *ret = c;
+    *ret = steal_ptr(c);
     return 0;
-fail_rm:
-    rm_rf(tmp);
-fail:
-    c->cfg = NULL; /* the caller still owns cfg on failure */
-    container_free(c);
-    return r;
 }
 
 static int load_one(struct daemon *d, const char *uuid, tm_err *err)

@@ -142,7 +142,7 @@ static int files_groups(const char *user, gid_t gid, gid_t *groups, int *ngroups
 }
 
 /* A helper service's system user: it must exist in /etc/passwd and not be root. */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,
+int daemon_helper_user(const char *user, const char *what, uid_t *ret_uid, gid_t *ret_gid, gid_t *groups, int *ngroups,
                        tm_err *err)
 {
     const struct passwd *pw = files_user(user);
@@ -153,8 +153,8 @@ int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gi
                           what, user);
     if (pw->pw_uid == 0)
         return tm_err_set(err, EINVAL, "%s must not run as root", what);
-    *uid = pw->pw_uid;
-    *gid = pw->pw_gid;
+    *ret_uid = pw->pw_uid;
+    *ret_gid = pw->pw_gid;
     int max = *ngroups;
     if (files_groups(user, pw->pw_gid, groups, ngroups) < 0)
         return tm_err_set(err, E2BIG, "%s's user is in more than %d groups", what, max);

@@ -21,11 +21,11 @@ struct conn;
 struct control_state;
 struct sock_fprog;
 struct container;
-struct session;
-struct start_op;
+struct lc_state;
 struct service;
 struct service_events;
 struct tpmd_state;
+struct service_options;
 struct net_host;
 struct console;
 struct core_state;
@@ -34,16 +34,7 @@ struct token_op;
 struct container_token;
 struct guestos;
 struct install_op;
-struct measure_op;
 struct container_slot;
-
-/* A client waiting for a state change to finish (start, stop, freeze, unfreeze). */
-enum wait_kind { WAIT_START, WAIT_STOP, WAIT_FREEZE, WAIT_UNFREEZE };
-struct waiter {
-    struct waiter *next;
-    uint64_t conn_id, req_id;
-    enum wait_kind kind;
-};
 
 /* What a subsystem above core/ keeps per container, tied to the container's life in the store
  * (container.c) and to its state changes (lifecycle.c). main.c registers each subsystem's observer
@@ -102,24 +93,14 @@ struct container {
     enum cstate state;
     pid_t pid; /* init, in the host pid namespace; 0 when none */
     int pidfd;
-    tm_source *pidfd_src;
-    unsigned long long starttime; /* init's start time (clock ticks), guards against pid reuse */
-    bool adopted; /* init was started by an earlier trustmed */
-    bool starting_failed; /* the current start failed; last_error says why */
     uint64_t started_at;
-    struct start_op *start; /* only while starting */
-    struct measure_op *measure; /* while its start waits for the TPM (measure.c) */
-    tm_source *timer; /* stop (kill) or freeze (poll) timer */
-    int freeze_polls;
     char last_error[1024];
     char last_exit[64];
     int exit_code; /* -1 when unknown (e.g. adopted init) */
-    int wait_status; /* init's raw wait status, -1 when unknown */
-    int userns_fd; /* its own user namespace while it runs (exec sessions join it) */
-    unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
+    /* lifecycle/'s own state of the current run: timers, the start under way, sessions, waiting
+     * clients, the user namespace (lifecycle/lc_state.h); NULL until its observer made it. */
+    struct lc_state *lc;
     struct console *console; /* init's console while it is drained (console.c), or NULL */
-    struct waiter *waiters;
-    struct session *sessions; /* attach and exec sessions */
     char actor[48]; /* who asked for the current operation (for the audit log) */
     struct container_token *token; /* its token as trustmed knows it (tokens.c) */
     uint64_t guestos_version; /* the GuestOS version of the current or last start */
@@ -158,19 +139,7 @@ struct daemon {
     struct device_config device; /* device.json (device.h) */
     struct guestos *guestos; /* the GuestOS store (guestos.h), sorted by name and version */
     struct install_op *install; /* the GuestOS install under way, if any (guestos_install.c) */
-    struct {
-        char user[64]; /* its system user */
-        char binary[PATH_MAX]; /* "" = TRUSTME_LIBEXECDIR's or the build tree's */
-        const char *binds[8]; /* host paths it may use (SoftHSM2 tokens, pcscd) */
-        size_t nbinds;
-        uint64_t kdf_n; /* scrypt N for new soft tokens, 0 = scd's default */
-    } scd_opts;
-    struct {
-        char user[64];
-        char binary[PATH_MAX];
-        char swtpm_state[PATH_MAX]; /* the embedded swtpm's state (default /var/lib/trustme-swtpm) */
-        char recovery_key_file[PATH_MAX]; /* where the first seal's recovery key goes ("": run dir) */
-    } tpmd_opts;
+    struct service_options *service_opts; /* scd's and tpmd's options (services/service_options.h) */
     struct tpmd_state *tpm; /* what the TPM part of trustmed knows (tpmd_client.c) */
     const char *log_level;
     struct net_host *net; /* the host side of container networking (net.c) */
@@ -184,7 +153,7 @@ void daemon_audit(struct daemon *d, const char *event, const char *result, const
  * build tree's src/<build_dir>. */
 int daemon_find_helper(const char *given, const char *name, const char *build_dir, char *out, size_t size, tm_err *err);
 /* Look up a helper service's system user (not root) and its groups (*ngroups: room in, count out). */
-int daemon_helper_user(const char *user, const char *what, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups,
+int daemon_helper_user(const char *user, const char *what, uid_t *ret_uid, gid_t *ret_gid, gid_t *groups, int *ngroups,
                        tm_err *err);
 /* Add a subsystem's per-container observer (main.c, at start-up). */
 void daemon_observe(struct daemon *d, const struct container_observer *o);

@@ -159,16 +159,14 @@ static int read_member(int dirfd, const char *name, size_t max, bool optional, c
         return tm_err_set(err, EINVAL, "%s is not a regular file", name);
     if ((uint64_t)st.st_size > max)
         return tm_err_set(err, EFBIG, "%s is larger than %zu bytes", name, max);
-    char *buf = malloc((size_t)st.st_size + 1);
+    _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return tm_err_set(err, ENOMEM, "out of memory");
     ssize_t n = read_all(fd, buf, (size_t)st.st_size);
-    if (n != st.st_size) {
-        free(buf);
+    if (n != st.st_size)
         return tm_err_set(err, EIO, "cannot read %s", name);
-    }
     buf[n] = '\0';
-    *ret = buf;
+    *ret = steal_ptr(buf);
     *ret_len = (size_t)n;
     return 1;
 }
@@ -486,7 +484,7 @@ static int start_worker(struct install_op *op, tm_err *err)
         op->staging[0] = '\0';
         return r;
     }
-    int sp[2];
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     if (tm_sync_socketpair(sp) < 0)
         return tm_err_sys(err, "socketpair");
     pid_t self = getpid();
@@ -496,13 +494,12 @@ static int start_worker(struct install_op *op, tm_err *err)
         close(sp[0]);
         worker_main(op, sp[1], self);
     }
-    close(sp[1]);
+    close_and_reset(sp[1]);
     if (pid < 0) {
-        close(sp[0]);
         op->pidfd = -1;
         return tm_err_sys(err, "cannot fork the install worker");
     }
-    op->sync_fd = sp[0];
+    op->sync_fd = steal_fd(sp[0]);
     op->sync_src = tm_loop_io(d->loop, op->sync_fd, EPOLLIN, on_worker_sync, op);
     op->pid_src = tm_loop_io(d->loop, op->pidfd, EPOLLIN, on_worker_exit, op);
     if (!op->sync_src || !op->pid_src)

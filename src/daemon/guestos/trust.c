@@ -190,7 +190,7 @@ static void on_reply(struct daemon *d, const Trustme__Scd__Response *resp, const
 
 static int op_new(struct daemon *d, trust_done_fn fn, void *userdata, struct verify_op **ret, tm_err *err)
 {
-    struct verify_op *op = calloc(1, sizeof(*op));
+    _cleanup_free_ struct verify_op *op = calloc(1, sizeof(*op));
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->d = d;
@@ -199,13 +199,11 @@ static int op_new(struct daemon *d, trust_done_fn fn, void *userdata, struct ver
     int r = 0;
     for (size_t i = 0; i < d->device.n_crls && r == 0; i++)
         r = pems_add(&op->crls, d->device.crls[i], err);
-    if (r < 0) {
-        free(op);
+    if (r < 0)
         return r;
-    }
     op->next = ops;
     ops = op;
-    *ret = op;
+    *ret = steal_ptr(op);
     return 0;
 }
 

@@ -205,15 +205,12 @@ int console_open(struct container *c, int *ret_write, tm_err *err)
     /* Read-write: see console.h. Writes block once the FIFO is full and no trustmed has caught
      * up yet, rather than failing or losing output. */
     int w = open_for_init(c, fifo);
-    if (w >= 0)
-        fcntl(w, F_SETPIPE_SZ, CONSOLE_LOG_MAX); /* more room while trustmed restarts */
     if (w < 0) {
         r = tm_err_sys(err, "cannot open %s for writing", fifo);
-        if (w >= 0)
-            close(w);
         console_close(c);
         return r;
     }
+    fcntl(w, F_SETPIPE_SZ, CONSOLE_LOG_MAX); /* more room while trustmed restarts */
     *ret_write = w;
     return 0;
 }

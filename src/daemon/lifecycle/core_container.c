@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "container.h"
+#include "lc_state.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "core_container.h"
@@ -120,13 +121,13 @@ static void schedule_restart(struct container *c)
     struct daemon *d = c->d;
     if (d->core->restart_timer || container_encrypted(c))
         return;
-    bool stable = !c->starting_failed && c->started_at && (uint64_t)time(NULL) - c->started_at >= CORE_STABLE_S;
+    bool stable = !c->lc->starting_failed && c->started_at && (uint64_t)time(NULL) - c->started_at >= CORE_STABLE_S;
     if (stable || !d->core->backoff_s)
         d->core->backoff_s = 1;
     unsigned delay = d->core->backoff_s;
     if (d->core->backoff_s < CORE_BACKOFF_MAX_S)
         d->core->backoff_s = d->core->backoff_s * 2 > CORE_BACKOFF_MAX_S ? CORE_BACKOFF_MAX_S : d->core->backoff_s * 2;
-    const char *why = c->starting_failed ? c->last_error : c->last_exit;
+    const char *why = c->lc->starting_failed ? c->last_error : c->last_exit;
     log_warn("%s: the core container ended (%s); starting it again in %u s", container_label(c), why, delay);
     daemon_audit(d, "core.restart", "ok", c, "trustmed", "ended (%s); restart in %u s", why, delay);
     d->core->restart_timer = tm_loop_timer(d->loop, delay * 1000ull, on_restart_timer, d);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lc_state.h"
 #include "container.h"
 #include "fdutil.h"
 #include "log.h"
@@ -242,6 +243,19 @@ static int check_request(const Trustme__RunRequest *rq, tm_err *err)
     return 0;
 }
 
+/* A session whose start failed part way (exec_start). */
+static void session_freep(struct session **s)
+{
+    if (*s)
+        session_free(*s);
+}
+
+static void close_stdiop(int (*fds)[3])
+{
+    for (int i = 0; i < 3; i++)
+        closep(&(*fds)[i]);
+}
+
 int exec_start(struct container *c, struct reply_to to, const Trustme__RunRequest *rq, tm_err *err)
 {
     if (c->state != CS_RUNNING)
@@ -254,7 +268,7 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
      * commands that outlive their clients (trustme exec list/kill reach those). */
     size_t on_conn = 0, in_container = 0;
     for (struct container *o = c->d->containers; o; o = o->next)
-        for (struct session *s = o->sessions; s; s = s->next) {
+        for (struct session *s = o->lc->sessions; s; s = s->next) {
             on_conn += s->conn_id == to.client && !s->attach;
             in_container += o == c && !s->attach;
         }
@@ -268,12 +282,12 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
                           "%s already has %d commands started by trustme run "
                           "running (the limit per container); see trustme exec list %s",
                           c->cfg->name, EXEC_MAX_PER_CONTAINER, c->cfg->name);
-    if (c->cfg->user_namespace && c->userns_fd < 0)
+    if (c->cfg->user_namespace && c->lc->userns_fd < 0)
         return tm_err_set(err, ENXIO,
                           "cannot find the container's own user namespace (its init "
                           "has left it since trustmed restarted); restart the container to run commands");
     bool tty = rq->has_tty && rq->tty;
-    struct session *s = session_new(c, to.client, to.req_id, false, tty, rq->argv[0]);
+    _cleanup_(session_freep) struct session *s = session_new(c, to.client, to.req_id, false, tty, rq->argv[0]);
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     snprintf(s->actor, sizeof(s->actor), "%s", to.actor);
@@ -290,25 +304,19 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
                             .tty = tty,
                             .uid_base = c->cfg->user_namespace ? c->uid_base : 0};
     ctx.caps_drop = caps_drop_mask(c->cfg, ctx.uid_base != 0);
-    int child_stdio[3] = {-1, -1, -1};
-    int sp[2] = {-1, -1};
+    _cleanup_(close_stdiop) int child_stdio[3] = {-1, -1, -1};
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     if (!tty && (r = session_pipes(s, child_stdio, err)) < 0)
-        goto fail;
-    if ((r = tm_sync_socketpair(sp)) < 0) {
-        r = tm_err_set(err, -r, "socketpair: %s", strerror(-r));
-        goto fail;
-    }
+        return r;
+    if ((r = tm_sync_socketpair(sp)) < 0)
+        return tm_err_set(err, -r, "socketpair: %s", strerror(-r));
     ctx.sync_fd = sp[1];
     memcpy(ctx.stdio, child_stdio, sizeof(child_stdio));
     /* argv/envp are built before the fork; the helper only reads them. */
-    char **argv = calloc(rq->n_argv + 1, sizeof(char *));
-    char **envp = build_env(c->cfg, rq->env, rq->n_env);
-    if (!argv || !envp) {
-        free(argv);
-        free(envp);
-        r = tm_err_set(err, ENOMEM, "out of memory");
-        goto fail;
-    }
+    _cleanup_free_ char **argv = calloc(rq->n_argv + 1, sizeof(char *));
+    _cleanup_free_ char **envp = build_env(c->cfg, rq->env, rq->n_env);
+    if (!argv || !envp)
+        return tm_err_set(err, ENOMEM, "out of memory");
     memcpy(argv, rq->argv, rq->n_argv * sizeof(char *));
     pid_t self = getpid();
     struct clone_args ca = {
@@ -316,14 +324,10 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
     if (pid == 0) {
         close(sp[0]);
-        exec_helper(&ctx, c->pidfd, c->userns_fd, argv, envp, self);
+        exec_helper(&ctx, c->pidfd, c->lc->userns_fd, argv, envp, self);
     }
-    free(argv);
-    free(envp);
-    if (pid < 0) {
-        r = tm_err_sys(err, "cannot fork the exec helper");
-        goto fail;
-    }
+    if (pid < 0)
+        return tm_err_sys(err, "cannot fork the exec helper");
     close_and_reset(sp[1]);
     for (int i = 0; i < 3; i++)
         close_and_reset(child_stdio[i]);
@@ -333,12 +337,6 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     if (rq->window && tty)
         session_resize(s, rq->window->rows, rq->window->cols);
     daemon_audit(c->d, "exec.start", "ok", c, to.actor, "%s%s", rq->argv[0], tty ? " (tty)" : "");
+    s = NULL; /* the container's session list keeps it */
     return 0;
-fail:
-    for (int i = 0; i < 2; i++)
-        close_and_reset(sp[i]);
-    for (int i = 0; i < 3; i++)
-        close_and_reset(child_stdio[i]);
-    session_free(s);
-    return r;
 }

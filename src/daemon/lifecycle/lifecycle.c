@@ -2,6 +2,7 @@
 #include "lifecycle.h"
 #include "caps.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lc_state.h"
 #include "fscrypt.h"
 #include "container.h"
 #include "console.h"
@@ -89,14 +91,43 @@ void container_add_waiter(struct container *c, uint64_t conn_id, uint64_t req_id
     struct waiter *w = calloc(1, sizeof(*w));
     if (!w)
         return;
-    *w = (struct waiter){.next = c->waiters, .conn_id = conn_id, .req_id = req_id, .kind = kind};
-    c->waiters = w;
+    *w = (struct waiter){.next = c->lc->waiters, .conn_id = conn_id, .req_id = req_id, .kind = kind};
+    c->lc->waiters = w;
+}
+
+void container_remove_waiter(struct container *c, uint64_t conn_id, uint64_t req_id)
+{
+    for (struct waiter **pp = &c->lc->waiters; *pp; pp = &(*pp)->next)
+        if ((*pp)->conn_id == conn_id && (*pp)->req_id == req_id) {
+            struct waiter *w = *pp;
+            *pp = w->next;
+            free(w);
+            return;
+        }
+}
+
+bool container_serves(const struct container *c, uint64_t conn_id)
+{
+    if (!c->lc)
+        return false;
+    for (const struct session *s = c->lc->sessions; s; s = s->next)
+        if (s->conn_id == conn_id)
+            return true;
+    for (const struct waiter *w = c->lc->waiters; w; w = w->next)
+        if (w->conn_id == conn_id)
+            return true;
+    return false;
+}
+
+bool container_adopted(const struct container *c)
+{
+    return c->lc && c->lc->adopted;
 }
 
 /* Answer (and forget) every waiter of the given kind: with the container's info, or an error. */
 static void notify(struct container *c, enum wait_kind kind, int code, const char *msg)
 {
-    for (struct waiter **pp = &c->waiters; *pp;) {
+    for (struct waiter **pp = &c->lc->waiters; *pp;) {
         struct waiter *w = *pp;
         if (w->kind != kind) {
             pp = &w->next;
@@ -119,7 +150,7 @@ static void progress(struct container *c, const char *msg)
     Trustme__Response resp = TRUSTME__RESPONSE__INIT;
     resp.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
     resp.progress = &p;
-    for (struct waiter *w = c->waiters; w; w = w->next)
+    for (struct waiter *w = c->lc->waiters; w; w = w->next)
         if (w->kind == WAIT_START)
             reply_send(c->d, w->conn_id, w->req_id, &resp);
     struct session *s = session_attached(c);
@@ -131,7 +162,7 @@ static void progress(struct container *c, const char *msg)
 
 static void start_op_free(struct container *c)
 {
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     if (!op)
         return;
     tm_source_free(op->sync_src);
@@ -147,13 +178,13 @@ static void start_op_free(struct container *c)
     secret_free(op->pin);
     free(op->ctx.devices);
     free(op);
-    c->start = NULL;
+    c->lc->start = NULL;
 }
 
 /* Drop the start operation once its process and socket are done (init may run on). */
 static void start_op_maybe_free(struct container *c)
 {
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     if (op && op->sync_fd < 0 && op->setup_pidfd < 0 && c->state != CS_STARTING)
         start_op_free(c);
 }
@@ -161,9 +192,9 @@ static void start_op_maybe_free(struct container *c)
 /* Fire EXITED once no process of the container is left. */
 static void maybe_exited(struct container *c)
 {
-    if (c->pid || (c->start && c->start->setup_pidfd >= 0) || c->state == CS_STOPPED)
+    if (c->pid || (c->lc->start && c->lc->start->setup_pidfd >= 0) || c->state == CS_STOPPED)
         return;
-    if (c->state == CS_STARTING && !c->starting_failed)
+    if (c->state == CS_STARTING && !c->lc->starting_failed)
         fail_start(c, "the setup process ended before init was started");
     else
         container_fire(c, EV_EXITED, NULL, NULL);
@@ -171,12 +202,12 @@ static void maybe_exited(struct container *c)
 
 static void fail_start(struct container *c, const char *fmt, ...)
 {
-    if (!c->starting_failed) { /* the first reason is the real one */
+    if (!c->lc->starting_failed) { /* the first reason is the real one */
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(c->last_error, sizeof(c->last_error), fmt, ap);
         va_end(ap);
-        c->starting_failed = true;
+        c->lc->starting_failed = true;
     }
     container_fire(c, EV_START_FAILED, NULL, NULL);
 }
@@ -185,7 +216,7 @@ static void fail_start(struct container *c, const char *fmt, ...)
  * after, and let the setup go on. */
 static void unlock_volume(struct container *c, int rootfd)
 {
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     tm_err err;
     if (rootfd < 0 || !op->key || op->ctx.crypt != DATA_FSCRYPT) {
         fail_start(c, "unexpected data volume from the setup process");
@@ -204,7 +235,7 @@ static void unlock_volume(struct container *c, int rootfd)
  * locked memory into locked memory and wiped here at once. */
 static void send_key(struct container *c)
 {
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     if (!op->key || op->ctx.crypt != DATA_DMCRYPT) {
         fail_start(c, "unexpected key request from the setup process");
         return;
@@ -226,7 +257,7 @@ static enum data_crypt data_crypt_of(const struct container *c)
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     for (;;) {
         tm_sync_msg msg;
         int r = tm_sync_recv(op->sync_fd, &msg);
@@ -240,9 +271,9 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             close_and_reset(op->sync_fd);
             if (r < 0 && r != -ECONNRESET)
                 fail_start(c, "bad message from the setup process: %s", strerror(-r));
-            else if (op->got_pid && !c->starting_failed && c->state == CS_STARTING)
+            else if (op->got_pid && !c->lc->starting_failed && c->state == CS_STARTING)
                 container_fire(c, EV_STARTED, NULL, NULL);
-            if (c->start)
+            if (c->lc->start)
                 start_op_maybe_free(c);
             return;
         }
@@ -279,7 +310,7 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
                 kill(pid, SIGKILL);
                 reaper_take_pid(c->d, pid);
                 fail_start(c, "cannot watch init (pid %d)", pid);
-            } else if (c->state != CS_STARTING || c->starting_failed) {
+            } else if (c->state != CS_STARTING || c->lc->starting_failed) {
                 /* Stopped or failed while the setup process was still at work: this init came
                  * too late to live. */
                 signal_init(c, SIGKILL);
@@ -317,20 +348,20 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
         }
         case TM_SYNC_USERNS: {
             struct stat st;
-            if (msg.fd < 0 || c->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {
+            if (msg.fd < 0 || c->lc->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {
                 fail_start(c, "unexpected user namespace from the setup process");
                 break;
             }
-            c->userns_fd = steal_fd(msg.fd);
-            c->userns_dev = st.st_dev;
-            c->userns_ino = st.st_ino;
+            c->lc->userns_fd = steal_fd(msg.fd);
+            c->lc->userns_dev = st.st_dev;
+            c->lc->userns_ino = st.st_ino;
             break;
         }
         default: fail_start(c, "unexpected message %u from the setup process", msg.type);
         }
         if (msg.fd >= 0)
             close(msg.fd);
-        if (!c->start || c->start->sync_fd < 0)
+        if (!c->lc->start || c->lc->start->sync_fd < 0)
             return;
     }
 }
@@ -338,7 +369,7 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
 static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     siginfo_t si = {0};
     int r = waitid(P_PIDFD, (id_t)op->setup_pidfd, &si, WEXITED | WNOHANG);
     if (r < 0 || si.si_pid == 0)
@@ -364,7 +395,7 @@ static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
 static void on_start_timeout(tm_source *src, void *userdata)
 {
     struct container *c = userdata;
-    c->start->timeout = NULL;
+    c->lc->start->timeout = NULL;
     fail_start(c, "start timed out after %d s", START_TIMEOUT_MS / 1000);
 }
 
@@ -393,7 +424,7 @@ static void on_measured(struct container *c, const tm_err *merr);
 
 static void on_vtpm(struct container *c, const tm_err *err)
 {
-    if (!c->start || c->state != CS_STARTING || c->starting_failed)
+    if (!c->lc->start || c->state != CS_STARTING || c->lc->starting_failed)
         return;
     if (err) {
         fail_start(c, "%s", err->msg);
@@ -404,7 +435,7 @@ static void on_vtpm(struct container *c, const tm_err *err)
 
 static void on_key(struct container *c, struct secret *key, const tm_err *err)
 {
-    if (!c->start || c->state != CS_STARTING || c->starting_failed) {
+    if (!c->lc->start || c->state != CS_STARTING || c->lc->starting_failed) {
         secret_free(key);
         return;
     }
@@ -418,7 +449,7 @@ static void on_key(struct container *c, struct secret *key, const tm_err *err)
         fail_start(c, "keystore: %s", kerr.msg);
         return;
     }
-    c->start->key = key;
+    c->lc->start->key = key;
     if (c->cfg->vtpm) {
         /* Its vTPM runs (state checked, events extended) before anything of the container. */
         progress(c, "starting its vTPM...");
@@ -474,10 +505,10 @@ static void begin_start(struct container *c, const struct start_args *args)
     op->child_stdio[0] = op->child_stdio[1] = op->child_stdio[2] = -1;
     op->args = *args;
     op->args.pin = NULL; /* the caller's; used below only */
-    c->start = op;
+    c->lc->start = op;
     c->last_error[0] = c->last_exit[0] = '\0';
-    c->starting_failed = c->adopted = false;
-    c->exit_code = c->wait_status = -1;
+    c->lc->starting_failed = c->lc->adopted = false;
+    c->exit_code = c->lc->wait_status = -1;
     struct start_ctx *ctx = &op->ctx;
     *ctx = (struct start_ctx){.d = d,
                               .c = c,
@@ -542,8 +573,8 @@ static void begin_start(struct container *c, const struct start_args *args)
 /* Measured, and the GuestOS version is not a rollback: get the data key, then set up. */
 static void on_measured(struct container *c, const tm_err *merr)
 {
-    struct start_op *op = c->start;
-    if (!op || c->state != CS_STARTING || c->starting_failed)
+    struct start_op *op = c->lc->start;
+    if (!op || c->state != CS_STARTING || c->lc->starting_failed)
         return;
     if (merr) {
         fail_start(c, "%s", merr->msg);
@@ -568,10 +599,10 @@ static void on_measured(struct container *c, const tm_err *merr)
 static void spawn_setup(struct container *c)
 {
     struct daemon *d = c->d;
-    struct start_op *op = c->start;
+    struct start_op *op = c->lc->start;
     struct start_ctx *ctx = &op->ctx;
     tm_err err = {0};
-    int sp[2] = {-1, -1};
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     /* The setup process trusts a verified image only if no change was seen on it until now. */
     if (ctx->guestos)
         image_cache_refresh(d);
@@ -581,7 +612,8 @@ static void spawn_setup(struct container *c)
     }
     if (tm_sync_socketpair(sp) < 0) {
         tm_err_sys(&err, "socketpair");
-        goto fail;
+        fail_start(c, "%s", err.msg);
+        return;
     }
     ctx->sync_fd = sp[1];
     memcpy(ctx->stdio, op->child_stdio, sizeof(ctx->stdio));
@@ -595,7 +627,9 @@ static void spawn_setup(struct container *c)
     }
     if (pid < 0) {
         tm_err_sys(&err, "cannot fork the setup process");
-        goto fail;
+        ctx->sync_fd = -1; /* closed with sp */
+        fail_start(c, "%s", err.msg);
+        return;
     }
     close_and_reset(sp[1]);
     ctx->sync_fd = -1;
@@ -612,11 +646,6 @@ static void spawn_setup(struct container *c)
         return;
     }
     log_info("%s: starting", container_label(c));
-    return;
-fail:
-    for (int i = 0; i < 2; i++)
-        close_and_reset(sp[i]);
-    fail_start(c, "%s", err.msg);
 }
 
 /* ---- init ------------------------------------------------------------------------------------ */
@@ -635,10 +664,10 @@ static void on_init_exit(tm_source *src, uint32_t events, void *userdata)
     } /* ECHILD: an adopted init is not our child; how it ended is not ours to know. */
     /* Messages still queued from init (an exec error, or the EOF of a successful exec) must be
      * seen before its exit, or a failed exec would look like a container that ran and ended. */
-    if (c->start && c->start->sync_fd >= 0)
+    if (c->lc->start && c->lc->start->sync_fd >= 0)
         on_sync(NULL, EPOLLIN, c);
-    tm_source_free(c->pidfd_src);
-    c->pidfd_src = NULL;
+    tm_source_free(c->lc->pidfd_src);
+    c->lc->pidfd_src = NULL;
     close_and_reset(c->pidfd);
     c->pid = 0;
     if (status >= 0) {
@@ -647,18 +676,18 @@ static void on_init_exit(tm_source *src, uint32_t events, void *userdata)
         snprintf(c->last_exit, sizeof(c->last_exit), "ended (status unknown: adopted)");
         c->exit_code = -1;
     }
-    c->wait_status = status;
+    c->lc->wait_status = status;
     maybe_exited(c);
 }
 
 int container_watch_init(struct container *c, pid_t pid, int pidfd, tm_err *err)
 {
-    c->pidfd_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_init_exit, c);
-    if (!c->pidfd_src)
+    c->lc->pidfd_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_init_exit, c);
+    if (!c->lc->pidfd_src)
         return tm_err_sys(err, "epoll");
     c->pid = pid;
     c->pidfd = pidfd;
-    c->starttime = proc_starttime(pid);
+    c->lc->starttime = proc_starttime(pid);
     return 0;
 }
 
@@ -672,8 +701,8 @@ static void signal_init(struct container *c, int sig)
 
 static void on_started(struct container *c)
 {
-    tm_source_free(c->start->timeout);
-    c->start->timeout = NULL;
+    tm_source_free(c->lc->start->timeout);
+    c->lc->start->timeout = NULL;
     c->started_at = (uint64_t)time(NULL);
     tm_err err;
     if (runtime_save(c, &err) < 0)
@@ -693,8 +722,8 @@ static void abort_start(struct container *c)
 {
     if (c->pid)
         signal_init(c, SIGKILL);
-    if (c->start && c->start->setup_pidfd >= 0)
-        syscall(SYS_pidfd_send_signal, c->start->setup_pidfd, SIGKILL, NULL, 0);
+    if (c->lc->start && c->lc->start->setup_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, c->lc->start->setup_pidfd, SIGKILL, NULL, 0);
     /* An init whose pid has not reached us yet is found through the cgroups. */
     cgroups_kill(c->d, c->uuid);
     maybe_exited(c);
@@ -703,7 +732,7 @@ static void abort_start(struct container *c)
 static void on_kill_timer(tm_source *src, void *userdata)
 {
     struct container *c = userdata;
-    c->timer = NULL;
+    c->lc->timer = NULL;
     log_info("%s: init did not stop in time, sending SIGKILL", container_label(c));
     signal_init(c, SIGKILL);
 }
@@ -711,8 +740,8 @@ static void on_kill_timer(tm_source *src, void *userdata)
 static void do_stop(struct container *c, enum cstate old, const struct stop_args *args)
 {
     bool frozen = old == CS_FROZEN || old == CS_FREEZING;
-    tm_source_free(c->timer);
-    c->timer = NULL;
+    tm_source_free(c->lc->timer);
+    c->lc->timer = NULL;
     if (frozen || !args || args->kill || args->timeout_s == 0) {
         /* A frozen init cannot handle SIGTERM; SIGKILL is delivered as soon as it is thawed. */
         signal_init(c, SIGKILL);
@@ -721,23 +750,23 @@ static void do_stop(struct container *c, enum cstate old, const struct stop_args
         return;
     }
     signal_init(c, SIGTERM);
-    c->timer = tm_loop_timer(c->d->loop, (uint64_t)args->timeout_s * 1000, on_kill_timer, c);
+    c->lc->timer = tm_loop_timer(c->d->loop, (uint64_t)args->timeout_s * 1000, on_kill_timer, c);
 }
 
 static void cleanup(struct container *c)
 {
     struct daemon *d = c->d;
-    size_t n = c->start ? c->start->prepared : modules_count();
+    size_t n = c->lc->start ? c->lc->start->prepared : modules_count();
     modules_cleanup(c, n);
     start_op_free(c);
     console_close(c);
-    close_and_reset(c->userns_fd);
+    close_and_reset(c->lc->userns_fd);
     runtime_remove(c);
-    tm_source_free(c->timer);
-    c->timer = NULL;
-    c->adopted = false;
+    tm_source_free(c->lc->timer);
+    c->lc->timer = NULL;
+    c->lc->adopted = false;
     struct session *s = session_attached(c);
-    if (c->starting_failed) {
+    if (c->lc->starting_failed) {
         c->last_exit[0] = '\0'; /* init never ran the configured program */
         log_warn("%s: start failed: %s", container_label(c), c->last_error);
         daemon_audit(d, "container.start", "fail", c, NULL, "%s", c->last_error);
@@ -749,7 +778,7 @@ static void cleanup(struct container *c)
         daemon_audit(d, "container.stop", "ok", c, NULL, "init %s", c->last_exit);
         notify(c, WAIT_START, 0, NULL); /* init ended before the start was reported */
         if (s)
-            session_finish(s, c->wait_status >= 0 ? c->wait_status : W_EXITCODE(255, 0));
+            session_finish(s, c->lc->wait_status >= 0 ? c->lc->wait_status : W_EXITCODE(255, 0));
     }
     notify(c, WAIT_STOP, 0, NULL);
     notify(c, WAIT_FREEZE, EIO, "the container stopped");
@@ -763,35 +792,35 @@ static void cleanup(struct container *c)
 static void on_freeze_poll(tm_source *src, void *userdata)
 {
     struct container *c = userdata;
-    c->timer = NULL;
+    c->lc->timer = NULL;
     int r = cgroups_is_frozen(c);
     if (r > 0) {
         container_fire(c, EV_FROZEN, NULL, NULL);
-    } else if (r < 0 || ++c->freeze_polls >= FREEZE_MAX_POLLS) {
+    } else if (r < 0 || ++c->lc->freeze_polls >= FREEZE_MAX_POLLS) {
         snprintf(c->last_error, sizeof(c->last_error), "freezing did not complete%s",
                  r < 0 ? ": cannot read the freezer state" : " within 5 s");
         container_fire(c, EV_FREEZE_FAILED, NULL, NULL);
     } else {
-        c->timer = tm_loop_timer(c->d->loop, FREEZE_POLL_MS, on_freeze_poll, c);
+        c->lc->timer = tm_loop_timer(c->d->loop, FREEZE_POLL_MS, on_freeze_poll, c);
     }
 }
 
 static void do_freeze(struct container *c)
 {
     tm_err err;
-    c->freeze_polls = 0;
+    c->lc->freeze_polls = 0;
     if (cgroups_set_frozen(c, true, &err) < 0) {
         snprintf(c->last_error, sizeof(c->last_error), "%s", err.msg);
         container_fire(c, EV_FREEZE_FAILED, NULL, NULL);
         return;
     }
-    c->timer = tm_loop_timer(c->d->loop, FREEZE_POLL_MS, on_freeze_poll, c);
+    c->lc->timer = tm_loop_timer(c->d->loop, FREEZE_POLL_MS, on_freeze_poll, c);
 }
 
 static void do_thaw(struct container *c, enum cstate old)
 {
-    tm_source_free(c->timer);
-    c->timer = NULL;
+    tm_source_free(c->lc->timer);
+    c->lc->timer = NULL;
     tm_err err;
     int r = cgroups_set_frozen(c, false, &err);
     if (old == CS_FREEZING) { /* freezing failed */
@@ -805,6 +834,7 @@ static void do_thaw(struct container *c, enum cstate old)
 
 int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err *err)
 {
+    assert(c->lc); /* every container in the store has its run state (lc_created) */
     enum cstate old = c->state;
     struct transition t = state_next(old, ev);
     if (t.action == ACT_INVALID) {
@@ -834,9 +864,37 @@ int container_fire(struct container *c, enum cevent ev, const void *arg, tm_err 
     return 0;
 }
 
+/* Every container in the store has its lc_state from its create or load on. */
+static int lc_created(struct container *c, tm_err *err)
+{
+    assert(!c->lc);
+    c->lc = calloc(1, sizeof(*c->lc));
+    if (!c->lc)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    c->lc->wait_status = -1;
+    c->lc->userns_fd = -1;
+    return 0;
+}
+
+static void lc_freed(struct container *c)
+{
+    console_close(c);
+    if (!c->lc) /* a create that failed before its observers ran */
+        return;
+    close_and_reset(c->lc->userns_fd);
+    for (struct waiter *w = c->lc->waiters, *next; w; w = next) {
+        next = w->next;
+        free(w);
+    }
+    free(c->lc);
+    c->lc = NULL;
+}
+
 const struct container_observer lifecycle_container_observer = {
     .name = "lifecycle",
+    .created = lc_created,
+    .loaded = lc_created,
     .removed = measure_config_anchor_drop,
-    .freed = console_close,
+    .freed = lc_freed,
     .transition = core_on_transition,
 };

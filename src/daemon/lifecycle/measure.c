@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "container.h"
+#include "lc_state.h"
 #include "crypto.h"
 #include "guestos.h"
 #include "guestos_owner.h"
@@ -45,7 +47,7 @@ struct measure_op {
 static void finish(struct measure_op *op, const tm_err *err)
 {
     struct container *c = op->c;
-    c->measure = NULL;
+    c->lc->measure = NULL;
     measure_done_fn done = op->done;
     free(op);
     done(c, err);
@@ -230,7 +232,7 @@ static size_t start_items(const struct container *c, const struct guestos *g,
 int measure_start(struct container *c, const struct guestos *g, measure_done_fn done, tm_err *err)
 {
     struct daemon *d = c->d;
-    struct measure_op *op = calloc(1, sizeof(*op));
+    _cleanup_free_ struct measure_op *op = calloc(1, sizeof(*op));
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     *op = (struct measure_op){.c = c, .done = done};
@@ -245,21 +247,20 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
         r = ask_anchors(op, err);
     if (r < 0) {
         revocation_forget(d, op);
-        free(op);
         return r;
     }
-    c->measure = op;
+    c->lc->measure = steal_ptr(op);
     return 0;
 }
 
 void measure_forget(struct container *c)
 {
-    if (!c->measure)
+    if (!c->lc->measure)
         return;
-    revocation_forget(c->d, c->measure);
-    tpmd_forget(c->d, c->measure);
-    free(c->measure);
-    c->measure = NULL;
+    revocation_forget(c->d, c->lc->measure);
+    tpmd_forget(c->d, c->lc->measure);
+    free(c->lc->measure);
+    c->lc->measure = NULL;
 }
 
 static void on_dropped(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -331,7 +332,7 @@ void measure_running(struct daemon *d)
 {
     for (struct container *c = d->containers; c; c = c->next) {
         /* A start still waiting for its own measurement gets it from the new tpmd's queue. */
-        if (!state_is_active(c->state) || c->measure)
+        if (!state_is_active(c->state) || c->lc->measure)
             continue;
         const struct guestos *g = NULL;
         if (c->cfg->guestos[0] && !(g = guestos_find(d, c->cfg->guestos, c->guestos_version))) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lc_state.h"
 #include "console.h"
 #include "container.h"
 #include "fileio.h"
@@ -33,20 +34,17 @@ int runtime_save(struct container *c, tm_err *err)
 {
     char path[PATH_MAX + 16];
     runtime_path(c, path, sizeof(path));
-    json_t *o = json_object();
+    _cleanup_json_ json_t *o = json_object();
     json_object_set_new(o, "pid", json_integer(c->pid));
-    json_object_set_new(o, "starttime", json_integer((int64_t)c->starttime));
+    json_object_set_new(o, "starttime", json_integer((int64_t)c->lc->starttime));
     json_object_set_new(o, "started_at", json_integer((int64_t)c->started_at));
-    json_object_set_new(o, "userns_dev", json_integer((int64_t)c->userns_dev));
-    json_object_set_new(o, "userns_ino", json_integer((int64_t)c->userns_ino));
+    json_object_set_new(o, "userns_dev", json_integer((int64_t)c->lc->userns_dev));
+    json_object_set_new(o, "userns_ino", json_integer((int64_t)c->lc->userns_ino));
     /* What it runs: a re-adopted container keeps its GuestOS version from being removed. */
     json_object_set_new(o, "guestos_version", json_integer((int64_t)c->guestos_version));
-    char *s = json_dumps(o, JSON_FORMAT_FLAGS);
+    _cleanup_free_ char *s = json_dumps(o, JSON_FORMAT_FLAGS);
     /* Not durable on purpose: no process it describes survives a power cut. */
-    int r = s ? write_file_replace(path, s, strlen(s), 0600, err) : tm_err_set(err, ENOMEM, "out of memory");
-    free(s);
-    json_decref(o);
-    return r;
+    return s ? write_file_replace(path, s, strlen(s), 0600, err) : tm_err_set(err, ENOMEM, "out of memory");
 }
 
 void runtime_remove(struct container *c)
@@ -84,8 +82,8 @@ static int runtime_load(struct container *c, pid_t *pid, unsigned long long *sta
         r = tm_json_get_int(o, "$", "guestos_version", false, 0, INT64_MAX, &gv, &err);
     json_decref(o);
     c->guestos_version = (uint64_t)gv;
-    c->userns_dev = (unsigned long long)dev;
-    c->userns_ino = (unsigned long long)ino;
+    c->lc->userns_dev = (unsigned long long)dev;
+    c->lc->userns_ino = (unsigned long long)ino;
     if (r < 0)
         return -EINVAL;
     *pid = (pid_t)p;
@@ -103,12 +101,10 @@ static int find_userns(struct container *c, pid_t init)
     for (int i = -1; i < n; i++) {
         char path[64];
         snprintf(path, sizeof(path), "/proc/%d/ns/user", i < 0 ? init : pids[i]);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->userns_dev && st.st_ino == c->userns_ino)
-            return fd;
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == c->lc->userns_dev && st.st_ino == c->lc->userns_ino)
+            return steal_fd(fd);
     }
     return -1;
 }
@@ -139,11 +135,11 @@ void runtime_recover(struct container *c)
         if (pidfd >= 0 && container_watch_init(c, pid, pidfd, &err) == 0) {
             if (console_reopen(c, &err) < 0)
                 log_warn("%s: %s (its output is lost until its next start)", container_label(c), err.msg);
-            if (c->cfg->user_namespace && (c->userns_fd = find_userns(c, pid)) < 0)
+            if (c->cfg->user_namespace && (c->lc->userns_fd = find_userns(c, pid)) < 0)
                 log_warn("%s: none of its processes is in its own user namespace any more: "
                          "commands cannot be run in it until it is restarted",
                          container_label(c));
-            c->adopted = true;
+            c->lc->adopted = true;
             c->started_at = started_at;
             /* Exec sessions get the environment of the GuestOS version it runs. */
             const struct guestos *g =

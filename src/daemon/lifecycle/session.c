@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lc_state.h"
 #include "reply.h"
 #include "fdutil.h"
 #include "frame.h"
@@ -29,6 +30,11 @@
 
 static void on_output(tm_source *src, uint32_t events, void *userdata);
 static void flush_input(struct session *s);
+
+struct session *container_sessions(const struct container *c)
+{
+    return c->lc ? c->lc->sessions : NULL;
+}
 
 struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach, bool tty,
                             const char *what)
@@ -48,15 +54,15 @@ struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_
     snprintf(s->what, sizeof(s->what), "%s", what);
     s->pidfd = s->helper_pidfd = s->sync_fd = -1;
     s->in_fd = s->out_fd = s->err_fd = -1;
-    s->next = c->sessions;
-    c->sessions = s;
+    s->next = c->lc->sessions;
+    c->lc->sessions = s;
     return s;
 }
 
 struct session *session_find(struct daemon *d, uint64_t conn_id, uint64_t req_id)
 {
     for (struct container *c = d->containers; c; c = c->next)
-        for (struct session *s = c->sessions; s; s = s->next)
+        for (struct session *s = c->lc->sessions; s; s = s->next)
             if (s->conn_id == conn_id && s->req_id == req_id)
                 return s;
     return NULL;
@@ -64,7 +70,7 @@ struct session *session_find(struct daemon *d, uint64_t conn_id, uint64_t req_id
 
 struct session *session_attached(struct container *c)
 {
-    for (struct session *s = c->sessions; s; s = s->next)
+    for (struct session *s = c->lc->sessions; s; s = s->next)
         if (s->attach)
             return s;
     return NULL;
@@ -83,7 +89,7 @@ static void input_pressure(struct session *s)
     if (!reply_input_paused(s->d, s->conn_id))
         return;
     for (struct container *c = s->d->containers; c; c = c->next)
-        for (struct session *o = c->sessions; o; o = o->next)
+        for (struct session *o = c->lc->sessions; o; o = o->next)
             if (o->conn_id == s->conn_id && tm_buf_pending(&o->in_buf) > INPUT_LOW_WATER)
                 return;
     reply_pause_input(s->d, s->conn_id, false);
@@ -120,22 +126,15 @@ static int watch_output(struct session *s, int fd, tm_source **src)
 
 int session_pipes(struct session *s, int child_fds[3], tm_err *err)
 {
-    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-    for (int i = 0; i < 3; i++)
-        if (pipe2(p[i], O_CLOEXEC) < 0) {
-            int r = tm_err_sys(err, "pipe");
-            for (int k = 0; k < i; k++) {
-                close(p[k][0]);
-                close(p[k][1]);
-            }
-            return r;
-        }
-    child_fds[0] = p[0][0];
-    child_fds[1] = p[1][1];
-    child_fds[2] = p[2][1];
-    s->in_fd = p[0][1];
-    s->out_fd = p[1][0];
-    s->err_fd = p[2][0];
+    _cleanup_close_pair_ int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+        return tm_err_sys(err, "pipe");
+    child_fds[0] = steal_fd(in[0]);
+    child_fds[1] = steal_fd(out[1]);
+    child_fds[2] = steal_fd(errp[1]);
+    s->in_fd = steal_fd(in[1]);
+    s->out_fd = steal_fd(out[0]);
+    s->err_fd = steal_fd(errp[0]);
     fd_set_nonblock(s->in_fd, true);
     if (watch_output(s, s->out_fd, &s->out_src) < 0 || watch_output(s, s->err_fd, &s->err_src) < 0)
         return tm_err_set(err, ENOMEM, "cannot watch the session's output");
@@ -218,7 +217,7 @@ static void on_output(tm_source *src, uint32_t events, void *userdata)
 void sessions_resume(struct daemon *d, uint64_t conn_id)
 {
     for (struct container *c = d->containers; c; c = c->next)
-        for (struct session *s = c->sessions; s; s = s->next)
+        for (struct session *s = c->lc->sessions; s; s = s->next)
             if (s->conn_id == conn_id && s->paused) {
                 s->paused = false;
                 if (s->out_src)
@@ -329,7 +328,7 @@ void session_free(struct session *s)
 {
     if (!s)
         return;
-    for (struct session **pp = &s->c->sessions; *pp; pp = &(*pp)->next)
+    for (struct session **pp = &s->c->lc->sessions; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
             break;
@@ -384,7 +383,7 @@ void sessions_conn_closed(struct daemon *d, uint64_t conn_id)
     /* The client is gone: its process sees EOF on stdin and EPIPE (or a hangup) on output, as
      * after a dropped ssh connection. An exec session lives on until its process exits. */
     for (struct container *c = d->containers; c; c = c->next) {
-        for (struct session *s = c->sessions, *next; s; s = next) {
+        for (struct session *s = c->lc->sessions, *next; s; s = next) {
             next = s->next;
             if (s->conn_id != conn_id)
                 continue;

@@ -13,7 +13,7 @@
 #include "error.h"
 
 struct session {
-    struct session *next; /* in c->sessions */
+    struct session *next; /* in container_sessions(c) */
     struct daemon *d;
     struct container *c;
     uint64_t conn_id; /* 0 once the client is gone */
@@ -46,6 +46,8 @@ struct session {
     bool paused;
 };
 
+/* c's attach and exec sessions, the newest first (NULL: none). */
+struct session *container_sessions(const struct container *c);
 struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_id, bool attach, bool tty,
                             const char *what);
 /* Create stdin/stdout/stderr pipes; child_fds gets the ends for the process (caller closes them

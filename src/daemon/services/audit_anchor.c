@@ -32,12 +32,12 @@ static struct {
     tm_source *timer;
 } st;
 
-bool audit_anchor_head(uint64_t *seq, char hash[TM_SHA256_HEX_LEN + 1], const char **problem)
+bool audit_anchor_head(uint64_t *ret_seq, char hash[TM_SHA256_HEX_LEN + 1], const char **ret_problem)
 {
-    *problem = st.problem[0] ? st.problem : NULL;
+    *ret_problem = st.problem[0] ? st.problem : NULL;
     if (!st.known)
         return false;
-    *seq = st.seq;
+    *ret_seq = st.seq;
     memcpy(hash, st.hash, sizeof(st.hash));
     return true;
 }

@@ -14,4 +14,4 @@ extern const struct service_events audit_anchor_events;
 
 /* The head the TPM holds (as far as this trustmed knows): false before it was read. *problem:
  * NULL, or what the check at start found (the anchored record missing or different). */
-bool audit_anchor_head(uint64_t *seq, char hash[TM_SHA256_HEX_LEN + 1], const char **problem);
+bool audit_anchor_head(uint64_t *ret_seq, char hash[TM_SHA256_HEX_LEN + 1], const char **ret_problem);

@@ -527,7 +527,7 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
     _cleanup_close_ int exe = open(sb.binary, O_RDONLY | O_CLOEXEC);
     if (exe < 0)
         return tm_err_sys(err, "cannot open %s", sb.binary);
-    int sp[2];
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     if ((r = tm_packet_socketpair(sp)) < 0) {
         errno = -r;
         return tm_err_sys(err, "socketpair");
@@ -545,12 +545,10 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
         (void)self;
         sandbox_exec(&sb, fds, 2, exe, argv, 0 /* getppid() is 0 in a new pid namespace */);
     }
-    close(sp[1]);
-    if (pid < 0) {
-        close(sp[0]);
+    close_and_reset(sp[1]);
+    if (pid < 0)
         return tm_err_sys(err, "cannot fork the keystore service");
-    }
-    ks->link_fd = sp[0];
+    ks->link_fd = steal_fd(sp[0]);
     ks->pidfd = pidfd;
     ks->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_exit_event, ks);
     Trustme__Keystore__KsInit init = TRUSTME__KEYSTORE__KS_INIT__INIT;

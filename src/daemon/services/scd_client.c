@@ -6,12 +6,15 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "packet.h"
 #include "proto.h"
 #include "service.h"
 #include "daemon.h"
+#include "service_options_private.h"
 
 #define SCD_REPLY_MAX (TM_PACKET_LOCKED_MAX - 4) /* replies are small and may hold keys */
 #define SCD_REQUEST_MAX (4u * 1024 * 1024) /* as scd's limit (server.c) */
@@ -93,6 +96,28 @@ static const struct service_ops scd_ops = {
 int scd_start(struct daemon *d, const struct scd_sandbox *sb, tm_err *err)
 {
     return service_start(d, &scd_ops, sb->binary, sb, sizeof(*sb), &d->scd, err);
+}
+
+int scd_launch(struct daemon *d, tm_err *err)
+{
+    const struct service_options *o = d->service_opts;
+    struct scd_sandbox sb = {.kdf_n = o->scd.kdf_n, .log_level = d->log_level};
+    sb.ngroups = SCD_MAX_GROUPS;
+    int r = daemon_find_helper(o->scd.binary, "trustme-scd", "/../scd", sb.binary, sizeof(sb.binary), err);
+    if (r < 0)
+        return tm_err_prefix(err, "the token service (use --scd-binary)");
+    if ((r = daemon_helper_user(o->scd.user, "the token service", &sb.uid, &sb.gid, sb.groups, &sb.ngroups, err)) < 0)
+        return r;
+    snprintf(sb.state_dir, sizeof(sb.state_dir), "%s/scd", d->data_dir);
+    snprintf(sb.root, sizeof(sb.root), "%s/scd-root", d->run_dir);
+    if ((mkdir(sb.state_dir, 0700) < 0 && errno != EEXIST) || chown(sb.state_dir, sb.uid, sb.gid) < 0 ||
+        chmod(sb.state_dir, 0700) < 0)
+        return tm_err_sys(err, "cannot prepare %s", sb.state_dir);
+    if (mkdir(sb.root, 0700) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", sb.root);
+    for (size_t i = 0; i < o->scd.nbinds; i++)
+        sb.binds[sb.nbinds++] = o->scd.binds[i];
+    return scd_start(d, &sb, err);
 }
 
 void scd_stop(struct daemon *d)

@@ -12,6 +12,9 @@
 typedef void (*scd_reply_fn)(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err, void *userdata);
 
 int scd_start(struct daemon *d, const struct scd_sandbox *sb, tm_err *err);
+/* The token service with trustmed's options (service_options.h): its own user and state dir,
+ * confined (scd_sandbox.c), supervised. */
+int scd_launch(struct daemon *d, tm_err *err);
 void scd_stop(struct daemon *d);
 /* Send req (version and id are filled in); fn is called with the answer. Fails at once only if
  * scd is not running. */

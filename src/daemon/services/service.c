@@ -218,7 +218,7 @@ static int spawn(struct service *s, tm_err *err)
     _cleanup_close_ int exe = open(s->binary, O_RDONLY | O_CLOEXEC);
     if (exe < 0)
         return tm_err_sys(err, "cannot open %s", s->binary);
-    int sp[2];
+    _cleanup_close_pair_ int sp[2] = {-1, -1};
     int r = tm_packet_socketpair(sp);
     if (r < 0) {
         errno = -r;
@@ -236,12 +236,10 @@ static int spawn(struct service *s, tm_err *err)
         s->ops->exec_child(s->ctx, sp[1], exe, self);
         _exit(127); /* exec_child does not return */
     }
-    close(sp[1]);
-    if (pid < 0) {
-        close(sp[0]);
+    close_and_reset(sp[1]);
+    if (pid < 0)
         return tm_err_sys(err, "cannot fork %s", s->ops->name);
-    }
-    s->fd = sp[0];
+    s->fd = steal_fd(sp[0]);
     s->pidfd = pidfd;
     fcntl(s->fd, F_SETFL, O_NONBLOCK);
     s->src = tm_loop_io(s->d->loop, s->fd, EPOLLIN, on_io, s);
@@ -256,20 +254,22 @@ static int spawn(struct service *s, tm_err *err)
 int service_start(struct daemon *d, const struct service_ops *ops, const char *binary, const void *ctx, size_t ctx_size,
                   struct service **ret, tm_err *err)
 {
-    struct service *s = calloc(1, sizeof(*s));
-    void *copy = malloc(ctx_size);
-    if (!s || !copy) {
-        free(s);
-        free(copy);
+    _cleanup_free_ struct service *s = calloc(1, sizeof(*s));
+    _cleanup_free_ void *copy = malloc(ctx_size);
+    if (!s || !copy)
         return tm_err_set(err, ENOMEM, "out of memory");
-    }
     memcpy(copy, ctx, ctx_size);
-    *s = (struct service){
-        .d = d, .ops = ops, .ctx = copy, .fd = -1, .pidfd = -1, .next_id = 1, .delay_ms = RESTART_DELAY_MIN_MS};
+    *s = (struct service){.d = d,
+                          .ops = ops,
+                          .ctx = steal_ptr(copy),
+                          .fd = -1,
+                          .pidfd = -1,
+                          .next_id = 1,
+                          .delay_ms = RESTART_DELAY_MIN_MS};
     snprintf(s->binary, sizeof(s->binary), "%s", binary);
     s->queue_tail = &s->queue;
-    *ret = s; /* before spawn: on_spawned may already call service_send */
-    return spawn(s, err);
+    *ret = s; /* before spawn: on_spawned may already call service_send; the caller owns it */
+    return spawn(steal_ptr(s), err);
 }
 
 void service_stop(struct service *s)
@@ -308,23 +308,20 @@ int service_send(struct service *s, const ProtobufCMessage *req, uint64_t id, se
     if (!s || s->fd < 0)
         return tm_err_set(err, ESHUTDOWN, "%s is not running; it is being restarted, try again",
                           s ? s->ops->what : "the service");
-    struct pending *p = calloc(1, sizeof(*p));
-    struct queued *q = calloc(1, sizeof(*q));
+    _cleanup_free_ struct pending *p = calloc(1, sizeof(*p));
+    _cleanup_free_ struct queued *q = calloc(1, sizeof(*q));
     int r = p && q ? tm_packet_pack(req, s->ops->request_max, &q->pkt, err) : tm_err_set(err, ENOMEM, "out of memory");
-    if (r < 0) {
-        free(p);
-        free(q);
+    if (r < 0)
         return r;
-    }
     /* Appended at the end: replies come in request order, and callers rely on the order of
      * their callbacks only through ids, but a short list stays cheap to search either way. */
     *p = (struct pending){.id = id, .fn = fn, .userdata = userdata};
     struct pending **tail = &s->pending;
     while (*tail)
         tail = &(*tail)->next;
-    *tail = p;
-    *s->queue_tail = q;
-    s->queue_tail = &q->next;
+    *tail = steal_ptr(p);
+    *s->queue_tail = steal_ptr(q);
+    s->queue_tail = &(*s->queue_tail)->next;
     if (flush_queue(s) < 0) {
         disconnect(s);
         return 0; /* the child's exit answers p */

@@ -26,6 +26,7 @@
 #include "proto.h"
 #include "scd_client.h"
 #include "service.h"
+#include "service_options_private.h"
 #include "child.h"
 
 /* What the TPM part of trustmed knows (docs/ATTESTATION.md); d->tpm. */
@@ -562,7 +563,7 @@ static int own_dir(const char *dir, uid_t uid, gid_t gid, tm_err *err)
 
 static int check_ima_chain(struct daemon *d, tm_err *err)
 {
-    FILE *f = fopen(IMA_LOG, "re");
+    _cleanup_fclose_ FILE *f = fopen(IMA_LOG, "re");
     if (!f)
         return tm_err_set(err, ENOTSUP,
                           "device.json tpm.boot_chain is \"ima\", but this kernel "
@@ -586,7 +587,6 @@ static int check_ima_chain(struct daemon *d, tm_err *err)
         exe |= strcmp(field[3], want_exe) == 0;
         cfg |= strcmp(field[3], want_cfg) == 0;
     }
-    fclose(f);
     if (!exe || !cfg)
         return tm_err_set(err, EPERM,
                           "device.json tpm.boot_chain is \"ima\", but the kernel's IMA "
@@ -601,17 +601,19 @@ int tpmd_start(struct daemon *d, tm_err *err)
 {
     struct tpmd_ctx c = {
         .ngroups = TPMD_MAX_GROUPS, .boot_pcr = d->device.boot_pcr, .runtime_pcr = d->device.runtime_pcr};
-    int r = daemon_find_helper(d->tpmd_opts.binary, "trustme-tpmd", "/../tpmd", c.binary, sizeof(c.binary), err);
+    int r =
+        daemon_find_helper(d->service_opts->tpmd.binary, "trustme-tpmd", "/../tpmd", c.binary, sizeof(c.binary), err);
     if (r < 0)
         return tm_err_prefix(err, "the TPM service (use --tpmd-binary)");
-    if ((r = daemon_helper_user(d->tpmd_opts.user, "the TPM service", &c.uid, &c.gid, c.groups, &c.ngroups, err)) < 0)
+    if ((r = daemon_helper_user(d->service_opts->tpmd.user, "the TPM service", &c.uid, &c.gid, c.groups, &c.ngroups,
+                                err)) < 0)
         return r;
     snprintf(c.data_dir, sizeof(c.data_dir), "%s/tpm", d->data_dir);
     snprintf(c.run_dir, sizeof(c.run_dir), "%s/tpm", d->run_dir);
     snprintf(c.vtpm_dir, sizeof(c.vtpm_dir), "%s/vtpm", d->run_dir);
-    snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->tpmd_opts.swtpm_state);
-    if (d->tpmd_opts.recovery_key_file[0])
-        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s", d->tpmd_opts.recovery_key_file);
+    snprintf(c.swtpm_state, sizeof(c.swtpm_state), "%s", d->service_opts->tpmd.swtpm_state);
+    if (d->service_opts->tpmd.recovery_key_file[0])
+        snprintf(c.recovery_out, sizeof(c.recovery_out), "%s", d->service_opts->tpmd.recovery_key_file);
     else
         snprintf(c.recovery_out, sizeof(c.recovery_out), "%s/recovery-key", c.run_dir);
     snprintf(c.tcti, sizeof(c.tcti), "%s", d->device.tpm_tcti);
@@ -630,7 +632,7 @@ int tpmd_start(struct daemon *d, tm_err *err)
                  "emulated; its state (%s) is files, and a copy of them with the data dir opens "
                  "this device's containers given their PINs, or by brute force (docs/STORAGE.md "
                  "\"The embedded TPM\")%s",
-                 c.tcti, embedded ? d->tpmd_opts.swtpm_state : c.tcti,
+                 c.tcti, embedded ? d->service_opts->tpmd.swtpm_state : c.tcti,
                  d->device.tpm_require_hardware ? "; tpm.require_hardware is set: encrypted "
                                                   "containers are refused"
                                                 : "");

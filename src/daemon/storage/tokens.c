@@ -372,9 +372,9 @@ static int check_hardware(const struct container *c, tm_err *err)
                       c->cfg->name, c->d->device.tpm_tcti);
 }
 
-int tokens_check_start(const struct container *c, bool have_pin, bool *pin_required, tm_err *err)
+int tokens_check_start(const struct container *c, bool have_pin, bool *ret_pin_required, tm_err *err)
 {
-    *pin_required = false;
+    *ret_pin_required = false;
     if (!container_encrypted(c))
         return 0;
     const char *name = c->cfg->name;
@@ -399,7 +399,7 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *pin_requi
                           "it with 'trustme token unlock %s'",
                           name, name);
     if (!have_pin) {
-        *pin_required = true;
+        *ret_pin_required = true;
         return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it", name);
     }
     return 0;

@@ -36,8 +36,8 @@ void tokens_forget_all(struct daemon *d);
 extern const struct service_events tokens_service_events;
 
 /* Why c cannot be started with what the client sent (no PIN, not paired, locked...): 0 if it
- * can, else -errno with err set; *pin_required says whether asking for the PIN would help. */
-int tokens_check_start(const struct container *c, bool have_pin, bool *pin_required, tm_err *err);
+ * can, else -errno with err set; *ret_pin_required says whether asking for the PIN would help. */
+int tokens_check_start(const struct container *c, bool have_pin, bool *ret_pin_required, tm_err *err);
 
 /* The data key for a start: unwrapped with pin, or made at the first start, in which case its
  * wrapped form is stored durably before done sees the key. done owns the key (a locked secret),

@@ -70,19 +70,16 @@ static int resolve_init(int root_fd, const char *cmd, const struct oci_image *im
  * would wait for a writer for ever). */
 static int lookup_id(int root_fd, const char *file, int key, const char *name, uint32_t *ret_id, uint32_t *ret_gid)
 {
-    int fd = open_in_root(root_fd, file, O_RDONLY | O_NONBLOCK);
+    _cleanup_close_ int fd = open_in_root(root_fd, file, O_RDONLY | O_NONBLOCK);
     if (fd < 0)
         return fd;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
         return -EINVAL;
-    }
     _cleanup_fclose_ FILE *f = fdopen(fd, "r");
-    if (!f) {
-        close(fd);
+    if (!f)
         return -ENOMEM;
-    }
+    fd = -1; /* f owns it */
     char line[4096];
     while (fgets(line, sizeof(line), f)) {
         char *fields[4] = {0}, *tok = line;
@@ -165,14 +162,10 @@ static int make_working_dir(int root_fd, const char *dir, tm_err *err)
         if ((fd = open_in_root(root_fd, path, O_PATH | O_DIRECTORY)) == -ENOENT) {
             char *slash = strrchr(path, '/');
             *slash = '\0';
-            int pfd = open_in_root(root_fd, *path ? path : "/", O_PATH | O_DIRECTORY);
+            _cleanup_close_ int pfd = open_in_root(root_fd, *path ? path : "/", O_PATH | O_DIRECTORY);
             *slash = '/';
-            if (pfd < 0 || mkdirat(pfd, slash + 1, 0755) < 0) {
-                if (pfd >= 0)
-                    close(pfd);
+            if (pfd < 0 || mkdirat(pfd, slash + 1, 0755) < 0)
                 return tm_err_sys(err, "image config: cannot make the working directory %s", path);
-            }
-            close(pfd);
         } else if (fd < 0) {
             errno = -fd;
             return tm_err_sys(err, "image config: working directory %s", path);
@@ -287,13 +280,6 @@ static int map_config(int root_fd, struct oci_image *img, const struct gos_impor
     if (!o->arch_given)
         spec->architecture = img->architecture;
     return 0;
-}
-
-static void strv_free(char **v)
-{
-    for (size_t i = 0; v && v[i]; i++)
-        free(v[i]);
-    free(v);
 }
 
 int gos_import(struct gos_spec *spec, const struct gos_import_opts *o, const char *out_dir,

@@ -143,14 +143,13 @@ static int remove_at(int dir_fd, const char *name)
         return 0;
     if (errno != EISDIR)
         return -errno;
-    int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    _cleanup_close_ int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     _cleanup_(closedirp) DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
+    if (!d)
         return -errno;
-    }
+    fd = -1; /* d owns it */
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
@@ -165,14 +164,13 @@ static int remove_at(int dir_fd, const char *name)
 /* Empty the directory at path (an opaque marker), keeping what this layer made in it. */
 static int make_opaque(int root_fd, const char *dir, const struct path_set *made, tm_err *err)
 {
-    int fd = oci_open_beneath(root_fd, dir, O_RDONLY | O_DIRECTORY, err);
+    _cleanup_close_ int fd = oci_open_beneath(root_fd, dir, O_RDONLY | O_DIRECTORY, err);
     if (fd < 0)
         return fd == -ENOENT ? 0 : fd;
     _cleanup_(closedirp) DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
+    if (!d)
         return tm_err_sys(err, "cannot read %s", dir);
-    }
+    fd = -1; /* d owns it */
     struct dirent *e;
     char path[PATH_MAX];
     while ((e = readdir(d))) {

@@ -144,14 +144,13 @@ static int open_blob(int dir_fd, int copy_dir_fd, json_t *desc, const char *what
         fd = private_copy(fd, copy_dir_fd, json_integer_value(s), w, err);
     if (fd < 0)
         return tm_err_prefix(err, "%s (%s)", what, digest);
+    _cleanup_close_ int owned = fd;
     int r = check_fd(fd, w, digest, json_integer_value(s), err);
-    if (r < 0) {
-        close(fd);
+    if (r < 0)
         return r;
-    }
     if (ret_digest)
         *ret_digest = digest;
-    return fd;
+    return steal_fd(owned);
 }
 
 static int read_json_fd(int fd, const char *what, json_t **ret, tm_err *err)
@@ -263,7 +262,7 @@ static int pick_manifest(int dir_fd, int copy_dir_fd, json_t *index, const char 
     return 0;
 }
 
-static void strv_free(char **v, size_t n)
+static void strv_free_n(char **v, size_t n)
 {
     for (size_t i = 0; i < n && v; i++)
         free(v[i]);
@@ -272,11 +271,11 @@ static void strv_free(char **v, size_t n)
 
 void oci_image_free(struct oci_image *img)
 {
-    strv_free(img->entrypoint, img->n_entrypoint);
-    strv_free(img->cmd, img->n_cmd);
-    strv_free(img->env, img->n_env);
-    strv_free(img->ports, img->n_ports);
-    strv_free(img->volumes, img->n_volumes);
+    strv_free_n(img->entrypoint, img->n_entrypoint);
+    strv_free_n(img->cmd, img->n_cmd);
+    strv_free_n(img->env, img->n_env);
+    strv_free_n(img->ports, img->n_ports);
+    strv_free_n(img->volumes, img->n_volumes);
     free(img->working_dir);
     free(img->user);
     *img = (struct oci_image){0};
@@ -296,7 +295,7 @@ static int strv_from_array(json_t *a, const char *what, char ***ret, size_t *ret
     json_array_foreach(a, i, s)
     {
         if (!json_is_string(s) || !(v[i] = strdup(json_string_value(s)))) {
-            strv_free(v, i);
+            strv_free_n(v, i);
             return tm_err_set(err, EINVAL, "image config: %s[%zu] is not a string", what, i);
         }
     }
@@ -326,7 +325,7 @@ static int strv_from_keys(json_t *o, const char *what, char ***ret, size_t *ret_
     json_object_foreach(o, k, val)
     {
         if (!(v[n] = strdup(k))) {
-            strv_free(v, n);
+            strv_free_n(v, n);
             return tm_err_set(err, ENOMEM, "out of memory");
         }
         n++;
@@ -548,21 +547,19 @@ static int docker_archive(int dir_fd, int copy_dir_fd, const struct oci_source *
 
 static int open_source(const struct oci_source *src, const char *scratch_dir, struct oci_budget *budget, tm_err *err)
 {
-    int fd = open(src->path, O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int fd = open(src->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return tm_err_sys(err, "%s", src->path);
     struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
+    if (fstat(fd, &st) < 0)
         return tm_err_sys(err, "%s", src->path);
-    }
     if (S_ISDIR(st.st_mode))
-        return fd;
+        return steal_fd(fd);
     /* An archive: unpacked into scratch_dir first (regular files and directories only). */
-    _cleanup_close_ int afd = fd;
+    int afd = fd;
     if (mkdir(scratch_dir, 0700) < 0)
         return tm_err_sys(err, "cannot make %s", scratch_dir);
-    int dfd = open(scratch_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int dfd = open(scratch_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return tm_err_sys(err, "%s", scratch_dir);
     char w[PATH_MAX + 16];
@@ -570,12 +567,10 @@ static int open_source(const struct oci_source *src, const char *scratch_dir, st
     size_t n = strlen(scratch_dir);
     budget->max_path = n + 2 < PATH_MAX ? PATH_MAX - 2 - n : 1;
     int r = oci_unpack_archive(dfd, afd, w, budget, err);
-    if (r < 0) {
-        close(dfd);
+    if (r < 0)
         return r;
-    }
     budget->bytes = budget->entries = 0;
-    return dfd;
+    return steal_fd(dfd);
 }
 
 int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const char *rootfs_dir,

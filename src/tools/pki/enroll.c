@@ -315,9 +315,16 @@ int enroll_make_credential(EVP_PKEY *ek, const uint8_t ak_name[34], const uint8_
     return 0;
 }
 
+/* The credential is the key of the certificate's encryption: wiped however enroll_write ends. */
+static void cleanse_credp(uint8_t (*cred)[ENROLL_CREDENTIAL_LEN])
+{
+    OPENSSL_cleanse(*cred, sizeof(*cred));
+}
+
 int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, tm_err *err)
 {
-    uint8_t cred[ENROLL_CREDENTIAL_LEN], blob[128], secret[128], iv[ENROLL_IV_LEN], tag[ENROLL_TAG_LEN];
+    _cleanup_(cleanse_credp) uint8_t cred[ENROLL_CREDENTIAL_LEN];
+    uint8_t blob[128], secret[128], iv[ENROLL_IV_LEN], tag[ENROLL_TAG_LEN];
     size_t blob_len, secret_len;
     _cleanup_(osslfreep) unsigned char *der = NULL;
     _cleanup_free_ uint8_t *enc = NULL;
@@ -328,7 +335,7 @@ int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, 
     if (RAND_bytes(cred, sizeof(cred)) != 1 || RAND_bytes(iv, sizeof(iv)) != 1)
         return ossl_fail(err, EIO, "no random bytes");
     if ((r = enroll_make_credential(ek, ak_name, cred, blob, &blob_len, secret, &secret_len, err)) < 0)
-        goto out;
+        return r;
     memcpy(enc, iv, sizeof(iv));
     if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, sizeof(iv), NULL) != 1 ||
@@ -336,20 +343,13 @@ int enroll_write(BIO *out, EVP_PKEY *ek, const uint8_t ak_name[34], X509 *cert, 
         EVP_EncryptUpdate(c, NULL, &n, (const unsigned char *)ENROLL_AAD, (int)strlen(ENROLL_AAD)) != 1 ||
         EVP_EncryptUpdate(c, enc + sizeof(iv), &n, der, der_len) != 1 ||
         EVP_EncryptFinal_ex(c, enc + sizeof(iv) + n, &fin) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1) {
-        r = ossl_fail(err, EIO, "AES-256-GCM failed");
-        goto out;
-    }
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, sizeof(tag), tag) != 1)
+        return ossl_fail(err, EIO, "AES-256-GCM failed");
     memcpy(enc + sizeof(iv) + n + fin, tag, sizeof(tag));
     long enc_len = (long)(sizeof(iv) + (size_t)(n + fin) + sizeof(tag));
     if (PEM_write_bio(out, ENROLL_PEM_CREDENTIAL, "", blob, (long)blob_len) <= 0 ||
         PEM_write_bio(out, ENROLL_PEM_SECRET, "", secret, (long)secret_len) <= 0 ||
-        PEM_write_bio(out, ENROLL_PEM_CERT, "", enc, enc_len) <= 0) {
-        r = ossl_fail(err, ENOMEM, "cannot encode the encrypted certificate");
-        goto out;
-    }
-    r = 0;
-out:
-    OPENSSL_cleanse(cred, sizeof(cred));
-    return r;
+        PEM_write_bio(out, ENROLL_PEM_CERT, "", enc, enc_len) <= 0)
+        return ossl_fail(err, ENOMEM, "cannot encode the encrypted certificate");
+    return 0;
 }

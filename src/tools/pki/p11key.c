@@ -170,15 +170,9 @@ void p11tok_keep(struct p11tok *t)
 
 void p11tok_close(struct p11tok *t)
 {
-    if (t->f) {
-        for (size_t i = 0; i < t->n_made; i++)
-            t->f->C_DestroyObject(t->session, t->made[i]);
-        if (t->logged_in)
-            t->f->C_Logout(t->session);
-        if (t->have_session)
-            t->f->C_CloseSession(t->session);
-    }
-    p11_module_unload(&t->mod);
+    for (size_t i = 0; t->f && i < t->n_made; i++)
+        t->f->C_DestroyObject(t->session, t->made[i]);
+    p11_module_close(&t->mod, t->f, t->session, t->logged_in, t->have_session);
     free(t);
 }
 
@@ -282,18 +276,15 @@ static int make_pkey(struct p11tok *t, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE p
     if (type != CKK_EC && type != CKK_RSA)
         return tm_err_set(err, EOPNOTSUPP, "the token's key is neither EC nor RSA");
     _cleanup_(EVP_PKEY_freep) EVP_PKEY *pkey = EVP_PKEY_new();
-    struct keyref *ref = calloc(1, sizeof(*ref));
-    if (!pkey || !ref) {
-        free(ref);
+    _cleanup_free_ struct keyref *ref = calloc(1, sizeof(*ref));
+    if (!pkey || !ref)
         return tm_err_set(err, ENOMEM, "out of memory");
-    }
     *ref = (struct keyref){.t = t, .priv = priv};
     /* on success ref belongs to the key's ex_data (freed with it) */
     int r = type == CKK_EC ? ec_pkey(t, pub, ref, pkey, err) : rsa_pkey(t, pub, ref, pkey, err);
-    if (r < 0) {
-        free(ref);
+    if (r < 0)
         return r;
-    }
+    ref = NULL; /* the key's ex_data owns it */
     *ret = steal_ptr(pkey);
     return 0;
 }
