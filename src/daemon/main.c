@@ -387,8 +387,10 @@ int main(int argc, char **argv)
     struct daemon d = {.signal_fd = -1};
     enum tm_log_level level = TM_LOG_INFO;
     bool use_syslog = false;
-    if (parse_args(&d, argc, argv, &level, &use_syslog) < 0)
+    if (parse_args(&d, argc, argv, &level, &use_syslog) < 0) {
+        service_options_free(&d); /* parse_args made them before the option it refused */
         return 2;
+    }
     tm_notify_init();
     tm_log_init("trustmed", use_syslog, level);
     if (geteuid() != 0) {
