@@ -35,9 +35,6 @@ HELPER=$ROOT/build/bench/keystore_helper
 P11MODULE=$ROOT/build/src/keystore/pkcs11/libtrustme-pkcs11.so
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 ensure_build "$W/bin"
-# A build tree's trustmed takes its keystore service from ../keystore/ next to its own directory.
-mkdir -p "$(dirname "$TRUSTMED")/../keystore"
-cp -p "$ROOT/build/src/keystore/trustme-keystore" "$(dirname "$TRUSTMED")/../keystore/"
 [ -x "$HELPER" ] && [ -f "$P11MODULE" ] || die "no $HELPER or $P11MODULE: ninja -C build"
 
 cleanup() {

@@ -40,7 +40,8 @@ install_bench_deps() {
 # TRUSTMED, TRUSTME and TRUSTME_SCD at the copies, so that someone rebuilding the shared build
 # directory during a benchmark can neither break it nor change a binary half-way. trustme-scd and
 # trustme-tpmd go next to the copied trustmed, which is where trustmed looks for them first (it does
-# not start without a tpmd). The build directory is shared with people editing the tree, so a
+# not start without a tpmd), and the per-container helpers trustme-vtpm and trustme-keystore into
+# DIR/../vtpm and DIR/../keystore, where a build tree's trustmed looks for them. The build directory is shared with people editing the tree, so a
 # failing build (someone's edit in progress) is not fatal while the binaries exist: the benchmark
 # then measures the binaries as they are, and says so.
 # With BENCH_BINARIES_READY=1 (set by run-all.sh for the scripts it runs) TRUSTMED and TRUSTME
@@ -55,7 +56,7 @@ ensure_build() {
     fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
     if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd src/tpmd/trustme-tpmd \
-        >/dev/null 2>&1; then
+        src/vtpm/trustme-vtpm src/keystore/trustme-keystore >/dev/null 2>&1; then
         [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] && [ -x "$TRUSTME_TPMD" ] ||
             die "ninja -C build failed and the binaries are missing"
         log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \
@@ -71,6 +72,12 @@ ensure_build() {
             TRUSTME=$dir/trustme
             TRUSTME_SCD=$dir/trustme-scd
             TRUSTME_TPMD=$dir/trustme-tpmd
+            # A build tree's trustmed takes its per-container helpers from ../vtpm and ../keystore
+            # beside its own directory (DIR's parent must be the caller's own: a work dir).
+            for h in vtpm/trustme-vtpm keystore/trustme-keystore; do
+                mkdir -p "$dir/../${h%/*}"
+                cp -p "$ROOT/build/src/$h" "$dir/../$h" || die "no $ROOT/build/src/$h"
+            done
             return 0
         fi
         sleep 1 # being relinked right now

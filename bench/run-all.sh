@@ -443,10 +443,11 @@ smoke() {
     local bin out name rc passed=0 failed=0 t0 args
     "$ROOT/scripts/install-deps.sh" --bench >/dev/null || die "scripts/install-deps.sh --bench failed"
     export SKIP_INSTALL=1
-    bin=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)
+    bin=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)/bin # its parent takes the helpers (lib.sh)
+    chmod 755 "${bin%/bin}" # trustme-vtpm is started under its own uid
     out=$(mktemp -d /tmp/trustme-bench-smoke.XXXXXX)
     # shellcheck disable=SC2064 # expand now: the variables are local
-    trap "rm -rf '$bin' '$out'" EXIT
+    trap "rm -rf '${bin%/bin}' '$out'" EXIT
     ensure_build "$bin"
     export TRUSTMED TRUSTME BENCH_BINARIES_READY=1
     # NAME ENV... : the script's own variables for one small run
@@ -502,14 +503,15 @@ if [ "${1:-}" = --smoke ]; then
     exit
 fi
 
-BIN=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)
+BIN=$(mktemp -d /tmp/trustme-bench-bin.XXXXXX)/bin # its parent takes the helpers (lib.sh)
+chmod 755 "${BIN%/bin}" # trustme-vtpm is started under its own uid
 if [ -n "${1:-}" ]; then
     OUT=$1
     mkdir -p "$OUT"
-    trap 'rm -rf "$BIN"' EXIT
+    trap 'rm -rf "${BIN%/bin}"' EXIT
 else
     OUT=$(mktemp -d /tmp/trustme-bench-results.XXXXXX)
-    trap 'rm -rf "$OUT" "$BIN"' EXIT
+    trap 'rm -rf "$OUT" "${BIN%/bin}"' EXIT
 fi
 
 "$ROOT/scripts/install-deps.sh" --bench || die "scripts/install-deps.sh --bench failed"

@@ -46,10 +46,6 @@ for t in hyperfine jq swtpm; do
     command -v "$t" >/dev/null || die "$t is missing (scripts/install-deps.sh --bench)"
 done
 ensure_build "$W/bin"
-ninja -C "$ROOT/build" src/vtpm/trustme-vtpm >/dev/null 2>&1 || true
-# A copied trustmed finds its helper at ../vtpm/trustme-vtpm, as in the build tree.
-mkdir -p "$W/vtpm"
-cp -p "$ROOT/build/src/vtpm/trustme-vtpm" "$W/vtpm/" || die "no trustme-vtpm in build/src/vtpm"
 
 log "building the busybox rootfs and a signed GuestOS of it"
 R=$W/rootfs
