@@ -549,6 +549,26 @@ int tpm_pcr_extend(struct tpm *t, uint32_t pcr, const uint8_t digest[32], tm_err
 
 static const TPMT_SIG_SCHEME ecdsa_sha256 = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
 
+/* The attestation's bytes and its signature, marshalled, as copies the caller frees. */
+static int attest_out(const TPM2B_ATTEST *attest, const TPMT_SIGNATURE *sig, const char *what, uint8_t **ret_attest,
+                      size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, tm_err *err)
+{
+    _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
+    _cleanup_free_ uint8_t *att_buf = malloc(attest->size);
+    if (!sig_buf || !att_buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t sig_len = 0;
+    TSS2_RC rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_err(err, rc, "cannot marshal the %s signature", what);
+    memcpy(att_buf, attest->attestationData, attest->size);
+    *ret_attest_len = attest->size;
+    *ret_attest = steal_ptr(att_buf);
+    *ret_sig_len = sig_len;
+    *ret_sig = steal_ptr(sig_buf);
+    return 0;
+}
+
 int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_len, uint8_t **ret_attest,
               size_t *ret_attest_len, uint8_t **ret_sig, size_t *ret_sig_len, uint8_t pcr_digest[32], tm_err *err)
 {
@@ -570,19 +590,7 @@ int tpm_quote(struct tpm *t, uint32_t mask, const uint8_t *nonce, size_t nonce_l
         attest.type != TPM2_ST_ATTEST_QUOTE || attest.attested.quote.pcrDigest.size != 32)
         return tm_err_set(err, EIO, "the TPM returned a malformed quote");
     memcpy(pcr_digest, attest.attested.quote.pcrDigest.buffer, 32);
-    _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
-    _cleanup_free_ uint8_t *att_buf = malloc(quoted->size);
-    if (!sig_buf || !att_buf)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    size_t sig_len = 0;
-    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot marshal the quote signature");
-    memcpy(att_buf, quoted->attestationData, quoted->size);
-    *ret_attest_len = quoted->size;
-    *ret_attest = steal_ptr(att_buf);
-    *ret_sig_len = sig_len;
-    *ret_sig = steal_ptr(sig_buf);
-    return 0;
+    return attest_out(quoted, sig, "quote", ret_attest, ret_attest_len, ret_sig, ret_sig_len, err);
 }
 
 /* The digest and ticket of data hashed by the TPM: one TPM2_Hash for up to 1024 bytes, a hash
@@ -870,17 +878,5 @@ int tpm_certify(struct tpm *t, ESYS_TR object, const uint8_t *qualifying, size_t
         Esys_Certify(t->esys, object, t->ak, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, NO, &q, &ecdsa_sha256, &info, &sig);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Certify by the attestation key failed");
-    _cleanup_free_ uint8_t *sig_buf = malloc(sizeof(TPMT_SIGNATURE));
-    _cleanup_free_ uint8_t *att_buf = malloc(info->size);
-    if (!sig_buf || !att_buf)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    size_t sig_len = 0;
-    if ((rc = Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sig_buf, sizeof(TPMT_SIGNATURE), &sig_len)) != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot marshal the certification's signature");
-    memcpy(att_buf, info->attestationData, info->size);
-    *ret_attest_len = info->size;
-    *ret_attest = steal_ptr(att_buf);
-    *ret_sig_len = sig_len;
-    *ret_sig = steal_ptr(sig_buf);
-    return 0;
+    return attest_out(info, sig, "certification's", ret_attest, ret_attest_len, ret_sig, ret_sig_len, err);
 }
