@@ -653,8 +653,12 @@ def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
     tries.unlink(missing_ok=True)  # delete after a guess
     assert start(d, "dl", pin="1111", check=False).returncode != 0
     restore({p: b for p, b in fresh.items() if p.parent.name == "tokens"})  # restore scd's files
-    os.kill(d.scd_pid(), signal.SIGKILL)
-    wait_for(lambda: d.scd_pid() is not None, what="scd to be restarted")
+    old = d.scd_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: d.scd_pid() not in (None, old), what="scd to be restarted")
+    # a new scd process is not yet a serving one: trustmed answers "being restarted" until
+    # it has reconnected, so wait for the token state it reads back from the new scd
+    wait_for(lambda: enc(d, "dl").get("status_known"), what="the token state after the restart")
     r = start(d, "dl", pin="2222", check=False)
     assert r.returncode != 0 and "locked" in r.stderr, r.stderr
     e = enc(d, "dl")
