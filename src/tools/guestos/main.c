@@ -51,7 +51,8 @@ static void usage(FILE *out)
                  "Mounts are applied in the order given, after '/'; at most 16 in all.\n"
                  "\n"
                  "Import options (and the build options but --image):\n"
-                 "  --platform OS/ARCH[/VARIANT]  the image of an index to take (default linux/amd64)\n"
+                 "  --platform OS/ARCH[/VARIANT]  the image of an index to take (default: the\n"
+                 "                           platform this tool was built for, below)\n"
                  "  --ref NAME               the image named NAME in index.json (ref.name annotation) or,\n"
                  "                           in a docker-archive, with the tag NAME; needed if several\n"
                  "  --max-size MIB           refuse images that unpack to more (default 16384)\n"
@@ -67,6 +68,7 @@ static void usage(FILE *out)
                  "  --pkcs11-module PATH     the PKCS#11 module, if the key's URI names none\n"
                  "  --unsigned               no signature (development only: trustmed may refuse it)\n"
                  "trustme-pki is taken from next to trustme-guestos, else from $PATH.\n");
+    fprintf(out, "This trustme-guestos's default --platform: %s\n", oci_host_platform());
 }
 
 static void on_signal(int sig)

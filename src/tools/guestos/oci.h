@@ -55,7 +55,7 @@ struct oci_image {
 
 struct oci_source {
     const char *path; /* layout directory, OCI archive or docker-archive */
-    const char *platform; /* "os/arch[/variant]"; NULL: linux/amd64 */
+    const char *platform; /* "os/arch[/variant]"; NULL: oci_host_platform() */
     const char *ref; /* org.opencontainers.image.ref.name or a docker RepoTag; NULL: the only one */
     uint64_t max_bytes;
 };
@@ -66,3 +66,5 @@ struct oci_source {
 int oci_import_tree(const struct oci_source *src, const char *scratch_dir, const char *rootfs_dir,
                     struct oci_image *img, tm_err *err);
 void oci_image_free(struct oci_image *img);
+/* "os/arch" of the machine this was built for, the default --platform. */
+const char *oci_host_platform(void);

@@ -404,11 +404,36 @@ static bool layer_media_type_ok(const char *mt)
                   !strncmp(mt, "application/vnd.docker.image.rootfs.", 36));
 }
 
+/* The default is the machine the tool was built for: an import on an arm64 device takes the
+ * arm64 image of a multi-platform index, as a container runtime there would. */
+#if defined(__x86_64__)
+#define HOST_PLATFORM "linux/amd64"
+#elif defined(__aarch64__)
+#define HOST_PLATFORM "linux/arm64"
+#elif defined(__i386__)
+#define HOST_PLATFORM "linux/386"
+#elif defined(__arm__)
+#define HOST_PLATFORM "linux/arm"
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HOST_PLATFORM "linux/ppc64le"
+#elif defined(__s390x__)
+#define HOST_PLATFORM "linux/s390x"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define HOST_PLATFORM "linux/riscv64"
+#else
+#error "no OCI platform name for this architecture: add it here"
+#endif
+
+const char *oci_host_platform(void)
+{
+    return HOST_PLATFORM;
+}
+
 static int parse_platform(const char *s, struct platform *p, tm_err *err)
 {
     *p = (struct platform){0};
     if (!s)
-        s = "linux/amd64";
+        s = HOST_PLATFORM;
     const char *a = strchr(s, '/');
     const char *v = a ? strchr(a + 1, '/') : NULL;
     if (!a || a == s || !a[1] || a - s >= (int)sizeof(p->os) || (v && (!v[1] || strlen(v + 1) >= sizeof(p->variant))) ||
