@@ -187,6 +187,15 @@ int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, Prot
         r = error_answer(&resp, EDQUOT, msg);
     } else if (st->store) {
         sstore_serve(st->store, req, &resp); /* failures are in resp */
+        struct sstore_status status;
+        sstore_get_status(st->store, &status);
+        if (status.uncertain) {
+            /* A commit's anchor update failed (tpmd away, or trustmed refused it: the NV write
+             * budget): the store asks the TPM again at the next request instead of refusing
+             * everything until the service restarts. */
+            sstore_close(st->store);
+            st->store = NULL;
+        }
     }
     if (r < 0) {
         protobuf_c_message_free_unpacked(&req->base, alloc);

@@ -492,6 +492,7 @@ void sstore_get_status(const struct sstore *s, struct sstore_status *ret)
     ret->objects = s->n;
     ret->tp_objects = s->tp_n;
     ret->refused = s->refused;
+    ret->uncertain = s->uncertain;
     snprintf(ret->last_error, sizeof(ret->last_error), "%s", s->last_error);
 }
 

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "commit_budget.h"
 #include "container.h"
 #include "crypto.h"
 #include "daemon.h"
@@ -67,6 +68,7 @@ struct keystore_svc {
     uint64_t anchor_id;
     bool cert_issued; /* this service's attestation key is certified: it needs no second one */
     uint64_t cert_refused_ms; /* the last refusal audited */
+    uint64_t budget_audit_ms; /* its NV write budget's last refusal audited */
     tm_source *restart_timer;
 };
 
@@ -459,6 +461,19 @@ static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request 
     for (size_t i = 0; i < ar->n_get; i++)
         if (!anchor_name_ours(c, ar->get[i]))
             return tm_err_set(err, EPERM, "anchor %s is not this container's secure store's", ar->get[i]);
+    uint64_t wait_s = 0;
+    if (ar->n_set && !ks->tp_checked && !commit_budget_take(c->uuid, now_ms(), &wait_s)) {
+        if (!ks->budget_audit_ms || now_ms() - ks->budget_audit_ms >= 60000) {
+            ks->budget_audit_ms = now_ms();
+            daemon_audit(c->d, "keystore.commit_budget", "fail", c, "trustmed",
+                         "TPM write budget spent: %d anchored commits, then one every %d s", COMMIT_BUDGET_BURST,
+                         COMMIT_BUDGET_REFILL_S);
+        }
+        return tm_err_set(err, EAGAIN,
+                          "the container's TPM write budget is spent (%d anchored commits, then one every %d s, to "
+                          "spare the TPM's NV memory): the next one in %llu s",
+                          COMMIT_BUDGET_BURST, COMMIT_BUDGET_REFILL_S, (unsigned long long)wait_s);
+    }
     if (!ks->tp_checked && touches_tp(c, ar))
         return tp_check_then_forward(ks, req, err);
     int r = ar->n_set ? tpmd_anchor_update(c->d, set, ar->n_set, (const char *const *)ar->get, ar->n_get,
@@ -741,6 +756,7 @@ static void keystore_removed(struct container *c)
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
     bool had_store = c->cfg && c->cfg->keystore;
+    commit_budget_forget(c->uuid);
     int r = rm_rf(dir);
     if (r < 0 && r != -ENOENT)
         log_warn("%s: cannot remove its keystore %s: %s", container_label(c), dir, strerror(-r));
