@@ -497,6 +497,35 @@ def test_restored_blob_of_a_deleted_or_spent_key_is_refused(ks_daemon):
     assert refusals, "the refused blobs are not audited"
 
 
+def test_blob_left_beside_its_old_version_by_a_crash_is_taken(ks_daemon):
+    """A put writes <alias>.key.new, anchors its hash in the key index, then renames it: a crash
+    after the anchor leaves the old blob in <alias>.key and the indexed one in <alias>.key.new.
+    The next load takes the indexed one (the use it counted stays counted) and moves it into
+    place; an unindexed .new (a put whose anchor never happened) is ignored and removed."""
+    d = ks_daemon
+    keydir = d.data_dir / "keystore" / d.state("ka")["uuid"]
+    blob, new = keydir / "cr-two.key", keydir / "cr-two.key.new"
+    with ks(d, "ka") as k:
+        k.generate("cr-two", "ec", 256, auths(["sign"], ["sha256"], uses=2))
+        before, st = blob.read_bytes(), blob.stat()
+        k.one_shot("cr-two", params("sign", "sha256"), b"x")
+    after = blob.read_bytes()
+    restart_service(d, "ka")
+    put_back(blob, before, st)  # as if the rename had not happened
+    put_back(new, after, st)
+    with ks(d, "ka") as k:
+        k.one_shot("cr-two", params("sign", "sha256"), b"x")  # the second use, not a third
+        refused(lambda: k.one_shot("cr-two", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+    assert not new.exists()
+    current = blob.read_bytes()
+    restart_service(d, "ka")
+    put_back(new, before, st)  # a put that never got anchored
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("cr-two", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        assert blob.read_bytes() == current and not new.exists()
+        k.delete("cr-two")
+
+
 def test_swapped_blobs_of_two_containers_are_refused(ks_daemon):
     """Root swaps two containers' blobs of the same alias: neither opens in the other (another
     keystore key and UUID, and not the blob its index names); swapped back, both are served."""
