@@ -10,8 +10,8 @@ fd 3 a SOCK_SEQPACKET socket) and bench/../build/src/sstore/trustme-sstore-tool 
 object per commit through it, each commit interleaved with the same bytes written to a plain
 file (write a temporary file, fsync, rename, fsync the directory: src/lib/fileio.c
 write_file_atomic). Both write into one directory on the same file system as the tpmd data dir
-(under /var/tmp, a disk, not tmpfs). Object sizes 64 B, 4 KiB (in the superblock) and 64 KiB (a
-file of its own), one store per commit; and 8 stores committed as one batch (one anchor update)
+(under /var/tmp, a disk, not tmpfs). Object sizes 64 B, 4 KiB, 64 KiB (in the superblock) and
+128 KiB (a file of its own), one store per commit; and 8 stores committed as one batch (one anchor update)
 against 8 plain files. Writes sstore.tsv (size, batch, i, ms of the round, of which the anchor
 update, plain ms), sstore.md (per commit: median and p95 latency, commits/s, the ratios) and
 sstore.env (the median ratios, for bench/run-all.sh)."""
@@ -31,7 +31,7 @@ BUILD = ROOT / "build"
 TPMD = BUILD / "src/tpmd/trustme-tpmd"
 TOOL = BUILD / "src/sstore/trustme-sstore-tool"
 # (object size, stores per batch)
-CASES = ((64, 1), (4096, 1), (65536, 1), (64, 8), (4096, 8))
+CASES = ((64, 1), (4096, 1), (65536, 1), (131072, 1), (64, 8), (4096, 8))
 
 
 def start_tpmd(base):

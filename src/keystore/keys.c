@@ -346,9 +346,7 @@ static int asym_size(EVP_PKEY *pkey, int alg, uint32_t *ret, tm_err *err)
 
 static bool alias_taken(struct ks *ks, const char *alias)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s.key", ks->st->dir, alias);
-    return access(path, F_OK) == 0;
+    return ks_store_exists(ks->st, alias);
 }
 
 /* Store a new key: material (locked) with the characteristics the request asked for. */

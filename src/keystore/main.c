@@ -26,6 +26,7 @@
 
 #include "acceptor.h"
 #include "attest.h"
+#include "blob_index.h"
 #include "cleanup.h"
 #include "event.h"
 #include "frame.h"
@@ -394,6 +395,13 @@ int main(int argc, char **argv)
         return 1;
     }
     secret_free(seed);
+    char index_dir[PATH_MAX];
+    snprintf(index_dir, sizeof(index_dir), "%s/index", state_dir);
+    if (ks_index_new(key, st.uuid, index_dir, ks_storage_anchor(s.storage), ks_storage_on_key_refused, s.storage,
+                     &st.index, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
     s.ks = s.loop ? ks_new(&st) : NULL;
     fcntl(4, F_SETFL, O_NONBLOCK);
     if (!s.ks || tm_acceptor_start(&s.acceptor, s.loop, 4, 1000, "keystore", on_accept, &s, &err) < 0 ||
@@ -408,6 +416,7 @@ int main(int argc, char **argv)
     tm_acceptor_stop(&s.acceptor);
     tm_source_free(s.link_src);
     ks_free(s.ks);
+    ks_index_free(st.index);
     ks_storage_free(s.storage);
     ks_attest_free(s.attest);
     secret_free(key);

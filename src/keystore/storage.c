@@ -40,14 +40,15 @@ struct ks_storage {
 };
 
 /* trustmed audits it (sstore.refused); the service's log has it too. */
-static void on_refused(void *ctx, const char *store_id, int code, const char *msg)
+static void report(struct ks_storage *st, bool key_blobs, int code, const char *msg)
 {
-    struct ks_storage *st = ctx;
     log_warn("secure storage refused: %s (%s)", msg, strerror(code < 0 ? -code : code));
     Trustme__Keystore__KsStoreRefused sr = TRUSTME__KEYSTORE__KS_STORE_REFUSED__INIT;
     sr.has_code = true;
     sr.code = code < 0 ? -code : code;
     sr.message = (char *)msg;
+    sr.has_key_blobs = key_blobs;
+    sr.key_blobs = key_blobs;
     Trustme__Keystore__KsLinkEvent ev = TRUSTME__KEYSTORE__KS_LINK_EVENT__INIT;
     ev.store_refused = &sr;
     tm_err err = {0};
@@ -75,6 +76,21 @@ int ks_storage_new(const uint8_t seed[32], const char *uuid, const char *dir, in
     st->link_fd = link_fd;
     *ret = st;
     return 0;
+}
+
+static void on_refused(void *ctx, const char *store_id, int code, const char *msg)
+{
+    report(ctx, false, code, msg);
+}
+
+void ks_storage_on_key_refused(void *ctx, const char *store_id, int code, const char *msg)
+{
+    report(ctx, true, code, msg);
+}
+
+const struct sstore_anchor_ops *ks_storage_anchor(const struct ks_storage *st)
+{
+    return &st->anchor;
 }
 
 void ks_storage_free(struct ks_storage *st)
@@ -171,6 +187,15 @@ int ks_storage_handle(struct ks_storage *st, const ProtobufCBinaryData *in, Prot
         r = error_answer(&resp, EDQUOT, msg);
     } else if (st->store) {
         sstore_serve(st->store, req, &resp); /* failures are in resp */
+        struct sstore_status status;
+        sstore_get_status(st->store, &status);
+        if (status.uncertain) {
+            /* A commit's anchor update failed (tpmd away, or trustmed refused it: the NV write
+             * budget): the store asks the TPM again at the next request instead of refusing
+             * everything until the service restarts. */
+            sstore_close(st->store);
+            st->store = NULL;
+        }
     }
     if (r < 0) {
         protobuf_c_message_free_unpacked(&req->base, alloc);

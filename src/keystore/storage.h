@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "sstore.h"
 
 struct ks_storage;
 
@@ -16,6 +17,11 @@ struct ks_storage;
 int ks_storage_new(const uint8_t seed[32], const char *uuid, const char *dir, int link_fd, struct ks_storage **ret,
                    tm_err *err);
 void ks_storage_free(struct ks_storage *st);
+/* The anchor ops over the link, for the key index (blob_index.h) that shares them. */
+const struct sstore_anchor_ops *ks_storage_anchor(const struct ks_storage *st);
+/* A sstore_report_fn (ctx: the ks_storage) for the key blobs and their index: reports a
+ * refusal to trustmed, which audits it (keystore.blob_refused). */
+void ks_storage_on_key_refused(void *ctx, const char *store_id, int code, const char *msg);
 
 /* Answer one packed trustme.sstore.Request (in) with a packed trustme.sstore.Response in *out
  * (malloc'd; wipe and free it after sending: it may hold an object's plaintext). -EBADMSG: in

@@ -11,10 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "blob_index.h"
 #include "cleanup.h"
+#include "crypto.h"
 #include "fileio.h"
+#include "log.h"
 
 typedef Trustme__Keystore__KsKeyBlob KsKeyBlob;
 
@@ -90,9 +94,74 @@ int ks_store_put(const struct ks_store *st, const char *alias, const KsKeyBlob *
         return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL, "cannot seal the key blob");
     char path[PATH_MAX];
     key_path(st, alias, path, sizeof(path));
-    if (write_file_atomic(path, out, total, 0600, err) < 0)
+    if (!st->index) {
+        if (write_file_atomic(path, out, total, 0600, err) < 0)
+            return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_STORAGE, "%s", err->msg);
+        return 0;
+    }
+    /* Beside the old blob, then anchored, then in place (store.h). A failed index update
+     * leaves <alias>.key.new: the TPM may have taken it, and then that file is the key. */
+    char next[PATH_MAX + 8];
+    uint8_t sha[32];
+    snprintf(next, sizeof(next), "%s.new", path);
+    tm_sha256(out, total, sha);
+    if (write_file_atomic(next, out, total, 0600, err) < 0)
         return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_STORAGE, "%s", err->msg);
+    if ((r = ks_index_set(st->index, alias, sha, err)) < 0)
+        return r;
+    if (rename(next, path) < 0 || fsync_parent(path) < 0)
+        return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_STORAGE, "cannot put the blob of %s in place: %s",
+                          alias, strerror(errno));
     return 0;
+}
+
+/* With an index: the file's bytes only if they are the blob the index names for alias (or the
+ * <alias>.key.new a put left behind after anchoring it, which is moved into place). */
+static int read_indexed(const struct ks_store *st, const char *alias, const char *path, char **ret, size_t *ret_len,
+                        tm_err *err)
+{
+    uint8_t want[32], sha[32];
+    bool found = false;
+    int r = ks_index_lookup(st->index, alias, want, &found, err);
+    if (r < 0)
+        return r;
+    bool exists = access(path, F_OK) == 0;
+    if (!found && !exists)
+        return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_KEY_NOT_FOUND, "no key %s", alias);
+    char next[PATH_MAX + 8];
+    snprintf(next, sizeof(next), "%s.new", path);
+    if (!found) {
+        ks_index_report(st->index, EBADMSG, "key %s: a blob that is not in the TPM-anchored key index is refused",
+                        alias);
+        return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INVALID_KEY_BLOB,
+                          "key %s: its blob is not in the TPM-anchored key index (a deleted key's blob written back, "
+                          "or another container's?)",
+                          alias);
+    }
+    const char *try[2] = {path, next};
+    for (int i = 0; i < 2; i++) {
+        _cleanup_free_ char *data = NULL;
+        size_t len = 0;
+        tm_err ferr;
+        if (read_file(try[i], BLOB_MAX + HDR_LEN + TAG_LEN, &data, &len, &ferr) < 0)
+            continue;
+        tm_sha256(data, len, sha);
+        if (CRYPTO_memcmp(sha, want, 32) != 0)
+            continue;
+        if (i == 1 && (rename(next, path) < 0 || fsync_parent(path) < 0))
+            return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_STORAGE,
+                              "cannot put the blob of %s in place: %s", alias, strerror(errno));
+        if (i == 0)
+            unlink(next); /* a put whose anchor the TPM did not take */
+        *ret_len = len;
+        *ret = steal_ptr(data);
+        return 0;
+    }
+    ks_index_report(st->index, ESTALE, "key %s: its blob is %s", alias,
+                    exists ? "not the one the TPM-anchored key index names (an older copy written back?)" : "missing");
+    return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INVALID_KEY_BLOB, "key %s: its blob is %s", alias,
+                      exists ? "not the one the TPM-anchored key index names (an older copy written back?)"
+                             : "missing, while the TPM-anchored key index names it");
 }
 
 /* protobuf-c allocations of an unpacked blob go into locked memory. */
@@ -123,7 +192,10 @@ int ks_store_get(const struct ks_store *st, const char *alias, KsKeyBlob **ret, 
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     tm_err ferr;
-    int r = read_file(path, BLOB_MAX + HDR_LEN + TAG_LEN, &data, &len, &ferr);
+    int r = st->index ? read_indexed(st, alias, path, &data, &len, err)
+                      : read_file(path, BLOB_MAX + HDR_LEN + TAG_LEN, &data, &len, &ferr);
+    if (st->index && r < 0)
+        return r;
     if (r == -ENOENT)
         return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_KEY_NOT_FOUND, "no key %s", alias);
     if (r < 0)
@@ -161,10 +233,36 @@ void ks_store_blob_free(KsKeyBlob *blob, struct secret *mem)
     secret_free(mem); /* the blob lives in it */
 }
 
+bool ks_store_exists(const struct ks_store *st, const char *alias)
+{
+    char path[PATH_MAX];
+    key_path(st, alias, path, sizeof(path));
+    if (!st->index)
+        return access(path, F_OK) == 0;
+    uint8_t sha[32];
+    bool found = false;
+    tm_err err;
+    /* An index that does not open refuses the new key later, at its put. */
+    return ks_index_lookup(st->index, alias, sha, &found, &err) == 0 && found;
+}
+
 int ks_store_delete(const struct ks_store *st, const char *alias, tm_err *err)
 {
     char path[PATH_MAX];
     key_path(st, alias, path, sizeof(path));
+    if (st->index) {
+        /* Out of the index first: from then on no copy of its blob opens. */
+        bool indexed = ks_store_exists(st, alias);
+        int r = ks_index_set(st->index, alias, NULL, err);
+        if (r < 0)
+            return r;
+        char next[PATH_MAX + 8];
+        snprintf(next, sizeof(next), "%s.new", path);
+        unlink(next);
+        if (unlink(path) < 0 && errno != ENOENT)
+            log_warn("cannot remove the blob of deleted key %s: %s", alias, strerror(errno));
+        return indexed ? 0 : tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_KEY_NOT_FOUND, "no key %s", alias);
+    }
     if (unlink(path) < 0) {
         if (errno == ENOENT)
             return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_KEY_NOT_FOUND, "no key %s", alias);
@@ -176,6 +274,8 @@ int ks_store_delete(const struct ks_store *st, const char *alias, tm_err *err)
 
 int ks_store_each(const struct ks_store *st, void (*fn)(const char *alias, void *ud), void *ud, tm_err *err)
 {
+    if (st->index)
+        return ks_index_each(st->index, fn, ud, err);
     _cleanup_(closedirp) DIR *dir = opendir(st->dir);
     if (!dir)
         return tm_err_set(err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_STORAGE, "cannot list keys: %s", strerror(errno));

@@ -335,7 +335,7 @@ def test_each_container_has_its_own_confined_service(ks_daemon):
         root = Path(f"/proc/{pid}/root")
         assert {"dev", "state", "tmp", "usr"} <= {p.name for p in root.iterdir()}
         assert not (root / "data").exists() and not (root / "proc" / "1").exists()
-        assert all(p.suffix == ".key" or p.name == "sstore" for p in (root / "state").iterdir())
+        assert all(p.suffix == ".key" or p.name in ("sstore", "index") for p in (root / "state").iterdir())
     a, b = pids
     for n in ("pid", "mnt", "net", "ipc"):
         assert ns[a][n] != ns[b][n], f"the keystores of two containers share their {n} namespace"
@@ -430,12 +430,36 @@ def test_killed_service_is_restarted_with_its_keys(ks_daemon):
         k.delete("k-ec")
 
 
-@pytest.mark.xfail(strict=True, reason="key blobs carry no version anchored anywhere: a restored older blob "
-                   "brings back a deleted key and a spent usage count (docs/KEYSTORE.md names secure storage's "
-                   "TPM-anchored versions as the planned fix)")
+def restart_service(d, name):
+    """kill -9 the container's keystore service (trustmed restarts it): it forgets the keys it had
+    loaded, so that the next use reads the blob from its file."""
+    import signal
+    victim = service_of(d, name)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in keystore_pids(d) and len(keystore_pids(d)) >= 2, timeout=10,
+             what=f"{name}'s keystore restarted")
+
+    def served():
+        try:
+            with ks(d, name) as k:
+                k.store_status()
+            return True
+        except SstoreError:
+            return True  # answered
+        except (OSError, KsError):
+            return False
+    wait_for(served, timeout=10, what=f"{name}'s keystore back")
+
+
+def put_back(path, data, st):
+    path.write_bytes(data)
+    os.chown(path, st.st_uid, st.st_gid)
+
+
 def test_restored_blob_of_a_deleted_or_spent_key_is_refused(ks_daemon):
     """Root on the device saves a key's blob, the container deletes the key (or spends its usage
-    count), root writes the saved blob back: the key should not be usable again."""
+    count), root writes the saved blob back: the key is not usable again, nor listed. The blob's
+    SHA-256 is in the TPM-anchored key index, which names only the current blob of every key."""
     d = ks_daemon
     ua = d.state("ka")["uuid"]
     blob = d.data_dir / "keystore" / ua / "r-once.key"
@@ -444,15 +468,137 @@ def test_restored_blob_of_a_deleted_or_spent_key_is_refused(ks_daemon):
         saved, st = blob.read_bytes(), blob.stat()
         k.one_shot("r-once", params("sign", "sha256"), b"x")
         refused(lambda: k.one_shot("r-once", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+    # the spent key's older blob (one use left) written back while the service does not hold it
+    spent = blob.read_bytes()
+    restart_service(d, "ka")
+    put_back(blob, saved, st)
+    with ks(d, "ka") as k:
+        msg = refused(lambda: k.one_shot("r-once", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        assert "not the one the TPM-anchored key index names" in msg, msg
+        refused(lambda: k.public_key("r-once"), "INVALID_KEY_BLOB")
+    put_back(blob, spent, st)  # the current blob is the key again: spent
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("r-once", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
         k.delete("r-once")
-    blob.write_bytes(saved)
-    os.chown(blob, st.st_uid, st.st_gid)
+    assert not blob.exists()
+    put_back(blob, saved, st)  # a deleted key's blob written back
     try:
         with ks(d, "ka") as k:
-            refused(lambda: k.one_shot("r-once", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+            msg = refused(lambda: k.one_shot("r-once", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+            assert "not in the TPM-anchored key index" in msg, msg
             assert "r-once" not in k.list(), "a deleted key is listed again from its restored blob"
+            # the alias is free: a new key under it replaces the stale file
+            k.generate("r-once", "ec", 256, auths(["sign"], ["sha256"]))
+            k.one_shot("r-once", params("sign", "sha256"), b"x")
+            k.delete("r-once")
     finally:
         blob.unlink(missing_ok=True)
+    refusals = [e for e in d.audit_events() if e["event"] == "keystore.blob_refused" and "r-once" in str(e)]
+    assert refusals, "the refused blobs are not audited"
+
+
+def test_blob_left_beside_its_old_version_by_a_crash_is_taken(ks_daemon):
+    """A put writes <alias>.key.new, anchors its hash in the key index, then renames it: a crash
+    after the anchor leaves the old blob in <alias>.key and the indexed one in <alias>.key.new.
+    The next load takes the indexed one (the use it counted stays counted) and moves it into
+    place; an unindexed .new (a put whose anchor never happened) is ignored and removed."""
+    d = ks_daemon
+    keydir = d.data_dir / "keystore" / d.state("ka")["uuid"]
+    blob, new = keydir / "cr-two.key", keydir / "cr-two.key.new"
+    with ks(d, "ka") as k:
+        k.generate("cr-two", "ec", 256, auths(["sign"], ["sha256"], uses=2))
+        before, st = blob.read_bytes(), blob.stat()
+        k.one_shot("cr-two", params("sign", "sha256"), b"x")
+    after = blob.read_bytes()
+    restart_service(d, "ka")
+    put_back(blob, before, st)  # as if the rename had not happened
+    put_back(new, after, st)
+    with ks(d, "ka") as k:
+        k.one_shot("cr-two", params("sign", "sha256"), b"x")  # the second use, not a third
+        refused(lambda: k.one_shot("cr-two", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+    assert not new.exists()
+    current = blob.read_bytes()
+    restart_service(d, "ka")
+    put_back(new, before, st)  # a put that never got anchored
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("cr-two", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        assert blob.read_bytes() == current and not new.exists()
+        k.delete("cr-two")
+
+
+def test_swapped_blobs_of_two_containers_are_refused(ks_daemon):
+    """Root swaps two containers' blobs of the same alias: neither opens in the other (another
+    keystore key and UUID, and not the blob its index names); swapped back, both are served."""
+    d = ks_daemon
+    ua, ub = d.state("ka")["uuid"], d.state("kb")["uuid"]
+    pa, pb = (d.data_dir / "keystore" / u / "sw-ec.key" for u in (ua, ub))
+    with ks(d, "ka") as a, ks(d, "kb") as b:
+        a.generate("sw-ec", "ec", 256, auths(["sign"], ["sha256"]))
+        b.generate("sw-ec", "ec", 256, auths(["sign"], ["sha256"]))
+    da, db, st = pa.read_bytes(), pb.read_bytes(), pa.stat()
+    restart_service(d, "ka")
+    restart_service(d, "kb")
+    put_back(pa, db, st)
+    put_back(pb, da, st)
+    with ks(d, "ka") as a, ks(d, "kb") as b:
+        refused(lambda: a.one_shot("sw-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+        refused(lambda: b.one_shot("sw-ec", params("sign", "sha256"), b"x"), "INVALID_KEY_BLOB")
+    put_back(pa, da, st)
+    put_back(pb, db, st)
+    with ks(d, "ka") as a, ks(d, "kb") as b:
+        a.one_shot("sw-ec", params("sign", "sha256"), b"x")
+        b.one_shot("sw-ec", params("sign", "sha256"), b"x")
+        a.delete("sw-ec")
+        b.delete("sw-ec")
+
+
+def test_rolled_back_or_removed_key_index_refuses_every_key(ks_daemon):
+    """Root puts back the whole key directory (blobs and their index) from before a key's uses
+    were spent: the index is older than the TPM anchors (ESTALE), so no key is served; with the
+    index removed (its anchor stays in tpmd's table, which root cannot edit) no key is served
+    either; the current files put back, the keys are served again."""
+    import shutil
+    d = ks_daemon
+    keydir = d.data_dir / "keystore" / d.state("ka")["uuid"]
+    index = keydir / "index"
+    with ks(d, "ka") as k:
+        k.generate("ix-once", "ec", 256, auths(["sign"], ["sha256"], uses=1))
+        k.generate("ix-plain", "ec", 256, auths(["sign"], ["sha256"]))
+    st = index.stat()
+    old_index, old_blob = snapshot(index), (keydir / "ix-once.key").read_bytes()
+    with ks(d, "ka") as k:
+        k.one_shot("ix-once", params("sign", "sha256"), b"x")
+    new_index, new_blob = snapshot(index), (keydir / "ix-once.key").read_bytes()
+    try:
+        restart_service(d, "ka")
+        restore(index, old_index, (st.st_uid, st.st_gid))
+        put_back(keydir / "ix-once.key", old_blob, st)
+        with ks(d, "ka") as k:
+            msg = refused(lambda: k.one_shot("ix-once", params("sign", "sha256"), b"x"), "STORAGE")
+            assert "rolled back" in msg, msg
+            refused(lambda: k.one_shot("ix-plain", params("sign", "sha256"), b"x"), "STORAGE")
+            refused(lambda: k.list(), "STORAGE")
+            refused(lambda: k.generate("ix-new", "ec", 256, auths(["sign"], ["sha256"])), "STORAGE")
+        restart_service(d, "ka")
+        shutil.rmtree(index)
+        with ks(d, "ka") as k:
+            msg = refused(lambda: k.one_shot("ix-plain", params("sign", "sha256"), b"x"), "STORAGE")
+            assert "missing" in msg, msg
+        refusals = [e for e in d.audit_events() if e["event"] == "keystore.blob_refused" and "key index" in str(e)]
+        assert refusals, "the refused index is not audited"
+    finally:
+        restart_service(d, "ka")
+        index.mkdir(mode=0o700, exist_ok=True)
+        os.chown(index, st.st_uid, st.st_gid)
+        (index / "obj").mkdir(mode=0o700, exist_ok=True)
+        os.chown(index / "obj", st.st_uid, st.st_gid)
+        restore(index, new_index, (st.st_uid, st.st_gid))
+        put_back(keydir / "ix-once.key", new_blob, st)
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("ix-once", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        k.one_shot("ix-plain", params("sign", "sha256"), b"x")
+        k.delete("ix-once")
+        k.delete("ix-plain")
 
 
 def test_secure_storage_on_the_socket(ks_daemon):

@@ -160,11 +160,13 @@ def test_key_passphrase_is_a_context_specific_login(pd, tmp_path):
     put(d, "data", b"x")
     attrs = sh(d, P11 + "--list-objects --type privkey --label p11pw").stdout
     assert "always authenticate" in attrs, attrs
-    r = sh(d, P11 + "--sign -m ECDSA-SHA256 --label p11pw -i data -o sig", check=False)
+    # pkcs11-tool picks the key to sign with by its ID (else the first private key in the list)
+    key = f"--id {b'p11pw'.hex()}"
+    r = sh(d, P11 + f"--sign -m ECDSA-SHA256 {key} -i data -o sig", check=False)
     assert r.returncode != 0
-    r = sh(d, P11 + "--login --pin 0000 --sign -m ECDSA-SHA256 --label p11pw -i data -o sig", check=False)
+    r = sh(d, P11 + f"--login --pin 0000 --sign -m ECDSA-SHA256 {key} -i data -o sig", check=False)
     assert r.returncode != 0 and "CKR_PIN_INCORRECT" in r.stderr, r.stderr
-    sh(d, P11 + "--login --pin 4711 --sign -m ECDSA-SHA256 --label p11pw -i data -o sig --signature-format openssl")
+    sh(d, P11 + f"--login --pin 4711 --sign -m ECDSA-SHA256 {key} -i data -o sig --signature-format openssl")
     assert verify(tmp_path, spki, b"x", get(d, "sig")).returncode == 0
 
 

@@ -24,7 +24,7 @@ from test_tpmd import Tpmd, swtpm_processes
 from tools import tool
 
 SSTORE = BUILD / "src/sstore/trustme-sstore-tool"
-BIG = 5000  # above 4 KiB an object has a file of its own; below, it lives in the superblock
+BIG = 70000  # above 64 KiB an object has a file of its own; below, it lives in the superblock
 
 
 def hooks_built():
@@ -278,11 +278,11 @@ def test_two_stores_do_not_see_each_other(tpmd, base):
         assert 374 in serve_call(pb, field_bytes(374, b""))
         for i in range(5):
             for p, who in ((pa, "one"), (pb, "two")):
-                r = serve_call(p, commit_rq(("same", f"{who}-{i}".encode() * BIG), (f"only-{who}", b"x")))
+                r = serve_call(p, commit_rq(("same", f"{who}-{i}".encode() * (BIG // 5)), (f"only-{who}", b"x")))
                 assert 374 in r, r  # a StoreStatus
         for p, who, other in ((pa, "one", "two"), (pb, "two", "one")):
             r = serve_call(p, read_rq("same"))
-            assert parse(r[361][0])[361][0] == f"{who}-4".encode() * BIG
+            assert parse(r[361][0])[361][0] == f"{who}-4".encode() * (BIG // 5)
             r = serve_call(p, read_rq(f"only-{other}"))
             assert 360 in r and parse(r[360][0])[376][0] == 2, r  # ENOENT
             ids = [parse(o)[360][0].decode() for o in parse(serve_call(p, list_rq())[373][0]).get(360, [])]

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "commit_budget.h"
 #include "container.h"
 #include "crypto.h"
 #include "daemon.h"
@@ -42,6 +43,9 @@
 #include "tpmd_client.h"
 
 #define RESTART_MS 500
+/* The key blobs' index is a secure store of its own, "sstore/<uuid>.keys" (KS_INDEX_SUFFIX in
+ * src/keystore/blob_index.h). */
+#define KEY_INDEX_SUFFIX ".keys"
 
 struct keystore_svc {
     struct container *c;
@@ -64,6 +68,7 @@ struct keystore_svc {
     uint64_t anchor_id;
     bool cert_issued; /* this service's attestation key is certified: it needs no second one */
     uint64_t cert_refused_ms; /* the last refusal audited */
+    uint64_t budget_audit_ms; /* its NV write budget's last refusal audited */
     tm_source *restart_timer;
 };
 
@@ -189,14 +194,18 @@ static int prepare_dirs(struct container *c, struct scd_sandbox *sb, tm_err *err
 
 /* The service's secure store is anchored in tpmd's table (docs/SECURE_STORAGE.md). The service
  * has no link to tpmd: it sends tpmd AnchorRequests on its link to trustmed, which forwards them
- * through its tpmd client if every name is this container's own ("sstore/<uuid>",
- * "sstore-tp/<uuid>" and "sstore-tp/<uuid>/..."). A keystore process taken over by the
+ * through its tpmd client if every name is this container's own ("sstore/<uuid>", its key
+ * blobs' index "sstore/<uuid>.keys", "sstore-tp/<uuid>" and "sstore-tp/<uuid>/..."). A
+ * keystore process taken over by the
  * container can therefore change its own store's anchors only, never another container's or
  * the table's other entries (GuestOS versions, configs, tokens, the audit log's head). */
 static bool anchor_name_ours(const struct container *c, const char *name)
 {
     char own[96];
     snprintf(own, sizeof(own), "sstore/%s", c->uuid);
+    if (strcmp(name, own) == 0)
+        return true;
+    snprintf(own, sizeof(own), "sstore/%s" KEY_INDEX_SUFFIX, c->uuid);
     if (strcmp(name, own) == 0)
         return true;
     int n = snprintf(own, sizeof(own), "sstore-tp/%s", c->uuid);
@@ -452,6 +461,19 @@ static int anchor_forward(struct keystore_svc *ks, const Trustme__Tpmd__Request 
     for (size_t i = 0; i < ar->n_get; i++)
         if (!anchor_name_ours(c, ar->get[i]))
             return tm_err_set(err, EPERM, "anchor %s is not this container's secure store's", ar->get[i]);
+    uint64_t wait_s = 0;
+    if (ar->n_set && !ks->tp_checked && !commit_budget_take(c->uuid, now_ms(), &wait_s)) {
+        if (!ks->budget_audit_ms || now_ms() - ks->budget_audit_ms >= 60000) {
+            ks->budget_audit_ms = now_ms();
+            daemon_audit(c->d, "keystore.commit_budget", "fail", c, "trustmed",
+                         "TPM write budget spent: %d anchored commits, then one every %d s", COMMIT_BUDGET_BURST,
+                         COMMIT_BUDGET_REFILL_S);
+        }
+        return tm_err_set(err, EAGAIN,
+                          "the container's TPM write budget is spent (%d anchored commits, then one every %d s, to "
+                          "spare the TPM's NV memory): the next one in %llu s",
+                          COMMIT_BUDGET_BURST, COMMIT_BUDGET_REFILL_S, (unsigned long long)wait_s);
+    }
     if (!ks->tp_checked && touches_tp(c, ar))
         return tp_check_then_forward(ks, req, err);
     int r = ar->n_set ? tpmd_anchor_update(c->d, set, ar->n_set, (const char *const *)ar->get, ar->n_get,
@@ -476,7 +498,9 @@ static void link_event(struct keystore_svc *ks, struct tm_packet *pkt)
         const char *msg = ev->store_refused->message;
         uint64_t now = now_ms();
         if (strcmp(msg, ks->last_refusal) != 0 || now - ks->last_refusal_ms >= 60000) {
-            daemon_audit(ks->c->d, "sstore.refused", "fail", ks->c, "trustme-keystore", "%s", msg);
+            bool keys = ev->store_refused->has_key_blobs && ev->store_refused->key_blobs;
+            daemon_audit(ks->c->d, keys ? "keystore.blob_refused" : "sstore.refused", "fail", ks->c, "trustme-keystore",
+                         "%s", msg);
             snprintf(ks->last_refusal, sizeof(ks->last_refusal), "%s", msg);
             ks->last_refusal_ms = now;
         }
@@ -655,7 +679,8 @@ void keystore_svc_stop(struct container *c)
 }
 
 /* A removed container's secure-store anchors leave tpmd's table (4096 entries for the device):
- * "sstore/<uuid>", the tamper-proof index "sstore-tp/<uuid>" (its ids, each NUL-terminated) and
+ * "sstore/<uuid>", the key blobs' index "sstore/<uuid>.keys", the tamper-proof index
+ * "sstore-tp/<uuid>" (its ids, each NUL-terminated) and
  * every value it names. */
 struct anchor_removal {
     char uuid[64];
@@ -672,15 +697,17 @@ static void on_anchors_removed(struct daemon *d, const Trustme__Tpmd__Response *
 static void on_tp_index(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *ud)
 {
     struct anchor_removal *ar = ud;
-    char names[2 + 16][160];
-    struct tpmd_anchor_entry set[2 + 16];
+    char names[3 + 16][160];
+    struct tpmd_anchor_entry set[3 + 16];
     size_t n = 0;
-    snprintf(names[n], sizeof(names[0]), "sstore/%s", ar->uuid);
-    set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
     snprintf(names[n], sizeof(names[0]), "sstore-tp/%s", ar->uuid);
     set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
-    const ProtobufCBinaryData *v = resp && !(err && err->code) ? tpmd_anchor_value(resp, names[1]) : NULL;
-    for (size_t k = 0; v && k < v->len && n < 2 + 16;) {
+    snprintf(names[n], sizeof(names[0]), "sstore/%s", ar->uuid);
+    set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
+    snprintf(names[n], sizeof(names[0]), "sstore/%s" KEY_INDEX_SUFFIX, ar->uuid);
+    set[n] = (struct tpmd_anchor_entry){.name = names[n], .remove = true}, n++;
+    const ProtobufCBinaryData *v = resp && !(err && err->code) ? tpmd_anchor_value(resp, names[0]) : NULL;
+    for (size_t k = 0; v && k < v->len && n < 3 + 16;) {
         const uint8_t *end = memchr(v->data + k, '\0', v->len - k);
         if (!end)
             break;
@@ -705,16 +732,18 @@ void keystore_svc_wiped(struct container *c)
     int r = rm_rf(dir);
     if (r < 0 && r != -ENOENT)
         log_warn("%s: cannot wipe its keystore %s: %s", container_label(c), dir, strerror(-r));
-    /* The store starts afresh only without its anchor; its tamper-proof objects stay. */
+    /* The store and the key index start afresh only without their anchors; the tamper-proof
+     * objects stay. */
     struct anchor_removal *ar = calloc(1, sizeof(*ar));
     if (!ar)
         return;
     snprintf(ar->uuid, sizeof(ar->uuid), "%s", c->uuid);
-    char name[160];
+    char name[160], index[160];
     snprintf(name, sizeof(name), "sstore/%s", c->uuid);
-    struct tpmd_anchor_entry e = {.name = name, .remove = true};
+    snprintf(index, sizeof(index), "sstore/%s" KEY_INDEX_SUFFIX, c->uuid);
+    struct tpmd_anchor_entry e[2] = {{.name = name, .remove = true}, {.name = index, .remove = true}};
     tm_err err = {0};
-    if (tpmd_anchor_update(c->d, &e, 1, NULL, 0, on_anchors_removed, ar, &err) < 0) {
+    if (tpmd_anchor_update(c->d, e, 2, NULL, 0, on_anchors_removed, ar, &err) < 0) {
         log_warn("%s: its secure store's anchor stays in tpmd's table: %s", container_label(c), err.msg);
         free(ar);
     }
@@ -727,6 +756,7 @@ static void keystore_removed(struct container *c)
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
     bool had_store = c->cfg && c->cfg->keystore;
+    commit_budget_forget(c->uuid);
     int r = rm_rf(dir);
     if (r < 0 && r != -ENOENT)
         log_warn("%s: cannot remove its keystore %s: %s", container_label(c), dir, strerror(-r));

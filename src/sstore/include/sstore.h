@@ -69,6 +69,7 @@ struct sstore_status {
     size_t objects;
     size_t tp_objects;
     int refused; /* 0, or the negative errno of the last refusal (tamper, rollback) */
+    bool uncertain; /* an anchor update failed without an answer: open the store again */
     char last_error[256];
 };
 
