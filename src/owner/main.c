@@ -184,8 +184,9 @@ static int cmp_value(const void *a, const void *b)
     return c ? c : memcmp(x->sha256, y->sha256, 32);
 }
 
-/* The device's log names every vTPM it hosts (vtpm-ek events); which vTPMs run beside the
- * stakeholder's container is not the stakeholder's policy, so they are accepted as values. What
+/* The device's log names every vTPM it hosts (vtpm-ek events) and their recorded owners
+ * (vtpm-owner); which vTPMs run beside the stakeholder's container, and whose they are, is not
+ * the stakeholder's policy, so they are accepted as values. What
  * matters, this container's EK, is checked against the vTPM itself. */
 static int accept_vtpm_eks(struct refvalues *refs, const Trustme__Attest__AttestResponse *resp)
 {
@@ -194,8 +195,9 @@ static int accept_vtpm_eks(struct refvalues *refs, const Trustme__Attest__Attest
     const Trustme__Attest__Quote *q = resp->quote;
     for (size_t i = 0; i < q->n_events; i++) {
         const Trustme__Attest__Event *e = q->events[i];
-        if (!e->type || strcmp(e->type, "vtpm-ek") != 0 || !e->name || e->sha256.len != 32 ||
-            strlen(e->name) > TM_EVENT_NAME_MAX || refvalues_contains(refs, e->type, e->sha256.data))
+        if (!e->type || (strcmp(e->type, "vtpm-ek") != 0 && strcmp(e->type, "vtpm-owner") != 0) || !e->name ||
+            e->sha256.len != 32 || strlen(e->name) > TM_EVENT_NAME_MAX ||
+            refvalues_contains(refs, e->type, e->sha256.data))
             continue;
         struct refvalue *v = realloc(refs->v, (refs->n + 1) * sizeof(*v));
         if (!v)
