@@ -503,6 +503,13 @@ def test_owner_record_is_measured(world, tpm_rootfs, tmp_path):  # noqa: F811
     assert owner_events() == ([], [])
     first = record("discretionary")
     assert owner_events() == ([first], [first])
+    # trustme-pki rim approves exactly that statement, and requires it.
+    rim = tmp_path / "rim.json"
+    subprocess.run([PKI_TOOL, "rim", "--out", rim, "--version", "1", "--vtpm-owner",
+                    f"{uuid}={tmp_path / 'stmt-discretionary'}"], check=True, capture_output=True)
+    rim = json.loads(rim.read_text())
+    assert {"type": "vtpm-owner", "name": f"{uuid}/owner", "sha256": first} in rim["values"], rim
+    assert {"type": "vtpm-owner", "name": f"{uuid}/owner"} in rim["required"], rim
     # The stakeholder's values and the verifier's, as of this record.
     cvalues = []
     for ln in container_log(a, "rec").splitlines():
