@@ -245,7 +245,8 @@ static bool pcr_quoted(const struct attest_policy *pol, uint32_t pcr)
 }
 
 void vtpm_ek_check(const char *pem, size_t len, const char *what, const Trustme__Attest__Quote *q,
-                   const struct attest_policy *pol, const struct attest_report *rep, struct attest_check *out)
+                   const struct attest_policy *pol, const struct attest_report *rep, const char *want_uuid,
+                   struct attest_check *out)
 {
     memset(out, 0, sizeof(*out));
     out->name = CHECK_NAME;
@@ -294,6 +295,10 @@ void vtpm_ek_check(const char *pem, size_t len, const char *what, const Trustme_
     ERR_clear_error();
     if (!uuid_ok(uuid)) {
         set(out, false, "%s: its subject names no container (CN is not a UUID)", what);
+        return;
+    }
+    if (want_uuid && strcmp(uuid, want_uuid) != 0) {
+        set(out, false, "%s: it is the EK certificate of container %s, not of %.64s", what, uuid, want_uuid);
         return;
     }
     uint8_t digest[32];

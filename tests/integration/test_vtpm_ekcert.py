@@ -200,14 +200,16 @@ def test_device_ca_refuses_what_the_ak_did_not_certify(make_daemon, pki, tmp_pat
 VERIFY = BUILD / "src/verify/trustme-verify"
 
 
-def signed_refs(pki, d, out):
-    """Reference values of everything the device measured (its vTPMs' EKs included), signed."""
+def signed_refs(pki, d, out, events=None, pcrs=(11, 12)):
+    """Reference values of everything the device measured (its vTPMs' EKs included), or of
+    events, signed."""
     now = time.time()
     stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
-    events = json.loads(d.cli("measurements", "--json").stdout)["events"]
+    if events is None:
+        events = json.loads(d.cli("measurements", "--json").stdout)["events"]
     out.write_text(json.dumps({
         "format": "trustme-reference-values", "version": 2, "rim_version": 1, "not_before": stamp(now - 60),
-        "not_after": stamp(now + 3600), "pcrs": [11, 12], "required": [],
+        "not_after": stamp(now + 3600), "pcrs": list(pcrs), "required": [],
         "values": [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in events]}))
     run(PKI_TOOL, "sign", out, "--pki", pki["dir"], "--signer", "software", "--passphrase-file", pki["pass"])
     return out
@@ -286,6 +288,27 @@ def test_verifier_checks_the_vtpm_ek_chain(make_daemon, pki, tpm_rootfs, tmp_pat
     refs = signed_refs(pki, d, tmp_path / "refs2.json")
     rc, (ln,) = verify_vtpm(d, pki, refs, old["ecc"])
     assert rc == 1 and "not the EK the device logged last" in ln and "reset since" in ln, ln
-    rc, lines = verify_vtpm(d, pki, refs, *ek_bundles(d, "v", tmp_path).values())
+    new = ek_bundles(d, "v", tmp_path)
+    rc, lines = verify_vtpm(d, pki, refs, *new.values())
     assert rc == 0, lines
+    # trustme-owner take --ek-cert: the old certificate stops it before any command reaches the
+    # vTPM; the current one passes and the take goes on to the end.
+    log = (d.run_dir / "vtpm" / uuid / "pub/event.log").read_text().splitlines()
+    crefs = signed_refs(pki, d, tmp_path / "crefs.json", [dict(zip(("pcr", "type", "sha256", "name"),
+                                                                   ln.split(" ", 3))) for ln in log], (11,))
+    addr = json.loads(d.cli("device", "info", "--json").stdout)["attest_address"]
+
+    def take(bundle, container=uuid):
+        auth = tmp_path / f"auth-{time.monotonic_ns()}.json"
+        r = run(BUILD / "src/owner/trustme-owner", "take", addr, "--container", container, "--ak-anchor",
+                cert(pki, "general-root-ca"), "--device-ca", cert(pki, "device-ca"), "--rim-anchor",
+                cert(pki, "root-ca"), "--rim-ca", cert(pki, "sub-ca"), "--no-crl", "--reference", refs,
+                "--container-reference", crefs, "--auth-out", auth, "--ek-cert", bundle, check=False)
+        step = [ln for ln in r.stdout.splitlines() if ln.startswith("vTPM EK certificate")]
+        return r.returncode, step, auth
+
+    rc, step, auth = take(old["ecc"])
+    assert rc == 1 and step and "FAIL" in step[0] and "reset since" in step[0] and not auth.exists(), step
+    rc, step, auth = take(new["ecc"])
+    assert rc == 0 and step and " ok " in step[0] and auth.exists(), step
     d.cli("stop", "v")
