@@ -126,6 +126,17 @@ def rss_kib(pid):
     return 0
 
 
+def private_kib(pid):
+    """Memory only this process holds (Private_Clean + Private_Dirty, its USS): what one more vTPM
+    costs on a device where another swtpm (tpmd's, another container's) already maps the shared
+    libraries, which RSS counts again in every process."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total
+
+
 def stats(xs):
     xs = sorted(xs)
     return statistics.median(xs) * 1000, xs[int(len(xs) * 0.9)] * 1000
@@ -190,10 +201,14 @@ def main():
         helper_rss = rss_kib(p.pid)
         children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
         swtpm_rss = sum(rss_kib(int(c)) for c in children)
+        helper_uss = private_kib(p.pid)
+        swtpm_uss = sum(private_kib(int(c)) for c in children)
         print(f"runs: {RUNS} (starts: {len(starts_new)})")
         print(f"start to ready, new state:      median {stats(starts_new)[0]:.1f} ms, p90 {stats(starts_new)[1]:.1f}")
         print(f"start to ready, existing state: median {stats(starts_old)[0]:.1f} ms, p90 {stats(starts_old)[1]:.1f}")
         print(f"RSS: trustme-vtpm {helper_rss} KiB, swtpm {swtpm_rss} KiB, together {helper_rss + swtpm_rss} KiB")
+        print(f"private (USS): trustme-vtpm {helper_uss} KiB, swtpm {swtpm_uss} KiB, "
+              f"together {helper_uss + swtpm_uss} KiB")
         print("| command | via trustme-vtpm (median / p90 ms) | swtpm directly | ratio of medians |")
         print("|---|---|---|---|")
         for c in ("GetRandom", "PCR_Read", "Quote", "Sign"):

@@ -215,7 +215,8 @@ const struct cli_verb cli_verbs[] = {
      "record the vTPM owner's signed statement (mandatory or discretionary owner)",
      "STATEMENT is what the owner's trustme-owner statement wrote; it must name this container and its "
      "vTPM's EK. A mandatory owner's vTPM is then reset, wiped or removed only with its release "
-     "(docs/VTPM.md).",
+     "(docs/VTPM.md). From the container's next start the statement is measured (vtpm-owner) into "
+     "the device's and the vTPM's PCR.",
      NULL,
      2,
      2,

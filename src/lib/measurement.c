@@ -8,7 +8,8 @@
 #include "crypto.h"
 
 static const char *const event_types[] = {TM_EVENT_BINARY,        TM_EVENT_DEVICE_CONFIG,    TM_EVENT_GUESTOS_CONFIG,
-                                          TM_EVENT_GUESTOS_IMAGE, TM_EVENT_CONTAINER_CONFIG, TM_EVENT_VTPM_EK};
+                                          TM_EVENT_GUESTOS_IMAGE, TM_EVENT_CONTAINER_CONFIG, TM_EVENT_VTPM_EK,
+                                          TM_EVENT_VTPM_OWNER};
 
 int tm_event_check(uint32_t pcr, const char *type, const char *name, size_t sha256_len, tm_err *err)
 {

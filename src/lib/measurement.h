@@ -21,6 +21,10 @@
 /* A container's vTPM endorsement key (name "<uuid>/ek-rsa|ecc", digest SHA-256 of its TPMT_PUBLIC,
  * i.e. its TPM name without the algorithm id): deep attestation, docs/VTPM.md. */
 #define TM_EVENT_VTPM_EK "vtpm-ek"
+/* A container vTPM's recorded owner statement (name "<uuid>/owner", digest SHA-256 of the
+ * statement file as recorded): who owns the vTPM, measured with its EKs and into the vTPM's own
+ * PCR, docs/VTPM.md "Mandatory and discretionary owners". */
+#define TM_EVENT_VTPM_OWNER "vtpm-owner"
 
 /* Check an (untrusted) event's fields: pcr 0..23, type one of the above, name 1..255 bytes of
  * printable ASCII, sha256 exactly 32 bytes. 0 or -EINVAL with err naming the field. */

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "attest_check.h"
+#include "vtpm_ek.h"
 #include "attest_opts.h"
 #include "cleanup.h"
 #include "client.h"
@@ -52,6 +53,7 @@ static const uint8_t ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 
 
 struct options {
     const char *target, *container, *container_reference, *auth_out;
+    const char *ek_cert; /* --ek-cert: the vTPM's EK certificate and its issuer chain */
     struct attest_opts shared;
     uint8_t expect_ak[34];
     bool has_expect_ak;
@@ -80,6 +82,7 @@ static void usage(FILE *out)
     fprintf(out, "Usage: trustme-owner take HOST:PORT --container UUID TRUST --reference REFS.json\n"
                  "                     --container-reference CREFS.json --auth-out FILE\n"
                  "                     [--expect-ak NAME] [--min-version N] [--timeout S]\n"
+                 "                     [--ek-cert CERTS.pem]\n"
                  "  TRUST: --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem --rim-ca CA.pem\n"
                  "         (--crl CRL.pem ... | --no-crl)\n"
                  "\n"
@@ -90,7 +93,10 @@ static void usage(FILE *out)
                  "CREFS.json (signed like REFS.json: its values are the container's approved events, its\n"
                  "pcrs the vTPM PCRs to quote), then set the vTPM's lockout, endorsement and owner\n"
                  "authorisations to fresh random values, encrypted to the vTPM. The values are written\n"
-                 "to FILE (created, mode 0600) before they are set.\n"
+                 "to FILE (created, mode 0600) before they are set. With --ek-cert (the vTPM's EK\n"
+                 "certificate, then the device's vTPM issuer chain) the certificate must also chain to\n"
+                 "--ak-anchor through a vTPM issuer a --device-ca certified, name the container and\n"
+                 "certify the EK the device logged.\n"
                  "\n"
                  "Exit status: 0 the vTPM is owned, 1 a check failed or the vTPM refused (nothing secret\n"
                  "was sent), 2 usage error, 3 the device could not be reached.\n");
@@ -117,6 +123,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_CREF,
         OPT_AUTH_OUT,
         OPT_EXPECT_AK,
+        OPT_EK_CERT,
         OPT_VERSION
     };
     static const struct option opts[] = {
@@ -129,6 +136,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"container-reference", required_argument, NULL, OPT_CREF},
         {"auth-out", required_argument, NULL, OPT_AUTH_OUT},
         {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
+        {"ek-cert", required_argument, NULL, OPT_EK_CERT},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -153,6 +161,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_CONTAINER: o->container = optarg; break;
         case OPT_CREF: o->container_reference = optarg; break;
         case OPT_AUTH_OUT: o->auth_out = optarg; break;
+        case OPT_EK_CERT: o->ek_cert = optarg; break;
         case OPT_EXPECT_AK:
             if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
                 return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
@@ -184,8 +193,9 @@ static int cmp_value(const void *a, const void *b)
     return c ? c : memcmp(x->sha256, y->sha256, 32);
 }
 
-/* The device's log names every vTPM it hosts (vtpm-ek events); which vTPMs run beside the
- * stakeholder's container is not the stakeholder's policy, so they are accepted as values. What
+/* The device's log names every vTPM it hosts (vtpm-ek events) and their recorded owners
+ * (vtpm-owner); which vTPMs run beside the stakeholder's container, and whose they are, is not
+ * the stakeholder's policy, so they are accepted as values. What
  * matters, this container's EK, is checked against the vTPM itself. */
 static int accept_vtpm_eks(struct refvalues *refs, const Trustme__Attest__AttestResponse *resp)
 {
@@ -194,8 +204,9 @@ static int accept_vtpm_eks(struct refvalues *refs, const Trustme__Attest__Attest
     const Trustme__Attest__Quote *q = resp->quote;
     for (size_t i = 0; i < q->n_events; i++) {
         const Trustme__Attest__Event *e = q->events[i];
-        if (!e->type || strcmp(e->type, "vtpm-ek") != 0 || !e->name || e->sha256.len != 32 ||
-            strlen(e->name) > TM_EVENT_NAME_MAX || refvalues_contains(refs, e->type, e->sha256.data))
+        if (!e->type || (strcmp(e->type, "vtpm-ek") != 0 && strcmp(e->type, "vtpm-owner") != 0) || !e->name ||
+            e->sha256.len != 32 || strlen(e->name) > TM_EVENT_NAME_MAX ||
+            refvalues_contains(refs, e->type, e->sha256.data))
             continue;
         struct refvalue *v = realloc(refs->v, (refs->n + 1) * sizeof(*v));
         if (!v)
@@ -272,14 +283,30 @@ static int check_device(const struct options *o, struct attest_inputs *in, uint8
             found = true;
         }
     }
-    trustme__attest__attest_response__free_unpacked(resp, NULL);
     if (!found) {
+        trustme__attest__attest_response__free_unpacked(resp, NULL);
         step("vTPM on this device", false, "the device's log names no vTPM EK of container %s", o->container);
         return EXIT_REFUSED;
     }
     char hex[65];
     tm_hex(ret_d, 32, hex);
     step("vTPM on this device", true, "vtpm-ek %s = %s", want, hex);
+    /* The PKI's word besides the device's: the EK certificate the device's vTPM issuer signed. */
+    if (o->ek_cert) {
+        _cleanup_free_ char *pem = NULL;
+        size_t pem_len = 0;
+        struct attest_check c;
+        if (read_file(o->ek_cert, VERIFY_PEM_MAX, &pem, &pem_len, &err) < 0)
+            c = (struct attest_check){.ok = false};
+        else
+            vtpm_ek_check(pem, pem_len, o->ek_cert, q, &pol, &rep, o->container, &c);
+        step("vTPM EK certificate", c.ok, "%s", pem ? c.detail : err.msg);
+        if (!c.ok) {
+            trustme__attest__attest_response__free_unpacked(resp, NULL);
+            return EXIT_REFUSED;
+        }
+    }
+    trustme__attest__attest_response__free_unpacked(resp, NULL);
     return 0;
 }
 

@@ -58,8 +58,14 @@ struct attest_clock {
     bool safe; /* the clock was not rolled back since it was last reported */
 };
 
+#define ATTEST_EXTRA_MAX 8
+
 struct attest_report {
     struct attest_check checks[ATTEST_CHECK_COUNT];
+    /* Checks the verifier asked for beyond the eight (trustme-verify --vtpm-ek), reported after
+     * them and part of the verdict; attest_report_add appends one. */
+    struct attest_check extra[ATTEST_EXTRA_MAX];
+    size_t n_extra;
     struct attest_clock clock;
     bool trusted; /* every check ok */
     size_t events; /* events in the device's log */
@@ -113,6 +119,10 @@ void attest_check_quote(const Trustme__Attest__Quote *q, const struct attest_pol
 /* Decode and check: 0 with rep filled, or attest_response_decode's error (rep untouched). */
 int attest_check_response(const uint8_t *buf, size_t len, const struct attest_policy *pol, struct attest_report *rep,
                           tm_err *err);
+
+/* Append c to rep's extra checks (at most ATTEST_EXTRA_MAX: the caller bounds them); a failed
+ * one makes the verdict untrusted. */
+void attest_report_add(struct attest_report *rep, const struct attest_check *c);
 
 /* The human report: one line per check, then the verdict. */
 void attest_report_print(FILE *out, const struct attest_report *rep);

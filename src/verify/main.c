@@ -14,6 +14,7 @@
 #include "attest_check.h"
 #include "attest_opts.h"
 #include "inputs.h"
+#include "vtpm_ek.h"
 #include "key_attest.h"
 #include "keyattest.h"
 #include "cleanup.h"
@@ -40,6 +41,11 @@ static const struct help_line {
     {"last-reset", "N",
      "the TPM reset count last seen from this AK: a lower one fails \"TPM "
      "clock\" (an old quote or a rolled-back TPM)"},
+    {"vtpm-ek", "CERTS.pem",
+     "also check a container vTPM's EK certificate (first in the file, then the device's "
+     "vTPM issuer chain): it must chain to --ak-anchor through a vTPM issuer a --device-ca "
+     "certified, and be the EK the device logged last for that container (\"vTPM EK\"; "
+     "repeatable, docs/VTPM.md)"},
     {"timeout", "S", "seconds for the whole exchange (default 10)"},
     {"save-response", "FILE",
      "write the response as received to FILE and the nonce (hex) to "
@@ -78,6 +84,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "Usage: trustme-verify HOST:PORT TRUST REFERENCE [--pcr N ...] [--expect-ak NAME]\n"
                  "                      [--last-reset N] [--json] [--timeout S] [--save-response FILE]\n"
+                 "                      [--vtpm-ek CERTS.pem ...]\n"
                  "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
                  "       trustme-verify --key-attestation CERTS.pem --ak-anchor ROOT.pem --device-ca CA.pem\n"
                  "                      (--crl CRL.pem ... | --no-crl) [--challenge HEX] [--json]\n"
@@ -132,6 +139,8 @@ static int save_response(const char *path, const uint8_t *buf, size_t len, const
 
 struct options {
     const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex;
+    const char *vtpm_ek[VTPM_EK_FILES_MAX];
+    size_t n_vtpm_ek;
     struct attest_opts shared; /* the options `trustme attest` has too */
     uint8_t expect_ak[34];
     bool has_expect_ak;
@@ -152,7 +161,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         OPT_EXPECT_AK,
         OPT_LAST_RESET,
         OPT_KEY_ATTESTATION,
-        OPT_CHALLENGE
+        OPT_CHALLENGE,
+        OPT_VTPM_EK
     };
     static const struct option opts[] = {
 #define ATTEST_OPTION_GETOPT(id, name, value, help) \
@@ -167,6 +177,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
         {"key-attestation", required_argument, NULL, OPT_KEY_ATTESTATION},
         {"challenge", required_argument, NULL, OPT_CHALLENGE},
+        {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -201,6 +212,11 @@ static int parse_options(int argc, char **argv, struct options *o)
         case OPT_NONCE: o->nonce_hex = optarg; break;
         case OPT_KEY_ATTESTATION: o->key_attestation = optarg; break;
         case OPT_CHALLENGE: o->challenge_hex = optarg; break;
+        case OPT_VTPM_EK:
+            if (o->n_vtpm_ek == VTPM_EK_FILES_MAX)
+                return usage_error("--vtpm-ek: at most %d", VTPM_EK_FILES_MAX);
+            o->vtpm_ek[o->n_vtpm_ek++] = optarg;
+            break;
         case OPT_EXPECT_AK:
             if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
                 return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
@@ -212,6 +228,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         }
     }
     if (o->key_attestation) {
+        if (o->n_vtpm_ek)
+            return usage_error("--vtpm-ek goes with a quote, not --key-attestation");
         if (optind != argc || o->response || o->save)
             return usage_error("--key-attestation takes no HOST:PORT, --response or --save-response");
         return 0;
@@ -364,11 +382,32 @@ int main(int argc, char **argv)
         pol.expect_ak_name = o.expect_ak;
         pol.expect_ak_name_len = sizeof(o.expect_ak);
     }
+    /* The vTPM EK bundles are the verifier's inputs: unreadable is a usage error. */
+    char *ek_pem[VTPM_EK_FILES_MAX] = {0};
+    size_t ek_len[VTPM_EK_FILES_MAX] = {0};
+    for (size_t i = 0; i < o.n_vtpm_ek; i++)
+        if (read_file(o.vtpm_ek[i], VERIFY_PEM_MAX, &ek_pem[i], &ek_len[i], &err) < 0) {
+            fprintf(stderr, "trustme-verify: --vtpm-ek: %s\n", err.msg);
+            while (i--)
+                free(ek_pem[i]);
+            return EXIT_USAGE;
+        }
     struct attest_report rep;
-    if (attest_check_response(resp, resp_len, &pol, &rep, &err) < 0) {
+    Trustme__Attest__AttestResponse *msg = NULL;
+    if (attest_response_decode(resp, resp_len, &msg, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
+        for (size_t i = 0; i < o.n_vtpm_ek; i++)
+            free(ek_pem[i]);
         return EXIT_UNREACHABLE;
     }
+    attest_check_quote(msg->quote, &pol, &rep);
+    for (size_t i = 0; i < o.n_vtpm_ek; i++) {
+        struct attest_check c;
+        vtpm_ek_check(ek_pem[i], ek_len[i], o.vtpm_ek[i], msg->quote, &pol, &rep, NULL, &c);
+        attest_report_add(&rep, &c);
+        free(ek_pem[i]);
+    }
+    trustme__attest__attest_response__free_unpacked(msg, NULL);
     if (o.shared.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
         return EXIT_UNTRUSTED;
     fflush(stdout);

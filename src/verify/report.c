@@ -8,10 +8,26 @@
 #include "json_cleanup.h"
 #include "jsonutil.h"
 
+void attest_report_add(struct attest_report *rep, const struct attest_check *c)
+{
+    if (rep->n_extra >= ATTEST_EXTRA_MAX) {
+        rep->trusted = false;
+        return;
+    }
+    rep->extra[rep->n_extra++] = *c;
+    rep->trusted &= c->ok;
+}
+
+/* The eight checks, then the extra ones. */
+static const struct attest_check *nth_check(const struct attest_report *rep, size_t i)
+{
+    return i < ATTEST_CHECK_COUNT ? &rep->checks[i] : &rep->extra[i - ATTEST_CHECK_COUNT];
+}
+
 void attest_report_print(FILE *out, const struct attest_report *rep)
 {
-    for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
-        const struct attest_check *c = &rep->checks[i];
+    for (size_t i = 0; i < ATTEST_CHECK_COUNT + rep->n_extra; i++) {
+        const struct attest_check *c = nth_check(rep, i);
         fprintf(out, "%-18s %-4s %s\n", c->name, c->ok ? "ok" : "FAIL", c->detail);
     }
     fprintf(out, "verdict: %s (%zu events)\n", rep->trusted ? "trusted" : "untrusted", rep->events);
@@ -27,8 +43,8 @@ int attest_report_print_json(FILE *out, const struct attest_report *rep)
     }
     json_object_set_new(o, "verdict", json_string(rep->trusted ? "trusted" : "untrusted"));
     json_object_set_new(o, "checks", checks);
-    for (int i = 0; i < ATTEST_CHECK_COUNT; i++) {
-        const struct attest_check *c = &rep->checks[i];
+    for (size_t i = 0; i < ATTEST_CHECK_COUNT + rep->n_extra; i++) {
+        const struct attest_check *c = nth_check(rep, i);
         json_t *e = json_object();
         if (!e || json_array_append_new(checks, e) < 0) /* takes e even when it fails */
             return -ENOMEM;

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, PROBE, REPO, TRUSTME, wait_for
-from tools import argv, tool
+from tools import argv, library, tool
 
 KDF = ["--scd-kdf-n", "1024"]
 MARKER = b"TRUSTME-VTPM-MARKER-5c1e"
@@ -175,6 +175,47 @@ def test_guest_uses_its_vtpm(vd, tpm_rootfs):
     assert sorted(d.sh("t1", "ls /run/tpm").stdout.split()) == ["event.log", "tpm.sock", "tpm.sock.ctrl"]
     assert d.sh("t1", "touch /run/tpm/x", check=False).returncode != 0
     assert d.sh("t1", f"ls {d.base}", check=False).returncode != 0
+
+
+def test_openssl_tpm2_provider_signs_with_a_vtpm_key(vd, tpm_rootfs):
+    """Debian's openssl with the tpm2 provider (tpm2-openssl) inside the container: the key is
+    made in the container's vTPM (TPM2OPENSSL_TCTI is set for every session), signs there, and
+    the signature verifies outside with OpenSSL alone."""
+    # openssl, the provider and what they link, beside tpm2-tools' libraries in the guest's root.
+    _copy_with_libs(tpm_rootfs, [tool("openssl"), library("/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so")])
+    d = vd
+    create(d, "o", tpm_rootfs)
+    start(d, "o")
+    prov = "-provider tpm2 -provider base"
+    d.sh("o", f"export OPENSSL_MODULES=/lib/x86_64-linux-gnu && cd /tmp && "
+              f"openssl genpkey {prov} -algorithm EC -pkeyopt group:P-256 -out key.pem && "
+              f"openssl pkey {prov} -in key.pem -pubout -out pub.pem && echo 'signed in the vTPM' > m && "
+              f"openssl pkeyutl {prov} -sign -inkey key.pem -rawin -digest sha256 -in m -out sig")
+    key = d.sh("o", "cat /tmp/key.pem").stdout
+    # A TPM-wrapped key: its private part is no OpenSSL key outside the vTPM.
+    assert key.startswith("-----BEGIN TSS2 PRIVATE KEY-----"), key
+    assert "PRIVATE KEY-----" in key and "BEGIN EC PRIVATE KEY" not in key
+    out = d.base / "ossl"
+    out.mkdir()
+    (out / "pub.pem").write_text(d.sh("o", "cat /tmp/pub.pem").stdout)
+    (out / "sig").write_bytes(bytes.fromhex("".join(d.sh("o", "od -An -v -tx1 /tmp/sig").stdout.split())))
+    (out / "m").write_text("signed in the vTPM\n")
+    ok = subprocess.run(argv("openssl", "dgst", "-sha256", "-verify", out / "pub.pem", "-signature", out / "sig",
+                             out / "m"), capture_output=True, text=True)
+    assert ok.returncode == 0 and "Verified OK" in ok.stdout, ok.stdout + ok.stderr
+    (out / "m").write_text("not what was signed\n")
+    assert subprocess.run(argv("openssl", "dgst", "-sha256", "-verify", out / "pub.pem", "-signature",
+                               out / "sig", out / "m"), capture_output=True).returncode == 1
+    # The key lives in this vTPM only: with the vTPM's sockets gone (the container stopped), the
+    # provider cannot load it.
+    key_file = out / "key.pem"
+    key_file.write_text(key)
+    d.cli("stop", "o")
+    r = subprocess.run(argv("openssl", "pkeyutl", "-provider", "tpm2", "-provider", "base", "-sign", "-inkey",
+                            key_file, "-rawin", "-digest", "sha256", "-in", out / "m", "-out", out / "sig2"),
+                       capture_output=True, text=True,
+                       env=dict(os.environ, TPM2OPENSSL_TCTI=f"swtpm:path={pub_dir(d, 'o')}/tpm.sock"))
+    assert r.returncode != 0 and not (out / "sig2").exists()
 
 
 def _child(d, name):

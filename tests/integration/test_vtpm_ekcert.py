@@ -4,6 +4,7 @@ the device's vTPM-issuing key is certified by the Device CA after the TPM's AK v
 every vTPM's EKs get certificates at the TCG NV indices that name the container and its GuestOS
 and chain to the demo PKI; a vTPM of another device does not chain to this device's issuer."""
 import json
+import time
 import os
 import tempfile
 from pathlib import Path
@@ -46,13 +47,16 @@ def cert(pki, name):
     return next(p for p in pki["dir"].rglob(f"{name}.pem") if p.parent.name != "crl")
 
 
-def device(make_daemon, pki, tmp):
+def device(make_daemon, pki, tmp, allow_unsigned=False):
     """A daemon trusting the PKI, its AK enrolled, and its vTPM issuer certified."""
     d = make_daemon(extra_args=KDF, start=False)
     d.data_dir.mkdir(parents=True, exist_ok=True)
-    (d.data_dir / "device.json").write_text(json.dumps({"trust": {
+    conf = {"trust": {
         "software_signing_root": str(cert(pki, "root-ca")), "general_root": str(cert(pki, "general-root-ca")),
-        "guestos_cas": [str(cert(pki, "guestos-ca"))]}}))
+        "guestos_cas": [str(cert(pki, "guestos-ca"))]}}
+    if allow_unsigned:  # development containers (a plain rootfs), as the vTPM tests use
+        conf["policy"] = {"allow_unsigned": True}
+    (d.data_dir / "device.json").write_text(json.dumps(conf))
     d.start()
     secret_ok(d)
     tmp.mkdir(parents=True, exist_ok=True)
@@ -191,3 +195,120 @@ def test_device_ca_refuses_what_the_ak_did_not_certify(make_daemon, pki, tmp_pat
             "--passphrase-file", pki["pass"], "--csr", tmp_path / "d/issuer.csr", check=False)
     assert r.returncode == 1 and "not issued by this Device CA" in r.stderr, r.stderr
     assert not out.exists()
+
+
+VERIFY = BUILD / "src/verify/trustme-verify"
+
+
+def signed_refs(pki, d, out, events=None, pcrs=(11, 12)):
+    """Reference values of everything the device measured (its vTPMs' EKs included), or of
+    events, signed."""
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    if events is None:
+        events = json.loads(d.cli("measurements", "--json").stdout)["events"]
+    out.write_text(json.dumps({
+        "format": "trustme-reference-values", "version": 2, "rim_version": 1, "not_before": stamp(now - 60),
+        "not_after": stamp(now + 3600), "pcrs": list(pcrs), "required": [],
+        "values": [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in events]}))
+    run(PKI_TOOL, "sign", out, "--pki", pki["dir"], "--signer", "software", "--passphrase-file", pki["pass"])
+    return out
+
+
+def verify_vtpm(d, pki, refs, *bundles):
+    """trustme-verify against the device with --vtpm-ek for each bundle: (exit status, the
+    "vTPM EK" lines)."""
+    addr = json.loads(d.cli("device", "info", "--json").stdout)["attest_address"]
+    r = run(VERIFY, addr, "--ak-anchor", cert(pki, "general-root-ca"), "--device-ca", cert(pki, "device-ca"),
+            "--rim-anchor", cert(pki, "root-ca"), "--rim-ca", cert(pki, "sub-ca"), "--no-crl", "--reference",
+            refs, *[a for b in bundles for a in ("--vtpm-ek", b)], check=False)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("vTPM EK")]
+    assert len(lines) == len(bundles), r.stdout + r.stderr
+    return r.returncode, lines
+
+
+def ek_bundles(d, name, tmp):
+    """Each EK certificate of the container's vTPM followed by the device's vTPM issuer chain."""
+    chain = json.loads(d.cli("device", "info", "--json").stdout)["vtpm_issuer_chain_pem"]
+    out = {}
+    for e in json.loads(d.cli("vtpm", "info", "--json", name).stdout)["eks"]:
+        out[e["kind"]] = tmp / f"{name}-{e['kind']}-{time.monotonic_ns()}.pem"
+        out[e["kind"]].write_text(e["cert_pem"].strip() + "\n" + chain)
+    return out
+
+
+def forge(tmp, bundle, uuid):
+    """An EK certificate for the same EK key and container, from a CA the attacker made itself
+    (vTPM-issuer policy and all), as root on the device or the network could offer."""
+    ca_key, ca, key, csr, leaf, pub = (tmp / n for n in ("fca.key", "fca.pem", "f.key", "f.csr", "f.pem", "ek.pub"))
+    ext = tmp / "f.ext"
+    ext.write_text("[ca]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n"
+                   "certificatePolicies=2.25.76063360283489276769017081434749016287\n"
+                   "[ek]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,keyAgreement\n"
+                   "extendedKeyUsage=2.23.133.8.1\n")
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+        ca_key, "-out", ca, "-subj", "/CN=trustme vTPM issuer forged", "-days", "2", "-extensions", "ca",
+        "-config", ext)
+    run("openssl", "x509", "-in", bundle, "-noout", "-pubkey", "-out", pub)
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+        "-out", csr, "-subj", f"/CN={uuid}/OU=GuestOS none/O=trustme container")
+    run("openssl", "x509", "-req", "-in", csr, "-force_pubkey", pub, "-CA", ca, "-CAkey", ca_key, "-days", "1",
+        "-extfile", ext, "-extensions", "ek", "-out", leaf)
+    out = tmp / "forged-bundle.pem"
+    out.write_text(leaf.read_text() + ca.read_text())
+    return out
+
+
+def test_verifier_checks_the_vtpm_ek_chain(make_daemon, pki, tpm_rootfs, tmp_path):  # noqa: F811
+    """trustme-verify --vtpm-ek: a vTPM's EK certificate passes only when it chains through this
+    PKI's Device CA and a vTPM issuer to the verifier's root and certifies the EK the attested
+    device's quoted log names last for that container."""
+    d = device(make_daemon, pki, tmp_path / "d", allow_unsigned=True)
+    create(d, "v", tpm_rootfs)
+    start(d, "v")
+    uuid = d.state("v")["uuid"]
+    refs = signed_refs(pki, d, tmp_path / "refs.json")
+    old = ek_bundles(d, "v", tmp_path)
+    rc, lines = verify_vtpm(d, pki, refs, old["ecc"], old["rsa"])
+    assert rc == 0 and all(" ok " in ln and f"container {uuid}" in ln for ln in lines), lines
+    # A certificate for the very same EK from a CA outside the PKI: refused.
+    rc, (ln,) = verify_vtpm(d, pki, refs, forge(tmp_path, old["ecc"], uuid))
+    assert rc == 1 and "FAIL" in ln and "does not chain" in ln, ln
+    # The bundle without the Device CA cannot reach the root either.
+    alone = tmp_path / "alone.pem"
+    alone.write_text(old["ecc"].read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    rc, (ln,) = verify_vtpm(d, pki, refs, alone)
+    assert rc == 1 and "does not chain" in ln, ln
+    # After a reset the container has new EKs: the old certificate still chains, but its key is
+    # not the EK the device logged last for the container.
+    d.cli("stop", "v")
+    wait_for(lambda: not any(vtpm_pids(d, "v")), what="the vTPM to stop")
+    d.cli("vtpm", "reset", "v")
+    start(d, "v")
+    refs = signed_refs(pki, d, tmp_path / "refs2.json")
+    rc, (ln,) = verify_vtpm(d, pki, refs, old["ecc"])
+    assert rc == 1 and "not the EK the device logged last" in ln and "reset since" in ln, ln
+    new = ek_bundles(d, "v", tmp_path)
+    rc, lines = verify_vtpm(d, pki, refs, *new.values())
+    assert rc == 0, lines
+    # trustme-owner take --ek-cert: the old certificate stops it before any command reaches the
+    # vTPM; the current one passes and the take goes on to the end.
+    log = (d.run_dir / "vtpm" / uuid / "pub/event.log").read_text().splitlines()
+    crefs = signed_refs(pki, d, tmp_path / "crefs.json", [dict(zip(("pcr", "type", "sha256", "name"),
+                                                                   ln.split(" ", 3))) for ln in log], (11,))
+    addr = json.loads(d.cli("device", "info", "--json").stdout)["attest_address"]
+
+    def take(bundle, container=uuid):
+        auth = tmp_path / f"auth-{time.monotonic_ns()}.json"
+        r = run(BUILD / "src/owner/trustme-owner", "take", addr, "--container", container, "--ak-anchor",
+                cert(pki, "general-root-ca"), "--device-ca", cert(pki, "device-ca"), "--rim-anchor",
+                cert(pki, "root-ca"), "--rim-ca", cert(pki, "sub-ca"), "--no-crl", "--reference", refs,
+                "--container-reference", crefs, "--auth-out", auth, "--ek-cert", bundle, check=False)
+        step = [ln for ln in r.stdout.splitlines() if ln.startswith("vTPM EK certificate")]
+        return r.returncode, step, auth
+
+    rc, step, auth = take(old["ecc"])
+    assert rc == 1 and step and "FAIL" in step[0] and "reset since" in step[0] and not auth.exists(), step
+    rc, step, auth = take(new["ecc"])
+    assert rc == 0 and step and " ok " in step[0] and auth.exists(), step
+    d.cli("stop", "v")

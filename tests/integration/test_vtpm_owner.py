@@ -4,6 +4,7 @@ trustme-owner against real daemons: device A (its own embedded swtpm, provisione
 runs vTPM containers; device B, a second trustmed with its own swtpm, stands in for another
 device. A man in the middle (the network is the attacker's) relays, rewrites or replays the
 attestation endpoint's frames."""
+import hashlib
 import json
 import os
 import re
@@ -467,3 +468,74 @@ def test_mandatory_owner_release(world, tmp_path):
     info = json.loads(a.cli("vtpm", "info", "--json", "mand").stdout)
     assert info["eks"] == [] and "owner" not in info
     assert "owner:     none recorded" in a.cli("vtpm", "info", "mand").stdout
+
+
+def test_owner_record_is_measured(world, tpm_rootfs, tmp_path):  # noqa: F811
+    """The recorded owner statement is measured (vtpm-owner, SHA-256 of the statement) into the
+    device's runtime PCR and the vTPM's own PCR at the next start: the attestation shows who owns
+    the vTPM, and a changed record changes it, which trustme-verify and trustme-owner notice."""
+    a = world.a
+    create(a, "rec", tpm_rootfs)
+    start(a, "rec")
+    uuid = a.state("rec")["uuid"]
+    ek = next(e["name"] for e in json.loads(a.cli("vtpm", "info", "--json", "rec").stdout)["eks"]
+              if e["kind"] == "ecc")
+    key = tmp_path / "owner.pem"
+    subprocess.run([tool("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                    key], check=True, capture_output=True)
+
+    def record(kind):
+        out = tmp_path / f"stmt-{kind}"
+        r = owner_tool("statement", "--owner-key", key, "--container", uuid, "--ek", ek, "--kind", kind,
+                       "--out", out)
+        assert r.returncode == 0, r.stderr
+        a.cli("vtpm", "owner", "rec", out)
+        a.cli("stop", "rec")
+        start(a, "rec")
+        return hashlib.sha256(out.read_bytes()).hexdigest()
+
+    def owner_events():
+        dev = [e["sha256"] for e in json.loads(a.cli("measurements", "--json").stdout)["events"]
+               if e["type"] == "vtpm-owner" and e["name"] == f"{uuid}/owner"]
+        mine = [ln.split(" ")[2] for ln in container_log(a, "rec").splitlines() if " vtpm-owner " in ln]
+        return dev, mine
+
+    assert owner_events() == ([], [])
+    first = record("discretionary")
+    assert owner_events() == ([first], [first])
+    # trustme-pki rim approves exactly that statement, and requires it.
+    rim = tmp_path / "rim.json"
+    subprocess.run([PKI_TOOL, "rim", "--out", rim, "--version", "1", "--vtpm-owner",
+                    f"{uuid}={tmp_path / 'stmt-discretionary'}"], check=True, capture_output=True)
+    rim = json.loads(rim.read_text())
+    assert {"type": "vtpm-owner", "name": f"{uuid}/owner", "sha256": first} in rim["values"], rim
+    assert {"type": "vtpm-owner", "name": f"{uuid}/owner"} in rim["required"], rim
+    # The stakeholder's values and the verifier's, as of this record.
+    cvalues = []
+    for ln in container_log(a, "rec").splitlines():
+        _, typ, sha, name = ln.split(" ", 3)
+        cvalues.append({"type": typ, "name": name, "sha256": sha})
+    crefs = sign_refs(world.pki, tmp_path / "crefs.json", cvalues, [RUNTIME])
+    m = json.loads(a.cli("measurements", "--json").stdout)
+    refs = sign_refs(world.pki, tmp_path / "refs.json",
+                     [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in m["events"]],
+                     [RUNTIME, 12])
+    verify = [BUILD / "src/verify/trustme-verify", attest_address(a), *world.pki.trust, "--reference", refs]
+    r = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The admin records another statement (the owner's key, now mandatory): both logs change.
+    second = record("mandatory")
+    assert second != first
+    dev, mine = owner_events()
+    assert dev == [first, second] and mine == [second]
+    r = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and re.search(r"^reference values\s+FAIL .*vtpm-owner", r.stdout, re.M), r.stdout
+    r, auth = take(world, "rec", refs=refs, crefs=crefs)
+    assert r.returncode == 1 and line(r.stdout, "container reference values")[0] == "FAIL", r.stdout
+    assert "vtpm-owner" in line(r.stdout, "container reference values")[1], r.stdout
+    assert not auth.exists()
+    a.cli("stop", "rec")
+    rel = tmp_path / "release"
+    r = owner_tool("release", "--owner-key", key, "--container", uuid, "--ek", ek, "--out", rel)
+    assert r.returncode == 0, r.stderr
+    a.cli("vtpm", "reset", "--release", rel, "rec")

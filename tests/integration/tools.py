@@ -93,6 +93,8 @@ LIBRARIES = {
     # OpenSSL's PKCS#11 engine (libp11), for openssl inside a container with the keystore's
     # PKCS#11 module (test_keystore_pkcs11.py)
     "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so": "libengine-pkcs11-openssl",
+    # OpenSSL 3's tpm2 provider, for openssl inside a container with a vTPM (test_vtpm.py)
+    "/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so": "tpm2-openssl",
 }
 
 # Python module (not in the standard library) a test imports -> its Debian package

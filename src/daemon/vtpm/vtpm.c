@@ -70,6 +70,8 @@ struct vtpm {
     size_t ncert;
     char guestos[TM_EVENT_NAME_MAX + 1]; /* "NAME-VERSION" of this start's GuestOS, or "" */
     size_t nev;
+    size_t log_cap; /* bytes allocated for log */
+    bool owner_logged; /* the owner event is in log and digest (once per measurement) */
     unsigned pcr[VTPM_MAX_EVENTS];
     uint8_t digest[VTPM_MAX_EVENTS][32];
     char *log; /* the event log the guest reads at /run/tpm/event.log */
@@ -267,12 +269,14 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
     v->log = NULL;
     v->log_len = 0;
     v->nev = 0;
-    size_t cap = n * (TM_EVENT_NAME_MAX + TM_EVENT_TYPE_MAX + 100) + 1;
+    size_t cap = (n + 1) * (TM_EVENT_NAME_MAX + TM_EVENT_TYPE_MAX + 100) + 1; /* + the owner's */
     v->log = malloc(cap);
     if (!v->log)
         return;
     v->log[0] = '\0';
     v->guestos[0] = '\0';
+    v->log_cap = cap;
+    v->owner_logged = false;
     for (size_t i = 0; i < n && i < VTPM_MAX_EVENTS; i++) {
         if (strcmp(items[i].type, TM_EVENT_GUESTOS_CONFIG) == 0) {
             const char *slash = strchr(items[i].name, '/');
@@ -287,6 +291,27 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
                                        items[i].type, hex, items[i].name);
         v->nev++;
     }
+}
+
+static bool owner_event(const struct container *c, struct tm_event_item *item, char name[TM_EVENT_NAME_MAX + 1]);
+
+/* The owner record goes into the vTPM's own PCR after the start's events (and after the owner's
+ * reference values were checked against those: the record is the owner's own statement), so the
+ * vTPM's quote names its owner too. Recording another owner takes effect at the next start. */
+static void log_owner(struct vtpm *v)
+{
+    struct tm_event_item item;
+    char name[TM_EVENT_NAME_MAX + 1];
+    if (v->owner_logged || !v->log || v->nev >= VTPM_MAX_EVENTS || !owner_event(v->c, &item, name))
+        return;
+    v->pcr[v->nev] = item.pcr;
+    tm_event_digest(item.pcr, item.type, item.name, item.sha256, v->digest[v->nev]);
+    char hex[65];
+    tm_hex(item.sha256, 32, hex);
+    v->log_len += (size_t)snprintf(v->log + v->log_len, v->log_cap - v->log_len, "%u %s %s %s\n", item.pcr, item.type,
+                                   hex, item.name);
+    v->nev++;
+    v->owner_logged = true;
 }
 
 static void derive_key(const struct container *c, const struct secret *data_key, uint8_t out[VTPM_KEY_LEN])
@@ -378,6 +403,21 @@ static int record_eks(struct vtpm *v, const char *msg, size_t len, tm_err *err)
     return 0;
 }
 
+/* The vtpm-owner event of c's recorded owner statement, if there is one. */
+static bool owner_event(const struct container *c, struct tm_event_item *item, char name[TM_EVENT_NAME_MAX + 1])
+{
+    uint8_t digest[32];
+    int r = vtpm_owner_digest(c, digest);
+    if (r < 0)
+        log_error("%s: its vTPM owner record cannot be read (%s): not measured", container_label(c), strerror(-r));
+    if (r <= 0)
+        return false;
+    snprintf(name, TM_EVENT_NAME_MAX + 1, "%s/owner", c->uuid);
+    *item = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_OWNER, name, {0}};
+    memcpy(item->sha256, digest, 32);
+    return true;
+}
+
 size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
                       size_t max)
 {
@@ -391,12 +431,16 @@ size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, ch
                   r == -EBADMSG ? "does not authenticate (edited, or another container's)" : "cannot be read");
         return 0;
     }
-    for (size_t i = 0; i < n && i < max; i++) {
-        snprintf(names[i], TM_EVENT_NAME_MAX + 1, "%s/ek-%s", c->uuid, eks[i].kind);
-        items[i] = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[i], {0}};
-        memcpy(items[i].sha256, eks[i].name + 2, 32);
+    size_t k = 0;
+    for (; k < n && k < max; k++) {
+        snprintf(names[k], TM_EVENT_NAME_MAX + 1, "%s/ek-%s", c->uuid, eks[k].kind);
+        items[k] = (struct tm_event_item){c->d->device.runtime_pcr, TM_EVENT_VTPM_EK, names[k], {0}};
+        memcpy(items[k].sha256, eks[k].name + 2, 32);
     }
-    return n < max ? n : max;
+    /* Who owns it: the quote, not only `trustme vtpm info`, tells a verifier. */
+    if (k < max && owner_event(c, &items[k], names[k]))
+        k++;
+    return k;
 }
 
 /* Deep attestation: the vTPM's EKs go into the physical runtime PCR before the guest runs, so the
@@ -407,9 +451,9 @@ static int measure_eks(struct vtpm *v, tm_err *err)
     ek_record_path(v->c, path, sizeof(path));
     if (access(path, F_OK) < 0)
         return 0;
-    char names[VTPM_EKS][TM_EVENT_NAME_MAX + 1];
-    struct tm_event_item items[VTPM_EKS];
-    size_t n = vtpm_ek_events(v->c, items, names, VTPM_EKS);
+    char names[VTPM_EKS + 1][TM_EVENT_NAME_MAX + 1];
+    struct tm_event_item items[VTPM_EKS + 1];
+    size_t n = vtpm_ek_events(v->c, items, names, VTPM_EKS + 1);
     if (n == 0)
         return tm_err_set(err, EBADMSG,
                           "the record of the vTPM's endorsement keys is unreadable or not this vTPM's (edited, or "
@@ -874,6 +918,7 @@ int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn 
         daemon_audit(c->d, "vtpm.refs", "fail", c, NULL, "%s", err->msg);
         return r;
     }
+    log_owner(v);
     secret_free(v->key);
     v->key = NULL;
     if ((r = secret_new(VTPM_KEY_LEN, &v->key, err)) < 0)

@@ -59,8 +59,9 @@ struct vtpm_ek {
 int vtpm_eks(const struct container *c, struct vtpm_ek *ret, size_t *ret_n);
 
 /* c's vTPM-EK events for the physical runtime PCR (type vtpm-ek, name "<uuid>/ek-rsa|ecc", SHA-256
- * of the TPMT_PUBLIC) into items (names holds their names); how many, at most max; 0 before
- * the manufacture. */
+ * of the TPMT_PUBLIC), then, when an owner is recorded, its vtpm-owner event ("<uuid>/owner",
+ * SHA-256 of the statement file) into items (names holds their names); how many, at most max
+ * (VTPM_EKS + 1 for all); 0 before the manufacture. */
 size_t vtpm_ek_events(const struct container *c, struct tm_event_item *items, char (*names)[TM_EVENT_NAME_MAX + 1],
                       size_t max);
 

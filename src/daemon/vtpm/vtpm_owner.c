@@ -9,6 +9,7 @@
 
 #include "cleanup.h"
 #include "container.h"
+#include "crypto.h"
 #include "fileio.h"
 #include "hex.h"
 #include "vtpm.h"
@@ -42,6 +43,22 @@ int vtpm_owner_read(const struct container *c, struct owner_stmt *ret, tm_err *e
     if (r < 0)
         return r;
     return owner_stmt_parse(data, len, NULL, 0, ret, err);
+}
+
+int vtpm_owner_digest(const struct container *c, uint8_t out[32])
+{
+    char path[PATH_MAX + 16];
+    record_path(c, path, sizeof(path));
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    tm_err err = {0};
+    int r = read_file(path, OWNER_STMT_MAX, &data, &len, &err);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    tm_sha256(data, len, out);
+    return 1;
 }
 
 static int current_ek(const struct container *c, uint8_t out[34], tm_err *err)

@@ -20,6 +20,10 @@ int vtpm_owner_install(struct container *c, const uint8_t *text, size_t len, str
  * is a release statement the mandatory owner signed for this container and EK; -EPERM with the
  * reason otherwise. */
 int vtpm_owner_may_destroy(const struct container *c, const uint8_t *release, size_t len, tm_err *err);
+/* The SHA-256 of the recorded owner statement file as it is (root with file operations may
+ * have edited it: the digest then matches no statement its owner signed): 1, 0 with no record,
+ * or -errno when it cannot be read. */
+int vtpm_owner_digest(const struct container *c, uint8_t out[32]);
 /* The vTPM is gone: so are its owner record and the owner's reference values. */
 void vtpm_owner_forget(const struct container *c);
 /* Measure -> verify -> extend: when the owner installed reference values (a "trustme-vtpm-refs-v1"

@@ -245,6 +245,29 @@ static int add_vtpm_ek(struct rim *r, const char *spec, tm_err *err)
     return rim_add(r, TM_EVENT_VTPM_EK, name, h, err);
 }
 
+/* --vtpm-owner UUID=FILE: the owner statement the verifier approves for that container's vTPM
+ * (docs/VTPM.md "Mandatory and discretionary owners"): the device measures the recorded statement
+ * as vtpm-owner UUID/owner with the SHA-256 of its bytes, so FILE is the statement as signed, and
+ * the event is required: a device that records no owner for it fails. */
+static int add_vtpm_owner(struct rim *r, const char *spec, tm_err *err)
+{
+    const char *eq = strchr(spec, '=');
+    char name[TM_EVENT_NAME_MAX + 1];
+    if (!eq || eq == spec || (size_t)(eq - spec) + 6 > TM_EVENT_NAME_MAX || !eq[1])
+        return tm_err_set(err, EINVAL, "--vtpm-owner %s: expected UUID=STATEMENT", spec);
+    snprintf(name, sizeof(name), "%.*s/owner", (int)(eq - spec), spec);
+    uint8_t h[32];
+    tm_err e = {0};
+    int rc = hash_path(eq + 1, h, err);
+    if (rc < 0)
+        return rc;
+    if (tm_event_check(0, TM_EVENT_VTPM_OWNER, name, 32, &e) < 0)
+        return tm_err_set(err, EINVAL, "--vtpm-owner %s: %s", spec, e.msg);
+    if ((rc = rim_add(r, TM_EVENT_VTPM_OWNER, name, h, err)) < 0)
+        return rc;
+    return rim_require(r, TM_EVENT_VTPM_OWNER, name, err);
+}
+
 static int cmp_value(const void *a, const void *b)
 {
     const struct rim_value *x = a, *y = b;
@@ -328,7 +351,8 @@ int cmd_rim(int argc, char **argv)
         OPT_NB,
         OPT_NA,
         OPT_PCR,
-        OPT_VTPM_EK
+        OPT_VTPM_EK,
+        OPT_VTPM_OWNER
     };
     static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
                                          {"version", required_argument, NULL, OPT_VERSION},
@@ -340,6 +364,7 @@ int cmd_rim(int argc, char **argv)
                                          {"guestos", required_argument, NULL, OPT_GUESTOS},
                                          {"config", required_argument, NULL, OPT_CONFIG},
                                          {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
+                                         {"vtpm-owner", required_argument, NULL, OPT_VTPM_OWNER},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *out = NULL, *nb = NULL, *na = NULL;
@@ -382,6 +407,7 @@ int cmd_rim(int argc, char **argv)
         case OPT_GUESTOS:
         case OPT_CONFIG:
         case OPT_VTPM_EK:
+        case OPT_VTPM_OWNER:
             if (n == RIM_INPUTS_MAX)
                 return usage_error("rim", "at most %d inputs", RIM_INPUTS_MAX);
             if (c == OPT_CONFIG && strncmp(optarg, "device-config=", 14) != 0 &&
@@ -402,7 +428,7 @@ int cmd_rim(int argc, char **argv)
     if (!out)
         return usage_error("rim", "--out REFS.json is required");
     if (n == 0)
-        return usage_error("rim", "give at least one --binary, --guestos, --config or --vtpm-ek");
+        return usage_error("rim", "give at least one --binary, --guestos, --config, --vtpm-ek or --vtpm-owner");
     if (!version)
         return usage_error("rim", "--version N is required (the release's number: a verifier "
                                   "refuses older ones with --min-version)");
@@ -427,6 +453,8 @@ int cmd_rim(int argc, char **argv)
             rc = add_guestos(&r, inputs[i].arg, &err);
         else if (inputs[i].kind == OPT_VTPM_EK)
             rc = add_vtpm_ek(&r, inputs[i].arg, &err);
+        else if (inputs[i].kind == OPT_VTPM_OWNER)
+            rc = add_vtpm_owner(&r, inputs[i].arg, &err);
         else
             rc = add_config(&r, inputs[i].arg, &err);
     }

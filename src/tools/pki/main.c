@@ -75,6 +75,7 @@ void pki_usage(FILE *out)
                  "           [--binary FILE ...] [--guestos DIR ...] [--pcr N ...]\n"
                  "           [--config device-config=FILE|container-config=FILE ...]\n"
                  "           [--vtpm-ek UUID/ek-rsa|UUID/ek-ecc=NAME ...]\n"
+                 "           [--vtpm-owner UUID=STATEMENT ...]\n"
                  "      Write the reference values trustme-verify accepts: the SHA-256 of release\n"
                  "      binaries, of a GuestOS directory's guestos.json and the images it declares\n"
                  "      (checked against the image files), of config files; and the verifier's policy:\n"
