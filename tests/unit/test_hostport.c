@@ -36,20 +36,13 @@ static void refuses_the_rest(void **state)
         unsigned min;
         const char *why;
     } bad[] = {
-        {"::1:80", 1, "IPv6 address in []"},
-        {"[::1]80", 1, "expected [IPv6]:PORT"},
-        {"[::1", 1, "expected [IPv6]:PORT"},
-        {"host", 1, "expected HOST:PORT"},
-        {":80", 1, "port 1..65535"},
-        {"[]:80", 1, "port 1..65535"},
-        {"host:", 1, "port 1..65535"},
-        {"host:0", 1, "port 1..65535"},
-        {"host:65536", 0, "port 0..65535"},
-        {"host:123456", 0, "port 0..65535"},
-        {"host:http", 1, "port 1..65535"},
-        {"host:-1", 0, "port 0..65535"},
-        {"host: 80", 1, "port 1..65535"},
-        {"host:80 ", 1, "port 1..65535"},
+        {"::1:80", 1, "IPv6 address in []"}, {"[::1]80", 1, "expected [IPv6]:PORT"},
+        {"[::1", 1, "expected [IPv6]:PORT"}, {"host", 1, "expected HOST:PORT"},
+        {":80", 1, "port 1..65535"},         {"[]:80", 1, "port 1..65535"},
+        {"host:", 1, "port 1..65535"},       {"host:0", 1, "port 1..65535"},
+        {"host:65536", 0, "port 0..65535"},  {"host:123456", 0, "port 0..65535"},
+        {"host:http", 1, "port 1..65535"},   {"host:-1", 0, "port 0..65535"},
+        {"host: 80", 1, "port 1..65535"},    {"host:80 ", 1, "port 1..65535"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char host[TM_HOST_MAX] = "unchanged", port[TM_PORT_MAX] = "x";
