@@ -226,6 +226,24 @@ int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_ch
     return bio_take(bio, ret_pem, ret_len, err);
 }
 
+int linked_chain_pem(STACK_OF(X509) * certs, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    int n = sk_X509_num(certs);
+    for (int i = 0; i + 1 < n; i++)
+        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
+            return tm_err_set(err, EINVAL,
+                              "certificate %d of the chain was not issued by "
+                              "certificate %d (leaf first, then its CAs)",
+                              i + 1, i + 2);
+    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
+    if (!out)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
+            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
+    return bio_take(out, ret_pem, ret_len, err);
+}
+
 static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len,
                        tm_err *err)
 {
@@ -262,19 +280,7 @@ static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t 
                           "the first certificate is not for this device's "
                           "%s key (see `trustme device info`)",
                           ek ? "endorsement" : "attestation");
-    for (int i = 0; i + 1 < n; i++)
-        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
-            return tm_err_set(err, EINVAL,
-                              "certificate %d of the chain was not issued by "
-                              "certificate %d (leaf first, then its CAs)",
-                              i + 1, i + 2);
-    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
-    if (!out)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
-        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
-            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
-    return bio_take(out, ret_pem, ret_len, err);
+    return linked_chain_pem(certs, ret_pem, ret_len, err);
 }
 
 int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)

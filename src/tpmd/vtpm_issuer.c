@@ -122,19 +122,7 @@ int vtpm_issuer_check_chain(const char *data_dir, const uint8_t *pem, size_t len
         return tm_err_set(err, EINVAL,
                           "the vTPM-issuing key's certificate is not a CA certificate with keyCertSign "
                           "(`trustme-pki issue --profile vtpm-issuer`)");
-    for (int i = 0; i + 1 < n; i++)
-        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
-            return tm_err_set(err, EINVAL,
-                              "certificate %d of the chain was not issued by certificate %d (leaf first, then its "
-                              "CAs)",
-                              i + 1, i + 2);
-    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
-    if (!out)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
-        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
-            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
-    if ((r = bio_take(out, ret_pem, ret_len, err)) < 0)
+    if ((r = linked_chain_pem(certs, ret_pem, ret_len, err)) < 0)
         return r;
     return 1;
 }
