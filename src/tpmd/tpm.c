@@ -134,23 +134,24 @@ static const TPM2B_PUBLIC srk_template = {
      TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
 #define AK_ATTRIBUTES (AK_ATTRIBUTES_OLD | TPMA_OBJECT_NODA)
 
+/* An ECDSA P-256 signing key, SHA-256 its name and signature hash, with these attributes: the AK
+ * and the keys it certifies differ only there. */
+#define ECDSA_P256_TEMPLATE(attributes)                                                                              \
+    {                                                                                                                \
+        .publicArea = {                                                                                              \
+            .type = TPM2_ALG_ECC,                                                                                    \
+            .nameAlg = TPM2_ALG_SHA256,                                                                              \
+            .objectAttributes = (attributes),                                                                        \
+            .parameters.eccDetail = {.symmetric = {.algorithm = TPM2_ALG_NULL},                                      \
+                                     .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256}, \
+                                     .curveID = TPM2_ECC_NIST_P256,                                                  \
+                                     .kdf = {.scheme = TPM2_ALG_NULL}},                                              \
+        },                                                                                                           \
+    }
+
 /* Restricted: the TPM signs only digests it computed itself over data that is not a forged
  * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
-static const TPM2B_PUBLIC ak_template = {
-    .publicArea =
-        {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = AK_ATTRIBUTES,
-            .parameters.eccDetail =
-                {
-                    .symmetric = {.algorithm = TPM2_ALG_NULL},
-                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
-                    .curveID = TPM2_ECC_NIST_P256,
-                    .kdf = {.scheme = TPM2_ALG_NULL},
-                },
-        },
-};
+static const TPM2B_PUBLIC ak_template = ECDSA_P256_TEMPLATE(AK_ATTRIBUTES);
 
 /* The TCG EK Credential Profile's template L-2 (ECC NIST P-256, low range): the same
  * endorsement seed always yields the same EK. Usable only through PolicySecret(TPM_RH_ENDORSEMENT)
@@ -690,21 +691,7 @@ int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, t
     (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
      TPMA_OBJECT_NODA | TPMA_OBJECT_SIGN_ENCRYPT)
 
-static const TPM2B_PUBLIC signing_key_template = {
-    .publicArea =
-        {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = SIGNING_KEY_ATTRIBUTES,
-            .parameters.eccDetail =
-                {
-                    .symmetric = {.algorithm = TPM2_ALG_NULL},
-                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
-                    .curveID = TPM2_ECC_NIST_P256,
-                    .kdf = {.scheme = TPM2_ALG_NULL},
-                },
-        },
-};
+static const TPM2B_PUBLIC signing_key_template = ECDSA_P256_TEMPLATE(SIGNING_KEY_ATTRIBUTES);
 
 /* A signing key the AK certifies (the TLS client key, the vTPM-issuing key): its files
  * data_dir/<file>.pub, .priv, its name in messages, and what to say when it is not made yet and
