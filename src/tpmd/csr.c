@@ -81,28 +81,28 @@ int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
     return 0;
 }
 
-int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+/* The key get gives (ak_pkey, ek_pkey) as a PEM SubjectPublicKeyInfo. */
+static int public_pem(const struct tpm *t, int (*get)(const struct tpm *, EVP_PKEY **, tm_err *), const char *failed,
+                      char **ret_pem, size_t *ret_len, tm_err *err)
 {
     _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
-    int r = ak_pkey(t, &pkey, err);
+    int r = get(t, &pkey, err);
     if (r < 0)
         return r;
     _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
     if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot encode the attestation key");
+        return ossl_err(err, ENOMEM, failed);
     return bio_take(bio, ret_pem, ret_len, err);
+}
+
+int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    return public_pem(t, ak_pkey, "cannot encode the attestation key", ret_pem, ret_len, err);
 }
 
 int ek_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
 {
-    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
-    int r = ek_pkey(t, &pkey, err);
-    if (r < 0)
-        return r;
-    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot encode the endorsement key");
-    return bio_take(bio, ret_pem, ret_len, err);
+    return public_pem(t, ek_pkey, "cannot encode the endorsement key", ret_pem, ret_len, err);
 }
 
 bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len)
