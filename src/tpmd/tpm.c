@@ -641,6 +641,18 @@ static int put32(uint8_t out[32], const TPM2B_ECC_PARAMETER *p, tm_err *err)
     return 0;
 }
 
+/* The TPM's ECDSA signature as r and s, each big-endian and left-padded to 32 bytes. */
+static int ecdsa_rs(const TPMT_SIGNATURE *sig, uint8_t r[32], uint8_t s[32], tm_err *err)
+{
+    if (sig->sigAlg != TPM2_ALG_ECDSA)
+        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
+    int ret;
+    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
+        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
+        return ret;
+    return 0;
+}
+
 int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err)
 {
     return tpm_sign_data_with(t, t->ak, data, len, r, s, err);
@@ -658,12 +670,7 @@ int tpm_sign_data_with(struct tpm *t, ESYS_TR key, const uint8_t *data, size_t l
     TSS2_RC rc = Esys_Sign(t->esys, key, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket, &sig);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Sign with the %s failed", key == t->ak ? "attestation key" : "vTPM-issuing key");
-    if (sig->sigAlg != TPM2_ALG_ECDSA)
-        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
-    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
-        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
-        return ret;
-    return 0;
+    return ecdsa_rs(sig, r, s, err);
 }
 
 int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err)
@@ -794,12 +801,7 @@ int tpm_tls_sign(struct tpm *t, const char *data_dir, const uint8_t digest[32], 
     tpm_flush(t->esys, &k);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Sign with the TLS client key failed");
-    if (sig->sigAlg != TPM2_ALG_ECDSA)
-        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
-    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
-        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
-        return ret;
-    return 0;
+    return ecdsa_rs(sig, r, s, err);
 }
 
 int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifying, size_t qualifying_len,
