@@ -38,6 +38,7 @@
 #include "relay.h"
 #include "tpm_parse.h"
 #include "uuid.h"
+#include "verifier_args.h"
 #include "version.h"
 
 #define EXIT_REFUSED 1
@@ -54,10 +55,7 @@ static const uint8_t ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 
 struct options {
     const char *target, *container, *container_reference, *auth_out;
     const char *ek_cert; /* --ek-cert: the vTPM's EK certificate and its issuer chain */
-    struct attest_opts shared;
-    uint8_t expect_ak[34];
-    bool has_expect_ak;
-    int timeout_s;
+    struct verifier_args common; /* the options trustme-verify has too */
 };
 
 static bool json_out;
@@ -102,76 +100,35 @@ static void usage(FILE *out)
                  "was sent), 2 usage error, 3 the device could not be reached.\n");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
+#define usage_error(...) verifier_usage_error("trustme-owner", __VA_ARGS__)
+
+enum { OPT_TAKE_CONTAINER = VERIFIER_OPT_OWN, OPT_CREF, OPT_AUTH_OUT, OPT_EK_CERT };
+
+static int take_option(void *userdata, int c, char *value)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "trustme-owner: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see trustme-owner --help)\n");
-    va_end(ap);
-    return EXIT_USAGE;
+    struct options *o = userdata;
+    switch (c) {
+    case OPT_TAKE_CONTAINER: o->container = value; break;
+    case OPT_CREF: o->container_reference = value; break;
+    case OPT_AUTH_OUT: o->auth_out = value; break;
+    case OPT_EK_CERT: o->ek_cert = value; break;
+    }
+    return 0;
 }
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum {
-        OPT_SHARED = 256,
-        OPT_TIMEOUT = OPT_SHARED + ATTEST_OPTS,
-        OPT_CONTAINER,
-        OPT_CREF,
-        OPT_AUTH_OUT,
-        OPT_EXPECT_AK,
-        OPT_EK_CERT,
-        OPT_VERSION
-    };
-    static const struct option opts[] = {
-#define ATTEST_OPTION_GETOPT(id, name, value, help) \
-    {name, value ? required_argument : no_argument, NULL, OPT_SHARED + ATTEST_OPT_##id},
-        ATTEST_OPTIONS(ATTEST_OPTION_GETOPT)
-#undef ATTEST_OPTION_GETOPT
-            {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"container", required_argument, NULL, OPT_CONTAINER},
-        {"container-reference", required_argument, NULL, OPT_CREF},
-        {"auth-out", required_argument, NULL, OPT_AUTH_OUT},
-        {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
-        {"ek-cert", required_argument, NULL, OPT_EK_CERT},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    o->timeout_s = 10;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c >= OPT_SHARED && c < OPT_SHARED + ATTEST_OPTS) {
-            tm_err err;
-            if (c - OPT_SHARED == ATTEST_OPT_PCR)
-                return usage_error("--pcr: the reference values name the PCRs");
-            if (attest_opts_take(&o->shared, (enum attest_option)(c - OPT_SHARED), optarg, &err) < 0)
-                return usage_error("%s", err.msg);
-            continue;
-        }
-        uint64_t v;
-        switch (c) {
-        case OPT_TIMEOUT:
-            if (attest_parse_u64(optarg, 3600, &v) < 0 || v < 1)
-                return usage_error("--timeout %s: expected seconds 1..3600", optarg);
-            o->timeout_s = (int)v;
-            break;
-        case OPT_CONTAINER: o->container = optarg; break;
-        case OPT_CREF: o->container_reference = optarg; break;
-        case OPT_AUTH_OUT: o->auth_out = optarg; break;
-        case OPT_EK_CERT: o->ek_cert = optarg; break;
-        case OPT_EXPECT_AK:
-            if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
-                return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
-            o->has_expect_ak = true;
-            break;
-        case OPT_VERSION: printf("trustme-owner %s\n", TRUSTME_VERSION); exit(0);
-        case 'h': usage(stdout); exit(0);
-        default: return EXIT_USAGE;
-        }
-    }
+    static const struct option own[] = {{"container", required_argument, NULL, OPT_TAKE_CONTAINER},
+                                        {"container-reference", required_argument, NULL, OPT_CREF},
+                                        {"auth-out", required_argument, NULL, OPT_AUTH_OUT},
+                                        {"ek-cert", required_argument, NULL, OPT_EK_CERT},
+                                        {NULL, 0, NULL, 0}};
+    static const struct verifier_program prog = {"trustme-owner", usage, own, take_option};
+    int r = verifier_args_parse(&prog, argc, argv, &o->common, o);
+    if (r != 0)
+        return r;
+    if (o->common.shared.npcrs)
+        return usage_error("--pcr: the reference values name the PCRs");
     if (optind + 2 != argc || strcmp(argv[optind], "take") != 0)
         return usage_error("expected: take HOST:PORT");
     o->target = argv[optind + 1];
@@ -181,7 +138,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         return usage_error("--container-reference CREFS.json is required");
     if (!o->auth_out)
         return usage_error("--auth-out FILE is required");
-    if (o->shared.json)
+    if (o->common.shared.json)
         return usage_error("--json is not supported");
     return 0;
 }
@@ -235,7 +192,8 @@ static int check_device(const struct options *o, struct attest_inputs *in, uint8
     id &= UINT64_MAX >> 1;
     _cleanup_free_ uint8_t *buf = NULL;
     size_t len = 0;
-    if (attest_fetch(o->target, o->timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs, &buf, &len, &err) < 0) {
+    if (attest_fetch(o->target, o->common.timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs, &buf, &len, &err) <
+        0) {
         fprintf(stderr, "trustme-owner: %s\n", err.msg);
         return EXIT_UNREACHABLE;
     }
@@ -254,9 +212,9 @@ static int check_device(const struct options *o, struct attest_inputs *in, uint8
         return EXIT_UNREACHABLE;
     }
     struct attest_policy pol = attest_inputs_policy(in, nonce, sizeof(nonce), pcrs, npcrs, false);
-    if (o->has_expect_ak) {
-        pol.expect_ak_name = o->expect_ak;
-        pol.expect_ak_name_len = sizeof(o->expect_ak);
+    if (o->common.has_expect_ak) {
+        pol.expect_ak_name = o->common.expect_ak;
+        pol.expect_ak_name_len = sizeof(o->common.expect_ak);
     }
     struct attest_report rep;
     attest_check_quote(resp->quote, &pol, &rep);
@@ -579,7 +537,7 @@ static int take_ownership(const struct options *o, const struct refvalues *crefs
 {
     tm_err err = {0};
     struct relay *rl = NULL;
-    if (relay_open(o->target, o->container, o->timeout_s * 1000, &rl, &err) < 0) {
+    if (relay_open(o->target, o->container, o->common.timeout_s * 1000, &rl, &err) < 0) {
         fprintf(stderr, "trustme-owner: %s\n", err.msg);
         return EXIT_UNREACHABLE;
     }
@@ -889,7 +847,7 @@ int main(int argc, char **argv)
     setenv("TSS2_LOG", "all+NONE", 0);
     tm_err err = {0};
     _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
-    struct attest_inputs_files files = attest_opts_files(&o.shared);
+    struct attest_inputs_files files = attest_opts_files(&o.common.shared);
     if (attest_inputs_load(&files, &in, &err) < 0) {
         fprintf(stderr, "trustme-owner: %s\n", err.msg);
         return EXIT_USAGE;
@@ -910,7 +868,7 @@ int main(int argc, char **argv)
                                     .cas = &in.rim_cas,
                                     .crls_pem = in.crls,
                                     .crls_len = in.crls_len,
-                                    .min_version = o.shared.min_version};
+                                    .min_version = o.common.shared.min_version};
     r = refvalues_load(&cf, &trust, &crefs, &err);
     refvalues_files_done(&cf);
     if (r < 0) {

@@ -15,6 +15,7 @@
 
 #include "attest.pb-c.h"
 #include "cleanup.h"
+#include "hostport.h"
 
 #define RELAY_COMMAND_MAX 4096
 #define RELAY_RESPONSE_MAX (512 * 1024) /* an event log of 256 KiB and the framing */
@@ -207,35 +208,10 @@ static TSS2_RC tcti_locality(TSS2_TCTI_CONTEXT *ctx, uint8_t locality)
     return locality == 0 ? TSS2_RC_SUCCESS : TSS2_TCTI_RC_NOT_IMPLEMENTED;
 }
 
-static int split_hostport(const char *hostport, char host[256], char port[16], tm_err *err)
-{
-    const char *h = hostport, *colon;
-    size_t hlen;
-    if (*hostport == '[') {
-        const char *end = strchr(hostport, ']');
-        if (!end || end[1] != ':')
-            return tm_err_set(err, EINVAL, "%s: expected [IPv6]:PORT", hostport);
-        h = hostport + 1;
-        hlen = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(hostport, ':');
-        if (!colon || strchr(hostport, ':') != colon)
-            return tm_err_set(err, EINVAL, "%s: expected HOST:PORT", hostport);
-        hlen = (size_t)(colon - hostport);
-    }
-    if (hlen == 0 || hlen >= 256 || strlen(colon + 1) == 0 || strlen(colon + 1) >= 16)
-        return tm_err_set(err, EINVAL, "%s: expected HOST:PORT", hostport);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    snprintf(port, 16, "%s", colon + 1);
-    return 0;
-}
-
 int relay_open(const char *hostport, const char *uuid, int timeout_ms, struct relay **ret, tm_err *err)
 {
-    char host[256], port[16];
-    int r = split_hostport(hostport, host, port, err);
+    char host[TM_HOST_MAX], port[TM_PORT_MAX];
+    int r = tm_split_hostport(hostport, 1, host, port, err);
     if (r < 0)
         return r;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;

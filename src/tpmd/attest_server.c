@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "frame.h"
+#include "hostport.h"
 #include "log.h"
 #include "proto.h"
 #include "quote.h"
@@ -451,40 +452,6 @@ static void on_client(int fd, void *userdata)
         conn_close(c);
 }
 
-/* "HOST:PORT" or "[HOST]:PORT" into its parts. */
-static int split_address(const char *address, char *host, size_t host_size, char *port, size_t port_size, tm_err *err)
-{
-    const char *h = address, *colon;
-    size_t hlen;
-    if (*address == '[') {
-        const char *end = strchr(address, ']');
-        if (!end || end[1] != ':')
-            return tm_err_set(err, EINVAL, "attestation address %s: expected [HOST]:PORT", address);
-        h = address + 1;
-        hlen = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(address, ':');
-        if (!colon || memchr(address, ':', (size_t)(colon - address)))
-            return tm_err_set(err, EINVAL,
-                              "attestation address %s: expected HOST:PORT "
-                              "(an IPv6 address in brackets)",
-                              address);
-        hlen = (size_t)(colon - address);
-    }
-    const char *p = colon + 1;
-    if (hlen == 0 || hlen >= host_size || !*p || strlen(p) >= port_size || strspn(p, "0123456789") != strlen(p) ||
-        atol(p) > 65535)
-        return tm_err_set(err, EINVAL,
-                          "attestation address %s: expected HOST:PORT with a port "
-                          "0..65535",
-                          address);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    strcpy(port, p);
-    return 0;
-}
-
 static void format_bound(int fd, char *out, size_t size)
 {
     struct sockaddr_storage ss;
@@ -508,10 +475,10 @@ static void format_bound(int fd, char *out, size_t size)
 
 int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
 {
-    char host[256], port[8];
-    int r = split_address(address, host, sizeof(host), port, sizeof(port), err);
+    char host[TM_HOST_MAX], port[TM_PORT_MAX];
+    int r = tm_split_hostport(address, 0, host, port, err);
     if (r < 0)
-        return r;
+        return tm_err_prefix(err, "attestation address");
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},

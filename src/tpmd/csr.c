@@ -19,36 +19,9 @@
 #include "crypto.h"
 #include "enrollment.h"
 #include "keyattest.h"
+#include "ossl_cleanup.h"
 #include "secmem.h"
-
-static inline void bio_freep(BIO **b)
-{
-    BIO_free(*b);
-}
-static inline void pkey_freep(EVP_PKEY **k)
-{
-    EVP_PKEY_free(*k);
-}
-static inline void pkey_ctx_freep(EVP_PKEY_CTX **c)
-{
-    EVP_PKEY_CTX_free(*c);
-}
-static inline void req_freep(X509_REQ **r)
-{
-    X509_REQ_free(*r);
-}
-static inline void ecdsa_sig_freep(ECDSA_SIG **s)
-{
-    ECDSA_SIG_free(*s);
-}
-static inline void osslfreep(unsigned char **p)
-{
-    OPENSSL_free(*p);
-}
-static inline void certs_freep(STACK_OF(X509) * *s)
-{
-    sk_X509_pop_free(*s, X509_free);
-}
+#include "tpm_x509.h"
 
 /* OpenSSL's reason for the last failure, appended to what failed; the queue is cleared so that a
  * later failure does not report a stale reason. */
@@ -108,28 +81,28 @@ int bio_take(BIO *bio, char **ret, size_t *ret_len, tm_err *err)
     return 0;
 }
 
-int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+/* The key get gives (ak_pkey, ek_pkey) as a PEM SubjectPublicKeyInfo. */
+static int public_pem(const struct tpm *t, int (*get)(const struct tpm *, EVP_PKEY **, tm_err *), const char *failed,
+                      char **ret_pem, size_t *ret_len, tm_err *err)
 {
     _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
-    int r = ak_pkey(t, &pkey, err);
+    int r = get(t, &pkey, err);
     if (r < 0)
         return r;
     _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
     if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot encode the attestation key");
+        return ossl_err(err, ENOMEM, failed);
     return bio_take(bio, ret_pem, ret_len, err);
+}
+
+int ak_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    return public_pem(t, ak_pkey, "cannot encode the attestation key", ret_pem, ret_len, err);
 }
 
 int ek_public_pem(const struct tpm *t, char **ret_pem, size_t *ret_len, tm_err *err)
 {
-    _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
-    int r = ek_pkey(t, &pkey, err);
-    if (r < 0)
-        return r;
-    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_PUBKEY(bio, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot encode the endorsement key");
-    return bio_take(bio, ret_pem, ret_len, err);
+    return public_pem(t, ek_pkey, "cannot encode the endorsement key", ret_pem, ret_len, err);
 }
 
 bool cert_is_for_ek(const struct tpm *t, const uint8_t *pem, size_t len)
@@ -157,8 +130,8 @@ int check_cn(const char *cn, tm_err *err)
     return 0;
 }
 
-/* The signature as X.509 carries it: DER ECDSA-Sig-Value in a BIT STRING without unused bits. */
-int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err)
+/* ECDSA-Sig-Value { r, s } in DER (OPENSSL_malloc'd); its length or a negative errno. */
+static int ecdsa_der(const uint8_t r[32], const uint8_t s[32], unsigned char **ret, tm_err *err)
 {
     _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
     BIGNUM *br = BN_bin2bn(r, 32, NULL), *bs = BN_bin2bn(s, 32, NULL);
@@ -167,10 +140,19 @@ int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_er
         BN_free(bs);
         return ossl_err(err, ENOMEM, "cannot build the ECDSA signature");
     }
-    _cleanup_(osslfreep) unsigned char *der = NULL;
-    int der_len = i2d_ECDSA_SIG(sig, &der);
-    if (der_len <= 0)
+    int len = i2d_ECDSA_SIG(sig, ret);
+    if (len <= 0)
         return ossl_err(err, ENOMEM, "cannot encode the ECDSA signature");
+    return len;
+}
+
+/* The signature as X.509 carries it: DER ECDSA-Sig-Value in a BIT STRING without unused bits. */
+int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_err *err)
+{
+    _cleanup_(osslfreep) unsigned char *der = NULL;
+    int der_len = ecdsa_der(r, s, &der, err);
+    if (der_len < 0)
+        return der_len;
     ASN1_BIT_STRING *bits = ASN1_BIT_STRING_new();
     if (!bits || ASN1_BIT_STRING_set(bits, der, der_len) != 1) {
         ASN1_BIT_STRING_free(bits);
@@ -190,41 +172,45 @@ int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_er
     return 0;
 }
 
+/* cn checked, or the default "trustme device <first 8 bytes of the AK name, hex>" when it is NULL
+ * or empty (into buf). */
+static int subject_cn(const struct tpm *t, const char *cn, char buf[CSR_CN_MAX], const char **ret, tm_err *err)
+{
+    if (cn && *cn) {
+        int r = check_cn(cn, err);
+        if (r < 0)
+            return r;
+        *ret = cn;
+        return 0;
+    }
+    /* The name's digest, not its 2-byte algorithm prefix, tells devices apart. */
+    char hex[17];
+    tm_hex(t->ak_name.name + 2, 8, hex);
+    snprintf(buf, CSR_CN_MAX, "trustme device %s", hex);
+    *ret = buf;
+    return 0;
+}
+
+/* The AK is restricted: it signs only a digest the TPM made itself, with a ticket saying the data
+ * did not start with TPM_GENERATED_VALUE. A DER request or tbs starts with 0x30. */
+static int ak_sign(void *ctx, const uint8_t *tbs, size_t tbs_len, uint8_t r[32], uint8_t s[32], tm_err *err)
+{
+    return tpm_sign_data(ctx, tbs, tbs_len, r, s, err);
+}
+
 int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_chain_len, char **ret_pem,
                size_t *ret_len, tm_err *err)
 {
-    char default_cn[64];
+    char default_cn[CSR_CN_MAX];
     int r;
-    if (!cn || !*cn) {
-        /* The name's digest, not its 2-byte algorithm prefix, tells devices apart. */
-        char hex[17];
-        tm_hex(t->ak_name.name + 2, 8, hex);
-        snprintf(default_cn, sizeof(default_cn), "trustme device %s", hex);
-        cn = default_cn;
-    } else if ((r = check_cn(cn, err)) < 0) {
+    if ((r = subject_cn(t, cn, default_cn, &cn, err)) < 0)
         return r;
-    }
     _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
     if ((r = ak_pkey(t, &pkey, err)) < 0)
         return r;
-    _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
-    if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
-        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                   -1, 0) != 1 ||
-        X509_REQ_set_pubkey(req, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot build the certificate request");
-    _cleanup_(osslfreep) unsigned char *tbs = NULL;
-    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
-    if (tbs_len <= 0)
-        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
-    /* The AK is restricted: it signs only a digest the TPM made itself, with a ticket saying the
-     * data did not start with TPM_GENERATED_VALUE. A DER request starts with 0x30. */
-    uint8_t sig_r[32], sig_s[32];
-    if ((r = tpm_sign_data(t, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
-        (r = set_signature(req, sig_r, sig_s, err)) < 0)
+    _cleanup_(req_freep) X509_REQ *req = NULL;
+    if ((r = tpm_signed_request(pkey, cn, ak_sign, t, &req, err)) < 0)
         return r;
-    if (X509_REQ_verify(req, pkey) != 1)
-        return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
     /* The enrollment bundle (docs/ATTESTATION.md "Enrollment"): the request, the AK's public
      * area (the CA computes its name and checks its attributes) and the EK's certificate (the
      * CA makes the credential to it). */
@@ -238,6 +224,24 @@ int device_csr(struct tpm *t, const char *cn, const char *ek_chain, size_t ek_ch
         (ek_chain_len && BIO_write(bio, ek_chain, (int)ek_chain_len) != (int)ek_chain_len))
         return ossl_err(err, ENOMEM, "cannot encode the certificate request");
     return bio_take(bio, ret_pem, ret_len, err);
+}
+
+int linked_chain_pem(STACK_OF(X509) * certs, char **ret_pem, size_t *ret_len, tm_err *err)
+{
+    int n = sk_X509_num(certs);
+    for (int i = 0; i + 1 < n; i++)
+        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
+            return tm_err_set(err, EINVAL,
+                              "certificate %d of the chain was not issued by "
+                              "certificate %d (leaf first, then its CAs)",
+                              i + 1, i + 2);
+    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
+    if (!out)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
+            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
+    return bio_take(out, ret_pem, ret_len, err);
 }
 
 static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len,
@@ -276,19 +280,7 @@ static int check_chain(const struct tpm *t, bool ek, const uint8_t *pem, size_t 
                           "the first certificate is not for this device's "
                           "%s key (see `trustme device info`)",
                           ek ? "endorsement" : "attestation");
-    for (int i = 0; i + 1 < n; i++)
-        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
-            return tm_err_set(err, EINVAL,
-                              "certificate %d of the chain was not issued by "
-                              "certificate %d (leaf first, then its CAs)",
-                              i + 1, i + 2);
-    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
-    if (!out)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
-        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
-            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
-    return bio_take(out, ret_pem, ret_len, err);
+    return linked_chain_pem(certs, ret_pem, ret_len, err);
 }
 
 int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)
@@ -299,11 +291,6 @@ int check_ak_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **r
 int check_ek_chain(const struct tpm *t, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len, tm_err *err)
 {
     return check_chain(t, true, pem, len, ret_pem, ret_len, err);
-}
-
-static inline void x509_freep(X509 **x)
-{
-    X509_free(*x);
 }
 
 /* A DER length (definite form) into out; its size. */
@@ -327,17 +314,10 @@ int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const
                   size_t *ret_len, tm_err *err)
 {
     static const uint8_t alg[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
-    _cleanup_(ecdsa_sig_freep) ECDSA_SIG *sig = ECDSA_SIG_new();
-    BIGNUM *br = BN_bin2bn(r, 32, NULL), *bs = BN_bin2bn(s, 32, NULL);
-    if (!sig || !br || !bs || ECDSA_SIG_set0(sig, br, bs) != 1) {
-        BN_free(br);
-        BN_free(bs);
-        return ossl_err(err, ENOMEM, "cannot build the ECDSA signature");
-    }
     _cleanup_(osslfreep) unsigned char *sder = NULL;
-    int sl = i2d_ECDSA_SIG(sig, &sder);
-    if (sl <= 0)
-        return ossl_err(err, ENOMEM, "cannot encode the ECDSA signature");
+    int sl = ecdsa_der(r, s, &sder, err);
+    if (sl < 0)
+        return sl;
     uint8_t bl[5], tl[5];
     size_t bll = der_len((size_t)sl + 1, bl);
     size_t body = tbs_len + sizeof(alg) + 1 + bll + 1 + (size_t)sl;
@@ -397,110 +377,82 @@ int container_cert(struct tpm *t, const char *ak_chain, size_t ak_chain_len, con
     _cleanup_(pkey_freep) EVP_PKEY *ak = NULL;
     if ((r = ak_pkey(t, &ak, err)) < 0)
         return r;
-    /* A throwaway key signs first only so that OpenSSL writes ecdsa-with-SHA256 into the tbs. */
-    _cleanup_(pkey_freep) EVP_PKEY *dummy = EVP_EC_gen("P-256");
     _cleanup_(x509_freep) X509 *x = X509_new();
-    uint8_t serial[16];
-    if ((r = secure_random(serial, sizeof(serial), err)) < 0)
+    ASN1_INTEGER *asn = NULL;
+    if ((r = random_serial(&asn, err)) < 0)
         return r;
-    serial[0] &= 0x7f;
-    BIGNUM *sn = BN_bin2bn(serial, sizeof(serial), NULL);
-    ASN1_INTEGER *asn = sn ? BN_to_ASN1_INTEGER(sn, NULL) : NULL;
-    BN_free(sn);
-    _cleanup_(osslfreep) unsigned char *idbuf = NULL;
     ASN1_OCTET_STRING *idos = ASN1_OCTET_STRING_new();
     ASN1_OBJECT *oid = OBJ_txt2obj(TM_OID_CONTAINER_IDENTITY, 1);
     X509_EXTENSION *idext = NULL;
     bool ok =
-        dummy && x && asn && idos && oid && X509_set_version(x, X509_VERSION_3) == 1 &&
-        X509_set_serialNumber(x, asn) == 1 && X509_set_issuer_name(x, X509_get_subject_name(ak_cert)) == 1 &&
+        x && idos && oid && X509_set_version(x, X509_VERSION_3) == 1 && X509_set_serialNumber(x, asn) == 1 &&
+        X509_set_issuer_name(x, X509_get_subject_name(ak_cert)) == 1 &&
         X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
                                    0) == 1 &&
         X509_gmtime_adj(X509_getm_notBefore(x), -300) && X509_set1_notAfter(x, X509_get0_notAfter(ak_cert)) == 1 &&
         X509_set_pubkey(x, key) == 1 && add_ext(x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") == 0 &&
         add_ext(x, NID_key_usage, "critical,keyCertSign") == 0 && add_ext(x, NID_subject_key_identifier, "hash") == 0 &&
         ASN1_OCTET_STRING_set(idos, identity, (int)identity_len) == 1 &&
-        (idext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, idos)) && X509_add_ext(x, idext, -1) == 1 &&
-        X509_sign(x, dummy, EVP_sha256()) > 0;
+        (idext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, idos)) && X509_add_ext(x, idext, -1) == 1;
     ASN1_INTEGER_free(asn);
     ASN1_OCTET_STRING_free(idos);
     ASN1_OBJECT_free(oid);
     X509_EXTENSION_free(idext);
     if (!ok)
         return ossl_err(err, ENOMEM, "cannot build the container attestation certificate");
-    _cleanup_(osslfreep) unsigned char *tbs = NULL;
-    int tbs_len = i2d_re_X509_tbs(x, &tbs);
-    if (tbs_len <= 0)
-        return ossl_err(err, ENOMEM, "cannot encode the container attestation certificate");
-    uint8_t sig_r[32], sig_s[32];
-    _cleanup_free_ uint8_t *der = NULL;
-    size_t len = 0;
-    if ((r = tpm_sign_data(t, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
-        (r = assemble_cert(tbs, (size_t)tbs_len, sig_r, sig_s, &der, &len, err)) < 0)
-        return r;
-    p = der;
-    _cleanup_(x509_freep) X509 *check = d2i_X509(NULL, &p, (long)len);
-    if (!check || p != der + len || X509_verify(check, ak) != 1)
-        return ossl_err(err, EIO, "the TPM's signature of the container attestation certificate does not verify");
-    *ret_der = der;
-    *ret_len = len;
-    der = NULL;
-    return 0;
+    return tpm_signed_cert(x, ak_sign, t, ak, "container attestation certificate", ret_der, ret_len, err);
+}
+
+/* The TLS key signs a digest (it is not restricted: no ticket needed); the digest is also what
+ * the AK's certification of the key is for (enrollment.h ENROLL_PEM_TLS_CERTIFY). */
+struct tls_signer {
+    struct tpm *t;
+    const char *data_dir;
+    uint8_t digest[32];
+};
+static int tls_sign(void *ctx, const uint8_t *tbs, size_t tbs_len, uint8_t r[32], uint8_t s[32], tm_err *err)
+{
+    struct tls_signer *ts = ctx;
+    if (EVP_Digest(tbs, tbs_len, ts->digest, NULL, EVP_sha256(), NULL) != 1)
+        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
+    return tpm_tls_sign(ts->t, ts->data_dir, ts->digest, r, s, err);
 }
 
 int tls_csr(struct tpm *t, const char *data_dir, const char *cn, const char *ak_chain, size_t ak_chain_len,
             char **ret_pem, size_t *ret_len, tm_err *err)
 {
     int r;
-    char default_cn[64];
+    char default_cn[CSR_CN_MAX];
     if (!ak_chain || !ak_chain_len)
         return tm_err_set(err, ENOENT,
                           "the attestation key is not enrolled (no Device CA certificate): the Device CA "
                           "certifies the TLS key on the AK's word (docs/FLEET.md \"Device identity on the wire\")");
-    if (!cn || !*cn) {
-        char hex[17];
-        tm_hex(t->ak_name.name + 2, 8, hex);
-        snprintf(default_cn, sizeof(default_cn), "trustme device %s", hex);
-        cn = default_cn;
-    } else if ((r = check_cn(cn, err)) < 0) {
+    if ((r = subject_cn(t, cn, default_cn, &cn, err)) < 0)
         return r;
-    }
     TPM2B_PUBLIC pub;
     if ((r = tpm_tls_public(t, data_dir, &pub, err)) < 0)
         return r;
     _cleanup_(pkey_freep) EVP_PKEY *pkey = NULL;
     if ((r = point_pkey(&pub.publicArea.unique.ecc, "TLS client key", &pkey, err)) < 0)
         return r;
-    _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
-    if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
-        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                   -1, 0) != 1 ||
-        X509_REQ_set_pubkey(req, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot build the certificate request");
-    _cleanup_(osslfreep) unsigned char *tbs = NULL;
-    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
-    uint8_t digest[32], sig_r[32], sig_s[32];
-    if (tbs_len <= 0 || EVP_Digest(tbs, (size_t)tbs_len, digest, NULL, EVP_sha256(), NULL) != 1)
-        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
-    if ((r = tpm_tls_sign(t, data_dir, digest, sig_r, sig_s, err)) < 0 ||
-        (r = set_signature(req, sig_r, sig_s, err)) < 0)
+    struct tls_signer ts = {.t = t, .data_dir = data_dir};
+    _cleanup_(req_freep) X509_REQ *req = NULL;
+    if ((r = tpm_signed_request(pkey, cn, tls_sign, &ts, &req, err)) < 0)
         return r;
-    if (X509_REQ_verify(req, pkey) != 1)
-        return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
     _cleanup_free_ uint8_t *attest = NULL, *csig = NULL;
-    size_t attest_len, csig_len, pub_len = 0;
-    if ((r = tpm_tls_certify(t, data_dir, digest, sizeof(digest), &attest, &attest_len, &csig, &csig_len, err)) < 0)
+    size_t attest_len, csig_len;
+    if ((r = tpm_tls_certify(t, data_dir, ts.digest, sizeof(ts.digest), &attest, &attest_len, &csig, &csig_len, err)) <
+        0)
         return r;
-    uint8_t pub_buf[sizeof(TPMT_PUBLIC)];
-    TSS2_RC rc = Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, pub_buf, sizeof(pub_buf), &pub_len);
-    if (rc != TSS2_RC_SUCCESS)
-        return tm_err_set(err, EIO, "cannot marshal the TLS client key");
-    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1 ||
-        PEM_write_bio(bio, ENROLL_PEM_TLS_PUBLIC, "", pub_buf, (long)pub_len) <= 0 ||
-        PEM_write_bio(bio, ENROLL_PEM_TLS_CERTIFY, "", attest, (long)attest_len) <= 0 ||
-        PEM_write_bio(bio, ENROLL_PEM_TLS_CERTIFY_SIG, "", csig, (long)csig_len) <= 0 ||
-        BIO_write(bio, ak_chain, (int)ak_chain_len) != (int)ak_chain_len)
-        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
-    return bio_take(bio, ret_pem, ret_len, err);
+    struct certified_key k = {.req = req,
+                              .pub = &pub.publicArea,
+                              .attest = attest,
+                              .attest_len = attest_len,
+                              .sig = csig,
+                              .sig_len = csig_len,
+                              .public_label = ENROLL_PEM_TLS_PUBLIC,
+                              .attest_label = ENROLL_PEM_TLS_CERTIFY,
+                              .sig_label = ENROLL_PEM_TLS_CERTIFY_SIG,
+                              .what = "TLS client key"};
+    return certified_key_pem(&k, ak_chain, ak_chain_len, ret_pem, ret_len, err);
 }

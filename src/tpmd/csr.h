@@ -63,5 +63,7 @@ int set_signature(X509_REQ *req, const uint8_t r[32], const uint8_t s[32], tm_er
 /* A DER certificate from its tbs (naming ecdsa-with-SHA256) and an ECDSA signature (malloc'd). */
 int assemble_cert(const uint8_t *tbs, size_t tbs_len, const uint8_t r[32], const uint8_t s[32], uint8_t **ret,
                   size_t *ret_len, tm_err *err);
+/* certs (leaf first) re-encoded as PEM for storing, once each was issued by the next. */
+int linked_chain_pem(STACK_OF(X509) * certs, char **ret_pem, size_t *ret_len, tm_err *err);
 /* One X.509v3 extension from its OpenSSL config text; -1 on failure. */
 int add_ext(X509 *x, int nid, const char *value);

@@ -134,23 +134,24 @@ static const TPM2B_PUBLIC srk_template = {
      TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT)
 #define AK_ATTRIBUTES (AK_ATTRIBUTES_OLD | TPMA_OBJECT_NODA)
 
+/* An ECDSA P-256 signing key, SHA-256 its name and signature hash, with these attributes: the AK
+ * and the keys it certifies differ only there. */
+#define ECDSA_P256_TEMPLATE(attributes)                                                                              \
+    {                                                                                                                \
+        .publicArea = {                                                                                              \
+            .type = TPM2_ALG_ECC,                                                                                    \
+            .nameAlg = TPM2_ALG_SHA256,                                                                              \
+            .objectAttributes = (attributes),                                                                        \
+            .parameters.eccDetail = {.symmetric = {.algorithm = TPM2_ALG_NULL},                                      \
+                                     .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256}, \
+                                     .curveID = TPM2_ECC_NIST_P256,                                                  \
+                                     .kdf = {.scheme = TPM2_ALG_NULL}},                                              \
+        },                                                                                                           \
+    }
+
 /* Restricted: the TPM signs only digests it computed itself over data that is not a forged
  * TPMS_ATTEST (docs/ATTESTATION.md "Device identity"). */
-static const TPM2B_PUBLIC ak_template = {
-    .publicArea =
-        {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = AK_ATTRIBUTES,
-            .parameters.eccDetail =
-                {
-                    .symmetric = {.algorithm = TPM2_ALG_NULL},
-                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
-                    .curveID = TPM2_ECC_NIST_P256,
-                    .kdf = {.scheme = TPM2_ALG_NULL},
-                },
-        },
-};
+static const TPM2B_PUBLIC ak_template = ECDSA_P256_TEMPLATE(AK_ATTRIBUTES);
 
 /* The TCG EK Credential Profile's template L-2 (ECC NIST P-256, low range): the same
  * endorsement seed always yields the same EK. Usable only through PolicySecret(TPM_RH_ENDORSEMENT)
@@ -640,6 +641,18 @@ static int put32(uint8_t out[32], const TPM2B_ECC_PARAMETER *p, tm_err *err)
     return 0;
 }
 
+/* The TPM's ECDSA signature as r and s, each big-endian and left-padded to 32 bytes. */
+static int ecdsa_rs(const TPMT_SIGNATURE *sig, uint8_t r[32], uint8_t s[32], tm_err *err)
+{
+    if (sig->sigAlg != TPM2_ALG_ECDSA)
+        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
+    int ret;
+    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
+        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
+        return ret;
+    return 0;
+}
+
 int tpm_sign_data(struct tpm *t, const uint8_t *data, size_t len, uint8_t r[32], uint8_t s[32], tm_err *err)
 {
     return tpm_sign_data_with(t, t->ak, data, len, r, s, err);
@@ -657,12 +670,7 @@ int tpm_sign_data_with(struct tpm *t, ESYS_TR key, const uint8_t *data, size_t l
     TSS2_RC rc = Esys_Sign(t->esys, key, ESYS_TR_PASSWORD, NO, NO, digest, &ecdsa_sha256, ticket, &sig);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Sign with the %s failed", key == t->ak ? "attestation key" : "vTPM-issuing key");
-    if (sig->sigAlg != TPM2_ALG_ECDSA)
-        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
-    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
-        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
-        return ret;
-    return 0;
+    return ecdsa_rs(sig, r, s, err);
 }
 
 int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, tm_err *err)
@@ -690,59 +698,81 @@ int tpm_ak_public_marshal(const struct tpm *t, uint8_t **ret, size_t *ret_len, t
     (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH | \
      TPMA_OBJECT_NODA | TPMA_OBJECT_SIGN_ENCRYPT)
 
-static const TPM2B_PUBLIC signing_key_template = {
-    .publicArea =
-        {
-            .type = TPM2_ALG_ECC,
-            .nameAlg = TPM2_ALG_SHA256,
-            .objectAttributes = SIGNING_KEY_ATTRIBUTES,
-            .parameters.eccDetail =
-                {
-                    .symmetric = {.algorithm = TPM2_ALG_NULL},
-                    .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
-                    .curveID = TPM2_ECC_NIST_P256,
-                    .kdf = {.scheme = TPM2_ALG_NULL},
-                },
-        },
-};
+static const TPM2B_PUBLIC signing_key_template = ECDSA_P256_TEMPLATE(SIGNING_KEY_ATTRIBUTES);
 
-/* Load the TLS key (created in data_dir/tls.pub, tls.priv at its first use). Loaded for one
- * operation only: swtpm holds three transient objects, and SRK and AK are two of them. */
-static int tls_load(struct tpm *t, const char *data_dir, ESYS_TR *ret, tm_err *err)
+/* A signing key the AK certifies (the TLS client key, the vTPM-issuing key): its files
+ * data_dir/<file>.pub, .priv, its name in messages, and what to say when it is not made yet and
+ * the caller does not make it. */
+struct signing_key {
+    const char *file;
+    const char *what;
+    const char *missing;
+};
+static const struct signing_key tls_key = {"tls", "TLS client key", NULL};
+static const struct signing_key issuer_key = {TPM_ISSUER_FILE, "vTPM-issuing key",
+                                              "there is no vTPM-issuing key yet (`trustme device csr --vtpm-issuer`)"};
+
+/* The key's public area, read and checked without the TPM. */
+static int signing_key_public(const struct signing_key *k, const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err)
 {
-    char pub_path[PATH_MAX], priv_path[PATH_MAX];
-    snprintf(pub_path, sizeof(pub_path), "%s/tls.pub", data_dir);
-    snprintf(priv_path, sizeof(priv_path), "%s/tls.priv", data_dir);
-    struct stat st;
-    int r;
-    if (stat(pub_path, &st) < 0 && errno == ENOENT &&
-        (r = create_key(t, &signing_key_template, "TLS client key", pub_path, priv_path, err)) < 0)
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.pub", data_dir, k->file);
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t len, off = 0;
+    int r = read_key_file(path, &buf, &len, err);
+    if (r < 0)
         return r;
-    _cleanup_free_ uint8_t *pub_buf = NULL, *priv_buf = NULL;
-    size_t pub_len, priv_len, off = 0;
-    if ((r = read_key_file(pub_path, &pub_buf, &pub_len, err)) < 0 ||
-        (r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
-        return r;
-    TPM2B_PUBLIC pub = {0};
-    TPM2B_PRIVATE priv = {0};
-    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(pub_buf, pub_len, &off, &pub) != TSS2_RC_SUCCESS || off != pub_len)
-        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", pub_path);
-    off = 0;
-    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
-        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
-    const TPMT_PUBLIC *p = &pub.publicArea;
+    *ret = (TPM2B_PUBLIC){0};
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, ret) != TSS2_RC_SUCCESS || off != len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", path);
+    const TPMT_PUBLIC *p = &ret->publicArea;
+    /* Whoever can write the data dir could swap in a key that can leave the TPM. */
     if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != SIGNING_KEY_ATTRIBUTES ||
         p->authPolicy.size != 0 || p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
         p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA ||
         p->parameters.eccDetail.scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256)
-        return tm_err_set(err, EBADMSG, "%s is not the TLS client key's kind of key", pub_path);
+        return tm_err_set(err, EBADMSG, "%s is not the %s's kind of key", path, k->what);
+    return 0;
+}
+
+/* Load the key (made at its first use when create; else ENOENT with k->missing). Loaded for one
+ * operation only: swtpm holds three transient objects, and SRK and AK are two of them. */
+static int signing_key_load(struct tpm *t, const struct signing_key *k, const char *data_dir, bool create, ESYS_TR *ret,
+                            TPM2B_PUBLIC *ret_public, tm_err *err)
+{
+    char pub_path[PATH_MAX], priv_path[PATH_MAX];
+    snprintf(pub_path, sizeof(pub_path), "%s/%s.pub", data_dir, k->file);
+    snprintf(priv_path, sizeof(priv_path), "%s/%s.priv", data_dir, k->file);
+    struct stat st;
+    int r;
+    if (stat(pub_path, &st) < 0 && errno == ENOENT) {
+        if (!create)
+            return tm_err_set(err, ENOENT, "%s", k->missing);
+        if ((r = create_key(t, &signing_key_template, k->what, pub_path, priv_path, err)) < 0)
+            return r;
+    }
+    TPM2B_PUBLIC pub;
+    if ((r = signing_key_public(k, data_dir, &pub, err)) < 0)
+        return r;
+    _cleanup_free_ uint8_t *priv_buf = NULL;
+    size_t priv_len, off = 0;
+    if ((r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
+        return r;
+    TPM2B_PRIVATE priv = {0};
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
+        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
     TSS2_RC rc = Esys_Load(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &priv, &pub, ret);
     explicit_bzero(&priv, sizeof(priv));
     if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot load the TLS client key %s (remove %s and %s to make a new one)", pub_path,
-                       pub_path, priv_path);
-    t->tls_public = pub;
+        return tpm_err(err, rc, "cannot load the %s %s (made by another TPM? remove %s and %s to make a new one)",
+                       k->what, pub_path, pub_path, priv_path);
+    *ret_public = pub;
     return 0;
+}
+
+static int tls_load(struct tpm *t, const char *data_dir, ESYS_TR *ret, tm_err *err)
+{
+    return signing_key_load(t, &tls_key, data_dir, true, ret, &t->tls_public, err);
 }
 
 int tpm_tls_public(struct tpm *t, const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err)
@@ -771,12 +801,7 @@ int tpm_tls_sign(struct tpm *t, const char *data_dir, const uint8_t digest[32], 
     tpm_flush(t->esys, &k);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "TPM2_Sign with the TLS client key failed");
-    if (sig->sigAlg != TPM2_ALG_ECDSA)
-        return tm_err_set(err, EIO, "the TPM returned a signature of algorithm 0x%x", sig->sigAlg);
-    if ((ret = put32(r, &sig->signature.ecdsa.signatureR, err)) < 0 ||
-        (ret = put32(s, &sig->signature.ecdsa.signatureS, err)) < 0)
-        return ret;
-    return 0;
+    return ecdsa_rs(sig, r, s, err);
 }
 
 int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifying, size_t qualifying_len,
@@ -793,75 +818,13 @@ int tpm_tls_certify(struct tpm *t, const char *data_dir, const uint8_t *qualifyi
 
 int tpm_issuer_public(const char *data_dir, TPM2B_PUBLIC *ret, tm_err *err)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/" TPM_ISSUER_FILE ".pub", data_dir);
-    _cleanup_free_ uint8_t *buf = NULL;
-    size_t len, off = 0;
-    int r = read_key_file(path, &buf, &len, err);
-    if (r < 0)
-        return r;
-    *ret = (TPM2B_PUBLIC){0};
-    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, ret) != TSS2_RC_SUCCESS || off != len)
-        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PUBLIC", path);
-    const TPMT_PUBLIC *p = &ret->publicArea;
-    /* Whoever can write the data dir could swap in a key that can leave the TPM. */
-    if (p->type != TPM2_ALG_ECC || p->nameAlg != TPM2_ALG_SHA256 || p->objectAttributes != SIGNING_KEY_ATTRIBUTES ||
-        p->parameters.eccDetail.curveID != TPM2_ECC_NIST_P256 ||
-        p->parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA || p->authPolicy.size != 0)
-        return tm_err_set(err, EBADMSG, "%s is not the vTPM-issuing key's kind of key", path);
-    return 0;
+    return signing_key_public(&issuer_key, data_dir, ret, err);
 }
 
 int tpm_issuer_load(struct tpm *t, const char *data_dir, bool create, ESYS_TR *ret, TPM2B_PUBLIC *ret_public,
                     tm_err *err)
 {
-    char pub_path[PATH_MAX], priv_path[PATH_MAX];
-    snprintf(pub_path, sizeof(pub_path), "%s/" TPM_ISSUER_FILE ".pub", data_dir);
-    snprintf(priv_path, sizeof(priv_path), "%s/" TPM_ISSUER_FILE ".priv", data_dir);
-    struct stat st;
-    TSS2_RC rc;
-    int r;
-    if (stat(pub_path, &st) < 0 && errno == ENOENT) {
-        if (!create)
-            return tm_err_set(err, ENOENT, "there is no vTPM-issuing key yet (`trustme device csr --vtpm-issuer`)");
-        TPM2B_SENSITIVE_CREATE sens = {0};
-        TPM2B_DATA outside = {0};
-        TPML_PCR_SELECTION creation_pcr = {0};
-        _cleanup_esys_ TPM2B_PRIVATE *priv = NULL;
-        _cleanup_esys_ TPM2B_PUBLIC *pub = NULL;
-        rc = Esys_Create(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &sens, &signing_key_template, &outside,
-                         &creation_pcr, &priv, &pub, NULL, NULL, NULL);
-        if (rc != TSS2_RC_SUCCESS)
-            return tpm_err(err, rc, "cannot create the vTPM-issuing key");
-        uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
-        size_t off = 0;
-        if ((rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
-            return tpm_err(err, rc, "cannot marshal the vTPM-issuing key");
-        if ((r = write_marshalled(priv_path, buf, off, err)) < 0)
-            return r;
-        off = 0;
-        if ((rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
-            return tpm_err(err, rc, "cannot marshal the vTPM-issuing key");
-        if ((r = write_marshalled(pub_path, buf, off, err)) < 0) /* last: it marks the key as made */
-            return r;
-        log_info("created the vTPM-issuing key (%s)", pub_path);
-    }
-    TPM2B_PUBLIC pub = {0};
-    if ((r = tpm_issuer_public(data_dir, &pub, err)) < 0)
-        return r;
-    _cleanup_free_ uint8_t *priv_buf = NULL;
-    size_t priv_len, off = 0;
-    if ((r = read_key_file(priv_path, &priv_buf, &priv_len, err)) < 0)
-        return r;
-    TPM2B_PRIVATE priv = {0};
-    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(priv_buf, priv_len, &off, &priv) != TSS2_RC_SUCCESS || off != priv_len)
-        return tm_err_set(err, EBADMSG, "%s is not a marshalled TPM2B_PRIVATE", priv_path);
-    rc = Esys_Load(t->esys, t->srk, ESYS_TR_PASSWORD, NO, NO, &priv, &pub, ret);
-    explicit_bzero(&priv, sizeof(priv));
-    if (rc != TSS2_RC_SUCCESS)
-        return tpm_err(err, rc, "cannot load the vTPM-issuing key %s (made by another TPM?)", pub_path);
-    *ret_public = pub;
-    return 0;
+    return signing_key_load(t, &issuer_key, data_dir, create, ret, ret_public, err);
 }
 
 int tpm_certify(struct tpm *t, ESYS_TR object, const uint8_t *qualifying, size_t qualifying_len, uint8_t **ret_attest,

@@ -22,41 +22,10 @@
 #include "csr.h"
 #include "enrollment.h"
 #include "hex.h"
+#include "ossl_cleanup.h"
 #include "secmem.h"
 #include "tpm_util.h"
-
-static inline void bio_freep(BIO **b)
-{
-    BIO_free(*b);
-}
-static inline void pkey_freep(EVP_PKEY **k)
-{
-    EVP_PKEY_free(*k);
-}
-static inline void pkey_ctx_freep(EVP_PKEY_CTX **c)
-{
-    EVP_PKEY_CTX_free(*c);
-}
-static inline void req_freep(X509_REQ **r)
-{
-    X509_REQ_free(*r);
-}
-static inline void x509_freep(X509 **x)
-{
-    X509_free(*x);
-}
-static inline void osslfreep(unsigned char **p)
-{
-    OPENSSL_free(*p);
-}
-static inline void bn_freep(BIGNUM **b)
-{
-    BN_free(*b);
-}
-static inline void certs_freep(STACK_OF(X509) * *s)
-{
-    sk_X509_pop_free(*s, X509_free);
-}
+#include "tpm_x509.h"
 
 /* The issuing key, loaded for one operation and flushed on every path. */
 struct issuer {
@@ -67,6 +36,11 @@ static void issuer_done(struct issuer *i)
 {
     if (i->t)
         tpm_flush(i->t->esys, &i->handle);
+}
+static int issuer_sign(void *ctx, const uint8_t *tbs, size_t tbs_len, uint8_t r[32], uint8_t s[32], tm_err *err)
+{
+    struct issuer *i = ctx;
+    return tpm_sign_data_with(i->t, i->handle, tbs, tbs_len, r, s, err);
 }
 
 int vtpm_issuer_csr(struct tpm *t, const char *data_dir, const char *ak_chain, size_t ak_chain_len, char **ret_pem,
@@ -87,22 +61,9 @@ int vtpm_issuer_csr(struct tpm *t, const char *data_dir, const char *ak_chain, s
     char cn[64], hex[17];
     tm_hex(t->ak_name.name + 2, 8, hex);
     snprintf(cn, sizeof(cn), "trustme vTPM issuer %s", hex);
-    _cleanup_(req_freep) X509_REQ *req = X509_REQ_new();
-    if (!req || X509_REQ_set_version(req, X509_REQ_VERSION_1) != 1 ||
-        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                   -1, 0) != 1 ||
-        X509_REQ_set_pubkey(req, pkey) != 1)
-        return ossl_err(err, ENOMEM, "cannot build the certificate request");
-    _cleanup_(osslfreep) unsigned char *tbs = NULL;
-    int tbs_len = i2d_re_X509_REQ_tbs(req, &tbs);
-    if (tbs_len <= 0)
-        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
-    uint8_t sig_r[32], sig_s[32];
-    if ((r = tpm_sign_data_with(t, iss.handle, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
-        (r = set_signature(req, sig_r, sig_s, err)) < 0)
+    _cleanup_(req_freep) X509_REQ *req = NULL;
+    if ((r = tpm_signed_request(pkey, cn, issuer_sign, &iss, &req, err)) < 0)
         return r;
-    if (X509_REQ_verify(req, pkey) != 1)
-        return ossl_err(err, EIO, "the TPM's signature of the certificate request does not verify");
     /* The AK vouches that this key lives in its TPM, with these attributes, for this request. */
     _cleanup_(osslfreep) unsigned char *req_der = NULL;
     int req_len = i2d_X509_REQ(req, &req_der);
@@ -114,18 +75,17 @@ int vtpm_issuer_csr(struct tpm *t, const char *data_dir, const char *ak_chain, s
     size_t attest_len, sig_len;
     if ((r = tpm_certify(t, iss.handle, qualifying, sizeof(qualifying), &attest, &attest_len, &sig, &sig_len, err)) < 0)
         return r;
-    uint8_t pub_buf[sizeof(TPMT_PUBLIC)];
-    size_t pub_len = 0;
-    if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, pub_buf, sizeof(pub_buf), &pub_len) != TSS2_RC_SUCCESS)
-        return tm_err_set(err, EIO, "cannot marshal the vTPM-issuing key");
-    _cleanup_(bio_freep) BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio || PEM_write_bio_X509_REQ(bio, req) != 1 ||
-        PEM_write_bio(bio, VTPM_ISSUER_PEM_PUBLIC, "", pub_buf, (long)pub_len) <= 0 ||
-        PEM_write_bio(bio, VTPM_ISSUER_PEM_ATTEST, "", attest, (long)attest_len) <= 0 ||
-        PEM_write_bio(bio, VTPM_ISSUER_PEM_SIGNATURE, "", sig, (long)sig_len) <= 0 ||
-        BIO_write(bio, ak_chain, (int)ak_chain_len) != (int)ak_chain_len)
-        return ossl_err(err, ENOMEM, "cannot encode the certificate request");
-    return bio_take(bio, ret_pem, ret_len, err);
+    struct certified_key k = {.req = req,
+                              .pub = &pub.publicArea,
+                              .attest = attest,
+                              .attest_len = attest_len,
+                              .sig = sig,
+                              .sig_len = sig_len,
+                              .public_label = VTPM_ISSUER_PEM_PUBLIC,
+                              .attest_label = VTPM_ISSUER_PEM_ATTEST,
+                              .sig_label = VTPM_ISSUER_PEM_SIGNATURE,
+                              .what = "vTPM-issuing key"};
+    return certified_key_pem(&k, ak_chain, ak_chain_len, ret_pem, ret_len, err);
 }
 
 int vtpm_issuer_check_chain(const char *data_dir, const uint8_t *pem, size_t len, char **ret_pem, size_t *ret_len,
@@ -162,19 +122,7 @@ int vtpm_issuer_check_chain(const char *data_dir, const uint8_t *pem, size_t len
         return tm_err_set(err, EINVAL,
                           "the vTPM-issuing key's certificate is not a CA certificate with keyCertSign "
                           "(`trustme-pki issue --profile vtpm-issuer`)");
-    for (int i = 0; i + 1 < n; i++)
-        if (X509_check_issued(sk_X509_value(certs, i + 1), sk_X509_value(certs, i)) != X509_V_OK)
-            return tm_err_set(err, EINVAL,
-                              "certificate %d of the chain was not issued by certificate %d (leaf first, then its "
-                              "CAs)",
-                              i + 1, i + 2);
-    _cleanup_(bio_freep) BIO *out = BIO_new(BIO_s_mem());
-    if (!out)
-        return tm_err_set(err, ENOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
-        if (PEM_write_bio_X509(out, sk_X509_value(certs, i)) != 1)
-            return ossl_err(err, ENOMEM, "cannot encode the certificate chain");
-    if ((r = bio_take(out, ret_pem, ret_len, err)) < 0)
+    if ((r = linked_chain_pem(certs, ret_pem, ret_len, err)) < 0)
         return r;
     return 1;
 }
@@ -258,22 +206,16 @@ int vtpm_ek_cert(struct tpm *t, const char *data_dir, const char *issuer_chain, 
         return r;
     if (EVP_PKEY_eq(X509_get0_pubkey(issuer_cert), issuer_key) != 1)
         return tm_err_set(err, EIO, "the installed vTPM-issuer certificate is not for the vTPM-issuing key");
-    /* A throwaway key signs first only so that OpenSSL writes ecdsa-with-SHA256 into the tbs. */
-    _cleanup_(pkey_freep) EVP_PKEY *dummy = EVP_EC_gen("P-256");
     _cleanup_(x509_freep) X509 *x = X509_new();
-    uint8_t serial[16];
-    if ((r = secure_random(serial, sizeof(serial), err)) < 0)
+    ASN1_INTEGER *asn = NULL;
+    if ((r = random_serial(&asn, err)) < 0)
         return r;
-    serial[0] &= 0x7f;
-    BIGNUM *sn = BN_bin2bn(serial, sizeof(serial), NULL);
-    ASN1_INTEGER *asn = sn ? BN_to_ASN1_INTEGER(sn, NULL) : NULL;
-    BN_free(sn);
     char san[96], ou[80];
     snprintf(san, sizeof(san), "URI:urn:uuid:%s", uuid);
     snprintf(ou, sizeof(ou), "GuestOS %s", *guestos ? guestos : "none");
     X509_NAME *subject = x ? X509_get_subject_name(x) : NULL;
     X509V3_CTX ctx;
-    bool ok = dummy && x && asn && X509_set_version(x, X509_VERSION_3) == 1 && X509_set_serialNumber(x, asn) == 1 &&
+    bool ok = x && X509_set_version(x, X509_VERSION_3) == 1 && X509_set_serialNumber(x, asn) == 1 &&
               X509_set_issuer_name(x, X509_get_subject_name(issuer_cert)) == 1 &&
               X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_ASC, (const unsigned char *)"trustme container", -1, -1,
                                          0) == 1 &&
@@ -293,25 +235,9 @@ int vtpm_ek_cert(struct tpm *t, const char *data_dir, const char *issuer_chain, 
         ok = ok && add_ext(x, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
              add_ext(x, NID_key_usage, rsa ? "critical,keyEncipherment" : "critical,keyAgreement") == 0 &&
              add_ext(x, NID_ext_key_usage, TM_OID_TCG_KP_EK_CERTIFICATE) == 0 &&
-             add_ext(x, NID_subject_alt_name, san) == 0 && X509_sign(x, dummy, EVP_sha256()) > 0;
+             add_ext(x, NID_subject_alt_name, san) == 0;
     }
     if (!ok)
         return ossl_err(err, ENOMEM, "cannot build the vTPM EK certificate");
-    _cleanup_(osslfreep) unsigned char *tbs = NULL;
-    int tbs_len = i2d_re_X509_tbs(x, &tbs);
-    if (tbs_len <= 0)
-        return ossl_err(err, ENOMEM, "cannot encode the vTPM EK certificate");
-    uint8_t sig_r[32], sig_s[32];
-    _cleanup_free_ uint8_t *der = NULL;
-    size_t len = 0;
-    if ((r = tpm_sign_data_with(t, iss.handle, tbs, (size_t)tbs_len, sig_r, sig_s, err)) < 0 ||
-        (r = assemble_cert(tbs, (size_t)tbs_len, sig_r, sig_s, &der, &len, err)) < 0)
-        return r;
-    const unsigned char *p = der;
-    _cleanup_(x509_freep) X509 *check = d2i_X509(NULL, &p, (long)len);
-    if (!check || p != der + len || X509_verify(check, issuer_key) != 1)
-        return ossl_err(err, EIO, "the TPM's signature of the vTPM EK certificate does not verify");
-    *ret_der = steal_ptr(der);
-    *ret_len = len;
-    return 0;
+    return tpm_signed_cert(x, issuer_sign, &iss, issuer_key, "vTPM EK certificate", ret_der, ret_len, err);
 }

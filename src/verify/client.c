@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "frame.h"
+#include "hostport.h"
 
 static int64_t now_ms(void)
 {
@@ -43,35 +44,6 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
-static int split_hostport(const char *hostport, char host[256], char port[16], tm_err *err)
-{
-    const char *colon;
-    const char *h = hostport;
-    size_t hlen;
-    if (hostport[0] == '[') {
-        const char *end = strchr(hostport, ']');
-        if (!end || end[1] != ':')
-            return tm_err_set(err, EINVAL, "%s: expected [IPv6]:PORT", hostport);
-        h = hostport + 1;
-        hlen = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(hostport, ':');
-        if (!colon || strchr(hostport, ':') != colon)
-            return tm_err_set(err, EINVAL, "%s: expected HOST:PORT (an IPv6 address in [])", hostport);
-        hlen = (size_t)(colon - hostport);
-    }
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (hlen == 0 || hlen >= 256 || errno || end == colon + 1 || *end || p < 1 || p > 65535)
-        return tm_err_set(err, EINVAL, "%s: expected HOST:PORT with a port 1..65535", hostport);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    snprintf(port, 16, "%ld", p);
-    return 0;
-}
-
 static int connect_one(const struct addrinfo *ai, int64_t deadline, tm_err *err)
 {
     _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
@@ -95,8 +67,8 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline, tm_err *err)
 
 static int dial(const char *hostport, int64_t deadline, tm_err *err)
 {
-    char host[256], port[16];
-    int r = split_hostport(hostport, host, port, err);
+    char host[TM_HOST_MAX], port[TM_PORT_MAX];
+    int r = tm_split_hostport(hostport, 1, host, port, err);
     if (r < 0)
         return r;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};

@@ -16,6 +16,7 @@
 #include "inputs.h"
 #include "vtpm_ek.h"
 #include "key_attest.h"
+#include "verifier_args.h"
 #include "keyattest.h"
 #include "cleanup.h"
 #include "client.h"
@@ -111,17 +112,7 @@ static void usage(FILE *out)
                  "answer with a quote.\n");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "trustme-verify: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see trustme-verify --help)\n");
-    va_end(ap);
-    return EXIT_USAGE;
-}
+#define usage_error(...) verifier_usage_error("trustme-verify", __VA_ARGS__)
 
 static int save_response(const char *path, const uint8_t *buf, size_t len, const uint8_t nonce[ATTEST_NONCE_LEN],
                          tm_err *err)
@@ -141,92 +132,60 @@ struct options {
     const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex;
     const char *vtpm_ek[VTPM_EK_FILES_MAX];
     size_t n_vtpm_ek;
-    struct attest_opts shared; /* the options `trustme attest` has too */
-    uint8_t expect_ak[34];
-    bool has_expect_ak;
+    struct verifier_args common; /* the options `trustme attest` and trustme-owner have too */
     bool has_last_reset;
     uint32_t last_reset;
-    int timeout_s;
 };
+
+enum {
+    OPT_SAVE = VERIFIER_OPT_OWN,
+    OPT_RESPONSE,
+    OPT_NONCE,
+    OPT_LAST_RESET,
+    OPT_KEY_ATTESTATION,
+    OPT_CHALLENGE,
+    OPT_VTPM_EK
+};
+
+static int take_option(void *userdata, int c, char *value)
+{
+    struct options *o = userdata;
+    uint64_t u;
+    switch (c) {
+    case OPT_LAST_RESET:
+        if (attest_parse_u64(value, UINT32_MAX, &u) < 0)
+            return usage_error("--last-reset %s: expected a reset count 0..%u", value, UINT32_MAX);
+        o->has_last_reset = true;
+        o->last_reset = (uint32_t)u;
+        break;
+    case OPT_SAVE: o->save = value; break;
+    case OPT_RESPONSE: o->response = value; break;
+    case OPT_NONCE: o->nonce_hex = value; break;
+    case OPT_KEY_ATTESTATION: o->key_attestation = value; break;
+    case OPT_CHALLENGE: o->challenge_hex = value; break;
+    case OPT_VTPM_EK:
+        if (o->n_vtpm_ek == VTPM_EK_FILES_MAX)
+            return usage_error("--vtpm-ek: at most %d", VTPM_EK_FILES_MAX);
+        o->vtpm_ek[o->n_vtpm_ek++] = value;
+        break;
+    }
+    return 0;
+}
 
 static int parse_options(int argc, char **argv, struct options *o)
 {
-    enum {
-        OPT_SHARED = 256,
-        OPT_TIMEOUT = OPT_SHARED + ATTEST_OPTS,
-        OPT_SAVE,
-        OPT_RESPONSE,
-        OPT_NONCE,
-        OPT_VERSION,
-        OPT_EXPECT_AK,
-        OPT_LAST_RESET,
-        OPT_KEY_ATTESTATION,
-        OPT_CHALLENGE,
-        OPT_VTPM_EK
-    };
-    static const struct option opts[] = {
-#define ATTEST_OPTION_GETOPT(id, name, value, help) \
-    {name, value ? required_argument : no_argument, NULL, OPT_SHARED + ATTEST_OPT_##id},
-        ATTEST_OPTIONS(ATTEST_OPTION_GETOPT)
-#undef ATTEST_OPTION_GETOPT
-            {"last-reset", required_argument, NULL, OPT_LAST_RESET},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"save-response", required_argument, NULL, OPT_SAVE},
-        {"response", required_argument, NULL, OPT_RESPONSE},
-        {"nonce", required_argument, NULL, OPT_NONCE},
-        {"expect-ak", required_argument, NULL, OPT_EXPECT_AK},
-        {"key-attestation", required_argument, NULL, OPT_KEY_ATTESTATION},
-        {"challenge", required_argument, NULL, OPT_CHALLENGE},
-        {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    o->timeout_s = 10;
-    int c;
-    char *end;
-    long v;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c >= OPT_SHARED && c < OPT_SHARED + ATTEST_OPTS) {
-            tm_err err;
-            if (attest_opts_take(&o->shared, (enum attest_option)(c - OPT_SHARED), optarg, &err) < 0)
-                return usage_error("%s", err.msg);
-            continue;
-        }
-        uint64_t u;
-        switch (c) {
-        case OPT_LAST_RESET:
-            if (attest_parse_u64(optarg, UINT32_MAX, &u) < 0)
-                return usage_error("--last-reset %s: expected a reset count 0..%u", optarg, UINT32_MAX);
-            o->has_last_reset = true;
-            o->last_reset = (uint32_t)u;
-            break;
-        case OPT_TIMEOUT:
-            errno = 0;
-            v = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || v < 1 || v > 3600)
-                return usage_error("--timeout %s: expected seconds 1..3600", optarg);
-            o->timeout_s = (int)v;
-            break;
-        case OPT_SAVE: o->save = optarg; break;
-        case OPT_RESPONSE: o->response = optarg; break;
-        case OPT_NONCE: o->nonce_hex = optarg; break;
-        case OPT_KEY_ATTESTATION: o->key_attestation = optarg; break;
-        case OPT_CHALLENGE: o->challenge_hex = optarg; break;
-        case OPT_VTPM_EK:
-            if (o->n_vtpm_ek == VTPM_EK_FILES_MAX)
-                return usage_error("--vtpm-ek: at most %d", VTPM_EK_FILES_MAX);
-            o->vtpm_ek[o->n_vtpm_ek++] = optarg;
-            break;
-        case OPT_EXPECT_AK:
-            if (tm_hex_decode_str(optarg, o->expect_ak, sizeof(o->expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
-                return usage_error("--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(o->expect_ak));
-            o->has_expect_ak = true;
-            break;
-        case OPT_VERSION: printf("trustme-verify %s\n", TRUSTME_VERSION); exit(0);
-        case 'h': usage(stdout); exit(0);
-        default: return EXIT_USAGE;
-        }
-    }
+    static const struct option own[] = {{"last-reset", required_argument, NULL, OPT_LAST_RESET},
+                                        {"save-response", required_argument, NULL, OPT_SAVE},
+                                        {"response", required_argument, NULL, OPT_RESPONSE},
+                                        {"nonce", required_argument, NULL, OPT_NONCE},
+                                        {"key-attestation", required_argument, NULL, OPT_KEY_ATTESTATION},
+                                        {"challenge", required_argument, NULL, OPT_CHALLENGE},
+                                        {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
+                                        {NULL, 0, NULL, 0}};
+    static const struct verifier_program prog = {"trustme-verify", usage, own, take_option};
+    int r = verifier_args_parse(&prog, argc, argv, &o->common, o);
+    if (r != 0)
+        return r;
     if (o->key_attestation) {
         if (o->n_vtpm_ek)
             return usage_error("--vtpm-ek goes with a quote, not --key-attestation");
@@ -251,11 +210,11 @@ static int read_list(const struct options *o, enum attest_option opt, char **ret
 {
     char *all = NULL;
     size_t len = 0;
-    for (size_t i = 0; i < o->shared.n_files[opt]; i++) {
+    for (size_t i = 0; i < o->common.shared.n_files[opt]; i++) {
         _cleanup_free_ char *data = NULL;
         size_t dlen = 0;
         char *grown;
-        if (read_file(o->shared.files[opt][i], VERIFY_PEM_MAX, &data, &dlen, err) < 0 ||
+        if (read_file(o->common.shared.files[opt][i], VERIFY_PEM_MAX, &data, &dlen, err) < 0 ||
             !(grown = realloc(all, len + dlen + 2))) {
             free(all);
             return err->code ? -err->code : tm_err_set(err, ENOMEM, "out of memory");
@@ -279,9 +238,9 @@ static int key_attestation(const struct options *o)
     struct ca_pins pins = {0};
     uint8_t challenge[TM_KEY_CHALLENGE_MAX];
     size_t challenge_len = 0;
-    if (!o->shared.n_files[ATTEST_OPT_AK_ANCHOR] || !o->shared.n_files[ATTEST_OPT_DEVICE_CA])
+    if (!o->common.shared.n_files[ATTEST_OPT_AK_ANCHOR] || !o->common.shared.n_files[ATTEST_OPT_DEVICE_CA])
         return usage_error("--key-attestation needs --ak-anchor ROOT.pem and --device-ca CA.pem");
-    if (!o->shared.no_crl == !o->shared.n_files[ATTEST_OPT_CRL])
+    if (!o->common.shared.no_crl == !o->common.shared.n_files[ATTEST_OPT_CRL])
         return usage_error("--key-attestation needs --crl CRL.pem or --no-crl (one of them)");
     if (o->challenge_hex) {
         size_t n = strlen(o->challenge_hex);
@@ -312,7 +271,7 @@ static int key_attestation(const struct options *o)
         fprintf(stderr, "trustme-verify: %s: %s\n", o->key_attestation, err.msg);
         return EXIT_UNTRUSTED;
     }
-    key_attest_print(stdout, &rep, o->shared.json);
+    key_attest_print(stdout, &rep, o->common.shared.json);
     fflush(stdout);
     return rep.trusted ? 0 : EXIT_UNTRUSTED;
 }
@@ -331,14 +290,14 @@ int main(int argc, char **argv)
     setenv("TSS2_LOG", "all+NONE", 0);
     tm_err err = {0};
     _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
-    struct attest_inputs_files files = attest_opts_files(&o.shared);
+    struct attest_inputs_files files = attest_opts_files(&o.common.shared);
     if (attest_inputs_load(&files, &in, &err) < 0) {
         fprintf(stderr, "trustme-verify: %s\n", err.msg);
         return EXIT_USAGE;
     }
     /* What to quote is the verifier's: its --pcr, else the signed reference values' PCRs. */
     uint32_t pcrs[REFVALUES_PCRS];
-    size_t npcrs = attest_inputs_pcrs(&in, o.shared.pcrs, o.shared.npcrs, pcrs);
+    size_t npcrs = attest_inputs_pcrs(&in, o.common.shared.pcrs, o.common.shared.npcrs, pcrs);
 
     uint8_t nonce[ATTEST_NONCE_LEN];
     _cleanup_free_ uint8_t *resp = NULL;
@@ -356,8 +315,8 @@ int main(int argc, char **argv)
             perror("trustme-verify: getrandom");
             return EXIT_UNREACHABLE;
         }
-        if (attest_fetch(o.target, o.timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs, &resp, &resp_len, &err) <
-            0) {
+        if (attest_fetch(o.target, o.common.timeout_s * 1000, id, nonce, sizeof(nonce), pcrs, npcrs, &resp, &resp_len,
+                         &err) < 0) {
             fprintf(stderr, "trustme-verify: %s\n", err.msg);
             return EXIT_UNREACHABLE;
         }
@@ -375,12 +334,12 @@ int main(int argc, char **argv)
             }
         }
     }
-    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs, o.shared.npcrs > 0);
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs, o.common.shared.npcrs > 0);
     pol.has_last_reset = o.has_last_reset;
     pol.last_reset = o.last_reset;
-    if (o.has_expect_ak) {
-        pol.expect_ak_name = o.expect_ak;
-        pol.expect_ak_name_len = sizeof(o.expect_ak);
+    if (o.common.has_expect_ak) {
+        pol.expect_ak_name = o.common.expect_ak;
+        pol.expect_ak_name_len = sizeof(o.common.expect_ak);
     }
     /* The vTPM EK bundles are the verifier's inputs: unreadable is a usage error. */
     char *ek_pem[VTPM_EK_FILES_MAX] = {0};
@@ -408,7 +367,7 @@ int main(int argc, char **argv)
         free(ek_pem[i]);
     }
     trustme__attest__attest_response__free_unpacked(msg, NULL);
-    if (o.shared.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
+    if (o.common.shared.json ? attest_report_print_json(stdout, &rep) < 0 : (attest_report_print(stdout, &rep), 0))
         return EXIT_UNTRUSTED;
     fflush(stdout);
     return rep.trusted ? 0 : EXIT_UNTRUSTED;

@@ -132,6 +132,25 @@ static CK_RV output_of(KsResponse *resp, const uint8_t **ret, size_t *ret_len)
     return CKR_OK;
 }
 
+/* The keystore's signature (a one-shot's or a finish's output) into out as PKCS#11 gives it:
+ * r || s for ECDSA, as it is for RSA. Frees resp. */
+static CK_RV signature_of(KsResponse *resp, const struct p11_key *k, uint8_t *out)
+{
+    const uint8_t *sig;
+    size_t sl;
+    CK_RV rv = output_of(resp, &sig, &sl);
+    if (rv == CKR_OK) {
+        if (k->alg == ALG_EC)
+            rv = p11_ecdsa_raw(sig, sl, sig_len(k) / 2, out) == 0 ? CKR_OK : CKR_DEVICE_ERROR;
+        else if (sl != sig_len(k))
+            rv = CKR_DEVICE_ERROR;
+        else
+            memcpy(out, sig, sl);
+    }
+    p11_response_free(resp);
+    return rv;
+}
+
 /* The signature of a whole input (raw mechanisms: a hash or a DigestInfo) into out. */
 static CK_RV sign_once(struct p11_op *op, const struct p11_key *k, const uint8_t *data, size_t len, uint8_t *out)
 {
@@ -170,19 +189,7 @@ static CK_RV sign_once(struct p11_op *op, const struct p11_key *k, const uint8_t
     CK_RV rv = p11_call(&req, &resp);
     if (rv != CKR_OK)
         return rv;
-    const uint8_t *sig;
-    size_t sl;
-    rv = output_of(resp, &sig, &sl);
-    if (rv == CKR_OK) {
-        if (k->alg == ALG_EC)
-            rv = p11_ecdsa_raw(sig, sl, sig_len(k) / 2, out) == 0 ? CKR_OK : CKR_DEVICE_ERROR;
-        else if (sl != sig_len(k))
-            rv = CKR_DEVICE_ERROR;
-        else
-            memcpy(out, sig, sl);
-    }
-    p11_response_free(resp);
-    return rv;
+    return signature_of(resp, k, out);
 }
 
 /* Checks the session's operation and the caller's output buffer; CKR_OK with *ret_done set when
@@ -344,19 +351,7 @@ static CK_RV finish(struct p11_op *op, const struct p11_key *k, uint8_t *out)
     if (rv != CKR_OK)
         return rv;
     op->begun = false; /* finished or failed: either way the keystore ended it */
-    const uint8_t *sig;
-    size_t sl;
-    rv = output_of(resp, &sig, &sl);
-    if (rv == CKR_OK) {
-        if (k->alg == ALG_EC)
-            rv = p11_ecdsa_raw(sig, sl, sig_len(k) / 2, out) == 0 ? CKR_OK : CKR_DEVICE_ERROR;
-        else if (sl != sig_len(k))
-            rv = CKR_DEVICE_ERROR;
-        else
-            memcpy(out, sig, sl);
-    }
-    p11_response_free(resp);
-    return rv;
+    return signature_of(resp, k, out);
 }
 
 static CK_RV sign_final(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_p)
