@@ -52,7 +52,8 @@ int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm
     int r = FLEET_EXEC(c, &res, err,
                        "SELECT d.name, coalesce(d.address, ''), encode(d.ak_name, 'hex'), g.pin_ak, "
                        "d.last_reset_count, g.interval_s, g.min_version, coalesce(array_to_string(g.pcrs, ','), ''), "
-                       "encode(g.refs_json, 'hex'), encode(g.refs_sig, 'hex'), encode(g.refs_chain, 'hex') "
+                       "encode(g.refs_json, 'hex'), encode(g.refs_sig, 'hex'), encode(g.refs_chain, 'hex'), "
+                       "coalesce(encode(d.tls_spki, 'hex'), '') "
                        "FROM devices d JOIN device_groups g ON g.id = d.group_id WHERE d.id = $1",
                        id);
     if (r < 0)
@@ -62,6 +63,7 @@ int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm
     struct fleet_target t = {.device_id = device_id};
     snprintf(t.name, sizeof(t.name), "%s", PQgetvalue(res, 0, 0));
     snprintf(t.address, sizeof(t.address), "%s", PQgetvalue(res, 0, 1));
+    snprintf(t.tls_spki, sizeof(t.tls_spki), "%s", PQgetvalue(res, 0, 11));
     if ((r = tm_hex_decode_str(PQgetvalue(res, 0, 2), t.ak_name, sizeof(t.ak_name), 0, err)) < 0)
         return r;
     t.pin_ak = PQgetvalue(res, 0, 3)[0] == 't';

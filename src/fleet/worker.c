@@ -16,6 +16,7 @@
 #include "db.h"
 #include "fleet.h"
 #include "log.h"
+#include "pull_tls.h"
 
 #define SWEEP_EVERY_MS 1000
 #define LEASE_MIN_S 3 /* a claim lasts the group's interval, at least this */
@@ -110,10 +111,17 @@ static void attest_one(PGconn *c, const struct fleet_trust *trust, const struct 
     _cleanup_free_ uint8_t *buf = NULL;
     size_t len = 0;
     tm_err ferr = {0};
-    int r = attest_fetch(t.address, (int)timeout_ms, (uint64_t)attempt, nonce, sizeof(nonce), pcrs, npcrs, &buf, &len,
-                         &ferr);
+    /* A device enrolled with a TLS key is pulled over TLS and must prove that key; the others
+     * over tpmd's plain endpoint, whose answers nothing of the channel vouches for. */
+    bool refused = false;
+    int r = t.tls_spki[0] ? fleet_pull_tls_fetch(trust, &t, (int)timeout_ms, (uint64_t)attempt, nonce, sizeof(nonce),
+                                                 pcrs, npcrs, &buf, &len, &refused, &ferr)
+                          : attest_fetch(t.address, (int)timeout_ms, (uint64_t)attempt, nonce, sizeof(nonce), pcrs,
+                                         npcrs, &buf, &len, &ferr);
     _cleanup_(fleet_verdict_done) struct fleet_verdict v = {0};
     fleet_verify(trust, &t, nonce, r < 0 ? NULL : buf, len, ferr.msg, &v);
+    if (refused)
+        snprintf(v.failed_check, sizeof(v.failed_check), "%s", FLEET_CHECK_DEVICE_TLS);
     int latency = (int)(now_ms() - start);
     if (finish(c, &t, attempt, &v, latency, o->name, &err) < 0) {
         log_warn("%s: verdict not recorded: %s", t.name, err.msg);
@@ -125,6 +133,12 @@ static void attest_one(PGconn *c, const struct fleet_trust *trust, const struct 
         char msg[256];
         snprintf(msg, sizeof(msg), "device %s failed attestation: %s", t.name, v.failed_check);
         fleet_alert(c, o->alert_command, "verdict-failed", t.name, msg);
+    } else if (refused) {
+        /* Someone else answers at the device's address: once a minute, like a failing push
+         * (anyone on the path can provoke it). */
+        char msg[256];
+        snprintf(msg, sizeof(msg), "device %s: %.200s", t.name, ferr.msg);
+        fleet_alert_limited(c, o->alert_command, "verdict-failed", t.name, msg, FLEET_PUSH_ALERT_S);
     }
 }
 
