@@ -109,6 +109,14 @@ struct fleet_target {
 void fleet_target_done(struct fleet_target *t);
 /* The device's row with its group's policy. */
 int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err);
+/* The columns of a fleet_target but its refs and device_id (d: devices, g: device_groups), and
+ * their parser from row's columns col .. col + 8. */
+#define FLEET_TARGET_COLS                                                                                     \
+    "d.name, coalesce(d.address, ''), encode(d.ak_name, 'hex'), g.pin_ak, d.last_reset_count, g.interval_s, " \
+    "g.min_version, coalesce(array_to_string(g.pcrs, ','), ''), coalesce(encode(d.tls_spki, 'hex'), '')"
+int fleet_target_parse(PGresult *res, int row, int col, struct fleet_target *t, tm_err *err);
+/* A group's reference values from columns col .. col + 2 (refs_json, refs_sig, refs_chain as hex). */
+int fleet_refs_parse(PGresult *res, int row, int col, struct refvalues_files *ret, tm_err *err);
 
 /* The failing check of a pull whose TLS endpoint is not the device's enrolled key. */
 #define FLEET_CHECK_DEVICE_TLS "device TLS"
@@ -159,6 +167,7 @@ struct fleet_worker_opts {
     int batch; /* devices claimed at once */
     int poll_ms; /* sleep when nothing is due */
     bool once; /* one pass, then return */
+    bool no_sweep; /* leave the sweep to another thread of the process */
 };
 /* Claim due devices (FOR UPDATE SKIP LOCKED), attest each, record each verdict; run the sweep
  * now and then. Returns when *stop is set (or after one pass with once). */

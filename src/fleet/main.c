@@ -309,6 +309,7 @@ static int cmd_worker(PGconn *c, const char *conninfo, int argc, char **argv, tm
         t->conninfo = conninfo;
         t->o = w;
         t->o.name = t->name;
+        t->o.no_sweep = started > 0; /* one sweep a second per process is enough */
         if (pthread_create(&t->t, NULL, worker_thread, t) != 0) {
             stop = 1;
             break;
