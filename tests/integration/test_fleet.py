@@ -333,6 +333,32 @@ def test_another_tpm_fails_quote_signature(fleet, devices, worker):
     assert v[1] == "t", v
 
 
+def test_running_workers_see_rollouts_and_new_trust(fleet, devices, env, worker, tmp_path):  # noqa: F811
+    """Workers keep a group's reference values and the fleet's trust between verdicts (keyed by
+    their rows' versions): a roll-out and a change of trust reach the next verdict of a running
+    worker, and so does the way back."""
+    a = devices["a"]
+    assert fleet.next_verdict("a")[1] == "t"
+    # reference values without A's device.json: its config event is no longer approved
+    fleet.run("group", "g", "--reference", make_refs(env, tmp_path / "refs.json"), "--interval", INTERVAL)
+    try:
+        v = fleet.next_verdict("a")
+        assert v[1] == "f" and v[2] == "reference values", v
+    finally:
+        fleet.run("group", "g", "--reference", a.base / "refs.json", "--interval", INTERVAL)
+    assert fleet.next_verdict("a")[1] == "t"
+    # trust whose only Device CA is another PKI's: A's AK certificate is no longer the fleet's
+    trust = ["--ak-anchor", env.cert("general-root-ca"), "--rim-anchor", env.cert("root-ca"), "--rim-ca",
+             env.cert("sub-ca"), "--crl", env.pki / "crls.pem"]
+    fleet.run("trust", *trust, "--device-ca", env.cert("device-ca", env.local_pki))
+    try:
+        v = fleet.next_verdict("a")
+        assert v[1] == "f" and v[2], v
+    finally:
+        fleet.run("trust", *trust, "--device-ca", env.cert("device-ca"))
+    assert fleet.next_verdict("a")[1] == "t"
+
+
 def test_silent_device_raises_an_alert_within_two_intervals(fleet, devices, worker):
     relay = devices["relay"]
     relay.mode = "drop"
