@@ -205,6 +205,7 @@ static int check_device_chain(const struct fleet_trust *t, const char *pem, cons
         .crls_len = t->crls_len,
         .leaf_only = true,
         .eku = AK_EKU,
+        .cache = true, /* a device's TLS chain is checked again at every pull over TLS */
     };
     tm_err e2 = {0};
     int r = verify_signed(&rq, res, &e2);
