@@ -186,13 +186,14 @@ int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *
     signal(SIGCHLD, SIG_DFL);
     printf("listening on %s\n", bound);
     fflush(stdout);
-    pid_t kids[MAX_CHILDREN] = {0};
+    pid_t kids[MAX_CHILDREN] = {0}; /* oldest first */
     unsigned nkids = 0;
     while (!*stop) {
         for (pid_t p; nkids && (p = waitpid(-1, NULL, WNOHANG)) > 0;)
             for (unsigned i = 0; i < nkids; i++)
                 if (kids[i] == p) {
-                    kids[i] = kids[--nkids];
+                    memmove(&kids[i], &kids[i + 1], (nkids - i - 1) * sizeof(*kids));
+                    nkids--;
                     break;
                 }
         struct pollfd pf = {.fd = lfd, .events = POLLIN};
@@ -202,10 +203,14 @@ int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *
         if (fd < 0)
             continue;
         if (nkids >= MAX_CHILDREN) {
-            /* Full: the new client is turned away (a worker tries again at its next claim). */
-            log_warn("attest-tls: %d connections at once; one refused", MAX_CHILDREN);
-            close(fd);
-            continue;
+            /* Full: the oldest connection makes room, as in tpmd. A worker's exchange takes a
+             * fraction of a second; connections held open to lock workers out are the old
+             * ones. */
+            log_warn("attest-tls: %d connections at once; the oldest is closed", MAX_CHILDREN);
+            kill(kids[0], SIGKILL);
+            waitpid(kids[0], NULL, 0);
+            memmove(&kids[0], &kids[1], (nkids - 1) * sizeof(*kids));
+            nkids--;
         }
         pid_t p = fork();
         if (p == 0) {

@@ -1115,10 +1115,18 @@ def test_pull_over_tls(fleet, devices, env, worker, b_tls, tmp_path):
         v = fleet.next_verdict("b")
         assert v[1] == "f" and v[2] == "device TLS", v
         assert "is not the TLS certificate device b enrolled with" in last_report("b")["error"], last_report("b")
-        # B's endpoint again: trusted
+        # B's endpoint again: trusted, also with its 16 connection slots held by idle clients
+        # (the oldest makes room)
         tap.target = addr
-        v = fleet.next_verdict("b")
-        assert v[1] == "t", v
+        host, port = addr.rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(16)]
+        try:
+            time.sleep(0.5)
+            v = fleet.next_verdict("b")
+            assert v[1] == "t", v
+        finally:
+            for sock in idle:
+                sock.close()
         # B's certificate where the TPM does not hold its key (C's): attest-tls refuses to start
         with pytest.raises(AssertionError) as e:
             attest_tls(c, b_tls["chain"], attest_address(c))
