@@ -205,6 +205,7 @@ static int check_device_chain(const struct fleet_trust *t, const char *pem, cons
         .crls_len = t->crls_len,
         .leaf_only = true,
         .eku = AK_EKU,
+        .cache = true, /* a device's TLS chain is checked again at every pull over TLS */
     };
     tm_err e2 = {0};
     int r = verify_signed(&rq, res, &e2);
@@ -256,14 +257,21 @@ int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain
                           "key's certificate, and presented none",
                           device);
     _cleanup_(fleet_trust_done) struct fleet_trust t = {0};
+    if ((r = fleet_trust_load(c, &t, err)) < 0)
+        return r;
+    return fleet_device_tls_pinned(&t, device, pinned, peer_chain_pem, "the client certificate", err);
+}
+
+int fleet_device_tls_pinned(const struct fleet_trust *t, const char *device, const char *pinned_hex,
+                            const char *chain_pem, const char *what, tm_err *err)
+{
     struct verify_result vr;
     char hex[65];
-    if ((r = fleet_trust_load(c, &t, err)) < 0 ||
-        (r = check_device_chain(&t, peer_chain_pem, "the client certificate", &vr, err)) < 0 ||
-        (r = leaf_spki_hex(peer_chain_pem, hex, err)) < 0)
+    int r;
+    if ((r = check_device_chain(t, chain_pem, what, &vr, err)) < 0 || (r = leaf_spki_hex(chain_pem, hex, err)) < 0)
         return r < 0 && r != -ENOMEM ? -EACCES : r;
-    if (strcmp(pinned, hex) != 0)
-        return tm_err_set(err, EACCES, "the client certificate (%s) is not the TLS certificate device %s enrolled with",
+    if (strcmp(pinned_hex, hex) != 0)
+        return tm_err_set(err, EACCES, "%s (%s) is not the TLS certificate device %s enrolled with", what,
                           vr.leaf_subject, device);
     return 0;
 }

@@ -44,6 +44,15 @@ int fleet_exec(PGconn *c, PGresult **ret, tm_err *err, const char *sql, int n, c
 #define FLEET_EXEC(c, ret, err, sql, ...)                                                              \
     fleet_exec((c), (ret), (err), (sql), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *), \
                (const char *[]){__VA_ARGS__})
+/* fleet_exec of a statement prepared once per connection under name (the first call on a
+ * connection prepares it): the server parses and plans it once, not at every call. Only for
+ * statements run outside an explicit transaction (the first call's "not prepared" error would
+ * abort one). */
+int fleet_exec_prepared(PGconn *c, const char *name, PGresult **ret, tm_err *err, const char *sql, int n,
+                        const char *const *params);
+#define FLEET_EXEC_PREPARED(c, name, ret, err, sql, ...)  \
+    fleet_exec_prepared((c), (name), (ret), (err), (sql), \
+                        sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *), (const char *[]){__VA_ARGS__})
 int fleet_begin(PGconn *c, tm_err *err);
 int fleet_commit(PGconn *c, tm_err *err);
 void fleet_rollback(PGconn *c);

@@ -76,6 +76,12 @@ int fleet_device_remove(PGconn *c, const char *name, tm_err *err);
  * Device CA and is the one it enrolled with; for any other device the channel is not looked at.
  * 0, or -EACCES with the reason (an unenrolled name: 0, the push endpoint refuses it). */
 int fleet_device_tls_check(PGconn *c, const char *device, const char *peer_chain_pem, tm_err *err);
+/* The check of fleet_device_tls_check without the database: chain_pem (leaf first) chains to the
+ * fleet's AK roots through one of its Device CAs, is no CA, and its key's SHA-256 SPKI pin is
+ * pinned_hex; else -EACCES, err naming what ("the client certificate", "the device's TLS
+ * certificate"). */
+int fleet_device_tls_pinned(const struct fleet_trust *t, const char *device, const char *pinned_hex,
+                            const char *chain_pem, const char *what, tm_err *err);
 
 /* 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 bool fleet_name_ok(const char *s);
@@ -90,6 +96,7 @@ struct fleet_target {
     char name[FLEET_NAME_MAX + 1];
     char address[FLEET_ADDRESS_MAX + 1];
     uint8_t ak_name[34];
+    char tls_spki[65]; /* hex pin of its TLS key ("": none): pulled over TLS, that key only */
     bool pin_ak;
     bool has_last_reset;
     uint32_t last_reset;
@@ -102,6 +109,17 @@ struct fleet_target {
 void fleet_target_done(struct fleet_target *t);
 /* The device's row with its group's policy. */
 int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err);
+/* The columns of a fleet_target but its refs and device_id (d: devices, g: device_groups), and
+ * their parser from row's columns col .. col + 8. */
+#define FLEET_TARGET_COLS                                                                                     \
+    "d.name, coalesce(d.address, ''), encode(d.ak_name, 'hex'), g.pin_ak, d.last_reset_count, g.interval_s, " \
+    "g.min_version, coalesce(array_to_string(g.pcrs, ','), ''), coalesce(encode(d.tls_spki, 'hex'), '')"
+int fleet_target_parse(PGresult *res, int row, int col, struct fleet_target *t, tm_err *err);
+/* A group's reference values from columns col .. col + 2 (refs_json, refs_sig, refs_chain as hex). */
+int fleet_refs_parse(PGresult *res, int row, int col, struct refvalues_files *ret, tm_err *err);
+
+/* The failing check of a pull whose TLS endpoint is not the device's enrolled key. */
+#define FLEET_CHECK_DEVICE_TLS "device TLS"
 
 #define FLEET_VTPMS_MAX 32 /* vtpm-ek events taken from one log */
 #define FLEET_VTPM_NAME_MAX 48 /* "<uuid>/ek-rsa" and NUL */
@@ -149,6 +167,7 @@ struct fleet_worker_opts {
     int batch; /* devices claimed at once */
     int poll_ms; /* sleep when nothing is due */
     bool once; /* one pass, then return */
+    bool no_sweep; /* leave the sweep to another thread of the process */
 };
 /* Claim due devices (FOR UPDATE SKIP LOCKED), attest each, record each verdict; run the sweep
  * now and then. Returns when *stop is set (or after one pass with once). */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "attest_tls.h"
 #include "push_client.h"
 #include "attest_opts.h"
 #include "cleanup.h"
@@ -33,7 +34,8 @@ static const char usage[] =
     "  enroll NAME --group G --info INFO.json [--address HOST:PORT] [--tls-cert CERT.pem]\n"
     "                                   enroll a device (INFO.json: `trustme device info --json`);\n"
     "                                   without --address it pushes its evidence; with --tls-cert\n"
-    "                                   it must push over TLS with that certificate (key in TPM)\n"
+    "                                   it must push, or be pulled, over TLS with that certificate\n"
+    "                                   (key in TPM; pulled: its address is attest-tls's)\n"
     "  remove NAME                      remove a device and its history\n"
     "  vtpm-enroll NAME UUID/ek-KIND EKNAME\n"
     "                                   enroll a container's vTPM under device NAME by its EK\n"
@@ -62,6 +64,11 @@ static const char usage[] =
     "                                   1 untrusted or refused); needs no database. HTTPS with\n"
     "                                   --tls-ca; --tls-cert: the device's TLS certificate, its\n"
     "                                   key in the TPM, used through trustmed at SOCKET\n"
+    "  attest-tls --listen HOST:PORT --attest HOST:PORT --tls-cert CERT.pem [--control SOCKET]\n"
+    "                                   on a device: its attestation endpoint over TLS, for workers\n"
+    "                                   pulling a device enrolled with --tls-cert and --address; the\n"
+    "                                   TLS key in the TPM, used through trustmed at SOCKET; requests\n"
+    "                                   go on to the device's tpmd at --attest; needs no database\n"
     "CONNINFO is a libpq connection string (default: PGHOST, PGDATABASE, ... of the environment).\n";
 
 static volatile int stop;
@@ -302,6 +309,7 @@ static int cmd_worker(PGconn *c, const char *conninfo, int argc, char **argv, tm
         t->conninfo = conninfo;
         t->o = w;
         t->o.name = t->name;
+        t->o.no_sweep = started > 0; /* one sweep a second per process is enough */
         if (pthread_create(&t->t, NULL, worker_thread, t) != 0) {
             stop = 1;
             break;
@@ -360,6 +368,35 @@ static int cmd_push(int argc, char **argv, tm_err *err)
     if (answer)
         printf("%s\n", answer);
     return r;
+}
+
+static int cmd_attest_tls(int argc, char **argv, tm_err *err)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"attest", required_argument, NULL, 'a'},
+                                         {"tls-cert", required_argument, NULL, 'c'},
+                                         {"control", required_argument, NULL, 'S'},
+                                         {0}};
+    struct fleet_attest_tls_opts o = {.control_socket = getenv("TRUSTME_SOCKET")};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'l')
+            o.listen = optarg;
+        else if (opt == 'a')
+            o.attest = optarg;
+        else if (opt == 'c')
+            o.cert_file = optarg;
+        else if (opt == 'S')
+            o.control_socket = optarg;
+        else
+            return tm_err_set(err, EINVAL, "attest-tls: unknown option");
+    }
+    if (!o.listen || !o.attest || !o.cert_file || optind != argc)
+        return tm_err_set(err, EINVAL,
+                          "attest-tls --listen HOST:PORT --attest HOST:PORT --tls-cert CERT.pem [--control SOCKET]");
+    if (!o.control_socket || !*o.control_socket)
+        o.control_socket = "/run/trustme/control.sock";
+    return fleet_attest_tls_serve(&o, &stop, err);
 }
 
 static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_err *err)
@@ -467,6 +504,10 @@ int main(int argc, char **argv)
     /* The device's side: no database. */
     if (strcmp(cmd, "push") == 0) {
         r = cmd_push(argc, argv, &err);
+        return r < 0 ? fail(&err, r) : r;
+    }
+    if (strcmp(cmd, "attest-tls") == 0) {
+        r = cmd_attest_tls(argc, argv, &err);
         return r < 0 ? fail(&err, r) : r;
     }
     _cleanup_pq_ PGconn *c = NULL;

@@ -26,10 +26,10 @@ void fleet_verdict_done(struct fleet_verdict *v)
     v->report_json = NULL;
 }
 
-static int unhex_value(PGresult *res, int col, char **ret, size_t *ret_len, tm_err *err)
+static int unhex_value(PGresult *res, int row, int col, char **ret, size_t *ret_len, tm_err *err)
 {
-    const char *h = PQgetvalue(res, 0, col);
-    size_t n = (size_t)PQgetlength(res, 0, col) / 2;
+    const char *h = PQgetvalue(res, row, col);
+    size_t n = (size_t)PQgetlength(res, row, col) / 2;
     char *out = malloc(n + 1);
     if (!out)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -44,45 +44,63 @@ static int unhex_value(PGresult *res, int col, char **ret, size_t *ret_len, tm_e
     return 0;
 }
 
+int fleet_target_parse(PGresult *res, int row, int col, struct fleet_target *t, tm_err *err)
+{
+    snprintf(t->name, sizeof(t->name), "%s", PQgetvalue(res, row, col));
+    snprintf(t->address, sizeof(t->address), "%s", PQgetvalue(res, row, col + 1));
+    int r = tm_hex_decode_str(PQgetvalue(res, row, col + 2), t->ak_name, sizeof(t->ak_name), 0, err);
+    if (r < 0)
+        return r;
+    t->pin_ak = PQgetvalue(res, row, col + 3)[0] == 't';
+    t->has_last_reset = !PQgetisnull(res, row, col + 4);
+    if (t->has_last_reset)
+        t->last_reset = (uint32_t)strtoul(PQgetvalue(res, row, col + 4), NULL, 10);
+    t->interval_s = strtoll(PQgetvalue(res, row, col + 5), NULL, 10);
+    t->min_version = strtoull(PQgetvalue(res, row, col + 6), NULL, 10);
+    t->npcrs = 0;
+    for (const char *p = PQgetvalue(res, row, col + 7); *p && t->npcrs < REFVALUES_PCRS;) {
+        char *end;
+        t->pcrs[t->npcrs++] = (uint32_t)strtoul(p, &end, 10);
+        p = *end == ',' ? end + 1 : end;
+    }
+    snprintf(t->tls_spki, sizeof(t->tls_spki), "%s", PQgetvalue(res, row, col + 8));
+    return 0;
+}
+
 int fleet_target_load(PGconn *c, int64_t device_id, struct fleet_target *ret, tm_err *err)
 {
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)device_id);
     _cleanup_res_ PGresult *res = NULL;
     int r = FLEET_EXEC(c, &res, err,
-                       "SELECT d.name, coalesce(d.address, ''), encode(d.ak_name, 'hex'), g.pin_ak, "
-                       "d.last_reset_count, g.interval_s, g.min_version, coalesce(array_to_string(g.pcrs, ','), ''), "
-                       "encode(g.refs_json, 'hex'), encode(g.refs_sig, 'hex'), encode(g.refs_chain, 'hex') "
-                       "FROM devices d JOIN device_groups g ON g.id = d.group_id WHERE d.id = $1",
+                       "SELECT " FLEET_TARGET_COLS ", encode(g.refs_json, 'hex'), encode(g.refs_sig, 'hex'), "
+                       "encode(g.refs_chain, 'hex') FROM devices d JOIN device_groups g ON g.id = d.group_id "
+                       "WHERE d.id = $1",
                        id);
     if (r < 0)
         return r;
     if (PQntuples(res) != 1)
         return tm_err_set(err, ENOENT, "device %s: not enrolled", id);
     struct fleet_target t = {.device_id = device_id};
-    snprintf(t.name, sizeof(t.name), "%s", PQgetvalue(res, 0, 0));
-    snprintf(t.address, sizeof(t.address), "%s", PQgetvalue(res, 0, 1));
-    if ((r = tm_hex_decode_str(PQgetvalue(res, 0, 2), t.ak_name, sizeof(t.ak_name), 0, err)) < 0)
+    if ((r = fleet_target_parse(res, 0, 0, &t, err)) < 0)
         return r;
-    t.pin_ak = PQgetvalue(res, 0, 3)[0] == 't';
-    if (!PQgetisnull(res, 0, 4)) {
-        t.has_last_reset = true;
-        t.last_reset = (uint32_t)strtoul(PQgetvalue(res, 0, 4), NULL, 10);
-    }
-    t.interval_s = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
-    t.min_version = strtoull(PQgetvalue(res, 0, 6), NULL, 10);
-    for (const char *p = PQgetvalue(res, 0, 7); *p && t.npcrs < REFVALUES_PCRS;) {
-        char *end;
-        t.pcrs[t.npcrs++] = (uint32_t)strtoul(p, &end, 10);
-        p = *end == ',' ? end + 1 : end;
-    }
-    if ((r = unhex_value(res, 8, &t.refs.json, &t.refs.json_len, err)) < 0 ||
-        (r = unhex_value(res, 9, &t.refs.sig, &t.refs.sig_len, err)) < 0 ||
-        (r = unhex_value(res, 10, &t.refs.chain_pem, &t.refs.chain_len, err)) < 0) {
-        fleet_target_done(&t);
+    if ((r = fleet_refs_parse(res, 0, 9, &t.refs, err)) < 0)
         return r;
-    }
     *ret = t;
+    return 0;
+}
+
+int fleet_refs_parse(PGresult *res, int row, int col, struct refvalues_files *ret, tm_err *err)
+{
+    struct refvalues_files f = {0};
+    int r;
+    if ((r = unhex_value(res, row, col, &f.json, &f.json_len, err)) < 0 ||
+        (r = unhex_value(res, row, col + 1, &f.sig, &f.sig_len, err)) < 0 ||
+        (r = unhex_value(res, row, col + 2, &f.chain_pem, &f.chain_len, err)) < 0) {
+        refvalues_files_done(&f);
+        return r;
+    }
+    *ret = f;
     return 0;
 }
 

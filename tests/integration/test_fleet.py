@@ -333,6 +333,32 @@ def test_another_tpm_fails_quote_signature(fleet, devices, worker):
     assert v[1] == "t", v
 
 
+def test_running_workers_see_rollouts_and_new_trust(fleet, devices, env, worker, tmp_path):  # noqa: F811
+    """Workers keep a group's reference values and the fleet's trust between verdicts (keyed by
+    their rows' versions): a roll-out and a change of trust reach the next verdict of a running
+    worker, and so does the way back."""
+    a = devices["a"]
+    assert fleet.next_verdict("a")[1] == "t"
+    # reference values without A's device.json: its config event is no longer approved
+    fleet.run("group", "g", "--reference", make_refs(env, tmp_path / "refs.json"), "--interval", INTERVAL)
+    try:
+        v = fleet.next_verdict("a")
+        assert v[1] == "f" and v[2] == "reference values", v
+    finally:
+        fleet.run("group", "g", "--reference", a.base / "refs.json", "--interval", INTERVAL)
+    assert fleet.next_verdict("a")[1] == "t"
+    # trust whose only Device CA is another PKI's: A's AK certificate is no longer the fleet's
+    trust = ["--ak-anchor", env.cert("general-root-ca"), "--rim-anchor", env.cert("root-ca"), "--rim-ca",
+             env.cert("sub-ca"), "--crl", env.pki / "crls.pem"]
+    fleet.run("trust", *trust, "--device-ca", env.cert("device-ca", env.local_pki))
+    try:
+        v = fleet.next_verdict("a")
+        assert v[1] == "f" and v[2], v
+    finally:
+        fleet.run("trust", *trust, "--device-ca", env.cert("device-ca"))
+    assert fleet.next_verdict("a")[1] == "t"
+
+
 def test_silent_device_raises_an_alert_within_two_intervals(fleet, devices, worker):
     relay = devices["relay"]
     relay.mode = "drop"
@@ -829,7 +855,25 @@ def tls_serve(fleet, d):
     return line.split()[-1], p
 
 
-def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
+@pytest.fixture(scope="module")
+def b_tls(devices, env, test_root):  # noqa: F811
+    """B's TLS key, made in its TPM, certified by the Device CA on the word of B's AK: the
+    bundle (the request with the AK's certification), and the chain (certificate, Device CA)."""
+    d = Path(test_root) / "fleet-b-tls"
+    d.mkdir()
+    bundle = d / "tls.csr"
+    devices["b"].cli("device", "csr", "--tls", "--cn", "fleet-b tls", "--out", bundle)
+    pki = pki_of(env)
+    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        bundle, "--out", d / "tls.pem", "--passphrase-file", pki["pass"]],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    chain = d / "tls-chain.pem"
+    chain.write_text((d / "tls.pem").read_text() + env.cert("device-ca").read_text())
+    return {"bundle": bundle, "chain": chain}
+
+
+def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, b_tls, tmp_path):
     """B's TLS client key is made in its TPM and certified by the Device CA on the word of B's AK
     (trustme-pki issue --profile tls checks the AK's TPM2_Certify of it); B, enrolled with that
     certificate, pushes over TLS, its handshake signed by its TPM through trustmed. Refused: B's
@@ -838,17 +882,10 @@ def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
     at the Device CA; a certificate for B's genuine TPM key from another fleet's Device CA."""
     b, a = devices["b"], devices["a"]
     d = tmp_path
-    bundle = d / "tls.csr"
-    b.cli("device", "csr", "--tls", "--cn", "fleet-b tls", "--out", bundle)
+    bundle, chain = b_tls["bundle"], b_tls["chain"]
     text = bundle.read_text()
     assert "TRUSTME TLS KEY CERTIFY" in text and "TRUSTME TLS KEY PUBLIC" in text, text
     pki = pki_of(env)
-    r = subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
-                        bundle, "--out", d / "tls.pem", "--passphrase-file", pki["pass"]],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    chain = d / "tls-chain.pem"
-    chain.write_text((d / "tls.pem").read_text() + env.cert("device-ca").read_text())
     # the Device CA refuses a CSR without the AK's certification: a key anyone may hold
     openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "soft.key",
             "-out", "soft.csr", "-subj", "/CN=soft", cwd=d)
@@ -910,6 +947,200 @@ def test_device_tls_key_lives_in_its_tpm(fleet, devices, env, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+class Tap:
+    """The network between a worker and a device's TLS endpoint: forwards bytes both ways to
+    `target` and keeps what the device's side sent (`seen`); with `flip`, changes one byte of
+    every chunk the device's side sends after the first 2 KiB."""
+
+    def __init__(self, target):
+        self.target, self.flip, self.seen = target, False, bytearray()
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.address = f"127.0.0.1:{self.srv.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client,), daemon=True).start()
+
+    def _pipe(self, src, dst, down):
+        sent = 0
+        try:
+            while chunk := src.recv(65536):
+                if down:
+                    self.seen += chunk
+                    if self.flip and sent + len(chunk) > 2048:
+                        chunk = bytearray(chunk)
+                        chunk[-1] ^= 0x01
+                        chunk = bytes(chunk)
+                sent += len(chunk)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _one(self, client):
+        host, port = self.target.rsplit(":", 1)
+        try:
+            up = socket.create_connection((host, int(port)), timeout=10)
+        except OSError:
+            client.close()
+            return
+        t = threading.Thread(target=self._pipe, args=(client, up, False), daemon=True)
+        t.start()
+        self._pipe(up, client, True)
+        t.join(timeout=15)
+        client.close()
+        up.close()
+
+    def close(self):
+        self.srv.close()
+
+
+class MitmEndpoint:
+    """An attacker's TLS endpoint with a certificate of its own (P-256, its own CA), passing each
+    request on to the genuine device's plain tpmd and its answers back."""
+
+    def __init__(self, d, device_attest):
+        make_ca(d, "mitm-ca")
+        make_leaf(d, "mitm", "mitm-ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth")
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(d / "mitm.pem", d / "mitm.key")
+        self.device = device_attest
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.address = f"127.0.0.1:{self.srv.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client,), daemon=True).start()
+
+    def _one(self, client):
+        try:
+            with self.ctx.wrap_socket(client, server_side=True) as tls:
+                host, port = self.device.rsplit(":", 1)
+                with socket.create_connection((host, int(port)), timeout=10) as up:
+                    up.sendall(frame(read_frame(tls)))
+                    tls.sendall(frame(read_frame(up)))
+        except (OSError, EOFError, ssl.SSLError):
+            pass
+
+    def close(self):
+        self.srv.close()
+
+
+def attest_tls(device, chain, attest):
+    """trustme-fleet attest-tls on device with its certificate chain, in front of attest."""
+    p = subprocess.Popen([str(FLEET), "attest-tls", "--listen", "127.0.0.1:0", "--attest", attest, "--tls-cert", chain,
+                          "--control", device.run_dir / "control.sock"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("listening on "):
+        p.wait(timeout=30)
+        raise AssertionError(f"attest-tls: {line!r} {p.stderr.read()}")
+    return line.split()[-1], p
+
+
+def test_pull_over_tls(fleet, devices, env, worker, b_tls, tmp_path):
+    """B enrolled with its TLS certificate and an address is pulled over TLS: its endpoint
+    (attest-tls, the handshake signed by B's TPM) must present the pinned certificate. On the
+    path between worker and device: the exchange is not readable, a changed byte is no evidence,
+    an attacker's endpoint with a certificate of its own or with another fleet device's genuine
+    certificate (C's, its key in C's TPM) is refused with "device TLS" and an alert, although it
+    passes B's own quote on."""
+    b, c = devices["b"], devices["c"]
+    d = tmp_path
+    procs, taps = [], []
+    try:
+        addr, p = attest_tls(b, b_tls["chain"], attest_address(b))
+        procs.append(p)
+        tap = Tap(addr)
+        taps.append(tap)
+        fleet.run("remove", "b", check=False)
+        fleet.run("enroll", "b", "--group", "g", "--info", device_info_file(b, b.base / "info.json"),
+                  "--address", tap.address, "--tls-cert", b_tls["chain"])
+        v = fleet.next_verdict("b")
+        assert v[1] == "t", (v, fleet.sql("SELECT report FROM verdicts ORDER BY id DESC LIMIT 1"))
+        # what the network saw: no quote (its TPMS_ATTEST magic), no certificate, which the plain
+        # endpoint shows
+        plain = quote_of(attest_address(b), os.urandom(32), [11])
+        for marker in (b"\xffTCG", b"BEGIN CERTIFICATE"):
+            assert marker in plain and tap.seen and marker not in bytes(tap.seen), marker
+
+        def last_report(device):
+            return json.loads(fleet.sql(f"SELECT v.report FROM verdicts v JOIN devices d ON d.id = v.device_id "
+                                        f"WHERE d.name = '{device}' ORDER BY v.id DESC LIMIT 1")[0][0])
+
+        # a changed byte on the way: no evidence, never a verdict on altered content
+        tap.flip = True
+        v = fleet.next_verdict("b")
+        assert v[1] == "f" and v[2] == "no evidence", v
+        tap.flip = False
+        # an attacker's endpoint (its own certificate) that passes B's genuine quote on
+        mitm = MitmEndpoint(d, attest_address(b))
+        taps.append(mitm)
+        tap.target = mitm.address
+        v = fleet.next_verdict("b")
+        assert v[1] == "f" and v[2] == "device TLS", v
+        why = last_report("b")["error"]
+        assert why.startswith("the certificate of its attestation endpoint: ") and "enrolled with" not in why, why
+        wait_for(lambda: ("verdict-failed", "b") in fleet.alerts(), timeout=10, what="the alert for b")
+        # another fleet device's genuine certificate (C's key, in C's TPM), in front of B's tpmd
+        pki = pki_of(env)
+        c.cli("device", "csr", "--tls", "--cn", "fleet-c tls", "--out", d / "c-tls.csr")
+        subprocess.run([str(PKI_TOOL), "issue", "--pki", pki["dir"], "--ca", "device", "--profile", "tls", "--csr",
+                        d / "c-tls.csr", "--out", d / "c-tls.pem", "--passphrase-file", pki["pass"]],
+                       check=True, capture_output=True, timeout=60)
+        (d / "c-chain.pem").write_text((d / "c-tls.pem").read_text() + env.cert("device-ca").read_text())
+        c_addr, cp = attest_tls(c, d / "c-chain.pem", attest_address(b))
+        procs.append(cp)
+        tap.target = c_addr
+        v = fleet.next_verdict("b")
+        assert v[1] == "f" and v[2] == "device TLS", v
+        assert "is not the TLS certificate device b enrolled with" in last_report("b")["error"], last_report("b")
+        # B's endpoint again: trusted, also with its 16 connection slots held by idle clients
+        # (the oldest makes room)
+        tap.target = addr
+        host, port = addr.rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(16)]
+        try:
+            time.sleep(0.5)
+            v = fleet.next_verdict("b")
+            assert v[1] == "t", v
+        finally:
+            for sock in idle:
+                sock.close()
+        # B's certificate where the TPM does not hold its key (C's): attest-tls refuses to start
+        with pytest.raises(AssertionError) as e:
+            attest_tls(c, b_tls["chain"], attest_address(c))
+        assert "does not hold the key" in str(e.value), e.value
+    finally:
+        for t in taps:
+            t.close()
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+        # B back as it was: pushing, with its TLS certificate
+        fleet.run("remove", "b", check=False)
+        fleet.run("enroll", "b", "--group", "g", "--info", device_info_file(b, b.base / "info.json"),
+                  "--tls-cert", b_tls["chain"])
 
 
 # ---- containers' vTPMs --------------------------------------------------------------------------
