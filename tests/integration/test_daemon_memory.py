@@ -45,11 +45,12 @@ def _wait_idle_small(pids, limit_kib=4096, timeout=15):
 
 
 def test_services_give_memory_back_when_idle(daemon, tmp_path):
-    """trustme-scd and trustme-tpmd drop their heap's free pages and the library pages their work
-    touched (libcrypto's, most of it) once idle: each below 4 MiB RSS, and the next request still
-    works (the pages come back from the page cache)."""
+    """trustmed (no client connected), trustme-scd and trustme-tpmd drop their heap's free pages
+    and the library pages their work touched (libcrypto's, most of it) once idle: each below 4 MiB
+    RSS, and the next request still works (the pages come back from the page cache)."""
     assert daemon.cli("list").returncode == 0
-    pids = {"trustme-scd": _child(daemon, "trustme-scd"), "trustme-tpmd": _child(daemon, "trustme-tpmd")}
+    pids = {"trustmed": daemon.proc.pid, "trustme-scd": _child(daemon, "trustme-scd"),
+            "trustme-tpmd": _child(daemon, "trustme-tpmd")}
     assert all(pids.values()), f"services not found: {pids}"
     rss = _wait_idle_small(pids)
     assert all(v < 4096 for v in rss.values()), f"idle VmRSS (KiB): {rss}"
