@@ -12,14 +12,20 @@
 # busybox GuestOS signed by its own development PKI (the product's real path, as start_latency.sh),
 # and each revision's trustmed runs at the same time as the other's, with its own data and run dirs,
 # cgroup parent, id base and embedded swtpm. Two containers in each: no data volume, and a 16 MiB
-# unencrypted data volume. hyperfine then runs `trustme start --attach` of all four, interleaved in
-# one command list whose order is rotated each round.
+# unencrypted data volume. hyperfine then runs `trustme start --attach` of each of the four in
+# turn, RUNS at a time, the order rotated each round: short blocks over many rounds, so that the
+# load of a shared machine, which changes from minute to minute, falls on both revisions alike.
+# Around each block the CPU time of that revision's trustmed (with its reaped setup processes and
+# inits), trustme-tpmd, swtpm and trustme-scd is read from /proc: CPU per start, which the load
+# hardly changes, is the second figure to compare.
 #
 # Writes into OUTDIR (default: a temporary directory, printed at the end):
-#   compare-roundN.json  hyperfine --export-json of each round
-#   compare.md           per config: the pooled median of each revision and the ratio B / A
+#   compare-roundN-K.json  hyperfine --export-json of each block
+#   cpu.tsv              per block: command, starts, daemon CPU ms
+#   compare.md           per config: the pooled median and the fastest run of each revision, daemon
+#                        CPU ms per start (the CLI's own is hyperfine's user + system), ratios B / A
 #   compare.env          the revisions, commits and machine facts
-# Environment: RUNS (default 30), WARMUP (default 3), ROUNDS (default 3), SKIP_INSTALL=1 to skip
+# Environment: RUNS (default 5), WARMUP (default 1), ROUNDS (default 12), SKIP_INSTALL=1 to skip
 # install-deps.sh.
 #
 # bench/run-all.sh does not run this script, not even with --smoke: it builds two trees (several
@@ -33,9 +39,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 2 ] || die "usage: bench/compare-revs.sh REV_A REV_B [OUTDIR]"
 REV_A=$1
 REV_B=$2
-RUNS=${RUNS:-30}
-WARMUP=${WARMUP:-3}
-ROUNDS=${ROUNDS:-3}
+RUNS=${RUNS:-5}
+WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-12}
 CG_A=trustme-bench-rev-a
 CG_B=trustme-bench-rev-b
 ID_A=3100000000 # far above the ids the tests (1e6 + n * 4Mi) and start_latency.sh (3e9) use
@@ -115,23 +121,41 @@ setup() {
 setup A "$CG_A" "$ID_A"
 setup B "$CG_B" "$ID_B"
 
+# cpu_ms PID: CPU time in ms of PID and all its descendants now alive, with the children each
+# has reaped (utime + stime + cutime + cstime).
+cpu_ms() {
+    # A process may end between the glob and cat's open: not an error.
+    { cat /proc/[0-9]*/stat 2>/dev/null || :; } | awk -v root="$1" -v hz="$(getconf CLK_TCK)" '
+        { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ");
+          ppid[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15] }
+        END { sum = 0; for (p in t) { q = p; while (q != root && (q in ppid) && q > 1) q = ppid[q];
+                                      if (q == root) sum += t[p] }
+              printf "%.0f", sum * 1000 / hz }'
+}
+
 NAMES=()
 CMDS=()
+SIDES=()
 for cfg in novol vol; do
     for side in A B; do
         NAMES+=("$side $cfg")
+        SIDES+=("$side")
         CMDS+=("$W/$side/bin/trustme --run-dir $W/$side/tm/run start --attach bench-$cfg")
     done
 done
+printf 'command\tstarts\tcpu_ms\n' >"$OUT/cpu.tsv"
 for round in $(seq "$ROUNDS"); do
-    log "hyperfine round $round/$ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
-    args=()
+    log "round $round/$ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
     for k in "${!NAMES[@]}"; do
         i=$(((k + round - 1) % ${#NAMES[@]}))
-        args+=(-n "${NAMES[$i]}" "${CMDS[$i]}")
+        eval "pid=\$PID_${SIDES[$i]}"
+        c0=$(cpu_ms "$pid")
+        hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style none \
+            --export-json "$OUT/compare-round$round-$k.json" -n "${NAMES[$i]}" "${CMDS[$i]}" >&2
+        sleep 0.2 # the last stop's cleanup
+        c1=$(cpu_ms "$pid")
+        printf '%s\t%s\t%s\n' "${NAMES[$i]}" $((RUNS + WARMUP)) $((c1 - c0)) >>"$OUT/cpu.tsv"
     done
-    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic \
-        --export-json "$OUT/compare-round$round.json" "${args[@]}" >&2
 done
 
 fact REV_A "$REV_A"
@@ -146,17 +170,26 @@ fact NCPU "$(nproc)"
 fact KERNEL "$(uname -r)"
 fact LOADAVG "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# The runs of all rounds pooled per command: median in ms.
+# The runs of all rounds pooled per command: median and fastest in ms, the CLI's CPU per run.
 jq -s '[.[].results[]] | group_by(.command) | map({key: .[0].command,
-        value: ([.[].times[]] | sort | if length % 2 == 1 then .[length / 2 | floor]
-                else (.[length / 2 - 1] + .[length / 2]) / 2 end * 1000)}) | from_entries' \
+        value: {median: ([.[].times[]] | sort | if length % 2 == 1 then .[length / 2 | floor]
+                else (.[length / 2 - 1] + .[length / 2]) / 2 end * 1000),
+                min: ([.[].times[]] | min * 1000),
+                cli_cpu: (([.[] | (.user + .system)] | add / length) * 1000)}}) | from_entries' \
     "$OUT"/compare-round*.json >"$OUT/medians.json"
+# Daemon CPU per start, all blocks of a command pooled.
+awk -F'\t' 'NR > 1 { n[$1] += $2; c[$1] += $3 } END { for (k in n) printf "%s\t%.1f\n", k, c[k] / n[k] }' \
+    "$OUT/cpu.tsv" | jq -R -s 'split("\n") | map(select(length > 0) | split("\t") | {key: .[0], value: (.[1] | tonumber)})
+        | from_entries' >"$OUT/cpu.json"
 {
-    printf '| config | %s (A) median ms | %s (B) median ms | B / A |\n|---|---|---|---|\n' \
+    printf '| config | %s (A) median ms | %s (B) median ms | B / A | fastest A / B ms | daemon CPU per start A / B ms | B / A | CLI CPU A / B ms |\n' \
         "${COMMIT_A:0:7}" "${COMMIT_B:0:7}"
+    printf '|---|---|---|---|---|---|---|---|\n'
     for cfg in novol vol; do
-        jq -r --arg c "$cfg" '.["A " + $c] as $a | .["B " + $c] as $b |
-            "| \(if $c == "novol" then "no data volume" else "16 MiB data volume" end) | \($a * 100 | round / 100) | \($b * 100 | round / 100) | \($b / $a * 1000 | round / 1000) |"' \
+        jq -r --arg c "$cfg" --slurpfile cpu "$OUT/cpu.json" '.["A " + $c] as $a | .["B " + $c] as $b |
+            $cpu[0]["A " + $c] as $ca | $cpu[0]["B " + $c] as $cb |
+            def r2: . * 100 | round / 100;
+            "| \(if $c == "novol" then "no data volume" else "16 MiB data volume" end) | \($a.median | r2) | \($b.median | r2) | \($b.median / $a.median * 1000 | round / 1000) | \($a.min | r2) / \($b.min | r2) | \($ca) / \($cb) | \(if $ca > 0 then ($cb / $ca * 1000 | round / 1000) else "-" end) | \($a.cli_cpu | r2) / \($b.cli_cpu | r2) |"' \
             "$OUT/medians.json"
     done
 } >"$OUT/compare.md"

@@ -112,7 +112,9 @@ sync -f "$R/bin/busybox" # its page cache is written back, so it is clean and sh
 log "starting trustmed"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
 install_guestos "$GUESTOS_DIR"
-sleep 1
+# Idle: trustme-scd and trustme-tpmd give memory back 2 s after their last request (the install's
+# signature check and anchor; src/lib/idle_memory.h).
+sleep 3
 RSS_IDLE=$(vmrss_kib "$TMD_PID")
 # The token service: trustmed's own child, one per trustmed whatever the number of containers.
 scd_pids() { ps -o pid=,comm= --ppid "$TMD_PID" | awk '$2 == "trustme-scd" {print $1}'; }

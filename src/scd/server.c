@@ -9,12 +9,14 @@
 #include "server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "idle_memory.h"
 #include "packet.h"
 #include "log.h"
 #include "proto.h"
@@ -505,7 +507,22 @@ int server_run(int fd, const struct token_ctx *tctx)
     resp.ready = &ready;
     if (send_response(&s, 0, &resp) < 0)
         return -errno;
+    bool busy = true; /* the start's work counts as a request */
     for (;;) {
+        /* Idle for TM_IDLE_RELEASE_MS after work: give the memory back (idle_memory.h). */
+        if (busy) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            int pr = poll(&p, 1, TM_IDLE_RELEASE_MS);
+            if (pr == 0) {
+                size_t dropped = tm_idle_release();
+                log_debug("idle: heap trimmed, %zu KiB of read-only library mappings dropped", dropped / 1024);
+            }
+            if (pr == 0 || (pr < 0 && errno != EINTR))
+                busy = false;
+            if (pr <= 0)
+                continue;
+        }
+        busy = true;
         struct tm_packet pkt;
         int r = tm_packet_next(fd, SCD_FRAME_MAX, &pkt, bad_packet, &s);
         if (r == 0) {

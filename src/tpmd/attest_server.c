@@ -19,6 +19,7 @@
 #include "proto.h"
 #include "quote.h"
 #include "acceptor.h"
+#include "server.h"
 #include "uuid.h"
 #include "vtpm_relay.h"
 
@@ -241,6 +242,7 @@ static int answer(struct conn *c, const uint8_t *payload, size_t len)
     tm_err err = {0};
     int r = 0;
     bool relay = false;
+    tpmd_busy(c->srv->d);
     resp.has_version = true;
     resp.version = TM_PROTOCOL_VERSION;
     Trustme__Attest__AttestRequest *rq = trustme__attest__attest_request__unpack(NULL, len, payload);

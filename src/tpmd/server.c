@@ -23,6 +23,7 @@
 #include "csr.h"
 #include "enroll.h"
 #include "fileio.h"
+#include "idle_memory.h"
 #include "log.h"
 #include "packet.h"
 #include "proto.h"
@@ -587,6 +588,21 @@ static void on_link(tm_source *src, uint32_t events, void *userdata)
     if (rq)
         wipe_request(rq);
     tm_packet_free(&pkt);
+    tpmd_busy(d);
+}
+
+static void on_idle(tm_source *src, void *userdata)
+{
+    struct tpmd *d = userdata;
+    d->idle_src = NULL;
+    size_t dropped = tm_idle_release();
+    log_debug("idle: heap trimmed, %zu KiB of read-only library mappings dropped", dropped / 1024);
+}
+
+void tpmd_busy(struct tpmd *d)
+{
+    tm_source_free(d->idle_src);
+    d->idle_src = tm_loop_timer(d->loop, TM_IDLE_RELEASE_MS, on_idle, d);
 }
 
 int server_start(struct tpmd *d, tm_err *err)
@@ -615,6 +631,7 @@ int server_start(struct tpmd *d, tm_err *err)
     Response resp = TRUSTME__TPMD__RESPONSE__INIT;
     resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_READY;
     resp.ready = &ready;
+    tpmd_busy(d); /* what the start touched goes too, once nothing follows */
     return send_response(d, 0, &resp, err);
 }
 
@@ -622,4 +639,6 @@ void server_stop(struct tpmd *d)
 {
     tm_source_free(d->link_src);
     d->link_src = NULL;
+    tm_source_free(d->idle_src);
+    d->idle_src = NULL;
 }

@@ -13,6 +13,9 @@
  * d->stop_clean untouched (main decides whether trustmed also asked for a stop). */
 int server_start(struct tpmd *d, tm_err *err);
 void server_stop(struct tpmd *d);
+/* A request came (from trustmed or a verifier): once none has come for TM_IDLE_RELEASE_MS, the
+ * heap is trimmed and the library pages the request touched are dropped (idle_memory.h). */
+void tpmd_busy(struct tpmd *d);
 /* A recovery key in the data dir (the first seal writes it there, seal.h) is moved to
  * d->recovery_out and the data dir's copy overwritten and removed; ret_path: where it is now
  * ("" when there was none). */

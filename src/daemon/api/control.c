@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "container.h"
 #include "guestos_install.h"
+#include "idle_memory.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "proto.h"
@@ -41,6 +42,7 @@ struct control_state {
     struct conn *conns;
     uint64_t next_conn_id;
     struct listener *listeners; /* control sockets: the host's and those in containers */
+    tm_source *idle_timer; /* TM_IDLE_RELEASE_MS after the last client went */
 };
 
 static void conn_free(struct conn *c);
@@ -499,6 +501,18 @@ static void on_client(int fd, void *userdata)
     }
     c->next = d->control->conns;
     d->control->conns = c;
+    tm_source_free(d->control->idle_timer);
+    d->control->idle_timer = NULL;
+}
+
+/* Nobody connected for TM_IDLE_RELEASE_MS: the library pages requests touched go too
+ * (idle_memory.h). Not at each disconnect: a CLI in a loop would refault them every time. */
+static void on_idle(tm_source *src, void *userdata)
+{
+    struct daemon *d = userdata;
+    d->control->idle_timer = NULL;
+    if (!d->control->conns)
+        log_debug("idle: heap trimmed, %zu KiB of read-only library mappings dropped", tm_idle_release() / 1024);
 }
 
 static void conn_free(struct conn *c)
@@ -526,8 +540,11 @@ static void conn_free(struct conn *c)
     free(c);
     /* The last client gone: give the heap's free pages back (the trim threshold above keeps
      * glibc from doing it), so that an idle trustmed holds what it uses, not its peak. */
-    if (!d->control->conns)
+    if (!d->control->conns) {
         malloc_trim(0);
+        tm_source_free(d->control->idle_timer);
+        d->control->idle_timer = tm_loop_timer(d->loop, TM_IDLE_RELEASE_MS, on_idle, d);
+    }
 }
 
 static struct listener *listener_of(struct daemon *d, const char *uuid)
@@ -692,6 +709,8 @@ void control_close_all(struct daemon *d)
         tm_buf_flush(&d->control->conns->out, d->control->conns->fd); /* best effort: last replies */
         conn_free(d->control->conns);
     }
+    tm_source_free(d->control->idle_timer);
+    d->control->idle_timer = NULL;
     for (struct listener *l = d->control->listeners; l; l = l->next)
         if (!l->uuid[0]) {
             char path[PATH_MAX + 16];
