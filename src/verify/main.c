@@ -88,7 +88,8 @@ static void usage(FILE *out)
                  "                      [--vtpm-ek CERTS.pem ...]\n"
                  "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
                  "       trustme-verify --key-attestation CERTS.pem --ak-anchor ROOT.pem --device-ca CA.pem\n"
-                 "                      (--crl CRL.pem ... | --no-crl) [--challenge HEX] [--json]\n"
+                 "                      (--crl CRL.pem ... | --no-crl) (--challenge HEX | --any-challenge)\n"
+                 "                      [--json]\n"
                  "  TRUST:     --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
                  "             --rim-ca CA.pem (each repeatable) (--crl CRL.pem ... | --no-crl)\n"
                  "  REFERENCE: --reference REFS.json [--min-version N]\n"
@@ -101,7 +102,7 @@ static void usage(FILE *out)
                  "--key-attestation checks a keystore key's attestation instead (docs/KEYSTORE.md): the\n"
                  "key's certificate, the container attestation certificate and the AK's chain, leaf\n"
                  "first, as a container's keystore gives them; prints the container and the key, and\n"
-                 "with --challenge requires the verifier's challenge.\n"
+                 "requires the verifier's --challenge (--any-challenge: any, a replay verifies too).\n"
                  "\n");
     for (size_t i = 0; i < sizeof(help_lines) / sizeof(help_lines[0]); i++)
         if (help_lines[i].help)
@@ -130,6 +131,7 @@ static int save_response(const char *path, const uint8_t *buf, size_t len, const
 
 struct options {
     const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex;
+    bool any_challenge; /* --any-challenge: the caller knows the attestation may be a replay */
     const char *vtpm_ek[VTPM_EK_FILES_MAX];
     size_t n_vtpm_ek;
     struct verifier_args common; /* the options `trustme attest` and trustme-owner have too */
@@ -144,6 +146,7 @@ enum {
     OPT_LAST_RESET,
     OPT_KEY_ATTESTATION,
     OPT_CHALLENGE,
+    OPT_ANY_CHALLENGE,
     OPT_VTPM_EK
 };
 
@@ -163,6 +166,7 @@ static int take_option(void *userdata, int c, char *value)
     case OPT_NONCE: o->nonce_hex = value; break;
     case OPT_KEY_ATTESTATION: o->key_attestation = value; break;
     case OPT_CHALLENGE: o->challenge_hex = value; break;
+    case OPT_ANY_CHALLENGE: o->any_challenge = true; break;
     case OPT_VTPM_EK:
         if (o->n_vtpm_ek == VTPM_EK_FILES_MAX)
             return usage_error("--vtpm-ek: at most %d", VTPM_EK_FILES_MAX);
@@ -180,6 +184,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                                         {"nonce", required_argument, NULL, OPT_NONCE},
                                         {"key-attestation", required_argument, NULL, OPT_KEY_ATTESTATION},
                                         {"challenge", required_argument, NULL, OPT_CHALLENGE},
+                                        {"any-challenge", no_argument, NULL, OPT_ANY_CHALLENGE},
                                         {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
                                         {NULL, 0, NULL, 0}};
     static const struct verifier_program prog = {"trustme-verify", usage, own, take_option};
@@ -191,10 +196,15 @@ static int parse_options(int argc, char **argv, struct options *o)
             return usage_error("--vtpm-ek goes with a quote, not --key-attestation");
         if (optind != argc || o->response || o->save)
             return usage_error("--key-attestation takes no HOST:PORT, --response or --save-response");
+        /* As --crl or --no-crl: freshness is the verifier's explicit choice, since without a
+         * challenge a copy of an old attestation verifies exactly as a new one does. */
+        if (!o->challenge_hex == !o->any_challenge)
+            return usage_error("--key-attestation needs --challenge HEX (the challenge you gave the keystore) "
+                               "or --any-challenge (one of them)");
         return 0;
     }
-    if (o->challenge_hex)
-        return usage_error("--challenge goes with --key-attestation");
+    if (o->challenge_hex || o->any_challenge)
+        return usage_error("--challenge and --any-challenge go with --key-attestation");
     if (o->response ? optind != argc : optind != argc - 1)
         return usage_error(o->response ? "no HOST:PORT with --response" : "one HOST:PORT expected");
     o->target = o->response ? NULL : argv[optind];

@@ -806,7 +806,8 @@ def test_key_attestation_verifies_and_names_the_container(ks_daemon, pki, tmp_pa
         r = subprocess.run([str(verify), "--key-attestation", str(path),
                             "--ak-anchor", str(pki["dir"] / "customer/general-root-ca.pem"),
                             "--device-ca", str(pki["dir"] / "customer/device-ca.pem"), "--no-crl", "--json",
-                            *extra], capture_output=True, text=True)
+                            *(extra if "--challenge" in extra else ("--any-challenge", *extra))],
+                           capture_output=True, text=True)
         return r.returncode, json.loads(r.stdout) if r.stdout else r.stderr
 
     rc, rep = check(certs, "--challenge", challenge.hex())
@@ -822,10 +823,19 @@ def test_key_attestation_verifies_and_names_the_container(ks_daemon, pki, tmp_pa
     der = subprocess.run([tool("openssl"), "pkey", "-pubin", "-outform", "DER"], input=spki,
                          capture_output=True, check=True).stdout
     assert der == pub
-    text = subprocess.run([str(verify), "--key-attestation", str(tmp_path / "att.pem"), "--ak-anchor",
-                           str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
-                           str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"], capture_output=True, text=True)
+    args = [str(verify), "--key-attestation", str(tmp_path / "att.pem"), "--ak-anchor",
+            str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
+            str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"]
+    text = subprocess.run(args + ["--challenge", challenge.hex()], capture_output=True, text=True)
     assert text.returncode == 0 and "container:  ka (" in text.stdout, text.stdout
+    # freshness is the verifier's explicit choice: a copy of this attestation taken earlier
+    # would verify as well, so neither --challenge nor --any-challenge is a usage error
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 2 and "--any-challenge" in r.stderr and not r.stdout, r
+    r = subprocess.run(args + ["--any-challenge"], capture_output=True, text=True)
+    assert r.returncode == 0 and f"challenge:  {challenge.hex()}" in r.stdout, r.stdout
+    r = subprocess.run(args + ["--any-challenge", "--challenge", challenge.hex()], capture_output=True, text=True)
+    assert r.returncode == 2, r
     # the wrong challenge
     rc, rep = check(certs, "--challenge", "00" * 16)
     assert rc == 1 and "challenge" in rep["reason"], rep

@@ -324,7 +324,7 @@ def test_forged_key_description_cannot_write_to_the_verifiers_terminal(rk_daemon
     path.write_text((tmp_path / "leaf.pem").read_text() + (tmp_path / "cont.pem").read_text() + chain)
     args = [str(BUILD / "src/verify/trustme-verify"), "--key-attestation", str(path), "--ak-anchor",
             str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
-            str(pki["dir"] / "customer/device-ca.pem"), "--no-crl"]
+            str(pki["dir"] / "customer/device-ca.pem"), "--no-crl", "--any-challenge"]
     text = subprocess.run(args, capture_output=True)
     assert text.returncode == 0, text.stdout + text.stderr  # the chain is genuine: the process holds the key
     assert b"\x1b" not in text.stdout and b"\x07" not in text.stdout, text.stdout
@@ -495,7 +495,8 @@ def test_key_attestation_of_a_revoked_device(rk_daemon, pki, tmp_path):
                             "-----END CERTIFICATE-----\n" for c in certs))
     args = [str(BUILD / "src/verify/trustme-verify"), "--key-attestation", str(path), "--ak-anchor",
             str(pki["dir"] / "customer/general-root-ca.pem"), "--device-ca",
-            str(pki["dir"] / "customer/device-ca.pem"), "--crl", str(pki["dir"] / "crls.pem"), "--json"]
+            str(pki["dir"] / "customer/device-ca.pem"), "--crl", str(pki["dir"] / "crls.pem"), "--json",
+            "--any-challenge"]
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     chain = json.loads(d.cli("device", "info", "--json").stdout)["cert_chain_pem"]
