@@ -222,7 +222,7 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
     mr.path = (char *)out;
     if (pin) {
         mr.has_pin = true;
-        mr.pin = (ProtobufCBinaryData){.len = pin->len, .data = pin->data};
+        mr.pin = (ProtobufCBinaryData){.len = strlen((const char *)pin->data), .data = pin->data};
     }
     Trustme__Response *resp = NULL;
     r = call(cli, &mr, &resp);

@@ -184,6 +184,7 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     snprintf(h.target_ak, sizeof(h.target_ak), "%s", op->target_ak);
     snprintf(h.uuid, sizeof(h.uuid), "%s", c->uuid);
     snprintf(h.name, sizeof(h.name), "%s", c->cfg->name);
+    h.uid_base = c->uid_base;
     if (c->cfg->guestos[0])
         snprintf(h.guestos, sizeof(h.guestos), "%s %llu", c->cfg->guestos,
                  (unsigned long long)(c->guestos_version ? c->guestos_version : c->cfg->guestos_version));
@@ -366,7 +367,12 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
         if (r < 0)
             return r;
     }
-    return tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
+    /* The volume's files belong to the source's uids: the first start moves them to ours. */
+    snprintf(p, sizeof(p), "%s/" TOKENS_MIGRATED_UID_FILE, dir);
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%u\n", s->op->b.h.uid_base);
+    int r = write_file_atomic(p, text, (size_t)n, 0600, err);
+    return r < 0 ? r : tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
 }
 
 static int install(struct mig_op *op, const struct secret *key, tm_err *err)

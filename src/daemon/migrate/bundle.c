@@ -73,8 +73,9 @@ static int manifest_text(const struct bundle_header *h, char **ret, size_t *ret_
     if (!buf)
         return tm_err_set(err, ENOMEM, "out of memory");
     int n = snprintf(buf, BUNDLE_MANIFEST_MAX,
-                     "trustme-migrate-bundle 1\nbundle %s\noffer %s\ntarget-ak %s\nuuid %s\nname %s\nguestos %s\n",
-                     h->bundle_id, h->offer_id, h->target_ak, h->uuid, h->name, h->guestos);
+                     "trustme-migrate-bundle 1\nbundle %s\noffer %s\ntarget-ak %s\nuuid %s\nname %s\nguestos %s\n"
+                     "uid-base %u\n",
+                     h->bundle_id, h->offer_id, h->target_ak, h->uuid, h->name, h->guestos, h->uid_base);
     for (size_t i = 0; i < h->nparts && n > 0 && n < BUNDLE_MANIFEST_MAX; i++) {
         char hex[65];
         tm_hex(h->parts[i].sha256, 32, hex);
@@ -246,8 +247,8 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
     int r;
     if (!line || strcmp(line, "trustme-migrate-bundle 1") != 0)
         return tm_err_set(err, EBADMSG, "bundle format: not a version 1 manifest");
-    char *lines[6];
-    for (size_t i = 0; i < 6; i++)
+    char *lines[7];
+    for (size_t i = 0; i < 7; i++)
         if (!(lines[i] = strtok_r(NULL, "\n", &save)))
             return tm_err_set(err, EBADMSG, "bundle format: the manifest ends early");
     if ((r = parse_hex_field(lines[0], "bundle", h->bundle_id, BUNDLE_ID_LEN, err)) < 0 ||
@@ -257,6 +258,11 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
         (r = parse_text_field(lines[4], "name", h->name, sizeof(h->name), err)) < 0 ||
         (r = parse_text_field(lines[5], "guestos", h->guestos, sizeof(h->guestos), err)) < 0)
         return r;
+    unsigned long ub;
+    int end = 0;
+    if (sscanf(lines[6], "uid-base %lu%n", &ub, &end) != 1 || lines[6][end] || ub > UINT32_MAX)
+        return tm_err_set(err, EBADMSG, "bundle format: manifest line \"uid-base\" expected");
+    h->uid_base = (uint32_t)ub;
     h->nparts = 0;
     while ((line = strtok_r(NULL, "\n", &save))) {
         if (h->nparts == BUNDLE_PARTS_MAX)
@@ -264,8 +270,8 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
         struct bundle_part *p = &h->parts[h->nparts];
         char name[BUNDLE_PART_NAME_MAX + 1], hex[65];
         unsigned long long size;
-        int end = 0;
-        if (sscanf(line, "part %64s %llu %64s%n", name, &size, hex, &end) != 3 || line[end] || !part_name_ok(name) ||
+        int pend = 0;
+        if (sscanf(line, "part %64s %llu %64s%n", name, &size, hex, &pend) != 3 || line[pend] || !part_name_ok(name) ||
             strlen(hex) != 64)
             return tm_err_set(err, EBADMSG, "bundle format: a bad part line");
         for (size_t i = 0; i < h->nparts; i++)

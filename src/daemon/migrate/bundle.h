@@ -33,6 +33,7 @@ struct bundle_header {
     char uuid[37];
     char name[128];
     char guestos[160]; /* "NAME VERSION" or "-" */
+    uint32_t uid_base; /* the source's first host uid of the container (its files on the volume) */
     struct bundle_part parts[BUNDLE_PARTS_MAX];
     size_t nparts;
 };

@@ -9,6 +9,9 @@
 
 #define TOKENS_MIGRATED_FILE "migrated.key"
 #define TOKENS_MIGRATED_KEY_LEN 64
+/* The source's uid base of a migrated container's volume, until its first start has moved the
+ * files' owners into this device's range (modules/volume.c). */
+#define TOKENS_MIGRATED_UID_FILE "migrated.uidbase"
 
 /* Seal key into dir/migrated.key (dir: the container's data dir, or its staging dir). */
 int tokens_migrated_store(struct daemon *d, const char *dir, const char *uuid, const struct secret *key, tm_err *err);
