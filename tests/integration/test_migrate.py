@@ -165,8 +165,13 @@ def test_altered_bundles_and_refusals(pair):
     p = pair
     bundle, lay = cycle(p, "m")
     assert migrating(p.s, "m")
+    # The lock is on disk: a source trustmed killed after the export still refuses the start.
+    p.s.kill9()
+    p.s.start()
+    assert migrating(p.s, "m") and p.s.state("m")["state"] == "stopped"
     r = p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "m", check=False)
     assert r.returncode != 0 and "migrating" in r.stderr, r.stderr
+    assert "migrating" in p.s.cli("list").stdout
     off2, nonce2 = offer(p, p.t)
     _, r = export(p, "m", off2, nonce2, check=False)
     assert r.returncode != 0 and "migrating already" in r.stderr
