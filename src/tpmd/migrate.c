@@ -234,6 +234,13 @@ out:
     return r;
 }
 
+int migrate_check_target(const struct tpm *t, const uint8_t *name, size_t len, tm_err *err)
+{
+    if (len != t->ak_name.size || memcmp(name, t->ak_name.name, len) != 0)
+        return tm_err_set(err, EXDEV, "target: the bundle was made for another device's AK, not this one's");
+    return 0;
+}
+
 int migrate_sign(struct tpm *t, const uint8_t *data, size_t len, uint8_t sig[64], tm_err *err)
 {
     if (len == 0 || len > 4096)

@@ -30,6 +30,8 @@ void migrate_offer_free(struct migrate_offer *o);
  * (renamed away, synced) before the TPM sees the key and removed after: one decryption ever. */
 int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const char *offer_id,
                     const uint8_t *ciphertext, size_t len, struct secret **ret, tm_err *err);
+/* Whether name (the manifest's target AK) is this TPM's AK: -EXDEV with err saying whose not. */
+int migrate_check_target(const struct tpm *t, const uint8_t *name, size_t len, tm_err *err);
 
 /* The AK's ECDSA (r || s) over "trustme-migrate-v1\0" || data. */
 int migrate_sign(struct tpm *t, const uint8_t *data, size_t len, uint8_t sig[64], tm_err *err);

@@ -536,8 +536,11 @@ static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Migr
 static int do_migrate_decrypt(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateDecrypt *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *k = NULL;
-    int r = migrate_decrypt(&d->tpm, d->data_dir, d->boot_pcr, rq->offer_id, rq->ciphertext.data, rq->ciphertext.len,
-                            &k, err);
+    int r = rq->has_target_ak ? migrate_check_target(&d->tpm, rq->target_ak.data, rq->target_ak.len, err) : 0;
+    if (r < 0)
+        return r;
+    r = migrate_decrypt(&d->tpm, d->data_dir, d->boot_pcr, rq->offer_id, rq->ciphertext.data, rq->ciphertext.len, &k,
+                        err);
     if (r < 0)
         return r;
     Trustme__Tpmd__MigrateSecret ms = TRUSTME__TPMD__MIGRATE_SECRET__INIT;

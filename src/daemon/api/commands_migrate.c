@@ -417,7 +417,7 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         /* Refused before the key was used (an unknown or spent offer: another target's bundle, a
          * second import) or by the key's policy (the device is not in the state the source
          * verified; the offer is spent then: a signed refusal lets the source abort). */
-        bool spent = err && err->code != ENOENT && err->code != EINVAL;
+        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV;
         if (spent) {
             refuse(op, err->msg);
             return;
@@ -473,6 +473,11 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
     md.offer_id = op->b.h.offer_id;
     md.has_ciphertext = true;
     md.ciphertext = (ProtobufCBinaryData){.len = op->b.wrapped_len, .data = op->b.wrapped};
+    uint8_t ak[34];
+    if (tm_hex_decode_str(op->b.h.target_ak, ak, sizeof(ak), 0, &err) == 0) {
+        md.has_target_ak = true;
+        md.target_ak = (ProtobufCBinaryData){.len = sizeof(ak), .data = ak};
+    }
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_DECRYPT;
     req.migrate_decrypt = &md;
