@@ -46,3 +46,8 @@ int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdi
 void set_start_pin(Trustme__StartRequest *sr, const struct secret *pin);
 /* Relay stdio for request id until its exit status arrives; returns the exit status. */
 int relay_session(struct client *cl, uint64_t id, bool tty);
+
+/* tpmd's serialized AttestResponse for nonce (32 bytes) through trustmed (cmd_attest.c). 0, or
+ * the exit status after printing why not. */
+int attest_fetch_evidence(struct cli *cli, const uint8_t nonce[32], const uint32_t *pcrs, size_t npcrs, uint8_t **ret,
+                          size_t *ret_len);

@@ -35,9 +35,9 @@ static int parse_opts(const struct cli_args *a, struct attest_opts *o)
     return 0;
 }
 
-/* Evidence for nonce from trustmed: tpmd's serialized AttestResponse (malloc'ed in *ret), once
+/* Evidence for nonce from trustmed (also `trustme migrate offer`'s): tpmd's serialized AttestResponse (malloc'ed in *ret), once
  * it is known to answer this request. 0, or the exit status after printing why not. */
-static int fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN], const uint32_t *pcrs, size_t npcrs,
+int attest_fetch_evidence(struct cli *cli, const uint8_t nonce[ATTEST_NONCE_LEN], const uint32_t *pcrs, size_t npcrs,
                           uint8_t **ret, size_t *ret_len)
 {
     Trustme__AttestRequest ar = TRUSTME__ATTEST_REQUEST__INIT;
@@ -110,7 +110,7 @@ int cmd_attest(struct cli *cli, const struct cli_args *a)
     }
     _cleanup_free_ uint8_t *evidence = NULL;
     size_t evidence_len = 0;
-    r = fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len);
+    r = attest_fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len);
     if (r)
         return r;
     struct attest_policy pol = attest_inputs_policy(&in, nonce, sizeof(nonce), pcrs, npcrs, o.npcrs > 0);

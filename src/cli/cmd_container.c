@@ -39,6 +39,7 @@ static json_t *info_json(const Trustme__ContainerInfo *i)
     json_object_set_new(o, "autostart", json_boolean(i->autostart));
     json_object_set_new(o, "keystore", json_boolean(i->keystore));
     json_object_set_new(o, "keystore_running", json_boolean(i->keystore_running));
+    json_object_set_new(o, "migrating", json_boolean(i->migrating));
     json_object_set_new(o, "started_at", json_integer((int64_t)i->started_at));
     json_object_set_new(o, "adopted", json_boolean(i->adopted));
     json_object_set_new(o, "last_exit", tm_json_text(i->last_exit ? i->last_exit : ""));
@@ -114,7 +115,8 @@ static void print_info(const Trustme__ContainerInfo *i)
     }
     printf("name:            %s\n", i->name);
     printf("uuid:            %s\n", i->uuid);
-    printf("state:           %s%s\n", state_word(i->state), i->adopted ? " (re-adopted)" : "");
+    printf("state:           %s%s%s\n", state_word(i->state), i->adopted ? " (re-adopted)" : "",
+           i->migrating ? ", migrating (locked: exported to another device)" : "");
     if (i->pid)
         printf("init pid:        %d\n", i->pid);
     char gos[96];
@@ -256,8 +258,8 @@ int cmd_list(struct cli *cli, const struct cli_args *a)
                 snprintf(pid, sizeof(pid), "%d", c->pid);
             encryption_word(c, enc, sizeof(enc));
             guestos_word(c, gos, sizeof(gos));
-            printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", c->name, state_word(c->state), pid, c->uuid, gos,
-                   or_dash(c->trust), enc,
+            printf("%-20s %-9s %-8s %-36s %-24s %-15s %-22s %s\n", c->name,
+                   c->migrating ? "migrating" : state_word(c->state), pid, c->uuid, gos, or_dash(c->trust), enc,
                    c->last_error && c->last_error[0] ? "start failed (see trustme state)" : or_dash(c->last_exit));
         }
         /* Not one more column: a line that cannot be missed. */

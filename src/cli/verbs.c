@@ -113,6 +113,38 @@ static const struct cli_opt attest_opts[] = {
 #undef ATTEST_CLI_OPT
         {0}};
 
+/* migrate export: the verifier's options (their index here is their enum attest_option, as for
+ * attest), then its own. */
+static const struct cli_opt migrate_export_opts[] = {
+#define ATTEST_CLI_OPT(id, name, value, help)                                                     \
+    {name,                                                                                        \
+     0,                                                                                           \
+     !(value)                                                                         ? CLI_NONE  \
+     : ATTEST_OPT_##id == ATTEST_OPT_MIN_VERSION || ATTEST_OPT_##id == ATTEST_OPT_PCR ? CLI_WORD  \
+                                                                                      : CLI_FILE, \
+     value,                                                                                       \
+     help,                                                                                        \
+     ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
+    ATTEST_OPTIONS(ATTEST_CLI_OPT)
+#undef ATTEST_CLI_OPT
+        {"offer", 0, CLI_FILE, "OFFER", "the target's offer (`trustme migrate offer` there; required)", false},
+    {"nonce", 0, CLI_WORD, "HEX", "the 64 hex digits this device chose and gave the target (required)", false},
+    {"out", 0, CLI_FILE, "BUNDLE", "the bundle to write: a new file (required)", false},
+    {"pin-file", 0, CLI_FILE, "FILE", "the container's PIN: first line ('-': stdin)", false},
+    {0}};
+static const struct cli_opt migrate_offer_opts[] = {
+    {"nonce", 0, CLI_WORD, "HEX", "the source's nonce: 64 hex digits (required)", false},
+    {"out", 0, CLI_FILE, "OFFER", "the offer to write (required)", false},
+    {"pcr", 0, CLI_WORD, "N", "quote PCR N (the source's reference values' PCRs); repeatable", true},
+    {0}};
+static const struct cli_opt migrate_import_opts[] = {
+    {"out", 0, CLI_FILE, "RECEIPT", "where the signed receipt (or refusal) goes (required)", false}, {0}};
+static const struct cli_opt migrate_commit_opts[] = {
+    {"receipt", 0, CLI_FILE, "RECEIPT", "the target's signed receipt (required)", false}, {0}};
+static const struct cli_opt migrate_abort_opts[] = {
+    {"refusal", 0, CLI_FILE, "REFUSAL", "the target's signed refusal (needed unless no export was completed)", false},
+    {0}};
+
 const struct cli_opt cli_global_opts[] = {
     {"socket", 0, CLI_FILE, "PATH",
      "the control socket (default $TRUSTME_SOCKET, else "
@@ -347,6 +379,35 @@ const struct cli_verb cli_verbs[] = {
      {0},
      false,
      H(cmd_attest)},
+    {"migrate offer",
+     "",
+     "as a migration target: a TPM-held migration key, certified and quoted over the source's nonce",
+     "Carry OFFER to the source (docs/MIGRATION.md).",
+     migrate_offer_opts,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_migrate_offer)},
+    {"migrate export", "CONTAINER", "verify a target's offer and export a stopped container to it",
+     "The offer is checked as trustme attest checks a device (same options), then its migration key; the "
+     "container's data key goes into BUNDLE wrapped for that key, and the container is locked here "
+     "(docs/MIGRATION.md).",
+     migrate_export_opts, 1, 1, C1, false, H(cmd_migrate_export)},
+    {"migrate import",
+     "BUNDLE",
+     "as the target: import a bundle once, answer with a signed receipt",
+     "A refusal after the offer was spent is signed too: the source may abort with it.",
+     migrate_import_opts,
+     1,
+     1,
+     {CLI_FILE},
+     false,
+     H(cmd_migrate_import)},
+    {"migrate commit", "CONTAINER", "on the target's receipt: crypto-erase the container here, sign a tombstone", NULL,
+     migrate_commit_opts, 1, 1, C1, false, H(cmd_migrate_commit)},
+    {"migrate abort", "CONTAINER", "release a migration lock with the target's signed refusal",
+     "Without --refusal only if no export was completed.", migrate_abort_opts, 1, 1, C1, false, H(cmd_migrate_abort)},
     {"device info",
      "",
      "the TPM, the attestation key and its certificate, the storage secret",

@@ -208,7 +208,8 @@ static int do_new_key(struct server *s, uint64_t id, const Trustme__Scd__NewKey 
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0 ||
-        (r = token_new_key(s->tctx, rq->uuid, (char *)pin->data, &key, blob, err)) < 0)
+        (r = token_new_key(s->tctx, rq->uuid, (char *)pin->data, rq->has_key ? rq->key.data : NULL,
+                           rq->has_key ? rq->key.len : 0, &key, blob, err)) < 0)
         return r;
     return send_key(s, id, key, blob);
 }
@@ -474,7 +475,10 @@ static void wipe_secrets(Request *rq)
         wipe(&rq->pair->pin);
         wipe(&rq->pair->puk);
         break;
-    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY: wipe(&rq->new_key->pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_NEW_KEY:
+        wipe(&rq->new_key->pin);
+        wipe(&rq->new_key->key);
+        break;
     case TRUSTME__SCD__REQUEST__BODY_UNWRAP: wipe(&rq->unwrap->pin); break;
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
         wipe(&rq->change_pin->old_pin);

@@ -335,8 +335,8 @@ int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token
 
 /* --- keys --- */
 
-int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, struct secret **ret_key,
-                  uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
+int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, const uint8_t *given,
+                  size_t given_len, struct secret **ret_key, uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err)
 {
     struct token_paths paths;
     struct token_record rec;
@@ -348,7 +348,15 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     _cleanup_secret_ struct secret *key = NULL;
     _cleanup_(session_done) struct session s = session_of(ctx, uuid, &paths, &rec, &soft);
     uint8_t out[KEYWRAP_BLOB_LEN];
-    if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0 || (r = session_open(&s, TRIES_PIN, pin, err)) < 0)
+    if (given && (given_len != KEYWRAP_KEY_LEN || rec.type != TOKEN_SOFT))
+        return tm_err_set(err, EINVAL, "a carried data key needs a soft token and %d bytes", KEYWRAP_KEY_LEN);
+    if (given) {
+        if ((r = secret_new(KEYWRAP_KEY_LEN, &key, err)) < 0)
+            return r;
+        memcpy(key->data, given, given_len);
+    } else if ((r = secret_random(KEYWRAP_KEY_LEN, &key, err)) < 0)
+        return r;
+    if ((r = session_open(&s, TRIES_PIN, pin, err)) < 0)
         return r;
     if (rec.type == TOKEN_SOFT)
         r = keywrap_seal_soft(s.kek, ctx->device_secret, uuid, key, out, err);

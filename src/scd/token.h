@@ -101,9 +101,11 @@ int token_pair(const struct token_ctx *ctx, const char *uuid, const struct token
                const char *puk, tm_err *err);
 
 /* First start: a new random 64-byte key (ret_key) and its wrapped form (blob), which the caller
- * stores. ret_key is written only on success and belongs to the caller (secret_free). */
-int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, struct secret **ret_key,
-                  uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
+ * stores. ret_key is written only on success and belongs to the caller (secret_free). given
+ * (given_len bytes, soft tokens only): wrap this key instead of a new one — the data key a
+ * migration carried (docs/MIGRATION.md); NULL for a new key. */
+int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin, const uint8_t *given,
+                  size_t given_len, struct secret **ret_key, uint8_t blob[KEYWRAP_BLOB_LEN], tm_err *err);
 
 /* Later starts: the key in blob. The blob is checked before the PIN is tried, so a malformed
  * blob costs no attempt. */

@@ -100,6 +100,19 @@ int tpmd_request_decode(struct tm_packet *pkt, Request **ret, tm_err *err)
                    ? 0
                    : tm_err_set(err, EINVAL, "a TLS signature needs a SHA-256 digest (32 bytes)");
     case TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT: return check_vtpm_ek_cert(rq->vtpm_ek_cert, err);
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY:
+        return rq->migrate_key->has_nonce && rq->migrate_key->nonce.len == 32
+                   ? 0
+                   : tm_err_set(err, EINVAL, "a migration offer needs a 32-byte nonce");
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_DECRYPT:
+        return rq->migrate_decrypt->offer_id && rq->migrate_decrypt->has_ciphertext &&
+                       rq->migrate_decrypt->ciphertext.len <= 512
+                   ? 0
+                   : tm_err_set(err, EINVAL, "a migration decryption needs an offer id and at most 512 bytes");
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN:
+        return rq->migrate_sign->has_data && rq->migrate_sign->data.len > 0 && rq->migrate_sign->data.len <= 4096
+                   ? 0
+                   : tm_err_set(err, EINVAL, "a migration text of 1..4096 bytes");
     case TRUSTME__TPMD__REQUEST__BODY_GET_LOG:
     case TRUSTME__TPMD__REQUEST__BODY_STORAGE_SECRET:
     case TRUSTME__TPMD__REQUEST__BODY_DEVICE_CSR:

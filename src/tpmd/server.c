@@ -25,6 +25,7 @@
 #include "fileio.h"
 #include "idle_memory.h"
 #include "log.h"
+#include "migrate.h"
 #include "packet.h"
 #include "proto.h"
 #include "quote.h"
@@ -511,6 +512,62 @@ static int do_attest(struct tpmd *d, uint64_t id, const Trustme__Attest__AttestR
     return r;
 }
 
+/* ---- migration (docs/MIGRATION.md) ---------------------------------------------------------- */
+
+static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateKey *rq, tm_err *err)
+{
+    struct migrate_offer o;
+    int r = migrate_offer(&d->tpm, d->data_dir, d->boot_pcr, rq->nonce.data, rq->nonce.len, &o, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__MigrateKeyReply mk = TRUSTME__TPMD__MIGRATE_KEY_REPLY__INIT;
+    mk.offer_id = o.offer_id;
+    mk.has_key_public = mk.has_certify_attest = mk.has_certify_sig = true;
+    mk.key_public = (ProtobufCBinaryData){.len = o.key_public_len, .data = o.key_public};
+    mk.certify_attest = (ProtobufCBinaryData){.len = o.certify_attest_len, .data = o.certify_attest};
+    mk.certify_sig = (ProtobufCBinaryData){.len = o.certify_sig_len, .data = o.certify_sig};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_KEY;
+    resp.migrate_key = &mk;
+    r = send_response(d, id, &resp, err);
+    migrate_offer_free(&o);
+    return r;
+}
+
+static int do_migrate_decrypt(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateDecrypt *rq, tm_err *err)
+{
+    _cleanup_secret_ struct secret *k = NULL;
+    int r = rq->has_target_ak ? migrate_check_target(&d->tpm, rq->target_ak.data, rq->target_ak.len, err) : 0;
+    if (r < 0)
+        return r;
+    r = migrate_decrypt(&d->tpm, d->data_dir, d->boot_pcr, rq->offer_id, rq->ciphertext.data, rq->ciphertext.len, &k,
+                        err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__MigrateSecret ms = TRUSTME__TPMD__MIGRATE_SECRET__INIT;
+    ms.has_secret = true;
+    ms.secret = (ProtobufCBinaryData){.len = k->len, .data = k->data};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_SECRET;
+    resp.migrate_secret = &ms;
+    return send_response(d, id, &resp, err);
+}
+
+static int do_migrate_sign(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateSign *rq, tm_err *err)
+{
+    uint8_t sig[64];
+    int r = migrate_sign(&d->tpm, rq->data.data, rq->data.len, sig, err);
+    if (r < 0)
+        return r;
+    Trustme__Tpmd__TlsSignature ts = TRUSTME__TPMD__TLS_SIGNATURE__INIT;
+    ts.has_signature = true;
+    ts.signature = (ProtobufCBinaryData){.len = sizeof(sig), .data = sig};
+    Response resp = TRUSTME__TPMD__RESPONSE__INIT;
+    resp.body_case = TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_SIGNATURE;
+    resp.migrate_signature = &ts;
+    return send_response(d, id, &resp, err);
+}
+
 /* ---- the loop ----------------------------------------------------------------------------------- */
 
 static void dispatch(struct tpmd *d, const Request *rq)
@@ -530,6 +587,11 @@ static void dispatch(struct tpmd *d, const Request *rq)
     case TRUSTME__TPMD__REQUEST__BODY_CONTAINER_CERT: r = do_container_cert(d, rq->id, rq->container_cert, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_TLS_SIGN: r = do_tls_sign(d, rq->id, rq->tls_sign, &err); break;
     case TRUSTME__TPMD__REQUEST__BODY_VTPM_EK_CERT: r = do_vtpm_ek_cert(d, rq->id, rq->vtpm_ek_cert, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY: r = do_migrate_key(d, rq->id, rq->migrate_key, &err); break;
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_DECRYPT:
+        r = do_migrate_decrypt(d, rq->id, rq->migrate_decrypt, &err);
+        break;
+    case TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN: r = do_migrate_sign(d, rq->id, rq->migrate_sign, &err); break;
     default:
         r = tm_err_set(&err, EOPNOTSUPP, "unknown request (body %d)", (int)rq->body_case);
         /* (tpmd_request_decode refused it already) */

@@ -96,7 +96,7 @@ static void pair(struct fixture *f, const char *uuid)
 static void new_key(struct fixture *f, struct secret **key, uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     tm_err err = {0};
-    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, key, blob, &err), 0, &err);
+    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, NULL, 0, key, blob, &err), 0, &err);
 }
 
 static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob, const struct secret *want,

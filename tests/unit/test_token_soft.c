@@ -50,7 +50,7 @@ static void pair(struct fixture *f, const char *uuid)
 static void new_key(struct fixture *f, const char *pin, struct secret **key, uint8_t blob[KEYWRAP_BLOB_LEN])
 {
     tm_err err = {0};
-    assert_rc(token_new_key(&f->ctx, T_UUID, pin, key, blob, &err), 0, &err);
+    assert_rc(token_new_key(&f->ctx, T_UUID, pin, NULL, 0, key, blob, &err), 0, &err);
 }
 
 static int unwrap_expect(struct fixture *f, const char *pin, const uint8_t *blob, const struct secret *want,
@@ -231,7 +231,7 @@ static void not_paired_is_enokey(void **state)
     struct secret *key = NULL;
     uint8_t blob[KEYWRAP_BLOB_LEN] = {0};
     tm_err err = {0};
-    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, &key, blob, &err), -ENOKEY, &err);
+    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, NULL, 0, &key, blob, &err), -ENOKEY, &err);
     assert_err_contains(&err, "has no token");
     pair(f, T_UUID2); /* the directory exists now, the record does not */
     assert_rc(token_unwrap(&f->ctx, T_UUID, T_PIN, blob, sizeof(blob), &key, &err), -ENOKEY, &err);
@@ -306,7 +306,7 @@ static void three_wrong_pins_lock(void **state)
     assert_rc(unwrap_expect(f, T_PIN, blob, key, &err), -EPERM, &err);
     assert_string_equal(err.msg, "locked after 3 wrong PINs: unlock it with the PUK "
                                  "(trustme token unlock)");
-    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, &out, blob, &err), -EPERM, &err);
+    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, NULL, 0, &out, blob, &err), -EPERM, &err);
     assert_rc(token_change_pin(&f->ctx, T_UUID, T_PIN, T_PIN2, NULL, 0, &rk_unused, &err), -EPERM, &err);
     struct token_status st = tt_status(&f->ctx, T_UUID);
     assert_true(st.locked);
@@ -772,7 +772,7 @@ static void wipe_finishes_an_interrupted_wipe(void **state)
     assert_true(tt_status(&f->ctx, T_UUID).paired);
     struct secret *key = NULL;
     uint8_t blob[KEYWRAP_BLOB_LEN];
-    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, &key, blob, &err), -ENOKEY, &err);
+    assert_rc(token_new_key(&f->ctx, T_UUID, T_PIN, NULL, 0, &key, blob, &err), -ENOKEY, &err);
     assert_err_contains(&err, "is missing");
     assert_int_equal(tt_status(&f->ctx, T_UUID).pin_failures, 0);
     assert_rc(token_wipe(&f->ctx, T_UUID, NULL, &err), 0, &err);

@@ -8,6 +8,7 @@
 #include "net.h"
 #include "tokens.h"
 #include "keystore_svc.h"
+#include "migrate.h"
 #include "lifecycle.h"
 
 void container_info(const struct container *c, Trustme__ContainerInfo *info, Trustme__Encryption *enc)
@@ -29,6 +30,8 @@ void container_info(const struct container *c, Trustme__ContainerInfo *info, Tru
     info->has_keystore = info->has_keystore_running = true;
     info->keystore = c->cfg->keystore;
     info->keystore_running = keystore_svc_running(c);
+    info->has_migrating = true;
+    info->migrating = migrate_locked(c);
     info->has_started_at = true;
     info->started_at = c->started_at;
     info->has_adopted = true;

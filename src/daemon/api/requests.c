@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "commands_exec.h"
 #include "commands_guestos.h"
+#include "commands_migrate.h"
 #include "commands_net.h"
 #include "commands_tpm.h"
 #include "commands_vtpm.h"
@@ -75,6 +76,13 @@ const struct request_row request_table[] = {
     {B(VTPM_RESET), H(cmd_vtpm_reset), REQ_YES, REQ_NO, "id", {0}, "vtpm.reset"},
     {B(VTPM_OWNER), H(cmd_vtpm_owner), REQ_YES, REQ_NO, "id", {0}, "vtpm.owner"},
     {B(VTPM_RESET_RELEASED), H(cmd_vtpm_reset_released), REQ_YES, REQ_NO, "id", {0}, "vtpm.reset"},
+    {B(MIGRATE),
+     H(cmd_migrate),
+     REQ_YES,
+     REQ_NO,
+     "id",
+     {"pin"},
+     "migrate.offer migrate.export migrate.import migrate.commit migrate.abort container.wipe token.unlock"},
 };
 
 const size_t request_table_len = sizeof(request_table) / sizeof(request_table[0]);

@@ -248,16 +248,21 @@ static int stage(struct container *c, const char *tmp, const char *json, size_t 
     return 0;
 }
 
-int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
-                     const struct config_signature *sig, struct container **ret, tm_err *err)
+static int create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
+                  const struct config_signature *sig, const char *uuid, container_stage_fn stage_more, void *ud,
+                  struct container **ret, tm_err *err)
 {
     if (container_find(d, cfg->name))
         return tm_err_set(err, EEXIST, "a container named \"%s\" already exists", cfg->name);
+    if (uuid && (!tm_uuid_valid(uuid) || container_find(d, uuid)))
+        return tm_err_set(err, EEXIST, "container %s exists already here (or is not a UUID)", uuid);
     _cleanup_(create_failedp) struct container *c = container_alloc(d);
     if (!c)
         return tm_err_set(err, ENOMEM, "out of memory");
     int r;
-    if ((r = tm_uuid_new(c->uuid)) < 0)
+    if (uuid)
+        snprintf(c->uuid, sizeof(c->uuid), "%s", uuid);
+    else if ((r = tm_uuid_new(c->uuid)) < 0)
         return tm_err_set(err, -r, "cannot generate a UUID");
     c->created_at = (uint64_t)time(NULL);
     if (cfg->user_namespace && (r = alloc_uid_base(d, &c->uid_base, err)) < 0)
@@ -276,13 +281,27 @@ int container_create(struct daemon *d, struct container_config *cfg, const char 
     snprintf(tmp, sizeof(tmp), "%s/containers/.new-%s", d->data_dir, c->uuid);
     if (mkdir(tmp, 0700) < 0)
         return tm_err_sys(err, "cannot create %s", tmp);
-    if ((r = stage(c, tmp, json, len, sig, err)) < 0) {
+    /* The extra files go in before the config's stage renames the directory into place. */
+    if ((stage_more && (r = stage_more(tmp, ud, err)) < 0) || (r = stage(c, tmp, json, len, sig, err)) < 0) {
         rm_rf(tmp);
         return r;
     }
     link_container(d, c);
     *ret = steal_ptr(c);
     return 0;
+}
+
+int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
+                     const struct config_signature *sig, struct container **ret, tm_err *err)
+{
+    return create(d, cfg, json, len, sig, NULL, NULL, NULL, ret, err);
+}
+
+int container_create_staged(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
+                            const char *uuid, container_stage_fn stage_more, void *ud, struct container **ret,
+                            tm_err *err)
+{
+    return create(d, cfg, json, len, NULL, uuid, stage_more, ud, ret, err);
 }
 
 static int load_one(struct daemon *d, const char *uuid, tm_err *err)

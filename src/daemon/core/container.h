@@ -17,6 +17,13 @@ struct config_signature {
  * sig: NULL for an unsigned config. */
 int container_create(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
                      const struct config_signature *sig, struct container **ret, tm_err *err);
+/* The same with a given UUID (a migrated container keeps its own) and files put into the
+ * container's directory before it appears (stage_more gets the staging directory): all or
+ * nothing as create. */
+typedef int (*container_stage_fn)(const char *dir, void *ud, tm_err *err);
+int container_create_staged(struct daemon *d, struct container_config *cfg, const char *json, size_t len,
+                            const char *uuid, container_stage_fn stage_more, void *ud, struct container **ret,
+                            tm_err *err);
 /* Replace a stopped container's config (takes ownership of cfg on success). */
 int container_update(struct container *c, struct container_config *cfg, const char *json, size_t len,
                      const struct config_signature *sig, tm_err *err);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "lifecycle.h"
+#include "migrate.h"
 #include "caps.h"
 
 #include <assert.h>
@@ -496,6 +497,12 @@ static int resolve_guestos(struct container *c, struct start_ctx *ctx, tm_err *e
 static void begin_start(struct container *c, const struct start_args *args)
 {
     struct daemon *d = c->d;
+    if (migrate_locked(c)) {
+        /* Its keys may already be in a bundle for another device: two running copies never. */
+        fail_start(c, "the container is migrating (exported to another device): `trustme migrate commit` or "
+                      "`trustme migrate abort` with the target's signed refusal");
+        return;
+    }
     struct start_op *op = calloc(1, sizeof(*op));
     if (!op) {
         fail_start(c, "out of memory");

@@ -17,6 +17,7 @@
  * process (the loop devices detach themselves). Nothing is left to unmount after a crash. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@
 #include "images.h"
 #include "storage_dmcrypt.h"
 #include "tokens.h"
+#include "tokens_migrated.h"
 #include "module.h"
 #include "mount_util.h"
 #include "syncmsg.h"
@@ -315,6 +317,43 @@ static int unlock_data(struct start_ctx *ctx, const char *data, tm_err *err)
     return 0;
 }
 
+/* A migrated container's volume (docs/MIGRATION.md): its files belong to the source's uid range;
+ * at its first start here every owner in that range moves by the same offset into this device's
+ * range (lchown, no symlink followed, not across mounts), then the note goes. Owners outside the
+ * source's range are left alone: a bundle can only hand files to the container itself. */
+static uint32_t shift_from, shift_to;
+static int shift_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)flag;
+    (void)ftw;
+    uid_t u = st->st_uid;
+    gid_t g = st->st_gid;
+    bool move_u = u >= shift_from && u - shift_from < TM_IDS_PER_CONTAINER;
+    bool move_g = g >= shift_from && g - shift_from < TM_IDS_PER_CONTAINER;
+    if ((move_u || move_g) && lchown(path, move_u ? u - shift_from + shift_to : (uid_t)-1,
+                                     move_g ? g - shift_from + shift_to : (gid_t)-1) < 0)
+        return -1;
+    return 0;
+}
+
+static int shift_migrated_owners(struct start_ctx *ctx, const char *data, tm_err *err)
+{
+    char note[PATH_MAX + 32], text[32];
+    snprintf(note, sizeof(note), "%s/" TOKENS_MIGRATED_UID_FILE, ctx->data_dir);
+    if (read_string_file(note, text, sizeof(text)) < 0)
+        return 0; /* not migrated, or moved already */
+    unsigned long from = strtoul(text, NULL, 10);
+    if (from != ctx->uid_base && from <= UINT32_MAX) {
+        shift_from = (uint32_t)from;
+        shift_to = ctx->uid_base;
+        if (nftw(data, shift_one, 16, FTW_PHYS | FTW_MOUNT) != 0)
+            return tm_err_sys(err, "cannot move the migrated volume's owners into this device's range");
+    }
+    if (unlink(note) < 0 && errno != ENOENT)
+        return tm_err_sys(err, "cannot remove %s", note);
+    return 0;
+}
+
 static int mount_data(struct start_ctx *ctx, tm_err *err)
 {
     char data[PATH_MAX], image[PATH_MAX];
@@ -342,6 +381,8 @@ static int mount_data(struct start_ctx *ctx, tm_err *err)
     if (r < 0)
         return r;
     if (ctx->crypt == DATA_FSCRYPT && (r = unlock_data(ctx, data, err)) < 0)
+        return r;
+    if ((r = shift_migrated_owners(ctx, data, err)) < 0)
         return r;
     const char *dirs[] = {"upper", "work"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {

@@ -31,6 +31,7 @@
 #include "service.h"
 #include "scd_client.h"
 #include "test_hooks.h"
+#include "tokens_migrated.h"
 #include "tpmd_client.h"
 #include "vtpm.h"
 
@@ -456,6 +457,9 @@ static int take_key(struct container *c, const struct token_op *op, const Trustm
         if (r < 0)
             return tm_err_prefix(err, "cannot store the new data key");
         c->token->key_stored = true;
+        char dir[PATH_MAX];
+        container_data_dir(c, dir, sizeof(dir));
+        tokens_migrated_remove(dir); /* wrapped by the token now */
     }
     int r = secret_new(DATA_KEY_LEN, ret, err);
     if (r < 0)
@@ -573,6 +577,9 @@ static int erase_files(struct container *c, tm_err *err)
         return r;
     c->token->key_stored = false;
     snprintf(path + strlen(path), sizeof(path) - strlen(path), ".new");
+    if ((r = destroy_file(path, err)) < 0)
+        return r;
+    snprintf(path, sizeof(path), "%s/" TOKENS_MIGRATED_FILE, dir); /* a carried key not yet wrapped */
     if ((r = destroy_file(path, err)) < 0)
         return r;
     const char *images[] = {"data.img", "data.img.new"};
@@ -1024,6 +1031,7 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
     Trustme__Scd__Wipe w = TRUSTME__SCD__WIPE__INIT;
     Trustme__Scd__TokenSpec spec;
     _cleanup_free_ char *wrapped = NULL;
+    _cleanup_secret_ struct secret *carried = NULL;
     size_t len = 0;
     if (op->a.present) {
         req.has_token_anchor = true;
@@ -1040,6 +1048,17 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
     case OP_KEY: {
         op->new_key = !wrapped; /* the first start since pairing or wipe */
         if (op->new_key) {
+            /* A migrated container's first start wraps the data key that came with it. */
+            char dir[PATH_MAX];
+            container_data_dir(c, dir, sizeof(dir));
+            tm_err merr = {0};
+            int mr = tokens_migrated_load(d, dir, c->uuid, &carried, &merr);
+            if (mr < 0 && mr != -ENOENT)
+                return tm_err_set(err, -mr, "%s", merr.msg);
+            if (carried) {
+                nk.has_key = true;
+                nk.key = (ProtobufCBinaryData){.len = carried->len, .data = carried->data};
+            }
             nk.uuid = c->uuid;
             nk.has_pin = true;
             nk.pin = bytes_of(op->pin);

@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Container migration between two devices (docs/MIGRATION.md), as root:
+
+    bench/migrate.py --section DIR [--smoke] [--runs N] [--mib M]      (bench/migrate.sh for run-all)
+
+Two trustmeds of the build tree (the integration tests' Daemon, each with its own embedded
+swtpm), provisioned by a fresh test PKI, the same GuestOS installed on both. A container with a
+soft token and an M MiB data volume (default 100; filled with random bytes) is created on the
+source. Each run: the target's offer (`trustme migrate offer`), the source's verification of it
+alone (an export to a container that does not exist: every check runs, then trustmed says so),
+the export (verification, the data key unwrapped with the PIN, the bundle written), a plain copy
+of the bundle (the bytes a transport must move, timed in the same run), the import on the target
+(the TPM unwraps, every part hashed, the container installed, the receipt signed). Between runs
+the target's copy is removed and the source's lock file deleted by hand (a commit would erase the
+source's container). Writes DIR/section.md and DIR/targets.md. MIGRATE_RUNS, MIGRATE_MIB: the
+defaults of --runs and --mib."""
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests/integration"))
+
+import conftest  # noqa: E402
+from conftest import TEST_PREFIX, Daemon  # noqa: E402
+from test_attestation import make_refs  # noqa: E402
+from test_device import provision, secret_ok  # noqa: E402
+from test_guestos import Env, install, start_with_device  # noqa: E402
+from test_storage import PIN, PUK, pin_file  # noqa: E402
+
+KDF = ["--scd-kdf-n", "1024"]
+
+
+def timed(fn):
+    t = time.monotonic()
+    fn()
+    return (time.monotonic() - t) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--section", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("MIGRATE_RUNS", "5")))
+    ap.add_argument("--mib", type=int, default=int(os.environ.get("MIGRATE_MIB", "100")))
+    a = ap.parse_args()
+    if a.smoke:
+        a.runs, a.mib = 1, 16
+    out = Path(a.section)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{TEST_PREFIX}-bench-mig-"))
+    root.chmod(0o711)
+    devs = []
+    try:
+        rootfs = root / "rootfs"
+        subprocess.run([str(REPO / "scripts/mkrootfs.sh"), str(rootfs), str(conftest.PROBE)], check=True,
+                       capture_output=True)
+        (root / "env").mkdir()
+        env = Env(root / "env", rootfs)
+        s = Daemon(Path(tempfile.mkdtemp(prefix="s-", dir=root)), f"{TEST_PREFIX}-{os.getpid()}-bm-s", rootfs, KDF)
+        t = Daemon(Path(tempfile.mkdtemp(prefix="t-", dir=root)), f"{TEST_PREFIX}-{os.getpid()}-bm-t", rootfs, KDF)
+        devs = [s, t]
+        start_with_device(s, env.device())
+        secret_ok(s)
+        conftest.provisioned_device(t, env, "bench-target", like=s)
+        gos = env.build("bb", 1)
+        install(s, gos)
+        install(t, gos)
+        refs = make_refs(env, root / "refs.json", [gos], [("device-config", t.data_dir / "device.json")])
+        pcrs = json.loads(refs.read_text())["pcrs"]
+        trust = ["--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
+                 "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"),
+                 "--crl", env.pki / "crls.pem", "--reference", refs]
+        cfg = s.configs / "m.json"
+        cfg.write_text(json.dumps({"name": "m", "guestos": {"name": "bb"}, "token": {"type": "soft"},
+                                   "data_size_mb": a.mib + 16}))
+        s.cli("create", cfg)
+        s.cli("change-pin", "--pin-file", pin_file(s, PIN, PUK), "m")
+        s.cli("start", "--pin-file", pin_file(s, PIN), "m")
+        s.sh("m", f"head -c {a.mib * 1024 * 1024} /dev/urandom > /root/fill; sync", timeout=600)
+        s.cli("stop", "m")
+        rows = {k: [] for k in ("offer", "verify", "export", "copy", "import", "bundle_mib")}
+        for i in range(a.runs):
+            nonce = secrets.token_hex(32)
+            offer = root / f"offer-{i}"
+            rows["offer"].append(timed(lambda: t.cli("migrate", "offer", "--nonce", nonce, "--out", offer,
+                                                     *[x for n in pcrs for x in ("--pcr", str(n))])))
+            # Verification alone: the container does not exist, so the CLI stops right after it.
+            v = {}
+
+            def verify_only():
+                v["r"] = s.cli("migrate", "export", "no-such", "--offer", offer, "--nonce", nonce, "--out",
+                               root / "none", "--pin-file", pin_file(s, PIN), *trust, check=False)
+            rows["verify"].append(timed(verify_only))
+            assert "no-such" in v["r"].stderr and "offer refused" not in v["r"].stderr, v["r"].stderr
+            bundle = root / f"bundle-{i}"
+            rows["export"].append(timed(lambda: s.cli("migrate", "export", "m", "--offer", offer, "--nonce", nonce,
+                                                      "--out", bundle, "--pin-file", pin_file(s, PIN), *trust,
+                                                      timeout=600)))
+            rows["bundle_mib"].append(bundle.stat().st_size / 1048576)
+            copy = root / f"copy-{i}"
+            rows["copy"].append(timed(lambda: subprocess.run(["cp", bundle, copy], check=True)))
+            bundle.unlink()
+            receipt = root / f"receipt-{i}"
+            rows["import"].append(timed(lambda: t.cli("migrate", "import", copy, "--out", receipt, timeout=600)))
+            copy.unlink()
+            # Back to the start: the target drops its copy; the source's lock is released by hand
+            # (the lock file; a commit would erase the source's container).
+            t.cli("remove", "m")
+            (s.data_dir / "containers" / s.state("m")["uuid"] / "migrating").unlink()
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        beyond = med["import"] - med["copy"]
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+        ok_import = beyond < 2000
+        ok_verify = med["offer"] + med["verify"] < 50
+        (out / "section.md").write_text(f"""## Migration (`bench/migrate.py`)
+
+Two trustmeds of the build tree, each with its own embedded swtpm, provisioned by a test PKI; a
+container with a soft token and a {a.mib} MiB data volume filled with random bytes (a bundle of
+{med['bundle_mib']:.0f} MiB). Medians of {a.runs} run(s), wall time of each `trustme` command,
+load average {load} (docs/MIGRATION.md has the protocol):
+
+| step | ms |
+|---|---|
+| offer (target: key created in the TPM, certified, quoted) | {med['offer']:.0f} |
+| verify (source: the verifier's checks and the key's certification, alone) | {med['verify']:.0f} |
+| export (verify, PIN, data key, bundle written and synced) | {med['export']:.0f} |
+| copy of the bundle (`cp`, the bytes a transport moves) | {med['copy']:.0f} |
+| import (target: TPM unwrap, every part hashed, install, receipt) | {med['import']:.0f} |
+
+Target time beyond the copy: {beyond:.0f} ms against < 2000 ms: {'PASS' if ok_import else 'FAIL'}.
+Offer and verify: {med['offer'] + med['verify']:.0f} ms against < 50 ms: {'PASS' if ok_verify else 'FAIL'}
+(the offer creates an RSA-2048 key in swtpm, which alone takes most of it).
+""")
+        (out / "targets.md").write_text(
+            f"| migration: target time beyond copying {a.mib} MiB | {beyond:.0f} ms | "
+            f"**{'PASS' if ok_import else 'FAIL'}** |\n"
+            f"| migration: offer + verify < 50 ms | {med['offer'] + med['verify']:.0f} ms | "
+            f"**{'PASS' if ok_verify else 'FAIL'}** |\n")
+        print((out / "section.md").read_text())
+        return 0
+    finally:
+        for d in devs:
+            d.teardown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

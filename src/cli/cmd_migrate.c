@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* trustme migrate offer|export|import|commit|abort (docs/MIGRATION.md). The offer's evidence is
+ * checked here, by verify_core (the checks of trustme-verify and `trustme attest`) and its
+ * migrate_offer_check; trustmed does what needs the container's keys and the TPM. Files are
+ * carried by hand between the two devices. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attest_check.h"
+#include "attest_opts.h"
+#include "cleanup.h"
+#include "cli.h"
+#include "fileio.h"
+#include "hex.h"
+#include "inputs.h"
+#include "migrate_offer.h"
+#include "secmem.h"
+
+#define EXIT_REFUSED 1
+#define EXIT_USAGE 2
+#define OFFER_MAX (4u * 1024 * 1024 + 65536)
+
+static int read_nonce(const struct cli_args *a, uint8_t nonce[ATTEST_NONCE_LEN])
+{
+    const char *hex = cli_value(a, "nonce");
+    tm_err err;
+    if (!hex)
+        return cli_usage_error(a->verb, "--nonce HEX is required: 64 hex digits the source chose");
+    if (tm_hex_decode_str(hex, nonce, ATTEST_NONCE_LEN, 0, &err) < 0)
+        return cli_usage_error(a->verb, "--nonce: %s", err.msg);
+    return 0;
+}
+
+static int write_message(const char *path, const Trustme__MigrateMessage *m)
+{
+    size_t len = trustme__migrate_message__get_packed_size(m);
+    _cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return cli_fail("out of memory");
+    trustme__migrate_message__pack(m, buf);
+    tm_err err;
+    if (write_file_atomic(path, buf, len, 0600, &err) < 0)
+        return cli_fail("%s", err.msg);
+    return 0;
+}
+
+static Trustme__MigrateMessage *read_message(const char *path, ProtobufCBinaryData *ret_raw)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    tm_err err;
+    if (read_file(path, OFFER_MAX, &data, &len, &err) < 0) {
+        cli_fail("%s", err.msg);
+        return NULL;
+    }
+    Trustme__MigrateMessage *m = trustme__migrate_message__unpack(NULL, len, (uint8_t *)data);
+    if (!m) {
+        cli_fail("%s is not a migration offer, receipt or refusal", path);
+        return NULL;
+    }
+    if (ret_raw) {
+        ret_raw->data = (uint8_t *)steal_ptr(data);
+        ret_raw->len = len;
+    }
+    return m;
+}
+
+/* Send a migrate request; the answer (a MigrateMessage, or Ok) in *ret. 0 or the exit status. */
+static int call(struct cli *cli, Trustme__MigrateRequest *mr, Trustme__Response **ret)
+{
+    Trustme__Request req = TRUSTME__REQUEST__INIT;
+    req.body_case = TRUSTME__REQUEST__BODY_MIGRATE;
+    req.migrate = mr;
+    if (cli_call(cli, &req, ret))
+        return EXIT_REFUSED;
+    return 0;
+}
+
+int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
+{
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    const char *out = cli_value(a, "out");
+    int r = read_nonce(a, nonce);
+    if (r)
+        return r;
+    if (!out)
+        return cli_usage_error(a->verb, "--out OFFER is required");
+    uint32_t pcrs[ATTEST_PCRS];
+    size_t npcrs = 0;
+    for (size_t g = 0; g < a->ngiven; g++) {
+        if (strcmp(a->verb->opts[a->given[g].opt].name, "pcr") != 0)
+            continue;
+        uint64_t v;
+        if (attest_parse_u64(a->given[g].value, 23, &v) < 0 || npcrs == ATTEST_PCRS)
+            return cli_usage_error(a->verb, "--pcr: 0..23");
+        pcrs[npcrs++] = (uint32_t)v;
+    }
+    /* The quote first (through trustmed, as `trustme attest`), then the certified key. */
+    _cleanup_free_ uint8_t *evidence = NULL;
+    size_t evidence_len = 0;
+    if ((r = attest_fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len)))
+        return r;
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "offer";
+    mr.has_nonce = true;
+    mr.nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
+    Trustme__Response *resp = NULL;
+    if ((r = call(cli, &mr, &resp)))
+        return r;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_MIGRATE || !resp->migrate->offer_id) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("unexpected answer from trustmed");
+    }
+    Trustme__MigrateMessage *m = resp->migrate;
+    m->has_attest_response = m->has_nonce = true;
+    m->attest_response = (ProtobufCBinaryData){.len = evidence_len, .data = evidence};
+    m->nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
+    r = write_message(out, m);
+    if (!r)
+        printf("offer %s written to %s\n", m->offer_id, out);
+    m->attest_response.data = m->nonce.data = NULL; /* not the response's to free */
+    m->has_attest_response = m->has_nonce = false;
+    trustme__response__free_unpacked(resp, NULL);
+    return r ? EXIT_REFUSED : 0;
+}
+
+/* The verifier's checks of the offer's quote, then of its migration key. */
+static int verify_offer(const struct cli_args *a, const Trustme__MigrateMessage *offer, const uint8_t *nonce,
+                        struct migrate_offer_key *ret)
+{
+    struct attest_opts o = {0};
+    tm_err err = {0};
+    for (size_t g = 0; g < a->ngiven; g++)
+        if (a->given[g].opt < ATTEST_OPTS &&
+            attest_opts_take(&o, (enum attest_option)a->given[g].opt, a->given[g].value, &err) < 0)
+            return cli_usage_error(a->verb, "%s", err.msg);
+    if (!o.reference)
+        return cli_usage_error(a->verb, "--reference REFS.json is required: the target must run approved "
+                                        "software with an approved device config");
+    setenv("TSS2_LOG", "all+NONE", 0);
+    _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
+    struct attest_inputs_files files = attest_opts_files(&o);
+    if (attest_inputs_load(&files, &in, &err) < 0) {
+        fprintf(stderr, "trustme migrate export: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (!offer->has_attest_response || !offer->has_nonce)
+        return cli_fail("the offer has no attestation (made by `trustme migrate offer`?)");
+    if (offer->nonce.len != ATTEST_NONCE_LEN || memcmp(offer->nonce.data, nonce, ATTEST_NONCE_LEN) != 0)
+        fprintf(stderr, "trustme migrate export: the offer names another nonce than --nonce (checked below)\n");
+    uint32_t pcrs[REFVALUES_PCRS];
+    size_t npcrs = attest_inputs_pcrs(&in, o.pcrs, o.npcrs, pcrs);
+    struct attest_policy pol = attest_inputs_policy(&in, nonce, ATTEST_NONCE_LEN, pcrs, npcrs, o.npcrs > 0);
+    struct attest_report rep;
+    Trustme__Attest__AttestResponse *ar = NULL;
+    if (attest_response_decode(offer->attest_response.data, offer->attest_response.len, &ar, &err) < 0)
+        return cli_fail("offer refused: the attestation does not decode: %s", err.msg);
+    attest_check_quote(ar->quote, &pol, &rep);
+    if (!rep.trusted) {
+        attest_report_print(stderr, &rep);
+        for (size_t i = 0; i < ATTEST_CHECK_COUNT; i++)
+            if (!rep.checks[i].ok)
+                fprintf(stderr, "trustme migrate export: offer refused: %s: %s\n", rep.checks[i].name,
+                        rep.checks[i].detail);
+        trustme__attest__attest_response__free_unpacked(ar, NULL);
+        return EXIT_REFUSED;
+    }
+    int r = migrate_offer_check(ar->quote, offer->key_public.data, offer->has_key_public ? offer->key_public.len : 0,
+                                offer->certify_attest.data, offer->certify_attest.len, offer->certify_sig.data,
+                                offer->certify_sig.len, nonce, ATTEST_NONCE_LEN, ret, &err);
+    trustme__attest__attest_response__free_unpacked(ar, NULL);
+    if (r < 0) {
+        fprintf(stderr, "trustme migrate export: offer refused: %s\n", err.msg);
+        return EXIT_REFUSED;
+    }
+    return 0;
+}
+
+int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
+{
+    const char *name = a->argv[0], *offer_path = cli_value(a, "offer"), *out = cli_value(a, "out");
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    int r = read_nonce(a, nonce);
+    if (r)
+        return r;
+    if (!offer_path || !out)
+        return cli_usage_error(a->verb, "--offer OFFER and --out BUNDLE are required");
+    _cleanup_free_ char *abs_out = NULL;
+    if (out[0] != '/') {
+        _cleanup_free_ char *cwd = getcwd(NULL, 0);
+        if (!cwd || asprintf(&abs_out, "%s/%s", cwd, out) < 0)
+            return cli_fail("out of memory");
+        out = abs_out;
+    }
+    ProtobufCBinaryData raw = {0};
+    Trustme__MigrateMessage *offer = read_message(offer_path, &raw);
+    if (!offer)
+        return EXIT_REFUSED;
+    struct migrate_offer_key key;
+    r = verify_offer(a, offer, nonce, &key);
+    if (r) {
+        trustme__migrate_message__free_unpacked(offer, NULL);
+        free(raw.data);
+        return r;
+    }
+    _cleanup_secret_ struct secret *pin = NULL;
+    if ((r = start_pin(cli, name, cli_value(a, "pin-file"), false, &pin))) {
+        trustme__migrate_message__free_unpacked(offer, NULL);
+        free(raw.data);
+        return r;
+    }
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "export";
+    mr.id = (char *)name;
+    mr.has_offer = mr.has_wrap_spki = mr.has_ak_spki = mr.has_ak_name = true;
+    mr.offer = raw;
+    mr.wrap_spki = (ProtobufCBinaryData){.len = key.wrap_spki_len, .data = key.wrap_spki};
+    mr.ak_spki = (ProtobufCBinaryData){.len = key.ak_spki_len, .data = key.ak_spki};
+    mr.ak_name = (ProtobufCBinaryData){.len = sizeof(key.ak_name), .data = key.ak_name};
+    mr.path = (char *)out;
+    if (pin) {
+        mr.has_pin = true;
+        mr.pin = (ProtobufCBinaryData){.len = strlen((const char *)pin->data), .data = pin->data};
+    }
+    Trustme__Response *resp = NULL;
+    r = call(cli, &mr, &resp);
+    trustme__migrate_message__free_unpacked(offer, NULL);
+    free(raw.data);
+    if (r)
+        return r;
+    if (resp->body_case == TRUSTME__RESPONSE__BODY_MIGRATE && resp->migrate->bundle_id)
+        printf("bundle %s for offer %s written to %s; %s is locked (migrating) until commit or abort\n",
+               resp->migrate->bundle_id, resp->migrate->offer_id ? resp->migrate->offer_id : "?", out, name);
+    else
+        r = cli_fail("unexpected answer from trustmed");
+    trustme__response__free_unpacked(resp, NULL);
+    return r ? EXIT_REFUSED : 0;
+}
+
+int cmd_migrate_import(struct cli *cli, const struct cli_args *a)
+{
+    const char *in = a->argv[0], *out = cli_value(a, "out");
+    if (!out)
+        return cli_usage_error(a->verb, "--out RECEIPT is required (the receipt, or a signed refusal)");
+    _cleanup_free_ char *abs_in = NULL;
+    if (in[0] != '/') {
+        _cleanup_free_ char *cwd = getcwd(NULL, 0);
+        if (!cwd || asprintf(&abs_in, "%s/%s", cwd, in) < 0)
+            return cli_fail("out of memory");
+        in = abs_in;
+    }
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "import";
+    mr.path = (char *)in;
+    Trustme__Response *resp = NULL;
+    int r = call(cli, &mr, &resp);
+    if (r)
+        return r;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_MIGRATE || !resp->migrate->bundle_id) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("unexpected answer from trustmed");
+    }
+    const Trustme__MigrateMessage *m = resp->migrate;
+    if ((r = write_message(out, m)) == 0) {
+        if (m->refused && m->refused[0]) {
+            fprintf(stderr,
+                    "trustme migrate import: refused: %s\n(the signed refusal is in %s: the source may abort "
+                    "with it)\n",
+                    m->refused, out);
+            r = EXIT_REFUSED;
+        } else {
+            printf("imported %s (%s); receipt written to %s. Set its PIN with change-pin, then start it.\n",
+                   m->name ? m->name : "?", m->uuid ? m->uuid : "?", out);
+        }
+    }
+    trustme__response__free_unpacked(resp, NULL);
+    return r;
+}
+
+static int commit_or_abort(struct cli *cli, const struct cli_args *a, const char *verb, const char *file)
+{
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = (char *)verb;
+    mr.id = a->argv[0];
+    _cleanup_free_ char *data = NULL;
+    if (file) {
+        size_t len = 0;
+        tm_err err;
+        if (read_file(file, OFFER_MAX, &data, &len, &err) < 0)
+            return cli_fail("%s", err.msg);
+        mr.has_receipt = true;
+        mr.receipt = (ProtobufCBinaryData){.len = len, .data = (uint8_t *)data};
+    }
+    Trustme__Response *resp = NULL;
+    int r = call(cli, &mr, &resp);
+    if (r)
+        return r;
+    printf("%s: %s\n", a->argv[0],
+           strcmp(verb, "commit") == 0 ? "committed: its keys and data are erased here, the tombstone is signed"
+                                       : "migration aborted: it may start here again");
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int cmd_migrate_commit(struct cli *cli, const struct cli_args *a)
+{
+    const char *receipt = cli_value(a, "receipt");
+    if (!receipt)
+        return cli_usage_error(a->verb, "--receipt RECEIPT is required (the target's, from migrate import)");
+    return commit_or_abort(cli, a, "commit", receipt);
+}
+
+int cmd_migrate_abort(struct cli *cli, const struct cli_args *a)
+{
+    return commit_or_abort(cli, a, "abort", cli_value(a, "refusal"));
+}

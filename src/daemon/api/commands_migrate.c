@@ -1,0 +1,631 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* `trustme migrate` (docs/MIGRATION.md): offer (target), export (source), import (target),
+ * commit and abort (source). The offer's attestation is verified by the client with the
+ * verifier's library, as `trustme attest` does; trustmed does what needs its keys and the TPM. */
+#include "commands_migrate.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <unistd.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bundle.h"
+#include "cleanup.h"
+#include "config.h"
+#include "container.h"
+#include "fileio.h"
+#include "hex.h"
+#include "log.h"
+#include "migrate.h"
+#include "secmem.h"
+#include "tokens.h"
+#include "tokens_migrated.h"
+#include "tpmd_client.h"
+
+#define CONFIG_PART_MAX (1024 * 1024)
+#define TEXT_MAX 512
+
+struct mig_op {
+    struct mig_op *next; /* exports waiting for their data key */
+    struct daemon *d;
+    uint64_t conn_id, req_id;
+    char actor[48];
+    char uuid[40]; /* the container, found again by it after every wait */
+    char path[PATH_MAX];
+    char offer_id[BUNDLE_ID_LEN + 1];
+    char target_ak[2 * 34 + 1];
+    uint8_t key_spki[MIGRATE_SPKI_MAX], ak_spki[MIGRATE_SPKI_MAX];
+    size_t key_spki_len, ak_spki_len;
+    /* import */
+    struct bundle_in b;
+    bool opened;
+    char text[TEXT_MAX]; /* the receipt or refusal being signed */
+    char refused[200];
+};
+
+static struct mig_op *exports;
+
+static void op_free(struct mig_op *op);
+static void op_freep(struct mig_op **op)
+{
+    if (*op)
+        op_free(*op);
+}
+
+static void message_freep(Trustme__MigrateMessage **m)
+{
+    if (*m)
+        trustme__migrate_message__free_unpacked(*m, NULL);
+}
+
+static struct mig_op *op_new(struct conn *conn, uint64_t id)
+{
+    struct mig_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        conn_send_error(conn, id, ENOMEM, "out of memory");
+        return NULL;
+    }
+    op->d = conn->d;
+    op->conn_id = conn->id;
+    op->req_id = id;
+    op->b.fd = -1;
+    snprintf(op->actor, sizeof(op->actor), "%s", conn->actor);
+    return op;
+}
+
+static void op_free(struct mig_op *op)
+{
+    if (op->opened)
+        bundle_close(&op->b);
+    free(op);
+}
+
+static void op_error(struct mig_op *op, const char *event, const struct container *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void op_error(struct mig_op *op, const char *event, const struct container *c, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    daemon_audit(op->d, event, "fail", c, op->actor, "%s", msg);
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (conn)
+        conn_send_error(conn, op->req_id, code > 0 ? code : EIO, "migrate: %s", msg);
+}
+
+static void answer(struct mig_op *op, Trustme__MigrateMessage *m)
+{
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (!conn)
+        return;
+    Trustme__Response r = TRUSTME__RESPONSE__INIT;
+    r.body_case = TRUSTME__RESPONSE__BODY_MIGRATE;
+    r.migrate = m;
+    conn_send(conn, op->req_id, &r);
+}
+
+static bool id_ok(const char *s)
+{
+    return s && strlen(s) == BUNDLE_ID_LEN && strspn(s, "0123456789abcdef") == BUNDLE_ID_LEN;
+}
+
+/* ---- offer (target) ---------------------------------------------------------------------------- */
+
+static void offer_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    (void)d;
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_KEY) {
+        op_error(op, "migrate.offer", NULL, err ? err->code : EPROTO, "offer: %s",
+                 err ? err->msg : "unexpected answer from trustme-tpmd");
+        return;
+    }
+    const Trustme__Tpmd__MigrateKeyReply *k = resp->migrate_key;
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.offer_id = k->offer_id;
+    m.has_key_public = m.has_certify_attest = m.has_certify_sig = true;
+    m.key_public = k->key_public;
+    m.certify_attest = k->certify_attest;
+    m.certify_sig = k->certify_sig;
+    daemon_audit(op->d, "migrate.offer", "ok", NULL, op->actor, "offer %s", k->offer_id ? k->offer_id : "");
+    answer(op, &m);
+}
+
+static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+{
+    if (!rq->has_nonce || rq->nonce.len != 32) {
+        conn_send_error(conn, id, EINVAL, "migrate offer: the source's nonce must be 32 bytes");
+        return;
+    }
+    struct mig_op *op = op_new(conn, id);
+    if (!op)
+        return;
+    Trustme__Tpmd__MigrateKey mk = TRUSTME__TPMD__MIGRATE_KEY__INIT;
+    mk.has_nonce = true;
+    mk.nonce = rq->nonce;
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY;
+    req.migrate_key = &mk;
+    tm_err err = {0};
+    if (tpmd_call(conn->d, &req, offer_done, op, &err) < 0) {
+        op_error(op, "migrate.offer", NULL, err.code, "offer: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* ---- export (source) --------------------------------------------------------------------------- */
+
+static struct mig_op *take_export(const struct container *c)
+{
+    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
+        if (strcmp((*p)->uuid, c->uuid) == 0) {
+            struct mig_op *op = *p;
+            *p = op->next;
+            return op;
+        }
+    return NULL;
+}
+
+static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key, char *bundle_id, tm_err *err)
+{
+    uint8_t raw[BUNDLE_ID_LEN / 2];
+    int r = secure_random(raw, sizeof(raw), err);
+    if (r < 0)
+        return r;
+    struct bundle_header h = {0};
+    tm_hex(raw, sizeof(raw), h.bundle_id);
+    snprintf(h.offer_id, sizeof(h.offer_id), "%s", op->offer_id);
+    snprintf(h.target_ak, sizeof(h.target_ak), "%s", op->target_ak);
+    snprintf(h.uuid, sizeof(h.uuid), "%s", c->uuid);
+    snprintf(h.name, sizeof(h.name), "%s", c->cfg->name);
+    h.uid_base = c->uid_base;
+    if (c->cfg->guestos[0])
+        snprintf(h.guestos, sizeof(h.guestos), "%s %llu", c->cfg->guestos,
+                 (unsigned long long)(c->guestos_version ? c->guestos_version : c->cfg->guestos_version));
+    else
+        snprintf(h.guestos, sizeof(h.guestos), "-");
+    char dir[PATH_MAX], img[PATH_MAX + 16];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(h.parts[h.nparts++].name, BUNDLE_PART_NAME_MAX, "config.json");
+    snprintf(img, sizeof(img), "%s/data.img", dir);
+    struct stat st;
+    if (stat(img, &st) == 0)
+        snprintf(h.parts[h.nparts++].name, BUNDLE_PART_NAME_MAX, "data.img");
+
+    /* The lock first, durably: from here on a bundle may exist, so the container never starts
+     * here again unless the target refuses or no bundle was completed. */
+    struct migrate_lock l = {.exported = false};
+    snprintf(l.bundle_id, sizeof(l.bundle_id), "%s", h.bundle_id);
+    snprintf(l.offer_id, sizeof(l.offer_id), "%s", h.offer_id);
+    memcpy(l.ak_spki, op->ak_spki, op->ak_spki_len);
+    l.ak_spki_len = op->ak_spki_len;
+    if ((r = migrate_lock_write(c, &l, err)) < 0)
+        return r;
+    if ((r = bundle_write(op->path, dir, &h, op->key_spki, op->key_spki_len, key, err)) < 0) {
+        tm_err e2 = {0};
+        (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
+        return r;
+    }
+    l.exported = true;
+    if ((r = migrate_lock_write(c, &l, err)) < 0)
+        return r;
+    memcpy(bundle_id, h.bundle_id, BUNDLE_ID_LEN + 1);
+    return 0;
+}
+
+static void export_key(struct container *c, struct secret *key, const tm_err *err)
+{
+    _cleanup_secret_ struct secret *k = key;
+    _cleanup_(op_freep) struct mig_op *op = take_export(c);
+    if (!op)
+        return;
+    if (!key) {
+        op_error(op, "migrate.export", c, err ? err->code : EIO, "export: the data key: %s",
+                 err ? err->msg : "not available");
+        return;
+    }
+    tm_err e = {0};
+    char bundle_id[BUNDLE_ID_LEN + 1];
+    if (write_bundle(op, c, key, bundle_id, &e) < 0) {
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", bundle_id,
+                 op->offer_id, op->target_ak);
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.bundle_id = bundle_id;
+    m.offer_id = op->offer_id;
+    m.uuid = c->uuid;
+    answer(op, &m);
+}
+
+static void migrate_export(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+{
+    struct daemon *d = conn->d;
+    struct container *c = rq->id ? container_find(d, rq->id) : NULL;
+    if (!c) {
+        conn_send_error(conn, id, ENOENT, "migrate export: no container \"%s\"", rq->id ? rq->id : "");
+        return;
+    }
+    _cleanup_(message_freep) Trustme__MigrateMessage *offer =
+        rq->has_offer ? trustme__migrate_message__unpack(NULL, rq->offer.len, rq->offer.data) : NULL;
+    const char *why = NULL;
+    if (c->state != CS_STOPPED)
+        why = "the container must be stopped (cold migration)";
+    else if (migrate_locked(c))
+        why = "the container is migrating already (commit, or abort with the target's refusal)";
+    else if (c->cfg->token.kind != TOKEN_KIND_SOFT)
+        why = "only a container with a soft token migrates (a PKCS#11 token stays with its card)";
+    else if (c->cfg->vtpm || c->cfg->keystore)
+        why = "this version carries no vTPM state and no keystore (docs/MIGRATION.md \"Not yet\")";
+    else if (!offer || !id_ok(offer->offer_id))
+        why = "the offer does not decode or has no offer id";
+    else if (!rq->has_wrap_spki || rq->wrap_spki.len == 0 || rq->wrap_spki.len > MIGRATE_SPKI_MAX || !rq->has_ak_spki ||
+             rq->ak_spki.len == 0 || rq->ak_spki.len > MIGRATE_SPKI_MAX || !rq->has_ak_name || rq->ak_name.len != 34)
+        why = "the verified migration key, AK key and AK name are missing";
+    else if (!rq->path || rq->path[0] != '/' || strlen(rq->path) >= PATH_MAX)
+        why = "the bundle path must be absolute";
+    else if (!rq->has_pin)
+        why = "the container's PIN is needed to unwrap its data key";
+    if (why) {
+        daemon_audit(d, "migrate.export", "fail", c, conn->actor, "%s", why);
+        conn_send_error(conn, id, EINVAL, "migrate export: %s", why);
+        return;
+    }
+    for (struct mig_op *o = exports; o; o = o->next)
+        if (strcmp(o->uuid, c->uuid) == 0) {
+            conn_send_error(conn, id, EBUSY, "migrate export: an export of this container is under way");
+            return;
+        }
+    struct mig_op *op = op_new(conn, id);
+    if (!op)
+        return;
+    snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
+    snprintf(op->path, sizeof(op->path), "%s", rq->path);
+    snprintf(op->offer_id, sizeof(op->offer_id), "%s", offer->offer_id);
+    tm_hex(rq->ak_name.data, rq->ak_name.len, op->target_ak);
+    memcpy(op->key_spki, rq->wrap_spki.data, rq->wrap_spki.len);
+    op->key_spki_len = rq->wrap_spki.len;
+    memcpy(op->ak_spki, rq->ak_spki.data, rq->ak_spki.len);
+    op->ak_spki_len = rq->ak_spki.len;
+    op->next = exports;
+    exports = op;
+    tm_err err = {0};
+    if (tokens_get_key(c, &rq->pin, export_key, &err) < 0) {
+        take_export(c);
+        op_error(op, "migrate.export", c, err.code, "export: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* ---- import (target) --------------------------------------------------------------------------- */
+
+static void sign_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    (void)d;
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_SIGNATURE) {
+        op_error(op, "migrate.import", NULL, err ? err->code : EPROTO, "import: signing the %s: %s",
+                 op->refused[0] ? "refusal" : "receipt", err ? err->msg : "unexpected answer from trustme-tpmd");
+        return;
+    }
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.bundle_id = op->b.h.bundle_id;
+    m.offer_id = op->b.h.offer_id;
+    m.uuid = op->b.h.uuid;
+    m.name = op->b.h.name;
+    m.has_signature = true;
+    m.signature = resp->migrate_signature->signature;
+    if (op->refused[0])
+        m.refused = op->refused;
+    answer(op, &m);
+}
+
+/* Sign op->text with the AK (the receipt, or a refusal once the offer is spent). */
+static void sign_text(struct mig_op *op)
+{
+    Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
+    ms.has_data = true;
+    ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
+    req.migrate_sign = &ms;
+    tm_err err = {0};
+    if (tpmd_call(op->d, &req, sign_done, op, &err) < 0) {
+        op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* The offer is spent and the import failed: the source may abort with this signed refusal. */
+static void refuse(struct mig_op *op, const char *check)
+{
+    snprintf(op->refused, sizeof(op->refused), "%s", check);
+    daemon_audit(op->d, "migrate.import", "fail", NULL, op->actor, "bundle %s: refused: %s", op->b.h.bundle_id, check);
+    migrate_text("refusal", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, check, op->text, sizeof(op->text));
+    sign_text(op);
+}
+
+struct stage_ctx {
+    struct mig_op *op;
+    const struct secret *key;
+};
+
+static int stage_files(const char *dir, void *ud, tm_err *err)
+{
+    struct stage_ctx *s = ud;
+    char p[PATH_MAX];
+    for (size_t i = 1; i < s->op->b.h.nparts; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, s->op->b.h.parts[i].name);
+        int r = bundle_extract(&s->op->b, i, p, err);
+        if (r < 0)
+            return r;
+    }
+    /* The volume's files belong to the source's uids: the first start moves them to ours. */
+    snprintf(p, sizeof(p), "%s/" TOKENS_MIGRATED_UID_FILE, dir);
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%u\n", s->op->b.h.uid_base);
+    int r = write_file_atomic(p, text, (size_t)n, 0600, err);
+    return r < 0 ? r : tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
+}
+
+static int install(struct mig_op *op, const struct secret *key, tm_err *err)
+{
+    struct daemon *d = op->d;
+    const struct bundle_part *cp = &op->b.h.parts[0];
+    if (cp->size == 0 || cp->size > CONFIG_PART_MAX)
+        return tm_err_set(err, EINVAL, "config: %llu bytes", (unsigned long long)cp->size);
+    if (d->device.signed_configs)
+        return tm_err_set(err, EPERM,
+                          "config: this device accepts only signed configs, and this version does "
+                          "not carry the config's signature yet");
+    _cleanup_free_ char *json = malloc(cp->size + 1);
+    if (!json)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if (pread(op->b.fd, json, cp->size, (off_t)cp->offset) != (ssize_t)cp->size)
+        return tm_err_sys(err, "config: cannot read it");
+    json[cp->size] = '\0';
+    struct container_config *cfg = NULL;
+    int r = config_parse(json, cp->size, &cfg, err);
+    if (r < 0) {
+        config_free(cfg);
+        return tm_err_prefix(err, "config");
+    }
+    if (strcmp(cfg->name, op->b.h.name) != 0 || cfg->token.kind != TOKEN_KIND_SOFT) {
+        config_free(cfg);
+        return tm_err_set(err, EINVAL, "config: not the manifest's container, or not a soft token");
+    }
+    struct stage_ctx s = {op, key};
+    struct container *c = NULL;
+    if ((r = container_create_staged(d, cfg, json, cp->size, op->b.h.uuid, stage_files, &s, &c, err)) < 0) {
+        config_free(cfg);
+        return tm_err_prefix(err, "install");
+    }
+    return 0;
+}
+
+static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct mig_op *op = userdata;
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_SECRET) {
+        /* Refused before the key was used (an unknown or spent offer: another target's bundle, a
+         * second import) or by the key's policy (the device is not in the state the source
+         * verified; the offer is spent then: a signed refusal lets the source abort). */
+        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV;
+        if (spent) {
+            refuse(op, err->msg);
+            return;
+        }
+        op_error(op, "migrate.import", NULL, err ? err->code : EPROTO, "import: offer: %s",
+                 err ? err->msg : "unexpected answer from trustme-tpmd");
+        op_free(op);
+        return;
+    }
+    const ProtobufCBinaryData *k = &resp->migrate_secret->secret;
+    _cleanup_secret_ struct secret *keys = NULL;
+    tm_err e = {0};
+    if (bundle_unseal(&op->b, k->data, k->len, &keys, &e) < 0) {
+        refuse(op, e.msg);
+        return;
+    }
+    if (install(op, keys, &e) < 0) {
+        refuse(op, e.msg);
+        return;
+    }
+    (void)d;
+    daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor, "bundle %s of offer %s",
+                 op->b.h.bundle_id, op->b.h.offer_id);
+    migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->text, sizeof(op->text));
+    sign_text(op);
+}
+
+static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+{
+    if (!rq->path || rq->path[0] != '/') {
+        conn_send_error(conn, id, EINVAL, "migrate import: the bundle path must be absolute");
+        return;
+    }
+    struct mig_op *op = op_new(conn, id);
+    if (!op)
+        return;
+    tm_err err = {0};
+    op->opened = true;
+    /* Every part's digest is checked before the offer is spent: an altered part is refused and
+     * the genuine bundle still imports. */
+    if (bundle_open(rq->path, &op->b, &err) < 0) {
+        op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
+        op_free(op);
+        return;
+    }
+    if (container_find(conn->d, op->b.h.uuid) || container_find(conn->d, op->b.h.name)) {
+        op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
+                 op->b.h.uuid);
+        op_free(op);
+        return;
+    }
+    Trustme__Tpmd__MigrateDecrypt md = TRUSTME__TPMD__MIGRATE_DECRYPT__INIT;
+    md.offer_id = op->b.h.offer_id;
+    md.has_ciphertext = true;
+    md.ciphertext = (ProtobufCBinaryData){.len = op->b.wrapped_len, .data = op->b.wrapped};
+    uint8_t ak[34];
+    if (tm_hex_decode_str(op->b.h.target_ak, ak, sizeof(ak), 0, &err) == 0) {
+        md.has_target_ak = true;
+        md.target_ak = (ProtobufCBinaryData){.len = sizeof(ak), .data = ak};
+    }
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_DECRYPT;
+    req.migrate_decrypt = &md;
+    if (tpmd_call(conn->d, &req, decrypt_done, op, &err) < 0) {
+        op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* ---- commit and abort (source) ----------------------------------------------------------------- */
+
+/* The receipt (or refusal) in rq, checked against the lock: ids, container and the target AK's
+ * signature. */
+static int check_answer(const struct container *c, const Trustme__MigrateRequest *rq, bool refusal,
+                        struct migrate_lock *l, tm_err *err)
+{
+    int r = migrate_lock_read(c, l, err);
+    if (r == -ENOENT)
+        return tm_err_set(err, ENOENT, "the container is not migrating");
+    if (r < 0)
+        return r;
+    if (!rq->has_receipt)
+        return tm_err_set(err, EINVAL, "receipt: none given");
+    _cleanup_(message_freep) Trustme__MigrateMessage *m =
+        trustme__migrate_message__unpack(NULL, rq->receipt.len, rq->receipt.data);
+    if (!m || !m->bundle_id || !m->offer_id || !m->uuid || !m->has_signature)
+        return tm_err_set(err, EINVAL, "receipt: it does not decode");
+    if (refusal != (m->refused && m->refused[0]))
+        return tm_err_set(err, EINVAL,
+                          refusal ? "receipt: not a refusal (the target imported the container)"
+                                  : "receipt: it is a refusal (the target did not import)");
+    if (strcmp(m->bundle_id, l->bundle_id) || strcmp(m->offer_id, l->offer_id) || strcmp(m->uuid, c->uuid))
+        return tm_err_set(err, EINVAL, "receipt: for another bundle, offer or container");
+    char text[TEXT_MAX];
+    if (migrate_text(refusal ? "refusal" : "receipt", m->bundle_id, m->offer_id, m->uuid, refusal ? m->refused : NULL,
+                     text, sizeof(text)) < 0)
+        return tm_err_set(err, EINVAL, "receipt: too long");
+    return migrate_verify(l->ak_spki, l->ak_spki_len, text, m->signature.data, m->signature.len, err);
+}
+
+static void tombstone_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct container *c = container_find(d, op->uuid);
+    if (!c) {
+        op_error(op, "migrate.commit", NULL, ENOENT, "commit: the container went away");
+        return;
+    }
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_MIGRATE_SIGNATURE) {
+        op_error(op, "migrate.commit", c, err ? err->code : EPROTO, "commit: the tombstone: %s",
+                 err ? err->msg : "unexpected answer from trustme-tpmd");
+        return;
+    }
+    const ProtobufCBinaryData *sig = &resp->migrate_signature->signature;
+    char dir[PATH_MAX], path[PATH_MAX + 64], hex[129];
+    snprintf(dir, sizeof(dir), "%s/migrated", d->data_dir);
+    (void)mkdir(dir, 0700);
+    snprintf(path, sizeof(path), "%s/%s.tombstone", dir, c->uuid);
+    tm_hex(sig->data, sig->len > 64 ? 64 : sig->len, hex);
+    char body[TEXT_MAX + 160];
+    int n = snprintf(body, sizeof(body), "%ssignature %s\n", op->text, hex);
+    tm_err e = {0};
+    if (write_file_atomic(path, body, (size_t)n, 0600, &e) < 0) {
+        op_error(op, "migrate.commit", c, e.code, "commit: %s", e.msg);
+        return;
+    }
+    daemon_audit(d, "migrate.commit", "ok", c, op->actor, "receipt verified; tombstone %s; crypto-erase follows", path);
+    /* The token, the wrapped key and the data image are destroyed, and the container goes. */
+    struct conn *conn = conn_find(d, op->conn_id);
+    if (conn)
+        tokens_wipe(conn_reply_to(conn, op->req_id), c, NULL, true);
+}
+
+static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+{
+    struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
+    if (!c) {
+        conn_send_error(conn, id, ENOENT, "migrate commit: no container \"%s\"", rq->id ? rq->id : "");
+        return;
+    }
+    struct migrate_lock l;
+    tm_err err = {0};
+    if (check_answer(c, rq, false, &l, &err) < 0) {
+        daemon_audit(conn->d, "migrate.commit", "fail", c, conn->actor, "%s", err.msg);
+        conn_send_error(conn, id, err.code, "migrate commit: %s", err.msg);
+        return;
+    }
+    struct mig_op *op = op_new(conn, id);
+    if (!op)
+        return;
+    snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
+    migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, op->text, sizeof(op->text));
+    Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
+    ms.has_data = true;
+    ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
+    req.migrate_sign = &ms;
+    if (tpmd_call(conn->d, &req, tombstone_done, op, &err) < 0) {
+        op_error(op, "migrate.commit", c, err.code, "commit: %s", err.msg);
+        op_free(op);
+    }
+}
+
+static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+{
+    struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
+    if (!c) {
+        conn_send_error(conn, id, ENOENT, "migrate abort: no container \"%s\"", rq->id ? rq->id : "");
+        return;
+    }
+    struct migrate_lock l;
+    tm_err err = {0};
+    int r = migrate_lock_read(c, &l, &err);
+    if (r == 0 && !l.exported && !rq->has_receipt) {
+        /* The export never completed (trustmed died while writing): no bundle exists. */
+    } else if (r == 0 && !rq->has_receipt) {
+        r = tm_err_set(&err, EPERM,
+                       "a bundle was exported: only the target's signed refusal releases the lock (or commit "
+                       "with its receipt)");
+    } else if (r == 0) {
+        r = check_answer(c, rq, true, &l, &err);
+    } else if (r == -ENOENT) {
+        tm_err_set(&err, ENOENT, "the container is not migrating");
+    }
+    if (r < 0 || (r = migrate_lock_remove(c, &err)) < 0) {
+        daemon_audit(conn->d, "migrate.abort", "fail", c, conn->actor, "%s", err.msg);
+        conn_send_error(conn, id, err.code, "migrate abort: %s", err.msg);
+        return;
+    }
+    daemon_audit(conn->d, "migrate.abort", "ok", c, conn->actor, "lock of bundle %s released", l.bundle_id);
+    conn_send_ok(conn, id);
+}
+
+void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
+{
+    const Trustme__MigrateRequest *rq = req->migrate;
+    const char *v = rq->verb ? rq->verb : "";
+    if (strcmp(v, "offer") == 0)
+        migrate_offer(conn, id, rq);
+    else if (strcmp(v, "export") == 0)
+        migrate_export(conn, id, rq);
+    else if (strcmp(v, "import") == 0)
+        migrate_import(conn, id, rq);
+    else if (strcmp(v, "commit") == 0)
+        migrate_commit(conn, id, rq);
+    else if (strcmp(v, "abort") == 0)
+        migrate_abort(conn, id, rq);
+    else
+        conn_send_error(conn, id, EINVAL, "migrate: unknown step \"%s\" (offer, export, import, commit, abort)", v);
+}

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "bundle.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "crypto.h"
+#include "fileio.h"
+#include "hex.h"
+
+#define HKDF_INFO "trustme migrate bundle v1"
+
+static void put32(uint8_t out[4], uint32_t v)
+{
+    out[0] = (uint8_t)(v >> 24);
+    out[1] = (uint8_t)(v >> 16);
+    out[2] = (uint8_t)(v >> 8);
+    out[3] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t in[4])
+{
+    return (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+}
+
+static int write_all(int fd, const void *buf, size_t len, tm_err *err)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return tm_err_sys(err, "cannot write the bundle");
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_at(int fd, void *buf, size_t len, uint64_t off, tm_err *err)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return tm_err_sys(err, "cannot read the bundle");
+        if (n == 0)
+            return tm_err_set(err, EBADMSG, "bundle format: the file ends early (truncated)");
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int manifest_text(const struct bundle_header *h, char **ret, size_t *ret_len, tm_err *err)
+{
+    char *buf = malloc(BUNDLE_MANIFEST_MAX);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    int n = snprintf(buf, BUNDLE_MANIFEST_MAX,
+                     "trustme-migrate-bundle 1\nbundle %s\noffer %s\ntarget-ak %s\nuuid %s\nname %s\nguestos %s\n"
+                     "uid-base %u\n",
+                     h->bundle_id, h->offer_id, h->target_ak, h->uuid, h->name, h->guestos, h->uid_base);
+    for (size_t i = 0; i < h->nparts && n > 0 && n < BUNDLE_MANIFEST_MAX; i++) {
+        char hex[65];
+        tm_hex(h->parts[i].sha256, 32, hex);
+        n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "part %s %" PRIu64 " %s\n", h->parts[i].name,
+                      h->parts[i].size, hex);
+    }
+    if (n <= 0 || n >= BUNDLE_MANIFEST_MAX) {
+        free(buf);
+        return tm_err_set(err, EOVERFLOW, "the manifest is too long");
+    }
+    *ret = buf;
+    *ret_len = (size_t)n;
+    return 0;
+}
+
+static int gcm(bool enc, const uint8_t *k, size_t k_len, const uint8_t iv[12], const char *aad, size_t aad_len,
+               const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[16], tm_err *err)
+{
+    uint8_t key[32];
+    tm_hkdf_sha256(k, k_len, NULL, 0, (const uint8_t *)HKDF_INFO, strlen(HKDF_INFO), key, sizeof(key));
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int outl = 0, ok = ctx && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv, enc ? 1 : 0) == 1 &&
+                       EVP_CipherUpdate(ctx, NULL, &outl, (const uint8_t *)aad, (int)aad_len) == 1 &&
+                       EVP_CipherUpdate(ctx, out, &outl, in, (int)len) == 1;
+    if (ok && !enc)
+        ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1;
+    int fin = ok && EVP_CipherFinal_ex(ctx, out + outl, &outl) == 1;
+    if (fin && enc)
+        fin = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    explicit_bzero(key, sizeof(key));
+    if (!fin) {
+        explicit_bzero(out, len);
+        return tm_err_set(err, EBADMSG,
+                          enc ? "cannot seal the bundle's keys"
+                              : "bundle authentication: the GCM tag does not verify (the manifest, the wrapped key "
+                                "or the sealed keys were altered, or the bundle is for another offer)");
+    }
+    return 0;
+}
+
+static int rsa_wrap(const uint8_t *spki, size_t spki_len, const uint8_t *k, size_t k_len, uint8_t *out, size_t *out_len,
+                    tm_err *err)
+{
+    const uint8_t *p = spki;
+    EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)spki_len);
+    if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA || EVP_PKEY_get_bits(key) != 2048) {
+        EVP_PKEY_free(key);
+        return tm_err_set(err, EINVAL, "the migration key is not an RSA-2048 public key");
+    }
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
+    int ok = ctx && EVP_PKEY_encrypt_init(ctx) == 1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) == 1 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) == 1 && EVP_PKEY_encrypt(ctx, out, out_len, k, k_len) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(key);
+    return ok ? 0 : tm_err_set(err, EIO, "RSA-OAEP to the migration key failed");
+}
+
+static int hash_file(int fd, uint8_t out[32], uint64_t *ret_size, tm_err *err)
+{
+    return tm_sha256_fd(fd, out, ret_size, NULL, NULL, err);
+}
+
+int bundle_write(const char *path, const char *dir, struct bundle_header *h, const uint8_t *key_spki,
+                 size_t key_spki_len, const struct secret *secrets, tm_err *err)
+{
+    int fds[BUNDLE_PARTS_MAX];
+    int r = 0;
+    for (size_t i = 0; i < h->nparts; i++)
+        fds[i] = -1;
+    _cleanup_close_ int out = -1;
+    _cleanup_free_ char *manifest = NULL;
+    _cleanup_secret_ struct secret *k = NULL;
+    size_t manifest_len = 0;
+    for (size_t i = 0; i < h->nparts; i++) {
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", dir, h->parts[i].name);
+        if ((fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+            r = tm_err_sys(err, "cannot open %s", p);
+            goto done;
+        }
+        if ((r = hash_file(fds[i], h->parts[i].sha256, &h->parts[i].size, err)) < 0)
+            goto done;
+    }
+    uint8_t wrapped[512], iv[12], sealed[BUNDLE_SECRETS_LEN + 16], len4[4];
+    size_t wrapped_len = sizeof(wrapped);
+    if (secrets->len != BUNDLE_SECRETS_LEN) {
+        r = tm_err_set(err, EINVAL, "the keys to seal are %zu bytes", secrets->len);
+        goto done;
+    }
+    if ((r = manifest_text(h, &manifest, &manifest_len, err)) < 0 || (r = secret_random(32, &k, err)) < 0 ||
+        (r = secure_random(iv, sizeof(iv), err)) < 0 ||
+        (r = rsa_wrap(key_spki, key_spki_len, k->data, k->len, wrapped, &wrapped_len, err)) < 0 ||
+        (r = gcm(true, k->data, k->len, iv, manifest, manifest_len, secrets->data, secrets->len, sealed,
+                 sealed + BUNDLE_SECRETS_LEN, err)) < 0)
+        goto done;
+    if ((out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
+        r = tm_err_sys(err, "cannot create %s", path);
+        goto done;
+    }
+    if ((r = write_all(out, BUNDLE_MAGIC, 8, err)) < 0)
+        goto done;
+    put32(len4, (uint32_t)manifest_len);
+    if ((r = write_all(out, len4, 4, err)) < 0 || (r = write_all(out, manifest, manifest_len, err)) < 0)
+        goto done;
+    put32(len4, (uint32_t)wrapped_len);
+    if ((r = write_all(out, len4, 4, err)) < 0 || (r = write_all(out, wrapped, wrapped_len, err)) < 0 ||
+        (r = write_all(out, iv, sizeof(iv), err)) < 0 || (r = write_all(out, sealed, sizeof(sealed), err)) < 0)
+        goto done;
+    for (size_t i = 0; i < h->nparts; i++) {
+        uint64_t left = h->parts[i].size;
+        loff_t in_off = 0;
+        while (left) {
+            ssize_t n = copy_file_range(fds[i], &in_off, out, NULL, left > (1u << 30) ? (1u << 30) : left, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                r = n < 0 ? tm_err_sys(err, "cannot copy %s", h->parts[i].name)
+                          : tm_err_set(err, EIO, "%s shrank while it was copied", h->parts[i].name);
+                goto done;
+            }
+            left -= (uint64_t)n;
+        }
+    }
+    if (fsync(out) < 0) {
+        r = tm_err_sys(err, "cannot sync %s", path);
+        goto done;
+    }
+    r = 0;
+done:
+    for (size_t i = 0; i < h->nparts; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (r < 0 && out >= 0)
+        (void)unlink(path);
+    return r;
+}
+
+static int parse_hex_field(const char *line, const char *key, char *out, size_t hex_len, tm_err *err)
+{
+    size_t kl = strlen(key);
+    if (strncmp(line, key, kl) != 0 || line[kl] != ' ' || strlen(line + kl + 1) != hex_len ||
+        strspn(line + kl + 1, "0123456789abcdef") != hex_len)
+        return tm_err_set(err, EBADMSG, "bundle format: manifest line \"%s\" expected", key);
+    memcpy(out, line + kl + 1, hex_len + 1);
+    return 0;
+}
+
+static int parse_text_field(const char *line, const char *key, char *out, size_t size, tm_err *err)
+{
+    size_t kl = strlen(key);
+    if (strncmp(line, key, kl) != 0 || line[kl] != ' ' || strlen(line + kl + 1) >= size || !line[kl + 1])
+        return tm_err_set(err, EBADMSG, "bundle format: manifest line \"%s\" expected", key);
+    snprintf(out, size, "%s", line + kl + 1);
+    return 0;
+}
+
+static bool part_name_ok(const char *n)
+{
+    /* Files of the container's own data dir: no path separators, no dot files. */
+    return n[0] && n[0] != '.' && !strchr(n, '/') && strlen(n) < BUNDLE_PART_NAME_MAX &&
+           strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == strlen(n);
+}
+
+static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
+{
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    int r;
+    if (!line || strcmp(line, "trustme-migrate-bundle 1") != 0)
+        return tm_err_set(err, EBADMSG, "bundle format: not a version 1 manifest");
+    char *lines[7];
+    for (size_t i = 0; i < 7; i++)
+        if (!(lines[i] = strtok_r(NULL, "\n", &save)))
+            return tm_err_set(err, EBADMSG, "bundle format: the manifest ends early");
+    if ((r = parse_hex_field(lines[0], "bundle", h->bundle_id, BUNDLE_ID_LEN, err)) < 0 ||
+        (r = parse_hex_field(lines[1], "offer", h->offer_id, BUNDLE_ID_LEN, err)) < 0 ||
+        (r = parse_hex_field(lines[2], "target-ak", h->target_ak, 68, err)) < 0 ||
+        (r = parse_text_field(lines[3], "uuid", h->uuid, sizeof(h->uuid), err)) < 0 ||
+        (r = parse_text_field(lines[4], "name", h->name, sizeof(h->name), err)) < 0 ||
+        (r = parse_text_field(lines[5], "guestos", h->guestos, sizeof(h->guestos), err)) < 0)
+        return r;
+    unsigned long ub;
+    int end = 0;
+    if (sscanf(lines[6], "uid-base %lu%n", &ub, &end) != 1 || lines[6][end] || ub > UINT32_MAX)
+        return tm_err_set(err, EBADMSG, "bundle format: manifest line \"uid-base\" expected");
+    h->uid_base = (uint32_t)ub;
+    h->nparts = 0;
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        if (h->nparts == BUNDLE_PARTS_MAX)
+            return tm_err_set(err, EBADMSG, "bundle format: more than %d parts", BUNDLE_PARTS_MAX);
+        struct bundle_part *p = &h->parts[h->nparts];
+        char name[BUNDLE_PART_NAME_MAX + 1], hex[65];
+        unsigned long long size;
+        int pend = 0;
+        if (sscanf(line, "part %64s %llu %64s%n", name, &size, hex, &pend) != 3 || line[pend] || !part_name_ok(name) ||
+            strlen(hex) != 64)
+            return tm_err_set(err, EBADMSG, "bundle format: a bad part line");
+        for (size_t i = 0; i < h->nparts; i++)
+            if (strcmp(h->parts[i].name, name) == 0)
+                return tm_err_set(err, EBADMSG, "bundle format: part %s twice", name);
+        snprintf(p->name, sizeof(p->name), "%s", name);
+        p->size = size;
+        if (tm_hex_decode_str(hex, p->sha256, 32, 0, err) < 0)
+            return tm_err_set(err, EBADMSG, "bundle format: a bad part digest");
+        h->nparts++;
+    }
+    if (h->nparts == 0 || strcmp(h->parts[0].name, "config.json") != 0)
+        return tm_err_set(err, EBADMSG, "bundle format: the first part must be config.json");
+    return 0;
+}
+
+int bundle_open(const char *path, struct bundle_in *ret, tm_err *err)
+{
+    *ret = (struct bundle_in){.fd = -1};
+    struct bundle_in *b = ret;
+    int r;
+    if ((b->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return tm_err_sys(err, "cannot open %s", path);
+    struct stat st;
+    if (fstat(b->fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return tm_err_set(err, EINVAL, "%s is not a regular file", path);
+    uint8_t head[12];
+    uint64_t off = 0;
+    if ((r = read_at(b->fd, head, 12, off, err)) < 0)
+        return r;
+    if (memcmp(head, BUNDLE_MAGIC, 8) != 0)
+        return tm_err_set(err, EBADMSG, "bundle format: %s is not a trustme migration bundle", path);
+    b->manifest_len = get32(head + 8);
+    if (b->manifest_len == 0 || b->manifest_len >= BUNDLE_MANIFEST_MAX)
+        return tm_err_set(err, EBADMSG, "bundle format: a manifest of %zu bytes", b->manifest_len);
+    if (!(b->manifest = malloc(b->manifest_len + 1)))
+        return tm_err_set(err, ENOMEM, "out of memory");
+    off = 12;
+    if ((r = read_at(b->fd, b->manifest, b->manifest_len, off, err)) < 0)
+        return r;
+    b->manifest[b->manifest_len] = '\0';
+    if (strlen(b->manifest) != b->manifest_len)
+        return tm_err_set(err, EBADMSG, "bundle format: a NUL in the manifest");
+    off += b->manifest_len;
+    uint8_t len4[4];
+    if ((r = read_at(b->fd, len4, 4, off, err)) < 0)
+        return r;
+    b->wrapped_len = get32(len4);
+    if (b->wrapped_len == 0 || b->wrapped_len > sizeof(b->wrapped))
+        return tm_err_set(err, EBADMSG, "bundle format: a wrapped key of %zu bytes", b->wrapped_len);
+    off += 4;
+    if ((r = read_at(b->fd, b->wrapped, b->wrapped_len, off, err)) < 0)
+        return r;
+    off += b->wrapped_len;
+    if ((r = read_at(b->fd, b->iv, sizeof(b->iv), off, err)) < 0 ||
+        (r = read_at(b->fd, b->sealed, sizeof(b->sealed), off + sizeof(b->iv), err)) < 0)
+        return r;
+    off += sizeof(b->iv) + sizeof(b->sealed);
+    _cleanup_free_ char *copy = strdup(b->manifest);
+    if (!copy)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if ((r = parse_manifest(copy, &b->h, err)) < 0)
+        return r;
+    for (size_t i = 0; i < b->h.nparts; i++) {
+        struct bundle_part *p = &b->h.parts[i];
+        p->offset = off;
+        if (p->size > (uint64_t)st.st_size || off > (uint64_t)st.st_size - p->size)
+            return tm_err_set(err, EBADMSG, "part %s: the bundle ends before it does (truncated)", p->name);
+        /* Hashed in chunks from the file: the parts can be large (the data volume). */
+        struct tm_sha256_ctx c;
+        tm_sha256_init(&c);
+        _cleanup_free_ uint8_t *buf = malloc(1u << 20);
+        if (!buf)
+            return tm_err_set(err, ENOMEM, "out of memory");
+        for (uint64_t done = 0; done < p->size;) {
+            size_t n = p->size - done > (1u << 20) ? (1u << 20) : (size_t)(p->size - done);
+            if ((r = read_at(b->fd, buf, n, off + done, err)) < 0)
+                return r;
+            tm_sha256_update(&c, buf, n);
+            done += n;
+        }
+        uint8_t got[32];
+        tm_sha256_final(&c, got);
+        if (memcmp(got, p->sha256, 32) != 0)
+            return tm_err_set(err, EBADMSG, "part %s: its SHA-256 is not the manifest's (altered)", p->name);
+        off += p->size;
+    }
+    if (off != (uint64_t)st.st_size)
+        return tm_err_set(err, EBADMSG, "bundle format: %llu bytes after the last part",
+                          (unsigned long long)((uint64_t)st.st_size - off));
+    return 0;
+}
+
+void bundle_close(struct bundle_in *b)
+{
+    if (b->fd >= 0)
+        close(b->fd);
+    free(b->manifest);
+    explicit_bzero(b->sealed, sizeof(b->sealed));
+    *b = (struct bundle_in){.fd = -1};
+}
+
+int bundle_unseal(const struct bundle_in *b, const uint8_t *k, size_t k_len, struct secret **ret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *s = NULL;
+    int r = secret_new(BUNDLE_SECRETS_LEN, &s, err);
+    if (r < 0)
+        return r;
+    uint8_t tag[16];
+    memcpy(tag, b->sealed + BUNDLE_SECRETS_LEN, 16);
+    if ((r = gcm(false, k, k_len, b->iv, b->manifest, b->manifest_len, b->sealed, BUNDLE_SECRETS_LEN, s->data, tag,
+                 err)) < 0)
+        return r;
+    *ret = steal_ptr(s);
+    return 0;
+}
+
+int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err *err)
+{
+    const struct bundle_part *p = &b->h.parts[i];
+    _cleanup_close_ int out = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0)
+        return tm_err_sys(err, "cannot create %s", dest);
+    loff_t in_off = (loff_t)p->offset;
+    for (uint64_t left = p->size; left;) {
+        ssize_t n = copy_file_range(b->fd, &in_off, out, NULL, left > (1u << 30) ? (1u << 30) : left, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? tm_err_sys(err, "cannot copy part %s", p->name)
+                         : tm_err_set(err, EIO, "part %s: the bundle shrank", p->name);
+        left -= (uint64_t)n;
+    }
+    if (fsync(out) < 0)
+        return tm_err_sys(err, "cannot sync %s", dest);
+    return 0;
+}

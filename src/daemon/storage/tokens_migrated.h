@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The data key a migration carried, until the first start after pairing wraps it with the new
+ * token (tokens_migrated.c, docs/MIGRATION.md). */
+#pragma once
+
+#include "daemon.h"
+#include "error.h"
+#include "secmem.h"
+
+#define TOKENS_MIGRATED_FILE "migrated.key"
+#define TOKENS_MIGRATED_KEY_LEN 64
+/* The source's uid base of a migrated container's volume, until its first start has moved the
+ * files' owners into this device's range (modules/volume.c). */
+#define TOKENS_MIGRATED_UID_FILE "migrated.uidbase"
+
+/* Seal key into dir/migrated.key (dir: the container's data dir, or its staging dir). */
+int tokens_migrated_store(struct daemon *d, const char *dir, const char *uuid, const struct secret *key, tm_err *err);
+/* -ENOENT when there is none. */
+int tokens_migrated_load(struct daemon *d, const char *dir, const char *uuid, struct secret **ret, tm_err *err);
+void tokens_migrated_remove(const char *dir);
