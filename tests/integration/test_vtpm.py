@@ -455,12 +455,15 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     assert helper and swtpm
     busy = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir),
                              "run", "c", "--", "/bin/sh", "-c",
-                             "while tpm2_getrandom 8 >/dev/null 2>&1; do :; done; exit 0"],
+                             # until told to stop: a kill between two commands fails neither, and
+                             # the loop that ran until a command failed could run for ever
+                             "while [ ! -e /tmp/busy.stop ]; do tpm2_getrandom 8 >/dev/null 2>&1; done"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
     os.kill(swtpm, signal.SIGKILL)
     wait_for(lambda: vtpm_pids(d, "c")[1] not in (None, swtpm), timeout=15, what="the vTPM to come back")
-    busy.wait(30)
+    d.sh("c", "touch /tmp/busy.stop")
+    assert busy.wait(30) == 0
     wait_for(lambda: d.sh("c", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
              what="the vTPM to answer")
     d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
