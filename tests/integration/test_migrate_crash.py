@@ -204,6 +204,8 @@ def test_target_killed_after_the_spend_refuses_on_retry(crash, point, who):
     assert r.returncode == 1 and "refused:" in r.stderr and "spent here" in r.stderr, r.stderr
     assert name not in names(p.t)
     nothing_half_done(p)
+    r = p.t.cli("migrate", "import", bundle, "--out", p.s.base / f"no-{name}", "--receipt-again", check=False)
+    assert r.returncode != 0 and "was not installed here" in r.stderr, r.stderr
     assert p.s.state(name)["migrating"]
     p.s.cli("migrate", "abort", name, "--refusal", refusal)
     owned_by(p, p.s, p.t, name)
@@ -211,7 +213,8 @@ def test_target_killed_after_the_spend_refuses_on_retry(crash, point, who):
 
 def test_target_killed_after_the_install_keeps_it(crash):
     """Installed, killed before the receipt: the target has the container, the source stays
-    locked (the receipt is lost: docs/MIGRATION.md "Not yet"), a retry is refused."""
+    locked; a second import is refused, and `import --receipt-again` signs the lost receipt, with
+    which the source commits."""
     p = crash
     name = new_container(p, "installed")
     bundle = export_ok(p, name)
@@ -223,6 +226,13 @@ def test_target_killed_after_the_install_keeps_it(crash):
     assert r.returncode != 0 and "exists here already" in r.stderr, r.stderr
     nothing_half_done(p)
     owned_by(p, p.t, p.s, name)
+    receipt = p.s.base / f"receipt-again-{name}"
+    r = p.t.cli("migrate", "import", bundle, "--out", receipt, "--receipt-again")
+    assert "installed from this bundle already" in r.stdout
+    p.s.cli("migrate", "commit", name, "--receipt", receipt)
+    assert name not in names(p.s)
+    assert starts(p.t, name).returncode == 0
+    p.t.cli("stop", "--kill", name)
 
 
 # The source's trustmed killed during the commit: it stays locked, and the commit runs again.

@@ -373,6 +373,23 @@ static void refuse(struct mig_op *op, const char *check)
     sign_text(op);
 }
 
+#define MIGRATED_FROM_FILE "migrated.from"
+
+/* c was installed here from the bundle op opened (its receipt text, kept at the install). */
+static bool installed_from(const struct container *c, struct mig_op *op)
+{
+    char dir[PATH_MAX], p[PATH_MAX + 32];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err e = {0};
+    if (read_file(p, TEXT_MAX, &text, &len, &e) < 0 || migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id,
+                                                                    op->b.h.uuid, NULL, op->text, sizeof(op->text)) < 0)
+        return false;
+    return strcmp(text, op->text) == 0;
+}
+
 struct stage_ctx {
     struct mig_op *op;
     const struct secret *key;
@@ -393,6 +410,14 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     char text[16];
     int n = snprintf(text, sizeof(text), "%u\n", s->op->b.h.uid_base);
     int r = write_file_atomic(p, text, (size_t)n, 0600, err);
+    /* Which bundle installed it: a retry after a lost receipt gets the receipt signed again. */
+    char from[TEXT_MAX];
+    snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
+    n = migrate_text("receipt", s->op->b.h.bundle_id, s->op->b.h.offer_id, s->op->b.h.uuid, NULL, from, sizeof(from));
+    if (r == 0 && n < 0)
+        r = tm_err_set(err, EOVERFLOW, "receipt text too long");
+    if (r == 0)
+        r = write_file_atomic(p, from, (size_t)n, 0600, err);
     if (r == 0)
         r = tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
     test_crash_point(s->op->d->data_dir, "migrate-import-staged"); /* all staged, not renamed in */
@@ -478,7 +503,7 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
     sign_text(op);
 }
 
-static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq, bool again)
 {
     if (!rq->path || rq->path[0] != '/') {
         conn_send_error(conn, id, EINVAL, "migrate import: the bundle path must be absolute");
@@ -496,7 +521,23 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         op_free(op);
         return;
     }
-    if (container_find(conn->d, op->b.h.uuid) || container_find(conn->d, op->b.h.name)) {
+    struct container *have = container_find(conn->d, op->b.h.uuid);
+    if (again) {
+        /* Installed from this very bundle, and its receipt was lost (trustmed killed before it
+         * answered): the receipt again, which states only what is true. */
+        if (!have || !installed_from(have, op)) {
+            op_error(op, "migrate.import", NULL, ENOENT,
+                     "receipt: container %s (%s) was not installed here from bundle %s", op->b.h.name, op->b.h.uuid,
+                     op->b.h.bundle_id);
+            op_free(op);
+            return;
+        }
+        daemon_audit(conn->d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
+                     op->b.h.bundle_id, op->b.h.offer_id);
+        sign_text(op);
+        return;
+    }
+    if (have || container_find(conn->d, op->b.h.name)) {
         op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
                  op->b.h.uuid);
         op_free(op);
@@ -656,11 +697,14 @@ void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
     else if (strcmp(v, "export") == 0)
         migrate_export(conn, id, rq);
     else if (strcmp(v, "import") == 0)
-        migrate_import(conn, id, rq);
+        migrate_import(conn, id, rq, false);
+    else if (strcmp(v, "receipt") == 0)
+        migrate_import(conn, id, rq, true);
     else if (strcmp(v, "commit") == 0)
         migrate_commit(conn, id, rq);
     else if (strcmp(v, "abort") == 0)
         migrate_abort(conn, id, rq);
     else
-        conn_send_error(conn, id, EINVAL, "migrate: unknown step \"%s\" (offer, export, import, commit, abort)", v);
+        conn_send_error(conn, id, EINVAL,
+                        "migrate: unknown step \"%s\" (offer, export, import, receipt, commit, abort)", v);
 }
