@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not hooks_built(), reason="needs a build with -D
 # Every container that starts on the target is measured there: the reference values must
 # approve each one's config, or the next offer's quote is refused.
 NAMES = [f"c{t}" for t in ("locked", "write", "written", "marked", "offer", "spent", "staged", "installed",
-                           "checked", "tombstone")]
+                           "checked", "tombstone", "wiped")]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,8 @@ def owned_by(p, owner, other, name):
         assert other.state(name).get("migrating", False), "the other copy is locked"
         assert "migrating" in other.cli("state", name).stdout
         r = starts(other, name)
-        assert r.returncode != 0 and "migrating" in r.stderr, r.stderr
+        # (a source killed in the commit's erase has no token left: the CLI says so first)
+        assert r.returncode != 0 and ("migrating" in r.stderr or "has no PIN yet" in r.stderr), r.stderr
     else:
         assert starts(other, name).returncode != 0
 
@@ -236,7 +237,7 @@ def test_target_killed_after_the_install_keeps_it(crash):
 
 
 # The source's trustmed killed during the commit: it stays locked, and the commit runs again.
-COMMIT_POINTS = ["migrate-commit-checked", "migrate-commit-tombstone"]
+COMMIT_POINTS = ["migrate-commit-checked", "migrate-commit-tombstone", "trustmed-wiped"]
 
 
 @pytest.mark.parametrize("point", COMMIT_POINTS)
@@ -250,7 +251,7 @@ def test_source_killed_during_the_commit_commits_again(crash, point):
     assert r.returncode != 0
     restart_trustmed(p.s)
     tomb = p.s.data_dir / "migrated" / f"{uuid}.tombstone"
-    assert tomb.exists() == (point == "migrate-commit-tombstone")
+    assert tomb.exists() == (point != "migrate-commit-checked")
     owned_by(p, p.t, p.s, name)
     p.s.cli("migrate", "commit", name, "--receipt", receipt)
     assert name not in names(p.s) and not (p.s.data_dir / "containers" / uuid).exists()
