@@ -237,6 +237,7 @@ int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, cons
         goto out;
     memcpy((*ret)->data, out->buffer, out->size);
     (*ret)->len = out->size;
+    test_crash_point(data_dir, "tpmd-migrate-decrypted"); /* decrypted, the answer never sent */
     explicit_bzero(out->buffer, sizeof(out->buffer));
     r = 0;
 out:
