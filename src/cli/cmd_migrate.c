@@ -252,7 +252,7 @@ int cmd_migrate_import(struct cli *cli, const struct cli_args *a)
         in = abs_in;
     }
     Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
-    mr.verb = "import";
+    mr.verb = cli_flag(a, "receipt-again") ? "receipt" : "import";
     mr.path = (char *)in;
     Trustme__Response *resp = NULL;
     int r = call(cli, &mr, &resp);
@@ -271,7 +271,8 @@ int cmd_migrate_import(struct cli *cli, const struct cli_args *a)
                     m->refused, out);
             r = EXIT_REFUSED;
         } else {
-            printf("imported %s (%s); receipt written to %s. Set its PIN with change-pin, then start it.\n",
+            printf("%s %s (%s); receipt written to %s. Set its PIN with change-pin, then start it.\n",
+                   cli_flag(a, "receipt-again") ? "installed from this bundle already:" : "imported",
                    m->name ? m->name : "?", m->uuid ? m->uuid : "?", out);
         }
     }

@@ -138,7 +138,10 @@ static const struct cli_opt migrate_offer_opts[] = {
     {"pcr", 0, CLI_WORD, "N", "quote PCR N (the source's reference values' PCRs); repeatable", true},
     {0}};
 static const struct cli_opt migrate_import_opts[] = {
-    {"out", 0, CLI_FILE, "RECEIPT", "where the signed receipt (or refusal) goes (required)", false}, {0}};
+    {"out", 0, CLI_FILE, "RECEIPT", "where the signed receipt (or refusal) goes (required)", false},
+    {"receipt-again", 0, CLI_NONE, NULL,
+     "import nothing: sign the receipt again of a container installed here from BUNDLE (a lost receipt)", false},
+    {0}};
 static const struct cli_opt migrate_commit_opts[] = {
     {"receipt", 0, CLI_FILE, "RECEIPT", "the target's signed receipt (required)", false}, {0}};
 static const struct cli_opt migrate_abort_opts[] = {

@@ -45,6 +45,7 @@
 #include "tpmd_client.h"
 #include "tokens.h"
 #include "keystore_svc.h"
+#include "migrate.h"
 #include "vtpm.h"
 #include "version.h"
 
@@ -349,6 +350,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         runtime_recover(c);
         ctlsock_readopt(c); /* its old control socket died with the old trustmed */
         vtpm_recover(c); /* its vTPM outlived the old trustmed too */
+        migrate_recover(c); /* an export killed before its bundle was complete */
     }
     net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
     if ((r = core_check(d, err)) < 0)

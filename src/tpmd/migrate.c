@@ -18,6 +18,7 @@
 #include "hex.h"
 #include "log.h"
 #include "secmem.h"
+#include "test_hooks.h"
 #include "tpm_policy.h"
 #include "tpm_util.h"
 
@@ -146,6 +147,7 @@ int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const 
         return tpm_err(err, rc, "cannot marshal the migration key");
     if ((r = write_file_atomic(pub_path, buf, off, 0600, err)) < 0)
         return r;
+    test_crash_point(data_dir, "tpmd-migrate-offer-key"); /* the key stored, no offer answered */
     if (!(ret->key_public = malloc(off)))
         return tm_err_set(err, ENOMEM, "out of memory");
     memcpy(ret->key_public, buf, off);
@@ -186,12 +188,23 @@ int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, cons
     /* Consumed before it is used, durably: a crash after this point loses the offer (the source
      * keeps its lock until a new export), never lets the same bundle be decrypted twice. */
     if (rename(priv_path, used_priv) < 0) {
-        if (errno == ENOENT)
+        struct stat st;
+        if (errno != ENOENT)
+            return tm_err_sys(err, "cannot consume %s", priv_path);
+        if (lstat(used_pub, &st) < 0 && lstat(used_priv, &st) < 0)
             return tm_err_set(err, ENOENT, "offer %s is unknown or was used already (a bundle imports once)", offer_id);
-        return tm_err_sys(err, "cannot consume %s", priv_path);
+        /* Spent here by an import that did not install (tpmd or trustmed killed, or refused):
+         * ESTALE lets trustmed sign a refusal, so the source can release its lock. The blob of
+         * a spend that was killed before the decryption goes now. */
+        (void)unlink(used_priv);
+        if (rename(pub_path, used_pub) == 0)
+            fsync_parent(used_pub);
+        return tm_err_set(err, ESTALE, "offer %s is unknown or was used already (spent here, no container installed)",
+                          offer_id);
     }
     if (fsync_parent(used_priv) < 0)
         log_warn("cannot sync %s/migrate", data_dir);
+    test_crash_point(data_dir, "tpmd-migrate-spent"); /* spent, the TPM never saw the key */
     ESYS_TR k = NO, sess = NO;
     if ((r = load_key(t, pub_path, used_priv, &k, err)) < 0)
         goto out;
@@ -224,13 +237,16 @@ int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, cons
         goto out;
     memcpy((*ret)->data, out->buffer, out->size);
     (*ret)->len = out->size;
+    test_crash_point(data_dir, "tpmd-migrate-decrypted"); /* decrypted, the answer never sent */
     explicit_bzero(out->buffer, sizeof(out->buffer));
     r = 0;
 out:
     tpm_flush(t->esys, &sess);
     tpm_flush(t->esys, &k);
     (void)unlink(used_priv);
-    (void)unlink(pub_path);
+    /* <offer>.pub.used stays as the mark that the offer was spent here (ESTALE above). */
+    if (rename(pub_path, used_pub) < 0)
+        (void)unlink(pub_path);
     return r;
 }
 

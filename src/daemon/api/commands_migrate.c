@@ -5,6 +5,7 @@
 #include "commands_migrate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <unistd.h>
 #include <limits.h>
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "secmem.h"
+#include "test_hooks.h"
 #include "tokens.h"
 #include "tokens_migrated.h"
 #include "tpmd_client.h"
@@ -205,16 +207,35 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     snprintf(l.offer_id, sizeof(l.offer_id), "%s", h.offer_id);
     memcpy(l.ak_spki, op->ak_spki, op->ak_spki_len);
     l.ak_spki_len = op->ak_spki_len;
+    snprintf(l.path, sizeof(l.path), "%s", op->path);
+    /* The bundle is written as <path>.part and gets its name only once the lock says exported:
+     * a trustmed killed before that mark left no complete bundle under its name, and the next
+     * start-up removes the .part and releases the lock (migrate_recover). */
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
+    struct stat pst;
+    if (lstat(op->path, &pst) == 0 || errno != ENOENT)
+        return tm_err_set(err, EEXIST, "%s exists already", op->path);
     if ((r = migrate_lock_write(c, &l, err)) < 0)
         return r;
-    if ((r = bundle_write(op->path, dir, &h, op->key_spki, op->key_spki_len, key, err)) < 0) {
+    test_crash_point(op->d->data_dir, "migrate-export-locked");
+    if ((r = bundle_write(part, dir, &h, op->key_spki, op->key_spki_len, key, err)) < 0) {
         tm_err e2 = {0};
         (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
         return r;
     }
+    test_crash_point(op->d->data_dir, "migrate-export-written");
     l.exported = true;
-    if ((r = migrate_lock_write(c, &l, err)) < 0)
+    if ((r = migrate_lock_write(c, &l, err)) < 0) {
+        (void)unlink(part);
+        tm_err e2 = {0};
+        (void)migrate_lock_remove(c, &e2);
         return r;
+    }
+    test_crash_point(op->d->data_dir, "migrate-export-marked");
+    if (renameat2(AT_FDCWD, part, AT_FDCWD, op->path, RENAME_NOREPLACE) < 0)
+        return tm_err_sys(err, "cannot rename %s (the container stays locked: rename it by hand)", part);
+    fsync_parent(op->path);
     memcpy(bundle_id, h.bundle_id, BUNDLE_ID_LEN + 1);
     return 0;
 }
@@ -269,8 +290,8 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
     else if (!rq->has_wrap_spki || rq->wrap_spki.len == 0 || rq->wrap_spki.len > MIGRATE_SPKI_MAX || !rq->has_ak_spki ||
              rq->ak_spki.len == 0 || rq->ak_spki.len > MIGRATE_SPKI_MAX || !rq->has_ak_name || rq->ak_name.len != 34)
         why = "the verified migration key, AK key and AK name are missing";
-    else if (!rq->path || rq->path[0] != '/' || strlen(rq->path) >= PATH_MAX)
-        why = "the bundle path must be absolute";
+    else if (!rq->path || rq->path[0] != '/' || strlen(rq->path) >= PATH_MAX - 8 || strchr(rq->path, '\n'))
+        why = "the bundle path must be absolute, on one line";
     else if (!rq->has_pin)
         why = "the container's PIN is needed to unwrap its data key";
     if (why) {
@@ -352,6 +373,23 @@ static void refuse(struct mig_op *op, const char *check)
     sign_text(op);
 }
 
+#define MIGRATED_FROM_FILE "migrated.from"
+
+/* c was installed here from the bundle op opened (its receipt text, kept at the install). */
+static bool installed_from(const struct container *c, struct mig_op *op)
+{
+    char dir[PATH_MAX], p[PATH_MAX + 32];
+    container_data_dir(c, dir, sizeof(dir));
+    snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    tm_err e = {0};
+    if (read_file(p, TEXT_MAX, &text, &len, &e) < 0 || migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id,
+                                                                    op->b.h.uuid, NULL, op->text, sizeof(op->text)) < 0)
+        return false;
+    return strcmp(text, op->text) == 0;
+}
+
 struct stage_ctx {
     struct mig_op *op;
     const struct secret *key;
@@ -372,7 +410,18 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     char text[16];
     int n = snprintf(text, sizeof(text), "%u\n", s->op->b.h.uid_base);
     int r = write_file_atomic(p, text, (size_t)n, 0600, err);
-    return r < 0 ? r : tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
+    /* Which bundle installed it: a retry after a lost receipt gets the receipt signed again. */
+    char from[TEXT_MAX];
+    snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
+    n = migrate_text("receipt", s->op->b.h.bundle_id, s->op->b.h.offer_id, s->op->b.h.uuid, NULL, from, sizeof(from));
+    if (r == 0 && n < 0)
+        r = tm_err_set(err, EOVERFLOW, "receipt text too long");
+    if (r == 0)
+        r = write_file_atomic(p, from, (size_t)n, 0600, err);
+    if (r == 0)
+        r = tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
+    test_crash_point(s->op->d->data_dir, "migrate-import-staged"); /* all staged, not renamed in */
+    return r;
 }
 
 static int install(struct mig_op *op, const struct secret *key, tm_err *err)
@@ -418,6 +467,15 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
          * second import) or by the key's policy (the device is not in the state the source
          * verified; the offer is spent then: a signed refusal lets the source abort). */
         bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV;
+        /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
+         * refusal is signed only while the container is not here: a concurrent import of the same
+         * bundle may have installed it meanwhile. */
+        if (spent && err->code == ESTALE && (container_find(d, op->b.h.uuid) || container_find(d, op->b.h.name))) {
+            op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
+                     op->b.h.uuid);
+            op_free(op);
+            return;
+        }
         if (spent) {
             refuse(op, err->msg);
             return;
@@ -438,14 +496,14 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         refuse(op, e.msg);
         return;
     }
-    (void)d;
+    test_crash_point(d->data_dir, "migrate-import-installed"); /* installed, no receipt yet */
     daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor, "bundle %s of offer %s",
                  op->b.h.bundle_id, op->b.h.offer_id);
     migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->text, sizeof(op->text));
     sign_text(op);
 }
 
-static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
+static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq, bool again)
 {
     if (!rq->path || rq->path[0] != '/') {
         conn_send_error(conn, id, EINVAL, "migrate import: the bundle path must be absolute");
@@ -463,7 +521,23 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         op_free(op);
         return;
     }
-    if (container_find(conn->d, op->b.h.uuid) || container_find(conn->d, op->b.h.name)) {
+    struct container *have = container_find(conn->d, op->b.h.uuid);
+    if (again) {
+        /* Installed from this very bundle, and its receipt was lost (trustmed killed before it
+         * answered): the receipt again, which states only what is true. */
+        if (!have || !installed_from(have, op)) {
+            op_error(op, "migrate.import", NULL, ENOENT,
+                     "receipt: container %s (%s) was not installed here from bundle %s", op->b.h.name, op->b.h.uuid,
+                     op->b.h.bundle_id);
+            op_free(op);
+            return;
+        }
+        daemon_audit(conn->d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
+                     op->b.h.bundle_id, op->b.h.offer_id);
+        sign_text(op);
+        return;
+    }
+    if (have || container_find(conn->d, op->b.h.name)) {
         op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
                  op->b.h.uuid);
         op_free(op);
@@ -544,6 +618,7 @@ static void tombstone_done(struct daemon *d, const Trustme__Tpmd__Response *resp
         op_error(op, "migrate.commit", c, e.code, "commit: %s", e.msg);
         return;
     }
+    test_crash_point(d->data_dir, "migrate-commit-tombstone"); /* tombstone written, nothing erased */
     daemon_audit(d, "migrate.commit", "ok", c, op->actor, "receipt verified; tombstone %s; crypto-erase follows", path);
     /* The token, the wrapped key and the data image are destroyed, and the container goes. */
     struct conn *conn = conn_find(d, op->conn_id);
@@ -569,6 +644,7 @@ static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__Migrat
     if (!op)
         return;
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
+    test_crash_point(conn->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
     migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, op->text, sizeof(op->text));
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
@@ -621,11 +697,14 @@ void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
     else if (strcmp(v, "export") == 0)
         migrate_export(conn, id, rq);
     else if (strcmp(v, "import") == 0)
-        migrate_import(conn, id, rq);
+        migrate_import(conn, id, rq, false);
+    else if (strcmp(v, "receipt") == 0)
+        migrate_import(conn, id, rq, true);
     else if (strcmp(v, "commit") == 0)
         migrate_commit(conn, id, rq);
     else if (strcmp(v, "abort") == 0)
         migrate_abort(conn, id, rq);
     else
-        conn_send_error(conn, id, EINVAL, "migrate: unknown step \"%s\" (offer, export, import, commit, abort)", v);
+        conn_send_error(conn, id, EINVAL,
+                        "migrate: unknown step \"%s\" (offer, export, import, receipt, commit, abort)", v);
 }

@@ -18,6 +18,7 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "hex.h"
+#include "test_hooks.h"
 
 #define HKDF_INFO "trustme migrate bundle v1"
 
@@ -200,6 +201,8 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
             }
             left -= (uint64_t)n;
         }
+        /* Killed with the bundle half written (its dir: the container's, where the test arms it). */
+        test_crash_point(dir, "migrate-export-mid-write");
     }
     if (fsync(out) < 0) {
         r = tm_err_sys(err, "cannot sync %s", path);

@@ -2,6 +2,7 @@
 #include "migrate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -17,6 +18,7 @@
 #include "container.h"
 #include "fileio.h"
 #include "hex.h"
+#include "log.h"
 
 #define LOCK_MAX 4096
 
@@ -52,6 +54,13 @@ int migrate_lock_read(const struct container *c, struct migrate_lock *ret, tm_er
         tm_hex_decode_str(spki_hex, ret->ak_spki, strlen(spki_hex) / 2, 0, err) < 0)
         return tm_err_set(err, EBADMSG, "%s does not parse", p);
     ret->ak_spki_len = strlen(spki_hex) / 2;
+    const char *path = strstr(text, "\npath /");
+    if (path) {
+        path += 6;
+        size_t n = strcspn(path, "\n");
+        if (n < sizeof(ret->path))
+            memcpy(ret->path, path, n);
+    }
     ret->exported = strcmp(state, "exported") == 0;
     return 0;
 }
@@ -64,8 +73,10 @@ int migrate_lock_write(const struct container *c, const struct migrate_lock *l, 
         return tm_err_set(err, ENOMEM, "out of memory");
     lock_path(c, p);
     tm_hex(l->ak_spki, l->ak_spki_len, spki_hex);
-    int n = snprintf(text, LOCK_MAX, "state %s\nbundle %s\noffer %s\nak %s\n", l->exported ? "exported" : "exporting",
-                     l->bundle_id, l->offer_id, spki_hex);
+    int n = snprintf(text, LOCK_MAX, "state %s\nbundle %s\noffer %s\nak %s\npath %s\n",
+                     l->exported ? "exported" : "exporting", l->bundle_id, l->offer_id, spki_hex, l->path);
+    if (n < 0 || n >= LOCK_MAX)
+        return tm_err_set(err, ENAMETOOLONG, "the migration lock does not fit");
     int r = write_file_atomic(p, text, (size_t)n, 0600, err);
     if (r == 0)
         fsync_parent(p);
@@ -80,6 +91,36 @@ int migrate_lock_remove(const struct container *c, tm_err *err)
         return tm_err_sys(err, "cannot remove %s", p);
     fsync_parent(p);
     return 0;
+}
+
+void migrate_recover(struct container *c)
+{
+    struct migrate_lock l;
+    tm_err err = {0};
+    char part[PATH_MAX + 8];
+    if (migrate_lock_read(c, &l, &err) < 0 || !l.path[0])
+        return;
+    snprintf(part, sizeof(part), "%s.part", l.path);
+    if (l.exported) {
+        struct stat st;
+        if (lstat(l.path, &st) < 0 && errno == ENOENT &&
+            renameat2(AT_FDCWD, part, AT_FDCWD, l.path, RENAME_NOREPLACE) == 0) {
+            fsync_parent(l.path);
+            log_warn("container %s: bundle %s: the interrupted export's rename done", c->uuid, l.path);
+        }
+        return;
+    }
+    if (unlink(part) < 0 && errno != ENOENT) {
+        log_warn("container %s: cannot remove %s: %m; the container stays locked", c->uuid, part);
+        return;
+    }
+    fsync_parent(part);
+    if (migrate_lock_remove(c, &err) < 0) {
+        log_warn("container %s: %s", c->uuid, err.msg);
+        return;
+    }
+    daemon_audit(c->d, "migrate.abort", "ok", c, "trustmed",
+                 "an export killed before its bundle was complete: %s removed, the lock released", part);
 }
 
 int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, const char *uuid, const char *check,

@@ -3,6 +3,7 @@
  * the AKs sign (receipt, refusal, tombstone) and their check. The bundle is bundle.h's. */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +21,7 @@ struct migrate_lock {
     char offer_id[33];
     uint8_t ak_spki[MIGRATE_SPKI_MAX]; /* the target AK's public key, as the export verified it */
     size_t ak_spki_len;
+    char path[PATH_MAX]; /* where the bundle goes; it is written as <path>.part first */
 };
 
 bool migrate_locked(const struct container *c);
@@ -28,6 +30,11 @@ bool migrate_locked(const struct container *c);
 int migrate_lock_read(const struct container *c, struct migrate_lock *ret, tm_err *err);
 int migrate_lock_write(const struct container *c, const struct migrate_lock *l, tm_err *err);
 int migrate_lock_remove(const struct container *c, tm_err *err);
+/* At start-up, for a lock a killed trustmed left: an export that never marked its lock exported
+ * had no complete bundle under its name (it is renamed into place only after that mark), so its
+ * <path>.part goes and the lock is released; an exported lock whose bundle is still <path>.part
+ * (killed between the mark and the rename) gets the rename done. */
+void migrate_recover(struct container *c);
 
 /* The text an AK signs: "receipt", "refusal" (with the failing check) or "tombstone". */
 int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, const char *uuid, const char *check,

@@ -597,6 +597,8 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
     tm_err ferr = {0};
     if (!err && erase_files(c, &ferr) < 0)
         err = &ferr;
+    if (!err)
+        test_crash_point(d->data_dir, "trustmed-wiped"); /* keys and image erased, not removed */
     if (err) {
         daemon_audit(d, "container.wipe", "fail", c, op->actor, "%s", err->msg);
         op->code = err->code;
