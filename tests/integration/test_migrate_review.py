@@ -367,3 +367,49 @@ def test_a_restricted_container_cannot_migrate(make_daemon, roles_rootfs):  # no
         assert r.returncode != 0 and NOT_ALLOWED in r.stderr, (args, r.stderr)
     assert not (d.data_dir / "migrate").exists() and not list(d.base.rglob("migrate/*.priv"))
     d.cli("stop", "r")
+
+
+def test_the_source_restored_from_a_backup_after_commit_does_not_start(pair):
+    """Root on the source copies the container's files (its dir, its token files) before the
+    commit, puts them back after it and restarts trustmed: a second running copy, if the
+    container started."""
+    import shutil
+
+    def copy(a, b):
+        if a.is_dir() and not a.is_symlink():
+            shutil.copytree(a, b, symlinks=True)
+        else:
+            shutil.copy2(a, b, follow_symlinks=False)
+        for src in [a, *(a.rglob("*") if a.is_dir() and not a.is_symlink() else [])]:
+            st = src.lstat()  # owners too, as root would keep them
+            os.chown(b / src.relative_to(a), st.st_uid, st.st_gid, follow_symlinks=False)
+    p = pair
+    with_data(p, "bk")
+    uuid = p.s.state("bk")["uuid"]
+    bundle, _ = cycle(p, "bk")
+    receipt, _ = imp(p, p.t, bundle)
+    saved = p.s.base / "backup-bk"
+    found = [f for f in p.s.data_dir.rglob(f"*{uuid}*") if not any(a.name.find(uuid) >= 0 for a in f.parents)]
+    assert found
+    for f in found:
+        dst = saved / f.relative_to(p.s.base)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        copy(f, dst)
+    p.s.cli("migrate", "commit", "bk", "--receipt", receipt)
+    p.s.kill9()
+    for f in found:
+        if f.name.endswith(".tombstone"):
+            continue
+        if f.exists():
+            (shutil.rmtree if f.is_dir() else os.unlink)(f)
+        src = saved / f.relative_to(p.s.base)
+        copy(src, f)
+    lock = next((f for f in p.s.base.rglob("migrating") if uuid in str(f)), None)
+    if lock:
+        lock.unlink()  # the lock from before the export is gone too
+    p.s.start()
+    assert any(c["name"] == "bk" for c in p.s.containers())  # the restored files are a container again
+    r = p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "bk", check=False)
+    assert r.returncode != 0 and "the TPM holds no state for its token" in r.stderr, r.stderr
+    assert p.s.state("bk")["state"] == "stopped"
+    p.s.cli("remove", "bk")
