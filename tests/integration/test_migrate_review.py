@@ -342,7 +342,6 @@ def test_a_restored_key_blob_does_not_decrypt_a_second_time(pair):
         os.chmod(f, 0o600)
     try:
         _, r = imp(p, p.t, bundle, check=False)
-        print("second import:", r.returncode, r.stdout, r.stderr)
         assert r.returncode != 0, "the restored key decrypted the bundle a second time: " + r.stdout
     finally:
         p.s.cli("migrate", "commit", "sp", "--receipt", receipt)
@@ -413,3 +412,24 @@ def test_the_source_restored_from_a_backup_after_commit_does_not_start(pair):
     assert r.returncode != 0 and "the TPM holds no state for its token" in r.stderr, r.stderr
     assert p.s.state("bk")["state"] == "stopped"
     p.s.cli("remove", "bk")
+
+
+@pytest.mark.xfail(strict=True, reason="open: the source's lock is a file in the container's dir; root on the "
+                   "source who deletes it starts the container while the target has it too (docs/SECURITY.md)")
+def test_the_source_lock_removed_by_root_does_not_let_it_start(pair):
+    """Root on the source, after the target imported (or before), deletes the lock file and
+    restarts trustmed: two running copies if the container starts."""
+    p = pair
+    with_data(p, "lk")
+    bundle, _ = cycle(p, "lk")
+    receipt, _ = imp(p, p.t, bundle)
+    p.s.kill9()
+    lock = next(f for f in p.s.data_dir.rglob("migrating") if f.is_file())
+    lock.unlink()
+    p.s.start()
+    r = p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "lk", check=False)
+    try:
+        assert r.returncode != 0, "the source started the container the target imported: two running copies"
+    finally:
+        if r.returncode == 0:
+            p.s.cli("stop", "lk")
