@@ -18,6 +18,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "container.h"
+#include "crypto.h"
 #include "fileio.h"
 #include "hex.h"
 #include "log.h"
@@ -440,6 +441,11 @@ static int install(struct mig_op *op, const struct secret *key, tm_err *err)
     if (pread(op->b.fd, json, cp->size, (off_t)cp->offset) != (ssize_t)cp->size)
         return tm_err_sys(err, "config: cannot read it");
     json[cp->size] = '\0';
+    /* Read again from a file that may have changed since bundle_open hashed it. */
+    uint8_t got[32];
+    tm_sha256(json, cp->size, got);
+    if (memcmp(got, cp->sha256, 32) != 0)
+        return tm_err_set(err, EBADMSG, "part config.json: it changed after its digest was checked (altered)");
     struct container_config *cfg = NULL;
     int r = config_parse(json, cp->size, &cfg, err);
     if (r < 0) {

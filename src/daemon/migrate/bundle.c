@@ -296,7 +296,9 @@ int bundle_open(const char *path, struct bundle_in *ret, tm_err *err)
     *ret = (struct bundle_in){.fd = -1};
     struct bundle_in *b = ret;
     int r;
-    if ((b->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+    /* O_NONBLOCK: a FIFO (or a device) at path must not hold trustmed in open(); it is refused
+     * below as not a regular file. */
+    if ((b->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0)
         return tm_err_sys(err, "cannot open %s", path);
     struct stat st;
     if (fstat(b->fd, &st) < 0 || !S_ISREG(st.st_mode))
@@ -395,7 +397,7 @@ int bundle_unseal(const struct bundle_in *b, const uint8_t *k, size_t k_len, str
 int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err *err)
 {
     const struct bundle_part *p = &b->h.parts[i];
-    _cleanup_close_ int out = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    _cleanup_close_ int out = open(dest, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0)
         return tm_err_sys(err, "cannot create %s", dest);
     loff_t in_off = (loff_t)p->offset;
@@ -408,6 +410,15 @@ int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err
                          : tm_err_set(err, EIO, "part %s: the bundle shrank", p->name);
         left -= (uint64_t)n;
     }
+    /* The bundle was hashed when it was opened, but whoever serves the file (a share, a stick, its
+     * owner) can change it since: what was copied is checked again, not what was read then. */
+    uint8_t got[32];
+    uint64_t size = 0;
+    int r = tm_sha256_fd(out, got, &size, NULL, NULL, err);
+    if (r < 0)
+        return r;
+    if (size != p->size || memcmp(got, p->sha256, 32) != 0)
+        return tm_err_set(err, EBADMSG, "part %s: it changed after its digest was checked (altered)", p->name);
     if (fsync(out) < 0)
         return tm_err_sys(err, "cannot sync %s", dest);
     return 0;

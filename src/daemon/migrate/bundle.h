@@ -61,5 +61,6 @@ int bundle_open(const char *path, struct bundle_in *ret, tm_err *err);
 void bundle_close(struct bundle_in *b);
 /* AES-256-GCM open of the secrets under K, with the manifest as associated data. */
 int bundle_unseal(const struct bundle_in *b, const uint8_t *k, size_t k_len, struct secret **ret, tm_err *err);
-/* Copy part i into a new file at dest (mode 0600), synced. */
+/* Copy part i into a new file at dest (mode 0600), synced, and check the copy against the
+ * manifest's digest again (the bundle file may have changed since bundle_open). */
 int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err *err);
