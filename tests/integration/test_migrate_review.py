@@ -264,6 +264,27 @@ def test_a_bundle_forged_from_the_public_offer_is_refused(pair):
             print("source commit with the forged bundle's receipt:", c.returncode, c.stdout, c.stderr)
 
 
+def test_a_forged_bundles_receipt_does_not_let_the_source_erase(pair):
+    """The open half above aside (the target installs the network's bundle), its receipt must not
+    make the source erase the genuine container: a receipt names the bundle's head digest (the
+    manifest, the wrapped K, the IV and the sealed keys), which the source kept in its lock."""
+    p = pair
+    with_data(p, "fe")
+    off, nonce = offer(p, p.t)
+    genuine, _ = export(p, "fe", off, nonce)
+    lay = layout(genuine)
+    data = genuine.read_bytes()
+    c_off, c_size = lay["parts"]["config.json"]
+    forged = forge_bundle(genuine, off, data[c_off:c_off + c_size],
+                          os.urandom(lay["parts"]["data.img"][1]), os.urandom(64))
+    receipt, r = imp(p, p.t, forged, check=False)
+    if r.returncode != 0:
+        pytest.skip("the target refused the forged bundle (the open half is closed): nothing to commit")
+    c = p.s.cli("migrate", "commit", "fe", "--receipt", receipt, check=False)
+    assert c.returncode != 0 and "receipt signature" in c.stderr, c.stdout + c.stderr
+    assert migrating(p.s, "fe"), "the source's lock went with a forged bundle's receipt"
+
+
 def test_a_receipt_turned_into_a_refusal_or_another_migrations_refusal(pair):
     """The network holds a receipt (the target imported) and a refusal of another migration; it
     wants the source to release its lock too: two running copies."""
@@ -423,8 +444,8 @@ def test_the_source_lock_removed_by_root_does_not_let_it_start(pair):
     with_data(p, "lk")
     bundle, _ = cycle(p, "lk")
     receipt, _ = imp(p, p.t, bundle)
+    lock = p.s.data_dir / "containers" / p.s.state("lk")["uuid"] / "migrating"
     p.s.kill9()
-    lock = next(f for f in p.s.data_dir.rglob("migrating") if f.is_file())
     lock.unlink()
     p.s.start()
     r = p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "lk", check=False)

@@ -227,6 +227,7 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     }
     test_crash_point(op->d->data_dir, "migrate-export-written");
     l.exported = true;
+    memcpy(l.digest, h.digest, sizeof(l.digest));
     if ((r = migrate_lock_write(c, &l, err)) < 0) {
         (void)unlink(part);
         tm_err e2 = {0};
@@ -370,7 +371,7 @@ static void refuse(struct mig_op *op, const char *check)
 {
     snprintf(op->refused, sizeof(op->refused), "%s", check);
     daemon_audit(op->d, "migrate.import", "fail", NULL, op->actor, "bundle %s: refused: %s", op->b.h.bundle_id, check);
-    migrate_text("refusal", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, check, op->text, sizeof(op->text));
+    migrate_text("refusal", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, check, NULL, op->text, sizeof(op->text));
     sign_text(op);
 }
 
@@ -385,8 +386,9 @@ static bool installed_from(const struct container *c, struct mig_op *op)
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
     tm_err e = {0};
-    if (read_file(p, TEXT_MAX, &text, &len, &e) < 0 || migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id,
-                                                                    op->b.h.uuid, NULL, op->text, sizeof(op->text)) < 0)
+    if (read_file(p, TEXT_MAX, &text, &len, &e) < 0 ||
+        migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
+                     sizeof(op->text)) < 0)
         return false;
     return strcmp(text, op->text) == 0;
 }
@@ -414,7 +416,8 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     /* Which bundle installed it: a retry after a lost receipt gets the receipt signed again. */
     char from[TEXT_MAX];
     snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
-    n = migrate_text("receipt", s->op->b.h.bundle_id, s->op->b.h.offer_id, s->op->b.h.uuid, NULL, from, sizeof(from));
+    n = migrate_text("receipt", s->op->b.h.bundle_id, s->op->b.h.offer_id, s->op->b.h.uuid, NULL, s->op->b.h.digest,
+                     from, sizeof(from));
     if (r == 0 && n < 0)
         r = tm_err_set(err, EOVERFLOW, "receipt text too long");
     if (r == 0)
@@ -505,7 +508,8 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
     test_crash_point(d->data_dir, "migrate-import-installed"); /* installed, no receipt yet */
     daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor, "bundle %s of offer %s",
                  op->b.h.bundle_id, op->b.h.offer_id);
-    migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->text, sizeof(op->text));
+    migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
+                 sizeof(op->text));
     sign_text(op);
 }
 
@@ -591,9 +595,14 @@ static int check_answer(const struct container *c, const Trustme__MigrateRequest
                                   : "receipt: it is a refusal (the target did not import)");
     if (strcmp(m->bundle_id, l->bundle_id) || strcmp(m->offer_id, l->offer_id) || strcmp(m->uuid, c->uuid))
         return tm_err_set(err, EINVAL, "receipt: for another bundle, offer or container");
+    /* A receipt is for the very bundle written here (its head digest, in the lock): the ids
+     * alone are in the public offer and the bundle, so a bundle made by someone else with
+     * them would get a receipt that looked like this one's. */
+    if (!refusal && !l->digest[0])
+        return tm_err_set(err, EINVAL, "receipt: the lock names no bundle digest (an export that never finished)");
     char text[TEXT_MAX];
     if (migrate_text(refusal ? "refusal" : "receipt", m->bundle_id, m->offer_id, m->uuid, refusal ? m->refused : NULL,
-                     text, sizeof(text)) < 0)
+                     refusal ? NULL : l->digest, text, sizeof(text)) < 0)
         return tm_err_set(err, EINVAL, "receipt: too long");
     return migrate_verify(l->ak_spki, l->ak_spki_len, text, m->signature.data, m->signature.len, err);
 }
@@ -651,7 +660,7 @@ static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__Migrat
         return;
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
     test_crash_point(conn->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
-    migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, op->text, sizeof(op->text));
+    migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, NULL, op->text, sizeof(op->text));
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
     ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};

@@ -141,6 +141,24 @@ static int hash_file(int fd, uint8_t out[32], uint64_t *ret_size, tm_err *err)
     return tm_sha256_fd(fd, out, ret_size, NULL, NULL, err);
 }
 
+static void head_digest(const char *manifest, size_t manifest_len, const uint8_t *wrapped, size_t wrapped_len,
+                        const uint8_t iv[12], const uint8_t *sealed, char out[65])
+{
+    struct tm_sha256_ctx c;
+    uint8_t len4[4], md[32];
+    tm_sha256_init(&c);
+    put32(len4, (uint32_t)manifest_len);
+    tm_sha256_update(&c, len4, 4);
+    tm_sha256_update(&c, manifest, manifest_len);
+    put32(len4, (uint32_t)wrapped_len);
+    tm_sha256_update(&c, len4, 4);
+    tm_sha256_update(&c, wrapped, wrapped_len);
+    tm_sha256_update(&c, iv, 12);
+    tm_sha256_update(&c, sealed, BUNDLE_SECRETS_LEN + 16);
+    tm_sha256_final(&c, md);
+    tm_hex(md, sizeof(md), out);
+}
+
 int bundle_write(const char *path, const char *dir, struct bundle_header *h, const uint8_t *key_spki,
                  size_t key_spki_len, const struct secret *secrets, tm_err *err)
 {
@@ -174,6 +192,7 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
         (r = gcm(true, k->data, k->len, iv, manifest, manifest_len, secrets->data, secrets->len, sealed,
                  sealed + BUNDLE_SECRETS_LEN, err)) < 0)
         goto done;
+    head_digest(manifest, manifest_len, wrapped, wrapped_len, iv, sealed, h->digest);
     if ((out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0) {
         r = tm_err_sys(err, "cannot create %s", path);
         goto done;
@@ -340,6 +359,7 @@ int bundle_open(const char *path, struct bundle_in *ret, tm_err *err)
         return tm_err_set(err, ENOMEM, "out of memory");
     if ((r = parse_manifest(copy, &b->h, err)) < 0)
         return r;
+    head_digest(b->manifest, b->manifest_len, b->wrapped, b->wrapped_len, b->iv, b->sealed, b->h.digest);
     for (size_t i = 0; i < b->h.nparts; i++) {
         struct bundle_part *p = &b->h.parts[i];
         p->offset = off;

@@ -36,6 +36,11 @@ struct bundle_header {
     uint32_t uid_base; /* the source's first host uid of the container (its files on the volume) */
     struct bundle_part parts[BUNDLE_PARTS_MAX];
     size_t nparts;
+    /* SHA-256 (hex) of the bundle's head: the manifest, the wrapped K, the IV and the sealed keys.
+     * With the manifest's part digests it names every byte of the bundle; a receipt names it, so
+     * a receipt for a bundle the network made from the public offer (its own K and keys, the
+     * genuine ids) is not one for the bundle the source exported. Filled by write and open. */
+    char digest[65];
 };
 
 /* Write the bundle at path (a new file: O_EXCL, refused if it exists) from the files of dir

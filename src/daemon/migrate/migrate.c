@@ -61,6 +61,9 @@ int migrate_lock_read(const struct container *c, struct migrate_lock *ret, tm_er
         if (n < sizeof(ret->path))
             memcpy(ret->path, path, n);
     }
+    const char *digest = strstr(text, "\ndigest ");
+    if (digest && strspn(digest + 8, "0123456789abcdef") == 64)
+        memcpy(ret->digest, digest + 8, 64);
     ret->exported = strcmp(state, "exported") == 0;
     return 0;
 }
@@ -73,8 +76,9 @@ int migrate_lock_write(const struct container *c, const struct migrate_lock *l, 
         return tm_err_set(err, ENOMEM, "out of memory");
     lock_path(c, p);
     tm_hex(l->ak_spki, l->ak_spki_len, spki_hex);
-    int n = snprintf(text, LOCK_MAX, "state %s\nbundle %s\noffer %s\nak %s\npath %s\n",
-                     l->exported ? "exported" : "exporting", l->bundle_id, l->offer_id, spki_hex, l->path);
+    int n = snprintf(text, LOCK_MAX, "state %s\nbundle %s\noffer %s\nak %s\npath %s\ndigest %s\n",
+                     l->exported ? "exported" : "exporting", l->bundle_id, l->offer_id, spki_hex, l->path,
+                     l->digest[0] ? l->digest : "-");
     if (n < 0 || n >= LOCK_MAX)
         return tm_err_set(err, ENAMETOOLONG, "the migration lock does not fit");
     int r = write_file_atomic(p, text, (size_t)n, 0600, err);
@@ -124,10 +128,11 @@ void migrate_recover(struct container *c)
 }
 
 int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, const char *uuid, const char *check,
-                 char *out, size_t size)
+                 const char *digest, char *out, size_t size)
 {
-    int n = snprintf(out, size, "%s\nbundle %s\noffer %s\nuuid %s\n%s%s%s", kind, bundle_id, offer_id, uuid,
-                     check ? "check " : "", check ? check : "", check ? "\n" : "");
+    int n = snprintf(out, size, "%s\nbundle %s\noffer %s\nuuid %s\n%s%s%s%s%s%s", kind, bundle_id, offer_id, uuid,
+                     check ? "check " : "", check ? check : "", check ? "\n" : "", digest ? "digest " : "",
+                     digest ? digest : "", digest ? "\n" : "");
     return n > 0 && (size_t)n < size ? n : -EOVERFLOW;
 }
 

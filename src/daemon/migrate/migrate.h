@@ -22,6 +22,7 @@ struct migrate_lock {
     uint8_t ak_spki[MIGRATE_SPKI_MAX]; /* the target AK's public key, as the export verified it */
     size_t ak_spki_len;
     char path[PATH_MAX]; /* where the bundle goes; it is written as <path>.part first */
+    char digest[65]; /* the bundle's head digest (bundle.h), once written: the receipt names it */
 };
 
 bool migrate_locked(const struct container *c);
@@ -36,9 +37,10 @@ int migrate_lock_remove(const struct container *c, tm_err *err);
  * (killed between the mark and the rename) gets the rename done. */
 void migrate_recover(struct container *c);
 
-/* The text an AK signs: "receipt", "refusal" (with the failing check) or "tombstone". */
+/* The text an AK signs: "receipt", "refusal" (with the failing check) or "tombstone". A
+ * receipt also names the bundle's head digest (digest; NULL for the others). */
 int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, const char *uuid, const char *check,
-                 char *out, size_t size);
+                 const char *digest, char *out, size_t size);
 /* ECDSA P-256 (r || s) of the AK over "trustme-migrate-v1\0" || text (tpmd's migrate_sign). */
 int migrate_verify(const uint8_t *spki, size_t spki_len, const char *text, const uint8_t *sig, size_t sig_len,
                    tm_err *err);
