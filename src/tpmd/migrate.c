@@ -206,6 +206,8 @@ int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, cons
         log_warn("cannot sync %s/migrate", data_dir);
     test_crash_point(data_dir, "tpmd-migrate-spent"); /* spent, the TPM never saw the key */
     ESYS_TR k = NO, sess = NO;
+    /* Before the first goto: a jump past a cleanup variable's declaration is an error in clang. */
+    _cleanup_esys_ TPM2B_PUBLIC_KEY_RSA *out = NULL;
     if ((r = load_key(t, pub_path, used_priv, &k, err)) < 0)
         goto out;
     TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
@@ -224,7 +226,6 @@ int migrate_decrypt(struct tpm *t, const char *data_dir, uint32_t boot_pcr, cons
     memcpy(in.buffer, ciphertext, len);
     TPMT_RSA_DECRYPT scheme = {.scheme = TPM2_ALG_OAEP, .details.oaep.hashAlg = TPM2_ALG_SHA256};
     TPM2B_DATA label = {0};
-    _cleanup_esys_ TPM2B_PUBLIC_KEY_RSA *out = NULL;
     rc = Esys_RSA_Decrypt(t->esys, k, sess, NO, NO, &in, &scheme, &label, &out);
     if (rc != TSS2_RC_SUCCESS) {
         r = tpm_err(err, rc,
