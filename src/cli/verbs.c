@@ -97,9 +97,8 @@ static const struct cli_opt reseal_opts[] = {{"recovery-key-file", 0, CLI_FILE, 
                                               "as tpmd wrote it ('-': stdin; never on the command line; required)",
                                               false},
                                              {0}};
-/* The options of trustme-verify that attest has too, from their one definition (their index
- * here is their enum attest_option). */
-static const struct cli_opt attest_opts[] = {
+/* One row of the options of trustme-verify that attest and migrate export have too, from their
+ * one definition (ATTEST_OPTIONS). */
 #define ATTEST_CLI_OPT(id, name, value, help)                                                     \
     {name,                                                                                        \
      0,                                                                                           \
@@ -109,29 +108,20 @@ static const struct cli_opt attest_opts[] = {
      value,                                                                                       \
      help,                                                                                        \
      ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
-    ATTEST_OPTIONS(ATTEST_CLI_OPT)
-#undef ATTEST_CLI_OPT
-        {0}};
+
+/* attest: those options (their index here is their enum attest_option). */
+static const struct cli_opt attest_opts[] = {ATTEST_OPTIONS(ATTEST_CLI_OPT){0}};
 
 /* migrate export: the verifier's options (their index here is their enum attest_option, as for
  * attest), then its own. */
 static const struct cli_opt migrate_export_opts[] = {
-#define ATTEST_CLI_OPT(id, name, value, help)                                                     \
-    {name,                                                                                        \
-     0,                                                                                           \
-     !(value)                                                                         ? CLI_NONE  \
-     : ATTEST_OPT_##id == ATTEST_OPT_MIN_VERSION || ATTEST_OPT_##id == ATTEST_OPT_PCR ? CLI_WORD  \
-                                                                                      : CLI_FILE, \
-     value,                                                                                       \
-     help,                                                                                        \
-     ATTEST_OPTION_REPEATABLE(ATTEST_OPT_##id)},
-    ATTEST_OPTIONS(ATTEST_CLI_OPT)
-#undef ATTEST_CLI_OPT
-        {"offer", 0, CLI_FILE, "OFFER", "the target's offer (`trustme migrate offer` there; required)", false},
+    ATTEST_OPTIONS(ATTEST_CLI_OPT){"offer", 0, CLI_FILE, "OFFER",
+                                   "the target's offer (`trustme migrate offer` there; required)", false},
     {"nonce", 0, CLI_WORD, "HEX", "the 64 hex digits this device chose and gave the target (required)", false},
     {"out", 0, CLI_FILE, "BUNDLE", "the bundle to write: a new file (required)", false},
     {"pin-file", 0, CLI_FILE, "FILE", "the container's PIN: first line ('-': stdin)", false},
     {0}};
+#undef ATTEST_CLI_OPT
 static const struct cli_opt migrate_offer_opts[] = {
     {"nonce", 0, CLI_WORD, "HEX", "the source's nonce: 64 hex digits (required)", false},
     {"out", 0, CLI_FILE, "OFFER", "the offer to write (required)", false},
