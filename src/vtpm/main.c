@@ -287,6 +287,21 @@ static int store_cert(const char *kind, const char *hex)
     int r = transact(cmd, n, rsp, &rlen);
     if (r < 0)
         return r;
+    if (vtpm_be32(rsp + 6) == VTPM_RC_NV_DEFINED) {
+        /* A certificate is there that this device did not record: the vTPM was carried here from
+         * another device (docs/MIGRATION.md), whose vTPM issuer signed it. Only an index the
+         * platform made can be undefined by it (one the guest defined stays, and this store
+         * fails below), and only trustme-vtpm ever had the platform hierarchy. */
+        n = vtpm_cmd_nv_undefine(cmd, index);
+        if ((r = transact(cmd, n, rsp, &rlen)) < 0)
+            return r;
+        if (vtpm_be32(rsp + 6) == 0) {
+            say("replacing the %s EK certificate another device's issuer had stored", kind);
+            n = vtpm_cmd_nv_define(cmd, index, (uint16_t)len);
+            if ((r = transact(cmd, n, rsp, &rlen)) < 0)
+                return r;
+        }
+    }
     if (vtpm_be32(rsp + 6) != 0) {
         say("NV_DefineSpace of 0x%08x (the %s EK certificate) failed: TPM rc 0x%x", index, kind, vtpm_be32(rsp + 6));
         return -EIO;

@@ -26,6 +26,7 @@
 #define CC_NV_DEFINE_SPACE 0x12Au
 #define CC_NV_WRITE 0x137u
 #define CC_NV_WRITE_LOCK 0x138u
+#define CC_NV_UNDEFINE_SPACE 0x122u
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -91,6 +92,13 @@ size_t vtpm_cmd_nv_write(uint8_t *out, uint32_t index, const uint8_t *data, uint
 size_t vtpm_cmd_nv_write_lock(uint8_t *out, uint32_t index)
 {
     size_t n = begin2(out, CC_NV_WRITE_LOCK, TPM_RH_PLATFORM, index);
+    vtpm_put_be32(out + 2, (uint32_t)n);
+    return n;
+}
+
+size_t vtpm_cmd_nv_undefine(uint8_t *out, uint32_t index)
+{
+    size_t n = begin2(out, CC_NV_UNDEFINE_SPACE, TPM_RH_PLATFORM, index);
     vtpm_put_be32(out + 2, (uint32_t)n);
     return n;
 }

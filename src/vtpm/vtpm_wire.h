@@ -80,6 +80,9 @@ size_t vtpm_cmd_nv_define(uint8_t *out, uint32_t index, uint16_t size);
 size_t vtpm_cmd_nv_write(uint8_t *out, uint32_t index, const uint8_t *data, uint16_t len, uint16_t offset);
 /* NV_WriteLock by the platform: with WRITEDEFINE, locked until the index is deleted. */
 size_t vtpm_cmd_nv_write_lock(uint8_t *out, uint32_t index);
+/* NV_UndefineSpace by the platform: only an index the platform made (PLATFORMCREATE) goes. */
+size_t vtpm_cmd_nv_undefine(uint8_t *out, uint32_t index);
+#define VTPM_RC_NV_DEFINED 0x14Cu
 
 /* After a forwarded command and its response: the transient object or session handle it made
  * (CreatePrimary, Load, LoadExternal, CreateLoaded, ContextLoad, StartAuthSession, HMAC_Start,

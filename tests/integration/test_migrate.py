@@ -120,7 +120,7 @@ def layout(bundle):
     wlen = int.from_bytes(data[off:off + 4], "big")
     wrapped = off + 4
     sealed = wrapped + wlen + 12
-    off = sealed + 64 + 16
+    off = sealed + 128 + 16
     parts = {}
     for line in manifest.splitlines():
         if line.startswith("part "):

@@ -253,7 +253,7 @@ def test_a_bundle_forged_from_the_public_offer_is_refused(pair):
     c_off, c_size = lay["parts"]["config.json"]
     config = data[c_off:c_off + c_size]
     image = os.urandom(lay["parts"]["data.img"][1])
-    forged = forge_bundle(genuine, off, config, image, os.urandom(64))
+    forged = forge_bundle(genuine, off, config, image, os.urandom(64) + bytes(64))
     receipt, r = imp(p, p.t, forged, check=False)
     try:
         assert r.returncode != 0, "the target imported a bundle the network made: " + r.stdout
@@ -276,7 +276,7 @@ def test_a_forged_bundles_receipt_does_not_let_the_source_erase(pair):
     data = genuine.read_bytes()
     c_off, c_size = lay["parts"]["config.json"]
     forged = forge_bundle(genuine, off, data[c_off:c_off + c_size],
-                          os.urandom(lay["parts"]["data.img"][1]), os.urandom(64))
+                          os.urandom(lay["parts"]["data.img"][1]), os.urandom(64) + bytes(64))
     receipt, r = imp(p, p.t, forged, check=False)
     if r.returncode != 0:
         pytest.skip("the target refused the forged bundle (the open half is closed): nothing to commit")

@@ -15,12 +15,15 @@
 #include <sys/stat.h>
 
 #include "bundle.h"
+#include "carry.h"
 #include "cleanup.h"
 #include "config.h"
 #include "container.h"
 #include "crypto.h"
 #include "fileio.h"
 #include "hex.h"
+#include "keystore_migrated.h"
+#include "keystore_svc.h"
 #include "log.h"
 #include "migrate.h"
 #include "secmem.h"
@@ -28,6 +31,7 @@
 #include "tokens.h"
 #include "tokens_migrated.h"
 #include "tpmd_client.h"
+#include "vtpm.h"
 
 #define CONFIG_PART_MAX (1024 * 1024)
 #define TEXT_MAX 512
@@ -48,6 +52,8 @@ struct mig_op {
     bool opened;
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
+    /* export: the data key, import: the unsealed keys, while the anchors are read or written */
+    struct secret *key;
 };
 
 static struct mig_op *exports;
@@ -84,6 +90,7 @@ static void op_free(struct mig_op *op)
 {
     if (op->opened)
         bundle_close(&op->b);
+    secret_free(op->key);
     free(op);
 }
 
@@ -175,7 +182,25 @@ static struct mig_op *take_export(const struct container *c)
     return NULL;
 }
 
-static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key, char *bundle_id, tm_err *err)
+/* The keys the bundle seals: the data key, then (with a keystore) the keystore key and seed. */
+static int bundle_secrets(struct container *c, const struct secret *key, struct secret **ret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *s = NULL;
+    int r = secret_new(BUNDLE_SECRETS_LEN, &s, err);
+    if (r < 0)
+        return r;
+    if (key->len != BUNDLE_DATA_KEY_LEN)
+        return tm_err_set(err, EINVAL, "a data key of %zu bytes", key->len);
+    memset(s->data, 0, s->len);
+    memcpy(s->data, key->data, BUNDLE_DATA_KEY_LEN);
+    if (c->cfg->keystore && (r = keystore_carried_keys(c, key, s->data + BUNDLE_KS_KEYS_OFFSET, err)) < 0)
+        return tm_err_prefix(err, "the keystore keys");
+    *ret = steal_ptr(s);
+    return 0;
+}
+
+static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key,
+                        const Trustme__Tpmd__Response *anchors, char *bundle_id, tm_err *err)
 {
     uint8_t raw[BUNDLE_ID_LEN / 2];
     int r = secure_random(raw, sizeof(raw), err);
@@ -200,6 +225,15 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     struct stat st;
     if (stat(img, &st) == 0)
         snprintf(h.parts[h.nparts++].name, BUNDLE_PART_NAME_MAX, "data.img");
+    /* The vTPM's and the keystore's state, with their anchor values (carry.h). */
+    _cleanup_free_ char(*srcs)[PATH_MAX] = calloc(BUNDLE_PARTS_MAX, PATH_MAX);
+    _cleanup_secret_ struct secret *secrets = NULL;
+    if (!srcs)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if (anchors && (r = carry_add(c, anchors, &h, srcs, BUNDLE_PARTS_MAX, err)) < 0)
+        return r;
+    if ((r = bundle_secrets(c, key, &secrets, err)) < 0)
+        return r;
 
     /* The lock first, durably: from here on a bundle may exist, so the container never starts
      * here again unless the target refuses or no bundle was completed. */
@@ -220,7 +254,7 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     if ((r = migrate_lock_write(c, &l, err)) < 0)
         return r;
     test_crash_point(op->d->data_dir, "migrate-export-locked");
-    if ((r = bundle_write(part, dir, &h, op->key_spki, op->key_spki_len, key, err)) < 0) {
+    if ((r = bundle_write(part, dir, &h, op->key_spki, op->key_spki_len, secrets, err)) < 0) {
         tm_err e2 = {0};
         (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
         return r;
@@ -242,6 +276,54 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     return 0;
 }
 
+static void finish_export(struct mig_op *op, struct container *c, const struct secret *key,
+                          const Trustme__Tpmd__Response *anchors)
+{
+    tm_err e = {0};
+    char bundle_id[BUNDLE_ID_LEN + 1];
+    if (write_bundle(op, c, key, anchors, bundle_id, &e) < 0) {
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", bundle_id,
+                 op->offer_id, op->target_ak);
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.bundle_id = bundle_id;
+    m.offer_id = op->offer_id;
+    m.uuid = c->uuid;
+    answer(op, &m);
+}
+
+static void unlink_export(struct mig_op *op)
+{
+    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
+        if (*p == op) {
+            *p = op->next;
+            return;
+        }
+}
+
+/* The source's anchor values of the vTPM state and the keystore's stores: they go into the
+ * manifest, and the target writes them into its own table. */
+static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    unlink_export(op);
+    struct container *c = container_find(d, op->uuid);
+    if (!c) {
+        op_error(op, "migrate.export", NULL, ENOENT, "export: the container went away");
+        return;
+    }
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR) {
+        op_error(op, "migrate.export", c, err ? err->code : EPROTO,
+                 "export: the TPM anchors of its vTPM and keystore: %s",
+                 err ? err->msg : "unexpected answer from trustme-tpmd");
+        return;
+    }
+    test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
+    finish_export(op, c, op->key, resp);
+}
+
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
 {
     _cleanup_secret_ struct secret *k = key;
@@ -253,19 +335,26 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
                  err ? err->msg : "not available");
         return;
     }
+    if (!c->cfg->vtpm && !c->cfg->keystore) {
+        finish_export(op, c, key, NULL);
+        return;
+    }
+    /* Still listed while tpmd answers: a second export of the container is refused meanwhile. */
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
+    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS];
+    size_t n = carry_anchor_names(c->uuid, names, kinds);
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = names[i];
+    op->key = steal_ptr(k);
+    op->next = exports;
+    exports = op;
     tm_err e = {0};
-    char bundle_id[BUNDLE_ID_LEN + 1];
-    if (write_bundle(op, c, key, bundle_id, &e) < 0) {
+    if (tpmd_anchor_get(op->d, ptrs, n, export_anchors, op, &e) < 0) {
+        unlink_export(op);
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", bundle_id,
-                 op->offer_id, op->target_ak);
-    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
-    m.bundle_id = bundle_id;
-    m.offer_id = op->offer_id;
-    m.uuid = c->uuid;
-    answer(op, &m);
+    op = NULL;
 }
 
 static void migrate_export(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -285,8 +374,10 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
         why = "the container is migrating already (commit, or abort with the target's refusal)";
     else if (c->cfg->token.kind != TOKEN_KIND_SOFT)
         why = "only a container with a soft token migrates (a PKCS#11 token stays with its card)";
-    else if (c->cfg->vtpm || c->cfg->keystore)
-        why = "this version carries no vTPM state and no keystore (docs/MIGRATION.md \"Not yet\")";
+    else if (c->cfg->vtpm && vtpm_busy(c))
+        why = "the container's vTPM is still saving its state: try again in a moment";
+    else if (c->cfg->keystore && keystore_svc_running(c))
+        why = "the container's keystore service still runs: try again in a moment";
     else if (!offer || !id_ok(offer->offer_id))
         why = "the offer does not decode or has no offer id";
     else if (!rq->has_wrap_spki || rq->wrap_spki.len == 0 || rq->wrap_spki.len > MIGRATE_SPKI_MAX || !rq->has_ak_spki ||
@@ -395,7 +486,8 @@ static bool installed_from(const struct container *c, struct mig_op *op)
 
 struct stage_ctx {
     struct mig_op *op;
-    const struct secret *key;
+    const struct secret *key; /* the data key */
+    const uint8_t *ks_keys; /* the keystore's keys, or NULL */
 };
 
 static int stage_files(const char *dir, void *ud, tm_err *err)
@@ -403,8 +495,7 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     struct stage_ctx *s = ud;
     char p[PATH_MAX];
     for (size_t i = 1; i < s->op->b.h.nparts; i++) {
-        snprintf(p, sizeof(p), "%s/%s", dir, s->op->b.h.parts[i].name);
-        int r = bundle_extract(&s->op->b, i, p, err);
+        int r = bundle_extract_into(&s->op->b, i, dir, err);
         if (r < 0)
             return r;
     }
@@ -424,13 +515,24 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
         r = write_file_atomic(p, from, (size_t)n, 0600, err);
     if (r == 0)
         r = tokens_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, err);
+    if (r == 0 && s->ks_keys)
+        r = keystore_migrated_store(s->op->d, dir, s->op->b.h.uuid, s->key, s->ks_keys, err);
     test_crash_point(s->op->d->data_dir, "migrate-import-staged"); /* all staged, not renamed in */
     return r;
 }
 
-static int install(struct mig_op *op, const struct secret *key, tm_err *err)
+static int install(struct mig_op *op, const struct secret *keys, tm_err *err)
 {
     struct daemon *d = op->d;
+    _cleanup_secret_ struct secret *key = NULL;
+    int r0 = secret_new(BUNDLE_DATA_KEY_LEN, &key, err);
+    if (r0 < 0)
+        return r0;
+    memcpy(key->data, keys->data, BUNDLE_DATA_KEY_LEN);
+    const uint8_t *ks = keys->data + BUNDLE_KS_KEYS_OFFSET;
+    bool have_ks = false;
+    for (size_t i = 0; i < BUNDLE_KS_KEYS_LEN; i++)
+        have_ks |= ks[i] != 0;
     const struct bundle_part *cp = &op->b.h.parts[0];
     if (cp->size == 0 || cp->size > CONFIG_PART_MAX)
         return tm_err_set(err, EINVAL, "config: %llu bytes", (unsigned long long)cp->size);
@@ -459,7 +561,7 @@ static int install(struct mig_op *op, const struct secret *key, tm_err *err)
         config_free(cfg);
         return tm_err_set(err, EINVAL, "config: not the manifest's container, or not a soft token");
     }
-    struct stage_ctx s = {op, key};
+    struct stage_ctx s = {op, key, have_ks ? ks : NULL};
     struct container *c = NULL;
     if ((r = container_create_staged(d, cfg, json, cp->size, op->b.h.uuid, stage_files, &s, &c, err)) < 0) {
         config_free(cfg);
@@ -467,6 +569,9 @@ static int install(struct mig_op *op, const struct secret *key, tm_err *err)
     }
     return 0;
 }
+
+static void import_install(struct mig_op *op);
+static void import_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata);
 
 static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
@@ -495,13 +600,49 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         return;
     }
     const ProtobufCBinaryData *k = &resp->migrate_secret->secret;
-    _cleanup_secret_ struct secret *keys = NULL;
     tm_err e = {0};
-    if (bundle_unseal(&op->b, k->data, k->len, &keys, &e) < 0) {
+    if (bundle_unseal(&op->b, k->data, k->len, &op->key, &e) < 0) {
         refuse(op, e.msg);
         return;
     }
-    if (install(op, keys, &e) < 0) {
+    /* The carried anchor values go into this device's table before the container is installed:
+     * killed in between, no container is there (the retry is refused as for every import that
+     * spent its offer) and the entries name nothing; the other way round, an installed vTPM or
+     * keystore would have no anchor and never start. */
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
+    struct tpmd_anchor_entry set[BUNDLE_ANCHORS_MAX];
+    int n = carry_anchor_entries(&op->b.h, names, set, &e);
+    if (n < 0) {
+        refuse(op, e.msg);
+        return;
+    }
+    if (n == 0) {
+        import_install(op);
+        return;
+    }
+    if (tpmd_anchor_update(d, set, (size_t)n, NULL, 0, import_anchored, op, &e) < 0)
+        refuse(op, e.msg);
+}
+
+static void import_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct mig_op *op = userdata;
+    (void)resp;
+    if (err && err->code) {
+        char why[300];
+        snprintf(why, sizeof(why), "the carried TPM anchors: %s", err->msg);
+        refuse(op, why);
+        return;
+    }
+    test_crash_point(d->data_dir, "migrate-import-anchored"); /* anchors written, not installed */
+    import_install(op);
+}
+
+static void import_install(struct mig_op *op)
+{
+    struct daemon *d = op->d;
+    tm_err e = {0};
+    if (install(op, op->key, &e) < 0) {
         refuse(op, e.msg);
         return;
     }

@@ -83,6 +83,11 @@ static int manifest_text(const struct bundle_header *h, char **ret, size_t *ret_
         n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "part %s %" PRIu64 " %s\n", h->parts[i].name,
                       h->parts[i].size, hex);
     }
+    for (size_t i = 0; i < h->nanchors && n > 0 && n < BUNDLE_MANIFEST_MAX; i++) {
+        char hex[2 * BUNDLE_ANCHOR_VALUE_MAX + 1];
+        tm_hex(h->anchors[i].value, h->anchors[i].len, hex);
+        n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "anchor %s %s\n", h->anchors[i].kind, hex);
+    }
     if (n <= 0 || n >= BUNDLE_MANIFEST_MAX) {
         free(buf);
         return tm_err_set(err, EOVERFLOW, "the manifest is too long");
@@ -173,6 +178,8 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
     for (size_t i = 0; i < h->nparts; i++) {
         char p[PATH_MAX];
         snprintf(p, sizeof(p), "%s/%s", dir, h->parts[i].name);
+        if (h->parts[i].src)
+            snprintf(p, sizeof(p), "%s", h->parts[i].src);
         if ((fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
             r = tm_err_sys(err, "cannot open %s", p);
             goto done;
@@ -256,11 +263,66 @@ static int parse_text_field(const char *line, const char *key, char *out, size_t
     return 0;
 }
 
+static bool component_ok(const char *n, size_t len, const char *alphabet)
+{
+    size_t k = 0;
+    while (k < len && strchr(alphabet, n[k]))
+        k++;
+    return len > 0 && n[0] != '.' && k == len;
+}
+
 static bool part_name_ok(const char *n)
 {
     /* Files of the container's own data dir: no path separators, no dot files. */
-    return n[0] && n[0] != '.' && !strchr(n, '/') && strlen(n) < BUNDLE_PART_NAME_MAX &&
-           strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == strlen(n);
+    if (!strchr(n, '/'))
+        return n[0] && n[0] != '.' && strlen(n) < BUNDLE_PART_NAME_MAX &&
+               strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == strlen(n);
+    /* Or below one of the carried state's directories (bundle_carried_dir): "vtpm/" (the vTPM's
+     * state) or "keystore/" (the keystore's key blobs, key index and secure store), at most four
+     * components, none empty, none a dot file (so no "." or ".."). */
+    if (strlen(n) >= BUNDLE_PART_NAME_MAX || !bundle_carried_dir(n))
+        return false;
+    static const char alpha[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    size_t depth = 0;
+    for (const char *p = n;; depth++) {
+        size_t len = strcspn(p, "/");
+        if (depth == 4 || !component_ok(p, len, alpha))
+            return false;
+        if (!p[len])
+            break;
+        p += len + 1;
+    }
+    return depth > 0;
+}
+
+bool bundle_carried_dir(const char *name)
+{
+    return strncmp(name, "vtpm/", 5) == 0 || strncmp(name, "keystore/", 9) == 0;
+}
+
+static bool anchor_kind_ok(const char *k)
+{
+    return strcmp(k, "vtpm") == 0 || strcmp(k, "sstore") == 0 || strcmp(k, "sstore-keys") == 0;
+}
+
+/* "anchor KIND HEX": at most one of each kind. */
+static int parse_anchor(const char *line, struct bundle_header *h, tm_err *err)
+{
+    char kind[16], hex[2 * BUNDLE_ANCHOR_VALUE_MAX + 2];
+    int end = 0;
+    if (h->nanchors == BUNDLE_ANCHORS_MAX || sscanf(line, "anchor %15s %129s%n", kind, hex, &end) != 2 || line[end] ||
+        !anchor_kind_ok(kind) || strlen(hex) % 2 || strlen(hex) > 2 * BUNDLE_ANCHOR_VALUE_MAX || !hex[0])
+        return tm_err_set(err, EBADMSG, "bundle format: a bad anchor line");
+    for (size_t i = 0; i < h->nanchors; i++)
+        if (strcmp(h->anchors[i].kind, kind) == 0)
+            return tm_err_set(err, EBADMSG, "bundle format: anchor %s twice", kind);
+    struct bundle_anchor *a = &h->anchors[h->nanchors];
+    snprintf(a->kind, sizeof(a->kind), "%s", kind);
+    a->len = strlen(hex) / 2;
+    if (tm_hex_decode_str(hex, a->value, a->len, 0, err) < 0)
+        return tm_err_set(err, EBADMSG, "bundle format: a bad anchor value");
+    h->nanchors++;
+    return 0;
 }
 
 static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
@@ -286,14 +348,22 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
         return tm_err_set(err, EBADMSG, "bundle format: manifest line \"uid-base\" expected");
     h->uid_base = (uint32_t)ub;
     h->nparts = 0;
+    h->nanchors = 0;
     while ((line = strtok_r(NULL, "\n", &save))) {
+        if (strncmp(line, "anchor ", 7) == 0) {
+            if ((r = parse_anchor(line, h, err)) < 0)
+                return r;
+            continue;
+        }
+        if (h->nanchors)
+            return tm_err_set(err, EBADMSG, "bundle format: a part line after the anchors");
         if (h->nparts == BUNDLE_PARTS_MAX)
             return tm_err_set(err, EBADMSG, "bundle format: more than %d parts", BUNDLE_PARTS_MAX);
         struct bundle_part *p = &h->parts[h->nparts];
         char name[BUNDLE_PART_NAME_MAX + 1], hex[65];
         unsigned long long size;
         int pend = 0;
-        if (sscanf(line, "part %64s %llu %64s%n", name, &size, hex, &pend) != 3 || line[pend] || !part_name_ok(name) ||
+        if (sscanf(line, "part %128s %llu %64s%n", name, &size, hex, &pend) != 3 || line[pend] || !part_name_ok(name) ||
             strlen(hex) != 64)
             return tm_err_set(err, EBADMSG, "bundle format: a bad part line");
         for (size_t i = 0; i < h->nparts; i++)
@@ -442,4 +512,26 @@ int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err
     if (fsync(out) < 0)
         return tm_err_sys(err, "cannot sync %s", dest);
     return 0;
+}
+
+int bundle_extract_into(const struct bundle_in *b, size_t i, const char *dir, tm_err *err)
+{
+    const char *name = b->h.parts[i].name;
+    char p[PATH_MAX];
+    if (snprintf(p, sizeof(p), "%s/%s", dir, name) >= (int)sizeof(p))
+        return tm_err_set(err, ENAMETOOLONG, "part %s: the path is too long", name);
+    /* The name was checked at parse (part_name_ok): no dot components, at most four deep. */
+    for (char *s = p + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+            int r = tm_err_sys(err, "cannot create %s", p);
+            *s = '/';
+            return r;
+        }
+        struct stat st;
+        if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
+            return tm_err_set(err, ENOTDIR, "%s is not a directory", p);
+        *s = '/';
+    }
+    return bundle_extract(b, i, p, err);
 }

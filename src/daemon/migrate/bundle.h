@@ -6,6 +6,7 @@
  * the offer id and the target's AK name. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,16 +15,33 @@
 
 #define BUNDLE_MAGIC "TMMIGv1\n"
 #define BUNDLE_ID_LEN 32 /* hex digits, as offer ids */
-#define BUNDLE_PARTS_MAX 16
-#define BUNDLE_PART_NAME_MAX 64
-#define BUNDLE_MANIFEST_MAX 8192
-#define BUNDLE_SECRETS_LEN 64 /* the data key */
+#define BUNDLE_PARTS_MAX 96 /* config, data image, vTPM state and records, the keystore's files */
+#define BUNDLE_PART_NAME_MAX 128
+#define BUNDLE_MANIFEST_MAX 24576
+/* The sealed keys: the data key (64), then the keystore key (32) and the secure storage's seed
+ * (32) of a container with a keystore (zeros without). The vTPM's state key is not among them: it
+ * derives from the data key and the UUID (docs/VTPM.md), both carried. */
+#define BUNDLE_SECRETS_LEN 128
+#define BUNDLE_DATA_KEY_LEN 64
+#define BUNDLE_KS_KEYS_OFFSET 64
+#define BUNDLE_KS_KEYS_LEN 64
+#define BUNDLE_ANCHORS_MAX 4
+#define BUNDLE_ANCHOR_VALUE_MAX 64
 
 struct bundle_part {
     char name[BUNDLE_PART_NAME_MAX]; /* a file of the container's data dir */
     uint64_t size;
     uint8_t sha256[32];
     uint64_t offset; /* in the bundle file (reading) */
+    const char *src; /* writing: the file to carry, if not <dir>/<name> (the keystore's) */
+};
+
+/* A value of the source's TPM anchor table that the target writes into its own (docs/MIGRATION.md
+ * "Carried keys"): kind "vtpm", "sstore" or "sstore-keys", named for the manifest's UUID. */
+struct bundle_anchor {
+    char kind[16];
+    uint8_t value[BUNDLE_ANCHOR_VALUE_MAX];
+    size_t len;
 };
 
 struct bundle_header {
@@ -36,6 +54,8 @@ struct bundle_header {
     uint32_t uid_base; /* the source's first host uid of the container (its files on the volume) */
     struct bundle_part parts[BUNDLE_PARTS_MAX];
     size_t nparts;
+    struct bundle_anchor anchors[BUNDLE_ANCHORS_MAX];
+    size_t nanchors;
     /* SHA-256 (hex) of the bundle's head: the manifest, the wrapped K, the IV and the sealed keys.
      * With the manifest's part digests it names every byte of the bundle; a receipt names it, so
      * a receipt for a bundle the network made from the public offer (its own K and keys, the
@@ -69,3 +89,7 @@ int bundle_unseal(const struct bundle_in *b, const uint8_t *k, size_t k_len, str
 /* Copy part i into a new file at dest (mode 0600), synced, and check the copy against the
  * manifest's digest again (the bundle file may have changed since bundle_open). */
 int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err *err);
+/* Part i into dir/<its name>, making the directories of a carried part's name (0700) first. */
+int bundle_extract_into(const struct bundle_in *b, size_t i, const char *dir, tm_err *err);
+/* A part name below one of the carried directories ("vtpm/", "keystore/"). */
+bool bundle_carried_dir(const char *name);

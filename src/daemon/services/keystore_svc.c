@@ -36,6 +36,7 @@
 #include "daemon.h"
 #include "fileio.h"
 #include "keystore.pb-c.h"
+#include "keystore_migrated.h"
 #include "log.h"
 #include "packet.h"
 #include "scd_sandbox.h"
@@ -181,6 +182,9 @@ static int prepare_dirs(struct container *c, struct scd_sandbox *sb, tm_err *err
     snprintf(dir, sizeof(dir), "%s/keystore", c->d->data_dir);
     if ((mkdir(dir, 0711) < 0 && errno != EEXIST))
         return tm_err_sys(err, "cannot create %s", dir);
+    /* A keystore a migration carried here moves into place at its first start. */
+    if ((r = keystore_migrated_adopt(c, sb->uid, sb->gid, err)) < 0)
+        return r;
     snprintf(sb->state_dir, sizeof(sb->state_dir), "%s/keystore/%s", c->d->data_dir, c->uuid);
     if ((mkdir(sb->state_dir, 0700) < 0 && errno != EEXIST) || chown(sb->state_dir, sb->uid, sb->gid) < 0 ||
         chmod(sb->state_dir, 0700) < 0)
@@ -640,20 +644,40 @@ int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, cons
     int r = secret_new(32, &ks->key, err);
     if (r < 0)
         return r;
-    char info[128];
-    int n = snprintf(info, sizeof(info), "trustme keystore v1|%s", c->uuid);
-    tm_hkdf_sha256(root->data, root->len, ks->token_part ? ks->token_part->data : NULL, ks->token_part ? 32 : 0, info,
-                   (size_t)n, ks->key->data, 32);
-    secret_free(ks->token_part); /* the key is derived: its part is no longer needed */
-    ks->token_part = NULL;
-    /* Not bound to the token: tamper-proof objects outlive a wipe, which replaces the data key. */
     secret_free(ks->storage_seed);
     ks->storage_seed = NULL;
     if ((r = secret_new(32, &ks->storage_seed, err)) < 0)
         return r;
-    n = snprintf(info, sizeof(info), "trustme sstore seed v1|%s", c->uuid);
-    tm_hkdf_sha256(root->data, root->len, NULL, 0, info, (size_t)n, ks->storage_seed->data, 32);
+    /* A keystore a migration carried here opens with the source's keys, which it keeps sealed to
+     * this device and the token (keystore_migrated.h). */
+    uint8_t carried[KEYSTORE_CARRIED_LEN];
+    char dir[PATH_MAX];
+    container_data_dir(c, dir, sizeof(dir));
+    r = ks->token_part ? keystore_migrated_load(c->d, dir, c->uuid, ks->token_part->data, carried, err) : -ENOENT;
+    if (r == 0) {
+        memcpy(ks->key->data, carried, 32);
+        memcpy(ks->storage_seed->data, carried + 32, 32);
+        explicit_bzero(carried, sizeof(carried));
+    } else if (r != -ENOENT) {
+        return r;
+    } else {
+        keystore_derive(root, ks->token_part ? ks->token_part->data : NULL, c->uuid, ks->key->data,
+                        ks->storage_seed->data);
+    }
+    secret_free(ks->token_part); /* the key is derived: its part is no longer needed */
+    ks->token_part = NULL;
     return spawn(ks, err);
+}
+
+void keystore_derive(const struct secret *root, const uint8_t *token_part, const char *uuid, uint8_t key[32],
+                     uint8_t seed[32])
+{
+    char info[128];
+    int n = snprintf(info, sizeof(info), "trustme keystore v1|%s", uuid);
+    tm_hkdf_sha256(root->data, root->len, token_part, token_part ? 32 : 0, info, (size_t)n, key, 32);
+    /* Not bound to the token: tamper-proof objects outlive a wipe, which replaces the data key. */
+    n = snprintf(info, sizeof(info), "trustme sstore seed v1|%s", uuid);
+    tm_hkdf_sha256(root->data, root->len, NULL, 0, info, (size_t)n, seed, 32);
 }
 
 bool keystore_svc_running(const struct container *c)
@@ -732,6 +756,13 @@ void keystore_svc_wiped(struct container *c)
     int r = rm_rf(dir);
     if (r < 0 && r != -ENOENT)
         log_warn("%s: cannot wipe its keystore %s: %s", container_label(c), dir, strerror(-r));
+    /* Carried keys (and a carried keystore not yet moved in) go too: the new data key's keystore
+     * is this device's own. */
+    char cdir[PATH_MAX], carried[PATH_MAX + 16];
+    container_data_dir(c, cdir, sizeof(cdir));
+    keystore_migrated_remove(cdir);
+    snprintf(carried, sizeof(carried), "%s/" KEYSTORE_MIGRATED_DIR, cdir);
+    (void)rm_rf(carried);
     /* The store and the key index start afresh only without their anchors; the tamper-proof
      * objects stay. */
     struct anchor_removal *ar = calloc(1, sizeof(*ar));

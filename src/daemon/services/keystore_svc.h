@@ -31,6 +31,11 @@ int keystore_svc_serve(struct container *c, int listen_fd, bool with_token, cons
 void keystore_svc_wiped(struct container *c);
 /* Its service runs now (it may be between a crash and its restart). */
 bool keystore_svc_running(const struct container *c);
+struct secret;
+/* The keystore key and the secure storage's seed of container uuid on this device (the formula
+ * above keystore_svc.c); token_part NULL without a token. */
+void keystore_derive(const struct secret *root, const uint8_t *token_part, const char *uuid, uint8_t key[32],
+                     uint8_t seed[32]);
 /* The container stopped (or its start failed): stop its service, forget its key. */
 void keystore_svc_stop(struct container *c);
 /* Removes a deleted container's key directory; stops a freed container's service. */

@@ -697,6 +697,15 @@ static int spawn(struct vtpm *v, tm_err *err)
     if ((r = mkdir_owned(rdir, 0711, 0, err)) < 0 || (r = mkdir_owned(priv, 0700, uid, err)) < 0 ||
         (r = mkdir_owned(pub, 0755, uid, err)) < 0 || (r = mkdir_owned(sdir, 0700, uid, err)) < 0)
         return r;
+    /* A state file a migration carried here is root's, and this device's slot (so the vTPM's
+     * uid) differs from the source's: it becomes this vTPM's (the file itself, no link followed). */
+    {
+        _cleanup_close_ int sfd = open(sdir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        struct stat st;
+        if (sfd >= 0 && fstatat(sfd, STATE_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_uid != uid && fchownat(sfd, STATE_FILE, uid, uid, AT_SYMLINK_NOFOLLOW) < 0)
+            return tm_err_sys(err, "cannot give the vTPM state %s/%s to its uid", sdir, STATE_FILE);
+    }
     /* The event log: root's, readable by the guest. */
     char logpath[PATH_MAX + 16];
     snprintf(logpath, sizeof(logpath), "%s/event.log", pub);
