@@ -275,7 +275,7 @@ static bool part_name_ok(const char *n)
 {
     /* Files of the container's own data dir: no path separators, no dot files. */
     if (!strchr(n, '/'))
-        return n[0] && n[0] != '.' && strlen(n) < BUNDLE_PART_NAME_MAX &&
+        return n[0] && n[0] != '.' && strlen(n) < BUNDLE_PLAIN_NAME_MAX &&
                strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789._-") == strlen(n);
     /* Or below one of the carried state's directories (bundle_carried_dir): "vtpm/" (the vTPM's
      * state) or "keystore/" (the keystore's key blobs, key index and secure store), at most four

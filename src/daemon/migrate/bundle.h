@@ -16,7 +16,8 @@
 #define BUNDLE_MAGIC "TMMIGv1\n"
 #define BUNDLE_ID_LEN 32 /* hex digits, as offer ids */
 #define BUNDLE_PARTS_MAX 96 /* config, data image, vTPM state and records, the keystore's files */
-#define BUNDLE_PART_NAME_MAX 128
+#define BUNDLE_PART_NAME_MAX 128 /* below a carried directory ("keystore/<alias>.key.new") */
+#define BUNDLE_PLAIN_NAME_MAX 64 /* a file of the container's dir */
 #define BUNDLE_MANIFEST_MAX 24576
 /* The sealed keys: the data key (64), then the keystore key (32) and the secure storage's seed
  * (32) of a container with a keystore (zeros without). The vTPM's state key is not among them: it
