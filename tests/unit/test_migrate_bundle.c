@@ -40,7 +40,8 @@ static int open_with_manifest(const char *text, const char *tail, size_t tail_le
     FILE *f = fopen(p, "w");
     assert_non_null(f);
     uint32_t n = (uint32_t)strlen(text);
-    uint8_t len4[4] = {n >> 24, n >> 16, n >> 8, n}, w4[4] = {0, 0, 1, 0}, pad[256 + 12 + 80] = {0};
+    uint8_t len4[4] = {n >> 24, n >> 16, n >> 8, n}, w4[4] = {0, 0, 1, 0},
+            pad[256 + 12 + BUNDLE_SECRETS_LEN + 16] = {0};
     fwrite(BUNDLE_MAGIC, 1, 8, f);
     fwrite(len4, 1, 4, f);
     fwrite(text, 1, n, f);
@@ -74,6 +75,20 @@ static void manifest_refusals(void **state)
         HEAD "part config.json 3 " CFG_SHA "\n", /* runs past the end */
         "trustme-migrate-bundle 2\n", /* another version */
         HEAD, /* no parts */
+        /* carried parts: only below vtpm/ or keystore/, no dot components, at most four deep */
+        HEAD "part config.json 2 " CFG_SHA "\npart etc/x 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart keystore/../x 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart keystore/.x 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart keystore//x 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart keystore/ 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart keystore/a/b/c/d 0 " CFG_SHA "\n",
+        HEAD "part config.json 2 " CFG_SHA "\npart vtpm/a b 0 " CFG_SHA "\n",
+        /* anchor lines: a known kind once, hex, after the parts */
+        HEAD "part config.json 2 " CFG_SHA "\nanchor other 00\n",
+        HEAD "part config.json 2 " CFG_SHA "\nanchor vtpm 0\n",
+        HEAD "part config.json 2 " CFG_SHA "\nanchor vtpm zz\n",
+        HEAD "part config.json 2 " CFG_SHA "\nanchor vtpm 00\nanchor vtpm 00\n",
+        HEAD "part config.json 2 " CFG_SHA "\nanchor vtpm 00\npart data.img 0 " CFG_SHA "\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int r = open_with_manifest(bad[i], "{}", 2, &err);
@@ -81,6 +96,15 @@ static void manifest_refusals(void **state)
             print_error("manifest %zu was accepted\n", i);
         assert_int_equal(r, -EBADMSG);
     }
+    /* A carried part and the anchor lines parse. */
+    assert_int_equal(open_with_manifest(HEAD "part config.json 2 " CFG_SHA
+                                             "\nanchor vtpm 0a0b\nanchor sstore-keys ff\n",
+                                        "{}", 2, &err),
+                     0);
+    assert_int_equal(open_with_manifest(HEAD "part config.json 2 " CFG_SHA "\npart keystore/index/Key.key 2 " CFG_SHA
+                                             "\n",
+                                        "{}{}", 4, &err),
+                     0);
     /* A byte after the last part. */
     assert_int_equal(open_with_manifest(HEAD "part config.json 2 " CFG_SHA "\n", "{}x", 3, &err), -EBADMSG);
     assert_non_null(strstr(err.msg, "after the last part"));
