@@ -280,6 +280,12 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
     assert starts(p.s, "v").returncode != 0
 
     p.t.cli("change-pin", "--pin-file", pin_file(p.t, PIN, PUK), "v")
+    # The first start moves the carried keystore into place: killed after re-owning it, before
+    # the move, the next start finishes it.
+    arm(p.t.data_dir, "keystore-adopt-owned")
+    assert starts(p.t, "v").returncode != 0
+    restart_trustmed(p.t)
+    assert (p.t.data_dir / "containers" / uuid / "keystore").exists()
     r = starts(p.t, "v")
     assert r.returncode == 0, r.stderr + p.t.log()[-3000:]
     try:

@@ -18,6 +18,7 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "keystore_svc.h"
+#include "test_hooks.h"
 #include "tpmd_client.h"
 
 #define INFO "trustme migrated keystore keys v1|"
@@ -163,6 +164,7 @@ int keystore_migrated_adopt(struct container *c, uid_t uid, gid_t gid, tm_err *e
     int r = nftw(src, own, 16, FTW_PHYS | FTW_DEPTH);
     if (r != 0)
         return tm_err_set(err, r < 0 ? -r : EIO, "cannot give the carried keystore %s to its service", src);
+    test_crash_point(c->d->data_dir, "keystore-adopt-owned"); /* re-owned in place, not moved */
     snprintf(dst, sizeof(dst), "%s/keystore/%s", c->d->data_dir, c->uuid);
     r = rm_rf(dst);
     if (r < 0 && r != -ENOENT)
