@@ -170,6 +170,39 @@ static int listen_on(const char *address, char bound[64], tm_err *err)
     return steal_fd(fd);
 }
 
+/* A connection's child and the address it came from (without the port). */
+struct kid {
+    pid_t pid;
+    uint8_t host[16];
+};
+
+static tm_ratelimit rl_full = TM_RATELIMIT_INIT(10, 1);
+
+static void peer_host(const struct sockaddr_storage *ss, uint8_t host[16])
+{
+    memset(host, 0, 16);
+    if (ss->ss_family == AF_INET6)
+        memcpy(host, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    else if (ss->ss_family == AF_INET)
+        memcpy(host + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+}
+
+/* The oldest child of the address with the most children (the first such address by age). */
+static unsigned evict_choice(const struct kid *kids, unsigned n)
+{
+    unsigned best = 0, best_count = 0;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned count = 0;
+        for (unsigned j = 0; j < n; j++)
+            count += memcmp(kids[i].host, kids[j].host, 16) == 0;
+        if (count > best_count) {
+            best = i;
+            best_count = count;
+        }
+    }
+    return best;
+}
+
 int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *stop, tm_err *err)
 {
     if (!fleet_address_ok(o->attest))
@@ -186,12 +219,12 @@ int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *
     signal(SIGCHLD, SIG_DFL);
     printf("listening on %s\n", bound);
     fflush(stdout);
-    pid_t kids[MAX_CHILDREN] = {0}; /* oldest first */
+    struct kid kids[MAX_CHILDREN] = {0}; /* oldest first */
     unsigned nkids = 0;
     while (!*stop) {
         for (pid_t p; nkids && (p = waitpid(-1, NULL, WNOHANG)) > 0;)
             for (unsigned i = 0; i < nkids; i++)
-                if (kids[i] == p) {
+                if (kids[i].pid == p) {
                     memmove(&kids[i], &kids[i + 1], (nkids - i - 1) * sizeof(*kids));
                     nkids--;
                     break;
@@ -199,17 +232,26 @@ int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *
         struct pollfd pf = {.fd = lfd, .events = POLLIN};
         if (poll(&pf, 1, 200) <= 0)
             continue;
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             continue;
+        struct kid k = {0};
+        peer_host(&peer, k.host);
         if (nkids >= MAX_CHILDREN) {
-            /* Full: the oldest connection makes room, as in tpmd. A worker's exchange takes a
-             * fraction of a second; connections held open to lock workers out are the old
-             * ones. */
-            log_warn("attest-tls: %d connections at once; the oldest is closed", MAX_CHILDREN);
-            kill(kids[0], SIGKILL);
-            waitpid(kids[0], NULL, 0);
-            memmove(&kids[0], &kids[1], (nkids - 1) * sizeof(*kids));
+            /* Full: the oldest connection of the address holding the most makes room, as in
+             * tpmd the oldest. A worker's exchange takes a fraction of a second; connections
+             * held open to lock workers out are the old ones, and one address flooding new
+             * connections closes its own, not another's exchange in its handshake. */
+            unsigned victim = evict_choice(kids, nkids);
+            log_warn_ratelimited(&rl_full,
+                                 "attest-tls: %d connections at once; the oldest of the address holding "
+                                 "the most is closed",
+                                 MAX_CHILDREN);
+            kill(kids[victim].pid, SIGKILL);
+            waitpid(kids[victim].pid, NULL, 0);
+            memmove(&kids[victim], &kids[victim + 1], (nkids - victim - 1) * sizeof(*kids));
             nkids--;
         }
         pid_t p = fork();
@@ -220,11 +262,13 @@ int fleet_attest_tls_serve(const struct fleet_attest_tls_opts *o, volatile int *
             _exit(serve_one(ctx, fd, o->attest) < 0 ? 1 : 0);
         }
         close(fd);
-        if (p > 0)
-            kids[nkids++] = p;
+        if (p > 0) {
+            k.pid = p;
+            kids[nkids++] = k;
+        }
     }
     for (unsigned i = 0; i < nkids; i++)
-        kill(kids[i], SIGTERM);
+        kill(kids[i].pid, SIGTERM);
     while (nkids && waitpid(-1, NULL, 0) > 0)
         nkids--;
     return 0;

@@ -91,10 +91,10 @@ static void usage(FILE *out)
                  "CREFS.json (signed like REFS.json: its values are the container's approved events, its\n"
                  "pcrs the vTPM PCRs to quote), then set the vTPM's lockout, endorsement and owner\n"
                  "authorisations to fresh random values, encrypted to the vTPM. The values are written\n"
-                 "to FILE (created, mode 0600) before they are set. With --ek-cert (the vTPM's EK\n"
+                 "to FILE (created, mode 0600) before they are set. With --ek-cert (the vTPM's ECC EK\n"
                  "certificate, then the device's vTPM issuer chain) the certificate must also chain to\n"
                  "--ak-anchor through a vTPM issuer a --device-ca certified, name the container and\n"
-                 "certify the EK the device logged.\n"
+                 "certify the ECC EK the device logged (the one the take uses).\n"
                  "\n"
                  "Exit status: 0 the vTPM is owned, 1 a check failed or the vTPM refused (nothing secret\n"
                  "was sent), 2 usage error, 3 the device could not be reached.\n");
@@ -257,7 +257,7 @@ static int check_device(const struct options *o, struct attest_inputs *in, uint8
         if (read_file(o->ek_cert, VERIFY_PEM_MAX, &pem, &pem_len, &err) < 0)
             c = (struct attest_check){.ok = false};
         else
-            vtpm_ek_check(pem, pem_len, o->ek_cert, q, &pol, &rep, o->container, &c);
+            vtpm_ek_check(pem, pem_len, o->ek_cert, q, &pol, &rep, o->container, "ecc", &c);
         step("vTPM EK certificate", c.ok, "%s", pem ? c.detail : err.msg);
         if (!c.ok) {
             trustme__attest__attest_response__free_unpacked(resp, NULL);

@@ -372,7 +372,7 @@ int main(int argc, char **argv)
     attest_check_quote(msg->quote, &pol, &rep);
     for (size_t i = 0; i < o.n_vtpm_ek; i++) {
         struct attest_check c;
-        vtpm_ek_check(ek_pem[i], ek_len[i], o.vtpm_ek[i], msg->quote, &pol, &rep, NULL, &c);
+        vtpm_ek_check(ek_pem[i], ek_len[i], o.vtpm_ek[i], msg->quote, &pol, &rep, NULL, NULL, &c);
         attest_report_add(&rep, &c);
         free(ek_pem[i]);
     }

@@ -246,7 +246,7 @@ static bool pcr_quoted(const struct attest_policy *pol, uint32_t pcr)
 
 void vtpm_ek_check(const char *pem, size_t len, const char *what, const Trustme__Attest__Quote *q,
                    const struct attest_policy *pol, const struct attest_report *rep, const char *want_uuid,
-                   struct attest_check *out)
+                   const char *want_kind, struct attest_check *out)
 {
     memset(out, 0, sizeof(*out));
     out->name = CHECK_NAME;
@@ -305,6 +305,11 @@ void vtpm_ek_check(const char *pem, size_t len, const char *what, const Trustme_
     const char *kind = ek_digest(leaf, digest);
     if (!kind) {
         set(out, false, "%s: its key is neither an RSA 2048 nor an ECC P-256 EK (TCG templates L-1, L-2)", what);
+        return;
+    }
+    if (want_kind && strcmp(kind, want_kind) != 0) {
+        set(out, false, "%s: it certifies the container's %s EK, not its %s EK (ek-%s)", what, kind, want_kind,
+            want_kind);
         return;
     }
     char name[UUID_LEN + 8], hex[65];

@@ -16,8 +16,9 @@
 /* Check one bundle (PEM: the EK certificate first, then untrusted intermediates such as the
  * device's vTPM issuer chain from `trustme device info --json`) against the quote q that rep
  * holds the checks of. The log is evidence only when rep's checks up to "event log" passed;
- * otherwise out says "not checked". With want_uuid, the certificate must name that container.
- * Always fills out (name "vTPM EK"). */
+ * otherwise out says "not checked". With want_uuid, the certificate must name that container;
+ * with want_kind ("ecc" or "rsa"), it must certify that EK of it (a caller that goes on to use
+ * one EK must not take the other's certificate for it). Always fills out (name "vTPM EK"). */
 void vtpm_ek_check(const char *pem, size_t len, const char *what, const Trustme__Attest__Quote *q,
                    const struct attest_policy *pol, const struct attest_report *rep, const char *want_uuid,
-                   struct attest_check *out);
+                   const char *want_kind, struct attest_check *out);
