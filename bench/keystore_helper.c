@@ -4,6 +4,9 @@
  *   keystore_helper socket PATH SECONDS DEPTH   one-shot signs through a container's keystore
  *                                               socket, DEPTH requests in flight (1: one round
  *                                               trip at a time)
+ *   keystore_helper socket-tpm PATH SECONDS DEPTH
+ *                                               the same with a TPM-held key (in the
+ *                                               container's vTPM; docs/KEYSTORE.md)
  *   keystore_helper openssl SECONDS             EVP_DigestSign in this process
  *   keystore_helper pkcs11 MODULE LABEL PIN SECONDS [token]
  *                                               C_Sign (CKM_ECDSA over a SHA-256 digest made
@@ -109,8 +112,9 @@ static int recv_resp(int fd)
     return code;
 }
 
-static int bench_socket(const char *path, double secs, unsigned depth)
+static int bench_socket(const char *path, double secs, unsigned depth, bool tpm)
 {
+    const char *alias = tpm ? "bench-tpm-p256" : "bench-p256";
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
@@ -120,7 +124,7 @@ static int bench_socket(const char *path, double secs, unsigned depth)
     }
     /* The key: made once, kept (the benchmark measures signing, not generation). */
     Trustme__Keystore__KsKeyRef ref = TRUSTME__KEYSTORE__KS_KEY_REF__INIT;
-    ref.alias = "bench-p256";
+    ref.alias = (char *)alias;
     Trustme__Keystore__KsRequest req = TRUSTME__KEYSTORE__KS_REQUEST__INIT;
     req.has_version = req.has_id = true;
     req.version = 1;
@@ -134,11 +138,13 @@ static int bench_socket(const char *path, double secs, unsigned depth)
     Trustme__Keystore__KsAuthorizations auths = TRUSTME__KEYSTORE__KS_AUTHORIZATIONS__INIT;
     auths.n_purposes = 1, auths.purposes = purposes, auths.n_digests = 1, auths.digests = digests;
     Trustme__Keystore__KsGenerateKey gen = TRUSTME__KEYSTORE__KS_GENERATE_KEY__INIT;
-    gen.alias = "bench-p256";
+    gen.alias = (char *)alias;
     gen.has_algorithm = gen.has_key_size = true;
     gen.algorithm = TRUSTME__KEYSTORE__KS_ALGORITHM__KS_ALG_EC;
     gen.key_size = 256;
     gen.auths = &auths;
+    gen.has_security_level = tpm; /* held by the container's vTPM (docs/KEYSTORE.md) */
+    gen.security_level = TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM;
     req.body_case = TRUSTME__KEYSTORE__KS_REQUEST__BODY_GENERATE_KEY;
     req.generate_key = &gen;
     if (send_req(fd, &req) < 0 || recv_resp(fd) != 0)
@@ -148,7 +154,7 @@ static int bench_socket(const char *path, double secs, unsigned depth)
     params.purpose = TRUSTME__KEYSTORE__KS_PURPOSE__KS_PURPOSE_SIGN;
     params.digest = TRUSTME__KEYSTORE__KS_DIGEST__KS_DIGEST_SHA256;
     Trustme__Keystore__KsOneShot os = TRUSTME__KEYSTORE__KS_ONE_SHOT__INIT;
-    os.alias = "bench-p256";
+    os.alias = (char *)alias;
     os.params = &params;
     os.has_input = true;
     os.input = (ProtobufCBinaryData){sizeof(msg), (uint8_t *)msg};
@@ -176,7 +182,7 @@ static int bench_socket(const char *path, double secs, unsigned depth)
     while (done < sent && recv_resp(fd) >= 0) /* drain */
         done++;
     char mode[32];
-    snprintf(mode, sizeof(mode), "socket-depth%u", depth);
+    snprintf(mode, sizeof(mode), "%s-depth%u", tpm ? "tpm" : "socket", depth);
     report(mode, counted, t);
     close(fd);
     return 0;
@@ -279,8 +285,9 @@ static int bench_pkcs11(const char *module, const char *label, const char *pin, 
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && strcmp(argv[1], "socket") == 0)
-        return bench_socket(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]) ? (unsigned)atoi(argv[4]) : 1);
+    if (argc == 5 && (strcmp(argv[1], "socket") == 0 || strcmp(argv[1], "socket-tpm") == 0))
+        return bench_socket(argv[2], atof(argv[3]), (unsigned)atoi(argv[4]) ? (unsigned)atoi(argv[4]) : 1,
+                            strcmp(argv[1], "socket-tpm") == 0);
     if (argc == 3 && strcmp(argv[1], "openssl") == 0)
         return bench_openssl(atof(argv[2]));
     if ((argc == 6 || (argc == 7 && strcmp(argv[6], "token") == 0)) && strcmp(argv[1], "pkcs11") == 0)

@@ -3,7 +3,10 @@
 """Secure storage: commit latency and throughput against a plain file written with fsync and
 rename, in the same run (docs/BENCHMARKS.md, "Secure storage"). Run as root:
 
-    bench/sstore.py [OUTDIR] [--commits N]
+    bench/sstore.py [OUTDIR] [--commits N] [--tpmd PATH]
+
+(--tpmd: another trustme-tpmd binary, e.g. one built from another revision, to compare two anchor
+update paths run after run.)
 
 A real trustme-tpmd with its embedded swtpm is started (as trustmed does: the trustme-tpm user,
 fd 3 a SOCK_SEQPACKET socket) and bench/../build/src/sstore/trustme-sstore-tool commits one
@@ -70,6 +73,11 @@ def pct(v, p):
 def main():
     args = sys.argv[1:]
     n = 200
+    global TPMD
+    if "--tpmd" in args:
+        i = args.index("--tpmd")
+        TPMD = Path(args[i + 1])
+        del args[i:i + 2]
     if "--commits" in args:
         i = args.index("--commits")
         n = int(args[i + 1])

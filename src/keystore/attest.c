@@ -238,9 +238,14 @@ static int key_cert(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
     kd.version = 1;
     kd.has_challenge = true;
     kd.challenge = (ProtobufCBinaryData){challenge_len, (uint8_t *)challenge};
+    /* The lowest of its tags': a TPM-held key's digests, validity and usage count are the
+     * service's (characteristics.enforcement names each tag's). */
+    bool all_tpm = ch->n_enforcement > 0;
+    for (size_t i = 0; i < ch->n_enforcement; i++)
+        all_tpm = all_tpm && ch->enforcement[i]->level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM;
     kd.has_security_level = true;
-    kd.security_level =
-        ch->has_security_level ? ch->security_level : TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE;
+    kd.security_level = all_tpm ? TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM
+                                : TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE;
     kd.characteristics = (Trustme__Keystore__KsKeyCharacteristics *)ch;
     kd.identity = a->identity;
     size_t kdl = trustme__keystore__ks_key_description__get_packed_size(&kd);

@@ -5,7 +5,8 @@
  * AES and HMAC keys are used from there, and EC and RSA private keys are parsed by OpenSSL into
  * its secure heap (CRYPTO_secure_malloc_init in main.c: locked, excluded from core dumps, wiped
  * when freed). Every check of a use against the key's authorisation list is made here, in this
- * process: the security level is KS_SECURITY_SOFTWARE (service-enforced). */
+ * process (KS_SECURITY_SOFTWARE), except for a TPM-held key's (tpm_keys.c): its private key is in
+ * the container's vTPM, which itself refuses any use but signing and checks its passphrase. */
 #include "keys.h"
 
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <openssl/x509.h>
 
 #include "cleanup.h"
+#include "tpm_keys.h"
 
 typedef Trustme__Keystore__KsRequest KsRequest;
 typedef Trustme__Keystore__KsResponse KsResponse;
@@ -53,6 +55,7 @@ struct loaded {
     EVP_PKEY *pkey; /* EC, RSA */
     uint64_t stamp; /* for eviction */
     unsigned busy; /* operations using it */
+    bool tpm; /* held by the vTPM: pkey is the public key */
 };
 
 /* When a key was last used (min_seconds_between_ops), kept across evictions. */
@@ -74,6 +77,8 @@ struct op {
     unsigned mac_bytes; /* HMAC output, GCM tag */
     bool gcm;
     const EVP_MD *prehashed; /* sign/verify of a given hash (in held) with pctx */
+    bool tpm; /* a signature by the vTPM: md hashes (or held is the hash), finish asks the vTPM */
+    struct secret *auth; /* its authValue for the vTPM */
 };
 
 struct ks {
@@ -99,6 +104,8 @@ struct ks {
     Trustme__Keystore__KsOutput output;
     Trustme__Keystore__KsPublicKey pub;
     uint8_t nonce[16];
+    Trustme__Keystore__KsTagEnforcement enf[8]; /* a new TPM-held key's, for its answer */
+    Trustme__Keystore__KsTagEnforcement *enf_ptrs[8];
 };
 
 static time_t now_real(void)
@@ -124,6 +131,7 @@ static void op_free(struct op *op)
     EVP_CIPHER_CTX_free(op->cipher);
     EVP_MAC_CTX_free(op->mac);
     EVP_PKEY_CTX_free(op->pctx);
+    secret_free(op->auth);
     if (op->held.data)
         explicit_bzero(op->held.data, op->held.cap);
     tm_buf_free(&op->held);
@@ -350,9 +358,44 @@ static bool alias_taken(struct ks *ks, const char *alias)
 }
 
 /* Store a new key: material (locked) with the characteristics the request asked for. */
+/* Who enforces each tag a TPM-held key has (docs/KEYSTORE.md "TPM-held keys"). */
+static void tpm_enforcement(struct ks *ks, KsKeyCharacteristics *ch)
+{
+    const KsAuthorizations *a = ch->auths;
+    const struct {
+        const char *tag;
+        bool set, tpm;
+    } tags[] = {
+        {"key_material", true, true},
+        {"purposes", true, true},
+        {"digests", a->n_digests > 0, false},
+        {"passphrase_required", a->passphrase_required, true},
+        {"not_before", a->has_not_before && a->not_before, false},
+        {"not_after", a->has_not_after && a->not_after, false},
+        {"usage_count_limit", a->usage_count_limit > 0, false},
+        {"min_seconds_between_ops", a->min_seconds_between_ops > 0, false},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(tags) && n < ARRAY_SIZE(ks->enf); i++) {
+        if (!tags[i].set)
+            continue;
+        trustme__keystore__ks_tag_enforcement__init(&ks->enf[n]);
+        ks->enf[n].tag = (char *)tags[i].tag;
+        ks->enf[n].has_level = true;
+        ks->enf[n].level = tags[i].tpm ? TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM
+                                       : TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE;
+        ks->enf_ptrs[n] = &ks->enf[n];
+        n++;
+    }
+    ch->n_enforcement = n;
+    ch->enforcement = ks->enf_ptrs;
+}
+
+/* Store a new key: material (locked) with the characteristics the request asked for. tpm: the
+ * vTPM's parts of a TPM-held key (material is then its public key), NULL for the service's. */
 static int store_new(struct ks *ks, const char *alias, int alg, uint32_t size, KsAuthorizations *auths,
                      const ProtobufCBinaryData *pass, bool has_pass, bool imported, const struct secret *material,
-                     KsResponse *resp, tm_err *err)
+                     const KsKeyBlob *tpm, KsResponse *resp, tm_err *err)
 {
     KsKeyBlob blob = TRUSTME__KEYSTORE__KS_KEY_BLOB__INIT;
     KsKeyCharacteristics *ch = &ks->chars;
@@ -376,8 +419,19 @@ static int store_new(struct ks *ks, const char *alias, int alg, uint32_t size, K
     blob.has_material = true;
     blob.material.data = material->data;
     blob.material.len = material->len;
-    uint8_t salt[16], hash[32];
-    if (auths->passphrase_required) {
+    uint8_t salt[16], hash[32] = {0};
+    if (tpm) {
+        /* The vTPM checks the passphrase (the key's authValue): no hash of it at rest. */
+        ch->security_level = TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM;
+        tpm_enforcement(ks, ch);
+        blob.has_tpm_public = blob.has_tpm_private = true;
+        blob.tpm_public = tpm->tpm_public;
+        blob.tpm_private = tpm->tpm_private;
+        blob.has_tpm_auth = tpm->has_tpm_auth;
+        blob.tpm_auth = tpm->tpm_auth;
+        blob.has_passphrase_salt = tpm->has_passphrase_salt;
+        blob.passphrase_salt = tpm->passphrase_salt;
+    } else if (auths->passphrase_required) {
         if (pass->len > PASSPHRASE_MAX)
             return tm_err_set(err, E(INVALID_ARGUMENT), "passphrase longer than %d bytes", PASSPHRASE_MAX);
         if (secure_random(salt, sizeof(salt), err) < 0 || hash_passphrase(pass, salt, hash) < 0)
@@ -407,11 +461,111 @@ static int check_new_alias(struct ks *ks, const char *alias, tm_err *err)
     return 0;
 }
 
+/* A TPM-held key's authValue: from its passphrase (and salt), or the random one in its blob. */
+static int tpm_auth_of(const KsKeyBlob *b, const ProtobufCBinaryData *pass, struct secret **ret, tm_err *err)
+{
+    static const char label[] = "trustme keystore tpm auth v1";
+    _cleanup_secret_ struct secret *s = NULL;
+    if (secret_new(32, &s, err) < 0)
+        return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    if (b->characteristics->auths->passphrase_required) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        bool ok = md && b->passphrase_salt.len == 16 && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(md, label, sizeof(label)) == 1 &&
+                  EVP_DigestUpdate(md, b->passphrase_salt.data, b->passphrase_salt.len) == 1 &&
+                  EVP_DigestUpdate(md, pass->data, pass->len) == 1 && EVP_DigestFinal_ex(md, s->data, NULL) == 1;
+        EVP_MD_CTX_free(md);
+        if (!ok)
+            return tm_err_set(err, E(INTERNAL), "cannot derive the key's authValue");
+    } else {
+        if (b->tpm_auth.len != 32)
+            return tm_err_set(err, E(INVALID_KEY_BLOB), "the TPM-held key has no authValue");
+        memcpy(s->data, b->tpm_auth.data, 32);
+    }
+    *ret = s;
+    s = NULL;
+    return 0;
+}
+
+static unsigned digest_bits(int d)
+{
+    return d == DIGEST(SHA256) ? 256 : d == DIGEST(SHA384) ? 384 : d == DIGEST(SHA512) ? 512 : 0;
+}
+
+/* A key in the container's vTPM (docs/KEYSTORE.md "TPM-held keys"): an EC key that signs. What
+ * the TPM cannot hold here is refused, never quietly made a service key. */
+static int generate_tpm(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g, KsResponse *resp, tm_err *err)
+{
+    if (g->algorithm != ALG(EC))
+        return tm_err_set(err, E(UNSUPPORTED_ALGORITHM),
+                          "the vTPM holds EC signing keys only: an %s key can only be the service's "
+                          "(security level software)",
+                          alg_name(g->algorithm));
+    const KsAuthorizations *a = g->auths;
+    bool sign = false;
+    for (size_t i = 0; i < a->n_purposes; i++) {
+        if (a->purposes[i] == PURPOSE(SIGN))
+            sign = true;
+        else if (a->purposes[i] != PURPOSE(VERIFY))
+            return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "a TPM-held key signs (and verifies), it cannot %s",
+                              purpose_name(a->purposes[i]));
+    }
+    if (!sign)
+        return tm_err_set(err, E(INCOMPATIBLE_PURPOSE), "a TPM-held key is made to sign");
+    uint32_t size = g->has_key_size && g->key_size ? g->key_size : 256;
+    if (size != 256 && size != 384)
+        return tm_err_set(err, E(UNSUPPORTED_KEY_SIZE), "EC keys are P-256 or P-384, not %u bits", size);
+    bool has_pass = g->has_passphrase && g->passphrase.len > 0;
+    if (has_pass && g->passphrase.len > PASSPHRASE_MAX)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "passphrase longer than %d bytes", PASSPHRASE_MAX);
+    KsKeyCharacteristics ch = TRUSTME__KEYSTORE__KS_KEY_CHARACTERISTICS__INIT;
+    KsAuthorizations auths = *a;
+    auths.passphrase_required = has_pass;
+    ch.auths = &auths;
+    KsKeyBlob parts = TRUSTME__KEYSTORE__KS_KEY_BLOB__INIT;
+    parts.characteristics = &ch;
+    uint8_t salt[16], random_auth[32];
+    if (secure_random(has_pass ? salt : random_auth, has_pass ? sizeof(salt) : sizeof(random_auth), err) < 0)
+        return tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    if (has_pass) {
+        parts.has_passphrase_salt = true;
+        parts.passphrase_salt = (ProtobufCBinaryData){sizeof(salt), salt};
+    } else {
+        parts.has_tpm_auth = true;
+        parts.tpm_auth = (ProtobufCBinaryData){sizeof(random_auth), random_auth};
+    }
+    _cleanup_secret_ struct secret *auth = NULL;
+    _cleanup_secret_ struct secret *material = NULL;
+    tm_buf pub = {0}, priv = {0}, spki = {0};
+    int r = tpm_auth_of(&parts, &g->passphrase, &auth, err);
+    if (r == 0)
+        r = ks_tpm_create_ec(ks->st->tpm, size, a->n_digests == 1 ? digest_bits(a->digests[0]) : 0, auth->data,
+                             auth->len, has_pass, &pub, &priv, &spki, err);
+    if (r == 0 && (r = secret_new(spki.len, &material, err)) < 0)
+        r = tm_err_set(err, E(INTERNAL), "%s", err->msg);
+    if (r == 0) {
+        memcpy(material->data, spki.data, spki.len);
+        parts.tpm_public = (ProtobufCBinaryData){pub.len, pub.data};
+        parts.tpm_private = (ProtobufCBinaryData){priv.len, priv.data};
+        r = store_new(ks, g->alias, g->algorithm, size, g->auths, &g->passphrase, g->has_passphrase, false, material,
+                      &parts, resp, err);
+    }
+    explicit_bzero(random_auth, sizeof(random_auth));
+    tm_buf_free(&pub);
+    tm_buf_free(&priv);
+    tm_buf_free(&spki);
+    return r;
+}
+
 static int generate(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g, KsResponse *resp, tm_err *err)
 {
     int r = check_new_alias(ks, g->alias, err);
     if (r < 0 || (r = check_auths(g->algorithm, g->auths, err)) < 0)
         return r;
+    if (g->has_security_level && g->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM)
+        return generate_tpm(ks, g, resp, err);
+    if (g->has_security_level && g->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE)
+        return tm_err_set(err, E(INVALID_ARGUMENT), "security level %d is none the keystore has", g->security_level);
     _cleanup_secret_ struct secret *material = NULL;
     uint32_t size = g->has_key_size ? g->key_size : 0;
     EVP_PKEY *pkey = NULL;
@@ -461,7 +615,7 @@ static int generate(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g, Ks
             return r;
     }
     return store_new(ks, g->alias, g->algorithm, size, g->auths, &g->passphrase, g->has_passphrase, false, material,
-                     resp, err);
+                     NULL, resp, err);
 }
 
 static int import(struct ks *ks, const Trustme__Keystore__KsImportKey *im, KsResponse *resp, tm_err *err)
@@ -503,7 +657,7 @@ static int import(struct ks *ks, const Trustme__Keystore__KsImportKey *im, KsRes
     default: return tm_err_set(err, E(UNSUPPORTED_ALGORITHM), "algorithm %d is not supported", im->algorithm);
     }
     return store_new(ks, im->alias, im->algorithm, size, im->auths, &im->passphrase, im->has_passphrase, true, material,
-                     resp, err);
+                     NULL, resp, err);
 }
 
 /* ---- loading keys ------------------------------------------------------------------------ */
@@ -538,14 +692,22 @@ static int load(struct ks *ks, const char *alias, struct loaded **ret, tm_err *e
         return r;
     KsKeyCharacteristics *ch = blob->characteristics;
     EVP_PKEY *pkey = NULL;
-    if (ch->algorithm == ALG(EC) || ch->algorithm == ALG(RSA)) {
+    bool tpm = blob->has_tpm_private;
+    if (tpm) { /* the vTPM holds the private key; material is the public one */
+        const uint8_t *p = blob->material.data;
+        pkey = d2i_PUBKEY(NULL, &p, (long)blob->material.len);
+        if (!pkey) {
+            ks_store_blob_free(blob, mem);
+            return tm_err_set(err, E(INVALID_KEY_BLOB), "key %s: its public key does not parse", alias);
+        }
+    } else if (ch->algorithm == ALG(EC) || ch->algorithm == ALG(RSA)) {
         pkey = parse_private(blob->material.data, blob->material.len);
         if (!pkey) {
             ks_store_blob_free(blob, mem);
             return tm_err_set(err, E(INVALID_KEY_BLOB), "key %s: its material does not parse", alias);
         }
     }
-    *free_slot = (struct loaded){.blob = blob, .mem = mem, .pkey = pkey, .stamp = ++ks->stamp};
+    *free_slot = (struct loaded){.blob = blob, .mem = mem, .pkey = pkey, .stamp = ++ks->stamp, .tpm = tpm};
     snprintf(free_slot->alias, sizeof(free_slot->alias), "%s", alias);
     *ret = free_slot;
     return 0;
@@ -581,6 +743,28 @@ static struct last_use *last_use_of(struct ks *ks, const char *alias, bool creat
 
 static int authorize_use(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err);
 
+static int check_uses(const struct loaded *l, tm_err *err)
+{
+    const KsKeyCharacteristics *ch = l->blob->characteristics;
+    if (ch->uses >= ch->auths->usage_count_limit)
+        return tm_err_set(err, E(KEY_MAX_OPS_EXCEEDED), "key %s has been used %u times, its limit", l->alias, ch->uses);
+    return 0;
+}
+
+/* Counted (and stored) before the use goes out: a crash must not give a free use. */
+static int count_use(struct ks *ks, struct loaded *l, tm_err *err)
+{
+    int r = check_uses(l, err);
+    if (r < 0)
+        return r;
+    KsKeyCharacteristics *wch = l->blob->characteristics;
+    wch->uses++;
+    wch->has_uses = true;
+    if ((r = ks_store_put(ks->st, l->alias, l->blob, err)) < 0)
+        wch->uses--;
+    return r;
+}
+
 static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
 {
     int alg = l->blob->characteristics->algorithm;
@@ -611,6 +795,9 @@ static int authorize_use(struct ks *ks, struct loaded *l, const KsOperationParam
     if (a->passphrase_required) {
         if (!p->has_passphrase || p->passphrase.len == 0)
             return tm_err_set(err, E(AUTH_REQUIRED), "key %s needs its passphrase", l->alias);
+    }
+    /* A TPM-held key's passphrase is its authValue: the vTPM checks it when it signs. */
+    if (a->passphrase_required && !l->tpm) {
         uint8_t hash[32];
         if (!l->blob->has_passphrase_salt || l->blob->passphrase_salt.len != 16 || l->blob->passphrase_hash.len != 32 ||
             hash_passphrase(&p->passphrase, l->blob->passphrase_salt.data, hash) < 0)
@@ -669,19 +856,12 @@ static int authorize_use(struct ks *ks, struct loaded *l, const KsOperationParam
                               a->min_seconds_between_ops,
                               (long long)(a->min_seconds_between_ops - (mono.tv_sec - u->at.tv_sec)));
     }
+    /* A TPM-held key's use is counted once the vTPM signed (it may refuse the passphrase),
+     * before the signature leaves: finish_tpm. */
     if (a->usage_count_limit) {
-        KsKeyCharacteristics *wch = l->blob->characteristics;
-        if (wch->uses >= a->usage_count_limit)
-            return tm_err_set(err, E(KEY_MAX_OPS_EXCEEDED), "key %s has been used %u times, its limit", l->alias,
-                              wch->uses);
-        /* Counted (and stored) before the use: a crash must not give a free use. */
-        wch->uses++;
-        wch->has_uses = true;
-        int r = ks_store_put(ks->st, l->alias, l->blob, err);
-        if (r < 0) {
-            wch->uses--;
+        int r = l->tpm ? check_uses(l, err) : count_use(ks, l, err);
+        if (r < 0)
             return r;
-        }
     }
     if (a->min_seconds_between_ops)
         last_use_of(ks, l->alias, true)->at = mono;
@@ -739,8 +919,22 @@ static int begin_op(struct ks *ks, const char *alias, const KsOperationParams *p
     op->handle = ks->next_handle++;
     bool ok = true;
     *ret_nonce = false;
-    if ((op->alg == ALG(EC) || op->alg == ALG(RSA)) &&
-        (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY)) && p->prehashed) {
+    if (l->tpm && op->purpose == PURPOSE(SIGN)) {
+        /* The service hashes (or takes the caller's hash), the vTPM signs at finish. */
+        op->tpm = true;
+        if (p->prehashed) {
+            op->prehashed = md_of(p->digest);
+        } else {
+            op->md = EVP_MD_CTX_new();
+            ok = op->md && EVP_DigestInit_ex(op->md, md_of(p->digest), NULL) == 1;
+        }
+        int ra = ok ? tpm_auth_of(l->blob, &p->passphrase, &op->auth, err) : 0;
+        if (ra < 0) {
+            op_free(op);
+            return ra;
+        }
+    } else if ((op->alg == ALG(EC) || op->alg == ALG(RSA)) &&
+               (op->purpose == PURPOSE(SIGN) || op->purpose == PURPOSE(VERIFY)) && p->prehashed) {
         /* The caller hashed (PKCS#11's raw mechanisms): the digest is still one the key is
          * authorised for (authorize() checked it), and the input must be of its length. */
         op->prehashed = md_of(p->digest);
@@ -855,6 +1049,8 @@ static int update_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
         return r;
     if (!in->len)
         return 0;
+    if (op->tpm && op->md)
+        return EVP_DigestUpdate(op->md, in->data, in->len) == 1 ? 0 : tm_err_set(err, E(INTERNAL), "digest failed");
     if (op->md) {
         int ok = op->purpose == PURPOSE(SIGN) ? EVP_DigestSignUpdate(op->md, in->data, in->len)
                                               : EVP_DigestVerifyUpdate(op->md, in->data, in->len);
@@ -862,7 +1058,7 @@ static int update_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
     }
     if (op->mac)
         return EVP_MAC_update(op->mac, in->data, in->len) == 1 ? 0 : tm_err_set(err, E(INTERNAL), "MAC update failed");
-    if (op->pctx) {
+    if (op->pctx || op->tpm) {
         if (op->held.len + in->len > 1024)
             return tm_err_set(err, E(INVALID_INPUT_LENGTH), "input too long for this operation");
         return tm_buf_append(&op->held, in->data, in->len) < 0 ? tm_err_set(err, E(INTERNAL), "out of memory") : 0;
@@ -891,6 +1087,36 @@ static int update_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
     return 0;
 }
 
+/* A TPM-held key's signature, by the vTPM, into o (room bytes; ks->out grows by its length). */
+static int finish_tpm(struct ks *ks, struct op *op, uint8_t *o, size_t room, tm_err *err)
+{
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned dlen = 0;
+    if (op->md) {
+        if (EVP_DigestFinal_ex(op->md, digest, &dlen) != 1)
+            return tm_err_set(err, E(INTERNAL), "digest failed");
+    } else {
+        if (op->held.len != (size_t)EVP_MD_get_size(op->prehashed))
+            return tm_err_set(err, E(INVALID_INPUT_LENGTH),
+                              "a prehashed input must be a %s hash (%d bytes), not %zu bytes",
+                              EVP_MD_get0_name(op->prehashed), EVP_MD_get_size(op->prehashed), op->held.len);
+        memcpy(digest, op->held.data, op->held.len);
+        dlen = (unsigned)op->held.len;
+    }
+    const KsKeyBlob *b = op->key->blob;
+    size_t len = room;
+    int r = ks_tpm_sign(ks->st->tpm, b->tpm_public.data, b->tpm_public.len, b->tpm_private.data, b->tpm_private.len,
+                        op->auth->data, op->auth->len, digest, dlen, o, &len, err);
+    if (r < 0)
+        return r;
+    if (b->characteristics->auths->usage_count_limit && (r = count_use(ks, op->key, err)) < 0) {
+        explicit_bzero(o, len); /* not counted: it does not leave */
+        return r;
+    }
+    ks->out->len += len;
+    return 0;
+}
+
 /* Finish: the final output (signature, MAC, ciphertext tail + tag, plaintext) in ks->out. */
 static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in, const ProtobufCBinaryData *sig,
                      tm_err *err)
@@ -901,6 +1127,8 @@ static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
     size_t have = ks->out->len;
     uint8_t *o = ks->out->data + have;
     size_t room = OUT_CAP - have;
+    if (op->tpm)
+        return finish_tpm(ks, op, o, room, err);
     if (op->md) {
         if (op->purpose == PURPOSE(SIGN)) {
             size_t len = room;

@@ -31,6 +31,7 @@
 #include "event.h"
 #include "frame.h"
 #include "keys.h"
+#include "tpm_keys.h"
 #include "log.h"
 #include "packet.h"
 #include "secmem.h"
@@ -353,17 +354,30 @@ static int receive_init(struct secret **ret_key, uint8_t seed[32], char *uuid, s
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: trustme-keystore --state-dir DIR [--log-level LEVEL]\n"
+    fprintf(out, "Usage: trustme-keystore --state-dir DIR [--vtpm SOCKET] [--log-level LEVEL]\n"
                  "\n"
                  "One container's keystore (docs/KEYSTORE.md). Started by trustmed, which passes its\n"
-                 "link as fd 3 and the listening socket as fd 4; not meant to be run by hand.\n");
+                 "link as fd 3 and the listening socket as fd 4; not meant to be run by hand.\n"
+                 "--vtpm names the container's vTPM command socket, which holds its TPM-held keys.\n");
+}
+
+enum { OPT_VTPM = TM_SERVICE_OPT_OWN };
+
+static int on_option(int opt, const char *arg, void *userdata)
+{
+    if (opt != OPT_VTPM || !arg || arg[0] != '/')
+        return -EINVAL;
+    *(const char **)userdata = arg;
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct tm_service_args args;
     bool done;
-    int rc = tm_service_args(argc, argv, "trustme-keystore", usage, NULL, NULL, NULL, &args, &done);
+    static const struct option own[] = {{"vtpm", required_argument, NULL, OPT_VTPM}, {0}};
+    const char *vtpm = NULL;
+    int rc = tm_service_args(argc, argv, "trustme-keystore", usage, own, on_option, &vtpm, &args, &done);
     if (rc || done)
         return rc;
     const char *state_dir = args.state_dir;
@@ -402,6 +416,10 @@ int main(int argc, char **argv)
         log_error("%s", err.msg);
         return 1;
     }
+    if (!(st.tpm = ks_tpm_new(vtpm))) {
+        log_error("out of memory");
+        return 1;
+    }
     s.ks = s.loop ? ks_new(&st) : NULL;
     fcntl(4, F_SETFL, O_NONBLOCK);
     if (!s.ks || tm_acceptor_start(&s.acceptor, s.loop, 4, 1000, "keystore", on_accept, &s, &err) < 0 ||
@@ -417,6 +435,7 @@ int main(int argc, char **argv)
     tm_source_free(s.link_src);
     ks_free(s.ks);
     ks_index_free(st.index);
+    ks_tpm_free(st.tpm);
     ks_storage_free(s.storage);
     ks_attest_free(s.attest);
     secret_free(key);

@@ -29,12 +29,14 @@
 #define KS_KEY_LEN 32
 
 struct ks_index;
+struct ks_tpm;
 
 struct ks_store {
     const char *dir; /* the state dir (cwd-relative or absolute) */
     const struct secret *key; /* the container's keystore key, KS_KEY_LEN bytes */
     char uuid[64];
     struct ks_index *index; /* the blobs' anchored generations; NULL: none (unit tests) */
+    struct ks_tpm *tpm; /* the container's vTPM (tpm_keys.h), for TPM-held keys */
 };
 
 /* [A-Za-z0-9._-]{1,64}, not starting with '.' */

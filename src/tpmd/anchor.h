@@ -39,6 +39,10 @@ struct anchor_table {
     size_t n;
     uint64_t version; /* 0: never written */
     bool loaded;
+    /* The NV index as checked to be trustme's by the last update (anchor.c: the next update
+     * reads and writes it without listing and checking it again). */
+    bool nv_cached;
+    ESYS_TR nv_tr;
 };
 
 /* A change: set name to value[0..len), or remove it. */

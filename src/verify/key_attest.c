@@ -94,7 +94,7 @@ static void describe(struct key_attest_report *rep, const Trustme__Keystore__KsK
         snprintf(purposes + l, sizeof(purposes) - l, "%s%s", l ? "," : "", p < 7 ? pn[p] : "?");
     }
     const char *level =
-        kd->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM ? "tpm" : "software";
+        ch->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM ? "tpm" : "software";
     char alias[65];
     safe_alias(ch->alias ? ch->alias : "?", alias);
     snprintf(rep->key, sizeof(rep->key), "%s, %s %u, purposes %s, security level %s%s", alias, alg_name(ch->algorithm),
@@ -183,11 +183,11 @@ static void check(X509 **certs, size_t n, const char *ak_chain_pem, size_t ak_ch
     else if (pol->challenge && (kd->challenge.len != pol->challenge_len ||
                                 memcmp(kd->challenge.data, pol->challenge, pol->challenge_len) != 0))
         fail(rep, "the challenge is not the verifier's (--challenge)");
-    else if (kd->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE ||
-             (kd->characteristics->has_security_level &&
-              kd->characteristics->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE))
-        /* No trustme keystore makes TPM-enforced keys yet: the keystore process that signed this
-         * (one its container took over) claims what it cannot give. */
+    else if (kd->security_level != TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_SOFTWARE)
+        /* A TPM-held key's digests are always the service's (an ECDSA signature does not name its
+         * hash), so no trustme keystore describes a key as TPM-enforced in every tag: the process
+         * that signed this (one its container took over) claims what it cannot give. The key's
+         * own level (held by the vTPM) is shown, as the keystore's word. */
         fail(rep, "the key description claims a security level above software, which no trustme keystore gives");
     else
         rep->trusted = true;

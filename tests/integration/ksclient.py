@@ -23,7 +23,9 @@ ERR = {
     "TOO_MANY_OPERATIONS": 17, "INVALID_HANDLE": 18, "VERIFICATION_FAILED": 19, "INVALID_KEY_BLOB": 20,
     "INVALID_INPUT_LENGTH": 21, "INVALID_NONCE": 22, "INVALID_TAG": 23, "STORAGE": 24, "TOO_MANY_KEYS": 25,
     "INTERNAL": 26, "MALFORMED_MESSAGE": 27, "UNSUPPORTED_PURPOSE": 28, "ATTESTATION_UNAVAILABLE": 29,
+    "TPM_UNAVAILABLE": 767,
 }
+SECURITY = {"software": 0, "tpm": 1}
 
 
 class KsError(Exception):
@@ -117,13 +119,15 @@ class Keystore:
             raise KsError(code, msg)
         return resp
 
-    def generate(self, alias, alg, size=None, auth=b"", passphrase=None):
+    def generate(self, alias, alg, size=None, auth=b"", passphrase=None, security=None):
         f = {1: [alias.encode()], 2: [ALG[alg]]}
         if size:
             f[3] = [size]
         f[4] = [auth]
         if passphrase is not None:
             f[5] = [passphrase]
+        if security is not None:
+            f[763] = [SECURITY[security]]
         return parse(self.call(10, encode(f))[10][0])
 
     def import_key(self, alias, alg, material, auth=b"", passphrase=None):

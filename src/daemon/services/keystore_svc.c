@@ -196,6 +196,22 @@ static int prepare_dirs(struct container *c, struct scd_sandbox *sb, tm_err *err
     return 0;
 }
 
+/* The container's vTPM command socket, for its TPM-held keys (docs/KEYSTORE.md "TPM-held
+ * keys"): the public directory trustme-vtpm serves the container (vtpm_public_dir's layout),
+ * bound at /vtpm in the service's root (a socket path must fit AF_UNIX's 108 bytes, and the
+ * TCTI appends ".ctrl"). "" without a vTPM. */
+static void vtpm_socket(struct container *c, struct scd_sandbox *sb, char *dir, size_t dir_size, char *sock,
+                        size_t size)
+{
+    sock[0] = '\0';
+    if (!c->cfg->vtpm || sb->nbinds >= SCD_MAX_BINDS)
+        return;
+    snprintf(dir, dir_size, "%s/vtpm/%s/pub", c->d->run_dir, c->uuid);
+    sb->binds_at[sb->nbinds] = "/vtpm";
+    sb->binds[sb->nbinds++] = dir;
+    snprintf(sock, size, "/vtpm/tpm.sock");
+}
+
 /* The service's secure store is anchored in tpmd's table (docs/SECURE_STORAGE.md). The service
  * has no link to tpmd: it sends tpmd AnchorRequests on its link to trustmed, which forwards them
  * through its tpmd client if every name is this container's own ("sstore/<uuid>", its key
@@ -552,6 +568,8 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
     int r = prepare_dirs(c, &sb, err);
     if (r < 0)
         return r;
+    char vtpm_dir[PATH_MAX], vtpm_sock[PATH_MAX + 16];
+    vtpm_socket(c, &sb, vtpm_dir, sizeof(vtpm_dir), vtpm_sock, sizeof(vtpm_sock));
     _cleanup_close_ int exe = open(sb.binary, O_RDONLY | O_CLOEXEC);
     if (exe < 0)
         return tm_err_sys(err, "cannot open %s", sb.binary);
@@ -569,7 +587,14 @@ static int spawn(struct keystore_svc *ks, tm_err *err)
     if (pid == 0) {
         close(sp[0]);
         int fds[2] = {sp[1], ks->listen_fd};
-        char *argv[] = {"trustme-keystore", "--state-dir", "/state", "--log-level", (char *)sb.log_level, NULL};
+        char *argv[] = {"trustme-keystore",
+                        "--state-dir",
+                        "/state",
+                        "--log-level",
+                        (char *)sb.log_level,
+                        vtpm_sock[0] ? "--vtpm" : NULL,
+                        vtpm_sock,
+                        NULL};
         (void)self;
         sandbox_exec(&sb, fds, 2, exe, argv, 0 /* getppid() is 0 in a new pid namespace */);
     }

@@ -43,13 +43,13 @@ static const char *const dev_nodes[] = {"/dev/null", "/dev/zero", "/dev/random",
  * stderr (trustmed's) is the journal's (src/lib/log.c). */
 static const char *const env_kept[] = {"SOFTHSM2_CONF", "OPENSC_CONF", "JOURNAL_STREAM"};
 
-static int bind_into(const char *root, const char *path, bool writable, tm_err *err)
+static int bind_into_at(const char *root, const char *path, const char *at, bool writable, tm_err *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : tm_err_sys(err, "cannot stat %s", path);
     char target[PATH_MAX];
-    snprintf(target, sizeof(target), "%s%s", root, path);
+    snprintf(target, sizeof(target), "%s%s", root, at ? at : path);
     char parent[PATH_MAX];
     snprintf(parent, sizeof(parent), "%s", target);
     *strrchr(parent, '/') = '\0';
@@ -80,6 +80,11 @@ static int bind_into(const char *root, const char *path, bool writable, tm_err *
     return 0;
 }
 
+static int bind_into(const char *root, const char *path, bool writable, tm_err *err)
+{
+    return bind_into_at(root, path, NULL, writable, err);
+}
+
 static int build_root(const struct scd_sandbox *sb, tm_err *err)
 {
     const char *root = sb->root;
@@ -106,7 +111,7 @@ static int build_root(const struct scd_sandbox *sb, tm_err *err)
         return tm_err_sys(err, "cannot bind scd's state dir %s", sb->state_dir);
     /* Last, so that they may lie below /tmp (a test's SoftHSM2 token dir does). */
     for (size_t i = 0; r == 0 && i < sb->nbinds; i++)
-        r = bind_into(root, sb->binds[i], true, err);
+        r = bind_into_at(root, sb->binds[i], sb->binds_at[i], true, err);
     if (r < 0)
         return r;
     /* Everything is in place: the root itself becomes read-only. */

@@ -21,6 +21,7 @@ struct scd_sandbox {
     uint64_t kdf_n; /* scrypt N for new soft tokens, 0 for scd's default */
     const char *log_level;
     const char *binds[SCD_MAX_BINDS]; /* host paths scd may use read-write */
+    const char *binds_at[SCD_MAX_BINDS]; /* where binds[i] appears inside (NULL: at its own path) */
     size_t nbinds;
 };
 
