@@ -48,6 +48,7 @@ struct mig_op {
     bool opened;
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
+    bool installed; /* the receipt: tpmd records the install on the offer before it signs */
 };
 
 static struct mig_op *exports;
@@ -136,6 +137,8 @@ static void offer_done(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     m.key_public = k->key_public;
     m.certify_attest = k->certify_attest;
     m.certify_sig = k->certify_sig;
+    m.has_expires = k->has_expires;
+    m.expires = k->expires;
     daemon_audit(op->d, "migrate.offer", "ok", NULL, op->actor, "offer %s", k->offer_id ? k->offer_id : "");
     answer(op, &m);
 }
@@ -152,6 +155,8 @@ static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__Migrate
     Trustme__Tpmd__MigrateKey mk = TRUSTME__TPMD__MIGRATE_KEY__INIT;
     mk.has_nonce = true;
     mk.nonce = rq->nonce;
+    mk.has_lifetime = rq->has_lifetime;
+    mk.lifetime = rq->lifetime;
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY;
     req.migrate_key = &mk;
@@ -356,6 +361,8 @@ static void sign_text(struct mig_op *op)
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
     ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
+    if (op->installed)
+        ms.installed_offer = op->b.h.offer_id;
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
     req.migrate_sign = &ms;
@@ -475,7 +482,11 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         /* Refused before the key was used (an unknown or spent offer: another target's bundle, a
          * second import) or by the key's policy (the device is not in the state the source
          * verified; the offer is spent then: a signed refusal lets the source abort). */
-        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV;
+        /* Not spent (no refusal): unknown offer, bad request, another target, installed here from
+         * it already (EALREADY, anchored: a container of it may have been removed and restored),
+         * or the anchor table failed (ENOLCK: the offer's state is unknown). */
+        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV && err->code != EALREADY &&
+                     err->code != ENOLCK;
         /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
          * refusal is signed only while the container is not here: a concurrent import of the same
          * bundle may have installed it meanwhile. */
@@ -510,6 +521,7 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
                  op->b.h.bundle_id, op->b.h.offer_id);
     migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
                  sizeof(op->text));
+    op->installed = true;
     sign_text(op);
 }
 
@@ -544,6 +556,7 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         }
         daemon_audit(conn->d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
                      op->b.h.bundle_id, op->b.h.offer_id);
+        op->installed = true;
         sign_text(op);
         return;
     }
