@@ -22,6 +22,7 @@
 #include "fileio.h"
 #include "hex.h"
 #include "log.h"
+#include "lock_anchor.h"
 #include "migrate.h"
 #include "secmem.h"
 #include "test_hooks.h"
@@ -49,6 +50,10 @@ struct mig_op {
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
     bool installed; /* the receipt: tpmd records the install on the offer before it signs */
+    /* export: the lock, to be anchored, marked and the bundle renamed into place */
+    struct migrate_lock lock;
+    /* abort: with a refusal (else: an export that never completed); whether the TPM anchors it */
+    bool with_refusal, anchored;
 };
 
 static struct mig_op *exports;
@@ -180,7 +185,8 @@ static struct mig_op *take_export(const struct container *c)
     return NULL;
 }
 
-static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key, char *bundle_id, tm_err *err)
+/* The lock file and <path>.part, written and synced; op->lock then says what to anchor. */
+static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key, tm_err *err)
 {
     uint8_t raw[BUNDLE_ID_LEN / 2];
     int r = secure_random(raw, sizeof(raw), err);
@@ -233,18 +239,45 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     test_crash_point(op->d->data_dir, "migrate-export-written");
     l.exported = true;
     memcpy(l.digest, h.digest, sizeof(l.digest));
-    if ((r = migrate_lock_write(c, &l, err)) < 0) {
+    op->lock = l;
+    return 0;
+}
+
+/* The TPM anchors the completed export (lock_anchor.h): from here on the container does not
+ * start here whatever happens to the lock file. Then the file's mark and the rename. */
+static void export_anchored(struct container *c, const tm_err *aerr, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct migrate_lock *l = &op->lock;
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
+    tm_err e = {0};
+    if (aerr) {
+        /* Not anchored (an NV write fails before it changes anything): no complete bundle. */
         (void)unlink(part);
-        tm_err e2 = {0};
-        (void)migrate_lock_remove(c, &e2);
-        return r;
+        (void)migrate_lock_remove(c, &e);
+        op_error(op, "migrate.export", c, aerr->code, "export: %s", aerr->msg);
+        return;
+    }
+    if (migrate_lock_write(c, l, &e) < 0) {
+        /* Anchored: the container stays locked; the next start-up marks the file. */
+        op_error(op, "migrate.export", c, e.code, "export: %s (the container stays locked)", e.msg);
+        return;
     }
     test_crash_point(op->d->data_dir, "migrate-export-marked");
-    if (renameat2(AT_FDCWD, part, AT_FDCWD, op->path, RENAME_NOREPLACE) < 0)
-        return tm_err_sys(err, "cannot rename %s (the container stays locked: rename it by hand)", part);
+    if (renameat2(AT_FDCWD, part, AT_FDCWD, op->path, RENAME_NOREPLACE) < 0) {
+        tm_err_sys(&e, "cannot rename %s (the container stays locked: rename it by hand)", part);
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
     fsync_parent(op->path);
-    memcpy(bundle_id, h.bundle_id, BUNDLE_ID_LEN + 1);
-    return 0;
+    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", l->bundle_id,
+                 op->offer_id, op->target_ak);
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.bundle_id = l->bundle_id;
+    m.offer_id = op->offer_id;
+    m.uuid = c->uuid;
+    answer(op, &m);
 }
 
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
@@ -259,18 +292,20 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
         return;
     }
     tm_err e = {0};
-    char bundle_id[BUNDLE_ID_LEN + 1];
-    if (write_bundle(op, c, key, bundle_id, &e) < 0) {
+    if (write_bundle(op, c, key, &e) < 0) {
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", bundle_id,
-                 op->offer_id, op->target_ak);
-    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
-    m.bundle_id = bundle_id;
-    m.offer_id = op->offer_id;
-    m.uuid = c->uuid;
-    answer(op, &m);
+    if (migrate_anchor_set(c, &op->lock, export_anchored, op, &e) < 0) {
+        tm_err e2 = {0};
+        char part[PATH_MAX + 8];
+        snprintf(part, sizeof(part), "%s.part", op->path);
+        (void)unlink(part);
+        (void)migrate_lock_remove(c, &e2);
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    op = NULL; /* export_anchored's */
 }
 
 static void migrate_export(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -654,6 +689,8 @@ static void tombstone_done(struct daemon *d, const Trustme__Tpmd__Response *resp
         tokens_wipe(conn_reply_to(conn, op->req_id), c, NULL, true);
 }
 
+static void commit_checked(struct container *c, const tm_err *aerr, void *userdata);
+
 static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
 {
     struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
@@ -672,18 +709,90 @@ static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__Migrat
     if (!op)
         return;
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
-    test_crash_point(conn->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
-    migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, NULL, op->text, sizeof(op->text));
+    op->lock = l;
+    /* The lock file must be the one the TPM anchors (if it anchors one: an older trustme's lock
+     * is not), before anything is erased. */
+    if (migrate_anchor_check_lock(c, &op->lock, &op->anchored, commit_checked, op, &err) < 0) {
+        op_error(op, "migrate.commit", c, err.code, "commit: %s", err.msg);
+        op_free(op);
+    }
+}
+
+static void commit_checked(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    if (aerr) {
+        op_error(op, "migrate.commit", c, aerr->code, "commit: %s", aerr->msg);
+        op_free(op);
+        return;
+    }
+    struct migrate_lock *l = &op->lock;
+    tm_err err = {0};
+    test_crash_point(op->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
+    migrate_text("tombstone", l->bundle_id, l->offer_id, c->uuid, NULL, NULL, op->text, sizeof(op->text));
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
     ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
     req.migrate_sign = &ms;
-    if (tpmd_call(conn->d, &req, tombstone_done, op, &err) < 0) {
+    if (tpmd_call(op->d, &req, tombstone_done, op, &err) < 0) {
         op_error(op, "migrate.commit", c, err.code, "commit: %s", err.msg);
         op_free(op);
     }
+}
+
+static void abort_fail(struct mig_op *op, struct container *c, const tm_err *err)
+{
+    op_error(op, "migrate.abort", c, err->code, "abort: %s", err->msg);
+    op_free(op);
+}
+
+static void abort_dropped(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        abort_fail(op, c, aerr);
+        return;
+    }
+    if (migrate_lock_remove(c, &err) < 0) {
+        abort_fail(op, c, &err);
+        return;
+    }
+    daemon_audit(op->d, "migrate.abort", "ok", c, op->actor, "lock of bundle %s released", op->lock.bundle_id);
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (conn)
+        conn_send_ok(conn, op->req_id);
+    op_free(op);
+}
+
+/* The lock file against the TPM's record: an anchored lock is a completed export, which only
+ * the target's signed refusal releases; a lock file that is not the anchored one (restored from
+ * an older migration, with that migration's refusal) releases nothing. */
+static void abort_checked(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        abort_fail(op, c, aerr);
+        return;
+    }
+    if (op->anchored && !op->with_refusal) {
+        tm_err_set(&err, EPERM,
+                   "the TPM anchors a completed export: only the target's signed refusal releases the lock (or "
+                   "commit with its receipt)");
+        {
+            abort_fail(op, c, &err);
+            return;
+        }
+    }
+    if (!op->anchored) {
+        abort_dropped(c, NULL, op);
+        return;
+    }
+    if (migrate_anchor_drop(c, abort_dropped, op, &err) < 0)
+        abort_fail(op, c, &err);
 }
 
 static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -697,7 +806,8 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     tm_err err = {0};
     int r = migrate_lock_read(c, &l, &err);
     if (r == 0 && !l.exported && !rq->has_receipt) {
-        /* The export never completed (trustmed died while writing): no bundle exists. */
+        /* The export never completed (trustmed died while writing): no bundle exists, unless the
+         * TPM anchors it (checked next). */
     } else if (r == 0 && !rq->has_receipt) {
         r = tm_err_set(&err, EPERM,
                        "a bundle was exported: only the target's signed refusal releases the lock (or commit "
@@ -707,13 +817,19 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     } else if (r == -ENOENT) {
         tm_err_set(&err, ENOENT, "the container is not migrating");
     }
-    if (r < 0 || (r = migrate_lock_remove(c, &err)) < 0) {
-        daemon_audit(conn->d, "migrate.abort", "fail", c, conn->actor, "%s", err.msg);
-        conn_send_error(conn, id, err.code, "migrate abort: %s", err.msg);
+    struct mig_op *op = r < 0 ? NULL : op_new(conn, id);
+    if (r < 0 || !op) {
+        if (r < 0) {
+            daemon_audit(conn->d, "migrate.abort", "fail", c, conn->actor, "%s", err.msg);
+            conn_send_error(conn, id, err.code, "migrate abort: %s", err.msg);
+        }
         return;
     }
-    daemon_audit(conn->d, "migrate.abort", "ok", c, conn->actor, "lock of bundle %s released", l.bundle_id);
-    conn_send_ok(conn, id);
+    snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
+    op->lock = l;
+    op->with_refusal = rq->has_receipt;
+    if (migrate_anchor_check_lock(c, &op->lock, &op->anchored, abort_checked, op, &err) < 0)
+        abort_fail(op, c, &err);
 }
 
 void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
