@@ -345,7 +345,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     service_events_add(d, &revocation_service_events);
     service_events_add(d, &measure_service_events);
     service_events_add(d, &audit_anchor_events);
-    /* Migration locks against the TPM's record; an export killed before its bundle was complete. */
+    /* Migration lock files against the TPM's record. */
     service_events_add(d, &migrate_service_events);
     if ((r = setup_signals(d, err)) < 0 || (r = scd_launch(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
         (r = containers_load(d, err)) < 0)
@@ -354,6 +354,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
         runtime_recover(c);
         ctlsock_readopt(c); /* its old control socket died with the old trustmed */
         vtpm_recover(c); /* its vTPM outlived the old trustmed too */
+        migrate_recover(c); /* an export killed before its bundle was complete */
     }
     net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
     if ((r = core_check(d, err)) < 0)

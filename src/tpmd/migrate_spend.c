@@ -172,6 +172,15 @@ int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table 
                           offer_id);
     if (!rec_decode(e, &rec))
         return tm_err_set(err, EBADMSG, "offer %s: its anchor entry is malformed", offer_id);
+    if (rec.state != STATE_OPEN) {
+        /* The private blob of a spend that was killed before its decryption (or put back) goes:
+         * it is of no use any more. */
+        char p[PATH_MAX];
+        snprintf(p, sizeof(p), "%s/migrate/%s.priv.used", data_dir, offer_id);
+        (void)unlink(p);
+        snprintf(p, sizeof(p), "%s/migrate/%s.priv", data_dir, offer_id);
+        (void)unlink(p);
+    }
     if (rec.state == STATE_INSTALLED)
         return tm_err_set(err, EALREADY,
                           "offer %s was used already: a container was installed from it here (a bundle imports once)",

@@ -239,12 +239,18 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     test_crash_point(op->d->data_dir, "migrate-export-written");
     l.exported = true;
     memcpy(l.digest, h.digest, sizeof(l.digest));
+    if ((r = migrate_lock_write(c, &l, err)) < 0) {
+        (void)unlink(part);
+        tm_err e2 = {0};
+        (void)migrate_lock_remove(c, &e2);
+        return r;
+    }
     op->lock = l;
     return 0;
 }
 
-/* The TPM anchors the completed export (lock_anchor.h): from here on the container does not
- * start here whatever happens to the lock file. Then the file's mark and the rename. */
+/* The lock file says exported; now the TPM anchors it (lock_anchor.h): from here on the
+ * container does not start here whatever happens to the file. Then the rename. */
 static void export_anchored(struct container *c, const tm_err *aerr, void *userdata)
 {
     _cleanup_(op_freep) struct mig_op *op = userdata;
@@ -253,15 +259,11 @@ static void export_anchored(struct container *c, const tm_err *aerr, void *userd
     snprintf(part, sizeof(part), "%s.part", op->path);
     tm_err e = {0};
     if (aerr) {
-        /* Not anchored (an NV write fails before it changes anything): no complete bundle. */
+        /* Not anchored (an NV write fails before it changes anything), not renamed: no
+         * bundle under its name. */
         (void)unlink(part);
         (void)migrate_lock_remove(c, &e);
         op_error(op, "migrate.export", c, aerr->code, "export: %s", aerr->msg);
-        return;
-    }
-    if (migrate_lock_write(c, l, &e) < 0) {
-        /* Anchored: the container stays locked; the next start-up marks the file. */
-        op_error(op, "migrate.export", c, e.code, "export: %s (the container stays locked)", e.msg);
         return;
     }
     test_crash_point(op->d->data_dir, "migrate-export-marked");

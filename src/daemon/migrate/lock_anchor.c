@@ -236,7 +236,7 @@ static void recover_checked(struct daemon *d, const Trustme__Tpmd__Response *res
         return;
     free(op);
     if (err) {
-        log_warn("container %s: its migration lock in the TPM cannot be read (%s): left as it is", c->uuid, err->msg);
+        log_warn("container %s: its migration lock in the TPM cannot be read (%s)", c->uuid, err->msg);
         return;
     }
     const ProtobufCBinaryData *v = entry_of(resp, c->uuid);
@@ -244,31 +244,19 @@ static void recover_checked(struct daemon *d, const Trustme__Tpmd__Response *res
     tm_err le = {0};
     int r = migrate_lock_read(c, &l, &le);
     if (!v) {
-        if (r == 0 && l.exported) {
-            /* A lock of an older trustme, never anchored: it is from now on. */
-            tm_err e = {0};
-            if (migrate_anchor_set(c, &l, NULL, NULL, &e) < 0)
-                log_warn("container %s: %s", c->uuid, e.msg);
-            return;
-        }
-        migrate_recover(c, NULL); /* an export that never completed, or nothing */
+        /* Marked, not anchored yet (killed between the two), or an older trustme's lock. */
+        if (r == 0 && l.exported && migrate_anchor_set(c, &l, NULL, NULL, &le) < 0)
+            log_warn("container %s: %s", c->uuid, le.msg);
         return;
     }
     uint8_t id[32];
     if (r == 0)
         lock_identity(&l, id);
-    if (r < 0 || v->len != VALUE_LEN || memcmp(v->data + 1, id, 32) != 0) {
+    if (r < 0 || v->len != VALUE_LEN || memcmp(v->data + 1, id, 32) != 0)
         daemon_audit(d, "migrate.lock", "fail", c, "trustmed",
                      "the TPM anchors an export of this container, and its lock file %s: the container stays "
                      "locked",
                      r == -ENOENT ? "was removed" : "is not the anchored one (replaced or restored)");
-        return;
-    }
-    /* The bundle was completed (the TPM says so): a lock file still saying "exporting" was left
-     * by a trustmed killed between the anchor and the file's mark. */
-    char digest[65];
-    tm_hex(v->data + 33, 32, digest);
-    migrate_recover(c, digest);
 }
 
 static void on_anchors(struct daemon *d)

@@ -31,7 +31,7 @@ int migrate_anchor_set(struct container *c, const struct migrate_lock *l, migrat
 int migrate_anchor_drop(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err);
 
 /* At each tpmd start, once its anchor table is readable: each container's lock file against the
- * TPM (migrate_recover's work, which needs the anchor). */
+ * TPM (a missing or other file is audited; an exported lock not anchored yet is anchored). */
 extern const struct service_events migrate_service_events;
 /* The container is gone: its anchored lock goes too. */
 extern const struct container_observer migrate_container_observer;

@@ -97,7 +97,7 @@ int migrate_lock_remove(const struct container *c, tm_err *err)
     return 0;
 }
 
-void migrate_recover(struct container *c, const char *anchored_digest)
+void migrate_recover(struct container *c)
 {
     struct migrate_lock l;
     tm_err err = {0};
@@ -105,15 +105,6 @@ void migrate_recover(struct container *c, const char *anchored_digest)
     if (migrate_lock_read(c, &l, &err) < 0 || !l.path[0])
         return;
     snprintf(part, sizeof(part), "%s.part", l.path);
-    if (anchored_digest && !l.exported) {
-        /* The TPM anchors the completed export: the file's mark was all that was missing. */
-        l.exported = true;
-        snprintf(l.digest, sizeof(l.digest), "%s", anchored_digest);
-        if (migrate_lock_write(c, &l, &err) < 0) {
-            log_warn("container %s: %s", c->uuid, err.msg);
-            return;
-        }
-    }
     if (l.exported) {
         struct stat st;
         if (lstat(l.path, &st) < 0 && errno == ENOENT &&

@@ -31,14 +31,11 @@ bool migrate_locked(const struct container *c);
 int migrate_lock_read(const struct container *c, struct migrate_lock *ret, tm_err *err);
 int migrate_lock_write(const struct container *c, const struct migrate_lock *l, tm_err *err);
 int migrate_lock_remove(const struct container *c, tm_err *err);
-/* At start-up (once tpmd's anchor table is readable: lock_anchor.c), for a lock a killed
- * trustmed left. anchored_digest: NULL when the TPM anchors no lock for c, else the bundle
- * digest it anchors (the lock file's identity checked by the caller). An export that neither
- * marked its lock exported nor anchored it had no complete bundle under its name (it is renamed
- * into place only after both), so its <path>.part goes and the lock is released; an anchored
- * lock not yet marked is marked; an exported lock whose bundle is still <path>.part (killed
- * before the rename) gets the rename done. */
-void migrate_recover(struct container *c, const char *anchored_digest);
+/* At start-up, for a lock a killed trustmed left: an export that never marked its lock exported
+ * had no complete bundle under its name (it is renamed into place only after that mark), so its
+ * <path>.part goes and the lock is released; an exported lock whose bundle is still <path>.part
+ * (killed between the mark and the rename) gets the rename done. */
+void migrate_recover(struct container *c);
 
 /* The text an AK signs: "receipt", "refusal" (with the failing check) or "tombstone". A
  * receipt also names the bundle's head digest (digest; NULL for the others). */
