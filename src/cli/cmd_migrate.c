@@ -103,6 +103,14 @@ int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
     if ((r = attest_fetch_evidence(cli, nonce, pcrs, npcrs, &evidence, &evidence_len)))
         return r;
     Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    const char *lifetime = cli_value(a, "lifetime");
+    if (lifetime) {
+        uint64_t v;
+        if (attest_parse_u64(lifetime, 30 * 24 * 3600, &v) < 0 || v == 0)
+            return cli_usage_error(a->verb, "--lifetime: 1..2592000 seconds");
+        mr.has_lifetime = true;
+        mr.lifetime = (uint32_t)v;
+    }
     mr.verb = "offer";
     mr.has_nonce = true;
     mr.nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
@@ -119,7 +127,8 @@ int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
     m->nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
     r = write_message(out, m);
     if (!r)
-        printf("offer %s written to %s\n", m->offer_id, out);
+        printf("offer %s written to %s (valid until %llu, unix time)\n", m->offer_id, out,
+               (unsigned long long)m->expires);
     m->attest_response.data = m->nonce.data = NULL; /* not the response's to free */
     m->has_attest_response = m->has_nonce = false;
     trustme__response__free_unpacked(resp, NULL);

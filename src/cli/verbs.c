@@ -126,6 +126,8 @@ static const struct cli_opt migrate_offer_opts[] = {
     {"nonce", 0, CLI_WORD, "HEX", "the source's nonce: 64 hex digits (required)", false},
     {"out", 0, CLI_FILE, "OFFER", "the offer to write (required)", false},
     {"pcr", 0, CLI_WORD, "N", "quote PCR N (the source's reference values' PCRs); repeatable", true},
+    {"lifetime", 0, CLI_WORD, "SECONDS",
+     "how long the offer may be used (default 86400, at most 2592000): an import after that is refused", false},
     {0}};
 static const struct cli_opt migrate_import_opts[] = {
     {"out", 0, CLI_FILE, "RECEIPT", "where the signed receipt (or refusal) goes (required)", false},

@@ -46,6 +46,7 @@
 #include "tokens.h"
 #include "keystore_svc.h"
 #include "migrate.h"
+#include "lock_anchor.h"
 #include "vtpm.h"
 #include "version.h"
 
@@ -332,6 +333,7 @@ static int init_daemon(struct daemon *d, tm_err *err)
     daemon_observe(d, &tokens_container_observer);
     daemon_observe(d, &keystore_container_observer);
     daemon_observe(d, &vtpm_container_observer);
+    daemon_observe(d, &migrate_container_observer);
     /* At shutdown the tokens' unused PIN tries reserved in advance are given back first. */
     daemon_hold_exit(d, tokens_release_reservations);
     /* Every vTPM's state is anchored once its container stopped. */
@@ -343,6 +345,8 @@ static int init_daemon(struct daemon *d, tm_err *err)
     service_events_add(d, &revocation_service_events);
     service_events_add(d, &measure_service_events);
     service_events_add(d, &audit_anchor_events);
+    /* Migration lock files against the TPM's record. */
+    service_events_add(d, &migrate_service_events);
     if ((r = setup_signals(d, err)) < 0 || (r = scd_launch(d, err)) < 0 || (r = tpmd_start(d, err)) < 0 ||
         (r = containers_load(d, err)) < 0)
         return r;

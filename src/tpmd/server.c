@@ -26,6 +26,7 @@
 #include "idle_memory.h"
 #include "log.h"
 #include "migrate.h"
+#include "migrate_spend.h"
 #include "packet.h"
 #include "proto.h"
 #include "quote.h"
@@ -520,7 +521,16 @@ static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Migr
     int r = migrate_offer(&d->tpm, d->data_dir, d->boot_pcr, rq->nonce.data, rq->nonce.len, &o, err);
     if (r < 0)
         return r;
+    /* The offer exists for the source only once the TPM records it (migrate_spend.h). */
+    uint64_t expires = 0;
+    if ((r = migrate_spend_open(d->tpm.esys, d->data_dir, &d->anchor, o.offer_id, o.key_public, o.key_public_len,
+                                rq->has_lifetime ? rq->lifetime : 0, &expires, err)) < 0) {
+        migrate_offer_free(&o);
+        return r;
+    }
     Trustme__Tpmd__MigrateKeyReply mk = TRUSTME__TPMD__MIGRATE_KEY_REPLY__INIT;
+    mk.has_expires = true;
+    mk.expires = expires;
     mk.offer_id = o.offer_id;
     mk.has_key_public = mk.has_certify_attest = mk.has_certify_sig = true;
     mk.key_public = (ProtobufCBinaryData){.len = o.key_public_len, .data = o.key_public};
@@ -538,6 +548,9 @@ static int do_migrate_decrypt(struct tpmd *d, uint64_t id, const Trustme__Tpmd__
 {
     _cleanup_secret_ struct secret *k = NULL;
     int r = rq->has_target_ak ? migrate_check_target(&d->tpm, rq->target_ak.data, rq->target_ak.len, err) : 0;
+    /* Spent in the TPM's anchor table before the key is used: a restored key file is useless. */
+    if (r == 0)
+        r = migrate_spend(d->tpm.esys, d->data_dir, &d->anchor, rq->offer_id, err);
     if (r < 0)
         return r;
     r = migrate_decrypt(&d->tpm, d->data_dir, d->boot_pcr, rq->offer_id, rq->ciphertext.data, rq->ciphertext.len, &k,
@@ -556,7 +569,12 @@ static int do_migrate_decrypt(struct tpmd *d, uint64_t id, const Trustme__Tpmd__
 static int do_migrate_sign(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateSign *rq, tm_err *err)
 {
     uint8_t sig[64];
-    int r = migrate_sign(&d->tpm, rq->data.data, rq->data.len, sig, err);
+    int r = rq->installed_offer
+                ? migrate_spend_installed(d->tpm.esys, d->data_dir, &d->anchor, rq->installed_offer, err)
+                : 0;
+    if (r < 0)
+        return r;
+    r = migrate_sign(&d->tpm, rq->data.data, rq->data.len, sig, err);
     if (r < 0)
         return r;
     Trustme__Tpmd__TlsSignature ts = TRUSTME__TPMD__TLS_SIGNATURE__INIT;

@@ -165,7 +165,7 @@ def test_malformed_bundles_are_refused_before_the_offer_is_spent(pair):
 
 
 def pb_fields(buf):
-    """The length-delimited fields of a packed protobuf message: {number: bytes}."""
+    """The length-delimited fields of a packed protobuf message: {number: bytes} (varints skipped)."""
     out, i = {}, 0
     while i < len(buf):
         key = shift = 0
@@ -176,6 +176,11 @@ def pb_fields(buf):
             shift += 7
             if b < 0x80:
                 break
+        if key & 7 == 0:  # a varint (the offer's expiry): skipped
+            while buf[i] & 0x80:
+                i += 1
+            i += 1
+            continue
         assert key & 7 == 2, key
         n = shift = 0
         while True:
@@ -343,11 +348,11 @@ def test_two_imports_of_one_bundle_at_once(pair):
     p.s.cli("migrate", "commit", "tw", "--receipt", ok[0][0])
 
 
-@pytest.mark.xfail(strict=True, reason="open: the offer's spend is a file rename; root on the target who restores "
-                   "the key blob decrypts again (docs/SECURITY.md)")
 def test_a_restored_key_blob_does_not_decrypt_a_second_time(pair):
     """Root on the target keeps a copy of the offer's key blobs, lets the import spend the offer,
-    removes the container, puts the blobs back and imports the same bundle again."""
+    removes the container, puts the blobs back and imports the same bundle again. The spend is in
+    the TPM's anchor table, with the install: no decryption, and no signed refusal either (which
+    would let the source abort while a copy of the container may be restored here)."""
     p = pair
     with_data(p, "sp")
     off, nonce = offer(p, p.t)
@@ -364,6 +369,7 @@ def test_a_restored_key_blob_does_not_decrypt_a_second_time(pair):
     try:
         _, r = imp(p, p.t, bundle, check=False)
         assert r.returncode != 0, "the restored key decrypted the bundle a second time: " + r.stdout
+        assert "refused:" not in r.stderr and "a container was installed from it here" in r.stderr, r.stderr
     finally:
         p.s.cli("migrate", "commit", "sp", "--receipt", receipt)
 
@@ -435,16 +441,17 @@ def test_the_source_restored_from_a_backup_after_commit_does_not_start(pair):
     p.s.cli("remove", "bk")
 
 
-@pytest.mark.xfail(strict=True, reason="open: the source's lock is a file in the container's dir; root on the "
-                   "source who deletes it starts the container while the target has it too (docs/SECURITY.md)")
 def test_the_source_lock_removed_by_root_does_not_let_it_start(pair):
     """Root on the source, after the target imported (or before), deletes the lock file and
-    restarts trustmed: two running copies if the container starts."""
+    restarts trustmed: two running copies if the container starts. The TPM anchors the lock
+    (an entry of tpmd's anchor table): the start is refused, with the reason in the state and
+    the audit log, and the commit still works with a genuine receipt once the file is back."""
     p = pair
     with_data(p, "lk")
     bundle, _ = cycle(p, "lk")
     receipt, _ = imp(p, p.t, bundle)
     lock = p.s.data_dir / "containers" / p.s.state("lk")["uuid"] / "migrating"
+    saved = lock.read_bytes()
     p.s.kill9()
     lock.unlink()
     p.s.start()
@@ -454,3 +461,53 @@ def test_the_source_lock_removed_by_root_does_not_let_it_start(pair):
     finally:
         if r.returncode == 0:
             p.s.cli("stop", "lk")
+    assert "its lock file was removed" in r.stderr, r.stderr
+    st = p.s.state("lk")
+    assert st["state"] == "stopped" and "its lock file was removed" in st.get("last_error", ""), st
+    assert any(e.get("event") == "migrate.lock" and e.get("result") == "fail" for e in p.s.audit_events())
+    # Without the file there is nothing to abort (and nothing to commit with): still no start.
+    r = p.s.cli("migrate", "abort", "lk", check=False)
+    assert r.returncode != 0
+    lock.write_bytes(saved)
+    p.s.cli("migrate", "commit", "lk", "--receipt", receipt)
+    assert not any(c["name"] == "lk" for c in p.s.containers())
+
+
+def test_an_older_lock_file_restored_with_its_refusal_does_not_release(pair):
+    """Root on the source keeps the lock file and the target's signed refusal of an earlier,
+    refused migration of the container; after its next export (which the target imports) it puts
+    the old lock file back and aborts with the old refusal: both would be genuine, and the
+    container would start here while the target runs it. The TPM anchors which lock stands."""
+    p = pair
+    with_data(p, "ol")
+    uuid = p.s.state("ol")["uuid"]
+    lock = p.s.data_dir / "containers" / uuid / "migrating"
+    b1, l1 = cycle(p, "ol")
+    old_lock = lock.read_bytes()
+    blob = bytearray(b1.read_bytes())
+    blob[l1["wrapped"] + 7] ^= 1
+    bad = b1.with_name(b1.name + "-wrapped")
+    bad.write_bytes(bytes(blob))
+    refusal, r = imp(p, p.t, bad, check=False)
+    assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
+    p.s.cli("migrate", "abort", "ol", "--refusal", refusal)
+    b2, _ = cycle(p, "ol")
+    receipt, _ = imp(p, p.t, b2)
+    new_lock = lock.read_bytes()
+    for restart in (False, True):
+        lock.write_bytes(old_lock)
+        if restart:
+            p.s.kill9()
+            p.s.start()
+        r = p.s.cli("migrate", "abort", "ol", "--refusal", refusal, check=False)
+        assert r.returncode != 0 and "not the one the TPM anchored" in r.stderr, r.stderr
+        r = p.s.cli("migrate", "abort", "ol", check=False)  # an "exporting" lock would need no refusal
+        assert r.returncode != 0, r.stdout
+        r = p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "ol", check=False)
+        assert r.returncode != 0 and "migrating" in r.stderr, r.stderr
+    # A lock file edited to say the export never completed is refused the same way.
+    lock.write_bytes(new_lock.replace(b"state exported", b"state exporting"))
+    r = p.s.cli("migrate", "abort", "ol", check=False)
+    assert r.returncode != 0 and "only the target's signed refusal" in r.stderr, r.stderr
+    lock.write_bytes(new_lock)
+    p.s.cli("migrate", "commit", "ol", "--receipt", receipt)

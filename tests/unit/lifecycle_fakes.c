@@ -26,6 +26,7 @@
 #include "fscrypt.h"
 #include "guestos.h"
 #include "measure.h"
+#include "lock_anchor.h"
 #include "migrate.h"
 #include "net.h"
 #include "reaper.h"
@@ -133,6 +134,13 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
 bool migrate_locked(const struct container *c)
 {
     return false;
+}
+
+/* Nor any lock anchored in the TPM. */
+int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err)
+{
+    fn(c, NULL, userdata);
+    return 0;
 }
 
 const struct tm_module *const fake_modules[FAKE_MODULES] = {

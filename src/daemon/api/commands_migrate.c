@@ -25,6 +25,7 @@
 #include "keystore_migrated.h"
 #include "keystore_svc.h"
 #include "log.h"
+#include "lock_anchor.h"
 #include "migrate.h"
 #include "secmem.h"
 #include "test_hooks.h"
@@ -54,6 +55,11 @@ struct mig_op {
     char refused[200];
     /* export: the data key, import: the unsealed keys, while the anchors are read or written */
     struct secret *key;
+    bool installed; /* the receipt: tpmd records the install on the offer before it signs */
+    /* export: the lock, to be anchored, marked and the bundle renamed into place */
+    struct migrate_lock lock;
+    /* abort: with a refusal (else: an export that never completed); whether the TPM anchors it */
+    bool with_refusal, anchored;
 };
 
 static struct mig_op *exports;
@@ -143,6 +149,8 @@ static void offer_done(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     m.key_public = k->key_public;
     m.certify_attest = k->certify_attest;
     m.certify_sig = k->certify_sig;
+    m.has_expires = k->has_expires;
+    m.expires = k->expires;
     daemon_audit(op->d, "migrate.offer", "ok", NULL, op->actor, "offer %s", k->offer_id ? k->offer_id : "");
     answer(op, &m);
 }
@@ -159,6 +167,8 @@ static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__Migrate
     Trustme__Tpmd__MigrateKey mk = TRUSTME__TPMD__MIGRATE_KEY__INIT;
     mk.has_nonce = true;
     mk.nonce = rq->nonce;
+    mk.has_lifetime = rq->has_lifetime;
+    mk.lifetime = rq->lifetime;
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY;
     req.migrate_key = &mk;
@@ -199,8 +209,9 @@ static int bundle_secrets(struct container *c, const struct secret *key, struct 
     return 0;
 }
 
+/* The lock file and <path>.part, written and synced; op->lock then says what to anchor. */
 static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key,
-                        const Trustme__Tpmd__Response *anchors, char *bundle_id, tm_err *err)
+                        const Trustme__Tpmd__Response *anchors, tm_err *err)
 {
     uint8_t raw[BUNDLE_ID_LEN / 2];
     int r = secure_random(raw, sizeof(raw), err);
@@ -268,30 +279,64 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
         (void)migrate_lock_remove(c, &e2);
         return r;
     }
-    test_crash_point(op->d->data_dir, "migrate-export-marked");
-    if (renameat2(AT_FDCWD, part, AT_FDCWD, op->path, RENAME_NOREPLACE) < 0)
-        return tm_err_sys(err, "cannot rename %s (the container stays locked: rename it by hand)", part);
-    fsync_parent(op->path);
-    memcpy(bundle_id, h.bundle_id, BUNDLE_ID_LEN + 1);
+    op->lock = l;
     return 0;
 }
 
-static void finish_export(struct mig_op *op, struct container *c, const struct secret *key,
-                          const Trustme__Tpmd__Response *anchors)
+/* The lock file says exported; now the TPM anchors it (lock_anchor.h): from here on the
+ * container does not start here whatever happens to the file. Then the rename. */
+static void export_anchored(struct container *c, const tm_err *aerr, void *userdata)
 {
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct migrate_lock *l = &op->lock;
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
     tm_err e = {0};
-    char bundle_id[BUNDLE_ID_LEN + 1];
-    if (write_bundle(op, c, key, anchors, bundle_id, &e) < 0) {
+    if (aerr) {
+        /* Not anchored (an NV write fails before it changes anything), not renamed: no
+         * bundle under its name. */
+        (void)unlink(part);
+        (void)migrate_lock_remove(c, &e);
+        op_error(op, "migrate.export", c, aerr->code, "export: %s", aerr->msg);
+        return;
+    }
+    test_crash_point(op->d->data_dir, "migrate-export-marked");
+    if (renameat2(AT_FDCWD, part, AT_FDCWD, op->path, RENAME_NOREPLACE) < 0) {
+        tm_err_sys(&e, "cannot rename %s (the container stays locked: rename it by hand)", part);
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", bundle_id,
+    fsync_parent(op->path);
+    daemon_audit(op->d, "migrate.export", "ok", c, op->actor, "bundle %s for offer %s (target AK %s)", l->bundle_id,
                  op->offer_id, op->target_ak);
     Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
-    m.bundle_id = bundle_id;
+    m.bundle_id = l->bundle_id;
     m.offer_id = op->offer_id;
     m.uuid = c->uuid;
     answer(op, &m);
+}
+
+/* Writes the bundle, then has the TPM anchor the lock; export_anchored answers. On success it
+ * takes *opp. */
+static void finish_export(struct mig_op **opp, struct container *c, const struct secret *key,
+                          const Trustme__Tpmd__Response *anchors)
+{
+    struct mig_op *op = *opp;
+    tm_err e = {0};
+    if (write_bundle(op, c, key, anchors, &e) < 0) {
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    if (migrate_anchor_set(c, &op->lock, export_anchored, op, &e) < 0) {
+        tm_err e2 = {0};
+        char part[PATH_MAX + 8];
+        snprintf(part, sizeof(part), "%s.part", op->path);
+        (void)unlink(part);
+        (void)migrate_lock_remove(c, &e2);
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    *opp = NULL; /* export_anchored's */
 }
 
 static void unlink_export(struct mig_op *op)
@@ -321,7 +366,7 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
         return;
     }
     test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
-    finish_export(op, c, op->key, resp);
+    finish_export(&op, c, op->key, resp);
 }
 
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
@@ -336,7 +381,7 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
         return;
     }
     if (!c->cfg->vtpm && !c->cfg->keystore) {
-        finish_export(op, c, key, NULL);
+        finish_export(&op, c, key, NULL);
         return;
     }
     /* Still listed while tpmd answers: a second export of the container is refused meanwhile. */
@@ -447,6 +492,8 @@ static void sign_text(struct mig_op *op)
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
     ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
+    if (op->installed)
+        ms.installed_offer = op->b.h.offer_id;
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
     req.migrate_sign = &ms;
@@ -580,7 +627,11 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         /* Refused before the key was used (an unknown or spent offer: another target's bundle, a
          * second import) or by the key's policy (the device is not in the state the source
          * verified; the offer is spent then: a signed refusal lets the source abort). */
-        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV;
+        /* Not spent (no refusal): unknown offer, bad request, another target, installed here from
+         * it already (EALREADY, anchored: a container of it may have been removed and restored),
+         * or the anchor table failed (ENOLCK: the offer's state is unknown). */
+        bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV && err->code != EALREADY &&
+                     err->code != ENOLCK;
         /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
          * refusal is signed only while the container is not here: a concurrent import of the same
          * bundle may have installed it meanwhile. */
@@ -651,6 +702,7 @@ static void import_install(struct mig_op *op)
                  op->b.h.bundle_id, op->b.h.offer_id);
     migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
                  sizeof(op->text));
+    op->installed = true;
     sign_text(op);
 }
 
@@ -685,6 +737,7 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         }
         daemon_audit(conn->d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
                      op->b.h.bundle_id, op->b.h.offer_id);
+        op->installed = true;
         sign_text(op);
         return;
     }
@@ -782,6 +835,8 @@ static void tombstone_done(struct daemon *d, const Trustme__Tpmd__Response *resp
         tokens_wipe(conn_reply_to(conn, op->req_id), c, NULL, true);
 }
 
+static void commit_checked(struct container *c, const tm_err *aerr, void *userdata);
+
 static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
 {
     struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
@@ -800,18 +855,90 @@ static void migrate_commit(struct conn *conn, uint64_t id, const Trustme__Migrat
     if (!op)
         return;
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
-    test_crash_point(conn->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
-    migrate_text("tombstone", l.bundle_id, l.offer_id, c->uuid, NULL, NULL, op->text, sizeof(op->text));
+    op->lock = l;
+    /* The lock file must be the one the TPM anchors (if it anchors one: an older trustme's lock
+     * is not), before anything is erased. */
+    if (migrate_anchor_check_lock(c, &op->lock, &op->anchored, commit_checked, op, &err) < 0) {
+        op_error(op, "migrate.commit", c, err.code, "commit: %s", err.msg);
+        op_free(op);
+    }
+}
+
+static void commit_checked(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    if (aerr) {
+        op_error(op, "migrate.commit", c, aerr->code, "commit: %s", aerr->msg);
+        op_free(op);
+        return;
+    }
+    struct migrate_lock *l = &op->lock;
+    tm_err err = {0};
+    test_crash_point(op->d->data_dir, "migrate-commit-checked"); /* receipt checked, no tombstone */
+    migrate_text("tombstone", l->bundle_id, l->offer_id, c->uuid, NULL, NULL, op->text, sizeof(op->text));
     Trustme__Tpmd__MigrateSign ms = TRUSTME__TPMD__MIGRATE_SIGN__INIT;
     ms.has_data = true;
     ms.data = (ProtobufCBinaryData){.len = strlen(op->text), .data = (uint8_t *)op->text};
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
     req.migrate_sign = &ms;
-    if (tpmd_call(conn->d, &req, tombstone_done, op, &err) < 0) {
+    if (tpmd_call(op->d, &req, tombstone_done, op, &err) < 0) {
         op_error(op, "migrate.commit", c, err.code, "commit: %s", err.msg);
         op_free(op);
     }
+}
+
+static void abort_fail(struct mig_op *op, struct container *c, const tm_err *err)
+{
+    op_error(op, "migrate.abort", c, err->code, "abort: %s", err->msg);
+    op_free(op);
+}
+
+static void abort_dropped(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        abort_fail(op, c, aerr);
+        return;
+    }
+    if (migrate_lock_remove(c, &err) < 0) {
+        abort_fail(op, c, &err);
+        return;
+    }
+    daemon_audit(op->d, "migrate.abort", "ok", c, op->actor, "lock of bundle %s released", op->lock.bundle_id);
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (conn)
+        conn_send_ok(conn, op->req_id);
+    op_free(op);
+}
+
+/* The lock file against the TPM's record: an anchored lock is a completed export, which only
+ * the target's signed refusal releases; a lock file that is not the anchored one (restored from
+ * an older migration, with that migration's refusal) releases nothing. */
+static void abort_checked(struct container *c, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        abort_fail(op, c, aerr);
+        return;
+    }
+    if (op->anchored && !op->with_refusal) {
+        tm_err_set(&err, EPERM,
+                   "the TPM anchors a completed export: only the target's signed refusal releases the lock (or "
+                   "commit with its receipt)");
+        {
+            abort_fail(op, c, &err);
+            return;
+        }
+    }
+    if (!op->anchored) {
+        abort_dropped(c, NULL, op);
+        return;
+    }
+    if (migrate_anchor_drop(c, abort_dropped, op, &err) < 0)
+        abort_fail(op, c, &err);
 }
 
 static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -825,7 +952,8 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     tm_err err = {0};
     int r = migrate_lock_read(c, &l, &err);
     if (r == 0 && !l.exported && !rq->has_receipt) {
-        /* The export never completed (trustmed died while writing): no bundle exists. */
+        /* The export never completed (trustmed died while writing): no bundle exists, unless the
+         * TPM anchors it (checked next). */
     } else if (r == 0 && !rq->has_receipt) {
         r = tm_err_set(&err, EPERM,
                        "a bundle was exported: only the target's signed refusal releases the lock (or commit "
@@ -835,13 +963,19 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     } else if (r == -ENOENT) {
         tm_err_set(&err, ENOENT, "the container is not migrating");
     }
-    if (r < 0 || (r = migrate_lock_remove(c, &err)) < 0) {
-        daemon_audit(conn->d, "migrate.abort", "fail", c, conn->actor, "%s", err.msg);
-        conn_send_error(conn, id, err.code, "migrate abort: %s", err.msg);
+    struct mig_op *op = r < 0 ? NULL : op_new(conn, id);
+    if (r < 0 || !op) {
+        if (r < 0) {
+            daemon_audit(conn->d, "migrate.abort", "fail", c, conn->actor, "%s", err.msg);
+            conn_send_error(conn, id, err.code, "migrate abort: %s", err.msg);
+        }
         return;
     }
-    daemon_audit(conn->d, "migrate.abort", "ok", c, conn->actor, "lock of bundle %s released", l.bundle_id);
-    conn_send_ok(conn, id);
+    snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
+    op->lock = l;
+    op->with_refusal = rq->has_receipt;
+    if (migrate_anchor_check_lock(c, &op->lock, &op->anchored, abort_checked, op, &err) < 0)
+        abort_fail(op, c, &err);
 }
 
 void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
