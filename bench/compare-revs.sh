@@ -121,18 +121,6 @@ setup() {
 setup A "$CG_A" "$ID_A"
 setup B "$CG_B" "$ID_B"
 
-# cpu_ms PID: CPU time in ms of PID and all its descendants now alive, with the children each
-# has reaped (utime + stime + cutime + cstime).
-cpu_ms() {
-    # A process may end between the glob and cat's open: not an error.
-    { cat /proc/[0-9]*/stat 2>/dev/null || :; } | awk -v root="$1" -v hz="$(getconf CLK_TCK)" '
-        { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ");
-          ppid[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15] }
-        END { sum = 0; for (p in t) { q = p; while (q != root && (q in ppid) && q > 1) q = ppid[q];
-                                      if (q == root) sum += t[p] }
-              printf "%.0f", sum * 1000 / hz }'
-}
-
 NAMES=()
 CMDS=()
 SIDES=()

@@ -785,8 +785,14 @@ numbers to look at, not the absolute milliseconds.
 Method: one busybox root file system (\`scripts/mkrootfs.sh\`) is used by every runtime, read-only
 where the runtime has the choice. Each command starts a container whose init is \`/bin/true\` and
 returns once the container is gone again. \`hyperfine -N --warmup $WARMUP --runs $RUNS\` runs each
-command in turn (no shell in between); this is done $LAT_ROUNDS times with the order of the commands
-rotated, and the $((RUNS * LAT_ROUNDS)) runs of each command are pooled (crun: one round, see below).
+command as a block of its own (no shell in between), one block per command in turn; this is done
+$LAT_ROUNDS times with the order of the commands rotated, and the $((RUNS * LAT_ROUNDS)) runs of each command
+are pooled. crun needs the hugetlb workaround (below): it runs in a window of its own, in as many
+rounds, alternating with trustme without a volume, whose ratio to crun in that window is given under
+the table. The CPU column is CPU time per start: for the peers hyperfine's user + system (the
+runtime and the processes it waits for), for trustme the CLI's plus what trustmed and everything
+it runs (setup processes, inits, trustme-tpmd, swtpm, trustme-scd) used during its blocks, read
+from /proc (in brackets): a figure the machine's load hardly changes.
 
 - **trustme**: \`trustme start --attach NAME\` against a private trustmed (own data/run dirs, cgroup
   parent \`trustme-bench\`, \`--log-level warn\`): the CLI asks trustmed to start the container, relays

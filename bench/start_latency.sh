@@ -15,14 +15,17 @@
 #   bench/start_latency.sh [OUTDIR]
 #
 # Writes into OUTDIR (default: a temporary directory, printed at the end):
-#   latency-roundN.json  hyperfine --export-json of trustme (2 configs), runc, lxc-execute, bwrap, for each
-#                        of LAT_ROUNDS rounds (the order of the commands rotated each round)
-#   latency-crun.json    hyperfine --export-json of crun with the hugetlb workaround (if it worked)
+#   latency-roundN-K.json  hyperfine --export-json of block K of round N: trustme (3 configs), runc,
+#                        lxc-execute, bwrap, the KDF and its baseline, the order rotated each round
+#   latency-roundcrunN-K.json  crun with the hugetlb workaround (if it worked), alternating with
+#                        trustme without a volume, in rounds of their own
 #   latency-summary.json the runs of all rounds pooled: median, mean, σ, min, max, each round's median
 #   latency.env        facts for the report (crun's failure as-is, the workaround and its undo)
 #   latency.md         the table of medians and ratios
 # Environment: RUNS (default 50), WARMUP (default 5), LAT_ROUNDS (default 3), SKIP_INSTALL=1 to skip
-# install-deps.sh.
+# install-deps.sh. Each command is its own hyperfine block (RUNS runs), the order rotated each
+# round; on a shared machine prefer many short blocks (e.g. RUNS=5 LAT_ROUNDS=12).
+# cpu.tsv holds trustmed's CPU (with everything it runs) around each block of trustme starts.
 #
 # crun 1.8 refuses the hybrid cgroup layout of this machine as long as cgroup v2 has a controller
 # (hugetlb here). The script records that failure, then moves hugetlb to a v1 hierarchy for the
@@ -248,15 +251,27 @@ NAMES=("trustme start --attach (16 MiB volume)" "trustme start --attach (no volu
 CMDS=("$TRUSTME --run-dir $TMD_RUN start --attach bench-vol" "$TRUSTME --run-dir $TMD_RUN start --attach bench-novol"
       "$TRUSTME --run-dir $TMD_RUN start --attach --pin-file $W/pin bench-enc"
       "runc --root $W/runc-state run --bundle $W/runc $RUNC_ID" "$LXC_CMD" "$BWRAP_CMD" "$KDF" "openssl version")
+# Each command is its own hyperfine block, so that the CPU time of trustmed and everything it
+# runs (its setup processes and inits, trustme-tpmd, swtpm, trustme-scd) can be read from /proc
+# around a block of trustme starts: CPU per start, which the load hardly changes.
+printf 'command\tstarts\tcpu_ms\n' >"$OUT/cpu.tsv"
+# block ROUND K NAME CMD
+block() {
+    local c0=
+    [[ $3 == trustme* || $3 == *"window: trustme"* ]] && c0=$(cpu_ms "$TMD_PID")
+    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style none \
+        --export-json "$OUT/latency-round$1-$2.json" -n "$3" "$4" >&2
+    if [ -n "$c0" ]; then
+        sleep 0.2 # the last stop's cleanup
+        printf '%s\t%s\t%s\n' "$3" $((RUNS + WARMUP)) $(($(cpu_ms "$TMD_PID") - c0)) >>"$OUT/cpu.tsv"
+    fi
+}
 for round in $(seq "$LAT_ROUNDS"); do
-    log "hyperfine round $round/$LAT_ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
-    args=()
+    log "round $round/$LAT_ROUNDS: $RUNS runs (+$WARMUP warm-up) of each command"
     for k in "${!NAMES[@]}"; do
         i=$(( (k + round - 1) % ${#NAMES[@]} ))
-        args+=(-n "${NAMES[$i]}" "${CMDS[$i]}")
+        block "$round" "$k" "${NAMES[$i]}" "${CMDS[$i]}"
     done
-    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic \
-        --export-json "$OUT/latency-round$round.json" "${args[@]}" >&2
 done
 
 # --- crun with the hugetlb workaround -----------------------------------------------------------
@@ -273,12 +288,20 @@ else
         crun_try
         fact CRUN_WORKAROUND_RC "$CRUN_RC"
         if [ "$CRUN_RC" = 0 ]; then
-            hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic \
-                --export-json "$OUT/latency-crun.json" \
-                -n "crun run (hugetlb moved to v1)" "crun --root $W/crun-state run --bundle $W/crun $CRUN_ID" \
-                -n "crun --cgroup-manager=disabled run (hugetlb moved to v1)" \
-                "crun --root $W/crun-state --cgroup-manager=disabled run --bundle $W/crun $CRUN_ID" >&2 &&
-                CRUN_MEASURED=workaround
+            # In the same window, trustme without a volume alternates with crun in short
+            # blocks: the crun ratio is the one of this window, whatever the load did before.
+            CNAMES=("crun run (hugetlb moved to v1)" "crun --cgroup-manager=disabled run (hugetlb moved to v1)"
+                    "crun window: trustme start --attach (no volume)")
+            CCMDS=("crun --root $W/crun-state run --bundle $W/crun $CRUN_ID"
+                   "crun --root $W/crun-state --cgroup-manager=disabled run --bundle $W/crun $CRUN_ID"
+                   "${CMDS[1]}")
+            for round in $(seq "$LAT_ROUNDS"); do
+                for k in "${!CNAMES[@]}"; do
+                    i=$(( (k + round - 1) % ${#CNAMES[@]} ))
+                    block "crun$round" "$k" "${CNAMES[$i]}" "${CCMDS[$i]}"
+                done
+            done
+            CRUN_MEASURED=workaround
         else
             log "crun still fails with the workaround: $CRUN_MSG"
             fact CRUN_WORKAROUND_MSG "$CRUN_MSG"
@@ -316,32 +339,46 @@ fact WARMUP "$WARMUP"
 
 # --- the table ----------------------------------------------------------------------------------
 python3 - "$OUT" "$LAT_ROUNDS" <<'PY'
-import json, os, statistics as st, sys
+import glob, json, os, re, statistics as st, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 order, runs = [], {}
-files = [f"{out}/latency-round{r}.json" for r in range(1, rounds + 1)]
+files = sorted(glob.glob(f"{out}/latency-round*.json"), key=lambda f: [int(x) for x in re.findall(r"\d+", os.path.basename(f))])
 files += [f"{out}/latency-crun.json"] if os.path.exists(f"{out}/latency-crun.json") else []
-for rnd, f in enumerate(files):
+for f in files:
+    m = re.search(r"latency-round(crun)?(\d+)", f)
+    rnd = int(m.group(2)) if m else 0  # blocks of one round share its number
     for res in json.load(open(f))["results"]:
         c = res["command"]
         if c not in runs:
             order.append(c)
-            runs[c] = {"times": [], "round_medians": {}}
+            runs[c] = {"times": [], "round_medians": {}, "cpu": []}
         runs[c]["times"] += res["times"]
         runs[c]["round_medians"][rnd] = res["median"]
+        runs[c]["cpu"].append(((res["user"] + res["system"]) * 1000, len(res["times"])))
+# trustmed's CPU (with tpmd, swtpm, scd, setup processes, inits) per start of each trustme block
+daemon = {}
+if os.path.exists(f"{out}/cpu.tsv"):
+    for line in open(f"{out}/cpu.tsv").read().splitlines()[1:]:
+        name, starts, ms = line.split("\t")
+        d = daemon.setdefault(name, [0, 0])
+        d[0] += int(starts)
+        d[1] += int(ms)
 first = list(order)
 order.sort(key=lambda c: (not c.startswith("trustme"), c.startswith("crun"), first.index(c)))
 summary = {}
 for c in order:
     t = runs[c]["times"]
+    cli = sum(a * n for a, n in runs[c]["cpu"]) / sum(n for _, n in runs[c]["cpu"])
+    dcpu = daemon[c][1] / daemon[c][0] if c in daemon and daemon[c][0] else None
     summary[c] = {"median": st.median(t), "mean": st.mean(t), "stddev": st.pstdev(t), "min": min(t),
-                  "max": max(t), "n": len(t), "round_medians": runs[c]["round_medians"]}
+                  "max": max(t), "n": len(t), "round_medians": runs[c]["round_medians"],
+                  "cpu_ms": cli + (dcpu or 0), "daemon_cpu_ms": dcpu}
 json.dump(summary, open(f"{out}/latency-summary.json", "w"), indent=1)
 tms = [c for c in order if c.startswith("trustme")]
 f2 = lambda v: f"{v * 1000:.2f}"
-lines = ["| command | median (ms) | median of each round (ms) | mean ± σ (ms) | min–max (ms) | "
+lines = ["| command | median (ms) | median of each round (ms) | mean ± σ (ms) | min–max (ms) | CPU per start (ms) | "
          + " | ".join("ratio " + c.replace("trustme start --attach ", "trustme ") for c in tms) + " |",
-         "|---|---:|---:|---:|---:|" + "|".join("---:" for _ in tms) + "|"]
+         "|---|---:|---:|---:|---:|---:|" + "|".join("---:" for _ in tms) + "|"]
 for c in order:
     x = summary[c]
     rm = " / ".join(f2(x["round_medians"][k]) for k in sorted(x["round_medians"]))
@@ -354,8 +391,21 @@ for c in order:
         common = sorted(set(x["round_medians"]) & set(summary[tc]["round_medians"]))
         per = [summary[tc]["round_medians"][k] / x["round_medians"][k] for k in common]
         cells.append(f"**{ratio:.2f}×**" + (f" ({min(per):.2f}–{max(per):.2f})" if len(per) > 1 else ""))
+    cpu = f"{x['cpu_ms']:.1f}" + (f" (daemons {x['daemon_cpu_ms']:.1f})" if x["daemon_cpu_ms"] is not None else "")
     lines.append(f"| `{c}` | **{f2(x['median'])}** | {rm} | {f2(x['mean'])} ± {f2(x['stddev'])} | "
-                 f"{f2(x['min'])}–{f2(x['max'])} | " + " | ".join(cells) + " |")
+                 f"{f2(x['min'])}–{f2(x['max'])} | {cpu} | " + " | ".join(cells) + " |")
+# crun ran in a window of its own (the hugetlb workaround), alternating with trustme: that ratio
+cw, cr = "crun window: trustme start --attach (no volume)", "crun run (hugetlb moved to v1)"
+if cw in summary and cr in summary:
+    per = [summary[cw]["round_medians"][k] / summary[cr]["round_medians"][k]
+           for k in sorted(set(summary[cw]["round_medians"]) & set(summary[cr]["round_medians"]))]
+    summary["_crun_window_ratio"] = summary[cw]["median"] / summary[cr]["median"]
+    json.dump(summary, open(f"{out}/latency-summary.json", "w"), indent=1)
+    lines.append("")
+    lines.append(f"In crun's window (hugetlb moved to v1, blocks alternating): trustme without a volume "
+                 f"{f2(summary[cw]['median'])} ms against `crun run` {f2(summary[cr]['median'])} ms: "
+                 f"**{summary['_crun_window_ratio']:.2f}×**" + (f" ({min(per):.2f}–{max(per):.2f} by round)" if per else "")
+                 + ".")
 # The encrypted start beyond its KDF: (encrypted - same volume unencrypted) - (KDF - process baseline).
 enc, vol = "trustme start --attach (16 MiB volume, encrypted)", "trustme start --attach (16 MiB volume)"
 kdf, base = "KDF: openssl kdf scrypt N=1024", "KDF baseline: openssl version"

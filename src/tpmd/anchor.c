@@ -60,6 +60,14 @@ const struct anchor_entry *anchor_find(const struct anchor_table *t, const char 
     return NULL;
 }
 
+bool anchor_holds(const struct anchor_table *t, const char *name, const uint8_t *value, size_t len, bool absent)
+{
+    const struct anchor_entry *e = anchor_find(t, name);
+    if (absent || !e)
+        return absent && !e;
+    return e->len == len && (len == 0 || memcmp(e->value, value, len) == 0);
+}
+
 /* ---- the file ---------------------------------------------------------------------------------- */
 
 /* Strict: exactly the form serialize() writes, so one table has one digest. */

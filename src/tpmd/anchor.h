@@ -27,6 +27,7 @@
 #define ANCHOR_NAME_MAX 128
 #define ANCHOR_VALUE_MAX 128 /* a token with a pending change needs 100 */
 #define ANCHOR_ENTRIES_MAX 4096
+#define ANCHOR_EXPECT_MAX 16 /* anchor expectations in one Measure (a start's checks) */
 
 struct anchor_entry {
     char *name;
@@ -73,5 +74,8 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, c
 int anchor_parse(const char *data, size_t len, struct anchor_table *ret, tm_err *err);
 
 const struct anchor_entry *anchor_find(const struct anchor_table *t, const char *name);
+
+/* Whether name holds exactly value[0..len) (absent: name is not in the table). */
+bool anchor_holds(const struct anchor_table *t, const char *name, const uint8_t *value, size_t len, bool absent);
 
 void anchor_free(struct anchor_table *t);

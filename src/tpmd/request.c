@@ -15,6 +15,19 @@ typedef Trustme__Tpmd__Request Request;
 /* All items are checked before the first is extended: a bad request measures nothing. */
 static int check_measure(const Trustme__Tpmd__Measure *rq, tm_err *err)
 {
+    int r;
+    if (rq->n_expect > ANCHOR_EXPECT_MAX)
+        return tm_err_set(err, E2BIG, "%zu anchor expectations in one measurement (at most %d)", rq->n_expect,
+                          ANCHOR_EXPECT_MAX);
+    for (size_t i = 0; i < rq->n_expect; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = rq->expect[i];
+        if ((r = anchor_check_name(e->name, err)) < 0)
+            return tm_err_prefix(err, "anchor expectation %zu", i);
+        if (!(e->has_remove && e->remove) && (!e->has_value || e->value.len > ANCHOR_VALUE_MAX))
+            return tm_err_set(err, EINVAL,
+                              "anchor expectation \"%s\" has neither a value (at most %d bytes) nor remove", e->name,
+                              ANCHOR_VALUE_MAX);
+    }
     for (size_t i = 0; i < rq->n_items; i++) {
         const Trustme__Attest__Event *it = rq->items[i];
         if (!it->has_pcr)

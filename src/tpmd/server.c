@@ -66,13 +66,45 @@ static int send_error(struct tpmd *d, uint64_t id, int code, const char *msg)
 
 /* ---- measurements --------------------------------------------------------------------------- */
 
+/* A start's anchor checks (Measure.expect): the expected names that exist go into m, and
+ * m->anchor_mismatch says whether one differs from what trustmed expects. Checked and measured
+ * in one request, nothing can change the table in between (tpmd answers one request at a time). */
+static int check_expect(struct tpmd *d, const Trustme__Tpmd__Measure *rq, Trustme__Tpmd__Measured *m,
+                        Trustme__Tpmd__AnchorEntry *ev, Trustme__Tpmd__AnchorEntry **evp, tm_err *err)
+{
+    int r;
+    if (!d->anchor.loaded && (r = anchor_load(d->tpm.esys, d->data_dir, &d->anchor, err)) < 0)
+        return tm_err_prefix(err, "the TPM-anchored state is unavailable, so nothing that depends on it starts");
+    m->has_anchor_mismatch = true;
+    for (size_t i = 0; i < rq->n_expect; i++) {
+        const Trustme__Tpmd__AnchorEntry *x = rq->expect[i];
+        if (!anchor_holds(&d->anchor, x->name, x->value.data, x->value.len, x->has_remove && x->remove))
+            m->anchor_mismatch = true;
+        const struct anchor_entry *e = anchor_find(&d->anchor, x->name);
+        if (!e)
+            continue;
+        trustme__tpmd__anchor_entry__init(&ev[m->n_anchors]);
+        ev[m->n_anchors].name = e->name;
+        ev[m->n_anchors].has_value = true;
+        ev[m->n_anchors].value = (ProtobufCBinaryData){.len = e->len, .data = (uint8_t *)e->value};
+        evp[m->n_anchors] = &ev[m->n_anchors];
+        m->n_anchors++;
+    }
+    m->anchors = evp;
+    return 0;
+}
+
 static int do_measure(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Measure *rq, tm_err *err)
 {
     int r;
     /* Every item passed tm_event_check (request.c): a bad request measures nothing. */
     Trustme__Tpmd__Measured m = TRUSTME__TPMD__MEASURED__INIT;
     m.has_added = m.has_skipped = true;
-    for (size_t i = 0; i < rq->n_items; i++) {
+    /* At most ANCHOR_EXPECT_MAX (request.c). */
+    Trustme__Tpmd__AnchorEntry ev[ANCHOR_EXPECT_MAX], *evp[ANCHOR_EXPECT_MAX];
+    if (rq->n_expect > 0 && (r = check_expect(d, rq, &m, ev, evp, err)) < 0)
+        return r;
+    for (size_t i = 0; i < rq->n_items && !m.anchor_mismatch; i++) {
         const Trustme__Attest__Event *it = rq->items[i];
         if (mlog_contains(&d->log, it->pcr, it->type, it->name, it->sha256.data)) {
             m.skipped++;
@@ -94,7 +126,7 @@ static int do_measure(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Measure 
         m.added++;
         log_debug("measured %s %s into PCR %u", it->type, it->name, it->pcr);
     }
-    if (rq->has_complete && rq->complete && d->quotes_held) {
+    if (rq->has_complete && rq->complete && d->quotes_held && !m.anchor_mismatch) {
         d->quotes_held = false;
         log_info("everything running is measured again after the TPM reset: answering quotes");
     }

@@ -524,3 +524,62 @@ def test_ca_unregister(gdaemon, env, vendor_x):
     d.cli("start", "v")
     logs_show(d, "v", "marker-v1")
     assert trust_of(d, "vy", 1) == "signed"
+
+
+def test_start_is_one_tpmd_request_and_a_refused_one_measures_nothing(gdaemon, env):
+    """A start's anchor checks (GuestOS version, config_version) and its measurement are one
+    request to trustme-tpmd, which measures only if the anchored entries allow the start; one
+    they refuse measures nothing."""
+    from test_device import measurements
+    d = gdaemon(policy={"signed_configs": True})
+    install(d, env.build("bb", 1))
+
+    def cfg(tag, version):
+        path = d.configs / f"one-{tag}.json"
+        path.write_text(json.dumps({"name": "one", "guestos": {"name": "bb"}, "token": "none",
+                                    "data_size_mb": 0, "init": "/bin/true",
+                                    "config_version": version}))
+        env.sign(path)
+        return path
+
+    old, new = cfg("old", 1), cfg("new", 2)
+    d.cli("create", old)
+    cdir = [p.parent for p in (d.data_dir / "containers").glob("*/config.json")
+            if json.loads(p.read_text())["name"] == "one"][0]
+    saved = d.base / "one-config-copy"
+    shutil.copytree(cdir, saved)
+
+    def requests_of_a_start():
+        """The start's requests to tpmd: its measure requests, and "decided" when tpmd found
+        the anchored entries other than expected (then trustmed decides, anchors, measures
+        again). Anchor requests are left out: the audit log's head is anchored every 2 s."""
+        mark = len(d.log())
+        d.cli("start", "--attach", "one")
+        log = d.log()[mark:].splitlines()
+        return [line.split(": ")[-1] for line in log if "trustme-tpmd request" in line
+                and line.endswith(": measure")] + \
+            ["decided" for line in log if "not what the start expected" in line]
+
+    # the first start anchors config_version 1: tpmd finds it unanchored, measures nothing;
+    # trustmed anchors it and measures
+    assert requests_of_a_start() == ["measure", "measure", "decided"]
+    # from then on: one request per start
+    assert requests_of_a_start() == ["measure"]
+    assert requests_of_a_start() == ["measure"]
+    d.cli("update", "one", new)
+    assert requests_of_a_start() in (["measure"], ["measure", "measure", "decided"])
+    assert requests_of_a_start() == ["measure"]
+    d.restart()   # nothing cached in trustmed: still one request
+    assert requests_of_a_start() == ["measure"]
+
+    # the config rolled back to version 1 (a different config, so a different event): refused,
+    # and nothing of it measured
+    d.stop()
+    for f in ("config.json", "config.json.sig", "config.json.chain.pem"):
+        shutil.copy2(saved / f, cdir / f)
+    d.start()
+    before = measurements(d)["events"]
+    r = d.cli("start", "one", check=False)
+    assert r.returncode != 0
+    assert "its config has config_version 1, but version 2 is anchored in the TPM" in r.stderr, r.stderr
+    assert measurements(d)["events"] == before

@@ -658,6 +658,13 @@ static void anchor_table(void **state)
     anchor_set(dir, &t, "guestos/core", "\x01", 0);
     anchor_set(dir, &t, "token/abc/tries", "\x02", 0);
     assert_int_equal(t.version, 2);
+    /* What a start's Measure.expect compares: exact bytes, or absence. */
+    assert_true(anchor_holds(&t, "guestos/core", (const uint8_t *)"\x01", 1, false));
+    assert_false(anchor_holds(&t, "guestos/core", (const uint8_t *)"\x02", 1, false));
+    assert_false(anchor_holds(&t, "guestos/core", (const uint8_t *)"\x01\x00", 2, false));
+    assert_false(anchor_holds(&t, "guestos/core", NULL, 0, true));
+    assert_true(anchor_holds(&t, "config/none", NULL, 0, true));
+    assert_false(anchor_holds(&t, "config/none", (const uint8_t *)"", 0, false));
     size_t old_len;
     char *old = slurp(path, &old_len); /* version 2 */
     /* A batch is one version. */

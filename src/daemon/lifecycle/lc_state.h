@@ -19,6 +19,10 @@ struct lc_state {
     bool starting_failed; /* the current start failed; c->last_error says why */
     struct start_op *start; /* only while starting */
     struct measure_op *measure; /* while its start waits for the TPM (measure.c) */
+    /* Its GuestOS's anchor entry as tpmd last showed it, what the next start expects (measure.c;
+     * only a guess that saves a round trip: tpmd compares it with the table). */
+    uint8_t guestos_anchor_seen[40];
+    bool guestos_anchor_seen_valid;
     tm_source *timer; /* stop (kill) or freeze (poll) timer */
     int freeze_polls;
     int wait_status; /* init's raw wait status, -1 when unknown */

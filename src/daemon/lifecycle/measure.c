@@ -9,7 +9,12 @@
  * its anchor (a crash between an install and its anchor, or state from before the anchor table)
  * is anchored now. Then the GuestOS's guestos.json, each image (with the hash the signed
  * guestos.json declares; module_volume then refuses an image whose content differs) and the
- * container's config are extended into the runtime PCR before anything uses them. */
+ * container's config are extended into the runtime PCR before anything uses them.
+ *
+ * Normally all of that is one round trip to tpmd (a Measure with `expect`, start_expect): tpmd
+ * measures only if every anchor entry the start checks holds what allows the start without a
+ * change, checked and measured in the same request. Otherwise it measures nothing and answers
+ * with the entries, and on_anchors decides as above (refuse, or raise the anchor, then measure). */
 #include "measure.h"
 
 #include <errno.h>
@@ -32,17 +37,26 @@
 #include "tpmd_client.h"
 #include "vtpm.h"
 
+/* The anchor entries a start checks: its GuestOS's (when it has one, first) and its config's
+ * (last); room for more start-time checks. */
+#define MEASURE_ANCHORS_MAX 4
+
 struct measure_op {
     struct container *c;
     measure_done_fn done;
     char guestos[CONFIG_NAME_MAX + 1]; /* "" for a development rootfs */
-    char anchor_names[2][GUESTOS_ANCHOR_NAME_MAX + 1];
+    char anchor_names[MEASURE_ANCHORS_MAX][GUESTOS_ANCHOR_NAME_MAX + 1];
     size_t n_anchors;
     uint8_t gvalue[GUESTOS_ANCHOR_VALUE_LEN], cvalue[MEASURE_CONFIG_ANCHOR_LEN];
+    struct tpmd_anchor_entry expect[MEASURE_ANCHORS_MAX];
+    uint8_t gexpect[GUESTOS_ANCHOR_VALUE_LEN], cexpect[MEASURE_CONFIG_ANCHOR_LEN];
     struct tm_event_item items[TPMD_MEASURE_MAX];
     size_t n_items;
     char names[TPMD_MEASURE_MAX][TM_EVENT_NAME_MAX + 1];
 };
+
+_Static_assert(sizeof(((struct lc_state *)0)->guestos_anchor_seen) == GUESTOS_ANCHOR_VALUE_LEN,
+               "lc_state's copy of a GuestOS anchor entry has its size");
 
 static void finish(struct measure_op *op, const tm_err *err)
 {
@@ -109,6 +123,14 @@ int measure_config_anchor_parse(const ProtobufCBinaryData *value, uint64_t *ret,
     return 0;
 }
 
+/* What the next start of c expects of its GuestOS's anchor entry (value NULL: none). */
+static void remember_guestos_anchor(struct container *c, const ProtobufCBinaryData *value)
+{
+    c->lc->guestos_anchor_seen_valid = value && value->len == GUESTOS_ANCHOR_VALUE_LEN;
+    if (c->lc->guestos_anchor_seen_valid)
+        memcpy(c->lc->guestos_anchor_seen, value->data, GUESTOS_ANCHOR_VALUE_LEN);
+}
+
 /* The anchored state allows the start (or is raised to what the data dir holds). */
 static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
@@ -133,6 +155,7 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
             return;
         }
         uint64_t have = newest ? newest->cfg->version : 0;
+        remember_guestos_anchor(c, tpmd_anchor_value(resp, op->anchor_names[0]));
         if (a.version > have) {
             tm_err_set(&e, ESTALE,
                        "GuestOS %s: version %llu is anchored in the TPM as installed, "
@@ -149,6 +172,8 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
                 memcpy(a.owner, newest->ca_sha256, sizeof(a.owner));
             guestos_anchor_encode(&a, op->gvalue);
             set[n_set++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gvalue, sizeof(op->gvalue), false};
+            ProtobufCBinaryData v = {.len = sizeof(op->gvalue), .data = op->gvalue};
+            remember_guestos_anchor(c, &v);
         }
     }
     uint64_t anchored;
@@ -182,9 +207,81 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
 
 static int ask_anchors(struct measure_op *op, tm_err *err)
 {
-    const char *names[2] = {op->anchor_names[0], op->anchor_names[1]};
+    const char *names[MEASURE_ANCHORS_MAX];
+    for (size_t i = 0; i < op->n_anchors; i++)
+        names[i] = op->anchor_names[i];
     if (tpmd_anchor_get(op->c->d, names, op->n_anchors, on_anchors, op, err) < 0)
         return tm_err_prefix(err, "reading its TPM-anchored state");
+    return 0;
+}
+
+/* The start's one round trip: checked and measured (on_anchors when an entry differed). */
+static void on_start_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct measure_op *op = userdata;
+    tm_err e = {0};
+    if (err) {
+        tm_err_set(&e, err->code, "the TPM service refused the start: %s", err->msg);
+        finish(op, &e);
+        return;
+    }
+    const Trustme__Tpmd__Measured *m = resp->measured;
+    if (!m->has_anchor_mismatch) {
+        /* A tpmd that measured without looking at the table: check it the long way (the
+         * measurement is then skipped as logged already). */
+        if (ask_anchors(op, &e) < 0)
+            finish(op, &e);
+        return;
+    }
+    if (m->anchor_mismatch) {
+        log_debug("%s: its TPM-anchored entries are not what the start expected: deciding on them",
+                  container_label(op->c));
+        on_anchors(d, resp, NULL, op);
+        return;
+    }
+    if (op->guestos[0])
+        remember_guestos_anchor(op->c, tpmd_anchor_value(resp, op->anchor_names[0]));
+    vtpm_set_events(op->c, op->items, op->n_items); /* its vTPM's PCRs get the same */
+    finish(op, NULL);
+}
+
+/* What each checked entry holds when on_anchors would let the start go on without writing the
+ * table: the GuestOS's entry at the store's newest version (its owner as tpmd last showed it,
+ * else the newest version's signing CA), the config's at its config_version (absent for 0). Only
+ * a guess that saves a round trip: tpmd compares, and any other value goes through on_anchors.
+ * A new start-time anchor check adds its name in measure_start, its expectation here and its
+ * decision in on_anchors. */
+static size_t start_expect(struct measure_op *op)
+{
+    struct container *c = op->c;
+    size_t n = 0;
+    if (op->guestos[0]) {
+        const struct guestos *newest = guestos_find(c->d, op->guestos, 0);
+        struct guestos_anchor a = {.version = newest ? newest->cfg->version : 0};
+        struct guestos_anchor seen;
+        ProtobufCBinaryData v = {.len = GUESTOS_ANCHOR_VALUE_LEN, .data = c->lc->guestos_anchor_seen};
+        if (c->lc->guestos_anchor_seen_valid && guestos_anchor_parse(&v, &seen, NULL) == 0)
+            memcpy(a.owner, seen.owner, sizeof(a.owner));
+        else if (newest)
+            memcpy(a.owner, newest->ca_sha256, sizeof(a.owner));
+        guestos_anchor_encode(&a, op->gexpect);
+        op->expect[n++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gexpect, sizeof(op->gexpect), false};
+    }
+    const char *cname = op->anchor_names[op->n_anchors - 1];
+    if (c->cfg->config_version) {
+        measure_config_anchor_encode(c->cfg->config_version, op->cexpect);
+        op->expect[n++] = (struct tpmd_anchor_entry){cname, op->cexpect, sizeof(op->cexpect), false};
+    } else {
+        op->expect[n++] = (struct tpmd_anchor_entry){.name = cname, .remove = true};
+    }
+    return n;
+}
+
+static int check_and_measure(struct measure_op *op, tm_err *err)
+{
+    size_t n = start_expect(op);
+    if (tpmd_measure_expect(op->c->d, op->items, op->n_items, op->expect, n, on_start_measured, op, err) < 0)
+        return tm_err_prefix(err, "checking its TPM-anchored state and measuring it");
     return 0;
 }
 
@@ -197,7 +294,7 @@ static void on_revocation(struct daemon *d, const tm_err *err, void *userdata)
         finish(op, &e);
         return;
     }
-    if (ask_anchors(op, &e) < 0)
+    if (check_and_measure(op, &e) < 0)
         finish(op, &e);
 }
 
@@ -244,7 +341,7 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
     measure_config_anchor_name(c, op->anchor_names[op->n_anchors++]);
     int r = g ? revocation_check(d, (struct guestos *)g, on_revocation, op, err) : 1;
     if (r == 1)
-        r = ask_anchors(op, err);
+        r = check_and_measure(op, err);
     if (r < 0) {
         revocation_forget(d, op);
         return r;

@@ -344,10 +344,19 @@ int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, si
 
 const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp, const char *name)
 {
-    if (!resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR)
+    Trustme__Tpmd__AnchorEntry **entries;
+    size_t n;
+    if (resp && resp->body_case == TRUSTME__TPMD__RESPONSE__BODY_ANCHOR) {
+        entries = resp->anchor->entries;
+        n = resp->anchor->n_entries;
+    } else if (resp && resp->body_case == TRUSTME__TPMD__RESPONSE__BODY_MEASURED) {
+        entries = resp->measured->anchors;
+        n = resp->measured->n_anchors;
+    } else {
         return NULL;
-    for (size_t i = 0; i < resp->anchor->n_entries; i++) {
-        const Trustme__Tpmd__AnchorEntry *e = resp->anchor->entries[i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Trustme__Tpmd__AnchorEntry *e = entries[i];
         if (e->name && strcmp(e->name, name) == 0 && e->has_value)
             return &e->value;
     }
@@ -405,8 +414,29 @@ static void on_boot_measured(struct daemon *d, const Response *resp, const tm_er
 int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, tpmd_reply_fn fn, void *userdata,
                  tm_err *err)
 {
+    return tpmd_measure_expect(d, items, n, NULL, 0, fn, userdata, err);
+}
+
+int tpmd_measure_expect(struct daemon *d, const struct tm_event_item *items, size_t n,
+                        const struct tpmd_anchor_entry *expect, size_t n_expect, tpmd_reply_fn fn, void *userdata,
+                        tm_err *err)
+{
     if (n == 0 || n > TPMD_MEASURE_MAX)
         return tm_err_set(err, EINVAL, "%zu measurements in one request", n);
+    if (n_expect > TPMD_MEASURE_EXPECT_MAX)
+        return tm_err_set(err, E2BIG, "%zu anchor expectations in one request", n_expect);
+    Trustme__Tpmd__AnchorEntry xv[TPMD_MEASURE_EXPECT_MAX], *xvp[TPMD_MEASURE_EXPECT_MAX];
+    for (size_t i = 0; i < n_expect; i++) {
+        trustme__tpmd__anchor_entry__init(&xv[i]);
+        xv[i].name = (char *)expect[i].name;
+        if (expect[i].remove) {
+            xv[i].has_remove = xv[i].remove = true;
+        } else {
+            xv[i].has_value = true;
+            xv[i].value = (ProtobufCBinaryData){.len = expect[i].len, .data = (uint8_t *)expect[i].value};
+        }
+        xvp[i] = &xv[i];
+    }
     Trustme__Attest__Event ev[TPMD_MEASURE_MAX], *evp[TPMD_MEASURE_MAX];
     for (size_t i = 0; i < n; i++) {
         trustme__attest__event__init(&ev[i]);
@@ -420,6 +450,8 @@ int tpmd_measure(struct daemon *d, const struct tm_event_item *items, size_t n, 
     Trustme__Tpmd__Measure m = TRUSTME__TPMD__MEASURE__INIT;
     m.n_items = n;
     m.items = evp;
+    m.n_expect = n_expect;
+    m.expect = xvp;
     Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MEASURE;
     req.measure = &m;
@@ -676,6 +708,10 @@ int tpmd_call(struct daemon *d, Trustme__Tpmd__Request *req, tpmd_reply_fn fn, v
     req->has_version = req->has_id = true;
     req->version = TM_PROTOCOL_VERSION;
     req->id = service_next_id(d->tpmd);
+    /* Which requests a start makes is what the start-latency work counts (docs/BENCHMARKS.md). */
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&trustme__tpmd__request__descriptor, (unsigned)req->body_case);
+    log_debug("trustme-tpmd request %llu: %s", (unsigned long long)req->id, f ? f->name : "?");
     return service_send(d->tpmd, &req->base, req->id, (service_fn)fn, userdata, err);
 }
 

@@ -77,5 +77,15 @@ int tpmd_anchor_get(struct daemon *d, const char *const *names, size_t n, tpmd_r
  * write), then answer names[0..n_get) from the result as tpmd_anchor_get does. */
 int tpmd_anchor_update(struct daemon *d, const struct tpmd_anchor_entry *set, size_t n_set, const char *const *names,
                        size_t n_get, tpmd_reply_fn fn, void *userdata, tm_err *err);
-/* The value of name in an anchor reply, or NULL. */
+/* The value of name in an anchor reply (or in the anchors of a Measured reply), or NULL. */
 const ProtobufCBinaryData *tpmd_anchor_value(const Trustme__Tpmd__Response *resp, const char *name);
+
+/* A start in one round trip: tpmd measures items only if every entry of expect holds exactly its
+ * value (remove: is absent) in the anchor table, checked and measured in the same request. fn
+ * gets resp->measured: anchor_mismatch set when one differed and nothing was measured, and the
+ * expected names that exist (tpmd_anchor_value reads them). A missing, older or edited table
+ * fails as tpmd_anchor_get does. At most TPMD_MEASURE_EXPECT_MAX expectations. */
+#define TPMD_MEASURE_EXPECT_MAX 16
+int tpmd_measure_expect(struct daemon *d, const struct tm_event_item *items, size_t n,
+                        const struct tpmd_anchor_entry *expect, size_t n_expect, tpmd_reply_fn fn, void *userdata,
+                        tm_err *err);
