@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "client.h"
 #include "db.h"
+#include "deadline.h"
 #include "fleet.h"
 #include "hex.h"
 #include "json_cleanup.h"
@@ -24,13 +25,6 @@
 #define SWEEP_EVERY_MS 1000
 #define LEASE_MIN_S 3 /* a claim lasts the group's interval, at least this */
 #define HEARTBEAT_MS 5000 /* within a pass; the sweep reports a worker silent for 30 s */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Claim up to batch due devices. A claim is a lease (claimed_until): a worker that dies holds
  * its devices only until it runs out, and every claim counts up attempt, so a verdict can be
@@ -196,7 +190,7 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     int64_t device_id = strtoll(PQgetvalue(claimed, row, 0), NULL, 10);
     int64_t attempt = strtoll(PQgetvalue(claimed, row, 1), NULL, 10);
     int64_t lease_s = strtoll(PQgetvalue(claimed, row, 2), NULL, 10);
-    int64_t start = now_ms();
+    int64_t start = tm_now_ms();
     int64_t timeout_ms = lease_s * 1000 - 1000 - (start - claimed_at);
     if (timeout_ms > 10000)
         timeout_ms = 10000;
@@ -240,7 +234,7 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     fleet_verify(trust, &t, nonce, r < 0 ? NULL : buf, len, ferr.msg, &v);
     if (refused)
         snprintf(v.failed_check, sizeof(v.failed_check), "%s", FLEET_CHECK_DEVICE_TLS);
-    int latency = (int)(now_ms() - start);
+    int latency = (int)(tm_now_ms() - start);
     if (finish(c, &t, attempt, &v, latency, o->name, &err) < 0) {
         log_warn("%s: verdict not recorded: %s", t.name, err.msg);
         return;
@@ -274,13 +268,13 @@ int fleet_worker_run(PGconn *c, const struct fleet_worker_opts *o, volatile int 
     if (r < 0)
         return r;
     _cleanup_(worker_state_done) struct worker_state ws = {0};
-    int64_t last_sweep = 0, last_beat = now_ms();
+    int64_t last_sweep = 0, last_beat = tm_now_ms();
     while (!*stop) {
         /* The heartbeat every HEARTBEAT_MS, not every pass: it is a write. */
-        if (now_ms() - last_beat >= HEARTBEAT_MS) {
+        if (tm_now_ms() - last_beat >= HEARTBEAT_MS) {
             if ((r = heartbeat(c, o->name, err)) < 0)
                 return r;
-            last_beat = now_ms();
+            last_beat = tm_now_ms();
         }
         if ((r = trust_refresh(c, &ws, err)) < 0)
             return r;
@@ -288,22 +282,22 @@ int fleet_worker_run(PGconn *c, const struct fleet_worker_opts *o, volatile int 
         if ((r = claim(c, o, &res, err)) < 0)
             return r;
         int n = PQntuples(res);
-        int64_t claimed_at = now_ms();
+        int64_t claimed_at = tm_now_ms();
         for (int i = 0; i < n && !*stop; i++) {
             /* A batch of slow devices takes longer than the 30 s after which a silent worker
              * is reported missing: beat within it too. */
-            if (now_ms() - last_beat >= HEARTBEAT_MS) {
+            if (tm_now_ms() - last_beat >= HEARTBEAT_MS) {
                 if ((r = heartbeat(c, o->name, err)) < 0)
                     return r;
-                last_beat = now_ms();
+                last_beat = tm_now_ms();
             }
             attest_one(c, &ws, o, res, i, claimed_at);
         }
-        if (!o->no_sweep && now_ms() - last_sweep >= SWEEP_EVERY_MS) {
+        if (!o->no_sweep && tm_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
             tm_err serr = {0};
             if (fleet_sweep(c, o->alert_command, &serr) < 0)
                 log_warn("sweep: %s", serr.msg);
-            last_sweep = now_ms();
+            last_sweep = tm_now_ms();
         }
         if (o->once)
             break;
