@@ -24,6 +24,9 @@ void fleet_verdict_done(struct fleet_verdict *v)
 {
     free(v->report_json);
     v->report_json = NULL;
+    if (v->response)
+        trustme__attest__attest_response__free_unpacked(v->response, NULL);
+    v->response = NULL;
 }
 
 static int unhex_value(PGresult *res, int row, int col, char **ret, size_t *ret_len, tm_err *err)
@@ -210,8 +213,12 @@ void fleet_verify(const struct fleet_trust *trust, const struct fleet_target *t,
             }
         }
     }
-    if (ar)
+    if (ar && rep.trusted) {
+        ret->response = ar;
+        ret->report = rep;
+    } else if (ar) {
         trustme__attest__attest_response__free_unpacked(ar, NULL);
+    }
     char *text = NULL;
     size_t tlen = 0;
     FILE *f = open_memstream(&text, &tlen);

@@ -31,7 +31,8 @@
  * recorded only by the current holder. The claim returns what the attestations need of each
  * device and its group (but the group's reference values: group_refs), so that a verdict costs
  * no query of its own before the one that records it. */
-#define CLAIM_TARGET_COL 3 /* FLEET_TARGET_COLS from here; then the group's id and row version */
+#define CLAIM_TARGET_COL 3 /* FLEET_TARGET_COLS from here; then the group's id and row version, */
+#define CLAIM_VTPM_KEYS_COL (CLAIM_TARGET_COL + 11) /* and whether a vTPM of it has a pinned key */
 static int claim(PGconn *c, const struct fleet_worker_opts *o, PGresult **ret, tm_err *err)
 {
     char batch[16], lease[16];
@@ -47,7 +48,8 @@ static int claim(PGconn *c, const struct fleet_worker_opts *o, PGresult **ret, t
                                " AND (w2.claimed_until IS NULL OR w2.claimed_until < now()) "
                                " ORDER BY w2.due_at LIMIT $2 FOR UPDATE OF w2 SKIP LOCKED) "
                                "RETURNING w.device_id, w.attempt, greatest(g.interval_s, $3::int), " FLEET_TARGET_COLS
-                               ", g.id, g.xmin::text",
+                               ", g.id, g.xmin::text, EXISTS (SELECT 1 FROM vtpms v WHERE v.device_id = d.id AND "
+                               "v.ak_public IS NOT NULL)",
                                o->name, batch, lease);
 }
 
@@ -241,6 +243,11 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     }
     log_info("%s: %s%s%s (%d ms)", t.name, v.trusted ? "trusted" : "untrusted", v.trusted ? "" : ": ", v.failed_check,
              latency);
+    /* The device's vTPMs with a pinned key, on the evidence just checked: only devices that
+     * have one cost this query. Within what is left of the lease. */
+    int64_t left = lease_s * 1000 - 1000 - (tm_now_ms() - claimed_at);
+    if (PQgetvalue(claimed, row, CLAIM_VTPM_KEYS_COL)[0] == 't' && left >= 500)
+        fleet_vtpm_attest(c, trust, &t, &v, (int)(left > 10000 ? 10000 : left), o->alert_command);
     if (!v.trusted && v.evidence) {
         char msg[256];
         snprintf(msg, sizeof(msg), "device %s failed attestation: %s", t.name, v.failed_check);
