@@ -147,13 +147,14 @@ static int finish(PGconn *c, const struct fleet_target *t, int64_t attempt, cons
     snprintf(interval, sizeof(interval), "%lld", (long long)t->interval_s);
     snprintf(lat, sizeof(lat), "%d", latency_ms);
     snprintf(reset, sizeof(reset), "%u", v->reset_count);
-    _cleanup_json_ json_t *vt = json_array();
+    /* Most devices host no vTPM: no JSON built for them. */
+    _cleanup_json_ json_t *vt = v->nvtpms ? json_array() : NULL;
     for (size_t i = 0; vt && i < v->nvtpms; i++) {
         char dhex[65];
         tm_hex(v->vtpms[i].digest, 32, dhex);
         json_array_append_new(vt, json_pack("{s:s,s:s}", "name", v->vtpms[i].name, "digest", dhex));
     }
-    _cleanup_free_ char *vtpms = vt ? json_dumps(vt, JSON_COMPACT) : NULL;
+    _cleanup_free_ char *vtpms = vt ? json_dumps(vt, JSON_COMPACT) : v->nvtpms ? NULL : strdup("[]");
     if (!vtpms)
         return tm_err_set(err, ENOMEM, "out of memory");
     _cleanup_res_ PGresult *res = NULL;
@@ -244,10 +245,12 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     log_info("%s: %s%s%s (%d ms)", t.name, v.trusted ? "trusted" : "untrusted", v.trusted ? "" : ": ", v.failed_check,
              latency);
     /* The device's vTPMs with a pinned key, on the evidence just checked: only devices that
-     * have one cost this query. Within what is left of the lease. */
+     * have one cost this query. Within what is left of the lease: the relay's three exchanges
+     * (connect and log, quote) a third of it each, so a path that trickles bytes holds the
+     * worker no longer. */
     int64_t left = lease_s * 1000 - 1000 - (tm_now_ms() - claimed_at);
-    if (PQgetvalue(claimed, row, CLAIM_VTPM_KEYS_COL)[0] == 't' && left >= 500)
-        fleet_vtpm_attest(c, trust, &t, &v, (int)(left > 10000 ? 10000 : left), o->alert_command);
+    if (PQgetvalue(claimed, row, CLAIM_VTPM_KEYS_COL)[0] == 't' && left >= 1500)
+        fleet_vtpm_attest(c, trust, &t, &v, (int)((left > 10000 ? 10000 : left) / 3), o->alert_command);
     if (!v.trusted && v.evidence) {
         char msg[256];
         snprintf(msg, sizeof(msg), "device %s failed attestation: %s", t.name, v.failed_check);
