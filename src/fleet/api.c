@@ -436,7 +436,7 @@ static void html_text(FILE *f, const char *s)
 
 static enum MHD_Result status_page(struct fleet_api *a, struct MHD_Connection *conn)
 {
-    _cleanup_res_ PGresult *devs = NULL, *alerts = NULL, *trend = NULL;
+    _cleanup_res_ PGresult *devs = NULL, *alerts = NULL, *trend = NULL, *vtpms = NULL;
     tm_err err = {0};
     int r = fleet_exec(a->c, &devs, &err,
                        "SELECT " DEVICE_COLUMNS "FROM devices d JOIN device_groups g ON g.id = d.group_id "
@@ -452,6 +452,15 @@ static enum MHD_Result status_page(struct fleet_api *a, struct MHD_Connection *c
                        "SELECT to_char(date_trunc('minute', at), 'HH24:MI'), count(*) FILTER (WHERE trusted), "
                        "count(*) FILTER (WHERE NOT trusted) FROM verdicts WHERE at > now() - interval '15 minutes' "
                        "GROUP BY 1 ORDER BY 1",
+                       0, NULL);
+    /* The vTPMs with a pinned key: the verdict on their own quotes (vtpm_attest.c). */
+    if (r == 0)
+        r = fleet_exec(a->c, &vtpms, &err,
+                       "SELECT d.name, v.name, CASE WHEN v.quote_trusted THEN 'trusted' WHEN NOT v.quote_trusted "
+                       "THEN 'untrusted' ELSE 'none' END, coalesce(to_char(v.quoted_at, "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'never'), coalesce(v.quote_failed, '') FROM vtpms v "
+                       "JOIN devices d ON d.id = v.device_id WHERE v.ak_public IS NOT NULL "
+                       "ORDER BY v.quote_trusted NULLS FIRST, d.name, v.name LIMIT 500",
                        0, NULL);
     if (r < 0)
         return respond_err(conn, r, &err);
@@ -482,6 +491,18 @@ static enum MHD_Result status_page(struct fleet_api *a, struct MHD_Connection *c
         html_text(f, PQgetisnull(devs, i, 6) ? "never" : PQgetvalue(devs, i, 6));
         fprintf(f, "</td><td>%s</td><td>", verdict);
         html_text(f, PQgetvalue(devs, i, 9));
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n<h2>vTPMs</h2>\n<table id=\"vtpms\"><tr><th>device</th><th>vTPM</th><th>last "
+          "verdict</th><th>at</th><th>failing check</th></tr>\n",
+          f);
+    for (int i = 0; i < PQntuples(vtpms); i++) {
+        fprintf(f, "<tr class=\"%s\"><td>", PQgetvalue(vtpms, i, 2));
+        html_text(f, PQgetvalue(vtpms, i, 0));
+        fputs("</td><td>", f);
+        html_text(f, PQgetvalue(vtpms, i, 1));
+        fprintf(f, "</td><td>%s</td><td>%s</td><td>", PQgetvalue(vtpms, i, 2), PQgetvalue(vtpms, i, 3));
+        html_text(f, PQgetvalue(vtpms, i, 4));
         fputs("</td></tr>\n", f);
     }
     fputs("</table>\n<h2>Verdicts, last 15 minutes</h2>\n<table id=\"trend\"><tr><th>minute</th><th>trusted</th>"

@@ -104,7 +104,7 @@ static int serve_one(SSL_CTX *ctx, int fd, const char *attest)
     if (!ssl || SSL_set_fd(ssl, fd) != 1)
         return -ENOMEM;
     SSL_set_accept_state(ssl);
-    struct tls_chan cl = {.fd = fd, .ssl = ssl, .deadline = tls_chan_now_ms() + STEP_MS};
+    struct tls_chan cl = {.fd = fd, .ssl = ssl, .deadline = tm_now_ms() + STEP_MS};
     int r = tls_chan_handshake(&cl, &err);
     if (r < 0) {
         log_debug("attest-tls: %s", err.msg);
@@ -112,7 +112,7 @@ static int serve_one(SSL_CTX *ctx, int fd, const char *attest)
     }
     _cleanup_close_ int up = -1;
     for (;;) {
-        cl.deadline = tls_chan_now_ms() + STEP_MS;
+        cl.deadline = tm_now_ms() + STEP_MS;
         _cleanup_free_ uint8_t *rq = NULL, *ans = NULL;
         size_t rq_len = 0, ans_len = 0;
         r = tls_chan_read_frame(&cl, ATTEST_REQUEST_MAX, &rq, &rq_len, &err);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attest_check.h"
 #include "ca_pin.h"
 #include "error.h"
 #include "refvalues.h"
@@ -137,6 +138,10 @@ struct fleet_verdict {
         uint8_t digest[32]; /* SHA-256 of the EK's TPMT_PUBLIC */
     } vtpms[FLEET_VTPMS_MAX];
     size_t nvtpms;
+    /* A trusted verdict's decoded response and report: the evidence a vTPM's EK is checked
+     * against (vtpm_attest.c). NULL otherwise. */
+    Trustme__Attest__AttestResponse *response;
+    struct attest_report report;
 };
 void fleet_verdict_done(struct fleet_verdict *v);
 /* Check a response (or, with buf NULL, record why there is none: why). */
@@ -199,8 +204,31 @@ int fleet_vtpm_enroll(PGconn *c, const char *device, const char *ek, const char 
     "SELECT coalesce(json_agg(x ORDER BY x.device, x.ek), '[]') FROM (SELECT d.name AS device, v.name AS ek, "  \
     "encode(v.ek_digest, 'hex') AS ek_digest, v.last_attested_at, CASE WHEN v.last_attested_at IS NULL THEN "   \
     "'never seen' WHEN v.last_digest <> v.ek_digest THEN 'another EK' WHEN v.last_attested_at > now() - 2 * "   \
-    "g.interval_s * interval '1 second' THEN 'attested' ELSE 'stale' END AS state FROM vtpms v JOIN devices d " \
+    "g.interval_s * interval '1 second' THEN 'attested' ELSE 'stale' END AS state, v.ak_public IS NOT NULL AS " \
+    "key_pinned, v.quoted_at, v.quote_trusted, v.quote_failed, v.quote_report::json AS quote_report "           \
+    "FROM vtpms v JOIN devices d "                                                                              \
     "ON d.id = v.device_id JOIN device_groups g ON g.id = d.group_id) x"
+
+/* ---- vTPM quotes (vtpm_attest.c) ---- */
+
+/* The fleet's checks of an enrolled vTPM's own quote, by name (docs/FLEET.md "vTPM quotes"). */
+#define FLEET_CHECK_VTPM_DEVICE "device"
+#define FLEET_CHECK_VTPM_EK "vTPM EK"
+#define FLEET_CHECK_VTPM_FETCH "vTPM no evidence"
+#define FLEET_CHECK_VTPM_SIGNATURE "vTPM quote signature"
+#define FLEET_CHECK_VTPM_QUOTE "vTPM quote"
+#define FLEET_CHECK_VTPM_LOG "vTPM event log"
+/* Pin a vTPM's attestation key: key_json is trustme-owner's --fleet-key file (the key its owner
+ * proved beside the EK by credential activation and kept at the fleet key's handle),
+ * ek_cert_pem the EK certificate and the device's vTPM issuer chain. The vTPM must be enrolled
+ * (ek "<uuid>/ek-ecc"). */
+int fleet_vtpm_key(PGconn *c, const char *device, const char *ek, const char *key_json, size_t key_len,
+                   const char *ek_cert_pem, size_t pem_len, tm_err *err);
+/* After a device's verdict dv: each of its vTPMs with a pinned key is attested (its EK checked
+ * against dv's evidence, its quote fetched through the device's relay and checked) and its
+ * verdict recorded, with the failing check's name. */
+void fleet_vtpm_attest(PGconn *c, const struct fleet_trust *trust, const struct fleet_target *t,
+                       const struct fleet_verdict *dv, int timeout_ms, const char *alert_command);
 
 /* ---- retention (retention.c) ---- */
 

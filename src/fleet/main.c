@@ -40,7 +40,12 @@ static const char usage[] =
     "  vtpm-enroll NAME UUID/ek-KIND EKNAME\n"
     "                                   enroll a container's vTPM under device NAME by its EK\n"
     "                                   (EKNAME: `trustme vtpm info`'s TPM name)\n"
-    "  vtpms                            the vTPMs and whether the devices' logs vouch for them\n"
+    "  vtpm-key NAME UUID/ek-ecc --key KEY.json --ek-cert CERTS.pem\n"
+    "                                   pin the vTPM's attestation key (KEY.json: trustme-owner take\n"
+    "                                   --fleet-key; CERTS.pem: its EK certificate, then the device's\n"
+    "                                   vTPM issuer chain): workers then attest the vTPM's own quotes\n"
+    "  vtpms                            the vTPMs, whether the devices' logs vouch for them, and\n"
+    "                                   the last verdict on their own quotes\n"
     "  devices | groups | alerts        list, as JSON\n"
     "  history NAME                     a device's verdicts, newest first, as JSON\n"
     "  worker [--name W] [--alert-command CMD] [--batch N] [--poll-ms MS] [--threads N] [--once]\n"
@@ -468,6 +473,16 @@ static int cmd_serve(PGconn *c, const char *conninfo, int argc, char **argv, tm_
     return 0;
 }
 
+static int cmd_vtpm_key(PGconn *c, const char *device, const char *ek, const char *key, const char *certs, tm_err *err)
+{
+    _cleanup_free_ char *kt = NULL, *pem = NULL;
+    size_t klen = 0, plen = 0;
+    int r = read_file(key, 1 << 16, &kt, &klen, err);
+    if (r == 0)
+        r = read_file(certs, VERIFY_PEM_MAX, &pem, &plen, err);
+    return r < 0 ? r : fleet_vtpm_key(c, device, ek, kt, klen, pem, plen, err);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"db", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {0}};
@@ -559,6 +574,9 @@ int main(int argc, char **argv)
         r = cmd_serve(c, conninfo, argc, argv, &err);
     else if (strcmp(cmd, "vtpm-enroll") == 0 && argc == 4)
         r = fleet_vtpm_enroll(c, argv[1], argv[2], argv[3], &err);
+    else if (strcmp(cmd, "vtpm-key") == 0 && argc == 7 && strcmp(argv[3], "--key") == 0 &&
+             strcmp(argv[5], "--ek-cert") == 0)
+        r = cmd_vtpm_key(c, argv[1], argv[2], argv[4], argv[6], &err);
     else if (strcmp(cmd, "vtpms") == 0 && argc == 1)
         r = print_query(c, FLEET_VTPMS_SQL, NULL, &err);
     else if (strcmp(cmd, "stats") == 0 && argc == 1)

@@ -79,7 +79,7 @@ int fleet_pull_tls_fetch(const struct fleet_trust *trust, const struct fleet_tar
     pthread_once(&client_once, make_ctx);
     if (!client_ctx)
         return tm_err_set(err, ENOMEM, "cannot make a TLS context");
-    struct tls_chan ch = {.deadline = tls_chan_now_ms() + timeout_ms};
+    struct tls_chan ch = {.deadline = tm_now_ms() + timeout_ms};
     _cleanup_close_ int fd = tls_chan_dial(t->address, ch.deadline, err);
     if (fd < 0)
         return fd;

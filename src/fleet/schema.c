@@ -97,6 +97,15 @@ static const char *const migrations[] = {
     "  last_attested_at timestamptz," /* the last trusted log with an event of that name */
     "  last_digest bytea," /* that event's digest */
     "  UNIQUE (device_id, name));",
+    /* 4: a vTPM's own quotes: the attestation key its owner pinned (docs/FLEET.md "vTPM quotes")
+     * and the last verdict on it */
+    "ALTER TABLE vtpms ADD COLUMN ak_public bytea CHECK (length(ak_public) <= 400),"
+    "  ADD COLUMN ak_handle bigint,"
+    "  ADD COLUMN ek_cert_pem text CHECK (length(ek_cert_pem) <= 65536),"
+    "  ADD COLUMN quoted_at timestamptz,"
+    "  ADD COLUMN quote_trusted boolean,"
+    "  ADD COLUMN quote_failed text,"
+    "  ADD COLUMN quote_report jsonb;",
 };
 
 int fleet_schema_latest(void)

@@ -14,31 +14,8 @@
 #include <openssl/err.h>
 
 #include "cleanup.h"
+#include "deadline.h"
 #include "fleet.h"
-
-int64_t tls_chan_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int wait_for(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - tls_chan_now_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = fd, .events = events};
-        int n = poll(&p, 1, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n > 0)
-            return 0;
-    }
-}
 
 const char *tls_chan_reason(char *buf, size_t size)
 {
@@ -52,32 +29,9 @@ const char *tls_chan_reason(char *buf, size_t size)
 
 int tls_chan_dial(const char *hostport, int64_t deadline, tm_err *err)
 {
-    char host[FLEET_ADDRESS_MAX + 1];
-    const char *colon = strrchr(hostport, ':');
-    if (!fleet_address_ok(hostport) || !colon)
+    if (!fleet_address_ok(hostport))
         return tm_err_set(err, EINVAL, "%s: not HOST:PORT", hostport);
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - hostport), hostport);
-    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-        memmove(host, host + 1, strlen(host));
-        host[strlen(host) - 1] = '\0';
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-    int g = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (g != 0)
-        return tm_err_set(err, EHOSTUNREACH, "%s: %s", hostport, gai_strerror(g));
-    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int r = fd < 0 ? -errno : 0;
-    if (r == 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        r = errno == EINPROGRESS ? wait_for(fd, POLLOUT, deadline) : -errno;
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr)
-            r = -soerr;
-    }
-    freeaddrinfo(ai);
-    if (r < 0)
-        return tm_err_set(err, -r, "%s: cannot connect: %s", hostport, strerror(-r));
-    return steal_fd(fd);
+    return tm_dial(hostport, deadline, err);
 }
 
 /* Wait for what OpenSSL wants after a call returned rc; 0 to call again, else -errno. */
@@ -85,9 +39,9 @@ static int tls_retry(struct tls_chan *ch, int rc)
 {
     int e = SSL_get_error(ch->ssl, rc);
     if (e == SSL_ERROR_WANT_READ)
-        return wait_for(ch->fd, POLLIN, ch->deadline);
+        return tm_wait_fd(ch->fd, POLLIN, ch->deadline);
     if (e == SSL_ERROR_WANT_WRITE)
-        return wait_for(ch->fd, POLLOUT, ch->deadline);
+        return tm_wait_fd(ch->fd, POLLOUT, ch->deadline);
     if (e == SSL_ERROR_ZERO_RETURN)
         return -EPIPE;
     return -EPROTO;
@@ -114,34 +68,19 @@ int tls_chan_handshake(struct tls_chan *ch, tm_err *err)
 /* Read exactly n bytes; 0, -EPIPE at a clean end before the first byte, else -errno. */
 static int read_all(struct tls_chan *ch, uint8_t *p, size_t n)
 {
+    if (!ch->ssl)
+        return tm_recv_all(ch->fd, p, n, ch->deadline);
     size_t got = 0;
     while (got < n) {
-        if (ch->ssl) {
-            size_t k = 0;
-            int rc = SSL_read_ex(ch->ssl, p + got, n - got, &k);
-            if (rc == 1) {
-                got += k;
-                continue;
-            }
-            int r = tls_retry(ch, rc);
-            if (r == -EPIPE || (r == -EPROTO && SSL_get_error(ch->ssl, rc) == SSL_ERROR_SYSCALL && !got))
-                return got ? -EPROTO : -EPIPE;
-            if (r < 0)
-                return r;
+        size_t k = 0;
+        int rc = SSL_read_ex(ch->ssl, p + got, n - got, &k);
+        if (rc == 1) {
+            got += k;
             continue;
         }
-        ssize_t k = recv(ch->fd, p + got, n - got, 0);
-        if (k > 0) {
-            got += (size_t)k;
-            continue;
-        }
-        if (k == 0)
+        int r = tls_retry(ch, rc);
+        if (r == -EPIPE || (r == -EPROTO && SSL_get_error(ch->ssl, rc) == SSL_ERROR_SYSCALL && !got))
             return got ? -EPROTO : -EPIPE;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int r = wait_for(ch->fd, POLLIN, ch->deadline);
         if (r < 0)
             return r;
     }
@@ -150,30 +89,17 @@ static int read_all(struct tls_chan *ch, uint8_t *p, size_t n)
 
 static int write_all(struct tls_chan *ch, const uint8_t *p, size_t n)
 {
+    if (!ch->ssl)
+        return tm_send_all(ch->fd, p, n, ch->deadline);
     size_t off = 0;
     while (off < n) {
-        if (ch->ssl) {
-            size_t k = 0;
-            int rc = SSL_write_ex(ch->ssl, p + off, n - off, &k);
-            if (rc == 1) {
-                off += k;
-                continue;
-            }
-            int r = tls_retry(ch, rc);
-            if (r < 0)
-                return r;
+        size_t k = 0;
+        int rc = SSL_write_ex(ch->ssl, p + off, n - off, &k);
+        if (rc == 1) {
+            off += k;
             continue;
         }
-        ssize_t k = send(ch->fd, p + off, n - off, MSG_NOSIGNAL);
-        if (k >= 0) {
-            off += (size_t)k;
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -errno;
-        int r = wait_for(ch->fd, POLLOUT, ch->deadline);
+        int r = tls_retry(ch, rc);
         if (r < 0)
             return r;
     }

@@ -9,15 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "deadline.h"
 #include "error.h"
 
 struct tls_chan {
     int fd; /* non-blocking */
     SSL *ssl; /* NULL: plain */
-    int64_t deadline; /* CLOCK_MONOTONIC ms */
+    int64_t deadline; /* tm_now_ms() time (deadline.h) */
 };
 
-int64_t tls_chan_now_ms(void);
 /* Connect to HOST:PORT ([V6]:PORT) before the deadline; a non-blocking socket, or -errno. */
 int tls_chan_dial(const char *hostport, int64_t deadline, tm_err *err);
 /* The TLS handshake on ch->ssl (client or server, as the SSL was made), within the deadline. */

@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "client.h"
 #include "db.h"
+#include "deadline.h"
 #include "fleet.h"
 #include "hex.h"
 #include "json_cleanup.h"
@@ -25,19 +26,13 @@
 #define LEASE_MIN_S 3 /* a claim lasts the group's interval, at least this */
 #define HEARTBEAT_MS 5000 /* within a pass; the sweep reports a worker silent for 30 s */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Claim up to batch due devices. A claim is a lease (claimed_until): a worker that dies holds
  * its devices only until it runs out, and every claim counts up attempt, so a verdict can be
  * recorded only by the current holder. The claim returns what the attestations need of each
  * device and its group (but the group's reference values: group_refs), so that a verdict costs
  * no query of its own before the one that records it. */
-#define CLAIM_TARGET_COL 3 /* FLEET_TARGET_COLS from here; then the group's id and row version */
+#define CLAIM_TARGET_COL 3 /* FLEET_TARGET_COLS from here; then the group's id and row version, */
+#define CLAIM_VTPM_KEYS_COL (CLAIM_TARGET_COL + 11) /* and whether a vTPM of it has a pinned key */
 static int claim(PGconn *c, const struct fleet_worker_opts *o, PGresult **ret, tm_err *err)
 {
     char batch[16], lease[16];
@@ -53,7 +48,8 @@ static int claim(PGconn *c, const struct fleet_worker_opts *o, PGresult **ret, t
                                " AND (w2.claimed_until IS NULL OR w2.claimed_until < now()) "
                                " ORDER BY w2.due_at LIMIT $2 FOR UPDATE OF w2 SKIP LOCKED) "
                                "RETURNING w.device_id, w.attempt, greatest(g.interval_s, $3::int), " FLEET_TARGET_COLS
-                               ", g.id, g.xmin::text",
+                               ", g.id, g.xmin::text, EXISTS (SELECT 1 FROM vtpms v WHERE v.device_id = d.id AND "
+                               "v.ak_public IS NOT NULL)",
                                o->name, batch, lease);
 }
 
@@ -151,13 +147,14 @@ static int finish(PGconn *c, const struct fleet_target *t, int64_t attempt, cons
     snprintf(interval, sizeof(interval), "%lld", (long long)t->interval_s);
     snprintf(lat, sizeof(lat), "%d", latency_ms);
     snprintf(reset, sizeof(reset), "%u", v->reset_count);
-    _cleanup_json_ json_t *vt = json_array();
+    /* Most devices host no vTPM: no JSON built for them. */
+    _cleanup_json_ json_t *vt = v->nvtpms ? json_array() : NULL;
     for (size_t i = 0; vt && i < v->nvtpms; i++) {
         char dhex[65];
         tm_hex(v->vtpms[i].digest, 32, dhex);
         json_array_append_new(vt, json_pack("{s:s,s:s}", "name", v->vtpms[i].name, "digest", dhex));
     }
-    _cleanup_free_ char *vtpms = vt ? json_dumps(vt, JSON_COMPACT) : NULL;
+    _cleanup_free_ char *vtpms = vt ? json_dumps(vt, JSON_COMPACT) : v->nvtpms ? NULL : strdup("[]");
     if (!vtpms)
         return tm_err_set(err, ENOMEM, "out of memory");
     _cleanup_res_ PGresult *res = NULL;
@@ -196,7 +193,7 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     int64_t device_id = strtoll(PQgetvalue(claimed, row, 0), NULL, 10);
     int64_t attempt = strtoll(PQgetvalue(claimed, row, 1), NULL, 10);
     int64_t lease_s = strtoll(PQgetvalue(claimed, row, 2), NULL, 10);
-    int64_t start = now_ms();
+    int64_t start = tm_now_ms();
     int64_t timeout_ms = lease_s * 1000 - 1000 - (start - claimed_at);
     if (timeout_ms > 10000)
         timeout_ms = 10000;
@@ -240,13 +237,20 @@ static void attest_one(PGconn *c, struct worker_state *ws, const struct fleet_wo
     fleet_verify(trust, &t, nonce, r < 0 ? NULL : buf, len, ferr.msg, &v);
     if (refused)
         snprintf(v.failed_check, sizeof(v.failed_check), "%s", FLEET_CHECK_DEVICE_TLS);
-    int latency = (int)(now_ms() - start);
+    int latency = (int)(tm_now_ms() - start);
     if (finish(c, &t, attempt, &v, latency, o->name, &err) < 0) {
         log_warn("%s: verdict not recorded: %s", t.name, err.msg);
         return;
     }
     log_info("%s: %s%s%s (%d ms)", t.name, v.trusted ? "trusted" : "untrusted", v.trusted ? "" : ": ", v.failed_check,
              latency);
+    /* The device's vTPMs with a pinned key, on the evidence just checked: only devices that
+     * have one cost this query. Within what is left of the lease: the relay's three exchanges
+     * (connect and log, quote) a third of it each, so a path that trickles bytes holds the
+     * worker no longer. */
+    int64_t left = lease_s * 1000 - 1000 - (tm_now_ms() - claimed_at);
+    if (PQgetvalue(claimed, row, CLAIM_VTPM_KEYS_COL)[0] == 't' && left >= 1500)
+        fleet_vtpm_attest(c, trust, &t, &v, (int)((left > 10000 ? 10000 : left) / 3), o->alert_command);
     if (!v.trusted && v.evidence) {
         char msg[256];
         snprintf(msg, sizeof(msg), "device %s failed attestation: %s", t.name, v.failed_check);
@@ -274,13 +278,13 @@ int fleet_worker_run(PGconn *c, const struct fleet_worker_opts *o, volatile int 
     if (r < 0)
         return r;
     _cleanup_(worker_state_done) struct worker_state ws = {0};
-    int64_t last_sweep = 0, last_beat = now_ms();
+    int64_t last_sweep = 0, last_beat = tm_now_ms();
     while (!*stop) {
         /* The heartbeat every HEARTBEAT_MS, not every pass: it is a write. */
-        if (now_ms() - last_beat >= HEARTBEAT_MS) {
+        if (tm_now_ms() - last_beat >= HEARTBEAT_MS) {
             if ((r = heartbeat(c, o->name, err)) < 0)
                 return r;
-            last_beat = now_ms();
+            last_beat = tm_now_ms();
         }
         if ((r = trust_refresh(c, &ws, err)) < 0)
             return r;
@@ -288,22 +292,22 @@ int fleet_worker_run(PGconn *c, const struct fleet_worker_opts *o, volatile int 
         if ((r = claim(c, o, &res, err)) < 0)
             return r;
         int n = PQntuples(res);
-        int64_t claimed_at = now_ms();
+        int64_t claimed_at = tm_now_ms();
         for (int i = 0; i < n && !*stop; i++) {
             /* A batch of slow devices takes longer than the 30 s after which a silent worker
              * is reported missing: beat within it too. */
-            if (now_ms() - last_beat >= HEARTBEAT_MS) {
+            if (tm_now_ms() - last_beat >= HEARTBEAT_MS) {
                 if ((r = heartbeat(c, o->name, err)) < 0)
                     return r;
-                last_beat = now_ms();
+                last_beat = tm_now_ms();
             }
             attest_one(c, &ws, o, res, i, claimed_at);
         }
-        if (!o->no_sweep && now_ms() - last_sweep >= SWEEP_EVERY_MS) {
+        if (!o->no_sweep && tm_now_ms() - last_sweep >= SWEEP_EVERY_MS) {
             tm_err serr = {0};
             if (fleet_sweep(c, o->alert_command, &serr) < 0)
                 log_warn("sweep: %s", serr.msg);
-            last_sweep = now_ms();
+            last_sweep = tm_now_ms();
         }
         if (o->once)
             break;

@@ -40,12 +40,14 @@
 #include "uuid.h"
 #include "verifier_args.h"
 #include "version.h"
+#include "vtpm_quote.h"
 
 #define EXIT_REFUSED 1
 #define EXIT_USAGE 2
 #define EXIT_UNREACHABLE 3
 #define EK_ECC_HANDLE 0x81010002u
 #define AUTH_LEN 32
+#define FLEET_KEY_HANDLE 0x81018000u /* tpmd relays EvictControl for this handle only */
 
 /* PolicySecret(TPM_RH_ENDORSEMENT): the TCG EK templates' authPolicy. */
 static const uint8_t ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
@@ -55,6 +57,7 @@ static const uint8_t ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 
 struct options {
     const char *target, *container, *container_reference, *auth_out;
     const char *ek_cert; /* --ek-cert: the vTPM's EK certificate and its issuer chain */
+    const char *fleet_key; /* --fleet-key: AKv made persistent for trustme-fleet, its public part here */
     struct verifier_args common; /* the options trustme-verify has too */
 };
 
@@ -80,7 +83,7 @@ static void usage(FILE *out)
     fprintf(out, "Usage: trustme-owner take HOST:PORT --container UUID TRUST --reference REFS.json\n"
                  "                     --container-reference CREFS.json --auth-out FILE\n"
                  "                     [--expect-ak NAME] [--min-version N] [--timeout S]\n"
-                 "                     [--ek-cert CERTS.pem]\n"
+                 "                     [--ek-cert CERTS.pem] [--fleet-key FILE]\n"
                  "  TRUST: --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem --rim-ca CA.pem\n"
                  "         (--crl CRL.pem ... | --no-crl)\n"
                  "\n"
@@ -94,7 +97,9 @@ static void usage(FILE *out)
                  "to FILE (created, mode 0600) before they are set. With --ek-cert (the vTPM's ECC EK\n"
                  "certificate, then the device's vTPM issuer chain) the certificate must also chain to\n"
                  "--ak-anchor through a vTPM issuer a --device-ca certified, name the container and\n"
-                 "certify the ECC EK the device logged (the one the take uses).\n"
+                 "certify the ECC EK the device logged (the one the take uses). With --fleet-key the\n"
+                 "activated attestation key is kept in the vTPM at 0x81018000 and its public part written\n"
+                 "to FILE, for trustme-fleet's vtpm-key (docs/FLEET.md \"vTPM quotes\").\n"
                  "\n"
                  "Exit status: 0 the vTPM is owned, 1 a check failed or the vTPM refused (nothing secret\n"
                  "was sent), 2 usage error, 3 the device could not be reached.\n");
@@ -102,7 +107,7 @@ static void usage(FILE *out)
 
 #define usage_error(...) verifier_usage_error("trustme-owner", __VA_ARGS__)
 
-enum { OPT_TAKE_CONTAINER = VERIFIER_OPT_OWN, OPT_CREF, OPT_AUTH_OUT, OPT_EK_CERT };
+enum { OPT_TAKE_CONTAINER = VERIFIER_OPT_OWN, OPT_CREF, OPT_AUTH_OUT, OPT_EK_CERT, OPT_FLEET_KEY };
 
 static int take_option(void *userdata, int c, char *value)
 {
@@ -112,6 +117,7 @@ static int take_option(void *userdata, int c, char *value)
     case OPT_CREF: o->container_reference = value; break;
     case OPT_AUTH_OUT: o->auth_out = value; break;
     case OPT_EK_CERT: o->ek_cert = value; break;
+    case OPT_FLEET_KEY: o->fleet_key = value; break;
     }
     return 0;
 }
@@ -122,6 +128,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                                         {"container-reference", required_argument, NULL, OPT_CREF},
                                         {"auth-out", required_argument, NULL, OPT_AUTH_OUT},
                                         {"ek-cert", required_argument, NULL, OPT_EK_CERT},
+                                        {"fleet-key", required_argument, NULL, OPT_FLEET_KEY},
                                         {NULL, 0, NULL, 0}};
     static const struct verifier_program prog = {"trustme-owner", usage, own, take_option};
     int r = verifier_args_parse(&prog, argc, argv, &o->common, o);
@@ -315,164 +322,6 @@ static bool rc_is_auth_failure(TSS2_RC rc)
     return base == TPM2_RC_AUTH_FAIL || base == TPM2_RC_BAD_AUTH;
 }
 
-/* Parse "PCR TYPE SHA256 NAME" lines, replay them into pcr_values, and check each against refs. */
-static int check_container_log(const char *log, const struct refvalues *refs, uint8_t pcr_values[24][32],
-                               size_t *ret_events, char *why, size_t why_size)
-{
-    size_t n = 0;
-    const char *p = log;
-    bool rejected = false;
-    memset(pcr_values, 0, 24 * 32);
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        if (!eol) {
-            snprintf(why, why_size, "the log does not end with a newline");
-            return -EINVAL;
-        }
-        char line[512];
-        size_t len = (size_t)(eol - p);
-        if (len >= sizeof(line)) {
-            snprintf(why, why_size, "line %zu is too long", n + 1);
-            return -EINVAL;
-        }
-        memcpy(line, p, len);
-        line[len] = '\0';
-        p = eol + 1;
-        char type[TM_EVENT_TYPE_MAX + 3], shahex[66];
-        unsigned pcr;
-        int off = 0;
-        if (sscanf(line, "%2u %33s %65s %n", &pcr, type, shahex, &off) != 3 || off <= 0 || pcr >= 24 ||
-            strlen(shahex) != 64) {
-            snprintf(why, why_size, "line %zu is not \"PCR TYPE SHA256 NAME\"", n + 1);
-            return -EINVAL;
-        }
-        const char *name = line + off;
-        uint8_t sha[32];
-        tm_err err = {0};
-        if (tm_hex_decode_str(shahex, sha, 32, 0, &err) < 0 || tm_event_check(pcr, type, name, 32, &err) < 0) {
-            snprintf(why, why_size, "line %zu: %s", n + 1, err.msg);
-            return -EINVAL;
-        }
-        bool quoted = false;
-        for (size_t i = 0; i < refs->npcrs; i++)
-            quoted |= refs->pcrs[i] == pcr;
-        if (!quoted) {
-            snprintf(why, why_size, "event %s %s is on PCR %u, which the reference values do not quote", type, name,
-                     pcr);
-            return -EINVAL;
-        }
-        if (!rejected && !refvalues_contains(refs, type, sha)) {
-            /* Replay on: the quote is checked against the whole log first. */
-            snprintf(why, why_size, "%s %s (%s) is not one of the container's reference values", type, name, shahex);
-            rejected = true;
-        }
-        uint8_t digest[32];
-        tm_event_digest(pcr, type, name, sha, digest);
-        tm_pcr_extend(pcr_values[pcr], digest);
-        n++;
-    }
-    *ret_events = n;
-    if (rejected)
-        return -EKEYREJECTED;
-    for (size_t i = 0; i < refs->n_required; i++) {
-        bool seen = false;
-        for (const char *q = log; q && *q && !seen; q = strchr(q, '\n'), q = q ? q + 1 : NULL) {
-            char type[TM_EVENT_TYPE_MAX + 3], shahex[66];
-            unsigned pcr;
-            int off = 0;
-            const char *eol = strchr(q, '\n');
-            char line[512];
-            size_t len = eol ? (size_t)(eol - q) : strlen(q);
-            if (len >= sizeof(line))
-                continue;
-            memcpy(line, q, len);
-            line[len] = '\0';
-            if (sscanf(line, "%2u %33s %65s %n", &pcr, type, shahex, &off) == 3 && off > 0 &&
-                strcmp(type, refs->required[i].type) == 0 && strcmp(line + off, refs->required[i].name) == 0)
-                seen = true;
-        }
-        if (!seen) {
-            snprintf(why, why_size, "the required event %s %s is missing", refs->required[i].type,
-                     refs->required[i].name);
-            return -ENOENT;
-        }
-    }
-    *ret_events = n;
-    return 0;
-}
-
-/* The vTPM's quote by AKv: signed by AKv, over the nonce, of the PCRs asked, whose digest is that
- * of the values the container's log replays to; signed by AKv as a primary of the endorsement
- * hierarchy. */
-static int check_vtpm_quote(const TPM2B_ATTEST *quoted, const TPMT_SIGNATURE *sig, const TPMT_PUBLIC *akv,
-                            const uint8_t akv_name[34], const uint8_t nonce[32], const TPML_PCR_SELECTION *sel,
-                            uint8_t pcr_values[24][32], char *why, size_t why_size)
-{
-    tm_err err = {0};
-    TPMS_ATTEST a;
-    if (tpm_attest_parse(quoted->attestationData, quoted->size, &a, &err) < 0) {
-        snprintf(why, why_size, "%s", err.msg);
-        return -EINVAL;
-    }
-    if (a.magic != TPM2_GENERATED_VALUE || a.type != TPM2_ST_ATTEST_QUOTE) {
-        snprintf(why, why_size, "not a TPM-generated quote");
-        return -EINVAL;
-    }
-    if (a.extraData.size != 32 || memcmp(a.extraData.buffer, nonce, 32) != 0) {
-        snprintf(why, why_size, "the quote is not over this run's nonce (replayed?)");
-        return -EINVAL;
-    }
-    uint8_t qn_in[4 + 34], qn[34] = {0x00, 0x0b};
-    qn_in[0] = 0x40;
-    qn_in[1] = qn_in[2] = 0x00;
-    qn_in[3] = 0x0b; /* TPM_RH_ENDORSEMENT */
-    memcpy(qn_in + 4, akv_name, 34);
-    sha256(qn_in, sizeof(qn_in), qn + 2);
-    if (a.qualifiedSigner.size != 34 || memcmp(a.qualifiedSigner.name, qn, 34) != 0) {
-        snprintf(why, why_size, "the quote's signer is not the attestation key made for this run");
-        return -EINVAL;
-    }
-    /* The signature, with AKv's public key. */
-    uint8_t pub[sizeof(TPMT_PUBLIC)], der[TPM_ECDSA_DER_MAX], sigbuf[sizeof(TPMT_SIGNATURE)];
-    size_t publen = 0, derlen = 0, siglen = 0;
-    EVP_PKEY *key = NULL;
-    if (Tss2_MU_TPMT_PUBLIC_Marshal(akv, pub, sizeof(pub), &publen) != TSS2_RC_SUCCESS ||
-        Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &siglen) != TSS2_RC_SUCCESS ||
-        tpm_ak_public(pub, publen, &key, &err) < 0 || tpm_signature_der(sigbuf, siglen, der, &derlen, &err) < 0) {
-        EVP_PKEY_free(key);
-        snprintf(why, why_size, "%s", err.code ? err.msg : "cannot read the key or signature");
-        return -EINVAL;
-    }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-             EVP_DigestVerify(md, der, derlen, quoted->attestationData, quoted->size) == 1;
-    EVP_MD_CTX_free(md);
-    EVP_PKEY_free(key);
-    if (!ok) {
-        snprintf(why, why_size, "the quote's signature does not verify with the attestation key");
-        return -EKEYREJECTED;
-    }
-    const TPML_PCR_SELECTION *qs = &a.attested.quote.pcrSelect;
-    if (qs->count != 1 || qs->pcrSelections[0].hash != TPM2_ALG_SHA256 ||
-        qs->pcrSelections[0].sizeofSelect != sel->pcrSelections[0].sizeofSelect ||
-        memcmp(qs->pcrSelections[0].pcrSelect, sel->pcrSelections[0].pcrSelect, sel->pcrSelections[0].sizeofSelect)) {
-        snprintf(why, why_size, "the quote does not select the PCRs asked for");
-        return -EINVAL;
-    }
-    uint8_t all[24 * 32];
-    size_t n = 0;
-    for (unsigned i = 0; i < 24; i++)
-        if (sel->pcrSelections[0].pcrSelect[i / 8] & (1u << (i % 8)))
-            memcpy(all + 32 * n++, pcr_values[i], 32);
-    uint8_t digest[32];
-    sha256(all, 32 * n, digest);
-    if (a.attested.quote.pcrDigest.size != 32 || memcmp(a.attested.quote.pcrDigest.buffer, digest, 32) != 0) {
-        snprintf(why, why_size, "the quoted PCRs are not what the container's event log replays to");
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int write_auth_file(const char *path, const char *uuid, const uint8_t ek_name[34],
                            const uint8_t auths[3][AUTH_LEN], tm_err *err)
 {
@@ -531,6 +380,48 @@ static int set_attrs(struct take *t, TPMA_SESSION attrs)
     return Esys_TRSess_SetAttributes(t->esys, t->session, attrs | TPMA_SESSION_CONTINUESESSION, 0xff) == TSS2_RC_SUCCESS
                ? 0
                : -EIO;
+}
+
+/* EvictControl(owner, AKv, VTPM_FLEET_KEY_HANDLE), after evicting whatever is there (a key of an
+ * earlier run, or one the network put there while the vTPM had no owner); then the file. */
+static int keep_fleet_key(const struct options *o, struct relay *rl, struct take *t, const TPMT_PUBLIC *akv,
+                          const uint8_t akv_name[34])
+{
+    tm_err err = {0};
+    if (set_attrs(t, 0) < 0)
+        return EXIT_REFUSED;
+    ESYS_TR old = ESYS_TR_NONE, kept = ESYS_TR_NONE;
+    if (Esys_TR_FromTPMPublic(t->esys, FLEET_KEY_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &old) ==
+        TSS2_RC_SUCCESS) {
+        TSS2_RC rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, old, t->session, ESYS_TR_NONE, ESYS_TR_NONE,
+                                       FLEET_KEY_HANDLE, &kept);
+        if (rc != TSS2_RC_SUCCESS)
+            return tpm_failed(rl, "fleet key", rc);
+    }
+    TSS2_RC rc = Esys_EvictControl(t->esys, ESYS_TR_RH_OWNER, t->akv, t->session, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   FLEET_KEY_HANDLE, &kept);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_failed(rl, "fleet key", rc);
+    uint8_t pub[sizeof(TPMT_PUBLIC)];
+    size_t publen = 0;
+    if (Tss2_MU_TPMT_PUBLIC_Marshal(akv, pub, sizeof(pub), &publen) != TSS2_RC_SUCCESS)
+        return EXIT_REFUSED;
+    _cleanup_free_ char *pubhex = malloc(2 * publen + 1);
+    char namehex[69];
+    if (!pubhex)
+        return EXIT_UNREACHABLE;
+    tm_hex(pub, publen, pubhex);
+    tm_hex(akv_name, 34, namehex);
+    char text[2048];
+    int n =
+        snprintf(text, sizeof(text), "{\"container\": \"%s\", \"handle\": %u, \"name\": \"%s\", \"public\": \"%s\"}\n",
+                 o->container, FLEET_KEY_HANDLE, namehex, pubhex);
+    if (n < 0 || (size_t)n >= sizeof(text) || write_file_atomic(o->fleet_key, text, (size_t)n, 0644, &err) < 0) {
+        fprintf(stderr, "trustme-owner: --fleet-key %s: %s\n", o->fleet_key, err.msg);
+        return EXIT_USAGE;
+    }
+    step("fleet key", true, "AKv kept at 0x%x for trustme-fleet, written to %s", FLEET_KEY_HANDLE, o->fleet_key);
+    return 0;
 }
 
 static int take_ownership(const struct options *o, const struct refvalues *crefs, const uint8_t d[32])
@@ -697,13 +588,13 @@ static int take_ownership(const struct options *o, const struct refvalues *crefs
     uint8_t pcr_values[24][32];
     size_t nev = 0;
     char why[1024] = "";
-    int cr = check_container_log(log, crefs, pcr_values, &nev, why, sizeof(why));
+    int cr = vtpm_container_log_check(log, crefs, pcr_values, &nev, why, sizeof(why));
     if (cr < 0 && cr != -EKEYREJECTED && cr != -ENOENT) {
         step("container event log", false, "%s", why);
         goto out;
     }
     char qwhy[512] = "";
-    if (check_vtpm_quote(quoted, sig, &akvpub->publicArea, akv_name, n3, &sel, pcr_values, qwhy, sizeof(qwhy)) < 0) {
+    if (vtpm_quote_check(quoted, sig, &akvpub->publicArea, akv_name, n3, &sel, pcr_values, qwhy, sizeof(qwhy)) < 0) {
         step("vTPM quote", false, "%s", qwhy);
         goto out;
     }
@@ -713,6 +604,13 @@ static int take_ownership(const struct options *o, const struct refvalues *crefs
         goto out;
     }
     step("container reference values", true, "%zu events, all approved (signer %s)", nev, crefs->signer);
+
+    /* 6b. For trustme-fleet: AKv, proven beside the EK, kept at the fleet key's handle (owner
+     * authorisation, still empty), so that a worker can have it quote without any hierarchy's
+     * authorisation; its public part goes to the owner's file for `trustme-fleet vtpm-key`. */
+    if (o->fleet_key && (ret = keep_fleet_key(o, rl, &t, &akvpub->publicArea, akv_name)) != 0)
+        goto out;
+    ret = EXIT_REFUSED;
 
     /* 7. Ownership: new auths, each crossing the relay only encrypted under the salted session
      * (newAuth is the command's first parameter). Lockout first: with it empty anyone could

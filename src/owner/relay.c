@@ -15,7 +15,7 @@
 
 #include "attest.pb-c.h"
 #include "cleanup.h"
-#include "hostport.h"
+#include "deadline.h"
 
 #define RELAY_COMMAND_MAX 4096
 #define RELAY_RESPONSE_MAX (512 * 1024) /* an event log of 256 KiB and the framing */
@@ -34,40 +34,6 @@ struct relay {
     unsigned commands;
     char error[256];
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int io_all(int fd, uint8_t *buf, size_t len, bool out, int64_t deadline)
-{
-    size_t done = 0;
-    while (done < len) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = fd, .events = out ? POLLOUT : POLLIN};
-        int n = poll(&p, 1, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            continue;
-        ssize_t m = out ? send(fd, buf + done, len - done, MSG_NOSIGNAL) : recv(fd, buf + done, len - done, 0);
-        if (m < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (m < 0)
-            return -errno;
-        if (m == 0)
-            return -EPIPE;
-        done += (size_t)m;
-    }
-    return 0;
-}
 
 /* One relay request and its answer; the caller frees *ret. */
 static int exchange(struct relay *r, const uint8_t *cmd, size_t cmd_len, bool log,
@@ -96,11 +62,11 @@ static int exchange(struct relay *r, const uint8_t *cmd, size_t cmd_len, bool lo
     buf[2] = (uint8_t)(size >> 8);
     buf[3] = (uint8_t)size;
     protobuf_c_message_pack(&rq.base, buf + 4);
-    int64_t deadline = now_ms() + r->timeout_ms;
-    int e = io_all(r->fd, buf, 4 + size, true, deadline);
+    int64_t deadline = tm_now_ms() + r->timeout_ms;
+    int e = tm_send_all(r->fd, buf, 4 + size, deadline);
     uint8_t hdr[4];
     if (e == 0)
-        e = io_all(r->fd, hdr, 4, false, deadline);
+        e = tm_recv_all(r->fd, hdr, 4, deadline);
     if (e < 0)
         return tm_err_set(err, -e, "the relay: %s", strerror(-e));
     uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
@@ -109,7 +75,7 @@ static int exchange(struct relay *r, const uint8_t *cmd, size_t cmd_len, bool lo
     _cleanup_free_ uint8_t *in = malloc(len ? len : 1);
     if (!in)
         return tm_err_set(err, ENOMEM, "out of memory");
-    if ((e = io_all(r->fd, in, len, false, deadline)) < 0)
+    if ((e = tm_recv_all(r->fd, in, len, deadline)) < 0)
         return tm_err_set(err, -e, "the relay: %s", strerror(-e));
     Trustme__Attest__AttestResponse *resp = trustme__attest__attest_response__unpack(NULL, len, in);
     if (!resp)
@@ -210,27 +176,11 @@ static TSS2_RC tcti_locality(TSS2_TCTI_CONTEXT *ctx, uint8_t locality)
 
 int relay_open(const char *hostport, const char *uuid, int timeout_ms, struct relay **ret, tm_err *err)
 {
-    char host[TM_HOST_MAX], port[TM_PORT_MAX];
-    int r = tm_split_hostport(hostport, 1, host, port, err);
-    if (r < 0)
-        return r;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0)
-        return tm_err_set(err, EINVAL, "%s: %s", hostport, gai_strerror(gai));
-    int fd = -1, e = 0;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
-            e = errno;
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
+    /* Connecting counts against the first exchange's time: an address that swallows SYNs fails
+     * after timeout_ms, not after the kernel's minutes. */
+    int fd = tm_dial(hostport, tm_now_ms() + timeout_ms, err);
     if (fd < 0)
-        return tm_err_set(err, e ? e : EHOSTUNREACH, "cannot connect to %s: %s", hostport,
-                          strerror(e ? e : EHOSTUNREACH));
+        return fd;
     struct relay *rl = calloc(1, sizeof(*rl));
     if (!rl) {
         close(fd);
@@ -240,7 +190,7 @@ int relay_open(const char *hostport, const char *uuid, int timeout_ms, struct re
     rl->timeout_ms = timeout_ms;
     snprintf(rl->uuid, sizeof(rl->uuid), "%s", uuid);
     if (getrandom(&rl->id, sizeof(rl->id), 0) != sizeof(rl->id))
-        rl->id = (uint64_t)now_ms();
+        rl->id = (uint64_t)tm_now_ms();
     rl->id &= UINT64_MAX >> 1;
     rl->tcti = (TSS2_TCTI_CONTEXT_COMMON_V1){.magic = 0x7472757374526c79ULL, /* "trustRly" */
                                              .version = 1,

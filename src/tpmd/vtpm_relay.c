@@ -18,8 +18,9 @@
 #define FLUSH_TIMEOUT_MS 500
 
 /* What the take-ownership protocol sends (docs/VTPM.md), nothing else: no Clear, no NV writes
- * of the guest's, no key generation beyond ECC primaries. */
+ * of the guest's, no key generation beyond ECC primaries, no persistence but the fleet key's. */
 static const uint32_t allowed[] = {
+    0x120, /* EvictControl (the fleet key's handle only, below) */
     0x129, /* HierarchyChangeAuth */
     0x131, /* CreatePrimary (ECC only, below) */
     0x147, /* ActivateCredential */
@@ -48,6 +49,22 @@ int vtpm_relay_check_command(const uint8_t *cmd, size_t len, tm_err *err)
             break;
     if (i == sizeof(allowed) / sizeof(allowed[0]))
         return tm_err_set(err, EPERM, "TPM command 0x%x is not relayed", cc);
+    if (cc == 0x120) {
+        /* EvictControl: header, auth (the owner), objectHandle, authorization area (its size
+         * first), persistentHandle. Only the fleet key's handle: the network must not evict the
+         * EKs at 0x81010001/2 or any key of the guest's. */
+        size_t off = VTPM_HEADER + 8;
+        if (be16(cmd) != 0x8002 || len < off + 4)
+            return tm_err_set(err, EINVAL, "EvictControl without an authorization area");
+        uint32_t auth = vtpm_be32(cmd + off);
+        if (auth > len - off - 4 || len != off + 4 + auth + 4)
+            return tm_err_set(err, EINVAL, "EvictControl: bad size");
+        uint32_t object = vtpm_be32(cmd + VTPM_HEADER + 4), persistent = vtpm_be32(cmd + off + 4 + auth);
+        if (persistent != VTPM_FLEET_KEY_HANDLE || (object >> 24 != 0x80 && object != VTPM_FLEET_KEY_HANDLE))
+            return tm_err_set(err, EPERM, "EvictControl is relayed only for the fleet key's handle 0x%x",
+                              VTPM_FLEET_KEY_HANDLE);
+        return 0;
+    }
     if (cc != 0x131)
         return 0;
     /* CreatePrimary: header, primaryHandle, authorization area (its size first), inSensitive

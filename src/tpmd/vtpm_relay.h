@@ -13,10 +13,13 @@
 #include "vtpm_wire.h"
 
 #define VTPM_RELAY_LOG_MAX (256 * 1024) /* bytes of a container's event log */
+/* The persistent handle of the attestation key a vTPM's owner makes for trustme-fleet
+ * (docs/FLEET.md "vTPM quotes"): the one handle EvictControl is relayed for. */
+#define VTPM_FLEET_KEY_HANDLE 0x81018000u
 
 /* Why this command is not relayed (a usage error for the requester, err says it), or 0: its
- * size must match its header, its code must be one the take-ownership protocol uses, and a
- * CreatePrimary must make an ECC key. */
+ * size must match its header, its code must be one the take-ownership protocol uses, a
+ * CreatePrimary must make an ECC key, and an EvictControl must name VTPM_FLEET_KEY_HANDLE. */
 int vtpm_relay_check_command(const uint8_t *cmd, size_t len, tm_err *err);
 
 /* A non-blocking connection to <vtpm_dir>/<uuid>/pub/tpm.sock, the socket the container's own

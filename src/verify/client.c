@@ -2,87 +2,18 @@
 #include "client.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "attest.pb-c.h"
 #include "attest_check.h"
 #include "buf.h"
 #include "cleanup.h"
+#include "deadline.h"
 #include "frame.h"
-#include "hostport.h"
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait for events on fd until the deadline; -ETIMEDOUT when it passes. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - now_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = fd, .events = events};
-        int n = poll(&p, 1, (int)left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n > 0)
-            return 0;
-    }
-}
-
-static int connect_one(const struct addrinfo *ai, int64_t deadline, tm_err *err)
-{
-    _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (fd < 0)
-        return tm_err_sys(err, "socket");
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS)
-            return tm_err_sys(err, "cannot connect");
-        int r = wait_fd(fd, POLLOUT, deadline);
-        if (r < 0)
-            return tm_err_set(err, -r, "cannot connect: %s", strerror(-r));
-        int soerr = 0;
-        socklen_t sl = sizeof(soerr);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-            return tm_err_sys(err, "getsockopt");
-        if (soerr)
-            return tm_err_set(err, soerr, "cannot connect: %s", strerror(soerr));
-    }
-    return steal_fd(fd);
-}
-
-static int dial(const char *hostport, int64_t deadline, tm_err *err)
-{
-    char host[TM_HOST_MAX], port[TM_PORT_MAX];
-    int r = tm_split_hostport(hostport, 1, host, port, err);
-    if (r < 0)
-        return r;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int g = getaddrinfo(host, port, &hints, &res);
-    if (g != 0)
-        return tm_err_set(err, EHOSTUNREACH, "%s: %s", host, gai_strerror(g));
-    r = -EHOSTUNREACH;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        if ((r = connect_one(ai, deadline, err)) >= 0)
-            break;
-    freeaddrinfo(res);
-    return r < 0 ? tm_err_prefix(err, "%s", hostport) : r;
-}
 
 static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_len, const uint32_t *pcrs, size_t npcrs,
                         int64_t deadline, tm_err *err)
@@ -111,7 +42,7 @@ static int send_request(int fd, uint64_t id, const uint8_t *nonce, size_t nonce_
             return 0;
         if (r < 0)
             return tm_err_set(err, -r, "cannot send the request: %s", strerror(-r));
-        if ((r = wait_fd(fd, POLLOUT, deadline)) < 0)
+        if ((r = tm_wait_fd(fd, POLLOUT, deadline)) < 0)
             return tm_err_set(err, -r, "cannot send the request: %s", strerror(-r));
     }
 }
@@ -128,7 +59,7 @@ static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *re
             return 0;
         }
         if (r == 0)
-            r = wait_fd(fd, POLLIN, deadline);
+            r = tm_wait_fd(fd, POLLIN, deadline);
         if (r < 0) {
             tm_frame_reader_reset(&rd);
             if (r == -EPIPE)
@@ -150,8 +81,8 @@ static int read_response(int fd, int64_t deadline, uint8_t **ret_buf, size_t *re
 int attest_fetch(const char *hostport, int timeout_ms, uint64_t id, const uint8_t *nonce, size_t nonce_len,
                  const uint32_t *pcrs, size_t npcrs, uint8_t **ret_buf, size_t *ret_len, tm_err *err)
 {
-    int64_t deadline = now_ms() + timeout_ms;
-    _cleanup_close_ int fd = dial(hostport, deadline, err);
+    int64_t deadline = tm_now_ms() + timeout_ms;
+    _cleanup_close_ int fd = tm_dial(hostport, deadline, err);
     if (fd < 0)
         return fd;
     int r = send_request(fd, id, nonce, nonce_len, pcrs, npcrs, deadline, err);

@@ -305,6 +305,10 @@ def test_healthy_device_is_trusted(fleet, devices, worker):
     s, r = fleet.api("GET", "/api/v1/devices/a")
     assert s == 200 and r["last_verdict"] == "trusted" and r["last_seen"], r
     assert r["verdicts"][0]["report"]["verdict"] == "trusted", r
+    # A trusted verdict keeps its event count and the quote's clock, not the eight "ok" details.
+    rep = r["verdicts"][0]["report"]
+    assert set(rep) == {"verdict", "events", "clock"} and rep["events"] > 0, rep
+    assert set(rep["clock"]) == {"clock", "reset_count", "restart_count", "safe"} and rep["clock"]["safe"], rep
 
 
 def test_changed_trustmed_fails_reference_values(fleet, devices, worker):

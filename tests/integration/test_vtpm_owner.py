@@ -379,6 +379,14 @@ def test_relay_carries_only_the_protocols_commands(world):
         return struct.pack(">HII", 0x8002, 10 + len(body), 0x131) + body
     answer = relay_request(world.a, uuid, create_primary(0x0001))
     assert 10 in answer and b"only ECC" in parse(answer[10][0])[2][0]
+    # EvictControl of the ECC EK (the network would remove the vTPM's identity) or to any handle
+    # but the fleet key's: refused.
+    def evict(obj, persistent):
+        body = struct.pack(">II", 0x40000001, obj) + struct.pack(">I", len(auth)) + auth + struct.pack(">I", persistent)
+        return struct.pack(">HII", 0x8002, 10 + len(body), 0x120) + body
+    for obj, persistent in ((0x81010002, 0x81010002), (0x80000000, 0x81000001)):
+        answer = relay_request(world.a, uuid, evict(obj, persistent))
+        assert 10 in answer and b"only for the fleet key" in parse(answer[10][0])[2][0], answer
     # Not a UUID (a path), an unknown container: refused with the reason.
     read_public = struct.pack(">HII", 0x8001, 14, 0x173) + struct.pack(">I", 0x81010002)
     answer = relay_request(world.a, "../../tpm", read_public)
@@ -539,3 +547,146 @@ def test_owner_record_is_measured(world, tpm_rootfs, tmp_path):  # noqa: F811
     r = owner_tool("release", "--owner-key", key, "--container", uuid, "--ek", ek, "--out", rel)
     assert r.returncode == 0, r.stderr
     a.cli("vtpm", "reset", "--release", rel, "rec")
+
+
+# ---- trustme-fleet: a vTPM attested by the key its owner pinned ----------------------------------
+
+FLEET = BUILD / "src/fleet/trustme-fleet"
+FLEET_KEY = "0x81018000"
+
+
+def plant_key(d, name):
+    """The guest of an unowned vTPM (or anyone reaching it) puts a signing key of its own at the
+    fleet key's handle: an attacker's stand-in for the owner's key."""
+    d.sh(name, "cd /tmp && tpm2_createprimary -C e -G ecc256:ecdsa-sha256:null -a "
+               "'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -c k.ctx >/dev/null && "
+               f"tpm2_evictcontrol -C o -c k.ctx {FLEET_KEY} >/dev/null")
+
+
+def test_fleet_attests_a_vtpm_by_its_owners_key(world, tpm_rootfs, tmp_path):  # noqa: F811
+    """docs/FLEET.md "vTPM quotes": the owner keeps the key it activated at take-ownership for the
+    fleet; trustme-fleet pins it with the vTPM's EK certificate, and its worker, after each
+    trusted verdict of the device, checks the EK against the device's log and the PKI, fetches
+    the vTPM's quote by that key through the device's relay and replays the container's log to
+    it. A quote of another container or another device, and a replayed quote, are refused with
+    the failing check's name; the status page shows the vTPM's verdict."""
+    from pgcluster import Cluster, conninfo_env
+    a, pki = world.a, world.pki
+    # The device's vTPM issuer, so that the new container's vTPM gets EK certificates.
+    a.cli("device", "csr", "--vtpm-issuer", "--out", tmp_path / "issuer.csr")
+    subprocess.run([PKI_TOOL, "issue", "--pki", pki.dir, "--ca", "device", "--profile", "vtpm-issuer", "--csr",
+                    tmp_path / "issuer.csr", "--out", tmp_path / "issuer.pem", "--passphrase-file", pki.passfile],
+                   check=True, capture_output=True)
+    a.cli("device", "cert", "install", tmp_path / "issuer.pem", "--chain", pki.dir / "customer/device-ca.pem")
+    create(a, "fleetc", tpm_rootfs)
+    start(a, "fleetc")
+    uuid = a.state("fleetc")["uuid"]
+    ek = next(e for e in json.loads(a.cli("vtpm", "info", "--json", "fleetc").stdout)["eks"] if e["kind"] == "ecc")
+    chain = json.loads(a.cli("device", "info", "--json").stdout)["vtpm_issuer_chain_pem"]
+    bundle = tmp_path / "ek-bundle.pem"
+    bundle.write_text(ek["cert_pem"].strip() + "\n" + chain)
+    cvalues = []
+    for ln in container_log(a, "fleetc").splitlines():
+        _, typ, sha, name = ln.split(" ", 3)
+        cvalues.append({"type": typ, "name": name, "sha256": sha})
+    crefs = sign_refs(pki, tmp_path / "crefs.json", cvalues, [RUNTIME])
+    # Every event of the device approved (the new container's config, the vTPMs' EKs): the
+    # owner's values and the fleet group's.
+    m = json.loads(a.cli("measurements", "--json").stdout)
+    refs = sign_refs(pki, tmp_path / "refs.json",
+                     [{"type": e["type"], "name": e["name"], "sha256": e["sha256"]} for e in m["events"]],
+                     [RUNTIME, 12])
+    # The owner: take-ownership, keeping the activated key for the fleet.
+    key = tmp_path / "fleet-key.json"
+    r = subprocess.run([OWNER, "take", attest_address(a), "--container", uuid, *pki.trust, "--reference", refs,
+                        "--container-reference", crefs, "--auth-out", tmp_path / "auth.json", "--fleet-key", key],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert line(r.stdout, "fleet key")[0] == "ok", r.stdout
+    assert json.loads(key.read_text())["handle"] == 0x81018000
+    info = tmp_path / "info.json"
+    info.write_text(a.cli("device", "info", "--json").stdout)
+    mitm = Mitm(attest_address(a))
+    pg = Cluster(prefix=f"{TEST_PREFIX}-pg-own-").start()
+    try:
+        env = conninfo_env(pg.create_db("fleet_own"))
+
+        def fleet(*args, check=True):
+            r = subprocess.run([FLEET, *map(str, args)], capture_output=True, text=True, timeout=60, env=env)
+            assert not check or r.returncode == 0, f"trustme-fleet {args} -> {r.returncode}\n{r.stderr}"
+            return r
+
+        def attest():
+            """One worker pass with device A due: the vTPM's verdict (trusted, failing check, detail)."""
+            pg.psql("UPDATE work SET due_at = now()", db="fleet_own")
+            fleet("worker", "--name", "w", "--once")
+            v = next(x for x in json.loads(fleet("vtpms").stdout) if x["ek"] == f"{uuid}/ek-ecc")
+            return v["quote_trusted"], v["quote_failed"], (v["quote_report"] or {}).get("detail")
+
+        fleet("migrate")
+        fleet("trust", "--ak-anchor", pki.dir / "customer/general-root-ca.pem", "--device-ca",
+              pki.dir / "customer/device-ca.pem", "--rim-anchor", pki.dir / "software-signing/root-ca.pem",
+              "--rim-ca", pki.dir / "software-signing/sub-ca.pem", "--no-crl")
+        fleet("group", "g", "--reference", refs, "--interval", "60")
+        fleet("enroll", "a", "--group", "g", "--info", info, "--address", mitm.address)
+        fleet("vtpm-enroll", "a", f"{uuid}/ek-ecc", ek["name"])
+        # Bad input: a key for another container, a key file that is not one, no EK certificate.
+        other = json.loads(key.read_text())
+        other["container"] = world.a.state("pristine")["uuid"]
+        (tmp_path / "other.json").write_text(json.dumps(other))
+        r = fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", tmp_path / "other.json", "--ek-cert", bundle,
+                  check=False)
+        assert r.returncode != 0 and "not " in r.stderr and uuid in r.stderr, r.stderr
+        r = fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", bundle, "--ek-cert", bundle, check=False)
+        assert r.returncode != 0 and "key" in r.stderr, r.stderr
+        r = fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", key, "--ek-cert", key, check=False)
+        assert r.returncode != 0 and "ek_cert_pem" in r.stderr, r.stderr
+        fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", key, "--ek-cert", bundle)
+        # Enrolled and attested: the device's trusted log names the EK, the certificate chains,
+        # the quote by the pinned key is fresh and the container's log replays to it.
+        n0 = mitm.n
+        assert attest() == (True, None, "ok")
+        assert mitm.n - n0 == 3  # the device's quote, then through the relay: the log, the vTPM's quote
+        good_quote = mitm.recorded[-1]
+        # Another container of this device answers (a key at the same handle, not the pinned one).
+        plant_key(a, "pristine")
+        mitm.redirect = (attest_address(a), a.state("pristine")["uuid"])
+        trusted, failed, detail = attest()
+        assert (trusted, failed) == (False, "vTPM quote"), detail
+        assert "signer is not" in detail
+        # Another device's vTPM (B's container, a key of its own there).
+        plant_key(world.b, "elsewhere")
+        mitm.redirect = (attest_address(world.b), world.b.state("elsewhere")["uuid"])
+        trusted, failed, detail = attest()
+        assert (trusted, failed) == (False, "vTPM quote"), detail
+        # The genuine vTPM's earlier quote, replayed: not over this attestation's nonce.
+        mitm.redirect = None
+        mitm.replay = {mitm.n + 2: good_quote}
+        trusted, failed, detail = attest()
+        assert (trusted, failed) == (False, "vTPM quote") and "nonce" in detail, detail
+        mitm.replay = {}
+        assert attest() == (True, None, "ok")
+        # An EK certificate of another vTPM (pristine has none: this device's issuer came later;
+        # B's container is another device's): pinned with the wrong bundle, the EK check fails.
+        wrong = tmp_path / "wrong.pem"
+        wrong.write_text(chain)
+        fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", key, "--ek-cert", wrong)
+        trusted, failed, detail = attest()
+        assert (trusted, failed) == (False, "vTPM EK"), detail
+        fleet("vtpm-key", "a", f"{uuid}/ek-ecc", "--key", key, "--ek-cert", bundle)
+        assert attest() == (True, None, "ok")
+        # The status page shows it.
+        srv = subprocess.Popen([FLEET, "serve", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            url = "http://" + srv.stdout.readline().split()[-1]
+            import urllib.request
+            page = urllib.request.urlopen(url + "/", timeout=30).read().decode()
+            row = re.search(r'<table id="vtpms">.*?</table>', page, re.S).group(0)
+            assert f"{uuid}/ek-ecc" in row and '<tr class="trusted">' in row, row
+        finally:
+            srv.terminate()
+            srv.wait(timeout=30)
+    finally:
+        mitm.close()
+        pg.stop()
