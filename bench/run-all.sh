@@ -356,11 +356,12 @@ vtpm_section() {
 ## Per-container vTPM (\`bench/vtpm.sh\`, \`bench/vtpm.py\`)
 
 Through trustmed (docs/VTPM.md): start-to-exit of \`/bin/true\` in a signed busybox GuestOS with an
-encrypted 16 MiB volume, with and without \`"vtpm": true\`, in the same hyperfine runs; the first start
-of a new vTPM (manufacture: EKs made and measured) against the first start without one. Then the
-vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started as trustmed starts it, its memory, and every
-command on a new connection (as the swtpm TCTI sends it) through the proxy against a second swtpm
-with the same flags directly.
+encrypted 16 MiB volume, with and without \`"vtpm": true\`, started in alternation (one of each per
+round, the order alternating); the first start of a new vTPM (manufacture: EKs made and measured)
+against the first start without one. Then the vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started
+as trustmed starts it, its memory, and every command on a new connection (as the swtpm TCTI sends
+it) through the proxy and on a second swtpm with the same flags directly, interleaved, with the CPU
+time per command.
 
 $(cat "$OUT/vtpm.md")
 SECTION

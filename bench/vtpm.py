@@ -12,8 +12,10 @@
    TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11), TPM2_Quote (ECC P-256 restricted signing key
    made once with TPM2_CreatePrimary) and TPM2_Sign of a SHA-256 digest (ECC P-256 unrestricted
    signing key, likewise), through the proxy and directly on a second swtpm with the same flags
-   and an encrypted state.
-Medians (and p90) of RUNS runs each, in milliseconds."""
+   and an encrypted state, interleaved (one through each per round, the order alternating) so
+   that changing load hits both alike; and the CPU time the processes used per command
+   (/proc/PID/schedstat), which load does not inflate as it does wall time.
+Medians (and p90) of RUNS rounds each, in milliseconds."""
 import os
 import shutil
 import socket
@@ -142,13 +144,26 @@ def stats(xs):
     return statistics.median(xs) * 1000, xs[int(len(xs) * 0.9)] * 1000
 
 
-def timed(path, cmd):
-    out = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        transact(path, cmd)
-        out.append(time.perf_counter() - t)
-    return out
+def cpu_ns(pids):
+    """CPU time the processes have used (/proc/PID/schedstat's first field, in ns)."""
+    return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) for pid in pids)
+
+
+def interleaved(paths, cmd, cpu_pids):
+    """RUNS rounds; each round sends cmd once on every path, the order alternating, so load that
+    comes and goes hits both alike. Per path: the wall times, and the CPU time its processes
+    used per command (ns)."""
+    times = {k: [] for k in paths}
+    cpu = {k: 0 for k in paths}
+    keys = list(paths)
+    for i in range(RUNS):
+        for k in (keys if i % 2 == 0 else keys[::-1]):
+            c0 = cpu_ns(cpu_pids[k])
+            t = time.perf_counter()
+            transact(paths[k], cmd[k])
+            times[k].append(time.perf_counter() - t)
+            cpu[k] += cpu_ns(cpu_pids[k]) - c0
+    return times, {k: cpu[k] / RUNS for k in paths}
 
 
 def main():
@@ -192,12 +207,21 @@ def main():
                 break
             time.sleep(0.01)
         time.sleep(0.1)
-        results = {}
-        for name, path in (("proxy", proxy), ("direct", direct)):
-            handle = struct.unpack(">I", transact(path, CREATE_PRIMARY)[10:14])[0]
-            signer = struct.unpack(">I", transact(path, CREATE_SIGN_KEY)[10:14])[0]
-            results[name] = {"GetRandom": stats(timed(path, GET_RANDOM)), "PCR_Read": stats(timed(path, PCR_READ)),
-                             "Quote": stats(timed(path, quote(handle))), "Sign": stats(timed(path, sign(signer)))}
+        children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        paths = {"proxy": proxy, "direct": direct}
+        cpu_pids = {"proxy": [p.pid] + [int(c) for c in children], "direct": [sw.pid]}
+        keys = {}
+        for name, path in paths.items():
+            keys[name] = (struct.unpack(">I", transact(path, CREATE_PRIMARY)[10:14])[0],
+                          struct.unpack(">I", transact(path, CREATE_SIGN_KEY)[10:14])[0])
+        results, cpu = {}, {}
+        for c, make in (("GetRandom", lambda k: GET_RANDOM), ("PCR_Read", lambda k: PCR_READ),
+                        ("Quote", lambda k: quote(k[0])), ("Sign", lambda k: sign(k[1]))):
+            times, used = interleaved(paths, {n: make(keys[n]) for n in paths}, cpu_pids)
+            results[c] = {n: (stats(times[n]), statistics.median(a / b for a, b in zip(times["proxy"],
+                                                                                      times["direct"])))
+                          for n in paths}
+            cpu[c] = used
         helper_rss = rss_kib(p.pid)
         children = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
         swtpm_rss = sum(rss_kib(int(c)) for c in children)
@@ -209,11 +233,14 @@ def main():
         print(f"RSS: trustme-vtpm {helper_rss} KiB, swtpm {swtpm_rss} KiB, together {helper_rss + swtpm_rss} KiB")
         print(f"private (USS): trustme-vtpm {helper_uss} KiB, swtpm {swtpm_uss} KiB, "
               f"together {helper_uss + swtpm_uss} KiB")
-        print("| command | via trustme-vtpm (median / p90 ms) | swtpm directly | ratio of medians |")
-        print("|---|---|---|---|")
+        print(f"| command ({RUNS} rounds, interleaved) | via trustme-vtpm (median / p90 ms) | swtpm directly | "
+              "ratio of medians | median of paired ratios | CPU per command: trustme-vtpm + its swtpm / "
+              "swtpm alone (us) |")
+        print("|---|---|---|---|---|---|")
         for c in ("GetRandom", "PCR_Read", "Quote", "Sign"):
-            a, b = results["proxy"][c], results["direct"][c]
-            print(f"| {c} | {a[0]:.3f} / {a[1]:.3f} | {b[0]:.3f} / {b[1]:.3f} | {a[0] / b[0]:.2f} |")
+            a, b = results[c]["proxy"][0], results[c]["direct"][0]
+            print(f"| {c} | {a[0]:.3f} / {a[1]:.3f} | {b[0]:.3f} / {b[1]:.3f} | {a[0] / b[0]:.2f} | "
+                  f"{results[c]['proxy'][1]:.2f} | {cpu[c]['proxy'] / 1000:.0f} / {cpu[c]['direct'] / 1000:.0f} |")
     finally:
         for p in procs:
             p.terminate()

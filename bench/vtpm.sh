@@ -3,7 +3,8 @@
 # shellcheck disable=SC1090,SC1091,SC2154 # lib.sh is sourced at run time
 # The per-container vTPM's costs through trustmed (docs/VTPM.md, docs/BENCHMARKS.md): start-to-exit
 # of /bin/true in a signed busybox GuestOS with an encrypted data volume (soft token), with and
-# without "vtpm": true, measured in the same hyperfine runs; the first start of a new vTPM (its
+# without "vtpm": true, measured in alternation (a round starts each once, the order alternating,
+# so that changing load falls on both alike); the first start of a new vTPM (its
 # manufacture: EKs made, certified if the device has a vTPM issuer, measured) against the first
 # start of the same container without one (both format their data volume). Then bench/vtpm.py for
 # the vTPM alone: its start, its memory, and GetRandom, PCR_Read, Quote and Sign through the proxy
@@ -11,7 +12,7 @@
 #
 #   bench/vtpm.sh [OUTDIR]
 #
-# Writes OUTDIR/vtpm-start.json (hyperfine), OUTDIR/vtpm.env (facts), OUTDIR/vtpm.md (the tables).
+# Writes OUTDIR/vtpm-start.txt (each round: ms without, ms with), OUTDIR/vtpm.env (facts), OUTDIR/vtpm.md (the tables).
 # Environment: RUNS (default 30), WARMUP (default 3), PY_RUNS (bench/vtpm.py's runs, default 200),
 # SKIP_INSTALL=1. Everything it makes is removed on exit.
 set -euo pipefail
@@ -42,7 +43,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 install_bench_deps
-for t in hyperfine jq swtpm; do
+for t in jq swtpm; do
     command -v "$t" >/dev/null || die "$t is missing (scripts/install-deps.sh --bench)"
 done
 ensure_build "$W/bin"
@@ -81,12 +82,28 @@ fact FIRST_PLAIN "$FIRST_PLAIN"
 fact FIRST_VTPM "$FIRST_VTPM"
 log "first start: without vTPM $FIRST_PLAIN ms, with a new vTPM (manufacture) $FIRST_VTPM ms"
 
-log "hyperfine: $RUNS runs (+$WARMUP warm-up) of each start"
-hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --style basic --export-json "$OUT/vtpm-start.json" \
-    -n "without vTPM" "$TRUSTME --run-dir $TMD_RUN start --attach --pin-file $W/pin bench-plain" \
-    -n "with vTPM" "$TRUSTME --run-dir $TMD_RUN start --attach --pin-file $W/pin bench-vtpm" >&2
-MED_PLAIN=$(jq '.results[0].median * 1000' "$OUT/vtpm-start.json")
-MED_VTPM=$(jq '.results[1].median * 1000' "$OUT/vtpm-start.json")
+log "$RUNS rounds (+$WARMUP warm-up) of both starts, interleaved (the order alternating)"
+start_ms() { # NAME: one start-to-exit in milliseconds
+    local t0 t1
+    t0=$(ms_now)
+    "$TRUSTME" --run-dir "$TMD_RUN" start --attach --pin-file "$W/pin" "$1" >/dev/null || die "trustme start $1 failed"
+    t1=$(ms_now)
+    awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", (b - a) / 1e6}'
+}
+: >"$W/plain.ms"
+: >"$W/vtpm.ms"
+for ((i = 0; i < WARMUP + RUNS; i++)); do
+    if ((i % 2 == 0)); then order="bench-plain bench-vtpm"; else order="bench-vtpm bench-plain"; fi
+    for n in $order; do
+        ms=$(start_ms "$n")
+        ((i < WARMUP)) && continue
+        if [ "$n" = bench-plain ]; then echo "$ms" >>"$W/plain.ms"; else echo "$ms" >>"$W/vtpm.ms"; fi
+    done
+done
+median() { sort -n "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+MED_PLAIN=$(median "$W/plain.ms")
+MED_VTPM=$(median "$W/vtpm.ms")
+paste -d' ' "$W/plain.ms" "$W/vtpm.ms" >"$OUT/vtpm-start.txt"
 fact MED_PLAIN "$MED_PLAIN"
 fact MED_VTPM "$MED_VTPM"
 stop_trustmed

@@ -29,7 +29,8 @@ enum tm_sync_type {
     TM_SYNC_NETNS = 11, /* no payload; carries the container's network namespace, to pin */
     TM_SYNC_KEYSTORE = 12, /* no payload; carries the listening keystore socket made inside */
     TM_SYNC_IMAGE = 13, /* payload: struct image_verified_msg; carries the GuestOS image just hashed */
-    TM_SYNC_LAST = TM_SYNC_IMAGE,
+    TM_SYNC_VTPM_READY = 14, /* trustmed to init: its vTPM is measured and serving, exec now */
+    TM_SYNC_LAST = TM_SYNC_VTPM_READY,
 };
 
 typedef struct tm_sync_msg {

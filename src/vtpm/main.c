@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "hex.h"
+#include "idle_memory.h"
 #include "vtpm_wire.h"
 
 #define KEY_FD 3
@@ -154,21 +156,6 @@ static int write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int read_all(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EPIPE;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -176,45 +163,74 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* One command to swtpm and its response (into rsp, at most VTPM_MAX_COMMAND bytes). */
+/* One command to swtpm and its response (into rsp, at most VTPM_MAX_COMMAND bytes). swtpm
+ * writes a response in one piece: one read takes it whole. */
 static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_len)
 {
     int r = write_all(upstream, cmd, len);
     if (r < 0)
         return r;
-    if ((r = read_all(upstream, rsp, VTPM_HEADER)) < 0)
-        return r;
-    uint32_t size = vtpm_be32(rsp + 2);
-    if (size < VTPM_HEADER || size > VTPM_MAX_COMMAND)
-        return -EBADMSG;
-    if ((r = read_all(upstream, rsp + VTPM_HEADER, size - VTPM_HEADER)) < 0)
-        return r;
+    size_t have = 0, size = VTPM_HEADER;
+    while (have < size) {
+        ssize_t n = read(upstream, rsp + have, VTPM_MAX_COMMAND - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EPIPE;
+        have += (size_t)n;
+        if (have >= VTPM_HEADER) {
+            size = vtpm_be32(rsp + 2);
+            if (size < VTPM_HEADER || size > VTPM_MAX_COMMAND || have > size)
+                return -EBADMSG;
+        }
+    }
     *rsp_len = size;
     return 0;
 }
 
+/* TPM2_GetRandom(1): the first command, answered once swtpm is up. */
+static const uint8_t probe_cmd[] = {0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 1};
+
 static int run_swtpm(void)
 {
-    char server[PATH_MAX + 64], ctrl[PATH_MAX + 64], state[PATH_MAX + 32];
-    snprintf(server, sizeof(server), "type=unixio,path=%s/tpm.sock", priv_dir);
+    char ctrl[PATH_MAX + 64], state[PATH_MAX + 32];
     snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s/tpm.sock.ctrl", priv_dir);
     snprintf(state, sizeof(state), "dir=%s,mode=0600", state_dir);
-    pid_t pid = fork();
-    if (pid < 0)
+    /* swtpm serves on a socket that already listens (its "fd=" form): this proxy connects at
+     * once and its first command is answered as soon as swtpm is up, with no polling for the
+     * socket to appear. */
+    struct sockaddr_un sa;
+    if (sock_path(&sa, priv_dir, "tpm.sock") < 0)
+        return -ENAMETOOLONG;
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0)
         return -errno;
+    unlink(sa.sun_path);
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
+        int e = errno;
+        close(lfd);
+        return -e;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(lfd);
+        return -e;
+    }
     if (pid == 0) {
         /* swtpm saves and exits at SIGTERM; it must not outlive this proxy. */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        close(EVENTS_FD);
         close(READY_FD);
+        if (dup2(lfd, EVENTS_FD) < 0) /* its listening socket is fd 4 */
+            _exit(127);
         char *argv[] = {(char *)swtpm_bin,
                         "socket",
                         "--tpm2",
                         "--server",
-                        server,
+                        "type=unixio,fd=4",
                         "--ctrl",
                         ctrl,
                         "--tpmstate",
@@ -232,20 +248,25 @@ static int run_swtpm(void)
     }
     close(KEY_FD); /* swtpm has read it, or will from its own copy */
     swtpm_pid = pid;
-    for (int waited = 0; waited < START_TIMEOUT_MS; waited += 5) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            swtpm_pid = 0;
-            return -ECHILD;
-        }
-        int fd = connect_to(priv_dir, "tpm.sock");
-        if (fd >= 0) {
-            upstream = fd;
-            return 0;
-        }
-        nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
-    }
-    return -ETIMEDOUT;
+    /* Queued on the listening socket at once; when swtpm dies before it accepts, the socket
+     * goes with it and the probe's read fails. A swtpm that hangs is given up after
+     * START_TIMEOUT_MS (the later commands may take long: an RSA key's generation). */
+    upstream = connect_to(priv_dir, "tpm.sock");
+    close(lfd);
+    if (upstream < 0)
+        return upstream;
+    struct timeval tv = {.tv_sec = START_TIMEOUT_MS / 1000};
+    uint8_t rsp[VTPM_MAX_COMMAND];
+    size_t rlen;
+    if (setsockopt(upstream, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+        return -errno;
+    int r = transact(probe_cmd, sizeof(probe_cmd), rsp, &rlen);
+    tv.tv_sec = 0;
+    if (r == 0 && setsockopt(upstream, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+        r = -errno;
+    if (r < 0)
+        return r == -EAGAIN ? -ETIMEDOUT : r;
+    return 0;
 }
 
 /* What trustmed sends on fd 4 (EOF ends it): the container's events, "PCR SHA256-HEX" lines, and
@@ -464,16 +485,17 @@ static struct owner *owner_of(int fd)
     return free_slot;
 }
 
-/* A complete command from c: forward it, note the handles it created or flushed, answer. */
-static int serve_command(struct client *c)
+/* A complete command from c (its first len bytes): forward it, note the handles it created or
+ * flushed, answer. */
+static int serve_command(struct client *c, size_t len)
 {
     static uint8_t rsp[VTPM_MAX_COMMAND];
     size_t rlen;
-    int r = transact(c->buf, c->have, rsp, &rlen);
+    int r = transact(c->buf, len, rsp, &rlen);
     if (r < 0)
         return r;
     uint32_t created = 0, flushed = 0;
-    vtpm_track(c->buf, c->have, rsp, rlen, &created, &flushed);
+    vtpm_track(c->buf, len, rsp, rlen, &created, &flushed);
     if (created) {
         /* The TPM handed this handle out anew: whoever had it before lost it already. */
         for (size_t i = 0; i < MAX_OWNERS; i++)
@@ -486,37 +508,37 @@ static int serve_command(struct client *c)
         for (size_t i = 0; i < MAX_OWNERS; i++)
             if (owners[i].pidfd >= 0)
                 vtpm_handles_remove(&owners[i].handles, flushed);
-    c->have = 0;
+    c->have -= len;
+    memmove(c->buf, c->buf + len, c->have);
     c->active_ms = now_ms();
-    return write_all(c->fd, rsp, rlen) < 0 ? 1 : 0;
+    /* Never blocks: a response (at most 4 KiB) fits the socket's buffer unless the client
+     * left earlier responses unread, and then it goes. */
+    return send(c->fd, rsp, rlen, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)rlen ? 0 : 1;
 }
 
-/* Client readable: gather one command; -1 when the client is gone or misbehaved. */
+/* Client readable: take what it sent (commands usually come in one piece: one read) and serve
+ * each complete command; -1 when the client is gone or misbehaved. */
 static int on_client(struct client *c)
 {
-    size_t want = VTPM_HEADER;
-    if (c->have >= 6) {
-        want = vtpm_be32(c->buf + 2);
-        if (want < VTPM_HEADER || want > VTPM_MAX_COMMAND)
-            return -1;
-    }
-    ssize_t n = read(c->fd, c->buf + c->have, want - c->have);
+    ssize_t n = recv(c->fd, c->buf + c->have, sizeof(c->buf) - c->have, MSG_DONTWAIT);
     if (n <= 0)
         return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
     c->have += (size_t)n;
-    if (c->have < VTPM_HEADER)
-        return 0;
-    want = vtpm_be32(c->buf + 2);
-    if (want < VTPM_HEADER || want > VTPM_MAX_COMMAND)
-        return -1;
-    if (c->have < want)
-        return 0;
-    int r = serve_command(c);
-    if (r < 0) {
-        say("swtpm did not answer: %s", strerror(-r));
-        exit(3);
+    while (c->have >= VTPM_HEADER) {
+        size_t want = vtpm_be32(c->buf + 2);
+        if (want < VTPM_HEADER || want > VTPM_MAX_COMMAND)
+            return -1;
+        if (c->have < want)
+            return 0;
+        int r = serve_command(c, want);
+        if (r < 0) {
+            say("swtpm did not answer: %s", strerror(-r));
+            exit(3);
+        }
+        if (r)
+            return -1;
     }
-    return r ? -1 : 0;
+    return 0;
 }
 
 static void drop_ctrl(struct ctrl_client *c)
@@ -557,12 +579,12 @@ static void accept_into(int lfd, bool ctrl)
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
         return;
-    struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     /* When every slot is taken, the client answered (or connected) longest ago goes, idle or
      * holding half a command: whoever holds all slots does not lock the container's other
      * processes out (the TCTI connects anew for each command anyway). */
     if (ctrl) {
+        struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         struct ctrl_client *slot = NULL;
         for (size_t i = 0; i < MAX_CTRL && !(slot && slot->fd < 0); i++)
             if (!slot || ctrls[i].fd < 0 || ctrls[i].active_ms < slot->active_ms)
@@ -582,6 +604,10 @@ static void accept_into(int lfd, bool ctrl)
     slot->have = 0;
     slot->active_ms = now_ms();
     slot->owner = owner_of(fd);
+    /* The TCTI writes its command right after connecting: usually here already, which saves
+     * a round through poll. */
+    if (on_client(slot) < 0)
+        drop_client(slot);
 }
 
 /* Only what serving needs from here on; anything else kills the process. */
@@ -601,11 +627,14 @@ static int confine(void)
         SCMP_SYS(brk),          SCMP_SYS(mmap),           SCMP_SYS(munmap),
         SCMP_SYS(fstat),        SCMP_SYS(newfstatat),     SCMP_SYS(clock_gettime),
         SCMP_SYS(lseek),        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
-        SCMP_SYS(pidfd_open),
+        SCMP_SYS(pidfd_open),   SCMP_SYS(recvfrom),       SCMP_SYS(sendto),
     };
     int r = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+    /* tm_idle_release: dropping pages of its own mappings, nothing else of madvise. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED));
     if (r == 0)
         r = seccomp_load(ctx);
     seccomp_release(ctx);
@@ -704,6 +733,7 @@ int main(int argc, char **argv)
         stop_swtpm();
         return 3;
     }
+    bool idle = false;
     for (;;) {
         struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS];
         size_t n = 0;
@@ -716,10 +746,18 @@ int main(int argc, char **argv)
             p[n++] = (struct pollfd){.fd = ctrls[i].fd, .events = POLLIN};
         for (size_t i = 0; i < MAX_OWNERS; i++)
             p[n++] = (struct pollfd){.fd = owners[i].pidfd, .events = POLLIN};
-        if (poll(p, n, -1) < 0) {
+        /* Idle for a while after serving: the library pages it touched go back (they are the
+         * page cache's; the next command maps them again). */
+        int ready = poll(p, n, idle ? -1 : TM_IDLE_RELEASE_MS);
+        if (ready < 0) {
             if (errno == EINTR)
                 continue;
             break;
+        }
+        idle = ready == 0;
+        if (idle) {
+            tm_idle_release();
+            continue;
         }
         if (p[0].revents) {
             struct signalfd_siginfo si;

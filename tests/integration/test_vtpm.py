@@ -491,6 +491,26 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     wait_for(lambda: not rundir.exists(), what="the vTPM's run directory to go")
 
 
+def test_init_starts_with_its_vtpm_measured_and_serving(vd, tpm_rootfs):
+    """The vTPM starts alongside the setup process; init's exec waits for it. init's very first
+    command therefore finds the sockets answering and the PCR already extended with the event log
+    (started without that wait, it would find no socket or an unextended PCR)."""
+    d = vd
+    first = ("tpm2_pcrread sha256:11 > /tmp/first 2>&1; echo rc=$? >> /tmp/first; "
+             "trap 'exit 0' TERM; sleep 1000000 & wait")
+    for i in range(3):
+        name = create(d, f"tf{i}", tpm_rootfs, args=["-c", first])
+        start(d, name)
+        out = wait_for(lambda: (t := d.sh(name, "cat /tmp/first", check=False).stdout) and "rc=" in t and t,
+                       timeout=30)
+        assert "rc=0" in out, out
+        log = d.sh(name, "cat /run/tpm/event.log").stdout
+        assert int(log.split()[0]) == 11
+        value = bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1))
+        assert value == replay(log, 11) and value != bytes(32)
+        d.cli("stop", name)
+
+
 def test_vtpm_config_rules(vd, tpm_rootfs):
     d = vd
     # Without a token there is no key to encrypt its state with: refused at start.
@@ -528,6 +548,25 @@ def test_half_commands_do_not_lock_the_vtpm(vd, tpm_rootfs):
         time.sleep(0.5)
         r = d.sh("h", "tpm2_getrandom 4 >/dev/null", check=False)
         assert r.returncode == 0, f"the vTPM did not answer while its slots were held: {r.stderr}"
+        for s in held:
+            s.close()
+        held.clear()
+        # A client sends 400 commands in one write and reads no answer: once its socket's buffer
+        # is full it is dropped, and the next client is answered at once (before: the proxy
+        # blocked in its write to that client for 5 s, the vTPM silent for everyone).
+        get_random = struct.pack(">HIIH", 0x8001, 12, 0x17B, 32)
+        flood = socket.socket(socket.AF_UNIX)
+        flood.connect(f"/proc/self/fd/{dfd}/tpm.sock")
+        flood.sendall(get_random * 400)
+        held.append(flood)
+        time.sleep(0.5)
+        t = time.monotonic()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(f"/proc/self/fd/{dfd}/tpm.sock")
+            s.settimeout(10)
+            s.sendall(get_random)
+            assert len(s.recv(4096)) == 44
+        assert time.monotonic() - t < 2, "the vTPM stalled behind a client that reads no answers"
     finally:
         for s in held:
             s.close()

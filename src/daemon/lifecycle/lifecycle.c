@@ -58,6 +58,8 @@ struct start_op {
     int setup_pidfd;
     tm_source *setup_src;
     bool got_pid;
+    bool vtpm_pending; /* its vTPM is starting: init waits before its exec */
+    bool vtpm_released; /* init was told its vTPM is ready */
     tm_source *timeout;
 };
 
@@ -256,6 +258,20 @@ static enum data_crypt data_crypt_of(const struct container *c)
     return c->d->device.storage_backend == STORAGE_DMCRYPT ? DATA_DMCRYPT : DATA_FSCRYPT;
 }
 
+/* init exists and its vTPM is measured and serving: init may exec (spawn.c init_main waits for
+ * this before anything of the container runs). The setup process has sent the pid last, after
+ * every exchange of its own, so init is the only reader of the socket by now. */
+static void release_init(struct container *c)
+{
+    struct start_op *op = c->lc->start;
+    if (!op || !c->cfg->vtpm || !op->got_pid || op->vtpm_pending || op->vtpm_released || op->sync_fd < 0 ||
+        c->state != CS_STARTING || c->lc->starting_failed)
+        return;
+    op->vtpm_released = true;
+    if (tm_sync_send(op->sync_fd, TM_SYNC_VTPM_READY, NULL, 0, -1) < 0)
+        fail_start(c, "cannot talk to the container's init");
+}
+
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
@@ -316,7 +332,8 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
                 /* Stopped or failed while the setup process was still at work: this init came
                  * too late to live. */
                 signal_init(c, SIGKILL);
-            }
+            } else
+                release_init(c);
             break;
         }
         case TM_SYNC_IMAGE:
@@ -432,7 +449,8 @@ static void on_vtpm(struct container *c, const tm_err *err)
         fail_start(c, "%s", err->msg);
         return;
     }
-    spawn_setup(c);
+    c->lc->start->vtpm_pending = false;
+    release_init(c);
 }
 
 static void on_key(struct container *c, struct secret *key, const tm_err *err)
@@ -453,12 +471,18 @@ static void on_key(struct container *c, struct secret *key, const tm_err *err)
     }
     c->lc->start->key = key;
     if (c->cfg->vtpm) {
-        /* Its vTPM runs (state checked, events extended) before anything of the container. */
+        /* Its vTPM starts (state checked, swtpm up, events extended) while the setup process
+         * works; init waits for it before its exec (release_init), so nothing of the container
+         * runs before the vTPM is measured. */
         progress(c, "starting its vTPM...");
         tm_err verr = {0};
-        if (vtpm_start(c, key, on_vtpm, &verr) < 0)
+        c->lc->start->vtpm_pending = true;
+        if (vtpm_start(c, key, on_vtpm, &verr) < 0) {
             fail_start(c, "%s", verr.msg);
-        return;
+            return;
+        }
+        if (!c->lc->start || c->state != CS_STARTING || c->lc->starting_failed)
+            return;
     }
     spawn_setup(c);
 }

@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -111,6 +112,21 @@ _Noreturn void init_main(struct start_ctx *ctx)
         (setgroups(0, NULL) < 0 || setgid(ctx->cfg->guest_gid) < 0 || setuid(ctx->cfg->guest_uid) < 0)) {
         tm_err_sys(&err, "cannot become the user %u:%u", ctx->cfg->guest_uid, ctx->cfg->guest_gid);
         child_fail(ctx->sync_fd, &err, 127);
+    }
+    /* A container with a vTPM: its vTPM started alongside the setup process; nothing of the
+     * container runs before it is measured and serving (lifecycle.c release_init). */
+    if (ctx->cfg->vtpm) {
+        struct pollfd p = {.fd = ctx->sync_fd, .events = POLLIN};
+        tm_sync_msg msg;
+        while (poll(&p, 1, -1) < 0 && errno == EINTR)
+            ;
+        int r = tm_sync_recv(ctx->sync_fd, &msg);
+        if (r > 0 && msg.fd >= 0)
+            close(msg.fd);
+        if (r <= 0 || msg.type != TM_SYNC_VTPM_READY) {
+            tm_err_set(&err, EPROTO, "the vTPM did not become ready");
+            child_fail(ctx->sync_fd, &err, 127);
+        }
     }
     prctl(PR_SET_PDEATHSIG, 0);
     execve(ctx->cfg->init, argv, envp);

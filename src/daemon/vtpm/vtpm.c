@@ -676,16 +676,12 @@ static void write_pidfile(struct vtpm *v)
         log_warn("%s: %s (the vTPM is not re-adopted after a restart)", container_label(v->c), err.msg);
 }
 
-static int spawn(struct vtpm *v, tm_err *err)
+/* The vTPM's directories: made before the setup process, which binds pub/ into the container
+ * while the vTPM is still starting. */
+static int make_dirs(const struct container *c, uid_t uid, tm_err *err)
 {
-    struct container *c = v->c;
-    char binary[PATH_MAX], rdir[PATH_MAX], priv[PATH_MAX + 8], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
-    uid_t uid = 0;
+    char rdir[PATH_MAX], priv[PATH_MAX + 8], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
     int r;
-    if ((r = vtpm_uid(c, &uid, err)) < 0)
-        return r;
-    if ((r = daemon_find_helper("", "trustme-vtpm", "/../vtpm", binary, sizeof(binary), err)) < 0)
-        return r;
     snprintf(rdir, sizeof(rdir), "%s/vtpm", c->d->run_dir);
     /* Search-only: the vTPM's uid reaches its own directories by name. */
     if ((r = mkdir_owned(rdir, 0711, 0, err)) < 0)
@@ -706,6 +702,24 @@ static int spawn(struct vtpm *v, tm_err *err)
             st.st_uid != uid && fchownat(sfd, STATE_FILE, uid, uid, AT_SYMLINK_NOFOLLOW) < 0)
             return tm_err_sys(err, "cannot give the vTPM state %s/%s to its uid", sdir, STATE_FILE);
     }
+    return 0;
+}
+
+static int spawn(struct vtpm *v, tm_err *err)
+{
+    struct container *c = v->c;
+    char binary[PATH_MAX], rdir[PATH_MAX], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
+    uid_t uid = 0;
+    int r;
+    if ((r = vtpm_uid(c, &uid, err)) < 0)
+        return r;
+    if ((r = daemon_find_helper("", "trustme-vtpm", "/../vtpm", binary, sizeof(binary), err)) < 0)
+        return r;
+    if ((r = make_dirs(c, uid, err)) < 0)
+        return r;
+    run_dir(c, rdir, sizeof(rdir));
+    snprintf(pub, sizeof(pub), "%s/pub", rdir);
+    state_dir(c, sdir, sizeof(sdir));
     /* The event log: root's, readable by the guest. */
     char logpath[PATH_MAX + 16];
     snprintf(logpath, sizeof(logpath), "%s/event.log", pub);
@@ -933,6 +947,9 @@ int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn 
     if ((r = secret_new(VTPM_KEY_LEN, &v->key, err)) < 0)
         return r;
     derive_key(c, data_key, v->key->data);
+    uid_t uid = 0;
+    if ((r = vtpm_uid(c, &uid, err)) < 0 || (r = make_dirs(c, uid, err)) < 0)
+        return r;
     v->done = done;
     v->stopping = false;
     if (v->pid) { /* the last run's vTPM is still saving: its anchor comes first */
