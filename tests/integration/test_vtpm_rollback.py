@@ -97,6 +97,13 @@ def test_replaced_state_and_killed_vtpm_is_refused_then_stopped_copies(make_daem
     newest = sf.read_bytes()
     sf.write_bytes(before_kill)
     refused(d, "r", "not the one anchored")
+    # a FIFO in its place (the state directory is the vTPM uid's): refused, trustmed not blocked
+    sf.unlink()
+    os.mkfifo(sf, 0o600)
+    r = start(d, "r", check=False)
+    assert r.returncode != 0 and "cannot read the vTPM state" in d.state("r")["last_error"]
+    assert d.cli("vtpm", "info", "r", check=False).returncode == 0
+    sf.unlink()
     sf.write_bytes(newest)
     start(d, "r")
     assert "new3" in nv_read(d, "r")

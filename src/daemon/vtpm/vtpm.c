@@ -248,17 +248,17 @@ static void anchor_name(const struct container *c, char *out, size_t size)
 }
 
 /* The state file's digest; false when there is none. */
+static int read_state(const struct container *c, uint8_t **ret, size_t *ret_len);
+
 static bool state_digest(const struct container *c, uint8_t out[32])
 {
-    char path[PATH_MAX + 32];
-    state_dir(c, path, sizeof(path));
-    size_t n = strlen(path);
-    snprintf(path + n, sizeof(path) - n, "/" STATE_FILE);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
+    /* read_state: a FIFO the vTPM's uid put there must not block trustmed */
+    _cleanup_free_ uint8_t *data = NULL;
+    size_t len = 0;
+    if (read_state(c, &data, &len) < 0)
         return false;
-    tm_err err = {0};
-    return tm_sha256_fd(fd, out, NULL, NULL, NULL, &err) == 0;
+    tm_sha256(data, len, out);
+    return true;
 }
 
 /* The state file's bytes as found (-ENOENT: none). Not through a link: the directory is the vTPM
