@@ -8,7 +8,11 @@
  *         with --manufacture trustmed sends it only after the EKs are reported),
  *   fd 5  with --manufacture first one "EK rsa|ecc HEX" line per endorsement key made (its
  *         TPMT_PUBLIC) and "E" (before fd 4 is read); then, once the proxy sockets accept, an
- *         "NV rsa|ecc" line per certificate stored and "R" (then closed).
+ *         "NV rsa|ecc" line per certificate stored and "R" (then closed),
+ *   fd 6  the state directory (--state-dir /proc/self/fd/6),
+ *   fd 7  a memfd holding the state file as trustmed checked it against its anchor (empty for a
+ *         new vTPM): swtpm's NVRAM from now on; the state file is written from it (vtpm_state.c),
+ *   fd 8  a socket to trustmed for the state's digests ("P HEX" before, "C HEX" after each rename).
  * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
  * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
  * sessions a client loaded are flushed when it goes away, and the control channel passes only
@@ -40,11 +44,14 @@
 
 #include "hex.h"
 #include "idle_memory.h"
+#include "vtpm_state.h"
 #include "vtpm_wire.h"
 
 #define KEY_FD 3
 #define EVENTS_FD 4
 #define READY_FD 5
+#define STATE_MEMFD 7
+#define REPORT_FD 8
 #define MAX_CLIENTS 16
 #define MAX_CTRL 16
 #define MAX_OWNERS 32
@@ -83,12 +90,14 @@ static bool manufacture;
 static char ready_msg[2048];
 static size_t ready_len;
 static pid_t swtpm_pid;
+static int state_memfd = -1;
 static int upstream = -1;
 static struct client clients[MAX_CLIENTS];
 static struct ctrl_client ctrls[MAX_CTRL];
 static struct owner owners[MAX_OWNERS];
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void end_swtpm(int sig);
 static void say(const char *fmt, ...)
 {
     char buf[512];
@@ -185,6 +194,12 @@ static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_le
         }
     }
     *rsp_len = size;
+    /* What the command wrote is on disk, and its digest with trustmed, before anyone sees the
+     * response. */
+    if ((r = vtpm_state_check()) < 0) {
+        say("cannot save the vTPM state: %s", strerror(-r));
+        return r;
+    }
     return 0;
 }
 
@@ -193,9 +208,9 @@ static const uint8_t probe_cmd[] = {0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b,
 
 static int run_swtpm(void)
 {
-    char ctrl[PATH_MAX + 64], state[PATH_MAX + 32];
+    char ctrl[PATH_MAX + 64], state[64];
     snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s/tpm.sock.ctrl", priv_dir);
-    snprintf(state, sizeof(state), "dir=%s,mode=0600", state_dir);
+    snprintf(state, sizeof(state), "backend-uri=file:///proc/self/fd/%d", state_memfd);
     /* swtpm serves on a socket that already listens (its "fd=" form): this proxy connects at
      * once and its first command is answered as soon as swtpm is up, with no polling for the
      * socket to appear. */
@@ -533,6 +548,7 @@ static int on_client(struct client *c)
         int r = serve_command(c, want);
         if (r < 0) {
             say("swtpm did not answer: %s", strerror(-r));
+            end_swtpm(SIGKILL);
             exit(3);
         }
         if (r)
@@ -610,7 +626,8 @@ static void accept_into(int lfd, bool ctrl)
         drop_client(slot);
 }
 
-/* Only what serving needs from here on; anything else kills the process. */
+/* Only what serving needs from here on (and writing the state file: openat, pread64, renameat,
+ * fsync, vtpm_state.c); anything else kills the process. */
 static int confine(void)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
@@ -628,6 +645,8 @@ static int confine(void)
         SCMP_SYS(fstat),        SCMP_SYS(newfstatat),     SCMP_SYS(clock_gettime),
         SCMP_SYS(lseek),        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
         SCMP_SYS(pidfd_open),   SCMP_SYS(recvfrom),       SCMP_SYS(sendto),
+        SCMP_SYS(pread64),      SCMP_SYS(openat),         SCMP_SYS(renameat),
+        SCMP_SYS(renameat2),    SCMP_SYS(fsync),
     };
     int r = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
@@ -641,14 +660,25 @@ static int confine(void)
     return r;
 }
 
+/* swtpm goes (sig 0: it ended by itself already); then the state file is written from what was
+ * committed, and from what swtpm wrote last only when it saved and exited at SIGTERM. */
+static void end_swtpm(int sig)
+{
+    bool clean = false;
+    if (swtpm_pid > 0 && sig) {
+        kill(swtpm_pid, sig);
+        int st;
+        clean = waitpid(swtpm_pid, &st, 0) == swtpm_pid && sig == SIGTERM && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    swtpm_pid = 0;
+    int r = vtpm_state_finish(clean);
+    if (r < 0)
+        say("cannot save the vTPM state: %s", strerror(-r));
+}
+
 static void stop_swtpm(void)
 {
-    if (swtpm_pid > 0) {
-        kill(swtpm_pid, SIGTERM);
-        int st;
-        waitpid(swtpm_pid, &st, 0);
-        swtpm_pid = 0;
-    }
+    end_swtpm(SIGTERM);
 }
 
 int main(int argc, char **argv)
@@ -690,7 +720,15 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    int r = run_swtpm();
+    /* fd 7 and 8 come from trustmed; a standalone run (bench/vtpm.py) has neither. */
+    int r = vtpm_state_open(state_dir, fcntl(STATE_MEMFD, F_GETFD) >= 0 ? STATE_MEMFD : -1,
+                            fcntl(REPORT_FD, F_GETFD) >= 0 ? REPORT_FD : -1, &state_memfd);
+    if (r < 0) {
+        say("cannot take the vTPM state: %s", strerror(-r));
+        return 3;
+    }
+    fcntl(6, F_SETFD, FD_CLOEXEC); /* the state directory: ours, not swtpm's */
+    r = run_swtpm();
     if (r < 0) {
         say("swtpm did not start: %s", strerror(-r));
         stop_swtpm();
@@ -716,7 +754,8 @@ int main(int argc, char **argv)
         return 3;
     }
     int lfd = listen_on(pub_dir, "tpm.sock"), lctrl = listen_on(pub_dir, "tpm.sock.ctrl");
-    if (lfd < 0 || lctrl < 0 || sfd < 0) {
+    int lstate = vtpm_state_listen(priv_dir);
+    if (lfd < 0 || lctrl < 0 || sfd < 0 || lstate < 0) {
         say("cannot listen in %s: %s", pub_dir, strerror(-(lfd < 0 ? lfd : lctrl)));
         stop_swtpm();
         return 3;
@@ -735,7 +774,7 @@ int main(int argc, char **argv)
     }
     bool idle = false;
     for (;;) {
-        struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS];
+        struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS + 1];
         size_t n = 0;
         p[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
@@ -746,6 +785,7 @@ int main(int argc, char **argv)
             p[n++] = (struct pollfd){.fd = ctrls[i].fd, .events = POLLIN};
         for (size_t i = 0; i < MAX_OWNERS; i++)
             p[n++] = (struct pollfd){.fd = owners[i].pidfd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = lstate, .events = POLLIN};
         /* Idle for a while after serving: the library pages it touched go back (they are the
          * page cache's; the next command maps them again). */
         int ready = poll(p, n, idle ? -1 : TM_IDLE_RELEASE_MS);
@@ -766,6 +806,7 @@ int main(int argc, char **argv)
                     int st;
                     if (waitpid(swtpm_pid, &st, WNOHANG) == swtpm_pid) {
                         say("swtpm ended (status 0x%x)", st);
+                        end_swtpm(0);
                         return 3;
                     }
                 } else {
@@ -790,6 +831,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < MAX_OWNERS; i++)
             if (p[3 + MAX_CLIENTS + MAX_CTRL + i].revents && owners[i].pidfd >= 0)
                 owner_gone(&owners[i]);
+        if (p[n - 1].revents)
+            vtpm_state_accept(lstate);
     }
     stop_swtpm();
     return 3;

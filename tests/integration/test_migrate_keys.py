@@ -158,7 +158,7 @@ def test_altered_carried_parts_and_anchor_lines_are_refused(kp):
     bundle, _ = export(p, "ka")
     lay = layout(bundle)
     carried = [n for n in lay["parts"] if n.startswith(("vtpm", "keystore/"))]
-    assert "vtpm/tpm2-00.permall" in carried and "vtpm-ek" in carried
+    assert "vtpm/tpm2.state" in carried and "vtpm-ek" in carried
     assert any(n.startswith("keystore/index/") for n in carried) and "keystore/ka-ec.key" in carried, carried
     assert all(f"\nanchor {k} " in lay["manifest"][1] for k in ("vtpm", "sstore", "sstore-keys"))
     for name in carried:
@@ -185,7 +185,7 @@ def test_rolled_back_vtpm_state_is_not_exported(kp):
     refuses it (the target would anchor and serve it otherwise)."""
     p = kp
     uuid = p.s.state("ka")["uuid"]
-    state = p.s.data_dir / "containers" / uuid / "vtpm" / "tpm2-00.permall"
+    state = p.s.data_dir / "containers" / uuid / "vtpm" / "tpm2.state"
     saved, st = state.read_bytes(), state.stat()
     state.write_bytes(saved[:-1] + bytes([saved[-1] ^ 1]))
     try:
@@ -272,7 +272,7 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
 
     bundle, r = export(p, "v")
     lay = layout(bundle)
-    assert {"vtpm/tpm2-00.permall", "vtpm-ek", "keystore/mig-ec.key"} <= set(lay["parts"]), lay["parts"]
+    assert {"vtpm/tpm2.state", "vtpm-ek", "keystore/mig-ec.key"} <= set(lay["parts"]), lay["parts"]
     assert not any(n.startswith("vtpm-ek-cert") for n in lay["parts"])
     receipt, r = imp(p, p.t, bundle)
     p.s.cli("migrate", "commit", "v", "--receipt", receipt)

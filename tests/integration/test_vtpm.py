@@ -93,7 +93,7 @@ def start(d, name, check=True):
 
 def state_file(d, name):
     uuid = d.state(name)["uuid"]
-    return d.data_dir / "containers" / uuid / "vtpm" / "tpm2-00.permall"
+    return d.data_dir / "containers" / uuid / "vtpm" / "tpm2.state"
 
 
 def pub_dir(d, name):
@@ -574,9 +574,6 @@ def test_half_commands_do_not_lock_the_vtpm(vd, tpm_rootfs):
         d.cli("stop", "h", check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="a vTPM that ends unclean is anchored with its state file as found: root "
-                   "on the running device puts an older copy there and kills swtpm, and the copy becomes the "
-                   "anchored state (docs/SECURITY.md, vTPM block: anchor only a digest learnt from swtpm)")
 def test_state_rolled_back_under_a_running_vtpm_is_refused(vd, tpm_rootfs):
     """Root on the device copies a running container's vTPM state, lets the guest write an NV
     index, puts the copy back and kills the swtpm: the restarted vTPM should not serve the old

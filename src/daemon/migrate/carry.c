@@ -99,14 +99,14 @@ int carry_add(const struct container *c, const Trustme__Tpmd__Response *resp, st
         /* The state (encrypted under a key derived from the data key and the UUID) and root's
          * records: the EKs (MACed under the state key) and the owner's statement and values. The
          * EK certificates stay: they are this device's issuer's, the target issues its own. */
-        static const char *const files[] = {"vtpm/tpm2-00.permall", "vtpm-ek", "vtpm-owner", "vtpm-owner-refs"};
+        static const char *const files[] = {"vtpm/tpm2.state", "vtpm-ek", "vtpm-owner", "vtpm-owner-refs"};
         for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
             snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
             if (exists(p) && (r = add_part(h, files[i], NULL, srcs, nsrcs, err)) < 0)
                 return r;
         }
         const ProtobufCBinaryData *v = tpmd_anchor_value(resp, names[0]);
-        snprintf(p, sizeof(p), "%s/vtpm/tpm2-00.permall", dir);
+        snprintf(p, sizeof(p), "%s/vtpm/tpm2.state", dir);
         uint8_t md[32];
         _cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         bool have = fd >= 0 && tm_sha256_fd(fd, md, NULL, NULL, NULL, err) == 0;

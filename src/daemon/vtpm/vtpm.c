@@ -19,9 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +41,10 @@
 #define VTPM_MAX_EVENTS TPMD_MEASURE_MAX
 #define VTPM_KEY_LEN 32
 #define VTPM_MAX_RESTARTS 5
-#define STATE_FILE "tpm2-00.permall"
+/* swtpm's linear NVRAM store as trustme-vtpm writes it (src/vtpm/vtpm_state.h, the same names). */
+#define STATE_FILE "tpm2.state"
+#define STATE_SOCKET "state.sock"
+#define STATE_MAX (4u << 20)
 #define EK_RECORD "vtpm-ek"
 #define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
 #define READY_MAX 2048
@@ -57,6 +63,15 @@ struct vtpm {
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
     bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
+    /* The state as trustme-vtpm learnt it from swtpm (docs/VTPM.md "The state"): the last
+     * committed digest ("C", or the anchored one at the start), and one announced before its
+     * rename ("P") that is not committed yet. Only these are ever anchored or accepted on disk. */
+    int report_fd;
+    tm_source *report_src;
+    bool have_known, have_pending;
+    uint8_t known[32], pending[32];
+    char report_buf[2 * 68];
+    size_t report_len;
     /* EK certificates (docs/VTPM.md "EK certificates"): fd 4 of trustme-vtpm stays open (ev_fd)
      * while tpmd issues them; then they go to it with the events. Kept until it reports them
      * stored in its NV ("NV kind"), then recorded. */
@@ -233,17 +248,120 @@ static void anchor_name(const struct container *c, char *out, size_t size)
 }
 
 /* The state file's digest; false when there is none. */
+static int read_state(const struct container *c, uint8_t **ret, size_t *ret_len);
+
 static bool state_digest(const struct container *c, uint8_t out[32])
+{
+    /* read_state: a FIFO the vTPM's uid put there must not block trustmed */
+    _cleanup_free_ uint8_t *data = NULL;
+    size_t len = 0;
+    if (read_state(c, &data, &len) < 0)
+        return false;
+    tm_sha256(data, len, out);
+    return true;
+}
+
+/* The state file's bytes as found (-ENOENT: none). Not through a link: the directory is the vTPM
+ * uid's, and whatever it names would go to that uid. */
+static int read_state(const struct container *c, uint8_t **ret, size_t *ret_len)
 {
     char path[PATH_MAX + 32];
     state_dir(c, path, sizeof(path));
     size_t n = strlen(path);
     snprintf(path + n, sizeof(path) - n, "/" STATE_FILE);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    struct stat st;
     if (fd < 0)
-        return false;
+        return errno == ELOOP ? -EBADMSG : -errno;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size > STATE_MAX)
+        return -EBADMSG;
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    if (!buf)
+        return -ENOMEM;
+    ssize_t got = read_all(fd, buf, (size_t)st.st_size);
+    if (got != st.st_size) {
+        free(buf);
+        return got < 0 ? (int)got : -EIO;
+    }
+    *ret = buf;
+    *ret_len = (size_t)got;
+    return 0;
+}
+
+/* Why the state found on disk is not the vTPM's (NULL: it is): it must be the last state
+ * trustme-vtpm committed (the anchored one at a start), or the one it announced before a rename
+ * it may not have made. */
+static const char *state_refused(const struct vtpm *v, bool have, const uint8_t digest[32])
+{
+    if (have && ((v->have_known && memcmp(digest, v->known, 32) == 0) ||
+                 (v->have_pending && memcmp(digest, v->pending, 32) == 0)))
+        return NULL;
+    if (!have)
+        return v->have_known ? "its state file is missing, but the TPM anchors one" : NULL;
+    if (!v->have_known && !v->have_pending)
+        return "a state file is there that this device's TPM never anchored (copied in?)";
+    return "its state file is not the one anchored in the TPM (an older copy, or another container's state)";
+}
+
+static void close_report(struct vtpm *v)
+{
+    tm_source_free(v->report_src);
+    v->report_src = NULL;
+    close_and_reset(v->report_fd);
+    v->report_len = 0;
+}
+
+/* "P HEX": swtpm wrote this state, about to be renamed into place; "C HEX": it is the file now. */
+static void report_line(struct vtpm *v, const char *line, size_t n)
+{
+    uint8_t d[32];
     tm_err err = {0};
-    return tm_sha256_fd(fd, out, NULL, NULL, NULL, &err) == 0;
+    if (n != 66 || line[1] != ' ' || (line[0] != 'P' && line[0] != 'C') ||
+        tm_hex_decode(line + 2, 64, d, sizeof(d), 0, &err) < 0) {
+        log_warn("%s: trustme-vtpm reported a malformed state digest", container_label(v->c));
+        return;
+    }
+    if (line[0] == 'P') {
+        memcpy(v->pending, d, 32);
+        v->have_pending = true;
+        return;
+    }
+    memcpy(v->known, d, 32);
+    v->have_known = true;
+    v->have_pending = false;
+}
+
+/* Everything trustme-vtpm reported so far; after it died its last lines are still readable. */
+static void drain_reports(struct vtpm *v)
+{
+    while (v->report_fd >= 0) {
+        ssize_t n = read(v->report_fd, v->report_buf + v->report_len, sizeof(v->report_buf) - v->report_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            close_report(v);
+            return;
+        }
+        v->report_len += (size_t)n;
+        char *nl;
+        while ((nl = memchr(v->report_buf, '\n', v->report_len))) {
+            size_t l = (size_t)(nl - v->report_buf);
+            report_line(v, v->report_buf, l);
+            memmove(v->report_buf, nl + 1, v->report_len - l - 1);
+            v->report_len -= l + 1;
+        }
+        if (v->report_len == sizeof(v->report_buf))
+            v->report_len = 0; /* no line that long is ours */
+    }
+}
+
+static void on_report(tm_source *src, uint32_t events, void *userdata)
+{
+    drain_reports(userdata);
 }
 
 static struct vtpm *vtpm_of(struct container *c)
@@ -253,7 +371,7 @@ static struct vtpm *vtpm_of(struct container *c)
         if (!c->vtpm)
             return NULL;
         c->vtpm->c = c;
-        c->vtpm->pidfd = c->vtpm->ready_fd = c->vtpm->ev_fd = -1;
+        c->vtpm->pidfd = c->vtpm->ready_fd = c->vtpm->ev_fd = c->vtpm->report_fd = -1;
     }
     return c->vtpm;
 }
@@ -619,18 +737,18 @@ struct child_args {
     const char *binary, *dir;
     uid_t uid;
     bool manufacture;
-    int fds[4]; /* key, events, ready, state dir */
+    int fds[6]; /* key, events, ready, state dir, state memfd, state reports: fds 3..8 */
 };
 
 static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
 {
     tm_err err = {0};
     child_reset(daemon_pid);
-    int fds[4];
+    int fds[6];
     memcpy(fds, a->fds, sizeof(fds));
-    if (fd_keep_only(fds, 4) < 0)
+    if (fd_keep_only(fds, 6) < 0)
         _exit(127);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         if (fcntl(fds[i], F_SETFD, 0) < 0)
             _exit(127);
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -726,11 +844,37 @@ static int spawn(struct vtpm *v, tm_err *err)
     if ((r = write_file_replace(logpath, v->log ? v->log : "", v->log_len, 0644, err)) < 0)
         return r;
 
+    /* The state it gets is the bytes checked here, not the file as trustme-vtpm might find it
+     * later: the last state it committed (the anchored one at a start), nothing root put there. */
+    _cleanup_free_ uint8_t *state = NULL;
+    size_t state_len = 0;
+    uint8_t digest[32];
+    r = read_state(c, &state, &state_len);
+    if (r < 0 && r != -ENOENT)
+        return tm_err_set(err, -r, "cannot read the vTPM state in %s: %s", sdir, strerror(-r));
+    if (r == 0)
+        tm_sha256(state, state_len, digest);
+    const char *why = state_refused(v, r == 0, digest);
+    if (why) {
+        daemon_audit(c->d, "vtpm.rollback", "fail", c, NULL, "%s", why);
+        return tm_err_set(err, ESTALE, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
+    }
+    if (r == 0) {
+        memcpy(v->known, digest, 32);
+        v->have_known = true;
+    }
+    v->have_pending = false;
+    _cleanup_close_ int memfd = memfd_create("vtpm-state", MFD_CLOEXEC);
+    if (memfd < 0)
+        return tm_err_sys(err, "memfd_create");
+    if (state_len > 0 && write_all(memfd, state, state_len) < 0)
+        return tm_err_sys(err, "cannot pass the vTPM state");
     _cleanup_close_ int state_fd = open(sdir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1};
+    int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1}, rep[2] = {-1, -1};
     if (state_fd < 0)
         return tm_err_sys(err, "cannot open %s", sdir);
-    if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0) {
+    if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) < 0 || fd_set_nonblock(rep[0], true) < 0) {
         tm_err_sys(err, "pipe");
         goto fail;
     }
@@ -753,7 +897,7 @@ static int spawn(struct vtpm *v, tm_err *err)
                            .dir = rdir,
                            .uid = uid,
                            .manufacture = v->manufacture,
-                           .fds = {key[0], ev[0], ready[1], state_fd}};
+                           .fds = {key[0], ev[0], ready[1], state_fd, memfd, rep[1]}};
     pid_t self = getpid();
     int pidfd = -1;
     struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
@@ -767,6 +911,11 @@ static int spawn(struct vtpm *v, tm_err *err)
     close_and_reset(key[0]);
     close_and_reset(ev[0]);
     close_and_reset(ready[1]);
+    close_and_reset(rep[1]);
+    close_report(v);
+    v->report_fd = rep[0];
+    rep[0] = -1;
+    v->report_src = tm_loop_io(c->d->loop, v->report_fd, EPOLLIN, on_report, v);
     /* fd 4's EOF: after the EK certificates (docs/VTPM.md "EK certificates"). A manufacture's
      * EKs are certified once they are reported; a vTPM whose EKs lack certificates gets them at
      * this start if the device can issue them now. */
@@ -780,7 +929,7 @@ static int spawn(struct vtpm *v, tm_err *err)
     write_pidfile(v);
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
     v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
-    if (!v->pid_src || !v->ready_src) {
+    if (!v->pid_src || !v->ready_src || !v->report_src) {
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
         return tm_err_sys(err, "epoll");
     }
@@ -792,6 +941,7 @@ fail:
         close_and_reset(key[i]);
         close_and_reset(ev[i]);
         close_and_reset(ready[i]);
+        close_and_reset(rep[i]);
     }
     return -(err->code ? err->code : EIO);
 }
@@ -807,14 +957,37 @@ static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     daemon_maybe_exit(d);
 }
 
-/* The state as trustme-vtpm left it is the current one: anchor its digest. */
+/* trustme-vtpm ended: anchor the last state it reported (swtpm's last write), never the file as
+ * found — a copy root put there while it ran, or just before killing it, is not anchored. */
 static void anchor_state(struct vtpm *v)
 {
     char name[96];
     uint8_t digest[32];
     anchor_name(v->c, name, sizeof(name));
+    drain_reports(v);
+    close_report(v);
     bool have = state_digest(v->c, digest);
-    struct tpmd_anchor_entry e = {.name = name, .value = digest, .len = 32, .remove = !have};
+    if (v->have_pending && have && memcmp(digest, v->pending, 32) == 0) {
+        memcpy(v->known, v->pending, 32); /* it died after the rename, before saying so */
+        v->have_known = true;
+    }
+    v->have_pending = false;
+    if (!v->have_known) {
+        /* No state was ever committed (it died before swtpm wrote one), or a re-adopted vTPM
+         * ended before it told us its state: nothing learnt, nothing anchored. */
+        if (have)
+            log_warn("%s: the vTPM ended before it reported its state: not anchored", container_label(v->c));
+        return;
+    }
+    if (!have || memcmp(digest, v->known, 32) != 0) {
+        log_error("%s: the vTPM's state file is not the state it wrote last (replaced while it ran?): the "
+                  "state it wrote is anchored, the file is refused",
+                  container_label(v->c));
+        daemon_audit(v->c->d, "vtpm.rollback", "fail", v->c, NULL,
+                     "the state file was replaced under the running vTPM; its last state is anchored");
+    }
+    memcpy(digest, v->known, 32);
+    struct tpmd_anchor_entry e = {.name = name, .value = digest, .len = 32};
     tm_err err = {0};
     if (tpmd_anchor_update(v->c->d, &e, 1, NULL, 0, on_anchored, v, &err) < 0) {
         log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err.msg);
@@ -888,27 +1061,25 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
     char name[96];
     anchor_name(c, name, sizeof(name));
     const ProtobufCBinaryData *anchored = tpmd_anchor_value(resp, name);
-    uint8_t digest[32];
-    bool have = state_digest(c, digest);
-    const char *why = NULL;
-    if (anchored && anchored->len != 32)
-        why = "its TPM anchor is malformed";
-    else if (anchored && !have)
-        why = "its state file is missing, but the TPM anchors one";
-    else if (!anchored && have)
-        why = "a state file is there that this device's TPM never anchored (copied in?)";
-    else if (anchored && memcmp(anchored->data, digest, 32) != 0)
-        why = "its state file is not the one anchored in the TPM (an older copy, or another "
-              "container's state)";
-    if (why) {
-        tm_err_set(&err, ESTALE, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
-        daemon_audit(d, "vtpm.rollback", "fail", c, NULL, "%s", why);
+    if (anchored && anchored->len != 32) {
+        tm_err_set(&err, ESTALE, "the vTPM refuses to start: its TPM anchor is malformed");
+        daemon_audit(d, "vtpm.rollback", "fail", c, NULL, "its TPM anchor is malformed");
         finish_start(v, &err);
         return;
     }
+    /* The anchored digest is the one state spawn accepts (it checks the bytes it passes on). */
+    v->have_known = anchored != NULL;
+    v->have_pending = false;
+    if (anchored)
+        memcpy(v->known, anchored->data, 32);
+    char path[PATH_MAX + 32];
+    state_dir(c, path, sizeof(path));
+    size_t plen = strlen(path);
+    snprintf(path + plen, sizeof(path) - plen, "/" STATE_FILE);
+    struct stat st;
     v->stopping = false;
     v->restarts = 0;
-    v->manufacture = !anchored && !have;
+    v->manufacture = !anchored && lstat(path, &st) < 0 && errno == ENOENT;
     if (v->manufacture)
         remove_ek_records(c); /* a new vTPM's EKs replace any record of an old one's */
     if (spawn(v, &err) < 0)
@@ -1055,6 +1226,7 @@ static void on_freed(struct container *c)
     close_and_reset(v->pidfd);
     close_and_reset(v->ready_fd);
     close_and_reset(v->ev_fd);
+    close_report(v);
     certs_clear(v);
     tpmd_forget(c->d, v);
     secret_free(v->key);
@@ -1100,6 +1272,35 @@ static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pid
     return pid;
 }
 
+/* A re-adopted trustme-vtpm's state socket (<run>/vtpm/<uuid>/priv/state.sock): it answers with
+ * the state it committed last and reports to us from then on. */
+static int connect_reports(struct vtpm *v)
+{
+    char dir[PATH_MAX + 8];
+    run_dir(v->c, dir, sizeof(dir));
+    size_t n = strlen(dir);
+    snprintf(dir + n, sizeof(dir) - n, "/priv");
+    _cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd < 0)
+        return -errno;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" STATE_SOCKET, dfd);
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return -errno;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != v->pid)
+        return -EPERM; /* not the process we adopted */
+    if (fd_set_nonblock(fd, true) < 0)
+        return -errno;
+    close_report(v);
+    v->report_fd = fd;
+    fd = -1;
+    v->report_src = tm_loop_io(v->c->d->loop, v->report_fd, EPOLLIN, on_report, v);
+    return v->report_src ? 0 : -ENOMEM;
+}
+
 void vtpm_recover(struct container *c)
 {
     if (!c->cfg->vtpm)
@@ -1128,9 +1329,13 @@ void vtpm_recover(struct container *c)
                      container_label(c));
             daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "ended while trustmed was not running");
         }
-        /* It ended unwatched, after its last save: its state is anchored as found, as after a
-         * crash (docs/VTPM.md "Known limits of the anchor"). */
-        anchor_state(v);
+        /* It ended unwatched: what it wrote last died with it, and the file as found is not
+         * anchored (it may be root's copy). The next start takes the file only if it is the
+         * anchored state (docs/VTPM.md "Known limits of the anchor"). */
+        log_warn("%s: its vTPM ended while trustmed was not running: its last state is not anchored",
+                 container_label(c));
+        daemon_audit(c->d, "vtpm.anchor", "fail", c, NULL,
+                     "the vTPM ended while trustmed was not running; its state file is not anchored");
         char path[PATH_MAX + 16];
         pidfile_path(c, path, sizeof(path));
         unlink(path);
@@ -1139,6 +1344,11 @@ void vtpm_recover(struct container *c)
     v->pid = pid;
     v->pidfd = pidfd;
     v->adopted = true;
+    /* What it committed comes from it ("C" at once), not from the file. */
+    v->have_known = v->have_pending = false;
+    if (connect_reports(v) < 0)
+        log_warn("%s: cannot reach the re-adopted vTPM's state reports: its state is not anchored when it ends",
+                 container_label(c));
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
     if (!v->pid_src) {
         log_error("%s: cannot watch the vTPM (pid %d)", container_label(c), (int)pid);

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The vTPM's state as swtpm writes it (docs/VTPM.md "The state"). swtpm's NVRAM is a linear store
+ * in a memfd of ours (--tpmstate backend-uri=file:///proc/self/fd/N): it reads the file on disk
+ * never, and what it writes reaches the disk only through us. After each response we compare the
+ * memfd with what we committed last; when swtpm changed it, the new bytes go to a temporary file,
+ * "P <sha256>" to trustmed, a rename over the state file, "C <sha256>" to trustmed, and only then
+ * is the response forwarded. trustmed anchors the last digest it learnt so, never the file as it
+ * finds it: a copy root puts on disk meanwhile is not what the TPM vouches for. */
+#include "vtpm_state.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "hex.h"
+#include "test_hooks.h"
+
+/* libtpms's NVRAM is some KiB (a fresh TPM's store is 2240 bytes; each NV index adds its size). */
+#define STATE_MAX (4u << 20)
+#define TMP_FILE VTPM_STATE_FILE ".tmp"
+
+static const char *dir_path;
+static int dir_fd = -1, mem_fd = -1, report_fd = -1;
+static uint8_t *committed, *scratch;
+static size_t committed_len, cap;
+static uint8_t committed_digest[32];
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_at(int fd, uint8_t *buf, size_t len)
+{
+    size_t have = 0;
+    while (have < len) {
+        ssize_t n = pread(fd, buf + have, len - have, (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        have += (size_t)n;
+    }
+    return 0;
+}
+
+static int grow(size_t len)
+{
+    if (len <= cap)
+        return 0;
+    size_t n = cap ? cap : 16384;
+    while (n < len)
+        n *= 2;
+    uint8_t *a = realloc(committed, n);
+    if (!a)
+        return -ENOMEM;
+    committed = a;
+    uint8_t *b = realloc(scratch, n);
+    if (!b)
+        return -ENOMEM;
+    scratch = b;
+    cap = n;
+    return 0;
+}
+
+/* One line to trustmed; a trustmed that went away gets no more (a new one connects and asks). */
+static void report(char kind, const uint8_t digest[32])
+{
+    char line[2 + 64 + 1];
+    if (report_fd < 0)
+        return;
+    line[0] = kind;
+    line[1] = ' ';
+    tm_hex(digest, 32, line + 2);
+    line[66] = '\n';
+    if (write_all(report_fd, line, sizeof(line)) < 0) {
+        close(report_fd);
+        report_fd = -1;
+    }
+}
+
+/* buf is scratch (it becomes the committed copy) or committed itself (written again). */
+static int commit(uint8_t *buf, size_t len, bool sync)
+{
+    uint8_t digest[32];
+    tm_sha256(buf, len, digest);
+    int fd = openat(dir_fd, TMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = write_all(fd, buf, len);
+    if (r == 0 && sync && fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r < 0)
+        return r;
+    /* Before the rename: if we die between the two, the file is the old state or this one, and
+     * trustmed accepts either (the command's response never left). */
+    report('P', digest);
+    test_crash_point(dir_path, "vtpm-state-before-rename");
+    if (renameat(dir_fd, TMP_FILE, dir_fd, VTPM_STATE_FILE) < 0)
+        return -errno;
+    if (sync && fsync(dir_fd) < 0)
+        return -errno;
+    test_crash_point(dir_path, "vtpm-state-after-rename");
+    report('C', digest);
+    if (buf == scratch) {
+        scratch = committed;
+        committed = buf;
+    }
+    committed_len = len;
+    memcpy(committed_digest, digest, 32);
+    return 0;
+}
+
+int vtpm_state_open(const char *state_dir, int memfd, int rfd, int *ret_fd)
+{
+    dir_path = state_dir;
+    dir_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return -errno;
+    if (rfd >= 0 && fcntl(rfd, F_SETFD, FD_CLOEXEC) < 0)
+        return -errno;
+    report_fd = rfd;
+    if (memfd < 0) {
+        /* Standalone (bench/vtpm.py): the file as found. trustmed always gives its checked copy. */
+        if ((memfd = memfd_create("vtpm-state", 0)) < 0)
+            return -errno;
+        int fd = openat(dir_fd, VTPM_STATE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= STATE_MAX &&
+            grow((size_t)st.st_size) == 0 && read_at(fd, committed, (size_t)st.st_size) == 0)
+            write_all(memfd, committed, (size_t)st.st_size);
+        if (fd >= 0)
+            close(fd);
+    }
+    mem_fd = memfd;
+    struct stat st;
+    if (fstat(mem_fd, &st) < 0)
+        return -errno;
+    if ((size_t)st.st_size > STATE_MAX)
+        return -EFBIG;
+    int r = grow((size_t)st.st_size + 1);
+    if (r < 0 || (r = read_at(mem_fd, committed, (size_t)st.st_size)) < 0)
+        return r;
+    committed_len = (size_t)st.st_size;
+    tm_sha256(committed, committed_len, committed_digest);
+    unlinkat(dir_fd, TMP_FILE, 0); /* a crash's leftover */
+    *ret_fd = mem_fd;
+    return 0;
+}
+
+int vtpm_state_check(void)
+{
+    struct stat st;
+    if (fstat(mem_fd, &st) < 0)
+        return -errno;
+    size_t len = (size_t)st.st_size;
+    if (len > STATE_MAX)
+        return -EFBIG;
+    int r = grow(len);
+    if (r < 0 || (r = read_at(mem_fd, scratch, len)) < 0)
+        return r;
+    if (len == committed_len && memcmp(scratch, committed, len) == 0)
+        return 0;
+    return commit(scratch, len, false);
+}
+
+int vtpm_state_finish(bool swtpm_clean)
+{
+    int r = 0;
+    if (swtpm_clean)
+        r = vtpm_state_check();
+    /* Nothing committed yet (swtpm never started): there is no state to keep. */
+    if (committed_len == 0)
+        return r;
+    int w = commit(committed, committed_len, true);
+    return r < 0 ? r : w;
+}
+
+int vtpm_state_listen(const char *dir)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(dir) + 1 + strlen(VTPM_STATE_SOCKET);
+    if (n >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, dir, strlen(dir));
+    sa.sun_path[strlen(dir)] = '/';
+    memcpy(sa.sun_path + strlen(dir) + 1, VTPM_STATE_SOCKET, strlen(VTPM_STATE_SOCKET));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    unlink(sa.sun_path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sa.sun_path, 0600) < 0 || listen(fd, 2) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+void vtpm_state_accept(int lfd)
+{
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    /* Only root (trustmed): our own uid is swtpm's too, and a compromised swtpm must not take the
+     * reports away from trustmed. */
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) {
+        close(fd);
+        return;
+    }
+    if (report_fd >= 0)
+        close(report_fd);
+    report_fd = fd;
+    report('C', committed_digest);
+}
