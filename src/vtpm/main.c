@@ -91,6 +91,7 @@ static char ready_msg[2048];
 static size_t ready_len;
 static pid_t swtpm_pid;
 static int state_memfd = -1;
+static bool serving; /* past the start: clients may have seen what swtpm wrote */
 static int upstream = -1;
 static struct client clients[MAX_CLIENTS];
 static struct ctrl_client ctrls[MAX_CTRL];
@@ -671,7 +672,7 @@ static void end_swtpm(int sig)
         clean = waitpid(swtpm_pid, &st, 0) == swtpm_pid && sig == SIGTERM && WIFEXITED(st) && WEXITSTATUS(st) == 0;
     }
     swtpm_pid = 0;
-    int r = vtpm_state_finish(clean);
+    int r = serving ? vtpm_state_finish(clean) : vtpm_state_abandon(clean);
     if (r < 0)
         say("cannot save the vTPM state: %s", strerror(-r));
 }
@@ -772,6 +773,7 @@ int main(int argc, char **argv)
         stop_swtpm();
         return 3;
     }
+    serving = true;
     bool idle = false;
     for (;;) {
         struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS + 1];
@@ -799,6 +801,10 @@ int main(int argc, char **argv)
             tm_idle_release();
             continue;
         }
+        /* trustmed's state socket first: a restarted trustmed connects and then stops an orphan
+         * at once, and the stop's final commit must reach it (else that state is not anchored). */
+        if (p[n - 1].revents)
+            vtpm_state_accept(lstate);
         if (p[0].revents) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -831,8 +837,6 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < MAX_OWNERS; i++)
             if (p[3 + MAX_CLIENTS + MAX_CTRL + i].revents && owners[i].pidfd >= 0)
                 owner_gone(&owners[i]);
-        if (p[n - 1].revents)
-            vtpm_state_accept(lstate);
     }
     stop_swtpm();
     return 3;

@@ -32,6 +32,9 @@ static const char *dir_path;
 static int dir_fd = -1, mem_fd = -1, report_fd = -1;
 static uint8_t *committed, *scratch;
 static size_t committed_len, cap;
+/* The state trustmed gave at the start (checked against its anchor): vtpm_state_abandon. */
+static uint8_t *initial;
+static size_t initial_len;
 static uint8_t committed_digest[32];
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -163,6 +166,12 @@ int vtpm_state_open(const char *state_dir, int memfd, int rfd, int *ret_fd)
         return r;
     committed_len = (size_t)st.st_size;
     tm_sha256(committed, committed_len, committed_digest);
+    if (committed_len > 0) {
+        if (!(initial = malloc(committed_len)))
+            return -ENOMEM;
+        memcpy(initial, committed, committed_len);
+        initial_len = committed_len;
+    }
     unlinkat(dir_fd, TMP_FILE, 0); /* a crash's leftover */
     *ret_fd = mem_fd;
     return 0;
@@ -194,6 +203,16 @@ int vtpm_state_finish(bool swtpm_clean)
         return r;
     int w = commit(committed, committed_len, true);
     return r < 0 ? r : w;
+}
+
+int vtpm_state_abandon(bool swtpm_clean)
+{
+    if (initial_len == 0)
+        return vtpm_state_finish(swtpm_clean);
+    /* grow() made room for it when the state was opened. */
+    memcpy(committed, initial, initial_len);
+    committed_len = initial_len;
+    return commit(committed, committed_len, true);
 }
 
 int vtpm_state_listen(const char *dir)

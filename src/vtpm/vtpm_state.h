@@ -24,6 +24,12 @@ int vtpm_state_check(void);
  * file is rewritten from what we committed (and synced), whatever root put there meanwhile. */
 int vtpm_state_finish(bool swtpm_clean);
 
+/* At an end before the vTPM served anyone (its start failed, or trustmed went away during it):
+ * no client saw what its own start wrote (Startup, an EK certificate replaced), so the state
+ * trustmed gave it is written back, and the file stays the anchored state whoever dies when; the
+ * next start does that work again. A new vTPM (given no state) keeps what it made, as finish. */
+int vtpm_state_abandon(bool swtpm_clean);
+
 /* A listening socket for a restarted trustmed (in the current directory's dir/VTPM_STATE_SOCKET). */
 int vtpm_state_listen(const char *dir);
 /* A connection to it: root's only; it gets "C <hex>" of the committed state and the reports from
