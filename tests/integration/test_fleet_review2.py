@@ -136,10 +136,13 @@ def test_idle_and_slow_clients_are_cut_and_do_not_lock_out(endpoint):
 
 
 def test_connection_flood_from_one_address_does_not_cut_others(endpoint):
-    """A client at another address (127.0.0.2, as any host that reaches the port) opens TCP
-    connections as fast as it can and sends nothing: each one takes a child, and when the 16 are
-    taken the oldest connection is closed for the new one. A genuine client's exchange (its
-    handshake needs a TPM signature) must not be the one closed each time."""
+    """A client at another address (127.0.0.2, as any host that reaches the port) keeps opening
+    TCP connections and sends nothing: each one takes a child, and when the 16 are taken the
+    oldest connection is closed for the new one. A genuine client's exchange (its handshake needs
+    a TPM signature) must not be the one closed. The flood is paced (a few hundred connections a
+    second, far more than 16 per handshake): unpaced, it overflows the kernel's accept queue and
+    delays every connection, which is the network's business (SYN cookies, a firewall), not the
+    eviction rule this checks."""
     import threading
     addr, _ = endpoint
     host, port = addr.rsplit(":", 1)
@@ -160,9 +163,10 @@ def test_connection_flood_from_one_address_does_not_cut_others(endpoint):
                 time.sleep(0.005)
             if len(socks) > 256:
                 socks.pop(0).close()
+            time.sleep(0.004)
         for s in socks:
             s.close()
-    threads = [threading.Thread(target=flood) for _ in range(2)]
+    threads = [threading.Thread(target=flood)]
     for t in threads:
         t.start()
     ok = failed = 0
