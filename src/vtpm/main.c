@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdutil.h"
 #include "hex.h"
 #include "idle_memory.h"
 #include "vtpm_state.h"
@@ -149,21 +150,6 @@ static int listen_on(const char *dir, const char *name)
         return -e;
     }
     return fd;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EPIPE;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 static uint64_t now_ms(void)

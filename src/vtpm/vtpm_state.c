@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "crypto.h"
+#include "fdutil.h"
 #include "hex.h"
 #include "test_hooks.h"
 
@@ -36,21 +37,6 @@ static size_t committed_len, cap;
 static uint8_t *initial;
 static size_t initial_len;
 static uint8_t committed_digest[32];
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static int read_at(int fd, uint8_t *buf, size_t len)
 {
