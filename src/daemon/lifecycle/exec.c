@@ -337,6 +337,8 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     if (rq->window && tty)
         session_resize(s, rq->window->rows, rq->window->cols);
     daemon_audit(c->d, "exec.start", "ok", c, to.actor, "%s%s", rq->argv[0], tty ? " (tty)" : "");
+    if (rq->has_stdin_credit && rq->stdin_credit)
+        session_use_credit(s);
     s = NULL; /* the container's session list keeps it */
     return 0;
 }

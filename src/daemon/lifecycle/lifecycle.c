@@ -427,9 +427,13 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
         if (!s)
             return tm_err_set(err, ENOMEM, "out of memory");
         int r = session_pipes(s, fds, err);
-        if (r < 0)
+        if (r < 0) {
             session_free(s);
-        return r;
+            return r;
+        }
+        if (args->stdin_credit)
+            session_use_credit(s);
+        return 0;
     }
     int r = console_open(c, &fds[1], err);
     if (r < 0)
