@@ -1285,15 +1285,17 @@ static int connect_reports(struct vtpm *v)
         return -errno;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" STATE_SOCKET, dfd);
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking from the start: a blocking connect waits while the listener's backlog (2) is
+     * full, and whoever runs as the vTPM's uid (swtpm, the guest's TPM parser) can fill it while
+     * trustme-vtpm does not accept: trustmed's whole loop would wait. A unix socket connects at
+     * once or fails (EAGAIN): then the reports are not reached, as for any other failure here. */
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         return -errno;
     struct ucred cred;
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != v->pid)
         return -EPERM; /* not the process we adopted */
-    if (fd_set_nonblock(fd, true) < 0)
-        return -errno;
     close_report(v);
     v->report_fd = fd;
     fd = -1;
