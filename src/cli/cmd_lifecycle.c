@@ -45,6 +45,7 @@ int cmd_start(struct cli *cli, const struct cli_args *a)
     sr.id = name;
     sr.has_attach = true;
     sr.attach = attach;
+    sr.has_stdin_credit = sr.stdin_credit = attach;
     set_start_pin(&sr, pin);
     Trustme__Request req = TRUSTME__REQUEST__INIT;
     req.body_case = TRUSTME__REQUEST__BODY_START;

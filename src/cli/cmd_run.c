@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -123,14 +124,19 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
     /* Both streams: without -t the command's stderr reaches the same terminal on its own. */
     track_modes = isatty(STDOUT_FILENO) || isatty(STDERR_FILENO);
     bool stdin_open = true;
-    /* Backpressure: trustmed stops reading this connection while the command's stdin is full.
-     * Input is read only while the socket has room for it, so that a blocking write never
-     * keeps this loop from reading the command's output (which would deadlock both). */
+    /* Stdin credit (docs/PROTOCOL.md): input is read and sent only within what trustmed granted,
+     * so the socket never holds more than trustmed takes at once, and a signal sent behind it is
+     * read at once even while the command reads nothing. */
+    uint64_t credit = 0;
+    /* Input is also read only while the socket has room for it, so that a blocking write never
+     * keeps this loop from reading the command's output (which would deadlock both: trustmed
+     * does not read a client whose replies pile up). */
     bool wait_room = false;
     for (;;) {
+        bool want_input = stdin_open && !wait_room && credit > 0;
         struct pollfd pfd[3] = {{.fd = cl->fd, .events = POLLIN | (wait_room ? POLLOUT : 0)},
                                 {.fd = sfd, .events = POLLIN},
-                                {.fd = stdin_open && !wait_room ? STDIN_FILENO : -1, .events = POLLIN}};
+                                {.fd = want_input ? STDIN_FILENO : -1, .events = POLLIN}};
         if (poll(pfd, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -157,8 +163,9 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         }
         if (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) {
             uint8_t buf[32768];
-            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            ssize_t n = read(STDIN_FILENO, buf, credit < sizeof(buf) ? (size_t)credit : sizeof(buf));
             if (n > 0) {
+                credit -= (uint64_t)n;
                 send_stdin(cl, id, buf, (size_t)n, false);
             } else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
                 send_stdin(cl, id, NULL, 0, true);
@@ -188,6 +195,10 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
             if (!raw_mode && isatty(STDERR_FILENO))
                 fprintf(stderr, "trustme: %s\n", resp->progress->message);
             break;
+        case TRUSTME__RESPONSE__BODY_STDIN_CREDIT:
+            if (resp->stdin_credit->has_bytes && resp->stdin_credit->bytes <= UINT32_MAX)
+                credit += resp->stdin_credit->bytes;
+            break;
         case TRUSTME__RESPONSE__BODY_EXIT: status = resp->exit->code; break;
         case TRUSTME__RESPONSE__BODY_ERROR:
             restore_terminal();
@@ -216,6 +227,7 @@ int cmd_run(struct cli *cli, const struct cli_args *a)
             return cli_usage_error(a->verb, "-e takes KEY=VALUE, not %s", env[e]);
     rr.id = a->argv[0];
     rr.has_tty = rr.tty = cli_flag(a, "tty");
+    rr.has_stdin_credit = rr.stdin_credit = true;
     /* "run C -- CMD ARGS" or "run C CMD ARGS" */
     size_t i = 1;
     if (strcmp(a->argv[i], "--") == 0)

@@ -69,9 +69,28 @@ from test_roles import NOT_ALLOWED, create, inside, roles_rootfs  # noqa: E402,F
 RUN = 18
 
 
-def run_request(req_id, *argv, container=b"box"):
+STDIN = 21
+SIGNAL = 23
+STDIN_CREDIT_FIELD = 870  # RunRequest.stdin_credit and Response.stdin_credit
+EXIT = 16
+
+
+def run_request(req_id, *argv, container=b"box", credit=False):
     body = field_bytes(1, container) + b"".join(field_bytes(2, a.encode()) for a in argv)
+    if credit:
+        body += field_varint(STDIN_CREDIT_FIELD, 1)
     return frame(field_varint(1, 1) + field_varint(2, req_id) + field_bytes(RUN, body))
+
+
+def session_frame(req_id, body_field, body):
+    return frame(field_varint(1, 1) + field_varint(2, req_id) + field_bytes(body_field, body))
+
+
+def granted(resp):
+    """The bytes a StdinCredit reply grants (None for another reply)."""
+    if STDIN_CREDIT_FIELD not in resp:
+        return None
+    return parse(resp[STDIN_CREDIT_FIELD][0]).get(871, [0])[0]
 
 
 def exec_list(d, name):
@@ -160,12 +179,10 @@ def test_exec_list_and_kill_are_admin_only(make_daemon, roles_rootfs):
         p.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="open (found in review): the Signal request waits behind "
-                   "stdin frames in the socket, which trustmed does not read while the command's "
-                   "stdin is full; needs stdin credits in the protocol (docs/SECURITY.md)")
 def test_interrupt_reaches_a_command_whose_stdin_is_full(running):
     """SIGINT to the CLI while the command reads nothing and its stdin is full: the signal is
-    delivered (the CLI is not stuck behind the paused input)."""
+    delivered (found in review: it queued behind stdin frames that trustmed did not read; now the
+    CLI sends stdin only within trustmed's credit, so the connection is always read)."""
     p = subprocess.Popen([str(TRUSTME), "--run-dir", str(running.run_dir), "run", "box", "--",
                           "sleep", "1000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
@@ -201,3 +218,101 @@ def test_stdin_waits_longer_than_the_partial_frame_timeout(running):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(size)
+
+
+def test_stdin_credit_is_granted_as_the_command_reads(running):
+    """A client that asks for credit gets a window, sends within it, and gets more as the
+    command takes its input; a signal sent behind a full window reaches the command at once."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(running.socket))
+        s.sendall(run_request(5, "sh", "-c", "head -c 1048576 >/dev/null; echo read; sleep 1000",
+                              credit=True))
+        window = None
+        while window is None:
+            resp = recv_frame(s, timeout=30)
+            assert resp is not None and error_of(resp) is None, resp
+            window = granted(resp)
+        assert 0 < window <= 1 << 20, window
+        # 1 MiB through the window: no more than granted is ever sent
+        left, sent, chunk = window, 0, b"\0" * 16384
+        out = b""
+        while sent < 1 << 20:
+            while left and sent < 1 << 20:
+                n = min(len(chunk), left, (1 << 20) - sent)
+                s.sendall(session_frame(5, STDIN, field_bytes(1, chunk[:n])))
+                left -= n
+                sent += n
+            while sent < 1 << 20 and not left:
+                resp = recv_frame(s, timeout=30)
+                assert resp is not None and error_of(resp) is None, resp
+                left += granted(resp) or 0
+                if 15 in resp:
+                    out += parse(resp[15][0]).get(2, [b""])[0]
+        while b"read" not in out:
+            resp = recv_frame(s, timeout=30)
+            assert resp is not None and error_of(resp) is None, resp
+            if 15 in resp:
+                out += parse(resp[15][0]).get(2, [b""])[0]
+        # now sleep reads nothing: fill the whole window, then the signal
+        while left:
+            n = min(len(chunk), left)
+            s.sendall(session_frame(5, STDIN, field_bytes(1, chunk[:n])))
+            left -= n
+        t = time.monotonic()
+        s.sendall(session_frame(5, SIGNAL, field_varint(1, signal.SIGTERM)))
+        while True:
+            resp = recv_frame(s, timeout=30)
+            assert resp is not None and error_of(resp) is None, resp
+            if EXIT in resp:
+                break
+        assert parse(resp[EXIT][0]).get(1) == [128 + signal.SIGTERM], resp
+        assert time.monotonic() - t < 10
+
+
+def test_stdin_beyond_the_window_is_bounded(running):
+    """A client asks for credit and then floods stdin regardless (hostile, or broken): trustmed
+    does not buffer more than before credits existed (its connection waits, which only it
+    notices), logs it, and serves everyone else meanwhile."""
+    pid = running.proc.pid
+    rss_before = rss_kib(pid)
+    log_before = len(running.log())
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(str(running.socket))
+        s.sendall(run_request(5, "sleep", "1000", credit=True))
+        window = None
+        while window is None:
+            resp = recv_frame(s, timeout=30)
+            assert resp is not None and error_of(resp) is None, resp
+            window = granted(resp)
+        s.setblocking(False)
+        data = session_frame(5, STDIN, field_bytes(1, b"\0" * 65536))
+        sent, stalled_since, pending = 0, None, b""
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                pending = pending or data  # whole frames: a partial send is finished first
+                n = s.send(pending)
+                pending = pending[n:]
+                sent += n
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.time()
+                if time.time() - stalled_since > 5:
+                    break  # trustmed stopped reading this connection
+                time.sleep(0.05)
+        assert sent > 3 * window, (sent, window)
+        rss = rss_kib(pid)
+        # others are served while this connection waits
+        assert running.cli("list", timeout=20).returncode == 0
+        assert running.run("box", "echo", "served", timeout=30).stdout.strip() == "served"
+        print(f"window {window}, sent {sent} bytes, trustmed VmRSS {rss_before} -> {rss} KiB")
+        assert rss < rss_before + 8 * 1024, f"trustmed buffered the flood: VmRSS {rss_before} -> {rss} KiB"
+        assert "bytes of input with" in running.log()[log_before:]
+    finally:
+        s.close()
+    # the abandoned command is an orphan like any other: listed, and killed
+    wait_for(lambda: any(e["orphaned"] for e in exec_list(running, "box")), timeout=10,
+             what="the flooding client's command to be orphaned")
+    for e in exec_list(running, "box"):
+        running.cli("exec", "kill", "box", e["session"], "KILL", check=False)

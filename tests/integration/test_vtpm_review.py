@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Review of the vTPM's second part (docs/VTPM.md "Endorsement keys", docs/SECURITY.md "Attacks
-tried"): root on the device editing the record of the EKs that the device measures, and a wipe of
-a container with a vTPM."""
+tried"): root on the device editing the record of the EKs that the device measures, a wipe of a
+container with a vTPM, and a vTPM whose swtpm does not stop."""
 import json
+import os
 import shutil
+import signal
+import time
 
-from conftest import wait_for
+from conftest import process_gone, wait_for
 from test_vtpm import KDF, PIN, PUK, create, pin_file, start, tpm_rootfs, vtpm_pids  # noqa: F401
 
 
@@ -84,3 +87,30 @@ def test_wipe_gives_a_new_vtpm(make_daemon, tpm_rootfs):
     assert new and new != old
     assert d.sh("w", "tpm2_nvread 0x1500016", check=False).returncode != 0  # the old vTPM's NV is gone
     stop(d, "w")
+
+
+def test_a_vtpm_that_does_not_stop_is_killed(make_daemon, tpm_rootfs):
+    """swtpm stopped (SIGSTOP: as a swtpm that ignores SIGTERM, hung or taken over through the
+    guest's TPM commands) when its container stops: trustme-vtpm waits for it at SIGTERM. trustmed
+    kills trustme-vtpm after its stop timeout instead of waiting for good (before: the vTPM never
+    ended, the container could not start again and trustmed could not exit); the container then
+    starts with a vTPM again."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "h", tpm_rootfs)
+    start(d, "h")
+    helper, swtpm = vtpm_pids(d, "h")
+    assert helper and swtpm
+    os.kill(swtpm, signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        d.cli("stop", "h")
+        wait_for(lambda: process_gone(helper), timeout=40, what="trustme-vtpm to be killed")
+        took = time.monotonic() - t
+        assert took > 10, f"trustme-vtpm gone after {took:.1f} s: killed before its stop timeout?"
+        assert "did not stop within" in d.log()
+    finally:
+        os.kill(swtpm, signal.SIGKILL)
+    start(d, "h")
+    assert all(vtpm_pids(d, "h"))
+    d.sh("h", "tpm2_getrandom 4 >/dev/null")
+    stop(d, "h")

@@ -187,6 +187,7 @@ void cmd_start(struct conn *conn, uint64_t id, const Trustme__Request *req)
         return;
     }
     struct start_args args = {.attach = rq->has_attach && rq->attach,
+                              .stdin_credit = rq->has_stdin_credit && rq->stdin_credit,
                               .conn_id = conn->id,
                               .req_id = id,
                               .pin = rq->has_pin ? &rq->pin : NULL};

@@ -23,6 +23,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "child_exit.h"
 #include "cleanup.h"
 #include "lc_state.h"
 #include "container.h"
@@ -145,12 +146,15 @@ static void on_exec_sync(tm_source *src, uint32_t events, void *userdata);
 static void on_command_exit(tm_source *src, uint32_t events, void *userdata)
 {
     struct session *s = userdata;
-    siginfo_t si = {0};
-    if (waitid(P_PIDFD, (id_t)s->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+    int status;
+    if (child_exit_status(s->pidfd, &status) <= 0)
         return;
     if (s->sync_fd >= 0) /* an exec error may still be queued */
         on_exec_sync(NULL, EPOLLIN, s);
-    int status = si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status & 0x7f;
+    /* Reaped by the reaper first: only cgroups_kill hands it a session's command, after its
+     * SIGKILL (the container is going). */
+    if (status < 0)
+        status = SIGKILL;
     char how[64];
     describe_wait_status(status, how, sizeof(how), NULL, NULL);
     audit_end(s, s->failed ? s->error : how);
@@ -163,8 +167,8 @@ static void on_command_exit(tm_source *src, uint32_t events, void *userdata)
 static void on_helper_exit(tm_source *src, uint32_t events, void *userdata)
 {
     struct session *s = userdata;
-    siginfo_t si = {0};
-    if (waitid(P_PIDFD, (id_t)s->helper_pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+    int status;
+    if (child_exit_status(s->helper_pidfd, &status) <= 0)
         return;
     tm_source_free(s->helper_src);
     s->helper_src = NULL;
@@ -337,6 +341,8 @@ int exec_start(struct container *c, struct reply_to to, const Trustme__RunReques
     if (rq->window && tty)
         session_resize(s, rq->window->rows, rq->window->cols);
     daemon_audit(c->d, "exec.start", "ok", c, to.actor, "%s%s", rq->argv[0], tty ? " (tty)" : "");
+    if (rq->has_stdin_credit && rq->stdin_credit)
+        session_use_credit(s);
     s = NULL; /* the container's session list keeps it */
     return 0;
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child_exit.h"
 #include "cleanup.h"
 #include "lc_state.h"
 #include "fscrypt.h"
@@ -389,9 +390,8 @@ static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
     struct start_op *op = c->lc->start;
-    siginfo_t si = {0};
-    int r = waitid(P_PIDFD, (id_t)op->setup_pidfd, &si, WEXITED | WNOHANG);
-    if (r < 0 || si.si_pid == 0)
+    int status;
+    if (child_exit_status(op->setup_pidfd, &status) <= 0)
         return;
     tm_source_free(op->setup_src);
     op->setup_src = NULL;
@@ -401,10 +401,10 @@ static void on_setup_exit(tm_source *src, uint32_t events, void *userdata)
         on_sync(NULL, EPOLLIN, c);
     /* Killed by abort_start for a stop request, it did not fail: the stop is no failed start
      * (a failed start is STOPPING already, with its first reason kept). */
-    if ((si.si_code != CLD_EXITED || si.si_status != 0) && c->state == CS_STARTING) {
-        char how[64];
-        describe_wait_status(si.si_code == CLD_EXITED ? W_EXITCODE(si.si_status, 0) : si.si_status, how, sizeof(how),
-                             NULL, NULL);
+    if (status != 0 && c->state == CS_STARTING) {
+        char how[64] = "was reaped with the container's processes";
+        if (status >= 0)
+            describe_wait_status(status, how, sizeof(how), NULL, NULL);
         fail_start(c, "the setup process %s", how);
     }
     start_op_maybe_free(c);
@@ -427,9 +427,13 @@ static int open_stdio(struct container *c, const struct start_args *args, int fd
         if (!s)
             return tm_err_set(err, ENOMEM, "out of memory");
         int r = session_pipes(s, fds, err);
-        if (r < 0)
+        if (r < 0) {
             session_free(s);
-        return r;
+            return r;
+        }
+        if (args->stdin_credit)
+            session_use_credit(s);
+        return 0;
     }
     int r = console_open(c, &fds[1], err);
     if (r < 0)

@@ -10,6 +10,7 @@
 
 struct start_args {
     bool attach; /* relay init's stdio to conn_id/req_id */
+    bool stdin_credit; /* the client sends stdin within StdinCredit grants (session.h) */
     uint64_t conn_id, req_id;
     const ProtobufCBinaryData *pin; /* the token's PIN (encrypted data), only during the call */
 };

@@ -27,6 +27,11 @@
  * INPUT_LOW_WATER. At most one frame more than this is buffered per session. */
 #define INPUT_HIGH_WATER (1024 * 1024)
 #define INPUT_LOW_WATER (256 * 1024)
+/* Stdin credit: at most this much of a session's input is granted and not yet taken by its
+ * process (below INPUT_HIGH_WATER, so that a client within its window never has its connection
+ * paused, and its signal and resize requests are always read). More is granted once it is down
+ * to half, so that a fast reader is not kept waiting for the next grant. */
+#define INPUT_WINDOW (256 * 1024)
 
 static void on_output(tm_source *src, uint32_t events, void *userdata);
 static void flush_input(struct session *s);
@@ -93,6 +98,52 @@ static void input_pressure(struct session *s)
             if (o->conn_id == s->conn_id && tm_buf_pending(&o->in_buf) > INPUT_LOW_WATER)
                 return;
     reply_pause_input(s->d, s->conn_id, false);
+}
+
+/* Grant the client more input once what it may send and what waits for the process are down
+ * to half the window. Input that has nowhere to go (stdin closed) is taken at once, as before
+ * credits: the client's input is drained, not held. */
+static void grant_input(struct session *s)
+{
+    if (!s->credit || s->in_eof || !reply_alive(s->d, s->conn_id))
+        return;
+    uint64_t held = s->in_window + tm_buf_pending(&s->in_buf);
+    if (held > INPUT_WINDOW / 2)
+        return;
+    Trustme__StdinCredit credit = TRUSTME__STDIN_CREDIT__INIT;
+    credit.has_bytes = true;
+    credit.bytes = INPUT_WINDOW - held;
+    s->in_window += credit.bytes;
+    Trustme__Response resp = TRUSTME__RESPONSE__INIT;
+    resp.body_case = TRUSTME__RESPONSE__BODY_STDIN_CREDIT;
+    resp.stdin_credit = &credit;
+    reply_send(s->d, s->conn_id, s->req_id, &resp);
+}
+
+void session_use_credit(struct session *s)
+{
+    s->credit = true;
+    grant_input(s);
+}
+
+/* Count input against the window. A client that sends more than it was granted has its input
+ * handled as a client's without credit: bounded by the connection's pause (input_pressure), which
+ * only that client waits for. */
+static void take_credit(struct session *s, size_t len)
+{
+    if (!s->credit)
+        return;
+    if (len <= s->in_window) {
+        s->in_window -= len;
+        return;
+    }
+    static tm_ratelimit rl = TM_RATELIMIT_INIT(10, 5);
+    log_warn_ratelimited(&rl,
+                         "session %s: the client sent %zu bytes of input with %llu granted; "
+                         "its connection waits for the process from now on",
+                         s->what, len, (unsigned long long)s->in_window);
+    s->credit = false;
+    s->in_window = 0;
 }
 
 static void close_in(struct session *s)
@@ -232,7 +283,8 @@ static void on_input_writable(tm_source *src, uint32_t events, void *userdata)
     flush_input(userdata);
 }
 
-static void flush_input(struct session *s)
+/* Move input into the process's stdin as far as it takes it. */
+static void move_input(struct session *s)
 {
     if (s->in_fd < 0)
         return;
@@ -265,15 +317,26 @@ static void flush_input(struct session *s)
         close_in(s);
 }
 
+static void flush_input(struct session *s)
+{
+    move_input(s);
+    grant_input(s);
+}
+
 void session_input(struct session *s, const uint8_t *data, size_t len, bool eof)
 {
     /* Before the pty arrives from the container, input is kept for it; after stdin was closed
      * it has nowhere to go. */
+    take_credit(s, len);
     bool pty_pending = s->tty && !s->pty_set;
-    if (s->in_fd < 0 && !pty_pending)
+    if (s->in_fd < 0 && !pty_pending) {
+        s->in_eof |= eof;
+        grant_input(s);
         return;
-    /* No limit here: the connection stops being read while the input is above its high water
-     * mark (input_pressure), so at most one frame more than that waits. */
+    }
+    /* No limit here: a client with credit sends no more than its window; without (or beyond
+     * it), the connection stops being read while the input is above its high water mark
+     * (input_pressure), so at most one frame more than that waits. */
     if (len && tm_buf_append(&s->in_buf, data, len) < 0) {
         log_warn("session %s: out of memory for its input", s->what);
         reply_error(s->d, s->conn_id, s->req_id, ENOMEM,
@@ -333,6 +396,7 @@ void session_free(struct session *s)
             *pp = s->next;
             break;
         }
+    s->credit = false; /* nothing more to grant: the exit status was the last reply */
     close_in(s);
     close_out(s, &s->out_fd, &s->out_src);
     close_out(s, &s->err_fd, &s->err_src);

@@ -41,6 +41,9 @@ struct session {
     tm_source *in_src;
     tm_buf in_buf;
     bool in_eof;
+    /* Stdin credit (docs/PROTOCOL.md): the client sends input only within what was granted. */
+    bool credit;
+    uint64_t in_window; /* granted and not yet received */
     int out_fd, err_fd; /* for a tty both are the pty master (err_fd = -1) */
     tm_source *out_src, *err_src;
     bool paused;
@@ -55,6 +58,8 @@ struct session *session_new(struct container *c, uint64_t conn_id, uint64_t req_
 int session_pipes(struct session *s, int child_fds[3], tm_err *err);
 /* Use a pty master received from the process (tty sessions). Takes ownership of master. */
 int session_set_pty(struct session *s, int master, unsigned rows, unsigned cols);
+/* The client asked for stdin credit: grant it its first window (StdinCredit replies). */
+void session_use_credit(struct session *s);
 void session_input(struct session *s, const uint8_t *data, size_t len, bool eof);
 void session_resize(struct session *s, unsigned rows, unsigned cols);
 /* Send the remaining output, then the exit status (or error), and free the session. */

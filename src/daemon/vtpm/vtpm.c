@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "child_exit.h"
 #include "cleanup.h"
 #include "container.h"
 #include "crypto.h"
@@ -48,6 +49,10 @@
 #define EK_RECORD "vtpm-ek"
 #define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
 #define READY_MAX 2048
+/* trustme-vtpm has this long after SIGTERM (swtpm saves and exits in milliseconds), then SIGKILL:
+ * a swtpm that ignores SIGTERM (hung, or taken over through the guest's TPM commands) must not
+ * keep the container from stopping and starting again, nor trustmed from exiting. */
+#define STOP_TIMEOUT_MS (15 * 1000)
 #define EK_CERT_RECORD "vtpm-ek-cert-" /* + kind + ".der" */
 
 struct vtpm {
@@ -56,6 +61,7 @@ struct vtpm {
     pid_t pid;
     int pidfd, ready_fd;
     tm_source *pid_src, *ready_src;
+    tm_source *stop_timer; /* SIGKILL after STOP_TIMEOUT_MS */
     vtpm_done_fn done; /* a start waiting for the vTPM */
     bool stopping; /* the container stopped: do not start it again */
     bool anchoring; /* an anchor update is under way */
@@ -1003,11 +1009,13 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
 {
     struct vtpm *v = userdata;
     struct container *c = v->c;
-    siginfo_t si = {0};
+    int status = -1;
     /* An adopted vTPM is not our child: its pidfd turning readable is all we learn. */
-    if (!v->adopted && (waitid(P_PIDFD, (id_t)v->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0))
+    if (!v->adopted && child_exit_status(v->pidfd, &status) <= 0)
         return;
     v->adopted = false;
+    tm_source_free(v->stop_timer);
+    v->stop_timer = NULL;
     tm_source_free(v->pid_src);
     v->pid_src = NULL;
     close_and_reset(v->pidfd);
@@ -1039,8 +1047,10 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
         daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "%s", err.code ? err.msg : "too many restarts");
         return;
     }
-    log_warn("%s: the vTPM ended (status %d); started again", container_label(c), si.si_status);
-    daemon_audit(c->d, "vtpm.restart", "ok", c, NULL, "status %d", si.si_status);
+    /* Its exit code or signal number; 0 when unknown (adopted, or reaped elsewhere). */
+    int code = status < 0 ? 0 : WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
+    log_warn("%s: the vTPM ended (status %d); started again", container_label(c), code);
+    daemon_audit(c->d, "vtpm.restart", "ok", c, NULL, "status %d", code);
 }
 
 static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *aerr, void *userdata)
@@ -1181,12 +1191,25 @@ void vtpm_wiped(struct container *c)
     daemon_audit(c->d, "vtpm.reset", "ok", c, NULL, "the container was wiped");
 }
 
+static void on_stop_timeout(tm_source *src, void *userdata)
+{
+    struct vtpm *v = userdata;
+    v->stop_timer = NULL;
+    log_warn("%s: the vTPM did not stop within %d s of SIGTERM: killed (the state of its last command is "
+             "anchored)",
+             container_label(v->c), STOP_TIMEOUT_MS / 1000);
+    if (v->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
+}
+
 static void stop_vtpm(struct vtpm *v)
 {
     v->stopping = true;
-    if (v->pidfd >= 0)
+    if (v->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, v->pidfd, SIGTERM, NULL, 0);
-    else {
+        if (!v->stop_timer)
+            v->stop_timer = tm_loop_timer(v->c->d->loop, STOP_TIMEOUT_MS, on_stop_timeout, v);
+    } else {
         secret_free(v->key);
         v->key = NULL;
     }
@@ -1223,6 +1246,7 @@ static void on_freed(struct container *c)
         syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
     tm_source_free(v->pid_src);
     tm_source_free(v->ready_src);
+    tm_source_free(v->stop_timer);
     close_and_reset(v->pidfd);
     close_and_reset(v->ready_fd);
     close_and_reset(v->ev_fd);
@@ -1285,15 +1309,17 @@ static int connect_reports(struct vtpm *v)
         return -errno;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" STATE_SOCKET, dfd);
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking from the start: a blocking connect waits while the listener's backlog (2) is
+     * full, and whoever runs as the vTPM's uid (swtpm, the guest's TPM parser) can fill it while
+     * trustme-vtpm does not accept: trustmed's whole loop would wait. A unix socket connects at
+     * once or fails (EAGAIN): then the reports are not reached, as for any other failure here. */
+    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         return -errno;
     struct ucred cred;
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != v->pid)
         return -EPERM; /* not the process we adopted */
-    if (fd_set_nonblock(fd, true) < 0)
-        return -errno;
     close_report(v);
     v->report_fd = fd;
     fd = -1;
