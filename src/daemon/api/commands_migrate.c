@@ -361,12 +361,17 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
     }
     if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR) {
         op_error(op, "migrate.export", c, err ? err->code : EPROTO,
-                 "export: the TPM anchors of its vTPM and keystore: %s",
+                 "export: the TPM anchors (its migration lock, vTPM and keystore): %s",
                  err ? err->msg : "unexpected answer from trustme-tpmd");
         return;
     }
+    tm_err e = {0};
+    if (migrate_anchor_check_export(c, resp, &e) < 0) {
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
     test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
-    finish_export(&op, c, op->key, resp);
+    finish_export(&op, c, op->key, c->cfg->vtpm || c->cfg->keystore ? resp : NULL);
 }
 
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
@@ -380,16 +385,16 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
                  err ? err->msg : "not available");
         return;
     }
-    if (!c->cfg->vtpm && !c->cfg->keystore) {
-        finish_export(&op, c, key, NULL);
-        return;
-    }
-    /* Still listed while tpmd answers: a second export of the container is refused meanwhile. */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
-    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS];
-    size_t n = carry_anchor_names(c->uuid, names, kinds);
+    /* The TPM's word on an earlier export (the lock file may have been removed: lock_anchor.h),
+     * and the carried state's anchor values, in one read. Still listed while tpmd answers: a
+     * second export of the container is refused meanwhile. */
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX];
+    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 1];
+    size_t n = c->cfg->vtpm || c->cfg->keystore ? carry_anchor_names(c->uuid, names, kinds) : 0;
     for (size_t i = 0; i < n; i++)
         ptrs[i] = names[i];
+    migrate_anchor_name(c->uuid, lock);
+    ptrs[n++] = lock;
     op->key = steal_ptr(k);
     op->next = exports;
     exports = op;
