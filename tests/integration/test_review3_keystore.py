@@ -4,11 +4,11 @@ container's root, who has its own socket to the very vTPM that holds them (/run/
 and real tpm2-tools in its root (test_vtpm.py's guest)."""
 import re
 
+import pytest
+
 from ksclient import ERR, KsError, auths, params
 from test_keystore_tpm import ks
 from test_vtpm import KDF, create, start, tpm_rootfs  # noqa: F401 (fixture)
-
-import pytest
 
 
 def guest_tpm(d, name, script):
