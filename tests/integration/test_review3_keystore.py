@@ -71,3 +71,34 @@ def test_the_vtpm_lockout_bounds_passphrase_guesses_by_the_containers_root(make_
         assert checked <= max_tries, (
             f"{checked} wrong passphrases were checked by the vTPM, its lockout allows {max_tries}: the "
             "container's root reset it between rounds")
+
+
+def test_the_containers_root_cannot_sign_with_the_keys_the_keystore_has_loaded(make_daemon, tpm_rootfs):  # noqa: F811
+    """The keystore keeps its storage key and the last key it signed with loaded in the vTPM that
+    the guest shares. The container's root lists the vTPM's transient objects on its own socket,
+    signs with each (as tpm2-tools does: an empty password), then flushes them all: no signature,
+    and the keystore's next use reconnects, reloads and still counts (2 uses, then refused)."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "kg", tpm_rootfs, keystore=True)
+    start(d, "kg")
+    with ks(d, "kg") as k:
+        k.generate("u2", "ec", 256, auths(["sign"], ["sha256"], uses=2), security="tpm")
+        k.one_shot("u2", params("sign", "sha256"), b"first")  # the key is loaded now
+        r = guest_tpm(d, "kg", "tpm2_getcap handles-transient")
+        assert r.returncode == 0, r.stderr
+        handles = sorted(set(re.findall(r"0x8[0-9a-fA-F]{7}", r.stdout)))
+        refusals = []
+        for h in handles:
+            r = guest_tpm(d, "kg", f"cd /tmp && echo m > m && tpm2_sign -c {h} -g sha256 -o s.bin m")
+            assert r.returncode != 0, f"the container's root signed with the vTPM object {h}"
+            refusals.append(r.stderr)
+        # The signing key's refusal is the vTPM's authorisation check (its authValue is the
+        # keystore's), not a missing object.
+        assert any(re.search(r"0x9a2|0x98e|authori[sz]ation", x, re.I) for x in refusals), refusals
+        for h in handles:
+            guest_tpm(d, "kg", f"tpm2_flushcontext {h}")
+        k.one_shot("u2", params("sign", "sha256"), b"second")
+        with pytest.raises(KsError) as e:
+            k.one_shot("u2", params("sign", "sha256"), b"third")
+        assert e.value.code == ERR["KEY_MAX_OPS_EXCEEDED"], e.value.message
+    print(f"transient objects the guest saw while the keystore held its key: {handles}")
