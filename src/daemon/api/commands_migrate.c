@@ -361,12 +361,17 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
     }
     if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ANCHOR) {
         op_error(op, "migrate.export", c, err ? err->code : EPROTO,
-                 "export: the TPM anchors of its vTPM and keystore: %s",
+                 "export: the TPM anchors (its migration lock, vTPM and keystore): %s",
                  err ? err->msg : "unexpected answer from trustme-tpmd");
         return;
     }
+    tm_err e = {0};
+    if (migrate_anchor_check_export(c, resp, &e) < 0) {
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
     test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
-    finish_export(&op, c, op->key, resp);
+    finish_export(&op, c, op->key, c->cfg->vtpm || c->cfg->keystore ? resp : NULL);
 }
 
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
@@ -380,16 +385,16 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
                  err ? err->msg : "not available");
         return;
     }
-    if (!c->cfg->vtpm && !c->cfg->keystore) {
-        finish_export(&op, c, key, NULL);
-        return;
-    }
-    /* Still listed while tpmd answers: a second export of the container is refused meanwhile. */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
-    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS];
-    size_t n = carry_anchor_names(c->uuid, names, kinds);
+    /* The TPM's word on an earlier export (the lock file may have been removed: lock_anchor.h),
+     * and the carried state's anchor values, in one read. Still listed while tpmd answers: a
+     * second export of the container is refused meanwhile. */
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX];
+    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 1];
+    size_t n = c->cfg->vtpm || c->cfg->keystore ? carry_anchor_names(c->uuid, names, kinds) : 0;
     for (size_t i = 0; i < n; i++)
         ptrs[i] = names[i];
+    migrate_anchor_name(c->uuid, lock);
+    ptrs[n++] = lock;
     op->key = steal_ptr(k);
     op->next = exports;
     exports = op;
@@ -514,11 +519,34 @@ static void refuse(struct mig_op *op, const char *check)
 }
 
 #define MIGRATED_FROM_FILE "migrated.from"
+#define MIGRATED_FROM_INFO "trustme migrated from v1\n"
+
+/* What an install keeps in migrated.from: the receipt's text, then a MAC of it under this
+ * device's keystore root (from its TPM-sealed secret) and the UUID. Every field of the text is
+ * in the bundle: without the MAC, root with file operations could write it for a container of
+ * that UUID that was never installed (the import refused after the spend) and have the receipt
+ * signed again, which lets the source erase a container no device has. */
+static int migrated_from_text(struct daemon *d, const char *uuid, const char *text, char *out, size_t size, tm_err *err)
+{
+    const struct secret *root = tpmd_keystore_root(d);
+    if (!root)
+        return tm_err_set(err, EAGAIN, "the device storage secret is not unsealed (yet)");
+    char info[sizeof(MIGRATED_FROM_INFO) + TEXT_MAX];
+    int il = snprintf(info, sizeof(info), MIGRATED_FROM_INFO "%s", text);
+    if (il < 0 || (size_t)il >= sizeof(info))
+        return tm_err_set(err, EOVERFLOW, "receipt text too long");
+    uint8_t mac[32];
+    char hex[2 * sizeof(mac) + 1];
+    tm_hkdf_sha256(root->data, root->len, uuid, strlen(uuid), info, (size_t)il, mac, sizeof(mac));
+    tm_hex(mac, sizeof(mac), hex);
+    int n = snprintf(out, size, "%smac %s\n", text, hex);
+    return n > 0 && (size_t)n < size ? n : tm_err_set(err, EOVERFLOW, "receipt text too long");
+}
 
 /* c was installed here from the bundle op opened (its receipt text, kept at the install). */
 static bool installed_from(const struct container *c, struct mig_op *op)
 {
-    char dir[PATH_MAX], p[PATH_MAX + 32];
+    char dir[PATH_MAX], p[PATH_MAX + 32], want[TEXT_MAX];
     container_data_dir(c, dir, sizeof(dir));
     snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
     _cleanup_free_ char *text = NULL;
@@ -526,9 +554,10 @@ static bool installed_from(const struct container *c, struct mig_op *op)
     tm_err e = {0};
     if (read_file(p, TEXT_MAX, &text, &len, &e) < 0 ||
         migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
-                     sizeof(op->text)) < 0)
+                     sizeof(op->text)) < 0 ||
+        migrated_from_text(op->d, op->b.h.uuid, op->text, want, sizeof(want), &e) < 0)
         return false;
-    return strcmp(text, op->text) == 0;
+    return strlen(text) == len && strcmp(text, want) == 0;
 }
 
 struct stage_ctx {
@@ -552,12 +581,14 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     int n = snprintf(text, sizeof(text), "%u\n", s->op->b.h.uid_base);
     int r = write_file_atomic(p, text, (size_t)n, 0600, err);
     /* Which bundle installed it: a retry after a lost receipt gets the receipt signed again. */
-    char from[TEXT_MAX];
+    char receipt[TEXT_MAX], from[TEXT_MAX];
     snprintf(p, sizeof(p), "%s/" MIGRATED_FROM_FILE, dir);
     n = migrate_text("receipt", s->op->b.h.bundle_id, s->op->b.h.offer_id, s->op->b.h.uuid, NULL, s->op->b.h.digest,
-                     from, sizeof(from));
+                     receipt, sizeof(receipt));
     if (r == 0 && n < 0)
         r = tm_err_set(err, EOVERFLOW, "receipt text too long");
+    if (r == 0 && (n = migrated_from_text(s->op->d, s->op->b.h.uuid, receipt, from, sizeof(from), err)) < 0)
+        r = n;
     if (r == 0)
         r = write_file_atomic(p, from, (size_t)n, 0600, err);
     if (r == 0)

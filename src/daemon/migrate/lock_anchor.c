@@ -28,9 +28,14 @@ struct anchor_op {
     bool *anchored;
 };
 
-static void anchor_name(const char *uuid, char out[64])
+static void anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX])
 {
-    snprintf(out, 64, NAME_PREFIX "%s", uuid);
+    snprintf(out, MIGRATE_ANCHOR_NAME_MAX, NAME_PREFIX "%s", uuid);
+}
+
+void migrate_anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX])
+{
+    anchor_name(uuid, out);
 }
 
 /* What the lock names, other than its state: which bundle went where. */
@@ -134,6 +139,22 @@ int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *
 {
     struct anchor_op *op = op_new(c, fn, userdata, err);
     return op ? get(c, start_checked, op, err) : -ENOMEM;
+}
+
+/* ---- before an export -------------------------------------------------------------------------- */
+
+int migrate_anchor_check_export(struct container *c, const Trustme__Tpmd__Response *resp, tm_err *err)
+{
+    if (!entry_of(resp, c->uuid))
+        return 0;
+    /* The lock file said it was free (else the export was refused before): root removed it. A
+     * second bundle would put the container on a second device. */
+    daemon_audit(c->d, "migrate.lock", "fail", c, "trustmed",
+                 "export refused: the TPM anchors an earlier export; its lock file was removed");
+    return tm_err_set(err, EPERM,
+                      "the container is migrating already: the TPM records that a bundle of it was exported, and "
+                      "its lock file was removed; `trustme migrate commit` with the target's receipt, or `trustme "
+                      "migrate abort` with its signed refusal (with the lock file put back)");
 }
 
 /* ---- before an abort or a commit --------------------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "migrate.h"
 #include "service.h"
+#include "tpmd_client.h"
 
 /* A check's result for c (which still exists): err NULL when no anchored lock stands in the
  * way, else why. */
@@ -17,6 +18,13 @@ typedef void (*migrate_anchor_fn)(struct container *c, const tm_err *err, void *
 
 /* Before a start: refused while the TPM anchors a lock for c (or the table cannot be read). */
 int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err);
+
+/* The anchor table name of c's lock ("migrate/<uuid>"), for a caller that reads it with others. */
+#define MIGRATE_ANCHOR_NAME_MAX 64
+void migrate_anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX]);
+/* Before an export, in tpmd's answer for migrate_anchor_name: -EPERM (with the reason, audited)
+ * while the TPM anchors a completed export of c, whatever its lock file says. */
+int migrate_anchor_check_export(struct container *c, const Trustme__Tpmd__Response *resp, tm_err *err);
 
 /* Before an abort or a commit: the lock file l (read by the caller) must be the one the TPM
  * anchors, if it anchors one; fn gets err NULL when it is (or nothing is anchored and l is a
