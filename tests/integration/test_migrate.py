@@ -188,7 +188,7 @@ def test_offer_of_a_target_running_another_trustmed_is_refused(pair, tmp_path):
     """The signed reference values approve a trustmed that is not the one the target runs: a copy
     of the build's with one byte of a string changed (it would run, and measures differently). To
     the source's verifier that is a target running an unapproved trustmed: refused at export,
-    naming the check and the binary; nothing locked."""
+    naming the check; nothing locked."""
     p = pair
     make_container(p.s, "tb")
     data = bytearray(TRUSTMED.read_bytes())
@@ -203,10 +203,10 @@ def test_offer_of_a_target_running_another_trustmed_is_refused(pair, tmp_path):
     run(PKI_TOOL, "sign", refs, "--pki", p.env.pki, "--signer", "software", "--passphrase-file", p.env.passfile)
     off, nonce = offer(p, p.t)
     _, r = export(p, "tb", off, nonce, refs=refs, check=False)
-    assert r.returncode == 1 and "offer refused: reference values" in r.stderr and "trustmed" in r.stderr, r.stderr
+    why = [line for line in r.stderr.splitlines() if "offer refused: reference values" in line]
+    assert r.returncode == 1 and why and "trustmed" in why[0], r.stderr
+    # (Not started here: S is a target later, and its reference values name only m's config.)
     assert not migrating(p.s, "tb")
-    p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "tb")
-    p.s.cli("stop", "tb")
 
 
 def test_altered_bundles_and_refusals(pair):

@@ -54,6 +54,7 @@ struct mig_op {
     bool opened;
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
+    char source[512]; /* import: the subject of the source's AK certificate (source_auth.h) */
     /* export: the data key, import: the unsealed keys, while the anchors are read or written */
     struct secret *key;
     bool installed; /* the receipt: tpmd records the install on the offer before it signs */
@@ -66,7 +67,7 @@ struct mig_op {
 static struct mig_op *exports;
 
 static void drop_part(struct mig_op *op, struct container *c);
-static void export_signed(struct daemon *d, const tm_err *serr, void *userdata);
+static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata);
 
 static void op_free(struct mig_op *op);
 static void op_freep(struct mig_op **op)
@@ -342,8 +343,9 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
 
 /* The bundle is complete and signed: the lock is marked exported, then the TPM anchors it;
  * export_anchored answers. */
-static void export_signed(struct daemon *d, const tm_err *serr, void *userdata)
+static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata)
 {
+    (void)signer;
     _cleanup_(op_freep) struct mig_op *op = userdata;
     struct container *c = container_find(d, op->uuid);
     tm_err e = {0};
@@ -722,15 +724,15 @@ static void import_install(struct mig_op *op)
         return;
     }
     test_crash_point(d->data_dir, "migrate-import-installed"); /* installed, no receipt yet */
-    daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor, "bundle %s of offer %s",
-                 op->b.h.bundle_id, op->b.h.offer_id);
+    daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor,
+                 "bundle %s of offer %s from the source AK %s", op->b.h.bundle_id, op->b.h.offer_id, op->source);
     migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
                  sizeof(op->text));
     op->installed = true;
     sign_text(op);
 }
 
-static void import_authenticated(struct daemon *d, const tm_err *aerr, void *userdata);
+static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata);
 
 static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq, bool again)
 {
@@ -782,7 +784,7 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
 }
 
 /* The source is authenticated: tpmd spends the offer and unwraps K. */
-static void import_authenticated(struct daemon *d, const tm_err *aerr, void *userdata)
+static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata)
 {
     struct mig_op *op = userdata;
     tm_err err = {0};
@@ -791,6 +793,7 @@ static void import_authenticated(struct daemon *d, const tm_err *aerr, void *use
         op_free(op);
         return;
     }
+    snprintf(op->source, sizeof(op->source), "%s", signer);
     Trustme__Tpmd__MigrateDecrypt md = TRUSTME__TPMD__MIGRATE_DECRYPT__INIT;
     md.offer_id = op->b.h.offer_id;
     md.has_ciphertext = true;

@@ -24,6 +24,7 @@
 #define PEM_FILE_MAX (1 << 20)
 #define PEMS_MAX (DEVICE_MAX_CRLS + 1)
 #define PREFIX "source authentication: "
+#define VERIFY_SIGNER_MAX 512 /* scd's subject lines (src/scd/verify.h) */
 
 struct auth_op {
     struct daemon *d;
@@ -53,13 +54,15 @@ static void op_free(struct auth_op *op)
     free(op);
 }
 
-static void finish(struct auth_op *op, const tm_err *err)
+static void finish(struct auth_op *op, const char *signer, const tm_err *err)
 {
     source_auth_fn fn = op->fn;
     void *userdata = op->userdata;
     struct daemon *d = op->d;
+    char who[VERIFY_SIGNER_MAX];
+    snprintf(who, sizeof(who), "%s", signer ? signer : "");
     op_free(op);
-    fn(d, err, userdata);
+    fn(d, err ? NULL : who, err, userdata);
 }
 
 static int op_new(struct daemon *d, const struct bundle_header *h, source_auth_fn fn, void *userdata,
@@ -158,15 +161,15 @@ static void signed_done(struct daemon *d, const Trustme__Tpmd__Response *resp, c
         resp->migrate_signature->signature.len != SOURCE_AUTH_SIG_LEN) {
         tm_err_set(&e, err ? err->code : EPROTO, "the AK's signature of the bundle: %s",
                    err ? err->msg : "unexpected answer from trustme-tpmd");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     ProtobufCBinaryData chain = {.data = (uint8_t *)op->chain, .len = op->chain_len};
     if (append(op->path, resp->migrate_signature->signature.data, &chain, &e) < 0) {
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
-    finish(op, NULL);
+    finish(op, NULL, NULL);
 }
 
 static void sign_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -175,12 +178,12 @@ static void sign_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     tm_err e = {0};
     const ProtobufCBinaryData *chain = chain_of(resp, err, &e);
     if (!chain) {
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     if (!(op->chain = malloc(chain->len))) {
         tm_err_set(&e, ENOMEM, "out of memory");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     memcpy(op->chain, chain->data, chain->len);
@@ -194,7 +197,7 @@ static void sign_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_SIGN;
     req.migrate_sign = &ms;
     if (tpmd_call(d, &req, signed_done, op, &e) < 0)
-        finish(op, &e);
+        finish(op, NULL, &e);
 }
 
 int source_auth_sign(struct daemon *d, const struct bundle_header *h, const char *path, source_auth_fn fn,
@@ -322,7 +325,7 @@ static void checked(struct daemon *d, const Trustme__Scd__Response *resp, const 
     if (err || !resp || resp->body_case != TRUSTME__SCD__RESPONSE__BODY_VERIFY) {
         tm_err_set(&e, err ? err->code : EPROTO, PREFIX "the source's AK certificate chain or signature: %s",
                    err ? err->msg : "unexpected answer from trustme-scd");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     /* The chain goes to the General root; its AK certificate must come from the Device CA that
@@ -333,10 +336,10 @@ static void checked(struct daemon *d, const Trustme__Scd__Response *resp, const 
                    PREFIX "the source's AK certificate (%s) was not issued by the Device CA that issued this "
                           "device's AK certificate",
                    v->signer ? v->signer : "?");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
-    finish(op, NULL);
+    finish(op, v->signer ? v->signer : "?", NULL);
 }
 
 static void check_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -346,7 +349,7 @@ static void check_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     const ProtobufCBinaryData *own = chain_of(resp, err, &e);
     if (!own) {
         tm_err_prefix(&e, "source authentication");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     /* Its second certificate is the Device CA (the AK's first). */
@@ -358,7 +361,7 @@ static void check_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, c
         r = tm_err_set(&e, ENOKEY, "this device's AK certificate chain has no Device CA certificate");
     if (r < 0) {
         tm_err_prefix(&e, "source authentication");
-        finish(op, &e);
+        finish(op, NULL, &e);
         return;
     }
     memcpy(op->device_ca, n.sha256, 32);
@@ -377,7 +380,7 @@ static void check_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     req.verify = &v;
     if (scd_call(d, &req, checked, op, &e) < 0) {
         tm_err_prefix(&e, "source authentication");
-        finish(op, &e);
+        finish(op, NULL, &e);
     }
 }
 

@@ -24,8 +24,9 @@
 #define SOURCE_AUTH_CHAIN_MAX 16384
 #define SOURCE_AUTH_KIND "export" /* the first line of the signed text (migrate_text) */
 
-/* Called once. err NULL: done (signed and appended; or the source authenticated). */
-typedef void (*source_auth_fn)(struct daemon *d, const tm_err *err, void *userdata);
+/* Called once. err NULL: done (signed and appended; or the source authenticated, and signer is
+ * its AK certificate's subject, for the audit; NULL otherwise). */
+typedef void (*source_auth_fn)(struct daemon *d, const char *signer, const tm_err *err, void *userdata);
 
 /* Source: have the AK sign h's head (h->digest, filled by bundle_write) and append the
  * signature and the AK's certificate chain to the bundle written at path, synced. A device
