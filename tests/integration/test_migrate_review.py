@@ -345,15 +345,23 @@ def test_a_bundle_without_or_with_another_source_signature_is_refused(pair):
     signed = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
                           os.urandom(64) + bytes(64), sign=self_signer())
     refused_unspent(p, signed, "source's AK certificate chain")
+    # The same with a clientAuth certificate from another CA under the General root (the GuestOS
+    # Signing CA's key, which its holder has): the chain verifies, the issuer is no Device CA.
+    gos_ca = (p.env.cert("guestos-ca"), p.env.cert("guestos-ca").with_suffix(".key"),
+              p.env.passfile.read_text().strip())
+    signed = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
+                          os.urandom(64) + bytes(64), sign=self_signer(gos_ca))
+    refused_unspent(p, signed, "was not issued by the Device CA")
     receipt, r = imp(p, p.t, genuine)
     assert "imported fs" in r.stdout
     p.s.cli("migrate", "commit", "fs", "--receipt", receipt)
     p.s.cli("migrate", "abort", "fo", "--refusal", refused_expired(p, p.t, other, other_offer))
 
 
-def self_signer():
+def self_signer(ca=None):
     """sign(text) -> the tail of a bundle signed by a key of the attacker's, with a clientAuth
-    certificate from a CA of its own (named as the PKI's are)."""
+    certificate from a CA of its own (named as the PKI's are), or from ca: (certificate path,
+    encrypted key path, passphrase), another CA of the PKI."""
     import datetime
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -363,21 +371,30 @@ def self_signer():
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
     def cert(subject, issuer, pub, signer, ca):
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(pub)
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer).public_key(pub)
              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
              .not_valid_after(now + datetime.timedelta(days=1))
              .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
              .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
                                           data_encipherment=False, key_agreement=False, key_cert_sign=ca,
-                                          crl_sign=ca, encipher_only=False, decipher_only=False), critical=True))
+                                          crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False))
         if not ca:
             b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         return b.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
-    chain = cert("device-s", "Device CA", key.public_key(), ca_key, False) + \
-        cert("Device CA", "Device CA", ca_key.public_key(), ca_key, True)
+    if ca:
+        ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
+        ca_key = serialization.load_pem_private_key(ca[1].read_bytes(), ca[2].encode())
+        chain = cert("device-s", ca_cert.subject, key.public_key(), ca_key, False) + ca[0].read_bytes()
+    else:
+        chain = cert("device-s", name("Device CA"), key.public_key(), ca_key, False) + \
+            cert("Device CA", name("Device CA"), ca_key.public_key(), ca_key, True)
 
     def sign(text):
         r, s = decode_dss_signature(key.sign(b"trustme-migrate-v1\0" + text, ec.ECDSA(hashes.SHA256())))
