@@ -13,15 +13,16 @@ import json
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import conftest
-from conftest import TEST_PREFIX, Daemon
+from conftest import TEST_PREFIX, TRUSTMED, Daemon
 from test_attestation import make_refs, pki_of, swtpm_installed  # noqa: F401 (fixture)
-from test_device import TPMD, provision, secret_ok
+from test_device import SCD, TPMD, provision, run, secret_ok
 from test_guestos import env  # noqa: F401 (fixture)
 from test_guestos import GUESTOS_TOOL, PKI_TOOL, install, start_with_device
 from test_storage import KDF, MARKER, PIN, PUK, SECRET_NAME, pin_file
@@ -59,7 +60,7 @@ def pair(env, test_root, rootfs):
                  "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"),
                  "--crl", env.pki / "crls.pem"]
         pcrs = json.loads(refs.read_text())["pcrs"]
-        yield SimpleNamespace(s=s, t=t, refs=refs, bad_refs=bad_refs, trust=trust, pcrs=pcrs, n=0)
+        yield SimpleNamespace(s=s, t=t, refs=refs, bad_refs=bad_refs, trust=trust, pcrs=pcrs, n=0, gos=gos, env=env)
     finally:
         t.teardown()
         s.teardown()
@@ -77,14 +78,28 @@ def make_container(d, name):
     d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), name)
 
 
-def offer(p, dev):
-    """An offer of dev over a fresh nonce: (offer path, nonce hex)."""
+def offer(p, dev, lifetime=None):
+    """An offer of dev over a fresh nonce: (offer path, nonce hex). lifetime: seconds."""
     p.n += 1
     nonce = secrets.token_hex(32)
     out = p.s.base / f"offer-{p.n}"
-    dev.cli("migrate", "offer", "--nonce", nonce, "--out", out,
+    extra = ("--lifetime", str(lifetime)) if lifetime else ()
+    dev.cli("migrate", "offer", "--nonce", nonce, "--out", out, *extra,
             *[a for n in p.pcrs for a in ("--pcr", str(n))])
+    EXPIRES[out] = time.time() + (lifetime or 86400)
     return out, nonce
+
+
+EXPIRES = {}  # offer path -> when it expires (the target's clock is this machine's)
+
+
+def refused_expired(p, dev, bundle, off):
+    """The target's signed refusal of a genuine bundle whose offer expired: how a test gets one now
+    that an altered bundle is refused before the offer is spent (the source's signature)."""
+    time.sleep(max(0, EXPIRES[off] + 1.5 - time.time()))
+    refusal, r = imp(p, dev, bundle, check=False)
+    assert r.returncode == 1 and "refused:" in r.stderr and "expired" in r.stderr, r.stderr
+    return refusal
 
 
 def export(p, name, off, nonce, refs=None, check=True):
@@ -111,9 +126,10 @@ def flipped(bundle, offset, tag):
 
 def layout(bundle):
     """Offsets of the bundle's regions (docs/MIGRATION.md "Bundle"): manifest, wrapped key,
-    sealed keys, and each part (name -> (offset, size))."""
+    sealed keys, each part (name -> (offset, size)), and the source's signature after them
+    ("auth": where it starts, "sig" and "chain": (offset, size))."""
     data = bundle.read_bytes()
-    assert data[:8] == b"TMMIGv1\n"
+    assert data[:8] == b"TMMIGv2\n"
     mlen = int.from_bytes(data[8:12], "big")
     manifest = data[12:12 + mlen].decode()
     off = 12 + mlen
@@ -127,8 +143,14 @@ def layout(bundle):
             _, name, size, _ = line.split()
             parts[name] = (off, int(size))
             off += int(size)
-    assert off == len(data)
-    return {"manifest": (12, manifest), "wrapped": wrapped, "sealed": sealed, "parts": parts}
+    auth = off
+    assert data[off:off + 8] == b"TMMIGsrc" and int.from_bytes(data[off + 8:off + 12], "big") == 64
+    sig = (off + 12, 64)
+    clen = int.from_bytes(data[off + 76:off + 80], "big")
+    chain = (off + 80, clen)
+    assert off + 80 + clen == len(data)
+    return {"manifest": (12, manifest), "wrapped": wrapped, "sealed": sealed, "parts": parts, "auth": auth,
+            "sig": sig, "chain": chain}
 
 
 def migrating(d, name):
@@ -153,17 +175,43 @@ def test_offer_of_an_unapproved_target_or_replayed_is_refused(pair):
     p.s.cli("stop", "m")
 
 
-def cycle(p, name):
-    """A fresh offer of T and an export of name to it: (bundle, layout)."""
-    off, nonce = offer(p, p.t)
+def cycle(p, name, lifetime=None):
+    """A fresh offer of T and an export of name to it: (bundle, layout), and with lifetime the
+    offer too."""
+    off, nonce = offer(p, p.t, lifetime)
     bundle, r = export(p, name, off, nonce)
     assert "locked (migrating)" in r.stdout
-    return bundle, layout(bundle)
+    return (bundle, layout(bundle), off) if lifetime else (bundle, layout(bundle))
+
+
+def test_offer_of_a_target_running_another_trustmed_is_refused(pair, tmp_path):
+    """The signed reference values approve a trustmed that is not the one the target runs: a copy
+    of the build's with one byte of a string changed (it would run, and measures differently). To
+    the source's verifier that is a target running an unapproved trustmed: refused at export,
+    naming the check; nothing locked."""
+    p = pair
+    make_container(p.s, "tb")
+    data = bytearray(TRUSTMED.read_bytes())
+    at = data.index(b"trustme migrate")
+    data[at] = ord("T")
+    other = tmp_path / "trustmed"  # the name the reference values approve it under
+    other.write_bytes(bytes(data))
+    refs = tmp_path / "refs-other-trustmed.json"
+    # The pair's approved values but for trustmed: the same GuestOS, scd, tpmd and device config.
+    run(PKI_TOOL, "rim", "--out", refs, "--version", "1", "--binary", other, "--binary", SCD, "--binary", TPMD,
+        "--guestos", p.gos, "--config", f"device-config={p.t.data_dir / 'device.json'}")
+    run(PKI_TOOL, "sign", refs, "--pki", p.env.pki, "--signer", "software", "--passphrase-file", p.env.passfile)
+    off, nonce = offer(p, p.t)
+    _, r = export(p, "tb", off, nonce, refs=refs, check=False)
+    why = [line for line in r.stderr.splitlines() if "offer refused: reference values" in line]
+    assert r.returncode == 1 and why and "trustmed" in why[0], r.stderr
+    # (Not started here: S is a target later, and its reference values name only m's config.)
+    assert not migrating(p.s, "tb")
 
 
 def test_altered_bundles_and_refusals(pair):
     p = pair
-    bundle, lay = cycle(p, "m")
+    bundle, lay, off = cycle(p, "m", lifetime=1)
     assert migrating(p.s, "m")
     # The lock is on disk: a source trustmed killed after the export still refuses the start.
     p.s.kill9()
@@ -184,25 +232,24 @@ def test_altered_bundles_and_refusals(pair):
     # Abort without the target's refusal: refused (a bundle was exported).
     r = p.s.cli("migrate", "abort", "m", check=False)
     assert r.returncode != 0 and "signed refusal" in r.stderr
-    # The manifest, the wrapped key, the sealed keys altered: the GCM tag (or the TPM) refuses,
-    # after the offer is spent: a signed refusal comes back, the original can no longer import,
-    # and the source aborts with the refusal.
+    # The manifest, the wrapped key, the sealed keys altered: the source's signature over the
+    # head does not verify, refused before the offer is spent.
     for region in ("manifest", "wrapped", "sealed"):
-        if region != "manifest":
-            bundle, lay = cycle(p, "m")
         at = lay["manifest"][0] + lay["manifest"][1].index("\nname ") + 6 if region == "manifest" else lay[region] + 5
-        refusal, r = imp(p, p.t, flipped(bundle, at, region), check=False)
-        assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
-        if region != "wrapped":
-            assert "GCM tag does not verify" in r.stderr, r.stderr
-        _, r = imp(p, p.t, bundle, check=False)
-        assert r.returncode != 0 and "unknown or was used already" in r.stderr, r.stderr
-        # A refusal with its signature altered does not release the lock.
-        forged = flipped(refusal, len(refusal.read_bytes()) - 40, "forged")
-        r = p.s.cli("migrate", "abort", "m", "--refusal", forged, check=False)
-        assert r.returncode != 0 and "abort" in r.stderr, r.stderr
-        p.s.cli("migrate", "abort", "m", "--refusal", refusal)
-        assert not migrating(p.s, "m")
+        _, r = imp(p, p.t, flipped(bundle, at, region), check=False)
+        assert r.returncode != 0 and "source authentication" in r.stderr, r.stderr
+        assert "refused:" not in r.stderr and "signature does not verify" in r.stderr, r.stderr
+    # The offer expired meanwhile: the genuine bundle gets a signed refusal; then it can no
+    # longer import, and the source aborts with the refusal.
+    refusal = refused_expired(p, p.t, bundle, off)
+    _, r = imp(p, p.t, bundle, check=False)
+    assert r.returncode != 0 and "unknown or was used already" in r.stderr, r.stderr
+    # A refusal with its signature altered does not release the lock.
+    forged = flipped(refusal, len(refusal.read_bytes()) - 40, "forged")
+    r = p.s.cli("migrate", "abort", "m", "--refusal", forged, check=False)
+    assert r.returncode != 0 and "abort" in r.stderr, r.stderr
+    p.s.cli("migrate", "abort", "m", "--refusal", refusal)
+    assert not migrating(p.s, "m")
 
 
 def test_round_trip_once_and_only_on_its_target(pair):

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import os
-import struct
 import subprocess
 
 import pytest
@@ -24,9 +23,10 @@ from test_attestation import make_refs, pki_of, swtpm_installed  # noqa: F401 (f
 from test_device import PKI_TOOL, provision, secret_ok
 from test_guestos import env  # noqa: F401 (fixture)
 from test_guestos import install, start_with_device
-from test_migrate import device, flipped, imp, layout, migrating
+from test_migrate import device, flipped, imp, layout, migrating, refused_expired
+from test_migrate import offer as migrate_offer
 from test_migrate_crash import arm, hooks_built, names, restart_trustmed
-from test_migrate_review import pb_fields, rsa_of_tpm2b_public
+from test_migrate_review import assemble, pb_fields, rsa_of_tpm2b_public, signature_of
 from test_storage import KDF, PIN, PUK, pin_file  # noqa: F401
 from test_vtpm import ENV, tpm_rootfs  # noqa: F401 (fixture)
 from tools import tool
@@ -86,17 +86,13 @@ def make(d, name):
     d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), name)
 
 
-def offer(p):
-    import secrets
-    p.n += 1
-    nonce = secrets.token_hex(32)
-    out = p.s.base / f"offer-{p.n}"
-    p.t.cli("migrate", "offer", "--nonce", nonce, "--out", out, *[a for n in p.pcrs for a in ("--pcr", str(n))])
-    return out, nonce
+def offer(p, lifetime=None):
+    return migrate_offer(p, p.t, lifetime)
 
 
-def export(p, name, check=True):
-    off, nonce = offer(p)
+def export(p, name, check=True, lifetime=None):
+    off, nonce = offer(p, lifetime)
+    p.last_offer = off
     p.n += 1
     out = p.s.base / f"bundle-{p.n}"
     r = p.s.cli("migrate", "export", name, "--offer", off, "--nonce", nonce, "--out", out,
@@ -155,7 +151,8 @@ def test_target_killed_after_writing_the_anchors_refuses_on_retry(kp):
 
 def test_altered_carried_parts_and_anchor_lines_are_refused(kp):
     p = kp
-    bundle, _ = export(p, "ka")
+    bundle, _ = export(p, "ka", lifetime=1)
+    off = p.last_offer
     lay = layout(bundle)
     carried = [n for n in lay["parts"] if n.startswith(("vtpm", "keystore/"))]
     assert "vtpm/tpm2.state" in carried and "vtpm-ek" in carried
@@ -166,17 +163,18 @@ def test_altered_carried_parts_and_anchor_lines_are_refused(kp):
         for at in {start, start + size - 1} if size else ():  # (the store's empty lock file)
             _, r = imp(p, p.t, flipped(bundle, at, f"{name.replace('/', '_')}-{at}"), check=False)
             assert r.returncode != 0 and f"part {name}: its SHA-256 is not the manifest's" in r.stderr, r.stderr
-    # An anchor value altered in the manifest: the GCM tag refuses (the offer is spent: a signed
-    # refusal lets the source abort).
+    # An anchor value altered in the manifest: the source's signature over the head refuses it
+    # before the offer is spent; the offer then expires and its signed refusal lets the source
+    # abort.
     text = lay["manifest"][1]
     at = lay["manifest"][0] + text.index("anchor vtpm ") + len("anchor vtpm ") + 3
     data = bytearray(bundle.read_bytes())
     data[at] = ord("1") if data[at] == ord("0") else ord("0")  # another hex digit: the format holds
     altered = bundle.with_name(bundle.name + "-anchor")
     altered.write_bytes(bytes(data))
-    refusal, r = imp(p, p.t, altered, check=False)
-    assert r.returncode == 1 and "GCM tag does not verify" in r.stderr, r.stderr
-    p.s.cli("migrate", "abort", "ka", "--refusal", refusal)
+    _, r = imp(p, p.t, altered, check=False)
+    assert r.returncode != 0 and "source authentication" in r.stderr and "refused:" not in r.stderr, r.stderr
+    p.s.cli("migrate", "abort", "ka", "--refusal", refused_expired(p, p.t, bundle, off))
     assert not migrating(p.s, "ka")
 
 
@@ -219,8 +217,7 @@ def forge(genuine, offer_path, uuid, anchors):
     iv = os.urandom(12)
     sealed = AESGCM(gk).encrypt(iv, os.urandom(64) + bytes(64), manifest)
     out = genuine.with_name(genuine.name + "-forged")
-    out.write_bytes(b"TMMIGv1\n" + struct.pack(">I", len(manifest)) + manifest + struct.pack(">I", len(wrapped)) +
-                    wrapped + iv + sealed + b"".join(b for _, b in parts))
+    out.write_bytes(assemble(manifest, wrapped, iv, sealed, parts, signature_of(genuine)))
     return out
 
 
@@ -240,9 +237,11 @@ def test_carried_anchors_cannot_name_another_containers_entries(kp):
     bad = forge(genuine, off, f"{victim}.keys", [("sstore", "00" * 41)])
     _, r = imp(p, p.t, bad, check=False)
     assert r.returncode != 0 and 'manifest line "uuid" expected' in r.stderr, r.stderr
+    # One that parses is refused before the offer is spent: the source did not sign it. (The
+    # target's UUID check, `the manifest's uuid is not a UUID`, stays for a source that did.)
     bad = forge(genuine, off, victim[:-5] + ".keys", [("sstore", "00" * 41)])
     _, r = imp(p, p.t, bad, check=False)
-    assert r.returncode == 1 and "refused:" in r.stderr and "the manifest's uuid is not a UUID" in r.stderr, r.stderr
+    assert r.returncode != 0 and "source authentication" in r.stderr and "refused:" not in r.stderr, r.stderr
     assert not any(c["name"] == "kf" for c in p.t.containers())
 
 

@@ -5,6 +5,7 @@ hands trustmed a malformed bundle. Each test performs one attack; docs/SECURITY.
 migration" has a row for each.
 
 The two devices come from test_migrate.py's module fixture (a fresh pair for this module)."""
+import json
 import os
 import signal
 import stat
@@ -13,10 +14,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from test_migrate import (cycle, export, imp, layout, make_container,  # noqa: F401
-                          migrating, offer, pair, pytestmark)
+                          migrating, offer, pair, pytestmark, refused_expired)
 from test_attestation import swtpm_installed  # noqa: F401 (fixture)
 from test_guestos import env  # noqa: F401 (fixture)
 from test_roles import roles_rootfs  # noqa: F401 (fixture)
@@ -114,7 +113,15 @@ def test_malformed_bundles_are_refused_before_the_offer_is_spent(pair):
     cases["wrapped-len-huge"] = data[:mend] + b"\xff\xff\xff\xff" + data[mend + 4:]
     cases["wrapped-len-zero"] = data[:mend] + b"\0\0\0\0" + data[mend + 4:]
     cases["trailing"] = data + b"x"
-    cases["magic"] = b"TMMIGv2\n" + data[8:]
+    cases["magic"] = b"TMMIGv3\n" + data[8:]
+    cases["version-1"] = b"TMMIGv1\n" + data[8:]
+    # In the source's signature: its magic, its length, the chain's length, inside the chain.
+    a, (c_off, c_len) = lay["auth"], lay["chain"]
+    cuts += [a + 3, a + 20, a + 78, c_off + c_len // 2]
+    cases.update({f"cut-{n}": data[:n] for n in cuts})
+    cases["sig-magic"] = data[:a] + b"TMMIGsrX" + data[a + 8:]
+    cases["sig-len"] = data[:a + 8] + struct.pack(">I", 63) + data[a + 12:]
+    cases["chain-len-huge"] = data[:a + 76] + b"\xff\xff\xff\xff" + data[a + 80:]
 
     def with_manifest(text):
         m = text.encode()
@@ -147,7 +154,8 @@ def test_malformed_bundles_are_refused_before_the_offer_is_spent(pair):
         _, r = imp(p, p.t, path, check=False)
         assert r.returncode != 0, tag
         assert "unknown or was used already" not in r.stderr and "refused:" not in r.stderr, (tag, r.stderr)
-        assert any(w in r.stderr for w in ("bundle format", "truncated", "SHA-256", "manifest")), (tag, r.stderr)
+        assert any(w in r.stderr for w in ("bundle format", "truncated", "SHA-256", "manifest",
+                                           "source authentication")), (tag, r.stderr)
     # Not a regular file: a FIFO nobody writes to must not hang trustmed.
     fifo = bundle.with_name(f"{bundle.name}-fifo")
     os.mkfifo(fifo)
@@ -218,9 +226,30 @@ def rsa_of_tpm2b_public(blob):
     return rsa.RSAPublicNumbers(exp, int.from_bytes(blob[i + 2:i + 2 + n], "big")).public_key()
 
 
-def forge_bundle(genuine, offer_path, config, image, data_key):
+def assemble(manifest, wrapped, iv, sealed, parts, tail):
+    """A bundle's bytes (docs/MIGRATION.md "Bundle"): the head, the parts, then tail (the source's
+    signature and chain)."""
+    return (b"TMMIGv2\n" + struct.pack(">I", len(manifest)) + manifest + struct.pack(">I", len(wrapped)) +
+            wrapped + iv + sealed + b"".join(b for _, b in parts) + tail)
+
+
+def head_digest(manifest, wrapped, iv, sealed):
+    """The bundle's head digest, as the receipt and the source's signature name it."""
+    import hashlib
+    return hashlib.sha256(struct.pack(">I", len(manifest)) + manifest + struct.pack(">I", len(wrapped)) + wrapped +
+                          iv + sealed).hexdigest()
+
+
+def signature_of(bundle):
+    """The source's signature and chain at the end of a bundle."""
+    return bundle.read_bytes()[layout(bundle)["auth"]:]
+
+
+def forge_bundle(genuine, offer_path, config, image, data_key, tail=None, sign=None):
     """What anyone holding the (public) offer can write: a bundle with the genuine bundle's ids,
-    the attacker's config, data image and data key, K of the attacker's choosing."""
+    the attacker's config, data image and data key, K of the attacker's choosing. Its end is tail,
+    by default the genuine bundle's signature and AK chain (the network has them); or sign(text)
+    gives it (the attacker's own key)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -236,58 +265,142 @@ def forge_bundle(genuine, offer_path, config, image, data_key):
     gk = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"trustme migrate bundle v1").derive(k)
     iv = os.urandom(12)
     sealed = AESGCM(gk).encrypt(iv, data_key, manifest)
+    if sign:
+        ids = dict(line.split(" ", 1) for line in head[1:5])
+        text = (f"export\nbundle {ids['bundle']}\noffer {ids['offer']}\nuuid {ids['uuid']}\n"
+                f"digest {head_digest(manifest, wrapped, iv, sealed)}\n")
+        tail = sign(text.encode())
+    elif tail is None:
+        tail = signature_of(genuine)
     out = genuine.with_name(genuine.name + "-forged")
-    out.write_bytes(b"TMMIGv1\n" + struct.pack(">I", len(manifest)) + manifest + struct.pack(">I", len(wrapped)) +
-                    wrapped + iv + sealed + b"".join(b for _, b in parts))
+    out.write_bytes(assemble(manifest, wrapped, iv, sealed, parts, tail))
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="open: the target does not authenticate the source; anyone with the "
-                   "public offer can make a bundle it imports (docs/SECURITY.md, docs/MIGRATION.md \"Not yet\")")
+def forged_from(p, name):
+    """A container of S exported for a fresh offer of T: (offer, genuine bundle, a forged one that
+    carries the genuine signature and chain)."""
+    with_data(p, name)
+    off, nonce = offer(p, p.t)
+    genuine, _ = export(p, name, off, nonce)
+    lay = layout(genuine)
+    data = genuine.read_bytes()
+    c_off, c_size = lay["parts"]["config.json"]
+    forged = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
+                          os.urandom(64) + bytes(64))
+    return off, genuine, forged
+
+
+def refused_unspent(p, bundle, why):
+    """The target refuses bundle naming why, signs no refusal and installs nothing: the offer is
+    not spent."""
+    receipt, r = imp(p, p.t, bundle, check=False)
+    assert r.returncode != 0 and "source authentication" in r.stderr and why in r.stderr, r.stdout + r.stderr
+    assert "refused:" not in r.stderr and not receipt.exists(), r.stderr
+    serving(p.t)
+
+
 def test_a_bundle_forged_from_the_public_offer_is_refused(pair):
     """The network sees the offer (it is public: a key, its certification, a quote). It keeps the
-    genuine bundle and hands the target one of its own making with the genuine ids: the target
-    would install the attacker's config, data and data key, and sign a receipt that makes the
-    source erase the genuine container."""
+    genuine bundle and hands the target one of its own making with the genuine ids and the genuine
+    bundle's source signature and AK chain: the target would install the attacker's config, data
+    and data key. The source's AK signed the genuine head, not this one: refused before the offer
+    is spent, and the genuine bundle imports afterwards and commits."""
     p = pair
-    with_data(p, "fg")
-    off, nonce = offer(p, p.t)
-    genuine, _ = export(p, "fg", off, nonce)
-    lay = layout(genuine)
-    data = genuine.read_bytes()
-    c_off, c_size = lay["parts"]["config.json"]
-    config = data[c_off:c_off + c_size]
-    image = os.urandom(lay["parts"]["data.img"][1])
-    forged = forge_bundle(genuine, off, config, image, os.urandom(64) + bytes(64))
-    receipt, r = imp(p, p.t, forged, check=False)
-    try:
-        assert r.returncode != 0, "the target imported a bundle the network made: " + r.stdout
-    finally:
-        if r.returncode == 0:
-            # The receipt is good for the genuine source: it would commit and erase its copy.
-            c = p.s.cli("migrate", "commit", "fg", "--receipt", receipt, check=False)
-            print("source commit with the forged bundle's receipt:", c.returncode, c.stdout, c.stderr)
+    off, genuine, forged = forged_from(p, "fg")
+    refused_unspent(p, forged, "signature does not verify")
+    assert not any(c["name"] == "fg" for c in p.t.containers())
+    receipt, r = imp(p, p.t, genuine)
+    assert "imported fg" in r.stdout
+    p.s.cli("migrate", "commit", "fg", "--receipt", receipt)
 
 
-def test_a_forged_bundles_receipt_does_not_let_the_source_erase(pair):
-    """The open half above aside (the target installs the network's bundle), its receipt must not
-    make the source erase the genuine container: a receipt names the bundle's head digest (the
-    manifest, the wrapped K, the IV and the sealed keys), which the source kept in its lock."""
+def test_a_bundle_without_or_with_another_source_signature_is_refused(pair):
+    """The network strips the signature; puts the signature of another genuine bundle of the same
+    source on it (for another offer, or the same container's earlier export: a replay or a splice
+    of two genuine bundles); swaps in another device's valid AK chain (the target's own, same PKI)
+    with the genuine signature; or signs the forged head with its own key under a CA of its own
+    making. Each refused before the offer is spent; the genuine bundle imports."""
     p = pair
-    with_data(p, "fe")
-    off, nonce = offer(p, p.t)
-    genuine, _ = export(p, "fe", off, nonce)
-    lay = layout(genuine)
+    off, genuine, forged = forged_from(p, "fs")
     data = genuine.read_bytes()
+    lay = layout(genuine)
+    stripped = genuine.with_name(genuine.name + "-stripped")
+    stripped.write_bytes(data[:lay["auth"]])
+    refused_unspent(p, stripped, "carries no signature of its source")
+    # Another genuine bundle (another container, another offer) of the same source: its signature.
+    make_container(p.s, "fo")
+    other, _, other_offer = cycle(p, "fo", lifetime=1)
+    spliced = genuine.with_name(genuine.name + "-spliced")
+    spliced.write_bytes(data[:lay["auth"]] + signature_of(other))
+    refused_unspent(p, spliced, "signature does not verify")
+    # The genuine signature with another device's genuine AK certificate chain.
+    chain = json.loads(p.t.cli("device", "info", "--json").stdout)["cert_chain_pem"].encode()
+    sig_off, _ = lay["sig"]
+    swapped = genuine.with_name(genuine.name + "-other-ak")
+    swapped.write_bytes(data[:sig_off + 64] + struct.pack(">I", len(chain)) + chain)
+    refused_unspent(p, swapped, "signature does not verify")
+    # The forged head signed with the attacker's own key, its certificate from its own CA.
     c_off, c_size = lay["parts"]["config.json"]
-    forged = forge_bundle(genuine, off, data[c_off:c_off + c_size],
-                          os.urandom(lay["parts"]["data.img"][1]), os.urandom(64) + bytes(64))
-    receipt, r = imp(p, p.t, forged, check=False)
-    if r.returncode != 0:
-        pytest.skip("the target refused the forged bundle (the open half is closed): nothing to commit")
-    c = p.s.cli("migrate", "commit", "fe", "--receipt", receipt, check=False)
-    assert c.returncode != 0 and "receipt signature" in c.stderr, c.stdout + c.stderr
-    assert migrating(p.s, "fe"), "the source's lock went with a forged bundle's receipt"
+    signed = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
+                          os.urandom(64) + bytes(64), sign=self_signer())
+    refused_unspent(p, signed, "source's AK certificate chain")
+    # The same with a clientAuth certificate from another CA under the General root (the GuestOS
+    # Signing CA's key, which its holder has): the chain verifies, the issuer is no Device CA.
+    gos_ca = (p.env.cert("guestos-ca"), p.env.cert("guestos-ca").with_suffix(".key"),
+              p.env.passfile.read_text().strip())
+    signed = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
+                          os.urandom(64) + bytes(64), sign=self_signer(gos_ca))
+    refused_unspent(p, signed, "was not issued by the Device CA")
+    receipt, r = imp(p, p.t, genuine)
+    assert "imported fs" in r.stdout
+    p.s.cli("migrate", "commit", "fs", "--receipt", receipt)
+    p.s.cli("migrate", "abort", "fo", "--refusal", refused_expired(p, p.t, other, other_offer))
+
+
+def self_signer(ca=None):
+    """sign(text) -> the tail of a bundle signed by a key of the attacker's, with a clientAuth
+    certificate from a CA of its own (named as the PKI's are), or from ca: (certificate path,
+    encrypted key path, passphrase), another CA of the PKI."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject, issuer, pub, signer, ca):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer).public_key(pub)
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                                          data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                          crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False))
+        if not ca:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return b.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    if ca:
+        ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
+        ca_key = serialization.load_pem_private_key(ca[1].read_bytes(), ca[2].encode())
+        chain = cert("device-s", ca_cert.subject, key.public_key(), ca_key, False) + ca[0].read_bytes()
+    else:
+        chain = cert("device-s", name("Device CA"), key.public_key(), ca_key, False) + \
+            cert("Device CA", name("Device CA"), ca_key.public_key(), ca_key, True)
+
+    def sign(text):
+        r, s = decode_dss_signature(key.sign(b"trustme-migrate-v1\0" + text, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return b"TMMIGsrc" + struct.pack(">I", 64) + sig + struct.pack(">I", len(chain)) + chain
+    return sign
 
 
 def test_a_receipt_turned_into_a_refusal_or_another_migrations_refusal(pair):
@@ -303,14 +416,9 @@ def test_a_receipt_turned_into_a_refusal_or_another_migrations_refusal(pair):
     turned.write_bytes(receipt.read_bytes() + pb_string(609, b"whatever"))
     r = p.s.cli("migrate", "abort", "rr", "--refusal", turned, check=False)
     assert r.returncode != 0 and "receipt signature" in r.stderr, r.stderr
-    # A genuine refusal of another migration (rx, its wrapped key altered) for rr's lock.
-    bx, lx = cycle(p, "rx")
-    blob = bytearray(bx.read_bytes())
-    blob[lx["wrapped"] + 7] ^= 1
-    bad = bx.with_name(bx.name + "-wrapped")
-    bad.write_bytes(bytes(blob))
-    refusal, r = imp(p, p.t, bad, check=False)
-    assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
+    # A genuine refusal of another migration (rx, its offer expired) for rr's lock.
+    bx, lx, ox = cycle(p, "rx", lifetime=1)
+    refusal = refused_expired(p, p.t, bx, ox)
     r = p.s.cli("migrate", "abort", "rr", "--refusal", refusal, check=False)
     assert r.returncode != 0 and "another bundle" in r.stderr, r.stderr
     assert migrating(p.s, "rr")
@@ -482,14 +590,9 @@ def test_an_older_lock_file_restored_with_its_refusal_does_not_release(pair):
     with_data(p, "ol")
     uuid = p.s.state("ol")["uuid"]
     lock = p.s.data_dir / "containers" / uuid / "migrating"
-    b1, l1 = cycle(p, "ol")
+    b1, l1, o1 = cycle(p, "ol", lifetime=1)
     old_lock = lock.read_bytes()
-    blob = bytearray(b1.read_bytes())
-    blob[l1["wrapped"] + 7] ^= 1
-    bad = b1.with_name(b1.name + "-wrapped")
-    bad.write_bytes(bytes(blob))
-    refusal, r = imp(p, p.t, bad, check=False)
-    assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
+    refusal = refused_expired(p, p.t, b1, o1)
     p.s.cli("migrate", "abort", "ol", "--refusal", refusal)
     b2, _ = cycle(p, "ol")
     receipt, _ = imp(p, p.t, b2)

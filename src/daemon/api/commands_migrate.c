@@ -28,6 +28,7 @@
 #include "lock_anchor.h"
 #include "migrate.h"
 #include "secmem.h"
+#include "source_auth.h"
 #include "test_hooks.h"
 #include "tokens.h"
 #include "tokens_migrated.h"
@@ -53,6 +54,7 @@ struct mig_op {
     bool opened;
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
+    char source[512]; /* import: the subject of the source's AK certificate (source_auth.h) */
     /* export: the data key, import: the unsealed keys, while the anchors are read or written */
     struct secret *key;
     bool installed; /* the receipt: tpmd records the install on the offer before it signs */
@@ -63,6 +65,9 @@ struct mig_op {
 };
 
 static struct mig_op *exports;
+
+static void drop_part(struct mig_op *op, struct container *c);
+static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata);
 
 static void op_free(struct mig_op *op);
 static void op_freep(struct mig_op **op)
@@ -270,17 +275,24 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
         (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
         return r;
     }
-    test_crash_point(op->d->data_dir, "migrate-export-written");
-    l.exported = true;
+    /* The source's AK signs the head and the bundle ends with its signature (source_auth.h);
+     * export_signed goes on. Killed meanwhile, the lock says exporting: no bundle. */
     memcpy(l.digest, h.digest, sizeof(l.digest));
-    if ((r = migrate_lock_write(c, &l, err)) < 0) {
-        (void)unlink(part);
-        tm_err e2 = {0};
-        (void)migrate_lock_remove(c, &e2);
-        return r;
-    }
     op->lock = l;
-    return 0;
+    if ((r = source_auth_sign(op->d, &h, part, export_signed, op, err)) < 0)
+        drop_part(op, c);
+    return r;
+}
+
+/* No complete bundle under its name: the .part goes and the container is free again. */
+static void drop_part(struct mig_op *op, struct container *c)
+{
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
+    (void)unlink(part);
+    tm_err e = {0};
+    if (c)
+        (void)migrate_lock_remove(c, &e);
 }
 
 /* The lock file says exported; now the TPM anchors it (lock_anchor.h): from here on the
@@ -316,8 +328,7 @@ static void export_anchored(struct container *c, const tm_err *aerr, void *userd
     answer(op, &m);
 }
 
-/* Writes the bundle, then has the TPM anchor the lock; export_anchored answers. On success it
- * takes *opp. */
+/* Writes the bundle; export_signed goes on. On success it takes *opp. */
 static void finish_export(struct mig_op **opp, struct container *c, const struct secret *key,
                           const Trustme__Tpmd__Response *anchors)
 {
@@ -327,16 +338,31 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    if (migrate_anchor_set(c, &op->lock, export_anchored, op, &e) < 0) {
-        tm_err e2 = {0};
-        char part[PATH_MAX + 8];
-        snprintf(part, sizeof(part), "%s.part", op->path);
-        (void)unlink(part);
-        (void)migrate_lock_remove(c, &e2);
+    *opp = NULL; /* export_signed's */
+}
+
+/* The bundle is complete and signed: the lock is marked exported, then the TPM anchors it;
+ * export_anchored answers. */
+static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata)
+{
+    (void)signer;
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct container *c = container_find(d, op->uuid);
+    tm_err e = {0};
+    if (serr || !c) {
+        drop_part(op, c);
+        op_error(op, "migrate.export", c, serr ? serr->code : ENOENT, "export: %s",
+                 serr ? serr->msg : "the container went away");
+        return;
+    }
+    test_crash_point(d->data_dir, "migrate-export-written");
+    op->lock.exported = true;
+    if (migrate_lock_write(c, &op->lock, &e) < 0 || migrate_anchor_set(c, &op->lock, export_anchored, op, &e) < 0) {
+        drop_part(op, c);
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    *opp = NULL; /* export_anchored's */
+    op = NULL; /* export_anchored's */
 }
 
 static void unlink_export(struct mig_op *op)
@@ -729,13 +755,15 @@ static void import_install(struct mig_op *op)
         return;
     }
     test_crash_point(d->data_dir, "migrate-import-installed"); /* installed, no receipt yet */
-    daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor, "bundle %s of offer %s",
-                 op->b.h.bundle_id, op->b.h.offer_id);
+    daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor,
+                 "bundle %s of offer %s from the source AK %s", op->b.h.bundle_id, op->b.h.offer_id, op->source);
     migrate_text("receipt", op->b.h.bundle_id, op->b.h.offer_id, op->b.h.uuid, NULL, op->b.h.digest, op->text,
                  sizeof(op->text));
     op->installed = true;
     sign_text(op);
 }
+
+static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata);
 
 static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq, bool again)
 {
@@ -778,6 +806,25 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         op_free(op);
         return;
     }
+    /* The source's AK signature and certificate chain, before the offer is spent: a bundle that
+     * someone else made from the public offer is refused, and the genuine one still imports. */
+    if (source_auth_check(conn->d, &op->b, import_authenticated, op, &err) < 0) {
+        op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* The source is authenticated: tpmd spends the offer and unwraps K. */
+static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err err = {0};
+    if (aerr) {
+        op_error(op, "migrate.import", NULL, aerr->code, "import: %s", aerr->msg);
+        op_free(op);
+        return;
+    }
+    snprintf(op->source, sizeof(op->source), "%s", signer);
     Trustme__Tpmd__MigrateDecrypt md = TRUSTME__TPMD__MIGRATE_DECRYPT__INIT;
     md.offer_id = op->b.h.offer_id;
     md.has_ciphertext = true;
@@ -790,7 +837,7 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
     req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_DECRYPT;
     req.migrate_decrypt = &md;
-    if (tpmd_call(conn->d, &req, decrypt_done, op, &err) < 0) {
+    if (tpmd_call(d, &req, decrypt_done, op, &err) < 0) {
         op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
         op_free(op);
     }

@@ -396,6 +396,11 @@ int bundle_open(const char *path, struct bundle_in *ret, tm_err *err)
     uint64_t off = 0;
     if ((r = read_at(b->fd, head, 12, off, err)) < 0)
         return r;
+    if (memcmp(head, BUNDLE_MAGIC_V1, 8) == 0)
+        return tm_err_set(err, EBADMSG,
+                          "bundle format: %s is a version 1 bundle, which carries no signature of its source (an "
+                          "older trustme wrote it): abort on the source and export again",
+                          path);
     if (memcmp(head, BUNDLE_MAGIC, 8) != 0)
         return tm_err_set(err, EBADMSG, "bundle format: %s is not a trustme migration bundle", path);
     b->manifest_len = get32(head + 8);
@@ -454,9 +459,8 @@ int bundle_open(const char *path, struct bundle_in *ret, tm_err *err)
             return tm_err_set(err, EBADMSG, "part %s: its SHA-256 is not the manifest's (altered)", p->name);
         off += p->size;
     }
-    if (off != (uint64_t)st.st_size)
-        return tm_err_set(err, EBADMSG, "bundle format: %llu bytes after the last part",
-                          (unsigned long long)((uint64_t)st.st_size - off));
+    b->tail_offset = off;
+    b->size = (uint64_t)st.st_size;
     return 0;
 }
 

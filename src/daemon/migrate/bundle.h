@@ -13,7 +13,8 @@
 #include "error.h"
 #include "secmem.h"
 
-#define BUNDLE_MAGIC "TMMIGv1\n"
+#define BUNDLE_MAGIC "TMMIGv2\n" /* v2: the source's signature follows the parts (source_auth.h) */
+#define BUNDLE_MAGIC_V1 "TMMIGv1\n"
 #define BUNDLE_ID_LEN 32 /* hex digits, as offer ids */
 #define BUNDLE_PARTS_MAX 96 /* config, data image, vTPM state and records, the keystore's files */
 #define BUNDLE_PART_NAME_MAX 128 /* below a carried directory ("keystore/<alias>.key.new") */
@@ -79,10 +80,13 @@ struct bundle_in {
     size_t wrapped_len;
     uint8_t iv[12];
     uint8_t sealed[BUNDLE_SECRETS_LEN + 16];
+    uint64_t tail_offset; /* after the last part: the source's signature (source_auth.h) */
+    uint64_t size; /* of the file */
 };
 
 /* Open and parse a bundle and check every part's size and SHA-256 against the manifest (the
- * manifest's own authenticity comes with bundle_unseal). err names the failing check. */
+ * manifest's own authenticity comes with source_auth_check and bundle_unseal). err names the
+ * failing check. What follows the parts is source_auth_check's to read. */
 int bundle_open(const char *path, struct bundle_in *ret, tm_err *err);
 void bundle_close(struct bundle_in *b);
 /* AES-256-GCM open of the secrets under K, with the manifest as associated data. */

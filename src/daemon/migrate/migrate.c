@@ -136,31 +136,38 @@ int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, 
     return n > 0 && (size_t)n < size ? n : -EOVERFLOW;
 }
 
+int migrate_sig_der(const uint8_t sig[64], uint8_t **ret)
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
+    int der_len = -1;
+    *ret = NULL;
+    if (es && r && s && ECDSA_SIG_set0(es, r, s) == 1) {
+        r = s = NULL;
+        der_len = i2d_ECDSA_SIG(es, ret);
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    return der_len;
+}
+
 int migrate_verify(const uint8_t *spki, size_t spki_len, const char *text, const uint8_t *sig, size_t sig_len,
                    tm_err *err)
 {
-    static const char tag[] = "trustme-migrate-v1";
     if (sig_len != 64)
         return tm_err_set(err, EBADMSG, "receipt signature: %zu bytes, not r || s", sig_len);
     const uint8_t *p = spki;
     EVP_PKEY *key = d2i_PUBKEY(NULL, &p, (long)spki_len);
-    ECDSA_SIG *es = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
     uint8_t *der = NULL;
-    int der_len = -1, ok = 0;
-    if (key && es && r && s && ECDSA_SIG_set0(es, r, s) == 1) {
-        r = s = NULL;
-        der_len = i2d_ECDSA_SIG(es, &der);
-    }
+    int der_len = key ? migrate_sig_der(sig, &der) : -1, ok = 0;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (der_len > 0 && md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-        EVP_DigestVerifyUpdate(md, tag, sizeof(tag)) == 1 && EVP_DigestVerifyUpdate(md, text, strlen(text)) == 1)
+        EVP_DigestVerifyUpdate(md, MIGRATE_SIGN_TAG, sizeof(MIGRATE_SIGN_TAG)) == 1 &&
+        EVP_DigestVerifyUpdate(md, text, strlen(text)) == 1)
         ok = EVP_DigestVerifyFinal(md, der, (size_t)der_len) == 1;
     EVP_MD_CTX_free(md);
     OPENSSL_free(der);
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(es);
     EVP_PKEY_free(key);
     return ok ? 0
               : tm_err_set(err, EBADMSG,

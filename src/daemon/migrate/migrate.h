@@ -41,6 +41,11 @@ void migrate_recover(struct container *c);
  * receipt also names the bundle's head digest (digest; NULL for the others). */
 int migrate_text(const char *kind, const char *bundle_id, const char *offer_id, const char *uuid, const char *check,
                  const char *digest, char *out, size_t size);
+/* What tpmd's migrate_sign puts before the text it signs (with its NUL). */
+#define MIGRATE_SIGN_TAG "trustme-migrate-v1"
+/* An AK signature r || s as DER (OpenSSL's and scd's form): its length, or -1; *ret is
+ * OPENSSL_malloc'ed. */
+int migrate_sig_der(const uint8_t sig[64], uint8_t **ret);
 /* ECDSA P-256 (r || s) of the AK over "trustme-migrate-v1\0" || text (tpmd's migrate_sign). */
 int migrate_verify(const uint8_t *spki, size_t spki_len, const char *text, const uint8_t *sig, size_t sig_len,
                    tm_err *err);
