@@ -20,7 +20,8 @@ int write_file_replace(const char *path, const void *data, size_t len, mode_t mo
  * when the file is new. Not atomic: a crash can leave a torn file. For one slot of an A/B pair whose
  * live slot something else names (the TPM's digest: tpmd's anchor table, sstore superblocks), so
  * that the slot written holds only dead data. Rewriting a file of the same size changes no metadata,
- * so the fdatasync flushes the data alone (no journal commit). Refuses what is not a regular file
+ * so the fdatasync flushes the data alone (no journal commit). A file there that this process may
+ * not write (a copy root put back) is removed and made anew. Refuses what is not a regular file
  * (a FIFO or a symlink put there). */
 int write_file_in_place(const char *path, const void *data, size_t len, mode_t mode, tm_err *err);
 /* Write a short string to an existing file (sysfs, cgroupfs, procfs) in one write(2). */
