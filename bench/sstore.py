@@ -3,10 +3,10 @@
 """Secure storage: commit latency and throughput against a plain file written with fsync and
 rename, in the same run (docs/BENCHMARKS.md, "Secure storage"). Run as root:
 
-    bench/sstore.py [OUTDIR] [--commits N] [--tpmd PATH]
+    bench/sstore.py [OUTDIR] [--commits N] [--tpmd PATH] [--tool PATH]
 
-(--tpmd: another trustme-tpmd binary, e.g. one built from another revision, to compare two anchor
-update paths run after run.)
+(--tpmd, --tool: another trustme-tpmd or trustme-sstore-tool binary, e.g. one built from another
+revision, to compare two builds run after run.)
 
 A real trustme-tpmd with its embedded swtpm is started (as trustmed does: the trustme-tpm user,
 fd 3 a SOCK_SEQPACKET socket) and bench/../build/src/sstore/trustme-sstore-tool commits one
@@ -73,11 +73,12 @@ def pct(v, p):
 def main():
     args = sys.argv[1:]
     n = 200
-    global TPMD
-    if "--tpmd" in args:
-        i = args.index("--tpmd")
-        TPMD = Path(args[i + 1])
-        del args[i:i + 2]
+    global TPMD, TOOL
+    for opt in ("--tpmd", "--tool"):
+        if opt in args:
+            i = args.index(opt)
+            globals()[opt[2:].upper()] = Path(args[i + 1])
+            del args[i:i + 2]
     if "--commits" in args:
         i = args.index("--commits")
         n = int(args[i + 1])

@@ -227,7 +227,7 @@ static int add_ext_data(X509 *x, const char *oid_txt, const uint8_t *data, size_
 
 static int key_cert(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
                     const Trustme__Keystore__KsKeyCharacteristics *ch, const uint8_t *challenge, size_t challenge_len,
-                    uint8_t **ret, size_t *ret_len, tm_err *err)
+                    const ProtobufCBinaryData *tpm_certify, uint8_t **ret, size_t *ret_len, tm_err *err)
 {
     const uint8_t *p = spki;
     _cleanup_(pkey_freep) EVP_PKEY *pub = d2i_PUBKEY(NULL, &p, (long)spki_len);
@@ -266,7 +266,9 @@ static int key_cert(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
               X509_gmtime_adj(X509_getm_notBefore(x), -300) &&
               X509_set1_notAfter(x, X509_get0_notAfter(a->cert)) == 1 && X509_set_pubkey(x, pub) == 1 &&
               add_ext_nid(x, NID_basic_constraints, "critical,CA:FALSE") == 0 &&
-              add_ext_data(x, TM_OID_KEY_DESCRIPTION, kdb, kdl) == 0 && X509_sign(x, a->key, EVP_sha256()) > 0;
+              add_ext_data(x, TM_OID_KEY_DESCRIPTION, kdb, kdl) == 0 &&
+              (!tpm_certify->len || add_ext_data(x, TM_OID_TPM_CERTIFY, tpm_certify->data, tpm_certify->len) == 0) &&
+              X509_sign(x, a->key, EVP_sha256()) > 0;
     ASN1_INTEGER_free(asn);
     unsigned char *der = NULL;
     int dl = ok ? i2d_X509(x, &der) : -1;
@@ -286,7 +288,7 @@ static int key_cert(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
 
 int ks_attest_key(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
                   const Trustme__Keystore__KsKeyCharacteristics *ch, const uint8_t *challenge, size_t challenge_len,
-                  Trustme__Keystore__KsCertChain *ret, tm_err *err)
+                  const ProtobufCBinaryData *tpm_certify, Trustme__Keystore__KsCertChain *ret, tm_err *err)
 {
     if (challenge_len > TM_KEY_CHALLENGE_MAX)
         return tm_err_set(err, E(INVALID_ARGUMENT), "the challenge has %zu bytes, at most %d", challenge_len,
@@ -300,7 +302,7 @@ int ks_attest_key(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
         return tm_err_set(err, E(INTERNAL), "out of memory");
     uint8_t *leaf = NULL;
     size_t leaf_len = 0;
-    if ((r = key_cert(a, spki, spki_len, ch, challenge, challenge_len, &leaf, &leaf_len, err)) < 0) {
+    if ((r = key_cert(a, spki, spki_len, ch, challenge, challenge_len, tpm_certify, &leaf, &leaf_len, err)) < 0) {
         free(ret->certs);
         ret->certs = NULL;
         return r;

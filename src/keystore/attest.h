@@ -19,8 +19,9 @@ void ks_attest_free(struct ks_attest *a);
 
 /* The chain for the key alias with public key spki and characteristics ch: key certificate,
  * container certificate, the AK's chain (DER each, malloc'd into *ret; free with
- * ks_attest_chain_free). Errors carry a KsError code. */
+ * ks_attest_chain_free). tpm_certify: a packed KsTpmCertify for the key certificate's extension
+ * TM_OID_TPM_CERTIFY, or empty. Errors carry a KsError code. */
 int ks_attest_key(struct ks_attest *a, const uint8_t *spki, size_t spki_len,
                   const Trustme__Keystore__KsKeyCharacteristics *ch, const uint8_t *challenge, size_t challenge_len,
-                  Trustme__Keystore__KsCertChain *ret, tm_err *err);
+                  const ProtobufCBinaryData *tpm_certify, Trustme__Keystore__KsCertChain *ret, tm_err *err);
 void ks_attest_chain_free(Trustme__Keystore__KsCertChain *c);

@@ -1296,6 +1296,31 @@ static int list_keys(struct ks *ks, KsResponse *resp, tm_err *err)
     return 0;
 }
 
+int ks_certify_tpm_key(struct ks *ks, const char *alias, uint32_t signer, const uint8_t qual[32], tm_buf *ret_public,
+                       tm_buf *ret_attest, tm_buf *ret_sig, tm_err *err)
+{
+    struct loaded *l;
+    int r = load(ks, alias, &l, err);
+    if (r < 0)
+        return r;
+    const KsKeyBlob *b = l->blob;
+    if (!l->tpm || b->characteristics->auths->passphrase_required)
+        return 1;
+    if (b->tpm_public.len <= 2)
+        return tm_err_set(err, E(INVALID_KEY_BLOB), "key %s: its TPM public area is missing", alias);
+    _cleanup_secret_ struct secret *auth = NULL;
+    ProtobufCBinaryData none = {0};
+    if ((r = tpm_auth_of(b, &none, &auth, err)) < 0)
+        return r;
+    if ((r = ks_tpm_certify(ks->st->tpm, b->tpm_public.data, b->tpm_public.len, b->tpm_private.data, b->tpm_private.len,
+                            auth->data, 32, signer, qual, ret_attest, ret_sig, err)) < 0)
+        return r;
+    /* The blob holds a TPM2B_PUBLIC: its TPMT_PUBLIC follows the 2-byte size. */
+    if (tm_buf_append(ret_public, b->tpm_public.data + 2, b->tpm_public.len - 2) < 0)
+        return tm_err_set(err, E(INTERNAL), "out of memory");
+    return 0;
+}
+
 static int get_characteristics(struct ks *ks, const char *alias, KsResponse *resp, tm_err *err)
 {
     struct loaded *l;

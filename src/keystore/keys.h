@@ -23,6 +23,12 @@ void ks_free(struct ks *ks);
 /* Handle one request into resp (whose sub-messages point into memory ks keeps until the next
  * call of ks_handle or ks_reset_answer). Returns the KsError (KS_OK = 0) and fills err. */
 int ks_handle(struct ks *ks, const Trustme__Keystore__KsRequest *req, Trustme__Keystore__KsResponse *resp, tm_err *err);
+/* The vTPM's TPM2_Certify of the TPM-held key alias by the key at signer, with qualifying data
+ * qual[32]: the key's TPMT_PUBLIC, the TPMS_ATTEST and the TPMT_SIGNATURE (marshalled) into the
+ * buffers. 1 and nothing filled when the key is not TPM-held, or needs a passphrase (which an
+ * attestation request does not carry: the vTPM wants the key's authorisation to certify it). */
+int ks_certify_tpm_key(struct ks *ks, const char *alias, uint32_t signer, const uint8_t qual[32], tm_buf *ret_public,
+                       tm_buf *ret_attest, tm_buf *ret_sig, tm_err *err);
 /* Wipe and free what the last answer held. */
 void ks_reset_answer(struct ks *ks);
 /* Operations begun by a connection that went away. */

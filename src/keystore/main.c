@@ -27,9 +27,12 @@
 #include "acceptor.h"
 #include "attest.h"
 #include "blob_index.h"
+#include "buf.h"
 #include "cleanup.h"
+#include "crypto.h"
 #include "event.h"
 #include "frame.h"
+#include "keyattest.h"
 #include "keys.h"
 #include "tpm_keys.h"
 #include "log.h"
@@ -138,6 +141,37 @@ static void wiping_free(void *ud, void *ptr)
 
 static ProtobufCAllocator wiping = {.alloc = wiping_alloc, .free = wiping_free};
 
+/* The vTPM's evidence for a TPM-held key (docs/KEYSTORE.md "Key attestation"): its TPM2_Certify
+ * by the vTPM owner's attestation key over SHA-256 of the challenge, packed as KsTpmCertify into
+ * *ret (malloc'd). Left empty when the key is not TPM-held or needs a passphrase, or the vTPM has
+ * no such key: the attestation then says "tpm" as the keystore's word only, and a verifier that
+ * pins the vTPM's key refuses it. */
+static void tpm_certify(struct server *s, const char *alias, const uint8_t *challenge, size_t challenge_len,
+                        ProtobufCBinaryData *ret)
+{
+    uint8_t qual[32];
+    tm_sha256(challenge, challenge_len, qual);
+    tm_buf pub = {0}, att = {0}, sig = {0};
+    tm_err err = {0};
+    int r = ks_certify_tpm_key(s->ks, alias, TM_VTPM_CERTIFIER_HANDLE, qual, &pub, &att, &sig, &err);
+    if (r < 0)
+        log_info("key %s: attested without a TPM2_Certify: %s", alias, err.msg);
+    if (r == 0) {
+        Trustme__Keystore__KsTpmCertify c = TRUSTME__KEYSTORE__KS_TPM_CERTIFY__INIT;
+        c.has_key_public = c.has_attest = c.has_signature = c.has_signer_handle = true;
+        c.key_public = (ProtobufCBinaryData){pub.len, pub.data};
+        c.attest = (ProtobufCBinaryData){att.len, att.data};
+        c.signature = (ProtobufCBinaryData){sig.len, sig.data};
+        c.signer_handle = TM_VTPM_CERTIFIER_HANDLE;
+        size_t n = trustme__keystore__ks_tpm_certify__get_packed_size(&c);
+        if ((ret->data = malloc(n)))
+            ret->len = trustme__keystore__ks_tpm_certify__pack(&c, ret->data);
+    }
+    tm_buf_free(&pub);
+    tm_buf_free(&att);
+    tm_buf_free(&sig);
+}
+
 /* Key attestation: the key's public key and characteristics through the keys' own requests
  * (so the same checks apply: a secret key has no public part), then its certificate chain. */
 static void handle_attest(struct conn *c, const Trustme__Keystore__KsRequest *req)
@@ -169,8 +203,15 @@ static void handle_attest(struct conn *c, const Trustme__Keystore__KsRequest *re
     code = !spki ? (tm_err_set(&err, TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL, "out of memory"),
                     TRUSTME__KEYSTORE__KS_ERROR__KS_ERR_INTERNAL)
                  : ks_handle(s->ks, &sub, &r2, &err);
+    _cleanup_free_ uint8_t *certify_data = NULL;
+    ProtobufCBinaryData certify = {0};
+    if (!code && r2.key->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM &&
+        (!ak->has_challenge || ak->challenge.len <= TM_KEY_CHALLENGE_MAX)) {
+        tpm_certify(s, ak->alias, ak->challenge.data, ak->has_challenge ? ak->challenge.len : 0, &certify);
+        certify_data = certify.data;
+    }
     if (!code && ks_attest_key(s->attest, spki, spki_len, r2.key, ak->challenge.data,
-                               ak->has_challenge ? ak->challenge.len : 0, &chain, &err) < 0)
+                               ak->has_challenge ? ak->challenge.len : 0, &certify, &chain, &err) < 0)
         code = err.code;
     ks_reset_answer(s->ks);
     if (code) {

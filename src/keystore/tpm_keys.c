@@ -354,3 +354,66 @@ int ks_tpm_sign(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const uint
     Esys_Free(out);
     return r;
 }
+
+int ks_tpm_certify(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const uint8_t *priv, size_t priv_len,
+                   const uint8_t *auth, size_t auth_len, uint32_t signer, const uint8_t qual[32], tm_buf *ret_attest,
+                   tm_buf *ret_sig, tm_err *err)
+{
+    if (!t->conf)
+        return tm_err_set(err, E(TPM_UNAVAILABLE), "the key is held by a vTPM, and the container has none now");
+    if (auth_len > 32)
+        return tm_err_set(err, E(INTERNAL), "bad authValue length");
+    TPM2B_AUTH a = {.size = (UINT16)auth_len};
+    memcpy(a.buffer, auth, auth_len);
+    TPM2B_DATA q = {.size = 32};
+    memcpy(q.buffer, qual, 32);
+    TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL}; /* the certifying key's own */
+    TPM2B_ATTEST *info = NULL;
+    TPMT_SIGNATURE *sig = NULL;
+    ESYS_TR h = NO;
+    TSS2_RC rc = TSS2_RC_SUCCESS;
+    bool no_signer = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool bad_blob = false;
+        rc = load_key(t, pub, pub_len, priv, priv_len, &bad_blob);
+        if (bad_blob) {
+            explicit_bzero(&a, sizeof(a));
+            return tm_err_set(err, E(INVALID_KEY_BLOB), "the key's TPM blob does not parse");
+        }
+        if (rc == TSS2_RC_SUCCESS) {
+            rc = Esys_TR_FromTPMPublic(t->esys, signer, NO, NO, NO, &h);
+            no_signer = rc != TSS2_RC_SUCCESS && !retryable(rc);
+        }
+        if (rc == TSS2_RC_SUCCESS && (rc = Esys_TR_SetAuth(t->esys, t->key, &a)) == TSS2_RC_SUCCESS)
+            rc = Esys_Certify(t->esys, t->key, h, ESYS_TR_PASSWORD, ESYS_TR_PASSWORD, NO, &q, &scheme, &info, &sig);
+        if (h != NO) {
+            Esys_TR_Close(t->esys, &h);
+            h = NO;
+        }
+        if (rc == TSS2_RC_SUCCESS || !retryable(rc))
+            break;
+        disconnect(t);
+    }
+    explicit_bzero(&a, sizeof(a));
+    if (t->esys && t->key != NO) {
+        TPM2B_AUTH none = {0};
+        Esys_TR_SetAuth(t->esys, t->key, &none);
+    }
+    if (no_signer)
+        return tm_err_set(err, E(ATTESTATION_UNAVAILABLE),
+                          "the vTPM has no certifying key at 0x%x (its owner's attestation key: trustme-owner "
+                          "--fleet-key)",
+                          signer);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_error(rc, "certifying the key in the vTPM", err);
+    uint8_t buf[sizeof(TPMT_SIGNATURE)];
+    size_t off = 0;
+    int r = tm_buf_append(ret_attest, info->attestationData, info->size) == 0 &&
+                    Tss2_MU_TPMT_SIGNATURE_Marshal(sig, buf, sizeof(buf), &off) == TSS2_RC_SUCCESS &&
+                    tm_buf_append(ret_sig, buf, off) == 0
+                ? 0
+                : tm_err_set(err, E(INTERNAL), "cannot marshal the vTPM's certification");
+    Esys_Free(info);
+    Esys_Free(sig);
+    return r;
+}

@@ -29,6 +29,14 @@ void ks_tpm_free(struct ks_tpm *t);
 int ks_tpm_create_ec(struct ks_tpm *t, unsigned bits, unsigned hash_bits, const uint8_t *auth, size_t auth_len, bool da,
                      tm_buf *ret_pub, tm_buf *ret_priv, tm_buf *ret_spki, tm_err *err);
 
+/* TPM2_Certify of the key (pub, priv; its authValue auth) by the persistent key at signer (a
+ * restricted signing key with an empty authValue: the vTPM owner's attestation key), with
+ * qualifying data qual[32]. The TPMS_ATTEST and the TPMT_SIGNATURE, marshalled, into ret_attest
+ * and ret_sig; KS_ERR_ATTESTATION_UNAVAILABLE when there is no key at signer. */
+int ks_tpm_certify(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const uint8_t *priv, size_t priv_len,
+                   const uint8_t *auth, size_t auth_len, uint32_t signer, const uint8_t qual[32], tm_buf *ret_attest,
+                   tm_buf *ret_sig, tm_err *err);
+
 /* ECDSA over digest (32, 48 or 64 bytes: SHA-256/384/512) with the key (pub, priv) loaded under
  * the vTPM's storage key; the signature as DER into sig (at most *sig_len bytes). */
 int ks_tpm_sign(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const uint8_t *priv, size_t priv_len,

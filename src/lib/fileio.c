@@ -95,6 +95,42 @@ int write_file_replace(const char *path, const void *data, size_t len, mode_t mo
     return replace_file(path, data, len, mode, false, err);
 }
 
+int write_file_in_place(const char *path, const void *data, size_t len, mode_t mode, tm_err *err)
+{
+    /* O_NONBLOCK as in read_file: a FIFO must not block the open. */
+    bool created = false;
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+    /* A file this process may not write (root put a copy back, owned by root): the slot is dead,
+     * so it is replaced by a new one (in the directory, which is ours). */
+    if (fd < 0 && errno == EACCES && unlink(path) == 0)
+        errno = ENOENT;
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, mode);
+        created = fd >= 0;
+    }
+    if (fd < 0)
+        return tm_err_sys(err, "cannot open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return tm_err_sys(err, "cannot stat %s", path);
+    if (!S_ISREG(st.st_mode))
+        return tm_err_set(err, EINVAL, "%s is not a regular file", path);
+    int r = write_all(fd, data, len);
+    if (r < 0) {
+        errno = -r;
+        return tm_err_sys(err, "cannot write %s", path);
+    }
+    if ((size_t)st.st_size > len && ftruncate(fd, (off_t)len) < 0)
+        return tm_err_sys(err, "cannot truncate %s", path);
+    if (fdatasync(fd) < 0)
+        return tm_err_sys(err, "cannot sync %s", path);
+    if (created && (r = fsync_parent(path)) < 0) {
+        errno = -r;
+        return tm_err_sys(err, "cannot sync the directory of %s", path);
+    }
+    return 0;
+}
+
 int write_string_file(const char *path, const char *s)
 {
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);

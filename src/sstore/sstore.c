@@ -729,28 +729,13 @@ static int write_object(struct sstore *s, const struct change *c, uint64_t versi
 
 /* Write the superblock into its slot in place: the slot holds a dead version (two below the
  * next, or an unanchored leftover), so a torn write harms nothing, and no rename is needed. The
- * directory is synced only when the slot file is new. */
+ * directory is synced only when the slot file is new; a superblock of the same size as the dead
+ * one changes no metadata (no journal commit in its fdatasync). */
 static int write_slot(struct sstore *s, int slot, const uint8_t *sb, size_t len, tm_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/super.%d", s->dir, slot);
-    bool existed = access(path, F_OK) == 0;
-    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return tm_err_sys(err, "cannot open %s", path);
-    for (size_t done = 0; done < len;) {
-        ssize_t w = write(fd, sb + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return tm_err_sys(err, "cannot write %s", path);
-        done += (size_t)w;
-    }
-    if (fdatasync(fd) < 0)
-        return tm_err_sys(err, "cannot sync %s", path);
-    if (!existed && fsync_parent(path) < 0)
-        return tm_err_sys(err, "cannot sync the directory of %s", path);
-    return 0;
+    return write_file_in_place(path, sb, len, 0600, err);
 }
 
 /* Everything of a commit but its anchor: the new object files and the next superblock slot,

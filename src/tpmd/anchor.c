@@ -288,18 +288,38 @@ static int nv_write(ESYS_CONTEXT *esys, struct nv *nv, uint64_t version, const u
 
 /* ---- load and update --------------------------------------------------------------------------- */
 
-/* 0 and *ret_data: the file; -ENOENT: it does not exist. */
-static int read_table(const char *path, char **ret_data, size_t *ret_len, uint8_t digest[32], tm_err *err)
+/* The files a table can be in: the two slots, then the two names tables had before the slots
+ * (a data dir from an older trustme: adopted into a slot at the first load). */
+enum { SLOT0, SLOT1, LEGACY, LEGACY_NEW, N_FILES };
+static const char *const file_names[N_FILES] = {"anchor.table.0", "anchor.table.1", "anchor.table", "anchor.table.new"};
+
+struct table_file {
+    char path[PATH_MAX];
+    char *data;
+    size_t len;
+    uint8_t digest[32];
+    bool have;
+};
+
+static void file_path(const char *dir, int i, char *buf, size_t size)
 {
+    snprintf(buf, size, "%s/%s", dir, file_names[i]);
+}
+
+/* 0 (f->have says whether it exists), or <0 when it cannot be read (not a regular file, too large). */
+static int read_table(const char *dir, int i, struct table_file *f, tm_err *err)
+{
+    file_path(dir, i, f->path, sizeof(f->path));
     tm_err rerr = {0};
-    int r = read_file(path, FILE_MAX, ret_data, ret_len, &rerr);
+    int r = read_file(f->path, FILE_MAX, &f->data, &f->len, &rerr);
     if (r == -ENOENT)
-        return r;
+        return 0;
     if (r < 0) {
         *err = rerr;
         return r;
     }
-    tm_sha256(*ret_data, *ret_len, digest);
+    f->have = true;
+    tm_sha256(f->data, f->len, f->digest);
     return 0;
 }
 
@@ -310,80 +330,101 @@ static unsigned long long claimed_version(const char *data, size_t len)
     return v ? strtoull(v + 8, NULL, 10) : 0;
 }
 
+static void drop_files(struct table_file *f, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        if (f[i].have)
+            unlink(f[i].path);
+}
+
 int anchor_load(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, tm_err *err)
 {
-    char path[PATH_MAX], newpath[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/anchor.table", dir);
-    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
     anchor_free(t);
     struct nv nv;
     int r = nv_open(esys, &nv, err);
     if (r < 0)
         return r;
     nv_close(esys, &nv);
-    _cleanup_free_ char *data = NULL, *ndata = NULL;
-    size_t len = 0, nlen = 0;
-    uint8_t digest[32], ndigest[32];
-    int have = read_table(path, &data, &len, digest, err);
-    if (have < 0 && have != -ENOENT)
-        return have;
-    int nhave = read_table(newpath, &ndata, &nlen, ndigest, err);
-    if (nhave < 0 && nhave != -ENOENT)
-        return nhave;
+    struct table_file f[N_FILES] = {0};
+    for (int i = 0; i < N_FILES && r == 0; i++)
+        r = read_table(dir, i, &f[i], err);
+    if (r < 0)
+        goto out;
+    unsigned long long newest = 0;
+    bool any = false;
+    for (int i = 0; i < N_FILES; i++)
+        if (f[i].have) {
+            any = true;
+            unsigned long long cv = claimed_version(f[i].data, f[i].len);
+            newest = cv > newest ? cv : newest;
+        }
 
     if (!nv.written) {
-        /* Never anchored: a table here did not come from this TPM's history. A .new alone is
-         * a first update that crashed before its NV write. */
-        if (have == 0)
-            return tm_err_set(err, EBADMSG,
-                              "%s exists (claims version %llu) but this TPM holds "
-                              "no anchor for it: the TPM was cleared or replaced, or the table "
-                              "was copied from another device; refusing it",
-                              path, claimed_version(data, len));
-        if (nhave == 0)
-            unlink(newpath);
+        /* Never anchored: a table here did not come from this TPM's history. A slot claiming
+         * version 1 (or nothing readable) is a first update that crashed before its NV write, as
+         * is a .new from before the slots. */
+        if (f[LEGACY].have || newest > 1) {
+            r = tm_err_set(err, EBADMSG,
+                           "the anchor table in %s exists (claims version %llu) but this TPM holds "
+                           "no anchor for it: the TPM was cleared or replaced, or the table "
+                           "was copied from another device; refusing it",
+                           dir, newest);
+            goto out;
+        }
+        drop_files(f, SLOT0, N_FILES);
         t->loaded = true;
-        return 0;
+        goto out;
     }
-    const char *use = NULL;
-    const char *udata = NULL;
-    size_t ulen = 0;
-    if (have == 0 && memcmp(digest, nv.digest, 32) == 0) {
-        use = path, udata = data, ulen = len;
-        if (nhave == 0)
-            unlink(newpath); /* an update that stopped before its NV write */
-    } else if (nhave == 0 && memcmp(ndigest, nv.digest, 32) == 0) {
-        /* The update wrote the TPM and stopped before the rename: finish it. */
-        if (rename(newpath, path) < 0)
-            return tm_err_sys(err, "cannot rename %s to %s", newpath, path);
-        (void)fsync_parent(path);
-        use = path, udata = ndata, ulen = nlen;
+    /* The table is the file whose SHA-256 the TPM holds, whichever name it has (the digest pins
+     * every byte, so a copy is the same table). */
+    int use = -1, slot = (int)(nv.version % 2);
+    for (int i = 0; i < N_FILES && use < 0; i++) {
+        int j = i < 2 ? (slot + i) % 2 : i; /* its own slot first */
+        if (f[j].have && memcmp(f[j].digest, nv.digest, 32) == 0)
+            use = j;
     }
-    if (!use) {
-        if (have == -ENOENT)
-            return tm_err_set(err, ENOENT,
-                              "%s is missing, but the TPM anchors version %llu of "
-                              "it: refusing to start from an empty table",
-                              path, (unsigned long long)nv.version);
-        unsigned long long cv = claimed_version(data, len);
-        if (cv < nv.version)
-            return tm_err_set(err, ESTALE,
-                              "%s is older (claims version %llu) than version %llu "
-                              "anchored in the TPM: a restored copy; refusing it",
-                              path, cv, (unsigned long long)nv.version);
-        return tm_err_set(err, EBADMSG,
-                          "%s does not match the digest of version %llu anchored "
-                          "in the TPM: it was edited or replaced; refusing it",
-                          path, (unsigned long long)nv.version);
+    if (use < 0) {
+        if (!any)
+            r = tm_err_set(err, ENOENT,
+                           "%s/anchor.table is missing, but the TPM anchors version %llu of "
+                           "it: refusing to start from an empty table",
+                           dir, (unsigned long long)nv.version);
+        else if (newest < nv.version)
+            r = tm_err_set(err, ESTALE,
+                           "%s/anchor.table is older (claims version %llu) than version %llu "
+                           "anchored in the TPM: a restored copy; refusing it",
+                           dir, newest, (unsigned long long)nv.version);
+        else
+            r = tm_err_set(err, EBADMSG,
+                           "%s/anchor.table does not match the digest of version %llu anchored "
+                           "in the TPM: it was edited or replaced; refusing it",
+                           dir, (unsigned long long)nv.version);
+        goto out;
     }
-    if ((r = anchor_parse(udata, ulen, t, err)) < 0)
-        return tm_err_prefix(err, "%s", use);
+    if ((r = anchor_parse(f[use].data, f[use].len, t, err)) < 0) {
+        tm_err_prefix(err, "%s", f[use].path);
+        goto out;
+    }
     if (t->version != nv.version) {
         anchor_free(t);
-        return tm_err_set(err, EBADMSG, "%s: version %llu inside, %llu in the TPM", use, (unsigned long long)t->version,
-                          (unsigned long long)nv.version);
+        r = tm_err_set(err, EBADMSG, "%s: version %llu inside, %llu in the TPM", f[use].path,
+                       (unsigned long long)t->version, (unsigned long long)nv.version);
+        goto out;
     }
-    return 0;
+    if (use != slot) {
+        /* Not in its own slot (a table from before the slots, or a copy put into the other slot,
+         * which the next update overwrites in place): write it there before anything relies on
+         * that slot. The same bytes, so a crash here changes nothing. */
+        if ((r = write_file_in_place(f[slot].path, f[use].data, f[use].len, 0600, err)) < 0) {
+            anchor_free(t);
+            goto out;
+        }
+    }
+    drop_files(f, LEGACY, N_FILES); /* no longer read once the slot holds the table */
+out:
+    for (int i = 0; i < N_FILES; i++)
+        free(f[i].data);
+    return r;
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -458,9 +499,6 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, c
         if (!c[i].remove && (c[i].len > ANCHOR_VALUE_MAX || (c[i].len && !c[i].value)))
             return tm_err_set(err, EINVAL, "anchor value of \"%s\": at most %d bytes", c[i].name, ANCHOR_VALUE_MAX);
     }
-    char path[PATH_MAX], newpath[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/anchor.table", dir);
-    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
     struct anchor_table nt;
     int r = apply(t, c, n, &nt, err);
     if (r < 0)
@@ -491,28 +529,24 @@ int anchor_update(ESYS_CONTEXT *esys, const char *dir, struct anchor_table *t, c
                        (unsigned long long)nv.version, (unsigned long long)t->version);
         goto fail_nv;
     }
-    if ((r = write_file_atomic(newpath, data, len, 0600, err)) < 0)
+    /* The slot of the new version holds the version before the current one (or nothing yet):
+     * dead, so it is written in place, one fdatasync, no temporary file, rename or directory
+     * sync (but for its first write). It must be on the disk before the NV write names it. */
+    char path[PATH_MAX];
+    file_path(dir, (int)(nt.version % 2), path, sizeof(path));
+    if ((r = write_file_in_place(path, data, len, 0600, err)) < 0)
         goto fail_nv;
-    /* A failed NV write leaves anchor.table.new in place: when the TPM did the write and only
-     * its answer was lost (the swtpm killed mid-command), that file is the only copy of the
-     * table the TPM now vouches for, and the next load recovers it; when the TPM did not, the
-     * next load drops the file as an update that stopped before its NV write. */
+    /* A failed NV write leaves the slot as written: when the TPM did the write and only its
+     * answer was lost (the swtpm killed mid-command), the slot is the table the TPM now vouches
+     * for, and the next load finds it; when the TPM did not, it is dead as before. */
     if ((r = nv_write(esys, &nv, nt.version, digest, err)) < 0)
         goto fail_nv;
     test_crash_point(dir, "tpmd-anchor-written"); /* the TPM wrote it, the caller never hears */
-    /* From here the TPM holds the new version: it is the table, even if the rename fails (the
-     * next load finds it as anchor.table.new). */
+    /* From here the TPM holds the new version, and its slot is the table. */
     anchor_free(t);
     *t = nt;
     t->nv_cached = true; /* kept open for the next update */
     t->nv_tr = nv.tr;
-    /* Not synced: a rename lost in a crash is finished by the next load (the TPM holds this
-     * version's digest, anchor.table.new has it), and the next update's directory sync makes
-     * it durable anyway. */
-    if (rename(newpath, path) < 0)
-        log_error("anchor table version %llu is anchored, but cannot rename %s to %s (the next "
-                  "start finishes it): %m",
-                  (unsigned long long)t->version, newpath, path);
     return 0;
 fail_nv:
     nv_close(esys, &nv);

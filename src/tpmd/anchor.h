@@ -3,17 +3,19 @@
  * (docs/ATTESTATION.md, "Anchored state").
  *
  * Files in dir (tpmd's data dir):
- *   anchor.table      "trustme-anchor 1\nversion N\n" then one "<name> <hex value>\n" per entry,
+ *   anchor.table.0, anchor.table.1   two slots; version N of the table is in slot N mod 2:
+ *                     "trustme-anchor 1\nversion N\n" then one "<name> <hex value>\n" per entry,
  *                     sorted by name
- *   anchor.table.new  the next table while an update is under way
  * The TPM: one ordinary NV index (ANCHOR_NV_INDEX, owner read/write, 40 bytes) holding the
  * table's version (8 bytes, big-endian) and the SHA-256 of the whole table file.
  *
- * An update writes anchor.table.new (synced), writes the NV index (one NV write), then renames
- * the new file over anchor.table. Loading accepts anchor.table when its digest is the one in
- * the TPM, else anchor.table.new when that one's is (a crash between the NV write and the
- * rename; it is renamed into place), and else fails closed: a missing, older or edited table
- * is refused and nothing in it is believed. */
+ * An update writes version N+1 into its slot in place (that slot holds version N-1: dead) and
+ * fdatasyncs it, then writes the NV index (one NV write). No temporary file, rename or directory
+ * sync: a crash mid-write tears only the dead slot, and the TPM still names the other one.
+ * Loading accepts the file whose SHA-256 is the one in the TPM (and whose version is the TPM's),
+ * and else fails closed: a missing, older or edited table
+ * is refused and nothing in it is believed. anchor.table and anchor.table.new (the names before
+ * the slots) are read too, and a table found there is written into its slot and they are removed. */
 #pragma once
 
 #include <stdbool.h>

@@ -13,17 +13,20 @@
 #include <errno.h>
 #include <jansson.h>
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <string.h>
+#include <tss2/tss2_mu.h>
 
 #include "cleanup.h"
 #include "crypto.h"
 #include "keyattest.h"
 #include "keystore.pb-c.h"
+#include "tpm_parse.h"
 #include "verify.h"
 
 #define AK_EKU "clientAuth" /* the Device CA's profile (docs/PKI.md) */
@@ -105,6 +108,120 @@ static void describe(struct key_attest_report *rep, const Trustme__Keystore__KsK
              "\"security_level\": \"%s\", \"passphrase_required\": %s, \"uses\": %u}",
              alias, alg_name(ch->algorithm), ch->key_size, purposes, level,
              ch->auths && ch->auths->passphrase_required ? "true" : "false", ch->uses);
+}
+
+/* The vTPM's evidence for a key of security level tpm (docs/KEYSTORE.md "Key attestation"): the
+ * TPM2_Certify in the key certificate's extension certifies the name of a TPMT_PUBLIC that is
+ * this certificate's public key, made in a TPM and never leaving it (fixedTPM, fixedParent,
+ * sensitiveDataOrigin), signing only; over SHA-256 of the key description's challenge; signed by
+ * the vTPM key the verifier pinned (--vtpm-key), for this container. NULL when it holds (or there
+ * is nothing to check: no --vtpm-key), else why not; rep->tpm_evidence says which. */
+static const char *tpm_evidence(X509 *cert, const Trustme__Keystore__KsKeyDescription *kd,
+                                const struct key_attest_policy *pol, struct key_attest_report *rep, char *why,
+                                size_t why_len)
+{
+    const ASN1_OCTET_STRING *os = ext_data(cert, TM_OID_TPM_CERTIFY);
+    if (!os) {
+        snprintf(rep->tpm_evidence, sizeof(rep->tpm_evidence), "none (the keystore's word)");
+        return pol->vtpm_key_public ? "the key is described as held by the vTPM (security level tpm), but the "
+                                      "attestation carries no TPM2_Certify of it"
+                                    : NULL;
+    }
+    Trustme__Keystore__KsTpmCertify *c = trustme__keystore__ks_tpm_certify__unpack(NULL, (size_t)os->length, os->data);
+    const char *bad = NULL;
+    TPMT_PUBLIC kp;
+    TPMS_ATTEST at;
+    size_t off = 0;
+    uint8_t name[34] = {0x00, 0x0b}, qual[32], point[1 + 2 * 48], tpm_point[1 + 2 * 48] = {0x04},
+            sig[TPM_ECDSA_DER_MAX];
+    size_t plen = 0, slen = 0;
+    tm_err err = {0};
+    memset(&kp, 0, sizeof(kp));
+    if (!c || !c->has_key_public || !c->has_attest || !c->has_signature) {
+        bad = "its TPM2_Certify extension does not parse";
+        goto out;
+    }
+    if (Tss2_MU_TPMT_PUBLIC_Unmarshal(c->key_public.data, c->key_public.len, &off, &kp) != TSS2_RC_SUCCESS ||
+        off != c->key_public.len || kp.type != TPM2_ALG_ECC || kp.nameAlg != TPM2_ALG_SHA256) {
+        bad = "the certified public area is not an ECC key's TPMT_PUBLIC with a SHA-256 name";
+        goto out;
+    }
+    TPMA_OBJECT must =
+        TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_SIGN_ENCRYPT;
+    if ((kp.objectAttributes & must) != must ||
+        (kp.objectAttributes & (TPMA_OBJECT_DECRYPT | TPMA_OBJECT_RESTRICTED))) {
+        bad = "the certified key is not one made in the TPM that never leaves it and only signs";
+        goto out;
+    }
+    size_t n = kp.parameters.eccDetail.curveID == TPM2_ECC_NIST_P256   ? 32
+               : kp.parameters.eccDetail.curveID == TPM2_ECC_NIST_P384 ? 48
+                                                                       : 0;
+    const TPMS_ECC_POINT *q = &kp.unique.ecc;
+    if (!n || q->x.size > n || q->y.size > n) {
+        bad = "the certified key is not on P-256 or P-384";
+        goto out;
+    }
+    memcpy(tpm_point + 1 + n - q->x.size, q->x.buffer, q->x.size);
+    memcpy(tpm_point + 1 + 2 * n - q->y.size, q->y.buffer, q->y.size);
+    EVP_PKEY *pub = X509_get0_pubkey(cert);
+    if (!pub ||
+        EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, sizeof(point), &plen) != 1 ||
+        plen != 1 + 2 * n || memcmp(point, tpm_point, plen) != 0) {
+        ERR_clear_error();
+        bad = "the vTPM certified another key than the attested one";
+        goto out;
+    }
+    tm_sha256(c->key_public.data, c->key_public.len, name + 2);
+    tm_sha256(kd->challenge.data, kd->challenge.len, qual);
+    if (tpm_attest_parse(c->attest.data, c->attest.len, &at, &err) < 0 || at.magic != TPM2_GENERATED_VALUE ||
+        at.type != TPM2_ST_ATTEST_CERTIFY) {
+        bad = "its TPMS_ATTEST is no TPM-made certification";
+        goto out;
+    }
+    if (at.extraData.size != 32 || memcmp(at.extraData.buffer, qual, 32) != 0) {
+        bad = "the TPM2_Certify is not over this attestation's challenge";
+        goto out;
+    }
+    if (at.attested.certify.name.size != sizeof(name) || memcmp(at.attested.certify.name.name, name, sizeof(name))) {
+        bad = "the TPM2_Certify names another key than the attested one";
+        goto out;
+    }
+    if (!pol->vtpm_key_public) {
+        snprintf(rep->tpm_evidence, sizeof(rep->tpm_evidence),
+                 "a TPM2_Certify of this key, its signer not checked (no --vtpm-key)");
+        goto out;
+    }
+    if (!kd->identity->uuid || strcmp(kd->identity->uuid, pol->vtpm_key_container) != 0) {
+        bad = "--vtpm-key is another container's key";
+        goto out;
+    }
+    EVP_PKEY *signer = NULL;
+    if (tpm_ak_public(pol->vtpm_key_public, pol->vtpm_key_public_len, &signer, &err) < 0) {
+        EVP_PKEY_free(signer);
+        snprintf(why, why_len, "--vtpm-key: %s", err.msg);
+        bad = why;
+        goto out;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = tpm_signature_der(c->signature.data, c->signature.len, sig, &slen, &err) == 0 && md &&
+              EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, signer) == 1 &&
+              EVP_DigestVerify(md, sig, slen, c->attest.data, c->attest.len) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(signer);
+    ERR_clear_error();
+    if (!ok) {
+        bad = "the TPM2_Certify is not signed by the vTPM key (--vtpm-key)";
+        goto out;
+    }
+    rep->tpm_certified = true;
+    snprintf(rep->tpm_evidence, sizeof(rep->tpm_evidence), "certified by the vTPM's key (--vtpm-key) at 0x%08x",
+             c->has_signer_handle ? c->signer_handle : 0);
+out:
+    if (c)
+        trustme__keystore__ks_tpm_certify__free_unpacked(c, NULL);
+    if (bad && !rep->tpm_evidence[0])
+        snprintf(rep->tpm_evidence, sizeof(rep->tpm_evidence), "refused");
+    return bad;
 }
 
 static bool same_identity(const Trustme__Keystore__KsContainerIdentity *a, const uint8_t *b, size_t blen)
@@ -189,7 +306,14 @@ static void check(X509 **certs, size_t n, const char *ak_chain_pem, size_t ak_ch
          * that signed this (one its container took over) claims what it cannot give. The key's
          * own level (held by the vTPM) is shown, as the keystore's word. */
         fail(rep, "the key description claims a security level above software, which no trustme keystore gives");
-    else
+    else if (kd->characteristics->security_level == TRUSTME__KEYSTORE__KS_SECURITY_LEVEL__KS_SECURITY_TPM) {
+        char why[300];
+        const char *bad = tpm_evidence(key, kd, pol, rep, why, sizeof(why));
+        if (bad)
+            fail(rep, "%s", bad);
+        else
+            rep->trusted = true;
+    } else
         rep->trusted = true;
     describe(rep, kd);
     trustme__keystore__ks_key_description__free_unpacked(kd, NULL);
@@ -234,6 +358,8 @@ void key_attest_print(FILE *out, const struct key_attest_report *rep, bool json)
                             rep->json_container[0] ? json_loads(rep->json_container, 0, NULL) : json_null());
         json_object_set_new(o, "key", rep->json_key[0] ? json_loads(rep->json_key, 0, NULL) : json_null());
         json_object_set_new(o, "challenge", json_string(rep->challenge_hex));
+        json_object_set_new(o, "tpm_evidence", json_string(rep->tpm_evidence));
+        json_object_set_new(o, "tpm_certified", json_boolean(rep->tpm_certified));
         json_dumpf(o, out, JSON_COMPACT);
         fputc('\n', out);
         json_decref(o);
@@ -250,4 +376,6 @@ void key_attest_print(FILE *out, const struct key_attest_report *rep, bool json)
         fprintf(out, "  key:        %s\n", rep->key);
     if (rep->challenge_hex[0])
         fprintf(out, "  challenge:  %s\n", rep->challenge_hex);
+    if (rep->tpm_evidence[0])
+        fprintf(out, "  in the vTPM: %s\n", rep->tpm_evidence);
 }

@@ -21,6 +21,11 @@ struct key_attest_policy {
     size_t crls_len;
     const uint8_t *challenge; /* --challenge, or NULL: not compared (the report shows it) */
     size_t challenge_len;
+    /* --vtpm-key: the container's vTPM key as its owner pinned it (a TPMT_PUBLIC) and the
+     * container it is for; NULL: a TPM2_Certify in the attestation is not checked. */
+    const uint8_t *vtpm_key_public;
+    size_t vtpm_key_public_len;
+    const char *vtpm_key_container;
 };
 
 struct key_attest_report {
@@ -30,6 +35,8 @@ struct key_attest_report {
     char container[512]; /* name (uuid), GuestOS, config */
     char key[512]; /* alias, algorithm, size, purposes, security level */
     char challenge_hex[2 * 128 + 1];
+    char tpm_evidence[256]; /* for a key of security level tpm: what shows that the vTPM holds it */
+    bool tpm_certified; /* the vTPM's TPM2_Certify of the key checked against --vtpm-key */
     char json_container[1024];
     char json_key[1024];
 };

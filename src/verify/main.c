@@ -5,6 +5,7 @@
  * anything the device sends as trusted. */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,7 +90,7 @@ static void usage(FILE *out)
                  "       trustme-verify --response FILE --nonce HEX TRUST REFERENCE [--pcr N ...] [...]\n"
                  "       trustme-verify --key-attestation CERTS.pem --ak-anchor ROOT.pem --device-ca CA.pem\n"
                  "                      (--crl CRL.pem ... | --no-crl) (--challenge HEX | --any-challenge)\n"
-                 "                      [--json]\n"
+                 "                      [--vtpm-key KEY.json] [--json]\n"
                  "  TRUST:     --ak-anchor ROOT.pem --device-ca CA.pem --rim-anchor ROOT.pem\n"
                  "             --rim-ca CA.pem (each repeatable) (--crl CRL.pem ... | --no-crl)\n"
                  "  REFERENCE: --reference REFS.json [--min-version N]\n"
@@ -103,6 +104,9 @@ static void usage(FILE *out)
                  "key's certificate, the container attestation certificate and the AK's chain, leaf\n"
                  "first, as a container's keystore gives them; prints the container and the key, and\n"
                  "requires the verifier's --challenge (--any-challenge: any, a replay verifies too).\n"
+                 "--vtpm-key: the container's vTPM key as its owner pinned it (trustme-owner\n"
+                 "--fleet-key): a key of security level tpm must then come with that key's\n"
+                 "TPM2_Certify of it.\n"
                  "\n");
     for (size_t i = 0; i < sizeof(help_lines) / sizeof(help_lines[0]); i++)
         if (help_lines[i].help)
@@ -130,7 +134,7 @@ static int save_response(const char *path, const uint8_t *buf, size_t len, const
 }
 
 struct options {
-    const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex;
+    const char *target, *save, *response, *nonce_hex, *key_attestation, *challenge_hex, *vtpm_key;
     bool any_challenge; /* --any-challenge: the caller knows the attestation may be a replay */
     const char *vtpm_ek[VTPM_EK_FILES_MAX];
     size_t n_vtpm_ek;
@@ -147,7 +151,8 @@ enum {
     OPT_KEY_ATTESTATION,
     OPT_CHALLENGE,
     OPT_ANY_CHALLENGE,
-    OPT_VTPM_EK
+    OPT_VTPM_EK,
+    OPT_VTPM_KEY
 };
 
 static int take_option(void *userdata, int c, char *value)
@@ -167,6 +172,7 @@ static int take_option(void *userdata, int c, char *value)
     case OPT_KEY_ATTESTATION: o->key_attestation = value; break;
     case OPT_CHALLENGE: o->challenge_hex = value; break;
     case OPT_ANY_CHALLENGE: o->any_challenge = true; break;
+    case OPT_VTPM_KEY: o->vtpm_key = value; break;
     case OPT_VTPM_EK:
         if (o->n_vtpm_ek == VTPM_EK_FILES_MAX)
             return usage_error("--vtpm-ek: at most %d", VTPM_EK_FILES_MAX);
@@ -186,6 +192,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                                         {"challenge", required_argument, NULL, OPT_CHALLENGE},
                                         {"any-challenge", no_argument, NULL, OPT_ANY_CHALLENGE},
                                         {"vtpm-ek", required_argument, NULL, OPT_VTPM_EK},
+                                        {"vtpm-key", required_argument, NULL, OPT_VTPM_KEY},
                                         {NULL, 0, NULL, 0}};
     static const struct verifier_program prog = {"trustme-verify", usage, own, take_option};
     int r = verifier_args_parse(&prog, argc, argv, &o->common, o);
@@ -203,8 +210,8 @@ static int parse_options(int argc, char **argv, struct options *o)
                                "or --any-challenge (one of them)");
         return 0;
     }
-    if (o->challenge_hex || o->any_challenge)
-        return usage_error("--challenge and --any-challenge go with --key-attestation");
+    if (o->challenge_hex || o->any_challenge || o->vtpm_key)
+        return usage_error("--challenge, --any-challenge and --vtpm-key go with --key-attestation");
     if (o->response ? optind != argc : optind != argc - 1)
         return usage_error(o->response ? "no HOST:PORT with --response" : "one HOST:PORT expected");
     o->target = o->response ? NULL : argv[optind];
@@ -240,6 +247,29 @@ static int read_list(const struct options *o, enum attest_option opt, char **ret
     return 0;
 }
 
+/* KEY.json as trustme-owner --fleet-key writes it: {"container", "handle", "name", "public"}, the
+ * public part a TPMT_PUBLIC in hex. */
+static int read_vtpm_key(const char *path, uint8_t *pub, size_t *pub_len, char container[37], tm_err *err)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j)
+        return tm_err_set(err, EINVAL, "--vtpm-key %s: %s", path, je.text);
+    const char *hex = json_string_value(json_object_get(j, "public"));
+    const char *c = json_string_value(json_object_get(j, "container"));
+    size_t n = hex ? strlen(hex) : 0;
+    int r = 0;
+    if (!hex || !c || strlen(c) != 36 || n == 0 || n % 2 || n / 2 > *pub_len ||
+        tm_hex_decode_str(hex, pub, n / 2, TM_HEX_ANY_CASE, NULL) < 0)
+        r = tm_err_set(err, EINVAL, "--vtpm-key %s: expected \"container\" (a UUID) and \"public\" (hex)", path);
+    else {
+        *pub_len = n / 2;
+        memcpy(container, c, 37);
+    }
+    json_decref(j);
+    return r;
+}
+
 static int key_attestation(const struct options *o)
 {
     tm_err err = {0};
@@ -259,6 +289,13 @@ static int key_attestation(const struct options *o)
             return usage_error("--challenge: expected up to %zu bytes in hex", sizeof(challenge));
         challenge_len = n / 2;
     }
+    uint8_t vtpm_pub[1024];
+    size_t vtpm_pub_len = sizeof(vtpm_pub);
+    char vtpm_container[37] = "";
+    if (o->vtpm_key && read_vtpm_key(o->vtpm_key, vtpm_pub, &vtpm_pub_len, vtpm_container, &err) < 0) {
+        fprintf(stderr, "trustme-verify: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     if (read_list(o, ATTEST_OPT_AK_ANCHOR, &anchors, &anchors_len, &err) < 0 ||
         read_list(o, ATTEST_OPT_DEVICE_CA, &cas, &cas_len, &err) < 0 ||
         ca_pins_parse(cas, cas_len, "--device-ca", &pins, &err) < 0 ||
@@ -275,6 +312,9 @@ static int key_attestation(const struct options *o)
         .crls_len = crls_len,
         .challenge = o->challenge_hex ? challenge : NULL,
         .challenge_len = challenge_len,
+        .vtpm_key_public = o->vtpm_key ? vtpm_pub : NULL,
+        .vtpm_key_public_len = o->vtpm_key ? vtpm_pub_len : 0,
+        .vtpm_key_container = o->vtpm_key ? vtpm_container : NULL,
     };
     struct key_attest_report rep;
     if (key_attest_check(certs, certs_len, &pol, &rep, &err) < 0) {

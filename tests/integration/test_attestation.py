@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import anchors
 import conftest
 from conftest import BUILD, TEST_PREFIX, TRUSTMED, Daemon, process_gone, wait_for
 from pb import encode, frame, parse
@@ -831,8 +832,7 @@ def test_anchor_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
     logs_show(d, "c", "marker-v2")
     d.cli("stop", "--kill", "c")
     d.stop()  # powers the swtpm off; its NV (the table's version and digest) stays
-    current_table = d.base / "anchor.table-now"
-    subprocess.run([tool("cp"), "-a", d.data_dir / "tpm/anchor.table", current_table], check=True)
+    current_table = anchors.save(d.data_dir / "tpm")
 
     # roll the data dir back, keeping the TPM
     tpm_now = d.base / "swtpm-now"
@@ -857,7 +857,7 @@ def test_anchor_blocks_a_downgrade_after_a_data_dir_rollback(make_daemon, env):
 
     # the administrator puts the current table back: now the store itself is seen rolled back
     d.stop()
-    subprocess.run([tool("cp"), "-a", current_table, d.data_dir / "tpm/anchor.table"], check=True)
+    anchors.restore(d.data_dir / "tpm", current_table)
     d.start()
     r = d.cli("start", "c", check=False)
     assert r.returncode != 0, r.stdout

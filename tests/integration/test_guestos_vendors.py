@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import anchors
 from conftest import wait_for
 from test_guestos import (PKI_TOOL, container, create, env, gdaemon, gentry, glist,  # noqa: F401
                           install, logs_show, run, start_with_device, store)
@@ -223,10 +224,15 @@ def test_store_rollback_names_the_reason(gdaemon, env):
 def test_install_fails_closed_when_the_anchor_cannot_be_written(gdaemon, env):
     d = gdaemon()
     install(d, env.build("bb", 1))
-    # tpmd writes anchor.table.new before the NV write: a directory there makes the write fail
-    blocker = d.data_dir / "tpm/anchor.table.new"
-    blocker.mkdir()
-    (blocker / "x").write_text("x")
+    # tpmd writes the table's next slot before the NV write: a directory there makes the write
+    # fail. Both slots, so that an update in between (the audit head's) cannot move past it; tpmd
+    # keeps the table it loaded in memory, and the files are put back below.
+    saved = anchors.save(d.data_dir / "tpm")
+    blockers = anchors.slots(d.data_dir / "tpm")
+    for blocker in blockers:
+        blocker.unlink(missing_ok=True)
+        blocker.mkdir()
+        (blocker / "x").write_text("x")
     try:
         r = install(d, env.build("bb", 2, tree="v2"), check=False)
         assert r.returncode != 0
@@ -236,8 +242,10 @@ def test_install_fails_closed_when_the_anchor_cannot_be_written(gdaemon, env):
         ev = [e for e in d.audit_events() if e["event"] == "guestos.install"][-1]
         assert ev["result"] == "fail" and "bb-2" in ev["detail"], ev
     finally:
-        (blocker / "x").unlink()
-        blocker.rmdir()
+        for blocker in blockers:
+            (blocker / "x").unlink()
+            blocker.rmdir()
+        anchors.restore(d.data_dir / "tpm", saved)
     assert install(d, env.build("bb", 2, tree="v2")).stdout.startswith("installed bb-2")
 
 
@@ -368,11 +376,11 @@ def test_older_signed_config_is_refused(gdaemon, env):
     d.cli("start", "s1")
     assert memory() == 96
     # removing the container drops its anchor entry
-    table = d.data_dir / "tpm/anchor.table"
-    assert f"config/{cdir.name} " in table.read_text()
+    tpm_dir = d.data_dir / "tpm"
+    assert f"config/{cdir.name} ".encode() in anchors.table_bytes(tpm_dir)
     d.cli("stop", "--kill", "s1")
     d.cli("remove", "s1")
-    wait_for(lambda: f"config/{cdir.name} " not in table.read_text(), timeout=10,
+    wait_for(lambda: f"config/{cdir.name} ".encode() not in anchors.table_bytes(tpm_dir), timeout=10,
              what="the config's anchor entry to go")
 
 

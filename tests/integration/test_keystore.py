@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import anchors
 from conftest import wait_for
 from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
 from ksclient import ERR, Keystore, KsError, SstoreError, auths, encode, params, wrap_key
@@ -396,14 +397,14 @@ def test_removed_container_takes_its_keys(ks_daemon):
     uuid = d.state("kr")["uuid"]
     keydir = d.data_dir / "keystore" / uuid
     assert (keydir / "gone.key").exists()
-    table = d.data_dir / "tpm" / "anchor.table"
+    tpm_dir = d.data_dir / "tpm"
     names = (f"sstore/{uuid}".encode(), f"sstore-tp/{uuid}/tp1".encode())
-    assert all(n in table.read_bytes() for n in names)
+    assert all(n in anchors.table_bytes(tpm_dir) for n in names)
     d.cli("stop", "kr")
     d.cli("remove", "kr")
     assert not keydir.exists()
     # and its secure store's anchors (the store's and the tamper-proof objects) leave tpmd's table
-    wait_for(lambda: uuid.encode() not in table.read_bytes(), timeout=10, what="kr's anchors removed")
+    wait_for(lambda: uuid.encode() not in anchors.table_bytes(tpm_dir), timeout=10, what="kr's anchors removed")
 
 
 def test_killed_service_is_restarted_with_its_keys(ks_daemon):

@@ -6,6 +6,7 @@ with the public key the keystore exports, and the private key is never readable.
 import hashlib
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,28 +45,45 @@ def pd(test_root, rootfs, p11_rootfs):
         wait_for(lambda: "device storage secret unsealed" in d.log(), timeout=60, what="the device secret")
         d.create("p", rootfs={"path": str(p11_rootfs)}, keystore=True)
         d.cli("start", "p")
+        d.p11_rootfs = p11_rootfs
         yield d
     finally:
         d.teardown()
 
 
-def ks(d):
-    return Keystore(Path(f"/proc/{d.state('p')['pid']}/root/run/trustme/keystore.sock"))
+@pytest.fixture(scope="module")
+def pt(pd):
+    """A second container of the same daemon and rootfs with a vTPM (so a token and a PIN): for
+    keys of security level tpm (docs/KEYSTORE.md "TPM-held keys")."""
+    def pin_file(*lines):
+        path = pd.base / f"pins-{time.monotonic_ns()}"
+        path.write_text("".join(f"{line}\n" for line in lines))
+        path.chmod(0o600)
+        return path
+    pd.create("pt", rootfs={"path": str(pd.p11_rootfs)}, keystore=True, vtpm=True, token={"type": "soft"})
+    pd.cli("change-pin", "--pin-file", pin_file("7391", "12345678"), "pt")
+    r = pd.cli("start", "--pin-file", pin_file("7391"), "pt", check=False)
+    assert r.returncode == 0, f"{r.stderr}\n{pd.log()[-3000:]}"
+    return pd
 
 
-def sh(d, script, check=True):
-    r = d.sh("p", ENV + script, check=False)
+def ks(d, c="p"):
+    return Keystore(Path(f"/proc/{d.state(c)['pid']}/root/run/trustme/keystore.sock"))
+
+
+def sh(d, script, check=True, c="p"):
+    r = d.sh(c, ENV + script, check=False)
     if check:
         assert r.returncode == 0, f"{script}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     return r
 
 
-def put(d, name, data):
-    (Path(f"/proc/{d.state('p')['pid']}/root/tmp") / name).write_bytes(data)
+def put(d, name, data, c="p"):
+    (Path(f"/proc/{d.state(c)['pid']}/root/tmp") / name).write_bytes(data)
 
 
-def get(d, name):
-    return (Path(f"/proc/{d.state('p')['pid']}/root/tmp") / name).read_bytes()
+def get(d, name, c="p"):
+    return (Path(f"/proc/{d.state(c)['pid']}/root/tmp") / name).read_bytes()
 
 
 def verify(tmp_path, spki, data, sig, *opts):
@@ -198,3 +216,31 @@ def test_p11_kit_finds_the_module(pd):
     out = sh(pd, "p11-kit list-modules").stdout
     assert "trustme: libtrustme-pkcs11.so" in out and "token: trustme keystore" in out, out
     assert "manufacturer: trustme" in out, out
+
+
+def test_pkcs11_tool_and_openssl_sign_with_a_tpm_held_key(pt, tmp_path):
+    """A key of security level tpm (generated in the container's vTPM through the keystore) is used
+    through the module like any other: pkcs11-tool (hashing and raw mechanisms) and openssl's
+    engine sign with it, and the signatures verify outside with the key the keystore exports."""
+    d = pt
+    with ks(d, "pt") as k:
+        ch = k.generate("p11tpm", "ec", 256, auths(["sign"], ["sha256"]), security="tpm")
+        assert ch[5][0] == 1  # KS_SECURITY_TPM: the key lives in the vTPM
+        spki = k.public_key("p11tpm")
+    data = b"signed in the vTPM, through PKCS#11\n" * 50
+    put(d, "data", data, c="pt")
+    listing = sh(d, P11 + "--list-objects --type privkey --label p11tpm", c="pt").stdout
+    assert "Private Key Object; EC" in listing and "never extractable" in listing, listing
+    key = f"--id {b'p11tpm'.hex()}"
+    sh(d, P11 + f"--sign -m ECDSA-SHA256 {key} -i data -o sig --signature-format openssl", c="pt")
+    assert verify(tmp_path, spki, data, get(d, "sig", c="pt")).returncode == 0
+    put(d, "hash", hashlib.sha256(data).digest(), c="pt")
+    sh(d, P11 + f"--sign -m ECDSA {key} -i hash -o sig2 --signature-format openssl", c="pt")
+    assert verify(tmp_path, spki, data, get(d, "sig2", c="pt")).returncode == 0
+    assert verify(tmp_path, spki, data + b"x", get(d, "sig2", c="pt")).returncode != 0
+    sh(d, "openssl dgst -sha256 -engine pkcs11 -keyform engine -sign 'pkcs11:object=p11tpm;type=private' "
+          "-out ossl.sig data", c="pt")
+    assert verify(tmp_path, spki, data, get(d, "ossl.sig", c="pt")).returncode == 0
+    # the key's authorisations still hold through the module: SHA-384 is not among its digests
+    r = sh(d, P11 + f"--sign -m ECDSA-SHA384 {key} -i data -o bad.sig", check=False, c="pt")
+    assert r.returncode != 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import anchors
 from conftest import BUILD, TEST_PREFIX
 from pb import field_bytes, field_varint, parse
 from test_tpmd import Tpmd, swtpm_processes
@@ -109,10 +110,7 @@ def base():
 
 def table_version(tpmd):
     """The anchor table's version: the number of its updates, each one NV write."""
-    if not (tpmd.data / "anchor.table").exists():
-        return 0
-    text = (tpmd.data / "anchor.table").read_text()
-    return int(text.splitlines()[1].split()[1])
+    return anchors.version(tpmd.data)
 
 
 def copy_tree(src, dst):
@@ -242,23 +240,22 @@ def test_whole_data_dir_rollback_refused(tpmd, base):
     the older table (its TPM NV index is newer), so the store is refused too."""
     s = Store(tpmd, base, "c-datadir")
     s.commit("+k=v1")
-    saved_store, saved_table = base / "store", base / "anchor.table"
+    saved_store = base / "store"
     copy_tree(s.dir, saved_store)
-    shutil.copy(tpmd.data / "anchor.table", saved_table)
+    saved_table = anchors.save(tpmd.data)
     s.commit("+k=v2")
-    current_table = base / "anchor.table-now"
-    shutil.copy(tpmd.data / "anchor.table", current_table)
+    current_table = anchors.save(tpmd.data)
     tpmd.stop()
     try:
         restore_tree(saved_store, s.dir)
-        shutil.copy(saved_table, tpmd.data / "anchor.table")
+        anchors.restore(tpmd.data, saved_table)
         tpmd.start()
         err = s.fails("get", "k")
         assert "sstore.refused" in err and "TPM anchor" in err and "older" in err, err
     finally:
         if tpmd.proc:
             tpmd.stop()
-        shutil.copy(current_table, tpmd.data / "anchor.table")
+        anchors.restore(tpmd.data, current_table)
         tpmd.start()
     # the right table back: the restored store is now an ordinary rollback, still refused
     assert "rolled back" in s.fails("get", "k")
@@ -394,7 +391,7 @@ def test_tamper_proof_objects_outlive_a_wipe(tpmd, base):
     assert s.run("tp-read", "rollback-idx").stdout == b"7"
     assert "no object k" in s.fails("get", "k")
     # not in plaintext in tpmd's files
-    assert b"rollback-idx" in (tpmd.data / "anchor.table").read_bytes()  # ids are names, values are not
+    assert b"rollback-idx" in anchors.table_bytes(tpmd.data)  # ids are names, values are not
     # readable only by its own store: another store sees none of it, even with the same key
     other = Store(tpmd, base, "c-tp-other", key=s.keyfile.read_bytes())
     assert "no tamper-proof object" in other.fails("tp-read", "rollback-idx")

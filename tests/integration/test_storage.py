@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import anchors
 from conftest import BUILD, TRUSTME, cgroup_dirs, loops_backed_by, mounts_below, wait_for
 from tools import tool
 
@@ -586,7 +587,7 @@ def restore(snap):
 
 
 def anchor_files(d):
-    return [d.data_dir / "tpm/anchor.table", d.data_dir / "tpm/anchor.table.new"]
+    return anchors.files(d.data_dir / "tpm")
 
 
 def offline_guesses(soft_path, uuid, guesses, slot_name="pin"):
@@ -679,7 +680,8 @@ def test_lockout_survives_deleting_and_restoring_every_counter_file(sdaemon):
     assert "older" in r.stderr and "anchor" in r.stderr, r.stderr
     assert ("tpm.anchor", "fail") in [(e["event"], e["result"]) for e in d.audit_events()]
     d.stop()
-    (d.data_dir / "tpm/anchor.table").unlink()
+    for p in anchors.slots(d.data_dir / "tpm"):
+        p.unlink(missing_ok=True)
     d.start()
     r = start(d, "dl", check=False)
     assert r.returncode != 0 and "missing" in r.stderr, "a deleted anchor table lifted the lock"

@@ -642,13 +642,31 @@ static void anchor_reload(const char *dir, struct anchor_table *t, int want, con
     assert_nothing_loaded();
 }
 
+/* The path of the slot of version v of the table in dir. */
+static const char *anchor_slot(const char *dir, uint64_t v, char buf[PATH_MAX])
+{
+    snprintf(buf, PATH_MAX, "%s/anchor.table.%d", dir, (int)(v % 2));
+    return buf;
+}
+
+static void assert_same_file(const char *path, const char *data, size_t len)
+{
+    size_t l;
+    char *got = slurp(path, &l);
+    assert_int_equal(l, len);
+    assert_memory_equal(got, data, len);
+    free(got);
+}
+
 static void anchor_table(void **state)
 {
-    char dir[PATH_MAX], path[PATH_MAX], newpath[PATH_MAX], other[PATH_MAX];
+    char dir[PATH_MAX], other[PATH_MAX], s0[PATH_MAX], s1[PATH_MAX], legacy[PATH_MAX], legacy_new[PATH_MAX];
     fresh(dir);
     fresh(other);
-    snprintf(path, sizeof(path), "%s/anchor.table", dir);
-    snprintf(newpath, sizeof(newpath), "%s/anchor.table.new", dir);
+    anchor_slot(dir, 0, s0);
+    anchor_slot(dir, 1, s1);
+    snprintf(legacy, sizeof(legacy), "%s/anchor.table", dir);
+    snprintf(legacy_new, sizeof(legacy_new), "%s/anchor.table.new", dir);
     struct anchor_table t = {0};
     tm_err err = {0};
     /* Nothing anchored yet: an empty table, version 0. */
@@ -666,7 +684,7 @@ static void anchor_table(void **state)
     assert_true(anchor_holds(&t, "config/none", NULL, 0, true));
     assert_false(anchor_holds(&t, "config/none", (const uint8_t *)"", 0, false));
     size_t old_len;
-    char *old = slurp(path, &old_len); /* version 2 */
+    char *old = slurp(s0, &old_len); /* version 2, in slot 0 */
     /* A batch is one version. */
     struct anchor_change batch[] = {{.name = "config/x", .value = (const uint8_t *)"cfg", .len = 3},
                                     {.name = "guestos/core", .remove = true},
@@ -681,8 +699,6 @@ static void anchor_table(void **state)
     assert_int_equal(t.version, 3);
     assert_value(&t, "config/x", "cfg");
     assert_value(&t, "token/abc/tries", "");
-    size_t cur_len;
-    char *cur = slurp(path, &cur_len);
     /* Bad names and values change nothing. */
     anchor_set(dir, &t, "has space", "v", -EINVAL);
     anchor_set(dir, &t, "", "v", -EINVAL);
@@ -697,68 +713,106 @@ static void anchor_table(void **state)
     bigval[sizeof(bigval) - 1] = '\0';
     anchor_set(dir, &t, "x", bigval, -EINVAL);
     assert_int_equal(t.version, 4);
-    free(cur);
-    cur = slurp(path, &cur_len);
+    size_t cur_len, v3_len;
+    char *cur = slurp(s0, &cur_len); /* version 4 went into slot 0 in place, over version 2 */
+    char *v3 = slurp(s1, &v3_len);
+    assert_non_null(strstr(cur, "version 4\n"));
+    assert_non_null(strstr(v3, "version 3\n"));
+    /* No other file: no temporary file, no .new. */
+    assert_int_equal(access(legacy, F_OK), -1);
+    assert_int_equal(access(legacy_new, F_OK), -1);
 
-    /* An older table restored: refused, and nothing in it believed. */
-    put(path, old, old_len);
-    anchor_reload(dir, &t, -ESTALE, "older (claims version 2) than version 4");
+    /* An older table restored (the data dir from version 3: slot 0 back at version 2): refused,
+     * and nothing in it believed. */
+    put(s0, old, old_len);
+    anchor_reload(dir, &t, -ESTALE, "older (claims version 3) than version 4");
     anchor_set(dir, &t, "x", "1", -EIO);
     /* Deleted: refused. */
-    unlink(path);
+    unlink(s0);
+    unlink(s1);
     anchor_reload(dir, &t, -ENOENT, "is missing, but the TPM anchors version 4");
     /* Edited (one value changed, version kept): refused. */
     char *edited = strdup(cur);
     char *at = strstr(edited, "config/x 636667");
     assert_non_null(at);
     at[strlen("config/x 63")] = '7';
-    put(path, edited, cur_len);
+    put(s0, edited, cur_len);
     anchor_reload(dir, &t, -EBADMSG, "does not match the digest of version 4");
     /* The edited table claiming a higher version: refused too. */
     free(edited);
     edited = strdup(cur);
     at = strstr(edited, "version 4");
     at[8] = '9';
-    put(path, edited, cur_len);
+    put(s0, edited, cur_len);
     anchor_reload(dir, &t, -EBADMSG, "does not match");
     free(edited);
     /* The right one back: accepted. */
-    put(path, cur, cur_len);
+    put(s0, cur, cur_len);
     anchor_reload(dir, &t, 0, NULL);
     assert_int_equal(t.version, 4);
+    /* The table only in the other slot (copied there, its own slot deleted): it is the same
+     * bytes, so it is the table, and it is written into its own slot before the next update
+     * overwrites the other one in place. */
+    unlink(s0);
+    put(s1, cur, cur_len);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 4);
+    assert_same_file(s0, cur, cur_len);
 
-    /* Crash after the NV write, before the rename: the .new one is the table. */
-    size_t v4_len;
-    char *v4 = slurp(path, &v4_len);
-    anchor_set(dir, &t, "config/y", "y", 0);
-    size_t v5_len;
-    char *v5 = slurp(path, &v5_len);
-    put(path, v4, v4_len);
-    put(newpath, v5, v5_len);
+    /* A data dir from before the slots: anchor.table (and a crash between the NV write and the
+     * rename: anchor.table.new) is adopted into its slot, and the old names removed. */
+    unlink(s0);
+    unlink(s1);
+    put(legacy, cur, cur_len);
     anchor_reload(dir, &t, 0, NULL);
-    assert_int_equal(t.version, 5);
-    assert_value(&t, "config/y", "y");
-    assert_int_equal(access(newpath, F_OK), -1);
-    /* Crash before the NV write: a stale .new next to the anchored table is dropped. */
+    assert_int_equal(t.version, 4);
+    assert_same_file(s0, cur, cur_len);
+    assert_int_equal(access(legacy, F_OK), -1);
+    unlink(s0);
+    put(legacy, v3, v3_len);
+    put(legacy_new, cur, cur_len);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 4);
+    assert_same_file(s0, cur, cur_len);
+    assert_int_equal(access(legacy, F_OK), -1);
+    assert_int_equal(access(legacy_new, F_OK), -1);
+    /* A forged .new, an older anchor.table next to the slots: dropped, never the table. */
     char stale[] = "trustme-anchor 1\nversion 6\nconfig/z 7a\n";
-    put(newpath, stale, strlen(stale));
+    put(legacy_new, stale, strlen(stale));
+    put(legacy, v3, v3_len);
     anchor_reload(dir, &t, 0, NULL);
-    assert_int_equal(t.version, 5);
+    assert_int_equal(t.version, 4);
     assert_value(&t, "config/z", NULL);
-    assert_int_equal(access(newpath, F_OK), -1);
-    /* An older .new (restored) does not help an older table either. */
-    put(path, old, old_len);
-    put(newpath, v4, v4_len);
+    assert_int_equal(access(legacy, F_OK), -1);
+    assert_int_equal(access(legacy_new, F_OK), -1);
+
+    /* Crash before the NV write: the next version in its slot, unanchored, is dead; so is a slot
+     * torn mid-write. */
+    put(s1, stale, strlen(stale));
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 4);
+    assert_value(&t, "config/z", NULL);
+    put(s1, stale, 10);
+    anchor_reload(dir, &t, 0, NULL);
+    assert_int_equal(t.version, 4);
+    /* The update writes that slot in place (longer or shorter than the dead contents). */
+    anchor_set(dir, &t, "config/y", "y", 0);
+    assert_int_equal(t.version, 5);
+    size_t v5_len;
+    char *v5 = slurp(s1, &v5_len);
+    assert_non_null(strstr(v5, "version 5\n"));
+    anchor_reload(dir, &t, 0, NULL);
+    assert_value(&t, "config/y", "y");
+    /* Older copies in both slots (restored) do not help. */
+    put(s1, v3, v3_len);
     anchor_reload(dir, &t, -ESTALE, "older");
-    put(path, v5, v5_len);
-    unlink(newpath);
+    put(s1, v5, v5_len);
     anchor_reload(dir, &t, 0, NULL);
 
     /* A second table dir on the same TPM (another data dir copied elsewhere) holds no anchor
      * of its own: its copy of the table is refused once the first moves on. */
     char opath[PATH_MAX];
-    snprintf(opath, sizeof(opath), "%s/anchor.table", other);
-    put(opath, v5, v5_len);
+    put(anchor_slot(other, 5, opath), v5, v5_len);
     struct anchor_table o = {0};
     anchor_reload(other, &o, 0, NULL); /* the same version: indistinguishable, and harmless */
     anchor_set(dir, &t, "config/y", "yy", 0);
@@ -772,17 +826,22 @@ static void anchor_table(void **state)
     anchor_reload(dir, &t, -EBADMSG, "holds no anchor for it");
     /* Someone else's index at our number: left alone. */
     define_nv(ANCHOR_NV_INDEX, TPMA_NV_OWNERREAD | TPMA_NV_OWNERWRITE, 40, &tr);
-    unlink(path);
+    unlink(s0);
+    unlink(s1);
     anchor_reload(dir, &t, -EEXIST, "not by trustme");
     assert_tss(Esys_TR_FromTPMPublic(g.esys, ANCHOR_NV_INDEX, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr));
     undefine_nv(&tr);
+    /* Nothing anchored, and a first update that stopped before its NV write: dropped. */
+    char first[] = "trustme-anchor 1\nversion 1\nconfig/a 61\n";
+    put(s1, first, strlen(first));
     anchor_reload(dir, &t, 0, NULL);
     assert_int_equal(t.version, 0);
+    assert_int_equal(access(s1, F_OK), -1);
     anchor_free(&t);
     anchor_free(&o);
     free(old);
     free(cur);
-    free(v4);
+    free(v3);
     free(v5);
 }
 
