@@ -15,8 +15,13 @@
  * way, else why. */
 typedef void (*migrate_anchor_fn)(struct container *c, const tm_err *err, void *userdata);
 
-/* Before a start: refused while the TPM anchors a lock for c (or the table cannot be read). */
-int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err);
+/* Before a start: the start's Measure request expects c's entry to be absent (measure.c
+ * start_expect), so that the check costs no round trip of its own. */
+#define MIGRATE_ANCHOR_NAME_MAX 63
+void migrate_anchor_name(const struct container *c, char out[MIGRATE_ANCHOR_NAME_MAX + 1]);
+/* The start of c is refused (-EPERM, with the reason; audited when the lock file is missing or
+ * not the anchored one) when the TPM anchors a lock for it: v, its entry's value, is not NULL. */
+int migrate_anchor_refuse_start(struct container *c, const ProtobufCBinaryData *v, tm_err *err);
 
 /* Before an abort or a commit: the lock file l (read by the caller) must be the one the TPM
  * anchors, if it anchors one; fn gets err NULL when it is (or nothing is anchored and l is a
