@@ -55,8 +55,8 @@ ensure_build() {
         return 0
     fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
-    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd src/tpmd/trustme-tpmd \
-        src/vtpm/trustme-vtpm src/keystore/trustme-keystore >/dev/null 2>&1; then
+    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/cli/trustme-crypto-verbs src/scd/trustme-scd \
+        src/tpmd/trustme-tpmd src/vtpm/trustme-vtpm src/keystore/trustme-keystore >/dev/null 2>&1; then
         [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] && [ -x "$TRUSTME_TPMD" ] ||
             die "ninja -C build failed and the binaries are missing"
         log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \

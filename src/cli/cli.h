@@ -10,6 +10,7 @@
 struct cli {
     const char *socket_path;
     bool json;
+    char **argv; /* the command line as given (the parsers permute argv): crypto_verbs.c */
 };
 
 /* Connect to trustmed or print why not. */
