@@ -46,11 +46,11 @@ static int relay(struct cli *cli)
     return cli_fail("cannot run %s: %s", path, strerror(errno));
 }
 
-#define RELAY(fn)                                          \
-    int fn(struct cli *cli, const struct cli_args *a)      \
-    {                                                      \
-        (void)a;                                           \
-        return relay(cli);                                 \
+#define RELAY(fn)                                     \
+    int fn(struct cli *cli, const struct cli_args *a) \
+    {                                                 \
+        (void)a;                                      \
+        return relay(cli);                            \
     }
 
 RELAY(cmd_attest)
