@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Verbs that change a container's state: start, stop, freeze, unfreeze. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +45,12 @@ static int start_once(struct cli *cli, Trustme__Request *req, bool attach, bool 
     tm_err err;
     int r;
     if (attach) {
+        /* The relay blocks the signals it forwards: a PIN prompt after it must be interruptible. */
+        sigset_t mask;
+        sigprocmask(SIG_SETMASK, NULL, &mask);
         int64_t id = client_send(&cl, req, &err);
         r = id < 0 ? cli_fail("%s", err.msg) : relay_session(&cl, (uint64_t)id, false, pin_required);
+        sigprocmask(SIG_SETMASK, &mask, NULL);
     } else {
         Trustme__Response *resp;
         r = client_call(&cl, req, &resp, &err);
