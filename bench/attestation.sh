@@ -113,7 +113,7 @@ for t in hyperfine jq python3 swtpm taskset tpm2_createprimary tpm2_create tpm2_
 done
 
 # --- binaries: built in BUILD, copied into W/bin (a rebuild meanwhile changes nothing here) ------
-TARGETS=(src/daemon/trustmed src/cli/trustme src/scd/trustme-scd src/tpmd/trustme-tpmd
+TARGETS=(src/daemon/trustmed src/cli/trustme src/cli/trustme-crypto-verbs src/scd/trustme-scd src/tpmd/trustme-tpmd
     src/verify/trustme-verify src/tools/pki/trustme-pki src/tools/guestos/trustme-guestos
     bench/verify_helper bench/attest_helper)
 [ -d "$BUILD" ] || die "no build directory $BUILD: meson setup build && ninja -C build (or set BUILD)"

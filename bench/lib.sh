@@ -55,8 +55,8 @@ ensure_build() {
         return 0
     fi
     [ -d "$ROOT/build" ] || die "no build directory: meson setup build && ninja -C build"
-    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/scd/trustme-scd src/tpmd/trustme-tpmd \
-        src/vtpm/trustme-vtpm src/keystore/trustme-keystore >/dev/null 2>&1; then
+    if ! ninja -C "$ROOT/build" src/daemon/trustmed src/cli/trustme src/cli/trustme-crypto-verbs src/scd/trustme-scd \
+        src/tpmd/trustme-tpmd src/vtpm/trustme-vtpm src/keystore/trustme-keystore >/dev/null 2>&1; then
         [ -x "$TRUSTMED" ] && [ -x "$TRUSTME" ] && [ -x "$TRUSTME_SCD" ] && [ -x "$TRUSTME_TPMD" ] ||
             die "ninja -C build failed and the binaries are missing"
         log "warning: ninja -C build failed (tree being edited?); using the existing binaries from" \
@@ -64,7 +64,9 @@ ensure_build() {
     fi
     mkdir -p "$dir"
     for _ in 1 2 3 4 5 6 7 8 9 10; do
-        if cp -p "$TRUSTMED" "$TRUSTME" "$dir/" 2>/dev/null && cp -p "$TRUSTME_SCD" "$dir/trustme-scd" 2>/dev/null &&
+        # trustme runs trustme-crypto-verbs from beside itself for `vtpm info`, `attest`, ...
+        if cp -p "$TRUSTMED" "$TRUSTME" "$(dirname "$TRUSTME")/trustme-crypto-verbs" "$dir/" 2>/dev/null &&
+            cp -p "$TRUSTME_SCD" "$dir/trustme-scd" 2>/dev/null &&
             cp -p "$TRUSTME_TPMD" "$dir/trustme-tpmd" 2>/dev/null &&
             "$dir/trustmed" --version >/dev/null 2>&1 && "$dir/trustme" --version >/dev/null 2>&1 &&
             "$dir/trustme-scd" --help >/dev/null 2>&1; then

@@ -10,6 +10,7 @@
 struct cli {
     const char *socket_path;
     bool json;
+    char **argv; /* the command line as given (the parsers permute argv): crypto_verbs.c */
 };
 
 /* Connect to trustmed or print why not. */
@@ -43,9 +44,13 @@ int fetch_info(struct cli *cli, const char *name, Trustme__Response **ret);
 int pair_token(struct cli *cli, const Trustme__ContainerInfo *info, const char *pin_file);
 /* The PIN a start of name needs, or NULL in *ret if it needs none. */
 int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy, struct secret **ret);
+/* Read the PIN of container name from pin_file, or ask for it (on the terminal when stdin_busy). */
+int read_pin(const char *name, const char *pin_file, bool stdin_busy, struct secret **ret);
 void set_start_pin(Trustme__StartRequest *sr, const struct secret *pin);
-/* Relay stdio for request id until its exit status arrives; returns the exit status. */
-int relay_session(struct client *cl, uint64_t id, bool tty);
+/* Relay stdio for request id until its exit status arrives; returns the exit status. With
+ * pin_required not NULL, a refusal that asks for a PIN (Error.pin_required) is not printed: it
+ * sets *pin_required and returns 1. */
+int relay_session(struct client *cl, uint64_t id, bool tty, bool *pin_required);
 
 /* tpmd's serialized AttestResponse for nonce (32 bytes) through trustmed (cmd_attest.c). 0, or
  * the exit status after printing why not. */

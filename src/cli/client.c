@@ -151,6 +151,7 @@ int client_call(struct client *cl, Trustme__Request *req, Trustme__Response **re
         }
         if (resp->body_case == TRUSTME__RESPONSE__BODY_ERROR) {
             int code = resp->error->has_code && resp->error->code > 0 ? resp->error->code : EIO;
+            cl->pin_required = resp->error->has_pin_required && resp->error->pin_required;
             tm_err_set(err, code, "%s", resp->error->message ? resp->error->message : "unknown error");
             trustme__response__free_unpacked(resp, NULL);
             return -code;

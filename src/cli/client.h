@@ -13,6 +13,7 @@ struct client {
     int fd;
     uint64_t next_id;
     tm_frame_reader rd;
+    bool pin_required; /* client_call's last error asked for a PIN (Error.pin_required) */
 };
 
 int client_connect(struct client *cl, const char *socket_path, tm_err *err);

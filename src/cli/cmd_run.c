@@ -104,7 +104,7 @@ static int error_status(int code)
     return 125;
 }
 
-int relay_session(struct client *cl, uint64_t id, bool tty)
+int relay_session(struct client *cl, uint64_t id, bool tty, bool *pin_required)
 {
     sigset_t mask;
     sigemptyset(&mask);
@@ -202,6 +202,11 @@ int relay_session(struct client *cl, uint64_t id, bool tty)
         case TRUSTME__RESPONSE__BODY_EXIT: status = resp->exit->code; break;
         case TRUSTME__RESPONSE__BODY_ERROR:
             restore_terminal();
+            if (pin_required && resp->error->has_pin_required && resp->error->pin_required) {
+                *pin_required = true;
+                status = 1;
+                break;
+            }
             cli_fail("%s", resp->error->message ? resp->error->message : "error");
             status = error_status(resp->error->code);
             break;
@@ -256,7 +261,7 @@ int cmd_run(struct cli *cli, const struct cli_args *a)
         cli_fail("%s", err.msg);
         return 125;
     }
-    int status = relay_session(&cl, (uint64_t)id, rr.has_tty && rr.tty);
+    int status = relay_session(&cl, (uint64_t)id, rr.has_tty && rr.tty, NULL);
     client_close(&cl);
     return status;
 }

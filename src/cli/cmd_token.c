@@ -212,10 +212,7 @@ int cmd_wipe(struct cli *cli, const struct cli_args *a)
 int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdin_busy, struct secret **ret)
 {
     *ret = NULL;
-    struct pin_input in;
-    tm_err err;
     int r;
-    char prompt[160];
     if (!pin_file) {
         Trustme__Response *resp;
         if ((r = fetch_info(cli, name, &resp)))
@@ -228,6 +225,16 @@ int start_pin(struct cli *cli, const char *name, const char *pin_file, bool stdi
         if (!needed)
             return 0;
     }
+    return read_pin(name, pin_file, stdin_busy, ret);
+}
+
+int read_pin(const char *name, const char *pin_file, bool stdin_busy, struct secret **ret)
+{
+    *ret = NULL;
+    struct pin_input in;
+    tm_err err;
+    int r;
+    char prompt[160];
     snprintf(prompt, sizeof(prompt), "PIN for %s", name);
     if ((r = pin_input_open(&in, pin_file, stdin_busy, &err)) == 0) {
         r = pin_read(&in, prompt, ret, &err);

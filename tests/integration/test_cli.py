@@ -248,3 +248,32 @@ def test_attest_and_trustme_verify_share_their_options():
         v = subprocess.run([str(verify), *bad, "host:1"], capture_output=True, text=True)
         assert a.returncode == v.returncode == 2 and msg in a.stderr and msg in v.stderr, \
             (bad, a.stderr, v.stderr)
+
+
+def test_trustme_loads_no_openssl_and_relays_the_verbs_that_need_it(tmp_path):
+    """trustme is linked without libcrypto and libtss2 (every run paid for loading them; docs/CLI.md
+    "Programs"), still with -z now; the verbs that need them are run by trustme-crypto-verbs from
+    beside a build tree's trustme, with the same arguments, and a trustme without it says so."""
+    needed = subprocess.run(["readelf", "-d", str(TRUSTME)], capture_output=True, text=True, check=True).stdout
+    libs = re.findall(r"\(NEEDED\).*\[(.+)\]", needed)
+    assert libs and not [lib for lib in libs if "crypto" in lib or "tss2" in lib], libs
+    assert "BIND_NOW" in needed or re.search(r"FLAGS_1.*NOW", needed), needed
+    helper = BUILD / "src/cli/trustme-crypto-verbs"
+    assert "libcrypto" in subprocess.run(["readelf", "-d", str(helper)], capture_output=True, text=True,
+                                         check=True).stdout
+    sock = tmp_path / "no.sock"
+    # the helper parses and runs the verb: its own reason, with the socket option passed along
+    for verb in (["device", "info"], ["vtpm", "info", "c1"], ["measurements"]):
+        r = cli("--socket", sock, *verb)
+        assert r.returncode == 1 and f"cannot connect to trustmed at {sock}" in r.stderr, (verb, r.stderr)
+    r = cli("--socket", sock, "attest")
+    assert r.returncode == 2 and "--reference REFS.json is required" in r.stderr, r.stderr
+    lone = tmp_path / "trustme"
+    lone.write_bytes(TRUSTME.read_bytes())
+    lone.chmod(0o755)
+    r = subprocess.run([str(lone), "--socket", str(sock), "device", "info"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and f"cannot run {tmp_path}/trustme-crypto-verbs" in r.stderr, r.stderr
+    # the verbs that only talk to trustmed stay in trustme
+    r = subprocess.run([str(lone), "--socket", str(sock), "list"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot connect to trustmed" in r.stderr, r.stderr

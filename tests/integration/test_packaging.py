@@ -28,6 +28,7 @@ def test_programs_land_in_fhs_paths():
     dest = set(installed().values())
     for path in ("sbin/trustmed", "bin/trustme", "bin/trustme-verify", "bin/trustme-pki", "bin/trustme-guestos",
                  "libexec/trustme/trustme-scd", "libexec/trustme/trustme-tpmd",
+                 "libexec/trustme/trustme-crypto-verbs",
                  "share/man/man1/trustme.1", "share/man/man8/trustmed.8",
                  "share/bash-completion/completions/trustme", "share/zsh/vendor-completions/_trustme",
                  "share/trustme/proto/control.proto"):

@@ -136,13 +136,6 @@ bool migrate_locked(const struct container *c)
     return false;
 }
 
-/* Nor any lock anchored in the TPM. */
-int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err)
-{
-    fn(c, NULL, userdata);
-    return 0;
-}
-
 const struct tm_module *const fake_modules[FAKE_MODULES] = {
     &module_kernfs, &module_userns,  &module_volume,     &module_ctlsock, &module_devices,
     &module_net,    &module_cgroups, &module_namespaces, &module_caps,    &module_seccomp,

@@ -414,12 +414,12 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
     /* The TPM's word on an earlier export (the lock file may have been removed: lock_anchor.h),
      * and the carried state's anchor values, in one read. Still listed while tpmd answers: a
      * second export of the container is refused meanwhile. */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX];
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX + 1];
     const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 1];
     size_t n = c->cfg->vtpm || c->cfg->keystore ? carry_anchor_names(c->uuid, names, kinds) : 0;
     for (size_t i = 0; i < n; i++)
         ptrs[i] = names[i];
-    migrate_anchor_name(c->uuid, lock);
+    migrate_anchor_name(c, lock);
     ptrs[n++] = lock;
     op->key = steal_ptr(k);
     op->next = exports;

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "lifecycle.h"
-#include "lock_anchor.h"
 #include "migrate.h"
 #include "caps.h"
 
@@ -606,10 +605,9 @@ static void begin_start(struct container *c, const struct start_args *args)
         fail_start(c, "%s", err.msg);
 }
 
-static void on_lock_checked(struct container *c, const tm_err *err, void *userdata);
-
-/* Measured, and the GuestOS version is not a rollback: the TPM's word on a migration lock (a
- * container that can migrate), then the data key, then set up. */
+/* Measured, the GuestOS version is not a rollback and the TPM anchors no migration lock (the
+ * lock file was checked in begin_start, but root may have removed it; measure.c checks the TPM's
+ * word in the same round trip): the data key, then set up. */
 static void on_measured(struct container *c, const tm_err *merr)
 {
     struct start_op *op = c->lc->start;
@@ -617,26 +615,6 @@ static void on_measured(struct container *c, const tm_err *merr)
         return;
     if (merr) {
         fail_start(c, "%s", merr->msg);
-        return;
-    }
-    if (c->cfg->token.kind == TOKEN_KIND_SOFT) {
-        /* The lock file was checked in begin_start; root may have removed it. */
-        tm_err err = {0};
-        if (migrate_anchor_check_start(c, on_lock_checked, NULL, &err) < 0)
-            fail_start(c, "%s", err.msg);
-        return;
-    }
-    on_lock_checked(c, NULL, NULL);
-}
-
-static void on_lock_checked(struct container *c, const tm_err *lerr, void *userdata)
-{
-    (void)userdata;
-    struct start_op *op = c->lc->start;
-    if (!op || c->state != CS_STARTING || c->lc->starting_failed)
-        return;
-    if (lerr) {
-        fail_start(c, "%s", lerr->msg);
         return;
     }
     if (op->ctx.crypt == DATA_PLAIN) {

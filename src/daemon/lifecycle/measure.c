@@ -11,6 +11,10 @@
  * guestos.json declares; module_volume then refuses an image whose content differs) and the
  * container's config are extended into the runtime PCR before anything uses them.
  *
+ * A container that can migrate (a soft token) also checks that the TPM anchors no migration lock
+ * for it ("migrate/<uuid>", lock_anchor.h): its keys may be in a bundle for another device, and
+ * two running copies never. That entry must be absent, or the start is refused.
+ *
  * Normally all of that is one round trip to tpmd (a Measure with `expect`, start_expect): tpmd
  * measures only if every anchor entry the start checks holds what allows the start without a
  * change, checked and measured in the same request. Otherwise it measures nothing and answers
@@ -30,6 +34,7 @@
 #include "guestos_owner.h"
 #include "guestos_revocation.h"
 #include "lifecycle.h"
+#include "lock_anchor.h"
 #include "log.h"
 #include "service.h"
 #include "measurement.h"
@@ -37,9 +42,10 @@
 #include "tpmd_client.h"
 #include "vtpm.h"
 
-/* The anchor entries a start checks: its GuestOS's (when it has one, first) and its config's
- * (last); room for more start-time checks. */
+/* The anchor entries a start checks: its GuestOS's (when it has one, first), its migration lock's
+ * (a soft token's) and its config's (last); room for one more start-time check. */
 #define MEASURE_ANCHORS_MAX 4
+_Static_assert(MIGRATE_ANCHOR_NAME_MAX <= GUESTOS_ANCHOR_NAME_MAX, "a migration lock's anchor name fits");
 
 struct measure_op {
     struct container *c;
@@ -47,6 +53,8 @@ struct measure_op {
     char guestos[CONFIG_NAME_MAX + 1]; /* "" for a development rootfs */
     char anchor_names[MEASURE_ANCHORS_MAX][GUESTOS_ANCHOR_NAME_MAX + 1];
     size_t n_anchors;
+    bool lock_anchor; /* anchor_names[lock_index] is the migration lock's */
+    size_t lock_index;
     uint8_t gvalue[GUESTOS_ANCHOR_VALUE_LEN], cvalue[MEASURE_CONFIG_ANCHOR_LEN];
     struct tpmd_anchor_entry expect[MEASURE_ANCHORS_MAX];
     uint8_t gexpect[GUESTOS_ANCHOR_VALUE_LEN], cexpect[MEASURE_CONFIG_ANCHOR_LEN];
@@ -142,6 +150,12 @@ static void on_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp, co
                    "the TPM-anchored state is unavailable, so nothing that depends on "
                    "it starts: %s",
                    err->msg);
+        finish(op, &e);
+        return;
+    }
+    /* A locked container is refused before any entry is raised for it. */
+    if (op->lock_anchor &&
+        migrate_anchor_refuse_start(c, tpmd_anchor_value(resp, op->anchor_names[op->lock_index]), &e) < 0) {
         finish(op, &e);
         return;
     }
@@ -267,6 +281,8 @@ static size_t start_expect(struct measure_op *op)
         guestos_anchor_encode(&a, op->gexpect);
         op->expect[n++] = (struct tpmd_anchor_entry){op->anchor_names[0], op->gexpect, sizeof(op->gexpect), false};
     }
+    if (op->lock_anchor) /* no migration lock */
+        op->expect[n++] = (struct tpmd_anchor_entry){.name = op->anchor_names[op->lock_index], .remove = true};
     const char *cname = op->anchor_names[op->n_anchors - 1];
     if (c->cfg->config_version) {
         measure_config_anchor_encode(c->cfg->config_version, op->cexpect);
@@ -337,6 +353,12 @@ int measure_start(struct container *c, const struct guestos *g, measure_done_fn 
     if (g) {
         snprintf(op->guestos, sizeof(op->guestos), "%s", g->cfg->name);
         guestos_anchor_name(g->cfg->name, op->anchor_names[op->n_anchors++]);
+    }
+    /* Only a soft token's data key goes into a migration bundle (docs/MIGRATION.md). */
+    if (c->cfg->token.kind == TOKEN_KIND_SOFT) {
+        op->lock_anchor = true;
+        op->lock_index = op->n_anchors;
+        migrate_anchor_name(c, op->anchor_names[op->n_anchors++]);
     }
     measure_config_anchor_name(c, op->anchor_names[op->n_anchors++]);
     int r = g ? revocation_check(d, (struct guestos *)g, on_revocation, op, err) : 1;

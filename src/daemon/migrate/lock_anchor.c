@@ -28,14 +28,9 @@ struct anchor_op {
     bool *anchored;
 };
 
-static void anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX])
+static void anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX + 1])
 {
-    snprintf(out, MIGRATE_ANCHOR_NAME_MAX, NAME_PREFIX "%s", uuid);
-}
-
-void migrate_anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX])
-{
-    anchor_name(uuid, out);
+    snprintf(out, MIGRATE_ANCHOR_NAME_MAX + 1, NAME_PREFIX "%s", uuid);
 }
 
 /* What the lock names, other than its state: which bundle went where. */
@@ -85,14 +80,14 @@ static void finish(struct anchor_op *op, struct container *c, const tm_err *err)
 
 static const ProtobufCBinaryData *entry_of(const Trustme__Tpmd__Response *resp, const char *uuid)
 {
-    char name[64];
+    char name[MIGRATE_ANCHOR_NAME_MAX + 1];
     anchor_name(uuid, name);
     return resp ? tpmd_anchor_value(resp, name) : NULL;
 }
 
 static int get(struct container *c, tpmd_reply_fn fn, struct anchor_op *op, tm_err *err)
 {
-    char name[64];
+    char name[MIGRATE_ANCHOR_NAME_MAX + 1];
     anchor_name(c->uuid, name);
     const char *names[] = {name};
     int r = tpmd_anchor_get(c->d, names, 1, fn, op, err);
@@ -103,42 +98,32 @@ static int get(struct container *c, tpmd_reply_fn fn, struct anchor_op *op, tm_e
 
 /* ---- before a start ---------------------------------------------------------------------------- */
 
-static void start_checked(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+void migrate_anchor_name(const struct container *c, char out[MIGRATE_ANCHOR_NAME_MAX + 1])
 {
-    struct anchor_op *op = userdata;
-    struct container *c = op_container(op);
-    if (!c)
-        return;
-    tm_err e = {0};
-    const ProtobufCBinaryData *v = err ? NULL : entry_of(resp, op->uuid);
-    if (err) {
-        tm_err_set(&e, err->code, "migration lock: the TPM's record cannot be read: %s", err->msg);
-    } else if (v) {
-        struct migrate_lock l;
-        tm_err le = {0};
-        int r = migrate_lock_read(c, &l, &le);
-        uint8_t id[32];
-        if (r == 0)
-            lock_identity(&l, id);
-        const char *why = r == -ENOENT ? "its lock file was removed"
-                          : r < 0      ? "its lock file does not parse"
-                          : v->len != VALUE_LEN || memcmp(v->data + 1, id, 32) != 0
-                              ? "its lock file is not the one the TPM anchored (replaced or restored)"
-                              : "it is locked";
-        tm_err_set(&e, EPERM,
-                   "the container is migrating: the TPM records that its bundle was exported to another device, "
-                   "and %s; `trustme migrate commit` or `trustme migrate abort` with the target's signed refusal",
-                   why);
-        if (r < 0 || strcmp(why, "it is locked") != 0)
-            daemon_audit(d, "migrate.lock", "fail", c, "trustmed", "start refused: the TPM anchors an export; %s", why);
-    }
-    finish(op, c, e.code ? &e : NULL);
+    anchor_name(c->uuid, out);
 }
 
-int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err)
+int migrate_anchor_refuse_start(struct container *c, const ProtobufCBinaryData *v, tm_err *err)
 {
-    struct anchor_op *op = op_new(c, fn, userdata, err);
-    return op ? get(c, start_checked, op, err) : -ENOMEM;
+    if (!v)
+        return 0;
+    struct migrate_lock l;
+    tm_err le = {0};
+    int r = migrate_lock_read(c, &l, &le);
+    uint8_t id[32];
+    if (r == 0)
+        lock_identity(&l, id);
+    const char *why = r == -ENOENT ? "its lock file was removed"
+                      : r < 0      ? "its lock file does not parse"
+                      : v->len != VALUE_LEN || memcmp(v->data + 1, id, 32) != 0
+                          ? "its lock file is not the one the TPM anchored (replaced or restored)"
+                          : "it is locked";
+    if (r < 0 || strcmp(why, "it is locked") != 0)
+        daemon_audit(c->d, "migrate.lock", "fail", c, "trustmed", "start refused: the TPM anchors an export; %s", why);
+    return tm_err_set(err, EPERM,
+                      "the container is migrating: the TPM records that its bundle was exported to another device, "
+                      "and %s; `trustme migrate commit` or `trustme migrate abort` with the target's signed refusal",
+                      why);
 }
 
 /* ---- before an export -------------------------------------------------------------------------- */
@@ -229,7 +214,7 @@ static int update(struct container *c, const struct tpmd_anchor_entry *set, migr
 int migrate_anchor_set(struct container *c, const struct migrate_lock *l, migrate_anchor_fn fn, void *userdata,
                        tm_err *err)
 {
-    char name[64];
+    char name[MIGRATE_ANCHOR_NAME_MAX + 1];
     anchor_name(c->uuid, name);
     uint8_t value[VALUE_LEN] = {STATE_EXPORTED};
     lock_identity(l, value + 1);
@@ -241,7 +226,7 @@ int migrate_anchor_set(struct container *c, const struct migrate_lock *l, migrat
 
 int migrate_anchor_drop(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err)
 {
-    char name[64];
+    char name[MIGRATE_ANCHOR_NAME_MAX + 1];
     anchor_name(c->uuid, name);
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
     return update(c, &e, fn, userdata, err);

@@ -16,12 +16,15 @@
  * way, else why. */
 typedef void (*migrate_anchor_fn)(struct container *c, const tm_err *err, void *userdata);
 
-/* Before a start: refused while the TPM anchors a lock for c (or the table cannot be read). */
-int migrate_anchor_check_start(struct container *c, migrate_anchor_fn fn, void *userdata, tm_err *err);
+/* The anchor table name of c's lock ("migrate/<uuid>"), for a caller that reads it with others.
+ * Before a start: the start's Measure request expects c's entry to be absent (measure.c
+ * start_expect), so that the check costs no round trip of its own. */
+#define MIGRATE_ANCHOR_NAME_MAX 63
+void migrate_anchor_name(const struct container *c, char out[MIGRATE_ANCHOR_NAME_MAX + 1]);
+/* The start of c is refused (-EPERM, with the reason; audited when the lock file is missing or
+ * not the anchored one) when the TPM anchors a lock for it: v, its entry's value, is not NULL. */
+int migrate_anchor_refuse_start(struct container *c, const ProtobufCBinaryData *v, tm_err *err);
 
-/* The anchor table name of c's lock ("migrate/<uuid>"), for a caller that reads it with others. */
-#define MIGRATE_ANCHOR_NAME_MAX 64
-void migrate_anchor_name(const char *uuid, char out[MIGRATE_ANCHOR_NAME_MAX]);
 /* Before an export, in tpmd's answer for migrate_anchor_name: -EPERM (with the reason, audited)
  * while the TPM anchors a completed export of c, whatever its lock file says. */
 int migrate_anchor_check_export(struct container *c, const Trustme__Tpmd__Response *resp, tm_err *err);
