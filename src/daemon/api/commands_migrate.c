@@ -20,6 +20,7 @@
 #include "config.h"
 #include "container.h"
 #include "crypto.h"
+#include "export_worker.h"
 #include "fileio.h"
 #include "hex.h"
 #include "keystore_migrated.h"
@@ -209,7 +210,59 @@ static int bundle_secrets(struct container *c, const struct secret *key, struct 
     return 0;
 }
 
-/* The lock file and <path>.part, written and synced; op->lock then says what to anchor. */
+static void export_anchored(struct container *c, const tm_err *aerr, void *userdata);
+
+static void export_progress(uint64_t done, uint64_t total, void *userdata)
+{
+    struct mig_op *op = userdata;
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (!conn)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "bundle: %llu of %llu MiB written", (unsigned long long)(done >> 20),
+             (unsigned long long)(total >> 20));
+    Trustme__Progress p = TRUSTME__PROGRESS__INIT;
+    p.message = msg;
+    Trustme__Response r = TRUSTME__RESPONSE__INIT;
+    r.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
+    r.progress = &p;
+    conn_send(conn, op->req_id, &r);
+}
+
+/* The export worker wrote <path>.part and synced it (or failed, or was killed): mark the lock
+ * exported, then have the TPM anchor it; export_anchored renames and answers. */
+static void export_written(const struct bundle_header *h, const tm_err *werr, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct container *c = container_find(op->d, op->uuid);
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
+    tm_err e = {0};
+    if (werr || !c) {
+        /* No bundle was completed: the container is free again. */
+        (void)unlink(part);
+        if (c)
+            (void)migrate_lock_remove(c, &e);
+        op_error(op, "migrate.export", c, werr ? werr->code : ENOENT, "export: %s",
+                 werr ? werr->msg : "the container went away while its bundle was written");
+        return;
+    }
+    test_crash_point(op->d->data_dir, "migrate-export-written");
+    struct migrate_lock *l = &op->lock;
+    l->exported = true;
+    memcpy(l->digest, h->digest, sizeof(l->digest));
+    if (migrate_lock_write(c, l, &e) < 0 || migrate_anchor_set(c, l, export_anchored, op, &e) < 0) {
+        tm_err e2 = {0};
+        (void)unlink(part);
+        (void)migrate_lock_remove(c, &e2);
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    op = NULL; /* export_anchored's */
+}
+
+/* The lock file, written and synced; then the worker writes <path>.part (export_worker.h) while
+ * trustmed serves others, and export_written goes on. */
 static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key,
                         const Trustme__Tpmd__Response *anchors, tm_err *err)
 {
@@ -265,21 +318,14 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     if ((r = migrate_lock_write(c, &l, err)) < 0)
         return r;
     test_crash_point(op->d->data_dir, "migrate-export-locked");
-    if ((r = bundle_write(part, dir, &h, op->key_spki, op->key_spki_len, secrets, err)) < 0) {
-        tm_err e2 = {0};
-        (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
-        return r;
-    }
-    test_crash_point(op->d->data_dir, "migrate-export-written");
-    l.exported = true;
-    memcpy(l.digest, h.digest, sizeof(l.digest));
-    if ((r = migrate_lock_write(c, &l, err)) < 0) {
-        (void)unlink(part);
-        tm_err e2 = {0};
-        (void)migrate_lock_remove(c, &e2);
-        return r;
-    }
     op->lock = l;
+    struct export_worker *w = NULL;
+    if ((r = export_worker_start(op->d, part, dir, &h, op->key_spki, op->key_spki_len, secrets, export_progress,
+                                 export_written, op, &w, err)) < 0) {
+        tm_err e2 = {0};
+        (void)migrate_lock_remove(c, &e2); /* no bundle was started: the container is free */
+        return r;
+    }
     return 0;
 }
 
@@ -316,8 +362,8 @@ static void export_anchored(struct container *c, const tm_err *aerr, void *userd
     answer(op, &m);
 }
 
-/* Writes the bundle, then has the TPM anchor the lock; export_anchored answers. On success it
- * takes *opp. */
+/* Starts the bundle's worker; export_written, then export_anchored, go on and answer. On success
+ * it takes *opp. */
 static void finish_export(struct mig_op **opp, struct container *c, const struct secret *key,
                           const Trustme__Tpmd__Response *anchors)
 {
@@ -327,16 +373,7 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    if (migrate_anchor_set(c, &op->lock, export_anchored, op, &e) < 0) {
-        tm_err e2 = {0};
-        char part[PATH_MAX + 8];
-        snprintf(part, sizeof(part), "%s.part", op->path);
-        (void)unlink(part);
-        (void)migrate_lock_remove(c, &e2);
-        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
-        return;
-    }
-    *opp = NULL; /* export_anchored's */
+    *opp = NULL; /* the worker's, then export_written's */
 }
 
 static void unlink_export(struct mig_op *op)
