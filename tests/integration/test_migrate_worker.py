@@ -49,6 +49,13 @@ def test_trustmed_serves_others_while_a_large_export_runs(pair):
         part = out.with_name(out.name + ".part")
         while proc.poll() is None and not part.exists():
             time.sleep(0.01)
+        # The lock says exporting while the worker writes: an abort without the target's refusal
+        # must not release it under a bundle still being written.
+        r = p.s.cli("migrate", "abort", "big", check=False)
+        aborted_during = proc.poll() is None
+        assert r.returncode != 0 or not aborted_during, r.stdout
+        if aborted_during:
+            assert "under way" in r.stderr, r.stderr
         while proc.poll() is None:
             t = time.monotonic()
             r = p.s.cli("list", timeout=30)
@@ -69,7 +76,11 @@ def test_trustmed_serves_others_while_a_large_export_runs(pair):
     assert len(during) >= 2, (lists, total)
     # Each answer came long before the export ended (blocked, one would wait for all of it).
     assert max(during) < min(2.0, total / 3), (lists, total)
+    assert aborted_during, "the export ended before the abort was tried: a bigger volume is needed"
     assert p.s.state("big")["migrating"]
+    # Complete now: only the target's refusal releases it.
+    r = p.s.cli("migrate", "abort", "big", check=False)
+    assert r.returncode != 0 and "signed refusal" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(not hooks_built(), reason="needs a build with -Dtest_hooks=true (scripts/build.sh)")

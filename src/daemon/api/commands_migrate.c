@@ -39,7 +39,7 @@
 #define TEXT_MAX 512
 
 struct mig_op {
-    struct mig_op *next; /* exports waiting for their data key */
+    struct mig_op *next; /* exports under way: waiting for the data key, the anchors or the worker */
     struct daemon *d;
     uint64_t conn_id, req_id;
     char actor[48];
@@ -212,6 +212,25 @@ static int bundle_secrets(struct container *c, const struct secret *key, struct 
 
 static void export_anchored(struct container *c, const tm_err *aerr, void *userdata);
 
+static void unlink_export(struct mig_op *op)
+{
+    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
+        if (*p == op) {
+            *p = op->next;
+            return;
+        }
+}
+
+/* An export of the container under way (its key being unwrapped, its anchors read, or its bundle
+ * written by the worker): a second export, or an abort of the lock it wrote, must wait. */
+static bool export_running(const struct container *c)
+{
+    for (struct mig_op *o = exports; o; o = o->next)
+        if (strcmp(o->uuid, c->uuid) == 0)
+            return true;
+    return false;
+}
+
 static void export_progress(uint64_t done, uint64_t total, void *userdata)
 {
     struct mig_op *op = userdata;
@@ -234,6 +253,7 @@ static void export_progress(uint64_t done, uint64_t total, void *userdata)
 static void export_written(const struct bundle_header *h, const tm_err *werr, void *userdata)
 {
     _cleanup_(op_freep) struct mig_op *op = userdata;
+    unlink_export(op);
     struct container *c = container_find(op->d, op->uuid);
     char part[PATH_MAX + 8];
     snprintf(part, sizeof(part), "%s.part", op->path);
@@ -326,6 +346,10 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
         (void)migrate_lock_remove(c, &e2); /* no bundle was started: the container is free */
         return r;
     }
+    /* Listed while the worker writes: the lock says exporting, which an abort without the
+     * target's refusal would otherwise release under a bundle still being written. */
+    op->next = exports;
+    exports = op;
     return 0;
 }
 
@@ -374,15 +398,6 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
         return;
     }
     *opp = NULL; /* the worker's, then export_written's */
-}
-
-static void unlink_export(struct mig_op *op)
-{
-    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
-        if (*p == op) {
-            *p = op->next;
-            return;
-        }
 }
 
 /* The source's anchor values of the vTPM state and the keystore's stores: they go into the
@@ -474,11 +489,10 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
         conn_send_error(conn, id, EINVAL, "migrate export: %s", why);
         return;
     }
-    for (struct mig_op *o = exports; o; o = o->next)
-        if (strcmp(o->uuid, c->uuid) == 0) {
-            conn_send_error(conn, id, EBUSY, "migrate export: an export of this container is under way");
-            return;
-        }
+    if (export_running(c)) {
+        conn_send_error(conn, id, EBUSY, "migrate export: an export of this container is under way");
+        return;
+    }
     struct mig_op *op = op_new(conn, id);
     if (!op)
         return;
@@ -983,6 +997,10 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
     if (!c) {
         conn_send_error(conn, id, ENOENT, "migrate abort: no container \"%s\"", rq->id ? rq->id : "");
+        return;
+    }
+    if (export_running(c)) {
+        conn_send_error(conn, id, EBUSY, "migrate abort: an export of this container is under way: wait for its end");
         return;
     }
     struct migrate_lock l;
