@@ -185,6 +185,56 @@ static int take_spare(const char *data_dir, const uint8_t policy[32], const char
     return 0;
 }
 
+/* The spare key's TPM context, saved once it was loaded: TPM2_Load of an RSA key computes its
+ * private exponent, half of an offer's TPM time; TPM2_ContextLoad restores the loaded object.
+ * Kept with the public part it was made for: the offer uses it only for exactly that key file,
+ * and once (the TPM refuses a context after its reset: the blobs are loaded then). */
+static struct {
+    TPMS_CONTEXT *ctx;
+    uint8_t pub[sizeof(TPM2B_PUBLIC)];
+    size_t pub_len;
+} spare_ctx;
+
+static void spare_ctx_drop(void)
+{
+    Esys_Free(spare_ctx.ctx);
+    spare_ctx.ctx = NULL;
+    spare_ctx.pub_len = 0;
+}
+
+static void spare_ctx_save(struct tpm *t, const char *pub_path, const char *priv_path)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    tm_err e = {0};
+    ESYS_TR k = NO;
+    spare_ctx_drop();
+    if (read_file(pub_path, KEY_FILE_MAX, &buf, &len, &e) < 0 || len > sizeof(spare_ctx.pub) ||
+        load_key(t, pub_path, priv_path, &k, &e) < 0)
+        return;
+    if (Esys_ContextSave(t->esys, k, &spare_ctx.ctx) == TSS2_RC_SUCCESS) {
+        memcpy(spare_ctx.pub, buf, len);
+        spare_ctx.pub_len = len;
+    } else {
+        spare_ctx.ctx = NULL;
+    }
+    tpm_flush(t->esys, &k);
+}
+
+/* The offer's key loaded: from the spare's saved context if it is this key's, else the blobs. */
+static int load_offer_key(struct tpm *t, const uint8_t *pub, size_t pub_len, const char *pub_path,
+                          const char *priv_path, ESYS_TR *ret, tm_err *err)
+{
+    bool ours = spare_ctx.ctx && spare_ctx.pub_len == pub_len && memcmp(spare_ctx.pub, pub, pub_len) == 0;
+    TSS2_RC rc = ours ? Esys_ContextLoad(t->esys, spare_ctx.ctx, ret) : TPM2_RC_FAILURE;
+    spare_ctx_drop();
+    if (ours && rc == TSS2_RC_SUCCESS) {
+        log_debug("migration: the offer's key loaded from the spare's saved context");
+        return 0;
+    }
+    return load_key(t, pub_path, priv_path, ret, err);
+}
+
 int migrate_spare(struct tpm *t, const char *data_dir, uint32_t boot_pcr, tm_err *err)
 {
     uint8_t policy[32];
@@ -194,8 +244,11 @@ int migrate_spare(struct tpm *t, const char *data_dir, uint32_t boot_pcr, tm_err
     key_paths(data_dir, MIGRATE_SPARE, "", pub, priv);
     if ((r = current_policy(t, boot_pcr, policy, err)) < 0 || (r = make_dir(data_dir, err)) < 0)
         return r;
-    if (spare_fits(pub, policy) && stat(priv, &st) == 0)
+    if (spare_fits(pub, policy) && stat(priv, &st) == 0) {
+        if (!spare_ctx.ctx)
+            spare_ctx_save(t, pub, priv);
         return 0;
+    }
     /* The private part first: a public part names a spare only once both are there. */
     (void)unlink(pub);
     if ((r = make_key(t, policy, pub, priv, err)) < 0) {
@@ -203,7 +256,9 @@ int migrate_spare(struct tpm *t, const char *data_dir, uint32_t boot_pcr, tm_err
         (void)unlink(priv);
         return r;
     }
-    log_info("migration: a spare key is ready for the next offer");
+    spare_ctx_save(t, pub, priv);
+    log_info("migration: a spare key is ready for the next offer%s",
+             spare_ctx.ctx ? " (loaded, its context saved)" : "");
     return 0;
 }
 
@@ -236,7 +291,7 @@ int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const 
     ret->key_public_len = off;
 
     ESYS_TR k = NO;
-    if ((r = load_key(t, pub_path, priv_path, &k, err)) < 0)
+    if ((r = load_offer_key(t, ret->key_public, ret->key_public_len, pub_path, priv_path, &k, err)) < 0)
         return r;
     /* The nonce as qualifying data: this certification is as fresh as the quote beside it. */
     r = tpm_certify(t, k, nonce, nonce_len, &ret->certify_attest, &ret->certify_attest_len, &ret->certify_sig,
