@@ -7,17 +7,22 @@
 Two trustmeds of the build tree (the integration tests' Daemon, each with its own embedded
 swtpm), provisioned by a fresh test PKI, the same GuestOS installed on both. A container with a
 soft token and an M MiB data volume (default 100; filled with random bytes) is created on the
-source. Each run: the target's offer (`trustme migrate offer`), the source's verification of it
+source. A first offer, without tpmd's spare key (the key created in the TPM), is reported apart.
+Each run: the target's offer (`trustme migrate offer`, with the spare key made after the previous
+offer; the bench waits for it, as two devices would not share cores), the source's verification of it
 alone (an export to a container that does not exist: every check runs, then trustmed says so),
-the export (verification, the data key unwrapped with the PIN, the bundle written), a plain copy
+the export (verification, the data key unwrapped with the PIN, the bundle written; `trustme list` asked over and over
+meanwhile, its longest wait kept), a plain copy
 of the bundle (the bytes a transport must move, timed in the same run), the import on the target
 (the TPM unwraps, every part hashed, the container installed, the receipt signed). Between runs
 the target's copy is removed and the source's lock file deleted by hand (a commit would erase the
-source's container). Writes DIR/section.md and DIR/targets.md. MIGRATE_RUNS, MIGRATE_MIB: the
+source's container). The offer and verify steps are also given in CPU time (the CLI's, and that
+of both devices' trustmed, scd, tpmd and swtpm). Writes DIR/section.md and DIR/targets.md. MIGRATE_RUNS, MIGRATE_MIB: the
 defaults of --runs and --mib."""
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -44,6 +49,39 @@ def timed(fn):
     t = time.monotonic()
     fn()
     return (time.monotonic() - t) * 1000
+
+
+def daemon_pids(*devs):
+    """trustmed, scd, tpmd and the embedded swtpm (daemonized: found by its state dir) of devs."""
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if any(str(d.base).encode() in cmd for d in devs):
+                out.add(int(p.name))
+    return sorted(out)
+
+
+def cpu_ms(pids):
+    tck, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total * 1000 / tck
+
+
+def measured(fn, pids):
+    """Wall ms, and CPU ms of the CLI (children) plus the daemons (10 ms ticks), of fn."""
+    r0, c0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_ms(pids)
+    w = timed(fn)
+    r1, c1 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_ms(pids)
+    return w, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 + c1 - c0
 
 
 def main():
@@ -88,24 +126,56 @@ def main():
         s.cli("start", "--pin-file", pin_file(s, PIN), "m")
         s.sh("m", f"head -c {a.mib * 1024 * 1024} /dev/urandom > /root/fill; sync", timeout=600)
         s.cli("stop", "m")
-        rows = {k: [] for k in ("offer", "verify", "export", "copy", "import", "bundle_mib")}
-        for i in range(a.runs):
+        rows = {k: [] for k in ("offer", "verify", "export", "copy", "import", "bundle_mib", "offer_cpu",
+                                "verify_cpu", "list_during")}
+        pids = daemon_pids(s, t)
+        spare = t.data_dir / "tpm" / "migrate" / "spare.pub"
+        first = {}
+        for i in range(a.runs + 1):
             nonce = secrets.token_hex(32)
             offer = root / f"offer-{i}"
-            rows["offer"].append(timed(lambda: t.cli("migrate", "offer", "--nonce", nonce, "--out", offer,
-                                                     *[x for n in pcrs for x in ("--pcr", str(n))])))
+            # The first offer after the start has no spare key: it creates its key (reported
+            # apart). Each offer then has tpmd make the next one's; on two devices that runs
+            # while the source verifies, here it would compete for the cores: waited for.
+            w, c = measured(lambda: t.cli("migrate", "offer", "--nonce", nonce, "--out", offer,
+                                          *[x for n in pcrs for x in ("--pcr", str(n))]), pids)
+            deadline = time.monotonic() + 60
+            while not spare.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            if i == 0:
+                first["offer"], first["offer_cpu"] = w, c
+            else:
+                rows["offer"].append(w)
+                rows["offer_cpu"].append(c)
             # Verification alone: the container does not exist, so the CLI stops right after it.
             v = {}
 
             def verify_only():
                 v["r"] = s.cli("migrate", "export", "no-such", "--offer", offer, "--nonce", nonce, "--out",
                                root / "none", "--pin-file", pin_file(s, PIN), *trust, check=False)
-            rows["verify"].append(timed(verify_only))
+            w, c = measured(verify_only, pids)
+            if i:
+                rows["verify"].append(w)
+                rows["verify_cpu"].append(c)
             assert "no-such" in v["r"].stderr and "offer refused" not in v["r"].stderr, v["r"].stderr
+            if i == 0:
+                continue
             bundle = root / f"bundle-{i}"
-            rows["export"].append(timed(lambda: s.cli("migrate", "export", "m", "--offer", offer, "--nonce", nonce,
-                                                      "--out", bundle, "--pin-file", pin_file(s, PIN), *trust,
-                                                      timeout=600)))
+            # `trustme list` on the source, over and over while the export runs (its worker writes
+            # the bundle; trustmed answers meanwhile): the longest wait.
+            t0 = time.monotonic()
+            proc = subprocess.Popen([str(conftest.TRUSTME), "--run-dir", str(s.run_dir), "migrate", "export", "m",
+                                     "--offer", str(offer), "--nonce", nonce, "--out", str(bundle), "--pin-file",
+                                     str(pin_file(s, PIN)), *map(str, trust)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            waits = []
+            while proc.poll() is None:
+                waits.append(timed(lambda: s.cli("list")))
+            err = proc.communicate()[1]
+            assert proc.returncode == 0, err
+            rows["export"].append((time.monotonic() - t0) * 1000)
+            rows["list_during"].append(max(waits) if waits else 0)
             rows["bundle_mib"].append(bundle.stat().st_size / 1048576)
             copy = root / f"copy-{i}"
             rows["copy"].append(timed(lambda: subprocess.run(["cp", bundle, copy], check=True)))
@@ -122,6 +192,7 @@ def main():
         load = " ".join(open("/proc/loadavg").read().split()[:3])
         ok_import = beyond < 2000
         ok_verify = med["offer"] + med["verify"] < 50
+        ok_verify_cpu = med["offer_cpu"] + med["verify_cpu"] < 50
         (out / "section.md").write_text(f"""## Migration (`bench/migrate.py`)
 
 Two trustmeds of the build tree, each with its own embedded swtpm, provisioned by a test PKI; a
@@ -131,21 +202,26 @@ load average {load} (docs/MIGRATION.md has the protocol):
 
 | step | ms |
 |---|---|
-| offer (target: key created in the TPM, certified, quoted) | {med['offer']:.0f} |
-| verify (source: the verifier's checks and the key's certification, alone) | {med['verify']:.0f} |
+| offer (target: the spare key taken, certified, quoted; CPU {med['offer_cpu']:.0f} ms) | {med['offer']:.0f} |
+| (the first offer after a start: no spare yet, the key created in the TPM; CPU {first['offer_cpu']:.0f} ms) | {first['offer']:.0f} |
+| verify (source: the verifier's checks and the key's certification, alone; CPU {med['verify_cpu']:.0f} ms) | {med['verify']:.0f} |
 | export (verify, PIN, data key, bundle written and synced) | {med['export']:.0f} |
+| the longest `trustme list` on the source while the export ran (its worker writes the bundle) | {med['list_during']:.0f} |
 | copy of the bundle (`cp`, the bytes a transport moves) | {med['copy']:.0f} |
 | import (target: TPM unwrap, every part hashed, install, receipt) | {med['import']:.0f} |
 
 Target time beyond the copy: {beyond:.0f} ms against < 2000 ms: {'PASS' if ok_import else 'FAIL'}.
-Offer and verify: {med['offer'] + med['verify']:.0f} ms against < 50 ms: {'PASS' if ok_verify else 'FAIL'}
-(the offer creates an RSA-2048 key in swtpm, which alone takes most of it).
+Offer and verify: {med['offer'] + med['verify']:.0f} ms against < 50 ms: {'PASS' if ok_verify else 'FAIL'}; in CPU
+time (both CLIs, trustmed, scd, tpmd and swtpm of both devices; 10 ms ticks for the daemons)
+{med['offer_cpu'] + med['verify_cpu']:.0f} ms: {'PASS' if ok_verify_cpu else 'FAIL'}. Each of the two is a CLI process (about 10 ms
+of CPU to start, mostly the dynamic linker relocating libcrypto).
 """)
         (out / "targets.md").write_text(
             f"| migration: target time beyond copying {a.mib} MiB | {beyond:.0f} ms | "
             f"**{'PASS' if ok_import else 'FAIL'}** |\n"
-            f"| migration: offer + verify < 50 ms | {med['offer'] + med['verify']:.0f} ms | "
-            f"**{'PASS' if ok_verify else 'FAIL'}** |\n")
+            f"| migration: offer + verify < 50 ms (wall / CPU) | {med['offer'] + med['verify']:.0f} / "
+            f"{med['offer_cpu'] + med['verify_cpu']:.0f} ms | "
+            f"**{'PASS' if ok_verify else 'FAIL'} / {'PASS' if ok_verify_cpu else 'FAIL'}** |\n")
         print((out / "section.md").read_text())
         return 0
     finally:

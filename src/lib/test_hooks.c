@@ -11,6 +11,13 @@
 #include "cleanup.h"
 #include "log.h"
 
+static pid_t also_kill;
+
+void test_crash_also(pid_t pid)
+{
+    also_kill = pid;
+}
+
 void test_crash_point(const char *dir, const char *name)
 {
     char path[4096], buf[128];
@@ -28,6 +35,8 @@ void test_crash_point(const char *dir, const char *name)
         return;
     unlink(path);
     log_warn("test crash point %s: SIGKILL", name);
+    if (also_kill > 0)
+        kill(also_kill, SIGKILL);
     raise(SIGKILL);
 }
 #else

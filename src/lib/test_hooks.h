@@ -9,12 +9,21 @@
  * process goes on normally. */
 #pragma once
 
+#include <sys/types.h>
+
 #ifdef TM_TEST_HOOKS
 void test_crash_point(const char *dir, const char *name);
+/* In a worker process that does one of trustmed's steps: the crash points it meets from now on
+ * kill pid (trustmed) first, then itself, as if the step still ran in trustmed. */
+void test_crash_also(pid_t pid);
 #else
 static inline void test_crash_point(const char *dir, const char *name)
 {
     (void)dir;
     (void)name;
+}
+static inline void test_crash_also(pid_t pid)
+{
+    (void)pid;
 }
 #endif

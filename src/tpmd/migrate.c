@@ -91,19 +91,9 @@ static int load_key(struct tpm *t, const char *pub_path, const char *priv_path, 
     return 0;
 }
 
-int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const uint8_t *nonce, size_t nonce_len,
-                  struct migrate_offer *ret, tm_err *err)
+/* Create a migration key under PolicyPCR(policy) in the TPM, stored at pub_path and priv_path. */
+static int make_key(struct tpm *t, const uint8_t policy[32], const char *pub_path, const char *priv_path, tm_err *err)
 {
-    *ret = (struct migrate_offer){0};
-    uint8_t id_raw[MIGRATE_OFFER_ID_LEN / 2], value[TPM_PCR_COUNT][32], policy[32];
-    int r;
-    if (nonce_len != 32)
-        return tm_err_set(err, EINVAL, "a migration offer needs the source's 32-byte nonce");
-    if ((r = secure_random(id_raw, sizeof(id_raw), err)) < 0 || (r = tpm_pcr_read(t, 1u << boot_pcr, value, err)) < 0)
-        return r;
-    tm_policy_pcr_sha256(boot_pcr, value[boot_pcr], policy);
-    tm_hex(id_raw, sizeof(id_raw), ret->offer_id);
-
     TPM2B_PUBLIC tmpl = {
         .publicArea =
             {
@@ -130,14 +120,9 @@ int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const 
                              &pub, NULL, NULL, NULL);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot create a migration key");
-
-    char dir[PATH_MAX], pub_path[PATH_MAX], priv_path[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s/migrate", data_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return tm_err_sys(err, "cannot create %s", dir);
-    key_paths(data_dir, ret->offer_id, "", pub_path, priv_path);
     uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
     size_t off = 0;
+    int r;
     if ((rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot marshal the migration key");
     if ((r = write_file_atomic(priv_path, buf, off, 0600, err)) < 0)
@@ -145,16 +130,168 @@ int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const 
     off = 0;
     if ((rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, buf, sizeof(buf), &off)) != TSS2_RC_SUCCESS)
         return tpm_err(err, rc, "cannot marshal the migration key");
-    if ((r = write_file_atomic(pub_path, buf, off, 0600, err)) < 0)
+    return write_file_atomic(pub_path, buf, off, 0600, err);
+}
+
+/* The policy of a migration key made now: PolicyPCR on the boot PCR's current value. */
+static int current_policy(struct tpm *t, uint32_t boot_pcr, uint8_t policy[32], tm_err *err)
+{
+    uint8_t value[TPM_PCR_COUNT][32];
+    int r = tpm_pcr_read(t, 1u << boot_pcr, value, err);
+    if (r < 0)
+        return r;
+    tm_policy_pcr_sha256(boot_pcr, value[boot_pcr], policy);
+    return 0;
+}
+
+static int make_dir(const char *data_dir, tm_err *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/migrate", data_dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", dir);
+    return 0;
+}
+
+/* Whether the spare key's public part is a migration key under exactly this policy. */
+static bool spare_fits(const char *pub_path, const uint8_t policy[32])
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0, off = 0;
+    tm_err e = {0};
+    TPM2B_PUBLIC pub = {0};
+    if (read_file(pub_path, KEY_FILE_MAX, &buf, &len, &e) < 0 ||
+        Tss2_MU_TPM2B_PUBLIC_Unmarshal((uint8_t *)buf, len, &off, &pub) != TSS2_RC_SUCCESS || off != len)
+        return false;
+    return pub.publicArea.type == TPM2_ALG_RSA && pub.publicArea.objectAttributes == MIGRATE_KEY_ATTRIBUTES &&
+           pub.publicArea.authPolicy.size == 32 && memcmp(pub.publicArea.authPolicy.buffer, policy, 32) == 0;
+}
+
+/* The spare key becomes the offer's: renamed, so no other offer can ever have it. */
+static int take_spare(const char *data_dir, const uint8_t policy[32], const char *pub_path, const char *priv_path)
+{
+    char spub[PATH_MAX], spriv[PATH_MAX];
+    key_paths(data_dir, MIGRATE_SPARE, "", spub, spriv);
+    if (!spare_fits(spub, policy))
+        return -ENOENT;
+    if (rename(spriv, priv_path) < 0)
+        return -errno;
+    if (rename(spub, pub_path) < 0) {
+        int r = -errno;
+        (void)rename(priv_path, spriv);
+        return r;
+    }
+    fsync_parent(pub_path);
+    return 0;
+}
+
+/* The spare key's TPM context, saved once it was loaded: TPM2_Load of an RSA key computes its
+ * private exponent, half of an offer's TPM time; TPM2_ContextLoad restores the loaded object.
+ * Kept with the public part it was made for: the offer uses it only for exactly that key file,
+ * and once (the TPM refuses a context after its reset: the blobs are loaded then). */
+static struct {
+    TPMS_CONTEXT *ctx;
+    uint8_t pub[sizeof(TPM2B_PUBLIC)];
+    size_t pub_len;
+} spare_ctx;
+
+static void spare_ctx_drop(void)
+{
+    Esys_Free(spare_ctx.ctx);
+    spare_ctx.ctx = NULL;
+    spare_ctx.pub_len = 0;
+}
+
+static void spare_ctx_save(struct tpm *t, const char *pub_path, const char *priv_path)
+{
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    tm_err e = {0};
+    ESYS_TR k = NO;
+    spare_ctx_drop();
+    if (read_file(pub_path, KEY_FILE_MAX, &buf, &len, &e) < 0 || len > sizeof(spare_ctx.pub) ||
+        load_key(t, pub_path, priv_path, &k, &e) < 0)
+        return;
+    if (Esys_ContextSave(t->esys, k, &spare_ctx.ctx) == TSS2_RC_SUCCESS) {
+        memcpy(spare_ctx.pub, buf, len);
+        spare_ctx.pub_len = len;
+    } else {
+        spare_ctx.ctx = NULL;
+    }
+    tpm_flush(t->esys, &k);
+}
+
+/* The offer's key loaded: from the spare's saved context if it is this key's, else the blobs. */
+static int load_offer_key(struct tpm *t, const uint8_t *pub, size_t pub_len, const char *pub_path,
+                          const char *priv_path, ESYS_TR *ret, tm_err *err)
+{
+    bool ours = spare_ctx.ctx && spare_ctx.pub_len == pub_len && memcmp(spare_ctx.pub, pub, pub_len) == 0;
+    TSS2_RC rc = ours ? Esys_ContextLoad(t->esys, spare_ctx.ctx, ret) : TPM2_RC_FAILURE;
+    spare_ctx_drop();
+    if (ours && rc == TSS2_RC_SUCCESS) {
+        log_debug("migration: the offer's key loaded from the spare's saved context");
+        return 0;
+    }
+    return load_key(t, pub_path, priv_path, ret, err);
+}
+
+int migrate_spare(struct tpm *t, const char *data_dir, uint32_t boot_pcr, tm_err *err)
+{
+    uint8_t policy[32];
+    char pub[PATH_MAX], priv[PATH_MAX];
+    struct stat st;
+    int r;
+    key_paths(data_dir, MIGRATE_SPARE, "", pub, priv);
+    if ((r = current_policy(t, boot_pcr, policy, err)) < 0 || (r = make_dir(data_dir, err)) < 0)
+        return r;
+    if (spare_fits(pub, policy) && stat(priv, &st) == 0) {
+        if (!spare_ctx.ctx)
+            spare_ctx_save(t, pub, priv);
+        return 0;
+    }
+    /* The private part first: a public part names a spare only once both are there. */
+    (void)unlink(pub);
+    if ((r = make_key(t, policy, pub, priv, err)) < 0) {
+        (void)unlink(pub);
+        (void)unlink(priv);
+        return r;
+    }
+    spare_ctx_save(t, pub, priv);
+    log_info("migration: a spare key is ready for the next offer%s",
+             spare_ctx.ctx ? " (loaded, its context saved)" : "");
+    return 0;
+}
+
+int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const uint8_t *nonce, size_t nonce_len,
+                  struct migrate_offer *ret, tm_err *err)
+{
+    *ret = (struct migrate_offer){0};
+    uint8_t id_raw[MIGRATE_OFFER_ID_LEN / 2], policy[32];
+    int r;
+    if (nonce_len != 32)
+        return tm_err_set(err, EINVAL, "a migration offer needs the source's 32-byte nonce");
+    if ((r = secure_random(id_raw, sizeof(id_raw), err)) < 0 || (r = current_policy(t, boot_pcr, policy, err)) < 0 ||
+        (r = make_dir(data_dir, err)) < 0)
+        return r;
+    tm_hex(id_raw, sizeof(id_raw), ret->offer_id);
+
+    /* The spare key made after the last offer (migrate_spare) if its policy is still the one to
+     * use: the key creation, most of an offer's time, is then done already. Otherwise one now. */
+    char pub_path[PATH_MAX], priv_path[PATH_MAX];
+    key_paths(data_dir, ret->offer_id, "", pub_path, priv_path);
+    bool spare = take_spare(data_dir, policy, pub_path, priv_path) == 0;
+    if (!spare && (r = make_key(t, policy, pub_path, priv_path, err)) < 0)
+        return r;
+    _cleanup_free_ char *pub_buf = NULL;
+    size_t off = 0;
+    if ((r = read_file(pub_path, KEY_FILE_MAX, &pub_buf, &off, err)) < 0)
         return r;
     test_crash_point(data_dir, "tpmd-migrate-offer-key"); /* the key stored, no offer answered */
-    if (!(ret->key_public = malloc(off)))
-        return tm_err_set(err, ENOMEM, "out of memory");
-    memcpy(ret->key_public, buf, off);
+    ret->key_public = (uint8_t *)steal_ptr(pub_buf);
     ret->key_public_len = off;
 
     ESYS_TR k = NO;
-    if ((r = load_key(t, pub_path, priv_path, &k, err)) < 0)
+    if ((r = load_offer_key(t, ret->key_public, ret->key_public_len, pub_path, priv_path, &k, err)) < 0)
         return r;
     /* The nonce as qualifying data: this certification is as fresh as the quote beside it. */
     r = tpm_certify(t, k, nonce, nonce_len, &ret->certify_attest, &ret->certify_attest_len, &ret->certify_sig,
@@ -162,7 +299,8 @@ int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const 
     tpm_flush(t->esys, &k);
     if (r < 0)
         return r;
-    log_info("migration offer %s: a key under PolicyPCR(%u)", ret->offer_id, boot_pcr);
+    log_info("migration offer %s: a key under PolicyPCR(%u)%s", ret->offer_id, boot_pcr,
+             spare ? " (the spare made ahead)" : "");
     return 0;
 }
 

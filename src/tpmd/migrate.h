@@ -11,6 +11,7 @@
 #include "tpm.h"
 
 #define MIGRATE_OFFER_ID_LEN 32 /* hex digits */
+#define MIGRATE_SPARE "spare" /* the key made ahead, not an offer id (those are hex) */
 
 struct migrate_offer {
     char offer_id[MIGRATE_OFFER_ID_LEN + 1];
@@ -25,6 +26,11 @@ struct migrate_offer {
 int migrate_offer(struct tpm *t, const char *data_dir, uint32_t boot_pcr, const uint8_t *nonce, size_t nonce_len,
                   struct migrate_offer *ret, tm_err *err);
 void migrate_offer_free(struct migrate_offer *o);
+/* Make the spare key the next offer takes (<data_dir>/migrate/spare.{pub,priv}), unless one under
+ * the current boot PCR's policy is there: creating an RSA key is most of an offer's time, so
+ * tpmd makes the next one after answering an offer. The spare is an ordinary migration key that
+ * no offer names yet; the offer renames it to its own id, so no two offers ever share a key. */
+int migrate_spare(struct tpm *t, const char *data_dir, uint32_t boot_pcr, tm_err *err);
 
 /* RSA-OAEP decryption with the offer's key in a PolicyPCR session. The offer is consumed
  * (renamed away, synced) before the TPM sees the key and removed after: one decryption ever. */

@@ -37,6 +37,9 @@
 #include "tpmd.pb-c.h"
 #include "vtpm_issuer.h"
 
+/* After an offer's answer, before its spare key is made: the answer leaves first. */
+#define SPARE_DELAY_MS 20
+
 typedef Trustme__Tpmd__Request Request;
 typedef Trustme__Tpmd__Response Response;
 
@@ -547,6 +550,16 @@ static int do_attest(struct tpmd *d, uint64_t id, const Trustme__Attest__AttestR
 
 /* ---- migration (docs/MIGRATION.md) ---------------------------------------------------------- */
 
+static void on_spare(tm_source *src, void *userdata)
+{
+    struct tpmd *d = userdata;
+    (void)src;
+    d->spare_src = NULL;
+    tm_err err = {0};
+    if (migrate_spare(&d->tpm, d->data_dir, d->boot_pcr, &err) < 0)
+        log_warn("migration: no spare key for the next offer (it makes its own): %s", err.msg);
+}
+
 static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__MigrateKey *rq, tm_err *err)
 {
     struct migrate_offer o;
@@ -573,6 +586,10 @@ static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Migr
     resp.migrate_key = &mk;
     r = send_response(d, id, &resp, err);
     migrate_offer_free(&o);
+    /* The next offer's key, once this answer is out (a request meanwhile waits for it, as for
+     * any TPM command; a device that offers once offers again, to retry or for more containers). */
+    if (!d->spare_src)
+        d->spare_src = tm_loop_timer(d->loop, SPARE_DELAY_MS, on_spare, d);
     return r;
 }
 
@@ -753,4 +770,6 @@ void server_stop(struct tpmd *d)
     d->link_src = NULL;
     tm_source_free(d->idle_src);
     d->idle_src = NULL;
+    tm_source_free(d->spare_src);
+    d->spare_src = NULL;
 }

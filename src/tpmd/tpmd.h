@@ -40,6 +40,7 @@ struct tpmd {
     tm_source *link_src;
     int signal_fd;
     tm_source *signal_src;
+    tm_source *spare_src; /* soon after an offer: the next offer's key made (migrate_spare) */
     tm_source *idle_src; /* TM_IDLE_RELEASE_MS after the last request: memory given back */
     /* trustmed stops (SIGTERM): the embedded TPM is powered off with it. Without it (only the
      * link closed: trustmed died) tpmd exits and leaves the swtpm, its PCRs and the log to the

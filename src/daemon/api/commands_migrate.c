@@ -20,6 +20,7 @@
 #include "config.h"
 #include "container.h"
 #include "crypto.h"
+#include "export_worker.h"
 #include "fileio.h"
 #include "hex.h"
 #include "keystore_migrated.h"
@@ -39,7 +40,7 @@
 #define TEXT_MAX 512
 
 struct mig_op {
-    struct mig_op *next; /* exports waiting for their data key */
+    struct mig_op *next; /* exports under way: waiting for the data key, the anchors or the worker */
     struct daemon *d;
     uint64_t conn_id, req_id;
     char actor[48];
@@ -214,7 +215,76 @@ static int bundle_secrets(struct container *c, const struct secret *key, struct 
     return 0;
 }
 
-/* The lock file and <path>.part, written and synced; op->lock then says what to anchor. */
+static void export_anchored(struct container *c, const tm_err *aerr, void *userdata);
+
+static void unlink_export(struct mig_op *op)
+{
+    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
+        if (*p == op) {
+            *p = op->next;
+            return;
+        }
+}
+
+/* An export of the container under way (its key being unwrapped, its anchors read, or its bundle
+ * written by the worker): a second export, or an abort of the lock it wrote, must wait. */
+static bool export_running(const struct container *c)
+{
+    for (struct mig_op *o = exports; o; o = o->next)
+        if (strcmp(o->uuid, c->uuid) == 0)
+            return true;
+    return false;
+}
+
+static void export_progress(uint64_t done, uint64_t total, void *userdata)
+{
+    struct mig_op *op = userdata;
+    struct conn *conn = conn_find(op->d, op->conn_id);
+    if (!conn)
+        return;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "bundle: %llu of %llu MiB written", (unsigned long long)(done >> 20),
+             (unsigned long long)(total >> 20));
+    Trustme__Progress p = TRUSTME__PROGRESS__INIT;
+    p.message = msg;
+    Trustme__Response r = TRUSTME__RESPONSE__INIT;
+    r.body_case = TRUSTME__RESPONSE__BODY_PROGRESS;
+    r.progress = &p;
+    conn_send(conn, op->req_id, &r);
+}
+
+/* The export worker wrote <path>.part and synced it (or failed, or was killed): the AK signs it,
+ * export_signed marks the lock exported, the TPM anchors it, export_anchored renames and answers.
+ * The export stays listed until it is signed, so that an abort still waits. */
+static void export_written(const struct bundle_header *h, const tm_err *werr, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    struct container *c = container_find(op->d, op->uuid);
+    char part[PATH_MAX + 8];
+    snprintf(part, sizeof(part), "%s.part", op->path);
+    tm_err e = {0};
+    if (werr || !c) {
+        /* No bundle was completed: the container is free again. */
+        unlink_export(op);
+        drop_part(op, c);
+        op_error(op, "migrate.export", c, werr ? werr->code : ENOENT, "export: %s",
+                 werr ? werr->msg : "the container went away while its bundle was written");
+        return;
+    }
+    /* The source's AK signs the head and the bundle ends with its signature (source_auth.h);
+     * export_signed goes on. Killed meanwhile, the lock says exporting: no bundle. */
+    memcpy(op->lock.digest, h->digest, sizeof(op->lock.digest));
+    if (source_auth_sign(op->d, h, part, export_signed, op, &e) < 0) {
+        unlink_export(op);
+        drop_part(op, c);
+        op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+        return;
+    }
+    op = NULL; /* export_signed's */
+}
+
+/* The lock file, written and synced; then the worker writes <path>.part (export_worker.h) while
+ * trustmed serves others, and export_written goes on. */
 static int write_bundle(struct mig_op *op, struct container *c, const struct secret *key,
                         const Trustme__Tpmd__Response *anchors, tm_err *err)
 {
@@ -270,18 +340,19 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
     if ((r = migrate_lock_write(c, &l, err)) < 0)
         return r;
     test_crash_point(op->d->data_dir, "migrate-export-locked");
-    if ((r = bundle_write(part, dir, &h, op->key_spki, op->key_spki_len, secrets, err)) < 0) {
+    op->lock = l;
+    struct export_worker *w = NULL;
+    if ((r = export_worker_start(op->d, part, dir, &h, op->key_spki, op->key_spki_len, secrets, export_progress,
+                                 export_written, op, &w, err)) < 0) {
         tm_err e2 = {0};
-        (void)migrate_lock_remove(c, &e2); /* no bundle was completed: the container is free */
+        (void)migrate_lock_remove(c, &e2); /* no bundle was started: the container is free */
         return r;
     }
-    /* The source's AK signs the head and the bundle ends with its signature (source_auth.h);
-     * export_signed goes on. Killed meanwhile, the lock says exporting: no bundle. */
-    memcpy(l.digest, h.digest, sizeof(l.digest));
-    op->lock = l;
-    if ((r = source_auth_sign(op->d, &h, part, export_signed, op, err)) < 0)
-        drop_part(op, c);
-    return r;
+    /* Listed while the worker writes: the lock says exporting, which an abort without the
+     * target's refusal would otherwise release under a bundle still being written. */
+    op->next = exports;
+    exports = op;
+    return 0;
 }
 
 /* No complete bundle under its name: the .part goes and the container is free again. */
@@ -328,7 +399,8 @@ static void export_anchored(struct container *c, const tm_err *aerr, void *userd
     answer(op, &m);
 }
 
-/* Writes the bundle; export_signed goes on. On success it takes *opp. */
+/* Starts the bundle's worker; export_written, source_auth_sign, export_signed, then
+ * export_anchored go on and answer. On success it takes *opp. */
 static void finish_export(struct mig_op **opp, struct container *c, const struct secret *key,
                           const Trustme__Tpmd__Response *anchors)
 {
@@ -338,7 +410,7 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
         op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
         return;
     }
-    *opp = NULL; /* export_signed's */
+    *opp = NULL; /* the worker's, then export_written's */
 }
 
 /* The bundle is complete and signed: the lock is marked exported, then the TPM anchors it;
@@ -347,6 +419,7 @@ static void export_signed(struct daemon *d, const char *signer, const tm_err *se
 {
     (void)signer;
     _cleanup_(op_freep) struct mig_op *op = userdata;
+    unlink_export(op);
     struct container *c = container_find(d, op->uuid);
     tm_err e = {0};
     if (serr || !c) {
@@ -363,15 +436,6 @@ static void export_signed(struct daemon *d, const char *signer, const tm_err *se
         return;
     }
     op = NULL; /* export_anchored's */
-}
-
-static void unlink_export(struct mig_op *op)
-{
-    for (struct mig_op **p = &exports; *p; p = &(*p)->next)
-        if (*p == op) {
-            *p = op->next;
-            return;
-        }
 }
 
 /* The source's anchor values of the vTPM state and the keystore's stores: they go into the
@@ -468,11 +532,10 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
         conn_send_error(conn, id, EINVAL, "migrate export: %s", why);
         return;
     }
-    for (struct mig_op *o = exports; o; o = o->next)
-        if (strcmp(o->uuid, c->uuid) == 0) {
-            conn_send_error(conn, id, EBUSY, "migrate export: an export of this container is under way");
-            return;
-        }
+    if (export_running(c)) {
+        conn_send_error(conn, id, EBUSY, "migrate export: an export of this container is under way");
+        return;
+    }
     struct mig_op *op = op_new(conn, id);
     if (!op)
         return;
@@ -1024,6 +1087,10 @@ static void migrate_abort(struct conn *conn, uint64_t id, const Trustme__Migrate
     struct container *c = rq->id ? container_find(conn->d, rq->id) : NULL;
     if (!c) {
         conn_send_error(conn, id, ENOENT, "migrate abort: no container \"%s\"", rq->id ? rq->id : "");
+        return;
+    }
+    if (export_running(c)) {
+        conn_send_error(conn, id, EBUSY, "migrate abort: an export of this container is under way: wait for its end");
         return;
     }
     struct migrate_lock l;
