@@ -5,7 +5,7 @@ from test_migrate.py's module fixture (a fresh pair for this module)."""
 import json
 
 from test_migrate import (container_config, cycle, export, imp, migrating, offer, pair,  # noqa: F401
-                          pytestmark)
+                          pytestmark, refused_expired)
 from test_attestation import swtpm_installed  # noqa: F401 (fixture)
 from test_guestos import env  # noqa: F401 (fixture)
 from test_migrate_review import with_data
@@ -51,13 +51,8 @@ def test_an_unlocked_container_exports_once_the_tpm_answers(pair):
     migrated, nor one whose earlier migration was aborted with the target's refusal."""
     p = pair
     with_data(p, "ex3")
-    b1, lay = cycle(p, "ex3")
-    data = bytearray(b1.read_bytes())
-    data[lay["wrapped"] + 3] ^= 1
-    bad = b1.with_name(b1.name + "-bad")
-    bad.write_bytes(bytes(data))
-    refusal, r = imp(p, p.t, bad, check=False)
-    assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
+    b1, _, off = cycle(p, "ex3", lifetime=1)
+    refusal = refused_expired(p, p.t, b1, off)
     p.s.cli("migrate", "abort", "ex3", "--refusal", refusal)
     assert not migrating(p.s, "ex3")
     b2, _ = cycle(p, "ex3")
@@ -110,8 +105,8 @@ def manifest_ids(lay):
 
 
 def test_a_receipt_again_for_a_container_that_was_never_installed(pair):
-    """The import of a bundle failed after its offer was spent (here the network flipped a byte of
-    the wrapped key: a signed refusal; also an expired offer): the target never had the data key.
+    """The import of a bundle failed after its offer was spent (here its offer expired: a signed
+    refusal): the target never had the data key.
     Root on the target then makes a container of that UUID out of another one (its directory
     renamed), writes `migrated.from` with the receipt text (every field of it is in the bundle
     and its manifest) and asks for the receipt again. A receipt would let the source commit and
@@ -119,15 +114,10 @@ def test_a_receipt_again_for_a_container_that_was_never_installed(pair):
     p = pair
     with_data(p, "ra")
     uuid = p.s.state("ra")["uuid"]
-    b1, lay = cycle(p, "ra")
+    b1, lay, off = cycle(p, "ra", lifetime=1)
     lock = p.s.data_dir / "containers" / uuid / "migrating"
     digest = next(ln.split(" ", 1)[1] for ln in lock.read_text().splitlines() if ln.startswith("digest "))
-    data = bytearray(b1.read_bytes())
-    data[lay["wrapped"] + 5] ^= 1
-    bad = b1.with_name(b1.name + "-in-transit")
-    bad.write_bytes(bytes(data))
-    refusal, r = imp(p, p.t, bad, check=False)
-    assert r.returncode == 1 and "refused:" in r.stderr, r.stderr
+    refusal = refused_expired(p, p.t, b1, off)
     # Root on the target: another container's directory under the bundle's UUID.
     p.t.cli("create", container_config(p.t, "decoy"))
     decoy = p.t.data_dir / "containers" / p.t.state("decoy")["uuid"]
