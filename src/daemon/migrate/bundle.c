@@ -180,7 +180,16 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
         snprintf(p, sizeof(p), "%s/%s", dir, h->parts[i].name);
         if (h->parts[i].src)
             snprintf(p, sizeof(p), "%s", h->parts[i].src);
-        if ((fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        if (h->parts[i].has_fd) {
+            snprintf(p, sizeof(p), "%s", h->parts[i].name);
+            if ((fds[i] = fcntl(h->parts[i].fd, F_DUPFD_CLOEXEC, 0)) >= 0 && lseek(fds[i], 0, SEEK_SET) < 0) {
+                r = tm_err_sys(err, "cannot rewind %s", p);
+                goto done;
+            }
+        } else {
+            fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        }
+        if (fds[i] < 0) {
             r = tm_err_sys(err, "cannot open %s", p);
             goto done;
         }
