@@ -68,6 +68,9 @@ struct mig_op {
 };
 
 static struct mig_op *exports;
+/* Imports between the decryption and the install (their token is being built): a concurrent
+ * import of the same bundle must not sign a refusal meanwhile. Linked by next, as exports. */
+static struct mig_op *imports;
 
 static void op_free(struct mig_op *op);
 static void op_freep(struct mig_op **op)
@@ -99,6 +102,11 @@ static struct mig_op *op_new(struct conn *conn, uint64_t id)
 
 static void op_free(struct mig_op *op)
 {
+    for (struct mig_op **p = &imports; *p; p = &(*p)->next)
+        if (*p == op) {
+            *p = op->next;
+            break;
+        }
     if (op->opened)
         bundle_close(&op->b);
     secret_free(op->key);
@@ -660,7 +668,11 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
          * refusal is signed only while the container is not here: a concurrent import of the same
          * bundle may have installed it meanwhile. */
-        if (spent && err->code == ESTALE && (container_find(d, op->b.h.uuid) || container_find(d, op->b.h.name))) {
+        bool importing = false;
+        for (struct mig_op *o = imports; o; o = o->next)
+            importing |= strcmp(o->b.h.uuid, op->b.h.uuid) == 0;
+        if (spent && err->code == ESTALE &&
+            (importing || container_find(d, op->b.h.uuid) || container_find(d, op->b.h.name))) {
             op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
                      op->b.h.uuid);
             op_free(op);
@@ -735,6 +747,8 @@ static void import_token(struct mig_op *op)
         return;
     }
     op->carried = t;
+    op->next = imports;
+    imports = op;
     if (tokens_import(op->d, op->b.h.uuid, t, &op->token_entry, import_token_built, op, &e) < 0)
         refuse(op, e.msg);
 }

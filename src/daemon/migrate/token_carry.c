@@ -82,8 +82,7 @@ int token_carry_add(struct bundle_header *h, const char *uuid, const struct secr
     return 0;
 }
 
-int token_carry_read(const struct bundle_in *b, const struct secret *data_key, struct tokens_carried **ret,
-                     tm_err *err)
+int token_carry_read(const struct bundle_in *b, const struct secret *data_key, struct tokens_carried **ret, tm_err *err)
 {
     const struct bundle_part *bp = NULL;
     for (size_t i = 0; i < b->h.nparts; i++)
@@ -96,8 +95,8 @@ int token_carry_read(const struct bundle_in *b, const struct secret *data_key, s
     uint8_t part[PART_LEN], got[32], key[32];
     char aad[96];
     if (bp->size != PART_LEN)
-        return tm_err_set(err, EBADMSG, "part " TOKEN_CARRY_PART ": %llu bytes, not %d",
-                          (unsigned long long)bp->size, PART_LEN);
+        return tm_err_set(err, EBADMSG, "part " TOKEN_CARRY_PART ": %llu bytes, not %d", (unsigned long long)bp->size,
+                          PART_LEN);
     if (pread(b->fd, part, sizeof(part), (off_t)bp->offset) != (ssize_t)sizeof(part))
         return tm_err_sys(err, "part " TOKEN_CARRY_PART ": cannot read it");
     /* Read again from a file that may have changed since bundle_open hashed it. */
@@ -115,7 +114,8 @@ int token_carry_read(const struct bundle_in *b, const struct secret *data_key, s
     bool ok = tokens_migrated_gcm(false, key, part + 8, aad, part + 20, PLAIN_LEN, plain->data, part + 20 + PLAIN_LEN);
     explicit_bzero(key, sizeof(key));
     if (!ok)
-        return tm_err_set(err, EBADMSG, "part " TOKEN_CARRY_PART ": it does not open with the carried data key (altered)");
+        return tm_err_set(err, EBADMSG,
+                          "part " TOKEN_CARRY_PART ": it does not open with the carried data key (altered)");
     struct tokens_carried *t = calloc(1, sizeof(*t));
     if (!t)
         return tm_err_set(err, ENOMEM, "out of memory");
@@ -126,8 +126,8 @@ int token_carry_read(const struct bundle_in *b, const struct secret *data_key, s
     const uint8_t *p = plain->data;
     if (p[0] > 3 || p[1] > 10) {
         tokens_carried_done(t);
-        return tm_err_set(err, EBADMSG, "part " TOKEN_CARRY_PART ": counts of %u wrong PINs and %u wrong PUKs",
-                          p[0], p[1]);
+        return tm_err_set(err, EBADMSG, "part " TOKEN_CARRY_PART ": counts of %u wrong PINs and %u wrong PUKs", p[0],
+                          p[1]);
     }
     t->pin_failures = p[0], t->puk_failures = p[1];
     for (int i = 0; i < 8; i++)
