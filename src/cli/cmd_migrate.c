@@ -16,6 +16,7 @@
 #include "hex.h"
 #include "inputs.h"
 #include "migrate_offer.h"
+#include "pin_input.h"
 #include "secmem.h"
 
 #define EXIT_REFUSED 1
@@ -214,11 +215,23 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
         free(raw.data);
         return r;
     }
-    _cleanup_secret_ struct secret *pin = NULL;
-    if ((r = start_pin(cli, name, cli_value(a, "pin-file"), false, &pin))) {
+    /* The PIN opens the data key; the PUK is checked too, and the target's token keeps both
+     * (docs/MIGRATION.md "The token"). */
+    _cleanup_secret_ struct secret *pin = NULL, *puk = NULL;
+    struct pin_input in;
+    tm_err perr;
+    char prompt[160], puk_prompt[200];
+    snprintf(prompt, sizeof(prompt), "PIN for %s", name);
+    snprintf(puk_prompt, sizeof(puk_prompt), "PUK for %s (its token on the target keeps the same PIN and PUK)", name);
+    if ((r = pin_input_open(&in, cli_value(a, "pin-file"), false, &perr)) == 0) {
+        if ((r = pin_read(&in, prompt, &pin, &perr)) == 0)
+            r = pin_read(&in, puk_prompt, &puk, &perr);
+        pin_input_close(&in);
+    }
+    if (r < 0) {
         trustme__migrate_message__free_unpacked(offer, NULL);
         free(raw.data);
-        return r;
+        return cli_fail("%s (the export needs the container's PIN and its PUK)", perr.msg);
     }
     Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
     mr.verb = "export";
@@ -232,6 +245,10 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
     if (pin) {
         mr.has_pin = true;
         mr.pin = (ProtobufCBinaryData){.len = strlen((const char *)pin->data), .data = pin->data};
+    }
+    if (puk) {
+        mr.has_puk = true;
+        mr.puk = (ProtobufCBinaryData){.len = strlen((const char *)puk->data), .data = puk->data};
     }
     Trustme__Response *resp = NULL;
     r = call(cli, &mr, &resp);

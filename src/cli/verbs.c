@@ -119,7 +119,8 @@ static const struct cli_opt migrate_export_opts[] = {
                                    "the target's offer (`trustme migrate offer` there; required)", false},
     {"nonce", 0, CLI_WORD, "HEX", "the 64 hex digits this device chose and gave the target (required)", false},
     {"out", 0, CLI_FILE, "BUNDLE", "the bundle to write: a new file (required)", false},
-    {"pin-file", 0, CLI_FILE, "FILE", "the container's PIN: first line ('-': stdin)", false},
+    {"pin-file", 0, CLI_FILE, "FILE",
+     "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
     {0}};
 #undef ATTEST_CLI_OPT
 static const struct cli_opt migrate_offer_opts[] = {

@@ -22,6 +22,7 @@
 #include "proto.h"
 #include "scd.pb-c.h"
 #include "token.h"
+#include "token_carry.h"
 #include "uuid.h"
 #include "verify.h"
 
@@ -159,9 +160,11 @@ static int do_pair(struct server *s, uint64_t id, const Trustme__Scd__Pair *rq, 
     return send_ok(s, id, false);
 }
 
-static int send_key(struct server *s, uint64_t id, const struct secret *key, const uint8_t *blob)
+static int send_key(struct server *s, uint64_t id, const struct secret *key, const uint8_t *blob,
+                    const struct token_carry *carry)
 {
     Trustme__Scd__Key k = TRUSTME__SCD__KEY__INIT;
+    Trustme__Scd__TokenCarry tc = TRUSTME__SCD__TOKEN_CARRY__INIT;
     k.has_key = true;
     k.key.data = key->data;
     k.key.len = key->len;
@@ -170,10 +173,60 @@ static int send_key(struct server *s, uint64_t id, const struct secret *key, con
         k.wrapped.data = (uint8_t *)blob;
         k.wrapped.len = KEYWRAP_BLOB_LEN;
     }
+    if (carry && carry->pin.ikm) {
+        /* Packed into locked memory and wiped with the key (packet.h). */
+        tc.has_kdf_n = tc.has_pin_salt = tc.has_pin_ikm = tc.has_puk_salt = tc.has_puk_ikm = true;
+        tc.kdf_n = carry->kdf_n;
+        tc.pin_salt = (ProtobufCBinaryData){.len = SOFT_SALT_LEN, .data = (uint8_t *)carry->pin.salt};
+        tc.pin_ikm = (ProtobufCBinaryData){.len = carry->pin.ikm->len, .data = carry->pin.ikm->data};
+        tc.puk_salt = (ProtobufCBinaryData){.len = SOFT_SALT_LEN, .data = (uint8_t *)carry->puk.salt};
+        tc.puk_ikm = (ProtobufCBinaryData){.len = carry->puk.ikm->len, .data = carry->puk.ikm->data};
+        k.carry = &tc;
+    }
     Response resp = TRUSTME__SCD__RESPONSE__INIT;
     resp.body_case = TRUSTME__SCD__RESPONSE__BODY_KEY;
     resp.key = &k;
     return send_response(s, id, &resp);
+}
+
+/* A migration's export asked for the token as it is carried (carry_puk): after the PIN opened it. */
+static int carry_out(struct server *s, const char *uuid, const struct secret *pin, const ProtobufCBinaryData *puk_b,
+                     bool has_puk, struct token_carry *ret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *puk = NULL;
+    if (!has_puk)
+        return 0;
+    int r = take_pin(puk_b, true, "PUK", &puk, err);
+    return r < 0 ? r : token_carry_out(s->tctx, uuid, (char *)pin->data, (char *)puk->data, ret, err);
+}
+
+static int take_slot(const ProtobufCBinaryData *salt, const ProtobufCBinaryData *ikm, struct soft_carried_slot *ret,
+                     tm_err *err)
+{
+    if (salt->len != SOFT_SALT_LEN || ikm->len != 32)
+        return tm_err_set(err, EINVAL, "carried token: a salt of %zu or a secret of %zu bytes", salt->len, ikm->len);
+    memcpy(ret->salt, salt->data, SOFT_SALT_LEN);
+    int r = secret_new(ikm->len, &ret->ikm, err);
+    if (r == 0)
+        memcpy(ret->ikm->data, ikm->data, ikm->len);
+    return r;
+}
+
+static int do_token_import(struct server *s, uint64_t id, const Trustme__Scd__TokenImport *rq, tm_err *err)
+{
+    _cleanup_(token_carry_done) struct token_carry c = {0};
+    const Trustme__Scd__TokenCarry *tc = rq->carry;
+    int r;
+    if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0)
+        return r;
+    if (!tc || !tc->has_kdf_n || !tc->has_pin_salt || !tc->has_pin_ikm || !tc->has_puk_salt || !tc->has_puk_ikm)
+        return tm_err_set(err, EINVAL, "carried token: a field is missing");
+    c.kdf_n = tc->kdf_n;
+    if ((r = take_slot(&tc->pin_salt, &tc->pin_ikm, &c.pin, err)) < 0 ||
+        (r = take_slot(&tc->puk_salt, &tc->puk_ikm, &c.puk, err)) < 0 ||
+        (r = token_import(s->tctx, rq->uuid, &c, err)) < 0)
+        return r;
+    return send_ok(s, id, false);
 }
 
 static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__DeviceSecret *rq, tm_err *err)
@@ -204,14 +257,16 @@ static int do_device_secret(struct server *s, uint64_t id, const Trustme__Scd__D
 static int do_new_key(struct server *s, uint64_t id, const Trustme__Scd__NewKey *rq, tm_err *err)
 {
     _cleanup_secret_ struct secret *pin = NULL, *key = NULL;
+    _cleanup_(token_carry_done) struct token_carry carry = {0};
     uint8_t blob[KEYWRAP_BLOB_LEN];
     int r;
     if ((r = check_uuid(rq->uuid, err)) < 0 || (r = need_device_secret(s, err)) < 0 ||
         (r = take_pin(&rq->pin, rq->has_pin, "PIN", &pin, err)) < 0 ||
         (r = token_new_key(s->tctx, rq->uuid, (char *)pin->data, rq->has_key ? rq->key.data : NULL,
-                           rq->has_key ? rq->key.len : 0, &key, blob, err)) < 0)
+                           rq->has_key ? rq->key.len : 0, &key, blob, err)) < 0 ||
+        (r = carry_out(s, rq->uuid, pin, &rq->carry_puk, rq->has_carry_puk, &carry, err)) < 0)
         return r;
-    return send_key(s, id, key, blob);
+    return send_key(s, id, key, blob, &carry);
 }
 
 static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *rq, tm_err *err)
@@ -223,9 +278,11 @@ static int do_unwrap(struct server *s, uint64_t id, const Trustme__Scd__Unwrap *
         return r;
     if (!rq->has_wrapped)
         return tm_err_set(err, EINVAL, "wrapped key missing");
-    if ((r = token_unwrap(s->tctx, rq->uuid, (char *)pin->data, rq->wrapped.data, rq->wrapped.len, &key, err)) < 0)
+    _cleanup_(token_carry_done) struct token_carry carry = {0};
+    if ((r = token_unwrap(s->tctx, rq->uuid, (char *)pin->data, rq->wrapped.data, rq->wrapped.len, &key, err)) < 0 ||
+        (r = carry_out(s, rq->uuid, pin, &rq->carry_puk, rq->has_carry_puk, &carry, err)) < 0)
         return r;
-    return send_key(s, id, key, NULL);
+    return send_key(s, id, key, NULL, &carry);
 }
 
 /* A re-keyed soft token's answer; a PKCS#11 token's PIN change has nothing pending: Ok. */
@@ -396,6 +453,7 @@ static const char *token_uuid_of(const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: return rq->unlock->uuid;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: return rq->wipe->uuid;
     case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT: return rq->token_commit->uuid;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_IMPORT: return rq->token_import->uuid;
     default: return NULL;
     }
 }
@@ -448,6 +506,7 @@ static int dispatch(struct server *s, const Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_UNLOCK: r = do_unlock(s, rq->id, rq->unlock, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_WIPE: r = do_wipe(s, rq->id, rq->wipe, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_TOKEN_COMMIT: r = do_commit(s, rq->id, rq->token_commit, &err); break;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_IMPORT: r = do_token_import(s, rq->id, rq->token_import, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_STATUS: r = do_status(s, rq->id, rq->status, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_VERIFY: r = do_verify(s, rq->id, rq->verify, &err); break;
     case TRUSTME__SCD__REQUEST__BODY_DEVICE_SECRET: r = do_device_secret(s, rq->id, rq->device_secret, &err); break;
@@ -478,8 +537,18 @@ static void wipe_secrets(Request *rq)
     case TRUSTME__SCD__REQUEST__BODY_NEW_KEY:
         wipe(&rq->new_key->pin);
         wipe(&rq->new_key->key);
+        wipe(&rq->new_key->carry_puk);
         break;
-    case TRUSTME__SCD__REQUEST__BODY_UNWRAP: wipe(&rq->unwrap->pin); break;
+    case TRUSTME__SCD__REQUEST__BODY_UNWRAP:
+        wipe(&rq->unwrap->pin);
+        wipe(&rq->unwrap->carry_puk);
+        break;
+    case TRUSTME__SCD__REQUEST__BODY_TOKEN_IMPORT:
+        if (rq->token_import->carry) {
+            wipe(&rq->token_import->carry->pin_ikm);
+            wipe(&rq->token_import->carry->puk_ikm);
+        }
+        break;
     case TRUSTME__SCD__REQUEST__BODY_CHANGE_PIN:
         wipe(&rq->change_pin->old_pin);
         wipe(&rq->change_pin->new_pin);

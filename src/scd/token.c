@@ -183,7 +183,7 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
     int r;
     if (s->caller_counts) {
         if (s->rec->type == TOKEN_SOFT) {
-            /* kdf_n is set when prepare() read the file already (checked against the anchor). */
+            /* kdf_n is set when token_prepare() read the file already (checked against the anchor). */
             if (!s->soft.kdf_n && (r = soft_token_load(s->paths->soft, &s->soft, err)) < 0)
                 return r;
             return soft_token_open(&s->soft, s->uuid, kind == TRIES_PIN ? SOFT_SLOT_PIN : SOFT_SLOT_PUK, secret,
@@ -213,11 +213,8 @@ static int session_open(struct session *s, enum tries_kind kind, const char *sec
     return settle(s->paths->tries, kind, &t, r, err);
 }
 
-/* Load paths, lock and record for an operation on a paired token. With ctx->anchor, the record
- * and the soft token file are read once, checked against it, and parsed from those bytes (*soft,
- * kdf_n 0 when not read here). */
-static int prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths, int *lock_fd,
-                   struct token_record *rec, struct soft_token *soft, tm_err *err)
+int token_prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths, int *lock_fd,
+                  struct token_record *rec, struct soft_token *soft, tm_err *err)
 {
     *soft = (struct soft_token){0};
     int r = token_paths_init(ctx, uuid, paths, err);
@@ -343,7 +340,7 @@ int token_new_key(const struct token_ctx *ctx, const char *uuid, const char *pin
     struct soft_token soft;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("PIN", pin, err);
-    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
+    if (r < 0 || (r = token_prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     _cleanup_secret_ struct secret *key = NULL;
     _cleanup_(session_done) struct session s = session_of(ctx, uuid, &paths, &rec, &soft);
@@ -384,7 +381,7 @@ int token_unwrap(const struct token_ctx *ctx, const char *uuid, const char *pin,
     struct keywrap_info info;
     _cleanup_close_ int lock_fd = -1;
     int r = check_pin("PIN", pin, err);
-    if (r < 0 || (r = prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
+    if (r < 0 || (r = token_prepare(ctx, uuid, &paths, &lock_fd, &rec, &soft, err)) < 0)
         return r;
     if ((r = keywrap_parse(blob, blob_len, ctx->device_secret != NULL, &info, err)) < 0)
         return r;
@@ -461,7 +458,7 @@ static int set_new_pin(const struct token_ctx *ctx, const char *uuid, enum tries
 {
     struct token_record rec;
     struct soft_token soft;
-    int r = prepare(ctx, uuid, paths, lock_fd, &rec, &soft, err);
+    int r = token_prepare(ctx, uuid, paths, lock_fd, &rec, &soft, err);
     if (r < 0)
         return r;
     _cleanup_(session_done) struct session s = session_of(ctx, uuid, paths, &rec, &soft);
@@ -615,7 +612,7 @@ int token_status(const struct token_ctx *ctx, const char *uuid, struct token_sta
     /* A status is no use of the files: it reports them as they are. */
     struct token_ctx plain = *ctx;
     plain.anchor = NULL;
-    int r = prepare(&plain, uuid, &paths, &lock_fd, &rec, &soft, err);
+    int r = token_prepare(&plain, uuid, &paths, &lock_fd, &rec, &soft, err);
     if (r == -ENOKEY) {
         *ret = (struct token_status){.paired = false, .type = TOKEN_NONE};
         return 0;

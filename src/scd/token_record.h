@@ -11,6 +11,7 @@
 #include "error.h"
 #include "token.h"
 #include "token_pkcs11.h"
+#include "token_soft.h"
 
 struct token_paths {
     char dir[PATH_MAX];
@@ -40,3 +41,9 @@ int token_record_load(const char *path, const char *uuid, struct token_record *r
 int token_record_parse(const char *data, size_t len, const char *path, struct token_record *ret, tm_err *err);
 int token_record_store(const char *path, const struct token_record *rec, tm_err *err);
 void token_record_p11_config(const struct token_record *rec, struct p11_config *ret);
+
+/* Paths, lock (held in *lock_fd until the caller closes it) and record for an operation on a
+ * paired token (token.c). With ctx->anchor, the record and the soft token file are read once,
+ * checked against it, and parsed from those bytes (*soft; kdf_n 0 when not read here). */
+int token_prepare(const struct token_ctx *ctx, const char *uuid, struct token_paths *paths, int *lock_fd,
+                  struct token_record *rec, struct soft_token *soft, tm_err *err);

@@ -64,33 +64,61 @@ static int slot_version(const struct soft_token *tok, enum soft_slot slot)
  * GCM tag fits (docs/STORAGE.md). The slot key is therefore HKDF(scrypt(secret), salt = the TPM-sealed
  * device secret): without the TPM in its measured state a guess cannot be checked. (NULL: no
  * device secret, unit tests only; scd refuses every token request without one.) */
-static int slot_key(int ver, const char *secret, const struct soft_slot_data *sd, uint64_t n,
-                    const struct secret *device_secret, struct secret **ret, tm_err *err)
+static int slot_ikm(const char *secret, const uint8_t salt[SOFT_SALT_LEN], uint64_t n, struct secret **ret, tm_err *err)
 {
-    _cleanup_secret_ struct secret *s = NULL, *k = NULL;
+    _cleanup_secret_ struct secret *s = NULL;
     int r = secret_new(AEAD_KEY_LEN, &s, err);
-    if (r < 0 || (r = secret_new(AEAD_KEY_LEN, &k, err)) < 0 ||
-        (r = kdf_scrypt(secret, sd->salt, sizeof(sd->salt), n, SOFT_KDF_R, SOFT_KDF_P, s, err)) < 0 ||
-        (r = kdf_hkdf_sha256(s, device_secret ? device_secret->data : NULL, device_secret ? device_secret->len : 0,
+    if (r < 0 || (r = kdf_scrypt(secret, salt, SOFT_SALT_LEN, n, SOFT_KDF_R, SOFT_KDF_P, s, err)) < 0)
+        return r;
+    *ret = steal_ptr(s);
+    return 0;
+}
+
+static int key_of_ikm(int ver, const struct secret *ikm, const struct secret *device_secret, struct secret **ret,
+                      tm_err *err)
+{
+    _cleanup_secret_ struct secret *k = NULL;
+    int r = secret_new(AEAD_KEY_LEN, &k, err);
+    if (r < 0 ||
+        (r = kdf_hkdf_sha256(ikm, device_secret ? device_secret->data : NULL, device_secret ? device_secret->len : 0,
                              ver == 2 ? SOFT_SLOT_INFO_V2 : SOFT_SLOT_INFO_V3, k, err)) < 0)
         return r;
     *ret = steal_ptr(k);
     return 0;
 }
 
+static int slot_key(int ver, const char *secret, const struct soft_slot_data *sd, uint64_t n,
+                    const struct secret *device_secret, struct secret **ret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *s = NULL;
+    int r = slot_ikm(secret, sd->salt, n, &s, err);
+    return r < 0 ? r : key_of_ikm(ver, s, device_secret, ret, err);
+}
+
 /* Encrypt a 32-byte payload (the KEK; in a v3 PUK slot, the PUK key pair's private key) under
- * a key derived from secret. Slots made here are always version 3. */
-static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot, const char *secret, uint64_t n,
-                     const struct secret *device_secret, const struct secret *kek, tm_err *err)
+ * the key derived from ikm (scrypt of the secret with sd's salt, which is set). Slots made here are
+ * always version 3. */
+static int slot_seal_ikm(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot, const struct secret *ikm,
+                         const struct secret *device_secret, const struct secret *kek, tm_err *err)
 {
     char aad[128];
     _cleanup_secret_ struct secret *k = NULL;
     int r = slot_aad(3, uuid, slot, aad, sizeof(aad), err);
-    if (r < 0 || (r = secure_random(sd->salt, sizeof(sd->salt), err)) < 0 ||
-        (r = secure_random(sd->nonce, sizeof(sd->nonce), err)) < 0 ||
-        (r = slot_key(3, secret, sd, n, device_secret, &k, err)) < 0)
+    if (r < 0 || (r = secure_random(sd->nonce, sizeof(sd->nonce), err)) < 0 ||
+        (r = key_of_ikm(3, ikm, device_secret, &k, err)) < 0)
         return r;
     return aead_seal(k, sd->nonce, aad, strlen(aad), kek->data, SOFT_KEK_LEN, sd->ct, sd->ct + SOFT_KEK_LEN, err);
+}
+
+/* The same under secret, with a new salt. */
+static int slot_seal(struct soft_slot_data *sd, const char *uuid, enum soft_slot slot, const char *secret, uint64_t n,
+                     const struct secret *device_secret, const struct secret *kek, tm_err *err)
+{
+    _cleanup_secret_ struct secret *ikm = NULL;
+    int r = secure_random(sd->salt, sizeof(sd->salt), err);
+    if (r < 0 || (r = slot_ikm(secret, sd->salt, n, &ikm, err)) < 0)
+        return r;
+    return slot_seal_ikm(sd, uuid, slot, ikm, device_secret, kek, err);
 }
 
 /* --- the file --- */
@@ -326,29 +354,46 @@ static int seal_for_puk(struct soft_token *f, const char *uuid, const struct sec
     return x25519_seal(f->puk_pub, device_secret, aad, kek, &f->sealed, err);
 }
 
-/* A new PUK side for puk: a new key pair, its private key in the PUK slot, kek sealed to it. */
-static int new_puk_side(struct soft_token *f, const char *uuid, const char *puk, const struct secret *kek,
-                        const struct secret *device_secret, tm_err *err)
+/* A new PUK side: a new key pair, its private key in the PUK slot under ikm (the slot's salt is
+ * set), kek sealed to it. */
+static int new_puk_side_ikm(struct soft_token *f, const char *uuid, const struct secret *ikm, const struct secret *kek,
+                            const struct secret *device_secret, tm_err *err)
 {
     _cleanup_secret_ struct secret *priv = NULL;
     int r = x25519_keygen(&priv, f->puk_pub, err);
-    if (r < 0 ||
-        (r = slot_seal(&f->slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, puk, f->kdf_n, device_secret, priv, err)) < 0)
+    if (r < 0 || (r = slot_seal_ikm(&f->slot[SOFT_SLOT_PUK], uuid, SOFT_SLOT_PUK, ikm, device_secret, priv, err)) < 0)
         return r;
     f->puk_legacy = false;
     return seal_for_puk(f, uuid, kek, device_secret, err);
 }
 
-int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin, const char *puk,
-                      const struct secret *device_secret, tm_err *err)
+/* The same for puk, with a new salt. */
+static int new_puk_side(struct soft_token *f, const char *uuid, const char *puk, const struct secret *kek,
+                        const struct secret *device_secret, tm_err *err)
+{
+    _cleanup_secret_ struct secret *ikm = NULL;
+    struct soft_slot_data *sd = &f->slot[SOFT_SLOT_PUK];
+    int r = secure_random(sd->salt, sizeof(sd->salt), err);
+    if (r < 0 || (r = slot_ikm(puk, sd->salt, f->kdf_n, &ikm, err)) < 0)
+        return r;
+    return new_puk_side_ikm(f, uuid, ikm, kek, device_secret, err);
+}
+
+static int check_kdf_n(uint64_t kdf_n, tm_err *err)
 {
     if (kdf_n < SOFT_KDF_N_MIN || kdf_n > SOFT_KDF_N_MAX || (kdf_n & (kdf_n - 1)))
         return tm_err_set(err, EINVAL, "scrypt N must be a power of two in 2^10..2^20, got %llu",
                           (unsigned long long)kdf_n);
+    return 0;
+}
+
+int soft_token_create(const char *path, const char *uuid, uint64_t kdf_n, const char *pin, const char *puk,
+                      const struct secret *device_secret, tm_err *err)
+{
     struct soft_token f = {.version = SOFT_VERSION, .kdf_n = kdf_n};
     _cleanup_secret_ struct secret *kek = NULL;
-    int r = secret_random(SOFT_KEK_LEN, &kek, err);
-    if (r < 0 ||
+    int r = check_kdf_n(kdf_n, err);
+    if (r < 0 || (r = secret_random(SOFT_KEK_LEN, &kek, err)) < 0 ||
         (r = slot_seal(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin, f.kdf_n, device_secret, kek, err)) < 0 ||
         (r = new_puk_side(&f, uuid, puk, kek, device_secret, err)) < 0)
         return r;
@@ -457,6 +502,31 @@ int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struc
     *ret = f;
     *ret_kek = steal_ptr(nkek);
     return 0;
+}
+
+int soft_token_ikm(const struct soft_token *tok, enum soft_slot slot, const char *secret, struct secret **ret,
+                   tm_err *err)
+{
+    return slot_ikm(secret, tok->slot[slot].salt, tok->kdf_n, ret, err);
+}
+
+int soft_token_create_carried(const char *path, const char *uuid, uint64_t kdf_n, const struct soft_carried_slot *pin,
+                              const struct soft_carried_slot *puk, const struct secret *device_secret, tm_err *err)
+{
+    struct soft_token f = {.version = SOFT_VERSION, .kdf_n = kdf_n};
+    _cleanup_secret_ struct secret *kek = NULL;
+    int r = check_kdf_n(kdf_n, err);
+    if (r < 0)
+        return r;
+    if (pin->ikm->len != AEAD_KEY_LEN || puk->ikm->len != AEAD_KEY_LEN)
+        return tm_err_set(err, EINVAL, "a carried PIN or PUK of %zu/%zu bytes", pin->ikm->len, puk->ikm->len);
+    memcpy(f.slot[SOFT_SLOT_PIN].salt, pin->salt, SOFT_SALT_LEN);
+    memcpy(f.slot[SOFT_SLOT_PUK].salt, puk->salt, SOFT_SALT_LEN);
+    if ((r = secret_random(SOFT_KEK_LEN, &kek, err)) < 0 ||
+        (r = slot_seal_ikm(&f.slot[SOFT_SLOT_PIN], uuid, SOFT_SLOT_PIN, pin->ikm, device_secret, kek, err)) < 0 ||
+        (r = new_puk_side_ikm(&f, uuid, puk->ikm, kek, device_secret, err)) < 0)
+        return r;
+    return soft_token_store(path, &f, err);
 }
 
 static int erase(const char *path, tm_err *err)

@@ -95,6 +95,19 @@ int soft_token_rekey(const struct soft_token *tok, const char *uuid, const struc
 /* The file's bytes (JSON; *ret malloc'ed), and writing them atomically to path. */
 int soft_token_format(const struct soft_token *tok, char **ret, size_t *ret_len, tm_err *err);
 int soft_token_store(const char *path, const struct soft_token *tok, tm_err *err);
+/* What a migration carries of a slot (docs/MIGRATION.md "The token"): its salt and the scrypt
+ * output of its secret, before the device secret is mixed in (so the target can mix in its own). */
+struct soft_carried_slot {
+    uint8_t salt[SOFT_SALT_LEN];
+    struct secret *ikm; /* 32 bytes */
+};
+/* scrypt(secret, the slot's salt) with tok's parameters: the slot's carried form. */
+int soft_token_ikm(const struct soft_token *tok, enum soft_slot slot, const char *secret, struct secret **ret,
+                   tm_err *err);
+/* A new token file (version 3, a new KEK) whose PIN and PUK are the carried ones: their slots
+ * keep the carried salts, their keys are derived with this device's secret. Replaces path. */
+int soft_token_create_carried(const char *path, const char *uuid, uint64_t kdf_n, const struct soft_carried_slot *pin,
+                              const struct soft_carried_slot *puk, const struct secret *device_secret, tm_err *err);
 /* Crypto-erase: overwrite the file with random bytes, fsync, unlink, fsync the directory.
  * A missing file is fine. (On flash or copy-on-write storage an overwrite may leave old blocks
  * behind; the KEK is still wrapped by the PIN there, not stored in the clear.) */

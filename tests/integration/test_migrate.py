@@ -106,7 +106,7 @@ def export(p, name, off, nonce, refs=None, check=True):
     p.n += 1
     out = p.s.base / f"bundle-{p.n}"
     r = p.s.cli("migrate", "export", name, "--offer", off, "--nonce", nonce, "--out", out,
-                "--pin-file", pin_file(p.s, PIN), *p.trust, "--reference", refs or p.refs, check=check)
+                "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, "--reference", refs or p.refs, check=check)
     return out, r
 
 
@@ -281,8 +281,7 @@ def test_round_trip_once_and_only_on_its_target(pair):
     assert not (p.s.data_dir / "containers" / uuid).exists()
     tomb = (p.s.data_dir / "migrated" / f"{uuid}.tombstone").read_text()
     assert tomb.startswith("tombstone\n") and f"uuid {uuid}" in tomb and "signature " in tomb
-    # On the target: the owner sets the PIN, the container starts with its data.
-    p.t.cli("change-pin", "--pin-file", pin_file(p.t, PIN, PUK), "m")
+    # On the target: the container starts with its data and the owner's PIN, with no step before.
     p.t.cli("start", "--pin-file", pin_file(p.t, PIN), "m")
     assert p.t.sh("m", f"cat /root/{SECRET_NAME}").stdout.strip() == MARKER
     p.t.cli("stop", "m")

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not hooks_built(), reason="needs a build with -D
 # Every container that starts on the target is measured there: the reference values must
 # approve each one's config, or the next offer's quote is refused.
 NAMES = [f"c{t}" for t in ("locked", "write", "written", "marked", "offer", "spent", "staged", "installed",
-                           "checked", "tombstone", "wiped", "decrypted")]
+                           "checked", "tombstone", "wiped", "decrypted", "built")]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,7 @@ def starts(d, name):
 
 
 def owned_by(p, owner, other, name):
-    """owner starts the container (once its PIN is set there), other cannot; both agree."""
-    if owner is p.t:
-        p.t.cli("change-pin", "--pin-file", pin_file(p.t, PIN, PUK), name)
+    """owner starts the container with the owner's PIN, other cannot; both agree."""
     r = starts(owner, name)
     assert r.returncode == 0, r.stderr
     owner.cli("stop", "--kill", name)
@@ -187,7 +185,7 @@ def test_target_tpmd_killed_making_the_offer_key(crash):
 # The target killed during the import after the offer was spent and before the container was
 # installed: a retry gets the target AK's signed refusal, and the source aborts with it.
 IMPORT_SPENT = [("tpmd-migrate-spent", "tpmd"), ("tpmd-migrate-decrypted", "tpmd"),
-                ("migrate-import-staged", "trustmed")]
+                ("migrate-import-token-built", "trustmed"), ("migrate-import-staged", "trustmed")]
 
 
 @pytest.mark.parametrize("point,who", IMPORT_SPENT, ids=[p[0] for p in IMPORT_SPENT])

@@ -96,7 +96,7 @@ def export(p, name, check=True, lifetime=None):
     p.n += 1
     out = p.s.base / f"bundle-{p.n}"
     r = p.s.cli("migrate", "export", name, "--offer", off, "--nonce", nonce, "--out", out,
-                "--pin-file", pin_file(p.s, PIN), *p.trust, "--reference", p.refs, check=check)
+                "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, "--reference", p.refs, check=check)
     return out, r
 
 
@@ -232,7 +232,7 @@ def test_carried_anchors_cannot_name_another_containers_entries(kp):
     p.n += 1
     genuine = p.s.base / f"bundle-{p.n}"
     p.s.cli("migrate", "export", "kf", "--offer", off, "--nonce", nonce, "--out", genuine,
-            "--pin-file", pin_file(p.s, PIN), *p.trust, "--reference", p.refs)
+            "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, "--reference", p.refs)
     victim = p.s.state("ka")["uuid"]
     bad = forge(genuine, off, f"{victim}.keys", [("sstore", "00" * 41)])
     _, r = imp(p, p.t, bad, check=False)
@@ -278,7 +278,6 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
     assert "v" not in names(p.s) and not (p.s.data_dir / "keystore" / uuid).exists()
     assert starts(p.s, "v").returncode != 0
 
-    p.t.cli("change-pin", "--pin-file", pin_file(p.t, PIN, PUK), "v")
     # The first start moves the carried keystore into place: killed after re-owning it, before
     # the move, the next start finishes it.
     arm(p.t.data_dir, "keystore-adopt-owned")

@@ -245,6 +245,20 @@ def signature_of(bundle):
     return bundle.read_bytes()[layout(bundle)["auth"]:]
 
 
+def forge_token_part(head, data_key):
+    """A token part of the attacker's making (docs/MIGRATION.md "The token"): its own PIN and PUK,
+    no wrong tries. It is sealed under the data key, which the attacker chose too."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    uuid = next(line.split()[1] for line in head if line.startswith("uuid "))
+    info = b"trustme migrate token v1"
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=uuid.encode(), info=info).derive(data_key[:64])
+    plain = bytes([0, 0]) + struct.pack(">Q", 1024) + os.urandom(2 * (16 + 32))
+    iv = os.urandom(12)
+    return b"TMTOKv1\n" + iv + AESGCM(key).encrypt(iv, plain, info + b"|" + uuid.encode())
+
+
 def forge_bundle(genuine, offer_path, config, image, data_key, tail=None, sign=None):
     """What anyone holding the (public) offer can write: a bundle with the genuine bundle's ids,
     the attacker's config, data image and data key, K of the attacker's choosing. Its end is tail,
@@ -256,7 +270,7 @@ def forge_bundle(genuine, offer_path, config, image, data_key, tail=None, sign=N
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     import hashlib
     head = [line for line in layout(genuine)["manifest"][1].splitlines() if not line.startswith("part ")]
-    parts = [("config.json", config), ("data.img", image)]
+    parts = [("config.json", config), ("data.img", image), ("token.carried", forge_token_part(head, data_key))]
     manifest = ("\n".join(head) + "\n" + "".join(
         f"part {n} {len(b)} {hashlib.sha256(b).hexdigest()}\n" for n, b in parts)).encode()
     key = rsa_of_tpm2b_public(pb_fields(offer_path.read_bytes())[601])

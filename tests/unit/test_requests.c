@@ -202,7 +202,7 @@ static void wipes_exactly_the_secrets(void **state)
         }
         free_request(req, body);
     }
-    assert_int_equal(wiped, 9); /* start, wipe, migrate: pin; change_pin: 3; token_unlock: 2; reseal: 1 */
+    assert_int_equal(wiped, 10); /* start, wipe: pin; migrate: pin, puk; change_pin: 3; token_unlock: 2; reseal: 1 */
 }
 
 static void absent_secrets_are_left_alone(void **state)

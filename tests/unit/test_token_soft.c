@@ -13,6 +13,7 @@
 
 #include "b64.h"
 #include "kdf_aead.h"
+#include "token_carry.h"
 #include "token_soft.h"
 
 struct fixture {
@@ -846,6 +847,56 @@ static void file_alone_is_no_pin_oracle(void **state)
     secret_free(other);
 }
 
+/* A migration's carried token (token_carry.h): made on one device (secret ds), rebuilt on another
+ * (secret other) with the same PIN and PUK; a wrong PUK is refused at the carry as a wrong PUK. */
+static void carried_token_keeps_pin_and_puk(void **state)
+{
+    struct fixture *f = *state;
+    struct secret *ds = NULL, *other = NULL, *kek = NULL, *kek2 = NULL;
+    struct token_carry c = {0};
+    tm_err err = {0};
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &ds, &err), 0, &err);
+    assert_rc(secret_random(KEYWRAP_DEVICE_SECRET_LEN, &other, &err), 0, &err);
+    f->ctx.device_secret = ds;
+    pair(f, T_UUID);
+    assert_rc(token_carry_out(&f->ctx, T_UUID, T_PIN, "87654321", &c, &err), -EACCES, &err);
+    assert_err_contains(&err, "wrong PUK");
+    assert_null(c.pin.ikm);
+    assert_rc(token_carry_out(&f->ctx, T_UUID, T_PIN, T_PUK, &c, &err), 0, &err);
+    assert_int_equal(c.kdf_n, 1 << 10);
+    assert_int_equal(c.pin.ikm->len, 32);
+    assert_memory_not_equal(c.pin.ikm->data, c.puk.ikm->data, 32);
+    /* The target: another state dir and device secret. */
+    char *dir2 = tt_mkdtemp();
+    struct token_ctx t = {.state_dir = dir2, .soft_kdf_n = 1 << 10, .device_secret = other};
+    assert_rc(token_import(&t, T_UUID, &c, &err), 0, &err);
+    assert_true(tt_status(&t, T_UUID).paired);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/tokens/%s.soft", dir2, T_UUID);
+    struct soft_token tok;
+    assert_rc(soft_token_load(path, &tok, &err), 0, &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, "9999", other, &kek, &err), -EACCES, &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, T_PIN, ds, &kek, &err), -EACCES, &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, T_PIN, other, &kek, &err), 0, &err);
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PUK, T_PUK, other, &kek2, &err), 0, &err);
+    assert_memory_equal(kek->data, kek2->data, SOFT_KEK_LEN);
+    /* An import replaces leftovers of an earlier one: a new KEK. */
+    assert_rc(token_import(&t, T_UUID, &c, &err), 0, &err);
+    assert_rc(soft_token_load(path, &tok, &err), 0, &err);
+    secret_free(kek2);
+    kek2 = NULL;
+    assert_rc(soft_token_open(&tok, T_UUID, SOFT_SLOT_PIN, T_PIN, other, &kek2, &err), 0, &err);
+    assert_memory_not_equal(kek->data, kek2->data, SOFT_KEK_LEN);
+    secret_free(kek);
+    secret_free(kek2);
+    token_carry_done(&c);
+    rm_rf(dir2);
+    free(dir2);
+    f->ctx.device_secret = NULL;
+    secret_free(ds);
+    secret_free(other);
+}
+
 /* Root puts a FIFO where a token file was: opening it for reading blocked until a writer came,
  * and scd (one thread, every container's tokens) hung with it. It must fail at once. */
 static void fifo_in_place_of_a_file_fails_at_once(void **state)
@@ -1171,6 +1222,7 @@ int main(void)
         T(old_blob_fails_with_a_new_pairing),
         T(device_secret_is_passed_through),
         T(file_alone_is_no_pin_oracle),
+        T(carried_token_keeps_pin_and_puk),
         T(tampered_token_file),
         T(fifo_in_place_of_a_file_fails_at_once),
         T(tampered_tries_file),

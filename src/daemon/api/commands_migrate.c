@@ -31,7 +31,9 @@
 #include "secmem.h"
 #include "source_auth.h"
 #include "test_hooks.h"
+#include "token_carry.h"
 #include "tokens.h"
+#include "tokens_carry.h"
 #include "tokens_migrated.h"
 #include "tpmd_client.h"
 #include "vtpm.h"
@@ -63,9 +65,15 @@ struct mig_op {
     struct migrate_lock lock;
     /* abort: with a refusal (else: an export that never completed); whether the TPM anchors it */
     bool with_refusal, anchored;
+    /* export: the token as carried; import: its anchor entry (docs/MIGRATION.md "The token") */
+    struct tokens_carried *carried;
+    struct tokens_import_entry token_entry;
 };
 
 static struct mig_op *exports;
+/* Imports between the decryption and the install (their token is being built): a concurrent
+ * import of the same bundle must not sign a refusal meanwhile. Linked by next, as exports. */
+static struct mig_op *imports;
 
 static void drop_part(struct mig_op *op, struct container *c);
 static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata);
@@ -100,9 +108,15 @@ static struct mig_op *op_new(struct conn *conn, uint64_t id)
 
 static void op_free(struct mig_op *op)
 {
+    for (struct mig_op **p = &imports; *p; p = &(*p)->next)
+        if (*p == op) {
+            *p = op->next;
+            break;
+        }
     if (op->opened)
         bundle_close(&op->b);
     secret_free(op->key);
+    tokens_carried_done(op->carried);
     free(op);
 }
 
@@ -318,7 +332,9 @@ static int write_bundle(struct mig_op *op, struct container *c, const struct sec
         return tm_err_set(err, ENOMEM, "out of memory");
     if (anchors && (r = carry_add(c, anchors, &h, srcs, BUNDLE_PARTS_MAX, err)) < 0)
         return r;
-    if ((r = bundle_secrets(c, key, &secrets, err)) < 0)
+    _cleanup_close_ int token_fd = -1;
+    if ((r = bundle_secrets(c, key, &secrets, err)) < 0 ||
+        (r = token_carry_add(&h, c->uuid, key, op->carried, &token_fd, err)) < 0)
         return r;
 
     /* The lock first, durably: from here on a bundle may exist, so the container never starts
@@ -464,6 +480,20 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
     finish_export(&op, c, op->key, c->cfg->vtpm || c->cfg->keystore ? resp : NULL);
 }
 
+static void export_key(struct container *c, struct secret *key, const tm_err *err);
+
+/* The data key and the token's carried form: kept with the export until the bundle is written. */
+static void export_key_carried(struct container *c, struct secret *key, struct tokens_carried *t, const tm_err *err)
+{
+    for (struct mig_op *o = exports; o; o = o->next)
+        if (strcmp(o->uuid, c->uuid) == 0) {
+            o->carried = steal_ptr(t);
+            break;
+        }
+    tokens_carried_done(t);
+    export_key(c, key, err);
+}
+
 static void export_key(struct container *c, struct secret *key, const tm_err *err)
 {
     _cleanup_secret_ struct secret *k = key;
@@ -550,7 +580,7 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
     op->next = exports;
     exports = op;
     tm_err err = {0};
-    if (tokens_get_key(c, &rq->pin, export_key, &err) < 0) {
+    if (tokens_get_key_carried(c, &rq->pin, rq->has_puk ? &rq->puk : NULL, export_key_carried, &err) < 0) {
         take_export(c);
         op_error(op, "migrate.export", c, err.code, "export: %s", err.msg);
         op_free(op);
@@ -660,6 +690,8 @@ static int stage_files(const char *dir, void *ud, tm_err *err)
     struct stage_ctx *s = ud;
     char p[PATH_MAX];
     for (size_t i = 1; i < s->op->b.h.nparts; i++) {
+        if (token_carry_is_part(s->op->b.h.parts[i].name))
+            continue; /* the token is scd's, built before the install */
         int r = bundle_extract_into(&s->op->b, i, dir, err);
         if (r < 0)
             return r;
@@ -738,6 +770,7 @@ static int install(struct mig_op *op, const struct secret *keys, tm_err *err)
 }
 
 static void import_install(struct mig_op *op);
+static void import_token(struct mig_op *op);
 static void import_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata);
 
 static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -755,7 +788,11 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
          * refusal is signed only while the container is not here: a concurrent import of the same
          * bundle may have installed it meanwhile. */
-        if (spent && err->code == ESTALE && (container_find(d, op->b.h.uuid) || container_find(d, op->b.h.name))) {
+        bool importing = false;
+        for (struct mig_op *o = imports; o; o = o->next)
+            importing |= strcmp(o->b.h.uuid, op->b.h.uuid) == 0;
+        if (spent && err->code == ESTALE &&
+            (importing || container_find(d, op->b.h.uuid) || container_find(d, op->b.h.name))) {
             op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
                      op->b.h.uuid);
             op_free(op);
@@ -776,22 +813,63 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
         refuse(op, e.msg);
         return;
     }
-    /* The carried anchor values go into this device's table before the container is installed:
-     * killed in between, no container is there (the retry is refused as for every import that
-     * spent its offer) and the entries name nothing; the other way round, an installed vTPM or
-     * keystore would have no anchor and never start. */
+    import_token(op);
+}
+
+/* scd built the token; its entry and the carried anchor values go into this device's table (one
+ * NV write) before the container is installed: killed in between, no container is there (the
+ * retry is refused as for every import that spent its offer) and the entries name nothing; the
+ * other way round, an installed container would have no token state, vTPM or keystore anchor. */
+static void import_token_built(struct daemon *d, const struct tpmd_anchor_entry *entry, const tm_err *err,
+                               void *userdata)
+{
+    struct mig_op *op = userdata;
+    tm_err e = {0};
+    if (err) {
+        char why[400];
+        snprintf(why, sizeof(why), "part " TOKEN_CARRY_PART ": the token service: %s", err->msg);
+        refuse(op, why);
+        return;
+    }
+    test_crash_point(d->data_dir, "migrate-import-token-built"); /* token files, nothing anchored */
     char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
-    struct tpmd_anchor_entry set[BUNDLE_ANCHORS_MAX];
+    struct tpmd_anchor_entry set[BUNDLE_ANCHORS_MAX + 1];
     int n = carry_anchor_entries(&op->b.h, names, set, &e);
     if (n < 0) {
         refuse(op, e.msg);
         return;
     }
-    if (n == 0) {
-        import_install(op);
+    set[n++] = *entry;
+    if (tpmd_anchor_update(d, set, (size_t)n, NULL, 0, import_anchored, op, &e) < 0)
+        refuse(op, e.msg);
+}
+
+/* The carried token: scd builds it under this device's secret (tokens_carry.h). */
+static void import_token(struct mig_op *op)
+{
+    tm_err e = {0};
+    _cleanup_secret_ struct secret *key = NULL;
+    struct tokens_carried *t = NULL;
+    if (!tm_uuid_valid(op->b.h.uuid)) {
+        refuse(op, "bundle format: the manifest's uuid is not a UUID");
         return;
     }
-    if (tpmd_anchor_update(d, set, (size_t)n, NULL, 0, import_anchored, op, &e) < 0)
+    /* Never over the token of a container that is here (a second import of the same UUID). */
+    if (container_find(op->d, op->b.h.uuid) || container_find(op->d, op->b.h.name)) {
+        char why[300];
+        snprintf(why, sizeof(why), "container %s (%s) exists here already", op->b.h.name, op->b.h.uuid);
+        refuse(op, why);
+        return;
+    }
+    if (secret_new(BUNDLE_DATA_KEY_LEN, &key, &e) < 0 || (memcpy(key->data, op->key->data, BUNDLE_DATA_KEY_LEN), 0) ||
+        token_carry_read(&op->b, key, &t, &e) < 0) {
+        refuse(op, e.msg);
+        return;
+    }
+    op->carried = t;
+    op->next = imports;
+    imports = op;
+    if (tokens_import(op->d, op->b.h.uuid, t, &op->token_entry, import_token_built, op, &e) < 0)
         refuse(op, e.msg);
 }
 
@@ -817,6 +895,9 @@ static void import_install(struct mig_op *op)
         refuse(op, e.msg);
         return;
     }
+    struct container *c = container_find(d, op->b.h.uuid);
+    if (c)
+        tokens_imported(c);
     test_crash_point(d->data_dir, "migrate-import-installed"); /* installed, no receipt yet */
     daemon_audit(op->d, "migrate.import", "ok", container_find(op->d, op->b.h.uuid), op->actor,
                  "bundle %s of offer %s from the source AK %s", op->b.h.bundle_id, op->b.h.offer_id, op->source);

@@ -81,8 +81,9 @@ const struct request_row request_table[] = {
      REQ_YES,
      REQ_NO,
      "id",
-     {"pin"},
-     "migrate.offer migrate.export migrate.import migrate.commit migrate.abort container.wipe token.unlock"},
+     {"pin", "puk"},
+     "migrate.offer migrate.export migrate.import migrate.commit migrate.abort container.wipe token.unlock "
+     "token.lockout"},
 };
 
 const size_t request_table_len = sizeof(request_table) / sizeof(request_table[0]);

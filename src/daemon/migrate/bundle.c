@@ -180,7 +180,16 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
         snprintf(p, sizeof(p), "%s/%s", dir, h->parts[i].name);
         if (h->parts[i].src)
             snprintf(p, sizeof(p), "%s", h->parts[i].src);
-        if ((fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        if (h->parts[i].has_fd) {
+            snprintf(p, sizeof(p), "%s", h->parts[i].name);
+            if ((fds[i] = fcntl(h->parts[i].fd, F_DUPFD_CLOEXEC, 0)) >= 0 && lseek(fds[i], 0, SEEK_SET) < 0) {
+                r = tm_err_sys(err, "cannot rewind %s", p);
+                goto done;
+            }
+        } else {
+            fds[i] = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        }
+        if (fds[i] < 0) {
             r = tm_err_sys(err, "cannot open %s", p);
             goto done;
         }
@@ -220,6 +229,15 @@ int bundle_write(const char *path, const char *dir, struct bundle_header *h, con
             ssize_t n = copy_file_range(fds[i], &in_off, out, NULL, left > (1u << 30) ? (1u << 30) : left, 0);
             if (n < 0 && errno == EINTR)
                 continue;
+            if (n < 0 && errno == EXDEV && h->parts[i].has_fd) {
+                /* A part in memory (not a file system copy_file_range crosses): it is small. */
+                uint8_t buf[4096];
+                n = pread(fds[i], buf, left > sizeof(buf) ? sizeof(buf) : left, in_off);
+                if (n > 0 && (r = write_all(out, buf, (size_t)n, err)) < 0)
+                    goto done;
+                if (n > 0)
+                    in_off += n;
+            }
             if (n <= 0) {
                 r = n < 0 ? tm_err_sys(err, "cannot copy %s", h->parts[i].name)
                           : tm_err_set(err, EIO, "%s shrank while it was copied", h->parts[i].name);

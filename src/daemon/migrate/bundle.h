@@ -36,6 +36,8 @@ struct bundle_part {
     uint8_t sha256[32];
     uint64_t offset; /* in the bundle file (reading) */
     const char *src; /* writing: the file to carry, if not <dir>/<name> (the keystore's) */
+    bool has_fd; /* writing: the part is in fd instead (made for the bundle: the token's) */
+    int fd;
 };
 
 /* A value of the source's TPM anchor table that the target writes into its own (docs/MIGRATION.md

@@ -55,12 +55,22 @@ static _Noreturn void worker_main(struct export_worker *w, const char *dir, cons
                                   size_t key_spki_len, int sync_fd, pid_t daemon_pid)
 {
     child_reset(daemon_pid);
-    /* Nothing of trustmed's but the sync socket: the data dir's lock or the control socket held
-     * by a dying worker would keep a successor trustmed or a client waiting. */
-    int fds[] = {sync_fd};
-    if (fd_keep_only(fds, ARRAY_SIZE(fds)) < 0)
+    /* Nothing of trustmed's but the sync socket and the parts held in memory (the token's): the
+     * data dir's lock or the control socket held by a dying worker would keep a successor
+     * trustmed or a client waiting. */
+    int fds[1 + BUNDLE_PARTS_MAX];
+    size_t n = 0;
+    fds[n++] = sync_fd;
+    for (size_t i = 0; i < w->h.nparts; i++)
+        if (w->h.parts[i].has_fd)
+            fds[n++] = w->h.parts[i].fd;
+    if (fd_keep_only(fds, n) < 0)
         _exit(1);
     sync_fd = fds[0];
+    n = 1;
+    for (size_t i = 0; i < w->h.nparts; i++)
+        if (w->h.parts[i].has_fd)
+            w->h.parts[i].fd = fds[n++];
     tm_err err = {0};
     _cleanup_secret_ struct secret *s = NULL;
     int r = secret_new(BUNDLE_SECRETS_LEN, &s, &err);

@@ -31,6 +31,7 @@
 #include "service.h"
 #include "scd_client.h"
 #include "test_hooks.h"
+#include "tokens_carry.h"
 #include "tokens_migrated.h"
 #include "tpmd_client.h"
 #include "vtpm.h"
@@ -106,6 +107,10 @@ struct token_op {
     bool busy; /* this operation holds the container's token_busy */
     unsigned seq; /* the container's token_ops when it began */
     token_key_fn key_done;
+    /* OP_KEY of a migration's export: the PUK to check and the token's carried form to give
+     * (tokens_carry.h); carry_done instead of key_done. */
+    struct secret *carry_puk;
+    token_carry_fn carry_done;
     /* The outcome, reported to the client after the state has been asked again. */
     int code;
     char msg[512];
@@ -160,6 +165,7 @@ static void op_free(struct token_op *op)
     secret_free(op->pin);
     secret_free(op->new_pin);
     secret_free(op->puk);
+    secret_free(op->carry_puk);
     free(op);
 }
 
@@ -410,7 +416,8 @@ int tokens_check_start(const struct container *c, bool have_pin, bool *ret_pin_r
 
 static int begin(struct daemon *d, struct token_op *op, struct container *c, tm_err *err);
 
-int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err)
+static int get_key(struct container *c, const ProtobufCBinaryData *pin, const ProtobufCBinaryData *puk,
+                   token_key_fn done, token_carry_fn carry_done, tm_err *err)
 {
     if (!pin)
         return tm_err_set(err, ENOKEY, "%s: its data is encrypted; its PIN is needed to start it", c->cfg->name);
@@ -421,8 +428,11 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->key_done = done;
+    op->carry_done = carry_done;
     clock_gettime(CLOCK_MONOTONIC, &op->began);
     r = keep(pin, &op->pin, err);
+    if (r == 0 && puk)
+        r = keep(puk, &op->carry_puk, err);
     if (r < 0 || (r = begin(c->d, op, c, err)) < 0) {
         op_free(op);
         return r;
@@ -430,6 +440,20 @@ int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_ke
     hold(c, op);
     c->token->key_op = op;
     return 0;
+}
+
+int tokens_get_key(struct container *c, const ProtobufCBinaryData *pin, token_key_fn done, tm_err *err)
+{
+    return get_key(c, pin, NULL, done, NULL, err);
+}
+
+int tokens_get_key_carried(struct container *c, const ProtobufCBinaryData *pin, const ProtobufCBinaryData *puk,
+                           token_carry_fn done, tm_err *err)
+{
+    if (!puk || puk->len == 0)
+        return tm_err_set(err, EINVAL, "%s: the PUK is needed too: the target's token keeps the same PIN and PUK",
+                          c->cfg->name);
+    return get_key(c, pin, puk, NULL, done, err);
 }
 
 void tokens_cancel_key(struct container *c)
@@ -468,6 +492,33 @@ static int take_key(struct container *c, const struct token_op *op, const Trustm
     return 0;
 }
 
+/* The token as scd carried it, with the counts the export's try left in the TPM. */
+static int carried_of(const struct token_op *op, const Trustme__Scd__Key *k, struct tokens_carried **ret, tm_err *err)
+{
+    const Trustme__Scd__TokenCarry *tc = k->carry;
+    if (!tc || !tc->has_kdf_n || !tc->has_pin_salt || tc->pin_salt.len != TOKENS_CARRY_SALT_LEN || !tc->has_puk_salt ||
+        tc->puk_salt.len != TOKENS_CARRY_SALT_LEN || !tc->has_pin_ikm || tc->pin_ikm.len != TOKENS_CARRY_IKM_LEN ||
+        !tc->has_puk_ikm || tc->puk_ikm.len != TOKENS_CARRY_IKM_LEN)
+        return tm_err_set(err, EPROTO, "the token service sent a malformed carried token");
+    struct tokens_carried *t = calloc(1, sizeof(*t));
+    if (!t)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    int r = secret_new(2 * TOKENS_CARRY_IKM_LEN, &t->ikm, err);
+    if (r < 0) {
+        free(t);
+        return r;
+    }
+    t->pin_failures = 0; /* the export's right PIN reset it, as every right PIN does */
+    t->puk_failures = op->a.puk; /* a right PUK here resets nothing (tokens_carry.h) */
+    t->kdf_n = tc->kdf_n;
+    memcpy(t->pin_salt, tc->pin_salt.data, TOKENS_CARRY_SALT_LEN);
+    memcpy(t->puk_salt, tc->puk_salt.data, TOKENS_CARRY_SALT_LEN);
+    memcpy(t->ikm->data, tc->pin_ikm.data, TOKENS_CARRY_IKM_LEN);
+    memcpy(t->ikm->data + TOKENS_CARRY_IKM_LEN, tc->puk_ikm.data, TOKENS_CARRY_IKM_LEN);
+    *ret = t;
+    return 0;
+}
+
 static void key_reply(struct container *c, struct token_op *op, const ScdResponse *resp, const tm_err *err)
 {
     tm_err kerr = {0};
@@ -492,7 +543,17 @@ static void key_reply(struct container *c, struct token_op *op, const ScdRespons
     }
     c->token->key_op = NULL;
     release(c, op);
-    op->key_done(c, key, err);
+    if (!op->carry_done) {
+        op->key_done(c, key, err);
+        return;
+    }
+    struct tokens_carried *t = NULL;
+    if (key && !err && carried_of(op, resp->key, &t, &kerr) < 0) {
+        secret_free(key);
+        key = NULL;
+        err = &kerr;
+    }
+    op->carry_done(c, key, t, err);
 }
 
 /* ---- answering ----------------------------------------------------------------------------- */
@@ -647,6 +708,20 @@ static void wipe_done(struct daemon *d, struct token_op *op, struct container *c
 static void anchor_name(const char *uuid, char out[64])
 {
     snprintf(out, 64, "token/%s", uuid);
+}
+
+void tokens_anchor_name(const char *uuid, char out[64])
+{
+    anchor_name(uuid, out);
+}
+
+_Static_assert(TOKENS_ANCHOR_LEN == ANCHOR_LEN, "the token anchor's length");
+
+void tokens_anchor_value(uint8_t pin_failures, uint8_t puk_failures, const uint8_t files[32],
+                         uint8_t out[TOKENS_ANCHOR_LEN])
+{
+    out[0] = ANCHOR_FORMAT, out[1] = pin_failures, out[2] = puk_failures;
+    memcpy(out + 3, files, 32);
 }
 
 /* ---- reservations ----------------------------------------------------------------------------
@@ -1064,6 +1139,8 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
             nk.uuid = c->uuid;
             nk.has_pin = true;
             nk.pin = bytes_of(op->pin);
+            nk.has_carry_puk = op->carry_puk != NULL;
+            nk.carry_puk = bytes_of(op->carry_puk);
             req.body_case = TRUSTME__SCD__REQUEST__BODY_NEW_KEY;
             req.new_key = &nk;
         } else {
@@ -1071,6 +1148,8 @@ static int send_scd(struct daemon *d, struct token_op *op, struct container *c, 
             uw.has_pin = uw.has_wrapped = true;
             uw.pin = bytes_of(op->pin);
             uw.wrapped = (ProtobufCBinaryData){.data = (uint8_t *)wrapped, .len = len};
+            uw.has_carry_puk = op->carry_puk != NULL;
+            uw.carry_puk = bytes_of(op->carry_puk);
             req.body_case = TRUSTME__SCD__REQUEST__BODY_UNWRAP;
             req.unwrap = &uw;
         }
@@ -1419,7 +1498,7 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
         op_fail(d, op, c, &e);
         return;
     }
-    if (op->kind != OP_PUK_UNLOCK && reservation_valid(c, &op->a)) {
+    if (op->kind != OP_PUK_UNLOCK && !op->carry_puk && reservation_valid(c, &op->a)) {
         /* Counted in advance: the try goes to scd at once. */
         c->token->reserve_spent = true;
         op->used_reservation = true;
@@ -1439,6 +1518,14 @@ static void count_attempt(struct daemon *d, struct token_op *op, struct containe
             counted.pin--;
             c->token->reserve_spent = true;
         }
+    } else if (op->carry_puk) {
+        /* An export that checks the PUK: one PIN try and one PUK try, in one write (a reservation
+         * of this process counts the PIN's). */
+        counted.puk++;
+        if (reservation_valid(c, &op->a))
+            c->token->reserve_spent = op->used_reservation = true;
+        else
+            counted.pin++;
     } else {
         counted.pin++;
     }
@@ -1504,9 +1591,8 @@ static void on_settled(struct daemon *d, const Trustme__Tpmd__Response *resp, co
 }
 
 /* What a wrong PIN or PUK has left, by the anchored count. */
-static void wrong_secret(struct container *c, const struct token_op *op, const struct anchored *n, tm_err *e)
+static void wrong_secret(struct container *c, const struct token_op *op, const struct anchored *n, bool puk, tm_err *e)
 {
-    bool puk = op->kind == OP_PUK_UNLOCK;
     const char *what = puk ? "PUK" : "PIN";
     int left = (puk ? PUK_TRIES - n->puk : PIN_TRIES - n->pin);
     if (left > 0)
@@ -1533,9 +1619,21 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
 {
     struct anchored n = op->counted;
     tm_err e = {0};
+    if (err && err->code == EACCES && op->carry_puk) {
+        /* An export's PIN and PUK were both counted; scd tries the PUK only after a right PIN. */
+        bool puk = strstr(err->msg, "wrong PUK") != NULL;
+        if (puk)
+            n.pin = 0;
+        else
+            n.puk = op->a.puk;
+        write_background(c, &n);
+        wrong_secret(c, op, &n, puk, &e);
+        op_fail(d, op, c, &e);
+        return;
+    }
     if (err && err->code == EACCES) {
         /* Counted already (a reservation it used stays used: its count stands). */
-        wrong_secret(c, op, &n, &e);
+        wrong_secret(c, op, &n, op->kind == OP_PUK_UNLOCK, &e);
         show_anchored(c, &n);
         op_fail(d, op, c, &e);
         return;
@@ -1543,7 +1641,7 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
     if (err) {
         /* Not the secret's fault: the attempt is taken back (a used reservation is not: the
          * count errs high). */
-        if (!op->used_reservation)
+        if (!op->used_reservation || op->carry_puk)
             write_background(c, &op->a);
         op_fail(d, op, c, err);
         return;
@@ -1552,6 +1650,8 @@ static void counted_reply(struct daemon *d, struct token_op *op, struct containe
     n.reserved = false;
     if (op->kind == OP_PUK_UNLOCK)
         n.puk = 0;
+    if (op->carry_puk)
+        n.puk = op->a.puk; /* the export's right PUK: its try is given back, no count reset */
     if (op->kind != OP_KEY && resp->body_case == TRUSTME__SCD__RESPONSE__BODY_REKEYED) {
         rekeyed_reply(d, op, c, resp->rekeyed, &n);
         return;
@@ -1792,6 +1892,17 @@ void tokens_fill_info(const struct container *c, Trustme__Encryption *enc)
     enc->blocked = c->token->state.blocked;
     enc->pin_tries_left = c->token->state.pin_tries_left;
     enc->puk_tries_left = c->token->state.puk_tries_left;
+}
+
+void tokens_imported(struct container *c)
+{
+    /* Installed with a token that scd has but this container's state does not know yet. */
+    c->token->state.known = false;
+    refresh_anchor(c->d, c);
+    struct token_op *op = op_new(c, OP_REFRESH, NULL);
+    tm_err err;
+    if (op && send_status(c->d, op, &err) < 0)
+        op_free(op);
 }
 
 static int token_alloc(struct container *c, tm_err *err)

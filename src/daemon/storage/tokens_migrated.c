@@ -30,14 +30,14 @@ static int file_key(struct daemon *d, const char *uuid, uint8_t out[32], tm_err 
     return 0;
 }
 
-static bool gcm(bool enc, const uint8_t key[32], const uint8_t iv[12], const char *uuid, const uint8_t *in,
-                uint8_t *out, uint8_t tag[16])
+bool tokens_migrated_gcm(bool enc, const uint8_t key[32], const uint8_t iv[12], const char *aad, const uint8_t *in,
+                         size_t len, uint8_t *out, uint8_t tag[16])
 {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int l = 0;
     bool ok = ctx && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv, enc) == 1 &&
-              EVP_CipherUpdate(ctx, NULL, &l, (const uint8_t *)uuid, (int)strlen(uuid)) == 1 &&
-              EVP_CipherUpdate(ctx, out, &l, in, TOKENS_MIGRATED_KEY_LEN) == 1 &&
+              EVP_CipherUpdate(ctx, NULL, &l, (const uint8_t *)aad, (int)strlen(aad)) == 1 &&
+              EVP_CipherUpdate(ctx, out, &l, in, (int)len) == 1 &&
               (enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1) &&
               EVP_CipherFinal_ex(ctx, out + l, &l) == 1 &&
               (!enc || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1);
@@ -53,7 +53,8 @@ int tokens_migrated_store(struct daemon *d, const char *dir, const char *uuid, c
         return tm_err_set(err, EINVAL, "a data key of %zu bytes", key->len);
     if ((r = file_key(d, uuid, k, err)) < 0 || (r = secure_random(buf, 12, err)) < 0)
         return r;
-    bool ok = gcm(true, k, buf, uuid, key->data, buf + 12, buf + 12 + TOKENS_MIGRATED_KEY_LEN);
+    bool ok = tokens_migrated_gcm(true, k, buf, uuid, key->data, TOKENS_MIGRATED_KEY_LEN, buf + 12,
+                                  buf + 12 + TOKENS_MIGRATED_KEY_LEN);
     explicit_bzero(k, sizeof(k));
     if (!ok)
         return tm_err_set(err, EIO, "cannot seal the carried data key");
@@ -78,7 +79,8 @@ int tokens_migrated_load(struct daemon *d, const char *dir, const char *uuid, st
     if ((r = file_key(d, uuid, k, err)) < 0 || (r = secret_new(TOKENS_MIGRATED_KEY_LEN, &s, err)) < 0)
         return r;
     uint8_t *b = (uint8_t *)data;
-    bool ok = gcm(false, k, b, uuid, b + 12, s->data, b + 12 + TOKENS_MIGRATED_KEY_LEN);
+    bool ok = tokens_migrated_gcm(false, k, b, uuid, b + 12, TOKENS_MIGRATED_KEY_LEN, s->data,
+                                  b + 12 + TOKENS_MIGRATED_KEY_LEN);
     explicit_bzero(k, sizeof(k));
     if (!ok)
         return tm_err_set(err, EBADMSG, "%s does not open on this device (altered, or another device's)", path);

@@ -3,6 +3,10 @@
  * token (tokens_migrated.c, docs/MIGRATION.md). */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "daemon.h"
 #include "error.h"
 #include "secmem.h"
@@ -18,3 +22,7 @@ int tokens_migrated_store(struct daemon *d, const char *dir, const char *uuid, c
 /* -ENOENT when there is none. */
 int tokens_migrated_load(struct daemon *d, const char *dir, const char *uuid, struct secret **ret, tm_err *err);
 void tokens_migrated_remove(const char *dir);
+/* AES-256-GCM of len bytes with aad (a C string) as associated data; false when it fails (open:
+ * the tag does not match). For the carried keys' files and the bundle's token part. */
+bool tokens_migrated_gcm(bool enc, const uint8_t key[32], const uint8_t iv[12], const char *aad, const uint8_t *in,
+                         size_t len, uint8_t *out, uint8_t tag[16]);
