@@ -6,7 +6,7 @@ import json
 import shutil
 
 from conftest import wait_for
-from test_vtpm import KDF, PIN, PUK, create, pin_file, start, tpm_rootfs, vtpm_pids  # noqa: F401
+from test_vtpm import KDF, PIN, PUK, create, pin_file, start, tpm_rootfs, vtpm_pid  # noqa: F401
 
 
 def ek_record(d, name):
@@ -21,7 +21,7 @@ def measured_eks(d, name):
 
 def stop(d, name):
     d.cli("stop", name)
-    wait_for(lambda: not any(vtpm_pids(d, name)), what=f"{name}'s vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, name), what=f"{name}'s vTPM to stop")
 
 
 def test_ek_record_edited_or_swapped_is_not_measured(make_daemon, tpm_rootfs):
