@@ -40,11 +40,11 @@ static int seal(const uint8_t *in, size_t len, uint8_t *out)
     if (RAND_bytes(nonce, NONCE_LEN) != 1)
         return -EIO;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, m = 0, ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, state_key, nonce) == 1 &&
-                             EVP_EncryptUpdate(ctx, NULL, &n, out, VTPM_STATE_MAGIC_LEN) == 1 &&
-                             EVP_EncryptUpdate(ctx, ct, &n, in, (int)len) == 1 &&
-                             EVP_EncryptFinal_ex(ctx, ct + n, &m) == 1 &&
-                             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + len) == 1;
+    int n = 0, m = 0,
+        ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, state_key, nonce) == 1 &&
+             EVP_EncryptUpdate(ctx, NULL, &n, out, VTPM_STATE_MAGIC_LEN) == 1 &&
+             EVP_EncryptUpdate(ctx, ct, &n, in, (int)len) == 1 && EVP_EncryptFinal_ex(ctx, ct + n, &m) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + len) == 1;
     EVP_CIPHER_CTX_free(ctx);
     return ok ? 0 : -EIO;
 }
