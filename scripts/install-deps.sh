@@ -34,7 +34,7 @@ PACKAGE_PKGS="dpkg-dev debhelper lintian"
 ARM64_PKGS="crossbuild-essential-arm64 qemu-user file dpkg-dev debhelper"
 ARM64_LIBS="pkg-config libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
             libp11-kit-dev nettle-dev libcryptsetup-dev libtss2-dev libnftables-dev libarchive-dev
-            libcmocka-dev libstdc++6"
+            libcmocka-dev libstdc++6 libtpms0"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 arm64=no
