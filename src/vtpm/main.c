@@ -515,8 +515,9 @@ static void accept_into(int lfd, bool ctrl)
 }
 
 /* Only what serving needs from here on (writing the state file: openat, renameat, fsync,
- * vtpm_state.c; libtpms's OpenSSL reseeding its DRBG: getrandom); anything else kills the
- * process. The TPM runs in this process: this filter is the sandbox of the guest's TPM commands. */
+ * vtpm_state.c; libtpms's OpenSSL reseeding its DRBG: getrandom; a large state growing its
+ * buffers: mremap); anything else kills the process. The TPM runs in this process: this filter
+ * is the sandbox of the guest's TPM commands. */
 static int confine(void)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
@@ -539,7 +540,7 @@ static int confine(void)
         SCMP_SYS(pidfd_open),     SCMP_SYS(recvfrom),
         SCMP_SYS(sendto),         SCMP_SYS(openat),
         SCMP_SYS(renameat),       SCMP_SYS(renameat2),
-        SCMP_SYS(fsync),
+        SCMP_SYS(fsync),          SCMP_SYS(mremap),
     };
     int r = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
