@@ -360,8 +360,8 @@ encrypted 16 MiB volume, with and without \`"vtpm": true\`, started in alternati
 round, the order alternating); the first start of a new vTPM (manufacture: EKs made and measured)
 against the first start without one. Then the vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started
 as trustmed starts it, its memory, and every command on a new connection (as the swtpm TCTI sends
-it) through the proxy and on a second swtpm with the same flags directly, interleaved, with the CPU
-time per command.
+it) through trustme-vtpm (libtpms in its process) and on Debian's swtpm (the same libtpms, an
+encrypted state) directly, interleaved, with the CPU time per command.
 
 $(cat "$OUT/vtpm.md")
 SECTION

@@ -4,15 +4,16 @@
 
     bench/vtpm.py [BUILD_DIR] [RUNS]
 
-1. trustme-vtpm from exec to "ready" (swtpm started, 3 events extended, the platform hierarchy
-   off, the proxy listening): a new state, and an existing one (decrypting it). This is what a
+1. trustme-vtpm from exec to "ready" (its TPM started, 3 events extended, the platform hierarchy
+   off, the sockets listening): a new state, and an existing one (decrypting it). This is what a
    start with a vTPM adds before its setup process (plus one anchor read from tpmd's memory).
-2. The resident memory of trustme-vtpm and its swtpm after some commands.
+2. The resident memory of trustme-vtpm (and of any child it has: an swtpm in revisions before
+   trustme-vtpm hosted libtpms itself) after some commands, and after 2.5 s idle.
 3. Command round trips the way the swtpm TCTI does them (a new connection per command):
    TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11), TPM2_Quote (ECC P-256 restricted signing key
    made once with TPM2_CreatePrimary) and TPM2_Sign of a SHA-256 digest (ECC P-256 unrestricted
-   signing key, likewise), through the proxy and directly on a second swtpm with the same flags
-   and an encrypted state, interleaved (one through each per round, the order alternating) so
+   signing key, likewise), through trustme-vtpm and directly on Debian's swtpm (the same libtpms,
+   a TPM 2.0 with an AES-256 encrypted state, started with startup-clear), interleaved (one through each per round, the order alternating) so
    that changing load hits both alike; and the CPU time the processes used per command
    (/proc/PID/schedstat), which load does not inflate as it does wall time.
 Medians (and p90) of RUNS rounds each, in milliseconds."""
@@ -191,7 +192,7 @@ def main():
         p, _ = start_helper(run, state)
         procs.append(p)
         proxy = "run/pub/tpm.sock"
-        # The direct swtpm: same flags, its own encrypted state.
+        # The peer: Debian's swtpm, directly on its socket, with its own encrypted state.
         d = base / "direct"
         d.mkdir()
         keyfile = base / "key"
@@ -227,14 +228,20 @@ def main():
         swtpm_rss = sum(rss_kib(int(c)) for c in children)
         helper_uss = private_kib(p.pid)
         swtpm_uss = sum(private_kib(int(c)) for c in children)
+        # trustme-vtpm drops its read-only library pages after 2 s without a command (tm_idle_release).
+        time.sleep(2.5)
+        idle_rss = rss_kib(p.pid) + sum(rss_kib(int(c)) for c in children)
         print(f"runs: {RUNS} (starts: {len(starts_new)})")
         print(f"start to ready, new state:      median {stats(starts_new)[0]:.1f} ms, p90 {stats(starts_new)[1]:.1f}")
         print(f"start to ready, existing state: median {stats(starts_old)[0]:.1f} ms, p90 {stats(starts_old)[1]:.1f}")
-        print(f"RSS: trustme-vtpm {helper_rss} KiB, swtpm {swtpm_rss} KiB, together {helper_rss + swtpm_rss} KiB")
-        print(f"private (USS): trustme-vtpm {helper_uss} KiB, swtpm {swtpm_uss} KiB, "
+        print(f"RSS: trustme-vtpm {helper_rss} KiB, its children (swtpm) {swtpm_rss} KiB, together "
+              f"{helper_rss + swtpm_rss} KiB; swtpm alone (the peer) {rss_kib(sw.pid)} KiB")
+        print(f"RSS after 2.5 s idle: trustme-vtpm with its children {idle_rss} KiB; swtpm alone (the peer) "
+              f"{rss_kib(sw.pid)} KiB")
+        print(f"private (USS): trustme-vtpm {helper_uss} KiB, its children {swtpm_uss} KiB, "
               f"together {helper_uss + swtpm_uss} KiB")
         print(f"| command ({RUNS} rounds, interleaved) | via trustme-vtpm (median / p90 ms) | swtpm directly | "
-              "ratio of medians | median of paired ratios | CPU per command: trustme-vtpm + its swtpm / "
+              "ratio of medians | median of paired ratios | CPU per command: trustme-vtpm (+ children) / "
               "swtpm alone (us) |")
         print("|---|---|---|---|---|---|")
         for c in ("GetRandom", "PCR_Read", "Quote", "Sign"):

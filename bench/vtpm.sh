@@ -7,8 +7,8 @@
 # so that changing load falls on both alike); the first start of a new vTPM (its
 # manufacture: EKs made, certified if the device has a vTPM issuer, measured) against the first
 # start of the same container without one (both format their data volume). Then bench/vtpm.py for
-# the vTPM alone: its start, its memory, and GetRandom, PCR_Read, Quote and Sign through the proxy
-# against the swtpm socket directly. Run as root:
+# the vTPM alone: its start, its memory, and GetRandom, PCR_Read, Quote and Sign through trustme-vtpm
+# against Debian's swtpm socket directly (the peer). Run as root:
 #
 #   bench/vtpm.sh [OUTDIR]
 #
@@ -109,7 +109,7 @@ fact MED_VTPM "$MED_VTPM"
 stop_trustmed
 
 log "bench/vtpm.py: the vTPM alone ($PY_RUNS runs)"
-# (swtpm reports every disconnect on stderr: kept apart)
+# (the peer swtpm reports every disconnect on stderr: kept apart)
 python3 "$ROOT/bench/vtpm.py" "$ROOT/build" "$PY_RUNS" >"$OUT/vtpm-alone.md" 2>"$W/vtpm-py.err" ||
     { tail -n 20 "$W/vtpm-py.err" >&2; die "bench/vtpm.py failed"; }
 

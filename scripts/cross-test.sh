@@ -64,6 +64,20 @@ token_pkcs11	no arm64 SoftHSM2 module: apt-get download libsofthsm2:$arch failed
     fi
 fi
 
+# trustme-vtpm links libtpms. libtpms-dev:arm64 cannot be installed beside the machine's amd64
+# libtpms-dev (not Multi-Arch: same), but libtpms0:arm64 can (install-deps.sh --arm64), and the
+# headers are the same for every architecture: a pkg-config file of our own names the arm64
+# library. The package build checks no build dependencies for the same reason (-d below).
+mkdir -p "$out/pkgconfig"
+cat >"$out/pkgconfig/libtpms.pc" <<EOF
+Name: libtpms
+Description: libtpms (the arm64 library, the machine's headers)
+Version: $(dpkg-query -W -f '${Version}' "libtpms0:$arch" 2>/dev/null | sed 's/-.*//')
+Libs: -l:libtpms.so.0
+Cflags: -I/usr/include
+EOF
+export PKG_CONFIG_PATH="$out/pkgconfig"
+
 # The cross file: the toolchain, and qemu-user to run what the build made (meson test). Replaced
 # only when it changed: meson reconfigures the build whenever it is newer.
 cat >"$out/cross.ini.new" <<EOF
@@ -170,7 +184,7 @@ if [ "$package" = yes ]; then
     # nocheck: the unit tests ran above; pkg.trustme.nofleet: no libpq-dev for arm64 (debian/rules).
     pkgbuild() {
         (cd "$out/pkg/src" && DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" \
-            dpkg-buildpackage -a "$arch" -Pcross,nocheck,pkg.trustme.nofleet -b -us -uc) \
+            dpkg-buildpackage -a "$arch" -d -Pcross,nocheck,pkg.trustme.nofleet -b -us -uc) \
             >"$out/pkg/build.log" 2>&1 || { tail -30 "$out/pkg/build.log"; return 1; }
         rm -rf "$out/pkg/src"
     }

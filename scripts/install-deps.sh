@@ -11,7 +11,7 @@ set -eu
 PKGS="gcc libc6-dev binutils pkg-config meson ninja-build
       protobuf-c-compiler libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
       libcmocka-dev libp11-kit-dev nettle-dev libcryptsetup-dev softhsm2 opensc openssl libengine-pkcs11-openssl p11-kit
-      libtss2-dev swtpm tpm2-tools libtss2-tcti-swtpm0 tpm2-openssl
+      libtss2-dev libtpms-dev swtpm tpm2-tools libtss2-tcti-swtpm0 tpm2-openssl
       libnftables-dev nftables
       postgresql postgresql-client libpq-dev libmicrohttpd-dev libgnutls28-dev chromium
       busybox-static e2fsprogs squashfs-tools erofs-utils util-linux
@@ -34,7 +34,7 @@ PACKAGE_PKGS="dpkg-dev debhelper lintian"
 ARM64_PKGS="crossbuild-essential-arm64 qemu-user file dpkg-dev debhelper"
 ARM64_LIBS="pkg-config libprotobuf-c-dev libjansson-dev libseccomp-dev libcap-dev libssl-dev
             libp11-kit-dev nettle-dev libcryptsetup-dev libtss2-dev libnftables-dev libarchive-dev
-            libcmocka-dev libstdc++6"
+            libcmocka-dev libstdc++6 libtpms0"
 
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root (apt-get needs it)" >&2; exit 1; }
 arm64=no

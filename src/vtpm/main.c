@@ -2,7 +2,7 @@
 /* trustme-vtpm: one container's virtual TPM (docs/VTPM.md).
  *
  * trustmed starts it as the vTPM's own uid, without capabilities, with no_new_privs, and with
- *   fd 3  the state key (32 bytes; read by swtpm, never by this program),
+ *   fd 3  the state key (32 bytes; the state file is encrypted under it, vtpm_tpm.c),
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
  *         can connect, and EK certificates to store in NV, "CERT rsa|ecc DER-HEX" (EOF ends it;
  *         with --manufacture trustmed sends it only after the EKs are reported),
@@ -11,17 +11,16 @@
  *         "NV rsa|ecc" line per certificate stored and "R" (then closed),
  *   fd 6  the state directory (--state-dir /proc/self/fd/6),
  *   fd 7  a memfd holding the state file as trustmed checked it against its anchor (empty for a
- *         new vTPM): swtpm's NVRAM from now on; the state file is written from it (vtpm_state.c),
+ *         new vTPM): the TPM's NVRAM is loaded from it once (vtpm_state.c),
  *   fd 8  a socket to trustmed for the state's digests ("P HEX" before, "C HEX" after each rename).
- * It runs swtpm on private sockets (RUN/priv/tpm.sock and .ctrl) and serves the guest on
- * RUN/pub/tpm.sock and RUN/pub/tpm.sock.ctrl: TPM commands are forwarded one at a time, the objects and
- * sessions a client loaded are flushed when it goes away, and the control channel passes only
- * what the tpm2-tss swtpm TCTI needs (capabilities, locality 0, the established flag). It ends
- * when swtpm ends (exit 3) or at SIGTERM, after stopping swtpm (exit 0). */
+ * The TPM is libtpms in this process (vtpm_tpm.c). It serves the guest on RUN/pub/tpm.sock and
+ * RUN/pub/tpm.sock.ctrl (the swtpm TCTI's protocol): TPM commands are executed one at a time,
+ * the objects and sessions a client loaded are flushed when it goes away, and the control channel
+ * answers only what the tpm2-tss swtpm TCTI needs (capabilities, locality 0, the established
+ * flag). At SIGTERM it shuts the TPM down and saves its state (exit 0); exit 3 is a failure. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -32,13 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +43,7 @@
 #include "hex.h"
 #include "idle_memory.h"
 #include "vtpm_state.h"
+#include "vtpm_tpm.h"
 #include "vtpm_wire.h"
 
 #define KEY_FD 3
@@ -56,7 +54,6 @@
 #define MAX_CLIENTS 16
 #define MAX_CTRL 16
 #define MAX_OWNERS 32
-#define START_TIMEOUT_MS 5000
 #define CLIENT_TIMEOUT_S 5
 
 /* A process using the vTPM. The swtpm TCTI connects anew for every command, so what a client
@@ -78,28 +75,24 @@ struct client {
 
 struct ctrl_client {
     int fd;
-    int up; /* its own connection to swtpm's control socket */
     uint64_t active_ms;
 };
 
 /* Relative to the vTPM's run directory, the working directory: its absolute path may be longer
  * than a socket address holds. */
 static const char *const priv_dir = "priv", *const pub_dir = "pub";
-static const char *run_dir, *state_dir, *swtpm_bin = "swtpm";
+static const char *run_dir, *state_dir;
 static bool manufacture;
 /* What fd 5 gets next: the EK lines of a manufacture and "E"; later the NV lines and "R". */
 static char ready_msg[2048];
 static size_t ready_len;
-static pid_t swtpm_pid;
-static int state_memfd = -1;
-static bool serving; /* past the start: clients may have seen what swtpm wrote */
-static int upstream = -1;
+static bool serving; /* past the start: clients may have seen what the TPM wrote */
 static struct client clients[MAX_CLIENTS];
 static struct ctrl_client ctrls[MAX_CTRL];
 static struct owner owners[MAX_OWNERS];
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void end_swtpm(int sig);
+static void end_tpm(bool orderly);
 static void say(const char *fmt, ...)
 {
     char buf[512];
@@ -115,22 +108,6 @@ static int sock_path(struct sockaddr_un *sa, const char *dir, const char *name)
     *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
     int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", dir, name);
     return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
-}
-
-static int connect_to(const char *dir, const char *name)
-{
-    struct sockaddr_un sa;
-    if (sock_path(&sa, dir, name) < 0)
-        return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
 }
 
 static int listen_on(const char *dir, const char *name)
@@ -159,28 +136,12 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* One command to swtpm and its response (into rsp, at most VTPM_MAX_COMMAND bytes). swtpm
- * writes a response in one piece: one read takes it whole. */
+/* One command to the TPM and its response (into rsp, at most VTPM_MAX_COMMAND bytes). */
 static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_len)
 {
-    int r = write_all(upstream, cmd, len);
+    int r = vtpm_tpm_process(cmd, len, rsp, rsp_len);
     if (r < 0)
         return r;
-    size_t have = 0, size = VTPM_HEADER;
-    while (have < size) {
-        ssize_t n = read(upstream, rsp + have, VTPM_MAX_COMMAND - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EPIPE;
-        have += (size_t)n;
-        if (have >= VTPM_HEADER) {
-            size = vtpm_be32(rsp + 2);
-            if (size < VTPM_HEADER || size > VTPM_MAX_COMMAND || have > size)
-                return -EBADMSG;
-        }
-    }
-    *rsp_len = size;
     /* What the command wrote is on disk, and its digest with trustmed, before anyone sees the
      * response. */
     if ((r = vtpm_state_check()) < 0) {
@@ -190,85 +151,30 @@ static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_le
     return 0;
 }
 
-/* TPM2_GetRandom(1): the first command, answered once swtpm is up. */
-static const uint8_t probe_cmd[] = {0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x7b, 0, 1};
-
-static int run_swtpm(void)
+/* The state key from fd 3, the state as trustmed checked it, and the TPM's power-on. */
+static int start_tpm(const uint8_t *state, size_t len)
 {
-    char ctrl[PATH_MAX + 64], state[64];
-    snprintf(ctrl, sizeof(ctrl), "type=unixio,path=%s/tpm.sock.ctrl", priv_dir);
-    snprintf(state, sizeof(state), "backend-uri=file:///proc/self/fd/%d", state_memfd);
-    /* swtpm serves on a socket that already listens (its "fd=" form): this proxy connects at
-     * once and its first command is answered as soon as swtpm is up, with no polling for the
-     * socket to appear. */
-    struct sockaddr_un sa;
-    if (sock_path(&sa, priv_dir, "tpm.sock") < 0)
-        return -ENAMETOOLONG;
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0)
-        return -errno;
-    unlink(sa.sun_path);
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
-        int e = errno;
-        close(lfd);
-        return -e;
+    uint8_t key[VTPM_KEY_LEN];
+    size_t have = 0;
+    while (have < sizeof(key)) {
+        ssize_t n = read(KEY_FD, key + have, sizeof(key) - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(KEY_FD);
+            return n < 0 ? -errno : -EBADMSG;
+        }
+        have += (size_t)n;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(lfd);
-        return -e;
-    }
-    if (pid == 0) {
-        /* swtpm saves and exits at SIGTERM; it must not outlive this proxy. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        close(READY_FD);
-        if (dup2(lfd, EVENTS_FD) < 0) /* its listening socket is fd 4 */
-            _exit(127);
-        char *argv[] = {(char *)swtpm_bin,
-                        "socket",
-                        "--tpm2",
-                        "--server",
-                        "type=unixio,fd=4",
-                        "--ctrl",
-                        ctrl,
-                        "--tpmstate",
-                        state,
-                        "--key",
-                        "fd=3,mode=aes-256-cbc,format=binary",
-                        "--flags",
-                        "not-need-init,startup-clear",
-                        "--seccomp",
-                        "action=kill",
-                        NULL};
-        execvp(argv[0], argv);
-        fprintf(stderr, "trustme-vtpm: cannot execute %s: %s\n", swtpm_bin, strerror(errno));
-        _exit(127);
-    }
-    close(KEY_FD); /* swtpm has read it, or will from its own copy */
-    swtpm_pid = pid;
-    /* Queued on the listening socket at once; when swtpm dies before it accepts, the socket
-     * goes with it and the probe's read fails. A swtpm that hangs is given up after
-     * START_TIMEOUT_MS (the later commands may take long: an RSA key's generation). */
-    upstream = connect_to(priv_dir, "tpm.sock");
-    close(lfd);
-    if (upstream < 0)
-        return upstream;
-    struct timeval tv = {.tv_sec = START_TIMEOUT_MS / 1000};
-    uint8_t rsp[VTPM_MAX_COMMAND];
-    size_t rlen;
-    if (setsockopt(upstream, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
-        return -errno;
-    int r = transact(probe_cmd, sizeof(probe_cmd), rsp, &rlen);
-    tv.tv_sec = 0;
-    if (r == 0 && setsockopt(upstream, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
-        r = -errno;
-    if (r < 0)
-        return r == -EAGAIN ? -ETIMEDOUT : r;
-    return 0;
+    close(KEY_FD);
+    const char *why = NULL;
+    int r = vtpm_tpm_start(key, state, len, &why);
+    explicit_bzero(key, sizeof(key));
+    if (r < 0 && why)
+        say("%s", why);
+    if (r == 0)
+        r = vtpm_state_check(); /* a new TPM's manufacture, the Startup */
+    return r;
 }
 
 /* What trustmed sends on fd 4 (EOF ends it): the container's events, "PCR SHA256-HEX" lines, and
@@ -534,8 +440,8 @@ static int on_client(struct client *c)
             return 0;
         int r = serve_command(c, want);
         if (r < 0) {
-            say("swtpm did not answer: %s", strerror(-r));
-            end_swtpm(SIGKILL);
+            say("the TPM failed a command: %s", strerror(-r));
+            end_tpm(false);
             exit(3);
         }
         if (r)
@@ -547,15 +453,13 @@ static int on_client(struct client *c)
 static void drop_ctrl(struct ctrl_client *c)
 {
     close(c->fd);
-    if (c->up >= 0)
-        close(c->up);
-    c->fd = c->up = -1;
+    c->fd = -1;
 }
 
 /* One control command per read (the TCTI writes each in one piece). */
 static int on_ctrl(struct ctrl_client *c)
 {
-    uint8_t buf[64], rsp[256];
+    uint8_t buf[64], rsp[16];
     ssize_t n = read(c->fd, buf, sizeof(buf));
     if (n <= 0)
         return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
@@ -566,15 +470,9 @@ static int on_ctrl(struct ctrl_client *c)
         vtpm_put_be32(res, VTPM_CTRL_REFUSED);
         return write_all(c->fd, res, 4) < 0 ? -1 : 0;
     }
-    if (c->up < 0 && (c->up = connect_to(priv_dir, "tpm.sock.ctrl")) < 0)
-        return -1;
-    if (write_all(c->up, buf, (size_t)n) < 0)
-        return -1;
-    ssize_t m = read(c->up, rsp, sizeof(rsp));
-    if (m <= 0)
-        return -1;
+    size_t m = vtpm_ctrl_answer(buf, rsp, vtpm_tpm_established());
     c->active_ms = now_ms();
-    return write_all(c->fd, rsp, (size_t)m) < 0 ? -1 : 0;
+    return write_all(c->fd, rsp, m) < 0 ? -1 : 0;
 }
 
 static void accept_into(int lfd, bool ctrl)
@@ -594,7 +492,7 @@ static void accept_into(int lfd, bool ctrl)
                 slot = &ctrls[i];
         if (slot->fd >= 0)
             drop_ctrl(slot);
-        *slot = (struct ctrl_client){.fd = fd, .up = -1, .active_ms = now_ms()};
+        *slot = (struct ctrl_client){.fd = fd, .active_ms = now_ms()};
         return;
     }
     struct client *slot = NULL;
@@ -613,27 +511,33 @@ static void accept_into(int lfd, bool ctrl)
         drop_client(slot);
 }
 
-/* Only what serving needs from here on (and writing the state file: openat, pread64, renameat,
- * fsync, vtpm_state.c); anything else kills the process. */
+/* Only what serving needs from here on (writing the state file: openat, renameat, fsync,
+ * vtpm_state.c; libtpms's OpenSSL reseeding its DRBG: getrandom; a large state growing its
+ * buffers: mremap); anything else kills the process. The TPM runs in this process: this filter
+ * is the sandbox of the guest's TPM commands. */
 static int confine(void)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
     if (!ctx)
         return -ENOMEM;
     static const int allowed[] = {
-        SCMP_SYS(read),         SCMP_SYS(write),          SCMP_SYS(close),
-        SCMP_SYS(poll),         SCMP_SYS(ppoll),          SCMP_SYS(accept4),
-        SCMP_SYS(accept),       SCMP_SYS(setsockopt),     SCMP_SYS(connect),
-        SCMP_SYS(socket),       SCMP_SYS(kill),           SCMP_SYS(wait4),
-        SCMP_SYS(waitid),       SCMP_SYS(exit_group),     SCMP_SYS(exit),
-        SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask), SCMP_SYS(clock_nanosleep),
-        SCMP_SYS(nanosleep),    SCMP_SYS(getpid),         SCMP_SYS(writev),
-        SCMP_SYS(brk),          SCMP_SYS(mmap),           SCMP_SYS(munmap),
-        SCMP_SYS(fstat),        SCMP_SYS(newfstatat),     SCMP_SYS(clock_gettime),
-        SCMP_SYS(lseek),        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
-        SCMP_SYS(pidfd_open),   SCMP_SYS(recvfrom),       SCMP_SYS(sendto),
-        SCMP_SYS(pread64),      SCMP_SYS(openat),         SCMP_SYS(renameat),
-        SCMP_SYS(renameat2),    SCMP_SYS(fsync),
+        SCMP_SYS(read),           SCMP_SYS(write),
+        SCMP_SYS(close),          SCMP_SYS(poll),
+        SCMP_SYS(ppoll),          SCMP_SYS(accept4),
+        SCMP_SYS(accept),         SCMP_SYS(setsockopt),
+        SCMP_SYS(getrandom),      SCMP_SYS(exit_group),
+        SCMP_SYS(exit),           SCMP_SYS(rt_sigreturn),
+        SCMP_SYS(rt_sigprocmask), SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep),      SCMP_SYS(getpid),
+        SCMP_SYS(writev),         SCMP_SYS(brk),
+        SCMP_SYS(mmap),           SCMP_SYS(munmap),
+        SCMP_SYS(fstat),          SCMP_SYS(newfstatat),
+        SCMP_SYS(clock_gettime),  SCMP_SYS(lseek),
+        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
+        SCMP_SYS(pidfd_open),     SCMP_SYS(recvfrom),
+        SCMP_SYS(sendto),         SCMP_SYS(openat),
+        SCMP_SYS(renameat),       SCMP_SYS(renameat2),
+        SCMP_SYS(fsync),          SCMP_SYS(mremap),
     };
     int r = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
@@ -647,32 +551,26 @@ static int confine(void)
     return r;
 }
 
-/* swtpm goes (sig 0: it ended by itself already); then the state file is written from what was
- * committed, and from what swtpm wrote last only when it saved and exited at SIGTERM. */
-static void end_swtpm(int sig)
+/* The TPM's end. orderly (SIGTERM, or a start given up): TPM2_Shutdown(CLEAR), and what it
+ * stored is kept; otherwise (a command failed) only what was committed. The state file is then
+ * written once more, synced; a start that never served keeps the state trustmed gave it. */
+static void end_tpm(bool orderly)
 {
-    bool clean = false;
-    if (swtpm_pid > 0 && sig) {
-        kill(swtpm_pid, sig);
-        int st;
-        clean = waitpid(swtpm_pid, &st, 0) == swtpm_pid && sig == SIGTERM && WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    }
-    swtpm_pid = 0;
-    int r = serving ? vtpm_state_finish(clean) : vtpm_state_abandon(clean);
+    vtpm_tpm_stop(orderly);
+    int r = serving ? vtpm_state_finish(orderly) : vtpm_state_abandon(orderly);
     if (r < 0)
         say("cannot save the vTPM state: %s", strerror(-r));
 }
 
-static void stop_swtpm(void)
+static void stop_tpm(void)
 {
-    end_swtpm(SIGTERM);
+    end_tpm(true);
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"run-dir", required_argument, NULL, 'r'},
                                          {"state-dir", required_argument, NULL, 's'},
-                                         {"swtpm", required_argument, NULL, 'w'},
                                          {"manufacture", no_argument, NULL, 'm'},
                                          {NULL, 0, NULL, 0}};
     int o;
@@ -680,13 +578,12 @@ int main(int argc, char **argv)
         switch (o) {
         case 'r': run_dir = optarg; break;
         case 's': state_dir = optarg; break;
-        case 'w': swtpm_bin = optarg; break;
         case 'm': manufacture = true; break;
         default: return 2;
         }
     }
     if (!run_dir || !state_dir || optind != argc) {
-        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--swtpm PATH] [--manufacture]\n");
+        fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--manufacture]\n");
         return 2;
     }
     if (chdir(run_dir) < 0) {
@@ -696,7 +593,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < MAX_CLIENTS; i++)
         clients[i].fd = -1;
     for (size_t i = 0; i < MAX_CTRL; i++)
-        ctrls[i].fd = ctrls[i].up = -1;
+        ctrls[i].fd = -1;
     for (size_t i = 0; i < MAX_OWNERS; i++)
         owners[i].pidfd = -1;
     signal(SIGPIPE, SIG_IGN);
@@ -704,59 +601,59 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     /* fd 7 and 8 come from trustmed; a standalone run (bench/vtpm.py) has neither. */
+    const uint8_t *state;
+    size_t state_len;
     int r = vtpm_state_open(state_dir, fcntl(STATE_MEMFD, F_GETFD) >= 0 ? STATE_MEMFD : -1,
-                            fcntl(REPORT_FD, F_GETFD) >= 0 ? REPORT_FD : -1, &state_memfd);
+                            fcntl(REPORT_FD, F_GETFD) >= 0 ? REPORT_FD : -1, &state, &state_len);
     if (r < 0) {
         say("cannot take the vTPM state: %s", strerror(-r));
         return 3;
     }
-    fcntl(6, F_SETFD, FD_CLOEXEC); /* the state directory: ours, not swtpm's */
-    r = run_swtpm();
+    r = start_tpm(state, state_len);
     if (r < 0) {
-        say("swtpm did not start: %s", strerror(-r));
-        stop_swtpm();
+        say("the TPM did not start: %s", strerror(-r));
+        stop_tpm();
         return 3;
     }
     if (manufacture && (r = make_eks()) < 0) {
         say("cannot make the vTPM's endorsement keys: %s", strerror(-r));
-        stop_swtpm();
+        stop_tpm();
         return 3;
     }
     if (manufacture) {
         /* trustmed has them certified and sends the certificates with the events. */
         ready_msg[ready_len++] = 'E';
         if (write(READY_FD, ready_msg, ready_len) != (ssize_t)ready_len) {
-            stop_swtpm();
+            stop_tpm();
             return 3;
         }
         ready_len = 0;
     }
     if ((r = read_input()) < 0 || (r = extend_events()) < 0) {
         say("cannot measure into the vTPM: %s", strerror(-r));
-        stop_swtpm();
+        stop_tpm();
         return 3;
     }
     int lfd = listen_on(pub_dir, "tpm.sock"), lctrl = listen_on(pub_dir, "tpm.sock.ctrl");
     int lstate = vtpm_state_listen(priv_dir);
     if (lfd < 0 || lctrl < 0 || sfd < 0 || lstate < 0) {
         say("cannot listen in %s: %s", pub_dir, strerror(-(lfd < 0 ? lfd : lctrl)));
-        stop_swtpm();
+        stop_tpm();
         return 3;
     }
     ready_msg[ready_len++] = 'R';
     /* One write below PIPE_BUF: trustmed reads it in one piece. */
     if (write(READY_FD, ready_msg, ready_len) != (ssize_t)ready_len) {
-        stop_swtpm();
+        stop_tpm();
         return 3;
     }
     close(READY_FD);
     if ((r = confine()) != 0) {
         say("cannot load the seccomp filter: %s", strerror(-r));
-        stop_swtpm();
+        stop_tpm();
         return 3;
     }
     serving = true;
@@ -794,17 +691,8 @@ int main(int argc, char **argv)
         if (p[0].revents) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-                if (si.ssi_signo == SIGCHLD) {
-                    int st;
-                    if (waitpid(swtpm_pid, &st, WNOHANG) == swtpm_pid) {
-                        say("swtpm ended (status 0x%x)", st);
-                        end_swtpm(0);
-                        return 3;
-                    }
-                } else {
-                    stop_swtpm();
-                    return 0;
-                }
+                stop_tpm();
+                return 0;
             }
         }
         if (p[1].revents)
@@ -824,6 +712,6 @@ int main(int argc, char **argv)
             if (p[3 + MAX_CLIENTS + MAX_CTRL + i].revents && owners[i].pidfd >= 0)
                 owner_gone(&owners[i]);
     }
-    stop_swtpm();
+    stop_tpm();
     return 3;
 }

@@ -1,20 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The vTPM's state as swtpm writes it (docs/VTPM.md "The state"). swtpm's NVRAM is a linear store
- * in a memfd of ours (--tpmstate backend-uri=file:///proc/self/fd/N): it reads the file on disk
- * never, and what it writes reaches the disk only through us. After each response we compare the
- * memfd with what we committed last; when swtpm changed it, the new bytes go to a temporary file,
- * "P <sha256>" to trustmed, a rename over the state file, "C <sha256>" to trustmed, and only then
- * is the response forwarded. trustmed anchors the last digest it learnt so, never the file as it
- * finds it: a copy root puts on disk meanwhile is not what the TPM vouches for. */
+/* The vTPM's state file (docs/VTPM.md "The state"). The TPM's NVRAM is read from trustmed's
+ * checked copy (a memfd) once at the start, never from the file on disk; each change libtpms
+ * stores reaches us encrypted (vtpm_tpm.c, vtpm_state_put). After each response, when the state
+ * changed, the new bytes go to a temporary file, "P <sha256>" to trustmed, a rename over the
+ * state file, "C <sha256>" to trustmed, and only then is the response forwarded. trustmed anchors
+ * the last digest it learnt so, never the file as it finds it: a copy root puts on disk meanwhile
+ * is not what the TPM vouches for. */
 #include "vtpm_state.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,9 +30,10 @@
 #define TMP_FILE VTPM_STATE_FILE ".tmp"
 
 static const char *dir_path;
-static int dir_fd = -1, mem_fd = -1, report_fd = -1;
+static int dir_fd = -1, report_fd = -1;
 static uint8_t *committed, *scratch;
-static size_t committed_len, cap;
+static size_t committed_len, cap, scratch_len;
+static bool pending; /* scratch holds a state the TPM stored, not yet committed */
 /* The state trustmed gave at the start (checked against its anchor): vtpm_state_abandon. */
 static uint8_t *initial;
 static size_t initial_len;
@@ -120,7 +121,7 @@ static int commit(uint8_t *buf, size_t len, bool sync)
     return 0;
 }
 
-int vtpm_state_open(const char *state_dir, int memfd, int rfd, int *ret_fd)
+int vtpm_state_open(const char *state_dir, int memfd, int rfd, const uint8_t **ret, size_t *ret_len)
 {
     dir_path = state_dir;
     dir_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -129,26 +130,20 @@ int vtpm_state_open(const char *state_dir, int memfd, int rfd, int *ret_fd)
     if (rfd >= 0 && fcntl(rfd, F_SETFD, FD_CLOEXEC) < 0)
         return -errno;
     report_fd = rfd;
-    if (memfd < 0) {
-        /* Standalone (bench/vtpm.py): the file as found. trustmed always gives its checked copy. */
-        if ((memfd = memfd_create("vtpm-state", 0)) < 0)
-            return -errno;
-        int fd = openat(dir_fd, VTPM_STATE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= STATE_MAX &&
-            grow((size_t)st.st_size) == 0 && read_at(fd, committed, (size_t)st.st_size) == 0)
-            write_all(memfd, committed, (size_t)st.st_size);
-        if (fd >= 0)
-            close(fd);
+    /* Standalone (bench/vtpm.py): the file as found. trustmed always gives its checked copy. */
+    int fd = memfd >= 0 ? memfd : openat(dir_fd, VTPM_STATE_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st = {0};
+    if (fd >= 0 && fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
     }
-    mem_fd = memfd;
-    struct stat st;
-    if (fstat(mem_fd, &st) < 0)
-        return -errno;
-    if ((size_t)st.st_size > STATE_MAX)
-        return -EFBIG;
-    int r = grow((size_t)st.st_size + 1);
-    if (r < 0 || (r = read_at(mem_fd, committed, (size_t)st.st_size)) < 0)
+    int r = (size_t)st.st_size > STATE_MAX ? -EFBIG : grow((size_t)st.st_size + 1);
+    if (r == 0 && st.st_size > 0)
+        r = read_at(fd, committed, (size_t)st.st_size);
+    if (fd >= 0)
+        close(fd);
+    if (r < 0)
         return r;
     committed_len = (size_t)st.st_size;
     tm_sha256(committed, committed_len, committed_digest);
@@ -159,42 +154,52 @@ int vtpm_state_open(const char *state_dir, int memfd, int rfd, int *ret_fd)
         initial_len = committed_len;
     }
     unlinkat(dir_fd, TMP_FILE, 0); /* a crash's leftover */
-    *ret_fd = mem_fd;
+    *ret = initial;
+    *ret_len = initial_len;
+    return 0;
+}
+
+int vtpm_state_put(const uint8_t *state, size_t len)
+{
+    if (len > STATE_MAX)
+        return -EFBIG;
+    int r = grow(len);
+    if (r < 0)
+        return r;
+    memcpy(scratch, state, len);
+    scratch_len = len;
+    pending = true;
     return 0;
 }
 
 int vtpm_state_check(void)
 {
-    struct stat st;
-    if (fstat(mem_fd, &st) < 0)
-        return -errno;
-    size_t len = (size_t)st.st_size;
-    if (len > STATE_MAX)
-        return -EFBIG;
-    int r = grow(len);
-    if (r < 0 || (r = read_at(mem_fd, scratch, len)) < 0)
-        return r;
-    if (len == committed_len && memcmp(scratch, committed, len) == 0)
+    if (!pending)
         return 0;
-    return commit(scratch, len, false);
+    pending = false;
+    if (scratch_len == committed_len && memcmp(scratch, committed, scratch_len) == 0)
+        return 0;
+    return commit(scratch, scratch_len, false);
 }
 
-int vtpm_state_finish(bool swtpm_clean)
+int vtpm_state_finish(bool take_pending)
 {
     int r = 0;
-    if (swtpm_clean)
+    if (take_pending)
         r = vtpm_state_check();
-    /* Nothing committed yet (swtpm never started): there is no state to keep. */
+    pending = false;
+    /* Nothing committed yet (the TPM never stored one): there is no state to keep. */
     if (committed_len == 0)
         return r;
     int w = commit(committed, committed_len, true);
     return r < 0 ? r : w;
 }
 
-int vtpm_state_abandon(bool swtpm_clean)
+int vtpm_state_abandon(bool take_pending)
 {
     if (initial_len == 0)
-        return vtpm_state_finish(swtpm_clean);
+        return vtpm_state_finish(take_pending);
+    pending = false;
     /* grow() made room for it when the state was opened. */
     memcpy(committed, initial, initial_len);
     committed_len = initial_len;
@@ -229,8 +234,8 @@ void vtpm_state_accept(int lfd)
         return;
     struct ucred cred;
     socklen_t len = sizeof(cred);
-    /* Only root (trustmed): our own uid is swtpm's too, and a compromised swtpm must not take the
-     * reports away from trustmed. */
+    /* Only root (trustmed): nothing else of the vTPM's uid may take the reports away from
+     * trustmed. */
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) {
         close(fd);
         return;

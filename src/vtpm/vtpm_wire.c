@@ -291,3 +291,13 @@ const char *vtpm_ctrl_refused(const uint8_t *msg, size_t len)
     default: return "a control command the guest does not need";
     }
 }
+
+size_t vtpm_ctrl_answer(const uint8_t *msg, uint8_t out[16], uint8_t established)
+{
+    memset(out, 0, 16);
+    switch (vtpm_be32(msg)) {
+    case VTPM_CTRL_GET_CAPABILITY: vtpm_put_be32(out + 4, VTPM_CTRL_CAPS); return 8;
+    case VTPM_CTRL_GET_TPMESTABLISHED: out[4] = established; return 8; /* the bit, 3 reserved bytes */
+    default: return 4; /* SET_LOCALITY 0: done */
+    }
+}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The bytes trustme-vtpm reads and writes (vtpm_wire.c): TPM 2.0 command headers, the few
  * commands it sends itself, the handles a client's commands create, and the allowlist of the
- * swtpm control channel. Pure functions, unit-tested (tests/unit/test_vtpm_wire.c). */
+ * swtpm TCTI's control channel. Pure functions, unit-tested (tests/unit/test_vtpm_wire.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -97,3 +97,11 @@ void vtpm_handles_remove(struct vtpm_handles *hs, uint32_t h);
 /* Why the guest may not send this control command (NULL: allowed). Allowed are only what the
  * tpm2-tss swtpm TCTI needs: the capabilities, the established flag and locality 0. */
 const char *vtpm_ctrl_refused(const uint8_t *msg, size_t len);
+
+/* The capabilities the control channel reports: the established flag and the locality (swtpm's
+ * PTM_CAP_GET_TPMESTABLISHED | PTM_CAP_SET_LOCALITY), the only commands it answers. */
+#define VTPM_CTRL_CAPS 0x0cu
+/* The answer to an allowed control command (vtpm_ctrl_refused said NULL) into out (16 bytes),
+ * big-endian as swtpm's socket interface: a result code, then the command's data. Returns its
+ * length. */
+size_t vtpm_ctrl_answer(const uint8_t *msg, uint8_t out[16], uint8_t established);

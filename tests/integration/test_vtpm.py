@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Per-container vTPMs (docs/VTPM.md) with the real swtpm and the real tpm2-tools inside a
-container whose root holds Debian's tpm2 binary and its libraries: the guest's TPM works, is
+"""Per-container vTPMs (docs/VTPM.md) with libtpms in trustme-vtpm and the real tpm2-tools inside
+a container whose root holds Debian's tpm2 binary and its libraries: the guest's TPM works, is
 measured, keeps its keys, is encrypted and anchored against rollback and copies, and its control
 channel refuses what a guest must not do."""
 import hashlib
@@ -100,10 +100,9 @@ def pub_dir(d, name):
     return d.run_dir / "vtpm" / d.state(name)["uuid"] / "pub"
 
 
-def vtpm_pids(d, name):
-    """(trustme-vtpm, swtpm) of this container, by their command lines."""
+def vtpm_pid(d, name):
+    """This container's trustme-vtpm (its TPM, libtpms, runs in it), by its command line."""
     pub = d.state(name)["uuid"].encode()
-    helper = swtpm = None
     for e in Path("/proc").iterdir():
         if not e.name.isdigit():
             continue
@@ -112,16 +111,8 @@ def vtpm_pids(d, name):
         except OSError:
             continue
         if cmd.startswith(b"trustme-vtpm\0") and pub in cmd:
-            helper = int(e.name)
-    if helper:
-        for e in Path("/proc").iterdir():
-            try:
-                if e.name.isdigit() and (e / "cmdline").read_bytes().startswith(b"swtpm\0") and \
-                        int((e / "stat").read_text().rsplit(")", 1)[1].split()[1]) == helper:
-                    swtpm = int(e.name)
-            except (OSError, IndexError):
-                pass
-    return helper, swtpm
+            return int(e.name)
+    return None
 
 
 def replay(log_text, pcr):
@@ -338,13 +329,13 @@ def test_eks_are_manufactured_and_measured_into_the_device(vd, tpm_rootfs, tmp_p
     # device's record is what a start measures): a stop and a start measure the same keys again.
     d.sh("e", "tpm2_evictcontrol -C o -c 0x81010001 >/dev/null")
     d.cli("stop", "e")
-    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "e"), what="the vTPM to stop")
     start(d, "e")
     again = json.loads(d.cli("vtpm", "info", "--json", "e").stdout)
     assert again["eks"] == info["eks"]
     # A reset makes a new vTPM with new EKs, measured too.
     d.cli("stop", "e")
-    wait_for(lambda: not any(vtpm_pids(d, "e")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "e"), what="the vTPM to stop")
     d.cli("vtpm", "reset", "e")
     assert json.loads(d.cli("vtpm", "info", "--json", "e").stdout)["eks"] == []
     start(d, "e")
@@ -367,7 +358,7 @@ def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
     name1 = re.search(r"name: (\w+)", d.sh("k", "tpm2_readpublic -c 0x81000001").stdout).group(1)
     d.cli("stop", "k")
     sf = state_file(d, "k")
-    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "k"), what="the vTPM to stop")
     data = sf.read_bytes()
     assert MARKER not in data and len(data) > 1000
     old = data
@@ -379,7 +370,7 @@ def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
     d.sh("k", "tpm2_nvwrite 0x1500016 -C o -i /dev/zero -s 4 2>/dev/null || "
               "(head -c 4 /dev/zero > /tmp/z; tpm2_nvwrite 0x1500016 -C o -i /tmp/z)")
     d.cli("stop", "k")
-    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "k"), what="the vTPM to stop")
     assert sf.read_bytes() != old
     # An older copy restored: refused, with the reason in state and audit.
     newest = sf.read_bytes()
@@ -392,7 +383,7 @@ def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
     start(d, "other")
     d.sh("other", "tpm2_getrandom 4 >/dev/null")
     d.cli("stop", "other")
-    wait_for(lambda: not any(vtpm_pids(d, "other")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "other"), what="the vTPM to stop")
     sf.write_bytes(state_file(d, "other").read_bytes())
     assert start(d, "k", check=False).returncode != 0
     assert "not the one anchored" in d.state("k")["last_error"]
@@ -405,10 +396,10 @@ def test_state_survives_is_encrypted_and_anchored(vd, tpm_rootfs):
     start(d, "k")
     assert d.sh("k", "tpm2_readpublic -c 0x81000001 >/dev/null; echo ok").stdout.strip() == "ok"
     info = json.loads(d.cli("vtpm", "info", "--json", "k").stdout)
-    assert info["running"] and info["pid"] == vtpm_pids(d, "k")[0]
+    assert info["running"] and info["pid"] == vtpm_pid(d, "k")
     assert d.cli("vtpm", "reset", "k", check=False).returncode != 0  # running
     d.cli("stop", "k")
-    wait_for(lambda: not any(vtpm_pids(d, "k")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "k"), what="the vTPM to stop")
     assert json.loads(d.cli("vtpm", "info", "--json", "k").stdout)["anchor_matches"]
     # A reset: a new, empty vTPM at the next start.
     d.cli("vtpm", "reset", "k")
@@ -450,9 +441,11 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     pcr = int(log.split()[0])
     out = d.sh("c", f"tpm2_pcrread sha256:{pcr}").stdout
     assert bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1)) == replay(log, pcr)
-    # kill -9 of swtpm while a client uses it: the vTPM comes back, measured and with its keys.
-    helper, swtpm = vtpm_pids(d, "c")
-    assert helper and swtpm
+    # kill -9 of the vTPM while a client uses it: it comes back, measured and with its keys.
+    helper = vtpm_pid(d, "c")
+    assert helper
+    # One process: libtpms runs in trustme-vtpm, nothing of the vTPM is a child of it.
+    assert not (Path(f"/proc/{helper}/task/{helper}/children").read_text().split())
     busy = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir),
                              "run", "c", "--", "/bin/sh", "-c",
                              # until told to stop: a kill between two commands fails neither, and
@@ -460,8 +453,8 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
                              "while [ ! -e /tmp/busy.stop ]; do tpm2_getrandom 8 >/dev/null 2>&1; done"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
-    os.kill(swtpm, signal.SIGKILL)
-    wait_for(lambda: vtpm_pids(d, "c")[1] not in (None, swtpm), timeout=15, what="the vTPM to come back")
+    os.kill(helper, signal.SIGKILL)
+    wait_for(lambda: vtpm_pid(d, "c") not in (None, helper), timeout=15, what="the vTPM to come back")
     d.sh("c", "touch /tmp/busy.stop")
     assert busy.wait(30) == 0
     wait_for(lambda: d.sh("c", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
@@ -471,19 +464,19 @@ def test_control_channel_and_crash(vd, tpm_rootfs):
     assert bytes.fromhex(re.search(r"0x([0-9A-F]{64})", out).group(1)) == replay(log, pcr)
     assert any(e.get("event") == "vtpm.restart" and e.get("result") == "ok" for e in d.audit_events())
     # The vTPM runs as its own uid, without capabilities.
-    helper, swtpm = vtpm_pids(d, "c")
-    status = Path(f"/proc/{swtpm}/status").read_text()
+    helper = vtpm_pid(d, "c")
+    status = Path(f"/proc/{helper}/status").read_text()
     uid = int(re.search(r"Uid:\s+(\d+)", status).group(1))
     assert uid not in (0,) and uid < d.id_base
     assert re.search(r"CapEff:\s+0+\n", status) and re.search(r"NoNewPrivs:\s+1", status)
-    assert re.search(r"Seccomp:\s+2", Path(f"/proc/{helper}/status").read_text())
+    assert re.search(r"Seccomp:\s+2", status)
     d.cli("stop", "c")
-    wait_for(lambda: not any(vtpm_pids(d, "c")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "c"), what="the vTPM to stop")
     # ...and its state after the crash is anchored: it starts again.
     start(d, "c")
     d.sh("c", "tpm2_readpublic -c 0x81000002 >/dev/null")
     d.cli("stop", "c")
-    wait_for(lambda: not any(vtpm_pids(d, "c")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "c"), what="the vTPM to stop")
     # Removed: its vTPM directories and its anchor go too.
     rundir = pub_dir(d, "c").parent
     assert rundir.exists()
@@ -576,8 +569,9 @@ def test_half_commands_do_not_lock_the_vtpm(vd, tpm_rootfs):
 
 def test_state_rolled_back_under_a_running_vtpm_is_refused(vd, tpm_rootfs):
     """Root on the device copies a running container's vTPM state, lets the guest write an NV
-    index, puts the copy back and kills the swtpm: the restarted vTPM should not serve the old
-    value, and the old state should not become the anchored one."""
+    index, puts the copy back and has the vTPM stop (SIGTERM; trustmed starts it again at once):
+    the restarted vTPM should not serve the old value, and the old state should not become the
+    anchored one."""
     d = vd
     create(d, "r", tpm_rootfs)
     start(d, "r")
@@ -589,9 +583,9 @@ def test_state_rolled_back_under_a_running_vtpm_is_refused(vd, tpm_rootfs):
     assert sf.read_bytes() != old
     try:
         sf.write_bytes(old)
-        helper, swtpm = vtpm_pids(d, "r")
-        os.kill(swtpm, signal.SIGKILL)
-        wait_for(lambda: vtpm_pids(d, "r")[1] not in (None, swtpm), timeout=15, what="the vTPM to come back")
+        helper = vtpm_pid(d, "r")
+        os.kill(helper, signal.SIGTERM)
+        wait_for(lambda: vtpm_pid(d, "r") not in (None, helper), timeout=15, what="the vTPM to come back")
         wait_for(lambda: d.sh("r", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
                  what="the vTPM to answer")
         value = d.run("r", "tpm2_nvread", "0x1500017", "-C", "o", check=False).stdout

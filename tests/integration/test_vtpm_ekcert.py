@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BUILD
 from test_device import PKI_TOOL, provision, run, secret_ok
-from test_vtpm import KDF, PIN, create, pin_file, start, tpm_rootfs, vtpm_pids  # noqa: F401 (fixture)
+from test_vtpm import KDF, PIN, create, pin_file, start, tpm_rootfs, vtpm_pid  # noqa: F401 (fixture)
 from conftest import wait_for
 
 GUESTOS_TOOL = BUILD / "src/tools/guestos/trustme-guestos"
@@ -132,7 +132,7 @@ def test_vtpm_ek_certificates_chain_to_the_device_and_the_pki(make_daemon, pki, 
     assert "issuer:  CN=trustme vTPM issuer" in shown
     # The same certificates after a stop and a start (nothing issued again).
     d.cli("stop", "g")
-    wait_for(lambda: not any(vtpm_pids(d, "g")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "g"), what="the vTPM to stop")
     start(d, "g")
     assert json.loads(d.cli("vtpm", "info", "--json", "g").stdout)["eks"] == info["eks"]
     assert nvread(d, "g", "ecc") == (tmp_path / "ek-ecc.der").read_bytes()
@@ -282,7 +282,7 @@ def test_verifier_checks_the_vtpm_ek_chain(make_daemon, pki, tpm_rootfs, tmp_pat
     # After a reset the container has new EKs: the old certificate still chains, but its key is
     # not the EK the device logged last for the container.
     d.cli("stop", "v")
-    wait_for(lambda: not any(vtpm_pids(d, "v")), what="the vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, "v"), what="the vTPM to stop")
     d.cli("vtpm", "reset", "v")
     start(d, "v")
     refs = signed_refs(pki, d, tmp_path / "refs2.json")

@@ -8,7 +8,7 @@ import signal
 import time
 
 from conftest import wait_for
-from test_vtpm import KDF, create, start, state_file, tpm_rootfs, vtpm_pids  # noqa: F401 (fixture)
+from test_vtpm import KDF, create, start, state_file, tpm_rootfs, vtpm_pid  # noqa: F401 (fixture)
 
 INDEX = "0x1500018"
 
@@ -23,7 +23,7 @@ def nv_read(d, name):
 
 def stop(d, name):
     d.cli("stop", name)
-    wait_for(lambda: not any(vtpm_pids(d, name)), what=f"{name}'s vTPM to stop")
+    wait_for(lambda: not vtpm_pid(d, name), what=f"{name}'s vTPM to stop")
 
 
 def refused(d, name, why):
@@ -34,7 +34,7 @@ def refused(d, name, why):
 
 def test_replaced_state_and_killed_vtpm_is_refused_then_stopped_copies(make_daemon, tpm_rootfs):
     """Root copies the state, the guest writes on, root puts the copy back and kills trustme-vtpm
-    itself (not only swtpm): the anchor takes the state swtpm wrote last, the restart refuses the
+    (its TPM with it): the anchor takes the state the TPM wrote last, the restart refuses the
     copy, and the copy never serves. Then, stopped after that unclean end: an older copy, another
     container's state or a truncated file is refused; the state it wrote last starts."""
     d = make_daemon(extra_args=KDF)
@@ -51,16 +51,16 @@ def test_replaced_state_and_killed_vtpm_is_refused_then_stopped_copies(make_daem
     newest = sf.read_bytes()
     assert newest != old
     sf.write_bytes(old)
-    helper, _ = vtpm_pids(d, "r")
+    helper = vtpm_pid(d, "r")
     os.kill(helper, signal.SIGKILL)
     wait_for(lambda: any(e.get("event") == "vtpm.restart" and e.get("result") == "fail" for e in d.audit_events()),
              timeout=15, what="the restart to be refused")
     assert any(e.get("event") == "vtpm.rollback" for e in d.audit_events())
     time.sleep(0.5)
-    assert vtpm_pids(d, "r") == (None, None), "a vTPM was started on the restored copy"
+    assert vtpm_pid(d, "r") is None, "a vTPM was started on the restored copy"
     assert "old1" not in d.run("r", "tpm2_nvread", INDEX, "-C", "o", check=False).stdout
     stop(d, "r")
-    # Stopped after the unclean end: the anchor is the state swtpm wrote, not the file it left.
+    # Stopped after the unclean end: the anchor is the state the TPM wrote, not the file it left.
     refused(d, "r", "not the one anchored")
     sf.write_bytes(state_file(d, "o").read_bytes())
     refused(d, "r", "not the one anchored")
@@ -74,21 +74,21 @@ def test_replaced_state_and_killed_vtpm_is_refused_then_stopped_copies(make_daem
     # An unclean end without an attack: kill -9 of trustme-vtpm, it comes back, the guest writes
     # on; a copy from before the kill restored while stopped is refused.
     before_kill = sf.read_bytes()
-    helper, _ = vtpm_pids(d, "r")
+    helper = vtpm_pid(d, "r")
     os.kill(helper, signal.SIGKILL)
-    wait_for(lambda: vtpm_pids(d, "r")[0] not in (None, helper) and vtpm_pids(d, "r")[1], timeout=15,
+    wait_for(lambda: vtpm_pid(d, "r") not in (None, helper), timeout=15,
              what="the vTPM to come back")
     wait_for(lambda: d.sh("r", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
              what="the vTPM to answer")
     nv_write(d, "r", "new3")
-    # truncated under the running vTPM, then swtpm killed: trustme-vtpm writes back what it
-    # committed; the restarted vTPM serves the last write
+    # truncated under the running vTPM, then the vTPM stopped (SIGTERM): trustme-vtpm writes back
+    # what it committed; the restarted vTPM serves the last write
     last = sf.read_bytes()
     with open(sf, "r+b") as f:
         f.truncate(100)
-    _, swtpm = vtpm_pids(d, "r")
-    os.kill(swtpm, signal.SIGKILL)
-    wait_for(lambda: vtpm_pids(d, "r")[1] not in (None, swtpm), timeout=15, what="the vTPM to come back")
+    helper = vtpm_pid(d, "r")
+    os.kill(helper, signal.SIGTERM)
+    wait_for(lambda: vtpm_pid(d, "r") not in (None, helper), timeout=15, what="the vTPM to come back")
     wait_for(lambda: d.sh("r", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
              what="the vTPM to answer")
     assert "new3" in nv_read(d, "r")
@@ -122,12 +122,12 @@ def test_crash_between_writing_the_state_and_reporting_it(make_daemon, tpm_rootf
     nv_write(d, "c", "aaaa")
     crash_at = state_file(d, "c").parent / "test-crash-at"
     for point, value in (("vtpm-state-before-rename", "bbbb"), ("vtpm-state-after-rename", "cccc")):
-        helper, _ = vtpm_pids(d, "c")
+        helper = vtpm_pid(d, "c")
         crash_at.write_text(point + "\n")
         r = d.sh("c", f"cd /tmp && printf {value} > v && tpm2_nvwrite {INDEX} -C o -i v", check=False)
         assert r.returncode != 0, f"{point}: the write completed although the vTPM died in it"
         assert not crash_at.exists(), f"{point}: the crash point was not reached"
-        wait_for(lambda: vtpm_pids(d, "c")[0] not in (None, helper) and vtpm_pids(d, "c")[1], timeout=15,
+        wait_for(lambda: vtpm_pid(d, "c") not in (None, helper), timeout=15,
                  what=f"the vTPM to come back after {point}")
         wait_for(lambda: d.sh("c", "tpm2_getrandom 4 >/dev/null", check=False).returncode == 0, timeout=10,
                  what="the vTPM to answer")

@@ -40,6 +40,23 @@ static void control_allowlist(void **state)
     assert_non_null(vtpm_ctrl_refused(zero, 3)); /* truncated */
 }
 
+/* The answers trustme-vtpm gives itself, in swtpm's socket format (what the TCTI parses). */
+static void control_answers(void **state)
+{
+    uint8_t cmd[5] = {0}, out[16];
+    vtpm_put_be32(cmd, VTPM_CTRL_GET_CAPABILITY);
+    assert_int_equal(vtpm_ctrl_answer(cmd, out, 0), 8);
+    assert_int_equal(vtpm_be32(out), 0);
+    assert_int_equal(vtpm_be32(out + 4), VTPM_CTRL_CAPS);
+    vtpm_put_be32(cmd, VTPM_CTRL_GET_TPMESTABLISHED);
+    assert_int_equal(vtpm_ctrl_answer(cmd, out, 1), 8);
+    assert_int_equal(vtpm_be32(out), 0);
+    assert_int_equal(out[4], 1);
+    vtpm_put_be32(cmd, VTPM_CTRL_SET_LOCALITY);
+    assert_int_equal(vtpm_ctrl_answer(cmd, out, 0), 4);
+    assert_int_equal(vtpm_be32(out), 0);
+}
+
 static size_t response(uint8_t *out, uint32_t rc, uint32_t handle)
 {
     out[0] = 0x80;
@@ -197,8 +214,9 @@ static void nv_commands(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(control_allowlist), cmocka_unit_test(tracking),    cmocka_unit_test(handle_set),
-        cmocka_unit_test(own_commands),      cmocka_unit_test(ek_commands), cmocka_unit_test(nv_commands),
+        cmocka_unit_test(control_allowlist), cmocka_unit_test(control_answers), cmocka_unit_test(tracking),
+        cmocka_unit_test(handle_set),        cmocka_unit_test(own_commands),    cmocka_unit_test(ek_commands),
+        cmocka_unit_test(nv_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,16 +42,19 @@
 #define VTPM_MAX_EVENTS TPMD_MEASURE_MAX
 #define VTPM_KEY_LEN 32
 #define VTPM_MAX_RESTARTS 5
-/* swtpm's linear NVRAM store as trustme-vtpm writes it (src/vtpm/vtpm_state.h, the same names). */
+/* The state file as trustme-vtpm writes it (src/vtpm/vtpm_state.h, vtpm_tpm.h: the same name and
+ * magic): libtpms's permanent state, encrypted. */
 #define STATE_FILE "tpm2.state"
+#define STATE_MAGIC "TMVTPM1\n"
+#define STATE_MAGIC_LEN 8
 #define STATE_SOCKET "state.sock"
 #define STATE_MAX (4u << 20)
 #define EK_RECORD "vtpm-ek"
 #define EK_PUBLIC_MAX 400 /* an RSA 2048 EK's TPMT_PUBLIC is 314 bytes */
 #define READY_MAX 2048
-/* trustme-vtpm has this long after SIGTERM (swtpm saves and exits in milliseconds), then SIGKILL:
- * a swtpm that ignores SIGTERM (hung, or taken over through the guest's TPM commands) must not
- * keep the container from stopping and starting again, nor trustmed from exiting. */
+/* trustme-vtpm has this long after SIGTERM (it saves and exits in milliseconds), then SIGKILL: a
+ * vTPM that ignores SIGTERM (hung in a command, or taken over through the guest's TPM commands)
+ * must not keep the container from stopping and starting again, nor trustmed from exiting. */
 #define STOP_TIMEOUT_MS (15 * 1000)
 #define EK_CERT_RECORD "vtpm-ek-cert-" /* + kind + ".der" */
 
@@ -69,7 +72,7 @@ struct vtpm {
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
     bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
-    /* The state as trustme-vtpm learnt it from swtpm (docs/VTPM.md "The state"): the last
+    /* The state as trustme-vtpm learnt it from its TPM (docs/VTPM.md "The state"): the last
      * committed digest ("C", or the anchored one at the start), and one announced before its
      * rename ("P") that is not committed yet. Only these are ever anchored or accepted on disk. */
     int report_fd;
@@ -319,7 +322,7 @@ static void close_report(struct vtpm *v)
     v->report_len = 0;
 }
 
-/* "P HEX": swtpm wrote this state, about to be renamed into place; "C HEX": it is the file now. */
+/* "P HEX": the TPM wrote this state, about to be renamed into place; "C HEX": it is the file now. */
 static void report_line(struct vtpm *v, const char *line, size_t n)
 {
     uint8_t d[32];
@@ -865,6 +868,14 @@ static int spawn(struct vtpm *v, tm_err *err)
         daemon_audit(c->d, "vtpm.rollback", "fail", c, NULL, "%s", why);
         return tm_err_set(err, ESTALE, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
     }
+    /* The anchored state of a vTPM from before trustme-vtpm hosted libtpms (swtpm's NVRAM store):
+     * its keys cannot be carried over (swtpm's encryption is its own), so say so here rather than
+     * let trustme-vtpm fail on it. */
+    if (r == 0 && state_len > 0 && (state_len < STATE_MAGIC_LEN || memcmp(state, STATE_MAGIC, STATE_MAGIC_LEN) != 0)) {
+        why = "its state file is in swtpm's format, from before trustme-vtpm hosted libtpms itself";
+        daemon_audit(c->d, "vtpm.rollback", "fail", c, NULL, "%s", why);
+        return tm_err_set(err, EPROTO, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
+    }
     if (r == 0) {
         memcpy(v->known, digest, 32);
         v->have_known = true;
@@ -963,7 +974,7 @@ static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, c
     daemon_maybe_exit(d);
 }
 
-/* trustme-vtpm ended: anchor the last state it reported (swtpm's last write), never the file as
+/* trustme-vtpm ended: anchor the last state it reported (the TPM's last write), never the file as
  * found — a copy root put there while it ran, or just before killing it, is not anchored. */
 static void anchor_state(struct vtpm *v)
 {
@@ -979,7 +990,7 @@ static void anchor_state(struct vtpm *v)
     }
     v->have_pending = false;
     if (!v->have_known) {
-        /* No state was ever committed (it died before swtpm wrote one), or a re-adopted vTPM
+        /* No state was ever committed (it died before its TPM wrote one), or a re-adopted vTPM
          * ended before it told us its state: nothing learnt, nothing anchored. */
         if (have)
             log_warn("%s: the vTPM ended before it reported its state: not anchored", container_label(v->c));
@@ -1310,7 +1321,7 @@ static int connect_reports(struct vtpm *v)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/" STATE_SOCKET, dfd);
     /* Non-blocking from the start: a blocking connect waits while the listener's backlog (2) is
-     * full, and whoever runs as the vTPM's uid (swtpm, the guest's TPM parser) can fill it while
+     * full, and whoever runs as the vTPM's uid (libtpms parsing the guest's commands) can fill it while
      * trustme-vtpm does not accept: trustmed's whole loop would wait. A unix socket connects at
      * once or fails (EAGAIN): then the reports are not reached, as for any other failure here. */
     _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -1348,7 +1359,7 @@ void vtpm_recover(struct container *c)
     }
     if (pidfd < 0) {
         if (c->state == CS_RUNNING || c->state == CS_FROZEN) {
-            /* It ended while no trustmed ran: its state is anchored as swtpm left it, as after a
+            /* It ended while no trustmed ran: its state is anchored as its TPM left it, as after a
              * crash; without the PIN there is no key to start it again. */
             log_warn("%s: its vTPM ended while trustmed was not running: the container runs without it until "
                      "its next start",
