@@ -254,12 +254,12 @@ def test_trustme_loads_no_openssl_and_relays_the_verbs_that_need_it(tmp_path):
     """trustme is linked without libcrypto and libtss2 (every run paid for loading them; docs/CLI.md
     "Programs"), still with -z now; the verbs that need them are run by trustme-crypto-verbs from
     beside a build tree's trustme, with the same arguments, and a trustme without it says so."""
-    needed = subprocess.run(["readelf", "-d", str(TRUSTME)], capture_output=True, text=True, check=True).stdout
+    needed = subprocess.run([tool("readelf"), "-d", str(TRUSTME)], capture_output=True, text=True, check=True).stdout
     libs = re.findall(r"\(NEEDED\).*\[(.+)\]", needed)
     assert libs and not [lib for lib in libs if "crypto" in lib or "tss2" in lib], libs
     assert "BIND_NOW" in needed or re.search(r"FLAGS_1.*NOW", needed), needed
     helper = BUILD / "src/cli/trustme-crypto-verbs"
-    assert "libcrypto" in subprocess.run(["readelf", "-d", str(helper)], capture_output=True, text=True,
+    assert "libcrypto" in subprocess.run([tool("readelf"), "-d", str(helper)], capture_output=True, text=True,
                                          check=True).stdout
     sock = tmp_path / "no.sock"
     # the helper parses and runs the verb: its own reason, with the socket option passed along

@@ -40,7 +40,7 @@ def test_trustmed_serves_others_while_a_large_export_runs(pair):
     out = p.s.base / "bundle-big"
     t0 = time.monotonic()
     proc = subprocess.Popen([str(TRUSTME), "--run-dir", str(p.s.run_dir), "migrate", "export", "big", "--offer",
-                             str(off), "--nonce", nonce, "--out", str(out), "--pin-file", str(pin_file(p.s, PIN)),
+                             str(off), "--nonce", nonce, "--out", str(out), "--pin-file", str(pin_file(p.s, PIN, PUK)),
                              *map(str, p.trust), "--reference", str(p.refs)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lists = []  # (latency, whether the export was still running when the list came back)

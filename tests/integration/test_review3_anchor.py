@@ -8,6 +8,7 @@ import subprocess
 
 from pb import field_bytes, parse
 from test_tpmd import ERROR, Tpmd, new_tpmd, tpmd_dir  # noqa: F401 (fixtures)
+from tools import tool
 
 ANCHOR_RQ, ANCHOR_REPLY = 188, 189
 ESTALE = 116
@@ -43,7 +44,7 @@ def test_a_second_tpmd_on_a_copied_data_dir_cannot_move_the_table(new_tpmd):  # 
     # Root copies the data dir (table at version v1) and runs a second tpmd on the same TPM.
     b = new_tpmd("b")
     shutil.rmtree(b.data)
-    subprocess.run(["cp", "-a", str(a.data), str(b.data)], check=True)
+    subprocess.run([tool("cp"), "-a", str(a.data), str(b.data)], check=True)
     b.start("--tcti", f"swtpm:path={a.run}/swtpm.sock")
     entries, vb = ok(b, get=["review3/x"])
     assert vb == v1 and entries == {"review3/x": b"\x02"}

@@ -81,6 +81,7 @@ PACKAGES = {
     # the build's objects (scripts/check-layers, test_layers.py)
     "nm": "binutils",
     "ar": "binutils",
+    "readelf": "binutils",  # what the CLI links (test_cli.py)
     "cc": "gcc",
     # the installation and its systemd unit (test_packaging.py)
     "meson": "meson",
