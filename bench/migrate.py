@@ -167,7 +167,7 @@ def main():
             t0 = time.monotonic()
             proc = subprocess.Popen([str(conftest.TRUSTME), "--run-dir", str(s.run_dir), "migrate", "export", "m",
                                      "--offer", str(offer), "--nonce", nonce, "--out", str(bundle), "--pin-file",
-                                     str(pin_file(s, PIN)), *map(str, trust)], stdout=subprocess.DEVNULL,
+                                     str(pin_file(s, PIN, PUK)), *map(str, trust)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
             waits = []
             while proc.poll() is None:
