@@ -765,6 +765,26 @@ static int count_use(struct ks *ks, struct loaded *l, tm_err *err)
     return r;
 }
 
+/* A TPM-held key's passphrase goes to the vTPM only once the try is counted and stored (the
+ * anchored key index names the blob that holds the count): a kill between the try and its count
+ * must not give a free guess. The vTPM's own lockout does not bound the container's root, which
+ * resets it in a vTPM nobody owns. */
+static int count_passphrase_try(struct ks *ks, struct loaded *l, tm_err *err)
+{
+    KsKeyBlob *b = l->blob;
+    if (b->passphrase_failures >= KS_TPM_PASSPHRASE_TRIES)
+        return tm_err_set(
+            err, E(AUTH_FAILED),
+            "key %s: the keystore's lockout after %u wrong passphrases in a row; delete it and make it anew", l->alias,
+            b->passphrase_failures);
+    b->passphrase_failures++;
+    b->has_passphrase_failures = true;
+    int r = ks_store_put(ks->st, l->alias, b, err);
+    if (r < 0)
+        b->passphrase_failures--;
+    return r;
+}
+
 static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
 {
     int alg = l->blob->characteristics->algorithm;
@@ -1103,13 +1123,28 @@ static int finish_tpm(struct ks *ks, struct op *op, uint8_t *o, size_t room, tm_
         memcpy(digest, op->held.data, op->held.len);
         dlen = (unsigned)op->held.len;
     }
-    const KsKeyBlob *b = op->key->blob;
-    size_t len = room;
-    int r = ks_tpm_sign(ks->st->tpm, b->tpm_public.data, b->tpm_public.len, b->tpm_private.data, b->tpm_private.len,
-                        op->auth->data, op->auth->len, digest, dlen, o, &len, err);
+    KsKeyBlob *b = op->key->blob;
+    bool pass = b->characteristics->auths->passphrase_required;
+    int r = pass ? count_passphrase_try(ks, op->key, err) : 0;
     if (r < 0)
         return r;
-    if (b->characteristics->auths->usage_count_limit && (r = count_use(ks, op->key, err)) < 0) {
+    size_t len = room;
+    r = ks_tpm_sign(ks->st->tpm, b->tpm_public.data, b->tpm_public.len, b->tpm_private.data, b->tpm_private.len,
+                    op->auth->data, op->auth->len, digest, dlen, o, &len, err);
+    if (r < 0)
+        return r; /* the try stays counted, whatever the vTPM answered */
+    /* The passphrase was right: the count starts again. Stored with the use when the key counts
+     * uses, or when wrong ones came before; otherwise the stored count keeps this one try until
+     * the next try's commit, which counts from 0 again (a restart in between takes it as wrong):
+     * one anchored commit per signature instead of two. */
+    uint32_t tries = b->passphrase_failures;
+    b->passphrase_failures = 0;
+    if (b->characteristics->auths->usage_count_limit)
+        r = count_use(ks, op->key, err);
+    else if (tries > 1)
+        r = ks_store_put(ks->st, op->key->alias, b, err);
+    if (r < 0) {
+        b->passphrase_failures = tries;
         explicit_bzero(o, len); /* not counted: it does not leave */
         return r;
     }

@@ -14,6 +14,9 @@
 #define KS_MAX_OPERATIONS 16 /* concurrent operations of the container */
 #define KS_MAX_KEYS 256
 #define KS_IO_MAX (32u * 1024) /* input of one update, output of one answer */
+/* Wrong passphrases in a row a TPM-held key takes before the service refuses it for good (the
+ * vTPM's own lockout is the container's to reset: docs/KEYSTORE.md "TPM-held keys"). */
+#define KS_TPM_PASSPHRASE_TRIES 3
 
 struct ks;
 

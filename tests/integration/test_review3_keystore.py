@@ -2,18 +2,32 @@
 """Third outside review: TPM-held keystore keys (docs/KEYSTORE.md "TPM-held keys") against the
 container's root, who has its own socket to the very vTPM that holds them (/run/tpm/tpm.sock)
 and real tpm2-tools in its root (test_vtpm.py's guest)."""
+import os
 import re
+import signal
 
 import pytest
 
+from conftest import wait_for
 from ksclient import ERR, KsError, auths, params
+from test_keystore import keystore_pids, service_of
 from test_keystore_tpm import ks
 from test_vtpm import KDF, create, start, tpm_rootfs  # noqa: F401 (fixture)
+
+
+KS_TPM_PASSPHRASE_TRIES = 3  # src/keystore/keys.h
 
 
 def guest_tpm(d, name, script):
     """A tpm2-tools command run by the container's root, on its own vTPM socket."""
     return d.sh(name, script, check=False)
+
+
+def lockout_tool(rootfs):
+    """tpm2_dictionarylockout in the guest's root (a name of the tpm2 multi-call binary)."""
+    link = rootfs / "usr/bin/tpm2_dictionarylockout"
+    if not link.exists():
+        link.symlink_to("tpm2")
 
 
 def lockout_state(d, name):
@@ -34,19 +48,14 @@ def guess(k, alias, passphrase):
         return "lockout" if "lockout" in e.message else "wrong"
 
 
-@pytest.mark.xfail(strict=True, reason="the vTPM's dictionary-attack lockout is the container's own: an unowned "
-                   "vTPM's lockout authorisation is empty, so its root resets the counter (TPM2_DictionaryAttack"
-                   "LockReset) or raises maxTries at will, and guesses a TPM-held key's passphrase through the "
-                   "keystore without bound; fix: the service counts wrong passphrases of each TPM-held key in its "
-                   "anchored key index, as it counts uses (docs/SECURITY.md, review 3)")
 def test_the_vtpm_lockout_bounds_passphrase_guesses_by_the_containers_root(make_daemon, tpm_rootfs):  # noqa: F811
     """The container's root (or any process in it that may use the keystore socket) guesses the
-    passphrase of a TPM-held key through the keystore. The docs count wrong ones towards the
-    vTPM's dictionary-attack lockout; the guest clears that lockout on its own vTPM socket
-    whenever it is reached. The number of guesses the vTPM checks must stay bounded."""
-    link = tpm_rootfs / "usr/bin/tpm2_dictionarylockout"
-    if not link.exists():
-        link.symlink_to("tpm2")
+    passphrase of a TPM-held key through the keystore, and clears the vTPM's dictionary-attack
+    lockout on its own vTPM socket whenever it is reached. Was open (9 guesses checked where the
+    lockout allows 3, without end); now the service counts each try in the anchored key index
+    before the vTPM sees it and refuses the key after 3 wrong ones in a row, whatever the vTPM's
+    lockout says."""
+    lockout_tool(tpm_rootfs)
     d = make_daemon(extra_args=KDF)
     create(d, "kp", tpm_rootfs, keystore=True)
     start(d, "kp")
@@ -67,7 +76,12 @@ def test_the_vtpm_lockout_bounds_passphrase_guesses_by_the_containers_root(make_
             r = guest_tpm(d, "kp", "tpm2_dictionarylockout -c")
             if r.returncode != 0:
                 break  # the reset is refused: the lockout holds
-        assert guess(k, "pp", b"correct horse") in ("signed", "lockout")
+        assert checked == KS_TPM_PASSPHRASE_TRIES, checked
+        # The service's lockout: even the right passphrase is refused without being tried.
+        with pytest.raises(KsError) as e:
+            k.one_shot("pp", params("sign", "sha256", passphrase=b"correct horse"), b"m")
+        assert e.value.code == ERR["AUTH_FAILED"] and "keystore's lockout" in e.value.message, e.value.message
+        assert "vTPM" not in e.value.message, e.value.message
         assert checked <= max_tries, (
             f"{checked} wrong passphrases were checked by the vTPM, its lockout allows {max_tries}: the "
             "container's root reset it between rounds")
@@ -102,3 +116,73 @@ def test_the_containers_root_cannot_sign_with_the_keys_the_keystore_has_loaded(m
             k.one_shot("u2", params("sign", "sha256"), b"third")
         assert e.value.code == ERR["KEY_MAX_OPS_EXCEEDED"], e.value.message
     print(f"transient objects the guest saw while the keystore held its key: {handles}")
+
+
+def restart_keystore(d, name):
+    """kill -9 the container's keystore service; trustmed restarts it, which reads every blob
+    (and its count of wrong passphrases) from its file again."""
+    victim = service_of(d, name)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in keystore_pids(d), timeout=10, what=f"{name}'s old keystore gone")
+
+    def served():
+        try:
+            with ks(d, name) as k:
+                k.list()
+            return True
+        except (OSError, KsError):
+            return False
+    wait_for(served, timeout=10, what=f"{name}'s keystore back")
+
+
+def test_wrong_passphrases_of_a_tpm_key_are_counted_across_restarts(make_daemon, tpm_rootfs):  # noqa: F811
+    """The count of wrong passphrases is in the key's blob, which the anchored key index names:
+    killing the keystore (trustmed restarts it) does not reset it. A right passphrase resets it;
+    three wrong ones in a row lock the key for good, and the vTPM never sees a fourth."""
+    lockout_tool(tpm_rootfs)
+    d = make_daemon(extra_args=KDF)
+    create(d, "kc", tpm_rootfs, keystore=True)
+    start(d, "kc")
+    with ks(d, "kc") as k:
+        k.generate("pc", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
+        assert [guess(k, "pc", p) for p in (b"w1", b"w2", b"right")] == ["wrong", "wrong", "signed"]
+        guest_tpm(d, "kc", "tpm2_dictionarylockout -c")  # the vTPM's own lockout (3) is the guest's to clear
+        assert [guess(k, "pc", p) for p in (b"w3", b"w4")] == ["wrong", "wrong"]
+    restart_keystore(d, "kc")
+    guest_tpm(d, "kc", "tpm2_dictionarylockout -c")
+    before, _ = lockout_state(d, "kc")
+    with ks(d, "kc") as k:
+        assert guess(k, "pc", b"w5") == "wrong"  # the third in a row, across the restart
+        assert guess(k, "pc", b"right") == "lockout"
+        assert guess(k, "pc", b"w6") == "lockout"
+    after, _ = lockout_state(d, "kc")
+    assert after == before + 1, (before, after)  # only w5 reached the vTPM
+    restart_keystore(d, "kc")
+    with ks(d, "kc") as k:
+        assert guess(k, "pc", b"right") == "lockout"
+
+
+def test_the_passphrase_alone_does_not_sign_at_the_vtpm(make_daemon, tpm_rootfs):  # noqa: F811
+    """The guest could try passphrases on the key the keystore has loaded (its handle is visible
+    on the guest's own vTPM socket), past the service's count. The key's authValue is SHA-256 of
+    a label, a random 16-byte salt that is only in the keystore's encrypted blob, and the
+    passphrase: even the right passphrase, given to the vTPM directly, does not sign."""
+    lockout_tool(tpm_rootfs)
+    d = make_daemon(extra_args=KDF)
+    create(d, "kd", tpm_rootfs, keystore=True)
+    start(d, "kd")
+    with ks(d, "kd") as k:
+        k.generate("pd", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
+        assert guess(k, "pd", b"right") == "signed"  # loaded now
+        r = guest_tpm(d, "kd", "tpm2_getcap handles-transient")
+        assert r.returncode == 0, r.stderr
+        handles = sorted(set(re.findall(r"0x8[0-9a-fA-F]{7}", r.stdout)))
+        assert len(handles) >= 2, handles
+        refusals = []
+        for h in handles:
+            r = guest_tpm(d, "kd", f"cd /tmp && echo m > m && tpm2_sign -c {h} -p right -g sha256 -o s.bin m")
+            assert r.returncode != 0, f"the right passphrase signed with the vTPM object {h}"
+            refusals.append(r.stderr)
+        assert any(re.search(r"0x9a2|0x98e|authori[sz]ation", x, re.I) for x in refusals), refusals
+        guest_tpm(d, "kd", "tpm2_dictionarylockout -c")
+        assert guess(k, "pd", b"right") == "signed"
