@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests/integration"))
 
 import conftest  # noqa: E402
 from conftest import TEST_PREFIX, Daemon  # noqa: E402
-from test_attestation import make_refs  # noqa: E402
+from test_attestation import make_refs, pki_of  # noqa: E402
 from test_device import provision, secret_ok  # noqa: E402
 from test_guestos import Env, install, start_with_device  # noqa: E402
 from test_storage import PIN, PUK, pin_file  # noqa: E402
@@ -109,6 +109,8 @@ def main():
         devs = [s, t]
         start_with_device(s, env.device())
         secret_ok(s)
+        # Both devices hold an AK certificate: the target authenticates the source by its AK.
+        provision(s, pki_of(env), s.base, cn="bench-source")
         conftest.provisioned_device(t, env, "bench-target", like=s)
         gos = env.build("bb", 1)
         install(s, gos)
