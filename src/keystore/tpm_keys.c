@@ -116,6 +116,16 @@ static bool retryable(TSS2_RC rc)
            b == TPM2_RC_INITIALIZE;
 }
 
+/* The key's authorisation out of this process's memory and off its ESYS handle, after a use. */
+static void forget_auth(struct ks_tpm *t, TPM2B_AUTH *a)
+{
+    explicit_bzero(a, sizeof(*a));
+    if (t->esys && t->key != NO) {
+        TPM2B_AUTH none = {0};
+        Esys_TR_SetAuth(t->esys, t->key, &none);
+    }
+}
+
 static TSS2_RC connect_primary(struct ks_tpm *t)
 {
     if (t->primary != NO)
@@ -343,11 +353,7 @@ int ks_tpm_sign(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const uint
             break;
         disconnect(t);
     }
-    explicit_bzero(&a, sizeof(a));
-    if (t->esys && t->key != NO) {
-        TPM2B_AUTH none = {0};
-        Esys_TR_SetAuth(t->esys, t->key, &none);
-    }
+    forget_auth(t, &a);
     if (rc != TSS2_RC_SUCCESS)
         return tpm_error(rc, "signing in the vTPM", err);
     int r = der_of(out, sig, sig_len, err);
@@ -394,11 +400,7 @@ int ks_tpm_certify(struct ks_tpm *t, const uint8_t *pub, size_t pub_len, const u
             break;
         disconnect(t);
     }
-    explicit_bzero(&a, sizeof(a));
-    if (t->esys && t->key != NO) {
-        TPM2B_AUTH none = {0};
-        Esys_TR_SetAuth(t->esys, t->key, &none);
-    }
+    forget_auth(t, &a);
     if (no_signer)
         return tm_err_set(err, E(ATTESTATION_UNAVAILABLE),
                           "the vTPM has no certifying key at 0x%x (its owner's attestation key: trustme-owner "
