@@ -172,9 +172,7 @@ static int start_tpm(const uint8_t *state, size_t len)
     explicit_bzero(key, sizeof(key));
     if (r < 0 && why)
         say("%s", why);
-    if (r == 0)
-        r = vtpm_state_check(); /* a new TPM's manufacture, the Startup */
-    return r;
+    return r; /* what the Startup (or a manufacture) stored is committed later (vtpm_state.c) */
 }
 
 /* What trustmed sends on fd 4 (EOF ends it): the container's events, "PCR SHA256-HEX" lines, and
@@ -657,6 +655,7 @@ int main(int argc, char **argv)
         return 3;
     }
     serving = true;
+    vtpm_state_serving();
     bool idle = false;
     for (;;) {
         struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS + 1];

@@ -11,6 +11,9 @@
 /* The state file in the state directory (vtpm_tpm.h: VTPM_STATE_MAGIC, the TPM's permanent
  * state encrypted). */
 #define VTPM_STATE_FILE "tpm2.state"
+/* A commit's new state, synced before trustmed anchors it and renamed over the file after: when
+ * a power loss came between the two, this is the anchored state (trustmed renames it in). */
+#define VTPM_STATE_TMP_FILE VTPM_STATE_FILE ".tmp"
 /* In the vTPM's private run directory: a restarted trustmed connects here to learn the digest. */
 #define VTPM_STATE_SOCKET "state.sock"
 
@@ -22,8 +25,12 @@ int vtpm_state_open(const char *state_dir, int memfd, int report_fd, const uint8
 /* What the TPM stored (the whole state file's new bytes), committed at the next check. */
 int vtpm_state_put(const uint8_t *state, size_t len);
 
-/* After each response: when the TPM stored a new state, write it to the state file (through a
- * temporary file and a rename) and report "P <hex>" before the rename, "C <hex>" after it. */
+/* Serving starts: from now on a command's stores are committed before its response leaves. */
+void vtpm_state_serving(void);
+
+/* After each response while serving: when the command stored a new state, write it to the state
+ * file (a synced temporary file, "A <hex>" to trustmed and its anchor awaited, a rename, the
+ * directory synced) and report "C <hex>". Before serving, nothing is written (see the .c). */
 int vtpm_state_check(void);
 
 /* At the end. take_pending: the TPM was shut down in order, so what it stored last is kept too;

@@ -32,7 +32,9 @@
 #include "child_exit.h"
 #include "cleanup.h"
 #include "container.h"
+#include "commit_budget.h"
 #include "crypto.h"
+#include "deadline.h"
 #include "fdutil.h"
 #include "fileio.h"
 #include "hex.h"
@@ -45,6 +47,7 @@
 /* The state file as trustme-vtpm writes it (src/vtpm/vtpm_state.h, vtpm_tpm.h: the same name and
  * magic): libtpms's permanent state, encrypted. */
 #define STATE_FILE "tpm2.state"
+#define STATE_TMP_FILE STATE_FILE ".tmp" /* a commit's synced new state, before its rename */
 #define STATE_MAGIC "TMVTPM1\n"
 #define STATE_MAGIC_LEN 8
 #define STATE_SOCKET "state.sock"
@@ -67,7 +70,7 @@ struct vtpm {
     tm_source *stop_timer; /* SIGKILL after STOP_TIMEOUT_MS */
     vtpm_done_fn done; /* a start waiting for the vTPM */
     bool stopping; /* the container stopped: do not start it again */
-    bool anchoring; /* an anchor update is under way */
+    unsigned anchoring; /* anchor updates under way */
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
     bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
@@ -77,8 +80,12 @@ struct vtpm {
      * rename ("P") that is not committed yet. Only these are ever anchored or accepted on disk. */
     int report_fd;
     tm_source *report_src;
-    bool have_known, have_pending;
+    bool have_known, have_pending, have_anchored;
     uint8_t known[32], pending[32];
+    uint8_t anchored[32]; /* the digest this run anchored last (its end then writes no NV again) */
+    uint8_t asked[32]; /* "A": the digest being anchored for trustme-vtpm, which waits for it */
+    bool anchor_first_c; /* re-adopted: anchor the state it says it committed, once */
+    int64_t budget_audit_ms; /* the last "budget spent" audit record (one a minute) */
     char report_buf[2 * 68];
     size_t report_len;
     /* EK certificates (docs/VTPM.md "EK certificates"): fd 4 of trustme-vtpm stays open (ev_fd)
@@ -257,27 +264,27 @@ static void anchor_name(const struct container *c, char *out, size_t size)
 }
 
 /* The state file's digest; false when there is none. */
-static int read_state(const struct container *c, uint8_t **ret, size_t *ret_len);
+static int read_state(const struct container *c, const char *name, uint8_t **ret, size_t *ret_len);
 
 static bool state_digest(const struct container *c, uint8_t out[32])
 {
     /* read_state: a FIFO the vTPM's uid put there must not block trustmed */
     _cleanup_free_ uint8_t *data = NULL;
     size_t len = 0;
-    if (read_state(c, &data, &len) < 0)
+    if (read_state(c, STATE_FILE, &data, &len) < 0)
         return false;
     tm_sha256(data, len, out);
     return true;
 }
 
-/* The state file's bytes as found (-ENOENT: none). Not through a link: the directory is the vTPM
+/* A state file's bytes as found (-ENOENT: none). Not through a link: the directory is the vTPM
  * uid's, and whatever it names would go to that uid. */
-static int read_state(const struct container *c, uint8_t **ret, size_t *ret_len)
+static int read_state(const struct container *c, const char *name, uint8_t **ret, size_t *ret_len)
 {
     char path[PATH_MAX + 32];
     state_dir(c, path, sizeof(path));
     size_t n = strlen(path);
-    snprintf(path + n, sizeof(path) - n, "/" STATE_FILE);
+    snprintf(path + n, sizeof(path) - n, "/%s", name);
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     struct stat st;
     if (fd < 0)
@@ -322,24 +329,108 @@ static void close_report(struct vtpm *v)
     v->report_len = 0;
 }
 
-/* "P HEX": the TPM wrote this state, about to be renamed into place; "C HEX": it is the file now. */
+static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata);
+
+/* "K HEX" (anchored) or "L HEX" (not) to trustme-vtpm, which waits for it before its rename. */
+static void answer_anchor(struct vtpm *v, char kind, const uint8_t digest[32])
+{
+    char line[67];
+    line[0] = kind;
+    line[1] = ' ';
+    tm_hex(digest, 32, line + 2);
+    line[66] = '\n';
+    /* 67 bytes on a socket it drains while it waits: a full buffer means it is not waiting, and it
+     * then goes on unanchored when its wait ends. */
+    if (v->report_fd >= 0 && send(v->report_fd, line, sizeof(line), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        log_warn("%s: cannot answer the vTPM's anchor request: %s", container_label(v->c), strerror(errno));
+}
+
+static void on_step_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    v->anchoring--;
+    if (err) {
+        log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
+        daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
+    } else {
+        memcpy(v->anchored, v->asked, 32);
+        v->have_anchored = true;
+        log_debug("%s: the vTPM's commit is anchored", container_label(v->c));
+    }
+    answer_anchor(v, err ? 'L' : 'K', v->asked);
+    daemon_maybe_exit(d);
+}
+
+/* A commit's digest into the TPM before trustme-vtpm renames it into place (docs/VTPM.md "The
+ * anchor"): one NV write, taken from the container's TPM write budget, which the keystore's
+ * commits share. A spent budget makes it a commit the TPM does not vouch for until the vTPM's end
+ * (a power loss before then fails closed); the guest, who chose to write that often, is told in
+ * the audit log. */
+static void anchor_step(struct vtpm *v, const uint8_t digest[32], bool answer)
+{
+    char name[96];
+    uint64_t wait_s = 0;
+    anchor_name(v->c, name, sizeof(name));
+    if (!commit_budget_take(v->c->uuid, (uint64_t)tm_now_ms(), &wait_s)) {
+        int64_t now = tm_now_ms();
+        if (!v->budget_audit_ms || now - v->budget_audit_ms >= 60000) {
+            v->budget_audit_ms = now;
+            daemon_audit(v->c->d, "vtpm.anchor", "fail", v->c, NULL,
+                         "TPM write budget spent (%d anchored commits, then one every %d s): the vTPM's state "
+                         "is anchored at its end only",
+                         COMMIT_BUDGET_BURST, COMMIT_BUDGET_REFILL_S);
+        }
+        if (answer)
+            answer_anchor(v, 'L', digest);
+        return;
+    }
+    uint8_t value[32]; /* (sent at once: tpmd_anchor_update packs the request) */
+    memcpy(value, digest, 32);
+    if (answer)
+        memcpy(v->asked, digest, 32);
+    struct tpmd_anchor_entry e = {.name = name, .value = value, .len = 32};
+    tm_err err = {0};
+    if (tpmd_anchor_update(v->c->d, &e, 1, NULL, 0, answer ? on_step_anchored : on_anchored, v, &err) < 0) {
+        log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err.msg);
+        if (answer)
+            answer_anchor(v, 'L', digest);
+        return;
+    }
+    v->anchoring++;
+    if (!answer) { /* (on_anchored learns nothing of the digest) */
+        memcpy(v->anchored, digest, 32);
+        v->have_anchored = true;
+    }
+}
+
+/* "A HEX": the TPM wrote this state, synced, to be anchored before its rename; "P HEX": the same,
+ * not to be anchored now; "C HEX": it is the file now. */
 static void report_line(struct vtpm *v, const char *line, size_t n)
 {
     uint8_t d[32];
     tm_err err = {0};
-    if (n != 66 || line[1] != ' ' || (line[0] != 'P' && line[0] != 'C') ||
+    if (n != 66 || line[1] != ' ' || (line[0] != 'P' && line[0] != 'C' && line[0] != 'A') ||
         tm_hex_decode(line + 2, 64, d, sizeof(d), 0, &err) < 0) {
         log_warn("%s: trustme-vtpm reported a malformed state digest", container_label(v->c));
         return;
     }
-    if (line[0] == 'P') {
+    if (line[0] == 'P' || line[0] == 'A') {
         memcpy(v->pending, d, 32);
         v->have_pending = true;
+        if (line[0] == 'A')
+            anchor_step(v, d, true);
         return;
     }
     memcpy(v->known, d, 32);
     v->have_known = true;
     v->have_pending = false;
+    if (v->anchor_first_c) {
+        /* Re-adopted: what it committed while no trustmed ran is anchored now, so that a power
+         * loss from here on does not find the file newer than its anchor. */
+        v->anchor_first_c = false;
+        if (!v->have_anchored || memcmp(v->anchored, d, 32) != 0)
+            anchor_step(v, d, false);
+    }
 }
 
 /* Everything trustme-vtpm reported so far; after it died its last lines are still readable. */
@@ -832,6 +923,30 @@ static int make_dirs(const struct container *c, uid_t uid, tm_err *err)
     return 0;
 }
 
+/* A power loss (or a kill) between a commit's anchor and its rename leaves the anchored state in
+ * the synced temporary file: when it is the anchored one, it becomes the state file. (The
+ * command's response never left: the TPM's own behaviour at a power loss mid-command.) */
+static int take_anchored_tmp(struct vtpm *v, const char *sdir, uint8_t **state, size_t *state_len)
+{
+    _cleanup_free_ uint8_t *tmp = NULL;
+    size_t len = 0;
+    uint8_t digest[32];
+    if (read_state(v->c, STATE_TMP_FILE, &tmp, &len) < 0)
+        return -ENOENT;
+    tm_sha256(tmp, len, digest);
+    if (memcmp(digest, v->anchored, 32) != 0)
+        return -ESTALE;
+    _cleanup_close_ int dfd = open(sdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd < 0 || renameat(dfd, STATE_TMP_FILE, dfd, STATE_FILE) < 0 || fsync(dfd) < 0)
+        return -errno;
+    log_info("%s: the vTPM's last commit was anchored before its rename: taken from %s", container_label(v->c),
+             STATE_TMP_FILE);
+    free(*state);
+    *state = steal_ptr(tmp);
+    *state_len = len;
+    return 0;
+}
+
 static int spawn(struct vtpm *v, tm_err *err)
 {
     struct container *c = v->c;
@@ -858,12 +973,18 @@ static int spawn(struct vtpm *v, tm_err *err)
     _cleanup_free_ uint8_t *state = NULL;
     size_t state_len = 0;
     uint8_t digest[32];
-    r = read_state(c, &state, &state_len);
+    r = read_state(c, STATE_FILE, &state, &state_len);
     if (r < 0 && r != -ENOENT)
         return tm_err_set(err, -r, "cannot read the vTPM state in %s: %s", sdir, strerror(-r));
     if (r == 0)
         tm_sha256(state, state_len, digest);
     const char *why = state_refused(v, r == 0, digest);
+    if (v->have_anchored && (r != 0 || memcmp(digest, v->anchored, 32) != 0) &&
+        take_anchored_tmp(v, sdir, &state, &state_len) == 0) {
+        r = 0;
+        memcpy(digest, v->anchored, 32);
+        why = NULL;
+    }
     if (why) {
         daemon_audit(c->d, "vtpm.rollback", "fail", c, NULL, "%s", why);
         return tm_err_set(err, ESTALE, "the vTPM refuses to start: %s; `trustme vtpm reset` makes a new one", why);
@@ -879,6 +1000,10 @@ static int spawn(struct vtpm *v, tm_err *err)
     if (r == 0) {
         memcpy(v->known, digest, 32);
         v->have_known = true;
+        /* A restart on a state the TPM does not hold (the last commit's anchor came, its rename
+         * did not; or a commit went unanchored): anchored now, before a power loss can find it. */
+        if (!v->have_anchored || memcmp(v->anchored, digest, 32) != 0)
+            anchor_step(v, digest, false);
     }
     v->have_pending = false;
     _cleanup_close_ int memfd = memfd_create("vtpm-state", MFD_CLOEXEC);
@@ -966,7 +1091,7 @@ fail:
 static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct vtpm *v = userdata;
-    v->anchoring = false;
+    v->anchoring--;
     if (err) {
         log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
         daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
@@ -984,11 +1109,17 @@ static void anchor_state(struct vtpm *v)
     drain_reports(v);
     close_report(v);
     bool have = state_digest(v->c, digest);
-    if (v->have_pending && have && memcmp(digest, v->pending, 32) == 0) {
+    /* It died between a commit's anchor and its rename: the synced temporary file is the state
+     * the TPM holds, and the next spawn takes it. */
+    bool in_tmp = v->have_pending && v->have_anchored && memcmp(v->anchored, v->pending, 32) == 0 &&
+                  (!have || memcmp(digest, v->pending, 32) != 0);
+    if (v->have_pending && ((have && memcmp(digest, v->pending, 32) == 0) || in_tmp)) {
         memcpy(v->known, v->pending, 32); /* it died after the rename, before saying so */
         v->have_known = true;
     }
     v->have_pending = false;
+    if (in_tmp)
+        return;
     if (!v->have_known) {
         /* No state was ever committed (it died before its TPM wrote one), or a re-adopted vTPM
          * ended before it told us its state: nothing learnt, nothing anchored. */
@@ -1003,6 +1134,9 @@ static void anchor_state(struct vtpm *v)
         daemon_audit(v->c->d, "vtpm.rollback", "fail", v->c, NULL,
                      "the state file was replaced under the running vTPM; its last state is anchored");
     }
+    /* Its last commit was anchored before its rename: no NV write again. */
+    if (v->have_anchored && memcmp(v->anchored, v->known, 32) == 0)
+        return;
     memcpy(digest, v->known, 32);
     struct tpmd_anchor_entry e = {.name = name, .value = digest, .len = 32};
     tm_err err = {0};
@@ -1011,7 +1145,9 @@ static void anchor_state(struct vtpm *v)
         daemon_audit(v->c->d, "vtpm.anchor", "fail", v->c, NULL, "%s", err.msg);
         return;
     }
-    v->anchoring = true;
+    v->anchoring++;
+    memcpy(v->anchored, digest, 32);
+    v->have_anchored = true;
 }
 
 static void check_and_spawn(struct vtpm *v);
@@ -1089,10 +1225,12 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
         return;
     }
     /* The anchored digest is the one state spawn accepts (it checks the bytes it passes on). */
-    v->have_known = anchored != NULL;
+    v->have_known = v->have_anchored = anchored != NULL;
     v->have_pending = false;
-    if (anchored)
+    if (anchored) {
         memcpy(v->known, anchored->data, 32);
+        memcpy(v->anchored, anchored->data, 32);
+    }
     char path[PATH_MAX + 32];
     state_dir(c, path, sizeof(path));
     size_t plen = strlen(path);
@@ -1381,8 +1519,9 @@ void vtpm_recover(struct container *c)
     v->pid = pid;
     v->pidfd = pidfd;
     v->adopted = true;
-    /* What it committed comes from it ("C" at once), not from the file. */
-    v->have_known = v->have_pending = false;
+    /* What it committed comes from it ("C" at once), not from the file, and is anchored then. */
+    v->have_known = v->have_pending = v->have_anchored = false;
+    v->anchor_first_c = true;
     if (connect_reports(v) < 0)
         log_warn("%s: cannot reach the re-adopted vTPM's state reports: its state is not anchored when it ends",
                  container_label(c));
