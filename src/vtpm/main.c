@@ -54,7 +54,6 @@
 #define MAX_CLIENTS 16
 #define MAX_CTRL 16
 #define MAX_OWNERS 32
-#define CLIENT_TIMEOUT_S 5
 
 /* A process using the vTPM. The swtpm TCTI connects anew for every command, so what a client
  * loaded belongs to its process, not to a connection: it is flushed when the process exits (its
@@ -454,23 +453,44 @@ static void drop_ctrl(struct ctrl_client *c)
     c->fd = -1;
 }
 
+/* An answer on the control channel, never blocking (as serve_command's): it fits the socket's
+ * buffer unless the client left earlier answers unread, and then it goes. Before, a blocking
+ * write (5 s SO_SNDTIMEO) to a client that sends commands and reads nothing held the whole vTPM
+ * 5 s per such client: every process of the container waited. */
+static int ctrl_send(struct ctrl_client *c, const uint8_t *rsp, size_t len)
+{
+    return send(c->fd, rsp, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
 /* One control command per read (the TCTI writes each in one piece). */
 static int on_ctrl(struct ctrl_client *c)
 {
     uint8_t buf[64], rsp[16];
-    ssize_t n = read(c->fd, buf, sizeof(buf));
+    ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n <= 0)
         return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
     const char *why = vtpm_ctrl_refused(buf, (size_t)n);
     if (why) {
-        say("refused a control command from the guest: %s", why);
+        static uint64_t said_ms;
+        static unsigned quiet;
+        /* At most one line a second: a guest that floods refusals must not flood the log. */
+        uint64_t now = now_ms();
+        if (now - said_ms >= 1000) {
+            if (quiet)
+                say("refused %u more control commands from the guest", quiet);
+            say("refused a control command from the guest: %s", why);
+            said_ms = now;
+            quiet = 0;
+        } else {
+            quiet++;
+        }
         uint8_t res[4];
         vtpm_put_be32(res, VTPM_CTRL_REFUSED);
-        return write_all(c->fd, res, 4) < 0 ? -1 : 0;
+        return ctrl_send(c, res, 4);
     }
     size_t m = vtpm_ctrl_answer(buf, rsp, vtpm_tpm_established());
     c->active_ms = now_ms();
-    return write_all(c->fd, rsp, m) < 0 ? -1 : 0;
+    return ctrl_send(c, rsp, m);
 }
 
 static void accept_into(int lfd, bool ctrl)
@@ -482,8 +502,6 @@ static void accept_into(int lfd, bool ctrl)
      * holding half a command: whoever holds all slots does not lock the container's other
      * processes out (the TCTI connects anew for each command anyway). */
     if (ctrl) {
-        struct timeval tv = {.tv_sec = CLIENT_TIMEOUT_S};
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         struct ctrl_client *slot = NULL;
         for (size_t i = 0; i < MAX_CTRL && !(slot && slot->fd < 0); i++)
             if (!slot || ctrls[i].fd < 0 || ctrls[i].active_ms < slot->active_ms)
