@@ -33,6 +33,7 @@ struct net_host {
     int bridge_del_pidfd; /* the child deleting it, while bridge_del_src is set */
     int bridge_del_ifindex; /* the bridge that child deletes */
     tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
+    int bridge_ready_ifindex; /* the bridge this trustmed gave its address and brought up, 0: none */
 };
 
 int net_init(struct daemon *d, tm_err *err)
@@ -135,11 +136,17 @@ static bool any_active(struct daemon *d)
     return false;
 }
 
-/* The device's bridge with its address (the subnet's first host address), up. */
+/* The device's bridge with its address (the subnet's first host address), up. A bridge this
+ * trustmed has set up already (same index, still up) is taken as it is: one request rather than
+ * three at every start while another bridged container runs. */
 static int bridge_ensure(struct daemon *d, int s, tm_err *err)
 {
     const struct net_device_config *dev = &d->device.net;
-    int idx = nl_ifindex(s, dev->bridge, err);
+    bool up = false;
+    int idx = nl_ifindex_up(s, dev->bridge, &up, err);
+    if (idx > 0 && idx == d->net->bridge_ready_ifindex && up)
+        return idx;
+    d->net->bridge_ready_ifindex = 0;
     if (idx == -ENODEV) {
         int r = nl_bridge_add(s, dev->bridge, err);
         if (r < 0 && r != -EEXIST)
@@ -152,6 +159,7 @@ static int bridge_ensure(struct daemon *d, int s, tm_err *err)
     if ((r = nl_addr_add(s, idx, config_net_bridge_address(dev), dev->prefix, err)) < 0 ||
         (r = nl_link_set(s, idx, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0)
         return tm_err_prefix(err, "bridge %s", dev->bridge);
+    d->net->bridge_ready_ifindex = idx;
     return idx;
 }
 
@@ -220,6 +228,7 @@ static void bridge_remove_now(struct daemon *d, bool async)
         return;
     _cleanup_close_ int s = nl_open(-1, &err);
     int idx = s >= 0 ? nl_ifindex(s, d->device.net.bridge, &err) : -1;
+    d->net->bridge_ready_ifindex = 0;
     if (idx <= 0)
         return;
     bridge_wait_deleted(d, -1);
