@@ -189,9 +189,10 @@ tm stop --kill sleep-bridged >/dev/null 2>&1 || true
 # its nftables helper (trustmed-nft, not reaped while it runs), before and after each start;
 # CPU_REPS starts of each, alternating, each stopped again (untimed) before the next.
 tmd_cpu_ticks() {
-    local t c
+    local t c kids=()
     t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$TMD_PID/stat")
-    for c in $(cat "/proc/$TMD_PID/task/$TMD_PID/children" 2>/dev/null); do
+    read -ra kids <"/proc/$TMD_PID/task/$TMD_PID/children" || true
+    for c in "${kids[@]}"; do
         [ "$(cat "/proc/$c/comm" 2>/dev/null)" = trustmed-nft ] || continue
         t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat")))
     done
