@@ -30,9 +30,12 @@
 # Writes into OUTDIR (default: a temporary directory, printed at the end):
 #   net-another-roundN.json, net-first.json, net-start-roundN.json, net-stop-roundN.json  hyperfine JSON
 #   net-iperf-{veth,lo}-N.json   iperf3 -J
+#   net-cpu.tsv   "MODE TICKS" per start (clock ticks of trustmed's CPU time)
 #   network.env   facts for the report (run-all.sh network_section)
 #   network-latency.md, network-throughput.md   the tables
-# Environment: RUNS (30), WARMUP (3), ROUNDS (3), FIRST_RUNS (30), IPERF_REPS (5), IPERF_SECONDS (5),
+#    And CPU per start: trustmed's CPU time (its reaped children and its nftables helper included)
+#    around each `trustme start` of the sleeping configs, CPU_REPS of each, alternating.
+# Environment: RUNS (30), WARMUP (3), ROUNDS (3), FIRST_RUNS (30), IPERF_REPS (5), IPERF_SECONDS (5), CPU_REPS (20),
 # SKIP_INSTALL=1 to skip install-deps.sh. Everything it makes (daemon, containers, bridge, veths,
 # nftables tables, iperf3 servers, cgroups, files) is removed on exit, also on failure or interruption.
 set -euo pipefail
@@ -46,6 +49,7 @@ ROUNDS=${ROUNDS:-3}
 FIRST_RUNS=${FIRST_RUNS:-30}
 IPERF_REPS=${IPERF_REPS:-5}
 IPERF_SECONDS=${IPERF_SECONDS:-5}
+CPU_REPS=${CPU_REPS:-20}
 CG_PARENT=trustme-bench-net
 ID_BASE=3700000000 # 4 containers * 65536 ids from here; clear of the other scripts' and the tests' ids
 BRIDGE=tmbn$(($$ % 100000))
@@ -180,6 +184,34 @@ done
 tm stop --kill sleep-none >/dev/null 2>&1 || true
 tm stop --kill sleep-bridged >/dev/null 2>&1 || true
 
+# --- 1d. CPU per start (another bridged container runs) -----------------------------------------
+# trustmed's user+system time with its reaped children (the setup process and what it forked) and
+# its nftables helper (trustmed-nft, not reaped while it runs), before and after each start;
+# CPU_REPS starts of each, alternating, each stopped again (untimed) before the next.
+tmd_cpu_ticks() {
+    local t c kids=()
+    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$TMD_PID/stat")
+    read -ra kids <"/proc/$TMD_PID/task/$TMD_PID/children" || true
+    for c in "${kids[@]}"; do
+        [ "$(cat "/proc/$c/comm" 2>/dev/null)" = trustmed-nft ] || continue
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat")))
+    done
+    echo "$t"
+}
+log "CPU per start: $CPU_REPS starts of each, alternating"
+: >"$OUT/net-cpu.tsv"
+for ((k = 1; k <= CPU_REPS; k++)); do
+    for n in none bridged; do
+        c0=$(tmd_cpu_ticks)
+        tm start "sleep-$n" >/dev/null || die "trustme start sleep-$n failed"
+        sleep 0.3 # the setup process is reaped
+        c1=$(tmd_cpu_ticks)
+        tm stop --kill "sleep-$n" >/dev/null || true
+        sleep 0.3
+        echo "$n $((c1 - c0))" >>"$OUT/net-cpu.tsv"
+    done
+done
+
 # --- 2. throughput ------------------------------------------------------------------------------
 ip -4 addr show dev "$BRIDGE" | grep -q "inet $BR_ADDR/" || die "the bridge has no address $BR_ADDR"
 iperf3 -s -B "$BR_ADDR" -p "$IPERF_PORT" >"$W/iperf-server-veth.log" 2>&1 &
@@ -211,6 +243,8 @@ fact NET_NFT_VERSION "$(nft --version)"
 fact NET_KERNEL "$(uname -r)"
 fact NET_CPU "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 fact NET_NPROC "$(nproc)"
+fact NET_CPU_REPS "$CPU_REPS"
+fact NET_CLK_TCK "$(getconf CLK_TCK)"
 fact NET_LOAD "$(cut -d' ' -f1-3 /proc/loadavg)"
 fact NET_HYPERFINE "$(hyperfine --version)"
 fact NET_LINGER_MS "$(awk '/define NET_BRIDGE_LINGER_MS/ {print $3}' "$ROOT/src/daemon/net/net.h")"
@@ -218,9 +252,9 @@ fact NET_REV "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknow
 fact NET_DATE "$(date -u '+%Y-%m-%d %H:%M UTC')"
 fact NET_LIBS "$(ldd "$IPERF3" | awk '$2 == "=>" {print $1}' | paste -sd' ')"
 
-python3 - "$OUT" "$ROUNDS" "$IPERF_REPS" >>"$ENV_OUT" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$IPERF_REPS" "$(getconf CLK_TCK)" >>"$ENV_OUT" <<'PY'
 import json, shlex, statistics as st, sys
-out, rounds, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, rounds, reps, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
 def load(files):
     times, per = {}, {}
@@ -255,6 +289,14 @@ block("START", "start alone (init sleeps), another runs", "trustme start",
       [f"{out}/net-start-round{r}.json" for r in range(1, rounds + 1)])
 block("STOP", "stop alone (`--kill`), another runs", "trustme stop --kill",
       [f"{out}/net-stop-round{r}.json" for r in range(1, rounds + 1)])
+cpu = {}
+for line in open(f"{out}/net-cpu.tsv"):
+    mode, ticks = line.split()
+    cpu.setdefault(mode, []).append(int(ticks) * 1000 / tck)
+cn, cb = st.mean(cpu["none"]), st.mean(cpu["bridged"])
+rows.append(f"| CPU of trustmed per start (mean of {len(cpu['none'])}; setup process and nft helper included), "
+            f"another runs | `trustme start` | none **{cn:.2f}**, bridged **{cb:.2f}** | – | – | – | **{cb - cn:+.2f}** |")
+facts.update({"NET_CPU_NONE_MS": f"{cn:.2f}", "NET_CPU_BRIDGED_MS": f"{cb:.2f}", "NET_CPU_ADDED_MS": f"{cb - cn:.2f}"})
 open(f"{out}/network-latency.md", "w").write("\n".join(rows) + "\n")
 
 def gbits(f):

@@ -304,24 +304,101 @@ def test_tables_across_trustmed_kill9(net_daemon, outside):
     assert nft_tables(d.bridge) == []
 
 
-def test_trustmed_netfilter_socket_is_close_on_exec(net_daemon):
-    """libnftables opens its netlink socket without SOCK_CLOEXEC; nft.c marks it, so that no
-    child of trustmed inherits a handle on the host's netfilter."""
-    d = net_daemon()
-    bridged(d, "c1")
-    protocol = {}  # socket inode -> netlink protocol (12: netfilter)
+def netlink_protocols():
+    """socket inode -> netlink protocol (12: netfilter)."""
+    protocol = {}
     for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
         fields = line.split()
         protocol[fields[-1]] = int(fields[1])
+    return protocol
+
+
+def sockets_of(pid):
+    """(fd, netlink protocol or None, close-on-exec) for every socket fd of pid."""
+    protocol = netlink_protocols()
     sockets = []
-    for fd in Path(f"/proc/{d.proc.pid}/fd").iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
-            info = Path(f"/proc/{d.proc.pid}/fdinfo/{fd.name}").read_text()
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
         except OSError:
             continue
         if target.startswith("socket:"):
             flags = int(info.split("flags:")[1].split()[0], 8)
             sockets.append((int(fd.name), protocol.get(target[8:-1]), bool(flags & os.O_CLOEXEC)))
+    return sockets
+
+
+def child_named(d, comm):
+    """The pid of trustmed's child named comm (not a zombie), or None."""
+    for child in Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text().split():
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == comm and not process_gone(int(child)):
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
+def nft_helper(d):
+    """The pid of trustmed's nftables helper (docs/NETWORK.md "nftables"), or None."""
+    return child_named(d, "trustmed-nft")
+
+
+def link_exists(name):
+    return subprocess.run([tool("ip"), "link", "show", name], capture_output=True).returncode == 0
+
+
+def test_netfilter_socket_only_in_the_nft_helper(net_daemon):
+    """libnftables runs in a helper that never forks (each run's fresh pages would be copied on
+    write after every fork of trustmed: ~12 ms of CPU per start). trustmed holds no handle on the
+    host's netfilter, and the helper holds nothing of trustmed's but its channel."""
+    d = net_daemon()
+    bridged(d, "c1")
+    assert [s for s in sockets_of(d.proc.pid) if s[1] == 12] == []
+    helper = nft_helper(d)
+    assert helper is not None
+    sockets = sockets_of(helper)
     assert any(proto == 12 for _, proto, _ in sockets), sockets
-    assert [s for s in sockets if not s[2]] == []
+    fds = sorted(int(fd.name) for fd in Path(f"/proc/{helper}/fd").iterdir())
+    # stdin, stdout, stderr, the channel to trustmed, libnftables' own sockets
+    assert all(fd <= 2 or fd in [s[0] for s in sockets] for fd in fds), fds
+
+
+def test_rules_applied_after_the_nft_helper_died(net_daemon):
+    """A dead helper is replaced (or trustmed applies the rules itself): a start still gets its
+    rules, and the tables still go with the last container."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    helper = nft_helper(d)
+    os.kill(helper, 9)
+    wait_for(lambda: process_gone(helper), what="the helper to die")
+    bridged(d, "b", host=21)
+    rules = subprocess.run([tool("nft"), "list", "table", "bridge", f"trustme-{d.bridge}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert host_if(d, "a") in rules and host_if(d, "b") in rules
+    d.cli("stop", "--timeout", "0", "a")
+    d.cli("stop", "--timeout", "0", "b")
+    assert nft_tables(d.bridge) == []
+
+
+def test_veths_deleted_by_one_long_lived_child(net_daemon):
+    """Stops hand their veth to trustmed-netdel rather than forking a child each (a fork costs
+    trustmed copy-on-write faults afterwards); the veths still go, also the ones sent just before
+    trustmed stops, and the deleter goes with trustmed."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    a_if = host_if(d, "a")
+    d.cli("stop", "--timeout", "0", "a")
+    wait_for(lambda: not link_exists(a_if), what=f"{a_if} to be deleted")
+    deleter = child_named(d, "trustmed-netdel")
+    assert deleter is not None
+    d.cli("start", "a")
+    assert link_exists(a_if)
+    d.cli("stop", "--timeout", "0", "a")
+    wait_for(lambda: not link_exists(a_if), what=f"{a_if} to be deleted again")
+    assert child_named(d, "trustmed-netdel") == deleter
+    d.cli("start", "a")
+    d.stop()  # the container's teardown sends its veth, then trustmed exits
+    wait_for(lambda: process_gone(deleter), what="the deleter to exit")
+    wait_for(lambda: not link_exists(a_if), what=f"{a_if} to be deleted at trustmed's stop")

@@ -193,6 +193,36 @@ static void full_ruleset(void **state)
     free(t);
 }
 
+/* nft.c sends only the table whose text changed: a member without ports, host_ports or an allowed
+ * pair changes the bridge table alone; one in an allowed pair changes the inet table too. Each
+ * table's script replaces that table by itself. */
+static void tables_separately(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    struct nft_member m[3] = {f.m[0], {"plain", "tm4a2b3c4d5e", {0}, &f.db}, f.m[1]};
+    inet_pton(AF_INET, "10.223.0.23", &m[1].address);
+    char *inet1, *bridge1, *inet2, *bridge2, *inet3, *bridge3;
+    tm_err err = {0};
+    assert_int_equal(nft_ruleset_tables(&f.dev, m, 1, &inet1, &bridge1, &err), 0);
+    assert_int_equal(nft_ruleset_tables(&f.dev, m, 2, &inet2, &bridge2, &err), 0);
+    assert_int_equal(nft_ruleset_tables(&f.dev, m, 3, &inet3, &bridge3, &err), 0);
+    assert_string_equal(inet1, inet2);
+    assert_string_not_equal(bridge1, bridge2);
+    assert_non_null(strstr(bridge2, "tm4a2b3c4d5e"));
+    assert_string_not_equal(inet2, inet3); /* web and db may talk */
+    assert_non_null(strstr(inet3, "ip saddr 10.223.0.21 ip daddr 10.223.0.20 accept"));
+    assert_true(strstr(inet1, "delete table inet trustme-trustme0") < strstr(inet1, "table inet trustme-trustme0 {"));
+    assert_null(strstr(inet1, "table bridge"));
+    assert_true(strstr(bridge1, "delete table bridge trustme-trustme0") <
+                strstr(bridge1, "table bridge trustme-trustme0 {"));
+    assert_null(strstr(bridge1, "table inet"));
+    assert_kernel_accepts(bridge2);
+    assert_kernel_accepts(inet3);
+    free(inet1), free(bridge1), free(inet2), free(bridge2), free(inet3), free(bridge3);
+}
+
 static void without_nat(void **state)
 {
     (void)state;
@@ -287,6 +317,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(no_members_removes_both_tables),
         cmocka_unit_test(full_ruleset),
+        cmocka_unit_test(tables_separately),
         cmocka_unit_test(without_nat),
         cmocka_unit_test(other_subnet_and_bridge),
         cmocka_unit_test(forwarding_needed),

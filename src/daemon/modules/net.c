@@ -125,8 +125,9 @@ static int random_mac(uint8_t mac[6])
     return 0;
 }
 
-/* The veth pair: tm<uuid> on the bridge, eth0 inside with its MAC, address and default route. */
-static int veth_setup(struct start_ctx *ctx, int host, int inside, int netns, tm_err *err)
+/* The veth pair: tm<uuid> up on the bridge, eth0 (with its MAC, down) straight in the container's
+ * namespace. eth0's address, up and route follow from inside (net_setup). */
+static int veth_add(struct start_ctx *ctx, int host, int netns, tm_err *err)
 {
     const struct net_device_config *dev = &ctx->d->device.net;
     const struct net_config *net = &ctx->cfg->net;
@@ -150,16 +151,7 @@ static int veth_setup(struct start_ctx *ctx, int host, int inside, int netns, tm
             return tm_err_prefix(err, "the old %s", host_if);
         r = nl_veth_add(host, host_if, br, true, "eth0", mac, netns, err);
     }
-    if (r < 0)
-        return tm_err_prefix(err, "bridge %s", dev->bridge);
-    int eth0 = nl_ifindex(inside, "eth0", err);
-    if (eth0 < 0)
-        return eth0;
-    if ((r = nl_addr_add(inside, eth0, ctx->c->net->address, dev->prefix, err)) < 0 ||
-        (r = nl_link_set(inside, eth0, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0 ||
-        (r = nl_route_default(inside, config_net_bridge_address(dev), err)) < 0)
-        return tm_err_prefix(err, "eth0");
-    return 0;
+    return r < 0 ? tm_err_prefix(err, "bridge %s", dev->bridge) : 0;
 }
 
 static int move_ifaces(struct start_ctx *ctx, int host, int inside, int netns, tm_err *err)
@@ -183,6 +175,7 @@ static int net_setup(struct start_ctx *ctx, tm_err *err)
 {
     if (!net_wanted(ctx->c))
         return 0;
+    const struct net_config *net = &ctx->cfg->net;
     int r;
     _cleanup_close_ int netns = make_netns(ctx, err);
     if (netns < 0)
@@ -194,21 +187,32 @@ static int net_setup(struct start_ctx *ctx, tm_err *err)
     _cleanup_close_ int host = nl_open(-1, err);
     if (host < 0)
         return host;
-    _cleanup_close_ int inside = nl_open(netns, err);
-    if (inside < 0)
-        return inside;
-    int lo = nl_ifindex(inside, "lo", err);
-    if (lo < 0 || (r = nl_link_set(inside, lo, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0)
-        return tm_err_prefix(err, "lo");
-    if (ctx->cfg->net.mode == NET_BRIDGED && (r = veth_setup(ctx, host, inside, netns, err)) < 0)
+    if (net->mode == NET_BRIDGED && (r = veth_add(ctx, host, netns, err)) < 0)
         return r;
-    if ((r = move_ifaces(ctx, host, inside, netns, err)) < 0)
-        return r;
-    if (ctx->cfg->net.ndns && (r = write_resolv_conf(ctx, err)) < 0)
-        return r;
+    if (net->nifaces) {
+        _cleanup_close_ int in = nl_open(netns, err);
+        if (in < 0)
+            return in;
+        if ((r = move_ifaces(ctx, host, in, netns, err)) < 0)
+            return r;
+    }
+    /* Everything on the host's side is done: the rest is configured from inside, where init is
+     * cloned anyway (no switching back and forth for a socket of the namespace). */
     if (setns(netns, CLONE_NEWNET) < 0)
         return tm_err_sys(err, "cannot enter the network namespace");
     ctx->netns_joined = true;
+    _cleanup_close_ int inside = nl_open(-1, err);
+    if (inside < 0)
+        return inside;
+    int eth0 = 0;
+    if (net->mode == NET_BRIDGED && (eth0 = nl_ifindex(inside, "eth0", err)) < 0)
+        return tm_err_prefix(err, "eth0");
+    const struct net_device_config *dev = &ctx->d->device.net;
+    if ((r = nl_configure_netns(inside, eth0, eth0 > 0 ? ctx->c->net->address : (struct in_addr){0}, dev->prefix,
+                                config_net_bridge_address(dev), err)) < 0)
+        return r;
+    if (net->ndns && (r = write_resolv_conf(ctx, err)) < 0)
+        return r;
     return 0;
 }
 

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,16 +35,27 @@ struct net_host {
     int bridge_del_pidfd; /* the child deleting it, while bridge_del_src is set */
     int bridge_del_ifindex; /* the bridge that child deletes */
     tm_source *bridge_del_src; /* reaps that child; a start waits for it instead */
+    int bridge_ready_ifindex; /* the bridge this trustmed gave its address and brought up, 0: none */
+    int deleter_fd; /* trustmed's end of the veth deleter's socketpair, -1: none */
+    int deleter_pidfd;
 };
 
 int net_init(struct daemon *d, tm_err *err)
 {
     d->net = calloc(1, sizeof(*d->net));
-    return d->net ? 0 : tm_err_set(err, ENOMEM, "out of memory");
+    if (!d->net)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    d->net->deleter_fd = d->net->deleter_pidfd = -1;
+    return 0;
 }
 
 void net_free(struct daemon *d)
 {
+    if (!d->net)
+        return;
+    /* The deleter deletes what it was sent, then sees the end of its socket and exits. */
+    close_and_reset(d->net->deleter_fd);
+    close_and_reset(d->net->deleter_pidfd);
     free(d->net);
     d->net = NULL;
 }
@@ -135,11 +148,17 @@ static bool any_active(struct daemon *d)
     return false;
 }
 
-/* The device's bridge with its address (the subnet's first host address), up. */
+/* The device's bridge with its address (the subnet's first host address), up. A bridge this
+ * trustmed has set up already (same index, still up) is taken as it is: one request rather than
+ * three at every start while another bridged container runs. */
 static int bridge_ensure(struct daemon *d, int s, tm_err *err)
 {
     const struct net_device_config *dev = &d->device.net;
-    int idx = nl_ifindex(s, dev->bridge, err);
+    bool up = false;
+    int idx = nl_ifindex_up(s, dev->bridge, &up, err);
+    if (idx > 0 && idx == d->net->bridge_ready_ifindex && up)
+        return idx;
+    d->net->bridge_ready_ifindex = 0;
     if (idx == -ENODEV) {
         int r = nl_bridge_add(s, dev->bridge, err);
         if (r < 0 && r != -EEXIST)
@@ -152,6 +171,7 @@ static int bridge_ensure(struct daemon *d, int s, tm_err *err)
     if ((r = nl_addr_add(s, idx, config_net_bridge_address(dev), dev->prefix, err)) < 0 ||
         (r = nl_link_set(s, idx, &(struct nl_link_change){.up = 1, .netns_fd = -1}, err)) < 0)
         return tm_err_prefix(err, "bridge %s", dev->bridge);
+    d->net->bridge_ready_ifindex = idx;
     return idx;
 }
 
@@ -175,6 +195,72 @@ static int link_del_async(int ifindex)
     if (pid < 0 && (s < 0 || nl_link_del(s, ifindex, &err) < 0))
         log_warn("%s", err.msg);
     return pid < 0 ? -1 : pidfd;
+}
+
+/* Veths are deleted by one long-lived child, trustmed-netdel, sent their indexes over a socketpair:
+ * a child forked per stop cost trustmed the fork and, after it, a copy-on-write fault for every
+ * page it wrote (docs/NETWORK.md). The deleter deletes them one after another (each waits for the
+ * kernel's RCU work, not for trustmed), never forks, keeps no fd of trustmed's but its socket, and
+ * exits at the socket's end, after the indexes already sent: none is left when trustmed stops or
+ * dies. */
+static __attribute__((noreturn)) void deleter_main(int fd)
+{
+    (void)prctl(PR_SET_NAME, "trustmed-netdel");
+    tm_err err;
+    int s = nl_open(-1, &err);
+    for (;;) {
+        int ifindex;
+        ssize_t n = recv(fd, &ifindex, sizeof(ifindex), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(ifindex))
+            _exit(0);
+        if (s < 0 || (nl_link_del(s, ifindex, &err) < 0 && err.code != ENODEV))
+            (void)dprintf(2, "trustmed-netdel: %s\n", s < 0 ? "no netlink socket" : err.msg);
+    }
+}
+
+static int deleter_start(struct daemon *d)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+        return -errno;
+    int pidfd = -1;
+    struct clone_args args = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0) {
+        if (dup3(sp[1], 3, 0) < 0 || close_range(4, ~0U, 0) < 0)
+            _exit(1);
+        deleter_main(3);
+    }
+    int saved = errno;
+    close(sp[1]);
+    if (pid < 0) {
+        close(sp[0]);
+        return -saved;
+    }
+    d->net->deleter_fd = sp[0];
+    d->net->deleter_pidfd = pidfd;
+    return 0;
+}
+
+/* A container's veth, by index (never a link made meanwhile under its name): to the deleter, or,
+ * if it cannot take it, to a child of its own. */
+static void veth_del_async(struct daemon *d, int ifindex)
+{
+    if (d->net->deleter_fd < 0)
+        (void)deleter_start(d);
+    if (d->net->deleter_fd >= 0) {
+        if (send(d->net->deleter_fd, &ifindex, sizeof(ifindex), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+            (ssize_t)sizeof(ifindex))
+            return;
+        if (errno != EAGAIN) { /* gone: a new one next time */
+            close_and_reset(d->net->deleter_fd);
+            reaper_take_pidfd(d, d->net->deleter_pidfd);
+            d->net->deleter_pidfd = -1;
+        }
+    }
+    reaper_take_pidfd(d, link_del_async(ifindex));
 }
 
 static void bridge_del_done(struct daemon *d)
@@ -220,6 +306,7 @@ static void bridge_remove_now(struct daemon *d, bool async)
         return;
     _cleanup_close_ int s = nl_open(-1, &err);
     int idx = s >= 0 ? nl_ifindex(s, d->device.net.bridge, &err) : -1;
+    d->net->bridge_ready_ifindex = 0;
     if (idx <= 0)
         return;
     bridge_wait_deleted(d, -1);
@@ -364,7 +451,7 @@ void net_teardown(struct container *c)
      * and the rules below no longer let its port reach a container: the veth is inert while the
      * child deletes it. A start meanwhile finds the name taken and deletes it itself. */
     if (idx > 0)
-        reaper_take_pidfd(d, link_del_async(idx));
+        veth_del_async(d, idx);
     if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
         log_warn("%s: cannot unpin %s: %m", container_label(c), path);
     unlink(path);

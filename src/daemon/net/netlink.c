@@ -17,24 +17,41 @@
 
 #define NL_BUF 4096
 
+/* One request, or several sent together (nl_configure_netns): h is the one being built. */
 struct nl_req {
     struct nlmsghdr *h;
-    char buf[NL_BUF];
+    char buf[NL_BUF] __attribute__((aligned(4)));
 };
 
-static void req_init(struct nl_req *q, uint16_t type, uint16_t flags, const void *body, size_t len)
+static void req_put(struct nl_req *q, struct nlmsghdr *at, uint16_t type, uint16_t flags, const void *body, size_t len)
 {
-    memset(q->buf, 0, sizeof(q->buf));
-    q->h = (struct nlmsghdr *)q->buf;
+    q->h = at;
     q->h->nlmsg_type = type;
     q->h->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     q->h->nlmsg_len = NLMSG_LENGTH(len);
     memcpy(NLMSG_DATA(q->h), body, len);
 }
 
+static void req_init(struct nl_req *q, uint16_t type, uint16_t flags, const void *body, size_t len)
+{
+    memset(q->buf, 0, sizeof(q->buf));
+    req_put(q, (struct nlmsghdr *)q->buf, type, flags, body, len);
+}
+
+/* Another message after the one built last, in the same send. */
+static void req_next(struct nl_req *q, uint16_t type, uint16_t flags, const void *body, size_t len)
+{
+    req_put(q, (struct nlmsghdr *)((char *)q->h + NLMSG_ALIGN(q->h->nlmsg_len)), type, flags, body, len);
+}
+
+static size_t req_len(const struct nl_req *q)
+{
+    return (size_t)((char *)q->h - q->buf) + q->h->nlmsg_len;
+}
+
 static struct rtattr *attr_put(struct nl_req *q, uint16_t type, const void *data, size_t len)
 {
-    struct rtattr *a = (struct rtattr *)(q->buf + NLMSG_ALIGN(q->h->nlmsg_len));
+    struct rtattr *a = (struct rtattr *)((char *)q->h + NLMSG_ALIGN(q->h->nlmsg_len));
     a->rta_type = type;
     a->rta_len = (unsigned short)RTA_LENGTH(len);
     if (len)
@@ -45,7 +62,7 @@ static struct rtattr *attr_put(struct nl_req *q, uint16_t type, const void *data
 
 static void attr_end(struct nl_req *q, struct rtattr *nest)
 {
-    nest->rta_len = (unsigned short)(q->buf + q->h->nlmsg_len - (char *)nest);
+    nest->rta_len = (unsigned short)((char *)q->h + q->h->nlmsg_len - (char *)nest);
 }
 
 int nl_open(int netns_fd, tm_err *err)
@@ -73,31 +90,41 @@ int nl_open(int netns_fd, tm_err *err)
     return steal_fd(s);
 }
 
-/* Send q and read until its ack (or, with reply, the first answer message, copied there). */
+/* Send q (one message or several) and read until every one is acknowledged; with reply, the
+ * first answer message (of a single request) is copied there. The kernel handles the messages of
+ * one send in order, each under its own rtnl lock, and goes on after one fails: the first error
+ * is returned. */
 static int talk(int s, struct nl_req *q, struct nlmsghdr *reply, size_t reply_size, const char *what, tm_err *err)
 {
     static uint32_t seq;
-    q->h->nlmsg_seq = ++seq;
+    size_t len = req_len(q);
+    uint32_t first = seq + 1, nmsg = 0;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)q->buf; (char *)h < q->buf + len;
+         h = (struct nlmsghdr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len)))
+        h->nlmsg_seq = first + nmsg++;
+    seq += nmsg;
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    if (sendto(s, q->buf, q->h->nlmsg_len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    if (sendto(s, q->buf, len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         return tm_err_sys(err, "%s: netlink send", what);
     char buf[16384] __attribute__((aligned(4)));
     bool got = false;
-    for (;;) {
+    uint32_t acked = 0;
+    int error = 0;
+    while (acked < nmsg) {
         ssize_t n = recv(s, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return tm_err_sys(err, "%s: netlink receive", what);
         for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_seq != q->h->nlmsg_seq)
+            if (h->nlmsg_seq < first || h->nlmsg_seq - first >= nmsg)
                 continue;
             if (h->nlmsg_type == NLMSG_ERROR) {
                 struct nlmsgerr *e = NLMSG_DATA(h);
-                if (e->error == 0)
-                    return got ? 1 : 0;
-                errno = -e->error;
-                return tm_err_sys(err, "%s", what);
+                acked++;
+                if (e->error != 0 && error == 0)
+                    error = e->error;
+                continue;
             }
             if (reply && !got && h->nlmsg_len <= reply_size) {
                 memcpy(reply, h, h->nlmsg_len);
@@ -105,6 +132,11 @@ static int talk(int s, struct nl_req *q, struct nlmsghdr *reply, size_t reply_si
             }
         }
     }
+    if (error != 0) {
+        errno = -error;
+        return tm_err_sys(err, "%s", what);
+    }
+    return got ? 1 : 0;
 }
 
 static int get_link(int s, int ifindex, const char *name, struct nlmsghdr *reply, size_t size, tm_err *err)
@@ -256,5 +288,48 @@ int nl_route_default(int s, struct in_addr gateway, tm_err *err)
     req_init(&q, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &rt, sizeof(rt));
     attr_put(&q, RTA_GATEWAY, &gateway, sizeof(gateway));
     int r = talk(s, &q, NULL, 0, "cannot add the default route", err);
+    return r < 0 ? r : 0;
+}
+
+int nl_ifindex_up(int s, const char *name, bool *ret_up, tm_err *err)
+{
+    char buf[NL_BUF] __attribute__((aligned(4)));
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    int r = get_link(s, 0, name, h, sizeof(buf), err);
+    if (r < 0)
+        return r;
+    struct ifinfomsg *ifi = NLMSG_DATA(h);
+    *ret_up = (ifi->ifi_flags & IFF_UP) != 0;
+    return ifi->ifi_index;
+}
+
+int nl_configure_netns(int s, int eth0, struct in_addr addr, unsigned prefix, struct in_addr gateway, tm_err *err)
+{
+    struct nl_req q;
+    /* lo is LOOPBACK_IFINDEX (1) in every namespace. */
+    struct ifinfomsg up = {.ifi_family = AF_UNSPEC, .ifi_index = 1, .ifi_change = IFF_UP, .ifi_flags = IFF_UP};
+    req_init(&q, RTM_NEWLINK, 0, &up, sizeof(up));
+    if (eth0 > 0) {
+        struct ifaddrmsg ifa = {.ifa_family = AF_INET,
+                                .ifa_prefixlen = (unsigned char)prefix,
+                                .ifa_index = (unsigned)eth0,
+                                .ifa_scope = RT_SCOPE_UNIVERSE};
+        req_next(&q, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &ifa, sizeof(ifa));
+        attr_put(&q, IFA_LOCAL, &addr, sizeof(addr));
+        attr_put(&q, IFA_ADDRESS, &addr, sizeof(addr));
+        struct in_addr bcast = {addr.s_addr | htonl(prefix ? (1u << (32 - prefix)) - 1 : ~0u)};
+        attr_put(&q, IFA_BROADCAST, &bcast, sizeof(bcast));
+        up.ifi_index = eth0;
+        req_next(&q, RTM_NEWLINK, 0, &up, sizeof(up));
+        /* After the address and up: the gateway is reached through eth0's prefix route. */
+        struct rtmsg rt = {.rtm_family = AF_INET,
+                           .rtm_table = RT_TABLE_MAIN,
+                           .rtm_protocol = RTPROT_STATIC,
+                           .rtm_scope = RT_SCOPE_UNIVERSE,
+                           .rtm_type = RTN_UNICAST};
+        req_next(&q, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &rt, sizeof(rt));
+        attr_put(&q, RTA_GATEWAY, &gateway, sizeof(gateway));
+    }
+    int r = talk(s, &q, NULL, 0, eth0 > 0 ? "cannot configure lo and eth0" : "cannot bring lo up", err);
     return r < 0 ? r : 0;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A minimal rtnetlink client for container networking (net.c): links, addresses, a default
  * route. Raw NETLINK_ROUTE sockets, no `ip` spawned and no library: the handful of messages
- * needed fits in one small file, and every request is acknowledged before the next one.
+ * needed fits in one small file. Every request is acknowledged; nl_configure_netns sends its
+ * four in one go (one system call and one wakeup rather than four).
  *
  * A socket works in the network namespace it was created in, whatever its user does afterwards:
  * nl_open(netns_fd) enters the namespace just for the socket() call and comes straight back, so
@@ -40,3 +41,8 @@ int nl_link_set(int s, int ifindex, const struct nl_link_change *ch, tm_err *err
 int nl_link_del(int s, int ifindex, tm_err *err);
 int nl_addr_add(int s, int ifindex, struct in_addr addr, unsigned prefix, tm_err *err);
 int nl_route_default(int s, struct in_addr gateway, tm_err *err);
+/* ifindex of name, and whether it is up; -ENODEV when there is none. */
+int nl_ifindex_up(int s, const char *name, bool *ret_up, tm_err *err);
+/* A container's new namespace, s opened in it: lo up; with eth0 > 0 also eth0's address, eth0 up
+ * and the default route via gateway. One send, acknowledged message by message. */
+int nl_configure_netns(int s, int eth0, struct in_addr addr, unsigned prefix, struct in_addr gateway, tm_err *err);

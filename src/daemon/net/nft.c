@@ -1,20 +1,27 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* trustme's nftables tables, applied in process through libnftables (docs/NETWORK.md
- * "nftables"). The script comes from nft_rules.c; here it is run as one batch, and the host's
- * IPv4 forwarding is switched on when the rules need it. */
+/* trustme's nftables tables, applied through libnftables in a helper process (docs/NETWORK.md
+ * "nftables"). The scripts come from nft_rules.c; here the changed ones are run as one batch, and
+ * the host's IPv4 forwarding is switched on when the rules need it. */
 #include "nft.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <nftables/libnftables.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "log.h"
+#include "reaper.h"
 
 #define FD_SCAN_MAX 4096
 
@@ -52,28 +59,28 @@ static struct nft_ctx *nft_ctx_new_cloexec(void)
     return ctx;
 }
 
-/* One context for trustmed's lifetime: creating one costs more than a whole sync (it reads
- * nft's tables of names), and trustmed runs one sync at a time on its event loop. Its cache is
+/* One context for the process's lifetime (the helper's, or trustmed's own without one): creating
+ * one costs more than a whole sync (it reads nft's tables of names), and syncs run one at a time. Its cache is
  * not trusted across runs: nft checks the ruleset's generation on every command. */
+static struct nft_ctx *nft_ctx_cached;
+
 static struct nft_ctx *nft_context(tm_err *err)
 {
-    static struct nft_ctx *ctx;
-
-    if (ctx)
-        return ctx;
-    ctx = nft_ctx_new_cloexec();
-    if (!ctx) {
+    if (nft_ctx_cached)
+        return nft_ctx_cached;
+    nft_ctx_cached = nft_ctx_new_cloexec();
+    if (!nft_ctx_cached) {
         tm_err_set(err, ENOMEM, "libnftables: cannot create a context");
         return NULL;
     }
     /* Errors are kept for tm_err rather than printed to trustmed's stderr. */
-    if (nft_ctx_buffer_error(ctx) < 0 || nft_ctx_buffer_output(ctx) < 0) {
-        nft_ctx_free(ctx);
-        ctx = NULL;
+    if (nft_ctx_buffer_error(nft_ctx_cached) < 0 || nft_ctx_buffer_output(nft_ctx_cached) < 0) {
+        nft_ctx_free(nft_ctx_cached);
+        nft_ctx_cached = NULL;
         tm_err_set(err, ENOMEM, "libnftables: cannot buffer its output");
         return NULL;
     }
-    return ctx;
+    return nft_ctx_cached;
 }
 
 static int nft_run(const char *script, tm_err *err)
@@ -92,6 +99,119 @@ static int nft_run(const char *script, tm_err *err)
         return tm_err_set(err, EIO, "nftables: %.*s", (int)len, len ? msg : "the rules were refused");
     }
     return 0;
+}
+
+/* libnftables runs in a helper process of its own rather than in trustmed. Each run allocates and
+ * fills four 128 KiB hash tables for every table it parses or reads from the kernel (nftables
+ * 1.0.6, cache_init), some megabytes of fresh writes; in trustmed every one of those pages is
+ * write-protected again by the fork of the next setup process (copy-on-write), so that each sync
+ * took ~12 ms of CPU in page faults and TLB flushes on this (paravirtualised) kernel rather than
+ * ~0.4 ms. The helper never forks: its pages stay its own. It is forked once, at the first sync,
+ * keeps only its end of a socketpair (no other fd of trustmed), dies with trustmed
+ * (PR_SET_PDEATHSIG) or when the socket closes, and runs one script per request: the script in,
+ * a tm_err out (code 0: applied). Should it be gone, trustmed runs the script itself. */
+struct nft_helper {
+    int fd; /* trustmed's end; -1: none */
+    int pidfd;
+};
+static struct nft_helper helper = {-1, -1};
+
+static __attribute__((noreturn)) void helper_main(int fd)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    (void)prctl(PR_SET_NAME, "trustmed-nft");
+    if (getppid() == 1)
+        _exit(0);
+    /* A context trustmed made itself (when it had no helper) lost its socket to close_range:
+     * left alone, not freed, and a new one made here. */
+    nft_ctx_cached = NULL;
+    for (;;) {
+        ssize_t len = recv(fd, NULL, 0, MSG_PEEK | MSG_TRUNC);
+        if (len <= 0) {
+            if (len < 0 && errno == EINTR)
+                continue;
+            _exit(0);
+        }
+        char *script = malloc((size_t)len + 1);
+        if (!script || recv(fd, script, (size_t)len, 0) != len)
+            _exit(1);
+        script[len] = '\0';
+        tm_err err = {0};
+        (void)nft_run(script, &err);
+        free(script);
+        if (send(fd, &err, sizeof(err), MSG_NOSIGNAL) != (ssize_t)sizeof(err))
+            _exit(1);
+    }
+}
+
+static void helper_stop(struct daemon *d)
+{
+    close_and_reset(helper.fd);
+    if (helper.pidfd >= 0)
+        reaper_take_pidfd(d, helper.pidfd);
+    helper.pidfd = -1;
+}
+
+static int helper_start(void)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+        return -errno;
+    int pidfd = -1;
+    struct clone_args args = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0) {
+        /* Nothing of trustmed's stays open here but this socket (at fd 3). */
+        if (dup3(sp[1], 3, 0) < 0 || close_range(4, ~0U, 0) < 0)
+            _exit(1);
+        helper_main(3);
+    }
+    int saved = errno;
+    close(sp[1]);
+    if (pid < 0) {
+        close(sp[0]);
+        return -saved;
+    }
+    helper.fd = sp[0];
+    helper.pidfd = pidfd;
+    return 0;
+}
+
+/* The script run by the helper; -EPIPE (and no helper any more) if it cannot be asked. */
+static int helper_run(struct daemon *d, const char *script, tm_err *err)
+{
+    if (helper.fd < 0 && helper_start() < 0)
+        return -EPIPE;
+    size_t len = strlen(script);
+    tm_err reply;
+    ssize_t n;
+    if (send(helper.fd, script, len, MSG_NOSIGNAL) != (ssize_t)len) {
+        helper_stop(d);
+        return -EPIPE;
+    }
+    while ((n = recv(helper.fd, &reply, sizeof(reply), 0)) < 0 && errno == EINTR)
+        ;
+    if (n != (ssize_t)sizeof(reply)) {
+        /* Gone in the middle: whether the batch was applied is unknown; the caller runs it again
+         * itself (it replaces the tables as a whole, so twice is the same as once). */
+        helper_stop(d);
+        return -EPIPE;
+    }
+    if (reply.code == 0)
+        return 0;
+    reply.msg[sizeof(reply.msg) - 1] = '\0';
+    return tm_err_set(err, reply.code, "%s", reply.msg);
+}
+
+/* Run a script: in the helper (a new one if the last is gone), or here when none can be had. */
+static int nft_apply(struct daemon *d, const char *script, tm_err *err)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int r = helper_run(d, script, err);
+        if (r != -EPIPE)
+            return r;
+    }
+    return nft_run(script, err);
 }
 
 /* Left on afterwards (docs/NETWORK.md "Host settings"): other daemons and the admin may rely on
@@ -113,13 +233,34 @@ static int enable_ip_forward(tm_err *err)
     return 0;
 }
 
+/* The two tables' scripts as last applied (NULL: unknown, so the next sync sends both). A start
+ * or stop of a container without ports, host_ports or allowed pairs leaves the inet table's text
+ * as it was: only the bridge table is replaced then, which halves the sync (the inet table has
+ * the NAT and filter base chains, whose hooks the kernel would unregister and register again).
+ * trustmed is the only writer of its tables; after any failure both are sent again. */
+static char *applied_inet, *applied_bridge;
+
+static void forget_applied(void)
+{
+    free(applied_inet);
+    free(applied_bridge);
+    applied_inet = applied_bridge = NULL;
+}
+
 int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_err *err)
 {
     const struct net_device_config *dev = &d->device.net;
-    _cleanup_free_ char *script = NULL;
+    _cleanup_free_ char *inet = NULL, *bridge = NULL, *script = NULL;
     int r;
 
-    r = nft_ruleset(dev, members, n, &script, err);
+    if (n == 0) {
+        forget_applied();
+        r = nft_ruleset_remove(dev->bridge, &script, err);
+        if (r < 0 || (r = nft_apply(d, script, err)) < 0)
+            return tm_err_prefix(err, "tables trustme-%s", dev->bridge);
+        return 0;
+    }
+    r = nft_ruleset_tables(dev, members, n, &inet, &bridge, err);
     if (r < 0)
         return r;
     /* Before the rules: a forward must not be in place while the host still drops its packets. */
@@ -128,9 +269,18 @@ int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_er
         if (r < 0)
             return r;
     }
-    r = nft_run(script, err);
+    bool send_inet = !applied_inet || strcmp(applied_inet, inet) != 0;
+    bool send_bridge = !applied_bridge || strcmp(applied_bridge, bridge) != 0;
+    if (!send_inet && !send_bridge)
+        return 0;
+    if (asprintf(&script, "%s%s", send_inet ? inet : "", send_bridge ? bridge : "") < 0)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    forget_applied(); /* until the kernel took it: a failed batch may have changed nothing */
+    r = nft_apply(d, script, err);
     if (r < 0)
         return tm_err_prefix(err, "tables trustme-%s", dev->bridge);
+    applied_inet = steal_ptr(inet);
+    applied_bridge = steal_ptr(bridge);
     return 0;
 }
 
@@ -139,6 +289,7 @@ void nft_remove(struct daemon *d)
     _cleanup_free_ char *script = NULL;
     tm_err err = {0};
 
-    if (nft_ruleset_remove(d->device.net.bridge, &script, &err) < 0 || nft_run(script, &err) < 0)
+    forget_applied();
+    if (nft_ruleset_remove(d->device.net.bridge, &script, &err) < 0 || nft_apply(d, script, &err) < 0)
         log_warn("removing the nft tables trustme-%s: %s", d->device.net.bridge, err.msg);
 }

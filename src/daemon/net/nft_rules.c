@@ -8,6 +8,7 @@
 #include "nft_rules.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <net/if.h>
@@ -278,31 +279,62 @@ int nft_ruleset_remove(const char *bridge, char **ret_text, tm_err *err)
     return finish(&f, &text, ret_text, err);
 }
 
-int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_text,
-                tm_err *err)
+/* One table's script: "add; delete" of that table, then its contents (see the top). */
+static int table_script(const struct net_device_config *dev, const struct nft_member *members, size_t n,
+                        const char *subnet, bool inet, char **ret_text, tm_err *err)
 {
     _cleanup_free_ char *text = NULL;
     size_t len;
-    char net[ADDR_STR_MAX], subnet[ADDR_STR_MAX + 4];
-    int r;
-
-    if (n == 0)
-        return nft_ruleset_remove(dev->bridge, ret_text, err);
-    r = check_input(dev, members, n, err);
-    if (r < 0)
-        return r;
-    snprintf(subnet, sizeof(subnet), "%s/%u", addr_str(dev->subnet, net), dev->prefix);
+    const char *family = inet ? "inet" : "bridge";
 
     _cleanup_fclose_ FILE *f = open_memstream(&text, &len);
     if (!f)
         return tm_err_sys(err, "building the nft rules");
-    fprintf(f, "# trustmed: bridge %s, subnet %s, %zu container(s); replaced as a whole\n", dev->bridge, subnet, n);
-    emit_remove(f, dev->bridge);
-    fprintf(f, "table inet trustme-%s {\n", dev->bridge);
-    emit_nat(f, dev, subnet, members, n);
-    emit_forward(f, dev, subnet, members, n);
-    emit_input(f, dev, members, n);
-    fprintf(f, "}\n");
-    emit_bridge_table(f, dev, members, n);
+    fprintf(f, "add table %s trustme-%s\ndelete table %s trustme-%s\n", family, dev->bridge, family, dev->bridge);
+    if (inet) {
+        fprintf(f, "table inet trustme-%s {\n", dev->bridge);
+        emit_nat(f, dev, subnet, members, n);
+        emit_forward(f, dev, subnet, members, n);
+        emit_input(f, dev, members, n);
+        fprintf(f, "}\n");
+    } else
+        emit_bridge_table(f, dev, members, n);
     return finish(&f, &text, ret_text, err);
+}
+
+int nft_ruleset_tables(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_inet,
+                       char **ret_bridge, tm_err *err)
+{
+    _cleanup_free_ char *inet = NULL, *bridge = NULL;
+    char net[ADDR_STR_MAX], subnet[ADDR_STR_MAX + 4];
+    int r;
+
+    assert(n > 0);
+    r = check_input(dev, members, n, err);
+    if (r < 0)
+        return r;
+    snprintf(subnet, sizeof(subnet), "%s/%u", addr_str(dev->subnet, net), dev->prefix);
+    if ((r = table_script(dev, members, n, subnet, true, &inet, err)) < 0 ||
+        (r = table_script(dev, members, n, subnet, false, &bridge, err)) < 0)
+        return r;
+    *ret_inet = steal_ptr(inet);
+    *ret_bridge = steal_ptr(bridge);
+    return 0;
+}
+
+int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_text,
+                tm_err *err)
+{
+    _cleanup_free_ char *inet = NULL, *bridge = NULL;
+    char net[ADDR_STR_MAX];
+    int r;
+
+    if (n == 0)
+        return nft_ruleset_remove(dev->bridge, ret_text, err);
+    if ((r = nft_ruleset_tables(dev, members, n, &inet, &bridge, err)) < 0)
+        return r;
+    if (asprintf(ret_text, "# trustmed: bridge %s, subnet %s/%u, %zu container(s); replaced as a whole\n%s%s",
+                 dev->bridge, addr_str(dev->subnet, net), dev->prefix, n, inet, bridge) < 0)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    return 0;
 }

@@ -26,6 +26,10 @@ struct nft_member {
  * members forward the same host port. */
 int nft_ruleset(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_text,
                 tm_err *err);
+/* The same for n > 0 as two scripts, one for each table ("inet" and "bridge"), each replacing
+ * its table as a whole: nft.c sends only the one(s) that differ from what it last applied. */
+int nft_ruleset_tables(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_inet,
+                       char **ret_bridge, tm_err *err);
 /* The script that removes both tables (no error when they do not exist). */
 int nft_ruleset_remove(const char *bridge, char **ret_text, tm_err *err);
 /* Whether these rules need the host to forward IPv4 (outbound NAT or a port forward). */
