@@ -327,3 +327,19 @@ def test_idle_flood_does_not_keep_a_migration_out(pair):
             sock.close()
     assert opened[0] > 40  # more than all the slots together
     assert any(c["name"] == "tcp3" for c in p.t.containers())
+
+
+def test_offers_are_rate_limited(pair):
+    """Each offer is a TPM key and an NV write: anyone reaching the endpoint gets a burst of 8,
+    then one a minute (the tests before used some). The refused one is answered, not signed."""
+    p = pair
+    answers = []
+    for _ in range(10):
+        with connect(p) as sock:
+            answers.append(offer_over_tcp(p, sock))
+        if 947 in answers[-1]:
+            break
+    assert any(945 in a for a in answers) or len(answers) == 1
+    last = answers[-1]
+    assert 947 in last and b"too many offers" in last[947], last
+    assert last[946] == 11  # EAGAIN

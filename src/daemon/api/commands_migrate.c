@@ -254,7 +254,7 @@ static void net_quoted(struct daemon *d, const Trustme__Tpmd__Response *resp, co
         return;
     }
     op->evidence_len = trustme__attest__attest_response__pack(resp->attest, op->evidence);
-    offer_key(op, 0);
+    offer_key(op, MIGRATE_NET_OFFER_LIFETIME);
 }
 
 void migrate_net_offer(struct daemon *d, uint64_t net_id, const char *actor, const uint8_t nonce[32],

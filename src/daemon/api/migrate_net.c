@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "commands_migrate.h"
+#include "deadline.h"
 #include "fileio.h"
 #include "frame.h"
 #include "hex.h"
@@ -56,6 +57,8 @@ struct mnet {
     unsigned nconns; /* open ones (not those closed with a request in flight) */
     uint64_t clock, next_id;
     bool receiving; /* one bundle at a time */
+    unsigned offers; /* offers that may be made now (MIGRATE_NET_OFFER_BURST at most) */
+    int64_t offers_refilled; /* monotonic ms of the last refill */
     char dir[PATH_MAX];
     char address[80];
 };
@@ -331,6 +334,17 @@ static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq,
                 return tm_err_set(err, EINVAL, "PCR %u: not 0..23, or given twice", rq->pcrs[i]);
             seen[rq->pcrs[i]] = true;
         }
+        int64_t now = tm_now_ms();
+        struct mnet *s = c->srv;
+        unsigned refill = (unsigned)((now - s->offers_refilled) / MIGRATE_NET_OFFER_REFILL_MS);
+        if (refill) {
+            s->offers = s->offers + refill > MIGRATE_NET_OFFER_BURST ? MIGRATE_NET_OFFER_BURST : s->offers + refill;
+            s->offers_refilled += (int64_t)refill * MIGRATE_NET_OFFER_REFILL_MS;
+        }
+        if (!s->offers)
+            return tm_err_set(err, EAGAIN, "too many offers were asked for: try again in %lld s",
+                              (long long)(s->offers_refilled + MIGRATE_NET_OFFER_REFILL_MS - now) / 1000 + 1);
+        s->offers--;
         c->in_flight = true;
         migrate_net_offer(c->srv->d, c->id, c->actor, rq->nonce.data, rq->pcrs, rq->n_pcrs);
         return 0;
@@ -532,6 +546,8 @@ int migrate_net_start(struct daemon *d, tm_err *err)
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     s->d = d;
+    s->offers = MIGRATE_NET_OFFER_BURST;
+    s->offers_refilled = tm_now_ms();
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     snprintf(s->address, sizeof(s->address), "%s", address);
     if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err)) <

@@ -24,6 +24,14 @@
 /* A request (or the next chunk) must arrive whole within this; trustmed's own work (the quote,
  * the import) is not timed here. */
 #define MIGRATE_NET_TIMEOUT_MS 30000
+/* Offers over the endpoint: anyone who reaches it can ask, and each one is a TPM key and an NV
+ * write of the anchor table (an entry that lives as long as the offer). So at most
+ * MIGRATE_NET_OFFER_BURST at once, then one per MIGRATE_NET_OFFER_REFILL_MS (at most 1440 NV writes
+ * a day however many ask), each valid MIGRATE_NET_OFFER_LIFETIME seconds: `migrate send` exports
+ * right after it has the offer. */
+#define MIGRATE_NET_OFFER_BURST 8
+#define MIGRATE_NET_OFFER_REFILL_MS 60000
+#define MIGRATE_NET_OFFER_LIFETIME 600
 /* What an import needs beside the bundle: it copies the parts once more into the container. */
 #define MIGRATE_NET_SPARE_BYTES (64ull << 20)
 
