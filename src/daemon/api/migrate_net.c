@@ -523,7 +523,7 @@ int migrate_net_start(struct daemon *d, tm_err *err)
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return tm_err_sys(err, "cannot create %s", dir);
     char host[TM_HOST_MAX], port[TM_PORT_MAX];
-    int r = tm_split_hostport(address, 0, host, port, err);
+    int r = tm_split_hostport(address, 1, host, port, err); /* the source must know the port */
     if (r < 0)
         return tm_err_prefix(err, "migrate.address");
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
