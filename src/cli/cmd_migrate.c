@@ -530,8 +530,7 @@ static int offer_and_export(struct cli *cli, const struct cli_args *a, const cha
     fprintf(stderr, "trustme: offer %s from %s\n", resp->message->offer_id, to);
     /* 2. Verified and exported exactly as `migrate export` does; the bundle stays here until the
      * commit, so a lost connection can still be carried by hand. */
-    r = verify_and_export(cli, a, name, resp->message, (ProtobufCBinaryData){.len = raw_len, .data = raw}, nonce,
-                          out);
+    r = verify_and_export(cli, a, name, resp->message, (ProtobufCBinaryData){.len = raw_len, .data = raw}, nonce, out);
     trustme__migrate_net_response__free_unpacked(resp, NULL);
     return r;
 }

@@ -133,8 +133,7 @@ static const struct cli_opt migrate_send_opts[] = {
     {"receipt", 0, CLI_FILE, "FILE", "where the target's signed receipt or refusal goes (default BUNDLE.answer)",
      false},
     {"timeout", 0, CLI_WORD, "SECONDS", "how long the target may take to import the bundle (default 600)", false},
-    {"resend", 0, CLI_NONE, NULL, "send BUNDLE of an earlier send again (its answer was lost); no new export",
-     false},
+    {"resend", 0, CLI_NONE, NULL, "send BUNDLE of an earlier send again (its answer was lost); no new export", false},
     {0}};
 #undef ATTEST_CLI_OPT
 static const struct cli_opt migrate_offer_opts[] = {

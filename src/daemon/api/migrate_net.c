@@ -230,8 +230,9 @@ static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
     if (size == 0)
         return tm_err_set(err, EINVAL, "an empty bundle");
     if (size > s->d->device.migrate_max_bundle)
-        return tm_err_set(err, EFBIG, "the bundle has %llu bytes, more than this device takes (%llu, "
-                                       "migrate.max_bundle_mb)",
+        return tm_err_set(err, EFBIG,
+                          "the bundle has %llu bytes, more than this device takes (%llu, "
+                          "migrate.max_bundle_mb)",
                           (unsigned long long)size, (unsigned long long)s->d->device.migrate_max_bundle);
     if (s->receiving)
         return tm_err_set(err, EBUSY, "another bundle is being received: try again later");
@@ -240,8 +241,9 @@ static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
         return tm_err_sys(err, "%s", s->dir);
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
     if (avail < MIGRATE_NET_SPARE_BYTES || size > (avail - MIGRATE_NET_SPARE_BYTES) / 2)
-        return tm_err_set(err, ENOSPC, "the bundle has %llu bytes: this device has %llu bytes free, and the "
-                                       "import needs twice the bundle and 64 MiB",
+        return tm_err_set(err, ENOSPC,
+                          "the bundle has %llu bytes: this device has %llu bytes free, and the "
+                          "import needs twice the bundle and 64 MiB",
                           (unsigned long long)size, (unsigned long long)avail);
     uint8_t rnd[16];
     char name[33];
@@ -462,8 +464,7 @@ static void on_client(int fd, void *userdata)
         conn_close(c);
 }
 
-void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code,
-                       const char *msg)
+void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code, const char *msg)
 {
     (void)d;
     struct mnet *s = server;
@@ -550,8 +551,7 @@ int migrate_net_start(struct daemon *d, tm_err *err)
     s->offers_refilled = tm_now_ms();
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     snprintf(s->address, sizeof(s->address), "%s", address);
-    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err)) <
-        0) {
+    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err)) < 0) {
         free(s);
         return r;
     }

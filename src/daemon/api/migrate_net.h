@@ -41,5 +41,4 @@ int migrate_net_start(struct daemon *d, tm_err *err);
 void migrate_net_stop(struct daemon *d);
 /* The answer to the request of connection net_id: m (an offer, receipt or refusal), or an error
  * (code > 0, msg). A connection that has gone gets nothing. */
-void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code,
-                       const char *msg);
+void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code, const char *msg);

@@ -354,8 +354,9 @@ static void set_defaults(struct device_config *cfg)
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
-    static const char *const keys[] = {"storage", "architecture",   "core_guestos",         "trust", "policy", "tpm",
-                                       "network", "core_container", "admin_socket_in_root", "pin",   "audit",  "migrate", NULL};
+    static const char *const keys[] = {
+        "storage",        "architecture",         "core_guestos", "trust", "policy",  "tpm", "network",
+        "core_container", "admin_socket_in_root", "pin",          "audit", "migrate", NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
