@@ -343,3 +343,22 @@ def test_offers_are_rate_limited(pair):
     last = answers[-1]
     assert 947 in last and b"too many offers" in last[947], last
     assert last[946] == 11  # EAGAIN
+
+
+def test_a_killed_targets_half_bundle_goes_at_its_start(pair):
+    """trustmed killed while it received a bundle: the next one removes the .part (the source
+    still has its bundle) and serves the endpoint again."""
+    p = pair
+    inbox = p.t.data_dir / "migrate-in"
+    with connect(p) as sock:
+        sock.sendall(frame(field(940, 1) + field(943, 3 * CHUNK)))
+        assert answer(sock)[948] == 1
+        sock.sendall(frame(field(944, secrets.token_bytes(CHUNK))))
+        deadline = time.time() + 30
+        while not list(inbox.glob("*.part")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(list(inbox.glob("*.part"))) == 1
+        p.t.kill9()
+    p.t.start()
+    assert list(inbox.iterdir()) == []
+    assert p.port in listening_ports(p.t.proc.pid)
