@@ -31,7 +31,7 @@
  * right after it has the offer. */
 #define MIGRATE_NET_OFFER_BURST 8
 #define MIGRATE_NET_OFFER_REFILL_MS 60000
-#define MIGRATE_NET_OFFER_LIFETIME 600
+#define MIGRATE_NET_OFFER_LIFETIME 3600
 /* What an import needs beside the bundle: it copies the parts once more into the container. */
 #define MIGRATE_NET_SPARE_BYTES (64ull << 20)
 
