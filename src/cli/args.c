@@ -8,7 +8,7 @@
 
 #include "args.h"
 
-#define OPTS_MAX 16 /* options of one verb */
+#define OPTS_MAX 24 /* options of one verb (migrate send: the verifier's and its own) */
 #define OPT_LONG 256 /* getopt_long's value for option i: OPT_LONG + i */
 #define WIDTH 79 /* help lines */
 #define HELP_COLUMN 24 /* where option and verb descriptions start */

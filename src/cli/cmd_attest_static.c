@@ -45,3 +45,8 @@ int cmd_migrate_abort(struct cli *cli, const struct cli_args *a)
 {
     return no_migrate();
 }
+
+int cmd_migrate_send(struct cli *cli, const struct cli_args *a)
+{
+    return no_migrate();
+}

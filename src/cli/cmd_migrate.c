@@ -1,17 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* trustme migrate offer|export|import|commit|abort (docs/MIGRATION.md). The offer's evidence is
- * checked here, by verify_core (the checks of trustme-verify and `trustme attest`) and its
- * migrate_offer_check; trustmed does what needs the container's keys and the TPM. Files are
- * carried by hand between the two devices. */
+/* trustme migrate offer|export|import|commit|abort|send (docs/MIGRATION.md). The offer's evidence
+ * is checked here, by verify_core (the checks of trustme-verify and `trustme attest`) and its
+ * migrate_offer_check; trustmed does what needs the container's keys and the TPM. The files are
+ * carried by hand between the two devices, or `send` carries them over the target's migration
+ * endpoint (TCP), which changes none of the checks. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "attest_check.h"
 #include "attest_opts.h"
 #include "cleanup.h"
 #include "cli.h"
+#include "deadline.h"
 #include "fileio.h"
 #include "hex.h"
 #include "inputs.h"
@@ -188,6 +194,10 @@ static int verify_offer(const struct cli_args *a, const Trustme__MigrateMessage 
     return 0;
 }
 
+static int verify_and_export(struct cli *cli, const struct cli_args *a, const char *name,
+                             const Trustme__MigrateMessage *offer, ProtobufCBinaryData raw, const uint8_t *nonce,
+                             const char *out);
+
 int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
 {
     const char *name = a->argv[0], *offer_path = cli_value(a, "offer"), *out = cli_value(a, "out");
@@ -208,13 +218,21 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
     Trustme__MigrateMessage *offer = read_message(offer_path, &raw);
     if (!offer)
         return EXIT_REFUSED;
+    r = verify_and_export(cli, a, name, offer, raw, nonce, out);
+    trustme__migrate_message__free_unpacked(offer, NULL);
+    free(raw.data);
+    return r;
+}
+
+/* Verify the offer (raw: as the target sent it), then have trustmed export name to out. */
+static int verify_and_export(struct cli *cli, const struct cli_args *a, const char *name,
+                             const Trustme__MigrateMessage *offer, ProtobufCBinaryData raw, const uint8_t *nonce,
+                             const char *out)
+{
     struct migrate_offer_key key;
-    r = verify_offer(a, offer, nonce, &key);
-    if (r) {
-        trustme__migrate_message__free_unpacked(offer, NULL);
-        free(raw.data);
+    int r = verify_offer(a, offer, nonce, &key);
+    if (r)
         return r;
-    }
     /* The PIN opens the data key; the PUK is checked too, and the target's token keeps both
      * (docs/MIGRATION.md "The token"). */
     _cleanup_secret_ struct secret *pin = NULL, *puk = NULL;
@@ -228,11 +246,8 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
             r = pin_read(&in, puk_prompt, &puk, &perr);
         pin_input_close(&in);
     }
-    if (r < 0) {
-        trustme__migrate_message__free_unpacked(offer, NULL);
-        free(raw.data);
+    if (r < 0)
         return cli_fail("%s (the export needs the container's PIN and its PUK)", perr.msg);
-    }
     Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
     mr.verb = "export";
     mr.id = (char *)name;
@@ -251,10 +266,7 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
         mr.puk = (ProtobufCBinaryData){.len = strlen((const char *)puk->data), .data = puk->data};
     }
     Trustme__Response *resp = NULL;
-    r = call(cli, &mr, &resp);
-    trustme__migrate_message__free_unpacked(offer, NULL);
-    free(raw.data);
-    if (r)
+    if ((r = call(cli, &mr, &resp)))
         return r;
     if (resp->body_case == TRUSTME__RESPONSE__BODY_MIGRATE && resp->migrate->bundle_id)
         printf("bundle %s for offer %s written to %s; %s is locked (migrating) until commit or abort\n",
@@ -342,4 +354,240 @@ int cmd_migrate_commit(struct cli *cli, const struct cli_args *a)
 int cmd_migrate_abort(struct cli *cli, const struct cli_args *a)
 {
     return commit_or_abort(cli, a, "abort", cli_value(a, "refusal"));
+}
+
+/* ---- send: the same steps over the target's migration endpoint --------------------------------- */
+
+#define NET_STEP_MS 60000 /* connecting, each request and each chunk */
+#define NET_CHUNK (1024u * 1024) /* MIGRATE_NET_CHUNK of the endpoint */
+
+static int net_send(int fd, const Trustme__MigrateNetRequest *rq, int64_t deadline, tm_err *err)
+{
+    size_t len = trustme__migrate_net_request__get_packed_size(rq);
+    _cleanup_free_ uint8_t *buf = malloc(4 + len);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    buf[0] = (uint8_t)(len >> 24);
+    buf[1] = (uint8_t)(len >> 16);
+    buf[2] = (uint8_t)(len >> 8);
+    buf[3] = (uint8_t)len;
+    trustme__migrate_net_request__pack(rq, buf + 4);
+    int r = tm_send_all(fd, buf, 4 + len, deadline);
+    if (r < 0)
+        return tm_err_set(err, -r, "cannot send to the target: %s", strerror(-r));
+    return 0;
+}
+
+/* The endpoint's answer; an error it sent is returned as such (err: its message). */
+static int net_recv(int fd, int64_t deadline, Trustme__MigrateNetResponse **ret, tm_err *err)
+{
+    uint8_t hdr[4];
+    int r = tm_recv_all(fd, hdr, sizeof(hdr), deadline);
+    if (r < 0)
+        return tm_err_set(err, -r, "no answer from the target: %s",
+                          r == -EPIPE ? "it closed the connection" : strerror(-r));
+    uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+    if (len > OFFER_MAX)
+        return tm_err_set(err, EMSGSIZE, "the target's answer announces %u bytes, more than any answer has", len);
+    _cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    if ((r = tm_recv_all(fd, buf, len, deadline)) < 0)
+        return tm_err_set(err, -r, "the target's answer was cut short: %s", strerror(-r));
+    Trustme__MigrateNetResponse *resp = trustme__migrate_net_response__unpack(NULL, len, buf);
+    if (!resp)
+        return tm_err_set(err, EBADMSG, "the target's answer does not decode");
+    if (resp->error || resp->has_code) {
+        r = tm_err_set(err, resp->has_code && resp->code > 0 ? resp->code : EIO, "the target refused: %s",
+                       resp->error ? resp->error : "no reason given");
+        trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return r;
+    }
+    *ret = resp;
+    return 0;
+}
+
+/* The PCRs the offer's quote must cover: those the verification will check (--pcr, else the
+ * reference values'). */
+static int send_pcrs(const struct cli_args *a, uint32_t *pcrs, size_t *ret_n)
+{
+    struct attest_opts o = {0};
+    tm_err err = {0};
+    for (size_t g = 0; g < a->ngiven; g++)
+        if (a->given[g].opt < ATTEST_OPTS &&
+            attest_opts_take(&o, (enum attest_option)a->given[g].opt, a->given[g].value, &err) < 0)
+            return cli_usage_error(a->verb, "%s", err.msg);
+    if (!o.reference)
+        return cli_usage_error(a->verb, "--reference REFS.json is required: the target must run approved "
+                                        "software with an approved device config");
+    _cleanup_(attest_inputs_done) struct attest_inputs in = {0};
+    struct attest_inputs_files files = attest_opts_files(&o);
+    if (attest_inputs_load(&files, &in, &err) < 0) {
+        fprintf(stderr, "trustme migrate send: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    *ret_n = attest_inputs_pcrs(&in, o.pcrs, o.npcrs, pcrs);
+    return 0;
+}
+
+/* Stream the bundle at path; the target's answer (receipt or refusal) in *ret. */
+static int send_bundle(const char *to, const char *path, int64_t answer_ms, Trustme__MigrateNetResponse **ret,
+                       tm_err *err)
+{
+    _cleanup_close_ int bfd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (bfd < 0 || fstat(bfd, &st) < 0)
+        return tm_err_sys(err, "%s", path);
+    _cleanup_close_ int fd = tm_dial(to, tm_now_ms() + NET_STEP_MS, err);
+    if (fd < 0)
+        return fd;
+    Trustme__MigrateNetRequest rq = TRUSTME__MIGRATE_NET_REQUEST__INIT;
+    rq.has_version = rq.has_bundle_size = true;
+    rq.version = 1;
+    rq.bundle_size = (uint64_t)st.st_size;
+    Trustme__MigrateNetResponse *resp = NULL;
+    int r = net_send(fd, &rq, tm_now_ms() + NET_STEP_MS, err);
+    if (r < 0 || (r = net_recv(fd, tm_now_ms() + NET_STEP_MS, &resp, err)) < 0)
+        return r;
+    bool ready = resp->has_ready && resp->ready;
+    trustme__migrate_net_response__free_unpacked(resp, NULL);
+    if (!ready)
+        return tm_err_set(err, EPROTO, "the target did not take the bundle");
+    _cleanup_free_ uint8_t *chunk = malloc(NET_CHUNK);
+    if (!chunk)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    uint64_t sent = 0, total = (uint64_t)st.st_size;
+    int64_t last = tm_now_ms();
+    while (sent < total) {
+        size_t want = total - sent < NET_CHUNK ? (size_t)(total - sent) : NET_CHUNK;
+        size_t got = 0;
+        while (got < want) {
+            ssize_t n = read(bfd, chunk + got, want - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return n < 0 ? tm_err_sys(err, "cannot read %s", path)
+                             : tm_err_set(err, EIO, "%s became shorter while it was sent", path);
+            got += (size_t)n;
+        }
+        Trustme__MigrateNetRequest c = TRUSTME__MIGRATE_NET_REQUEST__INIT;
+        c.has_chunk = true;
+        c.chunk = (ProtobufCBinaryData){.len = want, .data = chunk};
+        if ((r = net_send(fd, &c, tm_now_ms() + NET_STEP_MS, err)) < 0)
+            return r;
+        sent += want;
+        if (tm_now_ms() - last >= 1000 || sent == total) {
+            fprintf(stderr, "trustme: bundle: %llu of %llu MiB sent\n", (unsigned long long)(sent >> 20),
+                    (unsigned long long)((total + (1 << 20) - 1) >> 20));
+            last = tm_now_ms();
+        }
+    }
+    /* The target syncs it, checks it and imports it: that takes a while. */
+    return net_recv(fd, tm_now_ms() + answer_ms, ret, err);
+}
+
+/* Steps 1 and 2 of send: the target's offer for a fresh nonce, verified, and the export to out. */
+static int offer_and_export(struct cli *cli, const struct cli_args *a, const char *name, const char *to,
+                            const char *out)
+{
+    tm_err err = {0};
+    Trustme__MigrateNetResponse *resp = NULL;
+    int r;
+    uint32_t pcrs[REFVALUES_PCRS];
+    size_t npcrs = 0;
+    if ((r = send_pcrs(a, pcrs, &npcrs)))
+        return r;
+    /* 1. The offer, for this device's fresh nonce: as `migrate offer` writes it on the target. */
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
+        return cli_fail("getrandom: %s", strerror(errno));
+    {
+        _cleanup_close_ int fd = tm_dial(to, tm_now_ms() + NET_STEP_MS, &err);
+        if (fd < 0)
+            return cli_fail("%s", err.msg);
+        Trustme__MigrateNetRequest rq = TRUSTME__MIGRATE_NET_REQUEST__INIT;
+        rq.has_version = rq.has_nonce = true;
+        rq.version = 1;
+        rq.nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
+        rq.n_pcrs = npcrs;
+        rq.pcrs = pcrs;
+        /* The target quotes and certifies a key: a few TPM commands. */
+        if (net_send(fd, &rq, tm_now_ms() + NET_STEP_MS, &err) < 0 ||
+            net_recv(fd, tm_now_ms() + NET_STEP_MS, &resp, &err) < 0)
+            return cli_fail("offer: %s", err.msg);
+    }
+    if (!resp->message || !resp->message->offer_id) {
+        trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return cli_fail("offer: the target's answer is no offer");
+    }
+    size_t raw_len = trustme__migrate_message__get_packed_size(resp->message);
+    _cleanup_free_ uint8_t *raw = malloc(raw_len ? raw_len : 1);
+    if (!raw) {
+        trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return cli_fail("out of memory");
+    }
+    trustme__migrate_message__pack(resp->message, raw);
+    fprintf(stderr, "trustme: offer %s from %s\n", resp->message->offer_id, to);
+    /* 2. Verified and exported exactly as `migrate export` does; the bundle stays here until the
+     * commit, so a lost connection can still be carried by hand. */
+    r = verify_and_export(cli, a, name, resp->message, (ProtobufCBinaryData){.len = raw_len, .data = raw}, nonce, out);
+    trustme__migrate_net_response__free_unpacked(resp, NULL);
+    return r;
+}
+
+int cmd_migrate_send(struct cli *cli, const struct cli_args *a)
+{
+    const char *name = a->argv[0], *to = cli_value(a, "to"), *out = cli_value(a, "bundle");
+    if (!to || !out)
+        return cli_usage_error(a->verb, "--to HOST:PORT and --bundle BUNDLE are required");
+    uint64_t timeout_s = 600;
+    const char *timeout = cli_value(a, "timeout");
+    if (timeout && (attest_parse_u64(timeout, 24 * 3600, &timeout_s) < 0 || timeout_s == 0))
+        return cli_usage_error(a->verb, "--timeout: 1..86400 seconds");
+    _cleanup_free_ char *abs_out = NULL, *receipt = NULL;
+    if (out[0] != '/') {
+        _cleanup_free_ char *cwd = getcwd(NULL, 0);
+        if (!cwd || asprintf(&abs_out, "%s/%s", cwd, out) < 0)
+            return cli_fail("out of memory");
+        out = abs_out;
+    }
+    const char *receipt_path = cli_value(a, "receipt");
+    if (!receipt_path) {
+        if (asprintf(&receipt, "%s.answer", out) < 0)
+            return cli_fail("out of memory");
+        receipt_path = receipt;
+    }
+    int r;
+    /* --resend: the bundle of an earlier send, whose answer never came. */
+    if (!cli_flag(a, "resend") && (r = offer_and_export(cli, a, name, to, out)))
+        return r;
+    tm_err err = {0};
+    Trustme__MigrateNetResponse *resp = NULL;
+    /* 3. The bundle to the target, its signed answer back. */
+    if (send_bundle(to, out, (int64_t)timeout_s * 1000, &resp, &err) < 0 || !resp->message) {
+        if (resp)
+            trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return cli_fail("%s\n%s stays locked (migrating) with its bundle in %s: send it again (the same "
+                        "command with --resend), or carry it to the target (`trustme migrate import` there), "
+                        "then commit or abort with the answer",
+                        err.msg[0] ? err.msg : "the target's answer is no receipt", name, out);
+    }
+    const Trustme__MigrateMessage *m = resp->message;
+    r = write_message(receipt_path, m);
+    if (r) {
+        trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return EXIT_REFUSED;
+    }
+    if (m->refused && m->refused[0]) {
+        fprintf(stderr,
+                "trustme migrate send: the target refused the bundle: %s\n(its signed refusal is in %s: `trustme "
+                "migrate abort %s --refusal %s` releases the lock)\n",
+                m->refused, receipt_path, name, receipt_path);
+        trustme__migrate_net_response__free_unpacked(resp, NULL);
+        return EXIT_REFUSED;
+    }
+    printf("%s imported by the target as %s; its receipt is in %s\n", name, m->uuid ? m->uuid : "?", receipt_path);
+    trustme__migrate_net_response__free_unpacked(resp, NULL);
+    /* 4. The commit, with the receipt, as `migrate commit` runs it. */
+    return commit_or_abort(cli, a, "commit", receipt_path);
 }

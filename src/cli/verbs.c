@@ -122,6 +122,19 @@ static const struct cli_opt migrate_export_opts[] = {
     {"pin-file", 0, CLI_FILE, "FILE",
      "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
     {0}};
+/* migrate send: the verifier's options first too, then its own. */
+static const struct cli_opt migrate_send_opts[] = {
+    ATTEST_OPTIONS(ATTEST_CLI_OPT){"to", 0, CLI_WORD, "HOST:PORT",
+                                   "the target's migration endpoint (its device.json migrate.address; required)",
+                                   false},
+    {"bundle", 0, CLI_FILE, "BUNDLE", "the bundle, written here and kept until the commit (required)", false},
+    {"pin-file", 0, CLI_FILE, "FILE",
+     "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
+    {"receipt", 0, CLI_FILE, "FILE", "where the target's signed receipt or refusal goes (default BUNDLE.answer)",
+     false},
+    {"timeout", 0, CLI_WORD, "SECONDS", "how long the target may take to import the bundle (default 600)", false},
+    {"resend", 0, CLI_NONE, NULL, "send BUNDLE of an earlier send again (its answer was lost); no new export", false},
+    {0}};
 #undef ATTEST_CLI_OPT
 static const struct cli_opt migrate_offer_opts[] = {
     {"nonce", 0, CLI_WORD, "HEX", "the source's nonce: 64 hex digits (required)", false},
@@ -400,6 +413,11 @@ const struct cli_verb cli_verbs[] = {
      {CLI_FILE},
      false,
      H(cmd_migrate_import)},
+    {"migrate send", "CONTAINER", "migrate a stopped container to a target over its migration endpoint (TCP)",
+     "offer, export, import and commit in one: the target's offer for a fresh nonce of this device is checked "
+     "as migrate export checks it (same options), the bundle streamed to the target, and its signed receipt "
+     "commits here (docs/MIGRATION.md \"Over TCP\").",
+     migrate_send_opts, 1, 1, C1, false, H(cmd_migrate_send)},
     {"migrate commit", "CONTAINER", "on the target's receipt: crypto-erase the container here, sign a tombstone", NULL,
      migrate_commit_opts, 1, 1, C1, false, H(cmd_migrate_commit)},
     {"migrate abort", "CONTAINER", "release a migration lock with the target's signed refusal",

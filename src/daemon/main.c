@@ -24,6 +24,7 @@
 #include "fileio.h"
 #include "lifecycle.h"
 #include "measure.h"
+#include "migrate_net.h"
 #include "guestos.h"
 #include "guestos_install.h"
 #include "guestos_revocation.h"
@@ -359,7 +360,9 @@ static int init_daemon(struct daemon *d, tm_err *err)
     net_recover(d); /* after re-adoption: what containers that died meanwhile left goes */
     if ((r = core_check(d, err)) < 0)
         return r;
-    return control_listen(d, err);
+    if ((r = control_listen(d, err)) < 0)
+        return r;
+    return migrate_net_start(d, err); /* device.json migrate.address: off by default */
 }
 
 /* What init_daemon allocated, also when it failed part way, and the loop itself. */

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "lock_anchor.h"
 #include "migrate.h"
+#include "migrate_net.h"
 #include "secmem.h"
 #include "source_auth.h"
 #include "test_hooks.h"
@@ -68,6 +69,12 @@ struct mig_op {
     /* export: the token as carried; import: its anchor entry (docs/MIGRATION.md "The token") */
     struct tokens_carried *carried;
     struct tokens_import_entry token_entry;
+    /* A request of the migration endpoint (migrate_net.c): conn_id is its connection there, and
+     * the offer carries the quote over the nonce (evidence, packed AttestResponse). */
+    bool net;
+    uint8_t nonce[32];
+    uint8_t *evidence;
+    size_t evidence_len;
 };
 
 static struct mig_op *exports;
@@ -117,6 +124,7 @@ static void op_free(struct mig_op *op)
         bundle_close(&op->b);
     secret_free(op->key);
     tokens_carried_done(op->carried);
+    free(op->evidence);
     free(op);
 }
 
@@ -130,6 +138,10 @@ static void op_error(struct mig_op *op, const char *event, const struct containe
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     daemon_audit(op->d, event, "fail", c, op->actor, "%s", msg);
+    if (op->net) {
+        migrate_net_reply(op->d, op->conn_id, NULL, code > 0 ? code : EIO, msg);
+        return;
+    }
     struct conn *conn = conn_find(op->d, op->conn_id);
     if (conn)
         conn_send_error(conn, op->req_id, code > 0 ? code : EIO, "migrate: %s", msg);
@@ -137,6 +149,10 @@ static void op_error(struct mig_op *op, const char *event, const struct containe
 
 static void answer(struct mig_op *op, Trustme__MigrateMessage *m)
 {
+    if (op->net) {
+        migrate_net_reply(op->d, op->conn_id, m, 0, NULL);
+        return;
+    }
     struct conn *conn = conn_find(op->d, op->conn_id);
     if (!conn)
         return;
@@ -171,8 +187,32 @@ static void offer_done(struct daemon *d, const Trustme__Tpmd__Response *resp, co
     m.certify_sig = k->certify_sig;
     m.has_expires = k->has_expires;
     m.expires = k->expires;
+    if (op->evidence) {
+        /* Over the endpoint the offer is whole, as `trustme migrate offer` writes it. */
+        m.has_attest_response = m.has_nonce = true;
+        m.attest_response = (ProtobufCBinaryData){.len = op->evidence_len, .data = op->evidence};
+        m.nonce = (ProtobufCBinaryData){.len = sizeof(op->nonce), .data = op->nonce};
+    }
     daemon_audit(op->d, "migrate.offer", "ok", NULL, op->actor, "offer %s", k->offer_id ? k->offer_id : "");
     answer(op, &m);
+}
+
+/* tpmd's certified migration key for op's nonce. */
+static void offer_key(struct mig_op *op, uint32_t lifetime)
+{
+    Trustme__Tpmd__MigrateKey mk = TRUSTME__TPMD__MIGRATE_KEY__INIT;
+    mk.has_nonce = true;
+    mk.nonce = (ProtobufCBinaryData){.len = sizeof(op->nonce), .data = op->nonce};
+    mk.has_lifetime = lifetime != 0;
+    mk.lifetime = lifetime;
+    Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY;
+    req.migrate_key = &mk;
+    tm_err err = {0};
+    if (tpmd_call(op->d, &req, offer_done, op, &err) < 0) {
+        op_error(op, "migrate.offer", NULL, err.code, "offer: %s", err.msg);
+        op_free(op);
+    }
 }
 
 static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -184,16 +224,62 @@ static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__Migrate
     struct mig_op *op = op_new(conn, id);
     if (!op)
         return;
-    Trustme__Tpmd__MigrateKey mk = TRUSTME__TPMD__MIGRATE_KEY__INIT;
-    mk.has_nonce = true;
-    mk.nonce = rq->nonce;
-    mk.has_lifetime = rq->has_lifetime;
-    mk.lifetime = rq->lifetime;
+    memcpy(op->nonce, rq->nonce.data, sizeof(op->nonce));
+    offer_key(op, rq->has_lifetime ? rq->lifetime : 0);
+}
+
+/* The over-the-endpoint offer: the quote first, then the key. */
+static void net_quoted(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct mig_op *op = userdata;
+    (void)d;
+    if (err || !resp || resp->body_case != TRUSTME__TPMD__RESPONSE__BODY_ATTEST) {
+        op_error(op, "migrate.offer", NULL, err ? err->code : EPROTO, "offer: the quote: %s",
+                 err ? err->msg : "unexpected answer from trustme-tpmd");
+        op_free(op);
+        return;
+    }
+    if (resp->attest->body_case == TRUSTME__ATTEST__ATTEST_RESPONSE__BODY_ERROR) {
+        op_error(op, "migrate.offer", NULL, EIO, "offer: the quote: %s",
+                 resp->attest->error->message ? resp->attest->error->message : "refused by trustme-tpmd");
+        op_free(op);
+        return;
+    }
+    /* Relayed as tpmd sent it: the source checks it as trustme-verify would. */
+    size_t len = trustme__attest__attest_response__get_packed_size(resp->attest);
+    op->evidence = malloc(len ? len : 1);
+    if (!op->evidence) {
+        op_error(op, "migrate.offer", NULL, ENOMEM, "offer: out of memory");
+        op_free(op);
+        return;
+    }
+    op->evidence_len = trustme__attest__attest_response__pack(resp->attest, op->evidence);
+    offer_key(op, MIGRATE_NET_OFFER_LIFETIME);
+}
+
+void migrate_net_offer(struct daemon *d, uint64_t net_id, const char *actor, const uint8_t nonce[32],
+                       const uint32_t *pcrs, size_t npcrs)
+{
+    struct mig_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        migrate_net_reply(d, net_id, NULL, ENOMEM, "out of memory");
+        return;
+    }
+    *op = (struct mig_op){.d = d, .conn_id = net_id, .net = true, .b.fd = -1};
+    snprintf(op->actor, sizeof(op->actor), "%s", actor);
+    memcpy(op->nonce, nonce, sizeof(op->nonce));
+    Trustme__Attest__AttestRequest ar = TRUSTME__ATTEST__ATTEST_REQUEST__INIT;
+    ar.has_version = ar.has_id = ar.has_nonce = true;
+    ar.version = 1;
+    ar.id = net_id;
+    ar.nonce = (ProtobufCBinaryData){.len = sizeof(op->nonce), .data = op->nonce};
+    ar.n_pcrs = npcrs;
+    ar.pcrs = (uint32_t *)pcrs;
     Trustme__Tpmd__Request req = TRUSTME__TPMD__REQUEST__INIT;
-    req.body_case = TRUSTME__TPMD__REQUEST__BODY_MIGRATE_KEY;
-    req.migrate_key = &mk;
+    req.body_case = TRUSTME__TPMD__REQUEST__BODY_ATTEST;
+    req.attest = &ar;
     tm_err err = {0};
-    if (tpmd_call(conn->d, &req, offer_done, op, &err) < 0) {
+    if (tpmd_call(d, &req, net_quoted, op, &err) < 0) {
         op_error(op, "migrate.offer", NULL, err.code, "offer: %s", err.msg);
         op_free(op);
     }
@@ -909,6 +995,8 @@ static void import_install(struct mig_op *op)
 
 static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata);
 
+static void import_begin(struct mig_op *op, const char *path, bool again);
+
 static void migrate_import(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq, bool again)
 {
     if (!rq->path || rq->path[0] != '/') {
@@ -916,18 +1004,39 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         return;
     }
     struct mig_op *op = op_new(conn, id);
-    if (!op)
+    if (op)
+        import_begin(op, rq->path, again);
+}
+
+void migrate_net_import(struct daemon *d, uint64_t net_id, const char *actor, const char *path)
+{
+    struct mig_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        migrate_net_reply(d, net_id, NULL, ENOMEM, "out of memory");
         return;
+    }
+    *op = (struct mig_op){.d = d, .conn_id = net_id, .net = true, .b.fd = -1};
+    snprintf(op->actor, sizeof(op->actor), "%s", actor);
+    import_begin(op, path, false);
+}
+
+static void import_begin(struct mig_op *op, const char *path, bool again)
+{
+    struct daemon *d = op->d;
     tm_err err = {0};
     op->opened = true;
     /* Every part's digest is checked before the offer is spent: an altered part is refused and
      * the genuine bundle still imports. */
-    if (bundle_open(rq->path, &op->b, &err) < 0) {
+    if (bundle_open(path, &op->b, &err) < 0) {
         op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
         op_free(op);
         return;
     }
-    struct container *have = container_find(conn->d, op->b.h.uuid);
+    struct container *have = container_find(d, op->b.h.uuid);
+    /* Over the endpoint a bundle sent again after its receipt was lost gets that receipt again:
+     * the same check as `migrate import --receipt-again`. */
+    if (op->net && have && installed_from(have, op))
+        again = true;
     if (again) {
         /* Installed from this very bundle, and its receipt was lost (trustmed killed before it
          * answered): the receipt again, which states only what is true. */
@@ -938,13 +1047,13 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
             op_free(op);
             return;
         }
-        daemon_audit(conn->d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
+        daemon_audit(d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
                      op->b.h.bundle_id, op->b.h.offer_id);
         op->installed = true;
         sign_text(op);
         return;
     }
-    if (have || container_find(conn->d, op->b.h.name)) {
+    if (have || container_find(d, op->b.h.name)) {
         op_error(op, "migrate.import", NULL, EEXIST, "import: container %s (%s) exists here already", op->b.h.name,
                  op->b.h.uuid);
         op_free(op);
@@ -952,7 +1061,7 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
     }
     /* The source's AK signature and certificate chain, before the offer is spent: a bundle that
      * someone else made from the public offer is refused, and the genuine one still imports. */
-    if (source_auth_check(conn->d, &op->b, import_authenticated, op, &err) < 0) {
+    if (source_auth_check(d, &op->b, import_authenticated, op, &err) < 0) {
         op_error(op, "migrate.import", NULL, err.code, "import: %s", err.msg);
         op_free(op);
     }

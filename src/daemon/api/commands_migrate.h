@@ -6,3 +6,9 @@
 
 /* MigrateRequest: offer, export, import, commit or abort, by its verb. */
 void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req);
+/* The migration endpoint's two requests (migrate_net.c; docs/MIGRATION.md "Over TCP"), answered
+ * by migrate_net_reply(d, net_id, ...): an offer with its quote over the source's nonce, and the
+ * import of a bundle it received whole (an absolute path). actor names the peer in the audit. */
+void migrate_net_offer(struct daemon *d, uint64_t net_id, const char *actor, const uint8_t nonce[32],
+                       const uint32_t *pcrs, size_t npcrs);
+void migrate_net_import(struct daemon *d, uint64_t net_id, const char *actor, const char *path);

@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "container.h"
 #include "guestos_install.h"
+#include "migrate_net.h"
 #include "idle_memory.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -703,6 +704,7 @@ int control_listen(struct daemon *d, tm_err *err)
 
 void control_close_all(struct daemon *d)
 {
+    migrate_net_stop(d); /* the migration endpoint's connections too (nothing when it is off) */
     if (!d->control)
         return;
     while (d->control->conns) {

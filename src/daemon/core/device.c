@@ -270,6 +270,32 @@ static int parse_management(json_t *root, struct device_config *cfg, tm_err *err
     return 0;
 }
 
+/* "migrate": {"address": "HOST:PORT", "max_bundle_mb": N} (docs/CONFIG.md) */
+static int parse_migrate(json_t *root, struct device_config *cfg, tm_err *err)
+{
+    static const char *const keys[] = {"address", "max_bundle_mb", NULL};
+    json_t *m;
+    const char *v;
+    int64_t n;
+    int r = tm_json_get_object(root, "$", "migrate", false, 8, &m, err);
+    if (r <= 0)
+        return r;
+    if ((r = tm_json_check_keys(m, "$.migrate", keys, err)) < 0 ||
+        (r = tm_json_get_string(m, "$.migrate", "address", false, DEVICE_ADDRESS_MAX, &v, err)) < 0)
+        return r;
+    if (r > 0) {
+        const char *colon = strrchr(v, ':');
+        if (!colon || colon == v || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+            return tm_err_set(err, EINVAL, "$.migrate.address: \"%s\" is not HOST:PORT", v);
+        snprintf(cfg->migrate_address, sizeof(cfg->migrate_address), "%s", v);
+    }
+    if ((r = tm_json_get_int(m, "$.migrate", "max_bundle_mb", false, 1, 1 << 24, &n, err)) < 0)
+        return r;
+    if (r > 0)
+        cfg->migrate_max_bundle = (uint64_t)n << 20;
+    return 0;
+}
+
 /* "audit": {"max_file_kb": 1024, "max_file_age_days": 30, "keep_files": 10} */
 static int parse_audit(json_t *root, struct device_config *cfg, tm_err *err)
 {
@@ -320,6 +346,7 @@ static void set_defaults(struct device_config *cfg)
     cfg->runtime_pcr = 11;
     snprintf(cfg->attest_address, sizeof(cfg->attest_address), "127.0.0.1:9505");
     cfg->admin_socket_in_root = true;
+    cfg->migrate_max_bundle = (uint64_t)64 << 30;
     cfg->pin_min_length = 4;
     cfg->audit_rotation.keep = 10;
     tm_sha256("", 0, cfg->sha256);
@@ -327,8 +354,9 @@ static void set_defaults(struct device_config *cfg)
 
 int device_config_load(const char *data_dir, struct device_config *ret, tm_err *err)
 {
-    static const char *const keys[] = {"storage", "architecture",   "core_guestos",         "trust", "policy", "tpm",
-                                       "network", "core_container", "admin_socket_in_root", "pin",   "audit",  NULL};
+    static const char *const keys[] = {
+        "storage",        "architecture",         "core_guestos", "trust", "policy",  "tpm", "network",
+        "core_container", "admin_socket_in_root", "pin",          "audit", "migrate", NULL};
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/device.json", data_dir);
     struct device_config cfg;
@@ -352,7 +380,7 @@ int device_config_load(const char *data_dir, struct device_config *ret, tm_err *
         (r = parse_names(root, &cfg, err)) == 0 && (r = parse_trust(root, &cfg, err)) == 0 &&
         (r = parse_policy(root, &cfg, err)) == 0 && (r = parse_tpm(root, &cfg, err)) == 0 &&
         (r = parse_pin(root, &cfg, err)) == 0 && (r = parse_management(root, &cfg, err)) == 0 &&
-        (r = parse_audit(root, &cfg, err)) == 0)
+        (r = parse_audit(root, &cfg, err)) == 0 && (r = parse_migrate(root, &cfg, err)) == 0)
         r = config_net_device_parse(root, &cfg.net, err);
     json_decref(root);
     if (r < 0)

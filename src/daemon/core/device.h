@@ -50,6 +50,9 @@ struct device_config {
     char tpm_tcti[DEVICE_TCTI_MAX + 1];
     unsigned boot_pcr, runtime_pcr;
     char attest_address[DEVICE_ADDRESS_MAX + 1];
+    /* The migration endpoint (docs/MIGRATION.md "Over TCP"): HOST:PORT, "" (the default): none. */
+    char migrate_address[DEVICE_ADDRESS_MAX + 1];
+    uint64_t migrate_max_bundle; /* bytes a bundle sent to it may have */
     /* Where the measurement chain starts (docs/SECURITY.md "Self-measurement"): trustmed
      * measuring itself (self), or the kernel's IMA having measured trustmed and device.json
      * before they ran (ima: trustmed refuses to start unless the IMA log holds both). */

@@ -1,0 +1,577 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "migrate_net.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "acceptor.h"
+#include "buf.h"
+#include "cleanup.h"
+#include "commands_migrate.h"
+#include "deadline.h"
+#include "fileio.h"
+#include "frame.h"
+#include "hex.h"
+#include "hostport.h"
+#include "log.h"
+#include "proto.h"
+
+#define ACCEPT_PAUSE_MS 200
+#define IN_DIR "migrate-in"
+
+struct mconn {
+    struct mnet *srv;
+    uint64_t id; /* what the migrate code answers to (migrate_net_reply) */
+    int fd; /* -1 once closed while trustmed still works on its request */
+    struct sockaddr_storage peer;
+    char actor[48]; /* "tcp ADDRESS" for the audit log */
+    uint64_t waiting_since; /* when it began to wait for a request (srv->clock); 0: busy */
+    tm_source *src, *timer;
+    tm_frame_reader rd;
+    tm_buf out;
+    bool in_flight; /* an offer or import is being worked on: read nothing until it is answered */
+    /* A bundle being received: <dir>/<name>.part, then <name>.bundle */
+    int part_fd;
+    char part[PATH_MAX], path[PATH_MAX];
+    uint64_t size, got;
+    struct mconn *prev, *next;
+};
+
+struct mnet {
+    struct daemon *d;
+    struct tm_acceptor acc;
+    struct mconn *conns;
+    unsigned nconns; /* open ones (not those closed with a request in flight) */
+    uint64_t clock, next_id;
+    bool receiving; /* one bundle at a time */
+    unsigned offers; /* offers that may be made now (MIGRATE_NET_OFFER_BURST at most) */
+    int64_t offers_refilled; /* monotonic ms of the last refill */
+    char dir[PATH_MAX];
+    char address[80];
+};
+
+static struct mnet *server;
+
+static void drop_part(struct mconn *c)
+{
+    if (c->part_fd >= 0) {
+        close(c->part_fd);
+        c->part_fd = -1;
+        unlink(c->part);
+        c->srv->receiving = false;
+    }
+}
+
+static void unlink_list(struct mconn *c)
+{
+    struct mnet *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+/* Close the connection; with a request in flight the record stays (fd -1) for its answer, which
+ * removes the received bundle and frees it. */
+static void conn_close(struct mconn *c)
+{
+    struct mnet *s = c->srv;
+    drop_part(c);
+    tm_source_free(c->src);
+    tm_source_free(c->timer);
+    c->src = c->timer = NULL;
+    tm_frame_reader_reset(&c->rd);
+    tm_buf_free(&c->out);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+        s->nconns--;
+    }
+    if (c->in_flight)
+        return;
+    if (c->path[0])
+        unlink(c->path);
+    unlink_list(c);
+    free(c);
+}
+
+static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+/* The open connection of peer (NULL: anyone's) that has waited longest for a request; a busy one
+ * (a request in flight, a bundle being received, an answer being written) is never chosen. */
+static struct mconn *longest_waiting(struct mnet *s, const struct sockaddr_storage *peer, unsigned *ret_from_peer)
+{
+    struct mconn *oldest = NULL;
+    unsigned n = 0;
+    for (struct mconn *c = s->conns; c; c = c->next) {
+        if (c->fd < 0 || (peer && !same_peer(&c->peer, peer)))
+            continue;
+        n++;
+        if (c->waiting_since && (!oldest || c->waiting_since < oldest->waiting_since))
+            oldest = c;
+    }
+    if (ret_from_peer)
+        *ret_from_peer = n;
+    return oldest;
+}
+
+static struct mconn *busiest_peers_idle(struct mnet *s)
+{
+    struct mconn *best = NULL;
+    unsigned best_n = 0;
+    for (struct mconn *c = s->conns; c; c = c->next) {
+        if (c->fd < 0 || !c->waiting_since)
+            continue;
+        unsigned n;
+        struct mconn *oldest = longest_waiting(s, &c->peer, &n);
+        if (n > best_n || (n == best_n && oldest->waiting_since < best->waiting_since)) {
+            best = oldest;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
+static void on_timeout(tm_source *src, void *userdata)
+{
+    struct mconn *c = userdata;
+    (void)src;
+    c->timer = NULL; /* freed already */
+    log_debug("migration client %s timed out", c->actor);
+    conn_close(c);
+}
+
+static int arm_timer(struct mconn *c)
+{
+    tm_source_free(c->timer);
+    c->timer = tm_loop_timer(c->srv->d->loop, MIGRATE_NET_TIMEOUT_MS, on_timeout, c);
+    return c->timer ? 0 : -ENOMEM;
+}
+
+static int queue(struct mconn *c, Trustme__MigrateNetResponse *resp)
+{
+    size_t size = trustme__migrate_net_response__get_packed_size(resp);
+    uint8_t *p = tm_frame_reserve(&c->out, size);
+    if (!p)
+        return -ENOMEM;
+    trustme__migrate_net_response__pack(resp, p);
+    return 0;
+}
+
+static int queue_error(struct mconn *c, int code, const char *msg)
+{
+    Trustme__MigrateNetResponse resp = TRUSTME__MIGRATE_NET_RESPONSE__INIT;
+    resp.has_code = true;
+    resp.code = code;
+    resp.error = (char *)msg;
+    return queue(c, &resp);
+}
+
+/* Write what is queued; then wait for the next request (or chunk). */
+static void write_out(struct mconn *c)
+{
+    int r = tm_buf_flush(&c->out, c->fd);
+    if (r < 0) {
+        conn_close(c);
+        return;
+    }
+    if (r == 1) {
+        tm_source_modify(c->src, EPOLLOUT);
+        return;
+    }
+    /* Receiving a bundle is busy, not idle: it is bounded by the chunk timeout instead. */
+    c->waiting_since = c->part_fd >= 0 ? 0 : ++c->srv->clock;
+    if (tm_source_modify(c->src, EPOLLIN) < 0 || arm_timer(c) < 0)
+        conn_close(c);
+}
+
+/* Refuse the request, answer why and close once it is written: the stream of a connection that
+ * sent something wrong is not trusted to be in step. */
+static void refuse(struct mconn *c, int code, const char *msg)
+{
+    log_debug("migration client %s refused: %s", c->actor, msg);
+    drop_part(c);
+    if (queue_error(c, code, msg) < 0) {
+        conn_close(c);
+        return;
+    }
+    (void)tm_buf_flush(&c->out, c->fd);
+    conn_close(c);
+}
+
+static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
+{
+    struct mnet *s = c->srv;
+    if (size == 0)
+        return tm_err_set(err, EINVAL, "an empty bundle");
+    if (size > s->d->device.migrate_max_bundle)
+        return tm_err_set(err, EFBIG,
+                          "the bundle has %llu bytes, more than this device takes (%llu, "
+                          "migrate.max_bundle_mb)",
+                          (unsigned long long)size, (unsigned long long)s->d->device.migrate_max_bundle);
+    if (s->receiving)
+        return tm_err_set(err, EBUSY, "another bundle is being received: try again later");
+    struct statvfs vfs;
+    if (statvfs(s->dir, &vfs) < 0)
+        return tm_err_sys(err, "%s", s->dir);
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (avail < MIGRATE_NET_SPARE_BYTES || size > (avail - MIGRATE_NET_SPARE_BYTES) / 2)
+        return tm_err_set(err, ENOSPC,
+                          "the bundle has %llu bytes: this device has %llu bytes free, and the "
+                          "import needs twice the bundle and 64 MiB",
+                          (unsigned long long)size, (unsigned long long)avail);
+    uint8_t rnd[16];
+    char name[33];
+    if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+        return tm_err_sys(err, "getrandom");
+    tm_hex(rnd, sizeof(rnd), name);
+    snprintf(c->part, sizeof(c->part), "%s/%s.part", s->dir, name);
+    snprintf(c->path, sizeof(c->path), "%s/%s.bundle", s->dir, name);
+    int fd = open(c->part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        c->path[0] = 0;
+        return tm_err_sys(err, "cannot create %s", c->part);
+    }
+    /* Reserve the space now: a full disk refuses the bundle before it is sent, not at its end. */
+    int fr = posix_fallocate(fd, 0, (off_t)size);
+    if (fr != 0 && fr != EOPNOTSUPP && fr != EINVAL) {
+        close(fd);
+        unlink(c->part);
+        c->path[0] = 0;
+        return tm_err_set(err, fr, "cannot reserve %llu bytes for the bundle: %s", (unsigned long long)size,
+                          strerror(fr));
+    }
+    c->part_fd = fd;
+    c->size = size;
+    c->got = 0;
+    s->receiving = true;
+    return 0;
+}
+
+/* The bundle is whole: synced and renamed into place, then imported as `migrate import` would. */
+static int bundle_end(struct mconn *c, tm_err *err)
+{
+    if (fsync(c->part_fd) < 0) {
+        int r = tm_err_sys(err, "cannot sync %s", c->part);
+        drop_part(c);
+        return r;
+    }
+    close(c->part_fd);
+    c->part_fd = -1;
+    c->srv->receiving = false;
+    if (rename(c->part, c->path) < 0) {
+        int r = tm_err_sys(err, "cannot rename %s", c->part);
+        unlink(c->part);
+        c->path[0] = 0;
+        return r;
+    }
+    fsync_parent(c->path);
+    log_info("migration client %s: bundle of %llu bytes received", c->actor, (unsigned long long)c->size);
+    c->in_flight = true;
+    migrate_net_import(c->srv->d, c->id, c->actor, c->path);
+    return 0;
+}
+
+static int take_chunk(struct mconn *c, const ProtobufCBinaryData *chunk, tm_err *err)
+{
+    if (chunk->len > c->size - c->got)
+        return tm_err_set(err, EMSGSIZE, "the chunks exceed the bundle's announced size");
+    if (chunk->len != MIGRATE_NET_CHUNK && c->got + chunk->len != c->size)
+        return tm_err_set(err, EPROTO, "a chunk other than the last must have %u bytes", MIGRATE_NET_CHUNK);
+    for (size_t done = 0; done < chunk->len;) {
+        ssize_t n = write(c->part_fd, chunk->data + done, chunk->len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return tm_err_sys(err, "cannot write %s", c->part);
+        done += (size_t)n;
+    }
+    c->got += chunk->len;
+    return c->got == c->size ? bundle_end(c, err) : 0;
+}
+
+/* One request frame. 0: answered or being worked on; <0: refused, err says why. */
+static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq, tm_err *err)
+{
+    if (c->part_fd >= 0) {
+        if (!rq->has_chunk)
+            return tm_err_set(err, EPROTO, "the bundle's next chunk was expected");
+        return take_chunk(c, &rq->chunk, err);
+    }
+    if (!rq->has_version || rq->version != TM_PROTOCOL_VERSION)
+        return tm_err_set(err, EPROTO, "unsupported protocol version");
+    if (rq->has_nonce) {
+        if (rq->nonce.len != 32)
+            return tm_err_set(err, EINVAL, "the nonce must be 32 bytes");
+        bool seen[24] = {false};
+        if (rq->n_pcrs > 24)
+            return tm_err_set(err, EINVAL, "at most 24 PCRs");
+        for (size_t i = 0; i < rq->n_pcrs; i++) {
+            if (rq->pcrs[i] > 23 || seen[rq->pcrs[i]])
+                return tm_err_set(err, EINVAL, "PCR %u: not 0..23, or given twice", rq->pcrs[i]);
+            seen[rq->pcrs[i]] = true;
+        }
+        int64_t now = tm_now_ms();
+        struct mnet *s = c->srv;
+        unsigned refill = (unsigned)((now - s->offers_refilled) / MIGRATE_NET_OFFER_REFILL_MS);
+        if (refill) {
+            s->offers = s->offers + refill > MIGRATE_NET_OFFER_BURST ? MIGRATE_NET_OFFER_BURST : s->offers + refill;
+            s->offers_refilled += (int64_t)refill * MIGRATE_NET_OFFER_REFILL_MS;
+        }
+        if (!s->offers)
+            return tm_err_set(err, EAGAIN, "too many offers were asked for: try again in %lld s",
+                              (long long)(s->offers_refilled + MIGRATE_NET_OFFER_REFILL_MS - now) / 1000 + 1);
+        s->offers--;
+        c->in_flight = true;
+        migrate_net_offer(c->srv->d, c->id, c->actor, rq->nonce.data, rq->pcrs, rq->n_pcrs);
+        return 0;
+    }
+    if (rq->has_bundle_size) {
+        int r = bundle_begin(c, rq->bundle_size, err);
+        if (r < 0)
+            return r;
+        Trustme__MigrateNetResponse resp = TRUSTME__MIGRATE_NET_RESPONSE__INIT;
+        resp.has_ready = resp.ready = true;
+        return queue(c, &resp);
+    }
+    return tm_err_set(err, EINVAL, "a request needs a nonce (offer) or a bundle_size (bundle)");
+}
+
+static int handle(struct mconn *c, const uint8_t *payload, size_t len, tm_err *err)
+{
+    Trustme__MigrateNetRequest *rq = trustme__migrate_net_request__unpack(NULL, len, payload);
+    if (!rq)
+        return tm_err_set(err, EBADMSG, "malformed request");
+    int r = handle_request(c, rq, err);
+    trustme__migrate_net_request__free_unpacked(rq, NULL);
+    return r;
+}
+
+static void on_conn(tm_source *src, uint32_t events, void *userdata)
+{
+    struct mconn *c = userdata;
+    (void)src;
+    if (c->in_flight) {
+        if (events & (EPOLLHUP | EPOLLERR))
+            conn_close(c);
+        return;
+    }
+    if (tm_buf_pending(&c->out) == 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        int r = tm_frame_read(&c->rd, c->fd);
+        if (r == 0)
+            return;
+        if (r == -EMSGSIZE) {
+            refuse(c, EMSGSIZE, "the frame is larger than this endpoint takes");
+            return;
+        }
+        if (r < 0) {
+            /* EOF, a truncated frame or a socket error: a bundle half-sent goes with it. */
+            if (r != -EPIPE)
+                log_debug("migration client %s dropped: %s", c->actor, strerror(-r));
+            conn_close(c);
+            return;
+        }
+        uint32_t len;
+        _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
+        tm_err err = {0};
+        c->waiting_since = 0;
+        if (handle(c, payload, len, &err) < 0) {
+            refuse(c, err.code, err.msg);
+            return;
+        }
+        if (c->in_flight) {
+            /* trustmed answers later (migrate_net_reply); until then nothing is read. */
+            tm_source_free(c->timer);
+            c->timer = NULL;
+            if (tm_source_modify(c->src, 0) < 0)
+                conn_close(c);
+            return;
+        }
+    }
+    write_out(c);
+}
+
+static void on_client(int fd, void *userdata)
+{
+    struct mnet *s = userdata;
+    struct sockaddr_storage peer = {0};
+    socklen_t peer_len = sizeof(peer);
+    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
+        close(fd);
+        return;
+    }
+    unsigned from_peer;
+    struct mconn *victim = longest_waiting(s, &peer, &from_peer);
+    if (from_peer < MIGRATE_NET_MAX_PER_PEER)
+        victim = s->nconns >= MIGRATE_NET_MAX_CONNS ? busiest_peers_idle(s) : NULL;
+    if (victim) {
+        log_debug("migration client %s evicted: it waited longest without a request", victim->actor);
+        conn_close(victim);
+    }
+    if (s->nconns >= MIGRATE_NET_MAX_CONNS || (from_peer >= MIGRATE_NET_MAX_PER_PEER && !victim)) {
+        log_debug("migration client refused: no idle connection to make room");
+        close(fd);
+        return;
+    }
+    struct mconn *c = tm_accepted_alloc(fd, sizeof(*c));
+    if (!c)
+        return;
+    *c = (struct mconn){.srv = s,
+                        .id = ++s->next_id,
+                        .fd = fd,
+                        .peer = peer,
+                        .waiting_since = ++s->clock,
+                        .rd = {.max = MIGRATE_NET_REQUEST_MAX},
+                        .part_fd = -1,
+                        .next = s->conns};
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (peer.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, host, sizeof(host));
+    else
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, host, sizeof(host));
+    snprintf(c->actor, sizeof(c->actor), "tcp %s", host);
+    c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    if (!c->src || arm_timer(c) < 0)
+        conn_close(c);
+}
+
+void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code, const char *msg)
+{
+    (void)d;
+    struct mnet *s = server;
+    struct mconn *c = s ? s->conns : NULL;
+    while (c && c->id != net_id)
+        c = c->next;
+    if (!c)
+        return;
+    c->in_flight = false;
+    /* The bundle was imported or refused: the source keeps its own copy, this one goes. */
+    if (c->path[0]) {
+        unlink(c->path);
+        c->path[0] = 0;
+    }
+    if (c->fd < 0) {
+        conn_close(c);
+        return;
+    }
+    Trustme__MigrateNetResponse resp = TRUSTME__MIGRATE_NET_RESPONSE__INIT;
+    resp.message = (Trustme__MigrateMessage *)m;
+    if (!m) {
+        resp.has_code = true;
+        resp.code = code;
+        resp.error = (char *)(msg ? msg : "failed");
+    }
+    if (queue(c, &resp) < 0) {
+        conn_close(c);
+        return;
+    }
+    write_out(c);
+}
+
+/* Bundles a killed trustmed left half received, or received and not yet imported: the source
+ * still has its own (it stays locked until an answer reaches it). */
+static void clean_dir(const char *dir)
+{
+    DIR *dh = opendir(dir);
+    if (!dh)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dh))) {
+        size_t n = strlen(e->d_name);
+        if ((n > 5 && strcmp(e->d_name + n - 5, ".part") == 0) || (n > 7 && strcmp(e->d_name + n - 7, ".bundle") == 0))
+            unlinkat(dirfd(dh), e->d_name, 0);
+    }
+    closedir(dh);
+}
+
+int migrate_net_start(struct daemon *d, tm_err *err)
+{
+    const char *address = d->device.migrate_address;
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/%s", d->data_dir, IN_DIR);
+    clean_dir(dir);
+    if (!address[0])
+        return 0;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return tm_err_sys(err, "cannot create %s", dir);
+    char host[TM_HOST_MAX], port[TM_PORT_MAX];
+    int r = tm_split_hostport(address, 1, host, port, err); /* the source must know the port */
+    if (r < 0)
+        return tm_err_prefix(err, "migrate.address");
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *ai = NULL;
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0)
+        return tm_err_set(err, EINVAL, "migrate.address %s: %s", address, gai_strerror(gai));
+    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, MIGRATE_NET_MAX_CONNS) < 0) {
+        r = tm_err_sys(err, "migrate.address: cannot listen on %s", address);
+        freeaddrinfo(ai);
+        return r;
+    }
+    freeaddrinfo(ai);
+    struct mnet *s = calloc(1, sizeof(*s));
+    if (!s)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    s->d = d;
+    s->offers = MIGRATE_NET_OFFER_BURST;
+    s->offers_refilled = tm_now_ms();
+    snprintf(s->dir, sizeof(s->dir), "%s", dir);
+    snprintf(s->address, sizeof(s->address), "%s", address);
+    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err)) < 0) {
+        free(s);
+        return r;
+    }
+    server = s;
+    log_info("migration endpoint listening on %s", address);
+    return 0;
+}
+
+void migrate_net_stop(struct daemon *d)
+{
+    (void)d;
+    struct mnet *s = server;
+    if (!s)
+        return;
+    server = NULL;
+    while (s->conns) {
+        struct mconn *c = s->conns;
+        c->in_flight = false; /* its answer, if it comes, finds no server */
+        conn_close(c);
+    }
+    tm_acceptor_stop(&s->acc);
+    free(s);
+}
