@@ -79,6 +79,27 @@ static int call(struct cli *cli, Trustme__MigrateRequest *mr, Trustme__Response 
     return 0;
 }
 
+int cmd_migrate_nonce(struct cli *cli, const struct cli_args *a)
+{
+    (void)a;
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "nonce";
+    Trustme__Response *resp = NULL;
+    int r = call(cli, &mr, &resp);
+    if (r)
+        return r;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_MIGRATE || !resp->migrate->has_nonce ||
+        resp->migrate->nonce.len != ATTEST_NONCE_LEN) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("unexpected answer from trustmed");
+    }
+    char hex[2 * ATTEST_NONCE_LEN + 1];
+    tm_hex(resp->migrate->nonce.data, ATTEST_NONCE_LEN, hex);
+    printf("%s\n", hex);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
 int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
 {
     uint8_t nonce[ATTEST_NONCE_LEN];
@@ -242,6 +263,9 @@ int cmd_migrate_export(struct cli *cli, const struct cli_args *a)
     mr.ak_spki = (ProtobufCBinaryData){.len = key.ak_spki_len, .data = key.ak_spki};
     mr.ak_name = (ProtobufCBinaryData){.len = sizeof(key.ak_name), .data = key.ak_name};
     mr.path = (char *)out;
+    /* trustmed checks that it names this device's AK (the target installs only for that AK). */
+    mr.has_nonce = true;
+    mr.nonce = (ProtobufCBinaryData){.len = ATTEST_NONCE_LEN, .data = nonce};
     if (pin) {
         mr.has_pin = true;
         mr.pin = (ProtobufCBinaryData){.len = strlen((const char *)pin->data), .data = pin->data};
