@@ -68,6 +68,7 @@ struct mig_op {
     /* export: the data key, import: the unsealed keys, while the anchors are read or written */
     struct secret *key;
     bool installed; /* the receipt: tpmd records the install on the offer before it signs */
+    bool tp_read; /* export: the anchors were read again with the tamper-proof objects */
     /* export: the lock, to be anchored, marked and the bundle renamed into place */
     struct migrate_lock lock;
     /* abort: with a refusal (else: an export that never completed); whether the TPM anchors it */
@@ -527,6 +528,36 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
         return;
     }
     test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
+    char tp_index[CARRY_ANCHOR_NAME_MAX];
+    carry_tp_index_name(c->uuid, tp_index);
+    const ProtobufCBinaryData *tpv = c->cfg->keystore ? tpmd_anchor_value(resp, tp_index) : NULL;
+    if (tpv && tpv->len && !op->tp_read) {
+        /* The tamper-proof objects the index lists: all the anchors again with them, in one read
+         * (the keystore service is stopped: nothing changes them meanwhile). */
+        char names[CARRY_ANCHORS + 2 + BUNDLE_TP_MAX][CARRY_ANCHOR_NAME_MAX];
+        const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 2 + BUNDLE_TP_MAX];
+        size_t n = carry_anchor_names(c->uuid, names, kinds);
+        migrate_anchor_name(c, names[n++]);
+        snprintf(names[n++], CARRY_ANCHOR_NAME_MAX, "%s", tp_index);
+        int k = carry_tp_names(c->uuid, tpv, &names[n], &e);
+        if (k < 0) {
+            op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+            return;
+        }
+        n += (size_t)k;
+        for (size_t i = 0; i < n; i++)
+            ptrs[i] = names[i];
+        op->tp_read = true;
+        op->next = exports;
+        exports = op;
+        if (tpmd_anchor_get(d, ptrs, n, export_anchors, op, &e) < 0) {
+            unlink_export(op);
+            op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+            return;
+        }
+        op = NULL;
+        return;
+    }
     finish_export(&op, c, op->key, c->cfg->vtpm || c->cfg->keystore ? resp : NULL);
 }
 
@@ -558,13 +589,18 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
     /* The TPM's word on an earlier export (the lock file may have been removed: lock_anchor.h),
      * and the carried state's anchor values, in one read. Still listed while tpmd answers: a
      * second export of the container is refused meanwhile. */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX + 1];
-    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 1];
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX + 1], tp[CARRY_ANCHOR_NAME_MAX];
+    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 2];
     size_t n = c->cfg->vtpm || c->cfg->keystore ? carry_anchor_names(c->uuid, names, kinds) : 0;
     for (size_t i = 0; i < n; i++)
         ptrs[i] = names[i];
     migrate_anchor_name(c, lock);
     ptrs[n++] = lock;
+    if (c->cfg->keystore) {
+        /* The store's tamper-proof index: its objects are read next (export_anchors). */
+        carry_tp_index_name(c->uuid, tp);
+        ptrs[n++] = tp;
+    }
     op->key = steal_ptr(k);
     op->next = exports;
     exports = op;
@@ -939,8 +975,8 @@ static void import_token_built(struct daemon *d, const struct tpmd_anchor_entry 
         return;
     }
     test_crash_point(d->data_dir, "migrate-import-token-built"); /* token files, nothing anchored */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
-    struct tpmd_anchor_entry set[BUNDLE_ANCHORS_MAX + 1];
+    char names[CARRY_ENTRIES_MAX][CARRY_ANCHOR_NAME_MAX];
+    struct tpmd_anchor_entry set[CARRY_ENTRIES_MAX + 1];
     int n = carry_anchor_entries(&op->b.h, names, set, &e);
     if (n < 0) {
         refuse(op, e.msg);
