@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import secrets
 import shutil
 import socket
 import statistics
@@ -160,7 +159,8 @@ def main():
         spare = t.data_dir / "tpm" / "migrate" / "spare.pub"
         first = {}
         for i in range(a.runs + 1):
-            nonce = secrets.token_hex(32)
+            # The source's nonce names its AK (docs/MIGRATION.md "Source binding").
+            nonce = s.cli("migrate", "nonce").stdout.strip()
             offer = root / f"offer-{i}"
             # The first offer after the start has no spare key: it creates its key (reported
             # apart). Each offer then has tpmd make the next one's; on two devices that runs

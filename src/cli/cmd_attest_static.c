@@ -21,6 +21,11 @@ static int no_migrate(void)
     return 2;
 }
 
+int cmd_migrate_nonce(struct cli *cli, const struct cli_args *a)
+{
+    return no_migrate();
+}
+
 int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
 {
     return no_migrate();

@@ -85,6 +85,38 @@ static int call(struct cli *cli, Trustme__MigrateRequest *mr, Trustme__Response 
     return 0;
 }
 
+/* A nonce from trustmed that commits to this device's AK (docs/MIGRATION.md "Source binding"). */
+static int source_nonce(struct cli *cli, uint8_t ret[ATTEST_NONCE_LEN])
+{
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "nonce";
+    Trustme__Response *resp = NULL;
+    int r = call(cli, &mr, &resp);
+    if (r)
+        return r;
+    if (resp->body_case != TRUSTME__RESPONSE__BODY_MIGRATE || !resp->migrate->has_nonce ||
+        resp->migrate->nonce.len != ATTEST_NONCE_LEN) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("unexpected answer from trustmed");
+    }
+    memcpy(ret, resp->migrate->nonce.data, ATTEST_NONCE_LEN);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int cmd_migrate_nonce(struct cli *cli, const struct cli_args *a)
+{
+    (void)a;
+    uint8_t nonce[ATTEST_NONCE_LEN];
+    int r = source_nonce(cli, nonce);
+    if (r)
+        return r;
+    char hex[2 * ATTEST_NONCE_LEN + 1];
+    tm_hex(nonce, ATTEST_NONCE_LEN, hex);
+    printf("%s\n", hex);
+    return 0;
+}
+
 int cmd_migrate_offer(struct cli *cli, const struct cli_args *a)
 {
     uint8_t nonce[ATTEST_NONCE_LEN];
@@ -257,6 +289,10 @@ static int verify_and_export(struct cli *cli, const struct cli_args *a, const ch
     mr.ak_spki = (ProtobufCBinaryData){.len = key.ak_spki_len, .data = key.ak_spki};
     mr.ak_name = (ProtobufCBinaryData){.len = sizeof(key.ak_name), .data = key.ak_name};
     mr.path = (char *)out;
+    /* trustmed checks that it names this device's AK (the target installs only for that AK). */
+    mr.has_nonce = true;
+    mr.nonce =
+        (ProtobufCBinaryData){.len = ATTEST_NONCE_LEN, .data = (uint8_t *)nonce}; /* (protobuf-c does not write it) */
     if (pin) {
         mr.has_pin = true;
         mr.pin = (ProtobufCBinaryData){.len = strlen((const char *)pin->data), .data = pin->data};
@@ -497,10 +533,11 @@ static int offer_and_export(struct cli *cli, const struct cli_args *a, const cha
     size_t npcrs = 0;
     if ((r = send_pcrs(a, pcrs, &npcrs)))
         return r;
-    /* 1. The offer, for this device's fresh nonce: as `migrate offer` writes it on the target. */
+    /* 1. The offer, for a fresh nonce that names this device's AK (the target binds the offer to
+     * it): as `migrate offer` writes it on the target. */
     uint8_t nonce[ATTEST_NONCE_LEN];
-    if (getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce))
-        return cli_fail("getrandom: %s", strerror(errno));
+    if ((r = source_nonce(cli, nonce)))
+        return r;
     {
         _cleanup_close_ int fd = tm_dial(to, tm_now_ms() + NET_STEP_MS, &err);
         if (fd < 0)

@@ -117,7 +117,8 @@ static const struct cli_opt attest_opts[] = {ATTEST_OPTIONS(ATTEST_CLI_OPT){0}};
 static const struct cli_opt migrate_export_opts[] = {
     ATTEST_OPTIONS(ATTEST_CLI_OPT){"offer", 0, CLI_FILE, "OFFER",
                                    "the target's offer (`trustme migrate offer` there; required)", false},
-    {"nonce", 0, CLI_WORD, "HEX", "the 64 hex digits this device chose and gave the target (required)", false},
+    {"nonce", 0, CLI_WORD, "HEX",
+     "the nonce this device made (`trustme migrate nonce`) and gave the target, 64 hex digits (required)", false},
     {"out", 0, CLI_FILE, "BUNDLE", "the bundle to write: a new file (required)", false},
     {"pin-file", 0, CLI_FILE, "FILE",
      "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
@@ -137,7 +138,7 @@ static const struct cli_opt migrate_send_opts[] = {
     {0}};
 #undef ATTEST_CLI_OPT
 static const struct cli_opt migrate_offer_opts[] = {
-    {"nonce", 0, CLI_WORD, "HEX", "the source's nonce: 64 hex digits (required)", false},
+    {"nonce", 0, CLI_WORD, "HEX", "the source's nonce (its `trustme migrate nonce`): 64 hex digits (required)", false},
     {"out", 0, CLI_FILE, "OFFER", "the offer to write (required)", false},
     {"pcr", 0, CLI_WORD, "N", "quote PCR N (the source's reference values' PCRs); repeatable", true},
     {"lifetime", 0, CLI_WORD, "SECONDS",
@@ -388,6 +389,17 @@ const struct cli_verb cli_verbs[] = {
      {0},
      false,
      H(cmd_attest)},
+    {"migrate nonce",
+     "",
+     "as a migration source: a fresh nonce that names this device's AK, for the target's offer",
+     "Give it to the target (migrate offer --nonce), then export with it: the offer is good for this device "
+     "only (docs/MIGRATION.md \"Source binding\").",
+     NULL,
+     0,
+     0,
+     {0},
+     false,
+     H(cmd_migrate_nonce)},
     {"migrate offer",
      "",
      "as a migration target: a TPM-held migration key, certified and quoted over the source's nonce",

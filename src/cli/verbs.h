@@ -89,6 +89,7 @@ int cmd_device_csr(struct cli *cli, const struct cli_args *a);
 int cmd_device_cert_install(struct cli *cli, const struct cli_args *a);
 int cmd_device_reseal(struct cli *cli, const struct cli_args *a);
 int cmd_attest(struct cli *cli, const struct cli_args *a);
+int cmd_migrate_nonce(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_offer(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_export(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_import(struct cli *cli, const struct cli_args *a);

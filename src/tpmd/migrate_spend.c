@@ -15,9 +15,11 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "log.h"
+#include "migrate_nonce.h"
 
 #define PREFIX "migrate-offer/"
-#define VALUE_LEN (1 + 8 + 8 + 32)
+#define VALUE_LEN_V1 (1 + 8 + 8 + 32) /* an older tpmd's entry: no source nonce kept */
+#define VALUE_LEN (VALUE_LEN_V1 + MIGRATE_NONCE_LEN)
 #define STATE_OPEN 'o'
 #define STATE_SPENT 's' /* spent, and no container was installed from it (so far) */
 #define STATE_INSTALLED 'i' /* spent, and a container was installed from it: never a refusal */
@@ -28,6 +30,8 @@ struct offer_rec {
     uint8_t state;
     uint64_t created, expires;
     uint8_t pub_sha256[32];
+    bool has_nonce;
+    uint8_t nonce[MIGRATE_NONCE_LEN]; /* the source's, as the offer was made over it */
 };
 
 static void put_u64(uint8_t *p, uint64_t v)
@@ -50,17 +54,22 @@ static void rec_encode(const struct offer_rec *r, uint8_t out[VALUE_LEN])
     put_u64(out + 1, r->created);
     put_u64(out + 9, r->expires);
     memcpy(out + 17, r->pub_sha256, 32);
+    memcpy(out + VALUE_LEN_V1, r->nonce, MIGRATE_NONCE_LEN);
 }
 
 static bool rec_decode(const struct anchor_entry *e, struct offer_rec *r)
 {
-    if (e->len != VALUE_LEN ||
+    if ((e->len != VALUE_LEN && e->len != VALUE_LEN_V1) ||
         (e->value[0] != STATE_OPEN && e->value[0] != STATE_SPENT && e->value[0] != STATE_INSTALLED))
         return false;
     r->state = e->value[0];
     r->created = get_u64(e->value + 1);
     r->expires = get_u64(e->value + 9);
     memcpy(r->pub_sha256, e->value + 17, 32);
+    r->has_nonce = e->len == VALUE_LEN;
+    memset(r->nonce, 0, sizeof(r->nonce));
+    if (r->has_nonce)
+        memcpy(r->nonce, e->value + VALUE_LEN_V1, MIGRATE_NONCE_LEN);
     return true;
 }
 
@@ -100,8 +109,11 @@ static int ensure_loaded(ESYS_CONTEXT *esys, const char *data_dir, struct anchor
 }
 
 int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id,
-                       const uint8_t *pub, size_t pub_len, uint32_t lifetime, uint64_t *ret_expires, tm_err *err)
+                       const uint8_t *pub, size_t pub_len, const uint8_t *nonce, size_t nonce_len, uint32_t lifetime,
+                       uint64_t *ret_expires, tm_err *err)
 {
+    if (nonce_len != MIGRATE_NONCE_LEN)
+        return tm_err_set(err, EINVAL, "the source's nonce must be %d bytes", MIGRATE_NONCE_LEN);
     int r = ensure_loaded(esys, data_dir, t, err);
     if (r < 0)
         return r;
@@ -110,8 +122,9 @@ int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_t
     if (lifetime > MIGRATE_OFFER_LIFETIME_MAX)
         return tm_err_set(err, EINVAL, "an offer lives at most %d seconds", MIGRATE_OFFER_LIFETIME_MAX);
     uint64_t now = now_s();
-    struct offer_rec rec = {.state = STATE_OPEN, .created = now, .expires = now + lifetime};
+    struct offer_rec rec = {.state = STATE_OPEN, .created = now, .expires = now + lifetime, .has_nonce = true};
     tm_sha256(pub, pub_len, rec.pub_sha256);
+    memcpy(rec.nonce, nonce, MIGRATE_NONCE_LEN);
     uint8_t value[VALUE_LEN];
     rec_encode(&rec, value);
     char name[sizeof(PREFIX) + 64];
@@ -154,10 +167,13 @@ static int mark(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t
     return r < 0 ? anchor_failed(err, "offer: recording its state") : 0;
 }
 
-int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id, tm_err *err)
+int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id,
+                  const uint8_t *source_ak_id, size_t source_ak_id_len, tm_err *err)
 {
     if (!id_ok(offer_id))
         return tm_err_set(err, EINVAL, "an offer id is 32 lower-case hex digits");
+    if (source_ak_id_len != MIGRATE_AK_ID_LEN)
+        return tm_err_set(err, EINVAL, "the bundle signer's AK id must be %d bytes", MIGRATE_AK_ID_LEN);
     int r = ensure_loaded(esys, data_dir, t, err);
     if (r < 0)
         return r;
@@ -172,6 +188,18 @@ int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table 
                           offer_id);
     if (!rec_decode(e, &rec))
         return tm_err_set(err, EBADMSG, "offer %s: its anchor entry is malformed", offer_id);
+    /* The offer is good for the one source whose AK its nonce names, whatever its state: another
+     * device of the PKI that saw the public offer spends nothing and gets no signed answer. */
+    if (!rec.has_nonce)
+        return tm_err_set(err, EPERM,
+                          "source binding: offer %s keeps no source nonce (made by an older trustme): make a new "
+                          "offer",
+                          offer_id);
+    if (!migrate_nonce_names(rec.nonce, source_ak_id))
+        return tm_err_set(err, EPERM,
+                          "source binding: offer %s was made for another source device (its nonce does not name "
+                          "the AK that signed this bundle)",
+                          offer_id);
     if (rec.state != STATE_OPEN) {
         /* The private blob of a spend that was killed before its decryption (or put back) goes:
          * it is of no use any more. */

@@ -19,18 +19,22 @@
 #define MIGRATE_OFFER_KEEP_EXPIRED (7 * 24 * 3600)
 
 /* Record a new offer as open, valid until now + lifetime seconds (0: the default), bound to the
- * SHA-256 of its TPM2B_PUBLIC. Expired entries (and their files) are swept in the same update.
- * *ret_expires: unix seconds. */
+ * SHA-256 of its TPM2B_PUBLIC and keeping the source's nonce (32 bytes, migrate_nonce.h). Expired
+ * entries (and their files) are swept in the same update. *ret_expires: unix seconds. */
 int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id,
-                       const uint8_t *pub, size_t pub_len, uint32_t lifetime, uint64_t *ret_expires, tm_err *err);
+                       const uint8_t *pub, size_t pub_len, const uint8_t *nonce, size_t nonce_len, uint32_t lifetime,
+                       uint64_t *ret_expires, tm_err *err);
 
-/* Spend the offer before its key is used: 0 when it was open, unexpired and its public blob in
- * data_dir/migrate is the recorded one, and the entry now says spent (one NV write).
- * -ENOENT: this TPM has no record of it (unknown, or swept). -ESTALE: spent already, nothing
+/* Spend the offer before its key is used: 0 when it was open, unexpired, its nonce names the
+ * source AK source_ak_id (SHA-256 of the bundle signer's AK certificate DER, migrate_nonce.h) and
+ * its public blob in data_dir/migrate is the recorded one, and the entry now says spent (one NV
+ * write). -ENOENT: this TPM has no record of it (unknown, or swept). -EPERM: its nonce names
+ * another source, or it keeps none (nothing is spent). -ESTALE: spent already, nothing
  * installed from it (a signed refusal is true). -EALREADY: a container was installed from it.
  * -ETIME: expired (it is marked spent now: it never decrypts). -EBADMSG: the key's public blob
  * is not the one recorded. */
-int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id, tm_err *err);
+int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *offer_id,
+                  const uint8_t *source_ak_id, size_t source_ak_id_len, tm_err *err);
 
 /* The import installed a container from the spent offer: recorded before its receipt is
  * signed, so that no later import of the same offer gets a signed refusal (which would release

@@ -569,7 +569,8 @@ static int do_migrate_key(struct tpmd *d, uint64_t id, const Trustme__Tpmd__Migr
     /* The offer exists for the source only once the TPM records it (migrate_spend.h). */
     uint64_t expires = 0;
     if ((r = migrate_spend_open(d->tpm.esys, d->data_dir, &d->anchor, o.offer_id, o.key_public, o.key_public_len,
-                                rq->has_lifetime ? rq->lifetime : 0, &expires, err)) < 0) {
+                                rq->nonce.data, rq->nonce.len, rq->has_lifetime ? rq->lifetime : 0, &expires, err)) <
+        0) {
         migrate_offer_free(&o);
         return r;
     }
@@ -597,9 +598,12 @@ static int do_migrate_decrypt(struct tpmd *d, uint64_t id, const Trustme__Tpmd__
 {
     _cleanup_secret_ struct secret *k = NULL;
     int r = rq->has_target_ak ? migrate_check_target(&d->tpm, rq->target_ak.data, rq->target_ak.len, err) : 0;
-    /* Spent in the TPM's anchor table before the key is used: a restored key file is useless. */
+    /* Spent in the TPM's anchor table before the key is used: a restored key file is useless.
+     * Only for the source whose AK the offer's nonce names (migrate_nonce.h). */
     if (r == 0)
-        r = migrate_spend(d->tpm.esys, d->data_dir, &d->anchor, rq->offer_id, err);
+        r = migrate_spend(d->tpm.esys, d->data_dir, &d->anchor, rq->offer_id,
+                          rq->has_source_ak_id ? rq->source_ak_id.data : NULL,
+                          rq->has_source_ak_id ? rq->source_ak_id.len : 0, err);
     if (r < 0)
         return r;
     r = migrate_decrypt(&d->tpm, d->data_dir, d->boot_pcr, rq->offer_id, rq->ciphertext.data, rq->ciphertext.len, &k,

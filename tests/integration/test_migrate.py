@@ -78,10 +78,12 @@ def make_container(d, name):
     d.cli("change-pin", "--pin-file", pin_file(d, PIN, PUK), name)
 
 
-def offer(p, dev, lifetime=None):
-    """An offer of dev over a fresh nonce: (offer path, nonce hex). lifetime: seconds."""
+def offer(p, dev, lifetime=None, source=None):
+    """An offer of dev over a fresh nonce of the source (S unless given), which names the source's
+    AK (`trustme migrate nonce`): (offer path, nonce hex). lifetime: seconds."""
     p.n += 1
-    nonce = secrets.token_hex(32)
+    nonce = (source or p.s).cli("migrate", "nonce").stdout.strip()
+    assert len(nonce) == 64, nonce
     out = p.s.base / f"offer-{p.n}"
     extra = ("--lifetime", str(lifetime)) if lifetime else ()
     dev.cli("migrate", "offer", "--nonce", nonce, "--out", out, *extra,
@@ -170,6 +172,14 @@ def test_offer_of_an_unapproved_target_or_replayed_is_refused(pair):
     # An offer made over another nonce (an old offer replayed to a new export).
     _, r = export(p, "m", off, secrets.token_hex(32), check=False)
     assert r.returncode == 1 and "offer refused: nonce" in r.stderr, r.stderr
+    # An offer over a nonce that S did not make (`trustme migrate nonce`): it names no AK of S, so
+    # T would install no bundle of S for it. S refuses to export to it, before the PIN is tried.
+    p.n += 1
+    random_off, random_nonce = p.s.base / f"offer-{p.n}", secrets.token_hex(32)
+    p.t.cli("migrate", "offer", "--nonce", random_nonce, "--out", random_off,
+            *[a for n in p.pcrs for a in ("--pcr", str(n))])
+    _, r = export(p, "m", random_off, random_nonce, check=False)
+    assert r.returncode == 1 and "source binding: the nonce does not name this device's AK" in r.stderr, r.stderr
     assert not migrating(p.s, "m")
     p.s.cli("start", "--pin-file", pin_file(p.s, PIN), "m")  # still the source's to start
     p.s.cli("stop", "m")

@@ -112,6 +112,31 @@ def run(*a):
     return subprocess.run([str(x) for x in a], capture_output=True, text=True)
 
 
+def anchored(d):
+    """The names in d's tpmd anchor table, from its newest table file (docs/ATTESTATION.md)."""
+    best = None
+    for f in (d.data_dir / "tpm").glob("anchor.table*"):
+        text = f.read_text(errors="replace")
+        lines = text.splitlines()
+        if not text.startswith("trustme-anchor 1\n") or len(lines) < 2:
+            continue
+        version = int(lines[1].split()[1])
+        if best is None or version > best[0]:
+            best = (version, lines[2:])
+    assert best, list((d.data_dir / "tpm").iterdir())
+    return {line.split(" ", 1)[0] for line in best[1]}
+
+
+def with_manifest(bundle, manifest, tag):
+    """bundle with its manifest replaced (the rest as it was: the source's signature no longer
+    covers it, and what the manifest names is checked first)."""
+    data = bundle.read_bytes()
+    mlen = int.from_bytes(data[8:12], "big")
+    out = bundle.with_name(f"{bundle.name}-{tag}")
+    out.write_bytes(data[:8] + len(manifest).to_bytes(4, "big") + manifest + data[12 + mlen:])
+    return out
+
+
 # kill -9 of the source's trustmed after it read the anchors (nothing written yet), of the
 # target's after it wrote the carried anchors (nothing installed yet): one device has it.
 def test_source_killed_reading_the_anchors_keeps_it(kp):
@@ -125,9 +150,10 @@ def test_source_killed_reading_the_anchors_keeps_it(kp):
     assert not migrating(p.s, "ka")
     r = starts(p.s, "ka")
     assert r.returncode == 0, r.stderr
-    with ks(p.s, "ka") as k:  # keys, a key index and a store for the next cases to carry
+    with ks(p.s, "ka") as k:  # keys, a key index, a store and a TP object for the next cases to carry
         k.generate("ka-ec", "ec", 256, auths(["sign"], ["sha256"]))
         k.commit([("o", b"x")])
+        k.tp_write("ka-tp", b"tp")
     p.s.cli("stop", "ka")
     assert "ka" not in names(p.t)
 
@@ -174,6 +200,30 @@ def test_altered_carried_parts_and_anchor_lines_are_refused(kp):
     altered.write_bytes(bytes(data))
     _, r = imp(p, p.t, altered, check=False)
     assert r.returncode != 0 and "source authentication" in r.stderr and "refused:" not in r.stderr, r.stderr
+    # The tamper-proof object, a manifest line (docs/MIGRATION.md "Carried keys"): its value
+    # altered, the signature refuses it; more objects than a store's quota of 8 (the index listing
+    # them too), or an object its index does not list, are refused as the bundle's format. Each
+    # before the offer is spent.
+    assert "\ntp-index " in text and "\ntp ka-tp " in text, text
+    at = lay["manifest"][0] + text.index("\ntp ka-tp ") + len("\ntp ka-tp ") + 5
+    data = bytearray(bundle.read_bytes())
+    data[at] = ord("1") if data[at] == ord("0") else ord("0")
+    altered = bundle.with_name(bundle.name + "-tp")
+    altered.write_bytes(bytes(data))
+    _, r = imp(p, p.t, altered, check=False)
+    assert r.returncode != 0 and "source authentication" in r.stderr and "refused:" not in r.stderr, r.stderr
+    lines = text.splitlines()
+    value = next(line for line in lines if line.startswith("tp ka-tp ")).split()[2]
+    head = [line for line in lines if not line.startswith("tp")]
+    ids = [f"t{i}" for i in range(9)]
+    many = "\n".join(head + ["tp-index " + "".join(i.encode().hex() + "00" for i in ids)] +
+                     [f"tp {i} {value}" for i in ids]) + "\n"
+    _, r = imp(p, p.t, with_manifest(bundle, many.encode(), "tp-quota"), check=False)
+    assert r.returncode != 0 and "quota of 8" in r.stderr and "refused:" not in r.stderr, r.stderr
+    unlisted = "\n".join(head + [next(line for line in lines if line.startswith("tp-index ")), f"tp other {value}"])
+    _, r = imp(p, p.t, with_manifest(bundle, (unlisted + "\n").encode(), "tp-unlisted"), check=False)
+    assert r.returncode != 0 and "not the next one its index lists" in r.stderr, r.stderr
+    assert "ka" not in names(p.t)
     p.s.cli("migrate", "abort", "ka", "--refusal", refused_expired(p, p.t, bundle, off))
     assert not migrating(p.s, "ka")
 
@@ -262,6 +312,7 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
         k.generate("mig-ec", "ec", 256, auths(["sign", "verify"], ["sha256"]))
         ks_pub = k.public_key("mig-ec")
         k.commit([("doc", b"secure storage object carried")])
+        k.tp_write("tp-carried", b"tamper-proof object carried")
     ek_s = json.loads(p.s.cli("vtpm", "info", "--json", "v").stdout)["eks"]
     assert ek_s and all(e.get("cert_issuer") for e in ek_s), ek_s
     uuid = p.s.state("v")["uuid"]
@@ -274,8 +325,12 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
     assert {"vtpm/tpm2.state", "vtpm-ek", "keystore/mig-ec.key"} <= set(lay["parts"]), lay["parts"]
     assert not any(n.startswith("vtpm-ek-cert") for n in lay["parts"])
     receipt, r = imp(p, p.t, bundle)
+    assert f"sstore-tp/{uuid}/tp-carried" in anchored(p.s)
     p.s.cli("migrate", "commit", "v", "--receipt", receipt)
     assert "v" not in names(p.s) and not (p.s.data_dir / "keystore" / uuid).exists()
+    # The commit's erase removed the tamper-proof objects from the source's table too.
+    wait_for(lambda: not any(n.startswith(f"sstore-tp/{uuid}") for n in anchored(p.s)), timeout=30,
+             interval=0.5, what="the source's tamper-proof entries removed")
     assert starts(p.s, "v").returncode != 0
 
     # The first start moves the carried keystore into place: killed after re-owning it, before
@@ -310,6 +365,7 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
                     "-signature", root / "ks.sig", root / "hello")
             assert v.returncode == 0, v.stdout + v.stderr
             assert k.read("doc") == b"secure storage object carried"
+            assert k.read("tp-carried", tamper_proof=True) == b"tamper-proof object carried"
         # The EKs are the same keys, certified now by the target's vTPM issuer, and recorded.
         ek_t = json.loads(p.t.cli("vtpm", "info", "--json", "v").stdout)["eks"]
         assert [e["name"] for e in ek_t] == [e["name"] for e in ek_s]

@@ -19,7 +19,7 @@ from test_migrate import (cycle, export, imp, layout, make_container,  # noqa: F
 from test_attestation import swtpm_installed  # noqa: F401 (fixture)
 from test_guestos import env  # noqa: F401 (fixture)
 from test_roles import roles_rootfs  # noqa: F401 (fixture)
-from test_storage import PIN, pin_file
+from test_storage import PIN, PUK, pin_file
 
 
 def child_pid(d, comm):
@@ -372,7 +372,49 @@ def test_a_bundle_without_or_with_another_source_signature_is_refused(pair):
     p.s.cli("migrate", "abort", "fo", "--refusal", refused_expired(p, p.t, other, other_offer))
 
 
-def self_signer(ca=None):
+def test_an_offer_is_good_for_the_source_whose_nonce_it_was_made_over(pair):
+    """T's offer was made over S's nonce (`trustme migrate nonce` on S), which names S's AK. Root on
+    another device of the PKI (its AK certificate from the same Device CA) sees the public offer and
+    signs a bundle of its own for it: its signature and chain are genuine, so before the binding T
+    installed that device's container and signed a receipt. Now tpmd refuses it before the offer is
+    spent, naming the check; no refusal is signed, and S's genuine bundle imports afterwards. And T
+    itself, a device of the PKI too, exporting a container of its own to an offer over S's nonce:
+    its own export refuses, before the PIN is tried."""
+    p = pair
+    off, genuine, _ = forged_from(p, "ob")
+    data = genuine.read_bytes()
+    lay = layout(genuine)
+    c_off, c_size = lay["parts"]["config.json"]
+    device_ca = (p.env.cert("device-ca"), p.env.cert("device-ca").with_suffix(".key"),
+                 p.env.passfile.read_text().strip())
+    impostor = forge_bundle(genuine, off, data[c_off:c_off + c_size], os.urandom(lay["parts"]["data.img"][1]),
+                            os.urandom(64) + bytes(64), sign=self_signer(device_ca, cn="device-x"))
+    receipt, r = imp(p, p.t, impostor, check=False)
+    assert r.returncode != 0 and "source binding" in r.stderr and "another source device" in r.stderr, r.stderr
+    assert "source authentication" not in r.stderr, r.stderr  # the signature itself is genuine
+    assert "refused:" not in r.stderr and not receipt.exists(), r.stderr
+    assert not any(c["name"] == "ob" for c in p.t.containers())
+    serving(p.t)
+    # T as a source, for an offer (its own) over S's nonce.
+    make_container(p.t, "tx")
+    t_off, t_nonce = offer(p, p.t)
+    p.n += 1
+    out = p.t.base / f"bundle-{p.n}"
+    r = p.t.cli("migrate", "export", "tx", "--offer", t_off, "--nonce", t_nonce, "--out", out,
+                "--pin-file", pin_file(p.t, PIN, PUK), *p.trust, "--reference", p.refs, check=False)
+    assert r.returncode == 1 and "source binding: the nonce does not name this device's AK" in r.stderr, r.stderr
+    assert not out.exists() and not p.t.state("tx").get("migrating", False)
+    # (Not started: T's quotes would show its config, which the reference values do not approve.)
+    p.t.cli("remove", "tx")
+    # The genuine bundle: it imports and commits.
+    receipt, r = imp(p, p.t, genuine)
+    assert "imported ob" in r.stdout
+    p.s.cli("migrate", "commit", "ob", "--receipt", receipt)
+    events = [e for e in p.t.audit_events() if e["event"] == "migrate.import" and "source binding" in str(e)]
+    assert events, p.t.audit_events()[-5:]
+
+
+def self_signer(ca=None, cn="device-s"):
     """sign(text) -> the tail of a bundle signed by a key of the attacker's, with a clientAuth
     certificate from a CA of its own (named as the PKI's are), or from ca: (certificate path,
     encrypted key path, passphrase), another CA of the PKI."""
@@ -405,9 +447,9 @@ def self_signer(ca=None):
     if ca:
         ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
         ca_key = serialization.load_pem_private_key(ca[1].read_bytes(), ca[2].encode())
-        chain = cert("device-s", ca_cert.subject, key.public_key(), ca_key, False) + ca[0].read_bytes()
+        chain = cert(cn, ca_cert.subject, key.public_key(), ca_key, False) + ca[0].read_bytes()
     else:
-        chain = cert("device-s", name("Device CA"), key.public_key(), ca_key, False) + \
+        chain = cert(cn, name("Device CA"), key.public_key(), ca_key, False) + \
             cert("Device CA", name("Device CA"), ca_key.public_key(), ca_key, True)
 
     def sign(text):

@@ -29,6 +29,7 @@
 #include "lock_anchor.h"
 #include "migrate.h"
 #include "migrate_net.h"
+#include "migrate_nonce.h"
 #include "secmem.h"
 #include "source_auth.h"
 #include "test_hooks.h"
@@ -59,9 +60,16 @@ struct mig_op {
     char text[TEXT_MAX]; /* the receipt or refusal being signed */
     char refused[200];
     char source[512]; /* import: the subject of the source's AK certificate (source_auth.h) */
+    uint8_t source_ak_id[MIGRATE_AK_ID_LEN]; /* import: the SHA-256 of its DER, which the nonce must name */
+    /* export: the offer's nonce, which must name this device's AK (migrate_nonce.h), and the PIN
+     * and PUK kept while that is checked; an offer of the migration endpoint: the source's nonce */
+    uint8_t nonce[MIGRATE_NONCE_LEN];
+    struct secret *pin, *puk;
+    size_t pin_len, puk_len;
     /* export: the data key, import: the unsealed keys, while the anchors are read or written */
     struct secret *key;
     bool installed; /* the receipt: tpmd records the install on the offer before it signs */
+    bool tp_read; /* export: the anchors were read again with the tamper-proof objects */
     /* export: the lock, to be anchored, marked and the bundle renamed into place */
     struct migrate_lock lock;
     /* abort: with a refusal (else: an export that never completed); whether the TPM anchors it */
@@ -72,7 +80,6 @@ struct mig_op {
     /* A request of the migration endpoint (migrate_net.c): conn_id is its connection there, and
      * the offer carries the quote over the nonce (evidence, packed AttestResponse). */
     bool net;
-    uint8_t nonce[32];
     uint8_t *evidence;
     size_t evidence_len;
 };
@@ -83,7 +90,8 @@ static struct mig_op *exports;
 static struct mig_op *imports;
 
 static void drop_part(struct mig_op *op, struct container *c);
-static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata);
+static void export_signed(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *serr,
+                          void *userdata);
 
 static void op_free(struct mig_op *op);
 static void op_freep(struct mig_op **op)
@@ -123,6 +131,8 @@ static void op_free(struct mig_op *op)
     if (op->opened)
         bundle_close(&op->b);
     secret_free(op->key);
+    secret_free(op->pin);
+    secret_free(op->puk);
     tokens_carried_done(op->carried);
     free(op->evidence);
     free(op);
@@ -217,7 +227,7 @@ static void offer_key(struct mig_op *op, uint32_t lifetime)
 
 static void migrate_offer(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
 {
-    if (!rq->has_nonce || rq->nonce.len != 32) {
+    if (!rq->has_nonce || rq->nonce.len != MIGRATE_NONCE_LEN) {
         conn_send_error(conn, id, EINVAL, "migrate offer: the source's nonce must be 32 bytes");
         return;
     }
@@ -281,6 +291,44 @@ void migrate_net_offer(struct daemon *d, uint64_t net_id, const char *actor, con
     tm_err err = {0};
     if (tpmd_call(d, &req, net_quoted, op, &err) < 0) {
         op_error(op, "migrate.offer", NULL, err.code, "offer: %s", err.msg);
+        op_free(op);
+    }
+}
+
+/* ---- nonce (source) ---------------------------------------------------------------------------- */
+
+/* A fresh nonce that names this device's AK (migrate_nonce.h): the target offers over it, and
+ * its offer is then good for this device only. */
+static void nonce_made(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *err, void *userdata)
+{
+    _cleanup_(op_freep) struct mig_op *op = userdata;
+    (void)d;
+    (void)signer;
+    tm_err e = {0};
+    if (err) {
+        op_error(op, "migrate.nonce", NULL, err->code, "nonce: %s", err->msg);
+        return;
+    }
+    uint8_t nonce[MIGRATE_NONCE_LEN];
+    if (secure_random(nonce, MIGRATE_NONCE_RANDOM_LEN, &e) < 0) {
+        op_error(op, "migrate.nonce", NULL, e.code, "nonce: %s", e.msg);
+        return;
+    }
+    migrate_nonce_bind(ak_id, nonce);
+    Trustme__MigrateMessage m = TRUSTME__MIGRATE_MESSAGE__INIT;
+    m.has_nonce = true;
+    m.nonce = (ProtobufCBinaryData){.len = sizeof(nonce), .data = nonce};
+    answer(op, &m);
+}
+
+static void migrate_nonce(struct conn *conn, uint64_t id)
+{
+    struct mig_op *op = op_new(conn, id);
+    if (!op)
+        return;
+    tm_err err = {0};
+    if (source_auth_ak_id(conn->d, nonce_made, op, &err) < 0) {
+        op_error(op, "migrate.nonce", NULL, err.code, "nonce: %s", err.msg);
         op_free(op);
     }
 }
@@ -517,9 +565,11 @@ static void finish_export(struct mig_op **opp, struct container *c, const struct
 
 /* The bundle is complete and signed: the lock is marked exported, then the TPM anchors it;
  * export_anchored answers. */
-static void export_signed(struct daemon *d, const char *signer, const tm_err *serr, void *userdata)
+static void export_signed(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *serr,
+                          void *userdata)
 {
     (void)signer;
+    (void)ak_id;
     _cleanup_(op_freep) struct mig_op *op = userdata;
     unlink_export(op);
     struct container *c = container_find(d, op->uuid);
@@ -563,6 +613,36 @@ static void export_anchors(struct daemon *d, const Trustme__Tpmd__Response *resp
         return;
     }
     test_crash_point(d->data_dir, "migrate-export-anchors"); /* anchors read, nothing written */
+    char tp_index[CARRY_ANCHOR_NAME_MAX];
+    carry_tp_index_name(c->uuid, tp_index);
+    const ProtobufCBinaryData *tpv = c->cfg->keystore ? tpmd_anchor_value(resp, tp_index) : NULL;
+    if (tpv && tpv->len && !op->tp_read) {
+        /* The tamper-proof objects the index lists: all the anchors again with them, in one read
+         * (the keystore service is stopped: nothing changes them meanwhile). */
+        char names[CARRY_ANCHORS + 2 + BUNDLE_TP_MAX][CARRY_ANCHOR_NAME_MAX];
+        const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 2 + BUNDLE_TP_MAX];
+        size_t n = carry_anchor_names(c->uuid, names, kinds);
+        migrate_anchor_name(c, names[n++]);
+        snprintf(names[n++], CARRY_ANCHOR_NAME_MAX, "%s", tp_index);
+        int k = carry_tp_names(c->uuid, tpv, &names[n], &e);
+        if (k < 0) {
+            op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+            return;
+        }
+        n += (size_t)k;
+        for (size_t i = 0; i < n; i++)
+            ptrs[i] = names[i];
+        op->tp_read = true;
+        op->next = exports;
+        exports = op;
+        if (tpmd_anchor_get(d, ptrs, n, export_anchors, op, &e) < 0) {
+            unlink_export(op);
+            op_error(op, "migrate.export", c, e.code, "export: %s", e.msg);
+            return;
+        }
+        op = NULL;
+        return;
+    }
     finish_export(&op, c, op->key, c->cfg->vtpm || c->cfg->keystore ? resp : NULL);
 }
 
@@ -594,13 +674,18 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
     /* The TPM's word on an earlier export (the lock file may have been removed: lock_anchor.h),
      * and the carried state's anchor values, in one read. Still listed while tpmd answers: a
      * second export of the container is refused meanwhile. */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX + 1];
-    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 1];
+    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX], lock[MIGRATE_ANCHOR_NAME_MAX + 1], tp[CARRY_ANCHOR_NAME_MAX];
+    const char *kinds[CARRY_ANCHORS], *ptrs[CARRY_ANCHORS + 2];
     size_t n = c->cfg->vtpm || c->cfg->keystore ? carry_anchor_names(c->uuid, names, kinds) : 0;
     for (size_t i = 0; i < n; i++)
         ptrs[i] = names[i];
     migrate_anchor_name(c, lock);
     ptrs[n++] = lock;
+    if (c->cfg->keystore) {
+        /* The store's tamper-proof index: its objects are read next (export_anchors). */
+        carry_tp_index_name(c->uuid, tp);
+        ptrs[n++] = tp;
+    }
     op->key = steal_ptr(k);
     op->next = exports;
     exports = op;
@@ -611,6 +696,44 @@ static void export_key(struct container *c, struct secret *key, const tm_err *er
         return;
     }
     op = NULL;
+}
+
+/* The offer was made over a nonce that names this device's AK (migrate_nonce.h): the target keeps
+ * it and installs only a bundle this AK signed. Otherwise the bundle would be refused there, after
+ * the container was locked here; so it is refused now, before the PIN is tried. */
+static void export_nonce_checked(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *aerr,
+                                 void *userdata)
+{
+    struct mig_op *op = userdata;
+    (void)signer;
+    unlink_export(op);
+    struct container *c = container_find(d, op->uuid);
+    tm_err err = {0};
+    if (!c) {
+        op_error(op, "migrate.export", NULL, ENOENT, "export: the container went away");
+    } else if (aerr) {
+        op_error(op, "migrate.export", c, aerr->code, "export: source binding: %s", aerr->msg);
+    } else if (!migrate_nonce_names(op->nonce, ak_id)) {
+        op_error(op, "migrate.export", c, EPERM,
+                 "export: source binding: the nonce does not name this device's AK (make it here with `trustme "
+                 "migrate nonce`, and have the target offer over it)");
+    } else if (c->state != CS_STOPPED || migrate_locked(c)) {
+        op_error(op, "migrate.export", c, EBUSY, "export: the container was started or locked meanwhile");
+    } else {
+        ProtobufCBinaryData pin = {.len = op->pin_len, .data = op->pin->data};
+        ProtobufCBinaryData puk = {.len = op->puk_len, .data = op->puk->data};
+        op->next = exports;
+        exports = op;
+        int r = tokens_get_key_carried(c, &pin, op->puk_len ? &puk : NULL, export_key_carried, &err);
+        secret_free(op->pin);
+        secret_free(op->puk);
+        op->pin = op->puk = NULL;
+        if (r == 0)
+            return;
+        take_export(c);
+        op_error(op, "migrate.export", c, err.code, "export: %s", err.msg);
+    }
+    op_free(op);
 }
 
 static void migrate_export(struct conn *conn, uint64_t id, const Trustme__MigrateRequest *rq)
@@ -643,6 +766,11 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
         why = "the bundle path must be absolute, on one line";
     else if (!rq->has_pin)
         why = "the container's PIN is needed to unwrap its data key";
+    else if (!rq->has_nonce || rq->nonce.len != MIGRATE_NONCE_LEN)
+        why = "the nonce the offer was made over (32 bytes) is missing";
+    else if (!offer->has_nonce || offer->nonce.len != MIGRATE_NONCE_LEN ||
+             memcmp(offer->nonce.data, rq->nonce.data, MIGRATE_NONCE_LEN) != 0)
+        why = "the offer names another nonce than the one given";
     if (why) {
         daemon_audit(d, "migrate.export", "fail", c, conn->actor, "%s", why);
         conn_send_error(conn, id, EINVAL, "migrate export: %s", why);
@@ -663,12 +791,25 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
     op->key_spki_len = rq->wrap_spki.len;
     memcpy(op->ak_spki, rq->ak_spki.data, rq->ak_spki.len);
     op->ak_spki_len = rq->ak_spki.len;
+    memcpy(op->nonce, rq->nonce.data, MIGRATE_NONCE_LEN);
+    tm_err err = {0};
+    /* Kept in locked memory while this device's AK id is fetched (export_nonce_checked). */
+    op->pin_len = rq->pin.len;
+    op->puk_len = rq->has_puk ? rq->puk.len : 0;
+    if (secret_new(op->pin_len + 1, &op->pin, &err) < 0 || secret_new(op->puk_len + 1, &op->puk, &err) < 0) {
+        op_error(op, "migrate.export", c, err.code, "export: %s", err.msg);
+        op_free(op);
+        return;
+    }
+    if (op->pin_len)
+        memcpy(op->pin->data, rq->pin.data, op->pin_len);
+    if (op->puk_len)
+        memcpy(op->puk->data, rq->puk.data, op->puk_len);
     op->next = exports;
     exports = op;
-    tm_err err = {0};
-    if (tokens_get_key_carried(c, &rq->pin, rq->has_puk ? &rq->puk : NULL, export_key_carried, &err) < 0) {
-        take_export(c);
-        op_error(op, "migrate.export", c, err.code, "export: %s", err.msg);
+    if (source_auth_ak_id(d, export_nonce_checked, op, &err) < 0) {
+        unlink_export(op);
+        op_error(op, "migrate.export", c, err.code, "export: source binding: %s", err.msg);
         op_free(op);
     }
 }
@@ -868,9 +1009,10 @@ static void decrypt_done(struct daemon *d, const Trustme__Tpmd__Response *resp, 
          * verified; the offer is spent then: a signed refusal lets the source abort). */
         /* Not spent (no refusal): unknown offer, bad request, another target, installed here from
          * it already (EALREADY, anchored: a container of it may have been removed and restored),
-         * or the anchor table failed (ENOLCK: the offer's state is unknown). */
+         * the anchor table failed (ENOLCK: the offer's state is unknown), or the offer is another
+         * source's (EPERM: its nonce names another AK). */
         bool spent = err && err->code != ENOENT && err->code != EINVAL && err->code != EXDEV && err->code != EALREADY &&
-                     err->code != ENOLCK;
+                     err->code != ENOLCK && err->code != EPERM;
         /* ESTALE: spent here before, by an import that did not install (killed, or refused). A
          * refusal is signed only while the container is not here: a concurrent import of the same
          * bundle may have installed it meanwhile. */
@@ -918,8 +1060,8 @@ static void import_token_built(struct daemon *d, const struct tpmd_anchor_entry 
         return;
     }
     test_crash_point(d->data_dir, "migrate-import-token-built"); /* token files, nothing anchored */
-    char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX];
-    struct tpmd_anchor_entry set[BUNDLE_ANCHORS_MAX + 1];
+    char names[CARRY_ENTRIES_MAX][CARRY_ANCHOR_NAME_MAX];
+    struct tpmd_anchor_entry set[CARRY_ENTRIES_MAX + 1];
     int n = carry_anchor_entries(&op->b.h, names, set, &e);
     if (n < 0) {
         refuse(op, e.msg);
@@ -993,7 +1135,8 @@ static void import_install(struct mig_op *op)
     sign_text(op);
 }
 
-static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata);
+static void import_authenticated(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *aerr,
+                                 void *userdata);
 
 static void import_begin(struct mig_op *op, const char *path, bool again);
 
@@ -1068,7 +1211,8 @@ static void import_begin(struct mig_op *op, const char *path, bool again)
 }
 
 /* The source is authenticated: tpmd spends the offer and unwraps K. */
-static void import_authenticated(struct daemon *d, const char *signer, const tm_err *aerr, void *userdata)
+static void import_authenticated(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *aerr,
+                                 void *userdata)
 {
     struct mig_op *op = userdata;
     tm_err err = {0};
@@ -1078,7 +1222,11 @@ static void import_authenticated(struct daemon *d, const char *signer, const tm_
         return;
     }
     snprintf(op->source, sizeof(op->source), "%s", signer);
+    memcpy(op->source_ak_id, ak_id, sizeof(op->source_ak_id));
     Trustme__Tpmd__MigrateDecrypt md = TRUSTME__TPMD__MIGRATE_DECRYPT__INIT;
+    /* tpmd checks that the offer's nonce names this AK before it spends the offer. */
+    md.has_source_ak_id = true;
+    md.source_ak_id = (ProtobufCBinaryData){.len = sizeof(op->source_ak_id), .data = op->source_ak_id};
     md.offer_id = op->b.h.offer_id;
     md.has_ciphertext = true;
     md.ciphertext = (ProtobufCBinaryData){.len = op->b.wrapped_len, .data = op->b.wrapped};
@@ -1319,6 +1467,8 @@ void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
     const char *v = rq->verb ? rq->verb : "";
     if (strcmp(v, "offer") == 0)
         migrate_offer(conn, id, rq);
+    else if (strcmp(v, "nonce") == 0)
+        migrate_nonce(conn, id);
     else if (strcmp(v, "export") == 0)
         migrate_export(conn, id, rq);
     else if (strcmp(v, "import") == 0)
@@ -1331,5 +1481,5 @@ void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
         migrate_abort(conn, id, rq);
     else
         conn_send_error(conn, id, EINVAL,
-                        "migrate: unknown step \"%s\" (offer, export, import, receipt, commit, abort)", v);
+                        "migrate: unknown step \"%s\" (nonce, offer, export, import, receipt, commit, abort)", v);
 }

@@ -88,6 +88,16 @@ static int manifest_text(const struct bundle_header *h, char **ret, size_t *ret_
         tm_hex(h->anchors[i].value, h->anchors[i].len, hex);
         n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "anchor %s %s\n", h->anchors[i].kind, hex);
     }
+    if (h->has_tp_index && n > 0 && n < BUNDLE_MANIFEST_MAX) {
+        char hex[2 * BUNDLE_TP_INDEX_MAX + 1];
+        tm_hex(h->tp_index, h->tp_index_len, hex);
+        n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "tp-index %s\n", h->tp_index_len ? hex : "-");
+    }
+    for (size_t i = 0; i < h->ntp && n > 0 && n < BUNDLE_MANIFEST_MAX; i++) {
+        char hex[2 * BUNDLE_TP_VALUE_MAX + 1];
+        tm_hex(h->tp[i].value, h->tp[i].len, hex);
+        n += snprintf(buf + n, BUNDLE_MANIFEST_MAX - (size_t)n, "tp %s %s\n", h->tp[i].id, hex);
+    }
     if (n <= 0 || n >= BUNDLE_MANIFEST_MAX) {
         free(buf);
         return tm_err_set(err, EOVERFLOW, "the manifest is too long");
@@ -318,6 +328,87 @@ bool bundle_carried_dir(const char *name)
     return strncmp(name, "vtpm/", 5) == 0 || strncmp(name, "keystore/", 9) == 0;
 }
 
+static bool tp_id_ok(const char *id, size_t n)
+{
+    if (n == 0 || n > BUNDLE_TP_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') || (id[i] >= '0' && id[i] <= '9') ||
+              id[i] == '.' || id[i] == '_' || id[i] == '-'))
+            return false;
+    return true;
+}
+
+int bundle_tp_ids(const uint8_t *v, size_t len, char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1])
+{
+    int n = 0;
+    for (size_t k = 0; k < len;) {
+        const uint8_t *end = memchr(v + k, '\0', len - k);
+        size_t l = end ? (size_t)(end - (v + k)) : 0;
+        if (!end || n == BUNDLE_TP_MAX || !tp_id_ok((const char *)v + k, l))
+            return -1;
+        memcpy(ids[n], v + k, l);
+        ids[n][l] = '\0';
+        for (int i = 0; i < n; i++)
+            if (strcmp(ids[i], ids[n]) == 0)
+                return -1;
+        n++;
+        k += l + 1;
+    }
+    return n;
+}
+
+/* "tp-index HEX" (or "-": an empty index), once, before the "tp ID HEX" lines: the objects must
+ * be exactly the ones it lists, in its order, at most the store's quota (a bundle brings no more
+ * than the source could hold). */
+static int parse_tp(const char *line, struct bundle_header *h, tm_err *err)
+{
+    char hex[2 * BUNDLE_TP_VALUE_MAX + 2];
+    int end = 0;
+    if (strncmp(line, "tp-index ", 9) == 0) {
+        char ihex[2 * BUNDLE_TP_INDEX_MAX + 2];
+        if (h->has_tp_index || h->ntp || sscanf(line, "tp-index %257s%n", ihex, &end) != 1 || line[end])
+            return tm_err_set(err, EBADMSG, "bundle format: a bad tp-index line");
+        h->has_tp_index = true;
+        if (strcmp(ihex, "-") == 0)
+            return 0;
+        char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1];
+        size_t len = strlen(ihex) / 2;
+        if (strlen(ihex) % 2 || len > BUNDLE_TP_INDEX_MAX || tm_hex_decode_str(ihex, h->tp_index, len, 0, err) < 0)
+            return tm_err_set(err, EBADMSG,
+                              "bundle format: the tamper-proof index is malformed or lists more than the quota of %d "
+                              "objects",
+                              BUNDLE_TP_MAX);
+        h->tp_index_len = len;
+        if (bundle_tp_ids(h->tp_index, len, ids) < 0)
+            return tm_err_set(err, EBADMSG,
+                              "bundle format: the tamper-proof index is malformed or lists more than the quota of %d "
+                              "objects",
+                              BUNDLE_TP_MAX);
+        return 0;
+    }
+    if (h->ntp == BUNDLE_TP_MAX)
+        return tm_err_set(err, EDQUOT, "bundle format: more than %d tamper-proof objects (a store's quota)",
+                          BUNDLE_TP_MAX);
+    struct bundle_tp *t = &h->tp[h->ntp];
+    char id[BUNDLE_TP_ID_MAX + 2];
+    if (!h->has_tp_index || sscanf(line, "tp %16s %249s%n", id, hex, &end) != 2 || line[end] ||
+        !tp_id_ok(id, strlen(id)) || strlen(hex) % 2 || strlen(hex) / 2 < BUNDLE_TP_VALUE_MIN ||
+        strlen(hex) / 2 > BUNDLE_TP_VALUE_MAX)
+        return tm_err_set(err, EBADMSG, "bundle format: a bad tamper-proof object line");
+    char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1];
+    int n = bundle_tp_ids(h->tp_index, h->tp_index_len, ids);
+    if (n < 0 || h->ntp >= (size_t)n || strcmp(ids[h->ntp], id) != 0)
+        return tm_err_set(err, EBADMSG, "bundle format: tamper-proof object %s is not the next one its index lists",
+                          id);
+    snprintf(t->id, sizeof(t->id), "%s", id);
+    t->len = strlen(hex) / 2;
+    if (tm_hex_decode_str(hex, t->value, t->len, 0, err) < 0)
+        return tm_err_set(err, EBADMSG, "bundle format: a bad tamper-proof object value");
+    h->ntp++;
+    return 0;
+}
+
 static bool anchor_kind_ok(const char *k)
 {
     return strcmp(k, "vtpm") == 0 || strcmp(k, "sstore") == 0 || strcmp(k, "sstore-keys") == 0;
@@ -367,7 +458,16 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
     h->uid_base = (uint32_t)ub;
     h->nparts = 0;
     h->nanchors = 0;
+    h->has_tp_index = false;
+    h->tp_index_len = h->ntp = 0;
     while ((line = strtok_r(NULL, "\n", &save))) {
+        if (strncmp(line, "tp-index ", 9) == 0 || strncmp(line, "tp ", 3) == 0) {
+            if ((r = parse_tp(line, h, err)) < 0)
+                return r;
+            continue;
+        }
+        if (h->has_tp_index)
+            return tm_err_set(err, EBADMSG, "bundle format: a part or anchor line after the tamper-proof objects");
         if (strncmp(line, "anchor ", 7) == 0) {
             if ((r = parse_anchor(line, h, err)) < 0)
                 return r;
@@ -395,6 +495,12 @@ static int parse_manifest(char *text, struct bundle_header *h, tm_err *err)
     }
     if (h->nparts == 0 || strcmp(h->parts[0].name, "config.json") != 0)
         return tm_err_set(err, EBADMSG, "bundle format: the first part must be config.json");
+    char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1];
+    int ntp = bundle_tp_ids(h->tp_index, h->tp_index_len, ids);
+    if (h->has_tp_index && (ntp < 0 || (size_t)ntp != h->ntp))
+        return tm_err_set(err, EBADMSG,
+                          "bundle format: the tamper-proof index lists %d objects, the manifest carries %zu", ntp,
+                          h->ntp);
     return 0;
 }
 

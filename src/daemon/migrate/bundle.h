@@ -29,6 +29,14 @@
 #define BUNDLE_KS_KEYS_LEN 64
 #define BUNDLE_ANCHORS_MAX 4
 #define BUNDLE_ANCHOR_VALUE_MAX 64
+/* The secure store's tamper-proof objects (docs/SECURE_STORAGE.md): at most its quota, each an id
+ * of 1..15 bytes of [A-Za-z0-9._-] and its value as the source's table holds it (sealed under the
+ * store's TP key: a 12-byte nonce, at most 96 bytes, a 16-byte tag). */
+#define BUNDLE_TP_MAX 8 /* SSTORE_TP_MAX */
+#define BUNDLE_TP_ID_MAX 15
+#define BUNDLE_TP_VALUE_MIN 28
+#define BUNDLE_TP_VALUE_MAX 124
+#define BUNDLE_TP_INDEX_MAX (BUNDLE_TP_MAX * (BUNDLE_TP_ID_MAX + 1))
 
 struct bundle_part {
     char name[BUNDLE_PART_NAME_MAX]; /* a file of the container's data dir */
@@ -48,6 +56,13 @@ struct bundle_anchor {
     size_t len;
 };
 
+/* A tamper-proof object: "sstore-tp/<uuid>/<id>" of the source's table. */
+struct bundle_tp {
+    char id[BUNDLE_TP_ID_MAX + 1];
+    uint8_t value[BUNDLE_TP_VALUE_MAX];
+    size_t len;
+};
+
 struct bundle_header {
     char bundle_id[BUNDLE_ID_LEN + 1];
     char offer_id[BUNDLE_ID_LEN + 1];
@@ -60,6 +75,14 @@ struct bundle_header {
     size_t nparts;
     struct bundle_anchor anchors[BUNDLE_ANCHORS_MAX];
     size_t nanchors;
+    /* The tamper-proof index "sstore-tp/<uuid>" (its ids, each NUL-terminated; has_tp_index: the
+     * manifest has one) and the objects it lists, in its order. Parsed bundles hold exactly the
+     * objects the index lists, at most BUNDLE_TP_MAX. */
+    bool has_tp_index;
+    uint8_t tp_index[BUNDLE_TP_INDEX_MAX];
+    size_t tp_index_len;
+    struct bundle_tp tp[BUNDLE_TP_MAX];
+    size_t ntp;
     /* SHA-256 (hex) of the bundle's head: the manifest, the wrapped K, the IV and the sealed keys.
      * With the manifest's part digests it names every byte of the bundle; a receipt names it, so
      * a receipt for a bundle the network made from the public offer (its own K and keys, the
@@ -98,5 +121,8 @@ int bundle_unseal(const struct bundle_in *b, const uint8_t *k, size_t k_len, str
 int bundle_extract(const struct bundle_in *b, size_t i, const char *dest, tm_err *err);
 /* Part i into dir/<its name>, making the directories of a carried part's name (0700) first. */
 int bundle_extract_into(const struct bundle_in *b, size_t i, const char *dir, tm_err *err);
+/* The ids a tamper-proof index lists (each NUL-terminated, 1..15 bytes of [A-Za-z0-9._-], none
+ * twice): how many, or -1 if it is malformed or lists more than BUNDLE_TP_MAX. */
+int bundle_tp_ids(const uint8_t *v, size_t len, char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1]);
 /* A part name below one of the carried directories ("vtpm/", "keystore/"). */
 bool bundle_carried_dir(const char *name);

@@ -30,6 +30,56 @@ size_t carry_anchor_names(const char *uuid, char names[CARRY_ANCHORS][CARRY_ANCH
     return CARRY_ANCHORS;
 }
 
+void carry_tp_index_name(const char *uuid, char out[CARRY_ANCHOR_NAME_MAX])
+{
+    snprintf(out, CARRY_ANCHOR_NAME_MAX, "sstore-tp/%s", uuid);
+}
+
+int carry_tp_names(const char *uuid, const ProtobufCBinaryData *v, char names[BUNDLE_TP_MAX][CARRY_ANCHOR_NAME_MAX],
+                   tm_err *err)
+{
+    char ids[BUNDLE_TP_MAX][BUNDLE_TP_ID_MAX + 1];
+    int n = bundle_tp_ids(v->data, v->len, ids);
+    if (v->len > BUNDLE_TP_INDEX_MAX || n < 0)
+        return tm_err_set(err, EBADMSG,
+                          "the secure store's tamper-proof index in this device's TPM table is malformed or lists "
+                          "more than %d objects",
+                          BUNDLE_TP_MAX);
+    for (int i = 0; i < n; i++)
+        snprintf(names[i], CARRY_ANCHOR_NAME_MAX, "sstore-tp/%s/%s", uuid, ids[i]);
+    return n;
+}
+
+/* The tamper-proof objects: values of the anchor table, not files. They are carried as manifest
+ * lines, which the GCM tag and the source's signature cover; each is sealed under the store's
+ * TP key already (it derives from the carried seed and the UUID, so it opens on the target). */
+static int add_tp(const struct container *c, const Trustme__Tpmd__Response *resp, struct bundle_header *h, tm_err *err)
+{
+    char index[CARRY_ANCHOR_NAME_MAX], names[BUNDLE_TP_MAX][CARRY_ANCHOR_NAME_MAX];
+    carry_tp_index_name(c->uuid, index);
+    const ProtobufCBinaryData *v = tpmd_anchor_value(resp, index);
+    if (!v || v->len == 0)
+        return 0;
+    int n = carry_tp_names(c->uuid, v, names, err);
+    if (n < 0)
+        return n;
+    h->has_tp_index = true;
+    memcpy(h->tp_index, v->data, v->len);
+    h->tp_index_len = v->len;
+    size_t prefix = strlen(index) + 1;
+    for (int i = 0; i < n; i++) {
+        const ProtobufCBinaryData *o = tpmd_anchor_value(resp, names[i]);
+        if (!o || o->len < BUNDLE_TP_VALUE_MIN || o->len > BUNDLE_TP_VALUE_MAX)
+            return tm_err_set(err, EBADMSG, "tamper-proof object %s: this device's TPM table lists it and holds %s",
+                              names[i] + prefix, o ? "a malformed value" : "no value");
+        struct bundle_tp *t = &h->tp[h->ntp++];
+        snprintf(t->id, sizeof(t->id), "%s", names[i] + prefix);
+        memcpy(t->value, o->data, o->len);
+        t->len = o->len;
+    }
+    return 0;
+}
+
 static int add_part(struct bundle_header *h, const char *name, const char *src, char (*srcs)[PATH_MAX], size_t nsrcs,
                     tm_err *err)
 {
@@ -117,7 +167,7 @@ int carry_add(const struct container *c, const Trustme__Tpmd__Response *resp, st
     }
     if (c->cfg->keystore) {
         snprintf(p, sizeof(p), "%s/keystore/%s", c->d->data_dir, c->uuid);
-        if ((r = add_tree(h, p, "keystore", 0, srcs, nsrcs, err)) < 0)
+        if ((r = add_tree(h, p, "keystore", 0, srcs, nsrcs, err)) < 0 || (r = add_tp(c, resp, h, err)) < 0)
             return r;
     }
     for (size_t i = 0; i < CARRY_ANCHORS; i++) {
@@ -134,10 +184,10 @@ int carry_add(const struct container *c, const Trustme__Tpmd__Response *resp, st
     return 0;
 }
 
-int carry_anchor_entries(const struct bundle_header *h, char names[CARRY_ANCHORS][CARRY_ANCHOR_NAME_MAX],
+int carry_anchor_entries(const struct bundle_header *h, char names[CARRY_ENTRIES_MAX][CARRY_ANCHOR_NAME_MAX],
                          struct tpmd_anchor_entry *ret, tm_err *err)
 {
-    if (!h->nanchors)
+    if (!h->nanchors && !h->has_tp_index)
         return 0;
     /* The names are made from the manifest's UUID: only a UUID, so that no name can be another
      * container's entry ("sstore/<its uuid>.keys" from a UUID "<its uuid>.keys"). */
@@ -151,5 +201,18 @@ int carry_anchor_entries(const struct bundle_header *h, char names[CARRY_ANCHORS
             if (strcmp(h->anchors[i].kind, kinds[k]) == 0)
                 ret[n++] = (struct tpmd_anchor_entry){
                     .name = names[k], .value = h->anchors[i].value, .len = h->anchors[i].len};
+    /* The tamper-proof index and exactly the objects it lists (bundle_open checked the ids and the
+     * quota), in the same update: the store's invariant (every value listed in the index, at most
+     * the quota) holds on the target as it did on the source. */
+    if (h->has_tp_index && h->tp_index_len) {
+        carry_tp_index_name(h->uuid, names[CARRY_ANCHORS]);
+        ret[n++] =
+            (struct tpmd_anchor_entry){.name = names[CARRY_ANCHORS], .value = h->tp_index, .len = h->tp_index_len};
+        for (size_t i = 0; i < h->ntp && i < BUNDLE_TP_MAX; i++) {
+            snprintf(names[CARRY_ANCHORS + 1 + i], CARRY_ANCHOR_NAME_MAX, "sstore-tp/%s/%s", h->uuid, h->tp[i].id);
+            ret[n++] = (struct tpmd_anchor_entry){
+                .name = names[CARRY_ANCHORS + 1 + i], .value = h->tp[i].value, .len = h->tp[i].len};
+        }
+    }
     return n;
 }

@@ -40,6 +40,7 @@ struct auth_op {
     char *chain;
     size_t chain_len;
     uint8_t device_ca[32];
+    uint8_t ak_id[32]; /* check: the SHA-256 of the source's AK certificate, as scd verified it */
     ProtobufCBinaryData anchors[1], crls[PEMS_MAX];
     size_t ncrls;
 };
@@ -60,9 +61,11 @@ static void finish(struct auth_op *op, const char *signer, const tm_err *err)
     void *userdata = op->userdata;
     struct daemon *d = op->d;
     char who[VERIFY_SIGNER_MAX];
+    uint8_t ak_id[32];
     snprintf(who, sizeof(who), "%s", signer ? signer : "");
+    memcpy(ak_id, op->ak_id, sizeof(ak_id));
     op_free(op);
-    fn(d, err ? NULL : who, err, userdata);
+    fn(d, err || !signer ? NULL : who, err || !signer ? NULL : ak_id, err, userdata);
 }
 
 static int op_new(struct daemon *d, const struct bundle_header *h, source_auth_fn fn, void *userdata,
@@ -213,6 +216,66 @@ int source_auth_sign(struct daemon *d, const struct bundle_header *h, const char
     return r;
 }
 
+struct nth_cert {
+    size_t want, seen;
+    uint8_t sha256[32];
+    bool found;
+};
+
+static int cert_block(const char *name, unsigned char **data, long len, void *userdata, tm_err *err)
+{
+    struct nth_cert *n = userdata;
+    (void)err;
+    if (strcmp(name, "CERTIFICATE") != 0)
+        return 0;
+    if (n->seen++ == n->want) {
+        tm_sha256(*data, (size_t)len, n->sha256);
+        n->found = true;
+    }
+    return 0;
+}
+
+/* ---- source: this device's AK id --------------------------------------------------------------- */
+
+static void own_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct auth_op *op = userdata;
+    (void)d;
+    tm_err e = {0};
+    const ProtobufCBinaryData *chain = chain_of(resp, err, &e);
+    if (!chain) {
+        finish(op, NULL, &e);
+        return;
+    }
+    /* The AK's certificate is the chain's first. */
+    struct nth_cert n = {.want = 0};
+    BIO *bio = BIO_new_mem_buf(chain->data, (int)chain->len);
+    int r = bio ? tm_pem_each_block(bio, 8, cert_block, &n, &e) : tm_err_set(&e, ENOMEM, "out of memory");
+    BIO_free(bio);
+    if (r == 0 && !n.found)
+        r = tm_err_set(&e, ENOKEY, "this device's AK certificate chain has no certificate");
+    if (r < 0) {
+        finish(op, NULL, &e);
+        return;
+    }
+    memcpy(op->ak_id, n.sha256, sizeof(op->ak_id));
+    finish(op, "", NULL);
+}
+
+int source_auth_ak_id(struct daemon *d, source_auth_fn fn, void *userdata, tm_err *err)
+{
+    struct auth_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    op->d = d;
+    op->fn = fn;
+    op->userdata = userdata;
+    int r = ask_chain(op, own_chain, err);
+    if (r < 0)
+        op_free(op);
+    return r;
+}
+
 /* ---- target: check ----------------------------------------------------------------------------- */
 
 static int read_at(int fd, void *buf, size_t len, uint64_t off, tm_err *err)
@@ -298,25 +361,6 @@ static int trust_inputs(struct auth_op *op, tm_err *err)
     return r < 0 ? tm_err_prefix(err, "source authentication: the device's trust anchors") : 0;
 }
 
-struct nth_cert {
-    size_t want, seen;
-    uint8_t sha256[32];
-    bool found;
-};
-
-static int cert_block(const char *name, unsigned char **data, long len, void *userdata, tm_err *err)
-{
-    struct nth_cert *n = userdata;
-    (void)err;
-    if (strcmp(name, "CERTIFICATE") != 0)
-        return 0;
-    if (n->seen++ == n->want) {
-        tm_sha256(*data, (size_t)len, n->sha256);
-        n->found = true;
-    }
-    return 0;
-}
-
 static void checked(struct daemon *d, const Trustme__Scd__Response *resp, const tm_err *err, void *userdata)
 {
     struct auth_op *op = userdata;
@@ -331,7 +375,8 @@ static void checked(struct daemon *d, const Trustme__Scd__Response *resp, const 
     /* The chain goes to the General root; its AK certificate must come from the Device CA that
      * certified this device's AK, not from another CA under that root. */
     const Trustme__Scd__VerifyResult *v = resp->verify;
-    if (v->n_chain_sha256 < 2 || v->chain_sha256[1].len != 32 || memcmp(v->chain_sha256[1].data, op->device_ca, 32)) {
+    if (v->n_chain_sha256 < 2 || v->chain_sha256[0].len != 32 || v->chain_sha256[1].len != 32 ||
+        memcmp(v->chain_sha256[1].data, op->device_ca, 32)) {
         tm_err_set(&e, EKEYREJECTED,
                    PREFIX "the source's AK certificate (%s) was not issued by the Device CA that issued this "
                           "device's AK certificate",
@@ -339,6 +384,7 @@ static void checked(struct daemon *d, const Trustme__Scd__Response *resp, const 
         finish(op, NULL, &e);
         return;
     }
+    memcpy(op->ak_id, v->chain_sha256[0].data, 32);
     finish(op, v->signer ? v->signer : "?", NULL);
 }
 

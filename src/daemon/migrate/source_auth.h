@@ -25,14 +25,20 @@
 #define SOURCE_AUTH_KIND "export" /* the first line of the signed text (migrate_text) */
 
 /* Called once. err NULL: done (signed and appended; or the source authenticated, and signer is
- * its AK certificate's subject, for the audit; NULL otherwise). */
-typedef void (*source_auth_fn)(struct daemon *d, const char *signer, const tm_err *err, void *userdata);
+ * its AK certificate's subject, for the audit, and ak_id the SHA-256 of its DER, which the
+ * offer's nonce must name (migrate_nonce.h); both NULL otherwise). */
+typedef void (*source_auth_fn)(struct daemon *d, const char *signer, const uint8_t *ak_id, const tm_err *err,
+                               void *userdata);
 
 /* Source: have the AK sign h's head (h->digest, filled by bundle_write) and append the
  * signature and the AK's certificate chain to the bundle written at path, synced. A device
  * whose AK has no certificate refuses (the target could not authenticate it). */
 int source_auth_sign(struct daemon *d, const struct bundle_header *h, const char *path, source_auth_fn fn,
                      void *userdata, tm_err *err);
+
+/* This device's AK id (the SHA-256 of its AK certificate's DER, migrate_nonce.h): fn gets it as
+ * ak_id (signer ""). A device whose AK has no certificate fails (no source could be bound). */
+int source_auth_ak_id(struct daemon *d, source_auth_fn fn, void *userdata, tm_err *err);
 
 /* Target: check b's source signature and chain (above). b must stay open until fn is called.
  * Every failure names the check, prefixed "source authentication: ". */
