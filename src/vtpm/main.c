@@ -580,17 +580,17 @@ static int confine(void)
     /* tm_idle_release: dropping pages of its own mappings; nothing else of madvise but the two
      * below. */
     if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED));
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED, 0));
     /* OpenSSL's run-once guards (glibc's pthread_once) wake waiters when they are done, whether
      * any wait or not: libtpms reaches some of them only at the guest's first commands. A wake of
      * this single-threaded process's own futex, nothing else of futex. */
     if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(futex), 1, SCMP_A1(SCMP_CMP_EQ, FUTEX_WAKE_PRIVATE));
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(futex), 1, SCMP_A1(SCMP_CMP_EQ, FUTEX_WAKE_PRIVATE, 0));
     /* secret_new: a secret's mapping left out of core dumps and wiped in a child. */
     if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTDUMP));
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTDUMP, 0));
     if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_WIPEONFORK));
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_WIPEONFORK, 0));
     if (r == 0)
         r = seccomp_load(ctx);
     seccomp_release(ctx);

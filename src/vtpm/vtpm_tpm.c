@@ -286,7 +286,7 @@ void vtpm_tpm_prepare(void)
 {
     /* OpenSSL's set-up, which the start no longer needs (getrandom_method): its configuration
      * file read before the seccomp filter, not at the guest's first command under it. */
-    OPENSSL_init_crypto(0, NULL);
+    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
 }
 
 uint8_t vtpm_tpm_established(void)
