@@ -8,7 +8,8 @@
    off, the sockets listening): a new state, and an existing one (decrypting it). This is what a
    start with a vTPM adds before its setup process (plus one anchor read from tpmd's memory).
 2. The resident memory of trustme-vtpm (and of any child it has: an swtpm in revisions before
-   trustme-vtpm hosted libtpms itself) after some commands, and after 2.5 s idle.
+   trustme-vtpm hosted libtpms itself) right after some commands, 0.25 s later (a burst's end)
+   and after 2.5 s idle; RSS, PSS and USS.
 3. Command round trips the way the swtpm TCTI does them (a new connection per command):
    TPM2_GetRandom(32), TPM2_PCR_Read(sha256:11), TPM2_Quote (ECC P-256 restricted signing key
    made once with TPM2_CreatePrimary) and TPM2_Sign of a SHA-256 digest (ECC P-256 unrestricted
@@ -140,6 +141,14 @@ def private_kib(pid):
     return total
 
 
+def pss_kib(pid):
+    """Its proportional share of the pages it maps (shared pages divided by their mappers)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
 def stats(xs):
     xs = sorted(xs)
     return statistics.median(xs) * 1000, xs[int(len(xs) * 0.9)] * 1000
@@ -228,14 +237,21 @@ def main():
         swtpm_rss = sum(rss_kib(int(c)) for c in children)
         helper_uss = private_kib(p.pid)
         swtpm_uss = sum(private_kib(int(c)) for c in children)
-        # trustme-vtpm drops its read-only library pages after 2 s without a command (tm_idle_release).
-        time.sleep(2.5)
+        helper_pss = pss_kib(p.pid) + sum(pss_kib(int(c)) for c in children)
+        # trustme-vtpm drops its read-only library pages when a burst of commands is over (100 ms
+        # without one; before, after 2 s: tm_idle_release).
+        time.sleep(0.25)
+        burst_rss = rss_kib(p.pid) + sum(rss_kib(int(c)) for c in children)
+        burst_pss = pss_kib(p.pid) + sum(pss_kib(int(c)) for c in children)
+        time.sleep(2.25)
         idle_rss = rss_kib(p.pid) + sum(rss_kib(int(c)) for c in children)
         print(f"runs: {RUNS} (starts: {len(starts_new)})")
         print(f"start to ready, new state:      median {stats(starts_new)[0]:.1f} ms, p90 {stats(starts_new)[1]:.1f}")
         print(f"start to ready, existing state: median {stats(starts_old)[0]:.1f} ms, p90 {stats(starts_old)[1]:.1f}")
         print(f"RSS: trustme-vtpm {helper_rss} KiB, its children (swtpm) {swtpm_rss} KiB, together "
               f"{helper_rss + swtpm_rss} KiB; swtpm alone (the peer) {rss_kib(sw.pid)} KiB")
+        print(f"RSS 0.25 s after the last command: trustme-vtpm with its children {burst_rss} KiB (PSS {burst_pss} "
+              f"KiB; right after the commands PSS {helper_pss} KiB)")
         print(f"RSS after 2.5 s idle: trustme-vtpm with its children {idle_rss} KiB; swtpm alone (the peer) "
               f"{rss_kib(sw.pid)} KiB")
         print(f"private (USS): trustme-vtpm {helper_uss} KiB, its children {swtpm_uss} KiB, "

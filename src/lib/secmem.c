@@ -9,7 +9,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#define SECRET_MAX (64 * 1024)
+/* The largest is a vTPM's TPM state in the clear (libtpms's NVRAM: some KiB, at most about 150). */
+#define SECRET_MAX (1024 * 1024)
 
 int secure_random(void *buf, size_t len, tm_err *err)
 {

@@ -18,7 +18,7 @@ struct secret {
     size_t map_len; /* whole pages, as mapped */
 };
 
-/* A zeroed secret of len bytes (1 .. 64 KiB). Fails rather than hand out memory that could be
+/* A zeroed secret of len bytes (1 .. 1 MiB). Fails rather than hand out memory that could be
  * swapped: an unprivileged process may lock RLIMIT_MEMLOCK bytes (8 MiB by default). */
 int secret_new(size_t len, struct secret **ret, tm_err *err);
 /* A secret of len bytes from getrandom(). */

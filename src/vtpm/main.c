@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -42,6 +43,7 @@
 #include "fdutil.h"
 #include "hex.h"
 #include "idle_memory.h"
+#include "secmem.h"
 #include "vtpm_state.h"
 #include "vtpm_tpm.h"
 #include "vtpm_wire.h"
@@ -54,6 +56,12 @@
 #define MAX_CLIENTS 16
 #define MAX_CTRL 16
 #define MAX_OWNERS 32
+/* The end of a burst of commands: a tool's commands (the swtpm TCTI connects anew for each) come
+ * within a few ms of each other, a script's next tool within some tens. Releasing the pages
+ * after every command instead costs 200-500 us of CPU per command to map them again (measured,
+ * docs/BENCHMARKS.md "Per-container vTPM"), after 2 s (TM_IDLE_RELEASE_MS) kept 4.4-7 MiB
+ * resident between bursts. */
+#define BURST_END_MS 100
 
 /* A process using the vTPM. The swtpm TCTI connects anew for every command, so what a client
  * loaded belongs to its process, not to a connection: it is flushed when the process exits (its
@@ -153,14 +161,22 @@ static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_le
 /* The state key from fd 3, the state as trustmed checked it, and the TPM's power-on. */
 static int start_tpm(const uint8_t *state, size_t len)
 {
-    uint8_t key[VTPM_KEY_LEN];
+    /* Read straight into locked memory: no copy of the key on the stack or heap. */
+    struct secret *key = NULL;
+    tm_err err = {0};
+    if (secret_new(VTPM_KEY_LEN, &key, &err) < 0) {
+        close(KEY_FD);
+        say("%s", err.msg);
+        return -ENOMEM;
+    }
     size_t have = 0;
-    while (have < sizeof(key)) {
-        ssize_t n = read(KEY_FD, key + have, sizeof(key) - have);
+    while (have < VTPM_KEY_LEN) {
+        ssize_t n = read(KEY_FD, key->data + have, VTPM_KEY_LEN - have);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
             close(KEY_FD);
+            secret_free(key);
             return n < 0 ? -errno : -EBADMSG;
         }
         have += (size_t)n;
@@ -168,7 +184,6 @@ static int start_tpm(const uint8_t *state, size_t len)
     close(KEY_FD);
     const char *why = NULL;
     int r = vtpm_tpm_start(key, state, len, &why);
-    explicit_bzero(key, sizeof(key));
     if (r < 0 && why)
         say("%s", why);
     return r; /* what the Startup (or a manufacture) stored is committed later (vtpm_state.c) */
@@ -537,30 +552,61 @@ static int confine(void)
     if (!ctx)
         return -ENOMEM;
     static const int allowed[] = {
-        SCMP_SYS(read),           SCMP_SYS(write),
-        SCMP_SYS(close),          SCMP_SYS(poll),
-        SCMP_SYS(ppoll),          SCMP_SYS(accept4),
-        SCMP_SYS(accept),         SCMP_SYS(setsockopt),
-        SCMP_SYS(getrandom),      SCMP_SYS(exit_group),
-        SCMP_SYS(exit),           SCMP_SYS(rt_sigreturn),
-        SCMP_SYS(rt_sigprocmask), SCMP_SYS(clock_nanosleep),
-        SCMP_SYS(nanosleep),      SCMP_SYS(getpid),
-        SCMP_SYS(writev),         SCMP_SYS(brk),
-        SCMP_SYS(mmap),           SCMP_SYS(munmap),
-        SCMP_SYS(fstat),          SCMP_SYS(newfstatat),
-        SCMP_SYS(clock_gettime),  SCMP_SYS(lseek),
-        SCMP_SYS(unlink),         SCMP_SYS(getsockopt),
-        SCMP_SYS(pidfd_open),     SCMP_SYS(recvfrom),
-        SCMP_SYS(sendto),         SCMP_SYS(openat),
-        SCMP_SYS(renameat),       SCMP_SYS(renameat2),
-        SCMP_SYS(fsync),          SCMP_SYS(mremap),
+        SCMP_SYS(read),
+        SCMP_SYS(write),
+        SCMP_SYS(close),
+        SCMP_SYS(poll),
+        SCMP_SYS(ppoll),
+        SCMP_SYS(accept4),
+        SCMP_SYS(accept),
+        SCMP_SYS(setsockopt),
+        SCMP_SYS(getrandom),
+        SCMP_SYS(exit_group),
+        SCMP_SYS(exit),
+        SCMP_SYS(rt_sigreturn),
+        SCMP_SYS(rt_sigprocmask),
+        SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep),
+        SCMP_SYS(getpid),
+        SCMP_SYS(writev),
+        SCMP_SYS(brk),
+        SCMP_SYS(mmap),
+        SCMP_SYS(munmap),
+        SCMP_SYS(fstat),
+        SCMP_SYS(newfstatat),
+        SCMP_SYS(clock_gettime),
+        SCMP_SYS(lseek),
+        SCMP_SYS(unlink),
+        SCMP_SYS(getsockopt),
+        SCMP_SYS(pidfd_open),
+        SCMP_SYS(recvfrom),
+        SCMP_SYS(sendto),
+        SCMP_SYS(openat),
+        SCMP_SYS(renameat),
+        SCMP_SYS(renameat2),
+        SCMP_SYS(fsync),
+        SCMP_SYS(mremap),
+        /* A larger state in the clear moves to a larger locked mapping (secmem.h). */
+        SCMP_SYS(mlock),
+        SCMP_SYS(munlock),
     };
     int r = 0;
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && r == 0; i++)
         r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
-    /* tm_idle_release: dropping pages of its own mappings, nothing else of madvise. */
+    /* tm_idle_release: dropping pages of its own mappings; nothing else of madvise but the two
+     * below. */
     if (r == 0)
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED));
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTNEED, 0));
+    /* OpenSSL's run-once guards (glibc's pthread_once) wake waiters when they are done, whether
+     * any wait or not: libtpms reaches some of them only at the guest's first commands. A wake of
+     * this single-threaded process's own futex, nothing else of futex. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(futex), 1, SCMP_A1(SCMP_CMP_EQ, FUTEX_WAKE_PRIVATE, 0));
+    /* secret_new: a secret's mapping left out of core dumps and wiped in a child. */
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_DONTDUMP, 0));
+    if (r == 0)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(madvise), 1, SCMP_A2(SCMP_CMP_EQ, MADV_WIPEONFORK, 0));
     if (r == 0)
         r = seccomp_load(ctx);
     seccomp_release(ctx);
@@ -602,6 +648,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: trustme-vtpm --run-dir D --state-dir D [--manufacture]\n");
         return 2;
     }
+    /* It holds the state key and the TPM's state in the clear: no core dump of it, and no ptrace
+     * or /proc/PID/mem by its own uid (exec made it dumpable again). */
+    secmem_no_core_dumps();
     if (chdir(run_dir) < 0) {
         say("cannot enter %s: %s", run_dir, strerror(errno));
         return 3;
@@ -667,6 +716,7 @@ int main(int argc, char **argv)
         return 3;
     }
     close(READY_FD);
+    vtpm_tpm_prepare();
     if ((r = confine()) != 0) {
         say("cannot load the seccomp filter: %s", strerror(-r));
         stop_tpm();
@@ -674,7 +724,10 @@ int main(int argc, char **argv)
     }
     serving = true;
     vtpm_state_serving();
-    bool idle = false;
+    /* What the start touched (dynamic linking, libtpms's and OpenSSL's set-up, libseccomp) is
+     * not what commands need: it goes now, before any client connects. */
+    tm_idle_release();
+    bool idle = true;
     for (;;) {
         struct pollfd p[3 + MAX_CLIENTS + MAX_CTRL + MAX_OWNERS + 1];
         size_t n = 0;
@@ -688,9 +741,9 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < MAX_OWNERS; i++)
             p[n++] = (struct pollfd){.fd = owners[i].pidfd, .events = POLLIN};
         p[n++] = (struct pollfd){.fd = lstate, .events = POLLIN};
-        /* Idle for a while after serving: the library pages it touched go back (they are the
-         * page cache's; the next command maps them again). */
-        int ready = poll(p, n, idle ? -1 : TM_IDLE_RELEASE_MS);
+        /* A burst of commands over (BURST_END_MS without a request): the library pages it
+         * touched go back (they are the page cache's; the next command maps them again). */
+        int ready = poll(p, n, idle ? -1 : BURST_END_MS);
         if (ready < 0) {
             if (errno == EINTR)
                 continue;

@@ -4,14 +4,21 @@
  * command, and physical presence. The NVRAM is the state vtpm_state.c commits: each store is
  * encrypted here (AES-256-GCM, a fresh nonce) and handed over whole; the locality is always 0,
  * the only one the guest's control channel may set. */
+/* RAND_set_rand_method (OpenSSL 3 deprecates it; there is no other way to give RAND_bytes a
+ * source without OpenSSL's DRBG): below, getrandom_method. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "vtpm_tpm.h"
 
+#include <assert.h>
 #include <errno.h>
-#include <openssl/evp.h>
+#include <nettle/gcm.h>
+#include <nettle/memops.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <libtpms/tpm_error.h>
 #include <libtpms/tpm_library.h>
@@ -19,6 +26,7 @@
 #include <libtpms/tpm_nvfilename.h>
 #include <libtpms/tpm_tis.h>
 
+#include "secmem.h"
 #include "vtpm_state.h"
 #include "vtpm_wire.h"
 
@@ -26,27 +34,50 @@
 #define TAG_LEN 16
 #define OVERHEAD (VTPM_STATE_MAGIC_LEN + NONCE_LEN + TAG_LEN)
 
-static uint8_t state_key[VTPM_KEY_LEN];
-/* The permanent state in the clear: what libtpms loads at its start, and what it stored last
- * (a store of the same bytes is not encrypted and committed again). */
-static uint8_t *plain;
+/* The state key, and the permanent state in the clear (what libtpms loads at its start, and what
+ * it stored last: a store of the same bytes is not encrypted and committed again), each in a
+ * mapping of its own: locked (never swapped), left out of core dumps, wiped when freed
+ * (secmem.h; docs/VTPM.md "Secrets in memory"). */
+static struct secret *state_key, *plain;
 static size_t plain_len;
 static bool started;
 
+/* plain holds len bytes: a larger mapping when it does not, the old one wiped. */
+static int plain_reserve(size_t len)
+{
+    if (plain && plain->len >= len)
+        return 0;
+    struct secret *s = NULL;
+    tm_err err = {0};
+    /* Room to grow (an NV index or a persistent object more) without a new mapping each time. */
+    if (secret_new(len + 4096, &s, &err) < 0)
+        return -ENOMEM;
+    if (plain)
+        memcpy(s->data, plain->data, plain_len);
+    secret_free(plain);
+    plain = s;
+    return 0;
+}
+
+/* The state's AES-256-GCM and its nonce: nettle and getrandom, not OpenSSL's EVP. OpenSSL 3's
+ * first EVP use (its name map, the provider's method store, the DRBG) was about 8 of the 13
+ * million instructions of a vTPM's whole run, all of it on the start's critical path (callgrind,
+ * docs/BENCHMARKS.md "Per-container vTPM"); nettle's AES-GCM (AES-NI where the CPU has it) has no
+ * such set-up. The key schedule lives on the stack only while it is used and is wiped. */
 static int seal(const uint8_t *in, size_t len, uint8_t *out)
 {
     memcpy(out, VTPM_STATE_MAGIC, VTPM_STATE_MAGIC_LEN);
     uint8_t *nonce = out + VTPM_STATE_MAGIC_LEN, *ct = nonce + NONCE_LEN;
-    if (RAND_bytes(nonce, NONCE_LEN) != 1)
+    if (getrandom(nonce, NONCE_LEN, 0) != NONCE_LEN)
         return -EIO;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, m = 0,
-        ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, state_key, nonce) == 1 &&
-             EVP_EncryptUpdate(ctx, NULL, &n, out, VTPM_STATE_MAGIC_LEN) == 1 &&
-             EVP_EncryptUpdate(ctx, ct, &n, in, (int)len) == 1 && EVP_EncryptFinal_ex(ctx, ct + n, &m) == 1 &&
-             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, ct + len) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-    return ok ? 0 : -EIO;
+    struct gcm_aes256_ctx ctx;
+    gcm_aes256_set_key(&ctx, state_key->data);
+    gcm_aes256_set_iv(&ctx, NONCE_LEN, nonce);
+    gcm_aes256_update(&ctx, VTPM_STATE_MAGIC_LEN, out);
+    gcm_aes256_encrypt(&ctx, len, ct, in);
+    gcm_aes256_digest(&ctx, TAG_LEN, ct + len);
+    explicit_bzero(&ctx, sizeof(ctx));
+    return 0;
 }
 
 /* out holds len - OVERHEAD bytes. */
@@ -59,19 +90,50 @@ static int unseal(const uint8_t *in, size_t len, uint8_t *out, const char **why)
     }
     const uint8_t *nonce = in + VTPM_STATE_MAGIC_LEN, *ct = nonce + NONCE_LEN;
     size_t ct_len = len - OVERHEAD;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int n = 0, ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, state_key, nonce) == 1 &&
-                    EVP_DecryptUpdate(ctx, NULL, &n, in, VTPM_STATE_MAGIC_LEN) == 1 &&
-                    EVP_DecryptUpdate(ctx, out, &n, ct, (int)ct_len) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *)(ct + ct_len)) == 1 &&
-                    EVP_DecryptFinal_ex(ctx, out + n, &n) == 1;
-    EVP_CIPHER_CTX_free(ctx);
-    if (!ok) {
+    uint8_t tag[TAG_LEN];
+    struct gcm_aes256_ctx ctx;
+    gcm_aes256_set_key(&ctx, state_key->data);
+    gcm_aes256_set_iv(&ctx, NONCE_LEN, nonce);
+    gcm_aes256_update(&ctx, VTPM_STATE_MAGIC_LEN, in);
+    gcm_aes256_decrypt(&ctx, ct_len, out, ct);
+    gcm_aes256_digest(&ctx, TAG_LEN, tag);
+    explicit_bzero(&ctx, sizeof(ctx));
+    if (!memeql_sec(tag, ct + ct_len, TAG_LEN)) {
+        explicit_bzero(out, ct_len); /* nothing of a forgery is used */
         *why = "the state does not decrypt under this vTPM's key";
         return -EBADMSG;
     }
     return 0;
 }
+
+/* libtpms draws its entropy with OpenSSL's RAND_bytes (TPM2_Startup seeds the TPM's own DRBG,
+ * key generation and signatures draw more). OpenSSL's default source is its own DRBG, seeded
+ * from getrandom: its first use fetches the DRBG and AES-CTR through OpenSSL 3's provider
+ * machinery, about 8 of the 13 million instructions of a whole vTPM run and all of it at the
+ * start, in TPM2_Startup (callgrind; docs/BENCHMARKS.md "Per-container vTPM"). The kernel's
+ * generator directly is as good a source and costs one system call (seccomp allows getrandom),
+ * and no DRBG state of OpenSSL's sits in this process. */
+static int getrandom_bytes(unsigned char *buf, int num)
+{
+    size_t have = 0;
+    while (num > 0 && have < (size_t)num) {
+        ssize_t n = getrandom(buf + have, (size_t)num - have, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+    }
+    return 1;
+}
+
+static int getrandom_status(void)
+{
+    return 1;
+}
+
+static const RAND_METHOD getrandom_method = {
+    .bytes = getrandom_bytes, .pseudorand = getrandom_bytes, .status = getrandom_status};
 
 static TPM_RESULT nv_init(void)
 {
@@ -85,9 +147,11 @@ static TPM_RESULT nv_load(unsigned char **data, uint32_t *length, uint32_t tpm_n
     (void)tpm_number;
     if (strcmp(name, TPM_PERMANENT_ALL_NAME) != 0 || plain_len == 0)
         return TPM_RETRY;
+    /* libtpms unmarshals this copy and frees it: a short-lived copy in its heap, which we
+     * cannot lock (docs/VTPM.md "Secrets in memory"). */
     if (TPM_Malloc(data, (uint32_t)plain_len) != TPM_SUCCESS)
         return TPM_FAIL;
-    memcpy(*data, plain, plain_len);
+    memcpy(*data, plain->data, plain_len);
     *length = (uint32_t)plain_len;
     return TPM_SUCCESS;
 }
@@ -97,22 +161,21 @@ static TPM_RESULT nv_store(const unsigned char *data, uint32_t length, uint32_t 
     (void)tpm_number;
     if (strcmp(name, TPM_PERMANENT_ALL_NAME) != 0)
         return TPM_SUCCESS;
-    if (length == plain_len && memcmp(data, plain, length) == 0)
+    if (plain && length == plain_len && memcmp(data, plain->data, length) == 0)
         return TPM_SUCCESS;
-    uint8_t *copy = malloc(length ? length : 1), *sealed = malloc(length + OVERHEAD);
-    int r = copy && sealed ? seal(data, length, sealed) : -ENOMEM;
+    /* The sealed copy is ciphertext: ordinary memory. */
+    uint8_t *sealed = malloc(length + OVERHEAD);
+    int r = sealed ? plain_reserve(length) : -ENOMEM;
+    if (r == 0)
+        r = seal(data, length, sealed);
     /* A state that cannot be committed fails the command (TPM_FAIL): its response must not
      * leave as if what it wrote were kept. */
     if (r == 0)
         r = vtpm_state_put(sealed, length + OVERHEAD);
     free(sealed);
-    if (r < 0) {
-        free(copy);
+    if (r < 0)
         return TPM_FAIL;
-    }
-    memcpy(copy, data, length);
-    free(plain);
-    plain = copy;
+    memcpy(plain->data, data, length);
     plain_len = length;
     return TPM_SUCCESS;
 }
@@ -156,9 +219,11 @@ static int power_command(uint32_t cc)
     return vtpm_be32(rsp + 6) == 0 ? 0 : -EIO;
 }
 
-int vtpm_tpm_start(const uint8_t key[VTPM_KEY_LEN], const uint8_t *state, size_t len, const char **why)
+int vtpm_tpm_start(struct secret *key, const uint8_t *state, size_t len, const char **why)
 {
-    memcpy(state_key, key, VTPM_KEY_LEN);
+    assert(key && key->len == VTPM_KEY_LEN);
+    secret_free(state_key);
+    state_key = key;
     *why = NULL;
     if (len > 0) {
         if (len < OVERHEAD) {
@@ -166,10 +231,12 @@ int vtpm_tpm_start(const uint8_t key[VTPM_KEY_LEN], const uint8_t *state, size_t
                    "itself?)";
             return -EBADMSG;
         }
-        if (!(plain = malloc(len - OVERHEAD + 1)))
-            return -ENOMEM;
-        int r = unseal(state, len, plain, why);
-        if (r < 0)
+        int r = plain_reserve(len - OVERHEAD);
+        if (r < 0) {
+            *why = "no locked memory for the state (RLIMIT_MEMLOCK?)";
+            return r;
+        }
+        if ((r = unseal(state, len, plain->data, why)) < 0)
             return r;
         plain_len = len - OVERHEAD;
     }
@@ -181,7 +248,8 @@ int vtpm_tpm_start(const uint8_t key[VTPM_KEY_LEN], const uint8_t *state, size_t
                                           .tpm_io_init = io_init,
                                           .tpm_io_getlocality = io_locality,
                                           .tpm_io_getphysicalpresence = io_presence};
-    if (TPMLIB_RegisterCallbacks(&cb) != TPM_SUCCESS || TPMLIB_ChooseTPMVersion(TPMLIB_TPM_VERSION_2) != TPM_SUCCESS) {
+    if (RAND_set_rand_method(&getrandom_method) != 1 || TPMLIB_RegisterCallbacks(&cb) != TPM_SUCCESS ||
+        TPMLIB_ChooseTPMVersion(TPMLIB_TPM_VERSION_2) != TPM_SUCCESS) {
         *why = "libtpms refused its set-up";
         return -EIO;
     }
@@ -214,6 +282,13 @@ int vtpm_tpm_process(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_l
     return 0;
 }
 
+void vtpm_tpm_prepare(void)
+{
+    /* OpenSSL's set-up, which the start no longer needs (getrandom_method): its configuration
+     * file read before the seccomp filter, not at the guest's first command under it. */
+    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+}
+
 uint8_t vtpm_tpm_established(void)
 {
     TPM_BOOL established = 0;
@@ -222,10 +297,16 @@ uint8_t vtpm_tpm_established(void)
 
 void vtpm_tpm_stop(bool orderly)
 {
-    if (!started)
-        return;
-    if (orderly)
-        power_command(0x145); /* TPM2_Shutdown */
-    TPMLIB_Terminate();
-    started = false;
+    if (started) {
+        if (orderly)
+            power_command(0x145); /* TPM2_Shutdown */
+        TPMLIB_Terminate();
+        started = false;
+    }
+    /* What is left to do (the final write) needs neither. */
+    secret_free(plain);
+    plain = NULL;
+    plain_len = 0;
+    secret_free(state_key);
+    state_key = NULL;
 }
