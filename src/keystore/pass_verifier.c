@@ -19,8 +19,8 @@
 static int scrypt(const uint8_t *auth, size_t auth_len, const uint8_t *salt, size_t salt_len, uint32_t log2_n,
                   uint32_t r, uint32_t p, uint8_t out[32], tm_err *err)
 {
-    if (EVP_PBE_scrypt((const char *)auth, auth_len, salt, salt_len, (uint64_t)1 << log2_n, r, p,
-                       MAXMEM(log2_n, r, p), out, 32) != 1)
+    if (EVP_PBE_scrypt((const char *)auth, auth_len, salt, salt_len, (uint64_t)1 << log2_n, r, p, MAXMEM(log2_n, r, p),
+                       out, 32) != 1)
         return tm_err_set(err, E(INTERNAL), "scrypt of the passphrase failed (N 2^%u, r %u, p %u)", log2_n, r, p);
     return 0;
 }
@@ -49,8 +49,8 @@ int ks_verifier_check(const Trustme__Keystore__KsPassphraseVerifier *v, const ui
 {
     /* Bounds on what the blob says (only the service writes it, but it is parsed as input): at
      * most 2^18 x 128 x 8 bytes (256 MiB) of scrypt memory. */
-    if (!v->has_salt || v->salt.len != 16 || !v->has_hash || v->hash.len != 32 || v->log2_n < 10 ||
-        v->log2_n > 18 || v->r < 1 || v->r > 8 || v->p < 1 || v->p > 4)
+    if (!v->has_salt || v->salt.len != 16 || !v->has_hash || v->hash.len != 32 || v->log2_n < 10 || v->log2_n > 18 ||
+        v->r < 1 || v->r > 8 || v->p < 1 || v->p > 4)
         return tm_err_set(err, E(INVALID_KEY_BLOB), "the passphrase verifier is malformed");
     uint8_t h[32];
     int r = scrypt(auth, auth_len, v->salt.data, v->salt.len, v->log2_n, v->r, v->p, h, err);

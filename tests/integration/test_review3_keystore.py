@@ -5,6 +5,7 @@ and real tpm2-tools in its root (test_vtpm.py's guest)."""
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -226,12 +227,14 @@ def test_a_right_passphrase_signs_without_a_commit(make_daemon, tpm_rootfs):  # 
                 break
             n += 1
             assert n < 200, "the budget never refused a commit"
+        t0 = time.monotonic()
         for i in range(20):
             k.one_shot("pv", params("sign", "sha256", passphrase=b"right"), f"m{i}".encode())
+        took = time.monotonic() - t0
         with pytest.raises(KsError) as e:
             k.one_shot("pv", params("sign", "sha256", passphrase=b"wrong"), b"m")
         assert e.value.code == ERR["STORAGE"] and "TPM write budget" in e.value.message, e.value.message
-    print(f"budget spent after {n} commits; then 20 signatures with the right passphrase")
+    print(f"budget spent after {n} commits; then 20 signatures with the right passphrase in {took:.2f} s")
 
 
 def test_wrong_passphrases_are_counted_before_the_answer(make_daemon, tpm_rootfs):  # noqa: F811
