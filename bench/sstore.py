@@ -3,10 +3,10 @@
 """Secure storage: commit latency and throughput against a plain file written with fsync and
 rename, in the same run (docs/BENCHMARKS.md, "Secure storage"). Run as root:
 
-    bench/sstore.py [OUTDIR] [--commits N] [--tpmd PATH] [--tool PATH]
+    bench/sstore.py [OUTDIR] [--commits N] [--tpmd PATH] [--tool PATH] [--cases SIZExK,...]
 
 (--tpmd, --tool: another trustme-tpmd or trustme-sstore-tool binary, e.g. one built from another
-revision, to compare two builds run after run.)
+revision, to compare two builds run after run; --cases: only these cases, e.g. 131072x1.)
 
 A real trustme-tpmd with its embedded swtpm is started (as trustmed does: the trustme-tpm user,
 fd 3 a SOCK_SEQPACKET socket) and bench/../build/src/sstore/trustme-sstore-tool commits one
@@ -79,6 +79,11 @@ def main():
             i = args.index(opt)
             globals()[opt[2:].upper()] = Path(args[i + 1])
             del args[i:i + 2]
+    cases = CASES
+    if "--cases" in args:
+        i = args.index("--cases")
+        cases = tuple(tuple(int(x) for x in c.split("x")) for c in args[i + 1].split(","))
+        del args[i:i + 2]
     if "--commits" in args:
         i = args.index("--commits")
         n = int(args[i + 1])
@@ -92,7 +97,7 @@ def main():
     try:
         key = base / "key"
         key.write_bytes(os.urandom(32))
-        for size, k in CASES:
+        for size, k in cases:
             plain = base / f"plain-{size}-{k}"
             plain.mkdir()
             r = subprocess.run([str(TOOL), "--dir", str(base / f"store-{size}-{k}"), "--store", f"bench-{size}-{k}",

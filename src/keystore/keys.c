@@ -26,6 +26,8 @@
 #include <openssl/x509.h>
 
 #include "cleanup.h"
+#include "pass_verifier.h"
+#include "test_hooks.h"
 #include "tpm_keys.h"
 
 typedef Trustme__Keystore__KsRequest KsRequest;
@@ -56,6 +58,11 @@ struct loaded {
     uint64_t stamp; /* for eviction */
     unsigned busy; /* operations using it */
     bool tpm; /* held by the vTPM: pkey is the public key */
+    /* A TPM-held key with a passphrase: the authValue that last passed its verifier (a busy key
+     * pays scrypt once per load), and the verifier its first right passphrase adds to a blob
+     * from before the verifiers (the blob points into it). */
+    struct secret *verified;
+    struct ks_verifier added;
 };
 
 /* When a key was last used (min_seconds_between_ops), kept across evictions. */
@@ -142,6 +149,7 @@ static void op_free(struct op *op)
 
 static void loaded_free(struct loaded *l)
 {
+    secret_free(l->verified);
     EVP_PKEY_free(l->pkey);
     ks_store_blob_free(l->blob, l->mem);
     memset(l, 0, sizeof(*l));
@@ -431,6 +439,7 @@ static int store_new(struct ks *ks, const char *alias, int alg, uint32_t size, K
         blob.tpm_auth = tpm->tpm_auth;
         blob.has_passphrase_salt = tpm->has_passphrase_salt;
         blob.passphrase_salt = tpm->passphrase_salt;
+        blob.passphrase_verifier = tpm->passphrase_verifier;
     } else if (auths->passphrase_required) {
         if (pass->len > PASSPHRASE_MAX)
             return tm_err_set(err, E(INVALID_ARGUMENT), "passphrase longer than %d bytes", PASSPHRASE_MAX);
@@ -537,7 +546,12 @@ static int generate_tpm(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g
     _cleanup_secret_ struct secret *auth = NULL;
     _cleanup_secret_ struct secret *material = NULL;
     tm_buf pub = {0}, priv = {0}, spki = {0};
+    struct ks_verifier verifier = {0};
     int r = tpm_auth_of(&parts, &g->passphrase, &auth, err);
+    /* test_flag: a blob as made before the verifiers, for the test of their path */
+    if (r == 0 && has_pass && !test_flag(ks->st->dir, "test-no-passphrase-verifier") &&
+        (r = ks_verifier_make(auth->data, auth->len, &verifier, err)) == 0)
+        parts.passphrase_verifier = &verifier.msg;
     if (r == 0)
         r = ks_tpm_create_ec(ks->st->tpm, size, a->n_digests == 1 ? digest_bits(a->digests[0]) : 0, auth->data,
                              auth->len, has_pass, &pub, &priv, &spki, err);
@@ -551,6 +565,7 @@ static int generate_tpm(struct ks *ks, const Trustme__Keystore__KsGenerateKey *g
                       &parts, resp, err);
     }
     explicit_bzero(random_auth, sizeof(random_auth));
+    explicit_bzero(&verifier, sizeof(verifier));
     tm_buf_free(&pub);
     tm_buf_free(&priv);
     tm_buf_free(&spki);
@@ -783,6 +798,41 @@ static int count_passphrase_try(struct ks *ks, struct loaded *l, tm_err *err)
     if (r < 0)
         b->passphrase_failures--;
     return r;
+}
+
+/* A TPM-held key's passphrase, checked against its verifier before the vTPM sees it: a right one
+ * costs no commit (and scrypt only once while the key stays loaded); a wrong one is counted and
+ * stored (anchored) before the answer, and goes no further. The lockout holds first: after
+ * KS_TPM_PASSPHRASE_TRIES wrong ones in a row even the right one is not checked. */
+static int check_passphrase(struct ks *ks, struct loaded *l, const struct secret *auth, tm_err *err)
+{
+    KsKeyBlob *b = l->blob;
+    if (b->passphrase_failures >= KS_TPM_PASSPHRASE_TRIES)
+        return tm_err_set(
+            err, E(AUTH_FAILED),
+            "key %s: the keystore's lockout after %u wrong passphrases in a row; delete it and make it anew", l->alias,
+            b->passphrase_failures);
+    if (l->verified && l->verified->len == auth->len && CRYPTO_memcmp(l->verified->data, auth->data, auth->len) == 0)
+        return 0;
+    bool ok = false;
+    int r = ks_verifier_check(b->passphrase_verifier, auth->data, auth->len, &ok, err);
+    if (r < 0)
+        return r;
+    if (ok) {
+        secret_free(l->verified);
+        l->verified = NULL;
+        if (secret_new(auth->len, &l->verified, err) == 0)
+            memcpy(l->verified->data, auth->data, auth->len);
+        return 0; /* not cached (no locked memory left): checked again next time */
+    }
+    b->passphrase_failures++;
+    b->has_passphrase_failures = true;
+    if ((r = ks_store_put(ks->st, l->alias, b, err)) < 0) {
+        b->passphrase_failures--;
+        return r;
+    }
+    return tm_err_set(err, E(AUTH_FAILED), "key %s: wrong passphrase (%u of %u in a row; the keystore checked it)",
+                      l->alias, b->passphrase_failures, KS_TPM_PASSPHRASE_TRIES);
 }
 
 static int authorize(struct ks *ks, struct loaded *l, const KsOperationParams *p, tm_err *err)
@@ -1125,26 +1175,42 @@ static int finish_tpm(struct ks *ks, struct op *op, uint8_t *o, size_t room, tm_
     }
     KsKeyBlob *b = op->key->blob;
     bool pass = b->characteristics->auths->passphrase_required;
-    int r = pass ? count_passphrase_try(ks, op->key, err) : 0;
+    bool checked = pass && b->passphrase_verifier;
+    int r = 0;
+    if (checked)
+        r = check_passphrase(ks, op->key, op->auth, err);
+    else if (pass)
+        r = count_passphrase_try(ks, op->key, err); /* a blob from before the verifiers */
     if (r < 0)
         return r;
     size_t len = room;
     r = ks_tpm_sign(ks->st->tpm, b->tpm_public.data, b->tpm_public.len, b->tpm_private.data, b->tpm_private.len,
                     op->auth->data, op->auth->len, digest, dlen, o, &len, err);
     if (r < 0)
-        return r; /* the try stays counted, whatever the vTPM answered */
-    /* The passphrase was right: the count starts again. Stored with the use when the key counts
-     * uses, or when wrong ones came before; otherwise the stored count keeps this one try until
-     * the next try's commit, which counts from 0 again (a restart in between takes it as wrong):
-     * one anchored commit per signature instead of two. */
+        return r; /* an unchecked try stays counted, whatever the vTPM answered */
+    /* The passphrase was right: the count starts again. Checked by the verifier, the count is
+     * stored only if wrong ones came before (or with the use, when the key counts uses): a busy
+     * key signs without a commit. Counted before the try (a blob from before the verifiers), the
+     * blob gains its verifier now, stored with the count's reset: one commit, once. */
     uint32_t tries = b->passphrase_failures;
     b->passphrase_failures = 0;
+    bool add = pass && !checked;
+    if (add) {
+        if ((r = ks_verifier_make(op->auth->data, op->auth->len, &op->key->added, err)) < 0) {
+            b->passphrase_failures = tries;
+            explicit_bzero(o, len);
+            return r;
+        }
+        b->passphrase_verifier = &op->key->added.msg;
+    }
     if (b->characteristics->auths->usage_count_limit)
         r = count_use(ks, op->key, err);
-    else if (tries > 1)
+    else if (add || tries > 0)
         r = ks_store_put(ks->st, op->key->alias, b, err);
     if (r < 0) {
         b->passphrase_failures = tries;
+        if (add)
+            b->passphrase_verifier = NULL; /* as stored */
         explicit_bzero(o, len); /* not counted: it does not leave */
         return r;
     }

@@ -39,6 +39,14 @@ void test_crash_point(const char *dir, const char *name)
         kill(also_kill, SIGKILL);
     raise(SIGKILL);
 }
+
+bool test_flag(const char *dir, const char *name)
+{
+    char path[4096];
+    if (!dir || snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+        return false;
+    return access(path, F_OK) == 0;
+}
 #else
 /* An empty translation unit is not ISO C. */
 typedef int test_hooks_unused;

@@ -9,6 +9,7 @@
  * process goes on normally. */
 #pragma once
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #ifdef TM_TEST_HOOKS
@@ -16,6 +17,9 @@ void test_crash_point(const char *dir, const char *name);
 /* In a worker process that does one of trustmed's steps: the crash points it meets from now on
  * kill pid (trustmed) first, then itself, as if the step still ran in trustmed. */
 void test_crash_also(pid_t pid);
+/* Whether the file <dir>/<name> exists: a test's request to take an old code path (e.g. make a
+ * key blob as a release from before would), so that the path that reads it is tested. */
+bool test_flag(const char *dir, const char *name);
 #else
 static inline void test_crash_point(const char *dir, const char *name)
 {
@@ -25,5 +29,11 @@ static inline void test_crash_point(const char *dir, const char *name)
 static inline void test_crash_also(pid_t pid)
 {
     (void)pid;
+}
+static inline bool test_flag(const char *dir, const char *name)
+{
+    (void)dir;
+    (void)name;
+    return false;
 }
 #endif

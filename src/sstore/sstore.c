@@ -34,6 +34,8 @@
 #define ENTRY_MAX (1 + SSTORE_ID_MAX + 8 + 4 + 1 + 32)
 #define SB_MAX (64u + SSTORE_OBJECTS_MAX * ENTRY_MAX + INLINE_TOTAL_MAX + 200)
 #define FLAG_INLINE 1u
+#define FLAG_SLOTTED 2u /* the object's file is slot 0 or 1 of its id (FLAG_SLOT1) */
+#define FLAG_SLOT1 4u
 #define ANCHOR_FORMAT 1
 #define SALT "trustme-sstore v1"
 
@@ -116,15 +118,20 @@ static struct sstore_entry *find(struct sstore_entry *e, size_t n, const char *i
     return bsearch(&key, e, n, sizeof(*e), entry_cmp);
 }
 
-/* obj/<16 hex of HMAC(name key, id)>-<16 hex version>: the id stays hidden, each version has a
- * file of its own (out of place). */
-static void object_path(const struct sstore *s, const char *id, uint64_t version, char *out, size_t size)
+/* obj/<16 hex of HMAC(name key, id)>-s0 or -s1: the id stays hidden; an object's two slot files
+ * take its versions in turn, so a new version never overwrites the one the anchored superblock
+ * names (out of place), yet each commit overwrites a file that exists (in place: no new file, no
+ * directory sync). Slot -1 is a store's file from before the slots: -<16 hex version>. */
+static void object_path(const struct sstore *s, const char *id, uint64_t version, int slot, char *out, size_t size)
 {
     uint8_t mac[32];
     char hex[17];
     sstore_hmac(s->keys->data + KEY_NAME, id, strlen(id), mac, NULL);
     tm_hex(mac, 8, hex);
-    snprintf(out, size, "%s/obj/%s-%016llx", s->dir, hex, (unsigned long long)version);
+    if (slot >= 0)
+        snprintf(out, size, "%s/obj/%s-s%d", s->dir, hex, slot);
+    else
+        snprintf(out, size, "%s/obj/%s-%016llx", s->dir, hex, (unsigned long long)version);
 }
 
 /* The object key and associated data of (id, version): both bind the store id too. */
@@ -147,7 +154,7 @@ static int object_key(const struct sstore *s, const char *id, uint64_t version, 
 
 /* ---- the superblock ---------------------------------------------------------------------------- */
 
-/* id len u8 | id | version u64 | size u32 | flags u8 | SHA-256 of the object's ciphertext[32] */
+/* id len u8 | id | version u64 | size u32 | flags u8 (inline; or slot file 0/1) | SHA-256 of the object's ciphertext[32] */
 static size_t entry_encode(const struct sstore_entry *e, uint8_t *b)
 {
     size_t il = strlen(e->id), k = 0;
@@ -155,7 +162,7 @@ static size_t entry_encode(const struct sstore_entry *e, uint8_t *b)
     memcpy(b + k, e->id, il), k += il;
     put_be64(b + k, e->version), k += 8;
     put_be32(b + k, e->size), k += 4;
-    b[k++] = e->data ? FLAG_INLINE : 0;
+    b[k++] = e->data ? FLAG_INLINE : e->slot < 0 ? 0 : FLAG_SLOTTED | (e->slot ? FLAG_SLOT1 : 0);
     memcpy(b + k, e->sha, 32), k += 32;
     return k;
 }
@@ -257,9 +264,11 @@ static void sb_decode(const struct sstore *s, const uint8_t *b, size_t len, stru
         sb->e[i].size = get_be32(b + k), k += 4;
         uint8_t flags = b[k++];
         sb->e[i].data = flags & FLAG_INLINE ? b : NULL; /* placed below */
+        sb->e[i].slot = flags & FLAG_SLOTTED ? (flags & FLAG_SLOT1 ? 1 : 0) : -1;
         memcpy(sb->e[i].sha, b + k, 32), k += 32;
         if (sstore_check_id(sb->e[i].id, NULL) < 0 || (i > 0 && strcmp(sb->e[i - 1].id, sb->e[i].id) >= 0) ||
-            flags > FLAG_INLINE || sb->e[i].size > SSTORE_OBJECT_MAX) {
+            (flags != 0 && flags != FLAG_INLINE && flags != FLAG_SLOTTED && flags != (FLAG_SLOTTED | FLAG_SLOT1)) ||
+            sb->e[i].size > SSTORE_OBJECT_MAX) {
             snprintf(sb->why, sizeof(sb->why), "malformed object list");
             return;
         }
@@ -315,7 +324,8 @@ static int parse_anchor(const uint8_t *v, size_t len, uint64_t *version, uint8_t
 }
 
 /* Remove object files that the current superblock does not name: what a commit that crashed
- * or failed before its anchor left, and the versions a later commit replaced. */
+ * or failed before its anchor left, and the versions a later commit replaced. Both slot files
+ * of a big object stay (the next commit of it overwrites the one not named). */
 static void collect_garbage(struct sstore *s)
 {
     char path[4096];
@@ -331,8 +341,10 @@ static void collect_garbage(struct sstore *s)
             if (s->e[i].data)
                 continue;
             char p[4096];
-            object_path(s, s->e[i].id, s->e[i].version, p, sizeof(p));
-            keep = strcmp(strrchr(p, '/') + 1, de->d_name) == 0;
+            for (int k = 0; k < (s->e[i].slot < 0 ? 1 : 2) && !keep; k++) {
+                object_path(s, s->e[i].id, s->e[i].version, s->e[i].slot < 0 ? -1 : k, p, sizeof(p));
+                keep = strcmp(strrchr(p, '/') + 1, de->d_name) == 0;
+            }
         }
         if (!keep)
             unlinkat(dirfd(d), de->d_name, 0);
@@ -527,7 +539,7 @@ int sstore_read(struct sstore *s, const char *id, uint8_t **ret_data, size_t *re
         len = (size_t)e->size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
     } else {
         tm_err e2;
-        object_path(s, id, e->version, path, sizeof(path));
+        object_path(s, id, e->version, e->slot, path, sizeof(path));
         if ((r = read_file(path, SSTORE_OBJECT_MAX + SSTORE_NONCE_LEN + SSTORE_TAG_LEN, &file_buf, &len, &e2)) < 0)
             return refuse(s, err, EBADMSG, "object %s (version %llu) is missing or unreadable: %s", id,
                           (unsigned long long)e->version, e2.msg);
@@ -681,9 +693,12 @@ int sstore_txn_delete(struct sstore_txn *t, const char *id, tm_err *err)
 }
 
 /* Seal one object version: inline (the ciphertext handed back in *ret_inline for the
- * superblock) or into a new file of its own, synced. */
+ * superblock) or into the slot file of its id that the current superblock does not name (cur:
+ * the object's current entry, or NULL), synced. That file is dead until the anchor names the new
+ * superblock, so it is written in place: no temporary file, no rename; the directory is synced
+ * only when the file is new (write_file_in_place). */
 static int write_object(struct sstore *s, const struct change *c, uint64_t version, bool inline_it,
-                        struct sstore_entry *e, uint8_t **ret_inline, int dfd, tm_err *err)
+                        const struct sstore_entry *cur, struct sstore_entry *e, uint8_t **ret_inline, tm_err *err)
 {
     uint8_t key[32], aad[SSTORE_STORE_ID_MAX + SSTORE_ID_MAX + 12];
     size_t aad_len, flen = c->len + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
@@ -702,29 +717,16 @@ static int write_object(struct sstore *s, const struct change *c, uint64_t versi
     e->size = (uint32_t)c->len;
     tm_sha256(file, flen, e->sha);
     e->data = NULL;
+    e->slot = -1;
     if (inline_it) {
         e->data = file;
         *ret_inline = steal_ptr(file);
         return 0;
     }
+    e->slot = cur && !cur->data && cur->slot == 0 ? 1 : 0;
     char path[4096];
-    object_path(s, c->id, version, path, sizeof(path));
-    const char *name = strrchr(path, '/') + 1;
-    _cleanup_close_ int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return tm_err_sys(err, "cannot create %s", path);
-    size_t done = 0;
-    while (done < flen) {
-        ssize_t w = write(fd, file + done, flen - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return tm_err_sys(err, "cannot write %s", path);
-        done += (size_t)w;
-    }
-    if (fdatasync(fd) < 0)
-        return tm_err_sys(err, "cannot sync %s", path);
-    return 0;
+    object_path(s, c->id, version, e->slot, path, sizeof(path));
+    return write_file_in_place(path, file, flen, 0600, err);
 }
 
 /* Write the superblock into its slot in place: the slot holds a dead version (two below the
@@ -761,13 +763,7 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
         if (!c->remove && c->create_only && exists)
             return tm_err_set(err, EEXIST, "object %s exists", c->id);
     }
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/obj", s->dir);
-    _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return tm_err_sys(err, "cannot open %s", path);
     size_t inline_total = 0;
-    bool files = false;
     for (size_t i = 0; i < s->n; i++)
         if (s->e[i].data)
             inline_total += s->e[i].size + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
@@ -785,12 +781,10 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
         struct sstore_entry ne;
         size_t sealed_len = c->len + SSTORE_NONCE_LEN + SSTORE_TAG_LEN;
         bool inline_it = c->len <= INLINE_MAX && inline_total + sealed_len <= INLINE_TOTAL_MAX;
-        if ((r = write_object(s, c, v, inline_it, &ne, &t->sealed[i], dfd, err)) < 0)
+        if ((r = write_object(s, c, v, inline_it, e, &ne, &t->sealed[i], err)) < 0)
             return r;
         if (inline_it)
             inline_total += sealed_len;
-        else
-            files = true;
         if (e) {
             *e = ne;
         } else {
@@ -800,8 +794,6 @@ static int prepare(struct sstore_txn *t, struct sstore_anchor_entry *a, tm_err *
             qsort(t->e, t->ne, sizeof(*t->e), entry_cmp);
         }
     }
-    if (files && fsync(dfd) < 0)
-        return tm_err_sys(err, "cannot sync %s", path);
     test_crash_point(s->dir, "sstore-objects-written");
 
     if ((r = sb_encode(s, v, t->e, t->ne, &t->sb, &t->sb_len, t->root, err)) < 0 ||

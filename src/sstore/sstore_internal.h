@@ -20,6 +20,9 @@ struct sstore_entry {
     uint32_t size;
     uint8_t sha[32]; /* of the object's ciphertext (its file, or inline) */
     const uint8_t *data; /* an inline object's ciphertext (in the superblock's bytes), else NULL */
+    /* A big object's file: slot 0 or 1 (obj/<name>-s0, -s1, overwritten in place in turn), or
+     * -1: obj/<name>-<version>, a file of its own per version (stores from before the slots). */
+    int slot;
 };
 
 struct sstore {

@@ -5,13 +5,15 @@ and real tpm2-tools in its root (test_vtpm.py's guest)."""
 import os
 import re
 import signal
+import time
 
 import pytest
 
 from conftest import wait_for
-from ksclient import ERR, KsError, auths, params
+from ksclient import ERR, KsError, SstoreError, auths, params
 from test_keystore import keystore_pids, service_of
 from test_keystore_tpm import ks
+from test_sstore import needs_hooks
 from test_vtpm import KDF, create, start, tpm_rootfs  # noqa: F401 (fixture)
 
 
@@ -46,6 +48,19 @@ def guess(k, alias, passphrase):
     except KsError as e:
         assert e.code == ERR["AUTH_FAILED"], (e.code, e.message)
         return "lockout" if "lockout" in e.message else "wrong"
+
+
+def index_version(d, name):
+    """The version of the container's key index (a secure store: docs/KEYSTORE.md "Key blobs at
+    rest"): one per anchored commit of a key blob. From its superblock slots (docs/SECURE_STORAGE.md:
+    magic, store id length and id, the version big-endian), the newer one."""
+    best = 0
+    for slot in (d.data_dir / "keystore" / d.state(name)["uuid"] / "index").glob("super.[01]"):
+        b = slot.read_bytes()
+        if b[:8] == b"TMSSTOR1":
+            k = 9 + b[8]
+            best = max(best, int.from_bytes(b[k:k + 8], "big"))
+    return best
 
 
 def test_the_vtpm_lockout_bounds_passphrase_guesses_by_the_containers_root(make_daemon, tpm_rootfs):  # noqa: F811
@@ -138,7 +153,8 @@ def restart_keystore(d, name):
 def test_wrong_passphrases_of_a_tpm_key_are_counted_across_restarts(make_daemon, tpm_rootfs):  # noqa: F811
     """The count of wrong passphrases is in the key's blob, which the anchored key index names:
     killing the keystore (trustmed restarts it) does not reset it. A right passphrase resets it;
-    three wrong ones in a row lock the key for good, and the vTPM never sees a fourth."""
+    three wrong ones in a row lock the key for good. The keystore checks each passphrase against
+    the verifier in the key's blob first: no wrong one reaches the vTPM (its lockout count stays)."""
     lockout_tool(tpm_rootfs)
     d = make_daemon(extra_args=KDF)
     create(d, "kc", tpm_rootfs, keystore=True)
@@ -156,7 +172,7 @@ def test_wrong_passphrases_of_a_tpm_key_are_counted_across_restarts(make_daemon,
         assert guess(k, "pc", b"right") == "lockout"
         assert guess(k, "pc", b"w6") == "lockout"
     after, _ = lockout_state(d, "kc")
-    assert after == before + 1, (before, after)  # only w5 reached the vTPM
+    assert after == before, (before, after)  # w5 was refused by the keystore's verifier
     restart_keystore(d, "kc")
     with ks(d, "kc") as k:
         assert guess(k, "pc", b"right") == "lockout"
@@ -186,3 +202,109 @@ def test_the_passphrase_alone_does_not_sign_at_the_vtpm(make_daemon, tpm_rootfs)
         assert any(re.search(r"0x9a2|0x98e|authori[sz]ation", x, re.I) for x in refusals), refusals
         guest_tpm(d, "kd", "tpm2_dictionarylockout -c")
         assert guess(k, "pd", b"right") == "signed"
+
+
+def test_a_right_passphrase_signs_without_a_commit(make_daemon, tpm_rootfs):  # noqa: F811
+    """A busy TPM-held key with a passphrase: the keystore checks the passphrase against the
+    verifier in the key's blob (scrypt), so a right one needs no anchored commit. The container
+    spends its whole TPM write budget (120 commits through its secure storage), then signs 20
+    times with the right passphrase: all signed (before: each signature was one commit, refused
+    as STORAGE "TPM write budget" once it was spent). A wrong passphrase still must be counted and
+    stored before anything else: with the budget spent it is refused STORAGE, not tried; with a
+    commit to spare it is counted, and 3 in a row lock the key, the right one too."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "kv", tpm_rootfs, keystore=True)
+    start(d, "kv")
+    with ks(d, "kv") as k:
+        k.generate("pv", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
+        k.one_shot("pv", params("sign", "sha256", passphrase=b"right"), b"m0")
+        n = 0
+        while True:
+            try:
+                k.commit([(f"b{n % 4}", b"b" * 16)])
+            except SstoreError as e:
+                assert "TPM write budget" in e.message, e.message
+                break
+            n += 1
+            assert n < 200, "the budget never refused a commit"
+        t0 = time.monotonic()
+        for i in range(20):
+            k.one_shot("pv", params("sign", "sha256", passphrase=b"right"), f"m{i}".encode())
+        took = time.monotonic() - t0
+        with pytest.raises(KsError) as e:
+            k.one_shot("pv", params("sign", "sha256", passphrase=b"wrong"), b"m")
+        assert e.value.code == ERR["STORAGE"] and "TPM write budget" in e.value.message, e.value.message
+    print(f"budget spent after {n} commits; then 20 signatures with the right passphrase in {took:.2f} s")
+
+
+def test_wrong_passphrases_are_counted_before_the_answer(make_daemon, tpm_rootfs):  # noqa: F811
+    """Each wrong passphrase of a TPM-held key is one anchored commit (the key index's version
+    moves), made before the keystore answers; a right one is none, the right one after wrong
+    ones one (the count's reset). 3 wrong in a row lock the key, the right passphrase too."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "kw", tpm_rootfs, keystore=True)
+    start(d, "kw")
+    with ks(d, "kw") as k:
+        k.generate("pw", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
+
+        def index_version_():
+            return index_version(d, "kw")
+        v0 = index_version_()
+        for _ in range(5):
+            assert guess(k, "pw", b"right") == "signed"
+        assert index_version_() == v0
+        assert guess(k, "pw", b"w1") == "wrong"
+        assert index_version_() == v0 + 1
+        assert guess(k, "pw", b"right") == "signed"  # the reset: stored
+        assert index_version_() == v0 + 2
+        for i in range(KS_TPM_PASSPHRASE_TRIES):
+            assert guess(k, "pw", f"w{i + 2}".encode()) == "wrong"
+        assert index_version_() == v0 + 2 + KS_TPM_PASSPHRASE_TRIES
+        with pytest.raises(KsError) as e:
+            k.one_shot("pw", params("sign", "sha256", passphrase=b"right"), b"m")
+        assert e.value.code == ERR["AUTH_FAILED"] and "keystore's lockout" in e.value.message, e.value.message
+        assert index_version_() == v0 + 2 + KS_TPM_PASSPHRASE_TRIES
+
+
+@needs_hooks
+def test_a_key_from_before_the_verifier_gains_it_at_its_first_right_passphrase(make_daemon, tpm_rootfs):  # noqa: F811
+    """A TPM-held key whose blob has no passphrase verifier (made as before it existed: the test
+    flag) keeps the counted path: each try is one anchored commit before the vTPM sees it, and
+    the vTPM refuses a wrong one (its lockout count moves). Its first right passphrase (counted
+    before the vTPM too) adds the verifier (one commit, with the count's reset); from then on a right passphrase needs no
+    commit and a wrong one is the keystore's to refuse (the vTPM's count stays)."""
+    lockout_tool(tpm_rootfs)
+    d = make_daemon(extra_args=KDF)
+    create(d, "ko", tpm_rootfs, keystore=True)
+    start(d, "ko")
+    flag = d.data_dir / "keystore" / d.state("ko")["uuid"] / "test-no-passphrase-verifier"
+    with ks(d, "ko") as k:
+        flag.write_text("")
+        try:
+            k.generate("po", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
+        finally:
+            flag.unlink()
+        guest_tpm(d, "ko", "tpm2_dictionarylockout -c")
+        v0, (da0, _) = index_version(d, "ko"), lockout_state(d, "ko")
+        with pytest.raises(KsError) as e:
+            k.one_shot("po", params("sign", "sha256", passphrase=b"w1"), b"m")
+        assert e.value.code == ERR["AUTH_FAILED"] and "vTPM" in e.value.message, e.value.message
+        assert index_version(d, "ko") == v0 + 1 and lockout_state(d, "ko")[0] == da0 + 1
+        # counted before the vTPM (as every try of such a key), then the verifier added and the
+        # count reset: two commits, once
+        assert guess(k, "po", b"right") == "signed"
+        assert index_version(d, "ko") == v0 + 3
+        for _ in range(3):
+            assert guess(k, "po", b"right") == "signed"
+        assert index_version(d, "ko") == v0 + 3
+        with pytest.raises(KsError) as e:
+            k.one_shot("po", params("sign", "sha256", passphrase=b"w2"), b"m")
+        assert e.value.code == ERR["AUTH_FAILED"] and "keystore checked it" in e.value.message, e.value.message
+        assert index_version(d, "ko") == v0 + 4 and lockout_state(d, "ko")[0] == da0 + 1
+    # and after a restart (the blob read from its file again) the verifier is there
+    restart_keystore(d, "ko")
+    with ks(d, "ko") as k:
+        assert guess(k, "po", b"right") == "signed"  # the reset after w2: one commit
+        assert index_version(d, "ko") == v0 + 5
+        assert guess(k, "po", b"right") == "signed"
+        assert index_version(d, "ko") == v0 + 5

@@ -143,12 +143,20 @@ def test_objects_and_one_nv_write_per_commit(tpmd, base):
             data = f.read_bytes()
             assert b"beta2" not in data and b"gamma" not in data, f
     assert not any(b"gamma" in f.name.encode() for f in s.object_files())
-    # small objects live in the superblock; a big one has its own file, and its replaced
-    # versions are removed
+    # small objects live in the superblock; a big one has two slot files of its own that take
+    # its versions in turn, overwritten in place (the same inodes: no new file, no directory sync)
     assert s.object_files() == []
     s.commit("+big=" + "1" * BIG)
     s.commit("+big=" + "2" * BIG)
-    assert len(s.object_files()) == 1 and s.get("big") == "2" * BIG
+    slots = {f.name: f.stat().st_ino for f in s.object_files()}
+    assert sorted(n.rsplit("-", 1)[1] for n in slots) == ["s0", "s1"] and s.get("big") == "2" * BIG, slots
+    for v in "34":
+        s.commit("+big=" + v * BIG)
+        assert {f.name: f.stat().st_ino for f in s.object_files()} == slots
+        assert s.get("big") == v * BIG
+    # deleted: both slot files go
+    s.commit("-big")
+    assert s.object_files() == []
     # bad input: a clear error
     assert "object id" in s.fails("commit", "+has space=1")
     assert "no object zz" in s.fails("get", "zz")
@@ -295,9 +303,12 @@ def test_two_stores_do_not_see_each_other(tpmd, base):
     fa = {f.name.split("-")[0] for f in a.object_files()}
     fb = {f.name.split("-")[0] for f in b.object_files()}
     assert fa and fb and fa.isdisjoint(fb)  # file names depend on the store's key
-    # "same" is the one file in each store ("x" is inline): a's over b's
-    (same_a,), (same_b,) = a.object_files(), b.object_files()
-    same_b.write_bytes(same_a.read_bytes())
+    # "same" is the one object with files in each store ("x" is inline; its two slot files): a's
+    # over b's
+    same_a, same_b = a.object_files(), b.object_files()
+    assert len(same_a) == len(same_b) == 2
+    for fa_, fb_ in zip(same_a, same_b):
+        fb_.write_bytes(fa_.read_bytes())
     err = b.fails("get", "same")
     assert "sstore.refused" in err and "does not match the superblock" in err, err
 
@@ -346,12 +357,15 @@ def test_serve_bad_requests_answered_and_store_goes_on(tpmd, base):
                                           ("sstore-after-anchor", "new")])
 def test_kill9_mid_commit_leaves_old_or_new(tpmd, base, point, expect):
     s = Store(tpmd, base, f"c-crash-{point.split('-')[1]}")
-    s.commit("+a=a1", "+b=b1", "+c=c1")
+    # g has a file of its own: its next version goes into the slot file of its version before
+    # (written in place), while the anchored superblock names the other
+    s.commit("+g=" + "0" * BIG)
+    s.commit("+a=a1", "+b=b1", "+c=c1", "+g=" + "1" * BIG)
     old = s.objects()
     (s.dir / "test-crash-at").write_text(point + "\n")
-    r = s.run("commit", "+a=a2", "-b", "+d=d2", check=False)
+    r = s.run("commit", "+a=a2", "-b", "+d=d2", "+g=" + "2" * BIG, check=False)
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
-    new = {"a": "a2", "c": "c1", "d": "d2"}
+    new = {"a": "a2", "c": "c1", "d": "d2", "g": "2" * BIG}
     assert s.objects() == (old if expect == "old" else new)
     s.run("verify")
     # and the store goes on from there
@@ -364,18 +378,19 @@ def test_kill9_at_random_moments(tpmd, base):
     """Commits of two objects that must always agree, killed at random moments (also while tpmd
     answers): every state found is a whole commit."""
     s = Store(tpmd, base, "c-random")
-    s.commit("+x=0", "+y=0")
+    # x has a file of its own (its two slot files, written in place in turn), y is inline
+    s.commit("+x=" + "0" * 6 + "p" * BIG, "+y=0")
     seen = 0
     for i in range(12):
-        p = subprocess.Popen(s.argv("commit", f"+x={i + 1}", f"+y={i + 1}"), pass_fds=(tpmd.sock.fileno(),),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(s.argv("commit", f"+x={i + 1:06d}" + "p" * BIG, f"+y={i + 1}"),
+                             pass_fds=(tpmd.sock.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.003 * (i % 6))
         p.send_signal(signal.SIGKILL)
         p.wait()
         state = s.objects()
-        assert state["x"] == state["y"], state
-        assert int(state["x"]) >= seen
-        seen = int(state["x"])
+        assert int(state["x"][:6]) == int(state["y"]), (state["x"][:6], state["y"])
+        assert int(state["y"]) >= seen
+        seen = int(state["y"])
 
 
 def test_tamper_proof_objects_outlive_a_wipe(tpmd, base):
