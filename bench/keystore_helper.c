@@ -67,21 +67,6 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int read_all(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        b += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static int send_req(int fd, Trustme__Keystore__KsRequest *req)
 {
     uint8_t buf[4096];
@@ -93,16 +78,43 @@ static int send_req(int fd, Trustme__Keystore__KsRequest *req)
     return write_all(fd, buf, len + 4);
 }
 
+/* Answers read but not yet parsed: one read takes what the socket holds (with one request at a
+ * time, exactly one answer), as a client that cares for its cost would. */
+static uint8_t rbuf[65536 + 4];
+static size_t rstart, rlen;
+
+/* At least n bytes of answers in rbuf (from rstart), or -1. */
+static int fill(int fd, size_t n)
+{
+    if (rlen == 0)
+        rstart = 0;
+    if (rstart + n > sizeof(rbuf)) {
+        memmove(rbuf, rbuf + rstart, rlen);
+        rstart = 0;
+    }
+    while (rlen < n) {
+        ssize_t r = read(fd, rbuf + rstart + rlen, sizeof(rbuf) - rstart - rlen);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        rlen += (size_t)r;
+    }
+    return 0;
+}
+
 /* The error code of the next answer, or -1. */
 static int recv_resp(int fd)
 {
-    uint8_t hdr[4], buf[65536];
-    if (read_all(fd, hdr, 4) < 0)
+    if (fill(fd, 4) < 0)
         return -1;
+    const uint8_t *hdr = rbuf + rstart;
     uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-    if (len > sizeof(buf) || read_all(fd, buf, len) < 0)
+    if (len > sizeof(rbuf) - 4 || fill(fd, 4 + (size_t)len) < 0)
         return -1;
-    Trustme__Keystore__KsResponse *resp = trustme__keystore__ks_response__unpack(NULL, len, buf);
+    Trustme__Keystore__KsResponse *resp = trustme__keystore__ks_response__unpack(NULL, len, rbuf + rstart + 4);
+    rstart += 4 + len;
+    rlen -= 4 + len;
     if (!resp)
         return -1;
     int code = resp->error;
