@@ -496,6 +496,34 @@ def restart_service(d, name):
     wait_for(served, timeout=10, what=f"{name}'s keystore back")
 
 
+def test_loaded_keys_follow_deletes_and_counts_survive_restarts(ks_daemon):
+    """A key the service holds decoded (it keeps up to 32 loaded between uses) is forgotten at its
+    delete: a later use, on any connection, finds no key, and a new key of the same alias signs
+    with its own material. A usage count is stored before each use, so a restart of the service
+    in between does not give the key more uses than its limit."""
+    d = ks_daemon
+    with ks(d, "ka") as k, ks(d, "ka") as k2:
+        k.generate("cached", "ec", 256, auths(["sign"], ["sha256"]))
+        spki = k.public_key("cached")
+        k.one_shot("cached", params("sign", "sha256"), b"x")  # loaded now
+        k2.delete("cached")
+        refused(lambda: k.one_shot("cached", params("sign", "sha256"), b"x"), "KEY_NOT_FOUND")
+        k.generate("cached", "ec", 256, auths(["sign"], ["sha256"]))
+        assert k2.public_key("cached") != spki
+        k.delete("cached")
+        k.generate("counted", "ec", 256, auths(["sign"], ["sha256"], uses=3))
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+    restart_service(d, "ka")
+    with ks(d, "ka") as k:
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+        refused(lambda: k.one_shot("counted", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+    restart_service(d, "ka")
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("counted", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        k.delete("counted")
+
+
 def put_back(path, data, st):
     path.write_bytes(data)
     os.chown(path, st.st_uid, st.st_gid)
