@@ -19,7 +19,7 @@
 #
 # Writes OUTDIR/keystore.tsv (round, mode, signatures, seconds, per second, the client's CPU us per
 # signature, and for the socket modes the keystore service's), OUTDIR/keystore.md (the table of
-# docs/BENCHMARKS.md) and prints the medians, with the one-at-a-time rate against the issue's
+# docs/BENCHMARKS.md) and prints the medians, with the one-at-a-time rate against the service's
 # target of 5000/s and the service's + client's CPU time per signature (the figure that does not
 # depend on the machine's load: 1e6 / that is the rate one core would give).
 # Environment: SECS (default 3), ROUNDS (5). Everything it makes is removed on exit.
