@@ -1231,6 +1231,9 @@ static int finish_op(struct ks *ks, struct op *op, const ProtobufCBinaryData *in
     if (op->tpm)
         return finish_tpm(ks, op, o, room, err);
     if (op->md) {
+        /* The operation ends with this call: without the flag OpenSSL copies the whole context
+         * (key and digest state) first, so that it could be finished again. */
+        EVP_MD_CTX_set_flags(op->md, EVP_MD_CTX_FLAG_FINALISE);
         if (op->purpose == PURPOSE(SIGN)) {
             size_t len = room;
             if (EVP_DigestSignFinal(op->md, o, &len) != 1)

@@ -49,6 +49,7 @@
 #define SSTORE_FRAME_MAX (320u * 1024)
 #define OUT_MAX (256u * 1024) /* answers waiting for a slow reader: then it is not read from */
 #define SECURE_HEAP (1u << 20)
+#define IN_BUF 4096 /* a sign request is about 80 bytes: a burst of them arrives in one read */
 
 struct conn {
     struct server *srv;
@@ -56,6 +57,11 @@ struct conn {
     tm_source *src;
     tm_frame_reader rd;
     tm_buf out;
+    uint32_t events; /* what epoll watches for it now */
+    /* Bytes read but not yet fed to rd (a read takes what the socket holds, frames and parts of
+     * frames alike); they may hold passphrases or key material: wiped once fed and at close. */
+    size_t in_start, in_len;
+    uint8_t in[IN_BUF];
     struct conn *next;
 };
 
@@ -83,6 +89,7 @@ static void conn_close(struct conn *c)
     tm_source_free(c->src);
     close(c->fd);
     tm_frame_reader_reset(&c->rd);
+    explicit_bzero(c->in, sizeof(c->in));
     if (c->out.data)
         explicit_bzero(c->out.data, c->out.cap); /* answers may have held plaintext */
     tm_buf_free(&c->out);
@@ -94,9 +101,13 @@ static void update_events(struct conn *c)
     uint32_t ev = 0;
     if (tm_buf_pending(&c->out) < OUT_MAX)
         ev |= EPOLLIN;
-    if (tm_buf_pending(&c->out))
+    /* Requests already read but left for later (the per-wakeup bound) get no EPOLLIN: a
+     * writable socket's EPOLLOUT brings this connection back at the next turn of the loop. */
+    if (tm_buf_pending(&c->out) || c->in_len)
         ev |= EPOLLOUT;
-    tm_source_modify(c->src, ev);
+    /* One epoll_ctl less per request when nothing changed (the common case). */
+    if (ev != c->events && tm_source_modify(c->src, ev) == 0)
+        c->events = ev;
 }
 
 static void answer(struct conn *c, Trustme__Keystore__KsResponse *resp)
@@ -293,6 +304,44 @@ static void handle_frame(struct conn *c, uint8_t *data, uint32_t len)
     trustme__keystore__ks_request__free_unpacked(req, &wiping);
 }
 
+/* The next complete request: 1 with it in *ret_data, 0 when the socket has nothing more now, or
+ * a negative errno (-EMSGSIZE: too large; else the connection is gone). One read takes what the
+ * socket holds, so a client that sends one request and waits costs one read per request; a read
+ * that did not fill the buffer drained the socket, and *drained says so, which saves the read
+ * that would only say EAGAIN. */
+static int next_request(struct conn *c, bool *drained, uint8_t **ret_data, uint32_t *ret_len)
+{
+    for (;;) {
+        while (c->in_len) {
+            size_t used = 0;
+            int r = tm_frame_feed(&c->rd, c->in + c->in_start, c->in_len, &used);
+            explicit_bzero(c->in + c->in_start, used);
+            c->in_start += used;
+            c->in_len -= used;
+            if (r < 0)
+                return r;
+            if (r == 1) {
+                *ret_data = tm_frame_take(&c->rd, ret_len);
+                return 1;
+            }
+        }
+        c->in_start = 0;
+        if (*drained)
+            return 0;
+        ssize_t n = read(c->fd, c->in, sizeof(c->in));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return tm_frame_partial(&c->rd) ? -EPROTO : -EPIPE;
+        c->in_len = (size_t)n;
+        *drained = (size_t)n < sizeof(c->in);
+    }
+}
+
 static void on_conn(tm_source *src, uint32_t events, void *userdata)
 {
     struct conn *c = userdata;
@@ -303,10 +352,13 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
             return;
         }
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR) || c->in_len) {
         /* A bounded number of requests per wakeup, so that one client cannot starve the others. */
+        bool drained = !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)); /* only what is buffered */
         for (int i = 0; i < 64 && tm_buf_pending(&c->out) < OUT_MAX; i++) {
-            int r = tm_frame_read(&c->rd, c->fd);
+            uint8_t *data = NULL;
+            uint32_t len = 0;
+            int r = next_request(c, &drained, &data, &len);
             if (r == 0)
                 break;
             if (r == -EMSGSIZE) {
@@ -319,8 +371,6 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
                 conn_close(c);
                 return;
             }
-            uint32_t len;
-            uint8_t *data = tm_frame_take(&c->rd, &len);
             handle_frame(c, data, len);
         }
         if (tm_buf_flush(&c->out, c->fd) < 0) {
@@ -345,7 +395,8 @@ static void on_accept(int fd, void *userdata)
     c->srv = s;
     c->fd = fd;
     c->rd.max = REQUEST_MAX;
-    c->src = tm_loop_io(s->loop, fd, EPOLLIN, on_conn, c);
+    c->events = EPOLLIN;
+    c->src = tm_loop_io(s->loop, fd, c->events, on_conn, c);
     if (!c->src) {
         close(fd);
         free(c);

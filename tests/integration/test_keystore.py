@@ -2,6 +2,7 @@
 """The per-container keystore (docs/KEYSTORE.md): its service and socket, keys bound to the
 container and device, the authorisation list enforced on every use, isolation between containers."""
 import os
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 import anchors
 from conftest import wait_for
 from test_device import pki  # noqa: F401  (the module-scoped PKI fixture)
-from ksclient import ERR, Keystore, KsError, SstoreError, auths, encode, params, wrap_key
+from ksclient import ERR, OK, Keystore, KsError, SstoreError, auths, encode, params, wrap_key
+from pb import field_bytes, field_varint, frame, parse
 from tools import tool
 
 
@@ -67,6 +69,48 @@ def test_ec_sign_verifies_with_openssl(ks_daemon, tmp_path):
             k.one_shot("ec1", params("verify", "sha256"), b"hellO", signature=sig)
         assert e.value.code == ERR["VERIFICATION_FAILED"]
         k.delete("ec1")
+
+
+def test_burst_and_split_requests_are_answered_in_order(ks_daemon):
+    """The service reads what the socket holds at once (docs/KEYSTORE.md "The socket inside the
+    container"): more requests than it serves per wakeup in one write, and a request cut at every
+    byte, are all answered, in order; bytes of the next request read along stay for it."""
+    d = ks_daemon
+    with ks(d, "ka") as k:
+        k.generate("burst", "ec", 256, auths(["sign"], ["sha256"]))
+        prm = params("sign", "sha256")
+
+        def req(rid, data):
+            body = encode({1: [b"burst"], 2: [prm], 3: [data]})
+            return frame(field_varint(1, 1) + field_varint(2, rid) + field_bytes(16, body))
+
+        def answers(n):
+            got = []
+            for _ in range(n):
+                (ln,) = struct.unpack(">I", k._recv_exact(4))
+                resp = parse(k._recv_exact(ln))
+                got.append((resp[1][0], resp.get(2, [0])[0]))
+            return got
+
+        # 200 at once: over the 64 a connection gets per wakeup, and over the read buffer
+        burst = b"".join(req(1000 + i, b"m%d" % i) for i in range(200))
+        k.sock.sendall(burst)
+        assert answers(200) == [(1000 + i, OK) for i in range(200)]
+        # one request byte by byte, and one whose first bytes come with the one before
+        one = req(2000, b"slow")
+        for i in range(len(one)):
+            k.sock.sendall(one[i:i + 1])
+            time.sleep(0.002)
+        assert answers(1) == [(2000, OK)]
+        a, b = req(2001, b"a"), req(2002, b"b")
+        k.sock.sendall(a + b[:3])
+        time.sleep(0.2)
+        k.sock.sendall(b[3:])
+        assert answers(2) == [(2001, OK), (2002, OK)]
+        # the connection still serves ordinary calls
+        sig, _ = k.one_shot("burst", prm, b"after")
+        assert sig
+        k.delete("burst")
 
 
 def refused(fn, code):
@@ -450,6 +494,34 @@ def restart_service(d, name):
         except (OSError, KsError):
             return False
     wait_for(served, timeout=10, what=f"{name}'s keystore back")
+
+
+def test_loaded_keys_follow_deletes_and_counts_survive_restarts(ks_daemon):
+    """A key the service holds decoded (it keeps up to 32 loaded between uses) is forgotten at its
+    delete: a later use, on any connection, finds no key, and a new key of the same alias signs
+    with its own material. A usage count is stored before each use, so a restart of the service
+    in between does not give the key more uses than its limit."""
+    d = ks_daemon
+    with ks(d, "ka") as k, ks(d, "ka") as k2:
+        k.generate("cached", "ec", 256, auths(["sign"], ["sha256"]))
+        spki = k.public_key("cached")
+        k.one_shot("cached", params("sign", "sha256"), b"x")  # loaded now
+        k2.delete("cached")
+        refused(lambda: k.one_shot("cached", params("sign", "sha256"), b"x"), "KEY_NOT_FOUND")
+        k.generate("cached", "ec", 256, auths(["sign"], ["sha256"]))
+        assert k2.public_key("cached") != spki
+        k.delete("cached")
+        k.generate("counted", "ec", 256, auths(["sign"], ["sha256"], uses=3))
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+    restart_service(d, "ka")
+    with ks(d, "ka") as k:
+        k.one_shot("counted", params("sign", "sha256"), b"x")
+        refused(lambda: k.one_shot("counted", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+    restart_service(d, "ka")
+    with ks(d, "ka") as k:
+        refused(lambda: k.one_shot("counted", params("sign", "sha256"), b"x"), "KEY_MAX_OPS_EXCEEDED")
+        k.delete("counted")
 
 
 def put_back(path, data, st):

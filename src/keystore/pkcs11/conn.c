@@ -13,6 +13,8 @@
 
 #include "p11.h"
 
+#define SMALL_ANSWER 1024
+
 static int conn_fd = -1;
 static pid_t conn_pid;
 static uint64_t conn_id;
@@ -125,16 +127,34 @@ CK_RV p11_call(KsRequest *req, KsResponse **ret)
     free(buf);
     if (r < 0)
         goto broken;
-    uint8_t hdr[4];
-    if (read_all(conn_fd, hdr, 4) < 0)
+    /* One recv takes the whole answer when it is small (a signature's is about 90 bytes): a
+     * call costs a send and a recv. The keystore answers only what was asked, one at a time, so
+     * nothing past this answer can be in the socket. */
+    uint8_t small[SMALL_ANSWER];
+    ssize_t got;
+    do
+        got = recv(conn_fd, small, sizeof(small), 0);
+    while (got < 0 && errno == EINTR);
+    if (got < 0 || (got < 4 && read_all(conn_fd, small + got, 4 - (size_t)got) < 0)) {
+        explicit_bzero(small, sizeof(small));
         goto broken;
-    size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
-    if (len > P11_FRAME_MAX)
+    }
+    if (got < 4)
+        got = 4;
+    size_t len = (size_t)small[0] << 24 | (size_t)small[1] << 16 | (size_t)small[2] << 8 | small[3];
+    if (len > P11_FRAME_MAX || (size_t)got > 4 + len) {
+        explicit_bzero(small, sizeof(small));
         goto broken;
+    }
     buf = malloc(len ? len : 1);
-    if (!buf)
+    if (!buf) {
+        explicit_bzero(small, sizeof(small));
         goto broken;
-    if (read_all(conn_fd, buf, len) < 0) {
+    }
+    memcpy(buf, small + 4, (size_t)got - 4);
+    explicit_bzero(small, sizeof(small)); /* decrypted plaintext travels in answers */
+    if (read_all(conn_fd, buf + got - 4, len - ((size_t)got - 4)) < 0) {
+        explicit_bzero(buf, len);
         free(buf);
         goto broken;
     }
