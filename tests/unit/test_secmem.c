@@ -77,8 +77,7 @@ static void test_child_does_not_reuse_parents_kept_mapping(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         struct secret *c = NULL;
-        int ok = secret_new(64, &c, &err) == 0 && (void *)c != where && locked_kb(c) > 0 &&
-                 all_zero(c->data, c->len);
+        int ok = secret_new(64, &c, &err) == 0 && (void *)c != where && locked_kb(c) > 0 && all_zero(c->data, c->len);
         secret_free(c);
         _exit(ok ? 0 : 1);
     }
