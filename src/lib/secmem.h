@@ -2,7 +2,9 @@
 /* Memory for secrets: keys, KEKs, PIN-derived keys.
  *
  * Each secret gets its own anonymous mapping, locked into RAM (never swapped), excluded from core
- * dumps and wiped in a forked child, and is wiped with explicit_bzero before it is unmapped.
+ * dumps and wiped in a forked child, and is wiped with explicit_bzero when it is freed. A few
+ * small freed mappings are kept, wiped and still locked, for the next secret of the same size
+ * (secmem.c); the others are unlocked and unmapped.
  * A secret is never logged and never written to disk unwrapped. */
 #pragma once
 

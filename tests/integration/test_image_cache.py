@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PREFIX, Daemon, tool
+from conftest import TEST_PREFIX, Daemon, loops_backed_by, tool, wait_for
 from test_guestos import GUESTOS_TOOL, PKI_TOOL, Env, install, start_with_device
 
 pytestmark = pytest.mark.skipif(not (GUESTOS_TOOL.exists() and PKI_TOOL.exists()),
@@ -230,6 +230,61 @@ def test_a_restarted_daemon_hashes_again(cd):
     cd.start()
     r = start(cd)
     assert HASHED in r.stderr and CACHED not in r.stderr, r.stderr
+
+
+def kernel_clones_detached_mounts():
+    """Whether open_tree(OPEN_TREE_CLONE) takes a detached mount (Linux 6.15 on): made here, with a
+    tmpfs, independent of trustmed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_open_tree, sys_fsopen, sys_fsconfig, sys_fsmount = 428, 430, 431, 432  # x86_64, aarch64 alike
+    fs = libc.syscall(sys_fsopen, b"tmpfs", 0)
+    if fs < 0:
+        return False
+    try:
+        if libc.syscall(sys_fsconfig, fs, 6, None, None, 0) < 0:  # FSCONFIG_CMD_CREATE
+            return False
+        mnt = libc.syscall(sys_fsmount, fs, 0, 0)
+        if mnt < 0:
+            return False
+        clone = libc.syscall(sys_open_tree, mnt, b"", 1 | 0x1000)  # OPEN_TREE_CLONE | AT_EMPTY_PATH
+        os.close(mnt)
+        if clone < 0:
+            return False
+        os.close(clone)
+        return True
+    finally:
+        os.close(fs)
+
+
+def test_kept_mount_is_cloned_and_goes_with_the_entry(cd):
+    """A trusted image is mounted once: later starts clone trustmed's kept mount (one loop device
+    for all of them, attached while trustmed runs), and any change to the image drops it with the
+    cache entry. Each start on main attached a loop device of its own and released it at stop."""
+    if not kernel_clones_detached_mounts():
+        pytest.skip("this kernel cannot clone a detached mount (before Linux 6.15): no kept mounts")
+    cached_start(cd)
+    kept = loops_backed_by(image(cd))
+    assert len(kept) == 1, kept  # the container stopped, the kept mount holds its loop device
+    for _ in range(2):
+        r = start(cd)
+        assert "its kept mount cloned" in r.stderr, r.stderr
+        assert loops_backed_by(image(cd)) == kept
+    # an attribute change (the content is the same): hashed again, a new kept mount, the old one gone
+    img = image(cd)
+    os.chmod(img, 0o640)
+    try:
+        r = start(cd)
+        assert HASHED in r.stderr and "kept mount cloned" not in r.stderr, r.stderr
+        # one: the new kept mount's; the old one's detached when the change dropped the entry
+        wait_for(lambda: len(loops_backed_by(img)) == 1, what="the old kept mount's loop device to detach")
+    finally:
+        os.chmod(img, 0o600)
+    # trustmed gone: nothing of it is left attached
+    cd.stop()
+    try:
+        wait_for(lambda: loops_backed_by(img) == [], what="the kept mount's loop device to detach")
+    finally:
+        cd.start()
 
 
 FS_IOC_ENABLE_VERITY = 0x40806685

@@ -306,10 +306,12 @@ static void secrets_are_locked_and_zeroed(void **state)
         /* AddressSanitizer turns mlock into a no-op (gcc says so with __SANITIZE_ADDRESS__, clang 14
      * only with __has_feature) */
 #if !defined(__SANITIZE_ADDRESS__) && !HAS_ASAN
-    assert_true(vm_locked_kb() > before);
+    /* Locked: a new mapping, or one kept locked since an earlier secret of this size was freed. */
+    assert_true(vm_locked_kb() >= 4 && vm_locked_kb() >= before);
 #endif
     secret_free(s);
-    assert_int_equal(vm_locked_kb(), before);
+    /* Unlocked, or kept (wiped, still locked) for the next secret: one page at most. */
+    assert_true(vm_locked_kb() <= before + 4);
     secret_free(NULL);
     assert_int_equal(secret_new(0, &s, &err), -EINVAL);
     assert_int_equal(secret_new(1 << 20, &s, &err), -EINVAL);

@@ -112,6 +112,7 @@ bool image_cache_hit(const struct guestos *g, size_t i, const struct image_stamp
 static void entry_drop(struct image_verified *v)
 {
     v->valid = false;
+    close_and_reset(v->mnt_fd);
     close_and_reset(v->fd);
     v->wd = -1;
 }
@@ -189,7 +190,7 @@ void image_cache_record(struct daemon *d, const struct guestos *cg, const void *
         if (!g->verified)
             return;
         for (size_t i = 0; i < g->cfg->nmounts; i++)
-            g->verified[i].fd = g->verified[i].wd = -1;
+            g->verified[i].fd = g->verified[i].wd = g->verified[i].mnt_fd = -1;
     }
     if (watch_fd < 0 && (watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0) {
         log_warn("cannot watch GuestOS images (%s): each is hashed at every start", strerror(errno));
@@ -214,6 +215,46 @@ void image_cache_record(struct daemon *d, const struct guestos *cg, const void *
               (unsigned long long)g->cfg->version, g->cfg->mounts[msg.mount].image, (unsigned long long)now.ino,
               (unsigned long long)(now.dev >> 32), (unsigned long long)(now.dev & 0xffffffffu),
               now.verity[0] || now.verity[1] ? ", under fs-verity" : "");
+}
+
+/* The start's GuestOS, if it is still in the store (the pointer names no freed one). */
+static struct guestos *live_guestos(struct daemon *d, const struct guestos *cg)
+{
+    struct guestos *g = d->guestos;
+    while (g && g != cg)
+        g = g->next;
+    return g;
+}
+
+void image_cache_record_mount(struct daemon *d, const struct guestos *cg, const void *payload, size_t len, int mnt_fd)
+{
+    _cleanup_close_ int kept = mnt_fd;
+    struct image_verified_msg msg;
+    if (len != sizeof(msg) || mnt_fd < 0) {
+        log_warn("malformed kept-mount report from a setup process");
+        return;
+    }
+    memcpy(&msg, payload, sizeof(msg));
+    struct guestos *g = live_guestos(d, cg);
+    if (!g || !g->verified || msg.mount >= g->cfg->nmounts)
+        return;
+    struct image_verified *v = &g->verified[msg.mount];
+    /* Only for the entry as it is now: if a watch fired or another start replaced it meanwhile,
+     * this mount may be of an image that is no longer the verified one. */
+    if (!v->valid || v->fd < 0 || !image_stamp_equal(&v->stamp, &msg.stamp))
+        return;
+    close_and_reset(v->mnt_fd);
+    v->mnt_fd = steal_fd(kept);
+    log_debug("GuestOS %s-%llu: image %s mounted once, kept for the next starts", g->cfg->name,
+              (unsigned long long)g->cfg->version, g->cfg->mounts[msg.mount].image);
+}
+
+void image_cache_kept_mounts(const struct guestos *g, int *out, size_t max, size_t *ret_n)
+{
+    size_t n = g && g->cfg->nmounts < max ? g->cfg->nmounts : (g ? max : 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = g->verified && g->verified[i].valid ? g->verified[i].mnt_fd : -1;
+    *ret_n = n;
 }
 
 void image_cache_drop(struct guestos *g)

@@ -10,7 +10,16 @@
  * ctime, birth time, mode, owner, link count, inode generation and fs-verity digest, and trustmed
  * has seen no inotify event for it (write, truncate, attribute change, close after writing,
  * move, delete, unmount) when it forked the setup process. Anything else: hashed in full again.
- * The cache is memory only: a restart of trustmed, a reboot, or a copy of the disk starts over. */
+ * The cache is memory only: a restart of trustmed, a reboot, or a copy of the disk starts over.
+ *
+ * Kept mounts: where the kernel can clone a detached mount (open_tree OPEN_TREE_CLONE, Linux
+ * 6.15 and later), the setup process that mounted a trusted image also hands trustmed a detached,
+ * read-only clone of that mount (TM_SYNC_IMAGE_MOUNT). trustmed keeps it beside the pinned fd,
+ * and a later start that trusts the same image (the very same checks as above) clones it instead
+ * of attaching a loop device and mounting the file system again: the same superblock, its
+ * decompressed metadata and page cache, no new loop device. It goes with the entry (any change
+ * seen on the image, the GuestOS removed, trustmed gone); the loop device detaches itself once
+ * no container uses the superblock any more. */
 #pragma once
 
 #include <stdbool.h>
@@ -35,6 +44,7 @@ struct image_stamp {
 struct image_verified {
     int fd;
     int wd;
+    int mnt_fd; /* a detached read-only mount of the verified image, or -1 (kept mounts above) */
     bool valid;
     struct image_stamp stamp;
 };
@@ -63,5 +73,11 @@ void image_cache_refresh(struct daemon *d);
  * either way) as the verified image of mount msg->mount, if it still has the stamp the hash
  * was made under. */
 void image_cache_record(struct daemon *d, const struct guestos *g, const void *payload, size_t len, int fd);
+/* In trustmed, on TM_SYNC_IMAGE_MOUNT: keep mnt_fd (taken over either way) as the kept mount of
+ * msg->mount, if that entry is valid and still has the stamp the setup process trusted. */
+void image_cache_record_mount(struct daemon *d, const struct guestos *g, const void *payload, size_t len, int mnt_fd);
+/* In trustmed, before it forks a setup process for a start on g: the kept mounts of its valid
+ * entries (-1 where none) into out[0..nmounts). */
+void image_cache_kept_mounts(const struct guestos *g, int *out, size_t max, size_t *ret_n);
 /* Drop g's entries (closing the fds and their watches). */
 void image_cache_drop(struct guestos *g);

@@ -340,6 +340,10 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             if (op->ctx.guestos && msg.fd >= 0)
                 image_cache_record(c->d, op->ctx.guestos, msg.payload, msg.len, steal_fd(msg.fd));
             break;
+        case TM_SYNC_IMAGE_MOUNT:
+            if (op->ctx.guestos && msg.fd >= 0)
+                image_cache_record_mount(c->d, op->ctx.guestos, msg.payload, msg.len, steal_fd(msg.fd));
+            break;
         case TM_SYNC_DATAFS: unlock_volume(c, msg.fd); break;
         case TM_SYNC_KEYREQ: send_key(c); break;
         case TM_SYNC_CONTROL:
@@ -643,6 +647,8 @@ static void spawn_setup(struct container *c)
     /* The setup process trusts a verified image only if no change was seen on it until now. */
     if (ctx->guestos)
         image_cache_refresh(d);
+    /* trustmed's own fds: the setup process inherits them, trustmed keeps them. */
+    image_cache_kept_mounts(ctx->guestos, ctx->image_mnt, ARRAY_SIZE(ctx->image_mnt), &ctx->nimage_mnt);
     if (modules_run(PHASE_PREPARE, ctx, &op->prepared, &err) < 0) {
         fail_start(c, "%s", err.msg);
         return;

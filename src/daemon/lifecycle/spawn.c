@@ -139,15 +139,20 @@ _Noreturn void setup_main(struct start_ctx *ctx, pid_t daemon_pid)
     tm_err err = {0};
     child_reset(daemon_pid);
     umask(0);
-    /* Only the sync socket and init's stdio survive into the setup process (sync becomes fd 3). */
-    int fds[4] = {ctx->sync_fd, ctx->stdio[0], ctx->stdio[1], ctx->stdio[2]};
-    if (fd_keep_only(fds, ARRAY_SIZE(fds)) < 0) {
+    /* Only the sync socket, init's stdio and the kept mounts of the GuestOS's images survive into
+     * the setup process (sync becomes fd 3). */
+    int fds[4 + CTX_IMAGE_MNT_MAX] = {ctx->sync_fd, ctx->stdio[0], ctx->stdio[1], ctx->stdio[2]};
+    for (size_t i = 0; i < ctx->nimage_mnt; i++)
+        fds[4 + i] = ctx->image_mnt[i];
+    if (fd_keep_only(fds, 4 + ctx->nimage_mnt) < 0) {
         tm_err_sys(&err, "cannot arrange file descriptors");
         child_fail(ctx->sync_fd, &err, 1);
     }
     ctx->sync_fd = fds[0];
     for (int i = 0; i < 3; i++)
         ctx->stdio[i] = fds[i + 1];
+    for (size_t i = 0; i < ctx->nimage_mnt; i++)
+        ctx->image_mnt[i] = fds[4 + i];
 
     /* Everything mounted from here on exists only in this namespace and in init's copy of it. */
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {

@@ -15,10 +15,13 @@
 #include "mount_util.h"
 #include "syncmsg.h"
 
+_Static_assert(CTX_IMAGE_MNT_MAX >= GUESTOS_MOUNTS_MAX, "a kept mount for every GuestOS mount");
+
 /* Hash the image on fd in full; if its stamp did not change while it was hashed, hand fd to
  * trustmed, which keeps it as verified (image_cache.h). fs-verity is enabled first where the
  * kernel has it, so that its digest is part of the stamp. */
-static int hash_and_report(const struct start_ctx *ctx, size_t i, int fd, const char *path, tm_err *err)
+static int hash_and_report(const struct start_ctx *ctx, size_t i, int fd, const char *path, bool *ret_cached,
+                           struct image_stamp *ret_stamp, tm_err *err)
 {
     const struct guestos *g = ctx->guestos;
     const struct guestos_mount *m = &g->cfg->mounts[i];
@@ -47,9 +50,37 @@ static int hash_and_report(const struct start_ctx *ctx, size_t i, int fd, const 
                  verity ? " (fs-verity enabled)" : "; fs-verity: ", verity ? "" : why);
         tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, note);
         /* Best effort: without it the next start hashes again. */
-        tm_sync_send(ctx->sync_fd, TM_SYNC_IMAGE, &msg, sizeof(msg), fd);
+        *ret_cached = tm_sync_send(ctx->sync_fd, TM_SYNC_IMAGE, &msg, sizeof(msg), fd) == 0;
+        *ret_stamp = msg.stamp;
     }
     return 0;
+}
+
+/* A clone of trustmed's kept mount of this very image (image_cache.h "kept mounts"), with attrs
+ * added; -1 if there is none or the kernel cannot clone it. */
+static int clone_kept_mount(const struct start_ctx *ctx, size_t i, unsigned attrs)
+{
+    if (i >= ctx->nimage_mnt || ctx->image_mnt[i] < 0)
+        return -1;
+    _cleanup_close_ int mfd = open_tree(ctx->image_mnt[i], "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (mfd < 0)
+        return -1;
+    struct mount_attr a = {.attr_set = attrs | MOUNT_ATTR_RDONLY};
+    if (mount_setattr(mfd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
+        return -1;
+    return steal_fd(mfd);
+}
+
+/* Hand trustmed a detached clone of mfd (made read-only, nothing else yet) to keep for the next
+ * starts. Best effort: a kernel before 6.15 cannot clone a detached mount (EINVAL), and then
+ * every start mounts the image again, as before. */
+static void offer_kept_mount(const struct start_ctx *ctx, size_t i, int mfd, const struct image_stamp *stamp)
+{
+    _cleanup_close_ int keep = open_tree(mfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (keep < 0)
+        return;
+    struct image_verified_msg msg = {.mount = (uint32_t)i, .stamp = *stamp};
+    tm_sync_send(ctx->sync_fd, TM_SYNC_IMAGE_MOUNT, &msg, sizeof(msg), keep);
 }
 
 int image_mount_verified(const struct start_ctx *ctx, const struct guestos_mount *m, unsigned attrs, tm_err *err)
@@ -68,11 +99,17 @@ int image_mount_verified(const struct start_ctx *ctx, const struct guestos_mount
     int r = image_stamp_fd(fd, &now, err);
     if (r < 0)
         return r;
-    if (image_cache_hit(g, i, &now)) {
+    bool trusted = image_cache_hit(g, i, &now);
+    if (trusted) {
+        /* The same inode, unchanged: its kept mount is of exactly what was verified. */
+        int kept = clone_kept_mount(ctx, i, attrs);
         char note[PATH_MAX + 128];
-        snprintf(note, sizeof(note), "image %s unchanged since it was verified, not hashed again", path);
+        snprintf(note, sizeof(note), "image %s unchanged since it was verified, not hashed again%s", path,
+                 kept >= 0 ? "; its kept mount cloned" : "");
         tm_sync_send_text(ctx->sync_fd, TM_SYNC_PROGRESS, note);
-    } else if ((r = hash_and_report(ctx, i, fd, path, err)) < 0) {
+        if (kept >= 0)
+            return kept;
+    } else if ((r = hash_and_report(ctx, i, fd, path, &trusted, &now, err)) < 0) {
         return r;
     }
     char label[CONFIG_NAME_MAX + 24];
@@ -85,7 +122,15 @@ int image_mount_verified(const struct start_ctx *ctx, const struct guestos_mount
     _cleanup_close_ int lfd = loop_attach_fd(fd, path, true, dev, sizeof(dev), err);
     if (lfd < 0)
         return lfd;
-    return mount_create(m->fs_type, dev, NULL, attrs | MOUNT_ATTR_RDONLY, err);
+    _cleanup_close_ int mfd = mount_create(m->fs_type, dev, NULL, MOUNT_ATTR_RDONLY, err);
+    if (mfd < 0)
+        return mfd;
+    if (trusted)
+        offer_kept_mount(ctx, i, mfd, &now);
+    struct mount_attr a = {.attr_set = attrs};
+    if (attrs && mount_setattr(mfd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
+        return tm_err_sys(err, "cannot set the mount attributes of image %s", m->image);
+    return steal_fd(mfd);
 }
 
 /* "/var/lib/app" -> "var_lib_app": a per-container directory's name on the data volume. Not

@@ -26,6 +26,9 @@ struct daemon;
 struct container;
 struct guestos;
 
+/* As many as a GuestOS has mounts (guestos_config.h GUESTOS_MOUNTS_MAX, checked there). */
+#define CTX_IMAGE_MNT_MAX 16
+
 /* How a start encrypts the container's data volume; trustmed holds the key until then. */
 enum data_crypt {
     DATA_PLAIN, /* no token, or a tmpfs */
@@ -55,6 +58,10 @@ struct start_ctx {
     enum data_crypt crypt;
     const struct guestos *guestos; /* what it runs; NULL for a development rootfs */
     bool netns_joined; /* setup: module_net entered init's network namespace already */
+    /* setup: per GuestOS mount, trustmed's kept mount of the verified image to clone, or -1
+     * (image_cache.h "kept mounts"); only the first nimage_mnt are set */
+    int image_mnt[CTX_IMAGE_MNT_MAX];
+    size_t nimage_mnt;
 };
 
 struct tm_module {
