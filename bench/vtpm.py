@@ -90,14 +90,21 @@ def transact_once(path, cmd):
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(path)
         s.sendall(cmd)
-        head = b""
-        while len(head) < 10:
-            head += s.recv(10 - len(head))
+        head = recv_exactly(s, 10)
         size, rc = struct.unpack(">II", head[2:10])
-        rest = b""
-        while len(rest) < size - 10:
-            rest += s.recv(size - 10 - len(rest))
+        rest = recv_exactly(s, size - 10)
     return head + rest
+
+
+def recv_exactly(s, n):
+    """n bytes, or an error when the TPM's process closed the socket (it died mid-command)."""
+    buf = b""
+    while len(buf) < n:
+        got = s.recv(n - len(buf))
+        if not got:
+            raise RuntimeError(f"the TPM closed the connection after {len(buf)} of {n} bytes")
+        buf += got
+    return buf
 
 
 def start_helper(run, state):
