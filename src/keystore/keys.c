@@ -63,6 +63,10 @@ struct loaded {
      * from before the verifiers (the blob points into it). */
     struct secret *verified;
     struct ks_verifier added;
+    /* A wrong passphrase whose count could not be stored (the commit refused: the TPM write
+     * budget the caller can spend itself): the count holds in memory, the key stays loaded, and
+     * no passphrase of it is checked until the count is stored. */
+    bool count_unstored;
 };
 
 /* When a key was last used (min_seconds_between_ops), kept across evictions. */
@@ -691,7 +695,7 @@ static int load(struct ks *ks, const char *alias, struct loaded **ret, tm_err *e
         }
         if (!l->blob && !free_slot)
             free_slot = l;
-        if (l->blob && !l->busy && (!oldest || l->stamp < oldest->stamp))
+        if (l->blob && !l->busy && !l->count_unstored && (!oldest || l->stamp < oldest->stamp))
             oldest = l;
     }
     if (!free_slot) {
@@ -807,6 +811,12 @@ static int count_passphrase_try(struct ks *ks, struct loaded *l, tm_err *err)
 static int check_passphrase(struct ks *ks, struct loaded *l, const struct secret *auth, tm_err *err)
 {
     KsKeyBlob *b = l->blob;
+    int r;
+    if (l->count_unstored) { /* the last wrong one's count first; refused untried until it is stored */
+        if ((r = ks_store_put(ks->st, l->alias, b, err)) < 0)
+            return r;
+        l->count_unstored = false;
+    }
     if (b->passphrase_failures >= KS_TPM_PASSPHRASE_TRIES)
         return tm_err_set(
             err, E(AUTH_FAILED),
@@ -815,7 +825,7 @@ static int check_passphrase(struct ks *ks, struct loaded *l, const struct secret
     if (l->verified && l->verified->len == auth->len && CRYPTO_memcmp(l->verified->data, auth->data, auth->len) == 0)
         return 0;
     bool ok = false;
-    int r = ks_verifier_check(b->passphrase_verifier, auth->data, auth->len, &ok, err);
+    r = ks_verifier_check(b->passphrase_verifier, auth->data, auth->len, &ok, err);
     if (r < 0)
         return r;
     if (ok) {
@@ -825,10 +835,12 @@ static int check_passphrase(struct ks *ks, struct loaded *l, const struct secret
             memcpy(l->verified->data, auth->data, auth->len);
         return 0; /* not cached (no locked memory left): checked again next time */
     }
+    /* Not stored, the count must still hold: a right passphrase would have signed without a
+     * commit, so this refusal tells the caller the guess was wrong (test_review5_keystore.py). */
     b->passphrase_failures++;
     b->has_passphrase_failures = true;
     if ((r = ks_store_put(ks->st, l->alias, b, err)) < 0) {
-        b->passphrase_failures--;
+        l->count_unstored = true;
         return r;
     }
     return tm_err_set(err, E(AUTH_FAILED), "key %s: wrong passphrase (%u of %u in a row; the keystore checked it)",
@@ -1440,13 +1452,17 @@ static int delete_key(struct ks *ks, const char *alias, tm_err *err)
 {
     if (!ks_alias_valid(alias))
         return tm_err_set(err, E(INVALID_ARGUMENT), "bad alias");
+    /* Deleted first: a refused delete keeps the key loaded, with a count not yet stored. */
+    int r = ks_store_delete(ks->st, alias, err);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < KS_MAX_OPERATIONS; i++)
         if (ks->ops[i] && strcmp(ks->ops[i]->key->alias, alias) == 0) {
             op_free(ks->ops[i]);
             ks->ops[i] = NULL;
         }
     unload(ks, alias);
-    return ks_store_delete(ks->st, alias, err);
+    return 0;
 }
 
 /* ---- wrapped keys ------------------------------------------------------------------------- */

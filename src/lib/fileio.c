@@ -115,6 +115,19 @@ int write_file_in_place(const char *path, const void *data, size_t len, mode_t m
         return tm_err_sys(err, "cannot stat %s", path);
     if (!S_ISREG(st.st_mode))
         return tm_err_set(err, EINVAL, "%s is not a regular file", path);
+    /* A file with another name too (root linked the dead slot to the live one, or to another
+     * store's file): writing in place would overwrite that one. The slot gets a file of its own. */
+    if (!created && st.st_nlink != 1) {
+        closep(&fd);
+        fd = -1;
+        if (unlink(path) < 0)
+            return tm_err_sys(err, "cannot replace %s (it has other links)", path);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, mode);
+        if (fd < 0)
+            return tm_err_sys(err, "cannot open %s", path);
+        created = true;
+        st.st_size = 0;
+    }
     int r = write_all(fd, data, len);
     if (r < 0) {
         errno = -r;
