@@ -263,7 +263,7 @@ def test_dropped_mid_bundle_imports_nothing_and_resends(pair):
     make_container(p.s, "tcp2")
     # The offer over TCP, the export by hand (its file kept), then a sender that stops half way.
     with connect(p) as sock:
-        nonce = secrets.token_bytes(32)
+        nonce = bytes.fromhex(p.s.cli("migrate", "nonce").stdout.strip())  # names the source's AK
         sock.sendall(frame(field(940, 1) + field(941, nonce) + b"".join(field(942, n) for n in p.pcrs)))
         a = answer(sock)
     offer = p.s.base / "tcp2.offer"
