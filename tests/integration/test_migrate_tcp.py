@@ -331,7 +331,7 @@ def test_idle_flood_does_not_keep_a_migration_out(pair):
 
 def test_offers_are_rate_limited(pair):
     """Each offer is a TPM key and an NV write: anyone reaching the endpoint gets a burst of 8,
-    then one a minute (the tests before used some). The refused one is answered, not signed."""
+    then one per 15 minutes (the tests before used some). The refused one is answered, not signed."""
     p = pair
     answers = []
     for _ in range(10):
