@@ -201,12 +201,20 @@ def listening_ports(pid):
     return ports
 
 
+def listening(pid, port, timeout=30):
+    """trustmed opens the endpoint just after its control socket, which start() waits for."""
+    deadline = time.time() + timeout
+    while port not in listening_ports(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    return port in listening_ports(pid)
+
+
 def test_endpoint_off_by_default(pair):
     p = pair
     assert "migrate" not in json.loads((p.s.data_dir / "device.json").read_text())
     assert listening_ports(p.s.proc.pid) == set()
     assert not (p.s.data_dir / "migrate-in").exists()
-    assert p.port in listening_ports(p.t.proc.pid)
+    assert listening(p.t.proc.pid, p.port)
 
 
 def test_round_trip_over_tcp(pair):
@@ -360,5 +368,5 @@ def test_a_killed_targets_half_bundle_goes_at_its_start(pair):
         assert len(list(inbox.glob("*.part"))) == 1
         p.t.kill9()
     p.t.start()
+    assert listening(p.t.proc.pid, p.port)  # the endpoint's start cleaned the directory before
     assert list(inbox.iterdir()) == []
-    assert p.port in listening_ports(p.t.proc.pid)
