@@ -201,6 +201,16 @@ static int verify_offer(const struct cli_args *a, const Trustme__MigrateMessage 
     uint32_t pcrs[REFVALUES_PCRS];
     size_t npcrs = attest_inputs_pcrs(&in, o.pcrs, o.npcrs, pcrs);
     struct attest_policy pol = attest_inputs_policy(&in, nonce, ATTEST_NONCE_LEN, pcrs, npcrs, o.npcrs > 0);
+    /* Which device: over TCP whoever answers at the address does, and a man in the middle can
+     * hand on the offer of another device of the PKI that runs approved software. */
+    uint8_t expect_ak[34];
+    const char *expect = cli_value(a, "expect-ak");
+    if (expect) {
+        if (tm_hex_decode_str(expect, expect_ak, sizeof(expect_ak), TM_HEX_ANY_CASE, NULL) < 0)
+            return cli_usage_error(a->verb, "--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(expect_ak));
+        pol.expect_ak_name = expect_ak;
+        pol.expect_ak_name_len = sizeof(expect_ak);
+    }
     struct attest_report rep;
     Trustme__Attest__AttestResponse *ar = NULL;
     if (attest_response_decode(offer->attest_response.data, offer->attest_response.len, &ar, &err) < 0)
@@ -533,6 +543,10 @@ static int offer_and_export(struct cli *cli, const struct cli_args *a, const cha
     size_t npcrs = 0;
     if ((r = send_pcrs(a, pcrs, &npcrs)))
         return r;
+    uint8_t ak_name[34];
+    const char *expect = cli_value(a, "expect-ak");
+    if (expect && tm_hex_decode_str(expect, ak_name, sizeof(ak_name), TM_HEX_ANY_CASE, NULL) < 0)
+        return cli_usage_error(a->verb, "--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(ak_name));
     /* 1. The offer, for a fresh nonce that names this device's AK (the target binds the offer to
      * it): as `migrate offer` writes it on the target. */
     uint8_t nonce[ATTEST_NONCE_LEN];

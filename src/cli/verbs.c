@@ -120,6 +120,10 @@ static const struct cli_opt migrate_export_opts[] = {
     {"nonce", 0, CLI_WORD, "HEX",
      "the nonce this device made (`trustme migrate nonce`) and gave the target, 64 hex digits (required)", false},
     {"out", 0, CLI_FILE, "BUNDLE", "the bundle to write: a new file (required)", false},
+    {"expect-ak", 0, CLI_WORD, "NAME",
+     "the target's AK name (hex, as `trustme device info` there shows it): an offer of any other device is "
+     "refused (without it, any device of the PKI running approved software may answer)",
+     false},
     {"pin-file", 0, CLI_FILE, "FILE",
      "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
     {0}};
@@ -129,6 +133,10 @@ static const struct cli_opt migrate_send_opts[] = {
                                    "the target's migration endpoint (its device.json migrate.address; required)",
                                    false},
     {"bundle", 0, CLI_FILE, "BUNDLE", "the bundle, written here and kept until the commit (required)", false},
+    {"expect-ak", 0, CLI_WORD, "NAME",
+     "the target's AK name (hex, as `trustme device info` there shows it): an offer of any other device is "
+     "refused (without it, any device of the PKI running approved software may answer)",
+     false},
     {"pin-file", 0, CLI_FILE, "FILE",
      "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
     {"receipt", 0, CLI_FILE, "FILE", "where the target's signed receipt or refusal goes (default BUNDLE.answer)",

@@ -25,12 +25,15 @@
  * the import) is not timed here. */
 #define MIGRATE_NET_TIMEOUT_MS 30000
 /* Offers over the endpoint: anyone who reaches it can ask, and each one is a TPM key and an NV
- * write of the anchor table (an entry that lives as long as the offer). So at most
- * MIGRATE_NET_OFFER_BURST at once, then one per MIGRATE_NET_OFFER_REFILL_MS (at most 1440 NV writes
- * a day however many ask), each valid MIGRATE_NET_OFFER_LIFETIME seconds: `migrate send` exports
- * right after it has the offer. */
+ * write of the anchor table. Its entry stays until 7 days after the offer expired (tpmd's sweep,
+ * MIGRATE_OFFER_KEEP_EXPIRED: a late import still gets its signed refusal), so the rate bounds the
+ * entries: at most MIGRATE_NET_OFFER_BURST at once, then one per MIGRATE_NET_OFFER_REFILL_MS, i.e.
+ * at most 8 + 4 x 169 h = 684 entries of the table's 4096 (ANCHOR_ENTRIES_MAX). At one a minute
+ * a paced peer filled the table in under 3 days, and then every anchored state of the device
+ * (starts, tokens, exports) failed with ENOSPC. Each offer is valid MIGRATE_NET_OFFER_LIFETIME
+ * seconds: `migrate send` exports right after it has the offer. */
 #define MIGRATE_NET_OFFER_BURST 8
-#define MIGRATE_NET_OFFER_REFILL_MS 60000
+#define MIGRATE_NET_OFFER_REFILL_MS (15 * 60 * 1000)
 #define MIGRATE_NET_OFFER_LIFETIME 3600
 /* What an import needs beside the bundle: it copies the parts once more into the container. */
 #define MIGRATE_NET_SPARE_BYTES (64ull << 20)
