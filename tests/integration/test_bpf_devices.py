@@ -51,9 +51,10 @@ def bpf_prog_fds(pid):
 
 
 def test_no_program_fd_per_stopped_container(daemon):
-    """trustmed loads a container's device program at each start and keeps no fd of it once it
-    is attached (the attachment holds it): 20 containers started and stopped leave no
-    anon_inode:bpf-prog fd behind, and a running one has none either."""
+    """trustmed keeps no fd of a container's device program once it is attached (the attachment
+    holds it), only the one program it last loaded, which the next start with the same
+    instructions reuses: 20 containers started and stopped leave at most that one
+    anon_inode:bpf-prog fd behind, not one each."""
     if not unified_root():
         pytest.skip("no cgroup v2 hierarchy: no device programs")
     d = daemon
@@ -64,7 +65,7 @@ def test_no_program_fd_per_stopped_container(daemon):
         d.cli("start", f"b{i}")
         d.cli("stop", "--timeout", "0", f"b{i}")
     d.cli("start", "b0")
-    assert bpf_prog_fds(pid) == before
+    assert bpf_prog_fds(pid) <= before + 1
     # and the running one is still guarded by its program (a node outside the list is refused)
     r = d.run("b0", "/usr/local/bin/tm-probe", "mknod", "/dev/x", "c", "1", "1", check=False)
     assert "mknod: ok" not in r.stdout
