@@ -70,7 +70,7 @@ def test_trustmed_serves_others_while_a_large_export_runs(pair):
     total = time.monotonic() - t0
     assert proc.returncode == 0, stderr
     assert out.exists() and out.stat().st_size > BIG_MIB << 20
-    # The CLI showed the worker's progress (a line a second).
+    # The CLI showed the worker's progress (a line a second, and one at the end).
     assert "MiB written" in stderr, stderr
     during = [lat for lat, running in lists if running]
     assert len(during) >= 2, (lists, total)

@@ -13,6 +13,7 @@ import pytest
 
 from ksclient import ERR, KsError, SstoreError, auths, params
 from conftest import wait_for
+from tools import tool
 from test_keystore import service_of
 from test_keystore_tpm import ks
 from test_sstore import BIG, Store, base, tpmd  # noqa: F401 (fixtures)
@@ -144,13 +145,13 @@ def test_an_older_copy_of_the_key_store_does_not_reset_the_count(make_daemon, tp
     saved = store.parent / (store.name + ".saved")
     with ks(d, "kr") as k:
         k.generate("pr", "ec", 256, auths(["sign"], ["sha256"]), passphrase=b"right", security="tpm")
-    subprocess.run(["cp", "-a", str(store), str(saved)], check=True)  # owners and modes kept
+    subprocess.run([tool("cp"), "-a", str(store), str(saved)], check=True)  # owners and modes kept
     try:
         with ks(d, "kr") as k:
             assert [guess(k, "pr", p) for p in (b"w1", b"w2")] == ["wrong", "wrong"]
         for e in store.iterdir():  # in place: the directory is the service's mount
             shutil.rmtree(e) if e.is_dir() and not e.is_symlink() else e.unlink()
-        subprocess.run(["cp", "-a", f"{saved}/.", str(store)], check=True)
+        subprocess.run([tool("cp"), "-a", f"{saved}/.", str(store)], check=True)
         victim = service_of(d, "kr")
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: service_of_or_none(d, "kr") not in (None, victim), timeout=60, what="kr's keystore back")
