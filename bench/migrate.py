@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import secrets
 import shutil
 import socket
 import statistics
