@@ -118,3 +118,17 @@ def test_a_spent_budget_anchors_at_the_end_only(make_daemon, tpm_rootfs):
     kill_both(d, "b")
     r = start(d, "b", check=False)
     assert r.returncode != 0 and "not the one anchored" in d.state("b")["last_error"]
+
+
+def test_trustmed_exits_while_a_stopping_vtpm_makes_its_last_commit(make_daemon, tpm_rootfs):
+    """SIGTERM to trustmed right after a container's stop, while its vTPM still anchors its final
+    commit (as the README demo's clean-up does): trustmed waits for that vTPM and then exits,
+    although the vTPM's end then needs no anchor write of its own."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "x", tpm_rootfs)
+    start(d, "x")
+    d.sh("x", "tpm2_getrandom 4 >/dev/null")
+    d.cli("stop", "--kill", "x")
+    d.proc.send_signal(signal.SIGTERM)
+    # Before the fix: never (the CI's package test hung in the demo's clean-up); a timeout fails.
+    d.proc.wait(20)

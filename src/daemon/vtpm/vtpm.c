@@ -1185,6 +1185,9 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
     if (!wanted) {
         secret_free(v->key);
         v->key = NULL;
+        /* trustmed may be waiting for this vTPM to exit; when its last commit was anchored
+         * already, no anchor callback comes to tell it. */
+        daemon_maybe_exit(c->d);
         return;
     }
     /* The container still runs: its vTPM comes back with the state of its last command. */
