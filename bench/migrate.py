@@ -133,14 +133,16 @@ def main():
         trust = ["--ak-anchor", env.cert("general-root-ca"), "--device-ca", env.cert("device-ca"),
                  "--rim-anchor", env.cert("root-ca"), "--rim-ca", env.cert("sub-ca"),
                  "--crl", env.pki / "crls.pem", "--reference", refs]
-        cfg = s.configs / "m.json"
-        cfg.write_text(json.dumps({"name": "m", "guestos": {"name": "bb"}, "token": {"type": "soft"},
-                                   "data_size_mb": a.mib + 16}))
-        s.cli("create", cfg)
-        s.cli("change-pin", "--pin-file", pin_file(s, PIN, PUK), "m")
-        s.cli("start", "--pin-file", pin_file(s, PIN), "m")
-        s.sh("m", f"head -c {a.mib * 1024 * 1024} /dev/urandom > /root/fill; sync", timeout=600)
-        s.cli("stop", "m")
+        def make_container(name):
+            cfg = s.configs / f"{name}.json"
+            cfg.write_text(json.dumps({"name": name, "guestos": {"name": "bb"}, "token": {"type": "soft"},
+                                       "data_size_mb": a.mib + 16}))
+            s.cli("create", cfg)
+            s.cli("change-pin", "--pin-file", pin_file(s, PIN, PUK), name)
+            s.cli("start", "--pin-file", pin_file(s, PIN), name)
+            s.sh(name, f"head -c {a.mib * 1024 * 1024} /dev/urandom > /root/fill; sync", timeout=600)
+            s.cli("stop", name)
+
         def tcp_offer(nonce):
             with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
                 sock.sendall(frame(field(940, 1) + field(941, bytes.fromhex(nonce))
@@ -193,11 +195,15 @@ def main():
             assert "no-such" in v["r"].stderr and "offer refused" not in v["r"].stderr, v["r"].stderr
             if i == 0:
                 continue
+            # A container of its own per run: the source's TPM records each export, so a
+            # container once exported can only be committed or aborted, never exported again.
+            name = f"m{i}"
+            make_container(name)
             bundle = root / f"bundle-{i}"
             # `trustme list` on the source, over and over while the export runs (its worker writes
             # the bundle; trustmed answers meanwhile): the longest wait.
             t0 = time.monotonic()
-            proc = subprocess.Popen([str(conftest.TRUSTME), "--run-dir", str(s.run_dir), "migrate", "export", "m",
+            proc = subprocess.Popen([str(conftest.TRUSTME), "--run-dir", str(s.run_dir), "migrate", "export", name,
                                      "--offer", str(offer), "--nonce", nonce, "--out", str(bundle), "--pin-file",
                                      str(pin_file(s, PIN, PUK)), *map(str, trust)], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
@@ -215,10 +221,10 @@ def main():
             receipt = root / f"receipt-{i}"
             rows["import"].append(timed(lambda: t.cli("migrate", "import", copy, "--out", receipt, timeout=600)))
             copy.unlink()
-            # Back to the start: the target drops its copy; the source's lock is released by hand
-            # (the lock file; a commit would erase the source's container).
-            t.cli("remove", "m")
-            (s.data_dir / "containers" / s.state("m")["uuid"] / "migrating").unlink()
+            # The protocol's end: the source commits on the receipt (its copy crypto-erased), and the
+            # target drops the imported container, so that the disks do not fill up over the runs.
+            s.cli("migrate", "commit", name, "--receipt", receipt)
+            t.cli("remove", name)
         med = {k: statistics.median(v) for k, v in rows.items()}
         beyond = med["import"] - med["copy"]
         load = " ".join(open("/proc/loadavg").read().split()[:3])
