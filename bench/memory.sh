@@ -113,8 +113,10 @@ log "starting trustmed"
 start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
 install_guestos "$GUESTOS_DIR"
 # Idle: trustme-scd and trustme-tpmd give memory back 2 s after their last request (the install's
-# signature check and anchor; src/lib/idle_memory.h).
-sleep 3
+# signature check and anchor; src/lib/idle_memory.h). tpmd's last request comes up to 2 s after
+# the install: trustmed anchors the audit log's head at most every 2 s (AUDIT_ANCHOR_MS in
+# src/daemon/services/audit_anchor.c), so idle means 4 s after the install, plus a margin.
+sleep 5
 RSS_IDLE=$(vmrss_kib "$TMD_PID")
 # The token service: trustmed's own child, one per trustmed whatever the number of containers.
 scd_pids() { ps -o pid=,comm= --ppid "$TMD_PID" | awk '$2 == "trustme-scd" {print $1}'; }
