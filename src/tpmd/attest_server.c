@@ -21,6 +21,7 @@
 #include "acceptor.h"
 #include "server.h"
 #include "uuid.h"
+#include "vtpm_flush.h"
 #include "vtpm_relay.h"
 
 #define ACCEPT_PAUSE_MS 200
@@ -72,7 +73,7 @@ static void conn_close(struct conn *c)
     /* What the stakeholder's commands left in the vTPM (its session, its attestation key) goes
      * with the connection, also when the network cut it. */
     if (c->vtpm_uuid[0] && c->srv->d->vtpm_dir)
-        vtpm_relay_flush(c->srv->d->vtpm_dir, c->vtpm_uuid, &c->vtpm_handles);
+        vtpm_flush_start(c->srv->d->loop, c->srv->d->vtpm_dir, c->vtpm_uuid, &c->vtpm_handles);
     tm_source_free(c->src);
     tm_source_free(c->timer);
     close(c->fd);
@@ -519,6 +520,8 @@ void attest_server_stop(struct attest_server *s)
         return;
     while (s->conns)
         conn_close(s->conns);
+    /* At tpmd's end nothing waits for a vTPM: what they left stays in their vTPMs. */
+    vtpm_flush_stop_all();
     tm_acceptor_stop(&s->acc);
     free(s);
 }

@@ -8,14 +8,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "uuid.h"
-
-#define FLUSH_TIMEOUT_MS 500
 
 /* What the take-ownership protocol sends (docs/VTPM.md), nothing else: no Clear, no NV writes
  * of the guest's, no key generation beyond ECC primaries, no persistence but the fleet key's. */
@@ -157,43 +154,4 @@ int vtpm_relay_event_log(const char *vtpm_dir, const char *uuid, uint8_t **ret, 
     *ret = steal_ptr(buf);
     *ret_len = have;
     return 0;
-}
-
-static int exchange(int fd, const uint8_t *cmd, size_t len)
-{
-    if (send(fd, cmd, len, MSG_NOSIGNAL) != (ssize_t)len)
-        return -EIO;
-    uint8_t rsp[VTPM_HEADER];
-    size_t have = 0;
-    while (have < sizeof(rsp)) {
-        ssize_t n = recv(fd, rsp + have, sizeof(rsp) - have, 0);
-        if (n <= 0)
-            return -EIO;
-        have += (size_t)n;
-    }
-    return vtpm_be32(rsp + 2) == VTPM_HEADER ? 0 : -EIO;
-}
-
-void vtpm_relay_flush(const char *vtpm_dir, const char *uuid, const struct vtpm_handles *hs)
-{
-    struct sockaddr_un sa;
-    tm_err err = {0};
-    if (hs->n == 0)
-        return;
-    _cleanup_close_ int dirfd = open_pub(vtpm_dir, uuid, &err);
-    if (dirfd < 0)
-        return;
-    sock_addr(dirfd, "tpm.sock", &sa);
-    _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_usec = FLUSH_TIMEOUT_MS * 1000};
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return;
-    for (size_t i = 0; i < hs->n; i++) {
-        uint8_t cmd[VTPM_MAX_COMMAND];
-        size_t len = vtpm_cmd_flush(cmd, hs->h[i]);
-        if (exchange(fd, cmd, len) < 0)
-            return;
-    }
 }

@@ -28,7 +28,3 @@ int vtpm_relay_connect(const char *vtpm_dir, const char *uuid, tm_err *err);
 
 /* <vtpm_dir>/<uuid>/pub/event.log, at most VTPM_RELAY_LOG_MAX bytes, into *ret (malloc'ed). */
 int vtpm_relay_event_log(const char *vtpm_dir, const char *uuid, uint8_t **ret, size_t *ret_len, tm_err *err);
-
-/* Flush what a relay connection made and left loaded, on a fresh blocking connection with a
- * short deadline (best effort: the container may have stopped). */
-void vtpm_relay_flush(const char *vtpm_dir, const char *uuid, const struct vtpm_handles *hs);
