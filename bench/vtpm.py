@@ -183,6 +183,36 @@ def interleaved(paths, cmd, cpu_pids):
     return times, {k: cpu[k] / RUNS for k in paths}
 
 
+def many_at_once(base, n=10):
+    """n vTPMs side by side, as on a device with n containers, each right after a burst (an ECC
+    primary key made, a Sign and a Quote): the sums of their RSS, PSS and USS. RSS counts the
+    pages of libtpms, libcrypto and libc again in every process; PSS shares them out, so PSS / n
+    is what one vTPM costs the host among n."""
+    procs = []
+    try:
+        for i in range(n):
+            run = base / f"many{i}"
+            (run / "priv").mkdir(parents=True)
+            (run / "pub").mkdir()
+            (run / "state").mkdir()
+            p, _ = start_helper(run, run / "state")
+            procs.append(p)
+        for i in range(n):
+            path = str(base / f"many{i}" / "pub" / "tpm.sock")
+            k = struct.unpack(">I", transact(path, CREATE_PRIMARY)[10:14])[0]
+            s = struct.unpack(">I", transact(path, CREATE_SIGN_KEY)[10:14])[0]
+            transact(path, quote(k))
+            transact(path, sign(s))
+        rss = sum(rss_kib(p.pid) for p in procs)
+        pss = sum(pss_kib(p.pid) for p in procs)
+        uss = sum(private_kib(p.pid) for p in procs)
+        return rss, pss, uss
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+
+
 def main():
     base = Path(tempfile.mkdtemp(prefix="vtpm-bench-"))
     os.chdir(base)
@@ -263,6 +293,10 @@ def main():
               f"{rss_kib(sw.pid)} KiB")
         print(f"private (USS): trustme-vtpm {helper_uss} KiB, its children {swtpm_uss} KiB, "
               f"together {helper_uss + swtpm_uss} KiB")
+        n_many = 10
+        m_rss, m_pss, m_uss = many_at_once(base, n_many)
+        print(f"{n_many} vTPMs at once, each right after a burst: per vTPM RSS {m_rss // n_many} KiB, "
+              f"PSS {m_pss // n_many} KiB, USS {m_uss // n_many} KiB")
         print(f"| command ({RUNS} rounds, interleaved) | via trustme-vtpm (median / p90 ms) | swtpm directly | "
               "ratio of medians | median of paired ratios | CPU per command: trustme-vtpm (+ children) / "
               "swtpm alone (us) |")
