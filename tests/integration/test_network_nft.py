@@ -417,6 +417,24 @@ def test_setup_goes_on_while_the_rules_are_applied_but_eth0_waits(net_daemon):
     assert "LOWER_UP" in link, link
 
 
+def queues(args):
+    """num_tx_queues and num_rx_queues of a link, as `ip -d -j link show` gives them."""
+    link = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)[0]
+    return link["num_tx_queues"], link["num_rx_queues"]
+
+
+def test_veth_made_with_one_queue_each_way(net_daemon):
+    """Both ends of a veth get one queue each way at creation. Left to the kernel, each end gets
+    one per possible CPU and is then cut back to the one a veth uses, under the RTNL lock with a
+    synchronize_net() per end: two RCU grace periods in every bridged start (1-50 ms here, where
+    the request itself takes ~0.4 ms). Only observable with more than one possible CPU."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    assert queues([tool("ip"), "-d", "-j", "link", "show", host_if(d, "a")]) == (1, 1)
+    netns = d.run_dir / "containers" / d.state("a")["uuid"] / "netns"
+    assert queues([tool("nsenter"), f"--net={netns}", tool("ip"), "-d", "-j", "link", "show", "eth0"]) == (1, 1)
+
+
 def test_veths_deleted_by_one_long_lived_child(net_daemon):
     """Stops hand their veth to trustmed-netdel rather than forking a child each (a fork costs
     trustmed copy-on-write faults afterwards); the veths still go, also the ones sent just before
