@@ -22,7 +22,7 @@ enum tm_sync_type {
     TM_SYNC_PTY = 4, /* no payload; carries the pty master fd */
     TM_SYNC_USERNS = 5, /* no payload; carries the container's user namespace fd */
     TM_SYNC_DATAFS = 6, /* no payload; carries the root of the mounted data volume, for its key */
-    TM_SYNC_CONTINUE = 7, /* trustmed to setup: the data volume is unlocked, go on */
+    TM_SYNC_CONTINUE = 7, /* trustmed to setup: the data volume is unlocked / netns pinned, rules applied: go on */
     TM_SYNC_KEYREQ = 8, /* setup to trustmed: send the data key (dm-crypt: setup installs it) */
     TM_SYNC_KEY = 9, /* payload: the data key, received straight into locked memory */
     TM_SYNC_CONTROL = 10, /* no payload; carries the listening control socket made inside */

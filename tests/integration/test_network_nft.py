@@ -10,6 +10,7 @@ replies only come back through the masquerade. Containers listen with busybox nc
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NET_PREFIX, NET_SLOT, TEST_PREFIX, net_subnet, nft_tables, process_gone, wait_for
+from conftest import NET_PREFIX, NET_SLOT, TEST_PREFIX, TRUSTME, net_subnet, nft_tables, process_gone, wait_for
 from tools import tool
 
 OUT_NS = f"{TEST_PREFIX}-nft-out"
@@ -380,6 +381,58 @@ def test_rules_applied_after_the_nft_helper_died(net_daemon):
     d.cli("stop", "--timeout", "0", "a")
     d.cli("stop", "--timeout", "0", "b")
     assert nft_tables(d.bridge) == []
+
+
+def test_setup_goes_on_while_the_rules_are_applied_but_eth0_waits(net_daemon):
+    """trustmed hands a start's rules to the nft helper and forks the setup process at once
+    rather than waiting for the kernel in its prepare; the setup process creates the veth
+    meanwhile, but brings eth0 up (the first moment the veth can carry a packet) only once trustmed
+    confirmed the rules. With the helper stopped: the veth is there, eth0 is not up (the host end
+    has no carrier), nothing runs; once the helper goes on, the start completes with its rules."""
+    d = net_daemon()
+    bridged(d, "a", host=20)  # the helper is forked at the first sync
+    d.create("b", hostname="b", init="/bin/sh", args=LISTENER,
+             network={"mode": "bridged", "address": f"{d.net}.21"})
+    b_if = host_if(d, "b")
+    helper = nft_helper(d)
+    os.kill(helper, signal.SIGSTOP)
+    start = None
+    try:
+        start = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "start", "b"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: link_exists(b_if), timeout=30, what=f"{b_if} made while the rules are pending")
+        link = subprocess.run([tool("ip"), "-o", "link", "show", b_if], capture_output=True, text=True).stdout
+        assert "NO-CARRIER" in link and "LOWER_UP" not in link, link
+        assert start.poll() is None
+    finally:
+        os.kill(helper, signal.SIGCONT)
+        if start:
+            out, err = start.communicate(timeout=60)
+    assert start.returncode == 0, err
+    rules = subprocess.run([tool("nft"), "list", "table", "bridge", f"trustme-{d.bridge}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert b_if in rules
+    wait_for(lambda: connect(f"{d.net}.21", 80, timeout=0.5) == "b", what="b listening")
+    link = subprocess.run([tool("ip"), "-o", "link", "show", b_if], capture_output=True, text=True).stdout
+    assert "LOWER_UP" in link, link
+
+
+def queues(args):
+    """num_tx_queues and num_rx_queues of a link, as `ip -d -j link show` gives them."""
+    link = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)[0]
+    return link["num_tx_queues"], link["num_rx_queues"]
+
+
+def test_veth_made_with_one_queue_each_way(net_daemon):
+    """Both ends of a veth get one queue each way at creation. Left to the kernel, each end gets
+    one per possible CPU and is then cut back to the one a veth uses, under the RTNL lock with a
+    synchronize_net() per end: two RCU grace periods in every bridged start (1-50 ms here, where
+    the request itself takes ~0.4 ms). Only observable with more than one possible CPU."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    assert queues([tool("ip"), "-d", "-j", "link", "show", host_if(d, "a")]) == (1, 1)
+    netns = d.run_dir / "containers" / d.state("a")["uuid"] / "netns"
+    assert queues([tool("nsenter"), f"--net={netns}", tool("ip"), "-d", "-j", "link", "show", "eth0"]) == (1, 1)
 
 
 def test_veths_deleted_by_one_long_lived_child(net_daemon):

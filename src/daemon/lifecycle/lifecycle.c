@@ -367,6 +367,8 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
             tm_err nerr;
             if (msg.fd < 0 || net_pin(c, steal_fd(msg.fd), &nerr) < 0)
                 fail_start(c, "%s", msg.fd < 0 ? "no network namespace" : nerr.msg);
+            else if (tm_sync_send(op->sync_fd, TM_SYNC_CONTINUE, NULL, 0, -1) < 0)
+                fail_start(c, "cannot tell the setup process its network is ready"); /* pinned, rules hold */
             break;
         }
         case TM_SYNC_USERNS: {

@@ -2,12 +2,14 @@
 /* module_net: a container's network (docs/NETWORK.md). Only for bridged containers and those with
  * physical interfaces; the others keep the loopback-only namespace init is cloned with.
  *
- *   prepare  trustmed: the address lease, the bridge, the rules (with this member already).
+ *   prepare  trustmed: the address lease, the bridge, the rules (with this member already; handed
+ *            to the nft helper, not waited for: net_pin does).
  *   setup    the setup process, still real root in the host's network namespace: makes the
  *            container's network namespace (owned by its user namespace, so that its root may
  *            administer it), creates the veth pair with its end inside, moves the physical
- *            interfaces in, configures eth0, writes /etc/resolv.conf, hands the namespace to
- *            trustmed (which pins it) and enters it, so that init is cloned into it.
+ *            interfaces in, hands the namespace to trustmed (which pins it and answers once the
+ *            rules are applied), configures eth0, writes /etc/resolv.conf and stays in the
+ *            namespace, so that init is cloned into it.
  *   cleanup  trustmed: interfaces given back, veth deleted, namespace unpinned, rules rebuilt.
  *
  * Doing the work in the setup process keeps netlink round trips off trustmed's event loop, and
@@ -207,6 +209,13 @@ static int net_setup(struct start_ctx *ctx, tm_err *err)
     int eth0 = 0;
     if (net->mode == NET_BRIDGED && (eth0 = nl_ifindex(inside, "eth0", err)) < 0)
         return tm_err_prefix(err, "eth0");
+    /* trustmed has pinned the namespace and its nft helper has applied the rules with this
+     * container (net_pin): only now may eth0 come up, the first moment the veth can carry a
+     * packet. Until here the veth is inert (eth0 down: no carrier on either end). */
+    if ((r = tm_sync_recv_exact(ctx->sync_fd, TM_SYNC_CONTINUE, NULL, 0)) < 0) {
+        errno = -r;
+        return tm_err_sys(err, "trustmed did not confirm the network namespace and its rules");
+    }
     const struct net_device_config *dev = &ctx->d->device.net;
     if ((r = nl_configure_netns(inside, eth0, eth0 > 0 ? ctx->c->net->address : (struct in_addr){0}, dev->prefix,
                                 config_net_bridge_address(dev), err)) < 0)

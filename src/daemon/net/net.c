@@ -123,8 +123,9 @@ int net_ifaces_record(const struct container *c, int ifindex, const char *name, 
     return 0;
 }
 
-/* Rebuild the rules from every container whose veth is (being) set up. */
-static int sync_rules(struct daemon *d, tm_err *err)
+/* Rebuild the rules from every container whose veth is (being) set up: begun (*ret_ticket for
+ * nft_sync_wait), or with ret_ticket NULL applied before it returns. */
+static int sync_rules_ticket(struct daemon *d, uint64_t *ret_ticket, tm_err *err)
 {
     struct nft_member m[256];
     char names[256][IF_NAMESIZE];
@@ -137,7 +138,12 @@ static int sync_rules(struct daemon *d, tm_err *err)
             .name = c->cfg->name, .host_if = names[n], .address = c->net->address, .net = &c->cfg->net};
         n++;
     }
-    return nft_sync(d, m, n, err);
+    return ret_ticket ? nft_sync_begin(d, m, n, ret_ticket, err) : nft_sync(d, m, n, err);
+}
+
+static int sync_rules(struct daemon *d, tm_err *err)
+{
+    return sync_rules_ticket(d, NULL, err);
 }
 
 static bool any_active(struct daemon *d)
@@ -384,9 +390,12 @@ int net_prepare(struct container *c, tm_err *err)
     if ((r = net_lease_acquire(c, err)) < 0 || (r = bridge_ensure(d, s, err)) < 0)
         return r;
     st->bridge_ifindex = r;
-    /* The rules hold before its veth exists: no packet of it ever passes unfiltered. */
+    /* Its rules are handed to the nft helper now, and net_pin waits for them: the setup process
+     * brings eth0 up (the first moment its veth can carry a packet) only after that, so no packet
+     * of it ever passes unfiltered, while the helper's run overlaps with the setup process's
+     * work instead of delaying its fork. */
     st->active = true;
-    return sync_rules(d, err);
+    return sync_rules_ticket(d, &st->rules_ticket, err);
 }
 
 int net_pin(struct container *c, int fd, tm_err *err)
@@ -405,7 +414,10 @@ int net_pin(struct container *c, int fd, tm_err *err)
         return tm_err_sys(err, "cannot pin the network namespace at %s", path);
     close_and_reset(st->netns_fd);
     st->netns_fd = steal_fd(owned);
-    return 0;
+    /* The rules net_prepare began: the caller tells the setup process to go on once they hold. */
+    uint64_t ticket = st->rules_ticket;
+    st->rules_ticket = 0;
+    return nft_sync_wait(c->d, ticket, err);
 }
 
 /* Give back what was moved in (the ifaces file), renamed back to the name it had on the host. */
@@ -459,6 +471,7 @@ void net_teardown(struct container *c)
     if (c->net) {
         close_and_reset(c->net->netns_fd);
         c->net->active = false;
+        c->net->rules_ticket = 0; /* the sync below waits for that one first */
     }
     if (was_active && sync_rules(d, &err) < 0)
         log_warn("%s: %s", container_label(c), err.msg);

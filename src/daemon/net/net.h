@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "daemon.h"
 
@@ -19,6 +20,7 @@ struct net_state {
     bool active; /* its veth is (being) set up: it is a member of the nft rules */
     int netns_fd; /* its network namespace while it runs (pinned), or -1 */
     int bridge_ifindex; /* the device's bridge as net_prepare found it (for the setup process) */
+    uint64_t rules_ticket; /* the nft sync net_prepare began, net_pin waits for; 0: none */
 };
 
 /* Does the container's config need module_net at all (bridged, or physical interfaces)? */
@@ -40,9 +42,12 @@ void net_lease_release(struct container *c);
 /* trustmed's start: read the leases back, drop those of containers that do not exist. */
 void net_leases_load_all(struct daemon *d);
 
-/* trustmed's side of a start (module_net's prepare): bridge up, rules with this member. */
+/* trustmed's side of a start (module_net's prepare): bridge up, rules with this member handed to
+ * the nft helper (net_pin waits for them). */
 int net_prepare(struct container *c, tm_err *err);
-/* The setup process handed over the container's network namespace: pin it (takes fd). */
+/* The setup process handed over the container's network namespace: pin it (takes fd), then wait
+ * until the rules net_prepare began are applied. On success the setup process may bring eth0 up
+ * (the caller tells it to go on: TM_SYNC_CONTINUE). */
 int net_pin(struct container *c, int fd, tm_err *err);
 /* Everything a start set up is undone: interfaces given back, netns unpinned, rules rebuilt
  * without it, its veth deleted (by a short-lived child: the stop does not wait for the kernel's

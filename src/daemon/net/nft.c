@@ -177,23 +177,29 @@ static int helper_start(void)
     return 0;
 }
 
-/* The script run by the helper; -EPIPE (and no helper any more) if it cannot be asked. */
-static int helper_run(struct daemon *d, const char *script, tm_err *err)
+/* The script to the helper (a new one if there is none); -EPIPE if it cannot be asked. */
+static int helper_send(struct daemon *d, const char *script)
 {
     if (helper.fd < 0 && helper_start() < 0)
         return -EPIPE;
     size_t len = strlen(script);
-    tm_err reply;
-    ssize_t n;
     if (send(helper.fd, script, len, MSG_NOSIGNAL) != (ssize_t)len) {
         helper_stop(d);
         return -EPIPE;
     }
+    return 0;
+}
+
+/* The helper's answer to the script sent last; -EPIPE (and no helper any more) if it is gone. */
+static int helper_reply(struct daemon *d, tm_err *err)
+{
+    tm_err reply;
+    ssize_t n;
     while ((n = recv(helper.fd, &reply, sizeof(reply), 0)) < 0 && errno == EINTR)
         ;
     if (n != (ssize_t)sizeof(reply)) {
         /* Gone in the middle: whether the batch was applied is unknown; the caller runs it again
-         * itself (it replaces the tables as a whole, so twice is the same as once). */
+         * (it replaces the tables as a whole, so twice is the same as once). */
         helper_stop(d);
         return -EPIPE;
     }
@@ -201,6 +207,13 @@ static int helper_run(struct daemon *d, const char *script, tm_err *err)
         return 0;
     reply.msg[sizeof(reply.msg) - 1] = '\0';
     return tm_err_set(err, reply.code, "%s", reply.msg);
+}
+
+/* The script run by the helper; -EPIPE (and no helper any more) if it cannot be asked. */
+static int helper_run(struct daemon *d, const char *script, tm_err *err)
+{
+    int r = helper_send(d, script);
+    return r < 0 ? r : helper_reply(d, err);
 }
 
 /* Run a script: in the helper (a new one if the last is gone), or here when none can be had. */
@@ -247,18 +260,68 @@ static void forget_applied(void)
     applied_inet = applied_bridge = NULL;
 }
 
-int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_err *err)
+/* A sync begun (nft_sync_begin) whose answer has not been read yet: at most one, since a sync
+ * reads the answer of the one before it first. Its tables are the applied ones once the helper
+ * says so. A start does not wait for it in net_prepare but before its eth0 comes up (net_pin),
+ * so that the helper's run overlaps with the setup process's work. */
+static struct {
+    bool on;
+    char *inet, *bridge; /* both tables' scripts as they are once it is applied */
+    char *script; /* what was sent: run again if the helper dies meanwhile */
+} pending;
+/* Syncs begun and syncs whose outcome is known (a ticket is the first's count at its begin), and
+ * the outcome of the last one known: since every sync replaces the tables with the rules of all
+ * members, a sync is in force as long as the last one known succeeded. */
+static uint64_t begun, known;
+static tm_err last_outcome;
+
+static void outcome(int r, const tm_err *err)
+{
+    known = begun;
+    if (r == 0)
+        tm_err_clear(&last_outcome);
+    else
+        last_outcome = *err;
+}
+
+/* The answer to the pending sync is read (or the sync is run again, here if need be). */
+static void pending_collect(struct daemon *d)
+{
+    if (!pending.on)
+        return;
+    tm_err err = {0};
+    int r = helper_reply(d, &err);
+    if (r == -EPIPE)
+        r = nft_apply(d, pending.script, &err);
+    if (r == 0) {
+        forget_applied();
+        applied_inet = steal_ptr(pending.inet);
+        applied_bridge = steal_ptr(pending.bridge);
+    }
+    free(pending.inet);
+    free(pending.bridge);
+    free(pending.script);
+    pending.inet = pending.bridge = pending.script = NULL;
+    pending.on = false;
+    outcome(r, &err);
+}
+
+int nft_sync_begin(struct daemon *d, const struct nft_member *members, size_t n, uint64_t *ret_ticket, tm_err *err)
 {
     const struct net_device_config *dev = &d->device.net;
     _cleanup_free_ char *inet = NULL, *bridge = NULL, *script = NULL;
     int r;
 
+    *ret_ticket = 0;
+    pending_collect(d);
     if (n == 0) {
         forget_applied();
+        begun++;
         r = nft_ruleset_remove(dev->bridge, &script, err);
-        if (r < 0 || (r = nft_apply(d, script, err)) < 0)
-            return tm_err_prefix(err, "tables trustme-%s", dev->bridge);
-        return 0;
+        if (r >= 0)
+            r = nft_apply(d, script, err);
+        outcome(r < 0 ? r : 0, err);
+        return r < 0 ? tm_err_prefix(err, "tables trustme-%s", dev->bridge) : 0;
     }
     r = nft_ruleset_tables(dev, members, n, &inet, &bridge, err);
     if (r < 0)
@@ -276,20 +339,49 @@ int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_er
     if (asprintf(&script, "%s%s", send_inet ? inet : "", send_bridge ? bridge : "") < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
     forget_applied(); /* until the kernel took it: a failed batch may have changed nothing */
-    r = nft_apply(d, script, err);
-    if (r < 0)
-        return tm_err_prefix(err, "tables trustme-%s", dev->bridge);
-    applied_inet = steal_ptr(inet);
-    applied_bridge = steal_ptr(bridge);
+    *ret_ticket = ++begun;
+    if (helper_send(d, script) == 0) {
+        pending.on = true;
+        pending.inet = steal_ptr(inet);
+        pending.bridge = steal_ptr(bridge);
+        pending.script = steal_ptr(script);
+        return 0;
+    }
+    /* No helper to be had: run here, now. */
+    tm_err here = {0};
+    r = nft_apply(d, script, &here);
+    if (r == 0) {
+        applied_inet = steal_ptr(inet);
+        applied_bridge = steal_ptr(bridge);
+    }
+    outcome(r, &here);
     return 0;
+}
+
+int nft_sync_wait(struct daemon *d, uint64_t ticket, tm_err *err)
+{
+    if (ticket == 0)
+        return 0;
+    if (known < ticket)
+        pending_collect(d);
+    if (last_outcome.code == 0)
+        return 0;
+    *err = last_outcome;
+    return tm_err_prefix(err, "tables trustme-%s", d->device.net.bridge);
+}
+
+int nft_sync(struct daemon *d, const struct nft_member *members, size_t n, tm_err *err)
+{
+    uint64_t ticket;
+    int r = nft_sync_begin(d, members, n, &ticket, err);
+    return r < 0 ? r : nft_sync_wait(d, ticket, err);
 }
 
 void nft_remove(struct daemon *d)
 {
-    _cleanup_free_ char *script = NULL;
+    uint64_t ticket;
     tm_err err = {0};
 
-    forget_applied();
-    if (nft_ruleset_remove(d->device.net.bridge, &script, &err) < 0 || nft_apply(d, script, &err) < 0)
+    if (nft_sync_begin(d, NULL, 0, &ticket, &err) < 0)
         log_warn("removing the nft tables trustme-%s: %s", d->device.net.bridge, err.msg);
 }
