@@ -55,3 +55,8 @@ int cmd_migrate_send(struct cli *cli, const struct cli_args *a)
 {
     return no_migrate();
 }
+
+int cmd_migrate_announce(struct cli *cli, const struct cli_args *a)
+{
+    return no_migrate();
+}

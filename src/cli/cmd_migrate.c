@@ -476,9 +476,63 @@ static int send_pcrs(const struct cli_args *a, uint32_t *pcrs, size_t *ret_n)
     return 0;
 }
 
-/* Stream the bundle at path; the target's answer (receipt or refusal) in *ret. */
-static int send_bundle(const char *to, const char *path, int64_t answer_ms, Trustme__MigrateNetResponse **ret,
-                       tm_err *err)
+#define CHALLENGE_LEN 32 /* MIGRATE_CHALLENGE_LEN of the endpoint */
+
+/* This device's trustmed has its AK sign the announcement of name's exported bundle for the
+ * target's challenge (docs/MIGRATION.md "The announcement"). 0 or the exit status. */
+static int announce(struct cli *cli, const char *name, const uint8_t *challenge, uint64_t size, Trustme__Response **ret)
+{
+    Trustme__MigrateRequest mr = TRUSTME__MIGRATE_REQUEST__INIT;
+    mr.verb = "announce";
+    mr.id = (char *)name;
+    mr.has_challenge = mr.has_size = true;
+    mr.challenge = (ProtobufCBinaryData){.len = CHALLENGE_LEN, .data = (uint8_t *)challenge};
+    mr.size = size;
+    int r = call(cli, &mr, ret);
+    if (r)
+        return r;
+    if ((*ret)->body_case != TRUSTME__RESPONSE__BODY_MIGRATE || !(*ret)->migrate->upload) {
+        trustme__response__free_unpacked(*ret, NULL);
+        *ret = NULL;
+        return cli_fail("unexpected answer from trustmed");
+    }
+    return 0;
+}
+
+int cmd_migrate_announce(struct cli *cli, const struct cli_args *a)
+{
+    uint8_t challenge[CHALLENGE_LEN];
+    const char *hex = cli_value(a, "challenge"), *size_s = cli_value(a, "size");
+    uint64_t size = 0;
+    if (!hex || tm_hex_decode_str(hex, challenge, sizeof(challenge), TM_HEX_ANY_CASE, NULL) < 0)
+        return cli_usage_error(a->verb, "--challenge HEX: the target's challenge, %zu hex digits",
+                               2 * sizeof(challenge));
+    if (!size_s || attest_parse_u64(size_s, UINT64_MAX, &size) < 0 || size == 0)
+        return cli_usage_error(a->verb, "--size BYTES: the bundle's size");
+    Trustme__Response *resp = NULL;
+    int r = announce(cli, a->argv[0], challenge, size, &resp);
+    if (r)
+        return r;
+    const Trustme__MigrateUpload *u = resp->migrate->upload;
+    size_t len = trustme__migrate_upload__get_packed_size(u);
+    _cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
+    _cleanup_free_ char *out = malloc(2 * len + 1);
+    if (!buf || !out) {
+        trustme__response__free_unpacked(resp, NULL);
+        return cli_fail("out of memory");
+    }
+    trustme__migrate_upload__pack(u, buf);
+    tm_hex(buf, len, out);
+    printf("%s\n", out);
+    trustme__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+/* Stream the bundle at path, announced by this device's AK (the target reserves nothing for an
+ * unauthenticated peer); the target's answer (receipt or refusal) in *ret. A bundle whose offer
+ * the target used already is not sent: the answer comes at once. */
+static int send_bundle(struct cli *cli, const char *name, const char *to, const char *path, int64_t answer_ms,
+                       Trustme__MigrateNetResponse **ret, tm_err *err)
 {
     _cleanup_close_ int bfd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -487,14 +541,39 @@ static int send_bundle(const char *to, const char *path, int64_t answer_ms, Trus
     _cleanup_close_ int fd = tm_dial(to, tm_now_ms() + NET_STEP_MS, err);
     if (fd < 0)
         return fd;
+    /* The connection's challenge, then the announcement our AK signed for it. */
     Trustme__MigrateNetRequest rq = TRUSTME__MIGRATE_NET_REQUEST__INIT;
-    rq.has_version = rq.has_bundle_size = true;
+    rq.has_version = rq.has_challenge = true;
     rq.version = 1;
-    rq.bundle_size = (uint64_t)st.st_size;
+    rq.challenge = true;
     Trustme__MigrateNetResponse *resp = NULL;
     int r = net_send(fd, &rq, tm_now_ms() + NET_STEP_MS, err);
     if (r < 0 || (r = net_recv(fd, tm_now_ms() + NET_STEP_MS, &resp, err)) < 0)
         return r;
+    uint8_t challenge[CHALLENGE_LEN];
+    bool have_challenge = resp->has_challenge && resp->challenge.len == CHALLENGE_LEN;
+    if (have_challenge)
+        memcpy(challenge, resp->challenge.data, CHALLENGE_LEN);
+    trustme__migrate_net_response__free_unpacked(resp, NULL);
+    if (!have_challenge)
+        return tm_err_set(err, EPROTO, "the target sent no challenge");
+    Trustme__Response *signed_ = NULL;
+    if (announce(cli, name, challenge, (uint64_t)st.st_size, &signed_))
+        return tm_err_set(err, EPERM, "this device's trustmed did not announce the bundle");
+    Trustme__MigrateNetRequest up = TRUSTME__MIGRATE_NET_REQUEST__INIT;
+    up.has_version = true;
+    up.version = 1;
+    up.upload = signed_->migrate->upload;
+    r = net_send(fd, &up, tm_now_ms() + NET_STEP_MS, err);
+    trustme__response__free_unpacked(signed_, NULL);
+    /* The target checks the chain with its trust anchors and asks its TPM about the offer. */
+    if (r < 0 || (r = net_recv(fd, tm_now_ms() + NET_STEP_MS, &resp, err)) < 0)
+        return r;
+    if (resp->message) {
+        /* The offer was used: its receipt again, or its signed refusal, without the bytes. */
+        *ret = resp;
+        return 0;
+    }
     bool ready = resp->has_ready && resp->ready;
     trustme__migrate_net_response__free_unpacked(resp, NULL);
     if (!ready)
@@ -547,6 +626,15 @@ static int offer_and_export(struct cli *cli, const struct cli_args *a, const cha
     const char *expect = cli_value(a, "expect-ak");
     if (expect && tm_hex_decode_str(expect, ak_name, sizeof(ak_name), TM_HEX_ANY_CASE, NULL) < 0)
         return cli_usage_error(a->verb, "--expect-ak: expected the AK name, %zu hex digits", 2 * sizeof(ak_name));
+    /* The address names no device: without the target's AK name, a man in the middle can hand on
+     * the offer of any device of the PKI that runs approved software (docs/MIGRATION.md "Over
+     * TCP"). So the owner names the target, or says in so many words that any such device will do. */
+    if (!expect && !cli_flag(a, "any-trusted-target"))
+        return cli_usage_error(a->verb, "--expect-ak NAME is required: the target's AK name (`trustme device info` "
+                                        "there); or --any-trusted-target to let any device of the PKI that runs "
+                                        "approved software take the container");
+    if (expect && cli_flag(a, "any-trusted-target"))
+        return cli_usage_error(a->verb, "--expect-ak and --any-trusted-target exclude each other");
     /* 1. The offer, for a fresh nonce that names this device's AK (the target binds the offer to
      * it): as `migrate offer` writes it on the target. */
     uint8_t nonce[ATTEST_NONCE_LEN];
@@ -615,7 +703,7 @@ int cmd_migrate_send(struct cli *cli, const struct cli_args *a)
     tm_err err = {0};
     Trustme__MigrateNetResponse *resp = NULL;
     /* 3. The bundle to the target, its signed answer back. */
-    if (send_bundle(to, out, (int64_t)timeout_s * 1000, &resp, &err) < 0 || !resp->message) {
+    if (send_bundle(cli, name, to, out, (int64_t)timeout_s * 1000, &resp, &err) < 0 || !resp->message) {
         if (resp)
             trustme__migrate_net_response__free_unpacked(resp, NULL);
         return cli_fail("%s\n%s stays locked (migrating) with its bundle in %s: send it again (the same "

@@ -135,7 +135,11 @@ static const struct cli_opt migrate_send_opts[] = {
     {"bundle", 0, CLI_FILE, "BUNDLE", "the bundle, written here and kept until the commit (required)", false},
     {"expect-ak", 0, CLI_WORD, "NAME",
      "the target's AK name (hex, as `trustme device info` there shows it): an offer of any other device is "
-     "refused (without it, any device of the PKI running approved software may answer)",
+     "refused (required, or --any-trusted-target)",
+     false},
+    {"any-trusted-target", 0, CLI_NONE, NULL,
+     "instead of --expect-ak: any device of the PKI running approved software may answer (a man in the middle "
+     "chooses which)",
      false},
     {"pin-file", 0, CLI_FILE, "FILE",
      "the container's PIN, then its PUK, one per line ('-': stdin); the target's token keeps both", false},
@@ -151,6 +155,10 @@ static const struct cli_opt migrate_offer_opts[] = {
     {"pcr", 0, CLI_WORD, "N", "quote PCR N (the source's reference values' PCRs); repeatable", true},
     {"lifetime", 0, CLI_WORD, "SECONDS",
      "how long the offer may be used (default 86400, at most 2592000): an import after that is refused", false},
+    {0}};
+static const struct cli_opt migrate_announce_opts[] = {
+    {"challenge", 0, CLI_WORD, "HEX", "the target endpoint's challenge: 64 hex digits (required)", false},
+    {"size", 0, CLI_WORD, "BYTES", "the bundle's size (required)", false},
     {0}};
 static const struct cli_opt migrate_import_opts[] = {
     {"out", 0, CLI_FILE, "RECEIPT", "where the signed receipt (or refusal) goes (required)", false},
@@ -438,6 +446,11 @@ const struct cli_verb cli_verbs[] = {
      "as migrate export checks it (same options), the bundle streamed to the target, and its signed receipt "
      "commits here (docs/MIGRATION.md \"Over TCP\").",
      migrate_send_opts, 1, 1, C1, false, H(cmd_migrate_send)},
+    {"migrate announce", "CONTAINER",
+     "as the source: the AK's signed announcement of the exported bundle, for the target's challenge",
+     "Prints the packed MigrateUpload (hex) that the target's migration endpoint takes before the bundle; "
+     "`migrate send` does this itself (docs/MIGRATION.md \"The announcement\").",
+     migrate_announce_opts, 1, 1, C1, false, H(cmd_migrate_announce)},
     {"migrate commit", "CONTAINER", "on the target's receipt: crypto-erase the container here, sign a tombstone", NULL,
      migrate_commit_opts, 1, 1, C1, false, H(cmd_migrate_commit)},
     {"migrate abort", "CONTAINER", "release a migration lock with the target's signed refusal",

@@ -96,3 +96,4 @@ int cmd_migrate_import(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_commit(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_abort(struct cli *cli, const struct cli_args *a);
 int cmd_migrate_send(struct cli *cli, const struct cli_args *a);
+int cmd_migrate_announce(struct cli *cli, const struct cli_args *a);

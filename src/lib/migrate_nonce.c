@@ -30,3 +30,27 @@ bool migrate_nonce_names(const uint8_t nonce[MIGRATE_NONCE_LEN], const uint8_t a
     /* Public values on both sides: no need for a constant-time compare. */
     return memcmp(nonce + MIGRATE_NONCE_RANDOM_LEN, h, MIGRATE_NONCE_LEN - MIGRATE_NONCE_RANDOM_LEN) == 0;
 }
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+bool migrate_offer_entry_decode(const uint8_t *value, size_t len, struct migrate_offer_entry *ret)
+{
+    if ((len != MIGRATE_OFFER_VALUE_LEN && len != MIGRATE_OFFER_VALUE_LEN_V1) ||
+        (value[0] != MIGRATE_OFFER_OPEN && value[0] != MIGRATE_OFFER_SPENT && value[0] != MIGRATE_OFFER_INSTALLED))
+        return false;
+    ret->state = value[0];
+    ret->created = get_u64(value + 1);
+    ret->expires = get_u64(value + 9);
+    memcpy(ret->pub_sha256, value + 17, 32);
+    ret->has_nonce = len == MIGRATE_OFFER_VALUE_LEN;
+    memset(ret->nonce, 0, sizeof(ret->nonce));
+    if (ret->has_nonce)
+        memcpy(ret->nonce, value + MIGRATE_OFFER_VALUE_LEN_V1, MIGRATE_NONCE_LEN);
+    return true;
+}

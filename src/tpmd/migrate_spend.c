@@ -17,22 +17,16 @@
 #include "log.h"
 #include "migrate_nonce.h"
 
-#define PREFIX "migrate-offer/"
-#define VALUE_LEN_V1 (1 + 8 + 8 + 32) /* an older tpmd's entry: no source nonce kept */
-#define VALUE_LEN (VALUE_LEN_V1 + MIGRATE_NONCE_LEN)
-#define STATE_OPEN 'o'
-#define STATE_SPENT 's' /* spent, and no container was installed from it (so far) */
-#define STATE_INSTALLED 'i' /* spent, and a container was installed from it: never a refusal */
+#define PREFIX MIGRATE_OFFER_PREFIX
+#define VALUE_LEN_V1 MIGRATE_OFFER_VALUE_LEN_V1 /* an older tpmd's entry: no source nonce kept */
+#define VALUE_LEN MIGRATE_OFFER_VALUE_LEN
+#define STATE_OPEN MIGRATE_OFFER_OPEN
+#define STATE_SPENT MIGRATE_OFFER_SPENT /* spent, and no container was installed from it (so far) */
+#define STATE_INSTALLED MIGRATE_OFFER_INSTALLED /* spent, and a container was installed from it: never a refusal */
 #define SWEEP_MAX 32 /* entries swept per update: the table stays bounded, an update stays small */
 #define PUB_MAX 4096
 
-struct offer_rec {
-    uint8_t state;
-    uint64_t created, expires;
-    uint8_t pub_sha256[32];
-    bool has_nonce;
-    uint8_t nonce[MIGRATE_NONCE_LEN]; /* the source's, as the offer was made over it */
-};
+/* The entry's layout is migrate_nonce.h's (trustmed's migration endpoint reads it too). */
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -40,15 +34,7 @@ static void put_u64(uint8_t *p, uint64_t v)
         p[i] = (uint8_t)v;
 }
 
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void rec_encode(const struct offer_rec *r, uint8_t out[VALUE_LEN])
+static void rec_encode(const struct migrate_offer_entry *r, uint8_t out[VALUE_LEN])
 {
     out[0] = r->state;
     put_u64(out + 1, r->created);
@@ -57,20 +43,9 @@ static void rec_encode(const struct offer_rec *r, uint8_t out[VALUE_LEN])
     memcpy(out + VALUE_LEN_V1, r->nonce, MIGRATE_NONCE_LEN);
 }
 
-static bool rec_decode(const struct anchor_entry *e, struct offer_rec *r)
+static bool rec_decode(const struct anchor_entry *e, struct migrate_offer_entry *r)
 {
-    if ((e->len != VALUE_LEN && e->len != VALUE_LEN_V1) ||
-        (e->value[0] != STATE_OPEN && e->value[0] != STATE_SPENT && e->value[0] != STATE_INSTALLED))
-        return false;
-    r->state = e->value[0];
-    r->created = get_u64(e->value + 1);
-    r->expires = get_u64(e->value + 9);
-    memcpy(r->pub_sha256, e->value + 17, 32);
-    r->has_nonce = e->len == VALUE_LEN;
-    memset(r->nonce, 0, sizeof(r->nonce));
-    if (r->has_nonce)
-        memcpy(r->nonce, e->value + VALUE_LEN_V1, MIGRATE_NONCE_LEN);
-    return true;
+    return migrate_offer_entry_decode(e->value, e->len, r);
 }
 
 static uint64_t now_s(void)
@@ -122,7 +97,8 @@ int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_t
     if (lifetime > MIGRATE_OFFER_LIFETIME_MAX)
         return tm_err_set(err, EINVAL, "an offer lives at most %d seconds", MIGRATE_OFFER_LIFETIME_MAX);
     uint64_t now = now_s();
-    struct offer_rec rec = {.state = STATE_OPEN, .created = now, .expires = now + lifetime, .has_nonce = true};
+    struct migrate_offer_entry rec = {
+        .state = STATE_OPEN, .created = now, .expires = now + lifetime, .has_nonce = true};
     tm_sha256(pub, pub_len, rec.pub_sha256);
     memcpy(rec.nonce, nonce, MIGRATE_NONCE_LEN);
     uint8_t value[VALUE_LEN];
@@ -136,7 +112,7 @@ int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_t
     struct anchor_change c[SWEEP_MAX + 1];
     size_t n = 0;
     for (size_t i = 0; i < t->n && n < SWEEP_MAX; i++) {
-        struct offer_rec o;
+        struct migrate_offer_entry o;
         if (strncmp(t->e[i].name, PREFIX, strlen(PREFIX)) != 0 || strlen(t->e[i].name) >= sizeof(swept[0]))
             continue;
         if (rec_decode(&t->e[i], &o) && o.expires + MIGRATE_OFFER_KEEP_EXPIRED > now)
@@ -157,7 +133,7 @@ int migrate_spend_open(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_t
 }
 
 static int mark(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table *t, const char *name,
-                struct offer_rec *rec, uint8_t state, tm_err *err)
+                struct migrate_offer_entry *rec, uint8_t state, tm_err *err)
 {
     rec->state = state;
     uint8_t value[VALUE_LEN];
@@ -180,7 +156,7 @@ int migrate_spend(ESYS_CONTEXT *esys, const char *data_dir, struct anchor_table 
     char name[sizeof(PREFIX) + 64];
     snprintf(name, sizeof(name), PREFIX "%s", offer_id);
     const struct anchor_entry *e = anchor_find(t, name);
-    struct offer_rec rec;
+    struct migrate_offer_entry rec;
     if (!e)
         return tm_err_set(err, ENOENT,
                           "offer %s is unknown or was used already (this TPM has no record of it; a bundle imports "
@@ -258,7 +234,7 @@ int migrate_spend_installed(ESYS_CONTEXT *esys, const char *data_dir, struct anc
     char name[sizeof(PREFIX) + 64];
     snprintf(name, sizeof(name), PREFIX "%s", offer_id);
     const struct anchor_entry *e = anchor_find(t, name);
-    struct offer_rec rec;
+    struct migrate_offer_entry rec;
     if (!e || !rec_decode(e, &rec) || rec.state == STATE_OPEN)
         return tm_err_set(err, EINVAL, "offer %s: not spent here, so nothing was installed from it", offer_id);
     return rec.state == STATE_INSTALLED ? 0 : mark(esys, data_dir, t, name, &rec, STATE_INSTALLED, err);

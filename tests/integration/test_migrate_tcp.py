@@ -30,7 +30,7 @@ from test_storage import KDF, MARKER, PIN, PUK, SECRET_NAME, pin_file
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in (TPMD, PKI_TOOL, GUESTOS_TOOL)),
                                 reason="trustme-tpmd, trustme-pki or trustme-guestos is missing")
 
-NAMES = ("tcp1", "tcp2", "tcp3")
+NAMES = ("tcp1", "tcp2", "tcp3", "tcp4")
 CHUNK = 1 << 20
 
 
@@ -92,9 +92,18 @@ def make_container(d, name):
     d.cli("stop", name)
 
 
+def ak_name(d):
+    for line in d.cli("device", "info").stdout.splitlines():
+        if line.startswith("AK name:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no AK name")
+
+
 def send(p, name, *extra, check=True):
+    """`migrate send` to the target, named by its AK (--expect-ak, required unless
+    --any-trusted-target)."""
     bundle = p.s.base / f"{name}.bundle"
-    return bundle, p.s.cli("migrate", "send", name, "--to", p.to, "--bundle", bundle,
+    return bundle, p.s.cli("migrate", "send", name, "--to", p.to, "--bundle", bundle, "--expect-ak", ak_name(p.t),
                            "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, *extra, check=check)
 
 
@@ -182,6 +191,42 @@ def offer_over_tcp(p, sock):
     return answer(sock)
 
 
+def challenge(sock):
+    """The connection's challenge (MigrateNetRequest.challenge 950 -> MigrateNetResponse 952)."""
+    sock.sendall(frame(field(940, 1) + field(950, 1)))
+    a = answer(sock)
+    assert a is not None and len(a.get(952, b"")) == 32, a
+    return a[952]
+
+
+def announcement(d, name, chal, size):
+    """The source's signed announcement (a packed MigrateUpload) of name's exported bundle."""
+    out = d.cli("migrate", "announce", name, "--challenge", chal.hex(), "--size", str(size)).stdout
+    return bytes.fromhex(out.strip())
+
+
+def announce(p, sock, name, size):
+    """Announce name's exported bundle (size bytes) on sock as the source: the endpoint's answer."""
+    sock.sendall(frame(field(940, 1) + field(951, announcement(p.s, name, challenge(sock), size))))
+    return answer(sock)
+
+
+def export_by_hand(p, name):
+    """An offer over TCP for the source's nonce, and the export to it (the bundle kept): what
+    send does before it sends."""
+    with connect(p) as sock:
+        nonce = bytes.fromhex(p.s.cli("migrate", "nonce").stdout.strip())  # names the source's AK
+        sock.sendall(frame(field(940, 1) + field(941, nonce) + b"".join(field(942, n) for n in p.pcrs)))
+        a = answer(sock)
+    assert a is not None and 945 in a, a
+    offer = p.s.base / f"{name}.offer"
+    offer.write_bytes(a[945])
+    bundle = p.s.base / f"{name}.bundle"
+    p.s.cli("migrate", "export", name, "--offer", offer, "--nonce", nonce.hex(), "--out", bundle,
+            "--pin-file", pin_file(p.s, PIN, PUK), *p.trust)
+    return bundle
+
+
 def listening_ports(pid):
     """TCP ports pid listens on: its socket inodes against /proc/net/tcp{,6} in state LISTEN."""
     inodes = set()
@@ -255,9 +300,11 @@ def test_malformed_and_oversized_frames_are_refused_and_others_served(pair):
         a = answer(bad)
         assert a is not None and b"malformed" in a[947], a
         assert closed(bad)
-    # A bundle announced beyond the device's bound: refused before a byte of it is sent.
+    # A bundle announced beyond the device's bound: refused before a byte of it is sent (and before
+    # its signature is checked).
     with connect(p) as bad:
-        bad.sendall(frame(field(940, 1) + field(943, 1 << 50)))
+        challenge(bad)
+        bad.sendall(frame(field(940, 1) + field(951, field(957, 1 << 50) + field(958, b"s" * 64))))
         a = answer(bad)
         assert a is not None and 947 in a and b"bytes" in a[947], a
     # Meanwhile and after, the endpoint answers a genuine request with an offer.
@@ -270,20 +317,11 @@ def test_dropped_mid_bundle_imports_nothing_and_resends(pair):
     p = pair
     make_container(p.s, "tcp2")
     # The offer over TCP, the export by hand (its file kept), then a sender that stops half way.
-    with connect(p) as sock:
-        nonce = bytes.fromhex(p.s.cli("migrate", "nonce").stdout.strip())  # names the source's AK
-        sock.sendall(frame(field(940, 1) + field(941, nonce) + b"".join(field(942, n) for n in p.pcrs)))
-        a = answer(sock)
-    offer = p.s.base / "tcp2.offer"
-    offer.write_bytes(a[945])
-    bundle = p.s.base / "tcp2.bundle"
-    p.s.cli("migrate", "export", "tcp2", "--offer", offer, "--nonce", nonce.hex(), "--out", bundle,
-            "--pin-file", pin_file(p.s, PIN, PUK), *p.trust)
+    bundle = export_by_hand(p, "tcp2")
     data = bundle.read_bytes()
     assert len(data) > 2 * CHUNK
     with connect(p) as sock:
-        sock.sendall(frame(field(940, 1) + field(943, len(data))))
-        assert answer(sock)[948] == 1
+        assert announce(p, sock, "tcp2", len(data))[948] == 1
         sock.sendall(frame(field(944, data[:CHUNK])))
         sock.sendall(frame(field(944, data[CHUNK:2 * CHUNK]))[:CHUNK // 2])  # cut inside a frame
     inbox = p.t.data_dir / "migrate-in"
@@ -337,6 +375,40 @@ def test_idle_flood_does_not_keep_a_migration_out(pair):
     assert any(c["name"] == "tcp3" for c in p.t.containers())
 
 
+def test_a_killed_targets_half_bundle_goes_at_its_start(pair):
+    """trustmed killed while it received a bundle: the next one removes the .part (the source
+    still has its bundle) and serves the endpoint again."""
+    p = pair
+    inbox = p.t.data_dir / "migrate-in"
+    make_container(p.s, "tcp4")
+    export_by_hand(p, "tcp4")
+    with connect(p) as sock:
+        assert announce(p, sock, "tcp4", 3 * CHUNK)[948] == 1
+        sock.sendall(frame(field(944, secrets.token_bytes(CHUNK))))
+        deadline = time.time() + 30
+        while not list(inbox.glob("*.part")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(list(inbox.glob("*.part"))) == 1
+        p.t.kill9()
+    p.t.start()
+    assert listening(p.t.proc.pid, p.port)  # the endpoint's start cleaned the directory before
+    assert list(inbox.iterdir()) == []
+
+
+def test_send_names_its_target(pair):
+    """The address names no device: send refuses to run without the target's AK name
+    (--expect-ak) unless the owner says any trusted device will do (--any-trusted-target)."""
+    p = pair
+    p.s.cli("create", container_config(p.s, "tcp1x"))
+    for extra in ((), ("--expect-ak", ak_name(p.t), "--any-trusted-target")):
+        bundle = p.s.base / "tcp1x.bundle"
+        r = p.s.cli("migrate", "send", "tcp1x", "--to", p.to, "--bundle", bundle,
+                    "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, *extra, check=False)
+        assert r.returncode == 2 and ("--expect-ak" in r.stderr), r.stdout + r.stderr
+        assert not bundle.exists() and not p.s.state("tcp1x").get("migrating", False)
+    p.s.cli("remove", "tcp1x")
+
+
 def test_offers_are_rate_limited(pair):
     """Each offer is a TPM key and an NV write: anyone reaching the endpoint gets a burst of 8,
     then one per 15 minutes (the tests before used some). The refused one is answered, not signed."""
@@ -351,22 +423,3 @@ def test_offers_are_rate_limited(pair):
     last = answers[-1]
     assert 947 in last and b"too many offers" in last[947], last
     assert last[946] == 11  # EAGAIN
-
-
-def test_a_killed_targets_half_bundle_goes_at_its_start(pair):
-    """trustmed killed while it received a bundle: the next one removes the .part (the source
-    still has its bundle) and serves the endpoint again."""
-    p = pair
-    inbox = p.t.data_dir / "migrate-in"
-    with connect(p) as sock:
-        sock.sendall(frame(field(940, 1) + field(943, 3 * CHUNK)))
-        assert answer(sock)[948] == 1
-        sock.sendall(frame(field(944, secrets.token_bytes(CHUNK))))
-        deadline = time.time() + 30
-        while not list(inbox.glob("*.part")) and time.time() < deadline:
-            time.sleep(0.1)
-        assert len(list(inbox.glob("*.part"))) == 1
-        p.t.kill9()
-    p.t.start()
-    assert listening(p.t.proc.pid, p.port)  # the endpoint's start cleaned the directory before
-    assert list(inbox.iterdir()) == []

@@ -15,11 +15,14 @@ import pytest
 
 from test_attestation import swtpm_installed  # noqa: F401 (fixture)
 from test_guestos import env  # noqa: F401 (fixture)
-from test_migrate_tcp import (CHUNK, answer, closed, connect, field, frame, make_container,  # noqa: F401
-                              offer_over_tcp, pair, pytestmark, read_varint, recv_exact, send)
+from test_migrate_review import self_signer
+from test_migrate_tcp import (CHUNK, ak_name, announcement, answer, challenge, closed, connect,  # noqa: F401
+                              export_by_hand, field, frame, make_container, offer_over_tcp, pair, pytestmark,
+                              read_varint, recv_exact, send)
 from test_storage import PIN, PUK, pin_file
 
-EMSGSIZE, EPROTO, EBUSY, ENOSPC, EINVAL = 90, 71, 16, 28, 22
+EMSGSIZE, EPROTO, EBUSY, ENOSPC, EINVAL, EPERM = 90, 71, 16, 28, 22, 1
+ANNOUNCER = "tcp4"  # the source's container whose exported bundle announces the raw uploads here
 
 
 def inbox(p):
@@ -33,13 +36,24 @@ def wait_empty_inbox(p, timeout=60):
     return list(inbox(p).iterdir())
 
 
+def announcer(p):
+    """The source's container exported (by hand) to an open offer of the target: its announcement
+    authenticates the raw uploads of these tests (bytes that are not its bundle import nothing and
+    leave the offer open)."""
+    if not getattr(p, "announcer", None):
+        make_container(p.s, ANNOUNCER)
+        p.announcer = export_by_hand(p, ANNOUNCER)
+    return p.announcer
+
+
 def begin_upload(p, size, timeout=60):
-    """A connection whose announced bundle the endpoint took (ready); retried while another
-    upload (an earlier test's, being dropped) still holds the slot."""
+    """A connection whose announced bundle the endpoint took (ready), announced by the source;
+    retried while another upload (an earlier test's, being dropped) still holds the slot."""
+    announcer(p)
     deadline = time.time() + timeout
     while True:
         sock = connect(p)
-        sock.sendall(frame(field(940, 1) + field(943, size)))
+        sock.sendall(frame(field(940, 1) + field(951, announcement(p.s, ANNOUNCER, challenge(sock), size))))
         a = answer(sock)
         if a is not None and a.get(948) == 1:
             return sock
@@ -93,7 +107,8 @@ def test_lying_sizes_are_refused_and_leave_nothing(pair):
         a = answer(s)
         assert a is not None and a[946] == EPROTO and b"other than the last" in a[947], a
     # Nothing announced, or an empty bundle; a chunk without an announcement.
-    for req in (field(940, 1) + field(943, 0), field(940, 1) + field(944, b"x" * 100), field(944, b"y")):
+    for req in (field(940, 1) + field(943, 0), field(940, 1) + field(944, b"x" * 100), field(944, b"y"),
+                field(940, 1) + field(951, field(957, 0))):
         with connect(p) as s:
             s.sendall(frame(req))
             a = answer(s)
@@ -133,8 +148,7 @@ def test_second_upload_is_busy_and_the_slot_comes_back(pair):
     try:
         first.sendall(frame(field(944, b"e" * CHUNK)))
         with connect(p) as s:
-            s.sendall(frame(field(940, 1) + field(943, 100)))
-            a = answer(s)
+            a = announce_raw(p, s, 100)
             assert a is not None and a[946] == EBUSY, a
     finally:
         first.close()
@@ -186,26 +200,117 @@ def test_announced_size_is_refused_when_the_disk_cannot_take_twice_it(pair):
     if 2 * size + (64 << 20) < avail:
         pytest.skip("this disk could take the largest bundle allowed")
     with connect(p) as s:
-        s.sendall(frame(field(940, 1) + field(943, min(size, max(avail, 1 << 20)))))
-        a = answer(s)
+        a = announce_raw(p, s, min(size, max(avail, 1 << 20)))
         assert a is not None and a[946] == ENOSPC and b"free" in a[947], a
     assert wait_empty_inbox(p) == []
 
 
-@pytest.mark.xfail(strict=True, reason="an unauthenticated peer's announced size is reserved on disk "
-                   "(fallocate) at once and held at 1 MiB per 30 s: up to migrate.max_bundle_mb (64 GiB) "
-                   "or half the free space for weeks (docs/SECURITY.md Review 5)")
-def test_unauthenticated_upload_reserves_no_more_than_it_sent(pair):
+def announce_raw(p, sock, size):
+    """The source's genuine announcement of size bytes on sock: the endpoint's answer."""
+    announcer(p)
+    sock.sendall(frame(field(940, 1) + field(951, announcement(p.s, ANNOUNCER, challenge(sock), size))))
+    return answer(sock)
+
+
+def parts(p):
+    return list(inbox(p).glob("*.part")) + list(inbox(p).glob("*.bundle"))
+
+
+def test_unauthenticated_upload_reserves_nothing(pair):
+    """Before, a bundle_size was enough: the target reserved it at once (fallocate, up to
+    migrate.max_bundle_mb or half the free space) and held it, and the one upload slot, at 1 MiB
+    per 30 s. Now only the source's signed announcement takes them."""
     p = pair
-    with begin_upload(p, 256 << 20) as s:
-        s.sendall(frame(field(944, b"g" * CHUNK)))
-        time.sleep(1)
-        parts = list(inbox(p).glob("*.part"))
-        assert len(parts) == 1
-        allocated = parts[0].stat().st_blocks * 512
-        s.close()
-    wait_empty_inbox(p)
-    assert allocated <= 16 * CHUNK, allocated
+    for req in (field(940, 1) + field(943, 256 << 20),  # the old announcement
+                field(940, 1) + field(950, 1)):  # a challenge, then nothing: idle, evicted or cut
+        with connect(p) as s:
+            s.sendall(frame(req))
+            a = answer(s)
+            assert a is not None and parts(p) == [], a
+            if 943 in parse_req(req):
+                assert a[946] == EPERM and b"source authentication" in a[947], a
+                assert closed(s)
+    # The slot is free: the genuine source's upload is taken at once.
+    with begin_upload(p, 100, timeout=5):
+        pass
+    assert wait_empty_inbox(p) == []
+
+
+def parse_req(buf):
+    return {n: v for n, _, v in fields(buf)}
+
+
+def impostor_upload(genuine, chal, sign, offer_id=None):
+    """A MigrateUpload as genuine's, for offer_id (default genuine's), signed for chal by sign
+    (test_migrate_review.self_signer: a key and certificate of the attacker's)."""
+    g = parse_req(genuine)
+    offer = offer_id or g[953].decode()
+    text = (f"upload\nbundle {g[954].decode()}\noffer {offer}\nuuid {g[955].decode()}\ndigest {g[956].decode()}\n"
+            f"size {g[957]}\nchallenge {chal.hex()}\n").encode()
+    tail = sign(text)
+    sig, chain = tail[12:76], tail[80:]
+    return (field(953, offer.encode()) + field(954, g[954]) + field(955, g[955]) + field(956, g[956])
+            + field(957, g[957]) + field(958, sig) + field(959, chain))
+
+
+def refused_announcement(p, upload=None, chal=True):
+    """Send upload (default: made by upload(chal) on the connection's challenge); the answer. The
+    endpoint reserved nothing and closed the connection."""
+    with connect(p) as s:
+        ch = challenge(s) if chal else None
+        s.sendall(frame(field(940, 1) + field(951, upload(ch) if callable(upload) else upload)))
+        a = answer(s)
+        assert a is not None and 947 in a and 948 not in a and 945 not in a, a
+        assert closed(s)
+    assert parts(p) == []
+    return a[947].decode()
+
+
+def test_announcements_without_a_valid_source_proof_are_refused(pair, env):
+    """Whoever reaches the port, or a man in the middle with a captured announcement, or root on
+    another device of the PKI: none of them gets a byte reserved or the upload slot; each refusal
+    names its check, and the genuine source's upload is taken right after."""
+    p = pair
+    announcer(p)
+    size = 3 * CHUNK
+    genuine = announcement(p.s, ANNOUNCER, secrets.token_bytes(32), size)  # for another challenge
+    g = parse_req(genuine)
+    # No challenge asked on this connection.
+    why = refused_announcement(p, genuine, chal=False)
+    assert "challenge first" in why, why
+    # A captured announcement replayed on a new connection (another challenge).
+    why = refused_announcement(p, genuine)
+    assert why.startswith("source authentication") and "signature does not verify" in why, why
+    # The genuine announcement for this connection with its signature altered.
+    flipped = lambda ch: encode([(n, w, v[:-1] + bytes([v[-1] ^ 1]) if n == 958 else v)  # noqa: E731
+                                 for n, w, v in fields(announcement(p.s, ANNOUNCER, ch, size))])
+    why = refused_announcement(p, flipped)
+    assert why.startswith("source authentication") and "signature does not verify" in why, why
+    # The size changed after signing (the signature covers it).
+    bigger = lambda ch: encode([(n, w, v + 1 if n == 957 else v)  # noqa: E731
+                                for n, w, v in fields(announcement(p.s, ANNOUNCER, ch, size))])
+    why = refused_announcement(p, bigger)
+    assert "signature does not verify" in why, why
+    # A key and CA of the attacker's own.
+    why = refused_announcement(p, lambda ch: impostor_upload(genuine, ch, self_signer()))
+    assert why.startswith("source authentication") and "certificate chain" in why, why
+    # Root on another device of the PKI (an AK certificate from the same Device CA) for the
+    # source's offer: the offer's nonce names the source's AK.
+    device_ca = (env.cert("device-ca"), env.cert("device-ca").with_suffix(".key"), env.passfile.read_text().strip())
+    other = self_signer(device_ca, cn="device-x")
+    why = refused_announcement(p, lambda ch: impostor_upload(genuine, ch, other))
+    assert why.startswith("source binding") and g[953].decode() in why and "another source device" in why, why
+    # The same device for an offer the target never made.
+    why = refused_announcement(p, lambda ch: impostor_upload(genuine, ch, other, offer_id=secrets.token_hex(16)))
+    assert why.startswith("unknown offer"), why
+    # Malformed: no signature.
+    why = refused_announcement(p, lambda ch: encode([f for f in fields(announcement(p.s, ANNOUNCER, ch, size))
+                                                     if f[0] != 958]))
+    assert "malformed" in why, why
+    # The genuine source, right after: ready at once (the slot was never taken).
+    with begin_upload(p, size, timeout=5):
+        pass
+    assert wait_empty_inbox(p) == []
 
 
 # ---- a fake target or a man in the middle, attacking the source's `send` -------------------------
@@ -302,9 +407,13 @@ def with_signed_answer(resp, change):
 
 
 def send_via(p, port, name, *extra):
+    """send through port (a fake target or a man in the middle); without --expect-ak the source
+    lets any trusted device answer (--any-trusted-target), as the attacks here need."""
     bundle = p.s.base / f"{name}.bundle"
+    named = "--expect-ak" in extra or "--resend" in extra
     return bundle, p.s.cli("migrate", "send", name, "--to", f"127.0.0.1:{port}", "--bundle", bundle,
-                           "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, *extra, check=False, timeout=600)
+                           "--pin-file", pin_file(p.s, PIN, PUK), *p.trust, *extra,
+                           *(() if named else ("--any-trusted-target",)), check=False, timeout=600)
 
 
 def test_fake_target_lies_in_its_answers_nothing_is_locked(pair):
@@ -370,22 +479,16 @@ def test_mitm_forged_receipt_and_refusal_are_not_committed(pair):
     # The genuine answer commits.
     r = p.s.cli("migrate", "send", "tcp1", "--to", p.to, "--bundle", bundle, "--resend", timeout=600)
     assert "committed" in r.stdout, r.stdout + r.stderr
-    # A captured bundle replayed to the target afterwards installs nothing new: its receipt again.
+    # A captured bundle replayed to the target afterwards: the network has no announcement of the
+    # source for it (a captured one answers another challenge); on a connection another bundle's
+    # announcement opened it is not the bundle announced. Nothing installed.
     with begin_upload(p, bundle.stat().st_size) as s:
         data = bundle.read_bytes()
         for i in range(0, len(data), CHUNK):
             s.sendall(frame(field(944, data[i:i + CHUNK])))
         a = answer(s)
-        assert a is not None and 945 in a, a
-        assert not any(f[0] == 609 for f in fields(a[945]))
+        assert a is not None and 945 not in a and b"not the one its source announced" in a[947], a
     assert [c["name"] for c in p.t.containers()].count("tcp1") == 1
-
-
-def ak_name(d):
-    for line in d.cli("device", "info").stdout.splitlines():
-        if line.startswith("AK name:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError("no AK name")
 
 
 def test_mitm_redirect_to_another_device_is_refused_with_expect_ak(pair):
@@ -410,6 +513,34 @@ def test_mitm_redirect_to_another_device_is_refused_with_expect_ak(pair):
     finally:
         mitm.close()
     assert any(c["name"] == "tcp2" for c in p.t.containers())
+
+
+def test_a_used_offer_is_answered_without_an_upload(pair, env):
+    """The announcer's bundle imported (its offer used, the receipt kept from the source as if
+    lost): the source announcing it again (a --resend) gets the receipt again at once, without the
+    bytes and without a reservation; another device of the PKI gets `source binding` for it."""
+    p = pair
+    bundle = announcer(p)
+    data = bundle.read_bytes()
+    with begin_upload(p, len(data)) as s:
+        for i in range(0, len(data), CHUNK):
+            s.sendall(frame(field(944, data[i:i + CHUNK])))
+        a = answer(s)
+    assert a is not None and 945 in a and 609 not in parse_req(a[945]), a
+    receipt = p.s.base / f"{ANNOUNCER}.answer"
+    receipt.write_bytes(a[945])
+    with connect(p) as s:
+        a = announce_raw(p, s, len(data))
+        assert parts(p) == []
+    assert a is not None and 945 in a and 948 not in a, a
+    again = parse_req(a[945])
+    assert 608 in again and 609 not in again and again[606] == parse_req(receipt.read_bytes())[606], again
+    device_ca = (env.cert("device-ca"), env.cert("device-ca").with_suffix(".key"), env.passfile.read_text().strip())
+    genuine = announcement(p.s, ANNOUNCER, secrets.token_bytes(32), len(data))
+    why = refused_announcement(p, lambda ch: impostor_upload(genuine, ch, self_signer(device_ca, cn="device-x")))
+    assert why.startswith("source binding"), why
+    p.s.cli("migrate", "commit", ANNOUNCER, "--receipt", receipt)
+    assert any(c["name"] == ANNOUNCER for c in p.t.containers())
 
 
 def test_paced_offers_cannot_fill_the_anchor_table(pair):

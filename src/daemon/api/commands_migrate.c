@@ -28,6 +28,7 @@
 #include "log.h"
 #include "lock_anchor.h"
 #include "migrate.h"
+#include "migrate_announce.h"
 #include "migrate_net.h"
 #include "migrate_nonce.h"
 #include "secmem.h"
@@ -80,6 +81,7 @@ struct mig_op {
     /* A request of the migration endpoint (migrate_net.c): conn_id is its connection there, and
      * the offer carries the quote over the nonce (evidence, packed AttestResponse). */
     bool net;
+    const struct migrate_announced *announced; /* import over the endpoint: what must arrive */
     uint8_t *evidence;
     size_t evidence_len;
 };
@@ -1151,7 +1153,21 @@ static void migrate_import(struct conn *conn, uint64_t id, const Trustme__Migrat
         import_begin(op, rq->path, again);
 }
 
-void migrate_net_import(struct daemon *d, uint64_t net_id, const char *actor, const char *path)
+void migrate_net_import(struct daemon *d, uint64_t net_id, const char *actor, const char *path,
+                        const struct migrate_announced *a)
+{
+    struct mig_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        migrate_net_reply(d, net_id, NULL, ENOMEM, "out of memory");
+        return;
+    }
+    *op = (struct mig_op){.d = d, .conn_id = net_id, .net = true, .b.fd = -1, .announced = a};
+    snprintf(op->actor, sizeof(op->actor), "%s", actor);
+    import_begin(op, path, false);
+}
+
+void migrate_net_used(struct daemon *d, uint64_t net_id, const char *actor, const struct migrate_announced *a,
+                      bool installed)
 {
     struct mig_op *op = calloc(1, sizeof(*op));
     if (!op) {
@@ -1160,7 +1176,43 @@ void migrate_net_import(struct daemon *d, uint64_t net_id, const char *actor, co
     }
     *op = (struct mig_op){.d = d, .conn_id = net_id, .net = true, .b.fd = -1};
     snprintf(op->actor, sizeof(op->actor), "%s", actor);
-    import_begin(op, path, false);
+    /* The answers name only what the source's AK signed in the announcement. */
+    snprintf(op->b.h.bundle_id, sizeof(op->b.h.bundle_id), "%s", a->bundle_id);
+    snprintf(op->b.h.offer_id, sizeof(op->b.h.offer_id), "%s", a->offer_id);
+    snprintf(op->b.h.uuid, sizeof(op->b.h.uuid), "%s", a->uuid);
+    snprintf(op->b.h.digest, sizeof(op->b.h.digest), "%s", a->digest);
+    struct container *have = container_find(d, a->uuid);
+    if (have)
+        snprintf(op->b.h.name, sizeof(op->b.h.name), "%s", have->cfg->name);
+    if (installed) {
+        /* The check of `migrate import --receipt-again`: migrated.from names this bundle, offer,
+         * UUID and digest under this device's MAC. */
+        if (!have || !installed_from(have, op)) {
+            op_error(op, "migrate.import", NULL, EALREADY,
+                     "import: offer %s was used already: a container was installed from it, not from bundle %s",
+                     a->offer_id, a->bundle_id);
+            op_free(op);
+            return;
+        }
+        daemon_audit(d, "migrate.import", "ok", have, op->actor, "bundle %s of offer %s: its receipt again",
+                     a->bundle_id, a->offer_id);
+        op->installed = true;
+        sign_text(op);
+        return;
+    }
+    /* Spent by an import that did not install (killed, or refused after the spend): the refusal,
+     * unless a container of that UUID is here or being installed (as decrypt_done decides). */
+    bool importing = false;
+    for (struct mig_op *o = imports; o; o = o->next)
+        importing |= strcmp(o->b.h.uuid, a->uuid) == 0;
+    if (importing || have) {
+        op_error(op, "migrate.import", NULL, EEXIST, "import: container %s exists here already", a->uuid);
+        op_free(op);
+        return;
+    }
+    char why[200];
+    snprintf(why, sizeof(why), "offer %s was spent here by an import that installed nothing", a->offer_id);
+    refuse(op, why);
 }
 
 static void import_begin(struct mig_op *op, const char *path, bool again)
@@ -1175,6 +1227,17 @@ static void import_begin(struct mig_op *op, const char *path, bool again)
         op_free(op);
         return;
     }
+    /* Over the endpoint: exactly the bundle the source's AK announced (bundle_open computed its
+     * head digest), not other bytes sent on the authenticated connection. */
+    const struct migrate_announced *a = op->announced;
+    if (a && (strcmp(a->bundle_id, op->b.h.bundle_id) || strcmp(a->offer_id, op->b.h.offer_id) ||
+              strcmp(a->uuid, op->b.h.uuid) || strcmp(a->digest, op->b.h.digest))) {
+        op_error(op, "migrate.import", NULL, EBADMSG,
+                 "import: source authentication: the bundle received is not the one its source announced");
+        op_free(op);
+        return;
+    }
+    op->announced = NULL; /* the connection's: it may go while tpmd and scd work */
     struct container *have = container_find(d, op->b.h.uuid);
     /* Over the endpoint a bundle sent again after its receipt was lost gets that receipt again:
      * the same check as `migrate import --receipt-again`. */
@@ -1479,7 +1542,11 @@ void cmd_migrate(struct conn *conn, uint64_t id, const Trustme__Request *req)
         migrate_commit(conn, id, rq);
     else if (strcmp(v, "abort") == 0)
         migrate_abort(conn, id, rq);
+    else if (strcmp(v, "announce") == 0)
+        migrate_announce(conn, id, rq);
     else
         conn_send_error(conn, id, EINVAL,
-                        "migrate: unknown step \"%s\" (nonce, offer, export, import, receipt, commit, abort)", v);
+                        "migrate: unknown step \"%s\" (nonce, offer, export, import, receipt, commit, abort, "
+                        "announce)",
+                        v);
 }

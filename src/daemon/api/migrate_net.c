@@ -27,6 +27,7 @@
 #include "hex.h"
 #include "hostport.h"
 #include "log.h"
+#include "migrate_announce.h"
 #include "proto.h"
 
 #define ACCEPT_PAUSE_MS 200
@@ -42,7 +43,12 @@ struct mconn {
     tm_source *src, *timer;
     tm_frame_reader rd;
     tm_buf out;
-    bool in_flight; /* an offer or import is being worked on: read nothing until it is answered */
+    bool in_flight; /* an offer, announcement or import is being worked on: read nothing until answered */
+    /* The connection's challenge (one per connection), and what its authenticated announcement
+     * names: the bundle that must arrive. */
+    uint8_t challenge[MIGRATE_CHALLENGE_LEN];
+    bool challenged, challenge_spent;
+    struct migrate_announced announced;
     /* A bundle being received: <dir>/<name>.part, then <name>.bundle */
     int part_fd;
     char part[PATH_MAX], path[PATH_MAX];
@@ -224,9 +230,10 @@ static void refuse(struct mconn *c, int code, const char *msg)
     conn_close(c);
 }
 
-static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
+/* Whether a bundle of size could be taken now: checked before its announcement is authenticated
+ * (nothing of that is spent on what would be refused anyway) and again when it is taken. */
+static int bundle_fits(struct mnet *s, uint64_t size, tm_err *err)
 {
-    struct mnet *s = c->srv;
     if (size == 0)
         return tm_err_set(err, EINVAL, "an empty bundle");
     if (size > s->d->device.migrate_max_bundle)
@@ -245,6 +252,17 @@ static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
                           "the bundle has %llu bytes: this device has %llu bytes free, and the "
                           "import needs twice the bundle and 64 MiB",
                           (unsigned long long)size, (unsigned long long)avail);
+    return 0;
+}
+
+/* Reserve the announced bundle's space and take the upload slot: only for an authenticated
+ * source (migrate_announce.h). */
+static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
+{
+    struct mnet *s = c->srv;
+    int r = bundle_fits(s, size, err);
+    if (r < 0)
+        return r;
     uint8_t rnd[16];
     char name[33];
     if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
@@ -293,7 +311,7 @@ static int bundle_end(struct mconn *c, tm_err *err)
     fsync_parent(c->path);
     log_info("migration client %s: bundle of %llu bytes received", c->actor, (unsigned long long)c->size);
     c->in_flight = true;
-    migrate_net_import(c->srv->d, c->id, c->actor, c->path);
+    migrate_net_import(c->srv->d, c->id, c->actor, c->path, &c->announced);
     return 0;
 }
 
@@ -313,6 +331,56 @@ static int take_chunk(struct mconn *c, const ProtobufCBinaryData *chunk, tm_err 
     }
     c->got += chunk->len;
     return c->got == c->size ? bundle_end(c, err) : 0;
+}
+
+static struct mconn *conn_by_id(uint64_t id)
+{
+    struct mconn *c = server ? server->conns : NULL;
+    while (c && c->id != id)
+        c = c->next;
+    return c;
+}
+
+/* The announcement was checked (migrate_announce.h). An open offer: the space is reserved and the
+ * slot taken, the chunks may come. A used one: no upload, trustmed answers at once (the receipt
+ * again to its source, or the signed refusal). */
+static void announced(struct daemon *d, const struct migrate_announced *a, uint8_t state, const char *signer,
+                      const tm_err *err, void *userdata)
+{
+    struct mconn *c = conn_by_id((uint64_t)(uintptr_t)userdata);
+    if (!c)
+        return;
+    c->in_flight = false;
+    if (c->fd < 0) {
+        conn_close(c);
+        return;
+    }
+    tm_err e = {0};
+    if (err) {
+        refuse(c, err->code ? err->code : EACCES, err->msg);
+        return;
+    }
+    c->announced = *a;
+    if (state != MIGRATE_OFFER_OPEN) {
+        log_info("migration client %s: %s announced bundle %s of offer %s, which was used: no upload", c->actor, signer,
+                 a->bundle_id, a->offer_id);
+        c->in_flight = true;
+        migrate_net_used(d, c->id, c->actor, a, state == MIGRATE_OFFER_INSTALLED);
+        return;
+    }
+    if (bundle_begin(c, a->size, &e) < 0) {
+        refuse(c, e.code, e.msg);
+        return;
+    }
+    log_info("migration client %s: %s announced bundle %s (%llu bytes) of offer %s", c->actor, signer, a->bundle_id,
+             (unsigned long long)a->size, a->offer_id);
+    Trustme__MigrateNetResponse resp = TRUSTME__MIGRATE_NET_RESPONSE__INIT;
+    resp.has_ready = resp.ready = true;
+    if (queue(c, &resp) < 0) {
+        conn_close(c);
+        return;
+    }
+    write_out(c);
 }
 
 /* One request frame. 0: answered or being worked on; <0: refused, err says why. */
@@ -351,15 +419,39 @@ static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq,
         migrate_net_offer(c->srv->d, c->id, c->actor, rq->nonce.data, rq->pcrs, rq->n_pcrs);
         return 0;
     }
-    if (rq->has_bundle_size) {
-        int r = bundle_begin(c, rq->bundle_size, err);
-        if (r < 0)
-            return r;
+    if (rq->has_challenge && rq->challenge) {
+        /* One per connection: an announcement answers exactly this one. */
+        if (c->challenged)
+            return tm_err_set(err, EPROTO, "one challenge per connection");
+        if (getrandom(c->challenge, sizeof(c->challenge), 0) != sizeof(c->challenge))
+            return tm_err_sys(err, "getrandom");
+        c->challenged = true;
         Trustme__MigrateNetResponse resp = TRUSTME__MIGRATE_NET_RESPONSE__INIT;
-        resp.has_ready = resp.ready = true;
+        resp.has_challenge = true;
+        resp.challenge = (ProtobufCBinaryData){.len = sizeof(c->challenge), .data = c->challenge};
         return queue(c, &resp);
     }
-    return tm_err_set(err, EINVAL, "a request needs a nonce (offer) or a bundle_size (bundle)");
+    if (rq->upload) {
+        if (!c->challenged || c->challenge_spent)
+            return tm_err_set(err, EPROTO,
+                              "source authentication: ask for this connection's challenge first; an announcement "
+                              "answers it once");
+        c->challenge_spent = true;
+        /* What would be refused anyway is refused before any signature is checked. */
+        int r = bundle_fits(c->srv, rq->upload->has_size ? rq->upload->size : 0, err);
+        if (r < 0)
+            return r;
+        if ((r = migrate_announce_check(c->srv->d, rq->upload, c->challenge, announced, (void *)(uintptr_t)c->id,
+                                        err)) < 0)
+            return r;
+        c->in_flight = true;
+        return 0;
+    }
+    if (rq->has_bundle_size)
+        return tm_err_set(err, EPERM,
+                          "source authentication: a bundle is taken only with its source's signed announcement "
+                          "(challenge, then upload; trustme migrate send does it)");
+    return tm_err_set(err, EINVAL, "a request needs a nonce (offer), a challenge or an upload (bundle)");
 }
 
 static int handle(struct mconn *c, const uint8_t *payload, size_t len, tm_err *err)
@@ -467,10 +559,7 @@ static void on_client(int fd, void *userdata)
 void migrate_net_reply(struct daemon *d, uint64_t net_id, const Trustme__MigrateMessage *m, int code, const char *msg)
 {
     (void)d;
-    struct mnet *s = server;
-    struct mconn *c = s ? s->conns : NULL;
-    while (c && c->id != net_id)
-        c = c->next;
+    struct mconn *c = conn_by_id(net_id);
     if (!c)
         return;
     c->in_flight = false;

@@ -29,6 +29,7 @@
 struct auth_op {
     struct daemon *d;
     source_auth_fn fn;
+    source_auth_signed_fn signed_fn; /* sign_text: instead of appending to path */
     void *userdata;
     char path[PATH_MAX]; /* sign: the bundle to append to */
     /* what the AK signs, or signed: MIGRATE_SIGN_TAG and its NUL, then the text */
@@ -57,6 +58,14 @@ static void op_free(struct auth_op *op)
 
 static void finish(struct auth_op *op, const char *signer, const tm_err *err)
 {
+    if (op->signed_fn) {
+        source_auth_signed_fn sfn = op->signed_fn;
+        void *ud = op->userdata;
+        struct daemon *sd = op->d;
+        op_free(op);
+        sfn(sd, NULL, NULL, err, ud);
+        return;
+    }
     source_auth_fn fn = op->fn;
     void *userdata = op->userdata;
     struct daemon *d = op->d;
@@ -68,27 +77,35 @@ static void finish(struct auth_op *op, const char *signer, const tm_err *err)
     fn(d, err || !signer ? NULL : who, err || !signer ? NULL : ak_id, err, userdata);
 }
 
-static int op_new(struct daemon *d, const struct bundle_header *h, source_auth_fn fn, void *userdata,
-                  struct auth_op **ret, tm_err *err)
+/* An operation over MIGRATE_SIGN_TAG, its NUL and text. */
+static int op_new_text(struct daemon *d, const char *text, source_auth_fn fn, void *userdata, struct auth_op **ret,
+                       tm_err *err)
 {
+    size_t n = strlen(text);
+    if (n > sizeof(((struct auth_op *)0)->data) - sizeof(MIGRATE_SIGN_TAG))
+        return tm_err_set(err, EOVERFLOW, "the text to sign is too long");
     struct auth_op *op = calloc(1, sizeof(*op));
     if (!op)
         return tm_err_set(err, ENOMEM, "out of memory");
     op->d = d;
     op->fn = fn;
     op->userdata = userdata;
-    /* The head digest names the manifest (the offer id, the target's AK name, every part's
-     * digest) and the wrapped K, IV and sealed keys: the whole bundle but this signature. */
     memcpy(op->data, MIGRATE_SIGN_TAG, sizeof(MIGRATE_SIGN_TAG));
-    int n = migrate_text(SOURCE_AUTH_KIND, h->bundle_id, h->offer_id, h->uuid, NULL, h->digest,
-                         op->data + sizeof(MIGRATE_SIGN_TAG), sizeof(op->data) - sizeof(MIGRATE_SIGN_TAG));
-    if (n < 0) {
-        free(op);
-        return tm_err_set(err, EOVERFLOW, "the text to sign is too long");
-    }
-    op->data_len = sizeof(MIGRATE_SIGN_TAG) + (size_t)n;
+    memcpy(op->data + sizeof(MIGRATE_SIGN_TAG), text, n);
+    op->data_len = sizeof(MIGRATE_SIGN_TAG) + n;
     *ret = op;
     return 0;
+}
+
+static int op_new(struct daemon *d, const struct bundle_header *h, source_auth_fn fn, void *userdata,
+                  struct auth_op **ret, tm_err *err)
+{
+    /* The head digest names the manifest (the offer id, the target's AK name, every part's
+     * digest) and the wrapped K, IV and sealed keys: the whole bundle but this signature. */
+    char text[512];
+    if (migrate_text(SOURCE_AUTH_KIND, h->bundle_id, h->offer_id, h->uuid, NULL, h->digest, text, sizeof(text)) < 0)
+        return tm_err_set(err, EOVERFLOW, "the text to sign is too long");
+    return op_new_text(d, text, fn, userdata, ret, err);
 }
 
 static void put32(uint8_t out[4], uint32_t v)
@@ -168,6 +185,11 @@ static void signed_done(struct daemon *d, const Trustme__Tpmd__Response *resp, c
         return;
     }
     ProtobufCBinaryData chain = {.data = (uint8_t *)op->chain, .len = op->chain_len};
+    if (op->signed_fn) {
+        op->signed_fn(op->d, resp->migrate_signature->signature.data, &chain, NULL, op->userdata);
+        op_free(op);
+        return;
+    }
     if (append(op->path, resp->migrate_signature->signature.data, &chain, &e) < 0) {
         finish(op, NULL, &e);
         return;
@@ -211,6 +233,18 @@ int source_auth_sign(struct daemon *d, const struct bundle_header *h, const char
     if (r < 0)
         return r;
     snprintf(op->path, sizeof(op->path), "%s", path);
+    if ((r = ask_chain(op, sign_chain, err)) < 0)
+        op_free(op);
+    return r;
+}
+
+int source_auth_sign_text(struct daemon *d, const char *text, source_auth_signed_fn fn, void *userdata, tm_err *err)
+{
+    struct auth_op *op;
+    int r = op_new_text(d, text, NULL, userdata, &op, err);
+    if (r < 0)
+        return r;
+    op->signed_fn = fn;
     if ((r = ask_chain(op, sign_chain, err)) < 0)
         op_free(op);
     return r;
@@ -428,6 +462,32 @@ static void check_chain(struct daemon *d, const Trustme__Tpmd__Response *resp, c
         tm_err_prefix(&e, "source authentication");
         finish(op, NULL, &e);
     }
+}
+
+int source_auth_check_text(struct daemon *d, const char *text, const uint8_t sig[SOURCE_AUTH_SIG_LEN],
+                           const uint8_t *chain, size_t chain_len, source_auth_fn fn, void *userdata, tm_err *err)
+{
+    if (chain_len == 0 || chain_len > SOURCE_AUTH_CHAIN_MAX)
+        return tm_err_set(err, EBADMSG, PREFIX "a certificate chain of %zu bytes", chain_len);
+    if (memchr(chain, '\0', chain_len))
+        return tm_err_set(err, EBADMSG, PREFIX "a NUL in the certificate chain");
+    struct auth_op *op;
+    int r = op_new_text(d, text, fn, userdata, &op, err);
+    if (r < 0)
+        return r;
+    if (!(op->chain = malloc(chain_len))) {
+        op_free(op);
+        return tm_err_set(err, ENOMEM, "out of memory");
+    }
+    memcpy(op->chain, chain, chain_len);
+    op->chain_len = chain_len;
+    if ((op->sig_der_len = migrate_sig_der(sig, &op->sig_der)) <= 0)
+        r = tm_err_set(err, EBADMSG, PREFIX "the signature is not an ECDSA signature (r || s)");
+    if (r == 0 && (r = trust_inputs(op, err)) == 0)
+        r = ask_chain(op, check_chain, err);
+    if (r < 0)
+        op_free(op);
+    return r;
 }
 
 int source_auth_check(struct daemon *d, const struct bundle_in *b, source_auth_fn fn, void *userdata, tm_err *err)

@@ -10,6 +10,7 @@
  * receipt for. */
 #pragma once
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,19 @@ int source_auth_sign(struct daemon *d, const struct bundle_header *h, const char
 /* This device's AK id (the SHA-256 of its AK certificate's DER, migrate_nonce.h): fn gets it as
  * ak_id (signer ""). A device whose AK has no certificate fails (no source could be bound). */
 int source_auth_ak_id(struct daemon *d, source_auth_fn fn, void *userdata, tm_err *err);
+
+/* Called once: sig (r || s) and the AK's certificate chain, or err. */
+typedef void (*source_auth_signed_fn)(struct daemon *d, const uint8_t *sig, const ProtobufCBinaryData *chain,
+                                      const tm_err *err, void *userdata);
+
+/* Have the AK sign text (tpmd's migrate_sign: MIGRATE_SIGN_TAG before it) and give the signature
+ * with the AK's certificate chain: the announcement of a bundle over TCP (migrate_announce.h). */
+int source_auth_sign_text(struct daemon *d, const char *text, source_auth_signed_fn fn, void *userdata, tm_err *err);
+
+/* Target: check sig over text (with MIGRATE_SIGN_TAG before it) and chain as a bundle's signature
+ * is checked (below); fn as for source_auth_check. */
+int source_auth_check_text(struct daemon *d, const char *text, const uint8_t sig[SOURCE_AUTH_SIG_LEN],
+                           const uint8_t *chain, size_t chain_len, source_auth_fn fn, void *userdata, tm_err *err);
 
 /* Target: check b's source signature and chain (above). b must stay open until fn is called.
  * Every failure names the check, prefixed "source authentication: ". */
