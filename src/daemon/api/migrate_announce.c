@@ -27,7 +27,8 @@ static int announce_text(const struct migrate_announced *a, const uint8_t challe
 {
     char ch[2 * MIGRATE_CHALLENGE_LEN + 1];
     tm_hex(challenge, MIGRATE_CHALLENGE_LEN, ch);
-    int n = snprintf(out, size, MIGRATE_ANNOUNCE_KIND "\nbundle %s\noffer %s\nuuid %s\ndigest %s\nsize %llu\nchallenge %s\n",
+    int n = snprintf(out, size,
+                     MIGRATE_ANNOUNCE_KIND "\nbundle %s\noffer %s\nuuid %s\ndigest %s\nsize %llu\nchallenge %s\n",
                      a->bundle_id, a->offer_id, a->uuid, a->digest, (unsigned long long)a->size, ch);
     return n > 0 && (size_t)n < size ? n : -EOVERFLOW;
 }
