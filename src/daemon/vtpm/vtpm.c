@@ -1038,7 +1038,6 @@ static int launch(struct vtpm *v, tm_err *err)
     v->pidfd = pidfd;
     v->ready_fd = ready[0];
     v->adopted = v->delivered = v->ready_seen = v->eks_measuring = false;
-    write_pidfile(v);
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
     v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
     if (!v->pid_src || !v->ready_src || !v->report_src) {
@@ -1135,6 +1134,8 @@ static int deliver(struct vtpm *v, tm_err *err)
         return tm_err_sys(err, "cannot pass the vTPM key");
     close_and_reset(v->key_fd);
     v->delivered = true;
+    /* Only now one the next trustmed must re-adopt: without its key it ends with this trustmed. */
+    write_pidfile(v);
     /* A manufacture's EKs are certified and measured once it has made them (on_ready, "E"). */
     if (!v->manufacture) {
         request_certs(v);
