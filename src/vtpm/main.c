@@ -2,7 +2,9 @@
 /* trustme-vtpm: one container's virtual TPM (docs/VTPM.md).
  *
  * trustmed starts it as the vTPM's own uid, without capabilities, with no_new_privs, and with
- *   fd 3  the state key (32 bytes; the state file is encrypted under it, vtpm_tpm.c),
+ *   fd 3  the state key (32 bytes; the state file is encrypted under it, vtpm_tpm.c), and "M"
+ *         after it for a manufacture (as --manufacture); trustmed writes it only once the state
+ *         passed its anchor check, and nothing else is read before it (EOF: given up, exit 3),
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
  *         can connect, and EK certificates to store in NV, "CERT rsa|ecc DER-HEX" (EOF ends it;
  *         with --manufacture trustmed sends it only after the EKs are reported),
@@ -11,7 +13,8 @@
  *         "NV rsa|ecc" line per certificate stored and "R" (then closed),
  *   fd 6  the state directory (--state-dir /proc/self/fd/6),
  *   fd 7  a memfd holding the state file as trustmed checked it against its anchor (empty for a
- *         new vTPM): the TPM's NVRAM is loaded from it once (vtpm_state.c),
+ *         new vTPM; filled before the key is written): the TPM's NVRAM is loaded from it once
+ *         (vtpm_state.c),
  *   fd 8  a socket to trustmed for the state's digests ("P HEX" before, "C HEX" after each rename).
  * The TPM is libtpms in this process (vtpm_tpm.c). It serves the guest on RUN/pub/tpm.sock and
  * RUN/pub/tpm.sock.ctrl (the swtpm TCTI's protocol): TPM commands are executed one at a time,
@@ -158,30 +161,49 @@ static int transact(const uint8_t *cmd, size_t len, uint8_t *rsp, size_t *rsp_le
     return 0;
 }
 
-/* The state key from fd 3, the state as trustmed checked it, and the TPM's power-on. */
-static int start_tpm(const uint8_t *state, size_t len)
+/* The state key from fd 3, straight into locked memory (no copy on the stack or heap). trustmed
+ * starts this process while it still checks the state against its anchor (docs/VTPM.md
+ * "Lifetime"): the key comes only once that check passed, so nothing here reads the state (fd 7)
+ * before it. A manufacture is said after the key, one byte "M" (or --manufacture); EOF ends it. */
+static int read_key(struct secret **ret)
 {
-    /* Read straight into locked memory: no copy of the key on the stack or heap. */
     struct secret *key = NULL;
     tm_err err = {0};
-    if (secret_new(VTPM_KEY_LEN, &key, &err) < 0) {
+    if (secret_new(VTPM_KEY_LEN + 1, &key, &err) < 0) {
         close(KEY_FD);
         say("%s", err.msg);
         return -ENOMEM;
     }
     size_t have = 0;
-    while (have < VTPM_KEY_LEN) {
-        ssize_t n = read(KEY_FD, key->data + have, VTPM_KEY_LEN - have);
+    for (;;) {
+        ssize_t n = read(KEY_FD, key->data + have, VTPM_KEY_LEN + 1 - have);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
+        if (n < 0) {
+            int e = -errno;
             close(KEY_FD);
             secret_free(key);
-            return n < 0 ? -errno : -EBADMSG;
+            return e;
         }
-        have += (size_t)n;
+        if (n == 0 || (have += (size_t)n) == VTPM_KEY_LEN + 1)
+            break;
     }
     close(KEY_FD);
+    if (have == VTPM_KEY_LEN + 1 && key->data[VTPM_KEY_LEN] == 'M')
+        manufacture = true;
+    else if (have != VTPM_KEY_LEN) {
+        secret_free(key); /* no key: trustmed gave the start up (or is gone) */
+        return -EBADMSG;
+    }
+    key->data[VTPM_KEY_LEN] = 0;
+    key->len = VTPM_KEY_LEN;
+    *ret = key;
+    return 0;
+}
+
+/* The TPM's power-on on the state as trustmed checked it. */
+static int start_tpm(struct secret *key, const uint8_t *state, size_t len)
+{
     const char *why = NULL;
     int r = vtpm_tpm_start(key, state, len, &why);
     if (r < 0 && why)
@@ -671,13 +693,22 @@ int main(int argc, char **argv)
     /* fd 7 and 8 come from trustmed; a standalone run (bench/vtpm.py) has neither. */
     const uint8_t *state;
     size_t state_len;
-    int r = vtpm_state_open(state_dir, fcntl(STATE_MEMFD, F_GETFD) >= 0 ? STATE_MEMFD : -1,
-                            fcntl(REPORT_FD, F_GETFD) >= 0 ? REPORT_FD : -1, &state, &state_len);
+    struct secret *key = NULL;
+    int r = read_key(&key);
     if (r < 0) {
+        /* Before any state was read: nothing to save. */
+        if (r != -EBADMSG)
+            say("cannot read the state key: %s", strerror(-r));
+        return 3;
+    }
+    r = vtpm_state_open(state_dir, fcntl(STATE_MEMFD, F_GETFD) >= 0 ? STATE_MEMFD : -1,
+                        fcntl(REPORT_FD, F_GETFD) >= 0 ? REPORT_FD : -1, &state, &state_len);
+    if (r < 0) {
+        secret_free(key);
         say("cannot take the vTPM state: %s", strerror(-r));
         return 3;
     }
-    r = start_tpm(state, state_len);
+    r = start_tpm(key, state, state_len);
     if (r < 0) {
         say("the TPM did not start: %s", strerror(-r));
         stop_tpm();

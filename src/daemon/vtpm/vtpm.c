@@ -4,9 +4,10 @@
  * A start with "vtpm": true, once the data key is unwrapped, derives the vTPM's state key from
  * it, reads the state's anchor ("vtpm/<uuid>" in tpmd's anchor table) and refuses a state file
  * whose SHA-256 is not the anchored one (an older copy, another container's, or one the anchor
- * never saw). Then it runs trustme-vtpm as the vTPM's own uid, passing the key, the state
- * directory and the container's events through fds, and the start goes on once the guest's
- * socket accepts. When trustme-vtpm ends (the container stopped, or it died), the state's new
+ * never saw). trustme-vtpm runs as the vTPM's own uid from the start's measurement on, waiting:
+ * once the state passed that check it gets the checked state, the container's events and then the
+ * key through fds, its EKs are measured meanwhile, and the start goes on once the guest's socket
+ * accepts. When trustme-vtpm ends (the container stopped, or it died), the state's new
  * digest is anchored: one NV write per vTPM run. A vTPM that dies while its container runs is
  * started again with the key trustmed keeps (locked memory) for exactly that. */
 #include "vtpm.h"
@@ -73,6 +74,12 @@ struct vtpm {
     unsigned anchoring; /* anchor updates under way */
     bool start_queued; /* a start came while the last run's vTPM was still stopping */
     bool manufacture; /* a new vTPM: trustme-vtpm makes its EKs */
+    /* trustme-vtpm runs while the state is checked (launch), and gets its key, state and events
+     * only when the check passed (deliver): until then key_fd and state_memfd are trustmed's ends. */
+    int key_fd, state_memfd;
+    bool delivered; /* it has its key: what it reports is the state it started on */
+    bool eks_measuring; /* its EKs are being measured into the physical TPM, alongside its start */
+    bool ready_seen; /* it said "R": the start finishes once its EKs are measured too */
     bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
     /* The state as trustme-vtpm learnt it from its TPM (docs/VTPM.md "The state"): the last
@@ -472,9 +479,12 @@ static struct vtpm *vtpm_of(struct container *c)
             return NULL;
         c->vtpm->c = c;
         c->vtpm->pidfd = c->vtpm->ready_fd = c->vtpm->ev_fd = c->vtpm->report_fd = -1;
+        c->vtpm->key_fd = c->vtpm->state_memfd = -1;
     }
     return c->vtpm;
 }
+
+static int launch(struct vtpm *v, tm_err *err);
 
 void vtpm_set_events(struct container *c, const struct tm_event_item *items, size_t n)
 {
@@ -509,6 +519,13 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
                                        items[i].type, hex, items[i].name);
         v->nev++;
     }
+    /* Measured: the data key is unwrapped next (the token, the PIN). trustme-vtpm starts now and
+     * waits for its key, so that its exec and set-up overlap that too (vtpm_start delivers). Not
+     * while the last run's vTPM still stops (its anchor comes first), nor when this start cannot
+     * have a vTPM (vtpm_start says why). */
+    tm_err err = {0};
+    if (!v->pid && c->state == CS_STARTING && vtpm_check(c, &err) == 0 && launch(v, &err) < 0)
+        log_debug("%s: trustme-vtpm not started ahead: %s", container_label(c), err.msg);
 }
 
 static bool owner_event(const struct container *c, struct tm_event_item *item, char name[TM_EVENT_NAME_MAX + 1]);
@@ -556,8 +573,12 @@ static int mkdir_owned(const char *path, mode_t mode, uid_t uid, tm_err *err)
     return 0;
 }
 
+static void withdraw(struct vtpm *v);
+
 static void finish_start(struct vtpm *v, const tm_err *err)
 {
+    if (err)
+        withdraw(v); /* a trustme-vtpm still waiting for its key ends without it */
     vtpm_done_fn done = v->done;
     v->done = NULL;
     if (done)
@@ -571,14 +592,17 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata);
 static void on_ek_measured(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
     struct vtpm *v = userdata;
+    v->eks_measuring = false;
     if (err) {
         tm_err e = {0};
         tm_err_set(&e, err->code, "the vTPM's endorsement keys cannot be measured: %s", err->msg);
         finish_start(v, &e);
         return;
     }
-    log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
-    finish_start(v, NULL);
+    if (v->ready_seen) {
+        log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
+        finish_start(v, NULL);
+    }
 }
 
 /* A manufacture's "EK rsa|ecc HEX" lines: root's record of the EKs, kept until a reset. */
@@ -677,7 +701,10 @@ static int measure_eks(struct vtpm *v, tm_err *err)
                           "the record of the vTPM's endorsement keys is unreadable or not this vTPM's (edited, or "
                           "another container's?); `trustme vtpm reset` makes a new vTPM");
     int r = tpmd_measure(v->c->d, items, n, on_ek_measured, v, err);
-    return r < 0 ? r : 1;
+    if (r < 0)
+        return r;
+    v->eks_measuring = true;
+    return 1;
 }
 
 static void certs_clear(struct vtpm *v)
@@ -805,6 +832,9 @@ static void on_ready(tm_source *src, uint32_t events, void *userdata)
         }
         v->manufacture = false;
         request_certs(v);
+        /* Measured while it stores the certificates and extends its events. */
+        if (measure_eks(v, &err) < 0)
+            finish_start(v, &err);
         return;
     }
     tm_source_free(v->ready_src);
@@ -822,12 +852,10 @@ static void on_ready(tm_source *src, uint32_t events, void *userdata)
         return;
     }
     record_certs(v, msg, (size_t)n - 1);
-    int r = measure_eks(v, &err);
-    if (r < 0) {
-        finish_start(v, &err);
-        return;
-    }
-    if (r == 0) {
+    /* Its EKs were sent to be measured when it got its key (or made them): released once that
+     * is done too (on_ek_measured). */
+    v->ready_seen = true;
+    if (!v->eks_measuring) {
         log_info("%s: vTPM ready (pid %d)", container_label(v->c), v->pid);
         finish_start(v, NULL);
     }
@@ -836,7 +864,6 @@ static void on_ready(tm_source *src, uint32_t events, void *userdata)
 struct child_args {
     const char *binary, *dir;
     uid_t uid;
-    bool manufacture;
     int fds[6]; /* key, events, ready, state dir, state memfd, state reports: fds 3..8 */
 };
 
@@ -862,13 +889,8 @@ static _Noreturn void exec_vtpm(const struct child_args *a, pid_t daemon_pid)
      * guest is cut off; the next trustmed re-adopts it (vtpm_recover). The change of uid above
      * cleared child_reset's parent-death signal already: said here so that nothing re-arms it. */
     prctl(PR_SET_PDEATHSIG, 0);
-    char *argv[] = {"trustme-vtpm",
-                    "--run-dir",
-                    (char *)a->dir,
-                    "--state-dir",
-                    "/proc/self/fd/6",
-                    a->manufacture ? "--manufacture" : NULL,
-                    NULL};
+    /* (A manufacture is said with the key, which comes after the anchor check: deliver.) */
+    char *argv[] = {"trustme-vtpm", "--run-dir", (char *)a->dir, "--state-dir", "/proc/self/fd/6", NULL};
     char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     execve(a->binary, argv, envp);
     fprintf(stderr, "trustmed: cannot execute %s: %s\n", a->binary, strerror(errno));
@@ -947,10 +969,21 @@ static int take_anchored_tmp(struct vtpm *v, const char *sdir, uint8_t **state, 
     return 0;
 }
 
-static int spawn(struct vtpm *v, tm_err *err)
+/* Stop waiting for a trustme-vtpm that has no key yet: its key pipe's EOF ends it before it read
+ * any state (it blocks SIGTERM, so a signal would wait for STOP_TIMEOUT_MS). */
+static void withdraw(struct vtpm *v)
+{
+    close_and_reset(v->key_fd);
+    close_and_reset(v->state_memfd);
+}
+
+/* trustme-vtpm started as the vTPM's uid, before the state is checked: its exec, dynamic linking
+ * and library set-up overlap the anchor read. It gets nothing yet but its directories and empty
+ * pipes; it blocks on fd 3 until deliver() writes its key, after the check passed. */
+static int launch(struct vtpm *v, tm_err *err)
 {
     struct container *c = v->c;
-    char binary[PATH_MAX], rdir[PATH_MAX], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
+    char binary[PATH_MAX], rdir[PATH_MAX], sdir[PATH_MAX + 8];
     uid_t uid = 0;
     int r;
     if ((r = vtpm_uid(c, &uid, err)) < 0)
@@ -959,6 +992,80 @@ static int spawn(struct vtpm *v, tm_err *err)
         return r;
     if ((r = make_dirs(c, uid, err)) < 0)
         return r;
+    run_dir(c, rdir, sizeof(rdir));
+    state_dir(c, sdir, sizeof(sdir));
+    _cleanup_close_ int memfd = memfd_create("vtpm-state", MFD_CLOEXEC);
+    if (memfd < 0)
+        return tm_err_sys(err, "memfd_create");
+    _cleanup_close_ int state_fd = open(sdir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1}, rep[2] = {-1, -1};
+    if (state_fd < 0)
+        return tm_err_sys(err, "cannot open %s", sdir);
+    if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) < 0 || fd_set_nonblock(rep[0], true) < 0) {
+        tm_err_sys(err, "pipe");
+        goto fail;
+    }
+    struct child_args a = {
+        .binary = binary, .dir = rdir, .uid = uid, .fds = {key[0], ev[0], ready[1], state_fd, memfd, rep[1]}};
+    pid_t self = getpid();
+    int pidfd = -1;
+    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0)
+        exec_vtpm(&a, self);
+    if (pid < 0) {
+        tm_err_sys(err, "cannot start trustme-vtpm");
+        goto fail;
+    }
+    close_and_reset(key[0]);
+    close_and_reset(ev[0]);
+    close_and_reset(ready[1]);
+    close_and_reset(rep[1]);
+    close_report(v);
+    v->report_fd = rep[0];
+    rep[0] = -1;
+    v->report_src = tm_loop_io(c->d->loop, v->report_fd, EPOLLIN, on_report, v);
+    withdraw(v);
+    v->key_fd = key[1];
+    key[1] = -1;
+    v->state_memfd = steal_fd(memfd);
+    /* fd 4's EOF: after the events and the EK certificates (docs/VTPM.md "EK certificates"). */
+    close_and_reset(v->ev_fd);
+    v->ev_fd = ev[1];
+    ev[1] = -1;
+    v->pid = pid;
+    v->pidfd = pidfd;
+    v->ready_fd = ready[0];
+    v->adopted = v->delivered = v->ready_seen = v->eks_measuring = false;
+    v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
+    v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
+    if (!v->pid_src || !v->ready_src || !v->report_src) {
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        return tm_err_sys(err, "epoll");
+    }
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        close_and_reset(key[i]);
+        close_and_reset(ev[i]);
+        close_and_reset(ready[i]);
+        close_and_reset(rep[i]);
+    }
+    return -(err->code ? err->code : EIO);
+}
+
+/* The launched trustme-vtpm gets what it runs on, once the state passed its check: the bytes
+ * checked here (through its memfd), its events, then its key (which lets it go on; with "M" for
+ * a manufacture). Its EKs are measured into the physical TPM meanwhile (docs/VTPM.md "Deep
+ * attestation"): init is released only when both are done. */
+static int deliver(struct vtpm *v, tm_err *err)
+{
+    struct container *c = v->c;
+    char rdir[PATH_MAX], pub[PATH_MAX + 8], sdir[PATH_MAX + 8];
+    int r;
+    if (v->key_fd < 0 || v->state_memfd < 0)
+        return tm_err_set(err, EIO, "the vTPM did not start (trustmed's log has trustme-vtpm's reason)");
     run_dir(c, rdir, sizeof(rdir));
     snprintf(pub, sizeof(pub), "%s/pub", rdir);
     state_dir(c, sdir, sizeof(sdir));
@@ -1006,86 +1113,47 @@ static int spawn(struct vtpm *v, tm_err *err)
             anchor_step(v, digest, false);
     }
     v->have_pending = false;
-    _cleanup_close_ int memfd = memfd_create("vtpm-state", MFD_CLOEXEC);
-    if (memfd < 0)
-        return tm_err_sys(err, "memfd_create");
-    if (state_len > 0 && write_all(memfd, state, state_len) < 0)
+    if (state_len > 0 && write_all(v->state_memfd, state, state_len) < 0)
         return tm_err_sys(err, "cannot pass the vTPM state");
-    _cleanup_close_ int state_fd = open(sdir, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1}, rep[2] = {-1, -1};
-    if (state_fd < 0)
-        return tm_err_sys(err, "cannot open %s", sdir);
-    if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) < 0 || fd_set_nonblock(rep[0], true) < 0) {
-        tm_err_sys(err, "pipe");
-        goto fail;
-    }
-    /* Both fit a pipe's buffer: written now, read by the child. */
-    if (write(key[1], v->key->data, VTPM_KEY_LEN) != VTPM_KEY_LEN) {
-        tm_err_sys(err, "cannot pass the vTPM key");
-        goto fail;
-    }
-    for (size_t i = 0; i < v->nev; i++) {
+    close_and_reset(v->state_memfd);
+    for (size_t i = 0; i < v->nev && v->ev_fd >= 0; i++) {
         char line[96], hex[65];
         tm_hex(v->digest[i], 32, hex);
         int n = snprintf(line, sizeof(line), "%u %s\n", v->pcr[i], hex);
-        if (write(ev[1], line, (size_t)n) != n) {
-            tm_err_sys(err, "cannot pass the vTPM's events");
-            goto fail;
-        }
+        /* Fits the pipe's buffer (at most VTPM_MAX_EVENTS short lines): written now, read by it. */
+        if (write(v->ev_fd, line, (size_t)n) != n)
+            return tm_err_sys(err, "cannot pass the vTPM's events");
     }
-    close_and_reset(key[1]);
-    struct child_args a = {.binary = binary,
-                           .dir = rdir,
-                           .uid = uid,
-                           .manufacture = v->manufacture,
-                           .fds = {key[0], ev[0], ready[1], state_fd, memfd, rep[1]}};
-    pid_t self = getpid();
-    int pidfd = -1;
-    struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
-    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
-    if (pid == 0)
-        exec_vtpm(&a, self);
-    if (pid < 0) {
-        tm_err_sys(err, "cannot start trustme-vtpm");
-        goto fail;
-    }
-    close_and_reset(key[0]);
-    close_and_reset(ev[0]);
-    close_and_reset(ready[1]);
-    close_and_reset(rep[1]);
-    close_report(v);
-    v->report_fd = rep[0];
-    rep[0] = -1;
-    v->report_src = tm_loop_io(c->d->loop, v->report_fd, EPOLLIN, on_report, v);
-    /* fd 4's EOF: after the EK certificates (docs/VTPM.md "EK certificates"). A manufacture's
-     * EKs are certified once they are reported; a vTPM whose EKs lack certificates gets them at
-     * this start if the device can issue them now. */
-    close_and_reset(v->ev_fd);
-    v->ev_fd = ev[1];
-    ev[1] = -1;
-    v->pid = pid;
-    v->pidfd = pidfd;
-    v->ready_fd = ready[0];
-    v->adopted = false;
+    uint8_t key[VTPM_KEY_LEN + 1];
+    memcpy(key, v->key->data, VTPM_KEY_LEN);
+    key[VTPM_KEY_LEN] = 'M';
+    size_t key_len = v->manufacture ? VTPM_KEY_LEN + 1 : VTPM_KEY_LEN;
+    ssize_t n = write(v->key_fd, key, key_len);
+    explicit_bzero(key, sizeof(key));
+    if (n != (ssize_t)key_len)
+        return tm_err_sys(err, "cannot pass the vTPM key");
+    close_and_reset(v->key_fd);
+    v->delivered = true;
+    /* Only now one the next trustmed must re-adopt: without its key it ends with this trustmed. */
     write_pidfile(v);
-    v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, on_vtpm_exit, v);
-    v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
-    if (!v->pid_src || !v->ready_src || !v->report_src) {
-        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-        return tm_err_sys(err, "epoll");
-    }
-    if (!v->manufacture)
+    /* A manufacture's EKs are certified and measured once it has made them (on_ready, "E"). */
+    if (!v->manufacture) {
         request_certs(v);
-    return 0;
-fail:
-    for (int i = 0; i < 2; i++) {
-        close_and_reset(key[i]);
-        close_and_reset(ev[i]);
-        close_and_reset(ready[i]);
-        close_and_reset(rep[i]);
+        if ((r = measure_eks(v, err)) < 0)
+            return r;
     }
-    return -(err->code ? err->code : EIO);
+    return 0;
+}
+
+/* A restart: launched and given its key and state at once. */
+static int spawn(struct vtpm *v, tm_err *err)
+{
+    int r = launch(v, err);
+    if (r < 0)
+        return r;
+    if ((r = deliver(v, err)) < 0)
+        withdraw(v);
+    return r;
 }
 
 static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
@@ -1171,11 +1239,16 @@ static void on_vtpm_exit(tm_source *src, uint32_t events, void *userdata)
     pidfile_path(c, pidfile, sizeof(pidfile));
     unlink(pidfile);
     close_and_reset(v->ev_fd);
+    withdraw(v);
     if (v->ready_src) { /* it ended before it was ready */
         v->manufacture = false; /* (what it may have said first is not the answer now) */
         on_ready(NULL, EPOLLIN, v);
     }
-    anchor_state(v);
+    /* One that never had its key read no state and wrote none: nothing to anchor. */
+    if (v->delivered)
+        anchor_state(v);
+    else
+        close_report(v);
     if (v->start_queued) {
         v->start_queued = false;
         check_and_spawn(v);
@@ -1244,7 +1317,7 @@ static void on_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp, con
     v->manufacture = !anchored && lstat(path, &st) < 0 && errno == ENOENT;
     if (v->manufacture)
         remove_ek_records(c); /* a new vTPM's EKs replace any record of an old one's */
-    if (spawn(v, &err) < 0)
+    if (deliver(v, &err) < 0)
         finish_start(v, &err);
 }
 
@@ -1255,7 +1328,10 @@ static void check_and_spawn(struct vtpm *v)
     anchor_name(v->c, name, sizeof(name));
     const char *names[] = {name};
     tm_err err = {0};
-    if (tpmd_anchor_get(v->c->d, names, 1, on_anchor, v, &err) < 0)
+    /* trustme-vtpm runs already (vtpm_set_events) or starts now, and waits for its key: its exec
+     * and set-up overlap the anchor read, and it gets the state only when that check passed
+     * (deliver). */
+    if ((v->key_fd < 0 && launch(v, &err) < 0) || tpmd_anchor_get(v->c->d, names, 1, on_anchor, v, &err) < 0)
         finish_start(v, &err);
 }
 
@@ -1285,7 +1361,7 @@ int vtpm_start(struct container *c, const struct secret *data_key, vtpm_done_fn 
         return r;
     v->done = done;
     v->stopping = false;
-    if (v->pid) { /* the last run's vTPM is still saving: its anchor comes first */
+    if (v->pid && v->key_fd < 0) { /* the last run's vTPM is still saving: its anchor comes first */
         v->start_queued = true;
         return 0;
     }
@@ -1357,6 +1433,7 @@ static void on_stop_timeout(tm_source *src, void *userdata)
 static void stop_vtpm(struct vtpm *v)
 {
     v->stopping = true;
+    withdraw(v); /* one still waiting for its key ends at once */
     if (v->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, v->pidfd, SIGTERM, NULL, 0);
         if (!v->stop_timer)
@@ -1402,6 +1479,7 @@ static void on_freed(struct container *c)
     close_and_reset(v->pidfd);
     close_and_reset(v->ready_fd);
     close_and_reset(v->ev_fd);
+    withdraw(v);
     close_report(v);
     certs_clear(v);
     tpmd_forget(c->d, v);
@@ -1521,7 +1599,7 @@ void vtpm_recover(struct container *c)
     }
     v->pid = pid;
     v->pidfd = pidfd;
-    v->adopted = true;
+    v->adopted = v->delivered = true;
     /* What it committed comes from it ("C" at once), not from the file, and is anchored then. */
     v->have_known = v->have_pending = v->have_anchored = false;
     v->anchor_first_c = true;

@@ -19,7 +19,9 @@
 /* <run>/vtpm/<uuid>/pub: the sockets and the event log the container sees at /run/tpm. */
 void vtpm_public_dir(const struct container *c, char *out, size_t size);
 
-/* This start's measurements (measure.c, once tpmd has them): the vTPM's PCRs get the same. */
+/* This start's measurements (measure.c, once tpmd has them): the vTPM's PCRs get the same. Its
+ * trustme-vtpm is started here and waits for the key vtpm_start derives (given up with the start,
+ * it ends without having read the state). */
 void vtpm_set_events(struct container *c, const struct tm_event_item *items, size_t n);
 
 /* Start c's vTPM (c->cfg->vtpm) with a state key derived from its data key: check the state
