@@ -189,6 +189,46 @@ def test_namespaces_differ_from_the_host(daemon):
         assert ns == os.readlink(f"/proc/{st['pid']}/ns/{kind}"), context(d, f"{kind} differs from init", r)
 
 
+def namespace_holders(ns_link):
+    """Pids of the host's processes in the namespace ns_link ("user:[...]", "net:[...]")."""
+    kind = ns_link.split(":")[0]
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if os.readlink(p / "ns" / kind) == ns_link:
+                    found.append(int(p.name))
+            except OSError:
+                pass  # ended meanwhile, or a kernel thread
+    return found
+
+
+def test_each_start_gets_fresh_user_and_network_namespaces(daemon):
+    """A restarted container gets a new user namespace with its own private mapping and a new
+    network namespace holding nothing of its last run (an address its root added to lo is gone);
+    no process but init is in them (the helper that made them is gone). Namespace inode numbers
+    are reused once a namespace is freed, so they cannot tell old from new: the content does."""
+    d = daemon
+    st1 = started(d, "fresh", data_size_mb=0)
+    user1 = os.readlink(f"/proc/{st1['pid']}/ns/user")
+    net1 = os.readlink(f"/proc/{st1['pid']}/ns/net")
+    assert namespace_holders(user1) == [st1["pid"]] and namespace_holders(net1) == [st1["pid"]], context(d, st1)
+    d.sh("fresh", "ip addr add 10.213.7.7/32 dev lo")
+    assert "10.213.7.7" in d.sh("fresh", "ip -o addr show dev lo").stdout
+    d.cli("stop", "--kill", "fresh")
+    d.cli("start", "fresh")
+    st2 = d.state("fresh")
+    assert st2["state"] == "running", context(d, st2)
+    user2 = os.readlink(f"/proc/{st2['pid']}/ns/user")
+    net2 = os.readlink(f"/proc/{st2['pid']}/ns/net")
+    assert namespace_holders(user2) == [st2["pid"]] and namespace_holders(net2) == [st2["pid"]], context(d, st2)
+    r = d.sh("fresh", "ip -o addr show; echo ---; cat /proc/self/uid_map /proc/self/gid_map")
+    addrs, maps = r.stdout.split("---\n")
+    assert "10.213.7.7" not in addrs and "127.0.0.1" in addrs, context(d, r)
+    base = str(st2["uid_base"])
+    assert [l.split() for l in maps.splitlines()] == [["0", base, str(IDS_PER_CONTAINER)]] * 2, context(d, r)
+
+
 def test_hostname_from_config_and_default_is_name(daemon):
     """The UTS namespace carries the configured hostname, or the container name by default, and
     the host's hostname is untouched."""

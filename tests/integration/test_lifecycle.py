@@ -186,6 +186,24 @@ def test_bad_cpus_fails_start_cleanly(daemon):
     assert cgroup_dirs(st["uuid"]) == []
 
 
+def test_cgroup_failure_while_the_setup_process_mounts_leaves_nothing(daemon):
+    """The cgroups are made by trustmed while the setup process already mounts (module.h
+    prepare_after_fork): when making them fails, the setup process, with its mounts, loop device
+    and namespaces, is gone too, the start is reported failed with the cgroups' reason, and the
+    next start of a good config goes through."""
+    daemon.create("late", cpus="1000", data_size_mb=16)
+    r = daemon.cli("start", "late", check=False)
+    assert r.returncode != 0 and "not available on this host" in r.stderr, r.stderr
+    st = daemon.state("late")
+    assert st["state"] == "stopped" and st["last_error"].startswith("cgroups:"), st
+    assert cgroup_dirs(st["uuid"]) == []
+    # The killed setup process held the data volume's loop device in its mount namespace only.
+    wait_for(lambda: loops_backed_by(daemon.base) == [], timeout=20)
+    daemon.create("late-ok", data_size_mb=16)
+    daemon.cli("start", "late-ok")
+    assert daemon.state("late-ok")["state"] == "running"
+
+
 def test_cpuset_is_applied(daemon):
     daemon.create("pin", cpus="0")
     daemon.cli("start", "pin")

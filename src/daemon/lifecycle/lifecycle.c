@@ -276,11 +276,19 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
     struct start_op *op = c->lc->start;
+    bool reset_seen = false;
     for (;;) {
         tm_sync_msg msg;
         int r = tm_sync_recv(op->sync_fd, &msg);
         if (r == -EAGAIN)
             return;
+        if (r == -ECONNRESET && !reset_seen) {
+            /* The other end closed with a message of ours unread (TM_SYNC_PREPARED, when the setup
+             * process failed before it took it): the kernel reports that before the messages
+             * still queued here, among them the error that says why. Read those first. */
+            reset_seen = true;
+            continue;
+        }
         if (r <= 0) {
             /* EOF: the setup process is done and init has exec'd (its end was O_CLOEXEC), or
              * one of them died. */
@@ -651,6 +659,8 @@ static void spawn_setup(struct container *c)
         image_cache_refresh(d);
     /* trustmed's own fds: the setup process inherits them, trustmed keeps them. */
     image_cache_kept_mounts(ctx->guestos, ctx->image_mnt, ARRAY_SIZE(ctx->image_mnt), &ctx->nimage_mnt);
+    /* The hooks of prepare_after_fork modules run below, after the fork; their cleanup tolerates
+     * a start that fails before. */
     if (modules_run(PHASE_PREPARE, ctx, &op->prepared, &err) < 0) {
         fail_start(c, "%s", err.msg);
         return;
@@ -691,6 +701,16 @@ static void spawn_setup(struct container *c)
         return;
     }
     log_info("%s: starting", container_label(c));
+    /* The cgroups are made now, on this core, while the setup process makes its namespaces and
+     * mounts on the other; it joins them only after TM_SYNC_PREPARED (module.h
+     * prepare_after_fork). A setup process that has already ended says why itself (on_sync). */
+    if (modules_run(PHASE_PREPARE_LATE, ctx, NULL, &err) < 0) {
+        fail_start(c, "%s", err.msg);
+        return;
+    }
+    int r = tm_sync_send(op->sync_fd, TM_SYNC_PREPARED, NULL, 0, -1);
+    if (r < 0 && r != -EPIPE && r != -ECONNRESET)
+        fail_start(c, "cannot talk to the setup process: %s", strerror(-r));
 }
 
 /* ---- init ------------------------------------------------------------------------------------ */

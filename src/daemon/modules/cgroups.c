@@ -370,6 +370,7 @@ int cgroups_is_frozen(struct container *c)
 const struct tm_module module_cgroups = {
     .name = "cgroups",
     .prepare = cgroups_prepare,
+    .prepare_after_fork = true, /* made while the setup process mounts; it joins them afterwards */
     .setup = cgroups_enter,
     .child = cgroups_child,
     .join = cgroups_enter,

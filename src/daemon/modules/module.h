@@ -4,7 +4,9 @@
  * Every isolation concern is one module with up to six hooks. A phase runs the hooks of all
  * modules in table order; cleanup runs in reverse. Where each hook runs:
  *
- *   prepare  trustmed, before anything is forked      (may fail; undone by cleanup)
+ *   prepare  trustmed, before anything is forked      (may fail; undone by cleanup); for a module
+ *            with prepare_after_fork, right after the setup process is forked, while that
+ *            process works on its first modules: it waits for it before its own setup hook
  *   setup    the setup process: real root, own mount namespace, off the event loop
  *   child    container init, before exec: it starts with host credentials in the container's pid,
  *            network and time namespaces and a mount namespace of the host's (module_kernfs),
@@ -58,6 +60,7 @@ struct start_ctx {
     enum data_crypt crypt;
     const struct guestos *guestos; /* what it runs; NULL for a development rootfs */
     bool netns_joined; /* setup: module_net entered init's network namespace already */
+    bool prepared_seen; /* setup: trustmed's TM_SYNC_PREPARED was received (modules_await_prepared) */
     /* setup: per GuestOS mount, trustmed's kept mount of the verified image to clone, or -1
      * (image_cache.h "kept mounts"); only the first nimage_mnt are set */
     int image_mnt[CTX_IMAGE_MNT_MAX];
@@ -72,13 +75,21 @@ struct tm_module {
     int (*join)(struct start_ctx *ctx, tm_err *err);
     int (*exec)(struct start_ctx *ctx, tm_err *err);
     void (*cleanup)(struct container *c);
+    /* prepare runs in PHASE_PREPARE_LATE instead: after the fork of the setup process, so that
+     * trustmed's work and the setup process's overlap on two cores. Its cleanup must tolerate
+     * that prepare never ran (a start that failed before the fork). */
+    bool prepare_after_fork;
 };
 
-enum tm_phase { PHASE_PREPARE, PHASE_SETUP, PHASE_CHILD, PHASE_JOIN, PHASE_EXEC };
+enum tm_phase { PHASE_PREPARE, PHASE_PREPARE_LATE, PHASE_SETUP, PHASE_CHILD, PHASE_JOIN, PHASE_EXEC };
 
 /* Run one phase over the table. *ret_done is the number of modules whose hook ran, including
  * a failing one (whose cleanup must undo its partial work); err names the failing module. */
 int modules_run(enum tm_phase phase, struct start_ctx *ctx, size_t *ret_done, tm_err *err);
+/* Setup process: wait for trustmed's TM_SYNC_PREPARED (once; later calls return at once). Done
+ * before the first setup hook of a prepare_after_fork module, and before any other exchange with
+ * trustmed on the sync socket, so that the message is never taken for another's answer. */
+int modules_await_prepared(struct start_ctx *ctx, tm_err *err);
 /* Run cleanup hooks of the first n modules in reverse order. */
 void modules_cleanup(struct container *c, size_t n);
 size_t modules_count(void);

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
-#include <linux/sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -25,19 +24,36 @@
  * it belongs to the new user namespace, as if made from inside it), so no second helper is
  * forked for it; module_net sets it up when the container has a network of its own
  * (ctx->netns_fd). init itself starts with host credentials (module_kernfs) and enters the user
- * namespace in become_container_root below. */
+ * namespace in become_container_root below.
+ *
+ * The helper shares the setup process's memory (CLONE_VM) and runs on a small stack of its own:
+ * it only waits to be killed. A fork would copy the setup process's address space (a copy of
+ * trustmed's) and tear it down again at the helper's exit, page table by page table, which on a
+ * paravirtualised guest is most of what the helper cost (docs/bench-notes/setuppath.md). It
+ * never returns to C code that the setup process runs and touches no memory but its own stack, so
+ * sharing is safe; CLONE_VM allows a new user namespace as long as the helper is not a thread of
+ * the setup process (no CLONE_THREAD, CLONE_FS or CLONE_SIGHAND). */
+#define HELPER_STACK_SIZE 16384
+
+/* The helper: sleeps until SIGKILL. A raw ppoll, not a libc or sanitizer wrapper that might touch
+ * the thread state it shares with the setup process. */
+static int hold(void *arg)
+{
+    (void)arg;
+    for (;;)
+        syscall(SYS_ppoll, NULL, 0, NULL, NULL, 0);
+    return 0;
+}
+
 static int userns_setup(struct start_ctx *ctx, tm_err *err)
 {
     if (!ctx->uid_base)
         return 0;
-    struct clone_args args = {.flags = CLONE_NEWUSER | CLONE_NEWNET, .exit_signal = SIGCHLD};
-    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    /* Its stack is in this frame: the helper is killed and reaped before the frame goes. */
+    _Alignas(16) char stack[HELPER_STACK_SIZE];
+    pid_t pid = clone(hold, stack + sizeof(stack), CLONE_VM | CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, NULL);
     if (pid < 0)
         return tm_err_sys(err, "cannot create the user namespace");
-    if (pid == 0) {
-        for (;;)
-            pause();
-    }
     char path[64], map[64];
     int r = 0;
     snprintf(map, sizeof(map), "0 %u %u\n", ctx->uid_base, TM_IDS_PER_CONTAINER);

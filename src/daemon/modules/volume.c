@@ -239,7 +239,10 @@ static int create_data_image(struct start_ctx *ctx, const char *image, tm_err *e
 /* dm-crypt: ask trustmed for the key, received straight into locked memory. */
 static int request_key(struct start_ctx *ctx, struct secret *key, tm_err *err)
 {
-    int r = tm_sync_send(ctx->sync_fd, TM_SYNC_KEYREQ, NULL, 0, -1);
+    int r = modules_await_prepared(ctx, err);
+    if (r < 0)
+        return r;
+    r = tm_sync_send(ctx->sync_fd, TM_SYNC_KEYREQ, NULL, 0, -1);
     if (r == 0)
         r = tm_sync_recv_exact(ctx->sync_fd, TM_SYNC_KEY, key->data, (uint32_t)key->len);
     if (r < 0)
@@ -296,10 +299,13 @@ static const char *layers_dir(const struct start_ctx *ctx)
 /* Hand trustmed the mounted volume's root and wait until it has added the key (fscrypt.h). */
 static int unlock_data(struct start_ctx *ctx, const char *data, tm_err *err)
 {
+    int r = modules_await_prepared(ctx, err);
+    if (r < 0)
+        return r;
     _cleanup_close_ int fd = open(data, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return tm_err_sys(err, "cannot open %s", data);
-    int r = tm_sync_send(ctx->sync_fd, TM_SYNC_DATAFS, NULL, 0, fd);
+    r = tm_sync_send(ctx->sync_fd, TM_SYNC_DATAFS, NULL, 0, fd);
     if (r < 0) {
         errno = -r;
         return tm_err_sys(err, "cannot hand the data volume to trustmed");
