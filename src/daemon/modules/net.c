@@ -211,7 +211,11 @@ static int net_setup(struct start_ctx *ctx, tm_err *err)
         return tm_err_prefix(err, "eth0");
     /* trustmed has pinned the namespace and its nft helper has applied the rules with this
      * container (net_pin): only now may eth0 come up, the first moment the veth can carry a
-     * packet. Until here the veth is inert (eth0 down: no carrier on either end). */
+     * packet. Until here the veth is inert (eth0 down: no carrier on either end). trustmed's
+     * TM_SYNC_PREPARED (sent once the cgroups are made, right after the fork) comes before its
+     * go-ahead on the socket when no earlier module took it: read it first. */
+    if ((r = modules_await_prepared(ctx, err)) < 0)
+        return r;
     if ((r = tm_sync_recv_exact(ctx->sync_fd, TM_SYNC_CONTINUE, NULL, 0)) < 0) {
         errno = -r;
         return tm_err_sys(err, "trustmed did not confirm the network namespace and its rules");
