@@ -32,7 +32,8 @@ enum tm_sync_type {
     TM_SYNC_VTPM_READY = 14, /* trustmed to init: its vTPM is measured and serving, exec now */
     TM_SYNC_RESULT = 15, /* a worker's result, its own format (migrate: the bundle's head digest) */
     TM_SYNC_IMAGE_MOUNT = 16, /* payload: struct image_verified_msg; carries a detached mount of it */
-    TM_SYNC_LAST = TM_SYNC_IMAGE_MOUNT,
+    TM_SYNC_MNTNS = 17, /* init to trustmed: no payload; carries init's mount namespace, to keep */
+    TM_SYNC_LAST = TM_SYNC_MNTNS,
 };
 
 typedef struct tm_sync_msg {
