@@ -33,7 +33,8 @@ enum tm_sync_type {
     TM_SYNC_RESULT = 15, /* a worker's result, its own format (migrate: the bundle's head digest) */
     TM_SYNC_IMAGE_MOUNT = 16, /* payload: struct image_verified_msg; carries a detached mount of it */
     TM_SYNC_PREPARED = 17, /* trustmed to setup: the prepare hooks run after the fork are done */
-    TM_SYNC_LAST = TM_SYNC_PREPARED,
+    TM_SYNC_MNTNS = 18, /* init to trustmed: no payload; carries init's mount namespace, to keep */
+    TM_SYNC_LAST = TM_SYNC_MNTNS,
 };
 
 typedef struct tm_sync_msg {

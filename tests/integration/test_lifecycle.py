@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Container lifecycle through the CLI: create, start, stop, freeze, remove, failures, autostart."""
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from conftest import cgroup_dirs, loops_backed_by, wait_for
+from conftest import BUILD, cgroup_dirs, loops_backed_by, wait_for
 
 
 def test_full_lifecycle(daemon):
@@ -157,6 +158,71 @@ def test_background_writer_survives_trustmed_restart(daemon):
     lines = [l for l in console.read_text().splitlines() if l.startswith("tick ")]
     numbers = [int(l.split()[1]) for l in lines]
     assert numbers == list(range(1, len(numbers) + 1)), "no tick may be lost"
+
+
+def _mntns_fds(pid, ino):
+    """trustmed's (pid's) fds that name the mount namespace with inode ino."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == f"mnt:[{ino}]":
+                found.append(fd.name)
+        except OSError:
+            pass  # closed meanwhile
+    return found
+
+
+def test_trustmed_keeps_inits_mount_namespace_until_it_has_answered(daemon):
+    """trustmed holds init's mount namespace from init's exec on (init sends it), so that the
+    container's mounts are torn down after the exit is answered, not inside init's exit; after the
+    stop no reference is left, and the data volume's loop device is gone."""
+    daemon.create("ns")
+    daemon.cli("start", "ns")
+    st = daemon.state("ns")
+    ino = os.stat(f"/proc/{st['pid']}/ns/mnt").st_ino
+    assert _mntns_fds(daemon.proc.pid, ino), "trustmed holds no reference to init's mount namespace"
+    daemon.cli("stop", "--kill", "ns")
+    assert _mntns_fds(daemon.proc.pid, ino) == []
+    assert loops_backed_by(daemon.data_dir / "containers" / st["uuid"]) == []
+    # an attached start: the status arrives, and the next request finds everything released
+    daemon.create("quick", init="/bin/sh", args=["-c", "exit 5"])
+    assert daemon.cli("start", "--attach", "quick", check=False).returncode == 5
+    st = daemon.state("quick")
+    assert st["state"] == "stopped" and st["last_exit"] == "exited 5"
+    assert loops_backed_by(daemon.data_dir / "containers" / st["uuid"]) == []
+    assert cgroup_dirs(st["uuid"]) == []
+
+
+def _hooks_built():
+    opts = json.loads((BUILD / "meson-info/intro-buildoptions.json").read_text())
+    return any(o["name"] == "test_hooks" and o["value"] is True for o in opts)
+
+
+@pytest.mark.skipif(not _hooks_built(), reason="needs a build with -Dtest_hooks=true (scripts/build.sh)")
+def test_exit_answered_then_trustmed_killed_loses_nothing(daemon):
+    """trustmed killed right after it answered an attached start with the exit status, before
+    any cleanup (crash point container-exit-answered): the client has its status, the synced
+    audit record of the exit is there (once, also after the restart), the container's mounts and
+    its data volume's loop device went with trustmed's reference, and the restarted trustmed
+    removes the cgroups."""
+    daemon.create("crash", init="/bin/sh", args=["-c", "exit 7"])
+    uuid = daemon.state("crash")["uuid"]
+    (daemon.data_dir / "test-crash-at").write_text("container-exit-answered\n")
+    r = daemon.cli("start", "--attach", "crash", check=False)
+    assert r.returncode == 7, r.stderr
+    assert daemon.proc.wait(timeout=30) == -9
+    assert not (daemon.data_dir / "test-crash-at").exists()
+    wait_for(lambda: loops_backed_by(daemon.data_dir / "containers" / uuid) == [],
+             what="the data volume's loop device to go with trustmed")
+    stops = lambda: [json.loads(line) for line in (daemon.data_dir / "audit.log").read_text().splitlines()
+                     if '"container.stop"' in line and uuid in line]
+    assert [e["detail"] for e in stops()] == ["init exited 7"]
+    daemon.start()
+    st = daemon.state("crash")
+    assert st["state"] == "stopped" and st["pid"] == 0
+    wait_for(lambda: cgroup_dirs(uuid) == [], what="the cgroups to be removed")
+    assert len(stops()) == 1, stops()
+    assert daemon.cli("start", "--attach", "crash", check=False).returncode == 7
 
 
 def test_failed_start_lands_stopped_with_reason_and_nothing_left(daemon):

@@ -28,6 +28,7 @@ struct lc_state {
     int wait_status; /* init's raw wait status, -1 when unknown */
     int userns_fd; /* its own user namespace while it runs (exec sessions join it) */
     unsigned long long userns_dev, userns_ino; /* identity of that namespace (for re-adoption) */
+    int mntns_fd; /* init's mount namespace from its exec to its exit (TM_SYNC_MNTNS), or -1 */
     struct waiter *waiters; /* clients waiting for a state change (lifecycle.h) */
     struct session *sessions; /* attach and exec sessions */
 };

@@ -6,12 +6,14 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <linux/sched.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -38,6 +40,7 @@
 #include "spawn.h"
 #include "syncmsg.h"
 #include "guestos.h"
+#include "test_hooks.h"
 #include "tokens.h"
 #include "keystore_svc.h"
 #include "vtpm.h"
@@ -272,6 +275,21 @@ static void release_init(struct container *c)
         fail_start(c, "cannot talk to the container's init");
 }
 
+/* init's mount namespace, sent by init before its exec (spawn.c send_mntns): kept until init has
+ * exited and its client has been answered (cleanup), so that the teardown of the container's
+ * mounts (an RCU grace period, the superblocks of its overlay, tmpfs, proc, sysfs and data
+ * volume) is no longer part of init's exit, which trustmed and the client wait for. A mount
+ * namespace only: anything else sent under the type is dropped. */
+static void keep_mntns(struct container *c, int fd)
+{
+    if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNS) {
+        close(fd);
+        return;
+    }
+    close_and_reset(c->lc->mntns_fd);
+    c->lc->mntns_fd = fd;
+}
+
 static void on_sync(tm_source *src, uint32_t events, void *userdata)
 {
     struct container *c = userdata;
@@ -379,6 +397,10 @@ static void on_sync(tm_source *src, uint32_t events, void *userdata)
                 fail_start(c, "cannot tell the setup process its network is ready"); /* pinned, rules hold */
             break;
         }
+        case TM_SYNC_MNTNS:
+            if (msg.fd >= 0)
+                keep_mntns(c, steal_fd(msg.fd));
+            break;
         case TM_SYNC_USERNS: {
             struct stat st;
             if (msg.fd < 0 || c->lc->userns_fd >= 0 || fstat(msg.fd, &st) < 0) {
@@ -818,20 +840,46 @@ static void do_stop(struct container *c, enum cstate old, const struct stop_args
     c->lc->timer = tm_loop_timer(c->d->loop, (uint64_t)args->timeout_s * 1000, on_kill_timer, c);
 }
 
+/* Answer the attached client of a container whose init ended: its exit is audited first (the
+ * record synced before anyone hears of the exit), then runtime.json goes (a trustmed killed after
+ * the record and before the unlink audits the stop once more at its restart, as "ended while
+ * trustmed was not running"; one killed after the unlink finds nothing to record). Nothing the
+ * client is told depends on the cleanup that follows, and trustmed reads no request before that
+ * cleanup is done: a client's next request sees the container stopped and cleaned up. */
+static void report_exit(struct container *c)
+{
+    struct daemon *d = c->d;
+    log_info("%s: stopped (init %s)", container_label(c), c->last_exit);
+    daemon_audit(d, "container.stop", "ok", c, NULL, "init %s", c->last_exit);
+    runtime_remove(c);
+    struct session *s = session_attached(c);
+    if (s)
+        session_finish(s, c->lc->wait_status >= 0 ? c->lc->wait_status : W_EXITCODE(255, 0));
+    test_crash_point(d->data_dir, "container-exit-answered");
+}
+
 static void cleanup(struct container *c)
 {
     struct daemon *d = c->d;
+    bool failed = c->lc->starting_failed;
+    if (!failed)
+        report_exit(c);
+    /* The container's mounts go now, with the last reference to its mount namespace (keep_mntns),
+     * and before the modules' cleanup: a dm-crypt mapping can only be removed once its file
+     * system is unmounted. */
+    close_and_reset(c->lc->mntns_fd);
     size_t n = c->lc->start ? c->lc->start->prepared : modules_count();
     modules_cleanup(c, n);
     start_op_free(c);
     console_close(c);
     close_and_reset(c->lc->userns_fd);
-    runtime_remove(c);
+    if (failed)
+        runtime_remove(c);
     tm_source_free(c->lc->timer);
     c->lc->timer = NULL;
     c->lc->adopted = false;
-    struct session *s = session_attached(c);
-    if (c->lc->starting_failed) {
+    if (failed) {
+        struct session *s = session_attached(c);
         c->last_exit[0] = '\0'; /* init never ran the configured program */
         log_warn("%s: start failed: %s", container_label(c), c->last_error);
         daemon_audit(d, "container.start", "fail", c, NULL, "%s", c->last_error);
@@ -839,11 +887,7 @@ static void cleanup(struct container *c)
         if (s)
             session_fail(s, EIO, c->last_error);
     } else {
-        log_info("%s: stopped (init %s)", container_label(c), c->last_exit);
-        daemon_audit(d, "container.stop", "ok", c, NULL, "init %s", c->last_exit);
         notify(c, WAIT_START, 0, NULL); /* init ended before the start was reported */
-        if (s)
-            session_finish(s, c->lc->wait_status >= 0 ? c->lc->wait_status : W_EXITCODE(255, 0));
     }
     notify(c, WAIT_STOP, 0, NULL);
     notify(c, WAIT_FREEZE, EIO, "the container stopped");
@@ -937,7 +981,7 @@ static int lc_created(struct container *c, tm_err *err)
     if (!c->lc)
         return tm_err_set(err, ENOMEM, "out of memory");
     c->lc->wait_status = -1;
-    c->lc->userns_fd = -1;
+    c->lc->userns_fd = c->lc->mntns_fd = -1;
     return 0;
 }
 
@@ -947,6 +991,7 @@ static void lc_freed(struct container *c)
     if (!c->lc) /* a create that failed before its observers ran */
         return;
     close_and_reset(c->lc->userns_fd);
+    close_and_reset(c->lc->mntns_fd);
     for (struct waiter *w = c->lc->waiters, *next; w; w = next) {
         next = w->next;
         free(w);

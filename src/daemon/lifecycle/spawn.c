@@ -70,6 +70,20 @@ char **build_env(const struct container_config *cfg, char *const *extra, size_t 
     return env;
 }
 
+/* Hand trustmed init's mount namespace, now complete (lifecycle.c keep_mntns). With a reference
+ * there, init's exit no longer tears down the container's mounts before its parent hears of it:
+ * trustmed does that after it has answered. Sent while it is in flight the reference holds too,
+ * so init may exit before trustmed reads it. Without /proc (cannot happen: module_kernfs mounted
+ * it) the mounts simply go with init, as before. */
+static void send_mntns(int sync_fd)
+{
+    int fd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    tm_sync_send(sync_fd, TM_SYNC_MNTNS, NULL, 0, fd);
+    close(fd);
+}
+
 _Noreturn void init_main(struct start_ctx *ctx)
 {
     tm_err err = {0};
@@ -80,6 +94,7 @@ _Noreturn void init_main(struct start_ctx *ctx)
     prctl(PR_SET_DUMPABLE, 0);
     if (modules_run(PHASE_CHILD, ctx, NULL, &err) < 0)
         child_fail(ctx->sync_fd, &err, 127);
+    send_mntns(ctx->sync_fd);
     for (int i = 0; i < 3; i++) {
         int fd = ctx->stdio[i] >= 0 ? ctx->stdio[i] : open("/dev/null", O_RDWR | O_CLOEXEC);
         if (fd < 0 || dup2(fd, i) < 0) {
