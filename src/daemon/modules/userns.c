@@ -29,7 +29,7 @@
  * The helper shares the setup process's memory (CLONE_VM) and runs on a small stack of its own:
  * it only waits to be killed. A fork would copy the setup process's address space (a copy of
  * trustmed's) and tear it down again at the helper's exit, page table by page table, which on a
- * paravirtualised guest is most of what the helper cost (docs/bench-notes/setuppath.md). It
+ * paravirtualised guest is most of what the helper cost (docs/BENCHMARKS.md "The setup process"). It
  * never returns to C code that the setup process runs and touches no memory but its own stack, so
  * sharing is safe; CLONE_VM allows a new user namespace as long as the helper is not a thread of
  * the setup process (no CLONE_THREAD, CLONE_FS or CLONE_SIGHAND). */
