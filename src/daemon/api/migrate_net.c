@@ -32,6 +32,7 @@
 
 #define ACCEPT_PAUSE_MS 200
 #define IN_DIR "migrate-in"
+#define PREFIX_AUTH "source authentication: "
 
 struct mconn {
     struct mnet *srv;
@@ -39,11 +40,13 @@ struct mconn {
     int fd; /* -1 once closed while trustmed still works on its request */
     struct sockaddr_storage peer;
     char actor[48]; /* "tcp ADDRESS" for the audit log */
-    uint64_t waiting_since; /* when it began to wait for a request (srv->clock); 0: busy */
+    uint64_t waiting_since; /* when it began to wait for a request, or its announcement to be checked
+                             * (srv->clock): evictable; 0: busy */
     tm_source *src, *timer;
     tm_frame_reader rd;
     tm_buf out;
     bool in_flight; /* an offer, announcement or import is being worked on: read nothing until answered */
+    bool checking; /* the in-flight work is its announcement's check (MIGRATE_NET_MAX_CHECKS) */
     /* The connection's challenge (one per connection), and what its authenticated announcement
      * names: the bundle that must arrive. */
     uint8_t challenge[MIGRATE_CHALLENGE_LEN];
@@ -128,8 +131,9 @@ static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_st
     return false;
 }
 
-/* The open connection of peer (NULL: anyone's) that has waited longest for a request; a busy one
- * (a request in flight, a bundle being received, an answer being written) is never chosen. */
+/* The open connection of peer (NULL: anyone's) that has waited longest for a request (or for its
+ * announcement's check); a busy one (an offer or import in flight, a bundle being received, an
+ * answer being written) is never chosen. */
 static struct mconn *longest_waiting(struct mnet *s, const struct sockaddr_storage *peer, unsigned *ret_from_peer)
 {
     struct mconn *oldest = NULL;
@@ -146,6 +150,19 @@ static struct mconn *longest_waiting(struct mnet *s, const struct sockaddr_stora
     return oldest;
 }
 
+/* What peer (NULL: everyone) holds: its records (open connections and closed ones whose answer
+ * is awaited); with checks_only, only those whose announcement is being checked. */
+static unsigned held_by(struct mnet *s, const struct sockaddr_storage *peer, bool checks_only)
+{
+    unsigned n = 0;
+    for (struct mconn *c = s->conns; c; c = c->next)
+        if ((!peer || same_peer(&c->peer, peer)) && (!checks_only || c->checking))
+            n++;
+    return n;
+}
+
+/* The evictable connection of the peer that holds most (its longest waiting one): a source with
+ * its one connection is not evicted while flooding addresses hold more. */
 static struct mconn *busiest_peers_idle(struct mnet *s)
 {
     struct mconn *best = NULL;
@@ -153,10 +170,9 @@ static struct mconn *busiest_peers_idle(struct mnet *s)
     for (struct mconn *c = s->conns; c; c = c->next) {
         if (c->fd < 0 || !c->waiting_since)
             continue;
-        unsigned n;
-        struct mconn *oldest = longest_waiting(s, &c->peer, &n);
-        if (n > best_n || (n == best_n && oldest->waiting_since < best->waiting_since)) {
-            best = oldest;
+        unsigned n = held_by(s, &c->peer, false);
+        if (n > best_n || (n == best_n && c->waiting_since < best->waiting_since)) {
+            best = c;
             best_n = n;
         }
     }
@@ -350,11 +366,12 @@ static void announced(struct daemon *d, const struct migrate_announced *a, uint8
     struct mconn *c = conn_by_id((uint64_t)(uintptr_t)userdata);
     if (!c)
         return;
-    c->in_flight = false;
+    c->in_flight = c->checking = false;
     if (c->fd < 0) {
-        conn_close(c);
+        conn_close(c); /* evicted or gone while it was checked: the answer is dropped */
         return;
     }
+    c->waiting_since = 0;
     tm_err e = {0};
     if (err) {
         refuse(c, err->code ? err->code : EACCES, err->msg);
@@ -441,10 +458,15 @@ static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq,
         int r = bundle_fits(c->srv, rq->upload->has_size ? rq->upload->size : 0, err);
         if (r < 0)
             return r;
+        if (held_by(c->srv, &c->peer, true) >= MIGRATE_NET_CHECKS_PER_PEER ||
+            held_by(c->srv, NULL, true) >= MIGRATE_NET_MAX_CHECKS)
+            return tm_err_set(err, EAGAIN,
+                              PREFIX_AUTH "too many announcements (from this address, or in all) are being checked: "
+                                          "try again");
         if ((r = migrate_announce_check(c->srv->d, rq->upload, c->challenge, announced, (void *)(uintptr_t)c->id,
                                         err)) < 0)
             return r;
-        c->in_flight = true;
+        c->in_flight = c->checking = true;
         return 0;
     }
     if (rq->has_bundle_size)
@@ -497,9 +519,12 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
             return;
         }
         if (c->in_flight) {
-            /* trustmed answers later (migrate_net_reply); until then nothing is read. */
+            /* trustmed answers later (migrate_net_reply); until then nothing is read. A check of
+             * an announcement (anyone can send one) stays evictable: it holds no slot then. */
             tm_source_free(c->timer);
             c->timer = NULL;
+            if (c->checking)
+                c->waiting_since = ++c->srv->clock;
             if (tm_source_modify(c->src, 0) < 0)
                 conn_close(c);
             return;
@@ -522,7 +547,7 @@ static void on_client(int fd, void *userdata)
     if (from_peer < MIGRATE_NET_MAX_PER_PEER)
         victim = s->nconns >= MIGRATE_NET_MAX_CONNS ? busiest_peers_idle(s) : NULL;
     if (victim) {
-        log_debug("migration client %s evicted: it waited longest without a request", victim->actor);
+        log_debug("migration client %s evicted: it waited longest (for a request or its check)", victim->actor);
         conn_close(victim);
     }
     if (s->nconns >= MIGRATE_NET_MAX_CONNS || (from_peer >= MIGRATE_NET_MAX_PER_PEER && !victim)) {

@@ -16,6 +16,13 @@
  * a new client evicts the longest-waiting idle one, of its own address first). */
 #define MIGRATE_NET_MAX_CONNS 16
 #define MIGRATE_NET_MAX_PER_PEER 4
+/* Announcements being checked (a tpmd round trip, a chain check in scd), counting those whose
+ * connection was closed or evicted meanwhile: their answer is dropped. Such a connection may be
+ * evicted like an idle one, so forged announcements cannot hold the slots; the caps keep one
+ * address (and all together) from queueing the checks without bound ahead of the genuine source's.
+ * Beyond them an announcement is refused at once (EAGAIN). */
+#define MIGRATE_NET_CHECKS_PER_PEER 2
+#define MIGRATE_NET_MAX_CHECKS 32
 /* A bundle's chunk: every chunk but the last is exactly this large, so a peer that holds the
  * one upload slot must send 1 MiB per timeout. */
 #define MIGRATE_NET_CHUNK (1024u * 1024)
