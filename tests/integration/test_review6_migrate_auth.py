@@ -212,38 +212,72 @@ def test_device_ca_certificates_for_other_uses_are_refused(pair, env):
 
 # ---- root on another device of the PKI ---------------------------------------------------------
 
-class HeldOut(Exception):
-    """The genuine source's announcement was refused while the attacker held the slot."""
+def announce_forged(p, key, chain, offer_id, size, source="127.0.0.1"):
+    """A connection that announced size bytes for offer_id, signed by key: (socket, answer)."""
+    s = connect(p, source)
+    s.sendall(frame(field(940, 1) + field(951, forged_upload(key, chain, challenge(s), offer_id, size))))
+    return s, answer(s)
 
 
-@pytest.mark.xfail(strict=True, raises=HeldOut, reason="open: any key the Device CA certified (root on another device of the PKI: "
-                   "its AK) asks for an offer over a nonce naming itself, announces the largest size and holds the "
-                   "one upload slot and its reservation while it trickles 1 MiB per 29 s; the genuine source gets "
-                   "EBUSY (docs/SECURITY.md Review 6)")
 def test_another_device_of_the_pki_cannot_hold_the_upload_slot(pair, env):
+    """Root on another device of the PKI (a key the Device CA certified: its AK) asks for an offer
+    over a nonce naming itself, announces and trickles 1 MiB per 29 s. Before, it held the one
+    upload slot and the genuine source got EBUSY for as long as that went on; now the slots are
+    per signer: the genuine source gets its own, the attacker's key no second one."""
     p = pair
     announcer(p)
     key, chain, der = leaf_of_device_ca(env, cn="device-x")
     offer_id = own_offer(p, nonce_naming(der))
     size = 8 * CHUNK
-    hog = connect(p)
+    hog, a = announce_forged(p, key, chain, offer_id, size)
     try:
-        hog.sendall(frame(field(940, 1) + field(951, forged_upload(key, chain, challenge(hog), offer_id, size))))
-        a = answer(hog)
-        assert a is not None and a.get(948) == 1, a  # ready: the slot is its, the space reserved
+        assert a is not None and a.get(948) == 1, a  # ready: a slot is its, the space reserved
         hog.sendall(frame(field(944, b"h" * CHUNK)))
         deadline = time.time() + 30
         while not parts(p) and time.time() < deadline:
             time.sleep(0.1)
         assert parts(p) and parts(p)[0].stat().st_blocks * 512 >= size
+        # The same key once more (its offer is still open): no second slot.
+        s2, a2 = announce_forged(p, key, chain, offer_id, size)
+        with s2:
+            assert a2 is not None and a2.get(946) == EBUSY and b"one upload per signer" in a2[947], a2
+            assert closed(s2)
+        # The genuine source, meanwhile: its own slot.
         with connect(p) as s:
-            a2 = announce_raw(p, s, 100)
-        # The genuine source, meanwhile: kept out for as long as the trickle goes on.
-        assert a2 is not None, a2
-        if a2.get(948) != 1:
-            raise HeldOut(a2)
+            a3 = announce_raw(p, s, 100)
+            assert a3 is not None and a3.get(948) == 1, a3
     finally:
         hog.close()
+        wait_empty_inbox(p)
+
+
+def test_uploads_at_once_are_capped(pair, env):
+    """One slot per signer, MIGRATE_NET_MAX_UPLOADS (4) in all: a fifth signer gets EBUSY while
+    four uploads run (from addresses of their own: one address keeps at most 4 connections)."""
+    p = pair
+    announcer(p)
+    socks = []
+    try:
+        with connect(p) as g:
+            a = announce_raw(p, g, 3 * CHUNK)
+            assert a is not None and a.get(948) == 1, a
+            socks.append(g)
+            for i in range(3):
+                key, chain, der = leaf_of_device_ca(env, cn=f"device-cap{i}")
+                s, a = announce_forged(p, key, chain, own_offer(p, nonce_naming(der)), 3 * CHUNK, f"127.0.0.{3 + i}")
+                socks.append(s)
+                assert a is not None and a.get(948) == 1, (i, a)
+            # A fifth signer: refused before its signature is checked, nothing reserved.
+            key, chain, der = leaf_of_device_ca(env, cn="device-cap4")
+            n = len(parts(p))
+            s, a = announce_forged(p, key, chain, secrets.token_hex(16), 100, "127.0.0.7")
+            with s:
+                assert a is not None and a.get(946) == EBUSY and b"4 at once" in a[947], a
+                assert closed(s)
+            assert len(parts(p)) == n == 4
+    finally:
+        for s in socks:
+            s.close()
         wait_empty_inbox(p)
 
 

@@ -173,6 +173,7 @@ static void announce_authenticated(struct daemon *d, const char *signer, const u
     }
     snprintf(op->signer, sizeof(op->signer), "%s", signer);
     memcpy(op->ak_id, ak_id, sizeof(op->ak_id));
+    memcpy(op->a.signer_id, ak_id, sizeof(op->a.signer_id));
     char name[sizeof(MIGRATE_OFFER_PREFIX) + 32];
     snprintf(name, sizeof(name), MIGRATE_OFFER_PREFIX "%s", op->a.offer_id);
     const char *names[] = {name};

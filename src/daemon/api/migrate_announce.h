@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The announcement of a bundle over the migration endpoint (docs/MIGRATION.md "Over TCP", "The
- * announcement"). Before the target reserves a byte or takes its one upload slot, the uploader
+ * announcement"). Before the target reserves a byte or takes an upload slot, the uploader
  * proves that it is the source device the offer was made for: the source's AK signs the offer id,
  * the bundle (id, container, head digest), its size and the connection's fresh challenge; the
  * target checks the chain against its own General root, CRLs and Device CA (source_auth.h), that
@@ -17,10 +17,12 @@
 #define MIGRATE_CHALLENGE_LEN 32
 #define MIGRATE_ANNOUNCE_KIND "upload" /* the signed text's first line: no receipt, refusal, ... */
 
-/* What an announcement names: the bundle that must follow. */
+/* What an announcement names: the bundle that must follow; and who signed it: signer_id is the
+ * SHA-256 of its AK certificate's DER (the leaf), which the upload slots are counted by. */
 struct migrate_announced {
     char offer_id[33], bundle_id[33], uuid[37], digest[65];
     uint64_t size;
+    uint8_t signer_id[MIGRATE_AK_ID_LEN];
 };
 
 /* Source, `trustme migrate announce C --challenge HEX --size N` (the CLI's send runs it): the AK

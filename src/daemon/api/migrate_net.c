@@ -54,6 +54,7 @@ struct mconn {
     struct migrate_announced announced;
     /* A bundle being received: <dir>/<name>.part, then <name>.bundle */
     int part_fd;
+    bool fallocated; /* the whole bundle's space is allocated (posix_fallocate) */
     char part[PATH_MAX], path[PATH_MAX];
     uint64_t size, got;
     struct mconn *prev, *next;
@@ -65,7 +66,6 @@ struct mnet {
     struct mconn *conns;
     unsigned nconns; /* open ones (not those closed with a request in flight) */
     uint64_t clock, next_id;
-    bool receiving; /* one bundle at a time */
     unsigned offers; /* offers that may be made now (MIGRATE_NET_OFFER_BURST at most) */
     int64_t offers_refilled; /* monotonic ms of the last refill */
     char dir[PATH_MAX];
@@ -80,7 +80,6 @@ static void drop_part(struct mconn *c)
         close(c->part_fd);
         c->part_fd = -1;
         unlink(c->part);
-        c->srv->receiving = false;
     }
 }
 
@@ -246,9 +245,35 @@ static void refuse(struct mconn *c, int code, const char *msg)
     conn_close(c);
 }
 
+/* The uploads in progress (MIGRATE_NET_MAX_UPLOADS), whether signer_id (NULL: none) holds one, and
+ * the bytes the bundles held (being received, or received and being imported) still need beyond
+ * what statvfs shows taken: each import's copy, and the rest of a bundle whose space could not be
+ * allocated up front. */
+static unsigned uploads(struct mnet *s, const uint8_t *signer_id, bool *ret_signer_busy, uint64_t *ret_held)
+{
+    unsigned n = 0;
+    uint64_t held = 0;
+    bool busy = false;
+    for (struct mconn *c = s->conns; c; c = c->next) {
+        if (c->path[0])
+            held += c->size;
+        if (c->part_fd < 0)
+            continue;
+        n++;
+        if (!c->fallocated)
+            held += c->size - c->got;
+        if (signer_id && memcmp(c->announced.signer_id, signer_id, sizeof(c->announced.signer_id)) == 0)
+            busy = true;
+    }
+    *ret_signer_busy = busy;
+    *ret_held = held;
+    return n;
+}
+
 /* Whether a bundle of size could be taken now: checked before its announcement is authenticated
- * (nothing of that is spent on what would be refused anyway) and again when it is taken. */
-static int bundle_fits(struct mnet *s, uint64_t size, tm_err *err)
+ * (signer_id NULL: nothing of that is spent on what would be refused anyway) and again, for its
+ * signer, when it is taken. */
+static int bundle_fits(struct mnet *s, uint64_t size, const uint8_t *signer_id, tm_err *err)
 {
     if (size == 0)
         return tm_err_set(err, EINVAL, "an empty bundle");
@@ -257,26 +282,37 @@ static int bundle_fits(struct mnet *s, uint64_t size, tm_err *err)
                           "the bundle has %llu bytes, more than this device takes (%llu, "
                           "migrate.max_bundle_mb)",
                           (unsigned long long)size, (unsigned long long)s->d->device.migrate_max_bundle);
-    if (s->receiving)
-        return tm_err_set(err, EBUSY, "another bundle is being received: try again later");
+    bool signer_busy;
+    uint64_t held;
+    unsigned n = uploads(s, signer_id, &signer_busy, &held);
+    if (signer_busy)
+        return tm_err_set(err, EBUSY,
+                          "another bundle is being received from this source (its AK certificate): one upload "
+                          "per signer, try again later");
+    if (n >= MIGRATE_NET_MAX_UPLOADS)
+        return tm_err_set(err, EBUSY, "another bundle is being received (%u at once): try again later",
+                          MIGRATE_NET_MAX_UPLOADS);
     struct statvfs vfs;
     if (statvfs(s->dir, &vfs) < 0)
         return tm_err_sys(err, "%s", s->dir);
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (avail < MIGRATE_NET_SPARE_BYTES || size > (avail - MIGRATE_NET_SPARE_BYTES) / 2)
+    /* The bundles already taken keep their share: a second upload cannot spend what the first's
+     * import will need. */
+    if (avail < MIGRATE_NET_SPARE_BYTES + held || size > (avail - MIGRATE_NET_SPARE_BYTES - held) / 2)
         return tm_err_set(err, ENOSPC,
-                          "the bundle has %llu bytes: this device has %llu bytes free, and the "
-                          "import needs twice the bundle and 64 MiB",
-                          (unsigned long long)size, (unsigned long long)avail);
+                          "the bundle has %llu bytes: this device has %llu bytes free, %llu of them held for "
+                          "the bundles being received or imported, and the import needs twice the bundle and "
+                          "64 MiB",
+                          (unsigned long long)size, (unsigned long long)avail, (unsigned long long)held);
     return 0;
 }
 
-/* Reserve the announced bundle's space and take the upload slot: only for an authenticated
- * source (migrate_announce.h). */
+/* Reserve the announced bundle's space and take an upload slot: only for an authenticated source
+ * (migrate_announce.h), one per signer (c->announced.signer_id). */
 static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
 {
     struct mnet *s = c->srv;
-    int r = bundle_fits(s, size, err);
+    int r = bundle_fits(s, size, c->announced.signer_id, err);
     if (r < 0)
         return r;
     uint8_t rnd[16];
@@ -301,9 +337,9 @@ static int bundle_begin(struct mconn *c, uint64_t size, tm_err *err)
                           strerror(fr));
     }
     c->part_fd = fd;
+    c->fallocated = fr == 0;
     c->size = size;
     c->got = 0;
-    s->receiving = true;
     return 0;
 }
 
@@ -317,7 +353,6 @@ static int bundle_end(struct mconn *c, tm_err *err)
     }
     close(c->part_fd);
     c->part_fd = -1;
-    c->srv->receiving = false;
     if (rename(c->part, c->path) < 0) {
         int r = tm_err_sys(err, "cannot rename %s", c->part);
         unlink(c->part);
@@ -455,7 +490,7 @@ static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq,
                               "answers it once");
         c->challenge_spent = true;
         /* What would be refused anyway is refused before any signature is checked. */
-        int r = bundle_fits(c->srv, rq->upload->has_size ? rq->upload->size : 0, err);
+        int r = bundle_fits(c->srv, rq->upload->has_size ? rq->upload->size : 0, NULL, err);
         if (r < 0)
             return r;
         if (held_by(c->srv, &c->peer, true) >= MIGRATE_NET_CHECKS_PER_PEER ||

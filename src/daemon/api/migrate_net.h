@@ -23,8 +23,12 @@
  * Beyond them an announcement is refused at once (EAGAIN). */
 #define MIGRATE_NET_CHECKS_PER_PEER 2
 #define MIGRATE_NET_MAX_CHECKS 32
-/* A bundle's chunk: every chunk but the last is exactly this large, so a peer that holds the
- * one upload slot must send 1 MiB per timeout. */
+/* Uploads in progress at once: at most one per signer (the announcement's AK certificate), so a
+ * key the Device CA certified for another device of the PKI cannot keep the genuine source out by
+ * holding the slot; and this many in all, each with its own reservation of the free space. */
+#define MIGRATE_NET_MAX_UPLOADS 4
+/* A bundle's chunk: every chunk but the last is exactly this large, so a peer that holds an
+ * upload slot must send 1 MiB per timeout. */
 #define MIGRATE_NET_CHUNK (1024u * 1024)
 /* The largest request frame: a chunk and its framing. Anything larger closes the connection. */
 #define MIGRATE_NET_REQUEST_MAX (MIGRATE_NET_CHUNK + 1024)
