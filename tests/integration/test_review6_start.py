@@ -200,8 +200,6 @@ def _userns_helper(d, host_userns):
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="the namespace helper has no PDEATHSIG: a setup process killed "
-                   "while it lives leaves it behind for good")
 def test_namespace_helper_dies_with_the_setup_process(daemon):
     """The user+network namespace helper (userns.c, CLONE_VM since the setup path's cut) only
     waits to be killed by the setup process. When the setup process itself is killed while the
