@@ -6,7 +6,9 @@
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,11 +37,17 @@
  * the setup process (no CLONE_THREAD, CLONE_FS or CLONE_SIGHAND). */
 #define HELPER_STACK_SIZE 16384
 
-/* The helper: sleeps until SIGKILL. A raw ppoll, not a libc or sanitizer wrapper that might touch
- * the thread state it shares with the setup process. */
+/* The helper: sleeps until SIGKILL. Raw system calls, not libc or sanitizer wrappers that might
+ * touch the thread state it shares with the setup process. It dies with the setup process: one
+ * killed while the helper lives (a stop while starting, trustmed's death through the setup
+ * process's PDEATHSIG) would otherwise leave it behind for good, holding the container's new user
+ * and network namespaces and the setup process's address space. arg is the setup process's pid:
+ * if that died before the PDEATHSIG was set, the helper is the orphan and goes at once. */
 static int hold(void *arg)
 {
-    (void)arg;
+    syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (syscall(SYS_getppid) != (long)(intptr_t)arg)
+        syscall(SYS_exit_group, 0);
     for (;;)
         syscall(SYS_ppoll, NULL, 0, NULL, NULL, 0);
     return 0;
@@ -51,7 +59,8 @@ static int userns_setup(struct start_ctx *ctx, tm_err *err)
         return 0;
     /* Its stack is in this frame: the helper is killed and reaped before the frame goes. */
     _Alignas(16) char stack[HELPER_STACK_SIZE];
-    pid_t pid = clone(hold, stack + sizeof(stack), CLONE_VM | CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, NULL);
+    pid_t pid = clone(hold, stack + sizeof(stack), CLONE_VM | CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD,
+                      (void *)(intptr_t)getpid());
     if (pid < 0)
         return tm_err_sys(err, "cannot create the user namespace");
     char path[64], map[64];
