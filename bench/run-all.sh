@@ -907,7 +907,7 @@ trustmed idle: ${RSS_IDLE_DETAIL}, PSS $PSS_IDLE_KIB kB; largest mappings by RSS
 Most of that is libc's file-backed pages, shared with every other process (hence the lower PSS).
 trustmed links libcrypto only for a vTPM owner's signed statements and computes the audit chain's
 SHA-256 itself; once no client has been connected for 2 s it drops the read-only library pages it
-touched (`src/lib/idle_memory.c`), so libcrypto costs it only its relocated data while idle. The token service \`trustme-scd\` does (scrypt, AES-GCM, PKCS#11); its largest
+touched (\`src/lib/idle_memory.c\`), so libcrypto costs it only its relocated data while idle. The token service \`trustme-scd\` does (scrypt, AES-GCM, PKCS#11); its largest
 mappings by RSS: ${SCD_RSS_BY_MAPPING:-n/a}. It is one process per trustmed, whatever the number of containers.
 
 Helper processes are the descendants of trustmed that are in no container cgroup, other than the token
