@@ -383,6 +383,18 @@ def test_rules_applied_after_the_nft_helper_died(net_daemon):
     assert nft_tables(d.bridge) == []
 
 
+def second_with_helper_stopped(d):
+    """Container a bridged and running (the nft helper is forked at the first sync), b created,
+    and the nft helper then stopped (SIGSTOP): b's host interface name and the helper's pid."""
+    bridged(d, "a", host=20)
+    d.create("b", hostname="b", init="/bin/sh", args=LISTENER,
+             network={"mode": "bridged", "address": f"{d.net}.21"})
+    b_if = host_if(d, "b")
+    helper = nft_helper(d)
+    os.kill(helper, signal.SIGSTOP)
+    return b_if, helper
+
+
 def test_setup_goes_on_while_the_rules_are_applied_but_eth0_waits(net_daemon):
     """trustmed hands a start's rules to the nft helper and forks the setup process at once
     rather than waiting for the kernel in its prepare; the setup process creates the veth
@@ -390,12 +402,7 @@ def test_setup_goes_on_while_the_rules_are_applied_but_eth0_waits(net_daemon):
     confirmed the rules. With the helper stopped: the veth is there, eth0 is not up (the host end
     has no carrier), nothing runs; once the helper goes on, the start completes with its rules."""
     d = net_daemon()
-    bridged(d, "a", host=20)  # the helper is forked at the first sync
-    d.create("b", hostname="b", init="/bin/sh", args=LISTENER,
-             network={"mode": "bridged", "address": f"{d.net}.21"})
-    b_if = host_if(d, "b")
-    helper = nft_helper(d)
-    os.kill(helper, signal.SIGSTOP)
+    b_if, helper = second_with_helper_stopped(d)
     start = None
     try:
         start = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "start", "b"],

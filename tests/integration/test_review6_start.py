@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TRUSTME, cgroup_dirs, loops_backed_by, process_gone, wait_for
-from test_network_nft import LISTENER, bridged, connect, host_if, link_exists, net_daemon, nft_helper  # noqa: F401
+from test_network_nft import (LISTENER, bridged, connect, host_if, link_exists, net_daemon,  # noqa: F401
+                              nft_helper, second_with_helper_stopped)
 from test_vtpm import PIN, create, pin_file, state_file, vtpm_pid
 from tools import tool
 
@@ -156,12 +157,7 @@ def test_nft_helper_killed_while_a_start_waits_for_its_rules(net_daemon):
     the lost sync. It completes with its rules in the table (trustmed runs the lost script again),
     and the container is reachable only then."""
     d = net_daemon()
-    bridged(d, "a", host=20)  # the helper is forked at the first sync
-    d.create("b", hostname="b", init="/bin/sh", args=LISTENER,
-             network={"mode": "bridged", "address": f"{d.net}.21"})
-    b_if = host_if(d, "b")
-    helper = nft_helper(d)
-    os.kill(helper, signal.SIGSTOP)
+    b_if, helper = second_with_helper_stopped(d)
     start = subprocess.Popen([str(TRUSTME), "--run-dir", str(d.run_dir), "start", "b"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
