@@ -187,8 +187,9 @@ if strace_ok:
         return float(m.group(1)) * 1000 if m else 0.0
     stats = {"vol": {}, "novol": {}}
     for seg in starts:
-        # every start attaches its GuestOS image; one with a data volume attaches that too
-        kind = "vol" if sum("LOOP_CONFIGURE" in l for l in seg) >= 2 else "novol"
+        # only a start with a data volume mounts ext4 (the GuestOS image is squashfs or erofs, and
+        # its loop device may be one attached at an earlier start, so loops cannot tell them apart)
+        kind = "vol" if any('fsopen("ext4"' in l for l in seg) else "novol"
         s = stats[kind]
         add = lambda k, v: s.setdefault(k, []).append(v)
         # the setup process joining its cgroups: "0" to each v1 tasks file (or, in older
