@@ -5,7 +5,8 @@
  *                   control sockets, control.c; tpmd's attestation endpoint, attest_server.c):
  *                   accepts every pending client, non-blocking and close-on-exec, and hands each
  *                   to the server's callback, which applies its own policy (peer credentials or
- *                   address, connection limits, eviction) and owns the fd from then on. Out of
+ *                   address, connection limits, eviction: the TCP servers' is conn_table.h) and
+ *                   owns the fd from then on. Out of
  *                   fds or memory, it stops watching the socket for pause_ms instead of spinning
  *                   on a level-triggered event it cannot clear.
  *   tm_packet_next  (packet.h) the request loop step of a SOCK_SEQPACKET link to trustmed

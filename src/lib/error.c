@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static int err_vset(tm_err *err, int code, const char *suffix, const char *fmt, va_list ap)
+/* printf-checked at its callers' callers (error.h): the compiler then takes fmt as checked here. */
+__attribute__((format(printf, 4, 0))) static int err_vset(tm_err *err, int code, const char *suffix, const char *fmt,
+                                                          va_list ap)
 {
     if (code <= 0)
         code = EIO;

@@ -45,7 +45,8 @@ int tm_log_parse_level(const char *s, enum tm_log_level *ret)
     return -EINVAL;
 }
 
-static void vlog(enum tm_log_level level, const char *fmt, va_list ap);
+/* fmt is checked where tm_log and tm_log_ratelimited are called (log.h). */
+static void vlog(enum tm_log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 void tm_log(enum tm_log_level level, const char *fmt, ...)
 {

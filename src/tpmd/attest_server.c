@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,15 +10,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acceptor.h"
 #include "buf.h"
 #include "cleanup.h"
+#include "conn_table.h"
 #include "frame.h"
-#include "hostport.h"
 #include "log.h"
 #include "proto.h"
 #include "quote.h"
-#include "acceptor.h"
 #include "server.h"
+#include "tcp_listen.h"
 #include "uuid.h"
 #include "vtpm_flush.h"
 #include "vtpm_relay.h"
@@ -27,15 +27,13 @@
 #define ACCEPT_PAUSE_MS 200
 
 struct conn {
+    struct tm_conn link; /* in srv->table (conn_table.h): its peer, since when it waits for a request */
     struct attest_server *srv;
     int fd;
-    struct sockaddr_storage peer; /* its address: the per-peer limit counts it, port ignored */
-    uint64_t waiting_since; /* when it began to wait for a request (srv->clock); 0: busy */
     tm_source *src;
     tm_source *timer;
     tm_frame_reader rd;
     tm_buf out;
-    struct conn *prev, *next;
     /* The vTPM relay (docs/VTPM.md): the container this connection relays for ("" before the
      * first relay request), what its commands loaded there, and the command in flight. */
     char vtpm_uuid[TM_UUID_STR_LEN + 1];
@@ -52,10 +50,13 @@ struct conn {
 struct attest_server {
     struct tpmd *d;
     struct tm_acceptor acc;
-    struct conn *conns;
-    unsigned nconns;
-    uint64_t clock; /* counts up at every wait that begins: orders them, oldest first */
+    struct tm_conn_table table;
 };
+
+static struct conn *conn_of(struct tm_conn *link)
+{
+    return tm_conn_record(link, struct conn, link);
+}
 
 static void relay_end(struct conn *c)
 {
@@ -79,63 +80,8 @@ static void conn_close(struct conn *c)
     close(c->fd);
     tm_frame_reader_reset(&c->rd);
     tm_buf_free(&c->out);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
+    tm_conn_remove(&s->table, &c->link);
     free(c);
-}
-
-static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
-    return false;
-}
-
-/* The connection that has waited longest for a request (idle, or trickling one in), among those
- * of peer (NULL: of anyone). A connection whose answer is being written is not idle. */
-static struct conn *longest_waiting(struct attest_server *s, const struct sockaddr_storage *peer,
-                                    unsigned *ret_from_peer)
-{
-    struct conn *oldest = NULL;
-    unsigned n = 0;
-    for (struct conn *c = s->conns; c; c = c->next) {
-        if (peer && !same_peer(&c->peer, peer))
-            continue;
-        n++;
-        if (c->waiting_since && (!oldest || c->waiting_since < oldest->waiting_since))
-            oldest = c;
-    }
-    if (ret_from_peer)
-        *ret_from_peer = n;
-    return oldest;
-}
-
-/* When all slots are taken: the longest-waiting idle connection of the peer that holds most. */
-static struct conn *busiest_peers_idle(struct attest_server *s)
-{
-    struct conn *best = NULL;
-    unsigned best_n = 0;
-    for (struct conn *c = s->conns; c; c = c->next) {
-        if (!c->waiting_since)
-            continue;
-        unsigned n;
-        struct conn *oldest = longest_waiting(s, &c->peer, &n);
-        if (n > best_n || (n == best_n && oldest->waiting_since < best->waiting_since)) {
-            best = oldest;
-            best_n = n;
-        }
-    }
-    return best;
 }
 
 static void on_timeout(tm_source *src, void *userdata)
@@ -300,17 +246,12 @@ static int answer(struct conn *c, const uint8_t *payload, size_t len)
 /* Write what is answered; then wait for the next request. */
 static void write_out(struct conn *c)
 {
-    int r = tm_buf_flush(&c->out, c->fd);
-    if (r < 0) {
-        conn_close(c);
-        return;
+    int r = tm_conn_flush(&c->out, c->fd, c->src);
+    if (r == 0) {
+        tm_conn_waiting(&c->srv->table, &c->link);
+        r = arm_timer(c);
     }
-    if (r == 1) {
-        tm_source_modify(c->src, EPOLLOUT);
-        return;
-    }
-    c->waiting_since = ++c->srv->clock;
-    if (tm_source_modify(c->src, EPOLLIN) < 0 || arm_timer(c) < 0)
+    if (r < 0)
         conn_close(c);
 }
 
@@ -392,7 +333,7 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         }
         uint32_t len;
         _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
-        c->waiting_since = 0;
+        tm_conn_busy(&c->link);
         r = answer(c, payload, len);
         tpmd_check_tpm(c->srv->d);
         if (r < 0) {
@@ -410,47 +351,27 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
     write_out(c);
 }
 
+/* A new client is worth more than one that has waited longest without asking anything: idle
+ * connections cannot lock verifiers out (conn_table.h). */
+static void evict(struct tm_conn *victim)
+{
+    log_debug("attestation client evicted: it waited longest without a request");
+    conn_close(conn_of(victim));
+}
+
 /* A new client (tm_acceptor): admitted by address, within the limits. */
 static void on_client(int fd, void *userdata)
 {
     struct attest_server *s = userdata;
-    struct sockaddr_storage peer = {0};
-    socklen_t peer_len = sizeof(peer);
-    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
-        close(fd);
-        return;
-    }
-    /* A new client is worth more than one that has waited longest without asking anything:
-     * idle connections cannot lock verifiers out. A peer at its own limit makes room among
-     * its own connections first, so one address cannot evict everybody else's. */
-    unsigned from_peer;
-    struct conn *victim = longest_waiting(s, &peer, &from_peer);
-    if (from_peer < ATTEST_MAX_PER_PEER)
-        victim = s->nconns >= ATTEST_MAX_CONNS ? busiest_peers_idle(s) : NULL;
-    if (victim) {
-        log_debug("attestation client evicted: it waited longest without a request");
-        conn_close(victim);
-    }
-    if (s->nconns >= ATTEST_MAX_CONNS || (from_peer >= ATTEST_MAX_PER_PEER && !victim)) {
-        log_debug("attestation client refused: no idle connection to make room");
-        close(fd);
-        return;
-    }
+    struct sockaddr_storage peer;
+    if (tm_conn_admit(&s->table, fd, &peer) < 0)
+        return; /* refused: fd closed */
     struct conn *c = tm_accepted_alloc(fd, sizeof(*c));
     if (!c)
         return;
-    *c = (struct conn){.srv = s,
-                       .fd = fd,
-                       .peer = peer,
-                       .waiting_since = ++s->clock,
-                       .rd = {.max = ATTEST_REQUEST_MAX},
-                       .vtpm_fd = -1,
-                       .next = s->conns};
+    *c = (struct conn){.srv = s, .fd = fd, .rd = {.max = ATTEST_REQUEST_MAX}, .vtpm_fd = -1};
     c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nconns++;
+    tm_conn_add(&s->table, &c->link, &peer);
     if (!c->src || arm_timer(c) < 0)
         conn_close(c);
 }
@@ -478,34 +399,19 @@ static void format_bound(int fd, char *out, size_t size)
 
 int attest_server_start(struct tpmd *d, const char *address, tm_err *err)
 {
-    char host[TM_HOST_MAX], port[TM_PORT_MAX];
-    int r = tm_split_hostport(address, 0, host, port, err);
-    if (r < 0)
-        return tm_err_prefix(err, "attestation address");
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                    *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0)
-        return tm_err_set(err, EINVAL, "attestation address %s: %s", address, gai_strerror(gai));
-    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    /* A restarted tpmd must get its port back while old connections sit in TIME_WAIT. */
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, ATTEST_MAX_CONNS) < 0) {
-        r = tm_err_sys(err, "cannot listen on %s", address);
-        freeaddrinfo(ai);
-        return r;
-    }
-    freeaddrinfo(ai);
+    /* port 0: any free one (trustme device info shows it) */
+    _cleanup_close_ int fd = tm_tcp_listen(address, 0, ATTEST_MAX_CONNS, "attestation address", err);
+    if (fd < 0)
+        return fd;
     struct attest_server *s = calloc(1, sizeof(*s));
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     s->d = d;
+    s->table = (struct tm_conn_table){
+        .max_conns = ATTEST_MAX_CONNS, .max_per_peer = ATTEST_MAX_PER_PEER, .what = "attestation", .evict = evict};
     format_bound(fd, d->attest_address, sizeof(d->attest_address));
-    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "attestation", on_client, s, err)) <
-        0) {
+    int r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "attestation", on_client, s, err);
+    if (r < 0) {
         free(s);
         return r;
     }
@@ -518,8 +424,8 @@ void attest_server_stop(struct attest_server *s)
 {
     if (!s)
         return;
-    while (s->conns)
-        conn_close(s->conns);
+    while (s->table.head)
+        conn_close(conn_of(s->table.head));
     /* At tpmd's end nothing waits for a vTPM: what they left stays in their vTPMs. */
     vtpm_flush_stop_all();
     tm_acceptor_stop(&s->acc);

@@ -130,7 +130,9 @@ void conn_send(struct conn *c, uint64_t req_id, Trustme__Response *resp)
     update_events(c);
 }
 
-static void send_error(struct conn *c, uint64_t req_id, int code, bool pin_required, const char *fmt, va_list ap)
+/* fmt is checked where conn_send_error and its PIN variant are called (control.h). */
+__attribute__((format(printf, 5, 0))) static void send_error(struct conn *c, uint64_t req_id, int code,
+                                                             bool pin_required, const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);

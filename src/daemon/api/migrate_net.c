@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,27 +20,29 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "commands_migrate.h"
+#include "conn_table.h"
 #include "deadline.h"
 #include "fileio.h"
 #include "frame.h"
 #include "hex.h"
-#include "hostport.h"
 #include "log.h"
 #include "migrate_announce.h"
 #include "proto.h"
+#include "tcp_listen.h"
 
 #define ACCEPT_PAUSE_MS 200
 #define IN_DIR "migrate-in"
 #define PREFIX_AUTH "source authentication: "
 
 struct mconn {
+    /* In srv->table (conn_table.h): its peer, and since when it waits for a request or for its
+     * announcement to be checked (evictable), or 0 (busy); closed (fd -1), the record stays while
+     * trustmed still works on its request. */
+    struct tm_conn link;
     struct mnet *srv;
     uint64_t id; /* what the migrate code answers to (migrate_net_reply) */
     int fd; /* -1 once closed while trustmed still works on its request */
-    struct sockaddr_storage peer;
     char actor[48]; /* "tcp ADDRESS" for the audit log */
-    uint64_t waiting_since; /* when it began to wait for a request, or its announcement to be checked
-                             * (srv->clock): evictable; 0: busy */
     tm_source *src, *timer;
     tm_frame_reader rd;
     tm_buf out;
@@ -57,15 +58,13 @@ struct mconn {
     bool fallocated; /* the whole bundle's space is allocated (posix_fallocate) */
     char part[PATH_MAX], path[PATH_MAX];
     uint64_t size, got;
-    struct mconn *prev, *next;
 };
 
 struct mnet {
     struct daemon *d;
     struct tm_acceptor acc;
-    struct mconn *conns;
-    unsigned nconns; /* open ones (not those closed with a request in flight) */
-    uint64_t clock, next_id;
+    struct tm_conn_table table;
+    uint64_t next_id;
     unsigned offers; /* offers that may be made now (MIGRATE_NET_OFFER_BURST at most) */
     int64_t offers_refilled; /* monotonic ms of the last refill */
     char dir[PATH_MAX];
@@ -74,6 +73,11 @@ struct mnet {
 
 static struct mnet *server;
 
+static struct mconn *mconn_of(struct tm_conn *link)
+{
+    return tm_conn_record(link, struct mconn, link);
+}
+
 static void drop_part(struct mconn *c)
 {
     if (c->part_fd >= 0) {
@@ -81,17 +85,6 @@ static void drop_part(struct mconn *c)
         c->part_fd = -1;
         unlink(c->part);
     }
-}
-
-static void unlink_list(struct mconn *c)
-{
-    struct mnet *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
 }
 
 /* Close the connection; with a request in flight the record stays (fd -1) for its answer, which
@@ -108,74 +101,25 @@ static void conn_close(struct mconn *c)
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
-        s->nconns--;
+        tm_conn_closed(&s->table, &c->link);
     }
     if (c->in_flight)
         return;
     if (c->path[0])
         unlink(c->path);
-    unlink_list(c);
+    tm_conn_remove(&s->table, &c->link);
     free(c);
 }
 
-static bool same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
-    return false;
-}
-
-/* The open connection of peer (NULL: anyone's) that has waited longest for a request (or for its
- * announcement's check); a busy one (an offer or import in flight, a bundle being received, an
- * answer being written) is never chosen. */
-static struct mconn *longest_waiting(struct mnet *s, const struct sockaddr_storage *peer, unsigned *ret_from_peer)
-{
-    struct mconn *oldest = NULL;
-    unsigned n = 0;
-    for (struct mconn *c = s->conns; c; c = c->next) {
-        if (c->fd < 0 || (peer && !same_peer(&c->peer, peer)))
-            continue;
-        n++;
-        if (c->waiting_since && (!oldest || c->waiting_since < oldest->waiting_since))
-            oldest = c;
-    }
-    if (ret_from_peer)
-        *ret_from_peer = n;
-    return oldest;
-}
-
-/* What peer (NULL: everyone) holds: its records (open connections and closed ones whose answer
- * is awaited); with checks_only, only those whose announcement is being checked. */
-static unsigned held_by(struct mnet *s, const struct sockaddr_storage *peer, bool checks_only)
+/* The announcements being checked of peer (NULL: everyone's), also those of closed connections
+ * whose answer is awaited (MIGRATE_NET_CHECKS_PER_PEER, MIGRATE_NET_MAX_CHECKS). */
+static unsigned checks_held(struct mnet *s, const struct sockaddr_storage *peer)
 {
     unsigned n = 0;
-    for (struct mconn *c = s->conns; c; c = c->next)
-        if ((!peer || same_peer(&c->peer, peer)) && (!checks_only || c->checking))
+    for (struct tm_conn *l = s->table.head; l; l = l->next)
+        if ((!peer || tm_same_peer(&l->peer, peer)) && mconn_of(l)->checking)
             n++;
     return n;
-}
-
-/* The evictable connection of the peer that holds most (its longest waiting one): a source with
- * its one connection is not evicted while flooding addresses hold more. */
-static struct mconn *busiest_peers_idle(struct mnet *s)
-{
-    struct mconn *best = NULL;
-    unsigned best_n = 0;
-    for (struct mconn *c = s->conns; c; c = c->next) {
-        if (c->fd < 0 || !c->waiting_since)
-            continue;
-        unsigned n = held_by(s, &c->peer, false);
-        if (n > best_n || (n == best_n && c->waiting_since < best->waiting_since)) {
-            best = c;
-            best_n = n;
-        }
-    }
-    return best;
 }
 
 static void on_timeout(tm_source *src, void *userdata)
@@ -216,18 +160,16 @@ static int queue_error(struct mconn *c, int code, const char *msg)
 /* Write what is queued; then wait for the next request (or chunk). */
 static void write_out(struct mconn *c)
 {
-    int r = tm_buf_flush(&c->out, c->fd);
-    if (r < 0) {
-        conn_close(c);
-        return;
+    int r = tm_conn_flush(&c->out, c->fd, c->src);
+    if (r == 0) {
+        /* Receiving a bundle is busy, not idle: it is bounded by the chunk timeout instead. */
+        if (c->part_fd >= 0)
+            tm_conn_busy(&c->link);
+        else
+            tm_conn_waiting(&c->srv->table, &c->link);
+        r = arm_timer(c);
     }
-    if (r == 1) {
-        tm_source_modify(c->src, EPOLLOUT);
-        return;
-    }
-    /* Receiving a bundle is busy, not idle: it is bounded by the chunk timeout instead. */
-    c->waiting_since = c->part_fd >= 0 ? 0 : ++c->srv->clock;
-    if (tm_source_modify(c->src, EPOLLIN) < 0 || arm_timer(c) < 0)
+    if (r < 0)
         conn_close(c);
 }
 
@@ -254,7 +196,8 @@ static unsigned uploads(struct mnet *s, const uint8_t *signer_id, bool *ret_sign
     unsigned n = 0;
     uint64_t held = 0;
     bool busy = false;
-    for (struct mconn *c = s->conns; c; c = c->next) {
+    for (struct tm_conn *l = s->table.head; l; l = l->next) {
+        struct mconn *c = mconn_of(l);
         if (c->path[0])
             held += c->size;
         if (c->part_fd < 0)
@@ -386,10 +329,10 @@ static int take_chunk(struct mconn *c, const ProtobufCBinaryData *chunk, tm_err 
 
 static struct mconn *conn_by_id(uint64_t id)
 {
-    struct mconn *c = server ? server->conns : NULL;
-    while (c && c->id != id)
-        c = c->next;
-    return c;
+    for (struct tm_conn *l = server ? server->table.head : NULL; l; l = l->next)
+        if (mconn_of(l)->id == id)
+            return mconn_of(l);
+    return NULL;
 }
 
 /* The announcement was checked (migrate_announce.h). An open offer: the space is reserved and the
@@ -406,7 +349,7 @@ static void announced(struct daemon *d, const struct migrate_announced *a, uint8
         conn_close(c); /* evicted or gone while it was checked: the answer is dropped */
         return;
     }
-    c->waiting_since = 0;
+    tm_conn_busy(&c->link);
     tm_err e = {0};
     if (err) {
         refuse(c, err->code ? err->code : EACCES, err->msg);
@@ -493,8 +436,8 @@ static int handle_request(struct mconn *c, const Trustme__MigrateNetRequest *rq,
         int r = bundle_fits(c->srv, rq->upload->has_size ? rq->upload->size : 0, NULL, err);
         if (r < 0)
             return r;
-        if (held_by(c->srv, &c->peer, true) >= MIGRATE_NET_CHECKS_PER_PEER ||
-            held_by(c->srv, NULL, true) >= MIGRATE_NET_MAX_CHECKS)
+        if (checks_held(c->srv, &c->link.peer) >= MIGRATE_NET_CHECKS_PER_PEER ||
+            checks_held(c->srv, NULL) >= MIGRATE_NET_MAX_CHECKS)
             return tm_err_set(err, EAGAIN,
                               PREFIX_AUTH "too many announcements (from this address, or in all) are being checked: "
                                           "try again");
@@ -548,7 +491,7 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
         uint32_t len;
         _cleanup_free_ uint8_t *payload = tm_frame_take(&c->rd, &len);
         tm_err err = {0};
-        c->waiting_since = 0;
+        tm_conn_busy(&c->link);
         if (handle(c, payload, len, &err) < 0) {
             refuse(c, err.code, err.msg);
             return;
@@ -559,7 +502,7 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
             tm_source_free(c->timer);
             c->timer = NULL;
             if (c->checking)
-                c->waiting_since = ++c->srv->clock;
+                tm_conn_waiting(&c->srv->table, &c->link);
             if (tm_source_modify(c->src, 0) < 0)
                 conn_close(c);
             return;
@@ -568,39 +511,24 @@ static void on_conn(tm_source *src, uint32_t events, void *userdata)
     write_out(c);
 }
 
+/* Room for a new client (conn_table.h): a connection whose announcement is being checked may go,
+ * its record stays for the answer, which is then dropped. */
+static void evict(struct tm_conn *victim)
+{
+    log_debug("migration client %s evicted: it waited longest (for a request or its check)", mconn_of(victim)->actor);
+    conn_close(mconn_of(victim));
+}
+
 static void on_client(int fd, void *userdata)
 {
     struct mnet *s = userdata;
-    struct sockaddr_storage peer = {0};
-    socklen_t peer_len = sizeof(peer);
-    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0) {
-        close(fd);
-        return;
-    }
-    unsigned from_peer;
-    struct mconn *victim = longest_waiting(s, &peer, &from_peer);
-    if (from_peer < MIGRATE_NET_MAX_PER_PEER)
-        victim = s->nconns >= MIGRATE_NET_MAX_CONNS ? busiest_peers_idle(s) : NULL;
-    if (victim) {
-        log_debug("migration client %s evicted: it waited longest (for a request or its check)", victim->actor);
-        conn_close(victim);
-    }
-    if (s->nconns >= MIGRATE_NET_MAX_CONNS || (from_peer >= MIGRATE_NET_MAX_PER_PEER && !victim)) {
-        log_debug("migration client refused: no idle connection to make room");
-        close(fd);
-        return;
-    }
+    struct sockaddr_storage peer;
+    if (tm_conn_admit(&s->table, fd, &peer) < 0)
+        return; /* refused: fd closed */
     struct mconn *c = tm_accepted_alloc(fd, sizeof(*c));
     if (!c)
         return;
-    *c = (struct mconn){.srv = s,
-                        .id = ++s->next_id,
-                        .fd = fd,
-                        .peer = peer,
-                        .waiting_since = ++s->clock,
-                        .rd = {.max = MIGRATE_NET_REQUEST_MAX},
-                        .part_fd = -1,
-                        .next = s->conns};
+    *c = (struct mconn){.srv = s, .id = ++s->next_id, .fd = fd, .rd = {.max = MIGRATE_NET_REQUEST_MAX}, .part_fd = -1};
     char host[INET6_ADDRSTRLEN] = "?";
     if (peer.ss_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, host, sizeof(host));
@@ -608,10 +536,7 @@ static void on_client(int fd, void *userdata)
         inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, host, sizeof(host));
     snprintf(c->actor, sizeof(c->actor), "tcp %s", host);
     c->src = tm_loop_io(s->d->loop, fd, EPOLLIN, on_conn, c);
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nconns++;
+    tm_conn_add(&s->table, &c->link, &peer);
     if (!c->src || arm_timer(c) < 0)
         conn_close(c);
 }
@@ -672,35 +597,24 @@ int migrate_net_start(struct daemon *d, tm_err *err)
         return 0;
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return tm_err_sys(err, "cannot create %s", dir);
-    char host[TM_HOST_MAX], port[TM_PORT_MAX];
-    int r = tm_split_hostport(address, 1, host, port, err); /* the source must know the port */
-    if (r < 0)
-        return tm_err_prefix(err, "migrate.address");
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-                    *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0)
-        return tm_err_set(err, EINVAL, "migrate.address %s: %s", address, gai_strerror(gai));
-    _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, MIGRATE_NET_MAX_CONNS) < 0) {
-        r = tm_err_sys(err, "migrate.address: cannot listen on %s", address);
-        freeaddrinfo(ai);
-        return r;
-    }
-    freeaddrinfo(ai);
+    /* port 1..: the source must know it */
+    _cleanup_close_ int fd = tm_tcp_listen(address, 1, MIGRATE_NET_MAX_CONNS, "migrate.address", err);
+    if (fd < 0)
+        return fd;
     struct mnet *s = calloc(1, sizeof(*s));
     if (!s)
         return tm_err_set(err, ENOMEM, "out of memory");
     s->d = d;
+    s->table = (struct tm_conn_table){.max_conns = MIGRATE_NET_MAX_CONNS,
+                                      .max_per_peer = MIGRATE_NET_MAX_PER_PEER,
+                                      .what = "migration",
+                                      .evict = evict};
     s->offers = MIGRATE_NET_OFFER_BURST;
     s->offers_refilled = tm_now_ms();
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     snprintf(s->address, sizeof(s->address), "%s", address);
-    if ((r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err)) < 0) {
+    int r = tm_acceptor_start(&s->acc, d->loop, steal_fd(fd), ACCEPT_PAUSE_MS, "migration", on_client, s, err);
+    if (r < 0) {
         free(s);
         return r;
     }
@@ -716,8 +630,8 @@ void migrate_net_stop(struct daemon *d)
     if (!s)
         return;
     server = NULL;
-    while (s->conns) {
-        struct mconn *c = s->conns;
+    while (s->table.head) {
+        struct mconn *c = mconn_of(s->table.head);
         c->in_flight = false; /* its answer, if it comes, finds no server */
         conn_close(c);
     }

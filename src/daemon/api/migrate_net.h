@@ -12,8 +12,8 @@
 #include "daemon.h"
 #include "error.h"
 
-/* At most this many connections, this many from one address (the attestation endpoint's rule:
- * a new client evicts the longest-waiting idle one, of its own address first). */
+/* At most this many connections, this many from one address (conn_table.h, the attestation
+ * endpoint's rule: a new client evicts the longest-waiting idle one, of its own address first). */
 #define MIGRATE_NET_MAX_CONNS 16
 #define MIGRATE_NET_MAX_PER_PEER 4
 /* Announcements being checked (a tpmd round trip, a chain check in scd), counting those whose

@@ -54,10 +54,13 @@ int image_stamp_fd(int fd, struct image_stamp *ret, tm_err *err)
     int gen = 0;
     if (ioctl(fd, FS_IOC_GETVERSION, &gen) == 0)
         ret->generation = (uint32_t)gen;
-    struct {
+    /* The digest follows its header (digest[]): room for 64 bytes behind it. */
+    union {
         struct fsverity_digest d;
-        uint8_t buf[64];
-    } vd = {.d.digest_size = 64};
+        uint8_t bytes[sizeof(struct fsverity_digest) + 64];
+    } vd;
+    memset(&vd, 0, sizeof(vd));
+    vd.d.digest_size = 64;
     if (ioctl(fd, FS_IOC_MEASURE_VERITY, &vd) == 0 && vd.d.digest_size <= sizeof(ret->verity))
         memcpy(ret->verity, vd.d.digest, vd.d.digest_size);
     if (!S_ISREG(ret->mode))

@@ -13,28 +13,23 @@
 
 #include "cleanup.h"
 
-/* add_key argument with room for a 64-byte raw key behind it (the struct ends in raw[]). */
-struct add_key_arg {
-    struct fscrypt_add_key_arg arg;
-    uint8_t raw[FSCRYPT_MAX_KEY_SIZE];
-};
-
 static int add_key(int rootfd, const struct secret *key, uint8_t id[FSCRYPT_KEY_IDENTIFIER_SIZE], tm_err *err)
 {
     if (key->len != FSCRYPT_MAX_KEY_SIZE)
         return tm_err_set(err, EINVAL, "the data key has %zu bytes, not %d", key->len, FSCRYPT_MAX_KEY_SIZE);
     /* The ioctl takes the key inside its argument: build that in locked memory too. */
     _cleanup_secret_ struct secret *buf = NULL;
-    int r = secret_new(sizeof(struct add_key_arg), &buf, err);
+    /* The argument ends in the key (raw[]): room for the 64 bytes behind it. */
+    int r = secret_new(sizeof(struct fscrypt_add_key_arg) + FSCRYPT_MAX_KEY_SIZE, &buf, err);
     if (r < 0)
         return r;
-    struct add_key_arg *a = (struct add_key_arg *)buf->data;
-    a->arg.key_spec.type = FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER;
-    a->arg.raw_size = (uint32_t)key->len;
+    struct fscrypt_add_key_arg *a = (struct fscrypt_add_key_arg *)buf->data;
+    a->key_spec.type = FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER;
+    a->raw_size = (uint32_t)key->len;
     memcpy(a->raw, key->data, key->len);
-    if (ioctl(rootfd, FS_IOC_ADD_ENCRYPTION_KEY, &a->arg) < 0)
+    if (ioctl(rootfd, FS_IOC_ADD_ENCRYPTION_KEY, a) < 0)
         return tm_err_sys(err, "cannot add the data key to the file system");
-    memcpy(id, a->arg.key_spec.u.identifier, FSCRYPT_KEY_IDENTIFIER_SIZE);
+    memcpy(id, a->key_spec.u.identifier, FSCRYPT_KEY_IDENTIFIER_SIZE);
     return 0;
 }
 
