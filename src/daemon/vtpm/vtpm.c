@@ -123,11 +123,14 @@ void vtpm_set_events(struct container *c, const struct tm_event_item *items, siz
                                        items[i].type, hex, items[i].name);
         v->nev++;
     }
-    /* Measured: the data key is unwrapped next (the token, the PIN). trustme-vtpm starts now and
-     * waits for its key, so that its exec and set-up overlap that too (vtpm_start delivers). Not
-     * while the last run's vTPM still stops (its anchor comes first), nor when this start cannot
-     * have a vTPM (vtpm_start says why). */
+    /* Measured: the data key is unwrapped next (the token, the PIN). The standby launched when the
+     * last run ended is this start's trustme-vtpm; without one it starts now and waits for its
+     * key, so that its exec and set-up overlap that too (vtpm_start delivers). Not while the last
+     * run's vTPM still stops (its anchor comes first), nor when this start cannot have a vTPM
+     * (vtpm_start says why). */
     tm_err err = {0};
+    if (c->state == CS_STARTING)
+        vtpm_standby_take(v);
     if (!v->pid && c->state == CS_STARTING && vtpm_check(c, &err) == 0 && vtpm_launch(v, &err) < 0)
         log_debug("%s: trustme-vtpm not started ahead: %s", container_label(c), err.msg);
 }
@@ -225,9 +228,10 @@ void vtpm_check_and_spawn(struct vtpm *v)
     vtpm_anchor_name(v->c, name, sizeof(name));
     const char *names[] = {name};
     tm_err err = {0};
-    /* trustme-vtpm runs already (vtpm_set_events) or starts now, and waits for its key: its exec
-     * and set-up overlap the anchor read, and it gets the state only when that check passed
-     * (deliver). */
+    /* trustme-vtpm runs already (the standby, or vtpm_set_events) or starts now, and waits for its
+     * key: its exec and set-up overlap the anchor read, and it gets the state only when that
+     * check passed (deliver). */
+    vtpm_standby_take(v);
     if ((v->key_fd < 0 && vtpm_launch(v, &err) < 0) || tpmd_anchor_get(v->c->d, names, 1, on_anchor, v, &err) < 0)
         vtpm_finish_start(v, &err);
 }
@@ -270,17 +274,22 @@ void vtpm_status(const struct container *c, struct vtpm_status *ret)
 {
     *ret = (struct vtpm_status){0};
     if (c->vtpm) {
-        ret->running = c->vtpm->pid > 0;
-        ret->pid = c->vtpm->pid;
+        ret->running = c->vtpm->pid > 0 && !c->vtpm->standby;
+        ret->pid = ret->running ? c->vtpm->pid : 0;
         ret->restarts = c->vtpm->restarts;
+        ret->standby_pid = c->vtpm->standby ? c->vtpm->pid : 0;
+        ret->standby_waiting = c->vtpm->standby && c->vtpm->waiting;
     }
     ret->state_exists = vtpm_state_digest(c, ret->state_sha256);
 }
 
 int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *err)
 {
-    if (c->state != CS_STOPPED || (c->vtpm && c->vtpm->pid))
+    if (c->state != CS_STOPPED || (c->vtpm && c->vtpm->pid && !c->vtpm->standby))
         return tm_err_set(err, EBUSY, "stop the container first");
+    /* Its standby holds the state directory that goes now: the next one is launched for the new. */
+    if (c->vtpm)
+        vtpm_standby_drop(c->vtpm);
     char dir[PATH_MAX + 8], name[96];
     vtpm_state_dir(c, dir, sizeof(dir));
     int r = rm_rf(dir);
@@ -295,12 +304,38 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
     vtpm_owner_forget(c); /* the owner's keys went with the state */
     vtpm_anchor_name(c, name, sizeof(name));
     struct tpmd_anchor_entry e = {.name = name, .remove = true};
-    return tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err);
+    if ((r = tpmd_anchor_update(c->d, &e, 1, NULL, 0, fn, userdata, err)) < 0)
+        return r;
+    if (c->cfg->vtpm) {
+        struct vtpm *v = vtpm_get(c);
+        if (v)
+            vtpm_standby_want(v);
+    }
+    return 0;
 }
 
+/* A standby is not busy: it has nothing to save, and whoever asks drops it. */
 bool vtpm_busy(const struct container *c)
 {
-    return c->vtpm && (c->vtpm->pid || c->vtpm->anchoring);
+    return c->vtpm && ((c->vtpm->pid && !c->vtpm->standby) || c->vtpm->anchoring);
+}
+
+void vtpm_config_changed(struct container *c)
+{
+    /* Launched for the old config (whether it has a vTPM at all): a new one for the new config,
+     * if it has a vTPM. */
+    vtpm_drop_standby(c);
+    if (c->cfg->vtpm && c->state == CS_STOPPED) {
+        struct vtpm *v = vtpm_get(c);
+        if (v)
+            vtpm_standby_want(v);
+    }
+}
+
+void vtpm_drop_standby(struct container *c)
+{
+    if (c->vtpm && c->vtpm->standby)
+        vtpm_standby_drop(c->vtpm);
 }
 
 void vtpm_wiped(struct container *c)
@@ -318,13 +353,20 @@ void vtpm_wiped(struct container *c)
 
 static void on_transition(struct container *c, enum cstate old, enum cevent ev)
 {
-    /* After the container's last process: its vTPM goes, and its state is anchored. */
-    if (c->vtpm && c->state == CS_STOPPED)
-        vtpm_stop(c->vtpm);
+    /* After the container's last process: its vTPM goes, and its state is anchored. A standby
+     * stays: it waits for the next start (a start given up before it took it changes nothing). */
+    if (!c->vtpm || c->state != CS_STOPPED || c->vtpm->standby)
+        return;
+    vtpm_stop(c->vtpm);
+    /* A start that failed may have seen its trustme-vtpm end before the container was stopped
+     * (too early for a standby then): the next run's is launched now. */
+    if (!c->vtpm->pid)
+        vtpm_standby_want(c->vtpm);
 }
 
 static void on_removed(struct container *c)
 {
+    vtpm_drop_standby(c);
     if (!c->cfg->vtpm)
         return;
     char name[96];
@@ -343,6 +385,8 @@ static void on_freed(struct container *c)
     struct vtpm *v = c->vtpm;
     if (!v)
         return;
+    vtpm_standby_drop(v); /* (reaped, not left a zombie) */
+    vtpm_standby_settled(v);
     if (v->pidfd >= 0)
         syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
     tm_source_free(v->pid_src);
@@ -363,10 +407,13 @@ static void on_freed(struct container *c)
 
 bool vtpm_exit_ready(struct daemon *d)
 {
-    for (struct container *c = d->containers; c; c = c->next)
-        if (c->vtpm && (c->vtpm->pid || c->vtpm->anchoring))
-            return false;
-    return true;
+    bool ready = true;
+    for (struct container *c = d->containers; c; c = c->next) {
+        vtpm_drop_standby(c); /* nothing to save: killed, not waited for */
+        if (vtpm_busy(c))
+            ready = false;
+    }
+    return ready;
 }
 
 const struct container_observer vtpm_container_observer = {

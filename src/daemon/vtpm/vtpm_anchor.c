@@ -111,6 +111,8 @@ static void on_step_anchored(struct daemon *d, const Trustme__Tpmd__Response *re
 {
     struct vtpm *v = userdata;
     v->anchoring--;
+    if (!v->anchoring && v->want_standby)
+        vtpm_standby_want(v); /* the last run's state is anchored: the next run's trustme-vtpm */
     if (err) {
         log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
         daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
@@ -254,6 +256,8 @@ static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, c
 {
     struct vtpm *v = userdata;
     v->anchoring--;
+    if (!v->anchoring && v->want_standby)
+        vtpm_standby_want(v); /* the last run's state is anchored: the next run's trustme-vtpm */
     if (err) {
         log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
         daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);

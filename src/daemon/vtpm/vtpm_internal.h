@@ -54,6 +54,16 @@ struct vtpm {
     bool ready_seen; /* it said "R": the start finishes once its EKs are measured too */
     bool adopted; /* re-adopted after a trustmed restart: not our child, and no key to restart it */
     unsigned restarts;
+    /* The standby (docs/VTPM.md "The standby"): trustme-vtpm launched for the next start while the
+     * container is stopped, with nothing but its empty pipes, waiting for a key; the next start
+     * takes it (vtpm_standby_take) instead of launching one. */
+    bool standby; /* pid is a standby no start has taken yet */
+    bool waiting; /* it said "W": exec'd and linked, blocked on its key */
+    bool want_standby; /* launch one once the container is at rest (stopped, its state anchored) */
+    /* What it was launched for: a start takes it only for the same vTPM uid and directories. */
+    uid_t launched_uid;
+    dev_t launched_dev;
+    ino_t launched_state_ino, launched_run_ino;
     /* The state as trustme-vtpm learnt it from its TPM (docs/VTPM.md "The state"): the last
      * committed digest ("C", or the anchored one at the start), and one announced before its
      * rename ("P") that is not committed yet. Only these are ever anchored or accepted on disk. */
@@ -91,8 +101,8 @@ struct vtpm {
 /* vtpm.c */
 int vtpm_uid(const struct container *c, uid_t *ret, tm_err *err);
 void vtpm_state_dir(const struct container *c, char *out, size_t size); /* <data>/containers/<uuid>/vtpm */
-void vtpm_run_dir(const struct container *c, char *out, size_t size);   /* <run>/vtpm/<uuid> */
-struct vtpm *vtpm_get(struct container *c);                               /* made on first use; NULL: no memory */
+void vtpm_run_dir(const struct container *c, char *out, size_t size); /* <run>/vtpm/<uuid> */
+struct vtpm *vtpm_get(struct container *c); /* made on first use; NULL: no memory */
 void vtpm_finish_start(struct vtpm *v, const tm_err *err);
 void vtpm_check_and_spawn(struct vtpm *v);
 
@@ -115,6 +125,12 @@ void vtpm_close_report(struct vtpm *v);
 void vtpm_on_report(tm_source *src, uint32_t events, void *userdata);
 void vtpm_anchor_step(struct vtpm *v, const uint8_t digest[32], bool answer);
 void vtpm_anchor_state(struct vtpm *v);
+
+/* vtpm_standby.c */
+void vtpm_standby_want(struct vtpm *v);
+void vtpm_standby_take(struct vtpm *v);
+void vtpm_standby_drop(struct vtpm *v);
+void vtpm_standby_settled(struct vtpm *v);
 
 /* vtpm_ek.c */
 void vtpm_ek_record_path(const struct container *c, char *out, size_t size);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,22 @@
 static void on_ready(tm_source *src, uint32_t events, void *userdata)
 {
     struct vtpm *v = userdata;
-    char msg[READY_MAX];
-    ssize_t n = read(v->ready_fd, msg, sizeof(msg));
+    char buf[READY_MAX], *msg = buf;
+    ssize_t n = read(v->ready_fd, buf, sizeof(buf));
     tm_err err = {0};
+    /* "W" first: exec'd and linked, it waits for its key (docs/VTPM.md "The standby"). */
+    if (n >= 1 && buf[0] == 'W') {
+        v->waiting = true;
+        vtpm_standby_settled(v);
+        msg++;
+        n--;
+        if (n == 0 && src)
+            return; /* the rest comes once it has its key */
+        if (n == 0) { /* it ended (vtpm_on_exit): what it wrote after, or the pipe's EOF */
+            msg = buf;
+            n = read(v->ready_fd, buf, sizeof(buf));
+        }
+    }
     if (n >= 1 && msg[n - 1] == 'E' && v->manufacture && v->ev_fd >= 0) {
         /* The EKs are made: record them, have them certified, then let trustme-vtpm go on. */
         if (vtpm_record_eks(v, msg, (size_t)n - 1, &err) < 0) {
@@ -202,6 +216,14 @@ int vtpm_launch(struct vtpm *v, tm_err *err)
     int key[2] = {-1, -1}, ev[2] = {-1, -1}, ready[2] = {-1, -1}, rep[2] = {-1, -1};
     if (state_fd < 0)
         return tm_err_sys(err, "cannot open %s", sdir);
+    /* What it is launched for: a standby is taken only by a start of the same vTPM. */
+    struct stat sst, rst;
+    if (fstat(state_fd, &sst) < 0 || stat(rdir, &rst) < 0)
+        return tm_err_sys(err, "cannot stat %s", sdir);
+    v->launched_uid = uid;
+    v->launched_dev = sst.st_dev;
+    v->launched_state_ino = sst.st_ino;
+    v->launched_run_ino = rst.st_ino;
     if (pipe2(key, O_CLOEXEC) < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rep) < 0 || fd_set_nonblock(rep[0], true) < 0) {
         tm_err_sys(err, "pipe");
@@ -218,6 +240,14 @@ int vtpm_launch(struct vtpm *v, tm_err *err)
     if (pid < 0) {
         tm_err_sys(err, "cannot start trustme-vtpm");
         goto fail;
+    }
+    /* A standby's exec and linking take only CPU nobody else wants: the start it waits for may be
+     * hours away, and one that comes sooner raises it (vtpm_standby_take). Set here, not in the
+     * child: a take before the child got that far must not be undone by it. */
+    if (v->standby) {
+        struct sched_param sp = {0};
+        if (sched_setscheduler(pid, SCHED_IDLE, &sp) < 0)
+            log_debug("%s: the standby runs at the ordinary scheduling: %s", container_label(c), strerror(errno));
     }
     close_and_reset(key[0]);
     close_and_reset(ev[0]);
@@ -238,7 +268,7 @@ int vtpm_launch(struct vtpm *v, tm_err *err)
     v->pid = pid;
     v->pidfd = pidfd;
     v->ready_fd = ready[0];
-    v->adopted = v->delivered = v->ready_seen = v->eks_measuring = false;
+    v->adopted = v->delivered = v->ready_seen = v->eks_measuring = v->waiting = false;
     v->pid_src = tm_loop_io(c->d->loop, pidfd, EPOLLIN, vtpm_on_exit, v);
     v->ready_src = tm_loop_io(c->d->loop, v->ready_fd, EPOLLIN, on_ready, v);
     if (!v->pid_src || !v->ready_src || !v->report_src) {
@@ -366,6 +396,11 @@ void vtpm_on_exit(tm_source *src, uint32_t events, void *userdata)
     if (!v->adopted && child_exit_status(v->pidfd, &status) <= 0)
         return;
     v->adopted = false;
+    bool was_standby = v->standby;
+    v->standby = v->waiting = false;
+    vtpm_standby_settled(v);
+    /* Its exit code or signal number; 0 when unknown (adopted, or reaped elsewhere). */
+    int code = status < 0 ? 0 : WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
     tm_source_free(v->stop_timer);
     v->stop_timer = NULL;
     tm_source_free(v->pid_src);
@@ -395,6 +430,14 @@ void vtpm_on_exit(tm_source *src, uint32_t events, void *userdata)
     if (!wanted) {
         secret_free(v->key);
         v->key = NULL;
+        /* A run (or a start) ended: the next run's trustme-vtpm is launched now, once the state
+         * is anchored. A standby that ended (killed by someone, or it failed) is not replaced
+         * until then: the next start launches one as before. */
+        if (was_standby)
+            log_info("%s: its standby trustme-vtpm ended (status %d): the next start launches one", container_label(c),
+                     code);
+        else
+            vtpm_standby_want(v);
         /* trustmed may be waiting for this vTPM to exit; when its last commit was anchored
          * already, no anchor callback comes to tell it. */
         daemon_maybe_exit(c->d);
@@ -407,8 +450,6 @@ void vtpm_on_exit(tm_source *src, uint32_t events, void *userdata)
         daemon_audit(c->d, "vtpm.restart", "fail", c, NULL, "%s", err.code ? err.msg : "too many restarts");
         return;
     }
-    /* Its exit code or signal number; 0 when unknown (adopted, or reaped elsewhere). */
-    int code = status < 0 ? 0 : WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
     log_warn("%s: the vTPM ended (status %d); started again", container_label(c), code);
     daemon_audit(c->d, "vtpm.restart", "ok", c, NULL, "status %d", code);
 }

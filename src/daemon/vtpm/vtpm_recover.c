@@ -79,7 +79,7 @@ static int connect_reports(struct vtpm *v)
     return v->report_src ? 0 : -ENOMEM;
 }
 
-void vtpm_recover(struct container *c)
+static void readopt(struct container *c)
 {
     if (!c->cfg->vtpm)
         return;
@@ -139,5 +139,18 @@ void vtpm_recover(struct container *c)
     } else {
         /* Its container is gone: it stops, and its state is anchored when it has. */
         vtpm_stop(v);
+    }
+}
+
+void vtpm_recover(struct container *c)
+{
+    readopt(c);
+    /* A stopped container's next start finds its trustme-vtpm waiting (docs/VTPM.md "The
+     * standby"): launched once trustmed is up, one container at a time, at SCHED_IDLE. One whose
+     * orphaned vTPM still stops gets it once that one's state is anchored (vtpm_on_exit). */
+    if (c->cfg->vtpm && c->state == CS_STOPPED && (!c->vtpm || !c->vtpm->pid)) {
+        struct vtpm *v = vtpm_get(c);
+        if (v)
+            vtpm_standby_want(v);
     }
 }
