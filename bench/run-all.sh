@@ -1052,7 +1052,8 @@ $(network_target_rows)
 | secure storage commit ≤ 2× a plain file written with fsync and rename (median, same run; 64 B / 4 KiB / 64 KiB, one store per commit) | ${SSTORE_RATIO_64_1}× / ${SSTORE_RATIO_4096_1}× / ${SSTORE_RATIO_65536_1}× | $(pass_if "$SSTORE_RATIO_64_1 <= 2") / $(pass_if "$SSTORE_RATIO_4096_1 <= 2") / $(pass_if "$SSTORE_RATIO_65536_1 <= 2") |
 | (8 stores per batch, one anchor update; 64 B / 4 KiB) | ${SSTORE_RATIO_64_8}× / ${SSTORE_RATIO_4096_8}× | $(pass_if "$SSTORE_RATIO_64_8 <= 2") / $(pass_if "$SSTORE_RATIO_4096_8 <= 2") |
 | vTPM take-ownership end to end < 1 s (median, swtpm) | $OWN_MEDIAN_MS ms (slowest $OWN_MAX_MS ms) | **$(pass_if "$OWN_MEDIAN_MS < 1000")** |
-| vTPM: start-to-exit with a vTPM minus without < 10 ms (encrypted 16 MiB volume, interleaved rounds; "Per-container vTPM") | $(fmt "$(awk -v a="$MED_VTPM" -v b="$MED_PLAIN" 'BEGIN {print a - b}')") ms ($MED_VTPM vs $MED_PLAIN ms) | **$(pass_if "$MED_VTPM - $MED_PLAIN < 10")** |
+| vTPM: start-to-exit with a vTPM minus without < 10 ms (from rest: encrypted 16 MiB volume, interleaved rounds; "Per-container vTPM") | $(fmt "$(awk -v a="$MED_VTPM" -v b="$MED_PLAIN" 'BEGIN {print a - b}')") ms ($MED_VTPM vs $MED_PLAIN ms) | **$(pass_if "$MED_VTPM - $MED_PLAIN < 10")** |
+| (the immediate restart, the same container again at once: its last vTPM's stop and anchor first; reported apart, no target) | $IMM_VTPM ms vs $IMM_PLAIN ms without a vTPM | – |
 | (the first start, which manufactures the vTPM; reported apart, no target) | $FIRST_VTPM ms vs $FIRST_PLAIN ms without a vTPM | – |
 
 ## Notes

@@ -123,7 +123,11 @@ def start_helper(run, state):
     p = subprocess.Popen([str(HELPER), "--run-dir", str(run), "--state-dir", str(state)], preexec_fn=pre,
                          pass_fds=(3, 4, 5))
     os.close(r_w)
-    assert os.read(r_r, 1) == b"R"
+    said = b""
+    while not said.endswith(b"R"):  # "W" (it waits for its key, which is there already), then "R"
+        got = os.read(r_r, 16)
+        assert got, said
+        said += got
     elapsed = time.perf_counter() - t
     for fd in (k_r, e_r, r_r):
         os.close(fd)

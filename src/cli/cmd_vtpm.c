@@ -82,6 +82,9 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
                               "anchor_version", (json_int_t)v->anchor_version);
         if (o && v->has_pid)
             json_object_set_new(o, "pid", json_integer(v->pid));
+        if (o && v->has_standby_pid)
+            json_object_set_new(
+                o, "standby", json_pack("{s:I,s:b}", "pid", (json_int_t)v->standby_pid, "waiting", v->standby_waiting));
         json_t *eks = json_array();
         for (size_t i = 0; eks && i < v->n_eks; i++) {
             json_t *e = json_pack("{s:s?,s:s?,s:I}", "kind", v->eks[i]->kind, "name", v->eks[i]->name, "handle",
@@ -111,6 +114,9 @@ int cmd_vtpm_info(struct cli *cli, const struct cli_args *a)
             printf("running:   pid %u, %u restarts\n", v->pid, v->restarts);
         else
             printf("running:   no\n");
+        if (v->has_standby_pid)
+            printf("standby:   pid %u, %s\n", v->standby_pid,
+                   v->standby_waiting ? "waiting for the next start's key" : "starting");
         printf("state:     %s\n", v->state_exists ? v->state_sha256 : "none (made at the next start)");
         printf("anchored:  %s%s\n", v->anchored_sha256 ? v->anchored_sha256 : "nothing",
                !v->running && (v->state_sha256 || v->anchored_sha256)

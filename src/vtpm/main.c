@@ -8,7 +8,8 @@
  *   fd 4  the container's events, one "PCR SHA256-HEX" line each, to extend before the guest
  *         can connect, and EK certificates to store in NV, "CERT rsa|ecc DER-HEX" (EOF ends it;
  *         with --manufacture trustmed sends it only after the EKs are reported),
- *   fd 5  with --manufacture first one "EK rsa|ecc HEX" line per endorsement key made (its
+ *   fd 5  "W" once it waits for its key (exec'd and linked: a standby is ready to be taken); then
+ *         with --manufacture first one "EK rsa|ecc HEX" line per endorsement key made (its
  *         TPMT_PUBLIC) and "E" (before fd 4 is read); then, once the proxy sockets accept, an
  *         "NV rsa|ecc" line per certificate stored and "R" (then closed),
  *   fd 6  the state directory (--state-dir /proc/self/fd/6),
@@ -694,6 +695,10 @@ int main(int argc, char **argv)
     const uint8_t *state;
     size_t state_len;
     struct secret *key = NULL;
+    /* Exec'd and linked: "W" says it waits for its key now (docs/VTPM.md "The standby": trustmed
+     * launches the next container's standby once this one waits; `trustme vtpm info` shows it). */
+    if (write(READY_FD, "W", 1) != 1 && errno != EBADF)
+        say("cannot say it waits: %s", strerror(errno));
     int r = read_key(&key);
     if (r < 0) {
         /* Before any state was read: nothing to save. */

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
+from conftest import process_gone, wait_for
 from ksclient import Keystore, auths, params
 from test_attestation import make_refs, pki_of, swtpm_installed  # noqa: F401 (fixture)
 from test_device import PKI_TOOL, provision, secret_ok
@@ -319,8 +319,13 @@ def test_vtpm_keystore_and_secure_storage_move_with_the_container(kp, tmp_path):
     p.s.cli("stop", "v")
     wait_for(lambda: not json.loads(p.s.cli("vtpm", "info", "--json", "v").stdout).get("running"), timeout=20,
              what="the vTPM saved")
+    standby = wait_for(lambda: (json.loads(p.s.cli("vtpm", "info", "--json", "v").stdout).get("standby") or {})
+                       .get("pid"), timeout=60, interval=0.1, what="the source's standby trustme-vtpm")
 
     bundle, r = export(p, "v")
+    # The container is to start on the target: its standby here goes (docs/VTPM.md "The standby").
+    wait_for(lambda: process_gone(standby), timeout=30, what="the standby to go at the export")
+    assert "standby" not in json.loads(p.s.cli("vtpm", "info", "--json", "v").stdout)
     lay = layout(bundle)
     assert {"vtpm/tpm2.state", "vtpm-ek", "keystore/mig-ec.key"} <= set(lay["parts"]), lay["parts"]
     assert not any(n.startswith("vtpm-ek-cert") for n in lay["parts"])

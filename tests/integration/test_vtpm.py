@@ -100,19 +100,34 @@ def pub_dir(d, name):
     return d.run_dir / "vtpm" / d.state(name)["uuid"] / "pub"
 
 
-def vtpm_pid(d, name):
-    """This container's trustme-vtpm (its TPM, libtpms, runs in it), by its command line."""
+SCHED_IDLE = 5
+
+
+def vtpm_processes(d, name):
+    """This container's trustme-vtpm processes, pid -> its scheduling policy (/proc/PID/stat)."""
     pub = d.state(name)["uuid"].encode()
+    out = {}
     for e in Path("/proc").iterdir():
         if not e.name.isdigit():
             continue
         try:
             cmd = (e / "cmdline").read_bytes()
-        except OSError:
+            if cmd.startswith(b"trustme-vtpm\0") and pub in cmd:
+                out[int(e.name)] = int((e / "stat").read_text().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError, ValueError):
             continue
-        if cmd.startswith(b"trustme-vtpm\0") and pub in cmd:
-            return int(e.name)
-    return None
+    return out
+
+
+def vtpm_pid(d, name):
+    """This container's trustme-vtpm (its TPM, libtpms, runs in it), by its command line; not its
+    standby (docs/VTPM.md "The standby": the next start's, waiting at SCHED_IDLE for its key)."""
+    return next((pid for pid, policy in vtpm_processes(d, name).items() if policy != SCHED_IDLE), None)
+
+
+def standby_pid(d, name):
+    """The standby trustme-vtpm waiting for the next start of name, as /proc shows it."""
+    return next((pid for pid, policy in vtpm_processes(d, name).items() if policy == SCHED_IDLE), None)
 
 
 def replay(log_text, pcr):

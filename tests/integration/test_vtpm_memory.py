@@ -25,15 +25,17 @@ def _pin_file(d, *lines):
 
 
 def _vtpm_pid(d, name):
+    """Its serving trustme-vtpm, not the standby waiting for the next start (SCHED_IDLE)."""
     uuid = d.state(name)["uuid"].encode()
     for e in Path("/proc").iterdir():
         if not e.name.isdigit():
             continue
         try:
             cmd = (e / "cmdline").read_bytes()
-        except OSError:
+            policy = int((e / "stat").read_text().rsplit(")", 1)[1].split()[38])
+        except (OSError, IndexError, ValueError):
             continue
-        if cmd.startswith(b"trustme-vtpm\0") and uuid in cmd:
+        if cmd.startswith(b"trustme-vtpm\0") and uuid in cmd and policy != 5:
             return int(e.name)
     return None
 

@@ -60,7 +60,7 @@ def test_without_its_key_it_ends_and_leaves_the_state(tmp_path):
         os.close(k)
         os.write(e, EVENTS)
         os.close(e)
-        assert _read_until(r, (b"R",)) == b"R"
+        assert _read_until(r, (b"R",)) == b"WR"  # "W": it waited for its key first
     finally:
         p.terminate()
         p.wait(timeout=30)
@@ -71,7 +71,7 @@ def test_without_its_key_it_ends_and_leaves_the_state(tmp_path):
     try:
         os.close(k)  # no key
         assert p.wait(timeout=30) == 3
-        assert os.read(r, 16) == b"", "it said it was ready without a key"
+        assert os.read(r, 16) == b"W", "it said more than that it waits for its key"
     finally:
         os.close(e)
         os.close(r)
@@ -94,8 +94,8 @@ def test_manufacture_is_said_with_the_key(tmp_path):
         os.write(k, KEY + b"M")
         os.close(k)
         msg = _read_until(r, (b"E", b"R"))
-        assert msg.endswith(b"E"), msg
-        kinds = [line.split()[1] for line in msg[:-1].decode().splitlines()]
+        assert msg.startswith(b"W") and msg.endswith(b"E"), msg
+        kinds = [line.split()[1] for line in msg[1:-1].decode().splitlines()]
         assert kinds == ["rsa", "ecc"], msg
         os.write(e, EVENTS)
         os.close(e)

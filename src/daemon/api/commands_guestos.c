@@ -24,6 +24,7 @@
 #include "volume.h"
 #include "tokens.h"
 #include "trust.h"
+#include "vtpm.h"
 
 #define CONFIG_JSON_MAX (1024 * 1024)
 #define SIGNATURE_MAX (16 * 1024)
@@ -188,6 +189,8 @@ static void update_apply(struct config_op *op)
     int r = update_target(op, &c, &err);
     if (r == 0 && (r = check_update(c, cfg, &err)) == 0)
         r = container_update(c, cfg, (const char *)op->json.data, op->json.len, op->is_signed ? &sig : NULL, &err);
+    if (r == 0)
+        vtpm_config_changed(c); /* a standby trustme-vtpm was launched for the old config */
     config_op_done(op, c, cfg, op->is_signed, r, &err);
 }
 

@@ -785,6 +785,8 @@ static void migrate_export(struct conn *conn, uint64_t id, const Trustme__Migrat
     struct mig_op *op = op_new(conn, id);
     if (!op)
         return;
+    /* It is to start on the target: its standby trustme-vtpm goes (a start here launches one). */
+    vtpm_drop_standby(c);
     snprintf(op->uuid, sizeof(op->uuid), "%s", c->uuid);
     snprintf(op->path, sizeof(op->path), "%s", rq->path);
     snprintf(op->offer_id, sizeof(op->offer_id), "%s", offer->offer_id);

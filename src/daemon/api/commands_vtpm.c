@@ -82,6 +82,11 @@ static void on_info_anchor(struct daemon *d, const Trustme__Tpmd__Response *resp
         info.has_pid = true;
         info.pid = (uint32_t)st.pid;
     }
+    if (st.standby_pid) {
+        info.has_standby_pid = info.has_standby_waiting = true;
+        info.standby_pid = (uint32_t)st.standby_pid;
+        info.standby_waiting = st.standby_waiting;
+    }
     if (st.state_exists) {
         tm_hex(st.state_sha256, 32, state_hex);
         info.state_sha256 = state_hex;

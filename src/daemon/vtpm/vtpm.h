@@ -38,6 +38,8 @@ struct vtpm_status {
     bool running;
     pid_t pid;
     unsigned restarts;
+    pid_t standby_pid; /* the next start's trustme-vtpm, waiting (docs/VTPM.md "The standby"); 0: none */
+    bool standby_waiting; /* it is exec'd and linked, blocked on its key */
     bool state_exists;
     uint8_t state_sha256[32];
 };
@@ -73,8 +75,14 @@ int vtpm_reset(struct container *c, tpmd_reply_fn fn, void *userdata, tm_err *er
 /* The container was wiped (a new data key, from which the state key is derived): its vTPM is
  * reset, so that its next start makes a new one. */
 void vtpm_wiped(struct container *c);
-/* Its trustme-vtpm still runs (the container stopped, the vTPM is saving its state). */
+/* Its trustme-vtpm still runs (the container stopped, the vTPM is saving its state). A standby
+ * (docs/VTPM.md "The standby") is not: it has nothing to save. */
 bool vtpm_busy(const struct container *c);
+/* c's config was replaced: a standby launched for the old one goes (a new one comes if c still
+ * has a vTPM). */
+void vtpm_config_changed(struct container *c);
+/* c's standby goes (an export: the container is to start elsewhere); a start launches one. */
+void vtpm_drop_standby(struct container *c);
 
 /* After c was re-adopted (or found stopped) at trustmed's start: re-adopt the vTPM the last
  * trustmed left running for it (it outlives trustmed), or stop it when c no longer runs. A
