@@ -30,11 +30,13 @@
 # Writes into OUTDIR (default: a temporary directory, printed at the end):
 #   net-another-roundN.json, net-first.json, net-start-roundN.json, net-stop-roundN.json  hyperfine JSON
 #   net-iperf-{veth,lo}-N.json   iperf3 -J
-#   net-cpu.tsv   "MODE TICKS" per start (clock ticks of trustmed's CPU time)
+#   net-cpu.tsv   "MODE START_US STOP_US" per start and stop (CPU of trustmed's cgroup, microseconds)
 #   network.env   facts for the report (run-all.sh network_section)
 #   network-latency.md, network-throughput.md   the tables
-#    And CPU per start: trustmed's CPU time (its reaped children and its nftables helper included)
-#    around each `trustme start` of the sleeping configs, CPU_REPS of each, alternating.
+#    And CPU per start and per stop: the CPU time of a cgroup holding trustmed (moved in after its
+#    start: its nft helper, veth deleter and setup processes inherit it) and the containers (below it,
+#    --cgroup-parent), around each `trustme start` and `trustme stop --kill` of the sleeping configs,
+#    CPU_REPS of each, alternating.
 # Environment: RUNS (30), WARMUP (3), ROUNDS (3), FIRST_RUNS (30), IPERF_REPS (5), IPERF_SECONDS (5), CPU_REPS (20),
 # SKIP_INSTALL=1 to skip install-deps.sh. Everything it makes (daemon, containers, bridge, veths,
 # nftables tables, iperf3 servers, cgroups, files) is removed on exit, also on failure or interruption.
@@ -116,8 +118,18 @@ done
 mkdir -p "$W/tm/data"
 jq -n --arg br "$BRIDGE" --arg sn "$SUBNET.0/24" \
     '{policy: {allow_unsigned: true}, network: {bridge: $br, subnet: $sn, nat: false}}' >"$W/tm/data/device.json"
-log "starting trustmed (bridge $BRIDGE, subnet $SUBNET.0/24, cgroup parent $CG_PARENT)"
-start_trustmed "$W/tm" "$CG_PARENT" "$ID_BASE"
+log "starting trustmed (bridge $BRIDGE, subnet $SUBNET.0/24, cgroup parent $CG_PARENT/ct)"
+start_trustmed "$W/tm" "$CG_PARENT/ct" "$ID_BASE"
+# CPU is read from a cgroup that holds trustmed (moved in now: the nft helper, the veth deleter and
+# every setup process are forked later and inherit it) and, below it, the containers: its usage
+# counts all of them, at the kernel's resolution, also for processes that are gone.
+if [ -d /sys/fs/cgroup/cpuacct ]; then
+    CPU_CG=/sys/fs/cgroup/cpuacct/$CG_PARENT
+else
+    CPU_CG=/sys/fs/cgroup/$CG_PARENT # cgroup v2: cpu.stat's usage_usec
+fi
+mkdir -p "$CPU_CG/daemon"
+echo "$TMD_PID" >"$CPU_CG/daemon/cgroup.procs" || die "cannot move trustmed into $CPU_CG/daemon"
 
 mkct() { # NAME ROOTFS NETWORK-JSON INIT [ARG...]
     local name=$1 rootfs=$2 net=$3 init=$4
@@ -184,31 +196,30 @@ done
 tm stop --kill sleep-none >/dev/null 2>&1 || true
 tm stop --kill sleep-bridged >/dev/null 2>&1 || true
 
-# --- 1d. CPU per start (another bridged container runs) -----------------------------------------
-# trustmed's user+system time with its reaped children (the setup process and what it forked) and
-# its nftables helper (trustmed-nft, not reaped while it runs), before and after each start;
-# CPU_REPS starts of each, alternating, each stopped again (untimed) before the next.
-tmd_cpu_ticks() {
-    local t c kids=()
-    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$TMD_PID/stat")
-    read -ra kids <"/proc/$TMD_PID/task/$TMD_PID/children" || true
-    for c in "${kids[@]}"; do
-        [ "$(cat "/proc/$c/comm" 2>/dev/null)" = trustmed-nft ] || continue
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$c/stat")))
-    done
-    echo "$t"
+# --- 1d. CPU per start and per stop (another bridged container runs) ----------------------------
+# The CPU time of trustmed's cgroup (trustmed, its nft helper and veth deleter, the setup processes,
+# the containers) in microseconds, before and after each start (0.3 s after it returns: the setup
+# process is reaped) and each stop --kill (0.3 s after: the veth deletion lands in it); CPU_REPS of
+# each, alternating.
+cg_cpu_us() {
+    if [ -f "$CPU_CG/cpuacct.usage" ]; then
+        echo $(($(cat "$CPU_CG/cpuacct.usage") / 1000))
+    else
+        awk '$1 == "usage_usec" {print $2}' "$CPU_CG/cpu.stat"
+    fi
 }
-log "CPU per start: $CPU_REPS starts of each, alternating"
+log "CPU per start and stop: $CPU_REPS starts of each, alternating"
 : >"$OUT/net-cpu.tsv"
 for ((k = 1; k <= CPU_REPS; k++)); do
     for n in none bridged; do
-        c0=$(tmd_cpu_ticks)
+        c0=$(cg_cpu_us)
         tm start "sleep-$n" >/dev/null || die "trustme start sleep-$n failed"
-        sleep 0.3 # the setup process is reaped
-        c1=$(tmd_cpu_ticks)
+        sleep 0.3
+        c1=$(cg_cpu_us)
         tm stop --kill "sleep-$n" >/dev/null || true
         sleep 0.3
-        echo "$n $((c1 - c0))" >>"$OUT/net-cpu.tsv"
+        c2=$(cg_cpu_us)
+        echo "$n $((c1 - c0)) $((c2 - c1))" >>"$OUT/net-cpu.tsv"
     done
 done
 
@@ -244,7 +255,6 @@ fact NET_KERNEL "$(uname -r)"
 fact NET_CPU "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 fact NET_NPROC "$(nproc)"
 fact NET_CPU_REPS "$CPU_REPS"
-fact NET_CLK_TCK "$(getconf CLK_TCK)"
 fact NET_LOAD "$(cut -d' ' -f1-3 /proc/loadavg)"
 fact NET_HYPERFINE "$(hyperfine --version)"
 fact NET_LINGER_MS "$(awk '/define NET_BRIDGE_LINGER_MS/ {print $3}' "$ROOT/src/daemon/net/net.h")"
@@ -252,9 +262,9 @@ fact NET_REV "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknow
 fact NET_DATE "$(date -u '+%Y-%m-%d %H:%M UTC')"
 fact NET_LIBS "$(ldd "$IPERF3" | awk '$2 == "=>" {print $1}' | paste -sd' ')"
 
-python3 - "$OUT" "$ROUNDS" "$IPERF_REPS" "$(getconf CLK_TCK)" >>"$ENV_OUT" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$IPERF_REPS" >>"$ENV_OUT" <<'PY'
 import json, shlex, statistics as st, sys
-out, rounds, reps, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out, rounds, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
 def load(files):
     times, per = {}, {}
@@ -289,14 +299,20 @@ block("START", "start alone (init sleeps), another runs", "trustme start",
       [f"{out}/net-start-round{r}.json" for r in range(1, rounds + 1)])
 block("STOP", "stop alone (`--kill`), another runs", "trustme stop --kill",
       [f"{out}/net-stop-round{r}.json" for r in range(1, rounds + 1)])
-cpu = {}
+cpu, cpu_stop = {}, {}
 for line in open(f"{out}/net-cpu.tsv"):
-    mode, ticks = line.split()
-    cpu.setdefault(mode, []).append(int(ticks) * 1000 / tck)
+    mode, start_us, stop_us = line.split()
+    cpu.setdefault(mode, []).append(int(start_us) / 1000)
+    cpu_stop.setdefault(mode, []).append(int(stop_us) / 1000)
 cn, cb = st.mean(cpu["none"]), st.mean(cpu["bridged"])
-rows.append(f"| CPU of trustmed per start (mean of {len(cpu['none'])}; setup process and nft helper included), "
-            f"another runs | `trustme start` | none **{cn:.2f}**, bridged **{cb:.2f}** | – | – | – | **{cb - cn:+.2f}** |")
-facts.update({"NET_CPU_NONE_MS": f"{cn:.2f}", "NET_CPU_BRIDGED_MS": f"{cb:.2f}", "NET_CPU_ADDED_MS": f"{cb - cn:.2f}"})
+sn, sb = st.mean(cpu_stop["none"]), st.mean(cpu_stop["bridged"])
+rows.append(f"| CPU per start, trustmed's cgroup (mean of {len(cpu['none'])}; helpers, setup process and container "
+            f"included), another runs | `trustme start` | none **{cn:.2f}**, bridged **{cb:.2f}** | – | – | – | **{cb - cn:+.2f}** |")
+rows.append(f"| CPU per stop, trustmed's cgroup (mean of {len(cpu_stop['none'])}; the veth's deletion included), "
+            f"another runs | `trustme stop --kill` | none **{sn:.2f}**, bridged **{sb:.2f}** | – | – | – | **{sb - sn:+.2f}** |")
+facts.update({"NET_CPU_NONE_MS": f"{cn:.2f}", "NET_CPU_BRIDGED_MS": f"{cb:.2f}", "NET_CPU_ADDED_MS": f"{cb - cn:.2f}",
+              "NET_CPU_STOP_NONE_MS": f"{sn:.2f}", "NET_CPU_STOP_BRIDGED_MS": f"{sb:.2f}",
+              "NET_CPU_STOP_ADDED_MS": f"{sb - sn:.2f}"})
 open(f"{out}/network-latency.md", "w").write("\n".join(rows) + "\n")
 
 def gbits(f):

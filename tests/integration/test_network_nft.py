@@ -462,3 +462,61 @@ def test_veths_deleted_by_one_long_lived_child(net_daemon):
     d.stop()  # the container's teardown sends its veth, then trustmed exits
     wait_for(lambda: process_gone(deleter), what="the deleter to exit")
     wait_for(lambda: not link_exists(a_if), what=f"{a_if} to be deleted at trustmed's stop")
+
+
+def nft_handles(family, table):
+    """The table's listing with handles (`nft -a`), its elements left out: the handles of the table,
+    its sets, chains and rules, which a replacement of the table would all change."""
+    out = subprocess.run([tool("nft"), "-a", "list", "table", family, table], capture_output=True, text=True,
+                         check=True).stdout
+    return [l.strip() for l in out.splitlines() if "# handle" in l], out
+
+
+def test_start_and_stop_change_set_elements_only(net_daemon):
+    """The bridge table keeps its members in sets: a plain container's start and stop add and
+    delete its elements (one nfnetlink batch, docs/NETWORK.md "nftables") rather than replacing
+    the table, whose rules, sets and chains keep their handles; the inet table is not touched."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    d.create("b", hostname="b", init="/bin/sh", args=LISTENER, network={"mode": "bridged", "address": f"{d.net}.21"})
+    b_if = host_if(d, "b")
+    bridge_before, listing = nft_handles("bridge", f"trustme-{d.bridge}")
+    inet_before, _ = nft_handles("inet", f"trustme-{d.bridge}")
+    assert b_if not in listing
+    d.cli("start", "b")
+    wait_for(lambda: connect(f"{d.net}.21", 80, timeout=0.5) == "b", what="b listening")
+    bridge_started, listing = nft_handles("bridge", f"trustme-{d.bridge}")
+    assert f'"{b_if}" . {d.net}.21 comment "b"' in listing, listing
+    assert bridge_started == bridge_before
+    assert nft_handles("inet", f"trustme-{d.bridge}")[0] == inet_before
+    d.cli("stop", "--timeout", "0", "b")
+    bridge_stopped, listing = nft_handles("bridge", f"trustme-{d.bridge}")
+    assert b_if not in listing  # gone when stop returns
+    assert bridge_stopped == bridge_before
+    assert nft_handles("inet", f"trustme-{d.bridge}")[0] == inet_before
+
+
+def test_a_container_cannot_send_with_another_address(net_daemon):
+    """Anti-spoofing at layer 2 (bridge prerouting, by the port's set elements): a container's
+    root may add any address to its eth0, but IPv4 and ARP from its port carry only its own.
+    Neither a free address of the subnet nor another container's gets an answer from the host;
+    its own does."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    bridged(d, "b", host=21)
+    gw = f"{d.net}.1"
+    for spoofed in (f"{d.net}.30", f"{d.net}.21"):
+        d.run("a", "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0")
+        # ARP from the other address: dropped (no reply, and no entry in the host's ARP cache)
+        r = d.run("a", "arping", "-c", "1", "-w", "1", "-I", "eth0", "-s", spoofed, gw, check=False)
+        assert r.returncode != 0, r.stdout
+        # its own address works (and teaches the container the bridge's MAC) ...
+        assert d.run("a", "ping", "-c", "1", "-W", "1", "-I", f"{d.net}.20", gw, check=False).returncode == 0
+        # ... and IPv4 from the other address is dropped even so
+        r = d.run("a", "ping", "-c", "1", "-W", "1", "-I", spoofed, gw, check=False)
+        assert r.returncode != 0, r.stdout
+        d.run("a", "ip", "addr", "del", f"{spoofed}/32", "dev", "eth0")
+    neigh = subprocess.run([tool("ip"), "neigh", "show", f"{d.net}.21", "dev", d.bridge],
+                           capture_output=True, text=True).stdout
+    a_mac = d.sh("a", "cat /sys/class/net/eth0/address").stdout.strip()
+    assert a_mac not in neigh, neigh

@@ -7,6 +7,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netlink.h>
 #include <nftables/libnftables.h>
 #include <stdbool.h>
@@ -15,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "nft_batch.h"
 #include "nft_rules.h"
 
 static char allow_pairs[2][2][64] = {{"web", "db"}, {"db", "absent"}};
@@ -177,16 +180,20 @@ static void full_ruleset(void **state)
         t,
         "ip saddr 10.223.0.22 ip daddr 10.223.0.1 meta l4proto { tcp, udp } th dport { 22 } accept comment \"other\"");
     assert_false(strstr(t, "ip saddr 10.223.0.21 ip daddr 10.223.0.1")); /* db has none */
-    /* layer 2: own address only, allowed pair by port, everything else between ports dropped */
-    assert_line(t,
-                "iifname \"tm2a2b3c4d5e\" ether type ip ip saddr != 10.223.0.21 drop comment \"db: not its address\"");
-    assert_line(t, "iifname \"tm2a2b3c4d5e\" ether type arp arp saddr ip != { 0.0.0.0, 10.223.0.21 } drop comment "
-                   "\"db: not its address\"");
-    assert_line(t, "iifname \"tm1a2b3c4d5e\" oifname \"tm2a2b3c4d5e\" accept comment \"web to db\"");
-    assert_line(t, "iifname \"tm2a2b3c4d5e\" oifname \"tm1a2b3c4d5e\" accept comment \"db to web\"");
-    assert_line(t,
-                "iifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"from a container\"");
-    assert_line(t, "oifname { \"tm1a2b3c4d5e\", \"tm2a2b3c4d5e\", \"tm3a2b3c4d5e\" } drop comment \"to a container\"");
+    /* layer 2: the members in sets; own address only, allowed pair by port, everything else
+     * between ports dropped */
+    assert_line(t, "ether type ip iifname @ports iifname . ip saddr != @addrs drop comment \"not its address\"");
+    assert_line(t, "ether type arp iifname @ports arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addrs drop "
+                   "comment \"not its address\"");
+    assert_line(t, "iifname . oifname @pairs accept comment \"an allowed pair\"");
+    assert_line(t, "iifname @ports drop comment \"from a container\"");
+    assert_line(t, "oifname @ports drop comment \"to a container\"");
+    assert_line(t, "elements = { \"tm1a2b3c4d5e\" comment \"web\", \"tm2a2b3c4d5e\" comment \"db\", "
+                   "\"tm3a2b3c4d5e\" comment \"other\" }");
+    assert_line(t, "elements = { \"tm1a2b3c4d5e\" . 10.223.0.20 comment \"web\", \"tm2a2b3c4d5e\" . 10.223.0.21 "
+                   "comment \"db\", \"tm3a2b3c4d5e\" . 10.223.0.22 comment \"other\" }");
+    assert_line(t, "elements = { \"tm1a2b3c4d5e\" . \"tm2a2b3c4d5e\" comment \"web to db\", \"tm2a2b3c4d5e\" . "
+                   "\"tm1a2b3c4d5e\" comment \"db to web\" }");
     /* no chain named like an nft keyword: "fwd" is one on Debian 12's nftables */
     assert_false(strstr(t, "chain fwd"));
     assert_kernel_accepts(t);
@@ -312,6 +319,125 @@ static void names_nft_could_misread(void **state)
     assert_null(text);
 }
 
+/* The batch of set elements nft.c sends on a start or stop, encoded by hand (nft_batch.c): its
+ * messages, and, as root, what the kernel makes of it in a real table of this test's own. */
+static void elements_batch_messages(void **state)
+{
+    (void)state;
+    struct fixture f;
+    setup_fixture(&f);
+    struct nft_elem *e = NULL;
+    size_t ne = 0;
+    char *inet, *base, *buf;
+    size_t len;
+    tm_err err = {0};
+    assert_int_equal(nft_ruleset_parts(&f.dev, f.m, 2, &inet, &base, &e, &ne, &err), 0);
+    assert_int_equal(ne, 6); /* 2 ports, 2 addresses, web <-> db both ways */
+    assert_null(strstr(base, "elements")); /* the table without members */
+    assert_int_equal(nft_batch_elems("trustme0", &e[0], 2, &e[2], 4, &buf, &len, &err), 0);
+    /* BEGIN, deletions (ports, addrs), additions (ports, addrs, pairs), END */
+    uint16_t types[8];
+    size_t k = 0;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; (char *)h < buf + len && k < 8;
+         h = (struct nlmsghdr *)((char *)h + NLMSG_ALIGN(h->nlmsg_len)))
+        types[k++] = h->nlmsg_type;
+    assert_int_equal(k, 7);
+    assert_int_equal(types[0], NFNL_MSG_BATCH_BEGIN);
+    assert_int_equal(types[1], (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM);
+    assert_int_equal(types[2], (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM);
+    assert_int_equal(types[3], (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM);
+    assert_int_equal(types[5], (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM);
+    assert_int_equal(types[6], NFNL_MSG_BATCH_END);
+    free(buf), free(e), free(inet), free(base);
+}
+
+static char kernel_bridge[IF_NAMESIZE];
+
+static int nft_cmd(const char *cmd, char **ret_out)
+{
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    assert_non_null(ctx);
+    assert_int_equal(nft_ctx_buffer_output(ctx), 0);
+    assert_int_equal(nft_ctx_buffer_error(ctx), 0);
+    int r = nft_run_cmd_from_buffer(ctx, cmd);
+    if (ret_out)
+        *ret_out = strdup(nft_ctx_get_output_buffer(ctx));
+    nft_ctx_free(ctx);
+    return r;
+}
+
+static int remove_kernel_table(void **state)
+{
+    (void)state;
+    char cmd[128];
+    if (kernel_bridge[0]) {
+        snprintf(cmd, sizeof(cmd), "delete table bridge trustme-%s", kernel_bridge);
+        (void)nft_cmd(cmd, NULL);
+    }
+    return 0;
+}
+
+static char *list_kernel_table(void)
+{
+    char cmd[128], *out = NULL;
+    snprintf(cmd, sizeof(cmd), "list table bridge trustme-%s", kernel_bridge);
+    assert_int_equal(nft_cmd(cmd, &out), 0);
+    return out;
+}
+
+/* The keys written by hand must be the ones nft writes from the script's text: elements the script
+ * put there are deleted by the batch, and the batch's elements read back as the script writes them.
+ * A batch that fails changes nothing. */
+static void elements_batch_in_the_kernel(void **state)
+{
+    (void)state;
+    if (geteuid() != 0 || !have_nfnetlink())
+        skip();
+    struct fixture f;
+    setup_fixture(&f);
+    snprintf(kernel_bridge, sizeof(kernel_bridge), "tmut%d", (int)(getpid() % 100000));
+    strcpy(f.dev.bridge, kernel_bridge);
+    struct nft_elem *e = NULL;
+    size_t ne = 0;
+    char *inet, *base, *text, *buf, *out;
+    size_t len;
+    tm_err err = {0};
+    /* web and db: the table as a script (libnftables) */
+    assert_int_equal(nft_ruleset_parts(&f.dev, f.m, 2, &inet, &base, &e, &ne, &err), 0);
+    assert_int_equal(nft_ruleset_bridge(&f.dev, e, ne, &text, &err), 0);
+    if (nft_cmd(text, NULL) != 0)
+        fail_msg("nft refused:\n%s", text);
+    /* web goes (its port, its address, both pairs), other comes: one batch */
+    struct nft_elem del[4] = {e[0], e[1], e[4], e[5]};
+    struct nft_elem *e3 = NULL;
+    size_t n3 = 0;
+    char *inet3, *base3;
+    assert_int_equal(nft_ruleset_parts(&f.dev, &f.m[2], 1, &inet3, &base3, &e3, &n3, &err), 0);
+    assert_int_equal(n3, 2);
+    assert_int_equal(nft_batch_elems(kernel_bridge, del, 4, e3, 2, &buf, &len, &err), 0);
+    int s = nft_batch_socket(&err);
+    assert_true(s >= 0);
+    if (nft_batch_send(s, buf, len, &err) < 0)
+        fail_msg("%s", err.msg);
+    free(buf);
+    out = list_kernel_table();
+    assert_null(strstr(out, "tm1a2b3c4d5e"));
+    assert_non_null(strstr(out, "\"tm2a2b3c4d5e\" . 10.223.0.21 comment \"db\""));
+    assert_non_null(strstr(out, "\"tm3a2b3c4d5e\" . 10.223.0.22 comment \"other\""));
+    assert_non_null(strstr(out, "\"tm3a2b3c4d5e\" comment \"other\""));
+    free(out);
+    /* deleting what is not there fails the batch, and the addition in it is not made either */
+    struct nft_elem again = e[0];
+    assert_int_equal(nft_batch_elems(kernel_bridge, &again, 1, &e[0], 2, &buf, &len, &err), 0);
+    assert_int_equal(nft_batch_send(s, buf, len, &err), -ENOENT);
+    free(buf);
+    out = list_kernel_table();
+    assert_null(strstr(out, "tm1a2b3c4d5e"));
+    free(out);
+    close(s);
+    free(e), free(e3), free(inet), free(base), free(inet3), free(base3), free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +449,8 @@ int main(void)
         cmocka_unit_test(forwarding_needed),
         cmocka_unit_test(same_host_port_twice),
         cmocka_unit_test(names_nft_could_misread),
+        cmocka_unit_test(elements_batch_messages),
+        cmocka_unit_test_teardown(elements_batch_in_the_kernel, remove_kernel_table),
     };
     return cmocka_run_group_tests_name("nft_rules", tests, NULL, NULL);
 }

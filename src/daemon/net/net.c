@@ -452,6 +452,20 @@ void net_teardown(struct container *c)
     struct daemon *d = c->d;
     char path[PATH_MAX + 8], host_if[IF_NAMESIZE];
     tm_err err;
+    /* Its rules go first: the helper deletes its set elements while the link and the namespace are
+     * dealt with here, and the stop waits for them at the end (they are gone when it returns).
+     * Meanwhile its port is no member: nothing runs in the namespace any more (init and every
+     * process of the container are gone), and the rules drop whatever a member's port sends to it
+     * or gets from it. */
+    bool was_active = c->net && c->net->active;
+    uint64_t ticket = 0;
+    int synced = 0;
+    if (c->net) {
+        c->net->active = false;
+        c->net->rules_ticket = 0; /* the sync below waits for that one first */
+    }
+    if (was_active && (synced = sync_rules_ticket(d, &ticket, &err)) < 0)
+        log_warn("%s: %s", container_label(c), err.msg);
     netns_path(c, path, sizeof(path));
     int fd = c->net ? c->net->netns_fd : -1;
     _cleanup_close_ int pinned = fd < 0 ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
@@ -459,21 +473,16 @@ void net_teardown(struct container *c)
     _cleanup_close_ int s = nl_open(-1, &err);
     net_host_if(c, host_if);
     int idx = s >= 0 ? nl_ifindex(s, host_if, &err) : -1;
-    /* Nothing runs in the namespace any more (init and every process of the container are gone),
-     * and the rules below no longer let its port reach a container: the veth is inert while the
-     * child deletes it. A start meanwhile finds the name taken and deletes it itself. */
+    /* The veth is inert while the child deletes it (above); a start meanwhile finds the name taken
+     * and deletes it itself. */
     if (idx > 0)
         veth_del_async(d, idx);
     if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
         log_warn("%s: cannot unpin %s: %m", container_label(c), path);
     unlink(path);
-    bool was_active = c->net && c->net->active;
-    if (c->net) {
+    if (c->net)
         close_and_reset(c->net->netns_fd);
-        c->net->active = false;
-        c->net->rules_ticket = 0; /* the sync below waits for that one first */
-    }
-    if (was_active && sync_rules(d, &err) < 0)
+    if (was_active && synced == 0 && nft_sync_wait(d, ticket, &err) < 0)
         log_warn("%s: %s", container_label(c), err.msg);
     if (was_active)
         bridge_maybe_remove(d);

@@ -49,9 +49,10 @@ int net_prepare(struct container *c, tm_err *err);
  * until the rules net_prepare began are applied. On success the setup process may bring eth0 up
  * (the caller tells it to go on: TM_SYNC_CONTINUE). */
 int net_pin(struct container *c, int fd, tm_err *err);
-/* Everything a start set up is undone: interfaces given back, netns unpinned, rules rebuilt
- * without it, its veth deleted (by a short-lived child: the stop does not wait for the kernel's
- * RCU grace periods), the bridge some seconds after the last bridged container (NET_BRIDGE_LINGER_MS).
+/* Everything a start set up is undone: rules rebuilt without it (begun first, awaited last: applied
+ * when it returns), interfaces given back, netns unpinned, its veth deleted (by trustmed-netdel: the
+ * stop does not wait for the kernel's RCU grace periods), the bridge some seconds after the last
+ * bridged container (NET_BRIDGE_LINGER_MS).
  * Tolerates partial setup; also for containers that died while trustmed was not running (from the
  * pinned netns). */
 void net_teardown(struct container *c);

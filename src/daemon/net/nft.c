@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* trustme's nftables tables, applied through libnftables in a helper process (docs/NETWORK.md
- * "nftables"). The scripts come from nft_rules.c; here the changed ones are run as one batch, and
- * the host's IPv4 forwarding is switched on when the rules need it. */
+/* trustme's nftables tables, applied in a helper process (docs/NETWORK.md "nftables"): through
+ * libnftables when a table's rules change (the scripts come from nft_rules.c; the changed ones are
+ * run as one batch), as one batch of set elements (nft_batch.c) when only the members of the
+ * bridge table's sets do. The host's IPv4 forwarding is switched on when the rules need it. */
 #include "nft.h"
 
 #include <dirent.h>
@@ -21,6 +22,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "nft_batch.h"
 #include "reaper.h"
 
 #define FD_SCAN_MAX 4096
@@ -108,13 +110,27 @@ static int nft_run(const char *script, tm_err *err)
  * took ~12 ms of CPU in page faults and TLB flushes on this (paravirtualised) kernel rather than
  * ~0.4 ms. The helper never forks: its pages stay its own. It is forked once, at the first sync,
  * keeps only its end of a socketpair (no other fd of trustmed), dies with trustmed
- * (PR_SET_PDEATHSIG) or when the socket closes, and runs one script per request: the script in,
- * a tm_err out (code 0: applied). Should it be gone, trustmed runs the script itself. */
+ * (PR_SET_PDEATHSIG) or when the socket closes, and runs one request at a time: a script (or a
+ * batch of set elements) in, a tm_err out (code 0: applied). Should it be gone, trustmed runs the
+ * script itself. */
 struct nft_helper {
     int fd; /* trustmed's end; -1: none */
     int pidfd;
 };
 static struct nft_helper helper = {-1, -1};
+
+/* What trustmed sends the helper: a script for libnftables, or an nfnetlink batch of set elements
+ * (nft_batch.c), written to the kernel as it is. The first byte says which. */
+#define REQ_SCRIPT 'S'
+#define REQ_BATCH 'B'
+
+static int run_batch(char *batch, size_t len, tm_err *err)
+{
+    static int s = -1; /* the helper's own netfilter socket, kept */
+    if (s < 0 && (s = nft_batch_socket(err)) < 0)
+        return s;
+    return nft_batch_send(s, batch, len, err);
+}
 
 static __attribute__((noreturn)) void helper_main(int fd)
 {
@@ -132,13 +148,18 @@ static __attribute__((noreturn)) void helper_main(int fd)
                 continue;
             _exit(0);
         }
-        char *script = malloc((size_t)len + 1);
-        if (!script || recv(fd, script, (size_t)len, 0) != len)
+        char *req = malloc((size_t)len + 1);
+        if (!req || recv(fd, req, (size_t)len, 0) != len)
             _exit(1);
-        script[len] = '\0';
+        req[len] = '\0';
         tm_err err = {0};
-        (void)nft_run(script, &err);
-        free(script);
+        if (req[0] == REQ_BATCH)
+            (void)run_batch(req + 1, (size_t)len - 1, &err);
+        else if (req[0] == REQ_SCRIPT)
+            (void)nft_run(req + 1, &err);
+        else
+            tm_err_set(&err, EPROTO, "nftables helper: unknown request");
+        free(req);
         if (send(fd, &err, sizeof(err), MSG_NOSIGNAL) != (ssize_t)sizeof(err))
             _exit(1);
     }
@@ -177,13 +198,14 @@ static int helper_start(void)
     return 0;
 }
 
-/* The script to the helper (a new one if there is none); -EPIPE if it cannot be asked. */
-static int helper_send(struct daemon *d, const char *script)
+/* A request to the helper (a new one if there is none); -EPIPE if it cannot be asked. */
+static int helper_send(struct daemon *d, char kind, const void *data, size_t len)
 {
     if (helper.fd < 0 && helper_start() < 0)
         return -EPIPE;
-    size_t len = strlen(script);
-    if (send(helper.fd, script, len, MSG_NOSIGNAL) != (ssize_t)len) {
+    struct iovec iov[2] = {{&kind, 1}, {(void *)data, len}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    if (sendmsg(helper.fd, &mh, MSG_NOSIGNAL) != (ssize_t)(len + 1)) {
         helper_stop(d);
         return -EPIPE;
     }
@@ -212,7 +234,7 @@ static int helper_reply(struct daemon *d, tm_err *err)
 /* The script run by the helper; -EPIPE (and no helper any more) if it cannot be asked. */
 static int helper_run(struct daemon *d, const char *script, tm_err *err)
 {
-    int r = helper_send(d, script);
+    int r = helper_send(d, REQ_SCRIPT, script, strlen(script));
     return r < 0 ? r : helper_reply(d, err);
 }
 
@@ -246,18 +268,26 @@ static int enable_ip_forward(tm_err *err)
     return 0;
 }
 
-/* The two tables' scripts as last applied (NULL: unknown, so the next sync sends both). A start
- * or stop of a container without ports, host_ports or allowed pairs leaves the inet table's text
- * as it was: only the bridge table is replaced then, which halves the sync (the inet table has
- * the NAT and filter base chains, whose hooks the kernel would unregister and register again).
- * trustmed is the only writer of its tables; after any failure both are sent again. */
+/* What the kernel has, as far as trustmed knows: the inet table's script and the bridge table's
+ * script without elements as last applied, and the elements of the bridge table's sets (NULL:
+ * unknown, so the next sync sends both tables whole). A start or stop of a container without
+ * ports, host_ports or allowed pairs leaves the inet table's text as it was and the bridge table's
+ * rules too: only its own elements are added or deleted then, in one small nfnetlink batch
+ * (nft_batch.c) that needs neither libnftables' parser nor its copy of the kernel's ruleset (~11
+ * round trips), nor replaces any chain (whose hooks the kernel would unregister and register
+ * again). trustmed is the only writer of its tables; after any failure both are sent whole. */
 static char *applied_inet, *applied_bridge;
+static struct nft_elem *applied_elems;
+static size_t applied_nelems;
 
 static void forget_applied(void)
 {
     free(applied_inet);
     free(applied_bridge);
+    free(applied_elems);
     applied_inet = applied_bridge = NULL;
+    applied_elems = NULL;
+    applied_nelems = 0;
 }
 
 /* A sync begun (nft_sync_begin) whose answer has not been read yet: at most one, since a sync
@@ -266,8 +296,12 @@ static void forget_applied(void)
  * so that the helper's run overlaps with the setup process's work. */
 static struct {
     bool on;
-    char *inet, *bridge; /* both tables' scripts as they are once it is applied */
-    char *script; /* what was sent: run again if the helper dies meanwhile */
+    bool batch; /* elements only: on failure, the bridge table is sent whole (script) */
+    char *inet, *bridge; /* both tables' scripts (the bridge's without elements) once applied */
+    struct nft_elem *elems;
+    size_t nelems;
+    char *script; /* the tables as a script: run again if the helper dies meanwhile, or if the
+                   * batch fails (the table changed behind trustmed's back) */
 } pending;
 /* Syncs begun and syncs whose outcome is known (a ticket is the first's count at its begin), and
  * the outcome of the last one known: since every sync replaces the tables with the rules of all
@@ -284,6 +318,18 @@ static void outcome(int r, const tm_err *err)
         last_outcome = *err;
 }
 
+static void pending_clear(void)
+{
+    free(pending.inet);
+    free(pending.bridge);
+    free(pending.elems);
+    free(pending.script);
+    pending.inet = pending.bridge = pending.script = NULL;
+    pending.elems = NULL;
+    pending.nelems = 0;
+    pending.on = pending.batch = false;
+}
+
 /* The answer to the pending sync is read (or the sync is run again, here if need be). */
 static void pending_collect(struct daemon *d)
 {
@@ -291,25 +337,59 @@ static void pending_collect(struct daemon *d)
         return;
     tm_err err = {0};
     int r = helper_reply(d, &err);
-    if (r == -EPIPE)
+    if (r == -EPIPE || (r < 0 && pending.batch)) {
+        if (r != -EPIPE)
+            log_info("%s; sending the table whole", err.msg);
+        tm_err_clear(&err);
         r = nft_apply(d, pending.script, &err);
+    }
     if (r == 0) {
         forget_applied();
         applied_inet = steal_ptr(pending.inet);
         applied_bridge = steal_ptr(pending.bridge);
+        applied_elems = steal_ptr(pending.elems);
+        applied_nelems = pending.nelems;
     }
-    free(pending.inet);
-    free(pending.bridge);
-    free(pending.script);
-    pending.inet = pending.bridge = pending.script = NULL;
-    pending.on = false;
+    pending_clear();
     outcome(r, &err);
+}
+
+static bool elem_in(const struct nft_elem *e, const struct nft_elem *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (nft_elem_same(e, &set[i]))
+            return true;
+    return false;
+}
+
+/* The batch that turns the applied elements into elems (*ret_len 0: nothing to change). */
+static int elems_batch(struct daemon *d, const struct nft_elem *elems, size_t n, char **ret, size_t *ret_len,
+                       tm_err *err)
+{
+    _cleanup_free_ struct nft_elem *del = calloc(applied_nelems + 1, sizeof(*del));
+    _cleanup_free_ struct nft_elem *add = calloc(n + 1, sizeof(*add));
+    size_t ndel = 0, nadd = 0;
+    if (!del || !add)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    for (size_t i = 0; i < applied_nelems; i++)
+        if (!elem_in(&applied_elems[i], elems, n))
+            del[ndel++] = applied_elems[i];
+    for (size_t i = 0; i < n; i++)
+        if (!elem_in(&elems[i], applied_elems, applied_nelems))
+            add[nadd++] = elems[i];
+    *ret = NULL;
+    *ret_len = 0;
+    if (ndel + nadd == 0)
+        return 0;
+    return nft_batch_elems(d->device.net.bridge, del, ndel, add, nadd, ret, ret_len, err);
 }
 
 int nft_sync_begin(struct daemon *d, const struct nft_member *members, size_t n, uint64_t *ret_ticket, tm_err *err)
 {
     const struct net_device_config *dev = &d->device.net;
-    _cleanup_free_ char *inet = NULL, *bridge = NULL, *script = NULL;
+    _cleanup_free_ char *inet = NULL, *base = NULL, *bridge = NULL, *script = NULL, *batch = NULL;
+    _cleanup_free_ struct nft_elem *elems = NULL;
+    size_t nelems = 0, batch_len = 0;
     int r;
 
     *ret_ticket = 0;
@@ -323,8 +403,8 @@ int nft_sync_begin(struct daemon *d, const struct nft_member *members, size_t n,
         outcome(r < 0 ? r : 0, err);
         return r < 0 ? tm_err_prefix(err, "tables trustme-%s", dev->bridge) : 0;
     }
-    r = nft_ruleset_tables(dev, members, n, &inet, &bridge, err);
-    if (r < 0)
+    r = nft_ruleset_parts(dev, members, n, &inet, &base, &elems, &nelems, err);
+    if (r < 0 || (r = nft_ruleset_bridge(dev, elems, nelems, &bridge, err)) < 0)
         return r;
     /* Before the rules: a forward must not be in place while the host still drops its packets. */
     if (nft_needs_forwarding(dev, members, n)) {
@@ -332,18 +412,30 @@ int nft_sync_begin(struct daemon *d, const struct nft_member *members, size_t n,
         if (r < 0)
             return r;
     }
-    bool send_inet = !applied_inet || strcmp(applied_inet, inet) != 0;
-    bool send_bridge = !applied_bridge || strcmp(applied_bridge, bridge) != 0;
-    if (!send_inet && !send_bridge)
-        return 0;
-    if (asprintf(&script, "%s%s", send_inet ? inet : "", send_bridge ? bridge : "") < 0)
+    bool same_inet = applied_inet && strcmp(applied_inet, inet) == 0;
+    bool same_base = applied_bridge && strcmp(applied_bridge, base) == 0;
+    bool same_elems = same_base && applied_nelems == nelems;
+    for (size_t i = 0; same_elems && i < nelems; i++)
+        same_elems = elem_in(&elems[i], applied_elems, applied_nelems);
+    bool elems_only = same_inet && same_base;
+    if (elems_only) {
+        if ((r = elems_batch(d, elems, nelems, &batch, &batch_len, err)) < 0)
+            return r;
+        if (batch_len == 0)
+            return 0;
+        script = steal_ptr(bridge); /* should the batch fail */
+    } else if (asprintf(&script, "%s%s", same_inet ? "" : inet, same_elems ? "" : bridge) < 0)
         return tm_err_set(err, ENOMEM, "out of memory");
     forget_applied(); /* until the kernel took it: a failed batch may have changed nothing */
     *ret_ticket = ++begun;
-    if (helper_send(d, script) == 0) {
+    if (elems_only ? helper_send(d, REQ_BATCH, batch, batch_len) == 0
+                   : helper_send(d, REQ_SCRIPT, script, strlen(script)) == 0) {
         pending.on = true;
+        pending.batch = elems_only;
         pending.inet = steal_ptr(inet);
-        pending.bridge = steal_ptr(bridge);
+        pending.bridge = steal_ptr(base);
+        pending.elems = steal_ptr(elems);
+        pending.nelems = nelems;
         pending.script = steal_ptr(script);
         return 0;
     }
@@ -352,7 +444,9 @@ int nft_sync_begin(struct daemon *d, const struct nft_member *members, size_t n,
     r = nft_apply(d, script, &here);
     if (r == 0) {
         applied_inet = steal_ptr(inet);
-        applied_bridge = steal_ptr(bridge);
+        applied_bridge = steal_ptr(base);
+        applied_elems = steal_ptr(elems);
+        applied_nelems = nelems;
     }
     outcome(r, &here);
     return 0;

@@ -3,8 +3,9 @@
  * tables: "add table X; delete table X; table X {...}" is applied by nft as one batch, so the
  * kernel switches from the old rules to exactly the new ones atomically, whatever was there.
  *
- * Rules are written out per container rather than through sets and maps: a device runs a handful
- * of containers, and per-rule comments make `nft list table` readable for an admin. */
+ * The inet table's rules are written out per container (ports, host_ports and allowed pairs are
+ * few, and per-rule comments make `nft list table` readable for an admin); the bridge table, which
+ * every bridged container is in, keeps its members in sets, with a comment per element. */
 #include "nft_rules.h"
 
 #include <arpa/inet.h>
@@ -206,51 +207,99 @@ static void emit_input(FILE *f, const struct net_device_config *dev, const struc
                "\t}\n");
 }
 
-static void emit_ifnames(FILE *f, const struct nft_member *m, size_t n)
+const char *nft_set_name(enum nft_set_id set)
 {
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "%s\"%s\"", i ? ", " : "", m[i].host_if);
+    return set == NFT_SET_PORTS ? "ports" : set == NFT_SET_ADDRS ? "addrs" : "pairs";
 }
 
-/* Layer 2: what the inet table cannot see reliably (who sent it: the port, not the address). */
-static void emit_bridge_table(FILE *f, const struct net_device_config *dev, const struct nft_member *m, size_t n)
+bool nft_elem_same(const struct nft_elem *a, const struct nft_elem *b)
 {
-    const char *br = dev->bridge;
-    char a[ADDR_STR_MAX];
+    return a->set == b->set && strcmp(a->port, b->port) == 0 &&
+           (a->set != NFT_SET_ADDRS || a->address.s_addr == b->address.s_addr) &&
+           (a->set != NFT_SET_PAIRS || strcmp(a->peer, b->peer) == 0);
+}
 
-    fprintf(f,
-            "table bridge trustme-%s {\n"
-            "\tchain prerouting {\n"
-            "\t\ttype filter hook prerouting priority filter; policy accept;\n",
-            br);
+/* Each member's port and port with address; each allowed pair both ways (checked input). */
+static int bridge_elems(const struct net_device_config *dev, const struct nft_member *m, size_t n,
+                        struct nft_elem **ret_elems, size_t *ret_n, tm_err *err)
+{
+    size_t count = 2 * n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            count += i != j && pair_allowed(dev, m[i].name, m[j].name);
+    _cleanup_free_ struct nft_elem *e = calloc(count ? count : 1, sizeof(*e));
+    if (!e)
+        return tm_err_set(err, ENOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        e[k] = (struct nft_elem){.set = NFT_SET_PORTS};
+        snprintf(e[k].port, sizeof(e[k].port), "%s", m[i].host_if);
+        snprintf(e[k].comment, sizeof(e[k].comment), "%s", m[i].name);
+        e[k + 1] = e[k];
+        e[k + 1].set = NFT_SET_ADDRS;
+        e[k + 1].address = m[i].address;
+        k += 2;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++)
+            if (i != j && pair_allowed(dev, m[i].name, m[j].name)) {
+                e[k] = (struct nft_elem){.set = NFT_SET_PAIRS};
+                snprintf(e[k].port, sizeof(e[k].port), "%s", m[i].host_if);
+                snprintf(e[k].peer, sizeof(e[k].peer), "%s", m[j].host_if);
+                snprintf(e[k].comment, sizeof(e[k].comment), "%s to %s", m[i].name, m[j].name);
+                k++;
+            }
+    *ret_n = k;
+    *ret_elems = steal_ptr(e);
+    return 0;
+}
+
+static void emit_set(FILE *f, enum nft_set_id set, const char *type, const struct nft_elem *e, size_t n)
+{
+    char a[ADDR_STR_MAX];
+    bool first = true;
+
+    fprintf(f, "\tset %s {\n\t\ttype %s\n", nft_set_name(set), type);
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].set != set)
+            continue;
+        fprintf(f, "%s\"%s\"", first ? "\t\telements = { " : ", ", e[i].port);
+        if (set == NFT_SET_ADDRS)
+            fprintf(f, " . %s", addr_str(e[i].address, a));
+        else if (set == NFT_SET_PAIRS)
+            fprintf(f, " . \"%s\"", e[i].peer);
+        fprintf(f, " comment \"%s\"", e[i].comment);
+        first = false;
+    }
+    fprintf(f, "%s\t}\n", first ? "" : " }\n");
+}
+
+/* Layer 2: what the inet table cannot see reliably (who sent it: the port, not the address). The
+ * members are elements of the sets, so a start or stop changes no rule (nft_batch.c). */
+static void emit_bridge_table(FILE *f, const struct net_device_config *dev, const struct nft_elem *e, size_t n)
+{
+    fprintf(f, "table bridge trustme-%s {\n", dev->bridge);
+    emit_set(f, NFT_SET_PORTS, "ifname", e, n);
+    emit_set(f, NFT_SET_ADDRS, "ifname . ipv4_addr", e, n);
+    emit_set(f, NFT_SET_PAIRS, "ifname . ifname", e, n);
     /* A container speaks only with its own address, so that rules by address (host_ports, the
      * pairs) mean that container, and it cannot claim another's address in the host's ARP cache.
      * 0.0.0.0 is an ARP probe's sender address. */
-    for (size_t i = 0; i < n; i++) {
-        addr_str(m[i].address, a);
-        fprintf(f, "\t\tiifname \"%s\" ether type ip ip saddr != %s drop comment \"%s: not its address\"\n",
-                m[i].host_if, a, m[i].name);
-        fprintf(
-            f,
-            "\t\tiifname \"%s\" ether type arp arp saddr ip != { 0.0.0.0, %s } drop comment \"%s: not its address\"\n",
-            m[i].host_if, a, m[i].name);
-    }
-    fprintf(f, "\t}\n"
+    fprintf(f, "\tchain prerouting {\n"
+               "\t\ttype filter hook prerouting priority filter; policy accept;\n"
+               "\t\tether type ip iifname @ports iifname . ip saddr != @addrs drop comment \"not its address\"\n"
+               "\t\tether type arp iifname @ports arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addrs drop "
+               "comment \"not its address\"\n"
+               "\t}\n"
                "\tchain forward {\n"
-               "\t\ttype filter hook forward priority filter; policy accept;\n");
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = 0; j < n; j++)
-            if (i != j && pair_allowed(dev, m[i].name, m[j].name))
-                fprintf(f, "\t\tiifname \"%s\" oifname \"%s\" accept comment \"%s to %s\"\n", m[i].host_if,
-                        m[j].host_if, m[i].name, m[j].name);
-    /* Anything else a member's port forwards at layer 2 goes to or comes from another port of the
-     * bridge: another container. (meta ibrname would name the bridge, but needs the kernel's
-     * nft_meta_bridge, which this platform lacks; so net.c syncs before a new veth is up.) */
-    fprintf(f, "\t\tiifname { ");
-    emit_ifnames(f, m, n);
-    fprintf(f, " } drop comment \"from a container\"\n\t\toifname { ");
-    emit_ifnames(f, m, n);
-    fprintf(f, " } drop comment \"to a container\"\n"
+               "\t\ttype filter hook forward priority filter; policy accept;\n"
+               "\t\tiifname . oifname @pairs accept comment \"an allowed pair\"\n"
+               /* Anything else a member's port forwards at layer 2 goes to or comes from another
+                * port of the bridge: another container. (meta ibrname would name the bridge, but
+                * needs the kernel's nft_meta_bridge, which this platform lacks; so net.c syncs
+                * before a new veth is up.) */
+               "\t\tiifname @ports drop comment \"from a container\"\n"
+               "\t\toifname @ports drop comment \"to a container\"\n"
                "\t}\n"
                "}\n");
 }
@@ -279,33 +328,47 @@ int nft_ruleset_remove(const char *bridge, char **ret_text, tm_err *err)
     return finish(&f, &text, ret_text, err);
 }
 
-/* One table's script: "add; delete" of that table, then its contents (see the top). */
-static int table_script(const struct net_device_config *dev, const struct nft_member *members, size_t n,
-                        const char *subnet, bool inet, char **ret_text, tm_err *err)
+/* The inet table's script: "add; delete" of the table, then its contents (see the top). */
+static int inet_script(const struct net_device_config *dev, const struct nft_member *members, size_t n,
+                       const char *subnet, char **ret_text, tm_err *err)
 {
     _cleanup_free_ char *text = NULL;
     size_t len;
-    const char *family = inet ? "inet" : "bridge";
 
     _cleanup_fclose_ FILE *f = open_memstream(&text, &len);
     if (!f)
         return tm_err_sys(err, "building the nft rules");
-    fprintf(f, "add table %s trustme-%s\ndelete table %s trustme-%s\n", family, dev->bridge, family, dev->bridge);
-    if (inet) {
-        fprintf(f, "table inet trustme-%s {\n", dev->bridge);
-        emit_nat(f, dev, subnet, members, n);
-        emit_forward(f, dev, subnet, members, n);
-        emit_input(f, dev, members, n);
-        fprintf(f, "}\n");
-    } else
-        emit_bridge_table(f, dev, members, n);
+    fprintf(f, "add table inet trustme-%s\ndelete table inet trustme-%s\n", dev->bridge, dev->bridge);
+    fprintf(f, "table inet trustme-%s {\n", dev->bridge);
+    emit_nat(f, dev, subnet, members, n);
+    emit_forward(f, dev, subnet, members, n);
+    emit_input(f, dev, members, n);
+    fprintf(f, "}\n");
     return finish(&f, &text, ret_text, err);
 }
 
-int nft_ruleset_tables(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_inet,
-                       char **ret_bridge, tm_err *err)
+int nft_ruleset_bridge(const struct net_device_config *dev, const struct nft_elem *elems, size_t nelems,
+                       char **ret_text, tm_err *err)
 {
-    _cleanup_free_ char *inet = NULL, *bridge = NULL;
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+
+    if (!safe_word(dev->bridge, IF_NAMESIZE - 1))
+        return tm_err_set(err, EINVAL, "bridge name \"%s\" cannot be used in nft rules", dev->bridge);
+    _cleanup_fclose_ FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return tm_err_sys(err, "building the nft rules");
+    fprintf(f, "add table bridge trustme-%s\ndelete table bridge trustme-%s\n", dev->bridge, dev->bridge);
+    emit_bridge_table(f, dev, elems, nelems);
+    return finish(&f, &text, ret_text, err);
+}
+
+int nft_ruleset_parts(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_inet,
+                      char **ret_bridge_base, struct nft_elem **ret_elems, size_t *ret_nelems, tm_err *err)
+{
+    _cleanup_free_ char *inet = NULL, *base = NULL;
+    _cleanup_free_ struct nft_elem *elems = NULL;
+    size_t nelems = 0;
     char net[ADDR_STR_MAX], subnet[ADDR_STR_MAX + 4];
     int r;
 
@@ -314,8 +377,27 @@ int nft_ruleset_tables(const struct net_device_config *dev, const struct nft_mem
     if (r < 0)
         return r;
     snprintf(subnet, sizeof(subnet), "%s/%u", addr_str(dev->subnet, net), dev->prefix);
-    if ((r = table_script(dev, members, n, subnet, true, &inet, err)) < 0 ||
-        (r = table_script(dev, members, n, subnet, false, &bridge, err)) < 0)
+    if ((r = inet_script(dev, members, n, subnet, &inet, err)) < 0 ||
+        (r = nft_ruleset_bridge(dev, NULL, 0, &base, err)) < 0 ||
+        (r = bridge_elems(dev, members, n, &elems, &nelems, err)) < 0)
+        return r;
+    *ret_inet = steal_ptr(inet);
+    *ret_bridge_base = steal_ptr(base);
+    *ret_elems = steal_ptr(elems);
+    *ret_nelems = nelems;
+    return 0;
+}
+
+int nft_ruleset_tables(const struct net_device_config *dev, const struct nft_member *members, size_t n, char **ret_inet,
+                       char **ret_bridge, tm_err *err)
+{
+    _cleanup_free_ char *inet = NULL, *base = NULL, *bridge = NULL;
+    _cleanup_free_ struct nft_elem *elems = NULL;
+    size_t nelems = 0;
+    int r;
+
+    if ((r = nft_ruleset_parts(dev, members, n, &inet, &base, &elems, &nelems, err)) < 0 ||
+        (r = nft_ruleset_bridge(dev, elems, nelems, &bridge, err)) < 0)
         return r;
     *ret_inet = steal_ptr(inet);
     *ret_bridge = steal_ptr(bridge);
