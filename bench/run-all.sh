@@ -276,7 +276,7 @@ $(cat "$OUT/network-latency.md")
   **+$NET_CPU_ADDED_MS ms**; per stop $NET_CPU_STOP_BRIDGED_MS vs $NET_CPU_STOP_NONE_MS ms, **+$NET_CPU_STOP_ADDED_MS ms**. Start to exit, which also counts the teardown, adds **$NET_ANOTHER_ADDED_MS ms** with another
   bridged container running (per round $NET_ANOTHER_ADDED_RANGE ms) and **$NET_FIRST_ADDED_MS ms** for the first one, which makes the
   bridge; the stop alone adds $NET_STOP_ADDED_MS ms.
-- Where the time goes (perf over 50 start/stop cycles and strace, by hand, 2026-12-06; docs/bench-notes/bridged2.md):
+- Where the time goes (perf over 50 start/stop cycles and strace, by hand, 2026-12-06; docs/BENCHMARKS.md "Cuts by hand, second round"):
   the nftables sync with the new member before eth0 comes up is one nfnetlink batch adding its set elements
   (until bdb7bdb libnftables replaced the bridge table by script: ~2.6 ms of the helper's CPU per sync), the veth
   pair made in the container's namespace and put on the bridge, ~0.6 ms, the other rtnetlink requests (lo, the
@@ -362,9 +362,16 @@ vtpm_section() {
 ## Per-container vTPM (\`bench/vtpm.sh\`, \`bench/vtpm.py\`)
 
 Through trustmed (docs/VTPM.md): start-to-exit of \`/bin/true\` in a signed busybox GuestOS with an
-encrypted 16 MiB volume, with and without \`"vtpm": true\`, started in alternation (one of each per
-round, the order alternating); the first start of a new vTPM (manufacture: EKs made and measured)
-against the first start without one. Then the vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started
+encrypted 16 MiB volume, with and without \`"vtpm": true\`, one of each per round, the order
+alternating. **From rest** (the target's measure): before each timed start a pause of 0.5 s, then
+until the vTPM container's last vTPM has stopped, its state is anchored and its standby
+trustme-vtpm waits (docs/VTPM.md "The standby"), the same wait for both containers; the CPU per run
+is trustmed's cpuacct cgroup with everything it starts, from the start until rest, so the
+standby's launch after the run is counted. Then the **immediate restart** (the same container again
+as soon as its start returned: it waits for its last vTPM's stop and anchor), the old **back to
+back** order (no pause), the **first start after trustmed started** (its standby made by the
+daemon's start) and the **first start** of a new vTPM (manufacture: EKs made and measured) against
+the first start without one. Then the vTPM alone (\`bench/vtpm.py\`): trustme-vtpm started
 as trustmed starts it, its memory, and every command on a new connection (as the swtpm TCTI sends
 it) through trustme-vtpm (libtpms in its process) and on Debian's swtpm (the same libtpms, an
 encrypted state) directly, interleaved, with the CPU time per command.
