@@ -520,3 +520,41 @@ def test_a_container_cannot_send_with_another_address(net_daemon):
                            capture_output=True, text=True).stdout
     a_mac = d.sh("a", "cat /sys/class/net/eth0/address").stdout.strip()
     assert a_mac not in neigh, neigh
+
+
+def test_a_start_cannot_take_a_running_containers_veth_name(net_daemon):
+    """Review rev7. The host veth and the bridge table's set elements are named for the first 10 hex
+    digits of a container's UUID (tm + 10 hex), and a UUID is chosen by whoever made the container:
+    a migration source names it in its bundle. A container whose UUID begins as a running one's
+    deleted that one's veth as its own last run's and, by the same port name in the sets, could
+    send with its address. Its start is refused now, and its teardown leaves the other's veth.
+    (The UUID is forged here by renaming the container's directory and lease while trustmed is
+    down: what an import of such a bundle makes.)"""
+    d = net_daemon()
+    a_addr = bridged(d, "a", host=20)
+    d.create("b", hostname="b", init="/bin/sh", args=LISTENER, data_size_mb=0,
+             network={"mode": "bridged", "address": f"{d.net}.21"})
+    a_uuid, b_uuid = d.state("a")["uuid"], d.state("b")["uuid"]
+    d.stop()
+    forged = a_uuid[:11] + b_uuid[11:]
+    assert forged != a_uuid
+    containers = d.data_dir / "containers"
+    (containers / b_uuid).rename(containers / forged)
+    leases_file = d.data_dir / "net" / "leases.json"
+    leases = json.loads(leases_file.read_text())
+    leases[forged] = leases.pop(b_uuid)
+    leases_file.write_text(json.dumps(leases))
+    d.start()
+    assert d.state("b")["uuid"] == forged
+    assert host_if(d, "b") == host_if(d, "a")
+    d.cli("start", "a")
+    wait_for(lambda: connect(a_addr, 80, timeout=0.5) == "a", what="a listening")
+    r = d.cli("start", "b", check=False)
+    assert r.returncode != 0, r.stdout
+    assert "same 10 hex digits" in r.stderr, r.stderr
+    # a keeps its veth, its address and its service; b's address is in no set
+    assert connect(a_addr, 80) == "a"
+    _, listing = nft_handles("bridge", f"trustme-{d.bridge}")
+    assert f"{d.net}.21" not in listing, listing
+    assert f'"{host_if(d, "a")}" . {a_addr} comment "a"' in listing, listing
+
