@@ -558,3 +558,47 @@ def test_a_start_cannot_take_a_running_containers_veth_name(net_daemon):
     assert f"{d.net}.21" not in listing, listing
     assert f'"{host_if(d, "a")}" . {a_addr} comment "a"' in listing, listing
 
+
+def send_frames(d, name, frames):
+    """Raw Ethernet frames out of a container's eth0, as its root may send them (CAP_NET_RAW in its
+    network namespace): sent by the host's python inside that namespace."""
+    netns = d.run_dir / "containers" / d.state(name)["uuid"] / "netns"
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+            "s.bind(('eth0', 0))\n"
+            "for f in sys.argv[1:]:\n"
+            "    s.send(bytes.fromhex(f))\n")
+    subprocess.run([tool("nsenter"), f"--net={netns}", sys.executable, "-c", code, *[f.hex() for f in frames]],
+                   check=True, capture_output=True)
+
+
+def arp_request(src_mac, sender_ip, target_ip, tags=b""):
+    """An ARP request broadcast from src_mac claiming sender_ip, with VLAN tags (bytes after the
+    source MAC) if given; padded to the minimum frame size."""
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    arp = (bytes.fromhex("0001 0800 06 04 0001".replace(" ", "")) + mac + socket.inet_aton(sender_ip)
+           + bytes(6) + socket.inet_aton(target_ip))
+    frame = b"\xff" * 6 + mac + tags + b"\x08\x06" + arp
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def test_vlan_tagged_arp_cannot_claim_another_address(net_daemon):
+    """Review rev7. The bridge table's anti-spoofing rules match `ether type ip` and `ether type arp`;
+    a frame with a VLAN tag has the tag's type there (802.1Q, or 802.1ad outside it), and the host
+    takes a priority-tagged frame (VLAN id 0) as untagged. So an ARP request claiming another
+    container's address, tagged, must not teach the host's ARP cache that container's address at
+    this one's MAC (nor may an untagged one: test_a_container_cannot_send_with_another_address)."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    b_addr = bridged(d, "b", host=21)
+    gw = f"{d.net}.1"
+    a_mac = d.sh("a", "cat /sys/class/net/eth0/address").stdout.strip()
+    assert connect(b_addr, 80) == "b"  # the host knows b's MAC
+    dot1q, dot1ad = b"\x81\x00\x00\x00", b"\x88\xa8\x00\x00"
+    for tags in (dot1q, dot1ad + dot1q, dot1ad):
+        send_frames(d, "a", [arp_request(a_mac, b_addr, gw, tags)] * 3)
+        neigh = subprocess.run([tool("ip"), "neigh", "show", b_addr, "dev", d.bridge],
+                               capture_output=True, text=True).stdout
+        assert a_mac not in neigh, (tags.hex(), neigh)
+    assert connect(b_addr, 80) == "b"
+
