@@ -602,3 +602,23 @@ def test_vlan_tagged_arp_cannot_claim_another_address(net_daemon):
         assert a_mac not in neigh, (tags.hex(), neigh)
     assert connect(b_addr, 80) == "b"
 
+
+@pytest.mark.xfail(strict=True, reason="review rev7: the bridge table binds a port to its container's IPv4 "
+                   "address, not to its MAC; a container sending with another's MAC moves that MAC's "
+                   "entry in the bridge's forwarding database to its own port (docs/SECURITY.md)")
+def test_a_container_cannot_take_another_containers_mac(net_daemon):
+    """Review rev7. A container's root may set any MAC on its eth0. Frames from a's port with b's
+    MAC (here with a's own address, which the rules let through) teach the bridge that b's MAC is
+    behind a's port: what the host sends to b (the replies to b's connections, forwarded ports)
+    then goes to a. Held would be: b's MAC stays at b's port."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    b_addr = bridged(d, "b", host=21)
+    gw = f"{d.net}.1"
+    b_mac = d.sh("b", "cat /sys/class/net/eth0/address").stdout.strip()
+    assert connect(b_addr, 80) == "b"
+    send_frames(d, "a", [arp_request(b_mac, f"{d.net}.20", gw)] * 3)
+    fdb = json.loads(subprocess.run([tool("bridge"), "-j", "fdb", "show", "br", d.bridge],
+                                    capture_output=True, text=True, check=True).stdout)
+    ports = {e.get("ifname") for e in fdb if e.get("mac") == b_mac}
+    assert ports <= {host_if(d, "b")}, fdb

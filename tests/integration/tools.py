@@ -50,6 +50,7 @@ PACKAGES = {
     "losetup": "mount",
     # network
     "ip": "iproute2",
+    "bridge": "iproute2",
     "ss": "iproute2",
     "nft": "nftables",
     # processes and namespaces
