@@ -157,9 +157,8 @@ static void write_pidfile(struct vtpm *v)
     vtpm_pidfile_path(v->c, path, sizeof(path));
     unsigned long long started = 0;
     /* With its start time: the next trustmed re-adopts this very process (vtpm_recover.c). */
-    int n = vtpm_start_time(v->pid, &started) == 0
-                ? snprintf(text, sizeof(text), "%d %llu\n", (int)v->pid, started)
-                : snprintf(text, sizeof(text), "%d\n", (int)v->pid);
+    int n = vtpm_start_time(v->pid, &started) == 0 ? snprintf(text, sizeof(text), "%d %llu\n", (int)v->pid, started)
+                                                   : snprintf(text, sizeof(text), "%d\n", (int)v->pid);
     tm_err err = {0};
     if (write_file_replace(path, text, (size_t)n, 0600, &err) < 0)
         log_warn("%s: %s (the vTPM is not re-adopted after a restart)", container_label(v->c), err.msg);

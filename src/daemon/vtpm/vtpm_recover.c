@@ -44,8 +44,7 @@ static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pid
     struct stat st;
     if (fields == 2) {
         snprintf(proc, sizeof(proc), "/proc/%d", pid);
-        if (vtpm_start_time(pid, &now_started) < 0 || now_started != started || stat(proc, &st) < 0 ||
-            st.st_uid != uid)
+        if (vtpm_start_time(pid, &now_started) < 0 || now_started != started || stat(proc, &st) < 0 || st.st_uid != uid)
             return 0;
         return pid;
     }
