@@ -50,7 +50,6 @@ PACKAGES = {
     "losetup": "mount",
     # network
     "ip": "iproute2",
-    "bridge": "iproute2",
     "ss": "iproute2",
     "nft": "nftables",
     # processes and namespaces
