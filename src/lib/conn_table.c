@@ -10,15 +10,33 @@
 #include "frame.h"
 #include "log.h"
 
+/* How many leading bytes of an IPv6 address name its peer. A host is commonly given a whole /64
+ * (SLAAC lets it take any address of its link's prefix, hosting providers route one to each
+ * machine), so per address one IPv6 client could be as many peers as the table has slots and
+ * evict everyone else: its /64 is one peer. In full: link-local addresses (every one is in
+ * fe80::/64, and only a neighbour on the link has them) and those in ::/64 (loopback, and the
+ * IPv4 clients of a dual-stack listener, ::ffff:a.b.c.d: one peer per IPv4 address, as on an IPv4
+ * listener). Which kind an address is follows from its first 8 bytes, so two addresses of
+ * different kinds never compare equal. */
+static size_t v6_peer_bytes(const struct in6_addr *a)
+{
+    static const uint8_t zero[8];
+    if (IN6_IS_ADDR_LINKLOCAL(a) || memcmp(a->s6_addr, zero, sizeof(zero)) == 0)
+        return sizeof(a->s6_addr);
+    return 8;
+}
+
 bool tm_same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
     if (a->ss_family != b->ss_family)
         return false;
     if (a->ss_family == AF_INET)
         return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
+    if (a->ss_family == AF_INET6) {
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr,
+                              *y = &((const struct sockaddr_in6 *)b)->sin6_addr;
+        return memcmp(x->s6_addr, y->s6_addr, v6_peer_bytes(x)) == 0;
+    }
     return false;
 }
 

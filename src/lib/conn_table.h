@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Admission to trustme's TCP servers (tpmd's attestation endpoint, attest_server.c; trustmed's
  * migration endpoint, migrate_net.c). Anyone on the network may connect, so each server keeps its
- * connections in a table with a limit in all and a limit per peer address (the port ignored), and
+ * connections in a table with a limit in all and a limit per peer (an IPv4 address, an IPv6 /64;
+ * the port ignored: tm_same_peer), and
  * a new client that finds no room evicts a connection that waits for nothing but its next request:
  *
  *   - a peer at its own limit makes room among its own connections only (the one that has waited
@@ -54,8 +55,9 @@ struct tm_conn_table {
         _c ? (type *)(void *)((char *)_c - offsetof(type, member)) : (type *)0; \
     })
 
-/* Whether a and b are the same address (IPv4 or IPv6; the port, flow and scope ignored). Other
- * families are never the same: each such connection is a peer of its own. */
+/* Whether a and b are the same peer: the same IPv4 address, or IPv6 addresses of the same /64
+ * (link-local, loopback and IPv4-mapped ones: the same address); the port, flow and scope
+ * ignored. Other families are never the same: each such connection is a peer of its own. */
 bool tm_same_peer(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* The admission of a client from peer. 0: admitted once *ret_victim is closed (NULL: no need);

@@ -167,11 +167,11 @@ def test_tpm_key_survives_a_vtpm_restart(kt):
         k.generate("rs", "ec", 256, auths(["sign"], ["sha256"]), security="tpm")
         k.one_shot("rs", params("sign", "sha256"), b"before")
         pidfile = d.run_dir / "vtpm" / d.state("ta")["uuid"] / "helper.pid"
-        old = int(pidfile.read_text())
+        old = int(pidfile.read_text().split()[0])
         import os
         import signal
         os.kill(old, signal.SIGKILL)
-        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() and int(pidfile.read_text()) != old,
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() and int(pidfile.read_text().split()[0]) != old,
                  timeout=30, what="the vTPM's restart")
 
         def signs():

@@ -520,3 +520,113 @@ def test_a_container_cannot_send_with_another_address(net_daemon):
                            capture_output=True, text=True).stdout
     a_mac = d.sh("a", "cat /sys/class/net/eth0/address").stdout.strip()
     assert a_mac not in neigh, neigh
+
+
+def test_a_start_cannot_take_a_running_containers_veth_name(net_daemon):
+    """Review rev7. The host veth and the bridge table's set elements are named for the first 10 hex
+    digits of a container's UUID (tm + 10 hex), and a UUID is chosen by whoever made the container:
+    a migration source names it in its bundle. A container whose UUID begins as a running one's
+    deleted that one's veth as its own last run's and, by the same port name in the sets, could
+    send with its address. Its start is refused now, and its teardown leaves the other's veth.
+    (The UUID is forged here by renaming the container's directory and lease while trustmed is
+    down: what an import of such a bundle makes.)"""
+    d = net_daemon()
+    a_addr = bridged(d, "a", host=20)
+    d.create("b", hostname="b", init="/bin/sh", args=LISTENER, data_size_mb=0,
+             network={"mode": "bridged", "address": f"{d.net}.21"})
+    a_uuid, b_uuid = d.state("a")["uuid"], d.state("b")["uuid"]
+    d.stop()
+    forged = a_uuid[:11] + b_uuid[11:]
+    assert forged != a_uuid
+    containers = d.data_dir / "containers"
+    (containers / b_uuid).rename(containers / forged)
+    leases_file = d.data_dir / "net" / "leases.json"
+    leases = json.loads(leases_file.read_text())
+    leases[forged] = leases.pop(b_uuid)
+    leases_file.write_text(json.dumps(leases))
+    d.start()
+    assert d.state("b")["uuid"] == forged
+    assert host_if(d, "b") == host_if(d, "a")
+    d.cli("start", "a")
+    wait_for(lambda: connect(a_addr, 80, timeout=0.5) == "a", what="a listening")
+    r = d.cli("start", "b", check=False)
+    assert r.returncode != 0, r.stdout
+    assert "same 10 hex digits" in r.stderr, r.stderr
+    # a keeps its veth, its address and its service; b's address is in no set
+    assert connect(a_addr, 80) == "a"
+    _, listing = nft_handles("bridge", f"trustme-{d.bridge}")
+    assert f"{d.net}.21" not in listing, listing
+    assert f'"{host_if(d, "a")}" . {a_addr} comment "a"' in listing, listing
+
+
+def send_frames(d, name, frames):
+    """Raw Ethernet frames out of a container's eth0, as its root may send them (CAP_NET_RAW in its
+    network namespace): sent by the host's python inside that namespace."""
+    netns = d.run_dir / "containers" / d.state(name)["uuid"] / "netns"
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+            "s.bind(('eth0', 0))\n"
+            "for f in sys.argv[1:]:\n"
+            "    s.send(bytes.fromhex(f))\n")
+    subprocess.run([tool("nsenter"), f"--net={netns}", sys.executable, "-c", code, *[f.hex() for f in frames]],
+                   check=True, capture_output=True)
+
+
+def arp_request(src_mac, sender_ip, target_ip, tags=b""):
+    """An ARP request broadcast from src_mac claiming sender_ip, with VLAN tags (bytes after the
+    source MAC) if given; padded to the minimum frame size."""
+    mac = bytes.fromhex(src_mac.replace(":", ""))
+    arp = (bytes.fromhex("0001 0800 06 04 0001".replace(" ", "")) + mac + socket.inet_aton(sender_ip)
+           + bytes(6) + socket.inet_aton(target_ip))
+    frame = b"\xff" * 6 + mac + tags + b"\x08\x06" + arp
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def test_vlan_tagged_arp_cannot_claim_another_address(net_daemon):
+    """Review rev7. The bridge table's anti-spoofing rules match `ether type ip` and `ether type arp`;
+    a frame with a VLAN tag has the tag's type there (802.1Q, or 802.1ad outside it), and the host
+    takes a priority-tagged frame (VLAN id 0) as untagged. So an ARP request claiming another
+    container's address, tagged, must not teach the host's ARP cache that container's address at
+    this one's MAC (nor may an untagged one: test_a_container_cannot_send_with_another_address)."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    b_addr = bridged(d, "b", host=21)
+    gw = f"{d.net}.1"
+    a_mac = d.sh("a", "cat /sys/class/net/eth0/address").stdout.strip()
+    assert connect(b_addr, 80) == "b"  # the host knows b's MAC
+    dot1q, dot1ad = b"\x81\x00\x00\x00", b"\x88\xa8\x00\x00"
+    for tags in (dot1q, dot1ad + dot1q, dot1ad):
+        send_frames(d, "a", [arp_request(a_mac, b_addr, gw, tags)] * 3)
+        neigh = subprocess.run([tool("ip"), "neigh", "show", b_addr, "dev", d.bridge],
+                               capture_output=True, text=True).stdout
+        assert a_mac not in neigh, (tags.hex(), neigh)
+    assert connect(b_addr, 80) == "b"
+
+
+@pytest.mark.xfail(strict=True, reason="review rev7: the bridge table binds a port to its container's IPv4 "
+                   "address, not to its MAC; a container sending with another's MAC moves that MAC's "
+                   "entry in the bridge's forwarding database to its own port (docs/SECURITY.md)")
+def test_a_container_cannot_take_another_containers_mac(net_daemon):
+    """Review rev7. A container's root may set any MAC on its eth0. Frames from a's port with b's
+    MAC (here with a's own address, which the rules let through) teach the bridge that b's MAC is
+    behind a's port: what the host sends to b (the replies to b's connections, forwarded ports)
+    then goes to a. Held would be: b's MAC stays at b's port."""
+    d = net_daemon()
+    bridged(d, "a", host=20)
+    b_addr = bridged(d, "b", host=21)
+    gw = f"{d.net}.1"
+    b_mac = d.sh("b", "cat /sys/class/net/eth0/address").stdout.strip()
+    assert connect(b_addr, 80) == "b"
+    send_frames(d, "a", [arp_request(b_mac, f"{d.net}.20", gw)] * 3)
+    ports = fdb_ports(d.bridge, b_mac)
+    assert ports <= {host_if(d, "b")}, ports
+
+
+def fdb_ports(bridge, mac):
+    """The ports (interface names) behind which the bridge's forwarding database has mac (sysfs:
+    brforward holds 16-byte entries, MAC, port number low byte, ..., high byte at 12)."""
+    want = bytes.fromhex(mac.replace(":", ""))
+    names = {int((p / "port_no").read_text(), 16): p.name for p in Path(f"/sys/class/net/{bridge}/brif").iterdir()}
+    data = Path(f"/sys/class/net/{bridge}/brforward").read_bytes()
+    return {names.get(data[i + 6] | (data[i + 12] << 8)) for i in range(0, len(data) - 15, 16)
+            if data[i:i + 6] == want}

@@ -96,7 +96,7 @@ def test_a_stop_leaves_a_standby_that_holds_nothing_and_the_next_start_takes_it(
     assert info(d, "s")["pid"] == sb
     assert policy(sb) == 0
     assert d.sh("s", "tpm2_getrandom 8 >/dev/null; echo ok").stdout.strip() == "ok"
-    assert (d.run_dir / "vtpm" / uuid / "helper.pid").read_text().strip() == str(sb)
+    assert (d.run_dir / "vtpm" / uuid / "helper.pid").read_text().split()[0] == str(sb)
     stop(d, "s")
     assert waiting_standby(d, "s") != sb
 
@@ -246,3 +246,29 @@ def test_a_start_right_after_the_stop_waits_for_the_anchor(make_daemon, tpm_root
     stop(d, "i")
     assert info(d, "i")["anchor_matches"]
     waiting_standby(d, "i")
+
+
+def test_a_vtpm_that_rewrote_its_command_line_is_still_readopted(make_daemon, tpm_rootfs):
+    """Review rev7. Code running in trustme-vtpm (a libtpms exploit through the guest's commands)
+    can overwrite its own argv without a system call. The next trustmed recognised the vTPM it
+    re-adopts by its command line, so after a kill -9 of trustmed such a vTPM was taken for ended:
+    left running unwatched as the vTPM's uid beside the next start's trustme-vtpm and its
+    standby (which it may then open between their exec and main(): docs/SECURITY.md). It is named
+    by pid and start time now, which it cannot change."""
+    d = make_daemon(extra_args=KDF)
+    create(d, "r", tpm_rootfs)
+    start(d, "r")
+    pid = vtpm_pid(d, "r")
+    d.kill9()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        mem.write(b"x" * (arg_end - arg_start - 1))
+    assert b"trustme-vtpm" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    log_len = len(d.log())
+    d.start()
+    assert "re-adopted its vTPM" in d.log()[log_len:], d.log()[log_len:]
+    assert info(d, "r").get("pid") == pid
+    d.cli("stop", "r")
+    wait_for(lambda: process_gone(pid), timeout=30, what="the re-adopted vTPM to stop with its container")

@@ -4,7 +4,8 @@
  * eviction decisions on tables built here: a peer at its limit makes room among its own
  * connections only; with every slot taken the address that holds most loses its longest-waiting
  * connection; busy connections and closed records are never chosen, closed records still count
- * for their address; IPv4 and IPv6 peers are compared by address, not port. Then the flood of
+ * for their address; IPv4 peers are compared by address, IPv6 ones by their /64 (link-local and
+ * loopback ones, and IPv4-mapped ones of a dual-stack listener, in full), never by port. Then the flood of
  * test_tpmd.py's test_idle_clients_do_not_lock_out_verifiers played on a table; the listener, the
  * peer address, refusal and eviction on real sockets of the loopback; and the write-out of an
  * answer (tm_conn_flush) on an event loop. */
@@ -93,14 +94,26 @@ static void peers_are_addresses_not_ports(void **state)
     struct sockaddr_storage a = v4("192.0.2.1", 1000), b = v4("192.0.2.1", 2000), c = v4("192.0.2.2", 1000);
     assert_true(tm_same_peer(&a, &b));
     assert_false(tm_same_peer(&a, &c));
+    /* an IPv6 peer is its /64: a host takes any address of its prefix at will */
     struct sockaddr_storage x = v6("2001:db8::1", 1000, 0), y = v6("2001:db8::1", 2000, 3),
-                            z = v6("2001:db8::2", 1000, 0);
+                            z = v6("2001:db8::2", 1000, 0), w = v6("2001:db8:0:0:ffff:ffff:ffff:ffff", 1, 0),
+                            other = v6("2001:db8:0:1::1", 1000, 0);
     assert_true(tm_same_peer(&x, &y));
-    assert_false(tm_same_peer(&x, &z));
-    /* an IPv4 client of a dual-stack listener arrives mapped: it is compared as IPv6 then */
-    struct sockaddr_storage mapped = v6("::ffff:192.0.2.1", 1000, 0);
+    assert_true(tm_same_peer(&x, &z));
+    assert_true(tm_same_peer(&x, &w));
+    assert_false(tm_same_peer(&x, &other));
+    /* link-local (all of them in fe80::/64) and ::/64 (loopback) compared in full */
+    struct sockaddr_storage ll1 = v6("fe80::1", 1, 2), ll2 = v6("fe80::2", 1, 2), lo = v6("::1", 1, 0),
+                            lo2 = v6("::2", 1, 0);
+    assert_false(tm_same_peer(&ll1, &ll2));
+    assert_true(tm_same_peer(&ll1, &ll1));
+    assert_false(tm_same_peer(&lo, &lo2));
+    /* an IPv4 client of a dual-stack listener arrives mapped: one peer per IPv4 address, as on an
+     * IPv4 listener (not all of ::ffff:0:0/96 one peer) */
+    struct sockaddr_storage mapped = v6("::ffff:192.0.2.1", 1000, 0), mapped2 = v6("::ffff:192.0.2.2", 1000, 0);
     assert_false(tm_same_peer(&a, &mapped));
     assert_true(tm_same_peer(&mapped, &mapped));
+    assert_false(tm_same_peer(&mapped, &mapped2));
     /* another family: each connection a peer of its own */
     struct sockaddr_storage u = {.ss_family = AF_UNIX};
     assert_false(tm_same_peer(&u, &u));
@@ -134,7 +147,7 @@ static void a_peer_at_its_limit_makes_room_among_its_own(void **state)
     struct rec r[8];
     int victim;
     /* another address's connection waited longer than any of the peer's */
-    assert_int_equal(connect_as(&t, &r[0], 1, v6("2001:db8::9", 1, 0), &victim), 0);
+    assert_int_equal(connect_as(&t, &r[0], 1, v6("2001:db8:9::1", 1, 0), &victim), 0);
     assert_int_equal(connect_as(&t, &r[1], 2, v6("2001:db8::1", 1, 0), &victim), 0);
     assert_int_equal(connect_as(&t, &r[2], 3, v6("2001:db8::1", 2, 0), &victim), 0);
     assert_int_equal(connect_as(&t, &r[3], 4, v6("2001:db8::1", 3, 0), &victim), 0);
@@ -151,8 +164,12 @@ static void a_peer_at_its_limit_makes_room_among_its_own(void **state)
     tm_conn_waiting(&t, &r[3].link);
     assert_int_equal(tm_conn_admit_peer(&t, &p, &v), 0);
     assert_int_equal(rec_id(v), 4);
-    /* the address next to it is another peer, with room of its own */
-    struct sockaddr_storage q = v6("2001:db8::2", 1, 0);
+    /* another address of its /64 is the same peer: it too makes room among the peer's own */
+    struct sockaddr_storage same64 = v6("2001:db8::2", 1, 0);
+    assert_int_equal(tm_conn_admit_peer(&t, &same64, &v), 0);
+    assert_int_equal(rec_id(v), 4);
+    /* the next /64 is another peer, with room of its own */
+    struct sockaddr_storage q = v6("2001:db8:0:1::1", 1, 0);
     assert_int_equal(tm_conn_admit_peer(&t, &q, &v), 0);
     assert_null(v);
     /* and the same holds for IPv4 */
@@ -282,6 +299,28 @@ static void a_flood_from_one_address_keeps_anothers_connection(void **state)
     assert_int_equal(connect_as(&t, &r[id], id + 1, v6("::1", 1, 0), &victim), 0);
     assert_true(victim >= 19 && victim <= 70 && !(victim > 60 && victim <= 66));
     assert_true(present(&t, 1));
+}
+
+/* Review rev7: a client with a /64 of its own (any IPv6 host on a SLAAC link, any hosted machine)
+ * connects from a new address each time. Compared by address, each of them was a peer holding one
+ * connection: with the table full, the longest-waiting connection of all went, a verifier's that
+ * waited longest among peers that hold as many. As one peer, the prefix is held to the per-peer
+ * limit and evicts only its own. */
+static void an_ipv6_prefix_is_one_peer(void **state)
+{
+    (void)state;
+    struct tm_conn_table t = {.max_conns = 16, .max_per_peer = 8};
+    static struct rec r[64];
+    int victim, id = 0;
+    assert_int_equal(connect_as(&t, &r[id], id + 1, v6("2001:db8:2::1", 40000, 0), &victim), 0);
+    for (id = 1; id < 64; id++) {
+        char addr[INET6_ADDRSTRLEN];
+        snprintf(addr, sizeof(addr), "2001:db8:1::%x", id);
+        assert_int_equal(connect_as(&t, &r[id], id + 1, v6(addr, 1, 0), &victim), 0);
+        assert_true(victim != 1);
+    }
+    assert_true(present(&t, 1));
+    assert_int_equal(t.nopen, 9);
 }
 
 static struct tm_conn_table *evict_table;
@@ -479,6 +518,7 @@ int main(void)
         cmocka_unit_test(a_full_table_evicts_from_the_address_that_holds_most),
         cmocka_unit_test(closed_records_count_for_their_address_only),
         cmocka_unit_test(a_flood_from_one_address_keeps_anothers_connection),
+        cmocka_unit_test(an_ipv6_prefix_is_one_peer),
         cmocka_unit_test(admits_the_address_of_a_real_client),
         cmocka_unit_test(listens_on_ipv6),
         cmocka_unit_test(flush_waits_for_room_then_for_the_next_request),

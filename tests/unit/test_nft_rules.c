@@ -182,6 +182,7 @@ static void full_ruleset(void **state)
     assert_false(strstr(t, "ip saddr 10.223.0.21 ip daddr 10.223.0.1")); /* db has none */
     /* layer 2: the members in sets; own address only, allowed pair by port, everything else
      * between ports dropped */
+    assert_line(t, "iifname @ports ether type != { ip, arp, ip6 } drop comment \"untagged IPv4, ARP and IPv6 only\"");
     assert_line(t, "ether type ip iifname @ports iifname . ip saddr != @addrs drop comment \"not its address\"");
     assert_line(t, "ether type arp iifname @ports arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addrs drop "
                    "comment \"not its address\"");

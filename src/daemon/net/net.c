@@ -97,6 +97,25 @@ void net_host_if(const struct container *c, char out[IF_NAMESIZE])
     out[n] = '\0';
 }
 
+/* The container other than c whose veth has the name host_if and is (being) set up. The name is
+ * made of the first 10 hex digits of a UUID (net_host_if), and a UUID is chosen by whoever made
+ * the container: a migration source names it in its bundle. Two containers with one name would
+ * share their set elements (the other's address and allowed pairs, by port name), and each would
+ * delete the other's veth as its own (a start deletes a veth of its name as its last run's;
+ * net_teardown deletes by name). */
+static const struct container *veth_name_holder(const struct container *c, const char *host_if)
+{
+    char other[IF_NAMESIZE];
+    for (const struct container *o = c->d->containers; o; o = o->next) {
+        if (o == c || !o->net || !o->net->active)
+            continue;
+        net_host_if(o, other);
+        if (strcmp(other, host_if) == 0)
+            return o;
+    }
+    return NULL;
+}
+
 static void netns_path(const struct container *c, char *out, size_t size)
 {
     char run[PATH_MAX];
@@ -383,6 +402,14 @@ int net_prepare(struct container *c, tm_err *err)
                                  r == -ENODEV ? "no such interface on the host" : "");
     if (c->cfg->net.mode != NET_BRIDGED)
         return 0;
+    char host_if[IF_NAMESIZE];
+    net_host_if(c, host_if);
+    const struct container *holder = veth_name_holder(c, host_if);
+    if (holder)
+        return tm_err_set(err, EEXIST,
+                          "its veth would be %s, the name of running container %s's (their UUIDs begin with the "
+                          "same 10 hex digits)",
+                          host_if, container_label(holder));
     /* A lingering bridge is kept; one being deleted is waited for, then made again. */
     tm_source_free(d->net->bridge_timer);
     d->net->bridge_timer = NULL;
@@ -472,7 +499,12 @@ void net_teardown(struct container *c)
     give_back_all(c, fd >= 0 ? fd : pinned);
     _cleanup_close_ int s = nl_open(-1, &err);
     net_host_if(c, host_if);
-    int idx = s >= 0 ? nl_ifindex(s, host_if, &err) : -1;
+    /* Not another running container's veth of the same name (a start net_prepare refused). */
+    const struct container *holder = veth_name_holder(c, host_if);
+    int idx = s >= 0 && !holder ? nl_ifindex(s, host_if, &err) : -1;
+    if (holder)
+        log_warn("%s: its veth %s is running container %s's: not deleted", container_label(c), host_if,
+                 container_label(holder));
     /* The veth is inert while the child deletes it (above); a start meanwhile finds the name taken
      * and deletes it itself. */
     if (idx > 0)

@@ -284,9 +284,14 @@ static void emit_bridge_table(FILE *f, const struct net_device_config *dev, cons
     emit_set(f, NFT_SET_PAIRS, "ifname . ifname", e, n);
     /* A container speaks only with its own address, so that rules by address (host_ports, the
      * pairs) mean that container, and it cannot claim another's address in the host's ARP cache.
-     * 0.0.0.0 is an ARP probe's sender address. */
+     * 0.0.0.0 is an ARP probe's sender address. First, nothing but untagged IPv4, ARP and IPv6:
+     * `ether type` of a frame with a VLAN tag is the tag's (802.1Q, 802.1ad), so the two rules
+     * after it would not see a tagged one, and the host takes a priority-tagged frame (VLAN id 0)
+     * as untagged: a tagged ARP request taught the host's ARP cache another container's address
+     * at this one's MAC (review rev7). */
     fprintf(f, "\tchain prerouting {\n"
                "\t\ttype filter hook prerouting priority filter; policy accept;\n"
+               "\t\tiifname @ports ether type != { ip, arp, ip6 } drop comment \"untagged IPv4, ARP and IPv6 only\"\n"
                "\t\tether type ip iifname @ports iifname . ip saddr != @addrs drop comment \"not its address\"\n"
                "\t\tether type arp iifname @ports arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @addrs drop "
                "comment \"not its address\"\n"

@@ -113,6 +113,9 @@ void vtpm_withdraw(struct vtpm *v);
 void vtpm_on_exit(tm_source *src, uint32_t events, void *userdata);
 void vtpm_stop(struct vtpm *v);
 int vtpm_make_dirs(const struct container *c, uid_t uid, tm_err *err);
+/* pid's start time (field 22 of /proc/PID/stat): names the very process, unlike its pid or its
+ * command line (which the process itself may rewrite). */
+int vtpm_start_time(pid_t pid, unsigned long long *ret);
 void vtpm_pidfile_path(const struct container *c, char *out, size_t size);
 
 /* vtpm_anchor.c */

@@ -133,11 +133,32 @@ void vtpm_pidfile_path(const struct container *c, char *out, size_t size)
     snprintf(out, size, "%s/helper.pid", dir);
 }
 
+int vtpm_start_time(pid_t pid, unsigned long long *ret)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (n <= 0)
+        return -ESRCH;
+    buf[n] = '\0';
+    /* After the command name (which may hold anything, ")" too): field 3 on; starttime is 22. */
+    const char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || sscanf(p + 1, "%llu", ret) != 1)
+        return -EPROTO;
+    return 0;
+}
+
 static void write_pidfile(struct vtpm *v)
 {
-    char path[PATH_MAX + 16], text[32];
+    char path[PATH_MAX + 16], text[48];
     vtpm_pidfile_path(v->c, path, sizeof(path));
-    int n = snprintf(text, sizeof(text), "%d\n", (int)v->pid);
+    unsigned long long started = 0;
+    /* With its start time: the next trustmed re-adopts this very process (vtpm_recover.c). */
+    int n = vtpm_start_time(v->pid, &started) == 0 ? snprintf(text, sizeof(text), "%d %llu\n", (int)v->pid, started)
+                                                   : snprintf(text, sizeof(text), "%d\n", (int)v->pid);
     tm_err err = {0};
     if (write_file_replace(path, text, (size_t)n, 0600, &err) < 0)
         log_warn("%s: %s (the vTPM is not re-adopted after a restart)", container_label(v->c), err.msg);

@@ -20,7 +20,10 @@
 #include "log.h"
 
 /* The vTPM the last trustmed ran for c, if it still runs: its pid from the pidfile, checked to be
- * trustme-vtpm of this container running as its uid. */
+ * the very process (its start time, in the pidfile too) and to run as the vTPM's uid. Not by its
+ * command line: trustme-vtpm can rewrite that in its own memory (code of the guest's making, run
+ * through a flaw in libtpms, could so keep it out of this trustmed's watch: docs/SECURITY.md, review
+ * rev7). A pidfile of an older trustmed holds the pid alone: then by its command line, as before. */
 static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pidfile)
 {
     char path[PATH_MAX + 16];
@@ -32,14 +35,22 @@ static pid_t find_orphan(const struct container *c, uid_t uid, bool *ret_had_pid
     if (read_file(path, 32, &text, &len, &err) < 0)
         return 0;
     *ret_had_pidfile = true;
-    int pid = atoi(text);
-    if (pid <= 1)
+    int pid = 0;
+    unsigned long long started = 0, now_started = 0;
+    int fields = sscanf(text, "%d %llu", &pid, &started);
+    if (fields < 1 || pid <= 1)
         return 0;
     char proc[64], cmd[4096];
+    struct stat st;
+    if (fields == 2) {
+        snprintf(proc, sizeof(proc), "/proc/%d", pid);
+        if (vtpm_start_time(pid, &now_started) < 0 || now_started != started || stat(proc, &st) < 0 || st.st_uid != uid)
+            return 0;
+        return pid;
+    }
     snprintf(proc, sizeof(proc), "/proc/%d/cmdline", pid);
     _cleanup_close_ int fd = open(proc, O_RDONLY | O_CLOEXEC);
     ssize_t cmd_len = fd >= 0 ? read(fd, cmd, sizeof(cmd)) : -1; /* (proc files have no size) */
-    struct stat st;
     if (cmd_len < 13 || memcmp(cmd, "trustme-vtpm", 13) != 0 || !memmem(cmd, (size_t)cmd_len, c->uuid, strlen(c->uuid)))
         return 0;
     snprintf(proc, sizeof(proc), "/proc/%d", pid);
