@@ -759,7 +759,11 @@ int main(int argc, char **argv)
         return 3;
     }
     serving = true;
-    vtpm_state_serving();
+    if ((r = vtpm_state_serving()) < 0) {
+        say("cannot save the new vTPM's state: %s", strerror(-r));
+        stop_tpm();
+        return 3;
+    }
     /* What the start touched (dynamic linking, libtpms's and OpenSSL's set-up, libseccomp) is
      * not what commands need: it goes now, before any client connects. */
     tm_idle_release();

@@ -248,15 +248,24 @@ int vtpm_state_put(const uint8_t *state, size_t len)
     return 0;
 }
 
-void vtpm_state_serving(void)
-{
-    serving = true;
-    stored_now = false; /* the start's own stores wait for a client's, or the end */
-}
-
 static bool scratch_new(void)
 {
     return pending && !(scratch_len == committed_len && memcmp(scratch, committed, scratch_len) == 0);
+}
+
+int vtpm_state_serving(void)
+{
+    serving = true;
+    stored_now = false; /* the start's own stores wait for a client's, or the end */
+    /* Except a new vTPM's: its seeds exist only in what the manufacture stored. A client's key
+     * blob or primary key depends on them without storing anything itself, so a vTPM that died
+     * before its first storing command would come back with new seeds and refuse every blob it
+     * had handed out. They are committed (and anchored) before the first client is served. */
+    if (committed_len == 0 && scratch_new()) {
+        pending = false;
+        return commit(scratch, scratch_len, true);
+    }
+    return 0;
 }
 
 int vtpm_state_check(void)

@@ -25,8 +25,9 @@ int vtpm_state_open(const char *state_dir, int memfd, int report_fd, const uint8
 /* What the TPM stored (the whole state file's new bytes), committed at the next check. */
 int vtpm_state_put(const uint8_t *state, size_t len);
 
-/* Serving starts: from now on a command's stores are committed before its response leaves. */
-void vtpm_state_serving(void);
+/* Serving starts: from now on a command's stores are committed before its response leaves. A new
+ * vTPM's manufactured state is committed here, before any client is served. */
+int vtpm_state_serving(void);
 
 /* After each response while serving: when the command stored a new state, write it to the state
  * file (a synced temporary file, "A <hex>" to trustmed and its anchor awaited, a rename, the

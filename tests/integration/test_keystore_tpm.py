@@ -161,12 +161,18 @@ def test_tpm_key_blob_copied_to_another_container_fails(kt):
 
 def test_tpm_key_survives_a_vtpm_restart(kt):
     """trustme-vtpm killed: trustmed restarts it, the keystore connects anew and the key (whose
-    blob only this vTPM loads) still signs."""
+    blob only this vTPM loads) still signs. In the vTPM's first run, before any command stored
+    anything: the blob depends only on the seeds its manufacture made, which must be on disk
+    before the first client is served (they were not, and the restarted vTPM refused the blob)."""
     d = kt
-    with ks(d, "ta") as k:
+    d.create("tr", keystore=True, vtpm=True, token={"type": "soft"})
+    d.cli("change-pin", "--pin-file", _pin_file(d, PIN, PUK), "tr")
+    r = d.cli("start", "--pin-file", _pin_file(d, PIN), "tr", check=False)
+    assert r.returncode == 0, f"{r.stderr}\n{d.log()[-3000:]}"
+    with ks(d, "tr") as k:
         k.generate("rs", "ec", 256, auths(["sign"], ["sha256"]), security="tpm")
         k.one_shot("rs", params("sign", "sha256"), b"before")
-        pidfile = d.run_dir / "vtpm" / d.state("ta")["uuid"] / "helper.pid"
+        pidfile = d.run_dir / "vtpm" / d.state("tr")["uuid"] / "helper.pid"
         old = int(pidfile.read_text().split()[0])
         import os
         import signal
@@ -183,6 +189,7 @@ def test_tpm_key_survives_a_vtpm_restart(kt):
                 return False
         wait_for(signs, timeout=30, interval=0.2, what="a signature after the vTPM's restart")
         k.delete("rs")
+    d.cli("stop", "--kill", "tr")
 
 
 
