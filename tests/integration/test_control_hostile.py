@@ -28,6 +28,20 @@ def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fds(pid, timeout=10.0):
+    """trustmed's fd count once the start's tail is over (fds it closes a moment after the start
+    answered: on a loaded machine later than the answer), so that new ones can be counted."""
+    deadline = time.monotonic() + timeout
+    last = fds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = fds(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
@@ -458,13 +472,13 @@ def test_restricted_connections_that_read_no_replies_are_closed(make_daemon, rol
     d.cli("start", "r")
     pid = d.state("r")["pid"]
     tpid = d.proc.pid
-    fds_before = fds(tpid)
+    fds_before = settled_fds(tpid)
     p = subprocess.Popen([tool("nsenter"), "-t", str(pid), "-p", "--", "/usr/bin/python3", "-c",
                           UNREAD_REPLIES, f"/proc/{pid}/root{SOCK_IN}", "32", "240", HERE],
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "sent"
-        wait_for(lambda: fds(tpid) >= fds_before + 32, timeout=15, what="all 32 accepted")
+        wait_for(lambda: fds(tpid) >= fds_before + 32, timeout=30, what="all 32 accepted")
         time.sleep(3)
         assert fds(tpid) >= fds_before + 32  # none closed yet: all busy with unread replies
         # idle timeout (120 s) plus a sweep period (30 s), and some slack for a loaded machine

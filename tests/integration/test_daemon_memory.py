@@ -3,6 +3,8 @@
 import time
 from pathlib import Path
 
+from conftest import wait_for
+
 
 def test_trustmed_loads_no_nss_module(daemon):
     """The helper services' users come from /etc/passwd and /etc/group themselves: an NSS lookup
@@ -49,9 +51,13 @@ def test_services_give_memory_back_when_idle(daemon, tmp_path):
     and the library pages their work touched (libcrypto's, most of it) once idle: each below 4 MiB
     RSS, and the next request still works (the pages come back from the page cache)."""
     assert daemon.cli("list").returncode == 0
-    pids = {"trustmed": daemon.proc.pid, "trustme-scd": _child(daemon, "trustme-scd"),
-            "trustme-tpmd": _child(daemon, "trustme-tpmd")}
-    assert all(pids.values()), f"services not found: {pids}"
+    # A child between its fork and its exec still shows trustmed's command line: on a loaded
+    # machine the services may not have reached their exec when the first request is answered.
+    def services():
+        found = {"trustmed": daemon.proc.pid, "trustme-scd": _child(daemon, "trustme-scd"),
+                 "trustme-tpmd": _child(daemon, "trustme-tpmd")}
+        return found if all(found.values()) else None
+    pids = wait_for(services, timeout=30, interval=0.1, what="trustme-scd and trustme-tpmd")
     rss = _wait_idle_small(pids)
     assert all(v < 4096 for v in rss.values()), f"idle VmRSS (KiB): {rss}"
     # tpmd signs a CSR in the TPM with OpenSSL after the drop, then gives it back again.
