@@ -107,16 +107,23 @@ static void answer_anchor(struct vtpm *v, char kind, const uint8_t digest[32])
         log_warn("%s: cannot answer the vTPM's anchor request: %s", container_label(v->c), strerror(errno));
 }
 
-static void on_step_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+/* An anchor update of v's answered (err: it failed, audited). */
+static void anchor_answered(struct daemon *d, struct vtpm *v, const tm_err *err)
 {
-    struct vtpm *v = userdata;
     v->anchoring--;
     if (!v->anchoring && v->want_standby)
         vtpm_standby_want(v); /* the last run's state is anchored: the next run's trustme-vtpm */
     if (err) {
         log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
         daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
-    } else {
+    }
+}
+
+static void on_step_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
+{
+    struct vtpm *v = userdata;
+    anchor_answered(d, v, err);
+    if (!err) {
         memcpy(v->anchored, v->asked, 32);
         v->have_anchored = true;
         log_debug("%s: the vTPM's commit is anchored", container_label(v->c));
@@ -254,14 +261,7 @@ int vtpm_take_anchored_tmp(struct vtpm *v, const char *sdir, uint8_t **state, si
 
 static void on_anchored(struct daemon *d, const Trustme__Tpmd__Response *resp, const tm_err *err, void *userdata)
 {
-    struct vtpm *v = userdata;
-    v->anchoring--;
-    if (!v->anchoring && v->want_standby)
-        vtpm_standby_want(v); /* the last run's state is anchored: the next run's trustme-vtpm */
-    if (err) {
-        log_error("%s: the vTPM state cannot be anchored: %s", container_label(v->c), err->msg);
-        daemon_audit(d, "vtpm.anchor", "fail", v->c, NULL, "%s", err->msg);
-    }
+    anchor_answered(d, userdata, err);
     daemon_maybe_exit(d);
 }
 
