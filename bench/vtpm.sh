@@ -168,6 +168,16 @@ settle() { # NAME: PAUSE, the same for both containers, then until NAME is at re
 median() { sort -n "$1" | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 order_of() { if (($1 % 2 == 0)); then echo "bench-plain bench-vtpm"; else echo "bench-vtpm bench-plain"; fi; }
 short() { [ "$1" = bench-plain ] && echo plain || echo vtpm; }
+timed() { printf '%s\n' "$(start_ms "$1")" >>"$W/$(short "$1").$2"; } # NAME KIND: one start into its list
+medians() { # KIND PREFIX: the median of each container's list, as PREFIX_PLAIN and PREFIX_VTPM
+    local plain vtpm
+    plain=$(median "$W/plain.$1")
+    vtpm=$(median "$W/vtpm.$1")
+    printf -v "$2_PLAIN" '%s' "$plain"
+    printf -v "$2_VTPM" '%s' "$vtpm"
+    fact "$2_PLAIN" "$plain"
+    fact "$2_VTPM" "$vtpm"
+}
 
 log "$RUNS rounds (+$WARMUP warm-up) from rest, interleaved (the order alternating), CPU per run"
 for f in plain.ms vtpm.ms plain.cpu vtpm.cpu; do : >"$W/$f"; done
@@ -196,41 +206,28 @@ fact CPU_VTPM "$CPU_VTPM"
 fact LATE "$LATE"
 
 log "$IMM_RUNS immediate restarts of each (the same container again as soon as its start returned)"
-: >"$W/plain.imm"
-: >"$W/vtpm.imm"
+: >"$W/plain.imm" && : >"$W/vtpm.imm"
 for ((i = 0; i < IMM_RUNS; i++)); do
     for n in $(order_of "$i"); do
         settle "$n"
         start_ms "$n" >/dev/null
-        start_ms "$n" >>"$W/$(short "$n").imm"
-        echo >>"$W/$(short "$n").imm"
+        timed "$n" imm
     done
 done
-sed -i '/^$/d' "$W/plain.imm" "$W/vtpm.imm"
-IMM_PLAIN=$(median "$W/plain.imm")
-IMM_VTPM=$(median "$W/vtpm.imm")
-fact IMM_PLAIN "$IMM_PLAIN"
-fact IMM_VTPM "$IMM_VTPM"
+medians imm IMM
 
 log "$RUNS rounds back to back (the order alternating, no pause: as measured before the standby)"
-: >"$W/plain.b2b"
-: >"$W/vtpm.b2b"
+: >"$W/plain.b2b" && : >"$W/vtpm.b2b"
 settle bench-vtpm
 for ((i = 0; i < RUNS; i++)); do
     for n in $(order_of "$i"); do
-        start_ms "$n" >>"$W/$(short "$n").b2b"
-        echo >>"$W/$(short "$n").b2b"
+        timed "$n" b2b
     done
 done
-sed -i '/^$/d' "$W/plain.b2b" "$W/vtpm.b2b"
-B2B_PLAIN=$(median "$W/plain.b2b")
-B2B_VTPM=$(median "$W/vtpm.b2b")
-fact B2B_PLAIN "$B2B_PLAIN"
-fact B2B_VTPM "$B2B_VTPM"
+medians b2b B2B
 
 log "$DAEMON_RUNS times: trustmed restarted (SIGTERM, a new one), then the first start of each from rest"
-: >"$W/plain.first"
-: >"$W/vtpm.first"
+: >"$W/plain.first" && : >"$W/vtpm.first"
 for ((i = 0; i < DAEMON_RUNS; i++)); do
     settle bench-vtpm
     kill -TERM "$TMD_PID"
@@ -238,15 +235,10 @@ for ((i = 0; i < DAEMON_RUNS; i++)); do
     daemon_up
     for n in $(order_of "$i"); do
         settle "$n"
-        start_ms "$n" >>"$W/$(short "$n").first"
-        echo >>"$W/$(short "$n").first"
+        timed "$n" first
     done
 done
-sed -i '/^$/d' "$W/plain.first" "$W/vtpm.first"
-DAEMON_PLAIN=$(median "$W/plain.first")
-DAEMON_VTPM=$(median "$W/vtpm.first")
-fact DAEMON_PLAIN "$DAEMON_PLAIN"
-fact DAEMON_VTPM "$DAEMON_VTPM"
+medians first DAEMON
 
 # What a waiting standby costs (RSS, PSS, USS = Private_Clean + Private_Dirty, smaps_rollup): one
 # alone (no other trustme-vtpm maps libtpms: its pages count as its own), then MEM_STANDBYS at once
